@@ -1,0 +1,1 @@
+"""The ``glidectl`` command line: thin Typer modules over the library."""

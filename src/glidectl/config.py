@@ -1,0 +1,303 @@
+"""The glide.toml schema: typed sections, defaults, one-line docs, loading and overrides.
+
+Precedence: defaults < file < ``--set section.key=value`` < dedicated command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+from .errors import ConfigError
+
+
+def opt(default: Any, doc: str, choices: tuple[Any, ...] | None = None) -> Any:
+    """A config field with its default, a one-line doc and optional allowed values."""
+    meta = {"doc": doc, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """Which GLIDE network to train and where its weights start."""
+
+    kind: str = opt(
+        "base",
+        "Network kind.",
+        ("base", "upsample", "base-inpaint", "upsample-inpaint"),
+    )
+    init: str = opt(
+        "scratch",
+        "Starting weights: 'scratch', 'openai:<kind>', a .pt/.safetensors file or a run dir.",
+    )
+    size: str = opt("tiny", "Size preset for scratch models (e.g. tiny, small, official).")
+    tokenizer: str = opt(
+        "auto", "Text tokenizer: 'auto' (byte for scratch, gpt2 otherwise), 'gpt2' or 'byte'.",
+        ("auto", "gpt2", "byte"),
+    )
+    vocab_dir: str = opt(
+        "", "Folder with GPT-2 encoder.json and vocab.bpe ('' = tiktoken's cache)."
+    )
+
+
+@dataclass
+class DataConfig:
+    """Where training images and captions come from and how they are prepared."""
+
+    source: str = opt(
+        "demo:shapes", "A folder, webdataset shards (dir, glob, brace pattern) or demo:<name>."
+    )
+    preset: str = opt("simple", "Dataset preset (filters and caption rules) for webdataset.")
+    image_key: str = opt("jpg;png;jpeg;webp", "Webdataset image key(s), ';'-separated.")
+    caption_key: str = opt("txt", "Webdataset caption key.")
+    resolution: int = opt(0, "Training image size in pixels (0 = the model's own size).")
+    uncond_p: float = opt(0.2, "Probability of replacing a caption by the empty caption.")
+    random_crop: bool = opt(True, "Random crop after resizing the short side (else centre).")
+    crop_scale: list = opt(
+        [1.0, 1.0], "Random-resized-crop area range [min, max]; [1, 1] disables it."
+    )
+    flip: bool = opt(False, "Random horizontal flips.")
+    workers: int = opt(0, "DataLoader worker processes.")
+    shuffle_buffer: int = opt(1000, "Webdataset sample shuffle buffer.")
+    resampled: bool = opt(False, "Resample shards forever instead of finite epochs.")
+    low_res_resample: str = opt("bicubic", "Upsampler low-res downscale filter.", ("box", "bicubic"))
+    degrade_blur: float = opt(0.0, "Upsampler: max Gaussian blur radius on low-res inputs.")
+    degrade_jpeg: int = opt(0, "Upsampler: min JPEG quality for low-res inputs (0 = off).")
+    degrade_noise: float = opt(0.0, "Upsampler: max Gaussian noise std on low-res inputs.")
+    demo_size: int = opt(4096, "Number of samples in a demo:<name> dataset.")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation: steps, batch, optimiser, schedule, precision."""
+
+    output_dir: str = opt("runs", "Folder that holds run directories.")
+    name: str = opt("", "Run name ('' = a new numbered name).")
+    steps: int = opt(1000, "Optimizer steps to train (global, across epochs).")
+    epochs: int = opt(0, "Stop after this many epochs instead (0 = use steps).")
+    batch_size: int = opt(8, "Images per process per micro-batch.")
+    grad_accum: int = opt(1, "Micro-batches per optimizer step.")
+    lr: float = opt(1e-4, "Peak learning rate.")
+    lr_schedule: str = opt(
+        "constant", "Learning-rate schedule after warmup.", ("constant", "cosine", "linear")
+    )
+    warmup_steps: int = opt(0, "Linear warmup steps.")
+    adam_beta1: float = opt(0.9, "AdamW beta1.")
+    adam_beta2: float = opt(0.999, "AdamW beta2.")
+    adam_eps: float = opt(1e-8, "AdamW epsilon.")
+    weight_decay: float = opt(0.0, "AdamW weight decay.")
+    grad_clip: float = opt(1.0, "Max gradient norm (0 = off).")
+    loss: str = opt("hybrid", "Training loss: hybrid (MSE + L_vb) or eps (MSE only).",
+                    ("hybrid", "eps"))
+    min_snr_gamma: float = opt(0.0, "Min-SNR-γ loss weighting (0 = off).")
+    trainable: str = opt("all", "Which parts train.", ("all", "unet", "text"))
+    ema_decay: float = opt(0.9999, "EMA decay (0 = no EMA).")
+    ema_warmup: bool = opt(False, "EMA warmup: decay grows as (1+n)/(10+n) up to ema_decay.")
+    precision: str = opt("no", "Mixed precision.", ("no", "fp16", "bf16"))
+    gradient_checkpointing: bool = opt(False, "Recompute activations per block to save memory.")
+    compile: bool = opt(False, "torch.compile the network.")
+    seed: int = opt(0, "Random seed.")
+    max_nonfinite: int = opt(10, "Stop after this many non-finite losses in a row.")
+    threads: int = opt(0, "CPU threads for torch (0 = torch's default).")
+
+
+@dataclass
+class PreviewConfig:
+    """Preview grids sampled during training."""
+
+    prompts: list = opt([], "Preview prompts (base models).")
+    prompt_file: str = opt("", "File with one preview prompt per line.")
+    every: int = opt(500, "Preview every N optimizer steps (0 = never; step 0 is included).")
+    sampler: str = opt("ddim", "Sampler for previews.")
+    steps: int = opt(25, "Sampler steps for previews.")
+    guidance: float = opt(3.0, "Classifier-free guidance scale.")
+    low_res: list = opt([], "Low-res images for upsampler previews ('' = held-out data).")
+    seed: int = opt(0, "Seed for preview noise.")
+
+
+@dataclass
+class CheckpointConfig:
+    """When checkpoints are written and how many are kept."""
+
+    every: int = opt(500, "Checkpoint every N optimizer steps (0 = only at the end).")
+    keep_last: int = opt(3, "Keep this many step checkpoints (0 = all).")
+
+
+@dataclass
+class LogConfig:
+    """Metrics, the terminal display and Weights & Biases."""
+
+    every: int = opt(10, "Log metrics every N optimizer steps.")
+    wandb_project: str = opt("", "W&B project ('' = no W&B).")
+    wandb_entity: str = opt("", "W&B entity.")
+    wandb_mode: str = opt("online", "W&B mode.", ("online", "offline", "disabled"))
+
+
+@dataclass
+class GlideConfig:
+    """A whole glide.toml."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(GlideConfig)}  # type: ignore[misc]
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(GlideConfig)
+    return {name: hints[name] for name in SECTIONS}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is list or origin is list:
+        return "list"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    ok = (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, float))
+        or (tp is str and isinstance(value, str))
+        or ((tp is list or typing.get_origin(tp) is list) and isinstance(value, list))
+    )
+    if not ok:
+        raise ConfigError(
+            f"{where}: '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})."
+        )
+    return value
+
+
+def _nearest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.4)
+    return f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(options)}."
+
+
+def from_dict(data: dict[str, Any], where: str = "config") -> GlideConfig:
+    """Build and validate a config from nested dicts (TOML tables)."""
+    cfg = GlideConfig()
+    merge(cfg, data, where)
+    return cfg
+
+
+def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
+    """Apply nested ``data`` onto ``cfg`` with full key and type checking."""
+    section_types = _section_types()
+    for sec_name, sec_values in data.items():
+        if sec_name not in section_types:
+            raise ConfigError(
+                f"{where}: unknown section '{sec_name}'." + _nearest(sec_name, list(SECTIONS))
+            )
+        if not isinstance(sec_values, dict):
+            raise ConfigError(f"{where}: '{sec_name}' must be a table like [{sec_name}].")
+        section = getattr(cfg, sec_name)
+        ftypes = _field_types(type(section))
+        for key, value in sec_values.items():
+            dotted = f"{sec_name}.{key}"
+            if key not in ftypes:
+                options = [f"{sec_name}.{k}" for k in ftypes]
+                raise ConfigError(f"{where}: unknown key '{dotted}'." + _nearest(dotted, options))
+            value = _check_value(dotted, ftypes[key], value, where)
+            choices = _field(type(section), key).metadata.get("choices")
+            if choices and value not in choices:
+                raise ConfigError(
+                    f"{where}: '{dotted}' must be one of {', '.join(map(str, choices))}; "
+                    f"got {value!r}."
+                )
+            setattr(section, key, value)
+    return cfg
+
+
+def _field(cls: type, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``a.b=value`` → ``{"a": {"b": value}}``; the value is read as TOML, else as a string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-5.")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {item!r}: the key must be section.key, e.g. train.lr.")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return {parts[0]: {parts[1]: value}}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> GlideConfig:
+    """Defaults, then the TOML file, then ``--set`` overrides."""
+    cfg = GlideConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Config file {str(p)!r} does not exist; pass an existing .toml file.")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: is not UTF-8 text; save it as a UTF-8 TOML file.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}.") from None
+        merge(cfg, data, str(p))
+    for item in overrides or []:
+        merge(cfg, parse_override(item), "--set")
+    return cfg
+
+
+def to_dict(cfg: GlideConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_toml(cfg: GlideConfig) -> str:
+    """Serialise a config; ``from_dict(tomllib.loads(to_toml(c))) == c``."""
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def save_config(cfg: GlideConfig, path: str | Path) -> None:
+    Path(path).write_text(to_toml(cfg), encoding="utf-8")
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """Every key as (dotted key, type, default, doc), for docs and ``config keys``."""
+    rows = []
+    for sec_name, sec_cls in _section_types().items():
+        ftypes = _field_types(sec_cls)
+        defaults = sec_cls()
+        for f in dataclasses.fields(sec_cls):
+            rows.append(
+                (f"{sec_name}.{f.name}", _type_name(ftypes[f.name]),
+                 getattr(defaults, f.name), f.metadata["doc"])
+            )
+    return rows

@@ -1,0 +1,28 @@
+"""The plugin hooks. Each hook receives a callback so one plugin can add many things."""
+
+from __future__ import annotations
+
+from pluggy import HookimplMarker, HookspecMarker
+
+hookspec = HookspecMarker("glidectl")
+hookimpl = HookimplMarker("glidectl")
+
+
+@hookspec
+def register_samplers(register):
+    """Register samplers: ``register(name, sampler, aliases=())``."""
+
+
+@hookspec
+def register_dataset_presets(register):
+    """Register dataset presets: ``register(name, preset, aliases=())``."""
+
+
+@hookspec
+def register_model_sources(register):
+    """Register model sources (the part before ``:`` in ``openai:base``): ``register(name, source)``."""
+
+
+@hookspec
+def register_commands(app):
+    """Add Typer commands or sub-apps to the ``glidectl`` app."""

@@ -1,0 +1,72 @@
+"""Typed name → object registries filled by plugin hooks, with aliases and "did you mean"."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .errors import GlidectlError, PluginError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    plugin: str
+    aliases: tuple[str, ...] = ()
+
+
+class Registry(Generic[T]):
+    """Objects of one kind (samplers, presets, model sources) by name and alias."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+        self._lookup: dict[str, str] = {}
+
+    def add(self, name: str, obj: T, plugin: str, aliases: tuple[str, ...] | list[str] = ()) -> None:
+        for key in (name, *aliases):
+            key = key.lower()
+            if key in self._lookup:
+                other = self._entries[self._lookup[key]].plugin
+                raise PluginError(
+                    f"{self.kind} {key!r} is registered twice: by plugin {other!r} "
+                    f"and by plugin {plugin!r}; uninstall or disable one of them "
+                    "(GLIDECTL_LOAD_PLUGINS)."
+                )
+        self._entries[name.lower()] = Entry(name.lower(), obj, plugin, tuple(aliases))
+        for key in (name, *aliases):
+            self._lookup[key.lower()] = name.lower()
+
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def entry(self, name: str) -> Entry[T]:
+        key = self._lookup.get(name.lower())
+        if key is None:
+            raise GlidectlError(self.unknown_message(name))
+        return self._entries[key]
+
+    def unknown_message(self, name: str) -> str:
+        names = sorted(self._lookup)
+        close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return (
+            f"Unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(self._entries))}."
+        )
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._lookup
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def __len__(self) -> int:
+        return len(self._entries)
