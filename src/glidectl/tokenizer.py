@@ -1,0 +1,196 @@
+"""Text → token ids for GLIDE: GPT-2 byte-level BPE (OpenAI's models) or raw UTF-8 bytes.
+
+GLIDE's rules (see the golden README): lower-case with ``str.lower``, no start/end token, the
+literal text ``<|endoftext|>`` is ordinary text, keep the FIRST ``ctx`` ids, pad on the right
+with the pad id, mask True on real tokens. The mask is not an attention mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import GlidectlError
+
+if TYPE_CHECKING:
+    import tiktoken
+    import torch
+
+VOCAB_ENV = "GLIDECTL_GPT2_VOCAB"
+GPT2_N_VOCAB = 50257
+GPT2_END_TOKEN = 50256
+ENDOFTEXT = "<|endoftext|>"
+# GPT-2's split regex as tiktoken writes it ("r50k"); same pieces as GLIDE's bpe.py regex.
+GPT2_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
+VOCAB_FILES = ("encoder.json", "vocab.bpe")
+
+_ENCODINGS: dict[str, tiktoken.Encoding] = {}
+_LOCK = threading.Lock()
+
+
+class Tokenizer(ABC):
+    """A prompt tokenizer with GLIDE's padding, truncation and mask rules."""
+
+    name: str
+    n_vocab: int
+    pad_id: int
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """All ids of the lower-cased text (no truncation, no special tokens)."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of real (non-pad) ids; invalid UTF-8 is replaced."""
+
+    def count(self, text: str) -> int:
+        """Number of ids before truncation."""
+        return len(self.encode(text))
+
+    def padded_tokens_and_mask(
+        self, ids: Sequence[int], ctx: int
+    ) -> tuple[list[int], list[bool]]:
+        """Keep the first ``ctx`` ids, right-pad with ``pad_id``; mask True on real ids."""
+        kept = list(ids[:ctx])
+        padding = ctx - len(kept)
+        return kept + [self.pad_id] * padding, [True] * len(kept) + [False] * padding
+
+    def encode_batch(
+        self, texts: Sequence[str], ctx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens ``LongTensor[B, ctx]`` and mask ``BoolTensor[B, ctx]`` for many prompts."""
+        import torch
+
+        rows = [self.padded_tokens_and_mask(self.encode(t), ctx) for t in texts]
+        tokens = torch.tensor([r[0] for r in rows], dtype=torch.long).reshape(len(rows), ctx)
+        mask = torch.tensor([r[1] for r in rows], dtype=torch.bool).reshape(len(rows), ctx)
+        return tokens, mask
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, n_vocab={self.n_vocab})"
+
+
+class GPT2Tokenizer(Tokenizer):
+    """GPT-2 byte-level BPE through tiktoken, exactly as GLIDE's ``bpe.get_encoder()``."""
+
+    name = "gpt2"
+    n_vocab = GPT2_N_VOCAB
+    pad_id = GPT2_END_TOKEN
+
+    def __init__(self, encoding: tiktoken.Encoding, source: str) -> None:
+        self.encoding = encoding
+        self.source = source
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text.lower())
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.encoding.decode([int(i) for i in ids if int(i) != self.pad_id])
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 bytes of the lower-cased text (ids 0..255), pad 256: for models trained from
+    scratch, needing no vocabulary file."""
+
+    name = "byte"
+    n_vocab = 257
+    pad_id = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.lower().encode("utf-8"))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _encoding_from_folder(folder: Path) -> tiktoken.Encoding:
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    missing = [f for f in VOCAB_FILES if not (folder / f).is_file()]
+    if missing:
+        raise GlidectlError(
+            f"GPT-2 vocabulary folder {folder} lacks {', '.join(missing)}; point it at a "
+            "folder holding encoder.json and vocab.bpe (GPT-2's original files)."
+        )
+    bpe, enc = folder / "vocab.bpe", folder / "encoder.json"
+    try:
+        # The content hashes make tiktoken's file cache notice an edited file at the same path.
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(bpe),
+            encoder_json_file=str(enc),
+            vocab_bpe_hash=_sha256(bpe),
+            encoder_json_hash=_sha256(enc),
+        )
+    except (AssertionError, ValueError, KeyError, UnicodeDecodeError, OSError) as exc:
+        raise GlidectlError(
+            f"GPT-2 vocabulary in {folder} is not valid (encoder.json and vocab.bpe must be "
+            f"GPT-2's matching files): {type(exc).__name__}: {exc}."
+        ) from exc
+    if len(ranks) != GPT2_END_TOKEN:
+        raise GlidectlError(
+            f"GPT-2 vocabulary in {folder} has {len(ranks)} tokens, expected {GPT2_END_TOKEN}; "
+            "use GPT-2's original encoder.json and vocab.bpe."
+        )
+    return tiktoken.Encoding(
+        name=f"glidectl-gpt2:{folder}",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={ENDOFTEXT: GPT2_END_TOKEN},
+        explicit_n_vocab=GPT2_N_VOCAB,
+    )
+
+
+def _encoding_from_tiktoken() -> tiktoken.Encoding:
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as exc:  # network, cache or hash errors all mean "not available here"
+        raise GlidectlError(
+            "The GPT-2 vocabulary is not available: tiktoken could not load or download 'gpt2' "
+            f"({type(exc).__name__}). Set model.vocab_dir (or the {VOCAB_ENV} environment "
+            "variable) to a folder with encoder.json and vocab.bpe, or run once with internet "
+            "access so tiktoken caches it."
+        ) from exc
+
+
+def load_gpt2_encoding(vocab_dir: str | os.PathLike[str] | None = None) -> tiktoken.Encoding:
+    """The GPT-2 encoding from ``vocab_dir``, else ``$GLIDECTL_GPT2_VOCAB``, else tiktoken's
+    "gpt2" (downloaded once and cached). Loaded encodings are cached per source."""
+    folder = str(vocab_dir) if vocab_dir else os.environ.get(VOCAB_ENV, "")
+    key = str(Path(folder).expanduser().resolve()) if folder else "tiktoken:gpt2"
+    with _LOCK:
+        if key not in _ENCODINGS:
+            if folder:
+                _ENCODINGS[key] = _encoding_from_folder(Path(key))
+            else:
+                _ENCODINGS[key] = _encoding_from_tiktoken()
+        return _ENCODINGS[key]
+
+
+def clear_cache() -> None:
+    """Forget loaded GPT-2 encodings (tests; a vocabulary folder that changed)."""
+    with _LOCK:
+        _ENCODINGS.clear()
+
+
+def get_tokenizer(name: str = "gpt2", vocab_dir: str | os.PathLike[str] | None = None) -> Tokenizer:
+    """The tokenizer called ``name`` ("gpt2" or "byte"); ``vocab_dir`` is for gpt2 only."""
+    if name == "gpt2":
+        source: Any = vocab_dir or os.environ.get(VOCAB_ENV) or "tiktoken:gpt2"
+        return GPT2Tokenizer(load_gpt2_encoding(vocab_dir), str(source))
+    if name == "byte":
+        return ByteTokenizer()
+    raise GlidectlError(f"Unknown tokenizer {name!r}; use 'gpt2' or 'byte'.")
