@@ -75,7 +75,9 @@ class DataConfig:
     workers: int = opt(0, "DataLoader worker processes.")
     shuffle_buffer: int = opt(1000, "Webdataset sample shuffle buffer.")
     resampled: bool = opt(False, "Resample shards forever instead of finite epochs.")
-    low_res_resample: str = opt("bicubic", "Upsampler low-res downscale filter.", ("box", "bicubic"))
+    low_res_resample: str = opt(
+        "bicubic", "Upsampler low-res downscale filter.", ("box", "bicubic")
+    )
     degrade_blur: float = opt(0.0, "Upsampler: max Gaussian blur radius on low-res inputs.")
     degrade_jpeg: int = opt(0, "Upsampler: min JPEG quality for low-res inputs (0 = off).")
     degrade_noise: float = opt(0.0, "Upsampler: max Gaussian noise std on low-res inputs.")
@@ -257,7 +259,9 @@ def parse_override(item: str) -> dict[str, Any]:
     return {parts[0]: {parts[1]: value}}
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> GlideConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> GlideConfig:
     """Defaults, then the TOML file, then ``--set`` overrides."""
     cfg = GlideConfig()
     if path is not None:

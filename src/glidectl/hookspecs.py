@@ -20,7 +20,7 @@ def register_dataset_presets(register):
 
 @hookspec
 def register_model_sources(register):
-    """Register model sources (the part before ``:`` in ``openai:base``): ``register(name, source)``."""
+    """Register model sources (``openai`` in ``openai:base``): ``register(name, source)``."""
 
 
 @hookspec

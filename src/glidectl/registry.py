@@ -28,7 +28,9 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._lookup: dict[str, str] = {}
 
-    def add(self, name: str, obj: T, plugin: str, aliases: tuple[str, ...] | list[str] = ()) -> None:
+    def add(
+        self, name: str, obj: T, plugin: str, aliases: tuple[str, ...] | list[str] = ()
+    ) -> None:
         for key in (name, *aliases):
             key = key.lower()
             if key in self._lookup:

@@ -59,9 +59,30 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``glidectl`` console script."""
+    """Entry point of the ``glidectl`` console script.
+
+    User-caused errors (bad flags, configs, files) become one line on stderr and exit code 2;
+    anything else is a bug and keeps its traceback.
+    """
+    try:  # typer >= 0.26 vendors click
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exc
+
     try:
-        app = build_app()
-        app(args=argv, prog_name="glidectl", standalone_mode=True)
+        command = typer.main.get_command(build_app())
+        code = command.main(args=argv, prog_name="glidectl", standalone_mode=False)
     except GlidectlError as exc:
         fail(str(exc), exc.exit_code)
+    except click_exc.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help())
+        raise SystemExit(2) from None
+    except click_exc.UsageError as exc:
+        where = f" (see 'glidectl {exc.ctx.command_path.split(' ', 1)[1]} --help')" if (
+            exc.ctx and " " in exc.ctx.command_path) else " (see 'glidectl --help')"
+        fail(exc.format_message().rstrip(".") + where + ".", exc.exit_code)
+    except click_exc.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except click_exc.Abort:
+        fail("Aborted.", 130)
+    raise SystemExit(code if isinstance(code, int) else 0)

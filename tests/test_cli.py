@@ -1,0 +1,96 @@
+"""The command shell: start-up cost, version, config show, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from glidectl import __version__
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "glidectl", *args],
+        capture_output=True, text=True, env=full_env, timeout=120,
+    )
+
+
+def test_help_lists_commands_without_importing_torch():
+    code = (
+        "import sys\n"
+        "from glidectl.cli.app import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "NO-TORCH" in out.stdout, out.stdout + out.stderr
+    for command in ("plugins", "config"):
+        assert command in out.stdout
+
+
+def test_version():
+    out = run("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"glidectl {__version__}"
+
+
+def test_config_show_prints_resolved_toml():
+    out = run("config", "show", "--config", str(ROOT / "examples" / "glide.toml"),
+              "--set", "train.steps=3")
+    assert out.returncode == 0, out.stderr
+    assert "[train]" in out.stdout and "steps = 3" in out.stdout
+
+
+MALFORMED = [
+    ("[train]\nbatchsize = 4\n", [], "unknown key 'train.batchsize'"),
+    ("[trian]\n", [], "unknown section 'trian'"),
+    ('[train]\nsteps = "x"\n', [], "'train.steps' must be int"),
+    ("[train]\nlr = true\n", [], "'train.lr' must be float"),
+    ("[train\n", [], "invalid TOML"),
+    ("train = 3\n", [], "'train' must be a table"),
+    ("", ["train.steps"], "expected section.key=value"),
+    ("", ["nosection=1"], "must be section.key"),
+    ("", ["train.precision=fp8"], "must be one of"),
+    ("", ["model.nope=1"], "unknown key 'model.nope'"),
+]
+
+
+@pytest.mark.parametrize(("text", "sets", "message"), MALFORMED)
+def test_malformed_config_is_one_line_and_exit_2(tmp_path, text, sets, message):
+    path = tmp_path / "glide.toml"
+    path.write_text(text)
+    args = ["config", "show", "--config", str(path)]
+    for item in sets:
+        args += ["--set", item]
+    out = run(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+    out = run("config", "show", "--config", str(tmp_path / "nope.toml"))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"Error: Config file {str(tmp_path / 'nope.toml')!r} does not exist; "
+        "pass an existing .toml file."
+    ]
+
+
+def test_plugins_prints_json():
+    out = run("plugins", "--all")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert isinstance(data, list)
+    for item in data:
+        assert {"name", "hooks"} <= set(item)

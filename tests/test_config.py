@@ -1,0 +1,99 @@
+"""The glide.toml schema: defaults, validation, overrides and round trips."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from glidectl.config import (
+    GlideConfig,
+    describe,
+    from_dict,
+    load_config,
+    parse_override,
+    to_toml,
+)
+from glidectl.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def test_every_key_has_a_default_and_a_doc():
+    rows = describe()
+    assert len(rows) > 40
+    for key, _tp, _default, doc in rows:
+        assert doc and doc.strip(), key
+
+
+def test_resolved_config_round_trips_through_toml():
+    cfg = load_config(None, ["train.lr=3e-5", "preview.prompts=['a red circle', 'x']"])
+    text = to_toml(cfg)
+    again = from_dict(tomllib.loads(text))
+    assert again == cfg
+    assert to_toml(again) == text
+
+
+def test_defaults_file_set_precedence(tmp_path):
+    path = tmp_path / "glide.toml"
+    path.write_text("[train]\nlr = 2e-4\nsteps = 50\n")
+    cfg = load_config(path, ["train.steps=7"])
+    assert cfg.train.lr == 2e-4  # file beats default
+    assert cfg.train.steps == 7  # --set beats file
+    assert cfg.train.batch_size == GlideConfig().train.batch_size  # default kept
+
+
+def test_int_is_accepted_for_float():
+    assert load_config(None, ["train.lr=1"]).train.lr == 1.0
+
+
+def test_unknown_key_names_the_dotted_key_and_the_nearest(tmp_path):
+    path = tmp_path / "glide.toml"
+    path.write_text("[train]\nbatchsize = 4\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'train.batchsize'.*'train.batch_size'"):
+        load_config(path)
+
+
+def test_unknown_section_suggests_nearest(tmp_path):
+    path = tmp_path / "glide.toml"
+    path.write_text("[trian]\nsteps = 4\n")
+    with pytest.raises(ConfigError, match=r"unknown section 'trian'.*'train'"):
+        load_config(path)
+
+
+def test_wrong_type_names_key_type_and_value(tmp_path):
+    path = tmp_path / "glide.toml"
+    path.write_text('[train]\nsteps = "many"\n')
+    with pytest.raises(ConfigError, match=r"'train.steps' must be int, got 'many' \(str\)"):
+        load_config(path)
+
+
+def test_bool_is_not_an_int():
+    with pytest.raises(ConfigError, match="train.steps"):
+        load_config(None, ["train.steps=true"])
+
+
+def test_choice_fields_reject_other_values():
+    with pytest.raises(ConfigError, match=r"'train.precision' must be one of no, fp16, bf16"):
+        load_config(None, ["train.precision=fp8"])
+
+
+def test_override_values_are_read_as_toml_else_string():
+    assert parse_override("train.lr=1e-5") == {"train": {"lr": 1e-5}}
+    assert parse_override("data.source=demo:shapes") == {"data": {"source": "demo:shapes"}}
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_override("train.lr")
+    with pytest.raises(ConfigError, match="section.key"):
+        parse_override("lr=1")
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nsteps=")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")

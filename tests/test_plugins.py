@@ -1,0 +1,160 @@
+"""The plugin seam: hooks, registries, allow-list, errors that name the plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from glidectl import plugins
+from glidectl.errors import GlidectlError, PluginError
+from glidectl.hookspecs import hookimpl
+from glidectl.registry import Registry
+
+
+@pytest.fixture
+def register_plugin():
+    """Register throwaway plugin objects for one test and unregister them afterwards."""
+    added = []
+
+    def add(obj, name):
+        plugins.load_plugins()
+        plugins.pm.register(obj, name=name)
+        added.append(name)
+        plugins.refresh()
+        return obj
+
+    yield add
+    for name in added:
+        plugins.pm.unregister(name=name)
+    plugins.refresh()
+
+
+class _Presets:
+    def __init__(self, *names):
+        self.names = names
+
+    @hookimpl
+    def register_dataset_presets(self, register):
+        for name in self.names:
+            register(name, object())
+
+
+class _Sources:
+    @hookimpl
+    def register_model_sources(self, register):
+        register("myhub", "a source object")
+
+
+class _Commands:
+    @hookimpl
+    def register_commands(self, app):
+        @app.command("hello-plugin")
+        def hello() -> None:
+            """Say hello from a plugin."""
+            print("hello from a plugin")
+
+
+def test_registry_aliases_and_did_you_mean():
+    reg: Registry[str] = Registry("sampler")
+    reg.add("dpm++2m", "solver", plugin="builtin", aliases=("dpm++",))
+    assert reg.get("DPM++") == "solver"
+    assert reg.names() == ["dpm++2m"]
+    with pytest.raises(GlidectlError, match=r"Unknown sampler 'dpm2m'. Did you mean 'dpm\+\+2m'"):
+        reg.get("dpm2m")
+
+
+def test_register_dataset_presets_duplicate_names_both_plugins(register_plugin):
+    register_plugin(_Presets("mine"), "first-plugin")
+    register_plugin(_Presets("mine"), "second-plugin")
+    with pytest.raises(PluginError, match="by plugin .first-plugin. and by plugin .second-plugin."):
+        plugins.dataset_presets()
+
+
+def test_register_model_sources_adds_a_source(register_plugin):
+    register_plugin(_Sources(), "hub-plugin")
+    entry = plugins.model_sources().entry("myhub")
+    assert entry.obj == "a source object"
+    assert entry.plugin == "hub-plugin"
+
+
+def test_register_samplers_error_names_the_plugin(register_plugin):
+    class Broken:
+        @hookimpl
+        def register_samplers(self, register):
+            raise RuntimeError("boom")
+
+    register_plugin(Broken(), "broken-plugin")
+    with pytest.raises(PluginError, match="Plugin 'broken-plugin' raised in register_samplers"):
+        plugins.samplers()
+
+
+def test_register_commands_adds_a_cli_command(register_plugin):
+    from typer.testing import CliRunner
+
+    from glidectl.cli.app import build_app
+
+    register_plugin(_Commands(), "cmd-plugin")
+    result = CliRunner().invoke(build_app(), ["hello-plugin"])
+    assert result.exit_code == 0
+    assert "hello from a plugin" in result.stdout
+
+
+def test_plugin_info_lists_hooks(register_plugin):
+    register_plugin(_Sources(), "hub-plugin")
+    info = {p["name"]: p for p in plugins.plugin_info()}
+    assert info["hub-plugin"]["hooks"] == ["register_model_sources"]
+
+
+@pytest.fixture
+def installed_plugin(tmp_path):
+    """A real installed distribution (dist-info with an entry point) on a PYTHONPATH folder."""
+    (tmp_path / "shinyplug.py").write_text(textwrap.dedent("""
+        from glidectl.hookspecs import hookimpl
+
+        @hookimpl
+        def register_dataset_presets(register):
+            register("shiny", object())
+    """))
+    dist = tmp_path / "shinyplug-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shinyplug\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text("[glidectl]\nshiny = shinyplug\n")
+    (tmp_path / "badplug.py").write_text("raise ImportError('missing dependency xyz')\n")
+    bad = tmp_path / "badplug-0.1.dist-info"
+    bad.mkdir()
+    (bad / "METADATA").write_text("Metadata-Version: 2.1\nName: badplug\nVersion: 0.1\n")
+    (bad / "entry_points.txt").write_text("[glidectl]\nbad = badplug\n")
+    return tmp_path
+
+
+def _plugins_cli(path, allow):
+    env = {**os.environ, "PYTHONPATH": str(path), "GLIDECTL_LOAD_PLUGINS": allow}
+    return subprocess.run([sys.executable, "-m", "glidectl", "plugins"],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_installed_plugin_is_listed_with_version(installed_plugin):
+    out = _plugins_cli(installed_plugin, "shiny")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [
+        {"name": "shiny", "hooks": ["register_dataset_presets"], "version": "1.2.3"}
+    ]
+
+
+def test_allow_list_empty_loads_no_plugin(installed_plugin):
+    out = _plugins_cli(installed_plugin, "")
+    assert out.returncode == 0
+    assert json.loads(out.stdout) == []
+
+
+def test_plugin_that_fails_to_load_is_named(installed_plugin):
+    out = _plugins_cli(installed_plugin, "shiny,bad")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "Error: Plugin 'bad' failed to load: missing dependency xyz"
+    )
