@@ -267,7 +267,9 @@ def load_config(
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"Config file {str(p)!r} does not exist; pass an existing .toml file.")
+            raise ConfigError(
+                f"Config file {str(p)!r} does not exist; pass an existing .toml file."
+            )
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except UnicodeDecodeError:

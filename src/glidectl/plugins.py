@@ -70,7 +70,7 @@ def call_each(hook_name: str, **kwargs: Any) -> None:
     """
     load_plugins()
     caller = getattr(pm.hook, hook_name)
-    for impl in reversed(caller.get_hookimpls()):
+    for impl in caller.get_hookimpls():  # registration order
         args = {
             k: (v(impl.plugin_name) if getattr(v, "_per_plugin", False) else v)
             for k, v in kwargs.items()
