@@ -1,0 +1,101 @@
+"""The terminal view of a run: a rich live panel on a TTY, one plain line per log otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+
+def format_eta(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def status_line(record: dict[str, Any], total_steps: int, eta: float) -> str:
+    """``step 120/1000 loss 0.1234 lr 1.0e-04 12.3 img/s data 1% ETA 02:31``."""
+    return (
+        f"step {record['step']}/{total_steps} loss {record.get('loss', float('nan')):.4f} "
+        f"lr {record.get('lr', 0.0):.2e} {record.get('images_per_s', 0.0):.1f} img/s "
+        f"data {100 * record.get('data_wait', 0.0):.0f}% ETA {format_eta(eta)}"
+    )
+
+
+class Display:
+    """Shows progress; ``live`` picks the rich panel (default: when stdout is a TTY)."""
+
+    def __init__(
+        self, total_steps: int, start_step: int = 0, live: bool | None = None,
+        stream: TextIO | None = None, enabled: bool = True,
+    ):
+        self.total = total_steps
+        self.start_step = start_step
+        self.stream = stream or sys.stdout
+        self.enabled = enabled
+        self.live = enabled and (self.stream.isatty() if live is None else live)
+        self._t0 = time.perf_counter()
+        self._progress = None
+        self._task = None
+        self._last: dict[str, Any] = {}
+
+    def __enter__(self) -> Display:
+        if self.live:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                console=Console(file=self.stream), transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(
+                "train", total=self.total, completed=self.start_step, info=""
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def eta(self, step: int) -> float:
+        done = step - self.start_step
+        if done <= 0:
+            return float("inf")
+        return (time.perf_counter() - self._t0) / done * (self.total - step)
+
+    def advance(self, step: int) -> None:
+        """Called every optimizer step (cheap; the live bar moves)."""
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Called every ``log.every`` steps with the metrics record."""
+        if not self.enabled:
+            return
+        self._last = record
+        if self._progress is not None:
+            info = (
+                f"loss {record.get('loss', float('nan')):.4f}  lr {record.get('lr', 0):.2e}  "
+                f"{record.get('images_per_s', 0):.1f} img/s  "
+                f"data {100 * record.get('data_wait', 0):.0f}%"
+            )
+            self._progress.update(self._task, completed=record["step"], info=info)
+        else:
+            print(status_line(record, self.total, self.eta(record["step"])),
+                  file=self.stream, flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            print(text, file=self.stream, flush=True)

@@ -1,0 +1,68 @@
+"""Guards that stop a run cleanly: non-finite losses and Ctrl-C."""
+
+from __future__ import annotations
+
+import math
+import signal
+from types import FrameType
+
+from ..errors import GlidectlError
+
+
+class NonFiniteGuard:
+    """Counts skipped steps; raises after ``limit`` non-finite losses in a row."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_a_row = 0
+        self.total = 0
+
+    def check(self, loss: float, step: int, detail: str = "") -> bool:
+        """True if ``loss`` is finite (train on); False to skip the step."""
+        if math.isfinite(loss):
+            self.in_a_row = 0
+            return True
+        self.in_a_row += 1
+        self.total += 1
+        if self.limit > 0 and self.in_a_row >= self.limit:
+            raise GlidectlError(
+                f"Training stopped at step {step}: the loss was {loss} for {self.in_a_row} "
+                f"steps in a row{detail}; lower train.lr, set train.grad_clip, try "
+                "train.precision = \"bf16\" or \"no\", or check the data for broken images."
+            )
+        return False
+
+    def state_dict(self) -> dict[str, int]:
+        return {"in_a_row": self.in_a_row, "total": self.total}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.in_a_row = int(state.get("in_a_row", 0))
+        self.total = int(state.get("total", 0))
+
+
+class StopFlag:
+    """Turns the first SIGINT/SIGTERM into a flag the loop checks; a second one interrupts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name = ""
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous.clear()

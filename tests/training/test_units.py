@@ -1,0 +1,212 @@
+"""Unit specs for the training engine's parts that need no network."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from glidectl.errors import GlidectlError
+from glidectl.training.adapters import PartsAdapter
+from glidectl.training.checkpointing import CheckpointManager, resolve_checkpoint
+from glidectl.training.data_stream import DataStream
+from glidectl.training.ema import EMA
+from glidectl.training.guards import NonFiniteGuard
+from glidectl.training.lr_schedule import lr_factor
+from glidectl.training.metrics import MetricsFile, read_metrics, truncate_after
+from glidectl.training.run_dir import check_writable, next_run_name
+
+
+def test_ema_update_is_fp32_lerp_every_step():
+    p = torch.nn.Parameter(torch.zeros(3))
+    ema = EMA([p], decay=0.9)
+    p.data.fill_(1.0)
+    ema.update()
+    ema.update()
+    assert ema.shadow[0].dtype == torch.float32
+    assert torch.allclose(ema.shadow[0], torch.full((3,), 1 - 0.9**2))
+
+
+def test_ema_warmup_grows_decay():
+    p = torch.nn.Parameter(torch.zeros(1))
+    ema = EMA([p], decay=0.999, warmup=True)
+    assert ema.current_decay() == pytest.approx(0.1)
+    ema.num_updates = 10_000
+    assert ema.current_decay() == 0.999
+
+
+def test_ema_swap_leaves_training_weights_untouched():
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    ema = EMA([p], decay=0.5)
+    p.data.copy_(torch.tensor([3.0, 4.0]))
+    ema.update()
+    with ema.swapped():
+        assert torch.equal(p.data, torch.tensor([2.0, 3.0]))
+    assert torch.equal(p.data, torch.tensor([3.0, 4.0]))
+
+
+def test_ema_state_roundtrip():
+    p = torch.nn.Parameter(torch.randn(4))
+    ema = EMA([p], decay=0.9)
+    p.data.add_(1)
+    ema.update()
+    other = EMA([torch.nn.Parameter(torch.zeros(4))], decay=0.9)
+    other.load_state_dict(ema.state_dict())
+    assert torch.equal(other.shadow[0], ema.shadow[0]) and other.num_updates == 1
+
+
+@pytest.mark.parametrize("name", ["constant", "cosine", "linear"])
+def test_lr_schedules_warm_up_linearly(name):
+    f = lr_factor(name, warmup_steps=4, total_steps=14)
+    assert [f(i) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(4) == pytest.approx(1.0)
+    end = f(14)
+    assert end == pytest.approx(1.0 if name == "constant" else 0.0, abs=1e-9)
+    if name == "cosine":
+        assert f(9) == pytest.approx(0.5)
+    if name == "linear":
+        assert f(9) == pytest.approx(0.5)
+
+
+def _write(tmp: Path, step: int) -> None:
+    (tmp / "model.safetensors").write_text(str(step))
+
+
+def test_checkpoints_retention_and_latest_pointer(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    for step in (10, 20, 30):
+        mgr.save(step, lambda d, s=step: _write(d, s))
+    assert mgr.steps() == [20, 30]
+    assert (tmp_path / "latest").read_text().strip() == "step-000030"
+    assert mgr.latest() == tmp_path / "step-000030"
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_interrupted_checkpoint_never_replaces_a_complete_one(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=3)
+    mgr.save(10, lambda d: _write(d, 10))
+    tmp = mgr.begin(20)  # a crash (kill -9) while writing: the temp dir stays behind
+    _write(tmp, 20)
+    assert mgr.latest() == tmp_path / "step-000010"
+    assert mgr.steps() == [10]
+    mgr.save(30, lambda d: _write(d, 30))  # the next save clears the stale temp dir
+    assert not (tmp_path / ".tmp-step-000020").exists()
+
+
+def test_resolve_checkpoint_accepts_run_and_step_dirs(tmp_path):
+    ckpts = tmp_path / "run" / "checkpoints"
+    mgr = CheckpointManager(ckpts)
+    mgr.save(5, lambda d: (d / "state").mkdir())
+    assert resolve_checkpoint("latest", ckpts) == ckpts / "step-000005"
+    assert resolve_checkpoint(str(tmp_path / "run"), None) == ckpts / "step-000005"
+    assert resolve_checkpoint(str(ckpts / "step-000005"), None) == ckpts / "step-000005"
+    with pytest.raises(GlidectlError):
+        resolve_checkpoint(str(tmp_path / "nope"), None)
+
+
+def test_output_dir_not_writable_is_a_user_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(GlidectlError, match="not writable|is a file"):
+        check_writable(blocker / "runs")
+
+
+def test_output_dir_without_space_is_a_user_error(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10, 10, 1024))
+    with pytest.raises(GlidectlError, match="MiB free"):
+        check_writable(tmp_path / "runs")
+
+
+def test_run_names_are_numbered(tmp_path):
+    assert next_run_name(tmp_path) == "run-001"
+    (tmp_path / "run-001").mkdir()
+    assert next_run_name(tmp_path) == "run-002"
+
+
+def test_nonfinite_guard_skips_then_stops():
+    guard = NonFiniteGuard(limit=3)
+    assert guard.check(1.0, 0)
+    assert not guard.check(math.nan, 1)
+    assert not guard.check(math.inf, 2)
+    assert guard.check(0.5, 3)  # a finite loss resets the run of bad steps
+    assert not guard.check(math.nan, 4) and not guard.check(math.nan, 5)
+    with pytest.raises(GlidectlError, match="3 steps in a row"):
+        guard.check(math.nan, 6)
+    assert guard.total == 5
+
+
+def test_metrics_jsonl_append_and_truncate(tmp_path):
+    m = MetricsFile(tmp_path / "metrics.jsonl")
+    for step in range(1, 5):
+        m.write({"step": step, "loss": float("nan") if step == 2 else 0.1})
+    m.close()
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4]
+    truncate_after(tmp_path / "metrics.jsonl", 2)
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+class _Numbers(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> dict:
+        return {"i": torch.tensor(i), "noise": torch.rand(())}
+
+
+def _take(stream: DataStream, n: int) -> list[dict]:
+    return [stream.next() for _ in range(n)]
+
+
+def test_data_stream_shards_match_one_process_global_batch():
+    one = _take(DataStream(_Numbers(), batch_size=4, seed=3), 5)
+    r0 = _take(DataStream(_Numbers(), batch_size=2, rank=0, world=2, seed=3), 5)
+    r1 = _take(DataStream(_Numbers(), batch_size=2, rank=1, world=2, seed=3), 5)
+    for b, a0, a1 in zip(one, r0, r1):
+        assert torch.equal(b["i"], torch.cat([a0["i"], a1["i"]]))
+        assert torch.equal(b["noise"], torch.cat([a0["noise"], a1["noise"]]))
+
+
+def test_data_stream_resumes_at_its_cursor():
+    straight = _take(DataStream(_Numbers(), batch_size=3, seed=1), 7)
+    first = DataStream(_Numbers(), batch_size=3, seed=1)
+    _take(first, 4)
+    resumed = DataStream(_Numbers(), batch_size=3, seed=1)
+    resumed.load_state_dict(first.state_dict())
+    rest = _take(resumed, 3)
+    for a, b in zip(straight[4:], rest):
+        assert torch.equal(a["i"], b["i"]) and torch.equal(a["noise"], b["noise"])
+    assert resumed.epoch >= 2  # 7 batches of 3 from 10 samples cross epochs
+
+
+class _TinyTextUNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.token_embedding = torch.nn.Embedding(4, 2)
+        self.transformer = torch.nn.Linear(2, 2)
+        self.input_blocks = torch.nn.ModuleDict({"attn": torch.nn.ModuleDict(
+            {"encoder_kv": torch.nn.Linear(2, 2), "qkv": torch.nn.Linear(2, 2)})})
+
+
+@pytest.mark.parametrize(
+    "part,expected",
+    [
+        ("all", 7),
+        ("unet", 4),
+        ("text", 5),  # text encoder + encoder_kv
+    ],
+)
+def test_parts_adapter_selects_trainable_parameters(part, expected):
+    model = PartsAdapter(part).prepare(_TinyTextUNet())
+    names = [n for n, _ in PartsAdapter(part).trainable(model)]
+    assert len(names) == expected
+    if part == "text":
+        assert "input_blocks.attn.encoder_kv.weight" in names
+        assert "input_blocks.attn.qkv.weight" not in names
+    if part == "unet":
+        assert not any(n.startswith(("token_embedding", "transformer")) for n in names)
