@@ -1,0 +1,206 @@
+"""UNet building blocks: float32 norms, timestep embedding, resampling, ResBlock, AttentionBlock.
+
+Parameter names and shapes follow OpenAI's glide-text2im so their checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm with 32 groups that always computes in float32 (also under autocast)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__(32, channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            y = F.group_norm(x.float(), self.num_groups, self._f32(self.weight),
+                             self._f32(self.bias), self.eps)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def _f32(p: torch.Tensor | None) -> torch.Tensor | None:
+        return None if p is None else p.float()
+
+
+class LayerNorm32(nn.LayerNorm):
+    """LayerNorm that always computes in float32 and returns the input dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            y = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(),
+                             self.bias.float(), self.eps)
+        return y.to(x.dtype)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding [cos | sin] of (possibly fractional) timesteps, shape [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    )
+    args = t[:, None].float() * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class Downsample(nn.Module):
+    """Halve the resolution: a strided 3x3 conv (``op``) or 2x2 average pooling."""
+
+    def __init__(self, channels: int, use_conv: bool, out_channels: int | None = None):
+        super().__init__()
+        out_channels = out_channels or channels
+        if use_conv:
+            self.op: nn.Module = nn.Conv2d(channels, out_channels, 3, stride=2, padding=1)
+        else:
+            self.op = nn.AvgPool2d(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution (nearest), optionally followed by a 3x3 conv."""
+
+    def __init__(self, channels: int, use_conv: bool, out_channels: int | None = None):
+        super().__init__()
+        if use_conv:
+            self.conv = nn.Conv2d(channels, out_channels or channels, 3, padding=1)
+        self.use_conv = use_conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return self.conv(x) if self.use_conv else x
+
+
+class ResBlock(nn.Module):
+    """Residual block conditioned on the embedding, optionally resampling (up/down)."""
+
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float,
+        out_channels: int | None = None,
+        use_scale_shift_norm: bool = True,
+        up: bool = False,
+        down: bool = False,
+    ):
+        super().__init__()
+        out_channels = out_channels or channels
+        self.use_scale_shift_norm = use_scale_shift_norm
+        self.in_layers = nn.Sequential(
+            GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
+        self.updown = up or down
+        if up:
+            self.h_upd: nn.Module = Upsample(channels, False)
+            self.x_upd: nn.Module = Upsample(channels, False)
+        elif down:
+            self.h_upd = Downsample(channels, False)
+            self.x_upd = Downsample(channels, False)
+        self.emb_layers = nn.Sequential(
+            nn.SiLU(),
+            nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels),
+        )
+        self.out_layers = nn.Sequential(
+            GroupNorm32(out_channels),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        nn.init.zeros_(self.out_layers[3].weight)
+        nn.init.zeros_(self.out_layers[3].bias)
+        if out_channels == channels:
+            self.skip_connection: nn.Module = nn.Identity()
+        else:
+            self.skip_connection = nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.updown:
+            h = self.in_layers[1](self.in_layers[0](x))
+            h = self.in_layers[2](self.h_upd(h))
+            x = self.x_upd(x)
+        else:
+            h = self.in_layers(x)
+        emb_out = self.emb_layers(emb).to(h.dtype)[:, :, None, None]
+        if self.use_scale_shift_norm:
+            scale, shift = emb_out.chunk(2, dim=1)
+            h = self.out_layers[0](h) * (1 + scale) + shift
+            for layer in self.out_layers[1:]:
+                h = layer(h)
+        else:
+            h = self.out_layers(h + emb_out)
+        return self.skip_connection(x) + h
+
+
+def _conv1x1(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """A kernel-1 Conv1d applied to channels-last tokens [B, T, Cin] -> [B, T, Cout]."""
+    return F.linear(x, conv.weight.squeeze(-1), conv.bias)
+
+
+class AttentionBlock(nn.Module):
+    """Spatial self-attention whose keys/values are prefixed by the text's (``encoder_kv``).
+
+    The 1x1 convs keep OpenAI's per-head channel layout: ``qkv`` holds [q_h, k_h, v_h] for
+    each head h in turn, ``encoder_kv`` holds [k_h, v_h]; text keys come before image keys.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        encoder_channels: int | None = None,
+    ):
+        super().__init__()
+        self.channels = channels
+        self.num_heads = num_heads if num_head_channels == -1 else channels // num_head_channels
+        self.norm = GroupNorm32(channels)
+        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
+        if encoder_channels is not None:
+            self.encoder_kv = nn.Conv1d(encoder_channels, 2 * channels, 1)
+        self.proj_out = nn.Conv1d(channels, channels, 1)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, x: torch.Tensor, encoder_out: torch.Tensor | None = None) -> torch.Tensor:
+        b, c, *spatial = x.shape
+        heads, ch = self.num_heads, c // self.num_heads
+        tokens = self.norm(x).reshape(b, c, -1).transpose(1, 2)  # [B, T, C]
+        t = tokens.shape[1]
+        qkv = _conv1x1(tokens, self.qkv).view(b, t, heads, 3 * ch).transpose(1, 2)
+        q, k, v = qkv.split(ch, dim=-1)  # each [B, H, T, ch]
+        if encoder_out is not None:
+            ekv = _conv1x1(encoder_out.transpose(1, 2).to(tokens.dtype), self.encoder_kv)
+            ek, ev = ekv.view(b, -1, heads, 2 * ch).transpose(1, 2).split(ch, dim=-1)
+            k = torch.cat([ek.to(k.dtype), k], dim=2)
+            v = torch.cat([ev.to(v.dtype), v], dim=2)
+        a = F.scaled_dot_product_attention(q, k, v)  # [B, H, T, ch]
+        a = a.transpose(1, 2).reshape(b, t, c)
+        h = _conv1x1(a, self.proj_out).transpose(1, 2).reshape(b, c, *spatial)
+        return x + h.to(x.dtype)
+
+
+class EmbedSequential(nn.Sequential):
+    """A UNet block: layers that take the embedding or the text get it, others just ``h``."""
+
+    def forward(  # type: ignore[override]
+        self, h: torch.Tensor, emb: torch.Tensor, encoder_out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                h = layer(h, emb)
+            elif isinstance(layer, AttentionBlock):
+                h = layer(h, encoder_out)
+            else:
+                h = layer(h)
+        return h
