@@ -1,0 +1,23 @@
+"""Golden diffusion tensors, loaded once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def dg(golden: Path) -> dict[str, torch.Tensor]:
+    """``diffusion_golden.safetensors`` as a dict of tensors."""
+    from safetensors.torch import load_file
+
+    return load_file(str(golden / "diffusion_golden.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def dg_json(golden: Path) -> dict:
+    """``diffusion_golden.json``."""
+    return json.loads((golden / "diffusion_golden.json").read_text())
