@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from .gaussian import GaussianDiffusion
+from .guidance import classifier_free_guidance, guide_output
 from .respace import space_timesteps
 from .schedules import get_named_beta_schedule
 
-__all__ = ["GaussianDiffusion", "create_diffusion", "get_named_beta_schedule", "space_timesteps"]
+__all__ = [
+    "GaussianDiffusion",
+    "classifier_free_guidance",
+    "create_diffusion",
+    "get_named_beta_schedule",
+    "guide_output",
+    "space_timesteps",
+]
 
 
 def create_diffusion(
