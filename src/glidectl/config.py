@@ -151,6 +151,20 @@ class LogConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters trained by ``glidectl lora`` (everything else stays frozen)."""
+
+    targets: list = opt(
+        ["attention"], "Target presets: attention, mlp, conv, all (combine freely; [] = none)."
+    )
+    patterns: list = opt([], "Extra module-name regexes (full match), e.g. 'out\\.2'.")
+    rank: int = opt(8, "LoRA rank r.")
+    alpha: float = opt(8.0, "LoRA alpha: updates scale by alpha/r (alpha/sqrt(r) with rslora).")
+    dropout: float = opt(0.0, "Dropout on the LoRA input.")
+    rslora: bool = opt(False, "Rank-stabilised scaling alpha/sqrt(r) instead of alpha/r.")
+
+
+@dataclass
 class GlideConfig:
     """A whole glide.toml."""
 
@@ -160,6 +174,7 @@ class GlideConfig:
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(GlideConfig)}  # type: ignore[misc]
