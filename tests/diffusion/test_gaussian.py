@@ -141,3 +141,12 @@ def test_predict_eps_inverts_predict_xstart(cos) -> None:
 def test_wrong_channel_count_is_rejected(cos) -> None:
     with pytest.raises(ValueError, match="channels"):
         cos.p_mean_variance(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), torch.tensor([1]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_losses_on_cuda_match_cpu(cos, dg) -> None:
+    args = [dg[k].cuda() for k in ("loss/x_start", "loss/t", "loss/noise")]
+    output = dg["loss/model_output"].cuda()
+    terms = cos.training_losses(lambda xt, ts: output, *args)
+    for key in ("loss", "mse", "vb"):
+        _close(terms[key].cpu(), dg[f"loss/{key}"])
