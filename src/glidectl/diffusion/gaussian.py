@@ -245,9 +245,10 @@ class GaussianDiffusion:
         """Min-SNR-γ weights for the ε-MSE: min(SNR_t, γ)/SNR_t, SNR_t = ᾱ_t/(1−ᾱ_t)."""
         if gamma <= 0:
             raise ValueError("min-SNR gamma must be positive")
-        ac = self._array("alphas_cumprod", t.device)[t.to(torch.long)]
+        values = self._array("alphas_cumprod", t.device)
+        ac = values[t.to(device=values.device, dtype=torch.long)]
         snr = ac / (1.0 - ac)
-        return (snr.clamp(max=gamma) / snr).to(torch.float32)
+        return (snr.clamp(max=gamma) / snr).to(device=t.device, dtype=torch.float32)
 
     # -- σ view and fractional timesteps, for samplers --------------------------------------
 
