@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# Library API, imported on first use so that ``import glidectl`` does not import torch.
+_LAZY: dict[str, str] = {
+    "load_model": "glidectl.glide.loading",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'glidectl' has no attribute {name!r}")

@@ -18,7 +18,9 @@ from .registry import Registry
 ENTRY_POINT_GROUP = "glidectl"
 
 # Built-in features, registered through the very same hooks third-party plugins use.
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "glidectl.glide.sources",
+)
 
 pm = pluggy.PluginManager("glidectl")
 pm.add_hookspecs(hookspecs)

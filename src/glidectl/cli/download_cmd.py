@@ -1,0 +1,39 @@
+"""``glidectl download``: fetch OpenAI's GLIDE checkpoints into the cache (resumable)."""
+
+from __future__ import annotations
+
+import typer
+
+CHOICES = ("base", "upsample", "base-inpaint", "upsample-inpaint", "all")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("download")
+    def download_command(
+        models: list[str] = typer.Argument(
+            ..., help=f"Which checkpoints: {', '.join(CHOICES)} (several allowed)."
+        ),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Download OpenAI's GLIDE checkpoints to the cache ($GLIDECTL_HOME or
+        ~/.cache/glidectl); files already there are not fetched again, partial ones resume."""
+        from ..errors import GlidectlError
+        from ..glide.options import KINDS
+        from ..glide.sources import OpenAISource
+
+        wanted: list[str] = []
+        for name in models:
+            if name not in CHOICES:
+                raise GlidectlError(
+                    f"Unknown model {name!r} for download; use one of {', '.join(CHOICES)}."
+                )
+            for kind in KINDS if name == "all" else (name,):
+                if kind not in wanted:
+                    wanted.append(kind)
+        source = OpenAISource()
+        for kind in wanted:
+            cached = source.cache_path(kind).is_file()
+            path = source.resolve(kind, download=True, progress=not quiet)
+            size = path.stat().st_size / 2**20
+            note = "already cached" if cached else "downloaded"
+            typer.echo(f"openai:{kind}  {path}  ({size:,.1f} MiB, {note})")

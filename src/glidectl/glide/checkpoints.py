@@ -1,0 +1,270 @@
+"""Reading OpenAI ``.pt`` checkpoints and reading/writing glidectl ``.safetensors`` weights.
+
+A glidectl ``.safetensors`` file carries its model options (JSON) and tokenizer name in the
+safetensors metadata, so it needs nothing else to be rebuilt. An OpenAI ``.pt`` file is a plain
+state_dict: its kind is read from the input conv's channels and its options are the official
+ones of that kind (a custom-sized ``.pt`` needs its options passed in).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import GlidectlError
+from .options import ModelOptions, official_options
+
+StateDict = dict[str, torch.Tensor]
+IN_CHANNELS_KIND = {3: "base", 6: "upsample", 7: "base-inpaint", 10: "upsample-inpaint"}
+META_OPTIONS = "glidectl.model_options"
+META_TOKENIZER = "glidectl.tokenizer"
+META_KIND = "glidectl.kind"
+_FIRST_KEY = "input_blocks.0.0.weight"
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise GlidectlError(f"Checkpoint {str(path)!r} does not exist; check the path.")
+    if not path.is_file():
+        raise GlidectlError(f"Checkpoint {str(path)!r} is not a file.")
+
+
+def _upcast(state: Mapping[str, Any], path: Path) -> StateDict:
+    """Tensors only, half-precision floats upcast to float32 (OpenAI ships some as fp16)."""
+    out: StateDict = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise GlidectlError(
+                f"{str(path)!r} is not a GLIDE state_dict: entry {key!r} is a "
+                f"{type(value).__name__}, not a tensor."
+            )
+        if value.is_floating_point() and value.dtype != torch.float32:
+            value = value.float()
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- identification
+def identify_kind(shapes: Mapping[str, Sequence[int]], path: str | Path = "checkpoint") -> str:
+    """The model kind from the input conv's channels: 3 / 6 / 7 / 10 → base / upsample / …"""
+    shape = shapes.get(_FIRST_KEY)
+    if shape is None or len(shape) != 4:
+        raise GlidectlError(
+            f"{str(path)!r} is not a GLIDE checkpoint: it has no {_FIRST_KEY!r} conv weight."
+        )
+    kind = IN_CHANNELS_KIND.get(int(shape[1]))
+    if kind is None:
+        raise GlidectlError(
+            f"{str(path)!r} has {shape[1]} input channels; GLIDE models have 3 (base), "
+            "6 (upsample), 7 (base-inpaint) or 10 (upsample-inpaint)."
+        )
+    if "positional_embedding" not in shapes:
+        raise GlidectlError(
+            f"{str(path)!r} has no text transformer (positional_embedding); it is not a "
+            "text-conditional GLIDE model."
+        )
+    return kind
+
+
+@cache
+def expected_shapes(options_json: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Ordered (key, shape) of the model these options build (built on the meta device)."""
+    from .unet import create_model
+
+    with torch.device("meta"):
+        model = create_model(ModelOptions.from_json(options_json))
+    return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
+
+
+def mismatch(shapes: Mapping[str, Sequence[int]], options: ModelOptions) -> str | None:
+    """None when ``shapes`` fits ``options``, else a short description of the first problems."""
+    want = dict(expected_shapes(options.to_json()))
+    missing = [k for k in want if k not in shapes]
+    unexpected = [k for k in shapes if k not in want]
+    wrong = [k for k in want if k in shapes and tuple(shapes[k]) != want[k]]
+    parts = []
+    if missing:
+        parts.append(f"missing keys {', '.join(missing[:3])}" + (" …" if len(missing) > 3 else ""))
+    if unexpected:
+        more = " …" if len(unexpected) > 3 else ""
+        parts.append(f"unexpected keys {', '.join(unexpected[:3])}{more}")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{k} has shape {list(shapes[k])}, expected {list(want[k])}")
+    return "; ".join(parts) or None
+
+
+def check_state_dict(state: Mapping[str, torch.Tensor], options: ModelOptions, path: Path) -> None:
+    """Refuse a state_dict that does not fit ``options``, naming the first differing keys."""
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    problem = mismatch(shapes, options)
+    if problem:
+        raise GlidectlError(
+            f"{str(path)!r} does not fit a {options.kind} model with its options: {problem}."
+        )
+
+
+def infer_options(
+    state: Mapping[str, torch.Tensor], path: Path, kind: str | None = None
+) -> ModelOptions:
+    """Options for a state_dict without metadata: the official options of its kind."""
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    found = identify_kind(shapes, path)
+    if kind is not None and found != kind:
+        raise GlidectlError(
+            f"{str(path)!r} holds a {found} model, but a {kind} model is needed; "
+            f"pass a {kind} checkpoint."
+        )
+    options = official_options(found)
+    problem = mismatch(shapes, options)
+    if problem:
+        raise GlidectlError(
+            f"{str(path)!r} looks like a {found} model but not OpenAI's official one ({problem}); "
+            "a file without options needs them passed in (or convert it to .safetensors)."
+        )
+    return options
+
+
+# --------------------------------------------------------------------------- OpenAI .pt
+def _torch_load(path: Path) -> Any:
+    _require_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
+            OSError, AttributeError, KeyError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GlidectlError(
+            f"Cannot read checkpoint {str(path)!r} ({first[:160]}); the file is damaged, "
+            "truncated or not a PyTorch checkpoint: download it again."
+        ) from exc
+
+
+def load_openai_pt(
+    path: str | Path, options: ModelOptions | None = None, kind: str | None = None
+) -> tuple[StateDict, ModelOptions]:
+    """A state_dict saved with ``torch.save`` (OpenAI's format) and the options it fits.
+
+    Without ``options`` the file must be one of OpenAI's four official models. Half-precision
+    tensors are upcast to float32. ``kind`` (if given) must match the file's kind.
+    """
+    path = Path(path)
+    obj = _torch_load(path)
+    if isinstance(obj, Mapping):
+        for wrapper in ("state_dict", "model", "ema"):
+            if isinstance(obj.get(wrapper), Mapping) and _FIRST_KEY not in obj:
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping):
+        raise GlidectlError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict.")
+    state = _upcast(obj, path)
+    if options is None:
+        options = infer_options(state, path, kind)
+    else:
+        _check_kind(options, kind, path)
+        check_state_dict(state, options, path)
+    return state, options
+
+
+def _check_kind(options: ModelOptions, kind: str | None, path: Path) -> None:
+    if kind is not None and options.kind != kind:
+        raise GlidectlError(
+            f"{str(path)!r} holds a {options.kind} model, but a {kind} model is needed; "
+            f"pass a {kind} checkpoint."
+        )
+
+
+# --------------------------------------------------------------------------- safetensors
+def save_weights(
+    model_or_state: nn.Module | Mapping[str, torch.Tensor],
+    path: str | Path,
+    options: ModelOptions | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write weights as .safetensors with the options (JSON) and tokenizer in the metadata.
+
+    Written through a temp file and an atomic rename. ``options`` defaults to the model's own.
+    """
+    from safetensors.torch import save_file
+
+    if isinstance(model_or_state, nn.Module):
+        options = options or getattr(model_or_state, "options", None)
+        state = model_or_state.state_dict()
+    else:
+        state = dict(model_or_state)
+    if options is None:
+        raise ValueError("save_weights needs options for a bare state_dict")
+    meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    meta.update({
+        "format": "pt",
+        META_OPTIONS: options.to_json(),
+        META_TOKENIZER: options.tokenizer,
+        META_KIND: options.kind,
+    })
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a .safetensors file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _require_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise _bad_safetensors(path, exc) from exc
+
+
+def _bad_safetensors(path: Path, exc: Exception) -> GlidectlError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return GlidectlError(
+        f"Cannot read weights {str(path)!r} ({first[:160]}); the file is damaged, truncated or "
+        "not a .safetensors file."
+    )
+
+
+def read_weights(
+    path: str | Path, kind: str | None = None, options: ModelOptions | None = None
+) -> tuple[StateDict, ModelOptions]:
+    """State_dict (float32) and options of a .safetensors file.
+
+    Options come from the file's metadata, else from ``options``, else the file must be one
+    of OpenAI's official models.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        state = _upcast(load_file(str(path)), path)
+    except GlidectlError:
+        raise
+    except Exception as exc:
+        raise _bad_safetensors(path, exc) from exc
+    if META_OPTIONS in meta and options is None:
+        try:
+            options = ModelOptions.from_json(meta[META_OPTIONS])
+        except (ValueError, TypeError) as exc:
+            raise GlidectlError(f"{str(path)!r} has unreadable model options: {exc}.") from exc
+    if options is None:
+        options = infer_options(state, path, kind)
+    else:
+        _check_kind(options, kind, path)
+        check_state_dict(state, options, path)
+    return state, options

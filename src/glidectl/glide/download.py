@@ -1,0 +1,158 @@
+"""Cache-first, resumable downloads of model files (urllib, rich progress bar).
+
+A partial transfer is kept as ``<file>.part`` and resumed with an HTTP Range request; the
+finished file is renamed into place atomically, so a file in the cache is always complete.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .. import __version__
+from ..errors import GlidectlError
+
+CHUNK = 1 << 20
+
+
+def cache_dir() -> Path:
+    """``$GLIDECTL_HOME``, else ``$XDG_CACHE_HOME/glidectl``, else ``~/.cache/glidectl``."""
+    home = os.environ.get("GLIDECTL_HOME")
+    if home:
+        return Path(home).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "glidectl"
+
+
+def offline() -> bool:
+    """True when ``GLIDECTL_OFFLINE`` (or ``HF_HUB_OFFLINE``) forbids network access."""
+    flags = (os.environ.get("GLIDECTL_OFFLINE", ""), os.environ.get("HF_HUB_OFFLINE", ""))
+    return any(v.strip().lower() in ("1", "true", "yes", "on") for v in flags)
+
+
+class _Interrupted(Exception):
+    """A transfer that stopped early; the .part file keeps what arrived."""
+
+
+def _total_from(resp: http.client.HTTPResponse, offset: int) -> int | None:
+    content_range = resp.headers.get("Content-Range", "")
+    if "/" in content_range and content_range.rsplit("/", 1)[1].strip().isdigit():
+        return int(content_range.rsplit("/", 1)[1])
+    length = resp.headers.get("Content-Length")
+    return offset + int(length) if length and length.isdigit() else None
+
+
+def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str) -> None:
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": f"glidectl/{__version__}"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        resp = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # our .part is stale or larger than the file: restart
+            part.unlink()
+            raise _Interrupted("server refused to resume; restarting") from exc
+        raise
+    with resp:
+        if offset and resp.status != 206:
+            offset = 0  # the server ignored Range: start over
+        total = _total_from(resp, offset)
+        with open(part, "ab" if offset else "wb") as fh:
+            done = offset
+            with _progress(progress, label, total, done) as advance:
+                while True:
+                    try:
+                        chunk = resp.read(CHUNK)
+                    except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
+                        raise _Interrupted(f"connection dropped after {done} bytes") from exc
+                    if not chunk:
+                        break
+                    fh.write(chunk)
+                    done += len(chunk)
+                    advance(len(chunk))
+    if total is not None and done != total:
+        raise _Interrupted(f"got {done} of {total} bytes")
+
+
+class _progress:
+    """A rich progress bar on stderr (or nothing), used as ``with ... as advance``."""
+
+    def __init__(self, enabled: bool, label: str, total: int | None, done: int):
+        self.enabled, self.label, self.total, self.done = enabled, label, total, done
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+        )
+        self.bar.__enter__()
+        task = self.bar.add_task(self.label, total=self.total, completed=self.done)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+
+def download(
+    url: str,
+    dest: str | Path,
+    *,
+    progress: bool = True,
+    retries: int = 3,
+    timeout: float = 60.0,
+) -> Path:
+    """Return ``dest``, downloading ``url`` there first unless it is already present.
+
+    Interrupted transfers resume from ``dest.part`` (up to ``retries`` tries here, and again
+    on the next call). Errors raise GlidectlError saying where to put the file by hand.
+    """
+    dest = Path(dest)
+    if dest.is_file():
+        return dest
+    hint = f"put the file at {str(dest)!r} yourself, or pass the path of a checkpoint file"
+    if offline():
+        raise GlidectlError(f"{str(dest)!r} is not in the cache and downloads are off "
+                            f"(GLIDECTL_OFFLINE); {hint}.")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GlidectlError(f"Cannot create cache folder {str(dest.parent)!r}: {exc}.") from exc
+    part = dest.with_name(dest.name + ".part")
+    reason = ""
+    for attempt in range(max(1, retries)):
+        try:
+            _fetch_once(url, part, timeout, progress, dest.name)
+            os.replace(part, dest)
+            return dest
+        except urllib.error.HTTPError as exc:
+            raise GlidectlError(
+                f"Downloading {url} failed with HTTP {exc.code} {exc.reason}; {hint}."
+            ) from exc
+        except (_Interrupted, urllib.error.URLError, ConnectionError, TimeoutError,
+                http.client.HTTPException, OSError) as exc:
+            reason = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+            if attempt + 1 < retries:
+                time.sleep(min(0.2 * (attempt + 1), 2.0))
+    raise GlidectlError(
+        f"Could not download {url} ({reason}); check the connection and run again to resume "
+        f"from {part.name}, or {hint}."
+    )

@@ -1,0 +1,136 @@
+"""``load_model``: one entry point for every way of naming GLIDE weights.
+
+``openai:base`` (any registered model source), an OpenAI ``.pt``, a glidectl ``.safetensors``,
+a training run folder (``checkpoints/latest`` → ``ema.safetensors`` before ``model.safetensors``),
+a ``checkpoints/`` folder or one ``step-NNNNNN`` folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import GlidectlError
+from .checkpoints import StateDict, load_openai_pt, read_weights
+from .options import ModelOptions
+from .unet import GlideUNet, create_model
+
+_SOURCE_RE = re.compile(r"^([A-Za-z][\w.-]*):(.+)$")
+_STEP_RE = re.compile(r"step-(\d+)")
+WEIGHT_FILES = ("ema.safetensors", "model.safetensors")
+
+
+def _step_dir_weights(step_dir: Path) -> Path | None:
+    for name in WEIGHT_FILES:
+        if (step_dir / name).is_file():
+            return step_dir / name
+    return None
+
+
+def _latest_step(checkpoints: Path) -> Path | None:
+    pointer = checkpoints / "latest"
+    if pointer.is_file():
+        name = pointer.read_text(encoding="utf-8").strip()
+        if name and (checkpoints / name).is_dir():
+            return checkpoints / name
+    steps = sorted(
+        (int(m.group(1)), p)
+        for p in checkpoints.iterdir()
+        if p.is_dir() and (m := _STEP_RE.fullmatch(p.name))
+    )
+    return steps[-1][1] if steps else None
+
+
+def weights_in_dir(path: Path) -> Path:
+    """The weights file of a run folder, a checkpoints/ folder or a step folder (EMA first)."""
+    direct = _step_dir_weights(path)
+    if direct is not None:
+        return direct
+    for checkpoints in (path / "checkpoints", path):
+        if checkpoints.is_dir():
+            step = _latest_step(checkpoints)
+            if step is not None:
+                found = _step_dir_weights(step)
+                if found is not None:
+                    return found
+                raise GlidectlError(
+                    f"Checkpoint folder {str(step)!r} has neither ema.safetensors nor "
+                    "model.safetensors; pick another checkpoint."
+                )
+    raise GlidectlError(
+        f"Folder {str(path)!r} is not a training run (no checkpoints/step-NNNNNN with "
+        "ema.safetensors or model.safetensors); pass a run folder or a weights file."
+    )
+
+
+def resolve_spec(spec: str | Path, download: bool = True) -> Path:
+    """A file path for ``spec``: an existing path, a run folder, or ``source:name``."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return weights_in_dir(path)
+    if path.exists():
+        return path
+    match = _SOURCE_RE.match(str(spec))
+    if match and not str(spec).startswith(("/", ".")):
+        from .. import plugins
+
+        registry = plugins.model_sources()
+        source_name, name = match.groups()
+        if source_name in registry:
+            return Path(registry.get(source_name).resolve(name, download=download))
+        raise GlidectlError(registry.unknown_message(source_name).replace(
+            "Unknown model source", "Unknown model source (or missing file)"))
+    raise GlidectlError(
+        f"Model {str(spec)!r} not found: pass openai:<kind>, a .pt or .safetensors file, "
+        "or a training run folder."
+    )
+
+
+def read_checkpoint(
+    path: str | Path, kind: str | None = None, options: ModelOptions | None = None
+) -> tuple[StateDict, ModelOptions]:
+    """State_dict and options from a .pt/.pth/.bin (torch.save) or .safetensors file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_weights(path, kind=kind, options=options)
+    return load_openai_pt(path, options=options, kind=kind)
+
+
+def build_from_state(
+    state: StateDict,
+    options: ModelOptions,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> GlideUNet:
+    """A model holding ``state``: built on the meta device, then the weights assigned."""
+    with torch.device("meta"):
+        model = create_model(options)
+    model.load_state_dict(state, strict=True, assign=True)
+    if options.use_fp16:
+        model.convert_to_fp16()
+    model.to(device=device)
+    if dtype is not None:
+        model.to(dtype=dtype)
+    return model.eval()
+
+
+def load_model(
+    spec: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    *,
+    kind: str | None = None,
+    options: ModelOptions | None = None,
+    download: bool = True,
+) -> GlideUNet:
+    """Load GLIDE weights named by ``spec`` into a ready model (eval mode).
+
+    ``spec``: ``openai:<kind>``, a .pt / .safetensors file, or a training run folder.
+    ``kind`` makes a checkpoint of another kind an error; ``options`` is needed only for a
+    custom-sized .pt file (they have no options of their own). ``dtype`` casts all weights.
+    """
+    path = resolve_spec(spec, download=download)
+    state, opts = read_checkpoint(path, kind=kind, options=options)
+    return build_from_state(state, opts, device=device, dtype=dtype)

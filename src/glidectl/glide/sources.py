@@ -1,0 +1,64 @@
+"""Default plugin: the ``openai`` model source (``openai:base`` → a cached OpenAI checkpoint).
+
+A model source is any object with ``names() -> list[str]`` and
+``resolve(name, download=True, progress=True) -> Path``; plugins register more with
+``register_model_sources``. No torch import here: ``glidectl --help`` loads this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import GlidectlError
+from ..hookspecs import hookimpl
+from .download import cache_dir
+from .download import download as fetch
+from .options import KINDS
+
+OPENAI_BASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/dec-2021"
+
+
+class OpenAISource:
+    """OpenAI's four released GLIDE checkpoints (Dec 2021), cached under the glidectl cache."""
+
+    name = "openai"
+    description = "OpenAI's released GLIDE checkpoints: " + ", ".join(KINDS)
+
+    def names(self) -> list[str]:
+        return list(KINDS)
+
+    def _check(self, name: str) -> None:
+        if name not in KINDS:
+            raise GlidectlError(
+                f"Unknown OpenAI model {name!r}; use one of {', '.join(KINDS)} "
+                "(e.g. openai:base)."
+            )
+
+    def url(self, name: str) -> str:
+        """Download URL; ``GLIDECTL_OPENAI_URL`` replaces the base (mirrors, tests)."""
+        self._check(name)
+        base = os.environ.get("GLIDECTL_OPENAI_URL") or OPENAI_BASE_URL
+        return f"{base.rstrip('/')}/{name}.pt"
+
+    def cache_path(self, name: str) -> Path:
+        """Where the checkpoint lives once downloaded: ``<cache>/openai/<name>.pt``."""
+        self._check(name)
+        return cache_dir() / "openai" / f"{name}.pt"
+
+    def resolve(self, name: str, download: bool = True, progress: bool = True) -> Path:
+        """The cached file, downloaded first if missing (no network when it is cached)."""
+        path = self.cache_path(name)
+        if path.is_file():
+            return path
+        if not download:
+            raise GlidectlError(
+                f"openai:{name} is not downloaded; run `glidectl download {name}` or put "
+                f"{name}.pt at {str(path)!r}."
+            )
+        return fetch(self.url(name), path, progress=progress)
+
+
+@hookimpl
+def register_model_sources(register):
+    register("openai", OpenAISource())
