@@ -82,6 +82,21 @@ class DataConfig:
     degrade_jpeg: int = opt(0, "Upsampler: min JPEG quality for low-res inputs (0 = off).")
     degrade_noise: float = opt(0.0, "Upsampler: max Gaussian noise std on low-res inputs.")
     demo_size: int = opt(4096, "Number of samples in a demo:<name> dataset.")
+    metadata_key: str = opt("json", "Webdataset metadata (JSON) key read by presets.")
+    min_size: int = opt(0, "laion: min original width and height (metadata), in pixels.")
+    aspect_range: list = opt([0.25, 4.0], "laion: allowed original width/height [min, max].")
+    similarity_range: list = opt(
+        [-1.0, 1.0], "laion/datacomp: allowed CLIP similarity [lower, upper]."
+    )
+    nsfw_allowed: list = opt(
+        ["UNLIKELY", "UNSURE"], "laion: NSFW tags accepted (samples without a tag pass)."
+    )
+    skip_words: list = opt([], "Reject captions containing any of these words (any preset).")
+    min_image_size: int = opt(16, "Reject decoded images whose short side is below this.")
+    max_pixels: int = opt(89_478_485, "Reject images with more pixels (decompression bombs).")
+    max_rejects: int = opt(
+        1000, "Stop with an error after this many rejections in a row before any success."
+    )
 
 
 @dataclass

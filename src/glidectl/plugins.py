@@ -20,6 +20,7 @@ ENTRY_POINT_GROUP = "glidectl"
 # Built-in features, registered through the very same hooks third-party plugins use.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "glidectl.glide.sources",
+    "glidectl.data.presets",
 )
 
 pm = pluggy.PluginManager("glidectl")

@@ -1,0 +1,297 @@
+"""The training stream: source → preset filter → decode → transforms → tokens, per worker.
+
+Work units (files, shards, demo indices) are shuffled per epoch with the seed, then split by
+rank and DataLoader worker so no sample is seen twice in an epoch; with fewer shards than
+processes every process reads all shards and keeps every n-th sample instead.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset
+
+from ..config import DataConfig
+from ..errors import GlidectlError
+from .captions import decode_caption, pick_line
+from .images import Rejected, open_image
+from .preset_api import DatasetPreset, Reject
+from .records import RawSample
+from .sources import Source, open_source
+from .stats import RejectionCounter, SharedStats, no_valid_data_error
+from .transforms import ImageTransform, LowResTransform, TextEncoder, to_tensor
+
+
+@dataclass
+class Prepared:
+    """A sample that passed every check: its caption and decoded RGB image."""
+
+    key: str
+    caption: str
+    image: Image.Image
+    original_size: tuple[int, int]
+    converted: str | None
+    meta: dict[str, Any]
+
+
+class SamplePipeline:
+    """Checks and converts one raw sample; every failure raises :class:`Rejected`."""
+
+    def __init__(
+        self, preset: DatasetPreset, options: DataConfig, transform: ImageTransform,
+        text: TextEncoder, low_res: LowResTransform | None = None,
+    ) -> None:
+        self.preset = preset
+        self.options = options
+        self.transform = transform
+        self.text = text
+        self.low_res = low_res
+        self.min_image_size = int(options.min_image_size)
+        self.max_pixels = int(options.max_pixels)
+
+    def prepare(self, raw: RawSample, rng: random.Random) -> Prepared:
+        if raw.image is None:
+            raise Rejected("missing_image")
+        meta = raw.meta
+        if raw.meta_bytes is not None:
+            try:
+                meta = json.loads(raw.meta_bytes.decode("utf-8-sig"))
+            except (UnicodeDecodeError, ValueError):
+                raise Rejected("bad_metadata") from None
+            if not isinstance(meta, dict):
+                raise Rejected("bad_metadata")
+        caption = pick_line(decode_caption(raw.caption), rng)
+        chosen = self.preset.select(meta, caption, self.options)
+        if isinstance(chosen, Reject):
+            raise Rejected(chosen.reason)
+        if not isinstance(chosen, str):
+            raise Rejected("preset_error")
+        image, original, converted = open_image(
+            raw.image, min_size=self.min_image_size, max_pixels=self.max_pixels,
+            draft_size=self.transform.draft_size(),
+        )
+        return Prepared(raw.key, chosen, image, original, converted, meta)
+
+    def finish(self, prepared: Prepared, rng: random.Random) -> dict[str, Any]:
+        high = self.transform(prepared.image, rng)
+        out: dict[str, Any] = {"image": to_tensor(high)}
+        if self.low_res is not None:
+            out["low_res"] = to_tensor(self.low_res(high, rng))
+        tokens, mask, caption = self.text(prepared.caption, rng)
+        out.update(tokens=tokens, mask=mask, caption=caption, key=prepared.key)
+        return out
+
+    def __call__(self, raw: RawSample, rng: random.Random) -> tuple[Prepared, dict[str, Any]]:
+        try:
+            prepared = self.prepare(raw, rng)
+            return prepared, self.finish(prepared, rng)
+        except Rejected:
+            raise
+        except Exception as exc:  # a decoder or plugin bug must not end the run
+            raise Rejected(f"error:{type(exc).__name__}") from exc
+
+
+def shuffle_buffer(
+    items: Iterator[RawSample], size: int, rng: random.Random
+) -> Iterator[RawSample]:
+    """Approximate shuffling of a stream through a buffer of ``size`` items."""
+    buf: list[RawSample] = []
+    for item in items:
+        if len(buf) < size:
+            buf.append(item)
+            continue
+        i = rng.randrange(len(buf))
+        buf[i], item = item, buf[i]
+        yield item
+    rng.shuffle(buf)
+    yield from buf
+
+
+class StreamDataset(IterableDataset):
+    """Training samples as dicts (``image``, ``tokens``, ``mask``, ``caption``, ``key``,
+    ``low_res`` for upsamplers); ``stats()`` counts rejections over all workers."""
+
+    def __init__(
+        self, source: Source, pipeline: SamplePipeline, *, train: bool = True, rank: int = 0,
+        world_size: int = 1, seed: int = 0, shuffle_buffer: int = 0, resampled: bool = False,
+        max_rejects: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.pipeline = pipeline
+        self.train = train
+        self.rank, self.world_size = int(rank), max(int(world_size), 1)
+        self.seed = int(seed)
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.resampled = bool(resampled)
+        self.max_rejects = max(int(max_rejects), 1)
+        self.epoch: int | None = None
+        self.shared = SharedStats()
+
+    @property
+    def name(self) -> str:
+        return self.source.describe()
+
+    @property
+    def num_samples(self) -> int | None:
+        """Samples per epoch over all processes before filtering (None: unknown)."""
+        return self.source.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the epoch used for shuffling (else each pass over the data counts one up)."""
+        self.epoch = int(epoch)
+
+    def counter(self) -> RejectionCounter:
+        """Accepted, rejected and converted counts summed over the main process and workers."""
+        return self.shared.total()
+
+    def stats(self) -> dict[str, Any]:
+        """``{"accepted": n, "rejected": {reason: n}, "converted": {mode: n},
+        "examples": {reason: [keys]}}`` over all workers of this process."""
+        data = self.counter().to_dict()
+        data.pop("iterations", None)
+        return data
+
+    def raise_if_nothing_valid(self) -> None:
+        """Raise the one-line error when not a single sample has been accepted yet."""
+        counter = self.counter()
+        if counter.accepted == 0:
+            raise no_valid_data_error(self.name, counter)
+
+    def _raw(
+        self, epoch: int, index: int, total: int, counter: RejectionCounter
+    ) -> Iterator[RawSample]:
+        units = self.source.units()
+        if not units:
+            return
+        if self.resampled:
+            pick = random.Random(f"resample:{self.seed}:{epoch}:{index}")
+            while True:
+                yield from self.source.read(pick.choice(units), counter)
+        if self.train:
+            random.Random(f"order:{self.seed}:{epoch}").shuffle(units)
+        if self.source.splits_samples or len(units) >= total:
+            for unit in units[index::total]:
+                yield from self.source.read(unit, counter)
+            return
+        n = 0
+        for unit in units:
+            for raw in self.source.read(unit, counter):
+                if n % total == index:
+                    yield raw
+                n += 1
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        slot = 0 if info is None else 1 + worker
+        counter = self.shared.load(slot)
+        counter.iterations += 1
+        epoch = self.epoch if self.epoch is not None else counter.iterations - 1
+        self.shared.publish(slot, counter)
+        index, total = self.rank * workers + worker, self.world_size * workers
+        rng = random.Random(f"augment:{self.seed}:{epoch}:{index}")
+        stream = self._raw(epoch, index, total, counter)
+        if self.train and self.shuffle_buffer > 1 and not self.source.splits_samples:
+            stream = shuffle_buffer(stream, self.shuffle_buffer, rng)
+        accepted_now, consecutive = 0, 0
+        for raw in stream:
+            try:
+                prepared, sample = self.pipeline(raw, rng)
+            except Rejected as rejected:
+                counter.reject(rejected.reason, raw.key)
+                self.shared.publish(slot, counter)
+                consecutive += 1
+                if counter.accepted == 0 and consecutive >= self.max_rejects:
+                    raise no_valid_data_error(self.name, counter) from None
+                continue
+            if prepared.converted:
+                counter.convert(prepared.converted)
+            counter.accept()
+            self.shared.publish(slot, counter)
+            accepted_now, consecutive = accepted_now + 1, 0
+            yield sample
+        self.shared.publish(slot, counter)
+        if accepted_now == 0 and total == 1 and counter.accepted == 0:
+            raise no_valid_data_error(self.name, counter)
+
+
+def _pair(value: Sequence[Any], key: str, lo: float | None = None) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise GlidectlError(f"data.{key} must be a list of two numbers, got {value!r}.") from None
+    if a > b or (lo is not None and a < lo):
+        raise GlidectlError(f"data.{key} must be [min, max] with min <= max, got {value!r}.")
+    return a, b
+
+
+def validate(cfg: DataConfig) -> None:
+    """Check data options that the schema cannot (ranges, pairs)."""
+    if not 0.0 <= cfg.uncond_p <= 1.0:
+        raise GlidectlError(f"data.uncond_p must be within [0, 1], got {cfg.uncond_p}.")
+    lo, hi = _pair(cfg.crop_scale, "crop_scale", 0.0)
+    if lo <= 0 or hi > 1:
+        raise GlidectlError(f"data.crop_scale must lie within (0, 1], got {cfg.crop_scale}.")
+    _pair(cfg.aspect_range, "aspect_range", 0.0)
+    _pair(cfg.similarity_range, "similarity_range")
+    if cfg.degrade_jpeg < 0 or cfg.degrade_jpeg > 95:
+        raise GlidectlError(f"data.degrade_jpeg must be 0 (off) or 1..95, got {cfg.degrade_jpeg}.")
+
+
+def build_dataset(
+    data_cfg: DataConfig, *, tokenizer: Any, image_size: int, text_ctx: int,
+    low_res_size: int | None = None, train: bool = True, rank: int = 0, world_size: int = 1,
+    seed: int = 0,
+) -> StreamDataset:
+    """The dataset for ``data_cfg``: an IterableDataset of training dicts.
+
+    ``tokenizer`` is a Tokenizer (or "byte"/"gpt2"); ``image_size`` is the (high-res) size
+    unless ``data.resolution`` overrides it; ``low_res_size`` makes upsampler pairs.
+    ``train=False`` gives centre crops, no flips, no caption dropout and a fixed order.
+    """
+    from .. import plugins
+
+    validate(data_cfg)
+    size = int(data_cfg.resolution or image_size)
+    if low_res_size is not None and not 0 < low_res_size < size:
+        raise GlidectlError(
+            f"The upsampler's low-res size ({low_res_size}) must be below its image size "
+            f"({size}); check data.resolution."
+        )
+    preset = plugins.dataset_presets().get(data_cfg.preset)
+    source = open_source(
+        data_cfg.source, image_key=data_cfg.image_key, caption_key=data_cfg.caption_key,
+        metadata_key=data_cfg.metadata_key, demo_size=data_cfg.demo_size, resolution=size,
+    )
+    if source.num_samples == 0:
+        raise GlidectlError(
+            f"Image folder {source.describe()!r} holds no images (.jpg .jpeg .png .webp "
+            ".bmp); point data.source at a folder with images."
+        )
+    transform = ImageTransform(
+        size, random_crop=train and data_cfg.random_crop,
+        crop_scale=_pair(data_cfg.crop_scale, "crop_scale") if train else (1.0, 1.0),
+        flip=train and data_cfg.flip,
+    )
+    low = None
+    if low_res_size:
+        low = LowResTransform(
+            int(low_res_size), data_cfg.low_res_resample,
+            blur=data_cfg.degrade_blur if train else 0.0,
+            jpeg_quality=data_cfg.degrade_jpeg if train else 0,
+            noise=data_cfg.degrade_noise if train else 0.0,
+        )
+    text = TextEncoder(tokenizer, text_ctx, data_cfg.uncond_p if train else 0.0)
+    pipeline = SamplePipeline(preset, data_cfg, transform, text, low)
+    return StreamDataset(
+        source, pipeline, train=train, rank=rank, world_size=world_size, seed=seed,
+        shuffle_buffer=data_cfg.shuffle_buffer, resampled=data_cfg.resampled and train,
+        max_rejects=data_cfg.max_rejects,
+    )

@@ -1,0 +1,115 @@
+"""An image folder: recursive, captions from sidecar ``.txt`` files or ``metadata.jsonl``.
+
+Keys are paths relative to the root, so ``a/cat.jpg`` and ``b/cat.jpg`` are distinct
+samples. ``metadata.jsonl`` (or ``metadata.csv``) rows name ``file_name`` relative to the
+folder holding that metadata file and carry the caption in ``text`` (Hugging Face's
+imagefolder convention); other fields reach the preset as metadata.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import GlidectlError
+from .images import IMAGE_EXTENSIONS
+from .records import RawSample
+from .stats import RejectionCounter
+
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+
+
+@dataclass
+class FolderSource:
+    """Images under ``root`` (any depth, extensions case-insensitive)."""
+
+    root: Path
+    files: list[str] = field(default_factory=list)
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bad_metadata: int = 0
+
+    kind = "folder"
+    splits_samples = True
+
+    @classmethod
+    def scan(cls, root: str | os.PathLike[str]) -> FolderSource:
+        root = Path(root)
+        if not root.is_dir():
+            raise GlidectlError(f"Image folder {str(root)!r} does not exist; pass a folder.")
+        src = cls(root)
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                rel = (rel_dir / name).as_posix() if str(rel_dir) != "." else name
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    src.files.append(rel)
+                elif name in METADATA_FILES:
+                    src._read_metadata(Path(dirpath) / name, rel_dir)
+        src.files.sort()
+        return src
+
+    def _read_metadata(self, path: Path, rel_dir: PurePosixPath) -> None:
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError):
+            self.bad_metadata += 1
+            return
+        if path.suffix == ".csv":
+            rows: list[Any] = list(csv.DictReader(text.splitlines()))
+        else:
+            rows = []
+            for line in text.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    self.bad_metadata += 1
+        for row in rows:
+            name = row.get("file_name") if isinstance(row, dict) else None
+            if not isinstance(name, str) or not name:
+                self.bad_metadata += 1
+                continue
+            rel = (rel_dir / name).as_posix() if str(rel_dir) != "." else name
+            self.metadata[PurePosixPath(rel).as_posix()] = row
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.files)
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def units(self) -> list[str]:
+        return list(self.files)
+
+    def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
+        path = self.root / unit
+        row = self.metadata.get(unit)
+        caption: bytes | str | None = None
+        for suffix in (".txt", ".TXT"):
+            sidecar = path.with_suffix(suffix)
+            if sidecar.is_file():
+                try:
+                    caption = sidecar.read_bytes()
+                except OSError:
+                    caption = None
+                break
+        meta: dict[str, Any] = {}
+        if row is not None:
+            meta = {k: v for k, v in row.items() if k != "file_name"}
+            if caption is None:
+                text = meta.get("text", meta.get("caption"))
+                caption = text if isinstance(text, str) else None
+        yield RawSample(key=unit, image=path, caption=caption, meta=meta)

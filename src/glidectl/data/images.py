@@ -1,0 +1,129 @@
+"""Decoding images defensively: every failure becomes a counted reason, never a crash.
+
+Truncated, unreadable, empty, tiny and decompression-bomb images are rejected; CMYK,
+palette, alpha, 16-bit and other modes are converted to 8-bit RGB (alpha over white).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+EXIF_ORIENTATION = 0x0112
+
+
+class Rejected(Exception):
+    """A sample that cannot be used; ``reason`` is a short snake_case counter name."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def read_bytes(source: bytes | str | os.PathLike[str]) -> bytes:
+    """File contents (or the bytes themselves); missing files are rejected, not raised."""
+    if isinstance(source, bytes):
+        return source
+    try:
+        return Path(source).read_bytes()
+    except OSError:
+        raise Rejected("unreadable_file") from None
+
+
+def open_image(
+    source: bytes | str | os.PathLike[str] | Image.Image,
+    *,
+    min_size: int = 1,
+    max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485,
+    draft_size: int = 0,
+) -> tuple[Image.Image, tuple[int, int], str | None]:
+    """Decode to RGB: ``(image, original (w, h), converted-from mode or None)``.
+
+    ``draft_size`` lets JPEGs decode at a reduced scale whose short side is still at least
+    that many pixels (much faster for big photos). Raises :class:`Rejected`.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        data = read_bytes(source)
+        if not data:
+            raise Rejected("empty_file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(io.BytesIO(data))
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise Rejected("decompression_bomb") from None
+            except UnidentifiedImageError:
+                raise Rejected("unreadable_image") from None
+            except Exception:  # PIL plugins raise many types for corrupt headers
+                raise Rejected("unreadable_image") from None
+            _check_size(img.size, min_size, max_pixels)
+            if draft_size and img.format == "JPEG":
+                try:
+                    img.draft("RGB", (draft_size, draft_size))
+                except Exception:
+                    raise Rejected("unreadable_image") from None
+            try:
+                img.load()
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise Rejected("decompression_bomb") from None
+            except Exception as exc:
+                reason = "truncated_image" if "truncat" in str(exc).lower() else "corrupt_image"
+                raise Rejected(reason) from None
+    original = img.size
+    _check_size(original, min_size, max_pixels)
+    try:
+        img = _apply_orientation(img)
+        rgb, converted = to_rgb(img)
+    except Rejected:
+        raise
+    except Exception:
+        raise Rejected("corrupt_image") from None
+    return rgb, original, converted
+
+
+def _check_size(size: tuple[int, int], min_size: int, max_pixels: int) -> None:
+    w, h = size
+    if w * h > max_pixels:
+        raise Rejected("decompression_bomb")
+    if min(w, h) < max(1, min_size):
+        raise Rejected("too_small")
+
+
+def _apply_orientation(img: Image.Image) -> Image.Image:
+    if "exif" not in img.info:
+        return img
+    if img.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
+        return img
+    return ImageOps.exif_transpose(img)
+
+
+def _over_white(img: Image.Image) -> Image.Image:
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
+    """8-bit RGB; the second value names the source mode when a conversion happened."""
+    mode = img.mode
+    if mode == "RGB" and "transparency" not in img.info:
+        return img, None
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        if mode == "F":
+            peak = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
+        else:
+            peak = 65535.0 if arr.size and arr.max() > 255 else 255.0
+        arr = np.nan_to_num(arr * (255.0 / peak)).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB"), mode
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        return _over_white(img), mode
+    return img.convert("RGB"), mode

@@ -1,0 +1,25 @@
+"""What every source yields before decoding: a key, encoded image, raw caption, metadata."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+
+@dataclass
+class RawSample:
+    """One sample as read: nothing decoded or checked yet.
+
+    ``image`` is encoded bytes, a file path, or a ready PIL image (demo data); ``caption``
+    is raw bytes or text (possibly several lines) or None; ``meta`` is parsed metadata, or
+    raw JSON bytes under ``meta_bytes`` for the pipeline to parse (and reject if broken).
+    """
+
+    key: str
+    image: bytes | str | os.PathLike[str] | Image.Image | None
+    caption: bytes | str | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    meta_bytes: bytes | None = None

@@ -1,0 +1,129 @@
+"""WebDataset tar shards: a directory, a glob, a brace pattern, ``a::b`` or a list.
+
+Shards are read with ``webdataset``'s tar iterators; a shard that is truncated, empty or
+unreadable is counted by reason and skipped, keeping what was read before the damage.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import GlidectlError
+from .records import RawSample
+from .stats import RejectionCounter
+
+REMOTE_PREFIXES = ("http://", "https://", "pipe:", "s3://", "gs://", "ais://", "hf://")
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def is_remote(url: str) -> bool:
+    return url.startswith(REMOTE_PREFIXES)
+
+
+def expand_shards(spec: str | Sequence[str]) -> list[str]:
+    """Shard paths/URLs for a spec; local paths must exist (GlidectlError otherwise)."""
+    import braceexpand
+
+    items = [spec] if isinstance(spec, str) else list(spec)
+    urls: list[str] = []
+    for item in items:
+        for part in str(item).split("::"):
+            part = part.strip()
+            if not part:
+                continue
+            for url in braceexpand.braceexpand(os.path.expanduser(part)):
+                if is_remote(url):
+                    urls.append(url)
+                elif any(c in url for c in "*?["):
+                    urls.extend(sorted(glob.glob(url)))
+                elif os.path.isdir(url):
+                    urls.extend(
+                        sorted(str(p) for p in Path(url).rglob("*") if p.is_file()
+                               and p.name.lower().endswith(SHARD_SUFFIXES))
+                    )
+                else:
+                    urls.append(url)
+    missing = [u for u in urls if not is_remote(u) and not os.path.isfile(u)]
+    if missing:
+        raise GlidectlError(
+            f"{len(missing)} of {len(urls)} shard(s) of {_show(spec)} do not exist "
+            f"(first: {missing[0]}); fix the path or brace pattern."
+        )
+    if not urls:
+        raise GlidectlError(
+            f"No .tar shards found for {_show(spec)}; pass a directory of shards, a glob, a "
+            "brace pattern like 'shard-{00000..00009}.tar' or a list."
+        )
+    return urls
+
+
+def _show(spec: str | Sequence[str]) -> str:
+    return repr(spec) if isinstance(spec, str) else f"a list of {len(spec)}"
+
+
+def shard_error_reason(exc: BaseException) -> str:
+    """A counter name for an exception raised while reading a shard."""
+    text = str(exc).lower()
+    if isinstance(exc, EOFError) or "unexpected end" in text or "truncated" in text:
+        return "truncated_tar"
+    if "empty file" in text:
+        return "empty_shard"
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+        return "unreadable_shard"
+    if "duplicate file name" in text:
+        return "duplicate_tar_member"
+    if isinstance(exc, tarfile.TarError):
+        return "bad_tar"
+    return "bad_shard"
+
+
+@dataclass
+class ShardSource:
+    """Webdataset shards; ``image_keys`` in preference order, e.g. ``("jpg", "png")``."""
+
+    spec: str | Sequence[str]
+    urls: list[str]
+    image_keys: tuple[str, ...] = ("jpg", "png", "jpeg", "webp")
+    caption_key: str = "txt"
+    metadata_key: str = "json"
+
+    kind = "webdataset"
+    splits_samples = False
+    num_samples = None
+
+    @classmethod
+    def open(
+        cls, spec: str | Sequence[str], image_key: str = "jpg;png;jpeg;webp",
+        caption_key: str = "txt", metadata_key: str = "json",
+    ) -> ShardSource:
+        keys = tuple(k.strip().lower().lstrip(".") for k in image_key.split(";") if k.strip())
+        return cls(spec, expand_shards(spec), keys or ("jpg",), caption_key.lower().lstrip("."),
+                   metadata_key.lower().lstrip("."))
+
+    def describe(self) -> str:
+        return self.spec if isinstance(self.spec, str) else f"{len(self.urls)} shards"
+
+    def units(self) -> list[str]:
+        return list(self.urls)
+
+    def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
+        import webdataset as wds
+
+        def handler(exc: BaseException) -> bool:
+            counter.reject(shard_error_reason(exc), unit)
+            return True
+
+        name = unit.rsplit("/", 1)[-1]
+        for sample in wds.tarfile_samples([{"url": unit}], handler=handler):
+            image = next((sample[k] for k in self.image_keys if k in sample), None)
+            yield RawSample(
+                key=f"{name}/{sample.get('__key__', '?')}",
+                image=image,
+                caption=sample.get(self.caption_key),
+                meta_bytes=sample.get(self.metadata_key),
+            )

@@ -1,0 +1,191 @@
+"""Counting accepted, rejected and converted samples, across DataLoader worker processes.
+
+Every worker keeps a :class:`RejectionCounter` and publishes it (as JSON) into its own slot of
+a small shared-memory array created by the parent, so ``dataset.stats()`` in the training
+process sees the sum over all workers, whether they were forked or spawned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import multiprocessing
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from multiprocessing import context as mp_context
+from typing import Any
+
+from ..errors import GlidectlError
+
+MAX_EXAMPLES = 3
+_WRAPPED = re.compile(r"^(?:[\w.]+\.)?\w*Error: (.+)$")
+
+
+class DataError(GlidectlError):
+    """A data source that yields nothing usable.
+
+    Raised inside a DataLoader worker, torch re-raises it in the parent with the worker's
+    traceback as the message; the constructor strips that back to the original sentence.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_unwrap_worker_message(str(message)))
+
+
+def _unwrap_worker_message(message: str) -> str:
+    if not message.startswith("Caught ") or "Original Traceback" not in message:
+        return message
+    for line in reversed(message.strip().splitlines()):
+        match = _WRAPPED.match(line.strip())
+        if match:
+            return match.group(1)
+    return message.strip().splitlines()[-1]
+
+
+class RejectionCounter:
+    """Accepted samples, rejections and conversions by reason, with a few example keys each."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.rejected: Counter[str] = Counter()
+        self.converted: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+        self.iterations = 0
+
+    def accept(self) -> None:
+        self.accepted += 1
+
+    def reject(self, reason: str, key: str = "") -> None:
+        self.rejected[reason] += 1
+        keys = self.examples.setdefault(reason, [])
+        if key and len(keys) < MAX_EXAMPLES:
+            keys.append(str(key)[:200])
+
+    def convert(self, what: str) -> None:
+        self.converted[what] += 1
+
+    @property
+    def total_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    def top_reasons(self, n: int = 3) -> list[tuple[str, int]]:
+        return sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "rejected": dict(sorted(self.rejected.items())),
+            "converted": dict(sorted(self.converted.items())),
+            "examples": {k: list(v) for k, v in sorted(self.examples.items())},
+            "iterations": self.iterations,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RejectionCounter:
+        counter = cls()
+        counter.accepted = int(data.get("accepted", 0))
+        counter.rejected.update({k: int(v) for k, v in data.get("rejected", {}).items()})
+        counter.converted.update({k: int(v) for k, v in data.get("converted", {}).items()})
+        counter.examples = {k: list(v) for k, v in data.get("examples", {}).items()}
+        counter.iterations = int(data.get("iterations", 0))
+        return counter
+
+    @classmethod
+    def merged(cls, counters: Iterable[RejectionCounter]) -> RejectionCounter:
+        out = cls()
+        for c in counters:
+            out.accepted += c.accepted
+            out.rejected.update(c.rejected)
+            out.converted.update(c.converted)
+            out.iterations = max(out.iterations, c.iterations)
+            for reason, keys in c.examples.items():
+                mine = out.examples.setdefault(reason, [])
+                mine.extend(keys[: MAX_EXAMPLES - len(mine)])
+        return out
+
+    def summary(self, n: int = 3) -> str:
+        """``'12 rejected (truncated_image: 8, empty_file: 4)'``."""
+        reasons = ", ".join(f"{r}: {c}" for r, c in self.top_reasons(n))
+        return f"{self.total_rejected} rejected" + (f" ({reasons})" if reasons else "")
+
+
+def no_valid_data_error(source: str, counter: RejectionCounter) -> DataError:
+    """The one-line error for a source from which nothing valid could be read."""
+    if counter.total_rejected == 0:
+        return DataError(
+            f"Data source {source!r} yielded no samples; check that it holds images "
+            "(and captions) or run 'glidectl dataset inspect' on it."
+        )
+    return DataError(
+        f"No valid samples in data source {source!r}: {counter.summary()}; run "
+        f"'glidectl dataset inspect {source}' to see examples."
+    )
+
+
+class SharedStats:
+    """Per-process counters in shared memory: slot 0 is the main process, 1+i worker i."""
+
+    SLOTS = 129
+    SLOT_BYTES = 8192
+
+    def __init__(self) -> None:
+        self._array: Any = multiprocessing.Array(ctypes.c_char, self.SLOTS * self.SLOT_BYTES)
+        self._snapshot: dict[int, dict[str, Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Shared memory can only travel to a process being started (DataLoader workers under
+        # spawn/forkserver); an ordinary pickle or deepcopy gets a detached snapshot instead.
+        if self._array is not None and mp_context.get_spawning_popen() is not None:
+            return {"_array": self._array, "_snapshot": {}}
+        return {"_array": None, "_snapshot": self._read_all()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def load(self, slot: int) -> RejectionCounter:
+        data = self._read(slot)
+        return RejectionCounter.from_dict(data) if data else RejectionCounter()
+
+    def publish(self, slot: int, counter: RejectionCounter) -> None:
+        data = counter.to_dict()
+        payload = json.dumps(data, separators=(",", ":")).encode()
+        if len(payload) + 4 > self.SLOT_BYTES:
+            data["examples"] = {}
+            payload = json.dumps(data, separators=(",", ":")).encode()
+        if self._array is None:
+            self._snapshot[slot] = data
+            return
+        slot %= self.SLOTS
+        blob = len(payload).to_bytes(4, "little") + payload
+        with self._array.get_lock():
+            base = ctypes.addressof(self._array.get_obj()) + slot * self.SLOT_BYTES
+            ctypes.memmove(base, blob, len(blob))
+
+    def _read(self, slot: int) -> dict[str, Any] | None:
+        if self._array is None:
+            return self._snapshot.get(slot)
+        slot %= self.SLOTS
+        with self._array.get_lock():
+            base = ctypes.addressof(self._array.get_obj()) + slot * self.SLOT_BYTES
+            size = int.from_bytes(ctypes.string_at(base, 4), "little")
+            if not size:
+                return None
+            payload = ctypes.string_at(base + 4, size)
+        return json.loads(payload)
+
+    def _read_all(self) -> dict[int, dict[str, Any]]:
+        if self._array is None:
+            return dict(self._snapshot)
+        out = {}
+        for slot in range(self.SLOTS):
+            data = self._read(slot)
+            if data:
+                out[slot] = data
+        return out
+
+    def total(self) -> RejectionCounter:
+        """All slots summed."""
+        return RejectionCounter.merged(
+            RejectionCounter.from_dict(d) for d in self._read_all().values()
+        )
