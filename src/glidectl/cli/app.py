@@ -17,6 +17,7 @@ from ..errors import GlidectlError
 COMMAND_MODULES: tuple[str, ...] = (
     "glidectl.cli.config_cmd",
     "glidectl.cli.plugins_cmd",
+    "glidectl.cli.dataset_cmd",
     "glidectl.cli.download_cmd",
 )
 

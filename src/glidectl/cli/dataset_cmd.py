@@ -1,0 +1,125 @@
+"""``glidectl dataset inspect``: counts, caption and image statistics, rejections, previews."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def _resolve_tokenizer(name: str, cfg: Any) -> Any:
+    from ..tokenizer import get_tokenizer
+
+    if name == "auto":
+        name = cfg.model.tokenizer
+    if name == "auto":
+        name = "byte" if cfg.model.init == "scratch" else "gpt2"
+    return get_tokenizer(name, cfg.model.vocab_dir or None)
+
+
+def _render(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    total = report.total_samples if report.total_samples is not None else "unknown"
+    summary = Table(title=f"{report.source} ({report.kind}, preset {report.preset})",
+                    show_header=False)
+    summary.add_row("samples in source", str(total))
+    scanned = f"{report.scanned}" + ("" if report.complete else f" (limit {report.limit})")
+    summary.add_row("scanned", scanned)
+    summary.add_row("valid", str(report.valid))
+    summary.add_row("rejected", str(sum(report.rejected.values())))
+    if report.caption_tokens:
+        t = report.caption_tokens
+        summary.add_row(
+            f"caption tokens ({report.tokenizer})",
+            f"min {t['min']}  median {t['median']}  mean {t['mean']}  p95 {t['p95']}  "
+            f"max {t['max']}",
+        )
+    summary.add_row(f"truncated at {report.text_ctx}", f"{report.truncated_share:.1%}")
+    summary.add_row("empty captions", f"{report.empty_share:.1%}")
+    console.print(summary)
+    for title, hist in (("short side (px)", report.size_histogram),
+                        ("aspect (w/h)", report.aspect_histogram)):
+        if hist:
+            table = Table(title=title)
+            table.add_column("bucket")
+            table.add_column("images", justify="right")
+            table.add_column("")
+            peak = max(hist.values())
+            for bucket, n in hist.items():
+                table.add_row(bucket, str(n), "█" * max(1, round(24 * n / peak)))
+            console.print(table)
+    if report.rejected or report.converted:
+        table = Table(title="rejections and conversions")
+        table.add_column("reason")
+        table.add_column("count", justify="right")
+        table.add_column("examples")
+        for reason, n in report.rejected.items():
+            table.add_row(reason, str(n), ", ".join(report.rejected_examples.get(reason, [])))
+        for mode, n in report.converted.items():
+            table.add_row(f"converted from {mode}", str(n), "")
+        console.print(table)
+    if report.preview:
+        console.print(f"preview grid: {report.preview}")
+    if report.benchmark:
+        b = report.benchmark
+        console.print(
+            f"decode+transform+tokenize: {b['images_per_s_per_worker']} images/s per worker "
+            f"({b['images']} images in {b['seconds']} s)"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    dataset_app = typer.Typer(help="Look into training data.", no_args_is_help=True)
+    app.add_typer(dataset_app, name="dataset")
+
+    @dataset_app.command("inspect")
+    def inspect_command(
+        source: str = typer.Argument(
+            ..., help="Image folder, webdataset shards (dir, glob, brace pattern) or demo:NAME."
+        ),
+        preset: str | None = typer.Option(None, "--preset", "-p", help="Dataset preset."),
+        limit: int = typer.Option(1000, "--limit", "-n", min=1, help="Samples to scan."),
+        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+        preview: Path | None = typer.Option(
+            None, "--preview", help="Write a PNG grid of images with their captions."
+        ),
+        benchmark: bool = typer.Option(
+            False, "--benchmark", help="Measure decode+transform+tokenize images/s per worker."
+        ),
+        size: int = typer.Option(64, "--size", min=8, help="Image size for previews/benchmark."),
+        tokenizer: str = typer.Option(
+            "auto", "--tokenizer", help="Tokenizer for caption lengths: auto, gpt2 or byte."
+        ),
+        text_ctx: int = typer.Option(128, "--text-ctx", min=1, help="Text context length."),
+        config: Path | None = typer.Option(
+            None, "--config", "-c", help="A glide.toml for the [data] options."
+        ),
+        set_: list[str] | None = typer.Option(
+            None, "--set", "-s", help="Override a key: section.key=value (repeatable)."
+        ),
+    ) -> None:
+        """Sample count, caption stats, image sizes, rejections by reason, preview, speed."""
+        from ..config import load_config
+        from ..errors import GlidectlError
+
+        cfg = load_config(config, set_ or [])
+        cfg.data.source = source
+        if preset is not None:
+            cfg.data.preset = preset
+        if tokenizer not in ("auto", "gpt2", "byte"):
+            raise GlidectlError(f"--tokenizer must be auto, gpt2 or byte, got {tokenizer!r}.")
+        from ..data.inspection import inspect_source
+
+        report = inspect_source(
+            cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg), limit=limit,
+            text_ctx=text_ctx, image_size=size, preview=preview, benchmark=benchmark,
+        )
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            _render(report)

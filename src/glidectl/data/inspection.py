@@ -1,0 +1,210 @@
+"""``glidectl dataset inspect``: what a source holds, what gets rejected and why, how fast.
+
+Reads the first ``limit`` samples in order with the evaluation transforms (centre crop, no
+caption dropout), so the figures describe the data rather than one random draw.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import textwrap
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from ..config import DataConfig
+from .dataset import SamplePipeline, build_dataset
+from .images import Rejected
+from .records import RawSample
+from .stats import RejectionCounter
+
+SIZE_BUCKETS = (0, 64, 128, 256, 512, 1024, 2048)
+ASPECT_BUCKETS = ((0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.05), (1.05, 1.25), (1.25, 2.0),
+                  (2.0, math.inf))
+
+
+@dataclass
+class InspectReport:
+    """Everything ``dataset inspect`` prints (``--json`` prints ``asdict`` of it)."""
+
+    source: str
+    kind: str
+    preset: str
+    tokenizer: str
+    text_ctx: int
+    limit: int
+    scanned: int = 0
+    complete: bool = False
+    total_samples: int | None = None
+    valid: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    rejected_examples: dict[str, list[str]] = field(default_factory=dict)
+    converted: dict[str, int] = field(default_factory=dict)
+    caption_tokens: dict[str, float] = field(default_factory=dict)
+    truncated_share: float = 0.0
+    empty_share: float = 0.0
+    size_histogram: dict[str, int] = field(default_factory=dict)
+    aspect_histogram: dict[str, int] = field(default_factory=dict)
+    preview: str | None = None
+    benchmark: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _size_label(short_side: int) -> str:
+    for lo, hi in zip(SIZE_BUCKETS, SIZE_BUCKETS[1:], strict=False):
+        if short_side < hi:
+            return f"{lo}-{hi - 1}"
+    return f">={SIZE_BUCKETS[-1]}"
+
+
+def _aspect_label(aspect: float) -> str:
+    for lo, hi in ASPECT_BUCKETS:
+        if aspect < hi:
+            return f">={lo:g}" if hi == math.inf else f"{lo:g}-{hi:g}"
+    return f">={ASPECT_BUCKETS[-1][0]:g}"
+
+
+def _ordered(counts: Counter[str], labels: list[str]) -> dict[str, int]:
+    return {label: counts[label] for label in labels if counts[label]}
+
+
+def inspect_source(
+    data_cfg: DataConfig, *, tokenizer: Any, limit: int = 1000, text_ctx: int = 128,
+    image_size: int = 64, preview: str | Path | None = None, preview_count: int = 16,
+    benchmark: bool = False, benchmark_samples: int = 200,
+) -> InspectReport:
+    """Scan up to ``limit`` samples of ``data_cfg.source`` and describe them."""
+    dataset = build_dataset(
+        data_cfg, tokenizer=tokenizer, image_size=image_size, text_ctx=text_ctx, train=False
+    )
+    source, pipeline = dataset.source, dataset.pipeline
+    report = InspectReport(
+        source=source.describe(), kind=source.kind, preset=pipeline.preset.name,
+        tokenizer=str(getattr(tokenizer, "name", tokenizer)), text_ctx=text_ctx,
+        limit=limit, total_samples=source.num_samples,
+    )
+    counter = RejectionCounter()
+    rng = random.Random(0)
+    lengths: list[int] = []
+    sizes: Counter[str] = Counter()
+    aspects: Counter[str] = Counter()
+    tiles: list[tuple[Image.Image, str]] = []
+    kept: list[RawSample] = []
+    stream = (raw for unit in source.units() for raw in source.read(unit, counter))
+    report.complete = True
+    for raw in stream:
+        if report.scanned >= limit:
+            report.complete = False
+            break
+        report.scanned += 1
+        try:
+            prepared = pipeline.prepare(raw, rng)
+        except Rejected as rejected:
+            counter.reject(rejected.reason, raw.key)
+            continue
+        except Exception as exc:
+            counter.reject(f"error:{type(exc).__name__}", raw.key)
+            continue
+        counter.accept()
+        if prepared.converted:
+            counter.convert(prepared.converted)
+        lengths.append(pipeline.text.count(prepared.caption))
+        w, h = prepared.original_size
+        sizes[_size_label(min(w, h))] += 1
+        aspects[_aspect_label(w / h)] += 1
+        if preview and len(tiles) < preview_count:
+            tiles.append((pipeline.transform(prepared.image, rng), prepared.caption))
+        if benchmark and len(kept) < benchmark_samples:
+            kept.append(_in_memory(raw))
+    if report.complete and source.num_samples is None:
+        report.total_samples = report.scanned
+    report.valid = counter.accepted
+    report.rejected = dict(counter.top_reasons(len(counter.rejected)))
+    report.rejected_examples = {k: v for k, v in counter.examples.items() if v}
+    report.converted = dict(counter.converted)
+    if lengths:
+        ordered = sorted(lengths)
+        report.caption_tokens = {
+            "min": ordered[0], "mean": round(statistics.fmean(ordered), 2),
+            "median": statistics.median(ordered),
+            "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+            "max": ordered[-1],
+        }
+        report.truncated_share = sum(n > text_ctx for n in lengths) / len(lengths)
+    if report.scanned:
+        report.empty_share = counter.rejected.get("empty_caption", 0) / report.scanned
+    report.size_histogram = _ordered(sizes, [_size_label(s) for s in SIZE_BUCKETS])
+    report.aspect_histogram = _ordered(aspects, [_aspect_label(lo) for lo, _ in ASPECT_BUCKETS])
+    if preview:
+        report.preview = str(write_preview_grid(tiles, preview))
+    if benchmark:
+        report.benchmark = benchmark_pipeline(pipeline, kept)
+    return report
+
+
+def _in_memory(raw: RawSample) -> RawSample:
+    if isinstance(raw.image, (str, Path)):
+        try:
+            image: Any = Path(raw.image).read_bytes()
+        except OSError:
+            image = raw.image
+        return RawSample(raw.key, image, raw.caption, raw.meta, raw.meta_bytes)
+    return raw
+
+
+def benchmark_pipeline(
+    pipeline: SamplePipeline, samples: list[RawSample], min_seconds: float = 1.0
+) -> dict[str, float]:
+    """Decode + transform + tokenize throughput of one process (= one worker), images/s."""
+    if not samples:
+        return {"images_per_s_per_worker": 0.0, "images": 0, "seconds": 0.0}
+    rng = random.Random(0)
+    done, start = 0, time.perf_counter()
+    while True:
+        for raw in samples:
+            try:
+                pipeline(raw, rng)
+            except Rejected:
+                pass
+            done += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds or done >= 20 * len(samples):
+            break
+    return {"images_per_s_per_worker": round(done / elapsed, 1), "images": done,
+            "seconds": round(elapsed, 3)}
+
+
+def write_preview_grid(
+    tiles: list[tuple[Image.Image, str]], path: str | Path, tile: int = 160
+) -> Path:
+    """A PNG grid of images with their (wrapped) captions underneath."""
+    path = Path(path)
+    n = max(len(tiles), 1)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    try:
+        font: Any = ImageFont.load_default(size=11)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    text_h = 48
+    grid = Image.new("RGB", (cols * tile, rows * (tile + text_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for i, (img, caption) in enumerate(tiles):
+        x, y = (i % cols) * tile, (i // cols) * (tile + text_h)
+        grid.paste(img.resize((tile, tile), Image.Resampling.BICUBIC), (x, y))
+        lines = textwrap.wrap(caption, width=max(tile // 7, 8))[:3]
+        for j, line in enumerate(lines):
+            draw.text((x + 3, y + tile + 2 + 14 * j), line, fill=(0, 0, 0), font=font)
+    if not tiles:
+        draw.text((4, 4), "no valid samples", fill=(200, 0, 0), font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path, "PNG")
+    return path
