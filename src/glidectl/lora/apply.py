@@ -1,0 +1,181 @@
+"""Adapters onto a base network: checks, attach (unmerged), apply (merged), merged files."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..errors import GlidectlError
+from .files import AdapterFiles, is_full_precision, read_adapter, weights_sha256
+from .spec import LoraSpec, parse_lora_spec
+
+# Options that change parameter shapes: an adapter only fits a base that agrees on all of them.
+_ARCH_OPTIONS = (
+    "image_size", "num_channels", "num_res_blocks", "channel_mult", "num_heads",
+    "num_head_channels", "num_heads_upsample", "attention_resolutions", "text_ctx", "xf_width",
+    "xf_layers", "xf_heads", "xf_final_ln", "xf_padding", "tokenizer", "n_vocab",
+)
+
+
+class LoraMismatchWarning(UserWarning):
+    """The adapter was trained on other weights of the same architecture."""
+
+
+def check_base(model: nn.Module, adapter: AdapterFiles, check_hash: bool = True) -> None:
+    """Raise GlidectlError when ``adapter`` was trained on another kind or shape of model."""
+    options = getattr(model, "options", None)
+    meta = adapter.meta
+    if options is None or not meta:
+        return
+    kind = meta.get("model_kind")
+    if kind and kind != options.kind:
+        raise GlidectlError(
+            f"LoRA adapter {str(adapter.path)!r} was trained for a {kind!r} model but is being "
+            f"loaded onto a {options.kind!r} model; use it with a {kind} model."
+        )
+    saved = meta.get("model_options") or {}
+    diffs = [k for k in _ARCH_OPTIONS if k in saved and saved[k] != getattr(options, k, None)]
+    if diffs:
+        k = diffs[0]
+        raise GlidectlError(
+            f"LoRA adapter {str(adapter.path)!r} was trained on a different {kind or 'model'} "
+            f"architecture ({k}={saved[k]!r} there, {getattr(options, k)!r} here); load it onto "
+            f"its base model {meta.get('base_model') or '(unknown)'!r}."
+        )
+    want = meta.get("base_sha256")
+    if check_hash and want and is_full_precision(model) and weights_sha256(model) != want:
+        warnings.warn(
+            f"LoRA adapter {str(adapter.path)!r} was trained on other weights "
+            f"({meta.get('base_model') or 'unknown base'}); results may differ.",
+            LoraMismatchWarning, stacklevel=3,
+        )
+
+
+def attach_adapter(
+    model: nn.Module, adapter: AdapterFiles | str, scale: float = 1.0,
+    adapter_name: str = "default", check_hash: bool = True,
+) -> int:
+    """Inject ``adapter`` as live (unmerged) LoRA layers scaled by ``scale``; returns how many
+    of its modules matched. None matching, or mismatched shapes, is a GlidectlError."""
+    from peft import inject_adapter_in_model, set_peft_model_state_dict
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(adapter, AdapterFiles):
+        adapter = read_adapter(adapter)
+    check_base(model, adapter, check_hash)
+    modules = dict(model.named_modules())
+    names = adapter.module_names
+    matched = [n for n in names if n in modules]
+    if not matched:
+        raise GlidectlError(
+            f"None of the {len(names)} modules of LoRA adapter {str(adapter.path)!r} exist in "
+            "this model; it was trained for another network."
+        )
+    if len(matched) < len(names):
+        warnings.warn(
+            f"LoRA adapter {str(adapter.path)!r}: {len(names) - len(matched)} of {len(names)} "
+            "modules are not in this model and are skipped.", LoraMismatchWarning, stacklevel=2,
+        )
+    keep = set(matched)
+    state = {k: v for k, v in adapter.state.items() if k.split(".lora_")[0] in keep}
+    config = copy.deepcopy(adapter.config)
+    config.target_modules = matched
+    config.inference_mode = True
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    try:
+        inject_adapter_in_model(config, model, adapter_name=adapter_name)
+        result = set_peft_model_state_dict(model, state, adapter_name=adapter_name)
+    except (RuntimeError, ValueError) as exc:
+        raise GlidectlError(
+            f"LoRA adapter {str(adapter.path)!r} does not fit this model "
+            f"({str(exc).strip().splitlines()[0][:200]}); load it onto its base model."
+        ) from exc
+    missing = [k for k in result.missing_keys if f".{adapter_name}." in k and ".lora_" in k]
+    if missing or result.unexpected_keys:
+        raise GlidectlError(
+            f"LoRA adapter {str(adapter.path)!r} does not fit this model "
+            f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected tensors)."
+        )
+    params = dict(model.named_parameters())
+    for n, flag in flags.items():
+        if n in params:
+            params[n].requires_grad_(flag)
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.set_scale(adapter_name, scale)
+    return len(matched)
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Fold every live LoRA layer into its base weights and put the plain layers back."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge(safe_merge=True)
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if attr in model.__dict__:
+            delattr(model, attr)
+    return model
+
+
+def apply_loras(
+    model: nn.Module,
+    specs: Iterable[str | LoraSpec | tuple[str, float]],
+    check_hash: bool = True,
+) -> nn.Module:
+    """Apply ``--lora PATH[:SCALE]`` adapters by merging them into ``model``'s weights.
+
+    Returns the same model, with ``model.applied_loras`` listing path, scale and modules.
+    """
+    applied: list[dict[str, Any]] = list(getattr(model, "applied_loras", []))
+    for spec in specs:
+        spec = parse_lora_spec(spec)
+        n = attach_adapter(model, read_adapter(spec.path), spec.scale, "glidectl_lora", check_hash)
+        merge_and_unload(model)
+        applied.append({"path": spec.path, "scale": spec.scale, "modules": n})
+    model.applied_loras = applied
+    return model
+
+
+@dataclass
+class MergeResult:
+    path: Path
+    modules: int
+    adapter_modules: int
+
+
+def merge_adapter(
+    adapter_path: str | Path, base: str, output: str | Path, scale: float = 1.0
+) -> MergeResult:
+    """Write base + scale·adapter as one glidectl .safetensors checkpoint."""
+    import json
+
+    from ..glide import load_model, save_weights
+
+    out = Path(output)
+    if out.suffix != ".safetensors":
+        raise GlidectlError(f"-o {str(out)!r}: merged weights are written as .safetensors.")
+    adapter = read_adapter(adapter_path)
+    model = load_model(base)
+    model.float()
+    if getattr(model, "torso_dtype", None) is not None:
+        import torch
+
+        model.torso_dtype = torch.float32
+    n = attach_adapter(model, adapter, scale, "glidectl_lora")
+    merge_and_unload(model)
+    meta = {"lora_merged": json.dumps(
+        [{"adapter": str(adapter_path), "scale": scale, "base": base, "modules": n}]
+    )}
+    save_weights(model, out, metadata=meta)
+    return MergeResult(out, n, len(adapter.module_names))

@@ -1,0 +1,164 @@
+"""Adapter directories in peft's format, plus glidectl metadata about the base model.
+
+A directory holds ``adapter_config.json`` and ``adapter_model.safetensors`` (what
+``peft.PeftModel.save_pretrained`` writes, keys prefixed ``base_model.model.``) and
+``glidectl.json``: model kind and options, base model spec and the sha256 of its weights.
+The same JSON is stored in the safetensors metadata under ``glidectl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..config import LoraConfig
+from ..errors import GlidectlError
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+META_FILE = "glidectl.json"
+META_KEY = "glidectl"
+PEFT_PREFIX = "base_model.model."
+FORMAT = "glidectl-lora/1"
+
+
+def _is_lora_key(key: str) -> bool:
+    return ".lora_" in key
+
+
+def weights_sha256(model_or_state: nn.Module | dict[str, torch.Tensor]) -> str:
+    """sha256 over the base weights (float32 bytes, sorted keys), ignoring LoRA layers.
+
+    peft's ``.base_layer.`` renaming is undone, so the hash is the same before and after
+    adapters are injected.
+    """
+    state = (model_or_state.state_dict() if isinstance(model_or_state, nn.Module)
+             else model_or_state)
+    items = {k.replace(".base_layer.", "."): v for k, v in state.items() if not _is_lora_key(k)}
+    h = hashlib.sha256()
+    for key in sorted(items):
+        t = items[key].detach()
+        t = t.float() if t.is_floating_point() else t
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def is_full_precision(model: nn.Module) -> bool:
+    """True when every floating weight is float32 (so ``weights_sha256`` is comparable)."""
+    floats = [t for t in model.state_dict().values() if t.is_floating_point()]
+    return all(t.dtype == torch.float32 for t in floats)
+
+
+@dataclass
+class AdapterFiles:
+    """An adapter read from disk: where, peft's config, its weights (peft keys) and metadata."""
+
+    path: Path
+    config: Any  # peft.LoraConfig
+    state: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def module_names(self) -> list[str]:
+        """Names of the adapted modules, in file order."""
+        names: dict[str, None] = {}
+        for key in self.state:
+            if ".lora_A." in key:
+                names[key.split(".lora_A.")[0]] = None
+        return list(names)
+
+
+def save_adapter(
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    cfg: LoraConfig,
+    target_names: list[str],
+    base_spec: str = "",
+    base_sha256: str = "",
+    step: int | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+    adapter_name: str = "default",
+) -> Path:
+    """Write a LoRA-injected model's adapter as a peft directory with glidectl metadata."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from .inject import effective_scale, peft_config
+
+    options = getattr(model, "options", None)
+    if state is None:
+        state = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    meta = {
+        "format": FORMAT,
+        "glidectl_version": __version__,
+        "model_kind": options.kind if options is not None else "",
+        "model_options": options.to_dict() if options is not None else {},
+        "base_model": base_spec,
+        "base_sha256": base_sha256,
+        "targets": list(cfg.targets),
+        "patterns": list(cfg.patterns),
+        "rank": cfg.rank,
+        "alpha": cfg.alpha,
+        "dropout": cfg.dropout,
+        "rslora": cfg.rslora,
+        "effective_scale": effective_scale(cfg.rank, cfg.alpha, cfg.rslora),
+        "modules": len(target_names),
+        "step": step,
+    }
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    peft_config(cfg, target_names).save_pretrained(str(out))
+    tensors = {PEFT_PREFIX + k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+    tmp = out / f".{WEIGHTS_FILE}.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt", META_KEY: json.dumps(meta)})
+    os.replace(tmp, out / WEIGHTS_FILE)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def read_adapter(path: str | Path) -> AdapterFiles:
+    """Read an adapter directory (or its adapter_model.safetensors); bad input → GlidectlError."""
+    from peft import LoraConfig as PeftLoraConfig
+    from safetensors import safe_open
+
+    p = Path(path)
+    directory = p.parent if p.is_file() else p
+    weights, config_file = directory / WEIGHTS_FILE, directory / CONFIG_FILE
+    if not directory.is_dir() or not weights.is_file() or not config_file.is_file():
+        raise GlidectlError(
+            f"{str(path)!r} is not a LoRA adapter directory (it needs {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE}); pass the folder written by 'glidectl lora'."
+        )
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+        if raw.get("peft_type", "LORA") != "LORA":
+            raise ValueError(f"peft_type is {raw.get('peft_type')!r}, not LORA")
+        config = PeftLoraConfig.from_pretrained(str(directory))
+    except (ValueError, TypeError, OSError) as exc:
+        raise GlidectlError(f"{str(config_file)!r} is not a readable LoRA config ({exc}).") from exc
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            file_meta = dict(f.metadata() or {})
+            state = {k.removeprefix(PEFT_PREFIX): f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise GlidectlError(
+            f"Cannot read {str(weights)!r} ({str(exc).strip()[:160]}); the file is damaged."
+        ) from exc
+    meta: dict[str, Any] = {}
+    if (directory / META_FILE).is_file():
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    elif META_KEY in file_meta:
+        meta = json.loads(file_meta[META_KEY])
+    if not any(".lora_A." in k for k in state):
+        raise GlidectlError(f"{str(weights)!r} holds no LoRA weights (no '.lora_A.' tensors).")
+    return AdapterFiles(directory, config, state, meta)
