@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "glidectl.cli.plugins_cmd",
     "glidectl.cli.dataset_cmd",
     "glidectl.cli.download_cmd",
+    "glidectl.cli.train_cmd",
 )
 
 

@@ -36,7 +36,7 @@ class EMA:
         """shadow ← d·shadow + (1−d)·param, in fp32."""
         d = self.current_decay()
         self.num_updates += 1
-        for s, p in zip(self.shadow, self.params):
+        for s, p in zip(self.shadow, self.params, strict=True):
             s.lerp_(p.detach().to(device=s.device, dtype=torch.float32), 1.0 - d)
 
     @torch.no_grad()
@@ -47,7 +47,7 @@ class EMA:
     @torch.no_grad()
     def copy_to(self) -> None:
         """Overwrite the training weights with the averages."""
-        for s, p in zip(self.shadow, self.params):
+        for s, p in zip(self.shadow, self.params, strict=True):
             p.copy_(s.to(device=p.device, dtype=p.dtype))
 
     @torch.no_grad()
@@ -55,7 +55,7 @@ class EMA:
         """Put back the weights saved by :meth:`store`."""
         if self._stored is None:
             raise RuntimeError("EMA.restore() called without a matching store().")
-        for saved, p in zip(self._stored, self.params):
+        for saved, p in zip(self._stored, self.params, strict=True):
             p.copy_(saved)
         self._stored = None
 
@@ -84,5 +84,5 @@ class EMA:
                 f"EMA state has {len(shadow)} tensors but the model trains {len(self.shadow)}."
             )
         self.num_updates = int(state["num_updates"])
-        for s, saved in zip(self.shadow, shadow):
+        for s, saved in zip(self.shadow, shadow, strict=True):
             s.copy_(saved)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
+
+from ..config import GlideConfig, PreviewConfig
+from ..errors import GlidectlError
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -56,3 +63,119 @@ def side_by_side(low_res: torch.Tensor, output: torch.Tensor,
         rows.append(row)
     return to_pil(torch.cat(rows))
 
+
+
+@dataclass
+class PreviewOutput:
+    path: Path
+    images: list[Image.Image]
+    captions: list[str]
+
+
+def _read_prompts(cfg: PreviewConfig) -> list[str]:
+    prompts = list(cfg.prompts)
+    if cfg.prompt_file:
+        path = Path(cfg.prompt_file)
+        if not path.is_file():
+            raise GlidectlError(
+                f"preview.prompt_file {cfg.prompt_file!r} does not exist; fix the path or "
+                "use preview.prompts."
+            )
+        prompts += [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+                    if ln.strip()]
+    return prompts
+
+
+def _dataset_samples(dataset: Any, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` samples of a map-style or iterable dataset."""
+    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        return [dataset[i] for i in range(min(n, len(dataset)))]
+    out = []
+    for item in dataset:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _load_low_res(paths: list[str], size: int) -> torch.Tensor:
+    images = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise GlidectlError(f"preview.low_res image {p!r} does not exist; fix the path.")
+        im = Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+        images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
+    return torch.stack(images).float() / 127.5 - 1.0
+
+
+class Previewer:
+    """Samples the preview grid with whatever weights are in the model (EMA, by the engine).
+
+    Base models: one image per preview prompt (default: the first captions of the data).
+    Upsamplers: held-out low-res inputs (or ``preview.low_res`` files) shown as
+    [input | output | reference] rows. RNG state is forked, so previews never change
+    the training trajectory.
+    """
+
+    def __init__(self, cfg: GlideConfig, bundle: Any, model: torch.nn.Module,
+                 holdout: Any, max_items: int = 8):
+        self.cfg = cfg.preview
+        self.bundle = bundle
+        self.model = model
+        self.super_res = bool(bundle.options.super_res)
+        self.reference: torch.Tensor | None = None
+        self.low_res: torch.Tensor | None = None
+        prompts = _read_prompts(self.cfg)
+        if self.cfg.every <= 0:
+            self.prompts = prompts
+            return
+        if self.super_res:
+            size = bundle.options.image_size // 4
+            if self.cfg.low_res:
+                self.low_res = _load_low_res(list(self.cfg.low_res), size)
+                self.prompts = (prompts + [""] * len(self.cfg.low_res))[: len(self.cfg.low_res)]
+            else:
+                samples = _dataset_samples(holdout, max_items)
+                self.low_res = torch.stack([s["low_res"] for s in samples])
+                self.reference = torch.stack([s["image"] for s in samples])
+                self.prompts = prompts[: len(samples)] if prompts else \
+                    [s.get("caption", "") for s in samples]
+                self.prompts += [""] * (len(samples) - len(self.prompts))
+        else:
+            self.prompts = prompts or [s.get("caption", "") for s in
+                                       _dataset_samples(holdout, max_items)]
+
+    def sample(self) -> torch.Tensor:
+        from .. import pipeline
+
+        c, b = self.cfg, self.bundle
+        if self.super_res:
+            return pipeline.sample_upsample(
+                self.model, b.diffusion, self.prompts, b.tokenizer, self.low_res,
+                sampler=c.sampler, steps=c.steps, guidance=c.guidance, seed=c.seed,
+            )
+        return pipeline.sample_base(
+            self.model, b.diffusion, self.prompts, b.tokenizer, sampler=c.sampler,
+            steps=c.steps, guidance=c.guidance, seed=c.seed,
+        )
+
+    @torch.no_grad()
+    def run(self, step: int, directory: Path) -> PreviewOutput | None:
+        if not self.prompts:
+            return None
+        with torch.random.fork_rng(devices=[]):
+            out = self.sample()
+        if self.super_res:
+            images = side_by_side(self.low_res, out, self.reference)
+            cols = 1
+        else:
+            images = to_pil(out)
+            cols = None
+        grid = make_grid(images, cols=cols)
+        text = {
+            "step": str(step), "prompts": json.dumps(self.prompts), "sampler": self.cfg.sampler,
+            "steps": str(self.cfg.steps), "guidance": str(self.cfg.guidance),
+            "seed": str(self.cfg.seed),
+        }
+        path = save_png(grid, preview_path(directory, step), text)
+        return PreviewOutput(path, images, self.prompts)

@@ -45,7 +45,8 @@ class WandbLogger:
 
     def log_images(self, step: int, key: str, images: list[Any], captions: list[str]) -> None:
         """``images``: PIL images or paths; one W&B image per caption."""
-        wimages = [self._wandb.Image(im, caption=c) for im, c in zip(images, captions)]
+        pairs = zip(images, captions, strict=True)
+        wimages = [self._wandb.Image(im, caption=c) for im, c in pairs]
         self.run.log({"step": step, key: wimages})
 
     def finish(self) -> None:

@@ -1,0 +1,121 @@
+"""``glidectl train`` (base models), ``glidectl upsample`` (upsamplers) and ``glidectl export``.
+
+Thin: parse flags, resolve the config (defaults < file < --set < flags), call the engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import GlidectlError
+
+BASE_KINDS = ("base", "base-inpaint")
+UPSAMPLE_KINDS = ("upsample", "upsample-inpaint")
+
+
+def resolve_config(
+    config: Path | None, sets: list[str] | None, *, steps: int | None = None,
+    output_dir: Path | None = None, name: str | None = None, precision: str | None = None,
+    resume: str | None = None, default_kind: str | None = None,
+):
+    """The run's config: ``--config`` (or, when resuming a run, its saved config.toml),
+    then ``--set``, then the dedicated flags."""
+    from ..config import load_config
+
+    if config is None and resume and resume != "latest":
+        from ..training.checkpointing import resolve_checkpoint, run_of_checkpoint
+
+        saved = run_of_checkpoint(resolve_checkpoint(resume)) / "config.toml"
+        if saved.is_file():
+            config = saved
+    if config is None:
+        raise GlidectlError("No config: pass --config FILE (see examples/glide.toml).")
+    flags = list(sets or [])
+    if steps is not None:
+        flags.append(f"train.steps={steps}")
+        flags.append("train.epochs=0")
+    if output_dir is not None:
+        flags.append(f"train.output_dir={str(output_dir)!r}")
+    if name is not None:
+        flags.append(f"train.name={name!r}")
+    if precision is not None:
+        flags.append(f"train.precision={precision!r}")
+    cfg = load_config(config, flags)
+    return cfg
+
+
+def _run(kinds: tuple[str, ...], config, set_, steps, output_dir, name, resume, precision,
+         live) -> None:
+    cfg = resolve_config(config, set_, steps=steps, output_dir=output_dir, name=name,
+                         precision=precision, resume=resume)
+    from ..training import train
+
+    result = train(cfg, resume=resume, kinds=kinds, live=live)
+    if result.interrupted:
+        typer.echo(
+            f"Interrupted at step {result.step}; checkpoint {result.checkpoint}. "
+            f"Resume with: --resume {result.run_dir}", err=True
+        )
+        raise typer.Exit(130)
+
+
+def register(app: typer.Typer) -> None:
+    def options_for(kinds: tuple[str, ...]):
+        def command(
+            config: Path | None = typer.Option(
+                None, "--config", "-c", help="A glide.toml file (optional with --resume RUN)."
+            ),
+            set_: list[str] | None = typer.Option(
+                None, "--set", "-s", help="Override a key: section.key=value (repeatable)."
+            ),
+            steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (global)."),
+            output_dir: Path | None = typer.Option(
+                None, "--output-dir", "-o", help="Folder holding run directories."
+            ),
+            name: str | None = typer.Option(None, "--name", help="Run name (runs/<name>)."),
+            resume: str | None = typer.Option(
+                None, "--resume", help="'latest' or a run / checkpoint folder to resume."
+            ),
+            precision: str | None = typer.Option(
+                None, "--precision", help="Mixed precision: no, fp16 or bf16."
+            ),
+            live: bool | None = typer.Option(
+                None, "--live/--no-live",
+                help="Rich live display (default: when stdout is a terminal).",
+            ),
+        ) -> None:
+            _run(kinds, config, set_, steps, output_dir, name, resume, precision, live)
+
+        return command
+
+    train_cmd = options_for(BASE_KINDS)
+    train_cmd.__doc__ = (
+        "Train or finetune a 64 px base (or base-inpaint) GLIDE model.\n\n"
+        "Precedence: defaults < --config < --set < flags. Ctrl-C saves a checkpoint; "
+        "--resume latest continues exactly where it stopped."
+    )
+    app.command("train")(train_cmd)
+
+    upsample_cmd = options_for(UPSAMPLE_KINDS)
+    upsample_cmd.__doc__ = (
+        "Train or finetune a GLIDE upsampler (64 → 256 px, or its inpainting twin).\n\n"
+        "Same flags and run directory as `glidectl train`; previews show "
+        "[low-res | output | reference] rows."
+    )
+    app.command("upsample")(upsample_cmd)
+
+    @app.command("export")
+    def export(
+        run: Path = typer.Argument(..., help="A run folder (runs/<name>) or a checkpoint folder."),
+        output: Path = typer.Option(..., "--output", "-o", help="The .safetensors file to write."),
+        ema: bool | None = typer.Option(
+            None, "--ema/--no-ema", help="EMA weights (default when the run has them) or raw."
+        ),
+    ) -> None:
+        """Write one run's latest weights (EMA by default) as a single .safetensors file."""
+        from ..training.export import export_weights
+
+        source, written = export_weights(run, output, ema)
+        typer.echo(f"{written} (from {source})")

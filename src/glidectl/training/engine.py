@@ -1,0 +1,468 @@
+"""The one training engine behind ``glidectl train``, ``upsample`` and ``lora``.
+
+Accelerate owns devices, mixed precision, gradient accumulation and DDP; the loop below
+reads top to bottom. A "step" is always a global optimizer step: intervals (log, preview,
+checkpoint) count them and epochs never reset them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import GlideConfig, save_config, to_dict
+from ..errors import GlidectlError
+from .adapters import ModelAdapter, PartsAdapter
+from .checkpointing import CheckpointManager, resolve_checkpoint, run_of_checkpoint
+from .data_stream import DataStream
+from .display import Display
+from .ema import EMA
+from .guards import NonFiniteGuard, StopFlag
+from .lr_schedule import make_scheduler
+from .metrics import MetricsFile, Throughput, truncate_after
+from .model_setup import ModelBundle, build_model
+from .previews import Previewer
+from .run_dir import RunDir, check_writable, next_run_name
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run left behind."""
+
+    run_dir: Path
+    step: int
+    interrupted: bool = False
+    checkpoint: Path | None = None
+    last_loss: float = float("nan")
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class TrainState:
+    """The loop's own resume state (saved with ``accelerator.save_state``)."""
+
+    def __init__(self, stream: DataStream, guard: NonFiniteGuard, noise: torch.Generator):
+        self.step = 0
+        self.stream, self.guard, self.noise = stream, guard, noise
+        self.wandb_id: str | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "data": self.stream.state_dict(),
+            "guard": self.guard.state_dict(), "noise": self.noise.get_state(),
+            "wandb_id": self.wandb_id,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.stream.load_state_dict(state["data"])
+        self.guard.load_state_dict(state["guard"])
+        self.noise.set_state(state["noise"])
+        self.wandb_id = state.get("wandb_id")
+
+
+def _pick_run_dir(cfg: GlideConfig, resume: str | None) -> tuple[RunDir, Path | None]:
+    """(run dir, checkpoint to resume from) from the config and --resume."""
+    output = Path(cfg.train.output_dir)
+    if resume and resume != "latest":
+        step_dir = resolve_checkpoint(resume)
+        return RunDir(run_of_checkpoint(step_dir)), step_dir
+    if resume == "latest":
+        if cfg.train.name:
+            run = RunDir(output / cfg.train.name)
+        else:
+            runs = [p for p in output.glob("*/checkpoints/latest")] if output.is_dir() else []
+            if not runs:
+                raise GlidectlError(
+                    f"--resume latest: no run with checkpoints under {str(output)!r}; "
+                    "pass --name or a checkpoint path."
+                )
+            run = RunDir(max(runs, key=lambda p: p.stat().st_mtime).parent.parent)
+        return run, resolve_checkpoint("latest", run.checkpoints)
+    name = cfg.train.name or next_run_name(output)
+    run = RunDir(output / name)
+    if CheckpointManager(run.checkpoints).latest() is not None:
+        raise GlidectlError(
+            f"Run {str(run.root)!r} already has checkpoints; pass --resume latest to go on, "
+            "or pick another --name."
+        )
+    return run, None
+
+
+def _total_steps(cfg: GlideConfig, stream: DataStream) -> int:
+    if cfg.train.epochs > 0:
+        if stream.iterable:
+            raise GlidectlError(
+                "train.epochs needs a dataset of known length; streamed webdataset shards "
+                "have none, so set train.steps instead."
+            )
+        return max(1, cfg.train.epochs * (len(stream) // cfg.train.grad_accum))
+    if cfg.train.steps <= 0:
+        raise GlidectlError("train.steps must be positive (or set train.epochs).")
+    return cfg.train.steps
+
+
+def _random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Inpainting masks (1 = keep): a random rectangle hidden per sample."""
+    masks = torch.ones(n, 1, size, size)
+    lo = torch.randint(0, size // 2, (n, 2), generator=gen)
+    extent = torch.randint(size // 4, size // 2 + 1, (n, 2), generator=gen)
+    for i in range(n):
+        y, x = lo[i].tolist()
+        h, w = extent[i].tolist()
+        masks[i, :, y:y + h, x:x + w] = 0
+    return masks
+
+
+def _split_holdout(cfg: GlideConfig, opts: Any, dataset: Any, global_batch: int,
+                   k: int = 8) -> tuple[Any, Any]:
+    """(training data, preview data). Upsampler previews hold out the last ``k`` samples of a
+    map-style dataset; base previews use prompts, so nothing is held out."""
+    from torch.utils.data import IterableDataset, Subset
+
+    if (not opts.super_res or cfg.preview.low_res or cfg.preview.every <= 0
+            or isinstance(dataset, IterableDataset)):
+        return dataset, dataset
+    n = len(dataset)
+    k = min(k, n - global_batch)
+    if k <= 0:
+        return dataset, dataset
+    return Subset(dataset, range(n - k)), Subset(dataset, range(n - k, n))
+
+
+class Trainer:
+    """Sets up a run from a config, then :meth:`run` trains it."""
+
+    def __init__(
+        self, cfg: GlideConfig, *, resume: str | None = None,
+        adapter: ModelAdapter | None = None, live: bool | None = None,
+        kinds: tuple[str, ...] | None = None, dataset: Any = None, quiet: bool = False,
+    ):
+        from accelerate import Accelerator
+        from accelerate.utils import broadcast_object_list, set_seed
+
+        self.cfg = cfg
+        tc = cfg.train
+        if kinds is not None and cfg.model.kind not in kinds:
+            raise GlidectlError(
+                f"model.kind is {cfg.model.kind!r}, but this command trains "
+                f"{' or '.join(kinds)} models; set model.kind or use the other command "
+                "(train: base models, upsample: upsamplers)."
+            )
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        self.accelerator = acc = Accelerator(
+            mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum,
+            step_scheduler_with_optimizer=False,
+        )
+        self.main = acc.is_main_process
+        set_seed(tc.seed)
+
+        # Run directory: the main process decides, everyone agrees.
+        picked = [None]
+        if self.main:
+            run, resume_from = _pick_run_dir(cfg, resume)
+            check_writable(run.root)
+            picked = [(str(run.root), str(resume_from) if resume_from else None)]
+        broadcast_object_list(picked)
+        root, resume_from = picked[0]
+        self.run_dir = RunDir(Path(root))
+        self.resume_from = Path(resume_from) if resume_from else None
+        if self.main:
+            self.run_dir.create()
+            save_config(cfg, self.run_dir.config)
+        acc.wait_for_everyone()
+
+        # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
+        self.bundle: ModelBundle = build_model(cfg.model)
+        opts = self.bundle.options
+        self.adapter = adapter or PartsAdapter(tc.trainable)
+        model = self.adapter.prepare(self.bundle.model)
+        if tc.gradient_checkpointing:
+            model.set_gradient_checkpointing(True)
+        named = self.adapter.trainable(model)
+        if not named:
+            raise GlidectlError(f"train.trainable = {tc.trainable!r} leaves nothing to train.")
+        self.params = [p for _, p in named]
+
+        # Data: sharded per process, resumable by cursor.
+        if dataset is None:
+            from ..data import build_dataset
+
+            size = cfg.data.resolution or opts.image_size
+            dataset = build_dataset(
+                cfg.data, tokenizer=self.bundle.tokenizer, image_size=size,
+                text_ctx=opts.text_ctx,
+                low_res_size=(size // 4) if opts.super_res else None,
+                train=True, rank=acc.process_index, world_size=acc.num_processes, seed=tc.seed,
+            )
+        self.dataset = dataset
+        train_data, holdout = _split_holdout(cfg, opts, dataset, tc.batch_size * acc.num_processes)
+        self.stream = DataStream(
+            train_data, batch_size=tc.batch_size, rank=acc.process_index,
+            world=acc.num_processes, seed=tc.seed, workers=cfg.data.workers,
+        )
+        self.total_steps = _total_steps(cfg, self.stream)
+
+        optimizer = torch.optim.AdamW(
+            self.params, lr=tc.lr, betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_eps,
+            weight_decay=tc.weight_decay,
+        )
+        scheduler = make_scheduler(optimizer, tc.lr_schedule, tc.warmup_steps, self.total_steps)
+        self.ema = EMA(self.params, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None
+        if tc.compile:
+            model.compile()
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.guard = NonFiniteGuard(tc.max_nonfinite)
+        self.noise = torch.Generator().manual_seed(tc.seed + 1)
+        self.state = TrainState(self.stream, self.guard, self.noise)
+        acc.register_for_checkpointing(self.state)
+        if self.ema is not None:
+            acc.register_for_checkpointing(self.ema)
+        # Weights live beside the state as exported .safetensors, not inside it.
+        acc.register_save_state_pre_hook(lambda models, weights, out: weights.clear())
+        acc.register_load_state_pre_hook(lambda models, inp: models.clear())
+        self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
+        if self.resume_from is not None:
+            self._load(self.resume_from)
+        self.display = Display(
+            self.total_steps, self.state.step, live=live, enabled=self.main and not quiet
+        )
+        self.previewer = Previewer(cfg, self.bundle, self.unwrapped, holdout) if self.main else None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _load(self, step_dir: Path) -> None:
+        from ..glide import read_weights
+
+        state_dict, _ = read_weights(step_dir / "model.safetensors")
+        self.unwrapped.load_state_dict(state_dict, strict=False)
+        self.accelerator.load_state(str(step_dir / "state"))
+
+    def save_checkpoint(self) -> Path:
+        """Every process calls this; the main one writes weights, all write their RNGs."""
+        from ..glide import save_weights
+
+        acc, step = self.accelerator, self.state.step
+        acc.wait_for_everyone()
+        tmp = self.checkpoints.tmp_dir(step)
+        if self.main:
+            self.checkpoints.begin(step)
+            meta = {"step": str(step), "run": self.run_dir.name}
+            model = self.unwrapped
+            opts = self.bundle.options
+            save_weights(self.adapter.export_state(model), tmp / "model.safetensors", opts, meta)
+            if self.ema is not None:
+                with self.ema.swapped():
+                    save_weights(self.adapter.export_state(model), tmp / "ema.safetensors",
+                                 opts, meta)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp / "state"))
+        acc.wait_for_everyone()
+        final = self.checkpoints.directory / tmp.name.removeprefix(".tmp-")
+        if self.main:
+            final = self.checkpoints.commit(step)
+        acc.wait_for_everyone()
+        return final
+
+    def _batch_noise(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Timesteps, noise (and inpaint masks) for the GLOBAL batch, sliced to this rank, so
+        N processes draw exactly what one process with the whole batch would."""
+        acc, x0 = self.accelerator, batch["image"]
+        b, world = x0.shape[0], acc.num_processes
+        gen, T = self.noise, self.bundle.diffusion.num_timesteps
+        t = torch.randint(0, T, (b * world,), generator=gen)
+        noise = torch.randn((b * world, *x0.shape[1:]), generator=gen)
+        masks = None
+        if self.bundle.options.inpaint:
+            masks = _random_masks(b * world, x0.shape[-1], gen)
+        lo, hi = acc.process_index * b, (acc.process_index + 1) * b
+        dev = acc.device
+        return t[lo:hi].to(dev), noise[lo:hi].to(dev), None if masks is None else \
+            masks[lo:hi].to(dev)
+
+    def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        dev = self.accelerator.device
+        x0 = batch["image"].to(dev)
+        tokens, mask = batch["tokens"].to(dev), batch["mask"].to(dev)
+        t, noise, inpaint_mask = self._batch_noise(batch)
+        extra: dict[str, Any] = {}
+        if "low_res" in batch and self.bundle.options.super_res:
+            extra["low_res"] = batch["low_res"].to(dev)
+        if inpaint_mask is not None:
+            extra["inpaint_image"], extra["inpaint_mask"] = x0, inpaint_mask
+
+        def model_fn(x_t: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+            return self.model(x_t, ts, tokens, mask, **extra)
+
+        diffusion, gamma = self.bundle.diffusion, self.cfg.train.min_snr_gamma
+        weights = diffusion.min_snr_weights(t, gamma) if gamma > 0 else None
+        return diffusion.training_losses(
+            model_fn, x0, t, noise, loss_type=self.cfg.train.loss, weights=weights
+        )
+
+    def _stop_everywhere(self, flag: StopFlag) -> bool:
+        if self.accelerator.num_processes == 1:
+            return flag.requested
+        wanted = torch.tensor([float(flag.requested)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(wanted, "sum").item() > 0)
+
+    def _preview(self, wandb: Any) -> None:
+        if self.previewer is None or self.cfg.preview.every <= 0:
+            self.accelerator.wait_for_everyone()
+            return
+        self.unwrapped.eval()
+        try:
+            if self.ema is not None:
+                with self.ema.swapped():
+                    out = self.previewer.run(self.state.step, self.run_dir.previews)
+            else:
+                out = self.previewer.run(self.state.step, self.run_dir.previews)
+        finally:
+            self.unwrapped.train()
+        if out is not None:
+            self.display.message(f"preview: {out.path}")
+            if wandb is not None:
+                wandb.log_images(self.state.step, "preview", out.images, out.captions)
+        self.accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, until: int | None = None) -> TrainResult:
+        """Train to ``train.steps`` (or stop early at step ``until``, checkpointed, as if
+        interrupted: the LR schedule still spans all steps)."""
+        acc, cfg, tc = self.accelerator, self.cfg, self.cfg.train
+        step = self.state.step
+        wandb = None
+        metrics = None
+        if self.main:
+            truncate_after(self.run_dir.metrics, step)
+            metrics = MetricsFile(self.run_dir.metrics)
+            if cfg.log.wandb_project:
+                from .wandb_log import WandbLogger
+
+                wandb = WandbLogger(
+                    cfg.log.wandb_project, cfg.log.wandb_entity, cfg.log.wandb_mode,
+                    self.run_dir.name, to_dict(cfg), self.run_dir.root, self.state.wandb_id,
+                )
+                self.state.wandb_id = wandb.id
+        result = TrainResult(self.run_dir.root, step)
+        meter = Throughput()
+        sums = torch.zeros(3)
+        logged_steps = 0
+        grad_norm = float("nan")
+        global_batch = tc.batch_size * acc.num_processes * tc.grad_accum
+        self.model.train()
+        try:
+            with StopFlag() as stop, self.display:
+                if step == 0:
+                    self._preview(wandb)
+                meter.reset()
+                stepped = False
+                while step < self.total_steps:
+                    terms = torch.zeros(3, device=acc.device)
+                    wait = 0.0
+                    for _ in range(tc.grad_accum):
+                        with acc.accumulate(self.model):
+                            batch = self.stream.next()
+                            wait += self.stream.last_wait
+                            losses = self._losses(batch)
+                            loss = losses["loss"].mean()
+                            acc.backward(loss)
+                            terms += torch.stack([
+                                loss.detach(), losses["mse"].mean().detach(),
+                                losses["vb"].mean().detach(),
+                            ]) / tc.grad_accum
+                            if acc.sync_gradients:
+                                terms = acc.reduce(terms, "mean")
+                                if self.guard.check(terms[0].item(), step, self._where()):
+                                    grad_norm = float(acc.clip_grad_norm_(
+                                        self.params, tc.grad_clip if tc.grad_clip > 0
+                                        else math.inf))
+                                    self.optimizer.step()
+                                    self.scheduler.step()
+                                    stepped = True
+                                else:
+                                    stepped = False
+                                self.optimizer.zero_grad(set_to_none=True)
+                    meter.add(global_batch, wait)
+                    if not stepped:
+                        continue
+                    if self.ema is not None:
+                        self.ema.update()
+                    step = self.state.step = step + 1
+                    sums += terms.float().cpu()
+                    logged_steps += 1
+                    self.display.advance(step)
+                    result.last_loss = float(terms[0])
+
+                    if step % cfg.log.every == 0 or step == self.total_steps:
+                        record = {
+                            "step": step, "epoch": self.stream.epoch,
+                            "loss": float(sums[0] / logged_steps),
+                            "mse": float(sums[1] / logged_steps),
+                            "vb": float(sums[2] / logged_steps),
+                            "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                            **meter.read(), "skipped_nonfinite": self.guard.total,
+                            **self._data_counts(),
+                        }
+                        sums.zero_()
+                        logged_steps = 0
+                        meter.reset()
+                        result.history.append(record)
+                        if self.main:
+                            metrics.write(record)
+                            self.display.log(record)
+                            if wandb is not None:
+                                wandb.log_scalars(record)
+                    if cfg.preview.every > 0 and step % cfg.preview.every == 0:
+                        self._preview(wandb)
+                    is_last = step == self.total_steps
+                    if self._stop_everywhere(stop) or (until is not None and step >= until):
+                        result.interrupted = True
+                        break
+                    if is_last or (cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0):
+                        result.checkpoint = self.save_checkpoint()
+                if result.interrupted:
+                    self.display.message(f"{stop.signal_name or 'stop'}: saving step {step}")
+                    result.checkpoint = self.save_checkpoint()
+        finally:
+            if metrics is not None:
+                metrics.close()
+            if wandb is not None:
+                wandb.finish()
+        result.step = step
+        acc.wait_for_everyone()
+        return result
+
+    def _where(self) -> str:
+        return f" (data epoch {self.stream.epoch}, position {self.stream.position})"
+
+    def _data_counts(self) -> dict[str, int]:
+        """Skipped-sample counters by reason from the dataset, prefixed ``data_skipped_``."""
+        stats = getattr(self.dataset, "stats", None)
+        counts = stats() if callable(stats) else stats
+        if not isinstance(counts, dict):
+            return {}
+        return {f"data_skipped_{k}": int(v) for k, v in counts.items()
+                if isinstance(v, (int, float))}
+
+
+def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter | None = None,
+          live: bool | None = None, kinds: tuple[str, ...] | None = None,
+          quiet: bool = False) -> TrainResult:
+    """Train (or resume) the run described by ``cfg``; the library entry point of the CLI."""
+    start = time.perf_counter()
+    trainer = Trainer(cfg, resume=resume, adapter=adapter, live=live, kinds=kinds, quiet=quiet)
+    result = trainer.run()
+    trainer.display.message(
+        f"{'stopped' if result.interrupted else 'done'} at step {result.step} in "
+        f"{time.perf_counter() - start:.0f}s; run: {result.run_dir}"
+    )
+    return result

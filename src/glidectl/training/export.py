@@ -1,0 +1,53 @@
+"""``glidectl export``: one run's weights (EMA or raw) as a single .safetensors file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import GlidectlError
+from .checkpointing import CheckpointManager
+
+
+def find_step_dir(run: Path) -> Path:
+    """A run dir, its checkpoints/ dir or one step dir → the step dir to export."""
+    run = Path(run)
+    if not run.exists():
+        raise GlidectlError(f"Run {str(run)!r} does not exist; pass a runs/<name> folder.")
+    if (run / "model.safetensors").is_file():
+        return run
+    for checkpoints in (run / "checkpoints", run):
+        if checkpoints.is_dir():
+            found = CheckpointManager(checkpoints).latest()
+            if found is not None:
+                return found
+    raise GlidectlError(
+        f"{str(run)!r} has no checkpoints (checkpoints/step-NNNNNN); train it first or pass "
+        "a checkpoint folder."
+    )
+
+
+def export_weights(run: Path, output: Path, ema: bool | None = None) -> tuple[Path, Path]:
+    """Copy a checkpoint's weights (EMA by default when there are any) to ``output``.
+
+    Returns (source file, written file). The options and step travel in the metadata.
+    """
+    from ..glide import read_weights, save_weights
+
+    step_dir = find_step_dir(run)
+    ema_file, raw_file = step_dir / "ema.safetensors", step_dir / "model.safetensors"
+    if ema is True and not ema_file.is_file():
+        raise GlidectlError(
+            f"{str(step_dir)!r} has no ema.safetensors (the run trained with "
+            "train.ema_decay = 0); export with --no-ema."
+        )
+    source = ema_file if (ema is not False and ema_file.is_file()) else raw_file
+    if not source.is_file():
+        raise GlidectlError(f"{str(step_dir)!r} has no {source.name}; pick another checkpoint.")
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise GlidectlError(f"Output {str(output)!r} must end in .safetensors.")
+    state, options = read_weights(source)
+    meta = {"source": str(source), "step": step_dir.name.removeprefix("step-").lstrip("0") or "0",
+            "ema": str(source == ema_file).lower()}
+    save_weights(state, output, options, meta)
+    return source, output

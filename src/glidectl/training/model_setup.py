@@ -1,0 +1,55 @@
+"""From the [model] config to a network, its tokenizer and its diffusion chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import ModelConfig
+from ..errors import GlidectlError
+
+
+@dataclass
+class ModelBundle:
+    model: Any  # GlideUNet
+    options: Any  # ModelOptions
+    tokenizer: Any
+    diffusion: Any  # GaussianDiffusion
+
+
+def build_model(cfg: ModelConfig) -> ModelBundle:
+    """A scratch network at ``cfg.size`` or pretrained weights from ``cfg.init``."""
+    from ..diffusion import create_diffusion
+    from ..glide import create_model, preset_options
+    from ..tokenizer import get_tokenizer
+
+    tok_name = None if cfg.tokenizer == "auto" else cfg.tokenizer
+    if cfg.init == "scratch":
+        options = preset_options(cfg.kind, cfg.size, tok_name)
+        model = create_model(options)
+    else:
+        from ..glide import load_model
+
+        model = load_model(cfg.init)
+        options = model.options
+        if options.kind != cfg.kind:
+            raise GlidectlError(
+                f"model.init {cfg.init!r} is a {options.kind!r} model but model.kind is "
+                f"{cfg.kind!r}; set model.kind = \"{options.kind}\" or pick other weights."
+            )
+        if tok_name is not None and tok_name != options.tokenizer:
+            raise GlidectlError(
+                f"model.tokenizer is {tok_name!r} but {cfg.init!r} was trained with "
+                f"{options.tokenizer!r}; set model.tokenizer = \"auto\"."
+            )
+        if options.use_fp16:  # train fp32 master weights; precision is Accelerate's job
+            import torch
+
+            model.float()
+            model.torso_dtype = torch.float32
+            options = options.replace(use_fp16=False)
+            model.options = options
+        model.train()
+    tokenizer = get_tokenizer(options.tokenizer, cfg.vocab_dir or None)
+    diffusion = create_diffusion(options.noise_schedule, options.diffusion_steps)
+    return ModelBundle(model, options, tokenizer, diffusion)
