@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "glidectl"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "glidectl.glide.sources",
     "glidectl.data.presets",
+    "glidectl.samplers.builtin",
 )
 
 pm = pluggy.PluginManager("glidectl")

@@ -1,0 +1,43 @@
+"""The built-in samplers, registered through the same hook third-party plugins use."""
+
+from __future__ import annotations
+
+from ..hookspecs import hookimpl
+from .spec import Sampler
+
+
+def _two_per_step_but_last(steps: int) -> int:
+    return max(2 * steps - 1, 0)
+
+
+@hookimpl
+def register_samplers(register):
+    from .discrete import _plms_calls, sample_ddim, sample_ddpm, sample_plms
+    from .dpm import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s_ancestral
+    from .euler import sample_euler, sample_euler_ancestral, sample_heun
+
+    register("ddpm", Sampler(
+        sample_ddpm, stochastic=True, schedule="respaced",
+        description="Ancestral DDPM with GLIDE's learned variance."), aliases=("p_sample",))
+    register("ddim", Sampler(
+        sample_ddim, schedule="respaced", description="DDIM; eta=0 deterministic (default)."))
+    register("plms", Sampler(
+        sample_plms, schedule="respaced", clip=False, calls=_plms_calls,
+        description="PRK warm-up then pseudo linear multistep, as crowsonkb's GLIDE fork."))
+    register("euler", Sampler(sample_euler, description="Euler on the probability-flow ODE."))
+    register("euler_a", Sampler(
+        sample_euler_ancestral, stochastic=True, description="Euler ancestral."),
+        aliases=("euler_ancestral",))
+    register("heun", Sampler(
+        sample_heun, calls_per_step=2, calls=_two_per_step_but_last,
+        description="Heun's second-order method (Karras et al.)."))
+    register("dpm++2m", Sampler(
+        sample_dpmpp_2m, description="DPM-Solver++(2M), second-order multistep."),
+        aliases=("dpm++", "dpmpp_2m"))
+    register("dpm++2s_a", Sampler(
+        sample_dpmpp_2s_ancestral, stochastic=True, calls_per_step=2,
+        calls=_two_per_step_but_last, description="DPM-Solver++(2S) ancestral."),
+        aliases=("dpmpp_2s_a",))
+    register("dpm++2m_sde", Sampler(
+        sample_dpmpp_2m_sde, stochastic=True, description="DPM-Solver++(2M) SDE."),
+        aliases=("dpmpp_2m_sde",))

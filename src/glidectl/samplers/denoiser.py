@@ -1,0 +1,134 @@
+"""The one interface every sampler sees: a denoiser D(x, σ) → x0 with guidance applied.
+
+x is on the variance-exploding scale x = x0 + σ·ε. GLIDE's discrete ε-prediction network is
+adapted once, here: x_t = x/√(1+σ²) goes in at the original-scale (fractional) t whose σ_t
+matches, and D = x − σ·ε comes out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from .schedules import sigmas_from_alphas_cumprod
+
+
+class Denoiser(Protocol):
+    """``D(x, σ)`` → predicted clean x0 (same shape as x). Extra keywords are sampler options
+    a denoiser may honour (GLIDE's: ``t=`` the model timestep, ``variance=True``)."""
+
+    def __call__(self, x: torch.Tensor, sigma: float, **kwargs: Any) -> torch.Tensor: ...
+
+
+def to_d(x: torch.Tensor, sigma: float, denoised: torch.Tensor) -> torch.Tensor:
+    """The probability-flow ODE's derivative dx/dσ = (x − D)/σ (the implied ε)."""
+    return (x - denoised) / sigma
+
+
+def alpha_bar(sigma: float) -> float:
+    """ᾱ = 1/(1+σ²), the VP signal fraction at noise level σ."""
+    return 1.0 / (1.0 + sigma * sigma)
+
+
+class GlideDenoiser:
+    """A GLIDE network (ε and learned-variance output) as a σ-space denoiser.
+
+    ``text_emb`` comes from ``model.encode_text`` once per sample: N rows, or 2N rows
+    ``[cond, uncond]`` when ``guidance`` is set, in which case one forward runs over both and
+    ε = ε_u + s·(ε_c − ε_u) (the variance channels keep the conditional rows). ``model_kwargs``
+    (``low_res``, ``inpaint_image``, ``inpaint_mask``) hold N rows. ``denoised_fn`` post-processes
+    x0 before the [−1, 1] clip (``clip``), as GLIDE's ``p_mean_variance`` does.
+    """
+
+    learned_variance = True
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        alphas_cumprod: np.ndarray,
+        *,
+        text_emb: dict[str, torch.Tensor] | None = None,
+        guidance: float | None = None,
+        model_kwargs: dict[str, torch.Tensor] | None = None,
+        clip: bool = True,
+        denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        quantize_t: bool = False,
+        autocast_dtype: torch.dtype | None = None,
+        on_call: Callable[[], None] | None = None,
+    ):
+        self.model = model
+        self.alphas_cumprod = np.asarray(alphas_cumprod, dtype=np.float64)
+        self.sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
+        self._log_sigmas = np.log(self.sigmas)
+        self.text_emb = text_emb
+        self.guidance = guidance
+        self.model_kwargs = dict(model_kwargs or {})
+        self.clip = clip
+        self.denoised_fn = denoised_fn
+        self.quantize_t = quantize_t
+        self.autocast_dtype = autocast_dtype
+        self.on_call = on_call
+        self.calls = 0
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    def sigma_to_t(self, sigma: float) -> float:
+        """The original-scale timestep with this σ (log-σ interpolation of the table)."""
+        return float(np.interp(np.log(max(sigma, 1e-30)), self._log_sigmas,
+                               np.arange(len(self.sigmas), dtype=np.float64)))
+
+    def t_to_sigma(self, t: float) -> float:
+        """σ at a fractional original-scale timestep (log-σ interpolation of the table)."""
+        return float(np.exp(np.interp(t, np.arange(len(self.sigmas)), self._log_sigmas)))
+
+    def model_output(self, x_t: torch.Tensor, t: float) -> torch.Tensor:
+        """The guided 6-channel output for N rows of x_t at timestep t."""
+        rows = x_t.shape[0]
+        guided = self.guidance is not None
+        x_in = torch.cat([x_t, x_t]) if guided else x_t
+        kwargs = {k: (torch.cat([v, v]) if guided else v) for k, v in self.model_kwargs.items()}
+        ts = torch.full((x_in.shape[0],), t, dtype=torch.float32, device=x_t.device)
+        ctx = (
+            torch.autocast(x_t.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            out = self.model(x_in, ts, text_emb=self.text_emb, **kwargs)
+        out = out.float()
+        self.calls += 1
+        if self.on_call is not None:
+            self.on_call()
+        if not guided:
+            return out
+        eps, rest = out[:, :3], out[:rows, 3:]
+        cond, uncond = eps[:rows], eps[rows:]
+        return torch.cat([uncond + self.guidance * (cond - uncond), rest], dim=1)
+
+    def __call__(
+        self, x: torch.Tensor, sigma: float, *, t: float | None = None, variance: bool = False
+    ) -> Any:
+        sigma = float(sigma)
+        if t is None:
+            t = self.sigma_to_t(sigma)
+        if self.quantize_t:
+            t = float(round(t))
+        elif abs(t - round(t)) < 1e-6:
+            t = float(round(t))
+        out = self.model_output(x / (1.0 + sigma * sigma) ** 0.5, t)
+        denoised = x - sigma * out[:, :3]
+        if self.denoised_fn is not None:
+            denoised = self.denoised_fn(denoised)
+        if self.clip:
+            denoised = denoised.clamp(-1, 1)
+        return (denoised, out[:, 3:]) if variance else denoised

@@ -1,0 +1,92 @@
+"""Step schedules: the descending noise levels σ a sampler walks, each ending in σ = 0.
+
+σ_t = √((1 − ᾱ_t)/ᾱ_t) on the model's own 1000-step table. The cosine schedule's last σ is
+about 20,000 (71 ten steps earlier), so σ-space schedules clamp σ_max (default 80).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import GlidectlError
+
+SCHEDULES = ("respaced", "karras", "exponential")
+DEFAULT_SIGMA_MAX = 80.0
+
+
+def sigmas_from_alphas_cumprod(alphas_cumprod: Sequence[float] | np.ndarray) -> np.ndarray:
+    """σ_t = √((1 − ᾱ_t)/ᾱ_t) for every original timestep t (ascending in t), float64."""
+    ac = np.asarray(alphas_cumprod, dtype=np.float64)
+    return np.sqrt((1.0 - ac) / ac)
+
+
+def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def get_sigmas_karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022): σ_i = (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ."""
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    min_inv_rho, max_inv_rho = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return append_zero((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho)
+
+
+def get_sigmas_exponential(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """σ evenly spaced in log σ from σ_max down to σ_min."""
+    log_sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)
+    return append_zero(log_sigmas.exp())
+
+
+def get_sigmas_respaced(table: np.ndarray, timesteps: Sequence[int]) -> torch.Tensor:
+    """GLIDE's respaced timesteps (e.g. from ``space_timesteps``) as σ, highest first."""
+    ts = sorted(int(t) for t in timesteps)[::-1]
+    return append_zero(torch.as_tensor(table[ts], dtype=torch.float64))
+
+
+def respaced_timesteps(num_timesteps: int, section: str) -> list[int]:
+    """The kept original timesteps of a GLIDE respacing string ("10", "ddim25", "fast27")."""
+    from ..diffusion.respace import space_timesteps
+
+    try:
+        return sorted(space_timesteps(num_timesteps, section))
+    except (ValueError, ZeroDivisionError) as exc:
+        raise GlidectlError(
+            f"Cannot respace {num_timesteps} steps as {section!r} ({exc}); use a step count "
+            "such as 25, a list like '10,10,5', 'ddim50' or 'fast27'."
+        ) from exc
+
+
+def build_sigmas(
+    schedule: str,
+    steps: int | str,
+    table: np.ndarray,
+    *,
+    sigma_max: float | None = DEFAULT_SIGMA_MAX,
+    sigma_min: float | None = None,
+    rho: float = 7.0,
+) -> torch.Tensor:
+    """The σ sequence for ``steps`` steps of a named schedule over a model's σ table.
+
+    ``respaced`` keeps GLIDE's own timesteps (``steps`` may be any respacing string) and
+    ignores ``sigma_max``; ``karras``/``exponential`` run from min(σ_max, table max) down to
+    σ_min (default: the table's smallest σ, that of t = 0).
+    """
+    if schedule == "respaced":
+        return get_sigmas_respaced(table, respaced_timesteps(len(table), str(steps)))
+    if schedule not in SCHEDULES:
+        raise GlidectlError(
+            f"Unknown step schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}."
+        )
+    if not str(steps).isdigit() or int(steps) < 1:
+        raise GlidectlError(
+            f"The {schedule} schedule needs a whole number of steps, got {steps!r}."
+        )
+    hi = float(table[-1]) if sigma_max is None else min(float(sigma_max), float(table[-1]))
+    lo = float(table[0]) if sigma_min is None else max(float(sigma_min), float(table[0]))
+    if schedule == "karras":
+        return get_sigmas_karras(int(steps), lo, hi, rho)
+    return get_sigmas_exponential(int(steps), lo, hi)

@@ -1,0 +1,64 @@
+"""What a sampler is: one function plus what the pipeline needs to know about it.
+
+Torch-free so that plugin modules can import it at their top level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+SamplerFn = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A sampler function ``fn(denoiser, x, sigmas, extra=None, callback=None, **options)``.
+
+    ``fn`` walks ``x`` (at noise level ``sigmas[0]``, variance-exploding scale ``x0 + σ·ε``)
+    down ``sigmas`` (descending, usually ending in 0) and returns the result. Stochastic
+    samplers also take ``noise_sampler(sigma, sigma_next) -> Tensor`` (fresh N(0, I) like x).
+    """
+
+    fn: SamplerFn
+    stochastic: bool = False
+    calls_per_step: int = 1
+    schedule: str = "karras"
+    clip: bool = True
+    description: str = ""
+    calls: Callable[[int], int] | None = None
+
+    def model_calls(self, steps: int) -> int:
+        """Model evaluations for ``steps`` steps (for progress bars)."""
+        if self.calls is not None:
+            return self.calls(steps)
+        return steps * self.calls_per_step
+
+    def __call__(
+        self,
+        denoiser: Any,
+        x: Any,
+        sigmas: Any,
+        extra: dict[str, Any] | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+        noise_sampler: Callable[[float, float], Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        if self.stochastic:
+            options["noise_sampler"] = noise_sampler
+        return self.fn(denoiser, x, sigmas, extra, callback, **options)
+
+
+def as_sampler(obj: Any) -> Sampler:
+    """A registered object as a :class:`Sampler` (a bare function means deterministic, 1 call)."""
+    if isinstance(obj, Sampler):
+        return obj
+    if callable(obj):
+        return Sampler(
+            fn=obj,
+            stochastic=bool(getattr(obj, "stochastic", False)),
+            calls_per_step=int(getattr(obj, "calls_per_step", 1)),
+            description=(obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else "",
+        )
+    raise TypeError(f"a sampler must be a Sampler or a function, got {type(obj).__name__}")
