@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "glidectl.cli.dataset_cmd",
     "glidectl.cli.download_cmd",
     "glidectl.cli.train_cmd",
+    "glidectl.cli.lora_cmd",
 )
 
 

@@ -127,12 +127,19 @@ def save_adapter(
 
 
 def read_adapter(path: str | Path) -> AdapterFiles:
-    """Read an adapter directory (or its adapter_model.safetensors); bad input → GlidectlError."""
+    """Read an adapter dir (its .safetensors, or a LoRA run: its latest EMA adapter).
+
+    Bad input is a GlidectlError.
+    """
     from peft import LoraConfig as PeftLoraConfig
     from safetensors import safe_open
 
     p = Path(path)
     directory = p.parent if p.is_file() else p
+    if directory.is_dir() and not (directory / CONFIG_FILE).is_file():
+        from .training import latest_adapter
+
+        directory = latest_adapter(directory)  # a LoRA run or checkpoint folder
     weights, config_file = directory / WEIGHTS_FILE, directory / CONFIG_FILE
     if not directory.is_dir() or not weights.is_file() or not config_file.is_file():
         raise GlidectlError(

@@ -1,4 +1,4 @@
-"""Putting trainable LoRA adapters into a GLIDE network, and the engine hook that trains them."""
+"""Putting trainable LoRA adapters into a GLIDE network."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..config import LoraConfig
@@ -89,46 +88,3 @@ def lora_summary(model: nn.Module, cfg: LoraConfig, modules: int) -> LoraSummary
     trainable = sum(p.numel() for _, p in lora_parameters(model))
     total = sum(p.numel() for p in model.parameters())
     return LoraSummary(modules, trainable, total, effective_scale(cfg.rank, cfg.alpha, cfg.rslora))
-
-
-class LoraTrainingAdapter:
-    """The training engine's model hook for ``glidectl lora``: inject, train and export adapters.
-
-    ``export_state`` is the peft adapter state (``save_adapter`` writes it in peft's format).
-    """
-
-    def __init__(self, cfg: LoraConfig, base_spec: str = ""):
-        check_lora_config(cfg)
-        self.cfg = cfg
-        self.base_spec = base_spec
-        self.name = "lora"
-        self.target_names: list[str] = []
-        self.base_sha256 = ""
-        self.summary: LoraSummary | None = None
-
-    def prepare(self, model: nn.Module) -> nn.Module:
-        from .files import weights_sha256
-
-        if not self.target_names:
-            self.base_sha256 = weights_sha256(model)
-            self.target_names = inject_lora(model, self.cfg)
-            self.summary = lora_summary(model, self.cfg, len(self.target_names))
-        return model
-
-    def trainable(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-        return lora_parameters(model)
-
-    def export_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        from peft import get_peft_model_state_dict
-
-        state = get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME)
-        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
-
-    def save(self, model: nn.Module, directory: str, step: int | None = None) -> Any:
-        """Write the adapter directory (peft files + glidectl metadata)."""
-        from .files import save_adapter
-
-        return save_adapter(
-            model, directory, cfg=self.cfg, base_spec=self.base_spec,
-            base_sha256=self.base_sha256, target_names=self.target_names, step=step,
-        )

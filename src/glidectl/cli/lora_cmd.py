@@ -1,0 +1,102 @@
+"""``glidectl lora`` (train LoRA adapters with the shared engine) and ``glidectl lora merge``.
+
+Thin: parse flags, resolve the config like ``glidectl train``, call :mod:`glidectl.lora`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import GlidectlError
+
+
+def _train(config: Path | None, set_: list[str] | None, steps: int | None,
+           output_dir: Path | None, name: str | None, resume: str | None,
+           precision: str | None, live: bool | None) -> None:
+    from ..lora import latest_adapter, train_lora
+    from .train_cmd import resolve_config
+
+    cfg = resolve_config(config, set_, steps=steps, output_dir=output_dir, name=name,
+                         precision=precision, resume=resume)
+    result = train_lora(cfg, resume=resume, live=live)
+    if result.interrupted:
+        typer.echo(
+            f"Interrupted at step {result.step}; checkpoint {result.checkpoint}. "
+            f"Resume with: glidectl lora --resume {result.run_dir}", err=True,
+        )
+        raise typer.Exit(130)
+    if result.checkpoint is not None:
+        typer.echo(f"adapter: {latest_adapter(result.run_dir)}")
+
+
+def register(app: typer.Typer) -> None:
+    lora_app = typer.Typer(
+        invoke_without_command=True, no_args_is_help=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @lora_app.callback()
+    def lora(
+        ctx: typer.Context,
+        config: Path | None = typer.Option(
+            None, "--config", "-c", help="A glide.toml with a [lora] section."
+        ),
+        set_: list[str] | None = typer.Option(
+            None, "--set", "-s", help="Override a key: section.key=value (repeatable)."
+        ),
+        steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (global)."),
+        output_dir: Path | None = typer.Option(
+            None, "--output-dir", "-o", help="Folder holding run directories."
+        ),
+        name: str | None = typer.Option(None, "--name", help="Run name (runs/<name>)."),
+        resume: str | None = typer.Option(
+            None, "--resume", help="'latest' or a run / checkpoint folder to resume."
+        ),
+        precision: str | None = typer.Option(
+            None, "--precision", help="Mixed precision: no, fp16 or bf16 (adapters stay fp32)."
+        ),
+        live: bool | None = typer.Option(
+            None, "--live/--no-live", help="Rich live display (default: when stdout is a terminal)."
+        ),
+    ) -> None:
+        """Train LoRA adapters on a base or upsampler model (the rest stays frozen).
+
+        Same engine, config, previews, logging, resume and multi-process launch as
+        `glidectl train`; the [lora] section picks targets, rank and alpha. Adapters are
+        written in peft's format to runs/<name>/checkpoints/<step>/lora (and lora-ema).
+        """
+        if ctx.invoked_subcommand is not None:
+            return
+        _train(config, set_, steps, output_dir, name, resume, precision, live)
+
+    @lora_app.command("merge")
+    def merge(
+        adapter: Path = typer.Argument(
+            ..., help="An adapter folder, or a LoRA run / checkpoint folder (latest EMA adapter)."
+        ),
+        base: str | None = typer.Option(
+            None, "--base", "-b",
+            help="Base model spec (openai:base, a .pt/.safetensors file, a run dir); "
+                 "default: the adapter's recorded base.",
+        ),
+        output: Path = typer.Option(..., "--output", "-o", help="The .safetensors file to write."),
+        scale: float = typer.Option(1.0, "--scale", help="Adapter strength multiplier."),
+    ) -> None:
+        """Fold an adapter into its base model and write one full .safetensors checkpoint."""
+        from ..lora import merge_adapter, read_adapter
+
+        if base is None:
+            base = str(read_adapter(adapter).meta.get("base_model") or "")
+            if base in ("", "scratch"):
+                raise GlidectlError(
+                    f"{str(adapter)!r} does not record a loadable base model; pass --base SPEC."
+                )
+        result = merge_adapter(adapter, base, output, scale)
+        typer.echo(
+            f"merged {result.modules} of {result.adapter_modules} adapter modules "
+            f"(scale {scale:g}) into {base}: {result.path}"
+        )
+
+    app.add_typer(lora_app, name="lora")

@@ -1,0 +1,157 @@
+"""``glidectl lora``: the training engine with a LoRA model hook.
+
+Checkpoints of a LoRA run hold ``lora/`` (and ``lora-ema/`` with EMA) adapter directories
+instead of full weights, beside the engine's resume ``state/``. A scratch base network is
+written once as ``<run>/base.safetensors`` so its adapters can be loaded later.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import GlideConfig, LoraConfig
+from ..errors import GlidectlError
+from .files import read_adapter, save_adapter, weights_sha256
+from .inject import ADAPTER_NAME, LoraSummary, inject_lora, lora_parameters, lora_summary
+
+ADAPTER_DIR = "lora"
+EMA_ADAPTER_DIR = "lora-ema"
+BASE_FILE = "base.safetensors"
+
+
+def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The frozen base weights of a LoRA-injected model, under their original names."""
+    return {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items()
+            if ".lora_" not in k}
+
+
+class LoraTrainingAdapter:
+    """The engine's model hook for LoRA: inject adapters, train only them, save adapter dirs."""
+
+    def __init__(self, cfg: LoraConfig, base_spec: str = "scratch"):
+        self.cfg = cfg
+        self.base_spec = base_spec
+        self.name = "lora"
+        self.target_names: list[str] = []
+        self.base_sha256 = ""
+        self.summary: LoraSummary | None = None
+
+    # --- the engine's ModelAdapter protocol
+    def prepare(self, model: nn.Module) -> nn.Module:
+        if not self.target_names:
+            self.base_sha256 = weights_sha256(model)
+            self.target_names = inject_lora(model, self.cfg)
+            self.summary = lora_summary(model, self.cfg, len(self.target_names))
+        return model
+
+    def trainable(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        return lora_parameters(model)
+
+    def export_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The adapter weights in peft's key format (no adapter name)."""
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME)
+        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+    # --- checkpoints (called by the engine instead of writing full weights)
+    def save_checkpoint(self, model: nn.Module, step_dir: Path, step: int, ema: Any = None) -> None:
+        """Write ``lora/`` (and ``lora-ema/``) into a step dir (main process only)."""
+        step_dir = Path(step_dir)
+        self._write_scratch_base(model, step_dir.parent.parent)
+        self.save(model, step_dir / ADAPTER_DIR, step)
+        if ema is not None:
+            with ema.swapped():
+                self.save(model, step_dir / EMA_ADAPTER_DIR, step)
+
+    def load_checkpoint(self, model: nn.Module, step_dir: Path) -> None:
+        """Load the raw adapter of a step dir into the injected model (resume)."""
+        from peft import set_peft_model_state_dict
+
+        adapter = read_adapter(Path(step_dir) / ADAPTER_DIR)
+        want = adapter.meta.get("base_sha256")
+        if want and want != self.base_sha256:
+            raise GlidectlError(
+                f"Cannot resume from {str(step_dir)!r}: the base model's weights differ from the "
+                f"ones this LoRA run started on ({adapter.meta.get('base_model')!r})."
+            )
+        result = set_peft_model_state_dict(model, adapter.state, adapter_name=ADAPTER_NAME)
+        missing = [k for k in result.missing_keys if ".lora_" in k]
+        if missing or result.unexpected_keys:
+            raise GlidectlError(
+                f"Cannot resume from {str(step_dir)!r}: its adapter has other modules than "
+                "the [lora] config selects; resume with the run's own config."
+            )
+
+    def save(self, model: nn.Module, directory: Path, step: int | None = None) -> Path:
+        return save_adapter(
+            model, directory, cfg=self.cfg, target_names=self.target_names,
+            base_spec=self.base_spec, base_sha256=self.base_sha256, step=step,
+            state=self.export_state(model),
+        )
+
+    def _write_scratch_base(self, model: nn.Module, run_root: Path) -> None:
+        if self.base_spec not in ("", "scratch"):
+            return
+        from ..glide import save_weights
+
+        path = run_root / BASE_FILE
+        if not path.is_file():
+            save_weights(base_state(model), path, model.options,
+                         {"lora_base_sha256": self.base_sha256})
+        self.base_spec = str(path)
+
+
+def train_lora(
+    cfg: GlideConfig, *, resume: str | None = None, live: bool | None = None,
+    quiet: bool = False,
+) -> Any:
+    """Train (or resume) LoRA adapters on ``cfg.model`` with the shared engine.
+
+    Returns the engine's TrainResult; adapters are in ``checkpoints/<step>/lora[-ema]``.
+    """
+    from ..training.engine import Trainer
+
+    start = time.perf_counter()
+    adapter = LoraTrainingAdapter(cfg.lora, cfg.model.init)
+    trainer = Trainer(cfg, resume=resume, adapter=adapter, live=live, quiet=quiet)
+    if adapter.summary is not None:
+        trainer.display.message(adapter.summary.line())
+    result = trainer.run()
+    trainer.display.message(
+        f"{'stopped' if result.interrupted else 'done'} at step {result.step} in "
+        f"{time.perf_counter() - start:.0f}s; adapter: {latest_adapter(result.run_dir)}"
+    )
+    return result
+
+
+def latest_adapter(run: Path | str, ema: bool | None = None) -> Path:
+    """The adapter dir of a LoRA run's latest checkpoint (EMA when present, unless ``ema``
+    is False); a step dir or an adapter dir is resolved the same way."""
+    from ..training.checkpointing import CheckpointManager
+
+    p = Path(run)
+    if (p / "adapter_config.json").is_file():
+        return p
+    step_dir = p
+    if not (p / ADAPTER_DIR).is_dir():
+        checkpoints = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+        found = CheckpointManager(checkpoints).latest() if checkpoints.is_dir() else None
+        if found is None:
+            raise GlidectlError(
+                f"{str(run)!r} is not a LoRA adapter, checkpoint or run folder; pass the folder "
+                "written by 'glidectl lora' (runs/<name>)."
+            )
+        step_dir = Path(found)
+    names = [EMA_ADAPTER_DIR, ADAPTER_DIR] if ema is not False else [ADAPTER_DIR]
+    if ema is True:
+        names = [EMA_ADAPTER_DIR]
+    for name in names:
+        if (step_dir / name / "adapter_config.json").is_file():
+            return step_dir / name
+    raise GlidectlError(f"{str(step_dir)!r} holds no LoRA adapter ({' or '.join(names)}/).")
