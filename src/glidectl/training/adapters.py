@@ -2,9 +2,11 @@
 
 The engine asks an adapter three things: ``prepare(model)`` (freeze or wrap; returns the
 module to train), ``trainable(model)`` (named parameters the optimizer and EMA see), and
-``export_state(model)`` (the state_dict written as model.safetensors). Full finetuning is
+``export_state(model)`` (the state_dict written as model.safetensors). An adapter may also
+define ``save_checkpoint(model, step_dir, step, ema)`` and ``load_checkpoint(model, step_dir)``
+to write/read its own weight files instead (LoRA writes adapter folders). Full finetuning is
 :class:`PartsAdapter`; a LoRA adapter implements the same protocol and is passed to
-:func:`glidectl.training.engine.train`.
+:func:`glidectl.training.engine.train` (see ``glidectl.lora.training``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Deterministic, resumable batches: an explicit (epoch, index) cursor over a seeded
 per-epoch permutation, sharded so N processes together see the one-process global batch.
 
-Map-style datasets get exact resume: each sample is fetched with python/numpy/torch RNGs
+Iterable datasets (glidectl's own, which shard sample by sample and shuffle per epoch with
+the seed) resume by setting the epoch and skipping the batches already taken in it.
+Map-style datasets get exact resume too: each sample is fetched with python/numpy/torch RNGs
 seeded from (seed, epoch, index), so augmentations do not depend on which process or worker
-loads it, nor on what was loaded before. Iterable datasets (webdataset shards) stream; on
-resume they skip the samples already consumed, which is exact only for a deterministic
-stream.
+loads it, nor on what was loaded before.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+_EPOCH_END = object()
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -105,7 +107,9 @@ class DataStream:
         self.global_batch = batch_size * world
         self.iterable = isinstance(dataset, IterableDataset)
         self.epoch = 0
-        self.position = 0  # map-style: index into the epoch permutation; iterable: samples
+        # map-style: index into the epoch's permutation; iterable: batches taken this epoch
+        self.position = 0
+        self._loader_epoch = 0
         self.last_wait = 0.0
         if not self.iterable:
             n = len(dataset)  # type: ignore[arg-type]
@@ -123,19 +127,23 @@ class DataStream:
         """Micro-batches per epoch (map-style only)."""
         return len(self.dataset) // self.global_batch  # type: ignore[arg-type]
 
-    @property
-    def samples_seen(self) -> int:
-        return self.position if self.iterable else self.epoch * len(self) * self.global_batch \
-            + self.position
+    def steps_per_epoch(self, grad_accum: int) -> int | None:
+        """Optimizer steps per epoch, when the data's length is known."""
+        if self.iterable:
+            n = getattr(self.dataset, "num_samples", None)
+            return None if not n else max(1, n // self.global_batch // grad_accum)
+        return max(1, len(self) // grad_accum)
 
     def _loader(self) -> Iterator[dict[str, Any]]:
         if self.iterable:
-            loader = DataLoader(
-                self.dataset, batch_size=self.batch_size, num_workers=self.workers,
-                collate_fn=collate, persistent_workers=False,
-            )
-            skip = self.position // self.batch_size
+            skip = self.position
             while True:
+                if hasattr(self.dataset, "set_epoch"):
+                    self.dataset.set_epoch(self._loader_epoch)
+                loader = DataLoader(
+                    self.dataset, batch_size=self.batch_size, num_workers=self.workers,
+                    collate_fn=collate, drop_last=True,
+                )
                 got = False
                 for batch in loader:
                     got = True
@@ -146,7 +154,12 @@ class DataStream:
                 if not got:
                     from ..errors import GlidectlError
 
-                    raise GlidectlError("The training data yielded no samples; check data.source.")
+                    raise GlidectlError(
+                        f"The training data gave not one batch of {self.batch_size}; check "
+                        "data.source (see `glidectl dataset inspect`) or lower train.batch_size."
+                    )
+                self._loader_epoch += 1
+                yield _EPOCH_END  # type: ignore[misc]
         else:
             sampler = CursorBatches(
                 len(self.dataset), self.global_batch, self.rank, self.world,  # type: ignore[arg-type]
@@ -162,20 +175,31 @@ class DataStream:
     def next(self) -> dict[str, Any]:
         """The next micro-batch; measures the wait in ``last_wait``."""
         if self._iter is None:
+            self._loader_epoch = self.epoch
             self._iter = self._loader()
         t0 = time.perf_counter()
         batch = next(self._iter)
+        if batch is _EPOCH_END:
+            self.epoch, self.position = self.epoch + 1, 0
+            batch = next(self._iter)
         self.last_wait = time.perf_counter() - t0
         self._advance()
         return batch
 
     def _advance(self) -> None:
         if self.iterable:
-            self.position += self.batch_size
+            self.position += 1  # batches taken in this epoch
             return
         if self.position + self.global_batch > len(self.dataset):  # type: ignore[arg-type]
             self.epoch, self.position = self.epoch + 1, 0
         self.position += self.global_batch
+
+    def global_positions(self, b: int) -> list[int]:
+        """Where this process's ``b`` samples sit in the global batch: contiguous blocks for
+        map-style data, interleaved (j·world + rank) for streams sharded sample by sample."""
+        if self.iterable:
+            return [j * self.world + self.rank for j in range(b)]
+        return [self.rank * b + j for j in range(b)]
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}

@@ -95,15 +95,25 @@ def _pick_run_dir(cfg: GlideConfig, resume: str | None) -> tuple[RunDir, Path | 
 
 def _total_steps(cfg: GlideConfig, stream: DataStream) -> int:
     if cfg.train.epochs > 0:
-        if stream.iterable:
+        per_epoch = stream.steps_per_epoch(cfg.train.grad_accum)
+        if per_epoch is None:
             raise GlidectlError(
-                "train.epochs needs a dataset of known length; streamed webdataset shards "
-                "have none, so set train.steps instead."
+                "train.epochs needs data of known length; these webdataset shards do not say "
+                "how many samples they hold, so set train.steps instead."
             )
-        return max(1, cfg.train.epochs * (len(stream) // cfg.train.grad_accum))
+        return cfg.train.epochs * per_epoch
     if cfg.train.steps <= 0:
         raise GlidectlError("train.steps must be positive (or set train.epochs).")
     return cfg.train.steps
+
+
+def _has_accelerator_device() -> bool:
+    """A GPU-like device; without one, torchrun/accelerate processes use gloo on the CPU."""
+    if torch.cuda.is_available():
+        return True
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return bool((xpu is not None and xpu.is_available()) or (mps is not None and mps.is_available()))
 
 
 def _random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -157,7 +167,7 @@ class Trainer:
             torch.set_num_threads(tc.threads)
         self.accelerator = acc = Accelerator(
             mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum,
-            step_scheduler_with_optimizer=False,
+            step_scheduler_with_optimizer=False, cpu=not _has_accelerator_device(),
         )
         self.main = acc.is_main_process
         set_seed(tc.seed)
@@ -240,10 +250,14 @@ class Trainer:
         return self.accelerator.unwrap_model(self.model)
 
     def _load(self, step_dir: Path) -> None:
-        from ..glide import read_weights
+        loader = getattr(self.adapter, "load_checkpoint", None)
+        if loader is not None:
+            loader(self.unwrapped, step_dir)
+        else:
+            from ..glide import read_weights
 
-        state_dict, _ = read_weights(step_dir / "model.safetensors")
-        self.unwrapped.load_state_dict(state_dict, strict=False)
+            state_dict, _ = read_weights(step_dir / "model.safetensors")
+            self.unwrapped.load_state_dict(state_dict)
         self.accelerator.load_state(str(step_dir / "state"))
 
     def save_checkpoint(self) -> Path:
@@ -255,14 +269,19 @@ class Trainer:
         tmp = self.checkpoints.tmp_dir(step)
         if self.main:
             self.checkpoints.begin(step)
-            meta = {"step": str(step), "run": self.run_dir.name}
             model = self.unwrapped
-            opts = self.bundle.options
-            save_weights(self.adapter.export_state(model), tmp / "model.safetensors", opts, meta)
-            if self.ema is not None:
-                with self.ema.swapped():
-                    save_weights(self.adapter.export_state(model), tmp / "ema.safetensors",
-                                 opts, meta)
+            writer = getattr(self.adapter, "save_checkpoint", None)
+            if writer is not None:  # e.g. LoRA: adapter folders instead of full weights
+                writer(model, tmp, step, self.ema)
+            else:
+                meta = {"step": str(step), "run": self.run_dir.name}
+                opts = self.bundle.options
+                save_weights(self.adapter.export_state(model), tmp / "model.safetensors",
+                             opts, meta)
+                if self.ema is not None:
+                    with self.ema.swapped():
+                        save_weights(self.adapter.export_state(model), tmp / "ema.safetensors",
+                                     opts, meta)
         acc.wait_for_everyone()
         acc.save_state(str(tmp / "state"))
         acc.wait_for_everyone()
@@ -283,10 +302,10 @@ class Trainer:
         masks = None
         if self.bundle.options.inpaint:
             masks = _random_masks(b * world, x0.shape[-1], gen)
-        lo, hi = acc.process_index * b, (acc.process_index + 1) * b
+        mine = torch.tensor(self.stream.global_positions(b))
         dev = acc.device
-        return t[lo:hi].to(dev), noise[lo:hi].to(dev), None if masks is None else \
-            masks[lo:hi].to(dev)
+        return t[mine].to(dev), noise[mine].to(dev), None if masks is None else \
+            masks[mine].to(dev)
 
     def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         dev = self.accelerator.device
@@ -445,13 +464,16 @@ class Trainer:
         return f" (data epoch {self.stream.epoch}, position {self.stream.position})"
 
     def _data_counts(self) -> dict[str, int]:
-        """Skipped-sample counters by reason from the dataset, prefixed ``data_skipped_``."""
+        """Accepted and skipped (rejected) sample counts from the dataset, by reason."""
         stats = getattr(self.dataset, "stats", None)
         counts = stats() if callable(stats) else stats
         if not isinstance(counts, dict):
             return {}
-        return {f"data_skipped_{k}": int(v) for k, v in counts.items()
-                if isinstance(v, (int, float))}
+        out = {"data_accepted": int(counts.get("accepted", 0))}
+        rejected = counts.get("rejected") or {}
+        out["data_skipped"] = int(sum(rejected.values()))
+        out.update({f"data_skipped_{k}": int(v) for k, v in rejected.items()})
+        return out
 
 
 def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter | None = None,
