@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 # Library API, imported on first use so that ``import glidectl`` does not import torch.
 _LAZY: dict[str, str] = {
     "load_model": "glidectl.glide.loading",
+    "generate": "glidectl.pipeline",
+    "GlidePipeline": "glidectl.pipeline",
 }
 
 __all__ = ["__version__", *_LAZY]

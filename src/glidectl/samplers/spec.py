@@ -5,8 +5,10 @@ Torch-free so that plugin modules can import it at their top level.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 SamplerFn = Callable[..., Any]
@@ -45,9 +47,21 @@ class Sampler:
         noise_sampler: Callable[[float, float], Any] | None = None,
         **options: Any,
     ) -> Any:
-        if self.stochastic:
+        if noise_sampler is not None and "noise_sampler" in parameters(self.fn):
             options["noise_sampler"] = noise_sampler
         return self.fn(denoiser, x, sigmas, extra, callback, **options)
+
+    def accepts(self, option: str) -> bool:
+        """Whether ``fn`` takes this keyword option (e.g. ``eta``)."""
+        return option in parameters(self.fn)
+
+
+@cache
+def parameters(fn: SamplerFn) -> frozenset[str]:
+    try:
+        return frozenset(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
 
 
 def as_sampler(obj: Any) -> Sampler:

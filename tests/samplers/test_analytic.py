@@ -1,0 +1,83 @@
+"""Every built-in sampler on data N(μ, s²), whose denoiser and ODE solution are exact."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from glidectl import plugins
+from glidectl.samplers.analytic import GaussianDenoiser
+from glidectl.samplers.schedules import get_sigmas_karras
+
+MU, S = 0.5, 0.5
+SIGMA_MIN, SIGMA_MAX = 0.02, 80.0
+DETERMINISTIC_ORDER = {"euler": 1, "ddim": 1, "heun": 2, "dpm++2m": 2, "plms": 2}
+STOCHASTIC = ["ddpm", "euler_a", "dpm++2s_a", "dpm++2m_sde"]
+
+
+def _ode_error(name: str, steps: int) -> float:
+    """Max error against the exact ODE solution over the same σ range."""
+    den = GaussianDenoiser(MU, S)
+    sigmas = get_sigmas_karras(steps, SIGMA_MIN, SIGMA_MAX)
+    x = den.prior((512,), SIGMA_MAX, torch.Generator().manual_seed(0))
+    out = plugins.samplers().get(name)(den, x, sigmas)
+    if name == "plms":  # starts at sigmas[1], stops at the last σ > 0 (as the GLIDE fork)
+        s0, s1, s_last = float(sigmas[0]), float(sigmas[1]), float(sigmas[-2])
+        exact = den.ode_solution(x * math.sqrt((1 + s1**2) / (1 + s0**2)), s1, s_last)
+    else:  # every other sampler's last step to σ = 0 returns D(x, σ_min)
+        exact = den(den.ode_solution(x, SIGMA_MAX, SIGMA_MIN), SIGMA_MIN)
+    return (out - exact).abs().max().item()
+
+
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC_ORDER))
+def test_deterministic_sampler_converges_to_exact_ode_solution_at_its_order(name: str) -> None:
+    errors = [_ode_error(name, n) for n in (20, 40, 80)]
+    orders = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    assert errors[-1] < 0.06
+    assert min(orders) > DETERMINISTIC_ORDER[name] - 0.25, (errors, orders)
+
+
+def test_ddim_with_eta_zero_is_euler() -> None:
+    den = GaussianDenoiser(MU, S)
+    sigmas = get_sigmas_karras(12, SIGMA_MIN, SIGMA_MAX)
+    x = den.prior((64,), SIGMA_MAX, torch.Generator().manual_seed(3))
+    ddim = plugins.samplers().get("ddim")(den, x, sigmas, eta=0.0)
+    euler = plugins.samplers().get("euler")(den, x, sigmas)
+    torch.testing.assert_close(ddim, euler, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,options", [(n, {}) for n in STOCHASTIC] + [("ddim", {"eta": 1.0})])
+def test_stochastic_sampler_reaches_the_data_mean_and_variance(name: str, options: dict) -> None:
+    den = GaussianDenoiser(MU, S)
+    g = torch.Generator().manual_seed(1)
+    x = den.prior((20_000,), SIGMA_MAX, g)
+    sigmas = get_sigmas_karras(200, SIGMA_MIN, SIGMA_MAX)
+    out = plugins.samplers().get(name)(
+        den, x, sigmas,
+        noise_sampler=lambda s, s_next: torch.randn(x.shape, generator=g, dtype=x.dtype),
+        **options,
+    )
+    assert out.mean().item() == pytest.approx(MU, abs=0.015)
+    assert out.var().item() == pytest.approx(S**2, rel=0.08)  # ancestral bias ~ 1/steps
+
+
+def test_stochastic_samplers_use_the_injected_noise() -> None:
+    den = GaussianDenoiser(MU, S)
+    sigmas = get_sigmas_karras(6, SIGMA_MIN, SIGMA_MAX)
+    x = den.prior((8,), SIGMA_MAX, torch.Generator().manual_seed(2))
+    for name in STOCHASTIC:
+        zero = plugins.samplers().get(name)(den, x, sigmas,
+                                            noise_sampler=lambda s, sn: torch.zeros_like(x))
+        one = plugins.samplers().get(name)(den, x, sigmas,
+                                           noise_sampler=lambda s, sn: torch.ones_like(x))
+        assert not torch.allclose(zero, one), name
+
+
+def test_model_calls_match_what_samplers_do() -> None:
+    sigmas = get_sigmas_karras(7, SIGMA_MIN, SIGMA_MAX)
+    for entry in plugins.samplers():
+        den = GaussianDenoiser(MU, S)
+        entry.obj(den, torch.zeros(2, dtype=torch.float64) + 80, sigmas)
+        assert den.calls == entry.obj.model_calls(7), entry.name
