@@ -167,7 +167,7 @@ def test_data_stream_shards_match_one_process_global_batch():
     one = _take(DataStream(_Numbers(), batch_size=4, seed=3), 5)
     r0 = _take(DataStream(_Numbers(), batch_size=2, rank=0, world=2, seed=3), 5)
     r1 = _take(DataStream(_Numbers(), batch_size=2, rank=1, world=2, seed=3), 5)
-    for b, a0, a1 in zip(one, r0, r1):
+    for b, a0, a1 in zip(one, r0, r1, strict=True):
         assert torch.equal(b["i"], torch.cat([a0["i"], a1["i"]]))
         assert torch.equal(b["noise"], torch.cat([a0["noise"], a1["noise"]]))
 
@@ -179,7 +179,7 @@ def test_data_stream_resumes_at_its_cursor():
     resumed = DataStream(_Numbers(), batch_size=3, seed=1)
     resumed.load_state_dict(first.state_dict())
     rest = _take(resumed, 3)
-    for a, b in zip(straight[4:], rest):
+    for a, b in zip(straight[4:], rest, strict=True):
         assert torch.equal(a["i"], b["i"]) and torch.equal(a["noise"], b["noise"])
     assert resumed.epoch >= 2  # 7 batches of 3 from 10 samples cross epochs
 

@@ -113,7 +113,8 @@ def _has_accelerator_device() -> bool:
         return True
     xpu = getattr(torch, "xpu", None)
     mps = getattr(torch.backends, "mps", None)
-    return bool((xpu is not None and xpu.is_available()) or (mps is not None and mps.is_available()))
+    return bool((xpu is not None and xpu.is_available())
+                or (mps is not None and mps.is_available()))
 
 
 def _random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
