@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
     def lora(
         ctx: typer.Context,
         config: Path | None = typer.Option(
-            None, "--config", "-c", help="A glide.toml with a [lora] section."
+            None, "--config", "-c", help="A glide.toml (its lora section configures the adapters)."
         ),
         set_: list[str] | None = typer.Option(
             None, "--set", "-s", help="Override a key: section.key=value (repeatable)."
@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         """Train LoRA adapters on a base or upsampler model (the rest stays frozen).
 
         Same engine, config, previews, logging, resume and multi-process launch as
-        `glidectl train`; the [lora] section picks targets, rank and alpha. Adapters are
+        `glidectl train`; the config's lora section picks targets, rank and alpha. Adapters are
         written in peft's format to runs/<name>/checkpoints/<step>/lora (and lora-ema).
         """
         if ctx.invoked_subcommand is not None:

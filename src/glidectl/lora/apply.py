@@ -27,8 +27,12 @@ class LoraMismatchWarning(UserWarning):
     """The adapter was trained on other weights of the same architecture."""
 
 
-def check_base(model: nn.Module, adapter: AdapterFiles, check_hash: bool = True) -> None:
-    """Raise GlidectlError when ``adapter`` was trained on another kind or shape of model."""
+def check_base(
+    model: nn.Module, adapter: AdapterFiles, check_hash: bool = True,
+    model_sha256: str | None = None,
+) -> None:
+    """Raise GlidectlError when ``adapter`` was trained on another kind or shape of model;
+    warn when it was trained on other weights (``model_sha256``: the base's known hash)."""
     options = getattr(model, "options", None)
     meta = adapter.meta
     if options is None or not meta:
@@ -49,7 +53,9 @@ def check_base(model: nn.Module, adapter: AdapterFiles, check_hash: bool = True)
             f"its base model {meta.get('base_model') or '(unknown)'!r}."
         )
     want = meta.get("base_sha256")
-    if check_hash and want and is_full_precision(model) and weights_sha256(model) != want:
+    if check_hash and want and model_sha256 is None and is_full_precision(model):
+        model_sha256 = weights_sha256(model)
+    if check_hash and want and model_sha256 and model_sha256 != want:
         warnings.warn(
             f"LoRA adapter {str(adapter.path)!r} was trained on other weights "
             f"({meta.get('base_model') or 'unknown base'}); results may differ.",
@@ -59,7 +65,7 @@ def check_base(model: nn.Module, adapter: AdapterFiles, check_hash: bool = True)
 
 def attach_adapter(
     model: nn.Module, adapter: AdapterFiles | str, scale: float = 1.0,
-    adapter_name: str = "default", check_hash: bool = True,
+    adapter_name: str = "default", check_hash: bool = True, model_sha256: str | None = None,
 ) -> int:
     """Inject ``adapter`` as live (unmerged) LoRA layers scaled by ``scale``; returns how many
     of its modules matched. None matching, or mismatched shapes, is a GlidectlError."""
@@ -68,7 +74,7 @@ def attach_adapter(
 
     if not isinstance(adapter, AdapterFiles):
         adapter = read_adapter(adapter)
-    check_base(model, adapter, check_hash)
+    check_base(model, adapter, check_hash, model_sha256)
     modules = dict(model.named_modules())
     names = adapter.module_names
     matched = [n for n in names if n in modules]
@@ -136,14 +142,22 @@ def apply_loras(
     """Apply ``--lora PATH[:SCALE]`` adapters by merging them into ``model``'s weights.
 
     Returns the same model, with ``model.applied_loras`` listing path, scale and modules.
+    Wrong kind or architecture is a GlidectlError; other base weights only warn.
     """
     applied: list[dict[str, Any]] = list(getattr(model, "applied_loras", []))
+    # Stacked adapters are all checked against the weights before the first was merged.
+    base_hash = getattr(model, "base_sha256", None)
     for spec in specs:
         spec = parse_lora_spec(spec)
-        n = attach_adapter(model, read_adapter(spec.path), spec.scale, "glidectl_lora", check_hash)
+        adapter = read_adapter(spec.path)
+        if check_hash and base_hash is None and adapter.meta.get("base_sha256"):
+            base_hash = weights_sha256(model) if is_full_precision(model) else ""
+        n = attach_adapter(model, adapter, spec.scale, "glidectl_lora", check_hash, base_hash)
         merge_and_unload(model)
         applied.append({"path": spec.path, "scale": spec.scale, "modules": n})
     model.applied_loras = applied
+    if base_hash is not None:
+        model.base_sha256 = base_hash
     return model
 
 

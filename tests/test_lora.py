@@ -1,0 +1,292 @@
+"""LoRA adapters: targets, injection, adapter files, wrong-base errors, apply, merge, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from glidectl.config import LoraConfig
+from glidectl.errors import GlidectlError
+from glidectl.glide import create_model, preset_options
+from glidectl.lora import (
+    LoraSpec,
+    apply_loras,
+    attach_adapter,
+    inject_lora,
+    lora_summary,
+    merge_and_unload,
+    parse_lora_spec,
+    read_adapter,
+    resolve_targets,
+    save_adapter,
+    weights_sha256,
+)
+
+
+def tiny(kind: str = "base", seed: int = 0, **changes) -> nn.Module:
+    """A tiny network whose zero-initialised output layers are randomised (so LoRA shows)."""
+    small = {"image_size": 32, "text_ctx": 16, "attention_resolutions": "16,8", "xf_width": 64}
+    options = preset_options(kind, "tiny").replace(**{**small, **changes})
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = create_model(options).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim > 1:
+                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p[0].numel()))
+    return model
+
+
+def inputs(model: nn.Module, seed: int = 1) -> dict:
+    o = model.options
+    gen = torch.Generator().manual_seed(seed)
+    args = {
+        "x": torch.randn(2, 3, o.image_size, o.image_size, generator=gen),
+        "timesteps": torch.tensor([10.0, 600.0]),
+        "tokens": torch.randint(0, o.n_vocab - 1, (2, o.text_ctx), generator=gen),
+        "mask": torch.ones(2, o.text_ctx, dtype=torch.bool),
+    }
+    if o.super_res:
+        args["low_res"] = torch.rand(2, 3, o.image_size // 4, o.image_size // 4) * 2 - 1
+    return args
+
+
+def run(model: nn.Module, args: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(args["x"], args["timesteps"], args["tokens"], args["mask"],
+                     **({"low_res": args["low_res"]} if "low_res" in args else {}))
+
+
+def randomise_lora(model: nn.Module, only: str = "", std: float = 0.05, seed: int = 3) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B." in name and only in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+
+def trained_adapter(tmp_path, kind="base", cfg=None, seed=0):
+    """(base model, adapter dir, LoRA-injected model with random adapter weights)."""
+    cfg = cfg or LoraConfig(targets=["all"], rank=4, alpha=8.0)
+    base = tiny(kind, seed)
+    lora_model = tiny(kind, seed)
+    names = inject_lora(lora_model, cfg)
+    randomise_lora(lora_model)
+    out = save_adapter(lora_model, tmp_path / "adapter", cfg=cfg, target_names=names,
+                       base_spec="tiny-test", base_sha256=weights_sha256(base))
+    return base, out, lora_model
+
+
+# ----------------------------------------------------------------------------- targets
+def test_presets_select_the_documented_modules():
+    model = tiny()
+    attention = resolve_targets(model, ["attention"])
+    assert {n.rsplit(".", 1)[-1] for n in attention} == {"qkv", "encoder_kv", "proj_out",
+                                                         "c_qkv", "c_proj"}
+    assert all(".mlp." not in n for n in attention)
+    mlp = resolve_targets(model, ["mlp"])
+    assert mlp and all(".mlp.c_fc" in n or ".mlp.c_proj" in n for n in mlp)
+    conv = resolve_targets(model, ["conv"])
+    modules = dict(model.named_modules())
+    assert conv and all(isinstance(modules[n], nn.Conv2d) for n in conv)
+    assert any(n.endswith("skip_connection") for n in conv)
+    assert sorted(resolve_targets(model, ["all"])) == sorted(attention + mlp + conv)
+    # attention, mlp and conv are disjoint; patterns add to presets
+    extra = resolve_targets(model, ["mlp"], [r"out\.2", r"time_embed\.\d"])
+    assert set(extra) == set(mlp) | {"out.2", "time_embed.0", "time_embed.2"}
+
+
+@pytest.mark.parametrize("targets,patterns,message", [
+    (["attn"], [], "unknown preset 'attn'"),
+    ([], [r"input_blocks\.(("], "not a valid regular expression"),
+    ([], [r"no_such_module"], "matches no module"),
+    ([], [r"out\.0"], "which LoRA cannot adapt"),
+])
+def test_bad_targets_are_one_clear_error(targets, patterns, message):
+    with pytest.raises(GlidectlError, match=message.replace("(", r"\(")):
+        resolve_targets(tiny(), targets, patterns)
+
+
+def test_attention_conv1d_adapters_change_the_output():
+    """GLIDE's qkv / encoder_kv / proj_out are kernel-1 nn.Conv1d: each adapter must act."""
+    from peft.tuners.lora import layer
+
+    model = tiny()
+    args = inputs(model)
+    before = run(model, args)
+    inject_lora(model, LoraConfig(targets=["attention"], rank=2, alpha=2.0))
+    wrapped = dict(model.named_modules())
+    assert isinstance(wrapped["middle_block.1.qkv"], layer.Conv1d)
+    assert isinstance(wrapped["transformer.resblocks.0.attn.c_qkv"], layer.Linear)
+    torch.testing.assert_close(run(model, args), before, atol=1e-5, rtol=0)  # B = 0 at init
+    for part in (".qkv.", ".encoder_kv.", ".proj_out.", ".attn.c_qkv."):
+        randomise_lora(model, only=part)
+        changed = run(model, args)
+        assert not torch.allclose(changed, before), part
+        randomise_lora(model, only=part, std=0.0)
+        torch.testing.assert_close(run(model, args), before, atol=1e-5, rtol=0)
+
+
+def test_injection_freezes_the_base_and_keeps_adapters_fp32():
+    model = tiny(use_fp16=True)
+    cfg = LoraConfig(targets=["attention", "conv"], rank=4, alpha=4.0)
+    names = inject_lora(model, cfg)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    assert {p.dtype for n, p in model.named_parameters() if ".lora_" in n} == {torch.float32}
+    assert model.input_blocks[1][0].in_layers[2].base_layer.weight.dtype == torch.float16
+    summary = lora_summary(model, cfg, len(names))
+    assert summary.trainable == sum(p.numel() for n, p in model.named_parameters()
+                                    if p.requires_grad)
+    assert summary.scale == 1.0 and "trainable parameters" in summary.line()
+    # training step: gradients reach only the adapters
+    args = inputs(model)
+    model.train()
+    out = model(args["x"], args["timesteps"], args["tokens"], args["mask"])
+    out.float().square().mean().backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if not p.requires_grad)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for n, p in model.named_parameters() if ".lora_B." in n)
+
+
+def test_rslora_scales_by_alpha_over_sqrt_rank():
+    from peft.tuners.lora import LoraLayer
+
+    for rslora, want in ((False, 16.0 / 16), (True, 16.0 / 4)):
+        model = tiny()
+        cfg = LoraConfig(targets=["mlp"], rank=16, alpha=16.0, rslora=rslora)
+        names = inject_lora(model, cfg)
+        assert lora_summary(model, cfg, len(names)).scale == pytest.approx(want)
+        layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        assert layers and all(m.scaling["default"] == pytest.approx(want) for m in layers)
+
+
+# ----------------------------------------------------------------------------- files
+def test_adapter_dir_is_peft_format_with_glidectl_metadata(tmp_path):
+    from safetensors import safe_open
+
+    base, out, lora_model = trained_adapter(tmp_path)
+    assert {p.name for p in out.iterdir()} == {
+        "adapter_config.json", "adapter_model.safetensors", "glidectl.json"}
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 4 and config["lora_alpha"] == 8.0
+    with safe_open(str(out / "adapter_model.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+        meta = json.loads(f.metadata()["glidectl"])
+    assert keys and all(k.startswith("base_model.model.") for k in keys)
+    assert any(k.endswith("middle_block.1.qkv.lora_A.weight") for k in keys)
+    assert meta == json.loads((out / "glidectl.json").read_text())
+    assert meta["model_kind"] == "base" and meta["base_model"] == "tiny-test"
+    assert meta["base_sha256"] == weights_sha256(base) and len(meta["base_sha256"]) == 64
+    assert meta["model_options"] == base.options.to_dict()
+    adapter = read_adapter(out)
+    assert len(adapter.module_names) == meta["modules"]
+    assert read_adapter(out / "adapter_model.safetensors").path == out
+
+
+def test_weights_hash_ignores_injected_adapters_but_not_weight_changes():
+    model = tiny()
+    h = weights_sha256(model)
+    inject_lora(model, LoraConfig(targets=["all"]))
+    randomise_lora(model)
+    assert weights_sha256(model) == h
+    assert weights_sha256(tiny(seed=1)) != h
+
+
+def test_unreadable_adapter_paths_are_user_errors(tmp_path):
+    with pytest.raises(GlidectlError, match="not a LoRA adapter"):
+        read_adapter(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GlidectlError, match="not a LoRA adapter"):
+        read_adapter(tmp_path / "empty")
+
+
+# ----------------------------------------------------------------------------- apply
+@pytest.mark.parametrize("text,path,scale", [
+    ("runs/a/lora", "runs/a/lora", 1.0),
+    ("runs/a/lora:0.5", "runs/a/lora", 0.5),
+    ("x:-1", "x", -1.0),
+    (r"C:\loras\x", r"C:\loras\x", 1.0),
+    (r"C:\loras\x:2", r"C:\loras\x", 2.0),
+])
+def test_parse_lora_spec(text, path, scale):
+    assert parse_lora_spec(text) == LoraSpec(path, scale)
+
+
+def test_parse_lora_spec_rejects_a_bad_scale():
+    with pytest.raises(GlidectlError, match="must be a number"):
+        parse_lora_spec("adapter:strong")
+
+
+def test_apply_loras_equals_the_live_adapter_at_any_scale(tmp_path):
+    base, out, lora_model = trained_adapter(tmp_path)
+    args = inputs(base)
+    plain = run(base, args)
+    live = run(lora_model, args)
+    assert not torch.allclose(live, plain)
+    merged = apply_loras(tiny(), [str(out)])
+    assert merged.applied_loras == [{"path": str(out), "scale": 1.0,
+                                     "modules": len(read_adapter(out).module_names)}]
+    assert not any(".lora_" in n for n, _ in merged.named_parameters())
+    torch.testing.assert_close(run(merged, args), live, atol=1e-5, rtol=0)
+    half_live = tiny()
+    attach_adapter(half_live, out, scale=0.5)
+    half_merged = apply_loras(tiny(), [f"{out}:0.5"])
+    torch.testing.assert_close(run(half_merged, args), run(half_live, args), atol=1e-5, rtol=0)
+    assert not torch.allclose(run(half_merged, args), live)
+    zero = apply_loras(tiny(), [LoraSpec(str(out), 0.0)])
+    torch.testing.assert_close(run(zero, args), plain, atol=1e-6, rtol=0)
+
+
+def test_two_adapters_stack(tmp_path):
+    _, a, _ = trained_adapter(tmp_path / "a", cfg=LoraConfig(targets=["attention"]))
+    _, b, _ = trained_adapter(tmp_path / "b", cfg=LoraConfig(targets=["conv"], rank=2))
+    model = tiny()
+    apply_loras(model, [str(a), f"{b}:0.7"])
+    live = tiny()
+    attach_adapter(live, a, adapter_name="a")
+    merge_and_unload(live)
+    attach_adapter(live, b, scale=0.7, adapter_name="b")
+    args = inputs(model)
+    torch.testing.assert_close(run(model, args), run(live, args), atol=1e-5, rtol=0)
+    assert len(model.applied_loras) == 2
+
+
+def test_adapter_on_the_wrong_kind_is_one_clear_error(tmp_path):
+    _, out, _ = trained_adapter(tmp_path)
+    with pytest.raises(GlidectlError, match="trained for a 'base' model but is being loaded "
+                                            "onto a 'upsample' model"):
+        apply_loras(tiny("upsample"), [str(out)])
+
+
+def test_adapter_on_another_architecture_is_one_clear_error(tmp_path):
+    _, out, _ = trained_adapter(tmp_path)
+    other = tiny(num_channels=64)
+    with pytest.raises(GlidectlError, match="different base architecture .num_channels=32"):
+        apply_loras(other, [str(out)])
+
+
+def test_adapter_on_other_weights_of_the_same_architecture_warns(tmp_path):
+    from glidectl.lora.apply import LoraMismatchWarning
+
+    _, out, _ = trained_adapter(tmp_path)
+    with pytest.warns(LoraMismatchWarning, match="trained on other weights"):
+        apply_loras(tiny(seed=5), [str(out)])
+
+
+def test_adapter_without_metadata_matching_nothing_is_an_error(tmp_path):
+    _, out, _ = trained_adapter(tmp_path)
+    (out / "glidectl.json").unlink()
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(out / "adapter_model.safetensors"))
+    renamed = {k.replace("base_model.model.", "base_model.model.other."): v
+               for k, v in state.items()}
+    save_file(renamed, str(out / "adapter_model.safetensors"))
+    with pytest.raises(GlidectlError, match="None of the .* modules"):
+        apply_loras(tiny(), [str(out)])
