@@ -50,6 +50,7 @@ def open_image(
     """
     if isinstance(source, Image.Image):
         img = source
+        original = img.size
     else:
         data = read_bytes(source)
         if not data:
@@ -62,9 +63,10 @@ def open_image(
                 raise Rejected("decompression_bomb") from None
             except UnidentifiedImageError:
                 raise Rejected("unreadable_image") from None
-            except Exception:  # PIL plugins raise many types for corrupt headers
-                raise Rejected("unreadable_image") from None
-            _check_size(img.size, min_size, max_pixels)
+            except Exception as exc:  # PIL plugins raise many types for corrupt headers
+                raise Rejected(_failure_reason(exc, "unreadable_image")) from None
+            original = img.size
+            _check_size(original, min_size, max_pixels)
             if draft_size and img.format == "JPEG":
                 try:
                     img.draft("RGB", (draft_size, draft_size))
@@ -75,9 +77,7 @@ def open_image(
             except (Image.DecompressionBombError, Image.DecompressionBombWarning):
                 raise Rejected("decompression_bomb") from None
             except Exception as exc:
-                reason = "truncated_image" if "truncat" in str(exc).lower() else "corrupt_image"
-                raise Rejected(reason) from None
-    original = img.size
+                raise Rejected(_failure_reason(exc, "corrupt_image")) from None
     _check_size(original, min_size, max_pixels)
     try:
         img = _apply_orientation(img)
@@ -87,6 +87,10 @@ def open_image(
     except Exception:
         raise Rejected("corrupt_image") from None
     return rgb, original, converted
+
+
+def _failure_reason(exc: BaseException, default: str) -> str:
+    return "truncated_image" if "truncat" in str(exc).lower() else default
 
 
 def _check_size(size: tuple[int, int], min_size: int, max_pixels: int) -> None:

@@ -118,6 +118,9 @@ class ShardSource:
             counter.reject(shard_error_reason(exc), unit)
             return True
 
+        if not is_remote(unit) and os.path.isfile(unit) and os.path.getsize(unit) == 0:
+            counter.reject("empty_shard", unit)
+            return
         name = unit.rsplit("/", 1)[-1]
         for sample in wds.tarfile_samples([{"url": unit}], handler=handler):
             image = next((sample[k] for k in self.image_keys if k in sample), None)

@@ -1,0 +1,93 @@
+"""``glidectl dataset inspect``: JSON report, tables, preview grid, benchmark, bad sources."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import encode, odd_images, photo
+from PIL import Image
+from typer.testing import CliRunner
+
+from glidectl.cli.app import build_app, main
+from glidectl.config import DataConfig
+from glidectl.data.inspection import inspect_source
+
+
+def invoke(*args):
+    return CliRunner().invoke(build_app(), list(args))
+
+
+def test_inspect_json_reports_counts_captions_sizes_and_rejections(write_shards):
+    def extra(s, i):
+        if i == 0:
+            return {"jpg": b""}
+        if i == 1:
+            return {"txt": "word " * 200}
+        return {}
+
+    folder = write_shards(2, 4, extra=extra)[0].parent
+    out = invoke("dataset", "inspect", str(folder), "--json", "--tokenizer", "byte")
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["kind"] == "webdataset" and report["scanned"] == 8 and report["complete"]
+    assert report["total_samples"] == 8 and report["valid"] == 6
+    assert report["rejected"] == {"empty_file": 2}
+    assert len(report["rejected_examples"]["empty_file"]) == 2
+    assert report["truncated_share"] == pytest.approx(2 / 6)
+    assert report["caption_tokens"]["max"] == 999
+    assert report["size_histogram"] == {"0-63": 6}
+    assert report["aspect_histogram"] == {"1.05-1.25": 6}
+
+
+def test_inspect_limit_and_preset(write_shards):
+    folder = write_shards(2, 4)[0].parent
+    out = invoke("dataset", "inspect", str(folder), "--json", "--limit", "3", "--preset",
+                 "laion", "--tokenizer", "byte")
+    report = json.loads(out.output)
+    assert report["scanned"] == 3 and not report["complete"] and report["preset"] == "laion"
+
+
+def test_inspect_tables_preview_and_benchmark(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for name, data in odd_images().items():
+        (root / f"{name}.png").write_bytes(data)
+        (root / f"{name}.txt").write_text(f"a picture called {name}")
+    (root / "wide.jpg").write_bytes(encode(photo(120, 40)))
+    (root / "wide.txt").write_text("a wide one")
+    preview = tmp_path / "grid.png"
+    out = invoke("dataset", "inspect", str(root), "--preview", str(preview), "--benchmark",
+                 "--tokenizer", "byte", "--set", "data.min_image_size=8")
+    assert out.exit_code == 0, out.output
+    for text in ("samples in source", "decompression_bomb", "truncated_image",
+                 "converted from CMYK", "images/s per worker", "aspect (w/h)"):
+        assert text in out.output, text
+    grid = Image.open(preview)
+    assert grid.size[0] >= 3 * 160
+
+
+def test_inspect_benchmark_figure_is_positive():
+    report = inspect_source(DataConfig(demo_size=20), tokenizer="byte", benchmark=True,
+                            benchmark_samples=10)
+    assert report.benchmark["images_per_s_per_worker"] > 0 and report.valid == 20
+
+
+@pytest.mark.parametrize("source, words", [
+    ("/no/such/dir", "does not exist"),
+    ("demo:nope", "Unknown demo dataset"),
+    ("shards-{000..003}.tar", "do not exist"),
+])
+def test_bad_source_is_one_line_and_exit_2(source, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", source, "--tokenizer", "byte"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and words in err and err.count("\n") == 1
+
+
+def test_unknown_preset_is_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", "demo:shapes", "--preset", "laoin"])
+    assert info.value.code == 2
+    assert "Did you mean 'laion'" in capsys.readouterr().err

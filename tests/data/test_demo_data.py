@@ -1,0 +1,74 @@
+"""demo:shapes / demo:colors are deterministic, balanced and scoreable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import ImageFilter
+
+from glidectl.config import DataConfig
+from glidectl.data import build_dataset
+from glidectl.data.demo import COLOURS, SHAPES, make_demo_sample, parse_caption, score_image
+from glidectl.errors import GlidectlError
+
+
+def test_demo_samples_are_deterministic_and_captioned():
+    a, b = make_demo_sample("shapes", 7), make_demo_sample("shapes", 7)
+    assert a.caption == b.caption and a.image.tobytes() == b.image.tobytes()
+    assert a.caption == f"a {a.colour} {a.shape} on a {a.background} background"
+
+
+def test_demo_classes_are_balanced():
+    samples = [make_demo_sample("shapes", i, 16) for i in range(36)]
+    combos = {(s.colour, s.shape, s.background) for s in samples}
+    assert len(combos) == len(COLOURS) * len(SHAPES) * 2
+
+
+def test_score_image_accepts_every_generated_picture():
+    for name, n in (("shapes", 72), ("colors", 12)):
+        for i in range(n):
+            s = make_demo_sample(name, i, 64)
+            result = score_image(s.image, s.caption)
+            assert result["ok"], (s.caption, result)
+
+
+def test_score_image_catches_wrong_colour_and_shape():
+    s = make_demo_sample("shapes", 0, 64)  # a red circle on white
+    assert parse_caption(s.caption) == ("red", "circle")
+    wrong = score_image(s.image, "a blue square on a white background")
+    assert wrong["colour_ok"] is False and wrong["shape_ok"] is False and not wrong["ok"]
+    assert wrong["colour"] == "red" and wrong["shape"] == "circle"
+
+
+def test_score_image_takes_tensors_and_survives_blur_and_noise():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for i in range(36):
+        s = make_demo_sample("shapes", i, 64)
+        blurry = s.image.resize((16, 16)).resize((64, 64)).filter(ImageFilter.GaussianBlur(1.5))
+        arr = (np.asarray(blurry, dtype=np.float64) + rng.normal(0, 15, (64, 64, 3))).clip(0, 255)
+        import torch
+
+        tensor = torch.from_numpy(arr / 127.5 - 1).permute(2, 0, 1).float()
+        hits += score_image(tensor, s.caption)["ok"]
+    assert hits >= 33
+
+
+def test_blank_picture_fails_the_score():
+    from PIL import Image
+
+    result = score_image(Image.new("RGB", (64, 64), (255, 255, 255)), "a red circle")
+    assert result["colour_ok"] is False and result["shape_ok"] is False
+
+
+def test_demo_dataset_renders_at_the_training_size(byte_tok):
+    ds = build_dataset(DataConfig(source="demo:colors", demo_size=3), tokenizer=byte_tok,
+                       image_size=32, text_ctx=40)
+    samples = list(ds)
+    assert len(samples) == 3 and samples[0]["image"].shape == (3, 32, 32)
+
+
+def test_unknown_demo_name_suggests_the_nearest():
+    with pytest.raises(GlidectlError, match="Did you mean 'demo:shapes'"):
+        build_dataset(DataConfig(source="demo:shape"), tokenizer="byte", image_size=16,
+                      text_ctx=8)

@@ -1,0 +1,164 @@
+"""Image folders: recursion, extensions, sidecar captions, metadata.jsonl, bad files."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+from conftest import EXPECTED_REJECTIONS, encode, odd_images, photo
+
+from glidectl.data import build_dataset
+from glidectl.data.folder import FolderSource
+from glidectl.data.stats import DataError
+from glidectl.errors import GlidectlError
+
+
+def make_folder(root, n=3):
+    (root / "a").mkdir(parents=True)
+    (root / "b" / "deep").mkdir(parents=True)
+    (root / "a" / "cat.jpg").write_bytes(encode(photo(40, 40, 1)))
+    (root / "a" / "cat.txt").write_text("a cat in folder a\n")
+    (root / "b" / "cat.JPG").write_bytes(encode(photo(40, 40, 2)))
+    (root / "b" / "cat.txt").write_text("\nfirst line\n\n second line \n")
+    (root / "b" / "deep" / "dog.PNG").write_bytes(encode(photo(40, 40, 3), "PNG"))
+    (root / "b" / "deep" / "bird.webp").write_bytes(encode(photo(40, 40, 4), "WEBP"))
+    (root / "b" / "deep" / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "dog.PNG", "text": "a dog from jsonl", "score": 5}) + "\n"
+        + "not json\n"
+        + json.dumps({"file_name": "bird.webp", "text": "a bird"}) + "\n"
+    )
+    (root / "notes.md").write_text("ignored")
+    (root / ".hidden.jpg").write_bytes(b"")
+    return root
+
+
+def keys_and_captions(ds):
+    return {s["key"]: s["caption"] for s in ds}
+
+
+def test_folder_scan_is_recursive_and_case_insensitive(tmp_path):
+    src = FolderSource.scan(make_folder(tmp_path / "f"))
+    assert src.files == ["a/cat.jpg", "b/cat.JPG", "b/deep/bird.webp", "b/deep/dog.PNG"]
+    assert src.bad_metadata == 1
+
+
+def test_same_stem_in_different_folders_are_distinct_samples(tmp_path, data_cfg, byte_tok):
+    cfg = data_cfg(source=str(make_folder(tmp_path / "f")))
+    ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=64)
+    got = keys_and_captions(ds)
+    assert got["a/cat.jpg"] == "a cat in folder a"
+    assert got["b/cat.JPG"] in ("first line", "second line")
+    assert got["b/deep/dog.PNG"] == "a dog from jsonl"
+    assert got["b/deep/bird.webp"] == "a bird"
+
+
+def test_sidecar_caption_line_is_chosen_per_fetch(tmp_path, data_cfg, byte_tok):
+    cfg = data_cfg(source=str(make_folder(tmp_path / "f")))
+    ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=64)
+    seen = set()
+    for _ in range(12):
+        seen.add(keys_and_captions(ds)["b/cat.JPG"])
+    assert seen == {"first line", "second line"}
+
+
+def test_metadata_fields_reach_the_preset(tmp_path, data_cfg, byte_tok):
+    root = tmp_path / "f"
+    root.mkdir()
+    (root / "x.jpg").write_bytes(encode(photo(40, 40)))
+    (root / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "x.jpg", "short_caption": "short", "long_caption": "long"}))
+    cfg = data_cfg(source=str(root), preset="synthetic")
+    ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=64)
+    assert [s["caption"] for s in ds] == ["short"]
+
+
+def write_odd_folder(root):
+    root.mkdir()
+    for name, data in odd_images().items():
+        ext = "jpg" if name in ("cmyk", "truncated", "zero", "garbage") else "png"
+        if name == "bmp":
+            ext = "bmp"
+        (root / f"{name}.{ext}").write_bytes(data)
+        (root / f"{name}.txt").write_text(f"picture {name}")
+    (root / "ok.jpg").write_bytes(encode(photo(40, 40)))
+    (root / "ok.txt").write_bytes(b"\xff\xfe not utf8 \xe9")
+    (root / "blank.jpg").write_bytes(encode(photo(40, 40)))
+    (root / "blank.txt").write_text("  \n \n")
+    (root / "nocap.jpg").write_bytes(encode(photo(40, 40)))
+    return root
+
+
+def test_odd_files_are_converted_or_rejected_and_counted(tmp_path, data_cfg, byte_tok):
+    cfg = data_cfg(source=str(write_odd_folder(tmp_path / "odd")))
+    ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=64)
+    samples = list(ds)
+    assert {s["key"].split(".")[0] for s in samples} == {
+        "cmyk", "palette", "la", "i16", "gray", "bmp"}
+    for s in samples:
+        assert s["image"].shape == (3, 32, 32) and s["image"].abs().max() <= 1
+    stats = ds.stats()
+    expected = {reason: 1 for reason in EXPECTED_REJECTIONS.values()}
+    expected.update(caption_not_utf8=1, empty_caption=1, missing_caption=1)
+    assert stats["rejected"] == expected
+    assert stats["accepted"] == 6
+    assert set(stats["converted"]) >= {"CMYK", "P", "LA", "L"}
+    assert stats["examples"]["truncated_image"] == ["truncated.jpg"]
+
+
+def test_rejection_counts_are_summed_across_two_dataloader_workers(tmp_path, data_cfg,
+                                                                  byte_tok):
+    cfg = data_cfg(source=str(write_odd_folder(tmp_path / "odd")))
+    ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=64)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
+    keys = [k for batch in loader for k in batch["key"]]
+    assert len(keys) == 6 == len(set(keys))
+    stats = ds.stats()
+    assert sum(stats["rejected"].values()) == 8 and stats["accepted"] == 6
+    list(loader)  # a second epoch accumulates
+    assert ds.stats()["accepted"] == 12
+
+
+def test_nothing_valid_stops_fast_with_one_line(tmp_path, data_cfg, byte_tok):
+    root = tmp_path / "bad"
+    root.mkdir()
+    for i in range(30):
+        (root / f"{i}.jpg").write_bytes(b"garbage" if i % 2 else b"")
+        (root / f"{i}.txt").write_text("caption")
+    cfg = data_cfg(source=str(root), max_rejects=10)
+    ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=64)
+    start = time.perf_counter()
+    with pytest.raises(DataError) as info:
+        next(iter(ds))
+    assert time.perf_counter() - start < 5
+    message = str(info.value)
+    assert "\n" not in message and str(root) in message
+    assert "empty_file" in message and "unreadable_image" in message
+
+
+def test_nothing_valid_with_workers_is_still_one_line(tmp_path, data_cfg, byte_tok):
+    root = tmp_path / "bad"
+    root.mkdir()
+    for i in range(8):
+        (root / f"{i}.jpg").write_bytes(b"")
+        (root / f"{i}.txt").write_text("caption")
+    cfg = data_cfg(source=str(root), max_rejects=3)
+    ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=64)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
+    batches = iter(loader)
+    start = time.perf_counter()
+    with pytest.raises(GlidectlError) as info:
+        list(batches)
+    assert time.perf_counter() - start < 10
+    # torch otherwise joins these workers only when gc finds the iterator (5 s per worker)
+    batches._shutdown_workers()
+    assert "\n" not in str(info.value) and "empty_file" in str(info.value)
+    assert str(info.value).startswith("No valid samples in data source")
+
+
+def test_empty_folder_is_a_user_error(tmp_path, data_cfg, byte_tok):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GlidectlError, match="holds no images"):
+        build_dataset(data_cfg(source=str(tmp_path / "empty")), tokenizer=byte_tok,
+                      image_size=32, text_ctx=64)

@@ -1,0 +1,151 @@
+"""Webdataset shards written with TarWriter: specs, splitting, epochs, damaged shards."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from conftest import encode, photo
+
+from glidectl.data import build_dataset
+from glidectl.data.shards import expand_shards
+from glidectl.errors import GlidectlError
+
+
+def keys(ds):
+    return [s["key"].split("/", 1)[1] for s in ds]
+
+
+def all_ids(n_shards, per_shard):
+    return {f"s{s}_{i:03d}" for s in range(n_shards) for i in range(per_shard)}
+
+
+def test_directory_glob_brace_and_list_specs(write_shards):
+    paths = write_shards(4, 2)
+    folder = paths[0].parent
+    assert expand_shards(str(folder)) == [str(p) for p in paths]
+    assert expand_shards(str(folder / "shard-*.tar")) == [str(p) for p in paths]
+    assert expand_shards(str(folder / "shard-{00001..00002}.tar")) == [str(p) for p in paths[1:3]]
+    assert expand_shards([str(paths[3]), str(paths[0])]) == [str(paths[3]), str(paths[0])]
+    assert expand_shards(f"{paths[0]}::{paths[1]}") == [str(paths[0]), str(paths[1])]
+
+
+def test_missing_shards_are_a_user_error(write_shards):
+    folder = write_shards(2, 1)[0].parent
+    with pytest.raises(GlidectlError, match=r"1 of 3 shard\(s\)"):
+        expand_shards(str(folder / "shard-{00000..00002}.tar"))
+    with pytest.raises(GlidectlError, match="No .tar shards"):
+        expand_shards(str(folder / "nothing-*.tar"))
+
+
+def test_one_epoch_reads_every_sample_once(write_shards, data_cfg, byte_tok):
+    folder = write_shards(3, 4)[0].parent
+    ds = build_dataset(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=32,
+                       text_ctx=32)
+    got = keys(ds)
+    assert sorted(got) == sorted(all_ids(3, 4))
+    sample = next(iter(ds))
+    assert sample["image"].shape == (3, 32, 32)
+    assert sample["tokens"].dtype == torch.long and sample["mask"].dtype == torch.bool
+
+
+def test_two_ranks_two_workers_see_every_sample_exactly_once(write_shards, data_cfg,
+                                                              byte_tok):
+    folder = write_shards(8, 3)[0].parent
+    seen = []
+    for rank in range(2):
+        ds = build_dataset(data_cfg(source=str(folder), shuffle_buffer=4), tokenizer=byte_tok,
+                           image_size=32, text_ctx=32, rank=rank, world_size=2, seed=3)
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
+        mine = [k.split("/", 1)[1] for batch in loader for k in batch["key"]]
+        assert len(mine) == 12
+        seen += mine
+    assert len(seen) == len(set(seen)) == 24
+    assert set(seen) == all_ids(8, 3)
+
+
+def test_fewer_shards_than_processes_split_by_sample(write_shards, data_cfg, byte_tok):
+    folder = write_shards(2, 5)[0].parent
+    seen = []
+    for rank in range(2):
+        ds = build_dataset(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=32,
+                           text_ctx=32, rank=rank, world_size=2)
+        loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2)
+        seen += [k.split("/", 1)[1] for batch in loader for k in batch["key"]]
+    assert sorted(seen) == sorted(all_ids(2, 5))
+
+
+def test_shards_are_reshuffled_each_epoch_with_the_seed(write_shards, data_cfg, byte_tok):
+    folder = write_shards(8, 2)[0].parent
+
+    def order(seed, epoch):
+        ds = build_dataset(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=32,
+                           text_ctx=32, seed=seed)
+        ds.set_epoch(epoch)
+        return keys(ds)
+
+    assert order(0, 0) == order(0, 0)
+    assert order(0, 0) != order(0, 1)
+    assert sorted(order(0, 0)) == sorted(order(0, 1))
+    ds = build_dataset(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=32,
+                       text_ctx=32)
+    assert keys(ds) != keys(ds)  # without set_epoch each pass counts as a new epoch
+
+
+def test_eval_order_is_fixed_and_unshuffled(write_shards, data_cfg, byte_tok):
+    folder = write_shards(3, 2)[0].parent
+    ds = build_dataset(data_cfg(source=str(folder), shuffle_buffer=100), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32, train=False)
+    assert keys(ds) == sorted(all_ids(3, 2)) == keys(ds)
+
+
+def test_resampled_stream_is_infinite(write_shards, data_cfg, byte_tok):
+    folder = write_shards(2, 2)[0].parent
+    ds = build_dataset(data_cfg(source=str(folder), resampled=True), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    got = [s["key"] for s in itertools.islice(iter(ds), 25)]
+    assert len(got) == 25 and len(set(got)) <= 4
+
+
+def test_truncated_and_empty_shards_are_skipped_and_counted(write_shards, data_cfg, byte_tok):
+    paths = write_shards(3, 4)
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: int(len(data) * 0.6)])
+    paths[2].write_bytes(b"")
+    ds = build_dataset(data_cfg(source=str(paths[0].parent)), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    got = keys(ds)
+    assert all_ids(1, 4) <= set(got) and len(got) < 12
+    rejected = ds.stats()["rejected"]
+    assert rejected.get("truncated_tar", 0) >= 1
+    assert rejected.get("empty_shard", 0) + rejected.get("bad_tar", 0) >= 1
+
+
+def test_bad_members_are_counted_by_reason(write_shards, data_cfg, byte_tok):
+    bad = {1: {"jpg": b""}, 2: {"txt": b"\xff\xfe\xe9"}, 3: {"json": b"{not json"},
+           4: {"jpg": None, "png": encode(photo(40, 40), "PNG")}}
+    folder = write_shards(1, 6, extra=lambda s, i: bad.get(i, {}))[0].parent
+    ds = build_dataset(data_cfg(source=str(folder), preset="laion"), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    got = keys(ds)
+    assert sorted(got) == ["s0_000", "s0_004", "s0_005"]  # s0_004 falls back to png
+    assert ds.stats()["rejected"] == {
+        "empty_file": 1, "caption_not_utf8": 1, "bad_metadata": 1}
+
+
+def test_missing_image_key_is_rejected(write_shards, data_cfg, byte_tok):
+    folder = write_shards(1, 2, extra=lambda s, i: {"jpg": None} if i == 0 else {})[0].parent
+    ds = build_dataset(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=32,
+                       text_ctx=32)
+    assert keys(ds) == ["s0_001"] or sorted(keys(ds)) == ["s0_001"]
+    assert ds.stats()["rejected"] == {"missing_image": 1}
+
+
+def test_configurable_image_and_caption_keys(write_shards, data_cfg, byte_tok):
+    folder = write_shards(
+        1, 2, extra=lambda s, i: {"jpg": None, "webp": encode(photo(40, 40), "WEBP"),
+                                  "caption": f"alt {i}"})[0].parent
+    cfg = data_cfg(source=str(folder), image_key="webp", caption_key="caption")
+    ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=32, train=False)
+    assert [s["caption"] for s in ds] == ["alt 0", "alt 1"]
