@@ -189,7 +189,7 @@ class Trainer:
         acc.wait_for_everyone()
 
         # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
-        self.bundle: ModelBundle = build_model(cfg.model)
+        self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution)
         opts = self.bundle.options
         self.adapter = adapter or PartsAdapter(tc.trainable)
         model = self.adapter.prepare(self.bundle.model)
@@ -201,18 +201,24 @@ class Trainer:
         self.params = [p for _, p in named]
 
         # Data: sharded per process, resumable by cursor.
+        preview_data = None
         if dataset is None:
             from ..data import build_dataset
 
             size = cfg.data.resolution or opts.image_size
-            dataset = build_dataset(
-                cfg.data, tokenizer=self.bundle.tokenizer, image_size=size,
-                text_ctx=opts.text_ctx,
-                low_res_size=(size // 4) if opts.super_res else None,
-                train=True, rank=acc.process_index, world_size=acc.num_processes, seed=tc.seed,
+            data_args = dict(
+                tokenizer=self.bundle.tokenizer, image_size=size, text_ctx=opts.text_ctx,
+                low_res_size=(size // 4) if opts.super_res else None, seed=tc.seed,
             )
+            dataset = build_dataset(cfg.data, train=True, rank=acc.process_index,
+                                    world_size=acc.num_processes, **data_args)
+            if self.main and cfg.preview.every > 0:
+                # Previews read the data as for evaluation: no augmentation or caption dropout.
+                preview_data = build_dataset(cfg.data, train=False, **data_args)
         self.dataset = dataset
         train_data, holdout = _split_holdout(cfg, opts, dataset, tc.batch_size * acc.num_processes)
+        if preview_data is not None and holdout is dataset:
+            holdout = preview_data
         self.stream = DataStream(
             train_data, batch_size=tc.batch_size, rank=acc.process_index,
             world=acc.num_processes, seed=tc.seed, workers=cfg.data.workers,

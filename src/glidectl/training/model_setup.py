@@ -17,8 +17,12 @@ class ModelBundle:
     diffusion: Any  # GaussianDiffusion
 
 
-def build_model(cfg: ModelConfig) -> ModelBundle:
-    """A scratch network at ``cfg.size`` or pretrained weights from ``cfg.init``."""
+def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
+    """A scratch network at ``cfg.size`` or pretrained weights from ``cfg.init``.
+
+    A scratch model trained at ``resolution`` (data.resolution) records it as its
+    image_size, so previews and later sampling use the size it learned.
+    """
     from ..diffusion import create_diffusion
     from ..glide import create_model, preset_options
     from ..tokenizer import get_tokenizer
@@ -26,6 +30,8 @@ def build_model(cfg: ModelConfig) -> ModelBundle:
     tok_name = None if cfg.tokenizer == "auto" else cfg.tokenizer
     if cfg.init == "scratch":
         options = preset_options(cfg.kind, cfg.size, tok_name)
+        if resolution and resolution != options.image_size:
+            options = options.replace(image_size=resolution)
         model = create_model(options)
     else:
         from ..glide import load_model

@@ -1,0 +1,133 @@
+"""The engine end to end with the tiny preset: run layout, EMA, previews, guards, parts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from glidectl.config import load_config
+from glidectl.errors import GlidectlError
+from glidectl.training.engine import Trainer
+from glidectl.training.metrics import read_metrics
+
+
+def test_run_directory_layout_and_metrics(tiny):
+    cfg = tiny(checkpoint=dict(every=1, keep_last=2), preview=dict(every=2, steps=2,
+               prompts=["a red circle on a white background", "a blue square"]))
+    result = Trainer(cfg, quiet=True).run()
+    root = result.run_dir
+    assert load_config(root / "config.toml") == cfg
+    records = read_metrics(root / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for key in ("loss", "mse", "vb", "lr", "grad_norm", "images_per_s", "data_wait",
+                "skipped_nonfinite", "data_accepted", "data_skipped"):
+        assert key in records[-1], key
+    assert all(math.isfinite(r["loss"]) for r in records)
+    ckpts = sorted(p.name for p in (root / "checkpoints").iterdir())
+    assert ckpts == ["latest", "step-000003", "step-000004"]
+    assert (root / "checkpoints" / "latest").read_text().strip() == "step-000004"
+    step_dir = root / "checkpoints" / "step-000004"
+    assert {p.name for p in step_dir.iterdir()} == {"model.safetensors", "ema.safetensors",
+                                                     "state"}
+    with safe_open(step_dir / "model.safetensors", "pt") as f:
+        options = json.loads(f.metadata()["glidectl.options"]) if "glidectl.options" in \
+            f.metadata() else None
+        assert options is not None or any("option" in k for k in f.metadata())
+    previews = sorted(p.name for p in (root / "previews").iterdir())
+    assert previews == ["step-000000.png", "step-000002.png", "step-000004.png"]
+    im = Image.open(root / "previews" / "step-000004.png")
+    assert im.text["step"] == "4" and "a blue square" in im.text["prompts"]
+
+
+def test_ema_feeds_previews_and_exports_but_never_the_training_weights(tiny, monkeypatch):
+    cfg = tiny(train=dict(steps=3, ema_decay=0.5), preview=dict(every=3, steps=2,
+               prompts=["a green triangle"]), checkpoint=dict(every=3))
+    trainer = Trainer(cfg, quiet=True)
+    seen = {}
+
+    def fake_sample(self):
+        seen["weights"] = [p.detach().clone() for p in trainer.params]
+        return torch.zeros(1, 3, 32, 32)
+
+    from glidectl.training.previews import Previewer
+
+    monkeypatch.setattr(Previewer, "sample", fake_sample)
+    trainer.run()
+    training = [p.detach() for p in trainer.params]
+    ema = trainer.ema.shadow
+    assert all(torch.equal(a, b) for a, b in zip(seen["weights"], ema, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(training, ema, strict=True))
+    step_dir = trainer.run_dir.checkpoints / "step-000003"
+    exported_ema, exported = load_file(step_dir / "ema.safetensors"), load_file(
+        step_dir / "model.safetensors")
+    names = [n for n, _ in trainer.adapter.trainable(trainer.unwrapped)]
+    for name, p, s in zip(names, training, ema, strict=True):
+        assert torch.equal(exported[name], p), name
+        assert torch.equal(exported_ema[name], s), name
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tiny, monkeypatch):
+    cfg = tiny(train=dict(steps=20, max_nonfinite=3))
+    trainer = Trainer(cfg, quiet=True)
+    calls = {"n": 0}
+    real = trainer.bundle.diffusion.training_losses
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        if calls["n"] in (2,) or calls["n"] >= 4:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.bundle.diffusion, "training_losses", flaky)
+    before = [p.detach().clone() for p in trainer.params]
+    with pytest.raises(GlidectlError, match="3 steps in a row"):
+        trainer.run()
+    # steps: ok, NaN (skipped), ok, then NaN x3 → stop; only 2 optimizer steps happened
+    assert trainer.state.step == 2 and trainer.guard.total == 4
+    assert all(torch.isfinite(p).all() for p in trainer.params)
+    assert not all(torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))
+
+
+def test_text_only_training_keeps_the_unet_frozen_but_trains_encoder_kv(tiny):
+    cfg = tiny(train=dict(steps=2, trainable="text"), checkpoint=dict(every=0))
+    trainer = Trainer(cfg, quiet=True)
+    with torch.no_grad():  # like a pretrained UNet: no zero-initialised output layers
+        for p in trainer.unwrapped.parameters():
+            if not p.any():
+                p.normal_(0, 0.02)
+    before = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
+    trainer.run()
+    after = trainer.unwrapped.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(".encoder_kv." in k for k in changed)
+    assert any(k.startswith("transformer.") for k in changed)
+    assert not any(k.startswith(("input_blocks", "output_blocks", "middle_block", "out."))
+                   and ".encoder_kv." not in k for k in changed)
+
+
+def test_upsampler_trains_and_previews_input_output_reference_rows(tiny):
+    cfg = tiny(model=dict(kind="upsample"), data=dict(resolution=64),
+               train=dict(steps=2), preview=dict(every=2, steps=2), checkpoint=dict(every=2))
+    result = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint")).run()
+    assert result.step == 2
+    grid = Image.open(result.run_dir / "previews" / "step-000002.png")
+    assert grid.size == (3 * 64, 8 * 64 + 7 * 2)  # 8 rows of [low-res | output | reference]
+
+
+def test_base_command_refuses_an_upsampler_config(tiny):
+    with pytest.raises(GlidectlError, match="upsample"):
+        Trainer(tiny(model=dict(kind="upsample")), quiet=True, kinds=("base", "base-inpaint"))
+
+
+def test_existing_run_needs_resume(tiny):
+    cfg = tiny(train=dict(steps=1))
+    Trainer(cfg, quiet=True).run()
+    with pytest.raises(GlidectlError, match="--resume latest"):
+        Trainer(cfg, quiet=True)
