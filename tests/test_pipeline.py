@@ -1,0 +1,198 @@
+"""The sampling pipeline: guidance, text encoded once, per-image seeds, upsampler, inpainting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from glidectl.errors import GlidectlError
+
+
+def tiny_glide(kind: str = "base", seed: int = 0, image_size: int | None = None):
+    """A tiny random GLIDE (byte tokenizer) with non-zero output layers."""
+    from glidectl.glide import create_model, preset_options
+
+    size = image_size or (32 if kind.startswith("upsample") else 8)
+    opts = preset_options(kind, "tiny").replace(
+        image_size=size, num_channels=32, channel_mult="1,2", num_res_blocks=1,
+        attention_resolutions=str(size // 2), num_head_channels=16, text_ctx=16,
+        xf_width=32, xf_layers=1, xf_heads=2,
+    )
+    model = create_model(opts)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim > 1:
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+            else:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest single-threaded (and do not fight parallel test runs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base():
+    return tiny_glide("base", 0)
+
+
+@pytest.fixture(scope="module")
+def upsampler():
+    return tiny_glide("upsample", 1)
+
+
+def test_tokenizer_is_picked_from_the_model_options(base) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    assert GlidePipeline(base).tokenizer.name == "byte"
+
+
+def test_image_is_the_same_whatever_the_batch_size(base) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(base)
+    for sampler in ("euler_a", "ddpm"):
+        kw = dict(n=3, seed=7, steps=3, sampler=sampler, output="tensor")
+        together = pipe.generate(["a cat", "a dog"], batch_size=6, **kw)
+        alone = pipe.generate(["a cat", "a dog"], batch_size=1, **kw)
+        # equal up to float32 reduction order (batched convs), far below one 8-bit level
+        torch.testing.assert_close(together, alone, atol=1e-3, rtol=0)
+        assert not torch.allclose(together[0], together[1])  # seeds 7 and 8 differ
+        third = pipe.generate(["a cat"], n=1, seed=9, steps=3, sampler=sampler,
+                              output="tensor")
+        torch.testing.assert_close(third[0], together[2], atol=1e-3, rtol=0)
+
+
+def test_guidance_encodes_text_once_and_runs_one_forward_over_cond_and_uncond(
+        base, monkeypatch) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    encoded, forwards = [], []
+    encode, forward = base.encode_text, base.forward
+    monkeypatch.setattr(base, "encode_text",
+                        lambda tokens, mask: (encoded.append(tokens), encode(tokens, mask))[1])
+    monkeypatch.setattr(base, "forward",
+                        lambda x, t, **kw: (forwards.append(x.shape[0]), forward(x, t, **kw))[1])
+    GlidePipeline(base).generate(["a", "b", "c"], steps=4, sampler="heun", guidance=3.0,
+                                 batch_size=2)
+    assert len(encoded) == 2  # once per batch, reused at every step
+    assert encoded[0][2:].eq(encoded[0][2:][0]).all()  # uncond rows: the empty caption
+    assert forwards == [4] * 7 + [2] * 7  # heun: 2·4−1 calls; [cond, uncond] rows in one
+    forwards.clear()
+    GlidePipeline(base).generate(["a"], steps=2, sampler="euler", guidance=None)
+    assert forwards == [1, 1]
+
+
+def test_progress_counts_every_model_call(base) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    seen = []
+    GlidePipeline(base).generate(["a"], n=3, batch_size=2, steps="10", sampler="plms",
+                                 progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (34, 34) and len(seen) == 34  # 2 batches × 17 PLMS calls
+
+
+def test_long_prompt_warns_how_many_tokens_were_dropped(base) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    messages: list[str] = []
+    GlidePipeline(base).generate(["x" * 20], steps=1, sampler="euler", warn=messages.append)
+    assert len(messages) == 1 and "20 tokens" in messages[0] and "4 tokens were dropped" in \
+        messages[0].replace("last 4", "4")
+
+
+def test_pil_images_carry_prompt_and_seed(base) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    images = GlidePipeline(base).generate(["a", "b"], n=2, seed=3, steps=1, sampler="euler")
+    assert [(im.info["prompt"], im.info["seed"]) for im in images] == [
+        ("a", "3"), ("a", "4"), ("b", "5"), ("b", "6")]
+    assert images[0].size == (8, 8)
+
+
+def test_upsampler_gets_8bit_low_res_and_scaled_noise(base, upsampler, monkeypatch) -> None:
+    from glidectl import pipeline
+
+    seen = {}
+    forward = upsampler.forward
+
+    def spy(x, t, **kw):
+        seen.setdefault("low_res", kw["low_res"])
+        return forward(x, t, **kw)
+
+    monkeypatch.setattr(upsampler, "forward", spy)
+    out = pipeline.GlidePipeline(base, upsampler).generate(
+        ["a"], steps=2, sampler="euler", upsample_steps=2, upsample_sampler="ddim",
+        output="tensor")
+    assert out.shape == (1, 3, 32, 32)
+    levels = (seen["low_res"] + 1) * 127.5
+    torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)
+    assert pipeline.UPSAMPLE_DEFAULTS.temperature == 0.997
+    assert pipeline.UPSAMPLE_DEFAULTS.guidance is None
+
+
+def test_upsampler_alone_upsamples_a_given_low_res_image(upsampler) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    low = torch.rand(1, 3, 8, 8) * 2 - 1
+    out = GlidePipeline(None, upsampler).generate(["a"], low_res=low, upsample_steps=2,
+                                                  upsample_sampler="euler", output="tensor")
+    assert out.shape == (1, 3, 32, 32)
+
+
+def test_inpainting_keeps_the_known_pixels() -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    model = tiny_glide("base-inpaint", 2)
+    image = torch.rand(1, 3, 8, 8) * 2 - 1
+    known = torch.zeros(1, 1, 8, 8)
+    known[..., :, :4] = 1
+    out = GlidePipeline(model).generate(["a"], n=2, steps=3, sampler="dpm++2m",
+                                        inpaint_image=image, inpaint_mask=known,
+                                        output="tensor")
+    torch.testing.assert_close(out[:, :, :, :4], image.expand(2, -1, -1, -1)[:, :, :, :4])
+    assert not torch.allclose(out[:, :, :, 4:], image.expand(2, -1, -1, -1)[:, :, :, 4:])
+
+
+def test_inpainting_with_a_plain_base_model_is_a_user_error(base) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    with pytest.raises(GlidectlError, match="inpaint"):
+        GlidePipeline(base).generate(["a"], steps=1, inpaint_image=torch.zeros(1, 3, 8, 8),
+                                     inpaint_mask=torch.ones(1, 1, 8, 8))
+
+
+def test_sample_base_for_training_previews(base) -> None:
+    from glidectl.diffusion import create_diffusion
+    from glidectl.pipeline import sample_base, sample_upsample
+
+    out = sample_base(base, create_diffusion(), ["a", "b"], None, sampler="ddim", steps=3,
+                      guidance=3.0, seed=0)
+    assert out.shape == (2, 3, 8, 8) and out.abs().max() <= 1
+    up = sample_upsample(tiny_glide("upsample", 1), None, ["a", "b"], None, out,
+                         sampler="euler", steps=2, seed=0)
+    assert up.shape == (2, 3, 32, 32)
+
+
+def test_unknown_sampler_names_the_nearest(base) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    with pytest.raises(GlidectlError, match="Did you mean 'heun'"):
+        GlidePipeline(base).generate(["a"], sampler="huen")
+
+
+def test_import_glidectl_stays_torch_free_but_exports_generate() -> None:
+    code = ("import sys, glidectl\nassert 'torch' not in sys.modules\n"
+            "assert callable(glidectl.generate) and callable(glidectl.GlidePipeline)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
