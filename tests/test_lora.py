@@ -290,3 +290,179 @@ def test_adapter_without_metadata_matching_nothing_is_an_error(tmp_path):
     save_file(renamed, str(out / "adapter_model.safetensors"))
     with pytest.raises(GlidectlError, match="None of the .* modules"):
         apply_loras(tiny(), [str(out)])
+
+
+# ----------------------------------------------------------------------------- merge CLI
+def cli(*args: str) -> int:
+    from glidectl.cli.app import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_merge_writes_a_checkpoint_equal_to_base_plus_adapter(tmp_path, capsys):
+    from glidectl.glide import load_model, read_weights, save_weights
+
+    base, out, lora_model = trained_adapter(tmp_path)
+    base_file = save_weights(base, tmp_path / "base.safetensors")
+    merged_file = tmp_path / "merged.safetensors"
+    assert cli("lora", "merge", out, "--base", base_file, "-o", merged_file) == 0
+    n = len(read_adapter(out).module_names)
+    assert f"merged {n} of {n} adapter modules" in capsys.readouterr().out
+    state, options = read_weights(merged_file)
+    assert options == base.options and not any(".lora_" in k for k in state)
+    merged = load_model(str(merged_file)).eval()
+    args = inputs(base)
+    torch.testing.assert_close(run(merged, args), run(lora_model, args), atol=1e-5, rtol=0)
+    assert not torch.allclose(run(merged, args), run(base, args), atol=1e-3)
+
+
+def test_merge_errors_in_one_line_when_no_module_matches(tmp_path, capsys):
+    from glidectl.glide import save_weights
+
+    _, out, _ = trained_adapter(tmp_path)
+    (out / "glidectl.json").unlink()
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(out / "adapter_model.safetensors"))
+    save_file({k.replace("base_model.model.", "base_model.model.x."): v for k, v in state.items()},
+              str(out / "adapter_model.safetensors"))
+    base_file = save_weights(tiny(), tmp_path / "base.safetensors")
+    assert cli("lora", "merge", out, "--base", base_file, "-o", tmp_path / "m.safetensors") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: None of the") and "\n" not in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------- training
+def lora_config(tmp_path, **sections):
+    from glidectl.config import GlideConfig
+
+    cfg = GlideConfig()
+    cfg.model.size = "tiny"
+    cfg.data.source = "demo:shapes"
+    cfg.data.demo_size = 16
+    cfg.data.resolution = 32
+    cfg.train.output_dir = str(tmp_path / "runs")
+    cfg.train.name = "lora"
+    cfg.train.steps = 4
+    cfg.train.batch_size = 2
+    cfg.train.lr = 1e-2
+    cfg.train.ema_decay = 0.5
+    cfg.train.threads = 1
+    cfg.preview.every = 0
+    cfg.checkpoint.every = 2
+    cfg.log.every = 1
+    cfg.lora.targets = ["attention"]
+    cfg.lora.rank = 4
+    for name, values in sections.items():
+        for key, value in values.items():
+            setattr(getattr(cfg, name), key, value)
+    return cfg
+
+
+def test_glidectl_lora_trains_an_adapter_dir_on_demo_shapes(tmp_path, capsys):
+    from glidectl.config import save_config
+    from glidectl.glide import load_model
+
+    # A scratch base predicts 0 (its last conv is zero-initialised), so also adapt that conv.
+    cfg = lora_config(tmp_path, preview=dict(every=4, steps=2, prompts=["a red circle"]),
+                      lora=dict(patterns=[r"out\.2"]))
+    save_config(cfg, tmp_path / "lora.toml")
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--no-live") == 0
+    printed = capsys.readouterr().out
+    assert "trainable parameters" in printed and "effective scale 2" in printed
+    run_dir = tmp_path / "runs" / "lora"
+    step_dir = run_dir / "checkpoints" / "step-000004"
+    assert {p.name for p in step_dir.iterdir()} == {"lora", "lora-ema", "state"}
+    assert (run_dir / "previews" / "step-000004.png").is_file()
+    assert (run_dir / "metrics.jsonl").is_file()
+    adapter = read_adapter(run_dir)  # a run folder resolves to its latest EMA adapter
+    assert adapter.path == step_dir / "lora-ema"
+    assert adapter.meta["step"] == 4 and adapter.meta["targets"] == ["attention"]
+    assert "out.2" in adapter.module_names
+    # a scratch base is kept with the run, and training never touched it
+    assert adapter.meta["base_model"] == str(run_dir / "base.safetensors")
+    base = load_model(adapter.meta["base_model"]).eval()
+    assert weights_sha256(base) == adapter.meta["base_sha256"]
+    raw = read_adapter(step_dir / "lora")
+    assert any(v.abs().sum() > 0 for k, v in raw.state.items() if ".lora_B." in k)
+    args = inputs(base)
+    plain = run(base, args)
+    tuned = apply_loras(load_model(adapter.meta["base_model"]).eval(), [str(step_dir / "lora")])
+    assert not torch.allclose(run(tuned, args), plain)
+    # merge with the recorded base (no --base)
+    assert cli("lora", "merge", run_dir, "-o", tmp_path / "merged.safetensors") == 0
+    n = len(adapter.module_names)
+    assert f"merged {n} of {n} adapter modules" in capsys.readouterr().out
+
+
+def test_lora_resume_is_bitwise_identical(tmp_path):
+    from safetensors.torch import load_file
+
+    from glidectl.glide import save_weights
+    from glidectl.lora import LoraTrainingAdapter
+    from glidectl.training.engine import Trainer
+
+    def adapter_weights(result, name):
+        path = result.run_dir / "checkpoints" / "step-000004" / name / "adapter_model.safetensors"
+        return load_file(str(path))
+
+    base_file = save_weights(tiny(), tmp_path / "base.safetensors")
+    model = dict(init=str(base_file))
+    straight_cfg = lora_config(tmp_path, train=dict(name="straight"), model=model,
+                               lora=dict(targets=["attention", "mlp"], rslora=True))
+    straight = Trainer(straight_cfg, adapter=LoraTrainingAdapter(straight_cfg.lora),
+                       quiet=True).run()
+    split_cfg = lora_config(tmp_path, train=dict(name="split"), model=model,
+                            lora=dict(targets=["attention", "mlp"], rslora=True))
+    first = Trainer(split_cfg, adapter=LoraTrainingAdapter(split_cfg.lora), quiet=True).run(2)
+    assert first.interrupted and first.step == 2
+    second = Trainer(split_cfg, adapter=LoraTrainingAdapter(split_cfg.lora), resume="latest",
+                     quiet=True).run()
+    assert second.step == 4
+    for name in ("lora", "lora-ema"):
+        a, b = adapter_weights(straight, name), adapter_weights(second, name)
+        assert a.keys() == b.keys() and a
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
+        assert any(v.abs().sum() > 0 for k, v in a.items() if ".lora_B." in k)
+    assert [r["loss"] for r in straight.history][2:] == [r["loss"] for r in second.history]
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """Accelerate keeps one precision per process; let a test pick its own, then restore."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def test_lora_trains_an_upsampler_under_bf16_with_frozen_base(tmp_path, fresh_accelerate):
+    from glidectl.glide import save_weights
+    from glidectl.lora import LoraTrainingAdapter
+    from glidectl.training.engine import Trainer
+
+    base = tiny("upsample")
+    base_file = save_weights(base, tmp_path / "up.safetensors")
+    cfg = lora_config(tmp_path, model=dict(kind="upsample", init=str(base_file)),
+                      train=dict(steps=2, ema_decay=0.0, precision="bf16"),
+                      checkpoint=dict(every=0), lora=dict(targets=["conv"], rank=2))
+    adapter = LoraTrainingAdapter(cfg.lora, cfg.model.init)
+    trainer = Trainer(cfg, adapter=adapter, quiet=True)
+    result = trainer.run()
+    assert result.step == 2
+    step_dir = result.run_dir / "checkpoints" / "step-000002"
+    assert {p.name for p in step_dir.iterdir()} == {"lora", "state"}
+    files = read_adapter(step_dir / "lora")
+    assert files.meta["model_kind"] == "upsample" and files.meta["base_model"] == str(base_file)
+    assert files.meta["base_sha256"] == weights_sha256(base)
+    assert weights_sha256(trainer.unwrapped) == weights_sha256(base)  # the base stayed frozen
+    assert {p.dtype for _, p in adapter.trainable(trainer.unwrapped)} == {torch.float32}
+    with pytest.raises(GlidectlError, match="trained for a 'upsample' model"):
+        apply_loras(tiny("base"), [str(step_dir / "lora")])
