@@ -21,6 +21,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "glidectl.cli.download_cmd",
     "glidectl.cli.train_cmd",
     "glidectl.cli.lora_cmd",
+    "glidectl.cli.sample_cmd",
+    "glidectl.cli.eval_cmd",
+    "glidectl.cli.ui_cmd",
 )
 
 

@@ -1,0 +1,191 @@
+"""``glidectl eval PROMPTS.txt``: a numbered, reproducible folder of images, a grid and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+class _RichEvents:
+    """Renders evaluation events: an overall bar (images) and one bar per sampling stage."""
+
+    def __init__(self, console: Any):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+            TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+        self.started = False
+
+    def __call__(self, kind: str, **info: Any) -> None:
+        p = self.progress
+        if kind == "start":
+            self.started = True
+            p.start()
+            self.tasks["overall"] = p.add_task(
+                "images", total=info["total"], completed=info["done"], rate="")
+        elif kind == "stage":
+            name = info["stage"]
+            if name not in self.tasks:
+                self.tasks[name] = p.add_task(name, total=info["total"], rate="")
+            p.reset(self.tasks[name], total=info["total"])
+        elif kind == "step":
+            p.advance(self.tasks[info["stage"]])
+        elif kind == "images":
+            p.advance(self.tasks["overall"], info["count"])
+            rate = info.get("rate")
+            if rate:
+                p.update(self.tasks["overall"], rate=f"{rate:.2f} img/s")
+        elif kind == "note":
+            p.console.print(info["text"], markup=False, highlight=False)
+        elif kind == "end" and self.started:
+            p.stop()
+
+
+def _print_plan(console: Any, meta: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    plan = meta["plan"]
+    table = Table("plan", "value", title=f"glidectl eval --dry-run → {meta['out']}")
+    for stage, info in meta["models"].items():
+        lora = ", ".join(f"{x['path']}:{x['scale']}" for x in info.get("loras", []))
+        text = (f"{info['spec']}  ({info['kind']}, {info['image_size']} px, sha256 "
+                f"{info['sha256'][:12]}){'  + LoRA ' + lora if lora else ''}")
+        table.add_row(f"{stage} model", escape(text))
+    s = meta["settings"]
+    table.add_row("base sampling", _stage_text(s["base_stage"]))
+    if s["upsampler"]:
+        table.add_row("upsampler sampling", _stage_text(s["upsample_stage"]))
+    table.add_row("prompts", f"{plan['prompts']} ({plan['prompts_done']} already done)")
+    table.add_row("images", f"{plan['images']} ({plan['n']} per prompt"
+                  + (f", best of {s['rerank']} by CLIP" if s["rerank"] else "") + ")")
+    table.add_row("batches", f"{plan['batches_pending']} of {plan['batches']} to run "
+                  f"(batch size {s['batch_size']})")
+    for stage, calls in plan["model_calls"].items():
+        table.add_row(f"{stage} model calls", str(calls))
+    est = plan.get("estimated_s")
+    table.add_row("estimated time", f"{est:.1f} s ({plan['estimate_basis']})" if est is not None
+                  else plan["estimate_basis"])
+    console.print(table)
+
+
+def _stage_text(stage: dict[str, Any]) -> str:
+    return f"{stage['sampler']}, {stage['steps']} steps, guidance {stage['guidance']}"
+
+
+def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = meta["timings"]
+    table = Table("result", "value", title=f"glidectl eval → {out}")
+    table.add_row("images", f"{meta['counts']['images']} ({meta['counts']['generated']} generated "
+                  f"now, {meta['counts']['kept']} kept from before)")
+    table.add_row("load time", f"{t['load_s']:.1f} s")
+    for stage in ("base", "upsample"):
+        if f"{stage}_s" in t:
+            table.add_row(f"{stage} sampling", f"{t[stage + '_s']:.1f} s")
+    table.add_row("total time", f"{t['total_s']:.1f} s")
+    if t.get("images_per_s"):
+        table.add_row("throughput", f"{t['images_per_s']:.2f} images/s")
+    for name, summary in meta["metrics"].items():
+        value = (f"{summary['mean']:.4g} (mean of {summary['count']})" if "mean" in summary
+                 else escape(f"absent: {summary['absent']}"))
+        table.add_row(name, value)
+    table.add_row("grid", str(out / "grid.png"))
+    console.print(table)
+
+
+def _steps(text: str) -> int | str:
+    """``"50"`` → 50; respacing strings (``fast27``, ``ddim50``, ``10,10,5``) stay strings."""
+    return int(text) if text.strip().isdigit() else text.strip()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_(
+        prompts: Path = typer.Argument(..., help="Text file: one prompt a line; # comments."),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Output folder (default: the next eval/NNNN)."),
+        base: str = typer.Option(
+            "openai:base", "--base", help="Base model: openai:base, a weights file or a run."),
+        upsampler: str | None = typer.Option(
+            None, "--upsampler", help="Optional 64→256 upsampler (e.g. openai:upsample)."),
+        n: int = typer.Option(1, "--n", help="Images per prompt."),
+        batch_size: int = typer.Option(4, "--batch-size", "-b", help="Images per model batch."),
+        seed: int = typer.Option(0, "--seed", help="Seed; image j of prompt i uses (seed, i, j)."),
+        sampler: str = typer.Option("dpm++2m", "--sampler", help="Base-stage sampler."),
+        steps: str = typer.Option(
+            "25", "--steps", help="Base-stage steps (or a respacing such as fast27)."),
+        guidance: float = typer.Option(3.0, "--guidance", help="Base classifier-free guidance."),
+        up_sampler: str = typer.Option("ddpm", "--up-sampler", help="Upsampler sampler."),
+        up_steps: str = typer.Option("fast27", "--up-steps", help="Upsampler steps."),
+        up_guidance: float | None = typer.Option(
+            None, "--up-guidance", help="Upsampler guidance (default: none, as OpenAI)."),
+        resume: bool = typer.Option(
+            False, "--resume", help="Continue an interrupted run in --out (or the latest)."),
+        skip_existing: bool = typer.Option(
+            False, "--skip-existing", help="Skip prompts whose images already exist in --out."),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="Print the plan (models, counts, calls, time) and exit."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+        precision: str = typer.Option(
+            "fp32", "--precision", help="fp32, fp16 or bf16 (autocast)."),
+        compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks."),
+        lora: list[str] | None = typer.Option(
+            None, "--lora", help="LoRA adapter PATH[:SCALE] (repeatable)."),
+        rerank: int = typer.Option(
+            0, "--rerank", help="Draw K candidates per prompt, keep the n best by CLIP."),
+        clip_model: str = typer.Option("ViT-B-32", "--clip-model", help="open_clip model name."),
+        clip_weights: str | None = typer.Option(
+            None, "--clip-weights", help="Local CLIP weights file (never downloaded)."),
+        wandb_project: str = typer.Option("", "--wandb-project", help="Log a W&B table here."),
+        wandb_entity: str = typer.Option("", "--wandb-entity", help="W&B entity."),
+        wandb_mode: str | None = typer.Option(
+            None, "--wandb-mode", help="online/offline/disabled (default: WANDB_MODE or online)."),
+    ) -> None:
+        """Generate images for every prompt in PROMPTS; write PNGs, grid.png and metadata.json."""
+        from rich.console import Console
+
+        from ..evaluation import EvalSettings, RunOptions, Stage, run_eval
+        from ..lora import parse_lora_spec
+
+        specs = [parse_lora_spec(x) for x in lora or []]
+        settings = EvalSettings(
+            base=base, upsampler=upsampler, base_stage=Stage(sampler, _steps(steps), guidance),
+            upsample_stage=Stage(up_sampler, _steps(up_steps), up_guidance), n=n,
+            batch_size=batch_size, seed=seed, rerank=rerank, precision=precision,
+            loras=tuple(f"{s.path}:{s.scale}" for s in specs),
+        )
+        options = RunOptions(
+            out=out, resume=resume, skip_existing=skip_existing, dry_run=dry_run,
+            device=device, compile=compile_, clip_model=clip_model, clip_weights=clip_weights,
+            wandb_project=wandb_project, wandb_entity=wandb_entity, wandb_mode=wandb_mode or "",
+        )
+        console = Console()
+        events = _RichEvents(console)
+        try:
+            report = run_eval(prompts, settings, options, on_event=events)
+        finally:
+            events("end")
+        if report.dry_run:
+            _print_plan(console, report.metadata)
+            return
+        for note in report.notes:
+            console.print(note, markup=False, highlight=False)
+        _print_summary(console, report.metadata, report.out)

@@ -1,0 +1,124 @@
+"""The gradio Blocks app of ``glidectl ui``: prompt in, a gallery of GLIDE images out."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+from .backend import EXAMPLE_PROMPTS, PRECISIONS, UiBackend
+from .models import NONE_LABEL
+
+
+def _gallery(gr: Any) -> Any:
+    """A PNG gallery with a download button (gradio ≥ 6 names it in ``buttons``)."""
+    kwargs: dict[str, Any] = dict(
+        label="Images", elem_id="gallery", columns=4, height="auto", format="png",
+        object_fit="contain",
+    )
+    params = inspect.signature(gr.Gallery.__init__).parameters
+    if "buttons" in params:
+        kwargs["buttons"] = ["download", "fullscreen"]
+    elif "show_download_button" in params:  # gradio 4-5
+        kwargs["show_download_button"] = True
+    return gr.Gallery(**kwargs)
+
+
+def build_app(backend: UiBackend) -> Any:
+    """The Blocks app bound to ``backend`` (models folder, model cache, output folder)."""
+    import gradio as gr
+
+    from .. import plugins
+
+    bases, ups, loras = backend.choices()
+    samplers = plugins.samplers().names()
+    default_sampler = "euler" if "euler" in samplers else samplers[0]
+
+    def run(prompt: str, n: float, sampler: str, base_steps: float, up_steps: float,
+            guidance: float, seed: float, base: str, upsampler: str, lora: str,
+            lora_scale: float, precision: str, compile_: bool,
+            progress: Any = gr.Progress()) -> tuple[Any, str, str, str]:
+        def on_step(stage: str, done: int, total: int) -> None:
+            progress((done, total), desc=f"{stage} sampling")
+
+        try:
+            result = backend.generate(
+                prompt=prompt, n=int(n), sampler=sampler, base_steps=int(base_steps),
+                up_steps=int(up_steps), guidance=float(guidance), seed=int(seed),
+                base=base, upsampler=upsampler, lora=lora, lora_scale=float(lora_scale),
+                precision=precision, compile=bool(compile_), on_step=on_step,
+            )
+        except Exception as exc:  # shown in the page; the server keeps running
+            from ..errors import GlidectlError
+
+            if isinstance(exc, GlidectlError):
+                raise gr.Error(str(exc)) from None
+            raise
+        pairs = zip(result.files, result.seeds, strict=True)
+        gallery = [(str(path), f"seed {s}") for path, s in pairs]
+        return (gallery, str(result.seed), json.dumps(result.settings, indent=2),
+                backend.memory())
+
+    with gr.Blocks(title="glidectl", analytics_enabled=False) as demo:
+        gr.Markdown("## glidectl: GLIDE text-to-image")
+        if not bases:
+            gr.Markdown(
+                "**No base model found.** Run `glidectl download base` or put .safetensors/.pt "
+                f"files or training runs in the models folder ({backend.models_dir})."
+            )
+        with gr.Row():
+            with gr.Column(scale=2):
+                prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
+                                    placeholder="a red circle on a white background")
+                with gr.Row():
+                    n = gr.Slider(1, 16, value=4, step=1, label="Images per run")
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                with gr.Row():
+                    base = gr.Dropdown(bases, value=bases[0] if bases else None,
+                                       label="Base model", elem_id="base-model")
+                    upsampler = gr.Dropdown([NONE_LABEL, *ups], value=NONE_LABEL,
+                                            label="Upsampler")
+                with gr.Row():
+                    sampler = gr.Dropdown(samplers, value=default_sampler, label="Sampler")
+                    guidance = gr.Slider(0.0, 20.0, value=3.0, step=0.5, label="Guidance")
+                with gr.Row():
+                    base_steps = gr.Slider(1, 250, value=50, step=1, label="Base steps")
+                    up_steps = gr.Slider(1, 250, value=27, step=1, label="Upsampler steps")
+                with gr.Accordion("LoRA and speed", open=False):
+                    with gr.Row():
+                        lora = gr.Dropdown([NONE_LABEL, *loras], value=NONE_LABEL, label="LoRA")
+                        lora_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
+                                               label="LoRA scale")
+                    with gr.Row():
+                        precision = gr.Radio(list(PRECISIONS), value="fp32", label="Precision")
+                        compile_ = gr.Checkbox(False, label="torch.compile")
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+                gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt], label="Example prompts")
+            with gr.Column(scale=3):
+                gallery = _gallery(gr)
+                with gr.Row():
+                    used_seed = gr.Textbox(label="Seed used", interactive=False,
+                                           elem_id="seed-used")
+                    memory = gr.Textbox(backend.memory(), label="Memory", interactive=False,
+                                        elem_id="memory")
+                settings = gr.Code(label="Settings used", language="json")
+        button.click(
+            run,
+            inputs=[prompt, n, sampler, base_steps, up_steps, guidance, seed, base, upsampler,
+                    lora, lora_scale, precision, compile_],
+            outputs=[gallery, used_seed, settings, memory],
+            concurrency_limit=1,
+        )
+    return demo
+
+
+def launch(backend: UiBackend, host: str = "127.0.0.1", port: int | None = None,
+           share: bool = False, quiet: bool = False) -> None:
+    """Build the app and serve it (blocking) on ``host:port``."""
+    demo = build_app(backend)
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(
+        server_name=host, server_port=port, share=share, inbrowser=False, quiet=quiet,
+        allowed_paths=[str(Path(backend.output_dir).resolve())], show_error=True,
+    )

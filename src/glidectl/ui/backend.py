@@ -1,0 +1,157 @@
+"""What the web UI does on "Generate": pick listed models, load them once, sample, save PNGs.
+
+Kept free of gradio so it is tested directly in Python.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import GlidectlError
+from .models import (
+    NONE_LABEL,
+    ModelCache,
+    ModelChoice,
+    base_choices,
+    list_models,
+    lora_choices,
+    memory_use,
+    pick,
+    upsampler_choices,
+)
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+EXAMPLE_PROMPTS = [
+    ["a red circle on a white background"],
+    ["a blue square on a black background"],
+    ["a yellow triangle on a white background"],
+    ["an oil painting of a corgi wearing a party hat"],
+    ["a surrealist dream-like oil painting of a mountain lake"],
+]
+MAX_IMAGES = 16
+
+
+@dataclass
+class UiResult:
+    """One Generate click: the PNG files written, their seeds and the settings used."""
+
+    files: list[Path]
+    seeds: list[int]
+    seed: int
+    settings: dict[str, Any]
+
+
+class UiBackend:
+    """Models folder + model cache + output folder; ``generate`` is what the button runs."""
+
+    def __init__(self, models_dir: str | Path | None = None, device: str = "auto",
+                 output_dir: str | Path | None = None):
+        self.models_dir = Path(models_dir).expanduser() if models_dir else None
+        self.device = device
+        self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="glidectl-ui-"))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = ModelCache()
+        self._runs = 0
+
+    # ----------------------------------------------------------------- choices
+    def _all(self) -> tuple[list[ModelChoice], list[ModelChoice]]:
+        return list_models(self.models_dir), lora_choices(self.models_dir)
+
+    def choices(self) -> tuple[list[str], list[str], list[str]]:
+        """Labels for the base, upsampler and LoRA dropdowns."""
+        models, loras = self._all()
+        return ([c.label for c in base_choices(models)],
+                [c.label for c in upsampler_choices(models)], [c.label for c in loras])
+
+    def memory(self) -> str:
+        return memory_use()
+
+    # ----------------------------------------------------------------- generation
+    def generate(
+        self, prompt: str, n: int = 4, sampler: str = "euler", base_steps: int = 50,
+        up_steps: int = 27, guidance: float = 3.0, seed: int = -1, base: str | None = None,
+        upsampler: str | None = NONE_LABEL, lora: str | None = NONE_LABEL,
+        lora_scale: float = 1.0, precision: str = "fp32", compile: bool = False,
+        on_step: Callable[[str, int, int], None] | None = None,
+    ) -> UiResult:
+        """Sample ``n`` images of ``prompt``; image j uses ``image_seed(seed, 0, j)``.
+
+        Only models listed by :meth:`choices` can be named (no free-form paths).
+        """
+        from .. import plugins
+        from ..evaluation import image_seed
+
+        if not prompt or not prompt.strip():
+            raise GlidectlError("Type a prompt first.")
+        if not 1 <= n <= MAX_IMAGES:
+            raise GlidectlError(f"Images per run must be between 1 and {MAX_IMAGES}.")
+        if precision not in PRECISIONS:
+            raise GlidectlError(f"Unknown precision {precision!r}; use fp32, fp16 or bf16.")
+        plugins.samplers().get(sampler)  # unknown name → one clear error
+        models, loras = self._all()
+        base_c = pick(base_choices(models), base, "base model")
+        if base_c is None:
+            raise GlidectlError("Pick a base model (none is available in the models folder).")
+        up_c = pick(upsampler_choices(models), upsampler, "upsampler")
+        lora_c = pick(loras, lora, "LoRA")
+        seed = secrets.randbelow(2**31) if seed is None or seed < 0 else int(seed)
+        seeds = [image_seed(seed, 0, j) for j in range(n)]
+        key = (base_c.spec, up_c.spec if up_c else None,
+               (lora_c.spec, float(lora_scale)) if lora_c else None, precision, compile,
+               self.device)
+        t0 = time.perf_counter()
+        stack = self.cache.get(key, lambda: self._load(base_c, up_c, lora_c, lora_scale,
+                                                        precision, compile))
+        load_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        from ..model_stack import stage_options
+
+        images = stack.generate(
+            [prompt.strip()] * n, seeds, stage_options(sampler, base_steps, guidance),
+            stage_options(sampler, up_steps, None, upsampler=True), on_step=on_step,
+        )
+        sample_s = time.perf_counter() - t1
+        settings = {
+            "prompt": prompt.strip(), "seed": seed, "image_seeds": seeds, "sampler": sampler,
+            "base_steps": base_steps, "guidance": guidance, "base": base_c.label,
+            "upsampler": up_c.label if up_c else None,
+            "upsampler_steps": up_steps if up_c else None,
+            "lora": f"{lora_c.label}:{lora_scale}" if lora_c else None,
+            "precision": precision, "compile": compile, "load_s": round(load_s, 3),
+            "sample_s": round(sample_s, 3),
+        }
+        files = self._save(images, settings, seeds)
+        return UiResult(files, seeds, seed, settings)
+
+    def _load(self, base: ModelChoice, up: ModelChoice | None, lora: ModelChoice | None,
+              lora_scale: float, precision: str, compile: bool) -> Any:
+        from ..model_stack import load_stack
+
+        loras = (f"{lora.spec}:{lora_scale}",) if lora else ()
+        return load_stack(base.spec, up.spec if up else None, loras=loras,
+                          precision=precision, device=self.device, compile=compile)
+
+    def _save(self, images: list[Any], settings: dict[str, Any], seeds: list[int]) -> list[Path]:
+        import json
+
+        from PIL import PngImagePlugin
+
+        self._runs += 1
+        folder = self.output_dir / f"{self._runs:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        for j, (image, s) in enumerate(zip(images, seeds, strict=True)):
+            info = PngImagePlugin.PngInfo()
+            info.add_text("prompt", settings["prompt"])
+            info.add_text("seed", str(s))
+            info.add_text("glidectl", json.dumps(settings, sort_keys=True))
+            path = folder / f"{j:02d}_seed{s}.png"
+            image.save(path, format="PNG", pnginfo=info)
+            files.append(path)
+        return files

@@ -1,0 +1,177 @@
+"""What the web UI may load: known model sources and a models folder, never free-form paths.
+
+Also the model cache (loaded once per spec, kept across requests) and a memory read-out.
+No gradio import here, so this module is tested without gradio.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import GlidectlError
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt")
+NONE_LABEL = "(none)"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One selectable model: the label shown, the spec handed to the loader and its kind."""
+
+    label: str
+    spec: str
+    kind: str | None  # None when the kind is only known after loading (.pt files)
+
+
+def _file_kind(path: Path) -> str | None:
+    if path.suffix != ".safetensors":
+        return None
+    try:
+        from ..glide.checkpoints import META_KIND, read_metadata
+
+        return read_metadata(path).get(META_KIND)
+    except GlidectlError:
+        return None
+
+
+def _source_choices() -> list[ModelChoice]:
+    """``source:name`` for every registered source's model already on disk (no download)."""
+    from .. import plugins
+
+    out = []
+    registry = plugins.model_sources()
+    for name in registry.names():
+        source = registry.get(name)
+        for model in source.names():
+            try:
+                source.resolve(model, download=False)
+            except (GlidectlError, OSError):
+                continue
+            out.append(ModelChoice(f"{name}:{model}", f"{name}:{model}", model))
+    return out
+
+
+def _dir_choices(models_dir: Path) -> list[ModelChoice]:
+    """Weights files and training run folders directly inside ``models_dir``."""
+    if not models_dir.is_dir():
+        return []
+    from ..glide.loading import weights_in_dir
+
+    out = []
+    for child in sorted(models_dir.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_file() and child.suffix in WEIGHT_SUFFIXES:
+            out.append(ModelChoice(child.name, str(child), _file_kind(child)))
+        elif child.is_dir():
+            try:
+                weights = weights_in_dir(child)
+            except GlidectlError:
+                continue
+            out.append(ModelChoice(f"{child.name}/", str(child), _file_kind(weights)))
+    return out
+
+
+def list_models(models_dir: str | Path | None) -> list[ModelChoice]:
+    """Cached source models first, then the models folder's files and run folders."""
+    choices = _source_choices()
+    if models_dir is not None:
+        choices += _dir_choices(Path(models_dir))
+    return choices
+
+
+def base_choices(choices: list[ModelChoice]) -> list[ModelChoice]:
+    return [c for c in choices if c.kind in (None, "base")]
+
+
+def upsampler_choices(choices: list[ModelChoice]) -> list[ModelChoice]:
+    return [c for c in choices if c.kind in (None, "upsample")]
+
+
+def _adapter_kind(adapter_dir: Path) -> str | None:
+    import json
+
+    try:
+        meta = json.loads((adapter_dir / "glidectl.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta.get("model_kind")
+
+
+def lora_choices(models_dir: str | Path | None) -> list[ModelChoice]:
+    """LoRA adapter folders and LoRA run folders in ``models_dir``; kind = the model it fits."""
+    if models_dir is None or not Path(models_dir).is_dir():
+        return []
+    from ..lora.training import latest_adapter
+
+    out = []
+    for child in sorted(Path(models_dir).iterdir()):
+        if not child.is_dir() or child.name.startswith("."):
+            continue
+        try:
+            adapter = latest_adapter(child)
+        except GlidectlError:
+            continue
+        out.append(ModelChoice(f"{child.name}/", str(child), _adapter_kind(adapter)))
+    return out
+
+
+def pick(choices: list[ModelChoice], label: str | None, what: str) -> ModelChoice | None:
+    """The choice whose label is ``label``; anything not listed is refused (no free paths)."""
+    if label in (None, "", NONE_LABEL):
+        return None
+    for choice in choices:
+        if choice.label == label:
+            return choice
+    raise GlidectlError(f"Unknown {what} {label!r}; pick one from the list.")
+
+
+class ModelCache:
+    """Loaded objects by key; each key is loaded once and kept (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._items: dict[Any, Any] = {}
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def get(self, key: Any, load: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = load()
+                self.loads += 1
+            return self._items[key]
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def memory_use() -> str:
+    """GPU memory in use (and peak) when CUDA is active, else this process's resident memory."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        used = torch.cuda.memory_allocated() / 2**30
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        return f"GPU {used:.2f} GiB in use (peak {peak:.2f} GiB)"
+    rss = _rss_bytes()
+    return f"process RSS {rss / 2**20:.0f} MiB"
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux: the peak is the best we have
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if os.uname().sysname == "Darwin" else peak * 1024
