@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import encode, odd_images, photo
+from data_helpers import encode, odd_images, photo
 from PIL import Image
 from typer.testing import CliRunner
 

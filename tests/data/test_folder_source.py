@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from conftest import EXPECTED_REJECTIONS, encode, odd_images, photo
+from data_helpers import EXPECTED_REJECTIONS, encode, odd_images, photo
 
 from glidectl.data import build_dataset
 from glidectl.data.folder import FolderSource

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import EXPECTED_REJECTIONS, encode, odd_images, photo
+from data_helpers import EXPECTED_REJECTIONS, encode, odd_images, photo
 from PIL import Image
 
 from glidectl.data.captions import decode_caption, pick_line

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import encode, photo
+from data_helpers import encode, photo
 
 from glidectl.data import build_dataset
 from glidectl.data.shards import expand_shards

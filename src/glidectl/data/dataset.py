@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ from .records import RawSample
 from .sources import Source, open_source
 from .stats import RejectionCounter, SharedStats, no_valid_data_error
 from .transforms import ImageTransform, LowResTransform, TextEncoder, to_tensor
+
+PUBLISH_EVERY_S = 0.2  # how stale a worker's counts may be while it is producing samples
 
 
 @dataclass
@@ -201,23 +204,30 @@ class StreamDataset(IterableDataset):
         if self.train and self.shuffle_buffer > 1 and not self.source.splits_samples:
             stream = shuffle_buffer(stream, self.shuffle_buffer, rng)
         accepted_now, consecutive = 0, 0
-        for raw in stream:
-            try:
-                prepared, sample = self.pipeline(raw, rng)
-            except Rejected as rejected:
-                counter.reject(rejected.reason, raw.key)
-                self.shared.publish(slot, counter)
-                consecutive += 1
-                if counter.accepted == 0 and consecutive >= self.max_rejects:
-                    raise no_valid_data_error(self.name, counter) from None
-                continue
-            if prepared.converted:
-                counter.convert(prepared.converted)
-            counter.accept()
+        last_publish = time.monotonic()
+        try:
+            for raw in stream:
+                try:
+                    prepared, sample = self.pipeline(raw, rng)
+                except Rejected as rejected:
+                    counter.reject(rejected.reason, raw.key)
+                    consecutive += 1
+                    if counter.accepted == 0 and consecutive >= self.max_rejects:
+                        raise no_valid_data_error(self.name, counter) from None
+                    if time.monotonic() - last_publish > PUBLISH_EVERY_S:
+                        self.shared.publish(slot, counter)
+                        last_publish = time.monotonic()
+                    continue
+                if prepared.converted:
+                    counter.convert(prepared.converted)
+                counter.accept()
+                accepted_now, consecutive = accepted_now + 1, 0
+                if time.monotonic() - last_publish > PUBLISH_EVERY_S:
+                    self.shared.publish(slot, counter)
+                    last_publish = time.monotonic()
+                yield sample
+        finally:  # also when the consumer stops early or an error leaves the loop
             self.shared.publish(slot, counter)
-            accepted_now, consecutive = accepted_now + 1, 0
-            yield sample
-        self.shared.publish(slot, counter)
         if accepted_now == 0 and total == 1 and counter.accepted == 0:
             raise no_valid_data_error(self.name, counter)
 

@@ -138,7 +138,7 @@ class TextEncoder:
         ids = tok.encode(caption) if caption else []
         tokens, mask = tok.padded_tokens_and_mask(ids, self.ctx)
         return (
-            torch.tensor(tokens, dtype=torch.long),
-            torch.tensor(mask, dtype=torch.bool),
+            torch.from_numpy(np.asarray(tokens, dtype=np.int64)),
+            torch.from_numpy(np.asarray(mask, dtype=np.bool_)),
             caption,
         )

@@ -1,0 +1,65 @@
+"""Real image files of every odd kind for the data tests (imported by name; not a conftest)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+
+def encode(img: Image.Image, fmt: str = "JPEG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def photo(w: int = 48, h: int = 40, seed: int = 0) -> Image.Image:
+    """A small RGB picture with structure (so JPEG has something to encode)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (1, 1, 3))
+    grad = np.linspace(0, 1, w)[None, :, None] * rng.integers(0, 255, (1, 1, 3))
+    arr = (base * 0.5 + grad * 0.5 + rng.normal(0, 8, (h, w, 3))).clip(0, 255)
+    return Image.fromarray(arr.astype(np.uint8), "RGB")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a huge size (a decompression bomb as PIL sees it)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def odd_images() -> dict[str, bytes]:
+    """name → encoded bytes; the first group converts, the second is rejected."""
+    good = encode(photo(64, 48, 1))
+    palette = photo(40, 40, 2).convert("P", palette=Image.Palette.ADAPTIVE)
+    palette.info["transparency"] = 0
+    i16 = Image.fromarray((np.arange(40 * 40).reshape(40, 40) * 40).astype(np.uint16))
+    return {
+        # converted
+        "cmyk": encode(photo(40, 40, 3).convert("CMYK"), "JPEG"),
+        "palette": encode(palette, "PNG"),
+        "la": encode(photo(40, 40, 4).convert("LA"), "PNG"),
+        "i16": encode(i16, "PNG"),
+        "gray": encode(photo(40, 40, 5).convert("L"), "PNG"),
+        "bmp": encode(photo(40, 40, 6), "BMP"),
+        # rejected
+        "one_px": encode(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"),
+        "zero": b"",
+        "truncated": good[: len(good) // 2],
+        "garbage": b"this is not an image at all" * 10,
+        "bomb": png_header_only(30000, 30000),
+    }
+
+
+EXPECTED_REJECTIONS = {
+    "one_px": "too_small", "zero": "empty_file", "truncated": "truncated_image",
+    "garbage": "unreadable_image", "bomb": "decompression_bomb",
+}
