@@ -63,3 +63,13 @@ EXPECTED_REJECTIONS = {
     "one_px": "too_small", "zero": "empty_file", "truncated": "truncated_image",
     "garbage": "unreadable_image", "bomb": "decompression_bomb",
 }
+
+
+def publish_from_child(shared, slot):
+    """Runs in a spawned process: publish one rejection and one acceptance."""
+    from glidectl.data.stats import RejectionCounter
+
+    counter = RejectionCounter()
+    counter.reject("truncated_image", "child.jpg")
+    counter.accept()
+    shared.publish(slot, counter)

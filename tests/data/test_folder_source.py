@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from data_helpers import EXPECTED_REJECTIONS, encode, odd_images, photo
+from data_helpers import EXPECTED_REJECTIONS, encode, odd_images, photo, publish_from_child
 
 from glidectl.data import build_dataset
 from glidectl.data.folder import FolderSource
@@ -162,3 +162,19 @@ def test_empty_folder_is_a_user_error(tmp_path, data_cfg, byte_tok):
     with pytest.raises(GlidectlError, match="holds no images"):
         build_dataset(data_cfg(source=str(tmp_path / "empty")), tokenizer=byte_tok,
                       image_size=32, text_ctx=64)
+
+
+def test_shared_stats_reach_spawned_processes_and_survive_copies():
+    import copy
+    import multiprocessing
+
+    from glidectl.data.stats import SharedStats
+
+    shared = SharedStats()
+    proc = multiprocessing.get_context("spawn").Process(
+        target=publish_from_child, args=(shared, 3))
+    proc.start()
+    proc.join(60)
+    total = shared.total()
+    assert total.accepted == 1 and total.rejected == {"truncated_image": 1}
+    assert copy.deepcopy(shared).total().examples == {"truncated_image": ["child.jpg"]}

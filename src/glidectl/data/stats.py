@@ -124,13 +124,19 @@ def no_valid_data_error(source: str, counter: RejectionCounter) -> DataError:
 
 
 class SharedStats:
-    """Per-process counters in shared memory: slot 0 is the main process, 1+i worker i."""
+    """Per-process counters in shared memory: slot 0 is the main process, 1+i worker i.
+
+    Each slot has one writer (its process); a sequence number around every write lets
+    readers retry a torn read, so no lock is shared (locks from a fork context cannot
+    travel to spawned workers).
+    """
 
     SLOTS = 129
     SLOT_BYTES = 8192
+    HEADER = 8  # sequence number, payload length (uint32 each)
 
     def __init__(self) -> None:
-        self._array: Any = multiprocessing.Array(ctypes.c_char, self.SLOTS * self.SLOT_BYTES)
+        self._array: Any = multiprocessing.RawArray(ctypes.c_char, self.SLOTS * self.SLOT_BYTES)
         self._snapshot: dict[int, dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -147,32 +153,44 @@ class SharedStats:
         data = self._read(slot)
         return RejectionCounter.from_dict(data) if data else RejectionCounter()
 
+    def _base(self, slot: int) -> int:
+        return ctypes.addressof(self._array) + (slot % self.SLOTS) * self.SLOT_BYTES
+
     def publish(self, slot: int, counter: RejectionCounter) -> None:
         data = counter.to_dict()
         payload = json.dumps(data, separators=(",", ":")).encode()
-        if len(payload) + 4 > self.SLOT_BYTES:
+        if len(payload) + self.HEADER > self.SLOT_BYTES:
             data["examples"] = {}
             payload = json.dumps(data, separators=(",", ":")).encode()
         if self._array is None:
             self._snapshot[slot] = data
             return
-        slot %= self.SLOTS
-        blob = len(payload).to_bytes(4, "little") + payload
-        with self._array.get_lock():
-            base = ctypes.addressof(self._array.get_obj()) + slot * self.SLOT_BYTES
-            ctypes.memmove(base, blob, len(blob))
+        base = self._base(slot)
+        seq = int.from_bytes(ctypes.string_at(base, 4), "little")
+        ctypes.memmove(base, (seq + 1).to_bytes(4, "little"), 4)  # odd: write in progress
+        ctypes.memmove(base + self.HEADER, payload, len(payload))
+        ctypes.memmove(base + 4, len(payload).to_bytes(4, "little"), 4)
+        ctypes.memmove(base, (seq + 2).to_bytes(4, "little"), 4)
 
     def _read(self, slot: int) -> dict[str, Any] | None:
         if self._array is None:
             return self._snapshot.get(slot)
-        slot %= self.SLOTS
-        with self._array.get_lock():
-            base = ctypes.addressof(self._array.get_obj()) + slot * self.SLOT_BYTES
-            size = int.from_bytes(ctypes.string_at(base, 4), "little")
+        base = self._base(slot)
+        for _ in range(1000):
+            seq = int.from_bytes(ctypes.string_at(base, 4), "little")
+            if seq % 2:
+                continue
+            size = int.from_bytes(ctypes.string_at(base + 4, 4), "little")
+            payload = ctypes.string_at(base + self.HEADER, min(size, self.SLOT_BYTES))
+            if int.from_bytes(ctypes.string_at(base, 4), "little") != seq:
+                continue
             if not size:
                 return None
-            payload = ctypes.string_at(base + 4, size)
-        return json.loads(payload)
+            try:
+                return json.loads(payload)
+            except ValueError:
+                continue
+        return self._snapshot.get(slot)
 
     def _read_all(self) -> dict[int, dict[str, Any]]:
         if self._array is None:
