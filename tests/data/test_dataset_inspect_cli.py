@@ -91,3 +91,11 @@ def test_unknown_preset_is_one_line(capsys):
         main(["dataset", "inspect", "demo:shapes", "--preset", "laoin"])
     assert info.value.code == 2
     assert "Did you mean 'laion'" in capsys.readouterr().err
+
+
+def test_inspect_counts_gpt2_tokens_by_default(gpt2_vocab):
+    out = invoke("dataset", "inspect", "demo:shapes", "--limit", "6", "--json",
+                 "--set", f"model.vocab_dir={gpt2_vocab}")
+    report = json.loads(out.output)
+    assert report["tokenizer"] == "gpt2"
+    assert report["caption_tokens"]["max"] == 7  # "a red circle on a white background"

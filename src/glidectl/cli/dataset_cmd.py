@@ -9,13 +9,21 @@ from typing import Any
 import typer
 
 
-def _resolve_tokenizer(name: str, cfg: Any) -> Any:
+def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
+    """--tokenizer, else model.tokenizer, else the training rule (scratch → byte) when a
+    config was given, else GPT-2 (OpenAI's models) if its vocabulary is available."""
+    from ..errors import GlidectlError
     from ..tokenizer import get_tokenizer
 
     if name == "auto":
         name = cfg.model.tokenizer
-    if name == "auto":
+    if name == "auto" and from_file:
         name = "byte" if cfg.model.init == "scratch" else "gpt2"
+    if name == "auto":
+        try:
+            return get_tokenizer("gpt2", cfg.model.vocab_dir or None)
+        except GlidectlError:
+            return get_tokenizer("byte")
     return get_tokenizer(name, cfg.model.vocab_dir or None)
 
 
@@ -93,7 +101,9 @@ def register(app: typer.Typer) -> None:
         ),
         size: int = typer.Option(64, "--size", min=8, help="Image size for previews/benchmark."),
         tokenizer: str = typer.Option(
-            "auto", "--tokenizer", help="Tokenizer for caption lengths: auto, gpt2 or byte."
+            "auto", "--tokenizer",
+            help="Tokenizer for caption lengths: auto (the config's, else gpt2 if available), "
+            "gpt2 or byte.",
         ),
         text_ctx: int = typer.Option(128, "--text-ctx", min=1, help="Text context length."),
         config: Path | None = typer.Option(
@@ -116,7 +126,7 @@ def register(app: typer.Typer) -> None:
         from ..data.inspection import inspect_source
 
         report = inspect_source(
-            cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg), limit=limit,
+            cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg, config is not None), limit=limit,
             text_ctx=text_ctx, image_size=size, preview=preview, benchmark=benchmark,
         )
         if as_json:

@@ -102,11 +102,15 @@ def _check_size(size: tuple[int, int], min_size: int, max_pixels: int) -> None:
 
 
 def _apply_orientation(img: Image.Image) -> Image.Image:
+    """Honour the EXIF orientation tag; broken EXIF leaves the image as stored."""
     if "exif" not in img.info:
         return img
-    if img.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
+    try:
+        if img.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
+            return img
+        return ImageOps.exif_transpose(img)
+    except Exception:
         return img
-    return ImageOps.exif_transpose(img)
 
 
 def _over_white(img: Image.Image) -> Image.Image:
