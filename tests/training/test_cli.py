@@ -1,0 +1,88 @@
+"""``glidectl train`` / ``upsample`` / ``export`` through the real CLI, in-process."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from typer.testing import CliRunner
+
+from glidectl.cli.app import build_app
+from glidectl.cli.train_cmd import resolve_config
+from glidectl.errors import GlidectlError
+from glidectl.glide import read_weights
+
+
+@pytest.fixture
+def cli():
+    app = build_app()
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args))
+
+
+def test_flags_override_set_which_overrides_the_file(tiny, config_file, tmp_path):
+    path = config_file(tiny(train=dict(steps=9, lr=0.5)))
+    cfg = resolve_config(path, ["train.steps=7", "train.name='x'"], steps=3,
+                         output_dir=tmp_path / "o", name="y", precision="bf16")
+    assert (cfg.train.steps, cfg.train.name, cfg.train.precision) == (3, "y", "bf16")
+    assert cfg.train.output_dir == str(tmp_path / "o") and cfg.train.lr == 0.5
+    cfg = resolve_config(path, ["train.steps=7"])
+    assert cfg.train.steps == 7
+
+
+def test_train_then_export_one_file(cli, tiny, config_file, tmp_path):
+    path = config_file(tiny())
+    result = cli("train", "--config", str(path), "--steps", "2", "--name", "cli", "--no-live")
+    assert result.exit_code == 0, result.output
+    assert "step 2/2" in result.output
+    run = tmp_path / "runs" / "cli"
+    out = tmp_path / "model.safetensors"
+    result = cli("export", str(run), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    state, options = read_weights(out)
+    ema_state, _ = read_weights(run / "checkpoints" / "step-000002" / "ema.safetensors")
+    assert options.kind == "base" and options.image_size == 32
+    assert all((state[k] == ema_state[k]).all() for k in state)
+    raw = tmp_path / "raw.safetensors"
+    assert cli("export", str(run), "--no-ema", "-o", str(raw)).exit_code == 0
+    raw_state, _ = read_weights(raw)
+    assert any(not (raw_state[k] == ema_state[k]).all() for k in raw_state)
+
+
+def test_resume_needs_no_config_and_extends_steps(cli, tiny, config_file, tmp_path):
+    path = config_file(tiny(train=dict(steps=1)))
+    assert cli("train", "-c", str(path), "--no-live").exit_code == 0
+    run = tmp_path / "runs" / "t"
+    result = cli("train", "--resume", str(run), "--steps", "2", "--no-live")
+    assert result.exit_code == 0, result.output
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-000002"
+
+
+def test_unwritable_output_dir_fails_before_training(tiny, config_file, tmp_path, capsys):
+    from glidectl.cli.app import main
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    path = config_file(tiny())
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "-c", str(path), "--output-dir", str(blocker / "runs")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and err.count("\n") == 1 and "not-a-dir" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_refuses_upsampler_and_upsample_refuses_base(cli, tiny, config_file):
+    up = config_file(dataclasses.replace(tiny(), model=dataclasses.replace(
+        tiny().model, kind="upsample")), "up.toml")
+    result = cli("train", "-c", str(up))
+    assert isinstance(result.exception, GlidectlError)
+    assert "glidectl upsample" in str(result.exception) or "upsample" in str(result.exception)
+    result = cli("upsample", "-c", str(config_file(tiny())))
+    assert isinstance(result.exception, GlidectlError)
+
+
+def test_export_of_a_missing_run_is_a_user_error(cli, tmp_path):
+    result = cli("export", str(tmp_path / "nope"), "-o", str(tmp_path / "x.safetensors"))
+    assert isinstance(result.exception, GlidectlError)
+    assert "does not exist" in str(result.exception)

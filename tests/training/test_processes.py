@@ -1,0 +1,132 @@
+"""What needs real processes: Ctrl-C, two-process DDP (gloo), and W&B offline runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from glidectl.training.engine import Trainer
+from glidectl.training.metrics import read_metrics
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", GLIDECTL_LOAD_PLUGINS="", WANDB_SILENT="true",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def _glidectl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "glidectl", *args]
+
+
+def test_sigint_saves_a_checkpoint_and_resume_goes_on(tiny, config_file, tmp_path):
+    cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=0))
+    path = config_file(cfg)
+    run = tmp_path / "runs" / "t"
+    proc = subprocess.Popen(_glidectl("train", "-c", str(path), "--no-live"), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            metrics = run / "metrics.jsonl"
+            if metrics.is_file() and len(read_metrics(metrics)) >= 2:
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "Interrupted at step" in out
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    step = int(latest.removeprefix("step-"))
+    assert step >= 2 and (run / "checkpoints" / latest / "state").is_dir()
+
+    cfg.train.steps = step + 1
+    result = Trainer(cfg, resume="latest", quiet=True).run()
+    assert result.step == step + 1
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")][-2:] == [step, step + 1]
+
+
+def test_two_processes_train_the_same_model_as_one(tiny, config_file, tmp_path):
+    # Adam turns float noise in near-zero gradients into ±lr steps: a small lr and a larger
+    # eps keep the comparison about the gradients, not about rounding.
+    sections = dict(train=dict(steps=3, grad_accum=2, ema_decay=0.0, lr=1e-4, adam_eps=1e-6),
+                    data=dict(uncond_p=0.0, flip=False, random_crop=False, demo_size=12),
+                    checkpoint=dict(every=0))
+    one = tiny(**sections)
+    one.train.name, one.train.batch_size = "one", 2
+    Trainer(one, quiet=True).run()
+
+    two = tiny(**sections)
+    two.train.name, two.train.batch_size = "two", 1
+    path = config_file(two)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", "2", "-m", "glidectl", "train", "-c", str(path), "--no-live"]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = tmp_path / "runs" / "two" / "checkpoints" / "step-000003" / "state"
+    assert {p.name for p in state.glob("random_states_*.pkl")} == {
+        "random_states_0.pkl", "random_states_1.pkl"}
+
+    a = load_file(tmp_path / "runs" / "one" / "checkpoints" / "step-000003" / "model.safetensors")
+    b = load_file(tmp_path / "runs" / "two" / "checkpoints" / "step-000003" / "model.safetensors")
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-5, worst
+    losses_one = [r["loss"] for r in read_metrics(tmp_path / "runs" / "one" / "metrics.jsonl")]
+    losses_two = [r["loss"] for r in read_metrics(tmp_path / "runs" / "two" / "metrics.jsonl")]
+    assert losses_one == pytest.approx(losses_two, abs=1e-5)
+
+
+def _wandb_records(run_file: Path) -> list:
+    """The protobuf records of a .wandb transaction log (LevelDB log format: a 7-byte
+    header, then 32 KiB blocks of [crc32c:4][length:2][type:1][payload] chunks)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, pending, out = run_file.read_bytes(), 7, b"", []
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:
+            pos += 32768 - pos % 32768
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        payload, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending + payload)
+            out.append(record)
+            pending = b""
+        elif kind in (2, 3):
+            pending += payload
+    return out
+
+
+def test_wandb_offline_run_has_the_history_and_previews(tiny, config_file, tmp_path):
+    cfg = tiny(train=dict(steps=2), preview=dict(every=2, steps=2, prompts=["a red circle"]),
+               log=dict(wandb_project="glidectl-test", wandb_mode="offline"))
+    path = config_file(cfg)
+    env = _env()
+    env["WANDB_MODE"] = "offline"
+    proc = subprocess.run(_glidectl("train", "-c", str(path), "--no-live"), env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = list((tmp_path / "runs" / "t" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    records = _wandb_records(runs[0])
+    history = [{item.key or item.nested_key[0]: item.value_json for item in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    steps = [r for r in history if "loss" in r]
+    assert [float(r["step"]) for r in steps] == [1.0, 2.0]
+    assert any("preview" in r for r in history)
+    config = " ".join(item.value_json for r in records
+                      if r.WhichOneof("record_type") == "run" for item in r.run.config.update)
+    assert "demo:shapes" in config
