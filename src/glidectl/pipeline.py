@@ -371,9 +371,12 @@ class GlidePipeline:
             if progress:
                 progress(done, total)
 
-        for model, tok in ((self.base, self.tokenizer), (self.upsampler, self.upsampler_tokenizer)):
-            if model is not None:
-                _warn(prompt_warnings(tok, prompts, model.options.text_ctx), warn)
+        messages = [
+            m for model, tok in ((self.base, self.tokenizer),
+                                 (self.upsampler, self.upsampler_tokenizer))
+            if model is not None for m in prompt_warnings(tok, prompts, model.options.text_ctx)
+        ]
+        _warn(list(dict.fromkeys(messages)), warn)
         outputs = []
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start:start + batch_size]

@@ -1,0 +1,107 @@
+"""The sampler seam: built-ins are default plugins; third-party samplers register the same way."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+import torch
+
+from glidectl import plugins
+from glidectl.errors import PluginError
+from glidectl.hookspecs import hookimpl
+from glidectl.samplers import Sampler
+from glidectl.samplers.analytic import GaussianDenoiser
+from glidectl.samplers.schedules import get_sigmas_karras
+
+
+def sample_halfway(denoiser, x, sigmas, extra=None, callback=None):
+    """A throwaway sampler: each step moves x halfway to the denoised prediction."""
+    for i in range(len(sigmas) - 1):
+        x = (x + denoiser(x, float(sigmas[i]))) / 2
+    return x
+
+
+class ThrowawayPlugin:
+    @hookimpl
+    def register_samplers(self, register):
+        register("halfway", Sampler(sample_halfway), aliases=("half",))
+
+
+@pytest.fixture
+def throwaway_plugin():
+    plugins.load_plugins()
+    plugins.pm.register(ThrowawayPlugin(), name="throwaway")
+    plugins.refresh()
+    yield
+    plugins.pm.unregister(name="throwaway")
+    plugins.refresh()
+
+
+def test_register_samplers_from_a_throwaway_plugin(throwaway_plugin) -> None:
+    entry = plugins.samplers().entry("half")
+    assert entry.name == "halfway" and entry.plugin == "throwaway"
+    den = GaussianDenoiser(0.5, 0.5)
+    out = entry.obj(den, torch.full((3,), 10.0, dtype=torch.float64),
+                    get_sigmas_karras(3, 0.1, 10.0))
+    assert den.calls == 3 and out.shape == (3,)
+
+
+def test_register_samplers_builtins_come_from_the_default_plugin() -> None:
+    assert "glidectl.samplers.builtin" in plugins.DEFAULT_PLUGINS
+    registry = plugins.samplers()
+    for name in ("ddpm", "ddim", "plms", "euler", "euler_a", "heun", "dpm++2m", "dpm++",
+                 "dpm++2s_a", "dpm++2m_sde"):
+        assert registry.entry(name).plugin == "glidectl.samplers.builtin"
+    assert registry.get("dpm++") is registry.get("dpm++2m")
+    assert registry.get("ddpm").stochastic and not registry.get("heun").stochastic
+
+
+def test_a_name_registered_twice_names_both_plugins(throwaway_plugin) -> None:
+    class Clash:
+        @hookimpl
+        def register_samplers(self, register):
+            register("euler", Sampler(sample_halfway))
+
+    plugins.pm.register(Clash(), name="clash")
+    plugins.refresh()
+    try:
+        with pytest.raises(PluginError, match="registered twice") as info:
+            plugins.samplers()
+        assert "'glidectl.samplers.builtin'" in str(info.value) and "'clash'" in str(info.value)
+    finally:
+        plugins.pm.unregister(name="clash")
+        plugins.refresh()
+
+
+def _dpm3m():
+    if importlib.util.find_spec("glidectl_dpm3m") is None:
+        pytest.skip("example plugin not installed: pip install -e plugins/glidectl-dpm3m")
+    import glidectl_dpm3m
+
+    return glidectl_dpm3m.sample_dpmpp_3m_sde
+
+
+def test_dpm3m_plugin_ode_limit_converges_at_third_order() -> None:
+    sample = _dpm3m()
+    den = GaussianDenoiser(0.5, 0.5)
+    errors = []
+    for steps in (20, 40, 80):
+        sigmas = get_sigmas_karras(steps, 0.02, 80.0)
+        x = den.prior((256,), 80.0, torch.Generator().manual_seed(0))
+        exact = den(den.ode_solution(x, 80.0, 0.02), 0.02)
+        errors.append((sample(den, x, sigmas, eta=0.0) - exact).abs().max().item())
+    orders = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    assert min(orders) > 2.75, (errors, orders)
+
+
+def test_dpm3m_plugin_sde_reaches_the_data_variance() -> None:
+    sample = _dpm3m()
+    den = GaussianDenoiser(0.5, 0.5)
+    g = torch.Generator().manual_seed(4)
+    x = den.prior((20_000,), 80.0, g)
+    out = sample(den, x, get_sigmas_karras(100, 0.02, 80.0),
+                 noise_sampler=lambda s, sn: torch.randn(x.shape, generator=g, dtype=x.dtype))
+    assert out.mean().item() == pytest.approx(0.5, abs=0.015)
+    assert out.var().item() == pytest.approx(0.25, rel=0.05)

@@ -1,0 +1,140 @@
+"""``glidectl sample`` end to end on tiny random models saved as .safetensors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from test_pipeline import tiny_glide
+
+
+def run_subprocess(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "glidectl", "sample", *args],
+                          capture_output=True, text=True, env=full_env, timeout=300)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run(capsys):
+    """``glidectl sample ARGS`` in this process (start-up is tested by the CLI tests)."""
+    from glidectl.cli.app import main
+
+    def invoke(*args: str) -> Result:
+        capsys.readouterr()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            main(["sample", *args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            torch.set_num_threads(threads)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    from glidectl.glide import save_weights
+
+    folder = tmp_path_factory.mktemp("weights")
+    return {
+        "base": save_weights(tiny_glide("base", 0), folder / "base.safetensors"),
+        "upsample": save_weights(tiny_glide("upsample", 1), folder / "up.safetensors"),
+        "inpaint": save_weights(tiny_glide("base-inpaint", 2), folder / "inpaint.safetensors"),
+    }
+
+
+def test_sample_writes_numbered_pngs_with_parameters_and_a_grid(run, weights, tmp_path) -> None:
+    out = tmp_path / "out"
+    res = run("a red cube", "a blue ball", "--base", str(weights["base"]),
+              "--upsampler", str(weights["upsample"]), "--steps", "3", "--upsample-steps", "2",
+              "--upsample-sampler", "euler", "--n", "2", "--batch-size", "3", "--seed", "5",
+              "--grid", "--out", str(out), "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    pngs = sorted(out.glob("0*.png"))
+    assert [p.name for p in pngs] == ["00000.png", "00001.png", "00002.png", "00003.png"]
+    first = Image.open(pngs[2])
+    assert first.size == (32, 32)
+    params = json.loads(first.text["parameters"])
+    assert (params["prompt"], params["seed"], params["sampler"]) == ("a blue ball", 7, "dpm++2m")
+    assert first.text["base"] == str(weights["base"]) and first.text["steps"] == "3"
+    grid = Image.open(out / "grid-00000.png")
+    assert grid.size == (2 * 32 + 2, 2 * 32 + 2)  # all four images, none dropped
+    again = run("a red cube", "--base", str(weights["base"]), "--steps", "1",
+                "--out", str(out), "--device", "cpu", "-q")
+    assert again.returncode == 0 and (out / "00004.png").is_file()  # never overwrites
+
+
+def test_sample_is_reproducible_per_seed(run, weights, tmp_path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ("--base", str(weights["base"]), "--steps", "3", "--sampler", "euler_a", "-q")
+    assert run("a cat", "--n", "3", "--seed", "2", "--batch-size", "3", "--out", str(a),
+               *common).returncode == 0
+    assert run("a cat", "--seed", "4", "--out", str(b), *common).returncode == 0
+    assert Image.open(a / "00002.png").tobytes() == Image.open(b / "00000.png").tobytes()
+
+
+def test_sample_inpaints_with_an_inpaint_model(run, weights, tmp_path) -> None:
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "image.png")
+    mask = Image.new("L", (8, 8), 0)
+    mask.paste(255, (4, 0, 8, 8))  # white = repaint the right half
+    mask.save(tmp_path / "mask.png")
+    res = run("a cat", "--base", str(weights["inpaint"]), "--steps", "2", "-q",
+              "--inpaint-image", str(tmp_path / "image.png"),
+              "--inpaint-mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    pixels = Image.open(tmp_path / "o" / "00000.png").load()
+    assert all(pixels[x, y] == (255, 0, 0) for x in range(4) for y in range(8))
+
+
+def test_unknown_sampler_is_one_line_with_the_nearest_name(run, weights) -> None:
+    res = run("a cat", "--base", str(weights["base"]), "--sampler", "dpm++2n")
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "Did you mean 'dpm++2m'" in res.stderr
+    assert "heun" in res.stderr
+
+
+def test_missing_model_file_is_one_line_exit_2(run, tmp_path) -> None:
+    res = run("a cat", "--base", str(tmp_path / "nope.safetensors"))
+    assert res.returncode == 2 and res.stderr.startswith("Error:")
+    assert res.stderr.count("\n") == 1 and "nope.safetensors" in res.stderr
+
+
+def test_long_prompt_warns_how_many_tokens_were_dropped(run, weights, tmp_path) -> None:
+    res = run("z" * 21, "--base", str(weights["base"]), "--steps", "1", "-q",
+              "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert "21 tokens" in res.stderr and "last 5 tokens were dropped" in res.stderr
+
+
+def test_sample_with_the_example_plugin_sampler(run, weights, tmp_path) -> None:
+    if importlib.util.find_spec("glidectl_dpm3m") is None:
+        pytest.skip("example plugin not installed: pip install -e plugins/glidectl-dpm3m")
+    res = run_subprocess("a cat", "--base", str(weights["base"]), "--sampler", "dpm++3m_sde",
+                         "--steps", "4", "-q", "--out", str(tmp_path),
+                         env={"GLIDECTL_LOAD_PLUGINS": "dpm3m"})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(Image.open(tmp_path / "00000.png").text["parameters"])["sampler"] == \
+        "dpm++3m_sde"
+    without = run("a cat", "--base", str(weights["base"]), "--sampler", "dpm++3m_sde")
+    assert without.returncode == 2  # conftest hides installed plugins unless allow-listed
