@@ -263,7 +263,9 @@ def _open(image: Any) -> Image.Image:
     try:
         return Image.open(image)
     except (OSError, ValueError) as exc:
-        raise GlidectlError(f"Cannot read image {str(image)!r} ({exc}); pass a PNG or JPEG.")
+        raise GlidectlError(
+            f"Cannot read image {str(image)!r} ({exc}); pass a PNG or JPEG."
+        ) from exc
 
 
 class GlidePipeline:
@@ -396,7 +398,7 @@ class GlidePipeline:
         if output == "tensor":
             return result
         pil = to_pil(result)
-        for image, (prompt, s) in zip(pil, jobs):
+        for image, (prompt, s) in zip(pil, jobs, strict=True):
             image.info.update(prompt=prompt, seed=str(s))
         return pil
 

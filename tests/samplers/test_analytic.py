@@ -34,7 +34,7 @@ def _ode_error(name: str, steps: int) -> float:
 @pytest.mark.parametrize("name", sorted(DETERMINISTIC_ORDER))
 def test_deterministic_sampler_converges_to_exact_ode_solution_at_its_order(name: str) -> None:
     errors = [_ode_error(name, n) for n in (20, 40, 80)]
-    orders = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    orders = [math.log2(a / b) for a, b in zip(errors, errors[1:], strict=False)]
     assert errors[-1] < 0.06
     assert min(orders) > DETERMINISTIC_ORDER[name] - 0.25, (errors, orders)
 

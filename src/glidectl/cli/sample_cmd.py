@@ -11,7 +11,8 @@ import typer
 
 def _next_index(out: Path) -> int:
     """First free image number in ``out`` (so repeated runs never overwrite)."""
-    numbers = [int(m.group(1)) for p in out.glob("*.png") if (m := re.fullmatch(r"(\d{5})", p.stem))]
+    stems = (p.stem for p in out.glob("*.png"))
+    numbers = [int(m.group(1)) for s in stems if (m := re.fullmatch(r"(\d{5})", s))]
     return max(numbers, default=-1) + 1
 
 
@@ -75,8 +76,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate images for PROMPT(s) with a GLIDE model (and its upsampler)."""
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         from .. import __version__, plugins
         from ..errors import GlidectlError
@@ -93,8 +100,8 @@ def register(app: typer.Typer) -> None:
         if base == "none" and low_res is None:
             raise GlidectlError("--base none needs --low-res IMAGE to upsample.")
 
-        from ..pipeline import GlidePipeline, default_upsampler
         from ..glide.loading import load_model
+        from ..pipeline import GlidePipeline, default_upsampler
 
         dev = _device(device)
         base_spec = None if base == "none" or low_res is not None else base
