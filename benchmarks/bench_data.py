@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -92,6 +93,8 @@ def main() -> None:
         print(f"  {rate:.0f} images/s per worker (wall clock; target >= 300)")
         print(f"  {cpu_rate:.0f} images per CPU-second (the rate of a worker with a free core; "
               "differs from wall clock when other processes compete for the CPU)")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"  machine: {os.cpu_count()} cores, load average {load:.1f} during the run")
 
 
 if __name__ == "__main__":
