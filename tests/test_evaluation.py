@@ -1,0 +1,352 @@
+"""glidectl eval: prompts files, fixed batches and seeds, outputs, resume after SIGKILL, metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from glidectl.errors import GlidectlError
+from glidectl.evaluation import (
+    EvalSettings,
+    Plan,
+    RunOptions,
+    Stage,
+    image_seed,
+    image_stems,
+    next_eval_dir,
+    read_prompts,
+    run_eval,
+    slugify,
+)
+
+FAST = Stage("euler", 2, 3.0)
+PROMPTS = [
+    "a red circle on a white background",
+    "a blue square on a black background",
+    "a green triangle on a white background",
+    "a yellow circle on a black background",
+    "a purple square on a white background",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other test processes)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    """A 32 px tiny base model with random weights, saved like a user's weights file."""
+    import torch
+
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "tiny-base.safetensors"
+    save_weights(create_model(preset_options("base", "tiny").replace(image_size=32)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_base):
+    from glidectl.model_stack import load_stack
+
+    return load_stack(str(tiny_base), device="cpu")
+
+
+def write_prompts(path: Path, prompts: list[str]) -> Path:
+    path.write_text("# demo prompts\n\n" + "\n\n".join(prompts) + "\n", encoding="utf-8")
+    return path
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every image and caption file of a run, by name."""
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())
+            if p.suffix in (".png", ".txt") and not p.name.startswith(".")
+            and p.name != "grid.png"}
+
+
+# --------------------------------------------------------------------------- pure parts
+def test_prompts_file_skips_blank_lines_and_comments(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("# header\n\n  a cat  \n   \n# another\na dog\n", encoding="utf-8")
+    assert read_prompts(f) == ["a cat", "a dog"]
+    (tmp_path / "empty.txt").write_text("# nothing\n\n", encoding="utf-8")
+    with pytest.raises(GlidectlError, match="has no prompts"):
+        read_prompts(tmp_path / "empty.txt")
+    with pytest.raises(GlidectlError, match="does not exist"):
+        read_prompts(tmp_path / "missing.txt")
+
+
+def test_names_are_numbered_slugs_with_an_index_for_several_images():
+    assert slugify("A Red  Circle, on white!") == "a-red-circle-on-white"
+    assert image_stems(["a cat"], 0, 1) == ["000_a-cat"]
+    assert image_stems(["a cat", "x"], 1, 3) == ["001_x_1", "001_x_2", "001_x_3"]
+    assert image_stems(["p"] * 1200, 7, 1) == ["0007_p"]
+
+
+def test_image_seeds_depend_on_seed_prompt_and_image_only():
+    seeds = {image_seed(s, i, j) for s in (0, 1) for i in range(3) for j in range(3)}
+    assert len(seeds) == 18
+    assert image_seed(5, 2, 1) == image_seed(5, 2, 1)
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_batches_are_fixed_and_only_unfinished_ones_rerun(tmp_path):
+    settings = EvalSettings(n=2, batch_size=3)
+    plan = Plan.make(["a", "b", "c"], settings)
+    assert plan.batches == [[(0, 0), (0, 1), (1, 0)], [(1, 1), (2, 0), (2, 1)]]
+    for stem in plan.stems(0):
+        (tmp_path / f"{stem}.png").write_bytes(b"x")
+        (tmp_path / f"{stem}.txt").write_text("a")
+    (tmp_path / f"{plan.stems(1)[0]}.png").write_bytes(b"x")  # prompt 1 only half done
+    plan.mark_done(tmp_path)
+    assert plan.done == {0}
+    assert plan.pending_batches == plan.batches  # both batches still hold unfinished prompts
+
+
+def test_output_folders_are_numbered(tmp_path):
+    assert next_eval_dir(tmp_path) == tmp_path / "0001"
+    (tmp_path / "0001").mkdir()
+    (tmp_path / "0007").mkdir()
+    assert next_eval_dir(tmp_path) == tmp_path / "0008"
+
+
+def test_settings_are_checked():
+    with pytest.raises(GlidectlError, match="--rerank 2 must be at least --n 4"):
+        EvalSettings(n=4, rerank=2)
+    with pytest.raises(GlidectlError, match="precision"):
+        EvalSettings(precision="fp8")
+    assert EvalSettings(precision="no").precision == "fp32"
+
+
+# --------------------------------------------------------------------------- a real run
+def test_run_writes_pairs_grid_and_metadata(tmp_path, tiny_base, stack):
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS)
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST, n=1, batch_size=2, seed=3)
+    events: list[tuple[str, dict]] = []
+    report = run_eval(prompts, settings, RunOptions(out=tmp_path / "out", device="cpu"),
+                      on_event=lambda kind, **info: events.append((kind, info)), stack=stack)
+    out = report.out
+    names = sorted(outputs(out))
+    assert names == sorted(f"{s}.{ext}" for i in range(5) for s in image_stems(PROMPTS, i, 1)
+                           for ext in ("png", "txt"))
+    assert (out / "000_a-red-circle-on-a-white-background.txt").read_text() == PROMPTS[0] + "\n"
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["status"] == "complete" and meta["glidectl_version"]
+    model = meta["models"]["base"]
+    assert model["sha256"] == hashlib.sha256(tiny_base.read_bytes()).hexdigest()
+    assert meta["settings"]["base_stage"] == {"sampler": "euler", "steps": 2, "guidance": 3.0}
+    assert [r["seed"] for r in meta["images"]] == [image_seed(3, i, 0) for i in range(5)]
+    assert meta["timings"]["base_s"] > 0 and meta["timings"]["total_s"] > 0
+    with Image.open(out / "000_a-red-circle-on-a-white-background.png") as im:
+        assert im.size == (32, 32) and im.text["seed"] == str(image_seed(3, 0, 0))
+    # ceil-sqrt grid: 5 images → 3 columns × 2 rows, the sixth cell empty
+    with Image.open(out / "grid.png") as grid:
+        assert grid.size == (3 * 32 + 2 * 2, 2 * 32 + 2)
+        last = Image.open(out / f"{image_stems(PROMPTS, 4, 1)[0]}.png")
+        cell = grid.crop((1 * 34, 34, 1 * 34 + 32, 66))
+        assert cell.convert("RGB").tobytes() == last.convert("RGB").tobytes()
+    kinds = [k for k, _ in events if k != "note"]
+    assert kinds[0] == "start" and kinds.count("images") == 5 and "step" in kinds
+    assert any("CLIP" in info["text"] for k, info in events if k == "note")
+    # demo metric: every prompt names a colour and a shape → a value per image, never a fake 0
+    pf = meta["metrics"]["prompt_following"]
+    assert pf["count"] == 5 and 0.0 <= pf["mean"] <= 1.0
+    clip = meta["metrics"]["clip_score"]
+    assert "absent" in clip and "mean" not in clip and "CLIP" in clip["absent"]
+
+
+def test_metrics_that_do_not_apply_are_absent_not_zero(tmp_path, tiny_base, stack):
+    prompts = write_prompts(tmp_path / "p.txt", ["an oil painting of a corgi", "hello"])
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=2)
+    report = run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu"),
+                      stack=stack)
+    metrics = report.metadata["metrics"]
+    assert set(metrics["prompt_following"]) == {"absent"}
+    assert "no prompt names a demo colour or shape" in metrics["prompt_following"]["absent"]
+    assert all(r["metrics"] == {} for r in report.metadata["images"])
+
+
+def test_seeds_make_images_independent_of_batch_size(tmp_path, tiny_base, stack):
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:3])
+    runs = []
+    for bs in (1, 4):
+        s = EvalSettings(base=str(tiny_base), base_stage=FAST, n=2, batch_size=bs, seed=11)
+        runs.append(run_eval(prompts, s, RunOptions(out=tmp_path / f"b{bs}", device="cpu"),
+                             stack=stack).out)
+    import numpy as np
+
+    for name in outputs(runs[0]):
+        if name.endswith(".png"):
+            a = np.asarray(Image.open(runs[0] / name), dtype=np.int16)
+            b = np.asarray(Image.open(runs[1] / name), dtype=np.int16)
+            assert np.abs(a - b).max() <= 1, name  # same noise; float sums may differ by 1 ulp
+
+
+def test_rerank_keeps_the_best_candidates_by_clip_score(tmp_path, tiny_base, stack, monkeypatch):
+    import numpy as np
+
+    from glidectl import evaluation
+
+    class Brightness:
+        """Stands in for CLIP: brighter is better."""
+
+        def score(self, images, texts):
+            return [float(np.asarray(im).mean()) for im in images]
+
+    monkeypatch.setattr(evaluation, "_load_clip", lambda *a: (Brightness(), None))
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST, n=2, rerank=4, batch_size=3)
+    meta = run_eval(prompts, s, RunOptions(out=tmp_path / "r", device="cpu"),
+                    stack=stack).metadata
+    plain = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST, n=4,
+                                           batch_size=3),
+                     RunOptions(out=tmp_path / "all", device="cpu"), stack=stack).metadata
+    for i in range(2):
+        scores = {r["candidate"]: np.asarray(Image.open(tmp_path / "all" / r["file"])).mean()
+                  for r in plain["images"] if r["prompt_index"] == i}
+        best = sorted(scores, key=lambda j: -scores[j])[:2]
+        kept = [r["candidate"] for r in meta["images"] if r["prompt_index"] == i]
+        assert kept == best
+        assert [r["seed"] for r in meta["images"] if r["prompt_index"] == i] == [
+            image_seed(0, i, j) for j in best]
+
+
+def test_rerank_without_clip_is_one_clear_error(tmp_path, tiny_base):
+    pytest.importorskip("torch")
+    prompts = write_prompts(tmp_path / "p.txt", ["a cat"])
+    out = subprocess.run(
+        [sys.executable, "-m", "glidectl", "eval", str(prompts), "--base", str(tiny_base),
+         "--rerank", "2", "--out", str(tmp_path / "o"), "--clip-weights",
+         str(tmp_path / "nope.pt")],
+        capture_output=True, text=True, timeout=120, env={**_env(), "GLIDECTL_CLIP_WEIGHTS": ""},
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("Error: ") and len(out.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in out.stderr
+
+
+def test_busy_output_folder_and_changed_settings_are_refused(tmp_path, tiny_base, stack):
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    run_eval(prompts, s, RunOptions(out=tmp_path / "o", device="cpu"), stack=stack)
+    with pytest.raises(GlidectlError, match="already holds files"):
+        run_eval(prompts, s, RunOptions(out=tmp_path / "o", device="cpu"), stack=stack)
+    other = EvalSettings(base=str(tiny_base), base_stage=Stage("euler", 3, 3.0))
+    with pytest.raises(GlidectlError, match="setting 'base_stage' was"):
+        run_eval(prompts, other, RunOptions(out=tmp_path / "o", resume=True, device="cpu"),
+                 stack=stack)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_base):
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS)
+    out = subprocess.run(
+        [sys.executable, "-m", "glidectl", "eval", str(prompts), "--base", str(tiny_base),
+         "--n", "2", "--batch-size", "4", "--sampler", "heun", "--steps", "3", "--dry-run",
+         "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120, env={**_env(), "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "tiny-base.safetensors" in text and "10 (2 per prompt)" in text
+    assert "3 of 3 to run" in text
+    assert "base model calls" in text and " 15 " in text  # heun: 2·3−1 calls × 3 batches
+    assert "estimated time" in text
+    assert not (tmp_path / "o").exists()
+
+
+def test_wandb_offline_logs_a_table(tmp_path, tiny_base, stack, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=2)
+    report = run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu",
+                                             wandb_project="glidectl-test"), stack=stack)
+    assert report.metadata["wandb_run_id"]
+    tables = list((tmp_path / "w" / "wandb").rglob("*.table.json"))
+    assert tables, "no W&B table written"
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:2] == ["prompt", "image"]
+    assert [row[0] for row in table["data"]] == PROMPTS[:2]
+
+
+# --------------------------------------------------------------------------- killed and resumed
+CLI_ARGS = ["--n", "2", "--batch-size", "3", "--sampler", "euler", "--steps", "3",
+            "--seed", "7"]
+
+
+def _cli(prompts: Path, base: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "glidectl", "eval", str(prompts), "--base", str(base),
+            "--out", str(out), "--device", "cpu", *CLI_ARGS, *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _kill_after_first_image(cmd: list[str], out: Path) -> None:
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.is_dir() and any(p.suffix == ".png" and not p.name.startswith(".")
+                                    for p in out.iterdir()):
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_base) -> tuple[Path, Path]:
+    """An uninterrupted run of 7 prompts × 2 images in batches of 3."""
+    root = tmp_path_factory.mktemp("eval-ref")
+    prompts = write_prompts(root / "p.txt", PROMPTS + ["a cyan circle", "a red square"])
+    done = subprocess.run(_cli(prompts, tiny_base, root / "ref"), env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return prompts, root / "ref"
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--skip-existing"])
+def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference, flag):
+    prompts, ref = reference
+    out = tmp_path / "run"
+    _kill_after_first_image(_cli(prompts, tiny_base, out), out)
+    partial = outputs(out)
+    assert 0 < sum(n.endswith(".png") for n in partial) < 14
+    assert json.loads((out / "metadata.json").read_text())["status"] == "running"
+    done = subprocess.run(_cli(prompts, tiny_base, out, flag), env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    final, expected = outputs(out), outputs(ref)
+    assert sorted(final) == sorted(expected)
+    assert all(final[name] == expected[name] for name in expected), "images differ"
+    assert (out / "grid.png").read_bytes() == (ref / "grid.png").read_bytes()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["counts"]["kept"] > 0 and meta["counts"]["generated"] < 14
+    assert not list(out.glob(".*.tmp"))
+    with Image.open(ref / "grid.png") as grid:  # 14 images → 4 × 4 cells, none dropped
+        assert grid.size == (4 * 32 + 3 * 2, 4 * 32 + 3 * 2)
+    assert math.ceil(math.sqrt(14)) == 4
