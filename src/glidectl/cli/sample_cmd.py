@@ -73,6 +73,8 @@ def register(app: typer.Typer) -> None:
         vocab_dir: str | None = typer.Option(None, "--vocab-dir", help="GPT-2 vocabulary "
                                              "folder (encoder.json, vocab.bpe)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        lora: list[str] | None = typer.Option(None, "--lora", help="LoRA adapter PATH[:SCALE] "
+                                              "(repeatable; goes onto the model of its kind)."),
     ) -> None:
         """Generate images for PROMPT(s) with a GLIDE model (and its upsampler)."""
         from rich.console import Console
@@ -112,6 +114,10 @@ def register(app: typer.Typer) -> None:
         with err.status("Loading models..."):
             base_model = load_model(base_spec, device=dev) if base_spec else None
             up_model = load_model(up_spec, device=dev) if up_spec else None
+            if lora:
+                from ..lora import apply_loras_by_kind
+
+                loras = apply_loras_by_kind([base_model, up_model], lora)
         pipe = GlidePipeline(base_model, up_model, vocab_dir=vocab_dir)
         options = dict(
             sampler=sampler, steps=int(steps) if steps.isdigit() else steps,
@@ -151,6 +157,7 @@ def register(app: typer.Typer) -> None:
             "upsample_guidance": upsample_guidance, "low_res": str(low_res) if low_res else None,
             "inpaint_image": str(inpaint_image) if inpaint_image else None,
             "precision": precision, "glidectl": __version__,
+            "loras": [f"{x['path']}:{x['scale']:g}" for x in loras] if lora else None,
         }
         written = []
         for i, image in enumerate(images):

@@ -26,6 +26,7 @@ _LAZY = {
     "weights_sha256": "files",
     "attach_adapter": "apply",
     "apply_loras": "apply",
+    "apply_loras_by_kind": "apply",
     "check_base": "apply",
     "merge_adapter": "apply",
     "merge_and_unload": "apply",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,3 +193,26 @@ def merge_adapter(
     )}
     save_weights(model, out, metadata=meta)
     return MergeResult(out, n, len(adapter.module_names))
+
+
+def apply_loras_by_kind(
+    models: Sequence[nn.Module | None], specs: Iterable[str | LoraSpec | tuple[str, float]],
+) -> list[dict[str, Any]]:
+    """Apply each adapter to the loaded model of the kind it was trained for (e.g. base and
+    upsampler of one pipeline); one without metadata goes to the first model. Returns what
+    was applied, per adapter: path, scale, modules and the model kind."""
+    loaded = [m for m in models if m is not None]
+    applied: list[dict[str, Any]] = []
+    for spec in specs:
+        spec = parse_lora_spec(spec)
+        kind = read_adapter(spec.path).meta.get("model_kind")
+        target = next((m for m in loaded if not kind or m.options.kind == kind), None)
+        if target is None:
+            have = ", ".join(m.options.kind for m in loaded) or "none"
+            raise GlidectlError(
+                f"LoRA {spec.path!r} was trained for a {kind!r} model, but the loaded models are "
+                f"{have}; load a {kind} model (e.g. --base/--upsampler) or drop this --lora."
+            )
+        apply_loras(target, [spec])
+        applied.append({**target.applied_loras[-1], "kind": target.options.kind})
+    return applied
