@@ -1,0 +1,153 @@
+"""Checkpoint files: OpenAI .pt, glidectl .safetensors, run folders, and bad files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from glidectl.errors import GlidectlError
+from glidectl.glide import KINDS, create_model, load_model, official_options
+from glidectl.glide.checkpoints import (
+    META_OPTIONS,
+    identify_kind,
+    infer_options,
+    load_openai_pt,
+    read_metadata,
+    read_weights,
+    save_weights,
+)
+
+
+@pytest.fixture
+def inpaint_model(kit):
+    options = kit.tiny("base-inpaint")
+    return options, kit.randomize(create_model(options), seed=3).eval()
+
+
+@pytest.fixture
+def outputs(kit):
+    def run(model, options):
+        with torch.no_grad():
+            return model(**kit.inputs(options))
+
+    return run
+
+
+def test_safetensors_round_trip_keeps_options_and_outputs(tmp_path, inpaint_model, outputs):
+    options, model = inpaint_model
+    path = save_weights(model, tmp_path / "w.safetensors", metadata={"step": 7})
+    meta = read_metadata(path)
+    assert json.loads(meta[META_OPTIONS]) == options.to_dict()
+    assert meta["glidectl.tokenizer"] == "byte" and meta["step"] == "7"
+    state, read_options = read_weights(path)
+    assert read_options == options
+    loaded = load_model(path)
+    assert loaded.options == options and not loaded.training
+    torch.testing.assert_close(outputs(loaded, options), outputs(model, options), atol=0, rtol=0)
+
+
+def test_openai_format_pt_of_a_tiny_model_loads_unchanged(tmp_path, inpaint_model, outputs):
+    options, model = inpaint_model
+    path = tmp_path / "tiny.pt"
+    torch.save({k: v.half() for k, v in model.state_dict().items()}, path)  # plain state_dict
+    state, _ = load_openai_pt(path, options=options)
+    assert all(v.dtype == torch.float32 for v in state.values())  # fp16 upcast
+    loaded = load_model(path, options=options)
+    ref = create_model(options).eval()
+    ref.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    torch.testing.assert_close(outputs(loaded, options), outputs(ref, options), atol=0, rtol=0)
+    # Without options a custom-sized .pt is refused with a reason, not guessed.
+    with pytest.raises(GlidectlError, match="not OpenAI's official one"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_official_kind_is_identified_from_keys(kind, golden):
+    manifest = json.loads((golden / "state_dict_manifest.json").read_text())["models"][kind]
+    state = {k: torch.empty(shape, device="meta") for k, shape in manifest["state_dict"]}
+    assert identify_kind({k: v.shape for k, v in state.items()}) == kind
+    assert infer_options(state, "x.pt") == official_options(kind)
+    other = "upsample" if kind == "base" else "base"
+    with pytest.raises(GlidectlError, match=f"holds a {kind} model, but a {other} model"):
+        infer_options(state, "x.pt", kind=other)
+
+
+def test_mismatching_keys_are_named(tmp_path, inpaint_model):
+    options, model = inpaint_model
+    state = model.state_dict()
+    state.pop("out.2.bias")
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(GlidectlError, match=r"missing keys out\.2\.bias.*unexpected keys extra"):
+        load_openai_pt(tmp_path / "bad.pt", options=options)
+
+
+def test_wrong_kind_is_refused(tmp_path, inpaint_model):
+    options, model = inpaint_model
+    path = save_weights(model, tmp_path / "w.safetensors")
+    with pytest.raises(GlidectlError, match="holds a base-inpaint model, but a upsample model"):
+        load_model(path, kind="upsample")
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_bad_files_give_one_line_errors(tmp_path, inpaint_model, suffix):
+    options, model = inpaint_model
+    good = tmp_path / f"good{suffix}"
+    if suffix == ".pt":
+        torch.save(model.state_dict(), good)
+    else:
+        save_weights(model, good)
+    data = good.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "random": bytes(range(256)) * 64,
+        "empty": b"",
+    }
+    for name, content in cases.items():
+        bad = tmp_path / f"{name}{suffix}"
+        bad.write_bytes(content)
+        with pytest.raises(GlidectlError) as info:
+            load_model(bad, options=options)
+        message = str(info.value)
+        assert "\n" not in message and str(bad) in message, (name, message)
+    with pytest.raises(GlidectlError, match="not found"):
+        load_model(tmp_path / f"missing{suffix}")
+
+
+def test_run_folder_prefers_ema_of_latest_step(tmp_path, inpaint_model, kit):
+    options, model = inpaint_model
+    run = tmp_path / "runs" / "demo"
+    for step, seed in ((100, 1), (200, 2)):
+        step_dir = run / "checkpoints" / f"step-{step:06d}"
+        save_weights(kit.randomize(create_model(options), seed), step_dir / "model.safetensors")
+        save_weights(kit.randomize(create_model(options), seed + 10), step_dir / "ema.safetensors")
+    (run / "checkpoints" / "latest").write_text("step-000100\n")
+    loaded = load_model(run)
+    expected = kit.randomize(create_model(options), 11)
+    assert torch.equal(loaded.out[2].weight, expected.out[2].weight)
+    (run / "checkpoints" / "step-000100" / "ema.safetensors").unlink()
+    model_weights = kit.randomize(create_model(options), 1).out[2].weight
+    assert torch.equal(load_model(run).out[2].weight, model_weights)
+    with pytest.raises(GlidectlError, match="not a training run"):
+        load_model(tmp_path)
+
+
+def test_import_glidectl_does_not_import_torch_but_exposes_load_model():
+    code = (
+        "import sys, glidectl; assert 'torch' not in sys.modules; "
+        "from glidectl.glide import sources; assert 'torch' not in sys.modules; "
+        "f = glidectl.load_model; assert 'torch' in sys.modules; print(f.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "glidectl.glide.loading"
+
+
+def test_load_model_casts_dtype(tmp_path, inpaint_model):
+    options, model = inpaint_model
+    path = save_weights(model, tmp_path / "w.safetensors")
+    half = load_model(path, dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}

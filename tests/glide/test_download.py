@@ -1,0 +1,157 @@
+"""The downloader and the ``openai`` model source, against a real local HTTP server."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+from glidectl import plugins
+from glidectl.errors import GlidectlError
+from glidectl.glide import create_model, load_model
+from glidectl.glide.download import download
+
+PAYLOAD = os.urandom(300_000)
+
+
+class Server:
+    """Serves ``files`` on 127.0.0.1; with ``drop_first`` the first GET stops midway."""
+
+    def __init__(self, files: dict[str, bytes], drop_first: bool = False):
+        self.files, self.drop_first, self.ranges = files, drop_first, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                data = server.files.get(self.path.lstrip("/"))
+                if data is None:
+                    self.send_error(404)
+                    return
+                rng = self.headers.get("Range")
+                server.ranges.append(rng)
+                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                body = data[start:]
+                self.send_response(206 if rng else 200)
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.drop_first and len(server.ranges) == 1:
+                    self.wfile.write(body[: len(body) // 3])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _dead_url() -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}/base.pt"
+
+
+def test_plain_download_lands_atomically(tmp_path):
+    with Server({"base.pt": PAYLOAD}) as srv:
+        dest = download(f"{srv.url}/base.pt", tmp_path / "m" / "base.pt", progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert not (tmp_path / "m" / "base.pt.part").exists()
+    assert srv.ranges == [None]
+
+
+def test_dropped_connection_resumes_with_range(tmp_path):
+    with Server({"base.pt": PAYLOAD}, drop_first=True) as srv:
+        dest = download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False, retries=3)
+    assert dest.read_bytes() == PAYLOAD
+    assert srv.ranges[0] is None and srv.ranges[1] == f"bytes={len(PAYLOAD) // 3}-"
+
+
+def test_failed_run_keeps_part_file_and_next_run_resumes(tmp_path):
+    dest = tmp_path / "base.pt"
+    with Server({"base.pt": PAYLOAD}, drop_first=True) as srv:
+        with pytest.raises(GlidectlError, match="run again to resume"):
+            download(f"{srv.url}/base.pt", dest, progress=False, retries=1)
+        part = tmp_path / "base.pt.part"
+        assert part.stat().st_size == len(PAYLOAD) // 3 and not dest.exists()
+        download(f"{srv.url}/base.pt", dest, progress=True, retries=1)
+    assert dest.read_bytes() == PAYLOAD and not part.exists()
+    assert srv.ranges[-1] == f"bytes={len(PAYLOAD) // 3}-"
+
+
+def test_cached_file_is_used_without_network(tmp_path):
+    dest = tmp_path / "base.pt"
+    dest.write_bytes(b"cached")
+    assert download(_dead_url(), dest, progress=False) == dest
+
+
+def test_offline_without_cache_tells_where_to_put_the_file(tmp_path, monkeypatch):
+    dest = tmp_path / "openai" / "base.pt"
+    with pytest.raises(GlidectlError) as info:
+        download(_dead_url(), dest, progress=False, retries=1)
+    assert str(dest) in str(info.value) and "pass the path" in str(info.value)
+    monkeypatch.setenv("GLIDECTL_OFFLINE", "1")
+    with pytest.raises(GlidectlError, match="downloads are off"):
+        download("http://example.invalid/base.pt", dest, progress=False)
+
+
+def test_http_error_is_one_line(tmp_path):
+    with Server({}) as srv, pytest.raises(GlidectlError, match="HTTP 404"):
+        download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False)
+
+
+def test_openai_source_downloads_once_into_glidectl_home(tmp_path, monkeypatch, kit):
+    options = kit.tiny("base")
+    model = kit.randomize(create_model(options), seed=5).eval()
+    pt = tmp_path / "served.pt"
+    torch.save(model.state_dict(), pt)
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "home"))
+    with Server({"base.pt": pt.read_bytes()}) as srv:
+        monkeypatch.setenv("GLIDECTL_OPENAI_URL", srv.url)
+        source = plugins.model_sources().get("openai")
+        assert source.url("base") == f"{srv.url}/base.pt"
+        path = source.resolve("base", progress=False)
+        assert path == tmp_path / "home" / "openai" / "base.pt"
+        loaded = load_model("openai:base", options=options)
+        assert torch.equal(loaded.out[2].weight, model.out[2].weight)
+    assert srv.ranges == [None]  # the second resolve used the cache
+    with pytest.raises(GlidectlError, match="Unknown OpenAI model 'bas'"):
+        source.resolve("bas")
+    with pytest.raises(GlidectlError, match="Unknown model source"):
+        load_model("nosuch:base")
+
+
+def test_download_command(tmp_path):
+    env = {**os.environ, "GLIDECTL_HOME": str(tmp_path)}
+    with Server({"upsample.pt": PAYLOAD}) as srv:
+        env["GLIDECTL_OPENAI_URL"] = srv.url
+        cmd = [sys.executable, "-m", "glidectl", "download", "upsample", "-q"]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "openai:upsample" in out.stdout
+        assert (tmp_path / "openai" / "upsample.pt").read_bytes() == PAYLOAD
+        bad = subprocess.run([sys.executable, "-m", "glidectl", "download", "basee"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "basee" in bad.stderr
