@@ -466,3 +466,42 @@ def test_lora_trains_an_upsampler_under_bf16_with_frozen_base(tmp_path, fresh_ac
     assert {p.dtype for _, p in adapter.trainable(trainer.unwrapped)} == {torch.float32}
     with pytest.raises(GlidectlError, match="trained for a 'upsample' model"):
         apply_loras(tiny("base"), [str(step_dir / "lora")])
+
+
+# ----------------------------------------------------------------------------- sample --lora
+def test_sample_accepts_lora_specs_and_records_them(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from glidectl.glide import save_weights
+
+    base, out, _ = trained_adapter(tmp_path)
+    base_file = save_weights(base, tmp_path / "base.safetensors")
+    common = ["sample", "a zorblax", "--base", base_file, "--upsampler", "none", "--sampler",
+              "ddim", "--steps", "3", "-q"]
+    assert cli(*common, "-o", tmp_path / "plain") == 0
+    assert cli(*common, "-o", tmp_path / "lora", "--lora", f"{out}:0.5") == 0
+    capsys.readouterr()
+    plain = Image.open(tmp_path / "plain" / "00000.png")
+    tuned = Image.open(tmp_path / "lora" / "00000.png")
+    assert json.loads(tuned.text["parameters"])["loras"] == [f"{out}:0.5"]
+    assert "loras" not in json.loads(plain.text["parameters"]) or \
+        json.loads(plain.text["parameters"])["loras"] is None
+    assert not np.array_equal(np.asarray(plain), np.asarray(tuned))
+    # an upsampler adapter with only a base model loaded: one clear line, exit 2
+    _, up_adapter, _ = trained_adapter(tmp_path / "up", kind="upsample")
+    assert cli(*common, "-o", tmp_path / "bad", "--lora", str(up_adapter)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trained for a 'upsample' model" in err and "\n" not in err
+
+
+def test_apply_loras_by_kind_routes_adapters_to_their_models(tmp_path):
+    from glidectl.lora import apply_loras_by_kind
+
+    _, base_adapter, _ = trained_adapter(tmp_path / "b", cfg=LoraConfig(targets=["mlp"]))
+    _, up_adapter, _ = trained_adapter(tmp_path / "u", kind="upsample",
+                                       cfg=LoraConfig(targets=["mlp"]))
+    base, up = tiny(), tiny("upsample")
+    applied = apply_loras_by_kind([base, up], [f"{up_adapter}:2", str(base_adapter)])
+    assert [(a["kind"], a["scale"]) for a in applied] == [("upsample", 2.0), ("base", 1.0)]
+    assert len(base.applied_loras) == 1 and len(up.applied_loras) == 1
