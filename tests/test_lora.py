@@ -505,3 +505,13 @@ def test_apply_loras_by_kind_routes_adapters_to_their_models(tmp_path):
     applied = apply_loras_by_kind([base, up], [f"{up_adapter}:2", str(base_adapter)])
     assert [(a["kind"], a["scale"]) for a in applied] == [("upsample", 2.0), ("base", 1.0)]
     assert len(base.applied_loras) == 1 and len(up.applied_loras) == 1
+
+
+def test_example_lora_recipe_is_a_valid_config():
+    from pathlib import Path
+
+    from glidectl.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "lora.toml")
+    assert cfg.lora.targets == ["attention"] and cfg.lora.rank == 16
+    assert cfg.model.init == "openai:base"
