@@ -137,13 +137,17 @@ class TrainConfig:
 class PreviewConfig:
     """Preview grids sampled during training."""
 
-    prompts: list = opt([], "Preview prompts (base models).")
+    prompts: list = opt(
+        [], "Preview prompts ([] = captions of the first data samples; upsamplers: captions)."
+    )
     prompt_file: str = opt("", "File with one preview prompt per line.")
     every: int = opt(500, "Preview every N optimizer steps (0 = never; step 0 is included).")
     sampler: str = opt("ddim", "Sampler for previews.")
     steps: int = opt(25, "Sampler steps for previews.")
     guidance: float = opt(3.0, "Classifier-free guidance scale.")
-    low_res: list = opt([], "Low-res images for upsampler previews ('' = held-out data).")
+    low_res: list = opt(
+        [], "Low-res image files for upsampler previews ([] = the first data samples)."
+    )
     seed: int = opt(0, "Seed for preview noise.")
 
 
