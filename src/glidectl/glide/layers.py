@@ -145,10 +145,11 @@ class ResBlock(nn.Module):
 def _conv1x1(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     """A kernel-1 Conv1d applied to channels-last tokens [B, T, Cin] -> [B, T, Cout].
 
-    A wrapped conv (e.g. a peft LoRA layer) is called as a module so that its adapter applies.
+    A wrapped conv (e.g. a peft LoRA layer) is called as a module so that its adapter applies;
+    its output is made contiguous, else attention falls back to a slow, memory-hungry kernel.
     """
     if not isinstance(conv, nn.Conv1d):
-        return conv(x.transpose(1, 2)).transpose(1, 2)
+        return conv(x.transpose(1, 2)).transpose(1, 2).contiguous()
     return F.linear(x, conv.weight.squeeze(-1), conv.bias)
 
 
