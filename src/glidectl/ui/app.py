@@ -72,7 +72,8 @@ def build_app(backend: UiBackend) -> Any:
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
                                     placeholder="a red circle on a white background")
                 with gr.Row():
-                    n = gr.Slider(1, 16, value=4, step=1, label="Images per run")
+                    n = gr.Slider(1, 16, value=4, step=1, label="Images per run",
+                                  elem_id="images-per-run")
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
                 with gr.Row():
                     base = gr.Dropdown(bases, value=bases[0] if bases else None,
@@ -83,7 +84,8 @@ def build_app(backend: UiBackend) -> Any:
                     sampler = gr.Dropdown(samplers, value=default_sampler, label="Sampler")
                     guidance = gr.Slider(0.0, 20.0, value=3.0, step=0.5, label="Guidance")
                 with gr.Row():
-                    base_steps = gr.Slider(1, 250, value=50, step=1, label="Base steps")
+                    base_steps = gr.Slider(1, 250, value=50, step=1, label="Base steps",
+                                           elem_id="base-steps")
                     up_steps = gr.Slider(1, 250, value=27, step=1, label="Upsampler steps")
                 with gr.Accordion("LoRA and speed", open=False):
                     with gr.Row():
@@ -102,7 +104,8 @@ def build_app(backend: UiBackend) -> Any:
                                            elem_id="seed-used")
                     memory = gr.Textbox(backend.memory(), label="Memory", interactive=False,
                                         elem_id="memory")
-                settings = gr.Code(label="Settings used", language="json")
+                settings = gr.Code(label="Settings used", language="json",
+                                   elem_id="settings-used")
         button.click(
             run,
             inputs=[prompt, n, sampler, base_steps, up_steps, guidance, seed, base, upsampler,

@@ -1,0 +1,134 @@
+"""The web UI in a real headless Chromium: type a prompt, generate, see the image.
+
+Needs gradio, selenium, chromium and chromedriver (Debian: apt-get install chromium
+chromium-driver); skips with the reason when one is missing. Leaves a screenshot in
+test-artifacts/ui.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1400,1100",
+)
+
+
+def _which(*names: str) -> str | None:
+    return next((p for p in map(shutil.which, names) if p), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"glidectl ui exited early:\n{proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"glidectl ui did not answer on {url} within {timeout} s")
+
+
+@pytest.fixture()
+def browser_tools() -> tuple[str, str]:
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'glidectl[ui]')")
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
+    chromium = _which("chromium", "chromium-browser", "google-chrome")
+    driver = _which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("chromium/chromedriver not found (apt-get install chromium chromium-driver)")
+    return chromium, driver
+
+
+@pytest.fixture()
+def server(models_dir, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1",
+           "GLIDECTL_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glidectl", "ui", "--models-dir", str(models_dir),
+         "--port", str(port), "--device", "cpu", "--output-dir", str(tmp_path / "out")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_http(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _set_number(driver, label: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element(By.CSS_SELECTOR, f"input[aria-label='number input for {label}']")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(value, Keys.TAB)
+
+
+def test_generate_in_a_real_browser(browser_tools, server, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, chromedriver = browser_tools
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium must not fetch drivers
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        driver.get(server)
+        wait = WebDriverWait(driver, 60)
+        prompt = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#prompt textarea"))
+        base = driver.find_element(By.CSS_SELECTOR, "#base-model input")
+        assert base.get_attribute("value") == "tiny.safetensors"
+        prompt.send_keys("a red circle on a white background")
+        _set_number(driver, "Images per run", "2")
+        _set_number(driver, "Base steps", "2")
+        driver.find_element(By.CSS_SELECTOR, "#generate").click()
+        images = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gallery img") or False)
+        assert images[0].get_attribute("src")
+        seed = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#seed-used textarea")
+                          .get_attribute("value") or False)
+        assert int(seed) >= 0
+        memory = driver.find_element(By.CSS_SELECTOR, "#memory textarea").get_attribute("value")
+        assert "MiB" in memory or "GiB" in memory
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery img")) >= 2)
+        used = driver.find_element(By.CSS_SELECTOR, "#settings-used").text
+        assert '"base_steps": 2' in used and f'"seed": {seed}' in used
+    finally:
+        driver.save_screenshot(str(ARTIFACTS / "ui.png"))
+        driver.quit()
+    assert (ARTIFACTS / "ui.png").stat().st_size > 1000
