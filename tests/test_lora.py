@@ -515,3 +515,43 @@ def test_example_lora_recipe_is_a_valid_config():
     cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "lora.toml")
     assert cfg.lora.targets == ["attention"] and cfg.lora.rank == 16
     assert cfg.model.init == "openai:base"
+
+
+def test_two_processes_train_the_same_adapter_as_one(tmp_path):
+    """`torchrun --nproc_per_node 2 -m glidectl lora` (gloo on CPU) == one process."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from glidectl.config import save_config
+    from glidectl.glide import save_weights
+    from glidectl.lora import train_lora
+
+    base_file = save_weights(tiny(), tmp_path / "base.safetensors")
+    sections = dict(model=dict(init=str(base_file)),
+                    train=dict(steps=2, grad_accum=2, ema_decay=0.0, lr=1e-4, adam_eps=1e-6),
+                    data=dict(uncond_p=0.0, flip=False, random_crop=False, demo_size=8),
+                    checkpoint=dict(every=0))
+    one = lora_config(tmp_path, **sections)
+    one.train.name, one.train.batch_size = "one", 2
+    train_lora(one, quiet=True)
+    two = lora_config(tmp_path, **sections)
+    two.train.name, two.train.batch_size = "two", 1
+    save_config(two, tmp_path / "two.toml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLIDECTL_LOAD_PLUGINS": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "glidectl", "lora", "-c", str(tmp_path / "two.toml"), "--no-live"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("trainable parameters") == 1  # printed by the main process only
+
+    def weights(name):
+        return load_file(str(tmp_path / "runs" / name / "checkpoints" / "step-000002" / "lora" /
+                             "adapter_model.safetensors"))
+
+    a, b = weights("one"), weights("two")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert any(v.abs().sum() > 0 for k, v in b.items() if ".lora_B." in k)
