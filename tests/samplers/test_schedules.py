@@ -1,0 +1,100 @@
+"""Step schedules and the σ ⇄ t adapter of the GLIDE denoiser."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from glidectl.diffusion import create_diffusion
+from glidectl.errors import GlidectlError
+from glidectl.samplers.denoiser import GlideDenoiser
+from glidectl.samplers.schedules import (
+    build_sigmas,
+    get_sigmas_exponential,
+    get_sigmas_karras,
+    sigmas_from_alphas_cumprod,
+)
+
+COS = sigmas_from_alphas_cumprod(create_diffusion("squaredcos_cap_v2").alphas_cumprod)
+LINEAR = sigmas_from_alphas_cumprod(create_diffusion("linear").alphas_cumprod)
+
+
+def test_cosine_sigma_table_needs_clamping() -> None:
+    assert COS[-1] > 15_000 and 50 < COS[-11] < 100  # golden README: ≈ 20,000 and 71
+
+
+def test_karras_runs_from_sigma_max_to_sigma_min_then_zero() -> None:
+    sigmas = get_sigmas_karras(5, 0.01, 80.0, rho=7.0)
+    assert len(sigmas) == 6 and sigmas[-1] == 0
+    assert sigmas[0].item() == pytest.approx(80.0) and sigmas[-2].item() == pytest.approx(0.01)
+    mid = (80.0 ** (1 / 7) + 0.5 * (0.01 ** (1 / 7) - 80.0 ** (1 / 7))) ** 7
+    assert sigmas[2].item() == pytest.approx(mid)
+    assert torch.all(sigmas[:-1].diff() < 0)
+
+
+def test_exponential_is_even_in_log_sigma() -> None:
+    sigmas = get_sigmas_exponential(4, 0.1, 100.0)
+    ratios = sigmas[1:-1] / sigmas[:-2]
+    torch.testing.assert_close(ratios, torch.full_like(ratios, 0.1))
+
+
+@pytest.mark.parametrize("schedule", ["karras", "exponential"])
+def test_sigma_space_schedules_clamp_sigma_max(schedule: str) -> None:
+    assert build_sigmas(schedule, 10, COS)[0].item() == pytest.approx(80.0)
+    assert build_sigmas(schedule, 10, COS, sigma_max=160)[0].item() == pytest.approx(160.0)
+    assert build_sigmas(schedule, 10, LINEAR, sigma_max=1e6)[0].item() == pytest.approx(
+        LINEAR[-1])
+    assert build_sigmas(schedule, 10, COS)[-2].item() == pytest.approx(COS[0])
+
+
+def test_respaced_schedule_uses_glide_timesteps(golden) -> None:
+    from safetensors.torch import load_file
+
+    dg = load_file(str(golden / "diffusion_golden.safetensors"))
+    for section in ("10", "ddim25", "fast27", "10,10,10"):
+        ts = dg[f"respace/{section}/timestep_map"].numpy()
+        sigmas = build_sigmas("respaced", section, COS)
+        np.testing.assert_allclose(sigmas[:-1].numpy(), COS[ts[::-1]])
+        assert sigmas[-1] == 0
+
+
+def test_bad_steps_are_user_errors() -> None:
+    with pytest.raises(GlidectlError):
+        build_sigmas("karras", "fast27", COS)
+    with pytest.raises(GlidectlError):
+        build_sigmas("cosine", 10, COS)
+
+
+def test_denoiser_maps_sigma_to_fractional_original_timesteps() -> None:
+    den = GlideDenoiser(torch.nn.Identity(), create_diffusion().alphas_cumprod)
+    assert den.sigma_to_t(float(COS[417])) == pytest.approx(417, abs=1e-9)
+    t = den.sigma_to_t(math.sqrt(COS[416] * COS[417]))  # halfway in log σ
+    assert t == pytest.approx(416.5)
+    assert den.t_to_sigma(t) == pytest.approx(math.sqrt(COS[416] * COS[417]))
+    assert den.sigma_to_t(1e9) == 999 and den.sigma_to_t(1e-9) == 0
+
+
+class _RecordT(torch.nn.Module):
+    """A fake GLIDE network that predicts ε = 0 and records the timesteps it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[float] = []
+
+    def forward(self, x, t, text_emb=None, **kwargs):
+        self.seen.append(float(t[0]))
+        return torch.zeros(x.shape[0], 6, *x.shape[2:])
+
+
+def test_fractional_t_reaches_the_network_unless_quantised() -> None:
+    net = _RecordT()
+    sigma = math.sqrt(COS[416] * COS[417])
+    x = torch.ones(1, 3, 2, 2)
+    den = GlideDenoiser(net, create_diffusion().alphas_cumprod, clip=False)
+    torch.testing.assert_close(den(x, sigma), x)  # ε = 0 → D = x
+    den.quantize_t = True
+    den(x, sigma)
+    assert net.seen[0] == pytest.approx(416.5) and net.seen[1] in (416.0, 417.0)
