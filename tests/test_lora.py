@@ -443,7 +443,7 @@ def fresh_accelerate():
     AcceleratorState._reset_state(True)
 
 
-def test_lora_trains_an_upsampler_under_bf16_with_frozen_base(tmp_path, fresh_accelerate):
+def test_lora_trains_an_upsampler_in_bf16_with_frozen_base(tmp_path, fresh_accelerate):
     from glidectl.glide import save_weights
     from glidectl.lora import LoraTrainingAdapter
     from glidectl.training.engine import Trainer
@@ -451,7 +451,8 @@ def test_lora_trains_an_upsampler_under_bf16_with_frozen_base(tmp_path, fresh_ac
     base = tiny("upsample")
     base_file = save_weights(base, tmp_path / "up.safetensors")
     cfg = lora_config(tmp_path, model=dict(kind="upsample", init=str(base_file)),
-                      train=dict(steps=2, ema_decay=0.0, precision="bf16"),
+                      train=dict(steps=2, ema_decay=0.0, precision="bf16",
+                                 gradient_checkpointing=True),
                       checkpoint=dict(every=0), lora=dict(targets=["conv"], rank=2))
     adapter = LoraTrainingAdapter(cfg.lora, cfg.model.init)
     trainer = Trainer(cfg, adapter=adapter, quiet=True)
