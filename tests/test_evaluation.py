@@ -59,7 +59,12 @@ def tiny_base(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "tiny-base.safetensors"
-    save_weights(create_model(preset_options("base", "tiny").replace(image_size=32)), path)
+    model = create_model(preset_options("base", "tiny").replace(image_size=32))
+    with torch.no_grad():  # GLIDE zero-initialises its output layers: give them weights
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.02)
+    save_weights(model, path)
     return path
 
 
@@ -301,14 +306,15 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _kill_after_first_image(cmd: list[str], out: Path) -> None:
+def _kill_after_first_images(cmd: list[str], out: Path) -> None:
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if out.is_dir() and any(p.suffix == ".png" and not p.name.startswith(".")
-                                    for p in out.iterdir()):
+            pngs = [p for p in out.glob("*.png") if not p.name.startswith(".")] \
+                if out.is_dir() else []
+            if len(pngs) >= 2:  # the first prompt's two images are there
                 break
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
@@ -332,7 +338,7 @@ def reference(tmp_path_factory, tiny_base) -> tuple[Path, Path]:
 def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference, flag):
     prompts, ref = reference
     out = tmp_path / "run"
-    _kill_after_first_image(_cli(prompts, tiny_base, out), out)
+    _kill_after_first_images(_cli(prompts, tiny_base, out), out)
     partial = outputs(out)
     assert 0 < sum(n.endswith(".png") for n in partial) < 14
     assert json.loads((out / "metadata.json").read_text())["status"] == "running"
@@ -350,3 +356,89 @@ def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference, 
     with Image.open(ref / "grid.png") as grid:  # 14 images → 4 × 4 cells, none dropped
         assert grid.size == (4 * 32 + 3 * 2, 4 * 32 + 3 * 2)
     assert math.ceil(math.sqrt(14)) == 4
+
+
+# --------------------------------------------------------------------------- LoRA, upsampler
+def make_adapter(base_file: Path, directory: Path) -> Path:
+    """A LoRA adapter with random (non-zero) weights for the model in ``base_file``."""
+    import torch
+
+    from glidectl.config import LoraConfig
+    from glidectl.glide import load_model
+    from glidectl.lora import inject_lora, save_adapter, weights_sha256
+
+    model = load_model(base_file)
+    sha = weights_sha256(model)
+    cfg = LoraConfig(targets=["all"], rank=4, alpha=8.0)
+    names = inject_lora(model, cfg)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B." in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return save_adapter(model, directory, cfg=cfg, target_names=names,
+                        base_spec=str(base_file), base_sha256=sha)
+
+
+def test_lora_is_merged_into_the_network_and_recorded(tmp_path, tiny_base):
+    import torch
+
+    from glidectl.model_stack import load_stack
+
+    adapter = make_adapter(tiny_base, tmp_path / "adapter")
+    plain = load_stack(str(tiny_base), device="cpu")
+    tuned = load_stack(str(tiny_base), device="cpu", loras=[f"{adapter}:0.5"])
+    x, t = torch.randn(1, 3, 32, 32), torch.tensor([500.0])
+    tokens, mask = torch.zeros(1, 64, dtype=torch.long), torch.ones(1, 64, dtype=torch.bool)
+    with torch.no_grad():
+        diff = (plain.base.model(x, t, tokens, mask) - tuned.base.model(x, t, tokens, mask))
+    assert diff.abs().max() > 1e-4
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    report = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST,
+                                            loras=(f"{adapter}:0.5",)),
+                      RunOptions(out=tmp_path / "tuned", device="cpu"))
+    (lora,) = report.metadata["models"]["base"]["loras"]
+    assert lora["scale"] == 0.5 and lora["modules"] > 0
+    weights = adapter / "adapter_model.safetensors"
+    assert lora["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert report.metadata["settings"]["loras"] == [f"{adapter}:0.5"]
+
+
+def test_base_and_upsampler_stages(tmp_path, tiny_base):
+    import torch
+
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    torch.manual_seed(0)
+    base = save_weights(create_model(preset_options("base", "tiny").replace(image_size=16)),
+                        tmp_path / "b16.safetensors")
+    up = save_weights(create_model(preset_options("upsample", "tiny").replace(
+        image_size=64, channel_mult="1,2,2")), tmp_path / "u64.safetensors")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    s = EvalSettings(base=str(base), upsampler=str(up), base_stage=FAST,
+                     upsample_stage=Stage("euler", 2, None), batch_size=2)
+    stages: set[str] = set()
+    report = run_eval(prompts, s, RunOptions(out=tmp_path / "o", device="cpu"),
+                      on_event=lambda kind, **i: stages.add(i["stage"]) if kind == "stage"
+                      else None)
+    assert stages == {"base", "upsample"}
+    meta = report.metadata
+    assert set(meta["models"]) == {"base", "upsample"}
+    assert meta["models"]["upsample"]["image_size"] == 64
+    assert meta["timings"]["base_s"] > 0 and meta["timings"]["upsample_s"] > 0
+    with Image.open(report.out / meta["images"][0]["file"]) as im:
+        assert im.size == (64, 64)
+    with pytest.raises(GlidectlError, match="takes 16 px input but the base model"):
+        run_eval(prompts, EvalSettings(base=str(tiny_base), upsampler=str(up)),
+                 RunOptions(out=tmp_path / "bad", device="cpu"))
+    with pytest.raises(GlidectlError, match="holds a upsample model, but a base model"):
+        run_eval(prompts, EvalSettings(base=str(up)),
+                 RunOptions(out=tmp_path / "bad", device="cpu"))
+
+
+def test_compile_flag_compiles_the_networks(tiny_base):
+    from glidectl.model_stack import load_stack
+
+    stack = load_stack(str(tiny_base), device="cpu", compile=True)
+    assert stack.base.model._compiled_call_impl is not None
+    assert load_stack(str(tiny_base), device="cpu").base.model._compiled_call_impl is None

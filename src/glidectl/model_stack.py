@@ -154,56 +154,49 @@ class ModelStack:
         return seconds[-1]
 
 
-def _lora_kind(spec: str) -> str | None:
-    from .lora import parse_lora_spec, read_adapter
-
-    return read_adapter(parse_lora_spec(spec).path).meta.get("model_kind")
-
-
-def _load_one(stage: str, spec: str, kind: str, device: str, compile: bool,
-              loras: Sequence[str]) -> LoadedModel:
+def _load_one(stage: str, spec: str, kind: str, device: str) -> LoadedModel:
     from .glide.loading import load_model, resolve_spec
 
     path = resolve_spec(spec)
     model = load_model(path, device=device, kind=kind)
-    applied: list[dict[str, Any]] = []
-    if loras:
-        from .lora import apply_loras, parse_lora_spec, read_adapter
+    return LoadedModel(stage, str(spec), path, model, tokenizer_for(model))
 
-        model = apply_loras(model, list(loras))
-        for entry in model.applied_loras:
-            adapter = read_adapter(parse_lora_spec(f"{entry['path']}:{entry['scale']}").path)
-            weights = adapter.path / "adapter_model.safetensors"
-            applied.append({**entry, "sha256": file_sha256(weights)})
-    model.eval()
-    if compile:
-        model.compile()
-    return LoadedModel(stage, str(spec), path, model, tokenizer_for(model), applied)
+
+def _adapter_sha256(path: str) -> str:
+    from .lora import read_adapter
+    from .lora.files import WEIGHTS_FILE
+
+    return file_sha256(read_adapter(path).path / WEIGHTS_FILE)
 
 
 def load_stack(
     base: str, upsampler: str | None = None, *, loras: Sequence[str] = (),
     precision: str = "fp32", device: str = "auto", compile: bool = False,
 ) -> ModelStack:
-    """Load the models named by specs; each LoRA goes onto the model of the kind it was
-    trained for (base when its files do not say)."""
+    """Load the models named by specs; each ``PATH[:SCALE]`` LoRA is merged into the model
+    of the kind it was trained for; then ``torch.compile`` when asked."""
     if precision not in PRECISION_NAMES:
         raise GlidectlError(f"Unknown precision {precision!r}; use fp32, fp16 or bf16.")
     device = pick_device(device)
-    base_loras, up_loras = [], []
-    for spec in loras:
-        (up_loras if _lora_kind(spec) == "upsample" else base_loras).append(spec)
-    if up_loras and not upsampler:
-        raise GlidectlError(
-            f"LoRA {up_loras[0]!r} was trained for an upsampler, but no --upsampler is given."
-        )
-    b = _load_one("base", base, "base", device, compile, base_loras)
-    u = _load_one("upsample", upsampler, "upsample", device, compile, up_loras) \
-        if upsampler else None
+    b = _load_one("base", base, "base", device)
+    u = _load_one("upsample", upsampler, "upsample", device) if upsampler else None
     if u is not None and u.model.options.low_res_size != b.model.options.image_size:
         raise GlidectlError(
             f"The upsampler {upsampler!r} takes {u.model.options.low_res_size} px input but the "
             f"base model {base!r} makes {b.model.options.image_size} px images; pick a matching "
             "pair."
         )
+    if loras:
+        from .lora import apply_loras_by_kind
+
+        by_kind = {m.model.options.kind: m for m in (b, u) if m is not None}
+        for entry in apply_loras_by_kind([b.model, u.model if u else None], list(loras)):
+            record = {k: entry[k] for k in ("path", "scale", "modules")}
+            by_kind[entry["kind"]].loras.append(
+                {**record, "sha256": _adapter_sha256(str(entry["path"]))})
+    for loaded in (b, u):
+        if loaded is not None:
+            loaded.model.eval()
+            if compile:
+                loaded.model.compile()
     return ModelStack(b, u, precision)
