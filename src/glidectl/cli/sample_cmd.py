@@ -66,6 +66,8 @@ def register(app: typer.Typer) -> None:
                                                  "white = repaint, black = keep."),
         sigma_max: float = typer.Option(80.0, "--sigma-max", help="Highest σ of karras/"
                                         "exponential schedules (clamped to the model's)."),
+        quantize_t: bool = typer.Option(False, "--quantize-t", help="Round the network's "
+                                        "timestep to an integer (default: fractional t)."),
         out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder."),
         grid: bool = typer.Option(False, "--grid", help="Also write a grid of all images."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
@@ -122,7 +124,7 @@ def register(app: typer.Typer) -> None:
         options = dict(
             sampler=sampler, steps=int(steps) if steps.isdigit() else steps,
             schedule=None if schedule == "auto" else schedule, guidance=guidance, eta=eta,
-            sigma_max=sigma_max, upsample_sampler=upsample_sampler,
+            sigma_max=sigma_max, quantize_t=quantize_t, upsample_sampler=upsample_sampler,
             upsample_steps=int(upsample_steps) if upsample_steps.isdigit() else upsample_steps,
             upsample_guidance=upsample_guidance, upsample_temp=upsample_temp,
         )
