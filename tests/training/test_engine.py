@@ -131,3 +131,28 @@ def test_existing_run_needs_resume(tiny):
     Trainer(cfg, quiet=True).run()
     with pytest.raises(GlidectlError, match="--resume latest"):
         Trainer(cfg, quiet=True)
+
+
+def test_steps_are_optimizer_steps_across_accumulation_and_epochs(tiny):
+    cfg = tiny(train=dict(steps=0, epochs=2, grad_accum=2), data=dict(demo_size=8),
+               checkpoint=dict(every=0))
+    trainer = Trainer(cfg, quiet=True)
+    assert trainer.total_steps == 4  # 8 samples / (2 x 2) per step = 2 steps per epoch
+    result = trainer.run()
+    assert [r["step"] for r in result.history] == [1, 2, 3, 4]
+    assert trainer.stream.epoch == 1 and trainer.stream.position == 4  # micro-batches
+
+
+def test_bf16_keeps_fp32_master_weights(tiny):
+    trainer = Trainer(tiny(train=dict(steps=1, precision="bf16")), quiet=True)
+    result = trainer.run()
+    assert math.isfinite(result.last_loss)
+    assert all(p.dtype == torch.float32 for p in trainer.params)
+    assert all(s.dtype == torch.float32 for s in trainer.ema.shadow)
+
+
+def test_fp16_without_a_gpu_is_a_user_error(tiny):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(GlidectlError, match="bf16"):
+        Trainer(tiny(train=dict(precision="fp16")), quiet=True)

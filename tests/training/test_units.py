@@ -210,3 +210,28 @@ def test_parts_adapter_selects_trainable_parameters(part, expected):
         assert "input_blocks.attn.qkv.weight" not in names
     if part == "unet":
         assert not any(n.startswith(("token_embedding", "transformer")) for n in names)
+
+
+def test_display_prints_plain_lines_when_not_a_tty():
+    import io
+
+    from glidectl.training.display import Display
+
+    stream = io.StringIO()
+    with Display(total_steps=10, stream=stream) as display:
+        assert not display.live
+        display.advance(1)
+        display.log({"step": 2, "loss": 0.5, "lr": 1e-4, "images_per_s": 3.0, "data_wait": 0.01})
+    assert stream.getvalue().startswith("step 2/10 loss 0.5000 lr 1.00e-04 3.0 img/s data 1% ETA")
+
+
+def test_display_live_panel_shows_progress():
+    import io
+
+    from glidectl.training.display import Display
+
+    stream = io.StringIO()
+    with Display(total_steps=10, stream=stream, live=True) as display:
+        display.log({"step": 5, "loss": 0.25, "lr": 1e-4, "images_per_s": 3.0, "data_wait": 0.0})
+    out = stream.getvalue()
+    assert "5/10" in out and "loss 0.2500" in out

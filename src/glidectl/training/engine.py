@@ -164,8 +164,20 @@ class Trainer:
                 f"{' or '.join(kinds)} models; set model.kind or use the other command "
                 "(train: base models, upsample: upsamplers)."
             )
+        if tc.precision == "fp16" and not _has_accelerator_device():
+            raise GlidectlError(
+                "train.precision = \"fp16\" needs a GPU (it uses a GradScaler on CUDA); on a "
+                "CPU use \"bf16\" or \"no\"."
+            )
         if tc.threads > 0:
             torch.set_num_threads(tc.threads)
+        # Accelerate keeps process-wide singletons; a second run in the same process (a
+        # notebook, the tests) may use another precision or accumulation, so start them afresh.
+        # PartialState (the process group) is kept.
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
         self.accelerator = acc = Accelerator(
             mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum,
             step_scheduler_with_optimizer=False, cpu=not _has_accelerator_device(),
