@@ -123,3 +123,17 @@ def test_ui_refuses_a_missing_models_folder(tmp_path, capsys):
         main(["ui", "--models-dir", str(tmp_path / "nope")])
     assert done.value.code == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_lora_is_listed_and_applied_with_its_scale(lora_models_dir):
+    backend = UiBackend(lora_models_dir, device="cpu")
+    bases, _, loras = backend.choices()
+    assert bases == ["tiny.safetensors"] and loras == ["my-lora/"]
+    kwargs = dict(n=1, sampler="euler", base_steps=1, base="tiny.safetensors", seed=1)
+    result = backend.generate("a red circle", lora="my-lora/", lora_scale=0.5, **kwargs)
+    assert result.settings["lora"] == "my-lora/:0.5"
+    (stack,) = backend.cache.values()
+    (applied,) = stack.base.loras
+    assert applied["scale"] == 0.5 and applied["modules"] > 0
+    with pytest.raises(GlidectlError, match="Unknown LoRA"):
+        backend.generate("a red circle", lora=str(lora_models_dir / "my-lora"), **kwargs)

@@ -146,6 +146,9 @@ class ModelCache:
                 self.loads += 1
             return self._items[key]
 
+    def values(self) -> list[Any]:
+        return list(self._items.values())
+
     def __contains__(self, key: Any) -> bool:
         return key in self._items
 
