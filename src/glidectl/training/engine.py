@@ -154,7 +154,7 @@ class Trainer:
         kinds: tuple[str, ...] | None = None, dataset: Any = None, quiet: bool = False,
     ):
         from accelerate import Accelerator
-        from accelerate.utils import broadcast_object_list, set_seed
+        from accelerate.utils import set_seed
 
         self.cfg = cfg
         tc = cfg.train
@@ -185,14 +185,13 @@ class Trainer:
         self.main = acc.is_main_process
         set_seed(tc.seed)
 
-        # Run directory: the main process decides, everyone agrees.
-        picked = [None]
-        if self.main:
+        # Run directory: the main process decides (and checks), everyone agrees.
+        def pick() -> tuple[str, str | None]:
             run, resume_from = _pick_run_dir(cfg, resume)
             check_writable(run.root)
-            picked = [(str(run.root), str(resume_from) if resume_from else None)]
-        broadcast_object_list(picked)
-        root, resume_from = picked[0]
+            return str(run.root), str(resume_from) if resume_from else None
+
+        root, resume_from = self._on_main(pick)
         self.run_dir = RunDir(Path(root))
         self.resume_from = Path(resume_from) if resume_from else None
         if self.main:
@@ -211,6 +210,11 @@ class Trainer:
         if not named:
             raise GlidectlError(f"train.trainable = {tc.trainable!r} leaves nothing to train.")
         self.params = [p for _, p in named]
+        # Weights + EMA + Adam's two moments, in fp32, must fit on the disk.
+        n_all = sum(p.numel() for p in model.parameters())
+        n_train = sum(p.numel() for p in self.params)
+        self._on_main(lambda: check_writable(self.run_dir.checkpoints,
+                                             4 * (2 * n_all + 3 * n_train)))
 
         # Data: sharded per process, resumable by cursor.
         preview_data = None
@@ -264,6 +268,24 @@ class Trainer:
         self.previewer = Previewer(cfg, self.bundle, self.unwrapped, holdout) if self.main else None
 
     # ------------------------------------------------------------------ helpers
+    def _on_main(self, fn: Any) -> Any:
+        """Run ``fn`` on the main process and share its result (or its user error) with
+        every process, so a failed check stops all ranks instead of leaving them waiting."""
+        from accelerate.utils import broadcast_object_list
+
+        box: list[Any] = [None]
+        if self.main:
+            try:
+                box = [("ok", fn())]
+            except GlidectlError as exc:
+                box = [("error", str(exc))]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(box)
+        status, value = box[0]
+        if status == "error":
+            raise GlidectlError(value)
+        return value
+
     @property
     def unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
