@@ -442,3 +442,99 @@ def test_compile_flag_compiles_the_networks(tiny_base):
     stack = load_stack(str(tiny_base), device="cpu", compile=True)
     assert stack.base.model._compiled_call_impl is not None
     assert load_stack(str(tiny_base), device="cpu").base.model._compiled_call_impl is None
+
+
+# --------------------------------------------------------------------------- CLIP wiring
+def fake_open_clip():
+    """A stand-in for the optional open_clip package: a deterministic tiny 'CLIP' whose image
+    embedding is the mean colour and whose text embedding is fixed, read from a weights file."""
+    import types
+
+    import numpy as np
+    import torch
+
+    class TinyClip(torch.nn.Module):
+        def __init__(self, text_direction: torch.Tensor):
+            super().__init__()
+            self.register_buffer("direction", text_direction)
+
+        def encode_image(self, pixels):
+            return pixels.mean(dim=(2, 3)) + 1e-3
+
+        def encode_text(self, tokens):
+            return self.direction.expand(tokens.shape[0], 3)
+
+    def create_model_and_transforms(name, pretrained=None, device="cpu"):
+        state = torch.load(pretrained, weights_only=True)
+        model = TinyClip(state["direction"])
+
+        def preprocess(image):
+            arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+            return torch.from_numpy(arr).permute(2, 0, 1)
+
+        return model, None, preprocess
+
+    def get_tokenizer(name):
+        return lambda texts: torch.zeros(len(texts), 4, dtype=torch.long)
+
+    return types.SimpleNamespace(create_model_and_transforms=create_model_and_transforms,
+                                 get_tokenizer=get_tokenizer)
+
+
+def test_clip_score_and_rerank_with_local_weights(tmp_path, tiny_base, stack, monkeypatch):
+    import numpy as np
+    import torch
+
+    monkeypatch.setitem(sys.modules, "open_clip", fake_open_clip())
+    weights = tmp_path / "clip.pt"
+    torch.save({"direction": torch.tensor([1.0, 0.0, 0.0])}, weights)  # "likes red"
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST, n=1, rerank=3, batch_size=3)
+    report = run_eval(prompts, s, RunOptions(out=tmp_path / "c", device="cpu",
+                                             clip_weights=str(weights)), stack=stack)
+    clip = report.metadata["metrics"]["clip_score"]
+    assert clip["count"] == 2 and "absent" not in clip
+    for rec in report.metadata["images"]:
+        rgb = np.asarray(Image.open(report.out / rec["file"]), dtype=np.float64).mean((0, 1))
+        rgb = rgb / 255.0 + 1e-3
+        assert rec["metrics"]["clip_score"] == pytest.approx(100 * rgb[0] / np.linalg.norm(rgb),
+                                                             rel=1e-4)
+    all3 = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST, n=3,
+                                          batch_size=3),
+                    RunOptions(out=tmp_path / "all", device="cpu"), stack=stack).metadata
+    for i in range(2):
+        redness = {}
+        for rec in all3["images"]:
+            if rec["prompt_index"] == i:
+                rgb = np.asarray(Image.open(tmp_path / "all" / rec["file"]), float).mean((0, 1))
+                rgb = rgb / 255.0 + 1e-3
+                redness[rec["candidate"]] = rgb[0] / np.linalg.norm(rgb)
+        kept = [r["candidate"] for r in report.metadata["images"] if r["prompt_index"] == i]
+        assert kept == [max(redness, key=redness.get)]
+
+
+def test_missing_clip_weights_file_is_a_user_error(tmp_path, tiny_base, stack, monkeypatch):
+    monkeypatch.setitem(sys.modules, "open_clip", fake_open_clip())
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    with pytest.raises(GlidectlError, match="CLIP weights file .* does not exist"):
+        run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST),
+                 RunOptions(out=tmp_path / "x", device="cpu",
+                            clip_weights=str(tmp_path / "nope.pt")), stack=stack)
+    monkeypatch.delenv("GLIDECTL_CLIP_WEIGHTS", raising=False)
+    report = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST),
+                      RunOptions(out=tmp_path / "y", device="cpu"), stack=stack)
+    assert "no local CLIP weights" in report.metadata["metrics"]["clip_score"]["absent"]
+
+
+def test_default_folder_is_numbered_and_resume_picks_the_latest(tmp_path, tiny_base, stack):
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    first = run_eval(prompts, s, RunOptions(eval_root=tmp_path / "eval", device="cpu"),
+                     stack=stack)
+    second = run_eval(prompts, s, RunOptions(eval_root=tmp_path / "eval", device="cpu"),
+                      stack=stack)
+    assert (first.out.name, second.out.name) == ("0001", "0002")
+    again = run_eval(prompts, s, RunOptions(eval_root=tmp_path / "eval", resume=True,
+                                            device="cpu"), stack=stack)
+    assert again.out == second.out and again.metadata["counts"]["generated"] == 0
+    assert len(again.metadata["sessions"]) == 2
