@@ -58,6 +58,32 @@ def test_sigint_saves_a_checkpoint_and_resume_goes_on(tiny, config_file, tmp_pat
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")][-2:] == [step, step + 1]
 
 
+def test_kill_9_never_leaves_a_broken_latest_checkpoint(tiny, config_file, tmp_path):
+    cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=1, keep_last=2))
+    run = tmp_path / "runs" / "t"
+    proc = subprocess.Popen(_glidectl("train", "-c", str(config_file(cfg)), "--no-live"),
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            metrics = run / "metrics.jsonl"
+            if metrics.is_file() and len(read_metrics(metrics)) >= 3:
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    assert {p.name for p in latest.iterdir()} == {"model.safetensors", "ema.safetensors",
+                                                   "state"}
+    step = int(latest.name.removeprefix("step-"))
+    cfg.train.steps = step + 1
+    result = Trainer(cfg, resume="latest", quiet=True).run()
+    assert result.step == step + 1
+
+
 def test_two_processes_train_the_same_model_as_one(tiny, config_file, tmp_path):
     # Adam turns float noise in near-zero gradients into ±lr steps: a small lr and a larger
     # eps keep the comparison about the gradients, not about rounding.

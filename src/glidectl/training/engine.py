@@ -246,10 +246,11 @@ class Trainer:
             weight_decay=tc.weight_decay,
         )
         scheduler = make_scheduler(optimizer, tc.lr_schedule, tc.warmup_steps, self.total_steps)
-        self.ema = EMA(self.params, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None
         if tc.compile:
             model.compile()
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        # After prepare, so the fp32 shadows live on the training device.
+        self.ema = EMA(self.params, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None
         self.guard = NonFiniteGuard(tc.max_nonfinite)
         self.noise = torch.Generator().manual_seed(tc.seed + 1)
         self.state = TrainState(self.stream, self.guard, self.noise)
