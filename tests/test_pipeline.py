@@ -164,6 +164,20 @@ def test_inpainting_keeps_the_known_pixels() -> None:
     assert not torch.allclose(out[:, :, :, 4:], image.expand(2, -1, -1, -1)[:, :, :, 4:])
 
 
+def test_inpaint_upsampler_keeps_the_known_pixels_at_full_size() -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(tiny_glide("base-inpaint", 2), tiny_glide("upsample-inpaint", 3))
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    known = torch.zeros(1, 1, 32, 32)
+    known[..., 16:, :] = 1
+    out = pipe.generate(["a"], steps=2, sampler="euler", upsample_steps=2,
+                        upsample_sampler="dpm++2m", inpaint_image=image, inpaint_mask=known,
+                        output="tensor")
+    assert out.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(out[..., 16:, :], image[..., 16:, :])
+
+
 def test_inpainting_with_a_plain_base_model_is_a_user_error(base) -> None:
     from glidectl.pipeline import GlidePipeline
 
