@@ -1,0 +1,77 @@
+"""glidectl eval and ui figures: images/s by --batch-size, resume overhead, UI cache hit.
+
+Uses a small random model (default 64 px "small"-ish tiny preset) so it runs on a CPU; pass
+--base to measure a real checkpoint (e.g. openai:base) on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+
+def _model(folder: Path, size: int) -> Path:
+    import torch
+
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    torch.manual_seed(0)
+    model = create_model(preset_options("base", "tiny").replace(image_size=size))
+    return save_weights(model, folder / f"tiny{size}.safetensors")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base", default=None, help="Model spec (default: a random tiny one).")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch-sizes", default="1,4,8")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    from glidectl.evaluation import EvalSettings, RunOptions, Stage, run_eval
+    from glidectl.model_stack import load_stack
+    from glidectl.ui.backend import UiBackend
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
+    base = args.base or str(_model(tmp, args.size))
+    prompts = tmp / "prompts.txt"
+    prompts.write_text("\n".join(f"a red circle number {i}" for i in range(args.prompts)))
+    stack = load_stack(base, device=args.device)
+    print(f"model {base} on {stack.base.model.options.image_size} px, {args.prompts} prompts, "
+          f"euler {args.steps} steps, guidance 3")
+    for bs in (int(b) for b in args.batch_sizes.split(",")):
+        s = EvalSettings(base=base, base_stage=Stage("euler", args.steps, 3.0), batch_size=bs)
+        t0 = time.perf_counter()
+        report = run_eval(prompts, s, RunOptions(out=tmp / f"bs{bs}", device=args.device),
+                          stack=stack)
+        wall = time.perf_counter() - t0
+        t = report.metadata["timings"]
+        print(f"batch {bs:>2}: {t['images_per_s']:.2f} images/s sampling, "
+              f"{args.prompts / wall:.2f} images/s end to end ({wall:.1f} s)")
+    t0 = time.perf_counter()
+    run_eval(prompts, s, RunOptions(out=tmp / f"bs{bs}", resume=True, device=args.device),
+             stack=stack)
+    print(f"resume of a finished run (nothing to do): {time.perf_counter() - t0:.2f} s")
+
+    models = tmp / "models"
+    models.mkdir()
+    if args.base is None:
+        (models / "m.safetensors").write_bytes(Path(base).read_bytes())
+        ui = UiBackend(models, device=args.device)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            r = ui.generate("a red circle", n=1, sampler="euler", base_steps=1,
+                            base="m.safetensors", seed=1)
+            times.append((time.perf_counter() - t0, r.settings["load_s"]))
+        print("ui request (1 image, 1 step): first {:.2f} s (load {:.2f} s), then "
+              "{:.2f} s / {:.2f} s (load {:.4f} s, cache hits)".format(
+                  times[0][0], times[0][1], times[1][0], times[2][0], times[2][1]))
+
+
+if __name__ == "__main__":
+    main()
