@@ -68,9 +68,9 @@ def main() -> None:
             r = ui.generate("a red circle", n=1, sampler="euler", base_steps=1,
                             base="m.safetensors", seed=1)
             times.append((time.perf_counter() - t0, r.settings["load_s"]))
-        print("ui request (1 image, 1 step): first {:.2f} s (load {:.2f} s), then "
-              "{:.2f} s / {:.2f} s (load {:.4f} s, cache hits)".format(
-                  times[0][0], times[0][1], times[1][0], times[2][0], times[2][1]))
+        (first, first_load), (second, _), (third, third_load) = times
+        print(f"ui request (1 image, 1 step): first {first:.2f} s (load {first_load:.2f} s), "
+              f"then {second:.2f} s / {third:.2f} s (load {third_load:.4f} s, cache hits)")
 
 
 if __name__ == "__main__":
