@@ -23,6 +23,9 @@ def test_resume_is_bitwise_identical(tiny, image_folder, data):
     )
     if data == "folder":
         sections["data"]["source"] = str(image_folder)
+    else:
+        sections["train"]["grad_accum"] = 2  # the accumulation counter resumes too
+        sections["data"]["demo_size"] = 12
     straight_cfg = tiny(**sections)
     straight_cfg.train.name = "straight"
     straight = Trainer(straight_cfg, quiet=True).run()
