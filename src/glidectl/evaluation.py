@@ -458,7 +458,7 @@ def run_eval(
     sessions = list((prior or {}).get("sessions", [])) if options.resume else []
     write_json(out / META_FILE, {**header, "status": "running", "sessions": sessions})
     total = len(prompts) * settings.n
-    emit("start", total=total, done=len(plan.done) * settings.n)
+    emit("start", total=total, done=len(plan.done) * settings.n, out=str(out))
     candidates: dict[int, dict[int, Any]] = {}
     fresh: set[int] = set()
     timings: dict[str, float] = {}

@@ -30,11 +30,13 @@ class _RichEvents:
         )
         self.tasks: dict[str, Any] = {}
         self.started = False
+        self.out: str | None = None
 
     def __call__(self, kind: str, **info: Any) -> None:
         p = self.progress
         if kind == "start":
             self.started = True
+            self.out = info.get("out")
             p.start()
             self.tasks["overall"] = p.add_task(
                 "images", total=info["total"], completed=info["done"], rate="")
@@ -53,6 +55,7 @@ class _RichEvents:
         elif kind == "note":
             p.console.print(info["text"], markup=False, highlight=False)
         elif kind == "end" and self.started:
+            self.started = False
             p.stop()
 
 
@@ -181,6 +184,12 @@ def register(app: typer.Typer) -> None:
         events = _RichEvents(console)
         try:
             report = run_eval(prompts, settings, options, on_event=events)
+        except KeyboardInterrupt:
+            events("end")
+            where = f" --out {events.out}" if events.out else ""
+            console.print(f"Interrupted; finished prompts are kept. Continue with the same "
+                          f"command plus --resume{where}.", markup=False)
+            raise typer.Exit(130) from None
         finally:
             events("end")
         if report.dry_run:
