@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..errors import GlidectlError
 from .denoiser import alpha_bar, to_d
 
 Callback = Callable[[dict[str, Any]], None] | None
@@ -108,6 +109,8 @@ def sample_plms(denoiser, x, sigmas, extra=None, callback: Callback = None) -> t
     extra = extra or {}
     sigmas = [float(s) for s in sigmas]
     sigma_0, sigmas = sigmas[0], [s for s in sigmas[1:] if s > 0]
+    if len(sigmas) < 2:
+        raise GlidectlError("The plms sampler needs at least 3 steps; raise --steps.")
     x = x * math.sqrt((1 + sigmas[0] ** 2) / (1 + sigma_0**2))
     timed = hasattr(denoiser, "sigma_to_t")
 
