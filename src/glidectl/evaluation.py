@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +19,22 @@ from typing import Any
 
 from . import __version__
 from .errors import GlidectlError
+from .eval_outputs import (
+    clean_temp_files,
+    collect,
+    grid,
+    image_stems,
+    latest_eval_dir,
+    log_wandb,
+    next_eval_dir,
+    read_metadata,
+    slugify,
+    write_json,
+    write_pair,
+)
+
+__all__ = ["EvalSettings", "Plan", "RunOptions", "Stage", "image_seed", "image_stems",
+           "next_eval_dir", "read_prompts", "run_eval", "slugify"]
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 META_FILE = "metadata.json"
@@ -102,40 +116,10 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-def slugify(text: str, max_len: int = 48) -> str:
-    """A file-name-safe, lower-case slug of a prompt (``a red circle`` → ``a-red-circle``)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:max_len].rstrip("-") or "prompt"
-
-
 def image_seed(seed: int, prompt_index: int, image_index: int) -> int:
     """The seed of image j of prompt i: a hash of (seed, i, j), below 2**63."""
     digest = hashlib.sha256(f"glidectl-eval:{seed}:{prompt_index}:{image_index}".encode())
     return int.from_bytes(digest.digest()[:8], "big") & (2**63 - 1)
-
-
-def image_stems(prompts: list[str], i: int, n: int) -> list[str]:
-    """File stems of prompt i's images: ``000_<slug>`` or ``000_<slug>_1 … _n``."""
-    width = max(3, len(str(len(prompts) - 1)))
-    stem = f"{i:0{width}d}_{slugify(prompts[i])}"
-    return [stem] if n == 1 else [f"{stem}_{k + 1}" for k in range(n)]
-
-
-def next_eval_dir(root: str | Path = "eval") -> Path:
-    """The first free numbered folder ``root/0001``, ``root/0002``, …"""
-    root = Path(root)
-    taken = {int(p.name) for p in root.iterdir() if p.name.isdigit()} if root.is_dir() else set()
-    k = max(taken, default=0) + 1
-    return root / f"{k:04d}"
-
-
-def latest_eval_dir(root: str | Path = "eval") -> Path | None:
-    """The highest-numbered folder under ``root`` (what ``--resume`` continues by default)."""
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    numbered = sorted((int(p.name), p) for p in root.iterdir() if p.name.isdigit() and p.is_dir())
-    return numbered[-1][1] if numbered else None
 
 
 # --------------------------------------------------------------------------- the plan
@@ -174,25 +158,6 @@ class Plan:
         pending = len(self.pending_batches)
         stages = ["base"] + (["upsample"] if self.settings.upsampler else [])
         return {s: pending * calls_per_batch(s) for s in stages}
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temp file and an atomic rename (a kill never leaves half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_metadata(out: Path) -> dict[str, Any] | None:
-    path = out / META_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise GlidectlError(
-            f"{str(path)!r} is not valid JSON; delete it or pick another --out."
-        ) from None
 
 
 def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
@@ -286,23 +251,6 @@ def resolve_out(prompts: list[str], options: RunOptions) -> Path:
     return out
 
 
-def png_text(settings: EvalSettings, prompt: str, seed: int, candidate: int) -> dict[str, str]:
-    """The generation parameters written into each PNG (deterministic: no times, no paths)."""
-    return {
-        "prompt": prompt,
-        "seed": str(seed),
-        "candidate": str(candidate),
-        "glidectl": json.dumps({"version": __version__, **settings.fingerprint()},
-                               sort_keys=True),
-    }
-
-
-def _clean_temp_files(out: Path) -> None:
-    """Remove half-written files a killed run left behind (``.name.tmp``)."""
-    for tmp in out.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
 def _load_clip(options: RunOptions, settings: EvalSettings, device: str) -> tuple[Any, str | None]:
     from .eval_metrics import ClipScorer, ClipUnavailable
 
@@ -314,11 +262,19 @@ def _load_clip(options: RunOptions, settings: EvalSettings, device: str) -> tupl
         return None, str(exc)
 
 
+def png_text(settings: EvalSettings, prompt: str, seed: int, candidate: int) -> dict[str, str]:
+    """The generation parameters written into each PNG (deterministic: no times, no paths)."""
+    return {
+        "prompt": prompt, "seed": str(seed), "candidate": str(candidate),
+        "glidectl": json.dumps({"version": __version__, **settings.fingerprint()},
+                               sort_keys=True),
+    }
+
+
 def _write_prompt(out: Path, plan: Plan, i: int, candidates: dict[int, Any],
                   scorer: Any) -> None:
     """Choose prompt i's images (best n by CLIP with --rerank) and write PNG + caption pairs."""
     from .eval_metrics import rerank
-    from .images import save_png
 
     s, prompt = plan.settings, plan.prompts[i]
     order = sorted(candidates)
@@ -328,69 +284,8 @@ def _write_prompt(out: Path, plan: Plan, i: int, candidates: dict[int, Any],
     else:
         keep = order[: s.n]
     for stem, j in zip(plan.stems(i), keep, strict=True):
-        caption = out / f"{stem}.txt"
-        tmp = caption.with_name(f".{caption.name}.tmp")
-        tmp.write_text(prompt + "\n", encoding="utf-8")
-        os.replace(tmp, caption)
-        save_png(candidates[j], out / f"{stem}.png",
-                 png_text(s, prompt, image_seed(s.seed, i, j), j))
-
-
-def _collect(out: Path, plan: Plan, fresh: set[int]) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Every image of the run (read back from disk) and its record for metadata.json."""
-    from PIL import Image
-
-    records, images = [], []
-    for i, prompt in enumerate(plan.prompts):
-        for k, stem in enumerate(plan.stems(i)):
-            with Image.open(out / f"{stem}.png") as im:
-                text = dict(getattr(im, "text", {}))
-                images.append(im.convert("RGB"))
-            records.append({
-                "file": f"{stem}.png", "caption_file": f"{stem}.txt", "prompt_index": i,
-                "prompt": prompt, "image_index": k,
-                "seed": int(text["seed"]) if text.get("seed", "").isdigit() else None,
-                "candidate": int(text["candidate"]) if text.get("candidate", "").isdigit()
-                else None,
-                "generated_this_session": i in fresh,
-            })
-    return records, images
-
-
-def _grid(images: list[Any]) -> Any:
-    from .images import make_grid
-
-    size = images[0].size
-    return make_grid([im if im.size == size else im.resize(size) for im in images])
-
-
-def _log_wandb(options: RunOptions, out: Path, meta: dict[str, Any], images: list[Any],
-               grid: Any) -> str:
-    """One W&B run with a table of (prompt, image, seed, metrics) and the grid."""
-    try:
-        import wandb
-    except ImportError:
-        raise GlidectlError("--wandb-project is set but wandb is not installed.") from None
-    try:
-        run = wandb.init(
-            project=options.wandb_project, entity=options.wandb_entity or None,
-            mode=options.wandb_mode or None, name=f"eval-{out.name}", dir=str(out),
-            job_type="eval", config={"settings": meta["settings"], "models": meta["models"]},
-        )
-    except Exception as exc:  # wandb raises many kinds (auth, network, usage)
-        raise GlidectlError(
-            f"Could not start a W&B run in project {options.wandb_project!r}: {exc}; run "
-            "`wandb login`, pass --wandb-mode offline, or drop --wandb-project."
-        ) from None
-    names = list(meta["metrics"])
-    table = wandb.Table(columns=["prompt", "image", "seed", *names])
-    for rec, im in zip(meta["images"], images, strict=True):
-        vals = [rec["metrics"].get(m) for m in names]
-        table.add_data(rec["prompt"], wandb.Image(im, caption=rec["prompt"]), rec["seed"], *vals)
-    summary = {f"eval/{m}": s["mean"] for m, s in meta["metrics"].items() if "mean" in s}
-    run.log({"eval/images": table, "eval/grid": wandb.Image(grid), **summary})
-    run.finish()
-    return run.id
+        write_pair(out, stem, candidates[j], prompt,
+                   png_text(s, prompt, image_seed(s.seed, i, j), j))
 
 
 def run_eval(
@@ -413,7 +308,7 @@ def run_eval(
     prompts = read_prompts(prompts_file)
     out = resolve_out(prompts, options)
     plan = Plan.make(prompts, settings)
-    prior = read_metadata(out) if out.is_dir() else None
+    prior = read_metadata(out / META_FILE)
     device = pick_device(options.device)
     scorer, clip_reason = _load_clip(options, settings, device)
     if clip_reason:
@@ -454,7 +349,7 @@ def run_eval(
         return EvalReport(out, header, dry_run=True)
 
     out.mkdir(parents=True, exist_ok=True)
-    _clean_temp_files(out)
+    clean_temp_files(out)
     sessions = list((prior or {}).get("sessions", [])) if options.resume else []
     write_json(out / META_FILE, {**header, "status": "running", "sessions": sessions})
     total = len(prompts) * settings.n
@@ -486,16 +381,17 @@ def run_eval(
     gen_s = time.perf_counter() - t_gen
 
     t_metrics = time.perf_counter()
-    records, images = _collect(out, plan, fresh)
+    records, images = collect(out, prompts, [plan.stems(i) for i in range(len(prompts))],
+                              fresh)
     results = [prompt_following(images, [r["prompt"] for r in records]),
                clip_metric(scorer, clip_reason, images, [r["prompt"] for r in records])]
     for k, rec in enumerate(records):
         rec["metrics"] = {m.name: m.values[k] for m in results
                           if m.absent is None and m.values[k] is not None}
-    grid = _grid(images)
+    grid_image = grid(images)
     from .images import save_png
 
-    save_png(grid, out / GRID_FILE, {"glidectl": json.dumps(
+    save_png(grid_image, out / GRID_FILE, {"glidectl": json.dumps(
         {"version": __version__, "prompts": prompts, **settings.fingerprint()}, sort_keys=True)})
     metrics_s = time.perf_counter() - t_metrics
     generated = len(fresh) * settings.n
@@ -516,7 +412,8 @@ def run_eval(
     }
     notes = []
     if options.wandb_project:
-        meta["wandb_run_id"] = _log_wandb(options, out, meta, images, grid)
+        meta["wandb_run_id"] = log_wandb(options.wandb_project, options.wandb_entity,
+                                         options.wandb_mode, out, meta, images, grid_image)
         notes.append(f"W&B run {meta['wandb_run_id']} logged to project "
                      f"{options.wandb_project!r}.")
     write_json(out / META_FILE, meta)

@@ -1,0 +1,145 @@
+"""What ``glidectl eval`` leaves on disk: numbered folders, ``000_<slug>.png`` + ``.txt``
+pairs with their parameters in PNG text chunks, ``grid.png``, ``metadata.json``, W&B tables.
+
+Every file is written through a temp file and an atomic rename, so a killed run leaves
+only whole files (and ``.name.tmp`` leftovers that the next run removes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import GlidectlError
+
+
+def slugify(text: str, max_len: int = 48) -> str:
+    """A file-name-safe, lower-case slug of a prompt (``a red circle`` → ``a-red-circle``)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:max_len].rstrip("-") or "prompt"
+
+
+def image_stems(prompts: Sequence[str], i: int, n: int) -> list[str]:
+    """File stems of prompt i's images: ``000_<slug>`` or ``000_<slug>_1 … _n``."""
+    width = max(3, len(str(len(prompts) - 1)))
+    stem = f"{i:0{width}d}_{slugify(prompts[i])}"
+    return [stem] if n == 1 else [f"{stem}_{k + 1}" for k in range(n)]
+
+
+def next_eval_dir(root: str | Path = "eval") -> Path:
+    """The first free numbered folder ``root/0001``, ``root/0002``, …"""
+    root = Path(root)
+    taken = {int(p.name) for p in root.iterdir() if p.name.isdigit()} if root.is_dir() else set()
+    return root / f"{max(taken, default=0) + 1:04d}"
+
+
+def latest_eval_dir(root: str | Path = "eval") -> Path | None:
+    """The highest-numbered folder under ``root`` (what ``--resume`` continues by default)."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    numbered = sorted((int(p.name), p) for p in root.iterdir() if p.name.isdigit() and p.is_dir())
+    return numbered[-1][1] if numbered else None
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temp file and an atomic rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_metadata(path: Path) -> dict[str, Any] | None:
+    """A run's metadata.json, or None when there is none."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise GlidectlError(
+            f"{str(path)!r} is not valid JSON; delete it or pick another --out."
+        ) from None
+
+
+def clean_temp_files(out: Path) -> None:
+    """Remove half-written files a killed run left behind (``.name.tmp``)."""
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def write_pair(out: Path, stem: str, image: Any, prompt: str, text: dict[str, str]) -> None:
+    """``stem.txt`` (the prompt), then ``stem.png`` with ``text`` chunks: a PNG on disk means
+    its caption is there too."""
+    from .images import save_png
+
+    caption = out / f"{stem}.txt"
+    tmp = caption.with_name(f".{caption.name}.tmp")
+    tmp.write_text(prompt + "\n", encoding="utf-8")
+    os.replace(tmp, caption)
+    save_png(image, out / f"{stem}.png", text)
+
+
+def _int(text: dict[str, str], key: str) -> int | None:
+    value = text.get(key, "")
+    return int(value) if value.isdigit() else None
+
+
+def collect(out: Path, prompts: Sequence[str], stems: Sequence[Sequence[str]],
+            fresh: set[int]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Every image of the run read back from disk, and its record for metadata.json
+    (seed and candidate come from the PNG's own text chunks)."""
+    from PIL import Image
+
+    records, images = [], []
+    for i, prompt in enumerate(prompts):
+        for k, stem in enumerate(stems[i]):
+            with Image.open(out / f"{stem}.png") as im:
+                text = dict(getattr(im, "text", {}))
+                images.append(im.convert("RGB"))
+            records.append({
+                "file": f"{stem}.png", "caption_file": f"{stem}.txt", "prompt_index": i,
+                "prompt": prompt, "image_index": k, "seed": _int(text, "seed"),
+                "candidate": _int(text, "candidate"), "generated_this_session": i in fresh,
+            })
+    return records, images
+
+
+def grid(images: Sequence[Any]) -> Any:
+    """All images in a ceil-sqrt grid (empty cells stay white; none is dropped)."""
+    from .images import make_grid
+
+    size = images[0].size
+    return make_grid([im if im.size == size else im.resize(size) for im in images])
+
+
+def log_wandb(project: str, entity: str, mode: str, out: Path, meta: dict[str, Any],
+              images: Sequence[Any], grid_image: Any) -> str:
+    """One W&B run with a table of (prompt, image, seed, metrics) and the grid; its id."""
+    try:
+        import wandb
+    except ImportError:
+        raise GlidectlError("--wandb-project is set but wandb is not installed.") from None
+    try:
+        run = wandb.init(
+            project=project, entity=entity or None, mode=mode or None,
+            name=f"eval-{out.name}", dir=str(out), job_type="eval",
+            config={"settings": meta["settings"], "models": meta["models"]},
+        )
+    except Exception as exc:  # wandb raises many kinds (auth, network, usage)
+        raise GlidectlError(
+            f"Could not start a W&B run in project {project!r}: {exc}; run `wandb login`, "
+            "pass --wandb-mode offline, or drop --wandb-project."
+        ) from None
+    names = list(meta["metrics"])
+    table = wandb.Table(columns=["prompt", "image", "seed", *names])
+    for rec, im in zip(meta["images"], images, strict=True):
+        vals = [rec["metrics"].get(m) for m in names]
+        table.add_data(rec["prompt"], wandb.Image(im, caption=rec["prompt"]), rec["seed"], *vals)
+    summary = {f"eval/{m}": s["mean"] for m, s in meta["metrics"].items() if "mean" in s}
+    run.log({"eval/images": table, "eval/grid": wandb.Image(grid_image), **summary})
+    run.finish()
+    return run.id
