@@ -310,6 +310,11 @@ def run_eval(
     plan = Plan.make(prompts, settings)
     prior = read_metadata(out / META_FILE)
     device = pick_device(options.device)
+    from . import plugins
+
+    plugins.samplers().get(settings.base_stage.sampler)  # typos fail before any loading
+    if settings.upsampler:
+        plugins.samplers().get(settings.upsample_stage.sampler)
     scorer, clip_reason = _load_clip(options, settings, device)
     if clip_reason:
         emit("note", text=clip_reason)
