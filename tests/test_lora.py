@@ -565,3 +565,16 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path):
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     assert any(v.abs().sum() > 0 for k, v in b.items() if ".lora_B." in k)
+
+
+def test_bad_lora_config_fails_before_a_run_directory_exists(tmp_path, capsys):
+    from glidectl.config import save_config
+
+    cfg = lora_config(tmp_path, lora=dict(rank=0))
+    save_config(cfg, tmp_path / "bad.toml")
+    assert cli("lora", "--config", tmp_path / "bad.toml", "--no-live") == 2
+    assert capsys.readouterr().err.strip() == "Error: lora.rank must be >= 1, got 0."
+    assert not (tmp_path / "runs").exists()
+    assert cli("lora", "--config", tmp_path / "bad.toml", "--set", "lora.rank=4", "--set",
+               "lora.targets=['attn']") == 2
+    assert "unknown preset 'attn'" in capsys.readouterr().err

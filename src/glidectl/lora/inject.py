@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import LoraConfig
 from ..errors import GlidectlError
-from .targets import resolve_targets
+from .targets import check_targets, resolve_targets
 
 ADAPTER_NAME = "default"
 
@@ -30,6 +30,7 @@ def check_lora_config(cfg: LoraConfig) -> None:
         raise GlidectlError(f"lora.dropout must be in [0, 1), got {cfg.dropout}.")
     if not cfg.targets and not cfg.patterns:
         raise GlidectlError("LoRA needs lora.targets (attention, mlp, conv, all) or lora.patterns.")
+    check_targets(cfg.targets, cfg.patterns)
 
 
 def peft_config(cfg: LoraConfig, target_names: list[str]) -> Any:

@@ -36,6 +36,19 @@ def _compile(pattern: str, where: str) -> re.Pattern[str]:
         ) from None
 
 
+def check_targets(
+    targets: list[str] | tuple[str, ...], patterns: list[str] | tuple[str, ...]
+) -> None:
+    """Fail early on unknown presets and invalid regexes (before a run directory exists)."""
+    for name in targets:
+        if name not in PRESETS:
+            raise GlidectlError(
+                f"lora.targets: unknown preset {name!r}; use any of {', '.join(PRESETS)}."
+            )
+    for p in patterns:
+        _compile(p, "lora.patterns")
+
+
 def resolve_targets(
     model: nn.Module,
     targets: list[str] | tuple[str, ...],
@@ -45,13 +58,8 @@ def resolve_targets(
 
     Unknown presets, invalid or unmatched custom patterns, and an empty selection are errors.
     """
-    compiled: list[re.Pattern[str]] = []
-    for name in targets:
-        if name not in PRESETS:
-            raise GlidectlError(
-                f"lora.targets: unknown preset {name!r}; use any of {', '.join(PRESETS)}."
-            )
-        compiled += [re.compile(p) for p in PRESETS[name]]
+    check_targets(targets, patterns)
+    compiled = [re.compile(p) for name in targets for p in PRESETS[name]]
     custom = [(_compile(p, "lora.patterns"), p) for p in patterns]
     modules = [(n, m) for n, m in model.named_modules() if n]
     for rx, raw in custom:

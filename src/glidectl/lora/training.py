@@ -17,7 +17,14 @@ from torch import nn
 from ..config import GlideConfig, LoraConfig
 from ..errors import GlidectlError
 from .files import read_adapter, save_adapter, weights_sha256
-from .inject import ADAPTER_NAME, LoraSummary, inject_lora, lora_parameters, lora_summary
+from .inject import (
+    ADAPTER_NAME,
+    LoraSummary,
+    check_lora_config,
+    inject_lora,
+    lora_parameters,
+    lora_summary,
+)
 
 ADAPTER_DIR = "lora"
 EMA_ADAPTER_DIR = "lora-ema"
@@ -34,6 +41,7 @@ class LoraTrainingAdapter:
     """The engine's model hook for LoRA: inject adapters, train only them, save adapter dirs."""
 
     def __init__(self, cfg: LoraConfig, base_spec: str = "scratch"):
+        check_lora_config(cfg)  # before the engine creates a run directory
         self.cfg = cfg
         self.base_spec = base_spec
         self.name = "lora"
