@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     User-caused errors (bad flags, configs, files) become one line on stderr and exit code 2;
     anything else is a bug and keeps its traceback.
     """
+    from typer import exceptions as typer_exc
+
     try:  # typer >= 0.26 vendors click
         from typer._click import exceptions as click_exc
     except ImportError:  # pragma: no cover
@@ -90,6 +92,6 @@ def main(argv: list[str] | None = None) -> None:
         fail(exc.format_message().rstrip(".") + where + ".", exc.exit_code)
     except click_exc.ClickException as exc:
         fail(exc.format_message(), exc.exit_code)
-    except click_exc.Abort:
+    except typer_exc.Abort:
         fail("Aborted.", 130)
     raise SystemExit(code if isinstance(code, int) else 0)
