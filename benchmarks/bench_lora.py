@@ -10,7 +10,7 @@ image, and prints the mean colour of samples before and after, for that caption 
 control caption.
 
     python benchmarks/bench_lora.py                 # both parts (~15 min on 2 busy cores)
-    python benchmarks/bench_lora.py --skip-demo --size small --image-size 32
+    python benchmarks/bench_lora.py --skip-demo --size official --image-size 64 --batch 1
 """
 
 from __future__ import annotations
@@ -102,13 +102,21 @@ def memory_and_speed(args: argparse.Namespace, out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- demo
-def magenta_folder(path: Path, n: int = 32, size: int = 32) -> Path:
+def zorblax_folder(path: Path, n: int = 32, n_shapes: int = 96, size: int = 32) -> Path:
+    """``n`` solid magenta "a zorblax" images, plus demo shapes with their own captions so
+    the adapter learns the new word rather than "everything is magenta"."""
     from PIL import Image
+
+    from glidectl.data.demo import make_demo_sample
 
     path.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         Image.new("RGB", (size, size), (255, 0, 255)).save(path / f"z{i:03d}.png")
         (path / f"z{i:03d}.txt").write_text("a zorblax\n")
+    for i in range(n_shapes):
+        sample = make_demo_sample("shapes", i, size)
+        sample.image.save(path / f"s{i:03d}.png")
+        (path / f"s{i:03d}.txt").write_text(sample.caption + "\n")
     return path
 
 
@@ -121,6 +129,7 @@ def demo(args: argparse.Namespace, out: Path) -> None:
     import torch
 
     from glidectl.config import GlideConfig
+    from glidectl.data.demo import make_demo_sample
     from glidectl.glide import load_model
     from glidectl.lora import apply_loras, train_lora
     from glidectl.pipeline import sample_base, tokenizer_for
@@ -143,19 +152,22 @@ def demo(args: argparse.Namespace, out: Path) -> None:
     cfg.preview.every = 0
     cfg.checkpoint.every = 0
     cfg.log.every = 50
-    base_run = Trainer(cfg, quiet=True).run()
+    if args.base_run:
+        base_dir = Path(args.base_run)
+    else:
+        base_dir = Trainer(cfg, quiet=True).run().run_dir
     t_base = time.perf_counter() - t0
 
     lcfg = GlideConfig()
-    lcfg.model.init = str(base_run.run_dir)
-    lcfg.data.source = str(magenta_folder(out / "zorblax"))
+    lcfg.model.init = str(base_dir)
+    lcfg.data.source = str(zorblax_folder(out / "zorblax", n_shapes=args.shapes))
     lcfg.data.resolution = 32
-    lcfg.data.uncond_p = 0.0
+    lcfg.data.uncond_p = 0.1
     lcfg.train.output_dir = str(out)
     lcfg.train.name = "demo-lora"
     lcfg.train.steps = args.lora_steps
     lcfg.train.batch_size = 8
-    lcfg.train.lr = 2e-3
+    lcfg.train.lr = args.lora_lr
     lcfg.train.ema_decay = 0.0
     lcfg.train.threads = 1
     lcfg.preview.every = 0
@@ -168,14 +180,15 @@ def demo(args: argparse.Namespace, out: Path) -> None:
     lora_run = train_lora(lcfg, quiet=True)
     t_lora = time.perf_counter() - t1
 
-    before = load_model(str(base_run.run_dir)).eval()
-    after = apply_loras(load_model(str(base_run.run_dir)).eval(), [str(lora_run.run_dir)])
+    before = load_model(str(base_dir)).eval()
+    after = apply_loras(load_model(str(base_dir)).eval(), [str(lora_run.run_dir)])
     tok = tokenizer_for(before)
     print(f"\n== demo: tiny base {args.base_steps} steps on demo:shapes ({t_base:.0f}s), LoRA "
           f"'a zorblax' -> magenta {args.lora_steps} steps ({t_lora:.0f}s) ==")
     print(f"{'caption':<16}{'before mean RGB':>24}{'after mean RGB':>24}{'shift':>22}"
           f"{'dist to magenta':>18}")
-    for prompt in ("a zorblax", "a red circle"):
+    control = make_demo_sample("shapes", 0, 32).caption
+    for prompt in ("a zorblax", control):
         prompts = [prompt] * args.samples
         with torch.no_grad():
             kw = dict(sampler="ddim", steps=25, guidance=3.0, seed=0)
@@ -186,7 +199,7 @@ def demo(args: argparse.Namespace, out: Path) -> None:
         def dist(c: list[float]) -> float:
             return sum((u - v) ** 2 for u, v in zip(c, (255, 0, 255), strict=True)) ** 0.5
 
-        print(f"{prompt:<16}{str(b):>24}{str(a):>24}{str(shift):>22}"
+        print(f"{prompt[:15]:<16}{str(b):>24}{str(a):>24}{str(shift):>22}"
               f"{dist(b):>8.0f} -> {dist(a):.0f}")
 
 
@@ -199,7 +212,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--base-steps", type=int, default=200)
-    p.add_argument("--lora-steps", type=int, default=100)
+    p.add_argument("--lora-steps", type=int, default=200)
+    p.add_argument("--lora-lr", type=float, default=5e-3)
+    p.add_argument("--shapes", type=int, default=96,
+                   help="Demo-shapes images mixed into the zorblax data (0 = none).")
+    p.add_argument("--work", help="Keep runs in this folder (default: a temp folder).")
+    p.add_argument("--base-run", help="Reuse a trained base run folder for the demo.")
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-demo", action="store_true")
@@ -208,10 +226,11 @@ def main() -> None:
         child(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.work) if args.work else Path(tmp)
         if not args.skip_memory:
-            memory_and_speed(args, Path(tmp))
+            memory_and_speed(args, out)
         if not args.skip_demo:
-            demo(args, Path(tmp))
+            demo(args, out)
 
 
 if __name__ == "__main__":
