@@ -136,10 +136,13 @@ def register(app: typer.Typer) -> None:
         steps: str = typer.Option(
             "25", "--steps", help="Base-stage steps (or a respacing such as fast27)."),
         guidance: float = typer.Option(3.0, "--guidance", help="Base classifier-free guidance."),
-        up_sampler: str = typer.Option("ddpm", "--up-sampler", help="Upsampler sampler."),
-        up_steps: str = typer.Option("fast27", "--up-steps", help="Upsampler steps."),
+        up_sampler: str = typer.Option(
+            "ddpm", "--upsample-sampler", "--up-sampler", help="Upsampler sampler."),
+        up_steps: str = typer.Option(
+            "fast27", "--upsample-steps", "--up-steps", help="Upsampler steps."),
         up_guidance: float | None = typer.Option(
-            None, "--up-guidance", help="Upsampler guidance (default: none, as OpenAI)."),
+            None, "--upsample-guidance", "--up-guidance",
+            help="Upsampler guidance (default: none, as OpenAI)."),
         resume: bool = typer.Option(
             False, "--resume", help="Continue an interrupted run in --out (or the latest)."),
         skip_existing: bool = typer.Option(
@@ -148,7 +151,7 @@ def register(app: typer.Typer) -> None:
             False, "--dry-run", help="Print the plan (models, counts, calls, time) and exit."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
         precision: str = typer.Option(
-            "fp32", "--precision", help="fp32, fp16 or bf16 (autocast)."),
+            "no", "--precision", help="Autocast: no (fp32), fp16 or bf16."),
         compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks."),
         lora: list[str] | None = typer.Option(
             None, "--lora", help="LoRA adapter PATH[:SCALE] (repeatable)."),
