@@ -15,15 +15,15 @@ from ..errors import GlidectlError
 
 # Each module exposes ``register(app)``; keep imports of torch inside command bodies.
 COMMAND_MODULES: tuple[str, ...] = (
-    "glidectl.cli.config_cmd",
-    "glidectl.cli.plugins_cmd",
-    "glidectl.cli.dataset_cmd",
-    "glidectl.cli.download_cmd",
     "glidectl.cli.train_cmd",
     "glidectl.cli.lora_cmd",
     "glidectl.cli.sample_cmd",
     "glidectl.cli.eval_cmd",
     "glidectl.cli.ui_cmd",
+    "glidectl.cli.dataset_cmd",
+    "glidectl.cli.download_cmd",
+    "glidectl.cli.config_cmd",
+    "glidectl.cli.plugins_cmd",
 )
 
 

@@ -15,8 +15,11 @@ def register(app: typer.Typer) -> None:
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
-        """Download OpenAI's GLIDE checkpoints to the cache ($GLIDECTL_HOME or
-        ~/.cache/glidectl); files already there are not fetched again, partial ones resume."""
+        """Download OpenAI's GLIDE checkpoints into the local cache.
+
+        The cache is $GLIDECTL_HOME or ~/.cache/glidectl; files already there are not fetched
+        again and partial downloads resume.
+        """
         from ..errors import GlidectlError
         from ..glide.options import KINDS
         from ..glide.sources import OpenAISource
