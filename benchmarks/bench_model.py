@@ -30,6 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from glidectl.glide import create_model, official_options
+from glidectl.glide.precision import native_low_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(os.environ.get("GLIDECTL_GOLDEN", ROOT.parent / "shared" / "golden"))
@@ -93,7 +94,20 @@ def reference() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def time_config(name: str, options, batch: int, warmup: int, reps: int, ref: dict) -> None:
+def conv_probe(dtype: torch.dtype, reps: int = 2) -> float:
+    """Seconds for one 3x3 conv, 192 -> 192 channels at 64x64 (the base model's first level)."""
+    x = torch.randn(1, 192, 64, 64, dtype=dtype)
+    w = torch.randn(192, 192, 3, 3, dtype=dtype)
+    torch.nn.functional.conv2d(x, w, padding=1)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.nn.functional.conv2d(x, w, padding=1)
+    return (time.perf_counter() - t0) / reps
+
+
+def time_config(
+    name: str, options, batch: int, warmup: int, reps: int, ref: dict, bf16: bool
+) -> None:
     torch.manual_seed(0)
     model = create_model(options)
     kw = inputs(options, batch)
@@ -105,7 +119,8 @@ def time_config(name: str, options, batch: int, warmup: int, reps: int, ref: dic
         "forward_backward": count_flops(lambda: forward_backward(model, kw)),
     }
     results = {}
-    for label, dtype in (("fp32", None), ("bf16 autocast", torch.bfloat16)):
+    precisions = [("fp32", None)] + ([("bf16 autocast", torch.bfloat16)] if bf16 else [])
+    for label, dtype in precisions:
         for mode, fn in (("forward", forward), ("forward_backward", forward_backward)):
             med, times = median_ms(lambda f=fn, d=dtype: f(model, kw, d), warmup, reps)
             results[(label, mode)] = med
@@ -114,22 +129,34 @@ def time_config(name: str, options, batch: int, warmup: int, reps: int, ref: dic
             vs = f"  reference fp32 {ref_ms:.1f} ms (x{med / ref_ms:.2f})" if ref_ms else ""
             print(f"  {label:14s} {mode:17s} {med:8.1f} ms  {gflops:6.1f} GFLOP/s "
                   f"({flops[mode] / 1e9:.1f} GFLOP){vs}   runs: "
-                  + " ".join(f"{t:.0f}" for t in times))
-    for mode in ("forward", "forward_backward"):
-        ratio = results[("bf16 autocast", mode)] / results[("fp32", mode)]
-        print(f"  bf16/fp32 {mode}: {ratio:.2f}")
+                  + " ".join(f"{t:.0f}" for t in times), flush=True)
+    if bf16:
+        for mode in ("forward", "forward_backward"):
+            ratio = results[("bf16 autocast", mode)] / results[("fp32", mode)]
+            print(f"  bf16/fp32 {mode}: {ratio:.2f}")
 
 
 def speed(args) -> None:
     torch.set_num_threads(args.threads)
     ref = reference()
     warmup, reps = (1, 3) if args.quick else (2, 7)
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{warmup} warm-up + {reps} timed runs, median")
-    time_config("base_official_b1_64", official_options("base"), 1, warmup, reps, ref)
+          f"{warmup} warm-up + {reps} timed runs, median; load average {load} "
+          f"on {os.cpu_count()} CPUs (other processes slow these figures down)")
+    native = native_low_precision("cpu", torch.bfloat16)
+    fp32_conv, bf16_conv = conv_probe(torch.float32), conv_probe(torch.bfloat16, reps=1)
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native bf16 kernels: "
+          f"{native}; probe conv 192ch@64x64: fp32 {fp32_conv * 1e3:.0f} ms, "
+          f"bf16 {bf16_conv * 1e3:.0f} ms (x{bf16_conv / fp32_conv:.1f})")
+    run_bf16 = native or args.force_bf16
+    if not run_bf16:
+        print("bf16 autocast on the full model skipped: without native bf16 kernels it would "
+              "take minutes per step (use --force-bf16 to time it anyway).")
+    time_config("base_official_b1_64", official_options("base"), 1, warmup, reps, ref, run_bf16)
     if args.mid:
         mid = official_options("base").replace(**MID)
-        time_config("mid_b2_64", mid, 2, warmup, reps, ref)
+        time_config("mid_b2_64", mid, 2, warmup, reps, ref, run_bf16)
 
 
 def memory_child(checkpointing: bool, batch: int) -> None:
@@ -176,6 +203,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mid", action="store_true", help="also time the mid-size model")
+    parser.add_argument("--force-bf16", action="store_true",
+                        help="time bf16 autocast even without native bf16 kernels")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
