@@ -72,7 +72,7 @@ def test_official_kind_is_identified_from_keys(kind, golden):
     assert identify_kind({k: v.shape for k, v in state.items()}) == kind
     assert infer_options(state, "x.pt") == official_options(kind)
     other = "upsample" if kind == "base" else "base"
-    with pytest.raises(GlidectlError, match=f"holds a {kind} model, but a {other} model"):
+    with pytest.raises(GlidectlError, match=f"holds an? {kind} model, but an? {other} model"):
         infer_options(state, "x.pt", kind=other)
 
 
@@ -89,7 +89,7 @@ def test_mismatching_keys_are_named(tmp_path, inpaint_model):
 def test_wrong_kind_is_refused(tmp_path, inpaint_model):
     options, model = inpaint_model
     path = save_weights(model, tmp_path / "w.safetensors")
-    with pytest.raises(GlidectlError, match="holds a base-inpaint model, but a upsample model"):
+    with pytest.raises(GlidectlError, match="holds a base-inpaint model, but an upsample model"):
         load_model(path, kind="upsample")
 
 

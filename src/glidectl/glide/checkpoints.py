@@ -31,6 +31,11 @@ META_KIND = "glidectl.kind"
 _FIRST_KEY = "input_blocks.0.0.weight"
 
 
+def _a(kind: str) -> str:
+    """'a base' / 'an upsample'."""
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
 def _require_file(path: Path) -> None:
     if not path.exists():
         raise GlidectlError(f"Checkpoint {str(path)!r} does not exist; check the path.")
@@ -109,7 +114,7 @@ def check_state_dict(state: Mapping[str, torch.Tensor], options: ModelOptions, p
     problem = mismatch(shapes, options)
     if problem:
         raise GlidectlError(
-            f"{str(path)!r} does not fit a {options.kind} model with its options: {problem}."
+            f"{str(path)!r} does not fit {_a(options.kind)} model with its options: {problem}."
         )
 
 
@@ -121,15 +126,16 @@ def infer_options(
     found = identify_kind(shapes, path)
     if kind is not None and found != kind:
         raise GlidectlError(
-            f"{str(path)!r} holds a {found} model, but a {kind} model is needed; "
+            f"{str(path)!r} holds {_a(found)} model, but {_a(kind)} model is needed; "
             f"pass a {kind} checkpoint."
         )
     options = official_options(found)
     problem = mismatch(shapes, options)
     if problem:
         raise GlidectlError(
-            f"{str(path)!r} looks like a {found} model but not OpenAI's official one ({problem}); "
-            "a file without options needs them passed in (or convert it to .safetensors)."
+            f"{str(path)!r} looks like {_a(found)} model but not OpenAI's official one "
+            f"({problem}); a file without model options needs them passed in "
+            "(load_model(path, options=ModelOptions(...)))."
         )
     return options
 
@@ -177,7 +183,7 @@ def load_openai_pt(
 def _check_kind(options: ModelOptions, kind: str | None, path: Path) -> None:
     if kind is not None and options.kind != kind:
         raise GlidectlError(
-            f"{str(path)!r} holds a {options.kind} model, but a {kind} model is needed; "
+            f"{str(path)!r} holds {_a(options.kind)} model, but {_a(kind)} model is needed; "
             f"pass a {kind} checkpoint."
         )
 
@@ -196,8 +202,12 @@ def save_weights(
     from safetensors.torch import save_file
 
     if isinstance(model_or_state, nn.Module):
-        options = options or getattr(model_or_state, "options", None)
-        state = model_or_state.state_dict()
+        model = model_or_state
+        for wrapper in ("_orig_mod", "module"):  # torch.compile / DDP wrappers
+            inner = getattr(model, wrapper, None)
+            model = inner if isinstance(inner, nn.Module) else model
+        options = options or getattr(model, "options", None)
+        state = model.state_dict()
     else:
         state = dict(model_or_state)
     if options is None:
