@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
 
         wanted: list[str] = []
         for name in models:
+            name = name.removeprefix("openai:")  # the model-spec spelling works too
             if name not in CHOICES:
                 raise GlidectlError(
                     f"Unknown model {name!r} for download; use one of {', '.join(CHOICES)}."
