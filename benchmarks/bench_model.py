@@ -7,7 +7,7 @@ timed runs, median) and printed next to the reference figures, with achieved GFL
 
 Memory: peak resident memory of one training step of the mid-size model with and without
 gradient checkpointing, each in a fresh subprocess (ru_maxrss), since torch's CPU allocator is
-invisible to tracemalloc.
+invisible to tracemalloc (VmHWM, reset right before the step).
 
     python benchmarks/bench_model.py            # full run (a few minutes on 2 cores)
     python benchmarks/bench_model.py --quick    # fewer repetitions, smaller memory batch
@@ -159,8 +159,29 @@ def speed(args) -> None:
         time_config("mid_b2_64", mid, 2, warmup, reps, ref, run_bf16)
 
 
+def _status_mib(field: str) -> float:
+    """A memory figure (VmRSS, VmHWM) of this process from /proc, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux: write 5 to clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def memory_child(checkpointing: bool, batch: int) -> None:
-    """One training step of the mid model; prints peak RSS before and after the step (MiB)."""
+    """One training step of the mid model; prints RSS before and peak RSS during it (MiB).
+
+    ru_maxrss survives fork+exec on Linux (a child starts with its parent's high-water mark),
+    so the per-process VmHWM is read instead, reset just before the step.
+    """
     torch.set_num_threads(2)
     torch.manual_seed(0)
     options = official_options("base").replace(**MID)
@@ -169,19 +190,21 @@ def memory_child(checkpointing: bool, batch: int) -> None:
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     kw = inputs(options, batch)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _status_mib("VmRSS")
+    reset = _reset_peak()
     t0 = time.perf_counter()
     out = model(**kw)
     out.float().pow(2).mean().backward()
     step = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = _status_mib("VmHWM") if reset else resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"before_mib": before, "peak_mib": after, "step_s": step}))
 
 
 def memory(args) -> None:
     batch = 2 if args.quick else 4
     print(f"\nPeak memory, one training step of the mid model (num_channels 128, xf_width 256, "
-          f"xf_layers 4), batch {batch}, 64 px, fresh process each (ru_maxrss):")
+          f"xf_layers 4), batch {batch}, 64 px, fresh process each (VmHWM):")
     rows = {}
     for flag in (False, True):
         cmd = [sys.executable, __file__, "--memory-child", str(int(flag)), "--batch", str(batch)]
