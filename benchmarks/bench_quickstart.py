@@ -68,6 +68,9 @@ def main() -> int:
         result = train(cfg, live=False)
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         run = result.run_dir
+        if result.interrupted:
+            print(f"training was interrupted at step {result.step}; not scored")
+            return 1
     t0 = time.perf_counter()
     figures = score_run(run, args.per_class, cfg.preview.sampler, cfg.preview.steps,
                         cfg.preview.guidance)
