@@ -9,7 +9,7 @@ Part 2 trains a tiny base on demo:shapes, teaches a LoRA that "a zorblax" is a s
 image, and prints the mean colour of samples before and after, for that caption and for a
 control caption.
 
-    python benchmarks/bench_lora.py                 # both parts (~15 min on 2 busy cores)
+    python benchmarks/bench_lora.py                 # both parts (~30 min on 2 busy cores)
     python benchmarks/bench_lora.py --skip-demo --size official --image-size 64 --batch 1
 """
 
@@ -181,26 +181,30 @@ def demo(args: argparse.Namespace, out: Path) -> None:
     t_lora = time.perf_counter() - t1
 
     before = load_model(str(base_dir)).eval()
-    after = apply_loras(load_model(str(base_dir)).eval(), [str(lora_run.run_dir)])
     tok = tokenizer_for(before)
-    print(f"\n== demo: tiny base {args.base_steps} steps on demo:shapes ({t_base:.0f}s), LoRA "
-          f"'a zorblax' -> magenta {args.lora_steps} steps ({t_lora:.0f}s) ==")
-    print(f"{'caption':<16}{'before mean RGB':>24}{'after mean RGB':>24}{'shift':>22}"
-          f"{'dist to magenta':>18}")
+    where = f"reused {base_dir}" if args.base_run else \
+        f"{args.base_steps} steps on demo:shapes ({t_base:.0f}s)"
+    print(f"\n== demo: tiny base {where}; LoRA 'a zorblax' -> magenta, {args.lora_steps} steps "
+          f"({t_lora:.0f}s); ddim 25 steps, guidance 3, {args.samples} samples ==")
+    print(f"{'caption':<16}{'scale':>6}{'before mean RGB':>24}{'after mean RGB':>24}"
+          f"{'shift':>22}{'dist to magenta':>18}")
+
+    def dist(c: list[float]) -> float:
+        return sum((u - v) ** 2 for u, v in zip(c, (255, 0, 255), strict=True)) ** 0.5
+
     control = make_demo_sample("shapes", 0, 32).caption
-    for prompt in ("a zorblax", control):
-        prompts = [prompt] * args.samples
-        with torch.no_grad():
-            kw = dict(sampler="ddim", steps=25, guidance=3.0, seed=0)
-            b = mean_rgb(sample_base(before, None, prompts, tok, **kw))
-            a = mean_rgb(sample_base(after, None, prompts, tok, **kw))
-        shift = [round(y - x, 1) for x, y in zip(b, a, strict=True)]
-
-        def dist(c: list[float]) -> float:
-            return sum((u - v) ** 2 for u, v in zip(c, (255, 0, 255), strict=True)) ** 0.5
-
-        print(f"{prompt[:15]:<16}{str(b):>24}{str(a):>24}{str(shift):>22}"
-              f"{dist(b):>8.0f} -> {dist(a):.0f}")
+    kw = dict(sampler="ddim", steps=25, guidance=3.0, seed=0)
+    for scale in (1.0, 2.0):
+        after = apply_loras(load_model(str(base_dir)).eval(),
+                            [f"{lora_run.run_dir}:{scale}"])
+        for prompt in ("a zorblax", control):
+            prompts = [prompt] * args.samples
+            with torch.no_grad():
+                b = mean_rgb(sample_base(before, None, prompts, tok, **kw))
+                a = mean_rgb(sample_base(after, None, prompts, tok, **kw))
+            shift = [round(y - x, 1) for x, y in zip(b, a, strict=True)]
+            print(f"{prompt[:15]:<16}{scale:>6g}{str(b):>24}{str(a):>24}{str(shift):>22}"
+                  f"{dist(b):>8.0f} -> {dist(a):.0f}")
 
 
 def main() -> None:
@@ -211,10 +215,10 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--base-steps", type=int, default=200)
-    p.add_argument("--lora-steps", type=int, default=200)
+    p.add_argument("--base-steps", type=int, default=1000)
+    p.add_argument("--lora-steps", type=int, default=300)
     p.add_argument("--lora-lr", type=float, default=5e-3)
-    p.add_argument("--shapes", type=int, default=96,
+    p.add_argument("--shapes", type=int, default=0,
                    help="Demo-shapes images mixed into the zorblax data (0 = none).")
     p.add_argument("--work", help="Keep runs in this folder (default: a temp folder).")
     p.add_argument("--base-run", help="Reuse a trained base run folder for the demo.")
