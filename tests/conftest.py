@@ -16,6 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(os.environ.get("GLIDECTL_GOLDEN", ROOT.parent / "shared" / "golden"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny test models run fastest on one thread, and parallel test runs do not fight."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def golden() -> Path:
     """The reference data folder (../shared/golden); tests using it skip when it is absent."""

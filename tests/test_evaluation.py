@@ -39,16 +39,6 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other test processes)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
@@ -431,7 +421,7 @@ def test_base_and_upsampler_stages(tmp_path, tiny_base):
     with pytest.raises(GlidectlError, match="takes 16 px input but the base model"):
         run_eval(prompts, EvalSettings(base=str(tiny_base), upsampler=str(up)),
                  RunOptions(out=tmp_path / "bad", device="cpu"))
-    with pytest.raises(GlidectlError, match="holds a upsample model, but a base model"):
+    with pytest.raises(GlidectlError, match="holds an upsample model, but a base model"):
         run_eval(prompts, EvalSettings(base=str(up)),
                  RunOptions(out=tmp_path / "bad", device="cpu"))
 

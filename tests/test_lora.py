@@ -27,15 +27,6 @@ from glidectl.lora import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are tiny and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(kind: str = "base", seed: int = 0, **changes) -> nn.Module:
     """A tiny network whose zero-initialised output layers are randomised (so LoRA shows)."""
     small = {"image_size": 32, "text_ctx": 16, "attention_resolutions": "16,8", "xf_width": 64}

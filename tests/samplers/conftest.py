@@ -29,11 +29,3 @@ def golden_base(golden: Path) -> torch.nn.Module:
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded (and do not fight parallel test runs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -7,17 +7,6 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other test processes)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     """``tiny.safetensors`` (a 32 px base model with random weights) in a fresh folder."""
