@@ -398,6 +398,12 @@ def test_glidectl_lora_trains_an_adapter_dir_on_demo_shapes(tmp_path, capsys):
     assert cli("lora", "merge", run_dir, "-o", tmp_path / "merged.safetensors") == 0
     n = len(adapter.module_names)
     assert f"merged {n} of {n} adapter modules" in capsys.readouterr().out
+    # `glidectl export` on a LoRA run points at `lora merge` instead of failing vaguely
+    from glidectl.errors import GlidectlError
+    from glidectl.training.export import export_weights
+
+    with pytest.raises(GlidectlError, match="holds LoRA adapters.*glidectl lora merge"):
+        export_weights(run_dir, tmp_path / "full.safetensors")
 
 
 def test_lora_resume_is_bitwise_identical(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from ..errors import GlidectlError
+from .train_cmd import CONFIG, LIVE, NAME, OUTPUT_DIR, PRECISION, RESUME, SET, STEPS
 
 
 def _train(config: Path | None, set_: list[str] | None, steps: int | None,
@@ -40,26 +41,14 @@ def register(app: typer.Typer) -> None:
     @lora_app.callback()
     def lora(
         ctx: typer.Context,
-        config: Path | None = typer.Option(
-            None, "--config", "-c", help="A glide.toml (its lora section configures the adapters)."
-        ),
-        set_: list[str] | None = typer.Option(
-            None, "--set", "-s", help="Override a key: section.key=value (repeatable)."
-        ),
-        steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (global)."),
-        output_dir: Path | None = typer.Option(
-            None, "--output-dir", "-o", help="Folder holding run directories."
-        ),
-        name: str | None = typer.Option(None, "--name", help="Run name (runs/<name>)."),
-        resume: str | None = typer.Option(
-            None, "--resume", help="'latest' or a run / checkpoint folder to resume."
-        ),
-        precision: str | None = typer.Option(
-            None, "--precision", help="Mixed precision: no, fp16 or bf16 (adapters stay fp32)."
-        ),
-        live: bool | None = typer.Option(
-            None, "--live/--no-live", help="Rich live display (default: when stdout is a terminal)."
-        ),
+        config: Path | None = CONFIG,
+        set_: list[str] | None = SET,
+        steps: int | None = STEPS,
+        output_dir: Path | None = OUTPUT_DIR,
+        name: str | None = NAME,
+        resume: str | None = RESUME,
+        precision: str | None = PRECISION,
+        live: bool | None = LIVE,
     ) -> None:
         """Train LoRA adapters on a base or upsampler model (the rest stays frozen).
 

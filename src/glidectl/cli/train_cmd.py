@@ -15,6 +15,23 @@ BASE_KINDS = ("base", "base-inpaint")
 UPSAMPLE_KINDS = ("upsample", "upsample-inpaint")
 
 
+# The run flags shared by `glidectl train`, `glidectl upsample` and `glidectl lora`.
+CONFIG = typer.Option(
+    None, "--config", "-c", help="A glide.toml file (optional with --resume RUN)."
+)
+SET = typer.Option(None, "--set", "-s", help="Override a key: section.key=value (repeatable).")
+STEPS = typer.Option(None, "--steps", help="Optimizer steps (global).")
+OUTPUT_DIR = typer.Option(None, "--output-dir", "-o", help="Folder holding run directories.")
+NAME = typer.Option(None, "--name", help="Run name (runs/<name>).")
+RESUME = typer.Option(None, "--resume", help="'latest' or a run / checkpoint folder to resume.")
+PRECISION = typer.Option(
+    None, "--precision", help="Mixed precision: no, fp16 or bf16 (trainable weights stay fp32)."
+)
+LIVE = typer.Option(
+    None, "--live/--no-live", help="Rich live display (default: when stdout is a terminal)."
+)
+
+
 def resolve_config(
     config: Path | None, sets: list[str] | None, *, steps: int | None = None,
     output_dir: Path | None = None, name: str | None = None, precision: str | None = None,
@@ -64,27 +81,14 @@ def _run(kinds: tuple[str, ...], config, set_, steps, output_dir, name, resume, 
 def register(app: typer.Typer) -> None:
     def options_for(kinds: tuple[str, ...]):
         def command(
-            config: Path | None = typer.Option(
-                None, "--config", "-c", help="A glide.toml file (optional with --resume RUN)."
-            ),
-            set_: list[str] | None = typer.Option(
-                None, "--set", "-s", help="Override a key: section.key=value (repeatable)."
-            ),
-            steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (global)."),
-            output_dir: Path | None = typer.Option(
-                None, "--output-dir", "-o", help="Folder holding run directories."
-            ),
-            name: str | None = typer.Option(None, "--name", help="Run name (runs/<name>)."),
-            resume: str | None = typer.Option(
-                None, "--resume", help="'latest' or a run / checkpoint folder to resume."
-            ),
-            precision: str | None = typer.Option(
-                None, "--precision", help="Mixed precision: no, fp16 or bf16."
-            ),
-            live: bool | None = typer.Option(
-                None, "--live/--no-live",
-                help="Rich live display (default: when stdout is a terminal).",
-            ),
+            config: Path | None = CONFIG,
+            set_: list[str] | None = SET,
+            steps: int | None = STEPS,
+            output_dir: Path | None = OUTPUT_DIR,
+            name: str | None = NAME,
+            resume: str | None = RESUME,
+            precision: str | None = PRECISION,
+            live: bool | None = LIVE,
         ) -> None:
             _run(kinds, config, set_, steps, output_dir, name, resume, precision, live)
 

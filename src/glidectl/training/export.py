@@ -41,6 +41,11 @@ def export_weights(run: Path, output: Path, ema: bool | None = None) -> tuple[Pa
             "train.ema_decay = 0); export with --no-ema."
         )
     source = ema_file if (ema is not False and ema_file.is_file()) else raw_file
+    if not source.is_file() and (step_dir / "lora").is_dir():
+        raise GlidectlError(
+            f"{str(step_dir)!r} holds LoRA adapters, not full weights; write a full checkpoint "
+            f"with: glidectl lora merge {run} -o {output}"
+        )
     if not source.is_file():
         raise GlidectlError(f"{str(step_dir)!r} has no {source.name}; pick another checkpoint.")
     output = Path(output)

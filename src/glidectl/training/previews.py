@@ -3,48 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from ..config import GlideConfig, PreviewConfig
 from ..errors import GlidectlError
-
-
-def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """[N,3,H,W] in [-1,1] → PIL images (8-bit, rounded as GLIDE's notebook does)."""
-    arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in arr]
-
-
-def make_grid(images: list[Image.Image], cols: int | None = None, pad: int = 2) -> Image.Image:
-    """Tile equally sized images row-major with ``pad`` px white gaps."""
-    n = len(images)
-    cols = cols or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    w, h = images[0].size
-    grid = Image.new("RGB", (cols * w + (cols - 1) * pad, rows * h + (rows - 1) * pad), "white")
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        grid.paste(im, (c * (w + pad), r * (h + pad)))
-    return grid
-
-
-def save_png(image: Image.Image, path: Path, text: dict[str, str]) -> Path:
-    """Write a PNG with ``text`` in tEXt chunks (the generation parameters)."""
-    info = PngImagePlugin.PngInfo()
-    for k, v in text.items():
-        info.add_text(k, v)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", pnginfo=info)
-    tmp.replace(path)
-    return path
+from ..images import make_grid, save_png, to_pil
 
 
 def preview_path(directory: Path, step: int) -> Path:
