@@ -57,8 +57,19 @@ def test_upsamplers_take_a_quarter_size_low_res():
     assert official_options("base").low_res_size is None
 
 
+def test_quickstart_preset_is_tiny_with_a_40_token_context():
+    from glidectl.data.demo import BACKGROUNDS, COLOURS, SHAPES, caption_for
+
+    quick, tiny = preset_options("base", "quickstart"), preset_options("base", "tiny")
+    assert quick.text_ctx == 40 and (quick.tokenizer, quick.n_vocab) == ("byte", 257)
+    assert quick.replace(text_ctx=tiny.text_ctx) == tiny
+    longest = max(len(caption_for(c, s, b).encode()) for c in COLOURS for s in SHAPES
+                  for b in BACKGROUNDS)
+    assert longest <= quick.text_ctx  # every demo:shapes caption fits, nothing truncated
+
+
 def test_unknown_size_is_an_error():
-    with pytest.raises(GlidectlError, match="tiny, small, official"):
+    with pytest.raises(GlidectlError, match="tiny, quickstart, small, official"):
         preset_options("base", "huge")
 
 
