@@ -339,25 +339,15 @@ def test_merge_errors_in_one_line_when_no_module_matches(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- training
 def lora_config(tmp_path, **sections):
-    from glidectl.config import GlideConfig
+    """The shared tiny training config, as a LoRA run (rank 4 on the attention layers)."""
+    from tiny_configs import tiny_config
 
-    cfg = GlideConfig()
-    cfg.model.size = "tiny"
-    cfg.data.source = "demo:shapes"
-    cfg.data.demo_size = 16
-    cfg.data.resolution = 32
-    cfg.train.output_dir = str(tmp_path / "runs")
-    cfg.train.name = "lora"
-    cfg.train.steps = 4
-    cfg.train.batch_size = 2
-    cfg.train.lr = 1e-2
-    cfg.train.ema_decay = 0.5
-    cfg.train.threads = 1
-    cfg.preview.every = 0
-    cfg.checkpoint.every = 2
-    cfg.log.every = 1
-    cfg.lora.targets = ["attention"]
-    cfg.lora.rank = 4
+    cfg = tiny_config(
+        tmp_path,
+        data={"demo_size": 16},
+        train={"name": "lora", "lr": 1e-2, "ema_decay": 0.5},
+        lora={"targets": ["attention"], "rank": 4},
+    )
     for name, values in sections.items():
         for key, value in values.items():
             setattr(getattr(cfg, name), key, value)

@@ -1,4 +1,4 @@
-"""Tiny training configs: the tiny preset at 32 px on demo or folder data, a few steps."""
+"""Training fixtures: tiny configs (see tests/tiny_configs.py) on demo or folder data."""
 
 from __future__ import annotations
 
@@ -6,32 +6,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tiny_configs import tiny_config
 
 from glidectl.config import GlideConfig, save_config
-
-
-def tiny_config(tmp_path: Path, **sections: dict) -> GlideConfig:
-    """A config that trains in about a second per step on a CPU."""
-    cfg = GlideConfig()
-    cfg.model.size = "tiny"
-    cfg.data.source = "demo:shapes"
-    cfg.data.demo_size = 24
-    cfg.data.resolution = 32
-    cfg.train.output_dir = str(tmp_path / "runs")
-    cfg.train.name = "t"
-    cfg.train.steps = 4
-    cfg.train.batch_size = 2
-    cfg.train.lr = 1e-3
-    cfg.train.ema_decay = 0.9
-    cfg.train.threads = 1
-    cfg.preview.every = 0
-    cfg.checkpoint.every = 2
-    cfg.log.every = 1
-    for name, values in sections.items():
-        section = getattr(cfg, name)
-        for key, value in values.items():
-            setattr(section, key, value)
-    return cfg
 
 
 @pytest.fixture

@@ -1,0 +1,28 @@
+"""Tiny training configs for tests: the tiny preset at 32 px on demo data, a few steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from glidectl.config import GlideConfig
+
+TINY = {
+    "model": {"size": "tiny"},
+    "data": {"source": "demo:shapes", "demo_size": 24, "resolution": 32},
+    "train": {"name": "t", "steps": 4, "batch_size": 2, "lr": 1e-3, "ema_decay": 0.9,
+              "threads": 1},
+    "preview": {"every": 0},
+    "checkpoint": {"every": 2},
+    "log": {"every": 1},
+}
+
+
+def tiny_config(tmp_path: Path, **sections: dict) -> GlideConfig:
+    """A config that trains in about a second per step on a CPU; ``sections`` override it."""
+    cfg = GlideConfig()
+    cfg.train.output_dir = str(tmp_path / "runs")
+    for layer in (TINY, sections):
+        for name, values in layer.items():
+            for key, value in values.items():
+                setattr(getattr(cfg, name), key, value)
+    return cfg
