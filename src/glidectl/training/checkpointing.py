@@ -130,6 +130,16 @@ class CheckpointManager:
         return self.directory / step_dir_name(steps[-1]) if steps else None
 
 
+def latest_under(path: Path) -> Path | None:
+    """The latest step dir in a run folder (``path/checkpoints``) or a checkpoints folder."""
+    for candidate in (Path(path) / "checkpoints", Path(path)):
+        if candidate.is_dir():
+            found = CheckpointManager(candidate).latest()
+            if found is not None:
+                return found
+    return None
+
+
 def resolve_checkpoint(spec: str, run_checkpoints: Path | None = None) -> Path:
     """``latest`` (in this run), a step dir, a checkpoints/ dir or a run dir → a step dir."""
     if spec == LATEST:
@@ -145,11 +155,9 @@ def resolve_checkpoint(spec: str, run_checkpoints: Path | None = None) -> Path:
     path = Path(spec)
     if (path / "state").is_dir():
         return path
-    for candidate in (path, path / "checkpoints"):
-        if candidate.is_dir():
-            found = CheckpointManager(candidate).latest()
-            if found is not None:
-                return found
+    found = latest_under(path)
+    if found is not None:
+        return found
     raise GlidectlError(
         f"--resume {spec!r}: not a checkpoint (a checkpoints/step-NNNNNN folder with a state/ "
         "folder) nor a run folder with checkpoints; pass 'latest' or an existing checkpoint."

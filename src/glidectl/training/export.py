@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import GlidectlError
-from .checkpointing import CheckpointManager
+from .checkpointing import latest_under
 
 
 def find_step_dir(run: Path) -> Path:
@@ -15,11 +15,9 @@ def find_step_dir(run: Path) -> Path:
         raise GlidectlError(f"Run {str(run)!r} does not exist; pass a runs/<name> folder.")
     if (run / "model.safetensors").is_file():
         return run
-    for checkpoints in (run / "checkpoints", run):
-        if checkpoints.is_dir():
-            found = CheckpointManager(checkpoints).latest()
-            if found is not None:
-                return found
+    found = latest_under(run)
+    if found is not None:
+        return found
     raise GlidectlError(
         f"{str(run)!r} has no checkpoints (checkpoints/step-NNNNNN); train it first or pass "
         "a checkpoint folder."
