@@ -34,6 +34,17 @@ def alpha_bar(sigma: float) -> float:
     return 1.0 / (1.0 + sigma * sigma)
 
 
+Callback = Callable[[dict[str, Any]], None] | None
+NoiseSampler = Callable[[float, float], torch.Tensor] | None
+
+
+def report(callback: Callback, i: int, x, sigma: float, sigma_next: float, denoised) -> None:
+    """Tell a sampler's ``callback`` about step ``i`` (k-diffusion's dict keys)."""
+    if callback:
+        callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised})
+
+
+
 class GlideDenoiser:
     """A GLIDE network (ε and learned-variance output) as a σ-space denoiser.
 

@@ -8,20 +8,12 @@ timesteps (``schedule="respaced"``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import torch
 
 from ..errors import GlidectlError
-from .denoiser import alpha_bar, to_d
-
-Callback = Callable[[dict[str, Any]], None] | None
-NoiseSampler = Callable[[float, float], torch.Tensor] | None
-
-
-def _noise(noise_sampler: NoiseSampler, x: torch.Tensor, sigma: float, sigma_next: float):
-    return noise_sampler(sigma, sigma_next) if noise_sampler else torch.randn_like(x)
+from .denoiser import Callback, NoiseSampler, alpha_bar, report, to_d
+from .noise import draw
 
 
 @torch.no_grad()
@@ -42,9 +34,7 @@ def sample_ddpm(denoiser, x, sigmas, extra=None, callback: Callback = None,
             denoised, v = denoiser(x, sigma, variance=True, **extra)
         else:
             denoised, v = denoiser(x, sigma, **extra), None
-        if callback:
-            callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next,
-                      "denoised": denoised})
+        report(callback, i, x, sigma, sigma_next, denoised)
         if sigma_next == 0:
             x = denoised
             continue
@@ -57,7 +47,7 @@ def sample_ddpm(denoiser, x, sigmas, extra=None, callback: Callback = None,
             f = (v + 1) / 2
             log_var = f * math.log(beta) + (1 - f) * log_beta_tilde
         mean = denoised + (sigma_next / sigma) ** 2 * (x - denoised)
-        z = _noise(noise_sampler, x, sigma, sigma_next)
+        z = draw(noise_sampler, x, sigma, sigma_next)
         x = mean + torch.exp(0.5 * log_var) / math.sqrt(a_s) * z
     return x
 
@@ -75,9 +65,7 @@ def sample_ddim(denoiser, x, sigmas, extra=None, callback: Callback = None,
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = denoiser(x, sigma, **extra)
-        if callback:
-            callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next,
-                      "denoised": denoised})
+        report(callback, i, x, sigma, sigma_next, denoised)
         if sigma_next == 0:
             x = denoised
             continue
@@ -86,7 +74,7 @@ def sample_ddim(denoiser, x, sigmas, extra=None, callback: Callback = None,
         sigma_eta2 = eta**2 * (1 - a_s) / (1 - a_t) * (1 - a_t / a_s) / a_s
         x = denoised + math.sqrt(max(sigma_next**2 - sigma_eta2, 0.0)) * eps
         if eta:
-            x = x + math.sqrt(sigma_eta2) * _noise(noise_sampler, x, sigma, sigma_next)
+            x = x + math.sqrt(sigma_eta2) * draw(noise_sampler, x, sigma, sigma_next)
     return x
 
 
@@ -137,8 +125,6 @@ def sample_plms(denoiser, x, sigmas, extra=None, callback: Callback = None) -> t
         else:
             e_prime = (55 * e_1 - 59 * history[-1] + 37 * history[-2] - 9 * history[-3]) / 24
             history = [*history[-2:], e_1]
-        if callback:
-            callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next,
-                      "denoised": x - sigma * e_1})
+        report(callback, i, x, sigma, sigma_next, x - sigma * e_1)
         x = x + (sigma_next - sigma) * e_prime
     return x

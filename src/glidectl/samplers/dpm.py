@@ -8,20 +8,12 @@ constant over the step; the higher-order solvers correct D with earlier or midpo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import torch
 
+from .denoiser import Callback, NoiseSampler, report
 from .euler import get_ancestral_step
-
-Callback = Callable[[dict[str, Any]], None] | None
-NoiseSampler = Callable[[float, float], torch.Tensor] | None
-
-
-def _report(callback: Callback, i: int, x, sigma: float, sigma_next: float, denoised) -> None:
-    if callback:
-        callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised})
+from .noise import draw
 
 
 @torch.no_grad()
@@ -33,7 +25,7 @@ def sample_dpmpp_2m(denoiser, x, sigmas, extra=None, callback: Callback = None) 
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = denoiser(x, sigma, **extra)
-        _report(callback, i, x, sigma, sigma_next, denoised)
+        report(callback, i, x, sigma, sigma_next, denoised)
         if sigma_next == 0:
             x = denoised
             continue
@@ -58,7 +50,7 @@ def sample_dpmpp_2s_ancestral(denoiser, x, sigmas, extra=None, callback: Callbac
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = denoiser(x, sigma, **extra)
-        _report(callback, i, x, sigma, sigma_next, denoised)
+        report(callback, i, x, sigma, sigma_next, denoised)
         sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
         if sigma_down == 0:
             x = denoised
@@ -69,7 +61,7 @@ def sample_dpmpp_2s_ancestral(denoiser, x, sigmas, extra=None, callback: Callbac
         denoised_2 = denoiser(x_2, sigma_s, **extra)
         x = (sigma_down / sigma) * x - math.expm1(-h) * denoised_2
         if sigma_up:
-            z = noise_sampler(sigma, sigma_next) if noise_sampler else torch.randn_like(x)
+            z = draw(noise_sampler, x, sigma, sigma_next)
             x = x + z * sigma_up
     return x
 
@@ -85,7 +77,7 @@ def sample_dpmpp_2m_sde(denoiser, x, sigmas, extra=None, callback: Callback = No
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = denoiser(x, sigma, **extra)
-        _report(callback, i, x, sigma, sigma_next, denoised)
+        report(callback, i, x, sigma, sigma_next, denoised)
         if sigma_next == 0:
             x = denoised
             continue
@@ -97,7 +89,7 @@ def sample_dpmpp_2m_sde(denoiser, x, sigmas, extra=None, callback: Callback = No
             phi_2 = 1 + math.expm1(-h_eta) / h_eta
             x = x + phi_2 * (denoised - old_denoised) / r
         if eta:
-            z = noise_sampler(sigma, sigma_next) if noise_sampler else torch.randn_like(x)
+            z = draw(noise_sampler, x, sigma, sigma_next)
             x = x + z * sigma_next * math.sqrt(-math.expm1(-2 * eta * h))
         old_denoised, h_last = denoised, h
     return x

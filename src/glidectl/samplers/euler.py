@@ -4,15 +4,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import torch
 
-from .denoiser import to_d
-
-Callback = Callable[[dict[str, Any]], None] | None
-NoiseSampler = Callable[[float, float], torch.Tensor] | None
+from .denoiser import Callback, NoiseSampler, report, to_d
+from .noise import draw
 
 
 def get_ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
@@ -25,11 +21,6 @@ def get_ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tup
     return math.sqrt(sigma_next**2 - sigma_up**2), sigma_up
 
 
-def _report(callback: Callback, i: int, x, sigma: float, sigma_next: float, denoised) -> None:
-    if callback:
-        callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised})
-
-
 @torch.no_grad()
 def sample_euler(denoiser, x, sigmas, extra=None, callback: Callback = None) -> torch.Tensor:
     """Euler: x ← x + d·(σ' − σ) with d = (x − D)/σ. On GLIDE's timesteps this is DDIM η=0."""
@@ -37,7 +28,7 @@ def sample_euler(denoiser, x, sigmas, extra=None, callback: Callback = None) -> 
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = denoiser(x, sigma, **extra)
-        _report(callback, i, x, sigma, sigma_next, denoised)
+        report(callback, i, x, sigma, sigma_next, denoised)
         x = x + to_d(x, sigma, denoised) * (sigma_next - sigma)
     return x
 
@@ -50,11 +41,11 @@ def sample_euler_ancestral(denoiser, x, sigmas, extra=None, callback: Callback =
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = denoiser(x, sigma, **extra)
-        _report(callback, i, x, sigma, sigma_next, denoised)
+        report(callback, i, x, sigma, sigma_next, denoised)
         sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta)
         x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
         if sigma_up:
-            z = noise_sampler(sigma, sigma_next) if noise_sampler else torch.randn_like(x)
+            z = draw(noise_sampler, x, sigma, sigma_next)
             x = x + z * sigma_up
     return x
 
@@ -67,7 +58,7 @@ def sample_heun(denoiser, x, sigmas, extra=None, callback: Callback = None) -> t
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = denoiser(x, sigma, **extra)
-        _report(callback, i, x, sigma, sigma_next, denoised)
+        report(callback, i, x, sigma, sigma_next, denoised)
         d = to_d(x, sigma, denoised)
         dt = sigma_next - sigma
         if sigma_next == 0:

@@ -8,6 +8,12 @@ from collections.abc import Callable, Sequence
 import torch
 
 
+def draw(noise_sampler: Callable[[float, float], torch.Tensor] | None, x: torch.Tensor,
+         sigma: float, sigma_next: float) -> torch.Tensor:
+    """Fresh N(0, I) like ``x`` for a sampler step: the injected ``noise_sampler``, else torch's."""
+    return noise_sampler(sigma, sigma_next) if noise_sampler else torch.randn_like(x)
+
+
 def image_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     """One CPU generator per image (CPU so the same seed gives the same image on any device)."""
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
