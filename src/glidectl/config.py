@@ -91,6 +91,13 @@ class DataConfig:
     nsfw_allowed: list = opt(
         ["UNLIKELY", "UNSURE"], "laion: NSFW tags accepted (samples without a tag pass)."
     )
+    max_punsafe: float = opt(
+        0.5, "laion: reject samples whose punsafe (NSFW probability) exceeds this (1 = off)."
+    )
+    max_pwatermark: float = opt(
+        0.5, "laion: reject samples whose pwatermark (watermark probability) exceeds this "
+        "(1 = off)."
+    )
     skip_words: list = opt([], "Reject captions containing any of these words (any preset).")
     min_image_size: int = opt(16, "Reject decoded images whose short side is below this.")
     max_pixels: int = opt(89_478_485, "Reject images with more pixels (decompression bombs).")

@@ -73,6 +73,18 @@ def test_laion_rejects_extreme_aspect_ratio():
     assert select_laion(wide, "x", DataConfig(aspect_range=[0.1, 10.0])) == "x"
 
 
+def test_laion_rejects_high_punsafe_and_pwatermark():
+    assert select_laion({**LAION, "punsafe": 0.51}, "x", OPTS) == Reject("punsafe")
+    assert select_laion({**LAION, "pwatermark": 0.9}, "x", OPTS) == Reject("watermark")
+    assert select_laion({**LAION, "punsafe": 0.5, "pwatermark": 0.5}, "x", OPTS) == "x"
+    strict = DataConfig(max_punsafe=0.1, max_pwatermark=0.8)
+    assert select_laion({**LAION, "punsafe": 0.2}, "x", strict) == Reject("punsafe")
+    assert select_laion({**LAION, "pwatermark": 0.7}, "x", strict) == "x"
+    off = DataConfig(max_punsafe=1.0, max_pwatermark=1.0)
+    assert select_laion({**LAION, "punsafe": 1.0, "pwatermark": 1.0}, "x", off) == "x"
+    assert select_laion({**LAION, "punsafe": None, "pwatermark": "n/a"}, "x", strict) == "x"
+
+
 def test_laion_nsfw_tag_filter():
     assert select_laion({**LAION, "NSFW": "NSFW"}, "x", OPTS) == Reject("nsfw")
     assert select_laion({**LAION, "NSFW": "unsure"}, "x", OPTS) == "x"

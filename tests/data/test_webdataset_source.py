@@ -108,18 +108,34 @@ def test_resampled_stream_is_infinite(write_shards, data_cfg, byte_tok):
     assert len(got) == 25 and len(set(got)) <= 4
 
 
+def _cut_inside(path, member: str) -> None:
+    """Truncate a tar in the middle of ``member``'s data."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        info = tar.getmember(member)
+    path.write_bytes(path.read_bytes()[: info.offset_data + info.size // 2])
+
+
 def test_truncated_and_empty_shards_are_skipped_and_counted(write_shards, data_cfg, byte_tok):
     paths = write_shards(3, 4)
-    data = paths[1].read_bytes()
-    paths[1].write_bytes(data[: int(len(data) * 0.6)])
+    _cut_inside(paths[1], "s1_002.jpg")
     paths[2].write_bytes(b"")
     ds = build_dataset(data_cfg(source=str(paths[0].parent)), tokenizer=byte_tok,
                        image_size=32, text_ctx=32)
     got = keys(ds)
-    assert all_ids(1, 4) <= set(got) and len(got) < 12
-    rejected = ds.stats()["rejected"]
-    assert rejected.get("truncated_tar", 0) >= 1
-    assert rejected.get("empty_shard", 0) + rejected.get("bad_tar", 0) >= 1
+    assert sorted(got) == sorted(all_ids(1, 4) | {"s1_000", "s1_001"})
+    assert ds.stats()["rejected"] == {"truncated_tar": 1, "empty_shard": 1}
+
+
+def test_a_truncated_tar_is_counted_once_per_read(write_shards, data_cfg, byte_tok):
+    paths = write_shards(2, 3)
+    _cut_inside(paths[0], "s0_001.txt")  # s0_001 keeps its jpg and json, loses its caption
+    ds = build_dataset(data_cfg(source=str(paths[0].parent)), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    for epoch in range(1, 3):
+        assert sorted(keys(ds)) == ["s0_000", "s1_000", "s1_001", "s1_002"]
+        assert ds.stats()["rejected"] == {"truncated_tar": epoch, "missing_caption": epoch}
 
 
 def test_bad_members_are_counted_by_reason(write_shards, data_cfg, byte_tok):
@@ -138,7 +154,7 @@ def test_missing_image_key_is_rejected(write_shards, data_cfg, byte_tok):
     folder = write_shards(1, 2, extra=lambda s, i: {"jpg": None} if i == 0 else {})[0].parent
     ds = build_dataset(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=32,
                        text_ctx=32)
-    assert keys(ds) == ["s0_001"] or sorted(keys(ds)) == ["s0_001"]
+    assert keys(ds) == ["s0_001"]
     assert ds.stats()["rejected"] == {"missing_image": 1}
 
 
@@ -149,3 +165,26 @@ def test_configurable_image_and_caption_keys(write_shards, data_cfg, byte_tok):
     cfg = data_cfg(source=str(folder), image_key="webp", caption_key="caption")
     ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=32, train=False)
     assert [s["caption"] for s in ds] == ["alt 0", "alt 1"]
+
+
+def test_laion_punsafe_and_pwatermark_counts_on_real_shards(write_shards, data_cfg, byte_tok):
+    import json
+
+    scores = [(0.05, 0.1), (0.6, 0.1), (0.05, 0.95), (0.9, 0.9), (None, None), (0.11, 0.49)]
+
+    def meta(s, i):
+        punsafe, pwatermark = scores[(s * 3 + i) % len(scores)]
+        fields = {"similarity": 0.3, "original_width": 64, "original_height": 48,
+                  "punsafe": punsafe, "pwatermark": pwatermark}
+        return {"json": json.dumps({k: v for k, v in fields.items() if v is not None}).encode()}
+
+    folder = write_shards(2, 3, extra=meta)[0].parent
+    cfg = data_cfg(source=str(folder), preset="laion", max_punsafe=0.1, max_pwatermark=0.5)
+    ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=32)
+    assert sorted(keys(ds)) == ["s0_000", "s1_001"]
+    # punsafe is checked first: (0.9, 0.9) counts as punsafe, (0.11, 0.49) too
+    assert ds.stats()["rejected"] == {"punsafe": 3, "watermark": 1}
+    defaults = build_dataset(data_cfg(source=str(folder), preset="laion"), tokenizer=byte_tok,
+                             image_size=32, text_ctx=32)
+    assert sorted(keys(defaults)) == ["s0_000", "s1_001", "s1_002"]
+    assert defaults.stats()["rejected"] == {"punsafe": 2, "watermark": 1}

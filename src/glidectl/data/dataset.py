@@ -251,6 +251,10 @@ def validate(cfg: DataConfig) -> None:
         raise GlidectlError(f"data.crop_scale must lie within (0, 1], got {cfg.crop_scale}.")
     _pair(cfg.aspect_range, "aspect_range", 0.0)
     _pair(cfg.similarity_range, "similarity_range")
+    for key in ("max_punsafe", "max_pwatermark"):
+        value = getattr(cfg, key)
+        if not 0.0 <= value <= 1.0:
+            raise GlidectlError(f"data.{key} must be within [0, 1] (1 = off), got {value}.")
     if cfg.degrade_jpeg < 0 or cfg.degrade_jpeg > 95:
         raise GlidectlError(f"data.degrade_jpeg must be 0 (off) or 1..95, got {cfg.degrade_jpeg}.")
 

@@ -2,7 +2,8 @@
 
 Each filter is a pure function ``(metadata, caption, options) -> caption | Reject`` where
 ``options`` is the ``[data]`` config section (``min_size``, ``aspect_range``,
-``similarity_range``, ``nsfw_allowed``, ``skip_words``). No torch import here.
+``similarity_range``, ``max_punsafe``, ``max_pwatermark``, ``nsfw_allowed``,
+``skip_words``). No torch import here.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def select_simple(meta: Mapping[str, Any], caption: str | None, options: Any) ->
 
 
 def select_laion(meta: Mapping[str, Any], caption: str | None, options: Any) -> str | Reject:
-    """LAION/img2dataset metadata: original size, aspect ratio, CLIP similarity, NSFW tag."""
+    """LAION/img2dataset metadata: original size, aspect ratio, CLIP similarity, the
+    ``punsafe``/``pwatermark`` probabilities (LAION's float fields) and the NSFW tag."""
     if not meta:
         return Reject("missing_metadata")
     if caption is None:
@@ -52,6 +54,11 @@ def select_laion(meta: Mapping[str, Any], caption: str | None, options: Any) -> 
         lo, hi = _range(options, "similarity_range", (-1.0, 1.0))
         if not lo <= similarity <= hi:
             return Reject("similarity")
+    for field, reason, key in (("punsafe", "punsafe", "max_punsafe"),
+                               ("pwatermark", "watermark", "max_pwatermark")):
+        value = number(meta, (field,))
+        if value is not None and value > float(getattr(options, key, 1.0)):
+            return Reject(reason)
     tag = meta.get("NSFW", meta.get("nsfw", meta.get("punsafe_tag")))
     if isinstance(tag, str) and tag.strip():
         allowed = {str(t).upper() for t in getattr(options, "nsfw_allowed", []) or []}
@@ -116,8 +123,8 @@ BUILTIN_PRESETS = (
     DatasetPreset("simple", select_simple, "Caption key + image key, no filtering."),
     DatasetPreset(
         "laion", select_laion,
-        "LAION metadata filters: min_size, aspect_range, similarity_range, nsfw_allowed, "
-        "skip_words.", needs_metadata=True,
+        "LAION metadata filters: min_size, aspect_range, similarity_range, max_punsafe, "
+        "max_pwatermark, nsfw_allowed, skip_words.", needs_metadata=True,
     ),
     DatasetPreset("alamy", select_alamy, "English captions from the metadata JSON.",
                   needs_metadata=True),

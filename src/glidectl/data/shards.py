@@ -17,6 +17,7 @@ from ..errors import GlidectlError
 from .records import RawSample
 from .stats import RejectionCounter
 
+SHARD_ENDING = {"truncated_tar", "empty_shard", "unreadable_shard", "bad_tar", "bad_shard"}
 REMOTE_PREFIXES = ("http://", "https://", "pipe:", "s3://", "gs://", "ais://", "hf://")
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
@@ -114,9 +115,18 @@ class ShardSource:
     def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
         import webdataset as wds
 
+        ended = False
+
         def handler(exc: BaseException) -> bool:
-            counter.reject(shard_error_reason(exc), unit)
-            return True
+            # webdataset reports one damaged tar twice (the member read, then the next
+            # header); the first shard-level error ends this shard and is the one counted.
+            nonlocal ended
+            reason = shard_error_reason(exc)
+            if ended:
+                return False
+            counter.reject(reason, unit)
+            ended = reason in SHARD_ENDING
+            return not ended
 
         if not is_remote(unit) and os.path.isfile(unit) and os.path.getsize(unit) == 0:
             counter.reject("empty_shard", unit)
