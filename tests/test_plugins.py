@@ -104,10 +104,57 @@ def test_register_commands_adds_a_cli_command(register_plugin):
     assert "hello from a plugin" in result.stdout
 
 
-def test_plugin_info_lists_hooks(register_plugin):
+def test_plugin_info_lists_what_each_plugin_registers(register_plugin):
+    from glidectl.plugin_report import plugin_info
+
+    class Samplers:
+        @hookimpl
+        def register_samplers(self, register):
+            register("Halfway", lambda den, x, sigmas, extra=None, callback=None: x,
+                     aliases=("half",))
+
     register_plugin(_Sources(), "hub-plugin")
-    info = {p["name"]: p for p in plugins.plugin_info()}
+    register_plugin(_Commands(), "cmd-plugin")
+    register_plugin(Samplers(), "sampler-plugin")
+    info = {p["name"]: p for p in plugin_info()}
+    assert "glidectl.samplers.builtin" not in info
     assert info["hub-plugin"]["hooks"] == ["register_model_sources"]
+    assert info["hub-plugin"]["registers"] == {"model_sources": [{"name": "myhub", "aliases": []}]}
+    assert info["cmd-plugin"]["registers"] == {"commands": ["hello-plugin"]}
+    assert info["sampler-plugin"]["registers"] == {
+        "samplers": [{"name": "halfway", "aliases": ["half"]}]}
+    assert all(i["clashes"] == [] and i["status"] == "ok" for i in info.values())
+    builtin = {p["name"]: p for p in plugin_info(include_defaults=True)}[
+        "glidectl.samplers.builtin"]
+    assert {"name": "dpm++2m", "aliases": ["dpm++", "dpmpp_2m"]} in builtin["registers"]["samplers"]
+
+
+def test_plugin_info_marks_a_name_two_plugins_register(register_plugin):
+    from glidectl.plugin_report import plugin_info, table
+
+    class Clash:
+        @hookimpl
+        def register_samplers(self, register):
+            register("mine", object())
+            register("plain", object(), aliases=("EULER",))
+
+    register_plugin(_Presets("mine"), "first-plugin")
+    register_plugin(_Presets("mine", "other"), "second-plugin")
+    register_plugin(Clash(), "clash-plugin")
+    info = {p["name"]: p for p in plugin_info()}
+    assert info["first-plugin"]["clashes"] == [
+        {"kind": "dataset_presets", "name": "mine", "with": ["second-plugin"]}]
+    assert info["second-plugin"]["clashes"] == [
+        {"kind": "dataset_presets", "name": "mine", "with": ["first-plugin"]}]
+    assert info["clash-plugin"]["clashes"] == [  # an alias against a built-in sampler
+        {"kind": "samplers", "name": "euler", "with": ["glidectl.samplers.builtin"]}]
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(table(list(info.values())))
+    text = console.export_text()
+    assert "CLASH: samplers 'euler' also from glidectl.samplers.builtin" in text
+    assert "dataset_presets: mine, other" in text
 
 
 @pytest.fixture
@@ -142,8 +189,26 @@ def test_installed_plugin_is_listed_with_version(installed_plugin):
     out = _plugins_cli(installed_plugin, "shiny")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [
-        {"name": "shiny", "hooks": ["register_dataset_presets"], "version": "1.2.3"}
+        {"name": "shiny", "status": "ok", "hooks": ["register_dataset_presets"],
+         "registers": {"dataset_presets": [{"name": "shiny", "aliases": []}]}, "clashes": [],
+         "distribution": "shinyplug", "version": "1.2.3"}
     ]
+
+
+def test_plugins_prints_a_table_on_a_terminal(installed_plugin):
+    import pty
+
+    env = {**os.environ, "PYTHONPATH": str(installed_plugin), "GLIDECTL_LOAD_PLUGINS": "shiny",
+           "COLUMNS": "120"}
+    leader, follower = pty.openpty()
+    proc = subprocess.run([sys.executable, "-m", "glidectl", "plugins"], stdout=follower,
+                          stderr=subprocess.PIPE, env=env, timeout=120)
+    os.close(follower)
+    text = os.read(leader, 65536).decode()
+    os.close(leader)
+    assert proc.returncode == 0, proc.stderr
+    assert "shinyplug 1.2.3" in text and "dataset_presets: shiny" in text
+    assert not text.lstrip().startswith("[")
 
 
 def test_allow_list_empty_loads_no_plugin(installed_plugin):
@@ -154,7 +219,7 @@ def test_allow_list_empty_loads_no_plugin(installed_plugin):
 
 def test_plugin_that_fails_to_load_is_named(installed_plugin):
     out = _plugins_cli(installed_plugin, "shiny,bad")
-    assert out.returncode == 2
-    assert out.stderr.strip() == (
-        "Error: Plugin 'bad' failed to load: missing dependency xyz"
-    )
+    assert out.returncode == 0, out.stderr
+    bad = {p["name"]: p for p in json.loads(out.stdout)}["bad"]
+    assert (bad["status"], bad["error"]) == ("error", "failed to load: ImportError: missing "
+                                             "dependency xyz")

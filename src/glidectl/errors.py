@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class GlidectlError(Exception):
     """A problem with the user's input, files or environment, said in one sentence."""
@@ -15,3 +17,30 @@ class ConfigError(GlidectlError):
 
 class PluginError(GlidectlError):
     """A plugin that failed to load or registered a name twice."""
+
+
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` as one clean line: no terminal escape codes, control characters or runs of
+    whitespace (third-party messages, e.g. torch's, carry all three)."""
+    return " ".join(_CONTROL.sub(" ", _ANSI.sub("", text)).split())
+
+
+def cause(exc: BaseException, limit: int = 160) -> str:
+    """A short, clean account of a third-party exception to put in our one-line errors:
+    its first sentence(s) up to ``limit`` characters, cut at a sentence or word end, never
+    mid-word or inside a `code span`."""
+    text = one_line(str(exc)) or type(exc).__name__
+    if len(text) <= limit:
+        return text
+    head = text[: limit + 1]
+    end = max(head.rfind(". "), head.rfind("; "), head.rfind(": "))
+    if end >= limit // 3:
+        return head[:end].rstrip(" .;:") + " …"
+    words = head[:limit].rsplit(" ", 1)[0]
+    if words.count("`") % 2:  # do not leave a code span open
+        words = words[: words.rfind("`")].rstrip()
+    return words.rstrip(" ,.;:") + " …"

@@ -1,10 +1,19 @@
-"""The pluggy manager: default plugins, entry-point plugins, and the registries they fill."""
+"""The pluggy manager: default plugins, entry-point plugins, and the registries they fill.
+
+A third-party plugin can fail three ways, and each is contained to one line naming it:
+it fails to import (recorded in :data:`broken`; ``--help``, ``--version`` and
+``glidectl plugins`` still work, other commands stop with :func:`check_loaded`), its hook
+raises (:func:`call_each`), or a callable it registered raises at run time (:func:`guard`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -12,10 +21,11 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import GlidectlError, PluginError
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "glidectl"
+ALLOW_ENV = "GLIDECTL_LOAD_PLUGINS"
 
 # Built-in features, registered through the very same hooks third-party plugins use.
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -27,17 +37,30 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 pm = pluggy.PluginManager("glidectl")
 pm.add_hookspecs(hookspecs)
 _loaded = False
+#: plugin name → "distribution version" of installed (entry-point) plugins.
+_dists: dict[str, str] = {}
+#: plugin name → "ExceptionType: message" for plugins that failed to import.
+broken: dict[str, str] = {}
 
 
 def _allow_list() -> set[str] | None:
-    raw = os.environ.get("GLIDECTL_LOAD_PLUGINS")
+    raw = os.environ.get(ALLOW_ENV)
     if raw is None:
         return None
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
+def describe_exception(exc: BaseException) -> str:
+    """``Type: first line of the message`` (the top-level handler cleans the rest)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def load_plugins() -> pluggy.PluginManager:
-    """Register default plugins, then installed ones (filtered by ``GLIDECTL_LOAD_PLUGINS``)."""
+    """Register default plugins, then installed ones (filtered by ``GLIDECTL_LOAD_PLUGINS``).
+
+    An installed plugin that fails to import is recorded in :data:`broken`, not raised.
+    """
     global _loaded
     if _loaded:
         return pm
@@ -49,45 +72,127 @@ def load_plugins() -> pluggy.PluginManager:
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if allowed is not None and ep.name not in allowed:
             continue
-        if pm.get_plugin(ep.name) is not None:
+        if pm.get_plugin(ep.name) is not None or ep.name in broken:
             continue
+        if ep.dist is not None:
+            _dists[ep.name] = f"{ep.dist.name} {ep.dist.version}"
         try:
             plugin = ep.load()
-        except Exception as exc:  # a broken third-party package must say who it is
-            raise PluginError(f"Plugin {ep.name!r} failed to load: {exc}") from exc
+        except (Exception, SystemExit) as exc:  # a broken package must not break the CLI
+            broken[ep.name] = describe_exception(exc)
+            continue
         pm.register(plugin, name=ep.name)
-        if ep.dist is not None:
-            _versions[ep.name] = ep.dist.version
     if os.environ.get("GLIDECTL_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
+        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return pm
 
 
-_versions: dict[str, str] = {}
+def who(plugin: str) -> str:
+    """``'name' (distribution version)``, or just ``'name'`` for unpackaged plugins."""
+    dist = _dists.get(plugin)
+    return f"{plugin!r} ({dist})" if dist else repr(plugin)
+
+
+def switch_off_hint(plugin: str) -> str:
+    """How to run without ``plugin``: the allow-list of every other installed plugin."""
+    others = sorted(n for n in external_names() if n != plugin)
+    return f"{ALLOW_ENV}={','.join(others)}" if others else f'{ALLOW_ENV}=""'
+
+
+def external_names() -> list[str]:
+    """Names of the installed plugins that loaded or tried to."""
+    names = {pm.get_name(p) for p in pm.get_plugins()} | set(broken)
+    return sorted(n for n in names if n and n not in DEFAULT_PLUGINS)
+
+
+def check_loaded() -> None:
+    """Stop with one line when an installed plugin failed to import."""
+    load_plugins()
+    for name, error in sorted(broken.items()):
+        raise PluginError(
+            f"Plugin {who(name)} failed to load: {error}. Fix or uninstall it, or switch it "
+            f"off with {switch_off_hint(name)} (the plugins to load, comma-separated)."
+        )
 
 
 def call_each(hook_name: str, **kwargs: Any) -> None:
-    """Call one hook plugin by plugin so an error can name the plugin that raised it.
+    """Call one hook plugin by plugin (through pluggy, so tracing sees it) so an error can
+    name the plugin that raised it.
 
     ``kwargs`` values that are callables taking ``plugin=`` get the plugin name bound.
     """
     load_plugins()
-    caller = getattr(pm.hook, hook_name)
-    for impl in caller.get_hookimpls():  # registration order
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():  # registration order
         args = {
             k: (v(impl.plugin_name) if getattr(v, "_per_plugin", False) else v)
             for k, v in kwargs.items()
         }
+        others = [p for p in pm.get_plugins() if p is not impl.plugin]
         try:
-            impl.function(**{k: args[k] for k in impl.argnames if k in args})
+            pm.subset_hook_caller(hook_name, remove_plugins=others)(**args)
         except PluginError:
             raise
         except Exception as exc:
             raise PluginError(
-                f"Plugin {impl.plugin_name!r} raised in {hook_name}: "
-                f"{type(exc).__name__}: {exc}"
+                f"Plugin {who(impl.plugin_name)} raised in {hook_name}: "
+                f"{describe_exception(exc)}; switch it off with "
+                f"{switch_off_hint(impl.plugin_name)}."
             ) from exc
+
+
+class _Ours:
+    """Marks exceptions raised by our own callables (the denoiser, callbacks) passed into a
+    plugin's function, so they are not blamed on the plugin."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self._fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._fn(*args, **kwargs)
+        except Exception as exc:
+            exc._glidectl_ours = True  # type: ignore[attr-defined]
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fn, name)
+
+
+def guard(fn: Callable[..., Any], plugin: str, what: str) -> Callable[..., Any]:
+    """``fn`` of ``plugin`` whose exceptions become one :class:`PluginError` line.
+
+    Callables passed in (denoisers, callbacks) are ours: what they raise passes through.
+    """
+
+    @functools.wraps(fn)  # keeps the signature: samplers are asked which options they take
+    def call(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(_Ours(a) if _is_function(a) else a for a in args)
+        kwargs = {k: _Ours(v) if _is_function(v) else v for k, v in kwargs.items()}
+        try:
+            return fn(*args, **kwargs)
+        except GlidectlError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "_glidectl_ours", False):
+                raise
+            raise PluginError(
+                f"Plugin {who(plugin)} failed in {what}: {describe_exception(exc)}; "
+                f"switch it off with {switch_off_hint(plugin)}."
+            ) from exc
+
+    return call
+
+
+def _is_function(value: Any) -> bool:
+    return callable(value) and not isinstance(value, type) and not hasattr(value, "shape")
+
+
+def _guard_sampler(obj: Any, plugin: str, name: str) -> Any:
+    from .samplers.spec import as_sampler
+
+    sampler = as_sampler(obj)
+    return dataclasses.replace(sampler, fn=guard(sampler.fn, plugin, f"sampler {name!r}"))
 
 
 def _registrar(registry: Registry):
@@ -101,9 +206,18 @@ def _registrar(registry: Registry):
     return for_plugin
 
 
+_GUARDS: dict[str, Callable[[Any, str, str], Any]] = {"register_samplers": _guard_sampler}
+
+
 @cache
 def _registry(hook_name: str, kind: str) -> Registry:
-    registry: Registry = Registry(kind)
+    check_loaded()
+    guard_fn = _GUARDS.get(hook_name)
+    registry: Registry = Registry(
+        kind,
+        guard=(lambda obj, plugin, name: obj if plugin in DEFAULT_PLUGINS
+               else guard_fn(obj, plugin, name)) if guard_fn else None,
+    )
     call_each(hook_name, register=_registrar(registry))
     return registry
 
@@ -124,8 +238,17 @@ def model_sources() -> Registry:
 
 
 def register_commands(app: Any) -> None:
-    """Let every plugin add commands to the Typer app."""
-    call_each("register_commands", app=app)
+    """Let every plugin add commands to the Typer app; one that raises is recorded in
+    :data:`broken` (so ``--help`` still works) instead of stopping the CLI."""
+    load_plugins()
+    for impl in pm.hook.register_commands.get_hookimpls():
+        others = [p for p in pm.get_plugins() if p is not impl.plugin]
+        try:
+            pm.subset_hook_caller("register_commands", remove_plugins=others)(app=app)
+        except Exception as exc:
+            if impl.plugin_name in DEFAULT_PLUGINS:
+                raise
+            broken[impl.plugin_name] = f"register_commands raised {describe_exception(exc)}"
 
 
 def refresh() -> None:
@@ -133,21 +256,11 @@ def refresh() -> None:
     _registry.cache_clear()
 
 
-def plugin_info(include_defaults: bool = False) -> list[dict[str, Any]]:
-    """Name, version and hooks of each plugin, as ``glidectl plugins`` prints them."""
-    load_plugins()
-    out = []
-    for plugin in pm.get_plugins():
-        name = pm.get_name(plugin)
-        if name is None:
-            continue
-        if name in DEFAULT_PLUGINS and not include_defaults:
-            continue
-        info: dict[str, Any] = {
-            "name": name,
-            "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
-        }
-        if name in _versions:
-            info["version"] = _versions[name]
-        out.append(info)
-    return sorted(out, key=lambda i: i["name"])
+def version_of(plugin: str) -> str | None:
+    dist = _dists.get(plugin)
+    return dist.rsplit(" ", 1)[1] if dist else None
+
+
+def distribution_of(plugin: str) -> str | None:
+    dist = _dists.get(plugin)
+    return dist.rsplit(" ", 1)[0] if dist else None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import GlidectlError, PluginError
 
@@ -21,10 +21,15 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    """Objects of one kind (samplers, presets, model sources) by name and alias."""
+    """Objects of one kind (samplers, presets, model sources) by name and alias.
 
-    def __init__(self, kind: str):
+    ``guard(obj, plugin, name)``, when given, wraps each added object (e.g. so that a
+    plugin's sampler that raises is reported as that plugin's error in one line).
+    """
+
+    def __init__(self, kind: str, guard: Callable[[Any, str, str], T] | None = None):
         self.kind = kind
+        self._guard = guard
         self._entries: dict[str, Entry[T]] = {}
         self._lookup: dict[str, str] = {}
 
@@ -40,6 +45,8 @@ class Registry(Generic[T]):
                     f"and by plugin {plugin!r}; uninstall or disable one of them "
                     "(GLIDECTL_LOAD_PLUGINS)."
                 )
+        if self._guard is not None:
+            obj = self._guard(obj, plugin, name.lower())
         self._entries[name.lower()] = Entry(name.lower(), obj, plugin, tuple(aliases))
         for key in (name, *aliases):
             self._lookup[key.lower()] = name.lower()

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from .. import __version__
-from ..errors import GlidectlError
+from ..errors import GlidectlError, one_line
 
 # Each module exposes ``register(app)``; keep imports of torch inside command bodies.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -61,8 +61,28 @@ def build_app() -> typer.Typer:
 
 def fail(message: str, code: int = 2) -> None:
     """Print one error line to stderr and exit."""
-    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.write(f"Error: {one_line(message)}\n")
     raise SystemExit(code)
+
+
+def _plugins_still_work(argv: list[str]) -> bool:
+    """``--help``, ``--version`` and ``glidectl plugins`` work with a broken plugin."""
+    words = [a for a in argv if not a.startswith("-")]
+    return not argv or bool({"-h", "--help", "--version"} & set(argv)) or (
+        bool(words) and words[0] == "plugins")
+
+
+def _check_plugins(argv: list[str]) -> None:
+    from .. import plugins
+
+    if not plugins.broken:
+        return
+    if not _plugins_still_work(argv):
+        plugins.check_loaded()
+    if "plugins" not in argv:
+        for name, error in sorted(plugins.broken.items()):
+            sys.stderr.write(f"Warning: plugin {plugins.who(name)} failed to load: {error} "
+                             "(see `glidectl plugins`).\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         command = typer.main.get_command(build_app())
+        _check_plugins(sys.argv[1:] if argv is None else list(argv))
         code = command.main(args=argv, prog_name="glidectl", standalone_mode=False)
     except GlidectlError as exc:
         fail(str(exc), exc.exit_code)

@@ -1,8 +1,9 @@
-"""``glidectl plugins``: list installed plugins as JSON."""
+"""``glidectl plugins``: what each installed plugin registers, its clashes and load errors."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import typer
 
@@ -11,8 +12,20 @@ def register(app: typer.Typer) -> None:
     @app.command("plugins")
     def plugins_command(
         all_: bool = typer.Option(False, "--all", help="Include the built-in default plugins."),
+        as_json: bool = typer.Option(False, "--json", help="JSON even on a terminal."),
     ) -> None:
-        """List installed plugins as JSON: name, version, hooks."""
-        from .. import plugins
+        """List installed plugins: distribution, version, the samplers (with aliases),
+        presets, model sources and commands each registers, name clashes and load errors.
 
-        typer.echo(json.dumps(plugins.plugin_info(include_defaults=all_), indent=2))
+        A table on a terminal; JSON when piped or with --json.
+        """
+        from ..plugin_report import plugin_info, table
+
+        infos = plugin_info(include_defaults=all_)
+        if as_json or not sys.stdout.isatty():
+            typer.echo(json.dumps(infos, indent=2))
+            return
+        from rich.console import Console
+
+        Console().print(table(infos) if infos else "No plugins installed (--all shows the "
+                        "built-in ones).")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, cause
 from .options import ModelOptions, official_options
 
 StateDict = dict[str, torch.Tensor]
@@ -147,9 +147,8 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
             OSError, AttributeError, KeyError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GlidectlError(
-            f"Cannot read checkpoint {str(path)!r} ({first[:160]}); the file is damaged, "
+            f"Cannot read checkpoint {str(path)!r} ({cause(exc)}); the file is damaged, "
             "truncated or not a PyTorch checkpoint: download it again."
         ) from exc
 
@@ -242,9 +241,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def _bad_safetensors(path: Path, exc: Exception) -> GlidectlError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return GlidectlError(
-        f"Cannot read weights {str(path)!r} ({first[:160]}); the file is damaged, truncated or "
+        f"Cannot read weights {str(path)!r} ({cause(exc)}); the file is damaged, truncated or "
         "not a .safetensors file."
     )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, cause
 from .files import AdapterFiles, is_full_precision, read_adapter, weights_sha256
 from .spec import LoraSpec, parse_lora_spec
 
@@ -100,7 +100,7 @@ def attach_adapter(
     except (RuntimeError, ValueError) as exc:
         raise GlidectlError(
             f"LoRA adapter {str(adapter.path)!r} does not fit this model "
-            f"({str(exc).strip().splitlines()[0][:200]}); load it onto its base model."
+            f"({cause(exc, 200)}); load it onto its base model."
         ) from exc
     missing = [k for k in result.missing_keys if f".{adapter_name}." in k and ".lora_" in k]
     if missing or result.unexpected_keys:

@@ -388,6 +388,8 @@ class Trainer:
                 out = self.previewer.run(self.state.step, self.run_dir.previews)
         finally:
             self.unwrapped.train()
+        if self.previewer.error:
+            self.display.message(f"Warning: {self.previewer.error}")
         if out is not None:
             self.display.message(f"preview: {out.path}")
             if wandb is not None:
@@ -472,6 +474,7 @@ class Trainer:
                             "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                             **meter.read(), "skipped_nonfinite": self.guard.total,
                             **self._data_counts(),
+                            "preview_failures": self.previewer.failures if self.previewer else 0,
                         }
                         sums.zero_()
                         logged_steps = 0

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..config import GlideConfig, PreviewConfig
-from ..errors import GlidectlError
+from ..errors import GlidectlError, PluginError
 from ..images import make_grid, save_png, to_pil
 
 
@@ -94,6 +94,8 @@ class Previewer:
         self.super_res = bool(bundle.options.super_res)
         self.reference: torch.Tensor | None = None
         self.low_res: torch.Tensor | None = None
+        self.failures = 0
+        self.error: str | None = None
         prompts = _read_prompts(self.cfg)
         if self.cfg.every <= 0:
             self.prompts = prompts
@@ -130,10 +132,18 @@ class Previewer:
 
     @torch.no_grad()
     def run(self, step: int, directory: Path) -> PreviewOutput | None:
+        """The preview grid; None without prompts or when a plugin's sampler fails (then
+        ``failures`` counts it and ``error`` says why: a preview never stops training)."""
+        self.error = None
         if not self.prompts:
             return None
-        with torch.random.fork_rng(devices=[]):
-            out = self.sample()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                out = self.sample()
+        except PluginError as exc:
+            self.failures += 1
+            self.error = f"preview at step {step} failed: {exc}"
+            return None
         if self.super_res:
             images = side_by_side(self.low_res, out, self.reference)
             cols = 1

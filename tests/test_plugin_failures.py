@@ -1,0 +1,211 @@
+"""A failing plugin is one line naming it (exit 2), never a traceback, and never stops a
+training run: previews that fail are reported and counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from test_pipeline import tiny_glide
+from tiny_configs import tiny_config
+
+from glidectl import plugins
+from glidectl.errors import PluginError
+from glidectl.hookspecs import hookimpl
+from glidectl.samplers import Sampler
+
+
+def sample_exploding(denoiser, x, sigmas, extra=None, callback=None, eta=0.0):
+    """Calls the model once, then fails like a buggy third-party sampler."""
+    denoiser(x, float(sigmas[0]), **(extra or {}))
+    raise ZeroDivisionError("float division by zero")
+
+
+class Exploding:
+    @hookimpl
+    def register_samplers(self, register):
+        register("exploding", Sampler(sample_exploding), aliases=("boom",))
+
+
+@pytest.fixture
+def exploding():
+    plugins.load_plugins()
+    plugins.pm.register(Exploding(), name="exploding-plugin")
+    plugins._dists["exploding-plugin"] = "glidectl-exploding 0.3"
+    plugins.refresh()
+    yield
+    plugins.pm.unregister(name="exploding-plugin")
+    plugins._dists.pop("exploding-plugin")
+    plugins.refresh()
+
+
+def test_plugin_sampler_error_names_plugin_distribution_and_exception(exploding):
+    sampler = plugins.samplers().get("boom")
+    assert sampler.accepts("eta")  # the guard keeps the signature the pipeline inspects
+    with pytest.raises(PluginError) as info:
+        sampler(lambda x, sigma: x, torch.zeros(2), torch.tensor([1.0, 0.0]))
+    assert str(info.value) == (
+        "Plugin 'exploding-plugin' (glidectl-exploding 0.3) failed in sampler 'exploding': "
+        "ZeroDivisionError: float division by zero; switch it off with "
+        "GLIDECTL_LOAD_PLUGINS=\"\"."
+    )
+
+
+def test_errors_of_our_own_model_pass_through_a_plugin_sampler(exploding):
+    def broken_model(x, sigma):
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        plugins.samplers().get("exploding")(broken_model, torch.zeros(2),
+                                            torch.tensor([1.0, 0.0]))
+
+
+def test_builtin_samplers_are_not_wrapped():
+    from glidectl.samplers.discrete import sample_ddim
+
+    assert plugins.samplers().get("ddim").fn is sample_ddim
+
+
+@pytest.fixture
+def base_file(tmp_path_factory) -> Path:
+    from glidectl.glide import save_weights
+
+    return save_weights(tiny_glide("base", 0),
+                        tmp_path_factory.mktemp("w") / "base.safetensors")
+
+
+def _main(capsys, *args: str) -> tuple[int, str]:
+    from glidectl.cli.app import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def test_sample_with_a_failing_plugin_sampler_is_one_line(exploding, base_file, tmp_path,
+                                                          capsys):
+    code, err = _main(capsys, "sample", "a cube", "--base", str(base_file), "--upsampler",
+                      "none", "--sampler", "exploding", "--steps", "2", "--device", "cpu",
+                      "--quiet", "--out", str(tmp_path / "out"))
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.startswith("Error:")]
+    assert lines == [ln for ln in err.splitlines() if ln.strip()][-1:]
+    assert "Plugin 'exploding-plugin' (glidectl-exploding 0.3) failed in sampler" in lines[0]
+    assert "ZeroDivisionError" in lines[0] and "Traceback" not in err
+    assert not list((tmp_path / "out").glob("*.png")) if (tmp_path / "out").exists() else True
+
+
+def test_eval_with_a_failing_plugin_sampler_is_one_line(exploding, base_file, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cube\n")
+    code, err = _main(capsys, "eval", str(prompts), "--base", str(base_file), "--sampler",
+                      "exploding", "--steps", "2", "--device", "cpu", "--out",
+                      str(tmp_path / "out"))
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert "Error: Plugin 'exploding-plugin' (glidectl-exploding 0.3) failed in sampler" in err
+
+
+def test_training_goes_on_when_a_plugin_preview_fails(exploding, tmp_path):
+    from glidectl.training.engine import Trainer
+    from glidectl.training.metrics import read_metrics
+
+    cfg = tiny_config(tmp_path, train=dict(steps=2), checkpoint=dict(every=2),
+                      preview=dict(every=1, steps=2, sampler="exploding", prompts=["a cube"]))
+    result = Trainer(cfg, quiet=True).run()
+    records = read_metrics(result.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    # a record is written before its step's preview: it counts the previews of steps 0..n-1
+    assert [r["preview_failures"] for r in records] == [1, 2]
+    assert (result.run_dir / "checkpoints" / "step-000002").is_dir()
+    assert not (result.run_dir / "previews").exists() or not any(
+        (result.run_dir / "previews").iterdir())
+
+
+def test_register_samplers_calls_are_traced():
+    seen: list[str] = []
+    plugins.load_plugins()
+    plugins.pm.trace.root.setwriter(seen.append)
+    undo = plugins.pm.enable_tracing()
+    try:
+        plugins.refresh()
+        plugins.samplers()
+    finally:
+        undo()
+        plugins.pm.trace.root.setwriter(None)
+        plugins.refresh()
+    calls = [s.strip().split("\n")[0] for s in seen if "register_samplers" in s]
+    assert calls == ["register_samplers [hook]", "finish register_samplers --> [] [hook]"]
+
+
+# ------------------------------------------------------------------ installed, broken plugins
+@pytest.fixture
+def broken_install(tmp_path):
+    """An installed distribution whose module raises on import, next to a working one."""
+    (tmp_path / "badplug.py").write_text("raise ImportError('missing dependency xyz')\n")
+    bad = tmp_path / "badplug-0.1.dist-info"
+    bad.mkdir()
+    (bad / "METADATA").write_text("Metadata-Version: 2.1\nName: badplug\nVersion: 0.1\n")
+    (bad / "entry_points.txt").write_text("[glidectl]\nbad = badplug\n")
+    (tmp_path / "goodplug.py").write_text(textwrap.dedent("""
+        from glidectl.hookspecs import hookimpl
+
+        @hookimpl
+        def register_dataset_presets(register):
+            register("good", object(), aliases=("fine",))
+    """))
+    good = tmp_path / "goodplug-2.0.dist-info"
+    good.mkdir()
+    (good / "METADATA").write_text("Metadata-Version: 2.1\nName: goodplug\nVersion: 2.0\n")
+    (good / "entry_points.txt").write_text("[glidectl]\ngood = goodplug\n")
+    return tmp_path
+
+
+def _cli(path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PYTHONPATH": str(path), "GLIDECTL_LOAD_PLUGINS": "bad,good", **env}
+    return subprocess.run([sys.executable, "-m", "glidectl", *args], capture_output=True,
+                          text=True, env=full, timeout=120)
+
+
+def test_a_plugin_that_fails_to_import_leaves_help_version_and_plugins_working(broken_install):
+    warning = ("Warning: plugin 'bad' (badplug 0.1) failed to load: ImportError: missing "
+               "dependency xyz (see `glidectl plugins`).")
+    for args in (["--help"], ["--version"], ["sample", "--help"]):
+        out = _cli(broken_install, *args)
+        assert out.returncode == 0, (args, out.stderr)
+        assert out.stderr.strip() == warning
+    out = _cli(broken_install, "plugins")
+    assert out.returncode == 0 and out.stderr == ""
+    by_name = {p["name"]: p for p in json.loads(out.stdout)}
+    assert by_name["bad"]["status"] == "error"
+    assert by_name["bad"]["error"] == "failed to load: ImportError: missing dependency xyz"
+    assert by_name["good"]["registers"] == {
+        "dataset_presets": [{"name": "good", "aliases": ["fine"]}]}
+
+
+def test_other_commands_name_the_exception_and_how_to_switch_the_plugin_off(broken_install):
+    out = _cli(broken_install, "config", "show")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "Error: Plugin 'bad' (badplug 0.1) failed to load: ImportError: missing dependency "
+        "xyz. Fix or uninstall it, or switch it off with GLIDECTL_LOAD_PLUGINS=good (the "
+        "plugins to load, comma-separated)."
+    )
+    assert _cli(broken_install, "config", "show", GLIDECTL_LOAD_PLUGINS="good").returncode == 0
+
+
+def test_trace_env_prints_hook_calls(broken_install):
+    out = _cli(broken_install, "plugins", GLIDECTL_LOAD_PLUGINS="good",
+               GLIDECTL_TRACE_PLUGINS="1")
+    assert out.returncode == 0, out.stderr
+    assert "  register_dataset_presets [hook]" in out.stderr
