@@ -39,17 +39,14 @@ class MetricResult:
 
 # --------------------------------------------------------------------------- prompt following
 def demo_follow_score(image: Any, prompt: str) -> float | None:
-    """Fraction of the demo attributes (colour, shape) the prompt names that the image shows.
+    """Fraction of the demo attributes (colour, shape, background) the prompt names that the
+    image shows.
 
-    None when the prompt names no demo colour or shape (the metric does not apply).
+    None when the prompt names none of them (the metric does not apply).
     """
     from .data.demo import score_image
 
-    verdict = score_image(image, prompt)
-    checks = [verdict[k] for k in ("colour_ok", "shape_ok") if verdict[k] is not None]
-    if not checks:
-        return None
-    return sum(bool(c) for c in checks) / len(checks)
+    return score_image(image, prompt)["score"]
 
 
 def prompt_following(images: Sequence[Any], prompts: Sequence[str]) -> MetricResult:

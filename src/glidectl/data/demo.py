@@ -28,11 +28,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (155, 45, 215),
 }
 SHAPES = ("circle", "square", "triangle")
+# What the scorer can tell apart: the demo's shapes and a diamond (a square on its corner),
+# which no caption asks for.
+SHAPE_CLASSES = (*SHAPES, "diamond")
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {"white": (255, 255, 255), "black": (0, 0, 0)}
 DEMOS = ("shapes", "colors")
-# (fill ratio of the bounding box, centroid height within it) of each ideal shape.
-_SHAPE_PROTOTYPES = {"square": (1.0, 0.5), "circle": (0.785, 0.5),
-                     "triangle": (0.5, 2 / 3)}
 
 
 @dataclass(frozen=True)
@@ -80,17 +80,19 @@ def make_demo_sample(name: str, index: int, size: int = 64) -> DemoSample:
     if shape is None:
         image = Image.new("RGB", (size, size), COLOURS[colour])
     else:
-        image = _draw_shape(shape, COLOURS[colour], BACKGROUNDS[background], size, rng)
+        image = draw_shape(shape, COLOURS[colour], BACKGROUNDS[background], size, rng)
     return DemoSample(
         f"{name}-{index:06d}", image, caption_for(colour, shape, background),
         colour, shape, background,
     )
 
 
-def _draw_shape(
+def draw_shape(
     shape: str, fill: tuple[int, int, int], bg: tuple[int, int, int], size: int,
     rng: random.Random,
 ) -> Image.Image:
+    """One ``shape`` (a demo shape, or "diamond") of colour ``fill`` on ``bg``, side 50–70 %
+    of ``size``, near the centre, anti-aliased."""
     scale = 4  # draw big, then box-downsample for clean anti-aliased edges
     big = size * scale
     side = rng.uniform(0.5, 0.7) * big
@@ -106,6 +108,9 @@ def _draw_shape(
         draw.ellipse(box, fill=fill)
     elif shape == "square":
         draw.rectangle(box, fill=fill)
+    elif shape == "diamond":  # never in the data: the scorer's tests draw it
+        draw.polygon([(left + side / 2, top), (left + side, top + side / 2),
+                      (left + side / 2, top + side), (left, top + side / 2)], fill=fill)
     else:
         draw.polygon([(left + side / 2, top), (left + side, top + side), (left, top + side)],
                      fill=fill)
@@ -118,6 +123,12 @@ def parse_caption(caption: str) -> tuple[str | None, str | None]:
     colour = next((w for w in words if w in COLOURS), None)
     shape = next((w for w in words if w in SHAPES), None)
     return colour, shape
+
+
+def parse_background(caption: str) -> str | None:
+    """The background ("white"/"black") a caption asks for, or None."""
+    match = re.search(r"on an? (\w+) background", caption.lower())
+    return match.group(1) if match and match.group(1) in BACKGROUNDS else None
 
 
 def _as_array(image: Any) -> np.ndarray:
@@ -161,41 +172,107 @@ def _open3(mask: np.ndarray) -> np.ndarray:
     return _shift_all(_shift_all(mask, np.logical_and), np.logical_or)
 
 
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected region of ``mask`` (a shape, not the specks around it)."""
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    best, best_size, label = None, 0, 0
+    for start in zip(*np.nonzero(mask), strict=True):
+        if labels[start]:
+            continue
+        label += 1
+        stack, size = [start], 0
+        labels[start] = label
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if (0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx]
+                        and not labels[ny, nx]):
+                    labels[ny, nx] = label
+                    stack.append((ny, nx))
+        if size > best_size:
+            best, best_size = label, size
+    return labels == best if best is not None else mask
+
+
+def _profile(region: np.ndarray, axis: int) -> np.ndarray:
+    """Width of the shape along each row (axis=1) or column (axis=0), as a share of the
+    widest."""
+    widths = region.sum(axis=axis, dtype=np.float64)
+    return widths / max(float(widths.max()), 1e-9)
+
+
+def _prototype_profile(shape: str, n: int, along: str) -> np.ndarray:
+    """The ideal width profile of ``shape`` sampled at ``n`` pixel centres, top to bottom
+    (``along="rows"``) or left to right (``"cols"``)."""
+    u = (np.arange(n) + 0.5) / n
+    tent = 1.0 - np.abs(2.0 * u - 1.0)
+    if shape == "square":
+        return np.ones(n)
+    if shape == "circle":
+        return np.sqrt(np.clip(1.0 - (2.0 * u - 1.0) ** 2, 0.0, 1.0))
+    if shape == "diamond":
+        return tent
+    # triangle, apex up: widths grow linearly down the rows; columns are a tent.
+    return u if along == "rows" else tent
+
+
 def classify_shape(mask: np.ndarray) -> str | None:
-    """circle / square / triangle from the bounding-box fill ratio and centroid height."""
+    """circle / square / triangle / diamond from the shape's row and column width profiles.
+
+    Each shape has its own pair of profiles (a square is flat both ways, a circle round, a
+    diamond a tent both ways, an apex-up triangle a ramp down its rows and a tent across its
+    columns); the nearest pair in mean squared distance wins.
+    """
+    # The largest region after an opening (specks of noise gone), grown back by a pixel so
+    # thin tips (a triangle's apex, a diamond's corners) stay in.
     opened = _open3(mask)
-    ys, xs = np.nonzero(opened if opened.sum() >= 8 else mask)
+    core = _largest_component(opened if opened.sum() >= 8 else mask)
+    region = mask & _shift_all(core, np.logical_or)
+    ys, xs = np.nonzero(region)
     if len(ys) < 8:
         return None
     top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
     height, width = bottom - top + 1, right - left + 1
     if height < 3 or width < 3:
         return None
-    fill = min(len(ys) / (height * width), 1.0)
-    centroid = (ys.mean() - top + 0.5) / height
+    box = region[top:bottom + 1, left:right + 1]
+    rows, cols = _profile(box, 1), _profile(box, 0)
 
     def gap(name: str) -> float:
-        f, c = _SHAPE_PROTOTYPES[name]
-        return (fill - f) ** 2 + (centroid - c) ** 2
+        return (np.mean((rows - _prototype_profile(name, height, "rows")) ** 2)
+                + np.mean((cols - _prototype_profile(name, width, "cols")) ** 2))
 
-    return min(SHAPES, key=gap)
+    return min(SHAPE_CLASSES, key=gap)
+
+
+def classify_background(rgb: np.ndarray, tolerance: float = 96.0) -> str | None:
+    """"white" or "black" when ``rgb`` is within ``tolerance`` (Euclidean, 0..255 scale) of
+    it; None for anything else (a dark red or an olive is not black)."""
+    name = min(BACKGROUNDS, key=lambda b: float(np.linalg.norm(rgb - BACKGROUNDS[b])))
+    return name if np.linalg.norm(rgb - BACKGROUNDS[name]) <= tolerance else None
 
 
 def score_image(image: Any, caption: str) -> dict[str, Any]:
-    """Does ``image`` show the colour and shape ``caption`` asks for?
+    """Does ``image`` show the colour, shape and background ``caption`` asks for?
 
     ``image`` is a PIL image, an ``[H, W, 3]`` uint8 array or a ``[3, H, W]`` tensor in
-    [-1, 1]. The background is the border's median colour; the foreground is what differs
-    from it clearly; its core's hue gives the colour and its outline the shape.
-    Returns ``colour_ok``/``shape_ok`` (None when the caption names no colour/shape),
-    the detected ``colour``/``shape`` and ``ok`` (both satisfied).
+    [-1, 1]. The background is the border's median colour (it must be near white or black);
+    the foreground is what differs from it clearly; its core's hue gives the colour and its
+    row/column profiles the shape (a diamond is a shape of its own, never a match).
+    Returns ``colour_ok``/``shape_ok``/``background_ok`` (None when the caption names no
+    colour/shape/background), the detected ``colour``/``shape``/``background``, ``score``
+    (the share of the named attributes that match: a red triangle on black for "a red circle
+    on a white background" scores 1/3) and ``ok`` (all of them match).
     """
     want_colour, want_shape = parse_caption(caption)
+    want_background = parse_background(caption)
     arr = _as_array(image)[..., :3]
     border = np.concatenate([arr[:2].reshape(-1, 3), arr[-2:].reshape(-1, 3),
                              arr[:, :2].reshape(-1, 3), arr[:, -2:].reshape(-1, 3)])
-    background = np.median(border, axis=0)
-    dist = np.linalg.norm(arr - background, axis=-1)
+    background_rgb = np.median(border, axis=0)
+    background = classify_background(background_rgb)
+    dist = np.linalg.norm(arr - background_rgb, axis=-1)
     if want_shape is None and want_colour is not None:
         # A plain picture: its overall colour is the answer.
         colour = nearest_colour(np.median(arr.reshape(-1, 3), axis=0))
@@ -203,18 +280,28 @@ def score_image(image: Any, caption: str) -> dict[str, Any]:
     elif dist.max() < 40:
         colour, shape = None, None
     else:
+        # Half way to the foreground's typical distance (not its maximum, which noise
+        # inflates) separates the shape from the background.
         mask = dist > 0.5 * dist.max()
+        level = np.percentile(dist[mask], 75)
+        mask = dist > 0.5 * level
         core = dist >= np.percentile(dist[mask], 50)
         colour = nearest_colour(arr[core].mean(axis=0))
         shape = classify_shape(mask)
-    colour_ok = None if want_colour is None else colour == want_colour
-    shape_ok = None if want_shape is None else shape == want_shape
+    checks = {
+        "colour_ok": None if want_colour is None else colour == want_colour,
+        "shape_ok": None if want_shape is None else shape == want_shape,
+        "background_ok": None if want_background is None else background == want_background,
+    }
+    named = [v for v in checks.values() if v is not None]
     return {
-        "colour_ok": colour_ok,
-        "shape_ok": shape_ok,
-        "ok": colour_ok is not False and shape_ok is not False,
+        **checks,
+        "score": sum(named) / len(named) if named else None,
+        "ok": all(named),
         "colour": colour,
         "shape": shape,
+        "background": background,
         "expected_colour": want_colour,
         "expected_shape": want_shape,
+        "expected_background": want_background,
     }
