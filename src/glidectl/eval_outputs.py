@@ -8,12 +8,12 @@ only whole files (and ``.name.tmp`` leftovers that the next run removes).
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import atomic
 from .errors import GlidectlError
 
 
@@ -48,9 +48,7 @@ def latest_eval_dir(root: str | Path = "eval") -> Path | None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON through a temp file and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_json(path, data)
 
 
 def read_metadata(path: Path) -> dict[str, Any] | None:
@@ -76,10 +74,7 @@ def write_pair(out: Path, stem: str, image: Any, prompt: str, text: dict[str, st
     its caption is there too."""
     from .images import save_png
 
-    caption = out / f"{stem}.txt"
-    tmp = caption.with_name(f".{caption.name}.tmp")
-    tmp.write_text(prompt + "\n", encoding="utf-8")
-    os.replace(tmp, caption)
+    atomic.write_text(out / f"{stem}.txt", prompt + "\n")
     save_png(image, out / f"{stem}.png", text)
 
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, PngImagePlugin
 
+from .atomic import atomic_path
+
 if TYPE_CHECKING:
     import torch
 
@@ -63,9 +65,6 @@ def save_png(image: Image.Image, path: str | Path, text: dict[str, str]) -> Path
     info = PngImagePlugin.PngInfo()
     for key, value in text.items():
         info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", pnginfo=info)
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info)
+    return Path(path)

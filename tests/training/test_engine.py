@@ -20,7 +20,8 @@ from glidectl.training.metrics import read_metrics
 def test_run_directory_layout_and_metrics(tiny):
     cfg = tiny(checkpoint=dict(every=1, keep_last=2), preview=dict(every=2, steps=2,
                prompts=["a red circle on a white background", "a blue square"]))
-    result = Trainer(cfg, quiet=True).run()
+    trainer = Trainer(cfg, quiet=True)
+    result = trainer.run()
     root = result.run_dir
     assert load_config(root / "config.toml") == cfg
     records = read_metrics(root / "metrics.jsonl")
@@ -36,9 +37,9 @@ def test_run_directory_layout_and_metrics(tiny):
     assert {p.name for p in step_dir.iterdir()} == {"model.safetensors", "ema.safetensors",
                                                      "state"}
     with safe_open(step_dir / "model.safetensors", "pt") as f:
-        options = json.loads(f.metadata()["glidectl.options"]) if "glidectl.options" in \
-            f.metadata() else None
-        assert options is not None or any("option" in k for k in f.metadata())
+        meta = f.metadata()
+    assert json.loads(meta["glidectl.model_options"]) == trainer.bundle.options.to_dict()
+    assert meta["step"] == "4" and meta["run"] == "t"
     previews = sorted(p.name for p in (root / "previews").iterdir())
     assert previews == ["step-000000.png", "step-000002.png", "step-000004.png"]
     im = Image.open(root / "previews" / "step-000004.png")

@@ -102,8 +102,7 @@ def test_two_processes_train_the_same_model_as_one(tiny, config_file, tmp_path):
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     state = tmp_path / "runs" / "two" / "checkpoints" / "step-000003" / "state"
-    assert {p.name for p in state.glob("random_states_*.pkl")} == {
-        "random_states_0.pkl", "random_states_1.pkl"}
+    assert {p.name for p in state.glob("rng-*")} == {"rng-0.safetensors", "rng-1.safetensors"}
 
     a = load_file(tmp_path / "runs" / "one" / "checkpoints" / "step-000003" / "model.safetensors")
     b = load_file(tmp_path / "runs" / "two" / "checkpoints" / "step-000003" / "model.safetensors")

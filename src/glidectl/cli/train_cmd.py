@@ -42,9 +42,10 @@ def resolve_config(
     from ..config import load_config
 
     if config is None and resume and resume != "latest":
-        from ..training.checkpointing import resolve_checkpoint, run_of_checkpoint
+        from ..runs import CONFIG_FILE, run_of_step_dir
+        from ..training.checkpointing import resolve_checkpoint
 
-        saved = run_of_checkpoint(resolve_checkpoint(resume)) / "config.toml"
+        saved = run_of_step_dir(resolve_checkpoint(resume)) / CONFIG_FILE
         if saved.is_file():
             config = saved
     if config is None:

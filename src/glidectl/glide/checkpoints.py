@@ -9,7 +9,6 @@ ones of that kind (a custom-sized ``.pt`` needs its options passed in).
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from ..errors import GlidectlError, cause
 from .options import ModelOptions, official_options
 
@@ -219,12 +219,9 @@ def save_weights(
         META_KIND: options.kind,
     })
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(path)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -12,53 +12,29 @@ from pathlib import Path
 
 import torch
 
+from .. import runs
 from ..errors import GlidectlError
 from .checkpoints import StateDict, load_openai_pt, read_weights
 from .options import ModelOptions
 from .unet import GlideUNet, create_model
 
 _SOURCE_RE = re.compile(r"^([A-Za-z][\w.-]*):(.+)$")
-_STEP_RE = re.compile(r"step-(\d+)")
-WEIGHT_FILES = ("ema.safetensors", "model.safetensors")
-
-
-def _step_dir_weights(step_dir: Path) -> Path | None:
-    for name in WEIGHT_FILES:
-        if (step_dir / name).is_file():
-            return step_dir / name
-    return None
-
-
-def _latest_step(checkpoints: Path) -> Path | None:
-    pointer = checkpoints / "latest"
-    if pointer.is_file():
-        name = pointer.read_text(encoding="utf-8").strip()
-        if name and (checkpoints / name).is_dir():
-            return checkpoints / name
-    steps = sorted(
-        (int(m.group(1)), p)
-        for p in checkpoints.iterdir()
-        if p.is_dir() and (m := _STEP_RE.fullmatch(p.name))
-    )
-    return steps[-1][1] if steps else None
 
 
 def weights_in_dir(path: Path) -> Path:
     """The weights file of a run folder, a checkpoints/ folder or a step folder (EMA first)."""
-    direct = _step_dir_weights(path)
+    direct = runs.step_weights(path)
     if direct is not None:
         return direct
-    for checkpoints in (path / "checkpoints", path):
-        if checkpoints.is_dir():
-            step = _latest_step(checkpoints)
-            if step is not None:
-                found = _step_dir_weights(step)
-                if found is not None:
-                    return found
-                raise GlidectlError(
-                    f"Checkpoint folder {str(step)!r} has neither ema.safetensors nor "
-                    "model.safetensors; pick another checkpoint."
-                )
+    step = runs.latest_under(path)
+    if step is not None:
+        found = runs.step_weights(step)
+        if found is not None:
+            return found
+        raise GlidectlError(
+            f"Checkpoint folder {str(step)!r} has neither ema.safetensors nor "
+            "model.safetensors; pick another checkpoint."
+        )
     raise GlidectlError(
         f"Folder {str(path)!r} is not a training run (no checkpoints/step-NNNNNN with "
         "ema.safetensors or model.safetensors); pass a run folder or a weights file."

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..atomic import atomic_path, write_json
 from ..config import LoraConfig
 from ..errors import GlidectlError
 
@@ -119,10 +119,9 @@ def save_adapter(
     out.mkdir(parents=True, exist_ok=True)
     peft_config(cfg, target_names).save_pretrained(str(out))
     tensors = {PEFT_PREFIX + k: v.detach().float().cpu().contiguous() for k, v in state.items()}
-    tmp = out / f".{WEIGHTS_FILE}.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt", META_KEY: json.dumps(meta)})
-    os.replace(tmp, out / WEIGHTS_FILE)
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", META_KEY: json.dumps(meta)})
+    write_json(out / META_FILE, meta)
     return out
 
 

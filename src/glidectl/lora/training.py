@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import runs
 from ..config import GlideConfig, LoraConfig
 from ..errors import GlidectlError
 from .files import read_adapter, save_adapter, weights_sha256
@@ -26,9 +27,8 @@ from .inject import (
     lora_summary,
 )
 
-ADAPTER_DIR = "lora"
-EMA_ADAPTER_DIR = "lora-ema"
-BASE_FILE = "base.safetensors"
+ADAPTER_DIR = runs.ADAPTER_DIR
+EMA_ADAPTER_DIR = runs.EMA_ADAPTER_DIR
 
 
 def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -71,7 +71,7 @@ class LoraTrainingAdapter:
     def save_checkpoint(self, model: nn.Module, step_dir: Path, step: int, ema: Any = None) -> None:
         """Write ``lora/`` (and ``lora-ema/``) into a step dir (main process only)."""
         step_dir = Path(step_dir)
-        self._write_scratch_base(model, step_dir.parent.parent)
+        self._write_scratch_base(model, runs.RunDir(step_dir.parent.parent))
         self.save(model, step_dir / ADAPTER_DIR, step)
         if ema is not None:
             with ema.swapped():
@@ -103,12 +103,12 @@ class LoraTrainingAdapter:
             state=self.export_state(model),
         )
 
-    def _write_scratch_base(self, model: nn.Module, run_root: Path) -> None:
+    def _write_scratch_base(self, model: nn.Module, run: runs.RunDir) -> None:
         if self.base_spec not in ("", "scratch"):
             return
         from ..glide import save_weights
 
-        path = run_root / BASE_FILE
+        path = run.base
         if not path.is_file():
             save_weights(base_state(model), path, model.options,
                          {"lora_base_sha256": self.base_sha256})
@@ -141,25 +141,17 @@ def train_lora(
 def latest_adapter(run: Path | str, ema: bool | None = None) -> Path:
     """The adapter dir of a LoRA run's latest checkpoint (EMA when present, unless ``ema``
     is False); a step dir or an adapter dir is resolved the same way."""
-    from ..training.checkpointing import CheckpointManager
-
     p = Path(run)
-    if (p / "adapter_config.json").is_file():
+    if (p / runs.ADAPTER_CONFIG).is_file():
         return p
-    step_dir = p
-    if not (p / ADAPTER_DIR).is_dir():
-        checkpoints = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-        found = CheckpointManager(checkpoints).latest() if checkpoints.is_dir() else None
-        if found is None:
-            raise GlidectlError(
-                f"{str(run)!r} is not a LoRA adapter, checkpoint or run folder; pass the folder "
-                "written by 'glidectl lora' (runs/<name>)."
-            )
-        step_dir = Path(found)
-    names = [EMA_ADAPTER_DIR, ADAPTER_DIR] if ema is not False else [ADAPTER_DIR]
-    if ema is True:
-        names = [EMA_ADAPTER_DIR]
-    for name in names:
-        if (step_dir / name / "adapter_config.json").is_file():
-            return step_dir / name
-    raise GlidectlError(f"{str(step_dir)!r} holds no LoRA adapter ({' or '.join(names)}/).")
+    step_dir = p if runs.step_adapter(p) is not None else runs.latest_under(p)
+    if step_dir is None:
+        raise GlidectlError(
+            f"{str(run)!r} is not a LoRA adapter, checkpoint or run folder; pass the folder "
+            "written by 'glidectl lora' (runs/<name>)."
+        )
+    found = runs.step_adapter(step_dir, ema)
+    if found is None:
+        names = {True: "lora-ema/", False: "lora/", None: "lora-ema/ or lora/"}[ema]
+        raise GlidectlError(f"{str(step_dir)!r} holds no LoRA adapter ({names}).")
+    return found

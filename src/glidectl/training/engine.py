@@ -15,10 +15,12 @@ from typing import Any
 
 import torch
 
+from .. import runs
 from ..config import GlideConfig, save_config, to_dict
 from ..errors import GlidectlError
+from . import resume_state as rs
 from .adapters import ModelAdapter, PartsAdapter
-from .checkpointing import CheckpointManager, resolve_checkpoint, run_of_checkpoint
+from .checkpointing import CheckpointManager, resolve_checkpoint
 from .data_stream import DataStream
 from .display import Display
 from .ema import EMA
@@ -27,7 +29,7 @@ from .lr_schedule import make_scheduler
 from .metrics import MetricsFile, Throughput, truncate_after
 from .model_setup import ModelBundle, build_model
 from .previews import Previewer
-from .run_dir import RunDir, check_writable, next_run_name
+from .run_dir import check_writable, next_run_name
 
 
 @dataclass
@@ -43,48 +45,48 @@ class TrainResult:
 
 
 class TrainState:
-    """The loop's own resume state (saved with ``accelerator.save_state``)."""
+    """The loop's own resume state (``state/train.json``; the noise generator's state goes
+    with the other RNGs)."""
 
-    def __init__(self, stream: DataStream, guard: NonFiniteGuard, noise: torch.Generator):
+    def __init__(self, stream: DataStream, guard: NonFiniteGuard):
         self.step = 0
-        self.stream, self.guard, self.noise = stream, guard, noise
+        self.stream, self.guard = stream, guard
         self.wandb_id: str | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step, "data": self.stream.state_dict(),
-            "guard": self.guard.state_dict(), "noise": self.noise.get_state(),
-            "wandb_id": self.wandb_id,
+            "guard": self.guard.state_dict(), "wandb_id": self.wandb_id,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.stream.load_state_dict(state["data"])
         self.guard.load_state_dict(state["guard"])
-        self.noise.set_state(state["noise"])
         self.wandb_id = state.get("wandb_id")
 
 
-def _pick_run_dir(cfg: GlideConfig, resume: str | None) -> tuple[RunDir, Path | None]:
+def _pick_run_dir(cfg: GlideConfig, resume: str | None) -> tuple[runs.RunDir, Path | None]:
     """(run dir, checkpoint to resume from) from the config and --resume."""
     output = Path(cfg.train.output_dir)
     if resume and resume != "latest":
         step_dir = resolve_checkpoint(resume)
-        return RunDir(run_of_checkpoint(step_dir)), step_dir
+        return runs.RunDir(runs.run_of_step_dir(step_dir)), step_dir
     if resume == "latest":
         if cfg.train.name:
-            run = RunDir(output / cfg.train.name)
+            run = runs.RunDir(output / cfg.train.name)
         else:
-            runs = [p for p in output.glob("*/checkpoints/latest")] if output.is_dir() else []
-            if not runs:
+            found = list(output.glob(f"*/{runs.CHECKPOINTS_DIR}/{runs.LATEST}")) \
+                if output.is_dir() else []
+            if not found:
                 raise GlidectlError(
                     f"--resume latest: no run with checkpoints under {str(output)!r}; "
                     "pass --name or a checkpoint path."
                 )
-            run = RunDir(max(runs, key=lambda p: p.stat().st_mtime).parent.parent)
+            run = runs.RunDir(max(found, key=lambda p: p.stat().st_mtime).parent.parent)
         return run, resolve_checkpoint("latest", run.checkpoints)
     name = cfg.train.name or next_run_name(output)
-    run = RunDir(output / name)
+    run = runs.RunDir(output / name)
     if CheckpointManager(run.checkpoints).latest() is not None:
         raise GlidectlError(
             f"Run {str(run.root)!r} already has checkpoints; pass --resume latest to go on, "
@@ -192,7 +194,7 @@ class Trainer:
             return str(run.root), str(resume_from) if resume_from else None
 
         root, resume_from = self._on_main(pick)
-        self.run_dir = RunDir(Path(root))
+        self.run_dir = runs.RunDir(Path(root))
         self.resume_from = Path(resume_from) if resume_from else None
         if self.main:
             self.run_dir.create()
@@ -253,13 +255,7 @@ class Trainer:
         self.ema = EMA(self.params, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None
         self.guard = NonFiniteGuard(tc.max_nonfinite)
         self.noise = torch.Generator().manual_seed(tc.seed + 1)
-        self.state = TrainState(self.stream, self.guard, self.noise)
-        acc.register_for_checkpointing(self.state)
-        if self.ema is not None:
-            acc.register_for_checkpointing(self.ema)
-        # Weights live beside the state as exported .safetensors, not inside it.
-        acc.register_save_state_pre_hook(lambda models, weights, out: weights.clear())
-        acc.register_load_state_pre_hook(lambda models, inp: models.clear())
+        self.state = TrainState(self.stream, self.guard)
         self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
         if self.resume_from is not None:
             self._load(self.resume_from)
@@ -292,15 +288,59 @@ class Trainer:
         return self.accelerator.unwrap_model(self.model)
 
     def _load(self, step_dir: Path) -> None:
+        """Resume: read and check every state file first, then weights, then apply."""
+        acc = self.accelerator
+        parts = rs.read_resume_state(
+            runs.state_dir(step_dir), acc.process_index, ema=self.ema is not None,
+            scaler=acc.scaler is not None,
+        )
         loader = getattr(self.adapter, "load_checkpoint", None)
         if loader is not None:
             loader(self.unwrapped, step_dir)
         else:
             from ..glide import read_weights
 
-            state_dict, _ = read_weights(step_dir / "model.safetensors")
+            state_dict, _ = read_weights(step_dir / runs.MODEL_FILE)
             self.unwrapped.load_state_dict(state_dict)
-        self.accelerator.load_state(str(step_dir / "state"))
+        targets: list[tuple[str, Any, str]] = [
+            ("optimizer", self.optimizer, rs.OPTIMIZER),
+            ("scheduler", self.scheduler, rs.SCHEDULER),
+            ("ema", self.ema, rs.EMA), ("scaler", acc.scaler, rs.SCALER),
+        ]
+        try:
+            train = dict(parts["train"])
+            acc.step = int(train.pop("micro_step", 0))
+            self.state.load_state_dict(train)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise rs.apply_failure(step_dir, rs.TRAIN, exc) from None
+        for key, target, name in targets:
+            if key in parts:
+                try:
+                    target.load_state_dict(parts[key])
+                except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+                    raise rs.apply_failure(step_dir, name, exc) from None
+        try:
+            rs.restore_rng(parts["rng"], self.noise)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise rs.apply_failure(step_dir, rs.rng_file(acc.process_index), exc) from None
+
+    def _save_state(self, state_dir: Path) -> None:
+        """Write the resume state (no pickles): shared parts on the main process, then every
+        process its own RNGs."""
+        acc = self.accelerator
+        if self.main:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            rs.write_state_file(state_dir / rs.TRAIN,
+                                {**self.state.state_dict(), "micro_step": acc.step})
+            rs.write_state_file(state_dir / rs.OPTIMIZER, self.optimizer.state_dict())
+            rs.write_state_file(state_dir / rs.SCHEDULER, self.scheduler.state_dict())
+            if acc.scaler is not None:
+                rs.write_state_file(state_dir / rs.SCALER, acc.scaler.state_dict())
+            if self.ema is not None:
+                rs.write_state_file(state_dir / rs.EMA, self.ema.state_dict())
+        acc.wait_for_everyone()
+        rs.write_state_file(state_dir / rs.rng_file(acc.process_index),
+                            rs.capture_rng(self.noise))
 
     def save_checkpoint(self) -> Path:
         """Every process calls this; the main one writes weights, all write their RNGs."""
@@ -318,18 +358,18 @@ class Trainer:
             else:
                 meta = {"step": str(step), "run": self.run_dir.name}
                 opts = self.bundle.options
-                save_weights(self.adapter.export_state(model), tmp / "model.safetensors",
+                save_weights(self.adapter.export_state(model), tmp / runs.MODEL_FILE,
                              opts, meta)
                 if self.ema is not None:
                     with self.ema.swapped():
-                        save_weights(self.adapter.export_state(model), tmp / "ema.safetensors",
+                        save_weights(self.adapter.export_state(model), tmp / runs.EMA_FILE,
                                      opts, meta)
+        self._save_state(runs.state_dir(tmp))
         acc.wait_for_everyone()
-        acc.save_state(str(tmp / "state"))
-        acc.wait_for_everyone()
-        final = self.checkpoints.directory / tmp.name.removeprefix(".tmp-")
+        final = self.checkpoints.final_dir(step)
         if self.main:
             final = self.checkpoints.commit(step)
+            self.display.message(f"checkpoint: {final}")
         acc.wait_for_everyone()
         return final
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import runs
 from ..errors import GlidectlError
-from .checkpointing import latest_under
 
 
 def find_step_dir(run: Path) -> Path:
@@ -13,9 +13,9 @@ def find_step_dir(run: Path) -> Path:
     run = Path(run)
     if not run.exists():
         raise GlidectlError(f"Run {str(run)!r} does not exist; pass a runs/<name> folder.")
-    if (run / "model.safetensors").is_file():
+    if runs.step_weights(run) is not None:
         return run
-    found = latest_under(run)
+    found = runs.latest_under(run)
     if found is not None:
         return found
     raise GlidectlError(
@@ -32,14 +32,14 @@ def export_weights(run: Path, output: Path, ema: bool | None = None) -> tuple[Pa
     from ..glide import read_weights, save_weights
 
     step_dir = find_step_dir(run)
-    ema_file, raw_file = step_dir / "ema.safetensors", step_dir / "model.safetensors"
+    ema_file, raw_file = step_dir / runs.EMA_FILE, step_dir / runs.MODEL_FILE
     if ema is True and not ema_file.is_file():
         raise GlidectlError(
             f"{str(step_dir)!r} has no ema.safetensors (the run trained with "
             "train.ema_decay = 0); export with --no-ema."
         )
     source = ema_file if (ema is not False and ema_file.is_file()) else raw_file
-    if not source.is_file() and (step_dir / "lora").is_dir():
+    if not source.is_file() and runs.step_adapter(step_dir) is not None:
         raise GlidectlError(
             f"{str(step_dir)!r} holds LoRA adapters, not full weights; write a full checkpoint "
             f"with: glidectl lora merge {run} -o {output}"
@@ -50,7 +50,8 @@ def export_weights(run: Path, output: Path, ema: bool | None = None) -> tuple[Pa
     if output.suffix != ".safetensors":
         raise GlidectlError(f"Output {str(output)!r} must end in .safetensors.")
     state, options = read_weights(source)
-    meta = {"source": str(source), "step": step_dir.name.removeprefix("step-").lstrip("0") or "0",
+    step = runs.step_of(step_dir)
+    meta = {"source": str(source), "step": "" if step is None else str(step),
             "ema": str(source == ema_file).lower()}
     save_weights(state, output, options, meta)
     return source, output

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text
+
 
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
@@ -41,7 +43,7 @@ def truncate_after(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [r for r in read_metrics(path) if int(r.get("step", 0)) <= step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class Throughput:

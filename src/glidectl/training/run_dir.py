@@ -1,48 +1,15 @@
-"""A training run's directory: its layout, its name, and the checks made before training."""
+"""A new run's name and the checks made before training (the layout: :mod:`glidectl.runs`)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GlidectlError
 
 MIN_FREE_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class RunDir:
-    """runs/<name>/: config.toml, metrics.jsonl, previews/, checkpoints/."""
-
-    root: Path
-
-    @property
-    def name(self) -> str:
-        return self.root.name
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def previews(self) -> Path:
-        return self.root / "previews"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    def create(self) -> None:
-        for path in (self.root, self.previews, self.checkpoints):
-            path.mkdir(parents=True, exist_ok=True)
 
 
 def next_run_name(output_dir: Path, prefix: str = "run") -> str:
@@ -89,6 +56,3 @@ def check_writable(directory: Path, needed_bytes: int = MIN_FREE_BYTES) -> None:
             "another --output-dir."
         )
 
-
-def is_writable_file(path: Path) -> bool:
-    return os.access(path, os.W_OK)

@@ -1,0 +1,72 @@
+"""Atomic file writes: a temp file beside the target, flushed, then renamed over it.
+
+A reader (or a run killed half-way) sees the old file or the new one, never a part. The temp
+name is ``.<name>.tmp`` in the same folder (same filesystem, so the rename is atomic); it is
+opened like any file, so the user's umask applies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def temp_path(path: Path) -> Path:
+    """Where :func:`atomic_path` writes before the rename."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+@contextmanager
+def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
+    """Yield a temp path to write; on success it replaces ``path`` (else it is removed).
+
+    ``durable`` also fsyncs the file and its folder (checkpoints: survive a power cut).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        if durable:
+            _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_text(path: str | Path, text: str, durable: bool = False) -> Path:
+    """Write UTF-8 text atomically."""
+    with atomic_path(path, durable) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any, durable: bool = False) -> Path:
+    """Write indented JSON atomically."""
+    return write_text(path, json.dumps(data, indent=2) + "\n", durable)

@@ -1,0 +1,170 @@
+"""The layout of a training run folder, in one place (training, loading, LoRA and export use it).
+
+::
+
+    runs/<name>/
+      config.toml        the run's config
+      metrics.jsonl      one JSON record per logged step (and per validation)
+      previews/          step-NNNNNN.png grids
+      trackers/          TensorBoard event files, W&B's offline folder, ...
+      base.safetensors   a LoRA run's scratch base network
+      checkpoints/
+        latest           text: the newest complete step folder's name (written last)
+        best             text: the step folder with the lowest val_loss (checkpoint.keep_best)
+        step-000500/
+          model.safetensors, ema.safetensors   full weights (EMA: the average)
+          lora/, lora-ema/                     LoRA adapters instead of full weights
+          state/                               resume state: safetensors and JSON, no pickles
+
+Only standard-library imports here: the CLI resolves paths without importing torch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.jsonl"
+PREVIEWS_DIR = "previews"
+TRACKERS_DIR = "trackers"
+CHECKPOINTS_DIR = "checkpoints"
+BASE_FILE = "base.safetensors"
+LATEST = "latest"
+BEST = "best"
+STATE_DIR = "state"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+ADAPTER_DIR = "lora"
+EMA_ADAPTER_DIR = "lora-ema"
+ADAPTER_CONFIG = "adapter_config.json"
+STEP_RE = re.compile(r"step-(\d+)")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def step_of(step_dir: Path) -> int | None:
+    """step-000500 → 500 (None for another name)."""
+    match = STEP_RE.fullmatch(Path(step_dir).name)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """runs/<name>/ and the paths inside it."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS_FILE
+
+    @property
+    def previews(self) -> Path:
+        return self.root / PREVIEWS_DIR
+
+    @property
+    def trackers(self) -> Path:
+        return self.root / TRACKERS_DIR
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS_DIR
+
+    @property
+    def base(self) -> Path:
+        return self.root / BASE_FILE
+
+    def step_dir(self, step: int) -> Path:
+        return self.checkpoints / step_dir_name(step)
+
+    def create(self) -> None:
+        for path in (self.root, self.previews, self.checkpoints):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def run_of_step_dir(step_dir: Path) -> Path:
+    """runs/<name>/checkpoints/step-N → runs/<name>."""
+    return Path(step_dir).resolve().parent.parent
+
+
+def state_dir(step_dir: Path) -> Path:
+    return Path(step_dir) / STATE_DIR
+
+
+def is_step_dir(path: Path) -> bool:
+    return Path(path).is_dir() and STEP_RE.fullmatch(Path(path).name) is not None
+
+
+def steps_in(checkpoints: Path) -> list[int]:
+    """Steps of the complete step folders in a checkpoints/ folder, oldest first."""
+    checkpoints = Path(checkpoints)
+    if not checkpoints.is_dir():
+        return []
+    return sorted(int(m.group(1)) for child in checkpoints.iterdir()
+                  if (m := STEP_RE.fullmatch(child.name)) and child.is_dir())
+
+
+def read_pointer(checkpoints: Path, name: str = LATEST) -> Path | None:
+    """The step folder a pointer file (``latest``, ``best``) names, if it exists."""
+    pointer = Path(checkpoints) / name
+    if not pointer.is_file():
+        return None
+    target = pointer.read_text(encoding="utf-8").strip()
+    if target and STEP_RE.fullmatch(target) and (Path(checkpoints) / target).is_dir():
+        return Path(checkpoints) / target
+    return None
+
+
+def latest_step_dir(checkpoints: Path) -> Path | None:
+    """The step folder ``latest`` names, else the highest complete step, else None."""
+    found = read_pointer(checkpoints, LATEST)
+    if found is not None:
+        return found
+    steps = steps_in(checkpoints)
+    return Path(checkpoints) / step_dir_name(steps[-1]) if steps else None
+
+
+def latest_under(path: Path) -> Path | None:
+    """The latest step folder of a run folder (``path/checkpoints``) or a checkpoints folder;
+    a step folder is itself."""
+    path = Path(path)
+    if is_step_dir(path):
+        return path
+    for candidate in (path / CHECKPOINTS_DIR, path):
+        if candidate.is_dir():
+            found = latest_step_dir(candidate)
+            if found is not None:
+                return found
+    return None
+
+
+def step_weights(step_dir: Path, ema: bool | None = None) -> Path | None:
+    """A step folder's weights file: EMA first (unless ``ema`` is False), else the raw one;
+    ``ema=True`` wants the EMA file only."""
+    names = {True: [EMA_FILE], False: [MODEL_FILE], None: [EMA_FILE, MODEL_FILE]}[ema]
+    for name in names:
+        if (Path(step_dir) / name).is_file():
+            return Path(step_dir) / name
+    return None
+
+
+def step_adapter(step_dir: Path, ema: bool | None = None) -> Path | None:
+    """A step folder's LoRA adapter folder, with the same EMA preference as weights."""
+    names = {True: [EMA_ADAPTER_DIR], False: [ADAPTER_DIR],
+             None: [EMA_ADAPTER_DIR, ADAPTER_DIR]}[ema]
+    for name in names:
+        if (Path(step_dir) / name / ADAPTER_CONFIG).is_file():
+            return Path(step_dir) / name
+    return None

@@ -1,0 +1,226 @@
+"""A checkpoint's resume state without pickles: tensors in safetensors, everything else JSON.
+
+A run folder is data people share and download; reading it must never run code, so nothing
+here is unpickled (``torch.load`` is not used at all). Files in ``<step>/state/``:
+
+- ``train.json``: loop position (step, data cursor, guard counts, tracker run ids, the
+  accelerator's micro-step counter)
+- ``optimizer.safetensors``: the optimizer's state_dict (moments as tensors, the rest in
+  the header as JSON)
+- ``scheduler.json``: the LR scheduler's state_dict; ``scaler.json``: fp16's GradScaler
+- ``ema.safetensors``: EMA shadows and counters (with EMA)
+- ``rng-<rank>.safetensors``: each process's python/numpy/torch(/cuda) RNG states and its
+  training-noise generator
+
+Nested state_dicts are stored as a JSON tree in which tensors are references into the
+safetensors file, so dict keys keep their types (the optimizer's are ints) and tuples stay
+tuples: a resumed run is bitwise the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_path, write_json
+from ..errors import GlidectlError
+
+TREE_KEY = "glidectl.state"
+TRAIN, OPTIMIZER, SCHEDULER, SCALER, EMA = (
+    "train.json", "optimizer.safetensors", "scheduler.json", "scaler.json", "ema.safetensors")
+LEGACY_SUFFIXES = (".pkl", ".bin", ".pt", ".pth")
+
+
+def rng_file(rank: int) -> str:
+    return f"rng-{rank}.safetensors"
+
+
+class StateFormatError(ValueError):
+    """A resume file that is not what glidectl writes."""
+
+
+# --------------------------------------------------------------------------- tree encoding
+def encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """A JSON-able tree for ``obj``; tensors (and numpy arrays) go into ``tensors``."""
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"$tensor": key}
+    if isinstance(obj, np.ndarray):
+        key = f"t{len(tensors)}"
+        tensors[key] = torch.from_numpy(obj.astype(np.int64) if obj.dtype.kind in "iu"
+                                        else np.ascontiguousarray(obj))
+        return {"$ndarray": key, "dtype": str(obj.dtype)}
+    if isinstance(obj, dict):
+        for k in obj:
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise TypeError(f"cannot store a dict key of type {type(k).__name__}")
+        return {"$dict": [[k, encode(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"$tuple": [encode(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [encode(v, tensors) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    raise TypeError(f"cannot store a {type(obj).__name__} in the resume state")
+
+
+def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of :func:`encode`; anything else is a :class:`StateFormatError`."""
+    if isinstance(tree, list):
+        return [decode(v, tensors) for v in tree]
+    if isinstance(tree, dict):
+        if set(tree) == {"$tensor"}:
+            return _tensor(tree["$tensor"], tensors)
+        if set(tree) == {"$ndarray", "dtype"}:
+            return _tensor(tree["$ndarray"], tensors).numpy().astype(np.dtype(str(tree["dtype"])))
+        if set(tree) == {"$tuple"} and isinstance(tree["$tuple"], list):
+            return tuple(decode(v, tensors) for v in tree["$tuple"])
+        if set(tree) == {"$dict"} and isinstance(tree["$dict"], list):
+            out = {}
+            for pair in tree["$dict"]:
+                if not (isinstance(pair, list) and len(pair) == 2
+                        and isinstance(pair[0], (str, int))):
+                    raise StateFormatError("a malformed dict entry")
+                out[pair[0]] = decode(pair[1], tensors)
+            return out
+        raise StateFormatError(f"an unknown entry with keys {sorted(tree)[:3]}")
+    if tree is None or isinstance(tree, (bool, int, float, str)):
+        return tree
+    raise StateFormatError(f"an unexpected {type(tree).__name__}")
+
+
+def _tensor(key: Any, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    if not isinstance(key, str) or key not in tensors:
+        raise StateFormatError(f"a reference to a missing tensor {key!r}")
+    return tensors[key]
+
+
+# --------------------------------------------------------------------------- files
+def write_state_file(path: Path, obj: Any) -> None:
+    """``obj`` as ``.json`` (no tensors allowed) or ``.safetensors`` (tree in the header)."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    tree = encode(obj, tensors)
+    if path.suffix == ".json":
+        if tensors:
+            raise TypeError(f"{path.name} cannot hold tensors")
+        write_json(path, tree)
+        return
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={TREE_KEY: json.dumps(tree)})
+
+
+def read_state_file(path: Path) -> Any:
+    """What :func:`write_state_file` wrote; raises :class:`StateFormatError` otherwise."""
+    if not path.is_file():
+        raise StateFormatError("it is missing")
+    if path.suffix == ".json":
+        try:
+            tree = json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StateFormatError(f"it is not JSON ({type(exc).__name__})") from None
+        return decode(tree, {})
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own types for bad headers
+        raise StateFormatError(f"it is not a safetensors file ({type(exc).__name__})") from None
+    if TREE_KEY not in meta:
+        raise StateFormatError("it has no glidectl state header")
+    try:
+        tree = json.loads(meta[TREE_KEY])
+    except json.JSONDecodeError:
+        raise StateFormatError("its state header is not JSON") from None
+    return decode(tree, tensors)
+
+
+# --------------------------------------------------------------------------- RNGs
+def capture_rng(noise: torch.Generator) -> dict[str, Any]:
+    """This process's RNG states (what ``accelerate.set_seed`` seeds) and the noise generator."""
+    state: dict[str, Any] = {
+        "python": random.getstate(), "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(), "noise": noise.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        state["xpu"] = xpu.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], noise: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    noise.set_state(state["noise"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    xpu = getattr(torch, "xpu", None)
+    if "xpu" in state and xpu is not None and xpu.is_available():
+        xpu.set_rng_state_all(state["xpu"])
+
+
+# --------------------------------------------------------------------------- the whole state
+def legacy_files(state_dir: Path) -> list[str]:
+    """Pickle-era files (accelerate's save_state) that are never read."""
+    if not state_dir.is_dir():
+        return []
+    return sorted(p.name for p in state_dir.iterdir() if p.suffix in LEGACY_SUFFIXES)
+
+
+def read_resume_state(state_dir: Path, rank: int, *, ema: bool, scaler: bool) -> dict[str, Any]:
+    """Every file this process needs, checked before anything is applied.
+
+    Bad or foreign files are one-line GlidectlErrors; pickle-era checkpoints are refused.
+    """
+    step_dir = state_dir.parent
+    if not (state_dir / TRAIN).is_file() and legacy_files(state_dir):
+        raise GlidectlError(
+            f"Cannot resume from {str(step_dir)!r}: its state/ is in the old pickle format "
+            f"({', '.join(legacy_files(state_dir)[:3])}), which glidectl no longer loads "
+            "because a pickle can run code; start a new run with "
+            f"model.init = {str(step_dir)!r} to keep its weights."
+        )
+    names = {"train": TRAIN, "optimizer": OPTIMIZER, "scheduler": SCHEDULER,
+             "rng": rng_file(rank)}
+    if ema:
+        names["ema"] = EMA
+    if scaler:
+        names["scaler"] = SCALER
+    out: dict[str, Any] = {}
+    for key, name in names.items():
+        try:
+            out[key] = read_state_file(state_dir / name)
+        except StateFormatError as exc:
+            raise GlidectlError(
+                f"Cannot resume from {str(step_dir)!r}: state/{name} is not a glidectl resume "
+                f"file ({exc}); resume from another checkpoint or start a new run."
+            ) from None
+        if not isinstance(out[key], dict):
+            raise GlidectlError(
+                f"Cannot resume from {str(step_dir)!r}: state/{name} does not hold a state "
+                "table; resume from another checkpoint or start a new run."
+            )
+    return out
+
+
+def apply_failure(step_dir: Path, name: str, exc: Exception) -> GlidectlError:
+    """The one-line error for a state file that reads but does not fit this run."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return GlidectlError(
+        f"Cannot resume from {str(step_dir)!r}: state/{name} does not fit this run "
+        f"({type(exc).__name__}: {first}); resume with the run's own config."
+    )

@@ -1,0 +1,123 @@
+"""A run folder is data: resuming from one never unpickles, so no file in it can run code."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from glidectl.cli.app import main
+from glidectl.config import save_config
+from glidectl.training.engine import Trainer
+
+
+class _Payload:
+    """Unpickling this creates ``marker`` (what an attacker's os.system call would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run with EMA, checkpointed at step 2 (trained once for the module)."""
+    from tiny_configs import tiny_config
+
+    base = tmp_path_factory.mktemp("trained")
+    cfg = tiny_config(base, train=dict(steps=2))
+    Trainer(cfg, quiet=True).run()
+    save_config(cfg, base / "glide.toml")
+    return base
+
+
+def _files(step_dir: Path) -> list[str]:
+    return sorted(str(p.relative_to(step_dir)) for p in step_dir.rglob("*") if p.is_file())
+
+
+def test_resume_state_is_safetensors_and_json_only(trained):
+    step_dir = trained / "runs" / "t" / "checkpoints" / "step-000002"
+    files = _files(step_dir)
+    assert files == ["ema.safetensors", "model.safetensors", "state/ema.safetensors",
+                     "state/optimizer.safetensors", "state/rng-0.safetensors",
+                     "state/scheduler.json", "state/train.json"]
+    for name in files:
+        path = step_dir / name
+        if path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        else:
+            with safe_open(str(path), "pt") as f:
+                assert list(f.keys())
+
+
+def _resume_cli(run: Path, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(run), "--steps", "3", "--no-live"])
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [
+    "model.safetensors", "state/train.json", "state/optimizer.safetensors",
+    "state/scheduler.json", "state/ema.safetensors", "state/rng-0.safetensors",
+])
+def test_a_code_running_pickle_in_place_of_any_file_is_refused(trained, tmp_path, capsys, name):
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    step_dir = run / "checkpoints" / "step-000002"
+    assert name in _files(step_dir)
+    marker = tmp_path / "pwned"
+    (step_dir / name).write_bytes(pickle.dumps(_Payload(marker)))
+    code, err = _resume_cli(run, capsys)
+    assert code == 2, err
+    assert err.startswith("Error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and str(step_dir) in err
+    assert not marker.exists()
+
+
+def test_the_exported_ema_file_is_not_read_by_resume(trained, tmp_path, capsys):
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    marker = tmp_path / "pwned"
+    (run / "checkpoints" / "step-000002" / "ema.safetensors").write_bytes(
+        pickle.dumps(_Payload(marker)))
+    code, err = _resume_cli(run, capsys)  # EMA resumes from state/ema.safetensors
+    assert code == 0, err
+    assert not marker.exists()
+
+
+def test_a_pickle_era_checkpoint_is_refused_without_loading_it(trained, tmp_path, capsys):
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    state = run / "checkpoints" / "step-000002" / "state"
+    shutil.rmtree(state)
+    state.mkdir()
+    marker = tmp_path / "pwned"
+    for legacy in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin",
+                   "scheduler.bin"):
+        (state / legacy).write_bytes(pickle.dumps(_Payload(marker)))
+    code, err = _resume_cli(run, capsys)
+    assert code == 2 and "old pickle format" in err and err.count("\n") == 1, err
+    assert not marker.exists()
+
+
+def test_resume_unpickles_nothing(trained, tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("resume unpickled something")
+
+    for module, attr in ((pickle, "load"), (pickle, "loads"), (torch, "load")):
+        monkeypatch.setattr(module, attr, refuse)
+    from tiny_configs import tiny_config
+
+    cfg = tiny_config(tmp_path, train=dict(steps=3))
+    result = Trainer(cfg, resume=str(run), quiet=True).run()
+    assert result.step == 3
