@@ -25,7 +25,7 @@ else:  # pragma: no cover
 def test_every_key_has_a_default_and_a_doc():
     rows = describe()
     assert len(rows) > 40
-    for key, _tp, _default, doc in rows:
+    for key, _tp, _default, doc, _allowed in rows:
         assert doc and doc.strip(), key
 
 

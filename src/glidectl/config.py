@@ -22,11 +22,18 @@ else:  # pragma: no cover
 import tomli_w
 
 from .errors import ConfigError
+from .ranges import SEED_MAX, Range
 
 
-def opt(default: Any, doc: str, choices: tuple[Any, ...] | None = None) -> Any:
-    """A config field with its default, a one-line doc and optional allowed values."""
-    meta = {"doc": doc, "choices": choices}
+def opt(
+    default: Any, doc: str, choices: tuple[Any, ...] | None = None, *,
+    min: float | None = None, max: float | None = None, below: float | None = None,
+) -> Any:
+    """A config field with its default, a one-line doc, optional allowed values and, for
+    numbers (and lists of numbers), the allowed range ``min..max`` (or ``< below``)."""
+    numeric = min is not None or max is not None or below is not None
+    meta = {"doc": doc, "choices": choices,
+            "range": Range(min, max, below) if numeric else None}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -65,44 +72,66 @@ class DataConfig:
     preset: str = opt("simple", "Dataset preset (filters and caption rules) for webdataset.")
     image_key: str = opt("jpg;png;jpeg;webp", "Webdataset image key(s), ';'-separated.")
     caption_key: str = opt("txt", "Webdataset caption key.")
-    resolution: int = opt(0, "Training image size in pixels (0 = the model's own size).")
-    uncond_p: float = opt(0.2, "Probability of replacing a caption by the empty caption.")
+    resolution: int = opt(
+        0, "Training image size in pixels (0 = the model's own size).",
+        min=0, max=4096,
+    )
+    uncond_p: float = opt(
+        0.2, "Probability of replacing a caption by the empty caption.",
+        min=0, max=1,
+    )
     random_crop: bool = opt(True, "Random crop after resizing the short side (else centre).")
     crop_scale: list = opt(
-        [1.0, 1.0], "Random-resized-crop area range [min, max]; [1, 1] disables it."
+        [1.0, 1.0], "Random-resized-crop area range [min, max]; [1, 1] disables it.",
+        min=0.01, max=1
     )
     flip: bool = opt(False, "Random horizontal flips.")
-    workers: int = opt(0, "DataLoader worker processes.")
-    shuffle_buffer: int = opt(1000, "Webdataset sample shuffle buffer.")
+    workers: int = opt(0, "DataLoader worker processes.", min=0, max=256)
+    shuffle_buffer: int = opt(1000, "Webdataset sample shuffle buffer.", min=0, max=10_000_000)
     resampled: bool = opt(False, "Resample shards forever instead of finite epochs.")
     low_res_resample: str = opt(
         "bicubic", "Upsampler low-res downscale filter.", ("box", "bicubic")
     )
-    degrade_blur: float = opt(0.0, "Upsampler: max Gaussian blur radius on low-res inputs.")
-    degrade_jpeg: int = opt(0, "Upsampler: min JPEG quality for low-res inputs (0 = off).")
-    degrade_noise: float = opt(0.0, "Upsampler: max Gaussian noise std on low-res inputs.")
-    demo_size: int = opt(4096, "Number of samples in a demo:<name> dataset.")
+    degrade_blur: float = opt(
+        0.0, "Upsampler: max Gaussian blur radius on low-res inputs.",
+        min=0, max=100,
+    )
+    degrade_jpeg: int = opt(
+        0, "Upsampler: min JPEG quality for low-res inputs (0 = off).",
+        min=0, max=100,
+    )
+    degrade_noise: float = opt(
+        0.0, "Upsampler: max Gaussian noise std on low-res inputs.",
+        min=0, max=10,
+    )
+    demo_size: int = opt(4096, "Number of samples in a demo:<name> dataset.", min=1, max=10_000_000)
     metadata_key: str = opt("json", "Webdataset metadata (JSON) key read by presets.")
-    min_size: int = opt(0, "laion: min original width and height (metadata), in pixels.")
-    aspect_range: list = opt([0.25, 4.0], "laion: allowed original width/height [min, max].")
+    min_size: int = opt(0, "laion: min original width and height (metadata), in pixels.", min=0)
+    aspect_range: list = opt([0.25, 4.0], "laion: allowed original width/height [min, max].", min=0)
     similarity_range: list = opt(
-        [-1.0, 1.0], "laion/datacomp: allowed CLIP similarity [lower, upper]."
+        [-1.0, 1.0], "laion/datacomp: allowed CLIP similarity [lower, upper].",
+        min=-1, max=1
     )
     nsfw_allowed: list = opt(
         ["UNLIKELY", "UNSURE"], "laion: NSFW tags accepted (samples without a tag pass)."
     )
     max_punsafe: float = opt(
-        0.5, "laion: reject samples whose punsafe (NSFW probability) exceeds this (1 = off)."
+        0.5, "laion: reject samples whose punsafe (NSFW probability) exceeds this (1 = off).",
+        min=0, max=1,
     )
     max_pwatermark: float = opt(
         0.5, "laion: reject samples whose pwatermark (watermark probability) exceeds this "
-        "(1 = off)."
+        "(1 = off).", min=0, max=1,
     )
     skip_words: list = opt([], "Reject captions containing any of these words (any preset).")
-    min_image_size: int = opt(16, "Reject decoded images whose short side is below this.")
-    max_pixels: int = opt(89_478_485, "Reject images with more pixels (decompression bombs).")
+    min_image_size: int = opt(16, "Reject decoded images whose short side is below this.", min=1)
+    max_pixels: int = opt(
+        89_478_485, "Reject images with more pixels (decompression bombs).",
+        min=1,
+    )
     max_rejects: int = opt(
-        1000, "Stop with an error after this many rejections in a row before any success."
+        1000, "Stop with an error after this many rejections in a row before any success.",
+        min=1
     )
 
 
@@ -112,32 +141,32 @@ class TrainConfig:
 
     output_dir: str = opt("runs", "Folder that holds run directories.")
     name: str = opt("", "Run name ('' = a new numbered name).")
-    steps: int = opt(1000, "Optimizer steps to train (global, across epochs).")
-    epochs: int = opt(0, "Stop after this many epochs instead (0 = use steps).")
-    batch_size: int = opt(8, "Images per process per micro-batch.")
-    grad_accum: int = opt(1, "Micro-batches per optimizer step.")
-    lr: float = opt(1e-4, "Peak learning rate.")
+    steps: int = opt(1000, "Optimizer steps to train (global, across epochs).", min=0, max=10**9)
+    epochs: int = opt(0, "Stop after this many epochs instead (0 = use steps).", min=0, max=10**6)
+    batch_size: int = opt(8, "Images per process per micro-batch.", min=1, max=65536)
+    grad_accum: int = opt(1, "Micro-batches per optimizer step.", min=1, max=65536)
+    lr: float = opt(1e-4, "Peak learning rate.", min=0, max=1)
     lr_schedule: str = opt(
         "constant", "Learning-rate schedule after warmup.", ("constant", "cosine", "linear")
     )
-    warmup_steps: int = opt(0, "Linear warmup steps.")
-    adam_beta1: float = opt(0.9, "AdamW beta1.")
-    adam_beta2: float = opt(0.999, "AdamW beta2.")
-    adam_eps: float = opt(1e-8, "AdamW epsilon.")
-    weight_decay: float = opt(0.0, "AdamW weight decay.")
-    grad_clip: float = opt(1.0, "Max gradient norm (0 = off).")
+    warmup_steps: int = opt(0, "Linear warmup steps.", min=0)
+    adam_beta1: float = opt(0.9, "AdamW beta1.", min=0, below=1)
+    adam_beta2: float = opt(0.999, "AdamW beta2.", min=0, below=1)
+    adam_eps: float = opt(1e-8, "AdamW epsilon.", min=0, max=1)
+    weight_decay: float = opt(0.0, "AdamW weight decay.", min=0, max=10)
+    grad_clip: float = opt(1.0, "Max gradient norm (0 = off).", min=0)
     loss: str = opt("hybrid", "Training loss: hybrid (MSE + L_vb) or eps (MSE only).",
                     ("hybrid", "eps"))
-    min_snr_gamma: float = opt(0.0, "Min-SNR-γ loss weighting (0 = off).")
+    min_snr_gamma: float = opt(0.0, "Min-SNR-γ loss weighting (0 = off).", min=0, max=1000)
     trainable: str = opt("all", "Which parts train.", ("all", "unet", "text"))
-    ema_decay: float = opt(0.9999, "EMA decay (0 = no EMA).")
+    ema_decay: float = opt(0.9999, "EMA decay (0 = no EMA).", min=0, below=1)
     ema_warmup: bool = opt(False, "EMA warmup: decay grows as (1+n)/(10+n) up to ema_decay.")
     precision: str = opt("no", "Mixed precision.", ("no", "fp16", "bf16"))
     gradient_checkpointing: bool = opt(False, "Recompute activations per block to save memory.")
     compile: bool = opt(False, "torch.compile the network.")
-    seed: int = opt(0, "Random seed.")
-    max_nonfinite: int = opt(10, "Stop after this many non-finite losses in a row.")
-    threads: int = opt(0, "CPU threads for torch (0 = torch's default).")
+    seed: int = opt(0, "Random seed.", min=0, max=SEED_MAX)
+    max_nonfinite: int = opt(10, "Stop after this many non-finite losses in a row.", min=1)
+    threads: int = opt(0, "CPU threads for torch (0 = torch's default).", min=0, max=1024)
 
 
 @dataclass
@@ -148,29 +177,29 @@ class PreviewConfig:
         [], "Preview prompts ([] = captions of the first data samples; upsamplers: captions)."
     )
     prompt_file: str = opt("", "File with one preview prompt per line.")
-    every: int = opt(500, "Preview every N optimizer steps (0 = never; step 0 is included).")
+    every: int = opt(500, "Preview every N optimizer steps (0 = never; step 0 is included).", min=0)
     sampler: str = opt("ddim", "Sampler for previews.")
-    steps: int = opt(25, "Sampler steps for previews.")
-    guidance: float = opt(3.0, "Classifier-free guidance scale.")
+    steps: int = opt(25, "Sampler steps for previews.", min=1, max=10_000)
+    guidance: float = opt(3.0, "Classifier-free guidance scale.", min=0, max=100)
     low_res: list = opt(
         [], "Low-res image files for upsampler previews ([] = the first data samples)."
     )
-    seed: int = opt(0, "Seed for preview noise.")
+    seed: int = opt(0, "Seed for preview noise.", min=0, max=SEED_MAX)
 
 
 @dataclass
 class CheckpointConfig:
     """When checkpoints are written and how many are kept."""
 
-    every: int = opt(500, "Checkpoint every N optimizer steps (0 = only at the end).")
-    keep_last: int = opt(3, "Keep this many step checkpoints (0 = all).")
+    every: int = opt(500, "Checkpoint every N optimizer steps (0 = only at the end).", min=0)
+    keep_last: int = opt(3, "Keep this many step checkpoints (0 = all).", min=0)
 
 
 @dataclass
 class LogConfig:
     """Metrics, the terminal display and Weights & Biases."""
 
-    every: int = opt(10, "Log metrics every N optimizer steps.")
+    every: int = opt(10, "Log metrics every N optimizer steps.", min=1)
     wandb_project: str = opt("", "W&B project ('' = no W&B).")
     wandb_entity: str = opt("", "W&B entity.")
     wandb_mode: str = opt("online", "W&B mode.", ("online", "offline", "disabled"))
@@ -184,9 +213,12 @@ class LoraConfig:
         ["attention"], "Target presets: attention, mlp, conv, all (combine freely; [] = none)."
     )
     patterns: list = opt([], "Extra module-name regexes (full match), e.g. 'out\\.2'.")
-    rank: int = opt(8, "LoRA rank r.")
-    alpha: float = opt(8.0, "LoRA alpha: updates scale by alpha/r (alpha/sqrt(r) with rslora).")
-    dropout: float = opt(0.0, "Dropout on the LoRA input.")
+    rank: int = opt(8, "LoRA rank r.", min=1, max=4096)
+    alpha: float = opt(
+        8.0, "LoRA alpha: updates scale by alpha/r (alpha/sqrt(r) with rslora).",
+        min=0, max=100_000,
+    )
+    dropout: float = opt(0.0, "Dropout on the LoRA input.", min=0, below=1)
     rslora: bool = opt(False, "Rank-stabilised scaling alpha/sqrt(r) instead of alpha/r.")
 
 
@@ -271,7 +303,11 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
                 options = [f"{sec_name}.{k}" for k in ftypes]
                 raise ConfigError(f"{where}: unknown key '{dotted}'." + _nearest(dotted, options))
             value = _check_value(dotted, ftypes[key], value, where)
-            choices = _field(type(section), key).metadata.get("choices")
+            meta = _field(type(section), key).metadata
+            choices = meta.get("choices")
+            problem = meta["range"].problem(value) if meta.get("range") else None
+            if problem:
+                raise ConfigError(f"{where}: '{dotted}' {problem}.")
             if choices and value not in choices:
                 raise ConfigError(
                     f"{where}: '{dotted}' must be one of {', '.join(map(str, choices))}; "
@@ -336,15 +372,17 @@ def save_config(cfg: GlideConfig, path: str | Path) -> None:
     Path(path).write_text(to_toml(cfg), encoding="utf-8")
 
 
-def describe() -> list[tuple[str, str, Any, str]]:
-    """Every key as (dotted key, type, default, doc), for docs and ``config keys``."""
+def describe() -> list[tuple[str, str, Any, str, str]]:
+    """Every key as (dotted key, type, default, doc, allowed values), for ``config keys``."""
     rows = []
     for sec_name, sec_cls in _section_types().items():
         ftypes = _field_types(sec_cls)
         defaults = sec_cls()
         for f in dataclasses.fields(sec_cls):
+            rng, choices = f.metadata.get("range"), f.metadata.get("choices")
+            allowed = rng.describe() if rng else ", ".join(map(str, choices or ()))
             rows.append(
                 (f"{sec_name}.{f.name}", _type_name(ftypes[f.name]),
-                 getattr(defaults, f.name), f.metadata["doc"])
+                 getattr(defaults, f.name), f.metadata["doc"], allowed)
             )
     return rows

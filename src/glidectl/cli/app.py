@@ -12,6 +12,7 @@ import typer
 
 from .. import __version__
 from ..errors import GlidectlError, one_line
+from . import checks
 
 # Each module exposes ``register(app)``; keep imports of torch inside command bodies.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -56,6 +57,7 @@ def build_app() -> typer.Typer:
     from .. import plugins
 
     plugins.register_commands(app)
+    checks.install(app)
     return app
 
 

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 
         from ..config import describe
 
-        table = Table("key", "type", "default", "meaning")
-        for key, tp, default, doc in describe():
-            table.add_row(key, tp, repr(default), doc)
+        table = Table("key", "type", "default", "meaning", "allowed")
+        for key, tp, default, doc, allowed in describe():
+            table.add_row(key, tp, repr(default), doc, allowed)
         Console().print(table)

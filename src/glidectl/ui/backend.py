@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
+from ..ranges import FLAGS, GUIDANCE, SEED_OR_RANDOM, STEPS, check
 from .models import (
     NONE_LABEL,
     ModelCache,
@@ -94,13 +95,19 @@ class UiBackend:
         if precision not in PRECISIONS:
             raise GlidectlError(f"Unknown precision {precision!r}; use fp32, fp16 or bf16.")
         plugins.samplers().get(sampler)  # unknown name → one clear error
+        for label, value, rng in (
+            ("Seed", seed, SEED_OR_RANDOM), ("Guidance", guidance, GUIDANCE),
+            ("Steps", base_steps, STEPS), ("Upsampler steps", up_steps, STEPS),
+            ("LoRA scale", lora_scale, FLAGS["--scale"]),
+        ):
+            check(label, value, rng)
         models, loras = self._all()
         base_c = pick(base_choices(models), base, "base model")
         if base_c is None:
             raise GlidectlError("Pick a base model (none is available in the models folder).")
         up_c = pick(upsampler_choices(models), upsampler, "upsampler")
         lora_c = pick(loras, lora, "LoRA")
-        seed = secrets.randbelow(2**31) if seed is None or seed < 0 else int(seed)
+        seed = secrets.randbelow(2**31) if seed is None or seed == -1 else int(seed)
         seeds = [image_seed(seed, 0, j) for j in range(n)]
         key = (base_c.spec, up_c.spec if up_c else None,
                (lora_c.spec, float(lora_scale)) if lora_c else None, precision, compile,

@@ -1,0 +1,60 @@
+"""Range checks for numeric flags, installed on every command (plugins' included) by name.
+
+The ranges live in :data:`glidectl.ranges.FLAGS`, so ``--seed`` or ``--guidance`` mean the
+same numbers in ``sample``, ``eval`` and anywhere else; a bad value is one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import typer
+from typer.models import OptionInfo
+
+from ..ranges import FLAGS, Range
+
+
+def check(rng: Range) -> Callable[[Any], Any]:
+    """A Typer option callback refusing values outside ``rng`` (None passes)."""
+
+    def validate(value: Any) -> Any:
+        problem = None if value is None else rng.problem(value)
+        if problem:
+            raise typer.BadParameter(problem)
+        return value
+
+    return validate
+
+
+def numeric_options(app: typer.Typer) -> Iterator[tuple[str, str, OptionInfo]]:
+    """(command, flag, option) for every int or float option of every command of ``app``."""
+    for command in app.registered_commands:
+        if command.callback is not None:
+            yield from _numeric(command.name or command.callback.__name__, command.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            for name, flag, info in numeric_options(group.typer_instance):
+                yield f"{group.name} {name}", flag, info
+
+
+def _numeric(name: str, fn: Callable[..., Any]) -> Iterator[tuple[str, str, OptionInfo]]:
+    hints = typing.get_type_hints(fn)
+    for pname, param in inspect.signature(fn).parameters.items():
+        info = param.default
+        if not isinstance(info, OptionInfo):
+            continue
+        kinds = set(typing.get_args(hints.get(pname))) or {hints.get(pname)}
+        if not kinds & {int, float} or bool in kinds:
+            continue
+        decls = [d for d in info.param_decls or () if d.startswith("--")]
+        yield name, (decls[0] if decls else "--" + pname.replace("_", "-")), info
+
+
+def install(app: typer.Typer) -> None:
+    """Give every numeric option with a known flag name its range check."""
+    for _, flag, info in numeric_options(app):
+        if flag in FLAGS and info.callback is None:
+            info.callback = check(FLAGS[flag])

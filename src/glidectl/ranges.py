@@ -1,0 +1,92 @@
+"""Allowed ranges of numbers (config keys and command-line flags), checked when read.
+
+Seeds: 0 to 2**63-1 (``SEED``); torch would silently fold larger or negative seeds onto the
+same generator state (-1 and 2**64-1 draw identical noise). Where a seed of -1 means "draw a
+random seed" (the web UI), ``SEED_OR_RANDOM`` allows it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+SEED_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Range:
+    """``min <= value <= max`` (or ``< below``); floats must also be finite."""
+
+    min: float | None = None
+    max: float | None = None
+    below: float | None = None
+
+    def describe(self) -> str:
+        lo = None if self.min is None else _num(self.min)
+        hi = _num(self.max) if self.max is not None else None
+        if self.below is not None:
+            return f"from {lo} to below {_num(self.below)}" if lo is not None \
+                else f"below {_num(self.below)}"
+        if lo is not None and hi is not None:
+            return f"from {lo} to {hi}"
+        if lo is not None:
+            return f"at least {lo}"
+        return f"at most {hi}" if hi is not None else "a finite number"
+
+    def problem(self, value: Any) -> str | None:
+        """None when ``value`` (a number or a list of numbers) is allowed, else why not."""
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                return f"must be {self.describe()} (a finite number); got {v!r}"
+            if ((self.min is not None and v < self.min)
+                    or (self.max is not None and v > self.max)
+                    or (self.below is not None and v >= self.below)):
+                return f"must be {self.describe()}; got {_num(v)}"
+        return None
+
+
+def _num(value: float) -> str:
+    if value == SEED_MAX:
+        return "2**63-1"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+SEED = Range(0, SEED_MAX)
+SEED_OR_RANDOM = Range(-1, SEED_MAX)
+GUIDANCE = Range(0, 100)
+COUNT = Range(1, 1_000_000)  # images, batch sizes
+STEPS = Range(1, 10_000)  # sampler steps
+
+#: Numeric command-line flags by name: the same range wherever a flag appears. A numeric flag
+#: missing here fails tests/test_ranges.py, so every new one gets a range.
+FLAGS: dict[str, Range] = {
+    "--seed": SEED,
+    "--guidance": GUIDANCE,
+    "--upsample-guidance": GUIDANCE,
+    "--up-guidance": GUIDANCE,
+    "--n": COUNT,
+    "--batch-size": COUNT,
+    "--rerank": Range(0, 1_000_000),
+    "--eta": Range(0, 1),
+    "--upsample-temp": Range(0, 2),
+    "--sigma-max": Range(0.001, 10_000),
+    "--steps": Range(0, 10**9),  # train: optimizer steps (0 with train.epochs)
+    "--scale": Range(-10, 10),  # lora merge: adapter strength (negative subtracts it)
+    "--port": Range(1, 65535),
+    "--limit": Range(1, 10**9),
+    "--size": Range(8, 4096),
+    "--text-ctx": Range(1, 4096),
+}
+
+
+def check(label: str, value: Any, rng: Range) -> None:
+    """Raise the one-line user error when ``value`` (named ``label``) is outside ``rng``."""
+    from .errors import GlidectlError
+
+    problem = None if value is None else rng.problem(value)
+    if problem:
+        raise GlidectlError(f"{label} {problem}.")

@@ -1,0 +1,101 @@
+"""Every number is range-checked when read: config keys (file, --set) and flags, one line."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from glidectl.cli.app import build_app
+from glidectl.cli.checks import numeric_options
+from glidectl.config import describe, load_config
+from glidectl.errors import ConfigError, GlidectlError
+from glidectl.ranges import FLAGS, SEED, SEED_MAX, Range
+
+
+def test_every_numeric_flag_of_every_command_has_a_range():
+    seen = {(command, flag) for command, flag, _ in numeric_options(build_app())}
+    assert ("sample", "--seed") in seen and ("eval", "--guidance") in seen
+    assert sorted(f"{c} {f}" for c, f in seen if f not in FLAGS) == []
+    for _, flag, info in numeric_options(build_app()):
+        assert info.callback is not None, flag
+
+
+def test_every_numeric_config_key_has_a_range():
+    missing = [key for key, tp, _default, _doc, allowed in describe()
+               if tp in ("int", "float") and not allowed]
+    assert missing == []
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.lr=-1", "--set: 'train.lr' must be from 0 to 1; got -1."),
+    ("train.batch_size=0", "--set: 'train.batch_size' must be from 1 to 65536; got 0."),
+    ("train.seed=-1", "--set: 'train.seed' must be from 0 to 2**63-1; got -1."),
+    ("train.seed=9223372036854775808", "--set: 'train.seed' must be from 0 to 2**63-1; got "
+                                      "9223372036854775808."),
+    ("preview.guidance=nan", "--set: 'preview.guidance' must be from 0 to 100 (a finite "
+                             "number); got nan."),
+    ("train.adam_beta2=1.0", "--set: 'train.adam_beta2' must be from 0 to below 1; got 1."),
+    ("data.crop_scale=[0.0, 1.0]", "--set: 'data.crop_scale' must be from 0.01 to 1; got 0."),
+])
+def test_out_of_range_config_values_name_the_key_and_the_range(item, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [item])
+    assert str(info.value) == message
+
+
+def test_ranges_are_checked_in_config_files_too(tmp_path):
+    path = tmp_path / "glide.toml"
+    path.write_text("[train]\nlr = inf\n")
+    with pytest.raises(ConfigError, match=r"'train.lr' must be from 0 to 1 \(a finite number\)"):
+        load_config(path)
+
+
+def test_seed_range_edges():
+    assert SEED.problem(0) is None and SEED.problem(SEED_MAX) is None
+    assert SEED.problem(-1) and SEED.problem(2**64 - 1) and SEED.problem(2**70)
+    assert Range(0, 1).problem(True) is None  # bools are not numbers here
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(build_app(), list(args), env={"COLUMNS": "250"})
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["sample", "x", "--seed", str(2**70)], "--seed"),
+    (["sample", "x", "--seed", "-1"], "--seed"),
+    (["sample", "x", "--guidance", "nan"], "--guidance"),
+    (["sample", "x", "--guidance", "inf"], "--guidance"),
+    (["sample", "x", "--eta", "-0.5"], "--eta"),
+    (["eval", "p.txt", "--guidance", "inf"], "--guidance"),
+    (["eval", "p.txt", "--n", "0"], "--n"),
+    (["train", "--steps", "-3"], "--steps"),
+    (["lora", "merge", "a.safetensors", "-o", "b.safetensors", "--scale", "nan"], "--scale"),
+])
+def test_out_of_range_flags_are_refused_before_anything_runs(args, flag):
+    result = _cli(*args)
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit) or result.exception is None
+    assert f"Invalid value for '{flag}'" in result.output
+    assert "must be" in result.output
+
+
+def test_config_keys_shows_the_allowed_ranges():
+    result = _cli("config", "keys")
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if "train.lr " in ln)
+    assert "from 0 to 1" in line
+    seed = next(ln for ln in result.output.splitlines() if "train.seed " in ln)
+    assert "2**63-1" in seed
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seed": -2}, "Seed must be from -1 to 2**63-1; got -2."),
+    ({"seed": 2**64 - 1}, "Seed must be from -1 to 2**63-1; got 18446744073709551615."),
+    ({"guidance": float("nan")}, "Guidance must be from 0 to 100 (a finite number); got nan."),
+])
+def test_the_web_ui_checks_the_same_ranges(tmp_path, kwargs, message):
+    from glidectl.ui.backend import UiBackend
+
+    with pytest.raises(GlidectlError) as info:
+        UiBackend(tmp_path, output_dir=tmp_path / "out").generate("a cube", **kwargs)
+    assert str(info.value) == message
