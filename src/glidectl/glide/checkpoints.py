@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -147,6 +148,13 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
             OSError, AttributeError, KeyError, IndexError) as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:  # a pickle that would build (or run) Python objects: never loaded
+            raise GlidectlError(
+                f"Cannot read checkpoint {str(path)!r}: it holds Python objects "
+                f"({found.group(1)}), not only weights, and glidectl never loads those; "
+                "use a .safetensors file or a plain state_dict saved with torch.save."
+            ) from exc
         raise GlidectlError(
             f"Cannot read checkpoint {str(path)!r} ({cause(exc)}); the file is damaged, "
             "truncated or not a PyTorch checkpoint: download it again."

@@ -1,0 +1,88 @@
+"""One-line errors stay one clean line: no terminal escape codes, no cut-off fragments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glidectl import plugins
+from glidectl.errors import GlidectlError, cause, one_line
+from glidectl.hookspecs import hookimpl
+
+# The shape of torch's weights-only message in the versions that bolded part of it.
+TORCH_TEXT = (
+    "Weights only load failed. This file can still be loaded, to do so you have two options, "
+    "\x1b[1mdo those steps only if you trust the source of the checkpoint\x1b[0m. \n\t(1) In "
+    "PyTorch 2.6, we changed the default value of the `weights_only` argument in `torch.load` "
+    "from `False` to `True`. Re-running `torch.load` with `weights_only` set to `False` will "
+    "likely succeed, but it can result in arbitrary code execution."
+)
+
+
+def test_one_line_drops_escape_codes_control_characters_and_line_breaks():
+    assert one_line("\x1b[1mbold\x1b[0m text\n\tnext \x1b]8;;http://x\x07link\x1b]8;;\x07") == \
+        "bold text next link"
+
+
+@pytest.mark.parametrize("limit", [40, 80, 120, 160, 200, 260])
+def test_cause_cuts_at_a_sentence_or_word_and_never_inside_a_code_span(limit):
+    text = cause(RuntimeError(TORCH_TEXT), limit)
+    assert "\x1b" not in text and "\n" not in text and "\t" not in text
+    assert len(text) <= limit + 2
+    assert text.count("`") % 2 == 0
+    assert text.endswith(" …")
+    body = text[:-2]
+    assert one_line(TORCH_TEXT).startswith(body)
+    rest = one_line(TORCH_TEXT)[len(body):]
+    assert rest[:1] in {".", " ", ",", ";", ":"}, rest[:10]  # not cut mid-word
+
+
+def test_cause_keeps_short_messages_and_names_empty_ones():
+    assert cause(ValueError("bad header")) == "bad header"
+    assert cause(KeyError()) == "KeyError"
+
+
+class _Shouty:
+    @hookimpl
+    def register_commands(self, app):
+        @app.command("shout")
+        def shout() -> None:
+            raise GlidectlError("a \x1b[1mbold\x1b[0m problem\n\nover two lines.")
+
+
+def test_the_top_level_handler_prints_one_clean_line(capsys):
+    from glidectl.cli.app import main
+
+    plugins.load_plugins()
+    plugins.pm.register(_Shouty(), name="shouty")
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(["shout"])
+    finally:
+        plugins.pm.unregister(name="shouty")
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "Error: a bold problem over two lines.\n"
+
+
+def test_a_code_running_checkpoint_is_one_clean_line(tmp_path, capsys):
+    from glidectl.cli.app import main
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.getcwd, ())
+
+    path = tmp_path / "evil.pt"
+    torch.save({"w": Evil()}, path)
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "x", "--base", str(path), "--upsampler", "none", "--device", "cpu",
+              "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err == (
+        f"Error: Cannot read checkpoint '{path}': it holds Python objects (posix.getcwd), not "
+        "only weights, and glidectl never loads those; use a .safetensors file or a plain "
+        "state_dict saved with torch.save.\n"
+    )
+    assert not (tmp_path / "out").exists()
