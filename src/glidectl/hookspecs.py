@@ -14,6 +14,12 @@ def register_samplers(register):
 
 
 @hookspec
+def register_schedules(register):
+    """Register step schedules: ``register(name, fn, aliases=())`` with
+    ``fn(n, sigma_min, sigma_max)`` → n descending σ's then 0."""
+
+
+@hookspec
 def register_dataset_presets(register):
     """Register dataset presets: ``register(name, preset, aliases=())``."""
 

@@ -227,6 +227,11 @@ def samplers() -> Registry:
     return _registry("register_samplers", "sampler")
 
 
+def schedules() -> Registry:
+    """All registered step schedules by name."""
+    return _registry("register_schedules", "schedule")
+
+
 def dataset_presets() -> Registry:
     """All registered dataset presets by name."""
     return _registry("register_dataset_presets", "dataset preset")

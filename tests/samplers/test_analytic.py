@@ -14,15 +14,27 @@ from glidectl.samplers.schedules import get_sigmas_karras
 MU, S = 0.5, 0.5
 SIGMA_MIN, SIGMA_MAX = 0.02, 80.0
 DETERMINISTIC_ORDER = {"euler": 1, "ddim": 1, "heun": 2, "dpm++2m": 2, "plms": 2}
+# Orders of the newer multistep samplers, with their few-step safeguard switched off.
+HIGH_ORDER = [
+    ("dpm++3m", {"lower_order_final": False}, 3),
+    ("unipc", {"lower_order_final": False}, 4),  # UniP-3 + UniC: one order up, no extra call
+    ("unipc_bh1", {"lower_order_final": False}, 4),
+    ("unipc", {"order": 2}, 3),
+    ("unipc_bh1", {"order": 2}, 3),
+    ("unipc", {"order": 1}, 2),
+    ("deis", {}, 3),
+    ("deis", {"max_order": 4}, 4),
+    ("ipndm", {}, 2),  # fixed equal-step weights on Karras' uneven steps
+]
 STOCHASTIC = ["ddpm", "euler_a", "dpm++2s_a", "dpm++2m_sde"]
 
 
-def _ode_error(name: str, steps: int) -> float:
+def _ode_error(name: str, steps: int, **options) -> float:
     """Max error against the exact ODE solution over the same σ range."""
     den = GaussianDenoiser(MU, S)
     sigmas = get_sigmas_karras(steps, SIGMA_MIN, SIGMA_MAX)
     x = den.prior((512,), SIGMA_MAX, torch.Generator().manual_seed(0))
-    out = plugins.samplers().get(name)(den, x, sigmas)
+    out = plugins.samplers().get(name)(den, x, sigmas, **options)
     if name == "plms":  # starts at sigmas[1], stops at the last σ > 0 (as the GLIDE fork)
         s0, s1, s_last = float(sigmas[0]), float(sigmas[1]), float(sigmas[-2])
         exact = den.ode_solution(x * math.sqrt((1 + s1**2) / (1 + s0**2)), s1, s_last)
@@ -37,6 +49,33 @@ def test_deterministic_sampler_converges_to_exact_ode_solution_at_its_order(name
     orders = [math.log2(a / b) for a, b in zip(errors, errors[1:], strict=False)]
     assert errors[-1] < 0.06
     assert min(orders) > DETERMINISTIC_ORDER[name] - 0.25, (errors, orders)
+
+
+@pytest.mark.parametrize("name,options,order", HIGH_ORDER)
+def test_multistep_sampler_converges_at_its_order(name: str, options: dict, order: int) -> None:
+    errors = [_ode_error(name, n, **options) for n in (40, 80, 160)]
+    orders = [math.log2(a / b) for a, b in zip(errors, errors[1:], strict=False)]
+    assert orders[-1] > order - 0.25 and min(orders) > order - 0.5, (errors, orders)
+
+
+def test_ipndm_is_deis_of_order_four_on_even_steps() -> None:
+    """The fixed Adams–Bashforth weights are the exact polynomial integral for equal steps."""
+    den = GaussianDenoiser(MU, S)
+    x = den.prior((64,), 4.0, torch.Generator().manual_seed(0))
+    sigmas = torch.linspace(4.0, 1.0, 12, dtype=torch.float64)  # no final 0: stop at σ = 1
+    ipndm = plugins.samplers().get("ipndm")(den, x, sigmas)
+    deis = plugins.samplers().get("deis")(den, x, sigmas, max_order=4)
+    torch.testing.assert_close(ipndm, deis, rtol=1e-10, atol=1e-10)
+    assert (ipndm - den.ode_solution(x, 4.0, 1.0)).abs().max() < 5e-3
+
+
+def test_unipc_variants_differ_only_where_the_coefficients_are_fixed() -> None:
+    """B(h) cancels where ρ solves the order conditions (UniC-3) and matters where it is
+    fixed (UniP-2's ρ = 1/2): bh1 and bh2 agree at order 3, differ at order 2."""
+    errors = {(v, o): _ode_error(v, 20, order=o, lower_order_final=False)
+              for v in ("unipc", "unipc_bh1") for o in (2, 3)}
+    assert errors[("unipc", 3)] == pytest.approx(errors[("unipc_bh1", 3)], rel=1e-3)
+    assert errors[("unipc", 2)] != pytest.approx(errors[("unipc_bh1", 2)], rel=0.05)
 
 
 def test_ddim_with_eta_zero_is_euler() -> None:

@@ -52,7 +52,7 @@ def test_register_samplers_builtins_come_from_the_default_plugin() -> None:
     assert "glidectl.samplers.builtin" in plugins.DEFAULT_PLUGINS
     registry = plugins.samplers()
     for name in ("ddpm", "ddim", "plms", "euler", "euler_a", "heun", "dpm++2m", "dpm++",
-                 "dpm++2s_a", "dpm++2m_sde"):
+                 "dpm++2s_a", "dpm++2m_sde", "dpm++3m", "unipc", "unipc_bh1", "ipndm", "deis"):
         assert registry.entry(name).plugin == "glidectl.samplers.builtin"
     assert registry.get("dpm++") is registry.get("dpm++2m")
     assert registry.get("ddpm").stochastic and not registry.get("heun").stochastic
@@ -105,3 +105,49 @@ def test_dpm3m_plugin_sde_reaches_the_data_variance() -> None:
                  noise_sampler=lambda s, sn: torch.randn(x.shape, generator=g, dtype=x.dtype))
     assert out.mean().item() == pytest.approx(0.5, abs=0.015)
     assert out.var().item() == pytest.approx(0.25, rel=0.05)
+
+
+def sigmas_linear(n, sigma_min, sigma_max):
+    """A throwaway schedule: σ evenly spaced, then 0."""
+    return torch.cat([torch.linspace(sigma_max, sigma_min, n, dtype=torch.float64),
+                      torch.zeros(1, dtype=torch.float64)])
+
+
+class SchedulePlugin:
+    @hookimpl
+    def register_schedules(self, register):
+        register("linear_sigma", sigmas_linear, aliases=("lin",))
+        register("broken", lambda n, lo, hi: torch.linspace(lo, hi, n + 1))
+
+
+def test_register_schedules_from_a_throwaway_plugin() -> None:
+    from glidectl.samplers import get_sigmas
+    from glidectl.samplers.schedules import build_sigmas, sigmas_from_alphas_cumprod
+
+    plugins.load_plugins()
+    plugins.pm.register(SchedulePlugin(), name="schedules")
+    plugins.refresh()
+    try:
+        entry = plugins.schedules().entry("lin")
+        assert entry.name == "linear_sigma" and entry.plugin == "schedules"
+        torch.testing.assert_close(get_sigmas("lin", 3, 1.0, 3.0),
+                                   torch.tensor([3.0, 2.0, 1.0, 0.0], dtype=torch.float64))
+        from glidectl.diffusion import create_diffusion
+
+        table = sigmas_from_alphas_cumprod(create_diffusion().alphas_cumprod)
+        assert build_sigmas("linear_sigma", 5, table)[0].item() == pytest.approx(80.0)
+        out = plugins.samplers().get("unipc")(GaussianDenoiser(0.5, 0.5),
+                                              torch.full((2,), 3.0, dtype=torch.float64),
+                                              get_sigmas("lin", 6, 0.1, 3.0))
+        assert out.shape == (2,)
+        with pytest.raises(PluginError, match="'broken' must return 4 descending"):
+            get_sigmas("broken", 4, 0.1, 3.0)
+    finally:
+        plugins.pm.unregister(name="schedules")
+        plugins.refresh()
+
+
+def test_register_schedules_builtins_come_from_the_default_plugin() -> None:
+    registry = plugins.schedules()
+    for name in ("karras", "exponential", "logsnr", "polyexponential", "optimised"):
+        assert registry.entry(name).plugin == "glidectl.samplers.builtin"

@@ -98,3 +98,63 @@ def test_fractional_t_reaches_the_network_unless_quantised() -> None:
     den.quantize_t = True
     den(x, sigma)
     assert net.seen[0] == pytest.approx(416.5) and net.seen[1] in (416.0, 417.0)
+
+
+@pytest.mark.parametrize("name", ["karras", "exponential", "logsnr", "polyexponential",
+                                  "optimised"])
+@pytest.mark.parametrize("n", [1, 2, 7, 10, 23])
+def test_get_sigmas_gives_n_descending_sigmas_then_zero(name: str, n: int) -> None:
+    from glidectl.samplers import get_sigmas
+
+    sigmas = get_sigmas(name, n, 0.002, 80.0)
+    assert len(sigmas) == n + 1 and sigmas[-1] == 0 and sigmas.dtype == torch.float64
+    assert sigmas[0].item() == pytest.approx(80.0)
+    if n > 1:
+        assert sigmas[-2].item() == pytest.approx(0.002)
+    assert torch.all(sigmas[:-1].diff() < 0)
+
+
+def test_logsnr_is_even_in_log_snr() -> None:
+    from glidectl.samplers import get_sigmas
+
+    log_snr = -2 * get_sigmas("logsnr", 6, 0.01, 100.0)[:-1].log()
+    torch.testing.assert_close(log_snr.diff(), torch.full((5,), log_snr.diff()[0].item(),
+                                                          dtype=torch.float64))
+
+
+def test_polyexponential_rho_one_is_exponential_and_rho_above_one_favours_low_sigma() -> None:
+    from glidectl.samplers import get_sigmas
+
+    exp = get_sigmas("exponential", 8, 0.01, 50.0)
+    torch.testing.assert_close(get_sigmas("polyexponential", 8, 0.01, 50.0), exp)
+    assert get_sigmas("polyexponential", 8, 0.01, 50.0, rho=2.0)[4] < exp[4]
+
+
+def test_optimised_schedule_reproduces_its_stored_positions() -> None:
+    from glidectl.samplers import get_sigmas
+    from glidectl.samplers.tuned import POSITIONS
+
+    sigmas = get_sigmas("optimised", 10, 0.002, 80.0)[:-1]
+    u = (math.log(80.0) - sigmas.log()) / math.log(80.0 / 0.002)
+    torch.testing.assert_close(u, torch.tensor(POSITIONS[10], dtype=torch.float64),
+                               atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("schedule", ["polyexponential", "logsnr", "optimised"])
+def test_every_schedule_works_with_build_sigmas_and_a_model_table(schedule: str) -> None:
+    sigmas = build_sigmas(schedule, 9, COS)
+    assert len(sigmas) == 10 and sigmas[0].item() == pytest.approx(80.0)
+    assert sigmas[-2].item() == pytest.approx(COS[0])
+
+
+def test_get_sigmas_rejects_bad_input_in_one_sentence() -> None:
+    from glidectl.samplers import get_sigmas
+
+    with pytest.raises(GlidectlError, match="Did you mean 'karras'"):
+        get_sigmas("karas", 10, 0.002, 80.0)
+    with pytest.raises(GlidectlError, match="sigma_min < sigma_max"):
+        get_sigmas("karras", 10, 80.0, 0.002)
+    with pytest.raises(GlidectlError, match="whole number"):
+        get_sigmas("karras", 0, 0.002, 80.0)
+    with pytest.raises(GlidectlError, match="build_sigmas"):
+        get_sigmas("respaced", 10, 0.002, 80.0)

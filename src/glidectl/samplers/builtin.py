@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from ..hookspecs import hookimpl
 from .spec import Sampler
 
@@ -13,8 +15,15 @@ def _two_per_step_but_last(steps: int) -> int:
 @hookimpl
 def register_samplers(register):
     from .discrete import _plms_calls, sample_ddim, sample_ddpm, sample_plms
-    from .dpm import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s_ancestral
+    from .dpm import (
+        sample_dpmpp_2m,
+        sample_dpmpp_2m_sde,
+        sample_dpmpp_2s_ancestral,
+        sample_dpmpp_3m,
+    )
     from .euler import sample_euler, sample_euler_ancestral, sample_heun
+    from .multistep import sample_deis, sample_ipndm
+    from .unipc import sample_unipc
 
     register("ddpm", Sampler(
         sample_ddpm, stochastic=True, schedule="respaced",
@@ -41,3 +50,28 @@ def register_samplers(register):
     register("dpm++2m_sde", Sampler(
         sample_dpmpp_2m_sde, stochastic=True, description="DPM-Solver++(2M) SDE."),
         aliases=("dpmpp_2m_sde",))
+    register("dpm++3m", Sampler(
+        sample_dpmpp_3m, description="DPM-Solver++(3M), third-order multistep (ODE)."),
+        aliases=("dpmpp_3m",))
+    register("unipc", Sampler(
+        sample_unipc, description="UniPC-3, B(h) = e^h − 1 (bh2): predictor-corrector, "
+        "one call per step."), aliases=("unipc_bh2",))
+    register("unipc_bh1", Sampler(
+        partial(sample_unipc, variant="bh1"),
+        description="UniPC-3 with B(h) = h (bh1)."))
+    register("ipndm", Sampler(
+        sample_ipndm, description="iPNDM: fourth-order Adams-Bashforth, lower-order warm-up."))
+    register("deis", Sampler(
+        sample_deis, description="DEIS ρAB: variable-step third-order Adams-Bashforth in σ."))
+
+
+@hookimpl
+def register_schedules(register):
+    from .schedules import get_sigmas_exponential, get_sigmas_karras, get_sigmas_polyexponential
+    from .tuned import get_sigmas_optimised
+
+    register("karras", get_sigmas_karras)
+    # log-SNR = −2·log σ on the VE scale, so even steps in log-SNR are even steps in log σ.
+    register("exponential", get_sigmas_exponential, aliases=("logsnr",))
+    register("polyexponential", get_sigmas_polyexponential)
+    register("optimised", get_sigmas_optimised, aliases=("optimized",))

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, PluginError
 
-SCHEDULES = ("respaced", "karras", "exponential")
 DEFAULT_SIGMA_MAX = 80.0
 
 
@@ -41,6 +41,15 @@ def get_sigmas_exponential(n: int, sigma_min: float, sigma_max: float) -> torch.
     return append_zero(log_sigmas.exp())
 
 
+def get_sigmas_polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0
+                               ) -> torch.Tensor:
+    """k-diffusion's polyexponential: log σ falls along (1 − i/(n−1))^ρ (ρ = 1: exponential;
+    ρ > 1 spends more steps at low σ)."""
+    ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho
+    log_min, log_max = math.log(sigma_min), math.log(sigma_max)
+    return append_zero((ramp * (log_max - log_min) + log_min).exp())
+
+
 def get_sigmas_respaced(table: np.ndarray, timesteps: Sequence[int]) -> torch.Tensor:
     """GLIDE's respaced timesteps (e.g. from ``space_timesteps``) as σ, highest first."""
     ts = sorted(int(t) for t in timesteps)[::-1]
@@ -60,6 +69,33 @@ def respaced_timesteps(num_timesteps: int, section: str) -> list[int]:
         ) from exc
 
 
+def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
+               **options: Any) -> torch.Tensor:
+    """``n`` descending σ's from ``sigma_max`` to ``sigma_min`` of a registered schedule,
+    then 0 (float64). ``options`` (e.g. ``rho``) go to schedules that take them."""
+    from .. import plugins
+    from .spec import parameters
+
+    if schedule == "respaced":
+        raise GlidectlError("The respaced schedule is GLIDE's own timesteps and needs a model's "
+                            "σ table: use build_sigmas('respaced', steps, table).")
+    fn = plugins.schedules().get(schedule)
+    if not isinstance(n, int) or n < 1:
+        raise GlidectlError(f"The {schedule} schedule needs a whole number of steps >= 1, "
+                            f"got {n!r}.")
+    if not 0 < sigma_min < sigma_max:
+        raise GlidectlError(f"The {schedule} schedule needs 0 < sigma_min < sigma_max, got "
+                            f"{sigma_min!r} and {sigma_max!r}.")
+    accepted = parameters(fn)
+    sigmas = torch.as_tensor(
+        fn(n, sigma_min, sigma_max, **{k: v for k, v in options.items() if k in accepted}),
+        dtype=torch.float64).flatten()
+    if len(sigmas) != n + 1 or sigmas[-1] != 0 or not torch.all(sigmas[:-1].diff() < 0):
+        raise PluginError(f"Schedule {schedule!r} must return {n} descending σ's followed by "
+                          f"0, got {len(sigmas)} values {sigmas[:4].tolist()}...")
+    return sigmas
+
+
 def build_sigmas(
     schedule: str,
     steps: int | str,
@@ -67,26 +103,23 @@ def build_sigmas(
     *,
     sigma_max: float | None = DEFAULT_SIGMA_MAX,
     sigma_min: float | None = None,
-    rho: float = 7.0,
+    rho: float | None = None,
 ) -> torch.Tensor:
     """The σ sequence for ``steps`` steps of a named schedule over a model's σ table.
 
     ``respaced`` keeps GLIDE's own timesteps (``steps`` may be any respacing string) and
-    ignores ``sigma_max``; ``karras``/``exponential`` run from min(σ_max, table max) down to
-    σ_min (default: the table's smallest σ, that of t = 0).
+    ignores ``sigma_max``; every other (registered) schedule runs from min(σ_max, table max)
+    down to σ_min (default: the table's smallest σ, that of t = 0).
     """
     if schedule == "respaced":
         return get_sigmas_respaced(table, respaced_timesteps(len(table), str(steps)))
-    if schedule not in SCHEDULES:
-        raise GlidectlError(
-            f"Unknown step schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}."
-        )
+    from .. import plugins
+
+    plugins.schedules().get(schedule)  # an unknown name: one line with the nearest match
     if not str(steps).isdigit() or int(steps) < 1:
         raise GlidectlError(
             f"The {schedule} schedule needs a whole number of steps, got {steps!r}."
         )
     hi = float(table[-1]) if sigma_max is None else min(float(sigma_max), float(table[-1]))
     lo = float(table[0]) if sigma_min is None else max(float(sigma_min), float(table[0]))
-    if schedule == "karras":
-        return get_sigmas_karras(int(steps), lo, hi, rho)
-    return get_sigmas_exponential(int(steps), lo, hi)
+    return get_sigmas(schedule, int(steps), lo, hi, **({} if rho is None else {"rho": rho}))
