@@ -1,205 +1,194 @@
-"""Sampler accuracy vs cost: RMSE to a reference solution of the probability-flow ODE.
+"""Sampler accuracy vs model calls: RMSE to a converged probability-flow ODE solution.
 
-Every sampler starts from the same x_T and is compared with a many-step solution of the same
-ODE problem on the same kind of step schedule:
-  * respaced: GLIDE's timesteps from t = 999 (σ ≈ 20,000), the default of ddim/ddpm/plms;
-    reference = DDIM η=0 over (nearly) every timestep;
-  * karras: σ from 80 down, the default of the σ-space samplers; reference = many-step Heun.
-Table 1: the exact denoiser of a finite image set (256 demo:shapes pictures, 32 px), the
-posterior mean Σᵢ softmax(−|x − xᵢ|²/2σ²)·xᵢ: a nonlinear, multimodal stand-in for a trained
-model. "karras 80→0.5" compares x at σ = 0.5, the smooth part of the flow; the full runs end
-by snapping to one training image, so there the median per-image RMSE is the telling figure.
-Table 2: data N(0.5, 0.5²), whose ODE solution is exact. Table 3: a small GLIDE network with
-RANDOM weights (guidance 3, GLIDE's x0 clipping): real model-call cost, a rough flow.
+Every sampler starts from the same x_T and is compared, per problem, with the same ODE
+solved to convergence. Per sampler × schedule × model calls it prints ``rms`` (root of the
+mean squared error over all samples: the figure that counts the samples that end in
+another mode), ``mean`` and ``median`` (of each sample's RMSE), then the fewest calls that
+match DDIM-50 on Karras σ's (the baseline) and a tenth of its error.
 
-    python benchmarks/bench_samplers.py            # a few minutes on 2 CPU cores
+Problems:
+  * gmm: an exact Gaussian mixture (48 dims, 16 components of std 0.2, means uniform in
+    [−1, 1], mixture seed 0; the ``optimised`` schedule was tuned on seed 1), σ 80 → 0.002,
+    reference = RK4 in log σ with 1000 steps (agrees with 2000 to ~1e-8);
+  * model (``--model RUN``): a trained base model with its guidance, σ 80 → the table's
+    smallest, reference = 500-step dpm++3m from the same noise (compared with 250 steps);
+  * upsampler (``--upsampler RUN``): a trained upsampler without guidance, every sampler
+    against GLIDE's default fast27 DDPM, distance to a 250-step DDPM from the same noise.
+
+    python benchmarks/bench_samplers.py                      # gmm only, ~2 min on 2 cores
+    python benchmarks/bench_samplers.py --model runs/quickstart --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from glidectl import plugins
-from glidectl.diffusion import create_diffusion
-from glidectl.glide import create_model, preset_options
-from glidectl.samplers.analytic import GaussianDenoiser
-from glidectl.samplers.denoiser import GlideDenoiser
-from glidectl.samplers.schedules import build_sigmas, get_sigmas_karras, sigmas_from_alphas_cumprod
+from glidectl.samplers import get_sigmas
+from glidectl.samplers.analytic import GaussianMixtureDenoiser
+from glidectl.samplers.schedules import build_sigmas
 
-SAMPLERS = ("ddim", "plms", "euler", "heun", "dpm++2m")
-STEPS = (10, 20, 50)
-
-
-def small_model(image_size: int, seed: int = 0) -> torch.nn.Module:
-    """The 'tiny' preset at ``image_size`` px with random (non-zero) output layers."""
-    model = create_model(preset_options("base", "tiny").replace(image_size=image_size))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim > 1:
-                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
-    return model.eval()
+SAMPLERS = ("ddim", "euler", "heun", "dpm++2m", "dpm++3m", "unipc", "unipc_bh1", "deis",
+            "ipndm")
+SCHEDULES = ("karras", "exponential", "polyexponential", "optimised")
+CALLS = (6, 8, 10, 12, 15, 20, 30, 50)
 
 
-def glide_denoiser(model: torch.nn.Module, batch: int) -> GlideDenoiser:
-    tokens = torch.randint(0, 256, (batch, model.options.text_ctx),
-                           generator=torch.Generator().manual_seed(1))
-    texts = torch.cat([tokens, torch.full_like(tokens, 256)])
-    mask = torch.cat([torch.ones_like(tokens, dtype=torch.bool),
-                      torch.zeros_like(tokens, dtype=torch.bool)])
-    with torch.no_grad():
-        text_emb = model.encode_text(texts, mask)
-    return GlideDenoiser(model, create_diffusion().alphas_cumprod, text_emb=text_emb,
-                         guidance=3.0, clip=True)
+def errors(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    per_sample = (out - ref).reshape(len(out), -1).pow(2).mean(1)
+    return {"rms": per_sample.mean().sqrt().item(), "mean": per_sample.sqrt().mean().item(),
+            "median": per_sample.sqrt().median().item()}
 
 
-def run(name: str, denoiser, x_T: torch.Tensor, sigmas: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Final sample on the VP scale (x / √(1+σ_end²)) and wall seconds."""
-    sampler = plugins.samplers().get(name)
-    start = time.perf_counter()
-    out = sampler(denoiser, x_T * math.sqrt(1 + float(sigmas[0]) ** 2), sigmas)
-    seconds = time.perf_counter() - start
-    sigma_end = float(sigmas[-2] if name == "plms" else sigmas[-1])  # the fork stops at σ_0
-    return out / math.sqrt(1 + sigma_end**2), seconds
+def steps_for(name: str, calls: int) -> int | None:
+    """Steps whose model calls equal ``calls`` (None if the sampler cannot hit it)."""
+    spec = plugins.samplers().get(name)
+    for steps in range(1, calls + 1):
+        if spec.model_calls(steps) == calls:
+            return steps
+    return None
 
 
-class ImageSetDenoiser:
-    """The exact denoiser of a finite set of images (their posterior mean under noise σ)."""
-
-    def __init__(self, images: torch.Tensor):
-        self.data = images.reshape(len(images), -1).double()
-        self.calls = 0
-
-    def __call__(self, x: torch.Tensor, sigma: float, **_) -> torch.Tensor:
-        self.calls += 1
-        flat = x.reshape(len(x), -1).double()
-        d2 = torch.cdist(flat, self.data).pow(2)
-        weights = torch.softmax(-d2 / (2 * float(sigma) ** 2), dim=1)
-        return (weights @ self.data).reshape(x.shape).to(x.dtype)
-
-
-def demo_images(count: int, size: int) -> torch.Tensor:
-    from glidectl.data.demo import make_demo_sample
-    from glidectl.images import from_pil
-
-    return torch.cat([from_pil(make_demo_sample("shapes", i, size).image) for i in
-                      range(count)])
-
-
-def rmse(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """RMSE over everything, and the median over images of each image's RMSE (robust to the
-    rare image that ends in another mode of a multimodal ODE)."""
-    per_image = (a - b).reshape(len(a), -1).pow(2).mean(1).sqrt()
-    return (a - b).pow(2).mean().sqrt().item(), per_image.median().item()
-
-
-def table(title: str, rows: list[tuple[str, int, int, tuple[float, float], float]]) -> None:
-    print(f"\n{title}")
-    print(f"{'sampler':<10} {'steps':>5} {'calls':>5} {'RMSE':>10} {'median':>10} {'ms/image':>9}")
-    for name, steps, calls, (err, median), ms in rows:
-        print(f"{name:<10} {steps:>5} {calls:>5} {err:>10.5f} {median:>10.5f} {ms:>9.1f}")
-
-
-def glide_tables(args: argparse.Namespace) -> None:
-    model = small_model(args.image_size)
-    den = glide_denoiser(model, args.batch)
-    x_T = torch.randn(args.batch, 3, args.image_size, args.image_size,
-                      generator=torch.Generator().manual_seed(0))
-    n_ref = args.glide_ref_steps
-    refs = {}
-    ref_sigmas = build_sigmas("respaced", n_ref, den.sigmas)
-    refs["respaced"], sec = run("ddim", den, x_T, ref_sigmas)
-    print(f"reference (respaced): DDIM over {n_ref} timesteps, {sec:.0f} s")
-    refs["karras"], sec = run("heun", den, x_T, build_sigmas("karras", n_ref // 2, den.sigmas))
-    check, _ = run("heun", den, x_T, build_sigmas("karras", n_ref // 4, den.sigmas))
-    # (with random weights the clipped flow is rough, so the reference converges slowly)
-    print(f"reference (karras σ_max=80): {n_ref // 2}-step Heun, {sec:.0f} s; "
-          f"RMSE vs {n_ref // 4}-step Heun {rmse(refs['karras'], check)[0]:.5f}")
-    scale = refs["respaced"].pow(2).mean().sqrt().item()
-    print(f"RMS of the reference sample: {scale:.3f}")
-    for schedule in ("respaced", "karras"):
-        rows = []
-        for name in SAMPLERS:
-            if name == "plms" and schedule == "karras":
-                continue  # PLMS's fixed multistep weights assume GLIDE's even timesteps
-            for steps in STEPS:
-                sigmas = build_sigmas(schedule, steps, den.sigmas)
-                den.calls = 0
-                out, sec = run(name, den, x_T, sigmas)
-                rows.append((name, steps, den.calls, rmse(out, refs[schedule]),
-                             1000 * sec / args.batch))
-        table(f"GLIDE small model ({args.image_size}px, batch {args.batch}, guidance 3), "
-              f"schedule {schedule}", rows)
-
-
-def image_set_tables(args: argparse.Namespace) -> None:
-    den = ImageSetDenoiser(demo_images(256, args.image_size))
-    table_sigmas = sigmas_from_alphas_cumprod(create_diffusion().alphas_cumprod)
-    x_T = torch.randn(64, 3, args.image_size, args.image_size,
-                      generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    problems = {
-        # the smooth part of the flow: Karras σ 80 → 0.5, compared at σ = 0.5 (no final step)
-        "karras 80→0.5": lambda n: get_sigmas_karras(n + 1, 0.5, 80.0)[:-1],
-        "karras 80→0": lambda n: build_sigmas("karras", n, table_sigmas),
-        "respaced": lambda n: build_sigmas("respaced", n, table_sigmas),
-    }
-    for problem, make in problems.items():
-        ref_name = "ddim" if problem == "respaced" else "heun"
-        ref, _ = run(ref_name, den, x_T, make(1000))
-        check, _ = run("heun", den, x_T, make(500))
-        print(f"\nreference ({problem}): 1000-step {ref_name}; RMSE vs 500-step heun "
-              f"{rmse(ref, check)[0]:.5f}; RMS of the reference {ref.pow(2).mean().sqrt():.3f}")
-        rows = []
-        for name in SAMPLERS:
-            if name == "plms" and problem != "respaced":
-                continue  # PLMS starts at sigmas[1] (GLIDE fork): a different problem
-            for steps in STEPS:
-                den.calls = 0
-                out, sec = run(name, den, x_T, make(steps))
-                rows.append((name, steps, den.calls, rmse(out, ref), 1000 * sec / len(x_T)))
-        table(f"Exact denoiser of 256 demo:shapes images ({args.image_size}px, 64 samples), "
-              f"{problem}", rows)
-
-
-def gaussian_table() -> None:
-    den = GaussianDenoiser(0.5, 0.5)
-    x = den.prior((4096,), 80.0, torch.Generator().manual_seed(0))
+def sweep(problem: str, run: Callable[[str, torch.Tensor], torch.Tensor], ref: torch.Tensor,
+          make_sigmas: Callable[[str, int], torch.Tensor], samplers=SAMPLERS,
+          schedules=SCHEDULES, calls_list=CALLS) -> list[dict[str, Any]]:
     rows = []
-    for name in SAMPLERS:
-        for steps in STEPS:
-            sigmas = get_sigmas_karras(steps, 0.002, 80.0)
-            den.calls = 0
-            start = time.perf_counter()
-            out = plugins.samplers().get(name)(den, x, sigmas)
-            sec = time.perf_counter() - start
-            if name == "plms":
-                s0, s1, s_end = float(sigmas[0]), float(sigmas[1]), float(sigmas[-2])
-                exact = den.ode_solution(x * math.sqrt((1 + s1**2) / (1 + s0**2)), s1, s_end)
-            else:
-                exact = den(den.ode_solution(x, 80.0, 0.002), 0.002)
-            rows.append((name, steps, den.calls, rmse(out, exact), 1000 * sec / 4096))
-    table("Analytic Gaussian data N(0.5, 0.5²), Karras σ 80 → 0.002, exact ODE reference", rows)
+    for name in samplers:
+        for schedule in schedules:
+            for calls in calls_list:
+                steps = steps_for(name, calls)
+                if steps is None:
+                    continue
+                start = time.perf_counter()
+                out = run(name, make_sigmas(schedule, steps))
+                rows.append({"problem": problem, "sampler": name, "schedule": schedule,
+                             "steps": steps, "calls": calls, **errors(out, ref),
+                             "seconds": time.perf_counter() - start})
+    return rows
+
+
+def summarise(problem: str, rows: list[dict[str, Any]], baseline: dict[str, float]
+              ) -> list[dict[str, Any]]:
+    """Per sampler × schedule: fewest calls at DDIM-50's rms, and at a tenth of it."""
+    out = []
+    for key in sorted({(r["sampler"], r["schedule"]) for r in rows}):
+        mine = sorted((r for r in rows if (r["sampler"], r["schedule"]) == key),
+                      key=lambda r: r["calls"])
+        match = next((r["calls"] for r in mine if r["rms"] <= baseline["rms"]), None)
+        tenth = next((r["calls"] for r in mine if r["rms"] <= baseline["rms"] / 10), None)
+        out.append({"problem": problem, "sampler": key[0], "schedule": key[1],
+                    "calls_at_ddim50": match, "calls_at_tenth_of_ddim50": tenth})
+    return out
+
+
+def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
+    print(f"\n{title}")
+    print(f"{'sampler':<10} {'schedule':<16} {'steps':>5} {'calls':>5} {'rms':>9} {'mean':>9} "
+          f"{'median':>9}")
+    for r in rows:
+        print(f"{r['sampler']:<10} {r['schedule']:<16} {r['steps']:>5} {r['calls']:>5} "
+              f"{r['rms']:>9.5f} {r['mean']:>9.5f} {r['median']:>9.5f}")
+
+
+def print_summary(problem: str, summary: list[dict[str, Any]], baseline: dict[str, float]
+                  ) -> None:
+    print(f"\n{problem}: fewest model calls matching DDIM-50 on Karras σ's "
+          f"(rms {baseline['rms']:.5f}, mean {baseline['mean']:.5f}) and a tenth of its rms")
+    for s in sorted(summary, key=lambda s: (s["calls_at_ddim50"] or 999,
+                                            s["calls_at_tenth_of_ddim50"] or 999)):
+        print(f"  {s['sampler']:<10} {s['schedule']:<16} {s['calls_at_ddim50'] or '>max':>5} "
+              f"{s['calls_at_tenth_of_ddim50'] or '>max':>5}")
+
+
+def gmm_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
+    den = GaussianMixtureDenoiser.random(seed=0)
+    x = den.prior(args.samples, 80.0, torch.Generator().manual_seed(0))
+    ref = den(den.ode_solution(x, 80.0, 0.002, 1000), 0.002)
+    check = den(den.ode_solution(x, 80.0, 0.002, 2000), 0.002)
+    print(f"gmm reference: RK4 1000 steps; rms vs 2000 steps {errors(ref, check)['rms']:.2e}")
+
+    def run(name: str, sigmas: torch.Tensor) -> torch.Tensor:
+        return plugins.samplers().get(name)(den, x, sigmas)
+
+    def make(schedule: str, steps: int) -> torch.Tensor:
+        return get_sigmas(schedule, steps, 0.002, 80.0)
+
+    baseline = errors(run("ddim", make("karras", 50)), ref)
+    rows = sweep("gmm", run, ref, make)
+    return rows, summarise("gmm", rows, baseline), baseline
+
+
+def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float):
+    """The GLIDE denoiser ``sample`` builds: text encoded once, [cond, uncond] rows."""
+    from glidectl.pipeline import sigma_table, tokenizer_for
+    from glidectl.samplers.denoiser import GlideDenoiser
+
+    tokens, mask = tokenizer_for(model).encode_batch(prompts + [""] * len(prompts),
+                                                     model.options.text_ctx)
+    with torch.no_grad():
+        text_emb = model.encode_text(tokens, mask)
+    return GlideDenoiser(model, sigma_table(model), text_emb=text_emb, guidance=guidance)
+
+
+def model_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
+    from glidectl.glide.loading import load_model
+
+    model = load_model(args.model).eval()
+    prompts = [f"a {c} {s} on a {b} background"
+               for c in ("red", "yellow", "green", "cyan", "blue", "purple")
+               for s in ("circle", "square", "triangle") for b in ("white", "black")]
+    prompts = prompts[:args.images]
+    den = guided_denoiser(model, prompts, args.guidance)
+    size = model.options.image_size
+    x_T = torch.randn(len(prompts), 3, size, size, generator=torch.Generator().manual_seed(0))
+
+    def run(name: str, sigmas: torch.Tensor) -> torch.Tensor:
+        return plugins.samplers().get(name)(den, x_T * float(sigmas[0]), sigmas)
+
+    def make(schedule: str, steps: int) -> torch.Tensor:
+        return build_sigmas(schedule, steps, den.sigmas)
+
+    ref = run("dpm++3m", make("karras", 500))
+    check = run("dpm++3m", make("karras", 250))
+    print(f"model reference: dpm++3m 500 steps; rms vs 250 steps {errors(ref, check)['rms']:.2e}"
+          f"; guidance {args.guidance}, {len(prompts)} images of {size} px")
+    baseline = errors(run("ddim", make("karras", 50)), ref)
+    rows = sweep("model", run, ref, make, calls_list=args.model_calls)
+    return rows, summarise("model", rows, baseline), baseline
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=1024, help="gmm samples")
+    parser.add_argument("--model", help="A trained base model (run folder or file).")
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--images", type=int, default=36)
+    parser.add_argument("--model-calls", type=int, nargs="+", default=[8, 10, 12, 15, 20, 30])
+    parser.add_argument("--skip-gmm", action="store_true")
+    parser.add_argument("--json", help="Write every row and summary to this file.")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--skip-glide", action="store_true", help="Only tables 1 and 2.")
-    parser.add_argument("--glide-ref-steps", type=int, default=250,
-                        help="Reference DDIM timesteps for the GLIDE table (Heun: half).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    image_set_tables(args)
-    gaussian_table()
-    if not args.skip_glide:
-        glide_tables(args)
+    results: dict[str, Any] = {"rows": [], "summary": [], "baseline": {}}
+    problems = ([] if args.skip_gmm else [("gmm", gmm_problem)]) + (
+        [("model", model_problem)] if args.model else [])
+    for name, problem in problems:
+        rows, summary, baseline = problem(args)
+        print_rows(f"{name}: error to the converged ODE solution", rows)
+        print_summary(name, summary, baseline)
+        results["rows"] += rows
+        results["summary"] += summary
+        results["baseline"][name] = baseline
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ def test_sample_writes_numbered_pngs_with_parameters_and_a_grid(run, weights, tm
     assert first.size == (32, 32)
     params = json.loads(first.text["parameters"])
     assert (params["prompt"], params["seed"], params["sampler"]) == ("a blue ball", 7, "dpm++2m")
+    assert params["model_calls"] == 3 + 2  # dpm++2m 3 steps, then euler 2 steps
     assert first.text["base"] == str(weights["base"]) and first.text["steps"] == "3"
     grid = Image.open(out / "grid-00000.png")
     assert grid.size == (2 * 32 + 2, 2 * 32 + 2)  # all four images, none dropped
@@ -116,6 +117,26 @@ def test_unknown_sampler_is_one_line_with_the_nearest_name(run, weights) -> None
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "Did you mean 'dpm++2m'" in res.stderr
     assert "heun" in res.stderr
+
+
+def test_sample_takes_the_guidance_tools_and_records_them(run, weights, tmp_path) -> None:
+    res = run("a cat", "--base", str(weights["base"]), "--steps", "2", "-q", "--out",
+              str(tmp_path), "--guidance-interval", "0.5,20", "--guidance-rescale", "0.7",
+              "--dynamic-threshold", "99.5")
+    assert res.returncode == 0, res.stderr
+    params = json.loads(Image.open(tmp_path / "00000.png").text["parameters"])
+    assert (params["guidance_interval"], params["guidance_rescale"],
+            params["dynamic_threshold"]) == ("0.5,20", 0.7, 99.5)
+
+
+@pytest.mark.parametrize("flag,value", [("--guidance-interval", "5"),
+                                        ("--guidance-interval", "5,1"),
+                                        ("--guidance-rescale", "2"),
+                                        ("--dynamic-threshold", "5")])
+def test_bad_guidance_tool_flags_are_one_line_exit_2(run, weights, flag, value) -> None:
+    res = run("a cat", "--base", str(weights["base"]), flag, value)
+    assert res.returncode == 2 and res.stderr.startswith("Error:"), res.stderr
+    assert res.stderr.count("\n") == 1
 
 
 def test_missing_model_file_is_one_line_exit_2(run, tmp_path) -> None:

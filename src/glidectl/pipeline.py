@@ -23,7 +23,7 @@ from .errors import GlidectlError
 from .images import from_pil, known_mask_from_pil, to_pil
 from .samplers.denoiser import GlideDenoiser
 from .samplers.noise import image_generators, per_image_noise_sampler, randn_per_image
-from .samplers.schedules import DEFAULT_SIGMA_MAX, build_sigmas
+from .samplers.schedules import DEFAULT_SIGMA_MAX, build_sigmas, sigmas_from_alphas_cumprod
 from .samplers.spec import Sampler, as_sampler
 
 UPSAMPLE_TEMP = 0.997
@@ -45,6 +45,9 @@ class StageOptions:
     sigma_max: float | None = DEFAULT_SIGMA_MAX
     clip_denoised: bool = True
     quantize_t: bool = False
+    guidance_interval: tuple[float, float] | None = None  # guide only for LO <= σ <= HI
+    guidance_rescale: float = 0.0  # φ of guidance rescale (0 = off)
+    dynamic_threshold: float | None = None  # percentile of Imagen's x0 thresholding
 
     def sampler_spec(self) -> Sampler:
         return as_sampler(plugins.samplers().get(self.sampler))
@@ -54,9 +57,11 @@ class StageOptions:
         return build_sigmas(self.schedule or spec.schedule, self.steps, table,
                             sigma_max=self.sigma_max)
 
-    def model_calls(self, table: np.ndarray) -> int:
-        """Model forwards for one batch (one forward covers cond and uncond rows)."""
-        return self.sampler_spec().model_calls(len(self.sigmas(table)) - 1)
+    def model_calls(self, alphas_cumprod: np.ndarray) -> int:
+        """Model forwards for one batch (one forward covers cond and uncond rows), given the
+        model's ᾱ table (:func:`sigma_table`)."""
+        sigmas = self.sigmas(sigmas_from_alphas_cumprod(alphas_cumprod))
+        return self.sampler_spec().model_calls(len(sigmas) - 1)
 
 
 BASE_DEFAULTS = StageOptions()
@@ -167,6 +172,8 @@ def sample_stage(
         guidance=options.guidance if guided else None, model_kwargs=kwargs,
         clip=options.clip_denoised and spec.clip, denoised_fn=denoised_fn,
         quantize_t=options.quantize_t, autocast_dtype=PRECISIONS[precision], on_call=on_call,
+        guidance_interval=options.guidance_interval, guidance_rescale=options.guidance_rescale,
+        dynamic_threshold=options.dynamic_threshold,
     )
     sigmas = options.sigmas(denoiser.sigmas)
     generators = image_generators(seeds)
@@ -347,10 +354,12 @@ class GlidePipeline:
         """``n`` images per prompt, image i (prompt-major) seeded ``seed + i``.
 
         Stage keywords: ``sampler, steps, schedule, guidance, eta, sigma_max, clip_denoised,
-        quantize_t`` for the base; ``upsample_sampler, upsample_steps, upsample_schedule,
+        quantize_t, guidance_interval=(lo, hi), guidance_rescale=φ, dynamic_threshold=p``
+        for the base; ``upsample_sampler, upsample_steps, upsample_schedule,
         upsample_guidance, upsample_eta, upsample_temp`` for the upsampler. ``low_res``
         (image/tensor) skips the base and upsamples it. Returns PIL images whose ``info``
-        holds prompt and seed (``output="tensor"``: one [N,3,H,W] tensor in [−1, 1]).
+        holds prompt, seed and the model calls of its batch (``model_calls``;
+        ``output="tensor"``: one [N,3,H,W] tensor in [−1, 1]).
         """
         base_opts, up_opts, rest = self.stages(**stage_options)
         if rest:
@@ -398,8 +407,9 @@ class GlidePipeline:
         if output == "tensor":
             return result
         pil = to_pil(result)
+        per_batch = self.model_calls(1, 1, base_opts, up_opts, low_res is not None)
         for image, (prompt, s) in zip(pil, jobs, strict=True):
-            image.info.update(prompt=prompt, seed=str(s))
+            image.info.update(prompt=prompt, seed=str(s), model_calls=str(per_batch))
         return pil
 
     def _stage(self, model, tokenizer, texts, seeds, options, inpaint_image, inpaint_mask,

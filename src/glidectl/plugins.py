@@ -206,7 +206,10 @@ def _registrar(registry: Registry):
     return for_plugin
 
 
-_GUARDS: dict[str, Callable[[Any, str, str], Any]] = {"register_samplers": _guard_sampler}
+_GUARDS: dict[str, Callable[[Any, str, str], Any]] = {
+    "register_samplers": _guard_sampler,
+    "register_schedules": lambda fn, plugin, name: guard(fn, plugin, f"schedule {name!r}"),
+}
 
 
 @cache

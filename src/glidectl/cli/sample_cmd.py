@@ -34,12 +34,22 @@ def register(app: typer.Typer) -> None:
         prompts: list[str] = typer.Argument(..., help="Prompt(s); each gives --n images."),
         sampler: str = typer.Option("dpm++2m", "--sampler", help="Base sampler (see "
                                     "`glidectl plugins --all`: ddpm, ddim, plms, euler, ...)."),
-        steps: str = typer.Option("25", "--steps", help="Base steps, or a GLIDE respacing "
-                                  "string (ddim50, fast27) with --schedule respaced."),
+        steps: str = typer.Option("25", "--steps", help="Base steps (σ's visited, not model "
+                                  "calls: heun's 10 steps are 19 calls; the progress bar and "
+                                  "PNGs count calls), or a GLIDE respacing string (ddim50, "
+                                  "fast27) with --schedule respaced."),
         schedule: str = typer.Option("auto", "--schedule", help="Step schedule: auto (the "
-                                     "sampler's own), respaced, karras or exponential."),
+                                     "sampler's own), respaced, karras, exponential, logsnr, "
+                                     "polyexponential, optimised or a plugin's."),
         guidance: float = typer.Option(3.0, "--guidance", help="Classifier-free guidance "
                                        "scale (1 = none)."),
+        guidance_interval: str | None = typer.Option(None, "--guidance-interval", help="Guide "
+                                                     "only for σ in LO,HI (e.g. 0.3,5)."),
+        guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="Rescale the "
+                                               "guided x0 to the conditional std, φ in [0, 1]."),
+        dynamic_threshold: float | None = typer.Option(None, "--dynamic-threshold", help="Clip "
+                                                       "x0 at this percentile of |x0| (Imagen: "
+                                                       "99.5) instead of at 1."),
         eta: float | None = typer.Option(None, "--eta", help="Noise amount for samplers "
                                          "that take η (ddim, ancestral ones)."),
         n: int = typer.Option(1, "--n", "-n", help="Images per prompt."),
@@ -92,6 +102,7 @@ def register(app: typer.Typer) -> None:
         from .. import __version__, plugins
         from ..errors import GlidectlError
         from ..images import make_grid, save_png
+        from ..samplers.guidance import check_guidance_tools, parse_interval
 
         err = Console(stderr=True)
         for name in (sampler, upsample_sampler):
@@ -101,6 +112,8 @@ def register(app: typer.Typer) -> None:
         for path in (low_res, inpaint_image, inpaint_mask):
             if path is not None and not path.is_file():
                 raise GlidectlError(f"Image file {str(path)!r} does not exist; fix the path.")
+        check_guidance_tools(parse_interval(guidance_interval) if guidance_interval else None,
+                             guidance_rescale, dynamic_threshold)
         if base == "none" and low_res is None:
             raise GlidectlError("--base none needs --low-res IMAGE to upsample.")
 
@@ -125,6 +138,8 @@ def register(app: typer.Typer) -> None:
             sampler=sampler, steps=int(steps) if steps.isdigit() else steps,
             schedule=None if schedule == "auto" else schedule, guidance=guidance, eta=eta,
             sigma_max=sigma_max, quantize_t=quantize_t, upsample_sampler=upsample_sampler,
+            guidance_interval=parse_interval(guidance_interval) if guidance_interval else None,
+            guidance_rescale=guidance_rescale, dynamic_threshold=dynamic_threshold,
             upsample_steps=int(upsample_steps) if upsample_steps.isdigit() else upsample_steps,
             upsample_guidance=upsample_guidance, upsample_temp=upsample_temp,
         )
@@ -153,7 +168,9 @@ def register(app: typer.Typer) -> None:
         start = _next_index(out)
         common = {
             "sampler": sampler, "steps": steps, "schedule": schedule, "guidance": guidance,
-            "eta": eta, "base": base_spec, "upsampler": up_spec,
+            "eta": eta, "guidance_interval": guidance_interval,
+            "guidance_rescale": guidance_rescale or None, "dynamic_threshold": dynamic_threshold,
+            "base": base_spec, "upsampler": up_spec,
             "upsample_sampler": upsample_sampler if up_spec else None,
             "upsample_steps": upsample_steps if up_spec else None,
             "upsample_guidance": upsample_guidance, "low_res": str(low_res) if low_res else None,
@@ -163,7 +180,8 @@ def register(app: typer.Typer) -> None:
         }
         written = []
         for i, image in enumerate(images):
-            params = {"prompt": image.info["prompt"], "seed": int(image.info["seed"]), **common}
+            params = {"prompt": image.info["prompt"], "seed": int(image.info["seed"]),
+                      "model_calls": int(image.info["model_calls"]), **common}
             text = {k: str(v) for k, v in params.items() if v is not None}
             text["parameters"] = json.dumps(params)
             written.append(save_png(image, out / f"{start + i:05d}.png", text))

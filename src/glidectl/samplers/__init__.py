@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .spec import Sampler, as_sampler
+from .spec import Sampler, as_sampler, model_calls
 
 _LAZY = {
     "GlideDenoiser": "denoiser", "Denoiser": "denoiser", "to_d": "denoiser",
@@ -28,7 +28,7 @@ _LAZY = {
     "sigmas_from_alphas_cumprod": "schedules", "per_image_noise_sampler": "noise",
 }
 
-__all__ = ["Sampler", "as_sampler", *_LAZY]
+__all__ = ["Sampler", "as_sampler", "model_calls", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

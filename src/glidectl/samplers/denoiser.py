@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from .guidance import check_guidance_tools, dynamic_threshold, in_interval, rescale_guidance
 from .schedules import sigmas_from_alphas_cumprod
 
 
@@ -53,6 +54,11 @@ class GlideDenoiser:
     ε = ε_u + s·(ε_c − ε_u) (the variance channels keep the conditional rows). ``model_kwargs``
     (``low_res``, ``inpaint_image``, ``inpaint_mask``) hold N rows. ``denoised_fn`` post-processes
     x0 before the [−1, 1] clip (``clip``), as GLIDE's ``p_mean_variance`` does.
+
+    Guidance tools (off by default, see :mod:`.guidance`): ``guidance_interval=(lo, hi)``
+    guides only for lo ≤ σ ≤ hi (outside, the forward runs the conditional rows alone);
+    ``guidance_rescale=φ`` rescales the guided x0 towards the conditional one's standard
+    deviation; ``dynamic_threshold=p`` replaces the static clip by Imagen's percentile one.
     """
 
     learned_variance = True
@@ -70,6 +76,9 @@ class GlideDenoiser:
         quantize_t: bool = False,
         autocast_dtype: torch.dtype | None = None,
         on_call: Callable[[], None] | None = None,
+        guidance_interval: tuple[float, float] | None = None,
+        guidance_rescale: float = 0.0,
+        dynamic_threshold: float | None = None,
     ):
         self.model = model
         self.alphas_cumprod = np.asarray(alphas_cumprod, dtype=np.float64)
@@ -83,6 +92,10 @@ class GlideDenoiser:
         self.quantize_t = quantize_t
         self.autocast_dtype = autocast_dtype
         self.on_call = on_call
+        self.guidance_interval = check_guidance_tools(guidance_interval, guidance_rescale,
+                                                      dynamic_threshold)
+        self.guidance_rescale = guidance_rescale
+        self.dynamic_threshold = dynamic_threshold
         self.calls = 0
 
     @property
@@ -106,6 +119,11 @@ class GlideDenoiser:
         """The guided 6-channel output for N rows of x_t at timestep t."""
         rows = x_t.shape[0]
         guided = self.guidance is not None
+        sigma = self.t_to_sigma(t)
+        text_emb = self.text_emb
+        if guided and not in_interval(sigma, self.guidance_interval):
+            guided = False  # the conditional rows alone: half the work of a guided forward
+            text_emb = {k: v[:rows] for k, v in text_emb.items()} if text_emb else text_emb
         x_in = torch.cat([x_t, x_t]) if guided else x_t
         kwargs = {k: (torch.cat([v, v]) if guided else v) for k, v in self.model_kwargs.items()}
         ts = torch.full((x_in.shape[0],), t, dtype=torch.float32, device=x_t.device)
@@ -115,7 +133,7 @@ class GlideDenoiser:
             else contextlib.nullcontext()
         )
         with ctx:
-            out = self.model(x_in, ts, text_emb=self.text_emb, **kwargs)
+            out = self.model(x_in, ts, text_emb=text_emb, **kwargs)
         out = out.float()
         self.calls += 1
         if self.on_call is not None:
@@ -124,7 +142,13 @@ class GlideDenoiser:
             return out
         eps, rest = out[:, :3], out[:rows, 3:]
         cond, uncond = eps[:rows], eps[rows:]
-        return torch.cat([uncond + self.guidance * (cond - uncond), rest], dim=1)
+        guided_eps = uncond + self.guidance * (cond - uncond)
+        if self.guidance_rescale:  # on x0 = (x_t − √(1−ᾱ)·ε)/√ᾱ, then back to ε
+            a = alpha_bar(sigma)
+            x0_c, x0_g = ((x_t - (1 - a) ** 0.5 * e) / a**0.5 for e in (cond, guided_eps))
+            x0 = rescale_guidance(x0_g, x0_c, self.guidance_rescale)
+            guided_eps = (x_t - a**0.5 * x0) / (1 - a) ** 0.5
+        return torch.cat([guided_eps, rest], dim=1)
 
     def __call__(
         self, x: torch.Tensor, sigma: float, *, t: float | None = None, variance: bool = False
@@ -140,6 +164,8 @@ class GlideDenoiser:
         denoised = x - sigma * out[:, :3]
         if self.denoised_fn is not None:
             denoised = self.denoised_fn(denoised)
+        if self.dynamic_threshold is not None:
+            denoised = dynamic_threshold(denoised, self.dynamic_threshold)
         if self.clip:
             denoised = denoised.clamp(-1, 1)
         return (denoised, out[:, 3:]) if variance else denoised
