@@ -80,6 +80,8 @@ FLAGS: dict[str, Range] = {
     "--limit": Range(1, 10**9),
     "--size": Range(8, 4096),
     "--text-ctx": Range(1, 4096),
+    "--guidance-rescale": Range(0, 1),  # φ of guidance rescale
+    "--dynamic-threshold": Range(50, 100),  # percentile of |x0|
 }
 
 
