@@ -15,14 +15,34 @@ def _weights(run_root, step: int) -> dict[str, torch.Tensor]:
             **{f"ema.{k}": v for k, v in load_file(step_dir / "ema.safetensors").items()}}
 
 
-@pytest.mark.parametrize("data", ["demo", "folder"])
-def test_resume_is_bitwise_identical(tiny, image_folder, data):
+def _shards(folder, out):
+    """Two webdataset shards of the folder's images; one sample has an empty image."""
+    import webdataset as wds
+
+    out.mkdir()
+    images = sorted(folder.glob("*.png"))
+    for s in range(2):
+        with wds.TarWriter(str(out / f"shard-{s}.tar")) as sink:
+            for path in images[s::2]:
+                sink.write({"__key__": path.stem, "png": path.read_bytes(),
+                            "txt": path.with_suffix(".txt").read_bytes()})
+            if s == 0:
+                sink.write({"__key__": "empty", "png": b"", "txt": b"an empty file"})
+    return out
+
+
+@pytest.mark.parametrize("data", ["demo", "folder", "folder-2-workers", "webdataset"])
+def test_resume_is_bitwise_identical(tiny, image_folder, tmp_path, data):
     sections = dict(
         train=dict(steps=6, lr_schedule="cosine", warmup_steps=1, min_snr_gamma=5.0),
         data=dict(flip=True, uncond_p=0.3, crop_scale=[0.6, 1.0], demo_size=6),
     )
-    if data == "folder":
+    if data.startswith("folder"):
         sections["data"]["source"] = str(image_folder)
+        sections["data"]["workers"] = 2 if data == "folder-2-workers" else 0
+    elif data == "webdataset":  # a shuffle buffer across shards, and a rejected sample
+        sections["data"].update(source=str(_shards(image_folder, tmp_path / "shards")),
+                                shuffle_buffer=4, image_key="png")
     else:
         sections["train"]["grad_accum"] = 2  # the accumulation counter resumes too
         sections["data"]["demo_size"] = 12

@@ -11,7 +11,6 @@ import torch
 from glidectl.errors import GlidectlError
 from glidectl.training.adapters import PartsAdapter
 from glidectl.training.checkpointing import CheckpointManager, resolve_checkpoint
-from glidectl.training.data_stream import DataStream
 from glidectl.training.ema import EMA
 from glidectl.training.guards import NonFiniteGuard
 from glidectl.training.lr_schedule import lr_factor
@@ -149,39 +148,6 @@ def test_metrics_jsonl_append_and_truncate(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4]
     truncate_after(tmp_path / "metrics.jsonl", 2)
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
-
-
-class _Numbers(torch.utils.data.Dataset):
-    def __len__(self) -> int:
-        return 10
-
-    def __getitem__(self, i: int) -> dict:
-        return {"i": torch.tensor(i), "noise": torch.rand(())}
-
-
-def _take(stream: DataStream, n: int) -> list[dict]:
-    return [stream.next() for _ in range(n)]
-
-
-def test_data_stream_shards_match_one_process_global_batch():
-    one = _take(DataStream(_Numbers(), batch_size=4, seed=3), 5)
-    r0 = _take(DataStream(_Numbers(), batch_size=2, rank=0, world=2, seed=3), 5)
-    r1 = _take(DataStream(_Numbers(), batch_size=2, rank=1, world=2, seed=3), 5)
-    for b, a0, a1 in zip(one, r0, r1, strict=True):
-        assert torch.equal(b["i"], torch.cat([a0["i"], a1["i"]]))
-        assert torch.equal(b["noise"], torch.cat([a0["noise"], a1["noise"]]))
-
-
-def test_data_stream_resumes_at_its_cursor():
-    straight = _take(DataStream(_Numbers(), batch_size=3, seed=1), 7)
-    first = DataStream(_Numbers(), batch_size=3, seed=1)
-    _take(first, 4)
-    resumed = DataStream(_Numbers(), batch_size=3, seed=1)
-    resumed.load_state_dict(first.state_dict())
-    rest = _take(resumed, 3)
-    for a, b in zip(straight[4:], rest, strict=True):
-        assert torch.equal(a["i"], b["i"]) and torch.equal(a["noise"], b["noise"])
-    assert resumed.epoch >= 2  # 7 batches of 3 from 10 samples cross epochs
 
 
 class _TinyTextUNet(torch.nn.Module):

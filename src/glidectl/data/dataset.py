@@ -1,8 +1,8 @@
 """The training stream: source → preset filter → decode → transforms → tokens, per worker.
 
-Work units (files, shards, demo indices) are shuffled per epoch with the seed, then split by
-rank and DataLoader worker so no sample is seen twice in an epoch; with fewer shards than
-processes every process reads all shards and keeps every n-th sample instead.
+Each DataLoader worker reads its part of the source through webdataset's stages
+(:mod:`glidectl.data.stages`): units shuffled per epoch with the seed and split by rank and
+worker, so no sample is seen twice in an epoch, then a seeded shuffle buffer.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .images import Rejected, open_image
 from .preset_api import DatasetPreset, Reject
 from .records import RawSample
 from .sources import Source, open_source
+from .stages import Slot, raw_stream
 from .stats import RejectionCounter, SharedStats, no_valid_data_error
 from .transforms import ImageTransform, LowResTransform, TextEncoder, to_tensor
 
@@ -100,25 +101,16 @@ class SamplePipeline:
             raise Rejected(f"error:{type(exc).__name__}") from exc
 
 
-def shuffle_buffer(
-    items: Iterator[RawSample], size: int, rng: random.Random
-) -> Iterator[RawSample]:
-    """Approximate shuffling of a stream through a buffer of ``size`` items."""
-    buf: list[RawSample] = []
-    for item in items:
-        if len(buf) < size:
-            buf.append(item)
-            continue
-        i = rng.randrange(len(buf))
-        buf[i], item = item, buf[i]
-        yield item
-    rng.shuffle(buf)
-    yield from buf
-
-
 class StreamDataset(IterableDataset):
     """Training samples as dicts (``image``, ``tokens``, ``mask``, ``caption``, ``key``,
-    ``low_res`` for upsamplers); ``stats()`` counts rejections over all workers."""
+    ``low_res`` for upsamplers, and ``_cursor``: raw samples this worker has taken so far in
+    the epoch); ``stats()`` counts rejections over all workers.
+
+    ``set_resume([c0, c1, ...])`` makes worker ``i`` skip its first ``ci`` raw samples of the
+    epoch without decoding them (see :mod:`glidectl.data.stages`). Every sample's
+    augmentation is seeded from (seed, epoch, slot, position), so a resumed epoch continues
+    exactly as the uninterrupted one would.
+    """
 
     def __init__(
         self, source: Source, pipeline: SamplePipeline, *, train: bool = True, rank: int = 0,
@@ -135,6 +127,7 @@ class StreamDataset(IterableDataset):
         self.resampled = bool(resampled)
         self.max_rejects = max(int(max_rejects), 1)
         self.epoch: int | None = None
+        self.skip: list[int] = []
         self.shared = SharedStats()
 
     @property
@@ -150,6 +143,10 @@ class StreamDataset(IterableDataset):
         """Fix the epoch used for shuffling (else each pass over the data counts one up)."""
         self.epoch = int(epoch)
 
+    def set_resume(self, skip: list[int]) -> None:
+        """Raw samples each DataLoader worker skips, undecoded, at the start of the epoch."""
+        self.skip = [int(n) for n in skip]
+
     def counter(self) -> RejectionCounter:
         """Accepted, rejected and converted counts summed over the main process and workers."""
         return self.shared.total()
@@ -161,52 +158,25 @@ class StreamDataset(IterableDataset):
         data.pop("iterations", None)
         return data
 
-    def raise_if_nothing_valid(self) -> None:
-        """Raise the one-line error when not a single sample has been accepted yet."""
-        counter = self.counter()
-        if counter.accepted == 0:
-            raise no_valid_data_error(self.name, counter)
-
-    def _raw(
-        self, epoch: int, index: int, total: int, counter: RejectionCounter
-    ) -> Iterator[RawSample]:
-        units = self.source.units()
-        if not units:
-            return
-        if self.resampled:
-            pick = random.Random(f"resample:{self.seed}:{epoch}:{index}")
-            while True:
-                yield from self.source.read(pick.choice(units), counter)
-        if self.train:
-            random.Random(f"order:{self.seed}:{epoch}").shuffle(units)
-        if self.source.splits_samples or len(units) >= total:
-            for unit in units[index::total]:
-                yield from self.source.read(unit, counter)
-            return
-        n = 0
-        for unit in units:
-            for raw in self.source.read(unit, counter):
-                if n % total == index:
-                    yield raw
-                n += 1
-
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        slot = 0 if info is None else 1 + worker
-        counter = self.shared.load(slot)
+        slot_id = 0 if info is None else 1 + worker
+        counter = self.shared.load(slot_id)
         counter.iterations += 1
         epoch = self.epoch if self.epoch is not None else counter.iterations - 1
-        self.shared.publish(slot, counter)
-        index, total = self.rank * workers + worker, self.world_size * workers
-        rng = random.Random(f"augment:{self.seed}:{epoch}:{index}")
-        stream = self._raw(epoch, index, total, counter)
-        if self.train and self.shuffle_buffer > 1 and not self.source.splits_samples:
-            stream = shuffle_buffer(stream, self.shuffle_buffer, rng)
+        self.shared.publish(slot_id, counter)
+        slot = Slot(self.rank, self.world_size, worker, workers)
+        skip = self.skip[worker] if worker < len(self.skip) else 0
+        stream = raw_stream(
+            self.source, counter, seed=self.seed, epoch=epoch, slot=slot, train=self.train,
+            resampled=self.resampled, shuffle_buffer=self.shuffle_buffer, skip=skip,
+        )
         accepted_now, consecutive = 0, 0
         last_publish = time.monotonic()
         try:
-            for raw in stream:
+            for position, raw in enumerate(stream, start=skip):
+                rng = random.Random(f"augment:{self.seed}:{epoch}:{slot.index}:{position}")
                 try:
                     prepared, sample = self.pipeline(raw, rng)
                 except Rejected as rejected:
@@ -215,20 +185,21 @@ class StreamDataset(IterableDataset):
                     if counter.accepted == 0 and consecutive >= self.max_rejects:
                         raise no_valid_data_error(self.name, counter) from None
                     if time.monotonic() - last_publish > PUBLISH_EVERY_S:
-                        self.shared.publish(slot, counter)
+                        self.shared.publish(slot_id, counter)
                         last_publish = time.monotonic()
                     continue
                 if prepared.converted:
                     counter.convert(prepared.converted)
                 counter.accept()
                 accepted_now, consecutive = accepted_now + 1, 0
-                if time.monotonic() - last_publish > PUBLISH_EVERY_S:
-                    self.shared.publish(slot, counter)
+                if slot_id == 0 or time.monotonic() - last_publish > PUBLISH_EVERY_S:
+                    self.shared.publish(slot_id, counter)  # the main process: always fresh
                     last_publish = time.monotonic()
+                sample["_cursor"] = position + 1
                 yield sample
         finally:  # also when the consumer stops early or an error leaves the loop
-            self.shared.publish(slot, counter)
-        if accepted_now == 0 and total == 1 and counter.accepted == 0:
+            self.shared.publish(slot_id, counter)
+        if accepted_now == 0 and slot.total == 1 and counter.accepted == 0 and not skip:
             raise no_valid_data_error(self.name, counter)
 
 

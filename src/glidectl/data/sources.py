@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..errors import GlidectlError
 from .demo import check_demo_name, make_demo_sample
@@ -18,15 +18,15 @@ from .stats import RejectionCounter
 
 
 class Source(Protocol):
-    """Work units (files, shards, indices) and how to read one into raw samples."""
+    """Work units (files, shards, indices as strings) and how to read one into raw samples."""
 
     kind: str
     splits_samples: bool  # True: one unit is one sample (split units across processes)
     num_samples: int | None
 
-    def units(self) -> list[Any]: ...
+    def units(self) -> list[str]: ...
 
-    def read(self, unit: Any, counter: RejectionCounter) -> Iterator[RawSample]: ...
+    def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]: ...
 
     def describe(self) -> str: ...
 
@@ -49,11 +49,11 @@ class DemoSource:
     def describe(self) -> str:
         return f"demo:{self.name}"
 
-    def units(self) -> list[int]:
-        return list(range(self.size))
+    def units(self) -> list[str]:
+        return [str(i) for i in range(self.size)]
 
-    def read(self, unit: int, counter: RejectionCounter) -> Iterator[RawSample]:
-        sample = make_demo_sample(self.name, unit, self.resolution)
+    def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
+        sample = make_demo_sample(self.name, int(unit), self.resolution)
         meta = {"colour": sample.colour, "shape": sample.shape, "background": sample.background}
         yield RawSample(key=sample.key, image=sample.image, caption=sample.caption, meta=meta)
 

@@ -1,81 +1,28 @@
-"""Deterministic, resumable batches: an explicit (epoch, index) cursor over a seeded
-per-epoch permutation, sharded so N processes together see the one-process global batch.
+"""Deterministic, resumable batches from an iterable dataset, with or without workers.
 
-Iterable datasets (glidectl's own, which shard sample by sample and shuffle per epoch with
-the seed) resume by setting the epoch and skipping the batches already taken in it.
-Map-style datasets get exact resume too: each sample is fetched with python/numpy/torch RNGs
-seeded from (seed, epoch, index), so augmentations do not depend on which process or worker
-loads it, nor on what was loaded before.
+Each DataLoader worker collates its own batches, and the stream takes them in a fixed order,
+worker 0, 1, …, W-1 and round again (a worker that has run out is passed over), whatever
+order the workers finish them in. The cursor records, per worker, how many raw samples it
+had taken for the batches the loop consumed (datasets tag samples with ``_cursor``), and
+whose turn is next; a resumed stream hands those counts to the dataset
+(``set_resume``), which skips that many samples per worker before decoding anything.
+Datasets without ``set_resume`` are skipped sample by sample instead.
 """
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
+
+from ..errors import GlidectlError
 
 _EPOCH_END = object()
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 32-bit seed for one (epoch, index) sample."""
-    return (seed * 1_000_003 + epoch * 7_919 + index * 104_729 + 12_345) % (2**32)
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
-    gen = torch.Generator().manual_seed(seed * 10_007 + epoch)
-    return torch.randperm(n, generator=gen).tolist()
-
-
-class SeededSamples(Dataset):
-    """Wraps a map-style dataset; item ``(epoch, index)`` is fetched under seeded RNGs."""
-
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset = dataset
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
-        s = sample_seed(self.seed, epoch, index)
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            random.seed(s)
-            np.random.seed(s)
-            torch.manual_seed(s)
-            try:
-                return self.dataset[index]
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)
-
-
-class CursorBatches:
-    """Batch sampler of ``(epoch, index)`` keys from a cursor; one rank's slice per batch."""
-
-    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int,
-                 epoch: int, position: int):
-        self.n, self.global_batch, self.rank, self.world = n, global_batch, rank, world
-        self.seed, self.epoch, self.position = seed, epoch, position
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        epoch, pos = self.epoch, self.position
-        per_rank = self.global_batch // self.world
-        while True:
-            if pos + self.global_batch > self.n:
-                epoch, pos = epoch + 1, 0
-            perm = epoch_permutation(self.n, self.seed, epoch)
-            while pos + self.global_batch <= self.n:
-                chunk = perm[pos + self.rank * per_rank: pos + (self.rank + 1) * per_rank]
-                yield [(epoch, i) for i in chunk]
-                pos += self.global_batch
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -92,119 +39,168 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _as_is(item: Any) -> Any:
+    return item
+
+
+class WorkerBatches(IterableDataset):
+    """Full batches of ``batch_size`` from one worker, tagged ``_worker`` and ``_cursor``,
+    then an end marker ``{"_worker": w, "_end": True}``."""
+
+    def __init__(self, dataset: IterableDataset, batch_size: int, skip: list[int]):
+        super().__init__()
+        self.dataset, self.batch_size, self.skip = dataset, batch_size, skip
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        skip = self.skip[worker] if worker < len(self.skip) else 0
+        items = iter(self.dataset)
+        counted = 0
+        if skip and not hasattr(self.dataset, "set_resume"):  # skip by drawing samples
+            for counted, _ in enumerate(items, start=1):
+                if counted >= skip:
+                    break
+        batch: list[dict[str, Any]] = []
+        for item in items:
+            counted += 1
+            cursor = item.pop("_cursor", counted)
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield {**collate(batch), "_worker": worker, "_cursor": int(cursor)}
+                batch = []
+        yield {"_worker": worker, "_end": True}
+
+
 class DataStream:
     """Endless micro-batches for this process with a resumable cursor.
 
-    ``epoch``/``position`` advance on the consumer side (what the loop actually took),
-    so prefetching workers never make a checkpoint skip data.
+    ``epoch``/``position`` (batches taken this epoch) and the per-worker cursor advance on
+    the consumer side (what the loop actually took), so prefetching workers never make a
+    checkpoint skip data.
     """
 
-    def __init__(self, dataset: Dataset | IterableDataset, *, batch_size: int, rank: int = 0,
+    def __init__(self, dataset: IterableDataset, *, batch_size: int, rank: int = 0,
                  world: int = 1, seed: int = 0, workers: int = 0):
+        if not isinstance(dataset, IterableDataset):
+            raise TypeError("DataStream reads iterable datasets (glidectl.data.build_dataset)")
         self.dataset = dataset
         self.batch_size = batch_size
         self.rank, self.world, self.seed, self.workers = rank, world, seed, workers
         self.global_batch = batch_size * world
-        self.iterable = isinstance(dataset, IterableDataset)
-        self.epoch = 0
-        # map-style: index into the epoch's permutation; iterable: batches taken this epoch
-        self.position = 0
-        self._loader_epoch = 0
+        self.slots = max(int(workers), 1)
         self.last_wait = 0.0
-        if not self.iterable:
-            n = len(dataset)  # type: ignore[arg-type]
-            if n < self.global_batch:
-                from ..errors import GlidectlError
+        self._start_epoch(0)
+        self._ranks: list[list[int]] | None = None
+        self._iter: Iterator[Any] | None = None
 
-                raise GlidectlError(
-                    f"The dataset has {n} samples, fewer than one global batch "
-                    f"({self.global_batch} = batch_size × processes); add data or lower "
-                    "train.batch_size."
-                )
-        self._iter: Iterator[dict[str, Any]] | None = None
-
-    def __len__(self) -> int:
-        """Micro-batches per epoch (map-style only)."""
-        return len(self.dataset) // self.global_batch  # type: ignore[arg-type]
+    def _start_epoch(self, epoch: int) -> None:
+        self.epoch, self.position, self.next_worker = epoch, 0, 0
+        self.cursors = [0] * self.slots
+        self.ended = [False] * self.slots
 
     def steps_per_epoch(self, grad_accum: int) -> int | None:
         """Optimizer steps per epoch, when the data's length is known."""
-        if self.iterable:
-            n = getattr(self.dataset, "num_samples", None)
-            return None if not n else max(1, n // self.global_batch // grad_accum)
-        return max(1, len(self) // grad_accum)
+        n = getattr(self.dataset, "num_samples", None)
+        return None if not n else max(1, n // self.global_batch // grad_accum)
 
-    def _loader(self) -> Iterator[dict[str, Any]]:
-        if self.iterable:
-            skip = self.position
-            while True:
-                if hasattr(self.dataset, "set_epoch"):
-                    self.dataset.set_epoch(self._loader_epoch)
-                loader = DataLoader(
-                    self.dataset, batch_size=self.batch_size, num_workers=self.workers,
-                    collate_fn=collate, drop_last=True,
-                )
-                got = False
-                for batch in loader:
-                    got = True
-                    if skip > 0:
-                        skip -= 1
-                        continue
-                    yield batch
-                if not got:
-                    from ..errors import GlidectlError
+    def _epoch(self) -> Iterator[Any]:
+        """This epoch's batches in worker order, from the cursor on; then ``_EPOCH_END``."""
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+        if hasattr(self.dataset, "set_resume"):
+            self.dataset.set_resume(list(self.cursors))
+        fresh = self.position == 0
+        loader = DataLoader(
+            WorkerBatches(self.dataset, self.batch_size, list(self.cursors)), batch_size=None,
+            num_workers=self.workers, collate_fn=_as_is,
+        )
+        items = iter(loader)
+        pending: dict[int, deque[dict[str, Any]]] = {w: deque() for w in range(self.slots)}
+        got = False
+        while not all(self.ended):
+            w = self.next_worker
+            if self.ended[w]:
+                self.next_worker = (w + 1) % self.slots
+                continue
+            while not pending[w]:
+                try:
+                    item = next(items)
+                except StopIteration:  # a worker left without its end marker
+                    item = {"_worker": w, "_end": True}
+                pending[int(item["_worker"])].append(item)
+            item = pending[w].popleft()
+            if item.get("_end"):
+                self.ended[w] = True
+                self.next_worker = (w + 1) % self.slots
+                continue
+            got = True
+            yield item
+        if fresh and not got:
+            raise GlidectlError(
+                f"The training data gave not one batch of {self.batch_size}; check "
+                "data.source (see `glidectl dataset inspect`) or lower train.batch_size."
+            )
+        yield _EPOCH_END
 
-                    raise GlidectlError(
-                        f"The training data gave not one batch of {self.batch_size}; check "
-                        "data.source (see `glidectl dataset inspect`) or lower train.batch_size."
-                    )
-                self._loader_epoch += 1
-                yield _EPOCH_END  # type: ignore[misc]
-        else:
-            sampler = CursorBatches(
-                len(self.dataset), self.global_batch, self.rank, self.world,  # type: ignore[arg-type]
-                self.seed, self.epoch, self.position,
-            )
-            loader = DataLoader(
-                SeededSamples(self.dataset, self.seed), batch_sampler=sampler,
-                num_workers=self.workers, collate_fn=collate,
-                persistent_workers=self.workers > 0,
-            )
-            yield from loader
+    def _batches(self) -> Iterator[Any]:
+        while True:
+            yield from self._epoch()
 
     def next(self) -> dict[str, Any]:
         """The next micro-batch; measures the wait in ``last_wait``."""
         if self._iter is None:
-            self._loader_epoch = self.epoch
-            self._iter = self._loader()
+            self._iter = self._batches()
         t0 = time.perf_counter()
         batch = next(self._iter)
-        if batch is _EPOCH_END:
-            self.epoch, self.position = self.epoch + 1, 0
+        while batch is _EPOCH_END:
+            self._start_epoch(self.epoch + 1)
             batch = next(self._iter)
         self.last_wait = time.perf_counter() - t0
-        self._advance()
+        self._ranks = None  # gathered cursors are stale now
+        w = int(batch.pop("_worker"))
+        self.cursors[w] = int(batch.pop("_cursor"))
+        self.next_worker = (w + 1) % self.slots
+        self.position += 1
         return batch
 
-    def _advance(self) -> None:
-        if self.iterable:
-            self.position += 1  # batches taken in this epoch
-            return
-        if self.position + self.global_batch > len(self.dataset):  # type: ignore[arg-type]
-            self.epoch, self.position = self.epoch + 1, 0
-        self.position += self.global_batch
-
     def global_positions(self, b: int) -> list[int]:
-        """Where this process's ``b`` samples sit in the global batch: contiguous blocks for
-        map-style data, interleaved (j·world + rank) for streams sharded sample by sample."""
-        if self.iterable:
-            return [j * self.world + self.rank for j in range(b)]
-        return [self.rank * b + j for j in range(b)]
+        """Where this process's ``b`` samples sit in the global batch: interleaved
+        (j·world + rank), as the stream is sharded sample by sample."""
+        return [j * self.world + self.rank for j in range(b)]
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+    def _row(self) -> list[int]:
+        return [self.epoch, self.position, self.next_worker, self.slots, *self.cursors,
+                *(int(e) for e in self.ended)]
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
+    def gather_ranks(self, gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Collect every process's cursor (``gather`` concatenates a tensor over processes,
+        e.g. ``accelerator.gather``); every process calls this before a checkpoint, so the
+        main process's :meth:`state_dict` holds them all."""
+        mine = torch.tensor([self._row()], dtype=torch.int64)
+        self._ranks = gather(mine).reshape(-1, mine.shape[1]).tolist()
+
+    def state_dict(self) -> dict[str, Any]:
+        rows = self._ranks if self._ranks is not None else [self._row()]
+        if len(rows) != self.world:  # a single process saving for itself
+            rows = [self._row() if r == self.rank else [] for r in range(self.world)]
+        return {"epoch": self.epoch, "position": self.position, "ranks": rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rows = state.get("ranks") or []
+        row = [int(v) for v in rows[self.rank]] if self.rank < len(rows) else []
+        if len(row) < 4:  # no cursor for this process: start its saved epoch over
+            self._start_epoch(int(state["epoch"]))
+        elif row[3] != self.slots:
+            raise GlidectlError(
+                f"The checkpoint's data cursor is for {row[3]} DataLoader worker(s) per "
+                f"process, this run has {self.slots}; resume with the data.workers the run "
+                "was saved with, so the epoch continues exactly."
+            )
+        else:
+            epoch, position, next_worker, slots = row[:4]
+            self._start_epoch(epoch)
+            self.position, self.next_worker = position, next_worker
+            self.cursors = row[4:4 + slots]
+            self.ended = [bool(e) for e in row[4 + slots:4 + 2 * slots]]
         self._iter = None

@@ -348,6 +348,7 @@ class Trainer:
 
         acc, step = self.accelerator, self.state.step
         acc.wait_for_everyone()
+        self.stream.gather_ranks(lambda t: acc.gather(t.to(acc.device)).cpu())
         tmp = self.checkpoints.tmp_dir(step)
         if self.main:
             self.checkpoints.begin(step)

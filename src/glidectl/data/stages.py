@@ -1,0 +1,96 @@
+"""One worker's raw sample stream, built from webdataset's pipeline stages.
+
+Work units (shards, files, demo indices, Parquet row groups) go through webdataset's
+``SimpleShardList`` (shuffled per epoch with the seed) or ``ResampledShards`` (endless,
+seeded per worker), are split by rank and by DataLoader worker (``split_by_worker``), read
+into raw samples, and shuffled through webdataset's ``shuffle`` buffer. Nothing here decodes
+an image, so a resumed run skips what it already trained on before any decoding: whole
+units for one-sample units, raw samples after the shuffle otherwise.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from .records import RawSample
+from .stats import RejectionCounter
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Who reads: this process (``rank`` of ``world``) and DataLoader worker."""
+
+    rank: int = 0
+    world: int = 1
+    worker: int = 0
+    workers: int = 1
+
+    @property
+    def index(self) -> int:
+        return self.rank * self.workers + self.worker
+
+    @property
+    def total(self) -> int:
+        return self.world * self.workers
+
+
+def split_by_rank(src: Iterator[Any], rank: int, world: int) -> Iterator[Any]:
+    """webdataset's ``split_by_node`` for the rank we were given (it would read the rank
+    from the environment, which a single-process test or notebook does not set)."""
+    return islice(src, rank, None, world) if world > 1 else src
+
+
+def unit_stream(
+    units: list[str], *, seed: int, epoch: int, shuffle: bool, resampled: bool, slot: Slot,
+    split: bool,
+) -> Iterator[str]:
+    """The units this slot reads, in order: shuffled per epoch, or resampled forever."""
+    import webdataset as wds
+
+    if resampled:  # every slot draws its own endless, seeded sequence: nothing to split
+        shards: Any = wds.ResampledShards(
+            units, seed=seed, worker_seed=lambda: slot.index, deterministic=True,
+            max_urls=len(units),
+        )
+        shards.epoch = epoch - 1  # ResampledShards counts one up per pass
+        return (item["url"] for item in shards)
+    listed = wds.SimpleShardList(units, seed=f"order:{seed}:{epoch}" if shuffle else None)
+    urls: Iterator[str] = (item["url"] for item in listed)
+    if not split:
+        return urls
+    urls = split_by_rank(urls, slot.rank, slot.world)
+    return wds.split_by_worker(urls) if slot.workers > 1 else urls
+
+
+def raw_stream(
+    source: Any, counter: RejectionCounter, *, seed: int, epoch: int, slot: Slot,
+    train: bool = True, resampled: bool = False, shuffle_buffer: int = 0, skip: int = 0,
+) -> Iterator[RawSample]:
+    """Raw samples for ``slot`` in this epoch, without the first ``skip`` of them.
+
+    One-sample units (folders, demo data) are split and skipped unit by unit, before they
+    are read. Multi-sample units (shards) are split unit by unit when there are at least as
+    many as slots, else every slot reads them all and keeps every n-th sample; then they pass
+    webdataset's shuffle buffer, and skipped samples are dropped after it, undecoded.
+    """
+    import webdataset as wds
+
+    units = list(source.units())
+    if not units:
+        return iter(())
+    by_unit = source.splits_samples or resampled or len(units) >= slot.total
+    names = unit_stream(units, seed=seed, epoch=epoch, shuffle=train, resampled=resampled,
+                        slot=slot, split=by_unit)
+    if source.splits_samples:
+        return (raw for unit in islice(names, skip, None) for raw in source.read(unit, counter))
+    samples: Iterator[RawSample] = (raw for unit in names for raw in source.read(unit, counter))
+    if not by_unit:
+        samples = islice(samples, slot.index, None, slot.total)
+    if train and shuffle_buffer > 1:
+        rng = random.Random(f"shuffle:{seed}:{epoch}:{slot.index}")
+        samples = wds.shuffle(shuffle_buffer, shuffle_buffer, rng=rng)(samples)
+    return islice(samples, skip, None)
