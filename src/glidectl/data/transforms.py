@@ -94,12 +94,6 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
-def to_image(tensor: torch.Tensor) -> Image.Image:
-    """``[3, H, W]`` in [-1, 1] → 8-bit RGB PIL image."""
-    arr = ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy(), "RGB")
-
-
 class TextEncoder:
     """Caption → (tokens, mask) with caption dropout; picklable for spawned workers."""
 
