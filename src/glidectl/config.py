@@ -157,7 +157,11 @@ class TrainConfig:
     grad_clip: float = opt(1.0, "Max gradient norm (0 = off).", min=0)
     loss: str = opt("hybrid", "Training loss: hybrid (MSE + L_vb) or eps (MSE only).",
                     ("hybrid", "eps"))
-    min_snr_gamma: float = opt(0.0, "Min-SNR-γ loss weighting (0 = off).", min=0, max=1000)
+    min_snr_gamma: float = opt(0.0, "Min-SNR-γ loss weighting: x0 errors at SNR above γ "
+                               "count as at γ (0 = off).", min=0, max=1000)
+    snr_floor: float = opt(0.0, "Truncated-SNR weighting: x0 errors at SNR below this count "
+                           "as at this SNR, so high noise (colour, layout) learns (0 = off).",
+                           min=0, max=1000)
     trainable: str = opt("all", "Which parts train.", ("all", "unet", "text"))
     ema_decay: float = opt(0.9999, "EMA decay (0 = no EMA).", min=0, below=1)
     ema_warmup: bool = opt(False, "EMA warmup: decay grows as (1+n)/(10+n) up to ema_decay.")

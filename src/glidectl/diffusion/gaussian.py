@@ -245,10 +245,29 @@ class GaussianDiffusion:
         """Min-SNR-γ weights for the ε-MSE: min(SNR_t, γ)/SNR_t, SNR_t = ᾱ_t/(1−ᾱ_t)."""
         if gamma <= 0:
             raise ValueError("min-SNR gamma must be positive")
+        return self.snr_weights(t, gamma=gamma)
+
+    def snr_weights(self, t: torch.Tensor, gamma: float = 0.0, floor: float = 0.0,
+                    sigma_max: float = 80.0) -> torch.Tensor:
+        """ε-MSE weights that make the loss an x0-MSE weighted by clamp(SNR_t, floor, γ).
+
+        The ε-MSE is SNR_t times the x0-MSE, so plain ε training all but ignores x0 errors
+        at high noise, where colour and layout are decided. ``gamma`` > 0 caps the weight of
+        the easy low-noise steps (Min-SNR-γ, Hang et al. 2023); ``floor`` > 0 lifts the
+        high-noise ones so an x0 error there counts as at SNR ``floor`` (truncated SNR,
+        Salimans & Ho 2022). Above ``sigma_max`` (where samplers start) SNR is held at
+        1/σ_max² so the weights stay bounded.
+        """
         values = self._array("alphas_cumprod", t.device)
         ac = values[t.to(device=values.device, dtype=torch.long)]
         snr = ac / (1.0 - ac)
-        return (snr.clamp(max=gamma) / snr).to(device=t.device, dtype=torch.float32)
+        x0_weight, base = snr, snr
+        if floor > 0:
+            x0_weight = snr.clamp(min=floor)
+            base = snr.clamp(min=1.0 / sigma_max**2)
+        if gamma > 0:
+            x0_weight = x0_weight.clamp(max=gamma)
+        return (x0_weight / base).to(device=t.device, dtype=torch.float32)
 
     # -- σ view and fractional timesteps, for samplers --------------------------------------
 

@@ -404,8 +404,10 @@ class Trainer:
         def model_fn(x_t: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
             return self.model(x_t, ts, tokens, mask, **extra)
 
-        diffusion, gamma = self.bundle.diffusion, self.cfg.train.min_snr_gamma
-        weights = diffusion.min_snr_weights(t, gamma) if gamma > 0 else None
+        diffusion, tc = self.bundle.diffusion, self.cfg.train
+        weights = None
+        if tc.min_snr_gamma > 0 or tc.snr_floor > 0:
+            weights = diffusion.snr_weights(t, gamma=tc.min_snr_gamma, floor=tc.snr_floor)
         return diffusion.training_losses(
             model_fn, x0, t, noise, loss_type=self.cfg.train.loss, weights=weights
         )
