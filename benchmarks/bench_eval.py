@@ -33,28 +33,28 @@ def main() -> None:
     args = parser.parse_args()
 
     from glidectl.evaluation import EvalSettings, RunOptions, Stage, run_eval
-    from glidectl.model_stack import load_stack
+    from glidectl.pipeline import GlidePipeline
     from glidectl.ui.backend import UiBackend
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
     base = args.base or str(_model(tmp, args.size))
     prompts = tmp / "prompts.txt"
     prompts.write_text("\n".join(f"a red circle number {i}" for i in range(args.prompts)))
-    stack = load_stack(base, device=args.device)
-    print(f"model {base} on {stack.base.model.options.image_size} px, {args.prompts} prompts, "
+    stack = GlidePipeline.from_specs(base, None, device=args.device, precision="fp32")
+    print(f"model {base} on {stack.base.options.image_size} px, {args.prompts} prompts, "
           f"euler {args.steps} steps, guidance 3")
     for bs in (int(b) for b in args.batch_sizes.split(",")):
         s = EvalSettings(base=base, base_stage=Stage("euler", args.steps, 3.0), batch_size=bs)
         t0 = time.perf_counter()
         report = run_eval(prompts, s, RunOptions(out=tmp / f"bs{bs}", device=args.device),
-                          stack=stack)
+                          pipeline=stack)
         wall = time.perf_counter() - t0
         t = report.metadata["timings"]
         print(f"batch {bs:>2}: {t['images_per_s']:.2f} images/s sampling, "
               f"{args.prompts / wall:.2f} images/s end to end ({wall:.1f} s)")
     t0 = time.perf_counter()
     run_eval(prompts, s, RunOptions(out=tmp / f"bs{bs}", resume=True, device=args.device),
-             stack=stack)
+             pipeline=stack)
     print(f"resume of a finished run (nothing to do): {time.perf_counter() - t0:.2f} s")
 
     models = tmp / "models"

@@ -77,7 +77,8 @@ def test_bool_is_not_an_int():
 
 
 def test_choice_fields_reject_other_values():
-    with pytest.raises(ConfigError, match=r"'train.precision' must be one of no, fp16, bf16"):
+    with pytest.raises(ConfigError,
+                       match=r"'train.precision' must be one of auto, no, fp32, fp16, bf16"):
         load_config(None, ["train.precision=fp8"])
 
 

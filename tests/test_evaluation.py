@@ -60,9 +60,9 @@ def tiny_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(tiny_base):
-    from glidectl.model_stack import load_stack
+    from glidectl.pipeline import GlidePipeline
 
-    return load_stack(str(tiny_base), device="cpu")
+    return GlidePipeline.from_specs(str(tiny_base), device="cpu", precision="fp32")
 
 
 def write_prompts(path: Path, prompts: list[str]) -> Path:
@@ -137,7 +137,7 @@ def test_run_writes_pairs_grid_and_metadata(tmp_path, tiny_base, stack):
     settings = EvalSettings(base=str(tiny_base), base_stage=FAST, n=1, batch_size=2, seed=3)
     events: list[tuple[str, dict]] = []
     report = run_eval(prompts, settings, RunOptions(out=tmp_path / "out", device="cpu"),
-                      on_event=lambda kind, **info: events.append((kind, info)), stack=stack)
+                      on_event=lambda kind, **info: events.append((kind, info)), pipeline=stack)
     out = report.out
     names = sorted(outputs(out))
     assert names == sorted(f"{s}.{ext}" for i in range(5) for s in image_stems(PROMPTS, i, 1)
@@ -172,7 +172,7 @@ def test_metrics_that_do_not_apply_are_absent_not_zero(tmp_path, tiny_base, stac
     prompts = write_prompts(tmp_path / "p.txt", ["an oil painting of a corgi", "hello"])
     settings = EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=2)
     report = run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu"),
-                      stack=stack)
+                      pipeline=stack)
     metrics = report.metadata["metrics"]
     assert set(metrics["prompt_following"]) == {"absent"}
     assert "no prompt names a demo colour or shape" in metrics["prompt_following"]["absent"]
@@ -185,7 +185,7 @@ def test_seeds_make_images_independent_of_batch_size(tmp_path, tiny_base, stack)
     for bs in (1, 4):
         s = EvalSettings(base=str(tiny_base), base_stage=FAST, n=2, batch_size=bs, seed=11)
         runs.append(run_eval(prompts, s, RunOptions(out=tmp_path / f"b{bs}", device="cpu"),
-                             stack=stack).out)
+                             pipeline=stack).out)
     import numpy as np
 
     for name in outputs(runs[0]):
@@ -210,10 +210,10 @@ def test_rerank_keeps_the_best_candidates_by_clip_score(tmp_path, tiny_base, sta
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
     s = EvalSettings(base=str(tiny_base), base_stage=FAST, n=2, rerank=4, batch_size=3)
     meta = run_eval(prompts, s, RunOptions(out=tmp_path / "r", device="cpu"),
-                    stack=stack).metadata
+                    pipeline=stack).metadata
     plain = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST, n=4,
                                            batch_size=3),
-                     RunOptions(out=tmp_path / "all", device="cpu"), stack=stack).metadata
+                     RunOptions(out=tmp_path / "all", device="cpu"), pipeline=stack).metadata
     for i in range(2):
         scores = {r["candidate"]: np.asarray(Image.open(tmp_path / "all" / r["file"])).mean()
                   for r in plain["images"] if r["prompt_index"] == i}
@@ -241,13 +241,13 @@ def test_rerank_without_clip_is_one_clear_error(tmp_path, tiny_base):
 def test_busy_output_folder_and_changed_settings_are_refused(tmp_path, tiny_base, stack):
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
     s = EvalSettings(base=str(tiny_base), base_stage=FAST)
-    run_eval(prompts, s, RunOptions(out=tmp_path / "o", device="cpu"), stack=stack)
+    run_eval(prompts, s, RunOptions(out=tmp_path / "o", device="cpu"), pipeline=stack)
     with pytest.raises(GlidectlError, match="already holds files"):
-        run_eval(prompts, s, RunOptions(out=tmp_path / "o", device="cpu"), stack=stack)
+        run_eval(prompts, s, RunOptions(out=tmp_path / "o", device="cpu"), pipeline=stack)
     other = EvalSettings(base=str(tiny_base), base_stage=Stage("euler", 3, 3.0))
     with pytest.raises(GlidectlError, match="setting 'base_stage' was"):
         run_eval(prompts, other, RunOptions(out=tmp_path / "o", resume=True, device="cpu"),
-                 stack=stack)
+                 pipeline=stack)
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_base):
@@ -273,7 +273,7 @@ def test_wandb_offline_logs_a_table(tmp_path, tiny_base, stack, monkeypatch):
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
     s = EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=2)
     report = run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu",
-                                             wandb_project="glidectl-test"), stack=stack)
+                                             wandb_project="glidectl-test"), pipeline=stack)
     assert report.metadata["wandb_run_id"]
     tables = list((tmp_path / "w" / "wandb").rglob("*.table.json"))
     assert tables, "no W&B table written"
@@ -373,15 +373,15 @@ def make_adapter(base_file: Path, directory: Path) -> Path:
 def test_lora_is_merged_into_the_network_and_recorded(tmp_path, tiny_base):
     import torch
 
-    from glidectl.model_stack import load_stack
+    from glidectl.pipeline import GlidePipeline
 
     adapter = make_adapter(tiny_base, tmp_path / "adapter")
-    plain = load_stack(str(tiny_base), device="cpu")
-    tuned = load_stack(str(tiny_base), device="cpu", loras=[f"{adapter}:0.5"])
+    plain = GlidePipeline.from_specs(str(tiny_base), device="cpu")
+    tuned = GlidePipeline.from_specs(str(tiny_base), device="cpu", loras=[f"{adapter}:0.5"])
     x, t = torch.randn(1, 3, 32, 32), torch.tensor([500.0])
     tokens, mask = torch.zeros(1, 64, dtype=torch.long), torch.ones(1, 64, dtype=torch.bool)
     with torch.no_grad():
-        diff = (plain.base.model(x, t, tokens, mask) - tuned.base.model(x, t, tokens, mask))
+        diff = (plain.base(x, t, tokens, mask) - tuned.base(x, t, tokens, mask))
     assert diff.abs().max() > 1e-4
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
     report = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST,
@@ -421,17 +421,23 @@ def test_base_and_upsampler_stages(tmp_path, tiny_base):
     with pytest.raises(GlidectlError, match="takes 16 px input but the base model"):
         run_eval(prompts, EvalSettings(base=str(tiny_base), upsampler=str(up)),
                  RunOptions(out=tmp_path / "bad", device="cpu"))
-    with pytest.raises(GlidectlError, match="holds an upsample model, but a base model"):
+    with pytest.raises(GlidectlError, match="The base model is a 'upsample' model"):
         run_eval(prompts, EvalSettings(base=str(up)),
                  RunOptions(out=tmp_path / "bad", device="cpu"))
 
 
-def test_compile_flag_compiles_the_networks(tiny_base):
-    from glidectl.model_stack import load_stack
+def test_compile_flag_compiles_the_networks(tiny_base, monkeypatch):
+    import torch
 
-    stack = load_stack(str(tiny_base), device="cpu", compile=True)
-    assert stack.base.model._compiled_call_impl is not None
-    assert load_stack(str(tiny_base), device="cpu").base.model._compiled_call_impl is None
+    from glidectl.pipeline import GlidePipeline
+
+    compiled: list[str] = []
+    monkeypatch.setattr(torch.nn.Module, "compile",
+                        lambda self, *a, **k: compiled.append(self.options.kind))
+    GlidePipeline.from_specs(str(tiny_base), device="cpu", compile=True)
+    assert compiled == ["base"]
+    GlidePipeline.from_specs(str(tiny_base), device="cpu")
+    assert compiled == ["base"]
 
 
 # --------------------------------------------------------------------------- CLIP wiring
@@ -481,7 +487,7 @@ def test_clip_score_and_rerank_with_local_weights(tmp_path, tiny_base, stack, mo
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
     s = EvalSettings(base=str(tiny_base), base_stage=FAST, n=1, rerank=3, batch_size=3)
     report = run_eval(prompts, s, RunOptions(out=tmp_path / "c", device="cpu",
-                                             clip_weights=str(weights)), stack=stack)
+                                             clip_weights=str(weights)), pipeline=stack)
     clip = report.metadata["metrics"]["clip_score"]
     assert clip["count"] == 2 and "absent" not in clip
     for rec in report.metadata["images"]:
@@ -491,7 +497,7 @@ def test_clip_score_and_rerank_with_local_weights(tmp_path, tiny_base, stack, mo
                                                              rel=1e-4)
     all3 = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST, n=3,
                                           batch_size=3),
-                    RunOptions(out=tmp_path / "all", device="cpu"), stack=stack).metadata
+                    RunOptions(out=tmp_path / "all", device="cpu"), pipeline=stack).metadata
     for i in range(2):
         redness = {}
         for rec in all3["images"]:
@@ -509,10 +515,10 @@ def test_missing_clip_weights_file_is_a_user_error(tmp_path, tiny_base, stack, m
     with pytest.raises(GlidectlError, match="CLIP weights file .* does not exist"):
         run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST),
                  RunOptions(out=tmp_path / "x", device="cpu",
-                            clip_weights=str(tmp_path / "nope.pt")), stack=stack)
+                            clip_weights=str(tmp_path / "nope.pt")), pipeline=stack)
     monkeypatch.delenv("GLIDECTL_CLIP_WEIGHTS", raising=False)
     report = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST),
-                      RunOptions(out=tmp_path / "y", device="cpu"), stack=stack)
+                      RunOptions(out=tmp_path / "y", device="cpu"), pipeline=stack)
     assert "no local CLIP weights" in report.metadata["metrics"]["clip_score"]["absent"]
 
 
@@ -520,11 +526,123 @@ def test_default_folder_is_numbered_and_resume_picks_the_latest(tmp_path, tiny_b
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
     s = EvalSettings(base=str(tiny_base), base_stage=FAST)
     first = run_eval(prompts, s, RunOptions(eval_root=tmp_path / "eval", device="cpu"),
-                     stack=stack)
+                     pipeline=stack)
     second = run_eval(prompts, s, RunOptions(eval_root=tmp_path / "eval", device="cpu"),
-                      stack=stack)
+                      pipeline=stack)
     assert (first.out.name, second.out.name) == ("0001", "0002")
     again = run_eval(prompts, s, RunOptions(eval_root=tmp_path / "eval", resume=True,
-                                            device="cpu"), stack=stack)
+                                            device="cpu"), pipeline=stack)
     assert again.out == second.out and again.metadata["counts"]["generated"] == 0
     assert len(again.metadata["sessions"]) == 2
+
+
+# --------------------------------------------------------------------------- offline plans, resume
+def test_dry_run_plans_openai_models_offline_without_downloading(tmp_path, monkeypatch):
+    from glidectl.evaluation import settings_for
+
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("GLIDECTL_OPENAI_URL", "http://127.0.0.1:9/unreachable")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:3])
+    options = RunOptions(out=tmp_path / "o", dry_run=True, device="cpu")
+    settings, _ = settings_for(prompts, {"base": "openai:base"}, options, "fp32")
+    assert settings.upsampler == "openai:upsample"  # the same default as `sample`
+    settings, _ = settings_for(prompts, {"base": "openai:base", "upsampler": "none"}, options,
+                               "fp32")  # one official network keeps this test short
+    report = run_eval(prompts, settings, options)
+    models, plan = report.metadata["models"], report.metadata["plan"]
+    assert models["base"]["local"] is False and models["base"]["image_size"] == 64
+    assert 380e6 < models["base"]["parameters"] < 390e6  # GLIDE's 385 M base
+    assert plan["model_calls"] == {"base": 25}  # dpm++2m, 25 steps
+    assert plan["flops"]["base"] > 0 and plan["estimated_s"] is None
+    assert "not on disk" in plan["estimate_basis"]
+    assert not (tmp_path / "empty-cache").exists() and not (tmp_path / "o").exists()
+
+
+def test_flops_counted_without_weights_match_a_real_forward():
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from glidectl.glide import create_model, preset_options
+    from glidectl.model_cost import model_cost
+
+    opts = preset_options("base", "tiny").replace(image_size=32)
+    cost = model_cost(opts, batch=2, guided=True)
+    model = create_model(opts)
+    assert cost["parameters"] == sum(p.numel() for p in model.parameters())
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(4, 3, 32, 32), torch.zeros(4), torch.zeros(4, 64, dtype=torch.long),
+              torch.ones(4, 64, dtype=torch.bool))
+    assert cost["flops_per_call"] == counter.get_total_flops() > 0
+
+
+def test_resume_reuses_the_recorded_settings_and_refuses_changes(tmp_path, tiny_base, stack):
+    from glidectl.evaluation import settings_for
+
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    first = {"base": str(tiny_base), "base_stage.sampler": "euler", "base_stage.steps": 2,
+             "seed": 3, "n": 1}
+    settings, _ = settings_for(prompts, first, RunOptions(out=tmp_path / "o", device="cpu"),
+                               "fp32")
+    run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu"), pipeline=stack)
+    options = RunOptions(out=tmp_path / "o", resume=True, device="cpu")
+    again, notes = settings_for(prompts, {}, options)  # no flags: the recorded settings
+    assert again == settings and "recorded" in notes[-1]
+    same, _ = settings_for(prompts, {"seed": 3, "base_stage.steps": 2}, options, "fp32")
+    assert same == settings  # repeating a recorded value is fine
+    with pytest.raises(GlidectlError, match=r"--resume: --steps 5 would change the images .* "
+                                            r"recorded with 2; drop --steps"):
+        settings_for(prompts, {"base_stage.steps": 5}, options)
+    with pytest.raises(GlidectlError, match="--seed 4 would change"):
+        settings_for(prompts, {"seed": 4}, options)
+
+
+def test_a_models_recommended_sampling_is_the_default(tmp_path, tiny_base):
+    from glidectl.evaluation import settings_for
+    from glidectl.glide import load_model, save_weights
+    from glidectl.pipeline import RECOMMENDED_KEY
+
+    trained = save_weights(load_model(tiny_base), tmp_path / "trained.safetensors", metadata={
+        RECOMMENDED_KEY: json.dumps({"sampler": "ddim", "steps": 7, "guidance": 4.0})})
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    options = RunOptions(out=tmp_path / "o", device="cpu")
+    settings, notes = settings_for(prompts, {"base": str(trained)}, options, "fp32")
+    assert settings.base_stage == Stage("ddim", 7, 4.0)
+    assert "recommended sampling settings (sampler ddim, steps 7, guidance 4.0)" in notes[-1]
+    chosen, notes = settings_for(prompts, {"base": str(trained), "base_stage.steps": 3},
+                                 options, "fp32")
+    assert chosen.base_stage == Stage("ddim", 3, 4.0) and "steps" not in notes[-1]
+    plain, notes = settings_for(prompts, {"base": str(tiny_base)}, options, "fp32")
+    assert plain.base_stage == Stage() and plain.upsampler is None and not notes
+
+
+def test_an_unwritable_out_fails_before_any_model_loads(tmp_path, monkeypatch):
+    from glidectl.glide import loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    (tmp_path / "file").write_text("x")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    for out, message in ((tmp_path / "file", "is a file"),
+                         (tmp_path / "file" / "sub", "is under")):
+        with pytest.raises(GlidectlError, match=message):
+            run_eval(prompts, EvalSettings(base="openai:base"), RunOptions(out=out))
+
+
+def test_a_huge_prompt_is_stored_bounded_with_its_hash(tmp_path, tiny_base, stack):
+    huge = "a red circle " + "very " * 20000 + "big"
+    prompts = write_prompts(tmp_path / "p.txt", [huge])
+    report = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST),
+                      RunOptions(out=tmp_path / "o", device="cpu"), pipeline=stack)
+    meta_bytes = (report.out / "metadata.json").stat().st_size
+    assert meta_bytes < 20_000
+    meta = report.metadata
+    assert meta["prompts"][0].endswith("...") and len(meta["prompts"][0]) == 200
+    (png,) = report.out.glob("000_*.png")
+    with Image.open(png) as im:
+        assert im.text["prompt_sha256"] == hashlib.sha256(huge.encode()).hexdigest()
+        assert len(im.text["prompt"]) == 200
+    caption = png.with_suffix(".txt").read_text()
+    assert caption.startswith("a red circle very") and len(caption) < 200  # what 64 tokens kept
+    resumed = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST),
+                       RunOptions(out=tmp_path / "o", device="cpu", resume=True),
+                       pipeline=stack)
+    assert resumed.metadata["counts"]["generated"] == 0

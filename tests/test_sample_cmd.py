@@ -163,3 +163,55 @@ def test_sample_with_the_example_plugin_sampler(run, weights, tmp_path) -> None:
         "dpm++3m_sde"
     without = run("a cat", "--base", str(weights["base"]), "--sampler", "dpm++3m_sde")
     assert without.returncode == 2  # conftest hides installed plugins unless allow-listed
+
+
+def test_an_unwritable_out_fails_before_any_model_loads(run, tmp_path, monkeypatch) -> None:
+    from glidectl.glide import loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    (tmp_path / "file").write_text("x")
+    res = run("a cat", "--out", str(tmp_path / "file"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "--out" in res.stderr and "is a file" in res.stderr
+    res = run("a cat", "--out", str(tmp_path / "file" / "sub"))
+    assert res.returncode == 2 and "is under" in res.stderr
+
+
+def test_a_models_recommended_sampling_is_used_and_said(run, weights, tmp_path) -> None:
+    from glidectl.glide import load_model, save_weights
+    from glidectl.pipeline import RECOMMENDED_KEY
+
+    trained = save_weights(load_model(weights["base"]), tmp_path / "trained.safetensors",
+                           metadata={RECOMMENDED_KEY: json.dumps(
+                               {"sampler": "euler", "steps": 2, "guidance": 5.0})})
+    res = run("a cat", "--base", str(trained), "-q", "--out", str(tmp_path / "a"))
+    assert res.returncode == 0, res.stderr
+    assert "recommended sampling settings (sampler euler, steps 2, guidance 5.0)" in res.stderr
+    assert "Precision: fp32" in res.stderr
+    params = json.loads(Image.open(tmp_path / "a" / "00000.png").text["parameters"])
+    assert (params["sampler"], params["steps"], params["guidance"]) == ("euler", "2", 5.0)
+    res = run("a cat", "--base", str(trained), "-q", "--steps", "1", "--guidance", "2",
+              "--out", str(tmp_path / "b"))
+    assert "(sampler euler);" in res.stderr
+    params = json.loads(Image.open(tmp_path / "b" / "00000.png").text["parameters"])
+    assert (params["sampler"], params["steps"], params["guidance"]) == ("euler", "1", 2.0)
+    res = run("a cat", "--base", str(weights["base"]), "-q", "--steps", "1",
+              "--out", str(tmp_path / "c"))
+    assert "recommended" not in res.stderr  # a model without recommendations: the defaults
+    params = json.loads(Image.open(tmp_path / "c" / "00000.png").text["parameters"])
+    assert (params["sampler"], params["guidance"]) == ("dpm++2m", 3.0)
+
+
+def test_a_huge_prompt_is_stored_as_read_with_an_excerpt_and_hash(run, weights, tmp_path):
+    import hashlib
+
+    huge = "a red cube " + "x" * 50_000
+    res = run(huge, "--base", str(weights["base"]), "--steps", "1", "-q",
+              "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("Warning:") == 1
+    png = tmp_path / "00000.png"
+    assert png.stat().st_size < 20_000
+    text = Image.open(png).text
+    assert text["prompt_sha256"] == hashlib.sha256(huge.encode()).hexdigest()
+    assert len(text["prompt"]) == 200 and text["prompt_used"].startswith("a red cube x")

@@ -13,7 +13,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,70 +32,21 @@ from .eval_outputs import (
     write_json,
     write_pair,
 )
+from .eval_settings import (
+    META_FILE,
+    EvalSettings,
+    Stage,
+    check_resume,
+    prompts_digest,
+    resolve_settings,
+)
+from .out_dir import PROMPT_EXCERPT_CHARS, check_out_dir, prompt_record
 
-__all__ = ["EvalSettings", "Plan", "RunOptions", "Stage", "image_seed", "image_stems",
-           "next_eval_dir", "read_prompts", "run_eval", "slugify"]
+__all__ = ["EvalSettings", "Plan", "RunOptions", "Stage", "check_resume", "image_seed",
+           "image_stems", "next_eval_dir", "read_prompts", "resolve_settings", "run_eval",
+           "settings_for", "slugify"]
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-META_FILE = "metadata.json"
 GRID_FILE = "grid.png"
-
-
-@dataclass(frozen=True)
-class Stage:
-    """Sampling settings of one stage: sampler, steps (or a respacing like "fast27"),
-    classifier-free guidance (None = off)."""
-
-    sampler: str = "dpm++2m"
-    steps: int | str = 25
-    guidance: float | None = 3.0
-
-
-@dataclass
-class EvalSettings:
-    """Everything that decides the pictures (and so must match on ``--resume``)."""
-
-    base: str = "openai:base"
-    upsampler: str | None = None
-    base_stage: Stage = field(default_factory=Stage)
-    upsample_stage: Stage = field(default_factory=lambda: Stage("ddpm", "fast27", None))
-    n: int = 1
-    batch_size: int = 4
-    seed: int = 0
-    rerank: int = 0
-    precision: str = "fp32"
-    loras: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise GlidectlError(f"--n must be at least 1 (got {self.n}).")
-        if self.batch_size < 1:
-            raise GlidectlError(f"--batch-size must be at least 1 (got {self.batch_size}).")
-        if self.rerank and self.rerank < self.n:
-            raise GlidectlError(
-                f"--rerank {self.rerank} must be at least --n {self.n} (it draws K candidates "
-                "per prompt and keeps the best n)."
-            )
-        if self.precision == "no":
-            self.precision = "fp32"
-        if self.precision not in PRECISIONS:
-            raise GlidectlError(
-                f"Unknown --precision {self.precision!r}; use one of {', '.join(PRECISIONS)}."
-            )
-        for stage in (self.base_stage, self.upsample_stage):
-            if isinstance(stage.steps, int) and stage.steps < 1:
-                raise GlidectlError(f"Sampling steps must be at least 1 (got {stage.steps}).")
-
-    @property
-    def candidates(self) -> int:
-        """Images drawn per prompt: K with --rerank K, else n."""
-        return max(self.rerank, self.n)
-
-    def fingerprint(self) -> dict[str, Any]:
-        """The settings as saved in metadata.json and compared on --resume."""
-        d = asdict(self)
-        d["loras"] = list(self.loras)
-        return d
 
 
 # --------------------------------------------------------------------------- prompts and names
@@ -131,6 +82,10 @@ class Plan:
     settings: EvalSettings
     batches: list[list[tuple[int, int]]]
     done: set[int] = field(default_factory=set)
+    used: list[str] = field(default_factory=list)  # what the model reads of each prompt
+
+    def __post_init__(self) -> None:
+        self.used = self.used or list(self.prompts)
 
     @classmethod
     def make(cls, prompts: list[str], settings: EvalSettings) -> Plan:
@@ -158,35 +113,6 @@ class Plan:
         pending = len(self.pending_batches)
         stages = ["base"] + (["upsample"] if self.settings.upsampler else [])
         return {s: pending * calls_per_batch(s) for s in stages}
-
-
-def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
-                 fingerprint: dict[str, Any], models: dict[str, Any]) -> None:
-    """Raise unless ``out`` holds an interrupted run with these prompts, settings and models."""
-    if meta is None:
-        raise GlidectlError(
-            f"--resume: {str(out)!r} has no {META_FILE}, so there is no run to continue; "
-            "drop --resume (or use --skip-existing)."
-        )
-    if meta.get("prompts") != prompts:
-        raise GlidectlError(
-            f"--resume: the prompts differ from the run in {str(out)!r}; use the same prompts "
-            "file, or --skip-existing to reuse finished prompts."
-        )
-    saved = meta.get("settings", {})
-    for key, value in fingerprint.items():
-        if json.loads(json.dumps(saved.get(key))) != json.loads(json.dumps(value)):
-            raise GlidectlError(
-                f"--resume: setting {key!r} was {saved.get(key)!r} in {str(out)!r} but is now "
-                f"{value!r}; pass the same options or drop --resume."
-            )
-    for stage, info in models.items():
-        old = meta.get("models", {}).get(stage, {}).get("sha256")
-        if old != info.get("sha256"):
-            raise GlidectlError(
-                f"--resume: the {stage} model's weights changed since the run in {str(out)!r} "
-                f"(sha256 {str(old)[:12]} → {str(info.get('sha256'))[:12]}); drop --resume."
-            )
 
 
 # --------------------------------------------------------------------------- the run
@@ -238,8 +164,7 @@ def resolve_out(prompts: list[str], options: RunOptions) -> Path:
         else:
             out = next_eval_dir(options.eval_root)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise GlidectlError(f"--out {str(out)!r} is a file; pass a folder.")
+    check_out_dir(out)
     busy = out.is_dir() and any(out.iterdir())
     if busy and not (options.resume or options.skip_existing):
         raise GlidectlError(
@@ -265,7 +190,7 @@ def _load_clip(options: RunOptions, settings: EvalSettings, device: str) -> tupl
 def png_text(settings: EvalSettings, prompt: str, seed: int, candidate: int) -> dict[str, str]:
     """The generation parameters written into each PNG (deterministic: no times, no paths)."""
     return {
-        "prompt": prompt, "seed": str(seed), "candidate": str(candidate),
+        **prompt_record(prompt), "seed": str(seed), "candidate": str(candidate),
         "glidectl": json.dumps({"version": __version__, **settings.fingerprint()},
                                sort_keys=True),
     }
@@ -283,85 +208,122 @@ def _write_prompt(out: Path, plan: Plan, i: int, candidates: dict[int, Any],
         keep = [order[k] for k in rerank(scores, s.n)]
     else:
         keep = order[: s.n]
+    caption = plan.used[i]
     for stem, j in zip(plan.stems(i), keep, strict=True):
-        write_pair(out, stem, candidates[j], prompt,
+        write_pair(out, stem, candidates[j], caption,
                    png_text(s, prompt, image_seed(s.seed, i, j), j))
 
 
-def run_eval(
-    prompts_file: str | Path, settings: EvalSettings, options: RunOptions | None = None,
-    on_event: EventFn | None = None, stack: Any = None,
-) -> EvalReport:
-    """Generate every prompt's images into a numbered folder with a grid and metadata.json.
 
-    ``on_event(kind, **info)`` receives progress: start(total, done), stage(stage, total),
-    step(stage), images(count, rate), note(text). ``stack`` reuses loaded models.
-    """
-    from .eval_metrics import clip_metric, prompt_following
-    from .model_stack import load_stack, pick_device, stage_options
-    from .pipeline import prompt_warnings
 
-    options = options or RunOptions()
-    emit = on_event or _noop
-    t_start = time.perf_counter()
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOptions,
+                 precision: str | None = None) -> tuple[EvalSettings, list[str]]:
+    """The run's settings from the flags the user gave (None = not given; keys as in
+    :data:`glidectl.eval_settings.FLAG_NAMES`) and notes saying where defaults came from:
+    with --resume the run's recorded settings, else the base model's recommendations."""
+    from .devices import pick_device, pick_precision
+    from .model_cost import local_weights
+    from .pipeline import recommended_settings, resolve_upsampler
+
     prompts = read_prompts(prompts_file)
-    out = resolve_out(prompts, options)
-    plan = Plan.make(prompts, settings)
-    prior = read_metadata(out / META_FILE)
-    device = pick_device(options.device)
-    from . import plugins
-
-    plugins.samplers().get(settings.base_stage.sampler)  # typos fail before any loading
-    if settings.upsampler:
-        plugins.samplers().get(settings.upsample_stage.sampler)
-    scorer, clip_reason = _load_clip(options, settings, device)
-    if clip_reason:
-        emit("note", text=clip_reason)
-    t0 = time.perf_counter()
-    if stack is None:
-        stack = load_stack(settings.base, settings.upsampler, loras=settings.loras,
-                           precision=settings.precision, device=device, compile=options.compile)
-    load_s = time.perf_counter() - t0
-    models = {m.stage: m.info() for m in stack.models}
+    flags = dict(flags)
+    chosen = pick_precision(precision or "auto", pick_device(options.device))
+    notes = [chosen.line()] if precision in (None, "auto") else []
     if options.resume:
-        check_resume(prior, out, prompts, settings.fingerprint(), models)
-    if options.resume or options.skip_existing:
-        plan.mark_done(out)
+        out = resolve_out(prompts, options)
+        prior = read_metadata(out / META_FILE)
+        if prior is None or "settings" not in prior:
+            check_resume(prior, out, prompts, {}, {})
+        if precision is None:
+            notes = []
+        settings, more = resolve_settings(flags, chosen.name if precision else None,
+                                          recorded=prior["settings"], out=out)
+        return settings, notes + more
+    base = flags.get("base") or EvalSettings.base
+    flags["base"] = base
+    flags["upsampler"] = resolve_upsampler(base, flags.get("upsampler") or "auto")
+    recommended = recommended_settings(local_weights(base))
+    settings, more = resolve_settings(flags, chosen.name, recommended=recommended)
+    return settings, notes + more
+
+
+def _stage_options(settings: EvalSettings) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from .sampling import BASE_DEFAULTS, UPSAMPLE_DEFAULTS
+
     b, u = settings.base_stage, settings.upsample_stage
-    base_opts = stage_options(b.sampler, b.steps, b.guidance)
-    up_opts = stage_options(u.sampler, u.steps, u.guidance, upsampler=True)
-    stage_opts = {"base": base_opts, "upsample": up_opts}
-    calls = plan.model_calls(lambda s: stack.calls_per_batch(s, stage_opts[s]))
-    for m in stack.models:
-        for text in prompt_warnings(m.tokenizer, prompts, m.model.options.text_ctx):
-            emit("note", text=text)
+    return {"base": replace(BASE_DEFAULTS, sampler=b.sampler, steps=b.steps,
+                            guidance=b.guidance),
+            "upsample": replace(UPSAMPLE_DEFAULTS, sampler=u.sampler, steps=u.steps,
+                                guidance=u.guidance)}
+
+
+def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: EvalSettings,
+            models: dict[str, Any], device: str, options: RunOptions) -> dict[str, Any]:
+    """metadata.json's fixed part: versions, prompts (long ones bounded), settings, models."""
+    short = [prompt_record(p)["prompt"] for p in prompts]
     header = {
         "glidectl_version": __version__, "out": str(out), "prompts_file": str(prompts_file),
-        "prompts": prompts, "settings": settings.fingerprint(), "models": models,
+        "prompts": short, "settings": settings.fingerprint(), "models": models,
         "device": device, "compile": options.compile,
     }
-    if options.dry_run:
-        per_call = {s: stack.time_call(s, settings.batch_size, stage_opts[s]) for s in calls}
-        header["plan"] = {
-            "prompts": len(prompts), "prompts_done": len(plan.done), "n": settings.n,
-            "images": len(prompts) * settings.n, "batches": len(plan.batches),
-            "batches_pending": len(plan.pending_batches), "model_calls": calls,
-            "seconds_per_call": per_call,
-            "estimated_s": sum(calls[s] * per_call[s] for s in calls),
-            "estimate_basis": "model calls × one timed call per stage on this machine",
-        }
-        return EvalReport(out, header, dry_run=True)
+    if short != prompts:
+        header["prompts_sha256"] = prompts_digest(prompts)
+    return header
 
-    out.mkdir(parents=True, exist_ok=True)
-    clean_temp_files(out)
-    sessions = list((prior or {}).get("sessions", [])) if options.resume else []
-    write_json(out / META_FILE, {**header, "status": "running", "sessions": sessions})
-    total = len(prompts) * settings.n
-    emit("start", total=total, done=len(plan.done) * settings.n, out=str(out))
+
+def dry_run_plan(plan: Plan, settings: EvalSettings, device: str,
+                 pipeline: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(models, plan) without loading weights: sizes and FLOPs from each model's options;
+    one timed call per stage only when the weights are already on disk (or loaded)."""
+    from .model_cost import model_cost, spec_options
+    from .sampling import sigma_table_for
+
+    stage_opts = _stage_options(settings)
+    specs = {"base": settings.base, "upsample": settings.upsampler}
+    models, calls, per_call, flops = {}, {}, {}, {}
+    pending = len(plan.pending_batches)
+    for stage, spec in specs.items():
+        if not spec:
+            continue
+        opts, path = spec_options(spec)
+        guided = stage_opts[stage].guidance not in (None, 1.0)
+        cost = model_cost(opts, settings.batch_size, guided)
+        models[stage] = {"spec": spec, "path": str(path) if path else None,
+                         "local": path is not None, "kind": opts.kind,
+                         "image_size": opts.image_size, **cost}
+        calls[stage] = pending * stage_opts[stage].model_calls(sigma_table_for(opts))
+        flops[stage] = calls[stage] * cost["flops_per_call"]
+    local = all(m["local"] for m in models.values())
+    if local and pipeline is None:
+        from .pipeline import GlidePipeline
+
+        pipeline = GlidePipeline.from_specs(settings.base, settings.upsampler,
+                                            loras=settings.loras, device=device,
+                                            precision=settings.precision)
+    if pipeline is not None:
+        for stage in calls:
+            per_call[stage] = pipeline.time_call(stage, settings.batch_size, stage_opts[stage])
+    info = {
+        "prompts": len(plan.prompts), "prompts_done": len(plan.done), "n": settings.n,
+        "images": len(plan.prompts) * settings.n, "batches": len(plan.batches),
+        "batches_pending": pending, "model_calls": calls, "flops": flops,
+        "seconds_per_call": per_call,
+        "estimated_s": sum(calls[s] * per_call[s] for s in calls) if per_call else None,
+        "estimate_basis": ("model calls × one timed call per stage on this machine" if per_call
+                           else "no timing: weights not on disk (nothing was downloaded)"),
+    }
+    return models, info
+
+
+def _generate_all(plan: Plan, pipeline: Any, out: Path, scorer: Any, emit: EventFn,
+                  timings: dict[str, float]) -> set[int]:
+    """Sample every pending batch and write each prompt once all its candidates exist;
+    returns the prompts written in this session."""
+    settings, stage_opts = plan.settings, _stage_options(plan.settings)
     candidates: dict[int, dict[int, Any]] = {}
     fresh: set[int] = set()
-    timings: dict[str, float] = {}
     t_gen = time.perf_counter()
 
     def on_step(stage: str, done: int, stage_total: int) -> None:
@@ -369,10 +331,15 @@ def run_eval(
             emit("stage", stage=stage, total=stage_total)
         emit("step", stage=stage)
 
+    b, u = stage_opts["base"], stage_opts["upsample"]
     for batch in plan.pending_batches:
         seeds = [image_seed(settings.seed, i, j) for i, j in batch]
-        images = stack.generate([prompts[i] for i, _ in batch], seeds, base_opts,
-                                up_opts, on_step=on_step, timings=timings)
+        images = pipeline.generate(
+            [plan.prompts[i] for i, _ in batch], seeds=seeds, batch_size=len(batch),
+            on_step=on_step, timings=timings, warn=lambda m: None,
+            sampler=b.sampler, steps=b.steps, guidance=b.guidance, schedule=None,
+            upsample_sampler=u.sampler, upsample_steps=u.steps, upsample_guidance=u.guidance,
+            upsample_schedule=None)
         for (i, j), image in zip(batch, images, strict=True):
             if i in plan.done:
                 continue
@@ -383,26 +350,111 @@ def run_eval(
                 fresh.add(i)
                 rate = len(fresh) * settings.n / max(time.perf_counter() - t_gen, 1e-9)
                 emit("images", count=settings.n, rate=rate)
-    gen_s = time.perf_counter() - t_gen
+    return fresh
 
-    t_metrics = time.perf_counter()
+
+def _finish(out: Path, plan: Plan, fresh: set[int], scorer: Any, clip_reason: str | None,
+            header: dict[str, Any]) -> tuple[dict[str, Any], list[Any], Any]:
+    """Read every image back, score it, write grid.png; metadata fields and the images."""
+    from .eval_metrics import clip_metric, prompt_following
+    from .images import save_png
+
+    prompts = plan.prompts
     records, images = collect(out, prompts, [plan.stems(i) for i in range(len(prompts))],
                               fresh)
-    results = [prompt_following(images, [r["prompt"] for r in records]),
-               clip_metric(scorer, clip_reason, images, [r["prompt"] for r in records])]
+    for rec in records:
+        rec["prompt"] = prompt_record(rec["prompt"])["prompt"]
+    captions = [plan.used[r["prompt_index"]] for r in records]
+    results = [prompt_following(images, captions),
+               clip_metric(scorer, clip_reason, images, captions)]
     for k, rec in enumerate(records):
         rec["metrics"] = {m.name: m.values[k] for m in results
                           if m.absent is None and m.values[k] is not None}
     grid_image = grid(images)
-    from .images import save_png
-
     save_png(grid_image, out / GRID_FILE, {"glidectl": json.dumps(
-        {"version": __version__, "prompts": prompts, **settings.fingerprint()}, sort_keys=True)})
-    metrics_s = time.perf_counter() - t_metrics
+        {"version": __version__, "prompts": header["prompts"], **plan.settings.fingerprint()},
+        sort_keys=True)})
+    fields = {"metrics": {m.name: m.summary() for m in results}, "images": records,
+              "grid": GRID_FILE}
+    return fields, images, grid_image
+
+
+def _load(settings: EvalSettings, options: RunOptions, device: str) -> tuple[Any, float]:
+    from .pipeline import GlidePipeline
+
+    t0 = time.perf_counter()
+    pipeline = GlidePipeline.from_specs(settings.base, settings.upsampler,
+                                        loras=settings.loras, device=device,
+                                        precision=settings.precision, compile=options.compile)
+    return pipeline, time.perf_counter() - t0
+
+
+def run_eval(
+    prompts_file: str | Path, settings: EvalSettings, options: RunOptions | None = None,
+    on_event: EventFn | None = None, pipeline: Any = None,
+) -> EvalReport:
+    """Generate every prompt's images into a numbered folder with a grid and metadata.json.
+
+    ``on_event(kind, **info)`` receives progress: start(total, done), stage(stage, total),
+    step(stage), images(count, rate), note(text). ``pipeline`` reuses loaded models.
+    """
+    from . import plugins
+    from .devices import pick_device
+    from .pipeline import prompt_warnings
+    from .sampling import prompt_used
+
+    options = options or RunOptions()
+    emit = on_event or _noop
+    t_start = time.perf_counter()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    prompts = read_prompts(prompts_file)
+    out = resolve_out(prompts, options)
+    plan = Plan.make(prompts, settings)
+    prior = read_metadata(out / META_FILE)
+    device = pick_device(options.device)
+    plugins.samplers().get(settings.base_stage.sampler)  # typos fail before any loading
+    if settings.upsampler:
+        plugins.samplers().get(settings.upsample_stage.sampler)
+    if options.resume or options.skip_existing:
+        plan.mark_done(out)
+    if options.dry_run:
+        models, info = dry_run_plan(plan, settings, device, pipeline)
+        header = _header(prompts_file, prompts, out, settings, models, device, options)
+        return EvalReport(out, {**header, "plan": info}, dry_run=True)
+    scorer, clip_reason = _load_clip(options, settings, device)
+    if clip_reason:
+        emit("note", text=clip_reason)
+    load_s = 0.0
+    if pipeline is None:
+        pipeline, load_s = _load(settings, options, device)
+    models = pipeline.models_info()
+    header = _header(prompts_file, prompts, out, settings, models, device, options)
+    if options.resume:
+        check_resume(prior, out, prompts, settings.fingerprint(), models)
+    for stage, model in pipeline.stage_models().items():
+        tok = pipeline.tokenizer if stage == "base" else pipeline.upsampler_tokenizer
+        for text in prompt_warnings(tok, prompts, model.options.text_ctx):
+            emit("note", text=text)
+        if stage == "base":  # long prompts are stored as the text the model read
+            plan.used = [p if len(p) <= PROMPT_EXCERPT_CHARS else
+                         prompt_used(tok, p, model.options.text_ctx) for p in prompts]
+
+    out.mkdir(parents=True, exist_ok=True)
+    clean_temp_files(out)
+    sessions = list((prior or {}).get("sessions", [])) if options.resume else []
+    write_json(out / META_FILE, {**header, "status": "running", "sessions": sessions})
+    total = len(prompts) * settings.n
+    emit("start", total=total, done=len(plan.done) * settings.n, out=str(out))
+    timings: dict[str, float] = {}
+    t_gen = time.perf_counter()
+    fresh = _generate_all(plan, pipeline, out, scorer, emit, timings)
+    gen_s = time.perf_counter() - t_gen
+    t_metrics = time.perf_counter()
+    fields, images, grid_image = _finish(out, plan, fresh, scorer, clip_reason, header)
     generated = len(fresh) * settings.n
     session_timings = {
         "load_s": load_s, **{f"{k}_s": v for k, v in timings.items()}, "generate_s": gen_s,
-        "metrics_s": metrics_s, "total_s": time.perf_counter() - t_start,
+        "metrics_s": time.perf_counter() - t_metrics, "total_s": time.perf_counter() - t_start,
         "images_per_s": generated / gen_s if generated and gen_s > 0 else None,
     }
     sessions.append({"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -412,8 +464,7 @@ def run_eval(
         **header, "status": "complete",
         "counts": {"prompts": len(prompts), "images": total, "generated": generated,
                    "kept": total - generated},
-        "metrics": {m.name: m.summary() for m in results},
-        "images": records, "grid": GRID_FILE, "timings": session_timings, "sessions": sessions,
+        **fields, "timings": session_timings, "sessions": sessions,
     }
     notes = []
     if options.wandb_project:

@@ -1,278 +1,117 @@
 """Prompt → 64 px (classifier-free guidance) → optional 256 px upsampler → PIL images.
 
-Sampling with models in hand (:class:`GlidePipeline`, :func:`sample_base`,
-:func:`sample_upsample`) is kept apart from loading them (:func:`generate`), so training
-previews can sample an in-memory model. Image i of a request with seed s draws all its noise
-from its own generator (seed s+i; the upsampler stage s+i+1000003), so it comes out the same
-whatever the batch size.
+:class:`GlidePipeline` is the one sampling front end: ``glidectl sample``, ``eval`` and ``ui``
+load it with :meth:`GlidePipeline.from_specs` (models by spec, LoRAs, device, precision,
+compile; each model's spec, file and sha256 recorded) and call :meth:`GlidePipeline.generate`
+with one seed per image. Image i of a request with seed s uses seed s+i unless explicit
+``seeds`` are given; the upsampler stage adds 1000003.
 """
 
 from __future__ import annotations
 
-import warnings
+import hashlib
+import json
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
-from . import plugins
+from .devices import Precision, pick_device, pick_precision
 from .errors import GlidectlError
-from .images import from_pil, known_mask_from_pil, to_pil
-from .samplers.denoiser import GlideDenoiser
-from .samplers.noise import image_generators, per_image_noise_sampler, randn_per_image
-from .samplers.schedules import DEFAULT_SIGMA_MAX, build_sigmas, sigmas_from_alphas_cumprod
-from .samplers.spec import Sampler, as_sampler
-
-UPSAMPLE_TEMP = 0.997
-UPSAMPLE_SEED_OFFSET = 1_000_003
-PRECISIONS = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-Warn = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class StageOptions:
-    """How one stage (base or upsampler) samples."""
-
-    sampler: str = "dpm++2m"
-    steps: int | str = 25
-    schedule: str | None = None
-    guidance: float | None = 3.0
-    eta: float | None = None
-    temperature: float = 1.0
-    sigma_max: float | None = DEFAULT_SIGMA_MAX
-    clip_denoised: bool = True
-    quantize_t: bool = False
-    guidance_interval: tuple[float, float] | None = None  # guide only for LO <= σ <= HI
-    guidance_rescale: float = 0.0  # φ of guidance rescale (0 = off)
-    dynamic_threshold: float | None = None  # percentile of Imagen's x0 thresholding
-
-    def sampler_spec(self) -> Sampler:
-        return as_sampler(plugins.samplers().get(self.sampler))
-
-    def sigmas(self, table: np.ndarray) -> torch.Tensor:
-        spec = self.sampler_spec()
-        return build_sigmas(self.schedule or spec.schedule, self.steps, table,
-                            sigma_max=self.sigma_max)
-
-    def model_calls(self, alphas_cumprod: np.ndarray) -> int:
-        """Model forwards for one batch (one forward covers cond and uncond rows), given the
-        model's ᾱ table (:func:`sigma_table`)."""
-        sigmas = self.sigmas(sigmas_from_alphas_cumprod(alphas_cumprod))
-        return self.sampler_spec().model_calls(len(sigmas) - 1)
-
-
-BASE_DEFAULTS = StageOptions()
-UPSAMPLE_DEFAULTS = StageOptions(
-    sampler="ddpm", steps="fast27", guidance=None, temperature=UPSAMPLE_TEMP
+from .images import to_pil
+from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public entry point)
+    BASE_DEFAULTS,
+    PRECISIONS,
+    UPSAMPLE_DEFAULTS,
+    UPSAMPLE_SEED_OFFSET,
+    UPSAMPLE_TEMP,
+    StageOptions,
+    Warn,
+    as_image_tensor,
+    as_mask_tensor,
+    model_device,
+    prompt_warnings,
+    quantize_8bit,
+    sample_base,
+    sample_stage,
+    sample_upsample,
+    sigma_table,
+    tokenizer_for,
 )
+from .sampling import warn_all as _warn
+
+StepFn = Callable[[str, int, int], None]
+# safetensors metadata key of a trained model's recommended sampling settings (JSON)
+RECOMMENDED_KEY = "glidectl.sampling"
+RECOMMENDED_FIELDS = ("sampler", "steps", "schedule", "guidance", "eta", "sigma_max")
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (the model hash in metadata.json)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
-def tokenizer_for(model: torch.nn.Module, vocab_dir: str | None = None) -> Any:
-    """The tokenizer a model was trained with (``model.options.tokenizer``: gpt2 or byte)."""
-    from .tokenizer import get_tokenizer
+def recommended_settings(path: str | Path | None) -> dict[str, Any]:
+    """The sampling settings a trained model recommends (its checkpoint metadata); {} for
+    files without them, such as OpenAI's checkpoints (which keep the built-in defaults)."""
+    if path is None or Path(path).suffix != ".safetensors":
+        return {}
+    from .glide.checkpoints import read_metadata
 
-    return get_tokenizer(model.options.tokenizer, vocab_dir)
-
-
-def sigma_table(model: torch.nn.Module, diffusion: Any = None) -> np.ndarray:
-    """ᾱ of the model's own (unrespaced) noise schedule."""
-    if diffusion is not None:
-        return np.asarray(diffusion.original_alphas_cumprod, dtype=np.float64)
-    from .diffusion import create_diffusion
-
-    opts = model.options
-    return create_diffusion(opts.noise_schedule, opts.diffusion_steps).alphas_cumprod
-
-
-def prompt_warnings(tokenizer: Any, prompts: Sequence[str], ctx: int) -> list[str]:
-    """One message per distinct prompt longer than the model's text context."""
-    out = []
-    for prompt in dict.fromkeys(prompts):
-        count = tokenizer.count(prompt)
-        if count > ctx:
-            short = prompt if len(prompt) <= 40 else prompt[:37] + "..."
-            out.append(f"Prompt {short!r} is {count} tokens but the model reads {ctx}: "
-                       f"the last {count - ctx} tokens were dropped.")
-    return out
-
-
-def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
-    """Round [−1, 1] images to the 256 levels of an 8-bit PNG, as GLIDE does before upsampling."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
-
-
-@torch.no_grad()
-def sample_stage(
-    model: torch.nn.Module,
-    prompts: Sequence[str],
-    tokenizer: Any,
-    seeds: Sequence[int],
-    options: StageOptions = BASE_DEFAULTS,
-    *,
-    diffusion: Any = None,
-    low_res: torch.Tensor | None = None,
-    inpaint_image: torch.Tensor | None = None,
-    inpaint_mask: torch.Tensor | None = None,
-    precision: str = "no",
-    on_call: Callable[[], None] | None = None,
-) -> torch.Tensor:
-    """Sample one image per prompt (row i from generator ``seeds[i]``) → [N,3,H,W] in [−1, 1].
-
-    Text is encoded once (``model.encode_text``) and reused at every step. With guidance,
-    uncond rows use the empty caption and one forward covers both. Inpainting
-    (``inpaint_image`` [1|N,3,H,W], ``inpaint_mask`` [1|N,1,H,W], 1 = known) feeds both to the
-    network and keeps the known pixels in every x0 prediction, as GLIDE's notebook does.
-    """
-    opts = model.options
-    if len(seeds) != len(prompts):
-        raise ValueError("sample_stage needs one seed per prompt")
-    if precision not in PRECISIONS:
-        raise GlidectlError(f"Unknown precision {precision!r}; use no, fp16 or bf16.")
-    if (inpaint_image is None) != (inpaint_mask is None):
-        raise GlidectlError("Inpainting needs both an image and a mask.")
-    if inpaint_image is not None and not opts.inpaint:
-        raise GlidectlError(
-            f"Inpainting needs an inpaint model, but this is a {opts.kind!r} model; use "
-            "openai:base-inpaint / openai:upsample-inpaint or a model trained as one."
-        )
-    if opts.super_res and low_res is None:
-        raise GlidectlError(f"A {opts.kind} model needs a low-resolution input image.")
-    spec = options.sampler_spec()
-    device = model_device(model)
-    n = len(prompts)
-    guided = options.guidance is not None and options.guidance != 1.0
-    texts = list(prompts) + ([""] * n if guided else [])
-    tokens, mask = tokenizer.encode_batch(texts, opts.text_ctx)
-    text_emb = model.encode_text(tokens.to(device), mask.to(device))
-
-    def rows(t: torch.Tensor) -> torch.Tensor:
-        t = t.to(device=device, dtype=torch.float32)
-        return t.expand(n, *t.shape[1:]) if t.shape[0] == 1 else t
-
-    kwargs: dict[str, torch.Tensor] = {}
-    denoised_fn = None
-    if low_res is not None:
-        kwargs["low_res"] = rows(low_res)
-    if inpaint_image is not None and inpaint_mask is not None:
-        image, known = rows(inpaint_image), rows(inpaint_mask)
-        kwargs.update(inpaint_image=image * known, inpaint_mask=known)
-
-        def denoised_fn(x0: torch.Tensor) -> torch.Tensor:
-            return x0 * (1 - known) + image * known
-
-    denoiser = GlideDenoiser(
-        model, sigma_table(model, diffusion), text_emb=text_emb,
-        guidance=options.guidance if guided else None, model_kwargs=kwargs,
-        clip=options.clip_denoised and spec.clip, denoised_fn=denoised_fn,
-        quantize_t=options.quantize_t, autocast_dtype=PRECISIONS[precision], on_call=on_call,
-        guidance_interval=options.guidance_interval, guidance_rescale=options.guidance_rescale,
-        dynamic_threshold=options.dynamic_threshold,
-    )
-    sigmas = options.sigmas(denoiser.sigmas)
-    generators = image_generators(seeds)
-    size = opts.image_size
-    x_T = randn_per_image(generators, (3, size, size), device) * options.temperature
-    x = x_T * (1 + float(sigmas[0]) ** 2) ** 0.5
-    sampler_options: dict[str, Any] = {}
-    if options.eta is not None and spec.accepts("eta"):
-        sampler_options["eta"] = options.eta
-    out = spec(denoiser, x, sigmas, noise_sampler=per_image_noise_sampler(generators, x),
-               **sampler_options)
-    return out.clamp(-1, 1)
-
-
-def _warn(messages: list[str], warn: Warn | None) -> None:
-    for message in messages:
-        (warn or (lambda m: warnings.warn(m, stacklevel=3)))(message)
-
-
-def sample_base(
-    model: torch.nn.Module,
-    diffusion: Any,
-    prompts: Sequence[str],
-    tokenizer: Any = None,
-    sampler: str = BASE_DEFAULTS.sampler,
-    steps: int | str = BASE_DEFAULTS.steps,
-    guidance: float | None = BASE_DEFAULTS.guidance,
-    seed: int = 0,
-    **options: Any,
-) -> torch.Tensor:
-    """Base-model samples for ``prompts`` (image i seeded ``seed + i``) → [N,3,H,W] in [−1, 1].
-
-    ``diffusion`` (or None) only supplies the noise schedule; keyword ``options`` are
-    :class:`StageOptions` fields plus ``sample_stage``'s (inpainting, precision, on_call).
-    """
-    tokenizer = tokenizer or tokenizer_for(model)
-    stage, extra = _split(StageOptions(sampler=sampler, steps=steps, guidance=guidance), options)
-    _warn(prompt_warnings(tokenizer, prompts, model.options.text_ctx), extra.pop("warn", None))
-    seeds = [seed + i for i in range(len(prompts))]
-    return sample_stage(model, prompts, tokenizer, seeds, stage, diffusion=diffusion, **extra)
-
-
-def sample_upsample(
-    model: torch.nn.Module,
-    diffusion: Any,
-    prompts: Sequence[str],
-    tokenizer: Any,
-    low_res: torch.Tensor,
-    sampler: str = UPSAMPLE_DEFAULTS.sampler,
-    steps: int | str = UPSAMPLE_DEFAULTS.steps,
-    guidance: float | None = UPSAMPLE_DEFAULTS.guidance,
-    seed: int = 0,
-    **options: Any,
-) -> torch.Tensor:
-    """Upsample ``low_res`` [N,3,h,w] in [−1, 1] (quantised to 8 bits first) with noise
-    temperature 0.997 by default → [N,3,H,W] in [−1, 1]."""
-    tokenizer = tokenizer or tokenizer_for(model)
-    stage, extra = _split(replace(UPSAMPLE_DEFAULTS, sampler=sampler, steps=steps,
-                                  guidance=guidance), options)
-    _warn(prompt_warnings(tokenizer, prompts, model.options.text_ctx), extra.pop("warn", None))
-    seeds = [seed + i + UPSAMPLE_SEED_OFFSET for i in range(len(prompts))]
-    return sample_stage(model, prompts, tokenizer, seeds, stage, diffusion=diffusion,
-                        low_res=quantize_8bit(low_res), **extra)
-
-
-def _split(stage: StageOptions, options: dict[str, Any]) -> tuple[StageOptions, dict[str, Any]]:
-    fields = {k: v for k, v in options.items() if k in StageOptions.__dataclass_fields__}
-    return replace(stage, **fields), {k: v for k, v in options.items() if k not in fields}
-
-
-def _as_image_tensor(image: Any, size: int) -> torch.Tensor:
-    if isinstance(image, torch.Tensor):
-        t = image[None] if image.ndim == 3 else image
-        if t.shape[-1] != size:
-            t = torch.nn.functional.interpolate(t.float(), size=(size, size), mode="bicubic",
-                                                align_corners=False).clamp(-1, 1)
-        return t
-    return from_pil(_open(image), size)
-
-
-def _as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
-    if isinstance(mask, torch.Tensor):
-        t = mask.float()
-        t = t.reshape(1, 1, *t.shape[-2:]) if t.ndim < 4 else t
-        if t.shape[-1] != size:
-            t = torch.nn.functional.interpolate(t, size=(size, size), mode="nearest")
-        return t
-    return known_mask_from_pil(_open(mask), size)
-
-
-def _open(image: Any) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image
     try:
-        return Image.open(image)
-    except (OSError, ValueError) as exc:
-        raise GlidectlError(
-            f"Cannot read image {str(image)!r} ({exc}); pass a PNG or JPEG."
-        ) from exc
+        data = json.loads(read_metadata(path).get(RECOMMENDED_KEY, "{}"))
+    except (GlidectlError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if k in RECOMMENDED_FIELDS + ("prompts",)}
+
+
+@dataclass
+class ModelRecord:
+    """Where one loaded network came from: spec, file, LoRAs, recommended sampling."""
+
+    stage: str
+    spec: str
+    path: Path | None = None
+    loras: list[dict[str, Any]] = field(default_factory=list)
+    recommended: dict[str, Any] = field(default_factory=dict)
+    _sha: str | None = None
+
+    @property
+    def sha256(self) -> str | None:
+        if self._sha is None and self.path is not None:
+            self._sha = file_sha256(self.path)
+        return self._sha
+
+    def info(self, model: torch.nn.Module) -> dict[str, Any]:
+        """spec, file, sha256, kind, size and LoRAs, as metadata.json records them."""
+        opts = model.options
+        return {
+            "spec": self.spec, "path": str(self.path) if self.path else None,
+            "sha256": self.sha256, "kind": opts.kind, "image_size": opts.image_size,
+            "tokenizer": opts.tokenizer, "loras": self.loras,
+        }
+
+
+def default_upsampler(base: str | None) -> str | None:
+    """OpenAI's upsampler for OpenAI's base models; no upsampler for other models."""
+    return {"openai:base": "openai:upsample",
+            "openai:base-inpaint": "openai:upsample-inpaint"}.get(str(base))
+
+
+def resolve_upsampler(base: str | None, upsampler: str | None) -> str | None:
+    """``auto`` → :func:`default_upsampler`; ``none``/empty → None; a spec stays."""
+    if upsampler == "auto":
+        return default_upsampler(base) if base else None
+    return None if upsampler in (None, "", "none") else upsampler
 
 
 class GlidePipeline:
@@ -291,6 +130,8 @@ class GlidePipeline:
         upsampler_tokenizer: Any = None,
         vocab_dir: str | None = None,
         diffusion: Any = None,
+        precision: str | Precision = "fp32",
+        records: dict[str, ModelRecord] | None = None,
     ):
         if base is None and upsampler is None:
             raise GlidectlError("A pipeline needs a base model, an upsampler or both.")
@@ -306,9 +147,83 @@ class GlidePipeline:
         self.tokenizer = tokenizer or (tokenizer_for(base, vocab_dir) if base else None)
         self.upsampler_tokenizer = upsampler_tokenizer or (
             tokenizer_for(upsampler, vocab_dir) if upsampler else None)
+        any_model = base if base is not None else upsampler
+        self.precision = precision if isinstance(precision, Precision) else pick_precision(
+            precision, str(model_device(any_model)))
+        self.records = records or {}
 
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def from_specs(
+        cls, base: str | None = "openai:base", upsampler: str | None = "auto", *,
+        loras: Sequence[str] = (), device: str = "auto", precision: str = "auto",
+        compile: bool = False, vocab_dir: str | None = None,
+    ) -> GlidePipeline:
+        """Load models named by specs (``openai:base``, a file or a run folder).
+
+        ``upsampler="auto"`` picks OpenAI's upsampler for OpenAI's base, else none. Each
+        ``PATH[:SCALE]`` LoRA is merged into the model of the kind it was trained for; then
+        ``torch.compile`` when asked. ``records`` keeps each model's spec, file and sha256.
+        """
+        from .glide.loading import load_model, resolve_spec
+
+        dev = pick_device(device)
+        chosen = pick_precision(precision, dev)
+        up_spec = resolve_upsampler(base, upsampler)
+        models: dict[str, torch.nn.Module | None] = {"base": None, "upsample": None}
+        records: dict[str, ModelRecord] = {}
+        for stage, spec in (("base", base), ("upsample", up_spec)):
+            if spec:
+                path = resolve_spec(spec)
+                models[stage] = load_model(path, device=dev)
+                records[stage] = ModelRecord(stage, str(spec), path,
+                                             recommended=recommended_settings(path))
+        b, u = models["base"], models["upsample"]
+        if b is not None and u is not None and u.options.low_res_size != b.options.image_size:
+            raise GlidectlError(
+                f"The upsampler {up_spec!r} takes {u.options.low_res_size} px input but the "
+                f"base model {base!r} makes {b.options.image_size} px images; pick a matching "
+                "pair."
+            )
+        if loras:
+            from .lora import apply_loras_by_kind
+            from .lora.files import WEIGHTS_FILE
+
+            by_kind = {m.options.kind: records[s] for s, m in models.items() if m is not None}
+            for entry in apply_loras_by_kind([b, u], list(loras)):
+                record = {k: entry[k] for k in ("path", "scale", "modules")}
+                from .lora import read_adapter
+
+                sha = file_sha256(read_adapter(str(entry["path"])).path / WEIGHTS_FILE)
+                by_kind[entry["kind"]].loras.append({**record, "sha256": sha})
+        for model in (b, u):
+            if model is not None:
+                model.eval()
+                if compile:
+                    model.compile()
+        return cls(b, u, vocab_dir=vocab_dir, precision=chosen, records=records)
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.base if self.base is not None else self.upsampler)
+
+    def stage_models(self) -> dict[str, torch.nn.Module]:
+        """The loaded networks by stage name (base, upsample)."""
+        return {s: m for s, m in (("base", self.base), ("upsample", self.upsampler))
+                if m is not None}
+
+    def models_info(self) -> dict[str, dict[str, Any]]:
+        """Per stage: spec, file, sha256, kind, size and LoRAs (for metadata.json)."""
+        return {s: self.records.get(s, ModelRecord(s, "(in memory)")).info(m)
+                for s, m in self.stage_models().items()}
+
+    # ----------------------------------------------------------------- settings
     def stages(self, **kwargs: Any) -> tuple[StageOptions, StageOptions, dict[str, Any]]:
-        """Split ``generate`` keywords into base options, upsampler options and the rest."""
+        """Split ``generate`` keywords into base options, upsampler options and the rest.
+
+        Fields not given come from the model's recommended settings (its checkpoint
+        metadata), else from the built-in defaults.
+        """
         base, up, rest = {}, {}, {}
         for key, value in kwargs.items():
             if key.startswith("upsample_") and key[9:] in StageOptions.__dataclass_fields__:
@@ -322,44 +237,75 @@ class GlidePipeline:
         for key in ("sigma_max", "clip_denoised", "quantize_t"):
             if key in base and key not in up:
                 up[key] = base[key]
+        base = {**self.recommended("base"), **base}
+        up = {**self.recommended("upsample"), **up}
         return replace(BASE_DEFAULTS, **base), replace(UPSAMPLE_DEFAULTS, **up), rest
+
+    def recommended(self, stage: str = "base") -> dict[str, Any]:
+        """StageOptions fields the stage's model recommends (empty for OpenAI's models)."""
+        rec = self.records.get(stage)
+        return {k: v for k, v in (rec.recommended if rec else {}).items()
+                if k in RECOMMENDED_FIELDS}
+
+    def defaults_note(self, given: dict[str, Any], stage: str = "base") -> str | None:
+        """One line naming the settings taken from the model's recommendations (the
+        ``given`` keys — what the user set — excluded), or None when none were."""
+        used = {k: v for k, v in self.recommended(stage).items() if given.get(k) is None}
+        if not used:
+            return None
+        text = ", ".join(f"{k} {v}" for k, v in used.items())
+        flags = " / ".join(f"--{'upsample-' if stage != 'base' else ''}{k.replace('_', '-')}"
+                           for k in used)
+        return (f"Using the {stage} model's recommended sampling settings ({text}); "
+                f"pass {flags} to change them.")
 
     def model_calls(self, n_images: int, batch_size: int, base: StageOptions,
                     up: StageOptions, low_res: bool = False) -> int:
         """Model forwards for the whole request (for progress bars)."""
         batches = -(-n_images // batch_size)
-        total = 0
-        if self.base is not None and not low_res:
-            total += base.model_calls(sigma_table(self.base, self.diffusion))
-        if self.upsampler is not None:
-            total += up.model_calls(sigma_table(self.upsampler))
-        return total * batches
+        return sum(self.calls_per_batch(s, base if s == "base" else up)
+                   for s in self.stage_models() if not (s == "base" and low_res)) * batches
 
+    def calls_per_batch(self, stage: str, options: StageOptions) -> int:
+        """Network forwards for one batch of ``stage`` (cond and uncond rows share one)."""
+        model = self.stage_models().get(stage)
+        if model is None:
+            return 0
+        return options.model_calls(sigma_table(model, self.diffusion if stage == "base"
+                                               else None))
+
+    # ----------------------------------------------------------------- sampling
     def generate(
         self,
         prompts: str | Sequence[str],
         *,
         n: int = 1,
         seed: int = 0,
+        seeds: Sequence[int] | None = None,
         batch_size: int = 4,
         inpaint_image: Any = None,
         inpaint_mask: Any = None,
         low_res: Any = None,
-        precision: str = "no",
+        precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        on_step: StepFn | None = None,
+        timings: dict[str, float] | None = None,
         warn: Warn | None = None,
         output: str = "pil",
         **stage_options: Any,
     ) -> Any:
-        """``n`` images per prompt, image i (prompt-major) seeded ``seed + i``.
+        """``n`` images per prompt, image i (prompt-major) seeded ``seeds[i]`` (default
+        ``seed + i``).
 
         Stage keywords: ``sampler, steps, schedule, guidance, eta, sigma_max, clip_denoised,
         quantize_t, guidance_interval=(lo, hi), guidance_rescale=φ, dynamic_threshold=p``
         for the base; ``upsample_sampler, upsample_steps, upsample_schedule,
         upsample_guidance, upsample_eta, upsample_temp`` for the upsampler. ``low_res``
-        (image/tensor) skips the base and upsamples it. Returns PIL images whose ``info``
-        holds prompt, seed and the model calls of its batch (``model_calls``;
-        ``output="tensor"``: one [N,3,H,W] tensor in [−1, 1]).
+        (image/tensor) skips the base and upsamples it. ``progress(done, total)`` counts
+        model calls of the whole request, ``on_step(stage, done, total)`` those of one
+        stage of one batch; ``timings`` accumulates seconds per stage. Returns PIL images
+        whose ``info`` holds prompt, seed and the model calls of its batch (``model_calls``;
+        ``output="tensor"``: one [N,3,H,W] tensor).
         """
         base_opts, up_opts, rest = self.stages(**stage_options)
         if rest:
@@ -372,7 +318,14 @@ class GlidePipeline:
             raise GlidectlError("A low-res input image needs an upsampler model.")
         if low_res is None and self.base is None:
             raise GlidectlError("Without a base model, pass a low-res image to upsample.")
-        jobs = [(p, seed + i) for i, p in enumerate(p for p in prompts for _ in range(n))]
+        texts_all = [p for p in prompts for _ in range(n)]
+        seeds = list(seeds) if seeds is not None else [seed + i for i in range(len(texts_all))]
+        if len(seeds) != len(texts_all):
+            raise ValueError(f"generate() needs one seed per image ({len(texts_all)}), "
+                             f"got {len(seeds)}")
+        jobs = list(zip(texts_all, [int(s) for s in seeds], strict=True))
+        precision = (pick_precision(precision, str(self.device)) if precision
+                     else self.precision).autocast
         total = self.model_calls(len(jobs), batch_size, base_opts, up_opts, low_res is not None)
         done = 0
 
@@ -391,17 +344,17 @@ class GlidePipeline:
         outputs = []
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start:start + batch_size]
-            texts, seeds = [p for p, _ in batch], [s for _, s in batch]
+            texts, batch_seeds = [p for p, _ in batch], [s for _, s in batch]
             if low_res is not None:
-                images = _as_image_tensor(low_res, self.upsampler.options.low_res_size)
+                images = as_image_tensor(low_res, self.upsampler.options.low_res_size)
             else:
-                images = self._stage(self.base, self.tokenizer, texts, seeds, base_opts,
-                                     inpaint_image, inpaint_mask, None, precision, on_call)
+                images = self._stage("base", texts, batch_seeds, base_opts, inpaint_image,
+                                     inpaint_mask, None, precision, on_call, on_step, timings)
             if self.upsampler is not None:
-                up_seeds = [s + UPSAMPLE_SEED_OFFSET for s in seeds]
-                images = self._stage(self.upsampler, self.upsampler_tokenizer, texts, up_seeds,
-                                     up_opts, inpaint_image, inpaint_mask,
-                                     quantize_8bit(images), precision, on_call)
+                up_seeds = [s + UPSAMPLE_SEED_OFFSET for s in batch_seeds]
+                images = self._stage("upsample", texts, up_seeds, up_opts, inpaint_image,
+                                     inpaint_mask, quantize_8bit(images), precision, on_call,
+                                     on_step, timings)
             outputs.append(images.cpu())
         result = torch.cat(outputs)
         if output == "tensor":
@@ -412,48 +365,67 @@ class GlidePipeline:
             image.info.update(prompt=prompt, seed=str(s), model_calls=str(per_batch))
         return pil
 
-    def _stage(self, model, tokenizer, texts, seeds, options, inpaint_image, inpaint_mask,
-               low_res, precision, on_call) -> torch.Tensor:
+    def _stage(self, stage, texts, seeds, options, inpaint_image, inpaint_mask, low_res,
+               precision, on_call, on_step, timings) -> torch.Tensor:
+        model = self.base if stage == "base" else self.upsampler
+        tokenizer = self.tokenizer if stage == "base" else self.upsampler_tokenizer
         size = model.options.image_size
         image = mask = None
         if inpaint_image is not None or inpaint_mask is not None:
             if inpaint_image is None or inpaint_mask is None:
                 raise GlidectlError("Inpainting needs both --inpaint-image and --inpaint-mask.")
             if model.options.inpaint:
-                image = _as_image_tensor(inpaint_image, size)
-                mask = _as_mask_tensor(inpaint_mask, size)
+                image = as_image_tensor(inpaint_image, size)
+                mask = as_mask_tensor(inpaint_mask, size)
             elif not model.options.super_res:
                 raise GlidectlError(
                     f"Inpainting needs an inpaint base model, but this is a "
                     f"{model.options.kind!r} model; use openai:base-inpaint or a model "
                     "trained as base-inpaint."
                 )
-        return sample_stage(
+        stage_total, stage_done = (self.calls_per_batch(stage, options) if on_step else 0), 0
+
+        def call() -> None:
+            nonlocal stage_done
+            on_call()
+            if on_step is not None:
+                stage_done += 1
+                on_step(stage, stage_done, stage_total)
+
+        t0 = time.perf_counter()
+        out = sample_stage(
             model, texts, tokenizer, seeds, options,
-            diffusion=self.diffusion if model is self.base else None, low_res=low_res,
-            inpaint_image=image, inpaint_mask=mask, precision=precision, on_call=on_call,
+            diffusion=self.diffusion if stage == "base" else None, low_res=low_res,
+            inpaint_image=image, inpaint_mask=mask, precision=precision, on_call=call,
         )
+        if timings is not None:
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+        return out
 
-
-def default_upsampler(base: str) -> str | None:
-    """OpenAI's upsampler for OpenAI's base models; no upsampler for other models."""
-    return {"openai:base": "openai:upsample",
-            "openai:base-inpaint": "openai:upsample-inpaint"}.get(str(base))
+    def time_call(self, stage: str, batch: int, options: StageOptions) -> float:
+        """Seconds of one network forward at this batch size (after one warm-up call)."""
+        model = self.stage_models()[stage]
+        tokenizer = self.tokenizer if stage == "base" else self.upsampler_tokenizer
+        one = replace(options, sampler="euler", steps=1, schedule="karras")
+        low = None
+        if model.options.super_res:
+            size = model.options.low_res_size
+            low = torch.zeros(batch, 3, size, size)
+        seconds = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            sample_stage(model, [""] * batch, tokenizer, list(range(batch)), one, low_res=low,
+                         precision=self.precision.autocast)
+            seconds.append(time.perf_counter() - t0)
+        return seconds[-1]
 
 
 def load_pipeline(base: str | None = "openai:base", upsampler: str | None = "auto", *,
-                  device: str = "cpu", vocab_dir: str | None = None) -> GlidePipeline:
-    """Load models named by specs (``openai:base``, a file or a run dir) into a pipeline.
-    ``upsampler="auto"`` picks OpenAI's upsampler for OpenAI's base, else none."""
-    from .glide.loading import load_model
-
-    if upsampler == "auto":
-        upsampler = default_upsampler(base) if base else None
-    if upsampler in ("none", ""):
-        upsampler = None
-    base_model = load_model(base, device=device) if base else None
-    up_model = load_model(upsampler, device=device) if upsampler else None
-    return GlidePipeline(base_model, up_model, vocab_dir=vocab_dir)
+                  device: str = "cpu", vocab_dir: str | None = None,
+                  precision: str = "auto") -> GlidePipeline:
+    """:meth:`GlidePipeline.from_specs` with the common arguments."""
+    return GlidePipeline.from_specs(base, upsampler, device=device, vocab_dir=vocab_dir,
+                                    precision=precision)
 
 
 def generate(prompt: str | Sequence[str], base: str | None = "openai:base",

@@ -152,6 +152,19 @@ def test_bf16_keeps_fp32_master_weights(tiny):
     assert all(s.dtype == torch.float32 for s in trainer.ema.shadow)
 
 
+def test_auto_precision_trains_in_what_the_device_does_natively(tiny, monkeypatch):
+    from glidectl import devices
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU, auto follows the GPU")
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    trainer = Trainer(tiny(train=dict(steps=1, precision="auto")), quiet=True)
+    assert trainer.precision.name == "fp32" and trainer.accelerator.mixed_precision == "no"
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    trainer = Trainer(tiny(train=dict(steps=1, precision="auto")), quiet=True)
+    assert trainer.accelerator.mixed_precision == "bf16"
+
+
 def test_fp16_without_a_gpu_is_a_user_error(tiny):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

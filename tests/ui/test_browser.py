@@ -7,6 +7,7 @@ test-artifacts/ui.png.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -37,7 +38,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -62,20 +63,20 @@ def browser_tools() -> tuple[str, str]:
     return chromium, driver
 
 
-@pytest.fixture()
-def server(models_dir, tmp_path):
+@contextlib.contextmanager
+def _serve(models_dir: Path, tmp_path: Path, *extra: str, env: dict | None = None):
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1",
-           "GLIDECTL_HOME": str(tmp_path / "home")}
+           "GLIDECTL_HOME": str(tmp_path / "home"), **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "glidectl", "ui", "--models-dir", str(models_dir),
-         "--port", str(port), "--device", "cpu", "--output-dir", str(tmp_path / "out")],
+         "--port", str(port), "--device", "cpu", "--output-dir", str(tmp_path / "out"), *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_http(url, proc)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
@@ -83,6 +84,40 @@ def server(models_dir, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture()
+def server(models_dir, tmp_path):
+    with _serve(models_dir, tmp_path) as (url, _):
+        yield url
+
+
+def test_login_is_required_with_auth_over_real_http(models_dir, tmp_path):
+    """--auth through gradio's auth: no config without a login; a wrong password is refused."""
+    import http.cookiejar
+    import urllib.error
+    import urllib.parse
+
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'glidectl[ui]')")
+    with _serve(models_dir, tmp_path, env={"GLIDECTL_UI_AUTH": "alice:s3cret"}) as (url, _):
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(url + "config", timeout=10)
+        assert denied.value.code == 401
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+        def login(password: str) -> int:
+            form = urllib.parse.urlencode({"username": "alice", "password": password}).encode()
+            try:
+                with opener.open(url + "login", data=form, timeout=10) as resp:
+                    return resp.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert login("wrong") == 400
+        assert login("s3cret") == 200
+        with opener.open(url + "config", timeout=10) as resp:
+            assert resp.status == 200 and b"glidectl" in resp.read()
 
 
 def _set_number(driver, label: str, value: str) -> None:
@@ -120,14 +155,17 @@ def test_generate_in_a_real_browser(browser_tools, server, tmp_path):
         driver.find_element(By.CSS_SELECTOR, "#generate").click()
         images = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gallery img") or False)
         assert images[0].get_attribute("src")
-        seed = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#seed-used textarea")
-                          .get_attribute("value") or False)
-        assert int(seed) >= 0
+        seeds = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#seed-used textarea")
+                           .get_attribute("value") or False)
+        seed = int(seeds.split(",")[0])
+        assert seeds == f"{seed}, {seed + 1}"  # the seeds that made the two images
+        assert "Upsampler steps" not in driver.find_element(By.TAG_NAME, "body").text
         memory = driver.find_element(By.CSS_SELECTOR, "#memory textarea").get_attribute("value")
         assert "MiB" in memory or "GiB" in memory
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery img")) >= 2)
         used = driver.find_element(By.CSS_SELECTOR, "#settings-used").text
         assert '"base_steps": 2' in used and f'"seed": {seed}' in used
+        assert f'"image_seeds": [\n    {seed},\n    {seed + 1}\n  ]' in used
     finally:
         driver.save_screenshot(str(ARTIFACTS / "ui.png"))
         driver.quit()

@@ -7,6 +7,12 @@ from typing import Any
 
 import typer
 
+from .sample_cmd import DEVICE_HELP, GUIDANCE_HELP, PRECISION_HELP, steps_value
+
+SAMPLER_HELP = "Base sampler (default: the model's recommended, else dpm++2m)."
+STEPS_HELP = ("Base steps or a respacing such as fast27 (default: the model's recommended, "
+              "else 25).")
+
 
 class _RichEvents:
     """Renders evaluation events: an overall bar (images) and one bar per sampling stage."""
@@ -66,21 +72,26 @@ def _print_plan(console: Any, meta: dict[str, Any]) -> None:
     plan = meta["plan"]
     table = Table("plan", "value", title=f"glidectl eval --dry-run → {meta['out']}")
     for stage, info in meta["models"].items():
-        lora = ", ".join(f"{x['path']}:{x['scale']}" for x in info.get("loras", []))
-        text = (f"{info['spec']}  ({info['kind']}, {info['image_size']} px, sha256 "
-                f"{info['sha256'][:12]}){'  + LoRA ' + lora if lora else ''}")
+        where = "on disk" if info["local"] else "not downloaded"
+        text = (f"{info['spec']}  ({info['kind']}, {info['image_size']} px, "
+                f"{info['parameters'] / 1e6:.1f} M parameters, "
+                f"{info['weight_bytes'] / 2**20:.0f} MiB, {where})")
         table.add_row(f"{stage} model", escape(text))
     s = meta["settings"]
+    if s["loras"]:
+        table.add_row("LoRA", escape(", ".join(s["loras"])))
     table.add_row("base sampling", _stage_text(s["base_stage"]))
     if s["upsampler"]:
         table.add_row("upsampler sampling", _stage_text(s["upsample_stage"]))
+    table.add_row("precision", s["precision"])
     table.add_row("prompts", f"{plan['prompts']} ({plan['prompts_done']} already done)")
     table.add_row("images", f"{plan['images']} ({plan['n']} per prompt"
                   + (f", best of {s['rerank']} by CLIP" if s["rerank"] else "") + ")")
     table.add_row("batches", f"{plan['batches_pending']} of {plan['batches']} to run "
                   f"(batch size {s['batch_size']})")
     for stage, calls in plan["model_calls"].items():
-        table.add_row(f"{stage} model calls", str(calls))
+        table.add_row(f"{stage} model calls", f"{calls} ({plan['flops'][stage] / 1e12:.3g} "
+                      "TFLOP)")
     est = plan.get("estimated_s")
     table.add_row("estimated time", f"{est:.1f} s ({plan['estimate_basis']})" if est is not None
                   else plan["estimate_basis"])
@@ -114,49 +125,48 @@ def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
     console.print(table)
 
 
-def _steps(text: str) -> int | str:
-    """``"50"`` → 50; respacing strings (``fast27``, ``ddim50``, ``10,10,5``) stay strings."""
-    return int(text) if text.strip().isdigit() else text.strip()
-
-
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(
         prompts: Path = typer.Argument(..., help="Text file: one prompt a line; # comments."),
         out: Path | None = typer.Option(
             None, "--out", "-o", help="Output folder (default: the next eval/NNNN)."),
-        base: str = typer.Option(
-            "openai:base", "--base", help="Base model: openai:base, a weights file or a run."),
+        base: str | None = typer.Option(
+            None, "--base", help="Base model: openai:base (default), a weights file or a run."),
         upsampler: str | None = typer.Option(
-            None, "--upsampler", help="Optional 64→256 upsampler (e.g. openai:upsample)."),
-        n: int = typer.Option(1, "--n", help="Images per prompt."),
-        batch_size: int = typer.Option(4, "--batch-size", "-b", help="Images per model batch."),
-        seed: int = typer.Option(0, "--seed", help="Seed; image j of prompt i uses (seed, i, j)."),
-        sampler: str = typer.Option("dpm++2m", "--sampler", help="Base-stage sampler."),
-        steps: str = typer.Option(
-            "25", "--steps", help="Base-stage steps (or a respacing such as fast27)."),
-        guidance: float = typer.Option(3.0, "--guidance", help="Base classifier-free guidance."),
-        up_sampler: str = typer.Option(
-            "ddpm", "--upsample-sampler", "--up-sampler", help="Upsampler sampler."),
-        up_steps: str = typer.Option(
-            "fast27", "--upsample-steps", "--up-steps", help="Upsampler steps."),
+            None, "--upsampler", help="Upsampler model spec, 'none', or 'auto' (default: "
+            "OpenAI's for OpenAI's base, else none)."),
+        n: int | None = typer.Option(None, "--n", help="Images per prompt (default 1)."),
+        batch_size: int | None = typer.Option(
+            None, "--batch-size", "-b", help="Images per model batch (default 4)."),
+        seed: int | None = typer.Option(
+            None, "--seed", help="Seed (default 0); image j of prompt i uses (seed, i, j)."),
+        sampler: str | None = typer.Option(None, "--sampler", help=SAMPLER_HELP),
+        steps: str | None = typer.Option(None, "--steps", help=STEPS_HELP),
+        guidance: float | None = typer.Option(None, "--guidance", help=GUIDANCE_HELP),
+        up_sampler: str | None = typer.Option(
+            None, "--upsample-sampler", "--up-sampler", help="Upsampler sampler (default ddpm)."),
+        up_steps: str | None = typer.Option(
+            None, "--upsample-steps", "--up-steps", help="Upsampler steps (default fast27)."),
         up_guidance: float | None = typer.Option(
             None, "--upsample-guidance", "--up-guidance",
             help="Upsampler guidance (default: none, as OpenAI)."),
         resume: bool = typer.Option(
-            False, "--resume", help="Continue an interrupted run in --out (or the latest)."),
+            False, "--resume", help="Continue an interrupted run in --out (or the latest) with "
+            "its recorded settings."),
         skip_existing: bool = typer.Option(
             False, "--skip-existing", help="Skip prompts whose images already exist in --out."),
         dry_run: bool = typer.Option(
-            False, "--dry-run", help="Print the plan (models, counts, calls, time) and exit."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
-        precision: str = typer.Option(
-            "no", "--precision", help="Autocast: no (fp32), fp16 or bf16."),
+            False, "--dry-run", help="Print the plan (models, counts, calls, FLOPs, time) and "
+            "exit; loads no weights that are not on disk."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+        precision: str | None = typer.Option(
+            None, "--precision", help=PRECISION_HELP + " Default auto."),
         compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks."),
         lora: list[str] | None = typer.Option(
             None, "--lora", help="LoRA adapter PATH[:SCALE] (repeatable)."),
-        rerank: int = typer.Option(
-            0, "--rerank", help="Draw K candidates per prompt, keep the n best by CLIP."),
+        rerank: int | None = typer.Option(
+            None, "--rerank", help="Draw K candidates per prompt, keep the n best by CLIP."),
         clip_model: str = typer.Option("ViT-B-32", "--clip-model", help="open_clip model name."),
         clip_weights: str | None = typer.Option(
             None, "--clip-weights", help="Local CLIP weights file (never downloaded)."),
@@ -168,30 +178,39 @@ def register(app: typer.Typer) -> None:
         """Generate images for every prompt in PROMPTS; write PNGs, grid.png and metadata.json."""
         from rich.console import Console
 
-        from ..evaluation import EvalSettings, RunOptions, Stage, run_eval
+        from ..devices import check_precision
+        from ..evaluation import RunOptions, run_eval, settings_for
         from ..lora import parse_lora_spec
 
-        specs = [parse_lora_spec(x) for x in lora or []]
-        settings = EvalSettings(
-            base=base, upsampler=upsampler, base_stage=Stage(sampler, _steps(steps), guidance),
-            upsample_stage=Stage(up_sampler, _steps(up_steps), up_guidance), n=n,
-            batch_size=batch_size, seed=seed, rerank=rerank, precision=precision,
-            loras=tuple(f"{s.path}:{s.scale}" for s in specs),
-        )
+        if precision is not None:
+            check_precision(precision)
         options = RunOptions(
             out=out, resume=resume, skip_existing=skip_existing, dry_run=dry_run,
             device=device, compile=compile_, clip_model=clip_model, clip_weights=clip_weights,
             wandb_project=wandb_project, wandb_entity=wandb_entity, wandb_mode=wandb_mode or "",
         )
+        flags = {
+            "base": base, "upsampler": upsampler, "n": n, "batch_size": batch_size,
+            "seed": seed, "rerank": rerank,
+            "loras": [f"{s.path}:{s.scale}" for s in map(parse_lora_spec, lora)] if lora
+            else None,
+            "base_stage.sampler": sampler, "base_stage.steps": steps_value(steps),
+            "base_stage.guidance": guidance, "upsample_stage.sampler": up_sampler,
+            "upsample_stage.steps": steps_value(up_steps),
+            "upsample_stage.guidance": up_guidance,
+        }
+        settings, notes = settings_for(prompts, flags, options, precision)
         console = Console()
+        for note in notes:
+            console.print(note, markup=False, highlight=False)
         events = _RichEvents(console)
         try:
             report = run_eval(prompts, settings, options, on_event=events)
         except KeyboardInterrupt:
             events("end")
             where = f" --out {events.out}" if events.out else ""
-            console.print(f"Interrupted; finished prompts are kept. Continue with the same "
-                          f"command plus --resume{where}.", markup=False)
+            console.print(f"Interrupted; finished prompts are kept. Continue with "
+                          f"`glidectl eval {prompts} --resume{where}`.", markup=False)
             raise typer.Exit(130) from None
         finally:
             events("end")

@@ -5,8 +5,29 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import typer
+
+SAMPLER_HELP = ("Base sampler (default: the model's recommended, else dpm++2m; see "
+                "`glidectl plugins --all`: ddpm, ddim, plms, euler, ...).")
+STEPS_HELP = ("Base steps (σ's visited, not model calls: heun's 10 steps are 19 calls; the "
+              "progress bar and PNGs count calls), or a GLIDE respacing string (ddim50, "
+              "fast27) with --schedule respaced (default: the model's recommended, else 25).")
+SCHEDULE_HELP = ("Step schedule: auto (the sampler's own), respaced, karras, exponential, "
+                 "logsnr, polyexponential, optimised or a plugin's (default: the model's "
+                 "recommended, else auto).")
+GUIDANCE_HELP = "Classifier-free guidance scale, 1 = none (default: the model's, else 3)."
+PRECISION_HELP = ("auto (bf16 where the device computes it natively, else fp32), fp32, bf16 "
+                  "or fp16.")
+DEVICE_HELP = "auto, cpu, cuda, cuda:1, mps."
+
+
+def steps_value(text: str | None) -> int | str | None:
+    """``"50"`` → 50; respacing strings (``fast27``, ``ddim50``, ``10,10,5``) stay strings."""
+    if text is None:
+        return None
+    return int(text) if text.strip().isdigit() else text.strip()
 
 
 def _next_index(out: Path) -> int:
@@ -16,33 +37,86 @@ def _next_index(out: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
-def _device(name: str) -> str:
-    import torch
+def _check_inputs(sampler: str | None, upsample_sampler: str, paths: list[Path | None],
+                  base: str, low_res: Path | None, out: Path) -> None:
+    """Everything that can be checked before a model loads: names, files, --out."""
+    from .. import plugins
+    from ..errors import GlidectlError
+    from ..out_dir import check_out_dir
 
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    for name in (sampler, upsample_sampler):
+        if name is not None:
+            plugins.samplers().get(name)  # unknown name: one line with the nearest match
+    for path in paths:
+        if path is not None and not path.is_file():
+            raise GlidectlError(f"Image file {str(path)!r} does not exist; fix the path.")
+    if base == "none" and low_res is None:
+        raise GlidectlError("--base none needs --low-res IMAGE to upsample.")
+    check_out_dir(out)
+
+
+def _progress(err: Any, quiet: bool) -> tuple[Any, Any]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("model calls"), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=quiet,
+    )
+    task = progress.add_task("sample", total=None, rate="")
+
+    def on_progress(done: int, total: int) -> None:
+        elapsed = progress.tasks[0].elapsed or 0.0
+        rate = f"{done / elapsed:.2f}/s" if elapsed > 0 else ""
+        progress.update(task, completed=done, total=total, rate=rate)
+
+    return progress, on_progress
+
+
+def _write(images: list[Any], pipe: Any, prompts: list[str], seed: int, out: Path,
+           common: dict[str, Any], grid: bool) -> None:
+    """Numbered PNGs with their parameters (long prompts bounded), then the grid."""
+    from ..images import make_grid, save_png
+    from ..out_dir import prompt_record
+    from ..sampling import prompt_used
+
+    out.mkdir(parents=True, exist_ok=True)
+    start = _next_index(out)
+    model = pipe.base if pipe.base is not None else pipe.upsampler
+    tok = pipe.tokenizer if pipe.base is not None else pipe.upsampler_tokenizer
+    records = {p: prompt_record(p, prompt_used(tok, p, model.options.text_ctx)
+                                if len(p) > 200 else None) for p in dict.fromkeys(prompts)}
+    written = []
+    for i, image in enumerate(images):
+        params = {**records[image.info["prompt"]], "seed": int(image.info["seed"]),
+                  "model_calls": int(image.info["model_calls"]), **common}
+        text = {k: str(v) for k, v in params.items() if v is not None}
+        text["parameters"] = json.dumps(params)
+        written.append(save_png(image, out / f"{start + i:05d}.png", text))
+    for path in written:
+        typer.echo(str(path))
+    if grid:
+        short = [records[p]["prompt"] for p in prompts]
+        text = {"prompts": json.dumps(short), "seed": str(seed),
+                "parameters": json.dumps({"prompts": short, "seed": seed, **common})}
+        typer.echo(str(save_png(make_grid(images), out / f"grid-{start:05d}.png", text)))
 
 
 def register(app: typer.Typer) -> None:
     @app.command("sample")
     def sample_command(
         prompts: list[str] = typer.Argument(..., help="Prompt(s); each gives --n images."),
-        sampler: str = typer.Option("dpm++2m", "--sampler", help="Base sampler (see "
-                                    "`glidectl plugins --all`: ddpm, ddim, plms, euler, ...)."),
-        steps: str = typer.Option("25", "--steps", help="Base steps (σ's visited, not model "
-                                  "calls: heun's 10 steps are 19 calls; the progress bar and "
-                                  "PNGs count calls), or a GLIDE respacing string (ddim50, "
-                                  "fast27) with --schedule respaced."),
-        schedule: str = typer.Option("auto", "--schedule", help="Step schedule: auto (the "
-                                     "sampler's own), respaced, karras, exponential, logsnr, "
-                                     "polyexponential, optimised or a plugin's."),
-        guidance: float = typer.Option(3.0, "--guidance", help="Classifier-free guidance "
-                                       "scale (1 = none)."),
+        sampler: str | None = typer.Option(None, "--sampler", help=SAMPLER_HELP),
+        steps: str | None = typer.Option(None, "--steps", help=STEPS_HELP),
+        schedule: str | None = typer.Option(None, "--schedule", help=SCHEDULE_HELP),
+        guidance: float | None = typer.Option(None, "--guidance", help=GUIDANCE_HELP),
         guidance_interval: str | None = typer.Option(None, "--guidance-interval", help="Guide "
                                                      "only for σ in LO,HI (e.g. 0.3,5)."),
         guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="Rescale the "
@@ -80,8 +154,8 @@ def register(app: typer.Typer) -> None:
                                         "timestep to an integer (default: fractional t)."),
         out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder."),
         grid: bool = typer.Option(False, "--grid", help="Also write a grid of all images."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
-        precision: str = typer.Option("no", "--precision", help="Autocast: no, fp16, bf16."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+        precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
         vocab_dir: str | None = typer.Option(None, "--vocab-dir", help="GPT-2 vocabulary "
                                              "folder (encoder.json, vocab.bpe)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -90,104 +164,71 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate images for PROMPT(s) with a GLIDE model (and its upsampler)."""
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
-        from .. import __version__, plugins
+        from .. import __version__
+        from ..devices import check_precision
         from ..errors import GlidectlError
-        from ..images import make_grid, save_png
-        from ..samplers.guidance import check_guidance_tools, parse_interval
+        from ..pipeline import GlidePipeline, resolve_upsampler
 
         err = Console(stderr=True)
-        for name in (sampler, upsample_sampler):
-            plugins.samplers().get(name)  # unknown name: one line with the nearest match
-        if precision not in ("no", "fp16", "bf16"):
-            raise GlidectlError(f"Unknown --precision {precision!r}; use no, fp16 or bf16.")
-        for path in (low_res, inpaint_image, inpaint_mask):
-            if path is not None and not path.is_file():
-                raise GlidectlError(f"Image file {str(path)!r} does not exist; fix the path.")
-        check_guidance_tools(parse_interval(guidance_interval) if guidance_interval else None,
-                             guidance_rescale, dynamic_threshold)
-        if base == "none" and low_res is None:
-            raise GlidectlError("--base none needs --low-res IMAGE to upsample.")
+        check_precision(precision)
+        from ..samplers.guidance import check_guidance_tools, parse_interval
 
-        from ..glide.loading import load_model
-        from ..pipeline import GlidePipeline, default_upsampler
-
-        dev = _device(device)
+        interval = parse_interval(guidance_interval) if guidance_interval else None
+        check_guidance_tools(interval, guidance_rescale, dynamic_threshold)
+        _check_inputs(sampler, upsample_sampler, [low_res, inpaint_image, inpaint_mask],
+                      base, low_res, out)
         base_spec = None if base == "none" or low_res is not None else base
-        up_spec = default_upsampler(base) if upsampler == "auto" else upsampler
-        up_spec = None if up_spec in (None, "none", "") else up_spec
+        up_spec = resolve_upsampler(base, upsampler)
         if low_res is not None and up_spec is None:
             raise GlidectlError("--low-res needs an upsampler: pass --upsampler SPEC.")
         with err.status("Loading models..."):
-            base_model = load_model(base_spec, device=dev) if base_spec else None
-            up_model = load_model(up_spec, device=dev) if up_spec else None
-            if lora:
-                from ..lora import apply_loras_by_kind
+            pipe = GlidePipeline.from_specs(base_spec, up_spec, loras=lora or (),
+                                            device=device, precision=precision,
+                                            vocab_dir=vocab_dir)
 
-                loras = apply_loras_by_kind([base_model, up_model], lora)
-        pipe = GlidePipeline(base_model, up_model, vocab_dir=vocab_dir)
-        options = dict(
-            sampler=sampler, steps=int(steps) if steps.isdigit() else steps,
-            schedule=None if schedule == "auto" else schedule, guidance=guidance, eta=eta,
+        def say(message: str) -> None:
+            err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+        given = dict(sampler=sampler, steps=steps_value(steps),
+                     schedule=None if schedule == "auto" else schedule, guidance=guidance,
+                     eta=eta)
+        say(pipe.precision.line())
+        note = pipe.defaults_note(dict(given, schedule=schedule)) if base_spec else None
+        if note:
+            say(note)
+        options = {k: v for k, v in given.items() if v is not None}
+        if schedule == "auto":
+            options["schedule"] = None
+        options.update(
             sigma_max=sigma_max, quantize_t=quantize_t, upsample_sampler=upsample_sampler,
-            guidance_interval=parse_interval(guidance_interval) if guidance_interval else None,
-            guidance_rescale=guidance_rescale, dynamic_threshold=dynamic_threshold,
-            upsample_steps=int(upsample_steps) if upsample_steps.isdigit() else upsample_steps,
-            upsample_guidance=upsample_guidance, upsample_temp=upsample_temp,
+            guidance_interval=interval, guidance_rescale=guidance_rescale,
+            dynamic_threshold=dynamic_threshold,
+            upsample_steps=steps_value(upsample_steps), upsample_guidance=upsample_guidance,
+            upsample_temp=upsample_temp,
         )
-        progress = Progress(
-            TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("model calls"), TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=quiet,
-        )
-        task = progress.add_task("sample", total=None, rate="")
-
-        def on_progress(done: int, total: int) -> None:
-            elapsed = progress.tasks[0].elapsed or 0.0
-            rate = f"{done / elapsed:.2f}/s" if elapsed > 0 else ""
-            progress.update(task, completed=done, total=total, rate=rate)
-
+        base_opts, up_opts, _ = pipe.stages(**options)
+        progress, on_progress = _progress(err, quiet)
         with progress:
             images = pipe.generate(
                 prompts, n=n, seed=seed, batch_size=batch_size, low_res=low_res,
-                inpaint_image=inpaint_image, inpaint_mask=inpaint_mask, precision=precision,
-                progress=on_progress,
+                inpaint_image=inpaint_image, inpaint_mask=inpaint_mask, progress=on_progress,
                 warn=lambda message: err.print(f"[yellow]Warning:[/] {message}", highlight=False,
-                                           soft_wrap=True),
+                                               soft_wrap=True),
                 **options,
             )
-        out.mkdir(parents=True, exist_ok=True)
-        start = _next_index(out)
         common = {
-            "sampler": sampler, "steps": steps, "schedule": schedule, "guidance": guidance,
+            "sampler": base_opts.sampler, "steps": str(base_opts.steps),
+            "schedule": base_opts.schedule or "auto", "guidance": base_opts.guidance,
             "eta": eta, "guidance_interval": guidance_interval,
             "guidance_rescale": guidance_rescale or None, "dynamic_threshold": dynamic_threshold,
             "base": base_spec, "upsampler": up_spec,
-            "upsample_sampler": upsample_sampler if up_spec else None,
-            "upsample_steps": upsample_steps if up_spec else None,
+            "upsample_sampler": up_opts.sampler if up_spec else None,
+            "upsample_steps": str(up_opts.steps) if up_spec else None,
             "upsample_guidance": upsample_guidance, "low_res": str(low_res) if low_res else None,
             "inpaint_image": str(inpaint_image) if inpaint_image else None,
-            "precision": precision, "glidectl": __version__,
-            "loras": [f"{x['path']}:{x['scale']:g}" for x in loras] if lora else None,
+            "precision": pipe.precision.name, "glidectl": __version__,
+            "loras": [f"{x['path']}:{x['scale']:g}" for r in pipe.records.values()
+                      for x in r.loras] or None,
         }
-        written = []
-        for i, image in enumerate(images):
-            params = {"prompt": image.info["prompt"], "seed": int(image.info["seed"]),
-                      "model_calls": int(image.info["model_calls"]), **common}
-            text = {k: str(v) for k, v in params.items() if v is not None}
-            text["parameters"] = json.dumps(params)
-            written.append(save_png(image, out / f"{start + i:05d}.png", text))
-        for path in written:
-            typer.echo(str(path))
-        if grid:
-            text = {"prompts": json.dumps(prompts), "seed": str(seed),
-                    "parameters": json.dumps({"prompts": prompts, "seed": seed, **common})}
-            typer.echo(str(save_png(make_grid(images), out / f"grid-{start:05d}.png", text)))
+        _write(images, pipe, prompts, seed, out, common, grid)

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
 import typer
+
+AUTH_ENV = "GLIDECTL_UI_AUTH"
+
+
+def parse_auth(text: str | None, where: str = "--auth") -> tuple[str, str] | None:
+    """``user:password`` → (user, password); empty → None; anything else one clear error."""
+    from ..errors import GlidectlError
+
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise GlidectlError(f"{where} must be USER:PASSWORD (both non-empty), e.g. "
+                            "alice:s3cret.")
+    return user, password
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and 127.x / ::1 addresses (reachable from this machine only)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def register(app: typer.Typer) -> None:
@@ -20,6 +46,12 @@ def register(app: typer.Typer) -> None:
         share: bool = typer.Option(
             False, "--share", help="Also open a public gradio.live link (needs internet)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+        precision: str = typer.Option(
+            "auto", "--precision", help="Default precision in the page: auto (bf16 where "
+            "native, else fp32), fp32, bf16 or fp16."),
+        auth: str | None = typer.Option(
+            None, "--auth", help=f"Ask for a login USER:PASSWORD (or set {AUTH_ENV}); "
+            "recommended with --share or a --host beyond this machine."),
         output_dir: Path | None = typer.Option(
             None, "--output-dir", help="Where generated PNGs are kept (default: a temp dir)."),
     ) -> None:
@@ -37,8 +69,17 @@ def register(app: typer.Typer) -> None:
             raise GlidectlError(
                 f"--models-dir {str(models_dir)!r} is not a folder; pass a folder of weights."
             )
+        from ..devices import check_precision
         from ..ui.app import launch
         from ..ui.backend import UiBackend
 
-        launch(UiBackend(models_dir, device=device, output_dir=output_dir), host=host,
-               port=port, share=share)
+        check_precision(precision)
+        login = parse_auth(auth) or parse_auth(os.environ.get(AUTH_ENV), AUTH_ENV)
+        if share or not is_loopback(host):
+            reach = "anyone with the gradio.live link" if share else f"other machines ({host})"
+            guard = "a login is required" if login else (
+                f"there is NO login: pass --auth USER:PASSWORD or set {AUTH_ENV}")
+            typer.echo(f"Warning: the UI is reachable by {reach}; {guard}.", err=True)
+        backend = UiBackend(models_dir, device=device, output_dir=output_dir,
+                            precision=precision)
+        launch(backend, host=host, port=port, share=share, auth=login)

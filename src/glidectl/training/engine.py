@@ -166,7 +166,10 @@ class Trainer:
                 f"{' or '.join(kinds)} models; set model.kind or use the other command "
                 "(train: base models, upsample: upsamplers)."
             )
-        if tc.precision == "fp16" and not _has_accelerator_device():
+        from ..devices import training_precision
+
+        self.precision = training_precision(tc.precision)
+        if self.precision.name == "fp16" and not _has_accelerator_device():
             raise GlidectlError(
                 "train.precision = \"fp16\" needs a GPU (it uses a GradScaler on CUDA); on a "
                 "CPU use \"bf16\" or \"no\"."
@@ -181,7 +184,7 @@ class Trainer:
         AcceleratorState._reset_state()
         GradientState._reset_state()
         self.accelerator = acc = Accelerator(
-            mixed_precision=tc.precision, gradient_accumulation_steps=tc.grad_accum,
+            mixed_precision=self.precision.autocast, gradient_accumulation_steps=tc.grad_accum,
             step_scheduler_with_optimizer=False, cpu=not _has_accelerator_device(),
         )
         self.main = acc.is_main_process
@@ -262,6 +265,8 @@ class Trainer:
         self.display = Display(
             self.total_steps, self.state.step, live=live, enabled=self.main and not quiet
         )
+        if tc.precision == "auto":
+            self.display.message(self.precision.line())
         self.previewer = Previewer(cfg, self.bundle, self.unwrapped, holdout) if self.main else None
 
     # ------------------------------------------------------------------ helpers

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .backend import EXAMPLE_PROMPTS, PRECISIONS, UiBackend
+from .backend import PRECISIONS, UiBackend
 from .models import NONE_LABEL
 
 
@@ -25,6 +25,19 @@ def _gallery(gr: Any) -> Any:
     return gr.Gallery(**kwargs)
 
 
+def _recommended_values(backend: UiBackend, base: str | None,
+                        samplers: list[str]) -> tuple[str, int, float]:
+    """(sampler, steps, guidance) the base model recommends, else ``glidectl sample``'s."""
+    from ..sampling import BASE_DEFAULTS
+
+    rec = backend.recommended(base)
+    sampler = rec.get("sampler") if rec.get("sampler") in samplers else BASE_DEFAULTS.sampler
+    steps = rec.get("steps", BASE_DEFAULTS.steps)
+    steps = steps if isinstance(steps, int) else BASE_DEFAULTS.steps
+    guidance = rec.get("guidance", BASE_DEFAULTS.guidance)
+    return sampler, steps, float(guidance if guidance is not None else 1.0)
+
+
 def build_app(backend: UiBackend) -> Any:
     """The Blocks app bound to ``backend`` (models folder, model cache, output folder)."""
     import gradio as gr
@@ -33,9 +46,10 @@ def build_app(backend: UiBackend) -> Any:
 
     bases, ups, loras = backend.choices()
     samplers = plugins.samplers().names()
-    default_sampler = "euler" if "euler" in samplers else samplers[0]
+    first = bases[0] if bases else None
+    sampler0, steps0, guidance0 = _recommended_values(backend, first, samplers)
 
-    def run(prompt: str, n: float, sampler: str, base_steps: float, up_steps: float,
+    def run(prompt: str, n: float, sampler: str, base_steps: float, up_steps: str,
             guidance: float, seed: float, base: str, upsampler: str, lora: str,
             lora_scale: float, precision: str, compile_: bool,
             progress: Any = gr.Progress()) -> tuple[Any, str, str, str]:
@@ -45,7 +59,7 @@ def build_app(backend: UiBackend) -> Any:
         try:
             result = backend.generate(
                 prompt=prompt, n=int(n), sampler=sampler, base_steps=int(base_steps),
-                up_steps=int(up_steps), guidance=float(guidance), seed=int(seed),
+                up_steps=up_steps, guidance=float(guidance), seed=int(seed),
                 base=base, upsampler=upsampler, lora=lora, lora_scale=float(lora_scale),
                 precision=precision, compile=bool(compile_), on_step=on_step,
             )
@@ -57,8 +71,14 @@ def build_app(backend: UiBackend) -> Any:
             raise
         pairs = zip(result.files, result.seeds, strict=True)
         gallery = [(str(path), f"seed {s}") for path, s in pairs]
-        return (gallery, str(result.seed), json.dumps(result.settings, indent=2),
-                backend.memory())
+        return (gallery, ", ".join(map(str, result.seeds)),
+                json.dumps(result.settings, indent=2), backend.memory())
+
+    def on_base(base: str) -> tuple[Any, ...]:
+        sampler, steps, guidance = _recommended_values(backend, base, samplers)
+        prompts = [[p] for p in backend.example_prompts(base)]
+        return (gr.update(value=sampler), gr.update(value=steps), gr.update(value=guidance),
+                gr.Dataset(samples=prompts))
 
     with gr.Blocks(title="glidectl", analytics_enabled=False) as demo:
         gr.Markdown("## glidectl: GLIDE text-to-image")
@@ -70,42 +90,53 @@ def build_app(backend: UiBackend) -> Any:
         with gr.Row():
             with gr.Column(scale=2):
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
-                                    placeholder="a red circle on a white background")
+                                    placeholder=backend.example_prompts(first)[0])
                 with gr.Row():
                     n = gr.Slider(1, 16, value=4, step=1, label="Images per run",
                                   elem_id="images-per-run")
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
                 with gr.Row():
-                    base = gr.Dropdown(bases, value=bases[0] if bases else None,
-                                       label="Base model", elem_id="base-model")
+                    base = gr.Dropdown(bases, value=first, label="Base model",
+                                       elem_id="base-model")
                     upsampler = gr.Dropdown([NONE_LABEL, *ups], value=NONE_LABEL,
-                                            label="Upsampler")
+                                            label="Upsampler", elem_id="upsampler")
                 with gr.Row():
-                    sampler = gr.Dropdown(samplers, value=default_sampler, label="Sampler")
-                    guidance = gr.Slider(0.0, 20.0, value=3.0, step=0.5, label="Guidance")
+                    sampler = gr.Dropdown(samplers, value=sampler0, label="Sampler",
+                                          elem_id="sampler")
+                    guidance = gr.Slider(0.0, 20.0, value=guidance0, step=0.5,
+                                         label="Guidance", elem_id="guidance")
                 with gr.Row():
-                    base_steps = gr.Slider(1, 250, value=50, step=1, label="Base steps",
+                    base_steps = gr.Slider(1, 250, value=steps0, step=1, label="Base steps",
                                            elem_id="base-steps")
-                    up_steps = gr.Slider(1, 250, value=27, step=1, label="Upsampler steps")
+                    up_steps = gr.Dropdown(["fast27", "10", "25", "50", "100"], value="fast27",
+                                           allow_custom_value=True, label="Upsampler steps",
+                                           visible=False, elem_id="upsampler-steps")
                 with gr.Accordion("LoRA and speed", open=False):
                     with gr.Row():
                         lora = gr.Dropdown([NONE_LABEL, *loras], value=NONE_LABEL, label="LoRA")
                         lora_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
                                                label="LoRA scale")
                     with gr.Row():
-                        precision = gr.Radio(list(PRECISIONS), value="fp32", label="Precision")
+                        precision = gr.Radio(list(PRECISIONS), value=backend.precision,
+                                             label="Precision")
                         compile_ = gr.Checkbox(False, label="torch.compile")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
-                gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt], label="Example prompts")
+                examples = gr.Examples([[p] for p in backend.example_prompts(first)],
+                                       inputs=[prompt], label="Example prompts",
+                                       elem_id="examples")
             with gr.Column(scale=3):
                 gallery = _gallery(gr)
                 with gr.Row():
-                    used_seed = gr.Textbox(label="Seed used", interactive=False,
-                                           elem_id="seed-used")
+                    used_seed = gr.Textbox(label="Seeds used (image i: seed + i)",
+                                           interactive=False, elem_id="seed-used")
                     memory = gr.Textbox(backend.memory(), label="Memory", interactive=False,
                                         elem_id="memory")
                 settings = gr.Code(label="Settings used", language="json",
                                    elem_id="settings-used")
+        base.change(on_base, inputs=[base],
+                    outputs=[sampler, base_steps, guidance, examples.dataset])
+        upsampler.change(lambda up: gr.update(visible=up not in (None, "", NONE_LABEL)),
+                         inputs=[upsampler], outputs=[up_steps])
         button.click(
             run,
             inputs=[prompt, n, sampler, base_steps, up_steps, guidance, seed, base, upsampler,
@@ -117,11 +148,24 @@ def build_app(backend: UiBackend) -> Any:
 
 
 def launch(backend: UiBackend, host: str = "127.0.0.1", port: int | None = None,
-           share: bool = False, quiet: bool = False) -> None:
-    """Build the app and serve it (blocking) on ``host:port``."""
+           share: bool = False, quiet: bool = False,
+           auth: tuple[str, str] | None = None) -> None:
+    """Build the app and serve it (blocking) on ``host:port``; ``auth`` asks for a login.
+
+    gradio's own start-up text is replaced by ours (its hints name ``launch()`` arguments,
+    where ours are command-line flags).
+    """
     demo = build_app(backend)
     demo.queue(default_concurrency_limit=1)
     demo.launch(
-        server_name=host, server_port=port, share=share, inbrowser=False, quiet=quiet,
+        server_name=host, server_port=port, share=share, inbrowser=False, quiet=True,
         allowed_paths=[str(Path(backend.output_dir).resolve())], show_error=True,
+        auth=[auth] if auth else None, prevent_thread_lock=True,
     )
+    if not quiet:
+        print(f"glidectl ui: running on {demo.local_url}", flush=True)
+        if demo.share_url:
+            print(f"glidectl ui: public link {demo.share_url}", flush=True)
+        elif not share:
+            print("glidectl ui: pass --share for a public gradio.live link.", flush=True)
+    demo.block_thread()

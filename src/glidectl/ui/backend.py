@@ -27,13 +27,13 @@ from .models import (
     upsampler_choices,
 )
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# shown for models that record no preview prompts (OpenAI's, untrained ones)
 EXAMPLE_PROMPTS = [
-    ["a red circle on a white background"],
-    ["a blue square on a black background"],
-    ["a yellow triangle on a white background"],
-    ["an oil painting of a corgi wearing a party hat"],
-    ["a surrealist dream-like oil painting of a mountain lake"],
+    "an oil painting of a corgi wearing a party hat",
+    "a surrealist dream-like oil painting of a mountain lake",
+    "a red circle on a white background",
+    "a blue square on a black background",
 ]
 MAX_IMAGES = 16
 
@@ -52,9 +52,10 @@ class UiBackend:
     """Models folder + model cache + output folder; ``generate`` is what the button runs."""
 
     def __init__(self, models_dir: str | Path | None = None, device: str = "auto",
-                 output_dir: str | Path | None = None):
+                 output_dir: str | Path | None = None, precision: str = "auto"):
         self.models_dir = Path(models_dir).expanduser() if models_dir else None
         self.device = device
+        self.precision = precision
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="glidectl-ui-"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.cache = ModelCache()
@@ -73,32 +74,55 @@ class UiBackend:
     def memory(self) -> str:
         return memory_use()
 
+    def recommended(self, base: str | None) -> dict[str, Any]:
+        """The listed base model's recommended sampling (and preview prompts), read from its
+        checkpoint metadata without loading it; {} for OpenAI's models and unknown labels."""
+        from ..model_cost import local_weights
+        from ..pipeline import recommended_settings
+
+        models, _ = self._all()
+        try:
+            choice = pick(base_choices(models), base, "base model")
+        except GlidectlError:
+            return {}
+        return recommended_settings(local_weights(choice.spec)) if choice else {}
+
+    def example_prompts(self, base: str | None) -> list[str]:
+        """Example prompts that fit the model: its recorded preview prompts, else the
+        generic ones."""
+        prompts = [str(p) for p in self.recommended(base).get("prompts", []) if str(p).strip()]
+        return list(dict.fromkeys(prompts))[:8] or list(EXAMPLE_PROMPTS)
+
     # ----------------------------------------------------------------- generation
     def generate(
-        self, prompt: str, n: int = 4, sampler: str = "euler", base_steps: int = 50,
-        up_steps: int = 27, guidance: float = 3.0, seed: int = -1, base: str | None = None,
+        self, prompt: str, n: int = 4, sampler: str | None = None,
+        base_steps: int | None = None, up_steps: int | str | None = None,
+        guidance: float | None = None, seed: int = -1, base: str | None = None,
         upsampler: str | None = NONE_LABEL, lora: str | None = NONE_LABEL,
-        lora_scale: float = 1.0, precision: str = "fp32", compile: bool = False,
+        lora_scale: float = 1.0, precision: str = "auto", compile: bool = False,
         on_step: Callable[[str, int, int], None] | None = None,
     ) -> UiResult:
-        """Sample ``n`` images of ``prompt``; image j uses ``image_seed(seed, 0, j)``.
+        """Sample ``n`` images of ``prompt``; image j uses seed ``seed + j``, as
+        ``glidectl sample --seed SEED`` does. Unset sampling settings come from the model's
+        recommendations, else the defaults of ``glidectl sample``.
 
         Only models listed by :meth:`choices` can be named (no free-form paths).
         """
         from .. import plugins
-        from ..evaluation import image_seed
+        from ..devices import check_precision
 
         if not prompt or not prompt.strip():
             raise GlidectlError("Type a prompt first.")
         if not 1 <= n <= MAX_IMAGES:
             raise GlidectlError(f"Images per run must be between 1 and {MAX_IMAGES}.")
-        if precision not in PRECISIONS:
-            raise GlidectlError(f"Unknown precision {precision!r}; use fp32, fp16 or bf16.")
-        plugins.samplers().get(sampler)  # unknown name → one clear error
+        precision = check_precision(precision, "precision")
+        if sampler:
+            plugins.samplers().get(sampler)  # unknown name → one clear error
+        up_steps = _steps(up_steps)
         for label, value, rng in (
             ("Seed", seed, SEED_OR_RANDOM), ("Guidance", guidance, GUIDANCE),
-            ("Steps", base_steps, STEPS), ("Upsampler steps", up_steps, STEPS),
-            ("LoRA scale", lora_scale, FLAGS["--scale"]),
+            ("Steps", base_steps, STEPS), ("LoRA scale", lora_scale, FLAGS["--scale"]),
+            ("Upsampler steps", up_steps if isinstance(up_steps, int) else None, STEPS),
         ):
             check(label, value, rng)
         models, loras = self._all()
@@ -108,29 +132,34 @@ class UiBackend:
         up_c = pick(upsampler_choices(models), upsampler, "upsampler")
         lora_c = pick(loras, lora, "LoRA")
         seed = secrets.randbelow(2**31) if seed is None or seed == -1 else int(seed)
-        seeds = [image_seed(seed, 0, j) for j in range(n)]
+        seeds = [seed + j for j in range(n)]
         key = (base_c.spec, up_c.spec if up_c else None,
                (lora_c.spec, float(lora_scale)) if lora_c else None, precision, compile,
                self.device)
         t0 = time.perf_counter()
-        stack = self.cache.get(key, lambda: self._load(base_c, up_c, lora_c, lora_scale,
-                                                        precision, compile))
+        pipe = self.cache.get(key, lambda: self._load(base_c, up_c, lora_c, lora_scale,
+                                                       precision, compile))
         load_s = time.perf_counter() - t0
+        given = {"sampler": sampler or None, "steps": int(base_steps) if base_steps else None,
+                 "guidance": guidance, "upsample_steps": up_steps if up_c else None}
+        base_opts, up_opts, _ = pipe.stages(**{k: v for k, v in given.items() if v is not None})
         t1 = time.perf_counter()
-        from ..model_stack import stage_options
-
-        images = stack.generate(
-            [prompt.strip()] * n, seeds, stage_options(sampler, base_steps, guidance),
-            stage_options(sampler, up_steps, None, upsampler=True), on_step=on_step,
-        )
+        text = prompt.strip()
+        images = pipe.generate(text, n=n, seeds=seeds, batch_size=n, on_step=on_step,
+                               warn=lambda m: None,
+                               **{k: v for k, v in given.items() if v is not None})
         sample_s = time.perf_counter() - t1
+        from ..out_dir import prompt_record
+
         settings = {
-            "prompt": prompt.strip(), "seed": seed, "image_seeds": seeds, "sampler": sampler,
-            "base_steps": base_steps, "guidance": guidance, "base": base_c.label,
+            **prompt_record(text), "seed": seed, "image_seeds": seeds,
+            "sampler": base_opts.sampler, "base_steps": base_opts.steps,
+            "guidance": base_opts.guidance, "base": base_c.label,
             "upsampler": up_c.label if up_c else None,
-            "upsampler_steps": up_steps if up_c else None,
+            "upsampler_sampler": up_opts.sampler if up_c else None,
+            "upsampler_steps": up_opts.steps if up_c else None,
             "lora": f"{lora_c.label}:{lora_scale}" if lora_c else None,
-            "precision": precision, "compile": compile, "load_s": round(load_s, 3),
+            "precision": pipe.precision.name, "compile": compile, "load_s": round(load_s, 3),
             "sample_s": round(sample_s, 3),
         }
         files = self._save(images, settings, seeds)
@@ -138,11 +167,14 @@ class UiBackend:
 
     def _load(self, base: ModelChoice, up: ModelChoice | None, lora: ModelChoice | None,
               lora_scale: float, precision: str, compile: bool) -> Any:
-        from ..model_stack import load_stack
+        from ..pipeline import GlidePipeline
 
         loras = (f"{lora.spec}:{lora_scale}",) if lora else ()
-        return load_stack(base.spec, up.spec if up else None, loras=loras,
-                          precision=precision, device=self.device, compile=compile)
+        pipe = GlidePipeline.from_specs(base.spec, up.spec if up else None, loras=loras,
+                                        precision=precision, device=self.device,
+                                        compile=compile)
+        print(pipe.precision.line(), flush=True)
+        return pipe
 
     def _save(self, images: list[Any], settings: dict[str, Any], seeds: list[int]) -> list[Path]:
         import json
@@ -155,10 +187,18 @@ class UiBackend:
         files = []
         for j, (image, s) in enumerate(zip(images, seeds, strict=True)):
             info = PngImagePlugin.PngInfo()
-            info.add_text("prompt", settings["prompt"])
+            info.add_itxt("prompt", settings["prompt"])
             info.add_text("seed", str(s))
-            info.add_text("glidectl", json.dumps(settings, sort_keys=True))
+            info.add_itxt("glidectl", json.dumps(settings, sort_keys=True))
             path = folder / f"{j:02d}_seed{s}.png"
             image.save(path, format="PNG", pnginfo=info)
             files.append(path)
         return files
+
+
+def _steps(value: int | str | None) -> int | str | None:
+    """Upsampler steps from the UI: a number or a respacing string such as fast27."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text

@@ -1,0 +1,108 @@
+"""Which device and which precision to compute in: one picker for sample, eval, ui and train.
+
+``auto`` precision means bf16 only where the hardware computes it natively (CUDA GPUs with
+bf16 support; CPUs with AVX-512-BF16 or AMX), else fp32: on AVX2-only CPUs bf16 is emulated
+and ~25x slower than fp32. fp16 is never picked automatically (it needs a GradScaler).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import GlidectlError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# old spellings still accepted: "no" (Accelerate's word for fp32)
+ALIASES = {"no": "fp32"}
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def pick_device(device: str | None = "auto") -> str:
+    """``auto`` → cuda when available, else mps, else cpu; anything else is kept."""
+    import torch
+
+    if device not in (None, "", "auto"):
+        return str(device)
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The feature flags the kernel reports for this CPU (empty when it cannot be read)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 matmuls in hardware (AVX-512-BF16 or AMX)."""
+    return any(flag in cpu_flags() for flag in CPU_BF16_FLAGS)
+
+
+def cuda_has_bf16(device: str) -> bool:
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    with torch.cuda.device(torch.device(device)):
+        return bool(torch.cuda.is_bf16_supported())
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision to compute in (fp32, bf16 or fp16) and why it was chosen."""
+
+    name: str
+    reason: str
+
+    @property
+    def autocast(self) -> str:
+        """The pipeline's autocast word: no, bf16 or fp16."""
+        return "no" if self.name == "fp32" else self.name
+
+    def line(self) -> str:
+        return f"Precision: {self.name} ({self.reason})."
+
+
+def check_precision(name: str, flag: str = "--precision") -> str:
+    """The canonical word for ``name`` (auto, fp32, bf16, fp16), or one clear error."""
+    word = ALIASES.get(str(name), str(name))
+    if word not in PRECISIONS:
+        raise GlidectlError(f"Unknown {flag} {name!r}; use {', '.join(PRECISIONS)}.")
+    return word
+
+
+def pick_precision(name: str, device: str, flag: str = "--precision") -> Precision:
+    """Resolve ``name`` on ``device``: ``auto`` → bf16 where native, else fp32."""
+    word = check_precision(name, flag)
+    if word != "auto":
+        return Precision(word, "as asked")
+    kind = str(device).split(":")[0]
+    if kind == "cuda":
+        if cuda_has_bf16(device):
+            return Precision("bf16", "auto: this GPU computes bf16 natively")
+        return Precision("fp32", "auto: this GPU has no native bf16")
+    if kind == "cpu":
+        if cpu_has_native_bf16():
+            return Precision("bf16", "auto: this CPU has AVX-512-BF16/AMX")
+        return Precision("fp32", "auto: this CPU has no AVX-512-BF16/AMX, where bf16 would be "
+                                 "emulated and slower")
+    return Precision("fp32", f"auto: no native bf16 known for {kind}")
+
+
+def training_precision(name: str) -> Precision:
+    """``train.precision`` resolved for the device Accelerate trains on (cuda if any)."""
+    import torch
+
+    return pick_precision(name, "cuda" if torch.cuda.is_available() else "cpu",
+                          "train.precision")

@@ -1,0 +1,201 @@
+"""What decides an eval run's pictures: the settings, how flags, a model's recommendations and
+a recorded run combine into them, and the check that ``--resume`` continues the same run.
+
+Precedence: flags > (with ``--resume``) the run's recorded settings > the base model's
+recommended sampling settings > built-in defaults. Under ``--resume`` a flag may only repeat
+a recorded value; one that would change the images is a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .devices import PRECISIONS, check_precision
+from .errors import GlidectlError
+
+META_FILE = "metadata.json"
+# flag → settings field (stage fields are "base_stage.sampler" and so on)
+FLAG_NAMES = {
+    "base": "--base", "upsampler": "--upsampler", "n": "--n", "batch_size": "--batch-size",
+    "seed": "--seed", "rerank": "--rerank", "precision": "--precision", "loras": "--lora",
+    "base_stage.sampler": "--sampler", "base_stage.steps": "--steps",
+    "base_stage.guidance": "--guidance", "upsample_stage.sampler": "--upsample-sampler",
+    "upsample_stage.steps": "--upsample-steps", "upsample_stage.guidance": "--upsample-guidance",
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Sampling settings of one stage: sampler, steps (or a respacing like "fast27"),
+    classifier-free guidance (None = off)."""
+
+    sampler: str = "dpm++2m"
+    steps: int | str = 25
+    guidance: float | None = 3.0
+
+
+UPSAMPLE_STAGE = Stage("ddpm", "fast27", None)
+
+
+@dataclass
+class EvalSettings:
+    """Everything that decides the pictures (and so must match on ``--resume``).
+
+    ``precision`` is the resolved word (fp32, bf16 or fp16), never ``auto``: a run resumed
+    on another machine computes in the precision it started with.
+    """
+
+    base: str = "openai:base"
+    upsampler: str | None = None
+    base_stage: Stage = field(default_factory=Stage)
+    upsample_stage: Stage = field(default_factory=lambda: UPSAMPLE_STAGE)
+    n: int = 1
+    batch_size: int = 4
+    seed: int = 0
+    rerank: int = 0
+    precision: str = "fp32"
+    loras: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise GlidectlError(f"--n must be at least 1 (got {self.n}).")
+        if self.batch_size < 1:
+            raise GlidectlError(f"--batch-size must be at least 1 (got {self.batch_size}).")
+        if self.rerank and self.rerank < self.n:
+            raise GlidectlError(
+                f"--rerank {self.rerank} must be at least --n {self.n} (it draws K candidates "
+                "per prompt and keeps the best n)."
+            )
+        self.precision = check_precision(self.precision)
+        if self.precision == "auto":
+            raise GlidectlError("EvalSettings.precision must be resolved (fp32, bf16, fp16); "
+                                f"use one of {', '.join(PRECISIONS[1:])}.")
+        for stage in (self.base_stage, self.upsample_stage):
+            if isinstance(stage.steps, int) and stage.steps < 1:
+                raise GlidectlError(f"Sampling steps must be at least 1 (got {stage.steps}).")
+
+    @property
+    def candidates(self) -> int:
+        """Images drawn per prompt: K with --rerank K, else n."""
+        return max(self.rerank, self.n)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings as saved in metadata.json and compared on --resume."""
+        d = asdict(self)
+        d["loras"] = list(self.loras)
+        return d
+
+    @classmethod
+    def from_fingerprint(cls, data: dict[str, Any]) -> EvalSettings:
+        """Settings as a run recorded them in metadata.json."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("base_stage", "upsample_stage"):
+            if isinstance(values.get(key), dict):
+                values[key] = Stage(**values[key])
+        values["loras"] = tuple(values.get("loras") or ())
+        return cls(**values)
+
+
+def prompts_digest(prompts: list[str]) -> str:
+    """sha256 of a run's prompts (metadata.json keeps long prompts only as excerpts)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(prompts).encode()).hexdigest()
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+
+def _flat(settings: EvalSettings) -> dict[str, Any]:
+    d = settings.fingerprint()
+    for key in ("base_stage", "upsample_stage"):
+        for name, value in d.pop(key).items():
+            d[f"{key}.{name}"] = value
+    return d
+
+
+def _apply(settings: EvalSettings, flat: dict[str, Any]) -> EvalSettings:
+    top = {k: v for k, v in flat.items() if "." not in k}
+    stages = {}
+    for key in ("base_stage", "upsample_stage"):
+        changes = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(key + ".")}
+        if changes:
+            stages[key] = replace(getattr(settings, key), **changes)
+    if "loras" in top:
+        top["loras"] = tuple(top["loras"])
+    return replace(settings, **top, **stages)
+
+
+def resolve_settings(
+    flags: dict[str, Any], precision: str, recommended: dict[str, Any] | None = None,
+    recorded: dict[str, Any] | None = None, out: Path | None = None,
+) -> tuple[EvalSettings, list[str]]:
+    """The run's settings from the flags given (``{field: value}``, None = not given; keys
+    as in :data:`FLAG_NAMES`), the resolved ``precision`` word, the base model's
+    ``recommended`` sampling and, for --resume, the ``recorded`` settings. Also notes."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if recorded is not None:
+        settings = EvalSettings.from_fingerprint(recorded)
+        old = _flat(settings)
+        if flags.get("precision") is not None:
+            given["precision"] = precision
+        for key, value in given.items():
+            if key in old and not _same(old[key], value):
+                raise GlidectlError(
+                    f"--resume: {FLAG_NAMES.get(key, key)} {_show(value)} would change the "
+                    f"images of the run in {str(out)!r}, recorded with {_show(old[key])}; drop "
+                    f"{FLAG_NAMES.get(key, key)} to continue it, or drop --resume."
+                )
+        return settings, [f"--resume: continuing with the settings recorded in "
+                          f"{str(out / META_FILE) if out else META_FILE}."]
+    notes = []
+    used = {f"base_stage.{k}": v for k, v in (recommended or {}).items()
+            if k in ("sampler", "steps", "guidance") and f"base_stage.{k}" not in given}
+    if used:
+        text = ", ".join(f"{k.split('.')[1]} {v}" for k, v in used.items())
+        flags_text = " / ".join(FLAG_NAMES[k] for k in used)
+        notes.append(f"Using the base model's recommended sampling settings ({text}); pass "
+                     f"{flags_text} to change them.")
+    settings = _apply(EvalSettings(precision=precision), {**used, **given, "precision": precision})
+    return settings, notes
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "(none)"
+    return "(none)" if value is None else str(value)
+
+
+def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
+                 fingerprint: dict[str, Any], models: dict[str, Any]) -> None:
+    """Raise unless ``out`` holds an interrupted run with these prompts, settings and models."""
+    if meta is None:
+        raise GlidectlError(
+            f"--resume: {str(out)!r} has no {META_FILE}, so there is no run to continue; "
+            "drop --resume (or use --skip-existing)."
+        )
+    recorded = meta.get("prompts_sha256") or prompts_digest(meta.get("prompts") or [])
+    if recorded != prompts_digest(prompts):
+        raise GlidectlError(
+            f"--resume: the prompts differ from the run in {str(out)!r}; use the same prompts "
+            "file, or --skip-existing to reuse finished prompts."
+        )
+    saved = meta.get("settings", {})
+    for key, value in fingerprint.items():
+        if not _same(saved.get(key), value):
+            raise GlidectlError(
+                f"--resume: setting {key!r} was {saved.get(key)!r} in {str(out)!r} but is now "
+                f"{value!r}; pass the same options or drop --resume."
+            )
+    for stage, info in models.items():
+        old = meta.get("models", {}).get(stage, {}).get("sha256")
+        if old != info.get("sha256"):
+            raise GlidectlError(
+                f"--resume: the {stage} model's weights changed since the run in {str(out)!r} "
+                f"(sha256 {str(old)[:12]} → {str(info.get('sha256'))[:12]}); drop --resume."
+            )

@@ -1,0 +1,82 @@
+"""What a model costs, known without its weights: options, parameter count and FLOPs per call.
+
+``eval --dry-run`` plans with these, so it works offline and downloads nothing: options come
+from a local file's metadata, or, for a model source's model that is not downloaded, from
+the source's published architecture (OpenAI's four).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import GlidectlError
+
+
+def local_weights(spec: str) -> Path | None:
+    """The weights file ``spec`` names when it is already on disk, else None (no download)."""
+    from .glide.loading import resolve_spec
+
+    try:
+        return resolve_spec(spec, download=False)
+    except GlidectlError:
+        return None
+
+
+def spec_options(spec: str) -> tuple[Any, Path | None]:
+    """(ModelOptions or None, local file or None) of ``spec`` without loading weights.
+
+    A local .safetensors file gives its recorded options; a local .pt is read (weights only,
+    memory-mapped); an ``openai:<kind>`` spec not yet downloaded gives OpenAI's options.
+    """
+    from .glide.options import KINDS, ModelOptions, official_options
+
+    path = local_weights(spec)
+    if path is not None:
+        if path.suffix == ".safetensors":
+            from .glide.checkpoints import META_OPTIONS, read_metadata
+
+            meta = read_metadata(path)
+            if META_OPTIONS in meta:
+                return ModelOptions.from_json(meta[META_OPTIONS]), path
+        from .glide.loading import read_checkpoint
+
+        return read_checkpoint(path)[1], path
+    source, _, name = str(spec).partition(":")
+    if source == "openai" and name in KINDS:
+        return official_options(name), None
+    raise GlidectlError(
+        f"Model {spec!r} is neither on disk nor a known architecture, so --dry-run cannot "
+        "size it; download it first or pass a weights file."
+    )
+
+
+def model_cost(options: Any, batch: int, guided: bool) -> dict[str, Any]:
+    """Parameters, fp32 weight bytes and FLOPs of one network call on ``batch`` images
+    (twice the rows with guidance: cond and uncond share one call). Counted on fake tensors,
+    so nothing is allocated."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .glide.unet import create_model
+
+    rows = batch * (2 if guided else 1)
+    size = options.image_size
+    with FakeTensorMode(), torch.no_grad():
+        model = create_model(options)
+        params = sum(p.numel() for p in model.parameters())
+        kwargs: dict[str, Any] = {}
+        if options.super_res:
+            low = options.low_res_size
+            kwargs["low_res"] = torch.zeros(rows, 3, low, low)
+        if options.inpaint:
+            kwargs["inpaint_image"] = torch.zeros(rows, 3, size, size)
+            kwargs["inpaint_mask"] = torch.zeros(rows, 1, size, size)
+        x = torch.zeros(rows, 3, size, size)
+        tokens = torch.zeros(rows, options.text_ctx, dtype=torch.long)
+        mask = torch.ones(rows, options.text_ctx, dtype=torch.bool)
+        with FlopCounterMode(display=False) as counter:
+            model(x, torch.zeros(rows), tokens, mask, **kwargs)
+    return {"parameters": params, "weight_bytes": params * 4,
+            "flops_per_call": int(counter.get_total_flops())}

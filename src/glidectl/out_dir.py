@@ -1,0 +1,52 @@
+"""Output folders of sample and eval: checked before any model loads; prompts kept bounded."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+from .errors import GlidectlError
+
+PROMPT_EXCERPT_CHARS = 200
+
+
+def check_out_dir(out: Path, flag: str = "--out") -> None:
+    """Raise unless ``out`` is (or can become) a writable folder; creates nothing."""
+    out = Path(out)
+    probe_dir = out
+    while not probe_dir.exists() and probe_dir.parent != probe_dir:
+        probe_dir = probe_dir.parent
+    if probe_dir.exists() and not probe_dir.is_dir():
+        what = "is a file" if probe_dir == out else f"is under {str(probe_dir)!r}, a file"
+        raise GlidectlError(f"{flag} {str(out)!r} {what}; pass a folder.")
+    probe = probe_dir / f".glidectl-write-test-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise GlidectlError(
+            f"{flag} {str(out)!r} is not writable ({exc.strerror or exc}); pass another "
+            "folder or fix its permissions."
+        ) from None
+
+
+def prompt_record(prompt: str, used: str | None = None) -> dict[str, str]:
+    """A prompt as stored in outputs: itself when short; when long, the text the model read
+    (``used``, what the tokens kept), a bounded excerpt and the sha256 of the full text."""
+    if len(prompt) <= PROMPT_EXCERPT_CHARS:
+        return {"prompt": prompt}
+    excerpt = prompt[:PROMPT_EXCERPT_CHARS - 3] + "..."
+    record = {"prompt": excerpt, "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
+              "prompt_chars": str(len(prompt))}
+    if used is not None:
+        record["prompt_used"] = used[:PROMPT_EXCERPT_CHARS * 4]
+    return record
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` with the process umask applied (what a plain ``open`` would create)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask

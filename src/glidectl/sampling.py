@@ -1,0 +1,284 @@
+"""Sampling with a model in hand: one stage (base or upsampler) from prompts and seeds.
+
+:func:`sample_stage` is the one sampling loop; :func:`sample_base` / :func:`sample_upsample`
+are the conveniences training previews use. Image i draws all its noise from its own
+generator (seed s+i; the upsampler stage s+i+1000003), so it comes out the same whatever the
+batch size. :class:`glidectl.pipeline.GlidePipeline` chains the stages.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import plugins
+from .errors import GlidectlError
+from .images import from_pil, known_mask_from_pil
+from .samplers.denoiser import GlideDenoiser
+from .samplers.noise import image_generators, per_image_noise_sampler, randn_per_image
+from .samplers.schedules import DEFAULT_SIGMA_MAX, build_sigmas, sigmas_from_alphas_cumprod
+from .samplers.spec import Sampler, as_sampler
+
+UPSAMPLE_TEMP = 0.997
+UPSAMPLE_SEED_OFFSET = 1_000_003
+# autocast dtype by precision word ("no" is the old spelling of fp32)
+PRECISIONS = {"fp32": None, "no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """How one stage (base or upsampler) samples."""
+
+    sampler: str = "dpm++2m"
+    steps: int | str = 25
+    schedule: str | None = None
+    guidance: float | None = 3.0
+    eta: float | None = None
+    temperature: float = 1.0
+    sigma_max: float | None = DEFAULT_SIGMA_MAX
+    clip_denoised: bool = True
+    quantize_t: bool = False
+    guidance_interval: tuple[float, float] | None = None  # guide only for LO <= σ <= HI
+    guidance_rescale: float = 0.0  # φ of guidance rescale (0 = off)
+    dynamic_threshold: float | None = None  # percentile of Imagen's x0 thresholding
+
+    def sampler_spec(self) -> Sampler:
+        return as_sampler(plugins.samplers().get(self.sampler))
+
+    def sigmas(self, table: np.ndarray) -> torch.Tensor:
+        spec = self.sampler_spec()
+        return build_sigmas(self.schedule or spec.schedule, self.steps, table,
+                            sigma_max=self.sigma_max)
+
+    def model_calls(self, alphas_cumprod: np.ndarray) -> int:
+        """Model forwards for one batch (one forward covers cond and uncond rows), given the
+        model's ᾱ table (:func:`sigma_table`)."""
+        sigmas = self.sigmas(sigmas_from_alphas_cumprod(alphas_cumprod))
+        return self.sampler_spec().model_calls(len(sigmas) - 1)
+
+
+BASE_DEFAULTS = StageOptions()
+UPSAMPLE_DEFAULTS = StageOptions(
+    sampler="ddpm", steps="fast27", guidance=None, temperature=UPSAMPLE_TEMP
+)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def tokenizer_for(model: torch.nn.Module, vocab_dir: str | None = None) -> Any:
+    """The tokenizer a model was trained with (``model.options.tokenizer``: gpt2 or byte)."""
+    from .tokenizer import get_tokenizer
+
+    return get_tokenizer(model.options.tokenizer, vocab_dir)
+
+
+def sigma_table(model: torch.nn.Module, diffusion: Any = None) -> np.ndarray:
+    """ᾱ of the model's own (unrespaced) noise schedule."""
+    if diffusion is not None:
+        return np.asarray(diffusion.original_alphas_cumprod, dtype=np.float64)
+    return sigma_table_for(model.options)
+
+
+def sigma_table_for(options: Any) -> np.ndarray:
+    """ᾱ of the noise schedule named by model options (no weights needed)."""
+    from .diffusion import create_diffusion
+
+    return create_diffusion(options.noise_schedule, options.diffusion_steps).alphas_cumprod
+
+
+def prompt_warnings(tokenizer: Any, prompts: Sequence[str], ctx: int) -> list[str]:
+    """One message per distinct prompt longer than the model's text context."""
+    out = []
+    for prompt in dict.fromkeys(prompts):
+        count = tokenizer.count(prompt)
+        if count > ctx:
+            short = prompt if len(prompt) <= 40 else prompt[:37] + "..."
+            out.append(f"Prompt {short!r} is {count} tokens but the model reads {ctx}: "
+                       f"the last {count - ctx} tokens were dropped.")
+    return out
+
+
+def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
+    """Round [−1, 1] images to the 256 levels of an 8-bit PNG, as GLIDE does before upsampling."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
+@torch.no_grad()
+def sample_stage(
+    model: torch.nn.Module,
+    prompts: Sequence[str],
+    tokenizer: Any,
+    seeds: Sequence[int],
+    options: StageOptions = BASE_DEFAULTS,
+    *,
+    diffusion: Any = None,
+    low_res: torch.Tensor | None = None,
+    inpaint_image: torch.Tensor | None = None,
+    inpaint_mask: torch.Tensor | None = None,
+    precision: str = "fp32",
+    on_call: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """Sample one image per prompt (row i from generator ``seeds[i]``) → [N,3,H,W] in [−1, 1].
+
+    Text is encoded once (``model.encode_text``) and reused at every step. With guidance,
+    uncond rows use the empty caption and one forward covers both. Inpainting
+    (``inpaint_image`` [1|N,3,H,W], ``inpaint_mask`` [1|N,1,H,W], 1 = known) feeds both to the
+    network and keeps the known pixels in every x0 prediction, as GLIDE's notebook does.
+    """
+    opts = model.options
+    if len(seeds) != len(prompts):
+        raise ValueError("sample_stage needs one seed per prompt")
+    if precision not in PRECISIONS:
+        raise GlidectlError(f"Unknown precision {precision!r}; use fp32, bf16 or fp16.")
+    if (inpaint_image is None) != (inpaint_mask is None):
+        raise GlidectlError("Inpainting needs both an image and a mask.")
+    if inpaint_image is not None and not opts.inpaint:
+        raise GlidectlError(
+            f"Inpainting needs an inpaint model, but this is a {opts.kind!r} model; use "
+            "openai:base-inpaint / openai:upsample-inpaint or a model trained as one."
+        )
+    if opts.super_res and low_res is None:
+        raise GlidectlError(f"A {opts.kind} model needs a low-resolution input image.")
+    spec = options.sampler_spec()
+    device = model_device(model)
+    n = len(prompts)
+    guided = options.guidance is not None and options.guidance != 1.0
+    texts = list(prompts) + ([""] * n if guided else [])
+    tokens, mask = tokenizer.encode_batch(texts, opts.text_ctx)
+    text_emb = model.encode_text(tokens.to(device), mask.to(device))
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        t = t.to(device=device, dtype=torch.float32)
+        return t.expand(n, *t.shape[1:]) if t.shape[0] == 1 else t
+
+    kwargs: dict[str, torch.Tensor] = {}
+    denoised_fn = None
+    if low_res is not None:
+        kwargs["low_res"] = rows(low_res)
+    if inpaint_image is not None and inpaint_mask is not None:
+        image, known = rows(inpaint_image), rows(inpaint_mask)
+        kwargs.update(inpaint_image=image * known, inpaint_mask=known)
+
+        def denoised_fn(x0: torch.Tensor) -> torch.Tensor:
+            return x0 * (1 - known) + image * known
+
+    denoiser = GlideDenoiser(
+        model, sigma_table(model, diffusion), text_emb=text_emb,
+        guidance=options.guidance if guided else None, model_kwargs=kwargs,
+        clip=options.clip_denoised and spec.clip, denoised_fn=denoised_fn,
+        quantize_t=options.quantize_t, autocast_dtype=PRECISIONS[precision], on_call=on_call,
+        guidance_interval=options.guidance_interval, guidance_rescale=options.guidance_rescale,
+        dynamic_threshold=options.dynamic_threshold,
+    )
+    sigmas = options.sigmas(denoiser.sigmas)
+    generators = image_generators(seeds)
+    size = opts.image_size
+    x_T = randn_per_image(generators, (3, size, size), device) * options.temperature
+    x = x_T * (1 + float(sigmas[0]) ** 2) ** 0.5
+    sampler_options: dict[str, Any] = {}
+    if options.eta is not None and spec.accepts("eta"):
+        sampler_options["eta"] = options.eta
+    out = spec(denoiser, x, sigmas, noise_sampler=per_image_noise_sampler(generators, x),
+               **sampler_options)
+    return out.clamp(-1, 1)
+
+
+def warn_all(messages: list[str], warn: Warn | None) -> None:
+    for message in messages:
+        (warn or (lambda m: warnings.warn(m, stacklevel=3)))(message)
+
+
+def sample_base(
+    model: torch.nn.Module,
+    diffusion: Any,
+    prompts: Sequence[str],
+    tokenizer: Any = None,
+    sampler: str = BASE_DEFAULTS.sampler,
+    steps: int | str = BASE_DEFAULTS.steps,
+    guidance: float | None = BASE_DEFAULTS.guidance,
+    seed: int = 0,
+    **options: Any,
+) -> torch.Tensor:
+    """Base-model samples for ``prompts`` (image i seeded ``seed + i``) → [N,3,H,W] in [−1, 1].
+
+    ``diffusion`` (or None) only supplies the noise schedule; keyword ``options`` are
+    :class:`StageOptions` fields plus ``sample_stage``'s (inpainting, precision, on_call).
+    """
+    tokenizer = tokenizer or tokenizer_for(model)
+    stage, extra = _split(StageOptions(sampler=sampler, steps=steps, guidance=guidance), options)
+    warn_all(prompt_warnings(tokenizer, prompts, model.options.text_ctx), extra.pop("warn", None))
+    seeds = [seed + i for i in range(len(prompts))]
+    return sample_stage(model, prompts, tokenizer, seeds, stage, diffusion=diffusion, **extra)
+
+
+def sample_upsample(
+    model: torch.nn.Module,
+    diffusion: Any,
+    prompts: Sequence[str],
+    tokenizer: Any,
+    low_res: torch.Tensor,
+    sampler: str = UPSAMPLE_DEFAULTS.sampler,
+    steps: int | str = UPSAMPLE_DEFAULTS.steps,
+    guidance: float | None = UPSAMPLE_DEFAULTS.guidance,
+    seed: int = 0,
+    **options: Any,
+) -> torch.Tensor:
+    """Upsample ``low_res`` [N,3,h,w] in [−1, 1] (quantised to 8 bits first) with noise
+    temperature 0.997 by default → [N,3,H,W] in [−1, 1]."""
+    tokenizer = tokenizer or tokenizer_for(model)
+    stage, extra = _split(replace(UPSAMPLE_DEFAULTS, sampler=sampler, steps=steps,
+                                  guidance=guidance), options)
+    warn_all(prompt_warnings(tokenizer, prompts, model.options.text_ctx), extra.pop("warn", None))
+    seeds = [seed + i + UPSAMPLE_SEED_OFFSET for i in range(len(prompts))]
+    return sample_stage(model, prompts, tokenizer, seeds, stage, diffusion=diffusion,
+                        low_res=quantize_8bit(low_res), **extra)
+
+
+def _split(stage: StageOptions, options: dict[str, Any]) -> tuple[StageOptions, dict[str, Any]]:
+    fields = {k: v for k, v in options.items() if k in StageOptions.__dataclass_fields__}
+    return replace(stage, **fields), {k: v for k, v in options.items() if k not in fields}
+
+
+def as_image_tensor(image: Any, size: int) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        t = image[None] if image.ndim == 3 else image
+        if t.shape[-1] != size:
+            t = torch.nn.functional.interpolate(t.float(), size=(size, size), mode="bicubic",
+                                                align_corners=False).clamp(-1, 1)
+        return t
+    return from_pil(_open(image), size)
+
+
+def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
+    if isinstance(mask, torch.Tensor):
+        t = mask.float()
+        t = t.reshape(1, 1, *t.shape[-2:]) if t.ndim < 4 else t
+        if t.shape[-1] != size:
+            t = torch.nn.functional.interpolate(t, size=(size, size), mode="nearest")
+        return t
+    return known_mask_from_pil(_open(mask), size)
+
+
+def _open(image: Any) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    try:
+        return Image.open(image)
+    except (OSError, ValueError) as exc:
+        raise GlidectlError(
+            f"Cannot read image {str(image)!r} ({exc}); pass a PNG or JPEG."
+        ) from exc
+
+
+def prompt_used(tokenizer: Any, prompt: str, ctx: int) -> str:
+    """The text a model reads of ``prompt``: the first ``ctx`` tokens, decoded."""
+    return tokenizer.decode(tokenizer.encode(prompt)[:ctx])

@@ -1,0 +1,82 @@
+"""One device picker and one precision picker: auto = bf16 only where it is native."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glidectl import devices
+from glidectl.devices import check_precision, cpu_flags, pick_device, pick_precision
+from glidectl.errors import GlidectlError
+
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+ZEN4 = "processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16\n"
+
+
+@pytest.fixture
+def cpuinfo(tmp_path, monkeypatch):
+    """Point the CPU probe at a crafted /proc/cpuinfo."""
+    path = tmp_path / "cpuinfo"
+    monkeypatch.setattr(devices, "cpu_flags", lambda cpuinfo=path: cpu_flags(cpuinfo))
+    return path
+
+
+def test_the_cpu_probe_reads_the_kernels_flags(tmp_path):
+    (tmp_path / "c").write_text(SAPPHIRE_RAPIDS)
+    assert {"avx512_bf16", "amx_bf16"} <= cpu_flags(tmp_path / "c")
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+@pytest.mark.parametrize("text", [SAPPHIRE_RAPIDS, ZEN4])
+def test_auto_picks_bf16_on_a_cpu_with_native_bf16(cpuinfo, text):
+    cpuinfo.write_text(text)
+    chosen = pick_precision("auto", "cpu")
+    assert chosen.name == "bf16" and chosen.autocast == "bf16"
+    assert chosen.line() == "Precision: bf16 (auto: this CPU has AVX-512-BF16/AMX)."
+
+
+def test_auto_never_picks_bf16_on_an_avx2_only_cpu(cpuinfo):
+    cpuinfo.write_text(AVX2_ONLY)
+    chosen = pick_precision("auto", "cpu")
+    assert chosen.name == "fp32" and chosen.autocast == "no"
+    assert "no AVX-512-BF16/AMX" in chosen.line()
+
+
+def test_auto_on_cuda_follows_the_gpus_bf16_support(monkeypatch):
+    monkeypatch.setattr(devices, "cuda_has_bf16", lambda device: True)
+    assert pick_precision("auto", "cuda:1").name == "bf16"
+    monkeypatch.setattr(devices, "cuda_has_bf16", lambda device: False)
+    assert pick_precision("auto", "cuda").name == "fp32"
+    assert pick_precision("auto", "mps").name == "fp32"
+
+
+def test_explicit_words_are_kept_and_no_means_fp32():
+    assert pick_precision("bf16", "cpu").name == "bf16"
+    assert pick_precision("fp16", "cpu").autocast == "fp16"
+    assert check_precision("no") == "fp32"
+    with pytest.raises(GlidectlError, match="Unknown --precision 'fp8'; use auto, fp32"):
+        check_precision("fp8")
+
+
+def test_device_auto_is_cpu_without_accelerators(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if getattr(torch.backends, "mps", None):
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu" and pick_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda"
+
+
+def test_training_accepts_auto(cpuinfo):
+    from glidectl.config import load_config
+    from glidectl.devices import training_precision
+
+    cpuinfo.write_text(AVX2_ONLY)
+    cfg = load_config(None, [])
+    assert cfg.train.precision == "auto"
+    assert training_precision(cfg.train.precision).autocast == "no"
+    cpuinfo.write_text(ZEN4)
+    assert training_precision("auto").autocast == "bf16"
+    with pytest.raises(GlidectlError, match="train.precision"):
+        training_precision("fp8")
