@@ -1,4 +1,5 @@
-"""Shared fixtures: golden data location and isolation from installed plugins."""
+"""Shared fixtures: golden data (carried in tests/golden; the full set outside the repository)
+and isolation from installed plugins."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(os.environ.get("GLIDECTL_GOLDEN", ROOT.parent / "shared" / "golden"))
+CARRIED = ROOT / "tests" / "golden"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,14 +30,22 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
+def carried() -> Path:
+    """The small golden cases carried in the repository (tests/golden, see its README)."""
+    return CARRIED
+
+
+@pytest.fixture(scope="session")
 def golden() -> Path:
-    """The reference data folder (../shared/golden); tests using it skip when it is absent."""
+    """The full reference data (../shared/golden, ~25 MB, CI only): only the checks that the
+    carried cases and redrawn tiny weights equal it use this, and skip without it."""
     if not (GOLDEN / "README.md").is_file():
-        pytest.skip(f"golden reference data not found at {GOLDEN} (set GLIDECTL_GOLDEN)")
+        pytest.skip(f"full golden reference data not found at {GOLDEN} (CI only; set "
+                    "GLIDECTL_GOLDEN); tests/golden holds the cases every clone runs")
     return GOLDEN
 
 
 @pytest.fixture(scope="session")
-def gpt2_vocab(golden: Path) -> Path:
-    """The GPT-2 BPE vocabulary folder shipped with the golden data."""
-    return golden / "gpt2"
+def gpt2_vocab(carried: Path) -> Path:
+    """The GPT-2 BPE vocabulary folder carried with the golden cases."""
+    return carried / "gpt2"

@@ -12,8 +12,8 @@ from glidectl import tokenizer as tok
 from glidectl.errors import GlidectlError
 
 
-def _cases(golden: Path) -> list[dict]:
-    return json.loads((golden / "tokenizer_golden.json").read_text())["cases"]
+def _cases(carried: Path) -> list[dict]:
+    return json.loads((carried / "tokenizer_golden.json").read_text())["cases"]
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,8 @@ def gpt2(gpt2_vocab: Path) -> tok.Tokenizer:
     return tok.get_tokenizer("gpt2", vocab_dir=gpt2_vocab)
 
 
-def test_gpt2_matches_every_golden_case(golden: Path, gpt2: tok.Tokenizer) -> None:
-    cases = _cases(golden)
+def test_gpt2_matches_every_golden_case(carried: Path, gpt2: tok.Tokenizer) -> None:
+    cases = _cases(carried)
     assert len(cases) == 41
     for case in cases:
         ids = gpt2.encode(case["text"])

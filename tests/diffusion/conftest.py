@@ -10,14 +10,14 @@ import torch
 
 
 @pytest.fixture(scope="session")
-def dg(golden: Path) -> dict[str, torch.Tensor]:
+def dg(carried: Path) -> dict[str, torch.Tensor]:
     """``diffusion_golden.safetensors`` as a dict of tensors."""
     from safetensors.torch import load_file
 
-    return load_file(str(golden / "diffusion_golden.safetensors"))
+    return load_file(str(carried / "diffusion_golden.safetensors"))
 
 
 @pytest.fixture(scope="session")
-def dg_json(golden: Path) -> dict:
+def dg_json(carried: Path) -> dict:
     """``diffusion_golden.json``."""
-    return json.loads((golden / "diffusion_golden.json").read_text())
+    return json.loads((carried / "diffusion_golden.json").read_text())

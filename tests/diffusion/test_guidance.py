@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -52,17 +49,12 @@ def test_odd_batch_is_rejected() -> None:
         classifier_free_guidance(lambda x, t: x, 3.0)(torch.zeros(3, 3, 2, 2), torch.zeros(3))
 
 
-def test_guided_ddpm_sampling_matches_golden(golden: Path, dg: dict[str, torch.Tensor]) -> None:
+def test_guided_ddpm_sampling_matches_golden(dg: dict[str, torch.Tensor]) -> None:
     """Tiny base model + guidance 3 + learned-variance ancestral steps over the '10' chain
     reproduce the reference p_sample_loop (noise from ``sample/noise_seq``)."""
-    glide = pytest.importorskip("glidectl.glide")
-    from safetensors.torch import load_file
+    from golden_data import tiny_reference_model
 
-    options = json.loads((golden / "tiny_base_options.json").read_text())["options"]
-    model = glide.create_model(glide.ModelOptions.from_dict(options))
-    state = load_file(str(golden / "tiny_base_state_dict.safetensors"))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    model.eval()
+    model = tiny_reference_model("base")
 
     diffusion = create_diffusion("squaredcos_cap_v2", 1000, "10")
     tokens, mask = dg["sample/tokens"], dg["sample/mask"]

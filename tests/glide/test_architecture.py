@@ -18,8 +18,8 @@ PARAMS = {
 
 
 @pytest.fixture(scope="module")
-def manifest(golden):
-    return json.loads((golden / "state_dict_manifest.json").read_text())["models"]
+def manifest(carried):
+    return json.loads((carried / "state_dict_manifest.json").read_text())["models"]
 
 
 def _meta_model(kind: str):

@@ -66,8 +66,8 @@ def test_openai_format_pt_of_a_tiny_model_loads_unchanged(tmp_path, inpaint_mode
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_official_kind_is_identified_from_keys(kind, golden):
-    manifest = json.loads((golden / "state_dict_manifest.json").read_text())["models"][kind]
+def test_official_kind_is_identified_from_keys(kind, carried):
+    manifest = json.loads((carried / "state_dict_manifest.json").read_text())["models"][kind]
     state = {k: torch.empty(shape, device="meta") for k, shape in manifest["state_dict"]}
     assert identify_kind({k: v.shape for k, v in state.items()}) == kind
     assert infer_options(state, "x.pt") == official_options(kind)

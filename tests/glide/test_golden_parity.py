@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from golden_data import tiny_options, tiny_reference_state
 from safetensors.torch import load_file
 
 from glidectl.glide import KINDS, ModelOptions, create_model
@@ -15,19 +14,18 @@ from glidectl.glide.layers import timestep_embedding
 TOL = dict(atol=1e-4, rtol=1e-4)
 
 
-def _case(golden, kind):
-    meta = json.loads((golden / f"tiny_{kind}_options.json").read_text())
+def _case(carried, kind):
+    meta = tiny_options(kind)
     options = ModelOptions.from_dict(meta["options"])
     model = create_model(options).eval()
-    state = load_file(golden / f"tiny_{kind}_state_dict.safetensors")
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    case = load_file(golden / f"tiny_{kind}_case.safetensors")
+    model.load_state_dict(tiny_reference_state(kind))
+    case = load_file(carried / f"tiny_{kind}_case.safetensors")
     return meta, model, case
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_tiny_model_reproduces_reference_outputs(golden, kind):
-    meta, model, case = _case(golden, kind)
+def test_tiny_model_reproduces_reference_outputs(carried, kind):
+    meta, model, case = _case(carried, kind)
     assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == \
         meta["derived"]["state_dict_order"]
     assert sum(p.numel() for p in model.parameters()) == meta["derived"]["total_params"]
@@ -52,16 +50,18 @@ def test_tiny_model_reproduces_reference_outputs(golden, kind):
             torch.testing.assert_close(bare, case["out_no_inpaint_kwargs"], **TOL)
 
 
-def test_golden_safetensors_without_metadata_needs_options(golden):
+def test_golden_safetensors_without_metadata_needs_options(tmp_path):
     """The golden files carry no options; they are custom-sized, so reading them says so."""
+    from safetensors.torch import save_file
+
     from glidectl.errors import GlidectlError
 
+    path = tmp_path / "tiny_base_state_dict.safetensors"  # stored like the reference's: fp16
+    save_file({k: v.half() for k, v in tiny_reference_state("base").items()}, path)
     with pytest.raises(GlidectlError, match="not OpenAI's official one"):
-        read_weights(golden / "tiny_base_state_dict.safetensors")
-    meta = json.loads((golden / "tiny_base_options.json").read_text())
+        read_weights(path)
     state, options = read_weights(
-        golden / "tiny_base_state_dict.safetensors",
-        options=ModelOptions.from_dict(meta["options"]),
+        path, options=ModelOptions.from_dict(tiny_options("base")["options"]),
     )
     assert all(v.dtype == torch.float32 for v in state.values())  # stored fp16, upcast
     assert options.kind == "base"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,22 +9,16 @@ import torch
 
 
 @pytest.fixture(scope="module")
-def dg(golden: Path) -> dict[str, torch.Tensor]:
+def dg(carried: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(str(golden / "diffusion_golden.safetensors"))
+    return load_file(str(carried / "diffusion_golden.safetensors"))
 
 
 @pytest.fixture(scope="module")
-def golden_base(golden: Path) -> torch.nn.Module:
+def golden_base() -> torch.nn.Module:
     """The tiny random-weight base model the golden samples were drawn with."""
-    from safetensors.torch import load_file
+    from golden_data import tiny_reference_model
 
-    from glidectl.glide import ModelOptions, create_model
-
-    options = json.loads((golden / "tiny_base_options.json").read_text())["options"]
-    model = create_model(ModelOptions.from_dict(options))
-    state = load_file(str(golden / "tiny_base_state_dict.safetensors"))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    return model.eval()
+    return tiny_reference_model("base")
 

@@ -50,10 +50,10 @@ def test_sigma_space_schedules_clamp_sigma_max(schedule: str) -> None:
     assert build_sigmas(schedule, 10, COS)[-2].item() == pytest.approx(COS[0])
 
 
-def test_respaced_schedule_uses_glide_timesteps(golden) -> None:
+def test_respaced_schedule_uses_glide_timesteps(carried) -> None:
     from safetensors.torch import load_file
 
-    dg = load_file(str(golden / "diffusion_golden.safetensors"))
+    dg = load_file(str(carried / "diffusion_golden.safetensors"))
     for section in ("10", "ddim25", "fast27", "10,10,10"):
         ts = dg[f"respace/{section}/timestep_map"].numpy()
         sigmas = build_sigmas("respaced", section, COS)
