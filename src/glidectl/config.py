@@ -173,6 +173,21 @@ class TrainConfig:
     seed: int = opt(0, "Random seed.", min=0, max=SEED_MAX)
     max_nonfinite: int = opt(10, "Stop after this many non-finite losses in a row.", min=1)
     threads: int = opt(0, "CPU threads for torch (0 = torch's default).", min=0, max=1024)
+    optimizer: str = opt(
+        "adamw", "adamw; adamw8bit (8-bit moments, bitsandbytes on CUDA: ~75% less optimizer "
+        "memory); adafactor (factored moments: the least memory).",
+        ("adamw", "adamw8bit", "adafactor"),
+    )
+    noise_offset: float = opt(
+        0.0, "Add offset·N(0,1) per image and channel to the training noise, so the model "
+        "learns to change overall brightness and colour (0 = off; 0.05-0.1 is usual).",
+        min=0, max=1,
+    )
+    input_perturbation: float = opt(
+        0.0, "Noise the image with noise + γ·N(0,1) but keep noise as the target; reduces "
+        "the train/sample mismatch (exposure bias) and speeds convergence (0 = off; 0.1 usual).",
+        min=0, max=1,
+    )
 
 
 @dataclass
@@ -199,14 +214,43 @@ class CheckpointConfig:
 
     every: int = opt(500, "Checkpoint every N optimizer steps (0 = only at the end).", min=0)
     keep_last: int = opt(3, "Keep this many step checkpoints (0 = all).", min=0)
+    keep_best: bool = opt(
+        False, "Also keep the checkpoint with the lowest val_loss (checkpoints/best; needs "
+        "[validation]); it is never pruned."
+    )
+
+
+@dataclass
+class ValidationConfig:
+    """Held-out validation: a loss on data training never sees, comparable across a run."""
+
+    holdout: int = opt(
+        0, "Keep the first N samples of data.source out of training and validate on them.",
+        min=0, max=10**7,
+    )
+    source: str = opt("", "Validate on another data source instead (a folder, shards, ...).")
+    every: int = opt(0, "Validate every N optimizer steps (0 = never; also at the end).", min=0)
+    samples: int = opt(
+        64, "Validation samples read from validation.source (holdout: all N).", min=1, max=10**6
+    )
+    timesteps: int = opt(
+        4, "Fixed timesteps per sample, evenly spread; each is a val_loss_tK bucket.",
+        min=1, max=100,
+    )
+    seed: int = opt(0, "Seed of the fixed validation noise.", min=0, max=SEED_MAX)
 
 
 @dataclass
 class LogConfig:
-    """Metrics, the terminal display and Weights & Biases."""
+    """Metrics, the terminal display and experiment trackers (W&B, TensorBoard, ...)."""
 
     every: int = opt(10, "Log metrics every N optimizer steps.", min=1)
-    wandb_project: str = opt("", "W&B project ('' = no W&B).")
+    trackers: list = opt(
+        [], "Trackers through accelerate: tensorboard, wandb, mlflow, aim, comet_ml, clearml, "
+        "dvclive, swanlab, trackio; files go in runs/<name>/trackers/ ([] = metrics.jsonl only)."
+    )
+    project: str = opt("glidectl", "Tracker project (W&B project, TensorBoard subfolder).")
+    wandb_project: str = opt("", "W&B project; setting it also turns on the wandb tracker.")
     wandb_entity: str = opt("", "W&B entity.")
     wandb_mode: str = opt("online", "W&B mode.", ("online", "offline", "disabled"))
 
@@ -237,6 +281,7 @@ class GlideConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     log: LogConfig = field(default_factory=LogConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -136,6 +137,7 @@ def _wandb_records(run_file: Path) -> list:
 
 
 def test_wandb_offline_run_has_the_history_and_previews(tiny, config_file, tmp_path):
+    # log.wandb_project (the older key) still turns the wandb tracker on
     cfg = tiny(train=dict(steps=2), preview=dict(every=2, steps=2, prompts=["a red circle"]),
                log=dict(wandb_project="glidectl-test", wandb_mode="offline"))
     path = config_file(cfg)
@@ -144,14 +146,21 @@ def test_wandb_offline_run_has_the_history_and_previews(tiny, config_file, tmp_p
     proc = subprocess.run(_glidectl("train", "-c", str(path), "--no-live"), env=env,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    runs = list((tmp_path / "runs" / "t" / "wandb").glob("offline-run-*/run-*.wandb"))
+    runs = list((tmp_path / "runs" / "t" / "trackers" / "wandb").glob(
+        "offline-run-*/run-*.wandb"))
     assert len(runs) == 1
     records = _wandb_records(runs[0])
     history = [{item.key or item.nested_key[0]: item.value_json for item in r.history.item}
                for r in records if r.WhichOneof("record_type") == "history"]
     steps = [r for r in history if "loss" in r]
-    assert [float(r["step"]) for r in steps] == [1.0, 2.0]
-    assert any("preview" in r for r in history)
-    config = " ".join(item.value_json for r in records
-                      if r.WhichOneof("record_type") == "run" for item in r.run.config.update)
-    assert "demo:shapes" in config
+    assert [int(r["_step"]) for r in steps] == [1, 2]
+    previews = [r for r in history if "preview" in r]
+    assert [int(r["_step"]) for r in previews] == [0, 2]
+    paths = [json.loads(item.value_json) for r in records
+             if r.WhichOneof("record_type") == "history" for item in r.history.item
+             if list(item.nested_key) == ["preview", "path"]]
+    assert len(paths) == 2  # the grids, stored beside the run
+    assert all((runs[0].parent / "files" / path).is_file() for path in paths)
+    config = {item.key: json.loads(item.value_json) for r in records
+              if r.WhichOneof("record_type") == "config" for item in r.config.update}
+    assert config["data.source"] == "demo:shapes" and config["train.steps"] == 2

@@ -214,6 +214,7 @@ class GaussianDiffusion:
         noise: torch.Tensor | None = None,
         loss_type: str = "hybrid",
         weights: torch.Tensor | None = None,
+        q_noise: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-sample loss terms ``loss``, ``mse`` and ``vb`` for a batch.
 
@@ -221,13 +222,14 @@ class GaussianDiffusion:
         loss = MSE(ε) + L_vb, where L_vb sees the ε half detached so it only trains the
         variance channels. ``eps``: loss = MSE(ε); vb is still reported, without gradient.
         ``weights`` (e.g. :meth:`min_snr_weights`) scale the MSE part of the loss; ``mse``
-        is reported unweighted.
+        is reported unweighted. ``q_noise`` (input perturbation) noises x_t instead of
+        ``noise``, which stays the target.
         """
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
         if noise is None:
             noise = torch.randn_like(x0)
-        xt = self.q_sample(x0, t, noise)
+        xt = self.q_sample(x0, t, noise if q_noise is None else q_noise)
         model_output = model_fn(xt, self.model_timesteps(t))
         eps, v = _split_output(model_output, x0)
         mse = mean_flat((noise - eps) ** 2)

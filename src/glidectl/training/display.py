@@ -17,12 +17,21 @@ def format_eta(seconds: float) -> str:
 
 
 def status_line(record: dict[str, Any], total_steps: int, eta: float) -> str:
-    """``step 120/1000 loss 0.1234 lr 1.0e-04 12.3 img/s data 1% ETA 02:31``."""
+    """``step 120/1000 loss 0.1234 lr 1.0e-04 12.3 img/s data 1% ETA 02:31`` (and the last
+    ``val 0.1200`` once validation ran)."""
+    val = f"val {record['val_loss']:.4f} " if "val_loss" in record else ""
     return (
         f"step {record['step']}/{total_steps} loss {record.get('loss', float('nan')):.4f} "
-        f"lr {record.get('lr', 0.0):.2e} {record.get('images_per_s', 0.0):.1f} img/s "
+        f"{val}lr {record.get('lr', 0.0):.2e} {record.get('images_per_s', 0.0):.1f} img/s "
         f"data {100 * record.get('data_wait', 0.0):.0f}% ETA {format_eta(eta)}"
     )
+
+
+def validation_line(record: dict[str, Any]) -> str:
+    """``validation step 100: val_loss 0.1200 (t0 0.3000 t1 0.0800 ...)``."""
+    buckets = " ".join(f"{k.removeprefix('val_loss_')} {v:.4f}" for k, v in record.items()
+                       if k.startswith("val_loss_t"))
+    return f"validation step {record['step']}: val_loss {record['val_loss']:.4f} ({buckets})"
 
 
 class Display:
@@ -41,6 +50,7 @@ class Display:
         self._progress = None
         self._task = None
         self._last: dict[str, Any] = {}
+        self._val: float | None = None
 
     def __enter__(self) -> Display:
         if self.live:
@@ -84,10 +94,13 @@ class Display:
         """Called every ``log.every`` steps with the metrics record."""
         if not self.enabled:
             return
+        if self._val is not None:
+            record = {**record, "val_loss": self._val}
         self._last = record
         if self._progress is not None:
+            val = f"val {self._val:.4f}  " if self._val is not None else ""
             info = (
-                f"loss {record.get('loss', float('nan')):.4f}  lr {record.get('lr', 0):.2e}  "
+                f"loss {record.get('loss', float('nan')):.4f}  {val}lr {record.get('lr', 0):.2e}  "
                 f"{record.get('images_per_s', 0):.1f} img/s  "
                 f"data {100 * record.get('data_wait', 0):.0f}%"
             )
@@ -95,6 +108,11 @@ class Display:
         else:
             print(status_line(record, self.total, self.eta(record["step"])),
                   file=self.stream, flush=True)
+
+    def validation(self, record: dict[str, Any]) -> None:
+        """A validation result: one line, and ``val`` in the status from now on."""
+        self._val = float(record["val_loss"])
+        self.message(validation_line(record))
 
     def message(self, text: str) -> None:
         if not self.enabled:

@@ -16,11 +16,12 @@ from typing import Any
 import torch
 
 from .. import runs
-from ..config import GlideConfig, save_config, to_dict
+from ..config import GlideConfig, save_config
 from ..errors import GlidectlError
 from . import resume_state as rs
+from . import validation as val
 from .adapters import ModelAdapter, PartsAdapter
-from .checkpointing import CheckpointManager, resolve_checkpoint
+from .checkpointing import CheckpointManager
 from .data_stream import DataStream
 from .display import Display
 from .ema import EMA
@@ -28,8 +29,11 @@ from .guards import NonFiniteGuard, StopFlag
 from .lr_schedule import make_scheduler
 from .metrics import MetricsFile, Throughput, truncate_after
 from .model_setup import ModelBundle, build_model
+from .optimizers import make_optimizer
 from .previews import Previewer
-from .run_dir import check_writable, next_run_name
+from .run_dir import check_writable, pick_run_dir
+from .setup import check_config, make_accelerator, split_preview_data, total_steps
+from .trackers import Trackers
 
 
 @dataclass
@@ -42,6 +46,28 @@ class TrainResult:
     checkpoint: Path | None = None
     last_loss: float = float("nan")
     history: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Outputs:
+    """Where a run's records go: metrics.jsonl and the trackers (main process)."""
+
+    result: TrainResult
+    metrics: MetricsFile | None = None
+    trackers: Trackers | None = None
+
+    def write(self, record: dict[str, Any], step: int) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
+        if self.trackers is not None:
+            self.trackers.log(record, step)
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.trackers is not None:
+            self.trackers.finish()
 
 
 class TrainState:
@@ -51,72 +77,22 @@ class TrainState:
     def __init__(self, stream: DataStream, guard: NonFiniteGuard):
         self.step = 0
         self.stream, self.guard = stream, guard
-        self.wandb_id: str | None = None
+        self.tracker_ids: dict[str, str] = {}
+        self.best_val_loss = math.inf
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step, "data": self.stream.state_dict(),
-            "guard": self.guard.state_dict(), "wandb_id": self.wandb_id,
+            "guard": self.guard.state_dict(), "trackers": dict(self.tracker_ids),
+            "best_val_loss": self.best_val_loss,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.stream.load_state_dict(state["data"])
         self.guard.load_state_dict(state["guard"])
-        self.wandb_id = state.get("wandb_id")
-
-
-def _pick_run_dir(cfg: GlideConfig, resume: str | None) -> tuple[runs.RunDir, Path | None]:
-    """(run dir, checkpoint to resume from) from the config and --resume."""
-    output = Path(cfg.train.output_dir)
-    if resume and resume != "latest":
-        step_dir = resolve_checkpoint(resume)
-        return runs.RunDir(runs.run_of_step_dir(step_dir)), step_dir
-    if resume == "latest":
-        if cfg.train.name:
-            run = runs.RunDir(output / cfg.train.name)
-        else:
-            found = list(output.glob(f"*/{runs.CHECKPOINTS_DIR}/{runs.LATEST}")) \
-                if output.is_dir() else []
-            if not found:
-                raise GlidectlError(
-                    f"--resume latest: no run with checkpoints under {str(output)!r}; "
-                    "pass --name or a checkpoint path."
-                )
-            run = runs.RunDir(max(found, key=lambda p: p.stat().st_mtime).parent.parent)
-        return run, resolve_checkpoint("latest", run.checkpoints)
-    name = cfg.train.name or next_run_name(output)
-    run = runs.RunDir(output / name)
-    if CheckpointManager(run.checkpoints).latest() is not None:
-        raise GlidectlError(
-            f"Run {str(run.root)!r} already has checkpoints; pass --resume latest to go on, "
-            "or pick another --name."
-        )
-    return run, None
-
-
-def _total_steps(cfg: GlideConfig, stream: DataStream) -> int:
-    if cfg.train.epochs > 0:
-        per_epoch = stream.steps_per_epoch(cfg.train.grad_accum)
-        if per_epoch is None:
-            raise GlidectlError(
-                "train.epochs needs data of known length; these webdataset shards do not say "
-                "how many samples they hold, so set train.steps instead."
-            )
-        return cfg.train.epochs * per_epoch
-    if cfg.train.steps <= 0:
-        raise GlidectlError("train.steps must be positive (or set train.epochs).")
-    return cfg.train.steps
-
-
-def _has_accelerator_device() -> bool:
-    """A GPU-like device; without one, torchrun/accelerate processes use gloo on the CPU."""
-    if torch.cuda.is_available():
-        return True
-    xpu = getattr(torch, "xpu", None)
-    mps = getattr(torch.backends, "mps", None)
-    return bool((xpu is not None and xpu.is_available())
-                or (mps is not None and mps.is_available()))
+        self.tracker_ids = {str(k): str(v) for k, v in dict(state.get("trackers", {})).items()}
+        self.best_val_loss = float(state.get("best_val_loss", math.inf))
 
 
 def _random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -131,22 +107,6 @@ def _random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
     return masks
 
 
-def _split_holdout(cfg: GlideConfig, opts: Any, dataset: Any, global_batch: int,
-                   k: int = 8) -> tuple[Any, Any]:
-    """(training data, preview data). Upsampler previews hold out the last ``k`` samples of a
-    map-style dataset; base previews use prompts, so nothing is held out."""
-    from torch.utils.data import IterableDataset, Subset
-
-    if (not opts.super_res or cfg.preview.low_res or cfg.preview.every <= 0
-            or isinstance(dataset, IterableDataset)):
-        return dataset, dataset
-    n = len(dataset)
-    k = min(k, n - global_batch)
-    if k <= 0:
-        return dataset, dataset
-    return Subset(dataset, range(n - k)), Subset(dataset, range(n - k, n))
-
-
 class Trainer:
     """Sets up a run from a config, then :meth:`run` trains it."""
 
@@ -155,44 +115,46 @@ class Trainer:
         adapter: ModelAdapter | None = None, live: bool | None = None,
         kinds: tuple[str, ...] | None = None, dataset: Any = None, quiet: bool = False,
     ):
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
-
         self.cfg = cfg
-        tc = cfg.train
-        if kinds is not None and cfg.model.kind not in kinds:
-            raise GlidectlError(
-                f"model.kind is {cfg.model.kind!r}, but this command trains "
-                f"{' or '.join(kinds)} models; set model.kind or use the other command "
-                "(train: base models, upsample: upsamplers)."
-            )
         from ..devices import training_precision
 
-        self.precision = training_precision(tc.precision)
-        if self.precision.name == "fp16" and not _has_accelerator_device():
-            raise GlidectlError(
-                "train.precision = \"fp16\" needs a GPU (it uses a GradScaler on CUDA); on a "
-                "CPU use \"bf16\" or \"no\"."
-            )
-        if tc.threads > 0:
-            torch.set_num_threads(tc.threads)
-        # Accelerate keeps process-wide singletons; a second run in the same process (a
-        # notebook, the tests) may use another precision or accumulation, so start them afresh.
-        # PartialState (the process group) is kept.
-        from accelerate.state import AcceleratorState, GradientState
-
-        AcceleratorState._reset_state()
-        GradientState._reset_state()
-        self.accelerator = acc = Accelerator(
-            mixed_precision=self.precision.autocast, gradient_accumulation_steps=tc.grad_accum,
-            step_scheduler_with_optimizer=False, cpu=not _has_accelerator_device(),
-        )
+        self.precision = training_precision(cfg.train.precision)
+        check_config(cfg, kinds, self.precision.name)
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.accelerator = acc = make_accelerator(cfg, self.precision.autocast)
         self.main = acc.is_main_process
-        set_seed(tc.seed)
+        self._setup_run_dir(resume)
+        # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
+        self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution)
+        model = self._setup_model(adapter)
+        shown = self._setup_data(dataset)
+        optimizer = make_optimizer(cfg.train, self.params)
+        scheduler = make_scheduler(optimizer, cfg.train.lr_schedule, cfg.train.warmup_steps,
+                                   self.total_steps)
+        if cfg.train.compile:
+            model.compile()
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        # After prepare, so the fp32 shadows live on the training device.
+        tc = cfg.train
+        self.ema = EMA(self.params, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None
+        self.guard = NonFiniteGuard(tc.max_nonfinite)
+        self.noise = torch.Generator().manual_seed(tc.seed + 1)
+        self.state = TrainState(self.stream, self.guard)
+        self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
+        if self.resume_from is not None:
+            self._load(self.resume_from)
+        self.display = Display(
+            self.total_steps, self.state.step, live=live, enabled=self.main and not quiet
+        )
+        if cfg.train.precision == "auto":
+            self.display.message(self.precision.line())
+        self.previewer = Previewer(cfg, self.bundle, self.unwrapped, shown) if self.main else None
 
-        # Run directory: the main process decides (and checks), everyone agrees.
+    def _setup_run_dir(self, resume: str | None) -> None:
+        """The main process picks (and checks) the run folder; everyone agrees on it."""
         def pick() -> tuple[str, str | None]:
-            run, resume_from = _pick_run_dir(cfg, resume)
+            run, resume_from = pick_run_dir(self.cfg, resume)
             check_writable(run.root)
             return str(run.root), str(resume_from) if resume_from else None
 
@@ -201,12 +163,12 @@ class Trainer:
         self.resume_from = Path(resume_from) if resume_from else None
         if self.main:
             self.run_dir.create()
-            save_config(cfg, self.run_dir.config)
-        acc.wait_for_everyone()
+            save_config(self.cfg, self.run_dir.config)
+        self.accelerator.wait_for_everyone()
 
-        # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
-        self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution)
-        opts = self.bundle.options
+    def _setup_model(self, adapter: ModelAdapter | None) -> torch.nn.Module:
+        """Wrap the network for training; checks there is something to train and room for it."""
+        tc = self.cfg.train
         self.adapter = adapter or PartsAdapter(tc.trainable)
         model = self.adapter.prepare(self.bundle.model)
         if tc.gradient_checkpointing:
@@ -220,54 +182,44 @@ class Trainer:
         n_train = sum(p.numel() for p in self.params)
         self._on_main(lambda: check_writable(self.run_dir.checkpoints,
                                              4 * (2 * n_all + 3 * n_train)))
+        return model
 
-        # Data: sharded per process, resumable by cursor.
-        preview_data = None
+    def _setup_data(self, dataset: Any) -> Any:
+        """The training stream (sharded per process, resumable by cursor), the validation
+        samples; returns the data upsampler previews read."""
+        cfg, acc, opts = self.cfg, self.accelerator, self.bundle.options
+        tc = cfg.train
+        preview_data, self.validator = None, None
+        size = cfg.data.resolution or opts.image_size
+        data_args = dict(
+            tokenizer=self.bundle.tokenizer, image_size=size, text_ctx=opts.text_ctx,
+            low_res_size=(size // 4) if opts.super_res else None, seed=tc.seed,
+        )
         if dataset is None:
             from ..data import build_dataset
 
-            size = cfg.data.resolution or opts.image_size
-            data_args = dict(
-                tokenizer=self.bundle.tokenizer, image_size=size, text_ctx=opts.text_ctx,
-                low_res_size=(size // 4) if opts.super_res else None, seed=tc.seed,
-            )
             dataset = build_dataset(cfg.data, train=True, rank=acc.process_index,
                                     world_size=acc.num_processes, **data_args)
             if self.main and cfg.preview.every > 0:
                 # Previews read the data as for evaluation: no augmentation or caption dropout.
                 preview_data = build_dataset(cfg.data, train=False, **data_args)
         self.dataset = dataset
-        train_data, holdout = _split_holdout(cfg, opts, dataset, tc.batch_size * acc.num_processes)
-        if preview_data is not None and holdout is dataset:
-            holdout = preview_data
+        if val.enabled(cfg):
+            samples = val.load_samples(cfg, data_args)
+            self.validator = val.Validator(cfg, samples, self.bundle.diffusion, opts,
+                                           tc.batch_size)
+            if cfg.validation.holdout > 0:
+                dataset = val.WithoutKeys(dataset, {s["key"] for s in samples})
+        train_data, shown = split_preview_data(cfg, opts, dataset,
+                                               tc.batch_size * acc.num_processes)
+        if preview_data is not None and shown is dataset:
+            shown = preview_data
         self.stream = DataStream(
             train_data, batch_size=tc.batch_size, rank=acc.process_index,
             world=acc.num_processes, seed=tc.seed, workers=cfg.data.workers,
         )
-        self.total_steps = _total_steps(cfg, self.stream)
-
-        optimizer = torch.optim.AdamW(
-            self.params, lr=tc.lr, betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_eps,
-            weight_decay=tc.weight_decay,
-        )
-        scheduler = make_scheduler(optimizer, tc.lr_schedule, tc.warmup_steps, self.total_steps)
-        if tc.compile:
-            model.compile()
-        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
-        # After prepare, so the fp32 shadows live on the training device.
-        self.ema = EMA(self.params, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None
-        self.guard = NonFiniteGuard(tc.max_nonfinite)
-        self.noise = torch.Generator().manual_seed(tc.seed + 1)
-        self.state = TrainState(self.stream, self.guard)
-        self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
-        if self.resume_from is not None:
-            self._load(self.resume_from)
-        self.display = Display(
-            self.total_steps, self.state.step, live=live, enabled=self.main and not quiet
-        )
-        if tc.precision == "auto":
-            self.display.message(self.precision.line())
-        self.previewer = Previewer(cfg, self.bundle, self.unwrapped, holdout) if self.main else None
+        self.total_steps = total_steps(cfg, self.stream)
+        return shown
 
     # ------------------------------------------------------------------ helpers
     def _on_main(self, fn: Any) -> Any:
@@ -292,60 +244,25 @@ class Trainer:
     def unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
+    def _resumable(self) -> dict[str, Any]:
+        """What the resume state holds besides the loop's own state and the RNGs."""
+        return {rs.OPTIMIZER: self.optimizer, rs.SCHEDULER: self.scheduler, rs.EMA: self.ema,
+                rs.SCALER: self.accelerator.scaler}
+
     def _load(self, step_dir: Path) -> None:
-        """Resume: read and check every state file first, then weights, then apply."""
-        acc = self.accelerator
-        parts = rs.read_resume_state(
-            runs.state_dir(step_dir), acc.process_index, ema=self.ema is not None,
-            scaler=acc.scaler is not None,
-        )
-        loader = getattr(self.adapter, "load_checkpoint", None)
-        if loader is not None:
-            loader(self.unwrapped, step_dir)
-        else:
+        """Resume: every state file is read and checked first, then weights, then applied."""
+        def weights() -> None:
+            loader = getattr(self.adapter, "load_checkpoint", None)
+            if loader is not None:
+                loader(self.unwrapped, step_dir)
+                return
             from ..glide import read_weights
 
             state_dict, _ = read_weights(step_dir / runs.MODEL_FILE)
             self.unwrapped.load_state_dict(state_dict)
-        targets: list[tuple[str, Any, str]] = [
-            ("optimizer", self.optimizer, rs.OPTIMIZER),
-            ("scheduler", self.scheduler, rs.SCHEDULER),
-            ("ema", self.ema, rs.EMA), ("scaler", acc.scaler, rs.SCALER),
-        ]
-        try:
-            train = dict(parts["train"])
-            acc.step = int(train.pop("micro_step", 0))
-            self.state.load_state_dict(train)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise rs.apply_failure(step_dir, rs.TRAIN, exc) from None
-        for key, target, name in targets:
-            if key in parts:
-                try:
-                    target.load_state_dict(parts[key])
-                except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
-                    raise rs.apply_failure(step_dir, name, exc) from None
-        try:
-            rs.restore_rng(parts["rng"], self.noise)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise rs.apply_failure(step_dir, rs.rng_file(acc.process_index), exc) from None
 
-    def _save_state(self, state_dir: Path) -> None:
-        """Write the resume state (no pickles): shared parts on the main process, then every
-        process its own RNGs."""
-        acc = self.accelerator
-        if self.main:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            rs.write_state_file(state_dir / rs.TRAIN,
-                                {**self.state.state_dict(), "micro_step": acc.step})
-            rs.write_state_file(state_dir / rs.OPTIMIZER, self.optimizer.state_dict())
-            rs.write_state_file(state_dir / rs.SCHEDULER, self.scheduler.state_dict())
-            if acc.scaler is not None:
-                rs.write_state_file(state_dir / rs.SCALER, acc.scaler.state_dict())
-            if self.ema is not None:
-                rs.write_state_file(state_dir / rs.EMA, self.ema.state_dict())
-        acc.wait_for_everyone()
-        rs.write_state_file(state_dir / rs.rng_file(acc.process_index),
-                            rs.capture_rng(self.noise))
+        rs.load_state(runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),
+                      self.noise, weights)
 
     def save_checkpoint(self) -> Path:
         """Every process calls this; the main one writes weights, all write their RNGs."""
@@ -370,7 +287,8 @@ class Trainer:
                     with self.ema.swapped():
                         save_weights(self.adapter.export_state(model), tmp / runs.EMA_FILE,
                                      opts, meta)
-        self._save_state(runs.state_dir(tmp))
+        rs.save_state(runs.state_dir(tmp), acc, self.state.state_dict(), self._resumable(),
+                      self.noise)
         acc.wait_for_everyone()
         final = self.checkpoints.final_dir(step)
         if self.main:
@@ -400,6 +318,7 @@ class Trainer:
         x0 = batch["image"].to(dev)
         tokens, mask = batch["tokens"].to(dev), batch["mask"].to(dev)
         t, noise, inpaint_mask = self._batch_noise(batch)
+        noise, q_noise = self._shaped_noise(noise)
         extra: dict[str, Any] = {}
         if "low_res" in batch and self.bundle.options.super_res:
             extra["low_res"] = batch["low_res"].to(dev)
@@ -414,8 +333,27 @@ class Trainer:
         if tc.min_snr_gamma > 0 or tc.snr_floor > 0:
             weights = diffusion.snr_weights(t, gamma=tc.min_snr_gamma, floor=tc.snr_floor)
         return diffusion.training_losses(
-            model_fn, x0, t, noise, loss_type=self.cfg.train.loss, weights=weights
+            model_fn, x0, t, noise, loss_type=self.cfg.train.loss, weights=weights,
+            q_noise=q_noise,
         )
+
+    def _shaped_noise(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``train.noise_offset`` (a per-image, per-channel constant added to the noise, for
+        both x_t and the target) and ``train.input_perturbation`` (extra noise in x_t only):
+        (target noise, noise for q_sample or None = the same). Drawn for the global batch,
+        like :meth:`_batch_noise`, and only when on, so runs without them are unchanged."""
+        tc = self.cfg.train
+        if tc.noise_offset <= 0 and tc.input_perturbation <= 0:
+            return noise, None
+        b, world = noise.shape[0], self.accelerator.num_processes
+        mine = torch.tensor(self.stream.global_positions(b))
+        if tc.noise_offset > 0:
+            offset = torch.randn((b * world, noise.shape[1], 1, 1), generator=self.noise)
+            noise = noise + tc.noise_offset * offset[mine].to(noise.device)
+        if tc.input_perturbation <= 0:
+            return noise, None
+        extra = torch.randn((b * world, *noise.shape[1:]), generator=self.noise)
+        return noise, noise + tc.input_perturbation * extra[mine].to(noise.device)
 
     def _stop_everywhere(self, flag: StopFlag) -> bool:
         if self.accelerator.num_processes == 1:
@@ -423,7 +361,7 @@ class Trainer:
         wanted = torch.tensor([float(flag.requested)], device=self.accelerator.device)
         return bool(self.accelerator.reduce(wanted, "sum").item() > 0)
 
-    def _preview(self, wandb: Any) -> None:
+    def _preview(self, trackers: Trackers) -> None:
         if self.previewer is None or self.cfg.preview.every <= 0:
             self.accelerator.wait_for_everyone()
             return
@@ -439,119 +377,130 @@ class Trainer:
         if self.previewer.error:
             self.display.message(f"Warning: {self.previewer.error}")
         if out is not None:
+            from PIL import Image
+
             self.display.message(f"preview: {out.path}")
-            if wandb is not None:
-                wandb.log_images(self.state.step, "preview", out.images, out.captions)
+            with Image.open(out.path) as grid:
+                trackers.log_image("preview", grid, self.state.step, "; ".join(out.captions))
         self.accelerator.wait_for_everyone()
+
+    def _validate(self, step: int, out: _Outputs) -> None:
+        """val_loss on the held-out samples (main process); with checkpoint.keep_best a new
+        lowest value writes a checkpoint and points ``best`` at it."""
+        v = self.cfg.validation
+        if self.validator is None or not (step % v.every == 0 or step == self.total_steps):
+            return
+        values = self._on_main(lambda: self.validator.run(self.unwrapped, self.accelerator.device))
+        record = {"step": step, **values}
+        out.result.validation.append(record)
+        out.write(record, step)
+        self.display.validation(record)
+        if self.cfg.checkpoint.keep_best and values["val_loss"] < self.state.best_val_loss:
+            self.state.best_val_loss = values["val_loss"]
+            self._checkpoint(out.result)
+            if self.main:
+                self.checkpoints.mark_best(step)
+                self.display.message(f"best val_loss {values['val_loss']:.5f}: step {step}")
+
+    def _checkpoint(self, result: TrainResult) -> None:
+        """Write this step's checkpoint unless it was just written."""
+        if self._saved_step != self.state.step:
+            result.checkpoint = self.save_checkpoint()
+            self._saved_step = self.state.step
+
+    def _optimizer_step(self) -> tuple[torch.Tensor, bool]:
+        """``grad_accum`` micro-batches, then one optimizer step unless the loss was not
+        finite: (loss terms averaged over processes, stepped)."""
+        acc, tc = self.accelerator, self.cfg.train
+        terms = torch.zeros(3, device=acc.device)
+        wait, stepped = 0.0, False
+        for _ in range(tc.grad_accum):
+            with acc.accumulate(self.model):
+                batch = self.stream.next()
+                wait += self.stream.last_wait
+                losses = self._losses(batch)
+                loss = losses["loss"].mean()
+                acc.backward(loss)
+                terms += torch.stack([
+                    loss.detach(), losses["mse"].mean().detach(), losses["vb"].mean().detach(),
+                ]) / tc.grad_accum
+                if acc.sync_gradients:
+                    terms = acc.reduce(terms, "mean")
+                    stepped = self.guard.check(terms[0].item(), self.state.step, self._where())
+                    if stepped:
+                        self._grad_norm = float(acc.clip_grad_norm_(
+                            self.params, tc.grad_clip if tc.grad_clip > 0 else math.inf))
+                        self.optimizer.step()
+                        self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+        self._meter.add(tc.batch_size * acc.num_processes * tc.grad_accum, wait)
+        return terms, stepped
+
+    def _record(self, step: int, sums: torch.Tensor, n: int) -> dict[str, Any]:
+        """The metrics record of a logging window of ``n`` steps."""
+        return {
+            "step": step, "epoch": self.stream.epoch,
+            "loss": float(sums[0] / n), "mse": float(sums[1] / n), "vb": float(sums[2] / n),
+            "lr": self.scheduler.get_last_lr()[0], "grad_norm": self._grad_norm,
+            **self._meter.read(), "skipped_nonfinite": self.guard.total,
+            **self._data_counts(),
+            "preview_failures": self.previewer.failures if self.previewer else 0,
+        }
 
     # ------------------------------------------------------------------ the loop
     def run(self, until: int | None = None) -> TrainResult:
         """Train to ``train.steps`` (or stop early at step ``until``, checkpointed, as if
         interrupted: the LR schedule still spans all steps)."""
-        acc, cfg, tc = self.accelerator, self.cfg, self.cfg.train
+        cfg = self.cfg
         step = self.state.step
-        wandb = None
-        metrics = None
+        out = _Outputs(TrainResult(self.run_dir.root, step))
         if self.main:
             truncate_after(self.run_dir.metrics, step)
-            metrics = MetricsFile(self.run_dir.metrics)
-            if cfg.log.wandb_project:
-                from .wandb_log import WandbLogger
-
-                wandb = WandbLogger(
-                    cfg.log.wandb_project, cfg.log.wandb_entity, cfg.log.wandb_mode,
-                    self.run_dir.name, to_dict(cfg), self.run_dir.root, self.state.wandb_id,
-                )
-                self.state.wandb_id = wandb.id
-        result = TrainResult(self.run_dir.root, step)
-        meter = Throughput()
-        sums = torch.zeros(3)
-        logged_steps = 0
-        grad_norm = float("nan")
-        global_batch = tc.batch_size * acc.num_processes * tc.grad_accum
+            out.metrics = MetricsFile(self.run_dir.metrics)
+        self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
+        sums, logged = torch.zeros(3), 0
         self.model.train()
         try:
+            out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids)
+            self.state.tracker_ids = out.trackers.ids
             with StopFlag() as stop, self.display:
                 if step == 0:
-                    self._preview(wandb)
-                meter.reset()
-                stepped = False
+                    self._preview(out.trackers)
+                self._meter.reset()
                 while step < self.total_steps:
-                    terms = torch.zeros(3, device=acc.device)
-                    wait = 0.0
-                    for _ in range(tc.grad_accum):
-                        with acc.accumulate(self.model):
-                            batch = self.stream.next()
-                            wait += self.stream.last_wait
-                            losses = self._losses(batch)
-                            loss = losses["loss"].mean()
-                            acc.backward(loss)
-                            terms += torch.stack([
-                                loss.detach(), losses["mse"].mean().detach(),
-                                losses["vb"].mean().detach(),
-                            ]) / tc.grad_accum
-                            if acc.sync_gradients:
-                                terms = acc.reduce(terms, "mean")
-                                if self.guard.check(terms[0].item(), step, self._where()):
-                                    grad_norm = float(acc.clip_grad_norm_(
-                                        self.params, tc.grad_clip if tc.grad_clip > 0
-                                        else math.inf))
-                                    self.optimizer.step()
-                                    self.scheduler.step()
-                                    stepped = True
-                                else:
-                                    stepped = False
-                                self.optimizer.zero_grad(set_to_none=True)
-                    meter.add(global_batch, wait)
+                    terms, stepped = self._optimizer_step()
                     if not stepped:
                         continue
                     if self.ema is not None:
                         self.ema.update()
                     step = self.state.step = step + 1
-                    sums += terms.float().cpu()
-                    logged_steps += 1
+                    sums, logged = sums + terms.float().cpu(), logged + 1
                     self.display.advance(step)
-                    result.last_loss = float(terms[0])
-
+                    out.result.last_loss = float(terms[0])
                     if step % cfg.log.every == 0 or step == self.total_steps:
-                        record = {
-                            "step": step, "epoch": self.stream.epoch,
-                            "loss": float(sums[0] / logged_steps),
-                            "mse": float(sums[1] / logged_steps),
-                            "vb": float(sums[2] / logged_steps),
-                            "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                            **meter.read(), "skipped_nonfinite": self.guard.total,
-                            **self._data_counts(),
-                            "preview_failures": self.previewer.failures if self.previewer else 0,
-                        }
-                        sums.zero_()
-                        logged_steps = 0
-                        meter.reset()
-                        result.history.append(record)
-                        if self.main:
-                            metrics.write(record)
-                            self.display.log(record)
-                            if wandb is not None:
-                                wandb.log_scalars(record)
+                        record = self._record(step, sums, logged)
+                        sums, logged = torch.zeros(3), 0
+                        self._meter.reset()
+                        out.result.history.append(record)
+                        out.write(record, step)
+                        self.display.log(record)
                     if cfg.preview.every > 0 and step % cfg.preview.every == 0:
-                        self._preview(wandb)
-                    is_last = step == self.total_steps
+                        self._preview(out.trackers)
+                    self._validate(step, out)
                     if self._stop_everywhere(stop) or (until is not None and step >= until):
-                        result.interrupted = True
+                        out.result.interrupted = True
                         break
-                    if is_last or (cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0):
-                        result.checkpoint = self.save_checkpoint()
-                if result.interrupted:
+                    if step == self.total_steps or (
+                            cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0):
+                        self._checkpoint(out.result)
+                if out.result.interrupted:
                     self.display.message(f"{stop.signal_name or 'stop'}: saving step {step}")
-                    result.checkpoint = self.save_checkpoint()
+                    self._checkpoint(out.result)
         finally:
-            if metrics is not None:
-                metrics.close()
-            if wandb is not None:
-                wandb.finish()
-        result.step = step
-        acc.wait_for_everyone()
-        return result
+            out.close()
+        out.result.step = step
+        self.accelerator.wait_for_everyone()
+        return out.result
 
     def _where(self) -> str:
         return f" (data epoch {self.stream.epoch}, position {self.stream.position})"

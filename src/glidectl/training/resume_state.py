@@ -224,3 +224,46 @@ def apply_failure(step_dir: Path, name: str, exc: Exception) -> GlidectlError:
         f"Cannot resume from {str(step_dir)!r}: state/{name} does not fit this run "
         f"({type(exc).__name__}: {first}); resume with the run's own config."
     )
+
+
+def save_state(state_dir: Path, accelerator: Any, train: dict[str, Any],
+               objects: dict[str, Any], noise: torch.Generator) -> None:
+    """Write the resume state; every process calls it. ``objects`` maps a file name
+    (OPTIMIZER, SCHEDULER, EMA, SCALER) to what has a state_dict (None: not used)."""
+    if accelerator.is_main_process:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        write_state_file(state_dir / TRAIN, {**train, "micro_step": accelerator.step})
+        for name, obj in objects.items():
+            if obj is not None:
+                write_state_file(state_dir / name, obj.state_dict())
+    accelerator.wait_for_everyone()
+    write_state_file(state_dir / rng_file(accelerator.process_index), capture_rng(noise))
+
+
+def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str, Any],
+               noise: torch.Generator, load_weights: Any) -> None:
+    """Read and check every file this process needs, then ``load_weights()``, then apply
+    each state (``train`` and ``objects`` as for :func:`save_state`)."""
+    step_dir, rank = state_dir.parent, accelerator.process_index
+    parts = read_resume_state(state_dir, rank, ema=objects.get(EMA) is not None,
+                              scaler=objects.get(SCALER) is not None)
+    load_weights()
+    targets = [(TRAIN, None, parts["train"])] + [
+        (name, obj, parts[key]) for name, key in
+        ((OPTIMIZER, "optimizer"), (SCHEDULER, "scheduler"), (EMA, "ema"), (SCALER, "scaler"))
+        if (obj := objects.get(name)) is not None
+    ]
+    for name, obj, state in targets:
+        try:
+            if obj is None:
+                state = dict(state)
+                accelerator.step = int(state.pop("micro_step", 0))
+                train.load_state_dict(state)
+            else:
+                obj.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise apply_failure(step_dir, name, exc) from None
+    try:
+        restore_rng(parts["rng"], noise)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise apply_failure(step_dir, rng_file(rank), exc) from None

@@ -7,6 +7,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from .. import runs
+from ..config import GlideConfig
 from ..errors import GlidectlError
 
 MIN_FREE_BYTES = 64 * 1024 * 1024
@@ -56,3 +58,33 @@ def check_writable(directory: Path, needed_bytes: int = MIN_FREE_BYTES) -> None:
             "another --output-dir."
         )
 
+
+
+def pick_run_dir(cfg: GlideConfig, resume: str | None) -> tuple[runs.RunDir, Path | None]:
+    """(run dir, checkpoint to resume from) from the config and --resume."""
+    from .checkpointing import resolve_checkpoint
+
+    output = Path(cfg.train.output_dir)
+    if resume and resume != runs.LATEST:
+        step_dir = resolve_checkpoint(resume)
+        return runs.RunDir(runs.run_of_step_dir(step_dir)), step_dir
+    if resume == runs.LATEST:
+        if cfg.train.name:
+            run = runs.RunDir(output / cfg.train.name)
+        else:
+            found = list(output.glob(f"*/{runs.CHECKPOINTS_DIR}/{runs.LATEST}")) \
+                if output.is_dir() else []
+            if not found:
+                raise GlidectlError(
+                    f"--resume latest: no run with checkpoints under {str(output)!r}; "
+                    "pass --name or a checkpoint path."
+                )
+            run = runs.RunDir(max(found, key=lambda p: p.stat().st_mtime).parent.parent)
+        return run, resolve_checkpoint(runs.LATEST, run.checkpoints)
+    run = runs.RunDir(output / (cfg.train.name or next_run_name(output)))
+    if runs.latest_step_dir(run.checkpoints) is not None:
+        raise GlidectlError(
+            f"Run {str(run.root)!r} already has checkpoints; pass --resume latest to go on, "
+            "or pick another --name."
+        )
+    return run, None

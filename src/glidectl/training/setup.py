@@ -1,0 +1,89 @@
+"""What a run is set up from: config checks the schema cannot make, the Accelerator, the
+step count, and the upsampler's preview samples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..config import GlideConfig
+from ..errors import GlidectlError
+from . import validation as val
+from .data_stream import DataStream
+from .trackers import tracker_names
+
+
+def total_steps(cfg: GlideConfig, stream: DataStream) -> int:
+    if cfg.train.epochs > 0:
+        per_epoch = stream.steps_per_epoch(cfg.train.grad_accum)
+        if per_epoch is None:
+            raise GlidectlError(
+                "train.epochs needs data of known length; these webdataset shards do not say "
+                "how many samples they hold, so set train.steps instead."
+            )
+        return cfg.train.epochs * per_epoch
+    if cfg.train.steps <= 0:
+        raise GlidectlError("train.steps must be positive (or set train.epochs).")
+    return cfg.train.steps
+
+
+def has_accelerator_device() -> bool:
+    """A GPU-like device; without one, torchrun/accelerate processes use gloo on the CPU."""
+    if torch.cuda.is_available():
+        return True
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return bool((xpu is not None and xpu.is_available())
+                or (mps is not None and mps.is_available()))
+
+
+def split_preview_data(cfg: GlideConfig, opts: Any, dataset: Any, global_batch: int,
+                   k: int = 8) -> tuple[Any, Any]:
+    """(training data, preview data). Upsampler previews hold out the last ``k`` samples of a
+    map-style dataset; base previews use prompts, so nothing is held out."""
+    from torch.utils.data import IterableDataset, Subset
+
+    if (not opts.super_res or cfg.preview.low_res or cfg.preview.every <= 0
+            or isinstance(dataset, IterableDataset)):
+        return dataset, dataset
+    n = len(dataset)
+    k = min(k, n - global_batch)
+    if k <= 0:
+        return dataset, dataset
+    return Subset(dataset, range(n - k)), Subset(dataset, range(n - k, n))
+
+
+def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None, precision: str) -> None:
+    """What the schema cannot check, before anything is created."""
+    if kinds is not None and cfg.model.kind not in kinds:
+        raise GlidectlError(
+            f"model.kind is {cfg.model.kind!r}, but this command trains "
+            f"{' or '.join(kinds)} models; set model.kind or use the other command "
+            "(train: base models, upsample: upsamplers)."
+        )
+    if precision == "fp16" and not has_accelerator_device():
+        raise GlidectlError(
+            "train.precision = \"fp16\" needs a GPU (it uses a GradScaler on CUDA); on a "
+            "CPU use \"bf16\" or \"no\"."
+        )
+    val.check(cfg)
+    tracker_names(cfg.log)
+
+
+def make_accelerator(cfg: GlideConfig, mixed_precision: str) -> Any:
+    """A fresh Accelerator, seeded. Accelerate keeps process-wide singletons; a second run in
+    the same process (a notebook, the tests) may use another precision or accumulation, so
+    they start afresh (PartialState, the process group, is kept)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import set_seed
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    acc = Accelerator(
+        mixed_precision=mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum,
+        step_scheduler_with_optimizer=False, cpu=not has_accelerator_device(),
+    )
+    set_seed(cfg.train.seed)
+    return acc

@@ -1,0 +1,113 @@
+"""Experiment trackers through accelerate (``init_trackers``/``log``): W&B, TensorBoard and
+accelerate's others, writing inside the run folder (``runs/<name>/trackers/``).
+
+``log.trackers`` names them; the older ``log.wandb_project`` still switches W&B on. Only the
+main process creates trackers (accelerate's own rule); scalars go to every tracker, preview
+grids go as images to every tracker that takes images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import runs
+from ..config import GlideConfig, LogConfig, to_dict
+from ..errors import GlidectlError
+
+TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive",
+            "swanlab", "trackio")
+
+
+def tracker_names(log: LogConfig) -> list[str]:
+    """The trackers to start, checked: known names, installed packages."""
+    names = list(dict.fromkeys(str(n) for n in log.trackers))
+    for name in names:
+        if name not in TRACKERS:
+            raise GlidectlError(
+                f"log.trackers: unknown tracker {name!r}; use any of {', '.join(TRACKERS)}."
+            )
+    if log.wandb_project and "wandb" not in names:
+        names.append("wandb")  # the older spelling: a W&B project switches W&B on
+    if names:
+        from accelerate.tracking import get_available_trackers
+
+        available = {str(t) for t in get_available_trackers()}
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise GlidectlError(
+                f"log.trackers names {', '.join(missing)}, which is not installed; "
+                f"pip install {' '.join(missing)} or remove it from log.trackers."
+            )
+    return names
+
+
+def flat_config(cfg: GlideConfig) -> dict[str, Any]:
+    """``section.key`` → value, with lists as text (TensorBoard's hparams take scalars only)."""
+    out: dict[str, Any] = {}
+    for section, values in to_dict(cfg).items():
+        for key, value in values.items():
+            out[f"{section}.{key}"] = str(value) if isinstance(value, (list, dict)) else value
+    return out
+
+
+class Trackers:
+    """The run's trackers (none when ``log.trackers`` is empty); main process only."""
+
+    def __init__(self, accelerator: Any, cfg: GlideConfig, run: runs.RunDir,
+                 resume_ids: dict[str, str] | None = None):
+        self.acc = accelerator
+        self.names = tracker_names(cfg.log)
+        self.ids: dict[str, str] = dict(resume_ids or {})
+        if not self.names or not accelerator.is_main_process:
+            self.names = []
+            return
+        from accelerate.tracking import filter_trackers
+
+        run.trackers.mkdir(parents=True, exist_ok=True)
+        accelerator.project_configuration.logging_dir = str(run.trackers)
+        accelerator.log_with = filter_trackers(self.names, str(run.trackers))
+        log = cfg.log
+        wandb_id = self.ids.get("wandb")
+        init_kwargs = {"wandb": {
+            "entity": log.wandb_entity or None, "mode": log.wandb_mode, "name": run.name,
+            "dir": str(run.trackers), "id": wandb_id, "resume": "allow" if wandb_id else None,
+        }}
+        project = log.wandb_project or log.project
+        try:
+            accelerator.init_trackers(project, config=flat_config(cfg), init_kwargs=init_kwargs)
+        except Exception as exc:  # trackers raise many kinds (auth, network, usage)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise GlidectlError(
+                f"Could not start the trackers {', '.join(self.names)}: {first}; for W&B run "
+                "`wandb login` or set log.wandb_mode = \"offline\", or change log.trackers."
+            ) from None
+        if "wandb" in self.names:
+            self.ids["wandb"] = accelerator.get_tracker("wandb", unwrap=True).id
+
+    def log(self, record: dict[str, Any], step: int) -> None:
+        """The numbers of a metrics record, at ``step``."""
+        if self.names:
+            values = {k: v for k, v in record.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+            self.acc.log(values, step=step)
+
+    def log_image(self, key: str, image: Any, step: int, caption: str = "") -> None:
+        """One PIL image (a preview grid) to every tracker that takes images."""
+        if not self.names:
+            return
+        import numpy as np
+
+        array = np.asarray(image.convert("RGB"))
+        for tracker in self.acc.trackers:
+            if tracker.name == "tensorboard":
+                tracker.log_images({key: array[None]}, step=step, dataformats="NHWC")
+            elif tracker.name == "wandb":
+                import wandb
+
+                tracker.run.log({key: wandb.Image(image, caption=caption[:500])}, step=step)
+            elif hasattr(tracker, "log_images"):
+                tracker.log_images({key: [array]}, step=step)
+
+    def finish(self) -> None:
+        if self.names:
+            self.acc.end_training()

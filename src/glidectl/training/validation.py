@@ -1,0 +1,165 @@
+"""Held-out validation: ``val_loss`` on samples training never sees, at fixed timesteps and
+with fixed noise, so values compare across a run (and across a resume).
+
+The samples are ``validation.holdout`` samples of ``data.source`` (the first N that the data
+pipeline accepts, read in evaluation mode: centre crops, no flips, no caption dropout; the
+training stream skips their keys) or ``validation.samples`` samples of ``validation.source``.
+Each sample is scored at ``validation.timesteps`` timesteps spread evenly over the schedule
+(bucket k at t = (k + ½)·T/K); ``val_loss`` is their mean and ``val_loss_t<k>`` each bucket's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import IterableDataset
+
+from ..config import GlideConfig
+from ..errors import GlidectlError
+
+
+def enabled(cfg: GlideConfig) -> bool:
+    v = cfg.validation
+    return v.every > 0 and (v.holdout > 0 or bool(v.source))
+
+
+def check(cfg: GlideConfig) -> None:
+    """Config combinations the schema cannot check."""
+    v = cfg.validation
+    if v.holdout > 0 and v.source:
+        raise GlidectlError(
+            "validation.holdout and validation.source are both set; keep samples of "
+            "data.source out (holdout) or validate on another source, not both."
+        )
+    if v.every > 0 and not (v.holdout > 0 or v.source):
+        raise GlidectlError(
+            "validation.every is set but there is nothing to validate on; set "
+            "validation.holdout (samples of data.source) or validation.source."
+        )
+    if cfg.checkpoint.keep_best and not enabled(cfg):
+        raise GlidectlError(
+            "checkpoint.keep_best needs validation: set validation.every and "
+            "validation.holdout or validation.source."
+        )
+
+
+def first_samples(dataset: Any, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` samples a dataset yields (fewer if it runs out)."""
+    out: list[dict[str, Any]] = []
+    for sample in dataset:
+        out.append(sample)
+        if len(out) >= n:
+            break
+    return out
+
+
+class WithoutKeys(IterableDataset):
+    """The training stream minus the held-out samples (matched by their ``key``)."""
+
+    def __init__(self, dataset: Any, keys: set[str]):
+        super().__init__()
+        self.dataset, self.keys = dataset, set(keys)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for sample in self.dataset:
+            if sample.get("key") not in self.keys:
+                yield sample
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    @property
+    def num_samples(self) -> int | None:
+        n = getattr(self.dataset, "num_samples", None)
+        return None if not n else max(0, n - len(self.keys))
+
+    def stats(self) -> dict[str, Any]:
+        return self.dataset.stats()
+
+
+def load_samples(cfg: GlideConfig, data_args: dict[str, Any]) -> list[dict[str, Any]]:
+    """The validation samples (every process reads the same ones, in the same order)."""
+    from ..data import build_dataset
+
+    v = cfg.validation
+    if v.holdout > 0:
+        data_cfg, n, what = cfg.data, v.holdout, "validation.holdout"
+    else:
+        data_cfg = dataclasses.replace(cfg.data, source=v.source)
+        n, what = v.samples, "validation.source"
+    samples = first_samples(build_dataset(data_cfg, train=False, **data_args), n)
+    if v.holdout > 0 and len(samples) < n:
+        raise GlidectlError(
+            f"validation.holdout = {n} but data.source gave only {len(samples)} samples; "
+            "lower validation.holdout."
+        )
+    if not samples:
+        raise GlidectlError(f"{what}: the source gave no samples; check {what}.")
+    return samples
+
+
+class Validator:
+    """Scores a model on fixed samples, timesteps and noise."""
+
+    def __init__(self, cfg: GlideConfig, samples: list[dict[str, Any]], diffusion: Any,
+                 options: Any, batch_size: int):
+        v = cfg.validation
+        self.cfg, self.diffusion, self.options = cfg, diffusion, options
+        self.samples, self.batch_size = samples, max(1, batch_size)
+        T, K = diffusion.num_timesteps, v.timesteps
+        self.timesteps = [min(T - 1, int((k + 0.5) * T / K)) for k in range(K)]
+        gen = torch.Generator().manual_seed(v.seed)
+        shape = torch.as_tensor(samples[0]["image"]).shape
+        self.noise = torch.randn((len(samples), K, *shape), generator=gen)
+        self.masks = None
+        if options.inpaint:
+            from .engine import _random_masks
+
+            self.masks = _random_masks(len(samples), shape[-1], gen)
+
+    @torch.no_grad()
+    def run(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """``val_loss`` and ``val_loss_t<k>`` (mean over samples) for ``model``."""
+        K = len(self.timesteps)
+        totals = torch.zeros(K, dtype=torch.float64)
+        was_training = model.training
+        model.eval()
+        try:
+            for lo in range(0, len(self.samples), self.batch_size):
+                chunk = self.samples[lo:lo + self.batch_size]
+                totals += self._batch(model, device, chunk, lo)
+        finally:
+            model.train(was_training)
+        per_bucket = (totals / len(self.samples)).tolist()
+        out = {"val_loss": float(sum(per_bucket) / K)}
+        out.update({f"val_loss_t{k}": float(v) for k, v in enumerate(per_bucket)})
+        return out
+
+    def _batch(self, model: torch.nn.Module, device: torch.device,
+               chunk: list[dict[str, Any]], lo: int) -> torch.Tensor:
+        x0 = torch.stack([torch.as_tensor(s["image"]) for s in chunk]).to(device)
+        tokens = torch.stack([torch.as_tensor(s["tokens"]) for s in chunk]).to(device)
+        mask = torch.stack([torch.as_tensor(s["mask"]) for s in chunk]).to(device)
+        extra: dict[str, Any] = {}
+        if self.options.super_res and "low_res" in chunk[0]:
+            low = [torch.as_tensor(s["low_res"]) for s in chunk]
+            extra["low_res"] = torch.stack(low).to(device)
+        if self.masks is not None:
+            extra["inpaint_image"] = x0
+            extra["inpaint_mask"] = self.masks[lo:lo + len(chunk)].to(device)
+
+        def model_fn(x_t: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+            return model(x_t, ts, tokens, mask, **extra)
+
+        sums = torch.zeros(len(self.timesteps), dtype=torch.float64)
+        for k, step in enumerate(self.timesteps):
+            t = torch.full((len(chunk),), step, dtype=torch.long, device=device)
+            noise = self.noise[lo:lo + len(chunk), k].to(device)
+            losses = self.diffusion.training_losses(
+                model_fn, x0, t, noise, loss_type=self.cfg.train.loss
+            )
+            sums[k] = losses["loss"].double().sum().cpu()
+        return sums

@@ -1,0 +1,98 @@
+"""train.noise_offset, train.input_perturbation and train.optimizer: each changes what it should
+and nothing else."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from glidectl.errors import GlidectlError
+from glidectl.training.engine import Trainer
+
+
+def _first_call(tiny, **train) -> dict:
+    """What the first training step hands to the loss: images, timesteps and both noises."""
+    name = "-".join(f"{k}{v}" for k, v in train.items()) or "base"
+    trainer = Trainer(tiny(train=dict(steps=1, name=name, **train)), quiet=True)
+    seen = {}
+    real = trainer.bundle.diffusion.training_losses
+
+    def spy(model_fn, x0, t, noise, **kwargs):
+        seen.setdefault("x0", x0.clone())
+        seen.setdefault("t", t.clone())
+        seen.setdefault("noise", noise.clone())
+        seen.setdefault("q_noise", kwargs.get("q_noise"))
+        return real(model_fn, x0, t, noise, **kwargs)
+
+    trainer.bundle.diffusion.training_losses = spy
+    trainer.run()
+    return seen
+
+
+def test_noise_offset_adds_one_constant_per_image_and_channel(tiny):
+    base, shifted = _first_call(tiny), _first_call(tiny, noise_offset=0.1)
+    assert torch.equal(base["x0"], shifted["x0"]) and torch.equal(base["t"], shifted["t"])
+    assert base["q_noise"] is None and shifted["q_noise"] is None  # x_t and target alike
+    diff = shifted["noise"] - base["noise"]
+    per_channel = diff[:, :, :1, :1]
+    assert torch.allclose(diff, per_channel.expand_as(diff), atol=1e-6)
+    assert per_channel.abs().min() > 0 and per_channel.abs().max() < 0.5  # 0.1 * N(0, 1)
+
+
+def test_input_perturbation_noises_x_t_but_keeps_the_target(tiny):
+    base, perturbed = _first_call(tiny), _first_call(tiny, input_perturbation=0.1)
+    assert torch.equal(base["x0"], perturbed["x0"]) and torch.equal(base["t"], perturbed["t"])
+    assert torch.equal(base["noise"], perturbed["noise"])  # the target is unchanged
+    extra = perturbed["q_noise"] - perturbed["noise"]
+    assert 0.07 < float(extra.std()) < 0.13  # 0.1 * N(0, 1), per pixel
+    assert float(extra[:, :, 0, 0].std()) > 0
+
+
+def test_training_losses_uses_q_noise_for_x_t_only(tiny):
+    trainer = Trainer(tiny(train=dict(steps=1)), quiet=True)
+    diffusion = trainer.bundle.diffusion
+    x0 = torch.zeros(2, 3, 8, 8)
+    t = torch.tensor([10, 900])
+    noise, q_noise = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    seen = {}
+
+    def model_fn(x_t, ts):
+        seen["x_t"] = x_t
+        return torch.cat([noise, torch.zeros_like(noise)], dim=1)  # predicts the target
+
+    out = diffusion.training_losses(model_fn, x0, t, noise, loss_type="eps", q_noise=q_noise)
+    assert torch.allclose(seen["x_t"], diffusion.q_sample(x0, t, q_noise))
+    assert torch.equal(out["mse"], torch.zeros(2))
+
+
+def test_adamw_is_the_default_with_the_configured_betas(tiny):
+    trainer = Trainer(tiny(train=dict(adam_beta2=0.98)), quiet=True)
+    inner = trainer.optimizer.optimizer
+    assert type(inner) is torch.optim.AdamW and inner.defaults["betas"] == (0.9, 0.98)
+
+
+def test_adafactor_trains_and_resumes_bitwise(tiny):
+    sections = dict(train=dict(steps=2, optimizer="adafactor", ema_decay=0.0),
+                    checkpoint=dict(every=1))
+    straight = tiny(**sections)
+    straight.train.name = "straight"
+    trainer = Trainer(straight, quiet=True)
+    assert type(trainer.optimizer.optimizer) is torch.optim.Adafactor
+    before = [p.detach().clone() for p in trainer.params]
+    a = trainer.run()
+    assert not all(torch.equal(x, p) for x, p in zip(before, trainer.params, strict=True))
+    split = tiny(**sections)
+    split.train.name = "split"
+    Trainer(split, quiet=True).run(until=1)
+    b = Trainer(split, resume="latest", quiet=True).run()
+    wa, wb = (load_file(r.run_dir / "checkpoints" / "step-000002" / "model.safetensors")
+              for r in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_adamw8bit_without_a_gpu_is_a_one_line_error(tiny):
+    with pytest.raises(GlidectlError, match="needs a CUDA GPU") as info:
+        Trainer(tiny(train=dict(optimizer="adamw8bit")), quiet=True)
+    assert "\n" not in str(info.value)

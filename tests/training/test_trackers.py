@@ -1,0 +1,49 @@
+"""Trackers through accelerate: TensorBoard read back from its event files; bad names refused."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from glidectl.errors import GlidectlError
+from glidectl.training.engine import Trainer
+
+
+def _events(run_root):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folders = {p.parent for p in (run_root / "trackers").rglob("events.out.tfevents.*")}
+    folders = [f for f in folders if f.name == "glidectl"]  # not accelerate's hparams subfolder
+    assert len(folders) == 1, folders
+    acc = EventAccumulator(str(folders[0]), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def test_tensorboard_gets_scalars_and_preview_grids_inside_the_run(tiny):
+    cfg = tiny(train=dict(steps=2), log=dict(trackers=["tensorboard"]),
+               preview=dict(every=2, steps=2, prompts=["a red circle", "a blue square"]))
+    result = Trainer(cfg, quiet=True).run()
+    events = _events(result.run_dir)
+    loss = events.Scalars("loss")
+    assert [e.step for e in loss] == [1, 2]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in result.history])
+    assert [e.step for e in events.Scalars("lr")] == [1, 2]
+    images = events.Images("preview")
+    assert [e.step for e in images] == [0, 2]
+    logged = Image.open(io.BytesIO(images[-1].encoded_image_string))
+    grid = Image.open(result.run_dir / "previews" / "step-000002.png")
+    assert logged.size == grid.size
+    assert logged.convert("RGB").tobytes() == grid.convert("RGB").tobytes()
+
+
+def test_unknown_or_missing_trackers_are_one_line_errors(tiny, monkeypatch):
+    with pytest.raises(GlidectlError, match="unknown tracker 'tensorbored'"):
+        Trainer(tiny(log=dict(trackers=["tensorbored"])), quiet=True)
+    import accelerate.tracking
+
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [])
+    with pytest.raises(GlidectlError, match="pip install mlflow"):
+        Trainer(tiny(log=dict(trackers=["mlflow"])), quiet=True)

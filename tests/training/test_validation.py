@@ -1,0 +1,70 @@
+"""Held-out validation: fixed samples, timesteps and noise; val_loss everywhere; keep_best."""
+
+from __future__ import annotations
+
+import pytest
+
+from glidectl.errors import GlidectlError
+from glidectl.training import validation
+from glidectl.training.engine import Trainer
+from glidectl.training.metrics import read_metrics
+
+
+def test_holdout_is_kept_out_of_training_and_scored_at_fixed_timesteps(tiny):
+    cfg = tiny(train=dict(steps=4), validation=dict(holdout=4, every=2, timesteps=3))
+    trainer = Trainer(cfg, quiet=True)
+    held = {s["key"] for s in trainer.validator.samples}
+    assert len(held) == 4
+    seen = {s["key"] for s in trainer.stream.dataset}  # one pass of the training stream
+    assert len(seen) == 24 - 4 and not seen & held
+    assert trainer.validator.timesteps == [166, 500, 833]  # (k + 1/2) * 1000 / 3
+
+    first = trainer.validator.run(trainer.unwrapped, trainer.accelerator.device)
+    again = trainer.validator.run(trainer.unwrapped, trainer.accelerator.device)
+    assert first == again  # fixed noise: values compare across a run
+    result = trainer.run()
+    assert [r["step"] for r in result.validation] == [2, 4]
+    record = result.validation[-1]
+    buckets = [record[f"val_loss_t{k}"] for k in range(3)]
+    assert record["val_loss"] == pytest.approx(sum(buckets) / 3)
+    assert record["val_loss"] != first["val_loss"]  # training moved it
+    logged = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if "val_loss" in r]
+    assert logged == result.validation
+
+
+def test_another_source_validates_without_touching_training(tiny, image_folder):
+    cfg = tiny(train=dict(steps=1), checkpoint=dict(every=0),
+               validation=dict(source=str(image_folder), samples=3, every=1))
+    trainer = Trainer(cfg, quiet=True)
+    assert sorted(s["caption"] for s in trainer.validator.samples) == [
+        "a blue square number 2", "a green square number 1", "a red square number 0"]
+    assert trainer.stream.dataset is trainer.dataset  # nothing held out of data.source
+    assert len(trainer.run().validation) == 1
+
+
+def test_keep_best_keeps_the_lowest_val_loss_checkpoint(tiny, monkeypatch):
+    scripted = iter([3.0, 1.0, 2.0, 2.5])
+    monkeypatch.setattr(validation.Validator, "run",
+                        lambda self, model, device: {"val_loss": next(scripted)})
+    cfg = tiny(train=dict(steps=4), checkpoint=dict(every=0, keep_last=1, keep_best=True),
+               validation=dict(holdout=2, every=1))
+    result = Trainer(cfg, quiet=True).run()
+    ckpts = result.run_dir / "checkpoints"
+    assert (ckpts / "best").read_text().strip() == "step-000002"
+    assert (ckpts / "latest").read_text().strip() == "step-000004"
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-000002", "step-000004"]
+    import json
+
+    state = json.loads((ckpts / "step-000004" / "state" / "train.json").read_text())
+    assert ["best_val_loss", 1.0] in state["$dict"]  # the best so far resumes too
+
+
+@pytest.mark.parametrize(("sections", "message"), [
+    (dict(validation=dict(holdout=2, source="x", every=1)), "not both"),
+    (dict(validation=dict(every=5)), "nothing to validate"),
+    (dict(checkpoint=dict(keep_best=True)), "keep_best needs validation"),
+    (dict(validation=dict(holdout=500, every=1)), "gave only 24 samples"),
+])
+def test_validation_config_mistakes_are_one_line_errors(tiny, sections, message):
+    with pytest.raises(GlidectlError, match=message):
+        Trainer(tiny(**sections), quiet=True)
