@@ -27,7 +27,7 @@ from .display import Display
 from .ema import EMA
 from .guards import NonFiniteGuard, StopFlag
 from .lr_schedule import make_scheduler
-from .metrics import MetricsFile, Throughput, truncate_after
+from .metrics import MetricsFile, RunOutputs, Throughput, data_counts, truncate_after
 from .model_setup import ModelBundle, build_model
 from .optimizers import make_optimizer
 from .previews import Previewer
@@ -47,27 +47,6 @@ class TrainResult:
     last_loss: float = float("nan")
     history: list[dict[str, Any]] = field(default_factory=list)
     validation: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class _Outputs:
-    """Where a run's records go: metrics.jsonl and the trackers (main process)."""
-
-    result: TrainResult
-    metrics: MetricsFile | None = None
-    trackers: Trackers | None = None
-
-    def write(self, record: dict[str, Any], step: int) -> None:
-        if self.metrics is not None:
-            self.metrics.write(record)
-        if self.trackers is not None:
-            self.trackers.log(record, step)
-
-    def close(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
-        if self.trackers is not None:
-            self.trackers.finish()
 
 
 class TrainState:
@@ -384,7 +363,7 @@ class Trainer:
                 trackers.log_image("preview", grid, self.state.step, "; ".join(out.captions))
         self.accelerator.wait_for_everyone()
 
-    def _validate(self, step: int, out: _Outputs) -> None:
+    def _validate(self, step: int, out: RunOutputs) -> None:
         """val_loss on the held-out samples (main process); with checkpoint.keep_best a new
         lowest value writes a checkpoint and points ``best`` at it."""
         v = self.cfg.validation
@@ -443,7 +422,7 @@ class Trainer:
             "loss": float(sums[0] / n), "mse": float(sums[1] / n), "vb": float(sums[2] / n),
             "lr": self.scheduler.get_last_lr()[0], "grad_norm": self._grad_norm,
             **self._meter.read(), "skipped_nonfinite": self.guard.total,
-            **self._data_counts(),
+            **data_counts(self.dataset),
             "preview_failures": self.previewer.failures if self.previewer else 0,
         }
 
@@ -453,7 +432,7 @@ class Trainer:
         interrupted: the LR schedule still spans all steps)."""
         cfg = self.cfg
         step = self.state.step
-        out = _Outputs(TrainResult(self.run_dir.root, step))
+        out = RunOutputs(TrainResult(self.run_dir.root, step))
         if self.main:
             truncate_after(self.run_dir.metrics, step)
             out.metrics = MetricsFile(self.run_dir.metrics)
@@ -505,17 +484,6 @@ class Trainer:
     def _where(self) -> str:
         return f" (data epoch {self.stream.epoch}, position {self.stream.position})"
 
-    def _data_counts(self) -> dict[str, int]:
-        """Accepted and skipped (rejected) sample counts from the dataset, by reason."""
-        stats = getattr(self.dataset, "stats", None)
-        counts = stats() if callable(stats) else stats
-        if not isinstance(counts, dict):
-            return {}
-        out = {"data_accepted": int(counts.get("accepted", 0))}
-        rejected = counts.get("rejected") or {}
-        out["data_skipped"] = int(sum(rejected.values()))
-        out.update({f"data_skipped_{k}": int(v) for k, v in rejected.items()})
-        return out
 
 
 def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter | None = None,

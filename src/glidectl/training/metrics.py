@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,37 @@ class Throughput:
             "images_per_s": self.images / elapsed,
             "data_wait": min(1.0, self.data_wait / elapsed),
         }
+
+
+def data_counts(dataset: Any) -> dict[str, int]:
+    """Accepted and skipped (rejected) sample counts from the dataset, by reason."""
+    stats = getattr(dataset, "stats", None)
+    counts = stats() if callable(stats) else stats
+    if not isinstance(counts, dict):
+        return {}
+    out = {"data_accepted": int(counts.get("accepted", 0))}
+    rejected = counts.get("rejected") or {}
+    out["data_skipped"] = int(sum(rejected.values()))
+    out.update({f"data_skipped_{k}": int(v) for k, v in rejected.items()})
+    return out
+
+
+@dataclass
+class RunOutputs:
+    """Where a run's records go: metrics.jsonl and the trackers (main process)."""
+
+    result: Any  # the engine's TrainResult
+    metrics: MetricsFile | None = None
+    trackers: Any = None  # trackers.Trackers
+
+    def write(self, record: dict[str, Any], step: int) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
+        if self.trackers is not None:
+            self.trackers.log(record, step)
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.trackers is not None:
+            self.trackers.finish()
