@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from .atomic import atomic_path
 
@@ -68,3 +68,62 @@ def save_png(image: Image.Image, path: str | Path, text: dict[str, str]) -> Path
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
     return Path(path)
+
+
+def enlarge(image: Image.Image, min_size: int = 64) -> Image.Image:
+    """Nearest-neighbour enlargement by a whole factor until the short side is ≥ ``min_size``
+    (pixels stay sharp squares; a 16 px sample becomes 64 px)."""
+    factor = max(1, math.ceil(min_size / min(image.size)))
+    if factor == 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def _wrap(text: str, width_px: int, font: ImageFont.ImageFont, max_lines: int) -> list[str]:
+    """Greedy word wrap to ``width_px``; the last line ends in "..." when text is left over."""
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        candidate = f"{line} {word}".strip()
+        if font.getlength(candidate) <= width_px or not line:
+            line = candidate
+        else:
+            lines.append(line)
+            line = word
+    if line:
+        lines.append(line)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1].rstrip(".") + "..."
+    for i, ln in enumerate(lines):  # a single word longer than the tile is cut
+        while font.getlength(ln) > width_px and len(ln) > 4:
+            ln = ln[:-4] + "..."
+        lines[i] = ln
+    return lines
+
+
+def captioned_grid(images: list[Image.Image], captions: list[str], cols: int | None = None,
+                   min_size: int = 64, max_lines: int = 3, pad: int = 4) -> Image.Image:
+    """A grid a person can read: each tile enlarged (nearest) to ≥ ``min_size`` px and its
+    caption printed under it (wrapped, at most ``max_lines`` lines)."""
+    font = ImageFont.load_default()
+    tiles = [enlarge(im.convert("RGB"), min_size) for im in images]
+    w = max(t.width for t in tiles)
+    line_h = int(font.getbbox("Ag")[3]) + 2
+    text_h = line_h * max_lines + pad
+    cells = []
+    for tile, caption in zip(tiles, captions, strict=True):
+        cell = Image.new("RGB", (w, tile.height + text_h), "white")
+        cell.paste(tile, ((w - tile.width) // 2, 0))
+        draw = ImageDraw.Draw(cell)
+        for k, line in enumerate(_wrap(caption or "(empty caption)", w, font, max_lines)):
+            draw.text((2, tile.height + pad // 2 + k * line_h), line, fill="black", font=font)
+        cells.append(cell)
+    h = max(c.height for c in cells)
+    cells = [c if c.height == h else _pad_to(c, w, h) for c in cells]
+    return make_grid(cells, cols=cols, pad=pad)
+
+
+def _pad_to(image: Image.Image, w: int, h: int) -> Image.Image:
+    out = Image.new("RGB", (w, h), "white")
+    out.paste(image, (0, 0))
+    return out

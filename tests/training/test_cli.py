@@ -11,6 +11,15 @@ from glidectl.cli.app import build_app
 from glidectl.cli.train_cmd import resolve_config
 from glidectl.errors import GlidectlError
 from glidectl.glide import read_weights
+from glidectl.glide.checkpoints import read_metadata
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @pytest.fixture
@@ -41,6 +50,12 @@ def test_train_then_export_one_file(cli, tiny, config_file, tmp_path):
     assert result.exit_code == 0, result.output
     state, options = read_weights(out)
     ema_state, _ = read_weights(run / "checkpoints" / "step-000002" / "ema.safetensors")
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # the user's umask, not 0600
+    assert "glidectl.sampling" in read_metadata(out)  # the sampling defaults travel along
+    again = cli("export", str(run), "-o", str(out))
+    assert isinstance(again.exception, GlidectlError)  # main() prints it as one line, exit 2
+    assert "already exists; pass --force" in str(again.exception)
+    assert cli("export", str(run), "-o", str(out), "--force").exit_code == 0
     assert options.kind == "base" and options.image_size == 32
     assert all((state[k] == ema_state[k]).all() for k in state)
     raw = tmp_path / "raw.safetensors"

@@ -118,9 +118,10 @@ def register(app: typer.Typer) -> None:
         ema: bool | None = typer.Option(
             None, "--ema/--no-ema", help="EMA weights (default when the run has them) or raw."
         ),
+        force: bool = typer.Option(False, "--force", help="Overwrite --output if it exists."),
     ) -> None:
         """Write one run's latest weights (EMA by default) as a single .safetensors file."""
         from ..training.export import export_weights
 
-        source, written = export_weights(run, output, ema)
+        source, written = export_weights(run, output, ema, force=force)
         typer.echo(f"{written} (from {source})")

@@ -9,6 +9,7 @@ ones of that kind (a custom-sized ``.pt`` needs its options passed in).
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import zipfile
@@ -22,6 +23,7 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import GlidectlError, cause
+from ..out_dir import umask_mode
 from .options import ModelOptions, official_options
 
 StateDict = dict[str, torch.Tensor]
@@ -229,6 +231,7 @@ def save_weights(
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, umask_mode())  # safetensors creates 0600 files; respect the umask
     return Path(path)
 
 

@@ -259,6 +259,10 @@ class Trainer:
                 writer(model, tmp, step, self.ema)
             else:
                 meta = {"step": str(step), "run": self.run_dir.name}
+                if self.previewer is not None:  # the model's recommended sampling settings
+                    from ..pipeline import RECOMMENDED_KEY
+
+                    meta[RECOMMENDED_KEY] = self.previewer.recommended()
                 opts = self.bundle.options
                 save_weights(self.adapter.export_state(model), tmp / runs.MODEL_FILE,
                              opts, meta)

@@ -24,7 +24,8 @@ def find_step_dir(run: Path) -> Path:
     )
 
 
-def export_weights(run: Path, output: Path, ema: bool | None = None) -> tuple[Path, Path]:
+def export_weights(run: Path, output: Path, ema: bool | None = None,
+                   force: bool = False) -> tuple[Path, Path]:
     """Copy a checkpoint's weights (EMA by default when there are any) to ``output``.
 
     Returns (source file, written file). The options and step travel in the metadata.
@@ -49,9 +50,20 @@ def export_weights(run: Path, output: Path, ema: bool | None = None) -> tuple[Pa
     output = Path(output)
     if output.suffix != ".safetensors":
         raise GlidectlError(f"Output {str(output)!r} must end in .safetensors.")
+    if output.exists() and not force:
+        raise GlidectlError(f"Output {str(output)!r} already exists; pass --force to overwrite "
+                            "it or choose another --output.")
+    from ..out_dir import check_out_dir
+
+    check_out_dir(output.parent, "--output folder")
     state, options = read_weights(source)
     step = runs.step_of(step_dir)
     meta = {"source": str(source), "step": "" if step is None else str(step),
             "ema": str(source == ema_file).lower()}
+    from ..glide.checkpoints import read_metadata
+    from ..pipeline import RECOMMENDED_KEY
+
+    if RECOMMENDED_KEY in (recorded := read_metadata(source)):  # sampling defaults travel along
+        meta[RECOMMENDED_KEY] = recorded[RECOMMENDED_KEY]
     save_weights(state, output, options, meta)
     return source, output

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..config import GlideConfig, PreviewConfig
 from ..errors import GlidectlError, PluginError
-from ..images import make_grid, save_png, to_pil
+from ..images import captioned_grid, save_png, to_pil
 
 
 def preview_path(directory: Path, step: int) -> Path:
@@ -32,6 +32,14 @@ def side_by_side(low_res: torch.Tensor, output: torch.Tensor,
         rows.append(row)
     return to_pil(torch.cat(rows))
 
+
+
+def preview_sampling(cfg: PreviewConfig) -> dict[str, Any]:
+    """The sampling settings of ``[preview]``: sampler, steps, guidance and any other
+    sampling field the section holds (schedule, eta, ...), as ``sample_stage`` options."""
+    from ..pipeline import RECOMMENDED_FIELDS
+
+    return {k: getattr(cfg, k) for k in RECOMMENDED_FIELDS if hasattr(cfg, k)}
 
 
 @dataclass
@@ -117,18 +125,23 @@ class Previewer:
                                        _dataset_samples(holdout, max_items)]
 
     def sample(self) -> torch.Tensor:
-        from .. import pipeline
+        from .. import sampling
 
         c, b = self.cfg, self.bundle
+        settings = preview_sampling(c)
         if self.super_res:
-            return pipeline.sample_upsample(
+            return sampling.sample_upsample(
                 self.model, b.diffusion, self.prompts, b.tokenizer, self.low_res,
-                sampler=c.sampler, steps=c.steps, guidance=c.guidance, seed=c.seed,
+                seed=c.seed, **settings,
             )
-        return pipeline.sample_base(
-            self.model, b.diffusion, self.prompts, b.tokenizer, sampler=c.sampler,
-            steps=c.steps, guidance=c.guidance, seed=c.seed,
-        )
+        return sampling.sample_base(self.model, b.diffusion, self.prompts, b.tokenizer,
+                                    seed=c.seed, **settings)
+
+    def recommended(self) -> str:
+        """The checkpoint metadata value of :data:`glidectl.pipeline.RECOMMENDED_KEY`: how
+        this model is sampled by default (the preview settings) and its preview prompts."""
+        prompts = [p for p in dict.fromkeys(self.prompts) if p][:8]
+        return json.dumps({**preview_sampling(self.cfg), "prompts": prompts})
 
     @torch.no_grad()
     def run(self, step: int, directory: Path) -> PreviewOutput | None:
@@ -150,7 +163,7 @@ class Previewer:
         else:
             images = to_pil(out)
             cols = None
-        grid = make_grid(images, cols=cols)
+        grid = captioned_grid(images, self.prompts, cols=cols)
         text = {
             "step": str(step), "prompts": json.dumps(self.prompts), "sampler": self.cfg.sampler,
             "steps": str(self.cfg.steps), "guidance": str(self.cfg.guidance),

@@ -1,0 +1,35 @@
+"""Grids a person can read: small tiles enlarged (nearest neighbour) and captioned."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from glidectl.images import captioned_grid, enlarge
+
+
+def test_tiles_are_enlarged_by_whole_factors_with_sharp_pixels():
+    tile = Image.new("RGB", (16, 16), "white")
+    tile.putpixel((0, 0), (255, 0, 0))
+    big = enlarge(tile, 64)
+    assert big.size == (64, 64)
+    arr = np.asarray(big)
+    assert (arr[:4, :4] == [255, 0, 0]).all() and (arr[4:, 4:] == 255).all()
+    assert enlarge(Image.new("RGB", (80, 80)), 64).size == (80, 80)
+
+
+def test_every_tile_is_kept_with_its_caption_under_it():
+    colours = ["red", "blue", "green", "yellow", "purple"]
+    tiles = [Image.new("RGB", (16, 16), c) for c in colours]
+    captions = [f"a {c} circle on a white background" for c in colours]
+    grid = captioned_grid(tiles, captions)
+    arr = np.asarray(grid)
+    cell_w = (grid.width - 2 * 4) // 3  # 3 columns, 4 px gaps
+    assert cell_w == 64
+    cell_h = (grid.height - 4) // 2
+    assert cell_h > 64  # room for the caption
+    first_caption = arr[64:cell_h, :cell_w]
+    assert (first_caption.sum(axis=2) < 200).any()  # dark text was drawn
+    assert (arr[:64, :64] == [255, 0, 0]).all()  # the tile itself is untouched
+    lonely = captioned_grid([tiles[0]], [""])  # an empty caption says so
+    assert (np.asarray(lonely)[64:].sum(axis=2) < 200).any()
