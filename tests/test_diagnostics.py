@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from diffusion_helpers import eps_from_xstart
 
 from glidectl.diagnostics import format_report, split_lowfreq, x0_report
 from glidectl.diffusion import create_diffusion
@@ -30,7 +31,7 @@ class KnownError(torch.nn.Module):
         empty = ~mask.any(dim=1)
         assert not empty[:b].any() and empty[b:].all(), "second half must be unconditional"
         target = torch.cat([self.x0[:b] + self.error, self.x0[:b] + self.uncond_error])
-        eps = self.diffusion.predict_eps_from_xstart(x.double(), t.long(), target.double())
+        eps = eps_from_xstart(self.diffusion, x.double(), t.long(), target.double())
         return torch.cat([eps.float(), torch.zeros_like(eps).float()], dim=1)
 
 

@@ -99,8 +99,8 @@ def test_long_prompt_warns_how_many_tokens_were_dropped(base) -> None:
 
     messages: list[str] = []
     GlidePipeline(base).generate(["x" * 20], steps=1, sampler="euler", warn=messages.append)
-    assert len(messages) == 1 and "20 tokens" in messages[0] and "4 tokens were dropped" in \
-        messages[0].replace("last 4", "4")
+    assert messages == ["Prompt 'xxxxxxxxxxxxxxxxxxxx' is 20 tokens but the model reads 16: "
+                        "the last 4 tokens were dropped."]
 
 
 def test_pil_images_carry_prompt_and_seed(base) -> None:
@@ -115,21 +115,34 @@ def test_pil_images_carry_prompt_and_seed(base) -> None:
 def test_upsampler_gets_8bit_low_res_and_scaled_noise(base, upsampler, monkeypatch) -> None:
     from glidectl import pipeline
 
-    seen = {}
+    seen: dict[float, dict[str, torch.Tensor]] = {}
     forward = upsampler.forward
 
-    def spy(x, t, **kw):
-        seen.setdefault("low_res", kw["low_res"])
-        return forward(x, t, **kw)
+    def run(temp: float | None) -> torch.Tensor:
+        calls: dict[str, torch.Tensor] = {}
 
-    monkeypatch.setattr(upsampler, "forward", spy)
-    out = pipeline.GlidePipeline(base, upsampler).generate(
-        ["a"], steps=2, sampler="euler", upsample_steps=2, upsample_sampler="ddim",
-        output="tensor")
-    assert out.shape == (1, 3, 32, 32)
-    levels = (seen["low_res"] + 1) * 127.5
+        def spy(x, t, **kw):
+            calls.setdefault("low_res", kw["low_res"])
+            calls.setdefault("x", x.detach().clone())  # first call: x_T · c_in(σ_max)
+            return forward(x, t, **kw)
+
+        monkeypatch.setattr(upsampler, "forward", spy)
+        extra = {} if temp is None else {"upsample_temp": temp}
+        out = pipeline.GlidePipeline(base, upsampler).generate(
+            ["a"], steps=2, sampler="euler", upsample_steps=2, upsample_sampler="ddim",
+            output="tensor", **extra)
+        seen[temp] = calls
+        return out
+
+    assert run(None).shape == (1, 3, 32, 32)
+    levels = (seen[None]["low_res"] + 1) * 127.5
     torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)
-    assert pipeline.UPSAMPLE_DEFAULTS.temperature == 0.997
+    run(1.0)
+    run(0.5)
+    # The default temperature 0.997 scales the upsampler's initial noise, nothing else.
+    torch.testing.assert_close(seen[None]["x"], 0.997 * seen[1.0]["x"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(seen[0.5]["x"], 0.5 * seen[1.0]["x"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(seen[0.5]["low_res"], seen[1.0]["low_res"], rtol=0, atol=0)
     assert pipeline.UPSAMPLE_DEFAULTS.guidance is None
 
 

@@ -46,5 +46,5 @@ def sample_dpmpp_3m_sde(denoiser, x, sigmas, extra=None, callback=None, noise_sa
 
 @hookimpl
 def register_samplers(register):
-    register("dpm++3m_sde", Sampler(sample_dpmpp_3m_sde, stochastic=True,
+    register("dpm++3m_sde", Sampler(sample_dpmpp_3m_sde,
                                     description="DPM-Solver++(3M) SDE (plugin example)."))

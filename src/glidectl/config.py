@@ -52,7 +52,9 @@ class ModelConfig:
         "scratch",
         "Starting weights: 'scratch', 'openai:<kind>', a .pt/.safetensors file or a run dir.",
     )
-    size: str = opt("tiny", "Size preset for scratch models (e.g. tiny, small, official).")
+    size: str = opt(
+        "tiny", "Size preset for scratch models: tiny, quickstart, small or official."
+    )
     tokenizer: str = opt(
         "auto", "Text tokenizer: 'auto' (byte for scratch, gpt2 otherwise), 'gpt2' or 'byte'.",
         ("auto", "gpt2", "byte"),

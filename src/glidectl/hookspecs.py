@@ -26,7 +26,8 @@ def register_dataset_presets(register):
 
 @hookspec
 def register_model_sources(register):
-    """Register model sources (``openai`` in ``openai:base``): ``register(name, source)``."""
+    """Register model sources (``openai`` in ``openai:base``):
+    ``register(name, source, aliases=())``."""
 
 
 @hookspec

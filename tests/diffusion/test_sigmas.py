@@ -39,14 +39,6 @@ def test_sigma_to_t_interpolates_log_sigma_and_clamps(short) -> None:
     assert short.sigma_to_t(torch.tensor([1.0], dtype=torch.float32)).dtype == torch.float32
 
 
-def test_alphas_cumprod_at_interpolates_linearly_in_respaced_t(short) -> None:
-    ac = short.alphas_cumprod
-    t = torch.tensor([7.5, 8.0, 0.0])
-    expected = [(ac[7] + ac[8]) / 2, ac[8], ac[0]]
-    np.testing.assert_allclose(short.alphas_cumprod_at(t).numpy(), expected, rtol=1e-15)
-    assert short.alphas_cumprod_at(t).dtype == torch.float64
-
-
 def test_plms_model_timesteps(short, dg, dg_json) -> None:
     """Respaced fractional t → model timesteps, as in the PLMS golden trace."""
     expected = dg_json["sampling"]["samplers"]["plms"]["model_timesteps"]

@@ -55,7 +55,9 @@ def test_register_samplers_builtins_come_from_the_default_plugin() -> None:
                  "dpm++2s_a", "dpm++2m_sde", "dpm++3m", "unipc", "unipc_bh1", "ipndm", "deis"):
         assert registry.entry(name).plugin == "glidectl.samplers.builtin"
     assert registry.get("dpm++") is registry.get("dpm++2m")
-    assert registry.get("ddpm").stochastic and not registry.get("heun").stochastic
+    # stochastic samplers are the ones that take the injected noise
+    assert registry.get("ddpm").accepts("noise_sampler")
+    assert not registry.get("heun").accepts("noise_sampler")
 
 
 def test_a_name_registered_twice_names_both_plugins(throwaway_plugin) -> None:

@@ -34,7 +34,23 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _flags_without_a_type_column() -> None:
+    """Typer prints ``<bool>`` beside on/off flags, which take no value: show nothing there."""
+    from typer.core import TyperOption
+
+    if getattr(TyperOption.display_type_rich, "_glidectl", False):
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag and self.metavar is None else shown(self, ctx)
+
+    display_type_rich._glidectl = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 def build_app() -> typer.Typer:
+    _flags_without_a_type_column()
     app = typer.Typer(
         name="glidectl",
         help="Finetune and sample OpenAI's GLIDE text-to-image diffusion models.",

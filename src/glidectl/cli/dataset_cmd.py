@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
         ),
         text_ctx: int = typer.Option(128, "--text-ctx", min=1, help="Text context length."),
         config: Path | None = typer.Option(
-            None, "--config", "-c", help="A glide.toml for the [data] options."
+            None, "--config", "-c", help="A glide.toml whose data section sets the options."
         ),
         set_: list[str] | None = typer.Option(
             None, "--set", "-s", help="Override a key: section.key=value (repeatable)."

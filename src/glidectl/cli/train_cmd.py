@@ -106,8 +106,8 @@ def register(app: typer.Typer) -> None:
     upsample_cmd = options_for(UPSAMPLE_KINDS)
     upsample_cmd.__doc__ = (
         "Train or finetune a GLIDE upsampler (64 → 256 px, or its inpainting twin).\n\n"
-        "Same flags and run directory as `glidectl train`; previews show "
-        "[low-res | output | reference] rows."
+        "Same flags and run directory as `glidectl train`; each preview row shows the "
+        "low-res input, the output and the reference."
     )
     app.command("upsample")(upsample_cmd)
 

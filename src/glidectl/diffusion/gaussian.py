@@ -77,10 +77,6 @@ class GaussianDiffusion:
         extra = f" of {len(self.original_betas)}" if respaced else ""
         return f"GaussianDiffusion(num_timesteps={self.num_timesteps}{extra})"
 
-    @property
-    def is_respaced(self) -> bool:
-        return not np.array_equal(self.timestep_map, np.arange(len(self.original_betas)))
-
     def respace(self, section: str) -> GaussianDiffusion:
         """The chain over the original timesteps that ``section`` keeps ("" = all of them)."""
         if not section:
@@ -148,14 +144,6 @@ class GaussianDiffusion:
             self._gather("sqrt_recip_alphas_cumprod", t, xt) * xt
             - self._gather("sqrt_recipm1_alphas_cumprod", t, xt) * eps
         )
-
-    def predict_eps_from_xstart(
-        self, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor
-    ) -> torch.Tensor:
-        """ε recovered from a (possibly clipped) x0 prediction."""
-        return (
-            self._gather("sqrt_recip_alphas_cumprod", t, xt) * xt - x0
-        ) / self._gather("sqrt_recipm1_alphas_cumprod", t, xt)
 
     # -- the model's reverse step -----------------------------------------------------------
 
@@ -294,12 +282,6 @@ class GaussianDiffusion:
         """σ at a fractional original-scale timestep (log σ interpolated linearly), float64."""
         log_sigmas = torch.from_numpy(np.log(self.sigmas()))
         return _on_device(_lerp(log_sigmas, t.detach().cpu().to(torch.float64)).exp(), t.device)
-
-    def alphas_cumprod_at(self, t: torch.Tensor) -> torch.Tensor:
-        """ᾱ at fractional indices of THIS chain, interpolated linearly in t (float64), as the
-        PLMS reference does on the respaced chain."""
-        ac = torch.from_numpy(self.alphas_cumprod)
-        return _on_device(_lerp(ac, t.detach().cpu().to(torch.float64)), t.device)
 
 
 def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Writing one: define ``fn(denoiser, x, sigmas, extra=None, callback=None, noise_sampler=None)``
 that walks x (VE scale, x0 + σ·ε) down ``sigmas`` calling ``denoiser(x, sigma)`` → x0, and
-register ``Sampler(fn, stochastic=True)`` from a ``register_samplers`` hook.
+register ``Sampler(fn)`` from a ``register_samplers`` hook.
 This package imports torch only when one of its torch-backed names is first used.
 """
 

@@ -26,7 +26,7 @@ def register_samplers(register):
     from .unipc import sample_unipc
 
     register("ddpm", Sampler(
-        sample_ddpm, stochastic=True, schedule="respaced",
+        sample_ddpm, schedule="respaced",
         description="Ancestral DDPM with GLIDE's learned variance."), aliases=("p_sample",))
     register("ddim", Sampler(
         sample_ddim, schedule="respaced", description="DDIM; eta=0 deterministic (default)."))
@@ -35,7 +35,7 @@ def register_samplers(register):
         description="PRK warm-up then pseudo linear multistep, as crowsonkb's GLIDE fork."))
     register("euler", Sampler(sample_euler, description="Euler on the probability-flow ODE."))
     register("euler_a", Sampler(
-        sample_euler_ancestral, stochastic=True, description="Euler ancestral."),
+        sample_euler_ancestral, description="Euler ancestral."),
         aliases=("euler_ancestral",))
     register("heun", Sampler(
         sample_heun, calls_per_step=2, calls=_two_per_step_but_last,
@@ -44,11 +44,11 @@ def register_samplers(register):
         sample_dpmpp_2m, description="DPM-Solver++(2M), second-order multistep."),
         aliases=("dpm++", "dpmpp_2m"))
     register("dpm++2s_a", Sampler(
-        sample_dpmpp_2s_ancestral, stochastic=True, calls_per_step=2,
+        sample_dpmpp_2s_ancestral, calls_per_step=2,
         calls=_two_per_step_but_last, description="DPM-Solver++(2S) ancestral."),
         aliases=("dpmpp_2s_a",))
     register("dpm++2m_sde", Sampler(
-        sample_dpmpp_2m_sde, stochastic=True, description="DPM-Solver++(2M) SDE."),
+        sample_dpmpp_2m_sde, description="DPM-Solver++(2M) SDE."),
         aliases=("dpmpp_2m_sde",))
     register("dpm++3m", Sampler(
         sample_dpmpp_3m, description="DPM-Solver++(3M), third-order multistep (ODE)."),

@@ -24,7 +24,6 @@ class Sampler:
     """
 
     fn: SamplerFn
-    stochastic: bool = False
     calls_per_step: int = 1
     schedule: str = "karras"
     clip: bool = True
@@ -71,7 +70,6 @@ def as_sampler(obj: Any) -> Sampler:
     if callable(obj):
         return Sampler(
             fn=obj,
-            stochastic=bool(getattr(obj, "stochastic", False)),
             calls_per_step=int(getattr(obj, "calls_per_step", 1)),
             description=(obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else "",
         )

@@ -1,0 +1,54 @@
+"""Help texts say what they were written to say: rich markup eats no words, flags show no
+``<bool>`` value, and documented choices are complete."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from rich.text import Text
+from typer.testing import CliRunner
+
+from glidectl.cli.app import build_app
+
+
+def _commands(command, path: tuple[str, ...] = ()):
+    yield path, command
+    if hasattr(command, "commands"):  # a group (typer vendors its own click)
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+
+
+COMMANDS = list(_commands(typer.main.get_command(build_app())))
+
+
+@pytest.mark.parametrize("path, command", COMMANDS, ids=[" ".join(p) or "glidectl"
+                                                       for p, _ in COMMANDS])
+def test_rich_markup_eats_no_words_of_a_help_text(path, command):
+    texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+    for text in texts:
+        assert Text.from_markup(text).plain == text, text
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=[" ".join(p) or "glidectl"
+                                                               for p, _ in COMMANDS])
+def test_help_shows_no_value_type_for_on_off_flags(path):
+    result = CliRunner().invoke(build_app(), [*path, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output
+
+
+def test_upsample_and_dataset_inspect_help_keep_every_word():
+    runner = CliRunner()
+    up = runner.invoke(build_app(), ["upsample", "--help"], env={"COLUMNS": "200"}).output
+    assert "each preview row shows the low-res input, the output and the reference" in up
+    inspect = runner.invoke(build_app(), ["dataset", "inspect", "--help"],
+                            env={"COLUMNS": "200"}).output
+    assert "A glide.toml whose data section sets the options." in inspect
+
+
+def test_model_size_doc_names_every_size_preset():
+    from glidectl.config import describe
+    from glidectl.glide.options import SIZES
+
+    doc = next(row[3] for row in describe() if row[0] == "model.size")
+    assert all(size in doc for size in SIZES), doc
