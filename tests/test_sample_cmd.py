@@ -215,3 +215,18 @@ def test_a_huge_prompt_is_stored_as_read_with_an_excerpt_and_hash(run, weights, 
     text = Image.open(png).text
     assert text["prompt_sha256"] == hashlib.sha256(huge.encode()).hexdigest()
     assert len(text["prompt"]) == 200 and text["prompt_used"].startswith("a red cube x")
+
+
+def test_a_respacing_string_under_a_karras_schedule_says_what_to_pass(run, weights, tmp_path):
+    res = run("a cat", "--base", str(weights["base"]), "--steps", "fast27", "-q",
+              "--out", str(tmp_path))
+    assert res.returncode == 2 and res.stderr.count("Error:") == 1
+    assert "got 'fast27'; a respacing string such as 'fast27' needs --schedule respaced" in \
+        res.stderr
+
+
+def test_boolean_flags_show_no_type_in_help(run) -> None:
+    res = run("--help")
+    assert res.returncode == 0
+    flags = [ln for ln in res.stdout.splitlines() if "--grid" in ln or "--quiet" in ln]
+    assert len(flags) == 2 and not any("<bool>" in ln for ln in flags)

@@ -117,8 +117,11 @@ def build_sigmas(
 
     plugins.schedules().get(schedule)  # an unknown name: one line with the nearest match
     if not str(steps).isdigit() or int(steps) < 1:
+        hint = (f"; a respacing string such as {steps!r} needs --schedule respaced (with a "
+                "ddpm/ddim-style sampler), or pass a number of steps such as 27"
+                if not str(steps).isdigit() else "")
         raise GlidectlError(
-            f"The {schedule} schedule needs a whole number of steps, got {steps!r}."
+            f"The {schedule} schedule needs a whole number of steps, got {steps!r}{hint}."
         )
     hi = float(table[-1]) if sigma_max is None else min(float(sigma_max), float(table[-1]))
     lo = float(table[0]) if sigma_min is None else max(float(sigma_min), float(table[0]))
