@@ -240,6 +240,14 @@ class ValidationConfig:
         min=1, max=100,
     )
     seed: int = opt(0, "Seed of the fixed validation noise.", min=0, max=SEED_MAX)
+    fid_every: int = opt(
+        0, "FID/KID of images generated for held-out captions vs the held-out images every N "
+        "steps (0 = never; also at the end; features from validation.fid_weights).", min=0,
+    )
+    fid_weights: str = opt(
+        "", "Feature-extractor weights for FID/KID (a local Inception .pth; see README)."
+    )
+    fid_samples: int = opt(16, "Images generated per FID/KID evaluation.", min=2, max=100_000)
 
 
 @dataclass

@@ -68,3 +68,24 @@ def test_keep_best_keeps_the_lowest_val_loss_checkpoint(tiny, monkeypatch):
 def test_validation_config_mistakes_are_one_line_errors(tiny, sections, message):
     with pytest.raises(GlidectlError, match=message):
         Trainer(tiny(**sections), quiet=True)
+
+
+def test_fid_during_training_with_local_features_and_absent_without(tiny, monkeypatch):
+    from test_fid import ColourStats
+
+    from glidectl import fid
+
+    sections = dict(train=dict(steps=2), preview=dict(steps=2),
+                    validation=dict(holdout=4, fid_every=2, fid_samples=4))
+    result = Trainer(tiny(**sections), quiet=True).run()
+    assert result.validation == [{"step": 2, "fid_missing": result.validation[0]["fid_missing"]}]
+    assert "--fid-weights" in result.validation[0]["fid_missing"]
+
+    monkeypatch.setattr(fid, "inception_features", lambda weights: fid.Features(ColourStats()))
+    cfg = tiny(**sections)
+    cfg.train.name = "with-features"
+    record = Trainer(cfg, quiet=True).run().validation[-1]
+    assert record["fid_real"] == record["fid_fake"] == 4
+    assert record["fid"] > 0 and record["kid_std"] >= 0
+    logged = read_metrics(result.run_dir.parent / "with-features" / "metrics.jsonl")
+    assert logged[-1] == record

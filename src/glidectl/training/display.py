@@ -28,10 +28,17 @@ def status_line(record: dict[str, Any], total_steps: int, eta: float) -> str:
 
 
 def validation_line(record: dict[str, Any]) -> str:
-    """``validation step 100: val_loss 0.1200 (t0 0.3000 t1 0.0800 ...)``."""
-    buckets = " ".join(f"{k.removeprefix('val_loss_')} {v:.4f}" for k, v in record.items()
-                       if k.startswith("val_loss_t"))
-    return f"validation step {record['step']}: val_loss {record['val_loss']:.4f} ({buckets})"
+    """``validation step 100: val_loss 0.1200 (t0 0.3000 t1 0.0800 ...) FID 41.2 KID 0.031``."""
+    parts = [f"validation step {record['step']}:"]
+    if "val_loss" in record:
+        buckets = " ".join(f"{k.removeprefix('val_loss_')} {v:.4f}" for k, v in record.items()
+                           if k.startswith("val_loss_t"))
+        parts.append(f"val_loss {record['val_loss']:.4f} ({buckets})")
+    if "fid" in record:
+        parts.append(f"FID {record['fid']:.2f} KID {record['kid']:.4f}")
+    if "fid_missing" in record:
+        parts.append(f"FID/KID absent: {record['fid_missing']}")
+    return " ".join(parts)
 
 
 class Display:
@@ -111,7 +118,8 @@ class Display:
 
     def validation(self, record: dict[str, Any]) -> None:
         """A validation result: one line, and ``val`` in the status from now on."""
-        self._val = float(record["val_loss"])
+        if "val_loss" in record:
+            self._val = float(record["val_loss"])
         self.message(validation_line(record))
 
     def message(self, text: str) -> None:

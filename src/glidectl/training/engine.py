@@ -7,9 +7,9 @@ checkpoint) count them and epochs never reset them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,45 +33,8 @@ from .optimizers import make_optimizer
 from .previews import Previewer
 from .run_dir import check_writable, pick_run_dir
 from .setup import check_config, make_accelerator, split_preview_data, total_steps
+from .state import TrainResult, TrainState
 from .trackers import Trackers
-
-
-@dataclass
-class TrainResult:
-    """What a finished (or interrupted) run left behind."""
-
-    run_dir: Path
-    step: int
-    interrupted: bool = False
-    checkpoint: Path | None = None
-    last_loss: float = float("nan")
-    history: list[dict[str, Any]] = field(default_factory=list)
-    validation: list[dict[str, Any]] = field(default_factory=list)
-
-
-class TrainState:
-    """The loop's own resume state (``state/train.json``; the noise generator's state goes
-    with the other RNGs)."""
-
-    def __init__(self, stream: DataStream, guard: NonFiniteGuard):
-        self.step = 0
-        self.stream, self.guard = stream, guard
-        self.tracker_ids: dict[str, str] = {}
-        self.best_val_loss = math.inf
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.step, "data": self.stream.state_dict(),
-            "guard": self.guard.state_dict(), "trackers": dict(self.tracker_ids),
-            "best_val_loss": self.best_val_loss,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = int(state["step"])
-        self.stream.load_state_dict(state["data"])
-        self.guard.load_state_dict(state["guard"])
-        self.tracker_ids = {str(k): str(v) for k, v in dict(state.get("trackers", {})).items()}
-        self.best_val_loss = float(state.get("best_val_loss", math.inf))
 
 
 def _random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -368,17 +331,30 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     def _validate(self, step: int, out: RunOutputs) -> None:
-        """val_loss on the held-out samples (main process); with checkpoint.keep_best a new
-        lowest value writes a checkpoint and points ``best`` at it."""
-        v = self.cfg.validation
-        if self.validator is None or not (step % v.every == 0 or step == self.total_steps):
+        """val_loss (training weights) and FID/KID (EMA weights, like exports) on the held-out
+        samples, on the main process; with checkpoint.keep_best a new lowest val_loss writes
+        a checkpoint and points ``best`` at it."""
+        if self.validator is None:
             return
-        values = self._on_main(lambda: self.validator.run(self.unwrapped, self.accelerator.device))
+        loss_due, fid_due = self.validator.due(step, step == self.total_steps)
+        if not (loss_due or fid_due):
+            return
+
+        def measure() -> dict[str, Any]:
+            values = self.validator.run(self.unwrapped, self.accelerator.device) \
+                if loss_due else {}
+            if fid_due:
+                with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
+                    values.update(self.validator.fid(self.unwrapped, self.bundle))
+            return values
+
+        values = self._on_main(measure)
         record = {"step": step, **values}
         out.result.validation.append(record)
         out.write(record, step)
         self.display.validation(record)
-        if self.cfg.checkpoint.keep_best and values["val_loss"] < self.state.best_val_loss:
+        if (self.cfg.checkpoint.keep_best and "val_loss" in values
+                and values["val_loss"] < self.state.best_val_loss):
             self.state.best_val_loss = values["val_loss"]
             self._checkpoint(out.result)
             if self.main:

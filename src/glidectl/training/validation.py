@@ -23,7 +23,7 @@ from ..errors import GlidectlError
 
 def enabled(cfg: GlideConfig) -> bool:
     v = cfg.validation
-    return v.every > 0 and (v.holdout > 0 or bool(v.source))
+    return (v.every > 0 or v.fid_every > 0) and (v.holdout > 0 or bool(v.source))
 
 
 def check(cfg: GlideConfig) -> None:
@@ -34,12 +34,12 @@ def check(cfg: GlideConfig) -> None:
             "validation.holdout and validation.source are both set; keep samples of "
             "data.source out (holdout) or validate on another source, not both."
         )
-    if v.every > 0 and not (v.holdout > 0 or v.source):
+    if (v.every > 0 or v.fid_every > 0) and not (v.holdout > 0 or v.source):
         raise GlidectlError(
-            "validation.every is set but there is nothing to validate on; set "
+            "validation.every or fid_every is set but there is nothing to validate on; set "
             "validation.holdout (samples of data.source) or validation.source."
         )
-    if cfg.checkpoint.keep_best and not enabled(cfg):
+    if cfg.checkpoint.keep_best and not (enabled(cfg) and v.every > 0):
         raise GlidectlError(
             "checkpoint.keep_best needs validation: set validation.every and "
             "validation.holdout or validation.source."
@@ -119,6 +119,46 @@ class Validator:
             from .engine import _random_masks
 
             self.masks = _random_masks(len(samples), shape[-1], gen)
+        self.features = None
+        if v.fid_every > 0:
+            from ..fid import inception_features
+
+            self.features = inception_features(v.fid_weights)
+
+    def due(self, step: int, last: bool) -> tuple[bool, bool]:
+        """(loss, FID) due at ``step``; both run at the last step."""
+        v = self.cfg.validation
+        return (v.every > 0 and (last or step % v.every == 0),
+                v.fid_every > 0 and (last or step % v.fid_every == 0))
+
+    @torch.no_grad()
+    def fid(self, model: torch.nn.Module, bundle: Any) -> dict[str, Any]:
+        """FID/KID of images generated for the held-out captions (preview sampler settings,
+        fixed seed) against the held-out images; ``fid_missing`` says why when absent."""
+        from .. import pipeline
+        from ..fid import fid_kid
+
+        assert self.features is not None
+        if not self.features.available:
+            return {"fid_missing": self.features.reason}
+        p, n = self.cfg.preview, min(self.cfg.validation.fid_samples, len(self.samples))
+        chosen = self.samples[:n]
+        real, fake = [], []
+        for lo in range(0, n, self.batch_size):
+            chunk = chosen[lo:lo + self.batch_size]
+            prompts = [s.get("caption", "") for s in chunk]
+            args = dict(sampler=p.sampler, steps=p.steps, guidance=p.guidance,
+                        seed=self.cfg.validation.seed + lo)
+            if self.options.super_res:
+                low = torch.stack([torch.as_tensor(s["low_res"]) for s in chunk])
+                out = pipeline.sample_upsample(model, bundle.diffusion, prompts,
+                                               bundle.tokenizer, low, **args)
+            else:
+                out = pipeline.sample_base(model, bundle.diffusion, prompts, bundle.tokenizer,
+                                           **args)
+            fake.append(out.float().cpu())
+            real.append(torch.stack([torch.as_tensor(s["image"]) for s in chunk]))
+        return fid_kid(real, fake, self.features)
 
     @torch.no_grad()
     def run(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:

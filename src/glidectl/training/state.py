@@ -1,0 +1,49 @@
+"""A run's loop state (resumed from ``state/train.json``) and what a run returns."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data_stream import DataStream
+from .guards import NonFiniteGuard
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run left behind."""
+
+    run_dir: Path
+    step: int
+    interrupted: bool = False
+    checkpoint: Path | None = None
+    last_loss: float = float("nan")
+    history: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+
+
+class TrainState:
+    """The loop's own resume state (``state/train.json``; the noise generator's state goes
+    with the other RNGs)."""
+
+    def __init__(self, stream: DataStream, guard: NonFiniteGuard):
+        self.step = 0
+        self.stream, self.guard = stream, guard
+        self.tracker_ids: dict[str, str] = {}
+        self.best_val_loss = math.inf
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "data": self.stream.state_dict(),
+            "guard": self.guard.state_dict(), "trackers": dict(self.tracker_ids),
+            "best_val_loss": self.best_val_loss,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.stream.load_state_dict(state["data"])
+        self.guard.load_state_dict(state["guard"])
+        self.tracker_ids = {str(k): str(v) for k, v in dict(state.get("trackers", {})).items()}
+        self.best_val_loss = float(state.get("best_val_loss", math.inf))

@@ -1,0 +1,75 @@
+"""FID/KID through torchmetrics with a small local feature extractor; absent, never 0, without
+weights."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+
+from glidectl.errors import GlidectlError
+from glidectl.fid import Features, fid_kid, inception_features, reference_images, to_uint8
+
+
+class ColourStats(torch.nn.Module):
+    """Features: per-channel mean and std of a fixed random 3x3 conv (uint8 in, (N, 6) out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3)
+        torch.nn.init.normal_(self.conv.weight, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x.float() / 255)
+        return torch.cat([y.mean((2, 3)), y.std((2, 3))], dim=1)
+
+
+def _images(seed: int, n: int, brightness: float) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 3, 16, 16, generator=g) * 0.5 + brightness - 1).clamp(-1, 1)
+
+
+def test_fid_and_kid_tell_distributions_apart():
+    features = Features(module=ColourStats())
+    real = [_images(0, 24, 0.5)]
+    same = fid_kid(real, [_images(1, 24, 0.5)], features)
+    brighter = fid_kid(real, [_images(2, 24, 1.2)], features)
+    assert same["fid_real"] == 24 and same["fid_fake"] == 24
+    assert 0 <= same["fid"] < brighter["fid"] / 10
+    assert abs(same["kid"]) < brighter["kid"] / 10
+    assert fid_kid(real, real, features)["fid"] == pytest.approx(0, abs=1e-3)
+
+
+def test_without_weights_the_metric_is_absent_with_the_reason():
+    out = fid_kid([_images(0, 4, 0.5)], [_images(1, 4, 0.5)], inception_features(None))
+    assert set(out) == {"fid_missing"} and "--fid-weights" in out["fid_missing"]
+
+
+def test_weights_files_are_checked_without_running_code(tmp_path):
+    with pytest.raises(GlidectlError, match="do not exist"):
+        inception_features(tmp_path / "missing.pth")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(GlidectlError, match="not a plain state_dict"):
+        inception_features(bad)
+    assert not marker.exists()
+
+
+def test_images_and_references_become_uint8_batches(tmp_path):
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    for i, rgb in enumerate([(255, 0, 0), (0, 0, 255), (0, 255, 0)]):
+        Image.new("RGB", (20, 24), rgb).save(folder / f"{i}.png")
+    batches = reference_images(str(folder), 16, limit=2)
+    assert [tuple(b.shape) for b in batches] == [(2, 3, 16, 16)]
+    pil = [Image.new("RGB", (16, 16), (255, 0, 0))]
+    assert to_uint8(pil)[0, :, 0, 0].tolist() == [255, 0, 0]
+    assert to_uint8(torch.full((1, 3, 2, 2), -1.0)).max() == 0
