@@ -646,3 +646,26 @@ def test_a_huge_prompt_is_stored_bounded_with_its_hash(tmp_path, tiny_base, stac
                        RunOptions(out=tmp_path / "o", device="cpu", resume=True),
                        pipeline=stack)
     assert resumed.metadata["counts"]["generated"] == 0
+
+
+def test_fid_against_a_reference_folder_or_absent_with_the_reason(tmp_path, tiny_base, stack,
+                                                                  monkeypatch):
+    from test_fid import ColourStats
+
+    from glidectl import fid
+
+    prompts = write_prompts(tmp_path / "p.txt", ["a red circle", "a blue square"])
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST, n=2, batch_size=2)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for i in range(5):
+        Image.new("RGB", (40, 40), (50 * i, 20, 200)).save(ref / f"{i}.png")
+    report = run_eval(prompts, settings, RunOptions(out=tmp_path / "a", device="cpu",
+                                                    fid_reference=str(ref)), pipeline=stack)
+    assert "--fid-weights" in report.metadata["metrics"]["fid"]["absent"]
+    monkeypatch.setattr(fid, "inception_features", lambda weights: fid.Features(ColourStats()))
+    report = run_eval(prompts, settings, RunOptions(out=tmp_path / "b", device="cpu",
+                                                    fid_reference=str(ref)), pipeline=stack)
+    metric = report.metadata["metrics"]["fid"]
+    assert (metric["fid_fake"], metric["fid_real"]) == (4, 5) and metric["fid"] > 0
+    assert metric["reference"] == str(ref)

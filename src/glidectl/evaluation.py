@@ -132,6 +132,8 @@ class RunOptions:
     compile: bool = False
     clip_model: str = "ViT-B-32"
     clip_weights: str | None = None
+    fid_reference: str | None = None  # a folder or data source: FID/KID against it
+    fid_weights: str | None = None  # local Inception weights (glidectl.fid)
     wandb_project: str = ""
     wandb_entity: str = ""
     wandb_mode: str = ""  # "" = WANDB_MODE or online
@@ -424,6 +426,13 @@ def run_eval(
     scorer, clip_reason = _load_clip(options, settings, device)
     if clip_reason:
         emit("note", text=clip_reason)
+    fid_features = None
+    if options.fid_reference:
+        from .fid import inception_features
+
+        fid_features = inception_features(options.fid_weights)  # bad files fail before work
+        if not fid_features.available:
+            emit("note", text=f"FID/KID absent: {fid_features.reason}.")
     load_s = 0.0
     if pipeline is None:
         pipeline, load_s = _load(settings, options, device)
@@ -451,6 +460,12 @@ def run_eval(
     gen_s = time.perf_counter() - t_gen
     t_metrics = time.perf_counter()
     fields, images, grid_image = _finish(out, plan, fresh, scorer, clip_reason, header)
+    if fid_features is not None:
+        from .fid import eval_fid
+
+        result = eval_fid(images, str(options.fid_reference), fid_features)
+        fields["metrics"]["fid"] = ({"absent": result["fid_missing"]} if "fid_missing" in result
+                                    else result)
     generated = len(fresh) * settings.n
     session_timings = {
         "load_s": load_s, **{f"{k}_s": v for k, v in timings.items()}, "generate_s": gen_s,

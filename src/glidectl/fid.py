@@ -152,3 +152,14 @@ def reference_images(source: str, size: int, limit: int) -> list[torch.Tensor]:
         raise GlidectlError(f"--fid {source!r}: no images found; pass a folder of images or "
                             "another data source.")
     return [torch.stack(images[i:i + 64]) for i in range(0, len(images), 64)]
+
+
+def eval_fid(images: list[Any], reference: str, features: Features,
+             limit: int = 50_000) -> dict[str, Any]:
+    """FID/KID of ``glidectl eval``'s images (PIL) against a reference folder or source."""
+    if not features.available:
+        return {"fid_missing": features.reason}
+    size = images[0].size[0]
+    real = reference_images(reference, size, limit)
+    fake = [to_uint8(images[i:i + 64]) for i in range(0, len(images), 64)]
+    return {**fid_kid(real, fake, features), "reference": str(reference)}

@@ -120,6 +120,10 @@ def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
     for name, summary in meta["metrics"].items():
         value = (f"{summary['mean']:.4g} (mean of {summary['count']})" if "mean" in summary
                  else escape(f"absent: {summary['absent']}"))
+        if "fid" in summary:
+            value = (f"FID {summary['fid']:.2f}, KID {summary['kid']:.4f} ± "
+                     f"{summary['kid_std']:.4f} ({summary['fid_fake']} images vs "
+                     f"{summary['fid_real']} references)")
         table.add_row(name, value)
     table.add_row("grid", str(out / "grid.png"))
     console.print(table)
@@ -170,6 +174,10 @@ def register(app: typer.Typer) -> None:
         clip_model: str = typer.Option("ViT-B-32", "--clip-model", help="open_clip model name."),
         clip_weights: str | None = typer.Option(
             None, "--clip-weights", help="Local CLIP weights file (never downloaded)."),
+        fid: str | None = typer.Option(
+            None, "--fid", help="FID/KID against this reference folder or data source."),
+        fid_weights: str | None = typer.Option(
+            None, "--fid-weights", help="Local Inception weights for --fid (see the README)."),
         wandb_project: str = typer.Option("", "--wandb-project", help="Log a W&B table here."),
         wandb_entity: str = typer.Option("", "--wandb-entity", help="W&B entity."),
         wandb_mode: str | None = typer.Option(
@@ -187,6 +195,7 @@ def register(app: typer.Typer) -> None:
         options = RunOptions(
             out=out, resume=resume, skip_existing=skip_existing, dry_run=dry_run,
             device=device, compile=compile_, clip_model=clip_model, clip_weights=clip_weights,
+            fid_reference=fid, fid_weights=fid_weights,
             wandb_project=wandb_project, wandb_entity=wandb_entity, wandb_mode=wandb_mode or "",
         )
         flags = {
