@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -98,7 +99,8 @@ def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
 
 def print_summary(problem: str, summary: list[dict[str, Any]], baseline: dict[str, float]
                   ) -> None:
-    print(f"\n{problem}: fewest model calls matching DDIM-50 on Karras σ's "
+    what = "fast27 DDPM" if problem == "upsampler" else "DDIM-50 on Karras σ's"
+    print(f"\n{problem}: fewest model calls matching {what} "
           f"(rms {baseline['rms']:.5f}, mean {baseline['mean']:.5f}) and a tenth of its rms")
     for s in sorted(summary, key=lambda s: (s["calls_at_ddim50"] or 999,
                                             s["calls_at_tenth_of_ddim50"] or 999)):
@@ -163,6 +165,49 @@ def model_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     return rows, summarise("model", rows, baseline), baseline
 
 
+def upsampler_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
+    """Every sampler against GLIDE's fast27 DDPM default on a trained upsampler, scored by
+    the distance to a 250-step DDPM from the same x_T and per-image noise generators."""
+    from glidectl.data.demo import make_demo_sample
+    from glidectl.glide.loading import load_model
+    from glidectl.images import from_pil
+    from glidectl.pipeline import UPSAMPLE_TEMP, quantize_8bit, sigma_table, tokenizer_for
+    from glidectl.samplers.denoiser import GlideDenoiser
+    from glidectl.samplers.noise import image_generators, per_image_noise_sampler
+
+    model = load_model(args.upsampler).eval()
+    small = model.options.low_res_size
+    demos = [make_demo_sample("shapes", 10_000 + i, small) for i in range(args.images)]
+    low_res = quantize_8bit(torch.cat([from_pil(d.image) for d in demos]))
+    tokens, mask = tokenizer_for(model).encode_batch([d.caption for d in demos],
+                                                     model.options.text_ctx)
+    with torch.no_grad():
+        text_emb = model.encode_text(tokens, mask)
+    den = GlideDenoiser(model, sigma_table(model), text_emb=text_emb,
+                        model_kwargs={"low_res": low_res})
+    size = model.options.image_size
+    seeds = list(range(len(demos)))
+    x_T = torch.randn(len(demos), 3, size, size, generator=torch.Generator().manual_seed(0))
+    x_T = x_T * UPSAMPLE_TEMP
+
+    def run(name: str, sigmas: torch.Tensor) -> torch.Tensor:
+        noise = per_image_noise_sampler(image_generators(seeds), x_T)
+        den.clip = plugins.samplers().get(name).clip
+        x = x_T * math.sqrt(1 + float(sigmas[0]) ** 2)
+        return plugins.samplers().get(name)(den, x, sigmas, noise_sampler=noise)
+
+    def make(schedule: str, steps: int | str) -> torch.Tensor:
+        return build_sigmas(schedule, steps, den.sigmas)
+
+    ref = run("ddpm", make("respaced", 250))
+    fast27 = errors(run("ddpm", make("respaced", "fast27")), ref)
+    print(f"upsampler ({size} px from {small} px, {len(demos)} images): reference 250-step "
+          f"DDPM; fast27 DDPM (27 calls) rms {fast27['rms']:.5f} mean {fast27['mean']:.5f}")
+    rows = sweep("upsampler", run, ref, make, samplers=args.upsampler_samplers,
+                 schedules=("respaced", "karras", "optimised"), calls_list=args.upsampler_calls)
+    return rows, summarise("upsampler", rows, fast27), fast27
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1024, help="gmm samples")
@@ -170,6 +215,11 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--images", type=int, default=36)
     parser.add_argument("--model-calls", type=int, nargs="+", default=[8, 10, 12, 15, 20, 30])
+    parser.add_argument("--upsampler", help="A trained upsampler (run folder or file).")
+    parser.add_argument("--upsampler-samplers", nargs="+",
+                        default=["ddpm", "ddim", "dpm++2m", "unipc", "ipndm", "euler_a"])
+    parser.add_argument("--upsampler-calls", type=int, nargs="+",
+                        default=[5, 8, 10, 12, 15, 20, 27])
     parser.add_argument("--skip-gmm", action="store_true")
     parser.add_argument("--json", help="Write every row and summary to this file.")
     parser.add_argument("--threads", type=int, default=1)
@@ -177,10 +227,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"rows": [], "summary": [], "baseline": {}}
     problems = ([] if args.skip_gmm else [("gmm", gmm_problem)]) + (
-        [("model", model_problem)] if args.model else [])
+        [("model", model_problem)] if args.model else []) + (
+        [("upsampler", upsampler_problem)] if args.upsampler else [])
     for name, problem in problems:
         rows, summary, baseline = problem(args)
-        print_rows(f"{name}: error to the converged ODE solution", rows)
+        print_rows(f"{name}: distance to the 250-step DDPM" if name == "upsampler"
+                   else f"{name}: error to the converged ODE solution", rows)
         print_summary(name, summary, baseline)
         results["rows"] += rows
         results["summary"] += summary

@@ -120,3 +120,11 @@ def test_model_calls_match_what_samplers_do() -> None:
         den = GaussianDenoiser(MU, S)
         entry.obj(den, torch.zeros(2, dtype=torch.float64) + 80, sigmas)
         assert den.calls == entry.obj.model_calls(7), entry.name
+
+
+def test_model_calls_counts_calls_not_steps() -> None:
+    from glidectl.samplers import model_calls
+
+    assert model_calls("heun", 10) == 19
+    assert model_calls("unipc", 10) == 10 and model_calls("dpm++3m", 10) == 10
+    assert model_calls(plugins.samplers().get("plms"), 10) == 17
