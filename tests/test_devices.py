@@ -63,9 +63,13 @@ def test_device_auto_is_cpu_without_accelerators(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     if getattr(torch.backends, "mps", None):
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert pick_device("auto") == "cpu" and pick_device("cuda:1") == "cuda:1"
+    assert pick_device("auto") == "cpu"
+    with pytest.raises(GlidectlError, match="'cuda:1': CUDA is not available here"):
+        pick_device("cuda:1")
+    with pytest.raises(GlidectlError, match="Unknown device 'gpu0'; use auto, cpu, cuda"):
+        pick_device("gpu0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert pick_device("auto") == "cuda"
+    assert pick_device("auto") == "cuda" and pick_device("cuda:1") == "cuda:1"
 
 
 def test_training_accepts_auto(cpuinfo):

@@ -40,6 +40,7 @@ def test_cause_cuts_at_a_sentence_or_word_and_never_inside_a_code_span(limit):
 def test_cause_keeps_short_messages_and_names_empty_ones():
     assert cause(ValueError("bad header")) == "bad header"
     assert cause(KeyError()) == "KeyError"
+    assert cause(KeyError(101)) == "KeyError: 101"
 
 
 class _Shouty:

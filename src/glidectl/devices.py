@@ -23,6 +23,15 @@ def pick_device(device: str | None = "auto") -> str:
     import torch
 
     if device not in (None, "", "auto"):
+        try:
+            kind = torch.device(str(device)).type
+        except (RuntimeError, ValueError):
+            raise GlidectlError(
+                f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps."
+            ) from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise GlidectlError(f"Device {device!r}: CUDA is not available here; use cpu or "
+                                "auto.")
         return str(device)
     if torch.cuda.is_available():
         return "cuda"

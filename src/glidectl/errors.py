@@ -33,7 +33,9 @@ def cause(exc: BaseException, limit: int = 160) -> str:
     """A short, clean account of a third-party exception to put in our one-line errors:
     its first sentence(s) up to ``limit`` characters, cut at a sentence or word end, never
     mid-word or inside a `code span`."""
-    text = one_line(str(exc)) or type(exc).__name__
+    text = one_line(str(exc))
+    if not any(c.isalpha() for c in text):  # "101", "": the type says more than the text
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if len(text) <= limit:
         return text
     head = text[: limit + 1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,21 @@ def _random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
 class Trainer:
     """Sets up a run from a config, then :meth:`run` trains it."""
 
-    def __init__(
+    def __init__(self, cfg: GlideConfig, **kwargs: Any):
+        """See :meth:`_init`. A user error there leaves no new run folder behind."""
+        self._new_folders: list[Path] = []
+        try:
+            self._init(cfg, **kwargs)
+        except GlidectlError:
+            for folder in self._new_folders:  # created by this call: nothing half-written
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _init(
         self, cfg: GlideConfig, *, resume: str | None = None,
         adapter: ModelAdapter | None = None, live: bool | None = None,
         kinds: tuple[str, ...] | None = None, dataset: Any = None, quiet: bool = False,
-    ):
+    ) -> None:
         self.cfg = cfg
         from ..devices import training_precision
 
@@ -97,6 +108,7 @@ class Trainer:
         """The main process picks (and checks) the run folder; everyone agrees on it."""
         def pick() -> tuple[str, str | None]:
             run, resume_from = pick_run_dir(self.cfg, resume)
+            self._new_folders = [p for p in (run.root.parent, run.root) if not p.exists()][:1]
             check_writable(run.root)
             return str(run.root), str(resume_from) if resume_from else None
 

@@ -69,6 +69,12 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None, precision: str
         )
     val.check(cfg)
     tracker_names(cfg.log)
+    if cfg.preview.every > 0:
+        from .. import plugins
+
+        samplers = plugins.samplers()
+        if cfg.preview.sampler not in samplers:
+            raise GlidectlError(f"preview.sampler: {samplers.unknown_message(cfg.preview.sampler)}")
 
 
 def make_accelerator(cfg: GlideConfig, mixed_precision: str) -> Any:
