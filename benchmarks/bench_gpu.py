@@ -1,0 +1,350 @@
+"""GPU figures in one run (< 10 min on one H200): training and sampling speed, memory, fp16.
+
+    python benchmarks/bench_gpu.py                      # on a CUDA GPU: official models
+    python benchmarks/bench_gpu.py --device cpu --tiny  # the same logic on tiny models (CI)
+
+Sections (each prints its figures; all are written to --out as JSON):
+1. training throughput (images/s) and peak memory of the official base and upsampler in bf16
+   autocast at batch 1, 16 and 64 (upsampler: the largest of 64/32/16/8 that fits), eager,
+   with gradient checkpointing, with torch.compile, and channels_last (NHWC) against the
+   default layout at batch 16 (kept only if it measures faster). Goals: base >= 400 images/s,
+   upsampler >= 75.
+2. sampling throughput: base, 25 dpm++2m steps with guidance 3, then the upsampler (ddpm
+   fast27), batch 16. Goal: >= 20 upsampled images/s.
+3. fp16 with a GradScaler through the real engine for 50 steps: no NaN, the loss falls.
+4. two identical engine runs give identical weights.
+5. the suite's CUDA-only tests (pytest -k cuda).
+Weights are random (speed does not depend on them): nothing is downloaded. A section that
+would pass --budget seconds is skipped and marked so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+GOALS = {"base_images_per_s": 400.0, "upsample_images_per_s": 75.0,
+         "sampling_upsampled_images_per_s": 20.0}
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _reset_peak(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB (Linux)
+
+
+def model_options(kind: str, tiny: bool) -> Any:
+    from glidectl.glide import official_options, preset_options
+
+    if not tiny:
+        return official_options(kind)
+    opts = preset_options(kind, "tiny")
+    return opts.replace(image_size=64, channel_mult="1,2,2") if kind == "upsample" else \
+        opts.replace(image_size=32)
+
+
+def train_case(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
+               checkpointing: bool, steps: int, warmup: int,
+               channels_last: bool = False) -> dict[str, Any]:
+    """images/s and peak memory of forward + backward + AdamW step in bf16 autocast."""
+    import torch
+
+    from glidectl.diffusion import create_diffusion
+    from glidectl.glide import create_model
+
+    opts = model_options(kind, tiny)
+    torch.manual_seed(0)
+    model = create_model(opts).to(device).train()
+    model.set_gradient_checkpointing(checkpointing)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)  # oneDNN/cuDNN may prefer NHWC in bf16: measured, not assumed
+    step_model = torch.compile(model) if compile else model
+    diffusion = create_diffusion(opts.noise_schedule, opts.diffusion_steps)
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    size = opts.image_size
+    x0 = torch.randn(batch, 3, size, size, device=device).clamp(-1, 1).to(memory_format=fmt)
+    tokens = torch.randint(0, opts.n_vocab, (batch, opts.text_ctx), device=device)
+    mask = torch.ones(batch, opts.text_ctx, dtype=torch.bool, device=device)
+    extra = {}
+    if opts.super_res:
+        low = opts.low_res_size
+        extra["low_res"] = torch.randn(batch, 3, low, low, device=device).clamp(-1, 1)
+    dev_type = torch.device(device).type
+    autocast = dev_type == "cuda"  # bf16 is emulated (slow) on most CPUs: check logic in fp32
+
+    def one_step() -> float:
+        t = torch.randint(0, diffusion.num_timesteps, (batch,), device=device)
+        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
+            losses = diffusion.training_losses(
+                lambda xt, ts: step_model(xt, ts, tokens, mask, **extra), x0, t)
+        loss = losses["loss"].mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        return float(loss.detach())
+
+    _reset_peak(device)
+    t_compile = time.perf_counter()
+    for _ in range(warmup):
+        one_step()
+    _sync(device)
+    warm_s = time.perf_counter() - t_compile
+    t0 = time.perf_counter()
+    losses = [one_step() for _ in range(steps)]
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return {"kind": kind, "batch": batch, "compile": compile, "checkpointing": checkpointing,
+            "channels_last": channels_last, "images_per_s": batch * steps / seconds,
+            "step_ms": 1000 * seconds / steps,
+            "warmup_s": warm_s, "peak_memory_gib": _peak_gib(device),
+            "precision": "bf16" if autocast else "fp32",
+            "finite": all(math.isfinite(v) for v in losses)}
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return "out of memory" in str(exc).lower()
+
+
+def training_section(args: argparse.Namespace, budget: Any) -> list[dict[str, Any]]:
+    import torch
+
+    cases: list[dict[str, Any]] = []
+    big = [2, 4] if args.tiny else [64, 32, 16, 8]  # upsampler: the largest that fits
+    batches = [1, 2, 4] if args.tiny else [1, 16, 64]
+    mid = batches[1]
+    plan: list[tuple[str, int | None, bool, bool, bool]] = []
+    for b in batches:
+        plan.append(("base", b, False, False, False))
+    plan += [("base", mid, False, False, True), ("base", batches[-1], False, True, False),
+             ("base", mid, True, False, False)]
+    plan += [("upsample", 1, False, False, False), ("upsample", mid, False, False, False),
+             ("upsample", mid, False, False, True), ("upsample", None, False, True, False),
+             ("upsample", mid, True, False, False)]
+    if args.no_compile:
+        plan = [p for p in plan if not p[2]]
+    for kind, batch, comp, ckpt, nhwc in plan:
+        label = f"train {kind} batch {batch or 'max'}{' compile' if comp else ''}" \
+                f"{' checkpointing' if ckpt else ''}{' channels_last' if nhwc else ''}"
+        if not budget(label):
+            cases.append({"kind": kind, "batch": batch, "compile": comp,
+                          "checkpointing": ckpt, "channels_last": nhwc,
+                          "skipped": "time budget"})
+            continue
+        for b in ([batch] if batch else big):
+            try:
+                case = train_case(kind, b, device=args.device, tiny=args.tiny, compile=comp,
+                                  checkpointing=ckpt, steps=args.steps, warmup=args.warmup,
+                                  channels_last=nhwc)
+                break
+            except RuntimeError as exc:  # torch.OutOfMemoryError is one
+                if not _is_oom(exc) or b == (big[-1] if not batch else b):
+                    case = {"kind": kind, "batch": b, "compile": comp, "checkpointing": ckpt,
+                            "channels_last": nhwc, "error": str(exc).splitlines()[0][:200]}
+                    break
+                torch.cuda.empty_cache()
+        cases.append(case)
+        _print_case(case)
+    return cases
+
+
+def _print_case(case: dict[str, Any]) -> None:
+    head = (f"  {case['kind']:8s} batch {case['batch']!s:>3s} compile={case['compile']!s:5s} "
+            f"checkpointing={case['checkpointing']!s:5s} "
+            f"channels_last={case['channels_last']!s:5s}")
+    if "images_per_s" in case:
+        print(f"{head} {case['images_per_s']:9.1f} images/s  {case['step_ms']:8.1f} ms/step  "
+              f"peak {case['peak_memory_gib']:6.2f} GiB  warm-up {case['warmup_s']:.1f} s",
+              flush=True)
+    else:
+        print(f"{head} {case.get('error') or case.get('skipped')}", flush=True)
+
+
+def sampling_section(args: argparse.Namespace) -> dict[str, Any]:
+    """Base (25 dpm++2m steps, guidance 3) + upsampler (ddpm fast27) at batch 16."""
+    import torch
+
+    from glidectl.glide import create_model
+    from glidectl.pipeline import GlidePipeline
+
+    batch = 4 if args.tiny else 16
+    torch.manual_seed(0)
+    base = create_model(model_options("base", args.tiny)).to(args.device).eval()
+    up = create_model(model_options("upsample", args.tiny)).to(args.device).eval()
+    if args.tiny:  # the tiny upsampler takes 16 px input: pair it with a 16 px base
+        base = create_model(model_options("base", True).replace(image_size=16)).to(
+            args.device).eval()
+    pipe = GlidePipeline(base, up, precision="bf16" if args.device.startswith("cuda")
+                         else "fp32")
+    kwargs = dict(sampler="dpm++2m", steps=args.sample_steps, guidance=3.0,
+                  upsample_sampler="ddpm", upsample_steps=args.upsample_steps,
+                  batch_size=batch, output="tensor")
+    pipe.generate(["warm-up"] * batch, **{**kwargs, "steps": 2, "upsample_steps": "2"})
+    _sync(args.device)
+    _reset_peak(args.device)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    out = pipe.generate([f"a photo number {i}" for i in range(batch)], timings=timings,
+                        **kwargs)
+    _sync(args.device)
+    seconds = time.perf_counter() - t0
+    figures = {"batch": batch, "images": int(out.shape[0]), "seconds": seconds,
+               "steps": args.sample_steps, "upsample_steps": args.upsample_steps,
+               "upsampled_images_per_s": out.shape[0] / seconds,
+               "base_s": timings.get("base"), "upsample_s": timings.get("upsample"),
+               "precision": pipe.precision.name, "peak_memory_gib": _peak_gib(args.device),
+               "finite": bool(torch.isfinite(out).all())}
+    print(f"  base {args.sample_steps} dpm++2m + upsampler {args.upsample_steps}, batch {batch}: "
+          f"{figures['upsampled_images_per_s']:.2f} upsampled images/s "
+          f"(base {figures['base_s']:.2f} s, upsampler {figures['upsample_s']:.2f} s, "
+          f"peak {figures['peak_memory_gib']:.2f} GiB)", flush=True)
+    return figures
+
+
+def _engine_run(root: Path, name: str, precision: str, steps: int, tiny: bool) -> Any:
+    from glidectl.config import GlideConfig
+    from glidectl.training.engine import Trainer
+
+    cfg = GlideConfig()
+    cfg.model.size = "tiny" if tiny else "small"
+    cfg.data.source = "demo:shapes"
+    cfg.data.resolution = 32 if tiny else 64
+    cfg.train.output_dir = str(root)
+    cfg.train.name = name
+    cfg.train.steps = steps
+    cfg.train.batch_size = 8 if tiny else 32
+    cfg.train.lr = 3e-4
+    cfg.train.precision = precision
+    cfg.train.seed = 0
+    cfg.preview.every = 0
+    cfg.checkpoint.every = 0
+    return Trainer(cfg, quiet=True).run()
+
+
+def engine_section(args: argparse.Namespace) -> dict[str, Any]:
+    """fp16 + GradScaler for 50 steps (no NaN, loss falls); two identical runs, same weights."""
+    from safetensors.torch import load_file
+
+    precision = "fp16" if args.device.startswith("cuda") else "no"  # fp16 needs a GPU
+    steps = args.engine_steps
+    with tempfile.TemporaryDirectory(prefix="glidectl-bench-gpu-") as tmp:
+        root = Path(tmp)
+        first = _engine_run(root, "a", precision, steps, args.tiny)
+        losses = [r["loss"] for r in first.history]
+        k = max(1, len(losses) // 5)
+        early, late = sum(losses[:k]) / k, sum(losses[-k:]) / k
+        second = _engine_run(root, "b", precision, steps, args.tiny)
+        wa = load_file(first.run_dir / "checkpoints" / f"step-{steps:06d}" / "model.safetensors")
+        wb = load_file(second.run_dir / "checkpoints" / f"step-{steps:06d}" / "model.safetensors")
+        identical = wa.keys() == wb.keys() and all(bool((wa[n] == wb[n]).all()) for n in wa)
+    figures = {"precision": precision, "steps": steps,
+               "all_finite": all(math.isfinite(v) for v in losses),
+               "loss_first": early, "loss_last": late, "loss_falls": late < early,
+               "identical_weights": identical}
+    print(f"  {precision} engine, {steps} steps: loss {early:.4f} → {late:.4f} "
+          f"({'falls' if late < early else 'does NOT fall'}), "
+          f"{'finite' if figures['all_finite'] else 'NaN/inf seen'}; two identical runs: "
+          f"{'identical' if identical else 'DIFFERENT'} weights", flush=True)
+    return figures
+
+
+def cuda_tests_section(args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-k", "cuda or gpu", "-p", "no:cacheprovider",
+           str(ROOT / "tests")]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                          timeout=args.test_timeout)
+    tail = done.stdout.strip().splitlines()[-1:] or [done.stderr.strip()[-200:]]
+    print(f"  pytest -k 'cuda or gpu': {tail[0]} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return {"returncode": done.returncode, "summary": tail[0]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="tiny models and batches (CPU checks)")
+    ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per case")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps (compile, autotune)")
+    ap.add_argument("--engine-steps", type=int, default=50)
+    ap.add_argument("--sample-steps", type=int, default=25, help="base dpm++2m steps")
+    ap.add_argument("--upsample-steps", default="fast27", help="upsampler ddpm respacing")
+    ap.add_argument("--budget", type=float, default=540.0, help="seconds for all sections")
+    ap.add_argument("--skip-tests", action="store_true", help="do not run the CUDA tests")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
+    ap.add_argument("--test-timeout", type=float, default=240.0)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu.json")
+    args = ap.parse_args(argv)
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("bench_gpu: no CUDA device here; pass --device cpu --tiny to check the logic")
+    start = time.perf_counter()
+
+    def budget(label: str) -> bool:
+        left = args.budget - (time.perf_counter() - start)
+        if left <= 0:
+            print(f"  skipped ({label}): time budget of {args.budget:.0f} s used", flush=True)
+        return left > 0
+
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    report: dict[str, Any] = {"device": name, "torch": torch.__version__, "tiny": args.tiny,
+                              "goals": GOALS}
+    print(f"bench_gpu on {name} (torch {torch.__version__}{', tiny models' if args.tiny else ''})")
+    print("1. training (bf16 autocast, AdamW)")
+    report["training"] = training_section(args, budget)
+    print("2. sampling")
+    report["sampling"] = sampling_section(args) if budget("sampling") else {"skipped": "budget"}
+    print("3-4. engine: fp16 + GradScaler, determinism")
+    report["engine"] = engine_section(args) if budget("engine") else {"skipped": "budget"}
+    if not args.skip_tests and args.device.startswith("cuda"):
+        print("5. CUDA-only tests")
+        report["cuda_tests"] = cuda_tests_section(args) if budget("tests") else {
+            "skipped": "budget"}
+    report["goals_met"] = goals_met(report)
+    report["total_s"] = time.perf_counter() - start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"goals: {report['goals_met']}; total {report['total_s']:.0f} s; wrote {args.out}")
+    return report
+
+
+def goals_met(report: dict[str, Any]) -> dict[str, bool | None]:
+    """Best measured figure against each goal (None when not measured)."""
+    def best(kind: str) -> float | None:
+        rates = [c["images_per_s"] for c in report.get("training", [])
+                 if c.get("kind") == kind and "images_per_s" in c]
+        return max(rates) if rates else None
+
+    sampling = report.get("sampling", {}).get("upsampled_images_per_s")
+    figures = {"base_images_per_s": best("base"), "upsample_images_per_s": best("upsample"),
+               "sampling_upsampled_images_per_s": sampling}
+    return {k: None if v is None else v >= GOALS[k] for k, v in figures.items()}
+
+
+if __name__ == "__main__":
+    main()
