@@ -85,12 +85,12 @@ def test_kill_9_never_leaves_a_broken_latest_checkpoint(tiny, config_file, tmp_p
     assert result.step == step + 1
 
 
-def test_two_processes_train_the_same_model_as_one(tiny, config_file, tmp_path):
+def test_two_processes_train_and_resume_the_same_model_as_one(tiny, config_file, tmp_path):
     # Adam turns float noise in near-zero gradients into ±lr steps: a small lr and a larger
     # eps keep the comparison about the gradients, not about rounding.
-    sections = dict(train=dict(steps=3, grad_accum=2, ema_decay=0.0, lr=1e-4, adam_eps=1e-6),
+    sections = dict(train=dict(steps=4, grad_accum=2, ema_decay=0.0, lr=1e-4, adam_eps=1e-6),
                     data=dict(uncond_p=0.0, flip=False, random_crop=False, demo_size=12),
-                    checkpoint=dict(every=0))
+                    checkpoint=dict(every=3))
     one = tiny(**sections)
     one.train.name, one.train.batch_size = "one", 2
     Trainer(one, quiet=True).run()
@@ -100,17 +100,26 @@ def test_two_processes_train_the_same_model_as_one(tiny, config_file, tmp_path):
     path = config_file(two)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc_per_node", "2", "-m", "glidectl", "train", "-c", str(path), "--no-live"]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd + ["--steps", "3"], env=_env(), capture_output=True, text=True,
+                          timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    state = tmp_path / "runs" / "two" / "checkpoints" / "step-000003" / "state"
+    run = tmp_path / "runs" / "two"
+    state = run / "checkpoints" / "step-000003" / "state"
     assert {p.name for p in state.glob("rng-*")} == {"rng-0.safetensors", "rng-1.safetensors"}
+    # both processes resume (each from its own RNG file) and go on in step with one process
+    proc = subprocess.run(cmd + ["--resume", str(run), "--steps", "4"], env=_env(),
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    a = load_file(tmp_path / "runs" / "one" / "checkpoints" / "step-000003" / "model.safetensors")
-    b = load_file(tmp_path / "runs" / "two" / "checkpoints" / "step-000003" / "model.safetensors")
-    worst = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert worst < 1e-5, worst
+    for step in (3, 4):
+        name = f"step-{step:06d}"
+        a = load_file(tmp_path / "runs" / "one" / "checkpoints" / name / "model.safetensors")
+        b = load_file(run / "checkpoints" / name / "model.safetensors")
+        worst = max((a[k] - b[k]).abs().max().item() for k in a)
+        assert worst < 1e-5, (step, worst)
     losses_one = [r["loss"] for r in read_metrics(tmp_path / "runs" / "one" / "metrics.jsonl")]
-    losses_two = [r["loss"] for r in read_metrics(tmp_path / "runs" / "two" / "metrics.jsonl")]
+    losses_two = [r["loss"] for r in read_metrics(run / "metrics.jsonl")]
+    assert len(losses_two) == 4
     assert losses_one == pytest.approx(losses_two, abs=1e-5)
 
 
