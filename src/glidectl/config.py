@@ -69,7 +69,8 @@ class DataConfig:
     """Where training images and captions come from and how they are prepared."""
 
     source: str = opt(
-        "demo:shapes", "A folder, webdataset shards (dir, glob, brace pattern) or demo:<name>."
+        "demo:shapes", "A folder, webdataset shards (dir, glob, brace pattern), Parquet files "
+        "(file, glob, folder), hf:NAME_OR_PATH or demo:<name>."
     )
     preset: str = opt("simple", "Dataset preset (filters and caption rules) for webdataset.")
     image_key: str = opt("jpg;png;jpeg;webp", "Webdataset image key(s), ';'-separated.")
@@ -108,6 +109,13 @@ class DataConfig:
     )
     demo_size: int = opt(4096, "Number of samples in a demo:<name> dataset.", min=1, max=10_000_000)
     metadata_key: str = opt("json", "Webdataset metadata (JSON) key read by presets.")
+    image_column: str = opt(
+        "", "Parquet/Hugging Face image column, bytes or path ('' = image, jpg or png)."
+    )
+    caption_column: str = opt(
+        "", "Parquet/Hugging Face caption column ('' = text, caption or txt)."
+    )
+    split: str = opt("train", "Hugging Face dataset split (hf: sources).")
     min_size: int = opt(0, "laion: min original width and height (metadata), in pixels.", min=0)
     aspect_range: list = opt([0.25, 4.0], "laion: allowed original width/height [min, max].", min=0)
     similarity_range: list = opt(

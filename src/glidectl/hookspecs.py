@@ -31,5 +31,10 @@ def register_model_sources(register):
 
 
 @hookspec
+def register_data_sources(register):
+    """Register data sources (``hf`` in ``hf:NAME``): ``register(name, SourceType, aliases=())``."""
+
+
+@hookspec
 def register_commands(app):
     """Add Typer commands or sub-apps to the ``glidectl`` app."""

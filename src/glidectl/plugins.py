@@ -31,6 +31,7 @@ ALLOW_ENV = "GLIDECTL_LOAD_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "glidectl.glide.sources",
     "glidectl.data.presets",
+    "glidectl.data.builtin_sources",
     "glidectl.samplers.builtin",
 )
 
@@ -243,6 +244,11 @@ def dataset_presets() -> Registry:
 def model_sources() -> Registry:
     """All registered model sources (``openai`` in ``openai:base``) by name."""
     return _registry("register_model_sources", "model source")
+
+
+def data_sources() -> Registry:
+    """All registered data source types (``hf`` in ``hf:NAME``) by name."""
+    return _registry("register_data_sources", "data source")
 
 
 def register_commands(app: Any) -> None:

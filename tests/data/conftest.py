@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+
+# Hugging Face datasets read these when imported: no network, a cache of our own.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="glidectl-hf-"))
 from collections.abc import Callable
 from pathlib import Path
 

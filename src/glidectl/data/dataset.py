@@ -251,15 +251,15 @@ def build_dataset(
             f"({size}); check data.resolution."
         )
     preset = plugins.dataset_presets().get(data_cfg.preset)
-    source = open_source(
-        data_cfg.source, image_key=data_cfg.image_key, caption_key=data_cfg.caption_key,
-        metadata_key=data_cfg.metadata_key, demo_size=data_cfg.demo_size, resolution=size,
-    )
+    source = open_source(data_cfg.source, data_cfg, resolution=size)
     if source.num_samples == 0:
-        raise GlidectlError(
-            f"Image folder {source.describe()!r} holds no images (.jpg .jpeg .png .webp "
-            ".bmp); point data.source at a folder with images."
-        )
+        if source.kind == "folder":
+            raise GlidectlError(
+                f"Image folder {source.describe()!r} holds no images (.jpg .jpeg .png .webp "
+                ".bmp); point data.source at a folder with images."
+            )
+        raise GlidectlError(f"Data source {source.describe()!r} holds no samples; point "
+                            "data.source at data with images.")
     transform = ImageTransform(
         size, random_crop=train and data_cfg.random_crop,
         crop_scale=_pair(data_cfg.crop_scale, "crop_scale") if train else (1.0, 1.0),

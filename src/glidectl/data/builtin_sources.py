@@ -1,0 +1,106 @@
+"""Built-in data sources (a default plugin): demo data, image folders, webdataset shards,
+Parquet files and Hugging Face datasets, registered through ``register_data_sources``.
+
+Only the recognisers live here; each source module is imported when it is opened, so
+``glidectl --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import GlidectlError
+from ..hookspecs import hookimpl
+from .images import IMAGE_EXTENSIONS
+from .source_api import Source, SourceType
+
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+REMOTE_PREFIXES = ("http://", "https://", "pipe:", "s3://", "gs://", "ais://", "hf://")
+PATTERN_CHARS = "{*?["
+
+
+def _files(folder: Path) -> tuple[bool, bool, bool]:
+    """(has images, has shards, has Parquet files) anywhere under ``folder``."""
+    images = shards = parquet = False
+    for _, _, files in os.walk(folder):
+        for name in files:
+            low = name.lower()
+            images = images or low.endswith(IMAGE_EXTENSIONS)
+            shards = shards or low.endswith(SHARD_SUFFIXES)
+            parquet = parquet or low.endswith(".parquet")
+        if images:
+            break
+    return images, shards, parquet
+
+
+def claims_parquet(spec: str) -> bool:
+    if spec.lower().endswith(".parquet") and not spec.startswith(REMOTE_PREFIXES):
+        return True
+    if os.path.isdir(spec):
+        images, shards, parquet = _files(Path(spec))
+        return parquet and not images and not shards
+    return False
+
+
+def claims_shards(spec: str) -> bool:
+    if os.path.isdir(spec):
+        images, shards, _ = _files(Path(spec))
+        return shards and not images
+    return (spec.startswith(REMOTE_PREFIXES) or "::" in spec
+            or any(c in spec for c in PATTERN_CHARS) or spec.lower().endswith(SHARD_SUFFIXES))
+
+
+def open_demo(spec: str, cfg: Any, resolution: int) -> Source:
+    from .demo import check_demo_name
+    from .sources import DemoSource
+
+    size = int(getattr(cfg, "demo_size", 4096))
+    if size < 1:
+        raise GlidectlError(f"data.demo_size must be at least 1, got {size}.")
+    return DemoSource(check_demo_name(spec), size, resolution)
+
+
+def open_folder(spec: str, cfg: Any, resolution: int) -> Source:
+    from .folder import FolderSource
+
+    return FolderSource.scan(os.path.expanduser(spec))
+
+
+def open_shards(spec: Any, cfg: Any, resolution: int) -> Source:
+    from .shards import ShardSource
+
+    return ShardSource.open(spec, cfg.image_key, cfg.caption_key, cfg.metadata_key)
+
+
+def open_parquet(spec: str, cfg: Any, resolution: int) -> Source:
+    from .parquet import ParquetSource
+
+    return ParquetSource.open(os.path.expanduser(spec), cfg)
+
+
+def open_hf(spec: str, cfg: Any, resolution: int) -> Source:
+    from .hf import HFSource
+
+    return HFSource.open(spec, cfg)
+
+
+BUILTIN_SOURCES = (
+    SourceType("demo", open_demo, "demo:NAME, generated pictures (shapes, colors)."),
+    SourceType("parquet", open_parquet, "A .parquet file, glob or folder of them.",
+               claims_parquet, priority=10),
+    SourceType("webdataset", open_shards, "webdataset .tar shards: dir, glob, brace pattern.",
+               claims_shards, priority=20),
+    SourceType("folder", open_folder, "A folder of images with .txt or metadata.jsonl captions.",
+               os.path.isdir, priority=30),
+    SourceType("hf", open_hf, "hf:NAME_OR_PATH, a Hub dataset (streamed) or save_to_disk folder."),
+)
+ALIASES = {"webdataset": ("wds",)}
+
+
+@hookimpl
+def register_data_sources(register):
+    """The built-in sources."""
+    for kind in BUILTIN_SOURCES:
+        register(kind.name, kind, ALIASES.get(kind.name, ()))

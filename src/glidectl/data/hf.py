@@ -1,0 +1,152 @@
+"""Hugging Face datasets: ``hf:NAME_OR_PATH``, a folder written by ``save_to_disk`` or a Hub
+dataset (or a local folder of data files) read as a stream; ``data.split`` picks the split.
+
+Images stay encoded (``Image(decode=False)``) until glidectl's own decoder sees them, so
+broken images are counted like any other bad data and skipped rows are never decoded.
+Work units are blocks of rows (saved datasets) or the stream's shards (its data files).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import GlidectlError
+from .records import RawSample
+from .stats import RejectionCounter
+from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, pick_column, row_sample
+
+BLOCK_ROWS = 1000  # rows per work unit of a saved dataset
+SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise GlidectlError(
+            "hf: sources need the datasets library; install it with: "
+            "pip install 'glidectl[hf]'."
+        ) from None
+    return datasets
+
+
+def is_saved(path: str) -> bool:
+    """True for a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    return os.path.isdir(path) and any(
+        os.path.isfile(os.path.join(path, m)) for m in SAVED_MARKERS)
+
+
+@dataclass
+class HFSource:
+    """A Hugging Face dataset split; the dataset object opens lazily in each process."""
+
+    name: str
+    split: str
+    saved: bool
+    image_column: str
+    caption_column: str | None
+    rows: int | None
+    shards: int
+    _ds: Any = field(default=None, repr=False)
+
+    kind = "hf"
+    splits_samples = False
+
+    @classmethod
+    def open(cls, spec: str, cfg: Any) -> HFSource:
+        name = spec.strip()
+        if not name:
+            raise GlidectlError("data.source 'hf:' names no dataset; use hf:NAME or hf:PATH.")
+        path = os.path.expanduser(name)
+        src = cls(path if is_saved(path) else name, str(cfg.split), is_saved(path), "", None,
+                  None, 1)
+        ds = src.dataset()
+        columns = list(ds.column_names or [])
+        if not columns and not src.saved:  # a stream without declared features: peek
+            columns = list(next(iter(ds), {}).keys())
+        features = getattr(ds, "features", None) or {}
+        image_like = [c for c in columns if type(features.get(c)).__name__ == "Image"]
+        src.image_column = str(pick_column(
+            columns, cfg.image_column, (*IMAGE_COLUMNS, *image_like), "image_column",
+            f"hf:{name}", required=True))
+        src.caption_column = pick_column(columns, cfg.caption_column, CAPTION_COLUMNS,
+                                         "caption_column", f"hf:{name}", required=False)
+        if src.saved:
+            src.rows = len(ds)
+            src.shards = max(1, -(-src.rows // BLOCK_ROWS))
+        else:
+            src.shards = int(ds.num_shards)
+            info = getattr(ds, "info", None)
+            splits = getattr(info, "splits", None) or {}
+            known = splits.get(src.split) if hasattr(splits, "get") else None
+            src.rows = getattr(known, "num_examples", None) or None
+        src._ds = None
+        return src
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_ds": None}  # each worker opens its own
+
+    def dataset(self) -> Any:
+        """The split as a datasets object with images left encoded."""
+        if self._ds is not None:
+            return self._ds
+        datasets = _datasets()
+        try:
+            if self.saved:
+                ds = datasets.load_from_disk(self.name)
+                if isinstance(ds, datasets.DatasetDict):
+                    if self.split not in ds:
+                        raise GlidectlError(
+                            f"hf:{self.name} has no split {self.split!r} (splits: "
+                            f"{', '.join(ds)}); set data.split to one of them.")
+                    ds = ds[self.split]
+            else:
+                ds = datasets.load_dataset(self.name, split=self.split, streaming=True)
+        except GlidectlError:
+            raise
+        except Exception as exc:
+            why = (str(exc).strip().splitlines() or [""])[0].rstrip(".")[:200]
+            raise GlidectlError(
+                f"Cannot open Hugging Face dataset {self.name!r} (split {self.split!r}): "
+                f"{type(exc).__name__}: {why}; check the name, data.split and the network "
+                "(or HF_DATASETS_OFFLINE)."
+            ) from None
+        features = getattr(ds, "features", None) or {}
+        for column, feature in features.items():
+            if type(feature).__name__ == "Image" and getattr(feature, "decode", False):
+                ds = ds.cast_column(column, datasets.Image(decode=False))
+        self._ds = ds
+        return ds
+
+    @property
+    def num_samples(self) -> int | None:
+        return self.rows
+
+    def describe(self) -> str:
+        return f"hf:{self.name}"
+
+    def units(self) -> list[str]:
+        return [str(i) for i in range(self.shards)]
+
+    def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
+        index = int(unit)
+        ds = self.dataset()
+        try:
+            if self.saved:
+                start = index * BLOCK_ROWS
+                blocks: Any = [ds[start:min(start + BLOCK_ROWS, len(ds))]]
+            else:  # .iter(), not iter(): datasets would split the shard again per worker
+                start = 0
+                blocks = ds.shard(num_shards=self.shards, index=index).iter(BLOCK_ROWS)
+            rows = (dict(zip(block, values, strict=True)) for block in blocks
+                    for values in zip(*block.values(), strict=True))
+            prefix = f"{self.split}/" if self.saved else f"{self.split}/shard{index}/"
+            for r, row in enumerate(rows, start=start):
+                yield row_sample(row, f"{prefix}{r}", self.image_column, self.caption_column)
+        except GlidectlError:
+            raise
+        except Exception:  # a damaged data file: the rest of this unit is lost
+            counter.reject("bad_rows", f"hf:{self.name}#{unit}")

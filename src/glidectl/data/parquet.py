@@ -1,0 +1,119 @@
+"""Parquet files: a file, a glob or a folder of them; one row is one sample.
+
+Work units are row groups (``"<file index>:<row group>"``), so ranks and workers split a
+dataset without reading it first. The image column holds encoded bytes, a path (relative to
+the Parquet file's folder) or datasets' ``{"bytes", "path"}`` struct; other columns reach
+the preset as metadata (LAION: ``similarity``, ``punsafe``, ``pwatermark``, ``width``, …).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import GlidectlError
+from .records import RawSample
+from .stats import RejectionCounter
+from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, pick_column, row_sample
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise GlidectlError(
+            "Reading Parquet needs pyarrow; install it with: pip install 'glidectl[hf]'."
+        ) from None
+    return pq
+
+
+def expand_parquet(spec: str) -> list[str]:
+    """The .parquet files of a file, glob or folder (sorted)."""
+    if os.path.isdir(spec):
+        files = sorted(str(p) for p in Path(spec).rglob("*.parquet") if p.is_file())
+    elif any(c in spec for c in "*?["):
+        files = sorted(glob.glob(spec, recursive=True))
+    else:
+        files = [spec] if os.path.isfile(spec) else []
+    if not files:
+        raise GlidectlError(
+            f"No Parquet files found for {spec!r}; pass a .parquet file, a glob like "
+            "'data/*.parquet' or a folder that holds them."
+        )
+    return files
+
+
+@dataclass
+class ParquetSource:
+    """Rows of Parquet files; ``groups[i]`` is the row count of each row group of file i
+    (None for a file whose footer cannot be read: counted as ``bad_parquet`` when read)."""
+
+    spec: str
+    files: list[str]
+    groups: list[list[int] | None]
+    image_column: str
+    caption_column: str | None
+    columns: list[str] = field(default_factory=list)
+
+    kind = "parquet"
+    splits_samples = False
+
+    @classmethod
+    def open(cls, spec: str, cfg: Any) -> ParquetSource:
+        pq = _pyarrow()
+        files = expand_parquet(spec)
+        groups: list[list[int] | None] = []
+        columns: list[str] = []
+        for path in files:
+            try:
+                meta = pq.ParquetFile(path).metadata
+            except Exception:  # a damaged footer: the file counts as bad data when read
+                groups.append(None)
+                continue
+            groups.append([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+            if not columns:
+                columns = list(meta.schema.to_arrow_schema().names)
+        if not columns:
+            raise GlidectlError(
+                f"None of the {len(files)} Parquet file(s) of {spec!r} can be read; check "
+                "that they are Parquet files."
+            )
+        image = pick_column(columns, cfg.image_column, IMAGE_COLUMNS, "image_column", spec,
+                            required=True)
+        caption = pick_column(columns, cfg.caption_column, CAPTION_COLUMNS, "caption_column",
+                              spec, required=False)
+        return cls(spec, files, groups, str(image), caption, columns)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(sum(g) for g in self.groups if g)
+
+    def describe(self) -> str:
+        return self.spec
+
+    def units(self) -> list[str]:
+        return [f"{i}:{g}" for i, groups in enumerate(self.groups)
+                for g in (range(len(groups)) if groups is not None else [-1])]
+
+    def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
+        pq = _pyarrow()
+        index, group = (int(part) for part in unit.split(":"))
+        path = self.files[index]
+        name = os.path.basename(path)
+        if group < 0:
+            counter.reject("bad_parquet", name)
+            return
+        try:
+            rows = pq.ParquetFile(path).read_row_group(group).to_pylist()
+        except Exception:
+            counter.reject("bad_parquet", f"{name}:{group}")
+            return
+        first = sum((self.groups[index] or [])[:group])
+        base = os.path.dirname(path)
+        for r, row in enumerate(rows):
+            yield row_sample(row, f"{name}/{first + r}", self.image_column, self.caption_column,
+                             base)

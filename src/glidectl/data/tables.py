@@ -1,0 +1,85 @@
+"""Rows of tables (Parquet, Hugging Face datasets) as raw samples: which column holds the
+image and the caption, and everything else as the preset's metadata."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import GlidectlError
+from .records import RawSample
+
+IMAGE_COLUMNS = ("image", "jpg", "png", "jpeg", "webp")
+CAPTION_COLUMNS = ("text", "caption", "txt")
+
+
+def pick_column(
+    columns: Sequence[str], wanted: str, candidates: Sequence[str], key: str, source: str,
+    *, required: bool,
+) -> str | None:
+    """``wanted`` (which must exist), else the first of ``candidates`` present (any case)."""
+    if wanted:
+        if wanted in columns:
+            return wanted
+        raise GlidectlError(
+            f"data.{key} is {wanted!r}, but {source!r} has no such column (columns: "
+            f"{', '.join(columns) or 'none'}); set data.{key} to one of them."
+        )
+    lowered = {c.lower(): c for c in columns}
+    for name in candidates:
+        if name in lowered:
+            return lowered[name]
+    if required:
+        raise GlidectlError(
+            f"Found no image column in {source!r} (columns: {', '.join(columns) or 'none'}); "
+            f"set data.{key} to the column that holds image bytes or paths."
+        )
+    return None
+
+
+def _jsonable(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_jsonable(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _jsonable(v) for k, v in value.items())
+    return False
+
+
+def image_value(value: Any, base_dir: str | None) -> Any:
+    """Bytes, a path (relative paths under ``base_dir``), a PIL image, or None."""
+    if isinstance(value, Mapping):  # datasets' Image feature: {"bytes": ..., "path": ...}
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        if not value:
+            return None
+        return os.path.join(base_dir, value) if base_dir and not os.path.isabs(value) else value
+    if hasattr(value, "mode") and hasattr(value, "size"):  # an already decoded PIL image
+        return value
+    return None
+
+
+def caption_value(value: Any) -> str | bytes | None:
+    if isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return "\n".join(value)  # several captions: one is picked per fetch
+    return None
+
+
+def row_sample(
+    row: Mapping[str, Any], key: str, image_column: str, caption_column: str | None,
+    base_dir: str | None = None,
+) -> RawSample:
+    """One table row as a raw sample; other JSON-like columns become metadata."""
+    meta = {
+        k: v for k, v in row.items()
+        if k not in (image_column, caption_column) and _jsonable(v)
+    }
+    caption = caption_value(row.get(caption_column)) if caption_column else None
+    return RawSample(key=key, image=image_value(row.get(image_column), base_dir),
+                     caption=caption, meta=meta)
