@@ -71,6 +71,10 @@ class WithoutKeys(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
 
+    def set_resume(self, skip: list[int]) -> None:
+        """Pass the resume cursor on (samples keep the inner stream's ``_cursor``)."""
+        self.dataset.set_resume(skip)
+
     @property
     def num_samples(self) -> int | None:
         n = getattr(self.dataset, "num_samples", None)
