@@ -82,6 +82,16 @@ class EvalSettings:
         """Images drawn per prompt: K with --rerank K, else n."""
         return max(self.rerank, self.n)
 
+    def stage_options(self) -> dict[str, Any]:
+        """The pipeline's StageOptions of each stage (base, upsample) for these settings."""
+        from .sampling import BASE_DEFAULTS, UPSAMPLE_DEFAULTS
+
+        b, u = self.base_stage, self.upsample_stage
+        return {"base": replace(BASE_DEFAULTS, sampler=b.sampler, steps=b.steps,
+                                guidance=b.guidance),
+                "upsample": replace(UPSAMPLE_DEFAULTS, sampler=u.sampler, steps=u.steps,
+                                    guidance=u.guidance)}
+
     def fingerprint(self) -> dict[str, Any]:
         """The settings as saved in metadata.json and compared on --resume."""
         d = asdict(self)

@@ -249,18 +249,6 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
     return settings, notes + more
 
 
-def _stage_options(settings: EvalSettings) -> dict[str, Any]:
-    from dataclasses import replace
-
-    from .sampling import BASE_DEFAULTS, UPSAMPLE_DEFAULTS
-
-    b, u = settings.base_stage, settings.upsample_stage
-    return {"base": replace(BASE_DEFAULTS, sampler=b.sampler, steps=b.steps,
-                            guidance=b.guidance),
-            "upsample": replace(UPSAMPLE_DEFAULTS, sampler=u.sampler, steps=u.steps,
-                                guidance=u.guidance)}
-
-
 def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: EvalSettings,
             models: dict[str, Any], device: str, options: RunOptions) -> dict[str, Any]:
     """metadata.json's fixed part: versions, prompts (long ones bounded), settings, models."""
@@ -275,55 +263,11 @@ def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: E
     return header
 
 
-def dry_run_plan(plan: Plan, settings: EvalSettings, device: str,
-                 pipeline: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(models, plan) without loading weights: sizes and FLOPs from each model's options;
-    one timed call per stage only when the weights are already on disk (or loaded)."""
-    from .model_cost import model_cost, spec_options
-    from .sampling import sigma_table_for
-
-    stage_opts = _stage_options(settings)
-    specs = {"base": settings.base, "upsample": settings.upsampler}
-    models, calls, per_call, flops = {}, {}, {}, {}
-    pending = len(plan.pending_batches)
-    for stage, spec in specs.items():
-        if not spec:
-            continue
-        opts, path = spec_options(spec)
-        guided = stage_opts[stage].guidance not in (None, 1.0)
-        cost = model_cost(opts, settings.batch_size, guided)
-        models[stage] = {"spec": spec, "path": str(path) if path else None,
-                         "local": path is not None, "kind": opts.kind,
-                         "image_size": opts.image_size, **cost}
-        calls[stage] = pending * stage_opts[stage].model_calls(sigma_table_for(opts))
-        flops[stage] = calls[stage] * cost["flops_per_call"]
-    local = all(m["local"] for m in models.values())
-    if local and pipeline is None:
-        from .pipeline import GlidePipeline
-
-        pipeline = GlidePipeline.from_specs(settings.base, settings.upsampler,
-                                            loras=settings.loras, device=device,
-                                            precision=settings.precision)
-    if pipeline is not None:
-        for stage in calls:
-            per_call[stage] = pipeline.time_call(stage, settings.batch_size, stage_opts[stage])
-    info = {
-        "prompts": len(plan.prompts), "prompts_done": len(plan.done), "n": settings.n,
-        "images": len(plan.prompts) * settings.n, "batches": len(plan.batches),
-        "batches_pending": pending, "model_calls": calls, "flops": flops,
-        "seconds_per_call": per_call,
-        "estimated_s": sum(calls[s] * per_call[s] for s in calls) if per_call else None,
-        "estimate_basis": ("model calls × one timed call per stage on this machine" if per_call
-                           else "no timing: weights not on disk (nothing was downloaded)"),
-    }
-    return models, info
-
-
 def _generate_all(plan: Plan, pipeline: Any, out: Path, scorer: Any, emit: EventFn,
                   timings: dict[str, float]) -> set[int]:
     """Sample every pending batch and write each prompt once all its candidates exist;
     returns the prompts written in this session."""
-    settings, stage_opts = plan.settings, _stage_options(plan.settings)
+    settings, stage_opts = plan.settings, plan.settings.stage_options()
     candidates: dict[int, dict[int, Any]] = {}
     fresh: set[int] = set()
     t_gen = time.perf_counter()
@@ -391,6 +335,43 @@ def _load(settings: EvalSettings, options: RunOptions, device: str) -> tuple[Any
     return pipeline, time.perf_counter() - t0
 
 
+def _load_metrics(options: RunOptions, settings: EvalSettings, device: str,
+                  emit: EventFn) -> tuple[Any, str | None, Any]:
+    """CLIP (with the reason it is absent) and FID features, loaded before any sampling."""
+    scorer, clip_reason = _load_clip(options, settings, device)
+    if clip_reason:
+        emit("note", text=clip_reason)
+    fid_features = None
+    if options.fid_reference:
+        from .fid import inception_features
+
+        fid_features = inception_features(options.fid_weights)  # bad files fail before work
+        if not fid_features.available:
+            emit("note", text=f"FID/KID absent: {fid_features.reason}.")
+    return scorer, clip_reason, fid_features
+
+
+def _read_prompts_as_used(pipeline: Any, plan: Plan, emit: EventFn) -> None:
+    """Warn once per prompt longer than a model reads; keep what the base model reads of
+    long prompts (their captions) in ``plan.used``."""
+    from .pipeline import prompt_warnings
+    from .sampling import prompt_used
+
+    for stage, model in pipeline.stage_models().items():
+        tok = pipeline.tokenizer if stage == "base" else pipeline.upsampler_tokenizer
+        ctx = model.options.text_ctx
+        for text in prompt_warnings(tok, plan.prompts, ctx):
+            emit("note", text=text)
+        if stage == "base":
+            plan.used = [p if len(p) <= PROMPT_EXCERPT_CHARS else prompt_used(tok, p, ctx)
+                         for p in plan.prompts]
+
+
+def _counts(prompts: int, total: int, generated: int) -> dict[str, int]:
+    return {"prompts": prompts, "images": total, "generated": generated,
+            "kept": total - generated}
+
+
 def run_eval(
     prompts_file: str | Path, settings: EvalSettings, options: RunOptions | None = None,
     on_event: EventFn | None = None, pipeline: Any = None,
@@ -402,8 +383,6 @@ def run_eval(
     """
     from . import plugins
     from .devices import pick_device
-    from .pipeline import prompt_warnings
-    from .sampling import prompt_used
 
     options = options or RunOptions()
     emit = on_event or _noop
@@ -420,19 +399,12 @@ def run_eval(
     if options.resume or options.skip_existing:
         plan.mark_done(out)
     if options.dry_run:
+        from .model_cost import dry_run_plan
+
         models, info = dry_run_plan(plan, settings, device, pipeline)
         header = _header(prompts_file, prompts, out, settings, models, device, options)
         return EvalReport(out, {**header, "plan": info}, dry_run=True)
-    scorer, clip_reason = _load_clip(options, settings, device)
-    if clip_reason:
-        emit("note", text=clip_reason)
-    fid_features = None
-    if options.fid_reference:
-        from .fid import inception_features
-
-        fid_features = inception_features(options.fid_weights)  # bad files fail before work
-        if not fid_features.available:
-            emit("note", text=f"FID/KID absent: {fid_features.reason}.")
+    scorer, clip_reason, fid_features = _load_metrics(options, settings, device, emit)
     load_s = 0.0
     if pipeline is None:
         pipeline, load_s = _load(settings, options, device)
@@ -440,13 +412,7 @@ def run_eval(
     header = _header(prompts_file, prompts, out, settings, models, device, options)
     if options.resume:
         check_resume(prior, out, prompts, settings.fingerprint(), models)
-    for stage, model in pipeline.stage_models().items():
-        tok = pipeline.tokenizer if stage == "base" else pipeline.upsampler_tokenizer
-        for text in prompt_warnings(tok, prompts, model.options.text_ctx):
-            emit("note", text=text)
-        if stage == "base":  # long prompts are stored as the text the model read
-            plan.used = [p if len(p) <= PROMPT_EXCERPT_CHARS else
-                         prompt_used(tok, p, model.options.text_ctx) for p in prompts]
+    _read_prompts_as_used(pipeline, plan, emit)
 
     out.mkdir(parents=True, exist_ok=True)
     clean_temp_files(out)
@@ -475,12 +441,8 @@ def run_eval(
     sessions.append({"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "resumed": options.resume, "generated": generated,
                      "timings": session_timings})
-    meta = {
-        **header, "status": "complete",
-        "counts": {"prompts": len(prompts), "images": total, "generated": generated,
-                   "kept": total - generated},
-        **fields, "timings": session_timings, "sessions": sessions,
-    }
+    meta = {**header, "status": "complete", "counts": _counts(len(prompts), total, generated),
+            **fields, "timings": session_timings, "sessions": sessions}
     notes = []
     if options.wandb_project:
         meta["wandb_run_id"] = log_wandb(options.wandb_project, options.wandb_entity,

@@ -80,3 +80,46 @@ def model_cost(options: Any, batch: int, guided: bool) -> dict[str, Any]:
             model(x, torch.zeros(rows), tokens, mask, **kwargs)
     return {"parameters": params, "weight_bytes": params * 4,
             "flops_per_call": int(counter.get_total_flops())}
+
+
+def dry_run_plan(plan: Any, settings: Any, device: str,
+                 pipeline: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(models, plan) without loading weights: sizes and FLOPs from each model's options;
+    one timed call per stage only when the weights are already on disk (or loaded)."""
+    from .sampling import sigma_table_for
+
+    stage_opts = settings.stage_options()
+    specs = {"base": settings.base, "upsample": settings.upsampler}
+    models, calls, per_call, flops = {}, {}, {}, {}
+    pending = len(plan.pending_batches)
+    for stage, spec in specs.items():
+        if not spec:
+            continue
+        opts, path = spec_options(spec)
+        guided = stage_opts[stage].guidance not in (None, 1.0)
+        cost = model_cost(opts, settings.batch_size, guided)
+        models[stage] = {"spec": spec, "path": str(path) if path else None,
+                         "local": path is not None, "kind": opts.kind,
+                         "image_size": opts.image_size, **cost}
+        calls[stage] = pending * stage_opts[stage].model_calls(sigma_table_for(opts))
+        flops[stage] = calls[stage] * cost["flops_per_call"]
+    local = all(m["local"] for m in models.values())
+    if local and pipeline is None:
+        from .pipeline import GlidePipeline
+
+        pipeline = GlidePipeline.from_specs(settings.base, settings.upsampler,
+                                            loras=settings.loras, device=device,
+                                            precision=settings.precision)
+    if pipeline is not None:
+        for stage in calls:
+            per_call[stage] = pipeline.time_call(stage, settings.batch_size, stage_opts[stage])
+    info = {
+        "prompts": len(plan.prompts), "prompts_done": len(plan.done), "n": settings.n,
+        "images": len(plan.prompts) * settings.n, "batches": len(plan.batches),
+        "batches_pending": pending, "model_calls": calls, "flops": flops,
+        "seconds_per_call": per_call,
+        "estimated_s": sum(calls[s] * per_call[s] for s in calls) if per_call else None,
+        "estimate_basis": ("model calls × one timed call per stage on this machine" if per_call
+                           else "no timing: weights not on disk (nothing was downloaded)"),
+    }
+    return models, info
