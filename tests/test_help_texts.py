@@ -52,3 +52,8 @@ def test_model_size_doc_names_every_size_preset():
 
     doc = next(row[3] for row in describe() if row[0] == "model.size")
     assert all(size in doc for size in SIZES), doc
+
+
+def test_sample_help_points_to_the_plugins_listing():
+    result = CliRunner().invoke(build_app(), ["sample", "--help"], env={"COLUMNS": "250"})
+    assert "glidectl plugins" in result.output

@@ -58,6 +58,10 @@ def register(app: typer.Typer) -> None:
         """Open a web UI to generate images: prompt, sampler, steps, guidance, seed, models."""
         from ..errors import GlidectlError
 
+        if models_dir is not None and not models_dir.is_dir():  # before the slow import
+            raise GlidectlError(
+                f"--models-dir {str(models_dir)!r} is not a folder; pass a folder of weights."
+            )
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         try:
             import gradio  # noqa: F401
@@ -65,10 +69,6 @@ def register(app: typer.Typer) -> None:
             raise GlidectlError(
                 "glidectl ui needs gradio, which is not installed; pip install 'glidectl[ui]'."
             ) from None
-        if models_dir is not None and not models_dir.is_dir():
-            raise GlidectlError(
-                f"--models-dir {str(models_dir)!r} is not a folder; pass a folder of weights."
-            )
         from ..devices import check_precision
         from ..ui.app import launch
         from ..ui.backend import UiBackend

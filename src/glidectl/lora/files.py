@@ -130,9 +130,6 @@ def read_adapter(path: str | Path) -> AdapterFiles:
 
     Bad input is a GlidectlError.
     """
-    from peft import LoraConfig as PeftLoraConfig
-    from safetensors import safe_open
-
     p = Path(path)
     directory = p.parent if p.is_file() else p
     if directory.is_dir() and not (directory / CONFIG_FILE).is_file():
@@ -145,6 +142,9 @@ def read_adapter(path: str | Path) -> AdapterFiles:
             f"{str(path)!r} is not a LoRA adapter directory (it needs {CONFIG_FILE} and "
             f"{WEIGHTS_FILE}); pass the folder written by 'glidectl lora'."
         )
+    from peft import LoraConfig as PeftLoraConfig  # slow to import: after the cheap checks
+    from safetensors import safe_open
+
     try:
         raw = json.loads(config_file.read_text(encoding="utf-8"))
         if raw.get("peft_type", "LORA") != "LORA":
