@@ -2,7 +2,9 @@
 
 Writes shards with webdataset's TarWriter in a temp dir, then times one process (= one
 DataLoader worker) reading tar → JPEG decode (draft mode) → crop/resize → tensor → tokens.
-Target: >= 300 images/s per worker. Usage: python benchmarks/bench_data.py [--images N]
+Target: >= 300 images/s per worker. Then the cost of resuming 90 % into an epoch: the
+resumed stream skips the samples it already trained on before decoding, against decoding
+them (what a replaying resume costs). Usage: python benchmarks/bench_data.py [--images N]
 """
 
 from __future__ import annotations
@@ -70,6 +72,33 @@ def run(folder: Path, resolution: int, passes: int) -> tuple[float, float, int]:
     return count / (time.perf_counter() - start), count / (time.process_time() - cpu), count
 
 
+def resume_cost(folder: Path, resolution: int, images: int,
+                share: float = 0.9) -> tuple[float, float, int]:
+    """(seconds to the first batch of a stream resumed at ``share`` of the epoch, seconds to
+    decode the samples it skips, samples skipped) for one process."""
+    from glidectl.config import DataConfig
+    from glidectl.data import build_dataset
+    from glidectl.tokenizer import get_tokenizer
+    from glidectl.training.data_stream import DataStream
+
+    cfg = DataConfig(source=str(folder), shuffle_buffer=100, flip=True)
+    ds = build_dataset(cfg, tokenizer=get_tokenizer("byte"), image_size=resolution,
+                       text_ctx=128)
+    skip = int(share * images)
+    ds.set_epoch(0)
+    start = time.perf_counter()
+    for n, _ in enumerate(ds, start=1):  # every sample decoded, as a replay would
+        if n >= skip:
+            break
+    replay = time.perf_counter() - start
+    stream = DataStream(ds, batch_size=8)
+    stream.load_state_dict({"epoch": 0, "position": skip // 8,
+                            "ranks": [[0, skip // 8, 0, 1, skip, 0]]})
+    start = time.perf_counter()
+    stream.next()
+    return time.perf_counter() - start, replay, skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
@@ -93,6 +122,9 @@ def main() -> None:
         print(f"  {rate:.0f} images/s per worker (wall clock; target >= 300)")
         print(f"  {cpu_rate:.0f} images per CPU-second (the rate of a worker with a free core; "
               "differs from wall clock when other processes compete for the CPU)")
+        resumed, replay, skipped = resume_cost(folder, args.resolution, args.images)
+        print(f"resume at 90 % of the epoch ({skipped} samples skipped, undecoded): first "
+              f"batch after {resumed:.2f} s; decoding those samples would take {replay:.2f} s")
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"  machine: {os.cpu_count()} cores, load average {load:.1f} during the run")
 
