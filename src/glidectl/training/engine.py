@@ -33,7 +33,7 @@ from .model_setup import ModelBundle, build_model
 from .optimizers import make_optimizer
 from .previews import Previewer
 from .run_dir import check_writable, pick_run_dir
-from .setup import check_config, make_accelerator, split_preview_data, total_steps
+from .setup import check_config, make_accelerator, total_steps
 from .state import TrainResult, TrainState
 from .trackers import Trackers
 
@@ -164,10 +164,7 @@ class Trainer:
                                            tc.batch_size)
             if cfg.validation.holdout > 0:
                 dataset = val.WithoutKeys(dataset, {s["key"] for s in samples})
-        train_data, shown = split_preview_data(cfg, opts, dataset,
-                                               tc.batch_size * acc.num_processes)
-        if preview_data is not None and shown is dataset:
-            shown = preview_data
+        train_data, shown = dataset, preview_data if preview_data is not None else dataset
         self.stream = DataStream(
             train_data, batch_size=tc.batch_size, rank=acc.process_index,
             world=acc.num_processes, seed=tc.seed, workers=cfg.data.workers,

@@ -38,22 +38,6 @@ def has_accelerator_device() -> bool:
                 or (mps is not None and mps.is_available()))
 
 
-def split_preview_data(cfg: GlideConfig, opts: Any, dataset: Any, global_batch: int,
-                   k: int = 8) -> tuple[Any, Any]:
-    """(training data, preview data). Upsampler previews hold out the last ``k`` samples of a
-    map-style dataset; base previews use prompts, so nothing is held out."""
-    from torch.utils.data import IterableDataset, Subset
-
-    if (not opts.super_res or cfg.preview.low_res or cfg.preview.every <= 0
-            or isinstance(dataset, IterableDataset)):
-        return dataset, dataset
-    n = len(dataset)
-    k = min(k, n - global_batch)
-    if k <= 0:
-        return dataset, dataset
-    return Subset(dataset, range(n - k)), Subset(dataset, range(n - k, n))
-
-
 def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None, precision: str) -> None:
     """What the schema cannot check, before anything is created."""
     if kinds is not None and cfg.model.kind not in kinds:
