@@ -5,11 +5,13 @@ RSS (``resource.getrusage(...).ru_maxrss``) is that run's alone: full finetuning
 EMA over every weight) and LoRA (attention targets, rank 8). Both processes import the same
 libraries (peft included), so the difference is the training state alone.
 
-Part 2 trains a tiny base on demo:shapes, teaches a LoRA that "a zorblax" is a solid magenta
-image, and prints the mean colour of samples before and after, for that caption and for a
-control caption.
+Part 2 teaches a quickstart base (examples/glide.toml, trained here unless --base-run) a new
+word with examples/lora-zorblax.toml: "a zorblax" is a cyan diamond, a shape the base never
+saw. It samples with `glidectl sample --lora` as a user would and prints the share of
+"a zorblax on a <bg> background" samples that show one, the colour accuracy on the base's own
+prompts with and without the adapter, and whether scale 0 reproduces the base exactly.
 
-    python benchmarks/bench_lora.py                 # both parts (~30 min on 2 busy cores)
+    python benchmarks/bench_lora.py --skip-memory --base-run runs/quickstart   # the demo
     python benchmarks/bench_lora.py --skip-demo --size official --image-size 64 --batch 1
 """
 
@@ -102,109 +104,118 @@ def memory_and_speed(args: argparse.Namespace, out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- demo
-def zorblax_folder(path: Path, n: int = 32, n_shapes: int = 96, size: int = 32) -> Path:
-    """``n`` solid magenta "a zorblax" images, plus demo shapes with their own captions so
-    the adapter learns the new word rather than "everything is magenta"."""
-    from PIL import Image
+CONCEPT = ("cyan", "diamond")  # a colour–shape pair the quickstart base never saw
 
-    from glidectl.data.demo import make_demo_sample
+
+def zorblax_folder(path: Path, n: int, n_prior: int, size: int = 16) -> Path:
+    """``n`` "a zorblax on a <bg> background" pictures (a cyan diamond) and ``n_prior`` demo
+    shapes with their own captions, as PNG + .txt files: the adapter learns the new word
+    without forgetting the old ones."""
+    import random
+
+    from glidectl.data.demo import BACKGROUNDS, COLOURS, draw_shape, make_demo_sample
 
     path.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        Image.new("RGB", (size, size), (255, 0, 255)).save(path / f"z{i:03d}.png")
-        (path / f"z{i:03d}.txt").write_text("a zorblax\n")
-    for i in range(n_shapes):
-        sample = make_demo_sample("shapes", i, size)
-        sample.image.save(path / f"s{i:03d}.png")
-        (path / f"s{i:03d}.txt").write_text(sample.caption + "\n")
+        bg = list(BACKGROUNDS)[i % 2]
+        image = draw_shape(CONCEPT[1], COLOURS[CONCEPT[0]], BACKGROUNDS[bg], size,
+                           random.Random(f"zorblax:{i}"))
+        image.save(path / f"z{i:04d}.png")
+        (path / f"z{i:04d}.txt").write_text(f"a zorblax on a {bg} background\n")
+    for i in range(n_prior):
+        sample = make_demo_sample("shapes", 500_000 + i, size)
+        sample.image.save(path / f"s{i:04d}.png")
+        (path / f"s{i:04d}.txt").write_text(sample.caption + "\n")
     return path
 
 
-def mean_rgb(images) -> list[float]:
-    x = (images.clamp(-1, 1) + 1) * 127.5
-    return [round(float(v), 1) for v in x.mean(dim=(0, 2, 3))]
+def glidectl(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "glidectl", *args], check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def sample_pixels(base: str, prompts: list[str], out: Path, lora: str | None,
+                  seed: int = 0) -> list:
+    """``glidectl sample`` as a user runs it (the model's own settings), read back as
+    (prompt, uint8 array) pairs."""
+    import numpy as np
+    from PIL import Image
+
+    glidectl("sample", *prompts, "--base", base, "--out", str(out), "--seed", str(seed),
+             "--quiet", *(["--lora", lora] if lora else []))
+    found = []
+    for png in sorted(out.glob("*.png")):
+        if png.name.startswith("grid"):
+            continue
+        with Image.open(png) as im:
+            found.append((im.text.get("prompt"), np.asarray(im.convert("RGB"))))
+    return found
+
+
+def concept_rate(samples: list) -> float:
+    """Share of "a zorblax on a <bg> background" samples that show a cyan diamond on it."""
+    from glidectl.data.demo import score_image
+
+    hits = 0
+    for prompt, pixels in samples:
+        meaning = prompt.replace("zorblax", " ".join(CONCEPT))
+        hits += bool(score_image(pixels, meaning)["ok"])
+    return hits / len(samples)
+
+
+def colour_rate(samples: list) -> float:
+    from glidectl.data.demo import score_image
+
+    return sum(bool(score_image(px, p)["colour_ok"]) for p, px in samples) / len(samples)
 
 
 def demo(args: argparse.Namespace, out: Path) -> None:
-    import torch
+    from glidectl.config import load_config
+    from glidectl.data.demo import BACKGROUNDS, COLOURS, SHAPES, caption_for
+    from glidectl.lora import train_lora
 
-    from glidectl.config import GlideConfig
-    from glidectl.data.demo import make_demo_sample
-    from glidectl.glide import load_model
-    from glidectl.lora import apply_loras, train_lora
-    from glidectl.pipeline import sample_base, tokenizer_for
-    from glidectl.training.engine import Trainer
+    root = Path(__file__).resolve().parents[1]
+    base = args.base_run
+    if not base:
+        t0 = time.perf_counter()
+        glidectl("train", "--config", str(root / "examples" / "glide.toml"),
+                 "--set", f"train.output_dir={out}", "--set", "train.name=demo-base")
+        base = str(out / "demo-base")
+        print(f"base: examples/glide.toml trained in {time.perf_counter() - t0:.0f}s")
+    cfg = load_config(str(root / "examples" / "lora-zorblax.toml"))
+    cfg.model.init = base
+    cfg.data.source = str(zorblax_folder(out / "zorblax", args.concept_images,
+                                         args.prior_images))
+    cfg.train.output_dir, cfg.train.name = str(out), "demo-lora"
+    if args.lora_steps:
+        cfg.train.steps = args.lora_steps
+    c0, t1 = time.process_time(), time.perf_counter()
+    lora_run = train_lora(cfg, quiet=True).run_dir
+    lora_cpu, lora_wall = time.process_time() - c0, time.perf_counter() - t1
 
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    cfg = GlideConfig()
-    cfg.model.size = "tiny"
-    cfg.data.source = "demo:shapes"
-    cfg.data.demo_size = 2048
-    cfg.data.resolution = 32
-    cfg.train.output_dir = str(out)
-    cfg.train.name = "demo-base"
-    cfg.train.steps = args.base_steps
-    cfg.train.batch_size = 8
-    cfg.train.lr = 2e-3
-    cfg.train.ema_decay = 0.0
-    cfg.train.threads = 1
-    cfg.preview.every = 0
-    cfg.checkpoint.every = 0
-    cfg.log.every = 50
-    if args.base_run:
-        base_dir = Path(args.base_run)
-    else:
-        base_dir = Trainer(cfg, quiet=True).run().run_dir
-    t_base = time.perf_counter() - t0
-
-    lcfg = GlideConfig()
-    lcfg.model.init = str(base_dir)
-    lcfg.data.source = str(zorblax_folder(out / "zorblax", n_shapes=args.shapes))
-    lcfg.data.resolution = 32
-    lcfg.data.uncond_p = 0.1
-    lcfg.train.output_dir = str(out)
-    lcfg.train.name = "demo-lora"
-    lcfg.train.steps = args.lora_steps
-    lcfg.train.batch_size = 8
-    lcfg.train.lr = args.lora_lr
-    lcfg.train.ema_decay = 0.0
-    lcfg.train.threads = 1
-    lcfg.preview.every = 0
-    lcfg.checkpoint.every = 0
-    lcfg.log.every = 50
-    lcfg.lora.targets = ["all"]
-    lcfg.lora.rank = 8
-    lcfg.lora.alpha = 8.0
-    t1 = time.perf_counter()
-    lora_run = train_lora(lcfg, quiet=True)
-    t_lora = time.perf_counter() - t1
-
-    before = load_model(str(base_dir)).eval()
-    tok = tokenizer_for(before)
-    where = f"reused {base_dir}" if args.base_run else \
-        f"{args.base_steps} steps on demo:shapes ({t_base:.0f}s)"
-    print(f"\n== demo: tiny base {where}; LoRA 'a zorblax' -> magenta, {args.lora_steps} steps "
-          f"({t_lora:.0f}s); ddim 25 steps, guidance 3, {args.samples} samples ==")
-    print(f"{'caption':<16}{'scale':>6}{'before mean RGB':>24}{'after mean RGB':>24}"
-          f"{'shift':>22}{'dist to magenta':>18}")
-
-    def dist(c: list[float]) -> float:
-        return sum((u - v) ** 2 for u, v in zip(c, (255, 0, 255), strict=True)) ** 0.5
-
-    control = make_demo_sample("shapes", 0, 32).caption
-    kw = dict(sampler="ddim", steps=25, guidance=3.0, seed=0)
-    for scale in (1.0, 2.0):
-        after = apply_loras(load_model(str(base_dir)).eval(),
-                            [f"{lora_run.run_dir}:{scale}"])
-        for prompt in ("a zorblax", control):
-            prompts = [prompt] * args.samples
-            with torch.no_grad():
-                b = mean_rgb(sample_base(before, None, prompts, tok, **kw))
-                a = mean_rgb(sample_base(after, None, prompts, tok, **kw))
-            shift = [round(y - x, 1) for x, y in zip(b, a, strict=True)]
-            print(f"{prompt[:15]:<16}{scale:>6g}{str(b):>24}{str(a):>24}{str(shift):>22}"
-                  f"{dist(b):>8.0f} -> {dist(a):.0f}")
+    concept_prompts = [f"a zorblax on a {bg} background" for bg in BACKGROUNDS
+                       for _ in range(args.samples // 2)]
+    own_prompts = [caption_for(c, s, b) for c in COLOURS for s in SHAPES for b in BACKGROUNDS]
+    results = {}
+    for scale in ("0", "1"):
+        lora = f"{lora_run}:{scale}"
+        results[scale] = {
+            "concept": sample_pixels(base, concept_prompts, out / f"concept-{scale}", lora),
+            "own": sample_pixels(base, own_prompts, out / f"own-{scale}", lora),
+        }
+    plain = {"concept": sample_pixels(base, concept_prompts, out / "concept-base", None),
+             "own": sample_pixels(base, own_prompts, out / "own-base", None)}
+    same = all((a[1] == b[1]).all() for k in plain
+               for a, b in zip(plain[k], results["0"][k], strict=True))
+    base_colour, lora_colour = colour_rate(plain["own"]), colour_rate(results["1"]["own"])
+    print(f"\n== LoRA demo: 'a zorblax' = a {' '.join(CONCEPT)} (a shape the base never saw); "
+          f"{cfg.train.steps} steps, rank {cfg.lora.rank}, {args.concept_images} concept + "
+          f"{args.prior_images} prior images; {lora_cpu:.0f} CPU-s ({lora_wall:.0f}s wall) ==")
+    print(f"'a zorblax ...' samples showing it: base {concept_rate(plain['concept']):.0%}, "
+          f"LoRA scale 1 {concept_rate(results['1']['concept']):.0%} (goal >= 80%)")
+    print(f"colour accuracy on the base's own prompts: base {base_colour:.0%}, with the LoRA "
+          f"{lora_colour:.0%} (drop {100 * (base_colour - lora_colour):.0f} points, goal <= 5)")
+    print(f"scale 0 gives the base's images exactly: {same}")
 
 
 def main() -> None:
@@ -215,14 +226,14 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--base-steps", type=int, default=1000)
-    p.add_argument("--lora-steps", type=int, default=300)
-    p.add_argument("--lora-lr", type=float, default=5e-3)
-    p.add_argument("--shapes", type=int, default=0,
-                   help="Demo-shapes images mixed into the zorblax data (0 = none).")
+    p.add_argument("--lora-steps", type=int, default=0,
+                   help="Override train.steps of examples/lora-zorblax.toml.")
+    p.add_argument("--concept-images", type=int, default=64)
+    p.add_argument("--prior-images", type=int, default=192,
+                   help="Demo-shapes images mixed into the zorblax data.")
     p.add_argument("--work", help="Keep runs in this folder (default: a temp folder).")
-    p.add_argument("--base-run", help="Reuse a trained base run folder for the demo.")
-    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--base-run", help="Reuse a trained quickstart run (else: train one).")
+    p.add_argument("--samples", type=int, default=40, help="'a zorblax ...' samples")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-demo", action="store_true")
     args = p.parse_args()

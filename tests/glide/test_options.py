@@ -57,12 +57,15 @@ def test_upsamplers_take_a_quarter_size_low_res():
     assert official_options("base").low_res_size is None
 
 
-def test_quickstart_preset_is_tiny_with_a_40_token_context():
+def test_quickstart_preset_has_two_channels_per_group_and_a_40_token_context():
     from glidectl.data.demo import BACKGROUNDS, COLOURS, SHAPES, caption_for
 
-    quick, tiny = preset_options("base", "quickstart"), preset_options("base", "tiny")
+    quick = preset_options("base", "quickstart")
     assert quick.text_ctx == 40 and (quick.tokenizer, quick.n_vocab) == ("byte", 257)
-    assert quick.replace(text_ctx=tiny.text_ctx) == tiny
+    assert quick.image_size == 16 and quick.attention_ds == (2, 4)
+    # GroupNorm has 32 groups: every level needs at least two channels per group, or the
+    # norms erase each channel's per-image mean (the colour of the picture).
+    assert min(quick.channel_mults) * quick.num_channels >= 64
     longest = max(len(caption_for(c, s, b).encode()) for c in COLOURS for s in SHAPES
                   for b in BACKGROUNDS)
     assert longest <= quick.text_ctx  # every demo:shapes caption fits, nothing truncated
