@@ -77,7 +77,7 @@ def score_folder(folder: Path) -> dict:
 
 
 def sample_and_score(run: str, per_class: int, seed: int, extra: list[str]) -> dict:
-    out = Path(run) / "bench-samples"
+    out = Path(run) / "bench-samples" if Path(run).is_dir() else Path(f"{run}-samples")
     t0 = time.perf_counter()
     glidectl("sample", *demo_prompts(per_class), "--base", run, "--out", str(out),
              "--seed", str(seed), "--quiet", *extra)
@@ -95,7 +95,8 @@ def main() -> int:
     ap.add_argument("--config", default=str(ROOT / "examples" / "glide.toml"))
     ap.add_argument("--seeds", default="0,1,2,3,4", help="training seeds")
     ap.add_argument("--threads", default="1,2", help="torch thread counts")
-    ap.add_argument("--run", action="append", help="score this existing run (repeatable)")
+    ap.add_argument("--run", action="append",
+                    help="score this existing run or weights file (repeatable)")
     ap.add_argument("--output-dir", default="/tmp/glidectl-bench-quickstart")
     ap.add_argument("--per-class", type=int, default=2, help="samples per (colour, shape, bg)")
     ap.add_argument("--sample-seed", type=int, default=0)

@@ -118,10 +118,11 @@ def draw_shape(
 
 
 def parse_caption(caption: str) -> tuple[str | None, str | None]:
-    """The (colour, shape) words a caption asks for, or None where it names none."""
+    """The (colour, shape) words a caption asks for, or None where it names none (a
+    "diamond" counts: LoRA demos teach it)."""
     words = re.findall(r"[a-z]+", caption.lower())
     colour = next((w for w in words if w in COLOURS), None)
-    shape = next((w for w in words if w in SHAPES), None)
+    shape = next((w for w in words if w in SHAPE_CLASSES), None)
     return colour, shape
 
 

@@ -214,9 +214,11 @@ def official_options(kind: str) -> ModelOptions:
 def preset_options(kind: str, size: str, tokenizer: str | None = None) -> ModelOptions:
     """Options for a model of ``kind`` at a size preset: tiny, quickstart, small or official.
 
-    ``tiny`` trains on a laptop CPU in minutes (byte tokenizer by default); ``quickstart`` is
-    ``tiny`` with a 40-token text context, which holds every ``demo:shapes`` caption (at most
-    39 bytes) and conditions better and faster on it (examples/glide.toml); ``small`` is a
+    ``tiny`` trains on a laptop CPU in minutes (byte tokenizer by default); ``quickstart``
+    (examples/glide.toml) is a 16 px base with two channels per GroupNorm group (64), text
+    attention at 8 and 4 px and a 40-token context, which holds every ``demo:shapes`` caption
+    (at most 39 bytes): with one channel per group (``tiny``) the norms erase per-image channel
+    means and the colour of a picture cannot follow its caption; ``small`` is a
     reasonable from-scratch model for one GPU; ``official`` is OpenAI's architecture.
     """
     _check_kind(kind)
