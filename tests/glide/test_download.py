@@ -20,6 +20,14 @@ from glidectl.glide.download import download
 PAYLOAD = os.urandom(300_000)
 
 
+@pytest.fixture(autouse=True)
+def online(monkeypatch):
+    """Downloads allowed (tests/data/conftest.py sets HF_HUB_OFFLINE for the whole session,
+    and the downloader honours it); the offline tests set GLIDECTL_OFFLINE themselves."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("GLIDECTL_OFFLINE", raising=False)
+
+
 class Server:
     """Serves ``files`` on 127.0.0.1; with ``drop_first`` the first GET stops midway."""
 
