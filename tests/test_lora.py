@@ -563,6 +563,7 @@ def test_bad_lora_config_fails_before_a_run_directory_exists(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("Error: ") and err.endswith("'lora.rank' must be from 1 to 4096; got 0.")
     assert not (tmp_path / "runs").exists()
-    assert cli("lora", "--config", tmp_path / "bad.toml", "--set", "lora.rank=4", "--set",
+    save_config(lora_config(tmp_path, lora=dict(rank=4)), tmp_path / "bad.toml")
+    assert cli("lora", "--config", tmp_path / "bad.toml", "--set",
                "lora.targets=['attn']") == 2
     assert "unknown preset 'attn'" in capsys.readouterr().err
