@@ -17,14 +17,6 @@ from glidectl.errors import GlidectlError
 from glidectl.glide import create_model, load_model
 from glidectl.glide.download import download
 
-
-@pytest.fixture(autouse=True)
-def online(monkeypatch):
-    """These tests serve files from a local HTTP server: no offline switch may be on (other
-    test folders set HF_HUB_OFFLINE for the datasets library)."""
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("GLIDECTL_OFFLINE", raising=False)
-
 PAYLOAD = os.urandom(300_000)
 
 
