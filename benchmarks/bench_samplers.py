@@ -161,7 +161,8 @@ def model_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     print(f"model reference: dpm++3m 500 steps; rms vs 250 steps {errors(ref, check)['rms']:.2e}"
           f"; guidance {args.guidance}, {len(prompts)} images of {size} px")
     baseline = errors(run("ddim", make("karras", 50)), ref)
-    rows = sweep("model", run, ref, make, calls_list=args.model_calls)
+    rows = sweep("model", run, ref, make, samplers=args.model_samplers,
+                 schedules=args.model_schedules, calls_list=args.model_calls)
     return rows, summarise("model", rows, baseline), baseline
 
 
@@ -177,15 +178,17 @@ def upsampler_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
 
     model = load_model(args.upsampler).eval()
     small = model.options.low_res_size
-    demos = [make_demo_sample("shapes", 10_000 + i, small) for i in range(args.images)]
-    low_res = quantize_8bit(torch.cat([from_pil(d.image) for d in demos]))
+    size = model.options.image_size
+    demos = [make_demo_sample("shapes", 10_000 + i, size) for i in range(args.images)]
+    high = torch.cat([from_pil(d.image) for d in demos])  # held-out demo pictures
+    low_res = quantize_8bit(torch.nn.functional.interpolate(
+        high, size=(small, small), mode="bicubic", antialias=True).clamp(-1, 1))
     tokens, mask = tokenizer_for(model).encode_batch([d.caption for d in demos],
                                                      model.options.text_ctx)
     with torch.no_grad():
         text_emb = model.encode_text(tokens, mask)
     den = GlideDenoiser(model, sigma_table(model), text_emb=text_emb,
                         model_kwargs={"low_res": low_res})
-    size = model.options.image_size
     seeds = list(range(len(demos)))
     x_T = torch.randn(len(demos), 3, size, size, generator=torch.Generator().manual_seed(0))
     x_T = x_T * UPSAMPLE_TEMP
@@ -204,7 +207,7 @@ def upsampler_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     print(f"upsampler ({size} px from {small} px, {len(demos)} images): reference 250-step "
           f"DDPM; fast27 DDPM (27 calls) rms {fast27['rms']:.5f} mean {fast27['mean']:.5f}")
     rows = sweep("upsampler", run, ref, make, samplers=args.upsampler_samplers,
-                 schedules=("respaced", "karras", "optimised"), calls_list=args.upsampler_calls)
+                 schedules=("respaced", "karras"), calls_list=args.upsampler_calls)
     return rows, summarise("upsampler", rows, fast27), fast27
 
 
@@ -214,12 +217,15 @@ def main() -> None:
     parser.add_argument("--model", help="A trained base model (run folder or file).")
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--images", type=int, default=36)
-    parser.add_argument("--model-calls", type=int, nargs="+", default=[8, 10, 12, 15, 20, 30])
+    parser.add_argument("--model-calls", type=int, nargs="+", default=[8, 10, 15, 20])
+    parser.add_argument("--model-samplers", nargs="+",
+                        default=["ddim", "dpm++2m", "dpm++3m", "unipc", "ipndm"])
+    parser.add_argument("--model-schedules", nargs="+", default=["karras", "optimised"])
     parser.add_argument("--upsampler", help="A trained upsampler (run folder or file).")
     parser.add_argument("--upsampler-samplers", nargs="+",
-                        default=["ddpm", "ddim", "dpm++2m", "unipc", "ipndm", "euler_a"])
+                        default=["ddpm", "dpm++2m", "unipc", "ipndm"])
     parser.add_argument("--upsampler-calls", type=int, nargs="+",
-                        default=[5, 8, 10, 12, 15, 20, 27])
+                        default=[8, 12, 15, 20, 27])
     parser.add_argument("--skip-gmm", action="store_true")
     parser.add_argument("--json", help="Write every row and summary to this file.")
     parser.add_argument("--threads", type=int, default=1)
