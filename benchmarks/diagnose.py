@@ -17,16 +17,13 @@ import sys
 
 def held_out_demo(name: str, n: int, size: int, offset: int = 1_000_000):
     """``n`` demo pictures the training never saw (indices past any demo_size), balanced."""
-    import numpy as np
     import torch
 
     from glidectl.data.demo import make_demo_sample
+    from glidectl.data.transforms import to_tensor
 
     samples = [make_demo_sample(name, offset + i, size) for i in range(n)]
-    images = torch.stack([
-        torch.from_numpy(np.asarray(s.image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
-        for s in samples
-    ])
+    images = torch.stack([to_tensor(s.image) for s in samples])
     return images, [s.caption for s in samples]
 
 
