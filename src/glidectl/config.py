@@ -177,6 +177,11 @@ class TrainConfig:
         "and colour, e.g. a background), which plain ε-MSE weights by 1/(H·W) (0 = off).",
         min=0, max=1e6,
     )
+    t_curriculum: float = opt(
+        0.0, "Share of training over which the lowest timestep drawn falls from 0.9·T to 0: "
+        "high noise (where captions set colour, layout, background) is learned first "
+        "(0 = off: t uniform from the start).", min=0, max=1,
+    )
     t_sampling: str = opt(
         "uniform", "How training timesteps are drawn: uniform, or weights (in proportion to "
         "the min_snr_gamma/snr_floor loss weights, every sample then weighted alike: the same "

@@ -131,3 +131,17 @@ def test_t_sampling_weights_draws_in_proportion_and_weights_alike(tiny):
     assert float(seen["t"].float().mean()) > 700  # the high-noise end carries the weight
     # Uniform t (the default) and "weights" without any weighting leave the draws alone.
     assert torch.equal(_first_call(tiny)["t"], _first_call(tiny, t_sampling="weights")["t"])
+
+
+def test_t_curriculum_starts_at_high_noise_and_widens_to_all_timesteps(tiny):
+    trainer = Trainer(tiny(train=dict(steps=10, t_curriculum=0.5)), quiet=True)
+    T = trainer.bundle.diffusion.num_timesteps
+    lows = []
+    for step in range(11):
+        trainer.state.step = step
+        lows.append(trainer._t_low())
+    assert lows[0] == int(0.9 * T) and lows[5:] == [0] * 6  # uniform after half the steps
+    assert all(a > b for a, b in zip(lows[:6], lows[1:6], strict=False))  # falls linearly
+    seen = _first_call(tiny, t_curriculum=0.5)
+    assert int(seen["t"].min()) >= int(0.9 * T)
+    assert torch.equal(_first_call(tiny)["t"], _first_call(tiny, t_curriculum=0.0)["t"])

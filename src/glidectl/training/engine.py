@@ -260,7 +260,7 @@ class Trainer:
         b, world = x0.shape[0], acc.num_processes
         gen, T = self.noise, self.bundle.diffusion.num_timesteps
         if self.t_probs is None:
-            t = torch.randint(0, T, (b * world,), generator=gen)
+            t = torch.randint(self._t_low(), T, (b * world,), generator=gen)
         else:
             t = torch.multinomial(self.t_probs, b * world, replacement=True, generator=gen)
         noise = torch.randn((b * world, *x0.shape[1:]), generator=gen)
@@ -271,6 +271,16 @@ class Trainer:
         dev = acc.device
         return t[mine].to(dev), noise[mine].to(dev), None if masks is None else \
             masks[mine].to(dev)
+
+    def _t_low(self) -> int:
+        """``train.t_curriculum`` f: the lowest timestep drawn falls linearly from 0.9·T to 0
+        over the first f of training (high noise, where the caption decides colour, layout
+        and background, comes first; Kim et al. 2024), then t is uniform."""
+        f, T = self.cfg.train.t_curriculum, self.bundle.diffusion.num_timesteps
+        if f <= 0:
+            return 0
+        progress = self.state.step / max(1.0, f * self.total_steps)
+        return int(0.9 * T * max(0.0, 1.0 - progress))
 
     def _timestep_distribution(self) -> tuple[torch.Tensor | None, float]:
         """``train.t_sampling = "weights"``: P(t) ∝ the loss weight w(t) and the one weight
