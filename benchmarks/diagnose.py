@@ -2,8 +2,9 @@
 
 For each timestep bucket: the ε-MSE, the x0-prediction error split into its low-frequency part
 (|per-image channel-mean error|, 0..255) and the rest (RMS), and how much the caption moves the
-x0 prediction (conditional − unconditional, RMS and channel means). Models are compared on the
-same noisy inputs.
+x0 prediction (conditional − unconditional, RMS and channel means), and how much swapping
+"white" and "black" in the captions moves x0's channel means (0 when the text encoder has
+dropped the background word). Models are compared on the same noisy inputs.
 
     python benchmarks/diagnose.py runs/quickstart /tmp/baseline.safetensors [--n 288] [--json]
 """
@@ -27,7 +28,7 @@ def held_out_demo(name: str, n: int, size: int, offset: int = 1_000_000):
     return images, [s.caption for s in samples]
 
 
-def diagnose(spec: str, n: int, demo: str, seed: int) -> list[dict]:
+def diagnose(spec: str, n: int, demo: str, seed: int) -> tuple[list, dict[int, float]]:
     from glidectl.diagnostics import x0_report
     from glidectl.diffusion import create_diffusion
     from glidectl.glide import load_model
@@ -37,7 +38,22 @@ def diagnose(spec: str, n: int, demo: str, seed: int) -> list[dict]:
     opts = model.options
     diffusion = create_diffusion(opts.noise_schedule, opts.diffusion_steps)
     images, captions = held_out_demo(demo, n, opts.image_size)
-    return x0_report(model, diffusion, images, captions, tokenizer_for(model), seed=seed)
+    reports = x0_report(model, diffusion, images, captions, tokenizer_for(model), seed=seed)
+    return reports, background_swap(model, diffusion, images, captions, seed)
+
+
+def swap_words(caption: str, a: str, b: str) -> str:
+    return " ".join(b if w == a else a if w == b else w for w in caption.split(" "))
+
+
+def background_swap(model, diffusion, images, captions, seed: int) -> dict[int, float]:
+    """How much "white" ↔ "black" in the caption moves x0's channel means, per timestep."""
+    from glidectl.diagnostics import swap_gap
+    from glidectl.pipeline import tokenizer_for
+
+    swapped = [swap_words(c, "white", "black") for c in captions]
+    return swap_gap(model, diffusion, images, captions, swapped, tokenizer_for(model),
+                    seed=seed)
 
 
 def main() -> int:
@@ -57,10 +73,12 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     results = {}
     for spec in args.models:
-        reports = diagnose(spec, args.n, args.demo, args.seed)
-        results[spec] = [r.as_dict() for r in reports]
+        reports, swap = diagnose(spec, args.n, args.demo, args.seed)
+        results[spec] = {"buckets": [r.as_dict() for r in reports], "background_swap": swap}
         if not args.json:
             print(format_report(reports, title=spec))
+            print("white <-> black background in the caption moves x0 channel means by: "
+                  + ", ".join(f"{v:.1f} at t={t}" for t, v in swap.items()))
             print()
     if args.json:
         json.dump(results, sys.stdout, indent=1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusion_helpers import eps_from_xstart
 
-from glidectl.diagnostics import format_report, split_lowfreq, x0_report
+from glidectl.diagnostics import format_report, split_lowfreq, swap_gap, x0_report
 from glidectl.diffusion import create_diffusion
 from glidectl.tokenizer import get_tokenizer
 
@@ -105,3 +105,36 @@ def test_same_seed_same_noisy_inputs(setup):
     b = x0_report(model, diffusion, x0, captions, tok, buckets=BUCKETS, seed=3, batch_size=2)
     for ra, rb in zip(a, b, strict=True):
         assert ra.as_dict() == pytest.approx(rb.as_dict())
+
+
+class WordBrightness(torch.nn.Module):
+    """Predicts the ε of a flat picture at +0.5 when the caption holds "white", else −0.5
+    (or 0 whatever the caption says, with ``reads=False``)."""
+
+    def __init__(self, diffusion, reads: bool = True):
+        super().__init__()
+        self.diffusion, self.reads = diffusion, reads
+        self.options = SimpleNamespace(text_ctx=40)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.white = torch.tensor(list(b"white"))
+
+    def forward(self, x, t, tokens, mask):
+        has = torch.tensor([self.white.tolist() in [row[i:i + 5].tolist() for i in range(36)]
+                            for row in tokens])
+        level = (has.float() - 0.5) if self.reads else torch.zeros(len(tokens))
+        target = level[:, None, None, None].expand_as(x).double()
+        eps = eps_from_xstart(self.diffusion, x.double(), t.long(), target)
+        return torch.cat([eps.float(), torch.zeros_like(eps).float()], dim=1)
+
+
+def test_swap_gap_isolates_one_word(setup):
+    diffusion, x0, _ = setup
+    captions = ["a red circle on a white background"] * 5
+    swapped = ["a red circle on a black background"] * 5
+    tok = get_tokenizer("byte")
+    gap = swap_gap(WordBrightness(diffusion), diffusion, x0, captions, swapped, tok,
+                   timesteps=(100, 900))
+    assert gap == pytest.approx({100: 127.5, 900: 127.5}, rel=1e-3)  # |0.5 − (−0.5)| · 127.5
+    deaf = swap_gap(WordBrightness(diffusion, reads=False), diffusion, x0, captions, swapped,
+                    tok, timesteps=(100, 900))
+    assert deaf == pytest.approx({100: 0.0, 900: 0.0}, abs=1e-3)
