@@ -145,3 +145,26 @@ def test_t_curriculum_starts_at_high_noise_and_widens_to_all_timesteps(tiny):
     seen = _first_call(tiny, t_curriculum=0.5)
     assert int(seen["t"].min()) >= int(0.9 * T)
     assert torch.equal(_first_call(tiny)["t"], _first_call(tiny, t_curriculum=0.0)["t"])
+
+
+def test_channels_last_trains_like_nchw_and_resumes_bitwise(tiny):
+    sections = dict(train=dict(steps=2, channels_last=True), checkpoint=dict(every=1))
+    straight = tiny(**sections)
+    straight.train.name = "nhwc"
+    trainer = Trainer(straight, quiet=True)
+    conv = next(p for p in trainer.params if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    a = trainer.run()
+    split = tiny(**sections)
+    split.train.name = "nhwc-split"
+    Trainer(split, quiet=True).run(until=1)
+    b = Trainer(split, resume="latest", quiet=True).run()
+    nchw = tiny(train=dict(steps=2), checkpoint=dict(every=1))
+    nchw.train.name = "nchw"
+    c = Trainer(nchw, quiet=True).run()
+    wa, wb, wc = (load_file(r.run_dir / "checkpoints" / "step-000002" / "model.safetensors")
+                  for r in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # resume is exact
+    # Layout changes rounding only: Adam moves a weight by at most ~lr a step either way.
+    bound = 2 * nchw.train.lr * 2 + 1e-6
+    assert all(float((wa[k] - wc[k]).abs().max()) <= bound for k in wa)

@@ -85,6 +85,8 @@ class Trainer:
         optimizer = make_optimizer(cfg.train, self.params)
         scheduler = make_scheduler(optimizer, cfg.train.lr_schedule, cfg.train.warmup_steps,
                                    self.total_steps)
+        if cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
         if cfg.train.compile:
             model.compile()
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
@@ -297,6 +299,8 @@ class Trainer:
     def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         dev = self.accelerator.device
         x0 = batch["image"].to(dev)
+        if self.cfg.train.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
         tokens, mask = batch["tokens"].to(dev), batch["mask"].to(dev)
         t, noise, inpaint_mask = self._batch_noise(batch)
         noise, q_noise = self._shaped_noise(noise)

@@ -240,6 +240,17 @@ def save_state(state_dir: Path, accelerator: Any, train: dict[str, Any],
     write_state_file(state_dir / rng_file(accelerator.process_index), capture_rng(noise))
 
 
+def _match_layouts(optimizer: Any) -> None:
+    """Saved optimizer state is contiguous; give each tensor its parameter's memory layout
+    (channels_last), as fused kernels walk a parameter and its state in one order."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    for param, state in inner.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape \
+                    and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str, Any],
                noise: torch.Generator, load_weights: Any) -> None:
     """Read and check every file this process needs, then ``load_weights()``, then apply
@@ -261,6 +272,8 @@ def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str,
                 train.load_state_dict(state)
             else:
                 obj.load_state_dict(state)
+                if name == OPTIMIZER:
+                    _match_layouts(obj)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
             raise apply_failure(step_dir, name, exc) from None
     try:
