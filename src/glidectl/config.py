@@ -172,21 +172,10 @@ class TrainConfig:
     snr_floor: float = opt(0.0, "Truncated-SNR weighting: x0 errors at SNR below this count "
                            "as at this SNR, so high noise (colour, layout) learns (0 = off).",
                            min=0, max=1000)
-    mean_loss_weight: float = opt(
-        0.0, "Extra weight on the error of ε's per-image channel means (overall brightness "
-        "and colour, e.g. a background), which plain ε-MSE weights by 1/(H·W) (0 = off).",
-        min=0, max=1e6,
-    )
     t_curriculum: float = opt(
         0.0, "Share of training over which the lowest timestep drawn falls from 0.9·T to 0: "
         "high noise (where captions set colour, layout, background) is learned first "
         "(0 = off: t uniform from the start).", min=0, max=1,
-    )
-    t_sampling: str = opt(
-        "uniform", "How training timesteps are drawn: uniform, or weights (in proportion to "
-        "the min_snr_gamma/snr_floor loss weights, every sample then weighted alike: the same "
-        "objective with far less variance where few timesteps carry large weights).",
-        ("uniform", "weights"),
     )
     trainable: str = opt("all", "Which parts train.", ("all", "unet", "text"))
     ema_decay: float = opt(0.9999, "EMA decay (0 = no EMA).", min=0, below=1)

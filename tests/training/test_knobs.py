@@ -98,41 +98,6 @@ def test_adamw8bit_without_a_gpu_is_a_one_line_error(tiny):
     assert "\n" not in str(info.value)
 
 
-def test_mean_loss_weight_counts_only_the_per_image_channel_mean_error(tiny):
-    trainer = Trainer(tiny(train=dict(steps=1)), quiet=True)
-    diffusion = trainer.bundle.diffusion
-    x0, t = torch.zeros(2, 3, 8, 8), torch.tensor([10, 900])
-    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    wiggle = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    wiggle = wiggle - wiggle.mean(dim=(2, 3), keepdim=True)  # no per-image mean
-    offset = torch.tensor([0.5, -0.2, 0.1]).view(1, 3, 1, 1)
-
-    def loss(error: torch.Tensor, weight: float) -> torch.Tensor:
-        out = torch.cat([noise + error, torch.zeros_like(noise)], dim=1)
-        return diffusion.training_losses(lambda x, s: out, x0, t, noise, loss_type="eps",
-                                         mean_weight=weight)
-
-    plain, weighted = loss(wiggle, 0.0), loss(wiggle, 100.0)
-    torch.testing.assert_close(plain["loss"], weighted["loss"])  # mean-free error: unchanged
-    shifted = loss(wiggle + offset, 100.0)
-    extra = 100.0 * offset.pow(2).mean()
-    torch.testing.assert_close(shifted["loss"] - shifted["mse"], extra.expand(2))
-    torch.testing.assert_close(shifted["mse"], loss(wiggle + offset, 0.0)["mse"])
-
-
-def test_t_sampling_weights_draws_in_proportion_and_weights_alike(tiny):
-    trainer = Trainer(tiny(train=dict(steps=1, min_snr_gamma=5.0, snr_floor=1.0,
-                                      t_sampling="weights")), quiet=True)
-    diffusion = trainer.bundle.diffusion
-    w = diffusion.snr_weights(torch.arange(diffusion.num_timesteps), gamma=5.0, floor=1.0)
-    torch.testing.assert_close(trainer.t_probs, (w / w.sum()).float())
-    assert trainer.t_weight == pytest.approx(float(w.double().mean()))
-    seen = _first_call(tiny, min_snr_gamma=5.0, snr_floor=1.0, t_sampling="weights")
-    assert float(seen["t"].float().mean()) > 700  # the high-noise end carries the weight
-    # Uniform t (the default) and "weights" without any weighting leave the draws alone.
-    assert torch.equal(_first_call(tiny)["t"], _first_call(tiny, t_sampling="weights")["t"])
-
-
 def test_t_curriculum_starts_at_high_noise_and_widens_to_all_timesteps(tiny):
     trainer = Trainer(tiny(train=dict(steps=10, t_curriculum=0.5)), quiet=True)
     T = trainer.bundle.diffusion.num_timesteps

@@ -203,7 +203,6 @@ class GaussianDiffusion:
         loss_type: str = "hybrid",
         weights: torch.Tensor | None = None,
         q_noise: torch.Tensor | None = None,
-        mean_weight: float = 0.0,
     ) -> dict[str, torch.Tensor]:
         """Per-sample loss terms ``loss``, ``mse`` and ``vb`` for a batch.
 
@@ -212,9 +211,7 @@ class GaussianDiffusion:
         variance channels. ``eps``: loss = MSE(ε); vb is still reported, without gradient.
         ``weights`` (e.g. :meth:`min_snr_weights`) scale the MSE part of the loss; ``mse``
         is reported unweighted. ``q_noise`` (input perturbation) noises x_t instead of
-        ``noise``, which stays the target. ``mean_weight`` adds that many times the squared
-        error of ε's per-image channel means to the MSE part: the coarsest term of a multiscale
-        loss (Hoogeboom et al. 2023), which ε-MSE otherwise weights by 1/(H·W).
+        ``noise``, which stays the target.
         """
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
@@ -230,10 +227,7 @@ class GaussianDiffusion:
         else:
             with torch.no_grad():
                 vb = self.vb_terms_bpd(frozen, x0, xt, t)
-        objective = mse
-        if mean_weight > 0:
-            objective = mse + mean_weight * (noise - eps).mean(dim=(2, 3)).pow(2).mean(dim=1)
-        weighted = objective if weights is None else objective * weights.to(mse)
+        weighted = mse if weights is None else mse * weights.to(mse)
         loss = weighted + vb if loss_type == "hybrid" else weighted
         return {"loss": loss, "mse": mse, "vb": vb}
 

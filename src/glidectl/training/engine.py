@@ -95,7 +95,6 @@ class Trainer:
         self.ema = EMA(self.params, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None
         self.guard = NonFiniteGuard(tc.max_nonfinite)
         self.noise = torch.Generator().manual_seed(tc.seed + 1)
-        self.t_probs, self.t_weight = self._timestep_distribution()
         self.state = TrainState(self.stream, self.guard)
         self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
         if self.resume_from is not None:
@@ -261,10 +260,7 @@ class Trainer:
         acc, x0 = self.accelerator, batch["image"]
         b, world = x0.shape[0], acc.num_processes
         gen, T = self.noise, self.bundle.diffusion.num_timesteps
-        if self.t_probs is None:
-            t = torch.randint(self._t_low(), T, (b * world,), generator=gen)
-        else:
-            t = torch.multinomial(self.t_probs, b * world, replacement=True, generator=gen)
+        t = torch.randint(self._t_low(), T, (b * world,), generator=gen)
         noise = torch.randn((b * world, *x0.shape[1:]), generator=gen)
         masks = None
         if self.bundle.options.inpaint:
@@ -283,18 +279,6 @@ class Trainer:
             return 0
         progress = self.state.step / max(1.0, f * self.total_steps)
         return int(0.9 * T * max(0.0, 1.0 - progress))
-
-    def _timestep_distribution(self) -> tuple[torch.Tensor | None, float]:
-        """``train.t_sampling = "weights"``: P(t) ∝ the loss weight w(t) and the one weight
-        mean(w) for every sample, so E[loss] is the uniform-t weighted objective (None when
-        t is uniform or no weighting is on)."""
-        tc = self.cfg.train
-        if tc.t_sampling != "weights" or (tc.min_snr_gamma <= 0 and tc.snr_floor <= 0):
-            return None, 1.0
-        diffusion = self.bundle.diffusion
-        w = diffusion.snr_weights(torch.arange(diffusion.num_timesteps),
-                                  gamma=tc.min_snr_gamma, floor=tc.snr_floor).double()
-        return (w / w.sum()).float(), float(w.mean())
 
     def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         dev = self.accelerator.device
@@ -315,13 +299,11 @@ class Trainer:
 
         diffusion, tc = self.bundle.diffusion, self.cfg.train
         weights = None
-        if self.t_probs is not None:  # drawn in proportion to the weights: all alike
-            weights = torch.full(t.shape, self.t_weight, device=t.device)
-        elif tc.min_snr_gamma > 0 or tc.snr_floor > 0:
+        if tc.min_snr_gamma > 0 or tc.snr_floor > 0:
             weights = diffusion.snr_weights(t, gamma=tc.min_snr_gamma, floor=tc.snr_floor)
         return diffusion.training_losses(
             model_fn, x0, t, noise, loss_type=self.cfg.train.loss, weights=weights,
-            q_noise=q_noise, mean_weight=tc.mean_loss_weight,
+            q_noise=q_noise,
         )
 
     def _shaped_noise(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
