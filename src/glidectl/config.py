@@ -173,9 +173,10 @@ class TrainConfig:
                            "as at this SNR, so high noise (colour, layout) learns (0 = off).",
                            min=0, max=1000)
     t_curriculum: float = opt(
-        0.0, "Share of training over which the lowest timestep drawn falls from 0.9·T to 0: "
-        "high noise (where captions set colour, layout, background) is learned first "
-        "(0 = off: t uniform from the start).", min=0, max=1,
+        0.0, "Share of training that learns high noise first: its first half draws t from "
+        "the top 10 % of noise levels, its second widens the range linearly to all of them "
+        "(captions set colour, layout and background there; 0 = off: t uniform throughout).",
+        min=0, max=1,
     )
     trainable: str = opt("all", "Which parts train.", ("all", "unet", "text"))
     ema_decay: float = opt(0.9999, "EMA decay (0 = no EMA).", min=0, below=1)

@@ -271,14 +271,15 @@ class Trainer:
             masks[mine].to(dev)
 
     def _t_low(self) -> int:
-        """``train.t_curriculum`` f: the lowest timestep drawn falls linearly from 0.9·T to 0
-        over the first f of training (high noise, where the caption decides colour, layout
-        and background, comes first; Kim et al. 2024), then t is uniform."""
+        """``train.t_curriculum`` f: over the first f of training t is drawn from the top
+        10 % of noise levels for the first half, then from a range whose lowest timestep
+        falls linearly to 0; after that t is uniform. High noise, where the caption decides
+        colour, layout and background, is learned first (Kim et al. 2024)."""
         f, T = self.cfg.train.t_curriculum, self.bundle.diffusion.num_timesteps
         if f <= 0:
             return 0
         progress = self.state.step / max(1.0, f * self.total_steps)
-        return int(0.9 * T * max(0.0, 1.0 - progress))
+        return int(0.9 * T * min(1.0, max(0.0, 2.0 * (1.0 - progress))))
 
     def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         dev = self.accelerator.device
