@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -78,6 +79,7 @@ def score_folder(folder: Path) -> dict:
 
 def sample_and_score(run: str, per_class: int, seed: int, extra: list[str]) -> dict:
     out = Path(run) / "bench-samples" if Path(run).is_dir() else Path(f"{run}-samples")
+    shutil.rmtree(out, ignore_errors=True)  # this benchmark's own folder: score this call only
     t0 = time.perf_counter()
     glidectl("sample", *demo_prompts(per_class), "--base", run, "--out", str(out),
              "--seed", str(seed), "--quiet", *extra)
