@@ -228,12 +228,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--lora-steps", type=int, default=0,
                    help="Override train.steps of examples/lora-zorblax.toml.")
-    p.add_argument("--concept-images", type=int, default=64)
-    p.add_argument("--prior-images", type=int, default=192,
+    p.add_argument("--concept-images", type=int, default=128)
+    p.add_argument("--prior-images", type=int, default=128,
                    help="Demo-shapes images mixed into the zorblax data.")
     p.add_argument("--work", help="Keep runs in this folder (default: a temp folder).")
     p.add_argument("--base-run", help="Reuse a trained quickstart run (else: train one).")
-    p.add_argument("--samples", type=int, default=40, help="'a zorblax ...' samples")
+    p.add_argument("--samples", type=int, default=80, help="'a zorblax ...' samples")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-demo", action="store_true")
     args = p.parse_args()

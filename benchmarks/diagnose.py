@@ -2,9 +2,11 @@
 
 For each timestep bucket: the ε-MSE, the x0-prediction error split into its low-frequency part
 (|per-image channel-mean error|, 0..255) and the rest (RMS), and how much the caption moves the
-x0 prediction (conditional − unconditional, RMS and channel means), and how much swapping
+x0 prediction (conditional − unconditional, RMS and channel means); how much swapping
 "white" and "black" in the captions moves x0's channel means (0 when the text encoder has
-dropped the background word). Models are compared on the same noisy inputs.
+dropped the background word), and how much changing the shape word (circle → square →
+triangle → circle) moves the rest of x0 (small when the shape word is barely used: the
+quickstart's shape accuracy rose with it). Models are compared on the same noisy inputs.
 
     python benchmarks/diagnose.py runs/quickstart /tmp/baseline.safetensors [--n 288] [--json]
 """
@@ -28,7 +30,7 @@ def held_out_demo(name: str, n: int, size: int, offset: int = 1_000_000):
     return images, [s.caption for s in samples]
 
 
-def diagnose(spec: str, n: int, demo: str, seed: int) -> tuple[list, dict[int, float]]:
+def diagnose(spec: str, n: int, demo: str, seed: int) -> tuple[list, dict, dict]:
     from glidectl.diagnostics import x0_report
     from glidectl.diffusion import create_diffusion
     from glidectl.glide import load_model
@@ -39,7 +41,8 @@ def diagnose(spec: str, n: int, demo: str, seed: int) -> tuple[list, dict[int, f
     diffusion = create_diffusion(opts.noise_schedule, opts.diffusion_steps)
     images, captions = held_out_demo(demo, n, opts.image_size)
     reports = x0_report(model, diffusion, images, captions, tokenizer_for(model), seed=seed)
-    return reports, background_swap(model, diffusion, images, captions, seed)
+    return (reports, background_swap(model, diffusion, images, captions, seed),
+            shape_swap(model, diffusion, images, captions, seed))
 
 
 def swap_words(caption: str, a: str, b: str) -> str:
@@ -54,6 +57,19 @@ def background_swap(model, diffusion, images, captions, seed: int) -> dict[int, 
     swapped = [swap_words(c, "white", "black") for c in captions]
     return swap_gap(model, diffusion, images, captions, swapped, tokenizer_for(model),
                     seed=seed)
+
+
+SHAPE_CYCLE = {"circle": "square", "square": "triangle", "triangle": "circle"}
+
+
+def shape_swap(model, diffusion, images, captions, seed: int) -> dict[int, float]:
+    """How much changing the shape word moves the rest of x0 (RMS, 0..255), per timestep."""
+    from glidectl.diagnostics import swap_gap
+    from glidectl.pipeline import tokenizer_for
+
+    swapped = [" ".join(SHAPE_CYCLE.get(w, w) for w in c.split(" ")) for c in captions]
+    return swap_gap(model, diffusion, images, captions, swapped, tokenizer_for(model),
+                    timesteps=(300, 500, 650, 800, 900), seed=seed, part="rest")
 
 
 def main() -> int:
@@ -73,12 +89,15 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     results = {}
     for spec in args.models:
-        reports, swap = diagnose(spec, args.n, args.demo, args.seed)
-        results[spec] = {"buckets": [r.as_dict() for r in reports], "background_swap": swap}
+        reports, swap, shape = diagnose(spec, args.n, args.demo, args.seed)
+        results[spec] = {"buckets": [r.as_dict() for r in reports], "background_swap": swap,
+                         "shape_swap": shape}
         if not args.json:
             print(format_report(reports, title=spec))
             print("white <-> black background in the caption moves x0 channel means by: "
                   + ", ".join(f"{v:.1f} at t={t}" for t, v in swap.items()))
+            print("circle -> square -> triangle in the caption moves the rest of x0 by (RMS): "
+                  + ", ".join(f"{v:.1f} at t={t}" for t, v in shape.items()))
             print()
     if args.json:
         json.dump(results, sys.stdout, indent=1)

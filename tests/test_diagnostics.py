@@ -109,11 +109,12 @@ def test_same_seed_same_noisy_inputs(setup):
 
 class WordBrightness(torch.nn.Module):
     """Predicts the ε of a flat picture at +0.5 when the caption holds "white", else −0.5
-    (or 0 whatever the caption says, with ``reads=False``)."""
+    (or 0 whatever the caption says, with ``reads=False``); with ``checker=True`` a ±0.5
+    checkerboard (zero mean) whose sign the word sets instead."""
 
-    def __init__(self, diffusion, reads: bool = True):
+    def __init__(self, diffusion, reads: bool = True, checker: bool = False):
         super().__init__()
-        self.diffusion, self.reads = diffusion, reads
+        self.diffusion, self.reads, self.checker = diffusion, reads, checker
         self.options = SimpleNamespace(text_ctx=40)
         self.dummy = torch.nn.Parameter(torch.zeros(1))
         self.white = torch.tensor(list(b"white"))
@@ -123,6 +124,10 @@ class WordBrightness(torch.nn.Module):
                             for row in tokens])
         level = (has.float() - 0.5) if self.reads else torch.zeros(len(tokens))
         target = level[:, None, None, None].expand_as(x).double()
+        if self.checker:
+            h, w = x.shape[-2:]
+            board = ((torch.arange(h)[:, None] + torch.arange(w)[None]) % 2) * 2.0 - 1.0
+            target = target * board.double()
         eps = eps_from_xstart(self.diffusion, x.double(), t.long(), target)
         return torch.cat([eps.float(), torch.zeros_like(eps).float()], dim=1)
 
@@ -138,3 +143,19 @@ def test_swap_gap_isolates_one_word(setup):
     deaf = swap_gap(WordBrightness(diffusion, reads=False), diffusion, x0, captions, swapped,
                     tok, timesteps=(100, 900))
     assert deaf == pytest.approx({100: 0.0, 900: 0.0}, abs=1e-3)
+
+
+def test_swap_gap_rest_measures_the_spatial_part_alone(setup):
+    diffusion, x0, _ = setup
+    captions = ["a red circle on a white background"] * 5
+    swapped = ["a red circle on a black background"] * 5
+    tok = get_tokenizer("byte")
+    checker = WordBrightness(diffusion, checker=True)
+    rest = swap_gap(checker, diffusion, x0, captions, swapped, tok, timesteps=(100, 900),
+                    part="rest")
+    assert rest == pytest.approx({100: 127.5, 900: 127.5}, rel=1e-3)  # ±0.5 flips: 1.0 · 127.5
+    means = swap_gap(checker, diffusion, x0, captions, swapped, tok, timesteps=(100,))
+    assert means[100] == pytest.approx(0.0, abs=1e-3)  # a zero-mean pattern: no channel mean
+    flat = swap_gap(WordBrightness(diffusion), diffusion, x0, captions, swapped, tok,
+                    timesteps=(100,), part="rest")
+    assert flat[100] == pytest.approx(0.0, abs=1e-3)

@@ -114,14 +114,17 @@ def swap_gap(
     *,
     timesteps: Sequence[int] = (700, 850, 900, 940, 970, 990),
     seed: int = 0,
+    part: str = "lowfreq",
 ) -> dict[int, float]:
-    """How far one word moves the prediction: per timestep, the mean |channel-mean
-    difference| (0..255) of x0 for ``captions`` and for ``swapped`` (the same captions with
-    one word changed, e.g. white ↔ black background) on the same noisy inputs.
+    """How far one word moves the prediction: per timestep, the difference (0..255) between
+    x0 for ``captions`` and for ``swapped`` (the same captions with one word changed, e.g.
+    white ↔ black background) on the same noisy inputs. ``part`` "lowfreq": mean |channel-mean
+    difference| (background, colour); "rest": RMS of the rest (shape).
 
     The conditional-minus-unconditional gap mixes every word; this isolates one. A model whose
     text encoder has dropped a word shows ~0 here at every noise level.
     """
+    index = {"lowfreq": 0, "rest": 1}[part]
     opts = model.options
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -131,12 +134,13 @@ def swap_gap(
         t = torch.full((images.shape[0],), int(step), device=device)
         noise = torch.randn(images.shape, generator=gen).to(device)
         xt = diffusion.q_sample(images.to(device), t, noise)
-        means = []
+        parts = []
         for tok, msk in tokens:
             eps = model(xt, diffusion.model_timesteps(t), tok.to(device), msk.to(device))
             x0 = diffusion.predict_xstart_from_eps(xt, t, eps[:, :3].float())
-            means.append(split_lowfreq(x0.clamp(-1, 1) * 127.5)[0])
-        out[int(step)] = float((means[0] - means[1]).abs().mean())
+            parts.append(split_lowfreq(x0.clamp(-1, 1) * 127.5)[index])
+        diff = parts[0] - parts[1]
+        out[int(step)] = float(diff.abs().mean() if index == 0 else diff.pow(2).mean().sqrt())
     return out
 
 
