@@ -138,14 +138,23 @@ def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float)
     return GlideDenoiser(model, sigma_table(model), text_emb=text_emb, guidance=guidance)
 
 
+def demo_prompts(n: int, seed: int = 0) -> list[str]:
+    """n of the 36 quickstart captions: in order for seed 0 (the benchmark's), shuffled by
+    ``seed`` otherwise (tune_schedule.py tunes on seed 1, noise and order held out)."""
+    prompts = [f"a {c} {s} on a {b} background"
+               for c in ("red", "yellow", "green", "cyan", "blue", "purple")
+               for s in ("circle", "square", "triangle") for b in ("white", "black")]
+    if seed:
+        order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed))
+        prompts = [prompts[i] for i in order]
+    return prompts[:n]
+
+
 def model_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     from glidectl.glide.loading import load_model
 
     model = load_model(args.model).eval()
-    prompts = [f"a {c} {s} on a {b} background"
-               for c in ("red", "yellow", "green", "cyan", "blue", "purple")
-               for s in ("circle", "square", "triangle") for b in ("white", "black")]
-    prompts = prompts[:args.images]
+    prompts = demo_prompts(args.images)
     den = guided_denoiser(model, prompts, args.guidance)
     size = model.options.image_size
     x_T = torch.randn(len(prompts), 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -225,6 +225,22 @@ def test_a_respacing_string_under_a_karras_schedule_says_what_to_pass(run, weigh
         res.stderr
 
 
+def test_a_schedule_file_drives_the_steps_and_a_missing_one_is_an_error(run, weights,
+                                                                          tmp_path):
+    from glidectl.samplers.tuned import write_schedule_file
+
+    path = tmp_path / "schedule.json"
+    write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0, "test")
+    res = run("a cat", "--base", str(weights["base"]), "--steps", "3", "--schedule", str(path),
+              "--sampler", "unipc", "-q", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / "00000.png").text["model_calls"] == "3"
+    res = run("a cat", "--base", str(weights["base"]), "--schedule", str(tmp_path / "no.json"),
+              "-q", "--out", str(tmp_path))
+    assert res.returncode == 2 and res.stderr.count("Error:") == 1
+    assert "no.json' does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_boolean_flags_show_no_type_in_help(run) -> None:
     res = run("--help")
     assert res.returncode == 0

@@ -71,15 +71,21 @@ def respaced_timesteps(num_timesteps: int, section: str) -> list[int]:
 
 def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
                **options: Any) -> torch.Tensor:
-    """``n`` descending σ's from ``sigma_max`` to ``sigma_min`` of a registered schedule,
-    then 0 (float64). ``options`` (e.g. ``rho``) go to schedules that take them."""
+    """``n`` descending σ's from ``sigma_max`` to ``sigma_min`` of a registered schedule
+    (or a schedule file, ``*.json``), then 0 (float64). ``options`` (e.g. ``rho``) go to
+    schedules that take them."""
     from .. import plugins
     from .spec import parameters
+    from .tuned import get_sigmas_from_file, is_schedule_file
 
     if schedule == "respaced":
         raise GlidectlError("The respaced schedule is GLIDE's own timesteps and needs a model's "
                             "σ table: use build_sigmas('respaced', steps, table).")
-    fn = plugins.schedules().get(schedule)
+    if is_schedule_file(schedule):
+        def fn(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+            return get_sigmas_from_file(schedule, n, sigma_min, sigma_max)
+    else:
+        fn = plugins.schedules().get(schedule)
     if not isinstance(n, int) or n < 1:
         raise GlidectlError(f"The {schedule} schedule needs a whole number of steps >= 1, "
                             f"got {n!r}.")
@@ -108,14 +114,17 @@ def build_sigmas(
     """The σ sequence for ``steps`` steps of a named schedule over a model's σ table.
 
     ``respaced`` keeps GLIDE's own timesteps (``steps`` may be any respacing string) and
-    ignores ``sigma_max``; every other (registered) schedule runs from min(σ_max, table max)
-    down to σ_min (default: the table's smallest σ, that of t = 0).
+    ignores ``sigma_max``; every other schedule (registered, or a ``*.json`` file) runs
+    from min(σ_max, table max) down to σ_min (default: the table's smallest σ, that of
+    t = 0).
     """
     if schedule == "respaced":
         return get_sigmas_respaced(table, respaced_timesteps(len(table), str(steps)))
     from .. import plugins
+    from .tuned import is_schedule_file
 
-    plugins.schedules().get(schedule)  # an unknown name: one line with the nearest match
+    if not is_schedule_file(schedule):
+        plugins.schedules().get(schedule)  # an unknown name: one line with the nearest match
     if not str(steps).isdigit() or int(steps) < 1:
         hint = (f"; a respacing string such as {steps!r} needs --schedule respaced (with a "
                 "ddpm/ddim-style sampler), or pass a number of steps such as 27"

@@ -1,23 +1,32 @@
-"""A step-optimised schedule, stored: where to put n σ's between σ_max and σ_min.
+"""Stored step schedules: where to put n σ's between σ_max and σ_min.
 
-NOT a published schedule. Found by benchmarks/tune_schedule.py for the ``ipndm`` sampler
-on an exact Gaussian-mixture problem (48 dims, 16 components of std 0.2, means uniform in
-[−1, 1] — image-range data; σ 80 → 0.002; training mixture seed 1, held out from the
-benchmark's). Each row gives u_i, the fraction of the way from log σ_max to log σ_min of
-the i-th σ; other step counts interpolate the nearest stored row in log σ, as Align Your
-Steps does (Sabour et al. 2024). It spends its steps around σ ≈ 0.3–3, where the mixture's
-components separate; whether that suits a given model is an empirical question
-(bench_samplers.py measures one trained GLIDE model too).
+``optimised`` (built in) is NOT a published schedule. benchmarks/tune_schedule.py found it
+for the ``ipndm`` sampler on an exact Gaussian-mixture problem (48 dims, 16 components of
+std 0.2, means uniform in [−1, 1] — image-range data; σ 80 → 0.002; training mixture
+seed 1, held out from the benchmark's). Each row gives u_i, the fraction of the way from
+log σ_max to log σ_min of the i-th σ; other step counts interpolate the nearest stored row
+in log σ, as Align Your Steps does (Sabour et al. 2024). It spends its steps around
+σ ≈ 0.3–3, where the mixture's components separate; whether that suits a given model is
+an empirical question (bench_samplers.py measures trained GLIDE models too).
+
+A schedule FILE (JSON, ``--schedule path/schedule.json``) stores positions found on one
+model's own ODE (``benchmarks/tune_schedule.py --model RUN``, GITS dynamic programming, see
+:mod:`.search`), kept next to the model it was found on.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import GlidectlError
 from .schedules import append_zero
+
+FILE_FORMAT = "glidectl.schedule/1"
 
 # n: u_0..u_(n−1), from `python benchmarks/tune_schedule.py --sampler ipndm`
 POSITIONS: dict[int, tuple[float, ...]] = {
@@ -36,11 +45,65 @@ POSITIONS: dict[int, tuple[float, ...]] = {
 }
 
 
-def get_sigmas_optimised(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
-    """n σ's at the stored positions (interpolated for other n), then 0."""
+def sigmas_from_positions(positions: dict[int, tuple[float, ...]], n: int, sigma_min: float,
+                          sigma_max: float) -> torch.Tensor:
+    """n σ's at stored positions u (fractions of the way from log σ_max to log σ_min; the
+    nearest stored row, interpolated, for other n), then 0."""
     if n == 1:
         return append_zero(torch.tensor([sigma_max], dtype=torch.float64))
-    stored = POSITIONS[min(POSITIONS, key=lambda k: (abs(k - n), -k))]
+    stored = positions[min(positions, key=lambda k: (abs(k - n), -k))]
     u = np.interp(np.linspace(0, 1, n), np.linspace(0, 1, len(stored)), stored)
     log_max, log_min = math.log(sigma_max), math.log(sigma_min)
     return append_zero(torch.as_tensor(np.exp(log_max + u * (log_min - log_max))))
+
+
+def get_sigmas_optimised(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """n σ's at the stored positions (interpolated for other n), then 0."""
+    return sigmas_from_positions(POSITIONS, n, sigma_min, sigma_max)
+
+
+def is_schedule_file(schedule: str) -> bool:
+    """Whether a ``--schedule`` value names a schedule file rather than a registered name."""
+    return str(schedule).lower().endswith(".json")
+
+
+def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma_min: float,
+                        sigma_max: float, about: str) -> None:
+    """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min]."""
+    total = math.log(sigma_max / sigma_min)
+    positions = {str(n): [round((math.log(sigma_max) - math.log(float(v))) / total, 6)
+                          for v in s[:-1]] for n, s in sorted(sigmas.items())}
+    Path(path).write_text(json.dumps({"format": FILE_FORMAT, "about": about,
+                                      "sigma_min": sigma_min, "sigma_max": sigma_max,
+                                      "positions": positions}, indent=1) + "\n")
+
+
+def read_schedule_file(path: str | Path) -> dict[int, tuple[float, ...]]:
+    """The positions stored in a schedule file, checked (one-sentence errors)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise GlidectlError(f"Schedule file {str(path)!r} does not exist; write one with "
+                            "benchmarks/tune_schedule.py --model RUN --out FILE, or name a "
+                            "schedule such as karras.") from None
+    except (OSError, ValueError) as exc:
+        raise GlidectlError(f"Schedule file {str(path)!r} is not readable JSON ({exc}).") from exc
+    rows = data.get("positions") if isinstance(data, dict) else None
+    try:
+        positions = {int(n): tuple(float(u) for u in row) for n, row in rows.items()}
+    except (AttributeError, TypeError, ValueError):
+        positions = {}
+    ok = positions and all(
+        len(row) == n and row[0] == 0 and all(b > a for a, b in zip(row, row[1:], strict=False))
+        and row[-1] <= 1 for n, row in positions.items())
+    if data.get("format") != FILE_FORMAT or not ok:
+        raise GlidectlError(f"Schedule file {str(path)!r} is not a {FILE_FORMAT} file "
+                            "(positions: n → n increasing fractions from 0 to at most 1); "
+                            "write one with benchmarks/tune_schedule.py --model RUN --out FILE.")
+    return positions
+
+
+def get_sigmas_from_file(path: str | Path, n: int, sigma_min: float, sigma_max: float
+                         ) -> torch.Tensor:
+    """n σ's of a schedule file (the nearest stored n, interpolated, for others), then 0."""
+    return sigmas_from_positions(read_schedule_file(path), n, sigma_min, sigma_max)

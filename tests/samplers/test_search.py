@@ -1,0 +1,91 @@
+"""GITS step search and schedule files."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+from glidectl.errors import GlidectlError
+from glidectl.samplers import get_sigmas
+from glidectl.samplers.analytic import GaussianDenoiser
+from glidectl.samplers.schedules import build_sigmas
+from glidectl.samplers.search import euler_step_costs, search_sigmas, shortest_path
+from glidectl.samplers.tuned import read_schedule_file, write_schedule_file
+
+
+def test_shortest_path_is_the_brute_force_optimum() -> None:
+    g = torch.Generator().manual_seed(0)
+    k = 8
+    step = torch.rand(k, k, generator=g, dtype=torch.float64).triu(1)
+    step[step == 0] = float("inf")
+    end = torch.rand(k, generator=g, dtype=torch.float64)
+    for n in (1, 2, 3, 5, k):
+        path, total = shortest_path(step, end, n)
+        best = min(
+            (sum(float(step[a, b]) for a, b in itertools.pairwise((0, *rest))) + float(end[
+                rest[-1] if rest else 0]), (0, *rest))
+            for rest in itertools.combinations(range(1, k), n - 1))
+        assert total == pytest.approx(best[0]) and tuple(path) == best[1]
+
+
+def test_search_on_an_exact_trajectory_costs_nothing_where_euler_is_exact() -> None:
+    """Data N(μ, 0): D(x, σ) = μ for every x, the ODE is a straight line and Euler is exact,
+    so every step costs ~0 and the end cost alone decides (any last node is exact too)."""
+    den = GaussianDenoiser(mu=0.3, s=1e-9)
+    grid = get_sigmas("karras", 40, 0.01, 80.0)[:-1]
+    x_T = den.prior((16,), 80.0, torch.Generator().manual_seed(0))
+    xs = torch.stack([den.ode_solution(x_T, 80.0, float(s)) for s in grid])
+    ds = torch.stack([den(x, float(s)) for x, s in zip(xs, grid, strict=True)])
+    step, end = euler_step_costs(grid, xs, ds, ds[-1])
+    assert step[torch.isfinite(step)].max() < 1e-20 and end.max() < 1e-20
+
+
+def test_search_puts_steps_where_the_trajectory_bends() -> None:
+    """Data N(0.5, 0.5²): the trajectory bends around σ ≈ s, so 4 searched σ's beat 4
+    evenly-in-log σ's on the Euler cost, and the sampler (DDIM) does better on them."""
+    from glidectl import plugins
+
+    den = GaussianDenoiser(0.5, 0.5)
+    grid = get_sigmas("karras", 200, 0.002, 80.0)[:-1]
+    x_T = den.prior((64,), 80.0, torch.Generator().manual_seed(0))
+    xs = torch.stack([den.ode_solution(x_T, 80.0, float(s)) for s in grid])
+    ds = torch.stack([den(x, float(s)) for x, s in zip(xs, grid, strict=True)])
+    found = search_sigmas(grid, xs, ds, ds[-1], 4)
+    assert len(found) == 5 and found[-1] == 0 and found[0] == grid[0]
+    assert torch.all(found[:-1].diff() < 0)
+    ddim = plugins.samplers().get("ddim")
+    exact = ds[-1]
+    err_found = (ddim(den, x_T, found) - exact).abs().max()
+    err_log = (ddim(den, x_T, get_sigmas("exponential", 4, 0.002, 80.0)) - exact).abs().max()
+    assert err_found < err_log / 2
+
+
+def test_schedule_file_round_trip_and_use(tmp_path) -> None:
+    sigmas = {3: torch.tensor([80.0, 5.0, 0.5, 0.0], dtype=torch.float64),
+              5: torch.tensor([80.0, 20.0, 4.0, 1.0, 0.1, 0.0], dtype=torch.float64)}
+    path = tmp_path / "schedule.json"
+    write_schedule_file(path, sigmas, 0.002, 80.0, "test")
+    assert sorted(read_schedule_file(path)) == [3, 5]
+    for n, expected in sigmas.items():
+        torch.testing.assert_close(get_sigmas(str(path), n, 0.002, 80.0), expected,
+                                   rtol=1e-5, atol=0)
+    four = get_sigmas(str(path), 4, 0.002, 80.0)  # the nearest stored row, interpolated
+    assert len(four) == 5 and four[-1] == 0 and torch.all(four[:-1].diff() < 0)
+    table = torch.logspace(math.log10(0.002), math.log10(2e4), 1000).numpy()
+    torch.testing.assert_close(build_sigmas(str(path), 5, table), sigmas[5], rtol=1e-5, atol=0)
+
+
+def test_bad_schedule_files_are_one_sentence_errors(tmp_path) -> None:
+    with pytest.raises(GlidectlError, match="does not exist"):
+        get_sigmas(str(tmp_path / "missing.json"), 5, 0.002, 80.0)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(GlidectlError, match="not readable JSON"):
+        get_sigmas(str(bad), 5, 0.002, 80.0)
+    bad.write_text(json.dumps({"format": "glidectl.schedule/1", "positions": {"3": [0, 0.5]}}))
+    with pytest.raises(GlidectlError, match="positions"):
+        read_schedule_file(bad)
