@@ -26,7 +26,7 @@ def euler_step_costs(sigmas: torch.Tensor, xs: torch.Tensor, denoised: torch.Ten
     """
     k = len(sigmas)
     xs = xs.reshape(k, -1).double()
-    d = ((xs - denoised.reshape(k, -1).double()) / sigmas.double()[:, None])  # dx/dσ
+    d = (xs - denoised.reshape(k, -1).double()) / sigmas.double()[:, None]  # dx/dσ
     step = torch.full((k, k), float("inf"), dtype=torch.float64)
     for i in range(k - 1):
         dsig = (sigmas[i + 1:].double() - float(sigmas[i]))[:, None]
