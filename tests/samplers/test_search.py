@@ -89,3 +89,6 @@ def test_bad_schedule_files_are_one_sentence_errors(tmp_path) -> None:
     bad.write_text(json.dumps({"format": "glidectl.schedule/1", "positions": {"3": [0, 0.5]}}))
     with pytest.raises(GlidectlError, match="positions"):
         read_schedule_file(bad)
+    bad.write_text("[0, 0.5, 1]")  # valid JSON, not an object
+    with pytest.raises(GlidectlError, match="not a glidectl.schedule/1 file"):
+        read_schedule_file(bad)

@@ -7,7 +7,7 @@ about 20,000 (71 ten steps earlier), so σ-space schedules clamp σ_max (default
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,23 +69,31 @@ def respaced_timesteps(num_timesteps: int, section: str) -> list[int]:
         ) from exc
 
 
+def schedule_fn(schedule: str) -> Callable[..., torch.Tensor]:
+    """The function behind a schedule name: a schedule file (``*.json``) or a registered
+    schedule (an unknown name: one line with the nearest match)."""
+    from .. import plugins
+    from .tuned import get_sigmas_from_file, is_schedule_file
+
+    if not is_schedule_file(schedule):
+        return plugins.schedules().get(schedule)
+
+    def from_file(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+        return get_sigmas_from_file(schedule, n, sigma_min, sigma_max)
+    return from_file
+
+
 def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
                **options: Any) -> torch.Tensor:
     """``n`` descending σ's from ``sigma_max`` to ``sigma_min`` of a registered schedule
     (or a schedule file, ``*.json``), then 0 (float64). ``options`` (e.g. ``rho``) go to
     schedules that take them."""
-    from .. import plugins
     from .spec import parameters
-    from .tuned import get_sigmas_from_file, is_schedule_file
 
     if schedule == "respaced":
         raise GlidectlError("The respaced schedule is GLIDE's own timesteps and needs a model's "
                             "σ table: use build_sigmas('respaced', steps, table).")
-    if is_schedule_file(schedule):
-        def fn(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
-            return get_sigmas_from_file(schedule, n, sigma_min, sigma_max)
-    else:
-        fn = plugins.schedules().get(schedule)
+    fn = schedule_fn(schedule)
     if not isinstance(n, int) or n < 1:
         raise GlidectlError(f"The {schedule} schedule needs a whole number of steps >= 1, "
                             f"got {n!r}.")
@@ -120,11 +128,7 @@ def build_sigmas(
     """
     if schedule == "respaced":
         return get_sigmas_respaced(table, respaced_timesteps(len(table), str(steps)))
-    from .. import plugins
-    from .tuned import is_schedule_file
-
-    if not is_schedule_file(schedule):
-        plugins.schedules().get(schedule)  # an unknown name: one line with the nearest match
+    schedule_fn(schedule)  # an unknown name: one line with the nearest match
     if not str(steps).isdigit() or int(steps) < 1:
         hint = (f"; a respacing string such as {steps!r} needs --schedule respaced (with a "
                 "ddpm/ddim-style sampler), or pass a number of steps such as 27"

@@ -88,7 +88,9 @@ def read_schedule_file(path: str | Path) -> dict[int, tuple[float, ...]]:
                             "schedule such as karras.") from None
     except (OSError, ValueError) as exc:
         raise GlidectlError(f"Schedule file {str(path)!r} is not readable JSON ({exc}).") from exc
-    rows = data.get("positions") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        data = {}
+    rows = data.get("positions")
     try:
         positions = {int(n): tuple(float(u) for u in row) for n, row in rows.items()}
     except (AttributeError, TypeError, ValueError):
