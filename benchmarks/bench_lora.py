@@ -130,8 +130,10 @@ def zorblax_folder(path: Path, n: int, n_prior: int, size: int = 16) -> Path:
 
 
 def glidectl(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "glidectl", *args], check=True, capture_output=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run([sys.executable, "-m", "glidectl", *args], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode:  # glidectl's own one-line error, not a CalledProcessError traceback
+        sys.exit(f"glidectl {args[0]} failed: {(proc.stderr.strip() or '?').splitlines()[-1]}")
 
 
 def sample_pixels(base: str, prompts: list[str], out: Path, lora: str | None,

@@ -30,8 +30,11 @@ def glidectl(*args: str, threads: int | None = None) -> subprocess.CompletedProc
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    return subprocess.run([sys.executable, "-m", "glidectl", *args], env=env, check=True,
+    proc = subprocess.run([sys.executable, "-m", "glidectl", *args], env=env,
                           capture_output=True, text=True)
+    if proc.returncode:  # glidectl's own one-line error, not a CalledProcessError traceback
+        sys.exit(f"glidectl {args[0]} failed: {(proc.stderr.strip() or '?').splitlines()[-1]}")
+    return proc
 
 
 def train_run(config: str, out_dir: Path, seed: int, threads: int) -> dict:
