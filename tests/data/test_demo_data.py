@@ -58,10 +58,10 @@ def test_red_triangle_on_black_scores_one_third_for_a_red_circle_on_white():
     assert result["score"] == pytest.approx(1 / 3) and not result["ok"]
 
 
-@pytest.mark.parametrize("size, allowed", [(16, 3), (32, 0), (64, 0)])
+@pytest.mark.parametrize("size, allowed", [(16, 1), (32, 0), (64, 0)])
 def test_circle_square_triangle_and_diamond_are_told_apart(size, allowed):
-    """Exact at 32 and 64 px; at 16 px a shape is 8-11 pixels across and a few small
-    diamonds are as round as circles."""
+    """Exact at 32 and 64 px; at 16 px a shape is 8-11 pixels across and a small diamond
+    can be as round as a circle (1 of 96 here; the width-profile scorer before missed 3)."""
     from glidectl.data.demo import SHAPE_CLASSES
 
     wrong = []
@@ -73,6 +73,40 @@ def test_circle_square_triangle_and_diamond_are_told_apart(size, allowed):
             if found != shape:
                 wrong.append((shape, seed, found))
     assert len(wrong) <= allowed, wrong
+
+
+def _with_stray_pixels(image, seed: int):
+    """Two pixels of the shape's colour stuck to its outline, as model samples have."""
+    import random
+
+    arr = np.asarray(image).copy()
+    bg = arr[0, 0].astype(int)
+    fg = np.abs(arr.astype(int) - bg).sum(-1) > 200
+    ys, xs = np.nonzero(fg)
+    colour = arr[ys[len(ys) // 2], xs[len(xs) // 2]]
+    rng = random.Random(seed)
+    top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
+    spots = [(top - 1, rng.randint(left, right)), (bottom + 1, rng.randint(left, right)),
+             (rng.randint(top, bottom), left - 1), (rng.randint(top, bottom), right + 1)]
+    for y, x in rng.sample(spots, 2):
+        arr[y, x] = colour
+    from PIL import Image
+
+    return Image.fromarray(arr)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_stray_pixel_on_the_outline_does_not_change_the_shape(shape):
+    """16 px model samples often carry a pixel or two beside the outline; a profile-based
+    scorer read such squares as circles (19 of 48 squares of one model)."""
+    wrong = []
+    for seed in range(24):
+        image = _with_stray_pixels(
+            _drawn(shape, list(COLOURS)[seed % 6], ("white", "black")[seed % 2], 16, seed), seed)
+        found = score_image(image, "a red circle")["shape"]
+        if found != shape:
+            wrong.append((seed, found))
+    assert len(wrong) <= 1, wrong
 
 
 def test_a_diamond_is_never_the_right_shape():

@@ -196,34 +196,33 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == best if best is not None else mask
 
 
-def _profile(region: np.ndarray, axis: int) -> np.ndarray:
-    """Width of the shape along each row (axis=1) or column (axis=0), as a share of the
-    widest."""
-    widths = region.sum(axis=axis, dtype=np.float64)
-    return widths / max(float(widths.max()), 1e-9)
-
-
-def _prototype_profile(shape: str, n: int, along: str) -> np.ndarray:
-    """The ideal width profile of ``shape`` sampled at ``n`` pixel centres, top to bottom
-    (``along="rows"``) or left to right (``"cols"``)."""
-    u = (np.arange(n) + 0.5) / n
-    tent = 1.0 - np.abs(2.0 * u - 1.0)
+def _coverage(shape: str, cy: float, cx: float, area: float, h: int, w: int,
+              scale: int = 4) -> np.ndarray:
+    """How much of each pixel of an ``h`` × ``w`` grid an ideal ``shape`` of ``area`` pixels
+    covers, its centroid at (``cy``, ``cx``) in pixel units (supersampled ``scale``²)."""
+    ys = (np.arange(h * scale) + 0.5) / scale - cy
+    xs = (np.arange(w * scale) + 0.5) / scale - cx
+    dy, dx = np.meshgrid(ys, xs, indexing="ij")
     if shape == "square":
-        return np.ones(n)
-    if shape == "circle":
-        return np.sqrt(np.clip(1.0 - (2.0 * u - 1.0) ** 2, 0.0, 1.0))
-    if shape == "diamond":
-        return tent
-    # triangle, apex up: widths grow linearly down the rows; columns are a tent.
-    return u if along == "rows" else tent
+        half = np.sqrt(area) / 2
+        inside = (np.abs(dy) <= half) & (np.abs(dx) <= half)
+    elif shape == "circle":
+        inside = dy ** 2 + dx ** 2 <= area / np.pi
+    elif shape == "diamond":
+        inside = np.abs(dy) + np.abs(dx) <= np.sqrt(2 * area) / 2
+    else:  # triangle as drawn: apex up, base = height = side, centroid 2/3 of the way down
+        side = np.sqrt(2 * area)
+        depth = dy + 2 * side / 3
+        inside = (depth >= 0) & (depth <= side) & (np.abs(dx) <= depth / 2)
+    return inside.reshape(h, scale, w, scale).mean(axis=(1, 3))
 
 
 def classify_shape(mask: np.ndarray) -> str | None:
-    """circle / square / triangle / diamond from the shape's row and column width profiles.
+    """circle / square / triangle / diamond: the ideal shape that overlaps the mask most.
 
-    Each shape has its own pair of profiles (a square is flat both ways, a circle round, a
-    diamond a tent both ways, an apex-up triangle a ramp down its rows and a tent across its
-    columns); the nearest pair in mean squared distance wins.
+    Each candidate gets the mask's area and centroid (moments, which a stray pixel or a
+    ragged edge barely moves) and is scored by intersection over union with it; a blob that
+    is neither round nor square is whichever it is closest to, not a circle by default.
     """
     # The largest region after an opening (specks of noise gone), grown back by a pixel so
     # thin tips (a triangle's apex, a diamond's corners) stay in.
@@ -231,20 +230,16 @@ def classify_shape(mask: np.ndarray) -> str | None:
     core = _largest_component(opened if opened.sum() >= 8 else mask)
     region = mask & _shift_all(core, np.logical_or)
     ys, xs = np.nonzero(region)
-    if len(ys) < 8:
+    if len(ys) < 8 or np.ptp(ys) < 2 or np.ptp(xs) < 2:
         return None
-    top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
-    height, width = bottom - top + 1, right - left + 1
-    if height < 3 or width < 3:
-        return None
-    box = region[top:bottom + 1, left:right + 1]
-    rows, cols = _profile(box, 1), _profile(box, 0)
+    m = region.astype(np.float64)
+    cy, cx, area = ys.mean() + 0.5, xs.mean() + 0.5, float(len(ys))
 
-    def gap(name: str) -> float:
-        return (np.mean((rows - _prototype_profile(name, height, "rows")) ** 2)
-                + np.mean((cols - _prototype_profile(name, width, "cols")) ** 2))
+    def overlap(name: str) -> float:
+        c = _coverage(name, cy, cx, area, *mask.shape)
+        return float(np.minimum(m, c).sum() / np.maximum(m, c).sum())
 
-    return min(SHAPE_CLASSES, key=gap)
+    return max(SHAPE_CLASSES, key=overlap)
 
 
 def classify_background(rgb: np.ndarray, tolerance: float = 96.0) -> str | None:
@@ -259,8 +254,9 @@ def score_image(image: Any, caption: str) -> dict[str, Any]:
 
     ``image`` is a PIL image, an ``[H, W, 3]`` uint8 array or a ``[3, H, W]`` tensor in
     [-1, 1]. The background is the border's median colour (it must be near white or black);
-    the foreground is what differs from it clearly; its core's hue gives the colour and its
-    row/column profiles the shape (a diamond is a shape of its own, never a match).
+    the foreground is what differs from it clearly; its core's hue gives the colour and the
+    ideal shape that overlaps it most the shape (a diamond is a shape of its own, never a
+    match).
     Returns ``colour_ok``/``shape_ok``/``background_ok`` (None when the caption names no
     colour/shape/background), the detected ``colour``/``shape``/``background``, ``score``
     (the share of the named attributes that match: a red triangle on black for "a red circle
