@@ -109,6 +109,34 @@ def test_a_stray_pixel_on_the_outline_does_not_change_the_shape(shape):
     assert len(wrong) <= 1, wrong
 
 
+def test_rotated_blurred_noisy_shapes_are_told_apart():
+    """Drawn shapes degraded the way 16 px samples are (turned up to 8°, blurred, noisy):
+    partial edge pixels count in part (the binary-mask fit got 17 of 240 wrong, the width
+    profiles 53)."""
+    import random
+
+    from PIL import Image
+
+    from glidectl.data.demo import SHAPE_CLASSES
+
+    wrong = []
+    for seed in range(60):
+        rng, noise = random.Random(seed), np.random.default_rng(seed)
+        for shape in SHAPE_CLASSES:
+            image = _drawn(shape, list(COLOURS)[seed % 6], ("white", "black")[seed % 2], 16,
+                           seed)
+            big = image.resize((64, 64), Image.Resampling.BICUBIC).rotate(
+                rng.uniform(-8, 8), resample=Image.Resampling.BICUBIC,
+                fillcolor=image.getpixel((0, 0)))
+            big = big.filter(ImageFilter.GaussianBlur(rng.uniform(1.0, 3.0)))
+            arr = np.asarray(big.resize((16, 16), Image.Resampling.BOX), dtype=np.float64)
+            arr += noise.normal(0, rng.uniform(5, 20), arr.shape)
+            found = score_image(arr.clip(0, 255).astype(np.uint8), "a red circle")["shape"]
+            if found != shape:
+                wrong.append((shape, seed, found))
+    assert len(wrong) <= 2, wrong
+
+
 def test_a_diamond_is_never_the_right_shape():
     for shape in SHAPES:
         result = score_image(_drawn("diamond", "blue", "white", 32, 3),

@@ -217,27 +217,31 @@ def _coverage(shape: str, cy: float, cx: float, area: float, h: int, w: int,
     return inside.reshape(h, scale, w, scale).mean(axis=(1, 3))
 
 
-def classify_shape(mask: np.ndarray) -> str | None:
-    """circle / square / triangle / diamond: the ideal shape that overlaps the mask most.
+def classify_shape(mask: np.ndarray, coverage: np.ndarray | None = None) -> str | None:
+    """circle / square / triangle / diamond: the ideal shape that overlaps the blob most.
 
-    Each candidate gets the mask's area and centroid (moments, which a stray pixel or a
-    ragged edge barely moves) and is scored by intersection over union with it; a blob that
-    is neither round nor square is whichever it is closest to, not a circle by default.
+    ``mask`` says which pixels are the shape; ``coverage`` (optional, 0..1 per pixel) how much
+    of each it covers, so anti-aliased and blurred edges count in part. Each candidate gets
+    the blob's area and centroid (moments, which a stray pixel or a ragged edge barely
+    moves) and is scored by intersection over union; a blob that is neither round nor square
+    is whichever it is closest to, not a circle by default.
     """
-    # The largest region after an opening (specks of noise gone), grown back by a pixel so
-    # thin tips (a triangle's apex, a diamond's corners) stay in.
+    # The largest region after an opening (specks of noise gone), grown back by two pixels
+    # so edges and thin tips (a triangle's apex, a diamond's corners) stay in.
     opened = _open3(mask)
     core = _largest_component(opened if opened.sum() >= 8 else mask)
-    region = mask & _shift_all(core, np.logical_or)
-    ys, xs = np.nonzero(region)
-    if len(ys) < 8 or np.ptp(ys) < 2 or np.ptp(xs) < 2:
+    region = _shift_all(_shift_all(core, np.logical_or), np.logical_or)
+    weight = np.where(region, mask if coverage is None else coverage, 0.0).astype(np.float64)
+    area = float(weight.sum())
+    ys, xs = np.nonzero(core)
+    if area < 8 or np.ptp(ys) < 2 or np.ptp(xs) < 2:
         return None
-    m = region.astype(np.float64)
-    cy, cx, area = ys.mean() + 0.5, xs.mean() + 0.5, float(len(ys))
+    rows, cols = np.indices(weight.shape)
+    cy, cx = (rows * weight).sum() / area + 0.5, (cols * weight).sum() / area + 0.5
 
     def overlap(name: str) -> float:
-        c = _coverage(name, cy, cx, area, *mask.shape)
-        return float(np.minimum(m, c).sum() / np.maximum(m, c).sum())
+        ideal = _coverage(name, cy, cx, area, *weight.shape)
+        return float(np.minimum(weight, ideal).sum() / np.maximum(weight, ideal).sum())
 
     return max(SHAPE_CLASSES, key=overlap)
 
@@ -284,7 +288,7 @@ def score_image(image: Any, caption: str) -> dict[str, Any]:
         mask = dist > 0.5 * level
         core = dist >= np.percentile(dist[mask], 50)
         colour = nearest_colour(arr[core].mean(axis=0))
-        shape = classify_shape(mask)
+        shape = classify_shape(mask, np.clip(dist / level, 0.0, 1.0))
     checks = {
         "colour_ok": None if want_colour is None else colour == want_colour,
         "shape_ok": None if want_shape is None else shape == want_shape,
