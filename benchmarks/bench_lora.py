@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_quickstart import glidectl  # the same subprocess call, errors and all
+
 
 def bench_config(out: Path, name: str, size: str, image_size: int, batch: int, steps: int):
     from glidectl.config import GlideConfig
@@ -129,13 +131,6 @@ def zorblax_folder(path: Path, n: int, n_prior: int, size: int = 16) -> Path:
     return path
 
 
-def glidectl(*args: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "glidectl", *args], capture_output=True,
-                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if proc.returncode:  # glidectl's own one-line error, not a CalledProcessError traceback
-        sys.exit(f"glidectl {args[0]} failed: {(proc.stderr.strip() or '?').splitlines()[-1]}")
-
-
 def sample_pixels(base: str, prompts: list[str], out: Path, lora: str | None,
                   seed: int = 0) -> list:
     """``glidectl sample`` as a user runs it (the model's own settings), read back as
@@ -144,7 +139,7 @@ def sample_pixels(base: str, prompts: list[str], out: Path, lora: str | None,
     from PIL import Image
 
     glidectl("sample", *prompts, "--base", base, "--out", str(out), "--seed", str(seed),
-             "--quiet", *(["--lora", lora] if lora else []))
+             "--quiet", *(["--lora", lora] if lora else []), threads=1)
     found = []
     for png in sorted(out.glob("*.png")):
         if png.name.startswith("grid"):
@@ -181,7 +176,7 @@ def demo(args: argparse.Namespace, out: Path) -> None:
     if not base:
         t0 = time.perf_counter()
         glidectl("train", "--config", str(root / "examples" / "glide.toml"),
-                 "--set", f"train.output_dir={out}", "--set", "train.name=demo-base")
+                 "--set", f"train.output_dir={out}", "--set", "train.name=demo-base", threads=1)
         base = str(out / "demo-base")
         print(f"base: examples/glide.toml trained in {time.perf_counter() - t0:.0f}s")
     cfg = load_config(str(root / "examples" / "lora-zorblax.toml"))
@@ -251,4 +246,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from glidectl.errors import GlidectlError
+
+    try:
+        main()
+    except GlidectlError as exc:  # bad input (e.g. --base-run): one line, like glidectl's
+        sys.exit(f"Error: {exc}")

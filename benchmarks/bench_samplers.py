@@ -142,9 +142,9 @@ def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float)
 def demo_prompts(n: int, seed: int = 0) -> list[str]:
     """n of the 36 quickstart captions: in order for seed 0 (the benchmark's), shuffled by
     ``seed`` otherwise (tune_schedule.py tunes on seed 1, noise and order held out)."""
-    prompts = [f"a {c} {s} on a {b} background"
-               for c in ("red", "yellow", "green", "cyan", "blue", "purple")
-               for s in ("circle", "square", "triangle") for b in ("white", "black")]
+    from bench_quickstart import demo_prompts as every_caption
+
+    prompts = every_caption(per_class=1)
     if seed:
         order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed))
         prompts = [prompts[i] for i in order]
