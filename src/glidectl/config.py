@@ -187,8 +187,9 @@ class TrainConfig:
     gradient_checkpointing: bool = opt(False, "Recompute activations per block to save memory.")
     compile: bool = opt(False, "torch.compile the network.")
     channels_last: bool = opt(
-        False, "Train in channels-last (NHWC) memory layout: faster convolutions on CPUs "
-        "(oneDNN) and on tensor cores; same results up to float rounding.")
+        False, "Train in channels-last (NHWC) memory layout: usually faster on tensor cores; "
+        "on CPUs it depends on the model and chip (benchmarks/bench_train_step.py); same "
+        "results up to float rounding.")
     seed: int = opt(0, "Random seed.", min=0, max=SEED_MAX)
     max_nonfinite: int = opt(10, "Stop after this many non-finite losses in a row.", min=1)
     threads: int = opt(0, "CPU threads for torch (0 = torch's default).", min=0, max=1024)
