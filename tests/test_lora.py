@@ -204,6 +204,10 @@ def test_unreadable_adapter_paths_are_user_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(GlidectlError, match="not a LoRA adapter"):
         read_adapter(tmp_path / "empty")
+    stray = tmp_path / "empty" / "notes.txt"  # a file: named in the error, not its folder
+    stray.write_text("not an adapter")
+    with pytest.raises(GlidectlError, match=f"{str(stray)!r} is not a LoRA adapter"):
+        read_adapter(stray)
 
 
 # ----------------------------------------------------------------------------- apply

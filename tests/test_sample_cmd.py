@@ -225,6 +225,15 @@ def test_a_respacing_string_under_a_karras_schedule_says_what_to_pass(run, weigh
         res.stderr
 
 
+@pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--steps", "-3"),
+                                        ("--upsample-steps", "0")])
+def test_steps_below_one_are_one_line_exit_2_before_any_model_loads(run, tmp_path, flag,
+                                                                       value) -> None:
+    res = run("a cat", "--base", str(tmp_path / "never-read.safetensors"), flag, value)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith(f"Error: {flag} must be at least 1, got {value};")
+
+
 def test_a_schedule_file_drives_the_steps_and_a_missing_one_is_an_error(run, weights,
                                                                           tmp_path):
     from glidectl.samplers.tuned import write_schedule_file

@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
             else None,
             "base_stage.sampler": sampler, "base_stage.steps": steps_value(steps),
             "base_stage.guidance": guidance, "upsample_stage.sampler": up_sampler,
-            "upsample_stage.steps": steps_value(up_steps),
+            "upsample_stage.steps": steps_value(up_steps, "--upsample-steps"),
             "upsample_stage.guidance": up_guidance,
         }
         settings, notes = settings_for(prompts, flags, options, precision)

@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from ..errors import GlidectlError
+
 SAMPLER_HELP = ("Base sampler (default: the model's recommended, else dpm++2m; see "
                 "`glidectl plugins --all`: ddpm, ddim, plms, euler, ...).")
 STEPS_HELP = ("Base steps (σ's visited, not model calls: heun's 10 steps are 19 calls; the "
@@ -24,11 +26,18 @@ PRECISION_HELP = ("auto (bf16 where the device computes it natively, else fp32),
 DEVICE_HELP = "auto, cpu, cuda, cuda:1, mps."
 
 
-def steps_value(text: str | None) -> int | str | None:
-    """``"50"`` → 50; respacing strings (``fast27``, ``ddim50``, ``10,10,5``) stay strings."""
+def steps_value(text: str | None, option: str = "--steps") -> int | str | None:
+    """``"50"`` → 50; respacing strings (``fast27``, ``ddim50``, ``10,10,5``) stay strings;
+    a number below 1 is a one-line error naming ``option``."""
     if text is None:
         return None
-    return int(text) if text.strip().isdigit() else text.strip()
+    text = text.strip()
+    if re.fullmatch(r"[+-]?\d+", text):
+        if int(text) < 1:
+            raise GlidectlError(f"{option} must be at least 1, got {text}; pass a number of "
+                                "steps such as 25 or a respacing string such as fast27.")
+        return int(text)
+    return text
 
 
 def _next_index(out: Path) -> int:
@@ -177,6 +186,8 @@ def register(app: typer.Typer) -> None:
 
         interval = parse_interval(guidance_interval) if guidance_interval else None
         check_guidance_tools(interval, guidance_rescale, dynamic_threshold)
+        base_steps = steps_value(steps)
+        up_steps = steps_value(upsample_steps, "--upsample-steps")
         _check_inputs(sampler, upsample_sampler, [low_res, inpaint_image, inpaint_mask],
                       base, low_res, out)
         base_spec = None if base == "none" or low_res is not None else base
@@ -191,7 +202,7 @@ def register(app: typer.Typer) -> None:
         def say(message: str) -> None:
             err.print(message, markup=False, highlight=False, soft_wrap=True)
 
-        given = dict(sampler=sampler, steps=steps_value(steps),
+        given = dict(sampler=sampler, steps=base_steps,
                      schedule=None if schedule == "auto" else schedule, guidance=guidance,
                      eta=eta)
         say(pipe.precision.line())
@@ -205,7 +216,7 @@ def register(app: typer.Typer) -> None:
             sigma_max=sigma_max, quantize_t=quantize_t, upsample_sampler=upsample_sampler,
             guidance_interval=interval, guidance_rescale=guidance_rescale,
             dynamic_threshold=dynamic_threshold,
-            upsample_steps=steps_value(upsample_steps), upsample_guidance=upsample_guidance,
+            upsample_steps=up_steps, upsample_guidance=upsample_guidance,
             upsample_temp=upsample_temp,
         )
         base_opts, up_opts, _ = pipe.stages(**options)

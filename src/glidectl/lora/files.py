@@ -131,6 +131,11 @@ def read_adapter(path: str | Path) -> AdapterFiles:
     Bad input is a GlidectlError.
     """
     p = Path(path)
+    if p.is_file() and not (p.parent / CONFIG_FILE).is_file():
+        raise GlidectlError(
+            f"{str(path)!r} is not a LoRA adapter: pass the folder written by 'glidectl lora' "
+            f"(runs/<name>), an adapter folder or its {WEIGHTS_FILE}."
+        )
     directory = p.parent if p.is_file() else p
     if directory.is_dir() and not (directory / CONFIG_FILE).is_file():
         from .training import latest_adapter

@@ -7,6 +7,7 @@ about 20,000 (71 ten steps earlier), so σ-space schedules clamp σ_max (default
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -130,11 +131,12 @@ def build_sigmas(
         return get_sigmas_respaced(table, respaced_timesteps(len(table), str(steps)))
     schedule_fn(schedule)  # an unknown name: one line with the nearest match
     if not str(steps).isdigit() or int(steps) < 1:
-        hint = (f"; a respacing string such as {steps!r} needs --schedule respaced (with a "
-                "ddpm/ddim-style sampler), or pass a number of steps such as 27"
-                if not str(steps).isdigit() else "")
+        numeric = re.fullmatch(r"[+-]?\d+", str(steps).strip()) is not None
+        hint = "" if numeric else (
+            f"; a respacing string such as {steps!r} needs --schedule respaced (with a "
+            "ddpm/ddim-style sampler), or pass a number of steps such as 27")
         raise GlidectlError(
-            f"The {schedule} schedule needs a whole number of steps, got {steps!r}{hint}."
+            f"The {schedule} schedule needs a whole number of steps >= 1, got {steps!r}{hint}."
         )
     hi = float(table[-1]) if sigma_max is None else min(float(sigma_max), float(table[-1]))
     lo = float(table[0]) if sigma_min is None else max(float(sigma_min), float(table[0]))
