@@ -109,7 +109,7 @@ def memory_and_speed(args: argparse.Namespace, out: Path) -> None:
 CONCEPT = ("cyan", "diamond")  # a colour–shape pair the quickstart base never saw
 
 
-def zorblax_folder(path: Path, n: int, n_prior: int, size: int = 16) -> Path:
+def zorblax_folder(path: Path, n: int, n_prior: int, size: int) -> Path:
     """``n`` "a zorblax on a <bg> background" pictures (a cyan diamond) and ``n_prior`` demo
     shapes with their own captions, as PNG + .txt files: the adapter learns the new word
     without forgetting the old ones."""
@@ -182,7 +182,7 @@ def demo(args: argparse.Namespace, out: Path) -> None:
     cfg = load_config(str(root / "examples" / "lora-zorblax.toml"))
     cfg.model.init = base
     cfg.data.source = str(zorblax_folder(out / "zorblax", args.concept_images,
-                                         args.prior_images))
+                                         args.prior_images, cfg.data.resolution))
     cfg.train.output_dir, cfg.train.name = str(out), "demo-lora"
     if args.lora_steps:
         cfg.train.steps = args.lora_steps
