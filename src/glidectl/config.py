@@ -179,6 +179,11 @@ class TrainConfig:
         min=0, max=1,
     )
     trainable: str = opt("all", "Which parts train.", ("all", "unet", "text"))
+    text_lr_scale: float = opt(
+        1.0, "Learning-rate multiplier for the text transformer (embeddings, layers, final "
+        "norm, projection): below 1 keeps words apart that a high LR merges early on.",
+        min=0, max=100,
+    )
     ema_decay: float = opt(0.9999, "EMA decay (0 = no EMA).", min=0, below=1)
     ema_warmup: bool = opt(False, "EMA warmup: decay grows as (1+n)/(10+n) up to ema_decay.")
     precision: str = opt(

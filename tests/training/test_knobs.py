@@ -91,6 +91,36 @@ def test_adafactor_trains_and_resumes_bitwise(tiny):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_text_lr_scale_puts_the_text_transformer_in_a_slower_group_and_resumes_bitwise(tiny):
+    from glidectl.training.adapters import is_text_param
+
+    sections = dict(train=dict(steps=3, text_lr_scale=0.25, lr=1e-3, warmup_steps=2,
+                               lr_schedule="cosine", ema_decay=0.0), checkpoint=dict(every=1))
+    straight = tiny(**sections)
+    straight.train.name = "straight"
+    trainer = Trainer(straight, quiet=True)
+    unet, text = trainer.optimizer.optimizer.param_groups
+    named = dict(trainer._named)
+    text_ids = {id(p) for n, p in named.items() if is_text_param(n)}
+    assert text_ids and {id(p) for p in text["params"]} == text_ids
+    assert not text_ids & {id(p) for p in unet["params"]}
+    a = trainer.run()
+    # The schedule scales both groups alike: the ratio holds at every step.
+    assert text["lr"] == pytest.approx(0.25 * unet["lr"]) and unet["lr"] < 1e-3
+    split = tiny(**sections)
+    split.train.name = "split"
+    Trainer(split, quiet=True).run(until=2)
+    b = Trainer(split, resume="latest", quiet=True).run()
+    wa, wb = (load_file(r.run_dir / "checkpoints" / "step-000003" / "model.safetensors")
+              for r in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_text_lr_scale_1_keeps_one_group(tiny):
+    trainer = Trainer(tiny(), quiet=True)
+    assert len(trainer.optimizer.optimizer.param_groups) == 1
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_adamw8bit_without_a_gpu_is_a_one_line_error(tiny):
     with pytest.raises(GlidectlError, match="needs a CUDA GPU") as info:

@@ -82,7 +82,7 @@ class Trainer:
         self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution)
         model = self._setup_model(adapter)
         shown = self._setup_data(dataset)
-        optimizer = make_optimizer(cfg.train, self.params)
+        optimizer = make_optimizer(cfg.train, self._named)
         scheduler = make_scheduler(optimizer, cfg.train.lr_schedule, cfg.train.warmup_steps,
                                    self.total_steps)
         if cfg.train.channels_last:
@@ -132,6 +132,7 @@ class Trainer:
         named = self.adapter.trainable(model)
         if not named:
             raise GlidectlError(f"train.trainable = {tc.trainable!r} leaves nothing to train.")
+        self._named = named
         self.params = [p for _, p in named]
         # Weights + EMA + Adam's two moments, in fp32, must fit on the disk.
         n_all = sum(p.numel() for p in model.parameters())
