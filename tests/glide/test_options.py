@@ -62,7 +62,8 @@ def test_quickstart_preset_has_two_channels_per_group_and_a_40_token_context():
 
     quick = preset_options("base", "quickstart")
     assert quick.text_ctx == 40 and (quick.tokenizer, quick.n_vocab) == ("byte", 257)
-    assert quick.image_size == 16 and quick.attention_ds == (2, 4)
+    assert quick.image_size == 12 and quick.attention_ds == (2, 4)
+    assert quick.num_res_blocks == 0
     # GroupNorm has 32 groups: every level needs at least two channels per group, or the
     # norms erase each channel's per-image mean (the colour of the picture).
     assert min(quick.channel_mults) * quick.num_channels >= 64
