@@ -155,6 +155,24 @@ def test_nothing_valid_with_workers_is_still_one_line(tmp_path, data_cfg, byte_t
     assert str(info.value).startswith("No valid samples in data source")
 
 
+def test_images_all_below_min_image_size_name_the_key_to_lower(tmp_path, data_cfg, byte_tok):
+    from PIL import Image
+
+    root = tmp_path / "small"
+    root.mkdir()
+    for i in range(4):
+        Image.new("RGB", (12, 12), "red").save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text("a red square")
+    ds = build_dataset(data_cfg(source=str(root), max_rejects=3, min_image_size=16),
+                       tokenizer=byte_tok,
+                       image_size=12, text_ctx=64)
+    with pytest.raises(GlidectlError) as info:
+        list(torch.utils.data.DataLoader(ds, batch_size=2))
+    message = str(info.value)
+    assert "\n" not in message and "too_small" in message
+    assert "data.min_image_size" in message
+
+
 def test_empty_folder_is_a_user_error(tmp_path, data_cfg, byte_tok):
     (tmp_path / "empty").mkdir()
     with pytest.raises(GlidectlError, match="holds no images"):

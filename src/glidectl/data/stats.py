@@ -117,8 +117,11 @@ def no_valid_data_error(source: str, counter: RejectionCounter) -> DataError:
             f"Data source {source!r} yielded no samples; check that it holds images "
             "(and captions) or run 'glidectl dataset inspect' on it."
         )
+    top = counter.top_reasons(1)[0][0]
+    hint = ("; images below data.min_image_size are rejected: lower it to keep them "
+            "(e.g. --set data.min_image_size=12 for 12 px pictures)" if top == "too_small" else "")
     return DataError(
-        f"No valid samples in data source {source!r}: {counter.summary()}; run "
+        f"No valid samples in data source {source!r}: {counter.summary()}{hint}; run "
         f"'glidectl dataset inspect {source}' to see examples."
     )
 
