@@ -127,6 +127,16 @@ def gmm_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     return rows, summarise("gmm", rows, baseline), baseline
 
 
+def model_guidance(spec: str, given: float | None) -> float:
+    """``given``, else the guidance the model's checkpoint recommends, else GLIDE's 3."""
+    from glidectl.glide.loading import resolve_spec
+    from glidectl.pipeline import recommended_settings
+
+    if given is not None:
+        return given
+    return float(recommended_settings(resolve_spec(spec)).get("guidance") or 3.0)
+
+
 def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float):
     """The GLIDE denoiser ``sample`` builds: text encoded once, [cond, uncond] rows."""
     from glidectl.pipeline import sigma_table, tokenizer_for
@@ -156,7 +166,8 @@ def model_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
 
     model = load_model(args.model).eval()
     prompts = demo_prompts(args.images)
-    den = guided_denoiser(model, prompts, args.guidance)
+    guidance = model_guidance(args.model, args.guidance)
+    den = guided_denoiser(model, prompts, guidance)
     size = model.options.image_size
     x_T = torch.randn(len(prompts), 3, size, size, generator=torch.Generator().manual_seed(0))
 
@@ -169,7 +180,7 @@ def model_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     ref = run("dpm++3m", make("karras", 500))
     check = run("dpm++3m", make("karras", 250))
     print(f"model reference: dpm++3m 500 steps; rms vs 250 steps {errors(ref, check)['rms']:.2e}"
-          f"; guidance {args.guidance}, {len(prompts)} images of {size} px")
+          f"; guidance {guidance}, {len(prompts)} images of {size} px")
     baseline = errors(run("ddim", make("karras", 50)), ref)
     rows = sweep("model", run, ref, make, samplers=args.model_samplers,
                  schedules=args.model_schedules, calls_list=args.model_calls)
@@ -225,7 +236,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1024, help="gmm samples")
     parser.add_argument("--model", help="A trained base model (run folder or file).")
-    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--guidance", type=float,
+                        help="Default: the model's recommended, else 3.")
     parser.add_argument("--images", type=int, default=36)
     parser.add_argument("--model-calls", type=int, nargs="+", default=[8, 10, 15, 20])
     parser.add_argument("--model-samplers", nargs="+",

@@ -10,8 +10,9 @@ in log σ, as Align Your Steps does (Sabour et al. 2024). It spends its steps ar
 an empirical question (bench_samplers.py measures trained GLIDE models too).
 
 A schedule FILE (JSON, ``--schedule path/schedule.json``) stores positions found on one
-model's own ODE (``benchmarks/tune_schedule.py --model RUN``, GITS dynamic programming, see
-:mod:`.search`), kept next to the model it was found on.
+model's own ODE (``benchmarks/tune_schedule.py --model RUN``: coordinate descent of one
+sampler's error, or GITS dynamic programming, see :mod:`.search`), kept next to the model
+it was found on.
 """
 
 from __future__ import annotations
@@ -68,14 +69,16 @@ def is_schedule_file(schedule: str) -> bool:
 
 
 def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma_min: float,
-                        sigma_max: float, about: str) -> None:
-    """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min]."""
+                        sigma_max: float, about: str, sampler: str | None = None) -> None:
+    """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min]; ``sampler``
+    records the sampler they were tuned for (None: any)."""
     total = math.log(sigma_max / sigma_min)
     positions = {str(n): [round((math.log(sigma_max) - math.log(float(v))) / total, 6)
                           for v in s[:-1]] for n, s in sorted(sigmas.items())}
     Path(path).write_text(json.dumps({"format": FILE_FORMAT, "about": about,
-                                      "sigma_min": sigma_min, "sigma_max": sigma_max,
-                                      "positions": positions}, indent=1) + "\n")
+                                      "sampler": sampler, "sigma_min": sigma_min,
+                                      "sigma_max": sigma_max, "positions": positions},
+                                     indent=1) + "\n")
 
 
 def read_schedule_file(path: str | Path) -> dict[int, tuple[float, ...]]:
