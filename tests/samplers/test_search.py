@@ -71,8 +71,8 @@ def test_search_puts_steps_where_the_trajectory_bends() -> None:
 
 def test_descent_lowers_the_samplers_own_error_and_keeps_the_ends() -> None:
     """DDIM with 4 steps on N(0.5, 0.5²) data: descent from exponential σ's nearly halves
-    the error to the exact ODE solution (0.375 → 0.195); σ_max stays, σ's stay descending, and the last σ
-    stays put without a floor and above the floor with one."""
+    the error to the exact ODE solution (0.375 → 0.195); σ_max stays, σ's stay descending,
+    and the last σ stays put without a floor and above the floor with one."""
     from glidectl import plugins
 
     den = GaussianDenoiser(0.5, 0.5)
