@@ -88,7 +88,8 @@ def tune_model(args: argparse.Namespace) -> None:
         for calls in args.steps:
             steps = steps_for(sampler, calls)
             start = build_sigmas("exponential", steps, den.sigmas)
-            found[steps], value = descend_sigmas(loss, start, sigma_floor=den.sigma_min)
+            found[steps], value = descend_sigmas(loss, start, sigma_floor=den.sigma_min,
+                                                 rounds=args.rounds)
             print(f"{calls} calls: tuning RMS {loss(start):.5f} (exponential) -> {value:.5f}",
                   flush=True)
         how = f"coordinate descent of {sampler} (from exponential σ's)"
@@ -117,6 +118,7 @@ def main() -> None:
                         help="Default: the model's recommended, else 3.")
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--reference-steps", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=14, help="Descent rounds on a model.")
     parser.add_argument("--every", type=int, default=2, help="Keep every k-th reference σ.")
     args = parser.parse_args()
     torch.set_num_threads(1)

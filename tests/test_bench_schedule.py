@@ -1,0 +1,44 @@
+"""benchmarks/tune_schedule.py --model on a tiny model: a schedule file for one sampler."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_descent_on_a_models_ode_writes_a_usable_schedule_file(tmp_path) -> None:
+    import torch
+
+    from glidectl.glide import create_model, preset_options, save_weights
+    from glidectl.pipeline import RECOMMENDED_KEY
+    from glidectl.samplers import get_sigmas
+    from glidectl.samplers.tuned import read_schedule_file
+
+    torch.manual_seed(0)
+    model = create_model(preset_options("base", "tiny").replace(image_size=16))
+    with torch.no_grad():  # GLIDE zero-initialises its output layers: give them weights
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.02)
+    weights = save_weights(model, tmp_path / "m.safetensors",
+                           metadata={RECOMMENDED_KEY: json.dumps({"guidance": 2.0})})
+    out = tmp_path / "schedule.json"
+    done = subprocess.run(
+        [sys.executable, "tune_schedule.py", "--model", str(weights), "--steps", "3",
+         "--images", "1", "--reference-steps", "12", "--rounds", "3",
+         "--out", str(out)],
+        cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    before, after = map(float, re.search(r"tuning RMS ([\d.e-]+) \(exponential\) -> "
+                                         r"([\d.e-]+)", done.stdout).groups())
+    assert after <= before
+    data = json.loads(out.read_text())
+    assert data["sampler"] == "unipc" and "guidance 2.0" in data["about"]
+    assert list(read_schedule_file(out)) == [3]
+    sigmas = get_sigmas(str(out), 3, 0.01, 80.0)
+    assert len(sigmas) == 4 and sigmas[-1] == 0 and torch.all(sigmas[:-1].diff() < 0)
