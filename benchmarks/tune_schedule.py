@@ -21,7 +21,7 @@ glidectl/samplers/search.py) without sampling. The positions go to a schedule fi
 default next to the model, that ``glidectl sample --schedule FILE`` and
 ``bench_samplers.py --model-schedules FILE`` use.
 
-    python benchmarks/tune_schedule.py --model runs/quickstart --steps 10 15   # ~8 min
+    python benchmarks/tune_schedule.py --model runs/quickstart --steps 10   # ~7 min, 1 core
 """
 
 from __future__ import annotations
@@ -116,9 +116,9 @@ def main() -> None:
     parser.add_argument("--out", help="Schedule file to write (default: RUN/schedule.json).")
     parser.add_argument("--guidance", type=float,
                         help="Default: the model's recommended, else 3.")
-    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--images", type=int, default=24, help="Tuning images on a model.")
     parser.add_argument("--reference-steps", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=14, help="Descent rounds on a model.")
+    parser.add_argument("--rounds", type=int, default=10, help="Descent rounds on a model.")
     parser.add_argument("--every", type=int, default=2, help="Keep every k-th reference σ.")
     args = parser.parse_args()
     torch.set_num_threads(1)
