@@ -21,7 +21,7 @@ glidectl/samplers/search.py) without sampling. The positions go to a schedule fi
 default next to the model, that ``glidectl sample --schedule FILE`` and
 ``bench_samplers.py --model-schedules FILE`` use.
 
-    python benchmarks/tune_schedule.py --model runs/quickstart --steps 10   # ~7 min, 1 core
+    python benchmarks/tune_schedule.py --model runs/quickstart --steps 10   # ~8 min, 1 core
 """
 
 from __future__ import annotations
