@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 import torch
 
@@ -87,6 +88,10 @@ def tune_model(args: argparse.Namespace) -> None:
         found = {}
         for calls in args.steps:
             steps = steps_for(sampler, calls)
+            if steps is None:
+                print(f"{sampler} cannot make exactly {calls} model calls; pick another "
+                      "--steps value.", file=sys.stderr)
+                raise SystemExit(2)
             start = build_sigmas("exponential", steps, den.sigmas)
             found[steps], value = descend_sigmas(loss, start, sigma_floor=den.sigma_min,
                                                  rounds=args.rounds)
