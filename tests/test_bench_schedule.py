@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_descent_on_a_models_ode_writes_a_usable_schedule_file(tmp_path) -> None:
     import torch
+    from tiny_configs import fill_zero_layers
 
     from glidectl.glide import create_model, preset_options, save_weights
     from glidectl.pipeline import RECOMMENDED_KEY
@@ -20,11 +21,7 @@ def test_descent_on_a_models_ode_writes_a_usable_schedule_file(tmp_path) -> None
     from glidectl.samplers.tuned import read_schedule_file
 
     torch.manual_seed(0)
-    model = create_model(preset_options("base", "tiny").replace(image_size=16))
-    with torch.no_grad():  # GLIDE zero-initialises its output layers: give them weights
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.02)
+    model = fill_zero_layers(create_model(preset_options("base", "tiny").replace(image_size=16)))
     weights = save_weights(model, tmp_path / "m.safetensors",
                            metadata={RECOMMENDED_KEY: json.dumps({"guidance": 2.0})})
     out = tmp_path / "schedule.json"

@@ -44,16 +44,13 @@ PROMPTS = [
 def tiny_base(tmp_path_factory) -> Path:
     """A 32 px tiny base model with random weights, saved like a user's weights file."""
     import torch
+    from tiny_configs import fill_zero_layers
 
     from glidectl.glide import create_model, preset_options, save_weights
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "tiny-base.safetensors"
-    model = create_model(preset_options("base", "tiny").replace(image_size=32))
-    with torch.no_grad():  # GLIDE zero-initialises its output layers: give them weights
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.02)
+    model = fill_zero_layers(create_model(preset_options("base", "tiny").replace(image_size=32)))
     save_weights(model, path)
     return path
 

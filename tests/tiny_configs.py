@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from glidectl.config import GlideConfig
 
 TINY = {
@@ -26,3 +28,13 @@ def tiny_config(tmp_path: Path, **sections: dict) -> GlideConfig:
             for key, value in values.items():
                 setattr(getattr(cfg, name), key, value)
     return cfg
+
+
+def fill_zero_layers(model: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
+    """Give GLIDE's zero-initialised layers (output convs, ...) random weights, like a
+    pretrained model's, so that the network's output depends on its input."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0.0, std)
+    return model

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
+from tiny_configs import fill_zero_layers
 
 from glidectl.config import load_config
 from glidectl.errors import GlidectlError
@@ -104,10 +105,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tiny, monkeypatch):
 def test_text_only_training_keeps_the_unet_frozen_but_trains_encoder_kv(tiny):
     cfg = tiny(train=dict(steps=2, trainable="text"), checkpoint=dict(every=0))
     trainer = Trainer(cfg, quiet=True)
-    with torch.no_grad():  # like a pretrained UNet: no zero-initialised output layers
-        for p in trainer.unwrapped.parameters():
-            if not p.any():
-                p.normal_(0, 0.02)
+    fill_zero_layers(trainer.unwrapped)  # like a pretrained UNet
     before = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
     trainer.run()
     after = trainer.unwrapped.state_dict()
