@@ -68,12 +68,14 @@ def tune_model(args: argparse.Namespace) -> None:
     size = model.options.image_size
     x_T = torch.randn(len(prompts), 3, size, size, generator=torch.Generator().manual_seed(1))
     grid = build_sigmas("karras", args.reference_steps, den.sigmas)
-    xs, ds = [], []
+    xs, ds = [], []  # the trajectory: GITS only (500 steps of every image)
+    keep_trajectory = args.method == "gits"
     ref = plugins.samplers().get("dpm++3m")(
         den, x_T * float(grid[0]), grid,
-        callback=lambda step: (xs.append(step["x"]), ds.append(step["denoised"])))
+        callback=(lambda step: (xs.append(step["x"]), ds.append(step["denoised"])))
+        if keep_trajectory else None)
     sampler = args.sampler or "unipc"
-    if args.method == "gits":
+    if keep_trajectory:
         keep = sorted({*range(0, len(xs), args.every), len(xs) - 1})  # coarser: faster DP
         sigmas, xs, ds = grid[keep], torch.stack(xs)[keep], torch.stack(ds)[keep]
         found = {n: search_sigmas(sigmas, xs, ds, ref, n) for n in args.steps}
