@@ -239,11 +239,17 @@ def test_a_schedule_file_drives_the_steps_and_a_missing_one_is_an_error(run, wei
     from glidectl.samplers.tuned import write_schedule_file
 
     path = tmp_path / "schedule.json"
-    write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0, "test")
+    write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0, "test",
+                        sampler="unipc")
     res = run("a cat", "--base", str(weights["base"]), "--steps", "3", "--schedule", str(path),
-              "--sampler", "unipc", "-q", "--out", str(tmp_path))
+              "--sampler", "unipc_bh2", "-q", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert Image.open(tmp_path / "00000.png").text["model_calls"] == "3"
+    assert "tuned for" not in res.stderr  # unipc_bh2 is unipc's alias
+    res = run("a cat", "--base", str(weights["base"]), "--steps", "3", "--schedule", str(path),
+              "--sampler", "dpm++2m", "-q", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert "was tuned for the unipc sampler, not dpm++2m" in res.stderr, res.stderr
     res = run("a cat", "--base", str(weights["base"]), "--schedule", str(tmp_path / "no.json"),
               "-q", "--out", str(tmp_path))
     assert res.returncode == 2 and res.stderr.count("Error:") == 1

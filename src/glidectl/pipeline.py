@@ -22,6 +22,7 @@ import torch
 from .devices import Precision, pick_device, pick_precision
 from .errors import GlidectlError
 from .images import to_pil
+from .samplers.tuned import is_schedule_file, schedule_file_warning
 from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public entry point)
     BASE_DEFAULTS,
     PRECISIONS,
@@ -340,6 +341,9 @@ class GlidePipeline:
                                  (self.upsampler, self.upsampler_tokenizer))
             if model is not None for m in prompt_warnings(tok, prompts, model.options.text_ctx)
         ]
+        messages += [m for opts in (base_opts, up_opts) if opts.schedule
+                     and is_schedule_file(opts.schedule)
+                     and (m := schedule_file_warning(opts.schedule, opts.sampler))]
         _warn(list(dict.fromkeys(messages)), warn)
         outputs = []
         for start in range(0, len(jobs), batch_size):

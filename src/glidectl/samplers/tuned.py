@@ -108,6 +108,28 @@ def read_schedule_file(path: str | Path) -> dict[int, tuple[float, ...]]:
     return positions
 
 
+def schedule_file_warning(path: str | Path, sampler: str) -> str | None:
+    """One sentence when a schedule file records another sampler than ``sampler`` (its
+    positions were tuned for that sampler's errors), else None."""
+    try:
+        tuned = json.loads(Path(path).read_text()).get("sampler")
+    except (OSError, ValueError, AttributeError):
+        return None  # read_schedule_file reports unreadable files
+    if not tuned:
+        return None
+    from .. import plugins
+
+    names = plugins.samplers()
+    try:
+        if names.get(tuned) is names.get(sampler):
+            return None
+    except GlidectlError:
+        pass
+    return (f"Schedule file {str(path)!r} was tuned for the {tuned} sampler, not {sampler}: "
+            f"its steps may be worse than karras for {sampler}; sample with --sampler "
+            f"{tuned} or tune a file for {sampler}.")
+
+
 def get_sigmas_from_file(path: str | Path, n: int, sigma_min: float, sigma_max: float
                          ) -> torch.Tensor:
     """n σ's of a schedule file (the nearest stored n, interpolated, for others), then 0."""
