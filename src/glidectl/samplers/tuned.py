@@ -81,8 +81,8 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
                                      indent=1) + "\n")
 
 
-def read_schedule_file(path: str | Path) -> dict[int, tuple[float, ...]]:
-    """The positions stored in a schedule file, checked (one-sentence errors)."""
+def _load(path: str | Path) -> dict:
+    """A schedule file's JSON object (one-sentence errors; {} for a non-object)."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -91,8 +91,12 @@ def read_schedule_file(path: str | Path) -> dict[int, tuple[float, ...]]:
                             "schedule such as karras.") from None
     except (OSError, ValueError) as exc:
         raise GlidectlError(f"Schedule file {str(path)!r} is not readable JSON ({exc}).") from exc
-    if not isinstance(data, dict):
-        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_schedule_file(path: str | Path) -> dict[int, tuple[float, ...]]:
+    """The positions stored in a schedule file, checked (one-sentence errors)."""
+    data = _load(path)
     rows = data.get("positions")
     try:
         positions = {int(n): tuple(float(u) for u in row) for n, row in rows.items()}
@@ -111,10 +115,7 @@ def read_schedule_file(path: str | Path) -> dict[int, tuple[float, ...]]:
 def schedule_file_warning(path: str | Path, sampler: str) -> str | None:
     """One sentence when a schedule file records another sampler than ``sampler`` (its
     positions were tuned for that sampler's errors), else None."""
-    try:
-        tuned = json.loads(Path(path).read_text()).get("sampler")
-    except (OSError, ValueError, AttributeError):
-        return None  # read_schedule_file reports unreadable files
+    tuned = _load(path).get("sampler")
     if not tuned:
         return None
     from .. import plugins
