@@ -17,11 +17,15 @@ seed 1, the quickstart captions shuffled by seed 1; bench_samplers.py scores noi
 by coordinate descent from exponential σ's, the last σ free above the table's smallest, to
 minimise the sampler's RMS distance to the reference (``--steps`` are model calls);
 ``--method gits`` runs GITS dynamic programming (Chen et al. 2024, see
-glidectl/samplers/search.py) without sampling. The positions go to a schedule file, by
+glidectl/samplers/search.py) without sampling; ``--method bespoke`` runs the descent, then
+fits a bespoke solver's coefficients on those σ's by gradient descent through the model,
+from ``--sampler``'s own (Shaul et al. 2024, see glidectl/samplers/bespoke.py), for
+``glidectl sample --sampler bespoke --schedule FILE``. The positions go to a schedule file, by
 default next to the model, that ``glidectl sample --schedule FILE`` and
 ``bench_samplers.py --model-schedules FILE`` use.
 
     python benchmarks/tune_schedule.py --model runs/quickstart --steps 10   # ~8 min, 1 core
+    python benchmarks/tune_schedule.py --model runs/quickstart --steps 10 --method bespoke
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import torch
 from glidectl import plugins
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
+from glidectl.samplers.bespoke import fit_coefficients, linear_coefficients
 from glidectl.samplers.schedules import build_sigmas
 from glidectl.samplers.search import descend_sigmas, search_sigmas
 from glidectl.samplers.tuned import write_schedule_file
@@ -87,7 +92,7 @@ def tune_model(args: argparse.Namespace) -> None:
             out = fn(den, x_T * float(sigmas[0]), sigmas)
             return (out - ref).pow(2).mean().sqrt().item()
 
-        found = {}
+        found, coefficients = {}, {}
         for calls in args.steps:
             steps = steps_for(sampler, calls)
             if steps is None:
@@ -99,14 +104,26 @@ def tune_model(args: argparse.Namespace) -> None:
                                                  rounds=args.rounds)
             print(f"{calls} calls: tuning RMS {loss(start):.5f} (exponential) -> {value:.5f}",
                   flush=True)
+            if args.method == "bespoke":
+                sigmas = found[steps]
+                model.requires_grad_(False)
+                coefficients[steps], fitted = fit_coefficients(
+                    den, x_T * float(sigmas[0]), sigmas, ref, linear_coefficients(fn, sigmas),
+                    iters=args.iters, lr=args.lr, log=lambda m: print(m, flush=True))
+                print(f"{calls} calls: bespoke tuning RMS {value:.5f} -> {fitted:.5f}",
+                      flush=True)
         how = f"coordinate descent of {sampler} (from exponential σ's)"
+        if args.method == "bespoke":
+            how += f", then bespoke coefficients fitted from {sampler}'s ({args.iters} Adam steps)"
+            sampler = "bespoke"
     for n, s in found.items():
         print(f"{n}: {', '.join(f'{float(v):.4g}' for v in s[:-1])}")
     path = args.out or str(Path(args.model) / "schedule.json")
     write_schedule_file(path, found, float(grid[-2]), float(grid[0]),
                         f"{how} on {args.model} (guidance {guidance}, {len(prompts)} tuning "
                         f"images, noise seed 1, reference {args.reference_steps} dpm++3m "
-                        "Karras steps)", sampler=None if args.method == "gits" else sampler)
+                        "Karras steps)", sampler=None if args.method == "gits" else sampler,
+                        coefficients=coefficients if args.method == "bespoke" else None)
     print(f"wrote {path}")
 
 
@@ -114,8 +131,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sampler", help="The sampler to tune for (default: ipndm on the "
                         "mixture, unipc on a model).")
-    parser.add_argument("--method", choices=("descent", "gits"), default="descent",
-                        help="On a model: descent of the sampler's own error, or GITS.")
+    parser.add_argument("--method", choices=("descent", "gits", "bespoke"), default="descent",
+                        help="On a model: descent of the sampler's own error, GITS, or the "
+                        "descent then a bespoke solver fitted from the sampler.")
+    parser.add_argument("--iters", type=int, default=200, help="Bespoke fitting steps.")
+    parser.add_argument("--lr", type=float, default=0.01, help="Bespoke fitting rate.")
     parser.add_argument("--steps", type=int, nargs="+", default=[6, 8, 10, 12, 15, 20],
                         help="Step counts (on a model with descent: model calls).")
     parser.add_argument("--samples", type=int, default=512)

@@ -256,6 +256,42 @@ def test_a_schedule_file_drives_the_steps_and_a_missing_one_is_an_error(run, wei
     assert "no.json' does not exist" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_bespoke_sampling_reads_its_coefficients_from_the_schedule_file(run, weights,
+                                                                        tmp_path) -> None:
+    from glidectl import plugins
+    from glidectl.samplers.bespoke import linear_coefficients
+    from glidectl.samplers.schedules import sigmas_from_alphas_cumprod
+    from glidectl.samplers.tuned import get_sigmas_from_file, write_schedule_file
+    from glidectl.sampling import sigma_table_for
+
+    path = tmp_path / "schedule.json"
+    lo = float(sigmas_from_alphas_cumprod(sigma_table_for(tiny_glide("base", 0).options))[0])
+    write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, lo, 80.0, "test")
+    sigmas = get_sigmas_from_file(path, 3, lo, 80.0)  # the σ's `sample` will walk
+    write_schedule_file(path, {3: sigmas}, lo, 80.0, "test", sampler="bespoke",
+                        coefficients={3: linear_coefficients(plugins.samplers().get("dpm++2m"),
+                                                             sigmas)})
+    common = ("a cat", "--base", str(weights["base"]), "--steps", "3", "--schedule", str(path),
+              "-q", "--seed", "5", "--precision", "fp32")
+    res = run(*common, "--sampler", "bespoke", "--out", str(tmp_path / "b"))
+    assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / "b" / "00000.png").text["model_calls"] == "3"
+    res = run(*common, "--sampler", "dpm++2m", "--out", str(tmp_path / "d"))
+    assert res.returncode == 0, res.stderr
+    bespoke, dpm = (np.asarray(Image.open(tmp_path / d / "00000.png"), dtype=int)
+                    for d in "bd")
+    assert np.abs(bespoke - dpm).max() <= 1  # dpm++2m's own coefficients: the same image
+    for args, message in (
+            (("--steps", "4", "--schedule", str(path)), "no bespoke coefficients for 4 steps"),
+            (("--steps", "3"), "needs coefficients fitted to the model: pass --schedule FILE"),
+            (("--steps", "3", "--schedule", str(path), "--sigma-max", "40"),
+             "but this run samples from 40")):
+        res = run("a cat", "--base", str(weights["base"]), "--sampler", "bespoke", *args, "-q",
+                  "--precision", "fp32", "--out", str(tmp_path / "e"))
+        assert res.returncode == 2 and res.stderr.count("Error:") == 1, res.stderr
+        assert message in res.stderr and "Traceback" not in res.stderr
+
+
 def test_boolean_flags_show_no_type_in_help(run) -> None:
     res = run("--help")
     assert res.returncode == 0

@@ -24,6 +24,7 @@ from .samplers.denoiser import GlideDenoiser
 from .samplers.noise import image_generators, per_image_noise_sampler, randn_per_image
 from .samplers.schedules import DEFAULT_SIGMA_MAX, build_sigmas, sigmas_from_alphas_cumprod
 from .samplers.spec import Sampler, as_sampler
+from .samplers.tuned import is_schedule_file, read_coefficients
 
 UPSAMPLE_TEMP = 0.997
 UPSAMPLE_SEED_OFFSET = 1_000_003
@@ -56,6 +57,14 @@ class StageOptions:
         spec = self.sampler_spec()
         return build_sigmas(self.schedule or spec.schedule, self.steps, table,
                             sigma_max=self.sigma_max)
+
+    def coefficients(self, sigmas: torch.Tensor) -> list[list[float]]:
+        """A bespoke solver's coefficients for these σ's, from the ``schedule`` file."""
+        if not (self.schedule and is_schedule_file(self.schedule)):
+            raise GlidectlError(f"The {self.sampler} sampler needs coefficients fitted to the "
+                                "model: pass --schedule FILE written by benchmarks/"
+                                "tune_schedule.py --model RUN --method bespoke.")
+        return read_coefficients(self.schedule, len(sigmas) - 1, sigmas)
 
     def model_calls(self, alphas_cumprod: np.ndarray) -> int:
         """Model forwards for one batch (one forward covers cond and uncond rows), given the
@@ -187,6 +196,8 @@ def sample_stage(
     sampler_options: dict[str, Any] = {}
     if options.eta is not None and spec.accepts("eta"):
         sampler_options["eta"] = options.eta
+    if spec.accepts("coefficients"):
+        sampler_options["coefficients"] = options.coefficients(sigmas)
     out = spec(denoiser, x, sigmas, noise_sampler=per_image_noise_sampler(generators, x),
                **sampler_options)
     return out.clamp(-1, 1)

@@ -9,6 +9,7 @@ import torch
 
 from glidectl import plugins
 from glidectl.samplers.analytic import GaussianDenoiser
+from glidectl.samplers.bespoke import linear_coefficients
 from glidectl.samplers.schedules import get_sigmas_karras
 
 MU, S = 0.5, 0.5
@@ -116,9 +117,11 @@ def test_stochastic_samplers_use_the_injected_noise() -> None:
 
 def test_model_calls_match_what_samplers_do() -> None:
     sigmas = get_sigmas_karras(7, SIGMA_MIN, SIGMA_MAX)
+    euler = linear_coefficients(plugins.samplers().get("euler"), sigmas)
     for entry in plugins.samplers():
         den = GaussianDenoiser(MU, S)
-        entry.obj(den, torch.zeros(2, dtype=torch.float64) + 80, sigmas)
+        fitted = {"coefficients": euler} if entry.obj.accepts("coefficients") else {}
+        entry.obj(den, torch.zeros(2, dtype=torch.float64) + 80, sigmas, **fitted)
         assert den.calls == entry.obj.model_calls(7), entry.name
 
 

@@ -14,6 +14,7 @@ def _two_per_step_but_last(steps: int) -> int:
 
 @hookimpl
 def register_samplers(register):
+    from .bespoke import sample_bespoke
     from .discrete import _plms_calls, sample_ddim, sample_ddpm, sample_plms
     from .dpm import (
         sample_dpmpp_2m,
@@ -61,6 +62,9 @@ def register_samplers(register):
         description="UniPC-3 with B(h) = h (bh1)."))
     register("ipndm", Sampler(
         sample_ipndm, description="iPNDM: fourth-order Adams-Bashforth, lower-order warm-up."))
+    register("bespoke", Sampler(
+        sample_bespoke, description="Bespoke linear solver fitted to one model (Shaul et al. "
+        "2024): needs --schedule FILE from tune_schedule.py --method bespoke."))
     register("deis", Sampler(
         sample_deis, description="DEIS ρAB: variable-step third-order Adams-Bashforth in σ."))
 

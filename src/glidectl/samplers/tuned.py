@@ -12,7 +12,8 @@ an empirical question (bench_samplers.py measures trained GLIDE models too).
 A schedule FILE (JSON, ``--schedule path/schedule.json``) stores positions found on one
 model's own ODE (``benchmarks/tune_schedule.py --model RUN``: coordinate descent of one
 sampler's error, or GITS dynamic programming, see :mod:`.search`), kept next to the model
-it was found on.
+it was found on. A file fitted with ``--method bespoke`` also stores, per step count, the
+coefficients of the bespoke solver on exactly those σ's (:mod:`.bespoke`).
 """
 
 from __future__ import annotations
@@ -69,16 +70,19 @@ def is_schedule_file(schedule: str) -> bool:
 
 
 def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma_min: float,
-                        sigma_max: float, about: str, sampler: str | None = None) -> None:
+                        sigma_max: float, about: str, sampler: str | None = None,
+                        coefficients: dict[int, list[list[float]]] | None = None) -> None:
     """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min]; ``sampler``
-    records the sampler they were tuned for (None: any)."""
+    records the sampler they were tuned for (None: any); ``coefficients`` a bespoke
+    solver's rows per n."""
     total = math.log(sigma_max / sigma_min)
-    positions = {str(n): [round((math.log(sigma_max) - math.log(float(v))) / total, 6)
+    positions = {str(n): [round((math.log(sigma_max) - math.log(float(v))) / total, 12)
                           for v in s[:-1]] for n, s in sorted(sigmas.items())}
-    Path(path).write_text(json.dumps({"format": FILE_FORMAT, "about": about,
-                                      "sampler": sampler, "sigma_min": sigma_min,
-                                      "sigma_max": sigma_max, "positions": positions},
-                                     indent=1) + "\n")
+    data = {"format": FILE_FORMAT, "about": about, "sampler": sampler,
+            "sigma_min": sigma_min, "sigma_max": sigma_max, "positions": positions}
+    if coefficients:
+        data["coefficients"] = {str(n): rows for n, rows in sorted(coefficients.items())}
+    Path(path).write_text(json.dumps(data, indent=1) + "\n")
 
 
 def _load(path: str | Path) -> dict:
@@ -129,6 +133,36 @@ def schedule_file_warning(path: str | Path, sampler: str) -> str | None:
     return (f"Schedule file {str(path)!r} was tuned for the {tuned} sampler, not {sampler}: "
             f"its steps may be worse than karras for {sampler}; sample with --sampler "
             f"{tuned} or tune a file for {sampler}.")
+
+
+def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[list[float]]:
+    """The bespoke solver's rows for n steps stored in a schedule file, checked against the
+    σ's they will run on (one-sentence errors)."""
+    from .bespoke import check_rows
+
+    data = _load(path)
+    stored = data.get("coefficients") if isinstance(data.get("coefficients"), dict) else {}
+    if str(n) not in stored:
+        have = ", ".join(sorted(stored, key=lambda k: int(k) if k.isdigit() else 0)) or "none"
+        raise GlidectlError(f"Schedule file {str(path)!r} holds no bespoke coefficients for "
+                            f"{n} steps (it has: {have}); sample with --steps set to one of "
+                            "those, or fit them with benchmarks/tune_schedule.py --model RUN "
+                            f"--method bespoke --steps {n}.")
+    rows = stored[str(n)]
+    if not isinstance(rows, list) or not all(
+            isinstance(r, list) and all(isinstance(c, int | float) for c in r) for r in rows):
+        rows = []
+    check_rows(rows, n)
+    lo, hi = data.get("sigma_min"), data.get("sigma_max")
+    fitted = (sigmas_from_positions(read_schedule_file(path), n, float(lo), float(hi))
+              if isinstance(lo, int | float) and isinstance(hi, int | float) and 0 < lo < hi
+              else None)
+    if fitted is None or not torch.allclose(fitted.double(), sigmas.double(), rtol=1e-6):
+        raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for its "
+                            f"own σ's (from {hi} down), but this run samples from "
+                            f"{float(sigmas[0]):g} to {float(sigmas[-2]):g}: leave --sigma-max "
+                            "at the value it was fitted with, or refit.")
+    return [[float(c) for c in r] for r in rows]
 
 
 def get_sigmas_from_file(path: str | Path, n: int, sigma_min: float, sigma_max: float

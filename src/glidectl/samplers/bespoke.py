@@ -1,0 +1,122 @@
+"""Bespoke solvers: one linear update per step, its coefficients fitted to a model's own ODE.
+
+Shaul et al. 2024, "Bespoke Non-Stationary Solvers for Fast Sampling of Diffusion and Flow
+Models" (ICML). On fixed σ's every deterministic sampler here is linear in the starting
+noise and the denoised values: x_i = a_i·ε + Σ_(j<i) b_ij·D_j, with ε = x_T/σ_0 and
+D_j = D(x_j, σ_j), and its result is such a sum too. A non-stationary solver leaves every
+a_i and b_ij free — n(n + 3)/2 numbers for n model calls — and fits them by gradient
+descent through the model, on the distance to reference samples of the model's own ODE
+from tuning noise, starting from the coefficients of a good sampler
+(:func:`linear_coefficients`). Here the solver works on the data prediction D (clipped,
+as the model samples) and keeps the σ's of a tuned schedule; the paper also moves the
+times. The coefficients are stored in the schedule file next to the σ positions they were
+fitted on (:mod:`.tuned`), for the one step count they were fitted for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..errors import GlidectlError
+from .denoiser import Callback, report
+
+Rows = list[list[float]]  # row i (1..n): i + 1 coefficients of [ε, D_0, …, D_(i−1)]
+
+
+def check_rows(rows: Rows, n: int) -> None:
+    """One sentence unless ``rows`` holds n rows, row i (from 1) of i + 1 numbers."""
+    if len(rows) != n or any(len(row) != i + 2 for i, row in enumerate(rows)):
+        raise GlidectlError(f"Bespoke coefficients for {n} steps need {n} rows of 2..{n + 1} "
+                            f"numbers, got {len(rows)} rows; fit them for this step count "
+                            "with benchmarks/tune_schedule.py --model RUN --method bespoke.")
+
+
+def solve(denoiser, x, sigmas, rows, extra=None, callback: Callback = None):
+    """The linear solver: x_0 = x, x_i = rows[i−1]·[ε, D_0, …, D_(i−1)], result rows[n−1]·…
+    (rows may be tensors that need gradients)."""
+    extra = extra or {}
+    basis = [x / float(sigmas[0])]
+    for i in range(len(sigmas) - 1):
+        if i:
+            x = sum(c * b for c, b in zip(rows[i - 1], basis, strict=True))
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = denoiser(x, sigma, **extra)
+        report(callback, i, x, sigma, sigma_next, denoised)
+        basis.append(denoised)
+    return sum(c * b for c, b in zip(rows[-1], basis, strict=True))
+
+
+@torch.no_grad()
+def sample_bespoke(denoiser, x, sigmas, extra=None, callback: Callback = None,
+                   coefficients: Rows | None = None) -> torch.Tensor:
+    """One model call per step, each x a fitted linear combination of ε and every earlier
+    D (``coefficients``: from a schedule file fitted with ``--method bespoke``)."""
+    if coefficients is None:
+        raise GlidectlError("The bespoke sampler needs coefficients fitted to the model: pass "
+                            "--schedule FILE written by benchmarks/tune_schedule.py --model "
+                            "RUN --method bespoke.")
+    check_rows(coefficients, len(sigmas) - 1)
+    return solve(denoiser, x, sigmas, coefficients, extra, callback)
+
+
+def linear_coefficients(sampler: Callable, sigmas: torch.Tensor) -> Rows:
+    """The coefficient rows of a deterministic sampler on these σ's (ending in 0), read off
+    by running it on unit vectors: ε = e_0 and the j-th model call returning e_(j+1); row i
+    is where the sampler calls the model the (i+1)-th time (UniPC's predicted x, not the
+    corrected one it reports), the last row its result."""
+    n = len(sigmas) - 1
+    xs: list[torch.Tensor] = []
+
+    def unit(x: torch.Tensor, sigma: float, **_) -> torch.Tensor:
+        if len(xs) == n:
+            raise ValueError(f"the sampler made more than {n} calls on {n} steps; only "
+                             "one-call-per-step samplers have bespoke coefficients")
+        xs.append(x[0].clone())
+        return torch.eye(n + 1, dtype=torch.float64)[len(xs) : len(xs) + 1]
+
+    start = torch.eye(n + 1, dtype=torch.float64)[:1] * float(sigmas[0])
+    out = sampler(unit, start, sigmas)
+    if len(xs) != n:
+        raise ValueError(f"the sampler made {len(xs)} calls on {n} steps; only one-call-per-step "
+                         "samplers have bespoke coefficients")
+    return [row[: i + 2].tolist() for i, row in enumerate([*xs[1:], out[0]])]
+
+
+def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch.Tensor,
+                     rows: Rows, *, iters: int = 200, lr: float = 0.01,
+                     log: Callable[[str], None] | None = None) -> tuple[Rows, float]:
+    """Adam on the RMS distance of :func:`solve` to ``ref`` from ``x``, from ``rows``;
+    returns the best rows seen and their RMS.
+
+    The ε coefficients move by a factor e^p (they span σ_max to σ_min), the D ones by
+    additive offsets; the denoiser must pass gradients to x (model weights are frozen here).
+    """
+    init = [torch.tensor(row, dtype=torch.float64) for row in rows]
+    scale = [torch.zeros((), dtype=torch.float64, requires_grad=True) for _ in init]
+    shift = [torch.zeros(len(row) - 1, dtype=torch.float64, requires_grad=True) for row in init]
+    opt = torch.optim.Adam([*scale, *shift], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
+
+    def current() -> list[torch.Tensor]:
+        return [torch.cat([r[:1] * p.exp(), r[1:] + s]) for r, p, s in zip(init, scale, shift,
+                                                                        strict=True)]
+
+    best, best_rows = float("inf"), rows
+    for it in range(iters + 1):
+        opt.zero_grad()
+        coeffs = current()
+        loss = (solve(denoiser, x, sigmas, [c.to(x.dtype) for c in coeffs]) - ref
+                ).pow(2).mean()
+        value = loss.sqrt().item()
+        if value < best:
+            best, best_rows = value, [c.detach().tolist() for c in coeffs]
+        if log and it % 25 == 0:
+            log(f"  fit {it}/{iters}: rms {value:.5f}")
+        if it == iters:
+            break
+        loss.backward()
+        opt.step()
+        sched.step()
+    return best_rows, best

@@ -1,0 +1,80 @@
+"""The bespoke solver: coefficients read off a sampler, fitted to an ODE, stored in a file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glidectl import plugins
+from glidectl.errors import GlidectlError
+from glidectl.samplers import get_sigmas
+from glidectl.samplers.analytic import GaussianMixtureDenoiser
+from glidectl.samplers.bespoke import fit_coefficients, linear_coefficients, sample_bespoke
+from glidectl.samplers.tuned import read_coefficients, write_schedule_file
+
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
+
+
+def _mixture(n: int, seed: int) -> tuple[GaussianMixtureDenoiser, torch.Tensor, torch.Tensor]:
+    den = GaussianMixtureDenoiser.random(dims=8, components=4, seed=1)
+    x = den.prior(n, SIGMA_MAX, torch.Generator().manual_seed(seed))
+    return den, x, den(den.ode_solution(x, SIGMA_MAX, SIGMA_MIN, 400), SIGMA_MIN)
+
+
+@pytest.mark.parametrize("name", ["euler", "dpm++2m", "dpm++3m", "unipc", "unipc_bh1", "deis",
+                                  "ipndm"])
+def test_coefficients_read_off_a_sampler_reproduce_it(name: str) -> None:
+    den, x, _ = _mixture(64, 0)
+    sigmas = get_sigmas("karras", 7, SIGMA_MIN, SIGMA_MAX)
+    sampler = plugins.samplers().get(name)
+    rows = linear_coefficients(sampler, sigmas)
+    assert [len(r) for r in rows] == list(range(2, 9))
+    out = sample_bespoke(den, x, sigmas, coefficients=rows)
+    torch.testing.assert_close(out, sampler(den, x, sigmas), rtol=0, atol=1e-9)
+
+
+def test_two_call_samplers_have_no_bespoke_coefficients() -> None:
+    with pytest.raises(ValueError, match="one-call-per-step"):
+        linear_coefficients(plugins.samplers().get("heun"), get_sigmas("karras", 4, 0.01, 80.0))
+
+
+def test_fitting_lowers_the_error_on_held_out_noise() -> None:
+    den, x, ref = _mixture(256, 1)
+    _, x_held, ref_held = _mixture(256, 2)
+    sigmas = get_sigmas("exponential", 6, SIGMA_MIN, SIGMA_MAX)
+    start = linear_coefficients(plugins.samplers().get("unipc"), sigmas)
+    rows, best = fit_coefficients(den, x, sigmas, ref, start, iters=80)
+
+    def rms(coefficients, x, ref) -> float:
+        return (sample_bespoke(den, x, sigmas, coefficients=coefficients) - ref
+                ).pow(2).mean().sqrt().item()
+
+    assert best == pytest.approx(rms(rows, x, ref))
+    assert best < 0.6 * rms(start, x, ref)  # measured 0.41
+    assert rms(rows, x_held, ref_held) < 0.6 * rms(start, x_held, ref_held)  # 0.41
+
+
+def test_a_schedule_file_carries_coefficients_for_its_own_sigmas(tmp_path) -> None:
+    sigmas = get_sigmas("exponential", 4, 0.01, 80.0)
+    rows = linear_coefficients(plugins.samplers().get("dpm++2m"), sigmas)
+    path = tmp_path / "s.json"
+    write_schedule_file(path, {4: sigmas}, 0.01, 80.0, "test", sampler="bespoke",
+                        coefficients={4: rows})
+    again = get_sigmas(str(path), 4, 0.01, 80.0)
+    for got, want in zip(read_coefficients(path, 4, again), rows, strict=True):
+        assert got == pytest.approx(want, rel=1e-12)
+    with pytest.raises(GlidectlError, match="no bespoke coefficients for 5 steps .it has: 4."):
+        read_coefficients(path, 5, get_sigmas(str(path), 5, 0.01, 80.0))
+    with pytest.raises(GlidectlError, match="samples from 40 to"):
+        read_coefficients(path, 4, get_sigmas(str(path), 4, 0.01, 40.0))
+    write_schedule_file(path, {4: sigmas}, 0.01, 80.0, "test")
+    with pytest.raises(GlidectlError, match="no bespoke coefficients for 4 steps .it has: none"):
+        read_coefficients(path, 4, again)
+
+
+def test_the_sampler_without_coefficients_says_how_to_get_them() -> None:
+    den, x, _ = _mixture(4, 0)
+    with pytest.raises(GlidectlError, match="--method bespoke"):
+        sample_bespoke(den, x, get_sigmas("karras", 3, 0.01, 80.0))
+    with pytest.raises(GlidectlError, match="need 3 rows"):
+        sample_bespoke(den, x, get_sigmas("karras", 3, 0.01, 80.0), coefficients=[[1.0, 0.0]])
