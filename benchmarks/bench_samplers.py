@@ -33,9 +33,11 @@ from typing import Any
 import torch
 
 from glidectl import plugins
+from glidectl.errors import GlidectlError
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.schedules import build_sigmas
+from glidectl.samplers.tuned import is_schedule_file, read_coefficients
 
 SAMPLERS = ("ddim", "euler", "heun", "dpm++2m", "dpm++3m", "unipc", "unipc_bh1", "deis",
             "ipndm")
@@ -58,9 +60,24 @@ def steps_for(name: str, calls: int) -> int | None:
     return None
 
 
-def sweep(problem: str, run: Callable[[str, torch.Tensor], torch.Tensor], ref: torch.Tensor,
+def fitted_coefficients(name: str, schedule: str, sigmas: torch.Tensor) -> dict | None:
+    """``{"coefficients": rows}`` for a bespoke sampler from a schedule file that holds them
+    for this step count, {} for other samplers, None when the file has none to give."""
+    if not plugins.samplers().get(name).accepts("coefficients"):
+        return {}
+    if not is_schedule_file(schedule):
+        return None
+    try:
+        return {"coefficients": read_coefficients(schedule, len(sigmas) - 1, sigmas)}
+    except GlidectlError:
+        return None
+
+
+def sweep(problem: str, run: Callable[..., torch.Tensor], ref: torch.Tensor,
           make_sigmas: Callable[[str, int], torch.Tensor], samplers=SAMPLERS,
           schedules=SCHEDULES, calls_list=CALLS) -> list[dict[str, Any]]:
+    """Every sampler × schedule × calls it can make (a bespoke sampler: the step counts its
+    schedule file holds coefficients for)."""
     rows = []
     for name in samplers:
         for schedule in schedules:
@@ -68,8 +85,12 @@ def sweep(problem: str, run: Callable[[str, torch.Tensor], torch.Tensor], ref: t
                 steps = steps_for(name, calls)
                 if steps is None:
                     continue
+                sigmas = make_sigmas(schedule, steps)
+                options = fitted_coefficients(name, schedule, sigmas)
+                if options is None:
+                    continue
                 start = time.perf_counter()
-                out = run(name, make_sigmas(schedule, steps))
+                out = run(name, sigmas, **options)
                 rows.append({"problem": problem, "sampler": name, "schedule": schedule,
                              "steps": steps, "calls": calls, **errors(out, ref),
                              "seconds": time.perf_counter() - start})
@@ -117,15 +138,41 @@ def gmm_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     check = den(den.ode_solution(x, 80.0, 0.002, 2000), 0.002)
     print(f"gmm reference: RK4 1000 steps; rms vs 2000 steps {errors(ref, check)['rms']:.2e}")
 
-    def run(name: str, sigmas: torch.Tensor) -> torch.Tensor:
-        return plugins.samplers().get(name)(den, x, sigmas)
+    def run(name: str, sigmas: torch.Tensor, **options) -> torch.Tensor:
+        return plugins.samplers().get(name)(den, x, sigmas, **options)
 
     def make(schedule: str, steps: int) -> torch.Tensor:
         return get_sigmas(schedule, steps, 0.002, 80.0)
 
     baseline = errors(run("ddim", make("karras", 50)), ref)
     rows = sweep("gmm", run, ref, make)
+    if args.gmm_bespoke:
+        fit_gmm_bespoke(args.gmm_bespoke, den, args.mixture_seed, args.gmm_calls)
+        rows += sweep("gmm", run, ref, make, samplers=["bespoke"],
+                      schedules=[args.gmm_bespoke], calls_list=args.gmm_calls)
     return rows, summarise("gmm", rows, baseline), baseline
+
+
+def fit_gmm_bespoke(path: str, den: GaussianMixtureDenoiser, seed: int, calls: list[int]
+                    ) -> None:
+    """Fit bespoke coefficients on the mixture's own ODE from TUNING noise (seed 1000 +
+    mixture seed, 512 samples; the benchmark scores noise seed = mixture seed), from
+    ``ipndm`` on the ``optimised`` σ's (σ's moved too), and write both to a schedule file."""
+    from glidectl.samplers.bespoke import fit_coefficients, linear_coefficients
+    from glidectl.samplers.tuned import write_schedule_file
+
+    x = den.prior(512, 80.0, torch.Generator().manual_seed(1000 + seed))
+    ref = den(den.ode_solution(x, 80.0, 0.002, 1000), 0.002)
+    found, coefficients = {}, {}
+    for n in calls:
+        sigmas = get_sigmas("optimised", n, 0.002, 80.0)
+        start = linear_coefficients(plugins.samplers().get("ipndm"), sigmas)
+        coefficients[n], found[n], value = fit_coefficients(
+            den, x, sigmas, ref, start, iters=300, sigma_lr=0.01, sigma_floor=0.002)
+        print(f"gmm bespoke {n} calls: tuning rms {value:.5f}", flush=True)
+    write_schedule_file(path, found, 0.002, 80.0, f"bespoke fit on mixture seed {seed}, "
+                        f"tuning noise seed {1000 + seed}, from ipndm on optimised σ's, σ's moved",
+                        sampler="bespoke", coefficients=coefficients)
 
 
 def model_guidance(spec: str, given: float | None) -> float:
@@ -172,8 +219,8 @@ def model_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     size = model.options.image_size
     x_T = torch.randn(len(prompts), 3, size, size, generator=torch.Generator().manual_seed(0))
 
-    def run(name: str, sigmas: torch.Tensor) -> torch.Tensor:
-        return plugins.samplers().get(name)(den, x_T * float(sigmas[0]), sigmas)
+    def run(name: str, sigmas: torch.Tensor, **options) -> torch.Tensor:
+        return plugins.samplers().get(name)(den, x_T * float(sigmas[0]), sigmas, **options)
 
     def make(schedule: str, steps: int) -> torch.Tensor:
         return build_sigmas(schedule, steps, den.sigmas)
@@ -215,11 +262,11 @@ def upsampler_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     x_T = torch.randn(len(demos), 3, size, size, generator=torch.Generator().manual_seed(0))
     x_T = x_T * UPSAMPLE_TEMP
 
-    def run(name: str, sigmas: torch.Tensor) -> torch.Tensor:
+    def run(name: str, sigmas: torch.Tensor, **options) -> torch.Tensor:
         noise = per_image_noise_sampler(image_generators(seeds), x_T)
         den.clip = plugins.samplers().get(name).clip
         x = x_T * math.sqrt(1 + float(sigmas[0]) ** 2)
-        return plugins.samplers().get(name)(den, x, sigmas, noise_sampler=noise)
+        return plugins.samplers().get(name)(den, x, sigmas, noise_sampler=noise, **options)
 
     def make(schedule: str, steps: int | str) -> torch.Tensor:
         return build_sigmas(schedule, steps, den.sigmas)
@@ -238,6 +285,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1024, help="gmm samples")
     parser.add_argument("--mixture-seed", type=int, default=0,
                         help="gmm means and noise seed (1 is the one `optimised` was tuned on)")
+    parser.add_argument("--gmm-bespoke", metavar="FILE", help="Also fit a bespoke solver to "
+                        "the mixture (tuning noise), write it to FILE and score it.")
+    parser.add_argument("--gmm-calls", type=int, nargs="+", default=[10, 15, 20],
+                        help="Model calls of the gmm bespoke fits.")
     parser.add_argument("--model", help="A trained base model (run folder or file).")
     parser.add_argument("--guidance", type=float,
                         help="Default: the model's recommended, else 3.")

@@ -18,8 +18,8 @@ by coordinate descent from exponential σ's, the last σ free above the table's 
 minimise the sampler's RMS distance to the reference (``--steps`` are model calls);
 ``--method gits`` runs GITS dynamic programming (Chen et al. 2024, see
 glidectl/samplers/search.py) without sampling; ``--method bespoke`` runs the descent, then
-fits a bespoke solver's coefficients on those σ's by gradient descent through the model,
-from ``--sampler``'s own (Shaul et al. 2024, see glidectl/samplers/bespoke.py), for
+fits a bespoke solver's coefficients and σ's by gradient descent through the model, from
+``--sampler``'s own (Shaul et al. 2024, see glidectl/samplers/bespoke.py), for
 ``glidectl sample --sampler bespoke --schedule FILE``. The positions go to a schedule file, by
 default next to the model, that ``glidectl sample --schedule FILE`` and
 ``bench_samplers.py --model-schedules FILE`` use.
@@ -99,22 +99,30 @@ def tune_model(args: argparse.Namespace) -> None:
                 print(f"{sampler} cannot make exactly {calls} model calls; pick another "
                       "--steps value.", file=sys.stderr)
                 raise SystemExit(2)
-            start = build_sigmas("exponential", steps, den.sigmas)
-            found[steps], value = descend_sigmas(loss, start, sigma_floor=den.sigma_min,
-                                                 rounds=args.rounds)
-            print(f"{calls} calls: tuning RMS {loss(start):.5f} (exponential) -> {value:.5f}",
-                  flush=True)
+            if args.start:  # an earlier file's σ's instead of a descent
+                found[steps] = build_sigmas(args.start, steps, den.sigmas)
+                value = loss(found[steps])
+                print(f"{calls} calls: tuning RMS {value:.5f} ({args.start})", flush=True)
+            else:
+                start = build_sigmas("exponential", steps, den.sigmas)
+                found[steps], value = descend_sigmas(loss, start, sigma_floor=den.sigma_min,
+                                                     rounds=args.rounds)
+                print(f"{calls} calls: tuning RMS {loss(start):.5f} (exponential) -> "
+                      f"{value:.5f}", flush=True)
             if args.method == "bespoke":
                 sigmas = found[steps]
                 model.requires_grad_(False)
-                coefficients[steps], fitted = fit_coefficients(
+                coefficients[steps], found[steps], fitted = fit_coefficients(
                     den, x_T * float(sigmas[0]), sigmas, ref, linear_coefficients(fn, sigmas),
-                    iters=args.iters, lr=args.lr, log=lambda m: print(m, flush=True))
+                    iters=args.iters, lr=args.lr, sigma_lr=args.sigma_lr,
+                    sigma_floor=den.sigma_min, log=lambda m: print(m, flush=True))
                 print(f"{calls} calls: bespoke tuning RMS {value:.5f} -> {fitted:.5f}",
                       flush=True)
-        how = f"coordinate descent of {sampler} (from exponential σ's)"
+        how = (f"σ's of {args.start}" if args.start
+               else f"coordinate descent of {sampler} (from exponential σ's)")
         if args.method == "bespoke":
-            how += f", then bespoke coefficients fitted from {sampler}'s ({args.iters} Adam steps)"
+            how += (f", then bespoke coefficients fitted from {sampler}'s and σ's moved "
+                    f"({args.iters} Adam steps)")
             sampler = "bespoke"
     for n, s in found.items():
         print(f"{n}: {', '.join(f'{float(v):.4g}' for v in s[:-1])}")
@@ -134,8 +142,13 @@ def main() -> None:
     parser.add_argument("--method", choices=("descent", "gits", "bespoke"), default="descent",
                         help="On a model: descent of the sampler's own error, GITS, or the "
                         "descent then a bespoke solver fitted from the sampler.")
+    parser.add_argument("--start", metavar="FILE", help="On a model: start from this "
+                        "schedule file's σ's instead of a descent (e.g. to fit --method "
+                        "bespoke on an earlier descent's file).")
     parser.add_argument("--iters", type=int, default=200, help="Bespoke fitting steps.")
-    parser.add_argument("--lr", type=float, default=0.01, help="Bespoke fitting rate.")
+    parser.add_argument("--lr", type=float, default=0.003, help="Bespoke coefficients' rate.")
+    parser.add_argument("--sigma-lr", type=float, default=0.01,
+                        help="Bespoke σ logits' rate (0: keep the descent's σ's).")
     parser.add_argument("--steps", type=int, nargs="+", default=[6, 8, 10, 12, 15, 20],
                         help="Step counts (on a model with descent: model calls).")
     parser.add_argument("--samples", type=int, default=512)

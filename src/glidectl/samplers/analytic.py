@@ -63,11 +63,12 @@ class GaussianMixtureDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: float, **_: Any) -> torch.Tensor:
         self.calls += 1
-        var = self.s**2 + float(sigma) ** 2
+        sig2 = sigma**2 if torch.is_tensor(sigma) else float(sigma) ** 2  # a tensor: σ-gradients
+        var = self.s**2 + sig2
         flat = x.reshape(len(x), -1).double()
         w = torch.softmax(-torch.cdist(flat, self.means).pow(2) / (2 * var), dim=1)
         mean = w @ self.means
-        out = (self.s**2 * flat + float(sigma) ** 2 * mean) / var
+        out = (self.s**2 * flat + sig2 * mean) / var
         return out.reshape(x.shape).to(x.dtype)
 
     def prior(self, n: int, sigma: float, generator: torch.Generator | None = None

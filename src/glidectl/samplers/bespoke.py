@@ -6,11 +6,11 @@ noise and the denoised values: x_i = a_i·ε + Σ_(j<i) b_ij·D_j, with ε = x_T
 D_j = D(x_j, σ_j), and its result is such a sum too. A non-stationary solver leaves every
 a_i and b_ij free — n(n + 3)/2 numbers for n model calls — and fits them by gradient
 descent through the model, on the distance to reference samples of the model's own ODE
-from tuning noise, starting from the coefficients of a good sampler
-(:func:`linear_coefficients`). Here the solver works on the data prediction D (clipped,
-as the model samples) and keeps the σ's of a tuned schedule; the paper also moves the
-times. The coefficients are stored in the schedule file next to the σ positions they were
-fitted on (:mod:`.tuned`), for the one step count they were fitted for.
+from tuning noise, starting from the coefficients of a good sampler on a tuned schedule
+(:func:`linear_coefficients`), moving the σ's too if asked (as the paper moves its times).
+Here the solver works on the data prediction D, clipped as the model samples. The
+coefficients are stored in the schedule file next to the σ positions they were fitted on
+(:mod:`.tuned`), for the one step count they were fitted for.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 
 from ..errors import GlidectlError
 from .denoiser import Callback, report
+from .search import step_logits
 
 Rows = list[list[float]]  # row i (1..n): i + 1 coefficients of [ε, D_0, …, D_(i−1)]
 
@@ -35,13 +36,15 @@ def check_rows(rows: Rows, n: int) -> None:
 
 def solve(denoiser, x, sigmas, rows, extra=None, callback: Callback = None):
     """The linear solver: x_0 = x, x_i = rows[i−1]·[ε, D_0, …, D_(i−1)], result rows[n−1]·…
-    (rows may be tensors that need gradients)."""
+    (rows and σ's may be tensors that need gradients; the denoiser then gets σ tensors)."""
     extra = extra or {}
-    basis = [x / float(sigmas[0])]
+    grad = torch.is_tensor(sigmas) and sigmas.requires_grad
+    basis = [x / float(sigmas[0].detach() if grad else sigmas[0])]
     for i in range(len(sigmas) - 1):
         if i:
             x = sum(c * b for c, b in zip(rows[i - 1], basis, strict=True))
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        sigma, sigma_next = ((sigmas[i], sigmas[i + 1]) if grad
+                             else (float(sigmas[i]), float(sigmas[i + 1])))
         denoised = denoiser(x, sigma, **extra)
         report(callback, i, x, sigma, sigma_next, denoised)
         basis.append(denoised)
@@ -85,33 +88,45 @@ def linear_coefficients(sampler: Callable, sigmas: torch.Tensor) -> Rows:
 
 
 def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch.Tensor,
-                     rows: Rows, *, iters: int = 200, lr: float = 0.01,
-                     log: Callable[[str], None] | None = None) -> tuple[Rows, float]:
-    """Adam on the RMS distance of :func:`solve` to ``ref`` from ``x``, from ``rows``;
-    returns the best rows seen and their RMS.
+                     rows: Rows, *, iters: int = 200, lr: float = 0.003,
+                     sigma_lr: float = 0.0, sigma_floor: float | None = None,
+                     log: Callable[[str], None] | None = None
+                     ) -> tuple[Rows, torch.Tensor, float]:
+    """Adam on the RMS distance of :func:`solve` to ``ref`` from ``x``, from ``rows`` on
+    ``sigmas``; returns the best rows seen, their σ's and their RMS.
 
     The ε coefficients move by a factor e^p (they span σ_max to σ_min), the D ones by
-    additive offsets; the denoiser must pass gradients to x (model weights are frozen here).
+    additive offsets. With ``sigma_lr`` the σ's move too (as in the paper), through
+    :func:`.search.step_logits`: descending, σ_max fixed, the last σ free above
+    ``sigma_floor``; the denoiser must then take a σ tensor and pass its gradient. The
+    denoiser must pass gradients to x (model weights are frozen here).
     """
     init = [torch.tensor(row, dtype=torch.float64) for row in rows]
     scale = [torch.zeros((), dtype=torch.float64, requires_grad=True) for _ in init]
     shift = [torch.zeros(len(row) - 1, dtype=torch.float64, requires_grad=True) for row in init]
-    opt = torch.optim.Adam([*scale, *shift], lr=lr)
+    groups = [{"params": [*scale, *shift], "lr": lr}]
+    sigmas = sigmas.double()
+    move = sigma_lr > 0 and len(sigmas) > 2
+    if move:
+        logits, to_sigmas = step_logits(sigmas, sigma_floor)
+        logits.requires_grad_(True)
+        groups.append({"params": [logits], "lr": sigma_lr})
+    opt = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
 
     def current() -> list[torch.Tensor]:
         return [torch.cat([r[:1] * p.exp(), r[1:] + s]) for r, p, s in zip(init, scale, shift,
                                                                         strict=True)]
 
-    best, best_rows = float("inf"), rows
+    best, best_rows, best_sigmas = float("inf"), rows, sigmas
     for it in range(iters + 1):
         opt.zero_grad()
-        coeffs = current()
-        loss = (solve(denoiser, x, sigmas, [c.to(x.dtype) for c in coeffs]) - ref
-                ).pow(2).mean()
+        coeffs, sig = current(), to_sigmas(logits) if move else sigmas
+        loss = (solve(denoiser, x, sig, [c.to(x.dtype) for c in coeffs]) - ref).pow(2).mean()
         value = loss.sqrt().item()
         if value < best:
             best, best_rows = value, [c.detach().tolist() for c in coeffs]
+            best_sigmas = sig.detach().clone()
         if log and it % 25 == 0:
             log(f"  fit {it}/{iters}: rms {value:.5f}")
         if it == iters:
@@ -119,4 +134,4 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
         loss.backward()
         opt.step()
         sched.step()
-    return best_rows, best
+    return best_rows, best_sigmas, best

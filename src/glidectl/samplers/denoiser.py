@@ -119,14 +119,16 @@ class GlideDenoiser:
         """The guided 6-channel output for N rows of x_t at timestep t."""
         rows = x_t.shape[0]
         guided = self.guidance is not None
-        sigma = self.t_to_sigma(t)
+        sigma = self.t_to_sigma(float(t.detach()) if torch.is_tensor(t) else t)
         text_emb = self.text_emb
         if guided and not in_interval(sigma, self.guidance_interval):
             guided = False  # the conditional rows alone: half the work of a guided forward
             text_emb = {k: v[:rows] for k, v in text_emb.items()} if text_emb else text_emb
         x_in = torch.cat([x_t, x_t]) if guided else x_t
         kwargs = {k: (torch.cat([v, v]) if guided else v) for k, v in self.model_kwargs.items()}
-        ts = torch.full((x_in.shape[0],), t, dtype=torch.float32, device=x_t.device)
+        ts = (t.to(device=x_t.device, dtype=torch.float32).expand(x_in.shape[0])
+              if torch.is_tensor(t) else
+              torch.full((x_in.shape[0],), t, dtype=torch.float32, device=x_t.device))
         ctx = (
             torch.autocast(x_t.device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
@@ -150,16 +152,26 @@ class GlideDenoiser:
             guided_eps = (x_t - a**0.5 * x0) / (1 - a) ** 0.5
         return torch.cat([guided_eps, rest], dim=1)
 
+    def differentiable_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """:meth:`sigma_to_t` for a σ tensor, passing gradients (bespoke fitting moves σ)."""
+        table = torch.as_tensor(self._log_sigmas, dtype=sigma.dtype, device=sigma.device)
+        log_sigma = sigma.log()
+        i = int(torch.searchsorted(table, log_sigma.detach().reshape(1)).clamp(1, len(table) - 1))
+        return (i - 1) + (log_sigma - table[i - 1]) / (table[i] - table[i - 1])
+
     def __call__(
         self, x: torch.Tensor, sigma: float, *, t: float | None = None, variance: bool = False
     ) -> Any:
-        sigma = float(sigma)
-        if t is None:
-            t = self.sigma_to_t(sigma)
-        if self.quantize_t:
-            t = float(round(t))
-        elif abs(t - round(t)) < 1e-6:
-            t = float(round(t))
+        if torch.is_tensor(sigma) and sigma.requires_grad:  # gradients flow to σ
+            t = self.differentiable_t(sigma)
+        else:
+            sigma = float(sigma)
+            if t is None:
+                t = self.sigma_to_t(sigma)
+            if self.quantize_t:
+                t = float(round(t))
+            elif abs(t - round(t)) < 1e-6:
+                t = float(round(t))
         out = self.model_output(x / (1.0 + sigma * sigma) ** 0.5, t)
         denoised = x - sigma * out[:, :3]
         if self.denoised_fn is not None:

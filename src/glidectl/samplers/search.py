@@ -73,21 +73,14 @@ def search_sigmas(sigmas: torch.Tensor, xs: torch.Tensor, denoised: torch.Tensor
     return torch.cat([sigmas.double()[path], sigmas.new_zeros(1, dtype=torch.float64)])
 
 
-def descend_sigmas(loss: Callable[[torch.Tensor], float], sigmas: torch.Tensor, *,
-                   sigma_floor: float | None = None, rounds: int = 14, step: float = 0.5
-                   ) -> tuple[torch.Tensor, float]:
-    """Coordinate descent of a schedule (n σ's then 0) on ``loss(sigmas)``; returns the best
-    σ's and their loss.
-
-    The log-σ steps are a softmax of logits times the total drop, so σ's stay descending and
-    σ_max stays put. Without ``sigma_floor`` the last σ stays put too; with it the last σ is
-    free above ``sigma_floor`` (a trailing gap to it is one more logit; σ's that end on the
-    floor start 3 % of a mean step above it). Each round moves every logit by ±``step`` and
-    keeps what lowers the loss; a round without a gain halves ``step``.
-    """
+def step_logits(sigmas: torch.Tensor, sigma_floor: float | None = None
+                ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """A schedule (n ≥ 2 σ's then 0) as logits, and the map back: the log-σ steps are a
+    softmax of the logits times the total drop, so σ's stay descending and σ_max stays put.
+    Without ``sigma_floor`` the last σ stays put too; with it the last σ is free above
+    ``sigma_floor`` (a trailing gap to it is one more logit; σ's that end on the floor start
+    3 % of a mean step above it). The map is differentiable."""
     sig = sigmas.double()[:-1]
-    if len(sig) < 2:
-        return sigmas.double(), loss(sigmas.double())
     top = math.log(float(sig[0]))
     incs = -sig.log().diff()
     if sigma_floor is not None:
@@ -104,7 +97,23 @@ def descend_sigmas(loss: Callable[[torch.Tensor], float], sigmas: torch.Tensor, 
             drops = drops[:-1]
         return append_zero((top - torch.cat([drops.new_zeros(1), drops.cumsum(0)])).exp())
 
-    logits = incs.log()
+    return incs.log(), to_sigmas
+
+
+def descend_sigmas(loss: Callable[[torch.Tensor], float], sigmas: torch.Tensor, *,
+                   sigma_floor: float | None = None, rounds: int = 14, step: float = 0.5
+                   ) -> tuple[torch.Tensor, float]:
+    """Coordinate descent of a schedule (n σ's then 0) on ``loss(sigmas)``; returns the best
+    σ's and their loss.
+
+    The σ's move as :func:`step_logits` (descending, σ_max fixed, the last σ fixed or free
+    above ``sigma_floor``). Each round moves every logit by ±``step`` and keeps what lowers
+    the loss; a round without a gain halves ``step``.
+    """
+    sig = sigmas.double()[:-1]
+    if len(sig) < 2:
+        return sigmas.double(), loss(sigmas.double())
+    logits, to_sigmas = step_logits(sigmas, sigma_floor)
     best = loss(to_sigmas(logits))
     for _ in range(rounds):
         improved = False
