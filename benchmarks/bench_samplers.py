@@ -198,11 +198,13 @@ def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float)
 
 
 def demo_prompts(n: int, seed: int = 0) -> list[str]:
-    """n of the 36 quickstart captions: in order for seed 0 (the benchmark's), shuffled by
-    ``seed`` otherwise (tune_schedule.py tunes on seed 1, noise and order held out)."""
+    """n of the 36 quickstart captions (repeated beyond 36): in order for seed 0 (the
+    benchmark's), shuffled by ``seed`` otherwise (tune_schedule.py tunes on seed 1, noise
+    and order held out)."""
     from bench_quickstart import demo_prompts as every_caption
 
     prompts = every_caption(per_class=1)
+    prompts = prompts * -(-n // len(prompts))  # more images than captions: each again
     if seed:
         order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed))
         prompts = [prompts[i] for i in order]
