@@ -45,7 +45,8 @@ def build_app(backend: UiBackend) -> Any:
     from .. import plugins
 
     bases, ups, loras = backend.choices()
-    samplers = plugins.samplers().names()
+    registry = plugins.samplers()  # not those that need a fitted schedule file (bespoke)
+    samplers = [n for n in registry.names() if not registry.get(n).accepts("coefficients")]
     first = bases[0] if bases else None
     sampler0, steps0, guidance0 = _recommended_values(backend, first, samplers)
 
