@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 
 import torch
 
@@ -112,12 +113,13 @@ def tune_model(args: argparse.Namespace) -> None:
             if args.method == "bespoke":
                 sigmas = found[steps]
                 model.requires_grad_(False)
+                began = time.perf_counter()
                 coefficients[steps], found[steps], fitted = fit_coefficients(
                     den, x_T * float(sigmas[0]), sigmas, ref, linear_coefficients(fn, sigmas),
                     iters=args.iters, lr=args.lr, sigma_lr=args.sigma_lr,
                     sigma_floor=den.sigma_min, log=lambda m: print(m, flush=True))
-                print(f"{calls} calls: bespoke tuning RMS {value:.5f} -> {fitted:.5f}",
-                      flush=True)
+                print(f"{calls} calls: bespoke tuning RMS {value:.5f} -> {fitted:.5f} "
+                      f"({time.perf_counter() - began:.0f} s)", flush=True)
         how = (f"σ's of {args.start}" if args.start
                else f"coordinate descent of {sampler} (from exponential σ's)")
         if args.method == "bespoke":
