@@ -119,3 +119,15 @@ def test_fitting_the_sigmas_too_keeps_them_descending_above_the_floor() -> None:
     assert torch.all(moved[:-1].diff() < 0) and not torch.equal(moved, sigmas)
     again = (sample_bespoke(den, x, moved, coefficients=rows) - ref).pow(2).mean().sqrt()
     assert float(again) == pytest.approx(best)
+
+
+def test_a_fit_that_diverges_runs_again_at_half_the_rates_and_never_ends_worse() -> None:
+    den, x, ref = _mixture(64, 1)
+    sigmas = get_sigmas("exponential", 5, SIGMA_MIN, SIGMA_MAX)
+    start = linear_coefficients(plugins.samplers().get("unipc"), sigmas)
+    said: list[str] = []
+    rows, _, best = fit_coefficients(den, x, sigmas, ref, start, iters=6, lr=50.0,
+                                     log=said.append)
+    assert sum("again at half the rates" in m for m in said) >= 1
+    first = (sample_bespoke(den, x, sigmas, coefficients=start) - ref).pow(2).mean().sqrt()
+    assert best <= float(first) + 1e-12

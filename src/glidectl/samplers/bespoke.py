@@ -99,8 +99,23 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
     additive offsets. With ``sigma_lr`` the σ's move too (as in the paper), through
     :func:`.search.step_logits`: descending, σ_max fixed, the last σ free above
     ``sigma_floor``; the denoiser must then take a σ tensor and pass its gradient. The
-    denoiser must pass gradients to x (model weights are frozen here).
+    denoiser must pass gradients to x (model weights are frozen here). Rates follow a
+    cosine to 0; a fit that ends no better than its start (it diverged: more coefficients,
+    as at 20 calls, can at rates that suit 10) runs again at half the rates, twice at most.
     """
+    for attempt in range(3):
+        rates = (lr / 2**attempt, sigma_lr / 2**attempt)
+        found, start = _adam(denoiser, x, sigmas, ref, rows, iters, *rates, sigma_floor, log)
+        if found[2] < 0.999 * start:
+            break
+        if log:
+            log(f"  fit ended at its start ({start:.5f}): again at half the rates")
+    return found
+
+
+def _adam(denoiser, x, sigmas, ref, rows, iters, lr, sigma_lr, sigma_floor, log
+          ) -> tuple[tuple[Rows, torch.Tensor, float], float]:
+    """One Adam run of :func:`fit_coefficients`: (best rows, σ's, RMS) and the start's RMS."""
     init = [torch.tensor(row, dtype=torch.float64) for row in rows]
     scale = [torch.zeros((), dtype=torch.float64, requires_grad=True) for _ in init]
     shift = [torch.zeros(len(row) - 1, dtype=torch.float64, requires_grad=True) for row in init]
@@ -118,12 +133,13 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
         return [torch.cat([r[:1] * p.exp(), r[1:] + s]) for r, p, s in zip(init, scale, shift,
                                                                         strict=True)]
 
-    best, best_rows, best_sigmas = float("inf"), rows, sigmas
+    best, best_rows, best_sigmas, start = float("inf"), rows, sigmas, float("nan")
     for it in range(iters + 1):
         opt.zero_grad()
         coeffs, sig = current(), to_sigmas(logits) if move else sigmas
         loss = (solve(denoiser, x, sig, [c.to(x.dtype) for c in coeffs]) - ref).pow(2).mean()
         value = loss.sqrt().item()
+        start = value if it == 0 else start
         if value < best:
             best, best_rows = value, [c.detach().tolist() for c in coeffs]
             best_sigmas = sig.detach().clone()
@@ -134,4 +150,4 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
         loss.backward()
         opt.step()
         sched.step()
-    return best_rows, best_sigmas, best
+    return (best_rows, best_sigmas, best), start
