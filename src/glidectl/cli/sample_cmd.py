@@ -18,7 +18,8 @@ STEPS_HELP = ("Base steps (σ's visited, not model calls: heun's 10 steps are 19
               "fast27) with --schedule respaced (default: the model's recommended, else 25).")
 SCHEDULE_HELP = ("Step schedule: auto (the sampler's own), respaced, karras, exponential, "
                  "logsnr, polyexponential, optimised, a plugin's, or a schedule file "
-                 "(FILE.json from benchmarks/tune_schedule.py --model) (default: the model's "
+                 "(FILE.json from benchmarks/tune_schedule.py --model; --sampler bespoke "
+                 "needs one fitted with --method bespoke) (default: the model's "
                  "recommended, else auto).")
 GUIDANCE_HELP = "Classifier-free guidance scale, 1 = none (default: the model's, else 3)."
 PRECISION_HELP = ("auto (bf16 where the device computes it natively, else fp32), fp32, bf16 "
