@@ -94,6 +94,7 @@ def tune_model(args: argparse.Namespace) -> None:
             return (out - ref).pow(2).mean().sqrt().item()
 
         found, coefficients = {}, {}
+        model.requires_grad_(False)  # bespoke fits need gradients to x and σ only
         for calls in args.steps:
             steps = steps_for(sampler, calls)
             if steps is None:
@@ -112,7 +113,6 @@ def tune_model(args: argparse.Namespace) -> None:
                       f"{value:.5f}", flush=True)
             if args.method == "bespoke":
                 sigmas = found[steps]
-                model.requires_grad_(False)
                 began = time.perf_counter()
                 coefficients[steps], found[steps], fitted = fit_coefficients(
                     den, x_T * float(sigmas[0]), sigmas, ref, linear_coefficients(fn, sigmas),

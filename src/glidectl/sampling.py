@@ -58,12 +58,11 @@ class StageOptions:
         return build_sigmas(self.schedule or spec.schedule, self.steps, table,
                             sigma_max=self.sigma_max)
 
-    def coefficients(self, sigmas: torch.Tensor) -> list[list[float]]:
-        """A bespoke solver's coefficients for these σ's, from the ``schedule`` file."""
+    def coefficients(self, sigmas: torch.Tensor) -> list[list[float]] | None:
+        """A bespoke solver's coefficients for these σ's from the ``schedule`` file (None
+        without one: the sampler says what to pass)."""
         if not (self.schedule and is_schedule_file(self.schedule)):
-            raise GlidectlError(f"The {self.sampler} sampler needs coefficients fitted to the "
-                                "model: pass --schedule FILE written by benchmarks/"
-                                "tune_schedule.py --model RUN --method bespoke.")
+            return None
         return read_coefficients(self.schedule, len(sigmas) - 1, sigmas)
 
     def model_calls(self, alphas_cumprod: np.ndarray) -> int:
