@@ -168,7 +168,7 @@ def fit_gmm_bespoke(path: str, den: GaussianMixtureDenoiser, seed: int, calls: l
         sigmas = get_sigmas("optimised", n, 0.002, 80.0)
         start = linear_coefficients(plugins.samplers().get("ipndm"), sigmas)
         coefficients[n], found[n], value = fit_coefficients(
-            den, x, sigmas, ref, start, iters=300, sigma_lr=0.01, sigma_floor=0.002)
+            den, x, sigmas, ref, start, move_sigmas=True, sigma_floor=0.002)
         print(f"gmm bespoke {n} calls: tuning rms {value:.5f}", flush=True)
     write_schedule_file(path, found, 0.002, 80.0, f"bespoke fit on mixture seed {seed}, "
                         f"tuning noise seed {1000 + seed}, from ipndm on optimised σ's, σ's moved",

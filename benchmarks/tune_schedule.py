@@ -31,6 +31,7 @@ default next to the model, that ``glidectl sample --schedule FILE`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -38,12 +39,13 @@ import time
 import torch
 
 from glidectl import plugins
+from glidectl.errors import GlidectlError
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.bespoke import fit_coefficients, linear_coefficients
 from glidectl.samplers.schedules import build_sigmas
 from glidectl.samplers.search import descend_sigmas, search_sigmas
-from glidectl.samplers.tuned import write_schedule_file
+from glidectl.samplers.tuned import read_coefficients, write_schedule_file
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
@@ -114,17 +116,22 @@ def tune_model(args: argparse.Namespace) -> None:
             if args.method == "bespoke":
                 sigmas = found[steps]
                 began = time.perf_counter()
+                rows = linear_coefficients(fn, sigmas)
+                if args.start:  # resume the start file's fit when it holds one for n
+                    with contextlib.suppress(GlidectlError):
+                        rows = read_coefficients(args.start, steps, sigmas)
                 coefficients[steps], found[steps], fitted = fit_coefficients(
-                    den, x_T * float(sigmas[0]), sigmas, ref, linear_coefficients(fn, sigmas),
-                    iters=args.iters, lr=args.lr, sigma_lr=args.sigma_lr,
+                    den, x_T * float(sigmas[0]), sigmas, ref, rows,
+                    evals=args.evals, move_sigmas=not args.fixed_sigmas,
                     sigma_floor=den.sigma_min, log=lambda m: print(m, flush=True))
                 print(f"{calls} calls: bespoke tuning RMS {value:.5f} -> {fitted:.5f} "
                       f"({time.perf_counter() - began:.0f} s)", flush=True)
         how = (f"σ's of {args.start}" if args.start
                else f"coordinate descent of {sampler} (from exponential σ's)")
         if args.method == "bespoke":
-            how += (f", then bespoke coefficients fitted from {sampler}'s and σ's moved "
-                    f"({args.iters} Adam steps)")
+            moved = "" if args.fixed_sigmas else " and σ's moved"
+            how += (f", then bespoke coefficients fitted from {sampler}'s{moved} "
+                    f"({args.evals} L-BFGS evaluations)")
             sampler = "bespoke"
     for n, s in found.items():
         print(f"{n}: {', '.join(f'{float(v):.4g}' for v in s[:-1])}")
@@ -147,10 +154,10 @@ def main() -> None:
     parser.add_argument("--start", metavar="FILE", help="On a model: start from this "
                         "schedule file's σ's instead of a descent (e.g. to fit --method "
                         "bespoke on an earlier descent's file).")
-    parser.add_argument("--iters", type=int, default=200, help="Bespoke fitting steps.")
-    parser.add_argument("--lr", type=float, default=0.003, help="Bespoke coefficients' rate.")
-    parser.add_argument("--sigma-lr", type=float, default=0.01,
-                        help="Bespoke σ logits' rate (0: keep the descent's σ's).")
+    parser.add_argument("--evals", type=int, default=150,
+                        help="Bespoke fit: L-BFGS evaluations of the loss and its gradient.")
+    parser.add_argument("--fixed-sigmas", action="store_true",
+                        help="Bespoke fit: keep the σ's where the descent put them.")
     parser.add_argument("--steps", type=int, nargs="+", default=[6, 8, 10, 12, 15, 20],
                         help="Step counts (on a model with descent: model calls).")
     parser.add_argument("--samples", type=int, default=512)

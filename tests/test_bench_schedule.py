@@ -54,7 +54,7 @@ def test_bespoke_fit_on_a_models_ode_writes_coefficients_sample_uses(tmp_path) -
     done = subprocess.run(
         [sys.executable, "tune_schedule.py", "--model", str(weights), "--steps", "3",
          "--images", "1", "--reference-steps", "12", "--rounds", "2", "--method", "bespoke",
-         "--iters", "6", "--out", str(out)],
+         "--evals", "6", "--out", str(out)],
         cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     before, after = map(float, re.search(r"bespoke tuning RMS ([\d.e-]+) -> ([\d.e-]+)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -43,7 +45,7 @@ def test_fitting_lowers_the_error_on_held_out_noise() -> None:
     _, x_held, ref_held = _mixture(256, 2)
     sigmas = get_sigmas("exponential", 6, SIGMA_MIN, SIGMA_MAX)
     start = linear_coefficients(plugins.samplers().get("unipc"), sigmas)
-    rows, fitted, best = fit_coefficients(den, x, sigmas, ref, start, iters=80, lr=0.01)
+    rows, fitted, best = fit_coefficients(den, x, sigmas, ref, start, evals=40)
     assert torch.equal(fitted, sigmas)
 
     def rms(coefficients, x, ref) -> float:
@@ -51,8 +53,8 @@ def test_fitting_lowers_the_error_on_held_out_noise() -> None:
                 ).pow(2).mean().sqrt().item()
 
     assert best == pytest.approx(rms(rows, x, ref))
-    assert best < 0.6 * rms(start, x, ref)  # measured 0.41
-    assert rms(rows, x_held, ref_held) < 0.6 * rms(start, x_held, ref_held)  # 0.41
+    assert best < 0.4 * rms(start, x, ref)  # measured 0.18 (Adam's 300 steps: 0.41)
+    assert rms(rows, x_held, ref_held) < 0.4 * rms(start, x_held, ref_held)  # 0.24
 
 
 def test_a_schedule_file_carries_coefficients_for_its_own_sigmas(tmp_path) -> None:
@@ -110,10 +112,10 @@ def test_fitting_the_sigmas_too_keeps_them_descending_above_the_floor() -> None:
     den, x, ref = _mixture(128, 1)
     sigmas = get_sigmas("exponential", 5, 0.01, SIGMA_MAX)
     start = linear_coefficients(plugins.samplers().get("unipc"), sigmas)
-    rows, fixed_sigmas, fixed = fit_coefficients(den, x, sigmas, ref, start, iters=40, lr=0.01)
-    rows, moved, best = fit_coefficients(den, x, sigmas, ref, start, iters=40, lr=0.01,
-                                         sigma_lr=0.05, sigma_floor=0.005)
-    assert best < fixed  # measured 0.0385 vs 0.0505
+    rows, fixed_sigmas, fixed = fit_coefficients(den, x, sigmas, ref, start, evals=30)
+    rows, moved, best = fit_coefficients(den, x, sigmas, ref, start, evals=30,
+                                         move_sigmas=True, sigma_floor=0.005)
+    assert best < fixed  # measured 0.0186 vs 0.0391
     assert float(moved[0]) == pytest.approx(SIGMA_MAX) and moved[-1] == 0
     assert moved[-2] >= 0.005
     assert torch.all(moved[:-1].diff() < 0) and not torch.equal(moved, sigmas)
@@ -121,13 +123,26 @@ def test_fitting_the_sigmas_too_keeps_them_descending_above_the_floor() -> None:
     assert float(again) == pytest.approx(best)
 
 
-def test_a_fit_that_diverges_runs_again_at_half_the_rates_and_never_ends_worse() -> None:
+class _FailsOnce:
+    """A mixture denoiser whose third call returns NaN (a line-search probe gone too far)."""
+
+    def __init__(self, den: GaussianMixtureDenoiser):
+        self.den, self.calls = den, 0
+
+    def __call__(self, x, sigma, **kwargs):
+        self.calls += 1
+        out = self.den(x, sigma, **kwargs)
+        return out * float("nan") if self.calls == 3 * 5 else out
+
+
+def test_a_non_finite_probe_is_rejected_and_a_fit_never_ends_worse() -> None:
     den, x, ref = _mixture(64, 1)
     sigmas = get_sigmas("exponential", 5, SIGMA_MIN, SIGMA_MAX)
     start = linear_coefficients(plugins.samplers().get("unipc"), sigmas)
-    said: list[str] = []
-    rows, _, best = fit_coefficients(den, x, sigmas, ref, start, iters=6, lr=50.0,
-                                     log=said.append)
-    assert sum("again at half the rates" in m for m in said) >= 1
-    first = (sample_bespoke(den, x, sigmas, coefficients=start) - ref).pow(2).mean().sqrt()
-    assert best <= float(first) + 1e-12
+    first = float((sample_bespoke(den, x, sigmas, coefficients=start) - ref).pow(2).mean().sqrt())
+    rows, _, best = fit_coefficients(_FailsOnce(den), x, sigmas, ref, start, evals=8)
+    assert math.isfinite(best) and best < first
+    again = (sample_bespoke(den, x, sigmas, coefficients=rows) - ref).pow(2).mean().sqrt()
+    assert float(again) == pytest.approx(best)
+    rows, _, best = fit_coefficients(den, x, sigmas, ref, start, evals=1)
+    assert rows == start and best == pytest.approx(first)

@@ -15,6 +15,7 @@ coefficients are stored in the schedule file next to the σ positions they were 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -35,7 +36,8 @@ def check_rows(rows: Rows, n: int) -> None:
 
 
 def solve(denoiser, x, sigmas, rows, extra=None, callback: Callback = None):
-    """The linear solver: x_0 = x, x_i = rows[i−1]·[ε, D_0, …, D_(i−1)], result rows[n−1]·…
+    """The linear solver: x_0 = x, x_i = rows[i−1]·[ε, D_0, …, D_(i−1)], result rows[n−1]·…,
+    clipped to [−1, 1] when the denoiser clips its x0 (as every other sampler's result is)
     (rows and σ's may be tensors that need gradients; the denoiser then gets σ tensors)."""
     extra = extra or {}
     grad = torch.is_tensor(sigmas) and sigmas.requires_grad
@@ -48,7 +50,8 @@ def solve(denoiser, x, sigmas, rows, extra=None, callback: Callback = None):
         denoised = denoiser(x, sigma, **extra)
         report(callback, i, x, sigma, sigma_next, denoised)
         basis.append(denoised)
-    return sum(c * b for c, b in zip(rows[-1], basis, strict=True))
+    out = sum(c * b for c, b in zip(rows[-1], basis, strict=True))
+    return out.clamp(-1, 1) if getattr(denoiser, "clip", False) else out
 
 
 @torch.no_grad()
@@ -88,66 +91,60 @@ def linear_coefficients(sampler: Callable, sigmas: torch.Tensor) -> Rows:
 
 
 def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch.Tensor,
-                     rows: Rows, *, iters: int = 200, lr: float = 0.003,
-                     sigma_lr: float = 0.0, sigma_floor: float | None = None,
-                     log: Callable[[str], None] | None = None
+                     rows: Rows, *, evals: int = 150, move_sigmas: bool = False,
+                     sigma_floor: float | None = None, log: Callable[[str], None] | None = None
                      ) -> tuple[Rows, torch.Tensor, float]:
-    """Adam on the RMS distance of :func:`solve` to ``ref`` from ``x``, from ``rows`` on
-    ``sigmas``; returns the best rows seen, their σ's and their RMS.
+    """L-BFGS on the mean squared distance of :func:`solve` to ``ref`` from ``x``, from
+    ``rows`` on ``sigmas``, for ``evals`` evaluations of the loss and its gradient; returns
+    the best rows seen, their σ's and their RMS.
 
     The ε coefficients move by a factor e^p (they span σ_max to σ_min), the D ones by
-    additive offsets. With ``sigma_lr`` the σ's move too (as in the paper), through
+    additive offsets. With ``move_sigmas`` the σ's move too (as in the paper), through
     :func:`.search.step_logits`: descending, σ_max fixed, the last σ free above
     ``sigma_floor``; the denoiser must then take a σ tensor and pass its gradient. The
-    denoiser must pass gradients to x (model weights are frozen here). Rates follow a
-    cosine to 0; a fit that ends no better than its start (it diverged: more coefficients,
-    as at 20 calls, can at rates that suit 10) runs again at half the rates, twice at most.
+    denoiser must pass gradients to x (model weights are frozen here). The loss is smooth and
+    deterministic (every tuning sample in every evaluation), which suits a quasi-Newton
+    method with a line search: on a quickstart model it went as far in 20 evaluations as
+    Adam did in 300.
     """
-    for attempt in range(3):
-        rates = (lr / 2**attempt, sigma_lr / 2**attempt)
-        found, start = _adam(denoiser, x, sigmas, ref, rows, iters, *rates, sigma_floor, log)
-        if found[2] < 0.999 * start:
-            break
-        if log:
-            log(f"  fit ended at its start ({start:.5f}): again at half the rates")
-    return found
-
-
-def _adam(denoiser, x, sigmas, ref, rows, iters, lr, sigma_lr, sigma_floor, log
-          ) -> tuple[tuple[Rows, torch.Tensor, float], float]:
-    """One Adam run of :func:`fit_coefficients`: (best rows, σ's, RMS) and the start's RMS."""
     init = [torch.tensor(row, dtype=torch.float64) for row in rows]
     scale = [torch.zeros((), dtype=torch.float64, requires_grad=True) for _ in init]
     shift = [torch.zeros(len(row) - 1, dtype=torch.float64, requires_grad=True) for row in init]
-    groups = [{"params": [*scale, *shift], "lr": lr}]
+    params = [*scale, *shift]
     sigmas = sigmas.double()
-    move = sigma_lr > 0 and len(sigmas) > 2
+    move = move_sigmas and len(sigmas) > 2
     if move:
         logits, to_sigmas = step_logits(sigmas, sigma_floor)
         logits.requires_grad_(True)
-        groups.append({"params": [logits], "lr": sigma_lr})
-    opt = torch.optim.Adam(groups)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
+        params.append(logits)
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=evals, max_eval=evals, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+                            tolerance_change=1e-14)
 
-    def current() -> list[torch.Tensor]:
-        return [torch.cat([r[:1] * p.exp(), r[1:] + s]) for r, p, s in zip(init, scale, shift,
-                                                                        strict=True)]
+    def current() -> tuple[list[torch.Tensor], torch.Tensor]:
+        return ([torch.cat([r[:1] * p.exp(), r[1:] + s])
+                 for r, p, s in zip(init, scale, shift, strict=True)],
+                to_sigmas(logits) if move else sigmas)
 
-    best, best_rows, best_sigmas, start = float("inf"), rows, sigmas, float("nan")
-    for it in range(iters + 1):
+    best: list = [float("inf"), rows, sigmas]
+    count = [0]
+
+    def closure() -> torch.Tensor:
         opt.zero_grad()
-        coeffs, sig = current(), to_sigmas(logits) if move else sigmas
+        coeffs, sig = current()
         loss = (solve(denoiser, x, sig, [c.to(x.dtype) for c in coeffs]) - ref).pow(2).mean()
         value = loss.sqrt().item()
-        start = value if it == 0 else start
-        if value < best:
-            best, best_rows = value, [c.detach().tolist() for c in coeffs]
-            best_sigmas = sig.detach().clone()
-        if log and it % 25 == 0:
-            log(f"  fit {it}/{iters}: rms {value:.5f}")
-        if it == iters:
-            break
+        if not math.isfinite(value):  # a line-search probe too far: tell it "much worse"
+            return torch.tensor(1e30, dtype=torch.float64)
+        if value < best[0]:
+            best[:] = [value, [c.detach().tolist() for c in coeffs], sig.detach().clone()]
+        if log and count[0] % 25 == 0:
+            log(f"  fit {count[0]}/{evals}: rms {value:.5f}")
+        count[0] += 1
         loss.backward()
-        opt.step()
-        sched.step()
-    return (best_rows, best_sigmas, best), start
+        return loss
+
+    opt.step(closure)
+    if log:
+        log(f"  fit {count[0]}/{evals}: best rms {best[0]:.5f}")
+    return best[1], best[2], best[0]
