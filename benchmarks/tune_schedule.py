@@ -18,7 +18,7 @@ by coordinate descent from exponential σ's, the last σ free above the table's 
 minimise the sampler's RMS distance to the reference (``--steps`` are model calls);
 ``--method gits`` runs GITS dynamic programming (Chen et al. 2024, see
 glidectl/samplers/search.py) without sampling; ``--method bespoke`` runs the descent, then
-fits a bespoke solver's coefficients and σ's by gradient descent through the model, from
+fits a bespoke solver's coefficients and σ's by L-BFGS through the model, from
 ``--sampler``'s own (Shaul et al. 2024, see glidectl/samplers/bespoke.py), for
 ``glidectl sample --sampler bespoke --schedule FILE``. The positions go to a schedule file, by
 default next to the model, that ``glidectl sample --schedule FILE`` and

@@ -4,8 +4,8 @@ Shaul et al. 2024, "Bespoke Non-Stationary Solvers for Fast Sampling of Diffusio
 Models" (ICML). On fixed σ's every deterministic sampler here is linear in the starting
 noise and the denoised values: x_i = a_i·ε + Σ_(j<i) b_ij·D_j, with ε = x_T/σ_0 and
 D_j = D(x_j, σ_j), and its result is such a sum too. A non-stationary solver leaves every
-a_i and b_ij free — n(n + 3)/2 numbers for n model calls — and fits them by gradient
-descent through the model, on the distance to reference samples of the model's own ODE
+a_i and b_ij free — n(n + 3)/2 numbers for n model calls — and fits them by L-BFGS
+through the model, on the distance to reference samples of the model's own ODE
 from tuning noise, starting from the coefficients of a good sampler on a tuned schedule
 (:func:`linear_coefficients`), moving the σ's too if asked (as the paper moves its times).
 Here the solver works on the data prediction D, clipped as the model samples. The
