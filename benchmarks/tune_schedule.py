@@ -153,7 +153,8 @@ def main() -> None:
                         "descent then a bespoke solver fitted from the sampler.")
     parser.add_argument("--start", metavar="FILE", help="On a model: start from this "
                         "schedule file's σ's instead of a descent (e.g. to fit --method "
-                        "bespoke on an earlier descent's file).")
+                        "bespoke on an earlier descent's file), and from its bespoke "
+                        "coefficients when it holds them for the step count (a refit).")
     parser.add_argument("--evals", type=int, default=150,
                         help="Bespoke fit: L-BFGS evaluations of the loss and its gradient.")
     parser.add_argument("--fixed-sigmas", action="store_true",

@@ -146,3 +146,28 @@ def test_a_non_finite_probe_is_rejected_and_a_fit_never_ends_worse() -> None:
     assert float(again) == pytest.approx(best)
     rows, _, best = fit_coefficients(den, x, sigmas, ref, start, evals=1)
     assert rows == start and best == pytest.approx(first)
+
+
+class _Clipping:
+    """A mixture denoiser that says it clips its x0 to [−1, 1] (as GLIDE's does)."""
+
+    clip = True
+
+    def __init__(self, den: GaussianMixtureDenoiser):
+        self.den = den
+
+    def __call__(self, x, sigma, **kwargs):
+        return self.den(x, sigma, **kwargs).clamp(-1, 1)
+
+
+def test_the_result_is_clipped_when_the_denoiser_clips() -> None:
+    den, x, _ = _mixture(64, 0)
+    sigmas = get_sigmas("karras", 4, SIGMA_MIN, SIGMA_MAX)
+    rows = [[*r[:-1], 3 * r[-1]] for r in linear_coefficients(plugins.samplers().get("ddim"),
+                                                               sigmas)]
+    clipping = _Clipping(den)
+    clipped = sample_bespoke(clipping, x, sigmas, coefficients=rows)
+    clipping.clip = False  # the same x0's, no clip of the result
+    loose = sample_bespoke(clipping, x, sigmas, coefficients=rows)
+    assert loose.abs().max() > 1.5
+    torch.testing.assert_close(clipped, loose.clamp(-1, 1), rtol=0, atol=0)
