@@ -104,8 +104,8 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
     ``sigma_floor``; the denoiser must then take a σ tensor and pass its gradient. The
     denoiser must pass gradients to x (model weights are frozen here). The loss is smooth and
     deterministic (every tuning sample in every evaluation), which suits a quasi-Newton
-    method with a line search: on a quickstart model it went as far in 20 evaluations as
-    Adam did in 300.
+    method with a line search: on a quickstart model, from the same start, it went as far in
+    25 evaluations (0.0218 → 0.0144) as Adam did in 300 steps (0.0146).
     """
     init = [torch.tensor(row, dtype=torch.float64) for row in rows]
     scale = [torch.zeros((), dtype=torch.float64, requires_grad=True) for _ in init]
