@@ -18,6 +18,24 @@ from data_helpers import encode, photo
 
 from glidectl.config import DataConfig
 from glidectl.tokenizer import get_tokenizer
+from glidectl.training.data_stream import DataStream
+
+
+@pytest.fixture(autouse=True)
+def close_streams(monkeypatch):
+    """Close every DataStream a test makes, so its DataLoader workers stop at the test's end
+    (as the trainer does) instead of at some later garbage collection."""
+    made: list[DataStream] = []
+    init = DataStream.__init__
+
+    def tracked(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(DataStream, "__init__", tracked)
+    yield
+    for stream in made:
+        stream.close()
 
 
 @pytest.fixture

@@ -116,3 +116,17 @@ def test_plain_iterable_datasets_resume_by_drawing_samples():
     resumed = DataStream(_Counting(), batch_size=2)
     resumed.load_state_dict(first.state_dict())
     assert [resumed.next()["i"].tolist() for _ in range(3)] == expected[2:]
+
+
+def test_close_stops_the_workers_and_keeps_the_cursor(shard_cfg, byte_tok):
+    straight = _stream(shard_cfg, byte_tok, workers=2)
+    batches = [straight.next() for _ in range(12)]
+    stream = _stream(shard_cfg, byte_tok, workers=2)
+    got = [stream.next() for _ in range(3)]
+    stream.close()
+    got += [stream.next() for _ in range(4)]
+    stream.close()
+    stream.close()  # closing twice is harmless
+    got += [stream.next() for _ in range(5)]
+    for expected, batch in zip(batches, got, strict=True):
+        _same(expected, batch)

@@ -118,24 +118,29 @@ class DataStream:
         items = iter(loader)
         pending: dict[int, deque[dict[str, Any]]] = {w: deque() for w in range(self.slots)}
         got = False
-        while not all(self.ended):
-            w = self.next_worker
-            if self.ended[w]:
-                self.next_worker = (w + 1) % self.slots
-                continue
-            while not pending[w]:
-                try:
-                    item = next(items)
-                except StopIteration:  # a worker left without its end marker
-                    item = {"_worker": w, "_end": True}
-                pending[int(item["_worker"])].append(item)
-            item = pending[w].popleft()
-            if item.get("_end"):
-                self.ended[w] = True
-                self.next_worker = (w + 1) % self.slots
-                continue
-            got = True
-            yield item
+        try:
+            while not all(self.ended):
+                w = self.next_worker
+                if self.ended[w]:
+                    self.next_worker = (w + 1) % self.slots
+                    continue
+                while not pending[w]:
+                    try:
+                        item = next(items)
+                    except StopIteration:  # a worker left without its end marker
+                        item = {"_worker": w, "_end": True}
+                    pending[int(item["_worker"])].append(item)
+                item = pending[w].popleft()
+                if item.get("_end"):
+                    self.ended[w] = True
+                    self.next_worker = (w + 1) % self.slots
+                    continue
+                got = True
+                yield item
+        finally:  # stop the workers now, not whenever the loader is garbage-collected
+            shutdown = getattr(items, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
         if fresh and not got:
             raise GlidectlError(
                 f"The training data gave not one batch of {self.batch_size}; check "
@@ -164,6 +169,12 @@ class DataStream:
         self.position += 1
         return batch
 
+    def close(self) -> None:
+        """Stop this epoch's DataLoader workers now (the cursor is kept)."""
+        if self._iter is not None:
+            self._iter.close()
+            self._iter = None
+
     def global_positions(self, b: int) -> list[int]:
         """Where this process's ``b`` samples sit in the global batch: interleaved
         (j·world + rank), as the stream is sharded sample by sample."""
@@ -187,6 +198,7 @@ class DataStream:
         return {"epoch": self.epoch, "position": self.position, "ranks": rows}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.close()
         rows = state.get("ranks") or []
         row = [int(v) for v in rows[self.rank]] if self.rank < len(rows) else []
         if len(row) < 4:  # no cursor for this process: start its saved epoch over
@@ -203,4 +215,3 @@ class DataStream:
             self.position, self.next_worker = position, next_worker
             self.cursors = row[4:4 + slots]
             self.ended = [bool(e) for e in row[4 + slots:4 + 2 * slots]]
-        self._iter = None

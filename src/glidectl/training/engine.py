@@ -482,6 +482,7 @@ class Trainer:
                     self._checkpoint(out.result)
         finally:
             out.close()
+            self.stream.close()
         out.result.step = step
         self.accelerator.wait_for_everyone()
         return out.result
