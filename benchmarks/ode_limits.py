@@ -1,0 +1,183 @@
+"""What stops a few-call sampler from reaching a tenth of DDIM-50's error: measured.
+
+Gaussian mixture (the exact problem of bench_samplers.py, ``--mixture-seed S``): a sample whose
+ODE path passes near a boundary between components ends in another component for a tiny
+error, and one such sample in 1,024 adds ~0.02 to the RMS. For each sampler × calls: how many
+samples "switch" (per-sample RMSE > 0.1 against the exact solution), the RMS, and the RMS of
+the others. Then, for one sampler at ``--calls`` (``ipndm`` on ``optimised`` σ's, or
+``--sampler bespoke --schedule FILE``), the exact ODE is followed from the sampler's own state
+at each step: the samples that switch there were lost by that step's state error, which is
+printed beside them (RMS of x_i − x(σ_i), the exact ODE's state at σ_i).
+
+Trained model (``--model RUN``): the denoiser D(x, σ) at fixed x (picture + σ·noise) on 61 σ's
+within ±0.15 of each σ in log σ: the RMS residual of a cubic fit (a smooth D leaves ~0 at this
+scale) against D's change across the window, and the change of D between adjacent integer
+timesteps. Then ``unipc`` on exponential σ's at 20–200 calls against a 1000-step ``dpm++3m``
+reference: an error that stops falling as calls grow is the roughness, not the solver's order.
+
+    python benchmarks/ode_limits.py --mixture-seed 2                       # ~1 min
+    python benchmarks/ode_limits.py --skip-gmm --model runs/quickstart     # ~10 min, 1 core
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import torch
+from bench_samplers import (
+    demo_prompts,
+    errors,
+    fitted_coefficients,
+    guided_denoiser,
+    model_guidance,
+    steps_for,
+)
+
+from glidectl import plugins
+from glidectl.samplers import get_sigmas
+from glidectl.samplers.analytic import GaussianMixtureDenoiser
+from glidectl.samplers.schedules import build_sigmas
+
+SWITCHED = 0.1  # per-sample RMSE: the sample ended in another component
+GMM_RUNS = [("ddim", "karras", c) for c in (50, 200, 1000)] + [
+    ("unipc", "karras", c) for c in (15, 30, 50, 100)] + [
+    ("ipndm", "optimised", c) for c in (10, 15, 20, 30)]
+
+
+def per_sample(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return (out - ref).reshape(len(out), -1).pow(2).mean(1).sqrt()
+
+
+def switch_figures(e: torch.Tensor) -> dict[str, float]:
+    keep = e <= SWITCHED
+    return {"switched": int((~keep).sum()), "rms": e.pow(2).mean().sqrt().item(),
+            "rms_others": e[keep].pow(2).mean().sqrt().item()}
+
+
+def gmm_limits(args: argparse.Namespace) -> dict:
+    den = GaussianMixtureDenoiser.random(seed=args.mixture_seed)
+    x = den.prior(args.samples, 80.0, torch.Generator().manual_seed(args.mixture_seed))
+    ref = den(den.ode_solution(x, 80.0, 0.002, 1000), 0.002)
+    print(f"gmm mixture {args.mixture_seed}, {args.samples} samples; switched = per-sample "
+          f"RMSE > {SWITCHED}")
+    print(f"{'sampler':<10} {'schedule':<16} calls switched      rms  rms-others")
+    rows = []
+    for name, schedule, calls in GMM_RUNS:
+        sigmas = get_sigmas(schedule, steps_for(name, calls), 0.002, 80.0)
+        e = per_sample(plugins.samplers().get(name)(den, x, sigmas), ref)
+        rows.append({"sampler": name, "schedule": schedule, "calls": calls,
+                     **switch_figures(e)})
+        r = rows[-1]
+        print(f"{name:<10} {schedule:<16} {calls:5d} {r['switched']:8d} {r['rms']:8.4f} "
+              f"{r['rms_others']:11.4f}", flush=True)
+
+    sigmas = get_sigmas(args.schedule, args.calls, 0.002, 80.0)
+    options = fitted_coefficients(args.sampler, args.schedule, sigmas) or {}
+    states: list[tuple[float, torch.Tensor]] = []
+
+    def recording(x_i: torch.Tensor, sigma: float, **kw) -> torch.Tensor:
+        states.append((float(sigma), x_i))
+        return den(x_i, sigma, **kw)
+
+    e = per_sample(plugins.samplers().get(args.sampler)(recording, x, sigmas, **options), ref)
+    print(f"\n{args.sampler} on {args.schedule} σ's, {args.calls} calls: "
+          f"{switch_figures(e)['switched']} switched; following the exact ODE from its state "
+          "at each call:")
+    print(" call    sigma  state error  switched")
+    follow = []
+    for i, (sigma, x_i) in enumerate(states[1:], 1):
+        if sigma <= 0.002:
+            break
+        exact = den.ode_solution(x, 80.0, sigma, 1000)
+        state = (x_i - exact).pow(2).mean().sqrt().item()
+        end = per_sample(den(den.ode_solution(x_i, sigma, 0.002, 1000), 0.002), ref)
+        follow.append({"call": i, "sigma": sigma, "state_error": state,
+                       "switched": int((end > SWITCHED).sum())})
+        print(f"{i:5d} {sigma:8.4f} {state:12.2e} {follow[-1]['switched']:9d}", flush=True)
+    return {"mixture_seed": args.mixture_seed, "samples": args.samples, "runs": rows,
+            "follow": {"sampler": args.sampler, "schedule": args.schedule,
+                       "calls": args.calls, "steps": follow}}
+
+
+def model_limits(args: argparse.Namespace) -> dict:
+    from glidectl.glide.loading import load_model
+
+    torch.manual_seed(0)
+    model = load_model(args.model).eval()
+    n, size = args.images, model.options.image_size
+    den = guided_denoiser(model, demo_prompts(n), model_guidance(args.model, args.guidance))
+    g = torch.Generator().manual_seed(0)
+    picture = (torch.rand(n, 3, size, size, generator=g) * 2 - 1) * 0.8
+    noise = torch.randn(n, 3, size, size, generator=g)
+    print(f"\nmodel {args.model}: D(x, σ) at fixed x on 61 σ's within ±0.15 in log σ "
+          f"(unclipped, {n} images)")
+    print("   sigma  D change  cubic residual  adjacent-t change")
+    rough = []
+    offsets = np.linspace(-0.15, 0.15, 61)
+    basis = torch.tensor(np.vander(offsets, 4), dtype=torch.float64)
+    den.clip = False
+    with torch.no_grad():
+        for sigma in args.sigmas:
+            x = picture + sigma * noise
+            d = torch.stack([den(x, sigma * math.exp(o)) for o in offsets]).flatten(1).double()
+            residual = d - basis @ torch.linalg.lstsq(basis, d).solution
+            t = round(den.sigma_to_t(sigma))
+            step = den(x, den.t_to_sigma(t + 1), t=t + 1) - den(x, den.t_to_sigma(t), t=t)
+            rough.append({"sigma": sigma, "change": (d[-1] - d[0]).pow(2).mean().sqrt().item(),
+                          "cubic_residual": residual.pow(2).mean().sqrt().item(),
+                          "adjacent_t": step.pow(2).mean().sqrt().item()})
+            r = rough[-1]
+            print(f"{sigma:8.3f} {r['change']:9.2e} {r['cubic_residual']:15.2e} "
+                  f"{r['adjacent_t']:18.2e}", flush=True)
+        den.clip = True
+        x_T = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+        def run(name: str, schedule: str, steps: int) -> torch.Tensor:
+            sigmas = build_sigmas(schedule, steps, den.sigmas)
+            return plugins.samplers().get(name)(den, x_T * float(sigmas[0]), sigmas)
+
+        steps = args.reference_steps
+        ref = run("dpm++3m", "karras", steps)
+        half = errors(run("dpm++3m", "karras", steps // 2), ref)["rms"]
+        print(f"unipc (exponential σ's) RMS against a {steps}-step dpm++3m reference: "
+              f"{steps // 2}-step dpm++3m {half:.5f}, "
+              f"DDIM-50 {errors(run('ddim', 'karras', 50), ref)['rms']:.5f}")
+        calls = {c: errors(run("unipc", "exponential", c), ref)["rms"] for c in args.model_calls}
+        print("  " + ", ".join(f"{c} calls {v:.5f}" for c, v in calls.items()))
+    return {"model": args.model, "images": n, "roughness": rough, "reference_steps": steps,
+            "half_reference": half, "unipc": calls}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mixture-seed", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=1024)
+    parser.add_argument("--sampler", default="ipndm")
+    parser.add_argument("--schedule", default="optimised",
+                        help="σ's of the followed sampler (a bespoke schedule file for bespoke)")
+    parser.add_argument("--calls", type=int, default=15)
+    parser.add_argument("--skip-gmm", action="store_true")
+    parser.add_argument("--model", help="A trained base model (run folder or file).")
+    parser.add_argument("--guidance", type=float)
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[20, 5, 1, 0.3, 0.05])
+    parser.add_argument("--model-calls", type=int, nargs="+",
+                        default=[20, 30, 40, 60, 80, 120, 200])
+    parser.add_argument("--reference-steps", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", help="Write the figures to this file.")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    found = {} if args.skip_gmm else {"gmm": gmm_limits(args)}
+    if args.model:
+        found["model"] = model_limits(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(found, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

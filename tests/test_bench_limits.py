@@ -1,0 +1,41 @@
+"""benchmarks/ode_limits.py: the switched-sample count on a mixture and a model's roughness."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_limits_on_a_mixture_and_a_tiny_model(tmp_path) -> None:
+    import torch
+    from tiny_configs import fill_zero_layers
+
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    torch.manual_seed(0)
+    model = fill_zero_layers(create_model(preset_options("base", "tiny").replace(image_size=16)))
+    weights = save_weights(model, tmp_path / "m.safetensors")
+    out = tmp_path / "limits.json"
+    done = subprocess.run(
+        [sys.executable, "ode_limits.py", "--samples", "48", "--model", str(weights),
+         "--images", "1", "--sigmas", "1", "--model-calls", "4", "8",
+         "--reference-steps", "16", "--json", str(out)],
+        cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(out.read_text())
+    runs = {(r["sampler"], r["calls"]): r for r in found["gmm"]["runs"]}
+    for r in runs.values():
+        assert 0 <= r["switched"] <= 48 and r["rms"] >= r["rms_others"] - 1e-12
+    assert runs["ddim", 1000]["rms_others"] < runs["ddim", 50]["rms_others"] / 10
+    follow = found["gmm"]["follow"]["steps"]
+    assert len(follow) == 14 and all(0 <= s["switched"] <= 48 for s in follow)
+    assert follow[0]["sigma"] > follow[-1]["sigma"] and follow[0]["state_error"] > 0
+    (rough,) = found["model"]["roughness"]
+    assert rough["sigma"] == 1 and all(math.isfinite(v) and v >= 0 for v in rough.values())
+    assert set(found["model"]["unipc"]) == {"4", "8"}
+    assert "switched" in done.stdout and "cubic residual" in done.stdout
