@@ -87,11 +87,11 @@ def gmm_limits(args: argparse.Namespace) -> dict:
           f"{switch_figures(e)['switched']} switched; following the exact ODE from its state "
           "at each call:")
     print(" call    sigma  state error  switched")
-    follow = []
+    follow, exact, at = [], x, 80.0
     for i, (sigma, x_i) in enumerate(states[1:], 1):
         if sigma <= 0.002:
             break
-        exact = den.ode_solution(x, 80.0, sigma, 1000)
+        exact, at = den.ode_solution(exact, at, sigma, 1000), sigma  # the exact path, onward
         state = (x_i - exact).pow(2).mean().sqrt().item()
         end = per_sample(den(den.ode_solution(x_i, sigma, 0.002, 1000), 0.002), ref)
         follow.append({"call": i, "sigma": sigma, "state_error": state,

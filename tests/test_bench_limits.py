@@ -12,14 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_limits_on_a_mixture_and_a_tiny_model(tmp_path) -> None:
-    import torch
-    from tiny_configs import fill_zero_layers
+    from tiny_configs import tiny_base_weights
 
-    from glidectl.glide import create_model, preset_options, save_weights
-
-    torch.manual_seed(0)
-    model = fill_zero_layers(create_model(preset_options("base", "tiny").replace(image_size=16)))
-    weights = save_weights(model, tmp_path / "m.safetensors")
+    weights = tiny_base_weights(tmp_path / "m.safetensors")
     out = tmp_path / "limits.json"
     done = subprocess.run(
         [sys.executable, "ode_limits.py", "--samples", "48", "--model", str(weights),

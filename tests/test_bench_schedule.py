@@ -13,17 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_descent_on_a_models_ode_writes_a_usable_schedule_file(tmp_path) -> None:
     import torch
-    from tiny_configs import fill_zero_layers
+    from tiny_configs import tiny_base_weights
 
-    from glidectl.glide import create_model, preset_options, save_weights
     from glidectl.pipeline import RECOMMENDED_KEY
     from glidectl.samplers import get_sigmas
     from glidectl.samplers.tuned import read_schedule_file
 
-    torch.manual_seed(0)
-    model = fill_zero_layers(create_model(preset_options("base", "tiny").replace(image_size=16)))
-    weights = save_weights(model, tmp_path / "m.safetensors",
-                           metadata={RECOMMENDED_KEY: json.dumps({"guidance": 2.0})})
+    weights = tiny_base_weights(tmp_path / "m.safetensors",
+                                {RECOMMENDED_KEY: json.dumps({"guidance": 2.0})})
     out = tmp_path / "schedule.json"
     done = subprocess.run(
         [sys.executable, "tune_schedule.py", "--model", str(weights), "--steps", "3",
@@ -42,14 +39,9 @@ def test_descent_on_a_models_ode_writes_a_usable_schedule_file(tmp_path) -> None
 
 
 def test_bespoke_fit_on_a_models_ode_writes_coefficients_sample_uses(tmp_path) -> None:
-    import torch
-    from tiny_configs import fill_zero_layers
+    from tiny_configs import tiny_base_weights
 
-    from glidectl.glide import create_model, preset_options, save_weights
-
-    torch.manual_seed(0)
-    model = fill_zero_layers(create_model(preset_options("base", "tiny").replace(image_size=16)))
-    weights = save_weights(model, tmp_path / "m.safetensors")
+    weights = tiny_base_weights(tmp_path / "m.safetensors")
     out = tmp_path / "bespoke.json"
     done = subprocess.run(
         [sys.executable, "tune_schedule.py", "--model", str(weights), "--steps", "3",

@@ -38,3 +38,12 @@ def fill_zero_layers(model: torch.nn.Module, std: float = 0.02) -> torch.nn.Modu
             if not p.any():
                 p.normal_(0.0, std)
     return model
+
+
+def tiny_base_weights(path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """A seeded tiny 16 px base model with live output layers, saved as safetensors."""
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    torch.manual_seed(0)
+    model = fill_zero_layers(create_model(preset_options("base", "tiny").replace(image_size=16)))
+    return save_weights(model, path, metadata=metadata)
