@@ -62,6 +62,11 @@ class ModelConfig:
     vocab_dir: str = opt(
         "", "Folder with GPT-2 encoder.json and vocab.bpe ('' = tiktoken's cache)."
     )
+    time_embed_max_freq: float = opt(
+        0.05, "Scratch models read only timestep-embedding frequencies up to this (radians per "
+        "step; 0.05 = periods of 126+ steps), so the denoiser is smooth in sigma and fast "
+        "samplers converge; 0 = all, as OpenAI's models.", min=0.0, max=1.0,
+    )
 
 
 @dataclass

@@ -121,3 +121,24 @@ def test_resume_unpickles_nothing(trained, tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path, train=dict(steps=3))
     result = Trainer(cfg, resume=str(run), quiet=True).run()
     assert result.step == 3
+
+
+def test_a_run_from_before_time_embed_max_freq_is_resumed_as_it_was_trained(
+        trained, tmp_path, capsys):
+    from glidectl.glide import read_weights, save_weights
+
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    path = run / "checkpoints" / "step-000002" / "model.safetensors"
+    state, options = read_weights(path)
+    assert options.time_embed_max_freq == 0.05  # the default
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    save_weights(state, path, options.replace(time_embed_max_freq=0.0), meta)  # an older run
+    code, err = _resume_cli(run, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "set model.time_embed_max_freq = 0.0 to resume it" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(run), "--steps", "3", "--no-live",
+              "--set", "model.time_embed_max_freq=0"])
+    assert exit_info.value.code == 0, capsys.readouterr().err

@@ -39,14 +39,26 @@ class LayerNorm32(nn.LayerNorm):
         return y.to(x.dtype)
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding [cos | sin] of (possibly fractional) timesteps, shape [B, dim]."""
+def timestep_frequencies(dim: int, max_period: float = 10000.0, device=None) -> torch.Tensor:
+    """The dim // 2 angular frequencies (radians per timestep) of the sinusoidal embedding."""
     half = dim // 2
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    return torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=device) / half
     )
+
+
+def timestep_embedding(
+    t: torch.Tensor, dim: int, max_period: float = 10000.0, max_freq: float = 0.0
+) -> torch.Tensor:
+    """Sinusoidal embedding [cos | sin] of (possibly fractional) timesteps, shape [B, dim].
+
+    ``max_freq`` > 0 zeroes the features whose frequency is above it.
+    """
+    freqs = timestep_frequencies(dim, max_period, t.device)
     args = t[:, None].float() * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if max_freq > 0:
+        emb = emb * (freqs <= max_freq).float().repeat(2)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb

@@ -50,6 +50,9 @@ class ModelOptions:
     kind: str = "base"
     tokenizer: str = "gpt2"
     n_vocab: int = 50257
+    # glidectl's own (0 = OpenAI's): the network reads only the timestep-embedding features of
+    # at most this frequency (radians per timestep), so its output is smooth in t.
+    time_embed_max_freq: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -153,6 +156,11 @@ class ModelOptions:
                     )
         if self.xf_width < 1 or self.text_ctx < 1:
             raise GlidectlError("Model options xf_width and text_ctx must be positive.")
+        if not self.time_embed_max_freq >= 0:
+            raise GlidectlError(
+                f"Model option time_embed_max_freq={self.time_embed_max_freq} must be >= 0 "
+                "(0 reads every frequency, as OpenAI's models do)."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

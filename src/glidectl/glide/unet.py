@@ -20,6 +20,7 @@ from .layers import (
     ResBlock,
     Upsample,
     timestep_embedding,
+    timestep_frequencies,
 )
 from .options import ModelOptions
 from .transformer import Transformer
@@ -104,6 +105,11 @@ class GlideUNet(nn.Module):
         if o.xf_padding:
             nn.init.normal_(self.padding_embedding, std=0.01)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
+        w = self.time_embed[0].weight
+        if o.time_embed_max_freq > 0 and not w.is_meta:  # the inputs forward() drops weigh 0,
+            dropped = timestep_frequencies(mc, device=w.device) > o.time_embed_max_freq
+            with torch.no_grad():  # so OpenAI's code computes the same function
+                w[:, : 2 * dropped.numel()][:, dropped.repeat(2)] = 0
         if o.use_fp16:
             self.convert_to_fp16()
 
@@ -195,7 +201,9 @@ class GlideUNet(nn.Module):
             if tokens is None:
                 raise ValueError("GlideUNet needs tokens= (with mask=) or text_emb=")
             text_emb = self.encode_text(tokens, mask)
-        emb = self.time_embed(timestep_embedding(t, self.model_channels))
+        emb = self.time_embed(
+            timestep_embedding(t, self.model_channels, max_freq=self.options.time_embed_max_freq)
+        )
         emb = emb + text_emb["xf_proj"].to(emb)
         xf_out = text_emb["xf_out"]
 

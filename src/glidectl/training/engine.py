@@ -212,7 +212,14 @@ class Trainer:
                 return
             from ..glide import read_weights
 
-            state_dict, _ = read_weights(step_dir / runs.MODEL_FILE)
+            state_dict, saved = read_weights(step_dir / runs.MODEL_FILE)
+            want = self.bundle.options.time_embed_max_freq
+            if saved.time_embed_max_freq != want:
+                raise GlidectlError(
+                    f"Checkpoint {str(step_dir)!r} was trained with model.time_embed_max_freq = "
+                    f"{saved.time_embed_max_freq} but the config says {want}; set "
+                    f"model.time_embed_max_freq = {saved.time_embed_max_freq} to resume it."
+                )
             self.unwrapped.load_state_dict(state_dict)
 
         rs.load_state(runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),

@@ -32,6 +32,7 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
         options = preset_options(cfg.kind, cfg.size, tok_name)
         if resolution and resolution != options.image_size:
             options = options.replace(image_size=resolution)
+        options = options.replace(time_embed_max_freq=cfg.time_embed_max_freq)
         model = create_model(options)
     else:
         from ..glide import load_model
