@@ -46,7 +46,7 @@ def test_training_keeps_the_dropped_weights_at_zero(kit):
 
 
 def _roughness(model, inputs) -> float:
-    """Cubic-fit residual of the output over t in 440..520 (steps of 0.5), relative to its change."""
+    """Cubic-fit residual of the output over t in 440..520 (step 0.5), relative to its change."""
     ts = np.arange(440.0, 520.01, 0.5)
     with torch.no_grad():
         out = torch.stack([
