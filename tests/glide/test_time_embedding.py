@@ -9,12 +9,12 @@ import torch
 from glidectl.config import ModelConfig
 from glidectl.errors import GlidectlError
 from glidectl.glide import ModelOptions, create_model
-from glidectl.glide.layers import timestep_frequencies
+from glidectl.glide.layers import kept_timestep_features
 from glidectl.training.model_setup import build_model
 
 
 def _dropped(options) -> torch.Tensor:
-    return (timestep_frequencies(options.num_channels) > options.time_embed_max_freq).repeat(2)
+    return ~kept_timestep_features(options.num_channels, options.time_embed_max_freq)
 
 
 def test_dropped_inputs_weigh_zero_and_openais_forward_agrees(kit):

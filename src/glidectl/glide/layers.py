@@ -47,6 +47,13 @@ def timestep_frequencies(dim: int, max_period: float = 10000.0, device=None) -> 
     )
 
 
+def kept_timestep_features(dim: int, max_freq: float, device=None) -> torch.Tensor:
+    """[dim] bools: the embedding features of frequency <= ``max_freq`` (all when it is 0)."""
+    keep = timestep_frequencies(dim, device=device) <= max_freq if max_freq > 0 else \
+        torch.ones(dim // 2, dtype=torch.bool, device=device)
+    return torch.cat([keep, keep, keep.new_ones(dim % 2)])
+
+
 def timestep_embedding(
     t: torch.Tensor, dim: int, max_period: float = 10000.0, max_freq: float = 0.0
 ) -> torch.Tensor:
@@ -54,13 +61,12 @@ def timestep_embedding(
 
     ``max_freq`` > 0 zeroes the features whose frequency is above it.
     """
-    freqs = timestep_frequencies(dim, max_period, t.device)
-    args = t[:, None].float() * freqs[None]
+    args = t[:, None].float() * timestep_frequencies(dim, max_period, t.device)[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if max_freq > 0:
-        emb = emb * (freqs <= max_freq).float().repeat(2)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    if max_freq > 0:
+        emb = emb * kept_timestep_features(dim, max_freq, t.device)
     return emb
 
 

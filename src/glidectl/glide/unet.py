@@ -19,8 +19,8 @@ from .layers import (
     LayerNorm32,
     ResBlock,
     Upsample,
+    kept_timestep_features,
     timestep_embedding,
-    timestep_frequencies,
 )
 from .options import ModelOptions
 from .transformer import Transformer
@@ -107,9 +107,8 @@ class GlideUNet(nn.Module):
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         w = self.time_embed[0].weight
         if o.time_embed_max_freq > 0 and not w.is_meta:  # the inputs forward() drops weigh 0,
-            dropped = timestep_frequencies(mc, device=w.device) > o.time_embed_max_freq
             with torch.no_grad():  # so OpenAI's code computes the same function
-                w[:, : 2 * dropped.numel()][:, dropped.repeat(2)] = 0
+                w[:, ~kept_timestep_features(mc, o.time_embed_max_freq, w.device)] = 0
         if o.use_fp16:
             self.convert_to_fp16()
 
