@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -153,3 +154,18 @@ def test_register_schedules_builtins_come_from_the_default_plugin() -> None:
     registry = plugins.schedules()
     for name in ("karras", "exponential", "logsnr", "polyexponential", "optimised"):
         assert registry.entry(name).plugin == "glidectl.samplers.builtin"
+
+
+@pytest.mark.parametrize("name,own", [("dpm++2m", "exponential"), ("dpm++3m", "exponential"),
+                                      ("unipc", "exponential"), ("unipc_bh1", "exponential"),
+                                      ("ddim", "respaced"), ("heun", "karras")])
+def test_schedule_auto_is_the_samplers_own(name: str, own: str) -> None:
+    from glidectl.diffusion.schedules import get_named_beta_schedule
+    from glidectl.samplers.schedules import build_sigmas, sigmas_from_alphas_cumprod
+    from glidectl.sampling import StageOptions
+
+    betas = get_named_beta_schedule("squaredcos_cap_v2", 1000)
+    table = sigmas_from_alphas_cumprod(np.cumprod(1 - betas))
+    assert plugins.samplers().get(name).schedule == own
+    torch.testing.assert_close(StageOptions(sampler=name, steps=12).sigmas(table),
+                               build_sigmas(own, 12, table))

@@ -16,7 +16,9 @@ SAMPLER_HELP = ("Base sampler (default: the model's recommended, else dpm++2m; s
 STEPS_HELP = ("Base steps (σ's visited, not model calls: heun's 10 steps are 19 calls; the "
               "progress bar and PNGs count calls), or a GLIDE respacing string (ddim50, "
               "fast27) with --schedule respaced (default: the model's recommended, else 25).")
-SCHEDULE_HELP = ("Step schedule: auto (the sampler's own), respaced, karras, exponential, "
+SCHEDULE_HELP = ("Step schedule: auto (the sampler's own: respaced for ddpm/ddim/plms, "
+                 "exponential for dpm++2m/dpm++3m/unipc, else karras), respaced, karras, "
+                 "exponential, "
                  "logsnr, polyexponential, optimised, a plugin's, or a schedule file "
                  "(FILE.json from benchmarks/tune_schedule.py --model; --sampler bespoke "
                  "needs one fitted with --method bespoke) (default: the model's "

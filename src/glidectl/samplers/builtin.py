@@ -7,6 +7,11 @@ from functools import partial
 from ..hookspecs import hookimpl
 from .spec import Sampler
 
+# The multistep ODE solvers' own schedule: even steps in log-SNR (DPM-Solver's advice for
+# 32-64 px pixel models); on quickstart models it beat Karras ρ = 7 for all four at 10-30
+# calls, and on three Gaussian mixtures by the mean error at 10-20 (README, CHANGELOG).
+LOG_SNR = "exponential"
+
 
 def _two_per_step_but_last(steps: int) -> int:
     return max(2 * steps - 1, 0)
@@ -42,7 +47,7 @@ def register_samplers(register):
         sample_heun, calls_per_step=2, calls=_two_per_step_but_last,
         description="Heun's second-order method (Karras et al.)."))
     register("dpm++2m", Sampler(
-        sample_dpmpp_2m, description="DPM-Solver++(2M), second-order multistep."),
+        sample_dpmpp_2m, schedule=LOG_SNR, description="DPM-Solver++(2M), second-order multistep."),
         aliases=("dpm++", "dpmpp_2m"))
     register("dpm++2s_a", Sampler(
         sample_dpmpp_2s_ancestral, calls_per_step=2,
@@ -52,13 +57,15 @@ def register_samplers(register):
         sample_dpmpp_2m_sde, description="DPM-Solver++(2M) SDE."),
         aliases=("dpmpp_2m_sde",))
     register("dpm++3m", Sampler(
-        sample_dpmpp_3m, description="DPM-Solver++(3M), third-order multistep (ODE)."),
+        sample_dpmpp_3m, schedule=LOG_SNR,
+        description="DPM-Solver++(3M), third-order multistep (ODE)."),
         aliases=("dpmpp_3m",))
     register("unipc", Sampler(
-        sample_unipc, description="UniPC-3, B(h) = e^h − 1 (bh2): predictor-corrector, "
+        sample_unipc, schedule=LOG_SNR,
+        description="UniPC-3, B(h) = e^h − 1 (bh2): predictor-corrector, "
         "one call per step."), aliases=("unipc_bh2",))
     register("unipc_bh1", Sampler(
-        partial(sample_unipc, variant="bh1"),
+        partial(sample_unipc, variant="bh1"), schedule=LOG_SNR,
         description="UniPC-3 with B(h) = h (bh1)."))
     register("ipndm", Sampler(
         sample_ipndm, description="iPNDM: fourth-order Adams-Bashforth, lower-order warm-up."))
