@@ -14,6 +14,9 @@ within ±0.15 of each σ in log σ: the RMS residual of a cubic fit (a smooth D 
 scale: the exact mixture's D leaves 1e-5 to 5e-4 of its change) against D's change across the
 window. Then ``unipc`` on exponential σ's at 20–200 calls against a 1000-step ``dpm++3m``
 reference: an error that stops falling as calls grow is the roughness, not the solver's order.
+Last, ``unipc`` at ``--calls`` (15) is followed like the mixture's sampler: the fine ODE
+(a fifth of the reference's steps) from its state at each call, to show where its error is
+made (quickstart seed 3: mostly between σ 10 and 0.7, where the picture forms).
 Quickstart models trained before ``model.time_embed_max_freq`` left 0.9-5.9 % (the timestep
 embedding's fast sinusoids, kept at their random initial weights); scratch models now leave
 at most 0.09 % and ``unipc`` converges (seed 0: 0.0032 / 0.00038 / 0.00015 at 20 / 30 / 40).
@@ -147,8 +150,36 @@ def model_limits(args: argparse.Namespace) -> dict:
               f"DDIM-50 {errors(run('ddim', 'karras', 50), ref)['rms']:.5f}")
         calls = {c: errors(run("unipc", "exponential", c), ref)["rms"] for c in args.model_calls}
         print("  " + ", ".join(f"{c} calls {v:.5f}" for c, v in calls.items()))
+        follow = follow_model(den, x_T, ref, args.calls, max(steps // 5, 8))
     return {"model": args.model, "images": n, "roughness": rough, "reference_steps": steps,
-            "half_reference": half, "unipc": calls}
+            "half_reference": half, "unipc": calls, "follow": follow}
+
+
+def follow_model(den, x_T: torch.Tensor, ref: torch.Tensor, calls: int, fine: int
+                 ) -> list[dict]:
+    """Where a few-call sampler's error is made on a model: ``unipc`` on exponential σ's at
+    ``calls``, then from its state at each call the ODE solved finely (``fine`` dpm++3m
+    Karras steps down from that σ); the final error of each such path is the error made up
+    to that call, carried to the end."""
+    sigmas = build_sigmas("exponential", calls, den.sigmas)
+    states: list[tuple[float, torch.Tensor]] = []
+
+    def recording(x: torch.Tensor, sigma: float, **kw) -> torch.Tensor:
+        states.append((float(sigma), x))
+        return den(x, sigma, **kw)
+
+    out = plugins.samplers().get("unipc")(recording, x_T * float(sigmas[0]), sigmas)
+    print(f"\nunipc on exponential σ's, {calls} calls: rms {errors(out, ref)['rms']:.5f}; the "
+          "fine ODE from its state at each call ends at rms:")
+    rows = []
+    for i, (sigma, x) in enumerate(states[1:], 1):
+        if sigma <= den.sigma_min * 1.01:
+            break
+        path = build_sigmas("karras", fine, den.sigmas, sigma_max=sigma)
+        end = errors(plugins.samplers().get("dpm++3m")(den, x, path), ref)["rms"]
+        rows.append({"call": i, "sigma": sigma, "rms": end})
+        print(f"  call {i:2d}  σ {sigma:8.4f}  {end:.5f}", flush=True)
+    return rows
 
 
 def main() -> None:

@@ -33,4 +33,7 @@ def test_limits_on_a_mixture_and_a_tiny_model(tmp_path) -> None:
     (rough,) = found["model"]["roughness"]
     assert rough["sigma"] == 1 and all(math.isfinite(v) and v >= 0 for v in rough.values())
     assert set(found["model"]["unipc"]) == {"4", "8"}
+    path = found["model"]["follow"]
+    assert [r["call"] for r in path] == list(range(1, len(path) + 1)) and len(path) >= 12
+    assert all(math.isfinite(r["rms"]) for r in path) and path[0]["sigma"] > path[-1]["sigma"]
     assert "switched" in done.stdout and "cubic residual" in done.stdout
