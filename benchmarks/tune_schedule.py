@@ -123,17 +123,15 @@ def tune_model(args: argparse.Namespace) -> None:
                 coefficients[steps], found[steps], fitted = fit_coefficients(
                     den, x_T * float(sigmas[0]), sigmas, ref, rows,
                     evals=args.evals, move_sigmas=not args.fixed_sigmas,
-                    sigma_floor=den.sigma_min, per_sample=args.fit_loss == "mean",
-                    log=lambda m: print(m, flush=True))
-                what = "mean per-image RMSE" if args.fit_loss == "mean" else "RMS"
-                print(f"{calls} calls: tuning RMS {value:.5f} ({sampler}), fitted bespoke "
-                      f"{what} {fitted:.5f} ({time.perf_counter() - began:.0f} s)", flush=True)
+                    sigma_floor=den.sigma_min, log=lambda m: print(m, flush=True))
+                print(f"{calls} calls: bespoke tuning RMS {value:.5f} -> {fitted:.5f} "
+                      f"({time.perf_counter() - began:.0f} s)", flush=True)
         how = (f"σ's of {args.start}" if args.start
                else f"coordinate descent of {sampler} (from exponential σ's)")
         if args.method == "bespoke":
             moved = "" if args.fixed_sigmas else " and σ's moved"
             how += (f", then bespoke coefficients fitted from {sampler}'s{moved} "
-                    f"({args.evals} L-BFGS evaluations of the {args.fit_loss} loss)")
+                    f"({args.evals} L-BFGS evaluations)")
             sampler = "bespoke"
     for n, s in found.items():
         print(f"{n}: {', '.join(f'{float(v):.4g}' for v in s[:-1])}")
@@ -159,9 +157,6 @@ def main() -> None:
                         "coefficients when it holds them for the step count (a refit).")
     parser.add_argument("--evals", type=int, default=150,
                         help="Bespoke fit: L-BFGS evaluations of the loss and its gradient.")
-    parser.add_argument("--fit-loss", choices=("rms", "mean"), default="rms",
-                        help="Bespoke fit: minimise the RMS over every pixel, or the mean "
-                        "over images of each image's RMSE.")
     parser.add_argument("--fixed-sigmas", action="store_true",
                         help="Bespoke fit: keep the σ's where the descent put them.")
     parser.add_argument("--steps", type=int, nargs="+", default=[6, 8, 10, 12, 15, 20],

@@ -57,24 +57,6 @@ def test_fitting_lowers_the_error_on_held_out_noise() -> None:
     assert rms(rows, x_held, ref_held) < 0.4 * rms(start, x_held, ref_held)  # 0.24
 
 
-def test_a_per_sample_fit_minimises_the_mean_of_each_samples_rmse() -> None:
-    den, x, ref = _mixture(256, 1)
-    sigmas = get_sigmas("exponential", 6, SIGMA_MIN, SIGMA_MAX)
-    start = linear_coefficients(plugins.samplers().get("unipc"), sigmas)
-
-    def mean_and_rms(coefficients) -> tuple[float, float]:
-        sq = (sample_bespoke(den, x, sigmas, coefficients=coefficients) - ref).flatten(1).pow(2)
-        return sq.mean(1).sqrt().mean().item(), sq.mean().sqrt().item()
-
-    by_rms, _, best_rms = fit_coefficients(den, x, sigmas, ref, start, evals=40)
-    by_mean, _, best_mean = fit_coefficients(den, x, sigmas, ref, start, evals=40,
-                                             per_sample=True)
-    assert best_mean == pytest.approx(mean_and_rms(by_mean)[0])
-    assert best_rms == pytest.approx(mean_and_rms(by_rms)[1])
-    # measured: mean 0.0137 against 0.0144 when fitting the RMS (from 0.176)
-    assert mean_and_rms(by_mean)[0] < mean_and_rms(by_rms)[0] < 0.1 * mean_and_rms(start)[0]
-
-
 def test_a_schedule_file_carries_coefficients_for_its_own_sigmas(tmp_path) -> None:
     sigmas = get_sigmas("exponential", 4, 0.01, 80.0)
     rows = linear_coefficients(plugins.samplers().get("dpm++2m"), sigmas)

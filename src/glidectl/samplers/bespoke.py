@@ -92,14 +92,11 @@ def linear_coefficients(sampler: Callable, sigmas: torch.Tensor) -> Rows:
 
 def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch.Tensor,
                      rows: Rows, *, evals: int = 150, move_sigmas: bool = False,
-                     sigma_floor: float | None = None, per_sample: bool = False,
-                     log: Callable[[str], None] | None = None
+                     sigma_floor: float | None = None, log: Callable[[str], None] | None = None
                      ) -> tuple[Rows, torch.Tensor, float]:
     """L-BFGS on the mean squared distance of :func:`solve` to ``ref`` from ``x``, from
     ``rows`` on ``sigmas``, for ``evals`` evaluations of the loss and its gradient; returns
-    the best rows seen, their σ's and their RMS (with ``per_sample``: the loss is the mean
-    over samples of each sample's RMSE instead, which far-off samples weigh less, and that
-    mean is returned).
+    the best rows seen, their σ's and their RMS.
 
     The ε coefficients move by a factor e^p (they span σ_max to σ_min), the D ones by
     additive offsets. With ``move_sigmas`` the σ's move too (as in the paper), through
@@ -131,25 +128,23 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
 
     best: list = [float("inf"), rows, sigmas]
     count = [0]
-    what = "mean" if per_sample else "rms"
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
         coeffs, sig = current()
-        sq = (solve(denoiser, x, sig, [c.to(x.dtype) for c in coeffs]) - ref).pow(2)
-        loss = sq.flatten(1).mean(1).sqrt().mean() if per_sample else sq.mean()
-        value = loss.item() if per_sample else loss.sqrt().item()
+        loss = (solve(denoiser, x, sig, [c.to(x.dtype) for c in coeffs]) - ref).pow(2).mean()
+        value = loss.sqrt().item()
         if not math.isfinite(value):  # a line-search probe too far: tell it "much worse"
             return torch.tensor(1e30, dtype=torch.float64)
         if value < best[0]:
             best[:] = [value, [c.detach().tolist() for c in coeffs], sig.detach().clone()]
         if log and count[0] % 25 == 0:
-            log(f"  fit {count[0]}/{evals}: {what} {value:.5f}")
+            log(f"  fit {count[0]}/{evals}: rms {value:.5f}")
         count[0] += 1
         loss.backward()
         return loss
 
     opt.step(closure)
     if log:
-        log(f"  fit {count[0]}/{evals}: best {what} {best[0]:.5f}")
+        log(f"  fit {count[0]}/{evals}: best rms {best[0]:.5f}")
     return best[1], best[2], best[0]
