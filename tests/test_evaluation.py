@@ -144,7 +144,8 @@ def test_run_writes_pairs_grid_and_metadata(tmp_path, tiny_base, stack):
     assert meta["status"] == "complete" and meta["glidectl_version"]
     model = meta["models"]["base"]
     assert model["sha256"] == hashlib.sha256(tiny_base.read_bytes()).hexdigest()
-    assert meta["settings"]["base_stage"] == {"sampler": "euler", "steps": 2, "guidance": 3.0}
+    assert meta["settings"]["base_stage"] == {"sampler": "euler", "steps": 2, "guidance": 3.0,
+                                              "schedule": "karras"}
     assert [r["seed"] for r in meta["images"]] == [image_seed(3, i, 0) for i in range(5)]
     assert meta["timings"]["base_s"] > 0 and meta["timings"]["total_s"] > 0
     with Image.open(out / "000_a-red-circle-on-a-white-background.png") as im:
@@ -593,6 +594,31 @@ def test_resume_reuses_the_recorded_settings_and_refuses_changes(tmp_path, tiny_
         settings_for(prompts, {"seed": 4}, options)
 
 
+def test_a_run_records_its_schedule_and_older_runs_resume_with_theirs(tmp_path, tiny_base,
+                                                                       stack):
+    from glidectl.evaluation import settings_for
+
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    options = RunOptions(out=tmp_path / "o", device="cpu")
+    flags = {"base": str(tiny_base), "base_stage.sampler": "dpm++2m", "base_stage.steps": 2}
+    settings, _ = settings_for(prompts, flags, options, "fp32")
+    assert settings.base_stage.schedule == "exponential"  # dpm++2m's own, by name
+    assert settings.upsample_stage.schedule == "respaced"
+    assert settings.stage_options()["base"].schedule == "exponential"
+    run_eval(prompts, settings, options, pipeline=stack)
+    meta_file = tmp_path / "o" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["settings"]["base_stage"]["schedule"] == "exponential"
+    # a run recorded before schedules were: dpm++2m then sampled on karras σ's
+    for stage in ("base_stage", "upsample_stage"):
+        del meta["settings"][stage]["schedule"]
+    meta_file.write_text(json.dumps(meta))
+    resumed = RunOptions(out=tmp_path / "o", resume=True, device="cpu")
+    again, _ = settings_for(prompts, {}, resumed)
+    assert again.base_stage.schedule == "karras" and again.upsample_stage.schedule == "respaced"
+    run_eval(prompts, again, resumed, pipeline=stack)  # the resume check accepts it
+
+
 def test_a_models_recommended_sampling_is_the_default(tmp_path, tiny_base):
     from glidectl.evaluation import settings_for
     from glidectl.glide import load_model, save_weights
@@ -603,13 +629,14 @@ def test_a_models_recommended_sampling_is_the_default(tmp_path, tiny_base):
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
     options = RunOptions(out=tmp_path / "o", device="cpu")
     settings, notes = settings_for(prompts, {"base": str(trained)}, options, "fp32")
-    assert settings.base_stage == Stage("ddim", 7, 4.0)
+    assert settings.base_stage == Stage("ddim", 7, 4.0, "respaced")
     assert "recommended sampling settings (sampler ddim, steps 7, guidance 4.0)" in notes[-1]
     chosen, notes = settings_for(prompts, {"base": str(trained), "base_stage.steps": 3},
                                  options, "fp32")
-    assert chosen.base_stage == Stage("ddim", 3, 4.0) and "steps" not in notes[-1]
+    assert chosen.base_stage == Stage("ddim", 3, 4.0, "respaced") and "steps" not in notes[-1]
     plain, notes = settings_for(prompts, {"base": str(tiny_base)}, options, "fp32")
-    assert plain.base_stage == Stage() and plain.upsampler is None and not notes
+    assert plain.base_stage == Stage(schedule="exponential") and plain.upsampler is None
+    assert not notes
 
 
 def test_an_unwritable_out_fails_before_any_model_loads(tmp_path, monkeypatch):

@@ -30,11 +30,31 @@ FLAG_NAMES = {
 @dataclass(frozen=True)
 class Stage:
     """Sampling settings of one stage: sampler, steps (or a respacing like "fast27"),
-    classifier-free guidance (None = off)."""
+    classifier-free guidance (None = off), and the step schedule (None = the sampler's own,
+    recorded by name when the settings are made, so a resumed run keeps it even if a later
+    release changes that sampler's own)."""
 
     sampler: str = "dpm++2m"
     steps: int | str = 25
     guidance: float | None = 3.0
+    schedule: str | None = None
+
+
+def own_schedule(sampler: str) -> str:
+    """The schedule a sampler uses when none is given."""
+    from . import plugins
+
+    return plugins.samplers().get(sampler).schedule
+
+
+def _recorded_stage(data: dict[str, Any]) -> Stage:
+    """A stage as metadata.json recorded it; runs from before the schedule was recorded
+    sampled with the releases' own then: respaced for GLIDE's samplers, else karras."""
+    data = dict(data)
+    if "schedule" not in data and data.get("sampler"):
+        own = own_schedule(data["sampler"])
+        data["schedule"] = own if own == "respaced" else "karras"
+    return Stage(**data)
 
 
 UPSAMPLE_STAGE = Stage("ddpm", "fast27", None)
@@ -76,6 +96,9 @@ class EvalSettings:
         for stage in (self.base_stage, self.upsample_stage):
             if isinstance(stage.steps, int) and stage.steps < 1:
                 raise GlidectlError(f"Sampling steps must be at least 1 (got {stage.steps}).")
+        self.base_stage, self.upsample_stage = (
+            stage if stage.schedule else replace(stage, schedule=own_schedule(stage.sampler))
+            for stage in (self.base_stage, self.upsample_stage))
 
     @property
     def candidates(self) -> int:
@@ -88,9 +111,9 @@ class EvalSettings:
 
         b, u = self.base_stage, self.upsample_stage
         return {"base": replace(BASE_DEFAULTS, sampler=b.sampler, steps=b.steps,
-                                guidance=b.guidance),
+                                guidance=b.guidance, schedule=b.schedule),
                 "upsample": replace(UPSAMPLE_DEFAULTS, sampler=u.sampler, steps=u.steps,
-                                    guidance=u.guidance)}
+                                    guidance=u.guidance, schedule=u.schedule)}
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings as saved in metadata.json and compared on --resume."""
@@ -105,7 +128,7 @@ class EvalSettings:
         values = {k: v for k, v in data.items() if k in known}
         for key in ("base_stage", "upsample_stage"):
             if isinstance(values.get(key), dict):
-                values[key] = Stage(**values[key])
+                values[key] = _recorded_stage(values[key])
         values["loras"] = tuple(values.get("loras") or ())
         return cls(**values)
 
@@ -134,6 +157,8 @@ def _apply(settings: EvalSettings, flat: dict[str, Any]) -> EvalSettings:
     stages = {}
     for key in ("base_stage", "upsample_stage"):
         changes = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(key + ".")}
+        if "sampler" in changes:  # another sampler: its own schedule, unless one is given
+            changes.setdefault("schedule", None)
         if changes:
             stages[key] = replace(getattr(settings, key), **changes)
     if "loras" in top:
@@ -195,7 +220,10 @@ def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
             f"--resume: the prompts differ from the run in {str(out)!r}; use the same prompts "
             "file, or --skip-existing to reuse finished prompts."
         )
-    saved = meta.get("settings", {})
+    saved = dict(meta.get("settings", {}))
+    for key in ("base_stage", "upsample_stage"):
+        if isinstance(saved.get(key), dict):
+            saved[key] = asdict(_recorded_stage(saved[key]))
     for key, value in fingerprint.items():
         if not _same(saved.get(key), value):
             raise GlidectlError(

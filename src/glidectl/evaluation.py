@@ -283,9 +283,9 @@ def _generate_all(plan: Plan, pipeline: Any, out: Path, scorer: Any, emit: Event
         images = pipeline.generate(
             [plan.prompts[i] for i, _ in batch], seeds=seeds, batch_size=len(batch),
             on_step=on_step, timings=timings, warn=lambda m: None,
-            sampler=b.sampler, steps=b.steps, guidance=b.guidance, schedule=None,
+            sampler=b.sampler, steps=b.steps, guidance=b.guidance, schedule=b.schedule,
             upsample_sampler=u.sampler, upsample_steps=u.steps, upsample_guidance=u.guidance,
-            upsample_schedule=None)
+            upsample_schedule=u.schedule)
         for (i, j), image in zip(batch, images, strict=True):
             if i in plan.done:
                 continue

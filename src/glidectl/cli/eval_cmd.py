@@ -99,7 +99,8 @@ def _print_plan(console: Any, meta: dict[str, Any]) -> None:
 
 
 def _stage_text(stage: dict[str, Any]) -> str:
-    return f"{stage['sampler']}, {stage['steps']} steps, guidance {stage['guidance']}"
+    schedule = f" on {stage['schedule']} σ's" if stage.get("schedule") else ""
+    return f"{stage['sampler']}, {stage['steps']} steps{schedule}, guidance {stage['guidance']}"
 
 
 def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
