@@ -48,12 +48,16 @@ def own_schedule(sampler: str) -> str:
 
 
 def _recorded_stage(data: dict[str, Any]) -> Stage:
-    """A stage as metadata.json recorded it; runs from before the schedule was recorded
-    sampled with the releases' own then: respaced for GLIDE's samplers, else karras."""
+    """A stage as metadata.json recorded it. Runs from before the schedule was recorded
+    sampled on the sampler's own of that time: the same as now, except that the built-in
+    samplers now on exponential σ's (dpm++2m, dpm++3m, unipc) were on karras."""
+    from . import plugins
+
     data = dict(data)
     if "schedule" not in data and data.get("sampler"):
         own = own_schedule(data["sampler"])
-        data["schedule"] = own if own == "respaced" else "karras"
+        builtin = plugins.samplers().entry(data["sampler"]).plugin == "glidectl.samplers.builtin"
+        data["schedule"] = "karras" if builtin and own == "exponential" else own
     return Stage(**data)
 
 
