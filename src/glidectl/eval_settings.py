@@ -41,10 +41,11 @@ class Stage:
 
 
 def own_schedule(sampler: str) -> str:
-    """The schedule a sampler uses when none is given."""
+    """The schedule a sampler uses when none is given (a plugin's bare function: karras)."""
     from . import plugins
+    from .samplers.spec import as_sampler
 
-    return plugins.samplers().get(sampler).schedule
+    return as_sampler(plugins.samplers().get(sampler)).schedule
 
 
 def _recorded_stage(data: dict[str, Any]) -> Stage:

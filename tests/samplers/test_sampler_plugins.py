@@ -169,3 +169,22 @@ def test_schedule_auto_is_the_samplers_own(name: str, own: str) -> None:
     assert plugins.samplers().get(name).schedule == own
     torch.testing.assert_close(StageOptions(sampler=name, steps=12).sigmas(table),
                                build_sigmas(own, 12, table))
+
+
+def test_a_plugins_bare_function_sampler_has_karras_as_its_own_schedule() -> None:
+    from glidectl.eval_settings import EvalSettings, Stage
+
+    class BarePlugin:
+        @hookimpl
+        def register_samplers(self, register):
+            register("bare_halfway", sample_halfway)
+
+    plugins.load_plugins()
+    plugins.pm.register(BarePlugin(), name="bare")
+    plugins.refresh()
+    try:
+        stage = EvalSettings(base_stage=Stage("bare_halfway", 3)).base_stage
+        assert stage.schedule == "karras"
+    finally:
+        plugins.pm.unregister(name="bare")
+        plugins.refresh()
