@@ -38,6 +38,7 @@ from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.schedules import build_sigmas
 from glidectl.samplers.tuned import is_schedule_file, read_coefficients
+from glidectl.step_fitting import guided_denoiser, model_guidance, steps_for_calls
 
 SAMPLERS = ("ddim", "euler", "heun", "dpm++2m", "dpm++3m", "unipc", "unipc_bh1", "deis",
             "ipndm")
@@ -49,15 +50,6 @@ def errors(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     per_sample = (out - ref).reshape(len(out), -1).pow(2).mean(1)
     return {"rms": per_sample.mean().sqrt().item(), "mean": per_sample.sqrt().mean().item(),
             "median": per_sample.sqrt().median().item(), "worst": per_sample.max().sqrt().item()}
-
-
-def steps_for(name: str, calls: int) -> int | None:
-    """Steps whose model calls equal ``calls`` (None if the sampler cannot hit it)."""
-    spec = plugins.samplers().get(name)
-    for steps in range(1, calls + 1):
-        if spec.model_calls(steps) == calls:
-            return steps
-    return None
 
 
 def fitted_coefficients(name: str, schedule: str, sigmas: torch.Tensor) -> dict | None:
@@ -82,7 +74,7 @@ def sweep(problem: str, run: Callable[..., torch.Tensor], ref: torch.Tensor,
     for name in samplers:
         for schedule in schedules:
             for calls in calls_list:
-                steps = steps_for(name, calls)
+                steps = steps_for_calls(name, calls)
                 if steps is None:
                     continue
                 sigmas = make_sigmas(schedule, steps)
@@ -179,28 +171,6 @@ def fit_gmm_bespoke(path: str, den: GaussianMixtureDenoiser, seed: int, calls: l
     write_schedule_file(path, found, 0.002, 80.0, f"bespoke fit on mixture seed {seed}, "
                         f"tuning noise seed {1000 + seed}, from ipndm on optimised σ's, σ's moved",
                         sampler="bespoke", coefficients=coefficients)
-
-
-def model_guidance(spec: str, given: float | None) -> float:
-    """``given``, else the guidance the model's checkpoint recommends, else GLIDE's 3."""
-    from glidectl.glide.loading import resolve_spec
-    from glidectl.pipeline import recommended_settings
-
-    if given is not None:
-        return given
-    return float(recommended_settings(resolve_spec(spec)).get("guidance") or 3.0)
-
-
-def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float):
-    """The GLIDE denoiser ``sample`` builds: text encoded once, [cond, uncond] rows."""
-    from glidectl.pipeline import sigma_table, tokenizer_for
-    from glidectl.samplers.denoiser import GlideDenoiser
-
-    tokens, mask = tokenizer_for(model).encode_batch(prompts + [""] * len(prompts),
-                                                     model.options.text_ctx)
-    with torch.no_grad():
-        text_emb = model.encode_text(tokens, mask)
-    return GlideDenoiser(model, sigma_table(model), text_emb=text_emb, guidance=guidance)
 
 
 def demo_prompts(n: int, seed: int = 0) -> list[str]:

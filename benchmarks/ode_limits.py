@@ -33,19 +33,13 @@ import math
 
 import numpy as np
 import torch
-from bench_samplers import (
-    demo_prompts,
-    errors,
-    fitted_coefficients,
-    guided_denoiser,
-    model_guidance,
-    steps_for,
-)
+from bench_samplers import demo_prompts, errors, fitted_coefficients
 
 from glidectl import plugins
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.schedules import build_sigmas
+from glidectl.step_fitting import guided_denoiser, model_guidance, steps_for_calls
 
 SWITCHED = 0.1  # per-sample RMSE: the sample ended in another component
 GMM_RUNS = [("ddim", "karras", c) for c in (50, 200, 1000)] + [
@@ -72,7 +66,7 @@ def gmm_limits(args: argparse.Namespace) -> dict:
     print(f"{'sampler':<10} {'schedule':<16} calls switched      rms  rms-others")
     rows = []
     for name, schedule, calls in GMM_RUNS:
-        sigmas = get_sigmas(schedule, steps_for(name, calls), 0.002, 80.0)
+        sigmas = get_sigmas(schedule, steps_for_calls(name, calls), 0.002, 80.0)
         e = per_sample(plugins.samplers().get(name)(den, x, sigmas), ref)
         rows.append({"sampler": name, "schedule": schedule, "calls": calls,
                      **switch_figures(e)})

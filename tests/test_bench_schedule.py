@@ -1,4 +1,5 @@
-"""benchmarks/tune_schedule.py --model on a tiny model: a schedule file for one sampler."""
+"""benchmarks/tune_schedule.py --model on a tiny model: a schedule file for one sampler
+(the bespoke fit through ``glidectl fit-steps`` is in test_fit_steps.py)."""
 
 from __future__ import annotations
 
@@ -36,28 +37,3 @@ def test_descent_on_a_models_ode_writes_a_usable_schedule_file(tmp_path) -> None
     assert list(read_schedule_file(out)) == [3]
     sigmas = get_sigmas(str(out), 3, 0.01, 80.0)
     assert len(sigmas) == 4 and sigmas[-1] == 0 and torch.all(sigmas[:-1].diff() < 0)
-
-
-def test_bespoke_fit_on_a_models_ode_writes_coefficients_sample_uses(tmp_path) -> None:
-    from tiny_configs import tiny_base_weights
-
-    weights = tiny_base_weights(tmp_path / "m.safetensors")
-    out = tmp_path / "bespoke.json"
-    done = subprocess.run(
-        [sys.executable, "tune_schedule.py", "--model", str(weights), "--steps", "3",
-         "--images", "1", "--reference-steps", "12", "--rounds", "2", "--method", "bespoke",
-         "--evals", "6", "--out", str(out)],
-        cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    before, after = map(float, re.search(r"bespoke tuning RMS ([\d.e-]+) -> ([\d.e-]+)",
-                                         done.stdout).groups())
-    assert after <= before
-    data = json.loads(out.read_text())
-    assert data["sampler"] == "bespoke" and [len(r) for r in data["coefficients"]["3"]] == [2, 3, 4]
-    done = subprocess.run(
-        [sys.executable, "-m", "glidectl", "sample", "a cat", "--base", str(weights),
-         "--sampler", "bespoke", "--steps", "3", "--schedule", str(out), "-q",
-         "--out", str(tmp_path / "images")],
-        capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "images" / "00000.png").exists()

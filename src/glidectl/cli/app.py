@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "glidectl.cli.lora_cmd",
     "glidectl.cli.sample_cmd",
     "glidectl.cli.eval_cmd",
+    "glidectl.cli.fit_cmd",
     "glidectl.cli.ui_cmd",
     "glidectl.cli.dataset_cmd",
     "glidectl.cli.download_cmd",

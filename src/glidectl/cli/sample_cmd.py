@@ -20,8 +20,8 @@ SCHEDULE_HELP = ("Step schedule: auto (the sampler's own: respaced for ddpm/ddim
                  "exponential for dpm++2m/dpm++3m/unipc, else karras), respaced, karras, "
                  "exponential, "
                  "logsnr, polyexponential, optimised, a plugin's, or a schedule file "
-                 "(FILE.json from benchmarks/tune_schedule.py --model; --sampler bespoke "
-                 "needs one fitted with --method bespoke) (default: the model's "
+                 "(FILE.json from glidectl fit-steps; --sampler bespoke needs one fitted "
+                 "with --method bespoke) (default: the model's "
                  "recommended, else auto).")
 GUIDANCE_HELP = "Classifier-free guidance scale, 1 = none (default: the model's, else 3)."
 PRECISION_HELP = ("auto (bf16 where the device computes it natively, else fp32), fp32, bf16 "

@@ -32,7 +32,7 @@ def check_rows(rows: Rows, n: int) -> None:
     if len(rows) != n or any(len(row) != i + 2 for i, row in enumerate(rows)):
         raise GlidectlError(f"Bespoke coefficients for {n} steps need {n} rows of 2..{n + 1} "
                             f"numbers, got {len(rows)} rows; fit them for this step count "
-                            "with benchmarks/tune_schedule.py --model RUN --method bespoke.")
+                            "with glidectl fit-steps MODEL --method bespoke.")
 
 
 def solve(denoiser, x, sigmas, rows, extra=None, callback: Callback = None):
@@ -58,11 +58,11 @@ def solve(denoiser, x, sigmas, rows, extra=None, callback: Callback = None):
 def sample_bespoke(denoiser, x, sigmas, extra=None, callback: Callback = None,
                    coefficients: Rows | None = None) -> torch.Tensor:
     """One model call per step, each x a fitted linear combination of ε and every earlier
-    D (``coefficients``: from a schedule file fitted with ``--method bespoke``)."""
+    D (``coefficients``: from a schedule file of ``glidectl fit-steps --method bespoke``)."""
     if coefficients is None:
         raise GlidectlError("The bespoke sampler needs coefficients fitted to the model: pass "
-                            "--schedule FILE written by benchmarks/tune_schedule.py --model "
-                            "RUN --method bespoke.")
+                            "--schedule FILE written by glidectl fit-steps MODEL --method "
+                            "bespoke.")
     check_rows(coefficients, len(sigmas) - 1)
     return solve(denoiser, x, sigmas, coefficients, extra, callback)
 

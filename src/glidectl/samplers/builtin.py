@@ -71,7 +71,7 @@ def register_samplers(register):
         sample_ipndm, description="iPNDM: fourth-order Adams-Bashforth, lower-order warm-up."))
     register("bespoke", Sampler(
         sample_bespoke, description="Bespoke linear solver fitted to one model (Shaul et al. "
-        "2024): needs --schedule FILE from tune_schedule.py --method bespoke."))
+        "2024): needs --schedule FILE from glidectl fit-steps --method bespoke."))
     register("deis", Sampler(
         sample_deis, description="DEIS ρAB: variable-step third-order Adams-Bashforth in σ."))
 

@@ -10,10 +10,10 @@ in log σ, as Align Your Steps does (Sabour et al. 2024). It spends its steps ar
 an empirical question (bench_samplers.py measures trained GLIDE models too).
 
 A schedule FILE (JSON, ``--schedule path/schedule.json``) stores positions found on one
-model's own ODE (``benchmarks/tune_schedule.py --model RUN``: coordinate descent of one
-sampler's error, or GITS dynamic programming, see :mod:`.search`), kept next to the model
-it was found on. A file fitted with ``--method bespoke`` also stores, per step count, the
-coefficients of the bespoke solver on exactly those σ's (:mod:`.bespoke`).
+model's own ODE (``glidectl fit-steps MODEL``, :mod:`glidectl.step_fitting`: coordinate
+descent of one sampler's error, or GITS dynamic programming, see :mod:`.search`), kept next
+to the model it was found on. A file fitted with ``--method bespoke`` also stores, per step
+count, the coefficients of the bespoke solver on exactly those σ's (:mod:`.bespoke`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import write_text
 from ..errors import GlidectlError
 from .schedules import append_zero
 
@@ -72,9 +73,9 @@ def is_schedule_file(schedule: str) -> bool:
 def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma_min: float,
                         sigma_max: float, about: str, sampler: str | None = None,
                         coefficients: dict[int, list[list[float]]] | None = None) -> None:
-    """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min]; ``sampler``
-    records the sampler they were tuned for (None: any); ``coefficients`` a bespoke
-    solver's rows per n."""
+    """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min], atomically;
+    ``sampler`` records the sampler they were tuned for (None: any); ``coefficients`` a
+    bespoke solver's rows per n."""
     total = math.log(sigma_max / sigma_min)
     positions = {str(n): [round((math.log(sigma_max) - math.log(float(v))) / total, 12)
                           for v in s[:-1]] for n, s in sorted(sigmas.items())}
@@ -82,7 +83,7 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
             "sigma_min": sigma_min, "sigma_max": sigma_max, "positions": positions}
     if coefficients:
         data["coefficients"] = {str(n): rows for n, rows in sorted(coefficients.items())}
-    Path(path).write_text(json.dumps(data, indent=1) + "\n")
+    write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def _load(path: str | Path) -> dict:
@@ -91,8 +92,8 @@ def _load(path: str | Path) -> dict:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise GlidectlError(f"Schedule file {str(path)!r} does not exist; write one with "
-                            "benchmarks/tune_schedule.py --model RUN --out FILE, or name a "
-                            "schedule such as karras.") from None
+                            "glidectl fit-steps MODEL --out FILE, or name a schedule such as "
+                            "karras.") from None
     except (OSError, ValueError) as exc:
         raise GlidectlError(f"Schedule file {str(path)!r} is not readable JSON ({exc}).") from exc
     return data if isinstance(data, dict) else {}
@@ -112,7 +113,7 @@ def read_schedule_file(path: str | Path) -> dict[int, tuple[float, ...]]:
     if data.get("format") != FILE_FORMAT or not ok:
         raise GlidectlError(f"Schedule file {str(path)!r} is not a {FILE_FORMAT} file "
                             "(positions: n → n increasing fractions from 0 to at most 1); "
-                            "write one with benchmarks/tune_schedule.py --model RUN --out FILE.")
+                            "write one with glidectl fit-steps MODEL --out FILE.")
     return positions
 
 
@@ -146,8 +147,8 @@ def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[li
         have = ", ".join(sorted(stored, key=lambda k: int(k) if k.isdigit() else 0)) or "none"
         raise GlidectlError(f"Schedule file {str(path)!r} holds no bespoke coefficients for "
                             f"{n} steps (it has: {have}); sample with --steps set to one of "
-                            "those, or fit them with benchmarks/tune_schedule.py --model RUN "
-                            f"--method bespoke --steps {n}.")
+                            "those, or fit them with glidectl fit-steps MODEL --method bespoke "
+                            f"--calls {n}.")
     rows = stored[str(n)]
     if not isinstance(rows, list) or not all(
             isinstance(r, list) and all(isinstance(c, int | float) for c in r) for r in rows):

@@ -1,0 +1,127 @@
+"""``glidectl fit-steps MODEL``: a schedule file (σ's, or a bespoke solver) fitted to a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import GlidectlError
+
+METHOD_HELP = ("descent: move one sampler's σ's to cut its error (use the file with that "
+               "sampler); gits: GITS dynamic programming on the reference path (any sampler, "
+               "fast); bespoke: the descent, then a bespoke solver's coefficients fitted "
+               "through the model (--sampler bespoke, only at the fitted --calls; slowest, "
+               "most accurate).")
+
+
+def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
+    """``--prompt`` values, then the lines of ``--prompts FILE`` (blank lines skipped)."""
+    found = [p for p in prompts if p.strip()]
+    if prompts_file is not None:
+        try:
+            found += [ln.strip() for ln in prompts_file.read_text().splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GlidectlError(f"Cannot read prompts file {str(prompts_file)!r} ({exc}); pass "
+                                "a UTF-8 text file with one prompt per line.") from None
+    if not found:
+        raise GlidectlError("fit-steps needs tuning prompts: pass --prompts FILE (one per line) "
+                            "or --prompt TEXT, like the prompts you will sample.")
+    return found
+
+
+def default_out(model: str) -> Path:
+    """RUN/schedule.json for a run folder; otherwise a path must be given."""
+    if Path(model).is_dir():
+        return Path(model) / "schedule.json"
+    raise GlidectlError(f"Pass --out FILE.json: {model!r} is not a run folder to keep the "
+                        "schedule file in.")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("fit-steps")
+    def fit_steps_command(
+        model: str = typer.Argument(..., help="Base model: a run folder, a .safetensors/.pt "
+                                    "file or openai:base."),
+        calls: list[int] = typer.Option([10], "--calls", help="Model calls to fit for; repeat "
+                                        "for several (--calls 10 --calls 15)."),
+        method: str = typer.Option("descent", "--method", help=METHOD_HELP),
+        sampler: str = typer.Option("unipc", "--sampler", help="The sampler to fit for "
+                                    "(bespoke: the one its fit starts from)."),
+        prompts: list[str] = typer.Option([], "--prompt", help="A tuning prompt (repeat)."),
+        prompts_file: Path | None = typer.Option(None, "--prompts", help="Tuning prompts, one "
+                                                 "per line."),
+        images: int = typer.Option(24, "--images", help="Tuning images (the prompts in "
+                                   "turn)."),
+        guidance: float | None = typer.Option(None, "--guidance", help="Guidance scale to fit "
+                                              "at (default: the model's, else 3)."),
+        seed: int = typer.Option(1, "--seed", help="Seed of the tuning noise."),
+        reference_steps: int = typer.Option(500, "--reference-steps", help="dpm++3m Karras "
+                                            "steps of the reference solution."),
+        rounds: int = typer.Option(10, "--rounds", help="Descent rounds."),
+        evals: int = typer.Option(150, "--evals", help="Bespoke: L-BFGS evaluations (each one "
+                                  "a pass through the model with gradients)."),
+        fixed_sigmas: bool = typer.Option(False, "--fixed-sigmas", help="Bespoke: keep the "
+                                          "descent's σ's."),
+        start: Path | None = typer.Option(None, "--start", help="Start from this schedule "
+                                          "file's σ's (and bespoke coefficients) instead of a "
+                                          "descent: a refit."),
+        out: Path | None = typer.Option(None, "--out", help="Schedule file to write (default: "
+                                        "RUN/schedule.json)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+    ) -> None:
+        """Fit sampling steps to MODEL's own ODE for fewer model calls: a schedule file for
+        `glidectl sample --schedule FILE`."""
+        from ..devices import pick_device
+        from ..samplers.tuned import read_schedule_file
+        from ..step_fitting import check_method
+
+        check_method(method, sampler, calls)
+        for name, value, least in (("--images", images, 1), ("--reference-steps",
+                                   reference_steps, 10), ("--evals", evals, 1),
+                                   ("--rounds", rounds, 0)):
+            if value < least:
+                raise GlidectlError(f"{name} must be at least {least}, got {value}.")
+        texts = read_prompts(prompts, prompts_file)
+        path = out or default_out(model)
+        if path.exists() and not overwrite:
+            raise GlidectlError(f"{str(path)!r} exists; pass --overwrite to replace it or "
+                                "another --out.")
+        if not path.parent.is_dir():
+            raise GlidectlError(f"The folder of --out {str(path)!r} does not exist; create it "
+                                "or pick another path.")
+        if start is not None:
+            read_schedule_file(start)  # one sentence if it is not a schedule file
+        device = pick_device(device)
+        _fit(model, calls, method, sampler, texts, images, guidance, seed, reference_steps,
+             path, device, dict(rounds=rounds, evals=evals, fixed_sigmas=fixed_sigmas,
+                                start=str(start) if start else None))
+
+
+def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: list[str],
+         images: int, guidance: float | None, seed: int, reference_steps: int, path: Path,
+         device: str, options: dict) -> None:
+    from ..glide.loading import load_model
+    from ..step_fitting import fit_steps, model_guidance, reference, steps_for_calls
+
+    model = load_model(model_spec, device=device).eval()
+    opts = model.options
+    if opts.super_res or opts.inpaint:
+        raise GlidectlError(f"fit-steps fits text-to-image base models, not {opts.kind} models "
+                            f"like {model_spec!r}; pass a base model.")
+    scale = model_guidance(model_spec, guidance)
+    prompts = (texts * -(-images // len(texts)))[:images]
+    typer.echo(f"reference: {reference_steps} dpm++3m steps for {images} tuning images "
+               f"(guidance {scale:g}) on {device}", err=True)
+    target = reference(model, prompts, scale, seed, reference_steps,
+                       trajectory=method == "gits")
+    fit_steps(target, calls, method, sampler, path,
+              f"{model_spec} (guidance {scale:g}, {images} tuning images from "
+              f"{len(set(prompts))} prompts, noise seed {seed}, reference {reference_steps} "
+              "dpm++3m Karras steps)", log=lambda m: typer.echo(m, err=True), **options)
+    use = "bespoke" if method == "bespoke" else ("SAMPLER" if method == "gits" else sampler)
+    steps = calls[0] if method == "gits" else steps_for_calls(sampler, calls[0])
+    typer.echo(str(path))
+    typer.echo(f"sample with: glidectl sample PROMPT --base {model_spec} --sampler {use} "
+               f"--steps {steps} --schedule {path} --guidance {scale:g}", err=True)

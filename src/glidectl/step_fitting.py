@@ -1,0 +1,184 @@
+"""Fit sampling steps to one model's own ODE, for ``glidectl sample --schedule FILE``.
+
+The target is the model's guided probability-flow ODE solved closely (``reference_steps``
+dpm++3m steps on Karras σ's) from tuning noise and prompts. Methods: ``descent`` moves the
+log σ's of one sampler by coordinate descent (:func:`.samplers.search.descend_sigmas`, from
+exponential σ's, the last σ free above the table's smallest) to minimise that sampler's RMS
+distance to the reference; ``gits`` runs GITS dynamic programming on the reference
+trajectory without sampling (:func:`.samplers.search.search_sigmas`); ``bespoke`` runs the
+descent, then fits a bespoke solver's coefficients and σ's by L-BFGS through the model
+(:func:`.samplers.bespoke.fit_coefficients`). Results go to a schedule file
+(:mod:`.samplers.tuned`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import plugins
+from .errors import GlidectlError
+from .samplers.bespoke import Rows, fit_coefficients, linear_coefficients
+from .samplers.denoiser import GlideDenoiser
+from .samplers.schedules import build_sigmas
+from .samplers.search import descend_sigmas, search_sigmas
+from .samplers.tuned import read_coefficients, write_schedule_file
+
+METHODS = ("descent", "gits", "bespoke")
+Log = Callable[[str], None]
+
+
+def model_guidance(spec: str, given: float | None) -> float:
+    """``given``, else the guidance the model's checkpoint recommends, else GLIDE's 3."""
+    from .glide.loading import resolve_spec
+    from .pipeline import recommended_settings
+
+    if given is not None:
+        return given
+    return float(recommended_settings(resolve_spec(spec)).get("guidance") or 3.0)
+
+
+def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float
+                    ) -> GlideDenoiser:
+    """The GLIDE denoiser ``sample`` builds: text encoded once, [cond, uncond] rows."""
+    from .sampling import model_device, sigma_table, tokenizer_for
+
+    tokens, mask = tokenizer_for(model).encode_batch(prompts + [""] * len(prompts),
+                                                     model.options.text_ctx)
+    device = model_device(model)
+    with torch.no_grad():
+        text_emb = model.encode_text(tokens.to(device), mask.to(device))
+    return GlideDenoiser(model, sigma_table(model), text_emb=text_emb, guidance=guidance)
+
+
+def steps_for_calls(sampler: str, calls: int) -> int | None:
+    """Steps whose model calls equal ``calls`` (None if the sampler cannot hit it)."""
+    spec = plugins.samplers().get(sampler)
+    for steps in range(1, calls + 1):
+        if spec.model_calls(steps) == calls:
+            return steps
+    return None
+
+
+@dataclass
+class Target:
+    """Tuning noise and the reference solution from it (and its trajectory, for GITS)."""
+
+    denoiser: GlideDenoiser
+    noise: torch.Tensor  # unit-variance starting noise, one row per tuning image
+    grid: torch.Tensor  # the reference's σ's
+    ref: torch.Tensor
+    xs: list[torch.Tensor] = field(default_factory=list)
+    ds: list[torch.Tensor] = field(default_factory=list)
+
+    def start(self, sigmas: torch.Tensor) -> torch.Tensor:
+        return self.noise * float(sigmas[0])
+
+    def rms(self, sampler: str, sigmas: torch.Tensor) -> float:
+        out = plugins.samplers().get(sampler)(self.denoiser, self.start(sigmas), sigmas)
+        return (out - self.ref).pow(2).mean().sqrt().item()
+
+
+@torch.no_grad()
+def reference(model: torch.nn.Module, prompts: list[str], guidance: float, seed: int,
+              steps: int = 500, trajectory: bool = False) -> Target:
+    """The guided ODE solved by ``steps`` dpm++3m Karras steps from noise ``seed``."""
+    from .sampling import model_device
+
+    den = guided_denoiser(model, prompts, guidance)
+    size = model.options.image_size
+    noise = torch.randn(len(prompts), 3, size, size,
+                        generator=torch.Generator().manual_seed(seed)).to(model_device(model))
+    grid = build_sigmas("karras", steps, den.sigmas)
+    xs: list[torch.Tensor] = []
+    ds: list[torch.Tensor] = []
+    keep = (lambda s: (xs.append(s["x"]), ds.append(s["denoised"]))) if trajectory else None
+    ref = plugins.samplers().get("dpm++3m")(den, noise * float(grid[0]), grid, callback=keep)
+    return Target(den, noise, grid, ref, xs, ds)
+
+
+def check_method(method: str, sampler: str, calls: list[int]) -> None:
+    """One sentence unless ``sampler`` can be fitted by ``method`` at every call count."""
+    if method not in METHODS:
+        raise GlidectlError(f"Unknown fitting method {method!r}; use {', '.join(METHODS)}.")
+    spec = plugins.samplers().get(sampler)  # unknown: one line with the nearest name
+    for n in calls:
+        if n < 1:
+            raise GlidectlError(f"--calls must be at least 1, got {n}.")
+        if method == "bespoke" and spec.model_calls(n) != n:
+            raise GlidectlError(f"--method bespoke starts from a sampler with one model call "
+                                f"per step, and {sampler} makes more; use unipc, dpm++2m, "
+                                "dpm++3m, ipndm or deis.")
+        if method != "gits" and steps_for_calls(sampler, n) is None:
+            raise GlidectlError(f"{sampler} cannot make exactly {n} model calls; pick another "
+                                "--calls value or another --sampler.")
+
+
+def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: int = 10,
+              evals: int = 150, fixed_sigmas: bool = False, every: int = 2,
+              start: str | None = None, log: Log = print) -> tuple[int, torch.Tensor,
+                                                                   Rows | None]:
+    """Steps, σ's (then 0) and bespoke rows (None for other methods) for one call count."""
+    den = target.denoiser
+    if method == "gits":  # steps = calls for any one-call sampler; coarser grid: faster DP
+        keep = sorted({*range(0, len(target.xs), every), len(target.xs) - 1})
+        sigmas = search_sigmas(target.grid[keep], torch.stack(target.xs)[keep],
+                               torch.stack(target.ds)[keep], target.ref, calls)
+        return calls, sigmas, None
+    steps = steps_for_calls(sampler, calls)
+    with torch.no_grad():
+        if start:  # an earlier file's σ's instead of a descent
+            sigmas = build_sigmas(start, steps, den.sigmas)
+            value = target.rms(sampler, sigmas)
+            log(f"{calls} calls: tuning RMS {value:.5f} ({start})")
+        else:
+            first = build_sigmas("exponential", steps, den.sigmas)
+            sigmas, value = descend_sigmas(lambda s: target.rms(sampler, s), first,
+                                           sigma_floor=den.sigma_min, rounds=rounds)
+            log(f"{calls} calls: tuning RMS {target.rms(sampler, first):.5f} (exponential) "
+                f"-> {value:.5f}")
+    if method != "bespoke":
+        return steps, sigmas, None
+    began = time.perf_counter()
+    den.model.requires_grad_(False)  # the fit needs gradients to x and σ only
+    rows = linear_coefficients(plugins.samplers().get(sampler), sigmas)
+    if start:  # resume the start file's fit when it holds one for this count
+        with contextlib.suppress(GlidectlError):
+            rows = read_coefficients(start, steps, sigmas)
+    rows, sigmas, fitted = fit_coefficients(
+        den, target.start(sigmas), sigmas, target.ref, rows, evals=evals,
+        move_sigmas=not fixed_sigmas, sigma_floor=den.sigma_min, log=log)
+    log(f"{calls} calls: bespoke tuning RMS {value:.5f} -> {fitted:.5f} "
+        f"({time.perf_counter() - began:.0f} s)")
+    return steps, sigmas, rows
+
+
+def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: str | Path,
+              about: str, log: Log = print, **options) -> dict[int, torch.Tensor]:
+    """:func:`fit_calls` for each call count, the schedule file rewritten (atomically) after
+    each, so a stopped fit keeps the counts it finished; returns steps → σ's."""
+    found: dict[int, torch.Tensor] = {}
+    coefficients: dict[int, Rows] = {}
+    how = (f"σ's of {options['start']}" if options.get("start") else
+           "GITS dynamic programming" if method == "gits" else
+           f"coordinate descent of {sampler} (from exponential σ's)")
+    if method == "bespoke":
+        moved = "" if options.get("fixed_sigmas") else " and σ's moved"
+        how += (f", then bespoke coefficients fitted from {sampler}'s{moved} "
+                f"({options.get('evals', 150)} L-BFGS evaluations)")
+    for n in calls:
+        steps, sigmas, rows = fit_calls(target, n, method, sampler, log=log, **options)
+        found[steps] = sigmas
+        if rows is not None:
+            coefficients[steps] = rows
+        log(f"{steps}: {', '.join(f'{float(v):.4g}' for v in sigmas[:-1])}")
+        write_schedule_file(out, found, float(target.grid[-2]), float(target.grid[0]),
+                            f"{how} on {about}",
+                            sampler={"gits": None, "bespoke": "bespoke"}.get(method, sampler),
+                            coefficients=coefficients or None)
+    return found

@@ -1,0 +1,119 @@
+"""``glidectl fit-steps`` on a tiny model: a schedule file that ``glidectl sample`` uses."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from test_pipeline import tiny_glide
+
+
+@pytest.fixture
+def glidectl(capsys):
+    """``glidectl ARGS`` in this process, at one thread; (exit code, stdout, stderr)."""
+    from glidectl.cli.app import main
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            torch.set_num_threads(threads)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    from glidectl.glide import save_weights
+
+    folder = tmp_path_factory.mktemp("weights")
+    return {"base": save_weights(tiny_glide("base", 0), folder / "base.safetensors"),
+            "upsample": save_weights(tiny_glide("upsample", 1), folder / "up.safetensors")}
+
+
+def test_a_bespoke_fit_writes_the_file_sample_uses(glidectl, weights, tmp_path) -> None:
+    out = tmp_path / "fit.json"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\na blue square\n")
+    code, stdout, stderr = glidectl(
+        "fit-steps", weights["base"], "--calls", "3", "--method", "bespoke", "--prompts",
+        prompts, "--images", "3", "--reference-steps", "12", "--rounds", "2", "--evals", "6",
+        "--guidance", "2", "--out", out)
+    assert code == 0, stderr
+    assert stdout.strip() == str(out)
+    before, after = map(float, re.search(r"3 calls: tuning RMS ([\d.e-]+) \(exponential\) -> "
+                                         r"([\d.e-]+)", stderr).groups())
+    assert after <= before  # the descent never makes its own start worse
+    assert re.search(r"bespoke tuning RMS [\d.e-]+ -> [\d.e-]+", stderr)
+    data = json.loads(out.read_text())
+    assert data["sampler"] == "bespoke" and [len(r) for r in data["coefficients"]["3"]] == [2, 3, 4]
+    assert "3 tuning images from 2 prompts" in data["about"] and "guidance 2" in data["about"]
+    assert f"--sampler bespoke --steps 3 --schedule {out} --guidance 2" in stderr
+    code, _, stderr = glidectl("sample", "a cat", "--base", weights["base"], "--sampler",
+                               "bespoke", "--steps", "3", "--schedule", out, "--guidance", "2",
+                               "-q", "--precision", "fp32", "--out", tmp_path / "images")
+    assert code == 0, stderr
+    assert Image.open(tmp_path / "images" / "00000.png").text["model_calls"] == "3"
+
+
+def test_gits_fits_every_count_and_keeps_a_finished_one(glidectl, weights, tmp_path) -> None:
+    from glidectl.samplers.tuned import read_schedule_file
+
+    out = tmp_path / "gits.json"
+    code, _, stderr = glidectl("fit-steps", weights["base"], "--calls", "3", "--calls", "5",
+                               "--method", "gits", "--prompt", "a cat", "--images", "2",
+                               "--reference-steps", "16", "--out", out)
+    assert code == 0, stderr
+    assert sorted(read_schedule_file(out)) == [3, 5]
+    assert json.loads(out.read_text())["sampler"] is None  # any sampler may use it
+    assert "--sampler SAMPLER --steps 3" in stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "needs tuning prompts: pass --prompts FILE"),
+    (("--prompt", "x", "--method", "newton"), "Unknown fitting method 'newton'"),
+    (("--prompt", "x", "--method", "bespoke", "--sampler", "heun", "--calls", "4"),
+     "one model call per step, and heun makes more"),
+    (("--prompt", "x", "--sampler", "heun", "--calls", "4"), "heun cannot make exactly 4"),
+    (("--prompt", "x", "--calls", "0"), "--calls must be at least 1"),
+    (("--prompt", "x", "--images", "0"), "--images must be at least 1"),
+    (("--prompt", "x", "--sampler", "unipcc"), "unipc"),
+    (("--prompts", "no-such.txt"), "Cannot read prompts file 'no-such.txt'"),
+    (("--prompt", "x", "--start", "no.json"), "'no.json' does not exist"),
+])
+def test_bad_input_is_one_sentence_and_exit_2(glidectl, weights, tmp_path, args,
+                                              message) -> None:
+    code, _, stderr = glidectl("fit-steps", weights["base"], "--out", tmp_path / "s.json",
+                               *args)
+    assert code == 2 and stderr.count("Error:") == 1 and "Traceback" not in stderr, stderr
+    assert message in stderr, stderr
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_an_existing_file_an_upsampler_and_no_out_are_refused(glidectl, weights,
+                                                               tmp_path) -> None:
+    kept = tmp_path / "kept.json"
+    kept.write_text("{}")
+    for args, message in (
+            (("--out", kept), "exists; pass --overwrite"),
+            (("--out", tmp_path / "none" / "s.json"), "does not exist; create it"),
+            ((), "is not a run folder"),
+    ):
+        code, _, stderr = glidectl("fit-steps", weights["base"], "--prompt", "x", *args)
+        assert code == 2 and message in stderr and "Traceback" not in stderr, stderr
+    assert kept.read_text() == "{}"
+    code, _, stderr = glidectl("fit-steps", weights["upsample"], "--prompt", "x", "--out",
+                               tmp_path / "u.json")
+    assert code == 2 and "not upsample models like" in stderr, stderr
