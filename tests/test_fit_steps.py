@@ -7,29 +7,17 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 from test_pipeline import tiny_glide
+from test_sample_cmd import in_process
 
 
 @pytest.fixture
 def glidectl(capsys):
-    """``glidectl ARGS`` in this process, at one thread; (exit code, stdout, stderr)."""
-    from glidectl.cli.app import main
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        finally:
-            torch.set_num_threads(threads)
-        out = capsys.readouterr()
-        return code, out.out, out.err
+    """``glidectl ARGS`` in this process: (exit code, stdout, stderr)."""
+    def invoke(*args) -> tuple[int, str, str]:
+        res = in_process(capsys, *args)
+        return res.returncode, res.stdout, res.stderr
 
     return invoke
 

@@ -30,26 +30,28 @@ class Result:
     stderr: str
 
 
-@pytest.fixture
-def run(capsys):
-    """``glidectl sample ARGS`` in this process (start-up is tested by the CLI tests)."""
+def in_process(capsys, *args: str) -> Result:
+    """``glidectl ARGS`` in this process at one thread (start-up is tested by the CLI tests)."""
     from glidectl.cli.app import main
 
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            main(["sample", *args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        finally:
-            torch.set_num_threads(threads)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
+    capsys.readouterr()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        torch.set_num_threads(threads)
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)
 
-    return invoke
+
+@pytest.fixture
+def run(capsys):
+    """``glidectl sample ARGS`` in this process."""
+    return lambda *args: in_process(capsys, "sample", *args)
 
 
 @pytest.fixture(scope="module")
