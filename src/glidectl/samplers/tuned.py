@@ -99,9 +99,11 @@ def _load(path: str | Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def read_schedule_file(path: str | Path) -> dict[int, tuple[float, ...]]:
-    """The positions stored in a schedule file, checked (one-sentence errors)."""
-    data = _load(path)
+def read_schedule_file(path: str | Path, data: dict | None = None
+                       ) -> dict[int, tuple[float, ...]]:
+    """The positions stored in a schedule file (or in ``data``, its JSON already read),
+    checked (one-sentence errors)."""
+    data = _load(path) if data is None else data
     rows = data.get("positions")
     try:
         positions = {int(n): tuple(float(u) for u in row) for n, row in rows.items()}
@@ -155,7 +157,7 @@ def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[li
         rows = []
     check_rows(rows, n)
     lo, hi = data.get("sigma_min"), data.get("sigma_max")
-    fitted = (sigmas_from_positions(read_schedule_file(path), n, float(lo), float(hi))
+    fitted = (sigmas_from_positions(read_schedule_file(path, data), n, float(lo), float(hi))
               if isinstance(lo, int | float) and isinstance(hi, int | float) and 0 < lo < hi
               else None)
     if fitted is None or not torch.allclose(fitted.double(), sigmas.double(), rtol=1e-6):
