@@ -56,7 +56,7 @@ def test_a_bespoke_fit_writes_the_file_sample_uses(glidectl, weights, tmp_path) 
     assert Image.open(tmp_path / "images" / "00000.png").text["model_calls"] == "3"
 
 
-def test_gits_fits_every_count_and_keeps_a_finished_one(glidectl, weights, tmp_path) -> None:
+def test_gits_fits_every_count_for_any_sampler(glidectl, weights, tmp_path) -> None:
     from glidectl.samplers.tuned import read_schedule_file
 
     out = tmp_path / "gits.json"
@@ -67,6 +67,23 @@ def test_gits_fits_every_count_and_keeps_a_finished_one(glidectl, weights, tmp_p
     assert sorted(read_schedule_file(out)) == [3, 5]
     assert json.loads(out.read_text())["sampler"] is None  # any sampler may use it
     assert "--sampler SAMPLER --steps 3" in stderr
+
+
+def test_a_stopped_fit_keeps_the_counts_it_finished(weights, tmp_path) -> None:
+    from glidectl.glide.loading import load_model
+    from glidectl.samplers.tuned import read_schedule_file
+    from glidectl.step_fitting import fit_steps, reference
+
+    target = reference(load_model(weights["base"]), ["a cat"], 3.0, seed=1, steps=12)
+    out = tmp_path / "s.json"
+
+    def log(message: str) -> None:
+        if message.startswith("5 calls"):  # the second count's descent has run: stop here
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_steps(target, [3, 5], "descent", "unipc", out, "test", log=log, rounds=1)
+    assert list(read_schedule_file(out)) == [3]
 
 
 @pytest.mark.parametrize("args, message", [
