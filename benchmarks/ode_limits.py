@@ -23,6 +23,14 @@ at most 0.09 % and ``unipc`` converges (seed 0: 0.0032 / 0.00038 / 0.00015 at 20
 
     python benchmarks/ode_limits.py --mixture-seed 2                       # ~2 min
     python benchmarks/ode_limits.py --skip-gmm --model runs/quickstart     # ~10 min, 1 core
+
+``--per-image K`` then asks whether choosing the steps per image would help: ``unipc`` at
+``--calls`` on σ's descended for all images together, and on σ's descended for each of the
+first K images alone against its own reference — hindsight no sampler has, so an upper
+bound on what a sample-adaptive step rule could give (quickstart seed 0, 36 images, 15
+calls: 0.00187 → 0.00115 on the mean of the first 12, still above a tenth of DDIM-50).
+
+    python benchmarks/ode_limits.py --skip-gmm --model RUN --images 36 --per-image 12
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from glidectl import plugins
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.schedules import build_sigmas
+from glidectl.samplers.search import descend_sigmas
 from glidectl.step_fitting import guided_denoiser, model_guidance, steps_for_calls
 
 SWITCHED = 0.1  # per-sample RMSE: the sample ended in another component
@@ -108,7 +117,8 @@ def model_limits(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = load_model(args.model).eval()
     n, size = args.images, model.options.image_size
-    den = guided_denoiser(model, demo_prompts(n), model_guidance(args.model, args.guidance))
+    prompts, guidance = demo_prompts(n), model_guidance(args.model, args.guidance)
+    den = guided_denoiser(model, prompts, guidance)
     g = torch.Generator().manual_seed(0)
     picture = (torch.rand(n, 3, size, size, generator=g) * 2 - 1) * 0.8
     noise = torch.randn(n, 3, size, size, generator=g)
@@ -145,8 +155,40 @@ def model_limits(args: argparse.Namespace) -> dict:
         calls = {c: errors(run("unipc", "exponential", c), ref)["rms"] for c in args.model_calls}
         print("  " + ", ".join(f"{c} calls {v:.5f}" for c, v in calls.items()))
         follow = follow_model(den, x_T, ref, args.calls, max(steps // 5, 8))
+        own = (per_image_steps(model, prompts, guidance, den, x_T, ref, args.calls,
+                               args.per_image, args.rounds) if args.per_image else None)
     return {"model": args.model, "images": n, "roughness": rough, "reference_steps": steps,
-            "half_reference": half, "unipc": calls, "follow": follow}
+            "half_reference": half, "unipc": calls, "follow": follow, "per_image": own}
+
+
+def per_image_steps(model, prompts: list[str], guidance: float, den, x_T: torch.Tensor,
+                    ref: torch.Tensor, calls: int, count: int, rounds: int) -> dict:
+    """What choosing the steps per image could give at most: ``unipc`` at ``calls`` on σ's
+    descended for all images together, then on σ's descended for each of the first ``count``
+    images alone, on its own reference (hindsight no sampler has)."""
+    fn = plugins.samplers().get("unipc")
+
+    def rms(d, x: torch.Tensor, r: torch.Tensor, sigmas: torch.Tensor) -> float:
+        return (fn(d, x * float(sigmas[0]), sigmas) - r).pow(2).mean().sqrt().item()
+
+    shared, _ = descend_sigmas(lambda s: rms(den, x_T, ref, s),
+                               build_sigmas("exponential", calls, den.sigmas),
+                               sigma_floor=den.sigma_min, rounds=rounds)
+    print(f"\nunipc at {calls} calls: σ's descended for all {len(x_T)} images, then for each "
+          "image alone (RMSE of that image)")
+    rows = []
+    for i in range(min(count, len(x_T))):
+        one = guided_denoiser(model, [prompts[i]], guidance)
+        x, r = x_T[i : i + 1], ref[i : i + 1]
+        _, own = descend_sigmas(lambda s, one=one, x=x, r=r: rms(one, x, r, s), shared,
+                                sigma_floor=den.sigma_min, rounds=rounds)
+        rows.append({"image": i, "prompt": prompts[i], "shared": rms(one, x, r, shared),
+                     "own": own})
+        print(f"  {i:2d} {prompts[i]!r}: shared {rows[-1]['shared']:.5f}  own {own:.5f}",
+              flush=True)
+    means = {k: sum(row[k] for row in rows) / len(rows) for k in ("shared", "own")}
+    print(f"  mean: shared {means['shared']:.5f}  own {means['own']:.5f}")
+    return {"calls": calls, "rows": rows, **means}
 
 
 def follow_model(den, x_T: torch.Tensor, ref: torch.Tensor, calls: int, fine: int
@@ -192,6 +234,10 @@ def main() -> None:
     parser.add_argument("--model-calls", type=int, nargs="+",
                         default=[20, 30, 40, 60, 80, 120, 200])
     parser.add_argument("--reference-steps", type=int, default=1000)
+    parser.add_argument("--per-image", type=int, default=0, metavar="K",
+                        help="On a model: also descend unipc's σ's at --calls for each of the "
+                        "first K images alone (an upper bound on per-image step choice).")
+    parser.add_argument("--rounds", type=int, default=10, help="Descent rounds (--per-image).")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="Write the figures to this file.")
     args = parser.parse_args()
