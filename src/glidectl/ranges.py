@@ -82,6 +82,11 @@ FLAGS: dict[str, Range] = {
     "--text-ctx": Range(1, 4096),
     "--guidance-rescale": Range(0, 1),  # φ of guidance rescale
     "--dynamic-threshold": Range(50, 100),  # percentile of |x0|
+    "--calls": STEPS,  # fit-steps: model calls to fit for
+    "--images": COUNT,  # fit-steps: tuning images
+    "--reference-steps": Range(10, 100_000),
+    "--evals": Range(1, 100_000),  # fit-steps: L-BFGS evaluations
+    "--rounds": Range(0, 1000),  # fit-steps: descent rounds
 }
 
 

@@ -78,11 +78,6 @@ def register(app: typer.Typer) -> None:
         from ..step_fitting import check_method
 
         check_method(method, sampler, calls)
-        for name, value, least in (("--images", images, 1), ("--reference-steps",
-                                   reference_steps, 10), ("--evals", evals, 1),
-                                   ("--rounds", rounds, 0)):
-            if value < least:
-                raise GlidectlError(f"{name} must be at least {least}, got {value}.")
         texts = read_prompts(prompts, prompts_file)
         path = out or default_out(model)
         if path.exists() and not overwrite:
