@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from test_pipeline import tiny_glide
 from test_sample_cmd import in_process
@@ -110,6 +111,8 @@ def test_bad_input_is_one_sentence_and_exit_2(glidectl, weights, tmp_path, args,
 
 def test_an_existing_file_an_upsampler_and_no_out_are_refused(glidectl, weights,
                                                                tmp_path) -> None:
+    from glidectl.samplers.tuned import write_schedule_file
+
     kept = tmp_path / "kept.json"
     kept.write_text("{}")
     for args, message in (
@@ -120,6 +123,11 @@ def test_an_existing_file_an_upsampler_and_no_out_are_refused(glidectl, weights,
         code, _, stderr = glidectl("fit-steps", weights["base"], "--prompt", "x", *args)
         assert code == 2 and message in stderr and "Traceback" not in stderr, stderr
     assert kept.read_text() == "{}"
+    start = tmp_path / "start.json"
+    write_schedule_file(start, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.01, 80.0, "test")
+    code, _, stderr = glidectl("fit-steps", weights["base"], "--prompt", "x", "--start", start,
+                               "--out", start, "--overwrite")
+    assert code == 2 and "--start and --out are the same file" in stderr, stderr
     code, _, stderr = glidectl("fit-steps", weights["upsample"], "--prompt", "x", "--out",
                                tmp_path / "u.json")
     assert code == 2 and "not upsample models like" in stderr, stderr

@@ -88,6 +88,9 @@ def register(app: typer.Typer) -> None:
                                 "or pick another path.")
         if start is not None:
             read_schedule_file(start)  # one sentence if it is not a schedule file
+            if start.resolve() == path.resolve():
+                raise GlidectlError(f"--start and --out are the same file ({str(path)!r}); "
+                                    "write the refit to another --out, so the start is kept.")
         device = pick_device(device)
         _fit(model, calls, method, sampler, texts, images, guidance, seed, reference_steps,
              path, device, dict(rounds=rounds, evals=evals, fixed_sigmas=fixed_sigmas,
