@@ -195,7 +195,8 @@ def model_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     guidance = model_guidance(args.model, args.guidance)
     den = guided_denoiser(model, prompts, guidance)
     size = model.options.image_size
-    x_T = torch.randn(len(prompts), 3, size, size, generator=torch.Generator().manual_seed(0))
+    x_T = torch.randn(len(prompts), 3, size, size,
+                      generator=torch.Generator().manual_seed(args.model_noise_seed))
 
     def run(name: str, sigmas: torch.Tensor, **options) -> torch.Tensor:
         return plugins.samplers().get(name)(den, x_T * float(sigmas[0]), sigmas, **options)
@@ -206,7 +207,8 @@ def model_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     ref = run("dpm++3m", make("karras", 500))
     check = run("dpm++3m", make("karras", 250))
     print(f"model reference: dpm++3m 500 steps; rms vs 250 steps {errors(ref, check)['rms']:.2e}"
-          f"; guidance {guidance}, {len(prompts)} images of {size} px")
+          f"; guidance {guidance}, {len(prompts)} images of {size} px, "
+          f"noise seed {args.model_noise_seed}")
     baseline = errors(run("ddim", make("karras", 50)), ref)
     rows = sweep("model", run, ref, make, samplers=args.model_samplers,
                  schedules=args.model_schedules, calls_list=args.model_calls)
@@ -272,6 +274,9 @@ def main() -> None:
                         help="Default: the model's recommended, else 3.")
     parser.add_argument("--images", type=int, default=36)
     parser.add_argument("--model-calls", type=int, nargs="+", default=[8, 10, 15, 20])
+    parser.add_argument("--model-noise-seed", type=int, default=0,
+                        help="Seed of the model's x_T (1 is the tuning noise of fit-steps and "
+                        "tune_schedule.py; any other is held out).")
     parser.add_argument("--model-samplers", nargs="+",
                         default=["ddim", "dpm++2m", "dpm++3m", "unipc", "ipndm"])
     parser.add_argument("--model-schedules", nargs="+", default=["karras", "optimised"])
