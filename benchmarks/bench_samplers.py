@@ -38,18 +38,12 @@ from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.schedules import build_sigmas
 from glidectl.samplers.tuned import is_schedule_file, read_coefficients
-from glidectl.step_fitting import guided_denoiser, model_guidance, steps_for_calls
+from glidectl.step_fitting import errors, guided_denoiser, model_guidance, steps_for_calls
 
 SAMPLERS = ("ddim", "euler", "heun", "dpm++2m", "dpm++3m", "unipc", "unipc_bh1", "deis",
             "ipndm")
 SCHEDULES = ("karras", "exponential", "polyexponential", "optimised")
 CALLS = (6, 8, 10, 12, 15, 20, 30, 50)
-
-
-def errors(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-    per_sample = (out - ref).reshape(len(out), -1).pow(2).mean(1)
-    return {"rms": per_sample.mean().sqrt().item(), "mean": per_sample.sqrt().mean().item(),
-            "median": per_sample.sqrt().median().item(), "worst": per_sample.max().sqrt().item()}
 
 
 def fitted_coefficients(name: str, schedule: str, sigmas: torch.Tensor) -> dict | None:

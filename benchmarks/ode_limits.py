@@ -41,14 +41,14 @@ import math
 
 import numpy as np
 import torch
-from bench_samplers import demo_prompts, errors, fitted_coefficients
+from bench_samplers import demo_prompts, fitted_coefficients
 
 from glidectl import plugins
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.schedules import build_sigmas
 from glidectl.samplers.search import descend_sigmas
-from glidectl.step_fitting import guided_denoiser, model_guidance, steps_for_calls
+from glidectl.step_fitting import errors, guided_denoiser, model_guidance, steps_for_calls
 
 SWITCHED = 0.1  # per-sample RMSE: the sample ended in another component
 GMM_RUNS = [("ddim", "karras", c) for c in (50, 200, 1000)] + [

@@ -50,11 +50,33 @@ def test_a_bespoke_fit_writes_the_file_sample_uses(glidectl, weights, tmp_path) 
     assert data["sampler"] == "bespoke" and [len(r) for r in data["coefficients"]["3"]] == [2, 3, 4]
     assert "3 tuning images from 2 prompts" in data["about"] and "guidance 2" in data["about"]
     assert f"--sampler bespoke --steps 3 --schedule {out} --guidance 2" in stderr
+    check = data["held_out"]["3"]  # 3 images (the prompts in turn) from noise seed 2
+    assert re.search(r"3 calls, held out \(3 images, noise seed 2\): mean [\d.]+, RMS", stderr)
+    assert check["images"] == 3 and check["noise_seed"] == 2
+    assert check["vs_ddim50"] == pytest.approx(check["mean"] / check["ddim50_mean"])
+    assert_held_out_figures(weights["base"], out, check)
     code, _, stderr = glidectl("sample", "a cat", "--base", weights["base"], "--sampler",
                                "bespoke", "--steps", "3", "--schedule", out, "--guidance", "2",
                                "-q", "--precision", "fp32", "--out", tmp_path / "images")
     assert code == 0, stderr
     assert Image.open(tmp_path / "images" / "00000.png").text["model_calls"] == "3"
+
+
+def assert_held_out_figures(model: Path, path: Path, check: dict) -> None:
+    """The file's held-out figures are the fitted solver's and DDIM-50's, recomputed."""
+    from glidectl.glide.loading import load_model
+    from glidectl.samplers.schedules import build_sigmas
+    from glidectl.samplers.tuned import read_coefficients
+    from glidectl.step_fitting import errors, reference
+
+    target = reference(load_model(model), ["a red circle", "a blue square", "a red circle"],
+                       2.0, seed=2, steps=12)
+    sigmas = build_sigmas(str(path), 3, target.denoiser.sigmas)
+    with torch.no_grad():
+        fitted = errors(target.sample("bespoke", sigmas, read_coefficients(path, 3, sigmas)),
+                        target.ref)
+    assert fitted["mean"] == pytest.approx(check["mean"], rel=1e-5)
+    assert target.ddim50["mean"] == pytest.approx(check["ddim50_mean"], rel=1e-5)
 
 
 def test_gits_fits_every_count_for_any_sampler(glidectl, weights, tmp_path) -> None:
@@ -63,10 +85,11 @@ def test_gits_fits_every_count_for_any_sampler(glidectl, weights, tmp_path) -> N
     out = tmp_path / "gits.json"
     code, _, stderr = glidectl("fit-steps", weights["base"], "--calls", "3", "--calls", "5",
                                "--method", "gits", "--prompt", "a cat", "--images", "2",
-                               "--reference-steps", "16", "--out", out)
+                               "--reference-steps", "16", "--check-images", "0", "--out", out)
     assert code == 0, stderr
     assert sorted(read_schedule_file(out)) == [3, 5]
-    assert json.loads(out.read_text())["sampler"] is None  # any sampler may use it
+    data = json.loads(out.read_text())
+    assert data["sampler"] is None and "held_out" not in data  # any sampler; no check
     assert "--sampler SAMPLER --steps 3" in stderr
 
 

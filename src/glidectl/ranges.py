@@ -84,6 +84,7 @@ FLAGS: dict[str, Range] = {
     "--dynamic-threshold": Range(50, 100),  # percentile of |x0|
     "--calls": STEPS,  # fit-steps: model calls to fit for
     "--images": COUNT,  # fit-steps: tuning images
+    "--check-images": Range(0, 1_000_000),  # fit-steps: held-out images (0: no check)
     "--reference-steps": Range(10, 100_000),
     "--evals": Range(1, 100_000),  # fit-steps: L-BFGS evaluations
     "--rounds": Range(0, 1000),  # fit-steps: descent rounds

@@ -8,7 +8,8 @@ distance to the reference; ``gits`` runs GITS dynamic programming on the referen
 trajectory without sampling (:func:`.samplers.search.search_sigmas`); ``bespoke`` runs the
 descent, then fits a bespoke solver's coefficients and σ's by L-BFGS through the model
 (:func:`.samplers.bespoke.fit_coefficients`). Results go to a schedule file
-(:mod:`.samplers.tuned`).
+(:mod:`.samplers.tuned`), with each count's errors on held-out noise beside DDIM-50's (a fit
+is scored on the samples it was fitted to, which flatters it).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
 
 from . import plugins
 from .errors import GlidectlError
-from .samplers.bespoke import Rows, fit_coefficients, linear_coefficients
+from .samplers.bespoke import Rows, fit_coefficients, linear_coefficients, sample_bespoke
 from .samplers.denoiser import GlideDenoiser
 from .samplers.schedules import build_sigmas
 from .samplers.search import descend_sigmas, search_sigmas
@@ -76,12 +78,46 @@ class Target:
     xs: list[torch.Tensor] = field(default_factory=list)
     ds: list[torch.Tensor] = field(default_factory=list)
 
+    seed: int = 0
+
     def start(self, sigmas: torch.Tensor) -> torch.Tensor:
         return self.noise * float(sigmas[0])
 
+    def sample(self, sampler: str, sigmas: torch.Tensor, rows: Rows | None = None
+               ) -> torch.Tensor:
+        """``sampler`` on these σ's from the noise (the bespoke solver when ``rows``)."""
+        if rows is not None:
+            return sample_bespoke(self.denoiser, self.start(sigmas), sigmas, coefficients=rows)
+        return plugins.samplers().get(sampler)(self.denoiser, self.start(sigmas), sigmas)
+
     def rms(self, sampler: str, sigmas: torch.Tensor) -> float:
-        out = plugins.samplers().get(sampler)(self.denoiser, self.start(sigmas), sigmas)
-        return (out - self.ref).pow(2).mean().sqrt().item()
+        return (self.sample(sampler, sigmas) - self.ref).pow(2).mean().sqrt().item()
+
+    @cached_property
+    def ddim50(self) -> dict[str, float]:
+        """DDIM with 50 Karras steps: the baseline of the held-out check."""
+        with torch.no_grad():
+            return errors(self.sample("ddim", build_sigmas("karras", 50, self.denoiser.sigmas)),
+                          self.ref)
+
+    def check(self, sampler: str, sigmas: torch.Tensor, rows: Rows | None = None
+              ) -> dict[str, float]:
+        """The fitted solver's :func:`errors` from this (held-out) noise, with DDIM-50's
+        means and the ratio of the two (< 1: more accurate than DDIM-50)."""
+        with torch.no_grad():
+            found = errors(self.sample(sampler, sigmas, rows), self.ref)
+        base = self.ddim50
+        return {"images": len(self.noise), "noise_seed": self.seed, **found,
+                "ddim50_mean": base["mean"], "ddim50_rms": base["rms"],
+                "vs_ddim50": found["mean"] / base["mean"]}
+
+
+def errors(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    """Distances of samples to their references: the RMS over all, and the mean (the measure
+    quoted), median and worst of each sample's own RMSE."""
+    per_sample = (out - ref).reshape(len(out), -1).pow(2).mean(1)
+    return {"rms": per_sample.mean().sqrt().item(), "mean": per_sample.sqrt().mean().item(),
+            "median": per_sample.sqrt().median().item(), "worst": per_sample.max().sqrt().item()}
 
 
 @torch.no_grad()
@@ -99,7 +135,7 @@ def reference(model: torch.nn.Module, prompts: list[str], guidance: float, seed:
     ds: list[torch.Tensor] = []
     keep = (lambda s: (xs.append(s["x"]), ds.append(s["denoised"]))) if trajectory else None
     ref = plugins.samplers().get("dpm++3m")(den, noise * float(grid[0]), grid, callback=keep)
-    return Target(den, noise, grid, ref, xs, ds)
+    return Target(den, noise, grid, ref, xs, ds, seed)
 
 
 def check_method(method: str, sampler: str, calls: list[int]) -> None:
@@ -159,11 +195,15 @@ def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: 
 
 
 def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: str | Path,
-              about: str, log: Log = print, **options) -> dict[int, torch.Tensor]:
+              about: str, log: Log = print, held_out: Target | None = None,
+              **options) -> dict[int, torch.Tensor]:
     """:func:`fit_calls` for each call count, the schedule file rewritten (atomically) after
-    each, so a stopped fit keeps the counts it finished; returns steps → σ's."""
+    each, so a stopped fit keeps the counts it finished; returns steps → σ's. With
+    ``held_out`` (a reference from other noise) each count is checked on it (``sampler``
+    on σ's a GITS fit found) and the figures stored in the file under ``held_out``."""
     found: dict[int, torch.Tensor] = {}
     coefficients: dict[int, Rows] = {}
+    checks: dict[int, dict[str, float]] = {}
     how = (f"σ's of {options['start']}" if options.get("start") else
            "GITS dynamic programming" if method == "gits" else
            f"coordinate descent of {sampler} (from exponential σ's)")
@@ -177,8 +217,13 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
         if rows is not None:
             coefficients[steps] = rows
         log(f"{steps}: {', '.join(f'{float(v):.4g}' for v in sigmas[:-1])}")
+        if held_out is not None:
+            checks[steps] = c = held_out.check(sampler, sigmas, rows)
+            log(f"{n} calls, held out ({c['images']} images, noise seed {c['noise_seed']}): "
+                f"mean {c['mean']:.5f}, RMS {c['rms']:.5f}, worst {c['worst']:.5f}; DDIM-50 "
+                f"mean {c['ddim50_mean']:.5f}: {c['vs_ddim50']:.2f}x its error")
         write_schedule_file(out, found, float(target.grid[-2]), float(target.grid[0]),
                             f"{how} on {about}",
                             sampler={"gits": None, "bespoke": "bespoke"}.get(method, sampler),
-                            coefficients=coefficients or None)
+                            coefficients=coefficients or None, held_out=checks or None)
     return found

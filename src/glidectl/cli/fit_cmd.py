@@ -56,6 +56,10 @@ def register(app: typer.Typer) -> None:
         guidance: float | None = typer.Option(None, "--guidance", help="Guidance scale to fit "
                                               "at (default: the model's, else 3)."),
         seed: int = typer.Option(1, "--seed", help="Seed of the tuning noise."),
+        check_images: int | None = typer.Option(None, "--check-images", help="Score each fit "
+                                                "on this many images from held-out noise "
+                                                "(seed + 1) beside DDIM-50 (default: "
+                                                "--images; 0: no check)."),
         reference_steps: int = typer.Option(500, "--reference-steps", help="dpm++3m Karras "
                                             "steps of the reference solution."),
         rounds: int = typer.Option(10, "--rounds", help="Descent rounds."),
@@ -93,13 +97,14 @@ def register(app: typer.Typer) -> None:
                                     "write the refit to another --out, so the start is kept.")
         device = pick_device(device)
         _fit(model, calls, method, sampler, texts, images, guidance, seed, reference_steps,
-             path, device, dict(rounds=rounds, evals=evals, fixed_sigmas=fixed_sigmas,
-                                start=str(start) if start else None))
+             path, device, images if check_images is None else check_images,
+             dict(rounds=rounds, evals=evals, fixed_sigmas=fixed_sigmas,
+                  start=str(start) if start else None))
 
 
 def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: list[str],
          images: int, guidance: float | None, seed: int, reference_steps: int, path: Path,
-         device: str, options: dict) -> None:
+         device: str, check_images: int, options: dict) -> None:
     from ..glide.loading import load_model
     from ..step_fitting import fit_steps, model_guidance, reference, steps_for_calls
 
@@ -114,10 +119,17 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
                f"(guidance {scale:g}) on {device}", err=True)
     target = reference(model, prompts, scale, seed, reference_steps,
                        trajectory=method == "gits")
+    held_out = None
+    if check_images:
+        typer.echo(f"held-out reference: {check_images} images from noise seed {seed + 1}",
+                   err=True)
+        held_out = reference(model, (texts * -(-check_images // len(texts)))[:check_images],
+                             scale, seed + 1, reference_steps)
     fit_steps(target, calls, method, sampler, path,
               f"{model_spec} (guidance {scale:g}, {images} tuning images from "
               f"{len(set(prompts))} prompts, noise seed {seed}, reference {reference_steps} "
-              "dpm++3m Karras steps)", log=lambda m: typer.echo(m, err=True), **options)
+              "dpm++3m Karras steps)", log=lambda m: typer.echo(m, err=True), held_out=held_out,
+              **options)
     use = "bespoke" if method == "bespoke" else ("SAMPLER" if method == "gits" else sampler)
     steps = calls[0] if method == "gits" else steps_for_calls(sampler, calls[0])
     typer.echo(str(path))

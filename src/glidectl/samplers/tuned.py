@@ -72,10 +72,11 @@ def is_schedule_file(schedule: str) -> bool:
 
 def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma_min: float,
                         sigma_max: float, about: str, sampler: str | None = None,
-                        coefficients: dict[int, list[list[float]]] | None = None) -> None:
+                        coefficients: dict[int, list[list[float]]] | None = None,
+                        held_out: dict[int, dict[str, float]] | None = None) -> None:
     """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min], atomically;
     ``sampler`` records the sampler they were tuned for (None: any); ``coefficients`` a
-    bespoke solver's rows per n."""
+    bespoke solver's rows per n; ``held_out`` its errors on held-out noise per n."""
     total = math.log(sigma_max / sigma_min)
     positions = {str(n): [round((math.log(sigma_max) - math.log(float(v))) / total, 12)
                           for v in s[:-1]] for n, s in sorted(sigmas.items())}
@@ -83,6 +84,8 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
             "sigma_min": sigma_min, "sigma_max": sigma_max, "positions": positions}
     if coefficients:
         data["coefficients"] = {str(n): rows for n, rows in sorted(coefficients.items())}
+    if held_out:
+        data["held_out"] = {str(n): figures for n, figures in sorted(held_out.items())}
     write_text(path, json.dumps(data, indent=1) + "\n")
 
 
