@@ -51,7 +51,8 @@ def test_a_bespoke_fit_writes_the_file_sample_uses(glidectl, weights, tmp_path) 
     assert "3 tuning images from 2 prompts" in data["about"] and "guidance 2" in data["about"]
     assert f"--sampler bespoke --steps 3 --schedule {out} --guidance 2" in stderr
     check = data["held_out"]["3"]  # 3 images (the prompts in turn) from noise seed 2
-    assert re.search(r"3 calls, held out \(3 images, noise seed 2\): mean [\d.]+, RMS", stderr)
+    assert re.search(r"3 calls, bespoke, held out \(3 images, noise seed 2\): mean [\d.]+, RMS",
+                     stderr)
     assert check["images"] == 3 and check["noise_seed"] == 2
     assert check["vs_ddim50"] == pytest.approx(check["mean"] / check["ddim50_mean"])
     assert_held_out_figures(weights["base"], out, check)

@@ -69,16 +69,16 @@ def steps_for_calls(sampler: str, calls: int) -> int | None:
 
 @dataclass
 class Target:
-    """Tuning noise and the reference solution from it (and its trajectory, for GITS)."""
+    """Noise and the reference solution from it (and its trajectory, for GITS): the tuning
+    target of a fit, or the held-out one it is checked on."""
 
     denoiser: GlideDenoiser
-    noise: torch.Tensor  # unit-variance starting noise, one row per tuning image
+    noise: torch.Tensor  # unit-variance starting noise, one row per image
     grid: torch.Tensor  # the reference's σ's
     ref: torch.Tensor
     xs: list[torch.Tensor] = field(default_factory=list)
     ds: list[torch.Tensor] = field(default_factory=list)
-
-    seed: int = 0
+    seed: int = 0  # of the noise
 
     def start(self, sigmas: torch.Tensor) -> torch.Tensor:
         return self.noise * float(sigmas[0])
@@ -219,7 +219,8 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
         log(f"{steps}: {', '.join(f'{float(v):.4g}' for v in sigmas[:-1])}")
         if held_out is not None:
             checks[steps] = c = held_out.check(sampler, sigmas, rows)
-            log(f"{n} calls, held out ({c['images']} images, noise seed {c['noise_seed']}): "
+            log(f"{n} calls, {'bespoke' if rows is not None else sampler}, held out "
+                f"({c['images']} images, noise seed {c['noise_seed']}): "
                 f"mean {c['mean']:.5f}, RMS {c['rms']:.5f}, worst {c['worst']:.5f}; DDIM-50 "
                 f"mean {c['ddim50_mean']:.5f}: {c['vs_ddim50']:.2f}x its error")
         write_schedule_file(out, found, float(target.grid[-2]), float(target.grid[0]),
