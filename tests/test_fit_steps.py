@@ -94,6 +94,21 @@ def test_gits_fits_every_count_for_any_sampler(glidectl, weights, tmp_path) -> N
     assert "--sampler SAMPLER --steps 3" in stderr
 
 
+def test_the_check_may_use_other_prompts(glidectl, weights, tmp_path) -> None:
+    out, others = tmp_path / "s.json", tmp_path / "others.txt"
+    others.write_text("a dog\n")
+    code, _, stderr = glidectl("fit-steps", weights["base"], "--calls", "3", "--prompt", "a cat",
+                               "--images", "2", "--reference-steps", "12", "--rounds", "1",
+                               "--check-prompts", others, "--check-images", "2", "--out", out)
+    assert code == 0, stderr
+    assert "2 images from noise seed 2 and the --check-prompts" in stderr
+    assert json.loads(out.read_text())["held_out"]["3"]["images"] == 2
+    others.write_text("\n")
+    code, _, stderr = glidectl("fit-steps", weights["base"], "--prompt", "a cat",
+                               "--check-prompts", others, "--out", tmp_path / "t.json")
+    assert code == 2 and "holds no prompt" in stderr, stderr
+
+
 def test_a_stopped_fit_keeps_the_counts_it_finished(weights, tmp_path) -> None:
     from glidectl.glide.loading import load_model
     from glidectl.samplers.tuned import read_schedule_file
@@ -123,6 +138,8 @@ def test_a_stopped_fit_keeps_the_counts_it_finished(weights, tmp_path) -> None:
     (("--prompt", "x", "--sampler", "unipcc"), "unipc"),
     (("--prompts", "no-such.txt"), "Cannot read prompts file 'no-such.txt'"),
     (("--prompt", "x", "--start", "no.json"), "'no.json' does not exist"),
+    (("--prompt", "x", "--check-prompts", "no.txt"), "Cannot read --check-prompts file"),
+    (("--prompt", "x", "--check-images", "-1"), "must be from 0 to 1000000; got -1"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(glidectl, weights, tmp_path, args,
                                               message) -> None:

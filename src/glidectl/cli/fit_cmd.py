@@ -15,15 +15,19 @@ METHOD_HELP = ("descent: move one sampler's σ's to cut its error (use the file 
                "most accurate).")
 
 
-def read_prompts(prompts: list[str], prompts_file: Path | None) -> list[str]:
+def read_prompts(prompts: list[str], prompts_file: Path | None,
+                 what: str = "prompts") -> list[str]:
     """``--prompt`` values, then the lines of ``--prompts FILE`` (blank lines skipped)."""
     found = [p for p in prompts if p.strip()]
     if prompts_file is not None:
         try:
             found += [ln.strip() for ln in prompts_file.read_text().splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as exc:
-            raise GlidectlError(f"Cannot read prompts file {str(prompts_file)!r} ({exc}); pass "
+            raise GlidectlError(f"Cannot read {what} file {str(prompts_file)!r} ({exc}); pass "
                                 "a UTF-8 text file with one prompt per line.") from None
+    if not found and what != "prompts":
+        raise GlidectlError(f"The {what} file {str(prompts_file)!r} holds no prompt; write "
+                            "one per line.")
     if not found:
         raise GlidectlError("fit-steps needs tuning prompts: pass --prompts FILE (one per line) "
                             "or --prompt TEXT, like the prompts you will sample.")
@@ -60,6 +64,9 @@ def register(app: typer.Typer) -> None:
                                                 "on this many images from held-out noise "
                                                 "(seed + 1) beside DDIM-50 (default: "
                                                 "--images; 0: no check)."),
+        check_prompts: Path | None = typer.Option(None, "--check-prompts", help="Prompts of "
+                                                  "the held-out check, one per line "
+                                                  "(default: the tuning prompts)."),
         reference_steps: int = typer.Option(500, "--reference-steps", help="dpm++3m Karras "
                                             "steps of the reference solution."),
         rounds: int = typer.Option(10, "--rounds", help="Descent rounds."),
@@ -83,6 +90,8 @@ def register(app: typer.Typer) -> None:
 
         check_method(method, sampler, calls)
         texts = read_prompts(prompts, prompts_file)
+        checked = (read_prompts([], check_prompts, "--check-prompts") if check_prompts
+                   else texts)
         path = out or default_out(model)
         if path.exists() and not overwrite:
             raise GlidectlError(f"{str(path)!r} exists; pass --overwrite to replace it or "
@@ -97,14 +106,14 @@ def register(app: typer.Typer) -> None:
                                     "write the refit to another --out, so the start is kept.")
         device = pick_device(device)
         _fit(model, calls, method, sampler, texts, images, guidance, seed, reference_steps,
-             path, device, images if check_images is None else check_images,
+             path, device, images if check_images is None else check_images, checked,
              dict(rounds=rounds, evals=evals, fixed_sigmas=fixed_sigmas,
                   start=str(start) if start else None))
 
 
 def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: list[str],
          images: int, guidance: float | None, seed: int, reference_steps: int, path: Path,
-         device: str, check_images: int, options: dict) -> None:
+         device: str, check_images: int, checked: list[str], options: dict) -> None:
     from ..glide.loading import load_model
     from ..step_fitting import fit_steps, model_guidance, reference, steps_for_calls
 
@@ -121,9 +130,9 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
                        trajectory=method == "gits")
     held_out = None
     if check_images:
-        typer.echo(f"held-out reference: {check_images} images from noise seed {seed + 1}",
-                   err=True)
-        held_out = reference(model, (texts * -(-check_images // len(texts)))[:check_images],
+        typer.echo(f"held-out reference: {check_images} images from noise seed {seed + 1}"
+                   f"{'' if checked is texts else ' and the --check-prompts'}", err=True)
+        held_out = reference(model, (checked * -(-check_images // len(checked)))[:check_images],
                              scale, seed + 1, reference_steps)
     fit_steps(target, calls, method, sampler, path,
               f"{model_spec} (guidance {scale:g}, {images} tuning images from "
