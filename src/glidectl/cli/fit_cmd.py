@@ -25,13 +25,17 @@ def read_prompts(prompts: list[str], prompts_file: Path | None,
         except (OSError, UnicodeDecodeError) as exc:
             raise GlidectlError(f"Cannot read {what} file {str(prompts_file)!r} ({exc}); pass "
                                 "a UTF-8 text file with one prompt per line.") from None
-    if not found and what != "prompts":
-        raise GlidectlError(f"The {what} file {str(prompts_file)!r} holds no prompt; write "
-                            "one per line.")
     if not found:
-        raise GlidectlError("fit-steps needs tuning prompts: pass --prompts FILE (one per line) "
-                            "or --prompt TEXT, like the prompts you will sample.")
+        raise GlidectlError(
+            "fit-steps needs tuning prompts: pass --prompts FILE (one per line) or --prompt "
+            "TEXT, like the prompts you will sample." if what == "prompts" else
+            f"The {what} file {str(prompts_file)!r} holds no prompt; write one per line.")
     return found
+
+
+def in_turn(texts: list[str], n: int) -> list[str]:
+    """n prompts: ``texts`` in turn, repeated as often as needed."""
+    return (texts * -(-n // len(texts)))[:n]
 
 
 def default_out(model: str) -> Path:
@@ -123,7 +127,7 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
         raise GlidectlError(f"fit-steps fits text-to-image base models, not {opts.kind} models "
                             f"like {model_spec!r}; pass a base model.")
     scale = model_guidance(model_spec, guidance)
-    prompts = (texts * -(-images // len(texts)))[:images]
+    prompts = in_turn(texts, images)
     typer.echo(f"reference: {reference_steps} dpm++3m steps for {images} tuning images "
                f"(guidance {scale:g}) on {device}", err=True)
     target = reference(model, prompts, scale, seed, reference_steps,
@@ -131,9 +135,9 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
     held_out = None
     if check_images:
         typer.echo(f"held-out reference: {check_images} images from noise seed {seed + 1}"
-                   f"{'' if checked is texts else ' and the --check-prompts'}", err=True)
-        held_out = reference(model, (checked * -(-check_images // len(checked)))[:check_images],
-                             scale, seed + 1, reference_steps)
+                   f"{'' if checked == texts else ' and the --check-prompts'}", err=True)
+        held_out = reference(model, in_turn(checked, check_images), scale, seed + 1,
+                             reference_steps)
     fit_steps(target, calls, method, sampler, path,
               f"{model_spec} (guidance {scale:g}, {images} tuning images from "
               f"{len(set(prompts))} prompts, noise seed {seed}, reference {reference_steps} "
