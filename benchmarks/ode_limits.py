@@ -31,6 +31,14 @@ bound on what a sample-adaptive step rule could give (quickstart seed 0, 36 imag
 calls: 0.00187 → 0.00115 on the mean of the first 12, still above a tenth of DDIM-50).
 
     python benchmarks/ode_limits.py --skip-gmm --model RUN --images 36 --per-image 12
+
+``--per-image-bespoke FILE`` asks the same of the whole solver: FILE's bespoke solver at
+``--calls`` refitted (coefficients and σ's, ``--evals`` L-BFGS evaluations) on each image
+alone (quickstart seed 0, 12 images, 15 calls: 0.00213 shared → 0.00080 own, below a tenth
+of DDIM-50 on 11 of 12: a solver that adapts to each sample could get there, ~1 min an image).
+
+    python benchmarks/ode_limits.py --skip-gmm --model RUN --model-calls 20 \
+        --per-image-bespoke RUN/schedule.json
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from bench_samplers import demo_prompts, fitted_coefficients
 from glidectl import plugins
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
+from glidectl.samplers.bespoke import fit_coefficients, sample_bespoke
 from glidectl.samplers.schedules import build_sigmas
 from glidectl.samplers.search import descend_sigmas
 from glidectl.step_fitting import errors, guided_denoiser, model_guidance, steps_for_calls
@@ -157,8 +166,12 @@ def model_limits(args: argparse.Namespace) -> dict:
         follow = follow_model(den, x_T, ref, args.calls, max(steps // 5, 8))
         own = (per_image_steps(model, prompts, guidance, den, x_T, ref, args.calls,
                                args.per_image, args.rounds) if args.per_image else None)
+    fits = (per_image_bespoke(model, prompts, guidance, x_T, ref, args.per_image_bespoke,
+                              args.calls, args.per_image or n, args.evals)
+            if args.per_image_bespoke else None)
     return {"model": args.model, "images": n, "roughness": rough, "reference_steps": steps,
-            "half_reference": half, "unipc": calls, "follow": follow, "per_image": own}
+            "half_reference": half, "unipc": calls, "follow": follow, "per_image": own,
+            "per_image_bespoke": fits}
 
 
 def per_image_steps(model, prompts: list[str], guidance: float, den, x_T: torch.Tensor,
@@ -189,6 +202,41 @@ def per_image_steps(model, prompts: list[str], guidance: float, den, x_T: torch.
     means = {k: sum(row[k] for row in rows) / len(rows) for k in ("shared", "own")}
     print(f"  mean: shared {means['shared']:.5f}  own {means['own']:.5f}")
     return {"calls": calls, "rows": rows, **means}
+
+
+def per_image_bespoke(model, prompts: list[str], guidance: float, x_T: torch.Tensor,
+                      ref: torch.Tensor, schedule: str, calls: int, count: int, evals: int
+                      ) -> dict:
+    """What a solver whose coefficients fit each image could give at most: the bespoke
+    solver of ``schedule`` at ``calls`` (fitted to all its tuning images together), then its
+    coefficients and σ's refitted by ``evals`` L-BFGS evaluations on each of the first
+    ``count`` images alone, against that image's own reference (hindsight again)."""
+    den = guided_denoiser(model, prompts, guidance)
+    sigmas = build_sigmas(schedule, calls, den.sigmas)
+    shared = fitted_coefficients("bespoke", schedule, sigmas)["coefficients"]
+    with torch.no_grad():
+        base = per_sample(sample_bespoke(den, x_T * float(sigmas[0]), sigmas,
+                                         coefficients=shared), ref)
+        grid = build_sigmas("karras", 50, den.sigmas)
+        ddim = errors(plugins.samplers().get("ddim")(den, x_T * float(grid[0]), grid),
+                      ref)["mean"]
+    model.requires_grad_(False)
+    print(f"\nbespoke at {calls} calls ({schedule}), then refitted on each image alone "
+          f"({evals} evaluations; RMSE of that image; a tenth of DDIM-50: {ddim / 10:.5f})")
+    rows = []
+    for i in range(min(count, len(x_T))):
+        one = guided_denoiser(model, [prompts[i]], guidance)
+        *_, own = fit_coefficients(one, x_T[i : i + 1] * float(sigmas[0]), sigmas,
+                                   ref[i : i + 1], shared, evals=evals, move_sigmas=True,
+                                   sigma_floor=one.sigma_min)
+        rows.append({"image": i, "prompt": prompts[i], "shared": base[i].item(), "own": own})
+        print(f"  {i:2d} {prompts[i]!r}: shared {base[i]:.5f}  own {own:.5f}", flush=True)
+    means = {k: sum(row[k] for row in rows) / len(rows) for k in ("shared", "own")}
+    below = sum(row["own"] < ddim / 10 for row in rows)
+    print(f"  mean: shared {means['shared']:.5f}  own {means['own']:.5f}; own below a tenth "
+          f"of DDIM-50 on {below} of {len(rows)}")
+    return {"calls": calls, "schedule": schedule, "evals": evals, "ddim50_mean": ddim,
+            "rows": rows, **means}
 
 
 def follow_model(den, x_T: torch.Tensor, ref: torch.Tensor, calls: int, fine: int
@@ -238,6 +286,12 @@ def main() -> None:
                         help="On a model: also descend unipc's σ's at --calls for each of the "
                         "first K images alone (an upper bound on per-image step choice).")
     parser.add_argument("--rounds", type=int, default=10, help="Descent rounds (--per-image).")
+    parser.add_argument("--per-image-bespoke", metavar="FILE",
+                        help="On a model: refit FILE's bespoke solver at --calls on each of "
+                        "the first --per-image images (all when 0) alone (an upper bound on "
+                        "a solver whose coefficients adapt to each image).")
+    parser.add_argument("--evals", type=int, default=100,
+                        help="L-BFGS evaluations per image (--per-image-bespoke).")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="Write the figures to this file.")
     args = parser.parse_args()

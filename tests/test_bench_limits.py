@@ -15,12 +15,13 @@ def test_limits_on_a_mixture_and_a_tiny_model(tmp_path) -> None:
     from tiny_configs import tiny_base_weights
 
     weights = tiny_base_weights(tmp_path / "m.safetensors")
+    schedule = bespoke_file(weights, tmp_path / "schedule.json", 6)
     out = tmp_path / "limits.json"
     done = subprocess.run(
         [sys.executable, "ode_limits.py", "--samples", "48", "--model", str(weights),
          "--images", "1", "--sigmas", "1", "--model-calls", "4", "8",
          "--reference-steps", "16", "--per-image", "1", "--rounds", "1", "--calls", "6",
-         "--json", str(out)],
+         "--per-image-bespoke", str(schedule), "--evals", "3", "--json", str(out)],
         cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     found = json.loads(out.read_text())
@@ -39,4 +40,25 @@ def test_limits_on_a_mixture_and_a_tiny_model(tmp_path) -> None:
     assert all(math.isfinite(r["rms"]) for r in path) and path[0]["sigma"] > path[-1]["sigma"]
     (own,) = found["model"]["per_image"]["rows"]
     assert own["own"] <= own["shared"] + 1e-9  # its own σ's start from the shared ones
+    fits = found["model"]["per_image_bespoke"]
+    (one,) = fits["rows"]  # refitted from the shared rows: L-BFGS keeps the best it saw
+    assert one["own"] <= one["shared"] + 1e-7 and fits["ddim50_mean"] > 0
     assert "switched" in done.stdout and "cubic residual" in done.stdout
+    assert "refitted on each image alone" in done.stdout
+
+
+def bespoke_file(weights: Path, path: Path, n: int) -> Path:
+    """A bespoke schedule file for a model: dpm++2m's own rows on exponential σ's."""
+    from glidectl import plugins
+    from glidectl.glide.loading import load_model
+    from glidectl.samplers.bespoke import linear_coefficients
+    from glidectl.samplers.schedules import build_sigmas, sigmas_from_alphas_cumprod
+    from glidectl.samplers.tuned import write_schedule_file
+    from glidectl.sampling import sigma_table
+
+    table = sigmas_from_alphas_cumprod(sigma_table(load_model(weights)))
+    sigmas = build_sigmas("exponential", n, table)
+    rows = linear_coefficients(plugins.samplers().get("dpm++2m"), sigmas)
+    write_schedule_file(path, {n: sigmas}, float(table[0]), float(sigmas[0]), "test",
+                        sampler="bespoke", coefficients={n: rows})
+    return path

@@ -94,6 +94,12 @@ def test_descent_lowers_the_samplers_own_error_and_keeps_the_ends() -> None:
     assert free_loss < fixed_loss  # the free last σ is used
     with pytest.raises(ValueError, match="sigma_floor"):
         descend_sigmas(loss, start, sigma_floor=1.0)
+    # σ's read back from a schedule file may end a rounding below the floor they were
+    # written on (fit-steps --start FILE crashed on it): they are on the floor.
+    below = start.clone()
+    below[-2] = 0.002 * (1 - 1e-15)
+    _, on_floor = descend_sigmas(loss, below, sigma_floor=0.002, rounds=1)
+    assert on_floor <= loss(below)
 
 
 def test_schedule_file_round_trip_and_use(tmp_path) -> None:
