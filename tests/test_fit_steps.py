@@ -138,6 +138,8 @@ def test_a_stopped_fit_keeps_the_counts_it_finished(weights, tmp_path) -> None:
     (("--prompt", "x", "--sampler", "unipcc"), "unipc"),
     (("--prompts", "no-such.txt"), "Cannot read prompts file 'no-such.txt'"),
     (("--prompt", "x", "--start", "no.json"), "'no.json' does not exist"),
+    (("--prompt", "x", "--method", "gits", "--start", "no.json"), "gits searches the "
+     "reference's own path and takes no --start"),
     (("--prompt", "x", "--check-prompts", "no.txt"), "Cannot read --check-prompts file"),
     (("--prompt", "x", "--check-images", "-1"), "must be from 0 to 1000000; got -1"),
 ])

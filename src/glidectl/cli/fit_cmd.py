@@ -104,6 +104,10 @@ def register(app: typer.Typer) -> None:
             raise GlidectlError(f"The folder of --out {str(path)!r} does not exist; create it "
                                 "or pick another path.")
         if start is not None:
+            if method == "gits":
+                raise GlidectlError("--method gits searches the reference's own path and "
+                                    "takes no --start; drop --start, or refit with --method "
+                                    "descent or bespoke.")
             read_schedule_file(start)  # one sentence if it is not a schedule file
             if start.resolve() == path.resolve():
                 raise GlidectlError(f"--start and --out are the same file ({str(path)!r}); "
