@@ -213,7 +213,11 @@ def per_image_bespoke(model, prompts: list[str], guidance: float, x_T: torch.Ten
     ``count`` images alone, against that image's own reference (hindsight again)."""
     den = guided_denoiser(model, prompts, guidance)
     sigmas = build_sigmas(schedule, calls, den.sigmas)
-    shared = fitted_coefficients("bespoke", schedule, sigmas)["coefficients"]
+    found = fitted_coefficients("bespoke", schedule, sigmas)
+    if not found:
+        raise SystemExit(f"{schedule} holds no bespoke coefficients for {calls} calls; fit "
+                         f"them with glidectl fit-steps RUN --method bespoke --calls {calls}.")
+    shared = found["coefficients"]
     with torch.no_grad():
         base = per_sample(sample_bespoke(den, x_T * float(sigmas[0]), sigmas,
                                          coefficients=shared), ref)
