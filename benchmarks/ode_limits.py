@@ -54,10 +54,16 @@ from bench_samplers import demo_prompts, fitted_coefficients
 from glidectl import plugins
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
-from glidectl.samplers.bespoke import fit_coefficients, sample_bespoke
+from glidectl.samplers.bespoke import fit_coefficients
 from glidectl.samplers.schedules import build_sigmas
 from glidectl.samplers.search import descend_sigmas
-from glidectl.step_fitting import errors, guided_denoiser, model_guidance, steps_for_calls
+from glidectl.step_fitting import (
+    Target,
+    errors,
+    guided_denoiser,
+    model_guidance,
+    steps_for_calls,
+)
 
 SWITCHED = 0.1  # per-sample RMSE: the sample ended in another component
 GMM_RUNS = [("ddim", "karras", c) for c in (50, 200, 1000)] + [
@@ -107,7 +113,7 @@ def gmm_limits(args: argparse.Namespace) -> dict:
     print(" call    sigma  state error  switched")
     follow, exact, at = [], x, 80.0
     for i, (sigma, x_i) in enumerate(states[1:], 1):
-        if sigma <= 0.002:
+        if sigma < 0.002:  # the last call, at σ_min, is followed too
             break
         exact, at = den.ode_solution(exact, at, sigma, 1000), sigma  # the exact path, onward
         state = (x_i - exact).pow(2).mean().sqrt().item()
@@ -211,19 +217,16 @@ def per_image_bespoke(model, prompts: list[str], guidance: float, x_T: torch.Ten
     solver of ``schedule`` at ``calls`` (fitted to all its tuning images together), then its
     coefficients and σ's refitted by ``evals`` L-BFGS evaluations on each of the first
     ``count`` images alone, against that image's own reference (hindsight again)."""
-    den = guided_denoiser(model, prompts, guidance)
-    sigmas = build_sigmas(schedule, calls, den.sigmas)
+    target = Target(guided_denoiser(model, prompts, guidance), x_T, torch.empty(0), ref)
+    sigmas = build_sigmas(schedule, calls, target.denoiser.sigmas)
     found = fitted_coefficients("bespoke", schedule, sigmas)
     if not found:
         raise SystemExit(f"{schedule} holds no bespoke coefficients for {calls} calls; fit "
                          f"them with glidectl fit-steps RUN --method bespoke --calls {calls}.")
     shared = found["coefficients"]
     with torch.no_grad():
-        base = per_sample(sample_bespoke(den, x_T * float(sigmas[0]), sigmas,
-                                         coefficients=shared), ref)
-        grid = build_sigmas("karras", 50, den.sigmas)
-        ddim = errors(plugins.samplers().get("ddim")(den, x_T * float(grid[0]), grid),
-                      ref)["mean"]
+        base = per_sample(target.sample("bespoke", sigmas, shared), ref)
+    ddim = target.ddim50["mean"]
     model.requires_grad_(False)
     print(f"\nbespoke at {calls} calls ({schedule}), then refitted on each image alone "
           f"({evals} evaluations; RMSE of that image; a tenth of DDIM-50: {ddim / 10:.5f})")

@@ -19,7 +19,11 @@ from glidectl.samplers.search import (
     search_sigmas,
     shortest_path,
 )
-from glidectl.samplers.tuned import read_schedule_file, write_schedule_file
+from glidectl.samplers.tuned import (
+    get_sigmas_from_file,
+    read_schedule_file,
+    write_schedule_file,
+)
 
 
 def test_shortest_path_is_the_brute_force_optimum() -> None:
@@ -94,12 +98,17 @@ def test_descent_lowers_the_samplers_own_error_and_keeps_the_ends() -> None:
     assert free_loss < fixed_loss  # the free last σ is used
     with pytest.raises(ValueError, match="sigma_floor"):
         descend_sigmas(loss, start, sigma_floor=1.0)
-    # σ's read back from a schedule file may end a rounding below the floor they were
-    # written on (fit-steps --start FILE crashed on it): they are on the floor.
-    below = start.clone()
-    below[-2] = 0.002 * (1 - 1e-15)
-    _, on_floor = descend_sigmas(loss, below, sigma_floor=0.002, rounds=1)
-    assert on_floor <= loss(below)
+
+
+def test_a_schedule_read_back_ends_exactly_on_its_sigmas(tmp_path) -> None:
+    """σ's read from a file end on the σ_min and σ_max it was written with, not a rounding
+    below (fit-steps --start FILE stopped on it: the descent's floor is that σ_min)."""
+    lo = 0.0064254127711420635
+    path = tmp_path / "s.json"
+    write_schedule_file(path, {4: get_sigmas("exponential", 4, lo, 80.0)}, lo, 80.0, "test")
+    back = get_sigmas_from_file(path, 4, lo, 80.0)
+    assert float(back[0]) == 80.0 and float(back[-2]) == lo
+    descend_sigmas(lambda s: float(s[1]), back, sigma_floor=lo, rounds=1)
 
 
 def test_schedule_file_round_trip_and_use(tmp_path) -> None:

@@ -84,8 +84,6 @@ def step_logits(sigmas: torch.Tensor, sigma_floor: float | None = None
     top = math.log(float(sig[0]))
     incs = -sig.log().diff()
     if sigma_floor is not None:
-        if float(sig[-1]) < sigma_floor <= float(sig[-1]) * (1 + 1e-9):
-            sigma_floor = float(sig[-1])  # on the floor, but for rounding (file positions)
         if not 0 < sigma_floor <= float(sig[-1]):
             raise ValueError(f"sigma_floor must be in (0, {float(sig[-1])}], got {sigma_floor}")
         room = math.log(float(sig[0]) / sigma_floor)

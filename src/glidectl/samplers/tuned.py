@@ -57,7 +57,9 @@ def sigmas_from_positions(positions: dict[int, tuple[float, ...]], n: int, sigma
     stored = positions[min(positions, key=lambda k: (abs(k - n), -k))]
     u = np.interp(np.linspace(0, 1, n), np.linspace(0, 1, len(stored)), stored)
     log_max, log_min = math.log(sigma_max), math.log(sigma_min)
-    return append_zero(torch.as_tensor(np.exp(log_max + u * (log_min - log_max))))
+    sigmas = np.clip(np.exp(log_max + u * (log_min - log_max)), sigma_min, sigma_max)
+    sigmas[u == 0], sigmas[u == 1] = sigma_max, sigma_min  # the ends exact, not a rounding off
+    return append_zero(torch.as_tensor(sigmas))
 
 
 def get_sigmas_optimised(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
