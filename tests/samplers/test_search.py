@@ -126,6 +126,20 @@ def test_schedule_file_round_trip_and_use(tmp_path) -> None:
     torch.testing.assert_close(build_sigmas(str(path), 5, table), sigmas[5], rtol=1e-5, atol=0)
 
 
+def test_a_diverged_held_out_check_is_written_as_null(tmp_path) -> None:
+    """A solver that diverged on held-out noise errs NaN; the file stays strict JSON."""
+    path = tmp_path / "s.json"
+    write_schedule_file(path, {3: torch.tensor([80.0, 5.0, 0.5, 0.0])}, 0.002, 80.0, "test",
+                        held_out={3: {"mean": float("nan"), "rms": float("inf"), "images": 4}})
+
+    def strict(name: str):
+        raise ValueError(f"{name} in a schedule file")
+
+    data = json.loads(path.read_text(), parse_constant=strict)
+    assert data["held_out"]["3"] == {"mean": None, "rms": None, "images": 4}
+    assert sorted(read_schedule_file(path)) == [3]
+
+
 def test_bad_schedule_files_are_one_sentence_errors(tmp_path) -> None:
     with pytest.raises(GlidectlError, match="does not exist"):
         get_sigmas(str(tmp_path / "missing.json"), 5, 0.002, 80.0)

@@ -95,7 +95,8 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
                      sigma_floor: float | None = None, log: Callable[[str], None] | None = None
                      ) -> tuple[Rows, torch.Tensor, float]:
     """L-BFGS on the mean squared distance of :func:`solve` to ``ref`` from ``x``, from
-    ``rows`` on ``sigmas``, for ``evals`` evaluations of the loss and its gradient; returns
+    ``rows`` on ``sigmas``, for about ``evals`` evaluations of the loss and its gradient (the
+    last line search may take a few more); returns
     the best rows seen, their σ's and their RMS.
 
     The ε coefficients move by a factor e^p (they span σ_max to σ_min), the D ones by
@@ -146,5 +147,5 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
 
     opt.step(closure)
     if log:
-        log(f"  fit {count[0]}/{evals}: best rms {best[0]:.5f}")
+        log(f"  fit: best rms {best[0]:.5f} in {count[0]} evaluations")
     return best[1], best[2], best[0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,8 +88,15 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
     if coefficients:
         data["coefficients"] = {str(n): rows for n, rows in sorted(coefficients.items())}
     if held_out:
-        data["held_out"] = {str(n): figures for n, figures in sorted(held_out.items())}
-    write_text(path, json.dumps(data, indent=1) + "\n")
+        data["held_out"] = {str(n): {k: _finite(v) for k, v in figures.items()}
+                            for n, figures in sorted(held_out.items())}
+    write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """A figure as JSON can hold it: a solver that diverged on held-out noise errs NaN or
+    infinity, stored as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _load(path: str | Path) -> dict:
