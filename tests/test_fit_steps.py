@@ -165,6 +165,8 @@ def test_an_existing_file_an_upsampler_and_no_out_are_refused(glidectl, weights,
     ):
         code, _, stderr = glidectl("fit-steps", weights["base"], "--prompt", "x", *args)
         assert code == 2 and message in stderr and "Traceback" not in stderr, stderr
+    code, _, stderr = glidectl("fit-steps", tmp_path / "no-such-run", "--prompt", "x")
+    assert code == 2 and "not found" in stderr and "--out" not in stderr, stderr
     assert kept.read_text() == "{}"
     start = tmp_path / "start.json"
     write_schedule_file(start, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.01, 80.0, "test")

@@ -42,6 +42,9 @@ def default_out(model: str) -> Path:
     """RUN/schedule.json for a run folder; otherwise a path must be given."""
     if Path(model).is_dir():
         return Path(model) / "schedule.json"
+    from ..glide.loading import resolve_spec
+
+    resolve_spec(model, download=False)  # a model that is not there: that sentence first
     raise GlidectlError(f"Pass --out FILE.json: {model!r} is not a run folder to keep the "
                         "schedule file in.")
 
