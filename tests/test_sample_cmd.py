@@ -229,6 +229,14 @@ def test_a_respacing_string_under_a_karras_schedule_says_what_to_pass(run, weigh
         res.stderr
 
 
+def test_an_unknown_schedule_is_named_before_sampling_starts(run, weights, tmp_path):
+    res = run("a cat", "--base", str(weights["base"]), "--schedule", "karas",
+              "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and res.stderr.count("Error:") == 1, res.stderr
+    assert "Did you mean 'karras'?" in res.stderr and "respaced" in res.stderr
+    assert "model calls" not in res.stderr and not (tmp_path / "o").exists()  # no bar, no file
+
+
 @pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--steps", "-3"),
                                         ("--upsample-steps", "0")])
 def test_steps_below_one_are_one_line_exit_2_before_any_model_loads(run, tmp_path, flag,

@@ -67,9 +67,13 @@ class StageOptions:
 
     def model_calls(self, alphas_cumprod: np.ndarray) -> int:
         """Model forwards for one batch (one forward covers cond and uncond rows), given the
-        model's ᾱ table (:func:`sigma_table`)."""
+        model's ᾱ table (:func:`sigma_table`); a schedule or coefficients that cannot be
+        used raise their one sentence here, before any sampling."""
         sigmas = self.sigmas(sigmas_from_alphas_cumprod(alphas_cumprod))
-        return self.sampler_spec().model_calls(len(sigmas) - 1)
+        spec = self.sampler_spec()
+        if spec.accepts("coefficients"):
+            self.coefficients(sigmas)
+        return spec.model_calls(len(sigmas) - 1)
 
 
 BASE_DEFAULTS = StageOptions()

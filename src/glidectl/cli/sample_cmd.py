@@ -223,6 +223,7 @@ def register(app: typer.Typer) -> None:
             upsample_temp=upsample_temp,
         )
         base_opts, up_opts, _ = pipe.stages(**options)
+        pipe.model_calls(1, 1, base_opts, up_opts, low_res is not None)  # bad steps: say so now
         progress, on_progress = _progress(err, quiet)
         with progress:
             images = pipe.generate(

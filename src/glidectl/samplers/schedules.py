@@ -129,7 +129,11 @@ def build_sigmas(
     """
     if schedule == "respaced":
         return get_sigmas_respaced(table, respaced_timesteps(len(table), str(steps)))
-    schedule_fn(schedule)  # an unknown name: one line with the nearest match
+    try:
+        schedule_fn(schedule)  # an unknown name: one line with the nearest match
+    except GlidectlError as exc:  # … and the two kinds of schedule that are not registered
+        raise GlidectlError(f"{str(exc).rstrip('.')}, respaced (GLIDE's own timesteps), or a "
+                            "schedule file FILE.json from glidectl fit-steps.") from None
     if not str(steps).isdigit() or int(steps) < 1:
         numeric = re.fullmatch(r"[+-]?\d+", str(steps).strip()) is not None
         hint = "" if numeric else (
