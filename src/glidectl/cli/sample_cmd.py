@@ -223,7 +223,8 @@ def register(app: typer.Typer) -> None:
             upsample_temp=upsample_temp,
         )
         base_opts, up_opts, _ = pipe.stages(**options)
-        pipe.model_calls(1, 1, base_opts, up_opts, low_res is not None)  # bad steps: say so now
+        # an unusable schedule or bespoke file: one sentence now, before the progress bar
+        pipe.model_calls(1, 1, base_opts, up_opts, low_res is not None)
         progress, on_progress = _progress(err, quiet)
         with progress:
             images = pipe.generate(
