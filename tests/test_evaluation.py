@@ -619,6 +619,37 @@ def test_a_run_records_its_schedule_and_older_runs_resume_with_theirs(tmp_path, 
     run_eval(prompts, again, resumed, pipeline=stack)  # the resume check accepts it
 
 
+def test_a_schedule_file_is_used_and_a_changed_one_refuses_resume(tmp_path, tiny_base,
+                                                                    stack):
+    import torch
+
+    from glidectl.evaluation import settings_for
+    from glidectl.samplers.tuned import write_schedule_file
+
+    path = tmp_path / "fit.json"
+    write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0, "test",
+                        sampler="unipc")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    options = RunOptions(out=tmp_path / "o", device="cpu")
+    flags = {"base": str(tiny_base), "base_stage.sampler": "unipc", "base_stage.steps": 3,
+             "base_stage.schedule": str(path)}
+    settings, _ = settings_for(prompts, flags, options, "fp32")
+    assert settings.base_stage.schedule == str(path)
+    run_eval(prompts, settings, options, pipeline=stack)
+    meta = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert meta["schedule_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert meta["prompts"] and meta["counts"]["images"] == 1
+    resumed = RunOptions(out=tmp_path / "o", resume=True, device="cpu")
+    with pytest.raises(GlidectlError, match="--schedule karras would change the images"):
+        settings_for(prompts, {"base_stage.schedule": "karras"}, resumed)
+    again, _ = settings_for(prompts, {}, resumed)
+    run_eval(prompts, again, resumed, pipeline=stack)  # the same file: accepted
+    write_schedule_file(path, {3: torch.tensor([80.0, 3.0, 0.2, 0.0])}, 0.002, 80.0, "refit",
+                        sampler="unipc")
+    with pytest.raises(GlidectlError, match="the schedule file .*fit.json' changed since"):
+        run_eval(prompts, again, resumed, pipeline=stack)
+
+
 def test_a_models_recommended_sampling_is_the_default(tmp_path, tiny_base):
     from glidectl.evaluation import settings_for
     from glidectl.glide import load_model, save_weights

@@ -22,7 +22,8 @@ FLAG_NAMES = {
     "base": "--base", "upsampler": "--upsampler", "n": "--n", "batch_size": "--batch-size",
     "seed": "--seed", "rerank": "--rerank", "precision": "--precision", "loras": "--lora",
     "base_stage.sampler": "--sampler", "base_stage.steps": "--steps",
-    "base_stage.guidance": "--guidance", "upsample_stage.sampler": "--upsample-sampler",
+    "base_stage.guidance": "--guidance", "base_stage.schedule": "--schedule",
+    "upsample_stage.sampler": "--upsample-sampler",
     "upsample_stage.steps": "--upsample-steps", "upsample_stage.guidance": "--upsample-guidance",
 }
 
@@ -211,9 +212,27 @@ def _show(value: Any) -> str:
     return "(none)" if value is None else str(value)
 
 
+def schedule_digest(settings: EvalSettings) -> str | None:
+    """sha256 of the base stage's schedule file (a refit under the same name changes the
+    images), or None when it samples on a named schedule."""
+    from .pipeline import file_sha256
+    from .samplers.tuned import is_schedule_file
+
+    schedule = settings.base_stage.schedule
+    if not (schedule and is_schedule_file(schedule)):
+        return None
+    try:
+        return file_sha256(schedule)
+    except OSError as exc:
+        raise GlidectlError(f"Cannot read schedule file {schedule!r} ({exc}); pass the file "
+                            "glidectl fit-steps wrote, or a schedule name.") from exc
+
+
 def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
-                 fingerprint: dict[str, Any], models: dict[str, Any]) -> None:
-    """Raise unless ``out`` holds an interrupted run with these prompts, settings and models."""
+                 fingerprint: dict[str, Any], models: dict[str, Any],
+                 schedule_sha256: str | None = None) -> None:
+    """Raise unless ``out`` holds an interrupted run with these prompts, settings, models and
+    schedule file contents."""
     if meta is None:
         raise GlidectlError(
             f"--resume: {str(out)!r} has no {META_FILE}, so there is no run to continue; "
@@ -235,6 +254,10 @@ def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
                 f"--resume: setting {key!r} was {saved.get(key)!r} in {str(out)!r} but is now "
                 f"{value!r}; pass the same options or drop --resume."
             )
+    if meta.get("schedule_sha256") != schedule_sha256:
+        raise GlidectlError(
+            f"--resume: the schedule file {fingerprint['base_stage']['schedule']!r} changed "
+            f"since the run in {str(out)!r}; drop --resume, or restore the file.")
     for stage, info in models.items():
         old = meta.get("models", {}).get(stage, {}).get("sha256")
         if old != info.get("sha256"):

@@ -39,6 +39,7 @@ from .eval_settings import (
     check_resume,
     prompts_digest,
     resolve_settings,
+    schedule_digest,
 )
 from .out_dir import PROMPT_EXCERPT_CHARS, check_out_dir, prompt_record
 
@@ -260,6 +261,8 @@ def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: E
     }
     if short != prompts:
         header["prompts_sha256"] = prompts_digest(prompts)
+    if digest := schedule_digest(settings):
+        header["schedule_sha256"] = digest
     return header
 
 
@@ -411,7 +414,8 @@ def run_eval(
     models = pipeline.models_info()
     header = _header(prompts_file, prompts, out, settings, models, device, options)
     if options.resume:
-        check_resume(prior, out, prompts, settings.fingerprint(), models)
+        check_resume(prior, out, prompts, settings.fingerprint(), models,
+                     schedule_digest(settings))
     _read_prompts_as_used(pipeline, plan, emit)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from .sample_cmd import DEVICE_HELP, GUIDANCE_HELP, PRECISION_HELP, steps_value
+from .sample_cmd import DEVICE_HELP, GUIDANCE_HELP, PRECISION_HELP, SCHEDULE_HELP, steps_value
 
 SAMPLER_HELP = "Base sampler (default: the model's recommended, else dpm++2m)."
 STEPS_HELP = ("Base steps or a respacing such as fast27 (default: the model's recommended, "
@@ -148,6 +148,7 @@ def register(app: typer.Typer) -> None:
             None, "--seed", help="Seed (default 0); image j of prompt i uses (seed, i, j)."),
         sampler: str | None = typer.Option(None, "--sampler", help=SAMPLER_HELP),
         steps: str | None = typer.Option(None, "--steps", help=STEPS_HELP),
+        schedule: str | None = typer.Option(None, "--schedule", help=SCHEDULE_HELP),
         guidance: float | None = typer.Option(None, "--guidance", help=GUIDANCE_HELP),
         up_sampler: str | None = typer.Option(
             None, "--upsample-sampler", "--up-sampler", help="Upsampler sampler (default ddpm)."),
@@ -205,7 +206,9 @@ def register(app: typer.Typer) -> None:
             "loras": [f"{s.path}:{s.scale}" for s in map(parse_lora_spec, lora)] if lora
             else None,
             "base_stage.sampler": sampler, "base_stage.steps": steps_value(steps),
-            "base_stage.guidance": guidance, "upsample_stage.sampler": up_sampler,
+            "base_stage.guidance": guidance,
+            "base_stage.schedule": None if schedule in (None, "auto") else schedule,
+            "upsample_stage.sampler": up_sampler,
             "upsample_stage.steps": steps_value(up_steps, "--upsample-steps"),
             "upsample_stage.guidance": up_guidance,
         }
