@@ -648,6 +648,11 @@ def test_a_schedule_file_is_used_and_a_changed_one_refuses_resume(tmp_path, tiny
                         sampler="unipc")
     with pytest.raises(GlidectlError, match="the schedule file .*fit.json' changed since"):
         run_eval(prompts, again, resumed, pipeline=stack)
+    fresh = RunOptions(out=tmp_path / "typo", device="cpu")
+    typo, _ = settings_for(prompts, {**flags, "base_stage.schedule": "karas"}, fresh, "fp32")
+    with pytest.raises(GlidectlError, match="Did you mean 'karras'"):
+        run_eval(prompts, typo, fresh, pipeline=stack)
+    assert not (tmp_path / "typo").exists()  # nothing written for a run that cannot start
 
 
 def test_a_models_recommended_sampling_is_the_default(tmp_path, tiny_base):

@@ -411,6 +411,8 @@ def run_eval(
     load_s = 0.0
     if pipeline is None:
         pipeline, load_s = _load(settings, options, device)
+    stage_opts = settings.stage_options()  # an unusable schedule: one sentence, nothing written
+    pipeline.model_calls(1, 1, stage_opts["base"], stage_opts["upsample"])
     models = pipeline.models_info()
     header = _header(prompts_file, prompts, out, settings, models, device, options)
     if options.resume:
