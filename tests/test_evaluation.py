@@ -673,6 +673,11 @@ def test_a_models_recommended_sampling_is_the_default(tmp_path, tiny_base):
     plain, notes = settings_for(prompts, {"base": str(tiny_base)}, options, "fp32")
     assert plain.base_stage == Stage(schedule="exponential") and plain.upsampler is None
     assert not notes
+    timed = save_weights(load_model(tiny_base), tmp_path / "timed.safetensors", metadata={
+        RECOMMENDED_KEY: json.dumps({"sampler": "unipc", "steps": 9, "schedule": "karras"})})
+    settings, notes = settings_for(prompts, {"base": str(timed)}, options, "fp32")
+    assert settings.base_stage == Stage("unipc", 9, 3.0, "karras")  # as `sample` reads it
+    assert "schedule karras" in notes[-1] and "--schedule" in notes[-1]
 
 
 def test_an_unwritable_out_fails_before_any_model_loads(tmp_path, monkeypatch):

@@ -196,7 +196,8 @@ def resolve_settings(
                           f"{str(out / META_FILE) if out else META_FILE}."]
     notes = []
     used = {f"base_stage.{k}": v for k, v in (recommended or {}).items()
-            if k in ("sampler", "steps", "guidance") and f"base_stage.{k}" not in given}
+            if k in ("sampler", "steps", "schedule", "guidance")
+            and f"base_stage.{k}" not in given}
     if used:
         text = ", ".join(f"{k.split('.')[1]} {v}" for k, v in used.items())
         flags_text = " / ".join(FLAG_NAMES[k] for k in used)
