@@ -417,7 +417,7 @@ def run_eval(
     header = _header(prompts_file, prompts, out, settings, models, device, options)
     if options.resume:
         check_resume(prior, out, prompts, settings.fingerprint(), models,
-                     schedule_digest(settings))
+                     header.get("schedule_sha256"))
     _read_prompts_as_used(pipeline, plan, emit)
 
     out.mkdir(parents=True, exist_ok=True)
