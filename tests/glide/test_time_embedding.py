@@ -76,3 +76,12 @@ def test_options_config_and_old_checkpoints():
     bundle = build_model(ModelConfig(size="tiny", time_embed_max_freq=0.1))
     assert bundle.options.time_embed_max_freq == 0.1
     assert ModelConfig().time_embed_max_freq == 0.05
+
+
+@pytest.mark.parametrize("dim", [16, 64, 128, 192])
+def test_a_frequency_at_the_cut_off_is_kept_whatever_its_last_bit(dim):
+    half = dim // 2  # feature half/2 has frequency 10000^(-1/2) = 0.01, the default cut-off
+    kept = kept_timestep_features(dim, 0.01)
+    assert kept[half // 2] and kept[dim // 2 + half // 2]  # its cos and sin
+    assert not kept[half // 2 - 1]
+    assert kept_timestep_features(dim, 0.01 * (1 - 1e-5))[half // 2].item() is False

@@ -48,9 +48,15 @@ def timestep_frequencies(dim: int, max_period: float = 10000.0, device=None) -> 
 
 
 def kept_timestep_features(dim: int, max_freq: float, device=None) -> torch.Tensor:
-    """[dim] bools: the embedding features of frequency <= ``max_freq`` (all when it is 0)."""
-    keep = timestep_frequencies(dim, device=device) <= max_freq if max_freq > 0 else \
-        torch.ones(dim // 2, dtype=torch.bool, device=device)
+    """[dim] bools: the embedding features of frequency <= ``max_freq`` (all when it is 0).
+
+    Decided in float64 with a relative margin of 1e-6, so that a frequency equal to
+    ``max_freq`` (10000^-1/2 = 0.01 for every width divisible by 4) is kept on every machine,
+    whatever the last bit of its float32 ``exp``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
+    keep = (freqs <= max_freq * (1 + 1e-6) if max_freq > 0 else
+            torch.ones(half, dtype=torch.bool)).to(device)
     return torch.cat([keep, keep, keep.new_ones(dim % 2)])
 
 
