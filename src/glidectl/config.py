@@ -63,8 +63,8 @@ class ModelConfig:
         "", "Folder with GPT-2 encoder.json and vocab.bpe ('' = tiktoken's cache)."
     )
     time_embed_max_freq: float = opt(
-        0.05, "Scratch models read only timestep-embedding frequencies up to this (radians per "
-        "step; 0.05 = periods of 126+ steps), so the denoiser is smooth in sigma and fast "
+        0.01, "Scratch models read only timestep-embedding frequencies up to this (radians per "
+        "step; 0.01 = periods of 628+ steps), so the denoiser is smooth in sigma and fast "
         "samplers converge; 0 = all, as OpenAI's models.", min=0.0, max=1.0,
     )
 

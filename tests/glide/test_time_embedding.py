@@ -75,7 +75,7 @@ def test_options_config_and_old_checkpoints():
         ModelOptions(time_embed_max_freq=-1.0)
     bundle = build_model(ModelConfig(size="tiny", time_embed_max_freq=0.1))
     assert bundle.options.time_embed_max_freq == 0.1
-    assert ModelConfig().time_embed_max_freq == 0.05
+    assert ModelConfig().time_embed_max_freq == 0.01
 
 
 @pytest.mark.parametrize("dim", [16, 64, 128, 192])

@@ -131,7 +131,7 @@ def test_a_run_from_before_time_embed_max_freq_is_resumed_as_it_was_trained(
     shutil.copytree(trained / "runs" / "t", run)
     path = run / "checkpoints" / "step-000002" / "model.safetensors"
     state, options = read_weights(path)
-    assert options.time_embed_max_freq == 0.05  # the default
+    assert options.time_embed_max_freq == 0.01  # the default
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     save_weights(state, path, options.replace(time_embed_max_freq=0.0), meta)  # an older run
