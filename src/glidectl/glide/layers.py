@@ -39,12 +39,11 @@ class LayerNorm32(nn.LayerNorm):
         return y.to(x.dtype)
 
 
-def timestep_frequencies(dim: int, max_period: float = 10000.0, device=None) -> torch.Tensor:
+def timestep_frequencies(dim: int, max_period: float = 10000.0, device=None,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The dim // 2 angular frequencies (radians per timestep) of the sinusoidal embedding."""
     half = dim // 2
-    return torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=device) / half
-    )
+    return torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=device) / half)
 
 
 def kept_timestep_features(dim: int, max_freq: float, device=None) -> torch.Tensor:
@@ -53,10 +52,9 @@ def kept_timestep_features(dim: int, max_freq: float, device=None) -> torch.Tens
     Decided in float64 with a relative margin of 1e-6, so that a frequency equal to
     ``max_freq`` (10000^-1/2 = 0.01 for every width divisible by 4) is kept on every machine,
     whatever the last bit of its float32 ``exp``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
+    freqs = timestep_frequencies(dim, dtype=torch.float64)
     keep = (freqs <= max_freq * (1 + 1e-6) if max_freq > 0 else
-            torch.ones(half, dtype=torch.bool)).to(device)
+            torch.ones(dim // 2, dtype=torch.bool)).to(device)
     return torch.cat([keep, keep, keep.new_ones(dim % 2)])
 
 
