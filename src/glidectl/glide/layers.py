@@ -5,6 +5,7 @@ Parameter names and shapes follow OpenAI's glide-text2im so their checkpoints lo
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -51,11 +52,16 @@ def kept_timestep_features(dim: int, max_freq: float, device=None) -> torch.Tens
 
     Decided in float64 with a relative margin of 1e-6, so that a frequency equal to
     ``max_freq`` (10000^-1/2 = 0.01 for every width divisible by 4) is kept on every machine,
-    whatever the last bit of its float32 ``exp``."""
+    whatever the last bit of its float32 ``exp``. Built once per width, cut-off and device
+    (every forward pass asks)."""
+    return _kept(dim, max_freq, str(torch.device(device or "cpu")))
+
+
+@functools.lru_cache(maxsize=32)
+def _kept(dim: int, max_freq: float, device: str) -> torch.Tensor:
     freqs = timestep_frequencies(dim, dtype=torch.float64)
-    keep = (freqs <= max_freq * (1 + 1e-6) if max_freq > 0 else
-            torch.ones(dim // 2, dtype=torch.bool)).to(device)
-    return torch.cat([keep, keep, keep.new_ones(dim % 2)])
+    keep = freqs <= max_freq * (1 + 1e-6) if max_freq > 0 else torch.ones(dim // 2, dtype=bool)
+    return torch.cat([keep, keep, keep.new_ones(dim % 2)]).to(device)
 
 
 def timestep_embedding(
