@@ -9,7 +9,7 @@ import torch
 from glidectl.config import ModelConfig
 from glidectl.errors import GlidectlError
 from glidectl.glide import ModelOptions, create_model
-from glidectl.glide.layers import kept_timestep_features
+from glidectl.glide.layers import kept_timestep_features, timestep_embedding
 from glidectl.training.model_setup import build_model
 
 
@@ -85,3 +85,12 @@ def test_a_frequency_at_the_cut_off_is_kept_whatever_its_last_bit(dim):
     assert kept[half // 2] and kept[dim // 2 + half // 2]  # its cos and sin
     assert not kept[half // 2 - 1]
     assert kept_timestep_features(dim, 0.01 * (1 - 1e-5))[half // 2].item() is False
+
+
+def test_the_kept_features_follow_the_embeddings_max_period():
+    t = torch.tensor([0.0, 37.5, 500.0])
+    full = timestep_embedding(t, 32, max_period=100.0)
+    cut = timestep_embedding(t, 32, max_period=100.0, max_freq=0.1)
+    kept = kept_timestep_features(32, 0.1, max_period=100.0)
+    assert 0 < int(kept.sum()) < 32 and not kept.equal(kept_timestep_features(32, 0.1))
+    assert torch.equal(cut, full * kept)

@@ -47,19 +47,20 @@ def timestep_frequencies(dim: int, max_period: float = 10000.0, device=None,
     return torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=device) / half)
 
 
-def kept_timestep_features(dim: int, max_freq: float, device=None) -> torch.Tensor:
+def kept_timestep_features(dim: int, max_freq: float, device=None,
+                           max_period: float = 10000.0) -> torch.Tensor:
     """[dim] bools: the embedding features of frequency <= ``max_freq`` (all when it is 0).
 
     Decided in float64 with a relative margin of 1e-6, so that a frequency equal to
     ``max_freq`` (10000^-1/2 = 0.01 for every width divisible by 4) is kept on every machine,
     whatever the last bit of its float32 ``exp``. Built once per width, cut-off and device
     (every forward pass asks)."""
-    return _kept(dim, max_freq, str(torch.device(device or "cpu")))
+    return _kept(dim, max_freq, str(torch.device(device or "cpu")), max_period)
 
 
 @functools.lru_cache(maxsize=32)
-def _kept(dim: int, max_freq: float, device: str) -> torch.Tensor:
-    freqs = timestep_frequencies(dim, dtype=torch.float64)
+def _kept(dim: int, max_freq: float, device: str, max_period: float) -> torch.Tensor:
+    freqs = timestep_frequencies(dim, max_period, dtype=torch.float64)
     keep = freqs <= max_freq * (1 + 1e-6) if max_freq > 0 else torch.ones(dim // 2, dtype=bool)
     return torch.cat([keep, keep, keep.new_ones(dim % 2)]).to(device)
 
@@ -76,7 +77,7 @@ def timestep_embedding(
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     if max_freq > 0:
-        emb = emb * kept_timestep_features(dim, max_freq, t.device)
+        emb = emb * kept_timestep_features(dim, max_freq, t.device, max_period)
     return emb
 
 
