@@ -169,7 +169,8 @@ def model_limits(args: argparse.Namespace) -> dict:
               f"DDIM-50 {errors(run('ddim', 'karras', 50), ref)['rms']:.5f}")
         calls = {c: errors(run("unipc", "exponential", c), ref)["rms"] for c in args.model_calls}
         print("  " + ", ".join(f"{c} calls {v:.5f}" for c, v in calls.items()))
-        follow = follow_model(den, x_T, ref, args.calls, max(steps // 5, 8))
+        follow = follow_model(den, x_T, ref, args.calls, max(steps // 5, 8),
+                              args.follow_schedule)
         own = (per_image_steps(model, prompts, guidance, den, x_T, ref, args.calls,
                                args.per_image, args.rounds) if args.per_image else None)
     fits = (per_image_bespoke(model, prompts, guidance, x_T, ref, args.per_image_bespoke,
@@ -246,13 +247,13 @@ def per_image_bespoke(model, prompts: list[str], guidance: float, x_T: torch.Ten
             "rows": rows, **means}
 
 
-def follow_model(den, x_T: torch.Tensor, ref: torch.Tensor, calls: int, fine: int
-                 ) -> list[dict]:
-    """Where a few-call sampler's error is made on a model: ``unipc`` on exponential σ's at
-    ``calls``, then from its state at each call the ODE solved finely (``fine`` dpm++3m
+def follow_model(den, x_T: torch.Tensor, ref: torch.Tensor, calls: int, fine: int,
+                 schedule: str = "exponential") -> list[dict]:
+    """Where a few-call sampler's error is made on a model: ``unipc`` on ``schedule``'s σ's
+    at ``calls``, then from its state at each call the ODE solved finely (``fine`` dpm++3m
     Karras steps down from that σ); the final error of each such path is the error made up
     to that call, carried to the end."""
-    sigmas = build_sigmas("exponential", calls, den.sigmas)
+    sigmas = build_sigmas(schedule, calls, den.sigmas)
     states: list[tuple[float, torch.Tensor]] = []
 
     def recording(x: torch.Tensor, sigma: float, **kw) -> torch.Tensor:
@@ -260,16 +261,18 @@ def follow_model(den, x_T: torch.Tensor, ref: torch.Tensor, calls: int, fine: in
         return den(x, sigma, **kw)
 
     out = plugins.samplers().get("unipc")(recording, x_T * float(sigmas[0]), sigmas)
-    print(f"\nunipc on exponential σ's, {calls} calls: rms {errors(out, ref)['rms']:.5f}; the "
-          "fine ODE from its state at each call ends at rms:")
+    total = errors(out, ref)
+    print(f"\nunipc on {schedule} σ's, {calls} calls: rms {total['rms']:.5f} (mean "
+          f"{total['mean']:.5f}); the fine ODE from its state at each call ends at rms:")
     rows = []
     for i, (sigma, x) in enumerate(states[1:], 1):
         if sigma <= den.sigma_min * 1.01:
             break
         path = build_sigmas("karras", fine, den.sigmas, sigma_max=sigma)
-        end = errors(plugins.samplers().get("dpm++3m")(den, x, path), ref)["rms"]
-        rows.append({"call": i, "sigma": sigma, "rms": end})
-        print(f"  call {i:2d}  σ {sigma:8.4f}  {end:.5f}", flush=True)
+        end = errors(plugins.samplers().get("dpm++3m")(den, x, path), ref)
+        rows.append({"call": i, "sigma": sigma, "rms": end["rms"], "mean": end["mean"]})
+        print(f"  call {i:2d}  σ {sigma:8.4f}  {end['rms']:.5f} (mean {end['mean']:.5f})",
+              flush=True)
     return rows
 
 
@@ -281,6 +284,9 @@ def main() -> None:
     parser.add_argument("--schedule", default="optimised",
                         help="σ's of the followed sampler (a bespoke schedule file for bespoke)")
     parser.add_argument("--calls", type=int, default=15)
+    parser.add_argument("--follow-schedule", default="exponential",
+                        help="On a model: the σ's unipc is followed on (a name or a schedule "
+                        "file from glidectl fit-steps).")
     parser.add_argument("--skip-gmm", action="store_true")
     parser.add_argument("--model", help="A trained base model (run folder or file).")
     parser.add_argument("--guidance", type=float)

@@ -21,7 +21,7 @@ def test_limits_on_a_mixture_and_a_tiny_model(tmp_path) -> None:
         [sys.executable, "ode_limits.py", "--samples", "48", "--model", str(weights),
          "--images", "1", "--sigmas", "1", "--model-calls", "4", "8",
          "--reference-steps", "16", "--per-image", "1", "--rounds", "1", "--calls", "6",
-         "--per-image-bespoke", str(schedule), "--evals", "3", "--json", str(out)],
+         "--follow-schedule", str(schedule), "--per-image-bespoke", str(schedule), "--evals", "3", "--json", str(out)],
         cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     found = json.loads(out.read_text())
@@ -37,7 +37,8 @@ def test_limits_on_a_mixture_and_a_tiny_model(tmp_path) -> None:
     assert set(found["model"]["unipc"]) == {"4", "8"}
     path = found["model"]["follow"]
     assert [r["call"] for r in path] == list(range(1, len(path) + 1)) and len(path) >= 4
-    assert all(math.isfinite(r["rms"]) for r in path) and path[0]["sigma"] > path[-1]["sigma"]
+    assert all(math.isfinite(r["rms"]) and 0 <= r["mean"] <= r["rms"] + 1e-9 for r in path)
+    assert path[0]["sigma"] > path[-1]["sigma"] and f"unipc on {schedule} σ's" in done.stdout
     (own,) = found["model"]["per_image"]["rows"]
     assert own["own"] <= own["shared"] + 1e-9  # its own σ's start from the shared ones
     fits = found["model"]["per_image_bespoke"]
