@@ -230,3 +230,54 @@ def test_binding_beyond_loopback_warns_and_takes_auth_from_the_environment(
     with pytest.raises(SystemExit) as bad:
         main(["ui", "--models-dir", str(models_dir), "--auth", "nopassword"])
     assert bad.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, models_dir):
+    from test_bench_limits import bespoke_file
+
+    from glidectl import plugins
+    from glidectl.pipeline import GlidePipeline
+    from glidectl.ui.app import schedule_change
+    from glidectl.ui.backend import FITTED_SCHEDULE, OWN_SCHEDULE
+
+    step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    (tmp_path / "m" / "tiny.safetensors").write_bytes(
+        (models_dir / "tiny.safetensors").read_bytes())
+    backend = UiBackend(tmp_path / "m", device="cpu")
+    named = backend.schedule_choices("tiny.safetensors")
+    assert named[0] == OWN_SCHEDULE and {"karras", "exponential"} <= set(named)
+    assert backend.schedule_choices("my-run/") == named  # no fitted file yet
+    assert backend.fitted_settings("my-run/") == (None, [])
+
+    result = backend.generate("a red circle", n=1, seed=3, base_steps=2, schedule="karras",
+                              base="tiny.safetensors")
+    assert result.settings["schedule"] == "karras"
+    pipe = GlidePipeline.from_specs(str(models_dir / "tiny.safetensors"), device="cpu")
+    same = pipe.generate("a red circle", n=1, seed=3, steps=2, schedule="karras")
+    assert np.array_equal(np.asarray(Image.open(result.files[0])), np.asarray(same[0]))
+    default = backend.generate("a red circle", n=1, seed=3, base_steps=2,
+                               base="tiny.safetensors")
+    assert default.settings["schedule"] == plugins.samplers().get("dpm++2m").schedule
+    for bad, match in (("../schedule.json", "Unknown schedule"),
+                       (FITTED_SCHEDULE, "no fitted schedule file")):
+        with pytest.raises(GlidectlError, match=match):
+            backend.generate("a cat", n=1, base_steps=2, schedule=bad, base="my-run/")
+
+    bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json", 3)
+    assert backend.schedule_choices("my-run/") == [*named, FITTED_SCHEDULE]
+    assert backend.fitted_settings("my-run/") == ("bespoke", [3])
+    fitted = backend.generate("a red circle", n=1, seed=3, sampler="bespoke", base_steps=3,
+                              schedule=FITTED_SCHEDULE, base="my-run/")
+    assert (fitted.settings["sampler"], fitted.settings["schedule"]) == ("bespoke",
+                                                                         "schedule.json")
+    with pytest.raises(GlidectlError, match="bespoke"):  # the solver needs its file
+        backend.generate("a cat", n=1, sampler="bespoke", base_steps=3, base="my-run/")
+    # the page: picking the fitted file brings its sampler and steps; leaving it, the default
+    samplers = plugins.samplers().names()
+    assert schedule_change(backend, FITTED_SCHEDULE, "my-run/", "unipc", samplers) == (
+        "bespoke", 3)
+    assert schedule_change(backend, "karras", "my-run/", "bespoke", samplers) == (
+        "dpm++2m", None)
+    assert schedule_change(backend, "karras", "my-run/", "unipc", samplers) == (None, None)

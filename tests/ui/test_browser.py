@@ -133,6 +133,7 @@ def test_generate_in_a_real_browser(browser_tools, server, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     chromium, chromedriver = browser_tools
@@ -150,6 +151,11 @@ def test_generate_in_a_real_browser(browser_tools, server, tmp_path):
         base = driver.find_element(By.CSS_SELECTOR, "#base-model input")
         assert base.get_attribute("value") == "tiny.safetensors"
         prompt.send_keys("a red circle on a white background")
+        schedule = driver.find_element(By.CSS_SELECTOR, "#schedule input")
+        assert schedule.get_attribute("value") == "(default)"
+        schedule.click()
+        schedule.send_keys(Keys.CONTROL, "a")
+        schedule.send_keys("karras", Keys.ENTER)
         _set_number(driver, "Images per run", "2")
         _set_number(driver, "Base steps", "2")
         driver.find_element(By.CSS_SELECTOR, "#generate").click()
@@ -165,6 +171,7 @@ def test_generate_in_a_real_browser(browser_tools, server, tmp_path):
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery img")) >= 2)
         used = driver.find_element(By.CSS_SELECTOR, "#settings-used").text
         assert '"base_steps": 2' in used and f'"seed": {seed}' in used
+        assert '"schedule": "karras"' in used  # chosen in the Schedule dropdown
         assert f'"image_seeds": [\n    {seed},\n    {seed + 1}\n  ]' in used
     finally:
         driver.save_screenshot(str(ARTIFACTS / "ui.png"))

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .backend import PRECISIONS, UiBackend
+from .backend import FITTED_SCHEDULE, OWN_SCHEDULE, PRECISIONS, UiBackend
 from .models import NONE_LABEL
 
 
@@ -38,6 +38,21 @@ def _recommended_values(backend: UiBackend, base: str | None,
     return sampler, steps, float(guidance if guidance is not None else 1.0)
 
 
+def schedule_change(backend: UiBackend, schedule: str, base: str | None, sampler: str,
+                    samplers: list[str]) -> tuple[str | None, int | None]:
+    """(sampler, steps) to set when the schedule changes (None: leave it). The fitted file
+    brings its sampler and first fitted step count (a bespoke solver runs only at those);
+    leaving it takes a sampler that needs the file back to the model's recommended one."""
+    from .. import plugins
+
+    if schedule == FITTED_SCHEDULE:
+        fitted, counts = backend.fitted_settings(base)
+        return (fitted if fitted in samplers else None), (counts[0] if counts else None)
+    if sampler in samplers and plugins.samplers().get(sampler).accepts("coefficients"):
+        return _recommended_values(backend, base, samplers)[0], None
+    return None, None
+
+
 def build_app(backend: UiBackend) -> Any:
     """The Blocks app bound to ``backend`` (models folder, model cache, output folder)."""
     import gradio as gr
@@ -45,14 +60,14 @@ def build_app(backend: UiBackend) -> Any:
     from .. import plugins
 
     bases, ups, loras = backend.choices()
-    registry = plugins.samplers()  # not those that need a fitted schedule file (bespoke)
-    samplers = [n for n in registry.names() if not registry.get(n).accepts("coefficients")]
+    registry = plugins.samplers()
+    samplers = registry.names()  # bespoke too: it runs on a fitted schedule file
     first = bases[0] if bases else None
     sampler0, steps0, guidance0 = _recommended_values(backend, first, samplers)
 
     def run(prompt: str, n: float, sampler: str, base_steps: float, up_steps: str,
             guidance: float, seed: float, base: str, upsampler: str, lora: str,
-            lora_scale: float, precision: str, compile_: bool,
+            lora_scale: float, precision: str, compile_: bool, schedule: str,
             progress: Any = gr.Progress()) -> tuple[Any, str, str, str]:
         def on_step(stage: str, done: int, total: int) -> None:
             progress((done, total), desc=f"{stage} sampling")
@@ -63,6 +78,7 @@ def build_app(backend: UiBackend) -> Any:
                 up_steps=up_steps, guidance=float(guidance), seed=int(seed),
                 base=base, upsampler=upsampler, lora=lora, lora_scale=float(lora_scale),
                 precision=precision, compile=bool(compile_), on_step=on_step,
+                schedule=schedule,
             )
         except Exception as exc:  # shown in the page; the server keeps running
             from ..errors import GlidectlError
@@ -79,7 +95,13 @@ def build_app(backend: UiBackend) -> Any:
         sampler, steps, guidance = _recommended_values(backend, base, samplers)
         prompts = [[p] for p in backend.example_prompts(base)]
         return (gr.update(value=sampler), gr.update(value=steps), gr.update(value=guidance),
-                gr.Dataset(samples=prompts))
+                gr.Dataset(samples=prompts),
+                gr.update(choices=backend.schedule_choices(base), value=OWN_SCHEDULE))
+
+    def on_schedule(schedule: str, base: str, sampler: str) -> tuple[Any, Any]:
+        new_sampler, steps = schedule_change(backend, schedule, base, sampler, samplers)
+        return (gr.update() if new_sampler is None else gr.update(value=new_sampler),
+                gr.update() if steps is None else gr.update(value=steps))
 
     with gr.Blocks(title="glidectl", analytics_enabled=False) as demo:
         gr.Markdown("## glidectl: GLIDE text-to-image")
@@ -107,6 +129,8 @@ def build_app(backend: UiBackend) -> Any:
                     guidance = gr.Slider(0.0, 20.0, value=guidance0, step=0.5,
                                          label="Guidance", elem_id="guidance")
                 with gr.Row():
+                    schedule = gr.Dropdown(backend.schedule_choices(first), value=OWN_SCHEDULE,
+                                           label="Schedule", elem_id="schedule")
                     base_steps = gr.Slider(1, 250, value=steps0, step=1, label="Base steps",
                                            elem_id="base-steps")
                     up_steps = gr.Dropdown(["fast27", "10", "25", "50", "100"], value="fast27",
@@ -135,13 +159,15 @@ def build_app(backend: UiBackend) -> Any:
                 settings = gr.Code(label="Settings used", language="json",
                                    elem_id="settings-used")
         base.change(on_base, inputs=[base],
-                    outputs=[sampler, base_steps, guidance, examples.dataset])
+                    outputs=[sampler, base_steps, guidance, examples.dataset, schedule])
+        schedule.change(on_schedule, inputs=[schedule, base, sampler],
+                        outputs=[sampler, base_steps])
         upsampler.change(lambda up: gr.update(visible=up not in (None, "", NONE_LABEL)),
                          inputs=[upsampler], outputs=[up_steps])
         button.click(
             run,
             inputs=[prompt, n, sampler, base_steps, up_steps, guidance, seed, base, upsampler,
-                    lora, lora_scale, precision, compile_],
+                    lora, lora_scale, precision, compile_, schedule],
             outputs=[gallery, used_seed, settings, memory],
             concurrency_limit=1,
         )

@@ -5,6 +5,7 @@ Kept free of gradio so it is tested directly in Python.
 
 from __future__ import annotations
 
+import json
 import secrets
 import tempfile
 import time
@@ -36,6 +37,8 @@ EXAMPLE_PROMPTS = [
     "a blue square on a black background",
 ]
 MAX_IMAGES = 16
+OWN_SCHEDULE = "(default)"  # the model's recommended schedule, else the sampler's own
+FITTED_SCHEDULE = "fitted (schedule.json)"  # RUN/schedule.json of a run folder, by fit-steps
 
 
 @dataclass
@@ -80,12 +83,62 @@ class UiBackend:
         from ..model_cost import local_weights
         from ..pipeline import recommended_settings
 
+        choice = self._base(base)
+        return recommended_settings(local_weights(choice.spec)) if choice else {}
+
+    def _base(self, base: str | None) -> ModelChoice | None:
         models, _ = self._all()
         try:
-            choice = pick(base_choices(models), base, "base model")
+            return pick(base_choices(models), base, "base model")
         except GlidectlError:
-            return {}
-        return recommended_settings(local_weights(choice.spec)) if choice else {}
+            return None
+
+    def fitted_schedule(self, base: str | None) -> Path | None:
+        """The base model's fitted schedule file, ``RUN/schedule.json`` of a run folder
+        (``glidectl fit-steps RUN`` writes it there), if it has one."""
+        choice = self._base(base)
+        path = Path(choice.spec) / "schedule.json" if choice else None
+        return path if path is not None and path.is_file() else None
+
+    def schedule_choices(self, base: str | None) -> list[str]:
+        """Labels for the schedule dropdown: the default (the model's recommended schedule,
+        else the sampler's own), every registered schedule, and the base model's fitted
+        file."""
+        from .. import plugins
+
+        fitted = [FITTED_SCHEDULE] if self.fitted_schedule(base) else []
+        return [OWN_SCHEDULE, *plugins.schedules().names(), *fitted]
+
+    def fitted_settings(self, base: str | None) -> tuple[str | None, list[int]]:
+        """The sampler the base model's fitted file was fitted for and its step counts
+        (a bespoke solver runs only at those), or (None, []) without a readable file."""
+        from ..samplers.tuned import read_schedule_file
+
+        path = self.fitted_schedule(base)
+        if path is None:
+            return None, []
+        try:
+            counts = sorted(read_schedule_file(path))
+            sampler = json.loads(path.read_text()).get("sampler")
+        except (GlidectlError, OSError, ValueError):
+            return None, []
+        return (sampler if isinstance(sampler, str) else None), counts
+
+    def _schedule(self, label: str | None, base: str | None) -> str | None:
+        """The schedule ``generate`` passes on for a dropdown label (None: the default)."""
+        from .. import plugins
+
+        if label in (None, "", OWN_SCHEDULE):
+            return None
+        if label == FITTED_SCHEDULE:
+            path = self.fitted_schedule(base)
+            if path is None:
+                raise GlidectlError("This base model has no fitted schedule file; fit one "
+                                    "with glidectl fit-steps RUN, or pick a named schedule.")
+            return str(path)
+        if label not in plugins.schedules().names():
+            raise GlidectlError(f"Unknown schedule {label!r}; pick one the list offers.")
+        return label
 
     def example_prompts(self, base: str | None) -> list[str]:
         """Example prompts that fit the model: its recorded preview prompts, else the
@@ -100,11 +153,12 @@ class UiBackend:
         guidance: float | None = None, seed: int = -1, base: str | None = None,
         upsampler: str | None = NONE_LABEL, lora: str | None = NONE_LABEL,
         lora_scale: float = 1.0, precision: str = "auto", compile: bool = False,
-        on_step: Callable[[str, int, int], None] | None = None,
+        on_step: Callable[[str, int, int], None] | None = None, schedule: str | None = None,
     ) -> UiResult:
         """Sample ``n`` images of ``prompt``; image j uses seed ``seed + j``, as
         ``glidectl sample --seed SEED`` does. Unset sampling settings come from the model's
-        recommendations, else the defaults of ``glidectl sample``.
+        recommendations, else the defaults of ``glidectl sample``. ``schedule`` is a label
+        of :meth:`schedule_choices`.
 
         Only models listed by :meth:`choices` can be named (no free-form paths).
         """
@@ -131,6 +185,7 @@ class UiBackend:
             raise GlidectlError("Pick a base model (none is available in the models folder).")
         up_c = pick(upsampler_choices(models), upsampler, "upsampler")
         lora_c = pick(loras, lora, "LoRA")
+        schedule = self._schedule(schedule, base)
         seed = secrets.randbelow(2**31) if seed is None or seed == -1 else int(seed)
         seeds = [seed + j for j in range(n)]
         key = (base_c.spec, up_c.spec if up_c else None,
@@ -141,7 +196,8 @@ class UiBackend:
                                                        precision, compile))
         load_s = time.perf_counter() - t0
         given = {"sampler": sampler or None, "steps": int(base_steps) if base_steps else None,
-                 "guidance": guidance, "upsample_steps": up_steps if up_c else None}
+                 "guidance": guidance, "upsample_steps": up_steps if up_c else None,
+                 "schedule": schedule}
         base_opts, up_opts, _ = pipe.stages(**{k: v for k, v in given.items() if v is not None})
         t1 = time.perf_counter()
         text = prompt.strip()
@@ -154,7 +210,10 @@ class UiBackend:
         settings = {
             **prompt_record(text), "seed": seed, "image_seeds": seeds,
             "sampler": base_opts.sampler, "base_steps": base_opts.steps,
-            "guidance": base_opts.guidance, "base": base_c.label,
+            "schedule": _shown(base_opts.schedule
+                               or plugins.samplers().get(base_opts.sampler).schedule),
+            "guidance": base_opts.guidance,
+            "base": base_c.label,
             "upsampler": up_c.label if up_c else None,
             "upsampler_sampler": up_opts.sampler if up_c else None,
             "upsampler_steps": up_opts.steps if up_c else None,
@@ -177,8 +236,6 @@ class UiBackend:
         return pipe
 
     def _save(self, images: list[Any], settings: dict[str, Any], seeds: list[int]) -> list[Path]:
-        import json
-
         from PIL import PngImagePlugin
 
         self._runs += 1
@@ -194,6 +251,13 @@ class UiBackend:
             image.save(path, format="PNG", pnginfo=info)
             files.append(path)
         return files
+
+
+def _shown(schedule: str | None) -> str | None:
+    """A schedule as the settings show it: a file by its name (the folder is the model's)."""
+    from ..samplers.tuned import is_schedule_file
+
+    return Path(schedule).name if schedule and is_schedule_file(schedule) else schedule
 
 
 def _steps(value: int | str | None) -> int | str | None:
