@@ -96,9 +96,7 @@ class UiBackend:
     def fitted_schedule(self, base: str | None) -> Path | None:
         """The base model's fitted schedule file, ``RUN/schedule.json`` of a run folder
         (``glidectl fit-steps RUN`` writes it there), if it has one."""
-        choice = self._base(base)
-        path = Path(choice.spec) / "schedule.json" if choice else None
-        return path if path is not None and path.is_file() else None
+        return _fitted_file(self._base(base))
 
     def schedule_choices(self, base: str | None) -> list[str]:
         """Labels for the schedule dropdown: the default (the model's recommended schedule,
@@ -118,20 +116,21 @@ class UiBackend:
         if path is None:
             return None, []
         try:
-            counts = sorted(read_schedule_file(path))
-            sampler = json.loads(path.read_text()).get("sampler")
+            data = json.loads(path.read_text())
+            counts = sorted(read_schedule_file(path, data if isinstance(data, dict) else {}))
         except (GlidectlError, OSError, ValueError):
             return None, []
+        sampler = data.get("sampler")
         return (sampler if isinstance(sampler, str) else None), counts
 
-    def _schedule(self, label: str | None, base: str | None) -> str | None:
+    def _schedule(self, label: str | None, base: ModelChoice) -> str | None:
         """The schedule ``generate`` passes on for a dropdown label (None: the default)."""
         from .. import plugins
 
         if label in (None, "", OWN_SCHEDULE):
             return None
         if label == FITTED_SCHEDULE:
-            path = self.fitted_schedule(base)
+            path = _fitted_file(base)
             if path is None:
                 raise GlidectlError("This base model has no fitted schedule file; fit one "
                                     "with glidectl fit-steps RUN, or pick a named schedule.")
@@ -185,7 +184,7 @@ class UiBackend:
             raise GlidectlError("Pick a base model (none is available in the models folder).")
         up_c = pick(upsampler_choices(models), upsampler, "upsampler")
         lora_c = pick(loras, lora, "LoRA")
-        schedule = self._schedule(schedule, base)
+        schedule = self._schedule(schedule, base_c)
         seed = secrets.randbelow(2**31) if seed is None or seed == -1 else int(seed)
         seeds = [seed + j for j in range(n)]
         key = (base_c.spec, up_c.spec if up_c else None,
@@ -251,6 +250,12 @@ class UiBackend:
             image.save(path, format="PNG", pnginfo=info)
             files.append(path)
         return files
+
+
+def _fitted_file(choice: ModelChoice | None) -> Path | None:
+    """``RUN/schedule.json`` of a listed run folder, if it exists."""
+    path = Path(choice.spec) / "schedule.json" if choice else None
+    return path if path is not None and path.is_file() else None
 
 
 def _shown(schedule: str | None) -> str | None:
