@@ -106,7 +106,8 @@ def conv_probe(dtype: torch.dtype, reps: int = 2) -> float:
 
 
 def time_config(
-    name: str, options, batch: int, warmup: int, reps: int, ref: dict, bf16: bool
+    name: str, options, batch: int, warmup: int, reps: int, ref: dict, bf16: bool,
+    layouts: tuple[str, ...] = ("NCHW",),
 ) -> None:
     torch.manual_seed(0)
     model = create_model(options)
@@ -120,20 +121,25 @@ def time_config(
     }
     results = {}
     precisions = [("fp32", None)] + ([("bf16 autocast", torch.bfloat16)] if bf16 else [])
-    for label, dtype in precisions:
-        for mode, fn in (("forward", forward), ("forward_backward", forward_backward)):
-            med, times = median_ms(lambda f=fn, d=dtype: f(model, kw, d), warmup, reps)
-            results[(label, mode)] = med
-            gflops = flops[mode] / (med / 1e3) / 1e9
-            ref_ms = ref.get(name, {}).get(mode, {}).get("median_ms")
-            vs = f"  reference fp32 {ref_ms:.1f} ms (x{med / ref_ms:.2f})" if ref_ms else ""
-            print(f"  {label:14s} {mode:17s} {med:8.1f} ms  {gflops:6.1f} GFLOP/s "
-                  f"({flops[mode] / 1e9:.1f} GFLOP){vs}   runs: "
-                  + " ".join(f"{t:.0f}" for t in times), flush=True)
-    if bf16:
-        for mode in ("forward", "forward_backward"):
-            ratio = results[("bf16 autocast", mode)] / results[("fp32", mode)]
-            print(f"  bf16/fp32 {mode}: {ratio:.2f}")
+    for layout in layouts:  # NHWC: weights and input channels_last, as train.channels_last
+        fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+        model.to(memory_format=fmt)
+        kw["x"] = kw["x"].contiguous(memory_format=fmt)
+        for label, dtype in precisions:
+            for mode, fn in (("forward", forward), ("forward_backward", forward_backward)):
+                med, times = median_ms(lambda f=fn, d=dtype: f(model, kw, d), warmup, reps)
+                results[(label, layout, mode)] = med
+                gflops = flops[mode] / (med / 1e3) / 1e9
+                ref_ms = ref.get(name, {}).get(mode, {}).get("median_ms")
+                vs = f"  reference fp32 {ref_ms:.1f} ms (x{med / ref_ms:.2f})" if ref_ms else ""
+                print(f"  {label:14s} {layout} {mode:17s} {med:8.1f} ms  {gflops:6.1f} GFLOP/s "
+                      f"({flops[mode] / 1e9:.1f} GFLOP){vs}   runs: "
+                      + " ".join(f"{t:.0f}" for t in times), flush=True)
+    for mode in ("forward", "forward_backward"):
+        base = results[("fp32", "NCHW", mode)] if "NCHW" in layouts else None
+        for (label, layout, m), med in results.items():
+            if m == mode and base and (label, layout) != ("fp32", "NCHW"):
+                print(f"  {label} {layout} / fp32 NCHW, {mode}: {med / base:.2f}")
 
 
 def speed(args) -> None:
@@ -153,10 +159,12 @@ def speed(args) -> None:
     if not run_bf16:
         print("bf16 autocast on the full model skipped: without native bf16 kernels it would "
               "take minutes per step (use --force-bf16 to time it anyway).")
-    time_config("base_official_b1_64", official_options("base"), 1, warmup, reps, ref, run_bf16)
+    layouts = ("NCHW", "NHWC") if args.channels_last else ("NCHW",)
+    time_config("base_official_b1_64", official_options("base"), 1, warmup, reps, ref, run_bf16,
+                layouts)
     if args.mid:
         mid = official_options("base").replace(**MID)
-        time_config("mid_b2_64", mid, 2, warmup, reps, ref, run_bf16)
+        time_config("mid_b2_64", mid, 2, warmup, reps, ref, run_bf16, layouts)
 
 
 def _status_mib(field: str) -> float:
@@ -228,6 +236,9 @@ def main() -> None:
     parser.add_argument("--mid", action="store_true", help="also time the mid-size model")
     parser.add_argument("--force-bf16", action="store_true",
                         help="time bf16 autocast even without native bf16 kernels")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also time each precision with channels_last (NHWC) weights and "
+                        "input, as train.channels_last runs")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)

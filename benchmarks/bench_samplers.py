@@ -38,6 +38,7 @@ from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.schedules import build_sigmas
 from glidectl.samplers.tuned import is_schedule_file, read_coefficients
+from glidectl.sampling import PRECISIONS
 from glidectl.step_fitting import errors, guided_denoiser, model_guidance, steps_for_calls
 
 SAMPLERS = ("ddim", "euler", "heun", "dpm++2m", "dpm++3m", "unipc", "unipc_bh1", "deis",
@@ -203,6 +204,12 @@ def model_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     print(f"model reference: dpm++3m 500 steps; rms vs 250 steps {errors(ref, check)['rms']:.2e}"
           f"; guidance {guidance}, {len(prompts)} images of {size} px, "
           f"noise seed {args.model_noise_seed}")
+    if args.model_precision != "fp32":  # what `glidectl sample --precision` runs; ref stays fp32
+        den.autocast_dtype = PRECISIONS[args.model_precision]
+        floor = errors(run("dpm++3m", make("karras", 500)), ref)
+        print(f"samplers run in {args.model_precision} against the fp32 reference; the same "
+              f"500 steps in {args.model_precision}: mean {floor['mean']:.2e}, "
+              f"rms {floor['rms']:.2e}")
     baseline = errors(run("ddim", make("karras", 50)), ref)
     rows = sweep("model", run, ref, make, samplers=args.model_samplers,
                  schedules=args.model_schedules, calls_list=args.model_calls)
@@ -271,6 +278,9 @@ def main() -> None:
     parser.add_argument("--model-noise-seed", type=int, default=0,
                         help="Seed of the model's x_T (1 is the tuning noise of fit-steps and "
                         "tune_schedule.py; any other is held out).")
+    parser.add_argument("--model-precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="Run the samplers (DDIM-50 too) under this autocast, as "
+                        "`glidectl sample --precision` does; the reference stays fp32.")
     parser.add_argument("--model-samplers", nargs="+",
                         default=["ddim", "dpm++2m", "dpm++3m", "unipc", "ipndm"])
     parser.add_argument("--model-schedules", nargs="+", default=["karras", "optimised"])

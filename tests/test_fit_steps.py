@@ -176,3 +176,62 @@ def test_an_existing_file_an_upsampler_and_no_out_are_refused(glidectl, weights,
     code, _, stderr = glidectl("fit-steps", weights["upsample"], "--prompt", "x", "--out",
                                tmp_path / "u.json")
     assert code == 2 and "not upsample models like" in stderr, stderr
+
+
+@pytest.mark.parametrize("out, message", [
+    ("s.txt", "must end in .json"),
+    ("folder.json", "is a folder; name a FILE.json in it"),
+    ("prompts.json", "is a prompts file of this fit"),
+])
+def test_an_unusable_out_is_refused_before_the_model_loads(glidectl, weights, tmp_path, out,
+                                                           message) -> None:
+    (tmp_path / "folder.json").mkdir()
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text("a cat\n")
+    code, _, stderr = glidectl("fit-steps", tmp_path / "never-read.safetensors", "--prompts",
+                               prompts, "--out", tmp_path / out, "--overwrite")
+    assert code == 2 and stderr.count("Error:") == 1 and message in stderr, stderr
+    assert prompts.read_text() == "a cat\n"
+
+
+def test_bespoke_is_fitted_from_another_sampler(glidectl, weights, tmp_path) -> None:
+    code, _, stderr = glidectl("fit-steps", weights["base"], "--prompt", "x", "--sampler",
+                               "bespoke", "--out", tmp_path / "s.json")
+    assert code == 2 and "--method bespoke --sampler unipc" in stderr, stderr
+
+
+def test_overwriting_keeps_the_old_file_until_every_count_is_fitted(glidectl, weights,
+                                                                   tmp_path) -> None:
+    from glidectl.samplers.tuned import read_schedule_file, write_schedule_file
+
+    out = tmp_path / "s.json"
+    write_schedule_file(out, {n: torch.linspace(80, 0.1, n).double().tolist() + [0.0]
+                              for n in (3, 4)}, 0.05, 80.0, "old")
+    old = out.read_text()
+    args = ("fit-steps", weights["base"], "--prompt", "a cat", "--images", "1",
+            "--reference-steps", "12", "--rounds", "1", "--check-images", "0", "--out", out,
+            "--overwrite", "--calls", "3", "--calls", "5")
+    from glidectl import step_fitting
+
+    calls = step_fitting.fit_calls
+
+    def stop_at_five(target, n, *a, **k):
+        if n == 5:
+            raise KeyboardInterrupt
+        return calls(target, n, *a, **k)
+
+    step_fitting.fit_calls = stop_at_five
+    try:
+        code, _, stderr = glidectl(*args)
+    finally:
+        step_fitting.fit_calls = calls
+    assert code != 0 and out.read_text() == old, stderr  # interrupted: the old file whole
+    partial = tmp_path / "s.partial.json"
+    assert list(read_schedule_file(partial)) == [3] and str(partial) in stderr
+    code, _, stderr = glidectl(*args)
+    assert code == 0, stderr
+    assert sorted(read_schedule_file(out)) == [3, 5] and not partial.exists()
+    data = json.loads(out.read_text())
+    from glidectl.pipeline import file_sha256
+
+    assert data["model_sha256"] == file_sha256(weights["base"])

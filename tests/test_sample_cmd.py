@@ -243,7 +243,7 @@ def test_steps_below_one_are_one_line_exit_2_before_any_model_loads(run, tmp_pat
                                                                        value) -> None:
     res = run("a cat", "--base", str(tmp_path / "never-read.safetensors"), flag, value)
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
-    assert res.stderr.startswith(f"Error: {flag} must be at least 1, got {value};")
+    assert res.stderr.startswith(f"Error: {flag} must be from 1 to 10000, got {value};")
 
 
 def test_a_schedule_file_drives_the_steps_and_a_missing_one_is_an_error(run, weights,
@@ -302,6 +302,67 @@ def test_bespoke_sampling_reads_its_coefficients_from_the_schedule_file(run, wei
                   "--precision", "fp32", "--out", str(tmp_path / "e"))
         assert res.returncode == 2 and res.stderr.count("Error:") == 1, res.stderr
         assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def bespoke_file(path: Path, coefficients: bool = True) -> Path:
+    """A valid 3-step bespoke schedule file for the tiny base model (dpm++2m's own rows)."""
+    from glidectl import plugins
+    from glidectl.samplers.bespoke import linear_coefficients
+    from glidectl.samplers.schedules import sigmas_from_alphas_cumprod
+    from glidectl.samplers.tuned import get_sigmas_from_file, write_schedule_file
+    from glidectl.sampling import sigma_table_for
+
+    lo = float(sigmas_from_alphas_cumprod(sigma_table_for(tiny_glide("base", 0).options))[0])
+    write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, lo, 80.0, "test")
+    sigmas = get_sigmas_from_file(path, 3, lo, 80.0)
+    write_schedule_file(path, {3: sigmas}, lo, 80.0, "test", sampler="bespoke",
+                        coefficients={3: linear_coefficients(plugins.samplers().get("dpm++2m"),
+                                                             sigmas)},
+                        model_sha256="0" * 64)
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["positions"].update({"0": []}), "is not a glidectl.schedule/1 file"),
+    (lambda d: d["positions"]["3"].__setitem__(1, True), "is not a glidectl.schedule/1 file"),
+    (lambda d: d.update(sampler=5), "names its sampler with 5, not a sampler name"),
+    (lambda d: d["coefficients"]["3"][0].__setitem__(0, float("nan")),
+     "not all numbers within ±1e+06"),
+    (lambda d: d["coefficients"]["3"][1].__setitem__(0, 1e308), "not all numbers within"),
+    (lambda d: d["positions"].update({"4": d["positions"].pop("3") + [0.9999]}),
+     "holds bespoke coefficients for 3 steps but no σ's for 3 steps"),
+])
+def test_a_damaged_schedule_file_is_one_sentence_before_sampling(capsys, weights, tmp_path,
+                                                                 change, message) -> None:
+    path = bespoke_file(tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    for cmd in ("sample", "eval"):
+        args = (["a cat"] if cmd == "sample" else [str(tmp_path / "p.txt")])
+        (tmp_path / "p.txt").write_text("a cat\n")
+        res = in_process(capsys, cmd, *args, "--base", str(weights["base"]), "--sampler", "bespoke",
+                             "--steps", "3", "--schedule", str(path), "--out",
+                             str(tmp_path / cmd))
+        assert res.returncode == 2 and res.stderr.count("Error:") == 1, res.stderr
+        assert message in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert not (tmp_path / cmd).exists()  # nothing written, metadata.json included
+
+
+def test_a_file_fitted_to_other_weights_is_named_and_steps_sigma_max_are_bounded(
+        run, weights, tmp_path) -> None:
+    path = bespoke_file(tmp_path / "s.json")  # records another model's sha256
+    res = run("a cat", "--base", str(weights["base"]), "--sampler", "bespoke", "--steps", "3",
+              "--schedule", str(path), "-q", "--precision", "fp32", "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    assert "was fitted to other weights (sha256 000000000000…)" in res.stderr, res.stderr
+    for args, message in ((("--steps", "10001"), "--steps must be from 1 to 10000"),
+                          (("--schedule", "karras", "--sigma-max", "0.001"),
+                           "sigma_max (--sigma-max) 0.001 is not above this model's smallest")):
+        res = run("a cat", "--base", str(weights["base"]), *args, "-q", "--out",
+                  str(tmp_path / "e"))
+        assert res.returncode == 2 and res.stderr.count("Error:") == 1, res.stderr
+        assert message in res.stderr, res.stderr
 
 
 def test_boolean_flags_show_no_type_in_help(run) -> None:

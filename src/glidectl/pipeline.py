@@ -22,7 +22,7 @@ import torch
 from .devices import Precision, pick_device, pick_precision
 from .errors import GlidectlError
 from .images import to_pil
-from .samplers.tuned import is_schedule_file, schedule_file_warning
+from .samplers.tuned import is_schedule_file, model_warning, schedule_file_warning
 from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public entry point)
     BASE_DEFAULTS,
     PRECISIONS,
@@ -341,9 +341,15 @@ class GlidePipeline:
                                  (self.upsampler, self.upsampler_tokenizer))
             if model is not None for m in prompt_warnings(tok, prompts, model.options.text_ctx)
         ]
-        messages += [m for opts in (base_opts, up_opts) if opts.schedule
-                     and is_schedule_file(opts.schedule)
-                     and (m := schedule_file_warning(opts.schedule, opts.sampler))]
+        for stage, opts in (("base", base_opts), ("upsample", up_opts)):
+            if not (opts.schedule and is_schedule_file(opts.schedule)):
+                continue
+            messages.append(schedule_file_warning(opts.schedule, opts.sampler))
+            record = self.records.get(stage)
+            if record is not None and self.stage_models().get(stage) is not None:
+                messages.append(model_warning(opts.schedule, lambda r=record: r.sha256,
+                                              record.spec))
+        messages = [m for m in messages if m]
         _warn(list(dict.fromkeys(messages)), warn)
         outputs = []
         for start in range(0, len(jobs), batch_size):

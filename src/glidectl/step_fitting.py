@@ -14,7 +14,7 @@ is scored on the samples it was fitted to, which flatters it).
 
 from __future__ import annotations
 
-import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ from .samplers.bespoke import Rows, fit_coefficients, linear_coefficients, sampl
 from .samplers.denoiser import GlideDenoiser
 from .samplers.schedules import build_sigmas
 from .samplers.search import descend_sigmas, search_sigmas
-from .samplers.tuned import read_coefficients, write_schedule_file
+from .samplers.tuned import has_coefficients, read_coefficients, write_schedule_file
 
 METHODS = ("descent", "gits", "bespoke")
 Log = Callable[[str], None]
@@ -143,6 +143,10 @@ def check_method(method: str, sampler: str, calls: list[int]) -> None:
     if method not in METHODS:
         raise GlidectlError(f"Unknown fitting method {method!r}; use {', '.join(METHODS)}.")
     spec = plugins.samplers().get(sampler)  # unknown: one line with the nearest name
+    if spec.accepts("coefficients"):
+        raise GlidectlError(f"{sampler} runs fitted coefficients and is not itself fitted "
+                            "from; fit it with --method bespoke --sampler unipc (the sampler "
+                            "its fit starts from).")
     for n in calls:
         if n < 1:
             raise GlidectlError(f"--calls must be at least 1, got {n}.")
@@ -183,12 +187,15 @@ def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: 
     began = time.perf_counter()
     den.model.requires_grad_(False)  # the fit needs gradients to x and σ only
     rows = linear_coefficients(plugins.samplers().get(sampler), sigmas)
-    if start:  # resume the start file's fit when it holds one for this count
-        with contextlib.suppress(GlidectlError):
-            rows = read_coefficients(start, steps, sigmas)
+    if start and has_coefficients(start, steps):  # resume the start file's fit for this count
+        rows = read_coefficients(start, steps, sigmas)
     rows, sigmas, fitted = fit_coefficients(
         den, target.start(sigmas), sigmas, target.ref, rows, evals=evals,
         move_sigmas=not fixed_sigmas, sigma_floor=den.sigma_min, log=log)
+    if not (math.isfinite(fitted) and all(math.isfinite(c) for r in rows for c in r)):
+        raise GlidectlError(f"The bespoke fit for {calls} calls diverged (tuning RMS "
+                            f"{fitted}); nothing was written for it: refit without --start, "
+                            "or with fewer --evals.")
     log(f"{calls} calls: bespoke tuning RMS {value:.5f} -> {fitted:.5f} "
         f"({time.perf_counter() - began:.0f} s)")
     return steps, sigmas, rows
@@ -196,7 +203,7 @@ def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: 
 
 def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: str | Path,
               about: str, log: Log = print, held_out: Target | None = None,
-              **options) -> dict[int, torch.Tensor]:
+              model_sha256: str | None = None, **options) -> dict[int, torch.Tensor]:
     """:func:`fit_calls` for each call count, the schedule file rewritten (atomically) after
     each, so a stopped fit keeps the counts it finished; returns steps → σ's. With
     ``held_out`` (a reference from other noise) each count is checked on it (``sampler``
@@ -226,5 +233,6 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
         write_schedule_file(out, found, float(target.grid[-2]), float(target.grid[0]),
                             f"{how} on {about}",
                             sampler={"gits": None, "bespoke": "bespoke"}.get(method, sampler),
-                            coefficients=coefficients or None, held_out=checks or None)
+                            coefficients=coefficients or None, held_out=checks or None,
+                            model_sha256=model_sha256)
     return found

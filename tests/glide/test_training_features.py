@@ -99,7 +99,7 @@ def test_compiled_model_matches_eager_outputs_and_gradients(kit):
 
     The default backend is ``aot_eager`` (dynamo capture + AOTAutograd, ~10 s); set
     GLIDECTL_TEST_COMPILE_BACKEND=inductor to also generate and run C++ kernels (minutes on
-    a busy 2-core machine; benchmarks/bench_model.py --compile times it).
+    a busy 2-core machine; benchmarks/bench_gpu.py times compiled training).
     """
     backend = os.environ.get("GLIDECTL_TEST_COMPILE_BACKEND", "aot_eager")
     options = kit.tiny("base", num_res_blocks=1, channel_mult="1,1", xf_layers=1)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import typer
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, cause
 
 METHOD_HELP = ("descent: move one sampler's σ's to cut its error (use the file with that "
                "sampler); gits: GITS dynamic programming on the reference path (any sampler, "
@@ -100,12 +102,7 @@ def register(app: typer.Typer) -> None:
         checked = (read_prompts([], check_prompts, "--check-prompts") if check_prompts
                    else texts)
         path = out or default_out(model)
-        if path.exists() and not overwrite:
-            raise GlidectlError(f"{str(path)!r} exists; pass --overwrite to replace it or "
-                                "another --out.")
-        if not path.parent.is_dir():
-            raise GlidectlError(f"The folder of --out {str(path)!r} does not exist; create it "
-                                "or pick another path.")
+        check_out(path, overwrite, [p for p in (prompts_file, check_prompts) if p])
         if start is not None:
             if method == "gits":
                 raise GlidectlError("--method gits searches the reference's own path and "
@@ -116,16 +113,52 @@ def register(app: typer.Typer) -> None:
                 raise GlidectlError(f"--start and --out are the same file ({str(path)!r}); "
                                     "write the refit to another --out, so the start is kept.")
         device = pick_device(device)
-        _fit(model, calls, method, sampler, texts, images, guidance, seed, reference_steps,
-             path, device, images if check_images is None else check_images, checked,
-             dict(rounds=rounds, evals=evals, fixed_sigmas=fixed_sigmas,
-                  start=str(start) if start else None))
+        # an existing file is replaced only once every count is fitted; until then the
+        # counts finished go to FILE.partial.json beside it
+        write_to = path.with_name(path.stem + ".partial.json") if path.exists() else path
+        try:
+            _fit(model, calls, method, sampler, texts, images, guidance, seed,
+                 reference_steps, path, write_to, device,
+                 images if check_images is None else check_images, checked,
+                 dict(rounds=rounds, evals=evals, fixed_sigmas=fixed_sigmas,
+                      start=str(start) if start else None))
+        except (KeyboardInterrupt, GlidectlError):
+            if write_to != path and write_to.exists():
+                typer.echo(f"stopped: {str(path)!r} is unchanged; the counts fitted so far "
+                           f"are in {str(write_to)!r}.", err=True)
+            raise
+
+
+def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
+    """One sentence, before any model loads, unless ``path`` can take the schedule file."""
+    if path.suffix.lower() != ".json":
+        raise GlidectlError(f"--out {str(path)!r} must end in .json: --schedule reads a "
+                            "schedule file by that name.")
+    if path.is_dir():
+        raise GlidectlError(f"--out {str(path)!r} is a folder; name a FILE.json in it.")
+    if path.exists() and not overwrite:
+        raise GlidectlError(f"{str(path)!r} exists; pass --overwrite to replace it or "
+                            "another --out.")
+    if any(path.resolve() == p.resolve() for p in inputs):
+        raise GlidectlError(f"--out {str(path)!r} is a prompts file of this fit; write the "
+                            "schedule file to another path.")
+    if not path.parent.is_dir():
+        raise GlidectlError(f"The folder of --out {str(path)!r} does not exist; create it "
+                            "or pick another path.")
+    try:  # the folder must take new files (the file is written atomically beside itself)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".fit-steps-"):
+            pass
+    except OSError as exc:
+        raise GlidectlError(f"Cannot write --out {str(path)!r} ({cause(exc)}); pick a "
+                            "writable folder.") from None
 
 
 def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: list[str],
          images: int, guidance: float | None, seed: int, reference_steps: int, path: Path,
-         device: str, check_images: int, checked: list[str], options: dict) -> None:
-    from ..glide.loading import load_model
+         write_to: Path, device: str, check_images: int, checked: list[str], options: dict
+         ) -> None:
+    from ..glide.loading import load_model, resolve_spec
+    from ..pipeline import file_sha256
     from ..step_fitting import fit_steps, model_guidance, reference, steps_for_calls
 
     model = load_model(model_spec, device=device).eval()
@@ -145,11 +178,13 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
                    f"{'' if checked == texts else ' and the --check-prompts'}", err=True)
         held_out = reference(model, in_turn(checked, check_images), scale, seed + 1,
                              reference_steps)
-    fit_steps(target, calls, method, sampler, path,
+    fit_steps(target, calls, method, sampler, write_to,
               f"{model_spec} (guidance {scale:g}, {images} tuning images from "
               f"{len(set(prompts))} prompts, noise seed {seed}, reference {reference_steps} "
               "dpm++3m Karras steps)", log=lambda m: typer.echo(m, err=True), held_out=held_out,
-              **options)
+              model_sha256=file_sha256(resolve_spec(model_spec, download=False)), **options)
+    if write_to != path:
+        os.replace(write_to, path)
     use = "bespoke" if method == "bespoke" else ("SAMPLER" if method == "gits" else sampler)
     steps = calls[0] if method == "gits" else steps_for_calls(sampler, calls[0])
     typer.echo(str(path))

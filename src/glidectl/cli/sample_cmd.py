@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from ..errors import GlidectlError
+from ..ranges import STEPS
 
 SAMPLER_HELP = ("Base sampler (default: the model's recommended, else dpm++2m; see "
                 "`glidectl plugins --all`: ddpm, ddim, plms, euler, ...).")
@@ -31,14 +32,15 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:1, mps."
 
 def steps_value(text: str | None, option: str = "--steps") -> int | str | None:
     """``"50"`` → 50; respacing strings (``fast27``, ``ddim50``, ``10,10,5``) stay strings;
-    a number below 1 is a one-line error naming ``option``."""
+    a number outside 1..10000 is a one-line error naming ``option``."""
     if text is None:
         return None
     text = text.strip()
     if re.fullmatch(r"[+-]?\d+", text):
-        if int(text) < 1:
-            raise GlidectlError(f"{option} must be at least 1, got {text}; pass a number of "
-                                "steps such as 25 or a respacing string such as fast27.")
+        if not STEPS.min <= int(text) <= STEPS.max:
+            raise GlidectlError(f"{option} must be {STEPS.describe()}, got {text}; pass a "
+                                "number of steps such as 25 or a respacing string such as "
+                                "fast27.")
         return int(text)
     return text
 
@@ -236,7 +238,8 @@ def register(app: typer.Typer) -> None:
             )
         common = {
             "sampler": base_opts.sampler, "steps": str(base_opts.steps),
-            "schedule": base_opts.schedule or "auto", "guidance": base_opts.guidance,
+            "schedule": base_opts.schedule or base_opts.sampler_spec().schedule,
+            "guidance": base_opts.guidance,
             "eta": eta, "guidance_interval": guidance_interval,
             "guidance_rescale": guidance_rescale or None, "dynamic_threshold": dynamic_threshold,
             "base": base_spec, "upsampler": up_spec,

@@ -25,7 +25,8 @@ OUTPUT_DIR = typer.Option(None, "--output-dir", "-o", help="Folder holding run d
 NAME = typer.Option(None, "--name", help="Run name (runs/<name>).")
 RESUME = typer.Option(None, "--resume", help="'latest' or a run / checkpoint folder to resume.")
 PRECISION = typer.Option(
-    None, "--precision", help="Mixed precision: no, fp16 or bf16 (trainable weights stay fp32)."
+    None, "--precision", help="auto (bf16 where the device computes it natively, else fp32), "
+    "fp32, bf16 or fp16; trainable weights stay fp32."
 )
 LIVE = typer.Option(
     None, "--live/--no-live", help="Rich live display (default: when stdout is a terminal)."
@@ -59,6 +60,9 @@ def resolve_config(
     if name is not None:
         flags.append(f"train.name={name!r}")
     if precision is not None:
+        from ..devices import check_precision
+
+        check_precision(precision)  # named as the flag, not as a --set
         flags.append(f"train.precision={precision!r}")
     cfg = load_config(config, flags)
     return cfg

@@ -144,4 +144,8 @@ def build_sigmas(
         )
     hi = float(table[-1]) if sigma_max is None else min(float(sigma_max), float(table[-1]))
     lo = float(table[0]) if sigma_min is None else max(float(sigma_min), float(table[0]))
+    if hi <= lo:
+        raise GlidectlError(f"sigma_max (--sigma-max) {sigma_max:g} is not above this model's "
+                            f"smallest σ, {lo:.4g}; pass a larger one (default "
+                            f"{DEFAULT_SIGMA_MAX:g}).")
     return get_sigmas(schedule, int(steps), lo, hi, **({} if rho is None else {"rho": rho}))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,11 @@ import numpy as np
 import torch
 
 from ..atomic import write_text
-from ..errors import GlidectlError
+from ..errors import GlidectlError, one_line
 from .schedules import append_zero
 
 FILE_FORMAT = "glidectl.schedule/1"
+COEFFICIENT_LIMIT = 1e6  # fitted rows weigh ε (≤ σ_max) and x0's (~1): far larger diverges
 
 # n: u_0..u_(n−1), from `python benchmarks/tune_schedule.py --sampler ipndm`
 POSITIONS: dict[int, tuple[float, ...]] = {
@@ -76,15 +78,19 @@ def is_schedule_file(schedule: str) -> bool:
 def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma_min: float,
                         sigma_max: float, about: str, sampler: str | None = None,
                         coefficients: dict[int, list[list[float]]] | None = None,
-                        held_out: dict[int, dict[str, float]] | None = None) -> None:
+                        held_out: dict[int, dict[str, float]] | None = None,
+                        model_sha256: str | None = None) -> None:
     """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min], atomically;
     ``sampler`` records the sampler they were tuned for (None: any); ``coefficients`` a
-    bespoke solver's rows per n; ``held_out`` its errors on held-out noise per n."""
+    bespoke solver's rows per n; ``held_out`` its errors on held-out noise per n;
+    ``model_sha256`` the weights file they were fitted to."""
     total = math.log(sigma_max / sigma_min)
     positions = {str(n): [round((math.log(sigma_max) - math.log(float(v))) / total, 12)
                           for v in s[:-1]] for n, s in sorted(sigmas.items())}
     data = {"format": FILE_FORMAT, "about": about, "sampler": sampler,
             "sigma_min": sigma_min, "sigma_max": sigma_max, "positions": positions}
+    if model_sha256:
+        data["model_sha256"] = model_sha256
     if coefficients:
         data["coefficients"] = {str(n): rows for n, rows in sorted(coefficients.items())}
     if held_out:
@@ -97,6 +103,11 @@ def _finite(value: Any) -> Any:
     """A figure as JSON can hold it: a solver that diverged on held-out noise errs NaN or
     infinity, stored as null."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _number(value: Any) -> bool:
+    """A finite JSON number (true and false are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _load(path: str | Path) -> dict:
@@ -119,23 +130,31 @@ def read_schedule_file(path: str | Path, data: dict | None = None
     data = _load(path) if data is None else data
     rows = data.get("positions")
     try:
-        positions = {int(n): tuple(float(u) for u in row) for n, row in rows.items()}
+        positions = {int(n): tuple(row) for n, row in rows.items()}
     except (AttributeError, TypeError, ValueError):
         positions = {}
     ok = positions and all(
-        len(row) == n and row[0] == 0 and all(b > a for a, b in zip(row, row[1:], strict=False))
-        and row[-1] <= 1 for n, row in positions.items())
+        n >= 1 and len(row) == n and all(_number(u) for u in row) and row[0] == 0
+        and all(b > a for a, b in zip(row, row[1:], strict=False)) and row[-1] <= 1
+        for n, row in positions.items())
     if data.get("format") != FILE_FORMAT or not ok:
         raise GlidectlError(f"Schedule file {str(path)!r} is not a {FILE_FORMAT} file "
                             "(positions: n → n increasing fractions from 0 to at most 1); "
                             "write one with glidectl fit-steps MODEL --out FILE.")
-    return positions
+    if not isinstance(data.get("sampler"), str | None):
+        raise GlidectlError(f"Schedule file {str(path)!r} names its sampler with "
+                            f"{one_line(json.dumps(data['sampler']))[:40]}, not a sampler name; "
+                            "set \"sampler\" to a name such as unipc (or null), or refit it "
+                            "with glidectl fit-steps.")
+    return {n: tuple(float(u) for u in row) for n, row in positions.items()}
 
 
 def schedule_file_warning(path: str | Path, sampler: str) -> str | None:
     """One sentence when a schedule file records another sampler than ``sampler`` (its
     positions were tuned for that sampler's errors), else None."""
-    tuned = _load(path).get("sampler")
+    data = _load(path)
+    read_schedule_file(path, data)  # a sampler field that is no name: one sentence
+    tuned = one_line(data.get("sampler") or "")
     if not tuned:
         return None
     from .. import plugins
@@ -149,6 +168,24 @@ def schedule_file_warning(path: str | Path, sampler: str) -> str | None:
     return (f"Schedule file {str(path)!r} was tuned for the {tuned} sampler, not {sampler}: "
             f"its steps may be worse than karras for {sampler}; sample with --sampler "
             f"{tuned} or tune a file for {sampler}.")
+
+
+def model_warning(path: str | Path, model_sha256: Callable[[], str | None], model: str
+                  ) -> str | None:
+    """One sentence when a schedule file records a fit to other weights than ``model``'s
+    (``model_sha256()``, asked only when the file records one), else None."""
+    fitted = _load(path).get("model_sha256")
+    if not isinstance(fitted, str) or fitted == (sha := model_sha256()) or not sha:
+        return None
+    return (f"Schedule file {str(path)!r} was fitted to other weights (sha256 "
+            f"{one_line(fitted)[:12]}…) than {model} ({sha[:12]}…): its steps suit "
+            f"that model's ODE; refit it with glidectl fit-steps {model}.")
+
+
+def has_coefficients(path: str | Path, n: int) -> bool:
+    """Whether a schedule file stores bespoke coefficients for n steps (unchecked)."""
+    stored = _load(path).get("coefficients")
+    return isinstance(stored, dict) and str(n) in stored
 
 
 def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[list[float]]:
@@ -165,14 +202,22 @@ def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[li
                             "those, or fit them with glidectl fit-steps MODEL --method bespoke "
                             f"--calls {n}.")
     rows = stored[str(n)]
-    if not isinstance(rows, list) or not all(
-            isinstance(r, list) and all(isinstance(c, int | float) for c in r) for r in rows):
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
         rows = []
     check_rows(rows, n)
+    if not all(_number(c) and abs(c) <= COEFFICIENT_LIMIT for r in rows for c in r):
+        raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for {n} "
+                            f"steps that are not all numbers within ±{COEFFICIENT_LIMIT:g} "
+                            "(NaN, infinity or true/false among them); refit them with "
+                            f"glidectl fit-steps MODEL --method bespoke --calls {n}.")
+    positions = read_schedule_file(path, data)
+    if n not in positions:  # rows fitted on n σ's must not run on σ's interpolated for them
+        raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for {n} "
+                            f"steps but no σ's for {n} steps; refit it with glidectl fit-steps "
+                            f"MODEL --method bespoke --calls {n}.")
     lo, hi = data.get("sigma_min"), data.get("sigma_max")
-    fitted = (sigmas_from_positions(read_schedule_file(path, data), n, float(lo), float(hi))
-              if isinstance(lo, int | float) and isinstance(hi, int | float) and 0 < lo < hi
-              else None)
+    fitted = (sigmas_from_positions(positions, n, float(lo), float(hi))
+              if _number(lo) and _number(hi) and 0 < lo < hi else None)
     if fitted is None or not torch.allclose(fitted.double(), sigmas.double(), rtol=1e-6):
         raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for its "
                             f"own σ's (from {hi} down), but this run samples from "
