@@ -84,6 +84,8 @@ def test_prompts_file_skips_blank_lines_and_comments(tmp_path):
         read_prompts(tmp_path / "empty.txt")
     with pytest.raises(GlidectlError, match="does not exist"):
         read_prompts(tmp_path / "missing.txt")
+    with pytest.raises(GlidectlError, match="is a folder; pass a text file with one prompt"):
+        read_prompts(tmp_path)
 
 
 def test_names_are_numbered_slugs_with_an_index_for_several_images():
@@ -263,6 +265,56 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_base):
     assert "base model calls" in text and " 15 " in text  # heun: 2·3−1 calls × 3 batches
     assert "estimated time" in text
     assert not (tmp_path / "o").exists()
+
+
+def test_dry_run_of_a_local_model_with_a_timestep_cut_off_times_one_call(tmp_path):
+    """A trained run's model keeps only the slow timestep features (time_embed_max_freq);
+    counting its FLOPs on fake tensors must not hand a fake feature mask to the timed call."""
+    import torch
+    from tiny_configs import fill_zero_layers
+
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path / "cut-off.safetensors"
+    opts = preset_options("base", "tiny").replace(image_size=32, time_embed_max_freq=0.01)
+    save_weights(fill_zero_layers(create_model(opts)), path)
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    out = subprocess.run(
+        [sys.executable, "-m", "glidectl", "eval", str(prompts), "--base", str(path),
+         "--batch-size", "2", "--sampler", "euler", "--steps", "2", "--dry-run",
+         "--device", "cpu", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120, env={**_env(), "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    text = out.stdout
+    assert "cut-off.safetensors" in text and "on disk" in text
+    assert "base model calls" in text and "TFLOP" in text
+    assert "estimated time" in text and "one timed call per stage" in text
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_kept_feature_mask_serves_fake_and_real_passes_in_either_order():
+    import torch
+
+    from glidectl.glide import create_model, preset_options
+    from glidectl.model_cost import model_cost
+
+    def real_forward(opts):
+        with torch.no_grad():
+            return create_model(opts)(torch.zeros(2, 3, 32, 32), torch.zeros(2),
+                                      torch.zeros(2, 64, dtype=torch.long),
+                                      torch.ones(2, 64, dtype=torch.bool))
+
+    tiny = preset_options("base", "tiny").replace(image_size=32)
+    fake_first = tiny.replace(time_embed_max_freq=0.0123)  # cut-offs no other test caches
+    assert model_cost(fake_first, batch=2, guided=False)["flops_per_call"] > 0
+    assert torch.isfinite(real_forward(fake_first)).all()
+
+    real_first = tiny.replace(time_embed_max_freq=0.0234)
+    assert torch.isfinite(real_forward(real_first)).all()
+    assert model_cost(real_first, batch=2, guided=False)["flops_per_call"] > 0
 
 
 def test_wandb_offline_logs_a_table(tmp_path, tiny_base, stack, monkeypatch):

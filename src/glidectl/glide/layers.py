@@ -54,15 +54,34 @@ def kept_timestep_features(dim: int, max_freq: float, device=None,
     Decided in float64 with a relative margin of 1e-6, so that a frequency equal to
     ``max_freq`` (10000^-1/2 = 0.01 for every width divisible by 4) is kept on every machine,
     whatever the last bit of its float32 ``exp``. Built once per width, cut-off and device
-    (every forward pass asks)."""
-    return _kept(dim, max_freq, str(torch.device(device or "cpu")), max_period)
+    (every forward pass asks), except under a FakeTensorMode (``model_cost`` counts FLOPs in
+    one): a tensor made there is fake, and a cached one must serve neither mode in the other,
+    so there it is built afresh (nothing is allocated) and not cached."""
+    device = str(torch.device(device or "cpu"))
+    if _fake_mode_active():
+        return _build_kept(dim, max_freq, device, max_period)
+    return _kept(dim, max_freq, device, max_period)
+
+
+def _fake_mode_active() -> bool:
+    """Whether tensors made now would be FakeTensors (a FakeTensorMode is active)."""
+    from torch._guards import detect_fake_mode
+
+    return detect_fake_mode() is not None
+
+
+def _build_kept(dim: int, max_freq: float, device: str, max_period: float) -> torch.Tensor:
+    freqs = timestep_frequencies(dim, max_period, device="cpu", dtype=torch.float64)
+    if max_freq > 0:
+        keep = freqs <= max_freq * (1 + 1e-6)
+    else:
+        keep = torch.ones(dim // 2, dtype=torch.bool, device="cpu")
+    return torch.cat([keep, keep, keep.new_ones(dim % 2)]).to(device)
 
 
 @functools.lru_cache(maxsize=32)
 def _kept(dim: int, max_freq: float, device: str, max_period: float) -> torch.Tensor:
-    freqs = timestep_frequencies(dim, max_period, dtype=torch.float64)
-    keep = freqs <= max_freq * (1 + 1e-6) if max_freq > 0 else torch.ones(dim // 2, dtype=bool)
-    return torch.cat([keep, keep, keep.new_ones(dim % 2)]).to(device)
+    return _build_kept(dim, max_freq, device, max_period)
 
 
 def timestep_embedding(
