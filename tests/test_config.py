@@ -98,3 +98,13 @@ def test_bad_toml_and_missing_file(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_a_folder_as_config_file_says_it_is_a_folder(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(info.value) == (f"Config file {str(tmp_path)!r} is a folder; pass a .toml file "
+                               "instead (e.g. glide.toml).")
+    (tmp_path / "config.toml").write_text("")  # a run folder: point at its saved config
+    with pytest.raises(ConfigError, match=r"is a folder; .*config\.toml'\)\.$"):
+        load_config(tmp_path)

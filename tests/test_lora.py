@@ -227,6 +227,22 @@ def test_parse_lora_spec_rejects_a_bad_scale():
         parse_lora_spec("adapter:strong")
 
 
+@pytest.mark.parametrize("tail, got", [
+    ("nan", "from -10 to 10 (a finite number); got nan"),
+    ("inf", "from -10 to 10 (a finite number); got inf"),
+    ("-inf", "from -10 to 10 (a finite number); got -inf"),
+    ("1e9", "from -10 to 10; got 1e+09"),
+    ("-10.5", "from -10 to 10; got -10.5"),
+])
+def test_parse_lora_spec_checks_the_scale_range_of_lora_merge(tail, got):
+    with pytest.raises(GlidectlError) as info:
+        parse_lora_spec(f"runs/a/lora:{tail}")
+    assert str(info.value) == f"--lora 'runs/a/lora:{tail}': the scale after ':' must be {got}."
+    with pytest.raises(GlidectlError, match="--lora 'x': the scale must be"):
+        parse_lora_spec(("x", float(tail)))
+    assert parse_lora_spec("x:-10").scale == -10.0 and parse_lora_spec("x:10").scale == 10.0
+
+
 def test_apply_loras_equals_the_live_adapter_at_any_scale(tmp_path):
     base, out, lora_model = trained_adapter(tmp_path)
     args = inputs(base)
@@ -322,6 +338,30 @@ def test_merge_writes_a_checkpoint_equal_to_base_plus_adapter(tmp_path, capsys):
     args = inputs(base)
     torch.testing.assert_close(run(merged, args), run(lora_model, args), atol=1e-5, rtol=0)
     assert not torch.allclose(run(merged, args), run(base, args), atol=1e-3)
+
+
+def test_merge_refuses_an_existing_output_unless_forced(tmp_path, capsys):
+    from glidectl.glide import read_weights, save_weights
+
+    base, out, _ = trained_adapter(tmp_path)
+    base_file = save_weights(base, tmp_path / "base.safetensors")
+    target = tmp_path / "merged.safetensors"
+    target.write_bytes(b"keep me")
+    capsys.readouterr()
+    assert cli("lora", "merge", out, "--base", base_file, "-o", target) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"Error: Output {str(target)!r} already exists; pass --force to overwrite it "
+                   "or choose another --output.")
+    assert target.read_bytes() == b"keep me"  # nothing on disk is lost
+    assert cli("lora", "merge", out, "--base", base_file, "-o", target, "--force") == 0
+    state, options = read_weights(target)
+    assert options == base.options and not any(".lora_" in k for k in state)
+    # a folder named like the output is refused even with --force
+    folder = tmp_path / "dir.safetensors"
+    folder.mkdir()
+    assert cli("lora", "merge", out, "--base", base_file, "-o", folder, "--force") == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a folder; pass a file path to --output" in err and "\n" not in err
 
 
 def test_merge_errors_in_one_line_when_no_module_matches(tmp_path, capsys):
@@ -494,6 +534,13 @@ def test_sample_accepts_lora_specs_and_records_them(tmp_path, capsys):
     assert cli(*common, "-o", tmp_path / "bad", "--lora", str(up_adapter)) == 2
     err = capsys.readouterr().err.strip()
     assert "trained for a 'upsample' model" in err and "\n" not in err
+    # a scale outside lora merge's range: one line naming --lora, not peft's NaN traceback
+    for scale in ("nan", "inf", "1e9"):
+        assert cli(*common, "-o", tmp_path / "bad", "--lora", f"{out}:{scale}") == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"Error: --lora '{out}:{scale}': the scale after ':' must be "
+                              "from -10 to 10") and "\n" not in err, err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_apply_loras_by_kind_routes_adapters_to_their_models(tmp_path):

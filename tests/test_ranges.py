@@ -36,11 +36,33 @@ def test_every_numeric_config_key_has_a_range():
                              "number); got nan."),
     ("train.adam_beta2=1.0", "--set: 'train.adam_beta2' must be from 0 to below 1; got 1."),
     ("data.crop_scale=[0.0, 1.0]", "--set: 'data.crop_scale' must be from 0.01 to 1; got 0."),
+    ("data.crop_scale=[0.5]", "--set: 'data.crop_scale' must be a list of two numbers "
+                              "[min, max]; got [0.5]."),
+    ("data.crop_scale=[0.9,0.1]", "--set: 'data.crop_scale' must be [min, max] with min <= max; "
+                                  "got [0.9, 0.1]."),
+    ("data.crop_scale=['a', 'b']", "--set: 'data.crop_scale' must be a list of two numbers "
+                                   "[min, max]; got ['a', 'b']."),
+    ("data.aspect_range=[4.0, 0.25]", "--set: 'data.aspect_range' must be [min, max] with "
+                                      "min <= max; got [4.0, 0.25]."),
+    ("data.similarity_range=[]", "--set: 'data.similarity_range' must be a list of two numbers "
+                                 "[min, max]; got []."),
 ])
 def test_out_of_range_config_values_name_the_key_and_the_range(item, message):
     with pytest.raises(ConfigError) as info:
         load_config(None, [item])
     assert str(info.value) == message
+
+
+def test_pairs_the_config_accepts_are_the_pairs_training_accepts(tmp_path):
+    from glidectl.data.dataset import validate
+
+    cfg = load_config(None, ["data.crop_scale=[0.5, 1]", "data.aspect_range=[1, 1]"])
+    assert cfg.data.crop_scale == [0.5, 1] and cfg.data.aspect_range == [1, 1]
+    validate(cfg.data)  # training takes what the config took
+    path = tmp_path / "glide.toml"
+    path.write_text("[data]\ncrop_scale = [0.9, 0.1]\n")
+    with pytest.raises(ConfigError, match=r"'data.crop_scale' must be \[min, max\] with min"):
+        load_config(path)
 
 
 def test_ranges_are_checked_in_config_files_too(tmp_path):

@@ -28,12 +28,14 @@ from .ranges import SEED_MAX, Range
 def opt(
     default: Any, doc: str, choices: tuple[Any, ...] | None = None, *,
     min: float | None = None, max: float | None = None, below: float | None = None,
+    pair: bool = False,
 ) -> Any:
     """A config field with its default, a one-line doc, optional allowed values and, for
-    numbers (and lists of numbers), the allowed range ``min..max`` (or ``< below``)."""
+    numbers (and lists of numbers), the allowed range ``min..max`` (or ``< below``);
+    ``pair``: a list of exactly two numbers ``[min, max]`` with min <= max."""
     numeric = min is not None or max is not None or below is not None
     meta = {"doc": doc, "choices": choices,
-            "range": Range(min, max, below) if numeric else None}
+            "range": Range(min, max, below) if numeric else None, "pair": pair}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -91,7 +93,7 @@ class DataConfig:
     random_crop: bool = opt(True, "Random crop after resizing the short side (else centre).")
     crop_scale: list = opt(
         [1.0, 1.0], "Random-resized-crop area range [min, max]; [1, 1] disables it.",
-        min=0.01, max=1
+        min=0.01, max=1, pair=True,
     )
     flip: bool = opt(False, "Random horizontal flips.")
     workers: int = opt(0, "DataLoader worker processes.", min=0, max=256)
@@ -122,10 +124,11 @@ class DataConfig:
     )
     split: str = opt("train", "Hugging Face dataset split (hf: sources).")
     min_size: int = opt(0, "laion: min original width and height (metadata), in pixels.", min=0)
-    aspect_range: list = opt([0.25, 4.0], "laion: allowed original width/height [min, max].", min=0)
+    aspect_range: list = opt([0.25, 4.0], "laion: allowed original width/height [min, max].",
+                             min=0, pair=True)
     similarity_range: list = opt(
         [-1.0, 1.0], "laion/datacomp: allowed CLIP similarity [lower, upper].",
-        min=-1, max=1
+        min=-1, max=1, pair=True,
     )
     nsfw_allowed: list = opt(
         ["UNLIKELY", "UNSURE"], "laion: NSFW tags accepted (samples without a tag pass)."
@@ -395,6 +398,8 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
             meta = _field(type(section), key).metadata
             choices = meta.get("choices")
             problem = meta["range"].problem(value) if meta.get("range") else None
+            if not problem and meta.get("pair"):
+                problem = _pair_problem(value)
             if problem:
                 raise ConfigError(f"{where}: '{dotted}' {problem}.")
             if choices and value not in choices:
@@ -404,6 +409,16 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
                 )
             setattr(section, key, value)
     return cfg
+
+
+def _pair_problem(value: list) -> str | None:
+    """None when ``value`` is ``[min, max]``: two numbers, min <= max (what training needs)."""
+    if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                              for v in value):
+        return f"must be a list of two numbers [min, max]; got {value!r}"
+    if value[0] > value[1]:
+        return f"must be [min, max] with min <= max; got {value!r}"
+    return None
 
 
 def _field(cls: type, name: str) -> dataclasses.Field:
@@ -432,6 +447,13 @@ def load_config(
     cfg = GlideConfig()
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            inside = next((p / n for n in ("glide.toml", "config.toml") if (p / n).is_file()),
+                          None)  # config.toml: a run folder's saved config
+            hint = f"e.g. {str(inside)!r}" if inside else "e.g. glide.toml"
+            raise ConfigError(
+                f"Config file {str(p)!r} is a folder; pass a .toml file instead ({hint})."
+            )
         if not p.is_file():
             raise ConfigError(
                 f"Config file {str(p)!r} does not exist; pass an existing .toml file."

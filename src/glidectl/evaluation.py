@@ -54,6 +54,9 @@ GRID_FILE = "grid.png"
 def read_prompts(path: str | Path) -> list[str]:
     """Non-blank lines of a prompts file; lines starting with ``#`` are comments."""
     path = Path(path)
+    if path.is_dir():
+        raise GlidectlError(f"Prompts file {str(path)!r} is a folder; pass a text file with one "
+                            "prompt a line instead.")
     if not path.is_file():
         raise GlidectlError(f"Prompts file {str(path)!r} does not exist; pass a text file.")
     try:

@@ -80,6 +80,61 @@ def test_a_code_running_pickle_in_place_of_any_file_is_refused(trained, tmp_path
     assert not marker.exists()
 
 
+def _tamper_scheduler(path: Path, **changes) -> None:
+    tree = json.loads(path.read_text(encoding="utf-8"))
+    pairs = dict(tree["$dict"])
+    for key, value in changes.items():
+        if value is _DROP:
+            pairs.pop(key)
+        else:
+            pairs[key] = value
+    tree["$dict"] = [[k, v] for k, v in pairs.items()]
+    path.write_text(json.dumps(tree), encoding="utf-8")
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("changes, why", [
+    ({"base_lrs": "zz"}, "base_lrs is not a list of learning rates"),
+    ({"base_lrs": ["zz"]}, "base_lrs is not a list of learning rates"),
+    ({"base_lrs": [float("nan")]}, "base_lrs is not a list of learning rates"),
+    ({"_last_lr": _DROP}, "_last_lr is not a list of learning rates"),
+    ({"_last_lr": [0.1, 0.1, 0.1, 0.1, 0.1]}, "_last_lr and base_lrs differ in length"),
+    ({"last_epoch": "2"}, "last_epoch is not a step count"),
+    ({"_step_count": True}, "_step_count is not a step count"),
+    ({"lr_lambdas": "x"}, "lr_lambdas does not match base_lrs"),
+])
+def test_a_tampered_scheduler_state_is_one_line_before_training(
+        trained, tmp_path, capsys, changes, why):
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    step_dir = run / "checkpoints" / "step-000002"
+    _tamper_scheduler(step_dir / "state" / "scheduler.json", **changes)
+    checkpoints = run / "checkpoints"
+    before = {p: p.read_bytes() for p in checkpoints.rglob("*") if p.is_file()}
+    code, err = _resume_cli(run, capsys)
+    assert code == 2, err
+    assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/scheduler.json is not a "
+                   f"glidectl resume file ({why}); resume from another checkpoint or start a "
+                   "new run.\n"), err
+    assert {p: p.read_bytes() for p in checkpoints.rglob("*") if p.is_file()} == before
+
+
+def test_scheduler_rates_for_other_parameter_groups_do_not_fit(trained, tmp_path, capsys):
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    path = run / "checkpoints" / "step-000002" / "state" / "scheduler.json"
+    pairs = dict(json.loads(path.read_text(encoding="utf-8"))["$dict"])
+    extra = len(pairs["base_lrs"]) + 1
+    _tamper_scheduler(path, base_lrs=[1e-4] * extra, _last_lr=[1e-4] * extra,
+                      lr_lambdas=[None] * extra)
+    code, err = _resume_cli(run, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "state/scheduler.json does not fit this run" in err
+    assert f"{extra} learning rates for {extra - 1} parameter groups" in err
+
+
 def test_the_exported_ema_file_is_not_read_by_resume(trained, tmp_path, capsys):
     run = tmp_path / "runs" / "t"
     shutil.copytree(trained / "runs" / "t", run)

@@ -22,6 +22,9 @@ def read_prompts(prompts: list[str], prompts_file: Path | None,
     """``--prompt`` values, then the lines of ``--prompts FILE`` (blank lines skipped)."""
     found = [p for p in prompts if p.strip()]
     if prompts_file is not None:
+        if prompts_file.is_dir():
+            raise GlidectlError(f"The {what} file {str(prompts_file)!r} is a folder; pass a "
+                                "text file with one prompt a line.")
         try:
             found += [ln.strip() for ln in prompts_file.read_text().splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as exc:

@@ -72,17 +72,20 @@ def register(app: typer.Typer) -> None:
         ),
         output: Path = typer.Option(..., "--output", "-o", help="The .safetensors file to write."),
         scale: float = typer.Option(1.0, "--scale", help="Adapter strength multiplier."),
+        force: bool = typer.Option(False, "--force", help="Overwrite --output if it exists."),
     ) -> None:
         """Fold an adapter into its base model and write one full .safetensors checkpoint."""
         from ..lora import merge_adapter, read_adapter
+        from ..lora.apply import check_output
 
+        check_output(output, force)  # before the adapter and the base model are read
         if base is None:
             base = str(read_adapter(adapter).meta.get("base_model") or "")
             if base in ("", "scratch"):
                 raise GlidectlError(
                     f"{str(adapter)!r} does not record a loadable base model; pass --base SPEC."
                 )
-        result = merge_adapter(adapter, base, output, scale)
+        result = merge_adapter(adapter, base, output, scale, force=force)
         typer.echo(
             f"merged {result.modules} of {result.adapter_modules} adapter modules "
             f"(scale {scale:g}) into {base}: {result.path}"

@@ -193,6 +193,10 @@ def register(app: typer.Typer) -> None:
         check_guidance_tools(interval, guidance_rescale, dynamic_threshold)
         base_steps = steps_value(steps)
         up_steps = steps_value(upsample_steps, "--upsample-steps")
+        from ..lora import parse_lora_spec
+
+        for spec in lora or ():
+            parse_lora_spec(spec)  # a bad scale: one sentence before any model loads
         _check_inputs(sampler, upsample_sampler, [low_res, inpaint_image, inpaint_mask],
                       base, low_res, out)
         base_spec = None if base == "none" or low_res is not None else base

@@ -161,6 +161,19 @@ def apply_loras(
     return model
 
 
+def check_output(out: Path, force: bool = False) -> None:
+    """Raise unless ``out`` may be written by ``lora merge``: a .safetensors path that is not
+    a folder, and not an existing file unless ``force`` (as ``glidectl export``)."""
+    if out.suffix != ".safetensors":
+        raise GlidectlError(f"-o {str(out)!r}: merged weights are written as .safetensors.")
+    if out.is_dir():
+        raise GlidectlError(f"Output {str(out)!r} is a folder; pass a file path to --output, "
+                            f"e.g. {str(out / 'merged.safetensors')!r}.")
+    if out.exists() and not force:
+        raise GlidectlError(f"Output {str(out)!r} already exists; pass --force to overwrite "
+                            "it or choose another --output.")
+
+
 @dataclass
 class MergeResult:
     path: Path
@@ -169,16 +182,19 @@ class MergeResult:
 
 
 def merge_adapter(
-    adapter_path: str | Path, base: str, output: str | Path, scale: float = 1.0
+    adapter_path: str | Path, base: str, output: str | Path, scale: float = 1.0,
+    force: bool = False,
 ) -> MergeResult:
-    """Write base + scale·adapter as one glidectl .safetensors checkpoint."""
+    """Write base + scale·adapter as one glidectl .safetensors checkpoint; an existing
+    ``output`` is replaced only with ``force``."""
     import json
 
     from ..glide import load_model, save_weights
+    from ..out_dir import check_out_dir
 
     out = Path(output)
-    if out.suffix != ".safetensors":
-        raise GlidectlError(f"-o {str(out)!r}: merged weights are written as .safetensors.")
+    check_output(out, force)
+    check_out_dir(out.parent, "--output folder")
     adapter = read_adapter(adapter_path)
     model = load_model(base)
     model.float()

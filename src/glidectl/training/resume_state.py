@@ -20,6 +20,7 @@ tuples: a resumed run is bitwise the uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,34 @@ def restore_rng(state: dict[str, Any], noise: torch.Generator) -> None:
         xpu.set_rng_state_all(state["xpu"])
 
 
+# --------------------------------------------------------------------------- contents
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def check_scheduler_state(state: dict[str, Any]) -> None:
+    """Raise :class:`StateFormatError` unless ``state`` holds the fields of a LambdaLR
+    state_dict that resuming uses, with their types: ``load_state_dict`` takes any values and
+    a wrong one only fails later, mid-training (``base_lrs = "zz"``: a TypeError at the first
+    step)."""
+    for key in ("base_lrs", "_last_lr"):
+        value = state.get(key)
+        if not (isinstance(value, list) and value
+                and all(_is_number(v) and v >= 0 for v in value)):
+            raise StateFormatError(f"{key} is not a list of learning rates")
+    if len(state["_last_lr"]) != len(state["base_lrs"]):
+        raise StateFormatError("_last_lr and base_lrs differ in length")
+    for key in ("last_epoch", "_step_count"):
+        value = state.get(key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= -1):
+            raise StateFormatError(f"{key} is not a step count")
+    lambdas = state.get("lr_lambdas", [None] * len(state["base_lrs"]))
+    if not (isinstance(lambdas, list) and len(lambdas) == len(state["base_lrs"])
+            and all(f is None or isinstance(f, dict) for f in lambdas)):
+        raise StateFormatError("lr_lambdas does not match base_lrs")
+
+
 # --------------------------------------------------------------------------- the whole state
 def legacy_files(state_dir: Path) -> list[str]:
     """Pickle-era files (accelerate's save_state) that are never read."""
@@ -204,6 +233,8 @@ def read_resume_state(state_dir: Path, rank: int, *, ema: bool, scaler: bool) ->
     for key, name in names.items():
         try:
             out[key] = read_state_file(state_dir / name)
+            if key == "scheduler" and isinstance(out[key], dict):
+                check_scheduler_state(out[key])
         except StateFormatError as exc:
             raise GlidectlError(
                 f"Cannot resume from {str(step_dir)!r}: state/{name} is not a glidectl resume "
@@ -271,6 +302,10 @@ def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str,
                 accelerator.step = int(state.pop("micro_step", 0))
                 train.load_state_dict(state)
             else:
+                if name == SCHEDULER and (opt := objects.get(OPTIMIZER)) is not None \
+                        and len(state["base_lrs"]) != len(opt.param_groups):
+                    raise ValueError(f"{len(state['base_lrs'])} learning rates for "
+                                     f"{len(opt.param_groups)} parameter groups")
                 obj.load_state_dict(state)
                 if name == OPTIMIZER:
                     _match_layouts(obj)
