@@ -113,8 +113,10 @@ def test_a_tampered_scheduler_state_is_one_line_before_training(
     _tamper_scheduler(step_dir / "state" / "scheduler.json", **changes)
     checkpoints = run / "checkpoints"
     before = {p: p.read_bytes() for p in checkpoints.rglob("*") if p.is_file()}
+    config = (run / "config.toml").read_bytes()
     code, err = _resume_cli(run, capsys)
     assert code == 2, err
+    assert (run / "config.toml").read_bytes() == config  # a refused resume changes nothing
     assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/scheduler.json is not a "
                    f"glidectl resume file ({why}); resume from another checkpoint or start a "
                    "new run.\n"), err

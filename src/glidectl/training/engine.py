@@ -99,6 +99,8 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
         if self.resume_from is not None:
             self._load(self.resume_from)
+        if self.main:  # after the resume state is read: a refused resume leaves the run as it was
+            save_config(cfg, self.run_dir.config)
         self.display = Display(
             self.total_steps, self.state.step, live=live, enabled=self.main and not quiet
         )
@@ -119,7 +121,6 @@ class Trainer:
         self.resume_from = Path(resume_from) if resume_from else None
         if self.main:
             self.run_dir.create()
-            save_config(self.cfg, self.run_dir.config)
         self.accelerator.wait_for_everyone()
 
     def _setup_model(self, adapter: ModelAdapter | None) -> torch.nn.Module:
