@@ -399,7 +399,7 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
             choices = meta.get("choices")
             problem = meta["range"].problem(value) if meta.get("range") else None
             if not problem and meta.get("pair"):
-                problem = _pair_problem(value)
+                problem = pair_problem(value)
             if problem:
                 raise ConfigError(f"{where}: '{dotted}' {problem}.")
             if choices and value not in choices:
@@ -411,10 +411,10 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
     return cfg
 
 
-def _pair_problem(value: list) -> str | None:
+def pair_problem(value: Any) -> str | None:
     """None when ``value`` is ``[min, max]``: two numbers, min <= max (what training needs)."""
-    if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float))
-                              for v in value):
+    if not isinstance(value, list | tuple) or len(value) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, int | float) for v in value):
         return f"must be a list of two numbers [min, max]; got {value!r}"
     if value[0] > value[1]:
         return f"must be [min, max] with min <= max; got {value!r}"

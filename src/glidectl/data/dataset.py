@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset
 
-from ..config import DataConfig
+from ..config import DataConfig, pair_problem
 from ..errors import GlidectlError
 from .captions import decode_caption, pick_line
 from .images import Rejected, open_image
@@ -204,13 +204,14 @@ class StreamDataset(IterableDataset):
 
 
 def _pair(value: Sequence[Any], key: str, lo: float | None = None) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise GlidectlError(f"data.{key} must be a list of two numbers, got {value!r}.") from None
-    if a > b or (lo is not None and a < lo):
-        raise GlidectlError(f"data.{key} must be [min, max] with min <= max, got {value!r}.")
-    return a, b
+    """``[min, max]`` as floats (the check ``config`` runs when a file is read, again here for
+    configs built in Python); ``lo``: the smallest min allowed."""
+    problem = pair_problem(list(value) if isinstance(value, tuple) else value)
+    if not problem and lo is not None and value[0] < lo:
+        problem = f"must be [min, max] with min >= {lo:g}; got {value!r}"
+    if problem:
+        raise GlidectlError(f"data.{key} {problem}.")
+    return float(value[0]), float(value[1])
 
 
 def validate(cfg: DataConfig) -> None:
