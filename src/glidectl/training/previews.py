@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..config import GlideConfig, PreviewConfig
-from ..errors import GlidectlError, PluginError
+from ..errors import GlidectlError, PluginError, cause
 from ..images import captioned_grid, save_png, to_pil
 
 
@@ -54,12 +54,17 @@ def _read_prompts(cfg: PreviewConfig) -> list[str]:
     if cfg.prompt_file:
         path = Path(cfg.prompt_file)
         if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
             raise GlidectlError(
-                f"preview.prompt_file {cfg.prompt_file!r} does not exist; fix the path or "
-                "use preview.prompts."
+                f"preview.prompt_file {cfg.prompt_file!r} {what}; name a text file with one "
+                "prompt a line, or use preview.prompts."
             )
-        prompts += [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
-                    if ln.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GlidectlError(f"Cannot read preview.prompt_file {cfg.prompt_file!r} "
+                                f"({cause(exc)}); pass a UTF-8 text file.") from None
+        prompts += [ln.strip() for ln in text.splitlines() if ln.strip()]
     return prompts
 
 
