@@ -208,3 +208,33 @@ def test_bad_input_through_the_console_entry_point(args, workdir):
     assert [ln for ln in out.stderr.splitlines() if ln.strip()] == \
         [ln for ln in out.stderr.splitlines() if ln.startswith("Error:")] != []
     assert "Traceback" not in out.stderr and _snapshot(workdir) == before
+
+
+def test_an_unreadable_config_file_is_one_sentence(tmp_path):
+    """A config file this user may not read is exit 2 and one line, through the CLI and
+    through ``load_config`` (root included: it runs without the capabilities that let root
+    read anything)."""
+    import shutil
+
+    config = tmp_path / "locked.toml"
+    config.write_text("[train]\nsteps = 1\n")
+    config.chmod(0)
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv is absent: root reads any file")
+        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+    cli = subprocess.run([*prefix, sys.executable, "-m", "glidectl", "config", "show", "-c",
+                          str(config)], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2, cli.stderr
+    assert cli.stderr.strip().splitlines() == [
+        f"Error: Invalid value for '--config' / '-c': path {str(config)!r} is not readable "
+        "(see 'glidectl config show --help')."]
+    library = subprocess.run([*prefix, sys.executable, "-c", (
+        "import sys; from glidectl.config import ConfigError, load_config\n"
+        "try: load_config(sys.argv[1])\n"
+        "except ConfigError as exc: print(exc)"), str(config)],
+        capture_output=True, text=True, timeout=120)
+    assert library.stdout.strip() == (
+        f"Config file {str(config)!r} cannot be read (permission denied); make it readable by "
+        "this user or copy it somewhere that is."), library.stderr

@@ -447,27 +447,38 @@ def load_config(
     cfg = GlideConfig()
     if path is not None:
         p = Path(path)
-        if p.is_dir():
-            inside = next((p / n for n in ("glide.toml", "config.toml") if (p / n).is_file()),
-                          None)  # config.toml: a run folder's saved config
-            hint = f"e.g. {str(inside)!r}" if inside else "e.g. glide.toml"
-            raise ConfigError(
-                f"Config file {str(p)!r} is a folder; pass a .toml file instead ({hint})."
-            )
-        if not p.is_file():
-            raise ConfigError(
-                f"Config file {str(p)!r} does not exist; pass an existing .toml file."
-            )
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: is not UTF-8 text; save it as a UTF-8 TOML file.") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: invalid TOML: {exc}.") from None
+            data = _read_toml(p)
+        except PermissionError:
+            raise ConfigError(
+                f"Config file {str(p)!r} cannot be read (permission denied); make it readable "
+                "by this user or copy it somewhere that is."
+            ) from None
         merge(cfg, data, str(p))
     for item in overrides or []:
         merge(cfg, parse_override(item), "--set")
     return cfg
+
+
+def _read_toml(p: Path) -> dict[str, Any]:
+    """The parsed TOML file at ``p``; a folder, a missing file or bad TOML is a ConfigError."""
+    if p.is_dir():
+        inside = next((p / n for n in ("glide.toml", "config.toml") if (p / n).is_file()),
+                      None)  # config.toml: a run folder's saved config
+        hint = f"e.g. {str(inside)!r}" if inside else "e.g. glide.toml"
+        raise ConfigError(
+            f"Config file {str(p)!r} is a folder; pass a .toml file instead ({hint})."
+        )
+    if not p.is_file():
+        raise ConfigError(
+            f"Config file {str(p)!r} does not exist; pass an existing .toml file."
+        )
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: is not UTF-8 text; save it as a UTF-8 TOML file.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}.") from None
 
 
 def to_dict(cfg: GlideConfig) -> dict[str, Any]:
