@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import signal
 import subprocess
@@ -152,12 +151,19 @@ def test_run_writes_pairs_grid_and_metadata(tmp_path, tiny_base, stack):
     assert meta["timings"]["base_s"] > 0 and meta["timings"]["total_s"] > 0
     with Image.open(out / "000_a-red-circle-on-a-white-background.png") as im:
         assert im.size == (32, 32) and im.text["seed"] == str(image_seed(3, 0, 0))
-    # ceil-sqrt grid: 5 images → 3 columns × 2 rows, the sixth cell empty
+    # ceil-sqrt grid: 5 images → 3 columns × 2 rows, the sixth cell empty; each 32 px image
+    # enlarged to 128 px with its caption under it, 4 px apart
     with Image.open(out / "grid.png") as grid:
-        assert grid.size == (3 * 32 + 2 * 2, 2 * 32 + 2)
-        last = Image.open(out / f"{image_stems(PROMPTS, 4, 1)[0]}.png")
-        cell = grid.crop((1 * 34, 34, 1 * 34 + 32, 66))
-        assert cell.convert("RGB").tobytes() == last.convert("RGB").tobytes()
+        cell_h = (grid.height - 4) // 2
+        assert grid.width == 3 * 128 + 2 * 4 and grid.height == 2 * cell_h + 4
+        assert cell_h > 128
+        last = Image.open(out / f"{image_stems(PROMPTS, 4, 1)[0]}.png").convert("RGB")
+        cell = grid.crop((132, cell_h + 4, 132 + 128, cell_h + 4 + 128))
+        assert cell.tobytes() == last.resize((128, 128), Image.Resampling.NEAREST).tobytes()
+        caption = grid.crop((132, cell_h + 4 + 128, 132 + 128, 2 * cell_h + 4)).convert("L")
+        assert caption.getextrema()[0] < 128  # its caption is printed (dark text on white)
+        assert grid.crop((2 * 132, cell_h + 4, 3 * 132 - 4, 2 * cell_h + 4)).convert(
+            "L").getextrema() == (255, 255)  # the sixth cell stays white
     kinds = [k for k, _ in events if k != "note"]
     assert kinds[0] == "start" and kinds.count("images") == 5 and "step" in kinds
     assert any("CLIP" in info["text"] for k, info in events if k == "note")
@@ -393,9 +399,9 @@ def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference, 
     assert meta["status"] == "complete"
     assert meta["counts"]["kept"] > 0 and meta["counts"]["generated"] < 14
     assert not list(out.glob(".*.tmp"))
-    with Image.open(ref / "grid.png") as grid:  # 14 images → 4 × 4 cells, none dropped
-        assert grid.size == (4 * 32 + 3 * 2, 4 * 32 + 3 * 2)
-    assert math.ceil(math.sqrt(14)) == 4
+    with Image.open(ref / "grid.png") as grid:  # 7 prompts × 2 images: a row per prompt
+        cell_h = (grid.height - 6 * 4) // 7
+        assert grid.width == 2 * 128 + 4 and grid.height == 7 * cell_h + 6 * 4
 
 
 # --------------------------------------------------------------------------- LoRA, upsampler

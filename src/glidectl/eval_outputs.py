@@ -103,12 +103,15 @@ def collect(out: Path, prompts: Sequence[str], stems: Sequence[Sequence[str]],
     return records, images
 
 
-def grid(images: Sequence[Any]) -> Any:
-    """All images in a ceil-sqrt grid (empty cells stay white; none is dropped)."""
-    from .images import make_grid
+def grid(images: Sequence[Any], captions: Sequence[str], per_prompt: int = 1) -> Any:
+    """Every image, enlarged to ≥ 128 px with its caption under it (``captioned_grid``): one
+    row per prompt when a prompt has several images, else a ceil-sqrt grid; none dropped."""
+    from .images import captioned_grid
 
     size = images[0].size
-    return make_grid([im if im.size == size else im.resize(size) for im in images])
+    return captioned_grid([im if im.size == size else im.resize(size) for im in images],
+                          list(captions), cols=per_prompt if per_prompt > 1 else None,
+                          min_size=128)
 
 
 def log_wandb(project: str, entity: str, mode: str, out: Path, meta: dict[str, Any],

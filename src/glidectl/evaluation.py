@@ -322,7 +322,8 @@ def _finish(out: Path, plan: Plan, fresh: set[int], scorer: Any, clip_reason: st
     for k, rec in enumerate(records):
         rec["metrics"] = {m.name: m.values[k] for m in results
                           if m.absent is None and m.values[k] is not None}
-    grid_image = grid(images)
+    labels = [f"{r['prompt_index']:03d} {c}" for r, c in zip(records, captions, strict=True)]
+    grid_image = grid(images, labels, plan.settings.n)
     save_png(grid_image, out / GRID_FILE, {"glidectl": json.dumps(
         {"version": __version__, "prompts": header["prompts"], **plan.settings.fingerprint()},
         sort_keys=True)})
