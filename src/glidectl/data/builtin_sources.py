@@ -1,7 +1,8 @@
 """Built-in data sources (a default plugin): demo data, image folders, webdataset shards,
 Parquet files and Hugging Face datasets, registered through ``register_data_sources``.
 
-Only the recognisers live here; each source module is imported when it is opened, so
+Only the recognisers live here; each source module but the light ``shards`` (whose
+suffixes and URL prefixes the recognisers read) is imported when it is opened, so
 ``glidectl --help`` stays light.
 """
 
@@ -14,10 +15,9 @@ from typing import Any
 from ..errors import GlidectlError
 from ..hookspecs import hookimpl
 from .images import IMAGE_EXTENSIONS
+from .shards import REMOTE_PREFIXES, SHARD_SUFFIXES, ShardSource
 from .source_api import Source, SourceType
 
-SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-REMOTE_PREFIXES = ("http://", "https://", "pipe:", "s3://", "gs://", "ais://", "hf://")
 PATTERN_CHARS = "{*?["
 
 
@@ -69,8 +69,6 @@ def open_folder(spec: str, cfg: Any, resolution: int) -> Source:
 
 
 def open_shards(spec: Any, cfg: Any, resolution: int) -> Source:
-    from .shards import ShardSource
-
     return ShardSource.open(spec, cfg.image_key, cfg.caption_key, cfg.metadata_key)
 
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GlidectlError
-from .builtin_sources import REMOTE_PREFIXES, SHARD_SUFFIXES
 from .records import RawSample
 from .stats import RejectionCounter
 
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+REMOTE_PREFIXES = ("http://", "https://", "pipe:", "s3://", "gs://", "ais://", "hf://")
 SHARD_ENDING = {"truncated_tar", "empty_shard", "unreadable_shard", "bad_tar", "bad_shard"}
 
 

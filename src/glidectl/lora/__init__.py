@@ -19,7 +19,7 @@ _LAZY = {
     "lora_summary": "inject",
     "LoraTrainingAdapter": "training",
     "train_lora": "training",
-    "latest_adapter": "training",
+    "latest_adapter": "files",
     "AdapterFiles": "files",
     "read_adapter": "files",
     "save_adapter": "files",

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
+from .. import __version__, runs
 from ..atomic import atomic_path, write_json
 from ..config import LoraConfig
 from ..errors import GlidectlError
@@ -138,8 +138,6 @@ def read_adapter(path: str | Path) -> AdapterFiles:
         )
     directory = p.parent if p.is_file() else p
     if directory.is_dir() and not (directory / CONFIG_FILE).is_file():
-        from .training import latest_adapter
-
         directory = latest_adapter(directory)  # a LoRA run or checkpoint folder
     weights, config_file = directory / WEIGHTS_FILE, directory / CONFIG_FILE
     if not directory.is_dir() or not weights.is_file() or not config_file.is_file():
@@ -173,3 +171,22 @@ def read_adapter(path: str | Path) -> AdapterFiles:
     if not any(".lora_A." in k for k in state):
         raise GlidectlError(f"{str(weights)!r} holds no LoRA weights (no '.lora_A.' tensors).")
     return AdapterFiles(directory, config, state, meta)
+
+
+def latest_adapter(run: Path | str, ema: bool | None = None) -> Path:
+    """The adapter dir of a LoRA run's latest checkpoint (EMA when present, unless ``ema``
+    is False); a step dir or an adapter dir is resolved the same way."""
+    p = Path(run)
+    if (p / runs.ADAPTER_CONFIG).is_file():
+        return p
+    step_dir = p if runs.step_adapter(p) is not None else runs.latest_under(p)
+    if step_dir is None:
+        raise GlidectlError(
+            f"{str(run)!r} is not a LoRA adapter, checkpoint or run folder; pass the folder "
+            "written by 'glidectl lora' (runs/<name>)."
+        )
+    found = runs.step_adapter(step_dir, ema)
+    if found is None:
+        names = {True: "lora-ema/", False: "lora/", None: "lora-ema/ or lora/"}[ema]
+        raise GlidectlError(f"{str(step_dir)!r} holds no LoRA adapter ({names}).")
+    return found

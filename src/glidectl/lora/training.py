@@ -17,7 +17,7 @@ from torch import nn
 from .. import runs
 from ..config import GlideConfig, LoraConfig
 from ..errors import GlidectlError
-from .files import read_adapter, save_adapter, weights_sha256
+from .files import latest_adapter, read_adapter, save_adapter, weights_sha256
 from .inject import (
     ADAPTER_NAME,
     LoraSummary,
@@ -136,22 +136,3 @@ def train_lora(
         f"{time.perf_counter() - start:.0f}s; adapter: {latest_adapter(result.run_dir)}"
     )
     return result
-
-
-def latest_adapter(run: Path | str, ema: bool | None = None) -> Path:
-    """The adapter dir of a LoRA run's latest checkpoint (EMA when present, unless ``ema``
-    is False); a step dir or an adapter dir is resolved the same way."""
-    p = Path(run)
-    if (p / runs.ADAPTER_CONFIG).is_file():
-        return p
-    step_dir = p if runs.step_adapter(p) is not None else runs.latest_under(p)
-    if step_dir is None:
-        raise GlidectlError(
-            f"{str(run)!r} is not a LoRA adapter, checkpoint or run folder; pass the folder "
-            "written by 'glidectl lora' (runs/<name>)."
-        )
-    found = runs.step_adapter(step_dir, ema)
-    if found is None:
-        names = {True: "lora-ema/", False: "lora/", None: "lora-ema/ or lora/"}[ema]
-        raise GlidectlError(f"{str(step_dir)!r} holds no LoRA adapter ({names}).")
-    return found

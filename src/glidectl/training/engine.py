@@ -38,18 +38,6 @@ from .state import TrainResult, TrainState
 from .trackers import Trackers
 
 
-def _random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Inpainting masks (1 = keep): a random rectangle hidden per sample."""
-    masks = torch.ones(n, 1, size, size)
-    lo = torch.randint(0, size // 2, (n, 2), generator=gen)
-    extent = torch.randint(size // 4, size // 2 + 1, (n, 2), generator=gen)
-    for i in range(n):
-        y, x = lo[i].tolist()
-        h, w = extent[i].tolist()
-        masks[i, :, y:y + h, x:x + w] = 0
-    return masks
-
-
 class Trainer:
     """Sets up a run from a config, then :meth:`run` trains it."""
 
@@ -273,7 +261,7 @@ class Trainer:
         noise = torch.randn((b * world, *x0.shape[1:]), generator=gen)
         masks = None
         if self.bundle.options.inpaint:
-            masks = _random_masks(b * world, x0.shape[-1], gen)
+            masks = val.random_masks(b * world, x0.shape[-1], gen)
         mine = torch.tensor(self.stream.global_positions(b))
         dev = acc.device
         return t[mine].to(dev), noise[mine].to(dev), None if masks is None else \

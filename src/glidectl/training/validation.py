@@ -21,6 +21,18 @@ from ..config import GlideConfig
 from ..errors import GlidectlError
 
 
+def random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Inpainting masks (1 = keep): a random rectangle hidden per sample."""
+    masks = torch.ones(n, 1, size, size)
+    lo = torch.randint(0, size // 2, (n, 2), generator=gen)
+    extent = torch.randint(size // 4, size // 2 + 1, (n, 2), generator=gen)
+    for i in range(n):
+        y, x = lo[i].tolist()
+        h, w = extent[i].tolist()
+        masks[i, :, y:y + h, x:x + w] = 0
+    return masks
+
+
 def enabled(cfg: GlideConfig) -> bool:
     v = cfg.validation
     return (v.every > 0 or v.fid_every > 0) and (v.holdout > 0 or bool(v.source))
@@ -120,9 +132,7 @@ class Validator:
         self.noise = torch.randn((len(samples), K, *shape), generator=gen)
         self.masks = None
         if options.inpaint:
-            from .engine import _random_masks
-
-            self.masks = _random_masks(len(samples), shape[-1], gen)
+            self.masks = random_masks(len(samples), shape[-1], gen)
         self.features = None
         if v.fid_every > 0:
             from ..fid import inception_features

@@ -107,7 +107,7 @@ def lora_choices(models_dir: str | Path | None) -> list[ModelChoice]:
     """LoRA adapter folders and LoRA run folders in ``models_dir``; kind = the model it fits."""
     if models_dir is None or not Path(models_dir).is_dir():
         return []
-    from ..lora.training import latest_adapter
+    from ..lora.files import latest_adapter
 
     out = []
     for child in sorted(Path(models_dir).iterdir()):
