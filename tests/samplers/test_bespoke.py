@@ -123,6 +123,20 @@ def test_fitting_the_sigmas_too_keeps_them_descending_above_the_floor() -> None:
     assert float(again) == pytest.approx(best)
 
 
+def test_a_fit_never_returns_worse_than_its_start() -> None:
+    """σ's that end on the floor start the σ-moving fit 3 % of a step above it, so its first
+    evaluation is not the start; one evaluation must not leave the result worse."""
+    den, x, ref = _mixture(64, 1)
+    sigmas = get_sigmas("exponential", 5, SIGMA_MIN, SIGMA_MAX)
+    start = linear_coefficients(plugins.samplers().get("unipc"), sigmas)
+    before = (sample_bespoke(den, x, sigmas, coefficients=start) - ref).pow(2).mean().sqrt()
+    rows, moved, best = fit_coefficients(den, x, sigmas, ref, start, evals=1,
+                                         move_sigmas=True, sigma_floor=SIGMA_MIN)
+    assert best <= float(before) + 1e-12
+    after = (sample_bespoke(den, x, moved, coefficients=rows) - ref).pow(2).mean().sqrt()
+    assert float(after) == pytest.approx(best)
+
+
 class _FailsOnce:
     """A mixture denoiser whose third call returns NaN (a line-search probe gone too far)."""
 

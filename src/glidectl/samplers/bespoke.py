@@ -102,7 +102,8 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
     The ε coefficients move by a factor e^p (they span σ_max to σ_min), the D ones by
     additive offsets. With ``move_sigmas`` the σ's move too (as in the paper), through
     :func:`.search.step_logits`: descending, σ_max fixed, the last σ free above
-    ``sigma_floor``; the denoiser must then take a σ tensor and pass its gradient. The
+    ``sigma_floor``; the denoiser must then take a σ tensor and pass its gradient. What is
+    returned is never worse than the start (``rows`` on ``sigmas``, evaluated first). The
     denoiser must pass gradients to x (model weights are frozen here). The loss is smooth and
     deterministic (every tuning sample in every evaluation), which suits a quasi-Newton
     method with a line search: on a quickstart model, from the same start, it went as far in
@@ -127,7 +128,10 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
                  for r, p, s in zip(init, scale, shift, strict=True)],
                 to_sigmas(logits) if move else sigmas)
 
-    best: list = [float("inf"), rows, sigmas]
+    with torch.no_grad():  # the start itself: σ's that end on the floor are moved to start
+        start = (solve(denoiser, x, sigmas, [torch.tensor(r, dtype=x.dtype) for r in rows])
+                 - ref).pow(2).mean().sqrt().item()
+    best: list = [start if math.isfinite(start) else float("inf"), rows, sigmas]
     count = [0]
 
     def closure() -> torch.Tensor:
