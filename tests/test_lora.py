@@ -473,6 +473,22 @@ def test_lora_resume_is_bitwise_identical(tmp_path):
     assert [r["loss"] for r in straight.history][2:] == [r["loss"] for r in second.history]
 
 
+def test_lora_resume_with_another_rank_is_one_line(tmp_path, capsys):
+    from glidectl.config import save_config
+    from glidectl.glide import save_weights
+
+    cfg = lora_config(tmp_path, train=dict(steps=2),
+                      model=dict(init=str(save_weights(tiny(), tmp_path / "base.safetensors"))))
+    save_config(cfg, tmp_path / "lora.toml")
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--no-live") == 0
+    capsys.readouterr()
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--resume", "latest", "--steps", "4",
+               "--set", "lora.rank=8", "--no-live") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: Cannot resume from") and err.count("\n") == 1, err
+    assert "rank 4 but the [lora] config says 8" in err
+
+
 @pytest.fixture
 def fresh_accelerate():
     """Accelerate keeps one precision per process; let a test pick its own, then restore."""

@@ -21,6 +21,7 @@ else:  # pragma: no cover
 
 import tomli_w
 
+from . import atomic
 from .errors import ConfigError
 from .ranges import SEED_MAX, Range
 
@@ -491,7 +492,8 @@ def to_toml(cfg: GlideConfig) -> str:
 
 
 def save_config(cfg: GlideConfig, path: str | Path) -> None:
-    Path(path).write_text(to_toml(cfg), encoding="utf-8")
+    """Write ``cfg`` as TOML atomically: a kill mid-write keeps the previous file whole."""
+    atomic.write_text(path, to_toml(cfg))
 
 
 def describe() -> list[tuple[str, str, Any, str, str]]:

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from glidectl.cli.app import main
 from glidectl.config import save_config
 from glidectl.training.engine import Trainer
+from glidectl.training.metrics import read_metrics
 
 
 class _Payload:
@@ -199,3 +200,40 @@ def test_a_run_from_before_time_embed_max_freq_is_resumed_as_it_was_trained(
         main(["train", "--resume", str(run), "--steps", "3", "--no-live",
               "--set", "model.time_embed_max_freq=0"])
     assert exit_info.value.code == 0, capsys.readouterr().err
+
+
+def test_resume_with_a_config_for_another_network_is_one_line(trained, tmp_path, capsys):
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    config = (run / "config.toml").read_text(encoding="utf-8")
+    assert 'size = "tiny"' in config
+    (run / "config.toml").write_text(config.replace('size = "tiny"', 'size = "quickstart"'),
+                                     encoding="utf-8")
+    code, err = _resume_cli(run, capsys)
+    assert code == 2 and err.startswith("Error: Cannot resume from") and err.count("\n") == 1
+    assert "do not fit the model this config builds (num_res_blocks 1 (config: 0)" in err, err
+
+
+def test_a_torn_last_metrics_line_does_not_stop_a_resume(trained, tmp_path, capsys):
+    """A crash or a full disk can leave half a line; resuming drops it and goes on."""
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"step": 3, "loss": 0.1')
+    code, err = _resume_cli(run, capsys)
+    assert code == 0, err
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_a_step_folder_a_kill_left_aside_is_put_back(trained, tmp_path, capsys):
+    """Writing a step again moves the old folder to .old-step-N for a moment; a kill right
+    then left no step-N, and the run's only checkpoint was lost to the next start."""
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    checkpoints = run / "checkpoints"
+    (checkpoints / "step-000002").rename(checkpoints / ".old-step-000002")
+    code, err = _resume_cli(run, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith(("step", ".")))\
+        == ["step-000002", "step-000003"]
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]

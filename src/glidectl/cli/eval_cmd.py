@@ -189,6 +189,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from ..devices import check_precision
+        from ..eval_settings import META_FILE
         from ..evaluation import RunOptions, run_eval, settings_for
         from ..lora import parse_lora_spec
 
@@ -221,9 +222,13 @@ def register(app: typer.Typer) -> None:
             report = run_eval(prompts, settings, options, on_event=events)
         except KeyboardInterrupt:
             events("end")
-            where = f" --out {events.out}" if events.out else ""
-            console.print(f"Interrupted; finished prompts are kept. Continue with "
-                          f"`glidectl eval {prompts} --resume{where}`.", markup=False)
+            where = events.out or (str(out) if out is not None else None)
+            if where is None or not (Path(where) / META_FILE).is_file():
+                console.print("Interrupted before any new image was written.", markup=False)
+            else:  # name the folder: without --out, --resume would pick the newest one
+                console.print(f"Interrupted; finished prompts are kept. Continue with "
+                              f"`glidectl eval {prompts} --resume --out {where}`.",
+                              markup=False)
             raise typer.Exit(130) from None
         finally:
             events("end")

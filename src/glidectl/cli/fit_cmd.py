@@ -119,6 +119,7 @@ def register(app: typer.Typer) -> None:
         # an existing file is replaced only once every count is fitted; until then the
         # counts finished go to FILE.partial.json beside it
         write_to = path.with_name(path.stem + ".partial.json") if path.exists() else path
+        earlier = _mtime(write_to)  # a FILE.partial.json an earlier stopped fit left
         try:
             _fit(model, calls, method, sampler, texts, images, guidance, seed,
                  reference_steps, path, write_to, device,
@@ -126,10 +127,18 @@ def register(app: typer.Typer) -> None:
                  dict(rounds=rounds, evals=evals, fixed_sigmas=fixed_sigmas,
                       start=str(start) if start else None))
         except (KeyboardInterrupt, GlidectlError):
-            if write_to != path and write_to.exists():
+            if write_to != path and _mtime(write_to) not in (None, earlier):
                 typer.echo(f"stopped: {str(path)!r} is unchanged; the counts fitted so far "
                            f"are in {str(write_to)!r}.", err=True)
             raise
+
+
+def _mtime(path: Path) -> int | None:
+    """``path``'s modification time in ns, None if it does not exist."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:

@@ -88,7 +88,14 @@ class LoraTrainingAdapter:
                 f"Cannot resume from {str(step_dir)!r}: the base model's weights differ from the "
                 f"ones this LoRA run started on ({adapter.meta.get('base_model')!r})."
             )
-        result = set_peft_model_state_dict(model, adapter.state, adapter_name=ADAPTER_NAME)
+        try:
+            result = set_peft_model_state_dict(model, adapter.state, adapter_name=ADAPTER_NAME)
+        except RuntimeError:  # other shapes: another lora.rank
+            raise GlidectlError(
+                f"Cannot resume from {str(step_dir)!r}: its adapter has rank "
+                f"{adapter.config.r} but the [lora] config says {self.cfg.rank}; resume with "
+                "the run's own config."
+            ) from None
         missing = [k for k in result.missing_keys if ".lora_" in k]
         if missing or result.unexpected_keys:
             raise GlidectlError(

@@ -78,7 +78,8 @@ class CheckpointManager:
 
     def prune(self) -> None:
         """Delete all but the newest ``keep_last`` checkpoints (never ``latest`` or ``best``)
-        and stale temp folders."""
+        and stale temp folders (a step folder left aside is put back first)."""
+        restore_aside(self.directory)
         for child in self.directory.iterdir():
             if child.name.startswith((".tmp-", ".old-")) and child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
@@ -96,8 +97,24 @@ class CheckpointManager:
         return runs.latest_step_dir(self.directory)
 
 
+def restore_aside(checkpoints: Path) -> None:
+    """Put back each step folder a kill left aside: :meth:`CheckpointManager.commit` moves
+    ``step-N`` to ``.old-step-N`` for a moment when step N is written again."""
+    if not checkpoints.is_dir():
+        return
+    for old in checkpoints.glob(".old-step-*"):
+        final = old.with_name(old.name.removeprefix(".old-"))
+        if old.is_dir() and not final.exists() and runs.state_dir(old).is_dir():
+            os.replace(old, final)
+
+
 def resolve_checkpoint(spec: str, run_checkpoints: Path | None = None) -> Path:
-    """``latest`` (in this run), a step dir, a checkpoints/ dir or a run dir → a step dir."""
+    """``latest`` (in this run), a step dir, a checkpoints/ dir or a run dir → a step dir.
+    Training resolves its resume point here, so a step folder left aside is put back first."""
+    path = Path(spec)
+    for folder in {run_checkpoints, path, path / runs.CHECKPOINTS_DIR, path.parent} - {None}:
+        if folder.name == runs.CHECKPOINTS_DIR:
+            restore_aside(folder)
     if spec == runs.LATEST:
         if run_checkpoints is None:
             raise GlidectlError("--resume latest needs a run: pass --name or --resume RUN_DIR.")
@@ -108,7 +125,6 @@ def resolve_checkpoint(spec: str, run_checkpoints: Path | None = None) -> Path:
                 "train first or pass a checkpoint path."
             )
         return found
-    path = Path(spec)
     if runs.state_dir(path).is_dir():
         return path
     found = runs.latest_under(path)

@@ -8,6 +8,7 @@ checkpoint) count them and epochs never reset them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import shutil
 import time
@@ -209,7 +210,15 @@ class Trainer:
                     f"{saved.time_embed_max_freq} but the config says {want}; set "
                     f"model.time_embed_max_freq = {saved.time_embed_max_freq} to resume it."
                 )
-            self.unwrapped.load_state_dict(state_dict)
+            try:
+                self.unwrapped.load_state_dict(state_dict)
+            except RuntimeError:  # other shapes: the config builds another network
+                raise GlidectlError(
+                    f"Cannot resume from {str(step_dir)!r}: its weights do not fit the model "
+                    f"this config builds ({_options_diff(saved, self.bundle.options)}); resume "
+                    "with the run's own config (--resume RUN without --config reads "
+                    "RUN/config.toml)."
+                ) from None
 
         rs.load_state(runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),
                       self.noise, weights)
@@ -486,6 +495,13 @@ class Trainer:
     def _where(self) -> str:
         return f" (data epoch {self.stream.epoch}, position {self.stream.position})"
 
+
+def _options_diff(saved: Any, built: Any) -> str:
+    """The model options two networks differ in, as ``name saved (config: built)``."""
+    pairs = [(f.name, getattr(saved, f.name), getattr(built, f.name))
+             for f in dataclasses.fields(saved)]
+    differ = [f"{name} {a!r} (config: {b!r})" for name, a, b in pairs if a != b]
+    return ", ".join(differ[:3]) or "other shapes"
 
 
 def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter | None = None,
