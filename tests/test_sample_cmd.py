@@ -370,3 +370,35 @@ def test_boolean_flags_show_no_type_in_help(run) -> None:
     assert res.returncode == 0
     flags = [ln for ln in res.stdout.splitlines() if "--grid" in ln or "--quiet" in ln]
     assert len(flags) == 2 and not any("<bool>" in ln for ln in flags)
+
+
+def test_ctrl_c_keeps_the_images_already_written(weights, tmp_path) -> None:
+    """Each batch is written when it is done: Ctrl-C keeps them, names them and says how many."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glidectl", "sample", "a red cube", "--base", str(weights["base"]),
+         "--upsampler", "none", "--n", "60", "--batch-size", "2", "--steps", "20", "--out",
+         str(out), "--device", "cpu", "-q"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list(out.glob("0*.png"))) < 2:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    pngs = sorted(out.glob("0*.png"))
+    assert 2 <= len(pngs) < 60 and stdout.split() == [str(p) for p in pngs]
+    assert f"Interrupted: {len(pngs)} of 60 images were written to {str(out)!r}; no grid." \
+        in stderr and "Traceback" not in stderr
+    seeds = [json.loads(Image.open(p).text["parameters"])["seed"] for p in pngs]
+    assert seeds == list(range(len(pngs)))

@@ -293,6 +293,7 @@ class GlidePipeline:
         timings: dict[str, float] | None = None,
         warn: Warn | None = None,
         output: str = "pil",
+        on_images: Callable[[list[Any]], None] | None = None,
         **stage_options: Any,
     ) -> Any:
         """``n`` images per prompt, image i (prompt-major) seeded ``seeds[i]`` (default
@@ -306,7 +307,8 @@ class GlidePipeline:
         model calls of the whole request, ``on_step(stage, done, total)`` those of one
         stage of one batch; ``timings`` accumulates seconds per stage. Returns PIL images
         whose ``info`` holds prompt, seed and the model calls of its batch (``model_calls``;
-        ``output="tensor"``: one [N,3,H,W] tensor).
+        ``output="tensor"``: one [N,3,H,W] tensor). ``on_images(batch)`` gets each batch's
+        PIL images as soon as they are done (to write them before the request ends).
         """
         base_opts, up_opts, rest = self.stages(**stage_options)
         if rest:
@@ -351,7 +353,8 @@ class GlidePipeline:
                                               record.spec))
         messages = [m for m in messages if m]
         _warn(list(dict.fromkeys(messages)), warn)
-        outputs = []
+        outputs: list[Any] = []
+        per_batch = self.model_calls(1, 1, base_opts, up_opts, low_res is not None)
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start:start + batch_size]
             texts, batch_seeds = [p for p, _ in batch], [s for _, s in batch]
@@ -365,15 +368,16 @@ class GlidePipeline:
                 images = self._stage("upsample", texts, up_seeds, up_opts, inpaint_image,
                                      inpaint_mask, quantize_8bit(images), precision, on_call,
                                      on_step, timings)
-            outputs.append(images.cpu())
-        result = torch.cat(outputs)
-        if output == "tensor":
-            return result
-        pil = to_pil(result)
-        per_batch = self.model_calls(1, 1, base_opts, up_opts, low_res is not None)
-        for image, (prompt, s) in zip(pil, jobs, strict=True):
-            image.info.update(prompt=prompt, seed=str(s), model_calls=str(per_batch))
-        return pil
+            if output == "tensor":
+                outputs.append(images.cpu())
+                continue
+            pil = to_pil(images)
+            for image, (prompt, s) in zip(pil, batch, strict=True):
+                image.info.update(prompt=prompt, seed=str(s), model_calls=str(per_batch))
+            outputs.extend(pil)
+            if on_images:
+                on_images(pil)
+        return torch.cat(outputs) if output == "tensor" else outputs
 
     def _stage(self, stage, texts, seeds, options, inpaint_image, inpaint_mask, low_res,
                precision, on_call, on_step, timings) -> torch.Tensor:

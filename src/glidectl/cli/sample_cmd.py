@@ -95,33 +95,47 @@ def _progress(err: Any, quiet: bool) -> tuple[Any, Any]:
     return progress, on_progress
 
 
-def _write(images: list[Any], pipe: Any, prompts: list[str], seed: int, out: Path,
-           common: dict[str, Any], grid: bool) -> None:
-    """Numbered PNGs with their parameters (long prompts bounded), then the grid."""
-    from ..images import make_grid, save_png
-    from ..out_dir import prompt_record
-    from ..sampling import prompt_used
+class _Writer:
+    """Writes each finished batch as numbered PNGs with their parameters (long prompts
+    bounded) as soon as it is done, so an interrupted request keeps what it finished; the
+    grid comes last."""
 
-    out.mkdir(parents=True, exist_ok=True)
-    start = _next_index(out)
-    model = pipe.base if pipe.base is not None else pipe.upsampler
-    tok = pipe.tokenizer if pipe.base is not None else pipe.upsampler_tokenizer
-    records = {p: prompt_record(p, prompt_used(tok, p, model.options.text_ctx)
-                                if len(p) > 200 else None) for p in dict.fromkeys(prompts)}
-    written = []
-    for i, image in enumerate(images):
-        params = {**records[image.info["prompt"]], "seed": int(image.info["seed"]),
-                  "model_calls": int(image.info["model_calls"]), **common}
-        text = {k: str(v) for k, v in params.items() if v is not None}
-        text["parameters"] = json.dumps(params)
-        written.append(save_png(image, out / f"{start + i:05d}.png", text))
-    for path in written:
-        typer.echo(str(path))
-    if grid:
-        short = [records[p]["prompt"] for p in prompts]
+    def __init__(self, pipe: Any, prompts: list[str], out: Path, common: dict[str, Any]):
+        from ..out_dir import prompt_record
+        from ..sampling import prompt_used
+
+        model = pipe.base if pipe.base is not None else pipe.upsampler
+        tok = pipe.tokenizer if pipe.base is not None else pipe.upsampler_tokenizer
+        self.records = {p: prompt_record(p, prompt_used(tok, p, model.options.text_ctx)
+                                         if len(p) > 200 else None)
+                        for p in dict.fromkeys(prompts)}
+        self.prompts, self.out, self.common = prompts, out, common
+        self.start: int | None = None
+        self.images: list[Any] = []
+        self.written: list[Path] = []
+
+    def add(self, batch: list[Any]) -> None:
+        from ..images import save_png
+
+        if self.start is None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.start = _next_index(self.out)
+        for image in batch:
+            params = {**self.records[image.info["prompt"]], "seed": int(image.info["seed"]),
+                      "model_calls": int(image.info["model_calls"]), **self.common}
+            text = {k: str(v) for k, v in params.items() if v is not None}
+            text["parameters"] = json.dumps(params)
+            name = f"{self.start + len(self.written):05d}.png"
+            self.written.append(save_png(image, self.out / name, text))
+            self.images.append(image)
+
+    def grid(self, seed: int) -> Path:
+        from ..images import make_grid, save_png
+
+        short = [self.records[p]["prompt"] for p in self.prompts]
         text = {"prompts": json.dumps(short), "seed": str(seed),
-                "parameters": json.dumps({"prompts": short, "seed": seed, **common})}
-        typer.echo(str(save_png(make_grid(images), out / f"grid-{start:05d}.png", text)))
+                "parameters": json.dumps({"prompts": short, "seed": seed, **self.common})}
+        return save_png(make_grid(self.images), self.out / f"grid-{self.start:05d}.png", text)
 
 
 def register(app: typer.Typer) -> None:
@@ -231,15 +245,6 @@ def register(app: typer.Typer) -> None:
         base_opts, up_opts, _ = pipe.stages(**options)
         # an unusable schedule or bespoke file: one sentence now, before the progress bar
         pipe.model_calls(1, 1, base_opts, up_opts, low_res is not None)
-        progress, on_progress = _progress(err, quiet)
-        with progress:
-            images = pipe.generate(
-                prompts, n=n, seed=seed, batch_size=batch_size, low_res=low_res,
-                inpaint_image=inpaint_image, inpaint_mask=inpaint_mask, progress=on_progress,
-                warn=lambda message: err.print(f"[yellow]Warning:[/] {message}", highlight=False,
-                                               soft_wrap=True),
-                **options,
-            )
         common = {
             "sampler": base_opts.sampler, "steps": str(base_opts.steps),
             "schedule": base_opts.schedule or base_opts.sampler_spec().schedule,
@@ -255,4 +260,25 @@ def register(app: typer.Typer) -> None:
             "loras": [f"{x['path']}:{x['scale']:g}" for r in pipe.records.values()
                       for x in r.loras] or None,
         }
-        _write(images, pipe, prompts, seed, out, common, grid)
+        writer = _Writer(pipe, prompts, out, common)
+        progress, on_progress = _progress(err, quiet)
+        try:
+            with progress:
+                pipe.generate(
+                    prompts, n=n, seed=seed, batch_size=batch_size, low_res=low_res,
+                    inpaint_image=inpaint_image, inpaint_mask=inpaint_mask,
+                    progress=on_progress, on_images=writer.add,
+                    warn=lambda message: err.print(f"[yellow]Warning:[/] {message}",
+                                                   highlight=False, soft_wrap=True),
+                    **options,
+                )
+        except KeyboardInterrupt:
+            for path in writer.written:
+                typer.echo(str(path))
+            say(f"Interrupted: {len(writer.written)} of {n * len(prompts)} images were "
+                f"written{f' to {str(out)!r}' if writer.written else ''}; no grid.")
+            raise typer.Exit(130) from None
+        for path in writer.written:
+            typer.echo(str(path))
+        if grid:
+            typer.echo(str(writer.grid(seed)))
