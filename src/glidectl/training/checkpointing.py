@@ -105,7 +105,10 @@ def restore_aside(checkpoints: Path) -> None:
     for old in checkpoints.glob(".old-step-*"):
         final = old.with_name(old.name.removeprefix(".old-"))
         if old.is_dir() and not final.exists() and runs.state_dir(old).is_dir():
-            os.replace(old, final)
+            try:
+                os.replace(old, final)
+            except OSError:  # another process of the run put it back first
+                pass
 
 
 def resolve_checkpoint(spec: str, run_checkpoints: Path | None = None) -> Path:
