@@ -256,6 +256,28 @@ def test_busy_output_folder_and_changed_settings_are_refused(tmp_path, tiny_base
                  pipeline=stack)
 
 
+def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_path, tiny_base,
+                                                                           stack):
+    """metadata.json describes every image in the folder: --skip-existing with other
+    settings would record the new ones for the images it keeps."""
+    out = tmp_path / "o"
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    run_eval(write_prompts(tmp_path / "p.txt", PROMPTS[:1]), s,
+             RunOptions(out=out, device="cpu"), pipeline=stack)
+    before = outputs(out), (out / "metadata.json").read_bytes()
+    more = write_prompts(tmp_path / "more.txt", PROMPTS[:2])
+    other = EvalSettings(base=str(tiny_base), base_stage=Stage("euler", 3, 3.0))
+    with pytest.raises(GlidectlError) as info:
+        run_eval(more, other, RunOptions(out=out, skip_existing=True, device="cpu"),
+                 pipeline=stack)
+    assert str(info.value).startswith("--skip-existing: setting 'base_stage' was ")
+    assert str(info.value).endswith("; pass the same options or use another --out.")
+    assert (outputs(out), (out / "metadata.json").read_bytes()) == before
+    report = run_eval(more, s, RunOptions(out=out, skip_existing=True, device="cpu"),
+                      pipeline=stack)  # the same settings: the first prompt is kept
+    assert report.metadata["counts"]["generated"] == 1 and len(outputs(out)) == 4
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_base):
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS)
     out = subprocess.run(

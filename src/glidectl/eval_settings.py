@@ -245,6 +245,14 @@ def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
             f"--resume: the prompts differ from the run in {str(out)!r}; use the same prompts "
             "file, or --skip-existing to reuse finished prompts."
         )
+    check_same_run(meta, out, fingerprint, models, schedule_sha256, "--resume")
+
+
+def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
+                   models: dict[str, Any], schedule_sha256: str | None, flag: str) -> None:
+    """Raise unless the run recorded in ``meta`` used these settings, models and schedule
+    file: images ``flag`` keeps must be what the new metadata.json will say they are."""
+    leave = "drop --resume" if flag == "--resume" else "use another --out"
     saved = dict(meta.get("settings", {}))
     for key in ("base_stage", "upsample_stage"):
         if isinstance(saved.get(key), dict):
@@ -252,17 +260,17 @@ def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
     for key, value in fingerprint.items():
         if not _same(saved.get(key), value):
             raise GlidectlError(
-                f"--resume: setting {key!r} was {saved.get(key)!r} in {str(out)!r} but is now "
-                f"{value!r}; pass the same options or drop --resume."
+                f"{flag}: setting {key!r} was {saved.get(key)!r} in {str(out)!r} but is now "
+                f"{value!r}; pass the same options or {leave}."
             )
     if meta.get("schedule_sha256") != schedule_sha256:
         raise GlidectlError(
-            f"--resume: the schedule file {fingerprint['base_stage']['schedule']!r} changed "
-            f"since the run in {str(out)!r}; drop --resume, or restore the file.")
+            f"{flag}: the schedule file {fingerprint['base_stage']['schedule']!r} changed "
+            f"since the run in {str(out)!r}; {leave}, or restore the file.")
     for stage, info in models.items():
         old = meta.get("models", {}).get(stage, {}).get("sha256")
         if old != info.get("sha256"):
             raise GlidectlError(
-                f"--resume: the {stage} model's weights changed since the run in {str(out)!r} "
-                f"(sha256 {str(old)[:12]} → {str(info.get('sha256'))[:12]}); drop --resume."
+                f"{flag}: the {stage} model's weights changed since the run in {str(out)!r} "
+                f"(sha256 {str(old)[:12]} → {str(info.get('sha256'))[:12]}); {leave}."
             )

@@ -37,6 +37,7 @@ from .eval_settings import (
     EvalSettings,
     Stage,
     check_resume,
+    check_same_run,
     prompts_digest,
     resolve_settings,
     schedule_digest,
@@ -422,6 +423,9 @@ def run_eval(
     if options.resume:
         check_resume(prior, out, prompts, settings.fingerprint(), models,
                      header.get("schedule_sha256"))
+    elif options.skip_existing and prior is not None and plan.done:
+        check_same_run(prior, out, settings.fingerprint(), models,
+                       header.get("schedule_sha256"), "--skip-existing")
     _read_prompts_as_used(pipeline, plan, emit)
 
     out.mkdir(parents=True, exist_ok=True)
