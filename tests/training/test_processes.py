@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from glidectl.errors import GlidectlError
 from glidectl.training.engine import Trainer
 from glidectl.training.metrics import read_metrics
 
@@ -173,3 +174,83 @@ def test_wandb_offline_run_has_the_history_and_previews(tiny, config_file, tmp_p
     config = {item.key: json.loads(item.value_json) for r in records
               if r.WhichOneof("record_type") == "config" for item in r.config.update}
     assert config["data.source"] == "demo:shapes" and config["train.steps"] == 2
+
+
+def _torchrun(path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+            "2", "-m", "glidectl", "train", "-c", str(path), "--no-live", *args]
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_two_process_checkpoint_is_not_resumed_by_one_process(tiny, config_file, tmp_path):
+    cfg = tiny(train=dict(steps=2), checkpoint=dict(every=2))
+    proc = subprocess.run(_torchrun(config_file(cfg)), env=_env(), capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cfg.train.steps = 3
+    with pytest.raises(GlidectlError, match="written by 2 processes and this run has 1"):
+        Trainer(cfg, resume="latest", quiet=True)
+
+
+def test_two_processes_refuse_a_one_process_checkpoint_in_one_line(tiny, config_file):
+    cfg = tiny(train=dict(steps=1), checkpoint=dict(every=1))
+    Trainer(cfg, quiet=True).run()
+    proc = subprocess.run(_torchrun(config_file(cfg), "--resume", "latest", "--steps", "2"),
+                          env=_env(), capture_output=True, text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    # every process stops with the same line; none is left to fail in a collective
+    assert out.count("written by 1 process and this run has 2") == 2, out
+    assert "]: Traceback" not in out and "Connection closed by peer" not in out, out
+
+
+def test_processes_whose_launcher_is_killed_checkpoint_and_stop(tiny, config_file, tmp_path):
+    cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=0))
+    run = tmp_path / "runs" / "t"
+    launcher = subprocess.Popen(_torchrun(config_file(cfg)), env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            metrics = run / "metrics.jsonl"
+            if metrics.is_file() and len(read_metrics(metrics)) >= 2:
+                break
+            assert launcher.poll() is None
+            time.sleep(0.1)
+        workers = _children(launcher.pid)
+        assert len(workers) == 2
+        launcher.kill()
+        launcher.wait(timeout=30)
+        deadline = time.time() + 60
+        while any(map(_running, workers)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(map(_running, workers)), "the processes trained on without a launcher"
+    finally:
+        for pid in filter(_running, workers):
+            os.kill(pid, signal.SIGKILL)
+        if launcher.poll() is None:
+            launcher.kill()
+    latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    assert int(latest.name.removeprefix("step-")) >= 2
+    assert {p.name for p in (latest / "state").glob("rng-*")} == {"rng-0.safetensors",
+                                                                   "rng-1.safetensors"}

@@ -129,20 +129,26 @@ def _set_number(driver, label: str, value: str) -> None:
     box.send_keys(value, Keys.TAB)
 
 
-def test_generate_in_a_real_browser(browser_tools, server, tmp_path):
+def _chrome(browser_tools: tuple[str, str], profile: Path):
+    """A headless Chromium driven by chromedriver (the caller quits it)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     chromium, chromedriver = browser_tools
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium must not fetch drivers
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+def test_generate_in_a_real_browser(browser_tools, server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _chrome(browser_tools, tmp_path / "chromium-profile")
     ARTIFACTS.mkdir(exist_ok=True)
     try:
         driver.get(server)
@@ -177,3 +183,36 @@ def test_generate_in_a_real_browser(browser_tools, server, tmp_path):
         driver.save_screenshot(str(ARTIFACTS / "ui.png"))
         driver.quit()
     assert (ARTIFACTS / "ui.png").stat().st_size > 1000
+
+
+def test_an_empty_seed_box_draws_a_seed_and_a_refusal_is_one_sentence(browser_tools, server,
+                                                                       tmp_path):
+    """Clearing the seed box is a random seed (as -1), not int()'s TypeError in the page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _chrome(browser_tools, tmp_path / "chromium-profile")
+    try:
+        driver.get(server)
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#prompt textarea"))
+        driver.find_element(By.CSS_SELECTOR, "#generate").click()  # no prompt yet
+        toast = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".toast-body").text
+                           .strip() or False)
+        assert "Type a prompt first." in toast
+        for close in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
+            close.click()
+        driver.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys("a red circle")
+        _set_number(driver, "Images per run", "1")
+        _set_number(driver, "Base steps", "2")
+        seed = driver.find_element(By.CSS_SELECTOR, "input[aria-label='Seed (-1 = random)']")
+        seed.send_keys(Keys.CONTROL, "a", Keys.DELETE, Keys.TAB)
+        driver.find_element(By.CSS_SELECTOR, "#generate").click()
+        used = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#seed-used textarea")
+                          .get_attribute("value") or d.find_elements(By.CSS_SELECTOR,
+                                                                     ".toast-body"))
+        assert isinstance(used, str) and int(used) >= 0, [t.text for t in used]
+        assert "int()" not in driver.find_element(By.TAG_NAME, "body").text
+    finally:
+        driver.quit()

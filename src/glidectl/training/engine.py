@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -184,6 +185,22 @@ class Trainer:
             raise GlidectlError(value)
         return value
 
+    def _on_all(self, fn: Any) -> Any:
+        """Run ``fn`` on every process; a user error on any one (a file only it reads) stops
+        them all with that error, instead of leaving the others in a collective."""
+        error = None
+        try:
+            value = fn()
+        except GlidectlError as exc:
+            error = str(exc)
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            error = next((e for e in gather_object([error]) if e), None)
+        if error is not None:
+            raise GlidectlError(error)
+        return value
+
     @property
     def unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
@@ -220,8 +237,8 @@ class Trainer:
                     "RUN/config.toml)."
                 ) from None
 
-        rs.load_state(runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),
-                      self.noise, weights)
+        self._on_all(lambda: rs.load_state(runs.state_dir(step_dir), self.accelerator,
+                                           self.state, self._resumable(), self.noise, weights))
 
     def save_checkpoint(self) -> Path:
         """Every process calls this; the main one writes weights, all write their RNGs."""
@@ -334,6 +351,10 @@ class Trainer:
     def _stop_everywhere(self, flag: StopFlag) -> bool:
         if self.accelerator.num_processes == 1:
             return flag.requested
+        if not flag.requested and os.getppid() != self._launcher:
+            # The launcher (torchrun, accelerate) was killed: nobody would stop these
+            # processes (each has its own session, out of Ctrl-C's reach), so stop as on Ctrl-C.
+            flag.requested, flag.signal_name = True, "launcher gone"
         wanted = torch.tensor([float(flag.requested)], device=self.accelerator.device)
         return bool(self.accelerator.reduce(wanted, "sum").item() > 0)
 
@@ -447,6 +468,7 @@ class Trainer:
             truncate_after(self.run_dir.metrics, step)
             out.metrics = MetricsFile(self.run_dir.metrics)
         self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
+        self._launcher = os.getppid()
         sums, logged = torch.zeros(3), 0
         self.model.train()
         try:

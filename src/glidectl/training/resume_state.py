@@ -210,6 +210,18 @@ def legacy_files(state_dir: Path) -> list[str]:
     return sorted(p.name for p in state_dir.iterdir() if p.suffix in LEGACY_SUFFIXES)
 
 
+def check_processes(state_dir: Path, processes: int) -> None:
+    """A checkpoint resumes under as many processes as wrote it (one RNG file each): the
+    global batch is train.batch_size × processes and each process's data cursor is its own."""
+    saved = len(list(state_dir.glob("rng-*.safetensors")))
+    if saved and saved != processes:
+        raise GlidectlError(
+            f"Cannot resume from {str(state_dir.parent)!r}: it was written by {saved} "
+            f"process{'es' if saved > 1 else ''} and this run has {processes}; resume it under "
+            f"{saved} (the global batch and each process's data cursor depend on that number)."
+        )
+
+
 def read_resume_state(state_dir: Path, rank: int, *, ema: bool, scaler: bool) -> dict[str, Any]:
     """Every file this process needs, checked before anything is applied.
 
@@ -287,6 +299,7 @@ def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str,
     """Read and check every file this process needs, then ``load_weights()``, then apply
     each state (``train`` and ``objects`` as for :func:`save_state`)."""
     step_dir, rank = state_dir.parent, accelerator.process_index
+    check_processes(state_dir, accelerator.num_processes)
     parts = read_resume_state(state_dir, rank, ema=objects.get(EMA) is not None,
                               scaler=objects.get(SCALER) is not None)
     load_weights()

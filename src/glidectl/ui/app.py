@@ -66,7 +66,7 @@ def build_app(backend: UiBackend) -> Any:
     sampler0, steps0, guidance0 = _recommended_values(backend, first, samplers)
 
     def run(prompt: str, n: float, sampler: str, base_steps: float, up_steps: str,
-            guidance: float, seed: float, base: str, upsampler: str, lora: str,
+            guidance: float, seed: float | None, base: str, upsampler: str, lora: str,
             lora_scale: float, precision: str, compile_: bool, schedule: str,
             progress: Any = gr.Progress()) -> tuple[Any, str, str, str]:
         def on_step(stage: str, done: int, total: int) -> None:
@@ -75,7 +75,7 @@ def build_app(backend: UiBackend) -> Any:
         try:
             result = backend.generate(
                 prompt=prompt, n=int(n), sampler=sampler, base_steps=int(base_steps),
-                up_steps=up_steps, guidance=float(guidance), seed=int(seed),
+                up_steps=up_steps, guidance=float(guidance), seed=seed,  # empty: random
                 base=base, upsampler=upsampler, lora=lora, lora_scale=float(lora_scale),
                 precision=precision, compile=bool(compile_), on_step=on_step,
                 schedule=schedule,

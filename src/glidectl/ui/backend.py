@@ -149,7 +149,7 @@ class UiBackend:
     def generate(
         self, prompt: str, n: int = 4, sampler: str | None = None,
         base_steps: int | None = None, up_steps: int | str | None = None,
-        guidance: float | None = None, seed: int = -1, base: str | None = None,
+        guidance: float | None = None, seed: float | None = -1, base: str | None = None,
         upsampler: str | None = NONE_LABEL, lora: str | None = NONE_LABEL,
         lora_scale: float = 1.0, precision: str = "auto", compile: bool = False,
         on_step: Callable[[str, int, int], None] | None = None, schedule: str | None = None,
@@ -157,7 +157,7 @@ class UiBackend:
         """Sample ``n`` images of ``prompt``; image j uses seed ``seed + j``, as
         ``glidectl sample --seed SEED`` does. Unset sampling settings come from the model's
         recommendations, else the defaults of ``glidectl sample``. ``schedule`` is a label
-        of :meth:`schedule_choices`.
+        of :meth:`schedule_choices`; ``seed`` -1 or None (an empty box) draws one.
 
         Only models listed by :meth:`choices` can be named (no free-form paths).
         """
