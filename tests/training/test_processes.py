@@ -29,6 +29,17 @@ def _glidectl(*args: str) -> list[str]:
     return [sys.executable, "-m", "glidectl", *args]
 
 
+def _wait_for_logged_steps(run: Path, proc: subprocess.Popen, n: int) -> None:
+    """Until ``run`` has logged ``n`` steps (the process must still be running)."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        metrics = run / "metrics.jsonl"
+        if metrics.is_file() and len(read_metrics(metrics)) >= n:
+            return
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else proc.returncode
+        time.sleep(0.1)
+
+
 def test_sigint_saves_a_checkpoint_and_resume_goes_on(tiny, config_file, tmp_path):
     cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=0))
     path = config_file(cfg)
@@ -36,13 +47,7 @@ def test_sigint_saves_a_checkpoint_and_resume_goes_on(tiny, config_file, tmp_pat
     proc = subprocess.Popen(_glidectl("train", "-c", str(path), "--no-live"), env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            metrics = run / "metrics.jsonl"
-            if metrics.is_file() and len(read_metrics(metrics)) >= 2:
-                break
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.2)
+        _wait_for_logged_steps(run, proc, 2)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -230,13 +235,7 @@ def test_processes_whose_launcher_is_killed_checkpoint_and_stop(tiny, config_fil
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            metrics = run / "metrics.jsonl"
-            if metrics.is_file() and len(read_metrics(metrics)) >= 2:
-                break
-            assert launcher.poll() is None
-            time.sleep(0.1)
+        _wait_for_logged_steps(run, launcher, 2)
         workers = _children(launcher.pid)
         assert len(workers) == 2
         launcher.kill()
