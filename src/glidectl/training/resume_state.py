@@ -37,7 +37,7 @@ TRAIN, OPTIMIZER, SCHEDULER, SCALER, EMA = (
 LEGACY_SUFFIXES = (".pkl", ".bin", ".pt", ".pth")
 
 
-def rng_file(rank: int) -> str:
+def rng_file(rank: int | str) -> str:
     return f"rng-{rank}.safetensors"
 
 
@@ -213,7 +213,7 @@ def legacy_files(state_dir: Path) -> list[str]:
 def check_processes(state_dir: Path, processes: int) -> None:
     """A checkpoint resumes under as many processes as wrote it (one RNG file each): the
     global batch is train.batch_size × processes and each process's data cursor is its own."""
-    saved = len(list(state_dir.glob("rng-*.safetensors")))
+    saved = len(list(state_dir.glob(rng_file("*"))))
     if saved and saved != processes:
         raise GlidectlError(
             f"Cannot resume from {str(state_dir.parent)!r}: it was written by {saved} "
