@@ -7,6 +7,14 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def temp_in_tmp_path(monkeypatch, tmp_path):
+    """Temp folders a UI makes (its default output folder) land in the test's tmp_path."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     """``tiny.safetensors`` (a 32 px base model with random weights) in a fresh folder."""

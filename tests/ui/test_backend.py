@@ -285,3 +285,21 @@ def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, m
     assert schedule_change(backend, "karras", "my-run/", "bespoke", samplers) == (
         "dpm++2m", None)
     assert schedule_change(backend, "karras", "my-run/", "unipc", samplers) == (None, None)
+
+
+def test_default_output_folder_is_removed_only_when_empty(tmp_path, models_dir):
+    """Without --output-dir the UI saves into a temp folder; closing removes it only if
+    nothing was generated there, and never a folder the user named."""
+    empty = UiBackend(models_dir)
+    assert empty.output_dir.parent == tmp_path and empty.output_dir.is_dir()
+    empty.close()
+    assert not empty.output_dir.exists()
+
+    used = UiBackend(models_dir)
+    (used.output_dir / "0001").mkdir()
+    used.close()
+    assert (used.output_dir / "0001").is_dir()
+
+    named = UiBackend(models_dir, output_dir=tmp_path / "mine")
+    named.close()
+    assert (tmp_path / "mine").is_dir()

@@ -82,4 +82,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"Warning: the UI is reachable by {reach}; {guard}.", err=True)
         backend = UiBackend(models_dir, device=device, output_dir=output_dir,
                             precision=precision)
-        launch(backend, host=host, port=port, share=share, auth=login)
+        try:
+            launch(backend, host=host, port=port, share=share, auth=login)
+        finally:
+            backend.close()

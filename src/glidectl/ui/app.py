@@ -191,6 +191,7 @@ def launch(backend: UiBackend, host: str = "127.0.0.1", port: int | None = None,
     )
     if not quiet:
         print(f"glidectl ui: running on {demo.local_url}", flush=True)
+        print(f"glidectl ui: images are saved in {backend.output_dir}", flush=True)
         if demo.share_url:
             print(f"glidectl ui: public link {demo.share_url}", flush=True)
         elif not share:

@@ -59,10 +59,19 @@ class UiBackend:
         self.models_dir = Path(models_dir).expanduser() if models_dir else None
         self.device = device
         self.precision = precision
+        self._temporary = output_dir is None
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="glidectl-ui-"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.cache = ModelCache()
         self._runs = 0
+
+    def close(self) -> None:
+        """Remove the temp output folder if nothing was generated into it (images stay)."""
+        if self._temporary:
+            try:
+                self.output_dir.rmdir()
+            except OSError:  # it holds images, or is gone
+                pass
 
     # ----------------------------------------------------------------- choices
     def _all(self) -> tuple[list[ModelChoice], list[ModelChoice]]:
