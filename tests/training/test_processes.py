@@ -253,3 +253,27 @@ def test_processes_whose_launcher_is_killed_checkpoint_and_stop(tiny, config_fil
     assert int(latest.name.removeprefix("step-")) >= 2
     assert {p.name for p in (latest / "state").glob("rng-*")} == {"rng-0.safetensors",
                                                                    "rng-1.safetensors"}
+
+
+def _rank(pid: int) -> int:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=", 1)[1])
+
+
+def test_the_survivor_of_a_killed_process_stops_in_one_line(tiny, config_file, tmp_path):
+    cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=1))
+    run = tmp_path / "runs" / "t"
+    launcher = subprocess.Popen(_torchrun(config_file(cfg)), env=_env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_logged_steps(run, launcher, 2)
+        rank1 = next(pid for pid in _children(launcher.pid) if _rank(pid) == 1)
+        os.kill(rank1, signal.SIGKILL)
+        out, _ = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    assert "Error: Another process of this run stopped near step" in out, out
+    assert f"resume with --resume {run}" in out, out
+    assert "Connection closed by peer" not in out, out

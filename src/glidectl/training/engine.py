@@ -28,7 +28,7 @@ from .checkpointing import CheckpointManager
 from .data_stream import DataStream
 from .display import Display
 from .ema import EMA
-from .guards import NonFiniteGuard, StopFlag
+from .guards import NonFiniteGuard, PeerLost, StopFlag, peer_lost
 from .lr_schedule import make_scheduler
 from .metrics import MetricsFile, RunOutputs, Throughput, data_counts, truncate_after
 from .model_setup import ModelBundle, build_model
@@ -461,6 +461,20 @@ class Trainer:
     def run(self, until: int | None = None) -> TrainResult:
         """Train to ``train.steps`` (or stop early at step ``until``, checkpointed, as if
         interrupted: the LR schedule still spans all steps)."""
+        try:
+            return self._run(until)
+        except RuntimeError as exc:
+            if self.accelerator.num_processes == 1 or not peer_lost(exc):
+                raise
+            last = runs.latest_step_dir(self.run_dir.checkpoints)
+            saved = f"its last checkpoint is {str(last)!r}" if last else "it has no checkpoint"
+            raise PeerLost(
+                f"Another process of this run stopped near step {self.state.step} (the "
+                f"launcher's report names it), so this one stops too; {saved}: resume with "
+                f"--resume {self.run_dir.root}."
+            ) from None
+
+    def _run(self, until: int | None) -> TrainResult:
         cfg = self.cfg
         step = self.state.step
         out = RunOutputs(TrainResult(self.run_dir.root, step))

@@ -1,4 +1,4 @@
-"""Guards that stop a run cleanly: non-finite losses and Ctrl-C."""
+"""Guards that stop a run cleanly: non-finite losses, Ctrl-C and a lost process."""
 
 from __future__ import annotations
 
@@ -66,3 +66,21 @@ class StopFlag:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
+
+
+class PeerLost(GlidectlError):
+    """Another process of a multi-process run died; not the user's input, so exit code 1."""
+
+    exit_code = 1
+
+
+# What gloo's transport says when the other end of a collective is gone.
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether a collective failed because another process of the run died."""
+    import torch.distributed as dist
+
+    return isinstance(exc, dist.DistBackendError) or any(
+        words in str(exc) for words in _PEER_GONE)
