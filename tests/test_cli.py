@@ -94,3 +94,17 @@ def test_plugins_prints_json():
     assert isinstance(data, list)
     for item in data:
         assert {"name", "hooks"} <= set(item)
+
+
+def test_ctrl_c_while_starting_is_one_line_and_exit_130(monkeypatch, capsys):
+    """Ctrl-C before a command runs (loading plugins, building the app) is no traceback."""
+    from glidectl.cli import app
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app, "build_app", interrupted)
+    with pytest.raises(SystemExit) as done:
+        app.main(["plugins"])
+    assert done.value.code == 130
+    assert capsys.readouterr().err == "Error: Aborted.\n"

@@ -132,6 +132,6 @@ def main(argv: list[str] | None = None) -> None:
         fail(exc.format_message().rstrip(".") + where + ".", exc.exit_code)
     except click_exc.ClickException as exc:
         fail(exc.format_message(), exc.exit_code)
-    except typer_exc.Abort:
+    except (typer_exc.Abort, KeyboardInterrupt):  # Ctrl-C in a command, or while starting
         fail("Aborted.", 130)
     raise SystemExit(code if isinstance(code, int) else 0)
