@@ -1,11 +1,13 @@
 """Tokenizer and diffusion-core costs: vocabulary load, prompt encoding, loss overhead.
 
-Run: python benchmarks/bench_tokenizer_diffusion.py [path/to/gpt2_vocab_dir]
-(default: ../shared/golden/gpt2). The loss figure excludes the network (a fixed output).
+Run: python benchmarks/bench_tokenizer_diffusion.py [--vocab path/to/gpt2_vocab_dir]
+(default: tests/golden/gpt2, which ships with the repository). The loss figure excludes the
+network (a fixed output).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -15,6 +17,9 @@ import torch
 
 from glidectl import tokenizer as tok
 from glidectl.diffusion import create_diffusion
+from glidectl.errors import GlidectlError, one_line
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(fn, repeat: int = 5) -> float:
@@ -27,14 +32,21 @@ def timed(fn, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    root = Path(__file__).resolve().parents[1]
-    vocab = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared" / "golden" / "gpt2"
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vocab", type=Path, default=ROOT / "tests" / "golden" / "gpt2",
+                    help="folder with GPT-2's encoder.json and vocab.bpe")
+    args = ap.parse_args()
+    vocab = args.vocab
     torch.set_num_threads(2)
 
     tok.clear_cache()
     start = time.perf_counter()
-    gpt2 = tok.get_tokenizer("gpt2", vocab_dir=vocab)
+    try:
+        gpt2 = tok.get_tokenizer("gpt2", vocab_dir=vocab)
+    except GlidectlError as exc:
+        print(f"Error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
     cold = time.perf_counter() - start
     warm = timed(lambda: tok.get_tokenizer("gpt2", vocab_dir=vocab), 20)
     print(f"gpt2 vocab load: cold {cold * 1e3:.0f} ms, cached {warm * 1e6:.1f} µs")
@@ -53,7 +65,8 @@ def main() -> None:
         t = torch.randint(0, 1000, (batch,), generator=gen)
         s = timed(lambda x0=x0, out=out, t=t: diffusion.training_losses(lambda x, ts: out, x0, t))
         print(f"hybrid training_losses overhead, batch {batch} × 3×{size}×{size}: {s * 1e3:.2f} ms")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

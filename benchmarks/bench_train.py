@@ -38,7 +38,8 @@ def run_case(size: str, precision: str, checkpointing: bool, steps: int, warmup:
     cfg.model.tokenizer = "byte"
     cfg.data.source = "demo:shapes"
     cfg.data.workers = workers
-    cfg.train.output_dir = tempfile.mkdtemp(prefix="glidectl-bench-")
+    scratch = tempfile.TemporaryDirectory(prefix="glidectl-bench-")  # removed at exit
+    cfg.train.output_dir = scratch.name
     cfg.train.name = "bench"
     cfg.train.steps = warmup + steps
     cfg.train.batch_size = BATCH[size]
@@ -55,6 +56,7 @@ def run_case(size: str, precision: str, checkpointing: bool, steps: int, warmup:
     result = trainer.run()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     timed = result.history[warmup:] or result.history
+    scratch.cleanup()
     return {
         "size": size, "precision": precision, "checkpointing": checkpointing,
         "batch": BATCH[size], "workers": workers,

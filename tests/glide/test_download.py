@@ -16,6 +16,7 @@ from glidectl import plugins
 from glidectl.errors import GlidectlError
 from glidectl.glide import create_model, load_model
 from glidectl.glide.download import download
+from glidectl.glide.sources import OpenAISource
 
 PAYLOAD = os.urandom(300_000)
 
@@ -109,6 +110,14 @@ def test_failed_run_keeps_part_file_and_next_run_resumes(tmp_path):
     assert srv.ranges[-1] == f"bytes={len(PAYLOAD) // 3}-"
 
 
+def test_unreachable_server_does_not_promise_a_resume(tmp_path):
+    """Nothing arrived, so there is no .part to resume from and the message names none."""
+    with pytest.raises(GlidectlError) as failed:
+        download(_dead_url(), tmp_path / "base.pt", progress=False, retries=1)
+    assert "check the connection and run again, or put the file at" in str(failed.value)
+    assert ".part" not in str(failed.value) and not list(tmp_path.iterdir())
+
+
 def test_cached_file_is_used_without_network(tmp_path):
     dest = tmp_path / "base.pt"
     dest.write_bytes(b"cached")
@@ -118,8 +127,8 @@ def test_cached_file_is_used_without_network(tmp_path):
 def test_offline_without_cache_tells_where_to_put_the_file(tmp_path, monkeypatch):
     dest = tmp_path / "openai" / "base.pt"
     with pytest.raises(GlidectlError) as info:
-        download(_dead_url(), dest, progress=False, retries=1)
-    assert str(dest) in str(info.value) and "pass the path" in str(info.value)
+        download(_dead_url(), dest, progress=False, retries=1, instead="pass the path of X")
+    assert str(dest) in str(info.value) and "or pass the path of X." in str(info.value)
     monkeypatch.setenv("GLIDECTL_OFFLINE", "1")
     with pytest.raises(GlidectlError, match="downloads are off"):
         download("http://example.invalid/base.pt", dest, progress=False)
@@ -163,3 +172,16 @@ def test_download_command(tmp_path):
         bad = subprocess.run([sys.executable, "-m", "glidectl", "download", "basee"],
                              capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "basee" in bad.stderr
+
+
+def test_a_failed_download_names_the_way_out_each_command_has(tmp_path, monkeypatch):
+    """`glidectl download` cannot take a file path; `sample --base openai:base` can."""
+    env = {**os.environ, "GLIDECTL_HOME": str(tmp_path),
+           "GLIDECTL_OPENAI_URL": _dead_url().rsplit("/", 1)[0]}
+    got = subprocess.run([sys.executable, "-m", "glidectl", "download", "base", "-q"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert got.returncode == 2 and "pass the path" not in got.stderr, got.stderr
+    for name in ("GLIDECTL_HOME", "GLIDECTL_OPENAI_URL"):
+        monkeypatch.setenv(name, env[name])
+    with pytest.raises(GlidectlError, match="in place of openai:base"):
+        OpenAISource().resolve("base", progress=False)

@@ -71,6 +71,9 @@ def test_resume_needs_no_config_and_extends_steps(cli, tiny, config_file, tmp_pa
     result = cli("train", "--resume", str(run), "--steps", "2", "--no-live")
     assert result.exit_code == 0, result.output
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-000002"
+    done = cli("train", "--resume", str(run), "--no-live")
+    assert done.exit_code == 0, done.output
+    assert "already at step 2 of 2: nothing to train" in done.output
 
 
 def test_unwritable_output_dir_fails_before_training(tiny, config_file, tmp_path, capsys):

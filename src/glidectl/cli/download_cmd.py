@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         source = OpenAISource()
         for kind in wanted:
             cached = source.cache_path(kind).is_file()
-            path = source.resolve(kind, download=True, progress=not quiet)
+            path = source.resolve(kind, download=True, progress=not quiet, as_spec=False)
             size = path.stat().st_size / 2**20
             note = "already cached" if cached else "downloaded"
             typer.echo(f"openai:{kind}  {path}  ({size:,.1f} MiB, {note})")

@@ -16,7 +16,7 @@ from .train_cmd import CONFIG, LIVE, NAME, OUTPUT_DIR, PRECISION, RESUME, SET, S
 def _train(config: Path | None, set_: list[str] | None, steps: int | None,
            output_dir: Path | None, name: str | None, resume: str | None,
            precision: str | None, live: bool | None) -> None:
-    from ..lora import latest_adapter, train_lora
+    from ..lora import train_lora
     from .train_cmd import resolve_config
 
     cfg = resolve_config(config, set_, steps=steps, output_dir=output_dir, name=name,
@@ -28,8 +28,6 @@ def _train(config: Path | None, set_: list[str] | None, steps: int | None,
             f"Resume with: glidectl lora --resume {result.run_dir}", err=True,
         )
         raise typer.Exit(130)
-    if result.checkpoint is not None:
-        typer.echo(f"adapter: {latest_adapter(result.run_dir)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -119,16 +119,18 @@ def download(
     progress: bool = True,
     retries: int = 3,
     timeout: float = 60.0,
+    instead: str = "",
 ) -> Path:
     """Return ``dest``, downloading ``url`` there first unless it is already present.
 
     Interrupted transfers resume from ``dest.part`` (up to ``retries`` tries here, and again
-    on the next call). Errors raise GlidectlError saying where to put the file by hand.
+    on the next call). Errors raise GlidectlError saying where to put the file by hand and,
+    with ``instead``, what else the caller could do ("pass the path of ...").
     """
     dest = Path(dest)
     if dest.is_file():
         return dest
-    hint = f"put the file at {str(dest)!r} yourself, or pass the path of a checkpoint file"
+    hint = f"put the file at {str(dest)!r} yourself" + (f", or {instead}" if instead else "")
     if offline():
         raise GlidectlError(f"{str(dest)!r} is not in the cache and downloads are off "
                             f"(GLIDECTL_OFFLINE); {hint}.")
@@ -152,7 +154,8 @@ def download(
             reason = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
             if attempt + 1 < retries:
                 time.sleep(min(0.2 * (attempt + 1), 2.0))
+    kept = part.is_file() and part.stat().st_size > 0
+    again = f"run again to resume from {part.name}" if kept else "run again"
     raise GlidectlError(
-        f"Could not download {url} ({reason}); check the connection and run again to resume "
-        f"from {part.name}, or {hint}."
+        f"Could not download {url} ({reason}); check the connection and {again}, or {hint}."
     )

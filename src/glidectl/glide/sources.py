@@ -46,8 +46,10 @@ class OpenAISource:
         self._check(name)
         return cache_dir() / "openai" / f"{name}.pt"
 
-    def resolve(self, name: str, download: bool = True, progress: bool = True) -> Path:
-        """The cached file, downloaded first if missing (no network when it is cached)."""
+    def resolve(self, name: str, download: bool = True, progress: bool = True,
+                as_spec: bool = True) -> Path:
+        """The cached file, downloaded first if missing (no network when it is cached).
+        ``as_spec``: asked for as the model spec ``openai:NAME``, which a path could replace."""
         path = self.cache_path(name)
         if path.is_file():
             return path
@@ -56,7 +58,9 @@ class OpenAISource:
                 f"openai:{name} is not downloaded; run `glidectl download {name}` or put "
                 f"{name}.pt at {str(path)!r}."
             )
-        return fetch(self.url(name), path, progress=progress)
+        instead = f"pass the path of a checkpoint file in place of openai:{name}" if (
+            as_spec) else ""
+        return fetch(self.url(name), path, progress=progress, instead=instead)
 
 
 @hookimpl

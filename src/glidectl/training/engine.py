@@ -483,6 +483,9 @@ class Trainer:
             out.metrics = MetricsFile(self.run_dir.metrics)
         self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
         self._launcher = os.getppid()
+        if step >= self.total_steps:
+            self.display.message(f"The run is already at step {step} of {self.total_steps}: "
+                                 "nothing to train (pass a larger --steps to go on).")
         sums, logged = torch.zeros(3), 0
         self.model.train()
         try:
