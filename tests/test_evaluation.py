@@ -251,7 +251,7 @@ def test_busy_output_folder_and_changed_settings_are_refused(tmp_path, tiny_base
     with pytest.raises(GlidectlError, match="already holds files"):
         run_eval(prompts, s, RunOptions(out=tmp_path / "o", device="cpu"), pipeline=stack)
     other = EvalSettings(base=str(tiny_base), base_stage=Stage("euler", 3, 3.0))
-    with pytest.raises(GlidectlError, match="setting 'base_stage' was"):
+    with pytest.raises(GlidectlError, match="--resume: --steps 3 differs from 2, which made"):
         run_eval(prompts, other, RunOptions(out=tmp_path / "o", resume=True, device="cpu"),
                  pipeline=stack)
 
@@ -270,7 +270,7 @@ def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_p
     with pytest.raises(GlidectlError) as info:
         run_eval(more, other, RunOptions(out=out, skip_existing=True, device="cpu"),
                  pipeline=stack)
-    assert str(info.value).startswith("--skip-existing: setting 'base_stage' was ")
+    assert str(info.value).startswith("--skip-existing: --steps 3 differs from 2, which made ")
     assert str(info.value).endswith("; pass the same options or use another --out.")
     assert (outputs(out), (out / "metadata.json").read_bytes()) == before
     report = run_eval(more, s, RunOptions(out=out, skip_existing=True, device="cpu"),
@@ -293,6 +293,29 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_base):
     assert "base model calls" in text and " 15 " in text  # heun: 2·3−1 calls × 3 batches
     assert "estimated time" in text
     assert not (tmp_path / "o").exists()
+
+
+def test_grid_labels_number_each_image_as_its_file(tmp_path, tiny_base, stack, monkeypatch):
+    from glidectl import evaluation
+
+    seen: list[list[str]] = []
+    real = evaluation.grid
+    monkeypatch.setattr(evaluation, "grid", lambda im, labels, n: seen.append(labels) or real(
+        im, labels, n))
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST, n=2, batch_size=2)
+    run_eval(write_prompts(tmp_path / "p.txt", PROMPTS[:2]), settings,
+             RunOptions(out=tmp_path / "o", device="cpu"), pipeline=stack)
+    assert [label.split(" ", 1)[0] for label in seen[0]] == ["000_1", "000_2", "001_1", "001_2"]
+
+
+def test_dry_run_stage_lines_read_as_words():
+    from glidectl.cli.eval_cmd import _stage_text
+
+    assert _stage_text({"sampler": "ddpm", "steps": "fast27", "guidance": None}) == (
+        "ddpm, fast27, no guidance")
+    assert _stage_text({"sampler": "unipc", "steps": 15, "guidance": 2.0,
+                        "schedule": "exponential"}) == (
+        "unipc, 15 steps on exponential σ's, guidance 2.0")
 
 
 def test_dry_run_of_a_local_model_with_a_timestep_cut_off_times_one_call(tmp_path):

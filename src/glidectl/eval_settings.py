@@ -151,10 +151,16 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _flat(settings: EvalSettings) -> dict[str, Any]:
-    d = settings.fingerprint()
+    return _flat_dict(settings.fingerprint())
+
+
+def _flat_dict(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint with its stage dicts spread out as ``base_stage.sampler`` and so on."""
+    d = dict(fingerprint)
     for key in ("base_stage", "upsample_stage"):
-        for name, value in d.pop(key).items():
-            d[f"{key}.{name}"] = value
+        if isinstance(d.get(key), dict):
+            for name, value in d.pop(key).items():
+                d[f"{key}.{name}"] = value
     return d
 
 
@@ -257,11 +263,13 @@ def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
     for key in ("base_stage", "upsample_stage"):
         if isinstance(saved.get(key), dict):
             saved[key] = asdict(_recorded_stage(saved[key]))
-    for key, value in fingerprint.items():
-        if not _same(saved.get(key), value):
+    old, new = _flat_dict(saved), _flat_dict(fingerprint)
+    for key, value in new.items():
+        if not _same(old.get(key), value):
+            name = FLAG_NAMES.get(key, key)
             raise GlidectlError(
-                f"{flag}: setting {key!r} was {saved.get(key)!r} in {str(out)!r} but is now "
-                f"{value!r}; pass the same options or {leave}."
+                f"{flag}: {name} {_show(value)} differs from {_show(old.get(key))}, which made "
+                f"the images in {str(out)!r}; pass the same options or {leave}."
             )
     if meta.get("schedule_sha256") != schedule_sha256:
         raise GlidectlError(

@@ -323,8 +323,10 @@ def _finish(out: Path, plan: Plan, fresh: set[int], scorer: Any, clip_reason: st
     for k, rec in enumerate(records):
         rec["metrics"] = {m.name: m.values[k] for m in results
                           if m.absent is None and m.values[k] is not None}
-    labels = [f"{r['prompt_index']:03d} {c}" for r, c in zip(records, captions, strict=True)]
-    grid_image = grid(images, labels, plan.settings.n)
+    n = plan.settings.n  # several images of a prompt are numbered as their files are
+    labels = [f"{r['prompt_index']:03d}" + (f"_{r['image_index'] + 1}" if n > 1 else "")
+              + f" {c}" for r, c in zip(records, captions, strict=True)]
+    grid_image = grid(images, labels, n)
     save_png(grid_image, out / GRID_FILE, {"glidectl": json.dumps(
         {"version": __version__, "prompts": header["prompts"], **plan.settings.fingerprint()},
         sort_keys=True)})

@@ -100,7 +100,9 @@ def _print_plan(console: Any, meta: dict[str, Any]) -> None:
 
 def _stage_text(stage: dict[str, Any]) -> str:
     schedule = f" on {stage['schedule']} σ's" if stage.get("schedule") else ""
-    return f"{stage['sampler']}, {stage['steps']} steps{schedule}, guidance {stage['guidance']}"
+    steps = stage["steps"] if isinstance(stage["steps"], str) else f"{stage['steps']} steps"
+    guidance = "no guidance" if stage["guidance"] is None else f"guidance {stage['guidance']}"
+    return f"{stage['sampler']}, {steps}{schedule}, {guidance}"
 
 
 def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
