@@ -104,3 +104,17 @@ def test_export_of_a_missing_run_is_a_user_error(cli, tmp_path):
     result = cli("export", str(tmp_path / "nope"), "-o", str(tmp_path / "x.safetensors"))
     assert isinstance(result.exception, GlidectlError)
     assert "does not exist" in str(result.exception)
+
+
+def test_a_missing_data_folder_is_reported_before_any_download(tiny, tmp_path, monkeypatch):
+    """model.init = openai:base (1.5 GB, not cached) with a mistyped data.source: the data
+    error comes first, not after the download (here downloads are off, so that error would
+    be about the cache)."""
+    from glidectl.training.engine import Trainer
+
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("GLIDECTL_OFFLINE", "1")
+    cfg = tiny(model=dict(init="openai:base"), data=dict(source=str(tmp_path / "my-photos")))
+    with pytest.raises(GlidectlError, match="my-photos' does not exist"):
+        Trainer(cfg, quiet=True)
+    assert not (tmp_path / "runs").exists()

@@ -231,6 +231,20 @@ def validate(cfg: DataConfig) -> None:
         raise GlidectlError(f"data.degrade_jpeg must be 0 (off) or 1..95, got {cfg.degrade_jpeg}.")
 
 
+def open_data(data_cfg: DataConfig, size: int) -> Source:
+    """The source ``data.source`` names, checked to exist and to hold samples."""
+    source = open_source(data_cfg.source, data_cfg, resolution=size)
+    if source.num_samples == 0:
+        if source.kind == "folder":
+            raise GlidectlError(
+                f"Image folder {source.describe()!r} holds no images (.jpg .jpeg .png .webp "
+                ".bmp); point data.source at a folder with images."
+            )
+        raise GlidectlError(f"Data source {source.describe()!r} holds no samples; point "
+                            "data.source at data with images.")
+    return source
+
+
 def build_dataset(
     data_cfg: DataConfig, *, tokenizer: Any, image_size: int, text_ctx: int,
     low_res_size: int | None = None, train: bool = True, rank: int = 0, world_size: int = 1,
@@ -252,15 +266,7 @@ def build_dataset(
             f"({size}); check data.resolution."
         )
     preset = plugins.dataset_presets().get(data_cfg.preset)
-    source = open_source(data_cfg.source, data_cfg, resolution=size)
-    if source.num_samples == 0:
-        if source.kind == "folder":
-            raise GlidectlError(
-                f"Image folder {source.describe()!r} holds no images (.jpg .jpeg .png .webp "
-                ".bmp); point data.source at a folder with images."
-            )
-        raise GlidectlError(f"Data source {source.describe()!r} holds no samples; point "
-                            "data.source at data with images.")
+    source = open_data(data_cfg, size)
     transform = ImageTransform(
         size, random_crop=train and data_cfg.random_crop,
         crop_scale=_pair(data_cfg.crop_scale, "crop_scale") if train else (1.0, 1.0),

@@ -68,6 +68,8 @@ class Trainer:
         self.accelerator = acc = make_accelerator(cfg, self.precision.autocast)
         self.main = acc.is_main_process
         self._setup_run_dir(resume)
+        if dataset is None:
+            self._check_data_before_download()
         # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
         self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution)
         model = self._setup_model(adapter)
@@ -112,6 +114,20 @@ class Trainer:
         if self.main:
             self.run_dir.create()
         self.accelerator.wait_for_everyone()
+
+    def _check_data_before_download(self) -> None:
+        """A run whose model.init is still to be downloaded (OpenAI's 1.5 GB base) finds out
+        that its data.source is missing or empty first."""
+        from ..data.dataset import open_data
+        from ..glide.loading import resolve_spec
+
+        init = self.cfg.model.init
+        if init == "scratch":
+            return
+        try:
+            resolve_spec(init, download=False)
+        except GlidectlError:  # not on disk: it would be fetched
+            open_data(self.cfg.data, self.cfg.data.resolution or 64)
 
     def _setup_model(self, adapter: ModelAdapter | None) -> torch.nn.Module:
         """Wrap the network for training; checks there is something to train and room for it."""
