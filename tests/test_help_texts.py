@@ -52,6 +52,12 @@ def test_model_size_doc_names_every_size_preset():
 
     doc = next(row[3] for row in describe() if row[0] == "model.size")
     assert all(size in doc for size in SIZES), doc
+    from dataclasses import fields
+
+    from glidectl.config import ModelConfig
+
+    size = next(f for f in fields(ModelConfig) if f.name == "size")
+    assert tuple(size.metadata["choices"]) == SIZES  # `config show` refuses others
 
 
 def test_sample_help_points_to_the_plugins_listing():

@@ -56,7 +56,8 @@ class ModelConfig:
         "Starting weights: 'scratch', 'openai:<kind>', a .pt/.safetensors file or a run dir.",
     )
     size: str = opt(
-        "tiny", "Size preset for scratch models: tiny, quickstart, small or official."
+        "tiny", "Size preset for scratch models: tiny, quickstart, small or official.",
+        ("tiny", "quickstart", "small", "official"),  # glidectl.glide.options.SIZES
     )
     tokenizer: str = opt(
         "auto", "Text tokenizer: 'auto' (byte for scratch, gpt2 otherwise), 'gpt2' or 'byte'.",
