@@ -186,9 +186,12 @@ def demo(args: argparse.Namespace, out: Path) -> None:
     cfg.train.output_dir, cfg.train.name = str(out), "demo-lora"
     if args.lora_steps:
         cfg.train.steps = args.lora_steps
+    print(f"training the LoRA ({cfg.train.steps} steps) ...", flush=True)
     c0, t1 = time.process_time(), time.perf_counter()
     lora_run = train_lora(cfg, quiet=True).run_dir
     lora_cpu, lora_wall = time.process_time() - c0, time.perf_counter() - t1
+    print(f"trained in {lora_wall:.0f}s; sampling the base and the LoRA at scales 0 and 1 "
+          "...", flush=True)
 
     concept_prompts = [f"a zorblax on a {bg} background" for bg in BACKGROUNDS
                        for _ in range(args.samples // 2)]
