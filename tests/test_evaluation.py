@@ -149,6 +149,9 @@ def test_run_writes_pairs_grid_and_metadata(tmp_path, tiny_base, stack):
                                               "schedule": "karras"}
     assert [r["seed"] for r in meta["images"]] == [image_seed(3, i, 0) for i in range(5)]
     assert meta["timings"]["base_s"] > 0 and meta["timings"]["total_s"] > 0
+    # euler, 2 steps: 2 calls a batch (cond and uncond rows share one); 5 prompts in 3 batches
+    assert meta["model_calls"] == {"per_batch": {"base": 2}, "this_session": {"base": 6}}
+    assert meta["sessions"][-1]["model_calls"] == {"base": 6}
     with Image.open(out / "000_a-red-circle-on-a-white-background.png") as im:
         assert im.size == (32, 32) and im.text["seed"] == str(image_seed(3, 0, 0))
     # ceil-sqrt grid: 5 images → 3 columns × 2 rows, the sixth cell empty; each 32 px image
@@ -422,6 +425,8 @@ def reference(tmp_path_factory, tiny_base) -> tuple[Path, Path]:
     done = subprocess.run(_cli(prompts, tiny_base, root / "ref"), env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    # euler, 3 steps: 3 calls a batch; 14 images in 5 batches of 3
+    assert "base model calls" in done.stdout and "15 (3 a batch of 3)" in done.stdout, done.stdout
     return prompts, root / "ref"
 
 

@@ -215,3 +215,18 @@ def test_import_glidectl_stays_torch_free_but_exports_generate() -> None:
             "assert callable(glidectl.generate) and callable(glidectl.GlidePipeline)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_upsampler_stage_defaults_to_fast27_ddpm_whatever_its_checkpoint_records(
+        base, upsampler) -> None:
+    """sample, eval, the UI and the library upsample alike: an upsampler's recorded preview
+    settings (older checkpoints have them) are not its defaults."""
+    from glidectl.pipeline import GlidePipeline, ModelRecord
+
+    pipe = GlidePipeline(base, upsampler)
+    pipe.records["upsample"] = ModelRecord("upsample", "up", recommended={
+        "sampler": "dpm++2m", "steps": 25, "guidance": 2.0})
+    _, up, _ = pipe.stages()
+    assert (up.sampler, up.steps, up.guidance) == ("ddpm", "fast27", None)
+    _, up, _ = pipe.stages(upsample_sampler="euler", upsample_steps=5)
+    assert (up.sampler, up.steps) == ("euler", 5)

@@ -419,7 +419,8 @@ def run_eval(
     if pipeline is None:
         pipeline, load_s = _load(settings, options, device)
     stage_opts = settings.stage_options()  # an unusable schedule: one sentence, nothing written
-    pipeline.model_calls(1, 1, stage_opts["base"], stage_opts["upsample"])
+    per_batch = {s: pipeline.calls_per_batch(s, stage_opts[s]) for s in pipeline.stage_models()}
+    calls = plan.model_calls(lambda stage: per_batch.get(stage, 0))
     models = pipeline.models_info()
     header = _header(prompts_file, prompts, out, settings, models, device, options)
     if options.resume:
@@ -456,9 +457,10 @@ def run_eval(
     }
     sessions.append({"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "resumed": options.resume, "generated": generated,
-                     "timings": session_timings})
+                     "model_calls": calls, "timings": session_timings})
     meta = {**header, "status": "complete", "counts": _counts(len(prompts), total, generated),
-            **fields, "timings": session_timings, "sessions": sessions}
+            **fields, "model_calls": {"per_batch": per_batch, "this_session": calls},
+            "timings": session_timings, "sessions": sessions}
     notes = []
     if options.wandb_project:
         meta["wandb_run_id"] = log_wandb(options.wandb_project, options.wandb_entity,

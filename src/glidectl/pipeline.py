@@ -222,8 +222,9 @@ class GlidePipeline:
     def stages(self, **kwargs: Any) -> tuple[StageOptions, StageOptions, dict[str, Any]]:
         """Split ``generate`` keywords into base options, upsampler options and the rest.
 
-        Fields not given come from the model's recommended settings (its checkpoint
-        metadata), else from the built-in defaults.
+        Base fields not given come from the base model's recommended settings (its
+        checkpoint metadata), else from the built-in defaults; upsampler fields not given
+        are GLIDE's fast27 DDPM, as in ``sample``, ``eval`` and the UI.
         """
         base, up, rest = {}, {}, {}
         for key, value in kwargs.items():
@@ -238,8 +239,7 @@ class GlidePipeline:
         for key in ("sigma_max", "clip_denoised", "quantize_t"):
             if key in base and key not in up:
                 up[key] = base[key]
-        base = {**self.recommended("base"), **base}
-        up = {**self.recommended("upsample"), **up}
+        base = {**self.recommended("base"), **base}  # upsamplers: GLIDE's fast27 DDPM
         return replace(BASE_DEFAULTS, **base), replace(UPSAMPLE_DEFAULTS, **up), rest
 
     def recommended(self, stage: str = "base") -> dict[str, Any]:

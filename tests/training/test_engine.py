@@ -126,6 +126,24 @@ def test_upsampler_trains_and_previews_input_output_reference_rows(tiny):
     assert grid.height > 8 * 64 + 7 * 4
 
 
+def test_upsampler_previews_use_their_images_own_captions_and_record_no_sampler(tiny):
+    """preview.prompts are for base models: held-out images are upsampled under their own
+    captions, and an upsampler's checkpoint recommends no sampling settings (every front end
+    upsamples with fast27 DDPM unless told)."""
+    from glidectl.glide.checkpoints import read_metadata
+    from glidectl.pipeline import RECOMMENDED_KEY
+
+    cfg = tiny(model=dict(kind="upsample"), data=dict(resolution=32),
+               train=dict(steps=1), checkpoint=dict(every=1),
+               preview=dict(every=1, steps=2, prompts=["an unrelated prompt"]))
+    trainer = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint"))
+    assert trainer.previewer.prompts and "an unrelated prompt" not in trainer.previewer.prompts
+    result = trainer.run()
+    step = result.run_dir / "checkpoints" / "step-000001" / "ema.safetensors"
+    recorded = json.loads(read_metadata(step)[RECOMMENDED_KEY])
+    assert set(recorded) == {"prompts"}
+
+
 def test_base_command_refuses_an_upsampler_config(tiny):
     with pytest.raises(GlidectlError, match="upsample"):
         Trainer(tiny(model=dict(kind="upsample")), quiet=True, kinds=("base", "base-inpaint"))

@@ -117,6 +117,9 @@ def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
     for stage in ("base", "upsample"):
         if f"{stage}_s" in t:
             table.add_row(f"{stage} sampling", f"{t[stage + '_s']:.1f} s")
+    for stage, calls in meta["model_calls"]["this_session"].items():
+        table.add_row(f"{stage} model calls", f"{calls} ({meta['model_calls']['per_batch'][stage]}"
+                      f" a batch of {meta['settings']['batch_size']})")
     table.add_row("total time", f"{t['total_s']:.1f} s")
     if t.get("images_per_s"):
         table.add_row("throughput", f"{t['images_per_s']:.2f} images/s")

@@ -122,9 +122,8 @@ class Previewer:
                 samples = _dataset_samples(holdout, max_items)
                 self.low_res = torch.stack([s["low_res"] for s in samples])
                 self.reference = torch.stack([s["image"] for s in samples])
-                self.prompts = prompts[: len(samples)] if prompts else \
-                    [s.get("caption", "") for s in samples]
-                self.prompts += [""] * (len(samples) - len(self.prompts))
+                # held-out images are upsampled under their own captions
+                self.prompts = [s.get("caption", "") for s in samples]
         else:
             self.prompts = prompts or [s.get("caption", "") for s in
                                        _dataset_samples(holdout, max_items)]
@@ -144,9 +143,12 @@ class Previewer:
 
     def recommended(self) -> str:
         """The checkpoint metadata value of :data:`glidectl.pipeline.RECOMMENDED_KEY`: how
-        this model is sampled by default (the preview settings) and its preview prompts."""
+        this model is sampled by default (the preview settings) and its preview prompts.
+        An upsampler records prompts only: every front end upsamples with GLIDE's fast27
+        DDPM unless told otherwise (issue-measured: nothing cheaper matches it)."""
         prompts = [p for p in dict.fromkeys(self.prompts) if p][:8]
-        return json.dumps({**preview_sampling(self.cfg), "prompts": prompts})
+        settings = {} if self.super_res else preview_sampling(self.cfg)
+        return json.dumps({**settings, "prompts": prompts})
 
     @torch.no_grad()
     def run(self, step: int, directory: Path) -> PreviewOutput | None:
