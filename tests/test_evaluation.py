@@ -527,7 +527,7 @@ def test_base_and_upsampler_stages(tmp_path, tiny_base):
     with pytest.raises(GlidectlError, match="takes 16 px input but the base model"):
         run_eval(prompts, EvalSettings(base=str(tiny_base), upsampler=str(up)),
                  RunOptions(out=tmp_path / "bad", device="cpu"))
-    with pytest.raises(GlidectlError, match="The base model is a 'upsample' model"):
+    with pytest.raises(GlidectlError, match="The base model is an 'upsample' model"):
         run_eval(prompts, EvalSettings(base=str(up)),
                  RunOptions(out=tmp_path / "bad", device="cpu"))
 

@@ -280,7 +280,7 @@ def test_two_adapters_stack(tmp_path):
 def test_adapter_on_the_wrong_kind_is_one_clear_error(tmp_path):
     _, out, _ = trained_adapter(tmp_path)
     with pytest.raises(GlidectlError, match="trained for a 'base' model but is being loaded "
-                                            "onto a 'upsample' model"):
+                                            "onto an 'upsample' model"):
         apply_loras(tiny("upsample"), [str(out)])
 
 
@@ -521,7 +521,7 @@ def test_lora_trains_an_upsampler_in_bf16_with_frozen_base(tmp_path, fresh_accel
     assert files.meta["base_sha256"] == weights_sha256(base)
     assert weights_sha256(trainer.unwrapped) == weights_sha256(base)  # the base stayed frozen
     assert {p.dtype for _, p in adapter.trainable(trainer.unwrapped)} == {torch.float32}
-    with pytest.raises(GlidectlError, match="trained for a 'upsample' model"):
+    with pytest.raises(GlidectlError, match="trained for an 'upsample' model"):
         apply_loras(tiny("base"), [str(step_dir / "lora")])
 
 
@@ -549,7 +549,7 @@ def test_sample_accepts_lora_specs_and_records_them(tmp_path, capsys):
     _, up_adapter, _ = trained_adapter(tmp_path / "up", kind="upsample")
     assert cli(*common, "-o", tmp_path / "bad", "--lora", str(up_adapter)) == 2
     err = capsys.readouterr().err.strip()
-    assert "trained for a 'upsample' model" in err and "\n" not in err
+    assert "trained for an 'upsample' model" in err and "\n" not in err
     # a scale outside lora merge's range: one line naming --lora, not peft's NaN traceback
     for scale in ("nan", "inf", "1e9"):
         assert cli(*common, "-o", tmp_path / "bad", "--lora", f"{out}:{scale}") == 2

@@ -230,3 +230,26 @@ def test_upsampler_stage_defaults_to_fast27_ddpm_whatever_its_checkpoint_records
     assert (up.sampler, up.steps, up.guidance) == ("ddpm", "fast27", None)
     _, up, _ = pipe.stages(upsample_sampler="euler", upsample_steps=5)
     assert (up.sampler, up.steps) == ("euler", 5)
+
+
+def test_pairs_are_checked_kind_first_however_the_pipeline_is_built(base, upsampler) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    with pytest.raises(GlidectlError, match="The upsampler is a 'base' model; pass an upsample"):
+        GlidePipeline(base, base)
+    with pytest.raises(GlidectlError, match="The base model is an 'upsample' model"):
+        GlidePipeline(upsampler, upsampler)
+    with pytest.raises(GlidectlError, match="takes 8 px input but the base model makes 16 px"):
+        GlidePipeline(tiny_glide("base", image_size=16), upsampler)
+
+
+def test_inpainting_through_a_plain_upsampler_is_refused_before_sampling(upsampler) -> None:
+    """A plain upsampler would repaint the pixels the mask keeps."""
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(tiny_glide("base-inpaint"), upsampler)
+    image, mask = torch.zeros(1, 3, 8, 8), torch.ones(1, 1, 8, 8)
+    with pytest.raises(GlidectlError, match="needs an upsample-inpaint model, but this is an "
+                       "'upsample' model"):
+        pipe.generate(["a cat"], steps=2, inpaint_image=image, inpaint_mask=mask,
+                      on_step=lambda *a: pytest.fail("sampled before refusing"))

@@ -19,6 +19,11 @@ class PluginError(GlidectlError):
     """A plugin that failed to load or registered a name twice."""
 
 
+def a_or_an(word: str) -> str:
+    """'a base' / 'an upsample' / "an 'upsample'": the word with its indefinite article."""
+    return f"an {word}" if word.lstrip("'\"`")[:1].lower() in tuple("aeiou") else f"a {word}"
+
+
 _ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .devices import Precision, pick_device, pick_precision
-from .errors import GlidectlError
+from .errors import GlidectlError, a_or_an
 from .images import to_pil
 from .samplers.tuned import is_schedule_file, model_warning, schedule_file_warning
 from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public entry point)
@@ -73,6 +73,26 @@ def recommended_settings(path: str | Path | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         return {}
     return {k: v for k, v in data.items() if k in RECOMMENDED_FIELDS + ("prompts",)}
+
+
+def _check_pair(base: torch.nn.Module | None, upsampler: torch.nn.Module | None,
+                records: dict[str, Any]) -> None:
+    """Refuse a base and an upsampler that cannot be chained: each of the right kind, the
+    upsampler's input the base's output size (specs named from ``records`` when known)."""
+    if upsampler is not None and not upsampler.options.super_res:
+        raise GlidectlError(f"The upsampler is {a_or_an(repr(upsampler.options.kind))} model; "
+                            "pass an upsample model.")
+    if base is not None and base.options.super_res:
+        raise GlidectlError(f"The base model is {a_or_an(repr(base.options.kind))} model; "
+                            "pass it as the upsampler.")
+    if base is None or upsampler is None:
+        return
+    if upsampler.options.low_res_size != base.options.image_size:
+        up, b = (f" {records[s].spec!r}" if s in records else "" for s in ("upsample", "base"))
+        raise GlidectlError(
+            f"The upsampler{up} takes {upsampler.options.low_res_size} px input but the base "
+            f"model{b} makes {base.options.image_size} px images; pick a matching pair."
+        )
 
 
 @dataclass
@@ -136,14 +156,7 @@ class GlidePipeline:
     ):
         if base is None and upsampler is None:
             raise GlidectlError("A pipeline needs a base model, an upsampler or both.")
-        if upsampler is not None and not upsampler.options.super_res:
-            raise GlidectlError(
-                f"The upsampler is a {upsampler.options.kind!r} model; pass an upsample model."
-            )
-        if base is not None and base.options.super_res:
-            raise GlidectlError(
-                f"The base model is a {base.options.kind!r} model; pass it as the upsampler."
-            )
+        _check_pair(base, upsampler, records or {})
         self.base, self.upsampler, self.diffusion = base, upsampler, diffusion
         self.tokenizer = tokenizer or (tokenizer_for(base, vocab_dir) if base else None)
         self.upsampler_tokenizer = upsampler_tokenizer or (
@@ -180,12 +193,7 @@ class GlidePipeline:
                 records[stage] = ModelRecord(stage, str(spec), path,
                                              recommended=recommended_settings(path))
         b, u = models["base"], models["upsample"]
-        if b is not None and u is not None and u.options.low_res_size != b.options.image_size:
-            raise GlidectlError(
-                f"The upsampler {up_spec!r} takes {u.options.low_res_size} px input but the "
-                f"base model {base!r} makes {b.options.image_size} px images; pick a matching "
-                "pair."
-            )
+        _check_pair(b, u, records)
         if loras:
             from .lora import apply_loras_by_kind
             from .lora.files import WEIGHTS_FILE
@@ -321,6 +329,15 @@ class GlidePipeline:
             raise GlidectlError("A low-res input image needs an upsampler model.")
         if low_res is None and self.base is None:
             raise GlidectlError("Without a base model, pass a low-res image to upsample.")
+        if (inpaint_image is None) != (inpaint_mask is None):
+            raise GlidectlError("Inpainting needs both --inpaint-image and --inpaint-mask.")
+        if inpaint_image is not None and self.upsampler is not None and (
+                not self.upsampler.options.inpaint):
+            raise GlidectlError(
+                "Inpainting with an upsampler needs an upsample-inpaint model, but this is "
+                f"{a_or_an(repr(self.upsampler.options.kind))} model, which would repaint the "
+                "kept pixels; pass --upsampler openai:upsample-inpaint (or a model trained as "
+                "upsample-inpaint), or --upsampler none.")
         texts_all = [p for p in prompts for _ in range(n)]
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(len(texts_all))]
         if len(seeds) != len(texts_all):

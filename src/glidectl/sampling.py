@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from . import plugins
-from .errors import GlidectlError
+from .errors import GlidectlError, a_or_an
 from .images import from_pil, known_mask_from_pil
 from .samplers.denoiser import GlideDenoiser
 from .samplers.noise import image_generators, per_image_noise_sampler, randn_per_image
@@ -155,11 +155,12 @@ def sample_stage(
         raise GlidectlError("Inpainting needs both an image and a mask.")
     if inpaint_image is not None and not opts.inpaint:
         raise GlidectlError(
-            f"Inpainting needs an inpaint model, but this is a {opts.kind!r} model; use "
+            f"Inpainting needs an inpaint model, but this is {a_or_an(repr(opts.kind))} model; use "
             "openai:base-inpaint / openai:upsample-inpaint or a model trained as one."
         )
     if opts.super_res and low_res is None:
-        raise GlidectlError(f"A {opts.kind} model needs a low-resolution input image.")
+        raise GlidectlError(
+            f"{a_or_an(opts.kind).capitalize()} model needs a low-resolution input image.")
     spec = options.sampler_spec()
     device = model_device(model)
     n = len(prompts)

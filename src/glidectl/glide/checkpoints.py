@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
-from ..errors import GlidectlError, cause
+from ..errors import GlidectlError, a_or_an, cause
 from ..out_dir import umask_mode
 from .options import ModelOptions, official_options
 
@@ -32,11 +32,6 @@ META_OPTIONS = "glidectl.model_options"
 META_TOKENIZER = "glidectl.tokenizer"
 META_KIND = "glidectl.kind"
 _FIRST_KEY = "input_blocks.0.0.weight"
-
-
-def _a(kind: str) -> str:
-    """'a base' / 'an upsample'."""
-    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _require_file(path: Path) -> None:
@@ -117,7 +112,7 @@ def check_state_dict(state: Mapping[str, torch.Tensor], options: ModelOptions, p
     problem = mismatch(shapes, options)
     if problem:
         raise GlidectlError(
-            f"{str(path)!r} does not fit {_a(options.kind)} model with its options: {problem}."
+            f"{str(path)!r} does not fit {a_or_an(options.kind)} model with its options: {problem}."
         )
 
 
@@ -129,14 +124,14 @@ def infer_options(
     found = identify_kind(shapes, path)
     if kind is not None and found != kind:
         raise GlidectlError(
-            f"{str(path)!r} holds {_a(found)} model, but {_a(kind)} model is needed; "
-            f"pass a {kind} checkpoint."
+            f"{str(path)!r} holds {a_or_an(found)} model, but {a_or_an(kind)} model is needed; "
+            f"pass {a_or_an(kind)} checkpoint."
         )
     options = official_options(found)
     problem = mismatch(shapes, options)
     if problem:
         raise GlidectlError(
-            f"{str(path)!r} looks like {_a(found)} model but not OpenAI's official one "
+            f"{str(path)!r} looks like {a_or_an(found)} model but not OpenAI's official one "
             f"({problem}); a file without model options needs them passed in "
             "(load_model(path, options=ModelOptions(...)))."
         )
@@ -192,8 +187,8 @@ def load_openai_pt(
 def _check_kind(options: ModelOptions, kind: str | None, path: Path) -> None:
     if kind is not None and options.kind != kind:
         raise GlidectlError(
-            f"{str(path)!r} holds {_a(options.kind)} model, but {_a(kind)} model is needed; "
-            f"pass a {kind} checkpoint."
+            f"{str(path)!r} holds {a_or_an(options.kind)} model, but {a_or_an(kind)} model is "
+            f"needed; pass {a_or_an(kind)} checkpoint."
         )
 
 

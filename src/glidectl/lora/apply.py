@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import GlidectlError, cause
+from ..errors import GlidectlError, a_or_an, cause
 from .files import AdapterFiles, is_full_precision, read_adapter, weights_sha256
 from .spec import LoraSpec, parse_lora_spec
 
@@ -40,8 +40,9 @@ def check_base(
     kind = meta.get("model_kind")
     if kind and kind != options.kind:
         raise GlidectlError(
-            f"LoRA adapter {str(adapter.path)!r} was trained for a {kind!r} model but is being "
-            f"loaded onto a {options.kind!r} model; use it with a {kind} model."
+            f"LoRA adapter {str(adapter.path)!r} was trained for {a_or_an(repr(kind))} model "
+            f"but is being loaded onto {a_or_an(repr(options.kind))} model; use it with "
+            f"{a_or_an(kind)} model."
         )
     saved = meta.get("model_options") or {}
     diffs = [k for k in _ARCH_OPTIONS if k in saved and saved[k] != getattr(options, k, None)]
@@ -226,8 +227,9 @@ def apply_loras_by_kind(
         if target is None:
             have = ", ".join(m.options.kind for m in loaded) or "none"
             raise GlidectlError(
-                f"LoRA {spec.path!r} was trained for a {kind!r} model, but the loaded models are "
-                f"{have}; load a {kind} model (e.g. --base/--upsampler) or drop this --lora."
+                f"LoRA {spec.path!r} was trained for {a_or_an(repr(kind))} model, but the "
+                f"loaded models are {have}; load {a_or_an(str(kind))} model (e.g. "
+                "--base/--upsampler) or drop this --lora."
             )
         apply_loras(target, [spec])
         applied.append({**target.applied_loras[-1], "kind": target.options.kind})

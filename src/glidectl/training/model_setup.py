@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import ModelConfig
-from ..errors import GlidectlError
+from ..errors import GlidectlError, a_or_an
 
 
 @dataclass
@@ -41,7 +41,7 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
         options = model.options
         if options.kind != cfg.kind:
             raise GlidectlError(
-                f"model.init {cfg.init!r} is a {options.kind!r} model but model.kind is "
+                f"model.init {cfg.init!r} is {a_or_an(repr(options.kind))} model but model.kind is "
                 f"{cfg.kind!r}; set model.kind = \"{options.kind}\" or pick other weights."
             )
         if tok_name is not None and tok_name != options.tokenizer:
