@@ -652,6 +652,10 @@ def test_dry_run_plans_openai_models_offline_without_downloading(tmp_path, monke
     options = RunOptions(out=tmp_path / "o", dry_run=True, device="cpu")
     settings, _ = settings_for(prompts, {"base": "openai:base"}, options, "fp32")
     assert settings.upsampler == "openai:upsample"  # the same default as `sample`
+    assert settings.upsample_stage == Stage("ddpm", "fast27", None, "respaced")
+    settings, _ = settings_for(prompts, {"base": "openai:base", "upsample_stage.sampler": "euler",
+                                         "upsample_stage.schedule": "respaced"}, options, "fp32")
+    assert settings.upsample_stage == Stage("euler", "fast27", None, "respaced")
     settings, _ = settings_for(prompts, {"base": "openai:base", "upsampler": "none"}, options,
                                "fp32")  # one official network keeps this test short
     report = run_eval(prompts, settings, options)

@@ -112,6 +112,21 @@ def test_sample_inpaints_with_an_inpaint_model(run, weights, tmp_path) -> None:
     assert res.returncode == 0, res.stderr
     pixels = Image.open(tmp_path / "o" / "00000.png").load()
     assert all(pixels[x, y] == (255, 0, 0) for x in range(4) for y in range(8))
+    text = Image.open(tmp_path / "o" / "00000.png").text
+    assert text["inpaint_mask"] == str(tmp_path / "mask.png")
+
+
+def test_an_upsample_only_png_records_the_upsampler_and_no_base_stage(run, weights, tmp_path):
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "low.png")
+    res = run("a cat", "--base", "none", "--upsampler", str(weights["upsample"]), "-q",
+              "--low-res", str(tmp_path / "low.png"), "--upsample-steps", "3",
+              "--upsample-temp", "0.5", "--sigma-max", "10", "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    text = Image.open(tmp_path / "o" / "00000.png").text
+    assert not {"sampler", "steps", "guidance", "schedule"} & set(text), text
+    assert (text["upsample_sampler"], text["upsample_steps"], text["upsample_temp"],
+            text["sigma_max"]) == ("ddpm", "3", "0.5", "10.0")
+    assert text["upsample_schedule"] and text["model_calls"] == "3"
 
 
 def test_unknown_sampler_is_one_line_with_the_nearest_name(run, weights) -> None:
@@ -402,3 +417,18 @@ def test_ctrl_c_keeps_the_images_already_written(weights, tmp_path) -> None:
         in stderr and "Traceback" not in stderr
     seeds = [json.loads(Image.open(p).text["parameters"])["seed"] for p in pngs]
     assert seeds == list(range(len(pngs)))
+
+
+def test_the_upsampler_takes_its_own_schedule(run, weights, tmp_path) -> None:
+    """A respacing string under another upsample sampler needs --upsample-schedule respaced,
+    and the error names that flag, not the base's --schedule."""
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "low.png")
+    args = ["a cat", "--base", "none", "--upsampler", str(weights["upsample"]), "-q",
+            "--low-res", str(tmp_path / "low.png"), "--upsample-sampler", "euler",
+            "--upsample-steps", "ddim5"]
+    res = run(*args, "--out", str(tmp_path / "a"))
+    assert res.returncode == 2 and "--upsample-schedule respaced" in res.stderr, res.stderr
+    res = run(*args, "--upsample-schedule", "respaced", "--out", str(tmp_path / "b"))
+    assert res.returncode == 0, res.stderr
+    text = Image.open(tmp_path / "b" / "00000.png").text
+    assert (text["upsample_schedule"], text["model_calls"]) == ("respaced", "5")

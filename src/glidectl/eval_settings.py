@@ -25,6 +25,7 @@ FLAG_NAMES = {
     "base_stage.guidance": "--guidance", "base_stage.schedule": "--schedule",
     "upsample_stage.sampler": "--upsample-sampler",
     "upsample_stage.steps": "--upsample-steps", "upsample_stage.guidance": "--upsample-guidance",
+    "upsample_stage.schedule": "--upsample-schedule",
 }
 
 

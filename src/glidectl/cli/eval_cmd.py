@@ -159,6 +159,9 @@ def register(app: typer.Typer) -> None:
             None, "--upsample-sampler", "--up-sampler", help="Upsampler sampler (default ddpm)."),
         up_steps: str | None = typer.Option(
             None, "--upsample-steps", "--up-steps", help="Upsampler steps (default fast27)."),
+        up_schedule: str | None = typer.Option(
+            None, "--upsample-schedule", "--up-schedule", help="Upsampler σ schedule "
+            "(default: the upsample sampler's own; 'respaced' runs fast27-style steps)."),
         up_guidance: float | None = typer.Option(
             None, "--upsample-guidance", "--up-guidance",
             help="Upsampler guidance (default: none, as OpenAI)."),
@@ -217,6 +220,7 @@ def register(app: typer.Typer) -> None:
             "upsample_stage.sampler": up_sampler,
             "upsample_stage.steps": steps_value(up_steps, "--upsample-steps"),
             "upsample_stage.guidance": up_guidance,
+            "upsample_stage.schedule": up_schedule,
         }
         settings, notes = settings_for(prompts, flags, options, precision)
         console = Console()

@@ -167,6 +167,9 @@ def register(app: typer.Typer) -> None:
                                              "sampler."),
         upsample_steps: str = typer.Option("fast27", "--upsample-steps", help="Upsampler "
                                            "steps or respacing string."),
+        upsample_schedule: str | None = typer.Option(
+            None, "--upsample-schedule", help="Upsampler σ schedule (default: the upsample "
+            "sampler's own; 'respaced' runs a respacing string such as fast27)."),
         upsample_guidance: float | None = typer.Option(None, "--upsample-guidance",
                                                        help="Upsampler guidance (default none)."),
         upsample_temp: float = typer.Option(0.997, "--upsample-temp", help="Upsampler initial "
@@ -240,26 +243,37 @@ def register(app: typer.Typer) -> None:
             guidance_interval=interval, guidance_rescale=guidance_rescale,
             dynamic_threshold=dynamic_threshold,
             upsample_steps=up_steps, upsample_guidance=upsample_guidance,
-            upsample_temp=upsample_temp,
+            upsample_temp=upsample_temp, upsample_schedule=upsample_schedule,
         )
         base_opts, up_opts, _ = pipe.stages(**options)
         # an unusable schedule or bespoke file: one sentence now, before the progress bar
         pipe.model_calls(1, 1, base_opts, up_opts, low_res is not None)
-        common = {
-            "sampler": base_opts.sampler, "steps": str(base_opts.steps),
-            "schedule": base_opts.schedule or base_opts.sampler_spec().schedule,
-            "guidance": base_opts.guidance,
-            "eta": eta, "guidance_interval": guidance_interval,
-            "guidance_rescale": guidance_rescale or None, "dynamic_threshold": dynamic_threshold,
-            "base": base_spec, "upsampler": up_spec,
-            "upsample_sampler": up_opts.sampler if up_spec else None,
-            "upsample_steps": str(up_opts.steps) if up_spec else None,
-            "upsample_guidance": upsample_guidance, "low_res": str(low_res) if low_res else None,
+        # what made the picture (a stage that did not run records nothing)
+        common = {"base": base_spec, "upsampler": up_spec}
+        if base_spec:
+            common.update({
+                "sampler": base_opts.sampler, "steps": str(base_opts.steps),
+                "schedule": base_opts.schedule or base_opts.sampler_spec().schedule,
+                "guidance": base_opts.guidance,
+                "eta": eta, "guidance_interval": guidance_interval,
+                "guidance_rescale": guidance_rescale or None,
+                "dynamic_threshold": dynamic_threshold,
+            })
+        if up_spec:
+            common.update({
+                "upsample_sampler": up_opts.sampler, "upsample_steps": str(up_opts.steps),
+                "upsample_schedule": up_opts.schedule or up_opts.sampler_spec().schedule,
+                "upsample_guidance": up_opts.guidance, "upsample_temp": up_opts.temperature,
+            })
+        common.update({
+            "sigma_max": sigma_max, "quantize_t": quantize_t or None,
+            "low_res": str(low_res) if low_res else None,
             "inpaint_image": str(inpaint_image) if inpaint_image else None,
+            "inpaint_mask": str(inpaint_mask) if inpaint_mask else None,
             "precision": pipe.precision.name, "glidectl": __version__,
             "loras": [f"{x['path']}:{x['scale']:g}" for r in pipe.records.values()
                       for x in r.loras] or None,
-        }
+        })
         writer = _Writer(pipe, prompts, out, common)
         progress, on_progress = _progress(err, quiet)
         try:
