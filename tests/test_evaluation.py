@@ -846,3 +846,19 @@ def test_fid_against_a_reference_folder_or_absent_with_the_reason(tmp_path, tiny
     metric = report.metadata["metrics"]["fid"]
     assert (metric["fid_fake"], metric["fid_real"]) == (4, 5) and metric["fid"] > 0
     assert metric["reference"] == str(ref)
+
+
+def test_dry_run_refuses_pairs_the_run_would_refuse_without_downloading(tmp_path, monkeypatch,
+                                                                        tiny_base):
+    """Kinds and sizes are in each model's options: a dry run says what the run would."""
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("GLIDECTL_OPENAI_URL", "http://127.0.0.1:9/unreachable")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    options = RunOptions(out=tmp_path / "o", dry_run=True, device="cpu")
+    for base, up, message in [
+            ("openai:upsample", None, "The base model is an 'upsample' model"),
+            ("openai:base", "openai:base", "The upsampler is a 'base' model"),
+            (str(tiny_base), "openai:upsample", "takes 64 px input but the base model")]:
+        with pytest.raises(GlidectlError, match=message):
+            run_eval(prompts, EvalSettings(base=base, upsampler=up, base_stage=FAST), options)
+    assert not (tmp_path / "empty-cache").exists() and not (tmp_path / "o").exists()

@@ -86,16 +86,18 @@ def dry_run_plan(plan: Any, settings: Any, device: str,
                  pipeline: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(models, plan) without loading weights: sizes and FLOPs from each model's options;
     one timed call per stage only when the weights are already on disk (or loaded)."""
+    from .pipeline import check_pair
     from .sampling import sigma_table_for
 
     stage_opts = settings.stage_options()
     specs = {"base": settings.base, "upsample": settings.upsampler}
     models, calls, per_call, flops = {}, {}, {}, {}
     pending = len(plan.pending_batches)
-    for stage, spec in specs.items():
-        if not spec:
-            continue
-        opts, path = spec_options(spec)
+    found = {stage: spec_options(spec) for stage, spec in specs.items() if spec}
+    check_pair(*(found[s][0] if s in found else None for s in ("base", "upsample")),
+               {stage: specs[stage] for stage in found})  # what the real run would refuse
+    for stage, (opts, path) in found.items():
+        spec = specs[stage]
         guided = stage_opts[stage].guidance not in (None, 1.0)
         cost = model_cost(opts, settings.batch_size, guided)
         models[stage] = {"spec": spec, "path": str(path) if path else None,

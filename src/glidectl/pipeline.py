@@ -75,24 +75,31 @@ def recommended_settings(path: str | Path | None) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in RECOMMENDED_FIELDS + ("prompts",)}
 
 
-def _check_pair(base: torch.nn.Module | None, upsampler: torch.nn.Module | None,
-                records: dict[str, Any]) -> None:
-    """Refuse a base and an upsampler that cannot be chained: each of the right kind, the
-    upsampler's input the base's output size (specs named from ``records`` when known)."""
-    if upsampler is not None and not upsampler.options.super_res:
-        raise GlidectlError(f"The upsampler is {a_or_an(repr(upsampler.options.kind))} model; "
+def check_pair(base: Any, upsampler: Any, names: dict[str, str] | None = None) -> None:
+    """Refuse a base and an upsampler (their ModelOptions, either may be None) that cannot
+    be chained: each of the right kind, the upsampler's input the base's output size.
+    ``names``: the specs by stage ("base", "upsample"), to name them in the message."""
+    names = names or {}
+    if upsampler is not None and not upsampler.super_res:
+        raise GlidectlError(f"The upsampler is {a_or_an(repr(upsampler.kind))} model; "
                             "pass an upsample model.")
-    if base is not None and base.options.super_res:
-        raise GlidectlError(f"The base model is {a_or_an(repr(base.options.kind))} model; "
+    if base is not None and base.super_res:
+        raise GlidectlError(f"The base model is {a_or_an(repr(base.kind))} model; "
                             "pass it as the upsampler.")
     if base is None or upsampler is None:
         return
-    if upsampler.options.low_res_size != base.options.image_size:
-        up, b = (f" {records[s].spec!r}" if s in records else "" for s in ("upsample", "base"))
+    if upsampler.low_res_size != base.image_size:
+        up, b = (f" {names[s]!r}" if s in names else "" for s in ("upsample", "base"))
         raise GlidectlError(
-            f"The upsampler{up} takes {upsampler.options.low_res_size} px input but the base "
-            f"model{b} makes {base.options.image_size} px images; pick a matching pair."
+            f"The upsampler{up} takes {upsampler.low_res_size} px input but the base "
+            f"model{b} makes {base.image_size} px images; pick a matching pair."
         )
+
+
+def _check_models(base: torch.nn.Module | None, upsampler: torch.nn.Module | None,
+                  records: dict[str, ModelRecord]) -> None:
+    check_pair(*(m.options if m is not None else None for m in (base, upsampler)),
+               {stage: r.spec for stage, r in records.items()})
 
 
 @dataclass
@@ -156,7 +163,7 @@ class GlidePipeline:
     ):
         if base is None and upsampler is None:
             raise GlidectlError("A pipeline needs a base model, an upsampler or both.")
-        _check_pair(base, upsampler, records or {})
+        _check_models(base, upsampler, records or {})
         self.base, self.upsampler, self.diffusion = base, upsampler, diffusion
         self.tokenizer = tokenizer or (tokenizer_for(base, vocab_dir) if base else None)
         self.upsampler_tokenizer = upsampler_tokenizer or (
@@ -193,7 +200,7 @@ class GlidePipeline:
                 records[stage] = ModelRecord(stage, str(spec), path,
                                              recommended=recommended_settings(path))
         b, u = models["base"], models["upsample"]
-        _check_pair(b, u, records)
+        _check_models(b, u, records)
         if loras:
             from .lora import apply_loras_by_kind
             from .lora.files import WEIGHTS_FILE
