@@ -151,3 +151,15 @@ def test_load_model_casts_dtype(tmp_path, inpaint_model):
     path = save_weights(model, tmp_path / "w.safetensors")
     half = load_model(path, dtype=torch.bfloat16)
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+
+
+def test_a_lora_run_passed_as_a_model_says_how_to_use_it(tmp_path):
+    from glidectl import runs
+    from glidectl.errors import GlidectlError
+    from glidectl.glide.loading import resolve_spec
+
+    step = tmp_path / "run" / runs.CHECKPOINTS_DIR / runs.step_dir_name(3)
+    (step / runs.ADAPTER_DIR).mkdir(parents=True)
+    (step / runs.ADAPTER_DIR / runs.ADAPTER_CONFIG).write_text("{}")
+    with pytest.raises(GlidectlError, match="is a LoRA run.*--lora .*glidectl lora merge"):
+        resolve_spec(tmp_path / "run")

@@ -31,6 +31,12 @@ def weights_in_dir(path: Path) -> Path:
         found = runs.step_weights(step)
         if found is not None:
             return found
+        if runs.step_adapter(step) is not None:
+            raise GlidectlError(
+                f"{str(path)!r} is a LoRA run: its checkpoints hold adapters, not a model; "
+                f"pass its base model with --lora {path}, or merge it first with: glidectl "
+                f"lora merge {path} -o merged.safetensors."
+            )
         raise GlidectlError(
             f"Checkpoint folder {str(step)!r} has neither ema.safetensors nor "
             "model.safetensors; pick another checkpoint."
