@@ -432,3 +432,24 @@ def test_the_upsampler_takes_its_own_schedule(run, weights, tmp_path) -> None:
     assert res.returncode == 0, res.stderr
     text = Image.open(tmp_path / "b" / "00000.png").text
     assert (text["upsample_schedule"], text["model_calls"]) == ("respaced", "5")
+
+
+def test_flags_that_would_not_be_used_are_named(run, weights, tmp_path) -> None:
+    res = run("a cat", "--base", str(weights["base"]), "--upsampler", "none", "--steps", "2",
+              "-q", "--upsample-steps", "50", "--out", str(tmp_path / "a"))
+    assert res.returncode == 0, res.stderr
+    assert "Warning: --upsample-steps not used: this run has no upsampler." in res.stderr
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "low.png")
+    res = run("a cat", "--base", str(weights["base"]), "--upsampler", str(weights["upsample"]),
+              "--low-res", str(tmp_path / "low.png"), "--upsample-steps", "2", "-q",
+              "--out", str(tmp_path / "b"))
+    assert res.returncode == 0, res.stderr
+    assert "Warning: --base not used: --low-res upsamples the given image" in res.stderr
+
+
+def test_an_inpaint_model_without_image_and_mask_says_it_draws_everything(run, weights,
+                                                                         tmp_path) -> None:
+    res = run("a cat", "--base", str(weights["inpaint"]), "--steps", "2", "-q",
+              "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    assert "A base-inpaint model without an inpaint image and mask draws the whole" in res.stderr

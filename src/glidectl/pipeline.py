@@ -381,6 +381,10 @@ class GlidePipeline:
             if record is not None and self.stage_models().get(stage) is not None:
                 messages.append(model_warning(opts.schedule, lambda r=record: r.sha256,
                                               record.spec))
+        first = self.base if low_res is None else self.upsampler
+        if first is not None and first.options.inpaint and inpaint_image is None:
+            messages.append(f"{a_or_an(first.options.kind).capitalize()} model without an "
+                            "inpaint image and mask draws the whole picture.")
         messages = [m for m in messages if m]
         _warn(list(dict.fromkeys(messages)), warn)
         outputs: list[Any] = []

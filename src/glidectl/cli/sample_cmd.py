@@ -220,6 +220,18 @@ def register(app: typer.Typer) -> None:
         up_spec = resolve_upsampler(base, upsampler)
         if low_res is not None and up_spec is None:
             raise GlidectlError("--low-res needs an upsampler: pass --upsampler SPEC.")
+        unused = [flag for flag, value, default in (
+            ("--upsample-sampler", upsample_sampler, "ddpm"),
+            ("--upsample-steps", upsample_steps, "fast27"),
+            ("--upsample-schedule", upsample_schedule, None),
+            ("--upsample-guidance", upsample_guidance, None),
+            ("--upsample-temp", upsample_temp, 0.997)) if value != default]
+        if unused and not up_spec:
+            err.print(f"[yellow]Warning:[/] {', '.join(unused)} not used: this run has no "
+                      "upsampler.", highlight=False, soft_wrap=True)
+        if low_res is not None and base not in ("none", "openai:base"):
+            err.print("[yellow]Warning:[/] --base not used: --low-res upsamples the given "
+                      "image instead of a base sample.", highlight=False, soft_wrap=True)
         with err.status("Loading models..."):
             pipe = GlidePipeline.from_specs(base_spec, up_spec, loras=lora or (),
                                             device=device, precision=precision,
