@@ -287,13 +287,13 @@ class GlidePipeline:
         model = self.stage_models().get(stage)
         if model is None:
             return 0
-        table = sigma_table(model, self.diffusion if stage == "base" else None)
-        if stage == "base":
-            return options.model_calls(table)
         try:
-            return options.model_calls(table)
-        except GlidectlError as exc:  # name the upsampler's own flags
-            raise GlidectlError("Upsampler: " + str(exc).replace(
+            return options.model_calls(sigma_table(model, self.diffusion if stage == "base"
+                                                   else None))
+        except GlidectlError as exc:
+            if stage == "base":
+                raise
+            raise GlidectlError("Upsampler: " + str(exc).replace(  # the upsampler's own flag
                 "--schedule ", "--upsample-schedule ")) from None
 
     # ----------------------------------------------------------------- sampling
