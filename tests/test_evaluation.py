@@ -862,3 +862,11 @@ def test_dry_run_refuses_pairs_the_run_would_refuse_without_downloading(tmp_path
         with pytest.raises(GlidectlError, match=message):
             run_eval(prompts, EvalSettings(base=base, upsampler=up, base_stage=FAST), options)
     assert not (tmp_path / "empty-cache").exists() and not (tmp_path / "o").exists()
+
+
+def test_eval_base_none_points_to_sample(tmp_path):
+    from glidectl.evaluation import settings_for
+
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    with pytest.raises(GlidectlError, match="--base none works only in glidectl sample"):
+        settings_for(prompts, {"base": "none"}, RunOptions(out=tmp_path / "o"), "fp32")

@@ -253,3 +253,10 @@ def test_inpainting_through_a_plain_upsampler_is_refused_before_sampling(upsampl
                        "'upsample' model"):
         pipe.generate(["a cat"], steps=2, inpaint_image=image, inpaint_mask=mask,
                       on_step=lambda *a: pytest.fail("sampled before refusing"))
+
+
+def test_image_and_mask_tensors_of_any_height_are_resized_to_the_model() -> None:
+    from glidectl.sampling import as_image_tensor, as_mask_tensor
+
+    assert as_image_tensor(torch.zeros(1, 3, 20, 12), 12).shape == (1, 3, 12, 12)
+    assert as_mask_tensor(torch.ones(20, 12), 12).shape == (1, 1, 12, 12)

@@ -453,3 +453,9 @@ def test_an_inpaint_model_without_image_and_mask_says_it_draws_everything(run, w
               "--out", str(tmp_path / "o"))
     assert res.returncode == 0, res.stderr
     assert "A base-inpaint model without an inpaint image and mask draws the whole" in res.stderr
+
+
+def test_a_folder_as_an_image_says_it_is_a_folder(run, weights, tmp_path) -> None:
+    res = run("a cat", "--base", "none", "--upsampler", str(weights["upsample"]),
+              "--low-res", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "is a folder; pass an image file" in res.stderr, res.stderr

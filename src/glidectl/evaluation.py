@@ -247,6 +247,9 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
                                           recorded=prior["settings"], out=out)
         return settings, notes + more
     base = flags.get("base") or EvalSettings.base
+    if base == "none":  # `sample --base none --low-res` has no eval counterpart
+        raise GlidectlError("eval needs a base model (--base); --base none works only in "
+                            "glidectl sample with --low-res IMAGE.")
     flags["base"] = base
     flags["upsampler"] = resolve_upsampler(base, flags.get("upsampler") or "auto")
     recommended = recommended_settings(local_weights(base))

@@ -266,7 +266,7 @@ def _split(stage: StageOptions, options: dict[str, Any]) -> tuple[StageOptions, 
 def as_image_tensor(image: Any, size: int) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         t = image[None] if image.ndim == 3 else image
-        if t.shape[-1] != size:
+        if tuple(t.shape[-2:]) != (size, size):
             t = torch.nn.functional.interpolate(t.float(), size=(size, size), mode="bicubic",
                                                 align_corners=False).clamp(-1, 1)
         return t
@@ -277,7 +277,7 @@ def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
     if isinstance(mask, torch.Tensor):
         t = mask.float()
         t = t.reshape(1, 1, *t.shape[-2:]) if t.ndim < 4 else t
-        if t.shape[-1] != size:
+        if tuple(t.shape[-2:]) != (size, size):
             t = torch.nn.functional.interpolate(t, size=(size, size), mode="nearest")
         return t
     return known_mask_from_pil(_open(mask), size)
