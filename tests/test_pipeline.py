@@ -260,3 +260,16 @@ def test_image_and_mask_tensors_of_any_height_are_resized_to_the_model() -> None
 
     assert as_image_tensor(torch.zeros(1, 3, 20, 12), 12).shape == (1, 3, 12, 12)
     assert as_mask_tensor(torch.ones(20, 12), 12).shape == (1, 1, 12, 12)
+
+
+def test_low_res_holds_one_image_or_one_per_image(upsampler) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(None, upsampler)
+    kw = dict(upsample_steps=2, upsample_sampler="euler", output="tensor")
+    with pytest.raises(GlidectlError, match="low_res holds 2 images but the request makes 3"):
+        pipe.generate(["a cat"], n=3, low_res=torch.zeros(2, 3, 8, 8), **kw)
+    lows = torch.stack([torch.full((3, 8, 8), v) for v in (-0.5, 0.5)])
+    both = pipe.generate(["a cat"], n=2, batch_size=1, seed=4, low_res=lows, **kw)
+    second = pipe.generate(["a cat"], n=1, seed=5, low_res=lows[1:], **kw)
+    assert torch.allclose(both[1:], second, atol=1e-5)

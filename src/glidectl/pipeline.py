@@ -389,11 +389,16 @@ class GlidePipeline:
         _warn(list(dict.fromkeys(messages)), warn)
         outputs: list[Any] = []
         per_batch = self.model_calls(1, 1, base_opts, up_opts, low_res is not None)
+        given = None if low_res is None else as_image_tensor(
+            low_res, self.upsampler.options.low_res_size)
+        if given is not None and given.shape[0] not in (1, len(jobs)):
+            raise GlidectlError(f"low_res holds {given.shape[0]} images but the request makes "
+                                f"{len(jobs)}; pass one image, or one per image.")
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start:start + batch_size]
             texts, batch_seeds = [p for p, _ in batch], [s for _, s in batch]
-            if low_res is not None:
-                images = as_image_tensor(low_res, self.upsampler.options.low_res_size)
+            if given is not None:
+                images = given if given.shape[0] == 1 else given[start:start + len(batch)]
             else:
                 images = self._stage("base", texts, batch_seeds, base_opts, inpaint_image,
                                      inpaint_mask, None, precision, on_call, on_step, timings)
