@@ -143,6 +143,7 @@ class _Writer:
 def register(app: typer.Typer) -> None:
     @app.command("sample")
     def sample_command(
+        ctx: typer.Context,
         prompts: list[str] = typer.Argument(..., help="Prompt(s); each gives --n images."),
         sampler: str | None = typer.Option(None, "--sampler", help=SAMPLER_HELP),
         steps: str | None = typer.Option(None, "--steps", help=STEPS_HELP),
@@ -222,12 +223,9 @@ def register(app: typer.Typer) -> None:
         up_spec = resolve_upsampler(base, upsampler)
         if low_res is not None and up_spec is None:
             raise GlidectlError("--low-res needs an upsampler: pass --upsampler SPEC.")
-        unused = [flag for flag, value, default in (
-            ("--upsample-sampler", upsample_sampler, "ddpm"),
-            ("--upsample-steps", upsample_steps, "fast27"),
-            ("--upsample-schedule", upsample_schedule, None),
-            ("--upsample-guidance", upsample_guidance, None),
-            ("--upsample-temp", upsample_temp, 0.997)) if value != default]
+        given = [p.opts[0] for p in ctx.command.params
+                 if getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
+        unused = [flag for flag in given if flag.startswith("--upsample-")]
         if unused and not up_spec:
             err.print(f"[yellow]Warning:[/] {', '.join(unused)} not used: this run has no "
                       "upsampler.", highlight=False, soft_wrap=True)
