@@ -273,3 +273,50 @@ def test_low_res_holds_one_image_or_one_per_image(upsampler) -> None:
     both = pipe.generate(["a cat"], n=2, batch_size=1, seed=4, low_res=lows, **kw)
     second = pipe.generate(["a cat"], n=1, seed=5, low_res=lows[1:], **kw)
     assert torch.allclose(both[1:], second, atol=1e-5)
+
+
+def test_non_square_inputs_use_their_centre_square_and_say_so(tmp_path) -> None:
+    from PIL import Image
+
+    from glidectl.pipeline import GlidePipeline
+    from glidectl.sampling import as_image_tensor, as_mask_tensor
+
+    wide = Image.new("RGB", (24, 8), (255, 0, 0))  # red sides, a blue centre square
+    wide.paste((0, 0, 255), (8, 0, 16, 8))
+    wide.save(tmp_path / "wide.png")
+    mask = Image.new("L", (24, 8), 255)  # repaint all but the centre square's left half
+    mask.paste(0, (8, 0, 12, 8))
+    mask.save(tmp_path / "mask.png")
+    image = as_image_tensor(tmp_path / "wide.png", 8)
+    assert image[0, 2].min() > 0.99 and image[0, 0].max() < -0.99  # only blue: not stretched
+    known = as_mask_tensor(tmp_path / "mask.png", 8)
+    assert known[..., :4].min() == 1 and known[..., 4:].max() == 0
+    tensor = torch.full((1, 3, 8, 24), -1.0)
+    tensor[..., 8:16] = 1.0
+    assert as_image_tensor(tensor, 8).min() > 0.99
+
+    said: list[str] = []
+    out = GlidePipeline(tiny_glide("base-inpaint", 2)).generate(
+        ["a"], steps=2, sampler="euler", inpaint_image=tmp_path / "wide.png",
+        inpaint_mask=tmp_path / "mask.png", warn=said.append, output="tensor")
+    assert out.shape == (1, 3, 8, 8)
+    assert [m for m in said if "centre" in m] == [
+        f"The inpaint image {str(tmp_path / 'wide.png')!r} is 24×8 px; only its centre 8×8 "
+        "square is used.",
+        f"The inpaint mask {str(tmp_path / 'mask.png')!r} is 24×8 px; only its centre 8×8 "
+        "square is used."]
+    Image.new("L", (8, 8)).save(tmp_path / "square.png")
+    with pytest.raises(GlidectlError, match=r"mask is 8×8 px but the image 24×8 px; give a "):
+        GlidePipeline(tiny_glide("base-inpaint", 2)).generate(
+            ["a"], steps=2, inpaint_image=tmp_path / "wide.png",
+            inpaint_mask=tmp_path / "square.png")
+
+
+def test_a_0_255_image_tensor_is_one_sentence(upsampler) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    with pytest.raises(GlidectlError, match=r"low_res tensor holds values from 0 to 255, but "
+                                            r"images are tensors in \[-1, 1\]; pass x / 127.5"):
+        GlidePipeline(None, upsampler).generate(
+            ["a"], low_res=torch.arange(192.0).reshape(1, 3, 8, 8) * 255 / 191,
+            upsample_steps=2, upsample_sampler="euler")

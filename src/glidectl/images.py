@@ -22,27 +22,37 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in arr]
 
 
+def centre_square(width: int, height: int) -> tuple[float, float, float, float]:
+    """The largest centred square of a ``width``×``height`` image, as a PIL box."""
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return (left, top, left + side, top + side)
+
+
 def from_pil(image: Image.Image, size: int | None = None) -> torch.Tensor:
-    """An RGB PIL image → [1,3,H,W] float in [−1, 1], bicubic-resized to ``size`` if given."""
+    """An RGB PIL image → [1,3,H,W] float in [−1, 1]; with ``size``, its centre square
+    bicubic-resized to ``size``×``size``."""
     import numpy as np
     import torch
 
     image = image.convert("RGB")
     if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
+        image = image.resize((size, size), Image.Resampling.BICUBIC,
+                             box=centre_square(*image.size))
     arr = torch.from_numpy(np.asarray(image, dtype=np.float32).copy())
     return (arr.permute(2, 0, 1)[None] / 127.5 - 1.0).contiguous()
 
 
 def known_mask_from_pil(mask: Image.Image, size: int | None = None) -> torch.Tensor:
     """An inpainting mask image (white = repaint, black = keep) → GLIDE's [1,1,H,W] mask
-    with 1 on known (kept) pixels, nearest-resized to ``size`` if given."""
+    with 1 on known (kept) pixels; with ``size``, its centre square nearest-resized to
+    ``size``×``size`` (the crop :func:`from_pil` takes of the image)."""
     import numpy as np
     import torch
 
     mask = mask.convert("L")
     if size is not None and mask.size != (size, size):
-        mask = mask.resize((size, size), Image.Resampling.NEAREST)
+        mask = mask.resize((size, size), Image.Resampling.NEAREST, box=centre_square(*mask.size))
     repaint = torch.from_numpy(np.asarray(mask, dtype=np.float32).copy()) >= 128
     return (~repaint).float()[None, None]
 

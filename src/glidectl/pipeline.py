@@ -33,6 +33,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     Warn,
     as_image_tensor,
     as_mask_tensor,
+    input_messages,
     model_device,
     prompt_warnings,
     quantize_8bit,
@@ -385,12 +386,14 @@ class GlidePipeline:
         if first is not None and first.options.inpaint and inpaint_image is None:
             messages.append(f"{a_or_an(first.options.kind).capitalize()} model without an "
                             "inpaint image and mask draws the whole picture.")
+        messages += input_messages({"low-res image": low_res, "inpaint image": inpaint_image,
+                                    "inpaint mask": inpaint_mask})
         messages = [m for m in messages if m]
         _warn(list(dict.fromkeys(messages)), warn)
         outputs: list[Any] = []
         per_batch = self.model_calls(1, 1, base_opts, up_opts, low_res is not None)
         given = None if low_res is None else as_image_tensor(
-            low_res, self.upsampler.options.low_res_size)
+            low_res, self.upsampler.options.low_res_size, "low_res")
         if given is not None and given.shape[0] not in (1, len(jobs)):
             raise GlidectlError(f"low_res holds {given.shape[0]} images but the request makes "
                                 f"{len(jobs)}; pass one image, or one per image.")
@@ -428,7 +431,7 @@ class GlidePipeline:
             if inpaint_image is None or inpaint_mask is None:
                 raise GlidectlError("Inpainting needs both --inpaint-image and --inpaint-mask.")
             if model.options.inpaint:
-                image = as_image_tensor(inpaint_image, size)
+                image = as_image_tensor(inpaint_image, size, "inpaint_image")
                 mask = as_mask_tensor(inpaint_mask, size)
             elif not model.options.super_res:
                 raise GlidectlError(

@@ -263,24 +263,63 @@ def _split(stage: StageOptions, options: dict[str, Any]) -> tuple[StageOptions, 
     return replace(stage, **fields), {k: v for k, v in options.items() if k not in fields}
 
 
-def as_image_tensor(image: Any, size: int) -> torch.Tensor:
+def as_image_tensor(image: Any, size: int, what: str = "image") -> torch.Tensor:
+    """A path, PIL image or [N,]3,H,W tensor in [−1, 1] → [N,3,size,size]: the centre square,
+    bicubic-resized."""
     if isinstance(image, torch.Tensor):
-        t = image[None] if image.ndim == 3 else image
+        t = (image[None] if image.ndim == 3 else image).float()
+        if t.numel() and (t.min() < -1.01 or t.max() > 1.01):
+            raise GlidectlError(
+                f"The {what} tensor holds values from {t.min().item():g} to "
+                f"{t.max().item():g}, but images are tensors in [-1, 1]; pass x / 127.5 - 1 "
+                "for 0-255 pixels.")
         if tuple(t.shape[-2:]) != (size, size):
-            t = torch.nn.functional.interpolate(t.float(), size=(size, size), mode="bicubic",
+            t = torch.nn.functional.interpolate(_centre(t), size=(size, size), mode="bicubic",
                                                 align_corners=False).clamp(-1, 1)
         return t
     return from_pil(_open(image), size)
 
 
 def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
+    """A mask image (white = repaint) or a tensor with 1 on kept pixels → [N,1,size,size]
+    of its centre square."""
     if isinstance(mask, torch.Tensor):
         t = mask.float()
         t = t.reshape(1, 1, *t.shape[-2:]) if t.ndim < 4 else t
         if tuple(t.shape[-2:]) != (size, size):
-            t = torch.nn.functional.interpolate(t, size=(size, size), mode="nearest")
+            t = torch.nn.functional.interpolate(_centre(t), size=(size, size), mode="nearest")
         return t
     return known_mask_from_pil(_open(mask), size)
+
+
+def _centre(t: torch.Tensor) -> torch.Tensor:
+    h, w = t.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return t[..., top:top + side, left:left + side]
+
+
+def input_messages(inputs: dict[str, Any]) -> list[str]:
+    """Warnings for non-square input images (only their centre square is used); one
+    sentence if the inpaint mask's shape is not the image's."""
+    shapes = {what: _shape(x) for what, x in inputs.items() if x is not None}
+    image, mask = shapes.get("inpaint image"), shapes.get("inpaint mask")
+    if image and mask and image[0] * mask[1] != image[1] * mask[0]:
+        raise GlidectlError(f"The inpaint mask is {mask[0]}×{mask[1]} px but the image "
+                            f"{image[0]}×{image[1]} px; give a mask of the image's shape.")
+    return [f"The {what}{_name(inputs[what])} is {w}×{h} px; only its centre "
+            f"{min(w, h)}×{min(w, h)} square is used." for what, (w, h) in shapes.items()
+            if w != h]
+
+
+def _shape(image: Any) -> tuple[int, int]:
+    if isinstance(image, torch.Tensor):
+        return int(image.shape[-1]), int(image.shape[-2])
+    return _open(image).size
+
+
+def _name(image: Any) -> str:
+    return "" if isinstance(image, torch.Tensor | Image.Image) else f" {str(image)!r}"
 
 
 def _open(image: Any) -> Image.Image:
