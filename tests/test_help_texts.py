@@ -63,3 +63,15 @@ def test_model_size_doc_names_every_size_preset():
 def test_sample_help_points_to_the_plugins_listing():
     result = CliRunner().invoke(build_app(), ["sample", "--help"], env={"COLUMNS": "250"})
     assert "glidectl plugins" in result.output
+
+
+GROUPS = [(p, c) for p, c in COMMANDS if hasattr(c, "commands")]
+
+
+@pytest.mark.parametrize("path, group", GROUPS, ids=[" ".join(p) or "glidectl" for p, _ in GROUPS])
+def test_command_lists_give_each_summary_on_one_line(path, group):
+    """A docstring's line break does not break its summary in the command list."""
+    out = CliRunner().invoke(build_app(), [*path, "--help"], env={"COLUMNS": "400"}).output
+    for name, sub in group.commands.items():
+        summary = " ".join((sub.help or "").split("\n\n")[0].split())
+        assert any(name in line and summary in line for line in out.splitlines()), name

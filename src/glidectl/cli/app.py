@@ -6,6 +6,7 @@ Start-up must stay light: no torch import here or in any command module's top le
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 
 import typer
@@ -75,7 +76,20 @@ def build_app() -> typer.Typer:
 
     plugins.register_commands(app)
     checks.install(app)
+    _one_line_summaries(app)
     return app
+
+
+def _one_line_summaries(app: typer.Typer) -> None:
+    """Rich keeps a docstring's line breaks in the command list: give each command the first
+    paragraph of its help as one line."""
+    for info in app.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback else None)
+        if info.short_help is None and text:
+            info.short_help = " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _one_line_summaries(group.typer_instance)
 
 
 def fail(message: str, code: int = 2) -> None:
