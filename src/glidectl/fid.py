@@ -124,7 +124,7 @@ def reference_images(source: str, size: int, limit: int) -> list[torch.Tensor]:
     images of a folder (captions not needed), or the samples of any other data source."""
     import random
 
-    from .data.images import IMAGE_EXTENSIONS
+    from .data.records import IMAGE_EXTENSIONS
     from .data.transforms import ImageTransform
     from .images import from_pil
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import GlidectlError
 from ..hookspecs import hookimpl
-from .images import IMAGE_EXTENSIONS
+from .records import IMAGE_EXTENSIONS
 from .shards import REMOTE_PREFIXES, SHARD_SUFFIXES, ShardSource
 from .source_api import Source, SourceType
 

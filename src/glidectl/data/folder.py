@@ -17,8 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import GlidectlError
-from .images import IMAGE_EXTENSIONS
-from .records import RawSample
+from .records import IMAGE_EXTENSIONS, RawSample
 from .stats import RejectionCounter
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")

@@ -6,15 +6,16 @@ finished file is renamed into place atomically, so a file in the cache is always
 
 from __future__ import annotations
 
-import http.client
 import os
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import GlidectlError
+
+if TYPE_CHECKING:  # urllib and http.client load on the first download: `--help` stays fast
+    import http.client
 
 CHUNK = 1 << 20
 
@@ -47,6 +48,10 @@ def _total_from(resp: http.client.HTTPResponse, offset: int) -> int | None:
 
 
 def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str) -> None:
+    import http.client
+    import urllib.error
+    import urllib.request
+
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": f"glidectl/{__version__}"}
     if offset:
@@ -138,6 +143,9 @@ def download(
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GlidectlError(f"Cannot create cache folder {str(dest.parent)!r}: {exc}.") from exc
+    import http.client
+    import urllib.error
+
     part = dest.with_name(dest.name + ".part")
     reason = ""
     for attempt in range(max(1, retries)):
