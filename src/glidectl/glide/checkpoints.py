@@ -176,12 +176,17 @@ def load_openai_pt(
     if not isinstance(obj, Mapping):
         raise GlidectlError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict.")
     state = _upcast(obj, path)
+    return state, _checked_options(state, options, path, kind)
+
+
+def _checked_options(state: Mapping[str, Any], options: ModelOptions | None, path: Path,
+                     kind: str | None) -> ModelOptions:
+    """``options`` checked against ``state`` (and ``kind``), else inferred from ``state``."""
     if options is None:
-        options = infer_options(state, path, kind)
-    else:
-        _check_kind(options, kind, path)
-        check_state_dict(state, options, path)
-    return state, options
+        return infer_options(state, path, kind)
+    _check_kind(options, kind, path)
+    check_state_dict(state, options, path)
+    return options
 
 
 def _check_kind(options: ModelOptions, kind: str | None, path: Path) -> None:
@@ -273,9 +278,4 @@ def read_weights(
             options = ModelOptions.from_json(meta[META_OPTIONS])
         except (ValueError, TypeError) as exc:
             raise GlidectlError(f"{str(path)!r} has unreadable model options: {exc}.") from exc
-    if options is None:
-        options = infer_options(state, path, kind)
-    else:
-        _check_kind(options, kind, path)
-        check_state_dict(state, options, path)
-    return state, options
+    return state, _checked_options(state, options, path, kind)
