@@ -235,3 +235,14 @@ def test_dataset_inspect_reads_parquet_and_hf(tmp_path):
                                            "--tokenizer", "byte"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["valid"] == 3
+
+
+def test_hf_hub_name_without_network_is_one_sentence_at_once(data_cfg, monkeypatch):
+    """An unresolvable Hub host stops before huggingface_hub's retries (~25 s of them)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # never resolves (RFC 6761)
+    with pytest.raises(GlidectlError, match=r"^Cannot open Hugging Face dataset 'someone/"
+                                            r"pictures': the Hub \(hub.invalid\) cannot be "
+                                            r"reached \(.+\); connect to the network"):
+        open_source("hf:someone/pictures", data_cfg())

@@ -33,6 +33,25 @@ def _datasets() -> Any:
     return datasets
 
 
+def _check_hub(name: str) -> None:
+    """One sentence at once when ``name`` is a Hub dataset and the Hub's host does not
+    resolve (no network), instead of huggingface_hub's retries (about 25 s)."""
+    if os.path.isdir(name) or any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
+                                  for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return
+    import socket
+    from urllib.parse import urlsplit
+
+    host = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or ""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        raise GlidectlError(
+            f"Cannot open Hugging Face dataset {name!r}: the Hub ({host}) cannot be reached "
+            f"({exc.strerror or exc}); connect to the network, pass a local folder (hf:PATH), "
+            "or set HF_DATASETS_OFFLINE=1 to read it from the cache.") from None
+
+
 def is_saved(path: str) -> bool:
     """True for a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
     return os.path.isdir(path) and any(
@@ -104,6 +123,7 @@ class HFSource:
                             f"{', '.join(ds)}); set data.split to one of them.")
                     ds = ds[self.split]
             else:
+                _check_hub(self.name)
                 ds = datasets.load_dataset(self.name, split=self.split, streaming=True)
         except GlidectlError:
             raise
