@@ -173,6 +173,23 @@ def test_images_all_below_min_image_size_name_the_key_to_lower(tmp_path, data_cf
     assert "data.min_image_size" in message
 
 
+def test_linked_folders_are_read_once_and_link_loops_end(tmp_path, data_cfg, byte_tok):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "fox.jpg").write_bytes(encode(photo(40, 40, 7)))
+    (elsewhere / "fox.txt").write_text("a fox from a linked folder")
+    root = make_folder(tmp_path / "f")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (root / "again").symlink_to(elsewhere, target_is_directory=True)  # the same real folder
+    (root / "b" / "loop").symlink_to(root, target_is_directory=True)
+    src = FolderSource.scan(root)
+    assert src.files == ["a/cat.jpg", "again/fox.jpg", "b/cat.JPG", "b/deep/bird.webp",
+                         "b/deep/dog.PNG"]
+    ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=32,
+                       text_ctx=64)
+    assert keys_and_captions(ds)["again/fox.jpg"] == "a fox from a linked folder"
+
+
 def test_empty_folder_is_a_user_error(tmp_path, data_cfg, byte_tok):
     (tmp_path / "empty").mkdir()
     with pytest.raises(GlidectlError, match="holds no images"):

@@ -31,6 +31,18 @@ def test_directory_glob_brace_and_list_specs(write_shards):
     assert expand_shards(f"{paths[0]}::{paths[1]}") == [str(paths[0]), str(paths[1])]
 
 
+def test_a_folder_of_linked_shard_folders_is_shards(write_shards, tmp_path, data_cfg,
+                                                   byte_tok):
+    paths = write_shards(2, 2)
+    root = tmp_path / "linked"
+    root.mkdir()
+    (root / "part").symlink_to(paths[0].parent, target_is_directory=True)
+    assert expand_shards(str(root)) == [str(root / "part" / p.name) for p in paths]
+    ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=32,
+                       text_ctx=32)
+    assert ds.source.kind == "webdataset" and sorted(keys(ds)) == sorted(all_ids(2, 2))
+
+
 def test_missing_shards_are_a_user_error(write_shards):
     folder = write_shards(2, 1)[0].parent
     with pytest.raises(GlidectlError, match=r"1 of 3 shard\(s\)"):

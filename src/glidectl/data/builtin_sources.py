@@ -17,6 +17,7 @@ from ..hookspecs import hookimpl
 from .records import IMAGE_EXTENSIONS
 from .shards import REMOTE_PREFIXES, SHARD_SUFFIXES, ShardSource
 from .source_api import Source, SourceType
+from .walk import walk
 
 PATTERN_CHARS = "{*?["
 
@@ -24,7 +25,7 @@ PATTERN_CHARS = "{*?["
 def _files(folder: Path) -> tuple[bool, bool, bool]:
     """(has images, has shards, has Parquet files) anywhere under ``folder``."""
     images = shards = parquet = False
-    for _, _, files in os.walk(folder):
+    for _, _, files in walk(folder):
         for name in files:
             low = name.lower()
             images = images or low.endswith(IMAGE_EXTENSIONS)

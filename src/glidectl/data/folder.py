@@ -19,13 +19,14 @@ from typing import Any
 from ..errors import GlidectlError
 from .records import IMAGE_EXTENSIONS, RawSample
 from .stats import RejectionCounter
+from .walk import walk
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 
 
 @dataclass
 class FolderSource:
-    """Images under ``root`` (any depth, extensions case-insensitive)."""
+    """Images under ``root`` (any depth, linked folders too, extensions case-insensitive)."""
 
     root: Path
     files: list[str] = field(default_factory=list)
@@ -41,7 +42,7 @@ class FolderSource:
         if not root.is_dir():
             raise GlidectlError(f"Image folder {str(root)!r} does not exist; pass a folder.")
         src = cls(root)
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
             for name in sorted(filenames):

@@ -12,13 +12,13 @@ import glob
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
 from .records import RawSample
 from .stats import RejectionCounter
 from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, pick_column, row_sample
+from .walk import files_with_suffix
 
 
 def _pyarrow() -> Any:
@@ -34,7 +34,7 @@ def _pyarrow() -> Any:
 def expand_parquet(spec: str) -> list[str]:
     """The .parquet files of a file, glob or folder (sorted)."""
     if os.path.isdir(spec):
-        files = sorted(str(p) for p in Path(spec).rglob("*.parquet") if p.is_file())
+        files = files_with_suffix(spec, (".parquet",))
     elif any(c in spec for c in "*?["):
         files = sorted(glob.glob(spec, recursive=True))
     else:

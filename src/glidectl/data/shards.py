@@ -11,11 +11,11 @@ import os
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import GlidectlError
 from .records import RawSample
 from .stats import RejectionCounter
+from .walk import files_with_suffix
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 REMOTE_PREFIXES = ("http://", "https://", "pipe:", "s3://", "gs://", "ais://", "hf://")
@@ -43,10 +43,7 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
                 elif any(c in url for c in "*?["):
                     urls.extend(sorted(glob.glob(url)))
                 elif os.path.isdir(url):
-                    urls.extend(
-                        sorted(str(p) for p in Path(url).rglob("*") if p.is_file()
-                               and p.name.lower().endswith(SHARD_SUFFIXES))
-                    )
+                    urls.extend(files_with_suffix(url, SHARD_SUFFIXES))
                 else:
                     urls.append(url)
     missing = [u for u in urls if not is_remote(u) and not os.path.isfile(u)]

@@ -1,0 +1,31 @@
+"""Walking a data folder: links to folders are followed, each real folder read once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+
+def walk(root: str | os.PathLike[str]) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(root)`` top-down that also enters symlinked folders; a folder reached twice
+    (a link loop, two links to one folder) is read the first time only. Callers may prune
+    the yielded folder names in place, as with ``os.walk``."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        yield dirpath, dirnames, filenames
+
+
+def files_with_suffix(root: str | os.PathLike[str], suffixes: Sequence[str]) -> list[str]:
+    """Sorted paths of the files under ``root`` whose lower-cased names end with a suffix."""
+    ends = tuple(suffixes)
+    return sorted(
+        os.path.join(dirpath, name)
+        for dirpath, _, names in walk(root)
+        for name in names
+        if name.lower().endswith(ends) and os.path.isfile(os.path.join(dirpath, name))
+    )
