@@ -88,6 +88,21 @@ def test_bad_source_is_one_line_and_exit_2(source, words, capsys):
     assert err.startswith("Error: ") and words in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("where, words", [
+    ("folder", "is a folder"),
+    ("under_a_file", "is a file"),
+])
+def test_unwritable_preview_is_one_line_before_the_scan(tmp_path, where, words, capsys):
+    (tmp_path / "a_file").write_text("x")
+    preview = {"folder": tmp_path, "under_a_file": tmp_path / "a_file" / "grid.png"}[where]
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", "demo:shapes", "--limit", "2", "--tokenizer", "byte",
+              "--preview", str(preview)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: --preview") and words in err and err.count("\n") == 1
+
+
 def test_unknown_preset_is_one_line(capsys):
     with pytest.raises(SystemExit) as info:
         main(["dataset", "inspect", "demo:shapes", "--preset", "laoin"])

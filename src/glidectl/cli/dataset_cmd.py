@@ -81,6 +81,17 @@ def _render(report: Any) -> None:
         )
 
 
+def _check_preview(path: Path) -> None:
+    """Refuse a --preview path that cannot be written, before the scan."""
+    from ..errors import GlidectlError
+    from ..out_dir import check_out_dir
+
+    if path.is_dir():
+        raise GlidectlError(f"--preview {str(path)!r} is a folder; pass a file such as "
+                            f"{str(path / 'preview.png')!r}.")
+    check_out_dir(path.parent, "--preview folder")
+
+
 def register(app: typer.Typer) -> None:
     dataset_app = typer.Typer(help="Look into training data.", no_args_is_help=True)
     app.add_typer(dataset_app, name="dataset")
@@ -124,6 +135,8 @@ def register(app: typer.Typer) -> None:
             cfg.data.preset = preset
         if tokenizer not in ("auto", "gpt2", "byte"):
             raise GlidectlError(f"--tokenizer must be auto, gpt2 or byte, got {tokenizer!r}.")
+        if preview is not None:
+            _check_preview(preview)
         from ..data.inspection import inspect_source
 
         report = inspect_source(
