@@ -103,6 +103,16 @@ def test_unwritable_preview_is_one_line_before_the_scan(tmp_path, where, words, 
     assert err.startswith("Error: --preview") and words in err and err.count("\n") == 1
 
 
+def test_a_single_image_file_as_source_is_not_called_missing(tmp_path, capsys):
+    image = tmp_path / "cat.jpg"
+    image.write_bytes(encode(photo(40, 40)))
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", str(image), "--tokenizer", "byte"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "does not exist" not in err and "is a file" in err and "image folder" in err
+
+
 def test_unknown_preset_is_one_line(capsys):
     with pytest.raises(SystemExit) as info:
         main(["dataset", "inspect", "demo:shapes", "--preset", "laoin"])

@@ -72,8 +72,10 @@ def open_source(spec: str | list[str], cfg: Any, resolution: int = 64) -> Source
     for kind in source_types():
         if kind.claims is not None and kind.claims(path):
             return kind.open(path, cfg, resolution)
+    exists = os.path.exists(path)
+    what = "is a file, not a kind of source glidectl reads" if exists else "does not exist"
     raise GlidectlError(
-        f"Data source {spec!r} does not exist; pass an image folder, webdataset shards "
+        f"Data source {spec!r} {what}; pass an image folder, webdataset shards "
         "(directory, glob or 'shard-{00000..00009}.tar'), Parquet files, hf:NAME or "
         "demo:shapes."
     )
