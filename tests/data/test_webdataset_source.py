@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import tarfile
 
 import pytest
 import torch
@@ -148,6 +149,20 @@ def test_a_truncated_tar_is_counted_once_per_read(write_shards, data_cfg, byte_t
     for epoch in range(1, 3):
         assert sorted(keys(ds)) == ["s0_000", "s1_000", "s1_001", "s1_002"]
         assert ds.stats()["rejected"] == {"truncated_tar": epoch, "missing_caption": epoch}
+
+
+@pytest.mark.parametrize("where", ["between_members", "inside_a_pax_header"])
+def test_a_tar_cut_where_reading_it_raises_nothing_or_empty_header_is_truncated(
+        write_shards, data_cfg, byte_tok, where):
+    paths = write_shards(2, 3)
+    with tarfile.open(paths[0]) as tar:
+        info = tar.getmember("s0_001.jpg")
+    cut = info.offset if where == "between_members" else info.offset + 512
+    paths[0].write_bytes(paths[0].read_bytes()[:cut])  # s0_001 and s0_002 are lost
+    ds = build_dataset(data_cfg(source=str(paths[0].parent)), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    assert sorted(keys(ds)) == ["s0_000", "s1_000", "s1_001", "s1_002"]
+    assert ds.stats()["rejected"] == {"truncated_tar": 1}
 
 
 def test_bad_members_are_counted_by_reason(write_shards, data_cfg, byte_tok):

@@ -64,10 +64,28 @@ def _show(spec: str | Sequence[str]) -> str:
     return repr(spec) if isinstance(spec, str) else f"a list of {len(spec)}"
 
 
+def lacks_end_blocks(path: str) -> bool:
+    """True for a local ``.tar`` that does not end in the two zero blocks every tar writer
+    closes with: it was cut short, maybe exactly between members, where reading it raises
+    nothing."""
+    if is_remote(path) or not path.lower().endswith(".tar"):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size < 2 * tarfile.BLOCKSIZE:
+                return size > 0
+            fh.seek(size - 2 * tarfile.BLOCKSIZE)
+            return any(fh.read())
+    except OSError:
+        return False  # reading it reports the problem
+
+
 def shard_error_reason(exc: BaseException) -> str:
     """A counter name for an exception raised while reading a shard."""
     text = str(exc).lower()
-    if isinstance(exc, EOFError) or "unexpected end" in text or "truncated" in text:
+    if (isinstance(exc, EOFError) or "unexpected end" in text or "truncated" in text
+            or "empty header" in text):  # the file ended where a header should follow
         return "truncated_tar"
     if "empty file" in text:
         return "empty_shard"
@@ -113,6 +131,7 @@ class ShardSource:
         import webdataset as wds
 
         ended = False
+        truncated = False
 
         def handler(exc: BaseException) -> bool:
             # webdataset reports one damaged tar twice (the member read, then the next
@@ -121,13 +140,17 @@ class ShardSource:
             reason = shard_error_reason(exc)
             if ended:
                 return False
-            counter.reject(reason, unit)
             ended = reason in SHARD_ENDING
+            if not (ended and truncated):  # a cut tar was counted when it was opened
+                counter.reject(reason, unit)
             return not ended
 
         if not is_remote(unit) and os.path.isfile(unit) and os.path.getsize(unit) == 0:
             counter.reject("empty_shard", unit)
             return
+        if lacks_end_blocks(unit):  # what was written before the cut is still read
+            truncated = True
+            counter.reject("truncated_tar", unit)
         name = unit.rsplit("/", 1)[-1]
         for sample in wds.tarfile_samples([{"url": unit}], handler=handler):
             image = next((sample[k] for k in self.image_keys if k in sample), None)
