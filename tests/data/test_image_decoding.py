@@ -63,8 +63,12 @@ def test_exif_orientation_is_applied():
     img = photo(60, 40)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise on display
-    rotated, _, _ = open_image(encode(img, "JPEG", exif=exif), min_size=8)
+    rotated, original, _ = open_image(encode(img, "JPEG", exif=exif), min_size=8)
     assert rotated.size == (40, 60)
+    assert original == (40, 60)  # inspect's aspect histogram reads it
+    drafted, original, _ = open_image(encode(photo(600, 400), "JPEG", exif=exif),
+                                      draft_size=64)
+    assert drafted.size[0] < drafted.size[1] and original == (400, 600)
 
 
 def test_captions_non_utf8_rejected_bom_dropped():

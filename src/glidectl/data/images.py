@@ -42,7 +42,7 @@ def open_image(
     max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485,
     draft_size: int = 0,
 ) -> tuple[Image.Image, tuple[int, int], str | None]:
-    """Decode to RGB: ``(image, original (w, h), converted-from mode or None)``.
+    """Decode to RGB: ``(image, original (w, h) as displayed, converted-from mode or None)``.
 
     ``draft_size`` lets JPEGs decode at a reduced scale whose short side is still at least
     that many pixels (much faster for big photos). Raises :class:`Rejected`.
@@ -79,7 +79,10 @@ def open_image(
                 raise Rejected(_failure_reason(exc, "corrupt_image")) from None
     _check_size(original, min_size, max_pixels)
     try:
+        stored = img.size
         img = _apply_orientation(img)
+        if img.size != stored:  # turned by 90°: the size as displayed
+            original = (original[1], original[0])
         rgb, converted = to_rgb(img)
     except Rejected:
         raise
