@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 
 import pytest
 from data_helpers import encode, odd_images, photo
@@ -38,6 +39,23 @@ def test_inspect_json_reports_counts_captions_sizes_and_rejections(write_shards)
     assert report["caption_tokens"]["max"] == 999
     assert report["size_histogram"] == {"0-63": 6}
     assert report["aspect_histogram"] == {"1.05-1.25": 6}
+
+
+def test_inspect_counts_damaged_shards_apart_from_scanned_samples(write_shards):
+    paths = write_shards(3, 4, extra=lambda s, i: {"jpg": b""} if (s, i) == (0, 0) else {})
+    with tarfile.open(paths[1]) as tar:
+        cut = tar.getmember("s1_001.jpg").offset
+    paths[1].write_bytes(paths[1].read_bytes()[:cut])  # keeps its first sample
+    paths[2].write_bytes(b"")
+    out = invoke("dataset", "inspect", str(paths[0].parent), "--json", "--tokenizer", "byte")
+    report = json.loads(out.output)
+    assert report["scanned"] == 5 and report["valid"] == 4
+    assert report["valid"] + sum(report["rejected"].values()) == report["scanned"]
+    assert report["rejected"] == {"empty_file": 1}
+    assert report["damaged"] == {"empty_shard": 1, "truncated_tar": 1}
+    assert report["rejected_examples"]["empty_shard"] == [str(paths[2])]
+    table = invoke("dataset", "inspect", str(paths[0].parent), "--tokenizer", "byte").output
+    assert "damaged shards/files" in table and "truncated_tar (shard/file)" in table
 
 
 def test_inspect_limit_and_preset(write_shards):

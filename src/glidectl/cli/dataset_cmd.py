@@ -40,6 +40,8 @@ def _render(report: Any) -> None:
     summary.add_row("scanned", scanned)
     summary.add_row("valid", str(report.valid))
     summary.add_row("rejected", str(sum(report.rejected.values())))
+    if report.damaged:
+        summary.add_row("damaged shards/files", str(sum(report.damaged.values())))
     if report.caption_tokens:
         t = report.caption_tokens
         summary.add_row(
@@ -61,13 +63,16 @@ def _render(report: Any) -> None:
             for bucket, n in hist.items():
                 table.add_row(bucket, str(n), "█" * max(1, round(24 * n / peak)))
             console.print(table)
-    if report.rejected or report.converted:
+    if report.rejected or report.damaged or report.converted:
         table = Table(title="rejections and conversions")
         table.add_column("reason")
         table.add_column("count", justify="right")
         table.add_column("examples")
         for reason, n in report.rejected.items():
             table.add_row(reason, str(n), ", ".join(report.rejected_examples.get(reason, [])))
+        for reason, n in report.damaged.items():
+            table.add_row(f"{reason} (shard/file)", str(n),
+                          ", ".join(report.rejected_examples.get(reason, [])))
         for mode, n in report.converted.items():
             table.add_row(f"converted from {mode}", str(n), "")
         console.print(table)

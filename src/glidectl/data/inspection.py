@@ -31,7 +31,11 @@ ASPECT_BUCKETS = ((0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.05), (1.05, 1.25
 
 @dataclass
 class InspectReport:
-    """Everything ``dataset inspect`` prints (``--json`` prints ``asdict`` of it)."""
+    """Everything ``dataset inspect`` prints (``--json`` prints ``asdict`` of it).
+
+    ``valid`` + ``rejected`` counts = ``scanned`` samples; ``damaged`` counts, by reason,
+    the shards, files or row groups that could not be read (their samples are not scanned).
+    """
 
     source: str
     kind: str
@@ -44,6 +48,7 @@ class InspectReport:
     total_samples: int | None = None
     valid: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    damaged: dict[str, int] = field(default_factory=dict)
     rejected_examples: dict[str, list[str]] = field(default_factory=dict)
     converted: dict[str, int] = field(default_factory=dict)
     caption_tokens: dict[str, float] = field(default_factory=dict)
@@ -91,14 +96,15 @@ def inspect_source(
         tokenizer=str(getattr(tokenizer, "name", tokenizer)), text_ctx=text_ctx,
         limit=limit, total_samples=source.num_samples,
     )
-    counter = RejectionCounter()
+    counter = RejectionCounter()  # samples: valid + rejected = scanned
+    damaged = RejectionCounter()  # whole shards, files or row groups that could not be read
     rng = random.Random(0)
     lengths: list[int] = []
     sizes: Counter[str] = Counter()
     aspects: Counter[str] = Counter()
     tiles: list[tuple[Image.Image, str]] = []
     kept: list[RawSample] = []
-    stream = (raw for unit in source.units() for raw in source.read(unit, counter))
+    stream = (raw for unit in source.units() for raw in source.read(unit, damaged))
     report.complete = True
     for raw in stream:
         if report.scanned >= limit:
@@ -128,7 +134,9 @@ def inspect_source(
         report.total_samples = report.scanned
     report.valid = counter.accepted
     report.rejected = dict(counter.top_reasons(len(counter.rejected)))
-    report.rejected_examples = {k: v for k, v in counter.examples.items() if v}
+    report.damaged = dict(damaged.top_reasons(len(damaged.rejected)))
+    report.rejected_examples = {k: v for k, v in (counter.examples | damaged.examples).items()
+                                if v}
     report.converted = dict(counter.converted)
     if lengths:
         ordered = sorted(lengths)
