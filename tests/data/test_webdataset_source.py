@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shlex
 import tarfile
 
 import pytest
@@ -11,6 +12,7 @@ from data_helpers import encode, photo
 
 from glidectl.data import build_dataset
 from glidectl.data.shards import expand_shards
+from glidectl.data.stats import DataError
 from glidectl.errors import GlidectlError
 
 
@@ -163,6 +165,18 @@ def test_a_tar_cut_where_reading_it_raises_nothing_or_empty_header_is_truncated(
                        image_size=32, text_ctx=32)
     assert sorted(keys(ds)) == ["s0_000", "s1_000", "s1_001", "s1_002"]
     assert ds.stats()["rejected"] == {"truncated_tar": 1}
+
+
+def test_the_suggested_inspect_command_survives_the_shell(write_shards, data_cfg, byte_tok):
+    paths = write_shards(2, 1, folder="my shards")
+    for path in paths:
+        path.write_bytes(b"")
+    spec = str(paths[0].parent / "shard-{00000..00001}.tar")
+    ds = build_dataset(data_cfg(source=spec), tokenizer=byte_tok, image_size=32, text_ctx=32)
+    with pytest.raises(DataError) as info:
+        list(ds)
+    command = str(info.value).split("run `", 1)[1].rsplit("` to see", 1)[0]
+    assert shlex.split(command) == ["glidectl", "dataset", "inspect", spec]
 
 
 def test_bad_members_are_counted_by_reason(write_shards, data_cfg, byte_tok):

@@ -11,6 +11,7 @@ import ctypes
 import json
 import multiprocessing
 import re
+import shlex
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from multiprocessing import context as mp_context
@@ -122,7 +123,7 @@ def no_valid_data_error(source: str, counter: RejectionCounter) -> DataError:
             "(e.g. --set data.min_image_size=12 for 12 px pictures)" if top == "too_small" else "")
     return DataError(
         f"No valid samples in data source {source!r}: {counter.summary()}{hint}; run "
-        f"'glidectl dataset inspect {source}' to see examples."
+        f"`glidectl dataset inspect {shlex.quote(source)}` to see examples."
     )
 
 
