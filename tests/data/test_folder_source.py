@@ -211,3 +211,58 @@ def test_shared_stats_reach_spawned_processes_and_survive_copies():
     total = shared.total()
     assert total.accepted == 1 and total.rejected == {"truncated_image": 1}
     assert copy.deepcopy(shared).total().examples == {"truncated_image": ["child.jpg"]}
+
+
+def test_gif_tiff_jfif_are_read_other_image_kinds_and_bad_metadata_are_noted(tmp_path, data_cfg,
+                                                                             byte_tok):
+    from typer.testing import CliRunner
+
+    from glidectl.cli.app import build_app
+
+    root = tmp_path / "mixed"
+    root.mkdir()
+    (root / "a.gif").write_bytes(encode(photo(40, 40, 1).convert("P"), "GIF"))
+    (root / "b.tif").write_bytes(encode(photo(40, 40, 2), "TIFF"))
+    (root / "c.jfif").write_bytes(encode(photo(40, 40, 3)))
+    for name in ("b", "c"):
+        (root / f"{name}.txt").write_text(f"picture {name}")
+    (root / "d.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (root / "e.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (root / "f.svg").write_text("<svg/>")
+    (root / "metadata.jsonl").write_text('{"file_name": "a.gif", "text": "a gif"}\nnot json\n')
+    src = FolderSource.scan(root)
+    assert src.files == ["a.gif", "b.tif", "c.jfif"]
+    assert src.notes() == [
+        f"{str(root)!r}: 3 image files of kinds glidectl does not read left out (.heic 2, "
+        ".svg 1); convert them to PNG or JPEG.",
+        f"{str(root)!r}: 1 metadata row or file could not be read (not JSON/CSV, or no "
+        "file_name); their images get no caption from them."]
+    ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=16,
+                       text_ctx=8, train=False)
+    assert sorted(s["key"] for s in ds) == ["a.gif", "b.tif", "c.jfif"]  # all three decode
+
+    out = CliRunner().invoke(build_app(), ["dataset", "inspect", str(root), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["notes"] == src.notes()
+    shown = CliRunner().invoke(build_app(), ["dataset", "inspect", str(root)],
+                               env={"COLUMNS": "400"})
+    assert "Note: " in shown.output and "(.heic 2, .svg 1)" in shown.output
+
+    only = tmp_path / "phone"
+    only.mkdir()
+    (only / "x.heic").write_bytes(b"\x00")
+    with pytest.raises(GlidectlError, match=r"holds no images \(.jpg .* .avif\); point data."
+                                            r"source at a folder with images. .*\(.heic 1\)"):
+        build_dataset(data_cfg(source=str(only)), tokenizer=byte_tok, image_size=16,
+                      text_ctx=8)
+
+
+@pytest.mark.parametrize("kind", ["folder", "wds", "parquet"])
+def test_a_source_prefix_with_nothing_after_it_is_one_sentence(kind, data_cfg, byte_tok,
+                                                               tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not read as the current folder
+    (tmp_path / "x.png").write_bytes(encode(photo(), "PNG"))
+    with pytest.raises(GlidectlError, match=f"^data.source '{kind}:' names no path; write "
+                                            f"{kind}:"):
+        build_dataset(data_cfg(source=f"{kind}:"), tokenizer=byte_tok, image_size=16,
+                      text_ctx=8)

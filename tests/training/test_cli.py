@@ -118,3 +118,13 @@ def test_a_missing_data_folder_is_reported_before_any_download(tiny, tmp_path, m
     with pytest.raises(GlidectlError, match="my-photos' does not exist"):
         Trainer(cfg, quiet=True)
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_warns_about_image_files_the_folder_leaves_out(cli, tiny, config_file,
+                                                             image_folder):
+    (image_folder / "phone.heic").write_bytes(b"\x00")
+    path = config_file(tiny(train=dict(steps=1), data=dict(source=str(image_folder))))
+    result = cli("train", "-c", str(path), "--no-live")
+    assert result.exit_code == 0, result.output
+    assert (f"Warning: {str(image_folder)!r}: 1 image file of kinds glidectl does not read "
+            "left out (.heic 1)") in result.output

@@ -29,6 +29,7 @@ def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
 
 def _render(report: Any) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -76,6 +77,8 @@ def _render(report: Any) -> None:
         for mode, n in report.converted.items():
             table.add_row(f"converted from {mode}", str(n), "")
         console.print(table)
+    for note in report.notes:
+        console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)
     if report.preview:
         console.print(f"preview grid: {report.preview}")
     if report.benchmark:

@@ -63,20 +63,28 @@ def open_demo(spec: str, cfg: Any, resolution: int) -> Source:
     return DemoSource(check_demo_name(spec), size, resolution)
 
 
+def _given(spec: Any, kind: str, example: str) -> Any:
+    """``spec``, unless ``kind:`` was written with nothing after it (not the current folder)."""
+    if isinstance(spec, str) and not spec.strip():
+        raise GlidectlError(f"data.source '{kind}:' names no path; write {kind}:{example}.")
+    return spec
+
+
 def open_folder(spec: str, cfg: Any, resolution: int) -> Source:
     from .folder import FolderSource
 
-    return FolderSource.scan(os.path.expanduser(spec))
+    return FolderSource.scan(os.path.expanduser(_given(spec, "folder", "images/")))
 
 
 def open_shards(spec: Any, cfg: Any, resolution: int) -> Source:
-    return ShardSource.open(spec, cfg.image_key, cfg.caption_key, cfg.metadata_key)
+    return ShardSource.open(_given(spec, "wds", "shards/"), cfg.image_key, cfg.caption_key,
+                            cfg.metadata_key)
 
 
 def open_parquet(spec: str, cfg: Any, resolution: int) -> Source:
     from .parquet import ParquetSource
 
-    return ParquetSource.open(os.path.expanduser(spec), cfg)
+    return ParquetSource.open(os.path.expanduser(_given(spec, "parquet", "data.parquet")), cfg)
 
 
 def open_hf(spec: str, cfg: Any, resolution: int) -> Source:

@@ -23,7 +23,8 @@ from ..errors import GlidectlError
 from .captions import decode_caption, pick_line
 from .images import Rejected, open_image
 from .preset_api import DatasetPreset, Reject
-from .records import RawSample
+from .records import IMAGE_EXTENSIONS, RawSample
+from .source_api import source_notes
 from .sources import Source, open_source
 from .stages import Slot, raw_stream
 from .stats import RejectionCounter, SharedStats, no_valid_data_error
@@ -237,8 +238,9 @@ def open_data(data_cfg: DataConfig, size: int) -> Source:
     if source.num_samples == 0:
         if source.kind == "folder":
             raise GlidectlError(
-                f"Image folder {source.describe()!r} holds no images (.jpg .jpeg .png .webp "
-                ".bmp); point data.source at a folder with images."
+                f"Image folder {source.describe()!r} holds no images "
+                f"({' '.join(IMAGE_EXTENSIONS)}); point data.source at a folder with images."
+                + "".join(f" {note}" for note in source_notes(source))
             )
         raise GlidectlError(f"Data source {source.describe()!r} holds no samples; point "
                             "data.source at data with images.")

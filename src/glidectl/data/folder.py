@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import GlidectlError
-from .records import IMAGE_EXTENSIONS, RawSample
+from .records import IMAGE_EXTENSIONS, UNREAD_IMAGE_EXTENSIONS, RawSample
 from .stats import RejectionCounter
 from .walk import walk
 
@@ -32,6 +33,7 @@ class FolderSource:
     files: list[str] = field(default_factory=list)
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     bad_metadata: int = 0
+    unread: Counter[str] = field(default_factory=Counter)  # image files of other kinds
 
     kind = "folder"
     splits_samples = True
@@ -53,6 +55,8 @@ class FolderSource:
                     src.files.append(rel)
                 elif name in METADATA_FILES:
                     src._read_metadata(Path(dirpath) / name, rel_dir)
+                elif name.lower().endswith(UNREAD_IMAGE_EXTENSIONS):
+                    src.unread[Path(name).suffix.lower()] += 1
         src.files.sort()
         return src
 
@@ -90,6 +94,21 @@ class FolderSource:
 
     def describe(self) -> str:
         return str(self.root)
+
+    def notes(self) -> list[str]:
+        """What the scan left out: image files of kinds not read, unreadable metadata rows."""
+        out = []
+        if self.unread:
+            kinds = ", ".join(f"{k} {n}" for k, n in self.unread.most_common())
+            n = self.unread.total()
+            out.append(f"{str(self.root)!r}: {n} image file{'s' * (n != 1)} of kinds glidectl "
+                       f"does not read left out ({kinds}); convert them to PNG or JPEG.")
+        if self.bad_metadata:
+            n = self.bad_metadata
+            what = "row or file" if n == 1 else "rows or files"
+            out.append(f"{str(self.root)!r}: {n} metadata {what} could not be read "
+                       "(not JSON/CSV, or no file_name); their images get no caption from them.")
+        return out
 
     def units(self) -> list[str]:
         return list(self.files)

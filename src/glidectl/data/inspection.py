@@ -22,6 +22,7 @@ from ..config import DataConfig
 from .dataset import SamplePipeline, build_dataset
 from .images import Rejected
 from .records import RawSample
+from .source_api import source_notes
 from .stats import RejectionCounter
 
 SIZE_BUCKETS = (0, 64, 128, 256, 512, 1024, 2048)
@@ -58,6 +59,7 @@ class InspectReport:
     aspect_histogram: dict[str, int] = field(default_factory=dict)
     preview: str | None = None
     benchmark: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)  # what the source left out, in sentences
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,7 +96,7 @@ def inspect_source(
     report = InspectReport(
         source=source.describe(), kind=source.kind, preset=pipeline.preset.name,
         tokenizer=str(getattr(tokenizer, "name", tokenizer)), text_ctx=text_ctx,
-        limit=limit, total_samples=source.num_samples,
+        limit=limit, total_samples=source.num_samples, notes=source_notes(source),
     )
     counter = RejectionCounter()  # samples: valid + rejected = scanned
     damaged = RejectionCounter()  # whole shards, files or row groups that could not be read

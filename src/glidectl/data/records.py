@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from PIL import Image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # what folders are read for
+# What image folders are read for (Pillow decodes them all; AVIF needs a Pillow built with
+# it, else such files are counted as unreadable), and image files they skip with a count.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif",
+                    ".tiff", ".avif")
+UNREAD_IMAGE_EXTENSIONS = (".heic", ".heif", ".jxl", ".svg", ".psd", ".dng", ".cr2", ".nef",
+                           ".arw", ".exr", ".hdr", ".jp2", ".tga", ".ico")
 
 
 @dataclass

@@ -30,6 +30,12 @@ class Source(Protocol):
     def describe(self) -> str: ...
 
 
+def source_notes(source: Any) -> list[str]:
+    """A source's warnings about what it leaves out (its optional ``notes()``)."""
+    notes = getattr(source, "notes", None)
+    return list(notes()) if callable(notes) else []
+
+
 #: ``open(spec, data_cfg, resolution) -> Source``; ``spec`` has the ``name:`` prefix removed.
 OpenFn = Callable[[str, Any, int], Source]
 

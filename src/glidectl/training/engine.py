@@ -20,6 +20,7 @@ import torch
 
 from .. import runs
 from ..config import GlideConfig, save_config
+from ..data.source_api import source_notes
 from ..errors import GlidectlError
 from . import resume_state as rs
 from . import validation as val
@@ -98,6 +99,8 @@ class Trainer:
         )
         if cfg.train.precision == "auto":
             self.display.message(self.precision.line())
+        for note in source_notes(getattr(self.dataset, "source", None)):
+            self.display.message(f"Warning: {note}")
         self.previewer = Previewer(cfg, self.bundle, self.unwrapped, shown) if self.main else None
 
     def _setup_run_dir(self, resume: str | None) -> None:
