@@ -266,3 +266,32 @@ def test_a_source_prefix_with_nothing_after_it_is_one_sentence(kind, data_cfg, b
                                             f"{kind}:"):
         build_dataset(data_cfg(source=f"{kind}:"), tokenizer=byte_tok, image_size=16,
                       text_ctx=8)
+
+
+def test_a_folder_that_cannot_be_listed_is_named(tmp_path):
+    """Root runs without the capabilities that let it list any folder."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "pics"
+    (root / "locked").mkdir(parents=True)
+    (root / "a.png").write_bytes(encode(photo(), "PNG"))
+    (root / "locked" / "b.png").write_bytes(encode(photo(), "PNG"))
+    (root / "locked").chmod(0)
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv is absent: root lists any folder")
+        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+    try:
+        out = subprocess.run([*prefix, sys.executable, "-c", (
+            "import sys; from glidectl.data.folder import FolderSource\n"
+            "src = FolderSource.scan(sys.argv[1]); print(src.files); print(src.notes())"),
+            str(root)], capture_output=True, text=True, timeout=60)
+    finally:
+        (root / "locked").chmod(0o755)
+    assert out.stdout.splitlines() == [
+        "['a.png']", str([f"1 folder under {str(root)!r} could not be read and is left out "
+                          f"({str(root / 'locked')!r}); check its permissions."])], out.stderr

@@ -34,6 +34,7 @@ class FolderSource:
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     bad_metadata: int = 0
     unread: Counter[str] = field(default_factory=Counter)  # image files of other kinds
+    unreadable: list[str] = field(default_factory=list)  # folders that could not be listed
 
     kind = "folder"
     splits_samples = True
@@ -44,7 +45,7 @@ class FolderSource:
         if not root.is_dir():
             raise GlidectlError(f"Image folder {str(root)!r} does not exist; pass a folder.")
         src = cls(root)
-        for dirpath, dirnames, filenames in walk(root):
+        for dirpath, dirnames, filenames in walk(root, src.unreadable):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
             for name in sorted(filenames):
@@ -103,6 +104,12 @@ class FolderSource:
             n = self.unread.total()
             out.append(f"{str(self.root)!r}: {n} image file{'s' * (n != 1)} of kinds glidectl "
                        f"does not read left out ({kinds}); convert them to PNG or JPEG.")
+        if self.unreadable:
+            n = len(self.unreadable)
+            shown = ", ".join(repr(p) for p in self.unreadable[:3]) + ", …" * (n > 3)
+            out.append(f"{n} folder{'s' * (n != 1)} under {str(self.root)!r} could not be read "
+                       f"and {'are' if n != 1 else 'is'} left out ({shown}); check "
+                       f"{'their' if n != 1 else 'its'} permissions.")
         if self.bad_metadata:
             n = self.bad_metadata
             what = "row or file" if n == 1 else "rows or files"

@@ -6,12 +6,15 @@ import os
 from collections.abc import Iterator, Sequence
 
 
-def walk(root: str | os.PathLike[str]) -> Iterator[tuple[str, list[str], list[str]]]:
+def walk(root: str | os.PathLike[str], unreadable: list[str] | None = None
+         ) -> Iterator[tuple[str, list[str], list[str]]]:
     """``os.walk(root)`` top-down that also enters symlinked folders; a folder reached twice
     (a link loop, two links to one folder) is read the first time only. Callers may prune
-    the yielded folder names in place, as with ``os.walk``."""
+    the yielded folder names in place, as with ``os.walk``. Folders that cannot be listed
+    are appended to ``unreadable``."""
     seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    errors = (lambda exc: unreadable.append(str(exc.filename))) if unreadable is not None else None
+    for dirpath, dirnames, filenames in os.walk(root, onerror=errors, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:
             dirnames[:] = []
