@@ -110,3 +110,23 @@ def test_ctrl_c_while_starting_is_one_line_and_exit_130(monkeypatch, capsys):
         app.main(["plugins"])
     assert done.value.code == 130
     assert capsys.readouterr().err == "Error: Aborted.\n"
+
+
+def test_ctrl_c_inside_a_command_is_one_line_and_exit_130(monkeypatch, capsys):
+    """A real SIGINT while a command runs: one line, not typer's silent exit 130."""
+    import os
+    import signal
+    import time
+
+    from glidectl import config
+    from glidectl.cli import app
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler raises KeyboardInterrupt before this ends
+
+    monkeypatch.setattr(config, "load_config", interrupted)
+    with pytest.raises(SystemExit) as done:
+        app.main(["config", "show"])
+    assert done.value.code == 130
+    assert capsys.readouterr().err == "Error: Aborted.\n"

@@ -118,6 +118,20 @@ def _check_plugins(argv: list[str]) -> None:
                              "(see `glidectl plugins`).\n")
 
 
+def _abort_on_ctrl_c(command: typer.core.TyperGroup) -> None:
+    """Ctrl-C inside a command becomes ``typer.Abort``, which :func:`main` reports in one
+    line; typer itself turns it into a silent exit 130."""
+    invoke = command.invoke
+
+    def invoke_or_abort(ctx: typer.Context) -> object:
+        try:
+            return invoke(ctx)
+        except KeyboardInterrupt:
+            raise typer.Abort() from None
+
+    command.invoke = invoke_or_abort  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``glidectl`` console script.
 
@@ -133,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         command = typer.main.get_command(build_app())
+        _abort_on_ctrl_c(command)
         _check_plugins(sys.argv[1:] if argv is None else list(argv))
         code = command.main(args=argv, prog_name="glidectl", standalone_mode=False)
     except GlidectlError as exc:
