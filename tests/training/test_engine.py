@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,6 +155,28 @@ def test_existing_run_needs_resume(tiny):
     Trainer(cfg, quiet=True).run()
     with pytest.raises(GlidectlError, match="--resume latest"):
         Trainer(cfg, quiet=True)
+
+
+def test_ctrl_c_while_a_new_run_is_set_up_leaves_no_run_folder(tiny, monkeypatch):
+    """A real SIGINT after the run folder is made, before training starts."""
+    import os
+    import signal
+    import time
+
+    from glidectl.training import engine
+
+    real = engine.build_model
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the default handler raises KeyboardInterrupt before this ends
+        return real(*args, **kwargs)
+
+    cfg = tiny()
+    monkeypatch.setattr(engine, "build_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, quiet=True)
+    assert not Path(cfg.train.output_dir).exists()
 
 
 def test_steps_are_optimizer_steps_across_accumulation_and_epochs(tiny):

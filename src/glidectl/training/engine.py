@@ -45,11 +45,11 @@ class Trainer:
     """Sets up a run from a config, then :meth:`run` trains it."""
 
     def __init__(self, cfg: GlideConfig, **kwargs: Any):
-        """See :meth:`_init`. A user error there leaves no new run folder behind."""
+        """See :meth:`_init`. A user error or Ctrl-C there leaves no new run folder behind."""
         self._new_folders: list[Path] = []
         try:
             self._init(cfg, **kwargs)
-        except GlidectlError:
+        except (GlidectlError, KeyboardInterrupt):
             for folder in self._new_folders:  # created by this call: nothing half-written
                 shutil.rmtree(folder, ignore_errors=True)
             raise
