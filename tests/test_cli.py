@@ -126,7 +126,11 @@ def test_ctrl_c_inside_a_command_is_one_line_and_exit_130(monkeypatch, capsys):
         time.sleep(5)  # the handler raises KeyboardInterrupt before this ends
 
     monkeypatch.setattr(config, "load_config", interrupted)
-    with pytest.raises(SystemExit) as done:
-        app.main(["config", "show"])
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at start-up
+    try:
+        with pytest.raises(SystemExit) as done:
+            app.main(["config", "show"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert done.value.code == 130
     assert capsys.readouterr().err == "Error: Aborted.\n"

@@ -50,3 +50,23 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
             raise RuntimeError("killed")
     assert path.read_text() == '{\n  "v": 1\n}\n'
     assert [p.name for p in path.parent.iterdir()] == ["f.json"]
+
+
+def test_a_write_the_disk_refuses_is_one_line_and_keeps_the_old_file(tmp_path):
+    """A file size limit stands in for a full disk: a WriteError naming the file, exit 1."""
+    import resource
+
+    from glidectl.errors import WriteError
+
+    path = tmp_path / "f.json"
+    atomic.write_json(path, {"v": 1})
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+    try:
+        with pytest.raises(WriteError, match=r"Cannot write .*f\.json' \(File too large\)"):
+            atomic.write_json(path, {"v": "x" * 5000})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert WriteError.exit_code == 1
+    assert path.read_text() == '{\n  "v": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]

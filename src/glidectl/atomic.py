@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+from .errors import is_write_failure, write_error
 
 
 def temp_path(path: Path) -> Path:
@@ -42,19 +44,23 @@ def _fsync_file(path: Path) -> None:
 @contextmanager
 def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temp path to write; on success it replaces ``path`` (else it is removed).
+    A failed write (a full disk, a read-only folder) is a one-line :class:`WriteError`.
 
     ``durable`` also fsyncs the file and its folder (checkpoints: survive a power cut).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         if durable:
             _fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if is_write_failure(exc):
+            raise write_error(path, exc) from None
         raise
     if durable:
         fsync_dir(path.parent)

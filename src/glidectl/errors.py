@@ -19,6 +19,29 @@ class PluginError(GlidectlError):
     """A plugin that failed to load or registered a name twice."""
 
 
+class WriteError(GlidectlError):
+    """A file could not be written mid-work (a full disk, a file size limit, a folder made
+    read-only): a failure, not bad input, so exit code 1."""
+
+    exit_code = 1
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """An OSError, or safetensors' account of one ("I/O error: ... (os error 28)")."""
+    return (isinstance(exc, OSError) and exc.errno is not None) or (
+        type(exc).__name__ == "SafetensorError" and "I/O error" in str(exc))
+
+
+def write_error(path: object, exc: BaseException) -> WriteError:
+    """The one-line error for a failed write of ``path``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror
+    else:
+        reason = re.sub(r"^.*I/O error: | \(os error \d+\)$", "", one_line(str(exc)))
+    return WriteError(f"Cannot write {str(path)!r} ({reason}); free disk space or fix the "
+                      "folder's permissions and try again.")
+
+
 def a_or_an(word: str) -> str:
     """'a base' / 'an upsample' / "an 'upsample'": the word with its indefinite article."""
     return f"an {word}" if word.lstrip("'\"`")[:1].lower() in tuple("aeiou") else f"a {word}"

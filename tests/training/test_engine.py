@@ -174,8 +174,12 @@ def test_ctrl_c_while_a_new_run_is_set_up_leaves_no_run_folder(tiny, monkeypatch
 
     cfg = tiny()
     monkeypatch.setattr(engine, "build_model", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg, quiet=True)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at start-up
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(cfg, quiet=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert not Path(cfg.train.output_dir).exists()
 
 

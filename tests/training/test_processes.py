@@ -91,6 +91,36 @@ def test_kill_9_never_leaves_a_broken_latest_checkpoint(tiny, config_file, tmp_p
     assert result.step == step + 1
 
 
+def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(
+        tiny, config_file, tmp_path):
+    """A file size limit (as a full disk) makes the next checkpoint fail: exit 1, one line
+    naming the file and the checkpoint to resume from; the earlier checkpoint is whole and
+    the failed one's temp folder is gone."""
+    import resource
+
+    cfg = tiny(train=dict(steps=2), checkpoint=dict(every=2))
+    Trainer(cfg, quiet=True).run()
+    run = tmp_path / "runs" / "t"
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints" / "step-000002").rglob("*")
+              if p.is_file()}
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4_000_000, resource.RLIM_INFINITY))
+
+    done = subprocess.run(
+        _glidectl("train", "-c", str(config_file(cfg)), "--resume", "latest", "--steps", "4",
+                  "--no-live"),
+        env=_env(), capture_output=True, text=True, timeout=300, preexec_fn=small_files)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: Cannot write ") and "(File too large)" in error
+    assert f"--resume {run}" in error and "step-000002" in error
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-000002"]
+    assert before == {p.name: p.read_bytes()
+                      for p in (run / "checkpoints" / "step-000002").rglob("*") if p.is_file()}
+
+
 def test_two_processes_train_and_resume_the_same_model_as_one(tiny, config_file, tmp_path):
     # Adam turns float noise in near-zero gradients into ±lr steps: a small lr and a larger
     # eps keep the comparison about the gradients, not about rounding.

@@ -21,7 +21,7 @@ import torch
 from .. import runs
 from ..config import GlideConfig, save_config
 from ..data.source_api import source_notes
-from ..errors import GlidectlError
+from ..errors import GlidectlError, WriteError, write_error
 from . import resume_state as rs
 from . import validation as val
 from .adapters import ModelAdapter, PartsAdapter
@@ -260,41 +260,49 @@ class Trainer:
                                            self.state, self._resumable(), self.noise, weights))
 
     def save_checkpoint(self) -> Path:
-        """Every process calls this; the main one writes weights, all write their RNGs."""
-        from ..glide import save_weights
-
+        """Every process calls this; the main one writes weights, all write their RNGs. A
+        failed write removes the temp folder, so a full disk gets that space back."""
         acc, step = self.accelerator, self.state.step
         acc.wait_for_everyone()
         self.stream.gather_ranks(lambda t: acc.gather(t.to(acc.device)).cpu())
         tmp = self.checkpoints.tmp_dir(step)
-        if self.main:
-            self.checkpoints.begin(step)
-            model = self.unwrapped
-            writer = getattr(self.adapter, "save_checkpoint", None)
-            if writer is not None:  # e.g. LoRA: adapter folders instead of full weights
-                writer(model, tmp, step, self.ema)
-            else:
-                meta = {"step": str(step), "run": self.run_dir.name}
-                if self.previewer is not None:  # the model's recommended sampling settings
-                    from ..pipeline import RECOMMENDED_KEY
-
-                    meta[RECOMMENDED_KEY] = self.previewer.recommended()
-                opts = self.bundle.options
-                save_weights(self.adapter.export_state(model), tmp / runs.MODEL_FILE,
-                             opts, meta)
-                if self.ema is not None:
-                    with self.ema.swapped():
-                        save_weights(self.adapter.export_state(model), tmp / runs.EMA_FILE,
-                                     opts, meta)
-        rs.save_state(runs.state_dir(tmp), acc, self.state.state_dict(), self._resumable(),
-                      self.noise)
-        acc.wait_for_everyone()
-        final = self.checkpoints.final_dir(step)
-        if self.main:
-            final = self.checkpoints.commit(step)
-            self.display.message(f"checkpoint: {final}")
+        try:
+            if self.main:
+                self.checkpoints.begin(step)
+                self._write_weights(step, tmp)
+            rs.save_state(runs.state_dir(tmp), acc, self.state.state_dict(),
+                          self._resumable(), self.noise)
+            acc.wait_for_everyone()
+            final = self.checkpoints.final_dir(step)
+            if self.main:
+                final = self.checkpoints.commit(step)
+                self.display.message(f"checkpoint: {final}")
+        except (OSError, WriteError) as exc:
+            if self.main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise exc if isinstance(exc, WriteError) else write_error(tmp, exc) from None
         acc.wait_for_everyone()
         return final
+
+    def _write_weights(self, step: int, tmp: Path) -> None:
+        """The weights (or adapters) of a checkpoint into its temp folder (main process)."""
+        from ..glide import save_weights
+
+        model = self.unwrapped
+        writer = getattr(self.adapter, "save_checkpoint", None)
+        if writer is not None:  # e.g. LoRA: adapter folders instead of full weights
+            writer(model, tmp, step, self.ema)
+            return
+        meta = {"step": str(step), "run": self.run_dir.name}
+        if self.previewer is not None:  # the model's recommended sampling settings
+            from ..pipeline import RECOMMENDED_KEY
+
+            meta[RECOMMENDED_KEY] = self.previewer.recommended()
+        opts = self.bundle.options
+        save_weights(self.adapter.export_state(model), tmp / runs.MODEL_FILE, opts, meta)
+        if self.ema is not None:
+            with self.ema.swapped():
+                save_weights(self.adapter.export_state(model), tmp / runs.EMA_FILE, opts, meta)
 
     def _batch_noise(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Timesteps, noise (and inpaint masks) for the GLOBAL batch, sliced to this rank, so
@@ -482,16 +490,21 @@ class Trainer:
         interrupted: the LR schedule still spans all steps)."""
         try:
             return self._run(until)
+        except WriteError as exc:  # a full disk: say where the run can go on from
+            raise WriteError(f"{str(exc).rstrip('.')}; {self._saved()}.") from None
         except RuntimeError as exc:
             if self.accelerator.num_processes == 1 or not peer_lost(exc):
                 raise
-            last = runs.latest_step_dir(self.run_dir.checkpoints)
-            saved = f"its last checkpoint is {str(last)!r}" if last else "it has no checkpoint"
             raise PeerLost(
                 f"Another process of this run stopped near step {self.state.step} (the "
-                f"launcher's report names it), so this one stops too; {saved}: resume with "
-                f"--resume {self.run_dir.root}."
+                f"launcher's report names it), so this one stops too; {self._saved()}."
             ) from None
+
+    def _saved(self) -> str:
+        """Where this run can be resumed from, as the end of an error sentence."""
+        last = runs.latest_step_dir(self.run_dir.checkpoints)
+        saved = f"its last checkpoint is {str(last)!r}" if last else "it has no checkpoint"
+        return f"{saved}: resume with --resume {self.run_dir.root}"
 
     def _run(self, until: int | None) -> TrainResult:
         cfg = self.cfg

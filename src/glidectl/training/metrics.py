@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..atomic import write_text
+from ..errors import write_error
 
 
 def _clean(value: Any) -> Any:
@@ -23,14 +25,21 @@ class MetricsFile:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        try:
+            self._fh = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+            self._fh.flush()
+        except OSError as exc:  # a full disk: a torn last line, skipped by read_metrics
+            raise write_error(self.path, exc) from None
 
     def close(self) -> None:
-        self._fh.close()
+        with suppress(OSError):  # what a full disk did not take is lost either way
+            self._fh.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
