@@ -106,9 +106,9 @@ def test_batches_are_fixed_and_only_unfinished_ones_rerun(tmp_path):
     plan = Plan.make(["a", "b", "c"], settings)
     assert plan.batches == [[(0, 0), (0, 1), (1, 0)], [(1, 1), (2, 0), (2, 1)]]
     for stem in plan.stems(0):
-        (tmp_path / f"{stem}.png").write_bytes(b"x")
+        Image.new("RGB", (4, 4)).save(tmp_path / f"{stem}.png")
         (tmp_path / f"{stem}.txt").write_text("a")
-    (tmp_path / f"{plan.stems(1)[0]}.png").write_bytes(b"x")  # prompt 1 only half done
+    Image.new("RGB", (4, 4)).save(tmp_path / f"{plan.stems(1)[0]}.png")  # prompt 1 half done
     plan.mark_done(tmp_path)
     assert plan.done == {0}
     assert plan.pending_batches == plan.batches  # both batches still hold unfinished prompts
@@ -279,6 +279,26 @@ def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_p
     report = run_eval(more, s, RunOptions(out=out, skip_existing=True, device="cpu"),
                       pipeline=stack)  # the same settings: the first prompt is kept
     assert report.metadata["counts"]["generated"] == 1 and len(outputs(out)) == 4
+
+
+def test_a_damaged_image_is_made_again_and_damaged_metadata_is_one_line(tmp_path, tiny_base,
+                                                                      stack):
+    """A truncated PNG in --out is not a finished image: --skip-existing / --resume remake
+    it (the same bytes); a metadata.json that is not what eval writes is one line."""
+    out, prompts = tmp_path / "o", write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    run_eval(prompts, s, RunOptions(out=out, device="cpu"), pipeline=stack)
+    before = outputs(out)
+    damaged = sorted(out.glob("001_*.png"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    report = run_eval(prompts, s, RunOptions(out=out, resume=True, device="cpu"),
+                      pipeline=stack)
+    assert report.metadata["counts"]["generated"] == 1 and outputs(out) == before
+    for text in (b"\xff\xfe", b"[]", b'{"settings": "x"}', b'{"models": {"base": 1}}'):
+        (out / "metadata.json").write_bytes(text)
+        with pytest.raises(GlidectlError, match="is not a metadata.json glidectl wrote"):
+            run_eval(prompts, s, RunOptions(out=out, skip_existing=True, device="cpu"),
+                     pipeline=stack)
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_base):

@@ -56,11 +56,30 @@ def read_metadata(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        meta = None
+    shapes = {"settings": dict, "models": dict, "sessions": list, "prompts": list}
+    if not (isinstance(meta, dict)
+            and all(isinstance(meta.get(k, t()), t) for k, t in shapes.items())
+            and all(isinstance(m, dict) for m in meta.get("models", {}).values())):
         raise GlidectlError(
-            f"{str(path)!r} is not valid JSON; delete it or pick another --out."
-        ) from None
+            f"{str(path)!r} is not a metadata.json glidectl wrote (damaged or edited); "
+            "delete it or pick another --out."
+        )
+    return meta
+
+
+def is_whole_png(path: Path) -> bool:
+    """Whether ``path`` is an image that decodes to the end (not truncated or damaged)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return True
 
 
 def clean_temp_files(out: Path) -> None:

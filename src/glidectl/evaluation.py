@@ -24,6 +24,7 @@ from .eval_outputs import (
     collect,
     grid,
     image_stems,
+    is_whole_png,
     latest_eval_dir,
     log_wandb,
     next_eval_dir,
@@ -102,10 +103,11 @@ class Plan:
         return image_stems(self.prompts, i, self.settings.n)
 
     def mark_done(self, out: Path) -> None:
-        """Prompts whose every image (PNG and caption) already exists in ``out``."""
+        """Prompts whose every image (a PNG that decodes, and its caption) is in ``out``; a
+        damaged PNG is made again."""
         self.done = {
             i for i in range(len(self.prompts))
-            if all((out / f"{s}.png").is_file() and (out / f"{s}.txt").is_file()
+            if all((out / f"{s}.txt").is_file() and is_whole_png(out / f"{s}.png")
                    for s in self.stems(i))
         }
 
