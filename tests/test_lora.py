@@ -210,6 +210,19 @@ def test_unreadable_adapter_paths_are_user_errors(tmp_path):
         read_adapter(stray)
 
 
+def test_damaged_adapter_json_files_are_one_line(tmp_path):
+    """glidectl.json or adapter_config.json edited into other JSON, or not UTF-8: a
+    GlidectlError naming the file, never a traceback."""
+    _, out, _ = trained_adapter(tmp_path)
+    for name, text in (("glidectl.json", b"{"), ("glidectl.json", b"\xff"),
+                       ("glidectl.json", b"[]"), ("adapter_config.json", b"[1]")):
+        original = (out / name).read_bytes()
+        (out / name).write_bytes(text)
+        with pytest.raises(GlidectlError, match=f"{str(out / name)!r}"):
+            read_adapter(out)
+        (out / name).write_bytes(original)
+
+
 # ----------------------------------------------------------------------------- apply
 @pytest.mark.parametrize("text,path,scale", [
     ("runs/a/lora", "runs/a/lora", 1.0),

@@ -20,7 +20,7 @@ from torch import nn
 from .. import __version__, runs
 from ..atomic import atomic_path, write_json
 from ..config import LoraConfig
-from ..errors import GlidectlError
+from ..errors import GlidectlError, cause
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -150,6 +150,8 @@ def read_adapter(path: str | Path) -> AdapterFiles:
 
     try:
         raw = json.loads(config_file.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
         if raw.get("peft_type", "LORA") != "LORA":
             raise ValueError(f"peft_type is {raw.get('peft_type')!r}, not LORA")
         config = PeftLoraConfig.from_pretrained(str(directory))
@@ -163,11 +165,19 @@ def read_adapter(path: str | Path) -> AdapterFiles:
         raise GlidectlError(
             f"Cannot read {str(weights)!r} ({str(exc).strip()[:160]}); the file is damaged."
         ) from exc
-    meta: dict[str, Any] = {}
-    if (directory / META_FILE).is_file():
-        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-    elif META_KEY in file_meta:
-        meta = json.loads(file_meta[META_KEY])
+    meta_file = directory / META_FILE
+    source = meta_file if meta_file.is_file() else weights
+    try:
+        text = meta_file.read_text(encoding="utf-8") if meta_file.is_file() \
+            else file_meta.get(META_KEY, "{}")
+        meta = json.loads(text)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, OSError) as exc:
+        raise GlidectlError(
+            f"{str(source)!r} does not hold the adapter's glidectl metadata ({cause(exc)}); "
+            "the adapter is damaged: use another checkpoint's adapter."
+        ) from None
     if not any(".lora_A." in k for k in state):
         raise GlidectlError(f"{str(weights)!r} holds no LoRA weights (no '.lora_A.' tensors).")
     return AdapterFiles(directory, config, state, meta)
