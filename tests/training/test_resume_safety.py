@@ -82,6 +82,7 @@ def test_a_code_running_pickle_in_place_of_any_file_is_refused(trained, tmp_path
 
 
 def _tamper_scheduler(path: Path, **changes) -> None:
+    """Change (or drop) top-level entries of a JSON state file."""
     tree = json.loads(path.read_text(encoding="utf-8"))
     pairs = dict(tree["$dict"])
     for key, value in changes.items():
@@ -122,6 +123,24 @@ def test_a_tampered_scheduler_state_is_one_line_before_training(
                    f"glidectl resume file ({why}); resume from another checkpoint or start a "
                    "new run.\n"), err
     assert {p: p.read_bytes() for p in checkpoints.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("step", [-5, 1, "2", True])
+def test_a_train_json_at_another_step_is_refused_before_anything_changes(
+        trained, tmp_path, capsys, step):
+    """A step that is not the folder's would have resumed there, rewriting (at -5: deleting)
+    the run's metrics, previews and checkpoints."""
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    step_dir = run / "checkpoints" / "step-000002"
+    _tamper_scheduler(step_dir / "state" / "train.json", step=step)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code, err = _resume_cli(run, capsys)
+    assert code == 2, err
+    assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/train.json records "
+                   f"step {step!r}, not 2; the checkpoint is damaged: resume from another "
+                   "checkpoint or start a new run.\n"), err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_scheduler_rates_for_other_parameter_groups_do_not_fit(trained, tmp_path, capsys):

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import runs
 from ..atomic import atomic_path, write_json
 from ..errors import GlidectlError
 
@@ -257,7 +258,22 @@ def read_resume_state(state_dir: Path, rank: int, *, ema: bool, scaler: bool) ->
                 f"Cannot resume from {str(step_dir)!r}: state/{name} does not hold a state "
                 "table; resume from another checkpoint or start a new run."
             )
+    check_step(step_dir, out["train"].get("step"))
     return out
+
+
+def check_step(step_dir: Path, step: Any) -> None:
+    """The step train.json records must be a step count, the one its folder is named for
+    (a run resumed at a wrong step would overwrite its metrics, previews and checkpoints)."""
+    folder = runs.step_of(step_dir)
+    if isinstance(step, int) and not isinstance(step, bool) and step >= 0 \
+            and folder in (None, step):
+        return
+    raise GlidectlError(
+        f"Cannot resume from {str(step_dir)!r}: state/{TRAIN} records step {step!r}"
+        + (f", not {folder}" if folder is not None else "")
+        + "; the checkpoint is damaged: resume from another checkpoint or start a new run."
+    )
 
 
 def apply_failure(step_dir: Path, name: str, exc: Exception) -> GlidectlError:
