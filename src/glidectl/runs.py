@@ -4,6 +4,7 @@
 
     runs/<name>/
       config.toml        the run's config
+      .lock              locked by the process training the run, so no second one writes
       metrics.jsonl      one JSON record per logged step (and per validation)
       previews/          step-NNNNNN.png grids
       trackers/          TensorBoard event files, W&B's offline folder, ...
@@ -27,6 +28,7 @@ from pathlib import Path
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = ".lock"
 PREVIEWS_DIR = "previews"
 TRACKERS_DIR = "trackers"
 CHECKPOINTS_DIR = "checkpoints"
@@ -65,6 +67,10 @@ class RunDir:
     @property
     def config(self) -> Path:
         return self.root / CONFIG_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
 
     @property
     def metrics(self) -> Path:

@@ -121,6 +121,33 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(
                       for p in (run / "checkpoints" / "step-000002").rglob("*") if p.is_file()}
 
 
+def test_a_second_process_on_a_run_being_trained_is_one_line(tiny, config_file, tmp_path):
+    """Two processes writing one run folder lose data (the second truncates metrics.jsonl
+    under the first): the second stops in one line and changes nothing."""
+    cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=1))
+    path = config_file(cfg)
+    run = tmp_path / "runs" / "t"
+    first = subprocess.Popen(_glidectl("train", "-c", str(path), "--no-live"), env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_logged_steps(run, first, 2)
+        second = subprocess.run(
+            _glidectl("train", "-c", str(path), "--no-live", "--resume", "latest"),
+            env=_env(), capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.endswith(
+            f"Error: Run {str(run)!r} is being trained by another glidectl process; wait "
+            "for it to finish (or stop it), or pick another --name.\n"), second.stderr
+        assert first.poll() is None
+        logged = len(read_metrics(run / "metrics.jsonl"))
+        _wait_for_logged_steps(run, first, logged + 1)  # its records still reach the file
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")][:logged + 1] == \
+        list(range(1, logged + 2))
+
+
 def test_two_processes_train_and_resume_the_same_model_as_one(tiny, config_file, tmp_path):
     # Adam turns float noise in near-zero gradients into ±lr steps: a small lr and a larger
     # eps keep the comparison about the gradients, not about rounding.

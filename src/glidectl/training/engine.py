@@ -35,7 +35,7 @@ from .metrics import MetricsFile, RunOutputs, Throughput, data_counts, truncate_
 from .model_setup import ModelBundle, build_model
 from .optimizers import make_optimizer
 from .previews import Previewer
-from .run_dir import check_writable, pick_run_dir
+from .run_dir import check_writable, lock_run, pick_run_dir
 from .setup import check_config, make_accelerator, total_steps
 from .state import TrainResult, TrainState
 from .trackers import Trackers
@@ -47,12 +47,20 @@ class Trainer:
     def __init__(self, cfg: GlideConfig, **kwargs: Any):
         """See :meth:`_init`. A user error or Ctrl-C there leaves no new run folder behind."""
         self._new_folders: list[Path] = []
+        self._lock: Any = None
         try:
             self._init(cfg, **kwargs)
         except (GlidectlError, KeyboardInterrupt):
             for folder in self._new_folders:  # created by this call: nothing half-written
                 shutil.rmtree(folder, ignore_errors=True)
+            self._unlock()
             raise
+
+    def _unlock(self) -> None:
+        """Let another process train this run folder (main process)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _init(
         self, cfg: GlideConfig, *, resume: str | None = None,
@@ -109,6 +117,11 @@ class Trainer:
             run, resume_from = pick_run_dir(self.cfg, resume)
             self._new_folders = [p for p in (run.root.parent, run.root) if not p.exists()][:1]
             check_writable(run.root)
+            try:
+                self._lock = lock_run(run)
+            except GlidectlError:
+                self._new_folders = []  # another process's run: not ours to remove
+                raise
             return str(run.root), str(resume_from) if resume_from else None
 
         root, resume_from = self._on_main(pick)
@@ -559,6 +572,7 @@ class Trainer:
         finally:
             out.close()
             self.stream.close()
+            self._unlock()
         out.result.step = step
         self.accelerator.wait_for_everyone()
         return out.result
