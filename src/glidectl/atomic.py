@@ -76,3 +76,22 @@ def write_text(path: str | Path, text: str, durable: bool = False) -> Path:
 def write_json(path: str | Path, data: Any, durable: bool = False) -> Path:
     """Write indented JSON atomically."""
     return write_text(path, json.dumps(data, indent=2) + "\n", durable)
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` with the process umask applied (what a plain ``open`` would create)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str]
+                     ) -> Path:
+    """``tensors`` as a .safetensors file at ``path``, atomically, with the permissions the
+    user's umask gives (safetensors alone creates 0600 files)."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, umask_mode())
+    return Path(path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from pathlib import Path
 
@@ -43,10 +42,3 @@ def prompt_record(prompt: str, used: str | None = None) -> dict[str, str]:
     if used is not None:
         record["prompt_used"] = used[:PROMPT_EXCERPT_CHARS * 4]
     return record
-
-
-def umask_mode(mode: int = 0o666) -> int:
-    """``mode`` with the process umask applied (what a plain ``open`` would create)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mode & ~mask

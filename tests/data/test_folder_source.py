@@ -295,3 +295,19 @@ def test_a_folder_that_cannot_be_listed_is_named(tmp_path):
     assert out.stdout.splitlines() == [
         "['a.png']", str([f"1 folder under {str(root)!r} could not be read and is left out "
                           f"({str(root / 'locked')!r}); check its permissions."])], out.stderr
+
+
+def test_shared_counters_under_a_small_file_size_limit_are_one_sentence():
+    import resource
+    import subprocess
+    import sys
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+
+    code = ("from glidectl.data.stats import SharedStats\nfrom glidectl.errors import "
+            "GlidectlError\ntry:\n    SharedStats()\nexcept GlidectlError as exc:\n    print(exc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, preexec_fn=small_files)
+    assert out.stdout.startswith("Cannot make the 1032 KiB of shared memory the data counters "
+                                 "use (File too large); raise the file size limit"), out.stderr

@@ -128,3 +128,15 @@ def test_train_warns_about_image_files_the_folder_leaves_out(cli, tiny, config_f
     assert result.exit_code == 0, result.output
     assert (f"Warning: {str(image_folder)!r}: 1 image file of kinds glidectl does not read "
             "left out (.heic 1)") in result.output
+
+
+def test_resuming_a_run_whose_config_is_gone_names_the_file(cli, tiny, config_file, tmp_path):
+    path = config_file(tiny(train=dict(steps=1)))
+    assert cli("train", "-c", str(path), "--no-live").exit_code == 0
+    run = tmp_path / "runs" / "t"
+    (run / "config.toml").unlink()
+    result = cli("train", "--resume", str(run), "--steps", "2", "--no-live")
+    assert isinstance(result.exception, GlidectlError)
+    assert str(result.exception).startswith(f"The run's {str(run / 'config.toml')!r} is missing")
+    again = cli("train", "--resume", str(run), "-c", str(path), "--steps", "2", "--no-live")
+    assert again.exit_code == 0, again.output

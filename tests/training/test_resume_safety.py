@@ -256,3 +256,23 @@ def test_a_step_folder_a_kill_left_aside_is_put_back(trained, tmp_path, capsys):
     assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith(("step", ".")))\
         == ["step-000002", "step-000003"]
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_a_truncated_model_file_points_to_another_checkpoint(trained, tmp_path, capsys):
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    model = run / "checkpoints" / "step-000002" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    code, err = _resume_cli(run, capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.rstrip().endswith("; resume from another checkpoint or start a new run."), err
+
+
+def test_every_checkpoint_file_gets_the_umask_permissions(trained):
+    import os
+
+    from glidectl.atomic import umask_mode
+
+    step_dir = trained / "runs" / "t" / "checkpoints" / "step-000002"
+    modes = {name: os.stat(step_dir / name).st_mode & 0o777 for name in _files(step_dir)}
+    assert modes == dict.fromkeys(modes, umask_mode()), modes

@@ -47,8 +47,10 @@ def resolve_config(
         from ..training.checkpointing import resolve_checkpoint
 
         saved = run_of_step_dir(resolve_checkpoint(resume)) / CONFIG_FILE
-        if saved.is_file():
-            config = saved
+        if not saved.is_file():
+            raise GlidectlError(f"The run's {str(saved)!r} is missing, so --resume cannot know "
+                                "its settings; pass --config FILE with the run's config.")
+        config = saved
     if config is None:
         raise GlidectlError("No config: pass --config FILE (see examples/glide.toml).")
     flags = list(sets or [])

@@ -140,7 +140,15 @@ class SharedStats:
     HEADER = 8  # sequence number, payload length (uint32 each)
 
     def __init__(self) -> None:
-        self._array: Any = multiprocessing.RawArray(ctypes.c_char, self.SLOTS * self.SLOT_BYTES)
+        try:
+            self._array: Any = multiprocessing.RawArray(ctypes.c_char,
+                                                        self.SLOTS * self.SLOT_BYTES)
+        except OSError as exc:  # a file size limit (ulimit -f) or a full /dev/shm
+            raise GlidectlError(
+                f"Cannot make the {self.SLOTS * self.SLOT_BYTES // 1024} KiB of shared memory "
+                f"the data counters use ({exc.strerror or exc}); raise the file size limit "
+                "(ulimit -f) or free space in the temp folder."
+            ) from None
         self._snapshot: dict[int, dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:

@@ -9,7 +9,6 @@ ones of that kind (a custom-sized ``.pt`` needs its options passed in).
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import zipfile
@@ -21,9 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import atomic_path
+from ..atomic import save_safetensors
 from ..errors import GlidectlError, a_or_an, cause
-from ..out_dir import umask_mode
 from .options import ModelOptions, official_options
 
 StateDict = dict[str, torch.Tensor]
@@ -208,7 +206,6 @@ def save_weights(
 
     Written through a temp file and an atomic rename. ``options`` defaults to the model's own.
     """
-    from safetensors.torch import save_file
 
     if isinstance(model_or_state, nn.Module):
         model = model_or_state
@@ -229,10 +226,7 @@ def save_weights(
         META_KIND: options.kind,
     })
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.chmod(tmp, umask_mode())  # safetensors creates 0600 files; respect the umask
-    return Path(path)
+    return save_safetensors(path, tensors, meta)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

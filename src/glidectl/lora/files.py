@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import __version__, runs
-from ..atomic import atomic_path, write_json
+from ..atomic import save_safetensors, write_json
 from ..config import LoraConfig
 from ..errors import GlidectlError, cause
 
@@ -91,7 +91,6 @@ def save_adapter(
 ) -> Path:
     """Write a LoRA-injected model's adapter as a peft directory with glidectl metadata."""
     from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
 
     from .inject import effective_scale, peft_config
 
@@ -119,8 +118,7 @@ def save_adapter(
     out.mkdir(parents=True, exist_ok=True)
     peft_config(cfg, target_names).save_pretrained(str(out))
     tensors = {PEFT_PREFIX + k: v.detach().float().cpu().contiguous() for k, v in state.items()}
-    with atomic_path(out / WEIGHTS_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", META_KEY: json.dumps(meta)})
+    save_safetensors(out / WEIGHTS_FILE, tensors, {"format": "pt", META_KEY: json.dumps(meta)})
     write_json(out / META_FILE, meta)
     return out
 

@@ -251,7 +251,11 @@ class Trainer:
                 return
             from ..glide import read_weights
 
-            state_dict, saved = read_weights(step_dir / runs.MODEL_FILE)
+            try:
+                state_dict, saved = read_weights(step_dir / runs.MODEL_FILE)
+            except GlidectlError as exc:  # damaged, truncated: an earlier checkpoint may do
+                raise GlidectlError(f"{str(exc).rstrip('.')}; resume from another checkpoint "
+                                    "or start a new run.") from None
             want = self.bundle.options.time_embed_max_freq
             if saved.time_embed_max_freq != want:
                 raise GlidectlError(

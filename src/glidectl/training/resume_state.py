@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import runs
-from ..atomic import atomic_path, write_json
+from ..atomic import save_safetensors, write_json
 from ..errors import GlidectlError
 
 TREE_KEY = "glidectl.state"
@@ -108,7 +108,6 @@ def _tensor(key: Any, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
 # --------------------------------------------------------------------------- files
 def write_state_file(path: Path, obj: Any) -> None:
     """``obj`` as ``.json`` (no tensors allowed) or ``.safetensors`` (tree in the header)."""
-    from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
     tree = encode(obj, tensors)
@@ -117,8 +116,7 @@ def write_state_file(path: Path, obj: Any) -> None:
             raise TypeError(f"{path.name} cannot hold tensors")
         write_json(path, tree)
         return
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={TREE_KEY: json.dumps(tree)})
+    save_safetensors(path, tensors, {TREE_KEY: json.dumps(tree)})
 
 
 def read_state_file(path: Path) -> Any:
