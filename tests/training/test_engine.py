@@ -145,6 +145,20 @@ def test_upsampler_previews_use_their_images_own_captions_and_record_no_sampler(
     assert set(recorded) == {"prompts"}
 
 
+def test_upsampler_finetuned_at_another_resolution_previews_at_its_own_size(tiny, tmp_path):
+    """A 32 px upsampler finetuned on 16 px crops (data.resolution) previews 8 → 32 px rows,
+    as it samples; before, the 16 px reference beside the 32 px output was a traceback."""
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    init = save_weights(create_model(preset_options("upsample", "tiny").replace(
+        image_size=32)), tmp_path / "up32.safetensors")
+    cfg = tiny(model=dict(kind="upsample", init=str(init)), data=dict(resolution=16),
+               train=dict(steps=1), checkpoint=dict(every=1), preview=dict(every=1, steps=1))
+    result = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint")).run()
+    grid = Image.open(result.run_dir / "previews" / "step-000001.png")
+    assert grid.width == 3 * 64  # [low-res | output | reference], each enlarged to 64 px
+
+
 def test_base_command_refuses_an_upsampler_config(tiny):
     with pytest.raises(GlidectlError, match="upsample"):
         Trainer(tiny(model=dict(kind="upsample")), quiet=True, kinds=("base", "base-inpaint"))

@@ -181,8 +181,14 @@ class Trainer:
             dataset = build_dataset(cfg.data, train=True, rank=acc.process_index,
                                     world_size=acc.num_processes, **data_args)
             if self.main and cfg.preview.every > 0:
-                # Previews read the data as for evaluation: no augmentation or caption dropout.
-                preview_data = build_dataset(cfg.data, train=False, **data_args)
+                # Previews read the data as for evaluation: no augmentation or caption dropout;
+                # an upsampler's pairs come at the sizes it samples at, whatever data.resolution.
+                preview_cfg, preview_args = cfg.data, data_args
+                if opts.super_res:
+                    preview_cfg = dataclasses.replace(cfg.data, resolution=opts.image_size)
+                    preview_args = {**data_args, "image_size": opts.image_size,
+                                    "low_res_size": opts.low_res_size}
+                preview_data = build_dataset(preview_cfg, train=False, **preview_args)
         self.dataset = dataset
         if val.enabled(cfg):
             samples = val.load_samples(cfg, data_args)
