@@ -1,4 +1,4 @@
-"""``preview.prompt_file``: its lines join ``preview.prompts``; a bad file is one sentence."""
+"""``preview.prompt_file`` and ``preview.low_res``: what they read; a bad file is one sentence."""
 
 from __future__ import annotations
 
@@ -26,3 +26,40 @@ def test_a_bad_file_is_one_sentence(tmp_path, make, message) -> None:
     make(path)
     with pytest.raises(GlidectlError, match=message):
         _read_prompts(PreviewConfig(prompt_file=str(path)))
+
+
+def _truncated_png(path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)
+    path.write_bytes(path.read_bytes()[:600])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text("not an image"), "Cannot read preview.low_res image"),
+    (_truncated_png, "Cannot read preview.low_res image"),
+    (lambda p: p.mkdir(), "is a folder; fix the path"),
+])
+def test_a_bad_low_res_file_is_one_sentence(tmp_path, make, message) -> None:
+    """An upsampler's preview.low_res file that is no image was a PIL traceback."""
+    from glidectl.training.previews import _load_low_res
+
+    path = tmp_path / "low.png"
+    make(path)
+    with pytest.raises(GlidectlError, match=message):
+        _load_low_res([str(path)], 8)
+
+
+def test_low_res_files_are_read_as_their_centre_square(tmp_path) -> None:
+    from PIL import Image
+
+    from glidectl.training.previews import _load_low_res
+
+    image = Image.new("RGB", (24, 8), (255, 0, 0))
+    image.paste((0, 0, 255), (8, 0, 16, 8))  # the centre 8×8 square is blue
+    image.save(tmp_path / "wide.png")
+    low = _load_low_res([str(tmp_path / "wide.png")], 4)
+    assert low.shape == (1, 3, 4, 4)
+    assert low[0, 2].min() > 0.5 and low[0, 0].max() < -0.5

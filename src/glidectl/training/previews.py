@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from ..config import GlideConfig, PreviewConfig
 from ..errors import GlidectlError, PluginError, cause
-from ..images import captioned_grid, save_png, to_pil
+from ..images import captioned_grid, from_pil, save_png, to_pil
 
 
 def preview_path(directory: Path, step: int) -> Path:
@@ -81,13 +80,20 @@ def _dataset_samples(dataset: Any, n: int) -> list[dict[str, Any]]:
 
 
 def _load_low_res(paths: list[str], size: int) -> torch.Tensor:
+    """``preview.low_res`` files → [N,3,size,size] in [-1, 1], the centre square of each
+    (as ``glidectl sample --low-res`` reads them); a bad file is one sentence."""
     images = []
     for p in paths:
         if not Path(p).is_file():
-            raise GlidectlError(f"preview.low_res image {p!r} does not exist; fix the path.")
-        im = Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-        images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
-    return torch.stack(images).float() / 127.5 - 1.0
+            what = "is a folder" if Path(p).is_dir() else "does not exist"
+            raise GlidectlError(f"preview.low_res image {p!r} {what}; fix the path.")
+        try:
+            with Image.open(p) as im:
+                images.append(from_pil(im, size))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise GlidectlError(f"Cannot read preview.low_res image {p!r} ({cause(exc)}); "
+                                "pass a PNG or JPEG.") from None
+    return torch.cat(images)
 
 
 class Previewer:
