@@ -82,6 +82,13 @@ def test_choice_fields_reject_other_values():
         load_config(None, ["train.precision=fp8"])
 
 
+def test_degrade_jpeg_range_is_the_one_the_data_pipeline_takes():
+    """`config keys` said 0 to 100 while the data pipeline refused 96..100 later on."""
+    assert load_config(None, ["data.degrade_jpeg=95"]).data.degrade_jpeg == 95
+    with pytest.raises(ConfigError, match=r"'data.degrade_jpeg' must be from 0 to 95"):
+        load_config(None, ["data.degrade_jpeg=100"])
+
+
 def test_override_values_are_read_as_toml_else_string():
     assert parse_override("train.lr=1e-5") == {"train": {"lr": 1e-5}}
     assert parse_override("data.source=demo:shapes") == {"data": {"source": "demo:shapes"}}

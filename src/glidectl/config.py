@@ -110,7 +110,7 @@ class DataConfig:
     )
     degrade_jpeg: int = opt(
         0, "Upsampler: min JPEG quality for low-res inputs (0 = off).",
-        min=0, max=100,
+        min=0, max=95,
     )
     degrade_noise: float = opt(
         0.0, "Upsampler: max Gaussian noise std on low-res inputs.",
