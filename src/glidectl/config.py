@@ -230,7 +230,8 @@ class PreviewConfig:
     """Preview grids sampled during training."""
 
     prompts: list = opt(
-        [], "Preview prompts ([] = captions of the first data samples; upsamplers: captions)."
+        [], "Preview prompts ([] = captions of the first data samples; upsamplers and "
+        "inpainting models: each held-out image's own caption)."
     )
     prompt_file: str = opt("", "File with one preview prompt per line.")
     every: int = opt(500, "Preview every N optimizer steps (0 = never; step 0 is included).", min=0)

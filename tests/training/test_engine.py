@@ -159,6 +159,24 @@ def test_upsampler_finetuned_at_another_resolution_previews_at_its_own_size(tiny
     assert grid.width == 3 * 64  # [low-res | output | reference], each enlarged to 64 px
 
 
+@pytest.mark.parametrize("kind, width", [("base-inpaint", 3), ("upsample-inpaint", 4)])
+def test_inpaint_previews_fill_a_hidden_rectangle_of_held_out_images(tiny, kind, width):
+    """Inpainting previews show [(low-res |) masked input | output | reference] rows and keep
+    the known pixels; before, they sampled with no image and an all-hidden mask, which
+    training never shows the model."""
+    cfg = tiny(model=dict(kind=kind), data=dict(resolution=16 if kind == "base-inpaint" else 32),
+               train=dict(steps=1), checkpoint=dict(every=1), preview=dict(every=1, steps=2))
+    trainer = Trainer(cfg, quiet=True, kinds=(kind,))
+    previewer = trainer.previewer
+    known = previewer.masks
+    assert known is not None and 0 < known.mean() < 1
+    out = previewer.sample()
+    assert torch.allclose(out * known, previewer.reference * known, atol=1e-5)
+    result = trainer.run()
+    grid = Image.open(result.run_dir / "previews" / "step-000001.png")
+    assert grid.width == width * 64
+
+
 def test_base_command_refuses_an_upsampler_config(tiny):
     with pytest.raises(GlidectlError, match="upsample"):
         Trainer(tiny(model=dict(kind="upsample")), quiet=True, kinds=("base", "base-inpaint"))

@@ -105,7 +105,8 @@ def register(app: typer.Typer) -> None:
     train_cmd.__doc__ = (
         "Train or finetune a 64 px base (or base-inpaint) GLIDE model.\n\n"
         "Precedence: defaults < --config < --set < flags. Ctrl-C saves a checkpoint; "
-        "--resume latest continues exactly where it stopped."
+        "--resume latest continues exactly where it stopped. A base-inpaint model's "
+        "preview rows show the masked input, the output and the reference."
     )
     app.command("train")(train_cmd)
 
@@ -113,7 +114,8 @@ def register(app: typer.Typer) -> None:
     upsample_cmd.__doc__ = (
         "Train or finetune a GLIDE upsampler (64 → 256 px, or its inpainting twin).\n\n"
         "Same flags and run directory as `glidectl train`; each preview row shows the "
-        "low-res input, the output and the reference."
+        "low-res input, the output and the reference (upsample-inpaint: the masked input "
+        "after the low-res one)."
     )
     app.command("upsample")(upsample_cmd)
 

@@ -182,9 +182,10 @@ class Trainer:
                                     world_size=acc.num_processes, **data_args)
             if self.main and cfg.preview.every > 0:
                 # Previews read the data as for evaluation: no augmentation or caption dropout;
-                # an upsampler's pairs come at the sizes it samples at, whatever data.resolution.
+                # upsamplers' and inpainting models' images come at the sizes they sample at,
+                # whatever data.resolution.
                 preview_cfg, preview_args = cfg.data, data_args
-                if opts.super_res:
+                if opts.super_res or opts.inpaint:
                     preview_cfg = dataclasses.replace(cfg.data, resolution=opts.image_size)
                     preview_args = {**data_args, "image_size": opts.image_size,
                                     "low_res_size": opts.low_res_size}

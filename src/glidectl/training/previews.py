@@ -19,18 +19,14 @@ def preview_path(directory: Path, step: int) -> Path:
     return Path(directory) / f"step-{step:06d}.png"
 
 
-def side_by_side(low_res: torch.Tensor, output: torch.Tensor,
-                 reference: torch.Tensor | None) -> list[Image.Image]:
-    """Upsampler previews: per sample, [nearest-upscaled input | output | reference]."""
-    size = output.shape[-1]
-    up = torch.nn.functional.interpolate(low_res.float(), size=(size, size), mode="nearest")
-    cols = [up, output] + ([reference] if reference is not None else [])
-    rows = []
-    for i in range(output.shape[0]):
-        row = torch.cat([c[i:i + 1].float().cpu() for c in cols], dim=3)
-        rows.append(row)
-    return to_pil(torch.cat(rows))
-
+def side_by_side(columns: list[torch.Tensor]) -> list[Image.Image]:
+    """Per sample, one row of ``columns`` ([N,3,h,w] each), smaller ones nearest-upscaled
+    to the last column's size: [low-res | masked input | output | reference]."""
+    size = columns[-1].shape[-1]
+    cols = [torch.nn.functional.interpolate(c.float().cpu(), size=(size, size), mode="nearest")
+            if c.shape[-1] != size else c.float().cpu() for c in columns]
+    return to_pil(torch.cat([torch.cat([c[i:i + 1] for c in cols], dim=3)
+                             for i in range(cols[0].shape[0])]))
 
 
 def preview_sampling(cfg: PreviewConfig) -> dict[str, Any]:
@@ -101,8 +97,10 @@ class Previewer:
 
     Base models: one image per preview prompt (default: the first captions of the data).
     Upsamplers: held-out low-res inputs (or ``preview.low_res`` files) shown as
-    [input | output | reference] rows. RNG state is forked, so previews never change
-    the training trajectory.
+    [input | output | reference] rows. Inpainting models: held-out images with a rectangle
+    hidden (drawn as in training, seeded by ``preview.seed``), as [masked input | output |
+    reference] rows. Both use the images' own captions. RNG state is forked, so previews
+    never change the training trajectory.
     """
 
     def __init__(self, cfg: GlideConfig, bundle: Any, model: torch.nn.Module,
@@ -113,6 +111,7 @@ class Previewer:
         self.super_res = bool(bundle.options.super_res)
         self.reference: torch.Tensor | None = None
         self.low_res: torch.Tensor | None = None
+        self.masks: torch.Tensor | None = None  # inpainting: 1 = known
         self.failures = 0
         self.error: str | None = None
         prompts = _read_prompts(self.cfg)
@@ -130,15 +129,26 @@ class Previewer:
                 self.reference = torch.stack([s["image"] for s in samples])
                 # held-out images are upsampled under their own captions
                 self.prompts = [s.get("caption", "") for s in samples]
+        elif bundle.options.inpaint:
+            samples = _dataset_samples(holdout, max_items)
+            self.reference = torch.stack([s["image"] for s in samples])
+            self.prompts = [s.get("caption", "") for s in samples]
         else:
             self.prompts = prompts or [s.get("caption", "") for s in
                                        _dataset_samples(holdout, max_items)]
+        if bundle.options.inpaint and self.reference is not None:
+            from .validation import random_masks
+
+            gen = torch.Generator().manual_seed(self.cfg.seed)
+            self.masks = random_masks(len(self.reference), self.reference.shape[-1], gen)
 
     def sample(self) -> torch.Tensor:
         from .. import sampling
 
         c, b = self.cfg, self.bundle
         settings = preview_sampling(c)
+        if self.masks is not None:
+            settings.update(inpaint_image=self.reference, inpaint_mask=self.masks)
         if self.super_res:
             return sampling.sample_upsample(
                 self.model, b.diffusion, self.prompts, b.tokenizer, self.low_res,
@@ -170,12 +180,12 @@ class Previewer:
             self.failures += 1
             self.error = f"preview at step {step} failed: {exc}"
             return None
-        if self.super_res:
-            images = side_by_side(self.low_res, out, self.reference)
-            cols = 1
-        else:
-            images = to_pil(out)
-            cols = None
+        columns = [self.low_res] if self.super_res else []
+        if self.masks is not None:
+            columns.append(self.reference * self.masks)  # what the model sees: hidden = 0
+        columns += [out] + ([self.reference] if self.reference is not None else [])
+        images = side_by_side(columns) if len(columns) > 1 else to_pil(out)
+        cols = 1 if len(columns) > 1 else None
         grid = captioned_grid(images, self.prompts, cols=cols)
         text = {
             "step": str(step), "prompts": json.dumps(self.prompts), "sampler": self.cfg.sampler,
