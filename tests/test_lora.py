@@ -353,6 +353,21 @@ def test_merge_writes_a_checkpoint_equal_to_base_plus_adapter(tmp_path, capsys):
     assert not torch.allclose(run(merged, args), run(base, args), atol=1e-3)
 
 
+def test_merge_keeps_the_sampling_settings_its_base_recommends(tmp_path, capsys):
+    """A merged glidectl-trained model sampled with dpm++2m/25/3 instead of the settings its
+    base run's checkpoint recommends (the metadata `glidectl export` carries along)."""
+    from glidectl.glide import save_weights
+    from glidectl.pipeline import RECOMMENDED_KEY, recommended_settings
+
+    base, out, _ = trained_adapter(tmp_path)
+    settings = {"sampler": "ddpm", "steps": 5, "guidance": 1.5, "prompts": ["a red circle"]}
+    base_file = save_weights(base, tmp_path / "base.safetensors",
+                             metadata={RECOMMENDED_KEY: json.dumps(settings)})
+    merged_file = tmp_path / "merged.safetensors"
+    assert cli("lora", "merge", out, "--base", base_file, "-o", merged_file) == 0
+    assert recommended_settings(merged_file) == settings
+
+
 def test_merge_refuses_an_existing_output_unless_forced(tmp_path, capsys):
     from glidectl.glide import read_weights, save_weights
 

@@ -208,8 +208,23 @@ def merge_adapter(
     meta = {"lora_merged": json.dumps(
         [{"adapter": str(adapter_path), "scale": scale, "base": base, "modules": n}]
     )}
+    meta.update(_sampling_defaults(base))
     save_weights(model, out, metadata=meta)
     return MergeResult(out, n, len(adapter.module_names))
+
+
+def _sampling_defaults(base: str) -> dict[str, str]:
+    """The base checkpoint's recommended sampling settings (glidectl-trained weights), so a
+    merged model samples by default as its base did; {} for files without them."""
+    from ..glide.checkpoints import read_metadata
+    from ..glide.loading import resolve_spec
+    from ..pipeline import RECOMMENDED_KEY
+
+    path = resolve_spec(base, download=False)
+    if path.suffix != ".safetensors":
+        return {}
+    recorded = read_metadata(path)
+    return {RECOMMENDED_KEY: recorded[RECOMMENDED_KEY]} if RECOMMENDED_KEY in recorded else {}
 
 
 def apply_loras_by_kind(
