@@ -201,3 +201,19 @@ def test_display_live_panel_shows_progress():
         display.log({"step": 5, "loss": 0.25, "lr": 1e-4, "images_per_s": 3.0, "data_wait": 0.0})
     out = stream.getvalue()
     assert "5/10" in out and "loss 0.2500" in out
+
+
+@pytest.mark.parametrize("kind, resolution, fits", [
+    ("upsample", 24, "a multiple of 16 of at least 16 px"),
+    ("base", 8, "a multiple of 4 of at least 16 px"),
+])
+def test_a_resolution_the_scratch_network_cannot_take_names_data_resolution(
+        kind, resolution, fits):
+    """Was "Model option image_size=24 is not divisible by 2**4": neither the key the user
+    set nor what would fit."""
+    from glidectl.config import ModelConfig
+    from glidectl.training.model_setup import build_model
+
+    with pytest.raises(GlidectlError, match=f"data.resolution = {resolution} does not fit a "
+                       f"scratch 'tiny' {kind} network .*; set data.resolution to {fits}"):
+        build_model(ModelConfig(kind=kind, size="tiny"), resolution)

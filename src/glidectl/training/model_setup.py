@@ -31,7 +31,7 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
     if cfg.init == "scratch":
         options = preset_options(cfg.kind, cfg.size, tok_name)
         if resolution and resolution != options.image_size:
-            options = options.replace(image_size=resolution)
+            options = _at_resolution(options, resolution, cfg.size)
         options = options.replace(time_embed_max_freq=cfg.time_embed_max_freq)
         model = create_model(options)
     else:
@@ -60,3 +60,20 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
     tokenizer = get_tokenizer(options.tokenizer, cfg.vocab_dir or None)
     diffusion = create_diffusion(options.noise_schedule, options.diffusion_steps)
     return ModelBundle(model, options, tokenizer, diffusion)
+
+
+def _at_resolution(options: Any, resolution: int, size: str) -> Any:
+    """A scratch preset's options at ``data.resolution``; one that its network cannot take
+    is an error naming data.resolution and the sizes that fit."""
+    try:
+        return options.replace(image_size=resolution)  # validates
+    except GlidectlError as exc:
+        step = 2 ** (len(options.channel_mults) - 1)
+        least = max([step] + [int(r) for r in str(options.attention_resolutions).split(",")
+                              if r.strip()])
+        least = -(-least // step) * step
+        raise GlidectlError(
+            f"data.resolution = {resolution} does not fit a scratch {size!r} {options.kind} "
+            f"network ({str(exc).rstrip('.')}); set data.resolution to a multiple of {step} "
+            f"of at least {least} px, or 0 for its own {options.image_size} px."
+        ) from None
