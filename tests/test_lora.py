@@ -368,6 +368,18 @@ def test_merge_keeps_the_sampling_settings_its_base_recommends(tmp_path, capsys)
     assert recommended_settings(merged_file) == settings
 
 
+def test_merge_onto_other_weights_warns_in_one_line(tmp_path, capsys):
+    """The mismatch warning came out as Python's two-line warning with a source line."""
+    from glidectl.glide import save_weights
+
+    _, out, _ = trained_adapter(tmp_path)
+    other = save_weights(tiny(seed=5), tmp_path / "other.safetensors")
+    assert cli("lora", "merge", out, "--base", other, "-o", tmp_path / "m.safetensors") == 0
+    err = capsys.readouterr().err
+    assert err.startswith("Warning: LoRA adapter") and "trained on other weights" in err
+    assert len(err.strip().splitlines()) == 1 and ".py:" not in err
+
+
 def test_merge_refuses_an_existing_output_unless_forced(tmp_path, capsys):
     from glidectl.glide import read_weights, save_weights
 
