@@ -217,3 +217,17 @@ def test_a_resolution_the_scratch_network_cannot_take_names_data_resolution(
     with pytest.raises(GlidectlError, match=f"data.resolution = {resolution} does not fit a "
                        f"scratch 'tiny' {kind} network .*; set data.resolution to {fits}"):
         build_model(ModelConfig(kind=kind, size="tiny"), resolution)
+
+
+def test_a_lora_run_as_model_init_says_to_merge_it_first(tmp_path):
+    from glidectl import runs
+    from glidectl.config import ModelConfig
+    from glidectl.training.model_setup import build_model
+
+    adapter = tmp_path / "lora-run" / "checkpoints" / "step-000004" / runs.ADAPTER_DIR
+    adapter.mkdir(parents=True)
+    (adapter / runs.ADAPTER_CONFIG).write_text("{}")
+    run = str(tmp_path / "lora-run")
+    with pytest.raises(GlidectlError, match=rf"^model.init '{run}' is a LoRA run: .*merge it "
+                                            rf"into its base first \(glidectl lora merge {run} "):
+        build_model(ModelConfig(init=run))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..config import ModelConfig
@@ -37,6 +38,7 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
     else:
         from ..glide import load_model
 
+        _not_a_lora_run(cfg.init)
         model = load_model(cfg.init)
         options = model.options
         if options.kind != cfg.kind:
@@ -77,3 +79,17 @@ def _at_resolution(options: Any, resolution: int, size: str) -> Any:
             f"network ({str(exc).rstrip('.')}); set data.resolution to a multiple of {step} "
             f"of at least {least} px, or 0 for its own {options.image_size} px."
         ) from None
+
+
+def _not_a_lora_run(init: str) -> None:
+    """A LoRA run as model.init is one sentence on how to train from it (merge it first)."""
+    from .. import runs
+
+    step = runs.latest_under(Path(init)) if Path(init).is_dir() else None
+    if step is not None and runs.step_weights(step) is None and runs.step_adapter(step):
+        raise GlidectlError(
+            f"model.init {init!r} is a LoRA run: its checkpoints hold adapters, not a model; "
+            f"merge it into its base first (glidectl lora merge {init} -o merged.safetensors) "
+            "and set model.init to the merged file, or continue it with glidectl lora "
+            f"--resume {init}."
+        )
