@@ -251,3 +251,22 @@ def test_fp16_without_a_gpu_is_a_user_error(tiny):
         pytest.skip("a GPU is present")
     with pytest.raises(GlidectlError, match="bf16"):
         Trainer(tiny(train=dict(precision="fp16")), quiet=True)
+
+
+def test_upsampler_previews_sample_as_glidectl_sample_upsamples_unless_told(tiny):
+    """fast27 DDPM without guidance where [preview] keeps its defaults; what it sets stays."""
+    from glidectl.config import PreviewConfig
+    from glidectl.training.previews import preview_sampling
+
+    assert {k: v for k, v in preview_sampling(PreviewConfig(), True).items()
+            if k in ("sampler", "steps", "guidance")} == dict(sampler="ddpm", steps="fast27",
+                                                               guidance=None)
+    told = preview_sampling(PreviewConfig(sampler="euler", guidance=1.5), True)
+    assert (told["sampler"], told["steps"], told["guidance"]) == ("euler", 25, 1.5)
+    assert preview_sampling(PreviewConfig(steps=40), True)["steps"] == 40
+    assert preview_sampling(PreviewConfig(), False)["sampler"] == PreviewConfig().sampler
+    cfg = tiny(model=dict(kind="upsample"), data=dict(resolution=32), train=dict(steps=1),
+               preview=dict(every=1, steps=3))
+    result = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint")).run()
+    text = Image.open(result.run_dir / "previews" / "step-000001.png").text
+    assert (text["sampler"], text["steps"], text["guidance"]) == ("ddpm", "3", "None")

@@ -29,12 +29,23 @@ def side_by_side(columns: list[torch.Tensor]) -> list[Image.Image]:
                              for i in range(cols[0].shape[0])]))
 
 
-def preview_sampling(cfg: PreviewConfig) -> dict[str, Any]:
+def preview_sampling(cfg: PreviewConfig, upsampler: bool = False) -> dict[str, Any]:
     """The sampling settings of ``[preview]``: sampler, steps, guidance and any other
-    sampling field the section holds (schedule, eta, ...), as ``sample_stage`` options."""
-    from ..pipeline import RECOMMENDED_FIELDS
+    sampling field the section holds (schedule, eta, ...), as ``sample_stage`` options.
 
-    return {k: getattr(cfg, k) for k in RECOMMENDED_FIELDS if hasattr(cfg, k)}
+    An upsampler samples as ``glidectl sample`` upsamples (fast27 DDPM, no guidance) in each
+    of sampler, steps and guidance that ``[preview]`` leaves at its default."""
+    from ..pipeline import RECOMMENDED_FIELDS, UPSAMPLE_DEFAULTS
+
+    settings = {k: getattr(cfg, k) for k in RECOMMENDED_FIELDS if hasattr(cfg, k)}
+    if upsampler:
+        default, up = PreviewConfig(), UPSAMPLE_DEFAULTS
+        for key in ("sampler", "steps", "guidance"):
+            if getattr(cfg, key) == getattr(default, key):
+                settings[key] = getattr(up, key)
+        if settings["sampler"] != up.sampler and settings["steps"] == up.steps:
+            settings["steps"] = default.steps  # fast27 is a DDPM respacing
+    return settings
 
 
 @dataclass
@@ -146,7 +157,7 @@ class Previewer:
         from .. import sampling
 
         c, b = self.cfg, self.bundle
-        settings = preview_sampling(c)
+        settings = preview_sampling(c, self.super_res)
         if self.masks is not None:
             settings.update(inpaint_image=self.reference, inpaint_mask=self.masks)
         if self.super_res:
@@ -187,9 +198,10 @@ class Previewer:
         images = side_by_side(columns) if len(columns) > 1 else to_pil(out)
         cols = 1 if len(columns) > 1 else None
         grid = captioned_grid(images, self.prompts, cols=cols)
+        used = preview_sampling(self.cfg, self.super_res)
         text = {
-            "step": str(step), "prompts": json.dumps(self.prompts), "sampler": self.cfg.sampler,
-            "steps": str(self.cfg.steps), "guidance": str(self.cfg.guidance),
+            "step": str(step), "prompts": json.dumps(self.prompts), "sampler": used["sampler"],
+            "steps": str(used["steps"]), "guidance": str(used["guidance"]),
             "seed": str(self.cfg.seed),
         }
         path = save_png(grid, preview_path(directory, step), text)

@@ -147,22 +147,24 @@ class Validator:
 
     @torch.no_grad()
     def fid(self, model: torch.nn.Module, bundle: Any) -> dict[str, Any]:
-        """FID/KID of images generated for the held-out captions (preview sampler settings,
-        fixed seed) against the held-out images; ``fid_missing`` says why when absent."""
+        """FID/KID of images generated for the held-out captions (the previews' sampling
+        settings, fixed seed) against the held-out images; ``fid_missing`` says why when absent."""
         from .. import pipeline
         from ..fid import fid_kid
 
         assert self.features is not None
         if not self.features.available:
             return {"fid_missing": self.features.reason}
-        p, n = self.cfg.preview, min(self.cfg.validation.fid_samples, len(self.samples))
+        from .previews import preview_sampling
+
+        n = min(self.cfg.validation.fid_samples, len(self.samples))
+        settings = preview_sampling(self.cfg.preview, bool(self.options.super_res))
         chosen = self.samples[:n]
         real, fake = [], []
         for lo in range(0, n, self.batch_size):
             chunk = chosen[lo:lo + self.batch_size]
             prompts = [s.get("caption", "") for s in chunk]
-            args = dict(sampler=p.sampler, steps=p.steps, guidance=p.guidance,
-                        seed=self.cfg.validation.seed + lo)
+            args = dict(settings, seed=self.cfg.validation.seed + lo)
             if self.options.super_res:
                 low = torch.stack([torch.as_tensor(s["low_res"]) for s in chunk])
                 out = pipeline.sample_upsample(model, bundle.diffusion, prompts,
