@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from glidectl.errors import GlidectlError
 from glidectl.training import validation
@@ -89,3 +90,23 @@ def test_fid_during_training_with_local_features_and_absent_without(tiny, monkey
     assert record["fid"] > 0 and record["kid_std"] >= 0
     logged = read_metrics(result.run_dir.parent / "with-features" / "metrics.jsonl")
     assert logged[-1] == record
+
+
+def test_inpaint_fid_fills_a_hidden_rectangle_of_each_held_out_image(tiny, monkeypatch):
+    """Inception weights cannot exist here: the features are a fixed conv, and the FID
+    computation is caught to look at what it was given."""
+    from test_fid import ColourStats
+
+    from glidectl import fid
+
+    seen: list[tuple[list, list]] = []
+    monkeypatch.setattr(fid, "inception_features", lambda weights: fid.Features(ColourStats()))
+    monkeypatch.setattr(fid, "fid_kid", lambda real, fake, features: seen.append((real, fake))
+                        or {"fid": 1.0, "kid": 0.0})
+    cfg = tiny(model=dict(kind="base-inpaint"), train=dict(steps=1), preview=dict(every=0),
+               validation=dict(holdout=4, fid_every=1, fid_samples=4))
+    Trainer(cfg, quiet=True).run()
+    real, fake = torch.cat(seen[-1][0]), torch.cat(seen[-1][1])
+    kept = (fake - real).abs().amax(1) < 1e-4  # per pixel: the known pixels come back
+    share = kept.float().mean((1, 2))
+    assert ((share >= 0.75) & (share < 1)).all(), share  # at most a quarter hidden, some

@@ -148,7 +148,8 @@ class Validator:
     @torch.no_grad()
     def fid(self, model: torch.nn.Module, bundle: Any) -> dict[str, Any]:
         """FID/KID of images generated for the held-out captions (the previews' sampling
-        settings, fixed seed) against the held-out images; ``fid_missing`` says why when absent."""
+        settings, fixed seed; inpainting models fill a hidden rectangle of each image)
+        against the held-out images; ``fid_missing`` says why when absent."""
         from .. import pipeline
         from ..fid import fid_kid
 
@@ -165,6 +166,11 @@ class Validator:
             chunk = chosen[lo:lo + self.batch_size]
             prompts = [s.get("caption", "") for s in chunk]
             args = dict(settings, seed=self.cfg.validation.seed + lo)
+            images = torch.stack([torch.as_tensor(s["image"]) for s in chunk])
+            if self.options.inpaint:  # as training hides: each image with a rectangle hidden
+                gen = torch.Generator().manual_seed(self.cfg.validation.seed + lo)
+                args.update(inpaint_image=images,
+                            inpaint_mask=random_masks(len(chunk), images.shape[-1], gen))
             if self.options.super_res:
                 low = torch.stack([torch.as_tensor(s["low_res"]) for s in chunk])
                 out = pipeline.sample_upsample(model, bundle.diffusion, prompts,
@@ -173,7 +179,7 @@ class Validator:
                 out = pipeline.sample_base(model, bundle.diffusion, prompts, bundle.tokenizer,
                                            **args)
             fake.append(out.float().cpu())
-            real.append(torch.stack([torch.as_tensor(s["image"]) for s in chunk]))
+            real.append(images)
         return fid_kid(real, fake, self.features)
 
     @torch.no_grad()
