@@ -172,7 +172,8 @@ def broken_install(tmp_path):
 
 
 def _cli(path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, "PYTHONPATH": str(path), "GLIDECTL_LOAD_PLUGINS": "bad,good", **env}
+    pythonpath = os.pathsep.join(filter(None, (str(path), os.environ.get("PYTHONPATH"))))
+    full = {**os.environ, "PYTHONPATH": pythonpath, "GLIDECTL_LOAD_PLUGINS": "bad,good", **env}
     return subprocess.run([sys.executable, "-m", "glidectl", *args], capture_output=True,
                           text=True, env=full, timeout=120)
 
@@ -209,3 +210,42 @@ def test_trace_env_prints_hook_calls(broken_install):
                GLIDECTL_TRACE_PLUGINS="1")
     assert out.returncode == 0, out.stderr
     assert "  register_dataset_presets [hook]" in out.stderr
+
+
+def _install(folder: Path, name: str, source: str) -> None:
+    """A distribution ``name`` 0.1 whose entry point is the module ``source``."""
+    (folder / f"{name}mod.py").write_text(textwrap.dedent(source))
+    dist = folder / f"{name}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[glidectl]\n{name} = {name}mod\n")
+
+
+def test_hooks_that_do_not_fit_glidectl_are_named_like_an_import_failure(tmp_path):
+    _install(tmp_path, "badargs", """
+        from glidectl.hookspecs import hookimpl
+
+        @hookimpl
+        def register_samplers(reg):
+            pass
+    """)
+    _install(tmp_path, "typo", """
+        from glidectl.hookspecs import hookimpl
+
+        @hookimpl
+        def register_sampler(register):
+            pass
+    """)
+    out = _cli(tmp_path, "--help", GLIDECTL_LOAD_PLUGINS="badargs")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    out = _cli(tmp_path, "config", "show", GLIDECTL_LOAD_PLUGINS="badargs")
+    assert (out.returncode, out.stderr) == (2, (
+        "Error: Plugin 'badargs' (badargs 0.1) failed to load: its hook register_samplers(reg) "
+        "takes arguments glidectl does not pass; it must be register_samplers(register). Fix "
+        "or uninstall it, or switch it off with GLIDECTL_LOAD_PLUGINS=\"\" (the plugins to "
+        "load, comma-separated).\n"))
+    out = _cli(tmp_path, "plugins", GLIDECTL_LOAD_PLUGINS="typo")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["error"] == (
+        "failed to load: 'register_sampler' is not a glidectl hook (did you mean "
+        "'register_samplers'?)")

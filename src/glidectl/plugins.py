@@ -9,6 +9,7 @@ raises (:func:`call_each`), or a callable it registered raises at run time (:fun
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import importlib
 import os
@@ -82,11 +83,37 @@ def load_plugins() -> pluggy.PluginManager:
         except (Exception, SystemExit) as exc:  # a broken package must not break the CLI
             broken[ep.name] = describe_exception(exc)
             continue
+        problem = hook_problem(plugin)
+        if problem:
+            broken[ep.name] = problem
+            continue
         pm.register(plugin, name=ep.name)
     if os.environ.get("GLIDECTL_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return pm
+
+
+def hook_problem(plugin: object) -> str | None:
+    """Why ``plugin``'s hook implementations do not fit glidectl's hooks (a name that is no
+    hook, an argument the hook does not pass), else None; pluggy would raise or ignore them."""
+    specs = {n: c.spec for n, c in vars(pm.hook).items() if getattr(c, "spec", None)}
+    for attr in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attr)
+        if opts is None:
+            continue
+        name = opts.get("specname") or attr
+        if name not in specs:
+            if opts.get("optionalhook"):
+                continue
+            near = difflib.get_close_matches(name, list(specs), n=1)
+            return f"{name!r} is not a glidectl hook" + (
+                f" (did you mean {near[0]!r}?)" if near else f"; hooks: {', '.join(sorted(specs))}")
+        args = pluggy.HookImpl(plugin, "", getattr(plugin, attr), opts).argnames
+        if set(args) - set(specs[name].argnames):
+            return (f"its hook {name}({', '.join(args)}) takes arguments glidectl does not "
+                    f"pass; it must be {name}({', '.join(specs[name].argnames)})")
+    return None
 
 
 def who(plugin: str) -> str:
