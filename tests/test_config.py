@@ -71,6 +71,18 @@ def test_wrong_type_names_key_type_and_value(tmp_path):
         load_config(path)
 
 
+def test_list_items_must_have_the_list_type(tmp_path):
+    path = tmp_path / "glide.toml"
+    path.write_text('[preview]\nprompts = ["a red circle", 2]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"{path}: 'preview.prompts' must be list of str, but item 2 is "
+                               '2 (int); quote it: ["..."].')
+    with pytest.raises(ConfigError, match="'lora.targets' must be list of str, but item 1"):
+        load_config(None, ["lora.targets=[true]"])
+    assert load_config(None, ["log.trackers=['tensorboard']"]).log.trackers == ["tensorboard"]
+
+
 def test_bool_is_not_an_int():
     with pytest.raises(ConfigError, match="train.steps"):
         load_config(None, ["train.steps=true"])

@@ -132,7 +132,7 @@ class DataConfig:
         [-1.0, 1.0], "laion/datacomp: allowed CLIP similarity [lower, upper].",
         min=-1, max=1, pair=True,
     )
-    nsfw_allowed: list = opt(
+    nsfw_allowed: list[str] = opt(
         ["UNLIKELY", "UNSURE"], "laion: NSFW tags accepted (samples without a tag pass)."
     )
     max_punsafe: float = opt(
@@ -143,7 +143,7 @@ class DataConfig:
         0.5, "laion: reject samples whose pwatermark (watermark probability) exceeds this "
         "(1 = off).", min=0, max=1,
     )
-    skip_words: list = opt([], "Reject captions containing any of these words (any preset).")
+    skip_words: list[str] = opt([], "Reject captions containing any of these words (any preset).")
     min_image_size: int = opt(16, "Reject decoded images whose short side is below this.", min=1)
     max_pixels: int = opt(
         89_478_485, "Reject images with more pixels (decompression bombs).",
@@ -229,7 +229,7 @@ class TrainConfig:
 class PreviewConfig:
     """Preview grids sampled during training."""
 
-    prompts: list = opt(
+    prompts: list[str] = opt(
         [], "Preview prompts ([] = captions of the first data samples; upsamplers and "
         "inpainting models: each held-out image's own caption)."
     )
@@ -238,7 +238,7 @@ class PreviewConfig:
     sampler: str = opt("ddim", "Sampler for previews.")
     steps: int = opt(25, "Sampler steps for previews.", min=1, max=10_000)
     guidance: float = opt(3.0, "Classifier-free guidance scale.", min=0, max=100)
-    low_res: list = opt(
+    low_res: list[str] = opt(
         [], "Low-res image files for upsampler previews ([] = the first data samples)."
     )
     seed: int = opt(0, "Seed for preview noise.", min=0, max=SEED_MAX)
@@ -289,7 +289,7 @@ class LogConfig:
     """Metrics, the terminal display and experiment trackers (W&B, TensorBoard, ...)."""
 
     every: int = opt(10, "Log metrics every N optimizer steps.", min=1)
-    trackers: list = opt(
+    trackers: list[str] = opt(
         [], "Trackers through accelerate: tensorboard, wandb, mlflow, aim, comet_ml, clearml, "
         "dvclive, swanlab, trackio; files go in runs/<name>/trackers/ ([] = metrics.jsonl only)."
     )
@@ -303,10 +303,10 @@ class LogConfig:
 class LoraConfig:
     """LoRA adapters trained by ``glidectl lora`` (everything else stays frozen)."""
 
-    targets: list = opt(
+    targets: list[str] = opt(
         ["attention"], "Target presets: attention, mlp, conv, all (combine freely; [] = none)."
     )
-    patterns: list = opt([], "Extra module-name regexes (full match), e.g. 'out\\.2'.")
+    patterns: list[str] = opt([], "Extra module-name regexes (full match), e.g. 'out\\.2'.")
     rank: int = opt(8, "LoRA rank r.", min=1, max=4096)
     alpha: float = opt(
         8.0, "LoRA alpha: updates scale by alpha/r (alpha/sqrt(r) with rslora).",
@@ -346,7 +346,9 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is list or origin is list:
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is list:
         return "list"
     return getattr(tp, "__name__", str(tp))
 
@@ -365,6 +367,12 @@ def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
         raise ConfigError(
             f"{where}: '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})."
         )
+    item = typing.get_args(tp)[0] if typing.get_origin(tp) is list else None
+    for i, v in enumerate(value if item else ()):
+        if not isinstance(v, item):
+            raise ConfigError(
+                f"{where}: '{key}' must be {_type_name(tp)}, but item {i + 1} is {v!r} "
+                f"({type(v).__name__}); quote it: [\"...\"].")
     return value
 
 
