@@ -153,3 +153,6 @@ def test_bad_schedule_files_are_one_sentence_errors(tmp_path) -> None:
     bad.write_text("[0, 0.5, 1]")  # valid JSON, not an object
     with pytest.raises(GlidectlError, match="not a glidectl.schedule/1 file"):
         read_schedule_file(bad)
+    bad.write_text("[" * 100_000 + "]" * 100_000)  # nested deeper than json can recurse
+    with pytest.raises(GlidectlError, match="not readable JSON"):
+        get_sigmas(str(bad), 5, 0.002, 80.0)

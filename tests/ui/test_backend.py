@@ -303,3 +303,11 @@ def test_default_output_folder_is_removed_only_when_empty(tmp_path, models_dir):
     named = UiBackend(models_dir, output_dir=tmp_path / "mine")
     named.close()
     assert (tmp_path / "mine").is_dir()
+
+
+def test_a_fitted_schedule_file_nested_too_deep_is_no_file(tmp_path, models_dir):
+    step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    (tmp_path / "m" / "my-run" / "schedule.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert UiBackend(tmp_path / "m", device="cpu").fitted_settings("my-run/") == (None, [])

@@ -118,7 +118,7 @@ def _load(path: str | Path) -> dict:
         raise GlidectlError(f"Schedule file {str(path)!r} does not exist; write one with "
                             "glidectl fit-steps MODEL --out FILE, or name a schedule such as "
                             "karras.") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise GlidectlError(f"Schedule file {str(path)!r} is not readable JSON ({exc}).") from exc
     return data if isinstance(data, dict) else {}
 

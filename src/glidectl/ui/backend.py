@@ -127,7 +127,7 @@ class UiBackend:
         try:
             data = json.loads(path.read_text())
             counts = sorted(read_schedule_file(path, data if isinstance(data, dict) else {}))
-        except (GlidectlError, OSError, ValueError):
+        except (GlidectlError, OSError, ValueError, RecursionError):
             return None, []
         sampler = data.get("sampler")
         return (sampler if isinstance(sampler, str) else None), counts
