@@ -451,6 +451,12 @@ def parse_override(item: str) -> dict[str, Any]:
     return {parts[0]: {parts[1]: value}}
 
 
+def override(key: str, value: Any) -> str:
+    """The ``--set`` item that sets ``key`` to exactly ``value`` (a string quoted as TOML, so
+    backslashes and quotes in it survive)."""
+    return f"{key}={tomli_w.dumps({'v': value}).removeprefix('v = ').strip()}"
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> GlideConfig:

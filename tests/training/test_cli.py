@@ -39,6 +39,13 @@ def test_flags_override_set_which_overrides_the_file(tiny, config_file, tmp_path
     assert cfg.train.steps == 7
 
 
+def test_name_and_output_dir_flags_are_taken_verbatim(tiny, config_file, tmp_path):
+    path = config_file(tiny())
+    for name in ("a\\b", "it's \"x\"", "2024"):
+        cfg = resolve_config(path, [], name=name, output_dir=tmp_path / "o\\p")
+        assert (cfg.train.name, cfg.train.output_dir) == (name, str(tmp_path / "o\\p"))
+
+
 def test_train_then_export_one_file(cli, tiny, config_file, tmp_path):
     path = config_file(tiny())
     result = cli("train", "--config", str(path), "--steps", "2", "--name", "cli", "--no-live")

@@ -40,7 +40,7 @@ def resolve_config(
 ):
     """The run's config: ``--config`` (or, when resuming a run, its saved config.toml),
     then ``--set``, then the dedicated flags."""
-    from ..config import load_config
+    from ..config import load_config, override
 
     if config is None and resume and resume != "latest":
         from ..runs import CONFIG_FILE, run_of_step_dir
@@ -58,14 +58,14 @@ def resolve_config(
         flags.append(f"train.steps={steps}")
         flags.append("train.epochs=0")
     if output_dir is not None:
-        flags.append(f"train.output_dir={str(output_dir)!r}")
+        flags.append(override("train.output_dir", str(output_dir)))
     if name is not None:
-        flags.append(f"train.name={name!r}")
+        flags.append(override("train.name", name))
     if precision is not None:
         from ..devices import check_precision
 
         check_precision(precision)  # named as the flag, not as a --set
-        flags.append(f"train.precision={precision!r}")
+        flags.append(override("train.precision", precision))
     cfg = load_config(config, flags)
     return cfg
 
