@@ -110,6 +110,14 @@ def test_override_values_are_read_as_toml_else_string():
         parse_override("lr=1")
 
 
+def test_a_quoted_set_value_that_is_not_toml_is_an_error_not_text_with_quotes():
+    for item in ('data.source="C:\\data"', "train.name='it's'", 'preview.prompts=["a", "b]'):
+        with pytest.raises(ConfigError, match=r"the value is not valid TOML \("):
+            parse_override(item)
+    assert parse_override("data.source='C:\\data'") == {"data": {"source": "C:\\data"}}
+    assert parse_override("train.name=it's") == {"train": {"name": "it's"}}
+
+
 def test_bad_toml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[train\nsteps=")

@@ -437,7 +437,8 @@ def _field(cls: type, name: str) -> dataclasses.Field:
 
 
 def parse_override(item: str) -> dict[str, Any]:
-    """``a.b=value`` → ``{"a": {"b": value}}``; the value is read as TOML, else as a string."""
+    """``a.b=value`` → ``{"a": {"b": value}}``; the value is read as TOML, else as a string
+    (unless it starts like TOML text, a list or a table: then it is an error)."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-5.")
     key, raw = item.split("=", 1)
@@ -446,7 +447,12 @@ def parse_override(item: str) -> dict[str, Any]:
         raise ConfigError(f"--set {item!r}: the key must be section.key, e.g. train.lr.")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        if raw.strip()[:1] in ("'", '"', "[", "{"):  # meant as TOML: never keep its quotes
+            raise ConfigError(
+                f"--set {item!r}: the value is not valid TOML ({_without_position(exc)}); "
+                "write text as '...' (taken as is) or \"...\" (with \\\\ for a backslash)."
+            ) from None
         value = raw.strip()
     return {parts[0]: {parts[1]: value}}
 
@@ -455,6 +461,11 @@ def override(key: str, value: Any) -> str:
     """The ``--set`` item that sets ``key`` to exactly ``value`` (a string quoted as TOML, so
     backslashes and quotes in it survive)."""
     return f"{key}={tomli_w.dumps({'v': value}).removeprefix('v = ').strip()}"
+
+
+def _without_position(exc: Exception) -> str:
+    """tomllib's message without "(at line 1, column N)", which counts in our wrapper."""
+    return str(exc).split(" (at ", 1)[0]
 
 
 def load_config(
