@@ -64,6 +64,20 @@ def test_unknown_section_suggests_nearest(tmp_path):
         load_config(path)
 
 
+def test_a_key_in_the_wrong_section_names_its_section(tmp_path):
+    path = tmp_path / "glide.toml"
+    path.write_text("lr = 2e-4\n[train]\nresolution = 64\n")
+    with pytest.raises(ConfigError, match=r"unknown section 'lr'\. Did you mean 'train.lr'\?$"):
+        load_config(path)
+    path.write_text("[train]\nresolution = 64\n")
+    with pytest.raises(ConfigError, match=r"'train.resolution'\. Did you mean 'data.resolution'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"Did you mean 'train.seed' or 'preview.seed' or "):
+        load_config(None, ["model.seed=1"])
+    with pytest.raises(ConfigError, match=r"'train.learning_rate'\. Valid keys: train.output_"):
+        load_config(None, ["train.learning_rate=1"])  # nothing close: no unrelated guess
+
+
 def test_wrong_type_names_key_type_and_value(tmp_path):
     path = tmp_path / "glide.toml"
     path.write_text('[train]\nsteps = "many"\n')

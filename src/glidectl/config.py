@@ -376,9 +376,20 @@ def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _nearest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.4)
-    return f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(options)}."
+def _nearest(name: str, options: list[str], prefix: str = "", what: str = "keys") -> str:
+    """' Did you mean ...?' with the option closest to ``name``, else the valid options."""
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    if close:
+        return f" Did you mean '{prefix}{close[0]}'?"
+    return f" Valid {what}: {', '.join(prefix + o for o in options)}."
+
+
+def _elsewhere(key: str) -> str | None:
+    """The hint for a key of other sections ('resolution' → data.resolution), else None."""
+    homes = [f"'{s}.{key}'" for s, cls in _section_types().items() if key in _field_types(cls)]
+    if not homes:
+        return None
+    return f" Did you mean {' or '.join(homes)}?"
 
 
 def from_dict(data: dict[str, Any], where: str = "config") -> GlideConfig:
@@ -393,9 +404,8 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
     section_types = _section_types()
     for sec_name, sec_values in data.items():
         if sec_name not in section_types:
-            raise ConfigError(
-                f"{where}: unknown section '{sec_name}'." + _nearest(sec_name, list(SECTIONS))
-            )
+            raise ConfigError(f"{where}: unknown section '{sec_name}'." + (
+                _elsewhere(sec_name) or _nearest(sec_name, list(SECTIONS), what="sections")))
         if not isinstance(sec_values, dict):
             raise ConfigError(f"{where}: '{sec_name}' must be a table like [{sec_name}].")
         section = getattr(cfg, sec_name)
@@ -403,8 +413,8 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
         for key, value in sec_values.items():
             dotted = f"{sec_name}.{key}"
             if key not in ftypes:
-                options = [f"{sec_name}.{k}" for k in ftypes]
-                raise ConfigError(f"{where}: unknown key '{dotted}'." + _nearest(dotted, options))
+                raise ConfigError(f"{where}: unknown key '{dotted}'." + (
+                    _elsewhere(key) or _nearest(key, list(ftypes), f"{sec_name}.")))
             value = _check_value(dotted, ftypes[key], value, where)
             meta = _field(type(section), key).metadata
             choices = meta.get("choices")
