@@ -134,3 +134,15 @@ def test_ctrl_c_inside_a_command_is_one_line_and_exit_130(monkeypatch, capsys):
         signal.signal(signal.SIGINT, previous)
     assert done.value.code == 130
     assert capsys.readouterr().err == "Error: Aborted.\n"
+
+
+def test_train_warns_that_it_ignores_the_lora_section(tmp_path):
+    out = run("train", "--config", str(ROOT / "examples" / "lora.toml"),
+              "--set", f"data.source={tmp_path / 'missing'}")
+    assert out.returncode == 2  # the missing data stops it; the warning comes first
+    assert out.stderr.splitlines()[0] == (
+        "Warning: this command trains every weight and ignores lora.rank, lora.alpha; to "
+        "train LoRA adapters, run glidectl lora with this config.")
+    out = run("train", "--config", str(ROOT / "examples" / "glide.toml"),
+              "--set", f"data.source={tmp_path / 'missing'}")
+    assert out.returncode == 2 and "lora" not in out.stderr
