@@ -83,6 +83,10 @@ def test_wrong_type_names_key_type_and_value(tmp_path):
     path.write_text('[train]\nsteps = "many"\n')
     with pytest.raises(ConfigError, match=r"'train.steps' must be int, got 'many' \(str\)"):
         load_config(path)
+    with pytest.raises(ConfigError, match=r"'train.name' must be str, got 2024 \(int\); quote "
+                                          r"it: train.name='2024'\.$"):
+        load_config(None, ["train.name=2024"])
+    assert load_config(None, ["train.name='2024'"]).train.name == "2024"
 
 
 def test_list_items_must_have_the_list_type(tmp_path):

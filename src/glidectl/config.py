@@ -364,8 +364,11 @@ def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
         or ((tp is list or typing.get_origin(tp) is list) and isinstance(value, list))
     )
     if not ok:
+        quote = (f"; quote it: {key}='{value}'" if tp is str and not isinstance(value, list | dict)
+                 else "")
         raise ConfigError(
-            f"{where}: '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})."
+            f"{where}: '{key}' must be {_type_name(tp)}, got {value!r} "
+            f"({type(value).__name__}){quote}."
         )
     item = typing.get_args(tp)[0] if typing.get_origin(tp) is list else None
     for i, v in enumerate(value if item else ()):

@@ -39,11 +39,17 @@ class Registry(Generic[T]):
         for key in (name, *aliases):
             key = key.lower()
             if key in self._lookup:
+                from .plugins import DEFAULT_PLUGINS
+
                 other = self._entries[self._lookup[key]].plugin
+                builtin = next((p for p in (other, plugin) if p in DEFAULT_PLUGINS), None)
+                fix = (f"it is glidectl's own, so rename it in plugin "
+                       f"{plugin if builtin == other else other!r} or uninstall that plugin"
+                       if builtin else "uninstall or disable one of them "
+                       "(GLIDECTL_LOAD_PLUGINS)")
                 raise PluginError(
                     f"{self.kind} {key!r} is registered twice: by plugin {other!r} "
-                    f"and by plugin {plugin!r}; uninstall or disable one of them "
-                    "(GLIDECTL_LOAD_PLUGINS)."
+                    f"and by plugin {plugin!r}; {fix}."
                 )
         if self._guard is not None:
             obj = self._guard(obj, plugin, name.lower())

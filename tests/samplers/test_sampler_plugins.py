@@ -73,6 +73,8 @@ def test_a_name_registered_twice_names_both_plugins(throwaway_plugin) -> None:
         with pytest.raises(PluginError, match="registered twice") as info:
             plugins.samplers()
         assert "'glidectl.samplers.builtin'" in str(info.value) and "'clash'" in str(info.value)
+        assert str(info.value).endswith("it is glidectl's own, so rename it in plugin 'clash' "
+                                        "or uninstall that plugin.")
     finally:
         plugins.pm.unregister(name="clash")
         plugins.refresh()

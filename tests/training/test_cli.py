@@ -64,6 +64,11 @@ def test_train_then_export_one_file(cli, tiny, config_file, tmp_path):
     assert "already exists; pass --force" in str(again.exception)
     assert cli("export", str(run), "-o", str(out), "--force").exit_code == 0
     assert options.kind == "base" and options.image_size == 32
+    own = run / "checkpoints" / "step-000002" / "ema.safetensors"
+    before = own.read_bytes()
+    inside = cli("export", str(run), "-o", str(own), "--force")
+    assert "is inside checkpoint folder" in str(inside.exception)
+    assert own.read_bytes() == before
     assert all((state[k] == ema_state[k]).all() for k in state)
     raw = tmp_path / "raw.safetensors"
     assert cli("export", str(run), "--no-ema", "-o", str(raw)).exit_code == 0

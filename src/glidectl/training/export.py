@@ -50,6 +50,9 @@ def export_weights(run: Path, output: Path, ema: bool | None = None,
     output = Path(output)
     if output.suffix != ".safetensors":
         raise GlidectlError(f"Output {str(output)!r} must end in .safetensors.")
+    if runs.is_step_dir(output.resolve().parent):  # a checkpoint's own files are the run's
+        raise GlidectlError(f"Output {str(output)!r} is inside checkpoint folder "
+                            f"{str(output.parent)!r}; write the export outside checkpoints/.")
     if output.exists() and not force:
         raise GlidectlError(f"Output {str(output)!r} already exists; pass --force to overwrite "
                             "it or choose another --output.")
