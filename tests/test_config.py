@@ -84,8 +84,11 @@ def test_wrong_type_names_key_type_and_value(tmp_path):
     with pytest.raises(ConfigError, match=r"'train.steps' must be int, got 'many' \(str\)"):
         load_config(path)
     with pytest.raises(ConfigError, match=r"'train.name' must be str, got 2024 \(int\); quote "
-                                          r"it: train.name='2024'\.$"):
-        load_config(None, ["train.name=2024"])
+                                          r"it: --set \"train.name='2024'\"\.$"):
+        load_config(None, ["train.name=2024"])  # pasted as is, the shell keeps the inner quotes
+    path.write_text("[train]\nname = true\n")
+    with pytest.raises(ConfigError, match=r"got True \(bool\); quote it: 'true'\.$"):
+        load_config(path)
     assert load_config(None, ["train.name='2024'"]).train.name == "2024"
 
 

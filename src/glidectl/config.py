@@ -364,8 +364,11 @@ def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
         or ((tp is list or typing.get_origin(tp) is list) and isinstance(value, list))
     )
     if not ok:
-        quote = (f"; quote it: {key}='{value}'" if tp is str and not isinstance(value, list | dict)
-                 else "")
+        # as typed in a shell for --set (the outer quotes keep the inner ones), else as in TOML
+        text = f"'{str(value).lower() if isinstance(value, bool) else value}'"
+        quote = ("" if tp is not str or isinstance(value, list | dict)
+                 else f"; quote it: --set \"{key}={text}\"" if where == "--set"
+                 else f"; quote it: {text}")
         raise ConfigError(
             f"{where}: '{key}' must be {_type_name(tp)}, got {value!r} "
             f"({type(value).__name__}){quote}."
