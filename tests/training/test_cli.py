@@ -152,3 +152,12 @@ def test_resuming_a_run_whose_config_is_gone_names_the_file(cli, tiny, config_fi
     assert str(result.exception).startswith(f"The run's {str(run / 'config.toml')!r} is missing")
     again = cli("train", "--resume", str(run), "-c", str(path), "--steps", "2", "--no-live")
     assert again.exit_code == 0, again.output
+
+
+def test_fid_without_weights_is_said_at_the_start(cli, tiny, config_file):
+    path = config_file(tiny(train=dict(steps=2), preview=dict(every=0),
+                            validation=dict(holdout=4, fid_every=2, fid_samples=4)))
+    result = cli("train", "-c", str(path), "--no-live")
+    assert result.exit_code == 0, result.output
+    said = result.output.find("Warning: FID/KID will be absent: ")
+    assert 0 <= said < result.output.find("step 1/2"), result.output

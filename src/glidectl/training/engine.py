@@ -109,6 +109,9 @@ class Trainer:
             self.display.message(self.precision.line())
         for note in source_notes(getattr(self.dataset, "source", None)):
             self.display.message(f"Warning: {note}")
+        features = self.validator.features if self.validator is not None else None
+        if features is not None and not features.available:  # said now, not at the first FID
+            self.display.message(f"Warning: FID/KID will be absent: {features.reason}")
         self.previewer = Previewer(cfg, self.bundle, self.unwrapped, shown) if self.main else None
 
     def _setup_run_dir(self, resume: str | None) -> None:
