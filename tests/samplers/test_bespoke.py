@@ -185,3 +185,14 @@ def test_the_result_is_clipped_when_the_denoiser_clips() -> None:
     loose = sample_bespoke(clipping, x, sigmas, coefficients=rows)
     assert loose.abs().max() > 1.5
     torch.testing.assert_close(clipped, loose.clamp(-1, 1), rtol=0, atol=0)
+
+
+def test_wrong_rows_name_the_row_or_the_count():
+    from glidectl.samplers.bespoke import check_rows
+
+    check_rows([[1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]], 3)
+    with pytest.raises(GlidectlError, match=r"need 3 rows, row i of i \+ 1 numbers, row 2 "
+                                            r"holds 2 instead of 3; fit them"):
+        check_rows([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0, 0.0, 0.0]], 3)
+    with pytest.raises(GlidectlError, match=r"need 3 rows, row i of i \+ 1 numbers, got 2 rows"):
+        check_rows([[1.0, 0.0], [1.0, 0.0, 0.0]], 3)

@@ -29,10 +29,13 @@ Rows = list[list[float]]  # row i (1..n): i + 1 coefficients of [ε, D_0, …, D
 
 def check_rows(rows: Rows, n: int) -> None:
     """One sentence unless ``rows`` holds n rows, row i (from 1) of i + 1 numbers."""
-    if len(rows) != n or any(len(row) != i + 2 for i, row in enumerate(rows)):
-        raise GlidectlError(f"Bespoke coefficients for {n} steps need {n} rows of 2..{n + 1} "
-                            f"numbers, got {len(rows)} rows; fit them for this step count "
-                            "with glidectl fit-steps MODEL --method bespoke.")
+    wrong = next((i for i, row in enumerate(rows) if len(row) != i + 2), None)
+    if len(rows) != n or wrong is not None:
+        got = (f"got {len(rows)} rows" if len(rows) != n else
+               f"row {wrong + 1} holds {len(rows[wrong])} instead of {wrong + 2}")
+        raise GlidectlError(f"Bespoke coefficients for {n} steps need {n} rows, row i of i + 1 "
+                            f"numbers, {got}; fit them for this step count with glidectl "
+                            "fit-steps MODEL --method bespoke.")
 
 
 def solve(denoiser, x, sigmas, rows, extra=None, callback: Callback = None):
