@@ -311,3 +311,33 @@ def test_shared_counters_under_a_small_file_size_limit_are_one_sentence():
                          timeout=60, preexec_fn=small_files)
     assert out.stdout.startswith("Cannot make the 1032 KiB of shared memory the data counters "
                                  "use (File too large); raise the file size limit"), out.stderr
+
+
+def test_a_caption_file_that_cannot_be_read_is_counted_as_unreadable_not_missing(tmp_path):
+    """Root runs without the capabilities that let it read any file."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "pics"
+    root.mkdir()
+    for name in ("a", "b"):
+        (root / f"{name}.png").write_bytes(encode(photo(), "PNG"))
+        (root / f"{name}.txt").write_text(f"picture {name}")
+    (root / "b.txt").chmod(0)
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv is absent: root reads any file")
+        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+    code = ("import json, sys\nfrom glidectl.config import DataConfig\n"
+            "from glidectl.data.inspection import inspect_source\n"
+            "r = inspect_source(DataConfig(source=sys.argv[1], min_image_size=8), "
+            "tokenizer='byte', image_size=16)\nprint(json.dumps([r.valid, r.rejected]))")
+    try:
+        out = subprocess.run([*prefix, sys.executable, "-c", code, str(root)],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        (root / "b.txt").chmod(0o644)
+    assert json.loads(out.stdout) == [1, {"unreadable_caption": 1}], out.stderr

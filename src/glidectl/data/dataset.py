@@ -61,6 +61,8 @@ class SamplePipeline:
         self.max_pixels = int(options.max_pixels)
 
     def prepare(self, raw: RawSample, rng: random.Random) -> Prepared:
+        if raw.reject:
+            raise Rejected(raw.reject)
         if raw.image is None:
             raise Rejected("missing_image")
         meta = raw.meta

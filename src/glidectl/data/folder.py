@@ -124,13 +124,14 @@ class FolderSource:
         path = self.root / unit
         row = self.metadata.get(unit)
         caption: bytes | str | None = None
+        reject = None
         for suffix in (".txt", ".TXT"):
             sidecar = path.with_suffix(suffix)
             if sidecar.is_file():
                 try:
                     caption = sidecar.read_bytes()
-                except OSError:
-                    caption = None
+                except OSError:  # there, but not readable: not a missing caption
+                    reject = "unreadable_caption"
                 break
         meta: dict[str, Any] = {}
         if row is not None:
@@ -138,4 +139,4 @@ class FolderSource:
             if caption is None:
                 text = meta.get("text", meta.get("caption"))
                 caption = text if isinstance(text, str) else None
-        yield RawSample(key=unit, image=path, caption=caption, meta=meta)
+        yield RawSample(key=unit, image=path, caption=caption, meta=meta, reject=reject)

@@ -24,6 +24,8 @@ class RawSample:
     ``image`` is encoded bytes, a file path, or a ready PIL image (demo data); ``caption``
     is raw bytes or text (possibly several lines) or None; ``meta`` is parsed metadata, or
     raw JSON bytes under ``meta_bytes`` for the pipeline to parse (and reject if broken).
+    ``reject`` names why a source already knows the sample is unusable (e.g.
+    ``unreadable_caption``); the pipeline counts it under that reason.
     """
 
     key: str
@@ -31,3 +33,4 @@ class RawSample:
     caption: bytes | str | None
     meta: dict[str, Any] = field(default_factory=dict)
     meta_bytes: bytes | None = None
+    reject: str | None = None
