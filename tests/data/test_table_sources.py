@@ -121,6 +121,8 @@ def test_image_paths_are_relative_to_the_parquet_file(tmp_path, data_cfg, byte_t
     ds = make(data_cfg(source=str(folder / "meta.parquet")), byte_tok, train=False)
     assert keys(ds) == ["meta.parquet/0", "meta.parquet/1"]
     assert ds.stats()["rejected"] == {"unreadable_file": 1}
+    # the folder itself, images beside the table: read as Parquet, not as an image folder
+    assert open_source(str(folder), data_cfg()).kind == "parquet"
 
 
 def test_a_damaged_parquet_file_is_counted_and_skipped(tmp_path, data_cfg, byte_tok):

@@ -40,6 +40,8 @@ def claims_parquet(spec: str) -> bool:
     if spec.lower().endswith(".parquet") and not spec.startswith(REMOTE_PREFIXES):
         return True
     if os.path.isdir(spec):
+        if any(p.is_file() and p.name.lower().endswith(".parquet") for p in Path(spec).iterdir()):
+            return True  # tables at the top, their images beside them (paths in the rows)
         images, shards, parquet = _files(Path(spec))
         return parquet and not images and not shards
     return False
