@@ -73,3 +73,18 @@ def publish_from_child(shared, slot):
     counter.reject("truncated_image", "child.jpg")
     counter.accept()
     shared.publish(slot, counter)
+
+
+def without_root_powers() -> list[str]:
+    """A command prefix under which file permissions apply, root included (it drops the
+    capabilities that let root read anything); skips the test when that cannot be done."""
+    import os
+    import shutil
+
+    import pytest
+
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root and setpriv is absent: root reads any file")
+    return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]

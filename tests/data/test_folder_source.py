@@ -6,7 +6,14 @@ import json
 
 import pytest
 import torch
-from data_helpers import EXPECTED_REJECTIONS, encode, odd_images, photo, publish_from_child
+from data_helpers import (
+    EXPECTED_REJECTIONS,
+    encode,
+    odd_images,
+    photo,
+    publish_from_child,
+    without_root_powers,
+)
 
 from glidectl.data import build_dataset
 from glidectl.data.folder import FolderSource
@@ -270,8 +277,6 @@ def test_a_source_prefix_with_nothing_after_it_is_one_sentence(kind, data_cfg, b
 
 def test_a_folder_that_cannot_be_listed_is_named(tmp_path):
     """Root runs without the capabilities that let it list any folder."""
-    import os
-    import shutil
     import subprocess
     import sys
 
@@ -280,11 +285,7 @@ def test_a_folder_that_cannot_be_listed_is_named(tmp_path):
     (root / "a.png").write_bytes(encode(photo(), "PNG"))
     (root / "locked" / "b.png").write_bytes(encode(photo(), "PNG"))
     (root / "locked").chmod(0)
-    prefix = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root and setpriv is absent: root lists any folder")
-        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+    prefix = without_root_powers()
     try:
         out = subprocess.run([*prefix, sys.executable, "-c", (
             "import sys; from glidectl.data.folder import FolderSource\n"
@@ -315,8 +316,6 @@ def test_shared_counters_under_a_small_file_size_limit_are_one_sentence():
 
 def test_a_caption_file_that_cannot_be_read_is_counted_as_unreadable_not_missing(tmp_path):
     """Root runs without the capabilities that let it read any file."""
-    import os
-    import shutil
     import subprocess
     import sys
 
@@ -326,11 +325,7 @@ def test_a_caption_file_that_cannot_be_read_is_counted_as_unreadable_not_missing
         (root / f"{name}.png").write_bytes(encode(photo(), "PNG"))
         (root / f"{name}.txt").write_text(f"picture {name}")
     (root / "b.txt").chmod(0)
-    prefix = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root and setpriv is absent: root reads any file")
-        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+    prefix = without_root_powers()
     code = ("import json, sys\nfrom glidectl.config import DataConfig\n"
             "from glidectl.data.inspection import inspect_source\n"
             "r = inspect_source(DataConfig(source=sys.argv[1], min_image_size=8), "
