@@ -71,12 +71,13 @@ def read_metadata(path: Path) -> dict[str, Any] | None:
 
 
 def is_whole_png(path: Path) -> bool:
-    """Whether ``path`` is an image that decodes to the end (not truncated or damaged)."""
+    """Whether ``path`` is an image whose every chunk is there and checks out (a truncated or
+    damaged PNG is not); reads the file without decoding it."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            im.load()
+            im.verify()
     except (OSError, ValueError, SyntaxError):
         return False
     return True

@@ -35,6 +35,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     as_mask_tensor,
     input_messages,
     model_device,
+    opened,
     prompt_warnings,
     quantize_8bit,
     sample_base,
@@ -390,6 +391,7 @@ class GlidePipeline:
                                     "inpaint mask": inpaint_mask})
         messages = [m for m in messages if m]
         _warn(list(dict.fromkeys(messages)), warn)
+        inpaint_image, inpaint_mask = opened(inpaint_image), opened(inpaint_mask)
         outputs: list[Any] = []
         per_batch = self.model_calls(1, 1, base_opts, up_opts, low_res is not None)
         given = None if low_res is None else as_image_tensor(

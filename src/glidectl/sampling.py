@@ -19,7 +19,7 @@ from PIL import Image
 
 from . import plugins
 from .errors import GlidectlError, a_or_an
-from .images import from_pil, known_mask_from_pil
+from .images import centre_square, from_pil, known_mask_from_pil
 from .samplers.denoiser import GlideDenoiser
 from .samplers.noise import image_generators, per_image_noise_sampler, randn_per_image
 from .samplers.schedules import DEFAULT_SIGMA_MAX, build_sigmas, sigmas_from_alphas_cumprod
@@ -293,10 +293,9 @@ def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
 
 
 def _centre(t: torch.Tensor) -> torch.Tensor:
-    h, w = t.shape[-2:]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return t[..., top:top + side, left:left + side]
+    """The centre square of a [..., H, W] tensor: the crop ``from_pil`` takes of an image."""
+    left, top, right, bottom = (int(v) for v in centre_square(t.shape[-1], t.shape[-2]))
+    return t[..., top:bottom, left:right]
 
 
 def input_messages(inputs: dict[str, Any]) -> list[str]:
@@ -310,6 +309,13 @@ def input_messages(inputs: dict[str, Any]) -> list[str]:
     return [f"The {what}{_name(inputs[what])} is {w}×{h} px; only its centre "
             f"{min(w, h)}×{min(w, h)} square is used." for what, (w, h) in shapes.items()
             if w != h]
+
+
+def opened(image: Any) -> Any:
+    """A path opened as a PIL image (read once, however many batches resize it); tensors,
+    PIL images and None as given."""
+    return image if image is None or isinstance(image, torch.Tensor | Image.Image) \
+        else _open(image)
 
 
 def _shape(image: Any) -> tuple[int, int]:

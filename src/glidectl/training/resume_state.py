@@ -108,7 +108,6 @@ def _tensor(key: Any, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
 # --------------------------------------------------------------------------- files
 def write_state_file(path: Path, obj: Any) -> None:
     """``obj`` as ``.json`` (no tensors allowed) or ``.safetensors`` (tree in the header)."""
-
     tensors: dict[str, torch.Tensor] = {}
     tree = encode(obj, tensors)
     if path.suffix == ".json":

@@ -167,10 +167,8 @@ class Validator:
             prompts = [s.get("caption", "") for s in chunk]
             args = dict(settings, seed=self.cfg.validation.seed + lo)
             images = torch.stack([torch.as_tensor(s["image"]) for s in chunk])
-            if self.options.inpaint:  # as training hides: each image with a rectangle hidden
-                gen = torch.Generator().manual_seed(self.cfg.validation.seed + lo)
-                args.update(inpaint_image=images,
-                            inpaint_mask=random_masks(len(chunk), images.shape[-1], gen))
+            if self.masks is not None:  # each image with the rectangle val_loss hides
+                args.update(inpaint_image=images, inpaint_mask=self.masks[lo:lo + len(chunk)])
             if self.options.super_res:
                 low = torch.stack([torch.as_tensor(s["low_res"]) for s in chunk])
                 out = pipeline.sample_upsample(model, bundle.diffusion, prompts,
