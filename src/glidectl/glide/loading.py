@@ -21,6 +21,10 @@ from .unet import GlideUNet, create_model
 _SOURCE_RE = re.compile(r"^([A-Za-z][\w.-]*):(.+)$")
 
 
+class LoraRunError(GlidectlError):
+    """A LoRA run (adapters only) where a model was wanted; callers may say what to do."""
+
+
 def weights_in_dir(path: Path) -> Path:
     """The weights file of a run folder, a checkpoints/ folder or a step folder (EMA first)."""
     direct = runs.step_weights(path)
@@ -32,7 +36,7 @@ def weights_in_dir(path: Path) -> Path:
         if found is not None:
             return found
         if runs.step_adapter(step) is not None:
-            raise GlidectlError(
+            raise LoraRunError(
                 f"{str(path)!r} is a LoRA run: its checkpoints hold adapters, not a model; "
                 f"pass its base model with --lora {path}, or merge it first with: glidectl "
                 f"lora merge {path} -o merged.safetensors."

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..config import ModelConfig
@@ -37,9 +36,17 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
         model = create_model(options)
     else:
         from ..glide import load_model
+        from ..glide.loading import LoraRunError
 
-        _not_a_lora_run(cfg.init)
-        model = load_model(cfg.init)
+        try:
+            model = load_model(cfg.init)
+        except LoraRunError:  # training has no --lora: merge first, or continue the LoRA run
+            raise GlidectlError(
+                f"model.init {cfg.init!r} is a LoRA run: its checkpoints hold adapters, not a "
+                f"model; merge it into its base first (glidectl lora merge {cfg.init} -o "
+                "merged.safetensors) and set model.init to the merged file, or continue it "
+                f"with glidectl lora --resume {cfg.init}."
+            ) from None
         options = model.options
         if options.kind != cfg.kind:
             raise GlidectlError(
@@ -80,16 +87,3 @@ def _at_resolution(options: Any, resolution: int, size: str) -> Any:
             f"of at least {least} px, or 0 for its own {options.image_size} px."
         ) from None
 
-
-def _not_a_lora_run(init: str) -> None:
-    """A LoRA run as model.init is one sentence on how to train from it (merge it first)."""
-    from .. import runs
-
-    step = runs.latest_under(Path(init)) if Path(init).is_dir() else None
-    if step is not None and runs.step_weights(step) is None and runs.step_adapter(step):
-        raise GlidectlError(
-            f"model.init {init!r} is a LoRA run: its checkpoints hold adapters, not a model; "
-            f"merge it into its base first (glidectl lora merge {init} -o merged.safetensors) "
-            "and set model.init to the merged file, or continue it with glidectl lora "
-            f"--resume {init}."
-        )
