@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -208,6 +209,21 @@ def test_unknown_sampler_names_the_nearest(base) -> None:
 
     with pytest.raises(GlidectlError, match="Did you mean 'heun'"):
         GlidePipeline(base).generate(["a"], sampler="huen")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"guidance": float("nan")}, "guidance must be from 0 to 100 (a finite number); got nan"),
+    ({"seed": -1}, "seed must be from 0 to 2**63-1; got -1"),
+    ({"seeds": [2**70]}, "seed must be from 0 to 2**63-1"),
+    ({"upsample_guidance": -2}, "upsample_guidance must be from 0 to 100; got -2"),
+    ({"eta": 3.0}, "eta must be from 0 to 1; got 3"),
+])
+def test_library_numbers_are_checked_like_the_flags(base, options, message) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    # before: a nan guidance drew an image, a negative seed folded onto another one
+    with pytest.raises(GlidectlError, match=re.escape(message)):
+        GlidePipeline(base).generate(["a"], sampler="euler", steps=2, **options)
 
 
 def test_import_glidectl_stays_torch_free_but_exports_generate() -> None:

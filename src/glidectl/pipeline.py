@@ -22,6 +22,7 @@ import torch
 from .devices import Precision, pick_device, pick_precision
 from .errors import GlidectlError, a_or_an
 from .images import to_pil
+from .ranges import FLAGS, SEED, STEPS, check
 from .samplers.tuned import is_schedule_file, model_warning, schedule_file_warning
 from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public entry point)
     BASE_DEFAULTS,
@@ -358,6 +359,7 @@ class GlidePipeline:
         if len(seeds) != len(texts_all):
             raise ValueError(f"generate() needs one seed per image ({len(texts_all)}), "
                              f"got {len(seeds)}")
+        _check_numbers(base_opts, up_opts, seeds)
         jobs = list(zip(texts_all, [int(s) for s in seeds], strict=True))
         precision = (pick_precision(precision, str(self.device)) if precision
                      else self.precision).autocast
@@ -484,6 +486,21 @@ def load_pipeline(base: str | None = "openai:base", upsampler: str | None = "aut
     """:meth:`GlidePipeline.from_specs` with the common arguments."""
     return GlidePipeline.from_specs(base, upsampler, device=device, vocab_dir=vocab_dir,
                                     precision=precision)
+
+
+def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -> None:
+    """The one-line error for a seed or stage number outside the range the CLI allows
+    (``nan`` guidance, a negative seed, ...), named by its ``generate`` keyword."""
+    for s in seeds:
+        check("seed", s, SEED)
+    for prefix, opts in (("", base), ("upsample_", up)):
+        for key, rng in (("guidance", FLAGS["--guidance"]), ("eta", FLAGS["--eta"]),
+                         ("sigma_max", FLAGS["--sigma-max"]),
+                         ("guidance_rescale", FLAGS["--guidance-rescale"]),
+                         ("dynamic_threshold", FLAGS["--dynamic-threshold"]),
+                         ("steps", STEPS)):
+            check(prefix + key, getattr(opts, key), rng)
+    check("upsample_temp", up.temperature, FLAGS["--upsample-temp"])
 
 
 def generate(prompt: str | Sequence[str], base: str | None = "openai:base",
