@@ -226,6 +226,25 @@ def test_library_numbers_are_checked_like_the_flags(base, options, message) -> N
         GlidePipeline(base).generate(["a"], sampler="euler", steps=2, **options)
 
 
+def test_library_arguments_of_the_wrong_kind_are_named(base) -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(base)
+    with pytest.raises(TypeError, match="a prompt string or a list of prompt strings"):
+        pipe.generate(["a", None], sampler="euler", steps=2)  # was: no attribute 'lower'
+    with pytest.raises(ValueError, match="output must be 'pil' or 'tensor'"):
+        pipe.generate(["a"], output="numpy", sampler="euler", steps=2)  # was: PIL images
+    images = pipe.generate((p for p in ["a"]), sampler="euler", steps=2)  # any iterable
+    assert len(images) == 1
+
+
+def test_from_specs_takes_none_for_either_model_as_sample_does() -> None:
+    from glidectl.pipeline import GlidePipeline
+
+    with pytest.raises(GlidectlError, match="needs a base model, an upsampler or both"):
+        GlidePipeline.from_specs("none", "none")  # was: "Model 'none' not found"
+
+
 def test_import_glidectl_stays_torch_free_but_exports_generate() -> None:
     code = ("import sys, glidectl\nassert 'torch' not in sys.modules\n"
             "assert callable(glidectl.generate) and callable(glidectl.GlidePipeline)\n")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -193,6 +193,7 @@ class GlidePipeline:
 
         dev = pick_device(device)
         chosen = pick_precision(precision, dev)
+        base = None if base in ("", "none") else base  # as `sample --base none`
         up_spec = resolve_upsampler(base, upsampler)
         models: dict[str, torch.nn.Module | None] = {"base": None, "upsample": None}
         records: dict[str, ModelRecord] = {}
@@ -337,7 +338,15 @@ class GlidePipeline:
         base_opts, up_opts, rest = self.stages(**stage_options)
         if rest:
             raise TypeError(f"unknown generate() options: {', '.join(sorted(rest))}")
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        elif isinstance(prompts, Iterable):
+            prompts = list(prompts)
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise TypeError("generate() takes a prompt string or a list of prompt strings, "
+                            f"got {prompts!r:.80}")
+        if output not in ("pil", "tensor"):
+            raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
         if not prompts or n < 1 or batch_size < 1:
             raise GlidectlError("Nothing to generate: give at least one prompt, n >= 1 and "
                                 "batch size >= 1.")

@@ -66,6 +66,10 @@ def test_bad_steps_are_user_errors() -> None:
         build_sigmas("karras", "fast27", COS)
     with pytest.raises(GlidectlError):
         build_sigmas("cosine", 10, COS)
+    for steps in (2.5, "2.5", "1e3"):  # a number, so no hint about respacing strings
+        with pytest.raises(GlidectlError) as err:
+            build_sigmas("karras", steps, COS)
+        assert "whole number of steps" in str(err.value) and "respacing" not in str(err.value)
 
 
 def test_denoiser_maps_sigma_to_fractional_original_timesteps() -> None:

@@ -135,7 +135,7 @@ def build_sigmas(
         raise GlidectlError(f"{str(exc).rstrip('.')}, respaced (GLIDE's own timesteps), or a "
                             "schedule file FILE.json from glidectl fit-steps.") from None
     if not str(steps).isdigit() or int(steps) < 1:
-        numeric = re.fullmatch(r"[+-]?\d+", str(steps).strip()) is not None
+        numeric = re.fullmatch(r"[+-]?\d*\.?\d+(e[+-]?\d+)?", str(steps).strip(), re.I) is not None
         hint = "" if numeric else (
             f"; a respacing string such as {steps!r} needs --schedule respaced (with a "
             "ddpm/ddim-style sampler), or pass a number of steps such as 27")
