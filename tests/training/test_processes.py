@@ -334,3 +334,16 @@ def test_the_survivor_of_a_killed_process_stops_in_one_line(tiny, config_file, t
     assert "Error: Another process of this run stopped near step" in out, out
     assert f"resume with --resume {run}" in out, out
     assert "Connection closed by peer" not in out, out
+
+
+def test_two_processes_with_a_tracker_finish_cleanly(tiny, config_file, tmp_path):
+    """accelerate's end_training() destroys the process group on the main process only;
+    the run's last barrier then failed there and every tracked multi-process run ended in a
+    traceback with exit code 1, after its last checkpoint."""
+    cfg = tiny(train=dict(steps=2), checkpoint=dict(every=2), log=dict(trackers=["tensorboard"]))
+    proc = subprocess.run(_torchrun(config_file(cfg)), env=_env(), capture_output=True,
+                          text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and "done at step 2" in out, out
+    assert list((tmp_path / "runs" / "t" / "trackers").rglob("events.out.tfevents.*"))

@@ -109,5 +109,8 @@ class Trackers:
                 tracker.log_images({key: [array]}, step=step)
 
     def finish(self) -> None:
-        if self.names:
-            self.acc.end_training()
+        """Close every tracker. Not ``accelerator.end_training()``: that also destroys the
+        process group, on the main process only, while the other processes still meet it
+        at the run's last barrier."""
+        for tracker in self.acc.trackers if self.names else []:
+            tracker.finish()
