@@ -296,7 +296,10 @@ class LogConfig:
     project: str = opt("glidectl", "Tracker project (W&B project, TensorBoard subfolder).")
     wandb_project: str = opt("", "W&B project; setting it also turns on the wandb tracker.")
     wandb_entity: str = opt("", "W&B entity.")
-    wandb_mode: str = opt("online", "W&B mode.", ("online", "offline", "disabled"))
+    wandb_mode: str = opt(
+        "auto", "W&B mode; auto: WANDB_MODE (or `wandb offline`) when set, else online.",
+        ("auto", "online", "offline", "disabled"),
+    )
 
 
 @dataclass

@@ -238,6 +238,20 @@ def test_wandb_offline_run_has_the_history_and_previews(tiny, config_file, tmp_p
     assert config["data.source"] == "demo:shapes" and config["train.steps"] == 2
 
 
+def test_wandb_follows_WANDB_MODE_when_the_config_does_not_say(tiny, config_file, tmp_path):
+    """log.wandb_mode defaults to auto: W&B's own WANDB_MODE decides (it was "online", passed
+    to wandb.init, so WANDB_MODE=offline was overruled and a run without a login stopped)."""
+    cfg = tiny(train=dict(steps=1), log=dict(trackers=["wandb"]))
+    assert cfg.log.wandb_mode == "auto"
+    env = {k: v for k, v in _env().items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    proc = subprocess.run(_glidectl("train", "-c", str(config_file(cfg)), "--no-live"), env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = list((tmp_path / "runs" / "t" / "trackers" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+
+
 def _torchrun(path: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
             "2", "-m", "glidectl", "train", "-c", str(path), "--no-live", *args]

@@ -69,7 +69,8 @@ class Trackers:
         log = cfg.log
         wandb_id = self.ids.get("wandb")
         init_kwargs = {"wandb": {
-            "entity": log.wandb_entity or None, "mode": log.wandb_mode, "name": run.name,
+            "entity": log.wandb_entity or None, "name": run.name,
+            "mode": None if log.wandb_mode == "auto" else log.wandb_mode,
             "dir": str(run.trackers), "id": wandb_id, "resume": "allow" if wandb_id else None,
         }}
         project = log.wandb_project or log.project
@@ -78,8 +79,9 @@ class Trackers:
         except Exception as exc:  # trackers raise many kinds (auth, network, usage)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise GlidectlError(
-                f"Could not start the trackers {', '.join(self.names)}: {first}; for W&B run "
-                "`wandb login` or set log.wandb_mode = \"offline\", or change log.trackers."
+                f"Could not start the trackers {', '.join(self.names)}: {first.rstrip('.')}; "
+                "for W&B run `wandb login` or set log.wandb_mode = \"offline\" (or "
+                "WANDB_MODE=offline), or change log.trackers."
             ) from None
         if "wandb" in self.names:
             self.ids["wandb"] = accelerator.get_tracker("wandb", unwrap=True).id
