@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from glidectl.errors import GlidectlError
 from glidectl.training.engine import Trainer
 
 
@@ -64,3 +67,37 @@ def test_resume_is_bitwise_identical(tiny, image_folder, tmp_path, data):
         assert torch.equal(a[key], b[key]), key
     losses = [r["loss"] for r in straight.history]
     assert losses[3:] == [r["loss"] for r in second.history]
+
+
+def test_a_resume_trains_with_the_configs_optimizer_settings_and_says_which_changed(
+        tiny, config_file, capsys):
+    """The optimizer's state_dict carries its settings; loading it used to bring back the
+    checkpoint's LR and weight decay while config.toml recorded the new ones."""
+    from glidectl.cli.app import main
+    from glidectl.training.metrics import read_metrics
+
+    cfg = tiny(train=dict(steps=2, lr=1e-3, lr_schedule="cosine"))
+    first = Trainer(cfg, quiet=True).run()
+    path = config_file(cfg)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "-c", str(path), "--resume", "latest", "--steps", "4", "--no-live",
+              "--set", "train.lr=0.01", "--set", "train.weight_decay=0.05"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert ("Optimizer settings changed since the checkpoint; the config's apply from here "
+            "on: lr 0.001 → 0.01, weight_decay 0.0 → 0.05.") in " ".join(out.split())
+    records = read_metrics(first.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    # the LR after step 3 of a cosine schedule over 4 steps, from the new peak
+    assert records[2]["lr"] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 3 / 4)))
+
+
+def test_a_resume_with_another_optimizer_is_one_line_and_changes_nothing(tiny):
+    cfg = tiny(train=dict(steps=2))
+    result = Trainer(cfg, quiet=True).run()
+    saved = (result.run_dir / "config.toml").read_text(encoding="utf-8")
+    cfg.train.optimizer, cfg.train.steps = "adafactor", 3
+    with pytest.raises(GlidectlError, match=r"trained with train.optimizer = \"adamw\" and "
+                       r"this config says \"adafactor\"; resume with \"adamw\""):
+        Trainer(cfg, resume="latest", quiet=True)
+    assert (result.run_dir / "config.toml").read_text(encoding="utf-8") == saved

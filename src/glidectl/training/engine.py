@@ -98,6 +98,7 @@ class Trainer:
         self.noise = torch.Generator().manual_seed(tc.seed + 1)
         self.state = TrainState(self.stream, self.guard)
         self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
+        self._notes: list[str] = []
         if self.resume_from is not None:
             self._load(self.resume_from)
         if self.main:  # after the resume state is read: a refused resume leaves the run as it was
@@ -107,6 +108,8 @@ class Trainer:
         )
         if cfg.train.precision == "auto":
             self.display.message(self.precision.line())
+        for note in self._notes:
+            self.display.message(note)
         for note in source_notes(getattr(self.dataset, "source", None)):
             self.display.message(f"Warning: {note}")
         features = self.validator.features if self.validator is not None else None
@@ -283,8 +286,12 @@ class Trainer:
                     "RUN/config.toml)."
                 ) from None
 
-        self._on_all(lambda: rs.load_state(runs.state_dir(step_dir), self.accelerator,
-                                           self.state, self._resumable(), self.noise, weights))
+        changed = self._on_all(lambda: rs.load_state(
+            runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),
+            self.noise, weights))
+        if changed:
+            self._notes.append("Optimizer settings changed since the checkpoint; the config's "
+                               f"apply from here on: {', '.join(changed)}.")
 
     def save_checkpoint(self) -> Path:
         """Every process calls this; the main one writes weights, all write their RNGs. A

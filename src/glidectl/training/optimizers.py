@@ -64,3 +64,55 @@ def _adamw8bit(tc: TrainConfig, params: list[dict[str, Any]]) -> torch.optim.Opt
         ) from None
     return bnb.optim.AdamW8bit(params, lr=tc.lr, betas=(tc.adam_beta1, tc.adam_beta2),
                                eps=tc.adam_eps, weight_decay=tc.weight_decay)
+
+
+# The parameter-group settings a config sets, as resume reports them when they change.
+CONFIG_SETTINGS = ("lr", "betas", "eps", "weight_decay")
+
+
+def family(groups: list[dict[str, Any]]) -> str | None:
+    """``adamw`` or ``adafactor``, told apart by their parameter groups' keys (None: unknown).
+    The 8-bit AdamW counts as ``adamw``."""
+    keys = {k for g in groups for k in g}
+    return "adafactor" if "beta2_decay" in keys else "adamw" if "betas" in keys else None
+
+
+def settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Each parameter group's settings (everything but its parameters)."""
+    return [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+
+
+def _differ(a: Any, b: Any) -> bool:
+    try:
+        return bool(a != b)
+    except (RuntimeError, TypeError):  # tensors: not a setting a config gives
+        return False
+
+
+def reapply_settings(optimizer: torch.optim.Optimizer, scheduler: Any,
+                     fresh: list[dict[str, Any]]) -> list[str]:
+    """Give a resumed optimizer the config's settings again (``load_state_dict`` brings back
+    the checkpoint's, so a changed ``train.lr`` or ``weight_decay`` was silently ignored) and
+    its LR scheduler the config's peak LRs at the resumed step. Returns "name old → new" for
+    each setting of :data:`CONFIG_SETTINGS` that changed; unchanged settings give the same
+    numbers bit for bit."""
+    changed: dict[str, str] = {}
+    for group, want in zip(optimizer.param_groups, fresh, strict=True):
+        for key, value in want.items():
+            if key == "lr":  # the LR at this step: the scheduler's, below
+                continue
+            name = "lr" if key == "initial_lr" else key  # the peak LR is the config's
+            if name in CONFIG_SETTINGS and name not in changed and key in group \
+                    and _differ(group[key], value):
+                changed[name] = f"{name} {group[key]} → {value}"
+            group[key] = value
+    inner = getattr(scheduler, "scheduler", scheduler)  # under accelerate's wrapper
+    lambdas = getattr(inner, "lr_lambdas", None)
+    if lambdas is not None:
+        inner.base_lrs = [g.get("initial_lr", g["lr"]) for g in fresh]
+        lrs = [base * f(inner.last_epoch)
+               for base, f in zip(inner.base_lrs, lambdas, strict=True)]
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        inner._last_lr = lrs
+    return [changed[k] for k in CONFIG_SETTINGS if k in changed]

@@ -31,6 +31,7 @@ import torch
 from .. import runs
 from ..atomic import save_safetensors, write_json
 from ..errors import GlidectlError
+from . import optimizers
 
 TREE_KEY = "glidectl.state"
 TRAIN, OPTIMIZER, SCHEDULER, SCALER, EMA = (
@@ -307,14 +308,36 @@ def _match_layouts(optimizer: Any) -> None:
                 state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
+def check_optimizer(step_dir: Path, saved: dict[str, Any], optimizer: Any) -> None:
+    """An optimizer's state fits only the optimizer that wrote it: AdamW's moments loaded
+    into Adafactor failed at the first step, with a traceback."""
+    groups = saved.get("param_groups")
+    if not (isinstance(groups, list) and all(isinstance(g, dict) for g in groups)):
+        return  # load_state_dict says what is wrong
+    was, now = optimizers.family(groups), optimizers.family(optimizer.param_groups)
+    if was and now and was != now:
+        raise GlidectlError(
+            f"Cannot resume from {str(step_dir)!r}: it was trained with train.optimizer = "
+            f"\"{was}\" and this config says \"{now}\"; resume with \"{was}\" (one "
+            f"optimizer's state does not fit another) or start a new run with model.init = "
+            f"{str(step_dir)!r}."
+        )
+
+
 def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str, Any],
-               noise: torch.Generator, load_weights: Any) -> None:
+               noise: torch.Generator, load_weights: Any) -> list[str]:
     """Read and check every file this process needs, then ``load_weights()``, then apply
-    each state (``train`` and ``objects`` as for :func:`save_state`)."""
+    each state (``train`` and ``objects`` as for :func:`save_state`). The optimizer keeps the
+    config's settings (LR, betas, eps, weight decay); returns the ones that changed since the
+    checkpoint, as "name old → new"."""
     step_dir, rank = state_dir.parent, accelerator.process_index
     check_processes(state_dir, accelerator.num_processes)
     parts = read_resume_state(state_dir, rank, ema=objects.get(EMA) is not None,
                               scaler=objects.get(SCALER) is not None)
+    optimizer = objects.get(OPTIMIZER)
+    if optimizer is not None:
+        check_optimizer(step_dir, parts["optimizer"], optimizer)
+        fresh = optimizers.settings(optimizer)
     load_weights()
     targets = [(TRAIN, None, parts["train"])] + [
         (name, obj, parts[key]) for name, key in
@@ -341,3 +364,6 @@ def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str,
         restore_rng(parts["rng"], noise)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise apply_failure(step_dir, rng_file(rank), exc) from None
+    if optimizer is None:
+        return []
+    return optimizers.reapply_settings(optimizer, objects.get(SCHEDULER), fresh)
