@@ -180,10 +180,13 @@ def test_two_processes_train_and_resume_the_same_model_as_one(tiny, config_file,
         b = load_file(run / "checkpoints" / name / "model.safetensors")
         worst = max((a[k] - b[k]).abs().max().item() for k in a)
         assert worst < 1e-5, (step, worst)
-    losses_one = [r["loss"] for r in read_metrics(tmp_path / "runs" / "one" / "metrics.jsonl")]
-    losses_two = [r["loss"] for r in read_metrics(run / "metrics.jsonl")]
+    records_one = read_metrics(tmp_path / "runs" / "one" / "metrics.jsonl")
+    records_two = read_metrics(run / "metrics.jsonl")
+    losses_one, losses_two = [r["loss"] for r in records_one], [r["loss"] for r in records_two]
     assert len(losses_two) == 4
     assert losses_one == pytest.approx(losses_two, abs=1e-5)
+    # the samples of both processes are counted, and the counts go on after the resume
+    assert [r["data_accepted"] for r in records_two] == [r["data_accepted"] for r in records_one]
 
 
 def _wandb_records(run_file: Path) -> list:

@@ -31,7 +31,15 @@ from .display import Display
 from .ema import EMA
 from .guards import NonFiniteGuard, PeerLost, StopFlag, peer_lost
 from .lr_schedule import make_scheduler
-from .metrics import MetricsFile, RunOutputs, Throughput, data_counts, truncate_after
+from .metrics import (
+    MetricsFile,
+    RunOutputs,
+    Throughput,
+    add_counts,
+    data_counts,
+    dataset_counts,
+    truncate_after,
+)
 from .model_setup import ModelBundle, build_model
 from .optimizers import make_optimizer
 from .previews import Previewer
@@ -299,6 +307,7 @@ class Trainer:
         acc, step = self.accelerator, self.state.step
         acc.wait_for_everyone()
         self.stream.gather_ranks(lambda t: acc.gather(t.to(acc.device)).cpu())
+        self.state.data_total = self._data_totals()
         tmp = self.checkpoints.tmp_dir(step)
         try:
             if self.main:
@@ -507,6 +516,17 @@ class Trainer:
         self._meter.add(tc.batch_size * acc.num_processes * tc.grad_accum, wait)
         return terms, stepped
 
+    def _data_totals(self) -> dict[str, Any]:
+        """Samples accepted and rejected by every process since the run began (a collective:
+        every process calls it)."""
+        mine = dataset_counts(self.dataset)
+        everyone = [mine]
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            everyone = gather_object([mine])
+        return add_counts(self.state.data_base, *everyone)
+
     def _record(self, step: int, sums: torch.Tensor, n: int) -> dict[str, Any]:
         """The metrics record of a logging window of ``n`` steps."""
         return {
@@ -514,7 +534,7 @@ class Trainer:
             "loss": float(sums[0] / n), "mse": float(sums[1] / n), "vb": float(sums[2] / n),
             "lr": self.scheduler.get_last_lr()[0], "grad_norm": self._grad_norm,
             **self._meter.read(), "skipped_nonfinite": self.guard.total,
-            **data_counts(self.dataset),
+            **data_counts(self._data_totals()),
             "preview_failures": self.previewer.failures if self.previewer else 0,
         }
 

@@ -88,15 +88,37 @@ class Throughput:
         }
 
 
-def data_counts(dataset: Any) -> dict[str, int]:
-    """Accepted and skipped (rejected) sample counts from the dataset, by reason."""
+def dataset_counts(dataset: Any) -> dict[str, Any]:
+    """``{"accepted": n, "rejected": {reason: n}}`` of one process's dataset ({}: it keeps
+    no counts)."""
     stats = getattr(dataset, "stats", None)
     counts = stats() if callable(stats) else stats
     if not isinstance(counts, dict):
         return {}
-    out = {"data_accepted": int(counts.get("accepted", 0))}
+    return {"accepted": int(counts.get("accepted", 0)),
+            "rejected": {str(k): int(v) for k, v in (counts.get("rejected") or {}).items()}}
+
+
+def add_counts(*counts: dict[str, Any]) -> dict[str, Any]:
+    """The sum of :func:`dataset_counts` results ({} when none keeps counts)."""
+    present = [c for c in counts if c]
+    if not present:
+        return {}
+    rejected: dict[str, int] = {}
+    for c in present:
+        for reason, n in c.get("rejected", {}).items():
+            rejected[reason] = rejected.get(reason, 0) + int(n)
+    return {"accepted": sum(int(c.get("accepted", 0)) for c in present),
+            "rejected": dict(sorted(rejected.items()))}
+
+
+def data_counts(counts: dict[str, Any]) -> dict[str, int]:
+    """Accepted and skipped (rejected) sample counts as metrics, by reason."""
+    if not counts:
+        return {}
     rejected = counts.get("rejected") or {}
-    out["data_skipped"] = int(sum(rejected.values()))
+    out = {"data_accepted": int(counts.get("accepted", 0)),
+           "data_skipped": int(sum(rejected.values()))}
     out.update({f"data_skipped_{k}": int(v) for k, v in rejected.items()})
     return out
 

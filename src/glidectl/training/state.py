@@ -33,12 +33,16 @@ class TrainState:
         self.stream, self.guard = stream, guard
         self.tracker_ids: dict[str, str] = {}
         self.best_val_loss = math.inf
+        # Samples accepted and rejected over all processes before this process started
+        # (a resumed run's counts go on from the checkpoint's), and the totals to save.
+        self.data_base: dict[str, Any] = {}
+        self.data_total: dict[str, Any] = {}
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step, "data": self.stream.state_dict(),
             "guard": self.guard.state_dict(), "trackers": dict(self.tracker_ids),
-            "best_val_loss": self.best_val_loss,
+            "best_val_loss": self.best_val_loss, "data_counts": self.data_total,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -47,3 +51,7 @@ class TrainState:
         self.guard.load_state_dict(state["guard"])
         self.tracker_ids = {str(k): str(v) for k, v in dict(state.get("trackers", {})).items()}
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
+        counts = state.get("data_counts") or {}  # absent in checkpoints before it was kept
+        if counts:
+            rejected = {str(k): int(v) for k, v in dict(counts["rejected"]).items()}
+            self.data_base = {"accepted": int(counts["accepted"]), "rejected": rejected}
