@@ -364,3 +364,24 @@ def test_two_processes_with_a_tracker_finish_cleanly(tiny, config_file, tmp_path
     assert proc.returncode == 0, out
     assert "Traceback" not in out and "done at step 2" in out, out
     assert list((tmp_path / "runs" / "t" / "trackers").rglob("events.out.tfevents.*"))
+
+
+def test_ctrl_c_under_a_launcher_checkpoints_once_and_says_so_once(tiny, config_file, tmp_path):
+    """Ctrl-C in a terminal reaches the launcher and every process; all of them stop at one
+    step and one checkpoint, and the resume hint is printed once, not once per process."""
+    cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=0))
+    run = tmp_path / "runs" / "t"
+    launcher = subprocess.Popen(_torchrun(config_file(cfg)), env=_env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        _wait_for_logged_steps(run, launcher, 2)
+        os.killpg(launcher.pid, signal.SIGINT)
+        out, _ = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    assert out.count("Interrupted at step") == 1, out
+    assert f"Interrupted at step {int(latest.removeprefix('step-'))};" in out, out
+    assert f"Resume with: --resume {run}" in out

@@ -17,17 +17,13 @@ def _train(config: Path | None, set_: list[str] | None, steps: int | None,
            output_dir: Path | None, name: str | None, resume: str | None,
            precision: str | None, live: bool | None) -> None:
     from ..lora import train_lora
-    from .train_cmd import resolve_config
+    from .train_cmd import exit_interrupted, resolve_config
 
     cfg = resolve_config(config, set_, steps=steps, output_dir=output_dir, name=name,
                          precision=precision, resume=resume)
     result = train_lora(cfg, resume=resume, live=live)
     if result.interrupted:
-        typer.echo(
-            f"Interrupted at step {result.step}; checkpoint {result.checkpoint}. "
-            f"Resume with: glidectl lora --resume {result.run_dir}", err=True,
-        )
-        raise typer.Exit(130)
+        exit_interrupted(result, "glidectl lora --resume")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,6 +5,7 @@ Thin: parse flags, resolve the config (defaults < file < --set < flags), call th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -92,11 +93,18 @@ def _run(kinds: tuple[str, ...], config, set_, steps, output_dir, name, resume, 
 
     result = train(cfg, resume=resume, kinds=kinds, live=live)
     if result.interrupted:
+        exit_interrupted(result, "--resume")
+
+
+def exit_interrupted(result, resume: str) -> None:
+    """Exit with 130 after Ctrl-C, naming the checkpoint; under torchrun or accelerate only
+    rank 0 says so (every process returns the same result)."""
+    if os.environ.get("RANK", "0") == "0":
         typer.echo(
             f"Interrupted at step {result.step}; checkpoint {result.checkpoint}. "
-            f"Resume with: --resume {result.run_dir}", err=True
+            f"Resume with: {resume} {result.run_dir}", err=True
         )
-        raise typer.Exit(130)
+    raise typer.Exit(130)
 
 
 def register(app: typer.Typer) -> None:
