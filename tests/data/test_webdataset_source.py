@@ -46,6 +46,22 @@ def test_a_folder_of_linked_shard_folders_is_shards(write_shards, tmp_path, data
     assert ds.source.kind == "webdataset" and sorted(keys(ds)) == sorted(all_ids(2, 2))
 
 
+def test_img2dataset_output_with_its_parquet_index_is_read_as_shards(write_shards, data_cfg,
+                                                                     byte_tok):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = write_shards(2, 3)
+    for path in paths:  # img2dataset writes NNNNN.parquet (url, key, status, caption) beside
+        rows = [{"url": f"http://x/{i}.jpg", "key": f"{i}", "status": "success",
+                 "caption": f"caption {i}"} for i in range(3)]
+        pq.write_table(pa.Table.from_pylist(rows), path.with_suffix(".parquet"))
+        path.with_name(path.stem + "_stats.json").write_text("{}")
+    ds = build_dataset(data_cfg(source=str(paths[0].parent)), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    assert ds.source.kind == "webdataset" and sorted(keys(ds)) == sorted(all_ids(2, 3))
+
+
 def test_missing_shards_are_a_user_error(write_shards):
     folder = write_shards(2, 1)[0].parent
     with pytest.raises(GlidectlError, match=r"1 of 3 shard\(s\)"):

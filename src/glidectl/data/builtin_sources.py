@@ -40,8 +40,11 @@ def claims_parquet(spec: str) -> bool:
     if spec.lower().endswith(".parquet") and not spec.startswith(REMOTE_PREFIXES):
         return True
     if os.path.isdir(spec):
-        if any(p.is_file() and p.name.lower().endswith(".parquet") for p in Path(spec).iterdir()):
-            return True  # tables at the top, their images beside them (paths in the rows)
+        top = [p.name.lower() for p in Path(spec).iterdir() if p.is_file()]
+        if any(n.endswith(".parquet") for n in top):
+            # tables at the top, their images beside them (paths in the rows); beside tar
+            # shards they are img2dataset's index of the shards, not the data
+            return not any(n.endswith(SHARD_SUFFIXES) for n in top)
         images, shards, parquet = _files(Path(spec))
         return parquet and not images and not shards
     return False
