@@ -65,6 +65,45 @@ def test_openai_format_pt_of_a_tiny_model_loads_unchanged(tmp_path, inpaint_mode
         load_model(path)
 
 
+def _prefixed(state, prefix):
+    return {prefix + k: v for k, v in state.items()}
+
+
+WRAPPED = {  # how other trainers save a model's state_dict
+    "ddp": lambda sd: {"state_dict": _prefixed(sd, "module."), "step": 5},
+    "lightning": lambda sd: {"state_dict": _prefixed(sd, "model."), "epoch": 1},
+    "compile": lambda sd: _prefixed(sd, "_orig_mod."),
+    "ema-pytorch": lambda sd: {**_prefixed(sd, "ema_model."), "step": torch.tensor(9),
+                               **_prefixed({k: 0 * v for k, v in sd.items()}, "online_model.")},
+}
+FLAT = ("compile", "ema-pytorch")
+
+
+@pytest.mark.parametrize("suffix,wrap", [(".pt", w) for w in WRAPPED]
+                         + [(".safetensors", w) for w in FLAT])
+def test_weights_saved_through_a_wrapper_load_without_their_prefix(tmp_path, inpaint_model,
+                                                                    suffix, wrap):
+    from safetensors.torch import save_file
+
+    options, model = inpaint_model
+    obj, path = WRAPPED[wrap](model.state_dict()), tmp_path / f"w{suffix}"
+    if suffix == ".pt":
+        torch.save(obj, path)
+    else:
+        save_file({k: v.contiguous() for k, v in obj.items()}, path)
+    loaded = load_model(path, options=options)
+    for key, value in model.state_dict().items():  # ema-pytorch: the EMA copy, not the online
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_two_wrapped_models_that_are_not_model_and_ema_are_refused(tmp_path, inpaint_model):
+    options, model = inpaint_model
+    state = model.state_dict()
+    torch.save({**_prefixed(state, "unet_a."), **_prefixed(state, "unet_b.")}, tmp_path / "2.pt")
+    with pytest.raises(GlidectlError, match=r"holds 2 models \(keys under 'unet_a.', 'unet_b.'"):
+        load_model(tmp_path / "2.pt", options=options)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_official_kind_is_identified_from_keys(kind, carried):
     manifest = json.loads((carried / "state_dict_manifest.json").read_text())["models"][kind]

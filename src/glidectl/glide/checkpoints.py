@@ -54,6 +54,33 @@ def _upcast(state: Mapping[str, Any], path: Path) -> StateDict:
     return out
 
 
+def _unprefixed(state: Mapping[str, Any], path: Path) -> Mapping[str, Any]:
+    """The model's own keys of a state_dict saved through a wrapper: DDP's ``module.``,
+    torch.compile's ``_orig_mod.``, Lightning's ``model.``, ema-pytorch's ``ema_model.``.
+
+    Keys outside the prefix (an EMA's ``step``) are dropped; of several wrapped copies the
+    EMA one is taken (ema-pytorch keeps ``online_model.`` beside ``ema_model.``).
+    """
+    if _FIRST_KEY in state:
+        return state
+    prefixes = sorted(k[: -len(_FIRST_KEY)] for k in state
+                      if isinstance(k, str) and k.endswith("." + _FIRST_KEY))
+    if len(prefixes) > 1:
+        ema = [p for p in prefixes if "ema" in p.lower()]
+        if len(ema) != 1:
+            raise GlidectlError(
+                f"{str(path)!r} holds {len(prefixes)} models (keys under "
+                f"{', '.join(repr(p) for p in prefixes)}); save the one you want as its own "
+                "state_dict."
+            )
+        prefixes = ema
+    if not prefixes:
+        return state
+    prefix = prefixes[0]
+    return {k[len(prefix):]: v for k, v in state.items()
+            if isinstance(k, str) and k.startswith(prefix)}
+
+
 # --------------------------------------------------------------------------- identification
 def identify_kind(shapes: Mapping[str, Sequence[int]], path: str | Path = "checkpoint") -> str:
     """The model kind from the input conv's channels: 3 / 6 / 7 / 10 → base / upsample / …"""
@@ -173,7 +200,7 @@ def load_openai_pt(
                 break
     if not isinstance(obj, Mapping):
         raise GlidectlError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict.")
-    state = _upcast(obj, path)
+    state = _upcast(_unprefixed(obj, path), path)
     return state, _checked_options(state, options, path, kind)
 
 
@@ -262,7 +289,7 @@ def read_weights(
     path = Path(path)
     meta = read_metadata(path)
     try:
-        state = _upcast(load_file(str(path)), path)
+        state = _upcast(_unprefixed(load_file(str(path)), path), path)
     except GlidectlError:
         raise
     except Exception as exc:
