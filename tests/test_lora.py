@@ -325,6 +325,31 @@ def test_adapter_without_metadata_matching_nothing_is_an_error(tmp_path):
         apply_loras(tiny(), [str(out)])
 
 
+def peft_adapter(tmp_path, safe: bool = True, **lora_kw):
+    """(peft model, adapter dir) as peft itself trains and saves one: no glidectl metadata."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    torch.manual_seed(0)
+    config = PeftLoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **lora_kw)
+    peft_model = get_peft_model(tiny(), config).eval()
+    out = tmp_path / "peft-adapter"
+    peft_model.save_pretrained(str(out), safe_serialization=safe)
+    return peft_model, out
+
+
+@pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
+def test_an_adapter_saved_by_peft_applies_as_peft_computes_it(tmp_path, safe):
+    peft_model, out = peft_adapter(tmp_path, safe, use_dora=True,
+                                   target_modules=["qkv", "c_qkv", "in_layers.2"])
+    assert (out / ("adapter_model.safetensors" if safe else "adapter_model.bin")).is_file()
+    args = inputs(tiny())
+    expected = run(peft_model, args)
+    assert not torch.allclose(expected, run(tiny(), args), atol=1e-3)
+    torch.testing.assert_close(run(apply_loras(tiny(), [str(out)]), args), expected,
+                               atol=1e-5, rtol=1e-5)
+
+
 # ----------------------------------------------------------------------------- merge CLI
 def cli(*args: str) -> int:
     from glidectl.cli.app import main

@@ -164,7 +164,9 @@ def infer_options(
 
 
 # --------------------------------------------------------------------------- OpenAI .pt
-def _torch_load(path: Path) -> Any:
+def torch_load_weights(path: Path) -> Any:
+    """What ``torch.save`` wrote to ``path``, read with ``weights_only=True`` (tensors and
+    plain containers, never Python objects); a file that is not that is a GlidectlError."""
     _require_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -192,7 +194,7 @@ def load_openai_pt(
     tensors are upcast to float32. ``kind`` (if given) must match the file's kind.
     """
     path = Path(path)
-    obj = _torch_load(path)
+    obj = torch_load_weights(path)
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model", "ema"):
             if isinstance(obj.get(wrapper), Mapping) and _FIRST_KEY not in obj:

@@ -24,6 +24,7 @@ from ..errors import GlidectlError, cause
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+PICKLED_WEIGHTS_FILE = "adapter_model.bin"  # older peft's default, read with weights_only
 META_FILE = "glidectl.json"
 META_KEY = "glidectl"
 PEFT_PREFIX = "base_model.model."
@@ -66,6 +67,11 @@ class AdapterFiles:
     config: Any  # peft.LoraConfig
     state: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+    weights_file: str = WEIGHTS_FILE  # the file in ``path`` the weights came from
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / self.weights_file
 
     @property
     def module_names(self) -> list[str]:
@@ -138,6 +144,8 @@ def read_adapter(path: str | Path) -> AdapterFiles:
     if directory.is_dir() and not (directory / CONFIG_FILE).is_file():
         directory = latest_adapter(directory)  # a LoRA run or checkpoint folder
     weights, config_file = directory / WEIGHTS_FILE, directory / CONFIG_FILE
+    if not weights.is_file() and (directory / PICKLED_WEIGHTS_FILE).is_file():
+        weights = directory / PICKLED_WEIGHTS_FILE
     if not directory.is_dir() or not weights.is_file() or not config_file.is_file():
         raise GlidectlError(
             f"{str(path)!r} is not a LoRA adapter directory (it needs {CONFIG_FILE} and "
@@ -155,14 +163,18 @@ def read_adapter(path: str | Path) -> AdapterFiles:
         config = PeftLoraConfig.from_pretrained(str(directory))
     except (ValueError, TypeError, OSError) as exc:
         raise GlidectlError(f"{str(config_file)!r} is not a readable LoRA config ({exc}).") from exc
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            file_meta = dict(f.metadata() or {})
-            state = {k.removeprefix(PEFT_PREFIX): f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise GlidectlError(
-            f"Cannot read {str(weights)!r} ({str(exc).strip()[:160]}); the file is damaged."
-        ) from exc
+    file_meta: dict[str, str] = {}
+    if weights.name == PICKLED_WEIGHTS_FILE:
+        state = _pickled_state(weights)
+    else:
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                file_meta = dict(f.metadata() or {})
+                state = {k.removeprefix(PEFT_PREFIX): f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises its own error types for bad headers
+            raise GlidectlError(
+                f"Cannot read {str(weights)!r} ({str(exc).strip()[:160]}); the file is damaged."
+            ) from exc
     meta_file = directory / META_FILE
     source = meta_file if meta_file.is_file() else weights
     try:
@@ -178,7 +190,19 @@ def read_adapter(path: str | Path) -> AdapterFiles:
         ) from None
     if not any(".lora_A." in k for k in state):
         raise GlidectlError(f"{str(weights)!r} holds no LoRA weights (no '.lora_A.' tensors).")
-    return AdapterFiles(directory, config, state, meta)
+    return AdapterFiles(directory, config, state, meta, weights.name)
+
+
+def _pickled_state(path: Path) -> dict[str, torch.Tensor]:
+    """peft's ``adapter_model.bin`` (torch.save of tensors), read with ``weights_only=True``."""
+    from ..glide.checkpoints import torch_load_weights
+
+    obj = torch_load_weights(path)
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise GlidectlError(f"{str(path)!r} is not a LoRA adapter's weights (a dict of tensors).")
+    return {k.removeprefix(PEFT_PREFIX): v for k, v in obj.items()}
 
 
 def latest_adapter(run: Path | str, ema: bool | None = None) -> Path:
