@@ -350,6 +350,13 @@ def test_an_adapter_saved_by_peft_applies_as_peft_computes_it(tmp_path, safe):
                                atol=1e-5, rtol=1e-5)
 
 
+def test_a_peft_adapter_with_modules_to_save_is_refused_in_one_line(tmp_path):
+    _, out = peft_adapter(tmp_path, target_modules=["qkv"], modules_to_save=["out.2"])
+    with pytest.raises(GlidectlError, match=r"replaces whole modules \(peft's modules_to_save: "
+                                            r"out\.2\), which glidectl does not apply"):
+        apply_loras(tiny(), [str(out)])
+
+
 # ----------------------------------------------------------------------------- merge CLI
 def cli(*args: str) -> int:
     from glidectl.cli.app import main

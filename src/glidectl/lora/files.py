@@ -190,6 +190,14 @@ def read_adapter(path: str | Path) -> AdapterFiles:
         ) from None
     if not any(".lora_A." in k for k in state):
         raise GlidectlError(f"{str(weights)!r} holds no LoRA weights (no '.lora_A.' tensors).")
+    whole = sorted({k.rsplit(".", 1)[0] for k in state if not _is_lora_key(k)})
+    if whole:
+        raise GlidectlError(
+            f"LoRA adapter {str(directory)!r} also replaces whole modules (peft's "
+            f"modules_to_save: {', '.join(whole[:3])}{' …' if len(whole) > 3 else ''}), which "
+            "glidectl does not apply; save the adapter without modules_to_save, or merge it "
+            "with peft (merge_and_unload) and pass the merged weights as the model."
+        )
     return AdapterFiles(directory, config, state, meta, weights.name)
 
 
