@@ -866,6 +866,15 @@ def test_fid_against_a_reference_folder_or_absent_with_the_reason(tmp_path, tiny
     metric = report.metadata["metrics"]["fid"]
     assert (metric["fid_fake"], metric["fid_real"]) == (4, 5) and metric["fid"] > 0
     assert metric["reference"] == str(ref)
+    import io
+
+    from rich.console import Console
+
+    from glidectl.cli.eval_cmd import _print_summary
+
+    shown = io.StringIO()  # the summary glidectl eval prints: it read 'absent' first
+    _print_summary(Console(file=shown, width=200), report.metadata, tmp_path / "b")
+    assert f"FID {metric['fid']:.2f}, KID" in shown.getvalue()
 
 
 def test_dry_run_refuses_pairs_the_run_would_refuse_without_downloading(tmp_path, monkeypatch,

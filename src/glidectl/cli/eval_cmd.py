@@ -124,12 +124,14 @@ def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
     if t.get("images_per_s"):
         table.add_row("throughput", f"{t['images_per_s']:.2f} images/s")
     for name, summary in meta["metrics"].items():
-        value = (f"{summary['mean']:.4g} (mean of {summary['count']})" if "mean" in summary
-                 else escape(f"absent: {summary['absent']}"))
         if "fid" in summary:
             value = (f"FID {summary['fid']:.2f}, KID {summary['kid']:.4f} ± "
                      f"{summary['kid_std']:.4f} ({summary['fid_fake']} images vs "
                      f"{summary['fid_real']} references)")
+        elif "mean" in summary:
+            value = f"{summary['mean']:.4g} (mean of {summary['count']})"
+        else:
+            value = escape(f"absent: {summary['absent']}")
         table.add_row(name, value)
     table.add_row("grid", str(out / "grid.png"))
     console.print(table)
