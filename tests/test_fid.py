@@ -3,6 +3,7 @@ weights."""
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
@@ -61,6 +62,35 @@ def test_weights_files_are_checked_without_running_code(tmp_path):
     with pytest.raises(GlidectlError, match="not a plain state_dict"):
         inception_features(bad)
     assert not marker.exists()
+
+
+def inception_weights_file(path, monkeypatch):
+    """Random weights in the Inception-v3 layout torch-fidelity builds (fp16 to halve the
+    file): the file --fid-weights takes, without a download."""
+    tf = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    torch.save({}, path)
+    with monkeypatch.context() as patch:
+        patch.setattr(tf.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None)
+        net = tf.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                             feature_extractor_weights_path=str(path))
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for name, t in net.state_dict().items():
+        if t.ndim > 1:
+            t = torch.randn(t.shape, generator=g) * (2 / t[0].numel()) ** 0.5
+        state[name] = t.half() if t.is_floating_point() else t
+    torch.save(state, path)
+    return path
+
+
+def test_an_inception_weights_file_gives_fid_and_kid(tmp_path, monkeypatch):
+    """The path --fid-weights takes; torchmetrics' KID has no weights-path argument and
+    raised "Unexpected keyword arguments" when given one."""
+    features = inception_features(inception_weights_file(tmp_path / "inc.pth", monkeypatch))
+    assert features.weights is not None
+    out = fid_kid([_images(0, 2, 0.5)], [_images(1, 2, 1.2)], features)
+    assert (out["fid_real"], out["fid_fake"]) == (2, 2) and out["fid"] > 0
+    assert math.isfinite(out["kid"]) and math.isfinite(out["kid_std"])
 
 
 def test_images_and_references_become_uint8_batches(tmp_path):

@@ -65,6 +65,26 @@ def inception_features(weights: str | Path | None) -> Features:
     return Features(weights=path)
 
 
+class _Given(torch.nn.Module):
+    """Features computed once, handed to both FID and KID (each would run the network)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def inception(weights: Path | None) -> torch.nn.Module:
+    """The Inception-v3 pool features (2048) FID is defined with, from a local weights file,
+    built once for FID and KID (torchmetrics' KID takes no weights path: it would download)."""
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                              feature_extractor_weights_path=str(weights))
+
+
 def to_uint8(images: Any) -> torch.Tensor:
     """PIL images or a float tensor in [-1, 1] → uint8 ``(N, 3, H, W)``."""
     if isinstance(images, torch.Tensor):
@@ -102,17 +122,17 @@ def fid_kid(real: Iterable[Any], fake: Iterable[Any], features: Features,
             f"FID/KID need at least 2 real and 2 generated images; got {n_real} and {n_fake}."
         )
     subset = min(kid_subset_size or n_real, n_real, n_fake)
-    if features.module is not None:
-        feature: Any = features.module
-        extra: dict[str, Any] = {}
-    else:
-        feature, extra = 2048, {"feature_extractor_weights_path": str(features.weights)}
-    fid = FrechetInceptionDistance(feature=feature, reset_real_features=True, **extra)
-    kid = KernelInceptionDistance(feature=feature, subsets=10, subset_size=subset, **extra)
+    network = features.module if features.module is not None else inception(features.weights)
+    with torch.no_grad():
+        real_features = [network(b).double() for b in real_batches]
+        fake_features = [network(b).double() for b in fake_batches]
+    given = _Given(real_features[0].shape[-1])
+    fid = FrechetInceptionDistance(feature=given, reset_real_features=True)
+    kid = KernelInceptionDistance(feature=given, subsets=10, subset_size=subset)
     for metric in (fid, kid):
-        for batch in real_batches:
+        for batch in real_features:
             metric.update(batch, real=True)
-        for batch in fake_batches:
+        for batch in fake_features:
             metric.update(batch, real=False)
     kid_mean, kid_std = kid.compute()
     return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
