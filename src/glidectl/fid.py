@@ -1,7 +1,7 @@
 """FID and KID with torchmetrics: generated images against reference images.
 
 Features come from a local weights file: torch-fidelity's Inception-v3
-(``pt_inception-2015-12-05-6726825d.pth``, the network FID is defined with; see the README
+(``weights-inception-2015-12-05-6726825d.pth``, the network FID is defined with; see the README
 for where to get it) through ``torchmetrics`` with ``torch-fidelity`` installed, or any
 ``nn.Module`` mapping uint8 images ``(N, 3, H, W)`` to features ``(N, d)``. Without
 weights the metric is absent and the reason says why: never a silent 0.
@@ -20,7 +20,7 @@ import torch
 
 from .errors import GlidectlError
 
-INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
 @dataclass
