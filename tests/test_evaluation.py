@@ -875,6 +875,23 @@ def test_fid_against_a_reference_folder_or_absent_with_the_reason(tmp_path, tiny
     shown = io.StringIO()  # the summary glidectl eval prints: it read 'absent' first
     _print_summary(Console(file=shown, width=200), report.metadata, tmp_path / "b")
     assert f"FID {metric['fid']:.2f}, KID" in shown.getvalue()
+    # reference statistics: FID alone in the summary; a bad file fails before any image
+    import numpy as np
+
+    np.savez(tmp_path / "stats.npz", mu=np.zeros(6), sigma=np.eye(6))
+    report = run_eval(prompts, settings, RunOptions(
+        out=tmp_path / "c", device="cpu", fid_reference=str(tmp_path / "stats.npz")),
+        pipeline=stack)
+    assert report.metadata["metrics"]["fid"]["fid"] > 0
+    shown = io.StringIO()
+    _print_summary(Console(file=shown, width=300), report.metadata, tmp_path / "c")
+    assert "images vs the statistics in" in shown.getvalue()
+    np.savez(tmp_path / "bad.npz", arr_0=np.zeros(3))
+    with pytest.raises(GlidectlError, match="not FID statistics"):
+        run_eval(prompts, settings, RunOptions(out=tmp_path / "d", device="cpu",
+                                               fid_reference=str(tmp_path / "bad.npz")),
+                 pipeline=stack)
+    assert not list((tmp_path / "d").glob("*.png"))
 
 
 def test_dry_run_refuses_pairs_the_run_would_refuse_without_downloading(tmp_path, monkeypatch,

@@ -11,7 +11,15 @@ import torch
 from PIL import Image
 
 from glidectl.errors import GlidectlError
-from glidectl.fid import Features, fid_kid, inception_features, reference_images, to_uint8
+from glidectl.fid import (
+    Features,
+    eval_fid,
+    fid_kid,
+    inception_features,
+    reference_images,
+    reference_stats,
+    to_uint8,
+)
 
 
 class ColourStats(torch.nn.Module):
@@ -103,3 +111,53 @@ def test_images_and_references_become_uint8_batches(tmp_path):
     pil = [Image.new("RGB", (16, 16), (255, 0, 0))]
     assert to_uint8(pil)[0, :, 0, 0].tolist() == [255, 0, 0]
     assert to_uint8(torch.full((1, 3, 2, 2), -1.0)).max() == 0
+
+
+def test_reference_statistics_give_the_fid_of_their_images(tmp_path):
+    """An .npz of mu/sigma (pytorch-fid, clean-fid) of a folder's features scores as the
+    folder itself; KID, which needs the images, is absent with the reason."""
+    import numpy as np
+
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    for i in range(12):
+        Image.new("RGB", (16, 16), (20 * i, 90, 250 - 15 * i)).save(folder / f"{i}.png")
+    network = ColourStats()
+    with torch.no_grad():
+        feats = torch.cat([network(to_uint8(b)) for b in reference_images(str(folder), 16, 99)])
+    stats = tmp_path / "ref_stats.npz"
+    np.savez(stats, mu=feats.double().mean(0).numpy(),
+             sigma=np.cov(feats.double().numpy(), rowvar=False))
+    fake = [Image.new("RGB", (16, 16), (30 * i, 60, 200)) for i in range(8)]
+    features = Features(module=network)
+    from_images = eval_fid(fake, str(folder), features)
+    from_stats = eval_fid(fake, str(stats), features)
+    assert from_stats["fid"] == pytest.approx(from_images["fid"], rel=1e-6)
+    assert from_stats["fid"] > 0.1 and from_stats["fid_fake"] == 8
+    assert "KID needs reference images" in from_stats["kid_missing"] and "kid" not in from_stats
+
+
+def test_bad_statistics_files_are_one_line_and_never_unpickled(tmp_path):
+    import numpy as np
+
+    def saved(name, **arrays):
+        np.savez(tmp_path / name, **arrays)
+        return str(tmp_path / name)
+
+    cases = {
+        str(tmp_path / "missing.npz"): "does not exist",
+        saved("objects.npz", mu=np.array([{"a": 1}], dtype=object), sigma=np.eye(1)):
+            "not a readable .npz",
+        saved("other.npz", arr_0=np.zeros(3)): "holds arr_0, not FID statistics",
+        saved("shapes.npz", mu=np.zeros(3), sigma=np.eye(2)): r"'mu' \[3\] and 'sigma' \[2, 2\]",
+        saved("nan.npz", mu=np.full(2, np.nan), sigma=np.eye(2)): "not finite",
+    }
+    (tmp_path / "text.npz").write_text("mu, sigma")
+    cases[str(tmp_path / "text.npz")] = "not a readable .npz"
+    for path, message in cases.items():
+        with pytest.raises(GlidectlError, match=message):
+            reference_stats(path)
+    wide = saved("wide.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+    with pytest.raises(GlidectlError, match="statistics of 2048 features, but the feature "
+                                            "network gives 6"):
+        eval_fid([Image.new("RGB", (16, 16))] * 2, wide, Features(module=ColourStats()))

@@ -139,7 +139,7 @@ class RunOptions:
     compile: bool = False
     clip_model: str = "ViT-B-32"
     clip_weights: str | None = None
-    fid_reference: str | None = None  # a folder or data source: FID/KID against it
+    fid_reference: str | None = None  # images (folder, data source) or an .npz of stats
     fid_weights: str | None = None  # local Inception weights (glidectl.fid)
     wandb_project: str = ""
     wandb_entity: str = ""
@@ -358,9 +358,11 @@ def _load_metrics(options: RunOptions, settings: EvalSettings, device: str,
         emit("note", text=clip_reason)
     fid_features = None
     if options.fid_reference:
-        from .fid import inception_features
+        from .fid import inception_features, is_stats_file, reference_stats
 
         fid_features = inception_features(options.fid_weights)  # bad files fail before work
+        if is_stats_file(str(options.fid_reference)):
+            reference_stats(str(options.fid_reference))
         if not fid_features.available:
             emit("note", text=f"FID/KID absent: {fid_features.reason}.")
     return scorer, clip_reason, fid_features

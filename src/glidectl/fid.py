@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .errors import GlidectlError
+from .errors import GlidectlError, cause
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -174,11 +174,85 @@ def reference_images(source: str, size: int, limit: int) -> list[torch.Tensor]:
     return [torch.stack(images[i:i + 64]) for i in range(0, len(images), 64)]
 
 
-def eval_fid(images: list[Any], reference: str, features: Features,
-             limit: int = 50_000) -> dict[str, Any]:
-    """FID/KID of ``glidectl eval``'s images (PIL) against a reference folder or source."""
+def is_stats_file(reference: str) -> bool:
+    """True for a reference given as statistics (``.npz``) rather than images."""
+    return reference.lower().endswith(".npz")
+
+
+def reference_stats(reference: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mu`` and ``sigma`` (float64) of an ``.npz`` of reference statistics, as pytorch-fid
+    and clean-fid save them; read with ``allow_pickle=False``."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(reference).expanduser()
+    if not path.is_file():
+        raise GlidectlError(f"--fid {str(reference)!r}: the statistics file does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise GlidectlError(
+            f"--fid {str(reference)!r} is not a readable .npz of arrays ({cause(exc)}); pass "
+            "statistics saved with numpy.savez (mu, sigma), or a folder of images."
+        ) from None
+    mu, sigma = arrays.get("mu"), arrays.get("sigma")
+    if mu is None or sigma is None:
+        raise GlidectlError(
+            f"--fid {str(reference)!r} holds {', '.join(arrays) or 'no arrays'}, not FID "
+            "statistics: it needs the arrays 'mu' and 'sigma' (as pytorch-fid and clean-fid "
+            "save them)."
+        )
+    if (mu.ndim != 1 or sigma.shape != (mu.size, mu.size) or mu.dtype.kind not in "fiu"
+            or sigma.dtype.kind not in "fiu" or not (np.isfinite(mu).all()
+                                                     and np.isfinite(sigma).all())):
+        raise GlidectlError(
+            f"--fid {str(reference)!r}: 'mu' {list(mu.shape)} and 'sigma' {list(sigma.shape)} "
+            "are not finite numbers of shapes [d] and [d, d]."
+        )
+    return torch.from_numpy(mu.astype(np.float64)), torch.from_numpy(sigma.astype(np.float64))
+
+
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
+                     sigma2: torch.Tensor) -> float:
+    """‖μ1 − μ2‖² + tr(Σ1) + tr(Σ2) − 2·tr √(Σ1Σ2), the trace of the root from the
+    eigenvalues of Σ1Σ2 (torchmetrics' formula, so both references give the same number)."""
+    root = torch.linalg.eigvals(sigma1 @ sigma2).sqrt().real.sum()
+    return float((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * root)
+
+
+def fid_against_stats(fake: Iterable[Any], reference: str, features: Features) -> dict[str, Any]:
+    """FID of image batches against reference statistics (``mu``, ``sigma``); KID needs
+    reference images, so it is absent with that reason."""
     if not features.available:
         return {"fid_missing": features.reason}
+    mu, sigma = reference_stats(reference)
+    network = features.module if features.module is not None else inception(features.weights)
+    with torch.no_grad():
+        feats = torch.cat([network(to_uint8(b)).double() for b in fake])
+    if feats.shape[0] < 2:
+        raise GlidectlError(f"FID needs at least 2 generated images; got {feats.shape[0]}.")
+    if feats.shape[1] != mu.numel():
+        raise GlidectlError(
+            f"--fid {reference!r} holds statistics of {mu.numel()} features, but the feature "
+            f"network gives {feats.shape[1]}; use statistics of Inception-v3's 2048 pool "
+            "features."
+        )
+    fid = frechet_distance(feats.mean(0), torch.cov(feats.T), mu, sigma)
+    return {"fid": fid, "fid_fake": feats.shape[0],
+            "kid_missing": "the reference is statistics, and KID needs reference images"}
+
+
+def eval_fid(images: list[Any], reference: str, features: Features,
+             limit: int = 50_000) -> dict[str, Any]:
+    """FID/KID of ``glidectl eval``'s images (PIL) against a reference folder or source, or
+    FID against reference statistics (``.npz``)."""
+    if not features.available:
+        return {"fid_missing": features.reason}
+    if is_stats_file(reference):
+        fake = [images[i:i + 64] for i in range(0, len(images), 64)]
+        return {**fid_against_stats(fake, reference, features), "reference": str(reference)}
     size = images[0].size[0]
     real = reference_images(reference, size, limit)
     fake = [to_uint8(images[i:i + 64]) for i in range(0, len(images), 64)]

@@ -124,7 +124,11 @@ def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
     if t.get("images_per_s"):
         table.add_row("throughput", f"{t['images_per_s']:.2f} images/s")
     for name, summary in meta["metrics"].items():
-        if "fid" in summary:
+        if "fid" in summary and "kid_missing" in summary:
+            value = escape(f"FID {summary['fid']:.2f} ({summary['fid_fake']} images vs the "
+                           f"statistics in {summary['reference']}; no KID: "
+                           f"{summary['kid_missing']})")
+        elif "fid" in summary:
             value = (f"FID {summary['fid']:.2f}, KID {summary['kid']:.4f} ± "
                      f"{summary['kid_std']:.4f} ({summary['fid_fake']} images vs "
                      f"{summary['fid_real']} references)")
@@ -187,7 +191,8 @@ def register(app: typer.Typer) -> None:
         clip_weights: str | None = typer.Option(
             None, "--clip-weights", help="Local CLIP weights file (never downloaded)."),
         fid: str | None = typer.Option(
-            None, "--fid", help="FID/KID against this reference folder or data source."),
+            None, "--fid", help="FID/KID against this reference folder or data source, or FID "
+            "against reference statistics (.npz with mu and sigma)."),
         fid_weights: str | None = typer.Option(
             None, "--fid-weights", help="Local Inception weights for --fid (see the README)."),
         wandb_project: str = typer.Option("", "--wandb-project", help="Log a W&B table here."),
