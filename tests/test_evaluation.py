@@ -892,6 +892,14 @@ def test_fid_against_a_reference_folder_or_absent_with_the_reason(tmp_path, tiny
                                                fid_reference=str(tmp_path / "bad.npz")),
                  pipeline=stack)
     assert not list((tmp_path / "d").glob("*.png"))
+    (tmp_path / "one.png").write_bytes(b"")
+    for reference, message in ((tmp_path / "nowhere", "does not exist; pass a folder of images"),
+                               (tmp_path / "one.png", "is a file, not a kind of source")):
+        with pytest.raises(GlidectlError, match=message):  # before sampling, not after
+            run_eval(prompts, settings, RunOptions(out=tmp_path / "e", device="cpu",
+                                                   fid_reference=str(reference)),
+                     pipeline=stack)
+        assert not (tmp_path / "e").exists()
 
 
 def test_dry_run_refuses_pairs_the_run_would_refuse_without_downloading(tmp_path, monkeypatch,

@@ -358,11 +358,10 @@ def _load_metrics(options: RunOptions, settings: EvalSettings, device: str,
         emit("note", text=clip_reason)
     fid_features = None
     if options.fid_reference:
-        from .fid import inception_features, is_stats_file, reference_stats
+        from .fid import check_reference, inception_features
 
         fid_features = inception_features(options.fid_weights)  # bad files fail before work
-        if is_stats_file(str(options.fid_reference)):
-            reference_stats(str(options.fid_reference))
+        check_reference(str(options.fid_reference))
         if not fid_features.available:
             emit("note", text=f"FID/KID absent: {fid_features.reason}.")
     return scorer, clip_reason, fid_features

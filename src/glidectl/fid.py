@@ -244,6 +244,28 @@ def fid_against_stats(fake: Iterable[Any], reference: str, features: Features) -
             "kid_missing": "the reference is statistics, and KID needs reference images"}
 
 
+def check_reference(reference: str) -> None:
+    """Refuse a ``--fid`` reference that cannot be read, before any image is generated."""
+    if is_stats_file(reference):
+        reference_stats(reference)
+        return
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        return
+    from .config import DataConfig
+    from .data.sources import open_source
+
+    try:
+        open_source(reference, DataConfig(source=reference))
+    except GlidectlError as exc:
+        if path.exists() or any(c in reference for c in ":*?[{"):  # the source's own reason
+            raise GlidectlError(f"--fid {reference!r}: {exc}") from None
+        raise GlidectlError(
+            f"--fid {reference!r} does not exist; pass a folder of images, another data "
+            "source or an .npz of reference statistics."
+        ) from None
+
+
 def eval_fid(images: list[Any], reference: str, features: Features,
              limit: int = 50_000) -> dict[str, Any]:
     """FID/KID of ``glidectl eval``'s images (PIL) against a reference folder or source, or
