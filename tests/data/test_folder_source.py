@@ -69,6 +69,18 @@ def test_sidecar_caption_line_is_chosen_per_fetch(tmp_path, data_cfg, byte_tok):
     assert seen == {"first line", "second line"}
 
 
+def test_kohya_caption_files_are_read_and_txt_comes_first(tmp_path, data_cfg, byte_tok):
+    root = tmp_path / "f"
+    root.mkdir()
+    for name in ("a", "b"):
+        (root / f"{name}.png").write_bytes(encode(photo(40, 40), "PNG"))
+        (root / f"{name}.caption").write_text(f"kohya caption {name}\n")
+    (root / "b.txt").write_text("the txt caption")
+    ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=32,
+                       text_ctx=64)
+    assert keys_and_captions(ds) == {"a.png": "kohya caption a", "b.png": "the txt caption"}
+
+
 def test_metadata_fields_reach_the_preset(tmp_path, data_cfg, byte_tok):
     root = tmp_path / "f"
     root.mkdir()

@@ -104,7 +104,8 @@ BUILTIN_SOURCES = (
                claims_parquet, priority=10),
     SourceType("webdataset", open_shards, "webdataset .tar shards: dir, glob, brace pattern.",
                claims_shards, priority=20),
-    SourceType("folder", open_folder, "A folder of images with .txt or metadata.jsonl captions.",
+    SourceType("folder", open_folder,
+               "A folder of images with .txt, .caption or metadata.jsonl captions.",
                os.path.isdir, priority=30),
     SourceType("hf", open_hf, "hf:NAME_OR_PATH, a Hub dataset (streamed) or save_to_disk folder."),
 )

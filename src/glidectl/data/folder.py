@@ -1,4 +1,5 @@
-"""An image folder: recursive, captions from sidecar ``.txt`` files or ``metadata.jsonl``.
+"""An image folder: recursive, captions from sidecar ``.txt`` (or kohya's ``.caption``) files
+or ``metadata.jsonl``.
 
 Keys are paths relative to the root, so ``a/cat.jpg`` and ``b/cat.jpg`` are distinct
 samples. ``metadata.jsonl`` (or ``metadata.csv``) rows name ``file_name`` relative to the
@@ -23,6 +24,7 @@ from .stats import RejectionCounter
 from .walk import walk
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+CAPTION_SUFFIXES = (".txt", ".TXT", ".caption")  # the first that exists is read
 
 
 @dataclass
@@ -125,7 +127,7 @@ class FolderSource:
         row = self.metadata.get(unit)
         caption: bytes | str | None = None
         reject = None
-        for suffix in (".txt", ".TXT"):
+        for suffix in CAPTION_SUFFIXES:
             sidecar = path.with_suffix(suffix)
             if sidecar.is_file():
                 try:
