@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .stats import RejectionCounter
 from .walk import walk
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+KOHYA_FOLDER = re.compile(r"(\d+)_\S.*")  # kohya's "10_sks dog": 10 repeats, class "sks dog"
 CAPTION_SUFFIXES = (".txt", ".TXT", ".caption")  # the first that exists is read
 
 
@@ -37,6 +39,7 @@ class FolderSource:
     bad_metadata: int = 0
     unread: Counter[str] = field(default_factory=Counter)  # image files of other kinds
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed
+    kohya: list[str] = field(default_factory=list)  # kohya's "N_name" folders at the top
 
     kind = "folder"
     splits_samples = True
@@ -50,6 +53,8 @@ class FolderSource:
         for dirpath, dirnames, filenames in walk(root, src.unreadable):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+            if str(rel_dir) == "." and dirnames and all(map(KOHYA_FOLDER.fullmatch, dirnames)):
+                src.kohya = list(dirnames)  # kohya's train_data_dir holds only such folders
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
@@ -112,6 +117,11 @@ class FolderSource:
             out.append(f"{n} folder{'s' * (n != 1)} under {str(self.root)!r} could not be read "
                        f"and {'are' if n != 1 else 'is'} left out ({shown}); check "
                        f"{'their' if n != 1 else 'its'} permissions.")
+        if self.kohya:
+            shown = ", ".join(repr(d) for d in self.kohya[:3]) + ", …" * (len(self.kohya) > 3)
+            out.append(f"{str(self.root)!r} has kohya-style folders ({shown}): glidectl reads "
+                       "each image once per epoch, not the folder's number of times, and takes "
+                       "no caption from the folder's name; give images without one a .txt.")
         if self.bad_metadata:
             n = self.bad_metadata
             what = "row or file" if n == 1 else "rows or files"
