@@ -199,6 +199,10 @@ def test_hf_saved_dataset_and_splits(tmp_path, data_cfg, byte_tok):
                           "validation": _hf_dataset(rows[3:4])}).save_to_disk(str(both))
     cfg = data_cfg(source=f"hf:{both}", split="validation")
     assert [s["caption"] for s in make(cfg, byte_tok, train=False)] == ["row 3"]
+    # the folders without hf: are recognised too (they were "image folders with no images")
+    assert open_source(str(single), data_cfg()).kind == "hf"
+    cfg.source = str(both)
+    assert [s["caption"] for s in make(cfg, byte_tok, train=False)] == ["row 3"]
     cfg.split = "test"
     with pytest.raises(GlidectlError, match="no split 'test' .*train, validation.*data.split"):
         make(cfg, byte_tok)

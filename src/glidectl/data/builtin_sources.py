@@ -50,6 +50,13 @@ def claims_parquet(spec: str) -> bool:
     return False
 
 
+def claims_hf(spec: str) -> bool:
+    """A folder written by Hugging Face's ``save_to_disk`` (its JSON markers at the top)."""
+    from .hf import is_saved
+
+    return is_saved(spec)
+
+
 def claims_shards(spec: str) -> bool:
     if os.path.isdir(spec):
         images, shards, _ = _files(Path(spec))
@@ -107,7 +114,8 @@ BUILTIN_SOURCES = (
     SourceType("folder", open_folder,
                "A folder of images with .txt, .caption or metadata.jsonl captions.",
                os.path.isdir, priority=30),
-    SourceType("hf", open_hf, "hf:NAME_OR_PATH, a Hub dataset (streamed) or save_to_disk folder."),
+    SourceType("hf", open_hf, "hf:NAME_OR_PATH, a Hub dataset (streamed) or save_to_disk folder.",
+               claims_hf, priority=5),
 )
 ALIASES = {"webdataset": ("wds",)}
 
