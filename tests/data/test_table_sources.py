@@ -125,6 +125,24 @@ def test_image_paths_are_relative_to_the_parquet_file(tmp_path, data_cfg, byte_t
     assert open_source(str(folder), data_cfg()).kind == "parquet"
 
 
+def test_img2dataset_files_output_with_its_parquet_index_is_an_image_folder(tmp_path, data_cfg,
+                                                                            byte_tok):
+    out = tmp_path / "i2d"
+    for shard in range(2):  # NNNNN/ with images and .txt captions, NNNNN.parquet its index
+        (out / f"{shard:05d}").mkdir(parents=True)
+        for i in range(2):
+            key = f"{shard:05d}{i:04d}"
+            (out / f"{shard:05d}" / f"{key}.jpg").write_bytes(encode(photo(48, 40, i)))
+            (out / f"{shard:05d}" / f"{key}.txt").write_text(f"photo {key}")
+        write_parquet(out / f"{shard:05d}.parquet",
+                      [{"url": f"http://x/{i}", "key": f"{shard:05d}{i:04d}",
+                        "status": "success", "caption": f"photo {i}"} for i in range(2)])
+    ds = make(data_cfg(source=str(out)), byte_tok, train=False)
+    assert ds.source.kind == "folder" and len(keys(ds)) == 4
+    assert {s["caption"] for s in ds} == {"photo 000000000", "photo 000000001",
+                                          "photo 000010000", "photo 000010001"}
+
+
 def test_a_damaged_parquet_file_is_counted_and_skipped(tmp_path, data_cfg, byte_tok):
     write_parquet(tmp_path / "ok" / "a.parquet", laion_rows(2))
     (tmp_path / "ok" / "b.parquet").write_bytes(b"PAR1 this is not parquet")

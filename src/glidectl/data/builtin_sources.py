@@ -40,14 +40,32 @@ def claims_parquet(spec: str) -> bool:
     if spec.lower().endswith(".parquet") and not spec.startswith(REMOTE_PREFIXES):
         return True
     if os.path.isdir(spec):
-        top = [p.name.lower() for p in Path(spec).iterdir() if p.is_file()]
-        if any(n.endswith(".parquet") for n in top):
-            # tables at the top, their images beside them (paths in the rows); beside tar
-            # shards they are img2dataset's index of the shards, not the data
-            return not any(n.endswith(SHARD_SUFFIXES) for n in top)
+        top = [p for p in Path(spec).iterdir() if p.is_file()]
+        tables = sorted(p for p in top if p.name.lower().endswith(".parquet"))
         images, shards, parquet = _files(Path(spec))
+        if tables and (images or shards):
+            # tables at the top, their images beside them (paths in the rows); beside tar
+            # shards, or without an image column, they are img2dataset's index of the data
+            return (not any(p.name.lower().endswith(SHARD_SUFFIXES) for p in top)
+                    and _has_image_column(tables[0]))
         return parquet and not images and not shards
     return False
+
+
+def _has_image_column(table: Path) -> bool:
+    """Whether a Parquet file has one of the default image columns (its schema only); a file
+    that cannot be read counts as having one, so the Parquet source reports it."""
+    from .tables import IMAGE_COLUMNS
+
+    try:
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(table).names
+    except ImportError:
+        return True  # the Parquet source says to install pyarrow
+    except Exception:  # pyarrow raises several error types for a damaged file
+        return True
+    return any(name in names for name in IMAGE_COLUMNS)
 
 
 def claims_hf(spec: str) -> bool:
