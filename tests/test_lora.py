@@ -350,6 +350,16 @@ def test_an_adapter_saved_by_peft_applies_as_peft_computes_it(tmp_path, safe):
                                atol=1e-5, rtol=1e-5)
 
 
+def test_an_adapter_given_as_the_model_says_to_pass_it_with_lora(tmp_path):
+    from glidectl.glide import load_model
+
+    _, out = peft_adapter(tmp_path, target_modules=["qkv"])
+    for spec in (out, out / "adapter_model.safetensors"):
+        with pytest.raises(GlidectlError, match=f"{str(spec)!r} is a LoRA adapter, not a model; "
+                                                f"apply it to its base model with --lora"):
+            load_model(spec)
+
+
 def test_a_peft_adapter_with_modules_to_save_is_refused_in_one_line(tmp_path):
     _, out = peft_adapter(tmp_path, target_modules=["qkv"], modules_to_save=["out.2"])
     with pytest.raises(GlidectlError, match=r"replaces whole modules \(peft's modules_to_save: "

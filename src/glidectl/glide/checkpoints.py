@@ -81,10 +81,19 @@ def _unprefixed(state: Mapping[str, Any], path: Path) -> Mapping[str, Any]:
             if isinstance(k, str) and k.startswith(prefix)}
 
 
+def adapter_not_model(path: str | Path) -> str:
+    """The sentence for a LoRA adapter (file or folder) given where a model is wanted."""
+    return (f"{str(path)!r} is a LoRA adapter, not a model; apply it to its base model with "
+            f"--lora {path}, or fold it in with: glidectl lora merge {path} -o "
+            "merged.safetensors.")
+
+
 # --------------------------------------------------------------------------- identification
 def identify_kind(shapes: Mapping[str, Sequence[int]], path: str | Path = "checkpoint") -> str:
     """The model kind from the input conv's channels: 3 / 6 / 7 / 10 → base / upsample / …"""
     shape = shapes.get(_FIRST_KEY)
+    if shape is None and any(".lora_A." in k for k in shapes):
+        raise GlidectlError(adapter_not_model(path))
     if shape is None or len(shape) != 4:
         raise GlidectlError(
             f"{str(path)!r} is not a GLIDE checkpoint: it has no {_FIRST_KEY!r} conv weight."

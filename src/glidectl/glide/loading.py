@@ -14,7 +14,7 @@ import torch
 
 from .. import runs
 from ..errors import GlidectlError
-from .checkpoints import StateDict, load_openai_pt, read_weights
+from .checkpoints import StateDict, adapter_not_model, load_openai_pt, read_weights
 from .options import ModelOptions
 from .unet import GlideUNet, create_model
 
@@ -30,6 +30,8 @@ def weights_in_dir(path: Path) -> Path:
     direct = runs.step_weights(path)
     if direct is not None:
         return direct
+    if (path / runs.ADAPTER_CONFIG).is_file():
+        raise GlidectlError(adapter_not_model(path))
     step = runs.latest_under(path)
     if step is not None:
         found = runs.step_weights(step)
