@@ -60,9 +60,12 @@ def test_openai_format_pt_of_a_tiny_model_loads_unchanged(tmp_path, inpaint_mode
     ref = create_model(options).eval()
     ref.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
     torch.testing.assert_close(outputs(loaded, options), outputs(ref, options), atol=0, rtol=0)
-    # Without options a custom-sized .pt is refused with a reason, not guessed.
-    with pytest.raises(GlidectlError, match="not OpenAI's official one"):
+    # Without options a custom-sized .pt is refused with a reason, not guessed, and how to
+    # record its options: the file that advice writes loads on its own.
+    with pytest.raises(GlidectlError, match=r"official one .*save_weights\(load_model"):
         load_model(path)
+    recorded = save_weights(load_model(path, options=options), tmp_path / "model.safetensors")
+    assert load_model(recorded).options == options
 
 
 def _prefixed(state, prefix):

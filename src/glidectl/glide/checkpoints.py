@@ -166,8 +166,9 @@ def infer_options(
     if problem:
         raise GlidectlError(
             f"{str(path)!r} looks like {a_or_an(found)} model but not OpenAI's official one "
-            f"({problem}); a file without model options needs them passed in "
-            "(load_model(path, options=ModelOptions(...)))."
+            f"({problem}); a file without model options needs them: in Python, glidectl.glide's "
+            "save_weights(load_model(path, options=ModelOptions(...)), 'model.safetensors') "
+            "writes a copy that records them."
         )
     return options
 
