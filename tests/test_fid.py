@@ -51,6 +51,15 @@ def test_fid_and_kid_tell_distributions_apart():
     assert fid_kid(real, real, features)["fid"] == pytest.approx(0, abs=1e-3)
 
 
+def test_kid_is_the_same_whatever_the_global_random_state():
+    features = Features(module=ColourStats())
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # KID draws its subsets at random
+        runs.append(fid_kid([_images(0, 24, 0.5)], [_images(2, 20, 0.9)], features))
+    assert runs[0]["kid"] == runs[1]["kid"] and runs[0]["kid_std"] == runs[1]["kid_std"]
+
+
 def test_without_weights_the_metric_is_absent_with_the_reason():
     out = fid_kid([_images(0, 4, 0.5)], [_images(1, 4, 0.5)], inception_features(None))
     assert set(out) == {"fid_missing"} and "--fid-weights" in out["fid_missing"]

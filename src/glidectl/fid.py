@@ -134,7 +134,9 @@ def fid_kid(real: Iterable[Any], fake: Iterable[Any], features: Features,
             metric.update(batch, real=True)
         for batch in fake_features:
             metric.update(batch, real=False)
-    kid_mean, kid_std = kid.compute()
+    with torch.random.fork_rng():  # KID's subsets are drawn from torch's global generator
+        torch.manual_seed(0)
+        kid_mean, kid_std = kid.compute()
     return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
             "fid_real": n_real, "fid_fake": n_fake}
 
