@@ -124,8 +124,8 @@ def fid_kid(real: Iterable[Any], fake: Iterable[Any], features: Features,
     subset = min(kid_subset_size or n_real, n_real, n_fake)
     network = features.module if features.module is not None else inception(features.weights)
     with torch.no_grad():
-        real_features = [network(b).double() for b in real_batches]
-        fake_features = [network(b).double() for b in fake_batches]
+        real_features = [network(b) for b in real_batches]  # KID keeps them all: as given
+        fake_features = [network(b) for b in fake_batches]
     given = _Given(real_features[0].shape[-1])
     fid = FrechetInceptionDistance(feature=given, reset_real_features=True)
     kid = KernelInceptionDistance(feature=given, subsets=10, subset_size=subset)
