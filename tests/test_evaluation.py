@@ -87,6 +87,12 @@ def test_prompts_file_skips_blank_lines_and_comments(tmp_path):
         read_prompts(tmp_path)
 
 
+def test_prompts_file_from_a_windows_editor_reads_like_any_other(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_bytes("# header\r\na cat\r\n\r\nun chat \u00e9t\u00e9\r\n".encode("utf-8-sig"))
+    assert read_prompts(f) == ["a cat", "un chat \u00e9t\u00e9"]  # the BOM is no prompt
+
+
 def test_names_are_numbered_slugs_with_an_index_for_several_images():
     assert slugify("A Red  Circle, on white!") == "a-red-circle-on-white"
     assert image_stems(["a cat"], 0, 1) == ["000_a-cat"]

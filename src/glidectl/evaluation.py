@@ -54,7 +54,8 @@ GRID_FILE = "grid.png"
 
 # --------------------------------------------------------------------------- prompts and names
 def read_prompts(path: str | Path) -> list[str]:
-    """Non-blank lines of a prompts file; lines starting with ``#`` are comments."""
+    """Non-blank lines of a prompts file; lines starting with ``#`` are comments. A UTF-8
+    byte-order mark (Windows editors write one) is not part of the first line."""
     path = Path(path)
     if path.is_dir():
         raise GlidectlError(f"Prompts file {str(path)!r} is a folder; pass a text file with one "
@@ -62,7 +63,7 @@ def read_prompts(path: str | Path) -> list[str]:
     if not path.is_file():
         raise GlidectlError(f"Prompts file {str(path)!r} does not exist; pass a text file.")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise GlidectlError(f"Prompts file {str(path)!r} is not UTF-8 text.") from None
     prompts = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
