@@ -459,3 +459,24 @@ def test_a_folder_as_an_image_says_it_is_a_folder(run, weights, tmp_path) -> Non
     res = run("a cat", "--base", "none", "--upsampler", str(weights["upsample"]),
               "--low-res", str(tmp_path), "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and "is a folder; pass an image file" in res.stderr, res.stderr
+
+
+def test_a_bespoke_stage_without_its_file_is_refused_before_anything_runs(capsys, weights,
+                                                                          tmp_path) -> None:
+    """Checked with the model calls, before any sampling: eval leaves no half-begun folder,
+    and an upsampler's message names the upsampler's flag."""
+    (tmp_path / "p.txt").write_text("a cat\n")
+    models = ("--base", str(weights["base"]), "--upsampler", str(weights["upsample"]),
+              "--steps", "2")
+    cases = [
+        ("sample", "a cat", *models, "--upsample-sampler", "bespoke", "--upsample-steps", "2"),
+        ("eval", tmp_path / "p.txt", *models, "--upsample-sampler", "euler", "--dry-run"),
+        ("eval", tmp_path / "p.txt", *models[:2], "--sampler", "bespoke"),
+    ]
+    for k, args in enumerate(cases):
+        res = in_process(capsys, *args, "--out", tmp_path / f"o{k}", "--precision", "fp32")
+        assert res.returncode == 2 and res.stderr.count("Error:") == 1, res.stderr
+        flag = "--schedule " if "--sampler" in args else "--upsample-schedule "
+        assert flag in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert ("Upsampler: " in res.stderr) == ("--upsample-sampler" in args), res.stderr
+        assert not (tmp_path / f"o{k}").exists(), args

@@ -86,7 +86,7 @@ def dry_run_plan(plan: Any, settings: Any, device: str,
                  pipeline: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(models, plan) without loading weights: sizes and FLOPs from each model's options;
     one timed call per stage only when the weights are already on disk (or loaded)."""
-    from .pipeline import check_pair
+    from .pipeline import check_pair, stage_model_calls
     from .sampling import sigma_table_for
 
     stage_opts = settings.stage_options()
@@ -103,7 +103,8 @@ def dry_run_plan(plan: Any, settings: Any, device: str,
         models[stage] = {"spec": spec, "path": str(path) if path else None,
                          "local": path is not None, "kind": opts.kind,
                          "image_size": opts.image_size, **cost}
-        calls[stage] = pending * stage_opts[stage].model_calls(sigma_table_for(opts))
+        calls[stage] = pending * stage_model_calls(stage, stage_opts[stage],
+                                                   sigma_table_for(opts))
         flops[stage] = calls[stage] * cost["flops_per_call"]
     local = all(m["local"] for m in models.values())
     if local and pipeline is None:

@@ -132,6 +132,18 @@ class ModelRecord:
         }
 
 
+def stage_model_calls(stage: str, options: StageOptions, alphas_cumprod: Any) -> int:
+    """:meth:`StageOptions.model_calls` of one stage; the upsampler's errors say so and name
+    its own flags (``--upsample-schedule``, not the base's ``--schedule``)."""
+    try:
+        return options.model_calls(alphas_cumprod)
+    except GlidectlError as exc:
+        if stage == "base":
+            raise
+        raise GlidectlError("Upsampler: " + str(exc).replace(
+            "--schedule ", "--upsample-schedule ")) from None
+
+
 def default_upsampler(base: str | None) -> str | None:
     """OpenAI's upsampler for OpenAI's base models; no upsampler for other models."""
     return {"openai:base": "openai:upsample",
@@ -290,14 +302,8 @@ class GlidePipeline:
         model = self.stage_models().get(stage)
         if model is None:
             return 0
-        try:
-            return options.model_calls(sigma_table(model, self.diffusion if stage == "base"
-                                                   else None))
-        except GlidectlError as exc:
-            if stage == "base":
-                raise
-            raise GlidectlError("Upsampler: " + str(exc).replace(  # the upsampler's own flag
-                "--schedule ", "--upsample-schedule ")) from None
+        return stage_model_calls(stage, options, sigma_table(
+            model, self.diffusion if stage == "base" else None))
 
     # ----------------------------------------------------------------- sampling
     def generate(

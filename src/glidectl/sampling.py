@@ -71,8 +71,10 @@ class StageOptions:
         used raise their one sentence here, before any sampling."""
         sigmas = self.sigmas(sigmas_from_alphas_cumprod(alphas_cumprod))
         spec = self.sampler_spec()
-        if spec.accepts("coefficients"):
-            self.coefficients(sigmas)
+        if spec.accepts("coefficients") and self.coefficients(sigmas) is None:
+            raise GlidectlError(f"The {self.sampler} sampler needs coefficients fitted to the "
+                                "model: pass --schedule FILE written by glidectl fit-steps "
+                                "MODEL --method bespoke.")
         return spec.model_calls(len(sigmas) - 1)
 
 
