@@ -419,6 +419,45 @@ def test_ctrl_c_keeps_the_images_already_written(weights, tmp_path) -> None:
     assert seeds == list(range(len(pngs)))
 
 
+def test_two_samples_writing_into_one_folder_never_overwrite_each_other(run, weights,
+                                                                        tmp_path) -> None:
+    """A run that starts while another is writing into the same folder takes the next free
+    number; the first run's later batches skip it instead of writing over it."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glidectl", "sample", "a red cube", "--base", str(weights["base"]),
+         "--n", "200", "--batch-size", "1", "--steps", "20", "--out", str(out), "-q"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out / "00000.png").exists():
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        other = run("a blue ball", "--base", str(weights["base"]), "--steps", "1", "-q",
+                    "--out", str(out), "--grid")
+        assert other.returncode == 0, other.stderr
+        mine, grid = map(Path, other.stdout.split())
+        taken = int(mine.stem)
+        while time.monotonic() < deadline and not (out / f"{taken + 2:05d}.png").exists():
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    first = [Path(p) for p in stdout.split()]
+    assert mine not in first and out / f"{taken + 1:05d}.png" in first, (stdout, stderr)
+    assert Image.open(mine).text["prompt"] == "a blue ball"
+    assert {Image.open(p).text["prompt"] for p in first} == {"a red cube"}
+    assert grid.name == f"grid-{taken:05d}.png"
+
+
 def test_the_upsampler_takes_its_own_schedule(run, weights, tmp_path) -> None:
     """A respacing string under another upsample sampler needs --upsample-schedule respaced,
     and the error names that flag, not the base's --schedule."""

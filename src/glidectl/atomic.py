@@ -66,6 +66,28 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
         fsync_dir(path.parent)
 
 
+@contextmanager
+def new_path(path: str | Path) -> Iterator[Path]:
+    """:func:`atomic_path` for a file that must not replace another: ``path`` is claimed
+    first by an exclusive create (``FileExistsError`` when it is taken, also by another
+    process writing into the same folder), then filled through the temp file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, umask_mode()))
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        with atomic_path(path) as tmp:
+            yield tmp
+    except BaseException:
+        with suppress(OSError):
+            path.unlink()  # our empty claim: the write failed before the rename
+        raise
+
+
 def write_text(path: str | Path, text: str, durable: bool = False) -> Path:
     """Write UTF-8 text atomically."""
     with atomic_path(path, durable) as tmp:

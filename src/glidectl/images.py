@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-from .atomic import atomic_path
+from .atomic import atomic_path, new_path
 
 if TYPE_CHECKING:
     import torch
@@ -70,12 +70,14 @@ def make_grid(images: list[Image.Image], cols: int | None = None, pad: int = 2) 
     return grid
 
 
-def save_png(image: Image.Image, path: str | Path, text: dict[str, str]) -> Path:
-    """Write a PNG with ``text`` as tEXt/iTXt chunks (the generation parameters)."""
+def save_png(image: Image.Image, path: str | Path, text: dict[str, str], *,
+             replace: bool = True) -> Path:
+    """Write a PNG with ``text`` as tEXt/iTXt chunks (the generation parameters);
+    ``replace=False`` raises ``FileExistsError`` instead of replacing a file."""
     info = PngImagePlugin.PngInfo()
     for key, value in text.items():
         info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
-    with atomic_path(path) as tmp:
+    with (atomic_path if replace else new_path)(path) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
     return Path(path)
 

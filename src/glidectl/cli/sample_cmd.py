@@ -46,10 +46,22 @@ def steps_value(text: str | None, option: str = "--steps") -> int | str | None:
 
 
 def _next_index(out: Path) -> int:
-    """First free image number in ``out`` (so repeated runs never overwrite)."""
+    """The number after the highest image number in ``out``."""
     stems = (p.stem for p in out.glob("*.png"))
-    numbers = [int(m.group(1)) for s in stems if (m := re.fullmatch(r"(\d{5})", s))]
+    numbers = [int(m.group(1)) for s in stems if (m := re.fullmatch(r"(\d{5,})", s))]
     return max(numbers, default=-1) + 1
+
+
+def _save_new(image: Any, text: dict[str, str], out: Path, name: Any, k: int) -> tuple[Path, int]:
+    """Save under ``name(k)``, else the next free ``name(k + 1)``, …: never over a file,
+    not even one another ``sample`` writing into the same folder has just made."""
+    from ..images import save_png
+
+    while True:
+        try:
+            return save_png(image, out / name(k), text, replace=False), k
+        except FileExistsError:
+            k += 1
 
 
 def _check_inputs(sampler: str | None, upsample_sampler: str, paths: list[Path | None],
@@ -112,32 +124,34 @@ class _Writer:
                                          if len(p) > 200 else None)
                         for p in dict.fromkeys(prompts)}
         self.prompts, self.out, self.common = prompts, out, common
-        self.start: int | None = None
+        self.next: int | None = None  # the number the next image tries
         self.images: list[Any] = []
         self.written: list[Path] = []
 
     def add(self, batch: list[Any]) -> None:
-        from ..images import save_png
-
-        if self.start is None:
+        if self.next is None:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.start = _next_index(self.out)
+            self.next = _next_index(self.out)
         for image in batch:
             params = {**self.records[image.info["prompt"]], "seed": int(image.info["seed"]),
                       "model_calls": int(image.info["model_calls"]), **self.common}
             text = {k: str(v) for k, v in params.items() if v is not None}
             text["parameters"] = json.dumps(params)
-            name = f"{self.start + len(self.written):05d}.png"
-            self.written.append(save_png(image, self.out / name, text))
+            path, number = _save_new(image, text, self.out, "{:05d}.png".format, self.next)
+            self.next = number + 1
+            self.written.append(path)
             self.images.append(image)
 
     def grid(self, seed: int) -> Path:
-        from ..images import make_grid, save_png
+        """``grid-<first image's number>.png`` (``-2``, … after it when that is taken)."""
+        from ..images import make_grid
 
         short = [self.records[p]["prompt"] for p in self.prompts]
         text = {"prompts": json.dumps(short), "seed": str(seed),
                 "parameters": json.dumps({"prompts": short, "seed": seed, **self.common})}
-        return save_png(make_grid(self.images), self.out / f"grid-{self.start:05d}.png", text)
+        stem = f"grid-{self.written[0].stem}"
+        return _save_new(make_grid(self.images), text, self.out,
+                         lambda k: f"{stem}-{k}.png" if k > 1 else f"{stem}.png", 1)[0]
 
 
 def register(app: typer.Typer) -> None:
