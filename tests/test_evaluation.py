@@ -730,6 +730,9 @@ def test_resume_reuses_the_recorded_settings_and_refuses_changes(tmp_path, tiny_
         settings_for(prompts, {"base_stage.steps": 5}, options)
     with pytest.raises(GlidectlError, match="--seed 4 would change"):
         settings_for(prompts, {"seed": 4}, options)
+    with pytest.raises(GlidectlError, match=r"--precision bf16 would change the images .* "
+                                            r"recorded with fp32; drop --precision"):
+        settings_for(prompts, {}, options, "bf16")  # was ignored: the run went on in fp32
 
 
 def test_a_run_records_its_schedule_and_older_runs_resume_with_theirs(tmp_path, tiny_base,

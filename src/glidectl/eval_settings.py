@@ -180,17 +180,18 @@ def _apply(settings: EvalSettings, flat: dict[str, Any]) -> EvalSettings:
 
 
 def resolve_settings(
-    flags: dict[str, Any], precision: str, recommended: dict[str, Any] | None = None,
+    flags: dict[str, Any], precision: str | None, recommended: dict[str, Any] | None = None,
     recorded: dict[str, Any] | None = None, out: Path | None = None,
 ) -> tuple[EvalSettings, list[str]]:
     """The run's settings from the flags given (``{field: value}``, None = not given; keys
-    as in :data:`FLAG_NAMES`), the resolved ``precision`` word, the base model's
+    as in :data:`FLAG_NAMES`), the resolved ``precision`` word (None: not given, for
+    --resume), the base model's
     ``recommended`` sampling and, for --resume, the ``recorded`` settings. Also notes."""
     given = {k: v for k, v in flags.items() if v is not None}
     if recorded is not None:
         settings = EvalSettings.from_fingerprint(recorded)
         old = _flat(settings)
-        if flags.get("precision") is not None:
+        if precision is not None:  # --precision given: it must resolve to the recorded one
             given["precision"] = precision
         for key, value in given.items():
             if key in old and not _same(old[key], value):
