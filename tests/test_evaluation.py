@@ -287,6 +287,25 @@ def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_p
     assert report.metadata["counts"]["generated"] == 1 and len(outputs(out)) == 4
 
 
+def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, tiny_base, stack):
+    """--dry-run with --skip-existing or --resume checks the folder's run as the real run
+    does, instead of planning to keep images the run would refuse to keep."""
+    out = tmp_path / "o"
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    run_eval(write_prompts(tmp_path / "p.txt", PROMPTS[:1]), s,
+             RunOptions(out=out, device="cpu"), pipeline=stack)
+    more = write_prompts(tmp_path / "more.txt", PROMPTS[:2])
+    other = EvalSettings(base=str(tiny_base), base_stage=Stage("euler", 3, 3.0))
+    plan = RunOptions(out=out, skip_existing=True, dry_run=True, device="cpu")
+    with pytest.raises(GlidectlError, match="--skip-existing: --steps 3 differs from 2"):
+        run_eval(more, other, plan, pipeline=stack)
+    report = run_eval(more, s, plan, pipeline=stack)
+    assert report.metadata["plan"]["prompts_done"] == 1
+    with pytest.raises(GlidectlError, match="--resume: the prompts differ"):
+        run_eval(more, s, RunOptions(out=out, resume=True, dry_run=True, device="cpu"),
+                 pipeline=stack)
+
+
 def test_a_damaged_image_is_made_again_and_damaged_metadata_is_one_line(tmp_path, tiny_base,
                                                                       stack):
     """A truncated PNG in --out is not a finished image: --skip-existing / --resume remake

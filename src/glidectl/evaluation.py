@@ -384,6 +384,25 @@ def _read_prompts_as_used(pipeline: Any, plan: Plan, emit: EventFn) -> None:
                          for p in plan.prompts]
 
 
+def _continues(options: RunOptions, prior: dict[str, Any] | None, plan: Plan) -> bool:
+    """Whether this run keeps images an earlier run made (--resume, or --skip-existing
+    with finished prompts in a folder that has a metadata.json)."""
+    return options.resume or (options.skip_existing and prior is not None and bool(plan.done))
+
+
+def _check_continues(options: RunOptions, prior: dict[str, Any] | None, out: Path,
+                     prompts: list[str], settings: EvalSettings, models: dict[str, Any],
+                     header: dict[str, Any]) -> None:
+    """Raise unless the earlier run made its images with these prompts (--resume),
+    settings, models and schedule file."""
+    if options.resume:
+        check_resume(prior, out, prompts, settings.fingerprint(), models,
+                     header.get("schedule_sha256"))
+    else:
+        check_same_run(prior, out, settings.fingerprint(), models,
+                       header.get("schedule_sha256"), "--skip-existing")
+
+
 def _counts(prompts: int, total: int, generated: int) -> dict[str, int]:
     return {"prompts": prompts, "images": total, "generated": generated,
             "kept": total - generated}
@@ -417,9 +436,14 @@ def run_eval(
         plan.mark_done(out)
     if options.dry_run:
         from .model_cost import dry_run_plan
+        from .pipeline import file_sha256
 
         models, info = dry_run_plan(plan, settings, device, pipeline)
         header = _header(prompts_file, prompts, out, settings, models, device, options)
+        if _continues(options, prior, plan):  # the plan of a run the real one would refuse
+            hashes = {stage: {"sha256": file_sha256(m["path"])} for stage, m in models.items()
+                      if m["local"]}  # weights not on disk: no run of theirs can be here
+            _check_continues(options, prior, out, prompts, settings, hashes, header)
         return EvalReport(out, {**header, "plan": info}, dry_run=True)
     scorer, clip_reason, fid_features = _load_metrics(options, settings, device, emit)
     load_s = 0.0
@@ -430,12 +454,8 @@ def run_eval(
     calls = plan.model_calls(lambda stage: per_batch.get(stage, 0))
     models = pipeline.models_info()
     header = _header(prompts_file, prompts, out, settings, models, device, options)
-    if options.resume:
-        check_resume(prior, out, prompts, settings.fingerprint(), models,
-                     header.get("schedule_sha256"))
-    elif options.skip_existing and prior is not None and plan.done:
-        check_same_run(prior, out, settings.fingerprint(), models,
-                       header.get("schedule_sha256"), "--skip-existing")
+    if _continues(options, prior, plan):
+        _check_continues(options, prior, out, prompts, settings, models, header)
     _read_prompts_as_used(pipeline, plan, emit)
 
     out.mkdir(parents=True, exist_ok=True)
