@@ -486,6 +486,18 @@ def test_flags_that_would_not_be_used_are_named(run, weights, tmp_path) -> None:
     assert "Warning: --base not used: --low-res upsamples the given image" in res.stderr
 
 
+def test_eta_for_a_sampler_without_one_is_named_and_not_recorded(run, weights, tmp_path):
+    for sampler, used in (("euler", False), ("ddim", True)):
+        out = tmp_path / sampler
+        res = run("a cat", "--base", str(weights["base"]), "--sampler", sampler, "--steps", "2",
+                  "--eta", "0.5", "-q", "--out", str(out))
+        assert res.returncode == 0, res.stderr
+        warned = "Warning: --eta not used: the euler sampler takes no η" in res.stderr
+        assert warned != used, res.stderr
+        params = json.loads(Image.open(out / "00000.png").text["parameters"])
+        assert params["eta"] == (0.5 if used else None)
+
+
 def test_an_inpaint_model_without_image_and_mask_says_it_draws_everything(run, weights,
                                                                          tmp_path) -> None:
     res = run("a cat", "--base", str(weights["inpaint"]), "--steps", "2", "-q",

@@ -274,6 +274,12 @@ def register(app: typer.Typer) -> None:
         base_opts, up_opts, _ = pipe.stages(**options)
         # an unusable schedule or bespoke file: one sentence now, before the progress bar
         pipe.model_calls(1, 1, base_opts, up_opts, low_res is not None)
+        if eta is not None and not (base_spec and base_opts.sampler_spec().accepts("eta")):
+            why = (f"the {base_opts.sampler} sampler takes no η (ddim and the ancestral and "
+                   "SDE samplers do)" if base_spec else "no base stage runs")
+            err.print(f"[yellow]Warning:[/] --eta not used: {why}.", highlight=False,
+                      soft_wrap=True)
+            eta = None  # and not recorded as if it had made the picture
         # what made the picture (a stage that did not run records nothing)
         common = {"base": base_spec, "upsampler": up_spec}
         if base_spec:
