@@ -701,8 +701,10 @@ def test_dry_run_plans_openai_models_offline_without_downloading(tmp_path, monke
     settings, _ = settings_for(prompts, {"base": "openai:base", "upsample_stage.sampler": "euler",
                                          "upsample_stage.schedule": "respaced"}, options, "fp32")
     assert settings.upsample_stage == Stage("euler", "fast27", None, "respaced")
-    settings, _ = settings_for(prompts, {"base": "openai:base", "upsampler": "none"}, options,
-                               "fp32")  # one official network keeps this test short
+    settings, notes = settings_for(prompts, {"base": "openai:base", "upsampler": "none",
+                                             "upsample_stage.steps": 50}, options,
+                                   "fp32")  # one official network keeps this test short
+    assert "Warning: --upsample-steps not used: this run has no upsampler." in notes
     report = run_eval(prompts, settings, options)
     models, plan = report.metadata["models"], report.metadata["plan"]
     assert models["base"]["local"] is False and models["base"]["image_size"] == 64

@@ -34,6 +34,7 @@ from .eval_outputs import (
     write_pair,
 )
 from .eval_settings import (
+    FLAG_NAMES,
     META_FILE,
     EvalSettings,
     Stage,
@@ -255,6 +256,10 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
                             "glidectl sample with --low-res IMAGE.")
     flags["base"] = base
     flags["upsampler"] = resolve_upsampler(base, flags.get("upsampler") or "auto")
+    unused = [FLAG_NAMES[k] for k, v in flags.items()
+              if k.startswith("upsample_stage.") and v is not None]
+    if unused and not flags["upsampler"]:
+        notes.append(f"Warning: {', '.join(unused)} not used: this run has no upsampler.")
     recommended = recommended_settings(local_weights(base))
     settings, more = resolve_settings(flags, chosen.name, recommended=recommended)
     return settings, notes + more
