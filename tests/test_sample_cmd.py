@@ -81,6 +81,10 @@ def test_sample_writes_numbered_pngs_with_parameters_and_a_grid(run, weights, tm
     assert (params["prompt"], params["seed"], params["sampler"]) == ("a blue ball", 7, "dpm++2m")
     assert params["model_calls"] == 3 + 2  # dpm++2m 3 steps, then euler 2 steps
     assert first.text["base"] == str(weights["base"]) and first.text["steps"] == "3"
+    from glidectl.pipeline import file_sha256  # which weights: a run folder's latest moves on
+
+    assert [(params[f"{k}_file"], params[f"{k}_sha256"]) for k in ("base", "upsampler")] == [
+        (str(weights[k]), file_sha256(weights[k])) for k in ("base", "upsample")]
     grid = Image.open(out / "grid-00000.png")
     assert grid.size == (2 * 32 + 2, 2 * 32 + 2)  # all four images, none dropped
     again = run("a red cube", "--base", str(weights["base"]), "--steps", "1",

@@ -281,7 +281,11 @@ def register(app: typer.Typer) -> None:
                       soft_wrap=True)
             eta = None  # and not recorded as if it had made the picture
         # what made the picture (a stage that did not run records nothing)
-        common = {"base": base_spec, "upsampler": up_spec}
+        common: dict[str, Any] = {"base": base_spec, "upsampler": up_spec}
+        for key, stage in (("base", "base"), ("upsampler", "upsample")):
+            if (record := pipe.records.get(stage)) is not None:  # a run folder's latest moves
+                common.update({f"{key}_file": str(record.path),
+                               f"{key}_sha256": record.sha256})
         if base_spec:
             common.update({
                 "sampler": base_opts.sampler, "steps": str(base_opts.steps),
