@@ -416,6 +416,17 @@ def test_the_kept_feature_mask_serves_fake_and_real_passes_in_either_order():
     assert model_cost(real_first, batch=2, guided=False)["flops_per_call"] > 0
 
 
+def test_a_wandb_mode_wandb_has_not_is_refused_before_any_image(tmp_path, tiny_base, stack):
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    with pytest.raises(GlidectlError) as info:
+        run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu", wandb_project="t",
+                                        wandb_mode="ofline"), pipeline=stack)
+    assert str(info.value) == ("--wandb-mode 'ofline' is not a W&B mode; use online, offline, "
+                               "disabled.")
+    assert not (tmp_path / "w").exists()  # it failed at the end, after every image
+
+
 def test_wandb_offline_logs_a_table(tmp_path, tiny_base, stack, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")

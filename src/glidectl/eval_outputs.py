@@ -134,13 +134,27 @@ def grid(images: Sequence[Any], captions: Sequence[str], per_prompt: int = 1) ->
                           min_size=128)
 
 
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def check_wandb(mode: str) -> None:
+    """Raise before any work when W&B logging cannot start: wandb absent, or a mode it has
+    not ("" = WANDB_MODE or online)."""
+    if mode and mode not in WANDB_MODES:
+        raise GlidectlError(f"--wandb-mode {mode!r} is not a W&B mode; use "
+                            f"{', '.join(WANDB_MODES)}.")
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise GlidectlError("--wandb-project is set but wandb is not installed; pip install "
+                            "wandb, or drop --wandb-project.") from None
+
+
 def log_wandb(project: str, entity: str, mode: str, out: Path, meta: dict[str, Any],
               images: Sequence[Any], grid_image: Any) -> str:
     """One W&B run with a table of (prompt, image, seed, metrics) and the grid; its id."""
-    try:
-        import wandb
-    except ImportError:
-        raise GlidectlError("--wandb-project is set but wandb is not installed.") from None
+    check_wandb(mode)
+    import wandb
     try:
         run = wandb.init(
             project=project, entity=entity or None, mode=mode or None,

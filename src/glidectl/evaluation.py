@@ -20,6 +20,7 @@ from typing import Any
 from . import __version__
 from .errors import GlidectlError
 from .eval_outputs import (
+    check_wandb,
     clean_temp_files,
     collect,
     grid,
@@ -450,6 +451,8 @@ def run_eval(
                       if m["local"]}  # weights not on disk: no run of theirs can be here
             _check_continues(options, prior, out, prompts, settings, hashes, header)
         return EvalReport(out, {**header, "plan": info}, dry_run=True)
+    if options.wandb_project:
+        check_wandb(options.wandb_mode)  # not after every image is made
     scorer, clip_reason, fid_features = _load_metrics(options, settings, device, emit)
     load_s = 0.0
     if pipeline is None:
