@@ -285,6 +285,12 @@ def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_p
     report = run_eval(more, s, RunOptions(out=out, skip_existing=True, device="cpu"),
                       pipeline=stack)  # the same settings: the first prompt is kept
     assert report.metadata["counts"]["generated"] == 1 and len(outputs(out)) == 4
+    # another --n names every image differently, so none is kept: the old ones would stay
+    # beside the new, described by no metadata.json
+    with pytest.raises(GlidectlError, match="--skip-existing: --n 2 differs from 1"):
+        run_eval(more, EvalSettings(base=str(tiny_base), base_stage=FAST, n=2),
+                 RunOptions(out=out, skip_existing=True, device="cpu"), pipeline=stack)
+    assert len(outputs(out)) == 4
 
 
 def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, tiny_base, stack):

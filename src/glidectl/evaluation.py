@@ -390,10 +390,12 @@ def _read_prompts_as_used(pipeline: Any, plan: Plan, emit: EventFn) -> None:
                          for p in plan.prompts]
 
 
-def _continues(options: RunOptions, prior: dict[str, Any] | None, plan: Plan) -> bool:
-    """Whether this run keeps images an earlier run made (--resume, or --skip-existing
-    with finished prompts in a folder that has a metadata.json)."""
-    return options.resume or (options.skip_existing and prior is not None and bool(plan.done))
+def _continues(options: RunOptions, prior: dict[str, Any] | None, out: Path) -> bool:
+    """Whether this run adds to images an earlier run made (--resume, or --skip-existing in
+    a folder with a metadata.json and images: those it keeps, and those it would leave
+    beside its own under other names, as with another --n, must share its settings)."""
+    return options.resume or (options.skip_existing and prior is not None and any(
+        p.name != GRID_FILE for p in out.glob("*.png")))
 
 
 def _check_continues(options: RunOptions, prior: dict[str, Any] | None, out: Path,
@@ -446,7 +448,7 @@ def run_eval(
 
         models, info = dry_run_plan(plan, settings, device, pipeline)
         header = _header(prompts_file, prompts, out, settings, models, device, options)
-        if _continues(options, prior, plan):  # the plan of a run the real one would refuse
+        if _continues(options, prior, out):  # the plan of a run the real one would refuse
             hashes = {stage: {"sha256": file_sha256(m["path"])} for stage, m in models.items()
                       if m["local"]}  # weights not on disk: no run of theirs can be here
             _check_continues(options, prior, out, prompts, settings, hashes, header)
@@ -462,7 +464,7 @@ def run_eval(
     calls = plan.model_calls(lambda stage: per_batch.get(stage, 0))
     models = pipeline.models_info()
     header = _header(prompts_file, prompts, out, settings, models, device, options)
-    if _continues(options, prior, plan):
+    if _continues(options, prior, out):
         _check_continues(options, prior, out, prompts, settings, models, header)
     _read_prompts_as_used(pipeline, plan, emit)
 
