@@ -510,6 +510,14 @@ def test_an_inpaint_model_without_image_and_mask_says_it_draws_everything(run, w
     assert "A base-inpaint model without an inpaint image and mask draws the whole" in res.stderr
 
 
+def test_half_an_inpainting_pair_is_refused_before_any_model_loads(run, tmp_path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "image.png")
+    res = run("a cat", "--base", str(tmp_path / "not-loaded.safetensors"), "--inpaint-image",
+              str(tmp_path / "image.png"), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr == "Error: Inpainting needs both --inpaint-image and --inpaint-mask.\n"
+
+
 def test_a_folder_as_an_image_says_it_is_a_folder(run, weights, tmp_path) -> None:
     res = run("a cat", "--base", "none", "--upsampler", str(weights["upsample"]),
               "--low-res", str(tmp_path), "--out", str(tmp_path / "o"))
