@@ -33,3 +33,28 @@ def test_every_tile_is_kept_with_its_caption_under_it():
     assert (arr[:64, :64] == [255, 0, 0]).all()  # the tile itself is untouched
     lonely = captioned_grid([tiles[0]], [""])  # an empty caption says so
     assert (np.asarray(lonely)[64:].sum(axis=2) < 200).any()
+
+
+def test_a_png_that_must_not_replace_a_file_never_does(tmp_path, monkeypatch):
+    """save_png(replace=False) refuses a taken name and leaves no temp file, with hard
+    links and, on a filesystem without them (exFAT), through an exclusive claim."""
+    import errno
+    import os
+
+    import pytest
+
+    from glidectl.images import save_png
+
+    red, blue = Image.new("RGB", (4, 4), "red"), Image.new("RGB", (4, 4), "blue")
+    for links in (True, False):
+        if not links:
+            def no_link(src, dst):
+                raise OSError(errno.EPERM, "Operation not permitted")
+
+            monkeypatch.setattr(os, "link", no_link)
+        path = tmp_path / f"{links}" / "00000.png"
+        save_png(red, path, {"prompt": "red"}, replace=False)
+        with pytest.raises(FileExistsError):
+            save_png(blue, path, {"prompt": "blue"}, replace=False)
+        assert Image.open(path).text["prompt"] == "red"
+        assert [p.name for p in path.parent.iterdir()] == ["00000.png"]

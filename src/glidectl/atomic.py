@@ -7,6 +7,7 @@ opened like any file, so the user's umask applies.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -66,26 +67,39 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
         fsync_dir(path.parent)
 
 
+# errors of os.link where a filesystem has no hard links (FAT, exFAT, some network shares)
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
+
+
 @contextmanager
 def new_path(path: str | Path) -> Iterator[Path]:
-    """:func:`atomic_path` for a file that must not replace another: ``path`` is claimed
-    first by an exclusive create (``FileExistsError`` when it is taken, also by another
-    process writing into the same folder), then filled through the temp file."""
+    """:func:`atomic_path` for a file that must not replace another: the finished temp file
+    (named for this process) is hard-linked to ``path``, which fails with
+    ``FileExistsError`` when the name is taken, also by another process writing into the
+    same folder; ``path`` appears only whole. Without hard links the name is claimed by an
+    exclusive create, then the temp file renamed over the claim."""
     path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, umask_mode()))
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    try:
-        with atomic_path(path) as tmp:
-            yield tmp
-    except BaseException:
+        yield tmp
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:
+                raise
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, umask_mode()))
+            os.replace(tmp, path)
+    except BaseException as exc:
         with suppress(OSError):
-            path.unlink()  # our empty claim: the write failed before the rename
+            tmp.unlink(missing_ok=True)
+        if is_write_failure(exc) and not isinstance(exc, FileExistsError):
+            raise write_error(path, exc) from None
         raise
+    with suppress(OSError):
+        tmp.unlink(missing_ok=True)  # the link's second name
 
 
 def write_text(path: str | Path, text: str, durable: bool = False) -> Path:
