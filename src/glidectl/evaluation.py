@@ -46,6 +46,7 @@ from .eval_settings import (
     schedule_digest,
 )
 from .out_dir import PROMPT_EXCERPT_CHARS, check_out_dir, prompt_record
+from .prompt_files import read_prompt_file
 
 __all__ = ["EvalSettings", "Plan", "RunOptions", "Stage", "check_resume", "image_seed",
            "image_stems", "next_eval_dir", "read_prompts", "resolve_settings", "run_eval",
@@ -56,24 +57,8 @@ GRID_FILE = "grid.png"
 
 # --------------------------------------------------------------------------- prompts and names
 def read_prompts(path: str | Path) -> list[str]:
-    """Non-blank lines of a prompts file; lines starting with ``#`` are comments. A UTF-8
-    byte-order mark (Windows editors write one) is not part of the first line."""
-    path = Path(path)
-    if path.is_dir():
-        raise GlidectlError(f"Prompts file {str(path)!r} is a folder; pass a text file with one "
-                            "prompt a line instead.")
-    if not path.is_file():
-        raise GlidectlError(f"Prompts file {str(path)!r} does not exist; pass a text file.")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise GlidectlError(f"Prompts file {str(path)!r} is not UTF-8 text.") from None
-    prompts = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-    if not prompts:
-        raise GlidectlError(
-            f"Prompts file {str(path)!r} has no prompts (blank lines and # comments are skipped)."
-        )
-    return prompts
+    """Non-blank lines of a prompts file; lines starting with ``#`` are comments."""
+    return read_prompt_file(path, "Prompts file")
 
 
 def image_seed(seed: int, prompt_index: int, image_index: int) -> int:

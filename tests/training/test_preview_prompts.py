@@ -17,9 +17,9 @@ def test_the_file_lines_follow_the_listed_prompts(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: p.mkdir(), "is a folder; name a text file"),
-    (lambda p: None, "does not exist; name a text file"),
-    (lambda p: p.write_bytes(b"\xff\xfe\x00bad"), "Cannot read preview.prompt_file"),
+    (lambda p: p.mkdir(), "preview.prompt_file '.*' is a folder"),
+    (lambda p: None, "preview.prompt_file '.*' does not exist"),
+    (lambda p: p.write_bytes(b"\xff\xfe\x00bad"), "preview.prompt_file '.*' is not UTF-8"),
 ])
 def test_a_bad_file_is_one_sentence(tmp_path, make, message) -> None:
     path = tmp_path / "p.txt"

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from ..errors import GlidectlError, cause
+from ..prompt_files import read_prompt_file
 
 METHOD_HELP = ("descent: move one sampler's σ's to cut its error (use the file with that "
                "sampler); gits: GITS dynamic programming on the reference path (any sampler, "
@@ -19,17 +20,12 @@ METHOD_HELP = ("descent: move one sampler's σ's to cut its error (use the file 
 
 def read_prompts(prompts: list[str], prompts_file: Path | None,
                  what: str = "prompts") -> list[str]:
-    """``--prompt`` values, then the lines of ``--prompts FILE`` (blank lines skipped)."""
+    """``--prompt`` values, then the lines of ``--prompts FILE`` (blank lines and ``#``
+    comments skipped)."""
     found = [p for p in prompts if p.strip()]
     if prompts_file is not None:
-        if prompts_file.is_dir():
-            raise GlidectlError(f"The {what} file {str(prompts_file)!r} is a folder; pass a "
-                                "text file with one prompt a line.")
-        try:
-            found += [ln.strip() for ln in prompts_file.read_text().splitlines() if ln.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise GlidectlError(f"Cannot read {what} file {str(prompts_file)!r} ({exc}); pass "
-                                "a UTF-8 text file with one prompt per line.") from None
+        label = "Prompts file" if what == "prompts" else f"The {what} file"
+        found += read_prompt_file(prompts_file, label, empty_ok=True)
     if not found:
         raise GlidectlError(
             "fit-steps needs tuning prompts: pass --prompts FILE (one per line) or --prompt "

@@ -13,6 +13,7 @@ from PIL import Image
 from ..config import GlideConfig, PreviewConfig
 from ..errors import GlidectlError, PluginError, cause
 from ..images import captioned_grid, from_pil, save_png, to_pil
+from ..prompt_files import read_prompt_file
 
 
 def preview_path(directory: Path, step: int) -> Path:
@@ -58,19 +59,7 @@ class PreviewOutput:
 def _read_prompts(cfg: PreviewConfig) -> list[str]:
     prompts = list(cfg.prompts)
     if cfg.prompt_file:
-        path = Path(cfg.prompt_file)
-        if not path.is_file():
-            what = "is a folder" if path.is_dir() else "does not exist"
-            raise GlidectlError(
-                f"preview.prompt_file {cfg.prompt_file!r} {what}; name a text file with one "
-                "prompt a line, or use preview.prompts."
-            )
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise GlidectlError(f"Cannot read preview.prompt_file {cfg.prompt_file!r} "
-                                f"({cause(exc)}); pass a UTF-8 text file.") from None
-        prompts += [ln.strip() for ln in text.splitlines() if ln.strip()]
+        prompts += read_prompt_file(cfg.prompt_file, "preview.prompt_file", empty_ok=True)
     return prompts
 
 

@@ -1,0 +1,35 @@
+"""Prompt files, read the same way by ``eval``, ``fit-steps`` and training previews: one
+prompt a line, blank lines and ``#`` comments skipped, UTF-8 (a byte-order mark, which
+Windows editors write, is not part of the first line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import GlidectlError, cause
+
+
+def read_prompt_file(path: str | Path, label: str, *, empty_ok: bool = False) -> list[str]:
+    """The prompts of ``path``; a bad file is one sentence naming it as ``label`` (e.g.
+    "Prompts file", "preview.prompt_file"). An empty file is an error unless ``empty_ok``."""
+    path = Path(path)
+    where = f"{label} {str(path)!r}"
+    if path.is_dir():
+        raise GlidectlError(f"{where} is a folder; pass a text file with one prompt a line.")
+    if not path.exists():
+        raise GlidectlError(f"{where} does not exist; pass a text file with one prompt a line.")
+    if not path.is_file():  # a FIFO or device would block or read forever
+        raise GlidectlError(f"{where} is not a regular file; pass a text file with one "
+                            "prompt a line.")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise GlidectlError(f"{where} is not UTF-8 text; save it as UTF-8.") from None
+    except OSError as exc:
+        raise GlidectlError(f"Cannot read {where} ({cause(exc)}); check its "
+                            "permissions.") from None
+    prompts = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    if not prompts and not empty_ok:
+        raise GlidectlError(f"{where} has no prompts (blank lines and # comments are "
+                            "skipped); write one a line.")
+    return prompts
