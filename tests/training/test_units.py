@@ -231,3 +231,21 @@ def test_a_lora_run_as_model_init_says_to_merge_it_first(tmp_path):
     with pytest.raises(GlidectlError, match=rf"^model.init '{run}' is a LoRA run: .*merge it "
                                             rf"into its base first \(glidectl lora merge {run} "):
         build_model(ModelConfig(init=run))
+
+
+@pytest.mark.parametrize(("rank", "world", "says"), [
+    (0, 1, "not one batch of 4; check data.source"),
+    (1, 2, "not one batch of 4 to process 1 of 2, which reads only its share"),
+])
+def test_no_batch_at_all_says_whose_share_it_was(rank, world, says):
+    """Under several processes each reads a share of the files: "check data.source" alone
+    sent users to a source that was fine."""
+    from glidectl.training.data_stream import DataStream
+
+    class One(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield {"x": torch.zeros(1)}
+
+    stream = DataStream(One(), batch_size=4, rank=rank, world=world)
+    with pytest.raises(GlidectlError, match=says):
+        stream.next()

@@ -142,9 +142,15 @@ class DataStream:
             if shutdown is not None:
                 shutdown()
         if fresh and not got:
+            share = "" if self.world == 1 else (
+                f" to process {self.rank} of {self.world}, which reads only its share of the "
+                "files or shards")
+            fewer = "" if self.world == 1 else ", run fewer processes or split the data into "\
+                "more files"
             raise GlidectlError(
-                f"The training data gave not one batch of {self.batch_size}; check "
-                "data.source (see `glidectl dataset inspect`) or lower train.batch_size."
+                f"The training data gave not one batch of {self.batch_size}{share}; check "
+                f"data.source (see `glidectl dataset inspect`){fewer} or lower "
+                "train.batch_size."
             )
         yield _EPOCH_END
 
