@@ -132,6 +132,30 @@ def test_training_goes_on_when_a_plugin_preview_fails(exploding, tmp_path):
         (result.run_dir / "previews").iterdir())
 
 
+class RaisingSchedules:
+    @hookimpl
+    def register_schedules(self, register):
+        raise RuntimeError("schedule table missing")
+
+
+def test_a_plugin_whose_register_schedules_raises_is_named_without_the_schedule_list():
+    from glidectl.samplers.schedules import build_sigmas
+
+    plugins.load_plugins()
+    plugins.pm.register(RaisingSchedules(), name="raising-schedules")
+    plugins.refresh()
+    try:
+        with pytest.raises(PluginError) as info:
+            build_sigmas("karras", 3, torch.linspace(0.01, 80.0, 10).numpy())
+    finally:
+        plugins.pm.unregister(name="raising-schedules")
+        plugins.refresh()
+    assert str(info.value) == (
+        "Plugin 'raising-schedules' raised in register_schedules: RuntimeError: schedule "
+        "table missing; switch it off with GLIDECTL_LOAD_PLUGINS=\"\"."
+    )
+
+
 def test_register_samplers_calls_are_traced():
     seen: list[str] = []
     plugins.load_plugins()

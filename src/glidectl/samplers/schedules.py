@@ -131,6 +131,8 @@ def build_sigmas(
         return get_sigmas_respaced(table, respaced_timesteps(len(table), str(steps)))
     try:
         schedule_fn(schedule)  # an unknown name: one line with the nearest match
+    except PluginError:  # a plugin's register_schedules failed: its own line, no list
+        raise
     except GlidectlError as exc:  # … and the two kinds of schedule that are not registered
         raise GlidectlError(f"{str(exc).rstrip('.')}, respaced (GLIDE's own timesteps), or a "
                             "schedule file FILE.json from glidectl fit-steps.") from None
