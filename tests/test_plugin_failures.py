@@ -182,11 +182,13 @@ def broken_install(tmp_path):
     (bad / "METADATA").write_text("Metadata-Version: 2.1\nName: badplug\nVersion: 0.1\n")
     (bad / "entry_points.txt").write_text("[glidectl]\nbad = badplug\n")
     (tmp_path / "goodplug.py").write_text(textwrap.dedent("""
+        from glidectl.data.preset_api import DatasetPreset
         from glidectl.hookspecs import hookimpl
 
         @hookimpl
         def register_dataset_presets(register):
-            register("good", object(), aliases=("fine",))
+            register("good", DatasetPreset("good", lambda meta, caption, options: caption),
+                     aliases=("fine",))
     """))
     good = tmp_path / "goodplug-2.0.dist-info"
     good.mkdir()

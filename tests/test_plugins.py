@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from glidectl import plugins
+from glidectl.data.preset_api import DatasetPreset
 from glidectl.errors import GlidectlError, PluginError
 from glidectl.hookspecs import hookimpl
 from glidectl.registry import Registry
@@ -41,13 +42,23 @@ class _Presets:
     @hookimpl
     def register_dataset_presets(self, register):
         for name in self.names:
-            register(name, object())
+            register(name, DatasetPreset(name, lambda meta, caption, options: caption))
+
+
+class _Hub:
+    """A model source offering one model, ``myhub:tiny``."""
+
+    def names(self):
+        return ["tiny"]
+
+    def resolve(self, name, download=True):
+        return "/models/tiny.safetensors"
 
 
 class _Sources:
     @hookimpl
     def register_model_sources(self, register):
-        register("myhub", "a source object")
+        register("myhub", _Hub())
 
 
 class _Commands:
@@ -78,7 +89,8 @@ def test_register_dataset_presets_duplicate_names_both_plugins(register_plugin):
 def test_register_model_sources_adds_a_source(register_plugin):
     register_plugin(_Sources(), "hub-plugin")
     entry = plugins.model_sources().entry("myhub")
-    assert entry.obj == "a source object"
+    assert entry.obj.names() == ["tiny"]
+    assert entry.obj.resolve("tiny", download=False) == "/models/tiny.safetensors"
     assert entry.plugin == "hub-plugin"
 
 
@@ -91,6 +103,69 @@ def test_register_samplers_error_names_the_plugin(register_plugin):
     register_plugin(Broken(), "broken-plugin")
     with pytest.raises(PluginError, match="Plugin 'broken-plugin' raised in register_samplers"):
         plugins.samplers()
+
+
+class _WrongObjects:
+    """Registers, through each hook, an object that is not what the hook takes."""
+
+    @hookimpl
+    def register_dataset_presets(self, register):
+        register("not-a-preset", "hello")
+
+    @hookimpl
+    def register_data_sources(self, register):
+        register("not-a-source", 42)
+
+    @hookimpl
+    def register_model_sources(self, register):
+        register("not-a-hub", 3.5)
+
+    @hookimpl
+    def register_schedules(self, register):
+        register("not-a-schedule", [1.0, 0.0])
+
+
+@pytest.mark.parametrize("registry, expected", [
+    (plugins.dataset_presets, "register_dataset_presets: TypeError: a DatasetPreset "
+                              "(glidectl.data.preset_api) is expected, got str"),
+    (plugins.data_sources, "register_data_sources: TypeError: a SourceType "
+                           "(glidectl.data.source_api) is expected, got int"),
+    (plugins.model_sources, "register_model_sources: TypeError: a model source must have "
+                            "names() and resolve(name, download=True), got float"),
+    (plugins.schedules, "register_schedules: TypeError: a schedule must be a function "
+                        "fn(n, sigma_min, sigma_max), got list"),
+])
+def test_a_registered_object_of_the_wrong_kind_is_named_when_the_registry_fills(
+        register_plugin, registry, expected):
+    register_plugin(_WrongObjects(), "wrong-plugin")
+    with pytest.raises(PluginError) as info:
+        registry()
+    assert str(info.value).startswith(f"Plugin 'wrong-plugin' raised in {expected};")
+
+
+def test_plugins_reports_a_registered_object_of_the_wrong_kind_as_an_error(register_plugin):
+    from glidectl.plugin_report import plugin_info
+
+    register_plugin(_WrongObjects(), "wrong-plugin")
+    info = {p["name"]: p for p in plugin_info()}["wrong-plugin"]
+    assert info["status"] == "error"
+    assert info["error"].startswith("raised while registering: TypeError: a SourceType")
+
+
+def test_a_plugin_model_source_that_raises_is_named(register_plugin):
+    class Flaky(_Hub):
+        def resolve(self, name, download=True):
+            raise KeyError(name)
+
+    class Sources:
+        @hookimpl
+        def register_model_sources(self, register):
+            register("flaky", Flaky())
+
+    register_plugin(Sources(), "flaky-plugin")
+    with pytest.raises(PluginError, match=r"^Plugin 'flaky-plugin' failed in model source "
+                                          r"'flaky': KeyError: 'tiny'; switch it off"):
+        plugins.model_sources().get("flaky").resolve("tiny", download=False)
 
 
 def test_register_commands_adds_a_cli_command(register_plugin):
@@ -135,8 +210,9 @@ def test_plugin_info_marks_a_name_two_plugins_register(register_plugin):
     class Clash:
         @hookimpl
         def register_samplers(self, register):
-            register("mine", object())
-            register("plain", object(), aliases=("EULER",))
+            register("mine", lambda denoiser, x, sigmas, extra=None, callback=None: x)
+            register("plain", lambda denoiser, x, sigmas, extra=None, callback=None: x,
+                     aliases=("EULER",))
 
     register_plugin(_Presets("mine"), "first-plugin")
     register_plugin(_Presets("mine", "other"), "second-plugin")
@@ -161,11 +237,12 @@ def test_plugin_info_marks_a_name_two_plugins_register(register_plugin):
 def installed_plugin(tmp_path):
     """A real installed distribution (dist-info with an entry point) on a PYTHONPATH folder."""
     (tmp_path / "shinyplug.py").write_text(textwrap.dedent("""
+        from glidectl.data.preset_api import DatasetPreset
         from glidectl.hookspecs import hookimpl
 
         @hookimpl
         def register_dataset_presets(register):
-            register("shiny", object())
+            register("shiny", DatasetPreset("shiny", lambda meta, caption, options: caption))
     """))
     dist = tmp_path / "shinyplug-1.2.3.dist-info"
     dist.mkdir()

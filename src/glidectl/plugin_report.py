@@ -18,10 +18,12 @@ def _register_hooks() -> list[str]:
 
 
 def _collect(hook: str, plugin: Any) -> list[dict[str, Any]]:
-    """What one plugin registers through one hook: ``[{"name", "aliases"}]``."""
+    """What one plugin registers through one hook: ``[{"name", "aliases"}]``; an object
+    that is not what the hook takes raises, as it does when the registry is filled."""
     found: list[dict[str, Any]] = []
 
     def register(name: str, obj: Any, aliases: tuple[str, ...] | list[str] = ()) -> None:
+        plugins.checked(hook, obj, pm.get_name(plugin) or "", name)
         found.append({"name": name.lower(), "aliases": [a.lower() for a in aliases]})
 
     others = [p for p in pm.get_plugins() if p is not plugin]

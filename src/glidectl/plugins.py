@@ -217,10 +217,50 @@ def _is_function(value: Any) -> bool:
 
 
 def _guard_sampler(obj: Any, plugin: str, name: str) -> Any:
+    return dataclasses.replace(obj, fn=guard(obj.fn, plugin, f"sampler {name!r}"))
+
+
+class _GuardedSource:
+    """A plugin's model source whose ``names`` and ``resolve`` errors name the plugin."""
+
+    def __init__(self, source: Any, plugin: str, name: str):
+        self._source = source
+        self.names = guard(source.names, plugin, f"model source {name!r}")
+        self.resolve = guard(source.resolve, plugin, f"model source {name!r}")
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._source, attr)
+
+
+def _is_schedule(obj: Any) -> Any:
+    if not callable(obj):
+        raise TypeError(f"a schedule must be a function fn(n, sigma_min, sigma_max), got "
+                        f"{type(obj).__name__}")
+    return obj
+
+
+def _is_instance(cls_path: str) -> Callable[[Any], Any]:
+    module, cls_name = cls_path.rsplit(".", 1)
+
+    def check(obj: Any) -> Any:
+        if not isinstance(obj, getattr(importlib.import_module(module), cls_name)):
+            raise TypeError(f"a {cls_name} ({module}) is expected, got {type(obj).__name__}")
+        return obj
+
+    return check
+
+
+def _is_model_source(obj: Any) -> Any:
+    if not (callable(getattr(obj, "names", None)) and callable(getattr(obj, "resolve", None))):
+        raise TypeError("a model source must have names() and resolve(name, download=True), "
+                        f"got {type(obj).__name__}")
+    return obj
+
+
+def _as_sampler(obj: Any) -> Any:
     from .samplers.spec import as_sampler
 
-    sampler = as_sampler(obj)
-    return dataclasses.replace(sampler, fn=guard(sampler.fn, plugin, f"sampler {name!r}"))
+    return as_sampler(obj)
 
 
 def _registrar(registry: Registry):
@@ -234,21 +274,36 @@ def _registrar(registry: Registry):
     return for_plugin
 
 
+# What each hook's registered objects must be (a TypeError says so; call_each names the
+# plugin), and how a third-party plugin's object is wrapped so that its errors name it.
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "register_samplers": _as_sampler,
+    "register_schedules": _is_schedule,
+    "register_dataset_presets": _is_instance("glidectl.data.preset_api.DatasetPreset"),
+    "register_data_sources": _is_instance("glidectl.data.source_api.SourceType"),
+    "register_model_sources": _is_model_source,
+}
 _GUARDS: dict[str, Callable[[Any, str, str], Any]] = {
     "register_samplers": _guard_sampler,
     "register_schedules": lambda fn, plugin, name: guard(fn, plugin, f"schedule {name!r}"),
+    "register_model_sources": _GuardedSource,
 }
+
+
+def checked(hook_name: str, obj: Any, plugin: str, name: str) -> Any:
+    """``obj`` as registered through ``hook_name`` by ``plugin``: checked to be what the hook
+    takes (else TypeError), and wrapped, for a third-party plugin, so its errors name it."""
+    check = _CHECKS.get(hook_name)
+    obj = check(obj) if check else obj
+    guard_fn = _GUARDS.get(hook_name)
+    return obj if guard_fn is None or plugin in DEFAULT_PLUGINS else guard_fn(obj, plugin, name)
 
 
 @cache
 def _registry(hook_name: str, kind: str) -> Registry:
     check_loaded()
-    guard_fn = _GUARDS.get(hook_name)
     registry: Registry = Registry(
-        kind,
-        guard=(lambda obj, plugin, name: obj if plugin in DEFAULT_PLUGINS
-               else guard_fn(obj, plugin, name)) if guard_fn else None,
-    )
+        kind, guard=lambda obj, plugin, name: checked(hook_name, obj, plugin, name))
     call_each(hook_name, register=_registrar(registry))
     return registry
 
