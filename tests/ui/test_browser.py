@@ -185,34 +185,43 @@ def test_generate_in_a_real_browser(browser_tools, server, tmp_path):
     assert (ARTIFACTS / "ui.png").stat().st_size > 1000
 
 
-def test_an_empty_seed_box_draws_a_seed_and_a_refusal_is_one_sentence(browser_tools, server,
-                                                                       tmp_path):
-    """Clearing the seed box is a random seed (as -1), not int()'s TypeError in the page."""
+def test_an_empty_seed_box_draws_a_seed_and_a_refusal_is_one_sentence(browser_tools,
+                                                                       models_dir, tmp_path):
+    """Clearing the seed box is a random seed (as -1), not int()'s TypeError in the page; a
+    refusal is one line in the UI's terminal too, not a traceback."""
+    driver = _chrome(browser_tools, tmp_path / "chromium-profile")
+    try:
+        with _serve(models_dir, tmp_path) as (server, proc):
+            _refusal_then_an_empty_seed(driver, server)
+    finally:
+        driver.quit()
+    terminal = proc.stdout.read()
+    assert "Error: Type a prompt first.\n" in terminal
+    assert "Traceback" not in terminal, terminal
+
+
+def _refusal_then_an_empty_seed(driver, server: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = _chrome(browser_tools, tmp_path / "chromium-profile")
-    try:
-        driver.get(server)
-        wait = WebDriverWait(driver, 60)
-        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#prompt textarea"))
-        driver.find_element(By.CSS_SELECTOR, "#generate").click()  # no prompt yet
-        toast = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".toast-body").text
-                           .strip() or False)
-        assert "Type a prompt first." in toast
-        for close in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
-            close.click()
-        driver.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys("a red circle")
-        _set_number(driver, "Images per run", "1")
-        _set_number(driver, "Base steps", "2")
-        seed = driver.find_element(By.CSS_SELECTOR, "input[aria-label='Seed (-1 = random)']")
-        seed.send_keys(Keys.CONTROL, "a", Keys.DELETE, Keys.TAB)
-        driver.find_element(By.CSS_SELECTOR, "#generate").click()
-        used = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#seed-used textarea")
-                          .get_attribute("value") or d.find_elements(By.CSS_SELECTOR,
-                                                                     ".toast-body"))
-        assert isinstance(used, str) and int(used) >= 0, [t.text for t in used]
-        assert "int()" not in driver.find_element(By.TAG_NAME, "body").text
-    finally:
-        driver.quit()
+    driver.get(server)
+    wait = WebDriverWait(driver, 60)
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#prompt textarea"))
+    driver.find_element(By.CSS_SELECTOR, "#generate").click()  # no prompt yet
+    toast = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".toast-body").text
+                       .strip() or False)
+    assert "Type a prompt first." in toast
+    for close in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
+        close.click()
+    driver.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys("a red circle")
+    _set_number(driver, "Images per run", "1")
+    _set_number(driver, "Base steps", "2")
+    seed = driver.find_element(By.CSS_SELECTOR, "input[aria-label='Seed (-1 = random)']")
+    seed.send_keys(Keys.CONTROL, "a", Keys.DELETE, Keys.TAB)
+    driver.find_element(By.CSS_SELECTOR, "#generate").click()
+    used = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#seed-used textarea")
+                      .get_attribute("value") or d.find_elements(By.CSS_SELECTOR,
+                                                                 ".toast-body"))
+    assert isinstance(used, str) and int(used) >= 0, [t.text for t in used]
+    assert "int()" not in driver.find_element(By.TAG_NAME, "body").text

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import GlidectlError, one_line
 from .backend import FITTED_SCHEDULE, OWN_SCHEDULE, PRECISIONS, UiBackend
 from .models import NONE_LABEL
 
@@ -80,12 +82,9 @@ def build_app(backend: UiBackend) -> Any:
                 precision=precision, compile=bool(compile_), on_step=on_step,
                 schedule=schedule,
             )
-        except Exception as exc:  # shown in the page; the server keeps running
-            from ..errors import GlidectlError
-
-            if isinstance(exc, GlidectlError):
-                raise gr.Error(str(exc)) from None
-            raise
+        except GlidectlError as exc:  # the page shows it; the terminal gets one line
+            print(f"Error: {one_line(str(exc))}", file=sys.stderr, flush=True)
+            raise gr.Error(one_line(str(exc)), print_exception=False) from None
         pairs = zip(result.files, result.seeds, strict=True)
         gallery = [(str(path), f"seed {s}") for path, s in pairs]
         return (gallery, ", ".join(map(str, result.seeds)),
