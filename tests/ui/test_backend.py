@@ -83,6 +83,32 @@ def test_seeds_are_reported_and_reproduce_the_images(models_dir):
     assert all(Path(f).is_file() for f in r.files)
 
 
+def test_a_restarted_ui_never_writes_into_an_earlier_clicks_folder(models_dir, tmp_path):
+    kwargs = dict(n=1, sampler="euler", base_steps=2, base="tiny.safetensors", seed=7)
+    out = tmp_path / "out"
+    first = UiBackend(models_dir, device="cpu", output_dir=out).generate("a red circle",
+                                                                          **kwargs)
+    (out / "0005").mkdir()  # a later folder, e.g. of another UI on the same folder
+    before = first.files[0].read_bytes()
+    again = UiBackend(models_dir, device="cpu", output_dir=out).generate("a blue square",
+                                                                          **kwargs)
+    assert first.files[0].parent.name == "0001" and again.files[0].parent.name == "0006"
+    assert first.files[0].read_bytes() == before  # same seed, same file name: kept
+
+
+def test_ui_refuses_an_output_folder_it_cannot_write(tmp_path, capsys):
+    pytest.importorskip("gradio")
+    from glidectl.cli.app import main
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as done:
+        main(["ui", "--output-dir", str(tmp_path / "a-file" / "out")])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == (
+        f"Error: --output-dir {str(tmp_path / 'a-file' / 'out')!r} is under "
+        f"{str(tmp_path / 'a-file')!r}, a file; pass a folder.\n")
+
+
 def test_memory_use_reports_this_process_resident_memory():
     import re
 

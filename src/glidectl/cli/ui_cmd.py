@@ -62,6 +62,10 @@ def register(app: typer.Typer) -> None:
             raise GlidectlError(
                 f"--models-dir {str(models_dir)!r} is not a folder; pass a folder of weights."
             )
+        if output_dir is not None:
+            from ..out_dir import check_out_dir
+
+            check_out_dir(output_dir, "--output-dir")
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         try:
             import gradio  # noqa: F401

@@ -243,21 +243,40 @@ class UiBackend:
         print(pipe.precision.line(), flush=True)
         return pipe
 
+    def _new_folder(self) -> Path:
+        """A new numbered folder for one click's images, after every numbered folder already
+        there: a restarted UI, or a second one on the same folder, never writes into (and
+        overwrites the images of) an earlier click's folder."""
+        while True:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            taken = [int(p.name) for p in self.output_dir.iterdir() if p.name.isdigit()]
+            self._runs = max([self._runs, *taken]) + 1
+            folder = self.output_dir / f"{self._runs:04d}"
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:  # another UI took it just now
+                continue
+
     def _save(self, images: list[Any], settings: dict[str, Any], seeds: list[int]) -> list[Path]:
         from PIL import PngImagePlugin
 
-        self._runs += 1
-        folder = self.output_dir / f"{self._runs:04d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        files = []
-        for j, (image, s) in enumerate(zip(images, seeds, strict=True)):
-            info = PngImagePlugin.PngInfo()
-            info.add_itxt("prompt", settings["prompt"])
-            info.add_text("seed", str(s))
-            info.add_itxt("glidectl", json.dumps(settings, sort_keys=True))
-            path = folder / f"{j:02d}_seed{s}.png"
-            image.save(path, format="PNG", pnginfo=info)
-            files.append(path)
+        from ..errors import write_error
+
+        files: list[Path] = []
+        path = self.output_dir
+        try:
+            folder = self._new_folder()
+            for j, (image, s) in enumerate(zip(images, seeds, strict=True)):
+                info = PngImagePlugin.PngInfo()
+                info.add_itxt("prompt", settings["prompt"])
+                info.add_text("seed", str(s))
+                info.add_itxt("glidectl", json.dumps(settings, sort_keys=True))
+                path = folder / f"{j:02d}_seed{s}.png"
+                image.save(path, format="PNG", pnginfo=info)
+                files.append(path)
+        except OSError as exc:
+            raise write_error(path, exc) from None
         return files
 
 
