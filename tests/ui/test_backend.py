@@ -161,6 +161,50 @@ def test_ui_listens_on_localhost_unless_told(monkeypatch, models_dir):
     assert seen == {"host": "0.0.0.0", "port": 9999, "share": True, "auth": None}
 
 
+def test_a_port_in_use_or_a_host_not_of_this_machine_is_one_line(capsys):
+    import socket
+
+    from glidectl.cli.app import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit) as done:
+            main(["ui", "--port", str(port)])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == (
+        f"Error: Port {port} on 127.0.0.1 is in use (another glidectl ui?); pass another "
+        "--port, or leave --port out to take the first free one from 7860.\n")
+    for host, says in (("999.1.1.1", "is neither an address nor a host name"),
+                       ("192.0.2.1", "is not an address of this machine")):
+        with pytest.raises(SystemExit) as done:
+            main(["ui", "--host", host])
+        assert done.value.code == 2
+        assert capsys.readouterr().err.startswith(f"Error: --host {host!r} {says}")
+
+
+def test_gradio_gets_ipv6_in_brackets_and_its_start_failure_is_one_line(monkeypatch,
+                                                                      models_dir):
+    gr = pytest.importorskip("gradio")
+    from glidectl.errors import GlidectlError
+    from glidectl.ui.app import launch
+
+    seen = {}
+
+    def no_free_port(self, **kw):
+        seen.update(kw)
+        raise OSError("Cannot find empty port in range: 7860-7959. You can specify a "
+                      "different port by passing the `server_port` parameter to `launch()`.")
+
+    monkeypatch.setattr(gr.Blocks, "launch", no_free_port)
+    with pytest.raises(GlidectlError) as info:
+        launch(UiBackend(models_dir), host="::1", quiet=True)
+    assert seen["server_name"] == "[::1]"  # gradio builds its own URL from it
+    assert str(info.value) == ("The web UI could not start on [::1]: Cannot find empty port "
+                               "in range: 7860-7959; pass a free --port.")
+
+
 def test_ui_refuses_a_missing_models_folder(tmp_path, capsys):
     pytest.importorskip("gradio")
     from glidectl.cli.app import main

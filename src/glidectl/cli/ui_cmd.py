@@ -29,9 +29,44 @@ def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
     except ValueError:
         return False
+
+
+def check_listen(host: str, port: int | None) -> None:
+    """One clear error unless this machine can listen on ``host`` (and ``port``, if given;
+    without one, gradio takes the first free port from 7860)."""
+    import errno
+    import socket
+
+    from ..errors import GlidectlError
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host.removeprefix("[").removesuffix("]"), port or 0, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise GlidectlError(
+            f"--host {host!r} is neither an address nor a host name this machine can resolve; "
+            "pass 127.0.0.1 (this machine only) or 0.0.0.0 (every interface).") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise GlidectlError(
+                    f"Port {port} on {host} is in use (another glidectl ui?); pass another "
+                    "--port, or leave --port out to take the first free one from 7860."
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise GlidectlError(
+                    f"--host {host!r} is not an address of this machine; pass 127.0.0.1 "
+                    "(this machine only), 0.0.0.0 (every interface) or one of its own."
+                ) from None
+            raise GlidectlError(
+                f"Cannot listen on {host} port {port} ({exc.strerror or exc}); pass another "
+                "--port (ports below 1024 need root) or --host.") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -66,6 +101,7 @@ def register(app: typer.Typer) -> None:
             from ..out_dir import check_out_dir
 
             check_out_dir(output_dir, "--output-dir")
+        check_listen(host, port)
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         try:
             import gradio  # noqa: F401

@@ -183,11 +183,18 @@ def launch(backend: UiBackend, host: str = "127.0.0.1", port: int | None = None,
     """
     demo = build_app(backend)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(
-        server_name=host, server_port=port, share=share, inbrowser=False, quiet=True,
-        allowed_paths=[str(Path(backend.output_dir).resolve())], show_error=True,
-        auth=[auth] if auth else None, prevent_thread_lock=True,
-    )
+    if ":" in host and not host.startswith("["):  # an IPv6 address: gradio wants [::1]
+        host = f"[{host}]"
+    try:
+        demo.launch(
+            server_name=host, server_port=port, share=share, inbrowser=False, quiet=True,
+            allowed_paths=[str(Path(backend.output_dir).resolve())], show_error=True,
+            auth=[auth] if auth else None, prevent_thread_lock=True,
+        )
+    except OSError as exc:  # every port gradio tried is taken (its text names launch())
+        first = one_line(str(exc)).split(". ")[0].rstrip(".")
+        raise GlidectlError(f"The web UI could not start on {host}: {first}; pass a free "
+                            "--port.") from None
     if not quiet:
         print(f"glidectl ui: running on {demo.local_url}", flush=True)
         print(f"glidectl ui: images are saved in {backend.output_dir}", flush=True)
