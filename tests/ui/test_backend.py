@@ -48,6 +48,25 @@ def test_only_listed_models_can_be_used(models_dir):
         backend.generate("  ", base="tiny.safetensors")
 
 
+def test_each_page_load_lists_the_models_on_disk_now(tmp_path, models_dir):
+    from glidectl.ui.app import fresh_lists
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    backend = UiBackend(folder, device="cpu")  # started with no model
+    assert fresh_lists(backend, None, "(none)", "(none)", "(default)")[0] == ([], None)
+    (folder / "new.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    lists = fresh_lists(backend, None, "(none)", "(none)", "karras")
+    assert lists[0] == (["new.safetensors"], "new.safetensors")  # trained since: offered
+    assert lists[3][1] == "karras"  # a value still offered is kept
+    (folder / "new.safetensors").unlink()
+    assert fresh_lists(backend, "new.safetensors", "(none)", "(none)", "karras")[0] == (
+        [], None)
+    with pytest.raises(GlidectlError, match=r"^Unknown base model 'new.safetensors': it is not "
+                                            r"\(or no longer\) among the models on disk; reload"):
+        backend.generate("a cat", n=1, base_steps=1, base="new.safetensors")
+
+
 def test_models_are_loaded_once_and_kept(models_dir, monkeypatch):
     from glidectl.glide import loading
 

@@ -55,6 +55,19 @@ def schedule_change(backend: UiBackend, schedule: str, base: str | None, sampler
     return None, None
 
 
+def fresh_lists(backend: UiBackend, base: str | None, upsampler: str | None,
+                lora: str | None, schedule: str | None) -> list[tuple[list[str], str | None]]:
+    """(choices, value) of the base, upsampler, LoRA and schedule lists as the models folder
+    is now: each page load calls it, so runs trained, fitted or deleted since the UI started
+    are offered or left out without a restart. A value still offered is kept."""
+    bases, ups, loras = backend.choices()
+    base = base if base in bases else (bases[0] if bases else None)
+    lists = [(bases, base), ([NONE_LABEL, *ups], upsampler), ([NONE_LABEL, *loras], lora),
+             (backend.schedule_choices(base), schedule)]
+    defaults = [base, NONE_LABEL, NONE_LABEL, OWN_SCHEDULE]
+    return [(c, v if v in c else d) for (c, v), d in zip(lists, defaults, strict=True)]
+
+
 def build_app(backend: UiBackend) -> Any:
     """The Blocks app bound to ``backend`` (models folder, model cache, output folder)."""
     import gradio as gr
@@ -97,6 +110,11 @@ def build_app(backend: UiBackend) -> Any:
                 gr.Dataset(samples=prompts),
                 gr.update(choices=backend.schedule_choices(base), value=OWN_SCHEDULE))
 
+    def on_load(*values: str) -> tuple[Any, ...]:
+        lists = fresh_lists(backend, *values)
+        return (*(gr.update(choices=c, value=v) for c, v in lists),
+                gr.update(visible=not lists[0][0]))
+
     def on_schedule(schedule: str, base: str, sampler: str) -> tuple[Any, Any]:
         new_sampler, steps = schedule_change(backend, schedule, base, sampler, samplers)
         return (gr.update() if new_sampler is None else gr.update(value=new_sampler),
@@ -104,11 +122,10 @@ def build_app(backend: UiBackend) -> Any:
 
     with gr.Blocks(title="glidectl", analytics_enabled=False) as demo:
         gr.Markdown("## glidectl: GLIDE text-to-image")
-        if not bases:
-            gr.Markdown(
-                "**No base model found.** Run `glidectl download base` or put .safetensors/.pt "
-                f"files or training runs in the models folder ({backend.models_dir})."
-            )
+        no_base = gr.Markdown(
+            "**No base model found.** Run `glidectl download base` or put .safetensors/.pt "
+            f"files or training runs in the models folder ({backend.models_dir}), then reload "
+            "the page.", visible=not bases, elem_id="no-base")
         with gr.Row():
             with gr.Column(scale=2):
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
@@ -137,7 +154,8 @@ def build_app(backend: UiBackend) -> Any:
                                            visible=False, elem_id="upsampler-steps")
                 with gr.Accordion("LoRA and speed", open=False):
                     with gr.Row():
-                        lora = gr.Dropdown([NONE_LABEL, *loras], value=NONE_LABEL, label="LoRA")
+                        lora = gr.Dropdown([NONE_LABEL, *loras], value=NONE_LABEL, label="LoRA",
+                                           elem_id="lora")
                         lora_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
                                                label="LoRA scale")
                     with gr.Row():
@@ -157,6 +175,8 @@ def build_app(backend: UiBackend) -> Any:
                                         elem_id="memory")
                 settings = gr.Code(label="Settings used", language="json",
                                    elem_id="settings-used")
+        demo.load(on_load, inputs=[base, upsampler, lora, schedule],
+                  outputs=[base, upsampler, lora, schedule, no_base])
         base.change(on_base, inputs=[base],
                     outputs=[sampler, base_steps, guidance, examples.dataset, schedule])
         schedule.change(on_schedule, inputs=[schedule, base, sampler],

@@ -128,7 +128,8 @@ def pick(choices: list[ModelChoice], label: str | None, what: str) -> ModelChoic
     for choice in choices:
         if choice.label == label:
             return choice
-    raise GlidectlError(f"Unknown {what} {label!r}; pick one from the list.")
+    raise GlidectlError(f"Unknown {what} {label!r}: it is not (or no longer) among the "
+                        "models on disk; reload the page for the current list.")
 
 
 class ModelCache:
