@@ -120,6 +120,29 @@ def test_login_is_required_with_auth_over_real_http(models_dir, tmp_path):
             assert resp.status == 200 and b"glidectl" in resp.read()
 
 
+def test_sigterm_stops_the_ui_like_ctrl_c_and_removes_its_empty_temp_folder(models_dir,
+                                                                            tmp_path):
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'glidectl[ui]')")
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp_path),
+           "GLIDECTL_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glidectl", "ui", "--models-dir", str(models_dir),
+         "--port", str(port), "--device", "cpu"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/", proc)
+        lines = iter(proc.stdout.readline, "")  # until it serves (SIGTERM while it starts
+        next(line for line in lines if "images are saved in" in line)  # is "Aborted.")
+        assert list(tmp_path.glob("glidectl-ui-*"))  # its default output folder
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert not list(tmp_path.glob("glidectl-ui-*")), out
+
+
 def _set_number(driver, label: str, value: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
