@@ -376,6 +376,27 @@ def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, m
     assert schedule_change(backend, "karras", "my-run/", "unipc", samplers) == (None, None)
 
 
+def test_a_fitted_file_of_other_weights_is_warned_about_as_sample_does(tmp_path, models_dir):
+    import json
+
+    from test_bench_limits import bespoke_file
+
+    from glidectl.ui.backend import FITTED_SCHEDULE
+
+    step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    path = bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json",
+                        3)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "model_sha256": "ab" * 32}))
+    result = UiBackend(tmp_path / "m", device="cpu").generate(
+        "a red circle", n=1, seed=3, sampler="bespoke", base_steps=3, schedule=FITTED_SCHEDULE,
+        base="my-run/")
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith(f"Schedule file {str(path)!r} was fitted to other "
+                                         "weights (sha256 abababababab…)")
+
+
 def test_default_output_folder_is_removed_only_when_empty(tmp_path, models_dir):
     """Without --output-dir the UI saves into a temp folder; closing removes it only if
     nothing was generated there, and never a folder the user named."""

@@ -98,6 +98,9 @@ def build_app(backend: UiBackend) -> Any:
         except GlidectlError as exc:  # the page shows it; the terminal gets one line
             print(f"Error: {one_line(str(exc))}", file=sys.stderr, flush=True)
             raise gr.Error(one_line(str(exc)), print_exception=False) from None
+        for message in map(one_line, result.warnings):  # as glidectl sample prints them
+            print(f"Warning: {message}", file=sys.stderr, flush=True)
+            gr.Warning(message)
         pairs = zip(result.files, result.seeds, strict=True)
         gallery = [(str(path), f"seed {s}") for path, s in pairs]
         return (gallery, ", ".join(map(str, result.seeds)),

@@ -10,7 +10,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,14 @@ FITTED_SCHEDULE = "fitted (schedule.json)"  # RUN/schedule.json of a run folder,
 
 @dataclass
 class UiResult:
-    """One Generate click: the PNG files written, their seeds and the settings used."""
+    """One Generate click: the PNG files written, their seeds, the settings used and the
+    warnings ``glidectl sample`` would print (a schedule file fitted to other weights)."""
 
     files: list[Path]
     seeds: list[int]
     seed: int
     settings: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
 
 
 class UiBackend:
@@ -209,8 +211,9 @@ class UiBackend:
         base_opts, up_opts, _ = pipe.stages(**{k: v for k, v in given.items() if v is not None})
         t1 = time.perf_counter()
         text = prompt.strip()
+        notes: list[str] = []
         images = pipe.generate(text, n=n, seeds=seeds, batch_size=n, on_step=on_step,
-                               warn=lambda m: None,
+                               warn=notes.append,
                                **{k: v for k, v in given.items() if v is not None})
         sample_s = time.perf_counter() - t1
         from ..out_dir import prompt_record
@@ -230,7 +233,7 @@ class UiBackend:
             "sample_s": round(sample_s, 3),
         }
         files = self._save(images, settings, seeds)
-        return UiResult(files, seeds, seed, settings)
+        return UiResult(files, seeds, seed, settings, notes)
 
     def _load(self, base: ModelChoice, up: ModelChoice | None, lora: ModelChoice | None,
               lora_scale: float, precision: str, compile: bool) -> Any:
