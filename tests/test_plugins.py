@@ -294,6 +294,15 @@ def test_allow_list_empty_loads_no_plugin(installed_plugin):
     assert json.loads(out.stdout) == []
 
 
+def test_an_allow_list_name_no_plugin_has_is_warned_about(installed_plugin):
+    out = _plugins_cli(installed_plugin, "shinny,shiny")
+    assert out.returncode == 0
+    assert [p["name"] for p in json.loads(out.stdout)] == ["shiny"]
+    assert out.stderr.startswith("Warning: GLIDECTL_LOAD_PLUGINS names 'shinny', which no "
+                                 "installed plugin is called; installed: ")
+    assert "shiny" in out.stderr.split("installed: ")[1]
+
+
 def test_plugin_that_fails_to_load_is_named(installed_plugin):
     out = _plugins_cli(installed_plugin, "shiny,bad")
     assert out.returncode == 0, out.stderr

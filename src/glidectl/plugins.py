@@ -43,6 +43,8 @@ _loaded = False
 _dists: dict[str, str] = {}
 #: plugin name → "ExceptionType: message" for plugins that failed to import.
 broken: dict[str, str] = {}
+#: names in GLIDECTL_LOAD_PLUGINS that no installed plugin has (a typo loads nothing).
+unmatched: list[str] = []
 
 
 def _allow_list() -> set[str] | None:
@@ -71,7 +73,9 @@ def load_plugins() -> pluggy.PluginManager:
         mod = importlib.import_module(name)
         pm.register(mod, name=name)
     allowed = _allow_list()
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    installed = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    unmatched[:] = sorted((allowed or set()) - {ep.name for ep in installed})
+    for ep in installed:
         if allowed is not None and ep.name not in allowed:
             continue
         if pm.get_plugin(ep.name) is not None or ep.name in broken:
@@ -132,6 +136,17 @@ def external_names() -> list[str]:
     """Names of the installed plugins that loaded or tried to."""
     names = {pm.get_name(p) for p in pm.get_plugins()} | set(broken)
     return sorted(n for n in names if n and n not in DEFAULT_PLUGINS)
+
+
+def unmatched_warning() -> str | None:
+    """One sentence when GLIDECTL_LOAD_PLUGINS names plugins that are not installed."""
+    load_plugins()
+    if not unmatched:
+        return None
+    names = ", ".join(repr(n) for n in unmatched)
+    installed = sorted({ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    return (f"{ALLOW_ENV} names {names}, which no installed plugin is called; installed: "
+            f"{', '.join(installed) or 'none'}.")
 
 
 def check_loaded() -> None:

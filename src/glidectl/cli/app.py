@@ -108,6 +108,9 @@ def _plugins_still_work(argv: list[str]) -> bool:
 def _check_plugins(argv: list[str]) -> None:
     from .. import plugins
 
+    unmatched = plugins.unmatched_warning()
+    if unmatched:
+        sys.stderr.write(f"Warning: {unmatched}\n")
     if not plugins.broken:
         return
     if not _plugins_still_work(argv):
