@@ -397,6 +397,22 @@ def test_a_fitted_file_of_other_weights_is_warned_about_as_sample_does(tmp_path,
                                          "weights (sha256 abababababab…)")
 
 
+def test_errors_in_the_page_name_its_controls_not_command_line_flags(models_dir):
+    from glidectl.ui.backend import in_page_words
+
+    backend = UiBackend(models_dir, device="cpu")
+    with pytest.raises(GlidectlError) as info:
+        backend.generate("a cat", n=1, sampler="plms", base_steps=1, base="tiny.safetensors")
+    assert in_page_words(str(info.value)) == (
+        "The plms sampler needs at least 3 steps; raise Base steps.")
+    with pytest.raises(GlidectlError) as info:
+        backend.generate("a cat", n=1, sampler="bespoke", base_steps=3, base="tiny.safetensors")
+    assert "pick Schedule 'fitted (schedule.json)', the file written by glidectl fit-steps" in (
+        in_page_words(str(info.value)))
+    assert in_page_words("glidectl fit-steps --steps-file x --upsample-steps 2") == (
+        "glidectl fit-steps --steps-file x Upsampler steps 2")
+
+
 def test_default_output_folder_is_removed_only_when_empty(tmp_path, models_dir):
     """Without --output-dir the UI saves into a temp folder; closing removes it only if
     nothing was generated there, and never a folder the user named."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError, one_line
-from .backend import FITTED_SCHEDULE, OWN_SCHEDULE, PRECISIONS, UiBackend
+from .backend import FITTED_SCHEDULE, OWN_SCHEDULE, PRECISIONS, UiBackend, in_page_words
 from .models import NONE_LABEL
 
 
@@ -96,8 +96,9 @@ def build_app(backend: UiBackend) -> Any:
                 schedule=schedule,
             )
         except GlidectlError as exc:  # the page shows it; the terminal gets one line
-            print(f"Error: {one_line(str(exc))}", file=sys.stderr, flush=True)
-            raise gr.Error(one_line(str(exc)), print_exception=False) from None
+            message = in_page_words(one_line(str(exc)))
+            print(f"Error: {message}", file=sys.stderr, flush=True)
+            raise gr.Error(message, print_exception=False) from None
         for message in map(one_line, result.warnings):  # as glidectl sample prints them
             print(f"Warning: {message}", file=sys.stderr, flush=True)
             gr.Warning(message)

@@ -283,6 +283,25 @@ class UiBackend:
         return files
 
 
+# The command-line flags that sampling errors name, as the page's controls are labelled.
+_PAGE_WORDS = (
+    (r"pass --schedule FILE", f"pick Schedule {FITTED_SCHEDULE!r}, the file"),
+    (r"--schedule", "Schedule"), (r"--steps", "Base steps"), (r"--sampler", "Sampler"),
+    (r"--guidance", "Guidance"), (r"--seed", "Seed"), (r"--upsample-steps", "Upsampler steps"),
+    (r"--precision", "Precision"),
+)
+
+
+def in_page_words(message: str) -> str:
+    """An error of the sampling library with the flags it names (``raise --steps``) put as
+    the page's controls are labelled (``raise Base steps``)."""
+    import re
+
+    for flag, label in _PAGE_WORDS:
+        message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", label, message)
+    return message
+
+
 def _fitted_file(choice: ModelChoice | None) -> Path | None:
     """``RUN/schedule.json`` of a listed run folder, if it exists."""
     path = Path(choice.spec) / "schedule.json" if choice else None
