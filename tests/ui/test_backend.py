@@ -248,6 +248,27 @@ def test_lora_is_listed_and_applied_with_its_scale(lora_models_dir):
         backend.generate("a red circle", lora=str(lora_models_dir / "my-lora"), **kwargs)
 
 
+def test_a_lora_trained_on_other_weights_is_warned_about_with_each_image(lora_models_dir,
+                                                                        tmp_path):
+    import shutil
+
+    import torch
+
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    folder = tmp_path / "m"
+    shutil.copytree(lora_models_dir / "my-lora", folder / "my-lora")
+    torch.manual_seed(1)  # the same network with other weights
+    save_weights(create_model(preset_options("base", "tiny").replace(image_size=32)),
+                 folder / "other.safetensors")
+    backend = UiBackend(folder, device="cpu")
+    kwargs = dict(n=1, sampler="euler", base_steps=1, base="other.safetensors", seed=1,
+                  lora="my-lora/")
+    for _ in range(2):  # loaded once, warned each time
+        (warning,) = backend.generate("a red circle", **kwargs).warnings
+        assert "was trained on other weights" in warning
+
+
 def test_ui_images_are_the_images_sample_makes_with_the_same_seed(models_dir):
     from glidectl.pipeline import GlidePipeline
 

@@ -65,6 +65,7 @@ class UiBackend:
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="glidectl-ui-"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.cache = ModelCache()
+        self._load_notes: dict[Any, list[str]] = {}  # warnings of loading, by cache key
         self._runs = 0
 
     def close(self) -> None:
@@ -202,7 +203,7 @@ class UiBackend:
                (lora_c.spec, float(lora_scale)) if lora_c else None, precision, compile,
                self.device)
         t0 = time.perf_counter()
-        pipe = self.cache.get(key, lambda: self._load(base_c, up_c, lora_c, lora_scale,
+        pipe = self.cache.get(key, lambda: self._load(key, base_c, up_c, lora_c, lora_scale,
                                                        precision, compile))
         load_s = time.perf_counter() - t0
         given = {"sampler": sampler or None, "steps": int(base_steps) if base_steps else None,
@@ -211,7 +212,7 @@ class UiBackend:
         base_opts, up_opts, _ = pipe.stages(**{k: v for k, v in given.items() if v is not None})
         t1 = time.perf_counter()
         text = prompt.strip()
-        notes: list[str] = []
+        notes = list(self._load_notes.get(key, []))
         images = pipe.generate(text, n=n, seeds=seeds, batch_size=n, on_step=on_step,
                                warn=notes.append,
                                **{k: v for k, v in given.items() if v is not None})
@@ -235,14 +236,27 @@ class UiBackend:
         files = self._save(images, settings, seeds)
         return UiResult(files, seeds, seed, settings, notes)
 
-    def _load(self, base: ModelChoice, up: ModelChoice | None, lora: ModelChoice | None,
-              lora_scale: float, precision: str, compile: bool) -> Any:
+    def _load(self, key: Any, base: ModelChoice, up: ModelChoice | None,
+              lora: ModelChoice | None, lora_scale: float, precision: str,
+              compile: bool) -> Any:
+        """The pipeline for ``key``; glidectl's warnings while loading (a LoRA trained on other
+        weights) are kept to show with each image it makes."""
+        import warnings
+
         from ..pipeline import GlidePipeline
 
         loras = (f"{lora.spec}:{lora_scale}",) if lora else ()
-        pipe = GlidePipeline.from_specs(base.spec, up.spec if up else None, loras=loras,
-                                        precision=precision, device=self.device,
-                                        compile=compile)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pipe = GlidePipeline.from_specs(base.spec, up.spec if up else None, loras=loras,
+                                            precision=precision, device=self.device,
+                                            compile=compile)
+        for warning in caught:  # glidectl's own in the page; others where they went
+            if type(warning.message).__module__.startswith("glidectl"):
+                self._load_notes.setdefault(key, []).append(str(warning.message))
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename,
+                                     warning.lineno)
         print(pipe.precision.line(), flush=True)
         return pipe
 
