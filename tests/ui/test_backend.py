@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,8 @@ def test_seeds_are_reported_and_reproduce_the_images(models_dir):
     for fa, fb, s in zip(a.files, b.files, a.seeds, strict=True):
         assert np.array_equal(np.asarray(Image.open(fa)), np.asarray(Image.open(fb)))
         assert Image.open(fa).text["seed"] == str(s)
+        params = json.loads(Image.open(fa).text["parameters"])  # the image's own seed
+        assert (params["seed"], params["request_seed"], params["sampler"]) == (s, 42, "euler")
     r = backend.generate("a red circle", seed=-1, **kwargs)
     assert 0 <= r.seed < 2**31 and r.settings["seed"] == r.seed
     assert all(Path(f).is_file() for f in r.files)

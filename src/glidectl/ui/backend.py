@@ -276,21 +276,24 @@ class UiBackend:
                 continue
 
     def _save(self, images: list[Any], settings: dict[str, Any], seeds: list[int]) -> list[Path]:
-        from PIL import PngImagePlugin
-
+        """One PNG per image, with text chunks as ``glidectl sample`` writes them: the image's
+        own settings (its seed, not the request's) one by one and as JSON (``parameters``),
+        and the glidectl version (``glidectl``)."""
+        from .. import __version__
         from ..errors import write_error
+        from ..images import save_png
 
         files: list[Path] = []
         path = self.output_dir
         try:
             folder = self._new_folder()
             for j, (image, s) in enumerate(zip(images, seeds, strict=True)):
-                info = PngImagePlugin.PngInfo()
-                info.add_itxt("prompt", settings["prompt"])
-                info.add_text("seed", str(s))
-                info.add_itxt("glidectl", json.dumps(settings, sort_keys=True))
-                path = folder / f"{j:02d}_seed{s}.png"
-                image.save(path, format="PNG", pnginfo=info)
+                params = {k: v for k, v in settings.items() if k != "image_seeds"}
+                params.update(seed=s, request_seed=settings["seed"], image_index=j)
+                text = {k: str(v) for k, v in params.items()
+                        if v is not None and not isinstance(v, (dict, list))}
+                text.update(glidectl=__version__, parameters=json.dumps(params))
+                path = save_png(image, folder / f"{j:02d}_seed{s}.png", text)
                 files.append(path)
         except OSError as exc:
             raise write_error(path, exc) from None
