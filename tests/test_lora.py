@@ -422,6 +422,19 @@ def test_merge_onto_other_weights_warns_in_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and ".py:" not in err
 
 
+def test_sample_with_a_lora_trained_on_other_weights_warns_in_one_line(tmp_path, capsys):
+    """`sample --lora` printed Python's warning format: file path, line number, source line."""
+    from glidectl.glide import save_weights
+
+    _, out, _ = trained_adapter(tmp_path)
+    other = save_weights(tiny(seed=5), tmp_path / "other.safetensors")
+    assert cli("sample", "a red circle", "--base", other, "--lora", out, "--steps", "1",
+               "--sampler", "euler", "-q", "--out", tmp_path / "o") == 0
+    warning = [ln for ln in capsys.readouterr().err.splitlines() if "other weights" in ln]
+    assert len(warning) == 1 and warning[0].startswith("Warning: LoRA adapter"), warning
+    assert ".py:" not in warning[0]
+
+
 def test_merge_refuses_an_existing_output_unless_forced(tmp_path, capsys):
     from glidectl.glide import read_weights, save_weights
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import warnings
+from collections.abc import Callable
 
 import typer
 
@@ -121,6 +123,21 @@ def _check_plugins(argv: list[str]) -> None:
                              "(see `glidectl plugins`).\n")
 
 
+def _one_line_warnings(shown: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints glidectl's own warnings (a LoRA trained on other
+    weights, ...) as one ``Warning:`` line like every other; other libraries' go to
+    ``shown``, Python's format."""
+
+    def show(message: Warning | str, category: type[Warning], *args: object,
+             **kwargs: object) -> None:
+        if category.__module__.startswith("glidectl"):
+            sys.stderr.write(f"Warning: {one_line(str(message))}\n")
+        else:
+            shown(message, category, *args, **kwargs)
+
+    return show
+
+
 def _abort_on_ctrl_c(command: typer.core.TyperGroup) -> None:
     """Ctrl-C inside a command becomes ``typer.Abort``, which :func:`main` reports in one
     line; typer itself turns it into a silent exit 130."""
@@ -152,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
         command = typer.main.get_command(build_app())
         _abort_on_ctrl_c(command)
         _check_plugins(sys.argv[1:] if argv is None else list(argv))
-        code = command.main(args=argv, prog_name="glidectl", standalone_mode=False)
+        with warnings.catch_warnings():  # the format is restored when the command ends
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            code = command.main(args=argv, prog_name="glidectl", standalone_mode=False)
     except GlidectlError as exc:
         fail(str(exc), exc.exit_code)
     except click_exc.NoArgsIsHelpError as exc:

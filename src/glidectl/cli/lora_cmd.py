@@ -79,13 +79,7 @@ def register(app: typer.Typer) -> None:
                 raise GlidectlError(
                     f"{str(adapter)!r} does not record a loadable base model; pass --base SPEC."
                 )
-        import warnings
-
-        with warnings.catch_warnings(record=True) as caught:  # one "Warning:" line each
-            warnings.simplefilter("always")
-            result = merge_adapter(adapter, base, output, scale, force=force)
-        for warning in caught:
-            typer.echo(f"Warning: {warning.message}", err=True)
+        result = merge_adapter(adapter, base, output, scale, force=force)
         typer.echo(
             f"merged {result.modules} of {result.adapter_modules} adapter modules "
             f"(scale {scale:g}) into {base}: {result.path}"
