@@ -100,6 +100,10 @@ class RunDir:
             path.mkdir(parents=True, exist_ok=True)
 
 
+#: checkpoints/<ABANDONED>step-N/: the checkpoints after step N, set aside by a resume from it
+ABANDONED = "abandoned-after-"
+
+
 def run_of_step_dir(step_dir: Path) -> Path:
     """runs/<name>/checkpoints/step-N → runs/<name>."""
     return Path(step_dir).resolve().parent.parent

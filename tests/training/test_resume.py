@@ -110,3 +110,25 @@ def test_a_resume_with_another_optimizer_is_one_line_and_changes_nothing(tiny):
                        r"this config says \"adafactor\"; resume with \"adamw\""):
         Trainer(cfg, resume="latest", quiet=True)
     assert (result.run_dir / "config.toml").read_text(encoding="utf-8") == saved
+
+
+def test_a_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tiny, capsys):
+    """Pruning deleted the new run's checkpoints first (it keeps the highest steps), and
+    step-N named either run's weights; now the later ones are moved, whole, out of the way."""
+    cfg = tiny(train=dict(steps=4), checkpoint=dict(every=1, keep_last=0))
+    first = Trainer(cfg, quiet=True).run()
+    checkpoints = first.run_dir / "checkpoints"
+    old_four = _weights(first.run_dir, 4)
+    cfg.train.steps, cfg.checkpoint.keep_last = 3, 2
+    Trainer(cfg, resume=str(checkpoints / "step-000002"), live=False).run()
+    assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-000002", "step-000003"]
+    aside = checkpoints / "abandoned-after-step-000002"
+    assert sorted(p.name for p in aside.iterdir()) == ["step-000003", "step-000004"]
+    moved = load_file(aside / "step-000004" / "model.safetensors")
+    assert all(torch.equal(v, old_four[k]) for k, v in moved.items())
+    assert (checkpoints / "latest").read_text().strip() == "step-000003"
+    assert "later checkpoints (step-000003, step-000004)" in " ".join(
+        capsys.readouterr().out.split())
+    cfg.train.steps = 5
+    with pytest.raises(GlidectlError, match="was set aside when its run resumed from an earlier"):
+        Trainer(cfg, resume=str(aside / "step-000004"), quiet=True)

@@ -111,6 +111,28 @@ def restore_aside(checkpoints: Path) -> None:
                 pass
 
 
+def set_aside_after(checkpoints: Path, step: int) -> tuple[Path, list[str]] | None:
+    """Move the checkpoints after ``step`` into ``abandoned-after-step-N/`` (``-2``, … when
+    taken) and point ``latest`` at ``step``: a resume from an earlier checkpoint leaves them
+    from the run before it, where pruning would delete the new run's checkpoints first and
+    ``step-N`` would name either run's weights. Nothing is deleted. Returns the folder and
+    the names moved, or None when no checkpoint is later (main process only)."""
+    later = [s for s in runs.steps_in(checkpoints) if s > step]
+    if not later:
+        return None
+    base = checkpoints / f"{runs.ABANDONED}{runs.step_dir_name(step)}"
+    dest, k = base, 2
+    while dest.exists():
+        dest, k = base.with_name(f"{base.name}-{k}"), k + 1
+    dest.mkdir()
+    names = [runs.step_dir_name(s) for s in later]
+    for name in names:
+        os.replace(checkpoints / name, dest / name)
+    fsync_dir(checkpoints)
+    write_text(checkpoints / runs.LATEST, runs.step_dir_name(step) + "\n", durable=True)
+    return dest, names
+
+
 def resolve_checkpoint(spec: str, run_checkpoints: Path | None = None) -> Path:
     """``latest`` (in this run), a step dir, a checkpoints/ dir or a run dir → a step dir.
     Training resolves its resume point here, so a step folder left aside is put back first."""

@@ -25,7 +25,7 @@ from ..errors import GlidectlError, WriteError, write_error
 from . import resume_state as rs
 from . import validation as val
 from .adapters import ModelAdapter, PartsAdapter
-from .checkpointing import CheckpointManager
+from .checkpointing import CheckpointManager, set_aside_after
 from .data_stream import DataStream
 from .display import Display
 from .ema import EMA
@@ -554,6 +554,15 @@ class Trainer:
                 f"launcher's report names it), so this one stops too; {self._saved()}."
             ) from None
 
+    def _set_aside_later(self, step: int) -> None:
+        """A resume from an earlier checkpoint: the later ones go aside, said in one line."""
+        moved = set_aside_after(self.run_dir.checkpoints, step) if step else None
+        if moved:
+            folder, names = moved
+            self.display.message(
+                f"Resumed from step {step}: the later checkpoints ({', '.join(names)}) are from "
+                f"the run before this resume and were moved, whole, to {str(folder)!r}.")
+
     def _saved(self) -> str:
         """Where this run can be resumed from, as the end of an error sentence."""
         last = runs.latest_step_dir(self.run_dir.checkpoints)
@@ -567,6 +576,7 @@ class Trainer:
         if self.main:
             truncate_after(self.run_dir.metrics, step)
             out.metrics = MetricsFile(self.run_dir.metrics)
+            self._set_aside_later(step)
         self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
         self._launcher = os.getppid()
         if step >= self.total_steps:

@@ -92,6 +92,12 @@ def pick_run_dir(cfg: GlideConfig, resume: str | None) -> tuple[runs.RunDir, Pat
     output = Path(cfg.train.output_dir)
     if resume and resume != runs.LATEST:
         step_dir = resolve_checkpoint(resume)
+        if step_dir.resolve().parent.name.startswith(runs.ABANDONED):
+            raise GlidectlError(
+                f"--resume {resume!r}: this checkpoint was set aside when its run resumed from "
+                "an earlier one; start a new run from its weights with --set "
+                f"model.init={str(step_dir)!r}, or move it back into checkpoints/ (and the "
+                "step folders past its branch point out) to resume it.")
         return runs.RunDir(runs.run_of_step_dir(step_dir)), step_dir
     if resume == runs.LATEST:
         if cfg.train.name:
