@@ -391,29 +391,50 @@ def test_boolean_flags_show_no_type_in_help(run) -> None:
     assert len(flags) == 2 and not any("<bool>" in ln for ln in flags)
 
 
-def test_ctrl_c_keeps_the_images_already_written(weights, tmp_path) -> None:
-    """Each batch is written when it is done: Ctrl-C keeps them, names them and says how many."""
+def _sample_in_background(*args: str) -> subprocess.Popen:
+    """``glidectl sample ARGS`` on one thread, interruptible by SIGINT as in a terminal."""
     import signal
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "glidectl", "sample", *args], env={**os.environ,
+                                                                "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _wait_for(proc: subprocess.Popen, done, deadline: float) -> None:
+    """Poll until ``done()``, failing with the process's output if it ends first."""
     import time
 
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "glidectl", "sample", "a red cube", "--base", str(weights["base"]),
-         "--upsampler", "none", "--n", "60", "--batch-size", "2", "--steps", "20", "--out",
-         str(out), "--device", "cpu", "-q"],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+    while time.monotonic() < deadline and not done():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+
+
+def _interrupt(proc: subprocess.Popen) -> tuple[str, str]:
+    """Ctrl-C, then the process's stdout and stderr."""
+    import signal
+
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(list(out.glob("0*.png"))) < 2:
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
+        return proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ctrl_c_keeps_the_images_already_written(weights, tmp_path) -> None:
+    """Each batch is written when it is done: Ctrl-C keeps them, names them and says how many."""
+    import time
+
+    out = tmp_path / "out"
+    proc = _sample_in_background(
+        "a red cube", "--base", str(weights["base"]), "--upsampler", "none", "--n", "60",
+        "--batch-size", "2", "--steps", "20", "--out", str(out), "--device", "cpu", "-q")
+    try:
+        _wait_for(proc, lambda: len(list(out.glob("0*.png"))) >= 2, time.monotonic() + 120)
+    finally:
+        stdout, stderr = _interrupt(proc)
     assert proc.returncode == 130, stderr
     pngs = sorted(out.glob("0*.png"))
     assert 2 <= len(pngs) < 60 and stdout.split() == [str(p) for p in pngs]
@@ -427,34 +448,22 @@ def test_two_samples_writing_into_one_folder_never_overwrite_each_other(run, wei
                                                                         tmp_path) -> None:
     """A run that starts while another is writing into the same folder takes the next free
     number; the first run's later batches skip it instead of writing over it."""
-    import signal
     import time
 
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "glidectl", "sample", "a red cube", "--base", str(weights["base"]),
-         "--n", "200", "--batch-size", "1", "--steps", "20", "--out", str(out), "-q"],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = _sample_in_background("a red cube", "--base", str(weights["base"]), "--n", "200",
+                                 "--batch-size", "1", "--steps", "20", "--out", str(out), "-q")
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (out / "00000.png").exists():
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.02)
+        _wait_for(proc, (out / "00000.png").exists, deadline)
         other = run("a blue ball", "--base", str(weights["base"]), "--steps", "1", "-q",
                     "--out", str(out), "--grid")
         assert other.returncode == 0, other.stderr
         mine, grid = map(Path, other.stdout.split())
         taken = int(mine.stem)
-        while time.monotonic() < deadline and not (out / f"{taken + 2:05d}.png").exists():
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
+        _wait_for(proc, (out / f"{taken + 2:05d}.png").exists, deadline)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stdout, stderr = _interrupt(proc)
     first = [Path(p) for p in stdout.split()]
     assert mine not in first and out / f"{taken + 1:05d}.png" in first, (stdout, stderr)
     assert Image.open(mine).text["prompt"] == "a blue ball"
