@@ -385,3 +385,26 @@ def test_ctrl_c_under_a_launcher_checkpoints_once_and_says_so_once(tiny, config_
     assert out.count("Interrupted at step") == 1, out
     assert f"Interrupted at step {int(latest.removeprefix('step-'))};" in out, out
     assert f"Resume with: --resume {run}" in out
+
+
+def test_a_preview_longer_than_the_process_group_timeout_does_not_end_the_run(
+        tiny, config_file, tmp_path):
+    """The other processes waited for the main one's preview (and validation FID) in a
+    collective of the process group, which times out (NCCL 10 min, gloo 30 min): a longer
+    preview killed the run with a traceback. Here the group's timeout is cut to 5 s."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('LOCAL_RANK') is not None:\n"
+        "    from datetime import timedelta\n"
+        "    import torch.distributed.distributed_c10d as c10d\n"
+        "    c10d.default_pg_timeout = timedelta(seconds=5)\n")
+    cfg = tiny(train=dict(steps=1), checkpoint=dict(every=1),
+               preview=dict(every=100, steps=60))  # one preview, at step 0: over 5 s here
+    proc = subprocess.run(_torchrun(config_file(cfg)), env={**_env(), "PYTHONPATH": str(site)},
+                          capture_output=True, text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and "done at step 1" in out, out
+    assert (tmp_path / "runs" / "t" / "previews" / "step-000000.png").is_file()

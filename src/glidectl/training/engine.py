@@ -44,7 +44,7 @@ from .model_setup import ModelBundle, build_model
 from .optimizers import make_optimizer
 from .previews import Previewer
 from .run_dir import check_writable, lock_run, pick_run_dir
-from .setup import check_config, make_accelerator, total_steps
+from .setup import check_config, main_work_group, make_accelerator, total_steps
 from .state import TrainResult, TrainState
 from .trackers import Trackers
 
@@ -84,6 +84,7 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         self.accelerator = acc = make_accelerator(cfg, self.precision.autocast)
         self.main = acc.is_main_process
+        self._main_group = main_work_group(acc)
         self._setup_run_dir(resume)
         if dataset is None:
             self._check_data_before_download()
@@ -222,21 +223,26 @@ class Trainer:
     # ------------------------------------------------------------------ helpers
     def _on_main(self, fn: Any) -> Any:
         """Run ``fn`` on the main process and share its result (or its user error) with
-        every process, so a failed check stops all ranks instead of leaving them waiting."""
-        from accelerate.utils import broadcast_object_list
-
+        every process, so a failed check stops all ranks instead of leaving them waiting.
+        The others wait in the main-work group: an FID may outlast the process group's
+        timeout."""
         box: list[Any] = [None]
         if self.main:
             try:
                 box = [("ok", fn())]
             except GlidectlError as exc:
                 box = [("error", str(exc))]
-        if self.accelerator.num_processes > 1:
-            broadcast_object_list(box)
+        if self._main_group is not None:
+            torch.distributed.broadcast_object_list(box, src=0, group=self._main_group)
         status, value = box[0]
         if status == "error":
             raise GlidectlError(value)
         return value
+
+    def _wait_for_main(self) -> None:
+        """Wait for the main process's preview (see :data:`setup.MAIN_WORK_TIMEOUT`)."""
+        if self._main_group is not None:
+            torch.distributed.barrier(group=self._main_group)
 
     def _on_all(self, fn: Any) -> Any:
         """Run ``fn`` on every process; a user error on any one (a file only it reads) stops
@@ -430,7 +436,7 @@ class Trainer:
 
     def _preview(self, trackers: Trackers) -> None:
         if self.previewer is None or self.cfg.preview.every <= 0:
-            self.accelerator.wait_for_everyone()
+            self._wait_for_main()
             return
         self.unwrapped.eval()
         try:
@@ -449,7 +455,7 @@ class Trainer:
             self.display.message(f"preview: {out.path}")
             with Image.open(out.path) as grid:
                 trackers.log_image("preview", grid, self.state.step, "; ".join(out.captions))
-        self.accelerator.wait_for_everyone()
+        self._wait_for_main()
 
     def _validate(self, step: int, out: RunOutputs) -> None:
         """val_loss (training weights) and FID/KID (EMA weights, like exports) on the held-out

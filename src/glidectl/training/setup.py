@@ -3,6 +3,7 @@ step count, and the upsampler's preview samples."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -77,3 +78,19 @@ def make_accelerator(cfg: GlideConfig, mixed_precision: str) -> Any:
     )
     set_seed(cfg.train.seed)
     return acc
+
+
+# How long the other processes wait for what only the main process does (previews, validation
+# FID/KID, run-folder checks): far past the process group's own timeout (NCCL 10 min, gloo
+# 30 min), which ended the whole run when a preview or an FID took longer.
+MAIN_WORK_TIMEOUT = timedelta(hours=24)
+
+
+def main_work_group(acc: Any) -> Any:
+    """A gloo group, with :data:`MAIN_WORK_TIMEOUT`, for waiting on the main process (None
+    with one process). A process that dies still fails its peers' waits at once."""
+    if acc.num_processes == 1:
+        return None
+    import torch.distributed as dist
+
+    return dist.new_group(backend="gloo", timeout=MAIN_WORK_TIMEOUT)
