@@ -157,6 +157,25 @@ def test_scheduler_rates_for_other_parameter_groups_do_not_fit(trained, tmp_path
     assert f"{extra} learning rates for {extra - 1} parameter groups" in err
 
 
+def test_text_lr_scale_changed_to_or_from_1_is_one_line_naming_the_key(
+        trained, tmp_path, capsys):
+    """At 1 the optimizer has one parameter group, otherwise two: the refusal named
+    state/optimizer.safetensors and a ValueError instead of the setting."""
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    step_dir = str(run / "checkpoints" / "step-000002")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(run), "--steps", "3", "--no-live",
+              "--set", "train.text_lr_scale=0.25"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err == (f"Error: Cannot resume from {step_dir!r}: it was trained with "
+                   "train.text_lr_scale = 1 and this config says 0.25, and a change to or "
+                   "from 1 does not fit the saved optimizer state; resume with "
+                   f"train.text_lr_scale = 1, or start a new run with model.init = "
+                   f"{step_dir!r} to train at 0.25.\n"), err
+
+
 def test_the_exported_ema_file_is_not_read_by_resume(trained, tmp_path, capsys):
     run = tmp_path / "runs" / "t"
     shutil.copytree(trained / "runs" / "t", run)

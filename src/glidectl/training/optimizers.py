@@ -77,6 +77,17 @@ def family(groups: list[dict[str, Any]]) -> str | None:
     return "adafactor" if "beta2_decay" in keys else "adamw" if "betas" in keys else None
 
 
+def text_lr_scale(groups: list[dict[str, Any]]) -> float | None:
+    """The ``train.text_lr_scale`` parameter groups were made with (1 for one group; None
+    when there are more than two, or no peak LRs to divide)."""
+    if len(groups) == 1:
+        return 1.0
+    lrs = [g.get("initial_lr", g.get("lr")) for g in groups]
+    if len(lrs) != 2 or not all(isinstance(lr, float) and lr > 0 for lr in lrs):
+        return None
+    return lrs[1] / lrs[0]
+
+
 def settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
     """Each parameter group's settings (everything but its parameters)."""
     return [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]

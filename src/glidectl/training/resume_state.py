@@ -322,6 +322,24 @@ def check_optimizer(step_dir: Path, saved: dict[str, Any], optimizer: Any) -> No
             f"optimizer's state does not fit another) or start a new run with model.init = "
             f"{str(step_dir)!r}."
         )
+    _check_text_group(step_dir, groups, optimizer.param_groups)
+
+
+def _check_text_group(step_dir: Path, saved: list[dict[str, Any]], now: list[Any]) -> None:
+    """``train.text_lr_scale`` at 1 keeps one parameter group, otherwise the text
+    transformer has its own: a change to or from 1 cannot take the saved state."""
+    n_saved = sum(len(g.get("params", ())) for g in saved)
+    if {len(saved), len(now)} != {1, 2} or n_saved != sum(len(g["params"]) for g in now):
+        return  # the same groups, or other parameters: load_state_dict says so
+    was, want = optimizers.text_lr_scale(saved), optimizers.text_lr_scale(now)
+    if was is None or want is None:
+        return
+    raise GlidectlError(
+        f"Cannot resume from {str(step_dir)!r}: it was trained with train.text_lr_scale = "
+        f"{was:.6g} and this config says {want:.6g}, and a change to or from 1 does not fit "
+        f"the saved optimizer state; resume with train.text_lr_scale = {was:.6g}, or start a "
+        f"new run with model.init = {str(step_dir)!r} to train at {want:.6g}."
+    )
 
 
 def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str, Any],
