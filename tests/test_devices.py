@@ -79,8 +79,8 @@ def test_training_accepts_auto(cpuinfo):
     cpuinfo.write_text(AVX2_ONLY)
     cfg = load_config(None, [])
     assert cfg.train.precision == "auto"
-    assert training_precision(cfg.train.precision).autocast == "no"
+    assert training_precision(cfg.train.precision)[0].autocast == "no"
     cpuinfo.write_text(ZEN4)
-    assert training_precision("auto").autocast == "bf16"
+    assert training_precision("auto")[0].autocast == "bf16"
     with pytest.raises(GlidectlError, match="train.precision"):
         training_precision("fp8")

@@ -197,7 +197,8 @@ class TrainConfig:
     ema_decay: float = opt(0.9999, "EMA decay (0 = no EMA).", min=0, below=1)
     ema_warmup: bool = opt(False, "EMA warmup: decay grows as (1+n)/(10+n) up to ema_decay.")
     precision: str = opt(
-        "auto", "Mixed precision: auto (bf16 where the device computes it natively, else fp32), "
+        "auto", "Mixed precision: auto (accelerate launch's --mixed_precision bf16/fp16 if "
+        "given, else bf16 where the device computes it natively, else fp32), "
         "fp32 (also 'no'), bf16 or fp16.", ("auto", "no", "fp32", "fp16", "bf16"))
     gradient_checkpointing: bool = opt(False, "Recompute activations per block to save memory.")
     compile: bool = opt(False, "torch.compile the network.")

@@ -7,6 +7,7 @@ and ~25x slower than fp32. fp16 is never picked automatically (it needs a GradSc
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,9 +110,35 @@ def pick_precision(name: str, device: str, flag: str = "--precision") -> Precisi
     return Precision("fp32", f"auto: no native bf16 known for {kind}")
 
 
-def training_precision(name: str) -> Precision:
-    """``train.precision`` resolved for the device Accelerate trains on (cuda if any)."""
+# What ``accelerate launch --mixed_precision X`` (or its config file) hands the processes.
+LAUNCHER_ENV = "ACCELERATE_MIXED_PRECISION"
+
+
+def launcher_precision() -> str | None:
+    """The precision accelerate's launcher asks for, or None: nothing, or ``no``, which the
+    launcher also sets when nothing was asked."""
+    word = os.environ.get(LAUNCHER_ENV, "").strip().lower()
+    return None if word in ("", "no") else word
+
+
+def training_precision(name: str) -> tuple[Precision, str | None]:
+    """``train.precision`` resolved for the device Accelerate trains on (cuda if any); at
+    ``auto`` a launcher's bf16 or fp16 is followed. Also a warning line when the launcher
+    asked for another precision than the one used (None otherwise)."""
     import torch
 
-    return pick_precision(name, "cuda" if torch.cuda.is_available() else "cpu",
-                          "train.precision")
+    word = check_precision(name, "train.precision")
+    asked = launcher_precision()
+    if word == "auto" and asked in ("bf16", "fp16"):
+        return Precision(asked, f"{LAUNCHER_ENV}={asked}, from accelerate launch"), None
+    precision = pick_precision(word, "cuda" if torch.cuda.is_available() else "cpu",
+                               "train.precision")
+    if asked is None or asked == precision.name:
+        return precision, None
+    if asked not in ("bf16", "fp16"):
+        return precision, (f"Warning: {LAUNCHER_ENV}={asked} is not a precision glidectl "
+                           f"trains in; training in {precision.name} (train.precision = "
+                           f"\"{word}\"); launch with --mixed_precision bf16, fp16 or no.")
+    return precision, (f"Warning: training in {precision.name} as train.precision = "
+                       f"\"{word}\" says, not in accelerate launch's {asked} ({LAUNCHER_ENV}"
+                       f"={asked}); set train.precision = \"auto\" to follow the launcher.")

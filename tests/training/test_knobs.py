@@ -163,3 +163,34 @@ def test_channels_last_trains_like_nchw_and_resumes_bitwise(tiny):
     # Layout changes rounding only: Adam moves a weight by at most ~lr a step either way.
     bound = 2 * nchw.train.lr * 2 + 1e-6
     assert all(float((wa[k] - wc[k]).abs().max()) <= bound for k in wa)
+
+
+def test_an_explicit_train_precision_wins_over_the_launcher_with_one_warning(
+        tiny, monkeypatch, capsys):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    trainer = Trainer(tiny(train=dict(precision="fp32")))
+    assert trainer.accelerator.mixed_precision == "no"
+    out = capsys.readouterr().out
+    assert ("Warning: training in fp32 as train.precision = \"fp32\" says, not in accelerate "
+            "launch's bf16 (ACCELERATE_MIXED_PRECISION=bf16); set train.precision = \"auto\" "
+            "to follow the launcher.\n") in out, out
+
+
+def test_the_launcher_s_no_leaves_auto_as_it_is(tiny, monkeypatch, capsys):
+    """`no` is also what accelerate launch sets when nothing was asked."""
+    from glidectl.devices import training_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    alone = training_precision("auto")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert training_precision("auto") == alone
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_the_launcher_s_fp16_on_a_cpu_is_one_line_naming_it(tiny, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    with pytest.raises(GlidectlError) as info:
+        Trainer(tiny(), quiet=True)
+    assert str(info.value) == (
+        "ACCELERATE_MIXED_PRECISION=fp16 (accelerate launch --mixed_precision fp16) needs a "
+        "GPU (it uses a GradScaler on CUDA); on a CPU launch with --mixed_precision bf16 or no.")

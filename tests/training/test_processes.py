@@ -408,3 +408,19 @@ def test_a_preview_longer_than_the_process_group_timeout_does_not_end_the_run(
     assert proc.returncode == 0, out
     assert "Traceback" not in out and "done at step 1" in out, out
     assert (tmp_path / "runs" / "t" / "previews" / "step-000000.png").is_file()
+
+
+def test_accelerate_launch_mixed_precision_is_followed_at_auto(tiny, config_file):
+    """`accelerate launch --mixed_precision bf16` was overridden by train.precision = auto
+    (fp32 on a CPU without native bf16) without a word."""
+    cfg = tiny(train=dict(steps=1), checkpoint=dict(every=1))
+    env = {k: v for k, v in _env().items() if k != "ACCELERATE_MIXED_PRECISION"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
+         "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "bf16",
+         "-m", "glidectl", "train", "-c", str(config_file(cfg)), "--no-live"],
+        env=env, capture_output=True, text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Precision: bf16 (ACCELERATE_MIXED_PRECISION=bf16, from accelerate launch).\n" \
+        in proc.stdout, out

@@ -26,8 +26,9 @@ OUTPUT_DIR = typer.Option(None, "--output-dir", "-o", help="Folder holding run d
 NAME = typer.Option(None, "--name", help="Run name (runs/<name>).")
 RESUME = typer.Option(None, "--resume", help="'latest' or a run / checkpoint folder to resume.")
 PRECISION = typer.Option(
-    None, "--precision", help="auto (bf16 where the device computes it natively, else fp32), "
-    "fp32, bf16 or fp16; trainable weights stay fp32."
+    None, "--precision", help="auto (accelerate launch's --mixed_precision bf16/fp16 if given, "
+    "else bf16 where the device computes it natively, else fp32), fp32, bf16 or fp16; "
+    "trainable weights stay fp32."
 )
 LIVE = typer.Option(
     None, "--live/--no-live", help="Rich live display (default: when stdout is a terminal)."

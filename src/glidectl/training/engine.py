@@ -78,8 +78,8 @@ class Trainer:
         self.cfg = cfg
         from ..devices import training_precision
 
-        self.precision = training_precision(cfg.train.precision)
-        check_config(cfg, kinds, self.precision.name)
+        self.precision, precision_note = training_precision(cfg.train.precision)
+        check_config(cfg, kinds, self.precision)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         self.accelerator = acc = make_accelerator(cfg, self.precision.autocast)
@@ -117,6 +117,8 @@ class Trainer:
         )
         if cfg.train.precision == "auto":
             self.display.message(self.precision.line())
+        if precision_note:
+            self.display.message(precision_note)
         for note in self._notes:
             self.display.message(note)
         for note in source_notes(getattr(self.dataset, "source", None)):

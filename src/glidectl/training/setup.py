@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..config import GlideConfig
+from ..devices import LAUNCHER_ENV, Precision
 from ..errors import GlidectlError
 from . import validation as val
 from .data_stream import DataStream
@@ -39,7 +40,8 @@ def has_accelerator_device() -> bool:
                 or (mps is not None and mps.is_available()))
 
 
-def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None, precision: str) -> None:
+def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
+                 precision: Precision) -> None:
     """What the schema cannot check, before anything is created."""
     if kinds is not None and cfg.model.kind not in kinds:
         raise GlidectlError(
@@ -47,7 +49,13 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None, precision: str
             f"{' or '.join(kinds)} models; set model.kind or use the other command "
             "(train: base models, upsample: upsamplers)."
         )
-    if precision == "fp16" and not has_accelerator_device():
+    if precision.name == "fp16" and not has_accelerator_device():
+        if cfg.train.precision == "auto":  # the launcher's
+            raise GlidectlError(
+                f"{LAUNCHER_ENV}=fp16 (accelerate launch --mixed_precision fp16) needs a GPU "
+                "(it uses a GradScaler on CUDA); on a CPU launch with --mixed_precision bf16 "
+                "or no."
+            )
         raise GlidectlError(
             "train.precision = \"fp16\" needs a GPU (it uses a GradScaler on CUDA); on a "
             "CPU use \"bf16\" or \"no\"."
