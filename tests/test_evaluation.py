@@ -892,6 +892,19 @@ def test_a_huge_prompt_is_stored_bounded_with_its_hash(tmp_path, tiny_base, stac
     assert resumed.metadata["counts"]["generated"] == 0
 
 
+def test_a_short_prompt_the_model_cuts_stores_what_it_read(tmp_path, tiny_base, stack):
+    long = "a red circle " + "dot " * 45  # under 200 characters, more tokens than read
+    prompts = write_prompts(tmp_path / "p.txt", [long.strip(), "a cat"])
+    report = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST),
+                      RunOptions(out=tmp_path / "o", device="cpu"), pipeline=stack)
+    cut, whole = (Image.open(p).text for p in sorted(report.out.glob("0*.png")))
+    ctx = stack.base.options.text_ctx
+    assert len(long) < 200 and stack.tokenizer.count(long) > ctx
+    assert cut["prompt"] == long.strip()
+    assert cut["prompt_used"].startswith("a red circle dot") and len(cut["prompt_used"]) < 150
+    assert "prompt_used" not in whole
+
+
 def test_fid_against_a_reference_folder_or_absent_with_the_reason(tmp_path, tiny_base, stack,
                                                                   monkeypatch):
     from test_fid import ColourStats

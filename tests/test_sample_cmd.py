@@ -171,6 +171,11 @@ def test_long_prompt_warns_how_many_tokens_were_dropped(run, weights, tmp_path) 
               "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert "21 tokens" in res.stderr and "last 5 tokens were dropped" in res.stderr
+    text = Image.open(tmp_path / "00000.png").text  # under 200 characters, yet cut
+    assert text["prompt"] == "z" * 21 and text["prompt_used"] == "z" * 16
+    res = run("z" * 16, "--base", str(weights["base"]), "--steps", "1", "-q",
+              "--out", str(tmp_path))
+    assert "prompt_used" not in Image.open(tmp_path / "00001.png").text  # read whole
 
 
 def test_sample_with_the_example_plugin_sampler(run, weights, tmp_path) -> None:

@@ -77,6 +77,7 @@ class Plan:
     batches: list[list[tuple[int, int]]]
     done: set[int] = field(default_factory=set)
     used: list[str] = field(default_factory=list)  # what the model reads of each prompt
+    cut: dict[int, str] = field(default_factory=dict)  # what it reads of prompts it cuts
 
     def __post_init__(self) -> None:
         self.used = self.used or list(self.prompts)
@@ -184,10 +185,12 @@ def _load_clip(options: RunOptions, settings: EvalSettings, device: str) -> tupl
         return None, str(exc)
 
 
-def png_text(settings: EvalSettings, prompt: str, seed: int, candidate: int) -> dict[str, str]:
-    """The generation parameters written into each PNG (deterministic: no times, no paths)."""
+def png_text(settings: EvalSettings, prompt: str, seed: int, candidate: int,
+             used: str | None = None, cut: bool = False) -> dict[str, str]:
+    """The generation parameters written into each PNG (deterministic: no times, no paths);
+    ``used``/``cut`` as :func:`glidectl.out_dir.prompt_record` takes them."""
     return {
-        **prompt_record(prompt), "seed": str(seed), "candidate": str(candidate),
+        **prompt_record(prompt, used, cut), "seed": str(seed), "candidate": str(candidate),
         "glidectl": json.dumps({"version": __version__, **settings.fingerprint()},
                                sort_keys=True),
     }
@@ -208,7 +211,8 @@ def _write_prompt(out: Path, plan: Plan, i: int, candidates: dict[int, Any],
     caption = plan.used[i]
     for stem, j in zip(plan.stems(i), keep, strict=True):
         write_pair(out, stem, candidates[j], caption,
-                   png_text(s, prompt, image_seed(s.seed, i, j), j))
+                   png_text(s, prompt, image_seed(s.seed, i, j), j,
+                            plan.cut.get(i, caption), i in plan.cut))
 
 
 
@@ -373,6 +377,8 @@ def _read_prompts_as_used(pipeline: Any, plan: Plan, emit: EventFn) -> None:
         if stage == "base":
             plan.used = [p if len(p) <= PROMPT_EXCERPT_CHARS else prompt_used(tok, p, ctx)
                          for p in plan.prompts]
+            plan.cut = {i: prompt_used(tok, p, ctx) for i, p in enumerate(plan.prompts)
+                        if tok.count(p) > ctx}
 
 
 def _continues(options: RunOptions, prior: dict[str, Any] | None, out: Path) -> bool:

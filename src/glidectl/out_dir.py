@@ -31,14 +31,16 @@ def check_out_dir(out: Path, flag: str = "--out") -> None:
         ) from None
 
 
-def prompt_record(prompt: str, used: str | None = None) -> dict[str, str]:
-    """A prompt as stored in outputs: itself when short; when long, the text the model read
-    (``used``, what the tokens kept), a bounded excerpt and the sha256 of the full text."""
+def prompt_record(prompt: str, used: str | None = None, cut: bool = False) -> dict[str, str]:
+    """A prompt as stored in outputs: itself when short, else a bounded excerpt and the sha256
+    of the full text. ``used`` (the text the model read) is stored too, as ``prompt_used``,
+    when the prompt is long or the model dropped tokens of it (``cut``)."""
     if len(prompt) <= PROMPT_EXCERPT_CHARS:
-        return {"prompt": prompt}
-    excerpt = prompt[:PROMPT_EXCERPT_CHARS - 3] + "..."
-    record = {"prompt": excerpt, "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
-              "prompt_chars": str(len(prompt))}
-    if used is not None:
+        record = {"prompt": prompt}
+    else:
+        record = {"prompt": prompt[:PROMPT_EXCERPT_CHARS - 3] + "...",
+                  "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
+                  "prompt_chars": str(len(prompt))}
+    if used is not None and (cut or len(prompt) > PROMPT_EXCERPT_CHARS):
         record["prompt_used"] = used[:PROMPT_EXCERPT_CHARS * 4]
     return record

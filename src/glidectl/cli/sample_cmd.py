@@ -123,8 +123,8 @@ class _Writer:
 
         model = pipe.base if pipe.base is not None else pipe.upsampler
         tok = pipe.tokenizer if pipe.base is not None else pipe.upsampler_tokenizer
-        self.records = {p: prompt_record(p, prompt_used(tok, p, model.options.text_ctx)
-                                         if len(p) > 200 else None)
+        ctx = model.options.text_ctx
+        self.records = {p: prompt_record(p, prompt_used(tok, p, ctx), cut=tok.count(p) > ctx)
                         for p in dict.fromkeys(prompts)}
         self.prompts, self.out, self.common = prompts, out, common
         self.next: int | None = None  # the number the next image tries
