@@ -562,16 +562,22 @@ def test_lora_is_merged_into_the_network_and_recorded(tmp_path, tiny_base):
     assert report.metadata["settings"]["loras"] == [f"{adapter}:0.5"]
 
 
-def test_base_and_upsampler_stages(tmp_path, tiny_base):
+def tiny_pair(directory: Path) -> tuple[Path, Path]:
+    """A 16 px tiny base and a 16 → 64 px tiny upsampler with random weights."""
     import torch
 
     from glidectl.glide import create_model, preset_options, save_weights
 
     torch.manual_seed(0)
     base = save_weights(create_model(preset_options("base", "tiny").replace(image_size=16)),
-                        tmp_path / "b16.safetensors")
+                        directory / "b16.safetensors")
     up = save_weights(create_model(preset_options("upsample", "tiny").replace(
-        image_size=64, channel_mult="1,2,2")), tmp_path / "u64.safetensors")
+        image_size=64, channel_mult="1,2,2")), directory / "u64.safetensors")
+    return base, up
+
+
+def test_base_and_upsampler_stages(tmp_path, tiny_base):
+    base, up = tiny_pair(tmp_path)
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
     s = EvalSettings(base=str(base), upsampler=str(up), base_stage=FAST,
                      upsample_stage=Stage("euler", 2, None), batch_size=2)
@@ -825,13 +831,46 @@ def test_a_schedule_file_is_used_and_a_changed_one_refuses_resume(tmp_path, tiny
     run_eval(prompts, again, resumed, pipeline=stack)  # the same file: accepted
     write_schedule_file(path, {3: torch.tensor([80.0, 3.0, 0.2, 0.0])}, 0.002, 80.0, "refit",
                         sampler="unipc")
-    with pytest.raises(GlidectlError, match="the schedule file .*fit.json' changed since"):
+    with pytest.raises(GlidectlError,
+                       match=r"the schedule file .*fit.json' \(--schedule\) changed since"):
         run_eval(prompts, again, resumed, pipeline=stack)
     fresh = RunOptions(out=tmp_path / "typo", device="cpu")
     typo, _ = settings_for(prompts, {**flags, "base_stage.schedule": "karas"}, fresh, "fp32")
     with pytest.raises(GlidectlError, match="Did you mean 'karras'"):
         run_eval(prompts, typo, fresh, pipeline=stack)
     assert not (tmp_path / "typo").exists()  # nothing written for a run that cannot start
+
+
+def test_an_upsample_schedule_file_is_hashed_and_a_changed_one_refuses_resume(tmp_path):
+    import torch
+
+    from glidectl.samplers.tuned import write_schedule_file
+
+    base, up = tiny_pair(tmp_path)
+    path = tmp_path / "up-fit.json"
+    write_schedule_file(path, {2: torch.tensor([80.0, 1.0, 0.0])}, 0.002, 80.0, "test",
+                        sampler="unipc")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    settings = EvalSettings(base=str(base), upsampler=str(up), base_stage=FAST,
+                            upsample_stage=Stage("unipc", 2, None, str(path)))
+    report = run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu"))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert report.metadata["upsample_schedule_sha256"] == digest
+    assert "schedule_sha256" not in report.metadata  # the base samples on a named schedule
+    resumed = RunOptions(out=tmp_path / "o", resume=True, device="cpu")
+    write_schedule_file(path, {2: torch.tensor([80.0, 2.0, 0.0])}, 0.002, 80.0, "refit",
+                        sampler="unipc")
+    with pytest.raises(GlidectlError, match=r"the schedule file .*up-fit.json' "
+                                            r"\(--upsample-schedule\) changed since"):
+        run_eval(prompts, settings, resumed)
+    skip = RunOptions(out=tmp_path / "o", skip_existing=True, device="cpu")
+    with pytest.raises(GlidectlError, match="--skip-existing: the schedule file"):
+        run_eval(prompts, settings, skip)
+    meta_file = tmp_path / "o" / "metadata.json"  # a run from before the file was hashed
+    meta = json.loads(meta_file.read_text())
+    del meta["upsample_schedule_sha256"]
+    meta_file.write_text(json.dumps(meta))
+    assert run_eval(prompts, settings, resumed).metadata["upsample_schedule_sha256"] != digest
 
 
 def test_a_models_recommended_sampling_is_the_default(tmp_path, tiny_base):

@@ -221,25 +221,35 @@ def _show(value: Any) -> str:
     return "(none)" if value is None else str(value)
 
 
-def schedule_digest(settings: EvalSettings) -> str | None:
-    """sha256 of the base stage's schedule file (a refit under the same name changes the
-    images), or None when it samples on a named schedule."""
+# metadata.json key of each stage's schedule file sha256
+SCHEDULE_KEYS = {"base_stage": "schedule_sha256", "upsample_stage": "upsample_schedule_sha256"}
+
+
+def schedule_digests(settings: EvalSettings) -> dict[str, str]:
+    """sha256 of each stage's schedule file (a refit under the same name changes the images)
+    by its metadata.json key (:data:`SCHEDULE_KEYS`); stages on a named schedule, and the
+    upsample stage of a run without an upsampler, have none."""
     from .pipeline import file_sha256
     from .samplers.tuned import is_schedule_file
 
-    schedule = settings.base_stage.schedule
-    if not (schedule and is_schedule_file(schedule)):
-        return None
-    try:
-        return file_sha256(schedule)
-    except OSError as exc:
-        raise GlidectlError(f"Cannot read schedule file {schedule!r} ({exc}); pass the file "
-                            "glidectl fit-steps wrote, or a schedule name.") from exc
+    digests = {}
+    for stage, key in SCHEDULE_KEYS.items():
+        schedule = getattr(settings, stage).schedule
+        if (stage == "upsample_stage" and not settings.upsampler) or not (
+                schedule and is_schedule_file(schedule)):
+            continue
+        try:
+            digests[key] = file_sha256(schedule)
+        except OSError as exc:
+            raise GlidectlError(
+                f"Cannot read schedule file {schedule!r} ({exc}); pass the file glidectl "
+                "fit-steps wrote, or a schedule name.") from exc
+    return digests
 
 
 def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
                  fingerprint: dict[str, Any], models: dict[str, Any],
-                 schedule_sha256: str | None = None) -> None:
+                 schedules: dict[str, str] | None = None) -> None:
     """Raise unless ``out`` holds an interrupted run with these prompts, settings, models and
     schedule file contents."""
     if meta is None:
@@ -253,13 +263,14 @@ def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
             f"--resume: the prompts differ from the run in {str(out)!r}; use the same prompts "
             "file, or --skip-existing to reuse finished prompts."
         )
-    check_same_run(meta, out, fingerprint, models, schedule_sha256, "--resume")
+    check_same_run(meta, out, fingerprint, models, schedules or {}, "--resume")
 
 
 def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
-                   models: dict[str, Any], schedule_sha256: str | None, flag: str) -> None:
+                   models: dict[str, Any], schedules: dict[str, str], flag: str) -> None:
     """Raise unless the run recorded in ``meta`` used these settings, models and schedule
-    file: images ``flag`` keeps must be what the new metadata.json will say they are."""
+    files (``schedules``, as :func:`schedule_digests` gives them): images ``flag`` keeps must
+    be what the new metadata.json will say they are."""
     leave = "drop --resume" if flag == "--resume" else "use another --out"
     saved = dict(meta.get("settings", {}))
     for key in ("base_stage", "upsample_stage"):
@@ -273,10 +284,13 @@ def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
                 f"{flag}: {name} {_show(value)} differs from {_show(old.get(key))}, which made "
                 f"the images in {str(out)!r}; pass the same options or {leave}."
             )
-    if meta.get("schedule_sha256") != schedule_sha256:
-        raise GlidectlError(
-            f"{flag}: the schedule file {fingerprint['base_stage']['schedule']!r} changed "
-            f"since the run in {str(out)!r}; {leave}, or restore the file.")
+    for stage, key in SCHEDULE_KEYS.items():
+        # runs from before the upsampler's file was hashed recorded only the base's
+        if meta.get(key) != schedules.get(key) and (key in meta or stage == "base_stage"):
+            raise GlidectlError(
+                f"{flag}: the schedule file {fingerprint[stage]['schedule']!r} "
+                f"({FLAG_NAMES[stage + '.schedule']}) changed since the run in "
+                f"{str(out)!r}; {leave}, or restore the file.")
     for stage, info in models.items():
         old = meta.get("models", {}).get(stage, {}).get("sha256")
         if old != info.get("sha256"):

@@ -37,13 +37,14 @@ from .eval_outputs import (
 from .eval_settings import (
     FLAG_NAMES,
     META_FILE,
+    SCHEDULE_KEYS,
     EvalSettings,
     Stage,
     check_resume,
     check_same_run,
     prompts_digest,
     resolve_settings,
-    schedule_digest,
+    schedule_digests,
 )
 from .out_dir import PROMPT_EXCERPT_CHARS, check_out_dir, prompt_record
 from .prompt_files import read_prompt_file
@@ -266,8 +267,7 @@ def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: E
     }
     if short != prompts:
         header["prompts_sha256"] = prompts_digest(prompts)
-    if digest := schedule_digest(settings):
-        header["schedule_sha256"] = digest
+    header.update(schedule_digests(settings))
     return header
 
 
@@ -393,13 +393,14 @@ def _check_continues(options: RunOptions, prior: dict[str, Any] | None, out: Pat
                      prompts: list[str], settings: EvalSettings, models: dict[str, Any],
                      header: dict[str, Any]) -> None:
     """Raise unless the earlier run made its images with these prompts (--resume),
-    settings, models and schedule file."""
+    settings, models and schedule files (their sha256 in ``header``)."""
+    schedules = {k: header[k] for k in SCHEDULE_KEYS.values() if k in header}
     if options.resume:
         check_resume(prior, out, prompts, settings.fingerprint(), models,
-                     header.get("schedule_sha256"))
+                     schedules)
     else:
         check_same_run(prior, out, settings.fingerprint(), models,
-                       header.get("schedule_sha256"), "--skip-existing")
+                       schedules, "--skip-existing")
 
 
 def _counts(prompts: int, total: int, generated: int) -> dict[str, int]:
