@@ -100,6 +100,34 @@ def test_names_are_numbered_slugs_with_an_index_for_several_images():
     assert image_stems(["p"] * 1200, 7, 1) == ["0007_p"]
 
 
+def test_a_prompts_file_grown_past_1000_keeps_the_images_already_made(tmp_path, tiny_base,
+                                                                       stack):
+    prompts = [f"shape {i}" for i in range(1000)]
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=1)
+    out = tmp_path / "o"
+    out.mkdir()
+    made = Plan.make(prompts, settings)
+    for i in range(1000):  # a finished 1,000-prompt run: 000_ … 999_
+        (stem,) = made.stems(i)
+        (out / f"{stem}.txt").write_text(prompts[i] + "\n")
+        Image.new("RGB", (32, 32), (i % 256, 0, 0)).save(out / f"{stem}.png")
+    before = outputs(out)
+    grown = write_prompts(tmp_path / "p.txt", [*prompts, "a cat"])
+    report = run_eval(grown, settings, RunOptions(out=out, device="cpu", skip_existing=True),
+                      pipeline=stack)
+    assert report.metadata["counts"]["generated"] == 1  # only the new prompt
+    after = outputs(out)
+    assert {k: after[k] for k in before} == before and len(after) == len(before) + 2
+    assert {"1000_a-cat.png", "1000_a-cat.txt"} < set(after)
+    wide = tmp_path / "wide"  # a folder numbered 0000_ …, now with 10 prompts
+    wide.mkdir()
+    for ext in ("png", "txt"):
+        (wide / f"0003_shape-3.{ext}").write_bytes(after[f"003_shape-3.{ext}"])
+    shrunk = Plan.make(prompts[:10], settings)
+    shrunk.mark_done(wide)
+    assert shrunk.done == {3} and shrunk.stems(3) == ["0003_shape-3"]
+
+
 def test_image_seeds_depend_on_seed_prompt_and_image_only():
     seeds = {image_seed(s, i, j) for s in (0, 1) for i in range(3) for j in range(3)}
     assert len(seeds) == 18

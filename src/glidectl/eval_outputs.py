@@ -23,9 +23,21 @@ def slugify(text: str, max_len: int = 48) -> str:
     return slug[:max_len].rstrip("-") or "prompt"
 
 
-def image_stems(prompts: Sequence[str], i: int, n: int) -> list[str]:
-    """File stems of prompt i's images: ``000_<slug>`` or ``000_<slug>_1 … _n``."""
-    width = max(3, len(str(len(prompts) - 1)))
+def index_width(count: int) -> int:
+    """Digits of the prompt index in a new run's file names: 3, or more for 1,000+ prompts."""
+    return max(3, len(str(count - 1)))
+
+
+def padded_widths(out: Path) -> set[int]:
+    """Index widths of the images in ``out`` whose names show theirs (``007_…``: 3)."""
+    return {len(m.group(1)) for p in out.glob("*.png")
+            if (m := re.match(r"(0\d*)_", p.name))}
+
+
+def image_stems(prompts: Sequence[str], i: int, n: int, width: int | None = None) -> list[str]:
+    """File stems of prompt i's images: ``000_<slug>`` or ``000_<slug>_1 … _n``, the index
+    padded to ``width`` digits (default :func:`index_width`)."""
+    width = width or index_width(len(prompts))
     stem = f"{i:0{width}d}_{slugify(prompts[i])}"
     return [stem] if n == 1 else [f"{stem}_{k + 1}" for k in range(n)]
 

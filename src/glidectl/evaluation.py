@@ -25,10 +25,12 @@ from .eval_outputs import (
     collect,
     grid,
     image_stems,
+    index_width,
     is_whole_png,
     latest_eval_dir,
     log_wandb,
     next_eval_dir,
+    padded_widths,
     read_metadata,
     slugify,
     write_json,
@@ -79,9 +81,11 @@ class Plan:
     done: set[int] = field(default_factory=set)
     used: list[str] = field(default_factory=list)  # what the model reads of each prompt
     cut: dict[int, str] = field(default_factory=dict)  # what it reads of prompts it cuts
+    width: int = 0  # digits of the index in file names (0: as a new run numbers them)
 
     def __post_init__(self) -> None:
         self.used = self.used or list(self.prompts)
+        self.width = self.width or index_width(len(self.prompts))
 
     @classmethod
     def make(cls, prompts: list[str], settings: EvalSettings) -> Plan:
@@ -90,16 +94,23 @@ class Plan:
         return cls(prompts, settings, [items[k:k + bs] for k in range(0, len(items), bs)])
 
     def stems(self, i: int) -> list[str]:
-        return image_stems(self.prompts, i, self.settings.n)
+        return image_stems(self.prompts, i, self.settings.n, self.width)
 
     def mark_done(self, out: Path) -> None:
         """Prompts whose every image (a PNG that decodes, and its caption) is in ``out``; a
-        damaged PNG is made again."""
-        self.done = {
-            i for i in range(len(self.prompts))
-            if all((out / f"{s}.txt").is_file() and is_whole_png(out / f"{s}.png")
-                   for s in self.stems(i))
-        }
+        damaged PNG is made again. Names keep the index width the folder's images have, so
+        a prompts file grown past 1,000 prompts (or shrunk below) keeps its images."""
+        found: dict[int, set[int]] = {}
+        for width in sorted({index_width(len(self.prompts))} | padded_widths(out)):
+            self.width = width
+            found[width] = {
+                i for i in range(len(self.prompts))
+                if all((out / f"{s}.txt").is_file() and is_whole_png(out / f"{s}.png")
+                       for s in self.stems(i))
+            }
+        self.width = max(found, key=lambda w: (len(found[w]), w == index_width(
+            len(self.prompts))))
+        self.done = found[self.width]
 
     @property
     def pending_batches(self) -> list[list[tuple[int, int]]]:
@@ -325,7 +336,7 @@ def _finish(out: Path, plan: Plan, fresh: set[int], scorer: Any, clip_reason: st
         rec["metrics"] = {m.name: m.values[k] for m in results
                           if m.absent is None and m.values[k] is not None}
     n = plan.settings.n  # several images of a prompt are numbered as their files are
-    labels = [f"{r['prompt_index']:03d}" + (f"_{r['image_index'] + 1}" if n > 1 else "")
+    labels = [f"{r['prompt_index']:0{plan.width}d}" + (f"_{r['image_index'] + 1}" if n > 1 else "")
               + f" {c}" for r, c in zip(records, captions, strict=True)]
     grid_image = grid(images, labels, n)
     save_png(grid_image, out / GRID_FILE, {"glidectl": json.dumps(
