@@ -604,6 +604,62 @@ def tiny_pair(directory: Path) -> tuple[Path, Path]:
     return base, up
 
 
+def test_resume_finds_relative_paths_from_any_working_directory(tmp_path, tiny_base,
+                                                                 monkeypatch):
+    import shutil
+
+    import torch
+
+    from glidectl.evaluation import settings_for
+    from glidectl.samplers.tuned import write_schedule_file
+
+    (tmp_path / "models").mkdir()
+    shutil.copy(tiny_base, tmp_path / "models" / "b.safetensors")
+    make_adapter(tiny_base, tmp_path / "adapter")
+    write_schedule_file(tmp_path / "fit.json", {2: torch.tensor([80.0, 1.0, 0.0])}, 0.002,
+                        80.0, "test", sampler="unipc")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    monkeypatch.chdir(tmp_path)
+    flags = {"base": "models/b.safetensors", "base_stage.schedule": "fit.json",
+             "base_stage.sampler": "unipc", "base_stage.steps": 2, "loras": ["adapter:0.5"]}
+    settings, _ = settings_for("p.txt", flags, RunOptions(out=Path("o"), device="cpu"), "fp32")
+    report = run_eval("p.txt", settings, RunOptions(out=Path("o"), device="cpu"))
+    assert report.metadata["settings"]["base"] == "models/b.safetensors"  # as typed
+    assert report.metadata["paths"] == {
+        "base": str(tmp_path / "models" / "b.safetensors"),
+        "base_stage.schedule": str(tmp_path / "fit.json"),
+        "loras": [f"{tmp_path / 'adapter'}:0.5"]}
+    made = outputs(tmp_path / "o")
+    (first,) = (tmp_path / "o").glob("000_*.png")
+    first.unlink()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    resumed = RunOptions(out=tmp_path / "o", resume=True, device="cpu")
+    again, _ = settings_for(prompts, {}, resumed)
+    assert again == settings
+    report = run_eval(prompts, again, resumed)
+    assert report.metadata["counts"]["generated"] == 1 and outputs(tmp_path / "o") == made
+    same = {"base": "../models/b.safetensors", "base_stage.schedule": str(tmp_path / "fit.json"),
+            "loras": [f"{tmp_path / 'adapter'}:0.5"]}  # the same files, spelled otherwise
+    assert settings_for(prompts, same, resumed)[0] == settings
+    with pytest.raises(GlidectlError, match="--base .* would change the images"):
+        settings_for(prompts, {"base": str(tiny_base)}, resumed)
+    meta_file = tmp_path / "o" / "metadata.json"  # a run from before paths were recorded
+    meta = json.loads(meta_file.read_text())
+    del meta["paths"]
+    meta_file.write_text(json.dumps(meta))
+    monkeypatch.chdir(tmp_path)
+    old, _ = settings_for(prompts, {}, resumed)
+    assert run_eval(prompts, old, resumed).metadata["counts"]["generated"] == 0
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    skip = RunOptions(out=tmp_path / "o", skip_existing=True, device="cpu")
+    moved, _ = settings_for(prompts, {**flags, **same}, skip, "fp32")
+    assert run_eval(prompts, moved, skip).metadata["counts"]["generated"] == 0
+    other, _ = settings_for(prompts, {**flags, **same, "base": str(tiny_base)}, skip, "fp32")
+    with pytest.raises(GlidectlError, match="--skip-existing: --base .* differs"):
+        run_eval(prompts, other, skip)
+
+
 def test_base_and_upsampler_stages(tmp_path, tiny_base):
     base, up = tiny_pair(tmp_path)
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])

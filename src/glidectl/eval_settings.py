@@ -27,6 +27,43 @@ FLAG_NAMES = {
     "upsample_stage.steps": "--upsample-steps", "upsample_stage.guidance": "--upsample-guidance",
     "upsample_stage.schedule": "--upsample-schedule",
 }
+# settings that may name files or folders: metadata.json records where those are ("paths"),
+# so --resume and --skip-existing find them from any working directory
+PATH_KEYS = ("base", "upsampler", "base_stage.schedule", "upsample_stage.schedule", "loras")
+
+
+def _absolute(spec: str | None, schedule: bool = False) -> str | None:
+    """The absolute path of a spec naming a file or folder that is there (None: a name such
+    as ``openai:base`` or ``karras``, or nothing there)."""
+    from .samplers.tuned import is_schedule_file
+
+    if not spec or (schedule and not is_schedule_file(spec)):
+        return None
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else None
+
+
+def _absolute_lora(text: str) -> str | None:
+    from .lora.spec import parse_lora_spec
+
+    spec = parse_lora_spec(text)
+    path = _absolute(spec.path)
+    return f"{path}:{spec.scale}" if path else None
+
+
+def resolve_path(key: str, value: Any) -> Any:
+    """``value`` of setting ``key`` (:data:`PATH_KEYS`) with each spec naming a file or folder
+    that is there made absolute; other values as they are."""
+    if key == "loras":
+        return [_absolute_lora(t) or t for t in value or ()]
+    return _absolute(value, key.endswith("schedule")) or value
+
+
+def _is_there(key: str, value: Any) -> bool:
+    from .lora.spec import parse_lora_spec
+
+    specs = [parse_lora_spec(t).path for t in value] if key == "loras" else [value]
+    return bool(value) and all(Path(p).exists() for p in specs)
 
 
 @dataclass(frozen=True)
@@ -85,6 +122,8 @@ class EvalSettings:
     rerank: int = 0
     precision: str = "fp32"
     loras: tuple[str, ...] = ()
+    # where a recorded run's files are (PATH_KEYS → absolute paths); not a setting
+    paths: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -118,26 +157,46 @@ class EvalSettings:
 
         b, u = self.base_stage, self.upsample_stage
         return {"base": replace(BASE_DEFAULTS, sampler=b.sampler, steps=b.steps,
-                                guidance=b.guidance, schedule=b.schedule),
+                                guidance=b.guidance,
+                                schedule=self.where("base_stage.schedule")),
                 "upsample": replace(UPSAMPLE_DEFAULTS, sampler=u.sampler, steps=u.steps,
-                                    guidance=u.guidance, schedule=u.schedule)}
+                                    guidance=u.guidance,
+                                    schedule=self.where("upsample_stage.schedule"))}
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings as saved in metadata.json and compared on --resume."""
         d = asdict(self)
+        del d["paths"]
         d["loras"] = list(self.loras)
         return d
 
+    def where(self, key: str) -> Any:
+        """What to load for setting ``key`` (:data:`PATH_KEYS`): the absolute path the run
+        recorded while it is there, else the setting with a file it names here made
+        absolute (a model or schedule name as it is)."""
+        recorded = self.paths.get(key)
+        if recorded and _is_there(key, recorded):
+            return recorded
+        return resolve_path(key, _flat(self)[key])
+
+    def located(self) -> dict[str, Any]:
+        """The absolute paths of the settings naming files or folders (metadata.json's
+        ``paths``)."""
+        flat = _flat(self)
+        return {k: v for k in PATH_KEYS if (v := self.where(k)) != flat[k]}
+
     @classmethod
-    def from_fingerprint(cls, data: dict[str, Any]) -> EvalSettings:
-        """Settings as a run recorded them in metadata.json."""
-        known = {f.name for f in fields(cls)}
+    def from_fingerprint(cls, data: dict[str, Any],
+                         paths: dict[str, Any] | None = None) -> EvalSettings:
+        """Settings as a run recorded them in metadata.json (``paths``: where its files
+        were, for runs that recorded it)."""
+        known = {f.name for f in fields(cls)} - {"paths"}
         values = {k: v for k, v in data.items() if k in known}
         for key in ("base_stage", "upsample_stage"):
             if isinstance(values.get(key), dict):
                 values[key] = _recorded_stage(values[key])
         values["loras"] = tuple(values.get("loras") or ())
-        return cls(**values)
+        return cls(**values, paths=dict(paths or {}))
 
 
 def prompts_digest(prompts: list[str]) -> str:
@@ -182,18 +241,22 @@ def _apply(settings: EvalSettings, flat: dict[str, Any]) -> EvalSettings:
 def resolve_settings(
     flags: dict[str, Any], precision: str | None, recommended: dict[str, Any] | None = None,
     recorded: dict[str, Any] | None = None, out: Path | None = None,
+    paths: dict[str, Any] | None = None,
 ) -> tuple[EvalSettings, list[str]]:
     """The run's settings from the flags given (``{field: value}``, None = not given; keys
     as in :data:`FLAG_NAMES`), the resolved ``precision`` word (None: not given, for
     --resume), the base model's
-    ``recommended`` sampling and, for --resume, the ``recorded`` settings. Also notes."""
+    ``recommended`` sampling and, for --resume, the ``recorded`` settings and ``paths``.
+    Also notes."""
     given = {k: v for k, v in flags.items() if v is not None}
     if recorded is not None:
-        settings = EvalSettings.from_fingerprint(recorded)
+        settings = EvalSettings.from_fingerprint(recorded, paths)
         old = _flat(settings)
         if precision is not None:  # --precision given: it must resolve to the recorded one
             given["precision"] = precision
         for key, value in given.items():
+            if key in PATH_KEYS and _same(resolve_path(key, value), settings.where(key)):
+                continue  # another spelling of the same file or folder
             if key in old and not _same(old[key], value):
                 raise GlidectlError(
                     f"--resume: {FLAG_NAMES.get(key, key)} {_show(value)} would change the "
@@ -234,7 +297,7 @@ def schedule_digests(settings: EvalSettings) -> dict[str, str]:
 
     digests = {}
     for stage, key in SCHEDULE_KEYS.items():
-        schedule = getattr(settings, stage).schedule
+        schedule = settings.where(f"{stage}.schedule")
         if (stage == "upsample_stage" and not settings.upsampler) or not (
                 schedule and is_schedule_file(schedule)):
             continue
@@ -249,9 +312,10 @@ def schedule_digests(settings: EvalSettings) -> dict[str, str]:
 
 def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
                  fingerprint: dict[str, Any], models: dict[str, Any],
-                 schedules: dict[str, str] | None = None) -> None:
-    """Raise unless ``out`` holds an interrupted run with these prompts, settings, models and
-    schedule file contents."""
+                 schedules: dict[str, str] | None = None,
+                 paths: dict[str, Any] | None = None) -> None:
+    """Raise unless ``out`` holds an interrupted run with these prompts, settings (files at
+    ``paths``), models and schedule file contents."""
     if meta is None:
         raise GlidectlError(
             f"--resume: {str(out)!r} has no {META_FILE}, so there is no run to continue; "
@@ -263,21 +327,27 @@ def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
             f"--resume: the prompts differ from the run in {str(out)!r}; use the same prompts "
             "file, or --skip-existing to reuse finished prompts."
         )
-    check_same_run(meta, out, fingerprint, models, schedules or {}, "--resume")
+    check_same_run(meta, out, fingerprint, models, schedules or {}, "--resume", paths)
 
 
 def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
-                   models: dict[str, Any], schedules: dict[str, str], flag: str) -> None:
-    """Raise unless the run recorded in ``meta`` used these settings, models and schedule
-    files (``schedules``, as :func:`schedule_digests` gives them): images ``flag`` keeps must
-    be what the new metadata.json will say they are."""
+                   models: dict[str, Any], schedules: dict[str, str], flag: str,
+                   paths: dict[str, Any] | None = None) -> None:
+    """Raise unless the run recorded in ``meta`` used these settings (files at ``paths``, as
+    :meth:`EvalSettings.located` gives them), models and schedule files (``schedules``, as
+    :func:`schedule_digests` gives them): images ``flag`` keeps must be what the new
+    metadata.json will say they are."""
     leave = "drop --resume" if flag == "--resume" else "use another --out"
     saved = dict(meta.get("settings", {}))
     for key in ("base_stage", "upsample_stage"):
         if isinstance(saved.get(key), dict):
             saved[key] = asdict(_recorded_stage(saved[key]))
     old, new = _flat_dict(saved), _flat_dict(fingerprint)
+    was = meta.get("paths") if isinstance(meta.get("paths"), dict) else {}
     for key, value in new.items():
+        if key in PATH_KEYS and _same(was.get(key, resolve_path(key, old.get(key))),
+                                      (paths or {}).get(key, value)):
+            continue  # the same file or folder, spelled from another working directory
         if not _same(old.get(key), value):
             name = FLAG_NAMES.get(key, key)
             raise GlidectlError(

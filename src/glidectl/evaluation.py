@@ -249,8 +249,9 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
             check_resume(prior, out, prompts, {}, {})
         if precision is None:
             notes = []
+        paths = prior.get("paths") if isinstance(prior.get("paths"), dict) else None
         settings, more = resolve_settings(flags, chosen.name if precision else None,
-                                          recorded=prior["settings"], out=out)
+                                          recorded=prior["settings"], out=out, paths=paths)
         return settings, notes + more
     base = flags.get("base") or EvalSettings.base
     if base == "none":  # `sample --base none --low-res` has no eval counterpart
@@ -278,6 +279,8 @@ def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: E
     }
     if short != prompts:
         header["prompts_sha256"] = prompts_digest(prompts)
+    if paths := settings.located():  # so --resume finds them from any working directory
+        header["paths"] = paths
     header.update(schedule_digests(settings))
     return header
 
@@ -351,8 +354,8 @@ def _load(settings: EvalSettings, options: RunOptions, device: str) -> tuple[Any
     from .pipeline import GlidePipeline
 
     t0 = time.perf_counter()
-    pipeline = GlidePipeline.from_specs(settings.base, settings.upsampler,
-                                        loras=settings.loras, device=device,
+    pipeline = GlidePipeline.from_specs(settings.where("base"), settings.where("upsampler"),
+                                        loras=settings.where("loras"), device=device,
                                         precision=settings.precision, compile=options.compile)
     return pipeline, time.perf_counter() - t0
 
@@ -407,11 +410,11 @@ def _check_continues(options: RunOptions, prior: dict[str, Any] | None, out: Pat
     settings, models and schedule files (their sha256 in ``header``)."""
     schedules = {k: header[k] for k in SCHEDULE_KEYS.values() if k in header}
     if options.resume:
-        check_resume(prior, out, prompts, settings.fingerprint(), models,
-                     schedules)
+        check_resume(prior, out, prompts, settings.fingerprint(), models, schedules,
+                     settings.located())
     else:
-        check_same_run(prior, out, settings.fingerprint(), models,
-                       schedules, "--skip-existing")
+        check_same_run(prior, out, settings.fingerprint(), models, schedules,
+                       "--skip-existing", settings.located())
 
 
 def _counts(prompts: int, total: int, generated: int) -> dict[str, int]:

@@ -90,10 +90,11 @@ def dry_run_plan(plan: Any, settings: Any, device: str,
     from .sampling import sigma_table_for
 
     stage_opts = settings.stage_options()
-    specs = {"base": settings.base, "upsample": settings.upsampler}
+    specs = {"base": settings.base, "upsample": settings.upsampler}  # as the user gave them
+    where = {"base": settings.where("base"), "upsample": settings.where("upsampler")}
     models, calls, per_call, flops = {}, {}, {}, {}
     pending = len(plan.pending_batches)
-    found = {stage: spec_options(spec) for stage, spec in specs.items() if spec}
+    found = {stage: spec_options(path) for stage, path in where.items() if path}
     check_pair(*(found[s][0] if s in found else None for s in ("base", "upsample")),
                {stage: specs[stage] for stage in found})  # what the real run would refuse
     for stage, (opts, path) in found.items():
@@ -110,8 +111,8 @@ def dry_run_plan(plan: Any, settings: Any, device: str,
     if local and pipeline is None:
         from .pipeline import GlidePipeline
 
-        pipeline = GlidePipeline.from_specs(settings.base, settings.upsampler,
-                                            loras=settings.loras, device=device,
+        pipeline = GlidePipeline.from_specs(where["base"], where["upsample"],
+                                            loras=settings.where("loras"), device=device,
                                             precision=settings.precision)
     if pipeline is not None:
         for stage in calls:
