@@ -75,3 +75,18 @@ def test_command_lists_give_each_summary_on_one_line(path, group):
     for name, sub in group.commands.items():
         summary = " ".join((sub.help or "").split("\n\n")[0].split())
         assert any(name in line and summary in line for line in out.splitlines()), name
+
+
+def test_plugins_help_names_every_kind_of_thing_a_plugin_registers():
+    """`glidectl plugins` reports each register_* hook's registry; its help says so."""
+    import inspect
+
+    from glidectl import hookspecs
+
+    kinds = [name.removeprefix("register_").replace("_", " ").removeprefix("dataset ")
+             for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)
+             if name.startswith("register_")]
+    summary = " ".join(
+        CliRunner().invoke(build_app(), ["plugins", "--help"], env={"COLUMNS": "400"}).output
+        .split())
+    assert all(kind in summary for kind in kinds), (kinds, summary)

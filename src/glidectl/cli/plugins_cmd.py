@@ -14,8 +14,9 @@ def register(app: typer.Typer) -> None:
         all_: bool = typer.Option(False, "--all", help="Include the built-in default plugins."),
         as_json: bool = typer.Option(False, "--json", help="JSON even on a terminal."),
     ) -> None:
-        """List installed plugins: distribution, version, the samplers (with aliases),
-        presets, model sources and commands each registers, name clashes and load errors.
+        """List installed plugins: distribution, version, the samplers, schedules, presets,
+        data sources and model sources (with aliases) and commands each registers, name
+        clashes and load errors.
 
         A table on a terminal; JSON when piped or with --json.
         """
