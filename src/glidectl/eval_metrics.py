@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GlidectlError
+from .extras import install_hint
 
 CLIP_WEIGHTS_ENV = "GLIDECTL_CLIP_WEIGHTS"
 DEFAULT_CLIP_MODEL = "ViT-B-32"
@@ -85,7 +86,7 @@ class ClipScorer:
             import open_clip
         except ImportError:
             raise ClipUnavailable(
-                "CLIP metrics off: open_clip is not installed (pip install 'glidectl[clip]')."
+                f"CLIP metrics off: open_clip is not installed ({install_hint('clip')})."
             ) from None
         if weights is None:
             raise ClipUnavailable(

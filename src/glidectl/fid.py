@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .errors import GlidectlError, cause
+from .extras import install_hint
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -61,7 +62,7 @@ def inception_features(weights: str | Path | None) -> Features:
     try:
         import torch_fidelity  # noqa: F401
     except ImportError:
-        return Features(reason="torch-fidelity is not installed (pip install torch-fidelity), "
+        return Features(reason=f"torch-fidelity is not installed ({install_hint('fid')}), "
                                "which builds the Inception network")
     return Features(weights=path)
 
@@ -112,7 +113,7 @@ def fid_kid(real: Iterable[Any], fake: Iterable[Any], features: Features,
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
     except ImportError:
-        return {"fid_missing": "torchmetrics is not installed (pip install 'glidectl[fid]')"}
+        return {"fid_missing": f"torchmetrics is not installed ({install_hint('fid')})"}
 
     real_batches = [to_uint8(b) for b in real]
     fake_batches = [to_uint8(b) for b in fake]

@@ -107,8 +107,11 @@ def register(app: typer.Typer) -> None:
         try:
             import gradio  # noqa: F401
         except ImportError:
+            from ..extras import install_hint
+
             raise GlidectlError(
-                "glidectl ui needs gradio, which is not installed; pip install 'glidectl[ui]'."
+                "glidectl ui needs gradio, which is not installed; "
+                f"{install_hint('ui')}."
             ) from None
         from ..devices import check_precision
         from ..ui.app import launch

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GlidectlError
+from ..extras import install_hint
 from .records import RawSample
 from .stats import RejectionCounter
 from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, pick_column, row_sample
@@ -27,8 +28,7 @@ def _datasets() -> Any:
         import datasets
     except ImportError:
         raise GlidectlError(
-            "hf: sources need the datasets library; install it with: "
-            "pip install 'glidectl[hf]'."
+            f"hf: sources need the datasets library; install it with: {install_hint('hf')}."
         ) from None
     return datasets
 

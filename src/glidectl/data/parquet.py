@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GlidectlError
+from ..extras import install_hint
 from .records import RawSample
 from .stats import RejectionCounter
 from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, pick_column, row_sample
@@ -26,7 +27,7 @@ def _pyarrow() -> Any:
         import pyarrow.parquet as pq
     except ImportError:
         raise GlidectlError(
-            "Reading Parquet needs pyarrow; install it with: pip install 'glidectl[hf]'."
+            f"Reading Parquet needs pyarrow; install it with: {install_hint('hf')}."
         ) from None
     return pq
 
