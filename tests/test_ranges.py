@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -104,10 +106,22 @@ def test_out_of_range_flags_are_refused_before_anything_runs(args, flag):
 def test_config_keys_shows_the_allowed_ranges():
     result = _cli("config", "keys")
     assert result.exit_code == 0, result.output
-    line = next(ln for ln in result.output.splitlines() if "train.lr " in ln)
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("train.lr\t"))
     assert "from 0 to 1" in line
-    seed = next(ln for ln in result.output.splitlines() if "train.seed " in ln)
+    seed = next(ln for ln in result.output.splitlines() if ln.startswith("train.seed\t"))
     assert "2**63-1" in seed
+
+
+def test_config_keys_piped_is_one_whole_line_per_key():
+    """Piped, the table wrapped at 80 columns and cut keys short (`model.tokeni…`), so
+    `glidectl config keys | grep KEY` missed them."""
+    from glidectl.config import describe
+
+    lines = _cli("config", "keys").output.splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == [row[0] for row in describe()]
+    assert all(len(ln.split("\t")) == 5 for ln in lines)
+    rows = json.loads(_cli("config", "keys", "--json").output)
+    assert rows[0].keys() == {"key", "type", "default", "meaning", "allowed"}
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -26,14 +26,34 @@ def register(app: typer.Typer) -> None:
         typer.echo(to_toml(load_config(config, set_ or [])), nl=False)
 
     @config_app.command("keys")
-    def keys() -> None:
-        """List every config key with its type, default and meaning."""
-        from rich.console import Console
-        from rich.table import Table
+    def keys(
+        as_json: bool = typer.Option(False, "--json", help="JSON even on a terminal."),
+    ) -> None:
+        """List every config key with its type, default and meaning.
+
+        A table on a terminal; one tab-separated line per key when piped (so `grep` finds
+        whole keys), or JSON with --json.
+        """
+        import json
+        import sys
 
         from ..config import describe
 
+        rows = [dict(zip(("key", "type", "default", "meaning", "allowed"), row, strict=True))
+                for row in describe()]
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2, default=repr))
+            return
+        if not sys.stdout.isatty():
+            for row in rows:
+                typer.echo("\t".join(" ".join((repr(v) if k == "default" else str(v)).split())
+                                     for k, v in row.items()))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
         table = Table("key", "type", "default", "meaning", "allowed")
-        for key, tp, default, doc, allowed in describe():
-            table.add_row(key, tp, repr(default), doc, allowed)
+        for row in rows:
+            table.add_row(row["key"], row["type"], repr(row["default"]), row["meaning"],
+                          row["allowed"])
         Console().print(table)
