@@ -86,7 +86,9 @@ def test_sample_writes_numbered_pngs_with_parameters_and_a_grid(run, weights, tm
     assert [(params[f"{k}_file"], params[f"{k}_sha256"]) for k in ("base", "upsampler")] == [
         (str(weights[k]), file_sha256(weights[k])) for k in ("base", "upsample")]
     grid = Image.open(out / "grid-00000.png")
-    assert grid.size == (2 * 32 + 2, 2 * 32 + 2)  # all four images, none dropped
+    assert grid.size == (2 * 64 + 2, 2 * 64 + 2)  # all four, none dropped, 32 px shown at 64
+    assert grid.crop((0, 0, 64, 64)).resize((32, 32), Image.Resampling.NEAREST).tobytes() == \
+        Image.open(pngs[0]).convert("RGB").tobytes()  # each pixel a sharp 2x2 square
     again = run("a red cube", "--base", str(weights["base"]), "--steps", "1",
                 "--out", str(out), "--device", "cpu", "-q")
     assert again.returncode == 0 and (out / "00004.png").is_file()  # never overwrites

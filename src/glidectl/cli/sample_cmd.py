@@ -146,14 +146,16 @@ class _Writer:
             self.images.append(image)
 
     def grid(self, seed: int) -> Path:
-        """``grid-<first image's number>.png`` (``-2``, … after it when that is taken)."""
-        from ..images import make_grid
+        """``grid-<first image's number>.png`` (``-2``, … after it when that is taken); images
+        under 64 px are enlarged (nearest, by a whole factor) so a small model's grid can be
+        seen, as in eval's and training's grids."""
+        from ..images import enlarge, make_grid
 
         short = [self.records[p]["prompt"] for p in self.prompts]
         text = {"prompts": json.dumps(short), "seed": str(seed),
                 "parameters": json.dumps({"prompts": short, "seed": seed, **self.common})}
         stem = f"grid-{self.written[0].stem}"
-        return _save_new(make_grid(self.images), text, self.out,
+        return _save_new(make_grid([enlarge(im) for im in self.images]), text, self.out,
                          lambda k: f"{stem}-{k}.png" if k > 1 else f"{stem}.png", 1)[0]
 
 
