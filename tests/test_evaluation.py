@@ -545,7 +545,7 @@ def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference, 
 
 
 # --------------------------------------------------------------------------- LoRA, upsampler
-def make_adapter(base_file: Path, directory: Path) -> Path:
+def make_adapter(base_file: Path, directory: Path, seed: int = 3) -> Path:
     """A LoRA adapter with random (non-zero) weights for the model in ``base_file``."""
     import torch
 
@@ -557,7 +557,7 @@ def make_adapter(base_file: Path, directory: Path) -> Path:
     sha = weights_sha256(model)
     cfg = LoraConfig(targets=["all"], rank=4, alpha=8.0)
     names = inject_lora(model, cfg)
-    gen = torch.Generator().manual_seed(3)
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if ".lora_B." in name:
@@ -588,6 +588,22 @@ def test_lora_is_merged_into_the_network_and_recorded(tmp_path, tiny_base):
     weights = adapter / "adapter_model.safetensors"
     assert lora["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert report.metadata["settings"]["loras"] == [f"{adapter}:0.5"]
+
+
+def test_resume_refuses_a_lora_file_changed_under_the_same_path(tmp_path, tiny_base):
+    """Only the models' own weights were compared: a retrained adapter at the same path
+    resumed and mixed two adapters' images in one folder."""
+    import shutil
+
+    adapter = make_adapter(tiny_base, tmp_path / "adapter")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST, loras=(f"{adapter}:0.5",))
+    run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu"))
+    next((tmp_path / "o").glob("000_*.png")).unlink()
+    shutil.rmtree(adapter)
+    make_adapter(tiny_base, adapter, seed=9)  # retrained: other weights, same path
+    with pytest.raises(GlidectlError, match="a LoRA adapter of the base model changed"):
+        run_eval(prompts, settings, RunOptions(out=tmp_path / "o", resume=True, device="cpu"))
 
 
 def tiny_pair(directory: Path) -> tuple[Path, Path]:
