@@ -248,6 +248,17 @@ class GlidePipeline:
         return {s: self.records.get(s, ModelRecord(s, "(in memory)")).info(m)
                 for s, m in self.stage_models().items()}
 
+    def prompt_record(self, prompt: str) -> dict[str, str]:
+        """``prompt`` as outputs store it (:func:`glidectl.out_dir.prompt_record`), with the
+        text the first stage's model reads when it drops tokens."""
+        from .out_dir import prompt_record
+        from .sampling import prompt_used
+
+        model = self.base if self.base is not None else self.upsampler
+        tok = self.tokenizer if self.base is not None else self.upsampler_tokenizer
+        ctx = model.options.text_ctx
+        return prompt_record(prompt, prompt_used(tok, prompt, ctx), cut=tok.count(prompt) > ctx)
+
     # ----------------------------------------------------------------- settings
     def stages(self, **kwargs: Any) -> tuple[StageOptions, StageOptions, dict[str, Any]]:
         """Split ``generate`` keywords into base options, upsampler options and the rest.

@@ -105,6 +105,20 @@ def test_seeds_are_reported_and_reproduce_the_images(models_dir):
     assert all(Path(f).is_file() for f in r.files)
 
 
+def test_a_prompt_the_model_cuts_stores_what_it_read_as_sample_does(models_dir):
+    """UI PNGs stored a cut prompt without `prompt_used`, unlike `sample`'s."""
+    from glidectl.glide import load_model
+
+    ctx = load_model(models_dir / "tiny.safetensors").options.text_ctx
+    backend = UiBackend(models_dir, device="cpu")
+    long = "a red circle " * (ctx // 8)  # byte tokens: 13 a repeat, more than ctx in all
+    result = backend.generate(long, n=1, seed=1, sampler="euler", base_steps=1,
+                              base="tiny.safetensors")
+    assert result.settings["prompt_used"] == long.strip()[:ctx]
+    assert json.loads(Image.open(result.files[0]).text["parameters"])["prompt_used"] == \
+        long.strip()[:ctx]
+
+
 def test_a_restarted_ui_never_writes_into_an_earlier_clicks_folder(models_dir, tmp_path):
     kwargs = dict(n=1, sampler="euler", base_steps=2, base="tiny.safetensors", seed=7)
     out = tmp_path / "out"

@@ -118,14 +118,7 @@ class _Writer:
     grid comes last."""
 
     def __init__(self, pipe: Any, prompts: list[str], out: Path, common: dict[str, Any]):
-        from ..out_dir import prompt_record
-        from ..sampling import prompt_used
-
-        model = pipe.base if pipe.base is not None else pipe.upsampler
-        tok = pipe.tokenizer if pipe.base is not None else pipe.upsampler_tokenizer
-        ctx = model.options.text_ctx
-        self.records = {p: prompt_record(p, prompt_used(tok, p, ctx), cut=tok.count(p) > ctx)
-                        for p in dict.fromkeys(prompts)}
+        self.records = {p: pipe.prompt_record(p) for p in dict.fromkeys(prompts)}
         self.prompts, self.out, self.common = prompts, out, common
         self.next: int | None = None  # the number the next image tries
         self.images: list[Any] = []

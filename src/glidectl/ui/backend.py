@@ -217,10 +217,8 @@ class UiBackend:
                                warn=notes.append,
                                **{k: v for k, v in given.items() if v is not None})
         sample_s = time.perf_counter() - t1
-        from ..out_dir import prompt_record
-
         settings = {
-            **prompt_record(text), "seed": seed, "image_seeds": seeds,
+            **pipe.prompt_record(text), "seed": seed, "image_seeds": seeds,
             "sampler": base_opts.sampler, "base_steps": base_opts.steps,
             "schedule": _shown(base_opts.schedule
                                or plugins.samplers().get(base_opts.sampler).schedule),
