@@ -309,3 +309,14 @@ def test_plugin_that_fails_to_load_is_named(installed_plugin):
     bad = {p["name"]: p for p in json.loads(out.stdout)}["bad"]
     assert (bad["status"], bad["error"]) == ("error", "failed to load: ImportError: missing "
                                              "dependency xyz")
+
+
+def test_an_unknown_name_says_which_installed_plugins_the_allow_list_leaves_out() -> None:
+    """A plugin's sampler left out by GLIDECTL_LOAD_PLUGINS was only "Unknown sampler"."""
+    from importlib import metadata
+
+    if "dpm3m" not in {ep.name for ep in metadata.entry_points(group="glidectl")}:
+        pytest.skip("example plugin not installed: pip install -e plugins/glidectl-dpm3m")
+    with pytest.raises(GlidectlError, match=r"GLIDECTL_LOAD_PLUGINS leaves out the installed "
+                       r"plugin\(s\) dpm3m; name them there to load them\."):
+        plugins.samplers().get("dpm++3m_sde")  # the tests run with GLIDECTL_LOAD_PLUGINS=""

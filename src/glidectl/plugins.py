@@ -45,6 +45,8 @@ _dists: dict[str, str] = {}
 broken: dict[str, str] = {}
 #: names in GLIDECTL_LOAD_PLUGINS that no installed plugin has (a typo loads nothing).
 unmatched: list[str] = []
+#: installed plugins that GLIDECTL_LOAD_PLUGINS does not name (not loaded).
+left_out: list[str] = []
 
 
 def _allow_list() -> set[str] | None:
@@ -75,6 +77,7 @@ def load_plugins() -> pluggy.PluginManager:
     allowed = _allow_list()
     installed = metadata.entry_points(group=ENTRY_POINT_GROUP)
     unmatched[:] = sorted((allowed or set()) - {ep.name for ep in installed})
+    left_out[:] = sorted({ep.name for ep in installed} - allowed) if allowed is not None else []
     for ep in installed:
         if allowed is not None and ep.name not in allowed:
             continue
@@ -317,8 +320,11 @@ def checked(hook_name: str, obj: Any, plugin: str, name: str) -> Any:
 @cache
 def _registry(hook_name: str, kind: str) -> Registry:
     check_loaded()
+    note = (f"{ALLOW_ENV} leaves out the installed plugin(s) {', '.join(left_out)}; name them "
+            "there to load them." if left_out else "")
     registry: Registry = Registry(
-        kind, guard=lambda obj, plugin, name: checked(hook_name, obj, plugin, name))
+        kind, guard=lambda obj, plugin, name: checked(hook_name, obj, plugin, name),
+        unknown_note=note)
     call_each(hook_name, register=_registrar(registry))
     return registry
 

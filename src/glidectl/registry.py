@@ -27,9 +27,11 @@ class Registry(Generic[T]):
     plugin's sampler that raises is reported as that plugin's error in one line).
     """
 
-    def __init__(self, kind: str, guard: Callable[[Any, str, str], T] | None = None):
+    def __init__(self, kind: str, guard: Callable[[Any, str, str], T] | None = None,
+                 unknown_note: str = ""):
         self.kind = kind
         self._guard = guard
+        self.unknown_note = unknown_note  # said after an unknown name (e.g. plugins left out)
         self._entries: dict[str, Entry[T]] = {}
         self._lookup: dict[str, str] = {}
 
@@ -72,6 +74,7 @@ class Registry(Generic[T]):
         hint = f" Did you mean {close[0]!r}?" if close else ""
         return (
             f"Unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(self._entries))}."
+            + (f" {self.unknown_note}" if self.unknown_note else "")
         )
 
     def names(self) -> list[str]:
