@@ -288,6 +288,11 @@ def test_inpainting_through_a_plain_upsampler_is_refused_before_sampling(upsampl
                        "'upsample' model"):
         pipe.generate(["a cat"], steps=2, inpaint_image=image, inpaint_mask=mask,
                       on_step=lambda *a: pytest.fail("sampled before refusing"))
+    alone = GlidePipeline(None, upsampler)  # no base stage: "--upsampler none" cannot help
+    with pytest.raises(GlidectlError, match="or drop the inpaint flags") as err:
+        alone.generate(["a cat"], low_res=torch.zeros(1, 3, 8, 8), inpaint_image=image,
+                       inpaint_mask=mask)
+    assert "--upsampler none" not in str(err.value)
 
 
 def test_image_and_mask_tensors_of_any_height_are_resized_to_the_model() -> None:

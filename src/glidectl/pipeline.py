@@ -378,7 +378,8 @@ class GlidePipeline:
                 "Inpainting with an upsampler needs an upsample-inpaint model, but this is "
                 f"{a_or_an(repr(self.upsampler.options.kind))} model, which would repaint the "
                 "kept pixels; pass --upsampler openai:upsample-inpaint (or a model trained as "
-                "upsample-inpaint), or --upsampler none.")
+                "upsample-inpaint)" + (", or --upsampler none." if low_res is None else
+                                       ", or drop the inpaint flags to upsample all of it."))
         texts_all = [p for p in prompts for _ in range(n)]
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(len(texts_all))]
         if len(seeds) != len(texts_all):
