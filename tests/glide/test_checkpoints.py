@@ -99,6 +99,18 @@ def test_weights_saved_through_a_wrapper_load_without_their_prefix(tmp_path, inp
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+def test_a_file_with_model_and_ema_copies_says_which_it_loaded(tmp_path, inpaint_model):
+    from glidectl.glide.checkpoints import CheckpointWarning
+
+    options, model = inpaint_model
+    state = model.state_dict()
+    torch.save({"model": state, "ema": {k: 0 * v for k, v in state.items()}, "step": 3},
+               tmp_path / "both.pt")
+    with pytest.warns(CheckpointWarning, match="holds 'model' and 'ema' weights; loaded 'model'"):
+        loaded = load_model(tmp_path / "both.pt", options=options)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+
+
 def test_two_wrapped_models_that_are_not_model_and_ema_are_refused(tmp_path, inpaint_model):
     options, model = inpaint_model
     state = model.state_dict()

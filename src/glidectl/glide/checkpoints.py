@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -30,6 +31,10 @@ META_OPTIONS = "glidectl.model_options"
 META_TOKENIZER = "glidectl.tokenizer"
 META_KIND = "glidectl.kind"
 _FIRST_KEY = "input_blocks.0.0.weight"
+
+
+class CheckpointWarning(UserWarning):
+    """Something about a checkpoint file worth a line (which of its copies was loaded)."""
 
 
 def _require_file(path: Path) -> None:
@@ -208,6 +213,12 @@ def load_openai_pt(
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model", "ema"):
             if isinstance(obj.get(wrapper), Mapping) and _FIRST_KEY not in obj:
+                if wrapper != "ema" and isinstance(obj.get("ema"), Mapping):
+                    warnings.warn(CheckpointWarning(
+                        f"{str(path)!r} holds {wrapper!r} and 'ema' weights; loaded "
+                        f"{wrapper!r}. To use the EMA copy, save it alone "
+                        f"(torch.save(checkpoint['ema'], 'ema.pt')) and load that file."),
+                        stacklevel=2)
                 obj = obj[wrapper]
                 break
     if not isinstance(obj, Mapping):
