@@ -76,6 +76,8 @@ WRAPPED = {  # how other trainers save a model's state_dict
     "ddp": lambda sd: {"state_dict": _prefixed(sd, "module."), "step": 5},
     "lightning": lambda sd: {"state_dict": _prefixed(sd, "model."), "epoch": 1},
     "compile": lambda sd: _prefixed(sd, "_orig_mod."),
+    "bookkeeping": lambda sd: {**sd, "step": 5, "epoch": 1.5, "note": "run 3"},
+    "model_ema": lambda sd: {"model_ema": sd, "step": 7},
     "ema-pytorch": lambda sd: {**_prefixed(sd, "ema_model."), "step": torch.tensor(9),
                                **_prefixed({k: 0 * v for k, v in sd.items()}, "online_model.")},
 }

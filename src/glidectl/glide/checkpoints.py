@@ -31,6 +31,7 @@ META_OPTIONS = "glidectl.model_options"
 META_TOKENIZER = "glidectl.tokenizer"
 META_KIND = "glidectl.kind"
 _FIRST_KEY = "input_blocks.0.0.weight"
+_EMA_WRAPPERS = ("ema", "model_ema", "ema_model")  # where trainers keep the EMA copy
 
 
 class CheckpointWarning(UserWarning):
@@ -48,10 +49,12 @@ def _upcast(state: Mapping[str, Any], path: Path) -> StateDict:
     """Tensors only, half-precision floats upcast to float32 (OpenAI ships some as fp16)."""
     out: StateDict = {}
     for key, value in state.items():
+        if isinstance(value, int | float | str | bool | None):
+            continue  # a trainer's bookkeeping beside the weights ("step", "epoch")
         if not isinstance(value, torch.Tensor):
             raise GlidectlError(
-                f"{str(path)!r} is not a GLIDE state_dict: entry {key!r} is a "
-                f"{type(value).__name__}, not a tensor."
+                f"{str(path)!r} is not a GLIDE state_dict: entry {key!r} is "
+                f"{a_or_an(type(value).__name__)}, not a tensor."
             )
         if value.is_floating_point() and value.dtype != torch.float32:
             value = value.float()
@@ -211,13 +214,14 @@ def load_openai_pt(
     path = Path(path)
     obj = torch_load_weights(path)
     if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model", "ema"):
+        for wrapper in ("state_dict", "model", *_EMA_WRAPPERS):
             if isinstance(obj.get(wrapper), Mapping) and _FIRST_KEY not in obj:
-                if wrapper != "ema" and isinstance(obj.get("ema"), Mapping):
+                ema = next((k for k in _EMA_WRAPPERS if isinstance(obj.get(k), Mapping)), None)
+                if ema and wrapper not in _EMA_WRAPPERS:
                     warnings.warn(CheckpointWarning(
-                        f"{str(path)!r} holds {wrapper!r} and 'ema' weights; loaded "
+                        f"{str(path)!r} holds {wrapper!r} and {ema!r} weights; loaded "
                         f"{wrapper!r}. To use the EMA copy, save it alone "
-                        f"(torch.save(checkpoint['ema'], 'ema.pt')) and load that file."),
+                        f"(torch.save(checkpoint[{ema!r}], 'ema.pt')) and load that file."),
                         stacklevel=2)
                 obj = obj[wrapper]
                 break
