@@ -368,10 +368,11 @@ def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
                 f"{flag}: the {stage} model's weights changed since the run in {str(out)!r} "
                 f"(sha256 {str(old)[:12]} → {str(info.get('sha256'))[:12]}); {leave}."
             )
-        was = [lora.get("sha256") for lora in
-               meta.get("models", {}).get(stage, {}).get("loras") or []]
-        now = [lora.get("sha256") for lora in info.get("loras") or []]
-        if "loras" in info and was and now and was != now:  # same paths: the flags matched
+        old_loras = [lora.get("sha256") for lora in
+                     meta.get("models", {}).get(stage, {}).get("loras") or []]
+        new_loras = [lora.get("sha256") for lora in info.get("loras") or []]
+        if "loras" in info and old_loras and new_loras and old_loras != new_loras:
+            # the same paths (the flags matched above), other weights
             raise GlidectlError(
                 f"{flag}: a LoRA adapter of the {stage} model changed since the run in "
                 f"{str(out)!r} (its weights' sha256 differs); {leave}, or restore it.")

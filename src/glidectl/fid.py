@@ -37,6 +37,10 @@ class Features:
     def available(self) -> bool:
         return self.module is not None or self.weights is not None
 
+    def network(self) -> torch.nn.Module:
+        """The module, else Inception-v3 built from the weights file (:func:`inception`)."""
+        return self.module if self.module is not None else inception(self.weights)
+
 
 def inception_features(weights: str | Path | None) -> Features:
     """Inception-v3 features from a local weights file (checked without unpickling code)."""
@@ -124,7 +128,7 @@ def fid_kid(real: Iterable[Any], fake: Iterable[Any], features: Features,
             f"FID/KID need at least 2 real and 2 generated images; got {n_real} and {n_fake}."
         )
     subset = min(kid_subset_size or n_real, n_real, n_fake)
-    network = features.module if features.module is not None else inception(features.weights)
+    network = features.network()
     with torch.no_grad():
         real_features = [network(b) for b in real_batches]  # KID keeps them all: as given
         fake_features = [network(b) for b in fake_batches]
@@ -234,7 +238,7 @@ def fid_against_stats(fake: Iterable[Any], reference: str, features: Features) -
     if not features.available:
         return {"fid_missing": features.reason}
     mu, sigma = reference_stats(reference)
-    network = features.module if features.module is not None else inception(features.weights)
+    network = features.network()
     with torch.no_grad():
         feats = torch.cat([network(to_uint8(b)).double() for b in fake])
     if feats.shape[0] < 2:
