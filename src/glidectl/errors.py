@@ -42,6 +42,11 @@ def write_error(path: object, exc: BaseException) -> WriteError:
                       "folder's permissions and try again.")
 
 
+def is_own_warning(category: type[Warning]) -> bool:
+    """A warning glidectl itself raises (shown as one ``Warning:`` line, or in the web page)."""
+    return category.__module__.startswith("glidectl")
+
+
 def a_or_an(word: str) -> str:
     """'a base' / 'an upsample' / "an 'upsample'": the word with its indefinite article."""
     return f"an {word}" if word.lstrip("'\"`")[:1].lower() in tuple("aeiou") else f"a {word}"

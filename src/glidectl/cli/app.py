@@ -14,7 +14,7 @@ from collections.abc import Callable
 import typer
 
 from .. import __version__
-from ..errors import GlidectlError, one_line
+from ..errors import GlidectlError, is_own_warning, one_line
 from . import checks
 
 # Each module exposes ``register(app)``; keep imports of torch inside command bodies.
@@ -130,7 +130,7 @@ def _one_line_warnings(shown: Callable[..., None]) -> Callable[..., None]:
 
     def show(message: Warning | str, category: type[Warning], *args: object,
              **kwargs: object) -> None:
-        if category.__module__.startswith("glidectl"):
+        if is_own_warning(category):
             sys.stderr.write(f"Warning: {one_line(str(message))}\n")
         else:
             shown(message, category, *args, **kwargs)

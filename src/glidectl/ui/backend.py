@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, is_own_warning
 from ..ranges import FLAGS, GUIDANCE, SEED_OR_RANDOM, STEPS, check
 from .models import (
     NONE_LABEL,
@@ -250,7 +250,7 @@ class UiBackend:
                                             precision=precision, device=self.device,
                                             compile=compile)
         for warning in caught:  # glidectl's own in the page; others where they went
-            if type(warning.message).__module__.startswith("glidectl"):
+            if is_own_warning(warning.category):
                 self._load_notes.setdefault(key, []).append(str(warning.message))
             else:
                 warnings.showwarning(warning.message, warning.category, warning.filename,
