@@ -34,6 +34,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     Warn,
     as_image_tensor,
     as_mask_tensor,
+    check_inpaint_pair,
     input_messages,
     model_device,
     opened,
@@ -370,8 +371,7 @@ class GlidePipeline:
             raise GlidectlError("A low-res input image needs an upsampler model.")
         if low_res is None and self.base is None:
             raise GlidectlError("Without a base model, pass a low-res image to upsample.")
-        if (inpaint_image is None) != (inpaint_mask is None):
-            raise GlidectlError("Inpainting needs both --inpaint-image and --inpaint-mask.")
+        check_inpaint_pair(inpaint_image, inpaint_mask)
         if inpaint_image is not None and self.upsampler is not None and (
                 not self.upsampler.options.inpaint):
             raise GlidectlError(
@@ -457,9 +457,7 @@ class GlidePipeline:
         tokenizer = self.tokenizer if stage == "base" else self.upsampler_tokenizer
         size = model.options.image_size
         image = mask = None
-        if inpaint_image is not None or inpaint_mask is not None:
-            if inpaint_image is None or inpaint_mask is None:
-                raise GlidectlError("Inpainting needs both --inpaint-image and --inpaint-mask.")
+        if inpaint_image is not None:  # with its mask: generate() checked the pair
             if model.options.inpaint:
                 image = as_image_tensor(inpaint_image, size, "inpaint_image")
                 mask = as_mask_tensor(inpaint_mask, size)

@@ -153,8 +153,7 @@ def sample_stage(
         raise ValueError("sample_stage needs one seed per prompt")
     if precision not in PRECISIONS:
         raise GlidectlError(f"Unknown precision {precision!r}; use fp32, bf16 or fp16.")
-    if (inpaint_image is None) != (inpaint_mask is None):
-        raise GlidectlError("Inpainting needs both an image and a mask.")
+    check_inpaint_pair(inpaint_image, inpaint_mask)
     if inpaint_image is not None and not opts.inpaint:
         raise GlidectlError(
             f"Inpainting needs an inpaint model, but this is {a_or_an(repr(opts.kind))} model; use "
@@ -339,6 +338,12 @@ def _open(image: Any) -> Image.Image:
         raise GlidectlError(
             f"Cannot read image {str(image)!r} ({exc}); pass a PNG or JPEG."
         ) from exc
+
+
+def check_inpaint_pair(image: Any, mask: Any) -> None:
+    """Inpainting takes an image and a mask, or neither: one sentence otherwise."""
+    if (image is None) != (mask is None):
+        raise GlidectlError("Inpainting needs both --inpaint-image and --inpaint-mask.")
 
 
 def prompt_used(tokenizer: Any, prompt: str, ctx: int) -> str:

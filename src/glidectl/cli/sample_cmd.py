@@ -81,9 +81,9 @@ def _check_inputs(sampler: str | None, upsample_sampler: str, paths: list[Path |
             raise GlidectlError(f"Image file {str(path)!r} does not exist; fix the path.")
     if base == "none" and low_res is None:
         raise GlidectlError("--base none needs --low-res IMAGE to upsample.")
-    inpaint_image, inpaint_mask = paths[1:]
-    if (inpaint_image is None) != (inpaint_mask is None):
-        raise GlidectlError("Inpainting needs both --inpaint-image and --inpaint-mask.")
+    from ..sampling import check_inpaint_pair  # before any model loads
+
+    check_inpaint_pair(*paths[1:])
     check_out_dir(out)
 
 
