@@ -79,6 +79,7 @@ class Trainer:
         from ..devices import training_precision
 
         self.precision, precision_note = training_precision(cfg.train.precision)
+        self._notes = [precision_note] if precision_note else []  # shown once set up
         check_config(cfg, kinds, self.precision)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
@@ -107,7 +108,6 @@ class Trainer:
         self.noise = torch.Generator().manual_seed(tc.seed + 1)
         self.state = TrainState(self.stream, self.guard)
         self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
-        self._notes: list[str] = []
         if self.resume_from is not None:
             self._load(self.resume_from)
         if self.main:  # after the resume state is read: a refused resume leaves the run as it was
@@ -117,8 +117,6 @@ class Trainer:
         )
         if cfg.train.precision == "auto":
             self.display.message(self.precision.line())
-        if precision_note:
-            self.display.message(precision_note)
         for note in self._notes:
             self.display.message(note)
         for note in source_notes(getattr(self.dataset, "source", None)):
