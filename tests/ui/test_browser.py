@@ -152,6 +152,17 @@ def _set_number(driver, label: str, value: str) -> None:
     box.send_keys(value, Keys.TAB)
 
 
+def _page_ready(driver, wait):
+    """The prompt box, once the whole page (down to the Generate button) is drawn; under load
+    gradio renders the controls one by one."""
+    from selenium.webdriver.common.by import By
+
+    controls = ("#generate", "input[aria-label='Seed (-1 = random)']",
+                "input[aria-label='number input for Base steps']")
+    wait.until(lambda d: all(d.find_elements(By.CSS_SELECTOR, c) for c in controls))
+    return driver.find_element(By.CSS_SELECTOR, "#prompt textarea")
+
+
 def _chrome(browser_tools: tuple[str, str], profile: Path):
     """A headless Chromium driven by chromedriver (the caller quits it)."""
     from selenium import webdriver
@@ -176,7 +187,7 @@ def test_generate_in_a_real_browser(browser_tools, server, tmp_path):
     try:
         driver.get(server)
         wait = WebDriverWait(driver, 60)
-        prompt = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#prompt textarea"))
+        prompt = _page_ready(driver, wait)
         base = driver.find_element(By.CSS_SELECTOR, "#base-model input")
         assert base.get_attribute("value") == "tiny.safetensors"
         prompt.send_keys("a red circle on a white background")
@@ -230,7 +241,7 @@ def _refusal_then_an_empty_seed(driver, server: str) -> None:
 
     driver.get(server)
     wait = WebDriverWait(driver, 60)
-    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#prompt textarea"))
+    _page_ready(driver, wait)
     driver.find_element(By.CSS_SELECTOR, "#generate").click()  # no prompt yet
     toast = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".toast-body").text
                        .strip() or False)

@@ -219,11 +219,14 @@ def launch(backend: UiBackend, host: str = "127.0.0.1", port: int | None = None,
         first = one_line(str(exc)).split(". ")[0].rstrip(".")
         raise GlidectlError(f"The web UI could not start on {host}: {first}; pass a free "
                             "--port.") from None
-    if not quiet:
-        print(f"glidectl ui: running on {demo.local_url}", flush=True)
-        print(f"glidectl ui: images are saved in {backend.output_dir}", flush=True)
-        if demo.share_url:
-            print(f"glidectl ui: public link {demo.share_url}", flush=True)
-        elif not share:
-            print("glidectl ui: pass --share for a public gradio.live link.", flush=True)
-    demo.block_thread()
+    try:  # Ctrl-C / SIGTERM from here on stops the server, also before block_thread's own try
+        if not quiet:
+            print(f"glidectl ui: running on {demo.local_url}", flush=True)
+            print(f"glidectl ui: images are saved in {backend.output_dir}", flush=True)
+            if demo.share_url:
+                print(f"glidectl ui: public link {demo.share_url}", flush=True)
+            elif not share:
+                print("glidectl ui: pass --share for a public gradio.live link.", flush=True)
+        demo.block_thread()
+    except KeyboardInterrupt:
+        demo.close()
