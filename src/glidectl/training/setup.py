@@ -62,12 +62,12 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
         )
     val.check(cfg)
     tracker_names(cfg.log)
-    if cfg.preview.every > 0:
-        from .. import plugins
+    from .. import plugins
 
-        samplers = plugins.samplers()
-        if cfg.preview.sampler not in samplers:
-            raise GlidectlError(f"preview.sampler: {samplers.unknown_message(cfg.preview.sampler)}")
+    # Checked even without previews: checkpoints record it as the model's sampler.
+    samplers = plugins.samplers()
+    if cfg.preview.sampler not in samplers:
+        raise GlidectlError(f"preview.sampler: {samplers.unknown_message(cfg.preview.sampler)}")
 
 
 def make_accelerator(cfg: GlideConfig, mixed_precision: str) -> Any:
