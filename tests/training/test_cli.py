@@ -132,6 +132,21 @@ def test_a_missing_data_folder_is_reported_before_any_download(tiny, tmp_path, m
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_unknown_data_preset_is_named_before_any_download(tiny, tmp_path, monkeypatch):
+    """A misspelt data.preset with model.init = openai:base (not cached) stops at the start,
+    naming the key, not after the 1.5 GB download."""
+    from glidectl.training.engine import Trainer
+
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("GLIDECTL_OFFLINE", "1")
+    cfg = tiny(model=dict(init="openai:base"), data=dict(preset="laoin"))
+    with pytest.raises(GlidectlError) as error:
+        Trainer(cfg, quiet=True)
+    assert str(error.value).startswith("data.preset: Unknown dataset preset 'laoin'. Did you "
+                                       "mean 'laion'?")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_train_warns_about_image_files_the_folder_leaves_out(cli, tiny, config_file,
                                                              image_folder):
     (image_folder / "phone.heic").write_bytes(b"\x00")

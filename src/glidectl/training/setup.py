@@ -68,6 +68,9 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
     samplers = plugins.samplers()
     if cfg.preview.sampler not in samplers:
         raise GlidectlError(f"preview.sampler: {samplers.unknown_message(cfg.preview.sampler)}")
+    presets = plugins.dataset_presets()  # before a model.init is loaded (or downloaded)
+    if cfg.data.preset not in presets:
+        raise GlidectlError(f"data.preset: {presets.unknown_message(cfg.data.preset)}")
 
 
 def make_accelerator(cfg: GlideConfig, mixed_precision: str) -> Any:
