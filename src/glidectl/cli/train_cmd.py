@@ -72,24 +72,20 @@ def resolve_config(
     return cfg
 
 
-def _warn_ignored_lora(cfg) -> None:
-    """One warning when the config sets [lora] keys, which train and upsample ignore."""
-    import dataclasses
+def warn_unused(cfg, *, lora: bool = False) -> None:
+    """One warning line per group of config keys this run ignores (rank 0 only)."""
+    from ..unused_keys import unused_keys
 
-    from ..config import LoraConfig
-
-    changed = [f"lora.{f.name}" for f in dataclasses.fields(LoraConfig)
-               if getattr(cfg.lora, f.name) != getattr(LoraConfig(), f.name)]
-    if changed:
-        typer.echo(f"Warning: this command trains every weight and ignores {', '.join(changed)}; "
-                   "to train LoRA adapters, run glidectl lora with this config.", err=True)
+    if os.environ.get("RANK", "0") == "0":
+        for note in unused_keys(cfg, lora=lora):
+            typer.echo(f"Warning: {note}", err=True)
 
 
 def _run(kinds: tuple[str, ...], config, set_, steps, output_dir, name, resume, precision,
          live) -> None:
     cfg = resolve_config(config, set_, steps=steps, output_dir=output_dir, name=name,
                          precision=precision, resume=resume)
-    _warn_ignored_lora(cfg)
+    warn_unused(cfg)
     from ..training import train
 
     result = train(cfg, resume=resume, kinds=kinds, live=live)

@@ -1,0 +1,63 @@
+"""Config keys a training run would not use: each group set away from its default is named
+in one warning, so no setting is dropped without a word."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import GlideConfig
+
+UPSAMPLER_KEYS = ("data.low_res_resample", "data.degrade_blur", "data.degrade_jpeg",
+                  "data.degrade_noise", "preview.low_res")
+SCRATCH_KEYS = ("model.size", "model.time_embed_max_freq")
+ADAM_KEYS = ("train.adam_beta1", "train.adam_beta2", "train.adam_eps")
+WANDB_KEYS = ("log.wandb_entity", "log.wandb_mode")
+VALIDATION_KEYS = ("validation.holdout", "validation.source", "validation.samples",
+                   "validation.timesteps", "validation.seed", "validation.fid_weights",
+                   "validation.fid_samples")
+
+
+def _changed(cfg: GlideConfig, keys: tuple[str, ...]) -> list[str]:
+    """The ``keys`` (``section.key``) whose values differ from the defaults."""
+    default = GlideConfig()
+
+    def value(c: Any, key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(c, section), name)
+
+    return [k for k in keys if value(cfg, k) != value(default, k)]
+
+
+def _are(keys: list[str], after: str = "") -> str:
+    """'a is' / 'a, b are', with ``after`` before the verb."""
+    return f"{', '.join(keys)}{after} {'is' if len(keys) == 1 else 'are'}"
+
+
+def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
+    """One sentence per group of set keys that a run of ``cfg`` ignores (``lora``: the run
+    trains LoRA adapters, ``glidectl lora``; else every weight, ``train``/``upsample``)."""
+    notes = []
+    if not lora and (keys := _changed(cfg, tuple(f"lora.{k}" for k in vars(cfg.lora)))):
+        notes.append(f"this command trains every weight and ignores {', '.join(keys)}; to "
+                     "train LoRA adapters, run glidectl lora with this config.")
+    if lora and _changed(cfg, ("train.trainable",)):
+        notes.append("glidectl lora trains only its adapters and ignores train.trainable.")
+    if cfg.model.init != "scratch" and (keys := _changed(cfg, SCRATCH_KEYS)):
+        notes.append(f"model.init {cfg.model.init!r} brings its own network, so "
+                     f"{_are(keys, ' (scratch models only)')} ignored.")
+    if not cfg.model.kind.startswith("upsample") and (keys := _changed(cfg, UPSAMPLER_KEYS)):
+        notes.append(f"model.kind {cfg.model.kind!r} is no upsampler, so "
+                     f"{_are(keys, ' (upsamplers only)')} ignored.")
+    if cfg.train.optimizer == "adafactor" and (keys := _changed(cfg, ADAM_KEYS)):
+        notes.append(f"train.optimizer = \"adafactor\" ignores {', '.join(keys)} (AdamW's).")
+    wandb = "wandb" in cfg.log.trackers or bool(cfg.log.wandb_project)
+    if not wandb and (keys := _changed(cfg, WANDB_KEYS)):
+        notes.append(f"{_are(keys)} ignored: W&B is off (add \"wandb\" to "
+                     "log.trackers or set log.wandb_project).")
+    v = cfg.validation
+    if v.every == 0 and v.fid_every == 0 and (keys := _changed(cfg, VALIDATION_KEYS)):
+        notes.append(f"{_are(keys)} ignored: validation.every and "
+                     "validation.fid_every are 0, so nothing is held out or validated.")
+    if cfg.train.ema_decay == 0 and cfg.train.ema_warmup:
+        notes.append("train.ema_warmup is ignored: train.ema_decay = 0 keeps no EMA.")
+    return notes
