@@ -176,3 +176,16 @@ def test_fid_without_weights_is_said_at_the_start(cli, tiny, config_file):
     assert result.exit_code == 0, result.output
     said = result.output.find("Warning: FID/KID will be absent: ")
     assert 0 <= said < result.output.find("step 1/2"), result.output
+
+
+def test_a_warmup_as_long_as_the_run_is_a_warning(cli, tiny, config_file):
+    """train.warmup_steps >= the run's steps: the schedule after it never starts."""
+    from glidectl.training.lr_schedule import warmup_note
+
+    path = config_file(tiny(train=dict(steps=2, warmup_steps=2, lr_schedule="cosine")))
+    result = cli("train", "-c", str(path), "--no-live")
+    assert result.exit_code == 0, result.output
+    assert ("Warning: train.warmup_steps = 2 is not below the run's 2 steps, so training ends "
+            "in the warmup (train.lr_schedule = 'cosine' never starts); lower "
+            "train.warmup_steps.") in result.output
+    assert warmup_note("cosine", 1, 2) is None and warmup_note("constant", 0, 2) is None

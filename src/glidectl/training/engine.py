@@ -30,7 +30,7 @@ from .data_stream import DataStream
 from .display import Display
 from .ema import EMA
 from .guards import NonFiniteGuard, PeerLost, StopFlag, peer_lost
-from .lr_schedule import make_scheduler
+from .lr_schedule import make_scheduler, warmup_note
 from .metrics import (
     MetricsFile,
     RunOutputs,
@@ -96,6 +96,8 @@ class Trainer:
         optimizer = make_optimizer(cfg.train, self._named)
         scheduler = make_scheduler(optimizer, cfg.train.lr_schedule, cfg.train.warmup_steps,
                                    self.total_steps)
+        warmup = warmup_note(cfg.train.lr_schedule, cfg.train.warmup_steps, self.total_steps)
+        self._notes += [warmup] if warmup else []
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
         if cfg.train.compile:

@@ -29,6 +29,16 @@ def lr_factor(name: str, warmup_steps: int, total_steps: int) -> Callable[[int],
     return factor
 
 
+def warmup_note(name: str, warmup_steps: int, total_steps: int) -> str | None:
+    """A warning when the run ends before its warmup does, else None."""
+    if warmup_steps < total_steps:
+        return None
+    after = f" (train.lr_schedule = {name!r} never starts)" if name != "constant" else ""
+    return (f"Warning: train.warmup_steps = {warmup_steps} is not below the run's "
+            f"{total_steps} steps, so training ends in the warmup{after}; lower "
+            "train.warmup_steps.")
+
+
 def make_scheduler(
     optimizer: torch.optim.Optimizer, name: str, warmup_steps: int, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
