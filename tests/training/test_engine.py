@@ -265,6 +265,9 @@ def test_upsampler_previews_sample_as_glidectl_sample_upsamples_unless_told(tiny
     assert (told["sampler"], told["steps"], told["guidance"]) == ("euler", 25, 1.5)
     assert preview_sampling(PreviewConfig(steps=40), True)["steps"] == 40
     assert preview_sampling(PreviewConfig(), False)["sampler"] == PreviewConfig().sampler
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    recipe = load_config(examples / "finetune-upsampler.toml").preview
+    assert preview_sampling(recipe, True) == preview_sampling(PreviewConfig(), True)
     cfg = tiny(model=dict(kind="upsample"), data=dict(resolution=32), train=dict(steps=1),
                preview=dict(every=1, steps=3))
     result = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint")).run()
