@@ -33,6 +33,9 @@ def _notes(sections: dict, lora: bool) -> list[str]:
      "nothing is held out or validated."),
     ({"train": {"ema_decay": 0.0, "ema_warmup": True}}, False,
      "train.ema_warmup is ignored: train.ema_decay = 0 keeps no EMA."),
+    ({"model": {"vocab_dir": "gpt2"}}, False,
+     "model.vocab_dir is ignored: this scratch model reads UTF-8 bytes (model.tokenizer "
+     "\"byte\"), not GPT-2's vocabulary."),
     ({"train": {"trainable": "text"}}, True,
      "glidectl lora trains only its adapters and ignores train.trainable."),
     ({"lora": {"rank": 4}}, False,
@@ -47,6 +50,9 @@ def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     ({"model": {"init": "scratch", "size": "small", "time_embed_max_freq": 0.5}}, False),
     ({"model": {"kind": "upsample"}, "data": {"degrade_blur": 0.6},
       "preview": {"low_res": ["x.png"]}}, False),
+    ({"model": {"vocab_dir": "gpt2", "size": "small"}}, False),
+    ({"model": {"vocab_dir": "gpt2", "tokenizer": "gpt2"}}, False),
+    ({"model": {"vocab_dir": "gpt2", "init": "openai:base"}}, False),
     ({"train": {"adam_beta2": 0.99}}, False),
     ({"log": {"trackers": ["wandb"], "wandb_mode": "offline"}}, False),
     ({"log": {"wandb_project": "p", "wandb_entity": "me"}}, False),
@@ -74,3 +80,14 @@ def test_train_and_lora_print_one_warning_line_per_group(tmp_path, capsys):
         assert done.value.code == 2 and lines[-1].startswith("Error: Model ")
         assert lines[:-1] == [f"Warning: {note}" for note in unused_keys(cfg, lora=lora)]
         assert len(lines) == 4 if lora else 3
+
+
+def test_the_tokenizer_doc_names_what_auto_picks_for_each_scratch_size():
+    from glidectl.config import describe
+    from glidectl.glide.options import SIZES, preset_options
+
+    doc = next(row[3] for row in describe() if row[0] == "model.tokenizer")
+    byte = [s for s in SIZES if preset_options("base", s).tokenizer == "byte"]
+    gpt2 = [s for s in SIZES if preset_options("base", s).tokenizer == "gpt2"]
+    assert f"byte for scratch {' and '.join(byte)} models" in doc
+    assert f"gpt2 for scratch {' and '.join(gpt2)} ones" in doc

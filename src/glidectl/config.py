@@ -60,7 +60,8 @@ class ModelConfig:
         ("tiny", "quickstart", "small", "official"),  # glidectl.glide.options.SIZES
     )
     tokenizer: str = opt(
-        "auto", "Text tokenizer: 'auto' (byte for scratch, gpt2 otherwise), 'gpt2' or 'byte'.",
+        "auto", "Text tokenizer: 'auto' (byte for scratch tiny and quickstart models, gpt2 "
+        "for scratch small and official ones and model.init's own), 'gpt2' or 'byte'.",
         ("auto", "gpt2", "byte"),
     )
     vocab_dir: str = opt(

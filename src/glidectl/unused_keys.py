@@ -28,6 +28,16 @@ def _changed(cfg: GlideConfig, keys: tuple[str, ...]) -> list[str]:
     return [k for k in keys if value(cfg, k) != value(default, k)]
 
 
+def _scratch_tokenizer(cfg: GlideConfig) -> str | None:
+    """The tokenizer a scratch model gets (None: model.init brings its own)."""
+    from .glide.options import preset_options
+
+    if cfg.model.init != "scratch":
+        return None
+    m = cfg.model
+    return preset_options(m.kind, m.size, None if m.tokenizer == "auto" else m.tokenizer).tokenizer
+
+
 def _are(keys: list[str], after: str = "") -> str:
     """'a is' / 'a, b are', with ``after`` before the verb."""
     return f"{', '.join(keys)}{after} {'is' if len(keys) == 1 else 'are'}"
@@ -45,6 +55,9 @@ def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     if cfg.model.init != "scratch" and (keys := _changed(cfg, SCRATCH_KEYS)):
         notes.append(f"model.init {cfg.model.init!r} brings its own network, so "
                      f"{_are(keys, ' (scratch models only)')} ignored.")
+    if cfg.model.vocab_dir and _scratch_tokenizer(cfg) == "byte":
+        notes.append("model.vocab_dir is ignored: this scratch model reads UTF-8 bytes "
+                     "(model.tokenizer \"byte\"), not GPT-2's vocabulary.")
     if not cfg.model.kind.startswith("upsample") and (keys := _changed(cfg, UPSAMPLER_KEYS)):
         notes.append(f"model.kind {cfg.model.kind!r} is no upsampler, so "
                      f"{_are(keys, ' (upsamplers only)')} ignored.")
