@@ -104,6 +104,18 @@ def test_list_items_must_have_the_list_type(tmp_path):
     assert load_config(None, ["log.trackers=['tensorboard']"]).log.trackers == ["tensorboard"]
 
 
+def test_one_text_where_a_list_of_text_belongs_says_how_to_write_the_list(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["lora.targets=attention"])
+    assert str(info.value).endswith("got 'attention' (str); write a list: --set "
+                                    "'lora.targets=[\"attention\"]'.")
+    assert load_config(None, ['lora.targets=["attention"]']).lora.targets == ["attention"]
+    path = tmp_path / "glide.toml"
+    path.write_text('[preview]\nprompts = "a red circle"\n')
+    with pytest.raises(ConfigError, match=r'write a list: prompts = \["a red circle"\]\.$'):
+        load_config(path)
+
+
 def test_bool_is_not_an_int():
     with pytest.raises(ConfigError, match="train.steps"):
         load_config(None, ["train.steps=true"])

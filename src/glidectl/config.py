@@ -358,6 +358,10 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _is_list(tp: Any) -> bool:
+    return tp is list or typing.get_origin(tp) is list
+
+
 def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -366,7 +370,7 @@ def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
         or (tp is float and isinstance(value, float))
         or (tp is str and isinstance(value, str))
-        or ((tp is list or typing.get_origin(tp) is list) and isinstance(value, list))
+        or (_is_list(tp) and isinstance(value, list))
     )
     if not ok:
         # as typed in a shell for --set (the outer quotes keep the inner ones), else as in TOML
@@ -374,6 +378,11 @@ def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
         quote = ("" if tp is not str or isinstance(value, list | dict)
                  else f"; quote it: --set \"{key}={text}\"" if where == "--set"
                  else f"; quote it: {text}")
+        if typing.get_args(tp) == (str,) and isinstance(value, str):  # a list of one
+            listed = f"[{override('v', value).removeprefix('v=')}]"
+            quote = (f"; write a list: {key.split('.')[1]} = {listed}" if where != "--set"
+                     else f"; write a list: --set '{key}={listed}'" if "'" not in listed
+                     else f"; write a list: {key}={listed}")
         raise ConfigError(
             f"{where}: '{key}' must be {_type_name(tp)}, got {value!r} "
             f"({type(value).__name__}){quote}."
