@@ -116,6 +116,17 @@ def test_one_text_where_a_list_of_text_belongs_says_how_to_write_the_list(tmp_pa
         load_config(path)
 
 
+def test_a_section_set_to_a_table_sets_its_keys_as_toml_would():
+    """--set 'data={source="x", flip=true}' is TOML's data = {source = "x", flip = true}."""
+    cfg = load_config(None, ['data={source="x", flip=true}', "data = {}"])
+    assert (cfg.data.source, cfg.data.flip, cfg.data.resolution) == ("x", True, 0)
+    with pytest.raises(ConfigError, match="unknown key 'data.flipp'. Did you mean 'data.flip'"):
+        load_config(None, ["data={flipp=true}"])
+    for item in ("data=5", "data.={flip=true}", "={flip=true}", "train.foo.bar=1"):
+        with pytest.raises(ConfigError, match="the key must be section.key"):
+            parse_override(item)
+
+
 def test_bool_is_not_an_int():
     with pytest.raises(ConfigError, match="train.steps"):
         load_config(None, ["train.steps=true"])

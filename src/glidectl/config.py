@@ -467,14 +467,17 @@ def _field(cls: type, name: str) -> dataclasses.Field:
 
 
 def parse_override(item: str) -> dict[str, Any]:
-    """``a.b=value`` → ``{"a": {"b": value}}``; the value is read as TOML, else as a string
-    (unless it starts like TOML text, a list or a table: then it is an error)."""
+    """``a.b=value`` → ``{"a": {"b": value}}`` (``a={b=value, ...}`` too, as in TOML); the
+    value is read as TOML, else as a string (unless it starts like TOML text, a list or a
+    table: then it is an error)."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-5.")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
-    if len(parts) != 2 or not all(parts):
-        raise ConfigError(f"--set {item!r}: the key must be section.key, e.g. train.lr.")
+    table = len(parts) == 1 and raw.strip().startswith("{")  # TOML's section = {k = v, ...}
+    if not all(parts) or not (table or len(parts) == 2):
+        raise ConfigError(f"--set {item!r}: the key must be section.key, e.g. train.lr (or a "
+                          "section set to a table, e.g. 'data={source=\"x\", flip=true}').")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError as exc:
@@ -484,7 +487,7 @@ def parse_override(item: str) -> dict[str, Any]:
                 "write text as '...' (taken as is) or \"...\" (with \\\\ for a backslash)."
             ) from None
         value = raw.strip()
-    return {parts[0]: {parts[1]: value}}
+    return {parts[0]: value} if table else {parts[0]: {parts[1]: value}}
 
 
 def override(key: str, value: Any) -> str:
