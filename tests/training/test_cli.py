@@ -189,3 +189,16 @@ def test_a_warmup_as_long_as_the_run_is_a_warning(cli, tiny, config_file):
             "in the warmup (train.lr_schedule = 'cosine' never starts); lower "
             "train.warmup_steps.") in result.output
     assert warmup_note("cosine", 1, 2) is None and warmup_note("constant", 0, 2) is None
+
+
+def test_a_missing_validation_source_is_named_as_such(tiny, tmp_path):
+    """Not "Data source ... does not exist" alone, which reads as data.source."""
+    from glidectl.training.engine import Trainer
+
+    missing = tmp_path / "val-photos"
+    cfg = tiny(validation=dict(source=str(missing), every=1))
+    with pytest.raises(GlidectlError) as error:
+        Trainer(cfg, quiet=True)
+    assert str(error.value).startswith(f"validation.source: Data source {str(missing)!r} does "
+                                       "not exist")
+    assert not (tmp_path / "runs").exists()

@@ -106,7 +106,12 @@ def load_samples(cfg: GlideConfig, data_args: dict[str, Any]) -> list[dict[str, 
     else:
         data_cfg = dataclasses.replace(cfg.data, source=v.source)
         n, what = v.samples, "validation.source"
-    samples = first_samples(build_dataset(data_cfg, train=False, **data_args), n)
+    try:
+        samples = first_samples(build_dataset(data_cfg, train=False, **data_args), n)
+    except GlidectlError as exc:  # e.g. "Data source ... does not exist": say which one
+        if v.holdout > 0:
+            raise
+        raise GlidectlError(f"validation.source: {exc}") from None
     if v.holdout > 0 and len(samples) < n:
         raise GlidectlError(
             f"validation.holdout = {n} but data.source gave only {len(samples)} samples; "
