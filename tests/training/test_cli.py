@@ -176,6 +176,17 @@ def test_fid_without_weights_is_said_at_the_start(cli, tiny, config_file):
     assert result.exit_code == 0, result.output
     said = result.output.find("Warning: FID/KID will be absent: ")
     assert 0 <= said < result.output.find("step 1/2"), result.output
+    assert "fid_samples" not in result.output
+
+
+def test_fid_samples_beyond_the_held_out_ones_is_a_warning(cli, tiny, config_file):
+    path = config_file(tiny(train=dict(steps=1), preview=dict(every=0),
+                            validation=dict(holdout=4, fid_every=2)))  # fid_samples 16
+    result = cli("train", "-c", str(path), "--no-live")
+    assert result.exit_code == 0, result.output
+    assert ("Warning: validation.fid_samples = 16 but there are 4 validation samples, so "
+            "FID/KID use 4 images; raise validation.holdout or lower validation.fid_samples."
+            ) in result.output
 
 
 def test_a_warmup_as_long_as_the_run_is_a_warning(cli, tiny, config_file):

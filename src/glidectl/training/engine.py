@@ -212,6 +212,8 @@ class Trainer:
             samples = val.load_samples(cfg, data_args)
             self.validator = val.Validator(cfg, samples, self.bundle.diffusion, opts,
                                            tc.batch_size)
+            note = val.fid_samples_note(cfg, len(samples))
+            self._notes += [note] if note else []
             if cfg.validation.holdout > 0:
                 dataset = val.WithoutKeys(dataset, {s["key"] for s in samples})
         train_data, shown = dataset, preview_data if preview_data is not None else dataset

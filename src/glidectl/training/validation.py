@@ -122,6 +122,17 @@ def load_samples(cfg: GlideConfig, data_args: dict[str, Any]) -> list[dict[str, 
     return samples
 
 
+def fid_samples_note(cfg: GlideConfig, available: int) -> str | None:
+    """A warning when validation.fid_samples asks for more images than there are samples."""
+    v = cfg.validation
+    if v.fid_every <= 0 or available >= v.fid_samples:
+        return None
+    more = "validation.holdout" if v.holdout > 0 else "validation.samples"
+    return (f"Warning: validation.fid_samples = {v.fid_samples} but there are {available} "
+            f"validation samples, so FID/KID use {available} images; raise {more} or lower "
+            "validation.fid_samples.")
+
+
 class Validator:
     """Scores a model on fixed samples, timesteps and noise."""
 
