@@ -154,9 +154,15 @@ def test_upsampler_finetuned_at_another_resolution_previews_at_its_own_size(tiny
         image_size=32)), tmp_path / "up32.safetensors")
     cfg = tiny(model=dict(kind="upsample", init=str(init)), data=dict(resolution=16),
                train=dict(steps=1), checkpoint=dict(every=1), preview=dict(every=1, steps=1))
-    result = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint")).run()
+    trainer = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint"))
+    assert (f"data.resolution = 16: {init} trains on 16 px images but stays a 32 px model, "
+            "and its checkpoints, previews and glidectl sample make 32 px images "
+            "(data.resolution = 0 trains at 32 px).") in trainer._notes  # said, not silent
+    result = trainer.run()
     grid = Image.open(result.run_dir / "previews" / "step-000001.png")
     assert grid.width == 3 * 64  # [low-res | output | reference], each enlarged to 64 px
+    assert not [n for n in Trainer(tiny(train=dict(steps=1, name="s")), quiet=True)._notes
+                if "data.resolution" in n]  # a scratch model takes data.resolution as its size
 
 
 @pytest.mark.parametrize("kind, width", [("base-inpaint", 3), ("upsample-inpaint", 4)])

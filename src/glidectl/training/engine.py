@@ -40,7 +40,7 @@ from .metrics import (
     dataset_counts,
     truncate_after,
 )
-from .model_setup import ModelBundle, build_model
+from .model_setup import ModelBundle, build_model, resolution_note
 from .optimizers import make_optimizer
 from .previews import Previewer
 from .run_dir import check_writable, lock_run, pick_run_dir
@@ -91,6 +91,8 @@ class Trainer:
             self._check_data_before_download()
         # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
         self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution)
+        size_note = resolution_note(cfg.model, cfg.data.resolution, self.bundle.options)
+        self._notes += [size_note] if size_note else []
         model = self._setup_model(adapter)
         shown = self._setup_data(dataset)
         optimizer = make_optimizer(cfg.train, self._named)

@@ -71,6 +71,17 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
     return ModelBundle(model, options, tokenizer, diffusion)
 
 
+def resolution_note(cfg: ModelConfig, resolution: int, options: Any) -> str | None:
+    """A line when loaded weights train at another data.resolution than they sample at (a
+    scratch model takes data.resolution as its size instead), else None."""
+    if cfg.init == "scratch" or not resolution or resolution == options.image_size:
+        return None
+    size = options.image_size
+    return (f"data.resolution = {resolution}: {cfg.init} trains on {resolution} px images but "
+            f"stays a {size} px model, and its checkpoints, previews and glidectl sample make "
+            f"{size} px images (data.resolution = 0 trains at {size} px).")
+
+
 def _at_resolution(options: Any, resolution: int, size: str) -> Any:
     """A scratch preset's options at ``data.resolution``; one that its network cannot take
     is an error naming data.resolution and the sizes that fit."""
