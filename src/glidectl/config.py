@@ -82,7 +82,7 @@ class DataConfig:
         "demo:shapes", "A folder, webdataset shards (dir, glob, brace pattern), Parquet files "
         "(file, glob, folder), hf:NAME_OR_PATH or demo:<name>."
     )
-    preset: str = opt("simple", "Dataset preset (filters and caption rules) for webdataset.")
+    preset: str = opt("simple", "Dataset preset (filters and caption rules), for every source.")
     image_key: str = opt("jpg;png;jpeg;webp", "Webdataset image key(s), ';'-separated.")
     caption_key: str = opt("txt", "Webdataset caption key.")
     resolution: int = opt(
