@@ -69,7 +69,44 @@ def test_device_auto_is_cpu_without_accelerators(monkeypatch):
     with pytest.raises(GlidectlError, match="Unknown device 'gpu0'; use auto, cpu, cuda"):
         pick_device("gpu0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert pick_device("auto") == "cuda" and pick_device("cuda:1") == "cuda:1"
+
+
+def test_a_device_this_machine_lacks_is_one_sentence(monkeypatch):
+    """mps without Metal, a GPU index past the last one, and devices torch knows but nothing
+    computes on were tracebacks ("PyTorch is not linked with support for mps devices",
+    "invalid device ordinal") once a model was read."""
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(GlidectlError, match=r"^Device 'mps': Apple's MPS is not available "
+                                            r"here; use cpu or auto\.$"):
+        pick_device("mps")
+    for name in ("meta", "xla", "hpu:0"):
+        with pytest.raises(GlidectlError, match=f"^Device '{name}' is not one glidectl "
+                                                "computes on; use auto, cpu, cuda"):
+            pick_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for count, names in ((1, "only cuda:0"), (2, "cuda:0 to cuda:1")):
+        monkeypatch.setattr(torch.cuda, "device_count", lambda count=count: count)
+        with pytest.raises(GlidectlError, match=f"^Device 'cuda:2': this machine has {names}; "
+                                                "pick one of them\\.$"):
+            pick_device("cuda:2")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device("mps") == "mps" and pick_device("cpu") == "cpu"
+
+
+def test_load_model_takes_auto_and_refuses_a_missing_device_before_reading(tmp_path,
+                                                                          monkeypatch):
+    from tiny_configs import tiny_base_weights
+
+    from glidectl import load_model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    path = tiny_base_weights(tmp_path / "tiny.safetensors")
+    assert next(load_model(path, device="auto").parameters()).device.type == "cpu"
+    with pytest.raises(GlidectlError, match="^Device 'cuda': CUDA is not available"):
+        load_model(tmp_path / "missing.safetensors", device="cuda")
 
 
 def test_training_accepts_auto(cpuinfo):

@@ -115,6 +115,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("sample steps not a number", [*SAMPLE, "--steps", "abc"]),
     ("sample unknown precision", [*SAMPLE, "--precision", "fp64"]),
     ("sample unknown device", [*SAMPLE, "--device", "gpu0"]),
+    ("sample device nothing computes on", [*SAMPLE, "--device", "meta"]),
     ("sample missing model", ["sample", "x", "--base", "missing.safetensors"]),
     ("sample damaged model", ["sample", "x", "--base", "corrupt.safetensors",
                               "--upsampler", "none"]),
@@ -136,6 +137,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("eval seed -5", [*EVAL, "--seed", "-5"]),
     ("eval rerank -1", [*EVAL, "--rerank", "-1"]),
     ("eval unknown sampler", [*EVAL, "--sampler", "nope"]),
+    ("eval device nothing computes on", [*EVAL, "--device", "meta"]),
     ("eval out is a file", [*EVAL, "--out", "notes.txt"]),
     # export
     ("export missing run", ["export", "no_such_run", "-o", "out.safetensors"]),

@@ -19,26 +19,46 @@ ALIASES = {"no": "fp32"}
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+DEVICE_HELP = "use auto, cpu, cuda, cuda:N or mps"
+
+
 def pick_device(device: str | None = "auto") -> str:
-    """``auto`` → cuda when available, else mps, else cpu; anything else is kept."""
+    """``auto`` → cuda when available, else mps, else cpu; a named device must exist here."""
     import torch
 
-    if device not in (None, "", "auto"):
-        try:
-            kind = torch.device(str(device)).type
-        except (RuntimeError, ValueError):
-            raise GlidectlError(
-                f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps."
-            ) from None
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise GlidectlError(f"Device {device!r}: CUDA is not available here; use cpu or "
-                                "auto.")
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if _mps_available():
+            return "mps"
+        return "cpu"
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, ValueError):
+        raise GlidectlError(f"Unknown device {device!r}; {DEVICE_HELP}.") from None
+    if dev.type == "cpu":
         return str(device)
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    if dev.type == "mps":
+        if not _mps_available():
+            raise GlidectlError(f"Device {device!r}: Apple's MPS is not available here; use "
+                                "cpu or auto.")
+        return str(device)
+    if dev.type != "cuda":
+        raise GlidectlError(f"Device {device!r} is not one glidectl computes on; {DEVICE_HELP}.")
+    if not torch.cuda.is_available():
+        raise GlidectlError(f"Device {device!r}: CUDA is not available here; use cpu or auto.")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        names = "only cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise GlidectlError(f"Device {device!r}: this machine has {names}; pick one of them.")
+    return str(device)
+
+
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:

@@ -197,6 +197,21 @@ def test_ui_listens_on_localhost_unless_told(monkeypatch, models_dir):
     assert seen == {"host": "0.0.0.0", "port": 9999, "share": True, "auth": None}
 
 
+def test_a_device_this_machine_lacks_stops_the_ui_before_it_listens(monkeypatch, capsys,
+                                                                    models_dir):
+    pytest.importorskip("gradio")
+    from glidectl.cli.app import main
+    from glidectl.ui import app
+
+    launched: list = []
+    monkeypatch.setattr(app, "launch", lambda backend, **kw: launched.append(kw))
+    with pytest.raises(SystemExit) as done:
+        main(["ui", "--models-dir", str(models_dir), "--device", "meta"])
+    assert done.value.code == 2 and launched == []
+    assert capsys.readouterr().err.startswith("Error: Device 'meta' is not one glidectl "
+                                              "computes on;")
+
+
 def test_a_port_in_use_or_a_host_not_of_this_machine_is_one_line(capsys):
     import socket
 

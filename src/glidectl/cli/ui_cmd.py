@@ -113,10 +113,11 @@ def register(app: typer.Typer) -> None:
                 "glidectl ui needs gradio, which is not installed; "
                 f"{install_hint('ui')}."
             ) from None
-        from ..devices import check_precision
+        from ..devices import check_precision, pick_device
         from ..ui.app import launch
         from ..ui.backend import UiBackend
 
+        pick_device(device)
         check_precision(precision)
         login = parse_auth(auth) or parse_auth(os.environ.get(AUTH_ENV), AUTH_ENV)
         if share or not is_loopback(host):

@@ -118,7 +118,11 @@ def load_model(
     ``spec``: ``openai:<kind>``, a .pt / .safetensors file, or a training run folder.
     ``kind`` makes a checkpoint of another kind an error; ``options`` is needed only for a
     custom-sized .pt file (they have no options of their own). ``dtype`` casts all weights.
+    ``device`` may be ``auto``; one this machine lacks is one clear error, before any reading.
     """
+    from ..devices import pick_device
+
+    device = pick_device(str(device))
     path = resolve_spec(spec, download=download)
     state, opts = read_checkpoint(path, kind=kind, options=options)
     return build_from_state(state, opts, device=device, dtype=dtype)
