@@ -40,23 +40,50 @@ def _sync(device: str) -> None:
     import torch
 
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def _reset_peak(device: str) -> None:
     import torch
 
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    if device.startswith("cuda"):  # the asked GPU's counters, not the current one's (cuda:0)
+        with torch.cuda.device(device):
+            torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def _peak_gib(device: str) -> float:
     import torch
 
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**30
+        return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB (Linux)
+
+
+def memory_word(device: str) -> str:
+    """What :func:`_peak_gib` measures: the case's GPU peak, or the process's RSS high-water
+    mark, which never falls between cases."""
+    return "peak" if device.startswith("cuda") else "max RSS so far"
+
+
+def check_only(device: str, tiny: bool) -> str | None:
+    """Why this run's figures are no GPU figures (None for the real run: CUDA, official
+    models)."""
+    if device.startswith("cuda") and not tiny:
+        return None
+    where = "tiny models" if tiny else "no GPU"
+    missing = ("GPU speed and memory (memory is this process's RSS), bf16 autocast (training "
+               "and sampling run in fp32), fp16 with a GradScaler (the engine runs fp32), "
+               "the CUDA-only tests"
+               if not device.startswith("cuda") else "the official models' speed and memory")
+    return (f"a logic check on {device} with {where}: it cannot measure {missing}; goals are "
+            "not judged")
+
+
+def default_out(device: str, tiny: bool) -> Path:
+    """gpu.json holds only the real run's figures; a check writes beside it."""
+    name = "gpu-check.json" if check_only(device, tiny) else "gpu.json"
+    return ROOT / "benchmarks" / "results" / name
 
 
 def model_options(kind: str, tiny: bool) -> Any:
@@ -123,6 +150,7 @@ def train_case(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
             "channels_last": channels_last, "images_per_s": batch * steps / seconds,
             "step_ms": 1000 * seconds / steps,
             "warmup_s": warm_s, "peak_memory_gib": _peak_gib(device),
+            "memory": memory_word(device),
             "precision": "bf16" if autocast else "fp32",
             "finite": all(math.isfinite(v) for v in losses)}
 
@@ -179,7 +207,8 @@ def _print_case(case: dict[str, Any]) -> None:
             f"channels_last={case['channels_last']!s:5s}")
     if "images_per_s" in case:
         print(f"{head} {case['images_per_s']:9.1f} images/s  {case['step_ms']:8.1f} ms/step  "
-              f"peak {case['peak_memory_gib']:6.2f} GiB  warm-up {case['warmup_s']:.1f} s",
+              f"{case['memory']} {case['peak_memory_gib']:6.2f} GiB  "
+              f"warm-up {case['warmup_s']:.1f} s",
               flush=True)
     else:
         print(f"{head} {case.get('error') or case.get('skipped')}", flush=True)
@@ -201,6 +230,7 @@ def sampling_section(args: argparse.Namespace) -> dict[str, Any]:
             args.device).eval()
     pipe = GlidePipeline(base, up, precision="bf16" if args.device.startswith("cuda")
                          else "fp32")
+    memory = memory_word(args.device)
     kwargs = dict(sampler="dpm++2m", steps=args.sample_steps, guidance=3.0,
                   upsample_sampler="ddpm", upsample_steps=args.upsample_steps,
                   batch_size=batch, output="tensor")
@@ -221,8 +251,9 @@ def sampling_section(args: argparse.Namespace) -> dict[str, Any]:
                "finite": bool(torch.isfinite(out).all())}
     print(f"  base {args.sample_steps} dpm++2m + upsampler {args.upsample_steps}, batch {batch}: "
           f"{figures['upsampled_images_per_s']:.2f} upsampled images/s "
-          f"(base {figures['base_s']:.2f} s, upsampler {figures['upsample_s']:.2f} s, "
-          f"peak {figures['peak_memory_gib']:.2f} GiB)", flush=True)
+          f"in {figures['precision']} (base {figures['base_s']:.2f} s, upsampler "
+          f"{figures['upsample_s']:.2f} s, {memory} {figures['peak_memory_gib']:.2f} GiB)",
+          flush=True)
     return figures
 
 
@@ -250,7 +281,7 @@ def engine_section(args: argparse.Namespace) -> dict[str, Any]:
     """fp16 + GradScaler for 50 steps (no NaN, loss falls); two identical runs, same weights."""
     from safetensors.torch import load_file
 
-    precision = "fp16" if args.device.startswith("cuda") else "no"  # fp16 needs a GPU
+    precision = "fp16" if args.device.startswith("cuda") else "fp32"  # fp16 needs a GPU
     steps = args.engine_steps
     with tempfile.TemporaryDirectory(prefix="glidectl-bench-gpu-") as tmp:
         root = Path(tmp)
@@ -297,7 +328,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--skip-tests", action="store_true", help="do not run the CUDA tests")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
     ap.add_argument("--test-timeout", type=float, default=240.0)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON report (default benchmarks/results/gpu.json on a GPU with the "
+                         "official models, else gpu-check.json beside it)")
     args = ap.parse_args(argv)
     import torch
 
@@ -311,15 +344,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"  skipped ({label}): time budget of {args.budget:.0f} s used", flush=True)
         return left > 0
 
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    cuda = args.device.startswith("cuda")
+    name = torch.cuda.get_device_name(args.device) if cuda else args.device
+    check = check_only(args.device, args.tiny)
+    out = args.out or default_out(args.device, args.tiny)
     report: dict[str, Any] = {"device": name, "torch": torch.__version__, "tiny": args.tiny,
-                              "goals": GOALS}
+                              "goals": GOALS, "check_only": check}
     print(f"bench_gpu on {name} (torch {torch.__version__}{', tiny models' if args.tiny else ''})")
-    print("1. training (bf16 autocast, AdamW)")
+    if check:
+        print(f"Note: {check}.", flush=True)
+    print(f"1. training ({'bf16 autocast' if cuda else 'fp32'}, AdamW)")
     report["training"] = training_section(args, budget)
     print("2. sampling")
     report["sampling"] = sampling_section(args) if budget("sampling") else {"skipped": "budget"}
-    print("3-4. engine: fp16 + GradScaler, determinism")
+    print(f"3-4. engine: {'fp16 + GradScaler' if cuda else 'fp32 (fp16 needs a GPU)'}, "
+          "determinism")
     report["engine"] = engine_section(args) if budget("engine") else {"skipped": "budget"}
     if not args.skip_tests and args.device.startswith("cuda"):
         print("5. CUDA-only tests")
@@ -327,19 +366,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "skipped": "budget"}
     report["goals_met"] = goals_met(report)
     report["total_s"] = time.perf_counter() - start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"goals: {report['goals_met']}; total {report['total_s']:.0f} s; wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"goals: {report['goals_met']}; total {report['total_s']:.0f} s; wrote {out}")
     return report
 
 
 def goals_met(report: dict[str, Any]) -> dict[str, bool | None]:
-    """Best measured figure against each goal (None when not measured)."""
+    """Best measured figure against each goal (None when not measured, or on a check run,
+    whose figures are no GPU's)."""
     def best(kind: str) -> float | None:
         rates = [c["images_per_s"] for c in report.get("training", [])
                  if c.get("kind") == kind and "images_per_s" in c]
         return max(rates) if rates else None
 
+    if report.get("check_only"):
+        return dict.fromkeys(GOALS)
     sampling = report.get("sampling", {}).get("upsampled_images_per_s")
     figures = {"base_images_per_s": best("base"), "upsample_images_per_s": best("upsample"),
                "sampling_upsampled_images_per_s": sampling}

@@ -47,6 +47,10 @@ def test_every_section_runs_and_writes_its_figures(tmp_path, capsys):
     assert engine["all_finite"] and engine["identical_weights"]
     out = capsys.readouterr().out
     assert "upsampled images/s" in out and "images/s" in out and "identical weights" in out
+    assert "Note: a logic check on cpu with tiny models: it cannot measure GPU speed" in out
+    assert "1. training (fp32, AdamW)" in out and "3-4. engine: fp32 (fp16 needs a GPU)" in out
+    assert "max RSS so far" in out and " peak " not in out
+    assert set(written["goals_met"].values()) == {None}
 
 
 def test_goals_are_judged_on_the_best_figure():
@@ -58,6 +62,55 @@ def test_goals_are_judged_on_the_best_figure():
     assert bench.goals_met(report) == {"base_images_per_s": True,
                                        "upsample_images_per_s": None,
                                        "sampling_upsampled_images_per_s": False}
+
+
+def test_a_check_run_says_what_it_cannot_measure_and_stays_out_of_gpu_json():
+    """On a CPU (or with tiny models) the run checks logic only: it says so, judges no goal
+    and writes beside gpu.json. Before, its headers said bf16 and fp16 while it ran fp32,
+    tiny CPU figures "failed" the H200 goals, and they replaced gpu.json by default."""
+    bench = load_bench()
+    note = bench.check_only("cpu", tiny=False)
+    assert note.startswith("a logic check on cpu with no GPU: it cannot measure GPU speed")
+    assert "bf16 autocast" in note and "GradScaler" in note and "CUDA-only tests" in note
+    assert "official models" in bench.check_only("cuda", tiny=True)
+    assert bench.check_only("cuda:1", tiny=False) is None
+    assert bench.default_out("cpu", tiny=True).name == "gpu-check.json"
+    assert bench.default_out("cuda", tiny=True).name == "gpu-check.json"
+    assert bench.default_out("cuda", tiny=False).name == "gpu.json"
+    report = {"check_only": note, "training": [{"kind": "base", "images_per_s": 1e9}],
+              "sampling": {"upsampled_images_per_s": 1e9}}
+    assert set(bench.goals_met(report).values()) == {None}
+    assert bench.memory_word("cpu") == "max RSS so far" and bench.memory_word("cuda") == "peak"
+
+
+def test_memory_and_sync_are_those_of_the_asked_gpu(monkeypatch):
+    """``--device cuda:1`` read cuda:0's counters (torch.cuda's default is the current
+    device), so every peak was the idle GPU's."""
+    import contextlib
+
+    import torch
+
+    seen: list[tuple[str, object]] = []
+
+    @contextlib.contextmanager
+    def on(device):
+        seen.append(("device", device))
+        yield
+
+    monkeypatch.setattr(torch.cuda, "device", on)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: seen.append(("empty", None)))
+    for name in ("reset_peak_memory_stats", "synchronize"):
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, name=name:
+                            seen.append((name, device)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated",
+                        lambda device=None: seen.append(("peak", device)) or 2**30)
+    bench = load_bench()
+    bench._reset_peak("cuda:1")
+    bench._sync("cuda:1")
+    assert bench._peak_gib("cuda:1") == 1.0
+    assert seen == [("device", "cuda:1"), ("empty", None),
+                    ("reset_peak_memory_stats", "cuda:1"), ("synchronize", "cuda:1"),
+                    ("peak", "cuda:1")]
 
 
 def test_without_a_gpu_it_says_how_to_check_the_logic(monkeypatch):
