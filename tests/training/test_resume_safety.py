@@ -295,3 +295,47 @@ def test_every_checkpoint_file_gets_the_umask_permissions(trained):
     step_dir = trained / "runs" / "t" / "checkpoints" / "step-000002"
     modes = {name: os.stat(step_dir / name).st_mode & 0o777 for name in _files(step_dir)}
     assert modes == dict.fromkeys(modes, umask_mode()), modes
+
+
+def test_a_checkpoint_not_trained_in_fp16_resumes_in_fp16_with_a_fresh_scaler(trained):
+    """fp16 adds a GradScaler; a checkpoint trained in fp32 or bf16 has no state/scaler.json.
+    Resuming it in fp16 (on a GPU) was refused as "state/scaler.json is not a glidectl resume
+    file (it is missing)", as if the checkpoint were damaged."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from glidectl.training import resume_state as rs
+
+    state_dir = trained / "runs" / "t" / "checkpoints" / "step-000002" / "state"
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    loaded: list[dict] = []
+    acc = SimpleNamespace(process_index=0, num_processes=1, step=0)
+    with torch.random.fork_rng():
+        rs.load_state(state_dir, acc, SimpleNamespace(load_state_dict=loaded.append),
+                      {rs.SCALER: scaler}, torch.Generator(), lambda: None)
+    assert loaded[0]["step"] == 2 and scaler.get_scale() == 1024.0
+    note = rs.fresh_scaler_note(state_dir, scaler)
+    assert note == (f"{str(state_dir.parent)!r} was not trained in fp16: the GradScaler starts "
+                    "afresh (its first steps may be skipped while it finds its scale).")
+    assert rs.fresh_scaler_note(state_dir, None) is None
+
+
+def test_an_fp16_checkpoint_gives_its_scaler_back(trained, tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from glidectl.training import resume_state as rs
+
+    step_dir = tmp_path / "step-000002"
+    shutil.copytree(trained / "runs" / "t" / "checkpoints" / "step-000002", step_dir)
+    saved = torch.amp.GradScaler("cpu", init_scale=256.0)
+    rs.write_state_file(step_dir / "state" / rs.SCALER, saved.state_dict())
+    scaler = torch.amp.GradScaler("cpu")
+    acc = SimpleNamespace(process_index=0, num_processes=1, step=0)
+    with torch.random.fork_rng():
+        rs.load_state(step_dir / "state", acc, SimpleNamespace(load_state_dict=lambda s: None),
+                      {rs.SCALER: scaler}, torch.Generator(), lambda: None)
+    assert scaler.get_scale() == 256.0
+    assert rs.fresh_scaler_note(step_dir / "state", scaler) is None

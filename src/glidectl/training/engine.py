@@ -309,6 +309,9 @@ class Trainer:
         changed = self._on_all(lambda: rs.load_state(
             runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),
             self.noise, weights))
+        scaler_note = rs.fresh_scaler_note(runs.state_dir(step_dir), self.accelerator.scaler)
+        if scaler_note:
+            self._notes.append(scaler_note)
         if changed:
             self._notes.append("Optimizer settings changed since the checkpoint; the config's "
                                f"apply from here on: {', '.join(changed)}.")

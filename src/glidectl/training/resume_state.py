@@ -238,7 +238,7 @@ def read_resume_state(state_dir: Path, rank: int, *, ema: bool, scaler: bool) ->
              "rng": rng_file(rank)}
     if ema:
         names["ema"] = EMA
-    if scaler:
+    if scaler and (state_dir / SCALER).is_file():  # else fp16 starts from a fresh scaler
         names["scaler"] = SCALER
     out: dict[str, Any] = {}
     for key, name in names.items():
@@ -342,6 +342,15 @@ def _check_text_group(step_dir: Path, saved: list[dict[str, Any]], now: list[Any
     )
 
 
+def fresh_scaler_note(state_dir: Path, scaler: Any) -> str | None:
+    """The line to show when an fp16 run resumes a checkpoint trained in another precision:
+    it has no GradScaler state, so the scaler starts at its initial scale (None otherwise)."""
+    if scaler is None or (state_dir / SCALER).is_file():
+        return None
+    return (f"{str(state_dir.parent)!r} was not trained in fp16: the GradScaler starts afresh "
+            "(its first steps may be skipped while it finds its scale).")
+
+
 def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str, Any],
                noise: torch.Generator, load_weights: Any) -> list[str]:
     """Read and check every file this process needs, then ``load_weights()``, then apply
@@ -360,7 +369,7 @@ def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str,
     targets = [(TRAIN, None, parts["train"])] + [
         (name, obj, parts[key]) for name, key in
         ((OPTIMIZER, "optimizer"), (SCHEDULER, "scheduler"), (EMA, "ema"), (SCALER, "scaler"))
-        if (obj := objects.get(name)) is not None
+        if (obj := objects.get(name)) is not None and key in parts
     ]
     for name, obj, state in targets:
         try:
