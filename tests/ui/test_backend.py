@@ -145,6 +145,23 @@ def test_ui_refuses_an_output_folder_it_cannot_write(tmp_path, capsys):
         f"{str(tmp_path / 'a-file')!r}, a file; pass a folder.\n")
 
 
+def test_memory_use_reads_the_gpu_the_ui_runs_on(monkeypatch):
+    """``glidectl ui --device cuda:1`` showed cuda:0's counters (torch.cuda's default is the
+    current GPU), an idle GPU's; a UI on the CPU shows its own memory even where CUDA is up."""
+    import torch
+
+    seen: list = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "memory_allocated",
+                        lambda device=None: seen.append(device) or 2**30)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated",
+                        lambda device=None: seen.append(device) or 3 * 2**30)
+    assert memory_use("cuda:1") == "GPU cuda:1 1.00 GiB in use (peak 3.00 GiB)"
+    assert seen == ["cuda:1", "cuda:1"]
+    assert memory_use("cpu").startswith("process RSS ")
+
+
 def test_memory_use_reports_this_process_resident_memory():
     import re
 

@@ -87,7 +87,9 @@ class UiBackend:
                 [c.label for c in upsampler_choices(models)], [c.label for c in loras])
 
     def memory(self) -> str:
-        return memory_use()
+        from ..devices import pick_device
+
+        return memory_use(pick_device(self.device))
 
     def recommended(self, base: str | None) -> dict[str, Any]:
         """The listed base model's recommended sampling (and preview prompts), read from its

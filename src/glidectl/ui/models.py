@@ -157,15 +157,17 @@ class ModelCache:
         return len(self._items)
 
 
-def memory_use() -> str:
-    """GPU memory in use (and peak) when CUDA is active, else this process's resident memory."""
+def memory_use(device: str = "cuda") -> str:
+    """Memory in use (and peak) of ``device`` when it is an active CUDA GPU (``cuda:1``'s own
+    counters, not the current GPU's), else this process's resident memory."""
     import sys
 
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        used = torch.cuda.memory_allocated() / 2**30
-        peak = torch.cuda.max_memory_allocated() / 2**30
-        return f"GPU {used:.2f} GiB in use (peak {peak:.2f} GiB)"
+    if torch is not None and str(device).startswith("cuda") and torch.cuda.is_available() \
+            and torch.cuda.is_initialized():
+        used = torch.cuda.memory_allocated(device) / 2**30
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        return f"GPU {device} {used:.2f} GiB in use (peak {peak:.2f} GiB)"
     rss = _rss_bytes()
     return f"process RSS {rss / 2**20:.0f} MiB"
 
