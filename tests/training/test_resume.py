@@ -101,6 +101,28 @@ def test_a_resume_trains_with_the_configs_optimizer_settings_and_says_which_chan
     assert records[2]["lr"] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 3 / 4)))
 
 
+def test_a_resume_in_another_precision_says_so(tiny, config_file, capsys):
+    """Resuming an fp32 run in bf16 is allowed but not the run it was: one line says so
+    (before, nothing did, and config.toml was silently rewritten)."""
+    from glidectl.cli.app import main
+
+    cfg = tiny(train=dict(steps=2, precision="fp32"))
+    first = Trainer(cfg, quiet=True).run()
+    path = config_file(cfg)
+    step_dir = first.run_dir / "checkpoints" / "step-000002"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "-c", str(path), "--resume", "latest", "--steps", "3", "--no-live",
+              "--precision", "bf16"])
+    assert exit_info.value.code in (0, None)
+    out = " ".join(capsys.readouterr().out.split())
+    assert (f"Resuming {str(step_dir)!r}, trained in fp32, in bf16: the run goes on, but not "
+            "as it would have in fp32 (set train.precision = \"fp32\" to keep it).") in out
+    with pytest.raises(SystemExit):
+        main(["train", "-c", str(path), "--resume", "latest", "--steps", "4", "--no-live",
+              "--precision", "bf16"])
+    assert "Resuming" not in capsys.readouterr().out
+
+
 def test_a_resume_with_another_optimizer_is_one_line_and_changes_nothing(tiny):
     cfg = tiny(train=dict(steps=2))
     result = Trainer(cfg, quiet=True).run()

@@ -110,7 +110,7 @@ class Trainer:
         self.ema = EMA(self.params, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None
         self.guard = NonFiniteGuard(tc.max_nonfinite)
         self.noise = torch.Generator().manual_seed(tc.seed + 1)
-        self.state = TrainState(self.stream, self.guard)
+        self.state = TrainState(self.stream, self.guard, self.precision.name)
         self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
         if self.resume_from is not None:
             self._load(self.resume_from)
@@ -309,6 +309,11 @@ class Trainer:
         changed = self._on_all(lambda: rs.load_state(
             runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),
             self.noise, weights))
+        was, now = self.state.saved_precision, self.precision.name
+        if was is not None and was != now:
+            self._notes.append(f"Resuming {str(step_dir)!r}, trained in {was}, in {now}: the run "
+                               f"goes on, but not as it would have in {was} (set "
+                               f"train.precision = \"{was}\" to keep it).")
         scaler_note = rs.fresh_scaler_note(runs.state_dir(step_dir), self.accelerator.scaler)
         if scaler_note:
             self._notes.append(scaler_note)

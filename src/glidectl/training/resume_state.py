@@ -4,7 +4,7 @@ A run folder is data people share and download; reading it must never run code, 
 here is unpickled (``torch.load`` is not used at all). Files in ``<step>/state/``:
 
 - ``train.json``: loop position (step, data cursor, guard counts, tracker run ids, data counts,
-  the accelerator's micro-step counter)
+  the precision trained in, the accelerator's micro-step counter)
 - ``optimizer.safetensors``: the optimizer's state_dict (moments as tensors, the rest in
   the header as JSON)
 - ``scheduler.json``: the LR scheduler's state_dict; ``scaler.json``: fp16's GradScaler

@@ -28,8 +28,10 @@ class TrainState:
     """The loop's own resume state (``state/train.json``; the noise generator's state goes
     with the other RNGs)."""
 
-    def __init__(self, stream: DataStream, guard: NonFiniteGuard):
+    def __init__(self, stream: DataStream, guard: NonFiniteGuard, precision: str = "fp32"):
         self.step = 0
+        self.precision = precision  # what this run computes in (fp32, bf16, fp16)
+        self.saved_precision: str | None = None  # the checkpoint's; None before it was kept
         self.stream, self.guard = stream, guard
         self.tracker_ids: dict[str, str] = {}
         self.best_val_loss = math.inf
@@ -43,6 +45,7 @@ class TrainState:
             "step": self.step, "data": self.stream.state_dict(),
             "guard": self.guard.state_dict(), "trackers": dict(self.tracker_ids),
             "best_val_loss": self.best_val_loss, "data_counts": self.data_total,
+            "precision": self.precision,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -51,6 +54,8 @@ class TrainState:
         self.guard.load_state_dict(state["guard"])
         self.tracker_ids = {str(k): str(v) for k, v in dict(state.get("trackers", {})).items()}
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
+        saved = state.get("precision")
+        self.saved_precision = saved if isinstance(saved, str) else None
         counts = state.get("data_counts") or {}  # absent in checkpoints before it was kept
         if counts:
             rejected = {str(k): int(v) for k, v in dict(counts["rejected"]).items()}
