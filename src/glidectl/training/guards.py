@@ -28,7 +28,7 @@ class NonFiniteGuard:
             raise GlidectlError(
                 f"Training stopped at step {step}: the loss was {loss} for {self.in_a_row} "
                 f"steps in a row{detail}; lower train.lr, set train.grad_clip, try "
-                "train.precision = \"bf16\" or \"no\", or check the data for broken images."
+                "train.precision = \"bf16\" or \"fp32\", or check the data for broken images."
             )
         return False
 

@@ -58,7 +58,7 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
             )
         raise GlidectlError(
             "train.precision = \"fp16\" needs a GPU (it uses a GradScaler on CUDA); on a "
-            "CPU use \"bf16\" or \"no\"."
+            "CPU use \"bf16\" or \"fp32\"."
         )
     val.check(cfg)
     tracker_names(cfg.log)
