@@ -94,6 +94,18 @@ def test_sample_writes_numbered_pngs_with_parameters_and_a_grid(run, weights, tm
     assert again.returncode == 0 and (out / "00004.png").is_file()  # never overwrites
 
 
+def test_compile_flag_compiles_the_networks(run, weights, tmp_path, monkeypatch) -> None:
+    """--compile, as eval has it: each network goes through torch.compile before sampling."""
+    compiled: list[str] = []
+    monkeypatch.setattr(torch.nn.Module, "compile",
+                        lambda self, *a, **k: compiled.append(self.options.kind))
+    res = run("a red cube", "--base", str(weights["base"]), "--upsampler",
+              str(weights["upsample"]), "--steps", "1", "--upsample-steps", "1", "--compile",
+              "--out", str(tmp_path / "out"), "--device", "cpu", "-q")
+    assert res.returncode == 0, res.stderr
+    assert compiled == ["base", "upsample"]
+
+
 def test_sample_is_reproducible_per_seed(run, weights, tmp_path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     common = ("--base", str(weights["base"]), "--steps", "3", "--sampler", "euler_a", "-q")

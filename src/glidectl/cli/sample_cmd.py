@@ -203,6 +203,8 @@ def register(app: typer.Typer) -> None:
         grid: bool = typer.Option(False, "--grid", help="Also write a grid of all images."),
         device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
         precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+        compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks "
+                                      "(slow to start; pays off over many images on a GPU)."),
         vocab_dir: str | None = typer.Option(None, "--vocab-dir", help="GPT-2 vocabulary "
                                              "folder (encoder.json, vocab.bpe)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -247,7 +249,7 @@ def register(app: typer.Typer) -> None:
         with err.status("Loading models..."):
             pipe = GlidePipeline.from_specs(base_spec, up_spec, loras=lora or (),
                                             device=device, precision=precision,
-                                            vocab_dir=vocab_dir)
+                                            compile=compile_, vocab_dir=vocab_dir)
 
         def say(message: str) -> None:
             err.print(message, markup=False, highlight=False, soft_wrap=True)
