@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from glidectl.devices import cpu_has_native_bf16
 from glidectl.glide import create_model, official_options
-from glidectl.glide.precision import native_low_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(os.environ.get("GLIDECTL_GOLDEN", ROOT.parent / "shared" / "golden"))
@@ -150,7 +150,7 @@ def speed(args) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{warmup} warm-up + {reps} timed runs, median; load average {load} "
           f"on {os.cpu_count()} CPUs (other processes slow these figures down)")
-    native = native_low_precision("cpu", torch.bfloat16)
+    native = cpu_has_native_bf16()
     fp32_conv, bf16_conv = conv_probe(torch.float32), conv_probe(torch.bfloat16, reps=1)
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}; native bf16 kernels: "
           f"{native}; probe conv 192ch@64x64: fp32 {fp32_conv * 1e3:.0f} ms, "
