@@ -57,6 +57,40 @@ def test_plugin_sampler_error_names_plugin_distribution_and_exception(exploding)
     )
 
 
+def _returning(result):
+    def sample_bad(denoiser, x, sigmas, extra=None, callback=None):
+        denoiser(x, float(sigmas[0]))
+        return result(x)
+    return sample_bad
+
+
+@pytest.mark.parametrize("result, problem", [
+    (lambda x: x * float("nan"), "it returned NaN or infinite values"),
+    (lambda x: x[:, :1], "it returned shape (2, 1, 4, 4), not x's (2, 3, 4, 4)"),
+    (lambda x: [x], "it returned list, not a tensor shaped like x"),
+])
+def test_a_plugin_sampler_returning_no_image_is_named(result, problem):
+    class BadResult:
+        @hookimpl
+        def register_samplers(self, register):
+            register("bad-result", Sampler(_returning(result)))
+
+    plugins.load_plugins()
+    plugins.pm.register(BadResult(), name="bad-result-plugin")
+    plugins.refresh()
+    try:
+        with pytest.raises(PluginError) as info:
+            plugins.samplers().get("bad-result")(lambda x, sigma: x, torch.zeros(2, 3, 4, 4),
+                                                 torch.tensor([1.0, 0.0]))
+    finally:
+        plugins.pm.unregister(name="bad-result-plugin")
+        plugins.refresh()
+    assert str(info.value) == (
+        f"Plugin 'bad-result-plugin' failed in sampler 'bad-result': {problem}; switch it off "
+        "with GLIDECTL_LOAD_PLUGINS=\"\"."
+    )
+
+
 def test_errors_of_our_own_model_pass_through_a_plugin_sampler(exploding):
     def broken_model(x, sigma):
         raise RuntimeError("CUDA out of memory")

@@ -205,10 +205,12 @@ class _Ours:
         return getattr(self._fn, name)
 
 
-def guard(fn: Callable[..., Any], plugin: str, what: str) -> Callable[..., Any]:
+def guard(fn: Callable[..., Any], plugin: str, what: str,
+          check: Callable[..., str | None] | None = None) -> Callable[..., Any]:
     """``fn`` of ``plugin`` whose exceptions become one :class:`PluginError` line.
 
     Callables passed in (denoisers, callbacks) are ours: what they raise passes through.
+    ``check(result, *args)`` says what is wrong with a result (else None), in that line too.
     """
 
     @functools.wraps(fn)  # keeps the signature: samplers are asked which options they take
@@ -216,26 +218,50 @@ def guard(fn: Callable[..., Any], plugin: str, what: str) -> Callable[..., Any]:
         args = tuple(_Ours(a) if _is_function(a) else a for a in args)
         kwargs = {k: _Ours(v) if _is_function(v) else v for k, v in kwargs.items()}
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except GlidectlError:
             raise
         except Exception as exc:
             if getattr(exc, "_glidectl_ours", False):
                 raise
-            raise PluginError(
-                f"Plugin {who(plugin)} failed in {what}: {describe_exception(exc)}; "
-                f"switch it off with {switch_off_hint(plugin)}."
-            ) from exc
+            raise _failed(plugin, what, describe_exception(exc)) from exc
+        problem = check(result, *args) if check is not None else None
+        if problem:
+            raise _failed(plugin, what, problem)
+        return result
 
     return call
+
+
+def _failed(plugin: str, what: str, problem: str) -> PluginError:
+    return PluginError(f"Plugin {who(plugin)} failed in {what}: {problem}; switch it off "
+                       f"with {switch_off_hint(plugin)}.")
 
 
 def _is_function(value: Any) -> bool:
     return callable(value) and not isinstance(value, type) and not hasattr(value, "shape")
 
 
+def _sampler_result_problem(out: Any, denoiser: Any = None, x: Any = None, *_: Any
+                            ) -> str | None:
+    """What is wrong with a sampler's result for start ``x``: not a tensor of x's shape, or
+    not finite (a NaN image would be written as a black PNG)."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        return None
+    if not isinstance(out, torch.Tensor):
+        return f"it returned {type(out).__name__}, not a tensor shaped like x"
+    if out.shape != x.shape:
+        return f"it returned shape {tuple(out.shape)}, not x's {tuple(x.shape)}"
+    if not bool(torch.isfinite(out).all()):
+        return "it returned NaN or infinite values"
+    return None
+
+
 def _guard_sampler(obj: Any, plugin: str, name: str) -> Any:
-    return dataclasses.replace(obj, fn=guard(obj.fn, plugin, f"sampler {name!r}"))
+    return dataclasses.replace(obj, fn=guard(obj.fn, plugin, f"sampler {name!r}",
+                                             check=_sampler_result_problem))
 
 
 class _GuardedSource:
