@@ -86,12 +86,58 @@ def test_register_dataset_presets_duplicate_names_both_plugins(register_plugin):
         plugins.dataset_presets()
 
 
-def test_register_model_sources_adds_a_source(register_plugin):
-    register_plugin(_Sources(), "hub-plugin")
+def test_register_model_sources_adds_a_source(register_plugin, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.safetensors").write_bytes(b"")
+
+    class Hub(_Hub):
+        def resolve(self, name, download=True):
+            return "models/tiny.safetensors"
+
+    class Sources:
+        @hookimpl
+        def register_model_sources(self, register):
+            register("myhub", Hub())
+
+    register_plugin(Sources(), "hub-plugin")
     entry = plugins.model_sources().entry("myhub")
     assert entry.obj.names() == ["tiny"]
-    assert entry.obj.resolve("tiny", download=False) == "/models/tiny.safetensors"
+    assert entry.obj.resolve("tiny", download=False) == "models/tiny.safetensors"
     assert entry.plugin == "hub-plugin"
+
+
+@pytest.mark.parametrize("names, path, problem", [
+    (["tiny"], None, "resolve() returned NoneType, not the path of a weights file"),
+    (["tiny"], "missing.safetensors",
+     "resolve() returned 'missing.safetensors', which is not a file"),
+    ("tiny", "", "names() returned str, not a list of model names"),
+])
+def test_a_plugin_model_source_returning_no_weights_file_is_named(register_plugin, tmp_path,
+                                                                  monkeypatch, names, path,
+                                                                  problem):
+    from glidectl.glide.loading import resolve_spec
+
+    monkeypatch.chdir(tmp_path)
+
+    class Wrong:
+        def names(self):
+            return names
+
+        def resolve(self, name, download=True):
+            return path
+
+    class Sources:
+        @hookimpl
+        def register_model_sources(self, register):
+            register("wrong", Wrong())
+
+    register_plugin(Sources(), "wrong-plugin")
+    with pytest.raises(PluginError) as info:
+        plugins.model_sources().get("wrong").names()
+        resolve_spec("wrong:tiny")
+    assert str(info.value) == (f"Plugin 'wrong-plugin' failed in model source 'wrong': "
+                               f"{problem}; switch it off with GLIDECTL_LOAD_PLUGINS=\"\".")
 
 
 def test_register_samplers_error_names_the_plugin(register_plugin):

@@ -269,11 +269,28 @@ class _GuardedSource:
 
     def __init__(self, source: Any, plugin: str, name: str):
         self._source = source
-        self.names = guard(source.names, plugin, f"model source {name!r}")
-        self.resolve = guard(source.resolve, plugin, f"model source {name!r}")
+        self.names = guard(source.names, plugin, f"model source {name!r}", check=_names_problem)
+        self.resolve = guard(source.resolve, plugin, f"model source {name!r}",
+                             check=_path_problem)
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._source, attr)
+
+
+def _names_problem(names: Any, *_: Any) -> str | None:
+    """Why a model source's ``names()`` result is not a list of model names, else None."""
+    if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
+        return None
+    return f"names() returned {type(names).__name__}, not a list of model names"
+
+
+def _path_problem(path: Any, *_: Any) -> str | None:
+    """Why a model source's ``resolve()`` result is not the path of a weights file, else None."""
+    if not isinstance(path, (str, os.PathLike)):
+        return f"resolve() returned {type(path).__name__}, not the path of a weights file"
+    if not os.path.isfile(path):
+        return f"resolve() returned {os.fspath(path)!r}, which is not a file"
+    return None
 
 
 def _is_schedule(obj: Any) -> Any:
