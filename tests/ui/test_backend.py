@@ -40,6 +40,40 @@ def test_models_folder_lists_weights_and_runs_but_nothing_else(tmp_path, models_
     assert ups == ["up.safetensors"] and loras == []
 
 
+def test_a_plugin_sources_models_are_listed_by_the_kind_of_their_file(tmp_path, models_dir,
+                                                                      monkeypatch):
+    from glidectl import plugins
+    from glidectl.glide import create_model, preset_options, save_weights
+    from glidectl.hookspecs import hookimpl
+
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "home"))  # no cached openai models
+    up = preset_options("upsample", "tiny").replace(image_size=64, channel_mult="1,2,2")
+    files = {"tiny": models_dir / "tiny.safetensors",
+             "sharp": save_weights(create_model(up), tmp_path / "sharp.safetensors")}
+
+    class Hub:
+        def names(self):
+            return list(files)
+
+        def resolve(self, name, download=True):
+            return files[name]
+
+    class Sources:
+        @hookimpl
+        def register_model_sources(self, register):
+            register("myhub", Hub())
+
+    plugins.load_plugins()
+    plugins.pm.register(Sources(), name="hub-plugin")
+    plugins.refresh()
+    try:
+        bases, ups, _ = UiBackend(None).choices()
+    finally:
+        plugins.pm.unregister(name="hub-plugin")
+        plugins.refresh()
+    assert bases == ["myhub:tiny"] and ups == ["myhub:sharp"]
+
+
 def test_only_listed_models_can_be_used(models_dir):
     backend = UiBackend(models_dir, device="cpu")
     for bad in ("/etc/passwd", str(models_dir / "tiny.safetensors"), "../tiny.safetensors"):

@@ -40,8 +40,10 @@ def _file_kind(path: Path) -> str | None:
 
 
 def _source_choices() -> list[ModelChoice]:
-    """``source:name`` for every registered source's model already on disk (no download)."""
+    """``source:name`` for every registered source's model already on disk (no download);
+    its kind from the file's metadata, else from a model name that is a kind (``openai``'s)."""
     from .. import plugins
+    from ..glide.options import KINDS
 
     out = []
     registry = plugins.model_sources()
@@ -49,10 +51,11 @@ def _source_choices() -> list[ModelChoice]:
         source = registry.get(name)
         for model in source.names():
             try:
-                source.resolve(model, download=False)
+                path = Path(source.resolve(model, download=False))
             except (GlidectlError, OSError):
                 continue
-            out.append(ModelChoice(f"{name}:{model}", f"{name}:{model}", model))
+            kind = _file_kind(path) or (model if model in KINDS else None)
+            out.append(ModelChoice(f"{name}:{model}", f"{name}:{model}", kind))
     return out
 
 
