@@ -6,9 +6,31 @@ import re
 
 
 class GlidectlError(Exception):
-    """A problem with the user's input, files or environment, said in one sentence."""
+    """A problem with the user's input, files or environment, said in one sentence.
+
+    Raised inside a DataLoader worker, torch re-raises it in the parent with the worker's
+    traceback as the message; the constructor strips that back to the original sentence.
+    """
 
     exit_code = 2
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_unwrap_worker_message(args[0]),)
+        super().__init__(*args)
+
+
+_WRAPPED = re.compile(r"^(?:[\w.]+\.)?\w*Error: (.+)$")
+
+
+def _unwrap_worker_message(message: str) -> str:
+    if not message.startswith("Caught ") or "Original Traceback" not in message:
+        return message
+    for line in reversed(message.strip().splitlines()):
+        match = _WRAPPED.match(line.strip())
+        if match:
+            return match.group(1)
+    return message.strip().splitlines()[-1]
 
 
 class ConfigError(GlidectlError):

@@ -293,6 +293,72 @@ def _path_problem(path: Any, *_: Any) -> str | None:
     return None
 
 
+class _GuardedDataSource:
+    """A source a plugin's data source type opened, whose errors (and samples that are no
+    ``RawSample``) are one line naming the plugin; picklable for DataLoader workers."""
+
+    REQUIRED = ("units", "read", "describe", "kind", "num_samples", "splits_samples")
+
+    def __init__(self, source: Any, plugin: str, what: str):
+        self._source, self._plugin, self._what = source, plugin, what
+
+    def read(self, unit: str, counter: Any) -> Any:
+        from .data.records import RawSample
+
+        items = self._attr("read")(unit, counter)
+        while True:
+            try:
+                raw = next(items)
+            except StopIteration:
+                return
+            except GlidectlError:
+                raise
+            except Exception as exc:
+                raise _failed(self._plugin, self._what, describe_exception(exc)) from exc
+            if not isinstance(raw, RawSample):
+                raise _failed(self._plugin, self._what, f"read() yielded {type(raw).__name__}, "
+                              "not a glidectl.data.records.RawSample")
+            yield raw
+
+    def _attr(self, attr: str) -> Any:
+        try:
+            value = getattr(self._source, attr)
+        except AttributeError:  # optional attributes (notes) are asked for with a default
+            raise
+        except Exception as exc:
+            raise _failed(self._plugin, self._what, describe_exception(exc)) from exc
+        if callable(value) and not isinstance(value, type):
+            return guard(value, self._plugin, self._what)
+        return value
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr in ("_source", "_plugin", "_what"):
+            raise AttributeError(attr)  # unpickling asks before __init__ has run
+        return self._attr(attr)
+
+
+class _GuardedOpen:
+    """A plugin's ``SourceType.open``: its errors name the plugin, and so do the source's."""
+
+    def __init__(self, fn: Callable[..., Any], plugin: str, what: str):
+        self._fn, self._plugin, self._what = fn, plugin, what
+
+    def __call__(self, spec: Any, cfg: Any, resolution: int) -> _GuardedDataSource:
+        source = guard(self._fn, self._plugin, self._what)(spec, cfg, resolution)
+        missing = [a for a in _GuardedDataSource.REQUIRED if not hasattr(source, a)]
+        if missing:
+            raise _failed(self._plugin, self._what,
+                          f"open() returned {type(source).__name__}, which has no "
+                          f"{', '.join(missing)} (glidectl.data.source_api.Source)")
+        return _GuardedDataSource(source, self._plugin, self._what)
+
+
+def _guard_source_type(obj: Any, plugin: str, name: str) -> Any:
+    what = f"data source {name!r}"
+    claims = obj.claims and guard(obj.claims, plugin, what)
+    return dataclasses.replace(obj, open=_GuardedOpen(obj.open, plugin, what), claims=claims)
+
+
 def _is_schedule(obj: Any) -> Any:
     if not callable(obj):
         raise TypeError(f"a schedule must be a function fn(n, sigma_min, sigma_max), got "
@@ -348,6 +414,7 @@ _GUARDS: dict[str, Callable[[Any, str, str], Any]] = {
     "register_samplers": _guard_sampler,
     "register_schedules": lambda fn, plugin, name: guard(fn, plugin, f"schedule {name!r}"),
     "register_model_sources": _GuardedSource,
+    "register_data_sources": _guard_source_type,
 }
 
 

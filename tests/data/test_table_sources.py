@@ -270,3 +270,59 @@ def test_hf_hub_name_without_network_is_one_sentence_at_once(data_cfg, monkeypat
                                             r"pictures': the Hub \(hub.invalid\) cannot be "
                                             r"reached \(.+\); connect to the network"):
         open_source("hf:someone/pictures", data_cfg())
+
+
+class _Broken(DemoSource):
+    """A demo source whose reading goes wrong the way ``how`` says."""
+
+    how = ""
+
+    def read(self, unit, counter):
+        if self.how == "raise":
+            raise OSError("disk on fire")
+        yield ("key", "not a RawSample")
+
+
+def _broken_source(how):
+    def opener(spec, cfg, res):
+        if how == "open":
+            raise FileNotFoundError(spec)
+        if how == "object":
+            return object()
+        source = _Broken("shapes", 4, res)
+        source.how = how
+        return source
+
+    class Plugin:
+        @hookimpl
+        def register_data_sources(self, register):
+            register("broken", SourceType("broken", opener, "goes wrong"))
+
+    return Plugin()
+
+
+@pytest.mark.parametrize("how, workers, problem", [
+    ("open", 0, "FileNotFoundError: x"),
+    ("object", 0, "open() returned object, which has no units, read, describe, kind, "
+                  "num_samples, splits_samples (glidectl.data.source_api.Source)"),
+    ("raise", 1, "OSError: disk on fire"),
+    ("tuple", 0, "read() yielded tuple, not a glidectl.data.records.RawSample"),
+])
+def test_a_plugin_data_source_that_fails_is_one_line_naming_it(data_cfg, byte_tok, how,
+                                                               workers, problem):
+    plugins.load_plugins()
+    plugins.pm.register(_broken_source(how), name="broken-plugin")
+    plugins.refresh()
+    try:
+        with pytest.raises(GlidectlError) as info:
+            ds = make(data_cfg(source="broken:x"), byte_tok)
+            batches = iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=workers))
+            try:
+                list(batches)
+            finally:
+                getattr(batches, "_shutdown_workers", lambda: None)()
+    finally:
+        plugins.pm.unregister(name="broken-plugin")
+        plugins.refresh()
+    assert str(info.value) == (f"Plugin 'broken-plugin' failed in data source 'broken': "
+                               f"{problem}; switch it off with GLIDECTL_LOAD_PLUGINS=\"\".")

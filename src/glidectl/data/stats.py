@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import json
 import multiprocessing
-import re
 import shlex
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -20,28 +19,10 @@ from typing import Any
 from ..errors import GlidectlError
 
 MAX_EXAMPLES = 3
-_WRAPPED = re.compile(r"^(?:[\w.]+\.)?\w*Error: (.+)$")
 
 
 class DataError(GlidectlError):
-    """A data source that yields nothing usable.
-
-    Raised inside a DataLoader worker, torch re-raises it in the parent with the worker's
-    traceback as the message; the constructor strips that back to the original sentence.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(_unwrap_worker_message(str(message)))
-
-
-def _unwrap_worker_message(message: str) -> str:
-    if not message.startswith("Caught ") or "Original Traceback" not in message:
-        return message
-    for line in reversed(message.strip().splitlines()):
-        match = _WRAPPED.match(line.strip())
-        if match:
-            return match.group(1)
-    return message.strip().splitlines()[-1]
+    """A data source that yields nothing usable."""
 
 
 class RejectionCounter:
