@@ -66,6 +66,25 @@ def test_image_is_the_same_whatever_the_batch_size(base) -> None:
         torch.testing.assert_close(third[0], together[2], atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("dtype, mean_error", [(torch.float64, 1e-4), (torch.bfloat16, 0.1),
+                                               (torch.float16, 0.05)])
+def test_a_model_loaded_in_another_dtype_samples(base, tmp_path, dtype, mean_error) -> None:
+    from glidectl.glide import load_model, save_weights
+    from glidectl.pipeline import GlidePipeline
+
+    path = save_weights(base, tmp_path / "base.safetensors")
+    kw = dict(seed=3, steps=3, sampler="euler", output="tensor")
+    ref = GlidePipeline(load_model(path)).generate("a cat", **kw)
+    model = load_model(path, dtype=dtype)
+    assert model.torso_dtype == dtype
+    out = GlidePipeline(model).generate("a cat", **kw)
+    assert out.shape == ref.shape and torch.isfinite(out).all()
+    assert (out.float() - ref).abs().mean() < mean_error  # another seed: ~1.0 away
+    model.float()  # and back: the torso follows its weights
+    assert model.torso_dtype == torch.float32
+    assert GlidePipeline(model).generate("a cat", **kw).dtype == torch.float32
+
+
 def test_guidance_encodes_text_once_and_runs_one_forward_over_cond_and_uncond(
         base, monkeypatch) -> None:
     from glidectl.pipeline import GlidePipeline

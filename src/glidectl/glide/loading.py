@@ -117,7 +117,8 @@ def load_model(
 
     ``spec``: ``openai:<kind>``, a .pt / .safetensors file, or a training run folder.
     ``kind`` makes a checkpoint of another kind an error; ``options`` is needed only for a
-    custom-sized .pt file (they have no options of their own). ``dtype`` casts all weights.
+    custom-sized .pt file (they have no options of their own). ``dtype`` casts all weights
+    (e.g. ``torch.bfloat16`` to halve memory); the network then computes in it.
     ``device`` may be ``auto``; one this machine lacks is one clear error, before any reading.
     """
     from ..devices import pick_device

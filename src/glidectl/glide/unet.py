@@ -36,7 +36,6 @@ class GlideUNet(nn.Module):
         o = options
         self.options = o
         self.model_channels = o.num_channels
-        self.torso_dtype = torch.float32
         self.gradient_checkpointing = False
         mc, ted, mults = o.num_channels, o.time_embed_dim, o.channel_mults
         attention_ds = set(o.attention_ds)
@@ -134,7 +133,13 @@ class GlideUNet(nn.Module):
                 m.half()
         self.token_embedding.half()
         self.transformer_proj.half()
-        self.torso_dtype = torch.float16
+
+    @property
+    def torso_dtype(self) -> torch.dtype:
+        """The dtype the UNet torso and the text transformer compute in: their weights' (float16
+        after :meth:`convert_to_fp16`, whatever ``model.to(dtype)`` made them)."""
+        return next(p.dtype for n, p in self.input_blocks[0].named_parameters()
+                    if "lora_" not in n)
 
     # ------------------------------------------------------------------ forward
     def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> TextEmb:
@@ -202,6 +207,7 @@ class GlideUNet(nn.Module):
             text_emb = self.encode_text(tokens, mask)
         emb = self.time_embed(
             timestep_embedding(t, self.model_channels, max_freq=self.options.time_embed_max_freq)
+            .to(next(self.time_embed.parameters()).dtype)
         )
         emb = emb + text_emb["xf_proj"].to(emb)
         xf_out = text_emb["xf_out"]
@@ -214,7 +220,7 @@ class GlideUNet(nn.Module):
         h = self._block(self.middle_block, h, emb, xf_out)
         for block in self.output_blocks:
             h = self._block(block, torch.cat([h, skips.pop()], dim=1), emb, xf_out)
-        return self.out(h.to(x.dtype))
+        return self.out(h.to(next(self.out.parameters()).dtype))
 
 
 def create_model(options: ModelOptions) -> GlideUNet:

@@ -199,10 +199,6 @@ def merge_adapter(
     adapter = read_adapter(adapter_path)
     model = load_model(base)
     model.float()
-    if getattr(model, "torso_dtype", None) is not None:
-        import torch
-
-        model.torso_dtype = torch.float32
     n = attach_adapter(model, adapter, scale, "glidectl_lora")
     merge_and_unload(model)
     meta = {"lora_merged": json.dumps(

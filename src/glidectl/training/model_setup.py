@@ -59,10 +59,7 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
                 f"{options.tokenizer!r}; set model.tokenizer = \"auto\"."
             )
         if options.use_fp16:  # train fp32 master weights; precision is Accelerate's job
-            import torch
-
             model.float()
-            model.torso_dtype = torch.float32
             options = options.replace(use_fp16=False)
             model.options = options
         model.train()
