@@ -162,3 +162,14 @@ def test_get_sigmas_rejects_bad_input_in_one_sentence() -> None:
         get_sigmas("karras", 0, 0.002, 80.0)
     with pytest.raises(GlidectlError, match="build_sigmas"):
         get_sigmas("respaced", 10, 0.002, 80.0)
+    for n in (True, 2.0):
+        with pytest.raises(GlidectlError, match="whole number"):
+            get_sigmas("karras", n, 0.002, 80.0)
+
+
+def test_get_sigmas_takes_numpy_and_torch_integers() -> None:
+    from glidectl.samplers import get_sigmas
+
+    want = get_sigmas("karras", 5, 0.002, 80.0)
+    for n in (np.int64(5), torch.tensor(5).numpy()[()], np.arange(6)[5]):
+        torch.testing.assert_close(get_sigmas("karras", n, 0.002, 80.0), want, rtol=0, atol=0)

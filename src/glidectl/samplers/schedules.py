@@ -7,6 +7,7 @@ about 20,000 (71 ten steps earlier), so σ-space schedules clamp σ_max (default
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -95,9 +96,10 @@ def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
         raise GlidectlError("The respaced schedule is GLIDE's own timesteps and needs a model's "
                             "σ table: use build_sigmas('respaced', steps, table).")
     fn = schedule_fn(schedule)
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise GlidectlError(f"The {schedule} schedule needs a whole number of steps >= 1, "
                             f"got {n!r}.")
+    n = int(n)  # numpy's integers too
     if not 0 < sigma_min < sigma_max:
         raise GlidectlError(f"The {schedule} schedule needs 0 < sigma_min < sigma_max, got "
                             f"{sigma_min!r} and {sigma_max!r}.")
