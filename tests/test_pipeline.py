@@ -245,6 +245,19 @@ def test_library_numbers_are_checked_like_the_flags(base, options, message) -> N
         GlidePipeline(base).generate(["a"], sampler="euler", steps=2, **options)
 
 
+def test_generate_picks_its_device_as_sample_does(base, tmp_path, monkeypatch) -> None:
+    import glidectl.pipeline as pipeline
+    from glidectl.glide import save_weights
+
+    asked: list[str] = []
+    monkeypatch.setattr(pipeline, "pick_device",
+                        lambda device="auto": asked.append(device) or "cpu")
+    path = save_weights(base, tmp_path / "base.safetensors")
+    images = pipeline.generate("a cat", base=str(path), upsampler="none", steps=2,
+                               sampler="euler")
+    assert asked == ["auto"] and len(images) == 1  # a GPU when there is one, as the CLI
+
+
 def test_library_arguments_of_the_wrong_kind_are_named(base) -> None:
     from glidectl.pipeline import GlidePipeline
 

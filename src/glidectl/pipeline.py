@@ -505,7 +505,7 @@ class GlidePipeline:
 
 
 def load_pipeline(base: str | None = "openai:base", upsampler: str | None = "auto", *,
-                  device: str = "cpu", vocab_dir: str | None = None,
+                  device: str = "auto", vocab_dir: str | None = None,
                   precision: str = "auto") -> GlidePipeline:
     """:meth:`GlidePipeline.from_specs` with the common arguments."""
     return GlidePipeline.from_specs(base, upsampler, device=device, vocab_dir=vocab_dir,
@@ -528,9 +528,10 @@ def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -
 
 
 def generate(prompt: str | Sequence[str], base: str | None = "openai:base",
-             upsampler: str | None = "auto", *, device: str = "cpu",
+             upsampler: str | None = "auto", *, device: str = "auto",
              vocab_dir: str | None = None, **options: Any) -> Any:
     """One-call convenience: load the models named by the specs and ``GlidePipeline.generate``.
+    ``device`` as ``glidectl sample --device``: ``auto`` takes a GPU when there is one.
 
     >>> images = glidectl.generate("a corgi in a field", seed=1, n=2)
     """
