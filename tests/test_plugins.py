@@ -366,3 +366,19 @@ def test_an_unknown_name_says_which_installed_plugins_the_allow_list_leaves_out(
     with pytest.raises(GlidectlError, match=r"GLIDECTL_LOAD_PLUGINS leaves out the installed "
                        r"plugin\(s\) dpm3m; name them there to load them\."):
         plugins.samplers().get("dpm++3m_sde")  # the tests run with GLIDECTL_LOAD_PLUGINS=""
+
+
+def test_tracing_shows_how_long_each_plugin_took_to_import(tmp_path):
+    (tmp_path / "slowplug.py").write_text("import time\ntime.sleep(0.3)  # like `import torch`\n")
+    dist = tmp_path / "slowplug-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: slowplug\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[glidectl]\nslow = slowplug\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "GLIDECTL_LOAD_PLUGINS": "slow",
+           "GLIDECTL_TRACE_PLUGINS": "1"}
+    out = subprocess.run([sys.executable, "-m", "glidectl", "--version"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stderr.splitlines() if ln.startswith("plugin 'slow'"))
+    seconds = float(line.removeprefix("plugin 'slow' (slowplug 0.1) imported in ").split()[0])
+    assert 0.3 <= seconds < 5

@@ -14,6 +14,7 @@ import functools
 import importlib
 import os
 import sys
+import time
 from collections.abc import Callable
 from functools import cache
 from importlib import metadata
@@ -47,6 +48,8 @@ broken: dict[str, str] = {}
 unmatched: list[str] = []
 #: installed plugins that GLIDECTL_LOAD_PLUGINS does not name (not loaded).
 left_out: list[str] = []
+#: plugin name → seconds its import took (a plugin importing torch at its top: seconds).
+import_seconds: dict[str, float] = {}
 
 
 def _allow_list() -> set[str] | None:
@@ -85,17 +88,22 @@ def load_plugins() -> pluggy.PluginManager:
             continue
         if ep.dist is not None:
             _dists[ep.name] = f"{ep.dist.name} {ep.dist.version}"
+        started = time.perf_counter()
         try:
             plugin = ep.load()
         except (Exception, SystemExit) as exc:  # a broken package must not break the CLI
             broken[ep.name] = describe_exception(exc)
             continue
+        finally:
+            import_seconds[ep.name] = time.perf_counter() - started
         problem = hook_problem(plugin)
         if problem:
             broken[ep.name] = problem
             continue
         pm.register(plugin, name=ep.name)
     if os.environ.get("GLIDECTL_TRACE_PLUGINS"):
+        for name, seconds in import_seconds.items():  # every command, --help too, pays them
+            sys.stderr.write(f"plugin {who(name)} imported in {seconds:.2f} s\n")
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return pm
