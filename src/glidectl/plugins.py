@@ -267,6 +267,22 @@ def _sampler_result_problem(out: Any, denoiser: Any = None, x: Any = None, *_: A
     return None
 
 
+def _schedule_result_problem(out: Any, n: Any = None, *_: Any) -> str | None:
+    """What is wrong with a schedule's result for ``n`` steps: not n descending σ's then 0."""
+    import torch
+
+    try:
+        sigmas = torch.as_tensor(out, dtype=torch.float64).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        return f"it returned {type(out).__name__}, not a tensor or list of σ's"
+    if isinstance(n, int) and (len(sigmas) != n + 1 or sigmas[-1] != 0
+                               or not torch.all(sigmas[:-1].diff() < 0)):
+        shown = ", ".join(f"{v:.4g}" for v in sigmas[:4].tolist())
+        return (f"it returned {len(sigmas)} values [{shown}{', …' if len(sigmas) > 4 else ''}],"
+                f" not {n} descending σ's followed by 0")
+    return None
+
+
 def _guard_sampler(obj: Any, plugin: str, name: str) -> Any:
     return dataclasses.replace(obj, fn=guard(obj.fn, plugin, f"sampler {name!r}",
                                              check=_sampler_result_problem))
@@ -420,7 +436,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
 }
 _GUARDS: dict[str, Callable[[Any, str, str], Any]] = {
     "register_samplers": _guard_sampler,
-    "register_schedules": lambda fn, plugin, name: guard(fn, plugin, f"schedule {name!r}"),
+    "register_schedules": lambda fn, plugin, name: guard(fn, plugin, f"schedule {name!r}",
+                                                         check=_schedule_result_problem),
     "register_model_sources": _GuardedSource,
     "register_data_sources": _guard_source_type,
 }

@@ -123,6 +123,7 @@ class SchedulePlugin:
     def register_schedules(self, register):
         register("linear_sigma", sigmas_linear, aliases=("lin",))
         register("broken", lambda n, lo, hi: torch.linspace(lo, hi, n + 1))
+        register("wordy", lambda n, lo, hi: "80, 1, 0")
 
 
 def test_register_schedules_from_a_throwaway_plugin() -> None:
@@ -145,8 +146,13 @@ def test_register_schedules_from_a_throwaway_plugin() -> None:
                                               torch.full((2,), 3.0, dtype=torch.float64),
                                               get_sigmas("lin", 6, 0.1, 3.0))
         assert out.shape == (2,)
-        with pytest.raises(PluginError, match="'broken' must return 4 descending"):
+        with pytest.raises(PluginError) as info:
             get_sigmas("broken", 4, 0.1, 3.0)
+        assert str(info.value).startswith(
+            "Plugin 'schedules' failed in schedule 'broken': it returned 5 values "
+            "[0.1, 0.825, 1.55, 2.275, …], not 4 descending σ's followed by 0; switch it off")
+        with pytest.raises(PluginError, match="'wordy': it returned str, not a tensor or list"):
+            get_sigmas("wordy", 2, 0.1, 3.0)
     finally:
         plugins.pm.unregister(name="schedules")
         plugins.refresh()
