@@ -106,6 +106,37 @@ def test_compile_flag_compiles_the_networks(run, weights, tmp_path, monkeypatch)
     assert compiled == ["base", "upsample"]
 
 
+def test_a_model_that_returns_nan_is_one_sentence_not_a_black_png(run, tmp_path) -> None:
+    """Damaged weights drew all-black PNGs without a word; now nothing is written and the
+    message blames the model, not the sampler."""
+    from glidectl.glide import save_weights
+
+    model = tiny_glide("base", 0)
+    with torch.no_grad():
+        model.out[2].bias.fill_(float("nan"))
+    broken = save_weights(model, tmp_path / "broken.safetensors")
+    out = tmp_path / "out"
+    res = run("a red cube", "--base", str(broken), "--steps", "2", "--out", str(out),
+              "--device", "cpu", "--precision", "bf16", "-q")
+    assert res.returncode == 2, res.stderr
+    assert ("The base model returned NaN or infinite values while sampling: its weights may be "
+            "damaged or bf16 too coarse for it (try --precision fp32).") in res.stderr
+    assert "Traceback" not in res.stderr and not list(out.glob("*.png"))
+
+
+def test_a_sampler_s_nan_from_finite_model_outputs_names_the_sampler() -> None:
+    from glidectl.errors import NonFiniteSample
+    from glidectl.sampling import check_finite
+
+    class Finite:
+        nonfinite = False
+
+    with pytest.raises(NonFiniteSample, match="Sampler 'euler' produced NaN or infinite values "
+                       "from finite model outputs; try another --sampler or --schedule."):
+        check_finite(torch.tensor([float("nan")]), Finite(), "base", "euler", "fp32")
+    check_finite(torch.zeros(1), Finite(), "base", "euler", "fp32")  # finite: no error
+
+
 def test_sample_is_reproducible_per_seed(run, weights, tmp_path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     common = ("--base", str(weights["base"]), "--steps", "3", "--sampler", "euler_a", "-q")

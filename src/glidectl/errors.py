@@ -41,6 +41,10 @@ class PluginError(GlidectlError):
     """A plugin that failed to load or registered a name twice."""
 
 
+class NonFiniteSample(GlidectlError):
+    """Sampling met NaN or infinite values (from the network, or from a sampler)."""
+
+
 class WriteError(GlidectlError):
     """A file could not be written mid-work (a full disk, a file size limit, a folder made
     read-only): a failure, not bad input, so exit code 1."""

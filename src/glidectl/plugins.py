@@ -262,6 +262,8 @@ def _sampler_result_problem(out: Any, denoiser: Any = None, x: Any = None, *_: A
         return f"it returned {type(out).__name__}, not a tensor shaped like x"
     if out.shape != x.shape:
         return f"it returned shape {tuple(out.shape)}, not x's {tuple(x.shape)}"
+    if getattr(denoiser, "nonfinite", False):
+        return None  # the network's NaN: sampling names the model, not the plugin
     if not bool(torch.isfinite(out).all()):
         return "it returned NaN or infinite values"
     return None

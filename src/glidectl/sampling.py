@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from . import plugins
-from .errors import GlidectlError, a_or_an
+from .errors import GlidectlError, NonFiniteSample, a_or_an
 from .images import centre_square, from_pil, known_mask_from_pil
 from .samplers.denoiser import GlideDenoiser
 from .samplers.noise import image_generators, per_image_noise_sampler, randn_per_image
@@ -205,7 +205,22 @@ def sample_stage(
         sampler_options["coefficients"] = options.coefficients(sigmas)
     out = spec(denoiser, x, sigmas, noise_sampler=per_image_noise_sampler(generators, x),
                **sampler_options)
+    check_finite(out, denoiser, opts.kind, options.sampler, precision)
     return out.clamp(-1, 1)
+
+
+def check_finite(out: torch.Tensor, denoiser: GlideDenoiser, kind: str, sampler: str,
+                 precision: str) -> None:
+    """One sentence instead of a black image when sampling met NaN or infinite values:
+    the network's (damaged weights, or a precision too coarse) or else the sampler's."""
+    if denoiser.nonfinite:
+        coarse = f" or {precision} too coarse for it (try --precision fp32)" if (
+            precision != "fp32") else ""
+        raise NonFiniteSample(f"The {kind} model returned NaN or infinite values while "
+                              f"sampling: its weights may be damaged{coarse}.")
+    if not bool(torch.isfinite(out).all()):
+        raise NonFiniteSample(f"Sampler {sampler!r} produced NaN or infinite values from finite "
+                              "model outputs; try another --sampler or --schedule.")
 
 
 def warn_all(messages: list[str], warn: Warn | None) -> None:

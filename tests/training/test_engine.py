@@ -279,3 +279,15 @@ def test_upsampler_previews_sample_as_glidectl_sample_upsamples_unless_told(tiny
     result = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint")).run()
     text = Image.open(result.run_dir / "previews" / "step-000001.png").text
     assert (text["sampler"], text["steps"], text["guidance"]) == ("ddpm", "3", "None")
+
+
+def test_a_preview_of_a_model_returning_nan_fails_alone(tiny, tmp_path):
+    """A preview whose network returns NaN is a failed preview (counted, said), not a black
+    grid and not the end of training."""
+    trainer = Trainer(tiny(train=dict(steps=1), preview=dict(every=1, steps=1)), quiet=True)
+    previewer = trainer.previewer
+    with torch.no_grad():
+        previewer.model.out[2].bias.fill_(float("nan"))
+    assert previewer.run(1, tmp_path) is None
+    assert previewer.failures == 1
+    assert "returned NaN or infinite values" in previewer.error

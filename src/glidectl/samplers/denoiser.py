@@ -97,6 +97,12 @@ class GlideDenoiser:
         self.guidance_rescale = guidance_rescale
         self.dynamic_threshold = dynamic_threshold
         self.calls = 0
+        self._finite: torch.Tensor | None = None  # all outputs finite so far (no sync per call)
+
+    @property
+    def nonfinite(self) -> bool:
+        """True once the network has returned a NaN or infinite value."""
+        return self._finite is not None and not bool(self._finite)
 
     @property
     def sigma_min(self) -> float:
@@ -137,6 +143,8 @@ class GlideDenoiser:
         with ctx:
             out = self.model(x_in, ts, text_emb=text_emb, **kwargs)
         out = out.float()
+        finite = torch.isfinite(out.detach()).all()
+        self._finite = finite if self._finite is None else self._finite & finite
         self.calls += 1
         if self.on_call is not None:
             self.on_call()

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ..config import GlideConfig, PreviewConfig
-from ..errors import GlidectlError, PluginError, cause
+from ..errors import GlidectlError, NonFiniteSample, PluginError, cause
 from ..images import captioned_grid, from_pil, save_png, to_pil
 from ..prompt_files import read_prompt_file
 
@@ -176,7 +176,7 @@ class Previewer:
         try:
             with torch.random.fork_rng(devices=[]):
                 out = self.sample()
-        except PluginError as exc:
+        except (PluginError, NonFiniteSample) as exc:
             self.failures += 1
             self.error = f"preview at step {step} failed: {exc}"
             return None
