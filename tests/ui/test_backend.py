@@ -74,6 +74,39 @@ def test_a_plugin_sources_models_are_listed_by_the_kind_of_their_file(tmp_path, 
     assert bases == ["myhub:tiny"] and ups == ["myhub:sharp"]
 
 
+def test_a_plugin_source_that_cannot_list_its_models_leaves_the_others_listed(models_dir,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    from glidectl import plugins
+    from glidectl.hookspecs import hookimpl
+    from glidectl.ui.models import ModelListWarning
+
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "home"))
+
+    class Broken:
+        def names(self):
+            raise ConnectionError("hub unreachable")
+
+        def resolve(self, name, download=True):
+            raise AssertionError("never asked")
+
+    class Sources:
+        @hookimpl
+        def register_model_sources(self, register):
+            register("deadhub", Broken())
+
+    plugins.load_plugins()
+    plugins.pm.register(Sources(), name="dead-plugin")
+    plugins.refresh()
+    try:
+        with pytest.warns(ModelListWarning, match="hub unreachable.*left out of the lists"):
+            bases, _, _ = UiBackend(models_dir).choices()
+    finally:
+        plugins.pm.unregister(name="dead-plugin")
+        plugins.refresh()
+    assert bases == ["tiny.safetensors"]  # the folder's models are still there
+
+
 def test_only_listed_models_can_be_used(models_dir):
     backend = UiBackend(models_dir, device="cpu")
     for bad in ("/etc/passwd", str(models_dir / "tiny.safetensors"), "../tiny.safetensors"):

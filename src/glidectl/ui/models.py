@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,10 @@ def _file_kind(path: Path) -> str | None:
         return None
 
 
+class ModelListWarning(UserWarning):
+    """A model source whose models could not be listed."""
+
+
 def _source_choices() -> list[ModelChoice]:
     """``source:name`` for every registered source's model already on disk (no download);
     its kind from the file's metadata, else from a model name that is a kind (``openai``'s)."""
@@ -49,7 +54,13 @@ def _source_choices() -> list[ModelChoice]:
     registry = plugins.model_sources()
     for name in registry.names():
         source = registry.get(name)
-        for model in source.names():
+        try:
+            models = source.names()
+        except GlidectlError as exc:  # one broken source leaves the others listed
+            warnings.warn(f"{exc} Its models are left out of the lists.", ModelListWarning,
+                          stacklevel=2)
+            continue
+        for model in models:
             try:
                 path = Path(source.resolve(model, download=False))
             except (GlidectlError, OSError):
