@@ -606,6 +606,26 @@ def test_resume_refuses_a_lora_file_changed_under_the_same_path(tmp_path, tiny_b
         run_eval(prompts, settings, RunOptions(out=tmp_path / "o", resume=True, device="cpu"))
 
 
+def test_resume_refuses_images_made_by_other_plugin_code(tmp_path, tiny_base):
+    """metadata.json records the plugins whose sampler or schedule made the images (null for
+    glidectl's own); --resume with other plugin code would mix two samplers' pictures."""
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu"))
+    meta_file = tmp_path / "o" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["plugins"] is None  # FAST's sampler and schedule are glidectl's own
+    next((tmp_path / "o").glob("000_*.png")).unlink()
+    meta_file.write_text(json.dumps({**meta, "plugins": ["glidectl-fancy 1.0"]}))
+    with pytest.raises(GlidectlError, match=r"was made with glidectl-fancy 1\.0, but this run "
+                       "would use glidectl's own samplers and schedules, so --resume would mix "
+                       "their images"):
+        run_eval(prompts, settings, RunOptions(out=tmp_path / "o", resume=True, device="cpu"))
+    del meta["plugins"]  # a run from before plugins were recorded resumes as before
+    meta_file.write_text(json.dumps(meta))
+    run_eval(prompts, settings, RunOptions(out=tmp_path / "o", resume=True, device="cpu"))
+
+
 def tiny_pair(directory: Path) -> tuple[Path, Path]:
     """A 16 px tiny base and a 16 → 64 px tiny upsampler with random weights."""
     import torch

@@ -230,8 +230,11 @@ def test_sample_with_the_example_plugin_sampler(run, weights, tmp_path) -> None:
                          "--steps", "4", "-q", "--out", str(tmp_path),
                          env={"GLIDECTL_LOAD_PLUGINS": "dpm3m"})
     assert res.returncode == 0, res.stderr
-    assert json.loads(Image.open(tmp_path / "00000.png").text["parameters"])["sampler"] == \
-        "dpm++3m_sde"
+    from importlib.metadata import version
+
+    params = json.loads(Image.open(tmp_path / "00000.png").text["parameters"])
+    assert params["sampler"] == "dpm++3m_sde"  # and the code that made it:
+    assert params["plugins"] == [f"glidectl-dpm3m {version('glidectl-dpm3m')}"]
     without = run("a cat", "--base", str(weights["base"]), "--sampler", "dpm++3m_sde")
     assert without.returncode == 2  # conftest hides installed plugins unless allow-listed
 

@@ -282,6 +282,12 @@ def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: E
     if paths := settings.located():  # so --resume finds them from any working directory
         header["paths"] = paths
     header.update(schedule_digests(settings))
+    from .plugins import plugins_used
+
+    b, u = settings.base_stage, settings.upsample_stage
+    up = settings.upsampler not in (None, "none")
+    header["plugins"] = plugins_used([b.sampler, u.sampler if up else None],
+                                     [b.schedule, u.schedule if up else None])
     return header
 
 
@@ -409,6 +415,15 @@ def _check_continues(options: RunOptions, prior: dict[str, Any] | None, out: Pat
     """Raise unless the earlier run made its images with these prompts (--resume),
     settings, models and schedule files (their sha256 in ``header``)."""
     schedules = {k: header[k] for k in SCHEDULE_KEYS.values() if k in header}
+    if prior is not None and "plugins" in prior and prior["plugins"] != header["plugins"]:
+        def code(plugins: list[str] | None) -> str:
+            return ", ".join(plugins) if plugins else "glidectl's own samplers and schedules"
+
+        flag = "--resume" if options.resume else "--skip-existing"
+        raise GlidectlError(
+            f"{str(out)!r} was made with {code(prior['plugins'])}, but this run would use "
+            f"{code(header['plugins'])}, so {flag} would mix their images; install what it "
+            "was made with, or pass a new --out.")
     if options.resume:
         check_resume(prior, out, prompts, settings.fingerprint(), models, schedules,
                      settings.located())

@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -518,3 +518,17 @@ def version_of(plugin: str) -> str | None:
 def distribution_of(plugin: str) -> str | None:
     dist = _dists.get(plugin)
     return dist.rsplit(" ", 1)[0] if dist else None
+
+
+def plugins_used(sampler_names: Iterable[str | None] = (),
+                 schedule_names: Iterable[str | None] = ()) -> list[str] | None:
+    """``"DIST VERSION"`` of each installed plugin whose sampler or schedule is named
+    (sorted; None when all are glidectl's own or not registered names, e.g. schedule files):
+    the code that made a picture, beside its settings."""
+    found = set()
+    for registry, names in ((samplers(), sampler_names), (schedules(), schedule_names)):
+        for name in names:
+            if name and name in registry:
+                dist = _dists.get(registry.entry(name).plugin)
+                found.update([dist] if dist else [])
+    return sorted(found) or None

@@ -218,6 +218,7 @@ def register(app: typer.Typer) -> None:
         from ..devices import check_precision
         from ..errors import GlidectlError
         from ..pipeline import GlidePipeline, resolve_upsampler
+        from ..plugins import plugins_used
 
         err = Console(stderr=True)
         check_precision(precision)
@@ -309,6 +310,8 @@ def register(app: typer.Typer) -> None:
             "precision": pipe.precision.name, "glidectl": __version__,
             "loras": [f"{x['path']}:{x['scale']:g}" for r in pipe.records.values()
                       for x in r.loras] or None,
+            "plugins": plugins_used([common.get("sampler"), common.get("upsample_sampler")],
+                                    [common.get("schedule"), common.get("upsample_schedule")]),
         })
         writer = _Writer(pipe, prompts, out, common)
         progress, on_progress = _progress(err, quiet)

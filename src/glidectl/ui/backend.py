@@ -230,6 +230,9 @@ class UiBackend:
             "upsampler_sampler": up_opts.sampler if up_c else None,
             "upsampler_steps": up_opts.steps if up_c else None,
             "lora": f"{lora_c.label}:{lora_scale}" if lora_c else None,
+            "plugins": plugins.plugins_used(
+                [base_opts.sampler, up_opts.sampler if up_c else None],
+                [base_opts.schedule, up_opts.schedule if up_c else None]),
             "precision": pipe.precision.name, "compile": compile, "load_s": round(load_s, 3),
             "sample_s": round(sample_s, 3),
         }
