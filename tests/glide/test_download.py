@@ -185,3 +185,28 @@ def test_a_failed_download_names_the_way_out_each_command_has(tmp_path, monkeypa
         monkeypatch.setenv(name, env[name])
     with pytest.raises(GlidectlError, match="in place of openai:base"):
         OpenAISource().resolve("base", progress=False)
+
+
+def test_a_full_disk_is_a_write_error_and_the_next_run_resumes(tmp_path):
+    """A file size limit stands in for a full disk: no retries, no blame on the connection,
+    and the bytes that fitted stay in .part for the next run to resume from."""
+    import resource
+
+    from glidectl.errors import WriteError
+
+    dest = tmp_path / "base.pt"
+    with Server({"base.pt": PAYLOAD}) as srv:
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+        try:
+            with pytest.raises(WriteError) as failed:
+                download(f"{srv.url}/base.pt", dest, progress=False, retries=3)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert srv.ranges == [None]
+        message = str(failed.value)
+        assert "Cannot write" in message and "base.pt.part' (File too large)" in message
+        assert "connection" not in message and "resumes from base.pt.part" in message
+        assert (tmp_path / "base.pt.part").stat().st_size == 100_000
+        assert download(f"{srv.url}/base.pt", dest, progress=False) == dest
+    assert dest.read_bytes() == PAYLOAD and srv.ranges[-1] == "bytes=100000-"

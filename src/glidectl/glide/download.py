@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..errors import GlidectlError
+from ..errors import GlidectlError, WriteError, write_error
 
 if TYPE_CHECKING:  # urllib and http.client load on the first download: `--help` stays fast
     import http.client
@@ -68,7 +69,11 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str
         if offset and resp.status != 206:
             offset = 0  # the server ignored Range: start over
         total = _total_from(resp, offset)
-        with open(part, "ab" if offset else "wb") as fh:
+        try:
+            fh = open(part, "ab" if offset else "wb")
+        except OSError as exc:
+            raise write_error(part, exc) from None
+        try:
             done = offset
             with _progress(progress, label, total, done) as advance:
                 while True:
@@ -78,9 +83,16 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str
                         raise _Interrupted(f"connection dropped after {done} bytes") from exc
                     if not chunk:
                         break
-                    fh.write(chunk)
+                    try:
+                        fh.write(chunk)
+                        fh.flush()
+                    except OSError as exc:  # a full disk: the network is not at fault
+                        raise write_error(part, exc) from None
                     done += len(chunk)
                     advance(len(chunk))
+        finally:
+            with suppress(OSError):  # a full disk fails the close too: the error is said
+                fh.close()
     if total is not None and done != total:
         raise _Interrupted(f"got {done} of {total} bytes")
 
@@ -153,6 +165,10 @@ def download(
             _fetch_once(url, part, timeout, progress, dest.name)
             os.replace(part, dest)
             return dest
+        except WriteError as exc:  # retrying cannot help; what arrived stays for next time
+            kept = part.is_file() and part.stat().st_size > 0
+            again = f"; the next run resumes from {part.name}" if kept else ""
+            raise WriteError(f"{str(exc).rstrip('.')}{again}.") from None
         except urllib.error.HTTPError as exc:
             raise GlidectlError(
                 f"Downloading {url} failed with HTTP {exc.code} {exc.reason}; {hint}."
