@@ -48,6 +48,12 @@ class Server:
                 rng = self.headers.get("Range")
                 server.ranges.append(rng)
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                if start >= len(data):  # as real servers do: nothing left to send
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = data[start:]
                 self.send_response(206 if rng else 200)
                 if rng:
@@ -210,3 +216,13 @@ def test_a_full_disk_is_a_write_error_and_the_next_run_resumes(tmp_path):
         assert (tmp_path / "base.pt.part").stat().st_size == 100_000
         assert download(f"{srv.url}/base.pt", dest, progress=False) == dest
     assert dest.read_bytes() == PAYLOAD and srv.ranges[-1] == "bytes=100000-"
+
+
+def test_a_whole_part_file_left_by_a_kill_is_kept(tmp_path):
+    """Killed after the last byte but before the rename: the server refuses the range (416,
+    ``bytes */N``) and the .part, which is the whole file, becomes the file."""
+    (tmp_path / "base.pt.part").write_bytes(PAYLOAD)
+    with Server({"base.pt": PAYLOAD}) as srv:
+        dest = download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False)
+    assert dest.read_bytes() == PAYLOAD and srv.ranges == [f"bytes={len(PAYLOAD)}-"]
+    assert not (tmp_path / "base.pt.part").exists()

@@ -7,6 +7,7 @@ finished file is renamed into place atomically, so a file in the cache is always
 from __future__ import annotations
 
 import os
+import re
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..errors import GlidectlError, WriteError, write_error
 
 if TYPE_CHECKING:  # urllib and http.client load on the first download: `--help` stays fast
     import http.client
+    import urllib.error
 
 CHUNK = 1 << 20
 
@@ -48,6 +50,13 @@ def _total_from(resp: http.client.HTTPResponse, offset: int) -> int | None:
     return offset + int(length) if length and length.isdigit() else None
 
 
+def _whole_size(refusal: urllib.error.HTTPError) -> int | None:
+    """The file's size a 416 refusal names (``Content-Range: bytes */N``), if it does."""
+    given = (refusal.headers or {}).get("Content-Range", "")
+    match = re.fullmatch(r"bytes \*/(\d+)", given.strip())
+    return int(match.group(1)) if match else None
+
+
 def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str) -> None:
     import http.client
     import urllib.error
@@ -61,8 +70,10 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str
     try:
         resp = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # our .part is stale or larger than the file: restart
-            part.unlink()
+        if exc.code == 416 and offset:
+            if _whole_size(exc) == offset:  # all of it arrived; a kill came before the rename
+                return
+            part.unlink()  # our .part is stale or larger than the file: restart
             raise _Interrupted("server refused to resume; restarting") from exc
         raise
     with resp:
