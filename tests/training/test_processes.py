@@ -121,6 +121,29 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(
                       for p in (run / "checkpoints" / "step-000002").rglob("*") if p.is_file()}
 
 
+def test_a_full_disk_before_the_first_checkpoint_does_not_point_at_resume(tiny, tmp_path):
+    """With no checkpoint written, --resume RUN is refused; the error says to start over,
+    and the same command does."""
+    import resource
+
+    from glidectl.errors import WriteError
+
+    cfg = tiny(train=dict(steps=2), checkpoint=dict(every=2))
+    trainer = Trainer(cfg, quiet=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4_000_000, hard))
+    try:
+        with pytest.raises(WriteError) as failed:
+            trainer.run()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    message = str(failed.value)
+    assert "(File too large)" in message and "--resume" not in message
+    assert message.endswith("it has no checkpoint yet: run the same command again to start "
+                            "it over.")
+    assert Trainer(cfg, quiet=True).run().step == 2
+
+
 def test_a_second_process_on_a_run_being_trained_is_one_line(tiny, config_file, tmp_path):
     """Two processes writing one run folder lose data (the second truncates metrics.jsonl
     under the first): the second stops in one line and changes nothing."""

@@ -586,8 +586,9 @@ class Trainer:
     def _saved(self) -> str:
         """Where this run can be resumed from, as the end of an error sentence."""
         last = runs.latest_step_dir(self.run_dir.checkpoints)
-        saved = f"its last checkpoint is {str(last)!r}" if last else "it has no checkpoint"
-        return f"{saved}: resume with --resume {self.run_dir.root}"
+        if last is None:  # --resume would refuse the folder: there is nothing to resume
+            return "it has no checkpoint yet: run the same command again to start it over"
+        return f"its last checkpoint is {str(last)!r}: resume with --resume {self.run_dir.root}"
 
     def _run(self, until: int | None) -> TrainResult:
         cfg = self.cfg
