@@ -42,6 +42,18 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+def fsync_tree(folder: Path) -> None:
+    """Flush every file and folder under ``folder`` to disk: a folder about to be renamed
+    into place (a checkpoint) must not be named by a pointer while its files may still be
+    lost in a power cut."""
+    for path in sorted(Path(folder).rglob("*"), key=lambda p: -len(p.parts)):
+        if path.is_file() and not path.is_symlink():
+            _fsync_file(path)
+        elif path.is_dir():
+            fsync_dir(path)
+    fsync_dir(Path(folder))
+
+
 @contextmanager
 def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temp path to write; on success it replaces ``path`` (else it is removed).

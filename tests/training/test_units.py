@@ -94,6 +94,38 @@ def test_interrupted_checkpoint_never_replaces_a_complete_one(tmp_path):
     assert not (tmp_path / ".tmp-step-000020").exists()
 
 
+def test_a_checkpoint_is_on_disk_before_latest_names_it(tmp_path, monkeypatch):
+    """A power cut after ``latest`` moved (and pruning removed the older step) must not find
+    the new step's files still in the page cache: each is fsynced before the rename."""
+    import os
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(f"replace {src} {dst}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+
+    def write(d: Path) -> None:
+        _write(d, 10)
+        (d / "state").mkdir()
+        (d / "state" / "train.json").write_text("{}")
+
+    CheckpointManager(tmp_path, keep_last=1).save(10, write)
+    tmp = tmp_path / ".tmp-step-000010"
+    moved = events.index(f"replace {tmp} {tmp_path / 'step-000010'}")
+    before = events[:moved]
+    for name in ("model.safetensors", "state/train.json", "state", ""):
+        assert f"fsync {(tmp / name) if name else tmp}" in before, name
+
+
 def test_resolve_checkpoint_accepts_run_and_step_dirs(tmp_path):
     ckpts = tmp_path / "run" / "checkpoints"
     mgr = CheckpointManager(ckpts)

@@ -1,9 +1,10 @@
 """Step checkpoints: atomic writes (temp folder + rename), retention, ``latest``/``best``.
 
 The layout lives in :mod:`glidectl.runs`. A checkpoint is written into ``.tmp-step-N``,
-renamed into place, then ``latest`` is rewritten (last), so a crash at any point leaves every
-listed checkpoint whole. ``best`` (with ``checkpoint.keep_best``) names the step with the
-lowest validation loss; pruning never removes the ``latest`` or ``best`` step.
+flushed to disk, renamed into place, then ``latest`` is rewritten (last), so a crash (a power
+cut too) at any point leaves every listed checkpoint whole. ``best`` (with
+``checkpoint.keep_best``) names the step with the lowest validation loss; pruning never
+removes the ``latest`` or ``best`` step.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import runs
-from ..atomic import fsync_dir, write_text
+from ..atomic import fsync_dir, fsync_tree, write_text
 from ..errors import GlidectlError
 
 LATEST = runs.LATEST
@@ -44,6 +45,7 @@ class CheckpointManager:
     def commit(self, step: int) -> Path:
         """Rename the temp folder into place, update ``latest``, then prune (main process)."""
         tmp, final = self.tmp_dir(step), self.final_dir(step)
+        fsync_tree(tmp)  # on disk before ``latest`` names it and pruning drops older steps
         if final.exists():
             # Same step written again (e.g. a resumed run checkpoints where it started).
             old = self.directory / f".old-{runs.step_dir_name(step)}"
