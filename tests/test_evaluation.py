@@ -889,6 +889,11 @@ def test_resume_reuses_the_recorded_settings_and_refuses_changes(tmp_path, tiny_
     assert again == settings and "recorded" in notes[-1]
     same, _ = settings_for(prompts, {"seed": 3, "base_stage.steps": 2}, options, "fp32")
     assert same == settings  # repeating a recorded value is fine
+    assert settings.upsampler is None  # --upsampler none or auto repeats it
+    for upsampler in ("none", "auto"):
+        assert settings_for(prompts, {"upsampler": upsampler}, options)[0] == settings
+    with pytest.raises(GlidectlError, match=r"--upsampler openai:upsample would change"):
+        settings_for(prompts, {"upsampler": "openai:upsample"}, options)
     with pytest.raises(GlidectlError, match=r"--resume: --steps 5 would change the images .* "
                                             r"recorded with 2; drop --steps"):
         settings_for(prompts, {"base_stage.steps": 5}, options)

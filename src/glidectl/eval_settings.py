@@ -255,6 +255,14 @@ def resolve_settings(
         if precision is not None:  # --precision given: it must resolve to the recorded one
             given["precision"] = precision
         for key, value in given.items():
+            if key == "upsampler":  # `none` and `auto` name what the run would use
+                from .pipeline import resolve_upsampler
+
+                if (resolved := resolve_upsampler(settings.base, value)) is None:
+                    if old.get(key) is None:
+                        continue
+                else:
+                    value = resolved
             if key in PATH_KEYS and _same(resolve_path(key, value), settings.where(key)):
                 continue  # another spelling of the same file or folder
             if key in old and not _same(old[key], value):
