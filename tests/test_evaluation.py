@@ -1148,3 +1148,31 @@ def test_eval_base_none_points_to_sample(tmp_path):
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
     with pytest.raises(GlidectlError, match="--base none works only in glidectl sample"):
         settings_for(prompts, {"base": "none"}, RunOptions(out=tmp_path / "o"), "fp32")
+
+
+def test_a_full_disk_at_the_grid_keeps_the_images_and_names_the_resume(tmp_path, tiny_base):
+    """A file size limit (as a full disk) lets the images (1.4 kB) through but not the grid
+    (6.5 kB): exit 1, one line naming the file and the command that continues, which
+    finishes the run with the images kept."""
+    import resource
+
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    out = tmp_path / "run"
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (5_000, resource.RLIM_INFINITY))
+
+    failed = subprocess.run(_cli(prompts, tiny_base, out, "--n", "1"), env=_env(),
+                            capture_output=True, text=True, timeout=300, preexec_fn=small_files)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    error = failed.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: Cannot write ") and "grid.png' (File too large)" in error
+    assert f"`glidectl eval {prompts} --resume --out {out}`." in error
+    kept = outputs(out)
+    assert sum(name.endswith(".png") for name in kept) == 2
+    done = subprocess.run(_cli(prompts, tiny_base, out, "--n", "1", "--resume"), env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert all(outputs(out)[name] == data for name, data in kept.items())
+    assert (out / "grid.png").is_file()
+    assert json.loads((out / "metadata.json").read_text())["counts"]["generated"] == 0

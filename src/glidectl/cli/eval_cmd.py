@@ -204,6 +204,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from ..devices import check_precision
+        from ..errors import WriteError
         from ..eval_settings import META_FILE
         from ..evaluation import RunOptions, run_eval, settings_for
         from ..lora import parse_lora_spec
@@ -246,6 +247,13 @@ def register(app: typer.Typer) -> None:
                               f"`glidectl eval {prompts} --resume --out {where}`.",
                               markup=False)
             raise typer.Exit(130) from None
+        except WriteError as exc:  # a full disk: the images already written are kept
+            where = events.out
+            if where is None or not (Path(where) / META_FILE).is_file():
+                raise
+            raise WriteError(f"{str(exc).rstrip('.')}; the finished prompts are kept: "
+                             f"continue with `glidectl eval {prompts} --resume --out "
+                             f"{where}`.") from None
         finally:
             events("end")
         if report.dry_run:
