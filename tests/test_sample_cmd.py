@@ -605,3 +605,35 @@ def test_a_bespoke_stage_without_its_file_is_refused_before_anything_runs(capsys
         assert flag in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert ("Upsampler: " in res.stderr) == ("--upsample-sampler" in args), res.stderr
         assert not (tmp_path / f"o{k}").exists(), args
+
+
+def test_a_folder_that_stops_taking_files_keeps_and_counts_the_images_written(weights,
+                                                                               tmp_path):
+    """The folder turned read-only mid-run (as a full disk): one line naming the file and
+    how many images were written before it, which are listed; exit 1."""
+    import time
+
+    from data_helpers import without_root_powers
+
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [*without_root_powers(), sys.executable, "-m", "glidectl", "sample", "a red cube",
+         "--base", str(weights["base"]), "--upsampler", "none", "--n", "60", "--batch-size",
+         "2", "--steps", "20", "--out", str(out), "--device", "cpu", "-q"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(proc, lambda: len(list(out.glob("0*.png"))) >= 2, time.monotonic() + 120)
+        out.chmod(0o555)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        out.chmod(0o755)
+        if proc.poll() is None:
+            proc.kill()
+    pngs = sorted(out.glob("0*.png"))
+    assert proc.returncode == 1 and "Traceback" not in stderr, stderr
+    assert 2 <= len(pngs) < 60 and stdout.split() == [str(p) for p in pngs]
+    error = stderr.strip().splitlines()[-1]
+    assert error.startswith(f"Error: Cannot write {str(out / f'{len(pngs):05d}.png')!r}")
+    assert error.endswith(f"; {len(pngs)} of 60 images were written before it.")

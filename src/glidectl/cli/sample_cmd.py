@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, WriteError
 from ..ranges import STEPS
 
 SAMPLER_HELP = ("Base sampler (default: the model's recommended, else dpm++2m; see "
@@ -331,6 +331,11 @@ def register(app: typer.Typer) -> None:
             say(f"Interrupted: {len(writer.written)} of {n * len(prompts)} images were "
                 f"written{f' to {str(out)!r}' if writer.written else ''}; no grid.")
             raise typer.Exit(130) from None
+        except WriteError as exc:  # a full disk: say what was kept, as Ctrl-C does
+            for path in writer.written:
+                typer.echo(str(path))
+            raise WriteError(f"{str(exc).rstrip('.')}; {len(writer.written)} of "
+                             f"{n * len(prompts)} images were written before it.") from None
         for path in writer.written:
             typer.echo(str(path))
         if grid:
