@@ -730,3 +730,21 @@ def test_bad_lora_config_fails_before_a_run_directory_exists(tmp_path, capsys):
     assert cli("lora", "--config", tmp_path / "bad.toml", "--set",
                "lora.targets=['attn']") == 2
     assert "unknown preset 'attn'" in capsys.readouterr().err
+
+
+def test_a_new_start_replaces_the_scratch_base_an_earlier_start_left(tmp_path):
+    """A start killed before its first checkpoint leaves base.safetensors; a new start of the
+    run on another seed (another scratch base) writes its own, so its adapters load."""
+    import shutil
+
+    from glidectl.glide import load_model
+    from glidectl.lora import train_lora
+
+    train_lora(lora_config(tmp_path, train=dict(name="earlier", seed=1, steps=2)), quiet=True)
+    run_dir = tmp_path / "runs" / "lora"
+    run_dir.mkdir(parents=True)
+    shutil.copy(tmp_path / "runs" / "earlier" / "base.safetensors", run_dir)
+    train_lora(lora_config(tmp_path, train=dict(steps=2)), quiet=True)
+    adapter = read_adapter(run_dir)
+    assert adapter.meta["base_model"] == str(run_dir / "base.safetensors")
+    assert weights_sha256(load_model(adapter.meta["base_model"])) == adapter.meta["base_sha256"]

@@ -116,10 +116,22 @@ class LoraTrainingAdapter:
         from ..glide import save_weights
 
         path = run.base
-        if not path.is_file():
+        if _base_hash(path) != self.base_sha256:  # absent, or left by an earlier start
             save_weights(base_state(model), path, model.options,
                          {"lora_base_sha256": self.base_sha256})
         self.base_spec = str(path)
+
+
+def _base_hash(path: Path) -> str | None:
+    """The base weights' sha256 a run's ``base.safetensors`` records (None: no such file):
+    a start killed before its first checkpoint leaves one that a new start, on another
+    train.seed or model, must not keep."""
+    from ..glide.checkpoints import read_metadata
+
+    try:
+        return read_metadata(path).get("lora_base_sha256")
+    except GlidectlError:
+        return None
 
 
 def train_lora(
