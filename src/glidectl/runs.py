@@ -10,7 +10,8 @@
       trackers/          TensorBoard event files, W&B's offline folder, ...
       base.safetensors   a LoRA run's scratch base network
       checkpoints/
-        latest           text: the newest complete step folder's name (written last)
+        latest           text: the newest step folder's name (written just before the
+                         folder is renamed into place: a name not there yet is skipped)
         best             text: the step folder with the lowest val_loss (checkpoint.keep_best)
         step-000500/
           model.safetensors, ema.safetensors   full weights (EMA: the average)

@@ -126,6 +126,38 @@ def test_a_checkpoint_is_on_disk_before_latest_names_it(tmp_path, monkeypatch):
         assert f"fsync {(tmp / name) if name else tmp}" in before, name
 
 
+def test_a_kill_at_any_point_of_a_commit_resumes_the_newest_whole_checkpoint(
+        tmp_path, monkeypatch):
+    """``latest`` is pointed at the new step before its folder is renamed into place: a kill
+    before the rename resumes the step before (the pointer names no folder yet), a kill just
+    after it the new step, never leaving the newer whole checkpoint to be set aside."""
+    import os
+
+    class Killed(BaseException):
+        pass
+
+    real_replace = os.replace
+    for kill_at in ("pointer", "rename"):
+        ckpts = tmp_path / kill_at
+        mgr = CheckpointManager(ckpts, keep_last=1)
+        mgr.save(3, lambda d: (d / "state").mkdir())
+        calls: list[str] = []
+
+        def replace(src, dst, kill_at=kill_at, calls=calls) -> None:
+            real_replace(src, dst)
+            calls.append(Path(dst).name)
+            if calls[-1] == {"pointer": "latest", "rename": "step-000006"}[kill_at]:
+                raise Killed  # a kill -9 right after this rename: nothing after it runs
+
+        monkeypatch.setattr(os, "replace", replace)
+        with pytest.raises(Killed):
+            mgr.save(6, lambda d: (d / "state").mkdir())
+        monkeypatch.setattr(os, "replace", real_replace)
+        want = {"pointer": 3, "rename": 6}[kill_at]
+        assert resolve_checkpoint("latest", ckpts) == ckpts / f"step-{want:06d}", kill_at
+        assert mgr.latest() == ckpts / f"step-{want:06d}"
+
+
 def test_resolve_checkpoint_accepts_run_and_step_dirs(tmp_path):
     ckpts = tmp_path / "run" / "checkpoints"
     mgr = CheckpointManager(ckpts)

@@ -1,8 +1,9 @@
 """Step checkpoints: atomic writes (temp folder + rename), retention, ``latest``/``best``.
 
-The layout lives in :mod:`glidectl.runs`. A checkpoint is written into ``.tmp-step-N``,
-flushed to disk, renamed into place, then ``latest`` is rewritten (last), so a crash (a power
-cut too) at any point leaves every listed checkpoint whole. ``best`` (with
+The layout lives in :mod:`glidectl.runs`. A checkpoint is written into ``.tmp-step-N`` and
+flushed to disk; ``latest`` is pointed at it, then it is renamed into place, so a crash (a
+power cut too) at any point leaves every listed checkpoint whole and ``latest`` naming the
+newest (or a folder not there yet, skipped for the highest step). ``best`` (with
 ``checkpoint.keep_best``) names the step with the lowest validation loss; pruning never
 removes the ``latest`` or ``best`` step.
 """
@@ -43,9 +44,14 @@ class CheckpointManager:
         return tmp
 
     def commit(self, step: int) -> Path:
-        """Rename the temp folder into place, update ``latest``, then prune (main process)."""
+        """Point ``latest`` at the step, rename the temp folder into place, then prune (main
+        process). The pointer goes first: a kill before the rename leaves it naming a folder
+        that is not there, which readers skip for the highest step; after the rename it
+        would leave ``latest`` one checkpoint behind, and a resume from there set the newer,
+        whole one aside."""
         tmp, final = self.tmp_dir(step), self.final_dir(step)
         fsync_tree(tmp)  # on disk before ``latest`` names it and pruning drops older steps
+        write_text(self.directory / runs.LATEST, final.name + "\n", durable=True)
         if final.exists():
             # Same step written again (e.g. a resumed run checkpoints where it started).
             old = self.directory / f".old-{runs.step_dir_name(step)}"
@@ -57,7 +63,6 @@ class CheckpointManager:
         else:
             os.replace(tmp, final)
         fsync_dir(self.directory)
-        write_text(self.directory / runs.LATEST, final.name + "\n", durable=True)
         self.prune()
         return final
 
