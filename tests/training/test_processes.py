@@ -144,6 +144,34 @@ def test_a_full_disk_before_the_first_checkpoint_does_not_point_at_resume(tiny, 
     assert Trainer(cfg, quiet=True).run().step == 2
 
 
+def test_a_second_ctrl_c_while_saving_names_the_last_checkpoint(tiny, tmp_path):
+    """The first Ctrl-C asks for a checkpoint; a second one during that save stops the run
+    (exit 130) in one line naming the checkpoint before, whose --resume goes on; the
+    half-written checkpoint is removed."""
+    cfg = tiny(train=dict(steps=4), checkpoint=dict(every=2))
+    trainer = Trainer(cfg, quiet=True)
+    begin = trainer.checkpoints.begin
+
+    def begin_and_ctrl_c_twice(step: int) -> Path:
+        folder = begin(step)
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the second one interrupts here
+        return folder
+
+    trainer.checkpoints.begin = begin_and_ctrl_c_twice
+    with pytest.raises(GlidectlError) as stopped:
+        trainer.run()
+    run = tmp_path / "runs" / "t"
+    assert stopped.value.exit_code == 130
+    assert str(stopped.value) == (
+        f"Interrupted at step 4, which was not saved; its last checkpoint is "
+        f"{str(run / 'checkpoints' / 'step-000002')!r}: resume with --resume {run}.")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-000002"]
+    assert Trainer(cfg, resume="latest", quiet=True).run().step == 4
+
+
 def test_a_second_process_on_a_run_being_trained_is_one_line(tiny, config_file, tmp_path):
     """Two processes writing one run folder lose data (the second truncates metrics.jsonl
     under the first): the second stops in one line and changes nothing."""

@@ -29,7 +29,7 @@ from .checkpointing import CheckpointManager, set_aside_after
 from .data_stream import DataStream
 from .display import Display
 from .ema import EMA
-from .guards import NonFiniteGuard, PeerLost, StopFlag, peer_lost
+from .guards import NonFiniteGuard, PeerLost, StopFlag, StoppedAgain, peer_lost
 from .lr_schedule import make_scheduler, warmup_note
 from .metrics import (
     MetricsFile,
@@ -566,6 +566,15 @@ class Trainer:
             return self._run(until)
         except WriteError as exc:  # a full disk: say where the run can go on from
             raise WriteError(f"{str(exc).rstrip('.')}; {self._saved()}.") from None
+        except KeyboardInterrupt:  # a second Ctrl-C/SIGTERM, while saving too
+            step = self.state.step
+            if self.main:  # a half-written checkpoint: its space back now
+                shutil.rmtree(self.checkpoints.tmp_dir(step), ignore_errors=True)
+            last = runs.latest_step_dir(self.run_dir.checkpoints)
+            unsaved = "" if last is not None and runs.step_of(last) == step else \
+                ", which was not saved"
+            raise StoppedAgain(f"Interrupted at step {step}{unsaved}; {self._saved()}.") \
+                from None
         except RuntimeError as exc:
             if self.accelerator.num_processes == 1 or not peer_lost(exc):
                 raise

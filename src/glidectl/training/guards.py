@@ -68,6 +68,12 @@ class StopFlag:
         self._previous.clear()
 
 
+class StoppedAgain(GlidectlError):
+    """A second Ctrl-C/SIGTERM cut the run short (its save too): exit code 130, as Ctrl-C."""
+
+    exit_code = 130
+
+
 class PeerLost(GlidectlError):
     """Another process of a multi-process run died; not the user's input, so exit code 1."""
 
