@@ -236,3 +236,31 @@ def test_overwriting_keeps_the_old_file_until_every_count_is_fitted(glidectl, we
     from glidectl.pipeline import file_sha256
 
     assert data["model_sha256"] == file_sha256(weights["base"])
+
+
+def test_a_stopped_fit_to_a_new_file_says_the_counts_fitted_are_in_it(glidectl, weights,
+                                                                      tmp_path) -> None:
+    """Ctrl-C (or a full disk) after the first count: the new file holds that count, and
+    the message says so instead of leaving a file the user cannot place."""
+    from glidectl import step_fitting
+    from glidectl.samplers.tuned import read_schedule_file
+
+    out = tmp_path / "s.json"
+    calls = step_fitting.fit_calls
+
+    def stop_at_five(target, n, *a, **k):
+        if n == 5:
+            raise KeyboardInterrupt
+        return calls(target, n, *a, **k)
+
+    step_fitting.fit_calls = stop_at_five
+    try:
+        code, _, stderr = glidectl(
+            "fit-steps", weights["base"], "--prompt", "a cat", "--images", "1",
+            "--reference-steps", "12", "--rounds", "1", "--check-images", "0", "--out", out,
+            "--calls", "3", "--calls", "5")
+    finally:
+        step_fitting.fit_calls = calls
+    assert code == 130 and list(read_schedule_file(out)) == [3], stderr
+    assert f"stopped: the counts fitted so far are in {str(out)!r}" in stderr
+    assert "run again with --overwrite" in stderr

@@ -126,6 +126,10 @@ def register(app: typer.Typer) -> None:
             if write_to != path and _mtime(write_to) not in (None, earlier):
                 typer.echo(f"stopped: {str(path)!r} is unchanged; the counts fitted so far "
                            f"are in {str(write_to)!r}.", err=True)
+            elif write_to == path and _mtime(path) is not None:  # a new file, part-written
+                typer.echo(f"stopped: the counts fitted so far are in {str(path)!r} (usable "
+                           "with --schedule); run again with --overwrite to fit every "
+                           "count.", err=True)
             raise
 
 
