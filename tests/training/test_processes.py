@@ -172,6 +172,48 @@ def test_a_second_ctrl_c_while_saving_names_the_last_checkpoint(tiny, tmp_path):
     assert Trainer(cfg, resume="latest", quiet=True).run().step == 4
 
 
+def test_a_data_worker_killed_mid_run_is_one_line_naming_the_checkpoint(tiny, tmp_path):
+    """The out-of-memory killer's usual victim is a data loader worker: once a checkpoint is
+    written one is killed, and the run stops in one line (exit 1) naming the checkpoint to
+    resume from, instead of torch's traceback; the resume goes on."""
+    import threading
+
+    from glidectl.training.guards import WorkerLost
+
+    cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=2), data=dict(workers=1))
+    trainer = Trainer(cfg, quiet=True)
+    run = tmp_path / "runs" / "t"
+
+    def kill_a_worker() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (run / "checkpoints" / "latest").exists():
+            time.sleep(0.05)
+        while time.monotonic() < deadline:
+            for status in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    fields = dict(line.split(":\t", 1) for line in
+                                  status.read_text().splitlines() if ":\t" in line)
+                except OSError:
+                    continue
+                if fields.get("PPid", "").strip() == str(os.getpid()):
+                    os.kill(int(status.parent.name), signal.SIGKILL)
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker, daemon=True)
+    killer.start()
+    with pytest.raises(WorkerLost) as stopped:
+        trainer.run()
+    killer.join()
+    message = str(stopped.value)
+    assert stopped.value.exit_code == 1 and "is killed by signal: Killed" in message
+    assert "out-of-memory killer" in message and f"resume with --resume {run}" in message
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    step = int((run / "checkpoints" / "latest").read_text().strip().removeprefix("step-"))
+    cfg.train.steps = step + 1
+    assert Trainer(cfg, resume="latest", quiet=True).run().step == step + 1
+
+
 def test_a_second_process_on_a_run_being_trained_is_one_line(tiny, config_file, tmp_path):
     """Two processes writing one run folder lose data (the second truncates metrics.jsonl
     under the first): the second stops in one line and changes nothing."""

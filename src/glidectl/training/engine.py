@@ -29,7 +29,15 @@ from .checkpointing import CheckpointManager, set_aside_after
 from .data_stream import DataStream
 from .display import Display
 from .ema import EMA
-from .guards import NonFiniteGuard, PeerLost, StopFlag, StoppedAgain, peer_lost
+from .guards import (
+    NonFiniteGuard,
+    PeerLost,
+    StopFlag,
+    StoppedAgain,
+    WorkerLost,
+    peer_lost,
+    worker_lost,
+)
 from .lr_schedule import make_scheduler, warmup_note
 from .metrics import (
     MetricsFile,
@@ -576,6 +584,13 @@ class Trainer:
             raise StoppedAgain(f"Interrupted at step {step}{unsaved}; {self._saved()}.") \
                 from None
         except RuntimeError as exc:
+            if (died := worker_lost(exc)) is not None:  # raised wherever SIGCHLD lands
+                if self.main:
+                    shutil.rmtree(self.checkpoints.tmp_dir(self.state.step), ignore_errors=True)
+                oom = " (most often by the system's out-of-memory killer; lower " \
+                      "data.workers or train.batch_size)" if died.endswith("Killed") else ""
+                raise WorkerLost(f"Training stopped near step {self.state.step}: {died}"
+                                 f"{oom}; {self._saved()}.") from None
             if self.accelerator.num_processes == 1 or not peer_lost(exc):
                 raise
             raise PeerLost(

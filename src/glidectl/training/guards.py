@@ -74,6 +74,19 @@ class StoppedAgain(GlidectlError):
     exit_code = 130
 
 
+class WorkerLost(GlidectlError):
+    """A data loader worker died (the system's out-of-memory killer, most often): not the
+    user's input, so exit code 1."""
+
+    exit_code = 1
+
+
+def worker_lost(exc: BaseException) -> str | None:
+    """torch's account of a data loader worker that died, else None."""
+    text = str(exc).strip()
+    return text.rstrip(".") if text.startswith("DataLoader worker (pid") else None
+
+
 class PeerLost(GlidectlError):
     """Another process of a multi-process run died; not the user's input, so exit code 1."""
 
