@@ -158,6 +158,36 @@ def test_a_kill_at_any_point_of_a_commit_resumes_the_newest_whole_checkpoint(
         assert mgr.latest() == ckpts / f"step-{want:06d}"
 
 
+def test_a_kill_while_pruning_leaves_no_half_deleted_step(tmp_path, monkeypatch):
+    """Deleting a multi-GB step folder takes a while; killed in the middle, no ``step-N``
+    with some of its files gone stays to be taken for a checkpoint."""
+    import os
+
+    class Killed(BaseException):
+        pass
+
+    def write(d: Path) -> None:
+        _write(d, 0)
+        (d / "state").mkdir()
+        (d / "state" / "train.json").write_text("{}")
+
+    mgr = CheckpointManager(tmp_path, keep_last=1)
+    mgr.save(1, write)
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs) -> None:
+        real_unlink(path, *args, **kwargs)
+        raise Killed  # a kill -9 after the first file of the pruned step is gone
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(Killed):
+        mgr.save(2, write)
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    assert mgr.steps() == [2]
+    mgr.save(3, write)  # the next prune removes what is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-000003"]
+
+
 def test_resolve_checkpoint_accepts_run_and_step_dirs(tmp_path):
     ckpts = tmp_path / "run" / "checkpoints"
     mgr = CheckpointManager(ckpts)

@@ -88,7 +88,7 @@ class CheckpointManager:
         and stale temp folders (a step folder left aside is put back first)."""
         restore_aside(self.directory)
         for child in self.directory.iterdir():
-            if child.name.startswith((".tmp-", ".old-")) and child.is_dir():
+            if child.name.startswith((".tmp-", ".old-", ".pruned-")) and child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
         if self.keep_last <= 0:
             return
@@ -97,7 +97,13 @@ class CheckpointManager:
         for step in steps[: max(0, len(steps) - self.keep_last)]:
             path = self.final_dir(step)
             if path not in kept:
-                shutil.rmtree(path, ignore_errors=True)
+                # renamed away first: a kill mid-delete leaves no half-deleted step-N
+                gone = self.directory / f".pruned-{path.name}"
+                try:
+                    os.replace(path, gone)
+                except OSError:
+                    gone = path
+                shutil.rmtree(gone, ignore_errors=True)
 
     def latest(self) -> Path | None:
         """The checkpoint named by ``latest``, else the highest complete step, else None."""
