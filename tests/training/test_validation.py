@@ -60,6 +60,36 @@ def test_keep_best_keeps_the_lowest_val_loss_checkpoint(tiny, monkeypatch):
     assert ["best_val_loss", 1.0] in state["$dict"]  # the best so far resumes too
 
 
+def test_a_kill_before_best_is_pointed_keeps_the_best_checkpoint(tiny, monkeypatch):
+    """Killed after the best checkpoint (step 2) was written but before ``best`` named it:
+    the resume points ``best`` at it, so pruning keeps it."""
+    scripted = iter([3.0, 1.0, 2.0, 2.5])
+    monkeypatch.setattr(validation.Validator, "run",
+                        lambda self, model, device: {"val_loss": next(scripted)})
+    cfg = tiny(train=dict(steps=4), checkpoint=dict(every=0, keep_last=1, keep_best=True),
+               validation=dict(holdout=2, every=1))
+
+    class Killed(BaseException):
+        pass
+
+    trainer = Trainer(cfg, quiet=True)
+    mark_best = trainer.checkpoints.mark_best
+
+    def killed_at_step_two(step: int) -> None:
+        if step == 2:
+            raise Killed
+        mark_best(step)
+
+    trainer.checkpoints.mark_best = killed_at_step_two
+    with pytest.raises(Killed):
+        trainer.run()
+    ckpts = trainer.run_dir.checkpoints
+    assert (ckpts / "best").read_text().strip() == "step-000001"
+    Trainer(cfg, resume="latest", quiet=True).run()
+    assert (ckpts / "best").read_text().strip() == "step-000002"
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-000002", "step-000004"]
+
+
 @pytest.mark.parametrize(("sections", "message"), [
     (dict(validation=dict(holdout=2, source="x", every=1)), "not both"),
     (dict(validation=dict(every=5)), "nothing to validate"),

@@ -504,7 +504,7 @@ class Trainer:
         self.display.validation(record)
         if (self.cfg.checkpoint.keep_best and "val_loss" in values
                 and values["val_loss"] < self.state.best_val_loss):
-            self.state.best_val_loss = values["val_loss"]
+            self.state.best_val_loss, self.state.best_step = values["val_loss"], step
             self._checkpoint(out.result)
             if self.main:
                 self.checkpoints.mark_best(step)
@@ -607,6 +607,15 @@ class Trainer:
                 f"Resumed from step {step}: the later checkpoints ({', '.join(names)}) are from "
                 f"the run before this resume and were moved, whole, to {str(folder)!r}.")
 
+    def _repoint_best(self) -> None:
+        """Point ``best`` at the best checkpoint the resumed state knows: a kill between a
+        best checkpoint and its pointer, or a resume from before later checkpoints set
+        aside, would leave it naming another step (or none) and pruning would delete it."""
+        best = self.state.best_step
+        if best is not None and self.run_dir.step_dir(best).is_dir() \
+                and self.checkpoints.best() != self.run_dir.step_dir(best):
+            self.checkpoints.mark_best(best)
+
     def _saved(self) -> str:
         """Where this run can be resumed from, as the end of an error sentence."""
         last = runs.latest_step_dir(self.run_dir.checkpoints)
@@ -622,6 +631,7 @@ class Trainer:
             truncate_after(self.run_dir.metrics, step)
             out.metrics = MetricsFile(self.run_dir.metrics)
             self._set_aside_later(step)
+            self._repoint_best()
         self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
         self._launcher = os.getppid()
         if step >= self.total_steps:

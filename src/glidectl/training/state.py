@@ -35,6 +35,7 @@ class TrainState:
         self.stream, self.guard = stream, guard
         self.tracker_ids: dict[str, str] = {}
         self.best_val_loss = math.inf
+        self.best_step: int | None = None  # the checkpoint ``best`` names (keep_best)
         # Samples accepted and rejected over all processes before this process started
         # (a resumed run's counts go on from the checkpoint's), and the totals to save.
         self.data_base: dict[str, Any] = {}
@@ -44,8 +45,8 @@ class TrainState:
         return {
             "step": self.step, "data": self.stream.state_dict(),
             "guard": self.guard.state_dict(), "trackers": dict(self.tracker_ids),
-            "best_val_loss": self.best_val_loss, "data_counts": self.data_total,
-            "precision": self.precision,
+            "best_val_loss": self.best_val_loss, "best_step": self.best_step,
+            "data_counts": self.data_total, "precision": self.precision,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -56,6 +57,8 @@ class TrainState:
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
         saved = state.get("precision")
         self.saved_precision = saved if isinstance(saved, str) else None
+        best = state.get("best_step")  # absent in checkpoints before it was kept
+        self.best_step = best if isinstance(best, int) and not isinstance(best, bool) else None
         counts = state.get("data_counts") or {}  # absent in checkpoints before it was kept
         if counts:
             rejected = {str(k): int(v) for k, v in dict(counts["rejected"]).items()}
