@@ -17,6 +17,9 @@ from typing import Any
 
 from .errors import is_write_failure, write_error
 
+# errors of os.fsync where a filesystem does not do it (some FUSE and network mounts)
+NO_FSYNC = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EROFS}
+
 
 def temp_path(path: Path) -> Path:
     """Where :func:`atomic_path` writes before the rename."""
@@ -38,8 +41,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def _fsync_file(path: Path) -> None:
+    """Flush ``path`` to disk; a filesystem that does not do fsync is let be (ENOSPC, EIO:
+    the data did not reach the disk, raised)."""
     with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
+        try:
+            os.fsync(fh.fileno())
+        except OSError as exc:
+            if exc.errno not in NO_FSYNC:
+                raise
 
 
 def fsync_tree(folder: Path) -> None:

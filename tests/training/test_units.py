@@ -188,6 +188,28 @@ def test_a_kill_while_pruning_leaves_no_half_deleted_step(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-000003"]
 
 
+@pytest.mark.parametrize("code, saved", [("EINVAL", True), ("EIO", False)])
+def test_fsync_a_filesystem_lacks_is_no_failure_but_an_io_error_is(tmp_path, monkeypatch,
+                                                                    code, saved):
+    """Some FUSE and network mounts refuse fsync (EINVAL): the checkpoint is still saved; an
+    I/O error while flushing means the data did not reach the disk: no checkpoint."""
+    import errno
+    import os
+
+    def fsync(fd: int) -> None:
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    mgr = CheckpointManager(tmp_path)
+    if saved:
+        mgr.save(1, lambda d: _write(d, 1))
+        assert mgr.steps() == [1]
+        return
+    with pytest.raises(OSError):
+        mgr.save(1, lambda d: _write(d, 1))
+    assert mgr.steps() == []  # the engine says so as a WriteError naming the folder
+
+
 def test_resolve_checkpoint_accepts_run_and_step_dirs(tmp_path):
     ckpts = tmp_path / "run" / "checkpoints"
     mgr = CheckpointManager(ckpts)
