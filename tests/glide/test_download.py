@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import torch
@@ -32,7 +33,7 @@ def online(monkeypatch):
 class Server:
     """Serves ``files`` on 127.0.0.1; with ``drop_first`` the first GET stops midway."""
 
-    def __init__(self, files: dict[str, bytes], drop_first: bool = False):
+    def __init__(self, files: dict[str, bytes], drop_first: bool = False, delay: float = 0.0):
         self.files, self.drop_first, self.ranges = files, drop_first, []
         server = self
 
@@ -60,6 +61,7 @@ class Server:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                time.sleep(delay)  # a slow line: downloads overlap
                 if server.drop_first and len(server.ranges) == 1:
                     self.wfile.write(body[: len(body) // 3])
                     self.wfile.flush()
@@ -121,7 +123,8 @@ def test_unreachable_server_does_not_promise_a_resume(tmp_path):
     with pytest.raises(GlidectlError) as failed:
         download(_dead_url(), tmp_path / "base.pt", progress=False, retries=1)
     assert "check the connection and run again, or put the file at" in str(failed.value)
-    assert ".part" not in str(failed.value) and not list(tmp_path.iterdir())
+    assert ".part" not in str(failed.value)
+    assert [p.name for p in tmp_path.iterdir()] == [".base.pt.lock"]  # no .part
 
 
 def test_cached_file_is_used_without_network(tmp_path):
@@ -226,3 +229,17 @@ def test_a_whole_part_file_left_by_a_kill_is_kept(tmp_path):
         dest = download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False)
     assert dest.read_bytes() == PAYLOAD and srv.ranges == [f"bytes={len(PAYLOAD)}-"]
     assert not (tmp_path / "base.pt.part").exists()
+
+
+def test_processes_wanting_one_file_download_it_once(tmp_path):
+    """Each rank of a multi-GPU run loads openai:base at once: one downloads, the others
+    wait for it and take the cached file, instead of writing one .part together."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dest = tmp_path / "base.pt"
+    with Server({"base.pt": PAYLOAD}, delay=0.5) as srv:
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda _: download(f"{srv.url}/base.pt", dest,
+                                                   progress=False), range(3)))
+    assert got == [dest] * 3 and dest.read_bytes() == PAYLOAD
+    assert srv.ranges == [None] and not (tmp_path / "base.pt.part").exists()

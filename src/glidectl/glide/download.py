@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -166,6 +168,40 @@ def download(
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GlidectlError(f"Cannot create cache folder {str(dest.parent)!r}: {exc}.") from exc
+    with _only_downloader(dest, progress):
+        if dest.is_file():  # another process fetched it while this one waited
+            return dest
+        return _download(url, dest, progress, retries, timeout, hint)
+
+
+@contextmanager
+def _only_downloader(dest: Path, progress: bool) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``dest`` for the download: several processes wanting
+    one file (each rank of a multi-GPU run loading ``openai:base``, two ``sample``s) would
+    otherwise write one ``.part`` at once and rename a mix of their bytes into the cache."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system
+        yield
+        return
+    try:
+        handle = open(dest.with_name(f".{dest.name}.lock"), "a+b")
+    except OSError:  # a cache folder that takes no new file fails at the .part, said there
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if progress:
+                print(f"Waiting for another glidectl process downloading {dest.name} ...",
+                      file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # the lock ends with the file (or the process)
+
+
+def _download(url: str, dest: Path, progress: bool, retries: int, timeout: float,
+              hint: str) -> Path:
     import http.client
     import urllib.error
 
