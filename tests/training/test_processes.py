@@ -180,24 +180,35 @@ def test_a_data_worker_killed_mid_run_is_one_line_naming_the_checkpoint(tiny, tm
 
     from glidectl.training.guards import WorkerLost
 
-    cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=2), data=dict(workers=1))
+    cfg = tiny(train=dict(steps=2_000), checkpoint=dict(every=2), data=dict(workers=1))
     trainer = Trainer(cfg, quiet=True)
     run = tmp_path / "runs" / "t"
+
+    def children() -> set[int]:
+        """Live child processes of this one (earlier tests may have left workers of their
+        own: only one started by this run is killed)."""
+        found = set()
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":\t", 1) for line in
+                              status.read_text().splitlines() if ":\t" in line)
+            except OSError:
+                continue
+            if (fields.get("PPid", "").strip() == str(os.getpid())
+                    and not fields.get("State", "").startswith("Z")):
+                found.add(int(status.parent.name))
+        return found
+
+    before = children()
 
     def kill_a_worker() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (run / "checkpoints" / "latest").exists():
             time.sleep(0.05)
         while time.monotonic() < deadline:
-            for status in Path("/proc").glob("[0-9]*/status"):
-                try:
-                    fields = dict(line.split(":\t", 1) for line in
-                                  status.read_text().splitlines() if ":\t" in line)
-                except OSError:
-                    continue
-                if fields.get("PPid", "").strip() == str(os.getpid()):
-                    os.kill(int(status.parent.name), signal.SIGKILL)
-                    return
+            for pid in children() - before:
+                os.kill(pid, signal.SIGKILL)
+                return
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_a_worker, daemon=True)
