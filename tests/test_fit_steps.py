@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,25 @@ import torch
 from PIL import Image
 from test_pipeline import tiny_glide
 from test_sample_cmd import in_process
+
+
+@contextmanager
+def ctrl_c_at(count: int) -> Iterator[None]:
+    """Ctrl-C (KeyboardInterrupt) when fit-steps starts fitting ``count`` calls."""
+    from glidectl import step_fitting
+
+    calls = step_fitting.fit_calls
+
+    def stop(target, n, *args, **kwargs):
+        if n == count:
+            raise KeyboardInterrupt
+        return calls(target, n, *args, **kwargs)
+
+    step_fitting.fit_calls = stop
+    try:
+        yield
+    finally:
+        step_fitting.fit_calls = calls
 
 
 @pytest.fixture
@@ -212,20 +233,8 @@ def test_overwriting_keeps_the_old_file_until_every_count_is_fitted(glidectl, we
     args = ("fit-steps", weights["base"], "--prompt", "a cat", "--images", "1",
             "--reference-steps", "12", "--rounds", "1", "--check-images", "0", "--out", out,
             "--overwrite", "--calls", "3", "--calls", "5")
-    from glidectl import step_fitting
-
-    calls = step_fitting.fit_calls
-
-    def stop_at_five(target, n, *a, **k):
-        if n == 5:
-            raise KeyboardInterrupt
-        return calls(target, n, *a, **k)
-
-    step_fitting.fit_calls = stop_at_five
-    try:
+    with ctrl_c_at(5):
         code, _, stderr = glidectl(*args)
-    finally:
-        step_fitting.fit_calls = calls
     assert code != 0 and out.read_text() == old, stderr  # interrupted: the old file whole
     partial = tmp_path / "s.partial.json"
     assert list(read_schedule_file(partial)) == [3] and str(partial) in stderr
@@ -242,25 +251,14 @@ def test_a_stopped_fit_to_a_new_file_says_the_counts_fitted_are_in_it(glidectl, 
                                                                       tmp_path) -> None:
     """Ctrl-C (or a full disk) after the first count: the new file holds that count, and
     the message says so instead of leaving a file the user cannot place."""
-    from glidectl import step_fitting
     from glidectl.samplers.tuned import read_schedule_file
 
     out = tmp_path / "s.json"
-    calls = step_fitting.fit_calls
-
-    def stop_at_five(target, n, *a, **k):
-        if n == 5:
-            raise KeyboardInterrupt
-        return calls(target, n, *a, **k)
-
-    step_fitting.fit_calls = stop_at_five
-    try:
+    with ctrl_c_at(5):
         code, _, stderr = glidectl(
             "fit-steps", weights["base"], "--prompt", "a cat", "--images", "1",
             "--reference-steps", "12", "--rounds", "1", "--check-images", "0", "--out", out,
             "--calls", "3", "--calls", "5")
-    finally:
-        step_fitting.fit_calls = calls
     assert code == 130 and list(read_schedule_file(out)) == [3], stderr
     assert f"stopped: the counts fitted so far are in {str(out)!r}" in stderr
     assert "run again with --overwrite" in stderr
