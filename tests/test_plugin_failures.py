@@ -272,24 +272,25 @@ def test_trace_env_prints_hook_calls(broken_install):
     assert "  register_dataset_presets [hook]" in out.stderr
 
 
-def _install(folder: Path, name: str, source: str) -> None:
-    """A distribution ``name`` 0.1 whose entry point is the module ``source``."""
+def install_plugin(folder: Path, name: str, source: str, entry: str | None = None) -> None:
+    """A distribution ``name`` 0.1 (on PYTHONPATH=folder) whose ``glidectl`` entry point
+    ``entry`` (default ``name``) is the module ``source``."""
     (folder / f"{name}mod.py").write_text(textwrap.dedent(source))
     dist = folder / f"{name}-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[glidectl]\n{name} = {name}mod\n")
+    (dist / "entry_points.txt").write_text(f"[glidectl]\n{entry or name} = {name}mod\n")
 
 
 def test_hooks_that_do_not_fit_glidectl_are_named_like_an_import_failure(tmp_path):
-    _install(tmp_path, "badargs", """
+    install_plugin(tmp_path, "badargs", """
         from glidectl.hookspecs import hookimpl
 
         @hookimpl
         def register_samplers(reg):
             pass
     """)
-    _install(tmp_path, "typo", """
+    install_plugin(tmp_path, "typo", """
         from glidectl.hookspecs import hookimpl
 
         @hookimpl

@@ -369,11 +369,10 @@ def test_an_unknown_name_says_which_installed_plugins_the_allow_list_leaves_out(
 
 
 def test_tracing_shows_how_long_each_plugin_took_to_import(tmp_path):
-    (tmp_path / "slowplug.py").write_text("import time\ntime.sleep(0.3)  # like `import torch`\n")
-    dist = tmp_path / "slowplug-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: slowplug\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[glidectl]\nslow = slowplug\n")
+    from test_plugin_failures import install_plugin
+
+    install_plugin(tmp_path, "slowplug", "import time\ntime.sleep(0.3)  # like `import torch`\n",
+                   entry="slow")
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "GLIDECTL_LOAD_PLUGINS": "slow",
            "GLIDECTL_TRACE_PLUGINS": "1"}
     out = subprocess.run([sys.executable, "-m", "glidectl", "--version"], capture_output=True,
