@@ -49,3 +49,24 @@ def golden() -> Path:
 def gpt2_vocab(carried: Path) -> Path:
     """The GPT-2 BPE vocabulary folder carried with the golden cases."""
     return carried / "gpt2"
+
+
+@pytest.fixture
+def register_plugin():
+    """``register_plugin(obj, name)``: a throwaway plugin object registered for one test
+    (unregistered afterwards)."""
+    from glidectl import plugins
+
+    added = []
+
+    def add(obj, name):
+        plugins.load_plugins()
+        plugins.pm.register(obj, name=name)
+        added.append(name)
+        plugins.refresh()
+        return obj
+
+    yield add
+    for name in added:
+        plugins.pm.unregister(name=name)
+    plugins.refresh()

@@ -17,24 +17,6 @@ from glidectl.hookspecs import hookimpl
 from glidectl.registry import Registry
 
 
-@pytest.fixture
-def register_plugin():
-    """Register throwaway plugin objects for one test and unregister them afterwards."""
-    added = []
-
-    def add(obj, name):
-        plugins.load_plugins()
-        plugins.pm.register(obj, name=name)
-        added.append(name)
-        plugins.refresh()
-        return obj
-
-    yield add
-    for name in added:
-        plugins.pm.unregister(name=name)
-    plugins.refresh()
-
-
 class _Presets:
     def __init__(self, *names):
         self.names = names

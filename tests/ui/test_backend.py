@@ -41,8 +41,8 @@ def test_models_folder_lists_weights_and_runs_but_nothing_else(tmp_path, models_
 
 
 def test_a_plugin_sources_models_are_listed_by_the_kind_of_their_file(tmp_path, models_dir,
-                                                                      monkeypatch):
-    from glidectl import plugins
+                                                                      monkeypatch,
+                                                                      register_plugin):
     from glidectl.glide import create_model, preset_options, save_weights
     from glidectl.hookspecs import hookimpl
 
@@ -63,21 +63,13 @@ def test_a_plugin_sources_models_are_listed_by_the_kind_of_their_file(tmp_path, 
         def register_model_sources(self, register):
             register("myhub", Hub())
 
-    plugins.load_plugins()
-    plugins.pm.register(Sources(), name="hub-plugin")
-    plugins.refresh()
-    try:
-        bases, ups, _ = UiBackend(None).choices()
-    finally:
-        plugins.pm.unregister(name="hub-plugin")
-        plugins.refresh()
+    register_plugin(Sources(), "hub-plugin")
+    bases, ups, _ = UiBackend(None).choices()
     assert bases == ["myhub:tiny"] and ups == ["myhub:sharp"]
 
 
-def test_a_plugin_source_that_cannot_list_its_models_leaves_the_others_listed(models_dir,
-                                                                            tmp_path,
-                                                                            monkeypatch):
-    from glidectl import plugins
+def test_a_plugin_source_that_cannot_list_its_models_leaves_the_others_listed(
+        models_dir, tmp_path, monkeypatch, register_plugin):
     from glidectl.hookspecs import hookimpl
     from glidectl.ui.models import ModelListWarning
 
@@ -95,15 +87,9 @@ def test_a_plugin_source_that_cannot_list_its_models_leaves_the_others_listed(mo
         def register_model_sources(self, register):
             register("deadhub", Broken())
 
-    plugins.load_plugins()
-    plugins.pm.register(Sources(), name="dead-plugin")
-    plugins.refresh()
-    try:
-        with pytest.warns(ModelListWarning, match="hub unreachable.*left out of the lists"):
-            bases, _, _ = UiBackend(models_dir).choices()
-    finally:
-        plugins.pm.unregister(name="dead-plugin")
-        plugins.refresh()
+    register_plugin(Sources(), "dead-plugin")
+    with pytest.warns(ModelListWarning, match="hub unreachable.*left out of the lists"):
+        bases, _, _ = UiBackend(models_dir).choices()
     assert bases == ["tiny.safetensors"]  # the folder's models are still there
 
 
