@@ -142,6 +142,29 @@ def test_models_are_loaded_once_and_kept(models_dir, monkeypatch):
     assert len(calls) == 2 and len(backend.cache) == 2  # another spec is another entry
 
 
+def test_images_a_full_disk_keeps_from_the_folder_are_still_shown(models_dir, tmp_path):
+    """A write that fails (a full disk; here a file-size limit) lost the click's images
+    behind an error; now the page shows them, unsaved, with one warning naming the file."""
+    import resource
+
+    backend = UiBackend(models_dir, device="cpu", output_dir=tmp_path / "out")
+    kwargs = dict(n=2, sampler="euler", base_steps=1, base="tiny.safetensors", seed=3)
+    saved = backend.generate("a red circle", **kwargs)  # room: saved (and the model loaded)
+    assert len(saved.files) == 2 and not saved.unsaved
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1, limit[1]))  # Python ignores SIGXFSZ
+    try:
+        result = backend.generate("a red circle", **kwargs)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+    assert result.files == [] and len(result.unsaved) == 2 and result.seeds == [3, 4]
+    assert any(w.startswith("Cannot write ") and "shown here only" in w
+               for w in result.warnings), result.warnings
+    for path, image in zip(saved.files, result.unsaved, strict=True):  # the same pictures
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")),
+                              np.asarray(image.convert("RGB")))
+
+
 def test_seeds_are_reported_and_reproduce_the_images(models_dir):
     backend = UiBackend(models_dir, device="cpu")
     kwargs = dict(n=2, sampler="euler", base_steps=2, base="tiny.safetensors")

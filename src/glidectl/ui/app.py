@@ -102,8 +102,8 @@ def build_app(backend: UiBackend) -> Any:
         for message in map(one_line, result.warnings):  # as glidectl sample prints them
             print(f"Warning: {message}", file=sys.stderr, flush=True)
             gr.Warning(message)
-        pairs = zip(result.files, result.seeds, strict=True)
-        gallery = [(str(path), f"seed {s}") for path, s in pairs]
+        shown = [str(path) for path in result.files] + result.unsaved  # unsaved: PIL images
+        gallery = [(image, f"seed {s}") for image, s in zip(shown, result.seeds, strict=True)]
         return (gallery, ", ".join(map(str, result.seeds)),
                 json.dumps(result.settings, indent=2), backend.memory())
 

@@ -44,13 +44,16 @@ FITTED_SCHEDULE = "fitted (schedule.json)"  # RUN/schedule.json of a run folder,
 @dataclass
 class UiResult:
     """One Generate click: the PNG files written, their seeds, the settings used and the
-    warnings ``glidectl sample`` would print (a schedule file fitted to other weights)."""
+    warnings ``glidectl sample`` would print (a schedule file fitted to other weights).
+    ``unsaved``: the images after the written ones that could not be written (a full
+    disk): shown in the page all the same, with a warning."""
 
     files: list[Path]
     seeds: list[int]
     seed: int
     settings: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    unsaved: list[Any] = field(default_factory=list)
 
 
 class UiBackend:
@@ -236,8 +239,10 @@ class UiBackend:
             "precision": pipe.precision.name, "compile": compile, "load_s": round(load_s, 3),
             "sample_s": round(sample_s, 3),
         }
-        files = self._save(images, settings, seeds)
-        return UiResult(files, seeds, seed, settings, notes)
+        files, failure = self._save(images, settings, seeds)
+        if failure:
+            notes.append(f"{failure} The images it could not write are shown here only.")
+        return UiResult(files, seeds, seed, settings, notes, unsaved=images[len(files):])
 
     def _load(self, key: Any, base: ModelChoice, up: ModelChoice | None,
               lora: ModelChoice | None, lora_scale: float, precision: str,
@@ -278,12 +283,14 @@ class UiBackend:
             except FileExistsError:  # another UI took it just now
                 continue
 
-    def _save(self, images: list[Any], settings: dict[str, Any], seeds: list[int]) -> list[Path]:
+    def _save(self, images: list[Any], settings: dict[str, Any], seeds: list[int]
+              ) -> tuple[list[Path], str | None]:
         """One PNG per image, with text chunks as ``glidectl sample`` writes them: the image's
         own settings (its seed, not the request's) one by one and as JSON (``parameters``),
-        and the glidectl version (``glidectl``)."""
+        and the glidectl version (``glidectl``). Returns the files written and, when a write
+        failed (the images from there on are not saved), why."""
         from .. import __version__
-        from ..errors import write_error
+        from ..errors import WriteError, write_error
         from ..images import save_png
 
         files: list[Path] = []
@@ -298,9 +305,11 @@ class UiBackend:
                 text.update(glidectl=__version__, parameters=json.dumps(params))
                 path = save_png(image, folder / f"{j:02d}_seed{s}.png", text)
                 files.append(path)
-        except OSError as exc:
-            raise write_error(path, exc) from None
-        return files
+        except WriteError as exc:  # save_png's
+            return files, str(exc)
+        except OSError as exc:  # the folder's
+            return files, str(write_error(path, exc))
+        return files, None
 
 
 # The command-line flags that sampling errors name, as the page's controls are labelled.
