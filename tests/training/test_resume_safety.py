@@ -202,6 +202,28 @@ def test_a_pickle_era_checkpoint_is_refused_without_loading_it(trained, tmp_path
     assert not marker.exists()
 
 
+def test_a_pickle_era_lora_checkpoint_points_at_its_adapter_not_model_init(tmp_path):
+    """A LoRA checkpoint holds adapters, which model.init refuses: the way forward is the
+    adapter itself (--lora, or lora merge and a new LoRA run on the merged model)."""
+    from glidectl.errors import GlidectlError
+    from glidectl.training.resume_state import read_resume_state
+
+    step = tmp_path / "runs" / "my-lora" / "checkpoints" / "step-000004"
+    (step / "lora").mkdir(parents=True)
+    (step / "lora" / "adapter_config.json").write_text("{}")  # what glidectl 0.1.0 wrote
+    (step / "state").mkdir()
+    marker = tmp_path / "pwned"
+    for legacy in ("custom_checkpoint_0.pkl", "optimizer.bin", "random_states_0.pkl"):
+        (step / "state" / legacy).write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(GlidectlError) as err:
+        read_resume_state(step / "state", 0, ema=True, scaler=False)
+    message = str(err.value)
+    assert "old pickle format" in message and "model.init = " in message
+    assert f"--lora '{step}'" in message and f"glidectl lora merge {step} -o" in message
+    assert f"model.init = '{step}'" not in message
+    assert not marker.exists()
+
+
 def test_resume_unpickles_nothing(trained, tmp_path, monkeypatch):
     run = tmp_path / "runs" / "t"
     shutil.copytree(trained / "runs" / "t", run)

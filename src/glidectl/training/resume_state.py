@@ -209,6 +209,17 @@ def legacy_files(state_dir: Path) -> list[str]:
     return sorted(p.name for p in state_dir.iterdir() if p.suffix in LEGACY_SUFFIXES)
 
 
+def _legacy_way_forward(step_dir: Path) -> str:
+    """What keeps a pickle-era checkpoint's work: its weights seed a new run; a LoRA run's
+    checkpoint holds adapters, not a model, so model.init cannot take it."""
+    where = str(step_dir)
+    if runs.step_adapter(step_dir) is not None:
+        return (f"its adapter still works: use it with --lora {where!r}, or fold it into its "
+                f"base with 'glidectl lora merge {where} -o merged.safetensors' and start a "
+                "new LoRA run with model.init = 'merged.safetensors'.")
+    return f"start a new run with model.init = {where!r} to keep its weights."
+
+
 def check_processes(state_dir: Path, processes: int) -> None:
     """A checkpoint resumes under as many processes as wrote it (one RNG file each): the
     global batch is train.batch_size × processes and each process's data cursor is its own."""
@@ -231,8 +242,7 @@ def read_resume_state(state_dir: Path, rank: int, *, ema: bool, scaler: bool) ->
         raise GlidectlError(
             f"Cannot resume from {str(step_dir)!r}: its state/ is in the old pickle format "
             f"({', '.join(legacy_files(state_dir)[:3])}), which glidectl no longer loads "
-            "because a pickle can run code; start a new run with "
-            f"model.init = {str(step_dir)!r} to keep its weights."
+            f"because a pickle can run code; {_legacy_way_forward(step_dir)}"
         )
     names = {"train": TRAIN, "optimizer": OPTIMIZER, "scheduler": SCHEDULER,
              "rng": rng_file(rank)}
