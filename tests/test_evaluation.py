@@ -696,6 +696,45 @@ def test_resume_finds_relative_paths_from_any_working_directory(tmp_path, tiny_b
         run_eval(prompts, other, skip)
 
 
+def test_a_run_from_before_paths_were_recorded_resumes_from_another_directory(
+        tmp_path, tiny_base, monkeypatch):
+    """Folders written before metadata.json kept ``paths`` name their files relative to the
+    folder eval was started in; the recorded relative ``out`` tells which folder that was."""
+    import shutil
+
+    import torch
+
+    from glidectl.evaluation import settings_for
+    from glidectl.samplers.tuned import write_schedule_file
+
+    (tmp_path / "models").mkdir()
+    shutil.copy(tiny_base, tmp_path / "models" / "b.safetensors")
+    make_adapter(tiny_base, tmp_path / "adapter")
+    write_schedule_file(tmp_path / "fit.json", {2: torch.tensor([80.0, 1.0, 0.0])}, 0.002,
+                        80.0, "test", sampler="unipc")
+    write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    monkeypatch.chdir(tmp_path)
+    flags = {"base": "models/b.safetensors", "base_stage.schedule": "fit.json",
+             "base_stage.sampler": "unipc", "base_stage.steps": 2, "loras": ["adapter:0.5"]}
+    first = RunOptions(out=Path("evals/o"), device="cpu")
+    settings, _ = settings_for("p.txt", flags, first, "fp32")
+    run_eval("p.txt", settings, first)
+    made = outputs(tmp_path / "evals" / "o")
+    meta_file = tmp_path / "evals" / "o" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["paths"]  # as glidectl wrote it then: the specs as typed, out as typed
+    assert meta["out"] == "evals/o" and meta["settings"]["base"] == "models/b.safetensors"
+    meta_file.write_text(json.dumps(meta))
+    next((tmp_path / "evals" / "o").glob("001_*.png")).unlink()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    resumed = RunOptions(out=tmp_path / "evals" / "o", resume=True, device="cpu")
+    again, _ = settings_for(tmp_path / "p.txt", {}, resumed)
+    report = run_eval(tmp_path / "p.txt", again, resumed)
+    assert report.metadata["counts"]["generated"] == 1 and outputs(tmp_path / "evals" / "o") == made
+    assert report.metadata["paths"]["base"] == str(tmp_path / "models" / "b.safetensors")
+
+
 def test_base_and_upsampler_stages(tmp_path, tiny_base):
     base, up = tiny_pair(tmp_path)
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])

@@ -32,31 +32,61 @@ FLAG_NAMES = {
 PATH_KEYS = ("base", "upsampler", "base_stage.schedule", "upsample_stage.schedule", "loras")
 
 
-def _absolute(spec: str | None, schedule: bool = False) -> str | None:
+def _absolute(spec: str | None, schedule: bool = False, root: Path | None = None
+              ) -> str | None:
     """The absolute path of a spec naming a file or folder that is there (None: a name such
-    as ``openai:base`` or ``karras``, or nothing there)."""
+    as ``openai:base`` or ``karras``, or nothing there); relative to ``root`` when given,
+    else to the working directory."""
     from .samplers.tuned import is_schedule_file
 
     if not spec or (schedule and not is_schedule_file(spec)):
         return None
     path = Path(spec).expanduser()
+    path = root / path if root is not None and not path.is_absolute() else path
     return str(path.resolve()) if path.exists() else None
 
 
-def _absolute_lora(text: str) -> str | None:
+def _absolute_lora(text: str, root: Path | None = None) -> str | None:
     from .lora.spec import parse_lora_spec
 
     spec = parse_lora_spec(text)
-    path = _absolute(spec.path)
+    path = _absolute(spec.path, root=root)
     return f"{path}:{spec.scale}" if path else None
 
 
-def resolve_path(key: str, value: Any) -> Any:
+def resolve_path(key: str, value: Any, root: Path | None = None) -> Any:
     """``value`` of setting ``key`` (:data:`PATH_KEYS`) with each spec naming a file or folder
-    that is there made absolute; other values as they are."""
+    that is there (relative to ``root``, else the working directory) made absolute; other
+    values as they are."""
     if key == "loras":
-        return [_absolute_lora(t) or t for t in value or ()]
-    return _absolute(value, key.endswith("schedule")) or value
+        return [_absolute_lora(t, root) or t for t in value or ()]
+    return _absolute(value, key.endswith("schedule"), root) or value
+
+
+def recorded_paths(meta: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Where the files a run's settings name are (metadata.json's ``paths``). A run recorded
+    before glidectl kept them named its files relative to the folder it was started in: the
+    folder its relative ``out`` leads from to ``out`` ({} when that cannot be told)."""
+    if isinstance(meta.get("paths"), dict):
+        return meta["paths"]
+    recorded, settings = meta.get("out"), meta.get("settings")
+    if not (isinstance(recorded, str) and isinstance(settings, dict)):
+        return {}
+    rel, here = Path(recorded), Path(out).resolve()
+    if rel.is_absolute() or not rel.parts or ".." in rel.parts \
+            or here.parts[-len(rel.parts):] != rel.parts:
+        return {}
+    start = here.parents[len(rel.parts) - 1]
+    flat = _flat_dict(settings)
+    paths = {}
+    for key in PATH_KEYS:
+        try:
+            found = resolve_path(key, flat.get(key), start)
+        except (GlidectlError, TypeError, ValueError):  # a damaged entry: compared as it is
+            continue
+        if found != flat.get(key):
+            paths[key] = found
+    return paths
 
 
 def _is_there(key: str, value: Any) -> bool:
@@ -351,7 +381,7 @@ def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
         if isinstance(saved.get(key), dict):
             saved[key] = asdict(_recorded_stage(saved[key]))
     old, new = _flat_dict(saved), _flat_dict(fingerprint)
-    was = meta.get("paths") if isinstance(meta.get("paths"), dict) else {}
+    was = recorded_paths(meta, out)
     for key, value in new.items():
         if key in PATH_KEYS and _same(was.get(key, resolve_path(key, old.get(key))),
                                       (paths or {}).get(key, value)):

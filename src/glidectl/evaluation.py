@@ -45,6 +45,7 @@ from .eval_settings import (
     check_resume,
     check_same_run,
     prompts_digest,
+    recorded_paths,
     resolve_settings,
     schedule_digests,
 )
@@ -249,7 +250,7 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
             check_resume(prior, out, prompts, {}, {})
         if precision is None:
             notes = []
-        paths = prior.get("paths") if isinstance(prior.get("paths"), dict) else None
+        paths = recorded_paths(prior, out)
         settings, more = resolve_settings(flags, chosen.name if precision else None,
                                           recorded=prior["settings"], out=out, paths=paths)
         return settings, notes + more
