@@ -55,6 +55,7 @@ def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     ({"model": {"vocab_dir": "gpt2", "init": "openai:base"}}, False),
     ({"train": {"adam_beta2": 0.99}}, False),
     ({"log": {"trackers": ["wandb"], "wandb_mode": "offline"}}, False),
+    ({"log": {"wandb_mode": "online"}}, False),  # older runs' saved default: no warning
     ({"log": {"wandb_project": "p", "wandb_entity": "me"}}, False),
     ({"validation": {"holdout": 64, "every": 10}}, False),
     ({"validation": {"source": "x", "fid_every": 10}}, False),

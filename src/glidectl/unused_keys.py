@@ -64,7 +64,10 @@ def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     if cfg.train.optimizer == "adafactor" and (keys := _changed(cfg, ADAM_KEYS)):
         notes.append(f"train.optimizer = \"adafactor\" ignores {', '.join(keys)} (AdamW's).")
     wandb = "wandb" in cfg.log.trackers or bool(cfg.log.wandb_project)
-    if not wandb and (keys := _changed(cfg, WANDB_KEYS)):
+    # "online" was the default before "auto": every older run's config.toml holds it
+    keys = [k for k in _changed(cfg, WANDB_KEYS)
+            if k != "log.wandb_mode" or cfg.log.wandb_mode != "online"]
+    if not wandb and keys:
         notes.append(f"{_are(keys)} ignored: W&B is off (add \"wandb\" to "
                      "log.trackers or set log.wandb_project).")
     v = cfg.validation
