@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -748,3 +749,31 @@ def test_a_new_start_replaces_the_scratch_base_an_earlier_start_left(tmp_path):
     adapter = read_adapter(run_dir)
     assert adapter.meta["base_model"] == str(run_dir / "base.safetensors")
     assert weights_sha256(load_model(adapter.meta["base_model"])) == adapter.meta["base_sha256"]
+
+
+def test_a_base_run_that_trained_on_says_which_step_to_resume_the_lora_on(tmp_path):
+    """model.init = a training run whose latest checkpoint moved on since the LoRA run began:
+    the refusal said only that the weights differ; now it says to name the step folder."""
+    from tiny_configs import tiny_config
+
+    from glidectl.lora import train_lora
+    from glidectl.training.engine import Trainer
+
+    def base(steps):
+        return tiny_config(tmp_path, train={"name": "base", "steps": steps},
+                           checkpoint={"every": 1})
+
+    Trainer(base(1), quiet=True).run()
+    run = tmp_path / "runs" / "base"
+    lora = lora_config(tmp_path, model=dict(init=str(run)), train=dict(steps=1),
+                       checkpoint=dict(every=1))
+    train_lora(lora, quiet=True)
+    Trainer(base(2), resume="latest", quiet=True).run()  # the base trains on
+    lora.train.steps = 2
+    with pytest.raises(GlidectlError, match=re.escape(
+            f"model.init {str(run)!r} is a training run whose latest checkpoint has moved on "
+            "since; set model.init to the step folder this LoRA run started from "
+            f"({str(run / 'checkpoints' / 'step-N')!r}) and resume again.")):
+        train_lora(lora, resume="latest", quiet=True)
+    lora.model.init = str(run / "checkpoints" / "step-000001")  # as it says: it resumes
+    assert train_lora(lora, resume="latest", quiet=True).step == 2

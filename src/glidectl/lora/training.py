@@ -84,9 +84,15 @@ class LoraTrainingAdapter:
         adapter = read_adapter(Path(step_dir) / ADAPTER_DIR)
         want = adapter.meta.get("base_sha256")
         if want and want != self.base_sha256:
+            base = Path(self.base_spec)
+            fix = ("put back the weights it started on, or start a new LoRA run" if not (
+                base.is_dir() and runs.step_weights(base) is None) else
+                f"model.init {self.base_spec!r} is a training run whose latest checkpoint has "
+                "moved on since; set model.init to the step folder this LoRA run started from "
+                f"({str(base / 'checkpoints' / 'step-N')!r}) and resume again")
             raise GlidectlError(
                 f"Cannot resume from {str(step_dir)!r}: the base model's weights differ from the "
-                f"ones this LoRA run started on ({adapter.meta.get('base_model')!r})."
+                f"ones this LoRA run started on ({adapter.meta.get('base_model')!r}); {fix}."
             )
         try:
             result = set_peft_model_state_dict(model, adapter.state, adapter_name=ADAPTER_NAME)
