@@ -81,6 +81,28 @@ def test_weights_files_are_checked_without_running_code(tmp_path):
     assert not marker.exists()
 
 
+def test_a_torch_fidelity_that_does_not_import_is_a_reason_not_a_traceback(tmp_path,
+                                                                             monkeypatch):
+    """pip's newest torchvision, built for another torch, raises RuntimeError on import
+    ("operator torchvision::nms does not exist"): FID is absent, saying so, and training and
+    eval go on instead of stopping with a traceback."""
+    import sys
+
+    fake = tmp_path / "site" / "torch_fidelity"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise RuntimeError('operator torchvision::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "torch_fidelity", raising=False)
+    weights = tmp_path / "inc.pth"
+    torch.save({"w": torch.zeros(1)}, weights)
+    features = inception_features(weights)
+    assert not features.available
+    assert "torchvision::nms" in features.reason and "torchvision" in features.reason
+    out = fid_kid([_images(0, 2, 0.5)], [_images(1, 2, 0.5)], features)
+    assert out == {"fid_missing": features.reason}
+
+
 def inception_weights_file(path, monkeypatch):
     """Random weights in the Inception-v3 layout torch-fidelity builds (fp16 to halve the
     file): the file --fid-weights takes, without a download."""

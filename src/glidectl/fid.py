@@ -65,10 +65,31 @@ def inception_features(weights: str | Path | None) -> Features:
         raise GlidectlError(f"FID weights {str(path)!r} hold no state_dict of tensors.")
     try:
         import torch_fidelity  # noqa: F401
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch_fidelity":
+            return Features(reason=_broken_fidelity(exc))
         return Features(reason=f"torch-fidelity is not installed ({install_hint('fid')}), "
                                "which builds the Inception network")
+    except Exception as exc:  # a torchvision built for another torch raises RuntimeError
+        return Features(reason=_broken_fidelity(exc))
     return Features(weights=path)
+
+
+def _broken_fidelity(exc: BaseException) -> str:
+    """Why an installed torch-fidelity does not import, with the versions that usually cause
+    it (pip installs the newest torchvision, built for another torch than yours)."""
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "none"
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (f"torch-fidelity does not import ({type(exc).__name__}: {first}); torchvision "
+            f"{version('torchvision')} is probably not built for torch {version('torch')}: "
+            "install the torchvision release made for your torch")
 
 
 class _Given(torch.nn.Module):
