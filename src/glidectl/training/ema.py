@@ -13,6 +13,21 @@ from typing import Any
 import torch
 
 
+def ema_note(decay: float, warmup: bool, total_steps: int) -> str | None:
+    """A warning when the EMA that previews, ``export`` and ``sample`` use would still be
+    mostly the starting weights (scratch noise, zero LoRA adapters, the base of a finetune)
+    at the end of the run, else None."""
+    if decay <= 0 or warmup or total_steps <= 0:
+        return None
+    kept = decay ** total_steps
+    if kept <= 0.5:
+        return None
+    return (f"Warning: train.ema_decay = {decay:g} without train.ema_warmup keeps "
+            f"{kept:.0%} of the starting weights in the EMA after {total_steps} steps, and "
+            "previews, export and sample use the EMA; set train.ema_warmup = true or lower "
+            "train.ema_decay (0 = no EMA).")
+
+
 class EMA:
     """fp32 shadow copies of ``params``, updated after every optimizer step."""
 

@@ -28,7 +28,7 @@ from .adapters import ModelAdapter, PartsAdapter
 from .checkpointing import CheckpointManager, set_aside_after
 from .data_stream import DataStream
 from .display import Display
-from .ema import EMA
+from .ema import EMA, ema_note
 from .guards import (
     NonFiniteGuard,
     PeerLost,
@@ -108,6 +108,8 @@ class Trainer:
                                    self.total_steps)
         warmup = warmup_note(cfg.train.lr_schedule, cfg.train.warmup_steps, self.total_steps)
         self._notes += [warmup] if warmup else []
+        ema = ema_note(cfg.train.ema_decay, cfg.train.ema_warmup, self.total_steps)
+        self._notes += [ema] if ema else []
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
         if cfg.train.compile:
