@@ -101,6 +101,19 @@ def test_a_torch_fidelity_that_does_not_import_is_a_reason_not_a_traceback(tmp_p
     assert "torchvision::nms" in features.reason and "torchvision" in features.reason
     out = fid_kid([_images(0, 2, 0.5)], [_images(1, 2, 0.5)], features)
     assert out == {"fid_missing": features.reason}
+    # torchmetrics, installed, fails the same way when it imports torchvision
+    (tmp_path / "site" / "torchvision").mkdir()
+    (tmp_path / "site" / "torchvision" / "__init__.py").write_text(
+        "raise RuntimeError('operator torchvision::nms does not exist')\n")
+    (tmp_path / "site" / "torchmetrics" / "image").mkdir(parents=True)
+    (tmp_path / "site" / "torchmetrics" / "__init__.py").write_text("")
+    (tmp_path / "site" / "torchmetrics" / "image" / "__init__.py").write_text(
+        "import torchvision\n")
+    for name in [m for m in sys.modules if m.split(".")[0] in ("torchmetrics", "torchvision")]:
+        monkeypatch.delitem(sys.modules, name)
+    out = fid_kid([_images(0, 2, 0.5)], [_images(1, 2, 0.5)], Features(module=ColourStats()))
+    assert out["fid_missing"].startswith("torchmetrics does not import (RuntimeError: "
+                                         "operator torchvision::nms does not exist)")
 
 
 def inception_weights_file(path, monkeypatch):

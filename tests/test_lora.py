@@ -585,6 +585,38 @@ def test_lora_resume_with_another_rank_is_one_line(tmp_path, capsys):
     assert "rank 4 but the [lora] config says 8" in err
 
 
+def test_a_peft_that_does_not_import_is_one_line_naming_torchvision(tmp_path, capsys,
+                                                                    monkeypatch):
+    """peft imports transformers, which imports torchvision: a torchvision built for another
+    torch (as `.[fid]` left one here) stopped `glidectl lora` and `sample --lora` with a
+    traceback ending in "Could not import module 'BloomPreTrainedModel'"."""
+    import sys
+
+    from glidectl.config import save_config
+    from glidectl.glide import save_weights
+
+    site = tmp_path / "site"
+    for name, code in (("torchvision", "raise RuntimeError('operator torchvision::nms does "
+                                       "not exist')\n"),
+                       ("peft", "try:\n    import torchvision\nexcept Exception as e:\n"
+                                "    raise ModuleNotFoundError('Could not import module') "
+                                "from e\n")):
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text(code)
+    monkeypatch.syspath_prepend(str(site))
+    for name in ("peft", "torchvision"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    cfg = lora_config(tmp_path, train=dict(steps=1),
+                      model=dict(init=str(save_weights(tiny(), tmp_path / "base.safetensors"))))
+    save_config(cfg, tmp_path / "lora.toml")
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--no-live") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("Error: LoRA needs peft, which does not import (RuntimeError: "
+                          "operator torchvision::nms does not exist): torchvision ")
+    assert "install the torchvision release made for your torch" in err
+
+
 @pytest.fixture
 def fresh_accelerate():
     """Accelerate keeps one precision per process; let a test pick its own, then restore."""

@@ -25,3 +25,34 @@ def install_hint(extra: str) -> str:
     except metadata.PackageNotFoundError:
         pin = ""
     return f"pip install {pin}{target}"
+
+
+def broken_import(exc: BaseException) -> str:
+    """Why an installed package does not import, as a clause ("does not import (...)"): the
+    root exception and, when torchvision fails inside it, the versions at fault (pip's
+    torchvision wheel is often built for another torch than the one installed)."""
+    import traceback
+    from importlib import metadata
+
+    chain, seen = [exc], {id(exc)}
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) and id(nxt) not in seen:
+        chain.append(nxt)
+        seen.add(id(nxt))
+    root = chain[-1]
+    if isinstance(root, ModuleNotFoundError) and root.name:
+        return f"does not import: it needs {root.name}, which is not installed"
+    text = str(root).strip().splitlines()[0] if str(root).strip() else ""
+    clause = f"does not import ({type(root).__name__}: {text})"
+    frames = [f.filename for e in chain for f in traceback.extract_tb(e.__traceback__)]
+    if not any("torchvision" in s for s in [*frames, *map(str, chain)]):
+        return clause
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "none"
+
+    return (f"{clause}: torchvision {version('torchvision')} fails to load with torch "
+            f"{version('torch')}, so it is probably built for another torch; install the "
+            "torchvision release made for your torch, or uninstall torchvision")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .errors import GlidectlError, cause
-from .extras import install_hint
+from .extras import broken_import, install_hint
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -67,29 +67,12 @@ def inception_features(weights: str | Path | None) -> Features:
         import torch_fidelity  # noqa: F401
     except ModuleNotFoundError as exc:
         if exc.name != "torch_fidelity":
-            return Features(reason=_broken_fidelity(exc))
+            return Features(reason=f"torch-fidelity {broken_import(exc)}")
         return Features(reason=f"torch-fidelity is not installed ({install_hint('fid')}), "
                                "which builds the Inception network")
     except Exception as exc:  # a torchvision built for another torch raises RuntimeError
-        return Features(reason=_broken_fidelity(exc))
+        return Features(reason=f"torch-fidelity {broken_import(exc)}")
     return Features(weights=path)
-
-
-def _broken_fidelity(exc: BaseException) -> str:
-    """Why an installed torch-fidelity does not import, with the versions that usually cause
-    it (pip installs the newest torchvision, built for another torch than yours)."""
-    from importlib import metadata
-
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "none"
-
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return (f"torch-fidelity does not import ({type(exc).__name__}: {first}); torchvision "
-            f"{version('torchvision')} is probably not built for torch {version('torch')}: "
-            "install the torchvision release made for your torch")
 
 
 class _Given(torch.nn.Module):
@@ -137,8 +120,12 @@ def fid_kid(real: Iterable[Any], fake: Iterable[Any], features: Features,
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "torchmetrics":  # something it imports is missing
+            return {"fid_missing": f"torchmetrics {broken_import(exc)}"}
         return {"fid_missing": f"torchmetrics is not installed ({install_hint('fid')})"}
+    except Exception as exc:  # a torchvision built for another torch raises RuntimeError
+        return {"fid_missing": f"torchmetrics {broken_import(exc)}"}
 
     real_batches = [to_uint8(b) for b in real]
     fake_batches = [to_uint8(b) for b in fake]

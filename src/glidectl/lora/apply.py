@@ -12,7 +12,13 @@ from typing import Any
 from torch import nn
 
 from ..errors import GlidectlError, a_or_an, cause
-from .files import AdapterFiles, is_full_precision, read_adapter, weights_sha256
+from .files import (
+    AdapterFiles,
+    is_full_precision,
+    read_adapter,
+    require_peft,
+    weights_sha256,
+)
 from .spec import LoraSpec, parse_lora_spec
 
 # Options that change parameter shapes: an adapter only fits a base that agrees on all of them.
@@ -70,6 +76,7 @@ def attach_adapter(
 ) -> int:
     """Inject ``adapter`` as live (unmerged) LoRA layers scaled by ``scale``; returns how many
     of its modules matched. None matching, or mismatched shapes, is a GlidectlError."""
+    require_peft()
     from peft import inject_adapter_in_model, set_peft_model_state_dict
     from peft.tuners.lora import LoraLayer
 

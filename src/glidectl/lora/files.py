@@ -21,6 +21,7 @@ from .. import __version__, runs
 from ..atomic import save_safetensors, write_json
 from ..config import LoraConfig
 from ..errors import GlidectlError, cause
+from ..extras import broken_import
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -58,6 +59,14 @@ def is_full_precision(model: nn.Module) -> bool:
     floats = [t for t in model.state_dict().values() if t.is_floating_point()]
     return all(t.dtype == torch.float32 for t in floats)
 
+
+
+def require_peft() -> None:
+    """Import peft (LoRA's layers), or a GlidectlError saying why it does not import."""
+    try:
+        import peft  # noqa: F401
+    except Exception as exc:
+        raise GlidectlError(f"LoRA needs peft, which {broken_import(exc)}.") from None
 
 @dataclass
 class AdapterFiles:
@@ -151,7 +160,8 @@ def read_adapter(path: str | Path) -> AdapterFiles:
             f"{str(path)!r} is not a LoRA adapter directory (it needs {CONFIG_FILE} and "
             f"{WEIGHTS_FILE}); pass the folder written by 'glidectl lora'."
         )
-    from peft import LoraConfig as PeftLoraConfig  # slow to import: after the cheap checks
+    require_peft()  # slow to import: after the cheap checks
+    from peft import LoraConfig as PeftLoraConfig
     from safetensors import safe_open
 
     try:

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import LoraConfig
 from ..errors import GlidectlError
+from .files import require_peft
 from .targets import check_targets, resolve_targets
 
 ADAPTER_NAME = "default"
@@ -56,6 +57,7 @@ def lora_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 def inject_lora(model: nn.Module, cfg: LoraConfig, adapter_name: str = ADAPTER_NAME) -> list[str]:
     """Wrap the selected modules with fresh LoRA layers (B = 0, so outputs are unchanged),
     freeze everything else and keep the adapters in float32. Returns the adapted names."""
+    require_peft()
     from peft import inject_adapter_in_model
 
     check_lora_config(cfg)
