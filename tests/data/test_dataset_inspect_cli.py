@@ -144,3 +144,25 @@ def test_inspect_counts_gpt2_tokens_by_default(gpt2_vocab):
     report = json.loads(out.output)
     assert report["tokenizer"] == "gpt2"
     assert report["caption_tokens"]["max"] == 7  # "a red circle on a white background"
+
+
+def test_inspect_with_a_config_counts_truncation_at_the_model_s_text_ctx(tmp_path):
+    """A quickstart-size model reads 40 bytes: `--config` reported its 51-byte captions as
+    0 % truncated, measured at 128, while training cut ", black and white" off them."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i, caption in enumerate(["a photo of a red ball in a park",
+                                 "a photo of a red ball in a park, black and white"]):
+        Image.new("RGB", (32, 32), (200, 40, 30)).save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text(caption)
+    config = tmp_path / "glide.toml"
+    config.write_text('[model]\nsize = "quickstart"\n[data]\nmin_image_size = 16\n')
+    report = json.loads(invoke("dataset", "inspect", str(root), "--json", "-c",
+                               str(config)).output)
+    assert (report["text_ctx"], report["truncated_share"]) == (40, 0.5)
+    alone = json.loads(invoke("dataset", "inspect", str(root), "--json", "--tokenizer",
+                              "byte").output)
+    assert (alone["text_ctx"], alone["truncated_share"]) == (128, 0.0)
+    given = json.loads(invoke("dataset", "inspect", str(root), "--json", "-c", str(config),
+                              "--text-ctx", "64").output)
+    assert given["text_ctx"] == 64

@@ -27,6 +27,24 @@ def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
     return get_tokenizer(name, cfg.model.vocab_dir or None)
 
 
+def _model_text_ctx(cfg: Any, from_file: bool) -> int:
+    """The tokens the config's model reads (a scratch preset's or OpenAI's), else 128: a
+    quickstart model reads 40 bytes, and 128 called its longer captions untruncated."""
+    from ..errors import GlidectlError
+    from ..glide.options import official_options, preset_options
+
+    model = cfg.model
+    if from_file and model.init == "scratch":
+        tok = None if model.tokenizer == "auto" else model.tokenizer
+        return preset_options(model.kind, model.size, tok).text_ctx
+    if from_file and model.init.startswith("openai:"):
+        try:
+            return official_options(model.init.split(":", 1)[1]).text_ctx
+        except GlidectlError:  # another name: the training run says what is wrong with it
+            return 128
+    return 128
+
+
 def _render(report: Any) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -125,7 +143,11 @@ def register(app: typer.Typer) -> None:
             help="Tokenizer for caption lengths: auto (the config's, else gpt2 if available), "
             "gpt2 or byte.",
         ),
-        text_ctx: int = typer.Option(128, "--text-ctx", min=1, help="Text context length."),
+        text_ctx: int | None = typer.Option(
+            None, "--text-ctx", min=1,
+            help="Text context length (default: what the --config's scratch or OpenAI model "
+            "reads, else 128).",
+        ),
         config: Path | None = typer.Option(
             None, "--config", "-c", help="A glide.toml whose data section sets the options."
         ),
@@ -149,7 +171,8 @@ def register(app: typer.Typer) -> None:
 
         report = inspect_source(
             cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg, config is not None), limit=limit,
-            text_ctx=text_ctx, image_size=size, preview=preview, benchmark=benchmark,
+            text_ctx=text_ctx or _model_text_ctx(cfg, config is not None), image_size=size,
+            preview=preview, benchmark=benchmark,
         )
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
