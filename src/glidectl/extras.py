@@ -7,7 +7,8 @@ def install_hint(extra: str) -> str:
     """``pip install`` for the ``extra`` (``clip``, ``fid``, ``hf``, ``ui``): from the checkout
     for an editable install (``glidectl[...]`` would fetch another package from the index),
     and with the installed torch pinned in the same command, since pip, left free, replaces
-    torch with the newest (CUDA) build to fit the newest torchvision."""
+    torch with the newest (CUDA) build to fit the newest torchvision. Beside a CPU torch,
+    ``clip`` and ``fid`` first take the matching torchvision from PyTorch's CPU index."""
     import json
     from importlib import metadata
     from urllib.parse import unquote, urlparse
@@ -21,10 +22,28 @@ def install_hint(extra: str) -> str:
     except (metadata.PackageNotFoundError, ValueError, AttributeError, OSError):
         pass
     try:
-        pin = f"torch=={metadata.version('torch').split('+')[0]} "
+        torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
-        pin = ""
-    return f"pip install {pin}{target}"
+        return f"pip install {target}"
+    version = torch_version.split("+")[0]
+    hint = f"pip install torch=={version} {target}"
+    vision = torchvision_for(version)
+    if extra in ("clip", "fid") and torch_version.endswith("+cpu") and vision:
+        # PyPI's torchvision is built for PyPI's CUDA torch and fails beside a CPU build
+        return (f"pip install torch=={version} torchvision=={vision} --index-url "
+                f"{CPU_INDEX}, then {hint}")
+    return hint
+
+
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def torchvision_for(torch_version: str) -> str | None:
+    """The torchvision release made for torch ``2.M.P`` (0.(M+15).P), else None."""
+    parts = torch_version.split("+")[0].split(".")
+    if len(parts) != 3 or parts[0] != "2" or not all(p.isdigit() for p in parts):
+        return None
+    return f"0.{int(parts[1]) + 15}.{parts[2]}"
 
 
 def broken_import(exc: BaseException) -> str:
