@@ -291,3 +291,31 @@ def test_a_preview_of_a_model_returning_nan_fails_alone(tiny, tmp_path):
     assert previewer.run(1, tmp_path) is None
     assert previewer.failures == 1
     assert "returned NaN or infinite values" in previewer.error
+
+
+def test_captions_longer_than_the_model_reads_are_said_once(tiny, image_folder):
+    """The text encoder keeps text_ctx tokens and training dropped the rest without a word."""
+    from glidectl.training.caption_check import CaptionLengthCheck
+
+    for i, path in enumerate(sorted(image_folder.glob("*.txt"))):
+        if i % 2:
+            path.write_text("a photo of " + "a very long and detailed scene, " * 4 + "\n")
+    cfg = tiny(data=dict(source=str(image_folder), uncond_p=0.0), train=dict(steps=2))
+    trainer = Trainer(cfg, quiet=True)
+    messages: list[str] = []
+    trainer.display.message = messages.append
+    trainer.run()
+    ctx = trainer.bundle.options.text_ctx
+    said = [m for m in messages if "are cut in training" in m]
+    assert len(said) == 1 and said[0].startswith(
+        f"Warning: captions longer than the model reads ({ctx} tokens) are cut in training (")
+    assert said[0].endswith("); shorten them, or count them all with glidectl dataset inspect "
+                            "--config.")
+    check = CaptionLengthCheck(trainer.bundle.tokenizer, ctx, want=3)
+    assert check.see(["short", ""]) is None and check.see(["x" * (ctx + 1)]) == (
+        f"Warning: captions longer than the model reads ({ctx} tokens) are cut in training "
+        "(1 of the first 2); shorten them, or count them all with glidectl dataset inspect "
+        "--config.")
+    assert check.see(["x" * (ctx + 1)]) is None  # once
+    fits = CaptionLengthCheck(trainer.bundle.tokenizer, ctx, want=1)
+    assert fits.see(["short"]) is None and fits.see(["x" * (ctx + 1)]) is None  # looked enough

@@ -25,6 +25,7 @@ from ..errors import GlidectlError, WriteError, write_error
 from . import resume_state as rs
 from . import validation as val
 from .adapters import ModelAdapter, PartsAdapter
+from .caption_check import CaptionLengthCheck
 from .checkpointing import CheckpointManager, set_aside_after
 from .data_stream import DataStream
 from .display import Display
@@ -139,6 +140,7 @@ class Trainer:
         if features is not None and not features.available:  # said now, not at the first FID
             self.display.message(f"Warning: FID/KID will be absent: {features.reason}")
         self.previewer = Previewer(cfg, self.bundle, self.unwrapped, shown) if self.main else None
+        self._captions = CaptionLengthCheck(self.bundle.tokenizer, self.bundle.options.text_ctx)
 
     def _setup_run_dir(self, resume: str | None) -> None:
         """The main process picks (and checks) the run folder; everyone agrees on it."""
@@ -528,6 +530,8 @@ class Trainer:
             with acc.accumulate(self.model):
                 batch = self.stream.next()
                 wait += self.stream.last_wait
+                if self.main and (note := self._captions.see(batch.get("caption", ()))):
+                    self.display.message(note)
                 losses = self._losses(batch)
                 loss = losses["loss"].mean()
                 acc.backward(loss)
