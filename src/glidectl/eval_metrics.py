@@ -43,11 +43,12 @@ def demo_follow_score(image: Any, prompt: str) -> float | None:
     """Fraction of the demo attributes (colour, shape, background) the prompt names that the
     image shows.
 
-    None when the prompt names none of them (the metric does not apply).
+    None when the prompt is not in the demos' words or names none of them (the metric does
+    not apply: a photo prompt's "red" is no demo colour).
     """
-    from .data.demo import score_image
+    from .data.demo import is_demo_prompt, score_image
 
-    return score_image(image, prompt)["score"]
+    return score_image(image, prompt)["score"] if is_demo_prompt(prompt) else None
 
 
 def prompt_following(images: Sequence[Any], prompts: Sequence[str]) -> MetricResult:
@@ -59,7 +60,8 @@ def prompt_following(images: Sequence[Any], prompts: Sequence[str]) -> MetricRes
     result = MetricResult("prompt_following")
     result.values = [demo_follow_score(im, p) for im, p in zip(images, prompts, strict=True)]
     if all(v is None for v in result.values):
-        result.absent = "no prompt names a demo colour or shape (demo:shapes / demo:colors)"
+        result.absent = ("no prompt names a demo colour or shape in the demos' words, e.g. "
+                         "\"a red circle on a white background\" (demo:shapes / demo:colors)")
     return result
 
 

@@ -197,3 +197,15 @@ def test_unknown_demo_name_suggests_the_nearest():
     with pytest.raises(GlidectlError, match="Did you mean 'demo:shapes'"):
         build_dataset(DataConfig(source="demo:shape"), tokenizer="byte", image_size=16,
                       text_ctx=8)
+
+
+def test_only_prompts_in_the_demos_words_are_demo_prompts():
+    """eval's prompt_following scored "a red car parked in the rain" as a demo red."""
+    from glidectl.data.demo import is_demo_prompt
+
+    for prompt in ("a red circle on a white background", "A plain red picture.",
+                   "a zorblax on a black background", "an purple square on a black background"):
+        assert is_demo_prompt(prompt), prompt
+    for prompt in ("a red car parked in the rain", "red", "a red circle on a white background, "
+                   "black and white", "a photo of a blue square on a white background"):
+        assert not is_demo_prompt(prompt), prompt

@@ -126,6 +126,16 @@ def parse_caption(caption: str) -> tuple[str | None, str | None]:
     return colour, shape
 
 
+_DEMO_WORDS = re.compile(r"an? (?:\w+ )?\w+ on an? \w+ background|a plain \w+ picture")
+
+
+def is_demo_prompt(caption: str) -> bool:
+    """A caption in the demos' own words ("a red circle on a white background", "a plain red
+    picture", "a zorblax on a black background"): what :func:`score_image` can judge. A photo
+    caption that merely names a colour ("a red car in the rain") is not."""
+    return bool(_DEMO_WORDS.fullmatch(" ".join(caption.lower().split()).rstrip(".")))
+
+
 def parse_background(caption: str) -> str | None:
     """The background ("white"/"black") a caption asks for, or None."""
     match = re.search(r"on an? (\w+) background", caption.lower())
