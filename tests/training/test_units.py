@@ -365,3 +365,23 @@ def test_no_batch_at_all_says_whose_share_it_was(rank, world, says):
     stream = DataStream(One(), batch_size=4, rank=rank, world=world)
     with pytest.raises(GlidectlError, match=says):
         stream.next()
+
+
+def test_a_worker_that_dies_handing_over_a_batch_is_named_as_torch_names_it():
+    """A loader worker killed mid-handover shows up first as a ConnectionResetError in the
+    main process (the kill-9 test met it one run in ten); it is read as the worker's death."""
+    from types import SimpleNamespace
+
+    from glidectl.training.data_stream import _dead_worker
+    from glidectl.training.guards import worker_lost
+
+    class Items:
+        _workers = [SimpleNamespace(pid=11, exitcode=None), SimpleNamespace(pid=12, exitcode=-9)]
+
+    message = _dead_worker(Items())
+    assert message == "DataLoader worker (pid 12) is killed by signal: Killed."
+    assert worker_lost(RuntimeError(message)) == message.rstrip(".")
+    Items._workers[1].exitcode = 3
+    assert _dead_worker(Items()).endswith("exited unexpectedly with exit code 3.")
+    Items._workers[1].exitcode = None
+    assert _dead_worker(Items(), wait=0.1) is None  # alive: the original error stands

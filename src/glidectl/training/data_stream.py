@@ -43,6 +43,26 @@ def _as_is(item: Any) -> Any:
     return item
 
 
+def _dead_worker(items: Any, wait: float = 2.0) -> str | None:
+    """torch's words for a loader worker that died (a lost connection mid-batch is how its
+    death can show up first), once the system has reaped it; None if none did."""
+    import signal
+
+    deadline = time.monotonic() + wait
+    while True:
+        for worker in getattr(items, "_workers", ()):
+            code = worker.exitcode
+            if code is not None and code < 0:
+                return f"DataLoader worker (pid {worker.pid}) is killed by signal: " \
+                       f"{signal.strsignal(-code)}."
+            if code:
+                return f"DataLoader worker (pid {worker.pid}) exited unexpectedly with exit " \
+                       f"code {code}."
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
+
+
 class WorkerBatches(IterableDataset):
     """Full batches of ``batch_size`` from one worker, tagged ``_worker`` and ``_cursor``,
     then an end marker ``{"_worker": w, "_end": True}``."""
@@ -129,6 +149,12 @@ class DataStream:
                         item = next(items)
                     except StopIteration:  # a worker left without its end marker
                         item = {"_worker": w, "_end": True}
+                    except (ConnectionError, EOFError) as exc:  # it died handing a batch over
+                        raise RuntimeError(_dead_worker(items) or str(exc)) from exc
+                    except RuntimeError as exc:  # "(pid(s) N) exited unexpectedly": but how?
+                        if "exited unexpectedly" in str(exc) and (how := _dead_worker(items)):
+                            raise RuntimeError(how) from exc
+                        raise
                     pending[int(item["_worker"])].append(item)
                 item = pending[w].popleft()
                 if item.get("_end"):
