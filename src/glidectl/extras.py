@@ -46,6 +46,14 @@ def torchvision_for(torch_version: str) -> str | None:
     return f"0.{int(parts[1]) + 15}.{parts[2]}"
 
 
+def import_problem(exc: BaseException, module: str, extra: str) -> str:
+    """Why ``module`` (of the ``extra``) did not import, as a clause: "is not installed (pip
+    install ...)" when it is itself missing, else :func:`broken_import`'s account."""
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == module:
+        return f"is not installed ({install_hint(extra)})"
+    return broken_import(exc)
+
+
 def broken_import(exc: BaseException) -> str:
     """Why an installed package does not import, as a clause ("does not import (...)"): the
     root exception and, when torchvision fails inside it, the versions at fault (pip's

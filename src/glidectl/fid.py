@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .errors import GlidectlError, cause
-from .extras import broken_import, install_hint
+from .extras import import_problem
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -65,13 +65,9 @@ def inception_features(weights: str | Path | None) -> Features:
         raise GlidectlError(f"FID weights {str(path)!r} hold no state_dict of tensors.")
     try:
         import torch_fidelity  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "torch_fidelity":
-            return Features(reason=f"torch-fidelity {broken_import(exc)}")
-        return Features(reason=f"torch-fidelity is not installed ({install_hint('fid')}), "
-                               "which builds the Inception network")
-    except Exception as exc:  # a torchvision built for another torch raises RuntimeError
-        return Features(reason=f"torch-fidelity {broken_import(exc)}")
+    except Exception as exc:  # missing, or e.g. a torchvision built for another torch
+        why = import_problem(exc, "torch_fidelity", "fid")
+        return Features(reason=f"torch-fidelity {why}, which builds the Inception network")
     return Features(weights=path)
 
 
@@ -120,12 +116,8 @@ def fid_kid(real: Iterable[Any], fake: Iterable[Any], features: Features,
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] != "torchmetrics":  # something it imports is missing
-            return {"fid_missing": f"torchmetrics {broken_import(exc)}"}
-        return {"fid_missing": f"torchmetrics is not installed ({install_hint('fid')})"}
-    except Exception as exc:  # a torchvision built for another torch raises RuntimeError
-        return {"fid_missing": f"torchmetrics {broken_import(exc)}"}
+    except Exception as exc:  # missing, or e.g. a torchvision built for another torch
+        return {"fid_missing": f"torchmetrics {import_problem(exc, 'torchmetrics', 'fid')}"}
 
     real_batches = [to_uint8(b) for b in real]
     fake_batches = [to_uint8(b) for b in fake]

@@ -60,13 +60,13 @@ def is_full_precision(model: nn.Module) -> bool:
     return all(t.dtype == torch.float32 for t in floats)
 
 
-
 def require_peft() -> None:
     """Import peft (LoRA's layers), or a GlidectlError saying why it does not import."""
     try:
         import peft  # noqa: F401
     except Exception as exc:
         raise GlidectlError(f"LoRA needs peft, which {broken_import(exc)}.") from None
+
 
 @dataclass
 class AdapterFiles:
