@@ -100,17 +100,16 @@ class Trainer:
             self._check_data_before_download()
         # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
         self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution)
-        size_note = resolution_note(cfg.model, cfg.data.resolution, self.bundle.options)
-        self._notes += [size_note] if size_note else []
+        self._notes += filter(None, [resolution_note(cfg.model, cfg.data.resolution,
+                                                     self.bundle.options)])
         model = self._setup_model(adapter)
         shown = self._setup_data(dataset)
         optimizer = make_optimizer(cfg.train, self._named)
         scheduler = make_scheduler(optimizer, cfg.train.lr_schedule, cfg.train.warmup_steps,
                                    self.total_steps)
-        warmup = warmup_note(cfg.train.lr_schedule, cfg.train.warmup_steps, self.total_steps)
-        self._notes += [warmup] if warmup else []
-        ema = ema_note(cfg.train.ema_decay, cfg.train.ema_warmup, self.total_steps)
-        self._notes += [ema] if ema else []
+        self._notes += filter(None, [
+            warmup_note(cfg.train.lr_schedule, cfg.train.warmup_steps, self.total_steps),
+            ema_note(cfg.train.ema_decay, cfg.train.ema_warmup, self.total_steps)])
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
         if cfg.train.compile:
@@ -226,8 +225,7 @@ class Trainer:
             samples = val.load_samples(cfg, data_args)
             self.validator = val.Validator(cfg, samples, self.bundle.diffusion, opts,
                                            tc.batch_size)
-            note = val.fid_samples_note(cfg, len(samples))
-            self._notes += [note] if note else []
+            self._notes += filter(None, [val.fid_samples_note(cfg, len(samples))])
             if cfg.validation.holdout > 0:
                 dataset = val.WithoutKeys(dataset, {s["key"] for s in samples})
         train_data, shown = dataset, preview_data if preview_data is not None else dataset
@@ -582,8 +580,7 @@ class Trainer:
             raise WriteError(f"{str(exc).rstrip('.')}; {self._saved()}.") from None
         except KeyboardInterrupt:  # a second Ctrl-C/SIGTERM, while saving too
             step = self.state.step
-            if self.main:  # a half-written checkpoint: its space back now
-                shutil.rmtree(self.checkpoints.tmp_dir(step), ignore_errors=True)
+            self._drop_half_written()
             last = runs.latest_step_dir(self.run_dir.checkpoints)
             unsaved = "" if last is not None and runs.step_of(last) == step else \
                 ", which was not saved"
@@ -591,8 +588,7 @@ class Trainer:
                 from None
         except RuntimeError as exc:
             if (died := worker_lost(exc)) is not None:  # raised wherever SIGCHLD lands
-                if self.main:
-                    shutil.rmtree(self.checkpoints.tmp_dir(self.state.step), ignore_errors=True)
+                self._drop_half_written()
                 oom = " (most often by the system's out-of-memory killer; lower " \
                       "data.workers or train.batch_size)" if died.endswith("Killed") else ""
                 raise WorkerLost(f"Training stopped near step {self.state.step}: {died}"
@@ -612,6 +608,11 @@ class Trainer:
             self.display.message(
                 f"Resumed from step {step}: the later checkpoints ({', '.join(names)}) are from "
                 f"the run before this resume and were moved, whole, to {str(folder)!r}.")
+
+    def _drop_half_written(self) -> None:
+        """A checkpoint of this step left half-written by a stop: its space back now."""
+        if self.main:
+            shutil.rmtree(self.checkpoints.tmp_dir(self.state.step), ignore_errors=True)
 
     def _repoint_best(self) -> None:
         """Point ``best`` at the best checkpoint the resumed state knows: a kill between a
