@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -521,25 +522,29 @@ def reference(tmp_path_factory, tiny_base) -> tuple[Path, Path]:
     return prompts, root / "ref"
 
 
-@pytest.mark.parametrize("flag", ["--resume", "--skip-existing"])
-def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference, flag):
+def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference):
+    """One run killed after its first images, continued by --resume and (from a copy of the
+    killed folder) by --skip-existing: both end with the uninterrupted run's bytes."""
     prompts, ref = reference
-    out = tmp_path / "run"
-    _kill_after_first_images(_cli(prompts, tiny_base, out), out)
-    partial = outputs(out)
+    killed = tmp_path / "killed"
+    _kill_after_first_images(_cli(prompts, tiny_base, killed), killed)
+    partial = outputs(killed)
     assert 0 < sum(n.endswith(".png") for n in partial) < 14
-    assert json.loads((out / "metadata.json").read_text())["status"] == "running"
-    done = subprocess.run(_cli(prompts, tiny_base, out, flag), env=_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    final, expected = outputs(out), outputs(ref)
-    assert sorted(final) == sorted(expected)
-    assert all(final[name] == expected[name] for name in expected), "images differ"
-    assert (out / "grid.png").read_bytes() == (ref / "grid.png").read_bytes()
-    meta = json.loads((out / "metadata.json").read_text())
-    assert meta["status"] == "complete"
-    assert meta["counts"]["kept"] > 0 and meta["counts"]["generated"] < 14
-    assert not list(out.glob(".*.tmp"))
+    assert json.loads((killed / "metadata.json").read_text())["status"] == "running"
+    for flag in ("--resume", "--skip-existing"):
+        out = tmp_path / flag.strip("-")
+        shutil.copytree(killed, out)
+        done = subprocess.run(_cli(prompts, tiny_base, out, flag), env=_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (flag, done.stderr)
+        final, expected = outputs(out), outputs(ref)
+        assert sorted(final) == sorted(expected), flag
+        assert all(final[name] == expected[name] for name in expected), f"images differ ({flag})"
+        assert (out / "grid.png").read_bytes() == (ref / "grid.png").read_bytes(), flag
+        meta = json.loads((out / "metadata.json").read_text())
+        assert meta["status"] == "complete", flag
+        assert meta["counts"]["kept"] > 0 and meta["counts"]["generated"] < 14, flag
+        assert not list(out.glob(".*.tmp")), flag
     with Image.open(ref / "grid.png") as grid:  # 7 prompts × 2 images: a row per prompt
         cell_h = (grid.height - 6 * 4) // 7
         assert grid.width == 2 * 128 + 4 and grid.height == 7 * cell_h + 6 * 4
