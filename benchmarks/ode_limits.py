@@ -87,7 +87,7 @@ def switch_figures(e: torch.Tensor) -> dict[str, float]:
 def gmm_limits(args: argparse.Namespace) -> dict:
     den = GaussianMixtureDenoiser.random(seed=args.mixture_seed)
     x = den.prior(args.samples, 80.0, torch.Generator().manual_seed(args.mixture_seed))
-    ref = den(den.ode_solution(x, 80.0, 0.002, 1000), 0.002)
+    ref = den(den.ode_solution(x, 80.0, 0.002, args.ode_steps), 0.002)
     print(f"gmm mixture {args.mixture_seed}, {args.samples} samples; switched = per-sample "
           f"RMSE > {SWITCHED}")
     print(f"{'sampler':<10} {'schedule':<16} calls switched      rms  rms-others")
@@ -118,9 +118,10 @@ def gmm_limits(args: argparse.Namespace) -> dict:
     for i, (sigma, x_i) in enumerate(states[1:], 1):
         if sigma < 0.002:  # the last call, at σ_min, is followed too
             break
-        exact, at = den.ode_solution(exact, at, sigma, 1000), sigma  # the exact path, onward
+        # the exact path, onward
+        exact, at = den.ode_solution(exact, at, sigma, args.ode_steps), sigma
         state = (x_i - exact).pow(2).mean().sqrt().item()
-        end = per_sample(den(den.ode_solution(x_i, sigma, 0.002, 1000), 0.002), ref)
+        end = per_sample(den(den.ode_solution(x_i, sigma, 0.002, args.ode_steps), 0.002), ref)
         follow.append({"call": i, "sigma": sigma, "state_error": state,
                        "switched": int((end > SWITCHED).sum())})
         print(f"{i:5d} {sigma:8.4f} {state:12.2e} {follow[-1]['switched']:9d}", flush=True)
@@ -289,6 +290,8 @@ def main() -> None:
                         help="On a model: the σ's unipc is followed on (a name or a schedule "
                         "file from glidectl fit-steps).")
     parser.add_argument("--skip-gmm", action="store_true")
+    parser.add_argument("--ode-steps", type=int, default=1000,
+                        help="RK4 steps of each exact mixture ODE solve (80 → 0.002).")
     parser.add_argument("--model", help="A trained base model (run folder or file).")
     parser.add_argument("--guidance", type=float)
     parser.add_argument("--images", type=int, default=12)

@@ -22,7 +22,7 @@ def test_limits_on_a_mixture_and_a_tiny_model(tmp_path) -> None:
          "--images", "1", "--sigmas", "1", "--model-calls", "4", "8",
          "--reference-steps", "16", "--per-image", "1", "--rounds", "1", "--calls", "6",
          "--follow-schedule", str(schedule), "--per-image-bespoke", str(schedule),
-         "--evals", "3", "--json", str(out)],
+         "--evals", "3", "--ode-steps", "150", "--json", str(out)],
         cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     found = json.loads(out.read_text())
