@@ -384,16 +384,6 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_a_two_process_checkpoint_is_not_resumed_by_one_process(tiny, config_file, tmp_path):
-    cfg = tiny(train=dict(steps=2), checkpoint=dict(every=2))
-    proc = subprocess.run(_torchrun(config_file(cfg)), env=_env(), capture_output=True,
-                          text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    cfg.train.steps = 3
-    with pytest.raises(GlidectlError, match="written by 2 processes and this run has 1"):
-        Trainer(cfg, resume="latest", quiet=True)
-
-
 def test_two_processes_refuse_a_one_process_checkpoint_in_one_line(tiny, config_file):
     cfg = tiny(train=dict(steps=1), checkpoint=dict(every=1))
     Trainer(cfg, quiet=True).run()
@@ -457,19 +447,6 @@ def test_the_survivor_of_a_killed_process_stops_in_one_line(tiny, config_file, t
     assert "Connection closed by peer" not in out, out
 
 
-def test_two_processes_with_a_tracker_finish_cleanly(tiny, config_file, tmp_path):
-    """accelerate's end_training() destroys the process group on the main process only;
-    the run's last barrier then failed there and every tracked multi-process run ended in a
-    traceback with exit code 1, after its last checkpoint."""
-    cfg = tiny(train=dict(steps=2), checkpoint=dict(every=2), log=dict(trackers=["tensorboard"]))
-    proc = subprocess.run(_torchrun(config_file(cfg)), env=_env(), capture_output=True,
-                          text=True, timeout=240)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert "Traceback" not in out and "done at step 2" in out, out
-    assert list((tmp_path / "runs" / "t" / "trackers").rglob("events.out.tfevents.*"))
-
-
 def test_ctrl_c_under_a_launcher_checkpoints_once_and_says_so_once(tiny, config_file, tmp_path):
     """Ctrl-C in a terminal reaches the launcher and every process; all of them stop at one
     step and one checkpoint, and the resume hint is printed once, not once per process."""
@@ -491,11 +468,16 @@ def test_ctrl_c_under_a_launcher_checkpoints_once_and_says_so_once(tiny, config_
     assert f"Resume with: --resume {run}" in out
 
 
-def test_a_preview_longer_than_the_process_group_timeout_does_not_end_the_run(
+def test_a_tracked_two_process_run_with_a_long_preview_finishes_cleanly(
         tiny, config_file, tmp_path):
-    """The other processes waited for the main one's preview (and validation FID) in a
-    collective of the process group, which times out (NCCL 10 min, gloo 30 min): a longer
-    preview killed the run with a traceback. Here the group's timeout is cut to 5 s."""
+    """One two-process run for three past failures:
+    - the other processes waited for the main one's preview (and validation FID) in a
+      collective of the process group, which times out (NCCL 10 min, gloo 30 min): a longer
+      preview killed the run with a traceback. Here the group's timeout is cut to 5 s;
+    - accelerate's end_training() destroys the process group on the main process only; the
+      run's last barrier then failed there and every tracked multi-process run ended in a
+      traceback with exit code 1, after its last checkpoint;
+    - its checkpoint, written by two processes, is refused by a one-process resume."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
@@ -504,15 +486,19 @@ def test_a_preview_longer_than_the_process_group_timeout_does_not_end_the_run(
         "    from datetime import timedelta\n"
         "    import torch.distributed.distributed_c10d as c10d\n"
         "    c10d.default_pg_timeout = timedelta(seconds=5)\n")
-    cfg = tiny(train=dict(steps=1), checkpoint=dict(every=1),
+    cfg = tiny(train=dict(steps=2), checkpoint=dict(every=2), log=dict(trackers=["tensorboard"]),
                preview=dict(every=100, steps=60))  # one preview, at step 0: over 5 s here
     proc = subprocess.run(_torchrun(config_file(cfg)), env={**_env(), "PYTHONPATH": str(site)},
                           capture_output=True, text=True, timeout=240)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "Traceback" not in out and "done at step 1" in out, out
-    assert (tmp_path / "runs" / "t" / "previews" / "step-000000.png").is_file()
-
+    assert "Traceback" not in out and "done at step 2" in out, out
+    run = tmp_path / "runs" / "t"
+    assert (run / "previews" / "step-000000.png").is_file()
+    assert list((run / "trackers").rglob("events.out.tfevents.*"))
+    cfg.train.steps = 3
+    with pytest.raises(GlidectlError, match="written by 2 processes and this run has 1"):
+        Trainer(cfg, resume="latest", quiet=True)
 
 def test_accelerate_launch_mixed_precision_is_followed_at_auto(tiny, config_file):
     """`accelerate launch --mixed_precision bf16` was overridden by train.precision = auto
