@@ -307,6 +307,17 @@ def test_display_prints_plain_lines_when_not_a_tty():
     assert stream.getvalue().startswith("step 2/10 loss 0.5000 lr 1.00e-04 3.0 img/s data 1% ETA")
 
 
+def test_the_validation_line_shows_a_few_buckets_when_there_are_many():
+    from glidectl.training.display import validation_line
+
+    few = {"step": 4, "val_loss": 0.2, **{f"val_loss_t{k}": k / 10 for k in range(4)}}
+    assert validation_line(few) == ("validation step 4: val_loss 0.2000 "
+                                    "(t0 0.0000 t1 0.1000 t2 0.2000 t3 0.3000)")
+    many = {"step": 4, "val_loss": 0.2, **{f"val_loss_t{k}": k / 100 for k in range(50)}}
+    assert validation_line(many) == ("validation step 4: val_loss 0.2000 "
+                                     "(t0 0.0000 t1 0.0100 … t48 0.4800 t49 0.4900 (50 buckets))")
+
+
 def test_display_live_panel_shows_progress():
     import io
 

@@ -27,13 +27,18 @@ def status_line(record: dict[str, Any], total_steps: int, eta: float) -> str:
     )
 
 
+MAX_SHOWN_BUCKETS = 8  # validation.timesteps buckets a line shows in full
+
+
 def validation_line(record: dict[str, Any]) -> str:
     """``validation step 100: val_loss 0.1200 (t0 0.3000 t1 0.0800 ...) FID 41.2 KID 0.031``."""
     parts = [f"validation step {record['step']}:"]
     if "val_loss" in record:
-        buckets = " ".join(f"{k.removeprefix('val_loss_')} {v:.4f}" for k, v in record.items()
-                           if k.startswith("val_loss_t"))
-        parts.append(f"val_loss {record['val_loss']:.4f} ({buckets})")
+        buckets = [f"{k.removeprefix('val_loss_')} {v:.4f}" for k, v in record.items()
+                   if k.startswith("val_loss_t")]
+        if len(buckets) > MAX_SHOWN_BUCKETS:  # the rest are in metrics.jsonl
+            buckets = [*buckets[:2], "…", *buckets[-2:], f"({len(buckets)} buckets)"]
+        parts.append(f"val_loss {record['val_loss']:.4f} ({' '.join(buckets)})")
     if "fid" in record:
         parts.append(f"FID {record['fid']:.2f} KID {record['kid']:.4f}")
     if "fid_missing" in record:
