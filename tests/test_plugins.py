@@ -208,7 +208,7 @@ def test_register_commands_adds_a_cli_command(register_plugin):
 
 
 def test_plugin_info_lists_what_each_plugin_registers(register_plugin):
-    from glidectl.plugin_report import plugin_info
+    from glidectl.plugin_report import _registers_text, plugin_info
 
     class Samplers:
         @hookimpl
@@ -229,7 +229,10 @@ def test_plugin_info_lists_what_each_plugin_registers(register_plugin):
     assert all(i["clashes"] == [] and i["status"] == "ok" for i in info.values())
     builtin = {p["name"]: p for p in plugin_info(include_defaults=True)}[
         "glidectl.samplers.builtin"]
-    assert {"name": "dpm++2m", "aliases": ["dpm++", "dpmpp_2m"]} in builtin["registers"]["samplers"]
+    assert {"name": "dpm++2m", "aliases": ["dpm++", "dpmpp_2m"],  # a Sampler's description
+            "description": "DPM-Solver++(2M), second-order multistep."} \
+        in builtin["registers"]["samplers"]
+    assert "  dpm++2m: DPM-Solver++(2M), second-order multistep." in _registers_text(builtin)
 
 
 def test_plugin_info_marks_a_name_two_plugins_register(register_plugin):

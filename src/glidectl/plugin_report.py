@@ -18,13 +18,17 @@ def _register_hooks() -> list[str]:
 
 
 def _collect(hook: str, plugin: Any) -> list[dict[str, Any]]:
-    """What one plugin registers through one hook: ``[{"name", "aliases"}]``; an object
-    that is not what the hook takes raises, as it does when the registry is filled."""
+    """What one plugin registers through one hook: ``[{"name", "aliases"}]`` (and the
+    object's ``description`` where it has one, as samplers do); an object that is not what
+    the hook takes raises, as it does when the registry is filled."""
     found: list[dict[str, Any]] = []
 
     def register(name: str, obj: Any, aliases: tuple[str, ...] | list[str] = ()) -> None:
         plugins.checked(hook, obj, pm.get_name(plugin) or "", name)
-        found.append({"name": name.lower(), "aliases": [a.lower() for a in aliases]})
+        entry = {"name": name.lower(), "aliases": [a.lower() for a in aliases]}
+        if isinstance(getattr(obj, "description", None), str) and obj.description:
+            entry["description"] = obj.description
+        found.append(entry)
 
     others = [p for p in pm.get_plugins() if p is not plugin]
     pm.subset_hook_caller(hook, remove_plugins=others)(register=register)
@@ -110,6 +114,8 @@ def _registers_text(info: dict[str, Any]) -> str:
             for e in entries
         ]
         lines.append(f"{kind}: {', '.join(shown) or '-'}")
+        lines += [f"  {e['name']}: {e['description']}" for e in entries
+                  if isinstance(e, dict) and "description" in e]
     for clash in info["clashes"]:
         lines.append(f"CLASH: {clash['kind']} {clash['name']!r} also from "
                      f"{', '.join(clash['with'])}")
