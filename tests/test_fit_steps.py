@@ -101,8 +101,13 @@ def assert_held_out_figures(model: Path, path: Path, check: dict) -> None:
     assert target.ddim50["mean"] == pytest.approx(check["ddim50_mean"], rel=1e-5)
 
 
-def test_gits_fits_every_count_for_any_sampler(glidectl, weights, tmp_path) -> None:
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_gits_fits_every_count_for_any_sampler(glidectl, weights, tmp_path, monkeypatch,
+                                               native_bf16) -> None:
+    from glidectl import devices
     from glidectl.samplers.tuned import read_schedule_file
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native_bf16)
 
     out = tmp_path / "gits.json"
     code, _, stderr = glidectl("fit-steps", weights["base"], "--calls", "3", "--calls", "5",
@@ -113,6 +118,9 @@ def test_gits_fits_every_count_for_any_sampler(glidectl, weights, tmp_path) -> N
     data = json.loads(out.read_text())
     assert data["sampler"] is None and "held_out" not in data  # any sampler; no check
     assert "--sampler SAMPLER --steps 3" in stderr
+    # fitted in fp32: where sample's auto precision is bf16, the command asks for fp32
+    assert ("--guidance 3 --precision fp32\n(fitted in fp32; without --precision fp32, "
+            "sample computes in bf16 here" in stderr) == native_bf16, stderr
 
 
 def test_the_check_may_use_other_prompts(glidectl, weights, tmp_path) -> None:

@@ -169,6 +169,7 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
          images: int, guidance: float | None, seed: int, reference_steps: int, path: Path,
          write_to: Path, device: str, check_images: int, checked: list[str], options: dict
          ) -> None:
+    from ..devices import pick_precision
     from ..glide.loading import load_model, resolve_spec
     from ..pipeline import file_sha256
     from ..step_fitting import fit_steps, model_guidance, reference, steps_for_calls
@@ -199,6 +200,12 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
         os.replace(write_to, path)
     use = "bespoke" if method == "bespoke" else ("SAMPLER" if method == "gits" else sampler)
     steps = calls[0] if method == "gits" else steps_for_calls(sampler, calls[0])
+    # the fit follows the fp32 ODE; sample's auto precision may be bf16 on this device
+    auto = pick_precision("auto", device)
+    fp32 = "" if auto.name == "fp32" else " --precision fp32"
     typer.echo(str(path))
     typer.echo(f"sample with: glidectl sample PROMPT --base {model_spec} --sampler {use} "
-               f"--steps {steps} --schedule {path} --guidance {scale:g}", err=True)
+               f"--steps {steps} --schedule {path} --guidance {scale:g}{fp32}", err=True)
+    if fp32:
+        typer.echo(f"(fitted in fp32; without --precision fp32, sample computes in "
+                   f"{auto.name} here: {auto.reason})", err=True)
