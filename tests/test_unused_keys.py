@@ -41,6 +41,20 @@ def _notes(sections: dict, lora: bool) -> list[str]:
     ({"lora": {"rank": 4}}, False,
      "this command trains every weight and ignores lora.rank; to train LoRA adapters, run "
      "glidectl lora with this config."),
+    ({"data": {"image_key": "png", "split": "test"}}, False,
+     "data.image_key, data.split are ignored: this run reads demo data, which does not read "
+     "them."),
+    ({"data": {"source": "wds:/x/{0..3}.tar", "caption_column": "c"}}, False,
+     "data.caption_column is ignored: this run reads webdataset data, which does not read it."),
+    ({"data": {"min_size": 256, "similarity_range": [0.3, 1.0]}}, False,
+     "data.min_size, data.similarity_range are ignored: data.preset 'simple' does not filter "
+     "on them (\"laion\" does)."),
+    ({"data": {"preset": "datacomp", "max_punsafe": 0.1, "similarity_range": [0.3, 1.0]}}, False,
+     "data.max_punsafe is ignored: data.preset 'datacomp' does not filter on it (\"laion\" "
+     "does)."),
+    ({"train": {"epochs": 2, "steps": 50}}, False,
+     "train.steps is ignored: train.epochs = 2 decides how long the run trains (set "
+     "train.epochs = 0 to train by steps)."),
 ])
 def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     assert _notes(sections, lora) == [note]
@@ -61,6 +75,14 @@ def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     ({"validation": {"source": "x", "fid_every": 10}}, False),
     ({"lora": {"rank": 4}}, True),
     ({"model": {"init": "openai:base"}}, False),  # defaults are never named
+    ({"data": {"source": "hf:a/b", "split": "test", "image_column": "img"}}, False),
+    ({"data": {"source": "wds:/x/{0..3}.tar", "image_key": "png", "metadata_key": "m"}}, False),
+    ({"data": {"preset": "laion", "min_size": 256, "nsfw_allowed": ["NSFW"]}}, False),
+    ({"data": {"preset": "datacomp", "similarity_range": [0.3, 1.0]}}, False),
+    ({"data": {"demo_size": 10}}, False),
+    ({"train": {"epochs": 2}}, False),
+    # the validation source reads what the training source does not
+    ({"data": {"image_key": "png"}, "validation": {"source": "wds:/v.tar", "every": 5}}, False),
 ])
 def test_keys_the_run_uses_are_not_named(sections, lora):
     assert _notes(sections, lora) == []
@@ -92,3 +114,24 @@ def test_the_tokenizer_doc_names_what_auto_picks_for_each_scratch_size():
     gpt2 = [s for s in SIZES if preset_options("base", s).tokenizer == "gpt2"]
     assert f"byte for scratch {' and '.join(byte)} models" in doc
     assert f"gpt2 for scratch {' and '.join(gpt2)} ones" in doc
+
+
+def test_data_keys_are_judged_by_the_source_that_reads_them(tmp_path, register_plugin):
+    """A folder does not read Parquet columns; a plugin's source type may read any key."""
+    from glidectl.data.source_api import SourceType
+    from glidectl.hookspecs import hookimpl
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"")
+    assert _notes({"data": {"source": str(folder), "image_column": "img"}}, False) == [
+        "data.image_column is ignored: this run reads folder data, which does not read it."]
+
+    class Mine:
+        @hookimpl
+        def register_data_sources(self, register):
+            register("mine", SourceType("mine", lambda spec, cfg, resolution: None))
+
+    register_plugin(Mine(), "my-source")
+    assert _notes({"data": {"source": "mine:x", "image_column": "img"}}, False) == []
+    assert _notes({"data": {"source": str(tmp_path / "nowhere"), "demo_size": 3}}, False) == []

@@ -12,6 +12,16 @@ UPSAMPLER_KEYS = ("data.low_res_resample", "data.degrade_blur", "data.degrade_jp
 SCRATCH_KEYS = ("model.size", "model.time_embed_max_freq")
 ADAM_KEYS = ("train.adam_beta1", "train.adam_beta2", "train.adam_eps")
 WANDB_KEYS = ("log.wandb_entity", "log.wandb_mode")
+# what each built-in data source type reads of [data] beyond the keys every source uses
+SOURCE_KEYS = {"webdataset": ("data.image_key", "data.caption_key", "data.metadata_key"),
+               "parquet": ("data.image_column", "data.caption_column"),
+               "hf": ("data.image_column", "data.caption_column", "data.split"),
+               "demo": ("data.demo_size",), "folder": ()}
+# what each built-in preset reads of the metadata filters
+FILTER_KEYS = ("data.min_size", "data.aspect_range", "data.similarity_range",
+               "data.max_punsafe", "data.max_pwatermark", "data.nsfw_allowed")
+PRESET_KEYS = {"laion": FILTER_KEYS, "datacomp": ("data.similarity_range",), "simple": (),
+               "alamy": (), "synthetic": ()}
 VALIDATION_KEYS = ("validation.holdout", "validation.source", "validation.samples",
                    "validation.timesteps", "validation.seed", "validation.fid_weights",
                    "validation.fid_samples")
@@ -41,6 +51,48 @@ def _scratch_tokenizer(cfg: GlideConfig) -> str | None:
 def _are(keys: list[str], after: str = "") -> str:
     """'a is' / 'a, b are', with ``after`` before the verb."""
     return f"{', '.join(keys)}{after} {'is' if len(keys) == 1 else 'are'}"
+
+
+def _it(keys: list[str]) -> str:
+    return "it" if len(keys) == 1 else "them"
+
+
+def _source_kinds(cfg: GlideConfig) -> list[str] | None:
+    """The built-in source types the run reads (data.source, and validation.source when
+    validation runs); None when one is a plugin's or none claims it (it may read any key)."""
+    from .data.sources import source_type
+    from .errors import GlidectlError
+
+    v = cfg.validation
+    specs = [cfg.data.source, *([v.source] if v.source and (v.every or v.fid_every) else [])]
+    try:
+        kinds = [source_type(spec)[0] for spec in specs]
+    except (GlidectlError, OSError):
+        return None
+    names = [getattr(kind, "name", None) for kind in kinds]
+    return names if all(name in SOURCE_KEYS for name in names) else None
+
+
+def _data_notes(cfg: GlideConfig) -> list[str]:
+    """Source-specific and preset-specific [data] keys the run's source and preset ignore."""
+    notes = []
+    kinds = _source_kinds(cfg)
+    if kinds is not None:
+        read = {k for kind in kinds for k in SOURCE_KEYS[kind]}
+        others = tuple(dict.fromkeys(k for keys in SOURCE_KEYS.values() for k in keys))
+        if keys := [k for k in _changed(cfg, others) if k not in read]:
+            used = " and ".join(dict.fromkeys(kinds))
+            notes.append(f"{_are(keys)} ignored: this run reads {used} data, which does not "
+                         f"read {_it(keys)}.")
+    preset = cfg.data.preset.lower()
+    if preset in PRESET_KEYS and (keys := [k for k in _changed(cfg, FILTER_KEYS)
+                                           if k not in PRESET_KEYS[preset]]):
+        notes.append(f"{_are(keys)} ignored: data.preset {preset!r} does not filter on "
+                     f"{_it(keys)} (\"laion\" does).")
+    if cfg.train.epochs > 0 and _changed(cfg, ("train.steps",)):
+        notes.append(f"train.steps is ignored: train.epochs = {cfg.train.epochs} decides "
+                     "how long the run trains (set train.epochs = 0 to train by steps).")
+    return notes
 
 
 def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
@@ -76,4 +128,4 @@ def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
                      "validation.fid_every are 0, so nothing is held out or validated.")
     if cfg.train.ema_decay == 0 and cfg.train.ema_warmup:
         notes.append("train.ema_warmup is ignored: train.ema_decay = 0 keeps no EMA.")
-    return notes
+    return notes + _data_notes(cfg)

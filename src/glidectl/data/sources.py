@@ -55,24 +55,32 @@ def source_types() -> list[SourceType]:
     return sorted((e.obj for e in plugins.data_sources()), key=lambda t: (t.priority, t.name))
 
 
-def open_source(spec: str | list[str], cfg: Any, resolution: int = 64) -> Source:
-    """The source for ``spec`` (``data.source``) with the ``[data]`` options ``cfg``."""
+def source_type(spec: str | list[str]) -> tuple[SourceType | None, str | list[str]]:
+    """The registered type that opens ``spec`` (``data.source``) and what it is handed:
+    ``name:SPEC`` selects a type by name, a plain path the first type that claims it
+    (None: none does)."""
     from .. import plugins
 
-    if not isinstance(spec, str):
-        return plugins.data_sources().get("webdataset").open(spec, cfg, resolution)
-    spec = spec.strip()
-    if not spec:
-        raise GlidectlError("data.source is empty; set it to a folder, shards or demo:shapes.")
-    prefix, sep, rest = spec.partition(":")
     registry = plugins.data_sources()
+    if not isinstance(spec, str):
+        return registry.get("webdataset"), spec
+    spec = spec.strip()
+    prefix, sep, rest = spec.partition(":")
     if sep and len(prefix) > 1 and prefix.lower() in registry and not _is_url(spec):
-        return registry.get(prefix).open(rest, cfg, resolution)
+        return registry.get(prefix), rest
     path = os.path.expanduser(spec)
-    for kind in source_types():
-        if kind.claims is not None and kind.claims(path):
-            return kind.open(path, cfg, resolution)
-    exists = os.path.exists(path)
+    return next((k for k in source_types() if k.claims is not None and k.claims(path)),
+                None), path
+
+
+def open_source(spec: str | list[str], cfg: Any, resolution: int = 64) -> Source:
+    """The source for ``spec`` (``data.source``) with the ``[data]`` options ``cfg``."""
+    if isinstance(spec, str) and not spec.strip():
+        raise GlidectlError("data.source is empty; set it to a folder, shards or demo:shapes.")
+    kind, given = source_type(spec)
+    if kind is not None:
+        return kind.open(given, cfg, resolution)
+    exists = os.path.exists(given)
     what = "is a file, not a kind of source glidectl reads" if exists else "does not exist"
     raise GlidectlError(
         f"Data source {spec!r} {what}; pass an image folder, webdataset shards "
