@@ -260,6 +260,54 @@ class GlidePipeline:
         ctx = model.options.text_ctx
         return prompt_record(prompt, prompt_used(tok, prompt, ctx), cut=tok.count(prompt) > ctx)
 
+    def picture_record(self, base: StageOptions, up: StageOptions,
+                       base_stage: bool = True) -> dict[str, Any]:
+        """What makes a request's pictures, keyed as ``glidectl sample``'s flags, as sample
+        and the web UI record it in each PNG: each model's spec, weights file and sha256, its
+        LoRAs (``PATH:SCALE`` and sha256), the settings of each stage that runs (a schedule
+        file with its sha256), σ_max, precision, glidectl's version and the plugins whose
+        sampler or schedule ran. ``base_stage=False``: only the upsampler ran (a given
+        low-res image). Prompt, seed and model calls are the image's own: callers add them."""
+        from . import __version__
+        from .plugins import plugins_used
+
+        record: dict[str, Any] = {}
+        for key, stage in (("base", "base"), ("upsampler", "upsample")):
+            ran = self.stage_models().get(stage) is not None and (base_stage or stage != "base")
+            found = self.records.get(stage) if ran else None
+            record[key] = found.spec if found else None
+            if found is not None and found.path is not None:  # a run folder's latest moves on
+                record.update({f"{key}_file": str(found.path), f"{key}_sha256": found.sha256})
+        stages = [(prefix, opts) for prefix, opts, ran in (
+            ("", base, base_stage and self.base is not None),
+            ("upsample_", up, self.upsampler is not None)) if ran]
+        schedules = [opts.schedule or opts.sampler_spec().schedule for _, opts in stages]
+        for (prefix, opts), schedule in zip(stages, schedules, strict=True):
+            record.update({f"{prefix}sampler": opts.sampler, f"{prefix}steps": str(opts.steps),
+                           f"{prefix}schedule": schedule, f"{prefix}guidance": opts.guidance})
+            if is_schedule_file(schedule):  # a refit under the same name makes other images
+                record[f"{prefix}schedule_sha256"] = file_sha256(schedule)
+            if prefix:
+                record["upsample_temp"] = opts.temperature
+                continue
+            interval = opts.guidance_interval
+            record.update({
+                "eta": opts.eta if opts.sampler_spec().accepts("eta") else None,
+                "guidance_interval": ",".join(f"{v:g}" for v in interval) if interval else None,
+                "guidance_rescale": opts.guidance_rescale or None,
+                "dynamic_threshold": opts.dynamic_threshold,
+            })
+        first = (base if base_stage and self.base is not None else up)
+        loras = [x for r in self.records.values() for x in r.loras]
+        record.update({
+            "sigma_max": first.sigma_max, "quantize_t": first.quantize_t or None,
+            "precision": self.precision.name, "glidectl": __version__,
+            "loras": [f"{x['path']}:{float(x['scale'])!r}" for x in loras] or None,  # exact
+            "lora_sha256": [x["sha256"] for x in loras] or None,
+            "plugins": plugins_used([o.sampler for _, o in stages], schedules),
+        })
+        return record
+
     # ----------------------------------------------------------------- settings
     def stages(self, **kwargs: Any) -> tuple[StageOptions, StageOptions, dict[str, Any]]:
         """Split ``generate`` keywords into base options, upsampler options and the rest.

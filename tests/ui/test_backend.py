@@ -365,7 +365,7 @@ def test_lora_is_listed_and_applied_with_its_scale(lora_models_dir):
     assert bases == ["tiny.safetensors"] and loras == ["my-lora/"]
     kwargs = dict(n=1, sampler="euler", base_steps=1, base="tiny.safetensors", seed=1)
     result = backend.generate("a red circle", lora="my-lora/", lora_scale=0.5, **kwargs)
-    assert result.settings["lora"] == "my-lora/:0.5"
+    assert result.settings["loras"] == ["my-lora:0.5"]  # the adapter, as sample --lora takes it
     (pipe,) = backend.cache.values()
     (applied,) = pipe.records["base"].loras
     assert applied["scale"] == 0.5 and applied["modules"] > 0
@@ -423,11 +423,11 @@ def test_models_recommend_their_sampling_and_example_prompts(tmp_path, models_di
     assert backend.example_prompts("shapes.safetensors") == rec["prompts"]
     assert "corgi" in " ".join(backend.example_prompts("plain.safetensors"))
     result = backend.generate("a red circle", n=1, seed=1, base="shapes.safetensors")
-    assert (result.settings["sampler"], result.settings["base_steps"],
-            result.settings["guidance"]) == ("euler", 3, 5.0)
+    assert (result.settings["sampler"], result.settings["steps"],
+            result.settings["guidance"]) == ("euler", "3", 5.0)
     chosen = backend.generate("a red circle", n=1, seed=1, base="shapes.safetensors",
                               sampler="ddim", base_steps=2, guidance=2.0)
-    assert (chosen.settings["sampler"], chosen.settings["base_steps"]) == ("ddim", 2)
+    assert (chosen.settings["sampler"], chosen.settings["steps"]) == ("ddim", "2")
 
 
 def test_auth_is_parsed_and_bad_values_refused(monkeypatch):
@@ -509,8 +509,8 @@ def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, m
     assert backend.fitted_settings("my-run/") == ("bespoke", [3])
     fitted = backend.generate("a red circle", n=1, seed=3, sampler="bespoke", base_steps=3,
                               schedule=FITTED_SCHEDULE, base="my-run/")
-    assert (fitted.settings["sampler"], fitted.settings["schedule"]) == ("bespoke",
-                                                                         "schedule.json")
+    assert (fitted.settings["sampler"], fitted.settings["schedule"]) == (
+        "bespoke", "my-run/schedule.json")  # in the models folder, no server path
     with pytest.raises(GlidectlError, match="bespoke"):  # the solver needs its file
         backend.generate("a cat", n=1, sampler="bespoke", base_steps=3, base="my-run/")
     # the page: picking the fitted file brings its sampler and steps; leaving it, the default

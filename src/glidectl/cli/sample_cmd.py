@@ -214,11 +214,9 @@ def register(app: typer.Typer) -> None:
         """Generate images for PROMPT(s) with a GLIDE model (and its upsampler)."""
         from rich.console import Console
 
-        from .. import __version__
         from ..devices import check_precision
         from ..errors import GlidectlError
         from ..pipeline import GlidePipeline, resolve_upsampler
-        from ..plugins import plugins_used
 
         err = Console(stderr=True)
         check_precision(precision)
@@ -280,38 +278,13 @@ def register(app: typer.Typer) -> None:
                    "SDE samplers do)" if base_spec else "no base stage runs")
             err.print(f"[yellow]Warning:[/] --eta not used: {why}.", highlight=False,
                       soft_wrap=True)
-            eta = None  # and not recorded as if it had made the picture
         # what made the picture (a stage that did not run records nothing)
-        common: dict[str, Any] = {"base": base_spec, "upsampler": up_spec}
-        for key, stage in (("base", "base"), ("upsampler", "upsample")):
-            if (record := pipe.records.get(stage)) is not None:  # a run folder's latest moves
-                common.update({f"{key}_file": str(record.path),
-                               f"{key}_sha256": record.sha256})
-        if base_spec:
-            common.update({
-                "sampler": base_opts.sampler, "steps": str(base_opts.steps),
-                "schedule": base_opts.schedule or base_opts.sampler_spec().schedule,
-                "guidance": base_opts.guidance,
-                "eta": eta, "guidance_interval": guidance_interval,
-                "guidance_rescale": guidance_rescale or None,
-                "dynamic_threshold": dynamic_threshold,
-            })
-        if up_spec:
-            common.update({
-                "upsample_sampler": up_opts.sampler, "upsample_steps": str(up_opts.steps),
-                "upsample_schedule": up_opts.schedule or up_opts.sampler_spec().schedule,
-                "upsample_guidance": up_opts.guidance, "upsample_temp": up_opts.temperature,
-            })
+        common = pipe.picture_record(base_opts, up_opts, base_stage=bool(base_spec))
         common.update({
-            "sigma_max": sigma_max, "quantize_t": quantize_t or None,
             "low_res": str(low_res) if low_res else None,
             "inpaint_image": str(inpaint_image) if inpaint_image else None,
             "inpaint_mask": str(inpaint_mask) if inpaint_mask else None,
-            "precision": pipe.precision.name, "glidectl": __version__,
-            "loras": [f"{x['path']}:{x['scale']:g}" for r in pipe.records.values()
-                      for x in r.loras] or None,
-            "plugins": plugins_used([common.get("sampler"), common.get("upsample_sampler")],
-                                    [common.get("schedule"), common.get("upsample_schedule")]),
+            "batch_size": batch_size,
         })
         writer = _Writer(pipe, prompts, out, common)
         progress, on_progress = _progress(err, quiet)

@@ -222,23 +222,13 @@ class UiBackend:
                                warn=notes.append,
                                **{k: v for k, v in given.items() if v is not None})
         sample_s = time.perf_counter() - t1
-        settings = {
+        settings = {  # keyed as glidectl sample records its PNGs, to make them again
             **pipe.prompt_record(text), "seed": seed, "image_seeds": seeds,
-            "sampler": base_opts.sampler, "base_steps": base_opts.steps,
-            "schedule": _shown(base_opts.schedule
-                               or plugins.samplers().get(base_opts.sampler).schedule),
-            "guidance": base_opts.guidance,
-            "base": base_c.label,
-            "upsampler": up_c.label if up_c else None,
-            "upsampler_sampler": up_opts.sampler if up_c else None,
-            "upsampler_steps": up_opts.steps if up_c else None,
-            "lora": f"{lora_c.label}:{lora_scale}" if lora_c else None,
-            "plugins": plugins.plugins_used(
-                [base_opts.sampler, up_opts.sampler if up_c else None],
-                [base_opts.schedule, up_opts.schedule if up_c else None]),
-            "precision": pipe.precision.name, "compile": compile, "load_s": round(load_s, 3),
-            "sample_s": round(sample_s, 3),
+            **pipe.picture_record(base_opts, up_opts), "batch_size": n,
+            "base": base_c.label, "upsampler": up_c.label if up_c else None,
+            "compile": compile, "load_s": round(load_s, 3), "sample_s": round(sample_s, 3),
         }
+        self._shown_paths(settings)
         files, failure = self._save(images, settings, seeds)
         if failure:
             notes.append(f"{failure} The images it could not write are shown here only.")
@@ -265,8 +255,31 @@ class UiBackend:
             else:
                 warnings.showwarning(warning.message, warning.category, warning.filename,
                                      warning.lineno)
+        for record in pipe.records.values():  # now: a run may prune the file later
+            _ = record.sha256
         print(pipe.precision.line(), flush=True)
         return pipe
+
+    def _shown_paths(self, settings: dict[str, Any]) -> None:
+        """The files ``settings`` name, as the page may show them: relative to the models
+        folder (``my-run/checkpoints/step-000100/ema.safetensors``), else by file name —
+        no server paths in PNGs that anyone with the page can download."""
+        folder = self.models_dir.resolve() if self.models_dir else None
+
+        def shown(path: str) -> str:
+            where = Path(path).resolve()
+            return (where.relative_to(folder).as_posix() if folder and where.is_relative_to(folder)
+                    else where.name)
+
+        from ..samplers.tuned import is_schedule_file
+
+        for key in ("base_file", "upsampler_file", "schedule", "upsample_schedule"):
+            value = settings.get(key)
+            if value and (key.endswith("_file") or is_schedule_file(value)):
+                settings[key] = shown(value)
+        if settings.get("loras"):  # PATH:SCALE
+            settings["loras"] = [":".join([shown(t.rsplit(":", 1)[0]), t.rsplit(":", 1)[1]])
+                                 for t in settings["loras"]]
 
     def _new_folder(self) -> Path:
         """A new numbered folder for one click's images, after every numbered folder already
@@ -286,10 +299,9 @@ class UiBackend:
     def _save(self, images: list[Any], settings: dict[str, Any], seeds: list[int]
               ) -> tuple[list[Path], str | None]:
         """One PNG per image, with text chunks as ``glidectl sample`` writes them: the image's
-        own settings (its seed, not the request's) one by one and as JSON (``parameters``),
-        and the glidectl version (``glidectl``). Returns the files written and, when a write
+        own settings (its seed, not the request's; its model calls) one by one and as JSON
+        (``parameters``). Returns the files written and, when a write
         failed (the images from there on are not saved), why."""
-        from .. import __version__
         from ..errors import WriteError, write_error
         from ..images import save_png
 
@@ -299,10 +311,11 @@ class UiBackend:
             folder = self._new_folder()
             for j, (image, s) in enumerate(zip(images, seeds, strict=True)):
                 params = {k: v for k, v in settings.items() if k != "image_seeds"}
-                params.update(seed=s, request_seed=settings["seed"], image_index=j)
+                params.update(seed=s, request_seed=settings["seed"], image_index=j,
+                              model_calls=int(image.info["model_calls"]))
                 text = {k: str(v) for k, v in params.items()
                         if v is not None and not isinstance(v, (dict, list))}
-                text.update(glidectl=__version__, parameters=json.dumps(params))
+                text["parameters"] = json.dumps(params)
                 path = save_png(image, folder / f"{j:02d}_seed{s}.png", text)
                 files.append(path)
         except WriteError as exc:  # save_png's
@@ -335,13 +348,6 @@ def _fitted_file(choice: ModelChoice | None) -> Path | None:
     """``RUN/schedule.json`` of a listed run folder, if it exists."""
     path = Path(choice.spec) / "schedule.json" if choice else None
     return path if path is not None and path.is_file() else None
-
-
-def _shown(schedule: str | None) -> str | None:
-    """A schedule as the settings show it: a file by its name (the folder is the model's)."""
-    from ..samplers.tuned import is_schedule_file
-
-    return Path(schedule).name if schedule and is_schedule_file(schedule) else schedule
 
 
 def _steps(value: int | str | None) -> int | str | None:

@@ -1,0 +1,119 @@
+"""One image, every front end: a PNG from ``glidectl sample`` or the web UI records what
+makes it again with ``glidectl sample`` (its flags, each file and its sha256), and does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_pipeline import tiny_glide
+from test_sample_cmd import in_process
+
+from glidectl.pipeline import file_sha256
+
+# PNG parameters that are glidectl sample's flags of the same name (--upsample-temp, ...)
+FLAG_KEYS = ("sampler", "steps", "schedule", "guidance", "eta", "guidance_interval",
+             "guidance_rescale", "dynamic_threshold", "upsample_sampler", "upsample_steps",
+             "upsample_schedule", "upsample_guidance", "upsample_temp", "sigma_max",
+             "precision", "batch_size")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """A models folder: a tiny base, an upsampler for it and a LoRA adapter for the base."""
+    from glidectl.config import LoraConfig
+    from glidectl.glide import load_model, save_weights
+    from glidectl.lora import inject_lora, save_adapter, weights_sha256
+
+    folder = tmp_path_factory.mktemp("front-end-models")
+    save_weights(tiny_glide("base", 0), folder / "base.safetensors")
+    save_weights(tiny_glide("upsample", 1), folder / "up.safetensors")
+    model = load_model(folder / "base.safetensors")
+    sha = weights_sha256(model)
+    cfg = LoraConfig(targets=["attention"], rank=2, alpha=2.0)
+    names = inject_lora(model, cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0.0, 0.2)
+    save_adapter(model, folder / "my-lora", cfg=cfg, target_names=names,
+                 base_spec="base.safetensors", base_sha256=sha)
+    return folder
+
+
+def sample_flags(params: dict, root: Path) -> list[str]:
+    """``glidectl sample`` flags from a PNG's ``parameters``, its files found under ``root``
+    (the web UI records them relative to its models folder), each checked by its sha256."""
+    args = []
+    for key in FLAG_KEYS:
+        if params.get(key) is not None:
+            args += [f"--{key.replace('_', '-')}", str(params[key])]
+    for key, flag in (("base", "--base"), ("upsampler", "--upsampler")):
+        path = root / params[f"{key}_file"]
+        assert file_sha256(path) == params[f"{key}_sha256"]
+        args += [flag, str(path)]
+    for lora, sha in zip(params.get("loras") or (), params.get("lora_sha256") or (),
+                         strict=True):
+        path, scale = lora.rsplit(":", 1)
+        from glidectl.lora import read_adapter
+
+        assert file_sha256(read_adapter(str(root / path)).weights_path) == sha
+        args += ["--lora", f"{root / path}:{scale}"]
+    return args
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_a_web_ui_png_is_made_again_by_glidectl_sample_from_what_it_records(models, tmp_path,
+                                                                          capsys):
+    """The UI's PNGs named their models by label only (a run folder's latest checkpoint moves
+    on), left out the LoRA's file and sha256, σ_max and the upsampler's schedule, guidance
+    and noise scale, and named the rest otherwise than sample does (base_steps, lora)."""
+    from glidectl.ui.backend import UiBackend
+
+    ui = UiBackend(models, device="cpu", output_dir=tmp_path / "ui")
+    torch.set_num_threads(1)  # as in_process runs sample: the same float sums
+    result = ui.generate("a red circle", n=2, sampler="euler_a", base_steps=3, up_steps="2",
+                         guidance=2.5, seed=11, base="base.safetensors",
+                         upsampler="up.safetensors", lora="my-lora/", lora_scale=0.7)
+    params = json.loads(Image.open(result.files[1]).text["parameters"])
+    assert (params["seed"], params["request_seed"], params["image_index"]) == (12, 11, 1)
+    assert params["base_file"] == "base.safetensors"  # no server paths in a downloaded PNG
+    # the whole request again (the same batches), then the same image of it
+    res = in_process(capsys, "sample", params["prompt"], "--seed", params["request_seed"],
+                     "--n", params["batch_size"], *sample_flags(params, models), "-q",
+                     "--out", tmp_path / "again", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    again = tmp_path / "again" / f"{params['image_index']:05d}.png"
+    assert np.array_equal(pixels(again), pixels(result.files[1]))
+    remade = json.loads(Image.open(again).text["parameters"])
+    same = ("prompt", "seed", "model_calls", "base_sha256", "upsampler_sha256", "lora_sha256",
+            "plugins", "glidectl", *FLAG_KEYS)
+    assert {k: remade.get(k) for k in same} == {k: params.get(k) for k in same}
+
+
+def test_a_sample_png_records_its_lora_and_schedule_file_by_sha256(models, tmp_path, capsys):
+    """A LoRA run folder's adapter and a refitted schedule file change the images under the
+    same name: PNGs recorded their paths only."""
+    from glidectl.lora import read_adapter
+    from glidectl.samplers.tuned import write_schedule_file
+
+    schedule = tmp_path / "schedule.json"
+    write_schedule_file(schedule, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0,
+                        "test", sampler="unipc")
+    res = in_process(capsys, "sample", "a blue square", "--base", models / "base.safetensors",
+                     "--lora", f"{models / 'my-lora'}:0.5", "--sampler", "unipc", "--steps",
+                     "3", "--schedule", schedule, "-q", "--out", tmp_path / "a", "--seed", "3")
+    assert res.returncode == 0, res.stderr
+    params = json.loads(Image.open(tmp_path / "a" / "00000.png").text["parameters"])
+    assert params["schedule_sha256"] == file_sha256(schedule)
+    assert params["loras"] == [f"{models / 'my-lora'}:0.5"]
+    assert params["lora_sha256"] == [file_sha256(read_adapter(str(models / "my-lora"))
+                                                 .weights_path)]
+    assert params["batch_size"] == 4
