@@ -51,6 +51,22 @@ def test_run_directory_layout_and_metrics(tiny):
     im = Image.open(root / "previews" / "step-000004.png")
     assert im.text["step"] == "4" and "a blue square" in im.text["prompts"]
     assert im.width >= 2 * 64 and im.height > 64  # 32 px tiles enlarged to 64, captioned
+    assert remade_preview(im, step_dir / "ema.safetensors") == im.convert("RGB").tobytes()
+
+
+def remade_preview(png: Image.Image, weights: Path) -> bytes:
+    """A preview grid made again by the library from what its PNG records and the EMA
+    weights of its step, as ``glidectl sample`` would make it."""
+    from glidectl import generate
+    from glidectl.images import captioned_grid
+
+    t = png.text
+    prompts = json.loads(t["prompts"])
+    images = generate(prompts, base=str(weights), upsampler="none", device="cpu",
+                      seed=int(t["seed"]), sampler=t["sampler"], steps=int(t["steps"]),
+                      schedule=t["schedule"], guidance=float(t["guidance"]),
+                      precision=t["precision"], batch_size=int(t["batch_size"]))
+    return captioned_grid(images, prompts).tobytes()
 
 
 def test_ema_feeds_previews_and_exports_but_never_the_training_weights(tiny, monkeypatch):
@@ -232,11 +248,18 @@ def test_steps_are_optimizer_steps_across_accumulation_and_epochs(tiny):
 
 
 def test_bf16_keeps_fp32_master_weights(tiny):
-    trainer = Trainer(tiny(train=dict(steps=1, precision="bf16")), quiet=True)
+    trainer = Trainer(tiny(train=dict(steps=1, precision="bf16"), data=dict(resolution=16),
+                           preview=dict(every=1, steps=1, prompts=["a red circle"])), quiet=True)
     result = trainer.run()
     assert math.isfinite(result.last_loss)
     assert all(p.dtype == torch.float32 for p in trainer.params)
     assert all(s.dtype == torch.float32 for s in trainer.ema.shadow)
+    # previews compute in bf16 too (accelerate autocasts the model), and their PNG says so:
+    # glidectl sample --precision auto would not pick bf16 on a CPU without it natively
+    png = Image.open(result.run_dir / "previews" / "step-000001.png")
+    assert png.text["precision"] == "bf16"
+    weights = result.run_dir / "checkpoints" / "step-000001" / "ema.safetensors"
+    assert remade_preview(png, weights) == png.convert("RGB").tobytes()
 
 
 def test_auto_precision_trains_in_what_the_device_does_natively(tiny, monkeypatch):

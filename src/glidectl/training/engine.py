@@ -138,7 +138,8 @@ class Trainer:
         features = self.validator.features if self.validator is not None else None
         if features is not None and not features.available:  # said now, not at the first FID
             self.display.message(f"Warning: FID/KID will be absent: {features.reason}")
-        self.previewer = Previewer(cfg, self.bundle, self.unwrapped, shown) if self.main else None
+        self.previewer = Previewer(cfg, self.bundle, self.unwrapped, shown,
+                                   precision=self.precision.name) if self.main else None
         self._captions = CaptionLengthCheck(self.bundle.tokenizer, self.bundle.options.text_ctx)
 
     def _setup_run_dir(self, resume: str | None) -> None:

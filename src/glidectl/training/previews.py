@@ -104,8 +104,9 @@ class Previewer:
     """
 
     def __init__(self, cfg: GlideConfig, bundle: Any, model: torch.nn.Module,
-                 holdout: Any, max_items: int = 8):
+                 holdout: Any, max_items: int = 8, precision: str = "fp32"):
         self.cfg = cfg.preview
+        self.precision = precision  # training's: accelerate autocasts the model's forward
         self.bundle = bundle
         self.model = model
         self.super_res = bool(bundle.options.super_res)
@@ -146,7 +147,7 @@ class Previewer:
         from .. import sampling
 
         c, b = self.cfg, self.bundle
-        settings = preview_sampling(c, self.super_res)
+        settings = {**preview_sampling(c, self.super_res), "precision": self.precision}
         if self.masks is not None:
             settings.update(inpaint_image=self.reference, inpaint_mask=self.masks)
         if self.super_res:
@@ -156,6 +157,26 @@ class Previewer:
             )
         return sampling.sample_base(self.model, b.diffusion, self.prompts, b.tokenizer,
                                     seed=c.seed, **settings)
+
+    def picture_record(self) -> dict[str, str]:
+        """What makes the preview images, as PNG text: sampler, steps, schedule (the
+        sampler's own when ``[preview]`` names none), guidance, seed (image i: seed + i),
+        precision (training's, which ``glidectl sample --precision auto`` may not pick),
+        glidectl's version and the plugins whose sampler or schedule ran."""
+        from .. import __version__
+        from ..plugins import plugins_used
+        from ..sampling import StageOptions
+
+        used = preview_sampling(self.cfg, self.super_res)
+        stage = StageOptions(**{k: v for k, v in used.items() if k in ("sampler", "steps")})
+        schedule = used.get("schedule") or stage.sampler_spec().schedule
+        text = {"sampler": used["sampler"], "steps": str(used["steps"]), "schedule": schedule,
+                "guidance": str(used["guidance"]), "seed": str(self.cfg.seed),
+                "precision": self.precision, "batch_size": str(len(self.prompts)),
+                "glidectl": __version__}
+        if plugins := plugins_used([used["sampler"]], [schedule]):
+            text["plugins"] = json.dumps(plugins)
+        return text
 
     def recommended(self) -> str:
         """The checkpoint metadata value of :data:`glidectl.pipeline.RECOMMENDED_KEY`: how
@@ -187,11 +208,7 @@ class Previewer:
         images = side_by_side(columns) if len(columns) > 1 else to_pil(out)
         cols = 1 if len(columns) > 1 else None
         grid = captioned_grid(images, self.prompts, cols=cols)
-        used = preview_sampling(self.cfg, self.super_res)
-        text = {
-            "step": str(step), "prompts": json.dumps(self.prompts), "sampler": used["sampler"],
-            "steps": str(used["steps"]), "guidance": str(used["guidance"]),
-            "seed": str(self.cfg.seed),
-        }
+        text = {"step": str(step), "prompts": json.dumps(self.prompts),
+                **self.picture_record()}
         path = save_png(grid, preview_path(directory, step), text)
         return PreviewOutput(path, images, self.prompts)
