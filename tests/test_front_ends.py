@@ -117,3 +117,67 @@ def test_a_sample_png_records_its_lora_and_schedule_file_by_sha256(models, tmp_p
     assert params["lora_sha256"] == [file_sha256(read_adapter(str(models / "my-lora"))
                                                  .weights_path)]
     assert params["batch_size"] == 4
+
+
+def test_every_front_end_makes_the_same_image_on_the_one_set_of_defaults(models, tmp_path,
+                                                                         capsys):
+    """Nothing but prompt and seed given (the page: what it fills in for a model without
+    recommendations): sample, the library, the web UI and eval (at the image's seed) draw
+    the same pixels; each front end's defaults are those of glidectl.sampling_defaults."""
+    from glidectl import generate, sampling_defaults
+    from glidectl.eval_settings import UPSAMPLE_STAGE, EvalSettings
+    from glidectl.evaluation import RunOptions, image_seed, run_eval, settings_for
+    from glidectl.pipeline import GlidePipeline
+    from glidectl.sampling import BASE_DEFAULTS, UPSAMPLE_DEFAULTS
+    from glidectl.ui.app import _recommended_values
+    from glidectl.ui.backend import UiBackend
+
+    d = sampling_defaults
+    base = (d.BASE_SAMPLER, d.BASE_STEPS, d.BASE_GUIDANCE)
+    up = (d.UPSAMPLE_SAMPLER, d.UPSAMPLE_STEPS, None)
+    assert (BASE_DEFAULTS.sampler, BASE_DEFAULTS.steps, BASE_DEFAULTS.guidance) == base
+    assert (UPSAMPLE_DEFAULTS.sampler, UPSAMPLE_DEFAULTS.steps, UPSAMPLE_DEFAULTS.guidance,
+            UPSAMPLE_DEFAULTS.temperature) == (*up, d.UPSAMPLE_TEMP)
+    s = EvalSettings()
+    assert (s.base_stage.sampler, s.base_stage.steps, s.base_stage.guidance) == base
+    assert (UPSAMPLE_STAGE.sampler, UPSAMPLE_STAGE.steps, UPSAMPLE_STAGE.guidance) == up
+    assert s.batch_size == d.BATCH_SIZE
+    ui = UiBackend(models, device="cpu", output_dir=tmp_path / "ui")
+    assert _recommended_values(ui, "base.safetensors", [d.BASE_SAMPLER]) == base
+
+    weights = str(models / "base.safetensors")
+    prompts = ["a red circle", "a red circle"]  # a repeated prompt: each image its own seed
+    # one batch size and thread count everywhere: another sums floats in another order,
+    # which may move a pixel by one level
+    torch.set_num_threads(1)
+    common = ("--base", weights, "--upsampler", "none", "--device", "cpu", "-q")
+    res = in_process(capsys, "sample", *prompts, "--seed", 5, "--batch-size", 1,
+                     "--out", tmp_path / "s", *common)
+    assert res.returncode == 0, res.stderr
+    made = [pixels(tmp_path / "s" / f"{k:05d}.png") for k in range(2)]
+    assert not np.array_equal(made[0], made[1])
+    library = generate(prompts, base=weights, upsampler="none", seed=5, batch_size=1,
+                       device="cpu")
+    sampler, steps, guidance = _recommended_values(ui, "base.safetensors", [d.BASE_SAMPLER])
+    page = [ui.generate(p, n=1, seed=5 + k, base="base.safetensors", sampler=sampler,
+                        base_steps=steps, guidance=guidance).files[0]
+            for k, p in enumerate(prompts)]
+    for k in range(2):
+        assert np.array_equal(np.asarray(library[k]), made[k])
+        assert np.array_equal(pixels(page[k]), made[k])
+    (tmp_path / "p.txt").write_text("\n".join(prompts) + "\n", encoding="utf-8")
+    options = RunOptions(out=tmp_path / "eval", device="cpu")
+    settings, _ = settings_for(tmp_path / "p.txt", {"base": weights, "batch_size": 1},
+                               options)
+    run_eval(tmp_path / "p.txt", settings, options,
+             pipeline=GlidePipeline.from_specs(weights, None, device="cpu"))
+    evaluated = sorted(p for p in (tmp_path / "eval").glob("0*.png"))
+    assert len(evaluated) == 2 and not np.array_equal(pixels(evaluated[0]),
+                                                      pixels(evaluated[1]))
+    for i, path in enumerate(evaluated):  # eval's image i is sample's at image_seed(0, i, 0)
+        seed = image_seed(0, i, 0)
+        assert Image.open(path).text["seed"] == str(seed)
+        res = in_process(capsys, "sample", prompts[i], "--seed", seed, "--out",
+                         tmp_path / f"e{i}", *common)
+        assert res.returncode == 0, res.stderr
+        assert np.array_equal(pixels(tmp_path / f"e{i}" / "00000.png"), pixels(path))

@@ -15,6 +15,14 @@ from typing import Any
 
 from .devices import PRECISIONS, check_precision
 from .errors import GlidectlError
+from .sampling_defaults import (
+    BASE_GUIDANCE,
+    BASE_SAMPLER,
+    BASE_STEPS,
+    BATCH_SIZE,
+    UPSAMPLE_SAMPLER,
+    UPSAMPLE_STEPS,
+)
 
 META_FILE = "metadata.json"
 # flag → settings field (stage fields are "base_stage.sampler" and so on)
@@ -103,9 +111,9 @@ class Stage:
     recorded by name when the settings are made, so a resumed run keeps it even if a later
     release changes that sampler's own)."""
 
-    sampler: str = "dpm++2m"
-    steps: int | str = 25
-    guidance: float | None = 3.0
+    sampler: str = BASE_SAMPLER
+    steps: int | str = BASE_STEPS
+    guidance: float | None = BASE_GUIDANCE
     schedule: str | None = None
 
 
@@ -131,7 +139,7 @@ def _recorded_stage(data: dict[str, Any]) -> Stage:
     return Stage(**data)
 
 
-UPSAMPLE_STAGE = Stage("ddpm", "fast27", None)
+UPSAMPLE_STAGE = Stage(UPSAMPLE_SAMPLER, UPSAMPLE_STEPS, None)
 
 
 @dataclass
@@ -147,7 +155,7 @@ class EvalSettings:
     base_stage: Stage = field(default_factory=Stage)
     upsample_stage: Stage = field(default_factory=lambda: UPSAMPLE_STAGE)
     n: int = 1
-    batch_size: int = 4
+    batch_size: int = BATCH_SIZE
     seed: int = 0
     rerank: int = 0
     precision: str = "fp32"

@@ -47,6 +47,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     tokenizer_for,
 )
 from .sampling import warn_all as _warn
+from .sampling_defaults import BATCH_SIZE
 
 StepFn = Callable[[str, int, int], None]
 # safetensors metadata key of a trained model's recommended sampling settings (JSON)
@@ -373,7 +374,7 @@ class GlidePipeline:
         n: int = 1,
         seed: int = 0,
         seeds: Sequence[int] | None = None,
-        batch_size: int = 4,
+        batch_size: int = BATCH_SIZE,
         inpaint_image: Any = None,
         inpaint_mask: Any = None,
         low_res: Any = None,

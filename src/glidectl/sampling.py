@@ -25,8 +25,15 @@ from .samplers.noise import image_generators, per_image_noise_sampler, randn_per
 from .samplers.schedules import DEFAULT_SIGMA_MAX, build_sigmas, sigmas_from_alphas_cumprod
 from .samplers.spec import Sampler, as_sampler
 from .samplers.tuned import is_schedule_file, read_coefficients
+from .sampling_defaults import (
+    BASE_GUIDANCE,
+    BASE_SAMPLER,
+    BASE_STEPS,
+    UPSAMPLE_SAMPLER,
+    UPSAMPLE_STEPS,
+    UPSAMPLE_TEMP,
+)
 
-UPSAMPLE_TEMP = 0.997
 UPSAMPLE_SEED_OFFSET = 1_000_003
 # autocast dtype by precision word ("no" is the old spelling of fp32)
 PRECISIONS = {"fp32": None, "no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -37,10 +44,10 @@ Warn = Callable[[str], None]
 class StageOptions:
     """How one stage (base or upsampler) samples."""
 
-    sampler: str = "dpm++2m"
-    steps: int | str = 25
+    sampler: str = BASE_SAMPLER
+    steps: int | str = BASE_STEPS
     schedule: str | None = None
-    guidance: float | None = 3.0
+    guidance: float | None = BASE_GUIDANCE
     eta: float | None = None
     temperature: float = 1.0
     sigma_max: float | None = DEFAULT_SIGMA_MAX
@@ -80,7 +87,7 @@ class StageOptions:
 
 BASE_DEFAULTS = StageOptions()
 UPSAMPLE_DEFAULTS = StageOptions(
-    sampler="ddpm", steps="fast27", guidance=None, temperature=UPSAMPLE_TEMP
+    sampler=UPSAMPLE_SAMPLER, steps=UPSAMPLE_STEPS, guidance=None, temperature=UPSAMPLE_TEMP
 )
 
 

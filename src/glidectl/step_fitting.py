@@ -30,6 +30,7 @@ from .samplers.denoiser import GlideDenoiser
 from .samplers.schedules import build_sigmas
 from .samplers.search import descend_sigmas, search_sigmas
 from .samplers.tuned import has_coefficients, read_coefficients, write_schedule_file
+from .sampling_defaults import BASE_GUIDANCE
 
 METHODS = ("descent", "gits", "bespoke")
 Log = Callable[[str], None]
@@ -42,7 +43,7 @@ def model_guidance(spec: str, given: float | None) -> float:
 
     if given is not None:
         return given
-    return float(recommended_settings(resolve_spec(spec)).get("guidance") or 3.0)
+    return float(recommended_settings(resolve_spec(spec)).get("guidance") or BASE_GUIDANCE)
 
 
 def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float

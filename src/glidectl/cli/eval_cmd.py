@@ -7,11 +7,12 @@ from typing import Any
 
 import typer
 
+from .. import sampling_defaults as D
 from .sample_cmd import DEVICE_HELP, GUIDANCE_HELP, PRECISION_HELP, SCHEDULE_HELP, steps_value
 
-SAMPLER_HELP = "Base sampler (default: the model's recommended, else dpm++2m)."
+SAMPLER_HELP = f"Base sampler (default: the model's recommended, else {D.BASE_SAMPLER})."
 STEPS_HELP = ("Base steps or a respacing such as fast27 (default: the model's recommended, "
-              "else 25).")
+              f"else {D.BASE_STEPS}).")
 
 
 class _RichEvents:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from .. import sampling_defaults as D
 from ..errors import GlidectlError, cause
 from ..prompt_files import read_prompt_file
 
@@ -66,7 +67,8 @@ def register(app: typer.Typer) -> None:
         images: int = typer.Option(24, "--images", help="Tuning images (the prompts in "
                                    "turn)."),
         guidance: float | None = typer.Option(None, "--guidance", help="Guidance scale to fit "
-                                              "at (default: the model's, else 3)."),
+                                              "at (default: the model's, else "
+                                              f"{D.BASE_GUIDANCE:g})."),
         seed: int = typer.Option(1, "--seed", help="Seed of the tuning noise."),
         check_images: int | None = typer.Option(None, "--check-images", help="Score each fit "
                                                 "on this many images from held-out noise "

@@ -9,14 +9,16 @@ from typing import Any
 
 import typer
 
+from .. import sampling_defaults as D
 from ..errors import GlidectlError, WriteError
 from ..ranges import STEPS
 
-SAMPLER_HELP = ("Base sampler (default: the model's recommended, else dpm++2m; see "
+SAMPLER_HELP = (f"Base sampler (default: the model's recommended, else {D.BASE_SAMPLER}; see "
                 "`glidectl plugins --all`: ddpm, ddim, plms, euler, ...).")
 STEPS_HELP = ("Base steps (σ's visited, not model calls: heun's 10 steps are 19 calls; the "
               "progress bar and PNGs count calls), or a GLIDE respacing string (ddim50, "
-              "fast27) with --schedule respaced (default: the model's recommended, else 25).")
+              "fast27) with --schedule respaced (default: the model's recommended, else "
+              f"{D.BASE_STEPS}).")
 SCHEDULE_HELP = ("Step schedule: auto (the sampler's own: respaced for ddpm/ddim/plms, "
                  "exponential for dpm++2m/dpm++3m/unipc, else karras), respaced, karras, "
                  "exponential, "
@@ -24,7 +26,8 @@ SCHEDULE_HELP = ("Step schedule: auto (the sampler's own: respaced for ddpm/ddim
                  "(FILE.json from glidectl fit-steps; --sampler bespoke needs one fitted "
                  "with --method bespoke) (default: the model's "
                  "recommended, else auto).")
-GUIDANCE_HELP = "Classifier-free guidance scale, 1 = none (default: the model's, else 3)."
+GUIDANCE_HELP = ("Classifier-free guidance scale, 1 = none (default: the model's, else "
+                 f"{D.BASE_GUIDANCE:g}).")
 PRECISION_HELP = ("auto (bf16 where the device computes it natively, else fp32), fp32, bf16 "
                   "or fp16.")
 DEVICE_HELP = "auto, cpu, cuda, cuda:1, mps."
@@ -171,31 +174,32 @@ def register(app: typer.Typer) -> None:
         eta: float | None = typer.Option(None, "--eta", help="Noise amount for samplers "
                                          "that take η (ddim, ancestral ones)."),
         n: int = typer.Option(1, "--n", "-n", help="Images per prompt."),
-        batch_size: int = typer.Option(4, "--batch-size", "-b", help="Images per forward."),
+        batch_size: int = typer.Option(D.BATCH_SIZE, "--batch-size", "-b",
+                                       help="Images per forward."),
         seed: int = typer.Option(0, "--seed", help="Image i (of all) uses seed + i."),
         base: str = typer.Option("openai:base", "--base", help="Base model: openai:base, a "
                                  ".pt/.safetensors file or a run folder ('none' with "
                                  "--low-res)."),
         upsampler: str = typer.Option("auto", "--upsampler", help="Upsampler model spec, "
                                       "'none', or 'auto' (OpenAI's for OpenAI's base)."),
-        upsample_sampler: str = typer.Option("ddpm", "--upsample-sampler", help="Upsampler "
-                                             "sampler."),
-        upsample_steps: str = typer.Option("fast27", "--upsample-steps", help="Upsampler "
-                                           "steps or respacing string."),
+        upsample_sampler: str = typer.Option(D.UPSAMPLE_SAMPLER, "--upsample-sampler",
+                                             help="Upsampler sampler."),
+        upsample_steps: str = typer.Option(D.UPSAMPLE_STEPS, "--upsample-steps",
+                                           help="Upsampler steps or respacing string."),
         upsample_schedule: str | None = typer.Option(
             None, "--upsample-schedule", help="Upsampler σ schedule (default: the upsample "
             "sampler's own; 'respaced' runs a respacing string such as fast27)."),
         upsample_guidance: float | None = typer.Option(None, "--upsample-guidance",
                                                        help="Upsampler guidance (default none)."),
-        upsample_temp: float = typer.Option(0.997, "--upsample-temp", help="Upsampler initial "
-                                            "noise scale."),
+        upsample_temp: float = typer.Option(D.UPSAMPLE_TEMP, "--upsample-temp",
+                                            help="Upsampler initial noise scale."),
         low_res: Path | None = typer.Option(None, "--low-res", help="Upsample this image "
                                             "instead of sampling a base image."),
         inpaint_image: Path | None = typer.Option(None, "--inpaint-image", help="Image to "
                                                   "inpaint (needs an inpaint model)."),
         inpaint_mask: Path | None = typer.Option(None, "--inpaint-mask", help="Mask image: "
                                                  "white = repaint, black = keep."),
-        sigma_max: float = typer.Option(80.0, "--sigma-max", help="Highest σ of karras/"
+        sigma_max: float = typer.Option(D.SIGMA_MAX, "--sigma-max", help="Highest σ of karras/"
                                         "exponential schedules (clamped to the model's)."),
         quantize_t: bool = typer.Option(False, "--quantize-t", help="Round the network's "
                                         "timestep to an integer (default: fractional t)."),

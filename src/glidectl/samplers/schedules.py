@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from ..errors import GlidectlError, PluginError
+from ..sampling_defaults import SIGMA_MAX
 
-DEFAULT_SIGMA_MAX = 80.0
+DEFAULT_SIGMA_MAX = SIGMA_MAX
 
 
 def sigmas_from_alphas_cumprod(alphas_cumprod: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError, one_line
+from ..sampling_defaults import UPSAMPLE_STEPS
 from .backend import FITTED_SCHEDULE, OWN_SCHEDULE, PRECISIONS, UiBackend, in_page_words
 from .models import NONE_LABEL
 
@@ -153,7 +154,8 @@ def build_app(backend: UiBackend) -> Any:
                                            label="Schedule", elem_id="schedule")
                     base_steps = gr.Slider(1, 250, value=steps0, step=1, label="Base steps",
                                            elem_id="base-steps")
-                    up_steps = gr.Dropdown(["fast27", "10", "25", "50", "100"], value="fast27",
+                    up_steps = gr.Dropdown([UPSAMPLE_STEPS, "10", "25", "50", "100"],
+                                           value=UPSAMPLE_STEPS,
                                            allow_custom_value=True, label="Upsampler steps",
                                            visible=False, elem_id="upsampler-steps")
                 with gr.Accordion("LoRA and speed", open=False):

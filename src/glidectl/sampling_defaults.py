@@ -1,0 +1,12 @@
+"""The sampling defaults every front end shares (``glidectl sample``, ``eval``, ``ui``, the
+library and upsampler previews), defined once; torch-free, so the CLI's flags can use them.
+A trained base model's recommended settings (its ``[preview]``) come before the base ones."""
+
+BASE_SAMPLER = "dpm++2m"
+BASE_STEPS = 25
+BASE_GUIDANCE = 3.0
+UPSAMPLE_SAMPLER = "ddpm"  # GLIDE's: fast27 DDPM without guidance
+UPSAMPLE_STEPS = "fast27"
+UPSAMPLE_TEMP = 0.997  # initial noise scale of the upsampler, as OpenAI's notebook has it
+SIGMA_MAX = 80.0  # highest σ of karras/exponential schedules (clamped to the model's)
+BATCH_SIZE = 4
