@@ -181,3 +181,24 @@ def test_every_front_end_makes_the_same_image_on_the_one_set_of_defaults(models,
                          tmp_path / f"e{i}", *common)
         assert res.returncode == 0, res.stderr
         assert np.array_equal(pixels(tmp_path / f"e{i}" / "00000.png"), pixels(path))
+
+
+def test_the_library_takes_loras_and_makes_sample_s_image(models, tmp_path, capsys):
+    """``generate()`` had no ``loras``: a notebook could not make a LoRA image in one call."""
+    from glidectl import generate
+
+    lora = f"{models / 'my-lora'}:0.7"
+    torch.set_num_threads(1)
+    res = in_process(capsys, "sample", "a red circle", "--base", models / "base.safetensors",
+                     "--upsampler", models / "up.safetensors", "--lora", lora, "--steps", "3",
+                     "--upsample-steps", "2", "--seed", "4", "-q", "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    (image,) = generate("a red circle", base=str(models / "base.safetensors"),
+                        upsampler=str(models / "up.safetensors"), loras=[lora], steps=3,
+                        upsample_steps=2, seed=4, device="cpu")
+    assert np.array_equal(np.asarray(image), pixels(tmp_path / "00000.png"))
+    plain = generate("a red circle", base=str(models / "base.safetensors"), upsampler="none",
+                     steps=3, seed=4, device="cpu")[0]
+    with_lora = generate("a red circle", base=str(models / "base.safetensors"),
+                         upsampler="none", loras=[lora], steps=3, seed=4, device="cpu")[0]
+    assert not np.array_equal(np.asarray(plain), np.asarray(with_lora))  # it was applied

@@ -555,10 +555,10 @@ class GlidePipeline:
 
 def load_pipeline(base: str | None = "openai:base", upsampler: str | None = "auto", *,
                   device: str = "auto", vocab_dir: str | None = None,
-                  precision: str = "auto") -> GlidePipeline:
+                  precision: str = "auto", loras: Sequence[str] = ()) -> GlidePipeline:
     """:meth:`GlidePipeline.from_specs` with the common arguments."""
     return GlidePipeline.from_specs(base, upsampler, device=device, vocab_dir=vocab_dir,
-                                    precision=precision)
+                                    precision=precision, loras=loras)
 
 
 def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -> None:
@@ -578,11 +578,12 @@ def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -
 
 def generate(prompt: str | Sequence[str], base: str | None = "openai:base",
              upsampler: str | None = "auto", *, device: str = "auto",
-             vocab_dir: str | None = None, **options: Any) -> Any:
+             vocab_dir: str | None = None, loras: Sequence[str] = (), **options: Any) -> Any:
     """One-call convenience: load the models named by the specs and ``GlidePipeline.generate``.
-    ``device`` as ``glidectl sample --device``: ``auto`` takes a GPU when there is one.
+    ``device`` as ``glidectl sample --device``: ``auto`` takes a GPU when there is one;
+    ``loras``: ``PATH[:SCALE]`` adapters as ``sample --lora`` takes them.
 
     >>> images = glidectl.generate("a corgi in a field", seed=1, n=2)
     """
-    pipe = load_pipeline(base, upsampler, device=device, vocab_dir=vocab_dir)
+    pipe = load_pipeline(base, upsampler, device=device, vocab_dir=vocab_dir, loras=loras)
     return pipe.generate(prompt, **options)
