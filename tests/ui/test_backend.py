@@ -181,6 +181,20 @@ def test_seeds_are_reported_and_reproduce_the_images(models_dir):
     assert all(Path(f).is_file() for f in r.files)
 
 
+def test_the_seed_box_s_text_is_read_exactly_and_other_text_is_one_sentence(models_dir):
+    """The page's seed box sends text: a 63-bit seed (as eval draws) stays that seed, where a
+    number box's JavaScript number made it another."""
+    backend = UiBackend(models_dir, device="cpu")
+    kwargs = dict(n=1, sampler="euler", base_steps=1, base="tiny.safetensors")
+    big = 5754344331239393581  # not a float64: 5754344331239393280 is the nearest
+    assert backend.generate("a red circle", seed=f" {big} ", **kwargs).seeds == [big]
+    assert backend.generate("a red circle", seed="", **kwargs).seed >= 0  # empty: random
+    for text, message in (("abc", "Seed must be a whole number"), ("1.5", "whole number"),
+                          (str(2**63), "Seed must be")):
+        with pytest.raises(GlidectlError, match=message):
+            backend.generate("a red circle", seed=text, **kwargs)
+
+
 def test_a_prompt_the_model_cuts_stores_what_it_read_as_sample_does(models_dir):
     """UI PNGs stored a cut prompt without `prompt_used`, unlike `sample`'s."""
     from glidectl.glide import load_model

@@ -82,7 +82,7 @@ def build_app(backend: UiBackend) -> Any:
     sampler0, steps0, guidance0 = _recommended_values(backend, first, samplers)
 
     def run(prompt: str, n: float, sampler: str, base_steps: float, up_steps: str,
-            guidance: float, seed: float | None, base: str, upsampler: str, lora: str,
+            guidance: float, seed: str | None, base: str, upsampler: str, lora: str,
             lora_scale: float, precision: str, compile_: bool, schedule: str,
             progress: Any = gr.Progress()) -> tuple[Any, str, str, str]:
         def on_step(stage: str, done: int, total: int) -> None:
@@ -138,7 +138,9 @@ def build_app(backend: UiBackend) -> Any:
                 with gr.Row():
                     n = gr.Slider(1, 16, value=4, step=1, label="Images per run",
                                   elem_id="images-per-run")
-                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                    # text, not a number box: a browser's numbers round seeds above 2**53
+                    seed = gr.Textbox("-1", max_lines=1, label="Seed (-1 = random)",
+                                      elem_id="seed")
                 with gr.Row():
                     base = gr.Dropdown(bases, value=first, label="Base model",
                                        elem_id="base-model")

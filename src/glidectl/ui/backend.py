@@ -166,7 +166,7 @@ class UiBackend:
     def generate(
         self, prompt: str, n: int = 4, sampler: str | None = None,
         base_steps: int | None = None, up_steps: int | str | None = None,
-        guidance: float | None = None, seed: float | None = -1, base: str | None = None,
+        guidance: float | None = None, seed: int | str | None = -1, base: str | None = None,
         upsampler: str | None = NONE_LABEL, lora: str | None = NONE_LABEL,
         lora_scale: float = 1.0, precision: str = "auto", compile: bool = False,
         on_step: Callable[[str, int, int], None] | None = None, schedule: str | None = None,
@@ -174,7 +174,8 @@ class UiBackend:
         """Sample ``n`` images of ``prompt``; image j uses seed ``seed + j``, as
         ``glidectl sample --seed SEED`` does. Unset sampling settings come from the model's
         recommendations, else the defaults of ``glidectl sample``. ``schedule`` is a label
-        of :meth:`schedule_choices`; ``seed`` -1 or None (an empty box) draws one.
+        of :meth:`schedule_choices`; ``seed`` -1 or None (an empty box) draws one; the page's
+        box sends text, read exactly (a browser's numbers round seeds above 2**53).
 
         Only models listed by :meth:`choices` can be named (no free-form paths).
         """
@@ -189,6 +190,7 @@ class UiBackend:
         if sampler:
             plugins.samplers().get(sampler)  # unknown name → one clear error
         up_steps = _steps(up_steps)
+        seed = _seed(seed)
         for label, value, rng in (
             ("Seed", seed, SEED_OR_RANDOM), ("Guidance", guidance, GUIDANCE),
             ("Steps", base_steps, STEPS), ("LoRA scale", lora_scale, FLAGS["--scale"]),
@@ -348,6 +350,17 @@ def _fitted_file(choice: ModelChoice | None) -> Path | None:
     """``RUN/schedule.json`` of a listed run folder, if it exists."""
     path = Path(choice.spec) / "schedule.json" if choice else None
     return path if path is not None and path.is_file() else None
+
+
+def _seed(value: int | str | None) -> int | None:
+    """The seed box's text as a whole number (None: empty); one sentence if it is none."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return int(value.strip()) if value.strip() else None
+    except ValueError:
+        raise GlidectlError(f"Seed must be a whole number from 0 to 2**63-1, or -1 for a "
+                            f"random one; got {value.strip()!r}.") from None
 
 
 def _steps(value: int | str | None) -> int | str | None:
