@@ -164,12 +164,11 @@ class Previewer:
         precision (training's, which ``glidectl sample --precision auto`` may not pick),
         glidectl's version and the plugins whose sampler or schedule ran."""
         from .. import __version__
+        from ..eval_settings import own_schedule
         from ..plugins import plugins_used
-        from ..sampling import StageOptions
 
         used = preview_sampling(self.cfg, self.super_res)
-        stage = StageOptions(**{k: v for k, v in used.items() if k in ("sampler", "steps")})
-        schedule = used.get("schedule") or stage.sampler_spec().schedule
+        schedule = used.get("schedule") or own_schedule(used["sampler"])
         text = {"sampler": used["sampler"], "steps": str(used["steps"]), "schedule": schedule,
                 "guidance": str(used["guidance"]), "seed": str(self.cfg.seed),
                 "precision": self.precision, "batch_size": str(len(self.prompts)),
