@@ -9,7 +9,7 @@ x' = e^(−h_η)·x + (1 − e^(−h_η))·D + φ₂·h·D' + φ₃·h²·D[λ,�
 import math
 
 from glidectl.hookspecs import hookimpl
-from glidectl.samplers import Sampler
+from glidectl.samplers.spec import Sampler
 
 
 def sample_dpmpp_3m_sde(denoiser, x, sigmas, extra=None, callback=None, noise_sampler=None,

@@ -1,0 +1,245 @@
+"""What the README, the example configs, the plugin example's README and
+benchmarks/MEASUREMENTS.md tell a user to type exists: every glidectl command line parses,
+every flag is its command's, every config key named is in the schema, every TOML snippet
+loads, every benchmark flag is its script's."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from glidectl.cli.app import build_app
+from glidectl.config import describe, load_config
+from glidectl.unused_keys import unused_keys
+
+try:  # typer >= 0.26 vendors click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+PLUGIN = ROOT / "plugins" / "glidectl-dpm3m"
+DOCS = [
+    ROOT / "README.md",
+    ROOT / "benchmarks" / "MEASUREMENTS.md",
+    PLUGIN / "README.md",
+    *EXAMPLES,
+]
+CLI = typer.main.get_command(build_app())
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [str(p.relative_to(ROOT)) for p in paths]
+
+
+def _text(path: Path) -> str:
+    """A doc's prose; for a TOML file its comments, where the commands to run are."""
+    if path.suffix != ".toml":
+        return path.read_text()
+    return "\n".join(
+        line.split("#", 1)[1][1:]
+        for line in path.read_text().splitlines()
+        if line.lstrip().startswith("#")
+    )
+
+
+def _command_lines(path: Path) -> tuple[list[str], list[str]]:
+    """The doc's ``glidectl ...`` lines to run as written (code blocks; a TOML file's
+    comments), and those named in `backticks` (which may hold placeholders)."""
+    text = _text(path)
+    blocks = re.findall(r"```(?:bash)?\n(.*?)```", text, re.S) if path.suffix == ".md" else [text]
+    # a line starting with glidectl, after a label ("Then: glidectl ...") or a launcher's -m
+    line_re = re.compile(r"^(?:\w+: |.*\s-m )?(glidectl\s.*)$")
+    whole = [
+        found.group(1)
+        for block in blocks
+        for line in block.replace("\\\n", " ").splitlines()
+        for part in line.split("&&")
+        if (found := line_re.match(part.strip()))
+    ]
+    named = re.findall(r"`(glidectl [^`]+)`", text.replace("\n", " "))
+    return whole, named
+
+
+def _command(words: list[str]) -> tuple[Any, list[str], list[str]]:
+    """The (sub)command ``glidectl WORDS...`` names, its path and the remaining words."""
+    command, path = CLI, []
+    for word in words:
+        subcommands = getattr(command, "commands", {})
+        if word not in subcommands:
+            break
+        command, path = subcommands[word], [*path, word]
+    return command, path, words[len(path) :]
+
+
+def _options(command: Any) -> set[str]:
+    return {"--help", "-h"} | {
+        o
+        for p in command.params
+        for o in (*p.opts, *getattr(p, "secondary_opts", []))
+        if o.startswith("-")
+    }
+
+
+def _check_command_lines(path: Path) -> None:
+    whole, named = _command_lines(path)
+    for line in whole:
+        command, sub, args = _command(shlex.split(line, comments=True)[1:])
+        assert sub or args[:1] in ([], ["--help"], ["--version"]), f"no such command: {line}"
+        if not {"--help", "-h", "--version"} & set(args):
+            # parse as the command would (types, choices, required options), running nothing
+            command.make_context(" ".join(["glidectl", *sub]), args)
+    for line in named:
+        command, sub, args = _command(line.split()[1:])
+        assert sub or not args or args[0].startswith("-"), f"no such command: {line}"
+        flags = {a.split("=")[0] for a in args if re.fullmatch(r"--?[a-zA-Z][\w-]*(=.*)?", a)}
+        assert flags <= _options(command), (line, flags - _options(command))
+
+
+@pytest.mark.parametrize("path", DOCS, ids=_ids(DOCS))
+def test_every_glidectl_command_line_in_a_doc_parses(path):
+    _check_command_lines(path)
+
+
+def test_doc_command_lines_are_found_and_checked(tmp_path):
+    """The extraction above sees what it checks (a regex that finds nothing passes)."""
+    whole, named = _command_lines(ROOT / "README.md")
+    assert any(
+        line.startswith("glidectl train --config examples/glide.toml --resume latest")
+        for line in whole
+    )
+    assert any(
+        line.startswith(
+            'glidectl sample "a corgi in a field" --base openai:base --upsampler openai:upsample'
+        )
+        for line in whole
+    )
+    assert "glidectl config keys" in named
+    zorblax, _ = _command_lines(ROOT / "examples" / "lora-zorblax.toml")
+    assert any("--set data.source=path/to/zorblax-folder" in line for line in zorblax)
+    laion, _ = _command_lines(ROOT / "examples" / "webdataset-laion.toml")
+    assert laion == ["glidectl train --config examples/webdataset-laion.toml"] * 2
+    for bad in (
+        "```bash\nglidectl sample x --n four\n```",
+        "```\nglidectl smaple x\n```",
+        "Run `glidectl eval P --no-such-flag`.",
+        "`glidectl lora merge A --bas B`",
+    ):
+        (tmp_path / "bad.md").write_text(bad)
+        with pytest.raises((AssertionError, UsageError)):
+            _check_command_lines(tmp_path / "bad.md")
+
+
+KEY = re.compile(
+    r"(?<![\w./-])((?:model|data|train|preview|checkpoint|validation|log|lora)"
+    r"\.[a-z0-9_]+\*?)(?![\w(])"
+)
+NOT_KEYS = {"model.safetensors"}  # a file name
+
+
+def _help_texts() -> str:
+    def walk(command):
+        yield command.help or ""
+        yield from (getattr(p, "help", None) or "" for p in command.params)
+        for sub in getattr(command, "commands", {}).values():
+            yield from walk(sub)
+
+    return "\n".join([*walk(CLI), *(row[3] for row in describe())])
+
+
+@pytest.mark.parametrize("name", [*_ids(DOCS), "help texts"])
+def test_every_config_key_a_doc_names_is_in_the_schema(name):
+    text = _help_texts() if name == "help texts" else _text(ROOT / name)
+    keys = [row[0] for row in describe()]
+    named = set(KEY.findall(text)) - NOT_KEYS
+    assert named or name != "README.md"
+    unknown = {
+        k
+        for k in named
+        if not (k in keys or k.endswith("*") and any(x.startswith(k[:-1]) for x in keys))
+    }
+    assert not unknown, unknown
+
+
+def test_readme_config_snippet_loads(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    snippets = [s for s in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[project" not in s]
+    assert snippets
+    for i, snippet in enumerate(snippets):
+        (tmp_path / f"{i}.toml").write_text(snippet)
+        load_config(tmp_path / f"{i}.toml")
+
+
+def test_readme_plugin_snippets_are_the_example_plugins():
+    """The pyproject lines and imports the README shows are the example plugin's own."""
+    readme = (ROOT / "README.md").read_text()
+    pyproject = re.search(r"```toml\n# pyproject\.toml[^\n]*\n(.*?)```", readme, re.S).group(1)
+    assert (
+        tomllib.loads(pyproject)["project"]["entry-points"]
+        == tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]["entry-points"]
+    )
+    code = re.search(r"```python\n# glidectl_dpm3m\.py[^\n]*\n(.*?)```", readme, re.S).group(1)
+    source = (PLUGIN / "glidectl_dpm3m.py").read_text()
+    imports = [line for line in code.splitlines() if line.startswith(("from ", "import "))]
+    assert imports and all(line in source.splitlines() for line in imports), imports
+
+
+def _command_of(example: Path) -> str:
+    """The command an example's header runs it with."""
+    found = re.search(
+        r"glidectl (train|upsample|lora) --config examples/" + example.name, example.read_text()
+    )
+    assert found, f"{example.name}'s header shows no glidectl command that runs it"
+    return found.group(1)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=_ids(EXAMPLES))
+def test_every_example_loads_for_its_command_and_sets_nothing_it_ignores(example):
+    command = _command_of(example)
+    cfg = load_config(example)
+    assert cfg.model.kind.startswith("upsample") == (command == "upsample"), command
+    assert unused_keys(cfg, lora=command == "lora") == []
+
+
+def _script_flags(script: Path) -> set[str]:
+    """The options a benchmark script's argparse parser takes (read from its source)."""
+    flags = {"--help", "-h"}
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+            flags |= {
+                a.value
+                for a in node.args
+                if isinstance(a, ast.Constant) and str(a.value).startswith("-")
+            }
+    return flags
+
+
+@pytest.mark.parametrize("path", DOCS, ids=_ids(DOCS))
+def test_every_benchmark_a_doc_runs_exists_and_takes_its_flags(path):
+    """`bench_x.py --flag ...` in backticks: the script and each flag."""
+    text = _text(path).replace("\n", " ")
+    for span in re.findall(r"`([^`]*\b\w+\.py\b[^`]*)`", text):
+        for name, rest in re.findall(
+            r"(?<![\w/])(?:benchmarks/)?(\w+\.py)"
+            r"((?:\s+(?!\S+\.py)[^\s;,]+)*)",
+            span,
+        ):
+            script = ROOT / "benchmarks" / name
+            if name == "glidectl_dpm3m.py":  # the plugin example's module
+                continue
+            assert script.is_file(), f"{path.name} names benchmarks/{name}, which is missing"
+            flags = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest))
+            assert flags <= _script_flags(script), (span, flags - _script_flags(script))
