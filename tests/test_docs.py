@@ -243,3 +243,16 @@ def test_every_benchmark_a_doc_runs_exists_and_takes_its_flags(path):
             assert script.is_file(), f"{path.name} names benchmarks/{name}, which is missing"
             flags = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", rest))
             assert flags <= _script_flags(script), (span, flags - _script_flags(script))
+
+
+def test_every_extra_a_doc_installs_is_in_pyproject():
+    """`pip install ... -e ".[clip]"`: each extra named is one pyproject declares."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    text = " ".join(_text(path) for path in DOCS).replace("\n", " ")
+    named = {
+        e.strip() for group in re.findall(r"\"\.\[([\w, -]+)\]\"", text) for e in group.split(",")
+    }
+    assert {"clip", "fid", "hf", "ui", "test"} <= named
+    assert named <= set(extras), named - set(extras)
