@@ -277,6 +277,29 @@ def test_from_specs_takes_none_for_either_model_as_sample_does() -> None:
         GlidePipeline.from_specs("none", "none")  # was: "Model 'none' not found"
 
 
+def test_models_info_gives_the_keys_its_docs_name(tmp_path) -> None:
+    """The README's `pipe.models_info()` comment and the docstring name the keys it returns
+    (they said "file" for the key ``path``)."""
+    import hashlib
+    from pathlib import Path
+
+    from tiny_configs import tiny_base_weights
+
+    from glidectl.pipeline import GlidePipeline, ModelRecord
+
+    path = tiny_base_weights(tmp_path / "m.safetensors")
+    info = GlidePipeline.from_specs(str(path), "none", device="cpu").models_info()
+    assert info == {"base": {
+        "spec": str(path), "path": str(path), "kind": "base", "image_size": 16,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "tokenizer": "byte",
+        "loras": []}}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    comment = re.search(r"pipe\.models_info\(\) +# per model: ([^\n]*)", readme).group(1)
+    named = {item.split()[0] for item in comment.split(", ") if item != "…"}
+    documented = set(re.findall(r"``(\w+)``", ModelRecord.info.__doc__))
+    assert named < documented == set(info["base"]), (named, documented)
+
+
 def test_import_glidectl_stays_torch_free_but_exports_generate() -> None:
     code = ("import sys, glidectl\nassert 'torch' not in sys.modules\n"
             "assert callable(glidectl.generate) and callable(glidectl.GlidePipeline)\n")

@@ -125,7 +125,8 @@ class ModelRecord:
         return self._sha
 
     def info(self, model: torch.nn.Module) -> dict[str, Any]:
-        """spec, file, sha256, kind, size and LoRAs, as metadata.json records them."""
+        """``spec``, ``path`` (the weights file), ``sha256``, ``kind``, ``image_size``,
+        ``tokenizer`` and ``loras``, as metadata.json records them."""
         opts = model.options
         return {
             "spec": self.spec, "path": str(self.path) if self.path else None,
@@ -246,7 +247,8 @@ class GlidePipeline:
                 if m is not None}
 
     def models_info(self) -> dict[str, dict[str, Any]]:
-        """Per stage: spec, file, sha256, kind, size and LoRAs (for metadata.json)."""
+        """Per stage (``base``, ``upsampler``) the :meth:`ModelRecord.info` dict that
+        metadata.json records."""
         return {s: self.records.get(s, ModelRecord(s, "(in memory)")).info(m)
                 for s, m in self.stage_models().items()}
 
