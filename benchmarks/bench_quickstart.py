@@ -135,7 +135,7 @@ def passes(r: dict, goals: dict[str, float]) -> bool:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "examples" / "glide.toml"))
     ap.add_argument("--seeds", default="0,1,2,3,4", help="training seeds")
     ap.add_argument("--threads", default="1,2", help="torch thread counts")

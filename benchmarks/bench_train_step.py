@@ -41,7 +41,7 @@ def time_step(batch: int, channels_last: bool, fused: bool, steps: int) -> float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="16,32,64")
     ap.add_argument("--steps", type=int, default=8)

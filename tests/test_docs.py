@@ -256,3 +256,23 @@ def test_every_extra_a_doc_installs_is_in_pyproject():
     }
     assert {"clip", "fid", "hf", "ui", "test"} <= named
     assert named <= set(extras), named - set(extras)
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: p.name)
+def test_every_benchmark_help_opens_with_whole_sentences(script):
+    """`--help` shows the description a script gives argparse: not a docstring line cut
+    mid-sentence."""
+    module = ast.parse(script.read_text())
+    calls = [
+        node
+        for node in ast.walk(module)
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "ArgumentParser"
+    ]
+    assert calls, f"{script.name} has no argparse parser"
+    for call in calls:
+        expr = next(k.value for k in call.keywords if k.arg == "description")
+        text = eval(
+            compile(ast.Expression(expr), script.name, "eval"),
+            {"__doc__": ast.get_docstring(module, clean=False)},
+        )
+        assert text.rstrip().endswith((".", ":", ")")), (script.name, text[-60:])
