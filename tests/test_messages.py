@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 import torch
 
@@ -87,3 +89,41 @@ def test_a_code_running_checkpoint_is_one_clean_line(tmp_path, capsys):
         "state_dict saved with torch.save.\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+def _merge_command(message: str) -> list[str]:
+    """The words of the `glidectl lora merge ... -o OUT` a message suggests, as a shell
+    would split them."""
+    words = shlex.split(message[message.index("glidectl lora merge"):])
+    end = words.index("-o") + 2
+    return [*words[:end - 1], words[end - 1].rstrip(".`)")]
+
+
+def test_commands_in_messages_quote_paths_for_the_shell(tmp_path):
+    """A suggested command is copied into a shell: a run folder with a space or a quote in
+    its path stays one word (it was pasted in bare: `glidectl lora merge my runs/x ...`)."""
+    from glidectl import runs
+    from glidectl.glide.checkpoints import adapter_not_model
+    from glidectl.glide.loading import resolve_spec
+    from glidectl.training.export import export_weights
+
+    run = tmp_path / "my runs" / "Bob's LoRA"
+    step = run / runs.CHECKPOINTS_DIR / runs.step_dir_name(3)
+    (step / runs.ADAPTER_DIR).mkdir(parents=True)
+    (step / runs.ADAPTER_DIR / runs.ADAPTER_CONFIG).write_text("{}")
+    with pytest.raises(GlidectlError) as loading:
+        resolve_spec(run)
+    assert shlex.split(str(loading.value).split("--lora ")[1])[0].rstrip(",") == str(run)
+    out = tmp_path / "full.safetensors"
+    with pytest.raises(GlidectlError) as export:
+        export_weights(run, out)
+    for message in (str(loading.value), adapter_not_model(run)):
+        assert _merge_command(message) == ["glidectl", "lora", "merge", str(run), "-o",
+                                           "merged.safetensors"]
+    assert _merge_command(str(export.value)) == ["glidectl", "lora", "merge", str(run), "-o",
+                                                 str(out)]
+    from glidectl.cli.eval_cmd import _resume_line
+
+    out = tmp_path / "eval 1"
+    assert shlex.split(_resume_line("my prompts.txt", out)) == [
+        "glidectl", "eval", "my prompts.txt", "--resume", "--out", str(out)]

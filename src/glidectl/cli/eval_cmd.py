@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,11 @@ def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
     console.print(table)
 
 
+def _resume_line(prompts: Path, out: Any) -> str:
+    """The command that continues an interrupted eval in ``out``, quoted for a shell."""
+    return shlex.join(["glidectl", "eval", str(prompts), "--resume", "--out", str(out)])
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(
@@ -245,7 +251,7 @@ def register(app: typer.Typer) -> None:
                 console.print("Interrupted before any new image was written.", markup=False)
             else:  # name the folder: without --out, --resume would pick the newest one
                 console.print(f"Interrupted; finished prompts are kept. Continue with "
-                              f"`glidectl eval {prompts} --resume --out {where}`.",
+                              f"`{_resume_line(prompts, where)}`.",
                               markup=False)
             raise typer.Exit(130) from None
         except WriteError as exc:  # a full disk: the images already written are kept
@@ -253,8 +259,7 @@ def register(app: typer.Typer) -> None:
             if where is None or not (Path(where) / META_FILE).is_file():
                 raise
             raise WriteError(f"{str(exc).rstrip('.')}; the finished prompts are kept: "
-                             f"continue with `glidectl eval {prompts} --resume --out "
-                             f"{where}`.") from None
+                             f"continue with `{_resume_line(prompts, where)}`.") from None
         finally:
             events("end")
         if report.dry_run:

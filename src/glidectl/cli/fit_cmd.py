@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -206,8 +207,9 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
     auto = pick_precision("auto", device)
     fp32 = "" if auto.name == "fp32" else " --precision fp32"
     typer.echo(str(path))
-    typer.echo(f"sample with: glidectl sample PROMPT --base {model_spec} --sampler {use} "
-               f"--steps {steps} --schedule {path} --guidance {scale:g}{fp32}", err=True)
+    line = shlex.join(["--base", model_spec, "--sampler", use, "--steps", str(steps),
+                       "--schedule", str(path), "--guidance", f"{scale:g}"])
+    typer.echo(f"sample with: glidectl sample PROMPT {line}{fp32}", err=True)
     if fp32:
         typer.echo(f"(fitted in fp32; without --precision fp32, sample computes in "
                    f"{auto.name} here: {auto.reason})", err=True)

@@ -6,6 +6,7 @@ Thin: parse flags, resolve the config (defaults < file < --set < flags), call th
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import typer
@@ -99,7 +100,7 @@ def exit_interrupted(result, resume: str) -> None:
     if os.environ.get("RANK", "0") == "0":
         typer.echo(
             f"Interrupted at step {result.step}; checkpoint {result.checkpoint}. "
-            f"Resume with: {resume} {result.run_dir}", err=True
+            f"Resume with: {resume} {shlex.quote(str(result.run_dir))}", err=True
         )
     raise typer.Exit(130)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import shlex
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -92,7 +93,8 @@ def _unprefixed(state: Mapping[str, Any], path: Path) -> Mapping[str, Any]:
 def adapter_not_model(path: str | Path) -> str:
     """The sentence for a LoRA adapter (file or folder) given where a model is wanted."""
     return (f"{str(path)!r} is a LoRA adapter, not a model; apply it to its base model with "
-            f"--lora {path}, or fold it in with: glidectl lora merge {path} -o "
+            f"--lora {shlex.quote(str(path))}, or fold it in with: glidectl lora merge "
+            f"{shlex.quote(str(path))} -o "
             "merged.safetensors.")
 
 

@@ -8,6 +8,7 @@ a ``checkpoints/`` folder or one ``step-NNNNNN`` folder.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import torch
@@ -40,8 +41,8 @@ def weights_in_dir(path: Path) -> Path:
         if runs.step_adapter(step) is not None:
             raise LoraRunError(
                 f"{str(path)!r} is a LoRA run: its checkpoints hold adapters, not a model; "
-                f"pass its base model with --lora {path}, or merge it first with: glidectl "
-                f"lora merge {path} -o merged.safetensors."
+                f"pass its base model with --lora {shlex.quote(str(path))}, or merge it first "
+                f"with: glidectl lora merge {shlex.quote(str(path))} -o merged.safetensors."
             )
         raise GlidectlError(
             f"Checkpoint folder {str(step)!r} has neither ema.safetensors nor "

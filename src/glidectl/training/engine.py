@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -629,7 +630,8 @@ class Trainer:
         last = runs.latest_step_dir(self.run_dir.checkpoints)
         if last is None:  # --resume would refuse the folder: there is nothing to resume
             return "it has no checkpoint yet: run the same command again to start it over"
-        return f"its last checkpoint is {str(last)!r}: resume with --resume {self.run_dir.root}"
+        return (f"its last checkpoint is {str(last)!r}: resume with --resume "
+                f"{shlex.quote(str(self.run_dir.root))}")
 
     def _run(self, until: int | None) -> TrainResult:
         cfg = self.cfg

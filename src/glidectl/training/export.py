@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from .. import runs
@@ -43,7 +44,7 @@ def export_weights(run: Path, output: Path, ema: bool | None = None,
     if not source.is_file() and runs.step_adapter(step_dir) is not None:
         raise GlidectlError(
             f"{str(step_dir)!r} holds LoRA adapters, not full weights; write a full checkpoint "
-            f"with: glidectl lora merge {run} -o {output}"
+            f"with: {shlex.join(['glidectl', 'lora', 'merge', str(run), '-o', str(output)])}"
         )
     if not source.is_file():
         raise GlidectlError(f"{str(step_dir)!r} has no {source.name}; pick another checkpoint.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +42,12 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
         try:
             model = load_model(cfg.init)
         except LoraRunError:  # training has no --lora: merge first, or continue the LoRA run
+            run = shlex.quote(cfg.init)
             raise GlidectlError(
                 f"model.init {cfg.init!r} is a LoRA run: its checkpoints hold adapters, not a "
-                f"model; merge it into its base first (glidectl lora merge {cfg.init} -o "
+                f"model; merge it into its base first (glidectl lora merge {run} -o "
                 "merged.safetensors) and set model.init to the merged file, or continue it "
-                f"with glidectl lora --resume {cfg.init}."
+                f"with glidectl lora --resume {run}."
             ) from None
         options = model.options
         if options.kind != cfg.kind:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -215,8 +216,8 @@ def _legacy_way_forward(step_dir: Path) -> str:
     where = str(step_dir)
     if runs.step_adapter(step_dir) is not None:
         return (f"its adapter still works: use it with --lora {where!r}, or fold it into its "
-                f"base with 'glidectl lora merge {where} -o merged.safetensors' and start a "
-                "new LoRA run with model.init = 'merged.safetensors'.")
+                f"base with `glidectl lora merge {shlex.quote(where)} -o merged.safetensors` and "
+                "start a new LoRA run with model.init = 'merged.safetensors'.")
     return f"start a new run with model.init = {where!r} to keep its weights."
 
 
