@@ -90,3 +90,15 @@ def test_plugins_help_names_every_kind_of_thing_a_plugin_registers():
         CliRunner().invoke(build_app(), ["plugins", "--help"], env={"COLUMNS": "400"}).output
         .split())
     assert all(kind in summary for kind in kinds), (kinds, summary)
+
+
+def test_download_help_names_the_cache_folder_it_uses(tmp_path, monkeypatch):
+    """With $XDG_CACHE_HOME set, the cache is there, not in ~/.cache as the help said."""
+    from glidectl.glide.download import cache_dir
+
+    monkeypatch.delenv("GLIDECTL_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "glidectl"
+    text = " ".join(CliRunner().invoke(build_app(), ["download", "--help"],
+                                       env={"COLUMNS": "400"}).output.split())
+    assert "$GLIDECTL_HOME, else $XDG_CACHE_HOME/glidectl, else ~/.cache/glidectl" in text

@@ -17,8 +17,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Download OpenAI's GLIDE checkpoints into the local cache.
 
-        The cache is $GLIDECTL_HOME or ~/.cache/glidectl; files already there are not fetched
-        again and partial downloads resume.
+        The cache is $GLIDECTL_HOME, else $XDG_CACHE_HOME/glidectl, else ~/.cache/glidectl;
+        files already there are not fetched again and partial downloads resume.
         """
         from ..errors import GlidectlError
         from ..glide.options import KINDS
