@@ -156,3 +156,18 @@ def test_bad_schedule_files_are_one_sentence_errors(tmp_path) -> None:
     bad.write_text("[" * 100_000 + "]" * 100_000)  # nested deeper than json can recurse
     with pytest.raises(GlidectlError, match="not readable JSON"):
         get_sigmas(str(bad), 5, 0.002, 80.0)
+
+
+def test_a_file_for_another_sampler_warns_naming_the_samplers_own_schedule(tmp_path) -> None:
+    """The warning compared the file with karras, which dpm++2m does not use, and said to
+    "tune a file" without the command that does."""
+    from glidectl.samplers.tuned import schedule_file_warning
+
+    path = tmp_path / "schedule.json"
+    write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0, "test",
+                        sampler="unipc")
+    assert schedule_file_warning(path, "unipc_bh2") is None  # an alias of the same sampler
+    assert schedule_file_warning(path, "dpm++2m").endswith(
+        "may be worse than its own exponential schedule for dpm++2m; sample with --sampler "
+        "unipc, or fit a file for dpm++2m with glidectl fit-steps MODEL --sampler dpm++2m.")
+    assert "worse than its own karras schedule for heun" in schedule_file_warning(path, "heun")

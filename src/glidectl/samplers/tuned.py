@@ -30,6 +30,7 @@ import torch
 from ..atomic import write_text
 from ..errors import GlidectlError, one_line
 from .schedules import append_zero
+from .spec import as_sampler
 
 FILE_FORMAT = "glidectl.schedule/1"
 COEFFICIENT_LIMIT = 1e6  # fitted rows weigh ε (≤ σ_max) and x0's (~1): far larger diverges
@@ -160,14 +161,17 @@ def schedule_file_warning(path: str | Path, sampler: str) -> str | None:
     from .. import plugins
 
     names = plugins.samplers()
+    own = "its own schedule"
     try:
         if names.get(tuned) is names.get(sampler):
             return None
+        own = f"its own {as_sampler(names.get(sampler)).schedule} schedule"
     except GlidectlError:
         pass
     return (f"Schedule file {str(path)!r} was tuned for the {tuned} sampler, not {sampler}: "
-            f"its steps may be worse than karras for {sampler}; sample with --sampler "
-            f"{tuned} or tune a file for {sampler}.")
+            f"its steps may be worse than {own} for {sampler}; sample with --sampler "
+            f"{tuned}, or fit a file for {sampler} with glidectl fit-steps MODEL "
+            f"{'--method bespoke' if sampler == 'bespoke' else f'--sampler {sampler}'}.")
 
 
 def model_warning(path: str | Path, model_sha256: Callable[[], str | None], model: str
