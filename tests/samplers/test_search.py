@@ -171,3 +171,27 @@ def test_a_file_for_another_sampler_warns_naming_the_samplers_own_schedule(tmp_p
         "may be worse than its own exponential schedule for dpm++2m; sample with --sampler "
         "unipc, or fit a file for dpm++2m with glidectl fit-steps MODEL --sampler dpm++2m.")
     assert "worse than its own karras schedule for heun" in schedule_file_warning(path, "heun")
+
+
+def test_a_file_fitted_to_other_weights_names_a_refit_that_runs(tmp_path) -> None:
+    """The refit it named (`glidectl fit-steps MODEL`) stopped for want of prompts, then of
+    --overwrite; the command given now parses and replaces this file."""
+    import shlex
+
+    import typer
+
+    from glidectl.cli.app import build_app
+    from glidectl.samplers.tuned import model_warning
+
+    path = tmp_path / "my run" / "schedule.json"
+    path.parent.mkdir()
+    for sampler, how in (("unipc", ["--sampler", "unipc"]), ("bespoke", ["--method", "bespoke"]),
+                         (None, ["--method", "gits"])):
+        write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0,
+                            "test", sampler=sampler, model_sha256="0" * 64)
+        text = model_warning(path, lambda: "1" * 64, str(path.parent))
+        words = shlex.split(text.split("refit it with ")[1].rstrip("."))
+        assert words == ["glidectl", "fit-steps", str(path.parent), "--prompts", "PROMPTS.txt",
+                         *how, "--out", str(path), "--overwrite"]
+        fit_steps = typer.main.get_command(build_app()).commands["fit-steps"]
+        fit_steps.make_context("glidectl fit-steps", words[2:])  # every flag is fit-steps'

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,8 @@ def _load(path: str | Path) -> dict:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise GlidectlError(f"Schedule file {str(path)!r} does not exist; write one with "
-                            "glidectl fit-steps MODEL --out FILE, or name a schedule such as "
-                            "karras.") from None
+                            "glidectl fit-steps MODEL --prompts PROMPTS.txt --out FILE, or name "
+                            "a schedule such as karras.") from None
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise GlidectlError(f"Schedule file {str(path)!r} is not readable JSON ({exc}).") from exc
     return data if isinstance(data, dict) else {}
@@ -178,12 +179,18 @@ def model_warning(path: str | Path, model_sha256: Callable[[], str | None], mode
                   ) -> str | None:
     """One sentence when a schedule file records a fit to other weights than ``model``'s
     (``model_sha256()``, asked only when the file records one), else None."""
-    fitted = _load(path).get("model_sha256")
+    data = _load(path)
+    fitted = data.get("model_sha256")
     if not isinstance(fitted, str) or fitted == (sha := model_sha256()) or not sha:
         return None
+    tuned = data.get("sampler")
+    how = (["--method", "gits"] if tuned is None else ["--method", "bespoke"]
+           if tuned == "bespoke" else ["--sampler", one_line(str(tuned))])
+    refit = shlex.join(["glidectl", "fit-steps", model, "--prompts", "PROMPTS.txt", *how,
+                        "--out", str(path), "--overwrite"])
     return (f"Schedule file {str(path)!r} was fitted to other weights (sha256 "
             f"{one_line(fitted)[:12]}…) than {model} ({sha[:12]}…): its steps suit "
-            f"that model's ODE; refit it with glidectl fit-steps {model}.")
+            f"that model's ODE; refit it with {refit}.")
 
 
 def has_coefficients(path: str | Path, n: int) -> bool:
@@ -218,7 +225,7 @@ def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[li
     if n not in positions:  # rows fitted on n σ's must not run on σ's interpolated for them
         raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for {n} "
                             f"steps but no σ's for {n} steps; refit it with glidectl fit-steps "
-                            f"MODEL --method bespoke --calls {n}.")
+                            f"MODEL --prompts PROMPTS.txt --method bespoke --calls {n}.")
     lo, hi = data.get("sigma_min"), data.get("sigma_max")
     fitted = (sigmas_from_positions(positions, n, float(lo), float(hi))
               if _number(lo) and _number(hi) and 0 < lo < hi else None)
