@@ -276,3 +276,23 @@ def test_every_benchmark_help_opens_with_whole_sentences(script):
             {"__doc__": ast.get_docstring(module, clean=False)},
         )
         assert text.rstrip().endswith((".", ":", ")")), (script.name, text[-60:])
+
+
+def test_the_modules_the_readme_gives_plugin_authors_import_no_torch():
+    """README: the types come from torch-free modules, and the example imports torch only
+    inside its function (a plugin importing torch slows every command by seconds)."""
+    import subprocess
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    modules = re.search(r"come from torch-free modules: (.*?)\. ", readme).group(1)
+    named = re.findall(r"`(glidectl\.[\w.]+)`", modules)
+    assert len(named) == 4, named
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in [*named, "glidectl_dpm3m"])
+        + "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PLUGIN, timeout=60
+    )
+    assert out.stdout == "[]\n", out.stdout + out.stderr
