@@ -102,3 +102,15 @@ def test_download_help_names_the_cache_folder_it_uses(tmp_path, monkeypatch):
     text = " ".join(CliRunner().invoke(build_app(), ["download", "--help"],
                                        env={"COLUMNS": "400"}).output.split())
     assert "$GLIDECTL_HOME, else $XDG_CACHE_HOME/glidectl, else ~/.cache/glidectl" in text
+
+
+def test_table_column_docs_name_every_column_tried():
+    """`config keys` said image_column defaults to "image, jpg or png"; jpeg and webp are
+    tried too."""
+    from glidectl.config import describe
+    from glidectl.data.tables import CAPTION_COLUMNS, IMAGE_COLUMNS
+
+    docs = {row[0]: row[3] for row in describe()}
+    for key, columns in (("data.image_column", IMAGE_COLUMNS),
+                         ("data.caption_column", CAPTION_COLUMNS)):
+        assert f"the first of {', '.join(columns)})" in docs[key], docs[key]

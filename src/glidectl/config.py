@@ -120,10 +120,11 @@ class DataConfig:
     demo_size: int = opt(4096, "Number of samples in a demo:<name> dataset.", min=1, max=10_000_000)
     metadata_key: str = opt("json", "Webdataset metadata (JSON) key read by presets.")
     image_column: str = opt(
-        "", "Parquet/Hugging Face image column, bytes or path ('' = image, jpg or png)."
+        "", "Parquet/Hugging Face image column, bytes or path ('' = the first of image, jpg, "
+        "png, jpeg, webp)."
     )
     caption_column: str = opt(
-        "", "Parquet/Hugging Face caption column ('' = text, caption or txt)."
+        "", "Parquet/Hugging Face caption column ('' = the first of text, caption, txt)."
     )
     split: str = opt("train", "Hugging Face dataset split (hf: sources).")
     min_size: int = opt(0, "laion: min original width and height (metadata), in pixels.", min=0)
