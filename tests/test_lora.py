@@ -687,6 +687,32 @@ def test_sample_accepts_lora_specs_and_records_them(tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+def test_sample_with_a_lora_and_no_base_loads_the_base_the_adapter_records(tmp_path, capsys):
+    """`sample --lora RUN` without --base loaded openai:base (a download) even when the
+    adapter records another base, as `lora merge` reads it."""
+    from PIL import Image
+
+    from glidectl.glide import save_weights
+
+    cfg = LoraConfig(targets=["mlp"], rank=4, alpha=8.0)
+    base = tiny()
+    base_file = save_weights(base, tmp_path / "base.safetensors")
+    lora_model = tiny()
+    names = inject_lora(lora_model, cfg)
+    randomise_lora(lora_model)
+    adapter = save_adapter(lora_model, tmp_path / "adapter", cfg=cfg, target_names=names,
+                           base_spec=str(base_file), base_sha256=weights_sha256(base))
+    common = ["sample", "a zorblax", "--lora", str(adapter), "--sampler", "ddim", "--steps",
+              "2", "-q"]
+    assert cli(*common, "-o", tmp_path / "recorded") == 0
+    assert f"Base: {base_file} (recorded by --lora {adapter};" in capsys.readouterr().err
+    assert cli(*common, "--base", base_file, "--upsampler", "none", "-o", tmp_path / "given") == 0
+    assert "recorded by" not in capsys.readouterr().err
+    recorded, given = (Image.open(tmp_path / d / "00000.png") for d in ("recorded", "given"))
+    assert recorded.tobytes() == given.tobytes()
+    assert json.loads(recorded.text["parameters"])["base"] == str(base_file)
+
+
 def test_apply_loras_by_kind_routes_adapters_to_their_models(tmp_path):
     from glidectl.lora import apply_loras_by_kind
 

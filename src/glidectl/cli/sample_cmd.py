@@ -67,6 +67,23 @@ def _save_new(image: Any, text: dict[str, str], out: Path, name: Any, k: int) ->
             k += 1
 
 
+
+def _recorded_base(loras: list[str], default: str) -> tuple[str, str | None]:
+    """The base model the first base-model adapter among ``loras`` was trained on (as
+    ``lora merge`` reads it) and a line saying so; ``default`` when none records one."""
+    from ..lora import parse_lora_spec, read_adapter
+
+    for spec in loras:
+        meta = read_adapter(parse_lora_spec(spec).path).meta
+        recorded = str(meta.get("base_model") or "")
+        if str(meta.get("model_kind") or "base").startswith("upsample") or \
+                recorded in ("", "scratch"):
+            continue
+        note = f"Base: {recorded} (recorded by --lora {spec}; --base chooses another)."
+        return recorded, note if recorded != default else None
+    return default, None
+
+
 def _check_inputs(sampler: str | None, upsample_sampler: str, paths: list[Path | None],
                   base: str, low_res: Path | None, out: Path) -> None:
     """Everything that can be checked before a model loads: names, files, --out."""
@@ -179,7 +196,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Image i (of all) uses seed + i."),
         base: str = typer.Option("openai:base", "--base", help="Base model: openai:base, a "
                                  ".pt/.safetensors file or a run folder ('none' with "
-                                 "--low-res)."),
+                                 "--low-res); with --lora, the base the first base-model "
+                                 "adapter records."),
         upsampler: str = typer.Option("auto", "--upsampler", help="Upsampler model spec, "
                                       "'none', or 'auto' (OpenAI's for OpenAI's base)."),
         upsample_sampler: str = typer.Option(D.UPSAMPLE_SAMPLER, "--upsample-sampler",
@@ -234,6 +252,11 @@ def register(app: typer.Typer) -> None:
 
         for spec in lora or ():
             parse_lora_spec(spec)  # a bad scale: one sentence before any model loads
+        if lora and low_res is None and \
+                getattr(ctx.get_parameter_source("base"), "name", "") != "COMMANDLINE":
+            base, note = _recorded_base(lora, base)
+            if note:
+                err.print(note, markup=False, highlight=False, soft_wrap=True)
         _check_inputs(sampler, upsample_sampler, [low_res, inpaint_image, inpaint_mask],
                       base, low_res, out)
         base_spec = None if base == "none" or low_res is not None else base
