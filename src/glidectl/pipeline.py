@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,7 @@ class GlidePipeline:
         ``PATH[:SCALE]`` LoRA is merged into the model of the kind it was trained for; then
         ``torch.compile`` when asked. ``records`` keeps each model's spec, file and sha256.
         """
-        from .glide.loading import load_model, resolve_spec
+        from .glide.loading import follows_latest, load_model, read_resolved
 
         dev = pick_device(device)
         chosen = pick_precision(precision, dev)
@@ -212,12 +213,19 @@ class GlidePipeline:
         up_spec = resolve_upsampler(base, upsampler)
         models: dict[str, torch.nn.Module | None] = {"base": None, "upsample": None}
         records: dict[str, ModelRecord] = {}
+
+        def read(path: Path, moving: bool) -> tuple[Any, ...]:
+            """Weights, recommended settings and (of a run folder, whose file may go once
+            read) the sha256 now, all of one file."""
+            return (load_model(path, device=dev), recommended_settings(path),
+                    file_sha256(path) if moving else None)
+
         for stage, spec in (("base", base), ("upsample", up_spec)):
             if spec:
-                path = resolve_spec(spec)
-                models[stage] = load_model(path, device=dev)
-                records[stage] = ModelRecord(stage, str(spec), path,
-                                             recommended=recommended_settings(path))
+                path, (models[stage], recommended, sha) = read_resolved(
+                    spec, partial(read, moving=follows_latest(spec)))
+                records[stage] = ModelRecord(stage, str(spec), path, recommended=recommended,
+                                             _sha=sha)
         b, u = models["base"], models["upsample"]
         _check_models(b, u, records)
         if loras:

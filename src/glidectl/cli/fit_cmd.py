@@ -6,6 +6,7 @@ import os
 import shlex
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -173,16 +174,19 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
          write_to: Path, device: str, check_images: int, checked: list[str], options: dict
          ) -> None:
     from ..devices import pick_precision
-    from ..glide.loading import load_model, resolve_spec
+    from ..glide.loading import load_model, read_resolved
     from ..pipeline import file_sha256
     from ..step_fitting import fit_steps, model_guidance, reference, steps_for_calls
 
-    model = load_model(model_spec, device=device).eval()
+    def read(path: Path) -> tuple[Any, str, float]:  # all of one file: a run's latest moves
+        return (load_model(path, device=device).eval(), file_sha256(path),
+                model_guidance(str(path), guidance))
+
+    _, (model, model_sha256, scale) = read_resolved(model_spec, read)
     opts = model.options
     if opts.super_res or opts.inpaint:
         raise GlidectlError(f"fit-steps fits text-to-image base models, not {opts.kind} models "
                             f"like {model_spec!r}; pass a base model.")
-    scale = model_guidance(model_spec, guidance)
     prompts = in_turn(texts, images)
     typer.echo(f"reference: {reference_steps} dpm++3m steps for {images} tuning images "
                f"(guidance {scale:g}) on {device}", err=True)
@@ -198,7 +202,7 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
               f"{model_spec} (guidance {scale:g}, {images} tuning images from "
               f"{len(set(prompts))} prompts, noise seed {seed}, reference {reference_steps} "
               "dpm++3m Karras steps)", log=lambda m: typer.echo(m, err=True), held_out=held_out,
-              model_sha256=file_sha256(resolve_spec(model_spec, download=False)), **options)
+              model_sha256=model_sha256, **options)
     if write_to != path:
         os.replace(write_to, path)
     use = "bespoke" if method == "bespoke" else ("SAMPLER" if method == "gits" else sampler)

@@ -7,9 +7,13 @@ a ``checkpoints/`` folder or one ``step-NNNNNN`` folder.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -20,6 +24,8 @@ from .options import ModelOptions
 from .unet import GlideUNet, create_model
 
 _SOURCE_RE = re.compile(r"^([A-Za-z][\w.-]*):(.+)$")
+READ_TRIES = 5  # a run folder's checkpoint replaced while it was read: resolved again
+T = TypeVar("T")
 
 
 class LoraRunError(GlidectlError):
@@ -77,6 +83,56 @@ def resolve_spec(spec: str | Path, download: bool = True) -> Path:
     )
 
 
+def follows_latest(spec: str | Path) -> bool:
+    """Whether ``spec`` is a run or checkpoints folder: the file it names changes as its
+    training checkpoints (and prunes), unlike a file's or a step folder's."""
+    path = Path(spec).expanduser()
+    return path.is_dir() and runs.step_weights(path) is None
+
+
+def _same_file(pinned: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(pinned), os.stat(path))
+    except OSError:
+        return False
+
+
+def read_resolved(spec: str | Path, read: Callable[[Path], T], download: bool = True
+                  ) -> tuple[Path, T]:
+    """``read(path)`` on the weights file ``spec`` resolves to, every read in it of that one
+    file. A run folder's latest checkpoint may be pruned, or written again, by its training
+    while it is read: the file is held open (so no new file can take its place) and, when
+    it is gone or replaced by the end, ``spec`` is resolved and read anew."""
+    if not follows_latest(spec):
+        path = resolve_spec(spec, download=download)
+        return path, read(path)
+    for attempt in range(READ_TRIES):
+        path = resolve_spec(spec, download=download)
+        try:
+            pinned = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # pruned since it was resolved
+            time.sleep(0.05 * attempt)
+            continue
+        except OSError:  # unreadable: said by ``read`` in its own words
+            return path, read(path)
+        try:
+            result = read(path)
+        except (GlidectlError, OSError):
+            if _same_file(pinned, path):
+                raise
+            result = None  # the file went while it was read
+        finally:
+            moved = not _same_file(pinned, path)
+            os.close(pinned)
+        if not moved:
+            return path, result
+        time.sleep(0.05 * attempt)
+    raise GlidectlError(
+        f"The latest checkpoint of {str(spec)!r} was replaced {READ_TRIES} times while it "
+        "was read (its training checkpoints that often); run again, or pass one "
+        "checkpoints/step-NNNNNN folder of it.")
+
+
 def read_checkpoint(
     path: str | Path, kind: str | None = None, options: ModelOptions | None = None
 ) -> tuple[StateDict, ModelOptions]:
@@ -125,6 +181,6 @@ def load_model(
     from ..devices import pick_device
 
     device = pick_device(str(device))
-    path = resolve_spec(spec, download=download)
-    state, opts = read_checkpoint(path, kind=kind, options=options)
+    _, (state, opts) = read_resolved(
+        spec, lambda path: read_checkpoint(path, kind=kind, options=options), download)
     return build_from_state(state, opts, device=device, dtype=dtype)

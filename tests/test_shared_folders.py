@@ -1,0 +1,110 @@
+"""Several glidectl processes on one folder: a run read while it trains and prunes, two
+evals into one --out, ... The second process works on whole files or refuses in one line;
+the first is never harmed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tiny_configs import tiny_base_weights
+
+from glidectl import runs
+from glidectl.pipeline import file_sha256
+from glidectl.training.checkpointing import CheckpointManager
+
+
+def commit_step(run: Path, step: int, keep_last: int = 0) -> Path:
+    """Step ``step`` of a run, committed (and older steps pruned) as training does; each
+    step's weights file has its own bytes."""
+
+    def write(tmp: Path) -> None:
+        tiny_base_weights(tmp / runs.EMA_FILE, metadata={"step": str(step)})
+        runs.state_dir(tmp).mkdir()
+
+    return CheckpointManager(run / runs.CHECKPOINTS_DIR, keep_last).save(step, write)
+
+
+def test_a_run_pruned_after_its_model_loaded_records_the_loaded_file(tmp_path):
+    """The checkpoint a pipeline loaded from a run folder is pruned by the training before
+    anything asks for its sha256 (sample asks before its first image): the record holds
+    the loaded file's hash, not a FileNotFoundError."""
+    from glidectl.pipeline import GlidePipeline
+
+    run = tmp_path / "run"
+    loaded = commit_step(run, 1) / runs.EMA_FILE
+    sha = file_sha256(loaded)
+    pipe = GlidePipeline.from_specs(str(run), None, device="cpu", precision="fp32")
+    commit_step(run, 2, keep_last=1)
+    assert not loaded.exists()
+    info = pipe.models_info()["base"]
+    assert (info["path"], info["sha256"]) == (str(loaded), sha)
+
+
+def test_a_checkpoint_pruned_while_it_is_read_is_read_again_from_the_newest(tmp_path):
+    """Training commits step 2 and prunes step 1 while step 1 is being read: what was read
+    is dropped and the run resolved again, so every read is of one whole file."""
+    from glidectl.glide.loading import read_resolved
+
+    run = tmp_path / "run"
+    commit_step(run, 1)
+    seen = []
+
+    def read(path: Path) -> str:
+        seen.append(path)
+        if len(seen) == 1:
+            commit_step(run, 2, keep_last=1)  # the training, mid-read
+        return file_sha256(path)
+
+    path, sha = read_resolved(run, read)
+    step2 = run / "checkpoints" / "step-000002" / runs.EMA_FILE
+    assert seen == [run / "checkpoints" / "step-000001" / runs.EMA_FILE, step2]
+    assert (path, sha) == (step2, file_sha256(step2))
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GLIDECTL_LOAD_PLUGINS": ""}
+
+
+@contextmanager
+def paused(proc: subprocess.Popen) -> Iterator[None]:
+    """``proc`` stopped (SIGSTOP) for the block: what it is doing stays half-done."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGCONT)
+
+
+def test_fit_steps_records_the_weights_it_fitted_not_the_run_s_newer_ones(tmp_path):
+    """The run fit-steps fits checkpoints again (and prunes the step it loaded) during the
+    fit: the schedule file records the sha256 of the weights it was fitted to."""
+    run = tmp_path / "run"
+    fitted = file_sha256(commit_step(run, 1) / runs.EMA_FILE)
+    out = tmp_path / "fit.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glidectl", "fit-steps", str(run), "--prompt", "a red circle",
+         "--calls", "3", "--images", "1", "--check-images", "0", "--reference-steps", "12",
+         "--rounds", "1", "--out", str(out)],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:  # printed once the model is loaded
+            if line.startswith("reference:"):
+                break
+        with paused(proc):
+            newer = file_sha256(commit_step(run, 2, keep_last=1) / runs.EMA_FILE)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 0, err
+    assert newer != fitted
+    assert json.loads(out.read_text())["model_sha256"] == fitted
+
