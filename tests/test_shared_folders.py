@@ -9,10 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from tiny_configs import tiny_base_weights
 
 from glidectl import runs
@@ -108,3 +110,69 @@ def test_fit_steps_records_the_weights_it_fitted_not_the_run_s_newer_ones(tmp_pa
     assert newer != fitted
     assert json.loads(out.read_text())["model_sha256"] == fitted
 
+
+# --------------------------------------------------------------------------- eval
+def _wait_for(found: Callable[[], bool], proc: subprocess.Popen, what: str) -> None:
+    """Poll until ``found()``; the process must still be running."""
+    deadline = time.monotonic() + 120
+    while not found():
+        assert proc.poll() is None, f"it ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} in 120 s"
+        time.sleep(0.01)
+
+
+def test_an_eval_into_a_folder_another_eval_writes_is_one_line(tmp_path, capsys):
+    """A second eval (--resume, --skip-existing or a fresh one) into the --out a first eval
+    is writing stops in one line naming the folder, before any model loads; the first goes
+    on to a complete run whose metadata keeps its session."""
+    from test_sample_cmd import in_process
+
+    base = tiny_base_weights(tmp_path / "base.safetensors")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"a red circle number {i}\n" for i in range(6)))
+    out = tmp_path / "o"
+    args = ["eval", prompts, "--base", base, "--upsampler", "none", "--steps", "2", "-b", "1",
+            "--device", "cpu", "--out", out]
+    first = subprocess.Popen([sys.executable, "-m", "glidectl", *map(str, args)], env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: any(out.glob("*.png")), first, "its first image")
+        with paused(first):
+            for extra in (["--resume"], ["--skip-existing"], []):
+                second = in_process(capsys, *args, *extra)
+                assert second.returncode == 2, second
+                assert second.stderr == (
+                    f"Error: --out {str(out)!r} is being written by another glidectl eval; "
+                    "wait for it to finish (or stop it and continue it with --resume), or "
+                    "pass another --out.\n")
+        _, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=30)
+    assert first.returncode == 0, err
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["status"] == "complete" and meta["counts"]["generated"] == 6
+    assert [s["generated"] for s in meta["sessions"]] == [6]
+    # once it is done, the folder is free again
+    again = in_process(capsys, *args, "--resume")
+    assert again.returncode == 0, again.stderr
+
+
+def test_an_eval_whose_numbered_folder_another_took_meanwhile_takes_the_next(tmp_path):
+    """Two evals without --out both pick eval/0001 before either writes: the one that
+    creates it second goes to eval/0002, instead of mixing its images into the other's."""
+    from glidectl.eval_outputs import LOCK_FILE, claim_folder, next_eval_dir
+
+    root = tmp_path / "eval"
+    picked = next_eval_dir(root)  # what both saw
+    with claim_folder(picked, numbered=True) as first:
+        with claim_folder(picked, numbered=True) as second:
+            assert (first, second) == (root / "0001", root / "0002")
+            (second / "metadata.json").write_text("{}")
+    assert sorted(p.name for p in root.iterdir()) == ["0001", "0002"]
+    # a folder the run made and left empty (it failed before writing) is not left behind
+    with pytest.raises(RuntimeError), claim_folder(root / "0003", numbered=True):
+        raise RuntimeError("a model that does not load")
+    assert not (root / "0003").exists()
+    assert (root / "0001" / LOCK_FILE).is_file()  # a run that ended as it should keeps it

@@ -2,7 +2,8 @@
 
 A reader (or a run killed half-way) sees the old file or the new one, never a part. The temp
 name is ``.<name>.tmp`` in the same folder (same filesystem, so the rename is atomic); it is
-opened like any file, so the user's umask applies.
+opened like any file, so the user's umask applies. Also the lock that keeps a second process
+from writing a folder another one writes (:func:`lock_file`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from .errors import is_write_failure, write_error
+from .errors import GlidectlError, is_write_failure, write_error
 
 # errors of os.fsync where a filesystem does not do it (some FUSE and network mounts)
 NO_FSYNC = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EROFS}
@@ -152,3 +153,45 @@ def save_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[s
         save_file(tensors, str(tmp), metadata=metadata)
         os.chmod(tmp, umask_mode())
     return Path(path)
+
+
+def lock_file(path: str | Path, busy: str) -> IO[str] | None:
+    """Hold an exclusive lock on ``path`` (created if missing) until the returned file is
+    closed or the process ends (``kill -9`` included); ``GlidectlError(busy)`` when another
+    process holds it. A POSIX record lock: owned by the process (so never held by forked
+    data workers, and not refused to the process holding it). None where fcntl is missing
+    or the file cannot be created (a folder that takes no new file fails later, said there).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system
+        return None
+    try:
+        handle = open(path, "a+", encoding="utf-8")
+    except OSError:
+        return None
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise GlidectlError(busy) from None
+    return handle
+
+
+def is_locked(path: str | Path) -> bool:
+    """Whether another process holds :func:`lock_file` on ``path`` (no file: no). Not for a
+    file this process holds: closing the probe would release that lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system
+        return False
+    try:
+        handle = open(path, "r+", encoding="utf-8")
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+    return False

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,54 @@ def latest_eval_dir(root: str | Path = "eval") -> Path | None:
         return None
     numbered = sorted((int(p.name), p) for p in root.iterdir() if p.name.isdigit() and p.is_dir())
     return numbered[-1][1] if numbered else None
+
+
+LOCK_FILE = ".lock"  # locked by the eval writing the folder (:func:`claim_folder`)
+
+
+def busy_message(out: Path) -> str:
+    return (f"--out {str(out)!r} is being written by another glidectl eval; wait for it to "
+            "finish (or stop it and continue it with --resume), or pass another --out.")
+
+
+def refuse_if_busy(out: Path) -> None:
+    """One sentence when another eval is writing ``out`` (checked before any model loads;
+    :func:`claim_folder` is what keeps it out)."""
+    if atomic.is_locked(out / LOCK_FILE):
+        raise GlidectlError(busy_message(out))
+
+
+def holds_files(out: Path) -> bool:
+    """Whether ``out`` holds anything but an eval's lock file."""
+    return out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir())
+
+
+@contextmanager
+def claim_folder(out: Path, numbered: bool) -> Iterator[Path]:
+    """Create and lock ``out`` for one eval, until the block ends: a second eval into the
+    same folder is refused in one sentence instead of writing its images among (and over)
+    the first's. ``numbered``: ``out`` is the next ``eval/NNNN``; when another eval took it
+    meanwhile, the next free number is taken instead. A folder made here that the block
+    leaves with nothing in it is removed."""
+    while True:
+        created = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=not numbered)
+            break
+        except FileExistsError:
+            out = next_eval_dir(out.parent)
+    lock = atomic.lock_file(out / LOCK_FILE, busy_message(out))
+    try:
+        yield out
+    except BaseException:
+        if created and not holds_files(out):
+            with suppress(OSError):
+                (out / LOCK_FILE).unlink()
+                out.rmdir()
+        raise
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

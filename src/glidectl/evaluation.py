@@ -21,9 +21,11 @@ from . import __version__
 from .errors import GlidectlError
 from .eval_outputs import (
     check_wandb,
+    claim_folder,
     clean_temp_files,
     collect,
     grid,
+    holds_files,
     image_stems,
     index_width,
     is_whole_png,
@@ -32,6 +34,7 @@ from .eval_outputs import (
     next_eval_dir,
     padded_widths,
     read_metadata,
+    refuse_if_busy,
     slugify,
     write_json,
     write_pair,
@@ -176,7 +179,9 @@ def resolve_out(prompts: list[str], options: RunOptions) -> Path:
             out = next_eval_dir(options.eval_root)
     out = Path(out)
     check_out_dir(out)
-    busy = out.is_dir() and any(out.iterdir())
+    if not options.dry_run:  # a plan only reads
+        refuse_if_busy(out)
+    busy = holds_files(out)
     if busy and not (options.resume or options.skip_existing):
         raise GlidectlError(
             f"--out {str(out)!r} already holds files; pass --resume to continue that run, "
@@ -462,12 +467,12 @@ def run_eval(
     plugins.samplers().get(settings.base_stage.sampler)  # typos fail before any loading
     if settings.upsampler:
         plugins.samplers().get(settings.upsample_stage.sampler)
-    if options.resume or options.skip_existing:
-        plan.mark_done(out)
     if options.dry_run:
         from .model_cost import dry_run_plan
         from .pipeline import file_sha256
 
+        if options.resume or options.skip_existing:
+            plan.mark_done(out)
         models, info = dry_run_plan(plan, settings, device, pipeline)
         header = _header(prompts_file, prompts, out, settings, models, device, options)
         if _continues(options, prior, out):  # the plan of a run the real one would refuse
@@ -483,48 +488,56 @@ def run_eval(
         pipeline, load_s = _load(settings, options, device)
     stage_opts = settings.stage_options()  # an unusable schedule: one sentence, nothing written
     per_batch = {s: pipeline.calls_per_batch(s, stage_opts[s]) for s in pipeline.stage_models()}
-    calls = plan.model_calls(lambda stage: per_batch.get(stage, 0))
-    models = pipeline.models_info()
-    header = _header(prompts_file, prompts, out, settings, models, device, options)
-    if _continues(options, prior, out):
-        _check_continues(options, prior, out, prompts, settings, models, header)
-    _read_prompts_as_used(pipeline, plan, emit)
+    with claim_folder(out, numbered=options.out is None and not options.resume) as out:
+        # read again now that it is this process's: an eval that held it may have written
+        if not (options.resume or options.skip_existing) and holds_files(out):
+            raise GlidectlError(
+                f"--out {str(out)!r} already holds files; pass --resume to continue that "
+                "run, --skip-existing to keep finished prompts, or another --out.")
+        prior = read_metadata(out / META_FILE)
+        if options.resume or options.skip_existing:
+            plan.mark_done(out)
+        calls = plan.model_calls(lambda stage: per_batch.get(stage, 0))
+        models = pipeline.models_info()
+        header = _header(prompts_file, prompts, out, settings, models, device, options)
+        if _continues(options, prior, out):
+            _check_continues(options, prior, out, prompts, settings, models, header)
+        _read_prompts_as_used(pipeline, plan, emit)
 
-    out.mkdir(parents=True, exist_ok=True)
-    clean_temp_files(out)
-    sessions = list((prior or {}).get("sessions", [])) if options.resume else []
-    write_json(out / META_FILE, {**header, "status": "running", "sessions": sessions})
-    total = len(prompts) * settings.n
-    emit("start", total=total, done=len(plan.done) * settings.n, out=str(out))
-    timings: dict[str, float] = {}
-    t_gen = time.perf_counter()
-    fresh = _generate_all(plan, pipeline, out, scorer, emit, timings)
-    gen_s = time.perf_counter() - t_gen
-    t_metrics = time.perf_counter()
-    fields, images, grid_image = _finish(out, plan, fresh, scorer, clip_reason, header)
-    if fid_features is not None:
-        from .fid import eval_fid
+        clean_temp_files(out)
+        sessions = list((prior or {}).get("sessions", [])) if options.resume else []
+        write_json(out / META_FILE, {**header, "status": "running", "sessions": sessions})
+        total = len(prompts) * settings.n
+        emit("start", total=total, done=len(plan.done) * settings.n, out=str(out))
+        timings: dict[str, float] = {}
+        t_gen = time.perf_counter()
+        fresh = _generate_all(plan, pipeline, out, scorer, emit, timings)
+        gen_s = time.perf_counter() - t_gen
+        t_metrics = time.perf_counter()
+        fields, images, grid_image = _finish(out, plan, fresh, scorer, clip_reason, header)
+        if fid_features is not None:
+            from .fid import eval_fid
 
-        result = eval_fid(images, str(options.fid_reference), fid_features)
-        fields["metrics"]["fid"] = ({"absent": result["fid_missing"]} if "fid_missing" in result
-                                    else result)
-    generated = len(fresh) * settings.n
-    session_timings = {
-        "load_s": load_s, **{f"{k}_s": v for k, v in timings.items()}, "generate_s": gen_s,
-        "metrics_s": time.perf_counter() - t_metrics, "total_s": time.perf_counter() - t_start,
-        "images_per_s": generated / gen_s if generated and gen_s > 0 else None,
-    }
-    sessions.append({"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                     "resumed": options.resume, "generated": generated,
-                     "model_calls": calls, "timings": session_timings})
-    meta = {**header, "status": "complete", "counts": _counts(len(prompts), total, generated),
-            **fields, "model_calls": {"per_batch": per_batch, "this_session": calls},
-            "timings": session_timings, "sessions": sessions}
-    notes = []
-    if options.wandb_project:
-        meta["wandb_run_id"] = log_wandb(options.wandb_project, options.wandb_entity,
-                                         options.wandb_mode, out, meta, images, grid_image)
-        notes.append(f"W&B run {meta['wandb_run_id']} logged to project "
-                     f"{options.wandb_project!r}.")
-    write_json(out / META_FILE, meta)
-    return EvalReport(out, meta, notes)
+            result = eval_fid(images, str(options.fid_reference), fid_features)
+            fields["metrics"]["fid"] = ({"absent": result["fid_missing"]} if "fid_missing" in result
+                                        else result)
+        generated = len(fresh) * settings.n
+        session_timings = {
+            "load_s": load_s, **{f"{k}_s": v for k, v in timings.items()}, "generate_s": gen_s,
+            "metrics_s": time.perf_counter() - t_metrics, "total_s": time.perf_counter() - t_start,
+            "images_per_s": generated / gen_s if generated and gen_s > 0 else None,
+        }
+        sessions.append({"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                         "resumed": options.resume, "generated": generated,
+                         "model_calls": calls, "timings": session_timings})
+        meta = {**header, "status": "complete", "counts": _counts(len(prompts), total, generated),
+                **fields, "model_calls": {"per_batch": per_batch, "this_session": calls},
+                "timings": session_timings, "sessions": sessions}
+        notes = []
+        if options.wandb_project:
+            meta["wandb_run_id"] = log_wandb(options.wandb_project, options.wandb_entity,
+                                             options.wandb_mode, out, meta, images, grid_image)
+            notes.append(f"W&B run {meta['wandb_run_id']} logged to project "
+                         f"{options.wandb_project!r}.")
+        write_json(out / META_FILE, meta)
+        return EvalReport(out, meta, notes)

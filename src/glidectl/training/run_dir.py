@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import IO
 
 from .. import runs
+from ..atomic import lock_file
 from ..config import GlideConfig
 from ..errors import GlidectlError
 
@@ -62,27 +63,12 @@ def check_writable(directory: Path, needed_bytes: int = MIN_FREE_BYTES) -> None:
 
 def lock_run(run: runs.RunDir) -> IO[str] | None:
     """Hold an exclusive lock on the run folder until the returned file is closed (or the
-    process dies, ``kill -9`` included): a second process training the same run stops here
-    instead of both writing (and one truncating) its files. A POSIX record lock: owned by
-    the process, so a notebook's second Trainer on the run is not refused, and never held
-    by forked data workers. None where fcntl is missing."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not a POSIX system
-        return None
-    try:
-        handle = open(run.lock, "a+", encoding="utf-8")
-    except OSError:
-        return None  # a folder that takes no new file was reported by check_writable
-    try:
-        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise GlidectlError(
-            f"Run {str(run.root)!r} is being trained by another glidectl process; wait for "
-            "it to finish (or stop it), or pick another --name."
-        ) from None
-    return handle
+    process dies): a second process training the same run stops here instead of both
+    writing (and one truncating) its files. A notebook's second Trainer on the run is not
+    refused (:func:`glidectl.atomic.lock_file`)."""
+    return lock_file(run.lock, (
+        f"Run {str(run.root)!r} is being trained by another glidectl process; wait for it "
+        "to finish (or stop it), or pick another --name."))
 
 
 def pick_run_dir(cfg: GlideConfig, resume: str | None) -> tuple[runs.RunDir, Path | None]:
