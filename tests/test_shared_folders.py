@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from tiny_configs import tiny_base_weights
 
 from glidectl import runs
@@ -176,3 +177,27 @@ def test_an_eval_whose_numbered_folder_another_took_meanwhile_takes_the_next(tmp
         raise RuntimeError("a model that does not load")
     assert not (root / "0003").exists()
     assert (root / "0001" / LOCK_FILE).is_file()  # a run that ended as it should keeps it
+
+
+# --------------------------------------------------------------------------- web UI
+def test_the_ui_samples_from_the_checkpoint_a_run_names_now(tmp_path):
+    """A UI started on a runs folder while a run trains: each click samples from the
+    run's newest checkpoint (not the one of the first click, for as long as the UI runs),
+    says which file it was, and keeps one copy of the run's model in memory."""
+    from glidectl.ui.backend import UiBackend
+
+    runs_dir = tmp_path / "runs"
+    commit_step(runs_dir / "t", 1)
+    backend = UiBackend(runs_dir, device="cpu", output_dir=tmp_path / "out")
+    click = dict(n=1, sampler="euler", base_steps=1, base="t/", seed=1)
+    first = backend.generate("a red circle", **click)
+    again = backend.generate("a red circle", **click)
+    step1 = runs_dir / "t" / "checkpoints" / "step-000001" / runs.EMA_FILE
+    assert first.settings["base_file"] == again.settings["base_file"] == str(step1)
+    assert backend.cache.loads == 1
+    step2 = commit_step(runs_dir / "t", 2, keep_last=1) / runs.EMA_FILE  # the training
+    later = backend.generate("a red circle", **click)
+    assert later.settings["base_file"] == str(step2)
+    assert backend.cache.loads == 2 and len(backend.cache) == 1
+    params = json.loads(Image.open(later.files[0]).text["parameters"])
+    assert params["base_file"] == str(step2)

@@ -21,6 +21,7 @@ from .models import (
     ModelCache,
     ModelChoice,
     base_choices,
+    checkpoint_now,
     list_models,
     lora_choices,
     memory_use,
@@ -209,9 +210,11 @@ class UiBackend:
         key = (base_c.spec, up_c.spec if up_c else None,
                (lora_c.spec, float(lora_scale)) if lora_c else None, precision, compile,
                self.device)
+        # a run folder's newest checkpoint: its training may have written one since
+        version = tuple(checkpoint_now(c.spec) if c else None for c in (base_c, up_c, lora_c))
         t0 = time.perf_counter()
         pipe = self.cache.get(key, lambda: self._load(key, base_c, up_c, lora_c, lora_scale,
-                                                       precision, compile))
+                                                       precision, compile), version)
         load_s = time.perf_counter() - t0
         given = {"sampler": sampler or None, "steps": int(base_steps) if base_steps else None,
                  "guidance": guidance, "upsample_steps": up_steps if up_c else None,
@@ -246,6 +249,7 @@ class UiBackend:
         from ..pipeline import GlidePipeline
 
         loras = (f"{lora.spec}:{lora_scale}",) if lora else ()
+        self._load_notes.pop(key, None)  # an earlier checkpoint's
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pipe = GlidePipeline.from_specs(base.spec, up.spec if up else None, loras=loras,

@@ -74,7 +74,7 @@ def _dir_choices(models_dir: Path) -> list[ModelChoice]:
     """Weights files and training run folders directly inside ``models_dir``."""
     if not models_dir.is_dir():
         return []
-    from ..glide.loading import weights_in_dir
+    from ..glide.loading import read_resolved
 
     out = []
     for child in sorted(models_dir.iterdir()):
@@ -83,11 +83,11 @@ def _dir_choices(models_dir: Path) -> list[ModelChoice]:
         if child.is_file() and child.suffix in WEIGHT_SUFFIXES:
             out.append(ModelChoice(child.name, str(child), _file_kind(child)))
         elif child.is_dir():
-            try:
-                weights = weights_in_dir(child)
+            try:  # the kind of the checkpoint it names, not of one its training pruned
+                _, kind = read_resolved(child, _file_kind, download=False)
             except GlidectlError:
                 continue
-            out.append(ModelChoice(f"{child.name}/", str(child), _file_kind(weights)))
+            out.append(ModelChoice(f"{child.name}/", str(child), kind))
     return out
 
 
@@ -146,23 +146,41 @@ def pick(choices: list[ModelChoice], label: str | None, what: str) -> ModelChoic
                         "models on disk; reload the page for the current list.")
 
 
+def checkpoint_now(spec: str) -> tuple[str, int] | None:
+    """The step folder a run-folder spec names now, and its inode (a step written again is
+    another folder); None for files and sources, which do not move on."""
+    from .. import runs
+
+    path = Path(spec)
+    step = runs.latest_under(path) if path.is_dir() else None
+    try:
+        return (str(step), step.stat().st_ino) if step is not None else None
+    except OSError:  # pruned just now: the next look finds the newer one
+        return None
+
+
 class ModelCache:
-    """Loaded objects by key; each key is loaded once and kept (thread-safe)."""
+    """Loaded objects by key; each key is loaded once and kept (thread-safe) while its
+    ``version`` (the checkpoints a run folder names) stays the same."""
 
     def __init__(self) -> None:
-        self._items: dict[Any, Any] = {}
+        self._items: dict[Any, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
         self.loads = 0
 
-    def get(self, key: Any, load: Callable[[], Any]) -> Any:
+    def get(self, key: Any, load: Callable[[], Any], version: Any = None) -> Any:
+        """The object for ``key``, loaded now when absent or of another ``version`` (the
+        old one is let go first: one copy in memory)."""
         with self._lock:
-            if key not in self._items:
-                self._items[key] = load()
+            held = self._items.get(key)
+            if held is None or held[0] != version:
+                self._items.pop(key, None)
+                self._items[key] = (version, load())
                 self.loads += 1
-            return self._items[key]
+            return self._items[key][1]
 
     def values(self) -> list[Any]:
-        return list(self._items.values())
+        return [value for _, value in self._items.values()]
 
     def __contains__(self, key: Any) -> bool:
         return key in self._items
