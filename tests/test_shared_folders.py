@@ -201,3 +201,53 @@ def test_the_ui_samples_from_the_checkpoint_a_run_names_now(tmp_path):
     assert backend.cache.loads == 2 and len(backend.cache) == 1
     params = json.loads(Image.open(later.files[0]).text["parameters"])
     assert params["base_file"] == str(step2)
+
+
+# --------------------------------------------------------------------------- LoRA
+def test_sample_with_the_adapter_of_a_lora_run_that_trains_and_prunes(tmp_path):
+    """`sample --lora RUN` while that LoRA run checkpoints (here every half second, keeping
+    one): the adapter, its config, weights and metadata, is read from one checkpoint, not
+    half from one pruned meanwhile ("is not a readable LoRA config", exit 2)."""
+    import torch
+
+    from glidectl.config import LoraConfig
+    from glidectl.glide import load_model
+    from glidectl.lora import inject_lora, save_adapter
+
+    base = tiny_base_weights(tmp_path / "base.safetensors")
+    model = load_model(base)
+    cfg = LoraConfig(targets=["attention"], rank=2, alpha=2.0)
+    names = inject_lora(model, cfg)
+    checkpoints = CheckpointManager(tmp_path / "lora" / runs.CHECKPOINTS_DIR, keep_last=1)
+
+    def commit(step: int) -> None:  # what the LoRA training does at each checkpoint
+        def write(tmp: Path) -> None:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if ".lora_B." in name:
+                        p.normal_(0.0, 0.05)
+            save_adapter(model, tmp / runs.EMA_ADAPTER_DIR, cfg=cfg, target_names=names,
+                         base_spec=str(base), step=step)
+            runs.state_dir(tmp).mkdir()
+
+        checkpoints.save(step, write)
+
+    commit(1)
+    sample = subprocess.Popen(
+        [sys.executable, "-m", "glidectl", "sample", "a red circle", "--base", str(base),
+         "--lora", str(tmp_path / "lora"), "--upsampler", "none", "--steps", "1", "-q",
+         "--out", str(tmp_path / "out")],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        step, deadline = 1, time.monotonic() + 300
+        while sample.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)  # the training's pace, not a wait for the sampler
+            step += 1
+            commit(step)
+        out, err = sample.communicate(timeout=30)
+    finally:
+        if sample.poll() is None:
+            sample.kill()
+            sample.wait(timeout=30)
+    assert sample.returncode == 0, err
+    assert out.strip() == str(tmp_path / "out" / "00000.png") and step > 2

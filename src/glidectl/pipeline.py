@@ -233,11 +233,8 @@ class GlidePipeline:
 
             by_kind = {m.options.kind: records[s] for s, m in models.items() if m is not None}
             for entry in apply_loras_by_kind([b, u], list(loras)):
-                record = {k: entry[k] for k in ("path", "scale", "modules")}
-                from .lora import read_adapter
-
-                sha = file_sha256(read_adapter(str(entry["path"])).weights_path)
-                by_kind[entry["kind"]].loras.append({**record, "sha256": sha})
+                record = {k: entry[k] for k in ("path", "scale", "modules", "sha256")}
+                by_kind[entry["kind"]].loras.append(record)
         for model in (b, u):
             if model is not None:
                 model.eval()

@@ -97,17 +97,21 @@ def _same_file(pinned: int, path: Path) -> bool:
         return False
 
 
-def read_resolved(spec: str | Path, read: Callable[[Path], T], download: bool = True
-                  ) -> tuple[Path, T]:
-    """``read(path)`` on the weights file ``spec`` resolves to, every read in it of that one
-    file. A run folder's latest checkpoint may be pruned, or written again, by its training
-    while it is read: the file is held open (so no new file can take its place) and, when
-    it is gone or replaced by the end, ``spec`` is resolved and read anew."""
+def read_resolved(spec: str | Path, read: Callable[[Path], T], download: bool = True,
+                  resolve: Callable[[Path], Path] | None = None) -> tuple[Path, T]:
+    """``read(path)`` on the weights file ``spec`` resolves to (``resolve(spec)``: another
+    file or folder, such as a LoRA run's adapter folder), every read in it of that one file.
+    A run folder's latest checkpoint may be pruned, or written again, by its training while
+    it is read: the file is held open (so no new file can take its place) and, when it is
+    gone or replaced by the end, ``spec`` is resolved and read anew."""
+    def find() -> Path:
+        return resolve(Path(spec)) if resolve else resolve_spec(spec, download=download)
+
     if not follows_latest(spec):
-        path = resolve_spec(spec, download=download)
+        path = find()
         return path, read(path)
     for attempt in range(READ_TRIES):
-        path = resolve_spec(spec, download=download)
+        path = find()
         try:
             pinned = os.open(path, os.O_RDONLY)
         except FileNotFoundError:  # pruned since it was resolved

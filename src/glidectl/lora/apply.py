@@ -152,21 +152,24 @@ def apply_loras(
     Returns the same model, with ``model.applied_loras`` listing path, scale and modules.
     Wrong kind or architecture is a GlidectlError; other base weights only warn.
     """
-    applied: list[dict[str, Any]] = list(getattr(model, "applied_loras", []))
-    # Stacked adapters are all checked against the weights before the first was merged.
-    base_hash = getattr(model, "base_sha256", None)
     for spec in specs:
         spec = parse_lora_spec(spec)
-        adapter = read_adapter(spec.path)
-        if check_hash and base_hash is None and adapter.meta.get("base_sha256"):
-            base_hash = weights_sha256(model) if is_full_precision(model) else ""
-        n = attach_adapter(model, adapter, spec.scale, "glidectl_lora", check_hash, base_hash)
-        merge_and_unload(model)
-        applied.append({"path": spec.path, "scale": spec.scale, "modules": n})
-    model.applied_loras = applied
+        _merge(model, read_adapter(spec.path), spec, check_hash)
+    return model
+
+
+def _merge(model: nn.Module, adapter: AdapterFiles, spec: LoraSpec, check_hash: bool) -> None:
+    """Merge one adapter read from ``spec.path``; ``model.applied_loras`` lists it."""
+    # Stacked adapters are all checked against the weights before the first was merged.
+    base_hash = getattr(model, "base_sha256", None)
+    if check_hash and base_hash is None and adapter.meta.get("base_sha256"):
+        base_hash = weights_sha256(model) if is_full_precision(model) else ""
+    n = attach_adapter(model, adapter, spec.scale, "glidectl_lora", check_hash, base_hash)
+    merge_and_unload(model)
+    model.applied_loras = [*getattr(model, "applied_loras", []),
+                           {"path": spec.path, "scale": spec.scale, "modules": n}]
     if base_hash is not None:
         model.base_sha256 = base_hash
-    return model
 
 
 def check_output(out: Path, force: bool = False) -> None:
@@ -198,20 +201,23 @@ def merge_adapter(
     import json
 
     from ..glide import load_model, save_weights
+    from ..glide.loading import read_resolved
     from ..out_dir import check_out_dir
 
     out = Path(output)
     check_output(out, force)
     check_out_dir(out.parent, "--output folder")
     adapter = read_adapter(adapter_path)
-    model = load_model(base)
+    # the model and its sampling defaults of one file (a training base run moves on)
+    _, (model, defaults) = read_resolved(base, lambda path: (load_model(path),
+                                                             _sampling_defaults(str(path))))
     model.float()
     n = attach_adapter(model, adapter, scale, "glidectl_lora")
     merge_and_unload(model)
     meta = {"lora_merged": json.dumps(
         [{"adapter": str(adapter_path), "scale": scale, "base": base, "modules": n}]
     )}
-    meta.update(_sampling_defaults(base))
+    meta.update(defaults)
     save_weights(model, out, metadata=meta)
     return MergeResult(out, n, len(adapter.module_names))
 
@@ -235,12 +241,14 @@ def apply_loras_by_kind(
 ) -> list[dict[str, Any]]:
     """Apply each adapter to the loaded model of the kind it was trained for (e.g. base and
     upsampler of one pipeline); one without metadata goes to the first model. Returns what
-    was applied, per adapter: path, scale, modules and the model kind."""
+    was applied, per adapter: path, scale, modules, the model kind and the sha256 of the
+    adapter file (read once: a LoRA run's latest moves on as it trains)."""
     loaded = [m for m in models if m is not None]
     applied: list[dict[str, Any]] = []
     for spec in specs:
         spec = parse_lora_spec(spec)
-        kind = read_adapter(spec.path).meta.get("model_kind")
+        adapter = read_adapter(spec.path)
+        kind = adapter.meta.get("model_kind")
         target = next((m for m in loaded if not kind or m.options.kind == kind), None)
         if target is None:
             have = ", ".join(m.options.kind for m in loaded) or "none"
@@ -249,6 +257,7 @@ def apply_loras_by_kind(
                 f"loaded models are {have}; load {a_or_an(str(kind))} model (e.g. "
                 "--base/--upsampler) or drop this --lora."
             )
-        apply_loras(target, [spec])
-        applied.append({**target.applied_loras[-1], "kind": target.options.kind})
+        _merge(target, adapter, spec, True)
+        applied.append({**target.applied_loras[-1], "kind": target.options.kind,
+                        "sha256": adapter.sha256})
     return applied

@@ -77,6 +77,7 @@ class AdapterFiles:
     state: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
     weights_file: str = WEIGHTS_FILE  # the file in ``path`` the weights came from
+    sha256: str = ""  # of that file's bytes as they were read
 
     @property
     def weights_path(self) -> Path:
@@ -139,11 +140,21 @@ def save_adapter(
 
 
 def read_adapter(path: str | Path) -> AdapterFiles:
-    """Read an adapter dir (its .safetensors, or a LoRA run: its latest EMA adapter).
+    """Read an adapter dir (its .safetensors, or a LoRA run: its latest EMA adapter, all of
+    one checkpoint however its training prunes meanwhile).
 
     Bad input is a GlidectlError.
     """
+    from ..glide.loading import follows_latest, read_resolved
+
     p = Path(path)
+    if follows_latest(p) and not (p / CONFIG_FILE).is_file():  # a LoRA run or checkpoints/
+        return read_resolved(p, _read_adapter, resolve=latest_adapter)[1]
+    return _read_adapter(p)
+
+
+def _read_adapter(path: Path) -> AdapterFiles:
+    p = path
     if p.is_file() and not (p.parent / CONFIG_FILE).is_file():
         raise GlidectlError(
             f"{str(path)!r} is not a LoRA adapter: pass the folder written by 'glidectl lora' "
@@ -208,7 +219,9 @@ def read_adapter(path: str | Path) -> AdapterFiles:
             "glidectl does not apply; save the adapter without modules_to_save, or merge it "
             "with peft (merge_and_unload) and pass the merged weights as the model."
         )
-    return AdapterFiles(directory, config, state, meta, weights.name)
+    from ..pipeline import file_sha256
+
+    return AdapterFiles(directory, config, state, meta, weights.name, file_sha256(weights))
 
 
 def _pickled_state(path: Path) -> dict[str, torch.Tensor]:
