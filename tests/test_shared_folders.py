@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from tiny_configs import tiny_base_weights
@@ -251,3 +252,69 @@ def test_sample_with_the_adapter_of_a_lora_run_that_trains_and_prunes(tmp_path):
             sample.wait(timeout=30)
     assert sample.returncode == 0, err
     assert out.strip() == str(tmp_path / "out" / "00000.png") and step > 2
+
+
+# --------------------------------------------------------------------------- schedule files
+def _schedule_file(path: Path, second: float) -> Path:
+    """A schedule file as fit-steps writes it (3 steps), written whole and renamed in."""
+    from glidectl.atomic import write_json
+
+    return write_json(path, {"format": "glidectl.schedule/1", "sampler": "unipc",
+                             "positions": {"3": [0.0, second, 0.95]}})
+
+
+def test_a_schedule_file_refitted_during_a_sample_run_changes_none_of_its_images(tmp_path):
+    """fit-steps replaces the file a `sample` run is sampling on after its first batch: every
+    image of the run comes from the file as it was when the run began."""
+    from glidectl.pipeline import GlidePipeline
+
+    base = tiny_base_weights(tmp_path / "base.safetensors")
+    pipe = GlidePipeline.from_specs(str(base), None, device="cpu", precision="fp32")
+    schedule = _schedule_file(tmp_path / "schedule.json", 0.3)
+    refitted = _schedule_file(tmp_path / "refit.json", 0.6)
+
+    def images(**kw) -> list:
+        return [np.asarray(im) for im in pipe.generate(
+            "a red circle", n=2, batch_size=1, seed=3, sampler="unipc", steps=3,
+            schedule=str(schedule), **kw)]
+
+    def refit(batch: list) -> None:  # what fit-steps does when it finishes
+        if refitted.exists():
+            os.replace(refitted, schedule)
+
+    before = images()
+    during = images(on_images=refit)
+    after = images()
+    assert all(np.array_equal(a, b) for a, b in zip(during, before, strict=True))
+    assert not np.array_equal(after[1], before[1])  # the refit makes other pictures
+
+
+def test_a_schedule_file_refitted_during_an_eval_changes_none_of_its_images(tmp_path):
+    """The same for `eval`, whose metadata.json records the file's sha256: the images and
+    the hash are of the file as the run began."""
+    from glidectl.eval_settings import EvalSettings, Stage
+    from glidectl.evaluation import RunOptions, run_eval
+    from glidectl.pipeline import GlidePipeline
+
+    base = tiny_base_weights(tmp_path / "base.safetensors")
+    pipe = GlidePipeline.from_specs(str(base), None, device="cpu", precision="fp32")
+    schedule = _schedule_file(tmp_path / "schedule.json", 0.3)
+    sha = file_sha256(schedule)
+    refitted = _schedule_file(tmp_path / "refit.json", 0.6)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    settings = EvalSettings(base=str(base), upsampler=None, batch_size=1,
+                            base_stage=Stage("unipc", 3, 3.0, str(schedule)))
+
+    def refit(kind: str, **info) -> None:  # fit-steps finishes after the first image
+        if kind == "images" and refitted.exists():
+            os.replace(refitted, schedule)
+
+    before = run_eval(prompts, settings, RunOptions(out=tmp_path / "a", device="cpu"),
+                      pipeline=pipe)
+    during = run_eval(prompts, settings, RunOptions(out=tmp_path / "b", device="cpu"),
+                      on_event=refit, pipeline=pipe)
+    assert during.metadata["schedule_sha256"] == before.metadata["schedule_sha256"] == sha
+    for name in ("000_a-red-circle.png", "001_a-blue-square.png"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / name)),
+                              np.asarray(Image.open(tmp_path / "b" / name))), name

@@ -8,6 +8,7 @@ a recorded value; one that would change the images is a one-line error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -338,7 +339,7 @@ def schedule_digests(settings: EvalSettings) -> dict[str, str]:
     """sha256 of each stage's schedule file (a refit under the same name changes the images)
     by its metadata.json key (:data:`SCHEDULE_KEYS`); stages on a named schedule, and the
     upsample stage of a run without an upsampler, have none."""
-    from .pipeline import file_sha256
+    from .samplers.schedule_files import schedule_bytes
     from .samplers.tuned import is_schedule_file
 
     digests = {}
@@ -348,7 +349,7 @@ def schedule_digests(settings: EvalSettings) -> dict[str, str]:
                 schedule and is_schedule_file(schedule)):
             continue
         try:
-            digests[key] = file_sha256(schedule)
+            digests[key] = hashlib.sha256(schedule_bytes(schedule)).hexdigest()
         except OSError as exc:
             raise GlidectlError(
                 f"Cannot read schedule file {schedule!r} ({exc}); pass the file glidectl "

@@ -54,6 +54,7 @@ from .eval_settings import (
 )
 from .out_dir import PROMPT_EXCERPT_CHARS, check_out_dir, prompt_record
 from .prompt_files import read_prompt_file
+from .samplers.schedule_files import read_once
 
 __all__ = ["EvalSettings", "Plan", "RunOptions", "Stage", "check_resume", "image_seed",
            "image_stems", "next_eval_dir", "read_prompts", "resolve_settings", "run_eval",
@@ -443,6 +444,7 @@ def _counts(prompts: int, total: int, generated: int) -> dict[str, int]:
             "kept": total - generated}
 
 
+@read_once()  # every image and the sha256 recorded from one version of a schedule file
 def run_eval(
     prompts_file: str | Path, settings: EvalSettings, options: RunOptions | None = None,
     on_event: EventFn | None = None, pipeline: Any = None,

@@ -24,6 +24,7 @@ from .devices import Precision, pick_device, pick_precision
 from .errors import GlidectlError, a_or_an
 from .images import to_pil
 from .ranges import FLAGS, SEED, STEPS, check
+from .samplers.schedule_files import read_once
 from .samplers.tuned import is_schedule_file, model_warning, schedule_file_warning
 from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public entry point)
     BASE_DEFAULTS,
@@ -374,6 +375,7 @@ class GlidePipeline:
             model, self.diffusion if stage == "base" else None))
 
     # ----------------------------------------------------------------- sampling
+    @read_once()  # a schedule file refitted meanwhile changes none of the pictures
     def generate(
         self,
         prompts: str | Sequence[str],

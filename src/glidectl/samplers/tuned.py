@@ -30,6 +30,7 @@ import torch
 
 from ..atomic import write_text
 from ..errors import GlidectlError, one_line
+from .schedule_files import schedule_bytes
 from .schedules import append_zero
 from .spec import as_sampler
 
@@ -115,7 +116,7 @@ def _number(value: Any) -> bool:
 def _load(path: str | Path) -> dict:
     """A schedule file's JSON object (one-sentence errors; {} for a non-object)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(schedule_bytes(path))
     except FileNotFoundError:
         raise GlidectlError(f"Schedule file {str(path)!r} does not exist; write one with "
                             "glidectl fit-steps MODEL --prompts PROMPTS.txt --out FILE, or name "
