@@ -86,6 +86,43 @@ def paused(proc: subprocess.Popen) -> Iterator[None]:
         proc.send_signal(signal.SIGCONT)
 
 
+def while_training(args: list, commit: Callable[[int], object]
+                   ) -> tuple[subprocess.CompletedProcess, int]:
+    """``glidectl ARGS`` run while ``commit(step)`` checkpoints a run every half second, as
+    its training would (step 2 on); the result and the last step committed."""
+    proc = subprocess.Popen([sys.executable, "-m", "glidectl", *map(str, args)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        step, deadline = 1, time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)  # the training's pace, not a wait for the other process
+            step += 1
+            commit(step)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), step
+
+
+def test_export_of_a_run_that_trains_and_prunes(tmp_path):
+    """`glidectl export RUN` while the run checkpoints each half second, keeping one: the
+    weights and their metadata come from one checkpoint, not "does not exist" (exit 2) for
+    the one pruned while torch was imported."""
+    from glidectl.glide.checkpoints import read_metadata
+
+    run = tmp_path / "run"
+    commit_step(run, 1)
+    export, steps = while_training(["export", run, "-o", tmp_path / "out.safetensors"],
+                                   lambda step: commit_step(run, step, keep_last=1))
+    assert export.returncode == 0, export.stderr
+    source = Path(export.stdout.split("(from ")[1].rstrip(")\n"))
+    assert source.parent.parent == run / "checkpoints" and steps > 2
+    assert read_metadata(tmp_path / "out.safetensors")["step"] == str(runs.step_of(
+        source.parent))
+
+
 def test_fit_steps_records_the_weights_it_fitted_not_the_run_s_newer_ones(tmp_path):
     """The run fit-steps fits checkpoints again (and prunes the step it loaded) during the
     fit: the schedule file records the sha256 of the weights it was fitted to."""
@@ -234,24 +271,11 @@ def test_sample_with_the_adapter_of_a_lora_run_that_trains_and_prunes(tmp_path):
         checkpoints.save(step, write)
 
     commit(1)
-    sample = subprocess.Popen(
-        [sys.executable, "-m", "glidectl", "sample", "a red circle", "--base", str(base),
-         "--lora", str(tmp_path / "lora"), "--upsampler", "none", "--steps", "1", "-q",
-         "--out", str(tmp_path / "out")],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        step, deadline = 1, time.monotonic() + 300
-        while sample.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)  # the training's pace, not a wait for the sampler
-            step += 1
-            commit(step)
-        out, err = sample.communicate(timeout=30)
-    finally:
-        if sample.poll() is None:
-            sample.kill()
-            sample.wait(timeout=30)
-    assert sample.returncode == 0, err
-    assert out.strip() == str(tmp_path / "out" / "00000.png") and step > 2
+    sample, steps = while_training(
+        ["sample", "a red circle", "--base", base, "--lora", tmp_path / "lora", "--upsampler",
+         "none", "--steps", "1", "-q", "--out", tmp_path / "out"], commit)
+    assert sample.returncode == 0, sample.stderr
+    assert sample.stdout.strip() == str(tmp_path / "out" / "00000.png") and steps > 2
 
 
 # --------------------------------------------------------------------------- schedule files

@@ -25,14 +25,9 @@ def find_step_dir(run: Path) -> Path:
     )
 
 
-def export_weights(run: Path, output: Path, ema: bool | None = None,
-                   force: bool = False) -> tuple[Path, Path]:
-    """Copy a checkpoint's weights (EMA by default when there are any) to ``output``.
-
-    Returns (source file, written file). The options and step travel in the metadata.
-    """
-    from ..glide import read_weights, save_weights
-
+def _source(run: Path, ema: bool | None, output: Path) -> Path:
+    """The weights file of ``run``'s step folder to export (EMA by default when there is
+    one); one-sentence errors when it has none of the kind asked for."""
     step_dir = find_step_dir(run)
     ema_file, raw_file = step_dir / runs.EMA_FILE, step_dir / runs.MODEL_FILE
     if ema is True and not ema_file.is_file():
@@ -48,7 +43,17 @@ def export_weights(run: Path, output: Path, ema: bool | None = None,
         )
     if not source.is_file():
         raise GlidectlError(f"{str(step_dir)!r} has no {source.name}; pick another checkpoint.")
+    return source
+
+
+def export_weights(run: Path, output: Path, ema: bool | None = None,
+                   force: bool = False) -> tuple[Path, Path]:
+    """Copy a checkpoint's weights (EMA by default when there are any) to ``output``.
+
+    Returns (source file, written file). The options and step travel in the metadata.
+    """
     output = Path(output)
+    _source(Path(run), ema, output)  # what is wrong with the run: said first
     if output.suffix != ".safetensors":
         raise GlidectlError(f"Output {str(output)!r} must end in .safetensors.")
     if runs.is_step_dir(output.resolve().parent):  # a checkpoint's own files are the run's
@@ -60,14 +65,19 @@ def export_weights(run: Path, output: Path, ema: bool | None = None,
     from ..out_dir import check_out_dir
 
     check_out_dir(output.parent, "--output folder")
-    state, options = read_weights(source)
-    step = runs.step_of(step_dir)
-    meta = {"source": str(source), "step": "" if step is None else str(step),
-            "ema": str(source == ema_file).lower()}
+    from ..glide import read_weights, save_weights
     from ..glide.checkpoints import read_metadata
+    from ..glide.loading import read_resolved
     from ..pipeline import RECOMMENDED_KEY
 
-    if RECOMMENDED_KEY in (recorded := read_metadata(source)):  # sampling defaults travel along
+    # weights and metadata of one file, however the run's training prunes meanwhile
+    source, (state, options, recorded) = read_resolved(
+        run, lambda path: (*read_weights(path), read_metadata(path)),
+        resolve=lambda path: _source(path, ema, output))
+    step = runs.step_of(source.parent)
+    meta = {"source": str(source), "step": "" if step is None else str(step),
+            "ema": str(source.name == runs.EMA_FILE).lower()}
+    if RECOMMENDED_KEY in recorded:  # sampling defaults travel along
         meta[RECOMMENDED_KEY] = recorded[RECOMMENDED_KEY]
     save_weights(state, output, options, meta)
     return source, output
