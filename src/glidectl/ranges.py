@@ -77,6 +77,7 @@ FLAGS: dict[str, Range] = {
     "--steps": Range(0, 10**9),  # train: optimizer steps (0 with train.epochs)
     "--scale": Range(-10, 10),  # lora merge: adapter strength (negative subtracts it)
     "--port": Range(1, 65535),
+    "--keep-models": Range(1, 100),  # ui: loaded pipelines kept
     "--limit": Range(1, 10**9),
     "--size": Range(8, 4096),
     "--text-ctx": Range(1, 4096),

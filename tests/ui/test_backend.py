@@ -287,6 +287,43 @@ def test_model_cache_loads_each_key_once():
     assert cache.loads == 2 and len(made) == 2 and "b" in cache
 
 
+def test_model_cache_keeps_the_models_used_last_and_frees_the_others():
+    import weakref
+
+    class Model:
+        pass
+
+    cache = ModelCache(2)
+    cache.get("a", Model)
+    dropped = weakref.ref(cache.get("b", Model))
+    cache.get("a", Model)  # used again: "b" is now the oldest
+    cache.get("c", Model)
+    assert list(cache._items) == ["a", "c"] and cache.loads == 3
+    assert dropped() is None  # nothing else holds a dropped model
+    cache.get("d", Model)
+    assert list(cache._items) == ["c", "d"]
+
+
+def test_switching_lora_scales_keeps_a_bounded_number_of_models(lora_models_dir):
+    import gc
+
+    from glidectl.pipeline import GlidePipeline
+
+    def loaded() -> int:  # pipelines alive in this process, wherever they are held
+        gc.collect()
+        return sum(isinstance(o, GlidePipeline) for o in gc.get_objects())
+
+    before = loaded()
+    backend = UiBackend(lora_models_dir, device="cpu")  # keeps 2 by default
+    kwargs = dict(n=1, sampler="euler", base_steps=1, base="tiny.safetensors", seed=1,
+                  lora="my-lora/")
+    for scale in (0.0, 0.5, 1.0, 1.5):  # the slider: each scale is another pipeline
+        backend.generate("a red circle", lora_scale=scale, **kwargs)
+        assert len(backend.cache) <= 2
+    assert backend.cache.loads == 4
+    assert loaded() - before == 2  # the others were unloaded, not kept elsewhere
+
+
 def test_ui_listens_on_localhost_unless_told(monkeypatch, models_dir):
     pytest.importorskip("gradio")
     from glidectl.cli.app import main
@@ -302,6 +339,25 @@ def test_ui_listens_on_localhost_unless_told(monkeypatch, models_dir):
         main(["ui", "--models-dir", str(models_dir), "--host", "0.0.0.0", "--port", "9999",
               "--share"])
     assert seen == {"host": "0.0.0.0", "port": 9999, "share": True, "auth": None}
+
+
+def test_keep_models_sets_how_many_models_the_ui_keeps_loaded(monkeypatch, capsys,
+                                                              models_dir):
+    pytest.importorskip("gradio")
+    from glidectl.cli.app import main
+    from glidectl.ui import app
+
+    kept: list[int] = []
+    monkeypatch.setattr(app, "launch", lambda backend, **kw: kept.append(backend.cache.size))
+    for argv in ([], ["--keep-models", "5"]):
+        with pytest.raises(SystemExit) as done:
+            main(["ui", "--models-dir", str(models_dir), *argv])
+        assert done.value.code == 0
+    assert kept == [2, 5]
+    with pytest.raises(SystemExit) as done:
+        main(["ui", "--models-dir", str(models_dir), "--keep-models", "0"])
+    assert done.value.code == 2 and kept == [2, 5]
+    assert "--keep-models" in capsys.readouterr().err
 
 
 def test_a_device_this_machine_lacks_stops_the_ui_before_it_listens(monkeypatch, capsys,
@@ -380,7 +436,7 @@ def test_lora_is_listed_and_applied_with_its_scale(lora_models_dir):
     kwargs = dict(n=1, sampler="euler", base_steps=1, base="tiny.safetensors", seed=1)
     result = backend.generate("a red circle", lora="my-lora/", lora_scale=0.5, **kwargs)
     assert result.settings["loras"] == ["my-lora:0.5"]  # the adapter, as sample --lora takes it
-    (pipe,) = backend.cache.values()
+    ((pipe, _),) = backend.cache.values()
     (applied,) = pipe.records["base"].loras
     assert applied["scale"] == 0.5 and applied["modules"] > 0
     with pytest.raises(GlidectlError, match="Unknown LoRA"):

@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from ..ui.models import KEEP_MODELS
+
 AUTH_ENV = "GLIDECTL_UI_AUTH"
 
 
@@ -90,6 +92,9 @@ def register(app: typer.Typer) -> None:
             "recommended with --share or a --host beyond this machine."),
         output_dir: Path | None = typer.Option(
             None, "--output-dir", help="Where generated PNGs are kept (default: a temp dir)."),
+        keep_models: int = typer.Option(
+            KEEP_MODELS, "--keep-models", help="Loaded models kept in memory: the last N model, "
+            "upsampler and LoRA (and LoRA scale) combinations used; older ones are unloaded."),
     ) -> None:
         """Open a web UI to generate images: prompt, sampler, steps, guidance, seed, models."""
         from ..errors import GlidectlError
@@ -126,7 +131,7 @@ def register(app: typer.Typer) -> None:
                 f"there is NO login: pass --auth USER:PASSWORD or set {AUTH_ENV}")
             typer.echo(f"Warning: the UI is reachable by {reach}; {guard}.", err=True)
         backend = UiBackend(models_dir, device=device, output_dir=output_dir,
-                            precision=precision)
+                            precision=precision, keep_models=keep_models)
         previous = _stop_on_sigterm()
         try:
             launch(backend, host=host, port=port, share=share, auth=login)

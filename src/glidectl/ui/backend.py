@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import GlidectlError, is_own_warning
 from ..ranges import FLAGS, GUIDANCE, SEED_OR_RANDOM, STEPS, check
 from .models import (
+    KEEP_MODELS,
     NONE_LABEL,
     ModelCache,
     ModelChoice,
@@ -58,18 +59,19 @@ class UiResult:
 
 
 class UiBackend:
-    """Models folder + model cache + output folder; ``generate`` is what the button runs."""
+    """Models folder + model cache + output folder; ``generate`` is what the button runs.
+    ``keep_models``: how many loaded pipelines (the ones used last) stay in memory."""
 
     def __init__(self, models_dir: str | Path | None = None, device: str = "auto",
-                 output_dir: str | Path | None = None, precision: str = "auto"):
+                 output_dir: str | Path | None = None, precision: str = "auto",
+                 keep_models: int = KEEP_MODELS):
         self.models_dir = Path(models_dir).expanduser() if models_dir else None
         self.device = device
         self.precision = precision
         self._temporary = output_dir is None
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="glidectl-ui-"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.cache = ModelCache()
-        self._load_notes: dict[Any, list[str]] = {}  # warnings of loading, by cache key
+        self.cache = ModelCache(keep_models)  # (pipeline, warnings of loading) by key
         self._runs = 0
 
     def close(self) -> None:
@@ -213,8 +215,8 @@ class UiBackend:
         # a run folder's newest checkpoint: its training may have written one since
         version = tuple(checkpoint_now(c.spec) if c else None for c in (base_c, up_c, lora_c))
         t0 = time.perf_counter()
-        pipe = self.cache.get(key, lambda: self._load(key, base_c, up_c, lora_c, lora_scale,
-                                                       precision, compile), version)
+        pipe, load_notes = self.cache.get(key, lambda: self._load(
+            base_c, up_c, lora_c, lora_scale, precision, compile), version)
         load_s = time.perf_counter() - t0
         given = {"sampler": sampler or None, "steps": int(base_steps) if base_steps else None,
                  "guidance": guidance, "upsample_steps": up_steps if up_c else None,
@@ -222,7 +224,7 @@ class UiBackend:
         base_opts, up_opts, _ = pipe.stages(**{k: v for k, v in given.items() if v is not None})
         t1 = time.perf_counter()
         text = prompt.strip()
-        notes = list(self._load_notes.get(key, []))
+        notes = list(load_notes)
         images = pipe.generate(text, n=n, seeds=seeds, batch_size=n, on_step=on_step,
                                warn=notes.append,
                                **{k: v for k, v in given.items() if v is not None})
@@ -239,32 +241,31 @@ class UiBackend:
             notes.append(f"{failure} The images it could not write are shown here only.")
         return UiResult(files, seeds, seed, settings, notes, unsaved=images[len(files):])
 
-    def _load(self, key: Any, base: ModelChoice, up: ModelChoice | None,
-              lora: ModelChoice | None, lora_scale: float, precision: str,
-              compile: bool) -> Any:
-        """The pipeline for ``key``; glidectl's warnings while loading (a LoRA trained on other
-        weights) are kept to show with each image it makes."""
+    def _load(self, base: ModelChoice, up: ModelChoice | None, lora: ModelChoice | None,
+              lora_scale: float, precision: str, compile: bool) -> tuple[Any, list[str]]:
+        """The pipeline and glidectl's warnings while loading it (a LoRA trained on other
+        weights), kept to show with each image it makes."""
         import warnings
 
         from ..pipeline import GlidePipeline
 
         loras = (f"{lora.spec}:{lora_scale}",) if lora else ()
-        self._load_notes.pop(key, None)  # an earlier checkpoint's
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pipe = GlidePipeline.from_specs(base.spec, up.spec if up else None, loras=loras,
                                             precision=precision, device=self.device,
                                             compile=compile)
+        notes = []
         for warning in caught:  # glidectl's own in the page; others where they went
             if is_own_warning(warning.category):
-                self._load_notes.setdefault(key, []).append(str(warning.message))
+                notes.append(str(warning.message))
             else:
                 warnings.showwarning(warning.message, warning.category, warning.filename,
                                      warning.lineno)
         for record in pipe.records.values():  # now: a run may prune the file later
             _ = record.sha256
         print(pipe.precision.line(), flush=True)
-        return pipe
+        return pipe, notes
 
     def _shown_paths(self, settings: dict[str, Any]) -> None:
         """The files ``settings`` name, as the page may show them: relative to the models

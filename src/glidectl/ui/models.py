@@ -1,6 +1,7 @@
 """What the web UI may load: known model sources and a models folder, never free-form paths.
 
-Also the model cache (loaded once per spec, kept across requests) and a memory read-out.
+Also the model cache (loaded once per spec, the last few used kept across requests) and a
+memory read-out.
 No gradio import here, so this module is tested without gradio.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from ..errors import GlidectlError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt")
 NONE_LABEL = "(none)"
+KEEP_MODELS = 2  # loaded pipelines kept (each: base, upsampler, LoRAs at one scale)
 
 
 @dataclass(frozen=True)
@@ -160,11 +163,14 @@ def checkpoint_now(spec: str) -> tuple[str, int] | None:
 
 
 class ModelCache:
-    """Loaded objects by key; each key is loaded once and kept (thread-safe) while its
-    ``version`` (the checkpoints a run folder names) stays the same."""
+    """Loaded objects by key, at most ``size`` of them (thread-safe): each key is loaded once
+    and kept while its ``version`` (the checkpoints a run folder names) stays the same and
+    fewer than ``size`` others were used since; an object is dropped before the next load,
+    so switching between models, LoRAs or LoRA scales never holds more than ``size``."""
 
-    def __init__(self) -> None:
-        self._items: dict[Any, tuple[Any, Any]] = {}
+    def __init__(self, size: int = KEEP_MODELS) -> None:
+        self.size = max(1, int(size))
+        self._items: OrderedDict[Any, tuple[Any, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
 
@@ -173,10 +179,18 @@ class ModelCache:
         old one is let go first: one copy in memory)."""
         with self._lock:
             held = self._items.get(key)
-            if held is None or held[0] != version:
-                self._items.pop(key, None)
-                self._items[key] = (version, load())
-                self.loads += 1
+            if held is not None and held[0] == version:
+                self._items.move_to_end(key)
+                return held[1]
+            if held is not None:  # an older checkpoint of a run: let go before the newer
+                del self._items[key]
+                held = None  # the last reference
+                _release()
+            elif len(self._items) >= self.size:  # before loading: at most ``size`` in memory
+                self._items.popitem(last=False)
+                _release()
+            self._items[key] = (version, load())
+            self.loads += 1
             return self._items[key][1]
 
     def values(self) -> list[Any]:
@@ -187,6 +201,18 @@ class ModelCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _release() -> None:
+    """Free what a dropped model held now: its reference cycles, and on a GPU the cached
+    blocks (so the memory read-out and other processes see it returned)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def memory_use(device: str = "cuda") -> str:
