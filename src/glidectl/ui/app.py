@@ -125,7 +125,12 @@ def build_app(backend: UiBackend) -> Any:
         return (gr.update() if new_sampler is None else gr.update(value=new_sampler),
                 gr.update() if steps is None else gr.update(value=steps))
 
-    with gr.Blocks(title="glidectl", analytics_enabled=False) as demo:
+    # The PNGs are served from the output folder where they are (never changed once written):
+    # else gradio copies each into its cache (/tmp/gradio) and keeps the copy for good. What
+    # it still caches (images a full disk kept from the folder) goes after a day, and at exit.
+    gr.set_static_paths([str(Path(backend.output_dir).resolve())])
+    with gr.Blocks(title="glidectl", analytics_enabled=False,
+                   delete_cache=(3600, 86400)) as demo:
         gr.Markdown("## glidectl: GLIDE text-to-image")
         no_base = gr.Markdown(
             "**No base model found.** Run `glidectl download base` or put .safetensors/.pt "
