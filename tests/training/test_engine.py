@@ -247,6 +247,21 @@ def test_steps_are_optimizer_steps_across_accumulation_and_epochs(tiny):
     assert trainer.stream.epoch == 1 and trainer.stream.position == 4  # micro-batches
 
 
+def test_a_run_keeps_only_its_last_records_in_memory_and_all_in_the_file(tiny, monkeypatch):
+    from glidectl.training import state
+    from glidectl.training.metrics import read_metrics
+
+    monkeypatch.setattr(state, "RECORDS_KEPT", 2, raising=False)  # in use: the last 1,000
+    cfg = tiny(train=dict(steps=4), checkpoint=dict(every=0),
+               validation=dict(holdout=2, every=1, timesteps=1))
+    result = Trainer(cfg, quiet=True).run()
+    assert [r["step"] for r in result.history] == [3, 4]
+    assert [r["step"] for r in result.validation] == [3, 4]
+    logged = read_metrics(result.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in logged if "val_loss" in r] == [1, 2, 3, 4]
+
+
 def test_bf16_keeps_fp32_master_weights(tiny):
     trainer = Trainer(tiny(train=dict(steps=1, precision="bf16"), data=dict(resolution=16),
                            preview=dict(every=1, steps=1, prompts=["a red circle"])), quiet=True)

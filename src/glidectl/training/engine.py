@@ -503,7 +503,7 @@ class Trainer:
 
         values = self._on_main(measure)
         record = {"step": step, **values}
-        out.result.validation.append(record)
+        out.result.validated(record)
         out.write(record, step)
         self.display.validation(record)
         if (self.cfg.checkpoint.keep_best and "val_loss" in values
@@ -670,7 +670,7 @@ class Trainer:
                         record = self._record(step, sums, logged)
                         sums, logged = torch.zeros(3), 0
                         self._meter.reset()
-                        out.result.history.append(record)
+                        out.result.logged(record)
                         out.write(record, step)
                         self.display.log(record)
                     if cfg.preview.every > 0 and step % cfg.preview.every == 0:

@@ -10,10 +10,14 @@ from typing import Any
 from .data_stream import DataStream
 from .guards import NonFiniteGuard
 
+RECORDS_KEPT = 1000  # metrics records a run keeps in memory; metrics.jsonl has them all
+
 
 @dataclass
 class TrainResult:
-    """What a finished (or interrupted) run left behind."""
+    """What a finished (or interrupted) run left behind. ``history`` and ``validation`` hold
+    the last :data:`RECORDS_KEPT` logged and validation records (metrics.jsonl has all), so
+    a run of a million steps does not keep each one in memory."""
 
     run_dir: Path
     step: int
@@ -22,6 +26,20 @@ class TrainResult:
     last_loss: float = float("nan")
     history: list[dict[str, Any]] = field(default_factory=list)
     validation: list[dict[str, Any]] = field(default_factory=list)
+
+    def logged(self, record: dict[str, Any]) -> None:
+        """A metrics record was logged: keep it in ``history``."""
+        _keep(self.history, record)
+
+    def validated(self, record: dict[str, Any]) -> None:
+        """A validation record was logged: keep it in ``validation``."""
+        _keep(self.validation, record)
+
+
+def _keep(records: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """Append ``record``, dropping the oldest beyond :data:`RECORDS_KEPT`."""
+    records.append(record)
+    del records[:-RECORDS_KEPT]
 
 
 class TrainState:
