@@ -94,6 +94,28 @@ def test_sample_writes_numbered_pngs_with_parameters_and_a_grid(run, weights, tm
     assert again.returncode == 0 and (out / "00004.png").is_file()  # never overwrites
 
 
+def test_a_long_request_holds_one_batch_of_images_at_a_time(run, weights, tmp_path,
+                                                            monkeypatch) -> None:
+    """Thousands of prompts: each batch is written and let go (kept only for --grid)."""
+    import weakref
+
+    from glidectl import images
+
+    real, saved, alive = images.save_png, [], []
+
+    def save_png(image, path, text, **kwargs):
+        saved.append(weakref.ref(image))
+        alive.append(sum(ref() is not None for ref in saved))
+        return real(image, path, text, **kwargs)
+
+    monkeypatch.setattr(images, "save_png", save_png)
+    res = run(*[f"a red cube {i}" for i in range(8)], "--base", str(weights["base"]),
+              "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "out"),
+              "--device", "cpu", "-q")
+    assert res.returncode == 0, res.stderr
+    assert len(saved) == 8 and max(alive) <= 2  # before: all 8 held to the end
+
+
 def test_compile_flag_compiles_the_networks(run, weights, tmp_path, monkeypatch) -> None:
     """--compile, as eval has it: each network goes through torch.compile before sampling."""
     compiled: list[str] = []

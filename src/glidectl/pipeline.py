@@ -394,6 +394,7 @@ class GlidePipeline:
         warn: Warn | None = None,
         output: str = "pil",
         on_images: Callable[[list[Any]], None] | None = None,
+        keep_images: bool = True,
         **stage_options: Any,
     ) -> Any:
         """``n`` images per prompt, image i (prompt-major) seeded ``seeds[i]`` (default
@@ -408,7 +409,9 @@ class GlidePipeline:
         stage of one batch; ``timings`` accumulates seconds per stage. Returns PIL images
         whose ``info`` holds prompt, seed and the model calls of its batch (``model_calls``;
         ``output="tensor"``: one [N,3,H,W] tensor). ``on_images(batch)`` gets each batch's
-        PIL images as soon as they are done (to write them before the request ends).
+        PIL images as soon as they are done (to write them before the request ends); with
+        ``keep_images=False`` they go there only and the list returned is empty, so a request
+        of thousands of images holds one batch at a time.
         """
         base_opts, up_opts, rest = self.stages(**stage_options)
         if rest:
@@ -504,7 +507,8 @@ class GlidePipeline:
             pil = to_pil(images)
             for image, (prompt, s) in zip(pil, batch, strict=True):
                 image.info.update(prompt=prompt, seed=str(s), model_calls=str(per_batch))
-            outputs.extend(pil)
+            if keep_images or not on_images:
+                outputs.extend(pil)
             if on_images:
                 on_images(pil)
         return torch.cat(outputs) if output == "tensor" else outputs

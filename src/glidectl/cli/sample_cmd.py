@@ -135,12 +135,14 @@ def _progress(err: Any, quiet: bool) -> tuple[Any, Any]:
 class _Writer:
     """Writes each finished batch as numbered PNGs with their parameters (long prompts
     bounded) as soon as it is done, so an interrupted request keeps what it finished; the
-    grid comes last."""
+    grid comes last. Images are kept in memory only for the grid (``grid``)."""
 
-    def __init__(self, pipe: Any, prompts: list[str], out: Path, common: dict[str, Any]):
+    def __init__(self, pipe: Any, prompts: list[str], out: Path, common: dict[str, Any],
+                 grid: bool = False):
         self.records = {p: pipe.prompt_record(p) for p in dict.fromkeys(prompts)}
         self.prompts, self.out, self.common = prompts, out, common
         self.next: int | None = None  # the number the next image tries
+        self.keep = grid
         self.images: list[Any] = []
         self.written: list[Path] = []
 
@@ -156,7 +158,8 @@ class _Writer:
             path, number = _save_new(image, text, self.out, "{:05d}.png".format, self.next)
             self.next = number + 1
             self.written.append(path)
-            self.images.append(image)
+            if self.keep:
+                self.images.append(image)
 
     def grid(self, seed: int) -> Path:
         """``grid-<first image's number>.png`` (``-2``, … after it when that is taken); images
@@ -313,14 +316,14 @@ def register(app: typer.Typer) -> None:
             "inpaint_mask": str(inpaint_mask) if inpaint_mask else None,
             "batch_size": batch_size,
         })
-        writer = _Writer(pipe, prompts, out, common)
+        writer = _Writer(pipe, prompts, out, common, grid)
         progress, on_progress = _progress(err, quiet)
         try:
             with progress:
                 pipe.generate(
                     prompts, n=n, seed=seed, batch_size=batch_size, low_res=low_res,
                     inpaint_image=inpaint_image, inpaint_mask=inpaint_mask,
-                    progress=on_progress, on_images=writer.add,
+                    progress=on_progress, on_images=writer.add, keep_images=False,
                     warn=lambda message: err.print(f"[yellow]Warning:[/] {message}",
                                                    highlight=False, soft_wrap=True),
                     **options,
