@@ -35,6 +35,36 @@ def test_every_tile_is_kept_with_its_caption_under_it():
     assert (np.asarray(lonely)[64:].sum(axis=2) < 200).any()
 
 
+def test_smaller_tiles_are_centred_with_their_caption_right_under_them():
+    big, small = Image.new("RGB", (80, 80), "green"), Image.new("RGB", (16, 16), "red")
+    arr = np.asarray(captioned_grid([big, small], ["big", "small"], cols=2))
+    x = 80 + 4  # the second cell: 80 px wide like the widest tile, after a 4 px gap
+    assert (arr[:64, x + 8:x + 72] == [255, 0, 0]).all()  # 16 px x4, centred
+    assert (arr[:64, x:x + 8] == 255).all() and (arr[64:80, x + 8:x + 72] != [255, 0, 0]).any()
+    assert (arr[64:80, x:x + 80].sum(axis=2) < 200).any()  # its caption starts at y = 64
+
+
+def test_a_grid_of_thousands_is_drawn_one_tile_at_a_time(monkeypatch):
+    """eval's grid of every image: no enlarged copy of each held until the grid is done."""
+    import weakref
+
+    from glidectl import images
+
+    real, made, alive = images.enlarge, [], []
+
+    def enlarge_(image, min_size=64):
+        alive.append(sum(ref() is not None for ref in made))
+        tile = real(image, min_size)
+        made.append(weakref.ref(tile))
+        return tile
+
+    monkeypatch.setattr(images, "enlarge", enlarge_)
+    tiles = [Image.new("RGB", (16, 16), (5 * i, 0, 0)) for i in range(40)]
+    grid = captioned_grid(tiles, [f"tile {i}" for i in range(40)])
+    assert len(made) == 40 and max(alive) <= 1  # before: 39 enlarged copies at the end
+    assert grid.getpixel((0, 0)) == (0, 0, 0) and grid.getpixel((6 * 68, 0)) == (30, 0, 0)
+
+
 def test_a_png_that_must_not_replace_a_file_never_does(tmp_path, monkeypatch):
     """save_png(replace=False) refuses a taken name and leaves no temp file, with hard
     links and, on a filesystem without them (exFAT), through an exclusive claim."""

@@ -85,10 +85,8 @@ def save_png(image: Image.Image, path: str | Path, text: dict[str, str], *,
 def enlarge(image: Image.Image, min_size: int = 64) -> Image.Image:
     """Nearest-neighbour enlargement by a whole factor until the short side is ≥ ``min_size``
     (pixels stay sharp squares; a 16 px sample becomes 64 px)."""
-    factor = max(1, math.ceil(min_size / min(image.size)))
-    if factor == 1:
-        return image
-    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    size = _enlarged_size(image.size, min_size)
+    return image if size == image.size else image.resize(size, Image.Resampling.NEAREST)
 
 
 def _wrap(text: str, width_px: int, font: ImageFont.ImageFont, max_lines: int) -> list[str]:
@@ -116,26 +114,32 @@ def _wrap(text: str, width_px: int, font: ImageFont.ImageFont, max_lines: int) -
 def captioned_grid(images: list[Image.Image], captions: list[str], cols: int | None = None,
                    min_size: int = 64, max_lines: int = 3, pad: int = 4) -> Image.Image:
     """A grid a person can read: each tile enlarged (nearest) to ≥ ``min_size`` px and its
-    caption printed under it (wrapped, at most ``max_lines`` lines)."""
+    caption printed under it (wrapped, at most ``max_lines`` lines). Each cell is drawn
+    straight into the grid, so building it holds the grid and one cell, not a copy of every
+    image (eval's grid of thousands)."""
     font = ImageFont.load_default()
-    tiles = [enlarge(im.convert("RGB"), min_size) for im in images]
-    w = max(t.width for t in tiles)
+    sizes = [_enlarged_size(im.size, min_size) for im in images]
+    w = max(width for width, _ in sizes)
     line_h = int(font.getbbox("Ag")[3]) + 2
     text_h = line_h * max_lines + pad
-    cells = []
-    for tile, caption in zip(tiles, captions, strict=True):
-        cell = Image.new("RGB", (w, tile.height + text_h), "white")
-        cell.paste(tile, ((w - tile.width) // 2, 0))
-        draw = ImageDraw.Draw(cell)
+    h = max(height for _, height in sizes) + text_h
+    cols = cols or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    grid = Image.new("RGB", (cols * w + (cols - 1) * pad, rows * h + (rows - 1) * pad), "white")
+    for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
+        r, c = divmod(i, cols)
+        x, y = c * (w + pad), r * (h + pad)
+        tile = enlarge(image.convert("RGB"), min_size)
+        grid.paste(tile, (x + (w - tile.width) // 2, y))
+        text = Image.new("RGB", (w, text_h), "white")  # the caption, cut at its cell's edges
+        draw = ImageDraw.Draw(text)
         for k, line in enumerate(_wrap(caption or "(empty caption)", w, font, max_lines)):
-            draw.text((2, tile.height + pad // 2 + k * line_h), line, fill="black", font=font)
-        cells.append(cell)
-    h = max(c.height for c in cells)
-    cells = [c if c.height == h else _pad_to(c, w, h) for c in cells]
-    return make_grid(cells, cols=cols, pad=pad)
+            draw.text((2, pad // 2 + k * line_h), line, fill="black", font=font)
+        grid.paste(text, (x, y + tile.height))
+    return grid
 
 
-def _pad_to(image: Image.Image, w: int, h: int) -> Image.Image:
-    out = Image.new("RGB", (w, h), "white")
-    out.paste(image, (0, 0))
-    return out
+def _enlarged_size(size: tuple[int, int], min_size: int) -> tuple[int, int]:
+    """The size :func:`enlarge` gives an image of ``size``."""
+    factor = max(1, math.ceil(min_size / min(size)))
+    return size[0] * factor, size[1] * factor
