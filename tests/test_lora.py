@@ -761,7 +761,8 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path):
     save_config(two, tmp_path / "two.toml")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLIDECTL_LOAD_PLUGINS": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "glidectl", "lora", "-c", str(tmp_path / "two.toml"), "--no-live"]
+           "2", "--log-dir", str(tmp_path / "torchelastic"), "-m", "glidectl", "lora", "-c",
+           str(tmp_path / "two.toml"), "--no-live"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("trainable parameters") == 1  # printed by the main process only

@@ -265,8 +265,7 @@ def test_two_processes_train_and_resume_the_same_model_as_one(tiny, config_file,
     two = tiny(**sections)
     two.train.name, two.train.batch_size = "two", 1
     path = config_file(two)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc_per_node", "2", "-m", "glidectl", "train", "-c", str(path), "--no-live"]
+    cmd = _torchrun(path)
     proc = subprocess.run(cmd + ["--steps", "3"], env=_env(), capture_output=True, text=True,
                           timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -360,8 +359,11 @@ def test_wandb_follows_WANDB_MODE_when_the_config_does_not_say(tiny, config_file
 
 
 def _torchrun(path: Path, *args: str) -> list[str]:
+    """torchrun with 2 processes; its logs in the test's folder, not a new /tmp/torchelastic_*
+    folder per launch that nothing removes."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-            "2", "-m", "glidectl", "train", "-c", str(path), "--no-live", *args]
+            "2", "--log-dir", str(path.parent / "torchelastic"), "-m", "glidectl", "train",
+            "-c", str(path), "--no-live", *args]
 
 
 def _children(pid: int) -> list[int]:
@@ -488,10 +490,13 @@ def test_a_tracked_two_process_run_with_a_long_preview_finishes_cleanly(
         "    c10d.default_pg_timeout = timedelta(seconds=5)\n")
     cfg = tiny(train=dict(steps=2), checkpoint=dict(every=2), log=dict(trackers=["tensorboard"]),
                preview=dict(every=100, steps=60))  # one preview, at step 0: over 5 s here
-    proc = subprocess.run(_torchrun(config_file(cfg)), env={**_env(), "PYTHONPATH": str(site)},
-                          capture_output=True, text=True, timeout=240)
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.run(_torchrun(config_file(cfg)), env={
+        **_env(), "PYTHONPATH": str(site), "TMPDIR": str(tmp_path / "tmp")},
+        capture_output=True, text=True, timeout=240)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
+    assert not list((tmp_path / "tmp").glob("torchelastic_*"))  # the suite leaves none in /tmp
     assert "Traceback" not in out and "done at step 2" in out, out
     run = tmp_path / "runs" / "t"
     assert (run / "previews" / "step-000000.png").is_file()
@@ -499,6 +504,7 @@ def test_a_tracked_two_process_run_with_a_long_preview_finishes_cleanly(
     cfg.train.steps = 3
     with pytest.raises(GlidectlError, match="written by 2 processes and this run has 1"):
         Trainer(cfg, resume="latest", quiet=True)
+
 
 def test_accelerate_launch_mixed_precision_is_followed_at_auto(tiny, config_file):
     """`accelerate launch --mixed_precision bf16` was overridden by train.precision = auto
