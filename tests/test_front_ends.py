@@ -25,23 +25,14 @@ FLAG_KEYS = ("sampler", "steps", "schedule", "guidance", "eta", "guidance_interv
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
     """A models folder: a tiny base, an upsampler for it and a LoRA adapter for the base."""
-    from glidectl.config import LoraConfig
-    from glidectl.glide import load_model, save_weights
-    from glidectl.lora import inject_lora, save_adapter, weights_sha256
+    from tiny_configs import random_attention_adapter
+
+    from glidectl.glide import save_weights
 
     folder = tmp_path_factory.mktemp("front-end-models")
     save_weights(tiny_glide("base", 0), folder / "base.safetensors")
     save_weights(tiny_glide("upsample", 1), folder / "up.safetensors")
-    model = load_model(folder / "base.safetensors")
-    sha = weights_sha256(model)
-    cfg = LoraConfig(targets=["attention"], rank=2, alpha=2.0)
-    names = inject_lora(model, cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".lora_B." in name:
-                p.normal_(0.0, 0.2)
-    save_adapter(model, folder / "my-lora", cfg=cfg, target_names=names,
-                 base_spec="base.safetensors", base_sha256=sha)
+    random_attention_adapter(folder, "base.safetensors", 0.2)
     return folder
 
 

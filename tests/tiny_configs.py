@@ -47,3 +47,22 @@ def tiny_base_weights(path: Path, metadata: dict[str, str] | None = None) -> Pat
     torch.manual_seed(0)
     model = fill_zero_layers(create_model(preset_options("base", "tiny").replace(image_size=16)))
     return save_weights(model, path, metadata=metadata)
+
+
+def random_attention_adapter(folder: Path, base_name: str, std: float) -> Path:
+    """``folder/my-lora``: a rank-2 attention LoRA adapter for the model ``folder/base_name``
+    with random ``lora_B`` weights (std ``std``), recording ``base_name`` as its base."""
+    from glidectl.config import LoraConfig
+    from glidectl.glide import load_model
+    from glidectl.lora import inject_lora, save_adapter, weights_sha256
+
+    model = load_model(folder / base_name)
+    sha = weights_sha256(model)
+    cfg = LoraConfig(targets=["attention"], rank=2, alpha=2.0)
+    names = inject_lora(model, cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0.0, std)
+    return save_adapter(model, folder / "my-lora", cfg=cfg, target_names=names,
+                        base_spec=base_name, base_sha256=sha)

@@ -34,22 +34,9 @@ def lora_models_dir(tmp_path_factory, models_dir) -> Path:
     """A models folder with the tiny model and ``my-lora/``, an adapter for it."""
     import shutil
 
-    import torch
-
-    from glidectl.config import LoraConfig
-    from glidectl.glide import load_model
-    from glidectl.lora import inject_lora, save_adapter, weights_sha256
+    from tiny_configs import random_attention_adapter
 
     folder = tmp_path_factory.mktemp("ui-lora-models")
     shutil.copy(models_dir / "tiny.safetensors", folder / "tiny.safetensors")
-    model = load_model(folder / "tiny.safetensors")
-    sha = weights_sha256(model)
-    cfg = LoraConfig(targets=["attention"], rank=2, alpha=2.0)
-    names = inject_lora(model, cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".lora_B." in name:
-                p.normal_(0.0, 0.05)
-    save_adapter(model, folder / "my-lora", cfg=cfg, target_names=names,
-                 base_spec="tiny.safetensors", base_sha256=sha)
+    random_attention_adapter(folder, "tiny.safetensors", 0.05)
     return folder
