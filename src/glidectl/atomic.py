@@ -181,17 +181,12 @@ def lock_file(path: str | Path, busy: str) -> IO[str] | None:
 def is_locked(path: str | Path) -> bool:
     """Whether another process holds :func:`lock_file` on ``path`` (no file: no). Not for a
     file this process holds: closing the probe would release that lock."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not a POSIX system
+    if not Path(path).is_file():
         return False
     try:
-        handle = open(path, "r+", encoding="utf-8")
-    except OSError:
-        return False
-    with handle:
-        try:
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
+        probe = lock_file(path, "")
+    except GlidectlError:
+        return True
+    if probe is not None:
+        probe.close()
     return False
