@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -361,3 +364,52 @@ def test_an_fp16_checkpoint_gives_its_scaler_back(trained, tmp_path):
                       {rs.SCALER: scaler}, torch.Generator(), lambda: None)
     assert scaler.get_scale() == 256.0
     assert rs.fresh_scaler_note(step_dir / "state", scaler) is None
+
+
+@contextlib.contextmanager
+def _locked_by_another_process(lock: Path):
+    """Hold the run lock (``glidectl.atomic.lock_file``'s fcntl record lock) from a second
+    Python process, as a training process would, until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a+'); "
+         "fcntl.lockf(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+         str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_a_second_resume_leaves_the_trainers_set_aside_step_folder_alone(trained, tmp_path,
+                                                                         capsys):
+    """The running trainer moves step-N aside for a moment while it writes step N again; a
+    second `--resume` on the run put it back before finding the run taken, under the
+    trainer's feet. The checkpoint is now resolved once the run lock is held."""
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    checkpoints = run / "checkpoints"
+    (checkpoints / "step-000002").rename(checkpoints / ".old-step-000002")
+    with _locked_by_another_process(run / ".lock"):
+        code, err = _resume_cli(run, capsys)
+    assert code == 2 and "is being trained by another glidectl process" in err
+    assert (checkpoints / ".old-step-000002").is_dir()
+    assert not (checkpoints / "step-000002").exists()
+
+
+def test_an_unnamed_run_started_with_another_takes_the_next_name(tmp_path, monkeypatch):
+    """Two unnamed runs started at one instant both read run-001 as free; the second to lock
+    it was refused ("pick another --name") instead of taking run-002."""
+    from tiny_configs import tiny_config
+
+    import glidectl.training.run_dir as run_dir
+
+    cfg = tiny_config(tmp_path, train=dict(steps=1, name=""))
+    taken = tmp_path / "runs" / "run-001"
+    taken.mkdir(parents=True)
+    monkeypatch.setattr(run_dir, "next_run_name", lambda output, prefix="run": "run-001")
+    with _locked_by_another_process(taken / ".lock"):
+        trainer = Trainer(cfg, quiet=True)
+    assert trainer.run_dir.root == tmp_path / "runs" / "run-002"
+    assert [p.name for p in taken.iterdir()] == [".lock"]  # the other run's, left as it was

@@ -46,11 +46,12 @@ def resolve_config(
     from ..config import load_config, override
 
     if config is None and resume and resume != "latest":
-        from ..runs import CONFIG_FILE, run_of_step_dir
         from ..training.checkpointing import resolve_checkpoint
+        from ..training.run_dir import run_of_resume
 
-        saved = run_of_step_dir(resolve_checkpoint(resume)) / CONFIG_FILE
+        saved = run_of_resume(resume).config  # the run's lock is not held here: moves nothing
         if not saved.is_file():
+            resolve_checkpoint(resume)  # says so when it is no checkpoint at all
             raise GlidectlError(f"The run's {str(saved)!r} is missing, so --resume cannot know "
                                 "its settings; pass --config FILE with the run's config.")
         config = saved

@@ -53,7 +53,7 @@ from .metrics import (
 from .model_setup import ModelBundle, build_model, resolution_note
 from .optimizers import make_optimizer
 from .previews import Previewer
-from .run_dir import check_writable, lock_run, pick_run_dir
+from .run_dir import check_writable, lock_run, next_run_name, pick_run, resume_point
 from .setup import check_config, main_work_group, make_accelerator, total_steps
 from .state import TrainResult, TrainState
 from .trackers import Trackers
@@ -146,14 +146,22 @@ class Trainer:
     def _setup_run_dir(self, resume: str | None) -> None:
         """The main process picks (and checks) the run folder; everyone agrees on it."""
         def pick() -> tuple[str, str | None]:
-            run, resume_from = pick_run_dir(self.cfg, resume)
-            self._new_folders = [p for p in (run.root.parent, run.root) if not p.exists()][:1]
-            check_writable(run.root)
-            try:
-                self._lock = lock_run(run)
-            except GlidectlError:
-                self._new_folders = []  # another process's run: not ours to remove
-                raise
+            run = pick_run(self.cfg, resume)
+            unnamed = not (resume or self.cfg.train.name)
+            for _ in range(100):
+                self._new_folders = [p for p in (run.root.parent, run.root)
+                                     if not p.exists()][:1]
+                check_writable(run.root)
+                try:
+                    self._lock = lock_run(run)
+                    break
+                except GlidectlError:
+                    self._new_folders = []  # another process's run: not ours to remove
+                    if not unnamed:
+                        raise
+                # started at the same instant as another unnamed run: take the next name
+                run = runs.RunDir(run.root.parent / next_run_name(run.root.parent))
+            resume_from = resume_point(run, resume)
             return str(run.root), str(resume_from) if resume_from else None
 
         root, resume_from = self._on_main(pick)

@@ -71,37 +71,59 @@ def lock_run(run: runs.RunDir) -> IO[str] | None:
         "to finish (or stop it), or pick another --name."))
 
 
-def pick_run_dir(cfg: GlideConfig, resume: str | None) -> tuple[runs.RunDir, Path | None]:
-    """(run dir, checkpoint to resume from) from the config and --resume."""
-    from .checkpointing import resolve_checkpoint
-
+def pick_run(cfg: GlideConfig, resume: str | None) -> runs.RunDir:
+    """The run folder to train, from the config and --resume, read from names alone: the
+    checkpoint to resume is resolved by :func:`resume_point` once the run is locked (it may
+    put back a step folder the run's own trainer has set aside for a moment)."""
     output = Path(cfg.train.output_dir)
     if resume and resume != runs.LATEST:
-        step_dir = resolve_checkpoint(resume)
-        if step_dir.resolve().parent.name.startswith(runs.ABANDONED):
-            raise GlidectlError(
-                f"--resume {resume!r}: this checkpoint was set aside when its run resumed from "
-                "an earlier one; start a new run from its weights with --set "
-                f"model.init={str(step_dir)!r}, or move it back into checkpoints/ (and the "
-                "step folders past its branch point out) to resume it.")
-        return runs.RunDir(runs.run_of_step_dir(step_dir)), step_dir
+        return run_of_resume(resume)
     if resume == runs.LATEST:
         if cfg.train.name:
-            run = runs.RunDir(output / cfg.train.name)
-        else:
-            found = list(output.glob(f"*/{runs.CHECKPOINTS_DIR}/{runs.LATEST}")) \
-                if output.is_dir() else []
-            if not found:
-                raise GlidectlError(
-                    f"--resume latest: no run with checkpoints under {str(output)!r}; "
-                    "pass --name or a checkpoint path."
-                )
-            run = runs.RunDir(max(found, key=lambda p: p.stat().st_mtime).parent.parent)
-        return run, resolve_checkpoint(runs.LATEST, run.checkpoints)
-    run = runs.RunDir(output / (cfg.train.name or next_run_name(output)))
+            return runs.RunDir(output / cfg.train.name)
+        found = list(output.glob(f"*/{runs.CHECKPOINTS_DIR}/{runs.LATEST}")) \
+            if output.is_dir() else []
+        if not found:
+            raise GlidectlError(
+                f"--resume latest: no run with checkpoints under {str(output)!r}; "
+                "pass --name or a checkpoint path."
+            )
+        return runs.RunDir(max(found, key=lambda p: p.stat().st_mtime).parent.parent)
+    return runs.RunDir(output / (cfg.train.name or next_run_name(output)))
+
+
+def run_of_resume(resume: str) -> runs.RunDir:
+    """The run of a --resume PATH (a run, its checkpoints/ or a step folder), from its name
+    alone: nothing is moved or read before the run's lock is held."""
+    path = Path(resume).resolve()
+    _refuse_abandoned(resume, path)
+    if path.name == runs.CHECKPOINTS_DIR:
+        return runs.RunDir(path.parent)
+    if runs.STEP_RE.fullmatch(path.name):
+        return runs.RunDir(path.parent.parent)
+    return runs.RunDir(path)
+
+
+def resume_point(run: runs.RunDir, resume: str | None) -> Path | None:
+    """The checkpoint to resume (None: a new run, which must have none), run lock held."""
+    from .checkpointing import resolve_checkpoint
+
+    if resume:
+        step_dir = resolve_checkpoint(resume, run.checkpoints)
+        _refuse_abandoned(resume, step_dir.resolve())
+        return step_dir
     if runs.latest_step_dir(run.checkpoints) is not None:
         raise GlidectlError(
             f"Run {str(run.root)!r} already has checkpoints; pass --resume latest to go on, "
             "or pick another --name."
         )
-    return run, None
+    return None
+
+
+def _refuse_abandoned(resume: str, step_dir: Path) -> None:
+    if step_dir.parent.name.startswith(runs.ABANDONED):
+        raise GlidectlError(
+            f"--resume {resume!r}: this checkpoint was set aside when its run resumed from "
+            "an earlier one; start a new run from its weights with --set "
+            f"model.init={str(step_dir)!r}, or move it back into checkpoints/ (and the "
+            "step folders past its branch point out) to resume it.")
