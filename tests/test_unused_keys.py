@@ -46,6 +46,8 @@ def _notes(sections: dict, lora: bool) -> list[str]:
      "them."),
     ({"data": {"source": "wds:/x/{0..3}.tar", "caption_column": "c"}}, False,
      "data.caption_column is ignored: this run reads webdataset data, which does not read it."),
+    ({"data": {"kohya_folders": False}}, False,
+     "data.kohya_folders is ignored: this run reads demo data, which does not read it."),
     ({"data": {"min_size": 256, "similarity_range": [0.3, 1.0]}}, False,
      "data.min_size, data.similarity_range are ignored: data.preset 'simple' does not filter "
      "on them (\"laion\" does)."),
@@ -126,6 +128,7 @@ def test_data_keys_are_judged_by_the_source_that_reads_them(tmp_path, register_p
     (folder / "a.png").write_bytes(b"")
     assert _notes({"data": {"source": str(folder), "image_column": "img"}}, False) == [
         "data.image_column is ignored: this run reads folder data, which does not read it."]
+    assert _notes({"data": {"source": str(folder), "kohya_folders": False}}, False) == []
 
     class Mine:
         @hookimpl

@@ -127,6 +127,11 @@ class DataConfig:
         "", "Parquet/Hugging Face caption column ('' = the first of text, caption, txt)."
     )
     split: str = opt("train", "Hugging Face dataset split (hf: sources).")
+    kohya_folders: bool = opt(
+        True, "Image folders in kohya's layout (only N_words folders at the top): each image "
+        "read N times per epoch, captioned 'words' when it has no caption of its own, 0_ "
+        "folders left out (false: every image once, as in any folder)."
+    )
     min_size: int = opt(0, "laion: min original width and height (metadata), in pixels.", min=0)
     aspect_range: list = opt([0.25, 4.0], "laion: allowed original width/height [min, max].",
                              min=0, pair=True)

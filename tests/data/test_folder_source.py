@@ -81,22 +81,6 @@ def test_kohya_caption_files_are_read_and_txt_comes_first(tmp_path, data_cfg, by
     assert keys_and_captions(ds) == {"a.png": "kohya caption a", "b.png": "the txt caption"}
 
 
-def test_kohya_repeat_folders_are_read_once_with_a_note(tmp_path, data_cfg, byte_tok):
-    root = tmp_path / "img"
-    for folder, n in (("10_sks dog", 2), ("1_dog", 1), ("2023_trip", 1)):
-        (root / folder).mkdir(parents=True)
-        for i in range(n):
-            (root / folder / f"{i}.png").write_bytes(encode(photo(40, 40, i), "PNG"))
-            (root / folder / f"{i}.txt").write_text(f"{folder} {i}")
-    src = FolderSource.scan(root)
-    assert len(src) == 4
-    [note] = src.notes()
-    assert "kohya-style folders ('10_sks dog', '1_dog', '2023_trip')" in note
-    assert "each image once per epoch" in note
-    (root / "misc").mkdir()  # not only N_name folders: not kohya's layout
-    assert FolderSource.scan(root).notes() == []
-
-
 def test_metadata_fields_reach_the_preset(tmp_path, data_cfg, byte_tok):
     root = tmp_path / "f"
     root.mkdir()

@@ -55,6 +55,8 @@ def _render(report: Any) -> None:
     summary = Table(title=f"{report.source} ({report.kind}, preset {report.preset})",
                     show_header=False)
     summary.add_row("samples in source", str(total))
+    if report.samples_per_epoch is not None:
+        summary.add_row("samples per epoch", f"{report.samples_per_epoch} (with repeats)")
     scanned = f"{report.scanned}" + ("" if report.complete else f" (limit {report.limit})")
     summary.add_row("scanned", scanned)
     summary.add_row("valid", str(report.valid))
@@ -71,6 +73,14 @@ def _render(report: Any) -> None:
     summary.add_row(f"truncated at {report.text_ctx}", f"{report.truncated_share:.1%}")
     summary.add_row("empty captions", f"{report.empty_share:.1%}")
     console.print(summary)
+    if report.kohya_folders:
+        table = Table(title="kohya folders (data.kohya_folders)")
+        for name in ("folder", "repeats", "images", "per epoch", "caption from name"):
+            table.add_column(name, justify="left" if name == "folder" else "right")
+        for row in report.kohya_folders:
+            table.add_row(escape(row["folder"]), *(str(row[k]) for k in (
+                "repeats", "images", "per_epoch", "caption_from_name")))
+        console.print(table)
     for title, hist in (("short side (px)", report.size_histogram),
                         ("aspect (w/h)", report.aspect_histogram)):
         if hist:

@@ -103,7 +103,8 @@ def _given(spec: Any, kind: str, example: str) -> Any:
 def open_folder(spec: str, cfg: Any, resolution: int) -> Source:
     from .folder import FolderSource
 
-    return FolderSource.scan(os.path.expanduser(_given(spec, "folder", "images/")))
+    return FolderSource.scan(os.path.expanduser(_given(spec, "folder", "images/")),
+                             kohya=bool(getattr(cfg, "kohya_folders", True)))
 
 
 def open_shards(spec: Any, cfg: Any, resolution: int) -> Source:
@@ -130,7 +131,8 @@ BUILTIN_SOURCES = (
     SourceType("webdataset", open_shards, "webdataset .tar shards: dir, glob, brace pattern.",
                claims_shards, priority=20),
     SourceType("folder", open_folder,
-               "A folder of images with .txt, .caption or metadata.jsonl captions.",
+               "A folder of images with .txt, .caption or metadata.jsonl captions (kohya's "
+               "N_words folders: N repeats, 'words' captions).",
                os.path.isdir, priority=30),
     SourceType("hf", open_hf, "hf:NAME_OR_PATH, a Hub dataset (streamed) or save_to_disk folder.",
                claims_hf, priority=5),

@@ -24,7 +24,7 @@ from .captions import decode_caption, pick_line
 from .images import Rejected, open_image
 from .preset_api import DatasetPreset, Reject
 from .records import IMAGE_EXTENSIONS, RawSample
-from .source_api import source_notes
+from .source_api import reads_per_epoch, samples_per_epoch, source_notes
 from .sources import Source, open_source
 from .stages import Slot, raw_stream
 from .stats import RejectionCounter, SharedStats, no_valid_data_error
@@ -139,8 +139,13 @@ class StreamDataset(IterableDataset):
 
     @property
     def num_samples(self) -> int | None:
-        """Samples per epoch over all processes before filtering (None: unknown)."""
-        return self.source.num_samples
+        """Samples per epoch over all processes before filtering (None: unknown); training
+        counts a sample as often as an epoch reads it (kohya's folder repeats)."""
+        return samples_per_epoch(self.source) if self.train else self.source.num_samples
+
+    def reads_per_epoch(self, key: str) -> int:
+        """Times one epoch of this dataset reads the sample ``key``."""
+        return reads_per_epoch(self.source, key) if self.train else 1
 
     def set_epoch(self, epoch: int) -> None:
         """Fix the epoch used for shuffling (else each pass over the data counts one up)."""

@@ -1,5 +1,6 @@
 """An image folder: recursive, captions from sidecar ``.txt`` (or kohya's ``.caption``) files
-or ``metadata.jsonl``.
+or ``metadata.jsonl``; kohya's ``N_words`` folders repeated and captioned as kohya reads them
+(:mod:`glidectl.data.kohya`).
 
 Keys are paths relative to the root, so ``a/cat.jpg`` and ``b/cat.jpg`` are distinct
 samples. ``metadata.jsonl`` (or ``metadata.csv``) rows name ``file_name`` relative to the
@@ -12,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,12 +20,19 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import GlidectlError
+from .kohya import (
+    KohyaFolder,
+    beside_images_note,
+    has_images,
+    kohya_like,
+    layout_notes,
+    parse_folder,
+)
 from .records import IMAGE_EXTENSIONS, UNREAD_IMAGE_EXTENSIONS, RawSample
 from .stats import RejectionCounter
 from .walk import walk
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
-KOHYA_FOLDER = re.compile(r"(\d+)_\S.*")  # kohya's "10_sks dog": 10 repeats, class "sks dog"
 CAPTION_SUFFIXES = (".txt", ".TXT", ".caption")  # the first that exists is read
 
 
@@ -39,33 +46,52 @@ class FolderSource:
     bad_metadata: int = 0
     unread: Counter[str] = field(default_factory=Counter)  # image files of other kinds
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed
-    kohya: list[str] = field(default_factory=list)  # kohya's "N_name" folders at the top
+    kohya: dict[str, KohyaFolder] = field(default_factory=dict)  # by top folder; {}: not kohya's
+    kohya_beside: list[str] = field(default_factory=list)  # N_name folders beside top images
 
     kind = "folder"
     splits_samples = True
 
     @classmethod
-    def scan(cls, root: str | os.PathLike[str]) -> FolderSource:
+    def scan(cls, root: str | os.PathLike[str], kohya: bool = True) -> FolderSource:
+        """Scan ``root``; ``kohya``: read kohya's layout (only ``N_words`` folders at the
+        top) as kohya does, with repeats and folder-name captions."""
         root = Path(root)
         if not root.is_dir():
             raise GlidectlError(f"Image folder {str(root)!r} does not exist; pass a folder.")
         src = cls(root)
+        with_sidecar: set[str] = set()  # kohya images with a caption file beside them
         for dirpath, dirnames, filenames in walk(root, src.unreadable):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
-            if str(rel_dir) == "." and dirnames and all(map(KOHYA_FOLDER.fullmatch, dirnames)):
-                src.kohya = list(dirnames)  # kohya's train_data_dir holds only such folders
+            if str(rel_dir) == "." and kohya and kohya_like(dirnames):
+                if has_images(filenames):
+                    src.kohya_beside = list(dirnames)
+                else:  # kohya's train_data_dir: only such folders
+                    src.kohya = {d: parse_folder(d, root) for d in dirnames}
+            names = set(filenames)
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
                 rel = (rel_dir / name).as_posix() if str(rel_dir) != "." else name
                 if name.lower().endswith(IMAGE_EXTENSIONS):
+                    folder = src.kohya.get(rel.partition("/")[0])
+                    if folder is not None:
+                        folder.images += 1
+                        if folder.repeats == 0:
+                            continue  # a "0_" folder is left out, as kohya leaves it out
+                        stem = PurePosixPath(name).stem
+                        if any(stem + suffix in names for suffix in CAPTION_SUFFIXES):
+                            with_sidecar.add(rel)
                     src.files.append(rel)
                 elif name in METADATA_FILES:
                     src._read_metadata(Path(dirpath) / name, rel_dir)
                 elif name.lower().endswith(UNREAD_IMAGE_EXTENSIONS):
                     src.unread[Path(name).suffix.lower()] += 1
         src.files.sort()
+        for rel in src.files:
+            if src.kohya and rel not in with_sidecar and src._metadata_caption(rel) is None:
+                src.kohya[rel.partition("/")[0]].named += 1
         return src
 
     def _read_metadata(self, path: Path, rel_dir: PurePosixPath) -> None:
@@ -93,8 +119,18 @@ class FolderSource:
             rel = (rel_dir / name).as_posix() if str(rel_dir) != "." else name
             self.metadata[PurePosixPath(rel).as_posix()] = row
 
+    def _metadata_caption(self, rel: str) -> str | None:
+        row = self.metadata.get(rel)
+        text = row.get("text", row.get("caption")) if row is not None else None
+        return text if isinstance(text, str) else None
+
     def __len__(self) -> int:
         return len(self.files)
+
+    def repeats(self, unit: str) -> int:
+        """Times per epoch training reads ``unit`` (its kohya folder's count, else once)."""
+        folder = self.kohya.get(unit.partition("/")[0])
+        return folder.repeats if folder is not None else 1
 
     @property
     def num_samples(self) -> int:
@@ -117,11 +153,9 @@ class FolderSource:
             out.append(f"{n} folder{'s' * (n != 1)} under {str(self.root)!r} could not be read "
                        f"and {'are' if n != 1 else 'is'} left out ({shown}); check "
                        f"{'their' if n != 1 else 'its'} permissions.")
-        if self.kohya:
-            shown = ", ".join(repr(d) for d in self.kohya[:3]) + ", …" * (len(self.kohya) > 3)
-            out.append(f"{str(self.root)!r} has kohya-style folders ({shown}): glidectl reads "
-                       "each image once per epoch, not the folder's number of times, and takes "
-                       "no caption from the folder's name; give images without one a .txt.")
+        out += layout_notes(self.root, list(self.kohya.values()))
+        if self.kohya_beside:
+            out.append(beside_images_note(self.root, self.kohya_beside))
         if self.bad_metadata:
             n = self.bad_metadata
             what = "row or file" if n == 1 else "rows or files"
@@ -148,7 +182,9 @@ class FolderSource:
         meta: dict[str, Any] = {}
         if row is not None:
             meta = {k: v for k, v in row.items() if k != "file_name"}
-            if caption is None:
-                text = meta.get("text", meta.get("caption"))
-                caption = text if isinstance(text, str) else None
+        if caption is None:
+            caption = self._metadata_caption(unit)
+        folder = self.kohya.get(unit.partition("/")[0])
+        if caption is None and reject is None and folder is not None:
+            caption = folder.words  # kohya's class words: the caption of uncaptioned images
         yield RawSample(key=unit, image=path, caption=caption, meta=meta, reject=reject)

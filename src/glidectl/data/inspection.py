@@ -20,9 +20,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..config import DataConfig
 from .dataset import SamplePipeline, build_dataset
+from .folder import FolderSource
 from .images import Rejected
 from .records import RawSample
-from .source_api import source_notes
+from .source_api import samples_per_epoch, source_notes
 from .stats import RejectionCounter
 
 SIZE_BUCKETS = (0, 64, 128, 256, 512, 1024, 2048)
@@ -34,8 +35,9 @@ ASPECT_BUCKETS = ((0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.05), (1.05, 1.25
 class InspectReport:
     """Everything ``dataset inspect`` prints (``--json`` prints ``asdict`` of it).
 
-    ``valid`` + ``rejected`` counts = ``scanned`` samples; ``damaged`` counts, by reason,
-    the shards, files or row groups that could not be read (their samples are not scanned).
+    ``valid`` + ``rejected`` counts = ``scanned`` samples (each image once, however often
+    training repeats it); ``damaged`` counts, by reason, the shards, files or row groups that
+    could not be read (their samples are not scanned).
     """
 
     source: str
@@ -47,6 +49,8 @@ class InspectReport:
     scanned: int = 0
     complete: bool = False
     total_samples: int | None = None
+    samples_per_epoch: int | None = None  # when training reads some samples more than once
+    kohya_folders: list[dict[str, Any]] = field(default_factory=list)  # kohya's N_words folders
     valid: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     damaged: dict[str, int] = field(default_factory=dict)
@@ -98,6 +102,10 @@ def inspect_source(
         tokenizer=str(getattr(tokenizer, "name", tokenizer)), text_ctx=text_ctx,
         limit=limit, total_samples=source.num_samples, notes=source_notes(source),
     )
+    if (per_epoch := samples_per_epoch(source)) != source.num_samples:
+        report.samples_per_epoch = per_epoch
+    if isinstance(source, FolderSource):
+        report.kohya_folders = [folder.to_dict() for folder in source.kohya.values()]
     counter = RejectionCounter()  # samples: valid + rejected = scanned
     damaged = RejectionCounter()  # whole shards, files or row groups that could not be read
     rng = random.Random(0)

@@ -5,7 +5,9 @@ Work units (shards, files, demo indices, Parquet row groups) go through webdatas
 seeded per worker), are split by rank and by DataLoader worker (``split_by_worker``), read
 into raw samples, and shuffled through webdataset's ``shuffle`` buffer. Nothing here decodes
 an image, so a resumed run skips what it already trained on before any decoding: whole
-units for one-sample units, raw samples after the shuffle otherwise.
+units for one-sample units, raw samples after the shuffle otherwise. Training repeats a unit
+as often per epoch as its source says (kohya's folder repeats) before the shuffle and split,
+so repeats spread over the epoch, the ranks and the workers like any other units.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from itertools import islice
 from typing import Any
 
 from .records import RawSample
+from .source_api import epoch_units
 from .stats import RejectionCounter
 
 
@@ -80,6 +83,8 @@ def raw_stream(
     import webdataset as wds
 
     units = list(source.units())
+    if train:  # each unit as many times as training reads it per epoch
+        units = epoch_units(source, units)
     if not units:
         return iter(())
     by_unit = source.splits_samples or resampled or len(units) >= slot.total

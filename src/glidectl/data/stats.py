@@ -41,7 +41,7 @@ class RejectionCounter:
     def reject(self, reason: str, key: str = "") -> None:
         self.rejected[reason] += 1
         keys = self.examples.setdefault(reason, [])
-        if key and len(keys) < MAX_EXAMPLES:
+        if key and len(keys) < MAX_EXAMPLES and str(key)[:200] not in keys:  # repeats: once
             keys.append(str(key)[:200])
 
     def convert(self, what: str) -> None:
@@ -83,7 +83,8 @@ class RejectionCounter:
             out.iterations = max(out.iterations, c.iterations)
             for reason, keys in c.examples.items():
                 mine = out.examples.setdefault(reason, [])
-                mine.extend(keys[: MAX_EXAMPLES - len(mine)])
+                mine.extend([k for k in dict.fromkeys(keys) if k not in mine]
+                            [: MAX_EXAMPLES - len(mine)])
         return out
 
     def summary(self, n: int = 3) -> str:

@@ -69,7 +69,8 @@ def first_samples(dataset: Any, n: int) -> list[dict[str, Any]]:
 
 
 class WithoutKeys(IterableDataset):
-    """The training stream minus the held-out samples (matched by their ``key``)."""
+    """The training stream minus the held-out samples (matched by their ``key``, so every
+    repeat of a held-out image is left out: split by image, then repeat)."""
 
     def __init__(self, dataset: Any, keys: set[str]):
         super().__init__()
@@ -89,8 +90,11 @@ class WithoutKeys(IterableDataset):
 
     @property
     def num_samples(self) -> int | None:
+        """The stream's samples per epoch less the held-out ones, each as often as an epoch
+        reads it (a held-out image of a kohya folder leaves out all its repeats)."""
         n = getattr(self.dataset, "num_samples", None)
-        return None if not n else max(0, n - len(self.keys))
+        reads = getattr(self.dataset, "reads_per_epoch", lambda key: 1)
+        return None if not n else max(0, n - sum(reads(k) for k in self.keys))
 
     def stats(self) -> dict[str, Any]:
         return self.dataset.stats()

@@ -1,0 +1,229 @@
+"""kohya's DreamBooth layout (``N_words`` folders): N repeats per epoch, folder-name captions
+for uncaptioned images, 0_ folders left out, and everything downstream (epoch length,
+held-out split, ranks, resume) counting repeats."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from data_helpers import encode, photo
+from typer.testing import CliRunner
+
+from glidectl.cli.app import build_app, main
+from glidectl.config import GlideConfig
+from glidectl.data import build_dataset
+from glidectl.data.folder import FolderSource
+from glidectl.data.stats import RejectionCounter
+from glidectl.errors import GlidectlError
+from glidectl.training import validation as val
+from glidectl.training.data_stream import DataStream
+
+# image → its own caption (None: none, so it takes the folder's words)
+LAYOUT = {
+    "3_sks dog/a.png": "a photo of sks dog\nsks dog on grass",
+    "3_sks dog/b.png": None,
+    "3_sks dog/deep/c.png": None,  # below the N_words folder: still that folder's
+    "1_dog/d.png": "a dog",
+    "1_dog/e.png": None,  # captioned by the metadata.jsonl at the top
+    "1_dog/f.png": None,
+    "0_reg/g.png": None,  # count 0: left out
+}
+EPOCH = {"3_sks dog/a.png": 3, "3_sks dog/b.png": 3, "3_sks dog/deep/c.png": 3,
+         "1_dog/d.png": 1, "1_dog/e.png": 1, "1_dog/f.png": 1}
+
+
+def write_layout(root, layout=LAYOUT):
+    for i, (rel, caption) in enumerate(layout.items()):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(photo(40, 36, i), "PNG"))
+        if caption is not None:
+            path.with_suffix(".txt").write_text(caption)
+    return root
+
+
+@pytest.fixture(scope="module")
+def kohya_root(tmp_path_factory):
+    root = write_layout(tmp_path_factory.mktemp("kohya") / "train")
+    (root / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "1_dog/e.png", "text": "a dog from metadata"}) + "\n")
+    return root
+
+
+@pytest.fixture
+def cfg(kohya_root, data_cfg):
+    return data_cfg(source=str(kohya_root), flip=True, crop_scale=[0.5, 1.0])
+
+
+def dataset(cfg, tok, **kw):
+    return build_dataset(cfg, tokenizer=tok, image_size=32, text_ctx=32, seed=3, **kw)
+
+
+def test_each_image_is_read_its_folders_count_per_epoch(cfg, byte_tok):
+    ds = dataset(cfg, byte_tok)
+    epoch = list(ds)
+    assert Counter(s["key"] for s in epoch) == EPOCH
+    assert ds.num_samples == len(epoch) == 12
+    stream = DataStream(ds, batch_size=2)
+    assert stream.steps_per_epoch(grad_accum=1) == 6
+    assert ds.stats()["accepted"] == 12
+    # each repeat is its own draw: crop, flip and caption line, as two epochs would be
+    repeats = [s for s in epoch if s["key"] == "3_sks dog/a.png"]
+    assert len({s["image"].numpy().tobytes() for s in repeats}) == 3
+
+
+def test_uncaptioned_images_take_the_folders_words_and_captioned_ones_keep_theirs(
+        cfg, byte_tok):
+    captions = {s["key"]: s["caption"] for s in dataset(cfg, byte_tok, train=False)}
+    assert captions.pop("3_sks dog/a.png") in ("a photo of sks dog", "sks dog on grass")
+    assert captions == {"3_sks dog/b.png": "sks dog",
+                        "3_sks dog/deep/c.png": "sks dog", "1_dog/d.png": "a dog",
+                        "1_dog/e.png": "a dog from metadata", "1_dog/f.png": "dog"}
+    lines = {s["caption"] for _ in range(4) for s in dataset(cfg, byte_tok)
+             if s["key"] == "3_sks dog/a.png"}
+    assert lines == {"a photo of sks dog", "sks dog on grass"}  # a pick per repeat
+
+
+def test_evaluation_reads_each_image_once_and_a_note_says_what_happened(cfg, byte_tok,
+                                                                       kohya_root):
+    ds = dataset(cfg, byte_tok, train=False)
+    assert sorted(s["key"] for s in ds) == sorted(EPOCH)
+    assert ds.num_samples == 6
+    src = FolderSource.scan(kohya_root)
+    assert [(f.name, f.repeats, f.images, f.named) for f in src.kohya.values()] == [
+        ("0_reg", 0, 1, 0), ("1_dog", 1, 3, 1), ("3_sks dog", 3, 3, 2)]
+    read, left = src.notes()
+    assert "is read in kohya's layout" in read and "'3_sks dog' ×3" in read
+    assert "3 images without a caption of their own are captioned with the folder's" in read
+    assert "data.kohya_folders = false" in read
+    assert left.startswith("1 image in '0_reg' under ") and "is left out" in left
+
+
+def test_kohya_folders_false_reads_every_image_once_as_any_folder(cfg, byte_tok):
+    cfg.kohya_folders = False
+    ds = dataset(cfg, byte_tok)
+    got = {s["key"]: s["caption"] for s in ds}
+    assert got == {"3_sks dog/a.png": got["3_sks dog/a.png"], "1_dog/d.png": "a dog",
+                   "1_dog/e.png": "a dog from metadata"}
+    assert ds.stats()["rejected"] == {"missing_caption": 4}  # 0_reg's image too
+    assert ds.num_samples == 7 and ds.source.notes() == []
+
+
+def test_held_out_images_leave_training_with_all_their_repeats(cfg, byte_tok):
+    glide = GlideConfig()
+    glide.data, glide.validation.holdout = cfg, 5
+    held = val.load_samples(glide, dict(tokenizer=byte_tok, image_size=32, text_ctx=32))
+    keys = [s["key"] for s in held]
+    assert len(set(keys)) == 5  # five images, never one image twice
+    train = val.WithoutKeys(dataset(cfg, byte_tok), set(keys))
+    seen = Counter(s["key"] for s in train)
+    assert not set(seen) & set(keys)
+    assert seen == {k: n for k, n in EPOCH.items() if k not in keys}
+    assert train.num_samples == sum(seen.values())
+
+
+def test_two_ranks_share_the_repeated_epoch_without_overlap(cfg, byte_tok):
+    ranks = [dataset(cfg, byte_tok, rank=r, world_size=2) for r in range(2)]
+    taken = [[s["key"] for s in ds] for ds in ranks]
+    assert [len(t) for t in taken] == [6, 6]  # every (image, repeat) read by one rank once
+    assert Counter(taken[0]) + Counter(taken[1]) == EPOCH
+    assert taken[0] != taken[1]
+
+
+def test_resume_inside_a_repeated_epoch_is_bitwise(cfg, byte_tok):
+    def stream():
+        return DataStream(dataset(cfg, byte_tok), batch_size=2, seed=3)
+
+    straight = stream()
+    batches = [straight.next() for _ in range(9)]  # 1.5 epochs of 6 batches
+    first = stream()
+    for _ in range(4):
+        first.next()
+    resumed = stream()
+    resumed.load_state_dict(first.state_dict())
+    for expected in batches[4:]:
+        got = resumed.next()
+        assert got["key"] == expected["key"] and got["caption"] == expected["caption"]
+        assert torch.equal(got["image"], expected["image"])
+        assert torch.equal(got["tokens"], expected["tokens"])
+    assert resumed.epoch == 1
+
+
+def test_a_rejected_image_is_counted_per_read_and_named_once(tmp_path, data_cfg, byte_tok):
+    root = write_layout(tmp_path / "t", dict.fromkeys(["4_cat/ok.png", "4_cat/bad.png",
+                                                       "4_cat/worse.png"]))
+    for name in ("bad", "worse"):
+        (root / "4_cat" / f"{name}.png").write_bytes(b"not a png")
+    ds = dataset(data_cfg(source=str(root)), byte_tok)
+    assert len(list(ds)) == 4
+    stats = ds.stats()
+    assert stats["rejected"] == {"unreadable_image": 8}
+    assert sorted(stats["examples"]["unreadable_image"]) == ["4_cat/bad.png", "4_cat/worse.png"]
+
+
+@pytest.mark.parametrize("layout, kohya", [
+    ({"3_cat/a.png": None, "misc/b.png": "b"}, False),  # not only N_words folders
+    ({"3_cat/a.png": None, "top.png": "top"}, False),  # images beside them
+    ({"3_cat/a.png": None}, True),
+])
+def test_only_a_folder_of_nothing_but_n_words_folders_is_kohyas_layout(tmp_path, layout,
+                                                                       kohya):
+    src = FolderSource.scan(write_layout(tmp_path / "t", layout))
+    assert bool(src.kohya) is kohya
+    assert src.num_samples == len(layout)
+    notes = src.notes()
+    if "top.png" in layout:
+        assert notes == [f"{str(tmp_path / 't')!r} has kohya-style folders ('3_cat') but also "
+                         "images at its top, so it is read as an ordinary folder (each image "
+                         "once, no captions from folder names); move those images into an "
+                         "'N_words' folder to read it in kohya's layout."]
+    assert bool(notes) is ("misc/b.png" not in layout)
+
+
+@pytest.mark.parametrize("name", ["1001_x", "9" * 200 + "_x"])
+def test_a_count_past_1000_is_a_one_sentence_error(tmp_path, name):
+    root = write_layout(tmp_path / "t", {f"{name}/a.png": None, "1_b/b.png": None})
+    with pytest.raises(GlidectlError, match=r"glidectl takes at most 1000: rename it .* set "
+                                            r"data\.kohya_folders = false") as err:
+        FolderSource.scan(root)
+    assert str(err.value).count(". ") == 0
+    assert FolderSource.scan(root, kohya=False).num_samples == 2
+
+
+def test_a_year_named_folder_stops_inspect_with_exit_2(tmp_path, capsys):
+    """``2023_trip`` reads as 2023 repeats: one line says so and how to turn kohya off."""
+    root = write_layout(tmp_path / "t", {"2023_trip/a.png": None, "2024_zoo/b.png": None})
+    with pytest.raises(SystemExit) as done:
+        main(["dataset", "inspect", str(root)])
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2
+    assert line.startswith("Error: Folder '2023_trip' in ") and "2023 times per epoch" in line
+
+
+def test_inspect_shows_repeats_images_and_folder_captions_per_folder(kohya_root):
+    run = CliRunner().invoke(build_app(), ["dataset", "inspect", str(kohya_root), "--json",
+                                           "--tokenizer", "byte"])
+    assert run.exit_code == 0, run.output
+    report = json.loads(run.output)
+    assert report["total_samples"] == 6 and report["samples_per_epoch"] == 12
+    assert report["scanned"] == report["valid"] == 6  # each image scanned once
+    assert report["kohya_folders"][2] == {"folder": "3_sks dog", "repeats": 3, "images": 3,
+                                          "per_epoch": 9, "caption_from_name": 2}
+    table = CliRunner().invoke(build_app(), ["dataset", "inspect", str(kohya_root),
+                                             "--tokenizer", "byte"]).output
+    assert "samples per epoch" in table and "kohya folders" in table
+
+
+def test_rejection_examples_name_a_repeated_key_once():
+    """A worker's three example slots are not spent on one image's repeats."""
+    worker = RejectionCounter()
+    for key in ("4_cat/bad.png", "4_cat/bad.png", "4_cat/bad.png", "4_cat/worse.png"):
+        worker.reject("unreadable_image", key)
+    assert worker.examples == {"unreadable_image": ["4_cat/bad.png", "4_cat/worse.png"]}
+    other = RejectionCounter()
+    other.reject("unreadable_image", "4_cat/worse.png")
+    merged = RejectionCounter.merged([worker, other])
+    assert merged.examples["unreadable_image"] == ["4_cat/bad.png", "4_cat/worse.png"]
