@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from itertools import islice
 
 import pytest
 import torch
@@ -227,3 +228,10 @@ def test_rejection_examples_name_a_repeated_key_once():
     other.reject("unreadable_image", "4_cat/worse.png")
     merged = RejectionCounter.merged([worker, other])
     assert merged.examples["unreadable_image"] == ["4_cat/bad.png", "4_cat/worse.png"]
+
+
+def test_resampled_streams_draw_images_as_often_as_their_repeats_say(cfg, byte_tok):
+    cfg.resampled = True
+    keys = [s["key"] for s in islice(dataset(cfg, byte_tok), 240)]
+    share = sum(k.startswith("3_sks dog/") for k in keys) / len(keys)
+    assert 0.65 < share < 0.85  # 9 of every 12 reads; 0.5 if repeats were ignored
