@@ -17,8 +17,8 @@ from glidectl.cli.app import build_app, main
 from glidectl.config import GlideConfig
 from glidectl.data import build_dataset
 from glidectl.data.folder import FolderSource
+from glidectl.data.source_api import source_notes
 from glidectl.data.stats import RejectionCounter
-from glidectl.errors import GlidectlError
 from glidectl.training import validation as val
 from glidectl.training.data_stream import DataStream
 
@@ -177,31 +177,38 @@ def test_only_a_folder_of_nothing_but_n_words_folders_is_kohyas_layout(tmp_path,
     assert src.num_samples == len(layout)
     notes = src.notes()
     if "top.png" in layout:
-        assert notes == [f"{str(tmp_path / 't')!r} has kohya-style folders ('3_cat') but also "
-                         "images at its top, so it is read as an ordinary folder (each image "
-                         "once, no captions from folder names); move those images into an "
+        assert notes == [f"{str(tmp_path / 't')!r} has kohya-style folders ('3_cat') but it "
+                         "also holds images at its top, so it is read as an ordinary folder "
+                         "(each image once, no captions from folder names); move those images "
+                         "into an "
                          "'N_words' folder to read it in kohya's layout."]
     assert bool(notes) is ("misc/b.png" not in layout)
 
 
 @pytest.mark.parametrize("name", ["1001_x", "9" * 200 + "_x"])
-def test_a_count_past_1000_is_a_one_sentence_error(tmp_path, name):
+def test_a_count_past_1000_reads_the_folder_as_an_ordinary_one(tmp_path, name):
+    """``2023_trip`` is a year, not 2023 repeats: such a folder is read as any folder (as
+    before kohya's layout was read), and a note says why."""
     root = write_layout(tmp_path / "t", {f"{name}/a.png": None, "1_b/b.png": None})
-    with pytest.raises(GlidectlError, match=r"glidectl takes at most 1000: rename it .* set "
-                                            r"data\.kohya_folders = false") as err:
-        FolderSource.scan(root)
-    assert str(err.value).count(". ") == 0
-    assert FolderSource.scan(root, kohya=False).num_samples == 2
+    source = FolderSource.scan(root)
+    assert source.num_samples == 2 and not source.kohya
+    assert source.repeats(f"{name}/a.png") == 1
+    [note] = source_notes(source)
+    assert f"{name!r} counts past 1000, more likely a year or a name than repeats" in note
+    assert "read as an ordinary folder" in note
 
 
-def test_a_year_named_folder_stops_inspect_with_exit_2(tmp_path, capsys):
-    """``2023_trip`` reads as 2023 repeats: one line says so and how to turn kohya off."""
+def test_year_named_folders_are_inspected_as_an_ordinary_folder(tmp_path, capsys):
     root = write_layout(tmp_path / "t", {"2023_trip/a.png": None, "2024_zoo/b.png": None})
-    with pytest.raises(SystemExit) as done:
-        main(["dataset", "inspect", str(root)])
-    [line] = capsys.readouterr().err.strip().splitlines()
-    assert done.value.code == 2
-    assert line.startswith("Error: Folder '2023_trip' in ") and "2023 times per epoch" in line
+    main_exit = None
+    try:
+        main(["dataset", "inspect", str(root), "--json", "--tokenizer", "byte"])
+    except SystemExit as done:
+        main_exit = done.code
+    assert main_exit in (None, 0)
+    report = json.loads(capsys.readouterr().out)
+    assert report["total_samples"] == 2 and report["samples_per_epoch"] is None
+    assert "'2023_trip', '2024_zoo'" in " ".join(report["notes"])
 
 
 def test_inspect_shows_repeats_images_and_folder_captions_per_folder(kohya_root):

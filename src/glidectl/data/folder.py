@@ -22,10 +22,11 @@ from typing import Any
 from ..errors import GlidectlError
 from .kohya import (
     KohyaFolder,
-    beside_images_note,
+    counted_past_max,
     has_images,
     kohya_like,
     layout_notes,
+    ordinary_folder_note,
     parse_folder,
 )
 from .records import IMAGE_EXTENSIONS, UNREAD_IMAGE_EXTENSIONS, RawSample
@@ -47,7 +48,7 @@ class FolderSource:
     unread: Counter[str] = field(default_factory=Counter)  # image files of other kinds
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed
     kohya: dict[str, KohyaFolder] = field(default_factory=dict)  # by top folder; {}: not kohya's
-    kohya_beside: list[str] = field(default_factory=list)  # N_name folders beside top images
+    kohya_ordinary: str = ""  # why N_words folders at the top are not read in kohya's layout
 
     kind = "folder"
     splits_samples = True
@@ -65,10 +66,12 @@ class FolderSource:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
             if str(rel_dir) == "." and kohya and kohya_like(dirnames):
-                if has_images(filenames):
-                    src.kohya_beside = list(dirnames)
+                folders = {d: parse_folder(d) for d in dirnames}
+                past_max = counted_past_max(list(folders.values()))
+                if past_max or has_images(filenames):
+                    src.kohya_ordinary = ordinary_folder_note(root, dirnames, past_max)
                 else:  # kohya's train_data_dir: only such folders
-                    src.kohya = {d: parse_folder(d, root) for d in dirnames}
+                    src.kohya = folders
             names = set(filenames)
             for name in sorted(filenames):
                 if name.startswith("."):
@@ -154,8 +157,8 @@ class FolderSource:
                        f"and {'are' if n != 1 else 'is'} left out ({shown}); check "
                        f"{'their' if n != 1 else 'its'} permissions.")
         out += layout_notes(self.root, list(self.kohya.values()))
-        if self.kohya_beside:
-            out.append(beside_images_note(self.root, self.kohya_beside))
+        if self.kohya_ordinary:
+            out.append(self.kohya_ordinary)
         if self.bad_metadata:
             n = self.bad_metadata
             what = "row or file" if n == 1 else "rows or files"

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import GlidectlError
 from .records import IMAGE_EXTENSIONS
 
 FOLDER_NAME = re.compile(r"(\d+)_(\S.*)")  # "10_sks dog": 10 repeats, class words "sks dog"
@@ -43,20 +42,17 @@ def has_images(filenames: Sequence[str]) -> bool:
                for n in filenames)
 
 
-def parse_folder(name: str, root: Path) -> KohyaFolder:
-    """The folder ``name`` (an ``N_words`` name) at the top of ``root``, read as kohya's."""
+def parse_folder(name: str) -> KohyaFolder:
+    """The top folder ``name`` (an ``N_words`` name) read as kohya's."""
     match = FOLDER_NAME.fullmatch(name)
     assert match is not None
     digits, words = match.groups()
-    repeats = int(digits)  # a file name's 255 bytes keep it far below int()'s digit limit
-    if repeats > MAX_REPEATS:
-        raise GlidectlError(
-            f"Folder {name!r} in {str(root)!r} asks, by kohya's naming, for each of its images "
-            f"{repeats} times per epoch, and glidectl takes at most {MAX_REPEATS}: "
-            "rename it with a smaller count, or set data.kohya_folders = false to read the "
-            "folder as any other (each image once)."
-        )
-    return KohyaFolder(name, repeats, words)
+    return KohyaFolder(name, int(digits), words)  # a name's 255 bytes: far below int()'s limit
+
+
+def counted_past_max(folders: Sequence[KohyaFolder]) -> list[str]:
+    """Folders whose count is past :data:`MAX_REPEATS`: names (``2023_trip``), not repeats."""
+    return [f.name for f in folders if f.repeats > MAX_REPEATS]
 
 
 def _shown(names: Sequence[str]) -> str:
@@ -85,9 +81,17 @@ def layout_notes(root: Path, folders: Sequence[KohyaFolder]) -> list[str]:
     return out
 
 
-def beside_images_note(root: Path, dirnames: Sequence[str]) -> str:
-    """Why ``root``, with ``N_words`` folders and images beside them, is read as any folder."""
-    return (f"{str(root)!r} has kohya-style folders ({_shown(dirnames)}) but also images at "
-            "its top, so it is read as an ordinary folder (each image once, no captions from "
-            "folder names); move those images into an 'N_words' folder to read it in kohya's "
-            "layout.")
+def ordinary_folder_note(root: Path, dirnames: Sequence[str], past_max: Sequence[str]) -> str:
+    """Why ``root``, with ``N_words`` folders at its top, is read as any folder: images
+    beside them, or counts past :data:`MAX_REPEATS` (``past_max``)."""
+    if past_max:
+        why = (f"{_shown(past_max)} count{'s' * (len(past_max) == 1)} past {MAX_REPEATS}, "
+               "more likely a year or a name than repeats")
+        fix = f"rename {'them' if len(past_max) > 1 else 'it'} with a count of at most " \
+              f"{MAX_REPEATS} to read it in kohya's layout."
+    else:
+        why = "it also holds images at its top"
+        fix = "move those images into an 'N_words' folder to read it in kohya's layout."
+    return (f"{str(root)!r} has kohya-style folders ({_shown(dirnames)}) but {why}, so it is "
+            f"read as an ordinary folder (each image once, no captions from folder names); "
+            f"{fix}")
