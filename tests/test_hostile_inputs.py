@@ -127,6 +127,9 @@ CASES: list[tuple[str, list[str]]] = [
     ("sample lora scale nan", [*SAMPLE, "--lora", "empty_folder:nan"]),
     ("sample lora scale 1e9", [*SAMPLE, "--lora", "empty_folder:1e9"]),
     ("sample no prompt", ["sample"]),
+    ("sample from a text file", ["sample", "--from-png", "notes.txt"]),
+    ("sample from a missing PNG", ["sample", "--from-png", "missing.png"]),
+    ("sample from a folder", ["sample", "--from-png", "empty_folder"]),
     # eval
     ("eval missing prompts", ["eval", "missing.txt"]),
     ("eval no prompts", [*EVAL[:1], "empty.txt", *EVAL[2:]]),

@@ -31,6 +31,10 @@ GUIDANCE_HELP = ("Classifier-free guidance scale, 1 = none (default: the model's
 PRECISION_HELP = ("auto (bf16 where the device computes it natively, else fp32), fp32, bf16 "
                   "or fp16.")
 DEVICE_HELP = "auto, cpu, cuda, cuda:1, mps."
+FROM_PNG_HELP = ("Make the image of a PNG from glidectl sample, the web UI, eval or a training "
+                 "preview again, bit for bit on the same machine and precision: its prompt, "
+                 "seed, models (checked by sha256), LoRAs and settings come from the PNG's "
+                 "record; each flag given changes that one setting (--seed 7, --steps 50).")
 
 
 def steps_value(text: str | None, option: str = "--steps") -> int | str | None:
@@ -138,9 +142,11 @@ class _Writer:
     grid comes last. Images are kept in memory only for the grid (``grid``)."""
 
     def __init__(self, pipe: Any, prompts: list[str], out: Path, common: dict[str, Any],
-                 grid: bool = False):
+                 grid: bool = False, seed: int = 0, total: int = 0, only: int | None = None):
         self.records = {p: pipe.prompt_record(p) for p in dict.fromkeys(prompts)}
         self.prompts, self.out, self.common = prompts, out, common
+        # the request, so a PNG says which image of which batch it is (--from-png remakes it)
+        self.seed, self.total, self.only, self.index = seed, total, only, -1
         self.next: int | None = None  # the number the next image tries
         self.keep = grid
         self.images: list[Any] = []
@@ -151,7 +157,12 @@ class _Writer:
             self.out.mkdir(parents=True, exist_ok=True)
             self.next = _next_index(self.out)
         for image in batch:
+            self.index += 1
+            if self.only is not None and self.index != self.only:
+                continue
             params = {**self.records[image.info["prompt"]], "seed": int(image.info["seed"]),
+                      "request_seed": self.seed, "image_index": self.index,
+                      "request_images": self.total,
                       "model_calls": int(image.info["model_calls"]), **self.common}
             text = {k: str(v) for k, v in params.items() if v is not None}
             text["parameters"] = json.dumps(params)
@@ -160,6 +171,11 @@ class _Writer:
             self.written.append(path)
             if self.keep:
                 self.images.append(image)
+
+    @property
+    def wanted(self) -> int:
+        """Images the request writes."""
+        return self.total if self.only is None else 1
 
     def grid(self, seed: int) -> Path:
         """``grid-<first image's number>.png`` (``-2``, … after it when that is taken); images
@@ -179,7 +195,9 @@ def register(app: typer.Typer) -> None:
     @app.command("sample")
     def sample_command(
         ctx: typer.Context,
-        prompts: list[str] = typer.Argument(..., help="Prompt(s); each gives --n images."),
+        prompts: list[str] | None = typer.Argument(
+            None, show_default=False, help="Prompt(s); each gives --n images (with "
+            "--from-png: instead of the one the PNG records)."),
         sampler: str | None = typer.Option(None, "--sampler", help=SAMPLER_HELP),
         steps: str | None = typer.Option(None, "--steps", help=STEPS_HELP),
         schedule: str | None = typer.Option(None, "--schedule", help=SCHEDULE_HELP),
@@ -235,111 +253,147 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
         lora: list[str] | None = typer.Option(None, "--lora", help="LoRA adapter PATH[:SCALE] "
                                               "(repeatable; goes onto the model of its kind)."),
+        from_png: Path | None = typer.Option(None, "--from-png", help=FROM_PNG_HELP),
     ) -> None:
         """Generate images for PROMPT(s) with a GLIDE model (and its upsampler)."""
-        from rich.console import Console
+        given = {p.name for p in ctx.command.params
+                 if getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"}
+        params = dict(ctx.params)
+        remake, notes = None, []
+        if from_png is not None:
+            from ..remake import read_remake
 
-        from ..devices import check_precision
-        from ..errors import GlidectlError
-        from ..pipeline import GlidePipeline, resolve_upsampler
+            remake = read_remake(from_png)
+            notes = remake.apply(params, given)
+        elif not prompts:
+            raise GlidectlError("Give a PROMPT to sample (or --from-png IMAGE.png to make a "
+                                "glidectl PNG's image again).")
+        params["prompts"] = list(params["prompts"])
+        _sample(ctx, given, remake, notes, **params)
 
-        err = Console(stderr=True)
-        check_precision(precision)
-        from ..samplers.guidance import check_guidance_tools, parse_interval
 
-        interval = parse_interval(guidance_interval) if guidance_interval else None
-        check_guidance_tools(interval, guidance_rescale, dynamic_threshold)
-        base_steps = steps_value(steps)
-        up_steps = steps_value(upsample_steps, "--upsample-steps")
-        from ..lora import parse_lora_spec
+def _sample(
+    ctx: typer.Context, given_names: set[str], remake: Any, remake_notes: list[str], *,
+    prompts: list[str], sampler: str | None, steps: str | None, schedule: str | None,
+    guidance: float | None, guidance_interval: str | None, guidance_rescale: float,
+    dynamic_threshold: float | None, eta: float | None, n: int, batch_size: int, seed: int,
+    base: str, upsampler: str, upsample_sampler: str, upsample_steps: str,
+    upsample_schedule: str | None, upsample_guidance: float | None, upsample_temp: float,
+    low_res: Path | None, inpaint_image: Path | None, inpaint_mask: Path | None,
+    sigma_max: float, quantize_t: bool, out: Path, grid: bool, device: str, precision: str,
+    compile_: bool, vocab_dir: str | None, quiet: bool, lora: list[str] | None,
+    from_png: Path | None,
+) -> None:
+    """The sample command with its parameters resolved (a PNG's record under the flags)."""
+    from rich.console import Console
 
-        for spec in lora or ():
-            parse_lora_spec(spec)  # a bad scale: one sentence before any model loads
-        if lora and low_res is None and \
-                getattr(ctx.get_parameter_source("base"), "name", "") != "COMMANDLINE":
-            base, note = _recorded_base(lora, base)
-            if note:
-                err.print(note, markup=False, highlight=False, soft_wrap=True)
-        _check_inputs(sampler, upsample_sampler, [low_res, inpaint_image, inpaint_mask],
-                      base, low_res, out)
-        base_spec = None if base == "none" or low_res is not None else base
-        up_spec = resolve_upsampler(base, upsampler)
-        if low_res is not None and up_spec is None:
-            raise GlidectlError("--low-res needs an upsampler: pass --upsampler SPEC.")
-        given = [p.opts[0] for p in ctx.command.params
-                 if getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
-        unused = [flag for flag in given if flag.startswith("--upsample-")]
-        if unused and not up_spec:
-            err.print(f"[yellow]Warning:[/] {', '.join(unused)} not used: this run has no "
-                      "upsampler.", highlight=False, soft_wrap=True)
-        if low_res is not None and base not in ("none", "openai:base"):
-            err.print("[yellow]Warning:[/] --base not used: --low-res upsamples the given "
-                      "image instead of a base sample.", highlight=False, soft_wrap=True)
-        with err.status("Loading models..."):
-            pipe = GlidePipeline.from_specs(base_spec, up_spec, loras=lora or (),
-                                            device=device, precision=precision,
-                                            compile=compile_, vocab_dir=vocab_dir)
+    from ..devices import check_precision
+    from ..errors import GlidectlError
+    from ..pipeline import GlidePipeline, resolve_upsampler
 
-        def say(message: str) -> None:
-            err.print(message, markup=False, highlight=False, soft_wrap=True)
+    err = Console(stderr=True)
+    check_precision(precision)
+    from ..samplers.guidance import check_guidance_tools, parse_interval
 
-        given = dict(sampler=sampler, steps=base_steps,
-                     schedule=None if schedule == "auto" else schedule, guidance=guidance,
-                     eta=eta)
-        say(pipe.precision.line())
-        note = pipe.defaults_note(dict(given, schedule=schedule)) if base_spec else None
+    interval = parse_interval(guidance_interval) if guidance_interval else None
+    check_guidance_tools(interval, guidance_rescale, dynamic_threshold)
+    base_steps = steps_value(steps)
+    up_steps = steps_value(upsample_steps, "--upsample-steps")
+    from ..lora import parse_lora_spec
+
+    for spec in lora or ():
+        parse_lora_spec(spec)  # a bad scale: one sentence before any model loads
+    if lora and low_res is None and "base" not in given_names and not (
+            remake and "base" in remake.values):
+        base, note = _recorded_base(lora, base)
         if note:
-            say(note)
-        options = {k: v for k, v in given.items() if v is not None}
-        if schedule == "auto":
-            options["schedule"] = None
-        options.update(
-            sigma_max=sigma_max, quantize_t=quantize_t, upsample_sampler=upsample_sampler,
-            guidance_interval=interval, guidance_rescale=guidance_rescale,
-            dynamic_threshold=dynamic_threshold,
-            upsample_steps=up_steps, upsample_guidance=upsample_guidance,
-            upsample_temp=upsample_temp, upsample_schedule=upsample_schedule,
-        )
-        base_opts, up_opts, _ = pipe.stages(**options)
-        # an unusable schedule or bespoke file: one sentence now, before the progress bar
-        pipe.model_calls(1, 1, base_opts, up_opts, low_res is not None)
-        if eta is not None and not (base_spec and base_opts.sampler_spec().accepts("eta")):
-            why = (f"the {base_opts.sampler} sampler takes no η (ddim and the ancestral and "
-                   "SDE samplers do)" if base_spec else "no base stage runs")
-            err.print(f"[yellow]Warning:[/] --eta not used: {why}.", highlight=False,
-                      soft_wrap=True)
-        # what made the picture (a stage that did not run records nothing)
-        common = pipe.picture_record(base_opts, up_opts, base_stage=bool(base_spec))
-        common.update({
-            "low_res": str(low_res) if low_res else None,
-            "inpaint_image": str(inpaint_image) if inpaint_image else None,
-            "inpaint_mask": str(inpaint_mask) if inpaint_mask else None,
-            "batch_size": batch_size,
-        })
-        writer = _Writer(pipe, prompts, out, common, grid)
-        progress, on_progress = _progress(err, quiet)
-        try:
-            with progress:
-                pipe.generate(
-                    prompts, n=n, seed=seed, batch_size=batch_size, low_res=low_res,
-                    inpaint_image=inpaint_image, inpaint_mask=inpaint_mask,
-                    progress=on_progress, on_images=writer.add, keep_images=False,
-                    warn=lambda message: err.print(f"[yellow]Warning:[/] {message}",
-                                                   highlight=False, soft_wrap=True),
-                    **options,
-                )
-        except KeyboardInterrupt:
-            for path in writer.written:
-                typer.echo(str(path))
-            say(f"Interrupted: {len(writer.written)} of {n * len(prompts)} images were "
-                f"written{f' to {str(out)!r}' if writer.written else ''}; no grid.")
-            raise typer.Exit(130) from None
-        except WriteError as exc:  # a full disk: say what was kept, as Ctrl-C does
-            for path in writer.written:
-                typer.echo(str(path))
-            raise WriteError(f"{str(exc).rstrip('.')}; {len(writer.written)} of "
-                             f"{n * len(prompts)} images were written before it.") from None
+            err.print(note, markup=False, highlight=False, soft_wrap=True)
+    _check_inputs(sampler, upsample_sampler, [low_res, inpaint_image, inpaint_mask],
+                  base, low_res, out)
+    base_spec = None if base == "none" or low_res is not None else base
+    up_spec = resolve_upsampler(base, upsampler)
+    if low_res is not None and up_spec is None:
+        raise GlidectlError("--low-res needs an upsampler: pass --upsampler SPEC.")
+    given = [p.opts[0] for p in ctx.command.params
+             if getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
+    unused = [flag for flag in given if flag.startswith("--upsample-")]
+    if unused and not up_spec:
+        err.print(f"[yellow]Warning:[/] {', '.join(unused)} not used: this run has no "
+                  "upsampler.", highlight=False, soft_wrap=True)
+    if low_res is not None and base not in ("none", "openai:base"):
+        err.print("[yellow]Warning:[/] --base not used: --low-res upsamples the given "
+                  "image instead of a base sample.", highlight=False, soft_wrap=True)
+    def say(message: str) -> None:
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    for line in remake_notes:
+        say(line)
+    with err.status("Loading models..."):
+        pipe = GlidePipeline.from_specs(base_spec, up_spec, loras=lora or (),
+                                        device=device, precision=precision,
+                                        compile=compile_, vocab_dir=vocab_dir)
+    if remake is not None:
+        remake.restore(pipe)
+        say(remake.line(n))
+
+    given = dict(sampler=sampler, steps=base_steps,
+                 schedule=None if schedule == "auto" else schedule, guidance=guidance,
+                 eta=eta)
+    say(pipe.precision.line())
+    note = pipe.defaults_note(dict(given, schedule=schedule)) if base_spec else None
+    if note:
+        say(note)
+    options = {k: v for k, v in given.items() if v is not None}
+    if schedule == "auto":
+        options["schedule"] = None
+    options.update(
+        sigma_max=sigma_max, quantize_t=quantize_t, upsample_sampler=upsample_sampler,
+        guidance_interval=interval, guidance_rescale=guidance_rescale,
+        dynamic_threshold=dynamic_threshold,
+        upsample_steps=up_steps, upsample_guidance=upsample_guidance,
+        upsample_temp=upsample_temp, upsample_schedule=upsample_schedule,
+    )
+    base_opts, up_opts, _ = pipe.stages(**options)
+    # an unusable schedule or bespoke file: one sentence now, before the progress bar
+    pipe.model_calls(1, 1, base_opts, up_opts, low_res is not None)
+    if eta is not None and not (base_spec and base_opts.sampler_spec().accepts("eta")):
+        why = (f"the {base_opts.sampler} sampler takes no η (ddim and the ancestral and "
+               "SDE samplers do)" if base_spec else "no base stage runs")
+        err.print(f"[yellow]Warning:[/] --eta not used: {why}.", highlight=False,
+                  soft_wrap=True)
+    # what made the picture (a stage that did not run records nothing)
+    common = pipe.picture_record(base_opts, up_opts, base_stage=bool(base_spec))
+    common.update({
+        "low_res": str(low_res) if low_res else None,
+        "inpaint_image": str(inpaint_image) if inpaint_image else None,
+        "inpaint_mask": str(inpaint_mask) if inpaint_mask else None,
+        "batch_size": batch_size,
+    })
+    writer = _Writer(pipe, prompts, out, common, grid, seed, n * len(prompts),
+                     remake.kept if remake else None)
+    progress, on_progress = _progress(err, quiet)
+    try:
+        with progress:
+            pipe.generate(
+                prompts, n=n, seed=seed, batch_size=batch_size, low_res=low_res,
+                inpaint_image=inpaint_image, inpaint_mask=inpaint_mask,
+                progress=on_progress, on_images=writer.add, keep_images=False,
+                warn=lambda message: err.print(f"[yellow]Warning:[/] {message}",
+                                               highlight=False, soft_wrap=True),
+                **options,
+            )
+    except KeyboardInterrupt:
         for path in writer.written:
             typer.echo(str(path))
-        if grid:
-            typer.echo(str(writer.grid(seed)))
+        say(f"Interrupted: {len(writer.written)} of {writer.wanted} images were "
+            f"written{f' to {str(out)!r}' if writer.written else ''}; no grid.")
+        raise typer.Exit(130) from None
+    except WriteError as exc:  # a full disk: say what was kept, as Ctrl-C does
+        for path in writer.written:
+            typer.echo(str(path))
+        raise WriteError(f"{str(exc).rstrip('.')}; {len(writer.written)} of "
+                         f"{writer.wanted} images were written before it.") from None
+    for path in writer.written:
+        typer.echo(str(path))
+    if grid:
+        typer.echo(str(writer.grid(seed)))

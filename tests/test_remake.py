@@ -1,0 +1,281 @@
+"""``glidectl sample --from-png``: a PNG's image made again from what it records, a flag
+changing one setting, and one sentence (exit 2) for what cannot be made again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_front_ends import FLAG_KEYS, models, pixels  # noqa: F401  (models: a fixture)
+from test_pipeline import tiny_glide
+from test_sample_cmd import in_process
+
+from glidectl.pipeline import GlidePipeline
+
+SAME = ("prompt", "seed", "model_calls", "base", "base_sha256", "upsampler",
+        "upsampler_sha256", "lora_sha256", "schedule_sha256", "plugins", *FLAG_KEYS)
+
+
+def params(png: Path) -> dict:
+    return json.loads(Image.open(png).text["parameters"])
+
+
+@pytest.fixture
+def batches(monkeypatch) -> list[tuple[int, int]]:
+    """(images, batch size) of each ``GlidePipeline.generate`` call, which still runs."""
+    calls, real = [], GlidePipeline.generate
+
+    def spy(self, prompts, **kwargs):
+        seeds = kwargs.get("seeds")
+        images = len(seeds) if seeds is not None else kwargs["n"] * len(prompts)
+        calls.append((images, kwargs["batch_size"]))
+        return real(self, prompts, **kwargs)
+
+    monkeypatch.setattr(GlidePipeline, "generate", spy)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def made(models, tmp_path_factory):  # noqa: F811
+    """A sample request of 4 images in batches of 3 (with an upsampler, a LoRA and a
+    schedule file) and a copy of its models folder that tests may damage."""
+    from glidectl.samplers.tuned import write_schedule_file
+
+    root = tmp_path_factory.mktemp("made")
+    shutil.copytree(models, root / "models")
+    write_schedule_file(root / "models" / "s.json", {3: torch.tensor([80.0, 2.0, 0.1, 0.0])},
+                        0.002, 80.0, "test", sampler="unipc")
+    m = root / "models"
+    args = ("sample", "a red circle", "--n", 4, "-b", 3, "--base", m / "base.safetensors",
+            "--upsampler", m / "up.safetensors", "--lora", f"{m / 'my-lora'}:0.5",
+            "--sampler", "unipc", "--steps", 3, "--schedule", m / "s.json",
+            "--upsample-steps", 2, "--seed", 10, "--device", "cpu", "-q")
+    return root, args
+
+
+def sample(made, capsys, out: Path, *extra) -> Path:
+    """``out``, where the request of ``made`` (and ``extra`` flags) wrote its images."""
+    res = in_process(capsys, *made[1], "--out", out, *extra)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_a_sample_png_is_made_again_bit_for_bit_in_a_batch_as_long_as_its_own(
+        made, capsys, tmp_path, batches):
+    """Image 2 was the last of a batch of 3, image 4 alone in the second batch: each is made
+    in a batch as long as its own (the length sets the float sums), and a remade PNG records
+    the same, so it is made again too."""
+    out = sample(made, capsys, tmp_path / "s")
+    for index, length in ((1, 3), (3, 1)):
+        png = out / f"{index:05d}.png"
+        assert params(png)["image_index"] == index
+        res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                         "--out", tmp_path / str(index))
+        assert res.returncode == 0, res.stderr
+        assert batches[-1] == (length, 3)
+        again = tmp_path / str(index) / "00000.png"
+        assert sorted(p.name for p in again.parent.iterdir()) == ["00000.png"]
+        assert np.array_equal(pixels(again), pixels(png))
+        assert {k: params(again).get(k) for k in SAME} == {k: params(png).get(k) for k in SAME}
+    res = in_process(capsys, "sample", "--from-png", again, "--device", "cpu", "-q",
+                     "--out", tmp_path / "twice")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(pixels(tmp_path / "twice" / "00000.png"), pixels(again))
+
+
+def test_a_flag_given_with_from_png_changes_that_setting_only(made, capsys, tmp_path):
+    png = sample(made, capsys, tmp_path / "s") / "00000.png"
+    res = in_process(capsys, "sample", "--from-png", png, "--seed", 7, "--device", "cpu", "-q",
+                     "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert "Not as" in res.stderr and "--seed 7 (given)" in res.stderr
+    new, old = params(tmp_path / "again" / "00000.png"), params(png)
+    assert new["seed"] == 7
+    assert not np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))
+    assert {k: new.get(k) for k in SAME if k != "seed"} == \
+        {k: old.get(k) for k in SAME if k != "seed"}
+
+
+def test_an_eval_png_is_made_again_from_its_image_seed_and_its_folder_s_record(
+        models, capsys, tmp_path, batches):  # noqa: F811
+    """Eval batches mix prompts; the PNG's seed finds its prompt's place in them."""
+    (tmp_path / "p.txt").write_text("a red circle\na blue square\na green one\n")
+    res = in_process(capsys, "eval", tmp_path / "p.txt", "--base", models / "base.safetensors",
+                     "--upsampler", "none", "--batch-size", 2, "--steps", 3, "--device", "cpu",
+                     "--out", tmp_path / "eval")
+    assert res.returncode == 0, res.stderr
+    png = sorted((tmp_path / "eval").glob("002_*.png"))[0]  # the third: a batch of one
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                     "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert batches[-1] == (1, 2)
+    again = tmp_path / "again" / "00000.png"
+    assert np.array_equal(pixels(again), pixels(png))
+    assert params(again)["seed"] == int(Image.open(png).text["seed"])
+
+
+def test_a_training_preview_is_made_again_from_its_step_s_checkpoint(models, capsys,  # noqa: F811
+                                                                     tmp_path):
+    """A preview names its run (the folder it is in) and its step; its step's weights make
+    every image of it again."""
+    from glidectl import runs
+    from glidectl.config import GlideConfig
+    from glidectl.glide import load_model
+    from glidectl.images import captioned_grid
+    from glidectl.sampling import tokenizer_for
+    from glidectl.training.model_setup import ModelBundle
+    from glidectl.training.previews import Previewer
+
+    root = tmp_path / "run"
+    step = root / "checkpoints" / runs.step_dir_name(2)
+    step.mkdir(parents=True)
+    shutil.copy(models / "base.safetensors", step / "ema.safetensors")
+    (root / "previews").mkdir()
+    cfg = GlideConfig()
+    cfg.preview.every, cfg.preview.steps = 2, 3
+    cfg.preview.prompts = ["a red circle", "a blue square"]
+    model = load_model(step / "ema.safetensors")
+    bundle = ModelBundle(model, model.options, tokenizer_for(model), None)
+    torch.set_num_threads(1)
+    png = Previewer(cfg, bundle, model, None).run(2, root / "previews").path
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                     "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    images = [Image.open(tmp_path / "again" / f"{k:05d}.png") for k in range(2)]
+    grid = captioned_grid(images, cfg.preview.prompts)
+    assert grid.tobytes() == Image.open(png).convert("RGB").tobytes()
+    shutil.rmtree(step)  # pruned by checkpoint.keep_last
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu")
+    assert res.returncode == 2
+    assert "whose checkpoint of that step is not there" in res.stderr
+
+
+def refused(capsys, *args) -> str:
+    res = in_process(capsys, "sample", *[str(a) for a in args], "--device", "cpu")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    return lines[0]
+
+
+def test_what_is_no_glidectl_png_is_one_sentence(capsys, tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    assert "holds no glidectl record" in refused(capsys, "--from-png", tmp_path / "plain.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.jpg")
+    assert "is a JPEG image, not a PNG" in refused(capsys, "--from-png",
+                                                   tmp_path / "photo.jpg")
+    (tmp_path / "text.png").write_text("not a picture")
+    assert "Cannot read --from-png" in refused(capsys, "--from-png", tmp_path / "text.png")
+    assert "does not exist" in refused(capsys, "--from-png", tmp_path / "gone.png")
+    assert "Give a PROMPT" in refused(capsys)
+
+
+def test_files_that_changed_since_are_refused_unless_a_flag_names_them(made, capsys,
+                                                                      tmp_path):
+    """Weights, a schedule file or a LoRA that are gone or hold something else: one sentence
+    naming the flag that takes what is there now; given, it runs and says what differs."""
+    from glidectl.glide import save_weights
+
+    out = sample(made, capsys, tmp_path / "s", "--grid")
+    png, m = out / "00003.png", made[0] / "models"
+    assert "grid of many images" in refused(capsys, "--from-png", out / "grid-00000.png")
+    shutil.copytree(m, tmp_path / "kept")
+    try:
+        (m / "s.json").write_text((m / "s.json").read_text().replace("80.0", "70.0"))
+        message = refused(capsys, "--from-png", png)
+        assert "schedule file" in message and f"pass --schedule {m / 's.json'} to use" in message
+        shutil.copy(tmp_path / "kept" / "s.json", m / "s.json")
+        save_weights(tiny_glide("upsample", 5), m / "up.safetensors")
+        message = refused(capsys, "--from-png", png)
+        assert "upsampler weights" in message and "holds other contents now" in message
+        res = in_process(capsys, "sample", "--from-png", png, "--upsampler",
+                         m / "up.safetensors", "--device", "cpu", "-q", "--out", tmp_path / "now")
+        assert res.returncode == 0, res.stderr
+        assert "(not the file that made it) (given); the image will differ" in res.stderr
+        shutil.copy(tmp_path / "kept" / "up.safetensors", m / "up.safetensors")
+        shutil.rmtree(m / "my-lora")
+        message = refused(capsys, "--from-png", png)
+        assert "LoRA adapter" in message and "not there; pass --lora PATH:SCALE" in message
+        (m / "base.safetensors").unlink()
+        message = refused(capsys, "--from-png", png, "--lora",
+                          f"{tmp_path / 'kept' / 'my-lora'}:0.5")
+        assert "base weights" in message and "not there; pass --base SPEC" in message
+    finally:
+        shutil.copytree(tmp_path / "kept", m, dirs_exist_ok=True)
+
+
+def test_a_run_folder_that_trained_on_since_is_refused_until_base_names_it(models, capsys,  # noqa: F811
+                                                                         tmp_path):
+    """A PNG made from a run folder names the checkpoint file its latest was then; once
+    training pruned it, ``--base RUN`` samples from the run's newest weights."""
+    from glidectl import runs
+    from glidectl.glide import save_weights
+
+    steps = [tmp_path / "run" / "checkpoints" / runs.step_dir_name(k) for k in (1, 2)]
+    steps[0].mkdir(parents=True)
+    shutil.copy(models / "base.safetensors", steps[0] / "ema.safetensors")
+    res = in_process(capsys, "sample", "a red circle", "--base", tmp_path / "run", "--steps", 2,
+                     "--device", "cpu", "-q", "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    assert params(png)["base_file"] == str(steps[0] / "ema.safetensors")
+    steps[1].mkdir()
+    save_weights(tiny_glide("base", 3), steps[1] / "ema.safetensors")
+    shutil.rmtree(steps[0])  # pruned by checkpoint.keep_last
+    message = refused(capsys, "--from-png", png)
+    assert "step-000001/ema.safetensors" in message and "holds other contents now" in message
+    assert f"pass --base {tmp_path / 'run'} to use what is there now" in message
+    res = in_process(capsys, "sample", "--from-png", png, "--base", tmp_path / "run",
+                     "--device", "cpu", "-q", "--out", tmp_path / "now")
+    assert res.returncode == 0, res.stderr
+    assert params(tmp_path / "now" / "00000.png")["base_file"] == str(
+        steps[1] / "ema.safetensors")
+
+
+def test_a_sampler_no_plugin_registers_now_is_one_sentence(models, capsys, tmp_path,  # noqa: F811
+                                                          register_plugin):
+    from glidectl import plugins
+    from glidectl.hookspecs import hookimpl
+    from glidectl.samplers.euler import sample_euler
+
+    class Plugin:
+        @hookimpl
+        def register_samplers(self, register):
+            register("my-euler", sample_euler)
+
+    register_plugin(Plugin(), "my-sampler-plugin")
+    res = in_process(capsys, "sample", "a red circle", "--base", models / "base.safetensors",
+                     "--sampler", "my-euler", "--steps", 2, "--device", "cpu", "-q",
+                     "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    plugins.pm.unregister(name="my-sampler-plugin")
+    plugins.refresh()
+    message = refused(capsys, "--from-png", tmp_path / "00000.png")
+    assert "'my-euler'" in message and "pass --sampler NAME" in message
+
+
+def test_a_web_ui_png_is_made_again_from_its_models_folder(models, capsys, tmp_path,  # noqa: F811
+                                                          monkeypatch):
+    """The UI names its files relative to its models folder (no server paths in a PNG
+    anyone can download): run there, the PNG makes its image again; elsewhere, one
+    sentence says where to run."""
+    from glidectl.ui.backend import UiBackend
+
+    ui = UiBackend(models, device="cpu", output_dir=tmp_path / "ui")
+    torch.set_num_threads(1)
+    result = ui.generate("a red circle", n=2, sampler="euler", base_steps=2, seed=4,
+                         base="base.safetensors", lora="my-lora/", lora_scale=0.7)
+    png = result.files[1]
+    message = refused(capsys, "--from-png", png)
+    assert "relative to its models folder: run this there" in message
+    monkeypatch.chdir(models)
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                     "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))
