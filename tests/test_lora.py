@@ -810,11 +810,16 @@ def test_a_new_start_replaces_the_scratch_base_an_earlier_start_left(tmp_path):
     assert weights_sha256(load_model(adapter.meta["base_model"])) == adapter.meta["base_sha256"]
 
 
-def test_a_base_run_that_trained_on_says_which_step_to_resume_the_lora_on(tmp_path):
-    """model.init = a training run whose latest checkpoint moved on since the LoRA run began:
-    the refusal said only that the weights differ; now it says to name the step folder."""
+def test_a_lora_run_on_a_base_run_keeps_training_on_the_step_it_began_on(tmp_path, capsys):
+    """model.init = a training run that trains on: the LoRA run's resume was refused
+    (the run's latest weights differ) and `sample --lora` drew on the newer weights. A new
+    LoRA run is pinned to the run's latest step when it begins; when that step is pruned,
+    its resume says so in one sentence. A run begun before the pin still names the fix."""
+    import shutil
+
     from tiny_configs import tiny_config
 
+    from glidectl.config import load_config
     from glidectl.lora import train_lora
     from glidectl.training.engine import Trainer
 
@@ -824,15 +829,29 @@ def test_a_base_run_that_trained_on_says_which_step_to_resume_the_lora_on(tmp_pa
 
     Trainer(base(1), quiet=True).run()
     run = tmp_path / "runs" / "base"
+    step1 = run / "checkpoints" / "step-000001"
     lora = lora_config(tmp_path, model=dict(init=str(run)), train=dict(steps=1),
                        checkpoint=dict(every=1))
-    train_lora(lora, quiet=True)
+    train_lora(lora, live=False)
+    assert f"this LoRA run trains on its latest checkpoint, {str(step1)!r}" in \
+        capsys.readouterr().out
+    lora_run = tmp_path / "runs" / "lora"
+    saved = load_config(lora_run / "config.toml")
+    assert saved.model.init == str(step1) and lora.model.init == str(run)  # caller's kept
+    assert read_adapter(lora_run).meta["base_model"] == str(step1)
     Trainer(base(2), resume="latest", quiet=True).run()  # the base trains on
-    lora.train.steps = 2
+    saved.train.steps = 2
+    assert train_lora(saved, resume="latest", quiet=True).step == 2
+
+    shutil.move(step1, tmp_path / "aside")  # pruned by the base run's keep_last
+    saved.train.steps = 3
+    with pytest.raises(GlidectlError, match=re.escape(
+            f"model.init {str(step1)!r}, the checkpoint this LoRA run trains on, is gone")):
+        train_lora(saved, resume="latest", quiet=True)
+    shutil.move(tmp_path / "aside", step1)
+
+    saved.model.init = str(run)  # a LoRA run begun before the pin: the refusal names the fix
     with pytest.raises(GlidectlError, match=re.escape(
             f"model.init {str(run)!r} is a training run whose latest checkpoint has moved on "
-            "since; set model.init to the step folder this LoRA run started from "
-            f"({str(run / 'checkpoints' / 'step-N')!r}) and resume again.")):
-        train_lora(lora, resume="latest", quiet=True)
-    lora.model.init = str(run / "checkpoints" / "step-000001")  # as it says: it resumes
-    assert train_lora(lora, resume="latest", quiet=True).step == 2
+            "since; set model.init to the step folder this LoRA run started from")):
+        train_lora(saved, resume="latest", quiet=True)

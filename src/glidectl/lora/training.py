@@ -151,8 +151,11 @@ def train_lora(
     from ..training.engine import Trainer
 
     start = time.perf_counter()
+    cfg, pinned = _pin_base(cfg, resume)
     adapter = LoraTrainingAdapter(cfg.lora, cfg.model.init)
     trainer = Trainer(cfg, resume=resume, adapter=adapter, live=live, quiet=quiet)
+    if pinned:
+        trainer.display.message(pinned)
     if adapter.summary is not None:
         trainer.display.message(adapter.summary.line())
     result = trainer.run()
@@ -161,3 +164,33 @@ def train_lora(
         f"{time.perf_counter() - start:.0f}s; adapter: {latest_adapter(result.run_dir)}"
     )
     return result
+
+
+def _pin_base(cfg: GlideConfig, resume: str | None) -> tuple[GlideConfig, str]:
+    """A new LoRA run on a training run folder trains on the checkpoint that is the run's
+    latest now, named by its step folder in the LoRA run's config and adapters: the base
+    run may train on (and prune) while the adapters are trained, resumed and used. A
+    resumed run's step folder that is gone: one sentence. Returns the config and a line."""
+    from dataclasses import replace
+
+    from ..glide.loading import follows_latest
+
+    init = cfg.model.init
+    if resume:
+        path = Path(init).expanduser()
+        if runs.STEP_RE.fullmatch(path.name) and path.parent.name == runs.CHECKPOINTS_DIR \
+                and not path.exists():
+            raise GlidectlError(
+                f"model.init {init!r}, the checkpoint this LoRA run trains on, is gone (its "
+                "run's checkpoint.keep_last prunes older steps); put that step folder back to "
+                "resume, or start a new LoRA run on another base.")
+        return cfg, ""
+    if init in ("", "scratch") or not follows_latest(init):
+        return cfg, ""
+    step = runs.latest_under(Path(init).expanduser())
+    if step is None or runs.step_weights(step) is None:
+        return cfg, ""  # not a run of model weights: loading says why
+    line = (f"model.init {init!r} is a training run: this LoRA run trains on its latest "
+            f"checkpoint, {str(step)!r}, whatever that run does next (set model.init to "
+            "another step folder for another).")
+    return replace(cfg, model=replace(cfg.model, init=str(step))), line
