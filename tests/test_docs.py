@@ -17,6 +17,7 @@ import typer
 
 from glidectl.cli.app import build_app
 from glidectl.config import describe, load_config
+from glidectl.data.kohya_config import read_dataset_config
 from glidectl.unused_keys import unused_keys
 
 try:  # typer >= 0.26 vendors click
@@ -175,12 +176,17 @@ def test_every_config_key_a_doc_names_is_in_the_schema(name):
 
 
 def test_readme_config_snippet_loads(tmp_path):
+    """glide.toml snippets load as configs; a kohya dataset.toml snippet as kohya's."""
     readme = (ROOT / "README.md").read_text()
     snippets = [s for s in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[project" not in s]
-    assert snippets
+    kohya = [s for s in snippets if s.lstrip().startswith("# dataset.toml")]
+    assert snippets and kohya
     for i, snippet in enumerate(snippets):
         (tmp_path / f"{i}.toml").write_text(snippet)
-        load_config(tmp_path / f"{i}.toml")
+        if snippet in kohya:
+            assert read_dataset_config(tmp_path / f"{i}.toml").subsets
+        else:
+            load_config(tmp_path / f"{i}.toml")
 
 
 def test_readme_plugin_snippets_are_the_example_plugins():

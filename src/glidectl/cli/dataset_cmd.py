@@ -74,12 +74,17 @@ def _render(report: Any) -> None:
     summary.add_row("empty captions", f"{report.empty_share:.1%}")
     console.print(summary)
     if report.kohya_folders:
-        table = Table(title="kohya folders (data.kohya_folders)")
-        for name in ("folder", "repeats", "images", "per epoch", "caption from name"):
+        subsets = report.kind == "kohya"  # a dataset config's subsets, else N_words folders
+        title = "kohya subsets" if subsets else "kohya folders (data.kohya_folders)"
+        words = "caption from class_tokens" if subsets else "caption from name"
+        table = Table(title=title)
+        if subsets:
+            table.add_column("subset", justify="right")
+        for name in ("folder", "repeats", "images", "per epoch", words):
             table.add_column(name, justify="left" if name == "folder" else "right")
-        for row in report.kohya_folders:
-            table.add_row(escape(row["folder"]), *(str(row[k]) for k in (
-                "repeats", "images", "per_epoch", "caption_from_name")))
+        for i, row in enumerate(report.kohya_folders, start=1):
+            table.add_row(*([str(i)] if subsets else []), escape(row["folder"]), *(
+                str(row[k]) for k in ("repeats", "images", "per_epoch", "class_captions")))
         console.print(table)
     for title, hist in (("short side (px)", report.size_histogram),
                         ("aspect (w/h)", report.aspect_histogram)):
@@ -135,8 +140,8 @@ def register(app: typer.Typer) -> None:
     @dataset_app.command("inspect")
     def inspect_command(
         source: str = typer.Argument(
-            ..., help="Image folder, webdataset shards (dir, glob, brace pattern), Parquet "
-            "files, hf:NAME_OR_PATH or demo:NAME."
+            ..., help="Image folder, kohya dataset config (.toml), webdataset shards (dir, "
+            "glob, brace pattern), Parquet files, hf:NAME_OR_PATH or demo:NAME."
         ),
         preset: str | None = typer.Option(None, "--preset", "-p", help="Dataset preset."),
         limit: int = typer.Option(1000, "--limit", "-n", min=1, help="Samples to scan."),

@@ -1,5 +1,6 @@
-"""Built-in data sources (a default plugin): demo data, image folders, webdataset shards,
-Parquet files and Hugging Face datasets, registered through ``register_data_sources``.
+"""Built-in data sources (a default plugin): demo data, image folders, kohya dataset configs,
+webdataset shards, Parquet files and Hugging Face datasets, registered through
+``register_data_sources``.
 
 Only the recognisers live here; each source module but the light ``shards`` (whose
 suffixes and URL prefixes the recognisers read) is imported when it is opened, so
@@ -107,6 +108,18 @@ def open_folder(spec: str, cfg: Any, resolution: int) -> Source:
                              kohya=bool(getattr(cfg, "kohya_folders", True)))
 
 
+def claims_kohya(spec: str) -> bool:
+    """A ``.toml`` file: kohya's dataset config (``--dataset_config``)."""
+    return spec.lower().endswith(".toml") and os.path.isfile(spec)
+
+
+def open_kohya(spec: str, cfg: Any, resolution: int) -> Source:
+    from .kohya_source import KohyaConfigSource
+
+    return KohyaConfigSource.open(os.path.expanduser(_given(spec, "kohya", "dataset.toml")),
+                                  float(getattr(cfg, "uncond_p", 0.0)))
+
+
 def open_shards(spec: Any, cfg: Any, resolution: int) -> Source:
     return ShardSource.open(_given(spec, "wds", "shards/"), cfg.image_key, cfg.caption_key,
                             cfg.metadata_key)
@@ -134,6 +147,9 @@ BUILTIN_SOURCES = (
                "A folder of images with .txt, .caption or metadata.jsonl captions (kohya's "
                "N_words folders: N repeats, 'words' captions).",
                os.path.isdir, priority=30),
+    SourceType("kohya", open_kohya,
+               "kohya-ss sd-scripts' dataset config (.toml, or kohya:FILE.json): subsets "
+               "with num_repeats, class_tokens and caption options.", claims_kohya, priority=15),
     SourceType("hf", open_hf, "hf:NAME_OR_PATH, a Hub dataset (streamed) or save_to_disk folder.",
                claims_hf, priority=5),
 )

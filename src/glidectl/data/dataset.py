@@ -24,6 +24,7 @@ from .captions import decode_caption, pick_line
 from .images import Rejected, open_image
 from .preset_api import DatasetPreset, Reject
 from .records import IMAGE_EXTENSIONS, RawSample
+from .sample_rules import SampleRules
 from .source_api import reads_per_epoch, samples_per_epoch, source_notes
 from .sources import Source, open_source
 from .stages import Slot, raw_stream
@@ -43,20 +44,24 @@ class Prepared:
     original_size: tuple[int, int]
     converted: str | None
     meta: dict[str, Any]
+    rules: SampleRules | None = None
 
 
 class SamplePipeline:
-    """Checks and converts one raw sample; every failure raises :class:`Rejected`."""
+    """Checks and converts one raw sample; every failure raises :class:`Rejected`.
+    ``train``: a sample's own rules (kohya's subsets) shuffle and drop its tags, drop its
+    caption and set its flip and crop; else its caption is read as written."""
 
     def __init__(
         self, preset: DatasetPreset, options: DataConfig, transform: ImageTransform,
-        text: TextEncoder, low_res: LowResTransform | None = None,
+        text: TextEncoder, low_res: LowResTransform | None = None, train: bool = True,
     ) -> None:
         self.preset = preset
         self.options = options
         self.transform = transform
         self.text = text
         self.low_res = low_res
+        self.train = train
         self.min_image_size = int(options.min_image_size)
         self.max_pixels = int(options.max_pixels)
 
@@ -73,7 +78,12 @@ class SamplePipeline:
                 raise Rejected("bad_metadata") from None
             if not isinstance(meta, dict):
                 raise Rejected("bad_metadata")
-        caption = pick_line(decode_caption(raw.caption), rng)
+        rules = raw.rules
+        if rules is None:
+            caption = pick_line(decode_caption(raw.caption), rng)
+        else:
+            caption = rules.line(decode_caption(raw.caption), rng)
+            caption = caption and rules.caption(caption, rng, self.train)
         chosen = self.preset.select(meta, caption, self.options)
         if isinstance(chosen, Reject):
             raise Rejected(chosen.reason)
@@ -83,14 +93,18 @@ class SamplePipeline:
             raw.image, min_size=self.min_image_size, max_pixels=self.max_pixels,
             draft_size=self.transform.draft_size(),
         )
-        return Prepared(raw.key, chosen, image, original, converted, meta)
+        return Prepared(raw.key, chosen, image, original, converted, meta, rules)
 
     def finish(self, prepared: Prepared, rng: random.Random) -> dict[str, Any]:
-        high = self.transform(prepared.image, rng)
+        rules = prepared.rules if self.train else None
+        transform = self.transform if rules is None else rules.image_transform(self.transform)
+        high = transform(prepared.image, rng)
         out: dict[str, Any] = {"image": to_tensor(high)}
         if self.low_res is not None:
             out["low_res"] = to_tensor(self.low_res(high, rng))
-        tokens, mask, caption = self.text(prepared.caption, rng)
+        # kohya's caption_dropout_rate, then data.uncond_p: two independent draws
+        dropped = rules is not None and rules.drops(rng)
+        tokens, mask, caption = self.text("" if dropped else prepared.caption, rng)
         out.update(tokens=tokens, mask=mask, caption=caption, key=prepared.key)
         return out
 
@@ -290,7 +304,7 @@ def build_dataset(
             noise=data_cfg.degrade_noise if train else 0.0,
         )
     text = TextEncoder(tokenizer, text_ctx, data_cfg.uncond_p if train else 0.0)
-    pipeline = SamplePipeline(preset, data_cfg, transform, text, low)
+    pipeline = SamplePipeline(preset, data_cfg, transform, text, low, train=train)
     return StreamDataset(
         source, pipeline, train=train, rank=rank, world_size=world_size, seed=seed,
         shuffle_buffer=data_cfg.shuffle_buffer, resampled=data_cfg.resampled and train,

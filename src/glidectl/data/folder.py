@@ -169,6 +169,11 @@ class FolderSource:
     def units(self) -> list[str]:
         return list(self.files)
 
+    def kohya_table(self) -> list[dict[str, Any]]:
+        """Per kohya folder: its repeats, images, reads per epoch and folder-name captions
+        (``dataset inspect``; empty when the folder is not in kohya's layout)."""
+        return [folder.to_dict() for folder in self.kohya.values()]
+
     def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
         path = self.root / unit
         row = self.metadata.get(unit)

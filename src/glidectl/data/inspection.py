@@ -20,7 +20,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..config import DataConfig
 from .dataset import SamplePipeline, build_dataset
-from .folder import FolderSource
 from .images import Rejected
 from .records import RawSample
 from .source_api import samples_per_epoch, source_notes
@@ -50,7 +49,8 @@ class InspectReport:
     complete: bool = False
     total_samples: int | None = None
     samples_per_epoch: int | None = None  # when training reads some samples more than once
-    kohya_folders: list[dict[str, Any]] = field(default_factory=list)  # kohya's N_words folders
+    # kohya's N_words folders, or a kohya dataset config's subsets: repeats, images, …
+    kohya_folders: list[dict[str, Any]] = field(default_factory=list)
     valid: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     damaged: dict[str, int] = field(default_factory=dict)
@@ -104,8 +104,8 @@ def inspect_source(
     )
     if (per_epoch := samples_per_epoch(source)) != source.num_samples:
         report.samples_per_epoch = per_epoch
-    if isinstance(source, FolderSource):
-        report.kohya_folders = [folder.to_dict() for folder in source.kohya.values()]
+    if callable(table := getattr(source, "kohya_table", None)):
+        report.kohya_folders = table()
     counter = RejectionCounter()  # samples: valid + rejected = scanned
     damaged = RejectionCounter()  # whole shards, files or row groups that could not be read
     rng = random.Random(0)
@@ -174,7 +174,8 @@ def _in_memory(raw: RawSample) -> RawSample:
             image: Any = Path(raw.image).read_bytes()
         except OSError:
             image = raw.image
-        return RawSample(raw.key, image, raw.caption, raw.meta, raw.meta_bytes)
+        return RawSample(raw.key, image, raw.caption, raw.meta, raw.meta_bytes,
+                         rules=raw.rules)
     return raw
 
 

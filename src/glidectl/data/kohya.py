@@ -28,8 +28,11 @@ class KohyaFolder:
     named: int = 0  # images captioned by the folder's words (no caption of their own)
 
     def to_dict(self) -> dict[str, int | str]:
+        """A row of ``dataset inspect``'s table (a dataset config's subsets share it:
+        ``class_captions`` counts the images captioned by their ``class_tokens``)."""
+        per_epoch = max(self.repeats, 0) * self.images
         return {"folder": self.name, "repeats": self.repeats, "images": self.images,
-                "per_epoch": self.repeats * self.images, "caption_from_name": self.named}
+                "per_epoch": per_epoch, "class_captions": self.named}
 
 
 def kohya_like(dirnames: Sequence[str]) -> bool:

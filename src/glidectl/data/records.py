@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from PIL import Image
 
+    from .sample_rules import SampleRules
+
 # What image folders are read for (Pillow decodes them all; AVIF needs a Pillow built with
 # it, else such files are counted as unreadable), and image files they skip with a count.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif",
@@ -25,7 +27,8 @@ class RawSample:
     is raw bytes or text (possibly several lines) or None; ``meta`` is parsed metadata, or
     raw JSON bytes under ``meta_bytes`` for the pipeline to parse (and reject if broken).
     ``reject`` names why a source already knows the sample is unusable (e.g.
-    ``unreadable_caption``); the pipeline counts it under that reason.
+    ``unreadable_caption``); the pipeline counts it under that reason. ``rules``: how each
+    draw of it is captioned and augmented beyond the ``[data]`` options (kohya's subsets).
     """
 
     key: str
@@ -34,3 +37,4 @@ class RawSample:
     meta: dict[str, Any] = field(default_factory=dict)
     meta_bytes: bytes | None = None
     reject: str | None = None
+    rules: SampleRules | None = None

@@ -1,0 +1,260 @@
+"""kohya-ss sd-scripts' dataset config (``--dataset_config dataset.toml``, or JSON): a
+``[general]`` table, then ``[[datasets]]``, each with its ``[[datasets.subsets]]``. A
+subset's option is looked up in the subset, then its dataset, then ``[general]``, then
+kohya's default (``num_repeats`` 1, ``caption_extension`` ".caption").
+
+Relative ``image_dir`` and ``metadata_file`` paths are read from the config file's folder
+(kohya reads them from the folder it runs in), so the file may travel with its images.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import GlidectlError
+from .sample_rules import SampleRules
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+MAX_REPEATS = 10_000  # an epoch lists each image this often: far beyond any real count
+SUBSET_ONLY = ("image_dir", "metadata_file", "is_reg")  # kohya allows these in subsets only
+# the options glidectl applies: (type, kohya's default)
+APPLIED: dict[str, tuple[type, Any]] = {
+    "image_dir": (str, None), "metadata_file": (str, None), "is_reg": (bool, False),
+    "num_repeats": (int, 1), "class_tokens": (str, None), "caption_extension": (str, ".caption"),
+    "shuffle_caption": (bool, False), "keep_tokens": (int, 0),
+    "keep_tokens_separator": (str, ""), "caption_separator": (str, ","),
+    "secondary_separator": (str, ""), "caption_prefix": (str, ""), "caption_suffix": (str, ""),
+    "enable_wildcard": (bool, False), "caption_dropout_rate": (float, 0.0),
+    "caption_tag_dropout_rate": (float, 0.0), "flip_aug": (bool, None),
+    "random_crop": (bool, None),
+}
+BUCKETS = "square crops (data.random_crop, data.crop_scale)"
+# kohya's options glidectl does not apply, and what it does instead
+IGNORED = {
+    "resolution": "data.resolution", "batch_size": "train.batch_size",
+    "enable_bucket": BUCKETS, "min_bucket_reso": BUCKETS, "max_bucket_reso": BUCKETS,
+    "bucket_reso_steps": BUCKETS, "bucket_no_upscale": BUCKETS,
+    "color_aug": "no colour jitter", "face_crop_aug_range": "data.crop_scale",
+    "caption_dropout_every_n_epochs": "caption_dropout_rate and data.uncond_p",
+    "token_warmup_min": "whole captions from the first step",
+    "token_warmup_step": "whole captions from the first step",
+    "cache_info": "nothing cached", "alpha_mask": "alpha over white",
+    "skip_image_resolution": "data.min_image_size", "resize_interpolation": "bicubic",
+    "validation_split": "validation.holdout", "validation_seed": "validation.holdout",
+    "network_multiplier": "a LoRA's scale at sampling (--lora PATH:SCALE)",
+    "custom_attributes": "none",
+    "conditioning_data_dir": "no ControlNet training", "prior_loss_weight": "one loss",
+    "max_token_length": "the model's text_ctx", "debug_dataset": "glidectl dataset inspect",
+}
+KNOWN = (*APPLIED, *IGNORED)
+
+
+@dataclass
+class SubsetSpec:
+    """One ``[[datasets.subsets]]`` entry with its options resolved."""
+
+    dataset: int  # 1-based, in file order
+    number: int  # 1-based over the whole file: the subset's units are "number/name"
+    image_dir: Path | None
+    image_dir_text: str  # as written, for messages and tables
+    metadata_file: Path | None
+    repeats: int
+    class_tokens: str | None
+    caption_extension: str
+    is_reg: bool
+    rules: SampleRules
+
+    @property
+    def where(self) -> str:
+        return f"dataset {self.dataset}, subset {self.number}"
+
+    @property
+    def shown(self) -> str:
+        return self.image_dir_text or str(self.metadata_file)
+
+
+@dataclass
+class DatasetConfig:
+    """The subsets of a dataset config, and the keys it sets that glidectl does not apply."""
+
+    path: Path
+    subsets: list[SubsetSpec] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)  # key → what glidectl does instead
+    unknown: list[str] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        """One warning for the keys that change nothing here, one for unknown keys, and
+        one for regularisation subsets (read like any other)."""
+        out = []
+        name = repr(str(self.path))
+        if self.ignored:
+            keys = "; ".join(f"{k} ({v})" for k, v in self.ignored.items())
+            out.append(f"{name}: glidectl does not apply these kohya keys (what it uses "
+                       f"instead in brackets): {keys}.")
+        if self.unknown:
+            out.append(f"{name}: {', '.join(self.unknown)} "
+                       f"{'is not a key' if len(self.unknown) == 1 else 'are not keys'} of "
+                       "kohya's dataset config that glidectl knows, and "
+                       f"{'is' if len(self.unknown) == 1 else 'are'} ignored.")
+        if regs := [s.where for s in self.subsets if s.is_reg]:
+            out.append(f"{name}: is_reg subsets ({'; '.join(regs)}) are read like the others, "
+                       "num_repeats times per epoch, without kohya's prior_loss_weight or its "
+                       "matching of regularisation images to the training images' count.")
+        return out
+
+
+def read_dataset_config(path: str | Path) -> DatasetConfig:
+    """Parse and check the dataset config at ``path`` (its folders are not looked at)."""
+    path = Path(path)
+    raw = _load(path)
+    name = repr(str(path))
+    config = DatasetConfig(path)
+    for key in raw:
+        if key not in ("general", "datasets"):
+            _unknown(config, key, f"{name}: unknown table {key!r}", ("general", "datasets"))
+    general = _table(raw.get("general", {}), f"{name}: [general]")
+    datasets = raw.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise GlidectlError(
+            f"{name} has no [[datasets]] table, so it is not a kohya dataset config; add "
+            "[[datasets]] with [[datasets.subsets]] entries, or point data.source at images.")
+    _check_level(config, general, f"{name}: [general]", "general")
+    for d, dataset in enumerate(datasets, start=1):
+        dataset = _table(dataset, f"{name}: dataset {d}")
+        _check_level(config, dataset, f"{name}: dataset {d}", "dataset")
+        subsets = dataset.get("subsets")
+        if not isinstance(subsets, list) or not subsets:
+            raise GlidectlError(f"{name}: dataset {d} has no [[datasets.subsets]]; give it "
+                                "at least one with an image_dir.")
+        for subset in subsets:
+            number = len(config.subsets) + 1
+            where = f"{name}: dataset {d}, subset {number}"
+            subset = _table(subset, where)
+            _check_level(config, subset, where, "subset")
+            config.subsets.append(_subset(path.parent, d, number, [subset, dataset, general],
+                                          where))
+    return config
+
+
+def _load(path: Path) -> dict[str, Any]:
+    name = repr(str(path))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise GlidectlError(f"{name} is not UTF-8 text; save it as UTF-8.") from None
+    except OSError as exc:
+        raise GlidectlError(f"{name} cannot be read ({exc.strerror}); check that it exists "
+                            "and is readable.") from None
+    if path.suffix.lower() == ".json":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GlidectlError(f"{name} is not valid JSON ({exc.msg} at line {exc.lineno}, "
+                                f"column {exc.colno}); fix it there.") from None
+        if not isinstance(raw, dict):
+            raise GlidectlError(f"{name} holds a JSON {type(raw).__name__}, not an object "
+                                "with \"datasets\"; write kohya's dataset config.")
+        return raw
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise GlidectlError(f"{name} is not valid TOML ({exc}); fix it there.") from None
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise GlidectlError(f"{where} must be a table of options, not {value!r}; write it as "
+                            "in kohya's config_README.")
+    return value
+
+
+def _unknown(config: DatasetConfig, key: str, where: str, options: Any) -> None:
+    """A key neither applied nor known: a likely typo is an error, anything else a note."""
+    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.8)
+    if close:
+        raise GlidectlError(f"{where}; did you mean {close[0]!r}?")
+    if key not in config.unknown:
+        config.unknown.append(key)
+
+
+def _check_level(config: DatasetConfig, table: dict[str, Any], where: str, level: str) -> None:
+    """A subset's own key above it is an error, a mistyped value too; unapplied keys are
+    noted."""
+    for key, value in table.items():
+        if key == "subsets" and level == "dataset":
+            continue
+        if key in SUBSET_ONLY and level != "subset":
+            raise GlidectlError(f"{where}: {key} belongs in each [[datasets.subsets]] entry, "
+                                "not here; move it there.")
+        if key in IGNORED:
+            config.ignored.setdefault(key, IGNORED[key])
+        elif key not in APPLIED:
+            _unknown(config, key, f"{where}: unknown key {key!r}", KNOWN)
+        elif value is not None:
+            _check_type(key, value, where)
+
+
+def _check_type(key: str, value: Any, where: str) -> None:
+    kind = APPLIED[key][0]
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        what = "a number"
+    elif kind is int:
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    else:
+        ok, what = isinstance(value, kind), {bool: "true or false", str: "text"}[kind]
+    if not ok:
+        example = {float: "0.1", int: "10", bool: "true", str: "'...'"}[kind]
+        raise GlidectlError(f"{where}: {key} must be {what}, not {value!r}; write e.g. "
+                            f"{key} = {example}.")
+    if kind is float and not 0 <= value <= 1:
+        raise GlidectlError(f"{where}: {key} must be between 0 and 1, not {value!r}.")
+    if key == "keep_tokens" and value < 0:
+        raise GlidectlError(f"{where}: keep_tokens must be 0 or more, not {value}.")
+    if key == "num_repeats" and value > MAX_REPEATS:
+        raise GlidectlError(f"{where}: num_repeats = {value} is more than {MAX_REPEATS}; "
+                            "give a smaller count.")
+    if key in ("caption_separator", "caption_extension") and not value:
+        raise GlidectlError(f"{where}: {key} must not be empty; write e.g. "
+                            f"{key} = {'.txt' if key == 'caption_extension' else ','!r}.")
+
+
+def _subset(base: Path, dataset: int, number: int, levels: list[dict[str, Any]],
+            where: str) -> SubsetSpec:
+    def get(key: str) -> Any:
+        return next((t[key] for t in levels if t.get(key) is not None), APPLIED[key][1])
+
+    image_dir, metadata = levels[0].get("image_dir"), levels[0].get("metadata_file")
+    if image_dir is None and metadata is None:
+        raise GlidectlError(f"{where} has no image_dir; give it the folder of its images "
+                            "(or a metadata_file for a fine-tuning subset).")
+    rules = SampleRules(
+        any_line=get("enable_wildcard"), prefix=get("caption_prefix"),
+        suffix=get("caption_suffix"), separator=get("caption_separator"),
+        keep_tokens=get("keep_tokens"), keep_separator=get("keep_tokens_separator"),
+        secondary_separator=get("secondary_separator"), shuffle=get("shuffle_caption"),
+        tag_dropout=float(get("caption_tag_dropout_rate")),
+        dropout=float(get("caption_dropout_rate")), flip=get("flip_aug"),
+        random_crop=get("random_crop"),
+    )
+    return SubsetSpec(
+        dataset, number, _path(base, image_dir), image_dir or "", _path(base, metadata),
+        get("num_repeats"), get("class_tokens"), get("caption_extension"),
+        bool(levels[0].get("is_reg", False)), rules,
+    )
+
+
+def _path(base: Path, text: str | None) -> Path | None:
+    if text is None:
+        return None
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path

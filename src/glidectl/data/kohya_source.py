@@ -1,0 +1,266 @@
+"""The images a kohya dataset config names (:mod:`glidectl.data.kohya_config`), read as
+kohya's trainers read them.
+
+A DreamBooth subset reads the images directly in its ``image_dir`` (not its sub-folders,
+as kohya), each captioned by its ``stem + caption_extension`` file, else by
+``class_tokens``; a fine-tuning subset reads its ``metadata_file`` (JSON
+``{image_key: {"caption": ..., "tags": ...}}``; the caption is "caption, tags"). Each
+image is read ``num_repeats`` times per training epoch; a count below 1 leaves the subset
+out, and a second subset of one dataset with the same folder (or metadata file) is left
+out, as kohya leaves them out. Units are ``"N/name"``, N the subset's number in the file,
+so two datasets may share a folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import GlidectlError
+from .kohya import KohyaFolder
+from .kohya_config import DatasetConfig, SubsetSpec, read_dataset_config
+from .records import IMAGE_EXTENSIONS, RawSample
+from .stats import RejectionCounter
+from .walk import walk
+
+OTHER_CAPTIONS = (".txt", ".caption")  # caption files a subset may hold under another name
+
+
+@dataclass
+class KohyaConfigSource:
+    """The subsets of a kohya dataset config: their images, repeats and captions."""
+
+    config: DatasetConfig
+    uncond_p: float = 0.0  # data.uncond_p, to say how it combines with caption dropout
+    subsets: dict[str, SubsetSpec] = field(default_factory=dict)  # by number, those read
+    images: dict[str, Path] = field(default_factory=dict)  # unit → image file
+    captions: dict[str, str | None] = field(default_factory=dict)  # unit → metadata caption
+    rows: list[KohyaFolder] = field(default_factory=list)  # per subset, for inspect
+    left: list[str] = field(default_factory=list)  # what the scan left out, in sentences
+
+    kind = "kohya"
+    splits_samples = True
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], uncond_p: float = 0.0) -> KohyaConfigSource:
+        src = cls(read_dataset_config(path), float(uncond_p))
+        seen: set[tuple[int, Path | None, Path | None]] = set()
+        name = repr(str(src.config.path))
+        for spec in src.config.subsets:
+            row = KohyaFolder(spec.shown, spec.repeats, spec.class_tokens or "")
+            src.rows.append(row)
+            same = (spec.dataset, spec.image_dir, spec.metadata_file)
+            if spec.repeats < 1:
+                src.left.append(f"{name}: {spec.where} ({spec.shown!r}) has num_repeats = "
+                                f"{spec.repeats} and is left out, as kohya leaves it out.")
+                continue
+            if same in seen:
+                src.left.append(f"{name}: {spec.where} ({spec.shown!r}) repeats an earlier "
+                                "subset of its dataset and is left out, as kohya leaves it "
+                                "out; put it in another [[datasets]] to read it twice.")
+                continue
+            seen.add(same)
+            src.subsets[str(spec.number)] = spec
+            if spec.metadata_file is not None:
+                src._scan_metadata(spec, row)
+            else:
+                src._scan_folder(spec, row)
+        if not src.images:
+            raise GlidectlError(
+                f"{str(src.config.path)!r} names no images: its subsets' image_dirs hold no "
+                f"image files ({' '.join(IMAGE_EXTENSIONS)}) at their top (kohya reads no "
+                "sub-folders); point each image_dir at the folder that holds its images."
+                + "".join(f" {note}" for note in src.left))
+        return src
+
+    def _folder(self, spec: SubsetSpec) -> Path:
+        folder = spec.image_dir
+        assert folder is not None
+        if not folder.is_dir():
+            here = Path(spec.image_dir_text).expanduser()
+            hint = (f" (it does exist in the current folder, where kohya would look: write "
+                    f"{str(here.resolve())!r})") if here.is_dir() and not here.is_absolute() \
+                else ""
+            raise GlidectlError(
+                f"{str(self.config.path)!r}: {spec.where}: image_dir {spec.image_dir_text!r} "
+                f"is not a folder ({str(folder)!r}; a relative image_dir is read from the "
+                f"config's folder){hint}; give the folder that holds the subset's images.")
+        return folder
+
+    def _listing(self, folder: Path) -> list[str]:
+        try:
+            return sorted(os.listdir(folder))
+        except OSError as exc:
+            raise GlidectlError(f"Folder {str(folder)!r} cannot be read ({exc.strerror}); "
+                                "check its permissions.") from None
+
+    def _scan_folder(self, spec: SubsetSpec, row: KohyaFolder) -> None:
+        folder = self._folder(spec)
+        names = self._listing(folder)
+        present = set(names)
+        other = no_caption = 0
+        for name in names:
+            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = folder / name
+            if not path.is_file():
+                continue
+            unit = f"{spec.number}/{name}"
+            self.images[unit] = path
+            row.images += 1
+            stem = path.stem
+            if stem + spec.caption_extension in present:
+                continue
+            other += any(stem + ext in present for ext in OTHER_CAPTIONS)
+            if spec.class_tokens is not None:
+                row.named += 1
+            else:
+                no_caption += 1
+        where = f"{str(self.config.path)!r}: {spec.where}"
+        if other:
+            default = " (kohya's default)" * (spec.caption_extension == ".caption")
+            self.left.append(
+                f"{where}: {other} image{'s' * (other != 1)} without a "
+                f"{spec.caption_extension!r} file {'have' if other != 1 else 'has'} a .txt or "
+                f".caption file, which caption_extension = {spec.caption_extension!r}{default} "
+                "does not read; set caption_extension to read them.")
+        if no_caption:
+            many = no_caption != 1
+            self.left.append(
+                f"{where}: {no_caption} image{'s' * many} {'have' if many else 'has'} neither "
+                f"a {spec.caption_extension!r} file nor the subset's class_tokens and "
+                f"{'are' if many else 'is'} rejected as missing_caption (kohya "
+                "trains them on the empty caption); give the subset class_tokens.")
+        deeper = sum(1 for d, _, files in walk(folder) if Path(d) != folder
+                     for n in files if n.lower().endswith(IMAGE_EXTENSIONS))
+        if deeper:
+            self.left.append(
+                f"{where}: {deeper} image{'s' * (deeper != 1)} in sub-folders of "
+                f"{spec.image_dir_text!r} {'are' if deeper != 1 else 'is'} not read, as kohya "
+                "reads only the images directly in an image_dir; give each sub-folder a "
+                "subset of its own.")
+
+    def _scan_metadata(self, spec: SubsetSpec, row: KohyaFolder) -> None:
+        path = spec.metadata_file
+        assert path is not None
+        name = f"{str(self.config.path)!r}: {spec.where}: metadata_file {str(path)!r}"
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8-sig"))
+        except OSError as exc:
+            raise GlidectlError(f"{name} cannot be read ({exc.strerror}); check the path "
+                                "(a relative one is read from the config's folder).") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise GlidectlError(f"{name} is not JSON text ({exc}); write kohya's metadata "
+                                "JSON, {\"image_key\": {\"caption\": \"...\"}}.") from None
+        if not isinstance(entries, dict):
+            raise GlidectlError(f"{name} holds a JSON {type(entries).__name__}, not an "
+                                "object of {\"image_key\": {\"caption\": \"...\"}}.")
+        folder = self._folder(spec) if spec.image_dir is not None else None
+        by_stem: dict[str, str] = {}
+        if folder is not None:
+            for file in self._listing(folder):
+                if file.lower().endswith(IMAGE_EXTENSIONS):
+                    by_stem.setdefault(Path(file).stem, file)
+        missing = bad = 0
+        for key, entry in entries.items():
+            image = _metadata_image(key, folder, by_stem, self.config.path.parent)
+            if image is None:
+                missing += 1
+                continue
+            if not isinstance(entry, dict):
+                bad += 1
+                continue
+            unit = f"{spec.number}/{key}"
+            self.images[unit] = image
+            self.captions[unit] = _metadata_caption(entry)
+            row.images += 1
+        if missing:
+            self.left.append(f"{name}: {missing} entr{'ies' if missing != 1 else 'y'} name no "
+                             f"image file (in image_dir {spec.image_dir_text!r}, or as a path) "
+                             f"and {'are' if missing != 1 else 'is'} left out.")
+        if bad:
+            self.left.append(f"{name}: {bad} entr{'ies' if bad != 1 else 'y'} "
+                             f"{'are' if bad != 1 else 'is'} not an object with a caption and "
+                             f"{'are' if bad != 1 else 'is'} left out.")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images)
+
+    def units(self) -> list[str]:
+        return list(self.images)
+
+    def repeats(self, unit: str) -> int:
+        """Times per epoch training reads ``unit``: its subset's ``num_repeats``."""
+        return self.subsets[unit.partition("/")[0]].repeats
+
+    def describe(self) -> str:
+        return str(self.config.path)
+
+    def kohya_table(self) -> list[dict[str, Any]]:
+        """Per subset: its folder, repeats, images, reads per epoch and class-token
+        captions (``dataset inspect``)."""
+        return [row.to_dict() for row in self.rows]
+
+    def notes(self) -> list[str]:
+        """Keys not applied, subsets and images left out, and how caption dropout adds to
+        data.uncond_p."""
+        out = self.config.notes() + self.left
+        rates = sorted({s.rules.dropout for s in self.subsets.values() if s.rules.dropout})
+        if rates and self.uncond_p > 0:
+            both = ", ".join(f"{1 - (1 - r) * (1 - self.uncond_p):.0%}" for r in rates)
+            out.append(
+                f"{str(self.config.path)!r}: caption_dropout_rate adds to data.uncond_p "
+                f"({self.uncond_p:g}): two independent draws, so those subsets train on the "
+                f"empty caption {both} of the time; set data.uncond_p = 0 for kohya's rates "
+                "alone.")
+        return out
+
+    def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
+        spec = self.subsets[unit.partition("/")[0]]
+        path = self.images[unit]
+        caption: bytes | str | None = None
+        reject = None
+        if spec.metadata_file is not None:
+            caption = self.captions.get(unit)
+        else:
+            sidecar = path.with_name(path.stem + spec.caption_extension)
+            if sidecar.is_file():
+                try:
+                    caption = sidecar.read_bytes()
+                except OSError:  # there, but not readable: not a missing caption
+                    reject = "unreadable_caption"
+            elif spec.class_tokens is not None:
+                caption = spec.class_tokens
+        yield RawSample(key=unit, image=path, caption=caption, reject=reject, rules=spec.rules)
+
+
+def _metadata_image(key: str, folder: Path | None, by_stem: dict[str, str],
+                    base: Path) -> Path | None:
+    """The image a metadata key names: a path, a file in ``folder``, or a stem there."""
+    given = Path(key).expanduser()
+    for candidate in (given if given.is_absolute() else None,
+                      folder / key if folder is not None else base / key):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    if folder is not None and key in by_stem:
+        return folder / by_stem[key]
+    return None
+
+
+def _metadata_caption(entry: dict[str, Any]) -> str | None:
+    """kohya's fine-tuning caption: "caption, tags" (tags alone without a caption), each
+    line of a multi-line caption with the tags."""
+    caption, tags = entry.get("caption"), entry.get("tags")
+    caption = caption if isinstance(caption, str) else None
+    tags = tags if isinstance(tags, str) and tags else None
+    if caption is None or tags is None:
+        return caption or tags
+    return "\n".join(f"{line}, {tags}" for line in caption.splitlines() or [""])

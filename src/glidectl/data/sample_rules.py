@@ -1,0 +1,102 @@
+"""What a source asks of each draw of its samples, beyond the ``[data]`` options: kohya's
+per-subset caption handling (first line or any line, prefix and suffix, ``{a|b}``
+wildcards, tags kept, shuffled and dropped, whole-caption dropout) and its ``flip_aug`` and
+``random_crop``.
+
+Every random choice is taken from the sample's own ``rng`` (seeded from seed, epoch, slot
+and position), so a resumed epoch draws the same captions as the uninterrupted one.
+Shuffling, dropping and the image knobs apply to training only; evaluation, previews and
+``dataset inspect`` read the caption as written.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+WILDCARD = re.compile(r"\{([^{}]+)\}")  # "{red|blue} car": one of the choices per draw
+
+
+@dataclass(frozen=True)
+class SampleRules:
+    """kohya's subset options as glidectl applies them (see kohya-ss sd-scripts'
+    ``docs/config_README-en.md``); ``flip``/``random_crop`` None: ``data.flip`` and
+    ``data.random_crop`` decide."""
+
+    any_line: bool = False  # enable_wildcard: a random line of a multi-line caption, {a|b}
+    prefix: str = ""
+    suffix: str = ""
+    separator: str = ","
+    keep_tokens: int = 0
+    keep_separator: str = ""  # "a, b ||| c, d ||| e": a, b and e stay in place
+    secondary_separator: str = ""  # "sky;;;cloud": one tag, written "sky,cloud"
+    shuffle: bool = False
+    tag_dropout: float = 0.0
+    dropout: float = 0.0
+    flip: bool | None = None
+    random_crop: bool | None = None
+
+    def line(self, text: str | None, rng: random.Random) -> str | None:
+        """The caption line a draw reads: the first non-blank one, as kohya reads a caption
+        file, or with ``any_line`` a random one (blank text stays as it is)."""
+        from .captions import pick_line
+
+        if self.any_line or text is None:
+            return pick_line(text, rng)
+        return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+
+    def caption(self, text: str, rng: random.Random, train: bool) -> str:
+        """``text`` (one line) with the prefix, suffix and wildcards applied and, in
+        training, its tags shuffled and dropped as kohya does: the first ``keep_tokens``
+        tags (or those outside ``keep_separator``) stay in place, the rest are shuffled,
+        then each dropped with ``tag_dropout``; tags are joined with ", "."""
+        if not text:
+            return text
+        text = " ".join(p for p in (self.prefix, text, self.suffix) if p)
+        if self.any_line:
+            text = _wildcards(text, rng)
+        fixed, flex, tail = self._split(text)
+        if train and flex and (self.shuffle or self.tag_dropout > 0):
+            if self.shuffle:
+                rng.shuffle(flex)
+            if self.tag_dropout > 0:
+                flex = [tag for tag in flex if rng.random() >= self.tag_dropout]
+        kept_apart = bool(self.keep_separator) and self.keep_separator in text
+        if train and (self.shuffle or self.tag_dropout > 0) or kept_apart:
+            text = ", ".join(fixed + flex + tail)
+        if self.secondary_separator:
+            text = text.replace(self.secondary_separator, self.separator)
+        return text
+
+    def _split(self, text: str) -> tuple[list[str], list[str], list[str]]:
+        """(tags kept in front, tags to shuffle and drop, tags kept at the end)."""
+        def tags(part: str) -> list[str]:
+            return [t.strip() for t in part.split(self.separator) if t.strip()]
+
+        if self.keep_separator and self.keep_separator in text:
+            head, _, rest = text.partition(self.keep_separator)
+            middle, _, tail = rest.partition(self.keep_separator)
+            return tags(head), tags(middle), tags(tail)
+        flex = tags(text)
+        return flex[: self.keep_tokens], flex[self.keep_tokens :], []
+
+    def drops(self, rng: random.Random) -> bool:
+        """Whether this draw trains on the empty caption (``caption_dropout_rate``)."""
+        return self.dropout > 0 and rng.random() < self.dropout
+
+    def image_transform(self, transform: Any) -> Any:
+        """The training ``ImageTransform`` with this subset's flip and random crop."""
+        changes = {k: v for k, v in (("flip", self.flip), ("random_crop", self.random_crop))
+                   if v is not None}
+        return replace(transform, **changes) if changes else transform
+
+
+def _wildcards(text: str, rng: random.Random) -> str:
+    """kohya's wildcards: each ``{a|b|c}`` becomes one of its choices; ``{{``/``}}`` are
+    literal braces."""
+    opened, closed = "\x00", "\x01"  # stand-ins no caption file holds
+    text = text.replace("{{", opened).replace("}}", closed)
+    text = WILDCARD.sub(lambda m: rng.choice(m.group(1).split("|")), text)
+    return text.replace(opened, "{").replace(closed, "}")

@@ -1,0 +1,318 @@
+"""kohya-ss sd-scripts' dataset config as data.source: subsets with their repeats, captions
+and caption knobs (seeded per draw, so resume stays exact), unapplied keys named, bad files
+one sentence."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from itertools import islice
+
+import pytest
+import torch
+from data_helpers import encode, photo
+from typer.testing import CliRunner
+
+from glidectl.cli.app import build_app, main
+from glidectl.data import build_dataset
+from glidectl.data.kohya_source import KohyaConfigSource
+from glidectl.data.sample_rules import SampleRules
+from glidectl.data.source_api import source_notes
+from glidectl.data.sources import source_type
+from glidectl.training.data_stream import DataStream
+
+CONFIG = """
+[general]
+caption_extension = ".txt"
+shuffle_caption = true
+keep_tokens = 1
+resolution = 512
+color_aug = true
+
+[[datasets]]
+batch_size = 4
+num_repeats = 2
+
+  [[datasets.subsets]]
+  image_dir = "dog"
+  class_tokens = "sks dog"
+  num_repeats = 3
+
+  [[datasets.subsets]]
+  image_dir = "cat"
+  caption_extension = ".caption"
+  keep_tokens = 2
+
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "dog"
+  class_tokens = "dog"
+  shuffle_caption = false
+"""
+# image → its caption file (name, text); None: none
+IMAGES = {
+    "dog/a.png": ("a.txt", "sks dog, running, grass, sunny day, photo"),
+    "dog/b.png": None,
+    "cat/c.png": ("c.caption", "a cat, whiskers, sofa, orange"),
+    "cat/d.png": ("d.txt", "read by no subset"),  # .txt, but this subset reads .caption
+}
+
+
+def write(root, config=CONFIG, images=IMAGES):
+    root.mkdir(parents=True, exist_ok=True)
+    for i, (rel, caption) in enumerate(images.items()):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(photo(40, 36, i), "PNG"))
+        if caption is not None:
+            (path.parent / caption[0]).write_text(caption[1])
+    (root / "dataset.toml").write_text(config)
+    return root / "dataset.toml"
+
+
+@pytest.fixture(scope="module")
+def toml(tmp_path_factory):
+    return write(tmp_path_factory.mktemp("kohya_config"))
+
+
+@pytest.fixture
+def cfg(toml, data_cfg):
+    return data_cfg(source=str(toml))
+
+
+def dataset(cfg, tok, **kw):
+    return build_dataset(cfg, tokenizer=tok, image_size=32, text_ctx=64, seed=5, **kw)
+
+
+def test_two_datasets_with_general_defaults_give_units_repeats_and_captions(cfg, byte_tok):
+    ds = dataset(cfg, byte_tok)
+    assert ds.source.kind == "kohya"
+    epoch = Counter(s["key"] for s in ds)
+    # dog ×3 (its own), cat ×2 (its dataset's), the second dataset's dog ×1 (kohya's default)
+    assert epoch == {"1/a.png": 3, "1/b.png": 3, "2/c.png": 2, "3/a.png": 1, "3/b.png": 1}
+    assert ds.num_samples == 12  # 2/d.png's two reads too: no caption, rejected each time
+    assert ds.stats()["rejected"] == {"missing_caption": 2}
+    once = dataset(cfg, byte_tok, train=False)
+    captions = {s["key"]: s["caption"] for s in once}
+    assert captions == {
+        "1/a.png": "sks dog, running, grass, sunny day, photo", "1/b.png": "sks dog",
+        "2/c.png": "a cat, whiskers, sofa, orange", "3/a.png": captions["1/a.png"],
+        "3/b.png": "dog"}  # 2/d.png: no .caption file, no class_tokens
+    assert once.stats()["rejected"] == {"missing_caption": 1}
+
+
+def test_shuffled_captions_keep_their_first_tags_and_repeat_per_seed_epoch_and_position(
+        cfg, byte_tok):
+    def captions(epoch):
+        ds = dataset(cfg, byte_tok)
+        ds.set_epoch(epoch)
+        return [(s["key"], s["caption"]) for s in ds]
+
+    first = captions(0)
+    assert captions(0) == first  # the same seed, epoch and position: the same draw
+    assert captions(1) != first
+    dog = [c for k, c in first + captions(1) if k == "1/a.png"]
+    assert all(c.startswith("sks dog, ") for c in dog)  # keep_tokens = 1
+    assert all(sorted(c.split(", ")) == sorted(dog[0].split(", ")) for c in dog)
+    assert len(set(dog)) > 1  # the other four tags shuffled per draw
+    cat = {c for k, c in first + captions(1) if k == "2/c.png"}
+    assert all(c.startswith("a cat, whiskers, ") for c in cat)  # keep_tokens = 2
+    assert {c for k, c in first if k == "3/a.png"} == {dog[0].split(", ")[0] + ", running, "
+                                                       "grass, sunny day, photo"}  # no shuffle
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_caption_and_tag_dropout_drop_at_their_rates(rate):
+    rules = SampleRules(dropout=rate, tag_dropout=rate, keep_tokens=1)
+    draws = [random.Random(f"augment:0:0:0:{i}") for i in range(400)]
+    dropped = sum(rules.drops(rng) for rng in draws) / len(draws)
+    assert abs(dropped - rate) < 0.07
+    tags = [rules.caption("keep, a, b, c, d, e", rng, train=True).split(", ") for rng in draws]
+    assert all(t[0] == "keep" for t in tags)
+    kept = sum(len(t) - 1 for t in tags) / (5 * len(tags))
+    assert abs(kept - (1 - rate)) < 0.05
+    assert rules.caption("keep, a, b, c, d, e", draws[0], train=False) == "keep, a, b, c, d, e"
+
+
+def test_caption_dropout_and_uncond_p_are_two_independent_draws(tmp_path, data_cfg, byte_tok):
+    toml = write(tmp_path, CONFIG.replace('keep_tokens = 1\n', 'caption_dropout_rate = 0.5\n'))
+    cfg = data_cfg(source=str(toml), resampled=True, uncond_p=0.2)
+    empty = [s["caption"] == "" for s in islice(dataset(cfg, byte_tok), 300)]
+    assert abs(sum(empty) / len(empty) - 0.6) < 0.08  # 1 - 0.5 * 0.8
+    note = source_notes(dataset(cfg, byte_tok).source)[-1]
+    assert "adds to data.uncond_p (0.2)" in note and "empty caption 60% of the time" in note
+    assert not any(s["caption"] == "" for s in dataset(cfg, byte_tok, train=False))
+
+
+def test_kohya_caption_knobs_as_its_readme_describes():
+    rng = random.Random(0)
+    rules = SampleRules(keep_separator="|||", shuffle=True, secondary_separator=";;;")
+    for _ in range(5):
+        got = rules.caption("1girl, miku ||| stage, mic, sky;;;cloud ||| best quality", rng,
+                            train=True).split(", ")
+        assert got[:2] == ["1girl", "miku"] and got[-1] == "best quality"
+        assert sorted(got[2:-1]) == ["mic", "sky,cloud", "stage"]
+    assert rules.caption("a ||| b, c ||| d", rng, train=False) == "a, b, c, d"
+    wild = SampleRules(any_line=True, prefix="photo of", suffix="{{4k}}")
+    assert {wild.caption("a {red|blue} car", random.Random(i), False) for i in range(20)} == {
+        "photo of a red car {4k}", "photo of a blue car {4k}"}
+    assert SampleRules().line("first\nsecond", rng) == "first"  # kohya reads the first line
+    assert {wild.line("first\nsecond", random.Random(i)) for i in range(20)} == {"first",
+                                                                                "second"}
+
+
+def test_flip_aug_and_random_crop_of_a_subset_override_the_data_keys(tmp_path, data_cfg,
+                                                                       byte_tok):
+    config = CONFIG.replace('  num_repeats = 3\n', '  num_repeats = 3\n  random_crop = false\n'
+                            '  flip_aug = false\n')
+    cfg = data_cfg(source=str(write(tmp_path, config)), flip=True, crop_scale=[0.5, 1.0])
+    images: dict[str, set[bytes]] = {}
+    for s in dataset(cfg, byte_tok):
+        images.setdefault(s["key"], set()).add(s["image"].numpy().tobytes())
+    assert len(images["1/a.png"]) == 1  # centre crop, never flipped: each repeat alike
+    assert len(images["2/c.png"]) == 2  # data.flip and data.crop_scale: each repeat its own
+
+
+def test_resume_inside_an_epoch_draws_the_same_captions_and_images(cfg, byte_tok):
+    cfg.flip, cfg.uncond_p = True, 0.3
+
+    def stream():
+        return DataStream(dataset(cfg, byte_tok), batch_size=2, seed=5)
+
+    straight = stream()
+    batches = [straight.next() for _ in range(9)]  # 1.5 epochs of 6 batches
+    first = stream()
+    for _ in range(4):
+        first.next()
+    resumed = stream()
+    resumed.load_state_dict(first.state_dict())
+    for expected in batches[4:]:
+        got = resumed.next()
+        assert got["key"] == expected["key"] and got["caption"] == expected["caption"]
+        assert torch.equal(got["image"], expected["image"])
+        assert torch.equal(got["tokens"], expected["tokens"])
+
+
+def test_unapplied_keys_are_named_in_one_warning_and_notes_say_what_was_left_out(toml):
+    source = KohyaConfigSource.open(toml)
+    ignored, other, missing = source_notes(source)
+    assert ignored.endswith("glidectl does not apply these kohya keys (what it uses instead in "
+                            "brackets): resolution (data.resolution); color_aug (no colour "
+                            "jitter); batch_size (train.batch_size).")
+    assert "dataset 1, subset 2: 1 image has neither a '.caption' file nor" in missing
+    assert "1 image without a '.caption' file has a .txt or .caption file, which " \
+        "caption_extension = '.caption' (kohya's default) does not read" in other
+
+
+def test_fine_tuning_subsets_read_kohyas_metadata_json(tmp_path, data_cfg, byte_tok):
+    write(tmp_path, """
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "ft"
+  metadata_file = "ft/meta.json"
+  num_repeats = 2
+""", {"ft/x.png": None, "ft/y.png": None})
+    (tmp_path / "ft" / "meta.json").write_text(json.dumps({
+        "x": {"caption": "a red house", "tags": "house, red"}, "y.png": {"tags": "tree"},
+        "gone": {"caption": "no such image"}}))
+    ds = dataset(data_cfg(source=str(tmp_path / "dataset.toml")), byte_tok, train=False)
+    assert {s["key"]: s["caption"] for s in ds} == {"1/x": "a red house, house, red",
+                                                    "1/y.png": "tree"}
+    assert ds.source.repeats("1/x") == 2
+    assert "1 entry name no image file" in source_notes(ds.source)[-1].replace("names", "name")
+
+
+def test_a_toml_file_is_claimed_and_kohya_prefix_reads_json(tmp_path, toml, data_cfg,
+                                                            byte_tok):
+    assert source_type(str(toml))[0].name == "kohya"
+    as_json = tmp_path / "dataset.json"
+    as_json.write_text(json.dumps({"datasets": [{"subsets": [
+        {"image_dir": str(toml.parent / "dog"), "class_tokens": "sks dog"}]}]}))
+    assert source_type(str(as_json))[0] is None  # a .json file is not claimed: kohya: says so
+    ds = dataset(data_cfg(source=f"kohya:{as_json}"), byte_tok, train=False)
+    assert sorted(s["key"] for s in ds) == ["1/a.png", "1/b.png"]
+
+
+@pytest.mark.parametrize("config, words", [
+    ("[[datasets]]\n  [[datasets.subsets]]\n  num_repeats = = 3\n",
+     "is not valid TOML (Invalid value (at line 3, column 17)); fix it there."),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  class_tokens = 'x'\n",
+     "dataset 1, subset 1 has no image_dir; give it the folder of its images"),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'nowhere'\n",
+     "dataset 1, subset 1: image_dir 'nowhere' is not a folder ("),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  num_repeats = '10'\n",
+     "dataset 1, subset 1: num_repeats must be a whole number, not '10'; write e.g. "
+     "num_repeats = 10."),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  shuffle_caption = 1\n",
+     "shuffle_caption must be true or false, not 1"),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  num_repeat = 3\n",
+     "dataset 1, subset 1: unknown key 'num_repeat'; did you mean 'num_repeats'?"),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n"
+     "  caption_dropout_rate = 1.5\n", "caption_dropout_rate must be between 0 and 1"),
+    ("[general]\nimage_dir = 'dog'\n[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'd'\n",
+     "[general]: image_dir belongs in each [[datasets.subsets]] entry"),
+    ("[model]\ninit = 'openai:base'\n", "has no [[datasets]] table, so it is not a kohya "
+     "dataset config"),
+])
+def test_a_bad_dataset_config_is_one_sentence_and_exit_2(tmp_path, config, words, capsys):
+    toml = write(tmp_path, config, {"dog/a.png": None})
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", str(toml), "--tokenizer", "byte"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {str(toml)!r}") and words in err and err.count("\n") == 1
+
+
+def test_inspect_shows_each_subsets_folder_repeats_images_and_class_token_captions(toml):
+    run = CliRunner().invoke(build_app(), ["dataset", "inspect", str(toml), "--json",
+                                           "--tokenizer", "byte"])
+    assert run.exit_code == 0, run.output
+    report = json.loads(run.output)
+    assert report["kind"] == "kohya" and report["total_samples"] == 6
+    assert report["samples_per_epoch"] == 12 and report["scanned"] == 6
+    assert report["kohya_folders"] == [
+        {"folder": "dog", "repeats": 3, "images": 2, "per_epoch": 6, "class_captions": 1},
+        {"folder": "cat", "repeats": 2, "images": 2, "per_epoch": 4, "class_captions": 0},
+        {"folder": "dog", "repeats": 1, "images": 2, "per_epoch": 2, "class_captions": 1}]
+    table = CliRunner().invoke(build_app(), ["dataset", "inspect", str(toml),
+                                             "--tokenizer", "byte"]).output
+    assert "kohya subsets" in table and "caption from class_tokens" in table
+
+
+def test_subsets_kohya_leaves_out_are_left_out_with_a_note(tmp_path):
+    toml = write(tmp_path, """
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "dog"
+  class_tokens = "dog"
+  [[datasets.subsets]]
+  image_dir = "dog"
+  class_tokens = "twice"
+  [[datasets.subsets]]
+  image_dir = "cat"
+  class_tokens = "cat"
+  num_repeats = 0
+""", {"dog/a.png": None, "dog/deeper/b.png": None, "cat/c.png": None})
+    source = KohyaConfigSource.open(toml)
+    assert source.units() == ["1/a.png"]  # not its sub-folder's image, as kohya
+    deeper, twice, zero = (n.split(": ", 1)[1] for n in source_notes(source))
+    assert deeper.startswith("dataset 1, subset 1: 1 image in sub-folders of 'dog' is not read")
+    assert twice.startswith("dataset 1, subset 2 ('dog') repeats an earlier subset of its "
+                            "dataset and is left out")
+    assert zero.startswith("dataset 1, subset 3 ('cat') has num_repeats = 0 and is left out")
+
+
+def test_a_relative_image_dir_is_read_from_the_configs_folder(tmp_path, monkeypatch, capsys):
+    """kohya reads it from the working folder: an image_dir found only there is named."""
+    toml = write(tmp_path / "conf", "[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "
+                 "'pics'\n", {})
+    (tmp_path / "pics").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", str(toml), "--tokenizer", "byte"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"is not a folder ({str(tmp_path / 'conf' / 'pics')!r}; a relative image_dir is " \
+        "read from the config's folder) (it does exist in the current folder, where kohya " \
+        f"would look: write {str(tmp_path / 'pics')!r})" in err
