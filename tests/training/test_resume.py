@@ -34,7 +34,25 @@ def _shards(folder, out):
     return out
 
 
-@pytest.mark.parametrize("data", ["demo", "folder", "folder-2-workers", "webdataset"])
+def _kohya_config(folder, out):
+    """A kohya dataset.toml over the folder: tags from class_tokens, shuffled and dropped,
+    and whole captions dropped, per draw."""
+    out.write_text(f"""
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = {str(folder)!r}
+  caption_extension = ".none"
+  class_tokens = "square, small, bright, pixel, plain"
+  shuffle_caption = true
+  keep_tokens = 1
+  caption_tag_dropout_rate = 0.3
+  caption_dropout_rate = 0.3
+""")
+    return out
+
+
+@pytest.mark.parametrize("data", ["demo", "folder", "folder-2-workers", "webdataset",
+                                  "kohya-toml"])
 def test_resume_is_bitwise_identical(tiny, image_folder, tmp_path, data):
     sections = dict(
         train=dict(steps=6, lr_schedule="cosine", warmup_steps=1, min_snr_gamma=5.0),
@@ -43,6 +61,8 @@ def test_resume_is_bitwise_identical(tiny, image_folder, tmp_path, data):
     if data.startswith("folder"):
         sections["data"]["source"] = str(image_folder)
         sections["data"]["workers"] = 2 if data == "folder-2-workers" else 0
+    elif data == "kohya-toml":  # captions shuffled and dropped per draw
+        sections["data"]["source"] = str(_kohya_config(image_folder, tmp_path / "data.toml"))
     elif data == "webdataset":  # a shuffle buffer across shards, and a rejected sample
         sections["data"].update(source=str(_shards(image_folder, tmp_path / "shards")),
                                 shuffle_buffer=4, image_key="png")
