@@ -129,6 +129,10 @@ def test_data_keys_are_judged_by_the_source_that_reads_them(tmp_path, register_p
     assert _notes({"data": {"source": str(folder), "image_column": "img"}}, False) == [
         "data.image_column is ignored: this run reads folder data, which does not read it."]
     assert _notes({"data": {"source": str(folder), "kohya_folders": False}}, False) == []
+    kohya = tmp_path / "dataset.toml"  # kohya's dataset config: its own repeats, no folders
+    kohya.write_text("[[datasets]]\n")
+    assert _notes({"data": {"source": str(kohya), "kohya_folders": False}}, False) == [
+        "data.kohya_folders is ignored: this run reads kohya data, which does not read it."]
 
     class Mine:
         @hookimpl
