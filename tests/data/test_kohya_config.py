@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from glidectl.cli.app import build_app, main
 from glidectl.data import build_dataset
+from glidectl.data.kohya_config import read_dataset_config
 from glidectl.data.kohya_source import KohyaConfigSource
 from glidectl.data.sample_rules import SampleRules
 from glidectl.data.source_api import source_notes
@@ -203,6 +204,11 @@ def test_unapplied_keys_are_named_in_one_warning_and_notes_say_what_was_left_out
     assert "dataset 1, subset 2: 1 image has neither a '.caption' file nor" in missing
     assert "1 image without a '.caption' file has a .txt or .caption file, which " \
         "caption_extension = '.caption' (kohya's default) does not read" in other
+    fork = toml.parent / "fork.toml"  # a key of some fork of kohya's: said, not fatal
+    fork.write_text(CONFIG.replace("[general]\n", "[general]\nsample_ratio = 0.5\n"))
+    assert read_dataset_config(fork).notes()[1] == (
+        f"{str(fork)!r}: sample_ratio is not a key of kohya's dataset config that glidectl "
+        "knows, and is ignored.")
 
 
 def test_fine_tuning_subsets_read_kohyas_metadata_json(tmp_path, data_cfg, byte_tok):
