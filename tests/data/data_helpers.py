@@ -88,3 +88,26 @@ def without_root_powers() -> list[str]:
     if shutil.which("setpriv") is None:
         pytest.skip("running as root and setpriv is absent: root reads any file")
     return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def replays_after_resume(stream, taken: int = 4, total: int = 9):
+    """Check that ``stream()`` (a new DataStream each call) resumed from the state after
+    ``taken`` batches gives batches ``taken..total`` of an uninterrupted one — keys, images
+    and, where batches carry them, captions and tokens — and return the uninterrupted one
+    and the resumed one."""
+    import torch
+
+    straight = stream()
+    batches = [straight.next() for _ in range(total)]
+    first = stream()
+    for _ in range(taken):
+        first.next()
+    resumed = stream()
+    resumed.load_state_dict(first.state_dict())
+    for expected in batches[taken:]:
+        got = resumed.next()
+        assert got["key"] == expected["key"] and torch.equal(got["image"], expected["image"])
+        assert got.get("caption") == expected.get("caption")
+        if "tokens" in expected:
+            assert torch.equal(got["tokens"], expected["tokens"])
+    return straight, resumed

@@ -9,8 +9,7 @@ from collections import Counter
 from itertools import islice
 
 import pytest
-import torch
-from data_helpers import encode, photo
+from data_helpers import encode, photo, replays_after_resume
 from typer.testing import CliRunner
 
 from glidectl.cli.app import build_app, main
@@ -135,21 +134,8 @@ def test_two_ranks_share_the_repeated_epoch_without_overlap(cfg, byte_tok):
 
 
 def test_resume_inside_a_repeated_epoch_is_bitwise(cfg, byte_tok):
-    def stream():
-        return DataStream(dataset(cfg, byte_tok), batch_size=2, seed=3)
-
-    straight = stream()
-    batches = [straight.next() for _ in range(9)]  # 1.5 epochs of 6 batches
-    first = stream()
-    for _ in range(4):
-        first.next()
-    resumed = stream()
-    resumed.load_state_dict(first.state_dict())
-    for expected in batches[4:]:
-        got = resumed.next()
-        assert got["key"] == expected["key"] and got["caption"] == expected["caption"]
-        assert torch.equal(got["image"], expected["image"])
-        assert torch.equal(got["tokens"], expected["tokens"])
+    _, resumed = replays_after_resume(
+        lambda: DataStream(dataset(cfg, byte_tok), batch_size=2, seed=3))
     assert resumed.epoch == 1
 
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from data_helpers import encode, photo
+from data_helpers import encode, photo, replays_after_resume
 from typer.testing import CliRunner
 
 from glidectl import plugins
@@ -167,20 +167,8 @@ def test_parquet_two_ranks_two_workers_see_every_row_once(tmp_path, data_cfg, by
 
 
 def _resume_check(cfg, tok, workers):
-    def stream():
-        return DataStream(make(cfg, tok, seed=3), batch_size=2, seed=3, workers=workers)
-
-    straight = stream()
-    expected = [straight.next() for _ in range(9)]
-    first = stream()
-    for _ in range(4):
-        first.next()
-    resumed = stream()
-    resumed.load_state_dict(first.state_dict())
-    for batch in expected[4:]:
-        got = resumed.next()
-        assert got["key"] == batch["key"] and torch.equal(got["image"], batch["image"])
-    return straight
+    return replays_after_resume(
+        lambda: DataStream(make(cfg, tok, seed=3), batch_size=2, seed=3, workers=workers))[0]
 
 
 def test_parquet_resume_is_exact_with_workers(tmp_path, data_cfg, byte_tok):
