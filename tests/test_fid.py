@@ -205,3 +205,39 @@ def test_bad_statistics_files_are_one_line_and_never_unpickled(tmp_path):
     with pytest.raises(GlidectlError, match="statistics of 2048 features, but the feature "
                                             "network gives 6"):
         eval_fid([Image.new("RGB", (16, 16))] * 2, wide, Features(module=ColourStats()))
+
+
+def test_fid_fed_a_batch_at_a_time_equals_fid_of_all_images_at_once(tmp_path, monkeypatch):
+    """eval's FID/KID (FidStream: 64 generated images a batch, references read 64 at a time)
+    gives the numbers of every image at once, and of the features' mean and covariance."""
+    import numpy as np
+
+    from glidectl.fid import FidStream, features_of, frechet_distance
+
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(70):
+        Image.fromarray(g.integers(0, 200, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    fake = [Image.fromarray(g.integers(40, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(67)]
+    features = Features(module=ColourStats())
+    streamed = eval_fid(fake, str(folder), features)
+    real = torch.cat(list(reference_images(str(folder), 16, 99)))
+    at_once = fid_kid([real], [to_uint8(fake)], features)
+    assert streamed["fid_real"] == 70 and streamed["fid_fake"] == 67
+    for key in ("fid", "kid", "kid_std"):
+        assert streamed[key] == pytest.approx(at_once[key], rel=1e-6), key
+    r, f = (features_of(features.network(), [b])[0].double() for b in (real, to_uint8(fake)))
+    assert streamed["fid"] == pytest.approx(frechet_distance(
+        r.mean(0), torch.cov(r.T), f.mean(0), torch.cov(f.T)), rel=1e-6)
+    np.savez(tmp_path / "stats.npz", mu=r.mean(0).numpy(), sigma=torch.cov(r.T).numpy())
+    stream = FidStream(str(tmp_path / "stats.npz"), features)
+    for k in range(0, 67, 10):  # any batching: the same statistics
+        stream.add(fake[k:k + 10])
+    assert stream.result()["fid"] == pytest.approx(streamed["fid"], rel=1e-6)
+    opened = []  # the references are read a batch at a time, not all before the first
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    batches = reference_images(str(folder), 16, 99, batch=8)
+    assert next(batches).shape == (8, 3, 16, 16) and len(opened) == 8
+    assert [b.shape[0] for b in batches] == [8] * 7 + [6]

@@ -11,8 +11,9 @@ Used by ``validation.fid_every`` during training and by ``glidectl eval --fid``.
 
 from __future__ import annotations
 
+import itertools
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,23 @@ def to_uint8(images: Any) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+def _metrics_problem() -> str | None:
+    """Why torchmetrics' FID/KID cannot run here, or None."""
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance  # noqa: F401
+        from torchmetrics.image.kid import KernelInceptionDistance  # noqa: F401
+    except Exception as exc:  # missing, or e.g. a torchvision built for another torch
+        return f"torchmetrics {import_problem(exc, 'torchmetrics', 'fid')}"
+    return None
+
+
+@torch.no_grad()
+def features_of(network: torch.nn.Module, batches: Iterable[Any]) -> list[torch.Tensor]:
+    """The network's features of each batch (see :func:`to_uint8`), a batch at a time: an
+    iterator of batches is never held whole, only its features."""
+    return [network(to_uint8(b)) for b in batches]
+
+
 def fid_kid(real: Iterable[Any], fake: Iterable[Any], features: Features,
             kid_subset_size: int | None = None) -> dict[str, Any]:
     """``{"fid", "kid", "kid_std", "fid_real", "fid_fake"}`` for batches of real and fake
@@ -113,34 +131,34 @@ def fid_kid(real: Iterable[Any], fake: Iterable[Any], features: Features,
     """
     if not features.available:
         return {"fid_missing": features.reason}
-    try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
-        from torchmetrics.image.kid import KernelInceptionDistance
-    except Exception as exc:  # missing, or e.g. a torchvision built for another torch
-        return {"fid_missing": f"torchmetrics {import_problem(exc, 'torchmetrics', 'fid')}"}
+    if problem := _metrics_problem():
+        return {"fid_missing": problem}
+    network = features.network()
+    return fid_kid_of(features_of(network, real), features_of(network, fake), kid_subset_size)
 
-    real_batches = [to_uint8(b) for b in real]
-    fake_batches = [to_uint8(b) for b in fake]
-    n_real = sum(b.shape[0] for b in real_batches)
-    n_fake = sum(b.shape[0] for b in fake_batches)
+
+def fid_kid_of(real: list[torch.Tensor], fake: list[torch.Tensor],
+               kid_subset_size: int | None = None) -> dict[str, Any]:
+    """:func:`fid_kid` from batches of features already computed."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    n_real = sum(b.shape[0] for b in real)
+    n_fake = sum(b.shape[0] for b in fake)
     if min(n_real, n_fake) < 2:
         raise GlidectlError(
             f"FID/KID need at least 2 real and 2 generated images; got {n_real} and {n_fake}."
         )
     subset = min(kid_subset_size or n_real, n_real, n_fake)
-    network = features.network()
-    with torch.no_grad():
-        real_features = [network(b) for b in real_batches]  # KID keeps them all: as given
-        fake_features = [network(b) for b in fake_batches]
-    given = _Given(real_features[0].shape[-1])
+    given = _Given(real[0].shape[-1])
     fid = FrechetInceptionDistance(feature=given, reset_real_features=True)
     with warnings.catch_warnings():  # it keeps every feature, as it must: not news to users
         warnings.filterwarnings("ignore", message=".*will save all extracted features")
         kid = KernelInceptionDistance(feature=given, subsets=10, subset_size=subset)
     for metric in (fid, kid):
-        for batch in real_features:
+        for batch in real:
             metric.update(batch, real=True)
-        for batch in fake_features:
+        for batch in fake:
             metric.update(batch, real=False)
     with torch.random.fork_rng():  # KID's subsets are drawn from torch's global generator
         torch.manual_seed(0)
@@ -149,39 +167,50 @@ def fid_kid(real: Iterable[Any], fake: Iterable[Any], features: Features,
             "fid_real": n_real, "fid_fake": n_fake}
 
 
-def reference_images(source: str, size: int, limit: int) -> list[torch.Tensor]:
-    """Up to ``limit`` reference images as [-1, 1] batches, centre-cropped to ``size``: the
-    images of a folder (captions not needed), or the samples of any other data source."""
+def reference_images(source: str, size: int, limit: int,
+                     batch: int = 64) -> Iterator[torch.Tensor]:
+    """Up to ``limit`` reference images as [-1, 1] batches of ``batch``, centre-cropped to
+    ``size``: the images of a folder (captions not needed), or the samples of any other data
+    source. Read a batch at a time (tens of thousands of references do not fit in memory)."""
     import random
 
     from .data.records import IMAGE_EXTENSIONS
     from .data.transforms import ImageTransform
     from .images import from_pil
 
-    folder = Path(source).expanduser()
-    images: list[torch.Tensor] = []
-    if folder.is_dir():
-        from PIL import Image
+    def samples() -> Iterator[torch.Tensor]:
+        folder = Path(source).expanduser()
+        if folder.is_dir():
+            from PIL import Image
 
-        crop = ImageTransform(size, random_crop=False)
-        files = sorted(p for p in folder.rglob("*") if p.name.lower().endswith(IMAGE_EXTENSIONS))
-        for path in files[:limit]:
-            with Image.open(path) as im:
-                images.append(from_pil(crop(im.convert("RGB"), random.Random(0)), size)[0])
-    else:
+            crop = ImageTransform(size, random_crop=False)
+            files = sorted(p for p in folder.rglob("*")
+                           if p.name.lower().endswith(IMAGE_EXTENSIONS))
+            for path in files[:limit]:
+                with Image.open(path) as im:
+                    yield from_pil(crop(im.convert("RGB"), random.Random(0)), size)[0]
+            return
         from .config import DataConfig
         from .data import build_dataset
 
         cfg = DataConfig(source=str(source), resolution=size, uncond_p=0.0)
-        for sample in build_dataset(cfg, tokenizer="byte", image_size=size, text_ctx=8,
-                                    train=False):
-            images.append(torch.as_tensor(sample["image"]))
-            if len(images) >= limit:
-                break
-    if not images:
+        data = build_dataset(cfg, tokenizer="byte", image_size=size, text_ctx=8, train=False)
+        for sample in itertools.islice(data, limit):
+            yield torch.as_tensor(sample["image"])
+
+    images: list[torch.Tensor] = []
+    found = False
+    for image in samples():
+        images.append(image)
+        found = True
+        if len(images) == batch:
+            yield torch.stack(images)
+            images = []
+    if images:
+        yield torch.stack(images)
+    if not found:
         raise GlidectlError(f"--fid {source!r}: no images found; pass a folder of images or "
                             "another data source.")
-    return [torch.stack(images[i:i + 64]) for i in range(0, len(images), 64)]
 
 
 def is_stats_file(reference: str) -> bool:
@@ -232,15 +261,11 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
     return float((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * root)
 
 
-def fid_against_stats(fake: Iterable[Any], reference: str, features: Features) -> dict[str, Any]:
-    """FID of image batches against reference statistics (``mu``, ``sigma``); KID needs
-    reference images, so it is absent with that reason."""
-    if not features.available:
-        return {"fid_missing": features.reason}
+def fid_against_stats(fake: list[torch.Tensor], reference: str) -> dict[str, Any]:
+    """FID of batches of generated images' features against reference statistics (``mu``,
+    ``sigma``); KID needs reference images, so it is absent with that reason."""
     mu, sigma = reference_stats(reference)
-    network = features.network()
-    with torch.no_grad():
-        feats = torch.cat([network(to_uint8(b)).double() for b in fake])
+    feats = torch.cat([b.double() for b in fake])
     if feats.shape[0] < 2:
         raise GlidectlError(f"FID needs at least 2 generated images; got {feats.shape[0]}.")
     if feats.shape[1] != mu.numel():
@@ -276,16 +301,52 @@ def check_reference(reference: str) -> None:
         ) from None
 
 
-def eval_fid(images: list[Any], reference: str, features: Features,
+FAKE_BATCH = 64  # generated images a feature batch holds
+
+
+class FidStream:
+    """FID/KID of ``glidectl eval``'s images given a batch at a time (:meth:`add`), as eval
+    reads them back: only their features are kept (2048 numbers an image with Inception),
+    never the images. Against a reference folder or data source (read a batch at a time too)
+    FID and KID; against an ``.npz`` of statistics FID alone."""
+
+    def __init__(self, reference: str, features: Features, limit: int = 50_000) -> None:
+        self.reference, self.features, self.limit = str(reference), features, limit
+        self.missing = features.reason if not features.available else (
+            None if is_stats_file(self.reference) else _metrics_problem())
+        self.network: torch.nn.Module | None = None
+        self.fake: list[torch.Tensor] = []
+        self.size = 0  # of the generated images, which the references are cropped to
+
+    def add(self, images: Sequence[Any]) -> None:
+        """The features of a batch of generated images (PIL)."""
+        if self.missing or not images:
+            return
+        if self.network is None:
+            self.network = self.features.network()
+        self.size = self.size or images[0].size[0]
+        self.fake += features_of(self.network, [images])
+
+    def result(self) -> dict[str, Any]:
+        """What :func:`fid_kid` (or :func:`fid_against_stats`) gives, with ``reference``; or
+        ``{"fid_missing": reason}``."""
+        if self.missing:
+            return {"fid_missing": self.missing}
+        if is_stats_file(self.reference):
+            return {**fid_against_stats(self.fake, self.reference), "reference": self.reference}
+        n_fake = sum(b.shape[0] for b in self.fake)
+        if n_fake < 2:
+            raise GlidectlError(f"FID/KID need at least 2 generated images; got {n_fake}.")
+        assert self.network is not None
+        real = features_of(self.network, reference_images(self.reference, self.size, self.limit))
+        return {**fid_kid_of(real, self.fake), "reference": self.reference}
+
+
+def eval_fid(images: Sequence[Any], reference: str, features: Features,
              limit: int = 50_000) -> dict[str, Any]:
-    """FID/KID of ``glidectl eval``'s images (PIL) against a reference folder or source, or
-    FID against reference statistics (``.npz``)."""
-    if not features.available:
-        return {"fid_missing": features.reason}
-    if is_stats_file(reference):
-        fake = [images[i:i + 64] for i in range(0, len(images), 64)]
-        return {**fid_against_stats(fake, reference, features), "reference": str(reference)}
-    size = images[0].size[0]
-    real = reference_images(reference, size, limit)
-    fake = [to_uint8(images[i:i + 64]) for i in range(0, len(images), 64)]
-    return {**fid_kid(real, fake, features), "reference": str(reference)}
+    """FID/KID of images (PIL) against a reference folder or source, or FID against
+    reference statistics (``.npz``): :class:`FidStream` given them in batches."""
+    stream = FidStream(reference, features, limit)
+    for start in range(0, len(images), FAKE_BATCH):
+        stream.add(images[start:start + FAKE_BATCH])
+    return stream.result()
