@@ -464,18 +464,29 @@ def test_a_wandb_mode_wandb_has_not_is_refused_before_any_image(tmp_path, tiny_b
 
 
 def test_wandb_offline_logs_a_table(tmp_path, tiny_base, stack, monkeypatch):
-    pytest.importorskip("wandb")
+    """The table's images are the run's PNG files (W&B copies them; eval never holds every
+    image), in tables of at most wandb.Table.MAX_ROWS rows: W&B cut a longer one to that."""
+    wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
-    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
-    s = EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=2)
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # its staged files
+    monkeypatch.setattr(wandb.Table, "MAX_ROWS", 2)  # as 10,000 would, without 10,001 images
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:3])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=3)
     report = run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu",
                                              wandb_project="glidectl-test"), pipeline=stack)
     assert report.metadata["wandb_run_id"]
-    tables = list((tmp_path / "w" / "wandb").rglob("*.table.json"))
-    assert tables, "no W&B table written"
-    table = json.loads(tables[0].read_text())
-    assert table["columns"][:2] == ["prompt", "image"]
-    assert [row[0] for row in table["data"]] == PROMPTS[:2]
+    assert report.notes[-1].endswith("; its images in the tables eval/images (2), "
+                                     "eval/images_2 (1).")
+    tables = sorted((tmp_path / "w" / "wandb").rglob("*.table.json"))
+    assert [t.name.split("_0_")[0] for t in tables] == ["images", "images_2"]
+    rows = [row for t in tables for row in json.loads(t.read_text())["data"]]
+    assert json.loads(tables[0].read_text())["columns"][:2] == ["prompt", "image"]
+    assert [row[0] for row in rows] == PROMPTS[:3]
+    staged = [json.loads(p.read_text()) for p in (tmp_path / "wandb-data").rglob("*")
+              if p.is_file() and p.read_bytes().startswith(b'{"_type": "table"')]
+    cells = {row[1]["sha256"] for table in staged for row in table["data"]}
+    assert cells == {hashlib.sha256((tmp_path / "w" / rec["file"]).read_bytes()).hexdigest()
+                     for rec in report.metadata["images"]}  # the files, not re-encoded
 
 
 # --------------------------------------------------------------------------- killed and resumed

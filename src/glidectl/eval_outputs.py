@@ -211,9 +211,13 @@ def check_wandb(mode: str) -> None:
                             "wandb, or drop --wandb-project.") from None
 
 
-def log_wandb(project: str, entity: str, mode: str, out: Path, meta: dict[str, Any],
-              images: Sequence[Any], grid_image: Any) -> str:
-    """One W&B run with a table of (prompt, image, seed, metrics) and the grid; its id."""
+def log_wandb(project: str, entity: str, mode: str, out: Path,
+              meta: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    """One W&B run with a table of (prompt, image, seed, metrics) and the grid; its id and
+    the tables' keys with their row counts. The images go as the run's files, read one at a
+    time (never all in memory), in tables of at most ``wandb.Table.MAX_ROWS`` rows: W&B
+    cuts a longer table to that many with only a log line (``eval/images``, then
+    ``eval/images_2``, …)."""
     check_wandb(mode)
     import wandb
     try:
@@ -227,12 +231,18 @@ def log_wandb(project: str, entity: str, mode: str, out: Path, meta: dict[str, A
             f"Could not start a W&B run in project {project!r}: {exc}; run `wandb login`, "
             "pass --wandb-mode offline, or drop --wandb-project."
         ) from None
-    names = list(meta["metrics"])
-    table = wandb.Table(columns=["prompt", "image", "seed", *names])
-    for rec, im in zip(meta["images"], images, strict=True):
-        vals = [rec["metrics"].get(m) for m in names]
-        table.add_data(rec["prompt"], wandb.Image(im, caption=rec["prompt"]), rec["seed"], *vals)
+    names, rows = list(meta["metrics"]), meta["images"]
+    per_table = wandb.Table.MAX_ROWS
+    tables: dict[str, Any] = {}
+    for start in range(0, len(rows), per_table):
+        table = wandb.Table(columns=["prompt", "image", "seed", *names])
+        for rec in rows[start:start + per_table]:
+            vals = [rec["metrics"].get(m) for m in names]
+            table.add_data(rec["prompt"], wandb.Image(str(out / rec["file"]),
+                                                      caption=rec["prompt"]),
+                           rec["seed"], *vals)
+        tables["eval/images" + (f"_{len(tables) + 1}" if tables else "")] = table
     summary = {f"eval/{m}": s["mean"] for m, s in meta["metrics"].items() if "mean" in s}
-    run.log({"eval/images": table, "eval/grid": wandb.Image(grid_image), **summary})
+    run.log({**tables, "eval/grid": wandb.Image(str(out / meta["grid"])), **summary})
     run.finish()
-    return run.id
+    return run.id, {key: len(t.data) for key, t in tables.items()}

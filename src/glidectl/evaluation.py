@@ -335,7 +335,7 @@ def _generate_all(plan: Plan, pipeline: Any, out: Path, scorer: Any, emit: Event
 
 
 def _finish(out: Path, plan: Plan, fresh: set[int], scorer: Any, clip_reason: str | None,
-            header: dict[str, Any]) -> tuple[dict[str, Any], list[Any], Any]:
+            header: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     """Read every image back, score it, write grid.png; metadata fields and the images."""
     from .eval_metrics import clip_metric, prompt_following
     from .images import save_png
@@ -360,7 +360,7 @@ def _finish(out: Path, plan: Plan, fresh: set[int], scorer: Any, clip_reason: st
         sort_keys=True)})
     fields = {"metrics": {m.name: m.summary() for m in results}, "images": records,
               "grid": GRID_FILE}
-    return fields, images, grid_image
+    return fields, images
 
 
 def _load(settings: EvalSettings, options: RunOptions, device: str) -> tuple[Any, float]:
@@ -516,7 +516,7 @@ def run_eval(
         fresh = _generate_all(plan, pipeline, out, scorer, emit, timings)
         gen_s = time.perf_counter() - t_gen
         t_metrics = time.perf_counter()
-        fields, images, grid_image = _finish(out, plan, fresh, scorer, clip_reason, header)
+        fields, images = _finish(out, plan, fresh, scorer, clip_reason, header)
         if fid_features is not None:
             from .fid import eval_fid
 
@@ -537,9 +537,11 @@ def run_eval(
                 "timings": session_timings, "sessions": sessions}
         notes = []
         if options.wandb_project:
-            meta["wandb_run_id"] = log_wandb(options.wandb_project, options.wandb_entity,
-                                             options.wandb_mode, out, meta, images, grid_image)
+            meta["wandb_run_id"], tables = log_wandb(
+                options.wandb_project, options.wandb_entity, options.wandb_mode, out, meta)
+            pages = ", ".join(f"{key} ({rows:,})" for key, rows in tables.items())
+            pages = f"; its images in the tables {pages}" if len(tables) > 1 else ""
             notes.append(f"W&B run {meta['wandb_run_id']} logged to project "
-                         f"{options.wandb_project!r}.")
+                         f"{options.wandb_project!r}{pages}.")
         write_json(out / META_FILE, meta)
         return EvalReport(out, meta, notes)
