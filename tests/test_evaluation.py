@@ -392,6 +392,41 @@ def test_grid_labels_number_each_image_as_its_file(tmp_path, tiny_base, stack, m
     assert [label.split(" ", 1)[0] for label in seen[0]] == ["000_1", "000_2", "001_1", "001_2"]
 
 
+def test_grid_max_shows_the_first_prompts_and_says_which(tmp_path, tiny_base, stack):
+    """A grid of every image is unusable at 10,000 images: grid.png shows the first prompts'
+    images, at most --grid-max (whole prompts, at least one), and metadata.json's
+    grid_holds and the summary say which; the metrics still cover every image."""
+    import io
+
+    from rich.console import Console
+
+    from glidectl.cli.eval_cmd import _print_summary
+    from glidectl.eval_outputs import grid_prompts
+
+    assert [grid_prompts(6, 1, 4), grid_prompts(3, 2, 5), grid_prompts(3, 2, 1),
+            grid_prompts(5, 1, 256)] == [4, 2, 1, 5]
+    prompts = write_prompts(tmp_path / "p.txt", [*PROMPTS, "a red square on a black background"])
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=3)
+    report = run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu",
+                                                    grid_max=4), pipeline=stack)
+    meta, out = report.metadata, report.out
+    assert meta["grid_holds"] == {"first_prompts": 4, "images": 4, "of_images": 6}
+    assert meta["metrics"]["prompt_following"]["count"] == 6 and len(meta["images"]) == 6
+    with Image.open(out / "grid.png") as grid:  # 4 images: 2 × 2 cells of 128 px
+        assert json.loads(grid.text["glidectl"])["prompts"] == PROMPTS[:4]
+        cell_h = (grid.height - 4) // 2
+        assert grid.width == 2 * 128 + 4 and grid.height == 2 * cell_h + 4
+        fourth = Image.open(out / meta["images"][3]["file"]).convert("RGB")
+        assert grid.crop((132, cell_h + 4, 260, cell_h + 132)).tobytes() == fourth.resize(
+            (128, 128), Image.Resampling.NEAREST).tobytes()
+    shown = io.StringIO()
+    _print_summary(Console(file=shown, width=250), meta, out)
+    assert (f"{out / 'grid.png'} (the first 4 prompts: 4 of 6 images; --grid-max changes it)"
+            in shown.getvalue())
+    with pytest.raises(GlidectlError, match=r"^--grid-max must be from 1 to 1000000; got 0\.$"):
+        RunOptions(grid_max=0)
+
+
 def test_dry_run_stage_lines_read_as_words():
     from glidectl.cli.eval_cmd import _stage_text
 
@@ -525,7 +560,7 @@ def reference(tmp_path_factory, tiny_base) -> tuple[Path, Path]:
     """An uninterrupted run of 7 prompts × 2 images in batches of 3."""
     root = tmp_path_factory.mktemp("eval-ref")
     prompts = write_prompts(root / "p.txt", PROMPTS + ["a cyan circle", "a red square"])
-    done = subprocess.run(_cli(prompts, tiny_base, root / "ref"), env=_env(),
+    done = subprocess.run(_cli(prompts, tiny_base, root / "ref", "--grid-max", "6"), env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     # euler, 3 steps: 3 calls a batch; 14 images in 5 batches of 3
@@ -535,8 +570,12 @@ def reference(tmp_path_factory, tiny_base) -> tuple[Path, Path]:
 
 def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference):
     """One run killed after its first images, continued by --resume and (from a copy of the
-    killed folder) by --skip-existing: both end with the uninterrupted run's bytes."""
+    killed folder) by --skip-existing: both end with the uninterrupted run's bytes and
+    metrics (scored from images two sessions made), and the same grid of the first 3."""
     prompts, ref = reference
+    ref_meta = json.loads((ref / "metadata.json").read_text())
+    assert ref_meta["grid_holds"] == {"first_prompts": 3, "images": 6, "of_images": 14}
+    assert ref_meta["metrics"]["prompt_following"]["count"] == 10  # "a cyan circle": none
     killed = tmp_path / "killed"
     _kill_after_first_images(_cli(prompts, tiny_base, killed), killed)
     partial = outputs(killed)
@@ -545,7 +584,7 @@ def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference):
     for flag in ("--resume", "--skip-existing"):
         out = tmp_path / flag.strip("-")
         shutil.copytree(killed, out)
-        done = subprocess.run(_cli(prompts, tiny_base, out, flag), env=_env(),
+        done = subprocess.run(_cli(prompts, tiny_base, out, flag, "--grid-max", "6"), env=_env(),
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, (flag, done.stderr)
         final, expected = outputs(out), outputs(ref)
@@ -554,11 +593,15 @@ def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference):
         assert (out / "grid.png").read_bytes() == (ref / "grid.png").read_bytes(), flag
         meta = json.loads((out / "metadata.json").read_text())
         assert meta["status"] == "complete", flag
+        assert meta["metrics"] == ref_meta["metrics"], flag
+        assert [r["metrics"] for r in meta["images"]] == [r["metrics"] for r in
+                                                          ref_meta["images"]], flag
+        assert meta["grid_holds"] == ref_meta["grid_holds"], flag
         assert meta["counts"]["kept"] > 0 and meta["counts"]["generated"] < 14, flag
         assert not list(out.glob(".*.tmp")), flag
-    with Image.open(ref / "grid.png") as grid:  # 7 prompts × 2 images: a row per prompt
-        cell_h = (grid.height - 6 * 4) // 7
-        assert grid.width == 2 * 128 + 4 and grid.height == 7 * cell_h + 6 * 4
+    with Image.open(ref / "grid.png") as grid:  # 3 prompts × 2 images: a row per prompt
+        cell_h = (grid.height - 2 * 4) // 3
+        assert grid.width == 2 * 128 + 4 and grid.height == 3 * cell_h + 2 * 4
 
 
 # --------------------------------------------------------------------------- LoRA, upsampler
@@ -1180,6 +1223,52 @@ def test_fid_against_a_reference_folder_or_absent_with_the_reason(tmp_path, tiny
                                                    fid_reference=str(reference)),
                      pipeline=stack)
         assert not (tmp_path / "e").exists()
+
+
+def test_metrics_read_back_a_chunk_at_a_time_equal_those_of_every_image_at_once(
+        tmp_path, tiny_base, stack, monkeypatch):
+    """eval scores its images a chunk at a time (64; 2 here: 6 images in 3 chunks), holding
+    one chunk, not every image: prompt-following, CLIP and FID/KID, per image and summed
+    up, are what every image scored at once gives."""
+    import torch
+    from test_fid import ColourStats
+
+    from glidectl import evaluation, fid
+    from glidectl.eval_metrics import ClipScorer, clip_metric, prompt_following
+
+    monkeypatch.setitem(sys.modules, "open_clip", fake_open_clip())
+    network = ColourStats()  # one: its bias is drawn at random
+    monkeypatch.setattr(fid, "inception_features", lambda weights: fid.Features(network))
+    monkeypatch.setattr(evaluation, "METRICS_CHUNK", 2)
+    weights = tmp_path / "clip.pt"
+    torch.save({"direction": torch.tensor([1.0, 0.2, 0.0])}, weights)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for i in range(5):
+        Image.new("RGB", (32, 32), (50 * i, 20, 200)).save(ref / f"{i}.png")
+    captions = [*PROMPTS, "an oil painting of a corgi"]  # the demo metric skips the last
+    report = run_eval(write_prompts(tmp_path / "p.txt", captions),
+                      EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=4),
+                      RunOptions(out=tmp_path / "o", device="cpu", clip_weights=str(weights),
+                                 fid_reference=str(ref)), pipeline=stack)
+    meta = report.metadata
+    images = [Image.open(report.out / r["file"]).convert("RGB") for r in meta["images"]]
+    at_once = [prompt_following(images, captions),
+               clip_metric(ClipScorer.load("ViT-B-32", weights), None, images, captions)]
+    for metric in at_once:
+        per_image = [r["metrics"].get(metric.name) for r in meta["images"]]
+        assert [v is None for v in per_image] == [v is None for v in metric.values]
+        assert [v for v in per_image if v is not None] == pytest.approx(
+            [v for v in metric.values if v is not None], rel=1e-6)
+        assert meta["metrics"][metric.name] == pytest.approx(metric.summary(), rel=1e-6)
+    assert meta["metrics"]["prompt_following"]["count"] == 5
+    real = torch.cat(list(fid.reference_images(str(ref), 32, 99)))
+    whole = fid.fid_kid([real], [fid.to_uint8(images)], fid.Features(network))  # one batch
+    streamed = meta["metrics"]["fid"]
+    assert streamed.keys() == {*whole, "reference"} and streamed["reference"] == str(ref)
+    for key in whole:
+        assert streamed[key] == pytest.approx(whole[key], rel=1e-6), key
+    assert (whole["fid_fake"], whole["fid_real"]) == (6, 5)
 
 
 def test_dry_run_refuses_pairs_the_run_would_refuse_without_downloading(tmp_path, monkeypatch,

@@ -92,6 +92,7 @@ def _cli(*args: str):
     (["sample", "x", "--eta", "-0.5"], "--eta"),
     (["eval", "p.txt", "--guidance", "inf"], "--guidance"),
     (["eval", "p.txt", "--n", "0"], "--n"),
+    (["eval", "p.txt", "--grid-max", "0"], "--grid-max"),
     (["train", "--steps", "-3"], "--steps"),
     (["lora", "merge", "a.safetensors", "-o", "b.safetensors", "--scale", "nan"], "--scale"),
 ])

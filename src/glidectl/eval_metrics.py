@@ -38,6 +38,14 @@ class MetricResult:
         return {"mean": sum(vals) / len(vals), "count": len(vals)}
 
 
+def joined(parts: Sequence[MetricResult]) -> MetricResult:
+    """One metric over a run from its results on consecutive chunks of the run's images:
+    absent (with the first chunk's reason) only when it is absent on every chunk."""
+    values = [v for part in parts for v in part.values]
+    absent = parts[0].absent if all(p.absent is not None for p in parts) else None
+    return MetricResult(parts[0].name, values, absent)
+
+
 # --------------------------------------------------------------------------- prompt following
 def demo_follow_score(image: Any, prompt: str) -> float | None:
     """Fraction of the demo attributes (colour, shape, background) the prompt names that the

@@ -164,13 +164,15 @@ def _int(text: dict[str, str], key: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def collect(out: Path, prompts: Sequence[str], stems: Sequence[Sequence[str]],
-            fresh: set[int]) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Every image of the run read back from disk, and its record for metadata.json
-    (seed and candidate come from the PNG's own text chunks)."""
+def read_back(out: Path, prompts: Sequence[str], stems: Sequence[Sequence[str]],
+              fresh: set[int], chunk: int) -> Iterator[tuple[list[dict[str, Any]], list[Any]]]:
+    """The run's images read back from disk ``chunk`` at a time, in order, each with its
+    record for metadata.json (seed and candidate come from the PNG's own text chunks): a
+    run of 30,000 images holds one chunk of them, not all."""
     from PIL import Image
 
-    records, images = [], []
+    records: list[dict[str, Any]] = []
+    images: list[Any] = []
     for i, prompt in enumerate(prompts):
         for k, stem in enumerate(stems[i]):
             with Image.open(out / f"{stem}.png") as im:
@@ -181,12 +183,26 @@ def collect(out: Path, prompts: Sequence[str], stems: Sequence[Sequence[str]],
                 "prompt": prompt, "image_index": k, "seed": _int(text, "seed"),
                 "candidate": _int(text, "candidate"), "generated_this_session": i in fresh,
             })
-    return records, images
+            if len(images) == chunk:
+                yield records, images
+                records, images = [], []
+    if images:
+        yield records, images
+
+
+GRID_MAX = 256  # images grid.png holds at most (--grid-max): the first prompts'
+
+
+def grid_prompts(prompts: int, per_prompt: int, grid_max: int) -> int:
+    """How many prompts, from the first, grid.png shows: every one while their images are
+    at most ``grid_max``, else as many whole prompts as fit (at least one)."""
+    return min(prompts, max(1, grid_max // per_prompt))
 
 
 def grid(images: Sequence[Any], captions: Sequence[str], per_prompt: int = 1) -> Any:
-    """Every image, enlarged to ≥ 128 px with its caption under it (``captioned_grid``): one
-    row per prompt when a prompt has several images, else a ceil-sqrt grid; none dropped."""
+    """The images, enlarged to ≥ 128 px with their captions under them
+    (``captioned_grid``): one row per prompt when a prompt has several images, else a
+    ceil-sqrt grid."""
     from .images import captioned_grid
 
     size = images[0].size

@@ -20,11 +20,12 @@ from typing import Any
 from . import __version__
 from .errors import GlidectlError
 from .eval_outputs import (
+    GRID_MAX,
     check_wandb,
     claim_folder,
     clean_temp_files,
-    collect,
     grid,
+    grid_prompts,
     holds_files,
     image_stems,
     index_width,
@@ -33,6 +34,7 @@ from .eval_outputs import (
     log_wandb,
     next_eval_dir,
     padded_widths,
+    read_back,
     read_metadata,
     refuse_if_busy,
     slugify,
@@ -61,6 +63,7 @@ __all__ = ["EvalSettings", "Plan", "RunOptions", "Stage", "check_resume", "image
            "settings_for", "slugify"]
 
 GRID_FILE = "grid.png"
+METRICS_CHUNK = 64  # images read back at a time to score: FID's batches, 4 of CLIP's 16
 
 
 # --------------------------------------------------------------------------- prompts and names
@@ -150,6 +153,12 @@ class RunOptions:
     wandb_project: str = ""
     wandb_entity: str = ""
     wandb_mode: str = ""  # "" = WANDB_MODE or online
+    grid_max: int = GRID_MAX  # grid.png: the first prompts' images, at most this many
+
+    def __post_init__(self) -> None:
+        from .ranges import FLAGS, check
+
+        check("--grid-max", self.grid_max, FLAGS["--grid-max"])
 
 
 @dataclass
@@ -335,32 +344,41 @@ def _generate_all(plan: Plan, pipeline: Any, out: Path, scorer: Any, emit: Event
 
 
 def _finish(out: Path, plan: Plan, fresh: set[int], scorer: Any, clip_reason: str | None,
-            header: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-    """Read every image back, score it, write grid.png; metadata fields and the images."""
-    from .eval_metrics import clip_metric, prompt_following
+            header: dict[str, Any], grid_max: int, fid: Any) -> dict[str, Any]:
+    """Read the images back a chunk at a time and score them (their FID features into
+    ``fid``, a :class:`glidectl.fid.FidStream`, when given); write grid.png of the first
+    prompts' images, at most ``grid_max`` of them; the metadata fields."""
+    from .eval_metrics import clip_metric, joined, prompt_following
     from .images import save_png
 
-    prompts = plan.prompts
-    records, images = collect(out, prompts, [plan.stems(i) for i in range(len(prompts))],
-                              fresh)
-    for rec in records:
-        rec["prompt"] = prompt_record(rec["prompt"])["prompt"]
-    captions = [plan.used[r["prompt_index"]] for r in records]
-    results = [prompt_following(images, captions),
-               clip_metric(scorer, clip_reason, images, captions)]
+    prompts, n = plan.prompts, plan.settings.n
+    shown = grid_prompts(len(prompts), n, grid_max)
+    records: list[dict[str, Any]] = []
+    parts, cells, labels = [], [], []
+    for chunk, images in read_back(out, prompts, [plan.stems(i) for i in range(len(prompts))],
+                                   fresh, METRICS_CHUNK):
+        captions = [plan.used[r["prompt_index"]] for r in chunk]
+        parts.append((prompt_following(images, captions),
+                      clip_metric(scorer, clip_reason, images, captions)))
+        if fid is not None:
+            fid.add(images)
+        for rec, image, caption in zip(chunk, images, captions, strict=True):
+            rec["prompt"] = prompt_record(rec["prompt"])["prompt"]
+            if rec["prompt_index"] < shown:  # several images are numbered as their files are
+                cells.append(image)
+                labels.append(f"{rec['prompt_index']:0{plan.width}d}"
+                              + (f"_{rec['image_index'] + 1}" if n > 1 else "") + f" {caption}")
+        records += chunk
+    results = [joined(metric) for metric in zip(*parts, strict=True)]
     for k, rec in enumerate(records):
         rec["metrics"] = {m.name: m.values[k] for m in results
                           if m.absent is None and m.values[k] is not None}
-    n = plan.settings.n  # several images of a prompt are numbered as their files are
-    labels = [f"{r['prompt_index']:0{plan.width}d}" + (f"_{r['image_index'] + 1}" if n > 1 else "")
-              + f" {c}" for r, c in zip(records, captions, strict=True)]
-    grid_image = grid(images, labels, n)
-    save_png(grid_image, out / GRID_FILE, {"glidectl": json.dumps(
-        {"version": __version__, "prompts": header["prompts"], **plan.settings.fingerprint()},
-        sort_keys=True)})
-    fields = {"metrics": {m.name: m.summary() for m in results}, "images": records,
-              "grid": GRID_FILE}
-    return fields, images
+    save_png(grid(cells, labels, n), out / GRID_FILE, {"glidectl": json.dumps(
+        {"version": __version__, "prompts": header["prompts"][:shown],
+         **plan.settings.fingerprint()}, sort_keys=True)})
+    return {"metrics": {m.name: m.summary() for m in results}, "images": records,
+            "grid": GRID_FILE, "grid_holds": {"first_prompts": shown, "images": len(cells),
+                                              "of_images": len(records)}}
 
 
 def _load(settings: EvalSettings, options: RunOptions, device: str) -> tuple[Any, float]:
@@ -516,11 +534,14 @@ def run_eval(
         fresh = _generate_all(plan, pipeline, out, scorer, emit, timings)
         gen_s = time.perf_counter() - t_gen
         t_metrics = time.perf_counter()
-        fields, images = _finish(out, plan, fresh, scorer, clip_reason, header)
+        fid = None
         if fid_features is not None:
-            from .fid import eval_fid
+            from .fid import FidStream
 
-            result = eval_fid(images, str(options.fid_reference), fid_features)
+            fid = FidStream(str(options.fid_reference), fid_features)
+        fields = _finish(out, plan, fresh, scorer, clip_reason, header, options.grid_max, fid)
+        if fid is not None:
+            result = fid.result()
             fields["metrics"]["fid"] = ({"absent": result["fid_missing"]} if "fid_missing" in result
                                         else result)
         generated = len(fresh) * settings.n

@@ -78,6 +78,7 @@ FLAGS: dict[str, Range] = {
     "--scale": Range(-10, 10),  # lora merge: adapter strength (negative subtracts it)
     "--port": Range(1, 65535),
     "--keep-models": Range(1, 100),  # ui: loaded pipelines kept
+    "--grid-max": COUNT,  # eval: images grid.png shows
     "--limit": Range(1, 10**9),
     "--size": Range(8, 4096),
     "--text-ctx": Range(1, 4096),

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from .. import sampling_defaults as D
+from ..eval_outputs import GRID_MAX
 from .sample_cmd import DEVICE_HELP, GUIDANCE_HELP, PRECISION_HELP, SCHEDULE_HELP, steps_value
 
 SAMPLER_HELP = f"Base sampler (default: the model's recommended, else {D.BASE_SAMPLER})."
@@ -139,8 +140,17 @@ def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
         else:
             value = escape(f"absent: {summary['absent']}")
         table.add_row(name, value)
-    table.add_row("grid", str(out / "grid.png"))
+    table.add_row("grid", escape(grid_line(meta, out)))
     console.print(table)
+
+
+def grid_line(meta: dict[str, Any], out: Path) -> str:
+    """Where grid.png is and, when it shows only the first prompts, which images it holds."""
+    path, held = str(out / meta["grid"]), meta["grid_holds"]
+    if held["images"] == held["of_images"]:
+        return path
+    return (f"{path} (the first {held['first_prompts']:,} prompts: {held['images']:,} of "
+            f"{held['of_images']:,} images; --grid-max changes it)")
 
 
 def _resume_line(prompts: Path, out: Any) -> str:
@@ -202,6 +212,9 @@ def register(app: typer.Typer) -> None:
             "against reference statistics (.npz with mu and sigma)."),
         fid_weights: str | None = typer.Option(
             None, "--fid-weights", help="Local Inception weights for --fid (see the README)."),
+        grid_max: int = typer.Option(
+            GRID_MAX, "--grid-max", help="grid.png shows the first prompts' images, at most "
+            "this many (whole prompts; metadata.json's grid_holds says which)."),
         wandb_project: str = typer.Option("", "--wandb-project", help="Log a W&B table here."),
         wandb_entity: str = typer.Option("", "--wandb-entity", help="W&B entity."),
         wandb_mode: str | None = typer.Option(
@@ -223,6 +236,7 @@ def register(app: typer.Typer) -> None:
             device=device, compile=compile_, clip_model=clip_model, clip_weights=clip_weights,
             fid_reference=fid, fid_weights=fid_weights,
             wandb_project=wandb_project, wandb_entity=wandb_entity, wandb_mode=wandb_mode or "",
+            grid_max=grid_max,
         )
         flags = {
             "base": base, "upsampler": upsampler, "n": n, "batch_size": batch_size,
