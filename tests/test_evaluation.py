@@ -493,9 +493,30 @@ def test_a_wandb_mode_wandb_has_not_is_refused_before_any_image(tmp_path, tiny_b
     with pytest.raises(GlidectlError) as info:
         run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu", wandb_project="t",
                                         wandb_mode="ofline"), pipeline=stack)
-    assert str(info.value) == ("--wandb-mode 'ofline' is not a W&B mode; use online, offline, "
-                               "disabled.")
+    assert str(info.value) == ("--wandb-mode 'ofline' is not a W&B mode; use auto, online, "
+                               "offline, disabled.")
     assert not (tmp_path / "w").exists()  # it failed at the end, after every image
+
+
+def test_eval_takes_the_wandb_modes_training_takes():
+    """`eval --wandb-mode` and `log.wandb_mode` are one list: eval refused `auto`, training's
+    default (W&B's own WANDB_MODE or `wandb offline` decides)."""
+    from dataclasses import fields
+
+    from typer.testing import CliRunner
+
+    from glidectl.cli.app import build_app
+    from glidectl.config import WANDB_MODES, LogConfig
+    from glidectl.eval_outputs import check_wandb
+
+    pytest.importorskip("wandb")
+    train = next(f for f in fields(LogConfig) if f.name == "wandb_mode")
+    assert train.metadata["choices"] == WANDB_MODES == ("auto", "online", "offline", "disabled")
+    assert RunOptions().wandb_mode == train.default == "auto"
+    for mode in WANDB_MODES:
+        check_wandb(mode)
+    shown = CliRunner().invoke(build_app(), ["eval", "--help"], env={"COLUMNS": "250"}).output
+    assert "auto/online/offline/disabled; auto: WANDB_MODE" in shown
 
 
 def test_wandb_offline_logs_a_table(tmp_path, tiny_base, stack, monkeypatch):

@@ -25,6 +25,15 @@ from . import atomic
 from .errors import ConfigError
 from .ranges import SEED_MAX, Range
 
+#: W&B modes, the same in ``log.wandb_mode`` and ``eval --wandb-mode``; ``auto`` leaves the
+#: choice to W&B (``WANDB_MODE`` or ``wandb offline`` when set, else online).
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def wandb_init_mode(mode: str) -> str | None:
+    """The ``mode`` wandb.init takes for one of :data:`WANDB_MODES` (auto: None, W&B's own)."""
+    return None if mode == "auto" else mode
+
 
 def opt(
     default: Any, doc: str, choices: tuple[Any, ...] | None = None, *,
@@ -306,7 +315,7 @@ class LogConfig:
     wandb_entity: str = opt("", "W&B entity.")
     wandb_mode: str = opt(
         "auto", "W&B mode; auto: WANDB_MODE (or `wandb offline`) when set, else online.",
-        ("auto", "online", "offline", "disabled"),
+        WANDB_MODES,
     )
 
 

@@ -211,13 +211,12 @@ def grid(images: Sequence[Any], captions: Sequence[str], per_prompt: int = 1) ->
                           min_size=128)
 
 
-WANDB_MODES = ("online", "offline", "disabled")
-
-
 def check_wandb(mode: str) -> None:
-    """Raise before any work when W&B logging cannot start: wandb absent, or a mode it has
-    not ("" = WANDB_MODE or online)."""
-    if mode and mode not in WANDB_MODES:
+    """Raise before any work when W&B logging cannot start: wandb absent, or a mode not in
+    :data:`glidectl.config.WANDB_MODES`."""
+    from .config import WANDB_MODES
+
+    if mode not in WANDB_MODES:
         raise GlidectlError(f"--wandb-mode {mode!r} is not a W&B mode; use "
                             f"{', '.join(WANDB_MODES)}.")
     try:
@@ -236,9 +235,11 @@ def log_wandb(project: str, entity: str, mode: str, out: Path,
     ``eval/images_2``, …)."""
     check_wandb(mode)
     import wandb
+
+    from .config import wandb_init_mode
     try:
         run = wandb.init(
-            project=project, entity=entity or None, mode=mode or None,
+            project=project, entity=entity or None, mode=wandb_init_mode(mode),
             name=f"eval-{out.name}", dir=str(out), job_type="eval",
             config={"settings": meta["settings"], "models": meta["models"]},
         )

@@ -152,7 +152,7 @@ class RunOptions:
     fid_weights: str | None = None  # local Inception weights (glidectl.fid)
     wandb_project: str = ""
     wandb_entity: str = ""
-    wandb_mode: str = ""  # "" = WANDB_MODE or online
+    wandb_mode: str = "auto"  # glidectl.config.WANDB_MODES; auto: WANDB_MODE, else online
     grid_max: int = GRID_MAX  # grid.png: the first prompts' images, at most this many
 
     def __post_init__(self) -> None:

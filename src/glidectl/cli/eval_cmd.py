@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from .. import sampling_defaults as D
+from ..config import WANDB_MODES
 from ..eval_outputs import GRID_MAX
 from .sample_cmd import DEVICE_HELP, GUIDANCE_HELP, PRECISION_HELP, SCHEDULE_HELP, steps_value
 
@@ -217,8 +218,9 @@ def register(app: typer.Typer) -> None:
             "this many (whole prompts; metadata.json's grid_holds says which)."),
         wandb_project: str = typer.Option("", "--wandb-project", help="Log a W&B table here."),
         wandb_entity: str = typer.Option("", "--wandb-entity", help="W&B entity."),
-        wandb_mode: str | None = typer.Option(
-            None, "--wandb-mode", help="online/offline/disabled (default: WANDB_MODE or online)."),
+        wandb_mode: str = typer.Option(
+            "auto", "--wandb-mode", help=f"{'/'.join(WANDB_MODES)}; auto: WANDB_MODE (or "
+            "`wandb offline`) when set, else online."),
     ) -> None:
         """Generate images for every prompt in PROMPTS; write PNGs, grid.png and metadata.json."""
         from rich.console import Console
@@ -235,7 +237,7 @@ def register(app: typer.Typer) -> None:
             out=out, resume=resume, skip_existing=skip_existing, dry_run=dry_run,
             device=device, compile=compile_, clip_model=clip_model, clip_weights=clip_weights,
             fid_reference=fid, fid_weights=fid_weights,
-            wandb_project=wandb_project, wandb_entity=wandb_entity, wandb_mode=wandb_mode or "",
+            wandb_project=wandb_project, wandb_entity=wandb_entity, wandb_mode=wandb_mode,
             grid_max=grid_max,
         )
         flags = {

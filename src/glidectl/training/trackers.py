@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import runs
-from ..config import GlideConfig, LogConfig, to_dict
+from ..config import GlideConfig, LogConfig, to_dict, wandb_init_mode
 from ..errors import GlidectlError
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive",
@@ -70,7 +70,7 @@ class Trackers:
         wandb_id = self.ids.get("wandb")
         init_kwargs = {"wandb": {
             "entity": log.wandb_entity or None, "name": run.name,
-            "mode": None if log.wandb_mode == "auto" else log.wandb_mode,
+            "mode": wandb_init_mode(log.wandb_mode),
             "dir": str(run.trackers), "id": wandb_id, "resume": "allow" if wandb_id else None,
         }}
         project = log.wandb_project or log.project
