@@ -241,3 +241,23 @@ def test_fid_fed_a_batch_at_a_time_equals_fid_of_all_images_at_once(tmp_path, mo
     batches = reference_images(str(folder), 16, 99, batch=8)
     assert next(batches).shape == (8, 3, 16, 16) and len(opened) == 8
     assert [b.shape[0] for b in batches] == [8] * 7 + [6]
+
+
+def test_kid_subsets_hold_at_most_1000_images_however_many_there_are(monkeypatch):
+    """KID's kernels hold subset² numbers: subsets of every image took 1 GiB more at 8,000
+    images (~15 GiB at 30,000). They hold 1,000 (torchmetrics' and torch-fidelity's size),
+    or all of the smaller side below that."""
+    import torchmetrics.image.kid as tm_kid
+
+    from glidectl.fid import fid_kid_of
+
+    seen = []
+    real_mmd = tm_kid.poly_mmd
+    monkeypatch.setattr(tm_kid, "poly_mmd", lambda a, b, *rest: seen.append(
+        (a.shape[0], b.shape[0])) or real_mmd(a, b, *rest))
+    g = torch.Generator().manual_seed(0)
+    big = fid_kid_of([torch.randn(1200, 6, generator=g)], [torch.randn(1100, 6, generator=g)])
+    assert seen == [(1000, 1000)] * 10 and math.isfinite(big["kid"])
+    seen.clear()
+    fid_kid_of([torch.randn(30, 6, generator=g)], [torch.randn(20, 6, generator=g)])
+    assert seen == [(20, 20)] * 10
