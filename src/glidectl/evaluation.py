@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import GlidectlError
@@ -57,6 +57,9 @@ from .eval_settings import (
 from .out_dir import PROMPT_EXCERPT_CHARS, check_out_dir, prompt_record
 from .prompt_files import read_prompt_file
 from .samplers.schedule_files import read_once
+
+if TYPE_CHECKING:
+    from .fid import FidStream
 
 __all__ = ["EvalSettings", "Plan", "RunOptions", "Stage", "check_resume", "image_seed",
            "image_stems", "next_eval_dir", "read_prompts", "resolve_settings", "run_eval",
@@ -344,7 +347,7 @@ def _generate_all(plan: Plan, pipeline: Any, out: Path, scorer: Any, emit: Event
 
 
 def _finish(out: Path, plan: Plan, fresh: set[int], scorer: Any, clip_reason: str | None,
-            header: dict[str, Any], grid_max: int, fid: Any) -> dict[str, Any]:
+            header: dict[str, Any], grid_max: int, fid: FidStream | None) -> dict[str, Any]:
     """Read the images back a chunk at a time and score them (their FID features into
     ``fid``, a :class:`glidectl.fid.FidStream`, when given); write grid.png of the first
     prompts' images, at most ``grid_max`` of them; the metadata fields."""
