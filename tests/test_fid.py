@@ -261,3 +261,22 @@ def test_kid_subsets_hold_at_most_1000_images_however_many_there_are(monkeypatch
     seen.clear()
     fid_kid_of([torch.randn(30, 6, generator=g)], [torch.randn(20, 6, generator=g)])
     assert seen == [(20, 20)] * 10
+
+
+def test_unreadable_reference_files_are_left_out_and_named_not_a_traceback(tmp_path):
+    """A damaged file in a reference folder of thousands raised PIL's UnidentifiedImageError
+    after every image of the eval had been made; it is left out, counted and named."""
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (16, 16), (60 * i, 0, 0)).save(folder / f"{i}.png")
+    (folder / "0_broken.png").write_bytes(b"not a png")
+    (folder / "truncated.jpg").write_bytes(b"\xff\xd8\xff")
+    unreadable: list[str] = []
+    batches = list(reference_images(str(folder), 16, limit=3, unreadable=unreadable))
+    assert [b.shape[0] for b in batches] == [3]  # the limit counts images read
+    assert unreadable == ["0_broken.png"]  # files after the limit are not opened
+    fake = [Image.new("RGB", (16, 16), (0, 40 * i, 0)) for i in range(3)]
+    result = eval_fid(fake, str(folder), Features(module=ColourStats()))
+    assert result["fid_real"] == 4 and result["reference_unreadable"] == 2
+    assert sorted(result["reference_unreadable_files"]) == ["0_broken.png", "truncated.jpg"]

@@ -171,11 +171,13 @@ def fid_kid_of(real: list[torch.Tensor], fake: list[torch.Tensor],
             "fid_real": n_real, "fid_fake": n_fake}
 
 
-def reference_images(source: str, size: int, limit: int,
-                     batch: int = 64) -> Iterator[torch.Tensor]:
+def reference_images(source: str, size: int, limit: int, batch: int = 64,
+                     unreadable: list[str] | None = None) -> Iterator[torch.Tensor]:
     """Up to ``limit`` reference images as [-1, 1] batches of ``batch``, centre-cropped to
     ``size``: the images of a folder (captions not needed), or the samples of any other data
-    source. Read a batch at a time (tens of thousands of references do not fit in memory)."""
+    source. Read a batch at a time (tens of thousands of references do not fit in memory).
+    A folder's file that does not open as an image is left out and named in ``unreadable``
+    (the samples of other sources are judged by their data pipeline)."""
     import random
 
     from .data.records import IMAGE_EXTENSIONS
@@ -190,9 +192,19 @@ def reference_images(source: str, size: int, limit: int,
             crop = ImageTransform(size, random_crop=False)
             files = sorted(p for p in folder.rglob("*")
                            if p.name.lower().endswith(IMAGE_EXTENSIONS))
-            for path in files[:limit]:
-                with Image.open(path) as im:
-                    yield from_pil(crop(im.convert("RGB"), random.Random(0)), size)[0]
+            taken = 0
+            for path in files:
+                if taken == limit:
+                    return
+                try:
+                    with Image.open(path) as im:
+                        image = crop(im.convert("RGB"), random.Random(0))
+                except (OSError, ValueError, Image.DecompressionBombError):
+                    if unreadable is not None:
+                        unreadable.append(str(path.relative_to(folder)))
+                    continue
+                taken += 1
+                yield from_pil(image, size)[0]
             return
         from .config import DataConfig
         from .data import build_dataset
@@ -342,8 +354,14 @@ class FidStream:
         if n_fake < 2:
             raise GlidectlError(f"FID/KID need at least 2 generated images; got {n_fake}.")
         assert self.network is not None
-        real = features_of(self.network, reference_images(self.reference, self.size, self.limit))
-        return {**fid_kid_of(real, self.fake), "reference": self.reference}
+        unreadable: list[str] = []
+        real = features_of(self.network, reference_images(self.reference, self.size, self.limit,
+                                                          unreadable=unreadable))
+        result = {**fid_kid_of(real, self.fake), "reference": self.reference}
+        if unreadable:  # a damaged file among tens of thousands must not lose the run's FID
+            result.update(reference_unreadable=len(unreadable),
+                          reference_unreadable_files=unreadable[:10])
+        return result
 
 
 def eval_fid(images: Sequence[Any], reference: str, features: Features,

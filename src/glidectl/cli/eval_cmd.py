@@ -135,7 +135,10 @@ def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
         elif "fid" in summary:
             value = (f"FID {summary['fid']:.2f}, KID {summary['kid']:.4f} ± "
                      f"{summary['kid_std']:.4f} ({summary['fid_fake']} images vs "
-                     f"{summary['fid_real']} references)")
+                     f"{summary['fid_real']} references"
+                     + (f"; {summary['reference_unreadable']} unreadable reference files left "
+                        f"out, named in metadata.json" if summary.get("reference_unreadable")
+                        else "") + ")")
         elif "mean" in summary:
             value = f"{summary['mean']:.4g} (mean of {summary['count']})"
         else:
