@@ -233,6 +233,24 @@ def test_missing_model_file_is_one_line_exit_2(run, tmp_path) -> None:
     assert res.stderr.count("\n") == 1 and "nope.safetensors" in res.stderr
 
 
+def test_a_run_folder_without_a_checkpoint_yet_says_so(capsys, weights, tmp_path) -> None:
+    """A run whose training has not checkpointed yet is a run, not 'not a training run'."""
+    run_dir = tmp_path / "runs" / "early"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.toml").write_text("[train]\nsteps = 900\n")
+    commands = [
+        ("sample", "a cat", "--base", run_dir),
+        ("sample", "a cat", "--base", weights["base"], "--lora", run_dir),
+        ("export", run_dir, "-o", tmp_path / "x.safetensors"),
+        ("lora", "merge", run_dir, "-o", tmp_path / "m.safetensors"),
+    ]
+    for args in commands:
+        res = in_process(capsys, *args)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, (args, res.stderr)
+        assert "has no checkpoint yet" in res.stderr and "wait for the first" in res.stderr
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_long_prompt_warns_how_many_tokens_were_dropped(run, weights, tmp_path) -> None:
     res = run("z" * 21, "--base", str(weights["base"]), "--steps", "1", "-q",
               "--out", str(tmp_path))

@@ -110,6 +110,17 @@ def run_of_step_dir(step_dir: Path) -> Path:
     return Path(step_dir).resolve().parent.parent
 
 
+def no_checkpoint_yet(path: Path) -> str | None:
+    """The sentence for a run folder (it has a config.toml) with no checkpoint yet; else None."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() or latest_under(path) is not None:
+        return None
+    return (
+        f"Run {str(path)!r} has no checkpoint yet (training writes one every checkpoint.every "
+        "steps and when it stops); wait for the first."
+    )
+
+
 def state_dir(step_dir: Path) -> Path:
     return Path(step_dir) / STATE_DIR
 

@@ -54,7 +54,7 @@ def weights_in_dir(path: Path) -> Path:
             f"Checkpoint folder {str(step)!r} has neither ema.safetensors nor "
             "model.safetensors; pick another checkpoint."
         )
-    raise GlidectlError(
+    raise GlidectlError(runs.no_checkpoint_yet(path) or
         f"Folder {str(path)!r} is not a training run (no checkpoints/step-NNNNNN with "
         "ema.safetensors or model.safetensors); pass a run folder or a weights file."
     )

@@ -244,7 +244,7 @@ def latest_adapter(run: Path | str, ema: bool | None = None) -> Path:
         return p
     step_dir = p if runs.step_adapter(p) is not None else runs.latest_under(p)
     if step_dir is None:
-        raise GlidectlError(
+        raise GlidectlError(runs.no_checkpoint_yet(p) or
             f"{str(run)!r} is not a LoRA adapter, checkpoint or run folder; pass the folder "
             "written by 'glidectl lora' (runs/<name>)."
         )

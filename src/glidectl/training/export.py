@@ -19,7 +19,7 @@ def find_step_dir(run: Path) -> Path:
     found = runs.latest_under(run)
     if found is not None:
         return found
-    raise GlidectlError(
+    raise GlidectlError(runs.no_checkpoint_yet(run) or
         f"{str(run)!r} has no checkpoints (checkpoints/step-NNNNNN); train it first or pass "
         "a checkpoint folder."
     )
