@@ -189,6 +189,25 @@ def test_readme_config_snippet_loads(tmp_path):
             load_config(tmp_path / f"{i}.toml")
 
 
+def repeated_passages(text: str, length: int = 80) -> list[str]:
+    """Passages of ``length`` characters (whitespace folded) that a text holds twice, apart."""
+    text = re.sub(r"\s+", " ", text)
+    first: dict[str, int] = {}
+    found, last = [], -2
+    for i in range(len(text) - length + 1):
+        if i - first.setdefault(text[i:i + length], i) >= length:
+            if i > last + 1:  # one entry per repeated stretch
+                found.append(text[i:i + length])
+            last = i
+    return found
+
+
+def test_the_readme_says_nothing_twice():
+    """A merge that kept both sides of a sentence leaves it twice (the UI's paragraph did)."""
+    assert repeated_passages("a b c d e f. " * 3, 12)
+    assert repeated_passages((ROOT / "README.md").read_text()) == []
+
+
 def test_readme_plugin_snippets_are_the_example_plugins():
     """The pyproject lines and imports the README shows are the example plugin's own."""
     readme = (ROOT / "README.md").read_text()
