@@ -114,3 +114,27 @@ def test_table_column_docs_name_every_column_tried():
     for key, columns in (("data.image_column", IMAGE_COLUMNS),
                          ("data.caption_column", CAPTION_COLUMNS)):
         assert f"the first of {', '.join(columns)})" in docs[key], docs[key]
+
+
+#: ``lora merge -b`` is --base there, --batch-size in sample and eval; kept for its users
+SPELLED_APART = {"--base"}
+
+
+def test_a_flag_two_commands_share_is_spelled_the_same_in_both():
+    """``glidectl eval -n 2`` works as ``sample -n 2`` does, ``fit-steps -o`` as
+    ``sample -o``, ``sample --up-steps`` as ``eval --up-steps``."""
+    spellings: dict[str, dict[str, tuple[str, ...]]] = {}
+    for path, command in COMMANDS:
+        for param in command.params:
+            opts = tuple(getattr(param, "opts", ())) + tuple(getattr(param, "secondary_opts", ()))
+            if opts and opts[0].startswith("--") and opts[0] not in SPELLED_APART:
+                spellings.setdefault(opts[0], {})[" ".join(path)] = tuple(sorted(opts))
+    apart = {flag: by_command for flag, by_command in spellings.items()
+             if len(set(by_command.values())) > 1}
+    assert apart == {}
+
+
+def test_fit_steps_takes_force_as_export_and_lora_merge_do():
+    fit = dict(COMMANDS)[("fit-steps",)]
+    ctx = fit.make_context("fit-steps", ["runs/x", "-o", "s.json", "--force"])
+    assert ctx.params["overwrite"] is True and str(ctx.params["out"]) == "s.json"

@@ -173,7 +173,7 @@ def register(app: typer.Typer) -> None:
         upsampler: str | None = typer.Option(
             None, "--upsampler", help="Upsampler model spec, 'none', or 'auto' (default: "
             "OpenAI's for OpenAI's base, else none)."),
-        n: int | None = typer.Option(None, "--n", help="Images per prompt (default 1)."),
+        n: int | None = typer.Option(None, "--n", "-n", help="Images per prompt (default 1)."),
         batch_size: int | None = typer.Option(
             None, "--batch-size", "-b", help="Images per model batch (default 4)."),
         seed: int | None = typer.Option(

@@ -89,9 +89,10 @@ def register(app: typer.Typer) -> None:
         start: Path | None = typer.Option(None, "--start", help="Start from this schedule "
                                           "file's σ's (and bespoke coefficients) instead of a "
                                           "descent: a refit."),
-        out: Path | None = typer.Option(None, "--out", help="Schedule file to write (default: "
-                                        "RUN/schedule.json)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Schedule file to write "
+                                        "(default: RUN/schedule.json)."),
+        overwrite: bool = typer.Option(False, "--overwrite", "--force",
+                                       help="Replace an existing --out."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
     ) -> None:
         """Fit sampling steps to MODEL's own ODE for fewer model calls: a schedule file for

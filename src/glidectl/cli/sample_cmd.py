@@ -221,17 +221,19 @@ def register(app: typer.Typer) -> None:
                                  "adapter records."),
         upsampler: str = typer.Option("auto", "--upsampler", help="Upsampler model spec, "
                                       "'none', or 'auto' (OpenAI's for OpenAI's base)."),
-        upsample_sampler: str = typer.Option(D.UPSAMPLE_SAMPLER, "--upsample-sampler",
-                                             help="Upsampler sampler."),
-        upsample_steps: str = typer.Option(D.UPSAMPLE_STEPS, "--upsample-steps",
-                                           help="Upsampler steps or respacing string."),
+        upsample_sampler: str = typer.Option(
+            D.UPSAMPLE_SAMPLER, "--upsample-sampler", "--up-sampler", help="Upsampler sampler."),
+        upsample_steps: str = typer.Option(
+            D.UPSAMPLE_STEPS, "--upsample-steps", "--up-steps",
+            help="Upsampler steps or respacing string."),
         upsample_schedule: str | None = typer.Option(
-            None, "--upsample-schedule", help="Upsampler σ schedule (default: the upsample "
-            "sampler's own; 'respaced' runs a respacing string such as fast27)."),
-        upsample_guidance: float | None = typer.Option(None, "--upsample-guidance",
-                                                       help="Upsampler guidance (default none)."),
-        upsample_temp: float = typer.Option(D.UPSAMPLE_TEMP, "--upsample-temp",
-                                            help="Upsampler initial noise scale."),
+            None, "--upsample-schedule", "--up-schedule", help="Upsampler σ schedule (default: "
+            "the upsample sampler's own; 'respaced' runs a respacing string such as fast27)."),
+        upsample_guidance: float | None = typer.Option(
+            None, "--upsample-guidance", "--up-guidance",
+            help="Upsampler guidance (default none)."),
+        upsample_temp: float = typer.Option(
+            D.UPSAMPLE_TEMP, "--upsample-temp", "--up-temp", help="Upsampler initial noise scale."),
         low_res: Path | None = typer.Option(None, "--low-res", help="Upsample this image "
                                             "instead of sampling a base image."),
         inpaint_image: Path | None = typer.Option(None, "--inpaint-image", help="Image to "

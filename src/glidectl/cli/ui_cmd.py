@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
             None, "--auth", help=f"Ask for a login USER:PASSWORD (or set {AUTH_ENV}); "
             "recommended with --share or a --host beyond this machine."),
         output_dir: Path | None = typer.Option(
-            None, "--output-dir", help="Where generated PNGs are kept (default: a temp dir)."),
+            None, "--output-dir", "-o",
+            help="Where generated PNGs are kept (default: a temp dir)."),
         keep_models: int = typer.Option(
             KEEP_MODELS, "--keep-models", help="Loaded models kept in memory: the last N model, "
             "upsampler and LoRA (and LoRA scale) combinations used; older ones are unloaded."),
