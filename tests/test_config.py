@@ -127,6 +127,14 @@ def test_a_section_set_to_a_table_sets_its_keys_as_toml_would():
             parse_override(item)
 
 
+def test_a_set_key_without_its_section_names_the_section_it_belongs_in():
+    """--set steps=3 is the new user's train.steps=3."""
+    with pytest.raises(ConfigError, match=r"section\.key\. Did you mean 'data\.resolution'\?$"):
+        parse_override("resolution=32")
+    with pytest.raises(ConfigError, match="'train.steps' or 'preview.steps'"):
+        parse_override("steps=3")
+
+
 def test_bool_is_not_an_int():
     with pytest.raises(ConfigError, match="train.steps"):
         load_config(None, ["train.steps=true"])

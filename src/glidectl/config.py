@@ -491,8 +491,11 @@ def parse_override(item: str) -> dict[str, Any]:
     parts = key.strip().split(".")
     table = len(parts) == 1 and raw.strip().startswith("{")  # TOML's section = {k = v, ...}
     if not all(parts) or not (table or len(parts) == 2):
-        raise ConfigError(f"--set {item!r}: the key must be section.key, e.g. train.lr (or a "
-                          "section set to a table, e.g. 'data={source=\"x\", flip=true}').")
+        home = _elsewhere(parts[0]) if len(parts) == 1 and parts[0] else None  # steps=3
+        hint = home or (", e.g. train.lr (or a section set to a table, e.g. "
+                        "'data={source=\"x\", flip=true}').")
+        raise ConfigError(f"--set {item!r}: the key must be section.key{'.' if home else ''}"
+                          + hint)
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError as exc:
