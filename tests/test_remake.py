@@ -94,6 +94,7 @@ def test_a_flag_given_with_from_png_changes_that_setting_only(made, capsys, tmp_
                      "--out", tmp_path / "again")
     assert res.returncode == 0, res.stderr
     assert "Not as" in res.stderr and "--seed 7 (given)" in res.stderr
+    assert f"Precision: {params(png)['precision']} (as {png} records)." in res.stderr
     new, old = params(tmp_path / "again" / "00000.png"), params(png)
     assert new["seed"] == 7
     assert not np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))

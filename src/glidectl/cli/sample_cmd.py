@@ -289,7 +289,7 @@ def _sample(
     """The sample command with its parameters resolved (a PNG's record under the flags)."""
     from rich.console import Console
 
-    from ..devices import check_precision
+    from ..devices import Precision, check_precision
     from ..errors import GlidectlError
     from ..pipeline import GlidePipeline, resolve_upsampler
 
@@ -341,7 +341,10 @@ def _sample(
     given = dict(sampler=sampler, steps=base_steps,
                  schedule=None if schedule == "auto" else schedule, guidance=guidance,
                  eta=eta)
-    say(pipe.precision.line())
+    chosen = pipe.precision
+    if remake is not None and "precision" not in given_names:  # not "as asked": the PNG's
+        chosen = Precision(chosen.name, f"as {from_png} records")
+    say(chosen.line())
     note = pipe.defaults_note(dict(given, schedule=schedule)) if base_spec else None
     if note:
         say(note)
