@@ -82,6 +82,7 @@ def test_resume_needs_no_config_and_extends_steps(cli, tiny, config_file, tmp_pa
     run = tmp_path / "runs" / "t"
     result = cli("train", "--resume", str(run), "--steps", "2", "--no-live")
     assert result.exit_code == 0, result.output
+    assert f"Continuing from '{run / 'checkpoints' / 'step-000001'}' at step 1." in result.output
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-000002"
     done = cli("train", "--resume", str(run), "--no-live")
     assert done.exit_code == 0, done.output

@@ -329,6 +329,7 @@ class Trainer:
         changed = self._on_all(lambda: rs.load_state(
             runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),
             self.noise, weights))
+        self._notes.append(f"Continuing from {str(step_dir)!r} at step {self.state.step}.")
         was, now = self.state.saved_precision, self.precision.name
         if was is not None and was != now:
             self._notes.append(f"Resuming {str(step_dir)!r}, trained in {was}, in {now}: the run "
