@@ -165,12 +165,13 @@ def test_a_stopped_fit_keeps_the_counts_it_finished(weights, tmp_path) -> None:
     (("--prompt", "x", "--images", "0"), "must be from 1 to 1000000; got 0"),
     (("--prompt", "x", "--reference-steps", "5"), "must be from 10 to 100000; got 5"),
     (("--prompt", "x", "--sampler", "unipcc"), "unipc"),
-    (("--prompts", "no-such.txt"), "Prompts file 'no-such.txt' does not exist"),
+    (("--prompts", "no-such.txt"), "Prompts file 'no-such.txt' (relative to the current "
+     "folder, "),
     (("--prompt", "x", "--start", "no.json"), "'no.json' does not exist"),
     (("--prompt", "x", "--method", "gits", "--start", "no.json"), "gits searches the "
      "reference's own path and takes no --start"),
-    (("--prompt", "x", "--check-prompts", "no.txt"), "--check-prompts file 'no.txt' does "
-     "not exist"),
+    (("--prompt", "x", "--check-prompts", "no.txt"), "--check-prompts file 'no.txt' (relative "
+     "to the current folder, "),
     (("--prompt", "x", "--check-images", "-1"), "must be from 0 to 1000000; got -1"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(glidectl, weights, tmp_path, args,

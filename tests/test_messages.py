@@ -127,3 +127,26 @@ def test_commands_in_messages_quote_paths_for_the_shell(tmp_path):
     out = tmp_path / "eval 1"
     assert shlex.split(_resume_line("my prompts.txt", out)) == [
         "glidectl", "eval", "my prompts.txt", "--resume", "--out", str(out)]
+
+
+@pytest.mark.parametrize("args", [
+    ("train", "--config", "examples/glide.toml"),
+    ("sample", "a cat", "--base", "runs/quickstart"),
+    ("eval", "prompts.txt"),
+    ("export", "runs/quickstart", "-o", "q.safetensors"),
+    ("dataset", "inspect", "data/zorblax"),
+])
+def test_a_relative_path_that_is_not_there_names_the_folder_it_was_read_from(
+        args, tmp_path, monkeypatch, capsys):
+    """The README's commands run from another folder than the clone say where they looked."""
+    from glidectl.cli.app import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert f"(relative to the current folder, {tmp_path}) " in err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / a) if "/" in a or a.endswith(".txt") else a for a in args])
+    assert "relative to the current folder" not in capsys.readouterr().err

@@ -22,7 +22,7 @@ else:  # pragma: no cover
 import tomli_w
 
 from . import atomic
-from .errors import ConfigError
+from .errors import ConfigError, from_here
 from .ranges import SEED_MAX, Range
 
 #: W&B modes, the same in ``log.wandb_mode`` and ``eval --wandb-mode``; ``auto`` leaves the
@@ -550,7 +550,8 @@ def _read_toml(p: Path) -> dict[str, Any]:
         )
     if not p.is_file():
         raise ConfigError(
-            f"Config file {str(p)!r} does not exist; pass an existing .toml file."
+            f"Config file {str(p)!r}{from_here(p)} does not exist; pass an existing .toml "
+            "file."
         )
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 
@@ -31,6 +32,14 @@ def _unwrap_worker_message(message: str) -> str:
         if match:
             return match.group(1)
     return message.strip().splitlines()[-1]
+
+
+def from_here(path: str | os.PathLike) -> str:
+    """' (relative to the current folder, CWD)' for a relative path, else '': a command run
+    from another folder than the one meant says where it looked."""
+    if os.path.isabs(os.path.expanduser(os.fspath(path))):
+        return ""
+    return f" (relative to the current folder, {os.getcwd()})"
 
 
 class ConfigError(GlidectlError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import GlidectlError, cause
+from .errors import GlidectlError, cause, from_here
 
 
 def read_prompt_file(path: str | Path, label: str, *, empty_ok: bool = False) -> list[str]:
@@ -17,7 +17,8 @@ def read_prompt_file(path: str | Path, label: str, *, empty_ok: bool = False) ->
     if path.is_dir():
         raise GlidectlError(f"{where} is a folder; pass a text file with one prompt a line.")
     if not path.exists():
-        raise GlidectlError(f"{where} does not exist; pass a text file with one prompt a line.")
+        raise GlidectlError(f"{where}{from_here(path)} does not exist; pass a text file with "
+                            "one prompt a line.")
     if not path.is_file():  # a FIFO or device would block or read forever
         raise GlidectlError(f"{where} is not a regular file; pass a text file with one "
                             "prompt a line.")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, from_here
 from .demo import make_demo_sample
 from .records import RawSample
 from .source_api import Source, SourceType
@@ -81,9 +81,10 @@ def open_source(spec: str | list[str], cfg: Any, resolution: int = 64) -> Source
     if kind is not None:
         return kind.open(given, cfg, resolution)
     exists = os.path.exists(given)
-    what = "is a file, not a kind of source glidectl reads" if exists else "does not exist"
+    what = (" is a file, not a kind of source glidectl reads" if exists
+            else f"{from_here(given)} does not exist")
     raise GlidectlError(
-        f"Data source {spec!r} {what}; pass an image folder, webdataset shards "
+        f"Data source {spec!r}{what}; pass an image folder, webdataset shards "
         "(directory, glob or 'shard-{00000..00009}.tar'), Parquet files, hf:NAME or "
         "demo:shapes."
     )

@@ -18,7 +18,7 @@ from typing import TypeVar
 import torch
 
 from .. import runs
-from ..errors import GlidectlError
+from ..errors import GlidectlError, from_here
 from .checkpoints import StateDict, adapter_not_model, load_openai_pt, read_weights
 from .options import ModelOptions
 from .unet import GlideUNet, create_model
@@ -78,8 +78,8 @@ def resolve_spec(spec: str | Path, download: bool = True) -> Path:
         raise GlidectlError(registry.unknown_message(source_name).replace(
             "Unknown model source", "Unknown model source (or missing file)"))
     raise GlidectlError(
-        f"Model {str(spec)!r} not found: pass openai:<kind>, a .pt or .safetensors file, "
-        "or a training run folder."
+        f"Model {str(spec)!r}{from_here(spec)} not found: pass openai:<kind>, a .pt or "
+        ".safetensors file, or a training run folder."
     )
 
 
