@@ -189,10 +189,11 @@ def test_a_failed_download_names_the_way_out_each_command_has(tmp_path, monkeypa
            "GLIDECTL_OPENAI_URL": _dead_url().rsplit("/", 1)[0]}
     got = subprocess.run([sys.executable, "-m", "glidectl", "download", "base", "-q"],
                          capture_output=True, text=True, env=env, timeout=120)
-    assert got.returncode == 2 and "pass the path" not in got.stderr, got.stderr
+    assert got.returncode == 2 and "in place of" not in got.stderr, got.stderr
     for name in ("GLIDECTL_HOME", "GLIDECTL_OPENAI_URL"):
         monkeypatch.setenv(name, env[name])
-    with pytest.raises(GlidectlError, match="in place of openai:base"):
+    with pytest.raises(GlidectlError, match=r"a training run folder \(runs/NAME\) in place of "
+                       "openai:base"):
         OpenAISource().resolve("base", progress=False)
 
 

@@ -58,8 +58,8 @@ class OpenAISource:
                 f"openai:{name} is not downloaded; run `glidectl download {name}` or put "
                 f"{name}.pt at {str(path)!r}."
             )
-        instead = f"pass the path of a checkpoint file in place of openai:{name}" if (
-            as_spec) else ""
+        instead = (f"pass a checkpoint file or a training run folder (runs/NAME) in place of "
+                   f"openai:{name}") if as_spec else ""
         return fetch(self.url(name), path, progress=progress, instead=instead)
 
 
