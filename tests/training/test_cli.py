@@ -148,6 +148,20 @@ def test_an_unknown_data_preset_is_named_before_any_download(tiny, tmp_path, mon
     assert not (tmp_path / "runs").exists()
 
 
+def test_the_last_line_says_how_many_samples_training_skipped_and_why(cli, tiny, config_file,
+                                                                     image_folder):
+    """Images without captions were skipped with no word outside metrics.jsonl."""
+    (image_folder / "img0.txt").unlink()  # 4 steps of 2 read past the first epoch
+    path = config_file(tiny(train=dict(steps=4), data=dict(source=str(image_folder))))
+    result = cli("train", "-c", str(path), "--no-live")
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("done at step 4") and " samples skipped (missing_caption " in last
+    (image_folder / "img0.txt").write_text("a red square\n")
+    clean = cli("train", "-c", str(path), "--no-live", "--name", "clean", "--steps", "1")
+    assert clean.exit_code == 0 and "skipped" not in clean.output, clean.output
+
+
 def test_train_warns_about_image_files_the_folder_leaves_out(cli, tiny, config_file,
                                                              image_folder):
     (image_folder / "phone.heic").write_bytes(b"\x00")

@@ -48,6 +48,7 @@ from .metrics import (
     add_counts,
     data_counts,
     dataset_counts,
+    skipped_note,
     truncate_after,
 )
 from .model_setup import ModelBundle, build_model, resolution_note
@@ -723,6 +724,6 @@ def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter 
     result = trainer.run()
     trainer.display.message(
         f"{'stopped' if result.interrupted else 'done'} at step {result.step} in "
-        f"{time.perf_counter() - start:.0f}s; run: {result.run_dir}"
+        f"{time.perf_counter() - start:.0f}s; run: {result.run_dir}{skipped_note(result.history)}"
     )
     return result

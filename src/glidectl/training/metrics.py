@@ -112,6 +112,19 @@ def add_counts(*counts: dict[str, Any]) -> dict[str, Any]:
             "rejected": dict(sorted(rejected.items()))}
 
 
+def skipped_note(history: list[dict[str, Any]]) -> str:
+    """'; data: 6 of 16 samples skipped (missing_caption 6; ...)' from the last logged counts,
+    or '' when none were skipped: a folder of uncaptioned images trains on without a word."""
+    last = next((r for r in reversed(history) if "data_skipped" in r), None)
+    if not last or not last["data_skipped"]:
+        return ""
+    reasons = ", ".join(f"{k.removeprefix('data_skipped_')} {v}" for k, v in last.items()
+                        if k.startswith("data_skipped_") and v)
+    seen = last["data_skipped"] + last.get("data_accepted", 0)
+    return (f"; data: {last['data_skipped']} of {seen} samples skipped ({reasons}; "
+            "glidectl dataset inspect lists them)")
+
+
 def data_counts(counts: dict[str, Any]) -> dict[str, int]:
     """Accepted and skipped (rejected) sample counts as metrics, by reason."""
     if not counts:
