@@ -94,6 +94,8 @@ def _cli(*args: str):
     (["eval", "p.txt", "--n", "0"], "--n"),
     (["eval", "p.txt", "--grid-max", "0"], "--grid-max"),
     (["train", "--steps", "-3"], "--steps"),
+    (["train", "--steps", "0"], "--steps"),  # was "train.steps must be positive (or set epochs)"
+    (["lora", "--steps", "0"], "--steps"),
     (["lora", "merge", "a.safetensors", "-o", "b.safetensors", "--scale", "nan"], "--scale"),
 ])
 def test_out_of_range_flags_are_refused_before_anything_runs(args, flag):

@@ -74,7 +74,7 @@ FLAGS: dict[str, Range] = {
     "--eta": Range(0, 1),
     "--upsample-temp": Range(0, 2),
     "--sigma-max": Range(0.001, 10_000),
-    "--steps": Range(0, 10**9),  # train: optimizer steps (0 with train.epochs)
+    "--steps": Range(1, 10**9),  # train: optimizer steps (the flag sets train.epochs = 0)
     "--scale": Range(-10, 10),  # lora merge: adapter strength (negative subtracts it)
     "--port": Range(1, 65535),
     "--keep-models": Range(1, 100),  # ui: loaded pipelines kept
