@@ -162,6 +162,22 @@ def test_the_last_line_says_how_many_samples_training_skipped_and_why(cli, tiny,
     assert clean.exit_code == 0 and "skipped" not in clean.output, clean.output
 
 
+@pytest.mark.parametrize("command", ["train", "upsample"])
+def test_an_interrupted_run_names_the_whole_command_that_resumes_it(cli, tiny, config_file,
+                                                                    tmp_path, monkeypatch,
+                                                                    command):
+    """As `glidectl lora` did; `train` said only "Resume with: --resume RUN"."""
+    import glidectl.training
+    from glidectl.training.state import TrainResult
+
+    run = tmp_path / "runs" / "t"
+    stopped = TrainResult(run, 3, interrupted=True, checkpoint=run / "checkpoints" / "step-3")
+    monkeypatch.setattr(glidectl.training, "train", lambda *a, **k: stopped)
+    result = cli(command, "-c", str(config_file(tiny())), "--no-live")
+    assert result.exit_code == 130
+    assert f"Resume with: glidectl {command} --resume {run}" in result.output
+
+
 def test_train_warns_about_image_files_the_folder_leaves_out(cli, tiny, config_file,
                                                              image_folder):
     (image_folder / "phone.heic").write_bytes(b"\x00")

@@ -92,7 +92,8 @@ def _run(kinds: tuple[str, ...], config, set_, steps, output_dir, name, resume, 
 
     result = train(cfg, resume=resume, kinds=kinds, live=live)
     if result.interrupted:
-        exit_interrupted(result, "--resume")
+        command = "train" if kinds == BASE_KINDS else "upsample"
+        exit_interrupted(result, f"glidectl {command} --resume")
 
 
 def exit_interrupted(result, resume: str) -> None:
