@@ -251,6 +251,22 @@ def test_a_run_folder_without_a_checkpoint_yet_says_so(capsys, weights, tmp_path
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_a_model_s_run_given_as_a_lora_says_which_is_which(capsys, weights, tmp_path) -> None:
+    """Not "'runs/x/checkpoints/step-000001' holds no LoRA adapter (lora-ema/ or lora/)"."""
+    import shutil
+
+    step = tmp_path / "runs" / "x" / "checkpoints" / "step-000001"
+    step.mkdir(parents=True)
+    shutil.copy(weights["base"], step / "ema.safetensors")
+    run = step.parent.parent
+    for args in (("sample", "a cat", "--base", run, "--lora", run),
+                 ("lora", "merge", run, "-o", tmp_path / "m.safetensors")):
+        res = in_process(capsys, *args)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+        assert f"{str(run)!r} holds a model's weights, not a LoRA adapter; name it as the " \
+            "base model (--base)" in res.stderr
+
+
 def test_long_prompt_warns_how_many_tokens_were_dropped(run, weights, tmp_path) -> None:
     res = run("z" * 21, "--base", str(weights["base"]), "--steps", "1", "-q",
               "--out", str(tmp_path))

@@ -251,5 +251,9 @@ def latest_adapter(run: Path | str, ema: bool | None = None) -> Path:
     found = runs.step_adapter(step_dir, ema)
     if found is None:
         names = {True: "lora-ema/", False: "lora/", None: "lora-ema/ or lora/"}[ema]
+        if runs.step_weights(step_dir) is not None:  # a model's run given as an adapter
+            raise GlidectlError(
+                f"{str(run)!r} holds a model's weights, not a LoRA adapter; name it as the "
+                "base model (--base) and the folder 'glidectl lora' wrote as the adapter.")
         raise GlidectlError(f"{str(step_dir)!r} holds no LoRA adapter ({names}).")
     return found
