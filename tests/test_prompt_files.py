@@ -55,3 +55,16 @@ def test_an_unreadable_or_empty_file_is_one_sentence(tmp_path) -> None:
     res = subprocess.run([*without_root_powers(), sys.executable, "-c", code],
                          capture_output=True, text=True)
     assert res.stdout.startswith("Cannot read Prompts file"), res.stdout + res.stderr
+
+
+def test_an_image_given_as_the_prompts_file_is_named_as_one(tmp_path) -> None:
+    """`glidectl eval picture.png` said "is not UTF-8 text; save it as UTF-8"."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(tmp_path / "00.png")
+    with pytest.raises(GlidectlError, match=r"is an image, not a text file; pass a text file "
+                                            r"with one prompt a line\.$"):
+        read_prompt_file(tmp_path / "00.png", "Prompts file")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(GlidectlError, match=r"is not UTF-8 text; save it as UTF-8\.$"):
+        read_prompt_file(tmp_path / "latin1.txt", "Prompts file")

@@ -25,6 +25,9 @@ def read_prompt_file(path: str | Path, label: str, *, empty_ok: bool = False) ->
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError:
+        if _is_image(path):
+            raise GlidectlError(f"{where} is an image, not a text file; pass a text file "
+                                "with one prompt a line.") from None
         raise GlidectlError(f"{where} is not UTF-8 text; save it as UTF-8.") from None
     except OSError as exc:
         raise GlidectlError(f"Cannot read {where} ({cause(exc)}); check its "
@@ -34,3 +37,14 @@ def read_prompt_file(path: str | Path, label: str, *, empty_ok: bool = False) ->
         raise GlidectlError(f"{where} has no prompts (blank lines and # comments are "
                             "skipped); write one a line.")
     return prompts
+
+
+def _is_image(path: Path) -> bool:
+    """Whether ``path`` opens as a picture (a PNG or JPEG given where prompts go)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
