@@ -236,9 +236,23 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=80, help="'a zorblax ...' samples")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-demo", action="store_true")
+    p.add_argument("--write-data", metavar="DIR",
+                   help="Only write the concept folder examples/lora-zorblax.toml trains on "
+                        "(--concept-images + --prior-images PNG + .txt pairs at its "
+                        "data.resolution) into DIR, and stop.")
     args = p.parse_args()
     if args.child:
         child(args)
+        return
+    if args.write_data:
+        from glidectl.config import load_config
+
+        size = load_config(str(Path(__file__).resolve().parents[1] / "examples" /
+                               "lora-zorblax.toml")).data.resolution
+        folder = zorblax_folder(Path(args.write_data), args.concept_images, args.prior_images,
+                                size)
+        print(f"wrote {args.concept_images + args.prior_images} pictures with captions "
+              f"({size} px) to {folder}")
         return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.work) if args.work else Path(tmp)

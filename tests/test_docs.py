@@ -130,7 +130,7 @@ def test_doc_command_lines_are_found_and_checked(tmp_path):
     )
     assert "glidectl config keys" in named
     zorblax, _ = _command_lines(ROOT / "examples" / "lora-zorblax.toml")
-    assert any("--set data.source=path/to/zorblax-folder" in line for line in zorblax)
+    assert any("--set model.init=runs/quickstart" in line for line in zorblax)
     laion, _ = _command_lines(ROOT / "examples" / "webdataset-laion.toml")
     assert laion == ["glidectl train --config examples/webdataset-laion.toml"] * 2
     for bad in (
