@@ -249,6 +249,22 @@ def test_an_ema_that_stays_the_starting_weights_is_a_warning(cli, tiny, config_f
     assert ema_note(0.99, False, 100) is None  # 37 % left: the run moved it
 
 
+@pytest.mark.parametrize("init", ["scratch", "openai:base"])
+def test_a_missing_data_source_is_named_by_its_key(tiny, tmp_path, monkeypatch, init):
+    """A new user's first finetune (examples/finetune-base.toml) stopped at "Data source
+    'data/my-photos' ... does not exist" without the key to change: before the model loads,
+    and before a base that would be downloaded."""
+    from glidectl.training.engine import Trainer
+
+    monkeypatch.setenv("GLIDECTL_OFFLINE", "1")  # openai:base is not fetched before the check
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "cache"))
+    missing = tmp_path / "my-photos"
+    cfg = tiny(data=dict(source=str(missing)), model=dict(init=init))
+    with pytest.raises(GlidectlError) as error:
+        Trainer(cfg, quiet=True)
+    assert str(error.value).startswith(f"data.source {str(missing)!r} does not exist; pass ")
+
+
 def test_a_missing_validation_source_is_named_as_such(tiny, tmp_path):
     """Not "Data source ... does not exist" alone, which reads as data.source."""
     from glidectl.training.engine import Trainer

@@ -253,9 +253,10 @@ def validate(cfg: DataConfig) -> None:
         raise GlidectlError(f"data.degrade_jpeg must be 0 (off) or 1..95, got {cfg.degrade_jpeg}.")
 
 
-def open_data(data_cfg: DataConfig, size: int) -> Source:
-    """The source ``data.source`` names, checked to exist and to hold samples."""
-    source = open_source(data_cfg.source, data_cfg, resolution=size)
+def open_data(data_cfg: DataConfig, size: int, name: str = "Data source") -> Source:
+    """The source ``data.source`` names, checked to exist and to hold samples (``name``:
+    what a message calls it)."""
+    source = open_source(data_cfg.source, data_cfg, resolution=size, name=name)
     if source.num_samples == 0:
         if source.kind == "folder":
             raise GlidectlError(
@@ -271,13 +272,14 @@ def open_data(data_cfg: DataConfig, size: int) -> Source:
 def build_dataset(
     data_cfg: DataConfig, *, tokenizer: Any, image_size: int, text_ctx: int,
     low_res_size: int | None = None, train: bool = True, rank: int = 0, world_size: int = 1,
-    seed: int = 0,
+    seed: int = 0, source_name: str = "Data source",
 ) -> StreamDataset:
     """The dataset for ``data_cfg``: an IterableDataset of training dicts.
 
     ``tokenizer`` is a Tokenizer (or "byte"/"gpt2"); ``image_size`` is the (high-res) size
     unless ``data.resolution`` overrides it; ``low_res_size`` makes upsampler pairs.
     ``train=False`` gives centre crops, no flips, no caption dropout and a fixed order.
+    ``source_name``: what a message about ``data.source`` calls it ("data.source" in a run).
     """
     from .. import plugins
 
@@ -289,7 +291,7 @@ def build_dataset(
             f"({size}); check data.resolution."
         )
     preset = plugins.dataset_presets().get(data_cfg.preset)
-    source = open_data(data_cfg, size)
+    source = open_data(data_cfg, size, source_name)
     transform = ImageTransform(
         size, random_crop=train and data_cfg.random_crop,
         crop_scale=_pair(data_cfg.crop_scale, "crop_scale") if train else (1.0, 1.0),

@@ -73,8 +73,10 @@ def source_type(spec: str | list[str]) -> tuple[SourceType | None, str | list[st
                 None), path
 
 
-def open_source(spec: str | list[str], cfg: Any, resolution: int = 64) -> Source:
-    """The source for ``spec`` (``data.source``) with the ``[data]`` options ``cfg``."""
+def open_source(spec: str | list[str], cfg: Any, resolution: int = 64,
+                name: str = "Data source") -> Source:
+    """The source for ``spec`` (``data.source``) with the ``[data]`` options ``cfg``;
+    ``name``: what a message calls it (the config key, where it came from one)."""
     if isinstance(spec, str) and not spec.strip():
         raise GlidectlError("data.source is empty; set it to a folder, shards or demo:shapes.")
     kind, given = source_type(spec)
@@ -84,7 +86,7 @@ def open_source(spec: str | list[str], cfg: Any, resolution: int = 64) -> Source
     what = (" is a file, not a kind of source glidectl reads" if exists
             else f"{from_here(given)} does not exist")
     raise GlidectlError(
-        f"Data source {spec!r}{what}; pass an image folder, webdataset shards "
+        f"{name} {spec!r}{what}; pass an image folder, webdataset shards "
         "(directory, glob or 'shard-{00000..00009}.tar'), Parquet files, hf:NAME or "
         "demo:shapes."
     )

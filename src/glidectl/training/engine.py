@@ -184,7 +184,7 @@ class Trainer:
         try:
             resolve_spec(init, download=False)
         except GlidectlError:  # not on disk: it would be fetched
-            open_data(self.cfg.data, self.cfg.data.resolution or 64)
+            open_data(self.cfg.data, self.cfg.data.resolution or 64, "data.source")
 
     def _setup_model(self, adapter: ModelAdapter | None) -> torch.nn.Module:
         """Wrap the network for training; checks there is something to train and room for it."""
@@ -220,7 +220,8 @@ class Trainer:
             from ..data import build_dataset
 
             dataset = build_dataset(cfg.data, train=True, rank=acc.process_index,
-                                    world_size=acc.num_processes, **data_args)
+                                    world_size=acc.num_processes, source_name="data.source",
+                                    **data_args)
             if self.main and cfg.preview.every > 0:
                 # Previews read the data as for evaluation: no augmentation or caption dropout;
                 # upsamplers' and inpainting models' images come at the sizes they sample at,
