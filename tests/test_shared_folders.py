@@ -86,23 +86,31 @@ def paused(proc: subprocess.Popen) -> Iterator[None]:
         proc.send_signal(signal.SIGCONT)
 
 
+@contextmanager
+def glidectl_process(args: list, **popen: object) -> Iterator[subprocess.Popen]:
+    """``python -m glidectl ARGS`` started for the block and killed if it is still running
+    when the block ends (a failed assertion leaves no process behind)."""
+    proc = subprocess.Popen([sys.executable, "-m", "glidectl", *map(str, args)], env=_env(),
+                            text=True, **popen)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 def while_training(args: list, commit: Callable[[int], object]
                    ) -> tuple[subprocess.CompletedProcess, int]:
     """``glidectl ARGS`` run while ``commit(step)`` checkpoints a run every half second, as
     its training would (step 2 on); the result and the last step committed."""
-    proc = subprocess.Popen([sys.executable, "-m", "glidectl", *map(str, args)], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with glidectl_process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         step, deadline = 1, time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)  # the training's pace, not a wait for the other process
             step += 1
             commit(step)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), step
 
 
@@ -129,22 +137,15 @@ def test_fit_steps_records_the_weights_it_fitted_not_the_run_s_newer_ones(tmp_pa
     run = tmp_path / "run"
     fitted = file_sha256(commit_step(run, 1) / runs.EMA_FILE)
     out = tmp_path / "fit.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "glidectl", "fit-steps", str(run), "--prompt", "a red circle",
-         "--calls", "3", "--images", "1", "--check-images", "0", "--reference-steps", "12",
-         "--rounds", "1", "--out", str(out)],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    args = ["fit-steps", run, "--prompt", "a red circle", "--calls", "3", "--images", "1",
+            "--check-images", "0", "--reference-steps", "12", "--rounds", "1", "--out", out]
+    with glidectl_process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         for line in proc.stderr:  # printed once the model is loaded
             if line.startswith("reference:"):
                 break
         with paused(proc):
             newer = file_sha256(commit_step(run, 2, keep_last=1) / runs.EMA_FILE)
         _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
     assert proc.returncode == 0, err
     assert newer != fitted
     assert json.loads(out.read_text())["model_sha256"] == fitted
@@ -172,9 +173,7 @@ def test_an_eval_into_a_folder_another_eval_writes_is_one_line(tmp_path, capsys)
     out = tmp_path / "o"
     args = ["eval", prompts, "--base", base, "--upsampler", "none", "--steps", "2", "-b", "1",
             "--device", "cpu", "--out", out]
-    first = subprocess.Popen([sys.executable, "-m", "glidectl", *map(str, args)], env=_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    with glidectl_process(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as first:
         _wait_for(lambda: any(out.glob("*.png")), first, "its first image")
         with paused(first):
             for extra in (["--resume"], ["--skip-existing"], []):
@@ -185,10 +184,6 @@ def test_an_eval_into_a_folder_another_eval_writes_is_one_line(tmp_path, capsys)
                     "wait for it to finish (or stop it and continue it with --resume), or "
                     "pass another --out.\n")
         _, err = first.communicate(timeout=300)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait(timeout=30)
     assert first.returncode == 0, err
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["status"] == "complete" and meta["counts"]["generated"] == 6
