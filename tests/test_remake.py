@@ -280,3 +280,32 @@ def test_a_web_ui_png_is_made_again_from_its_models_folder(models, capsys, tmp_p
                      "--out", tmp_path / "again")
     assert res.returncode == 0, res.stderr
     assert np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))
+
+
+def test_a_file_is_hashed_once_while_it_is_unchanged(tmp_path, monkeypatch):
+    """A remake checked each weights file's sha256 and then hashed it again for the new
+    PNG's record (1.5 GB read twice for OpenAI's base). A file older than 2 s is hashed
+    once while its inode, size and time stay; rewritten, or just written, it is hashed."""
+    import hashlib
+    import os
+    import types
+
+    from glidectl import pipeline
+
+    hashes = []
+    monkeypatch.setattr(pipeline, "hashlib", types.SimpleNamespace(
+        sha256=lambda: hashes.append(1) or hashlib.sha256()))
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 100)
+    old = path.stat().st_mtime - 10
+    os.utime(path, (old, old))
+    first = pipeline.file_sha256(path)
+    assert pipeline.file_sha256(path) == first and len(hashes) == 1
+    path.write_bytes(b"b" * 100)  # the same size, rewritten in place
+    os.utime(path, (old + 1, old + 1))
+    assert pipeline.file_sha256(path) == hashlib.sha256(b"b" * 100).hexdigest()
+    assert len(hashes) == 2
+    fresh = tmp_path / "fresh.bin"
+    fresh.write_bytes(b"c")
+    assert pipeline.file_sha256(fresh) == pipeline.file_sha256(fresh)
+    assert len(hashes) == 4  # written just now: its time may not show a quick rewrite
