@@ -11,6 +11,7 @@ from glidectl.config import (
     describe,
     from_dict,
     load_config,
+    override,
     parse_override,
     to_toml,
 )
@@ -35,6 +36,19 @@ def test_resolved_config_round_trips_through_toml():
     again = from_dict(tomllib.loads(text))
     assert again == cfg
     assert to_toml(again) == text
+
+
+def test_short_lists_are_written_on_one_line_and_still_read_back():
+    cfg = load_config(None, ["data.crop_scale=[0.8, 1.0]",
+                             'preview.prompts=["a ]red[ \\"circle\\"", "x"]'])
+    text = to_toml(cfg)
+    assert "crop_scale = [0.8, 1.0]\n" in text
+    assert 'prompts = ["a ]red[ \\"circle\\"", "x"]\n' in text
+    assert from_dict(tomllib.loads(text)) == cfg
+    assert override("data.crop_scale", [0.8, 1.0]) == "data.crop_scale=[0.8, 1.0]"
+    many = [f"prompt number {i}" for i in range(9)]  # too long for one line: one a line
+    assert to_toml(load_config(None, [override("preview.prompts", many)])).count(
+        "\n    \"prompt number") == 9
 
 
 def test_defaults_file_set_precedence(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import sys
 import types
 import typing
@@ -511,7 +512,7 @@ def parse_override(item: str) -> dict[str, Any]:
 def override(key: str, value: Any) -> str:
     """The ``--set`` item that sets ``key`` to exactly ``value`` (a string quoted as TOML, so
     backslashes and quotes in it survive)."""
-    return f"{key}={tomli_w.dumps({'v': value}).removeprefix('v = ').strip()}"
+    return f"{key}={_dumps({'v': value}).removeprefix('v = ').strip()}"
 
 
 def _without_position(exc: Exception) -> str:
@@ -565,9 +566,23 @@ def to_dict(cfg: GlideConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+_SCALAR_ARRAY = re.compile(r'\[\n((?: {4}(?:"(?:[^"\\\n]|\\.)*"|[^\[\]"\n]+),\n)+)\]')
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    """TOML as tomli_w writes it, with arrays of scalars on one line (``[1.0, 1.0]``, not
+    one element a line) where the array stays within 80 characters."""
+
+    def inline(m: re.Match) -> str:
+        one = "[" + ", ".join(e.strip().removesuffix(",") for e in m[1].splitlines()) + "]"
+        return one if len(one) <= 80 else m[0]
+
+    return _SCALAR_ARRAY.sub(inline, tomli_w.dumps(data))
+
+
 def to_toml(cfg: GlideConfig) -> str:
     """Serialise a config; ``from_dict(tomllib.loads(to_toml(c))) == c``."""
-    return tomli_w.dumps(to_dict(cfg))
+    return _dumps(to_dict(cfg))
 
 
 def save_config(cfg: GlideConfig, path: str | Path) -> None:
