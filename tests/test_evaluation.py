@@ -1155,6 +1155,34 @@ def test_an_unwritable_out_fails_before_any_model_loads(tmp_path, monkeypatch):
             run_eval(prompts, EvalSettings(base="openai:base"), RunOptions(out=out))
 
 
+def test_a_run_that_cannot_start_says_only_why(tmp_path, tiny_base, capsys, monkeypatch):
+    """A missing or damaged model, an upsampler as the base, a file as --out: one sentence,
+    exit 2, and no line about the run before it (not its precision, not CLIP's absence)."""
+    from test_sample_cmd import in_process
+
+    from glidectl import evaluation
+
+    monkeypatch.setattr(evaluation, "_load_clip", lambda *a: (None, "CLIP metrics off: test."))
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    (tmp_path / "bad.safetensors").write_text("not weights")
+    (tmp_path / "file").write_text("x")
+    cases = [(["--base", tmp_path / "nope.safetensors"], "not found"),
+             (["--base", tmp_path / "bad.safetensors"], "Cannot read weights"),
+             (["--base", "openai:upsample", "--dry-run"], "is an 'upsample' model"),
+             (["--base", tiny_base, "--out", tmp_path / "file" / "o"], "a file; pass a folder")]
+    for args, reason in cases:
+        res = in_process(capsys, "eval", prompts, "--device", "cpu", *args)
+        assert res.returncode == 2 and res.stdout == "", (args, res.stdout)
+        assert res.stderr.startswith("Error:") and res.stderr.count("\n") == 1, res.stderr
+        assert reason in res.stderr, (args, res.stderr)
+    seen: list[str] = []  # the library says nothing either
+    settings = EvalSettings(base=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(GlidectlError, match="not found"):
+        run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu"),
+                 on_event=lambda kind, **info: seen.append(kind))
+    assert seen == [] and not (tmp_path / "o").exists()
+
+
 def test_a_huge_prompt_is_stored_bounded_with_its_hash(tmp_path, tiny_base, stack):
     huge = "a red circle " + "very " * 20000 + "big"
     prompts = write_prompts(tmp_path / "p.txt", [huge])

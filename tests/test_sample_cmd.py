@@ -233,6 +233,18 @@ def test_missing_model_file_is_one_line_exit_2(run, tmp_path) -> None:
     assert res.stderr.count("\n") == 1 and "nope.safetensors" in res.stderr
 
 
+def test_a_model_that_cannot_load_is_said_before_any_warning(run, weights, tmp_path) -> None:
+    """No "--upsample-steps not used" line about a run that will not start: only why."""
+    (tmp_path / "bad.safetensors").write_text("not weights")
+    for base, reason in ((tmp_path / "bad.safetensors", "Cannot read weights"),
+                         (weights["upsample"], "is an 'upsample' model")):
+        res = run("a cat", "--base", base, "--upsampler", "none", "--upsample-steps", "5",
+                  "--out", tmp_path / "s")
+        assert res.returncode == 2 and res.stderr.startswith("Error:"), res.stderr
+        assert res.stderr.count("\n") == 1 and reason in res.stderr, res.stderr
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_run_folder_without_a_checkpoint_yet_says_so(capsys, weights, tmp_path) -> None:
     """A run whose training has not checkpointed yet is a run, not 'not a training run'."""
     run_dir = tmp_path / "runs" / "early"

@@ -252,9 +252,11 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
                  precision: str | None = None) -> tuple[EvalSettings, list[str]]:
     """The run's settings from the flags the user gave (None = not given; keys as in
     :data:`glidectl.eval_settings.FLAG_NAMES`) and notes saying where defaults came from:
-    with --resume the run's recorded settings, else the base model's recommendations."""
+    with --resume the run's recorded settings, else the base model's recommendations. The
+    prompts, the output folder and the models are checked first: a run that cannot start
+    fails before any note about it is shown."""
     from .devices import pick_device, pick_precision
-    from .model_cost import local_weights
+    from .model_cost import check_models, local_weights
     from .pipeline import recommended_settings, resolve_upsampler
 
     prompts = read_prompts(prompts_file)
@@ -271,7 +273,9 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         paths = recorded_paths(prior, out)
         settings, more = resolve_settings(flags, chosen.name if precision else None,
                                           recorded=prior["settings"], out=out, paths=paths)
+        check_models(settings.where("base"), settings.where("upsampler"))
         return settings, notes + more
+    resolve_out(prompts, options)
     base = flags.get("base") or EvalSettings.base
     if base == "none":  # `sample --base none --low-res` has no eval counterpart
         raise GlidectlError("eval needs a base model (--base); --base none works only in "
@@ -284,6 +288,7 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         notes.append(f"Warning: {', '.join(unused)} not used: this run has no upsampler.")
     recommended = recommended_settings(local_weights(base))
     settings, more = resolve_settings(flags, chosen.name, recommended=recommended)
+    check_models(settings.where("base"), settings.where("upsampler"))
     return settings, notes + more
 
 
@@ -394,12 +399,12 @@ def _load(settings: EvalSettings, options: RunOptions, device: str) -> tuple[Any
     return pipeline, time.perf_counter() - t0
 
 
-def _load_metrics(options: RunOptions, settings: EvalSettings, device: str,
-                  emit: EventFn) -> tuple[Any, str | None, Any]:
-    """CLIP (with the reason it is absent) and FID features, loaded before any sampling."""
+def _load_metrics(options: RunOptions, settings: EvalSettings, device: str
+                  ) -> tuple[Any, str | None, Any, list[str]]:
+    """CLIP (with the reason it is absent) and FID features, loaded before any sampling,
+    and the notes saying which metrics are absent (shown once the models load)."""
     scorer, clip_reason = _load_clip(options, settings, device)
-    if clip_reason:
-        emit("note", text=clip_reason)
+    notes = [clip_reason] if clip_reason else []
     fid_features = None
     if options.fid_reference:
         from .fid import check_reference, inception_features
@@ -407,8 +412,8 @@ def _load_metrics(options: RunOptions, settings: EvalSettings, device: str,
         fid_features = inception_features(options.fid_weights)  # bad files fail before work
         check_reference(str(options.fid_reference))
         if not fid_features.available:
-            emit("note", text=f"FID/KID absent: {fid_features.reason}.")
-    return scorer, clip_reason, fid_features
+            notes.append(f"FID/KID absent: {fid_features.reason}.")
+    return scorer, clip_reason, fid_features, notes
 
 
 def _read_prompts_as_used(pipeline: Any, plan: Plan, emit: EventFn) -> None:
@@ -505,10 +510,16 @@ def run_eval(
         return EvalReport(out, {**header, "plan": info}, dry_run=True)
     if options.wandb_project:
         check_wandb(options.wandb_mode)  # not after every image is made
-    scorer, clip_reason, fid_features = _load_metrics(options, settings, device, emit)
+    if pipeline is None:  # a model that is not there: its sentence before any other
+        from .model_cost import check_models
+
+        check_models(settings.where("base"), settings.where("upsampler"))
+    scorer, clip_reason, fid_features, metric_notes = _load_metrics(options, settings, device)
     load_s = 0.0
     if pipeline is None:
         pipeline, load_s = _load(settings, options, device)
+    for text in metric_notes:  # about a run that starts: said once its models are loaded
+        emit("note", text=text)
     stage_opts = settings.stage_options()  # an unusable schedule: one sentence, nothing written
     per_batch = {s: pipeline.calls_per_batch(s, stage_opts[s]) for s in pipeline.stage_models()}
     with claim_folder(out, numbered=options.out is None and not options.resume) as out:

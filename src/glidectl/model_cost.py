@@ -29,16 +29,15 @@ def spec_options(spec: str) -> tuple[Any, Path | None]:
     A local .safetensors file gives its recorded options; a local .pt is read (weights only,
     memory-mapped); an ``openai:<kind>`` spec not yet downloaded gives OpenAI's options.
     """
-    from .glide.options import KINDS, ModelOptions, official_options
+    from .glide.options import KINDS, official_options
 
     path = local_weights(spec)
     if path is not None:
         if path.suffix == ".safetensors":
-            from .glide.checkpoints import META_OPTIONS, read_metadata
+            from .glide.checkpoints import metadata_options
 
-            meta = read_metadata(path)
-            if META_OPTIONS in meta:
-                return ModelOptions.from_json(meta[META_OPTIONS]), path
+            if (options := metadata_options(path)) is not None:
+                return options, path
         from .glide.loading import read_checkpoint
 
         return read_checkpoint(path)[1], path
@@ -49,6 +48,31 @@ def spec_options(spec: str) -> tuple[Any, Path | None]:
         f"Model {spec!r} is neither on disk nor a known architecture, so --dry-run cannot "
         "size it; download it first or pass a weights file."
     )
+
+
+def check_models(base: str | None, upsampler: str | None) -> None:
+    """One sentence, before anything about a run is said, when ``base`` or ``upsampler``
+    names no usable model: no such file or run, a damaged .safetensors header, a model of
+    the wrong kind or size for its stage. Reads no weights (a .safetensors header only) and
+    downloads nothing."""
+    from .glide.checkpoints import metadata_options
+    from .glide.loading import check_spec
+    from .glide.options import KINDS, official_options
+    from .pipeline import check_pair
+
+    found, names = {}, {}
+    for stage, spec in (("base", base), ("upsample", upsampler)):
+        if not spec:
+            continue
+        path, options = check_spec(spec), None
+        if path is None:  # a model source's, not downloaded: OpenAI's are known
+            source, _, name = str(spec).partition(":")
+            options = official_options(name) if source == "openai" and name in KINDS else None
+        elif path.suffix == ".safetensors":
+            options = metadata_options(path)
+        if options is not None:
+            found[stage], names[stage] = options, spec
+    check_pair(found.get("base"), found.get("upsample"), names)
 
 
 def model_cost(options: Any, batch: int, guided: bool) -> dict[str, Any]:

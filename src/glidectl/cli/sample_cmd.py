@@ -302,20 +302,23 @@ def _sample(
     base_steps = steps_value(steps)
     up_steps = steps_value(upsample_steps, "--upsample-steps")
     from ..lora import parse_lora_spec
+    from ..model_cost import check_models
 
     for spec in lora or ():
         parse_lora_spec(spec)  # a bad scale: one sentence before any model loads
+    base_note = None
     if lora and low_res is None and "base" not in given_names and not (
             remake and "base" in remake.values):
-        base, note = _recorded_base(lora, base)
-        if note:
-            err.print(note, markup=False, highlight=False, soft_wrap=True)
+        base, base_note = _recorded_base(lora, base)
     _check_inputs(sampler, upsample_sampler, [low_res, inpaint_image, inpaint_mask],
                   base, low_res, out)
     base_spec = None if base == "none" or low_res is not None else base
     up_spec = resolve_upsampler(base, upsampler)
     if low_res is not None and up_spec is None:
         raise GlidectlError("--low-res needs an upsampler: pass --upsampler SPEC.")
+    check_models(base_spec, up_spec)  # nothing is said about a run that cannot start
+    if base_note:
+        err.print(base_note, markup=False, highlight=False, soft_wrap=True)
     given = [p.opts[0] for p in ctx.command.params
              if getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
     unused = [flag for flag in given if flag.startswith("--upsample-")]

@@ -323,9 +323,19 @@ def read_weights(
         raise
     except Exception as exc:
         raise _bad_safetensors(path, exc) from exc
-    if META_OPTIONS in meta and options is None:
-        try:
-            options = ModelOptions.from_json(meta[META_OPTIONS])
-        except (ValueError, TypeError) as exc:
-            raise GlidectlError(f"{str(path)!r} has unreadable model options: {exc}.") from exc
+    if options is None:
+        options = metadata_options(path, meta)
     return state, _checked_options(state, options, path, kind)
+
+
+def metadata_options(path: str | Path, meta: dict[str, str] | None = None
+                     ) -> ModelOptions | None:
+    """The model options a .safetensors file records in its metadata (``meta``, else read
+    from its header), None when it records none."""
+    meta = read_metadata(path) if meta is None else meta
+    if META_OPTIONS not in meta:
+        return None
+    try:
+        return ModelOptions.from_json(meta[META_OPTIONS])
+    except (ValueError, TypeError) as exc:
+        raise GlidectlError(f"{str(path)!r} has unreadable model options: {exc}.") from exc

@@ -83,6 +83,25 @@ def resolve_spec(spec: str | Path, download: bool = True) -> Path:
     )
 
 
+def check_spec(spec: str | Path) -> Path | None:
+    """The weights file ``spec`` names, found without reading or downloading it: None for a
+    model source's model not downloaded yet (fetched when it loads). A spec that names no
+    model (a missing file, a folder that is no run, a run with no checkpoint yet) is its
+    one sentence."""
+    match = _SOURCE_RE.match(str(spec))
+    if match and not Path(spec).expanduser().exists() and not str(spec).startswith(("/", ".")):
+        from .. import plugins
+
+        registry = plugins.model_sources()
+        source, name = match.groups()
+        if source in registry and name in registry.get(source).names():
+            try:
+                return resolve_spec(spec, download=False)
+            except GlidectlError:  # not downloaded: loading fetches it
+                return None
+    return resolve_spec(spec, download=False)
+
+
 def follows_latest(spec: str | Path) -> bool:
     """Whether ``spec`` is a run or checkpoints folder: the file it names changes as its
     training checkpoints (and prunes), unlike a file's or a step folder's."""
