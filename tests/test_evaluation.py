@@ -427,6 +427,30 @@ def test_grid_max_shows_the_first_prompts_and_says_which(tmp_path, tiny_base, st
         RunOptions(grid_max=0)
 
 
+def test_a_resume_keeps_the_grid_max_the_run_recorded(tmp_path, tiny_base, stack):
+    """--grid-max is recorded from the first session on; a resume without it keeps the
+    run's, and one with another value says so and records that."""
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS)
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=5)
+    out = tmp_path / "o"
+    first = run_eval(prompts, settings, RunOptions(out=out, device="cpu", grid_max=2),
+                     pipeline=stack).metadata
+    assert first["grid_max"] == 2 and first["grid_holds"]["first_prompts"] == 2
+    (out / first["images"][-1]["file"]).unlink()  # a prompt left to do
+    resumed = run_eval(prompts, settings, RunOptions(out=out, device="cpu", resume=True),
+                       pipeline=stack).metadata
+    assert resumed["counts"]["generated"] == 1
+    assert resumed["grid_max"] == 2 and resumed["grid_holds"] == first["grid_holds"]
+    notes: list[str] = []
+    again = run_eval(prompts, settings, RunOptions(out=out, device="cpu", resume=True,
+                                                   grid_max=3), pipeline=stack,
+                     on_event=lambda kind, **info: notes.append(info.get("text", "")))
+    assert again.metadata["grid_max"] == 3
+    assert again.metadata["grid_holds"]["first_prompts"] == 3
+    assert ("--resume: grid.png shows at most 3 images (--grid-max), not the 2 the run "
+            "recorded.") in notes
+
+
 def test_dry_run_stage_lines_read_as_words():
     from glidectl.cli.eval_cmd import _stage_text
 

@@ -156,12 +156,15 @@ class RunOptions:
     wandb_project: str = ""
     wandb_entity: str = ""
     wandb_mode: str = "auto"  # glidectl.config.WANDB_MODES; auto: WANDB_MODE, else online
-    grid_max: int = GRID_MAX  # grid.png: the first prompts' images, at most this many
+    # grid.png: the first prompts' images, at most this many (None: with --resume the
+    # run's recorded value, else GRID_MAX)
+    grid_max: int | None = None
 
     def __post_init__(self) -> None:
         from .ranges import FLAGS, check
 
-        check("--grid-max", self.grid_max, FLAGS["--grid-max"])
+        if self.grid_max is not None:
+            check("--grid-max", self.grid_max, FLAGS["--grid-max"])
 
 
 @dataclass
@@ -465,6 +468,20 @@ def _check_continues(options: RunOptions, prior: dict[str, Any] | None, out: Pat
                        "--skip-existing", settings.located())
 
 
+def _grid_max(options: RunOptions, prior: dict[str, Any] | None, emit: EventFn) -> int:
+    """``--grid-max``, else (``--resume``) the value the run recorded, else GRID_MAX. A
+    resume given another one says so: grid.png is made again from every image."""
+    recorded = (prior or {}).get("grid_max") if options.resume else None
+    if isinstance(recorded, bool) or not isinstance(recorded, int) or recorded < 1:
+        recorded = None  # a run from before it was recorded (or an edited one)
+    if options.grid_max is None:
+        return recorded or GRID_MAX
+    if recorded is not None and recorded != options.grid_max:
+        emit("note", text=f"--resume: grid.png shows at most {options.grid_max} images "
+                          f"(--grid-max), not the {recorded} the run recorded.")
+    return options.grid_max
+
+
 def _counts(prompts: int, total: int, generated: int) -> dict[str, int]:
     return {"prompts": prompts, "images": total, "generated": generated,
             "kept": total - generated}
@@ -534,6 +551,7 @@ def run_eval(
         calls = plan.model_calls(lambda stage: per_batch.get(stage, 0))
         models = pipeline.models_info()
         header = _header(prompts_file, prompts, out, settings, models, device, options)
+        header["grid_max"] = grid_max = _grid_max(options, prior, emit)
         if _continues(options, prior, out):
             _check_continues(options, prior, out, prompts, settings, models, header)
         _read_prompts_as_used(pipeline, plan, emit)
@@ -553,7 +571,7 @@ def run_eval(
             from .fid import FidStream
 
             fid = FidStream(str(options.fid_reference), fid_features)
-        fields = _finish(out, plan, fresh, scorer, clip_reason, header, options.grid_max, fid)
+        fields = _finish(out, plan, fresh, scorer, clip_reason, header, grid_max, fid)
         if fid is not None:
             result = fid.result()
             fields["metrics"]["fid"] = ({"absent": result["fid_missing"]} if "fid_missing" in result

@@ -216,9 +216,10 @@ def register(app: typer.Typer) -> None:
             "against reference statistics (.npz with mu and sigma)."),
         fid_weights: str | None = typer.Option(
             None, "--fid-weights", help="Local Inception weights for --fid (see the README)."),
-        grid_max: int = typer.Option(
-            GRID_MAX, "--grid-max", help="grid.png shows the first prompts' images, at most "
-            "this many (whole prompts; metadata.json's grid_holds says which)."),
+        grid_max: int | None = typer.Option(
+            None, "--grid-max", help="grid.png shows the first prompts' images, at most "
+            f"this many (default {GRID_MAX}; --resume: the run's; whole prompts; "
+            "metadata.json's grid_holds says which).", show_default=False),
         wandb_project: str = typer.Option("", "--wandb-project", help="Log a W&B table here."),
         wandb_entity: str = typer.Option("", "--wandb-entity", help="W&B entity."),
         wandb_mode: str = typer.Option(
