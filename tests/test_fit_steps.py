@@ -256,6 +256,41 @@ def test_overwriting_keeps_the_old_file_until_every_count_is_fitted(glidectl, we
     assert data["model_sha256"] == file_sha256(weights["base"])
 
 
+def test_a_second_fit_into_the_same_file_is_refused_while_the_first_runs(glidectl, weights,
+                                                                        tmp_path) -> None:
+    """Two `fit-steps --out FILE --overwrite` at once shared FILE.partial.json: the second
+    is refused in one sentence, before its model loads, and writes nothing."""
+    import subprocess
+    import sys
+
+    from glidectl.samplers.tuned import write_schedule_file
+
+    out, partial = tmp_path / "s.json", tmp_path / "s.partial.json"
+    write_schedule_file(out, {3: torch.linspace(80, 0.1, 3).double().tolist() + [0.0]},
+                        0.05, 80.0, "old")
+    partial.write_text("the first fit's counts so far\n")
+    before = {p.name: p.read_bytes() for p in (out, partial)}
+    holder = subprocess.Popen(  # the first fit, as far as the lock goes: held until stdin ends
+        [sys.executable, "-c", "import sys; from glidectl.atomic import lock_file; "
+         f"h = lock_file({str(tmp_path / '.s.json.lock')!r}, 'busy'); print('held', "
+         "flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        args = ("fit-steps", tmp_path / "no-model.safetensors", "--prompt", "a cat", "--out",
+                out, "--overwrite", "--calls", "3")
+        code, _, stderr = glidectl(*args)
+        assert code == 2 and stderr.count("\n") == 1, stderr
+        assert stderr == (f"Error: --out {str(out)!r} is being written by another glidectl "
+                          "fit-steps; wait for it to finish (or stop it), or pass another "
+                          "--out.\n")
+        assert {p.name: p.read_bytes() for p in (out, partial)} == before
+    finally:
+        holder.communicate("", timeout=30)
+    code, _, stderr = glidectl(*args)  # the first has ended: the fit goes on (to the model)
+    assert code == 2 and "no-model.safetensors" in stderr and "not found" in stderr, stderr
+
+
 def test_a_stopped_fit_to_a_new_file_says_the_counts_fitted_are_in_it(glidectl, weights,
                                                                       tmp_path) -> None:
     """Ctrl-C (or a full disk) after the first count: the new file holds that count, and

@@ -6,7 +6,7 @@ import os
 import shlex
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import typer
 
@@ -117,6 +117,7 @@ def register(app: typer.Typer) -> None:
                 raise GlidectlError(f"--start and --out are the same file ({str(path)!r}); "
                                     "write the refit to another --out, so the start is kept.")
         device = pick_device(device)
+        lock = lock_out(path)  # held until the fit ends: one fit writes FILE at a time
         # an existing file is replaced only once every count is fitted; until then the
         # counts finished go to FILE.partial.json beside it
         write_to = path.with_name(path.stem + ".partial.json") if path.exists() else path
@@ -136,6 +137,20 @@ def register(app: typer.Typer) -> None:
                            "with --schedule); run again with --overwrite to fit every "
                            "count.", err=True)
             raise
+        finally:
+            if lock is not None:
+                lock.close()
+
+
+def lock_out(path: Path) -> IO[str] | None:
+    """Lock ``.FILE.lock`` beside the schedule file (:func:`glidectl.atomic.lock_file`): a
+    second fit-steps into the same FILE stops here, before it loads a model, instead of
+    both writing FILE and FILE.partial.json."""
+    from ..atomic import lock_file
+
+    return lock_file(path.with_name(f".{path.name}.lock"), (
+        f"--out {str(path)!r} is being written by another glidectl fit-steps; wait for it "
+        "to finish (or stop it), or pass another --out."))
 
 
 def _mtime(path: Path) -> int | None:
