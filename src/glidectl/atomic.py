@@ -1,9 +1,10 @@
 """Atomic file writes: a temp file beside the target, flushed, then renamed over it.
 
 A reader (or a run killed half-way) sees the old file or the new one, never a part. The temp
-name is ``.<name>.tmp`` in the same folder (same filesystem, so the rename is atomic); it is
-opened like any file, so the user's umask applies. Also the lock that keeps a second process
-from writing a folder another one writes (:func:`lock_file`).
+name is ``.<name>.<pid>.tmp`` in the same folder (same filesystem, so the rename is atomic); it
+is opened like any file, so the user's umask applies. A ``kill -9`` leaves it behind: the next
+run into the folder removes those whose writer is gone (:func:`remove_stale_temps`). Also the
+lock that keeps a second process from writing a folder another one writes (:func:`lock_file`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -22,9 +24,46 @@ from .errors import GlidectlError, is_write_failure, write_error
 NO_FSYNC = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EROFS}
 
 
+TEMP_NAME = re.compile(r"\.(.+)\.(\d+)\.tmp")  # .<name>.<pid>.tmp (:func:`temp_path`)
+
+
 def temp_path(path: Path) -> Path:
-    """Where :func:`atomic_path` writes before the rename."""
-    return path.with_name(f".{path.name}.tmp")
+    """Where :func:`atomic_path` and :func:`new_path` write before the rename: a name of this
+    process's, so two processes writing one file never share a temp file."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs (this one, one of another user's and any where it
+    cannot be told count as running)."""
+    if os.name != "posix" or pid == os.getpid():
+        return False  # os.kill(pid, 0) ends the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it runs, as another user
+        return False
+    return False
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temp files (``.<name>.<pid>.tmp``) in ``folder`` whose writer process is
+    gone: what a ``kill -9`` left. A live process's, and any other file, are kept. Returns
+    the files removed."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:  # no folder yet (or unreadable: said by whatever writes there)
+        return removed
+    for path in entries:
+        match = TEMP_NAME.fullmatch(path.name)
+        if match and _process_gone(int(match.group(2))) and path.is_file() \
+                and not path.is_symlink():
+            with suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def fsync_dir(path: Path) -> None:
@@ -101,7 +140,7 @@ def new_path(path: str | Path) -> Iterator[Path]:
     same folder; ``path`` appears only whole. Without hard links the name is claimed by an
     exclusive create, then the temp file renamed over the claim."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp

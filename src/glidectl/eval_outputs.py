@@ -2,7 +2,7 @@
 pairs with their parameters in PNG text chunks, ``grid.png``, ``metadata.json``, W&B tables.
 
 Every file is written through a temp file and an atomic rename, so a killed run leaves
-only whole files (and ``.name.tmp`` leftovers that the next run removes).
+only whole files (and ``.name.PID.tmp`` leftovers that the next run removes).
 """
 
 from __future__ import annotations
@@ -145,9 +145,15 @@ def is_whole_png(path: Path) -> bool:
 
 
 def clean_temp_files(out: Path) -> None:
-    """Remove half-written files a killed run left behind (``.name.tmp``)."""
+    """Remove half-written files a killed run left behind: temp files whose writer is gone
+    (:func:`glidectl.atomic.remove_stale_temps`; a ``sample`` writing into the folder keeps
+    its own), and the ``.name.tmp`` ones of evals before the temp names held the process id
+    (an eval holds its folder's lock)."""
+    atomic.remove_stale_temps(out)
     for tmp in out.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+        if not atomic.TEMP_NAME.fullmatch(tmp.name) \
+                and tmp.name.endswith((".png.tmp", ".txt.tmp", ".json.tmp")):
+            tmp.unlink(missing_ok=True)
 
 
 def write_pair(out: Path, stem: str, image: Any, prompt: str, text: dict[str, str]) -> None:

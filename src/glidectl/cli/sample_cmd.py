@@ -154,7 +154,10 @@ class _Writer:
 
     def add(self, batch: list[Any]) -> None:
         if self.next is None:
+            from ..atomic import remove_stale_temps
+
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.out)  # what a killed sample left; never a live one's
             self.next = _next_index(self.out)
         for image in batch:
             self.index += 1

@@ -291,10 +291,17 @@ class UiBackend:
     def _new_folder(self) -> Path:
         """A new numbered folder for one click's images, after every numbered folder already
         there: a restarted UI, or a second one on the same folder, never writes into (and
-        overwrites the images of) an earlier click's folder."""
+        overwrites the images of) an earlier click's folder. The first also removes the temp
+        files a killed UI left in those folders."""
         while True:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            taken = [int(p.name) for p in self.output_dir.iterdir() if p.name.isdigit()]
+            numbered = [p for p in self.output_dir.iterdir() if p.name.isdigit()]
+            if not self._runs:  # the first save: what a killed UI was writing, once
+                from ..atomic import remove_stale_temps
+
+                for folder in numbered:
+                    remove_stale_temps(folder)
+            taken = [int(p.name) for p in numbered]
             self._runs = max([self._runs, *taken]) + 1
             folder = self.output_dir / f"{self._runs:04d}"
             try:

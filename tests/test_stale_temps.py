@@ -1,0 +1,79 @@
+"""Temp files a ``kill -9`` left (``.NAME.PID.tmp``): the next writer into the folder removes
+those whose process is gone, never a live process's, never a file that is not ours."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_sample_cmd import in_process
+
+
+@pytest.fixture(scope="module")
+def gone_pid() -> int:
+    """The process id of a process that has ended."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def leftovers(folder: Path, stem: str, gone_pid: int) -> dict[str, Path]:
+    """A killed writer's temp file, a running process's, and two hidden files not ours."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"killed": folder / f".{stem}.png.{gone_pid}.tmp",
+             "running": folder / f".{stem}.png.{os.getppid()}.tmp",
+             "user's": folder / ".notes.tmp", "other": folder / f".{stem}.png.{gone_pid}.bak"}
+    for path in files.values():
+        path.write_bytes(b"\x89PNG half")
+    return files
+
+
+def test_temp_names_hold_the_writer_s_process_id(tmp_path):
+    from glidectl.atomic import TEMP_NAME, atomic_path, new_path
+
+    for writer in (atomic_path, new_path):
+        with writer(tmp_path / f"{writer.__name__}.png") as tmp:
+            match = TEMP_NAME.fullmatch(tmp.name)
+            assert match and match.groups() == (f"{writer.__name__}.png", str(os.getpid()))
+            tmp.write_bytes(b"x")
+
+
+def test_the_next_sample_into_the_folder_removes_a_killed_one_s_temp_files(
+        capsys, tmp_path, gone_pid):
+    from test_pipeline import tiny_glide
+
+    from glidectl.glide import save_weights
+
+    base = save_weights(tiny_glide("base", 0), tmp_path / "base.safetensors")
+    out = tmp_path / "samples"
+    files = leftovers(out, "00000", gone_pid)
+    res = in_process(capsys, "sample", "a cat", "--base", base, "--steps", "1", "-q",
+                     "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert not files["killed"].exists()
+    assert all(files[k].exists() for k in ("running", "user's", "other"))
+    assert (out / "00000.png").is_file()
+
+
+def test_an_eval_keeps_a_running_sample_s_temp_files(tmp_path, gone_pid):
+    from glidectl.eval_outputs import clean_temp_files
+
+    files = leftovers(tmp_path, "000_a-cat", gone_pid)
+    older = tmp_path / ".000_a-cat.txt.tmp"  # an eval of before the names held a pid
+    older.write_text("a c")
+    clean_temp_files(tmp_path)
+    assert not files["killed"].exists() and not older.exists()
+    assert all(files[k].exists() for k in ("running", "user's", "other"))
+
+
+def test_the_web_ui_s_first_save_removes_what_a_killed_ui_was_writing(tmp_path, gone_pid):
+    from glidectl.ui.backend import UiBackend
+
+    files = leftovers(tmp_path / "out" / "0003", "00_seed7", gone_pid)
+    backend = UiBackend(None, device="cpu", output_dir=tmp_path / "out")
+    assert backend._new_folder() == tmp_path / "out" / "0004"
+    assert not files["killed"].exists()
+    assert all(files[k].exists() for k in ("running", "user's", "other"))
