@@ -1180,8 +1180,9 @@ def test_an_unwritable_out_fails_before_any_model_loads(tmp_path, monkeypatch):
 
 
 def test_a_run_that_cannot_start_says_only_why(tmp_path, tiny_base, capsys, monkeypatch):
-    """A missing or damaged model, an upsampler as the base, a file as --out: one sentence,
-    exit 2, and no line about the run before it (not its precision, not CLIP's absence)."""
+    """A missing or damaged model, an upsampler as the base, a file as --out, a missing LoRA
+    or --fid reference, an unknown W&B mode: one sentence, exit 2, and no line about the run
+    before it (not its precision, not CLIP's absence)."""
     from test_sample_cmd import in_process
 
     from glidectl import evaluation
@@ -1193,7 +1194,10 @@ def test_a_run_that_cannot_start_says_only_why(tmp_path, tiny_base, capsys, monk
     cases = [(["--base", tmp_path / "nope.safetensors"], "not found"),
              (["--base", tmp_path / "bad.safetensors"], "Cannot read weights"),
              (["--base", "openai:upsample", "--dry-run"], "is an 'upsample' model"),
-             (["--base", tiny_base, "--out", tmp_path / "file" / "o"], "a file; pass a folder")]
+             (["--base", tiny_base, "--out", tmp_path / "file" / "o"], "a file; pass a folder"),
+             (["--base", tiny_base, "--lora", tmp_path / "nope"], "not a LoRA adapter"),
+             (["--base", tiny_base, "--fid", tmp_path / "nope"], "--fid"),
+             (["--base", tiny_base, "--wandb-project", "p", "--wandb-mode", "of"], "W&B mode")]
     for args, reason in cases:
         res = in_process(capsys, "eval", prompts, "--device", "cpu", *args)
         assert res.returncode == 2 and res.stdout == "", (args, res.stdout)

@@ -259,7 +259,7 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
     prompts, the output folder and the models are checked first: a run that cannot start
     fails before any note about it is shown."""
     from .devices import pick_device, pick_precision
-    from .model_cost import check_models, local_weights
+    from .model_cost import local_weights
     from .pipeline import recommended_settings, resolve_upsampler
 
     prompts = read_prompts(prompts_file)
@@ -276,7 +276,7 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         paths = recorded_paths(prior, out)
         settings, more = resolve_settings(flags, chosen.name if precision else None,
                                           recorded=prior["settings"], out=out, paths=paths)
-        check_models(settings.where("base"), settings.where("upsampler"))
+        check_inputs(settings, options)
         return settings, notes + more
     resolve_out(prompts, options)
     base = flags.get("base") or EvalSettings.base
@@ -291,8 +291,29 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         notes.append(f"Warning: {', '.join(unused)} not used: this run has no upsampler.")
     recommended = recommended_settings(local_weights(base))
     settings, more = resolve_settings(flags, chosen.name, recommended=recommended)
-    check_models(settings.where("base"), settings.where("upsampler"))
+    check_inputs(settings, options)
     return settings, notes + more
+
+
+def check_inputs(settings: EvalSettings, options: RunOptions, models: bool = True) -> None:
+    """One sentence, before anything about the run is said or a model loads, for what it
+    needs and cannot use: its models (found on disk, headers read; ``models=False``: loaded
+    already) and LoRA adapters, and but for a dry run W&B and the ``--fid`` reference."""
+    if models:
+        from .lora import parse_lora_spec, read_adapter
+        from .model_cost import check_models
+
+        check_models(settings.where("base"), settings.where("upsampler"))
+        for spec in settings.where("loras"):
+            read_adapter(parse_lora_spec(spec).path)
+    if options.dry_run:
+        return
+    if options.wandb_project:
+        check_wandb(options.wandb_mode)  # not after every image is made
+    if options.fid_reference:
+        from .fid import check_reference
+
+        check_reference(str(options.fid_reference))
 
 
 def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: EvalSettings,
@@ -410,10 +431,9 @@ def _load_metrics(options: RunOptions, settings: EvalSettings, device: str
     notes = [clip_reason] if clip_reason else []
     fid_features = None
     if options.fid_reference:
-        from .fid import check_reference, inception_features
+        from .fid import inception_features
 
         fid_features = inception_features(options.fid_weights)  # bad files fail before work
-        check_reference(str(options.fid_reference))
         if not fid_features.available:
             notes.append(f"FID/KID absent: {fid_features.reason}.")
     return scorer, clip_reason, fid_features, notes
@@ -525,12 +545,7 @@ def run_eval(
                       if m["local"]}  # weights not on disk: no run of theirs can be here
             _check_continues(options, prior, out, prompts, settings, hashes, header)
         return EvalReport(out, {**header, "plan": info}, dry_run=True)
-    if options.wandb_project:
-        check_wandb(options.wandb_mode)  # not after every image is made
-    if pipeline is None:  # a model that is not there: its sentence before any other
-        from .model_cost import check_models
-
-        check_models(settings.where("base"), settings.where("upsampler"))
+    check_inputs(settings, options, models=pipeline is None)  # before any note or loading
     scorer, clip_reason, fid_features, metric_notes = _load_metrics(options, settings, device)
     load_s = 0.0
     if pipeline is None:
