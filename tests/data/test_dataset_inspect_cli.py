@@ -121,6 +121,34 @@ def test_unwritable_preview_is_one_line_before_the_scan(tmp_path, where, words, 
     assert err.startswith("Error: --preview") and words in err and err.count("\n") == 1
 
 
+def test_a_preview_that_cannot_be_written_whole_keeps_the_old_one(tmp_path, capsys,
+                                                                  monkeypatch):
+    """A full disk while the grid is written: one sentence, and the preview of an earlier
+    inspect is kept whole (no half PNG, no temp file left beside it)."""
+    import errno
+
+    from glidectl.errors import WriteError
+
+    preview = tmp_path / "grid.png"
+    Image.new("RGB", (4, 4), "red").save(preview)
+    old = preview.read_bytes()
+
+    def half(image, fp, *args, **kwargs):
+        with open(fp, "wb") as fh:
+            fh.write(b"\x89PNG\r\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", half)
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", "demo:shapes", "--limit", "2", "--tokenizer", "byte",
+              "--preview", str(preview)])
+    err = capsys.readouterr().err
+    assert info.value.code == WriteError.exit_code and err.count("\n") == 1, err
+    assert err.startswith("Error: Cannot write") and "No space left" in err
+    assert preview.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
+
+
 def test_a_single_image_file_as_source_is_not_called_missing(tmp_path, capsys):
     image = tmp_path / "cat.jpg"
     image.write_bytes(encode(photo(40, 40)))

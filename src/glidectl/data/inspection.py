@@ -224,6 +224,6 @@ def write_preview_grid(
             draw.text((x + 3, y + tile + 2 + 14 * j), line, fill=(0, 0, 0), font=font)
     if not tiles:
         draw.text((4, 4), "no valid samples", fill=(200, 0, 0), font=font)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path, "PNG")
-    return path
+    from ..images import save_png
+
+    return save_png(grid, path, {})  # atomic: a full disk or a kill leaves no half PNG
