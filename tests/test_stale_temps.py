@@ -25,7 +25,8 @@ def leftovers(folder: Path, stem: str, gone_pid: int) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     files = {"killed": folder / f".{stem}.png.{gone_pid}.tmp",
              "running": folder / f".{stem}.png.{os.getppid()}.tmp",
-             "user's": folder / ".notes.tmp", "other": folder / f".{stem}.png.{gone_pid}.bak"}
+             "user's": folder / ".notes.tmp", "other": folder / f".{stem}.png.{gone_pid}.bak",
+             "no pid": folder / f".{stem}.png.{10**30}.tmp"}
     for path in files.values():
         path.write_bytes(b"\x89PNG half")
     return files
@@ -54,7 +55,7 @@ def test_the_next_sample_into_the_folder_removes_a_killed_one_s_temp_files(
                      "--out", out)
     assert res.returncode == 0, res.stderr
     assert not files["killed"].exists()
-    assert all(files[k].exists() for k in ("running", "user's", "other"))
+    assert all(files[k].exists() for k in ("running", "user's", "other", "no pid"))
     assert (out / "00000.png").is_file()
 
 
@@ -66,7 +67,7 @@ def test_an_eval_keeps_a_running_sample_s_temp_files(tmp_path, gone_pid):
     older.write_text("a c")
     clean_temp_files(tmp_path)
     assert not files["killed"].exists() and not older.exists()
-    assert all(files[k].exists() for k in ("running", "user's", "other"))
+    assert all(files[k].exists() for k in ("running", "user's", "other", "no pid"))
 
 
 def test_the_web_ui_s_first_save_removes_what_a_killed_ui_was_writing(tmp_path, gone_pid):
@@ -76,4 +77,4 @@ def test_the_web_ui_s_first_save_removes_what_a_killed_ui_was_writing(tmp_path, 
     backend = UiBackend(None, device="cpu", output_dir=tmp_path / "out")
     assert backend._new_folder() == tmp_path / "out" / "0004"
     assert not files["killed"].exists()
-    assert all(files[k].exists() for k in ("running", "user's", "other"))
+    assert all(files[k].exists() for k in ("running", "user's", "other", "no pid"))

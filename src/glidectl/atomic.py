@@ -42,7 +42,7 @@ def _process_gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except OSError:  # EPERM: it runs, as another user
+    except (OSError, OverflowError):  # EPERM: it runs, as another user; no process id
         return False
     return False
 
