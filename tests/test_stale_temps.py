@@ -21,7 +21,7 @@ def gone_pid() -> int:
 
 
 def leftovers(folder: Path, stem: str, gone_pid: int) -> dict[str, Path]:
-    """A killed writer's temp file, a running process's, and two hidden files not ours."""
+    """A killed writer's temp file, a running process's, and three hidden files not ours."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {"killed": folder / f".{stem}.png.{gone_pid}.tmp",
              "running": folder / f".{stem}.png.{os.getppid()}.tmp",
@@ -76,5 +76,14 @@ def test_the_web_ui_s_first_save_removes_what_a_killed_ui_was_writing(tmp_path, 
     files = leftovers(tmp_path / "out" / "0003", "00_seed7", gone_pid)
     backend = UiBackend(None, device="cpu", output_dir=tmp_path / "out")
     assert backend._new_folder() == tmp_path / "out" / "0004"
+    assert not files["killed"].exists()
+    assert all(files[k].exists() for k in ("running", "user's", "other", "no pid"))
+
+
+def test_the_next_fit_steps_removes_a_killed_fit_s_temp_file(capsys, tmp_path, gone_pid):
+    files = leftovers(tmp_path, "schedule.json", gone_pid)
+    res = in_process(capsys, "fit-steps", tmp_path / "no-model.safetensors", "--prompt", "a",
+                     "--out", tmp_path / "schedule.json")
+    assert res.returncode == 2 and "not found" in res.stderr  # it got as far as the model
     assert not files["killed"].exists()
     assert all(files[k].exists() for k in ("running", "user's", "other", "no pid"))

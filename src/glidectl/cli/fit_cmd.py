@@ -97,6 +97,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit sampling steps to MODEL's own ODE for fewer model calls: a schedule file for
         `glidectl sample --schedule FILE`."""
+        from ..atomic import remove_stale_temps
         from ..devices import pick_device
         from ..samplers.tuned import read_schedule_file
         from ..step_fitting import check_method
@@ -118,6 +119,7 @@ def register(app: typer.Typer) -> None:
                                     "write the refit to another --out, so the start is kept.")
         device = pick_device(device)
         lock = lock_out(path)  # held until the fit ends: one fit writes FILE at a time
+        remove_stale_temps(path.parent)  # what a killed fit left beside FILE
         # an existing file is replaced only once every count is fitted; until then the
         # counts finished go to FILE.partial.json beside it
         write_to = path.with_name(path.stem + ".partial.json") if path.exists() else path
