@@ -94,11 +94,17 @@ def check_spec(spec: str | Path) -> Path | None:
 
         registry = plugins.model_sources()
         source, name = match.groups()
-        if source in registry and name in registry.get(source).names():
+        if source in registry:
             try:
                 return resolve_spec(spec, download=False)
-            except GlidectlError:  # not downloaded: loading fetches it
-                return None
+            except GlidectlError:
+                try:
+                    known = name in registry.get(source).names()
+                except GlidectlError:  # a source that cannot list: its load will say
+                    known = True
+                if known:  # not downloaded: loading fetches it
+                    return None
+                raise
     return resolve_spec(spec, download=False)
 
 
