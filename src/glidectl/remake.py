@@ -294,8 +294,8 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     if "sampler" in rec and rec.get("guidance") is None:
         values["guidance"] = 1.0  # guidance off, as --guidance 1 says it
     values.update({k: Path(rec[k]) for k in PATHS if rec.get(k)})
-    pinned = [Pinned(k, f"{_flag(k)} image", (rec[k],), None, metavar="IMAGE")
-              for k in PATHS if rec.get(k)]
+    pinned = [Pinned(k, f"{_flag(k)} image", (rec[k],), rec.get(f"{k}_sha256"),
+                     metavar="IMAGE") for k in PATHS if rec.get(k)]
     values["prompts"] = [rec["prompt"]]
     source = "web UI" if "request_seed" in rec and "load_s" in rec else "sample"
     remake = Remake(png, source, values, prompt_sha256=rec.get("prompt_sha256"),

@@ -380,6 +380,12 @@ def _sample(
         "inpaint_mask": str(inpaint_mask) if inpaint_mask else None,
         "batch_size": batch_size,
     })
+    from ..pipeline import file_sha256
+
+    for key, path in (("low_res", low_res), ("inpaint_image", inpaint_image),
+                      ("inpaint_mask", inpaint_mask)):
+        if path is not None:  # an image edited in place makes other pictures
+            common[f"{key}_sha256"] = file_sha256(path)
     writer = _Writer(pipe, prompts, out, common, grid, seed, n * len(prompts),
                      remake.kept if remake else None)
     progress, on_progress = _progress(err, quiet)

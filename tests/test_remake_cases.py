@@ -1,0 +1,170 @@
+"""``glidectl sample --from-png`` on the less common PNGs: an upsampled ``--low-res`` image,
+an inpainting, a LoRA run's preview and a ``--lora`` sample, a prompt past the model's
+text context, another plugin version, an eval image without its metadata.json."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from test_front_ends import models, pixels  # noqa: F401  (models: a fixture)
+from test_pipeline import tiny_glide
+from test_remake import params, refused
+from test_sample_cmd import in_process
+
+
+def remade(capsys, png: Path, out: Path, *extra) -> tuple[Path, str]:
+    """The image ``png`` records made again into ``out`` (and what sample said)."""
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                     "--out", out, *extra)
+    assert res.returncode == 0, res.stderr
+    return out / "00000.png", res.stderr
+
+
+def noise_png(path: Path, seed: int, mode: str = "RGB") -> Path:
+    shape = (8, 8, 3) if mode == "RGB" else (8, 8)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, shape, np.uint8)).save(path)
+    return path
+
+
+def test_an_upsampled_low_res_png_is_made_again_and_its_image_checked(models, capsys,  # noqa: F811
+                                                                      tmp_path):
+    """The upsampler's input is pinned by its sha256 as the weights are: a low-res image
+    edited in place would make another picture."""
+    low = noise_png(tmp_path / "low.png", 0)
+    res = in_process(capsys, "sample", "a red circle", "--low-res", low, "--upsampler",
+                     models / "up.safetensors", "--upsample-steps", 2, "--device", "cpu", "-q",
+                     "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    assert params(png)["low_res_sha256"] == hashlib.sha256(low.read_bytes()).hexdigest()
+    again, _ = remade(capsys, png, tmp_path / "again")
+    assert np.array_equal(pixels(again), pixels(png))
+    noise_png(low, 1)
+    message = refused(capsys, "--from-png", png)
+    assert "--low-res image" in message and "holds other contents now" in message
+    assert f"pass --low-res {low} to use what is there now" in message
+    now, said = remade(capsys, png, tmp_path / "now", "--low-res", low)
+    assert "(not the file that made it) (given); the image will differ" in said
+    assert not np.array_equal(pixels(now), pixels(png))
+
+
+def test_an_inpainting_png_is_made_again_and_its_mask_checked(capsys, tmp_path):
+    from glidectl.glide import save_weights
+
+    save_weights(tiny_glide("base-inpaint", 2), tmp_path / "inpaint.safetensors")
+    noise_png(tmp_path / "im.png", 1)
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    res = in_process(capsys, "sample", "a red circle", "--base", tmp_path / "inpaint.safetensors",
+                     "--upsampler", "none", "--inpaint-image", tmp_path / "im.png",
+                     "--inpaint-mask", tmp_path / "mask.png", "--steps", 2, "--device", "cpu",
+                     "-q", "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    again, _ = remade(capsys, png, tmp_path / "again")
+    assert np.array_equal(pixels(again), pixels(png))
+    Image.fromarray(255 - mask).save(tmp_path / "mask.png")
+    message = refused(capsys, "--from-png", png)
+    assert "--inpaint-mask image" in message and "holds other contents now" in message
+
+
+def test_a_lora_run_s_preview_and_a_lora_sample_are_made_again(capsys, tmp_path):
+    """A LoRA run's preview is made from its step's EMA adapter on the base the adapter
+    records; ``sample --lora RUN`` records the adapter file the run's latest was then."""
+    from test_lora import lora_config
+
+    from glidectl.config import save_config
+    from glidectl.images import captioned_grid
+
+    prompts = ["a red circle", "a blue square"]
+    cfg = lora_config(tmp_path, preview=dict(every=2, steps=2, prompts=prompts),
+                      lora=dict(patterns=[r"out\.2"]), train=dict(steps=2))
+    save_config(cfg, tmp_path / "lora.toml")
+    res = in_process(capsys, "lora", "--config", tmp_path / "lora.toml", "--no-live")
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "runs" / "lora"
+    png = run / "previews" / "step-000002.png"
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                     "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    images = [Image.open(tmp_path / "again" / f"{k:05d}.png") for k in range(2)]
+    assert captioned_grid(images, prompts).tobytes() == Image.open(png).convert("RGB").tobytes()
+    res = in_process(capsys, "sample", prompts[0], "--lora", f"{run}:0.5", "--steps", 2,
+                     "--device", "cpu", "-q", "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    sample = tmp_path / "s" / "00000.png"
+    assert params(sample)["base"] == str(run / "base.safetensors")
+    again, _ = remade(capsys, sample, tmp_path / "s2")
+    assert np.array_equal(pixels(again), pixels(sample))
+
+
+def test_a_prompt_past_the_text_context_is_made_again_as_the_model_read_it(
+        models, capsys, tmp_path):  # noqa: F811
+    """sample keeps the tokens the model reads and says so; the remake does the same. A
+    prompt too long to record whole is refused in one sentence until it is given."""
+    prompt = "A red circle on a blue square, and words past the 16 bytes the model reads"
+    args = ("--base", models / "base.safetensors", "--upsampler", "none", "--steps", 2,
+            "--device", "cpu", "-q")
+    res = in_process(capsys, "sample", prompt, *args, "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    dropped = "tokens but the model reads 16: the last"
+    assert dropped in res.stderr
+    png = tmp_path / "s" / "00000.png"
+    assert params(png)["prompt_used"] == prompt.lower()[:16]
+    again, said = remade(capsys, png, tmp_path / "again")
+    assert dropped in said and np.array_equal(pixels(again), pixels(png))
+    assert params(again)["prompt"] == prompt
+    long = prompt + " and more" * 30
+    res = in_process(capsys, "sample", long, *args, "--out", tmp_path / "long")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "long" / "00000.png"
+    assert "records only the start of its prompt" in refused(capsys, "--from-png", png)
+    again, _ = remade(capsys, png, tmp_path / "long-again", long)
+    assert np.array_equal(pixels(again), pixels(png))
+    assert params(again)["prompt_sha256"] == params(png)["prompt_sha256"]
+
+
+def test_a_sampler_from_another_plugin_version_is_said(models, capsys, tmp_path,  # noqa: F811
+                                                      register_plugin, monkeypatch):
+    from glidectl import plugins
+    from glidectl.hookspecs import hookimpl
+    from glidectl.samplers.euler import sample_euler
+
+    class Plugin:
+        @hookimpl
+        def register_samplers(self, register):
+            register("my-euler", sample_euler)
+
+    register_plugin(Plugin(), "my-sampler-plugin")
+    monkeypatch.setitem(plugins._dists, "my-sampler-plugin", "glidectl-my-euler 1.0")
+    res = in_process(capsys, "sample", "a red circle", "--base", models / "base.safetensors",
+                     "--upsampler", "none", "--sampler", "my-euler", "--steps", 2,
+                     "--device", "cpu", "-q", "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    assert params(png)["plugins"] == ["glidectl-my-euler 1.0"]
+    monkeypatch.setitem(plugins._dists, "my-sampler-plugin", "glidectl-my-euler 2.0")
+    again, said = remade(capsys, png, tmp_path / "again")
+    assert (f"{png} was made with glidectl-my-euler 1.0; now glidectl-my-euler 2.0 runs: "
+            "the image may differ.") in said.replace("\n", " ")
+    assert params(again)["plugins"] == ["glidectl-my-euler 2.0"]
+    assert np.array_equal(pixels(again), pixels(png))  # the same code, here
+
+
+def test_an_eval_png_without_its_metadata_json_is_made_alone_and_says_so(
+        models, capsys, tmp_path):  # noqa: F811
+    (tmp_path / "p.txt").write_text("a red circle\na blue square\na green one\n")
+    res = in_process(capsys, "eval", tmp_path / "p.txt", "--base", models / "base.safetensors",
+                     "--upsampler", "none", "--batch-size", 2, "--steps", 3, "--device", "cpu",
+                     "--out", tmp_path / "eval")
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "eval" / "metadata.json").unlink()
+    png = sorted((tmp_path / "eval").glob("002_*.png"))[0]  # alone in its batch
+    again, said = remade(capsys, png, tmp_path / "again")
+    assert "has no metadata.json beside it" in said and "made alone" in said
+    assert np.array_equal(pixels(again), pixels(png))
+    assert params(again)["seed"] == int(Image.open(png).text["seed"])
