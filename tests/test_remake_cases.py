@@ -5,6 +5,7 @@ text context, another plugin version, an eval image without its metadata.json.""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,11 @@ def test_a_lora_run_s_preview_and_a_lora_sample_are_made_again(capsys, tmp_path)
     assert params(sample)["base"] == str(run / "base.safetensors")
     again, _ = remade(capsys, sample, tmp_path / "s2")
     assert np.array_equal(pixels(again), pixels(sample))
+    step = run / "checkpoints" / "step-000002"
+    shutil.rmtree(step / "lora-ema")
+    shutil.copytree(step / "lora", step / "lora-ema")  # the raw adapter, not the EMA
+    message = refused(capsys, "--from-png", png)
+    assert "step-2 LoRA adapter" in message and "holds other contents now" in message
 
 
 def test_a_prompt_past_the_text_context_is_made_again_as_the_model_read_it(
@@ -168,3 +174,42 @@ def test_an_eval_png_without_its_metadata_json_is_made_alone_and_says_so(
     assert "has no metadata.json beside it" in said and "made alone" in said
     assert np.array_equal(pixels(again), pixels(png))
     assert params(again)["seed"] == int(Image.open(png).text["seed"])
+
+
+def test_a_preview_records_its_weights_and_a_remake_checks_the_step_s_file(capsys, tmp_path):
+    """A preview samples the EMA weights of its step; the checkpoint of that step saves them
+    and a remake loads it: the preview records their sha256 (of the tensors: the file is
+    written after it), so other weights there now are refused, and once the checkpoint is
+    gone ``--base`` (which the sentence names) makes it from other weights."""
+    from tiny_configs import tiny_config
+
+    from glidectl.config import save_config
+    from glidectl.glide.checkpoints import state_sha256
+    from glidectl.images import captioned_grid
+
+    cfg = tiny_config(tmp_path, data={"demo_size": 8, "resolution": 16},
+                      train={"steps": 2}, preview={"every": 2, "steps": 2,
+                                                   "prompts": ["a red circle"]})
+    save_config(cfg, tmp_path / "t.toml")
+    res = in_process(capsys, "train", "--config", tmp_path / "t.toml", "--no-live")
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "runs" / "t"
+    png, step = run / "previews" / "step-000002.png", run / "checkpoints" / "step-000002"
+    from safetensors.torch import load_file
+
+    ema = step / "ema.safetensors"
+    assert Image.open(png).text["weights_sha256"] == state_sha256(load_file(ema))
+    again, _ = remade(capsys, png, tmp_path / "again")
+    grid = captioned_grid([Image.open(again)], ["a red circle"])
+    assert grid.tobytes() == Image.open(png).convert("RGB").tobytes()
+    shutil.copy(ema, tmp_path / "ema.safetensors")
+    shutil.copy(step / "model.safetensors", tmp_path / "raw.safetensors")
+    shutil.copy(step / "model.safetensors", ema)  # the raw weights, not the EMA
+    message = refused(capsys, "--from-png", png)
+    assert "step-2 base weights" in message and "holds other contents now" in message
+    shutil.rmtree(step)
+    assert "whose checkpoint of that step is not there" in refused(capsys, "--from-png", png)
+    _, said = remade(capsys, png, tmp_path / "same", "--base", tmp_path / "ema.safetensors")
+    assert "Not as" not in said  # the same weights, elsewhere
+    _, said = remade(capsys, png, tmp_path / "other", "--base", tmp_path / "raw.safetensors")
+    assert "raw.safetensors (not the file that made it) (given)" in said

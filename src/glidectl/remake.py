@@ -41,6 +41,7 @@ class Pinned:
     sha256: str | None
     scale: str | None = None  # a LoRA's
     metavar: str = "SPEC"  # what the flag takes, for messages
+    tensors: bool = False  # sha256 of the tensors (a preview's), not of the file's bytes
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Remake:
     specs: dict[str, str] = field(default_factory=dict)  # recorded model specs by param
     plugins_known: bool = False  # the record says which plugin code ran
     kept: int | None = None  # the image of the request to write (None: all); set by apply
+    missing: str | None = None  # why the weights it names are not there (--base: others)
 
     @property
     def name(self) -> str:
@@ -85,6 +87,8 @@ class Remake:
                 f"{self.name} records only the start of its prompt ({self.values['prompts'][0]!r}"
                 "); pass the whole prompt: glidectl sample \"PROMPT\" --from-png "
                 f"{self.name}.")
+        if self.missing and not given & {"base", "lora"}:
+            raise GlidectlError(self.missing)
         if "lora" in given and params["lora"] != self.values.get("lora"):
             changed.append("--lora " + " ".join(params["lora"] or ()))
         for pin in self.pinned:
@@ -195,7 +199,7 @@ def _holds(pin: Pinned, value: Any) -> bool:
     from .pipeline import file_sha256
 
     found = _pinned_file(pin, str(value)) if value else None
-    return found is not None and file_sha256(found) == pin.sha256
+    return found is not None and _sha(pin, found, file_sha256) == pin.sha256
 
 
 def _pinned_file(pin: Pinned, path: str) -> Path | None:
@@ -214,11 +218,18 @@ def _pinned_file(pin: Pinned, path: str) -> Path | None:
 
 
 def _sha(pin: Pinned, path: Path, file_sha256: Any) -> str:
-    if pin.param != "lora":
-        return file_sha256(path)
-    from .lora import read_adapter
+    from .glide.checkpoints import state_sha256
 
-    return read_adapter(path).sha256
+    if pin.param == "lora":
+        from .lora import read_adapter
+
+        adapter = read_adapter(path)
+        return state_sha256(adapter.state) if pin.tensors else adapter.sha256
+    if pin.tensors:
+        from safetensors.torch import load_file
+
+        return state_sha256(load_file(path))
+    return file_sha256(path)
 
 
 def _value(pin: Pinned, path: str, found: Path, current: Any) -> Any:
@@ -437,13 +448,14 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
         raise GlidectlError(f"{png} is a training preview outside its run's previews/ folder; "
                             f"pass --base RUN/checkpoints/{runs.step_dir_name(step)}"
                             "/ema.safetensors (RUN: the run it is from).")
+    missing = None
     if weights is None and adapter is None:
         why = ("the weights it started from are saved nowhere" if step == 0 else
                "pruned by checkpoint.keep_last, or no checkpoint was written at that step")
-        raise GlidectlError(f"{png} was made at step {step} of {run}, whose checkpoint of that "
-                            f"step is not there ({why}); pass --base SPEC to use other weights "
-                            "(the image will differ).")
-    kind = _kind(weights, adapter)
+        missing = (f"{png} was made at step {step} of {run}, whose checkpoint of that step is "
+                   f"not there ({why}); pass --base SPEC to use other weights (the image will "
+                   "differ).")
+    kind = _kind(weights, adapter) if missing is None else "base"
     if kind != "base":
         raise GlidectlError(f"{png} is a preview of {kind!r} model: it was made from held-out "
                             "images (and masks) the PNG does not hold; glidectl sample "
@@ -457,11 +469,18 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
     remake = Remake(png, "training preview", values, plugins=_json_list(text.get("plugins")),
                     plugins_known=True)
     if adapter is not None:
-        values["lora"] = [str(adapter)]
+        values["lora"] = [f"{adapter}:1.0"]
         remake.notes.append("A LoRA run's previews compute its adapters unmerged; --lora merges "
                             "them: the same images to within float rounding.")
-    else:
+    elif missing is None:
         values["base"] = str(weights)
+    remake.missing = missing
+    if text.get("weights_sha256"):  # is the step's file what it sampled?
+        param, path = ("lora", adapter) if adapter is not None else (
+            "base", weights or Path(where) / runs.EMA_FILE)
+        remake.pinned.append(Pinned(param, f"step-{step} {MODELS.get(param, 'LoRA adapter')}",
+                                    (str(path),), text["weights_sha256"], "1.0" if adapter
+                                    else None, "PATH" if adapter else "SPEC", tensors=True))
     return remake
 
 

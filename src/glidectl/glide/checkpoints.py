@@ -8,6 +8,7 @@ ones of that kind (a custom-sized ``.pt`` needs its options passed in).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import re
@@ -283,6 +284,18 @@ def save_weights(
     })
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     return save_safetensors(path, tensors, meta)
+
+
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over tensors (sorted keys; name, shape and float32 bytes of each): the same
+    for weights in memory, as saved and as read back, whatever file holds them."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach()
+        t = t.float() if t.is_floating_point() else t
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -8,7 +8,6 @@ The same JSON is stored in the safetensors metadata under ``glidectl``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,14 +43,10 @@ def weights_sha256(model_or_state: nn.Module | dict[str, torch.Tensor]) -> str:
     """
     state = (model_or_state.state_dict() if isinstance(model_or_state, nn.Module)
              else model_or_state)
-    items = {k.replace(".base_layer.", "."): v for k, v in state.items() if not _is_lora_key(k)}
-    h = hashlib.sha256()
-    for key in sorted(items):
-        t = items[key].detach()
-        t = t.float() if t.is_floating_point() else t
-        h.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    from ..glide.checkpoints import state_sha256
+
+    return state_sha256({k.replace(".base_layer.", "."): v for k, v in state.items()
+                         if not _is_lora_key(k)})
 
 
 def is_full_precision(model: nn.Module) -> bool:

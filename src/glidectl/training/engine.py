@@ -23,6 +23,7 @@ from .. import runs
 from ..config import GlideConfig, save_config
 from ..data.source_api import source_notes
 from ..errors import GlidectlError, WriteError, write_error
+from ..glide.checkpoints import state_sha256
 from . import resume_state as rs
 from . import validation as val
 from .adapters import ModelAdapter, PartsAdapter
@@ -477,11 +478,10 @@ class Trainer:
             return
         self.unwrapped.eval()
         try:
-            if self.ema is not None:
-                with self.ema.swapped():
-                    out = self.previewer.run(self.state.step, self.run_dir.previews)
-            else:
-                out = self.previewer.run(self.state.step, self.run_dir.previews)
+            with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
+                # what this step's checkpoint saves of these weights, so a remake checks it
+                sha = state_sha256(self.adapter.export_state(self.unwrapped))
+                out = self.previewer.run(self.state.step, self.run_dir.previews, sha)
         finally:
             self.unwrapped.train()
         if self.previewer.error:

@@ -187,9 +187,12 @@ class Previewer:
         return json.dumps({**settings, "prompts": prompts})
 
     @torch.no_grad()
-    def run(self, step: int, directory: Path) -> PreviewOutput | None:
+    def run(self, step: int, directory: Path,
+            weights_sha256: str | None = None) -> PreviewOutput | None:
         """The preview grid; None without prompts or when a plugin's sampler fails (then
-        ``failures`` counts it and ``error`` says why: a preview never stops training)."""
+        ``failures`` counts it and ``error`` says why: a preview never stops training).
+        ``weights_sha256``: :func:`~glidectl.glide.checkpoints.state_sha256` of what the
+        step's checkpoint saves of the weights sampled (recorded, so a remake checks it)."""
         self.error = None
         if not self.prompts:
             return None
@@ -209,5 +212,7 @@ class Previewer:
         grid = captioned_grid(images, self.prompts, cols=cols)
         text = {"step": str(step), "prompts": json.dumps(self.prompts),
                 **self.picture_record()}
+        if weights_sha256:
+            text["weights_sha256"] = weights_sha256
         path = save_png(grid, preview_path(directory, step), text)
         return PreviewOutput(path, images, self.prompts)
