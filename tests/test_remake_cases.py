@@ -213,3 +213,31 @@ def test_a_preview_records_its_weights_and_a_remake_checks_the_step_s_file(capsy
     assert "Not as" not in said  # the same weights, elsewhere
     _, said = remade(capsys, png, tmp_path / "other", "--base", tmp_path / "raw.safetensors")
     assert "raw.safetensors (not the file that made it) (given)" in said
+
+
+def test_the_device_and_compile_are_recorded_and_a_remake_says_what_differs(
+        models, capsys, tmp_path):  # noqa: F811
+    """Kernels differ by device type and under torch.compile, and so do pixels: a PNG
+    records both; a remake uses them (a CPU's) or says that another device runs."""
+    import json
+
+    from glidectl.images import save_png
+    from glidectl.remake import read_remake
+
+    res = in_process(capsys, "sample", "a red circle", "--base", models / "base.safetensors",
+                     "--upsampler", "none", "--steps", 2, "--device", "cpu", "-q",
+                     "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    assert params(png)["device"] == "cpu" and params(png).get("compile") is None
+    assert read_remake(png).values["device"] == "cpu"
+    text = dict(Image.open(png).text)
+    text["parameters"] = json.dumps({**params(png), "device": "cuda", "compile": True})
+    gpu = save_png(Image.open(png).convert("RGB"), tmp_path / "gpu.png", text)
+    assert read_remake(gpu).values["compile_"] is True
+    text["parameters"] = json.dumps({**params(png), "device": "cuda"})
+    gpu = save_png(Image.open(png).convert("RGB"), tmp_path / "gpu.png", text)
+    res = in_process(capsys, "sample", "--from-png", gpu, "-q", "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert f"{gpu} was made on cuda; this runs on cpu: the image may differ" in \
+        res.stderr.replace("\n", " ")

@@ -209,6 +209,7 @@ class GlidePipeline:
         self.precision = precision if isinstance(precision, Precision) else pick_precision(
             precision, str(model_device(any_model)))
         self.records = records or {}
+        self.compiled = False  # torch.compile'd by from_specs
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -258,7 +259,9 @@ class GlidePipeline:
                 model.eval()
                 if compile:
                     model.compile()
-        return cls(b, u, vocab_dir=vocab_dir, precision=chosen, records=records)
+        pipe = cls(b, u, vocab_dir=vocab_dir, precision=chosen, records=records)
+        pipe.compiled = compile
+        return pipe
 
     @property
     def device(self) -> torch.device:
@@ -328,6 +331,8 @@ class GlidePipeline:
         record.update({
             "sigma_max": first.sigma_max, "quantize_t": first.quantize_t or None,
             "precision": self.precision.name, "glidectl": __version__,
+            # kernels differ by device type and under torch.compile: so do the pixels
+            "device": self.device.type, "compile": self.compiled or None,
             "loras": [f"{x['path']}:{float(x['scale'])!r}" for x in loras] or None,  # exact
             "lora_sha256": [x["sha256"] for x in loras] or None,
             "plugins": plugins_used([o.sampler for _, o in stages], schedules),

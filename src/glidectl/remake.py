@@ -63,6 +63,7 @@ class Remake:
     plugins_known: bool = False  # the record says which plugin code ran
     kept: int | None = None  # the image of the request to write (None: all); set by apply
     missing: str | None = None  # why the weights it names are not there (--base: others)
+    device: str | None = None  # the device type that made it (cpu, cuda, mps)
 
     @property
     def name(self) -> str:
@@ -118,6 +119,13 @@ class Remake:
             text += (f": its batch held {n} images and the batch size changes float sums, so "
                      f"{n} are sampled and image {self.kept + 1} is kept")
         return text + "."
+
+    def device_note(self, now: str) -> str | None:
+        """A line when the image was made on another device type than ``now``."""
+        if self.device and self.device != now:
+            return (f"{self.name} was made on {self.device}; this runs on {now}: the image may "
+                    "differ (pass --device to choose).")
+        return None
 
     def restore(self, pipe: Any) -> None:
         """Name each model loaded from a pinned file by the spec the PNG records, so the
@@ -308,9 +316,14 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     pinned = [Pinned(k, f"{_flag(k)} image", (rec[k],), rec.get(f"{k}_sha256"),
                      metavar="IMAGE") for k in PATHS if rec.get(k)]
     values["prompts"] = [rec["prompt"]]
+    if rec.get("compile"):
+        values["compile_"] = True
+    if rec.get("device") == "cpu":  # any machine has one; a GPU's is named by a note
+        values["device"] = "cpu"
     source = "web UI" if "request_seed" in rec and "load_s" in rec else "sample"
     remake = Remake(png, source, values, prompt_sha256=rec.get("prompt_sha256"),
-                    plugins=rec.get("plugins"), plugins_known="plugins" in rec)
+                    plugins=rec.get("plugins"), plugins_known="plugins" in rec,
+                    device=rec.get("device"))
     for key in MODELS:
         spec = rec.get(key)
         values[key] = spec or "none"

@@ -343,6 +343,8 @@ def _sample(
     if remake is not None:
         remake.restore(pipe)
         say(remake.line(n))
+        if "device" not in given_names and (line := remake.device_note(pipe.device.type)):
+            say(line)
 
     given = dict(sampler=sampler, steps=base_steps,
                  schedule=None if schedule == "auto" else schedule, guidance=guidance,
