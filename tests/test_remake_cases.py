@@ -222,7 +222,7 @@ def test_the_device_and_compile_are_recorded_and_a_remake_says_what_differs(
     import json
 
     from glidectl.images import save_png
-    from glidectl.remake import read_remake
+    from glidectl.remake_records import read_remake
 
     res = in_process(capsys, "sample", "a red circle", "--base", models / "base.safetensors",
                      "--upsampler", "none", "--steps", 2, "--device", "cpu", "-q",

@@ -266,7 +266,7 @@ def register(app: typer.Typer) -> None:
         params = dict(ctx.params)
         remake, notes = None, []
         if from_png is not None:
-            from ..remake import read_remake
+            from ..remake_records import read_remake
 
             remake = read_remake(from_png)
             notes = remake.apply(params, given)

@@ -1,0 +1,280 @@
+"""What a glidectl PNG's text chunks record — a ``sample`` or web UI image, an ``eval``
+image, a training preview — read back as a :class:`~glidectl.remake.Remake` of
+``glidectl sample``'s settings (``sample --from-png``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import GlidectlError, a_or_an, cause
+from .remake import MODELS, PATHS, Pinned, Remake, _flag
+
+# sample's parameters a sample or web UI PNG records under the same name
+SAME_NAME = ("sampler", "steps", "schedule", "guidance", "eta", "guidance_interval",
+             "guidance_rescale", "dynamic_threshold", "upsample_sampler", "upsample_steps",
+             "upsample_schedule", "upsample_guidance", "upsample_temp", "sigma_max",
+             "quantize_t", "precision", "batch_size", "seed")
+STRINGS = ("steps", "upsample_steps", "guidance_interval")  # sample parses them itself
+FLOATS = ("guidance", "eta", "guidance_rescale", "dynamic_threshold", "upsample_guidance",
+          "upsample_temp", "sigma_max")
+
+
+def read_remake(png: str | Path) -> Remake:
+    """What ``png`` records, as a :class:`Remake`; one sentence for a file that is no PNG,
+    or a PNG without a glidectl record (or a grid, which holds many images)."""
+    from PIL import Image
+
+    png = Path(png)
+    if png.is_dir():
+        raise GlidectlError(f"--from-png {str(png)!r} is a folder; pass a PNG file.")
+    if not png.is_file():
+        raise GlidectlError(f"--from-png {str(png)!r} does not exist; fix the path.")
+    try:
+        with Image.open(png) as im:
+            kind = im.format
+            text = dict(getattr(im, "text", {})) if kind == "PNG" else {}
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise GlidectlError(f"Cannot read --from-png {str(png)!r} ({cause(exc)}); pass a PNG "
+                            "glidectl wrote.") from None
+    if kind != "PNG":
+        raise GlidectlError(f"--from-png {str(png)!r} is {a_or_an(kind)} image, not a PNG; pass "
+                            "a PNG glidectl wrote.")
+    params = _json(text.get("parameters"))
+    eval_record = _json(text.get("glidectl"))
+    if "prompts" in params or "prompts" in eval_record:
+        raise GlidectlError(f"{png} is a grid of many images; pass one of the numbered PNGs "
+                            "beside it.")
+    if "seed" in params and "prompt" in params:
+        return _from_sample(png, params)
+    if "candidate" in text and eval_record:
+        return _from_eval(png, text, eval_record)
+    if "step" in text and "prompts" in text and "sampler" in text:
+        return _from_preview(png, text)
+    raise GlidectlError(f"{png} holds no glidectl record of what made it (a PNG from glidectl "
+                        "sample, the web UI, eval or a training preview has one).")
+
+
+def _json(value: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(value) if value else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
+    """A ``sample`` or web UI PNG: its ``parameters``, keyed as sample's flags."""
+    values: dict[str, Any] = {k: rec[k] for k in SAME_NAME if rec.get(k) is not None}
+    for key in STRINGS:
+        if key in values:
+            values[key] = str(values[key])
+    for key in FLOATS:
+        if key in values:
+            values[key] = float(values[key])
+    if "sampler" in rec and rec.get("guidance") is None:
+        values["guidance"] = 1.0  # guidance off, as --guidance 1 says it
+    values.update({k: Path(rec[k]) for k in PATHS if rec.get(k)})
+    pinned = [Pinned(k, f"{_flag(k)} image", (rec[k],), rec.get(f"{k}_sha256"),
+                     metavar="IMAGE") for k in PATHS if rec.get(k)]
+    values["prompts"] = [rec["prompt"]]
+    if rec.get("compile"):
+        values["compile_"] = True
+    if rec.get("device") == "cpu":  # any machine has one; a GPU's is named by a note
+        values["device"] = "cpu"
+    source = "web UI" if "request_seed" in rec and "load_s" in rec else "sample"
+    remake = Remake(png, source, values, prompt_sha256=rec.get("prompt_sha256"),
+                    plugins=rec.get("plugins"), plugins_known="plugins" in rec,
+                    device=rec.get("device"))
+    for key in MODELS:
+        spec = rec.get(key)
+        values[key] = spec or "none"
+        if spec and (rec.get(f"{key}_file") or rec.get(f"{key}_sha256")):
+            remake.specs[key] = spec
+            remake.pinned.append(Pinned(key, MODELS[key], _paths(rec.get(f"{key}_file"), spec),
+                                        rec.get(f"{key}_sha256")))
+    remake.pinned += pinned
+    _pin_schedules(remake, rec)
+    _pin_loras(remake, rec.get("loras") or [], rec.get("lora_sha256") or [])
+    batch_size = int(rec.get("batch_size") or 1)
+    if "image_index" in rec:
+        index = int(rec["image_index"])
+        total = int(rec.get("request_images") or batch_size)
+        start = index - index % batch_size
+        remake.batch, remake.place = min(batch_size, total - start), index - start
+    else:
+        remake.batch = 1
+        if batch_size > 1:
+            remake.notes.append(f"{png} does not say which image of its batch it was (made "
+                                "before glidectl recorded it): it is made alone, so a pixel "
+                                "may differ by a level (the batch size changes float sums).")
+    return remake
+
+
+def _paths(*paths: str | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(str(p) for p in paths if p))
+
+
+def _pin_schedules(remake: Remake, rec: dict[str, Any]) -> None:
+    for key in ("schedule", "upsample_schedule"):
+        if rec.get(f"{key}_sha256") and rec.get(key):
+            remake.pinned.append(Pinned(key, f"{key.replace('_', ' ')} file", (rec[key],),
+                                        rec[f"{key}_sha256"], metavar="FILE"))
+
+
+def _pin_loras(remake: Remake, loras: list[str], digests: list[str | None]) -> None:
+    if not loras:
+        return
+    remake.values["lora"] = list(loras)
+    for text, sha in zip(loras, [*digests, *[None] * len(loras)], strict=False):
+        path, scale = text.rsplit(":", 1)
+        remake.pinned.append(Pinned("lora", "LoRA adapter", (path,), sha, scale, "PATH:SCALE"))
+
+
+def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
+    """An ``eval`` image: its settings, its own seed; files and sha256 from the folder's
+    metadata.json when it is beside it."""
+    from .eval_outputs import read_metadata
+    from .eval_settings import META_FILE
+
+    values: dict[str, Any] = {"prompts": [text.get("prompt", "")], "seed": int(text["seed"]),
+                              "base": rec.get("base") or "none",
+                              "upsampler": rec.get("upsampler") or "none"}
+    for prefix, stage in (("", rec.get("base_stage")), ("upsample_", rec.get("upsample_stage"))):
+        if not isinstance(stage, dict) or (prefix and values["upsampler"] == "none"):
+            continue
+        values.update({f"{prefix}sampler": stage.get("sampler"),
+                       f"{prefix}steps": str(stage.get("steps")),
+                       f"{prefix}schedule": stage.get("schedule")})
+        guidance = stage.get("guidance")
+        if guidance is not None or not prefix:
+            values[f"{prefix}guidance"] = float(1.0 if guidance is None else guidance)
+    values.update(precision=rec.get("precision"), batch_size=int(rec.get("batch_size") or 1))
+    values = {k: v for k, v in values.items() if v is not None}
+    remake = Remake(png, "eval", values, prompt_sha256=text.get("prompt_sha256"),
+                    plugins=None)
+    meta = read_metadata(png.parent / META_FILE)
+    if meta is None:
+        remake.batch = 1
+        remake.notes.append(f"{png} has no metadata.json beside it: the weights cannot be "
+                            "checked against those that made it, and it is made alone (a "
+                            "pixel may differ by a level if its batch held more).")
+        if rec.get("loras"):
+            remake.values["lora"] = list(rec["loras"])
+        return remake
+    remake.plugins, remake.plugins_known = meta.get("plugins"), "plugins" in meta
+    paths = meta.get("paths") if isinstance(meta.get("paths"), dict) else {}
+    models = meta.get("models", {})
+    for key, stage in (("base", "base"), ("upsampler", "upsample")):
+        model = models.get(stage)
+        if values[key] != "none" and isinstance(model, dict):
+            remake.specs[key] = values[key]
+            remake.pinned.append(Pinned(key, MODELS[key], _paths(
+                model.get("path"), paths.get(key), values[key]), model.get("sha256")))
+    schedules = {"schedule": (values.get("schedule"), meta.get("schedule_sha256"),
+                              paths.get("base_stage.schedule")),
+                 "upsample_schedule": (values.get("upsample_schedule"),
+                                       meta.get("upsample_schedule_sha256"),
+                                       paths.get("upsample_stage.schedule"))}
+    for key, (name, sha, where) in schedules.items():
+        if name and sha:
+            remake.pinned.append(Pinned(key, f"{key.replace('_', ' ')} file",
+                                        _paths(where, name), sha, metavar="FILE"))
+    loras = [x for m in models.values() for x in m.get("loras") or ()
+             if isinstance(x, dict)]
+    _pin_loras(remake, [f"{x['path']}:{float(x['scale'])!r}" for x in loras],
+               [x.get("sha256") for x in loras])
+    _eval_batch(remake, meta, rec, int(text.get("candidate", 0)))
+    return remake
+
+
+def _eval_batch(remake: Remake, meta: dict[str, Any], rec: dict[str, Any], j: int) -> None:
+    """The length of the eval batch that made the image: eval cuts its (prompt, candidate)
+    items into fixed batches; the prompt is the one whose image seed is the PNG's."""
+    from .evaluation import image_seed
+
+    seed, candidates = remake.values["seed"], max(int(rec.get("rerank") or 0),
+                                                  int(rec.get("n") or 1))
+    prompts, batch_size = len(meta.get("prompts") or ()), remake.values["batch_size"]
+    found = [i for i in range(prompts) if image_seed(int(rec.get("seed", 0)), i, j) == seed]
+    if not found:
+        remake.batch = 1
+        remake.notes.append(f"{remake.png}'s seed is none of its folder's images' (its "
+                            "metadata.json is another run's): made alone, so a pixel may "
+                            "differ by a level.")
+        return
+    item = found[0] * candidates + j
+    start = item - item % batch_size
+    remake.batch = min(batch_size, prompts * candidates - start)  # its place: first
+
+
+def _from_preview(png: Path, text: dict[str, str]) -> Remake:
+    """A training preview grid: every prompt of it, from its step's weights in its run."""
+    from . import runs
+
+    prompts = json.loads(text["prompts"])
+    step = int(text["step"])
+    folder = png.resolve().parent
+    run = folder.parent if folder.name == "previews" else None
+    where = f"{run}/checkpoints/{runs.step_dir_name(step)}" if run else None
+    weights = runs.step_weights(Path(where)) if where else None
+    adapter = runs.step_adapter(Path(where)) if where and weights is None else None
+    if run is None:
+        raise GlidectlError(f"{png} is a training preview outside its run's previews/ folder; "
+                            f"pass --base RUN/checkpoints/{runs.step_dir_name(step)}"
+                            "/ema.safetensors (RUN: the run it is from).")
+    missing = None
+    if weights is None and adapter is None:
+        why = ("the weights it started from are saved nowhere" if step == 0 else
+               "pruned by checkpoint.keep_last, or no checkpoint was written at that step")
+        missing = (f"{png} was made at step {step} of {run}, whose checkpoint of that step is "
+                   f"not there ({why}); pass --base SPEC to use other weights (the image will "
+                   "differ).")
+    kind = _kind(weights, adapter) if missing is None else "base"
+    if kind != "base":
+        raise GlidectlError(f"{png} is a preview of {kind!r} model: it was made from held-out "
+                            "images (and masks) the PNG does not hold; glidectl sample "
+                            "--from-png makes base-model previews again.")
+    values: dict[str, Any] = {
+        "prompts": prompts, "sampler": text["sampler"], "steps": str(text["steps"]),
+        "schedule": text["schedule"], "guidance": float(text["guidance"]),
+        "seed": int(text["seed"]), "precision": text["precision"],
+        "batch_size": int(text["batch_size"]), "upsampler": "none",
+    }
+    remake = Remake(png, "training preview", values, plugins=_json_list(text.get("plugins")),
+                    plugins_known=True)
+    if adapter is not None:
+        values["lora"] = [f"{adapter}:1.0"]
+        remake.notes.append("A LoRA run's previews compute its adapters unmerged; --lora merges "
+                            "them: the same images to within float rounding.")
+    elif missing is None:
+        values["base"] = str(weights)
+    remake.missing = missing
+    if text.get("weights_sha256"):  # is the step's file what it sampled?
+        param, path = ("lora", adapter) if adapter is not None else (
+            "base", weights or Path(where) / runs.EMA_FILE)
+        remake.pinned.append(Pinned(param, f"step-{step} {MODELS.get(param, 'LoRA adapter')}",
+                                    (str(path),), text["weights_sha256"], "1.0" if adapter
+                                    else None, "PATH" if adapter else "SPEC", tensors=True))
+    return remake
+
+
+def _json_list(value: str | None) -> list[str] | None:
+    try:
+        data = json.loads(value) if value else None
+    except ValueError:
+        return None
+    return data if isinstance(data, list) else None
+
+
+def _kind(weights: Path | None, adapter: Path | None) -> str:
+    """The model kind of a step's weights file, or of the model a LoRA adapter is for."""
+    if adapter is not None:
+        from .lora import read_adapter
+
+        return str(read_adapter(adapter).meta.get("model_kind") or "base")
+    from .glide.checkpoints import read_metadata
+
+    options = _json(read_metadata(weights).get("glidectl.model_options"))
+    return str(options.get("kind") or "base")
