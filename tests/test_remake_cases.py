@@ -5,6 +5,7 @@ text context, another plugin version, an eval image without its metadata.json.""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -168,8 +169,14 @@ def test_an_eval_png_without_its_metadata_json_is_made_alone_and_says_so(
                      "--upsampler", "none", "--batch-size", 2, "--steps", 3, "--device", "cpu",
                      "--out", tmp_path / "eval")
     assert res.returncode == 0, res.stderr
-    (tmp_path / "eval" / "metadata.json").unlink()
     png = sorted((tmp_path / "eval").glob("002_*.png"))[0]  # alone in its batch
+    meta = tmp_path / "eval" / "metadata.json"
+    assert json.loads(meta.read_text())["device"] == "cpu"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "device": "cuda:1"}))
+    res = in_process(capsys, "sample", "--from-png", png, "-q", "--out", tmp_path / "gpu")
+    assert res.returncode == 0, res.stderr
+    assert "was made on cuda; this runs on cpu" in res.stderr.replace("\n", " ")
+    meta.unlink()
     again, said = remade(capsys, png, tmp_path / "again")
     assert "has no metadata.json beside it" in said and "made alone" in said
     assert np.array_equal(pixels(again), pixels(png))
@@ -198,6 +205,7 @@ def test_a_preview_records_its_weights_and_a_remake_checks_the_step_s_file(capsy
     from safetensors.torch import load_file
 
     ema = step / "ema.safetensors"
+    assert Image.open(png).text["device"] == "cpu"
     assert Image.open(png).text["weights_sha256"] == state_sha256(load_file(ema))
     again, _ = remade(capsys, png, tmp_path / "again")
     grid = captioned_grid([Image.open(again)], ["a red circle"])
@@ -219,8 +227,6 @@ def test_the_device_and_compile_are_recorded_and_a_remake_says_what_differs(
         models, capsys, tmp_path):  # noqa: F811
     """Kernels differ by device type and under torch.compile, and so do pixels: a PNG
     records both; a remake uses them (a CPU's) or says that another device runs."""
-    import json
-
     from glidectl.images import save_png
     from glidectl.remake_records import read_remake
 

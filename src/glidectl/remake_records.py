@@ -79,14 +79,10 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     pinned = [Pinned(k, f"{_flag(k)} image", (rec[k],), rec.get(f"{k}_sha256"),
                      metavar="IMAGE") for k in PATHS if rec.get(k)]
     values["prompts"] = [rec["prompt"]]
-    if rec.get("compile"):
-        values["compile_"] = True
-    if rec.get("device") == "cpu":  # any machine has one; a GPU's is named by a note
-        values["device"] = "cpu"
     source = "web UI" if "request_seed" in rec and "load_s" in rec else "sample"
     remake = Remake(png, source, values, prompt_sha256=rec.get("prompt_sha256"),
-                    plugins=rec.get("plugins"), plugins_known="plugins" in rec,
-                    device=rec.get("device"))
+                    plugins=rec.get("plugins"), plugins_known="plugins" in rec)
+    _device(remake, rec.get("device"), rec.get("compile"))
     for key in MODELS:
         spec = rec.get(key)
         values[key] = spec or "none"
@@ -110,6 +106,17 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
                                 "before glidectl recorded it): it is made alone, so a pixel "
                                 "may differ by a level (the batch size changes float sums).")
     return remake
+
+
+def _device(remake: Remake, device: Any, compiled: Any) -> None:
+    """The device type (``cuda:1`` → cuda) and torch.compile that made the image: kernels,
+    and so pixels, differ by them. A CPU is used again (any machine has one); another
+    device type than runs now is a line (:meth:`Remake.device_note`)."""
+    remake.device = str(device).split(":")[0] if device else None
+    if remake.device == "cpu":
+        remake.values["device"] = "cpu"
+    if compiled is True:
+        remake.values["compile_"] = True
 
 
 def _paths(*paths: str | None) -> tuple[str, ...]:
@@ -164,6 +171,7 @@ def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
             remake.values["lora"] = list(rec["loras"])
         return remake
     remake.plugins, remake.plugins_known = meta.get("plugins"), "plugins" in meta
+    _device(remake, meta.get("device"), meta.get("compile"))
     paths = meta.get("paths") if isinstance(meta.get("paths"), dict) else {}
     models = meta.get("models", {})
     for key, stage in (("base", "base"), ("upsampler", "upsample")):
@@ -251,6 +259,7 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
     elif missing is None:
         values["base"] = str(weights)
     remake.missing = missing
+    _device(remake, text.get("device"), None)
     if text.get("weights_sha256"):  # is the step's file what it sampled?
         param, path = ("lora", adapter) if adapter is not None else (
             "base", weights or Path(where) / runs.EMA_FILE)

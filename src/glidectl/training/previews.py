@@ -162,7 +162,7 @@ class Previewer:
         """What makes the preview images, as PNG text: sampler, steps, schedule (the
         sampler's own when ``[preview]`` names none), guidance, seed (image i: seed + i),
         precision (training's, which ``glidectl sample --precision auto`` may not pick),
-        glidectl's version and the plugins whose sampler or schedule ran."""
+        the device type, glidectl's version and the plugins whose sampler or schedule ran."""
         from .. import __version__
         from ..eval_settings import own_schedule
         from ..plugins import plugins_used
@@ -172,7 +172,7 @@ class Previewer:
         text = {"sampler": used["sampler"], "steps": str(used["steps"]), "schedule": schedule,
                 "guidance": str(used["guidance"]), "seed": str(self.cfg.seed),
                 "precision": self.precision, "batch_size": str(len(self.prompts)),
-                "glidectl": __version__}
+                "device": next(self.model.parameters()).device.type, "glidectl": __version__}
         if plugins := plugins_used([used["sampler"]], [schedule]):
             text["plugins"] = json.dumps(plugins)
         return text
