@@ -480,7 +480,8 @@ class Trainer:
         try:
             with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
                 # what this step's checkpoint saves of these weights, so a remake checks it
-                sha = state_sha256(self.adapter.export_state(self.unwrapped))
+                sha = state_sha256(self.adapter.export_state(self.unwrapped)) \
+                    if self.previewer.prompts else None
                 out = self.previewer.run(self.state.step, self.run_dir.previews, sha)
         finally:
             self.unwrapped.train()
