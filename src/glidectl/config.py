@@ -142,6 +142,12 @@ class DataConfig:
         "read N times per epoch, captioned 'words' when it has no caption of its own, 0_ "
         "folders left out (false: every image once, as in any folder)."
     )
+    reg_source: str = opt(
+        "", "kohya's reg_data_dir for an image-folder data.source: a folder of N_class "
+        "folders of regularisation (prior-preservation) images, read per epoch as often as "
+        "the training images with repeats ('' = none; a kohya dataset config marks such "
+        "subsets is_reg = true)."
+    )
     min_size: int = opt(0, "laion: min original width and height (metadata), in pixels.", min=0)
     aspect_range: list = opt([0.25, 4.0], "laion: allowed original width/height [min, max].",
                              min=0, pair=True)
@@ -235,6 +241,10 @@ class TrainConfig:
         0.0, "Add offset·N(0,1) per image and channel to the training noise, so the model "
         "learns to change overall brightness and colour (0 = off; 0.05-0.1 is usual).",
         min=0, max=1,
+    )
+    prior_loss_weight: float = opt(
+        1.0, "kohya's prior_loss_weight: the loss of each regularisation image "
+        "(data.reg_source, is_reg subsets) is multiplied by this.", min=0, max=1000,
     )
     input_perturbation: float = opt(
         0.0, "Noise the image with noise + γ·N(0,1) but keep noise as the target; reduces "

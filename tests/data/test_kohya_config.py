@@ -237,6 +237,8 @@ def test_a_toml_file_is_claimed_and_kohya_prefix_reads_json(tmp_path, toml, data
      "num_repeats = 10."),
     ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  shuffle_caption = 1\n",
      "shuffle_caption must be true or false, not 1"),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  is_reg = 'yes'\n",
+     "dataset 1, subset 1: is_reg must be true or false, not 'yes'; write e.g. is_reg = true."),
     ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  num_repeat = 3\n",
      "dataset 1, subset 1: unknown key 'num_repeat'; did you mean 'num_repeats'?"),
     ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n"
@@ -263,9 +265,12 @@ def test_inspect_shows_each_subsets_folder_repeats_images_and_class_token_captio
     assert report["kind"] == "kohya" and report["total_samples"] == 6
     assert report["samples_per_epoch"] == 12 and report["scanned"] == 6
     assert report["kohya_folders"] == [
-        {"folder": "dog", "repeats": 3, "images": 2, "per_epoch": 6, "class_captions": 1},
-        {"folder": "cat", "repeats": 2, "images": 2, "per_epoch": 4, "class_captions": 0},
-        {"folder": "dog", "repeats": 1, "images": 2, "per_epoch": 2, "class_captions": 1}]
+        {"folder": "dog", "repeats": 3, "images": 2, "per_epoch": 6, "class_captions": 1,
+         "reg": False},
+        {"folder": "cat", "repeats": 2, "images": 2, "per_epoch": 4, "class_captions": 0,
+         "reg": False},
+        {"folder": "dog", "repeats": 1, "images": 2, "per_epoch": 2, "class_captions": 1,
+         "reg": False}]
     table = CliRunner().invoke(build_app(), ["dataset", "inspect", str(toml),
                                              "--tokenizer", "byte"]).output
     assert "kohya subsets" in table and "caption from class_tokens" in table

@@ -205,7 +205,7 @@ def test_inspect_shows_repeats_images_and_folder_captions_per_folder(kohya_root)
     assert report["total_samples"] == 6 and report["samples_per_epoch"] == 12
     assert report["scanned"] == report["valid"] == 6  # each image scanned once
     assert report["kohya_folders"][2] == {"folder": "3_sks dog", "repeats": 3, "images": 3,
-                                          "per_epoch": 9, "class_captions": 2}
+                                          "per_epoch": 9, "class_captions": 2, "reg": False}
     table = CliRunner().invoke(build_app(), ["dataset", "inspect", str(kohya_root),
                                              "--tokenizer", "byte"]).output
     assert "samples per epoch" in table and "kohya folders" in table

@@ -194,3 +194,31 @@ def test_the_launcher_s_fp16_on_a_cpu_is_one_line_naming_it(tiny, monkeypatch):
     assert str(info.value) == (
         "ACCELERATE_MIXED_PRECISION=fp16 (accelerate launch --mixed_precision fp16) needs a "
         "GPU (it uses a GradScaler on CUDA); on a CPU launch with --mixed_precision bf16 or no.")
+
+
+def test_prior_loss_weight_scales_the_loss_of_regularisation_samples(tiny, tmp_path):
+    """kohya's prior_loss_weight: each reg sample's loss times the weight, then the mean."""
+    from PIL import Image
+
+    for folder, rgb in (("train/1_sks square", (200, 30, 30)), ("regs/1_square", (30, 30, 200))):
+        (tmp_path / folder).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (40, 36), rgb).save(tmp_path / folder / f"{i}.png")
+    cfg = tiny(data=dict(source=str(tmp_path / "train"), reg_source=str(tmp_path / "regs")),
+               train=dict(steps=1, batch_size=4, name="prior", prior_loss_weight=0.25))
+    trainer = Trainer(cfg, quiet=True)
+    seen = []
+    real = trainer._losses
+
+    def spy(batch):
+        out = real(batch)
+        seen.append((out["loss"].detach().clone(), list(batch["is_reg"])))
+        return out
+
+    trainer._losses = spy
+    result = trainer.run()
+    [(loss, reg)] = seen
+    assert sorted(reg) == [False, False, True, True]  # one epoch: 2 images, 2 reg draws
+    weights = torch.tensor([0.25 if r else 1.0 for r in reg])
+    assert result.last_loss == pytest.approx(float((loss * weights).mean()), rel=1e-5)
+    assert result.last_loss != pytest.approx(float(loss.mean()), rel=1e-3)

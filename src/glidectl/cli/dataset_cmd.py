@@ -77,14 +77,16 @@ def _render(report: Any) -> None:
         subsets = report.kind == "kohya"  # a dataset config's subsets, else N_words folders
         title = "kohya subsets" if subsets else "kohya folders (data.kohya_folders)"
         words = "caption from class_tokens" if subsets else "caption from name"
+        reg = any(row.get("reg") for row in report.kohya_folders)  # regularisation images
         table = Table(title=title)
         if subsets:
             table.add_column("subset", justify="right")
-        for name in ("folder", "repeats", "images", "per epoch", words):
+        for name in ("folder", "repeats", "images", "per epoch", words, *["reg"] * reg):
             table.add_column(name, justify="left" if name == "folder" else "right")
         for i, row in enumerate(report.kohya_folders, start=1):
             table.add_row(*([str(i)] if subsets else []), escape(row["folder"]), *(
-                str(row[k]) for k in ("repeats", "images", "per_epoch", "class_captions")))
+                str(row[k]) for k in ("repeats", "images", "per_epoch", "class_captions")),
+                *(["yes" if row.get("reg") else ""] if reg else []))
         console.print(table)
     for title, hist in (("short side (px)", report.size_histogram),
                         ("aspect (w/h)", report.aspect_histogram)):

@@ -104,8 +104,11 @@ def _given(spec: Any, kind: str, example: str) -> Any:
 def open_folder(spec: str, cfg: Any, resolution: int) -> Source:
     from .folder import FolderSource
 
-    return FolderSource.scan(os.path.expanduser(_given(spec, "folder", "images/")),
-                             kohya=bool(getattr(cfg, "kohya_folders", True)))
+    source = FolderSource.scan(os.path.expanduser(_given(spec, "folder", "images/")),
+                               kohya=bool(getattr(cfg, "kohya_folders", True)))
+    if (reg := getattr(cfg, "reg_source", "")) and source.files:  # none: "holds no images"
+        source.add_reg(os.path.expanduser(reg))
+    return source
 
 
 def claims_kohya(spec: str) -> bool:

@@ -45,6 +45,7 @@ class Prepared:
     converted: str | None
     meta: dict[str, Any]
     rules: SampleRules | None = None
+    is_reg: bool = False
 
 
 class SamplePipeline:
@@ -93,7 +94,7 @@ class SamplePipeline:
             raw.image, min_size=self.min_image_size, max_pixels=self.max_pixels,
             draft_size=self.transform.draft_size(),
         )
-        return Prepared(raw.key, chosen, image, original, converted, meta, rules)
+        return Prepared(raw.key, chosen, image, original, converted, meta, rules, raw.is_reg)
 
     def finish(self, prepared: Prepared, rng: random.Random) -> dict[str, Any]:
         rules = prepared.rules if self.train else None
@@ -105,7 +106,8 @@ class SamplePipeline:
         # kohya's caption_dropout_rate, then data.uncond_p: two independent draws
         dropped = rules is not None and rules.drops(rng)
         tokens, mask, caption = self.text("" if dropped else prepared.caption, rng)
-        out.update(tokens=tokens, mask=mask, caption=caption, key=prepared.key)
+        out.update(tokens=tokens, mask=mask, caption=caption, key=prepared.key,
+                   is_reg=prepared.is_reg)
         return out
 
     def __call__(self, raw: RawSample, rng: random.Random) -> tuple[Prepared, dict[str, Any]]:
@@ -120,8 +122,9 @@ class SamplePipeline:
 
 class StreamDataset(IterableDataset):
     """Training samples as dicts (``image``, ``tokens``, ``mask``, ``caption``, ``key``,
-    ``low_res`` for upsamplers, and ``_cursor``: raw samples this worker has taken so far in
-    the epoch); ``stats()`` counts rejections over all workers.
+    ``is_reg`` (a regularisation image), ``low_res`` for upsamplers, and ``_cursor``: raw
+    samples this worker has taken so far in the epoch); ``stats()`` counts rejections over
+    all workers.
 
     ``set_resume([c0, c1, ...])`` makes worker ``i`` skip its first ``ci`` raw samples of the
     epoch without decoding them (see :mod:`glidectl.data.stages`). Every sample's

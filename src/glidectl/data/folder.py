@@ -1,6 +1,7 @@
 """An image folder: recursive, captions from sidecar ``.txt`` (or kohya's ``.caption``) files
 or ``metadata.jsonl``; kohya's ``N_words`` folders repeated and captioned as kohya reads them
-(:mod:`glidectl.data.kohya`).
+(:mod:`glidectl.data.kohya`), with ``data.reg_source``'s regularisation images (kohya's
+``reg_data_dir``) read as often as :func:`~glidectl.data.kohya.reg_draws` matches them.
 
 Keys are paths relative to the root, so ``a/cat.jpg`` and ``b/cat.jpg`` are distinct
 samples. ``metadata.jsonl`` (or ``metadata.csv``) rows name ``file_name`` relative to the
@@ -15,7 +16,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,6 +29,8 @@ from .kohya import (
     layout_notes,
     ordinary_folder_note,
     parse_folder,
+    reg_draws,
+    unread_reg_note,
 )
 from .records import IMAGE_EXTENSIONS, UNREAD_IMAGE_EXTENSIONS, RawSample
 from .stats import RejectionCounter
@@ -35,6 +38,7 @@ from .walk import walk
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 CAPTION_SUFFIXES = (".txt", ".TXT", ".caption")  # the first that exists is read
+REG_PREFIX = "reg:"  # data.reg_source's images are units "reg:1_dog/a.png"
 
 
 @dataclass
@@ -49,6 +53,9 @@ class FolderSource:
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed
     kohya: dict[str, KohyaFolder] = field(default_factory=dict)  # by top folder; {}: not kohya's
     kohya_ordinary: str = ""  # why N_words folders at the top are not read in kohya's layout
+    reg: FolderSource | None = None  # data.reg_source, kohya's reg_data_dir
+    reg_draws: dict[str, int] = field(default_factory=dict)  # reg unit → reads per epoch
+    reg_note: str | None = None  # kohya's "some of reg images are not used"
 
     kind = "folder"
     splits_samples = True
@@ -97,6 +104,36 @@ class FolderSource:
                 src.kohya[rel.partition("/")[0]].named += 1
         return src
 
+    def add_reg(self, root: str | os.PathLike[str]) -> None:
+        """Read ``root`` as kohya's ``reg_data_dir`` (only ``N_class`` folders: each image N
+        times, captioned "class" without a caption of its own), each image as often per epoch
+        as :func:`~glidectl.data.kohya.reg_draws` matches it to this folder's reads."""
+        root = Path(root)
+        name = f"data.reg_source {str(root)!r}"
+        if not root.is_dir():
+            raise GlidectlError(f"{name} is not a folder; give kohya's reg_data_dir (a folder "
+                                "of 'N_class' folders such as '1_dog'), or set "
+                                "data.reg_source = \"\" to train without one.")
+        reg = FolderSource.scan(root, kohya=True)
+        if not reg.kohya:
+            raise GlidectlError(f"{name} does not hold only 'N_class' folders (such as "
+                                "'1_dog'), as kohya's reg_data_dir does; move its images into "
+                                "such folders.")
+        if not reg.files:
+            raise GlidectlError(f"{name} holds no images ({' '.join(IMAGE_EXTENSIONS)}) in its "
+                                "'N_class' folders; put the regularisation images there, or "
+                                "set data.reg_source = \"\" to train without them.")
+        train = sum(self.repeats(u) for u in self.files)
+        repeats = [reg.repeats(u) for u in reg.files]
+        draws = reg_draws(train, repeats)
+        per_folder: Counter[str] = Counter()
+        for unit, n in zip(reg.files, draws, strict=True):
+            per_folder[unit.partition("/")[0]] += n
+            self.reg_draws[REG_PREFIX + unit] = n
+        for top, folder in reg.kohya.items():
+            folder.reg, folder.draws = True, per_folder[top]
+        self.reg, self.reg_note = reg, unread_reg_note(name, draws, repeats, train)
+
     def _read_metadata(self, path: Path, rel_dir: PurePosixPath) -> None:
         try:
             text = path.read_text(encoding="utf-8-sig")
@@ -128,16 +165,19 @@ class FolderSource:
         return text if isinstance(text, str) else None
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.files) + len(self.reg_draws)
 
     def repeats(self, unit: str) -> int:
-        """Times per epoch training reads ``unit`` (its kohya folder's count, else once)."""
+        """Times per epoch training reads ``unit`` (its kohya folder's count, else once; a
+        regularisation image: as matched by :meth:`add_reg`)."""
+        if unit in self.reg_draws:
+            return self.reg_draws[unit]
         folder = self.kohya.get(unit.partition("/")[0])
         return folder.repeats if folder is not None else 1
 
     @property
     def num_samples(self) -> int:
-        return len(self.files)
+        return len(self.files) + len(self.reg_draws)
 
     def describe(self) -> str:
         return str(self.root)
@@ -164,17 +204,25 @@ class FolderSource:
             what = "row or file" if n == 1 else "rows or files"
             out.append(f"{str(self.root)!r}: {n} metadata {what} could not be read "
                        "(not JSON/CSV, or no file_name); their images get no caption from them.")
+        if self.reg is not None:
+            out += self.reg.notes() + ([self.reg_note] if self.reg_note else [])
         return out
 
     def units(self) -> list[str]:
-        return list(self.files)
+        return self.files + list(self.reg_draws)
 
     def kohya_table(self) -> list[dict[str, Any]]:
-        """Per kohya folder: its repeats, images, reads per epoch and folder-name captions
-        (``dataset inspect``; empty when the folder is not in kohya's layout)."""
-        return [folder.to_dict() for folder in self.kohya.values()]
+        """Per kohya folder (then data.reg_source's): its repeats, images, reads per epoch
+        and folder-name captions (``dataset inspect``; empty when the folder is not in
+        kohya's layout)."""
+        reg = self.reg.kohya.values() if self.reg is not None else ()
+        return [folder.to_dict() for folder in (*self.kohya.values(), *reg)]
 
     def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
+        if self.reg is not None and unit in self.reg_draws:
+            for raw in self.reg.read(unit.removeprefix(REG_PREFIX), counter):
+                yield replace(raw, key=unit, is_reg=True)
+            return
         path = self.root / unit
         row = self.metadata.get(unit)
         caption: bytes | str | None = None

@@ -26,13 +26,15 @@ class KohyaFolder:
     words: str
     images: int = 0
     named: int = 0  # images captioned by the folder's words (no caption of their own)
+    reg: bool = False  # regularisation images (data.reg_source, or an is_reg subset)
+    draws: int | None = None  # a reg folder's reads per epoch (see reg_draws)
 
-    def to_dict(self) -> dict[str, int | str]:
+    def to_dict(self) -> dict[str, int | str | bool]:
         """A row of ``dataset inspect``'s table (a dataset config's subsets share it:
         ``class_captions`` counts the images captioned by their ``class_tokens``)."""
-        per_epoch = max(self.repeats, 0) * self.images
+        per_epoch = self.draws if self.draws is not None else max(self.repeats, 0) * self.images
         return {"folder": self.name, "repeats": self.repeats, "images": self.images,
-                "per_epoch": per_epoch, "class_captions": self.named}
+                "per_epoch": per_epoch, "class_captions": self.named, "reg": self.reg}
 
 
 def kohya_like(dirnames: Sequence[str]) -> bool:
@@ -58,13 +60,46 @@ def counted_past_max(folders: Sequence[KohyaFolder]) -> list[str]:
     return [f.name for f in folders if f.repeats > MAX_REPEATS]
 
 
+def reg_draws(train_reads: int, repeats: Sequence[int]) -> list[int]:
+    """Reads per epoch of each regularisation image (``repeats``: their own counts, in
+    order), matched to the ``train_reads`` (training images × repeats) of their dataset as
+    kohya-ss sd-scripts' ``DreamBoothDataset`` matches them (``library/train_util.py``): a
+    first pass takes each image's own count, in order, until the total reaches
+    ``train_reads`` (the image that reaches it may overshoot; the images after it are not
+    read: kohya's "some of reg images are not used"); while the total falls short, further
+    passes add one read to each image in order. The loss of these reads is weighted by
+    ``prior_loss_weight`` (kohya's ``loss_weights``)."""
+    draws = [0] * len(repeats)
+    total = 0
+    for i, count in enumerate(repeats):
+        if total >= train_reads:
+            break
+        draws[i], total = count, total + count
+    if repeats and total < train_reads:  # every image taken: one more read each, in turn
+        per, extra = divmod(train_reads - total, len(repeats))
+        draws = [d + per + (i < extra) for i, d in enumerate(draws)]
+    return draws
+
+
+def unread_reg_note(where: str, draws: Sequence[int], repeats: Sequence[int],
+                    train_reads: int) -> str | None:
+    """kohya's "some of reg images are not used", as a sentence (None: all are read)."""
+    unread = sum(1 for d in draws if d == 0)
+    if not unread:
+        return None
+    return (f"{where}: {unread} of {len(draws)} regularisation images are not read: their "
+            f"{sum(repeats)} reads with repeats are more than the {train_reads} training "
+            "reads per epoch they are matched to, so, as in kohya's trainers, only the first "
+            "ones in name order are read, the same ones every epoch.")
+
+
 def _shown(names: Sequence[str]) -> str:
     return ", ".join(repr(n) for n in names[:3]) + ", …" * (len(names) > 3)
 
 
 def layout_notes(root: Path, folders: Sequence[KohyaFolder]) -> list[str]:
     """What a kohya reading of ``root`` did, in sentences (folders left out too)."""
-    used = [f for f in folders if f.repeats > 0]
+    used = [f for f in folders if f.repeats > 0 and not f.reg]  # reg: inspect's table says it
     out = []
     if used:
         named = sum(f.named for f in used)

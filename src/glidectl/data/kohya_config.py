@@ -52,7 +52,8 @@ IGNORED = {
     "validation_split": "validation.holdout", "validation_seed": "validation.holdout",
     "network_multiplier": "a LoRA's scale at sampling (--lora PATH:SCALE)",
     "custom_attributes": "none",
-    "conditioning_data_dir": "no ControlNet training", "prior_loss_weight": "one loss",
+    "conditioning_data_dir": "no ControlNet training",
+    "prior_loss_weight": "train.prior_loss_weight",  # a trainer argument in kohya too
     "max_token_length": "the model's text_ctx", "debug_dataset": "glidectl dataset inspect",
 }
 KNOWN = (*APPLIED, *IGNORED)
@@ -92,8 +93,7 @@ class DatasetConfig:
     unknown: list[str] = field(default_factory=list)
 
     def notes(self) -> list[str]:
-        """One warning for the keys that change nothing here, one for unknown keys, and
-        one for regularisation subsets (read like any other)."""
+        """One warning for the keys that change nothing here, one for unknown keys."""
         out = []
         name = repr(str(self.path))
         if self.ignored:
@@ -105,10 +105,6 @@ class DatasetConfig:
                        f"{'is not a key' if len(self.unknown) == 1 else 'are not keys'} of "
                        "kohya's dataset config that glidectl knows, and "
                        f"{'is' if len(self.unknown) == 1 else 'are'} ignored.")
-        if regs := [s.where for s in self.subsets if s.is_reg]:
-            out.append(f"{name}: is_reg subsets ({'; '.join(regs)}) are read like the others, "
-                       "num_repeats times per epoch, without kohya's prior_loss_weight or its "
-                       "matching of regularisation images to the training images' count.")
         return out
 
 

@@ -9,6 +9,10 @@ image is read ``num_repeats`` times per training epoch; a count below 1 leaves t
 out, and a second subset of one dataset with the same folder (or metadata file) is left
 out, as kohya leaves them out. Units are ``"N/name"``, N the subset's number in the file,
 so two datasets may share a folder.
+
+An ``is_reg = true`` subset holds regularisation images: each [[datasets]] entry reads its
+own as often per epoch as :func:`~glidectl.data.kohya.reg_draws` matches them to its
+training images × repeats, and training weights their loss by ``train.prior_loss_weight``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
-from .kohya import KohyaFolder
+from .kohya import KohyaFolder, reg_draws, unread_reg_note
 from .kohya_config import DatasetConfig, SubsetSpec, read_dataset_config
 from .records import IMAGE_EXTENSIONS, RawSample
 from .stats import RejectionCounter
@@ -39,6 +43,7 @@ class KohyaConfigSource:
     subsets: dict[str, SubsetSpec] = field(default_factory=dict)  # by number, those read
     images: dict[str, Path] = field(default_factory=dict)  # unit → image file
     captions: dict[str, str | None] = field(default_factory=dict)  # unit → metadata caption
+    draws: dict[str, int] = field(default_factory=dict)  # reg unit → reads per epoch
     rows: list[KohyaFolder] = field(default_factory=list)  # per subset, for inspect
     left: list[str] = field(default_factory=list)  # what the scan left out, in sentences
 
@@ -75,7 +80,35 @@ class KohyaConfigSource:
                 f"image files ({' '.join(IMAGE_EXTENSIONS)}) at their top (kohya reads no "
                 "sub-folders); point each image_dir at the folder that holds its images."
                 + "".join(f" {note}" for note in src.left))
+        src._match_reg()
         return src
+
+    def _spec(self, unit: str) -> SubsetSpec:
+        return self.subsets[unit.partition("/")[0]]
+
+    def _match_reg(self) -> None:
+        """Each dataset's regularisation images, matched to its training reads."""
+        if not any(s.is_reg for s in self.subsets.values()):
+            return
+        if all(self._spec(u).is_reg for u in self.images):
+            raise GlidectlError(
+                f"{str(self.config.path)!r} names only regularisation images (is_reg "
+                "subsets); add a subset of training images with is_reg = false.")
+        for d in sorted({s.dataset for s in self.subsets.values()}):
+            units = [u for u in self.images if self._spec(u).dataset == d]
+            train = sum(self._spec(u).repeats for u in units if not self._spec(u).is_reg)
+            reg = [u for u in units if self._spec(u).is_reg]
+            repeats = [self._spec(u).repeats for u in reg]
+            draws = reg_draws(train, repeats)
+            self.draws.update(zip(reg, draws, strict=True))
+            where = f"{str(self.config.path)!r}: dataset {d}"
+            if note := unread_reg_note(where, draws, repeats, train):
+                self.left.append(note)
+        for spec in self.subsets.values():
+            row = self.rows[spec.number - 1]
+            row.reg = spec.is_reg
+            if spec.is_reg:
+                row.draws = sum(n for u, n in self.draws.items() if self._spec(u) is spec)
 
     def _folder(self, spec: SubsetSpec) -> Path:
         folder = spec.image_dir
@@ -121,6 +154,11 @@ class KohyaConfigSource:
             else:
                 no_caption += 1
         where = f"{str(self.config.path)!r}: {spec.where}"
+        if spec.is_reg and not row.images:
+            raise GlidectlError(
+                f"{where}: the is_reg subset's image_dir {spec.image_dir_text!r} holds no "
+                f"images ({' '.join(IMAGE_EXTENSIONS)}) at its top; put the regularisation "
+                "images there, or remove the subset.")
         if other:
             default = " (kohya's default)" * (spec.caption_extension == ".caption")
             self.left.append(
@@ -195,11 +233,14 @@ class KohyaConfigSource:
         return len(self.images)
 
     def units(self) -> list[str]:
-        return list(self.images)
+        """Training images first, then regularisation images (so previews and
+        validation.holdout take training images)."""
+        return sorted(self.images, key=lambda u: self._spec(u).is_reg)
 
     def repeats(self, unit: str) -> int:
-        """Times per epoch training reads ``unit``: its subset's ``num_repeats``."""
-        return self.subsets[unit.partition("/")[0]].repeats
+        """Times per epoch training reads ``unit``: its subset's ``num_repeats``, or for a
+        regularisation image as matched by :func:`~glidectl.data.kohya.reg_draws`."""
+        return self.draws[unit] if unit in self.draws else self._spec(unit).repeats
 
     def describe(self) -> str:
         return str(self.config.path)
@@ -239,7 +280,8 @@ class KohyaConfigSource:
                     reject = "unreadable_caption"
             elif spec.class_tokens is not None:
                 caption = spec.class_tokens
-        yield RawSample(key=unit, image=path, caption=caption, reject=reject, rules=spec.rules)
+        yield RawSample(key=unit, image=path, caption=caption, reject=reject, rules=spec.rules,
+                        is_reg=spec.is_reg)
 
 
 def _metadata_image(key: str, folder: Path | None, by_stem: dict[str, str],

@@ -29,6 +29,8 @@ class RawSample:
     ``reject`` names why a source already knows the sample is unusable (e.g.
     ``unreadable_caption``); the pipeline counts it under that reason. ``rules``: how each
     draw of it is captioned and augmented beyond the ``[data]`` options (kohya's subsets).
+    ``is_reg``: a regularisation (prior-preservation) image, whose loss training weights by
+    ``train.prior_loss_weight``.
     """
 
     key: str
@@ -38,3 +40,4 @@ class RawSample:
     meta_bytes: bytes | None = None
     reject: str | None = None
     rules: SampleRules | None = None
+    is_reg: bool = False

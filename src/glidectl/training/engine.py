@@ -444,6 +444,17 @@ class Trainer:
             q_noise=q_noise,
         )
 
+    def _prior_weighted(self, loss: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """The per-sample ``loss`` with each regularisation sample's times
+        ``train.prior_loss_weight``, before the batch mean, as kohya's ``loss_weights``
+        (a batch without one is returned untouched)."""
+        reg = batch.get("is_reg") or []
+        if not any(reg):
+            return loss
+        weight = self.cfg.train.prior_loss_weight
+        return loss * torch.tensor([weight if r else 1.0 for r in reg], dtype=loss.dtype,
+                                   device=loss.device)
+
     def _shaped_noise(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``train.noise_offset`` (a per-image, per-channel constant added to the noise, for
         both x_t and the target) and ``train.input_perturbation`` (extra noise in x_t only):
@@ -545,7 +556,7 @@ class Trainer:
                 if self.main and (note := self._captions.see(batch.get("caption", ()))):
                     self.display.message(note)
                 losses = self._losses(batch)
-                loss = losses["loss"].mean()
+                loss = self._prior_weighted(losses["loss"], batch).mean()
                 acc.backward(loss)
                 terms += torch.stack([
                     loss.detach(), losses["mse"].mean().detach(), losses["vb"].mean().detach(),

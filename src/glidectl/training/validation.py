@@ -108,7 +108,7 @@ def load_samples(cfg: GlideConfig, data_args: dict[str, Any]) -> list[dict[str, 
     if v.holdout > 0:
         data_cfg, n, what = cfg.data, v.holdout, "validation.holdout"
     else:
-        data_cfg = dataclasses.replace(cfg.data, source=v.source)
+        data_cfg = dataclasses.replace(cfg.data, source=v.source, reg_source="")
         n, what = v.samples, "validation.source"
     try:
         samples = first_samples(build_dataset(data_cfg, train=False, **data_args), n)
