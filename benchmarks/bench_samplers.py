@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -313,4 +314,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except GlidectlError as exc:  # bad input (e.g. --model): one line, like glidectl's
+        sys.exit(f"Error: {exc}")

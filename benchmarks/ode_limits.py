@@ -49,12 +49,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 
 import numpy as np
 import torch
 from bench_samplers import demo_prompts, fitted_coefficients
 
 from glidectl import plugins
+from glidectl.errors import GlidectlError
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.bespoke import fit_coefficients
@@ -322,4 +324,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except GlidectlError as exc:  # bad input (e.g. --model): one line, like glidectl's
+        sys.exit(f"Error: {exc}")

@@ -131,4 +131,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except GlidectlError as exc:  # bad input (e.g. --model): one line, like glidectl's
+        sys.exit(f"Error: {exc}")

@@ -64,3 +64,19 @@ def bespoke_file(weights: Path, path: Path, n: int) -> Path:
     write_schedule_file(path, {n: sigmas}, float(table[0]), float(sigmas[0]), "test",
                         sampler="bespoke", coefficients={n: rows})
     return path
+
+
+def test_a_model_that_is_not_there_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """The benchmarks that read a model say a bad --model as glidectl does, no traceback."""
+    import runpy
+
+    import pytest
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # tune_schedule imports a sibling
+    for script, extra in (("bench_samplers.py", ["--skip-gmm"]), ("tune_schedule.py", []),
+                          ("ode_limits.py", ["--skip-gmm"])):
+        monkeypatch.setattr(sys, "argv", [script, *extra, "--model", str(tmp_path / "none")])
+        with pytest.raises(SystemExit) as ended:
+            runpy.run_path(str(ROOT / "benchmarks" / script), run_name="__main__")
+        assert str(ended.value.code).startswith("Error: Model ") and "not found" in str(
+            ended.value.code), (script, ended.value.code)
