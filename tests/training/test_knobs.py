@@ -222,3 +222,41 @@ def test_prior_loss_weight_scales_the_loss_of_regularisation_samples(tiny, tmp_p
     weights = torch.tensor([0.25 if r else 1.0 for r in reg])
     assert result.last_loss == pytest.approx(float((loss * weights).mean()), rel=1e-5)
     assert result.last_loss != pytest.approx(float(loss.mean()), rel=1e-3)
+
+
+def test_a_onetrainer_concepts_loss_weight_scales_the_loss_of_its_samples(tiny, tmp_path):
+    """OneTrainer's per-concept loss_weight: each sample's loss times its concept's weight,
+    then the mean; a batch whose weights are all 1 is left untouched."""
+    import json
+
+    from PIL import Image
+
+    for folder, rgb in (("sks", (200, 30, 30)), ("plain", (30, 30, 200))):
+        (tmp_path / folder).mkdir()
+        for i in range(2):
+            Image.new("RGB", (40, 36), rgb).save(tmp_path / folder / f"{i}.png")
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text(json.dumps([
+        {"path": "sks", "loss_weight": 0.25, "text": {"prompt_source": "filename"}},
+        {"path": "plain", "text": {"prompt_source": "filename"}}]))
+    cfg = tiny(data=dict(source=str(concepts)),
+               train=dict(steps=1, batch_size=4, name="weighted", prior_loss_weight=3.0))
+    trainer = Trainer(cfg, quiet=True)
+    seen = []
+    real = trainer._losses
+
+    def spy(batch):
+        out = real(batch)
+        seen.append((out["loss"].detach().clone(), list(batch["loss_weight"]),
+                     list(batch["is_reg"])))
+        return out
+
+    trainer._losses = spy
+    result = trainer.run()
+    [(loss, weights, reg)] = seen
+    assert sorted(weights) == [0.25, 0.25, 1.0, 1.0] and not any(reg)  # not prior weighted
+    assert result.last_loss == pytest.approx(float((loss * torch.tensor(weights)).mean()),
+                                             rel=1e-5)
+    assert result.last_loss != pytest.approx(float(loss.mean()), rel=1e-3)
+    ones = {"loss_weight": [1.0] * 4, "is_reg": [False] * 4}
+    assert trainer._sample_weighted(loss, ones) is loss

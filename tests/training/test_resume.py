@@ -51,8 +51,19 @@ def _kohya_config(folder, out):
     return out
 
 
+def _onetrainer_concepts(folder, out):
+    """A OneTrainer concepts file over the folder: half its images per epoch (a ring that
+    goes on over epochs), tags shuffled per draw, a loss weight."""
+    import json
+
+    out.write_text(json.dumps([{"name": "squares", "path": str(folder), "balancing": 0.5,
+                                "loss_weight": 0.5, "text": {"enable_tag_shuffling": True,
+                                                             "tag_delimiter": " "}}]))
+    return out
+
+
 @pytest.mark.parametrize("data", ["demo", "folder", "folder-2-workers", "webdataset",
-                                  "kohya-toml"])
+                                  "kohya-toml", "onetrainer-json"])
 def test_resume_is_bitwise_identical(tiny, image_folder, tmp_path, data):
     sections = dict(
         train=dict(steps=6, lr_schedule="cosine", warmup_steps=1, min_snr_gamma=5.0),
@@ -63,6 +74,9 @@ def test_resume_is_bitwise_identical(tiny, image_folder, tmp_path, data):
         sections["data"]["workers"] = 2 if data == "folder-2-workers" else 0
     elif data == "kohya-toml":  # captions shuffled and dropped per draw
         sections["data"]["source"] = str(_kohya_config(image_folder, tmp_path / "data.toml"))
+    elif data == "onetrainer-json":  # fractional repeats, shuffled tags, a loss weight
+        sections["data"]["source"] = str(_onetrainer_concepts(image_folder,
+                                                              tmp_path / "concepts.json"))
     elif data == "webdataset":  # a shuffle buffer across shards, and a rejected sample
         sections["data"].update(source=str(_shards(image_folder, tmp_path / "shards")),
                                 shuffle_buffer=4, image_key="png")

@@ -45,6 +45,23 @@ def _model_text_ctx(cfg: Any, from_file: bool) -> int:
     return 128
 
 
+def _concepts_table(rows: list[dict[str, Any]]) -> Any:
+    """OneTrainer's concepts: type, repeats or samples, images, reads per epoch, weight."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="OneTrainer concepts")
+    for name in ("#", "concept", "type", "repeats", "images", "per epoch", "loss weight"):
+        table.add_column(name, justify="left" if name in ("concept", "type") else "right")
+    for i, row in enumerate(rows, start=1):
+        balancing = (f"×{row['balancing']:g}" if row["strategy"] == "REPEATS"
+                     else f"{row['balancing']:g} samples")
+        kind = row["type"] if row["enabled"] else f"{row['type']} (off)"
+        table.add_row(str(i), escape(row["concept"]), kind, balancing, str(row["images"]),
+                      str(row["per_epoch"]), f"{row['loss_weight']:g}")
+    return table
+
+
 def _render(report: Any) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -88,6 +105,8 @@ def _render(report: Any) -> None:
                 str(row[k]) for k in ("repeats", "images", "per_epoch", "class_captions")),
                 *(["yes" if row.get("reg") else ""] if reg else []))
         console.print(table)
+    if report.concepts:
+        console.print(_concepts_table(report.concepts))
     for title, hist in (("short side (px)", report.size_histogram),
                         ("aspect (w/h)", report.aspect_histogram)):
         if hist:

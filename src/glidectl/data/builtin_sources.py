@@ -1,6 +1,6 @@
 """Built-in data sources (a default plugin): demo data, image folders, kohya dataset configs,
-webdataset shards, Parquet files and Hugging Face datasets, registered through
-``register_data_sources``.
+OneTrainer concepts files, webdataset shards, Parquet files and Hugging Face datasets,
+registered through ``register_data_sources``.
 
 Only the recognisers live here; each source module but the light ``shards`` (whose
 suffixes and URL prefixes the recognisers read) is imported when it is opened, so
@@ -123,6 +123,19 @@ def open_kohya(spec: str, cfg: Any, resolution: int) -> Source:
                                   float(getattr(cfg, "uncond_p", 0.0)))
 
 
+def claims_onetrainer(spec: str) -> bool:
+    """A ``.json`` file holding OneTrainer's concepts: a list of objects with a ``path``."""
+    from .onetrainer_config import looks_like_concepts
+
+    return os.path.isfile(spec) and looks_like_concepts(spec)
+
+
+def open_onetrainer(spec: str, cfg: Any, resolution: int) -> Source:
+    from .onetrainer_source import OneTrainerSource
+
+    return OneTrainerSource.open(os.path.expanduser(_given(spec, "onetrainer", "concepts.json")))
+
+
 def open_shards(spec: Any, cfg: Any, resolution: int) -> Source:
     return ShardSource.open(_given(spec, "wds", "shards/"), cfg.image_key, cfg.caption_key,
                             cfg.metadata_key)
@@ -153,6 +166,10 @@ BUILTIN_SOURCES = (
     SourceType("kohya", open_kohya,
                "kohya-ss sd-scripts' dataset config (.toml, or kohya:FILE.json): subsets "
                "with num_repeats, class_tokens and caption options.", claims_kohya, priority=15),
+    SourceType("onetrainer", open_onetrainer,
+               "OneTrainer's concepts file (a .json list of concepts, or onetrainer:FILE): "
+               "folders with balancing, loss_weight and prompt options.", claims_onetrainer,
+               priority=16),
     SourceType("hf", open_hf, "hf:NAME_OR_PATH, a Hub dataset (streamed) or save_to_disk folder.",
                claims_hf, priority=5),
 )

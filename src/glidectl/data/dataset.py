@@ -46,6 +46,7 @@ class Prepared:
     meta: dict[str, Any]
     rules: SampleRules | None = None
     is_reg: bool = False
+    loss_weight: float = 1.0
 
 
 class SamplePipeline:
@@ -94,7 +95,8 @@ class SamplePipeline:
             raw.image, min_size=self.min_image_size, max_pixels=self.max_pixels,
             draft_size=self.transform.draft_size(),
         )
-        return Prepared(raw.key, chosen, image, original, converted, meta, rules, raw.is_reg)
+        return Prepared(raw.key, chosen, image, original, converted, meta, rules, raw.is_reg,
+                        raw.loss_weight)
 
     def finish(self, prepared: Prepared, rng: random.Random) -> dict[str, Any]:
         rules = prepared.rules if self.train else None
@@ -107,7 +109,7 @@ class SamplePipeline:
         dropped = rules is not None and rules.drops(rng)
         tokens, mask, caption = self.text("" if dropped else prepared.caption, rng)
         out.update(tokens=tokens, mask=mask, caption=caption, key=prepared.key,
-                   is_reg=prepared.is_reg)
+                   is_reg=prepared.is_reg, loss_weight=prepared.loss_weight)
         return out
 
     def __call__(self, raw: RawSample, rng: random.Random) -> tuple[Prepared, dict[str, Any]]:
@@ -122,9 +124,9 @@ class SamplePipeline:
 
 class StreamDataset(IterableDataset):
     """Training samples as dicts (``image``, ``tokens``, ``mask``, ``caption``, ``key``,
-    ``is_reg`` (a regularisation image), ``low_res`` for upsamplers, and ``_cursor``: raw
-    samples this worker has taken so far in the epoch); ``stats()`` counts rejections over
-    all workers.
+    ``is_reg`` (a regularisation image), ``loss_weight`` (the sample's own), ``low_res`` for
+    upsamplers, and ``_cursor``: raw samples this worker has taken so far in the epoch);
+    ``stats()`` counts rejections over all workers.
 
     ``set_resume([c0, c1, ...])`` makes worker ``i`` skip its first ``ci`` raw samples of the
     epoch without decoding them (see :mod:`glidectl.data.stages`). Every sample's

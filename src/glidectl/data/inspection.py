@@ -51,6 +51,8 @@ class InspectReport:
     samples_per_epoch: int | None = None  # when training reads some samples more than once
     # kohya's N_words folders, or a kohya dataset config's subsets: repeats, images, …
     kohya_folders: list[dict[str, Any]] = field(default_factory=list)
+    # a OneTrainer concepts file's concepts: type, balancing, images, per epoch, loss weight
+    concepts: list[dict[str, Any]] = field(default_factory=list)
     valid: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     damaged: dict[str, int] = field(default_factory=dict)
@@ -106,6 +108,8 @@ def inspect_source(
         report.samples_per_epoch = per_epoch
     if callable(table := getattr(source, "kohya_table", None)):
         report.kohya_folders = table()
+    if callable(table := getattr(source, "concept_table", None)):
+        report.concepts = table()
     counter = RejectionCounter()  # samples: valid + rejected = scanned
     damaged = RejectionCounter()  # whole shards, files or row groups that could not be read
     rng = random.Random(0)

@@ -30,7 +30,8 @@ class RawSample:
     ``unreadable_caption``); the pipeline counts it under that reason. ``rules``: how each
     draw of it is captioned and augmented beyond the ``[data]`` options (kohya's subsets).
     ``is_reg``: a regularisation (prior-preservation) image, whose loss training weights by
-    ``train.prior_loss_weight``.
+    ``train.prior_loss_weight``. ``loss_weight``: the sample's own loss weight (OneTrainer's
+    per-concept ``loss_weight``), applied on top.
     """
 
     key: str
@@ -41,3 +42,4 @@ class RawSample:
     reject: str | None = None
     rules: SampleRules | None = None
     is_reg: bool = False
+    loss_weight: float = 1.0

@@ -1,7 +1,7 @@
 """What a source asks of each draw of its samples, beyond the ``[data]`` options: kohya's
 per-subset caption handling (first line or any line, prefix and suffix, ``{a|b}``
 wildcards, tags kept, shuffled and dropped, whole-caption dropout) and its ``flip_aug`` and
-``random_crop``.
+``random_crop`` (OneTrainer's concept text and image options map onto the same rules).
 
 Every random choice is taken from the sample's own ``rng`` (seeded from seed, epoch, slot
 and position), so a resumed epoch draws the same captions as the uninterrupted one.
@@ -26,6 +26,7 @@ class SampleRules:
     ``data.random_crop`` decide."""
 
     any_line: bool = False  # enable_wildcard: a random line of a multi-line caption, {a|b}
+    wildcards: bool | None = None  # {a|b} choices (None: as any_line; OneTrainer: none)
     prefix: str = ""
     suffix: str = ""
     separator: str = ","
@@ -55,7 +56,7 @@ class SampleRules:
         if not text:
             return text
         text = " ".join(p for p in (self.prefix, text, self.suffix) if p)
-        if self.any_line:
+        if self.any_line if self.wildcards is None else self.wildcards:
             text = _wildcards(text, rng)
         fixed, flex, tail = self._split(text)
         if train and flex and (self.shuffle or self.tag_dropout > 0):

@@ -19,7 +19,9 @@ class Source(Protocol):
     """Work units (shards, files, row groups; as strings) and how to read one into raw
     samples. ``splits_samples``: one unit is one sample; ``num_samples``: None if unknown.
     A source may also say, by an optional ``repeats(unit) -> int``, that training reads a
-    one-sample unit (whose key is the unit) that many times per epoch."""
+    one-sample unit (whose key is the unit) that many times per epoch, or by an optional
+    ``reads(unit, epoch) -> int`` how often in a given epoch (counts that change from epoch
+    to epoch, as OneTrainer's fractional repeats do; it takes precedence)."""
 
     kind: str
     splits_samples: bool
@@ -38,26 +40,38 @@ def source_notes(source: Any) -> list[str]:
     return list(notes()) if callable(notes) else []
 
 
-def epoch_units(source: Any, units: list[str]) -> list[str]:
-    """``units`` as one training epoch reads them: each as many times as the source's
-    optional ``repeats(unit)`` says (kohya's folder repeats), else once."""
+def _counter(source: Any, epoch: int) -> Any:
+    """``unit -> reads in epoch``, from the source's optional ``reads`` or ``repeats``
+    (None: each unit once)."""
+    reads = getattr(source, "reads", None)
+    if callable(reads):
+        return lambda unit: reads(unit, epoch)
     repeats = getattr(source, "repeats", None)
-    return units if not callable(repeats) else [u for u in units for _ in range(repeats(u))]
+    return repeats if callable(repeats) else None
+
+
+def epoch_units(source: Any, units: list[str], epoch: int = 0) -> list[str]:
+    """``units`` as training epoch ``epoch`` reads them: each as many times as the source's
+    optional ``reads(unit, epoch)`` or ``repeats(unit)`` says (kohya's folder repeats), else
+    once."""
+    count = _counter(source, epoch)
+    return units if count is None else [u for u in units for _ in range(count(u))]
 
 
 def samples_per_epoch(source: Any) -> int | None:
-    """Samples one training epoch reads: ``num_samples`` with each unit counted as often as
-    the optional ``repeats(unit)`` says."""
-    repeats = getattr(source, "repeats", None)
-    if not callable(repeats) or not source.num_samples:
+    """Samples one training epoch (the first, where counts change per epoch) reads:
+    ``num_samples`` with each unit counted as often as the source says."""
+    count = _counter(source, 0)
+    if count is None or not source.num_samples:
         return source.num_samples
-    return sum(repeats(u) for u in source.units())
+    return sum(count(u) for u in source.units())
 
 
 def reads_per_epoch(source: Any, key: str) -> int:
-    """Times one training epoch reads the sample ``key`` (see :func:`epoch_units`)."""
-    repeats = getattr(source, "repeats", None)
-    return int(repeats(key)) if callable(repeats) and source.splits_samples else 1
+    """Times one training epoch (the first) reads the sample ``key`` (see
+    :func:`epoch_units`)."""
+    count = _counter(source, 0)
+    return int(count(key)) if count is not None and source.splits_samples else 1
 
 
 #: ``open(spec, data_cfg, resolution) -> Source``; ``spec`` has the ``name:`` prefix removed.

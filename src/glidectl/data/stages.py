@@ -7,7 +7,8 @@ into raw samples, and shuffled through webdataset's ``shuffle`` buffer. Nothing 
 an image, so a resumed run skips what it already trained on before any decoding: whole
 units for one-sample units, raw samples after the shuffle otherwise. Training repeats a unit
 as often per epoch as its source says (kohya's folder repeats) before the shuffle and split,
-so repeats spread over the epoch, the ranks and the workers like any other units.
+so repeats spread over the epoch, the ranks and the workers like any other units (a source
+whose counts change per epoch, as OneTrainer's fractional repeats, is asked per epoch).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def raw_stream(
 
     units = list(source.units())
     if train:  # each unit as many times as training reads it per epoch
-        units = epoch_units(source, units)
+        units = epoch_units(source, units, epoch)
     if not units:
         return iter(())
     by_unit = source.splits_samples or resampled or len(units) >= slot.total

@@ -444,16 +444,18 @@ class Trainer:
             q_noise=q_noise,
         )
 
-    def _prior_weighted(self, loss: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    def _sample_weighted(self, loss: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """The per-sample ``loss`` with each regularisation sample's times
-        ``train.prior_loss_weight``, before the batch mean, as kohya's ``loss_weights``
-        (a batch without one is returned untouched)."""
-        reg = batch.get("is_reg") or []
-        if not any(reg):
+        ``train.prior_loss_weight`` (kohya's ``loss_weights``) and each sample's times its
+        own ``loss_weight`` (OneTrainer's per-concept one), before the batch mean (a batch
+        with no regularisation sample and every own weight 1 is returned untouched)."""
+        reg = batch.get("is_reg") or [False] * len(loss)
+        own = batch.get("loss_weight") or [1.0] * len(loss)
+        if not any(reg) and all(w == 1 for w in own):
             return loss
-        weight = self.cfg.train.prior_loss_weight
-        return loss * torch.tensor([weight if r else 1.0 for r in reg], dtype=loss.dtype,
-                                   device=loss.device)
+        prior = self.cfg.train.prior_loss_weight
+        weights = [(prior if r else 1.0) * float(w) for r, w in zip(reg, own, strict=True)]
+        return loss * torch.tensor(weights, dtype=loss.dtype, device=loss.device)
 
     def _shaped_noise(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``train.noise_offset`` (a per-image, per-channel constant added to the noise, for
@@ -556,7 +558,7 @@ class Trainer:
                 if self.main and (note := self._captions.see(batch.get("caption", ()))):
                     self.display.message(note)
                 losses = self._losses(batch)
-                loss = self._prior_weighted(losses["loss"], batch).mean()
+                loss = self._sample_weighted(losses["loss"], batch).mean()
                 acc.backward(loss)
                 terms += torch.stack([
                     loss.detach(), losses["mse"].mean().detach(), losses["vb"].mean().detach(),

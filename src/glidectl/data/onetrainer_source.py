@@ -1,0 +1,197 @@
+"""A OneTrainer concepts file as a data source (``data.source = "concepts.json"``, or
+``onetrainer:FILE``): each enabled STANDARD concept's images, read per epoch as OneTrainer's
+balancing says and captioned by its ``text.prompt_source``.
+
+How OneTrainer reads a concept (mgds ``CollectPaths``, ``ModifyPath``, ``LoadMultipleTexts``,
+``GetFilename``, ``SelectRandomText``, ``DiskCache``): the image files of its ``path``
+(sub-folders too with ``include_subdirectories``, hidden folders skipped; ``-masklabel``
+images are masks, not samples), in sorted path order; the prompt is a random line of the
+image's ``.txt`` (``sample``), of the file at ``prompt_path`` (``concept``), or the file
+name without its extension (``filename``). An epoch reads floor(images × ``balancing``)
+samples of a REPEATS concept and int(``balancing``) of a SAMPLES one, walking the sorted
+images as a ring that continues where the last epoch stopped: with 10 images and balancing
+0.5, epoch 0 reads the first five, epoch 1 the other five. Units are ``"N/relative path"``,
+N the concept's number in the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import GlidectlError
+from .onetrainer_config import ConceptsFile, ConceptSpec, read_concepts
+from .records import IMAGE_EXTENSIONS, RawSample
+from .stats import RejectionCounter
+from .walk import walk
+
+MASK_POSTFIX = "-masklabel"  # OneTrainer's mask beside an image ("a-masklabel.png")
+
+
+@dataclass
+class OneTrainerSource:
+    """The trained concepts of a OneTrainer concepts file: images, reads and captions."""
+
+    file: ConceptsFile
+    concepts: dict[str, ConceptSpec] = field(default_factory=dict)  # by number, those read
+    images: dict[str, Path] = field(default_factory=dict)  # unit → image file
+    ring: dict[str, list[str]] = field(default_factory=dict)  # number → its units, in order
+    place: dict[str, int] = field(default_factory=dict)  # unit → its place in the ring
+    prompts: dict[str, str] = field(default_factory=dict)  # number → prompt_path's text
+    rows: list[dict[str, Any]] = field(default_factory=list)  # per concept, for inspect
+    left: list[str] = field(default_factory=list)  # what the scan left out, in sentences
+
+    kind = "onetrainer"
+    splits_samples = True
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> OneTrainerSource:
+        src = cls(read_concepts(path))
+        name = repr(str(src.file.path))
+        for spec in src.file.concepts:
+            row = {"concept": spec.name or spec.path_text, "type": spec.type,
+                   "enabled": spec.enabled, "balancing": spec.balancing,
+                   "strategy": spec.strategy, "images": 0, "per_epoch": 0,
+                   "loss_weight": spec.loss_weight}
+            src.rows.append(row)
+            if not spec.enabled:
+                src.left.append(f"{name}: {spec.where} is not enabled and is left out, as "
+                                "OneTrainer leaves it out.")
+            if not spec.trained:
+                continue
+            units = src._scan(spec)
+            row["images"] = len(units)
+            row["per_epoch"] = spec.per_epoch(len(units)) if units else 0
+            if not units:
+                src.left.append(f"{name}: {spec.where}'s folder {spec.path_text!r} holds no "
+                                f"images ({' '.join(IMAGE_EXTENSIONS)}); it is left out.")
+                continue
+            if not row["per_epoch"]:
+                src.left.append(
+                    f"{name}: {spec.where} reads 0 images per epoch (balancing "
+                    f"{spec.balancing:g}, {spec.strategy}, {len(units)} images, rounded down "
+                    "as OneTrainer does), so it is not trained; raise its balancing.")
+            key = str(spec.index)
+            src.concepts[key], src.ring[key] = spec, units
+            src.place.update((u, i) for i, u in enumerate(units))
+            if spec.prompt_source == "concept":
+                src.prompts[key] = src._prompt_file(spec)
+        if not src.images:
+            raise GlidectlError(
+                f"{name} names no images to train on: no enabled STANDARD concept's folder "
+                f"holds image files ({' '.join(IMAGE_EXTENSIONS)}); point each concept's path "
+                "at the folder of its images." + "".join(f" {note}" for note in src.left))
+        return src
+
+    def _scan(self, spec: ConceptSpec) -> list[str]:
+        """The concept's images as units, in sorted path order, as OneTrainer collects them."""
+        folder = spec.path
+        assert folder is not None
+        where = f"{str(self.file.path)!r}: {spec.where}"
+        if not folder.is_dir():
+            raise GlidectlError(
+                f"{where}: path {spec.path_text!r} is not a folder ({str(folder)!r}; a relative "
+                "path is read from the concepts file's folder); give the folder that holds "
+                "the concept's images.")
+        found: list[Path] = []
+        unreadable: list[str] = []
+        for dirpath, dirnames, files in walk(folder, unreadable):
+            if not spec.include_subdirectories:
+                dirnames[:] = []
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            found += [Path(dirpath) / n for n in files if _is_image(n)
+                      and (Path(dirpath) / n).is_file()]
+        if unreadable:
+            raise GlidectlError(f"{where}: folder {unreadable[0]!r} cannot be read; check its "
+                                "permissions.")
+        units, missing = [], 0
+        for path in sorted(found, key=str):
+            unit = f"{spec.index}/{path.relative_to(folder).as_posix()}"
+            self.images[unit] = path
+            units.append(unit)
+            missing += spec.prompt_source == "sample" and not path.with_suffix(".txt").is_file()
+        if missing:
+            many = missing != 1
+            self.left.append(
+                f"{where}: {missing} image{'s' * many} {'have' if many else 'has'} no .txt "
+                f"prompt beside {'them' if many else 'it'} (text.prompt_source \"sample\") and "
+                f"{'are' if many else 'is'} rejected as missing_caption; write the .txt, or "
+                "set text.prompt_source to \"filename\" or \"concept\".")
+        deeper = 0 if spec.include_subdirectories else sum(
+            1 for d, _, files in walk(folder) if Path(d) != folder for n in files if _is_image(n))
+        if deeper:
+            self.left.append(
+                f"{where}: {deeper} image{'s' * (deeper != 1)} in sub-folders of "
+                f"{spec.path_text!r} {'are' if deeper != 1 else 'is'} not read, as "
+                "include_subdirectories is false; set it to true to read them.")
+        return units
+
+    def _prompt_file(self, spec: ConceptSpec) -> str:
+        path = spec.prompt_path
+        assert path is not None
+        try:
+            return path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise GlidectlError(
+                f"{str(self.file.path)!r}: {spec.where}: text.prompt_path {str(path)!r} cannot "
+                f"be read ({why}); give the UTF-8 text file of its prompts, one a line (a "
+                "relative path is read from the concepts file's folder).") from None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images)
+
+    def units(self) -> list[str]:
+        return list(self.images)
+
+    def reads(self, unit: str, epoch: int) -> int:
+        """Times training epoch ``epoch`` reads ``unit``: its concept reads ``k`` samples per
+        epoch (:meth:`ConceptSpec.per_epoch`) from its ``n`` images taken as a ring, epoch
+        ``e`` from place ``e·k mod n`` on (mgds ``DiskCache``: local index ``e·k + j``,
+        image ``(e·k + j) mod n``), so every image is read equally often over the epochs."""
+        key = unit.partition("/")[0]
+        n, k = len(self.ring[key]), self.concepts[key].per_epoch(len(self.ring[key]))
+        laps, rest = divmod(k, n)
+        return laps + ((self.place[unit] - epoch * k) % n < rest)
+
+    def describe(self) -> str:
+        return str(self.file.path)
+
+    def concept_table(self) -> list[dict[str, Any]]:
+        """Per concept: name, type, enabled, balancing and strategy, images, reads per epoch
+        and loss weight (``dataset inspect``)."""
+        return [dict(row) for row in self.rows]
+
+    def notes(self) -> list[str]:
+        """Settings and types not applied, unknown keys, and what the scan left out."""
+        return self.file.notes() + self.left
+
+    def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
+        key = unit.partition("/")[0]
+        spec, path = self.concepts[key], self.images[unit]
+        caption: bytes | str | None = None
+        reject = None
+        if spec.prompt_source == "filename":
+            caption = path.stem
+        elif spec.prompt_source == "concept":
+            caption = self.prompts[key]
+        elif (sidecar := path.with_suffix(".txt")).is_file():
+            try:
+                caption = sidecar.read_bytes()
+            except OSError:  # there, but not readable: not a missing caption
+                reject = "unreadable_caption"
+        yield RawSample(key=unit, image=path, caption=caption, reject=reject, rules=spec.rules,
+                        loss_weight=spec.loss_weight)
+
+
+def _is_image(name: str) -> bool:
+    stem, ext = os.path.splitext(name)
+    return (ext.lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+            and not stem.endswith(MASK_POSTFIX))

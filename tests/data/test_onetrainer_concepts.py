@@ -1,0 +1,202 @@
+"""OneTrainer's concepts file as data.source: concepts with their balancing (REPEATS and
+SAMPLES, fractional counts as a ring over epochs), prompt sources, tag options, loss weights
+and types; settings not applied named in one warning, bad files one sentence."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from data_helpers import encode, photo, replays_after_resume
+from typer.testing import CliRunner
+
+from glidectl.cli.app import build_app, main
+from glidectl.data import build_dataset
+from glidectl.data.onetrainer_source import OneTrainerSource
+from glidectl.data.source_api import samples_per_epoch, source_notes
+from glidectl.data.sources import source_type
+from glidectl.training.data_stream import DataStream
+
+CONCEPTS = [
+    {"__version": 2, "name": "sks dog", "path": "dog", "seed": 12, "enabled": True,
+     "type": "STANDARD", "include_subdirectories": True, "image_variations": 1,
+     "text_variations": 1, "balancing": 1.5, "balancing_strategy": "REPEATS",
+     "loss_weight": 2.0, "concept_stats": {},
+     "image": {"enable_crop_jitter": True, "enable_random_flip": False,
+               "enable_random_rotate": True, "random_rotate_max_angle": 10.0},
+     "text": {"prompt_source": "sample", "prompt_path": "", "enable_tag_shuffling": True,
+              "tag_delimiter": ",", "keep_tags_count": 1}},
+    {"name": "style", "path": "style", "balancing": 3, "balancing_strategy": "SAMPLES",
+     "text": {"prompt_source": "concept", "prompt_path": "style.txt"}},
+    {"name": "named", "path": "named", "text": {"prompt_source": "filename"}},
+    {"name": "off", "path": "missing", "enabled": False},
+    {"name": "held out", "path": "named", "type": "VALIDATION"},
+]
+IMAGES = {  # image → its .txt prompt (None: none)
+    "dog/a.png": "sks dog, running, grass, sunny day",
+    "dog/deep/b.png": "sks dog\nsks dog, sleeping",
+    "dog/b-masklabel.png": None,  # OneTrainer's mask, not a sample
+    "style/1.png": None, "style/2.png": None, "style/3.png": None, "style/4.png": None,
+    "named/a {red|blue} house.png": None,
+}
+
+
+def write(root, concepts=CONCEPTS, images=IMAGES):
+    root.mkdir(parents=True, exist_ok=True)
+    for i, (rel, prompt) in enumerate(images.items()):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(photo(40, 36, i), "PNG"))
+        if prompt is not None:
+            path.with_suffix(".txt").write_text(prompt)
+    (root / "style.txt").write_text("an oil painting\n\na watercolour\n")
+    (root / "concepts.json").write_text(json.dumps(concepts, indent=2))
+    return root / "concepts.json"
+
+
+@pytest.fixture(scope="module")
+def concepts(tmp_path_factory):
+    return write(tmp_path_factory.mktemp("onetrainer"))
+
+
+def dataset(cfg, tok, **kw):
+    return build_dataset(cfg, tokenizer=tok, image_size=32, text_ctx=64, seed=5, **kw)
+
+
+def test_each_prompt_source_captions_its_concepts_images(concepts, data_cfg, byte_tok):
+    assert source_type(str(concepts))[0].name == "onetrainer"
+    ds = dataset(data_cfg(source=str(concepts)), byte_tok, train=False)
+    assert ds.source.kind == "onetrainer"
+    captions = {s["key"]: s["caption"] for s in ds}
+    assert set(captions) == {"1/a.png", "1/deep/b.png", "2/1.png", "2/2.png", "2/3.png",
+                             "2/4.png", "3/a {red|blue} house.png"}  # no mask, no disabled one
+    assert captions["1/a.png"] == "sks dog, running, grass, sunny day"  # as written
+    assert captions["1/deep/b.png"] in {"sks dog", "sks dog, sleeping"}  # one line a draw
+    assert {captions[f"2/{i}.png"] for i in range(1, 5)} <= {"an oil painting", "a watercolour"}
+    # the file name without its extension, braces as written (OneTrainer has no wildcards)
+    assert captions["3/a {red|blue} house.png"] == "a {red|blue} house"
+
+
+def test_tags_shuffle_after_the_kept_count_and_loss_weights_ride_with_each_sample(
+        concepts, data_cfg, byte_tok):
+    ds = dataset(data_cfg(source=str(concepts)), byte_tok)
+    seen = [s for _ in range(3) for s in ds if s["key"] == "1/a.png"]  # epochs 0, 1, 2
+    tags = [s["caption"].split(", ") for s in seen]
+    assert all(t[0] == "sks dog" and sorted(t[1:]) == ["grass", "running", "sunny day"]
+               for t in tags)
+    assert len({tuple(t) for t in tags}) > 1  # shuffled, per draw
+    weights = {s["key"][0]: s["loss_weight"] for s in dataset(data_cfg(source=str(concepts)),
+                                                             byte_tok)}
+    assert weights == {"1": 2.0, "2": 1.0, "3": 1.0}
+
+
+def test_repeats_and_samples_balancing_give_each_epochs_reads(concepts):
+    source = OneTrainerSource.open(concepts)
+    # REPEATS 1.5 of 2 images: floor(3) reads; SAMPLES 3 of 4 images; default REPEATS 1
+    assert samples_per_epoch(source) == 3 + 3 + 1
+    per_epoch = [{u: source.reads(u, e) for u in source.units()} for e in range(4)]
+    assert all(sum(r[u] for u in r if u[0] == "2") == 3 for r in per_epoch)
+    # the SAMPLES concept walks its four images as a ring: 1,2,3 | 4,1,2 | 3,4,1 | 2,3,4
+    ring = [[r[f"2/{i}.png"] for i in range(1, 5)] for r in per_epoch]
+    assert ring == [[1, 1, 1, 0], [1, 1, 0, 1], [1, 0, 1, 1], [0, 1, 1, 1]]
+    assert [[r["1/a.png"], r["1/deep/b.png"]] for r in per_epoch[:2]] == [[2, 1], [1, 2]]
+
+
+def test_a_training_epoch_reads_the_balanced_counts(concepts, data_cfg, byte_tok):
+    ds = dataset(data_cfg(source=str(concepts)), byte_tok)
+    ds.set_epoch(1)
+    assert Counter(s["key"] for s in ds) == {
+        "1/a.png": 1, "1/deep/b.png": 2, "2/4.png": 1, "2/1.png": 1, "2/2.png": 1,
+        "3/a {red|blue} house.png": 1}
+    assert ds.num_samples == 7
+
+
+def test_resume_inside_and_across_epochs_draws_the_same_samples(concepts, data_cfg, byte_tok):
+    cfg = data_cfg(source=str(concepts), flip=True, uncond_p=0.3)
+    straight, _ = replays_after_resume(
+        lambda: DataStream(dataset(cfg, byte_tok), batch_size=2, seed=5), taken=3, total=9)
+
+
+def test_unapplied_settings_and_types_are_named_in_one_warning(concepts):
+    notes = source_notes(OneTrainerSource.open(concepts))
+    ignored = notes[0]
+    assert ignored.startswith(f"{str(concepts)!r}: glidectl does not apply these OneTrainer "
+                              "settings (what it does instead in brackets): seed (train.seed)")
+    assert "image.enable_random_rotate (no rotation)" in ignored
+    assert "type VALIDATION of concept 5 ('held out') (left out of training; set " \
+        "validation.source = 'named'" in ignored
+    assert "random_rotate_max_angle" not in ignored and "image_variations" not in ignored
+    assert sum("not enabled" in n for n in notes) == 1
+
+
+def test_prior_prediction_concepts_are_left_out_and_named(tmp_path, data_cfg, byte_tok):
+    concepts = write(tmp_path, [{"path": "style", "loss_weight": 0.5, "text": {
+        "prompt_source": "filename", "tag_dropout_enable": True,
+        "tag_dropout_probability": 0.5}}, {"name": "prior", "path": "named",
+                                           "type": "PRIOR_PREDICTION"}])
+    source = OneTrainerSource.open(concepts)
+    assert {u[0] for u in source.units()} == {"1"}
+    [ignored] = [n for n in source_notes(source) if "does not apply" in n]
+    assert "type PRIOR_PREDICTION of concept 2 ('prior') (left out of training" in ignored
+    assert "text.tag_dropout_enable (glidectl drops tags only in tag_dropout_mode RANDOM" \
+        in ignored  # OneTrainer's default FULL mode drops all tags at once
+
+
+def test_older_concepts_are_migrated_as_onetrainer_does_and_unknown_keys_are_named(tmp_path):
+    concepts = write(tmp_path, [  # version 0 "repeats", version 1 "validation_concept"
+        {"path": "style", "repeats": 0.5, "validation_concept": False, "sample_ratio": 2},
+        {"path": "named", "validation_concept": True}])
+    source = OneTrainerSource.open(concepts)
+    assert [(r["type"], r["per_epoch"]) for r in source.concept_table()] == [
+        ("STANDARD", 2), ("VALIDATION", 0)]
+    assert source_notes(source)[1] == (
+        f"{str(concepts)!r}: sample_ratio is not a key of OneTrainer's concepts that glidectl "
+        "knows, and is ignored.")
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[{"path": "dog",}]', "is not valid JSON (Expecting property name enclosed in double "
+     "quotes at line 1, column 17); fix it there."),
+    ('{"path": "dog"}', "holds a JSON dict, not a list of concepts"),
+    ('[{"name": "x", "path": "nowhere"}]', "concept 1 ('x'): path 'nowhere' is not a folder"),
+    ('[{"path": "dog", "balancing": "2"}]', "concept 1: balancing must be a number, not '2'"),
+    ('[{"path": "dog", "enabled": "yes"}]', "concept 1: enabled must be true or false"),
+    ('[{"name": "x", "path": "dog", "balancing_strategy": "EPOCHS"}]',
+     "concept 1 ('x'): balancing_strategy must be one of REPEATS, SAMPLES, not 'EPOCHS'."),
+    ('[{"path": "dog", "text": {"prompt_source": "concept"}}]',
+     "text.prompt_source is \"concept\" but text.prompt_path is empty"),
+    ('[{"path": "dog", "text": {"prompt_source": "concept", "prompt_path": "no.txt"}}]',
+     "concept 1: text.prompt_path"),
+    ('[{"path": "dog", "text": {"keep_tag_count": 2}}]',
+     "concept 1: unknown key 'text.keep_tag_count'; did you mean 'keep_tags_count'?"),
+    ('[{"path": "dog", "loss_weight": -1}]', "concept 1: loss_weight must be between 0"),
+    ('[{"path": "dog"}, 3]', "concept 2 is 3, not an object"),
+])
+def test_a_bad_concepts_file_is_one_sentence_and_exit_2(tmp_path, text, words, capsys):
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog" / "a.png").write_bytes(encode(photo(40, 36), "PNG"))
+    path = tmp_path / "concepts.json"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", f"onetrainer:{path}", "--tokenizer", "byte"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {str(path)!r}") and words in err and err.count("\n") == 1
+
+
+def test_inspect_shows_each_concepts_balancing_images_reads_and_loss_weight(concepts):
+    run = CliRunner().invoke(build_app(), ["dataset", "inspect", str(concepts), "--json",
+                                           "--tokenizer", "byte"])
+    assert run.exit_code == 0, run.output
+    report = json.loads(run.output)
+    assert report["kind"] == "onetrainer" and report["total_samples"] == 7
+    assert report["samples_per_epoch"] is None  # 3 + 3 + 1 reads: as many as images
+    assert [(r["concept"], r["type"], r["images"], r["per_epoch"], r["loss_weight"])
+            for r in report["concepts"]] == [
+        ("sks dog", "STANDARD", 2, 3, 2.0), ("style", "STANDARD", 4, 3, 1.0),
+        ("named", "STANDARD", 1, 1, 1.0), ("off", "STANDARD", 0, 0, 1.0),
+        ("held out", "VALIDATION", 0, 0, 1.0)]
+    table = CliRunner().invoke(build_app(), ["dataset", "inspect", str(concepts),
+                                             "--tokenizer", "byte"]).output
+    assert "OneTrainer concepts" in table and "3 samples" in table and "×1.5" in table
