@@ -89,8 +89,9 @@ class DataConfig:
     """Where training images and captions come from and how they are prepared."""
 
     source: str = opt(
-        "demo:shapes", "A folder, a kohya dataset config (.toml), webdataset shards (dir, glob, "
-        "brace pattern), Parquet files (file, glob, folder), hf:NAME_OR_PATH or demo:<name>."
+        "demo:shapes", "A folder, a kohya dataset config (.toml), a OneTrainer concepts file "
+        "(.json), webdataset shards (dir, glob, brace pattern), Parquet files (file, glob, "
+        "folder), hf:NAME_OR_PATH or demo:<name>."
     )
     preset: str = opt("simple", "Dataset preset (filters and caption rules), for every source.")
     image_key: str = opt("jpg;png;jpeg;webp", "Webdataset image key(s), ';'-separated.")
