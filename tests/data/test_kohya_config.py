@@ -90,16 +90,17 @@ def test_two_datasets_with_general_defaults_give_units_repeats_and_captions(cfg,
     assert ds.source.kind == "kohya"
     epoch = Counter(s["key"] for s in ds)
     # dog ×3 (its own), cat ×2 (its dataset's), the second dataset's dog ×1 (kohya's default)
-    assert epoch == {"1/a.png": 3, "1/b.png": 3, "2/c.png": 2, "3/a.png": 1, "3/b.png": 1}
-    assert ds.num_samples == 12  # 2/d.png's two reads too: no caption, rejected each time
-    assert ds.stats()["rejected"] == {"missing_caption": 2}
+    assert epoch == {"1/a.png": 3, "1/b.png": 3, "2/c.png": 2, "2/d.png": 2, "3/a.png": 1,
+                     "3/b.png": 1}
+    assert ds.num_samples == 12 and ds.stats()["rejected"] == {}
     once = dataset(cfg, byte_tok, train=False)
     captions = {s["key"]: s["caption"] for s in once}
     assert captions == {
         "1/a.png": "sks dog, running, grass, sunny day, photo", "1/b.png": "sks dog",
         "2/c.png": "a cat, whiskers, sofa, orange", "3/a.png": captions["1/a.png"],
-        "3/b.png": "dog"}  # 2/d.png: no .caption file, no class_tokens
-    assert once.stats()["rejected"] == {"missing_caption": 1}
+        "3/b.png": "dog",
+        "2/d.png": ""}  # no .caption file, no class_tokens: the empty caption, as kohya
+    assert once.stats()["rejected"] == {}
 
 
 def test_shuffled_captions_keep_their_first_tags_and_repeat_per_seed_epoch_and_position(
@@ -142,7 +143,8 @@ def test_caption_dropout_and_uncond_p_are_two_independent_draws(tmp_path, data_c
     assert abs(sum(empty) / len(empty) - 0.6) < 0.08  # 1 - 0.5 * 0.8
     note = source_notes(dataset(cfg, byte_tok).source)[-1]
     assert "adds to data.uncond_p (0.2)" in note and "empty caption 60% of the time" in note
-    assert not any(s["caption"] == "" for s in dataset(cfg, byte_tok, train=False))
+    assert not any(s["caption"] == "" for s in dataset(cfg, byte_tok, train=False)
+                   if s["key"] != "2/d.png")  # uncaptioned: "" as in kohya
 
 
 def test_kohya_caption_knobs_as_its_readme_describes():
@@ -155,11 +157,12 @@ def test_kohya_caption_knobs_as_its_readme_describes():
         assert sorted(got[2:-1]) == ["mic", "sky,cloud", "stage"]
     assert rules.caption("a ||| b, c ||| d", rng, train=False) == "a, b, c, d"
     wild = SampleRules(any_line=True, prefix="photo of", suffix="{{4k}}")
-    assert {wild.caption("a {red|blue} car", random.Random(i), False) for i in range(20)} == {
-        "photo of a red car {4k}", "photo of a blue car {4k}"}
+    assert {wild.caption(wild.line("a {red|blue} car", rng), random.Random(i), False)
+            for i in range(20)} == {"photo of a red car {4k}", "photo of a blue car {4k}"}
     assert SampleRules().line("first\nsecond", rng) == "first"  # kohya reads the first line
-    assert {wild.line("first\nsecond", random.Random(i)) for i in range(20)} == {"first",
-                                                                                "second"}
+    # kohya's process_caption adds the prefix and suffix before it picks a line
+    assert {wild.line("first\nsecond", random.Random(i)) for i in range(20)} == {
+        "photo of first", "second {{4k}}"}
 
 
 def test_flip_aug_and_random_crop_of_a_subset_override_the_data_keys(tmp_path, data_cfg,
@@ -212,6 +215,40 @@ def test_fine_tuning_subsets_read_kohyas_metadata_json(tmp_path, data_cfg, byte_
                                                     "1/y.png": "tree"}
     assert ds.source.repeats("1/x") == 2
     assert "1 entry name no image file" in source_notes(ds.source)[-1].replace("names", "name")
+
+
+def test_images_without_caption_or_class_tokens_train_on_the_empty_caption_as_kohya(
+        tmp_path, data_cfg, byte_tok):
+    """kohya's ``load_dreambooth_dir`` gives such an image "" (and warns); its
+    ``process_caption`` still adds the prefix and suffix; a metadata entry without caption
+    or tags is "" too; ``caption_extension = "txt"`` reads ``.txt``, as kohya adds the dot."""
+    write(tmp_path, """
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "plain"
+
+  [[datasets.subsets]]
+  image_dir = "pre"
+  caption_extension = "txt"
+  caption_prefix = "photo of"
+  caption_suffix = "4k"
+
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "plain"
+  metadata_file = "meta.json"
+""", {"plain/x.png": None, "pre/y.png": None, "pre/z.png": ("z.txt", "a cat")})
+    (tmp_path / "meta.json").write_text(json.dumps({"x": {"tags": ""}}))
+    ds = dataset(data_cfg(source=str(tmp_path / "dataset.toml")), byte_tok)
+    got = {s["key"]: s["caption"] for s in ds}
+    assert got == {"1/x.png": "", "2/y.png": "photo of 4k", "2/z.png": "photo of a cat 4k",
+                   "3/x": ""}
+    assert ds.stats()["rejected"] == {}
+    [note] = [n for n in source_notes(ds.source) if "subset 1" in n]
+    assert note.endswith("dataset 1, subset 1: 1 image has neither a '.caption' file nor the "
+                         "subset's class_tokens and trains on the empty caption, as in kohya's "
+                         "trainers (\"neither caption file nor class tokens are found. use "
+                         "empty caption\"); give the subset class_tokens to caption it.")
 
 
 def test_a_toml_file_is_claimed_and_kohya_prefix_reads_json(tmp_path, toml, data_cfg,

@@ -25,13 +25,14 @@ from glidectl.training.data_stream import DataStream
 LAYOUT = {
     "3_sks dog/a.png": "a photo of sks dog\nsks dog on grass",
     "3_sks dog/b.png": None,
-    "3_sks dog/deep/c.png": None,  # below the N_words folder: still that folder's
+    "3_sks dog/c.png": None,
+    "3_sks dog/deep/z.png": None,  # below the N_words folder: not read, as kohya
     "1_dog/d.png": "a dog",
     "1_dog/e.png": None,  # captioned by the metadata.jsonl at the top
     "1_dog/f.png": None,
     "0_reg/g.png": None,  # count 0: left out
 }
-EPOCH = {"3_sks dog/a.png": 3, "3_sks dog/b.png": 3, "3_sks dog/deep/c.png": 3,
+EPOCH = {"3_sks dog/a.png": 3, "3_sks dog/b.png": 3, "3_sks dog/c.png": 3,
          "1_dog/d.png": 1, "1_dog/e.png": 1, "1_dog/f.png": 1}
 
 
@@ -80,7 +81,7 @@ def test_uncaptioned_images_take_the_folders_words_and_captioned_ones_keep_their
     captions = {s["key"]: s["caption"] for s in dataset(cfg, byte_tok, train=False)}
     assert captions.pop("3_sks dog/a.png") in ("a photo of sks dog", "sks dog on grass")
     assert captions == {"3_sks dog/b.png": "sks dog",
-                        "3_sks dog/deep/c.png": "sks dog", "1_dog/d.png": "a dog",
+                        "3_sks dog/c.png": "sks dog", "1_dog/d.png": "a dog",
                         "1_dog/e.png": "a dog from metadata", "1_dog/f.png": "dog"}
     lines = {s["caption"] for _ in range(4) for s in dataset(cfg, byte_tok)
              if s["key"] == "3_sks dog/a.png"}
@@ -93,12 +94,14 @@ def test_evaluation_reads_each_image_once_and_a_note_says_what_happened(cfg, byt
     assert sorted(s["key"] for s in ds) == sorted(EPOCH)
     assert ds.num_samples == 6
     src = FolderSource.scan(kohya_root)
-    assert [(f.name, f.repeats, f.images, f.named) for f in src.kohya.values()] == [
-        ("0_reg", 0, 1, 0), ("1_dog", 1, 3, 1), ("3_sks dog", 3, 3, 2)]
-    read, left = src.notes()
+    assert [(f.name, f.repeats, f.images, f.named, f.deeper) for f in src.kohya.values()] == [
+        ("0_reg", 0, 1, 0, 0), ("1_dog", 1, 3, 1, 0), ("3_sks dog", 3, 3, 2, 1)]
+    read, deep, left = src.notes()
     assert "is read in kohya's layout" in read and "'3_sks dog' ×3" in read
     assert "3 images without a caption of their own are captioned with the folder's" in read
     assert "data.kohya_folders = false" in read
+    assert deep.startswith("1 image in sub-folders of '3_sks dog' under ")
+    assert "is not read: kohya's trainers read only the images directly in each" in deep
     assert left.startswith("1 image in '0_reg' under ") and "is left out" in left
 
 
@@ -108,8 +111,8 @@ def test_kohya_folders_false_reads_every_image_once_as_any_folder(cfg, byte_tok)
     got = {s["key"]: s["caption"] for s in ds}
     assert got == {"3_sks dog/a.png": got["3_sks dog/a.png"], "1_dog/d.png": "a dog",
                    "1_dog/e.png": "a dog from metadata"}
-    assert ds.stats()["rejected"] == {"missing_caption": 4}  # 0_reg's image too
-    assert ds.num_samples == 7 and ds.source.notes() == []
+    assert ds.stats()["rejected"] == {"missing_caption": 5}  # 0_reg's and deep/z.png too
+    assert ds.num_samples == 8 and ds.source.notes() == []
 
 
 def test_held_out_images_leave_training_with_all_their_repeats(cfg, byte_tok):
@@ -169,6 +172,22 @@ def test_only_a_folder_of_nothing_but_n_words_folders_is_kohyas_layout(tmp_path,
                          "into an "
                          "'N_words' folder to read it in kohya's layout."]
     assert bool(notes) is ("misc/b.png" not in layout)
+
+
+def test_a_count_without_words_reads_the_folder_and_trains_on_the_empty_caption(
+        tmp_path, data_cfg, byte_tok):
+    """kohya reads ``2_`` as 2 repeats with class tokens "": an image without a caption of
+    its own trains on the empty caption."""
+    root = write_layout(tmp_path / "t", {"2_/a.png": None, "2_/b.png": "a cat",
+                                         "1_dog/c.png": None})
+    ds = dataset(data_cfg(source=str(root)), byte_tok)
+    got = sorted((s["key"], s["caption"]) for s in ds)
+    assert got == [("1_dog/c.png", "dog"), ("2_/a.png", ""), ("2_/a.png", ""),
+                   ("2_/b.png", "a cat"), ("2_/b.png", "a cat")]
+    assert ds.stats()["rejected"] == {}
+    wordless = source_notes(ds.source)[1]
+    assert wordless.startswith("1 image without a caption of its own in '2_' under ")
+    assert "trains on the empty caption, as in kohya's trainers" in wordless
 
 
 @pytest.mark.parametrize("name", ["1001_x", "9" * 200 + "_x"])

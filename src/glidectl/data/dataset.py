@@ -87,6 +87,8 @@ class SamplePipeline:
             caption = rules.line(decode_caption(raw.caption), rng)
             caption = caption and rules.caption(caption, rng, self.train)
         chosen = self.preset.select(meta, caption, self.options)
+        if isinstance(chosen, Reject) and raw.empty_ok and not caption:
+            chosen = ""  # kohya trains an image without caption or class words on ""
         if isinstance(chosen, Reject):
             raise Rejected(chosen.reason)
         if not isinstance(chosen, str):

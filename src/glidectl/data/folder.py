@@ -1,7 +1,8 @@
 """An image folder: recursive, captions from sidecar ``.txt`` (or kohya's ``.caption``) files
-or ``metadata.jsonl``; kohya's ``N_words`` folders repeated and captioned as kohya reads them
-(:mod:`glidectl.data.kohya`), with ``data.reg_source``'s regularisation images (kohya's
-``reg_data_dir``) read as often as :func:`~glidectl.data.kohya.reg_draws` matches them.
+or ``metadata.jsonl``; kohya's ``N_words`` folders (only the images at their top) repeated and
+captioned as kohya reads them (:mod:`glidectl.data.kohya`), with ``data.reg_source``'s
+regularisation images (kohya's ``reg_data_dir``) read as often as
+:func:`~glidectl.data.kohya.reg_draws` matches them.
 
 Keys are paths relative to the root, so ``a/cat.jpg`` and ``b/cat.jpg`` are distinct
 samples. ``metadata.jsonl`` (or ``metadata.csv``) rows name ``file_name`` relative to the
@@ -86,6 +87,9 @@ class FolderSource:
                 rel = (rel_dir / name).as_posix() if str(rel_dir) != "." else name
                 if name.lower().endswith(IMAGE_EXTENSIONS):
                     folder = src.kohya.get(rel.partition("/")[0])
+                    if folder is not None and len(rel_dir.parts) > 1:
+                        folder.deeper += 1  # kohya reads only the top of an N_words folder
+                        continue
                     if folder is not None:
                         folder.images += 1
                         if folder.repeats == 0:
@@ -241,6 +245,8 @@ class FolderSource:
         if caption is None:
             caption = self._metadata_caption(unit)
         folder = self.kohya.get(unit.partition("/")[0])
-        if caption is None and reject is None and folder is not None:
-            caption = folder.words  # kohya's class words: the caption of uncaptioned images
-        yield RawSample(key=unit, image=path, caption=caption, meta=meta, reject=reject)
+        by_name = caption is None and reject is None and folder is not None
+        if by_name:  # kohya's class words caption uncaptioned images ("10_": the empty one)
+            caption = folder.words
+        yield RawSample(key=unit, image=path, caption=caption, meta=meta, reject=reject,
+                        empty_ok=by_name and not caption)

@@ -179,7 +179,7 @@ def _in_memory(raw: RawSample) -> RawSample:
         except OSError:
             image = raw.image
         return RawSample(raw.key, image, raw.caption, raw.meta, raw.meta_bytes,
-                         rules=raw.rules)
+                         rules=raw.rules, empty_ok=raw.empty_ok)
     return raw
 
 

@@ -1,7 +1,9 @@
 """kohya-ss's DreamBooth layout: a train folder that holds only ``N_words`` folders (and no
-images of its own). Each image in ``10_sks dog/`` (at any depth) is read 10 times per epoch
-and, without a caption of its own, is captioned "sks dog"; a ``0_`` folder is left out, as
-kohya's trainers leave it out.
+images of its own). Each image directly in ``10_sks dog/`` (not in its sub-folders) is read
+10 times per epoch and, without a caption of its own, is captioned "sks dog" (``10_``: the
+empty caption); a ``0_`` folder is left out, as kohya's trainers leave it out (kohya-ss
+sd-scripts, ``library/config_util.py``: ``generate_dreambooth_subsets_config_by_subdirs``;
+``library/train_util.py``: ``glob_images``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from .records import IMAGE_EXTENSIONS
 
-FOLDER_NAME = re.compile(r"(\d+)_(\S.*)")  # "10_sks dog": 10 repeats, class words "sks dog"
+FOLDER_NAME = re.compile(r"(\d+)_(.*)")  # "10_sks dog": 10 repeats, class words "sks dog"
 MAX_REPEATS = 1000  # above it a name is more likely a date ("2023_trip") than a repeat count
 
 
@@ -26,6 +28,7 @@ class KohyaFolder:
     words: str
     images: int = 0
     named: int = 0  # images captioned by the folder's words (no caption of their own)
+    deeper: int = 0  # images in its sub-folders, which kohya's trainers do not read
     reg: bool = False  # regularisation images (data.reg_source, or an is_reg subset)
     draws: int | None = None  # a reg folder's reads per epoch (see reg_draws)
 
@@ -102,7 +105,7 @@ def layout_notes(root: Path, folders: Sequence[KohyaFolder]) -> list[str]:
     used = [f for f in folders if f.repeats > 0 and not f.reg]  # reg: inspect's table says it
     out = []
     if used:
-        named = sum(f.named for f in used)
+        named = sum(f.named for f in used if f.words)
         shown = ", ".join(f"{f.name!r} ×{f.repeats}" for f in used[:3]) + ", …" * (len(used) > 3)
         many = named != 1
         out.append(f"{str(root)!r} is read in kohya's layout: each image of an 'N_words' "
@@ -110,6 +113,19 @@ def layout_notes(root: Path, folders: Sequence[KohyaFolder]) -> list[str]:
                    f"a caption of {'their' if many else 'its'} own {'are' if many else 'is'} "
                    "captioned with the folder's words; set data.kohya_folders = false to read "
                    "every image once.")
+    wordless = [f for f in used if not f.words and f.named]
+    if n := sum(f.named for f in wordless):
+        out.append(f"{n} image{'s' * (n != 1)} without a caption of "
+                   f"{'their' if n != 1 else 'its'} own in {_shown([f.name for f in wordless])} "
+                   f"under {str(root)!r} {'train' if n != 1 else 'trains'} on the empty "
+                   "caption, as in kohya's trainers: the folder has no words after its count; "
+                   "name it like '10_sks dog' to caption them.")
+    deep = [f for f in folders if f.deeper]
+    if n := sum(f.deeper for f in deep):
+        out.append(f"{n} image{'s' * (n != 1)} in sub-folders of {_shown([f.name for f in deep])} "
+                   f"under {str(root)!r} {'are' if n != 1 else 'is'} not read: kohya's trainers "
+                   "read only the images directly in each 'N_words' folder; move them up, or "
+                   "into an 'N_words' folder of their own.")
     left = [f for f in folders if f.repeats == 0]
     if n := sum(f.images for f in left):
         out.append(f"{n} image{'s' * (n != 1)} in {_shown([f.name for f in left])} under "

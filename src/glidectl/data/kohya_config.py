@@ -242,9 +242,11 @@ def _subset(base: Path, dataset: int, number: int, levels: list[dict[str, Any]],
         dropout=float(get("caption_dropout_rate")), flip=get("flip_aug"),
         random_crop=get("random_crop"),
     )
+    extension = get("caption_extension")  # "txt" reads ".txt", as kohya's DreamBoothSubset
     return SubsetSpec(
         dataset, number, _path(base, image_dir), image_dir or "", _path(base, metadata),
-        get("num_repeats"), get("class_tokens"), get("caption_extension"),
+        get("num_repeats"), get("class_tokens"),
+        extension if extension.startswith(".") else f".{extension}",
         bool(levels[0].get("is_reg", False)), rules,
     )
 

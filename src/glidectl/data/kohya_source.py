@@ -3,8 +3,9 @@ kohya's trainers read them.
 
 A DreamBooth subset reads the images directly in its ``image_dir`` (not its sub-folders,
 as kohya), each captioned by its ``stem + caption_extension`` file, else by
-``class_tokens``; a fine-tuning subset reads its ``metadata_file`` (JSON
-``{image_key: {"caption": ..., "tags": ...}}``; the caption is "caption, tags"). Each
+``class_tokens``, else (as kohya) by the empty caption; a fine-tuning subset reads its
+``metadata_file`` (JSON ``{image_key: {"caption": ..., "tags": ...}}``; the caption is
+"caption, tags", the empty one without either). Each
 image is read ``num_repeats`` times per training epoch; a count below 1 leaves the subset
 out, and a second subset of one dataset with the same folder (or metadata file) is left
 out, as kohya leaves them out. Units are ``"N/name"``, N the subset's number in the file,
@@ -171,8 +172,10 @@ class KohyaConfigSource:
             self.left.append(
                 f"{where}: {no_caption} image{'s' * many} {'have' if many else 'has'} neither "
                 f"a {spec.caption_extension!r} file nor the subset's class_tokens and "
-                f"{'are' if many else 'is'} rejected as missing_caption (kohya "
-                "trains them on the empty caption); give the subset class_tokens.")
+                f"{'train' if many else 'trains'} on the empty caption, as in kohya's "
+                "trainers (\"neither caption file nor class tokens are found. use empty "
+                "caption\"); give the subset class_tokens to caption "
+                f"{'them' if many else 'it'}.")
         deeper = sum(1 for d, _, files in walk(folder) if Path(d) != folder
                      for n in files if n.lower().endswith(IMAGE_EXTENSIONS))
         if deeper:
@@ -270,7 +273,7 @@ class KohyaConfigSource:
         caption: bytes | str | None = None
         reject = None
         if spec.metadata_file is not None:
-            caption = self.captions.get(unit)
+            caption = self.captions.get(unit) or ""  # kohya: no caption nor tags: ""
         else:
             sidecar = path.with_name(path.stem + spec.caption_extension)
             if sidecar.is_file():
@@ -278,10 +281,10 @@ class KohyaConfigSource:
                     caption = sidecar.read_bytes()
                 except OSError:  # there, but not readable: not a missing caption
                     reject = "unreadable_caption"
-            elif spec.class_tokens is not None:
-                caption = spec.class_tokens
+            else:  # kohya: the class tokens, else the empty caption
+                caption = spec.class_tokens or ""
         yield RawSample(key=unit, image=path, caption=caption, reject=reject, rules=spec.rules,
-                        is_reg=spec.is_reg)
+                        is_reg=spec.is_reg, empty_ok=caption == "")
 
 
 def _metadata_image(key: str, folder: Path | None, by_stem: dict[str, str],

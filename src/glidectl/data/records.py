@@ -31,7 +31,9 @@ class RawSample:
     draw of it is captioned and augmented beyond the ``[data]`` options (kohya's subsets).
     ``is_reg``: a regularisation (prior-preservation) image, whose loss training weights by
     ``train.prior_loss_weight``. ``loss_weight``: the sample's own loss weight (OneTrainer's
-    per-concept ``loss_weight``), applied on top.
+    per-concept ``loss_weight``), applied on top. ``empty_ok``: the source means the empty
+    caption (kohya trains an image with neither a caption file nor class words on it), so it
+    is not rejected as ``empty_caption``.
     """
 
     key: str
@@ -43,3 +45,4 @@ class RawSample:
     rules: SampleRules | None = None
     is_reg: bool = False
     loss_weight: float = 1.0
+    empty_ok: bool = False

@@ -40,22 +40,31 @@ class SampleRules:
     random_crop: bool | None = None
 
     def line(self, text: str | None, rng: random.Random) -> str | None:
-        """The caption line a draw reads: the first non-blank one, as kohya reads a caption
-        file, or with ``any_line`` a random one (blank text stays as it is)."""
+        """The caption line a draw reads, in the order of kohya-ss sd-scripts'
+        ``BaseDataset.process_caption`` (``library/train_util.py``): ``prefix + " "`` and
+        ``" " + suffix`` join the caption as read (the empty one too), then the first
+        non-blank line is read, as kohya reads a caption file, or with ``any_line`` a random
+        one, so a multi-line caption has the prefix on its first line and the suffix on its
+        last, as in kohya. None (no caption) stays None."""
         from .captions import pick_line
 
-        if self.any_line or text is None:
+        if text is None:
+            return None
+        if self.prefix:
+            text = f"{self.prefix} {text}"
+        if self.suffix:
+            text = f"{text} {self.suffix}"
+        if self.any_line:
             return pick_line(text, rng)
         return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
 
     def caption(self, text: str, rng: random.Random, train: bool) -> str:
-        """``text`` (one line) with the prefix, suffix and wildcards applied and, in
+        """``text`` (one line, prefix and suffix added) with its wildcards applied and, in
         training, its tags shuffled and dropped as kohya does: the first ``keep_tokens``
         tags (or those outside ``keep_separator``) stay in place, the rest are shuffled,
         then each dropped with ``tag_dropout``; tags are joined with ", "."""
         if not text:
             return text
-        text = " ".join(p for p in (self.prefix, text, self.suffix) if p)
         if self.any_line if self.wildcards is None else self.wildcards:
             text = _wildcards(text, rng)
         fixed, flex, tail = self._split(text)
