@@ -10,6 +10,7 @@ from collections import Counter
 from itertools import islice
 
 import pytest
+import torch
 from data_helpers import encode, photo, replays_after_resume
 from typer.testing import CliRunner
 
@@ -139,7 +140,8 @@ def test_caption_and_tag_dropout_drop_at_their_rates(rate):
 def test_caption_dropout_and_uncond_p_are_two_independent_draws(tmp_path, data_cfg, byte_tok):
     toml = write(tmp_path, CONFIG.replace('keep_tokens = 1\n', 'caption_dropout_rate = 0.5\n'))
     cfg = data_cfg(source=str(toml), resampled=True, uncond_p=0.2)
-    empty = [s["caption"] == "" for s in islice(dataset(cfg, byte_tok), 300)]
+    empty = [s["caption"] == "" for s in islice(dataset(cfg, byte_tok), 300)
+             if s["key"] != "2/d.png"]  # uncaptioned: always ""
     assert abs(sum(empty) / len(empty) - 0.6) < 0.08  # 1 - 0.5 * 0.8
     note = source_notes(dataset(cfg, byte_tok).source)[-1]
     assert "adds to data.uncond_p (0.2)" in note and "empty caption 60% of the time" in note
@@ -168,13 +170,37 @@ def test_kohya_caption_knobs_as_its_readme_describes():
 def test_flip_aug_and_random_crop_of_a_subset_override_the_data_keys(tmp_path, data_cfg,
                                                                        byte_tok):
     config = CONFIG.replace('  num_repeats = 3\n', '  num_repeats = 3\n  random_crop = false\n'
-                            '  flip_aug = false\n')
+                            '  flip_aug = false\n  color_aug = false\n')
     cfg = data_cfg(source=str(write(tmp_path, config)), flip=True, crop_scale=[0.5, 1.0])
     images: dict[str, set[bytes]] = {}
     for s in dataset(cfg, byte_tok):
         images.setdefault(s["key"], set()).add(s["image"].numpy().tobytes())
     assert len(images["1/a.png"]) == 1  # centre crop, never flipped: each repeat alike
     assert len(images["2/c.png"]) == 2  # data.flip and data.crop_scale: each repeat its own
+
+
+def test_caption_dropout_every_n_epochs_drops_every_caption_of_kohyas_nth_epochs(
+        tmp_path, data_cfg, byte_tok):
+    """kohya counts epochs from 1 and drops all captions of the subset when epoch % n == 0:
+    n = 2 drops data epochs 1 and 3 (kohya's 2 and 4), and only that subset's."""
+    config = CONFIG.replace('  class_tokens = "sks dog"\n',
+                            '  class_tokens = "sks dog"\n  caption_dropout_every_n_epochs = 2\n')
+    cfg = data_cfg(source=str(write(tmp_path, config)))
+    for epoch in range(4):
+        ds = dataset(cfg, byte_tok)
+        ds.set_epoch(epoch)
+        empty = {s["key"] for s in ds if s["caption"] == ""}
+        assert empty == ({"1/a.png", "1/b.png", "2/d.png"} if epoch % 2 else {"2/d.png"})
+
+
+def test_color_aug_changes_about_a_third_of_a_subsets_draws(tmp_path, data_cfg, byte_tok):
+    config = CONFIG.replace('  num_repeats = 3\n', '  num_repeats = 30\n  random_crop = false\n'
+                            '  flip_aug = false\n')  # [general] has color_aug = true
+    cfg = data_cfg(source=str(write(tmp_path, config)))
+    plain = {s["key"]: s["image"] for s in dataset(cfg, byte_tok, train=False)}["1/a.png"]
+    draws = [s["image"] for s in dataset(cfg, byte_tok) if s["key"] == "1/a.png"]
+    changed = sum(not torch.equal(image, plain) for image in draws)
+    assert len(draws) == 30 and 4 <= changed <= 17  # 0.33 of 30: 10
 
 
 def test_resume_inside_an_epoch_draws_the_same_captions_and_images(cfg, byte_tok):
@@ -187,8 +213,8 @@ def test_unapplied_keys_are_named_in_one_warning_and_notes_say_what_was_left_out
     source = KohyaConfigSource.open(toml)
     ignored, other, missing = source_notes(source)
     assert ignored.endswith("glidectl does not apply these kohya keys (what it uses instead in "
-                            "brackets): resolution (data.resolution); color_aug (no colour "
-                            "jitter); batch_size (train.batch_size).")
+                            "brackets): resolution (data.resolution); batch_size "
+                            "(train.batch_size).")
     assert "dataset 1, subset 2: 1 image has neither a '.caption' file nor" in missing
     assert "1 image without a '.caption' file has a .txt or .caption file, which " \
         "caption_extension = '.caption' (kohya's default) does not read" in other

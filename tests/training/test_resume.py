@@ -36,7 +36,8 @@ def _shards(folder, out):
 
 def _kohya_config(folder, out):
     """A kohya dataset.toml over the folder: tags from class_tokens, shuffled and dropped,
-    and whole captions dropped, per draw."""
+    whole captions dropped and colours jittered per draw, and every caption of the second
+    epoch dropped (caption_dropout_every_n_epochs, from the data pipeline's epoch)."""
     out.write_text(f"""
 [[datasets]]
   [[datasets.subsets]]
@@ -47,6 +48,8 @@ def _kohya_config(folder, out):
   keep_tokens = 1
   caption_tag_dropout_rate = 0.3
   caption_dropout_rate = 0.3
+  caption_dropout_every_n_epochs = 2
+  color_aug = true
 """)
     return out
 
@@ -74,6 +77,7 @@ def test_resume_is_bitwise_identical(tiny, image_folder, tmp_path, data):
         sections["data"]["workers"] = 2 if data == "folder-2-workers" else 0
     elif data == "kohya-toml":  # captions shuffled and dropped per draw
         sections["data"]["source"] = str(_kohya_config(image_folder, tmp_path / "data.toml"))
+        sections["train"]["batch_size"] = 4  # 2 steps an epoch: resume inside epoch 1
     elif data == "onetrainer-json":  # fractional repeats, shuffled tags, a loss weight
         sections["data"]["source"] = str(_onetrainer_concepts(image_folder,
                                                               tmp_path / "concepts.json"))

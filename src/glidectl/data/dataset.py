@@ -21,6 +21,7 @@ from torch.utils.data import IterableDataset
 from ..config import DataConfig, pair_problem
 from ..errors import GlidectlError
 from .captions import decode_caption, pick_line
+from .color_aug import color_aug
 from .images import Rejected, open_image
 from .preset_api import DatasetPreset, Reject
 from .records import IMAGE_EXTENSIONS, RawSample
@@ -100,24 +101,29 @@ class SamplePipeline:
         return Prepared(raw.key, chosen, image, original, converted, meta, rules, raw.is_reg,
                         raw.loss_weight)
 
-    def finish(self, prepared: Prepared, rng: random.Random) -> dict[str, Any]:
+    def finish(self, prepared: Prepared, rng: random.Random, epoch: int = 0) -> dict[str, Any]:
+        """The training dict of ``prepared``; ``epoch``: the data epoch (0-based), for
+        kohya's ``caption_dropout_every_n_epochs``."""
         rules = prepared.rules if self.train else None
         transform = self.transform if rules is None else rules.image_transform(self.transform)
         high = transform(prepared.image, rng)
+        if rules is not None and rules.color_aug:
+            high = color_aug(high, rng)  # on the crop, before the low-res copy, as kohya
         out: dict[str, Any] = {"image": to_tensor(high)}
         if self.low_res is not None:
             out["low_res"] = to_tensor(self.low_res(high, rng))
-        # kohya's caption_dropout_rate, then data.uncond_p: two independent draws
-        dropped = rules is not None and rules.drops(rng)
+        # kohya's caption_dropout_rate (and every n-th epoch), then data.uncond_p: two draws
+        dropped = rules is not None and rules.drops(rng, epoch)
         tokens, mask, caption = self.text("" if dropped else prepared.caption, rng)
         out.update(tokens=tokens, mask=mask, caption=caption, key=prepared.key,
                    is_reg=prepared.is_reg, loss_weight=prepared.loss_weight)
         return out
 
-    def __call__(self, raw: RawSample, rng: random.Random) -> tuple[Prepared, dict[str, Any]]:
+    def __call__(self, raw: RawSample, rng: random.Random,
+                 epoch: int = 0) -> tuple[Prepared, dict[str, Any]]:
         try:
             prepared = self.prepare(raw, rng)
-            return prepared, self.finish(prepared, rng)
+            return prepared, self.finish(prepared, rng, epoch)
         except Rejected:
             raise
         except Exception as exc:  # a decoder or plugin bug must not end the run
@@ -207,7 +213,7 @@ class StreamDataset(IterableDataset):
             for position, raw in enumerate(stream, start=skip):
                 rng = random.Random(f"augment:{self.seed}:{epoch}:{slot.index}:{position}")
                 try:
-                    prepared, sample = self.pipeline(raw, rng)
+                    prepared, sample = self.pipeline(raw, rng, epoch)
                 except Rejected as rejected:
                     counter.reject(rejected.reason, raw.key)
                     consecutive += 1

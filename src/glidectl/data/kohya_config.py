@@ -35,7 +35,8 @@ APPLIED: dict[str, tuple[type, Any]] = {
     "secondary_separator": (str, ""), "caption_prefix": (str, ""), "caption_suffix": (str, ""),
     "enable_wildcard": (bool, False), "caption_dropout_rate": (float, 0.0),
     "caption_tag_dropout_rate": (float, 0.0), "flip_aug": (bool, None),
-    "random_crop": (bool, None),
+    "random_crop": (bool, None), "caption_dropout_every_n_epochs": (int, 0),
+    "color_aug": (bool, False),
 }
 BUCKETS = "square crops (data.random_crop, data.crop_scale)"
 # kohya's options glidectl does not apply, and what it does instead
@@ -43,8 +44,8 @@ IGNORED = {
     "resolution": "data.resolution", "batch_size": "train.batch_size",
     "enable_bucket": BUCKETS, "min_bucket_reso": BUCKETS, "max_bucket_reso": BUCKETS,
     "bucket_reso_steps": BUCKETS, "bucket_no_upscale": BUCKETS,
-    "color_aug": "no colour jitter", "face_crop_aug_range": "data.crop_scale",
-    "caption_dropout_every_n_epochs": "caption_dropout_rate and data.uncond_p",
+    "face_crop_aug_range": "data.crop_scale",
+    # the data workers run ahead of the optimizer and know no training step
     "token_warmup_min": "whole captions from the first step",
     "token_warmup_step": "whole captions from the first step",
     "cache_info": "nothing cached", "alpha_mask": "alpha over white",
@@ -214,8 +215,8 @@ def _check_type(key: str, value: Any, where: str) -> None:
                             f"{key} = {example}.")
     if kind is float and not 0 <= value <= 1:
         raise GlidectlError(f"{where}: {key} must be between 0 and 1, not {value!r}.")
-    if key == "keep_tokens" and value < 0:
-        raise GlidectlError(f"{where}: keep_tokens must be 0 or more, not {value}.")
+    if key in ("keep_tokens", "caption_dropout_every_n_epochs") and value < 0:
+        raise GlidectlError(f"{where}: {key} must be 0 or more, not {value}.")
     if key == "num_repeats" and value > MAX_REPEATS:
         raise GlidectlError(f"{where}: num_repeats = {value} is more than {MAX_REPEATS}; "
                             "give a smaller count.")
@@ -239,8 +240,9 @@ def _subset(base: Path, dataset: int, number: int, levels: list[dict[str, Any]],
         keep_tokens=get("keep_tokens"), keep_separator=get("keep_tokens_separator"),
         secondary_separator=get("secondary_separator"), shuffle=get("shuffle_caption"),
         tag_dropout=float(get("caption_tag_dropout_rate")),
-        dropout=float(get("caption_dropout_rate")), flip=get("flip_aug"),
-        random_crop=get("random_crop"),
+        dropout=float(get("caption_dropout_rate")),
+        dropout_every=get("caption_dropout_every_n_epochs"), flip=get("flip_aug"),
+        random_crop=get("random_crop"), color_aug=get("color_aug"),
     )
     extension = get("caption_extension")  # "txt" reads ".txt", as kohya's DreamBoothSubset
     return SubsetSpec(

@@ -1,7 +1,8 @@
 """What a source asks of each draw of its samples, beyond the ``[data]`` options: kohya's
-per-subset caption handling (first line or any line, prefix and suffix, ``{a|b}``
-wildcards, tags kept, shuffled and dropped, whole-caption dropout) and its ``flip_aug`` and
-``random_crop`` (OneTrainer's concept text and image options map onto the same rules).
+per-subset caption handling (prefix and suffix, first line or any line, ``{a|b}``
+wildcards, tags kept, shuffled and dropped, whole-caption dropout, every n-th epoch too) and
+its ``flip_aug``, ``random_crop`` and ``color_aug`` (OneTrainer's concept text and image
+options map onto the same rules).
 
 Every random choice is taken from the sample's own ``rng`` (seeded from seed, epoch, slot
 and position), so a resumed epoch draws the same captions as the uninterrupted one.
@@ -36,8 +37,10 @@ class SampleRules:
     shuffle: bool = False
     tag_dropout: float = 0.0
     dropout: float = 0.0
+    dropout_every: int = 0  # caption_dropout_every_n_epochs: every n-th epoch drops them all
     flip: bool | None = None
     random_crop: bool | None = None
+    color_aug: bool = False  # kohya's hue shift or gamma (glidectl.data.color_aug)
 
     def line(self, text: str | None, rng: random.Random) -> str | None:
         """The caption line a draw reads, in the order of kohya-ss sd-scripts'
@@ -92,9 +95,13 @@ class SampleRules:
         flex = tags(text)
         return flex[: self.keep_tokens], flex[self.keep_tokens :], []
 
-    def drops(self, rng: random.Random) -> bool:
-        """Whether this draw trains on the empty caption (``caption_dropout_rate``)."""
-        return self.dropout > 0 and rng.random() < self.dropout
+    def drops(self, rng: random.Random, epoch: int = 0) -> bool:
+        """Whether this draw trains on the empty caption: ``caption_dropout_rate``, or
+        ``caption_dropout_every_n_epochs`` in data epoch ``epoch`` (0-based; kohya counts
+        epochs from 1, so n = 3 drops every caption of epochs 2, 5, 8, … here, kohya's 3, 6,
+        9, …)."""
+        drawn = self.dropout > 0 and rng.random() < self.dropout
+        return drawn or self.dropout_every > 0 and (epoch + 1) % self.dropout_every == 0
 
     def image_transform(self, transform: Any) -> Any:
         """The training ``ImageTransform`` with this subset's flip and random crop."""
