@@ -20,6 +20,9 @@ from glidectl.data.source_api import source_notes
 from glidectl.data.stats import RejectionCounter
 from glidectl.training import validation as val
 from glidectl.training.data_stream import DataStream
+from glidectl.training.guards import NonFiniteGuard
+from glidectl.training.metrics import add_counts, data_counts, dataset_counts, skipped_note
+from glidectl.training.state import TrainState
 
 # image → its own caption (None: none, so it takes the folder's words)
 LAYOUT = {
@@ -142,16 +145,33 @@ def test_resume_inside_a_repeated_epoch_is_bitwise(cfg, byte_tok):
     assert resumed.epoch == 1
 
 
-def test_a_rejected_image_is_counted_per_read_and_named_once(tmp_path, data_cfg, byte_tok):
+def test_a_rejected_image_counts_once_an_epoch_and_its_repeats_apart(tmp_path, data_cfg,
+                                                                     byte_tok):
     root = write_layout(tmp_path / "t", dict.fromkeys(["4_cat/ok.png", "4_cat/bad.png",
-                                                       "4_cat/worse.png"]))
-    for name in ("bad", "worse"):
-        (root / "4_cat" / f"{name}.png").write_bytes(b"not a png")
+                                                       "4_cat/worse.png", "1_dog/bad.png"]))
+    for name in ("4_cat/bad", "4_cat/worse", "1_dog/bad"):
+        (root / f"{name}.png").write_bytes(b"not a png")
     ds = dataset(data_cfg(source=str(root)), byte_tok)
     assert len(list(ds)) == 4
     stats = ds.stats()
-    assert stats["rejected"] == {"unreadable_image": 8}
-    assert sorted(stats["examples"]["unreadable_image"]) == ["4_cat/bad.png", "4_cat/worse.png"]
+    assert stats["rejected"] == {"unreadable_image": 3}  # three images, not nine reads
+    assert stats["repeated"] == {"unreadable_image": 6}  # 4_cat's two images, 3 more reads
+    assert sorted(stats["examples"]["unreadable_image"]) == [
+        "1_dog/bad.png", "4_cat/bad.png", "4_cat/worse.png"]
+    ranks = [dataset(data_cfg(source=str(root)), byte_tok, rank=r, world_size=2)
+             for r in range(2)]
+    counts = [(list(ds), ds.stats())[1] for ds in ranks]  # the repeats spread over ranks
+    assert sum(c["rejected"]["unreadable_image"] for c in counts) == 3
+    assert sum(c["repeated"].get("unreadable_image", 0) for c in counts) == 6
+    totals = add_counts(*map(dataset_counts, ranks))
+    line = skipped_note([data_counts(totals)])
+    assert line == ("; data: 3 samples skipped (unreadable_image 3), 9 of 13 reads with their "
+                    "kohya repeats; glidectl dataset inspect lists them")
+    saved = TrainState(DataStream(ranks[0], batch_size=2), NonFiniteGuard(3))
+    saved.data_total = totals
+    resumed = TrainState(DataStream(ranks[0], batch_size=2), NonFiniteGuard(3))
+    resumed.load_state_dict(saved.state_dict())
+    assert resumed.data_base == totals  # a resume goes on from both counts
 
 
 @pytest.mark.parametrize("layout, kohya", [

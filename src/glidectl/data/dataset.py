@@ -187,8 +187,10 @@ class StreamDataset(IterableDataset):
         return self.shared.total()
 
     def stats(self) -> dict[str, Any]:
-        """``{"accepted": n, "rejected": {reason: n}, "converted": {mode: n},
-        "examples": {reason: [keys]}}`` over all workers of this process."""
+        """``{"accepted": n, "rejected": {reason: n}, "repeated": {reason: n},
+        "converted": {mode: n}, "examples": {reason: [keys]}}`` over all workers of this
+        process: a rejected image counts once an epoch in ``rejected``, the further reads
+        of its repeats (kohya's) in ``repeated``."""
         data = self.counter().to_dict()
         data.pop("iterations", None)
         return data
@@ -215,7 +217,7 @@ class StreamDataset(IterableDataset):
                 try:
                     prepared, sample = self.pipeline(raw, rng, epoch)
                 except Rejected as rejected:
-                    counter.reject(rejected.reason, raw.key)
+                    counter.reject(rejected.reason, raw.key, raw.again)
                     consecutive += 1
                     if counter.accepted == 0 and consecutive >= self.max_rejects:
                         raise no_valid_data_error(self.name, counter) from None

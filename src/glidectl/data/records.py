@@ -33,7 +33,9 @@ class RawSample:
     ``train.prior_loss_weight``. ``loss_weight``: the sample's own loss weight (OneTrainer's
     per-concept ``loss_weight``), applied on top. ``empty_ok``: the source means the empty
     caption (kohya trains an image with neither a caption file nor class words on it), so it
-    is not rejected as ``empty_caption``.
+    is not rejected as ``empty_caption``. ``again``: a later read, within one training epoch,
+    of an image read several times an epoch (kohya's repeats): a rejection of it is counted
+    apart, so each image is counted once an epoch.
     """
 
     key: str
@@ -46,3 +48,4 @@ class RawSample:
     is_reg: bool = False
     loss_weight: float = 1.0
     empty_ok: bool = False
+    again: bool = False

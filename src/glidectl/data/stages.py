@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any
 
@@ -89,6 +89,9 @@ def raw_stream(
     if not units:
         return iter(())
     by_unit = source.splits_samples or resampled or len(units) >= slot.total
+    if source.splits_samples and len(set(units)) < len(units):
+        return _repeated_reads(source, units, counter, seed=seed, epoch=epoch, slot=slot,
+                               resampled=resampled, skip=skip)
     names = unit_stream(units, seed=seed, epoch=epoch, shuffle=train, resampled=resampled,
                         slot=slot, split=by_unit)
     if source.splits_samples:
@@ -100,3 +103,17 @@ def raw_stream(
         rng = random.Random(f"shuffle:{seed}:{epoch}:{slot.index}")
         samples = wds.shuffle(shuffle_buffer, shuffle_buffer, rng=rng)(samples)
     return islice(samples, skip, None)
+
+
+def _repeated_reads(source: Any, units: list[str], counter: RejectionCounter, *, seed: int,
+                    epoch: int, slot: Slot, resampled: bool, skip: int) -> Iterator[RawSample]:
+    """A training epoch of one-sample units that repeat (kohya's repeats, contiguous in
+    ``units``), each later copy's samples marked ``again`` so a rejected image counts once.
+    The units go through :func:`unit_stream` as their positions: webdataset's shuffle and
+    resampling depend on the count alone, so the order is the one the names would get."""
+    later = [i > 0 and units[i - 1] == unit for i, unit in enumerate(units)]
+    places = unit_stream([str(i) for i in range(len(units))], seed=seed, epoch=epoch,
+                         shuffle=True, resampled=resampled, slot=slot, split=True)
+    for i in map(int, islice(places, skip, None)):
+        for raw in source.read(units[i], counter):
+            yield replace(raw, again=True) if later[i] and not resampled else raw

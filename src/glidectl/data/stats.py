@@ -26,11 +26,14 @@ class DataError(GlidectlError):
 
 
 class RejectionCounter:
-    """Accepted samples, rejections and conversions by reason, with a few example keys each."""
+    """Accepted samples, rejections and conversions by reason, with a few example keys each.
+    ``rejected`` counts an image that one epoch reads several times (kohya's repeats) once;
+    ``repeated`` counts the rejections of its further reads."""
 
     def __init__(self) -> None:
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
+        self.repeated: Counter[str] = Counter()
         self.converted: Counter[str] = Counter()
         self.examples: dict[str, list[str]] = {}
         self.iterations = 0
@@ -38,7 +41,12 @@ class RejectionCounter:
     def accept(self) -> None:
         self.accepted += 1
 
-    def reject(self, reason: str, key: str = "") -> None:
+    def reject(self, reason: str, key: str = "", again: bool = False) -> None:
+        """Count a rejection; ``again``: of a further read of an image this epoch already
+        read (counted in ``repeated``, its key already an example)."""
+        if again:
+            self.repeated[reason] += 1
+            return
         self.rejected[reason] += 1
         keys = self.examples.setdefault(reason, [])
         if key and len(keys) < MAX_EXAMPLES and str(key)[:200] not in keys:  # repeats: once
@@ -58,6 +66,7 @@ class RejectionCounter:
         return {
             "accepted": self.accepted,
             "rejected": dict(sorted(self.rejected.items())),
+            "repeated": dict(sorted(self.repeated.items())),
             "converted": dict(sorted(self.converted.items())),
             "examples": {k: list(v) for k, v in sorted(self.examples.items())},
             "iterations": self.iterations,
@@ -68,6 +77,7 @@ class RejectionCounter:
         counter = cls()
         counter.accepted = int(data.get("accepted", 0))
         counter.rejected.update({k: int(v) for k, v in data.get("rejected", {}).items()})
+        counter.repeated.update({k: int(v) for k, v in data.get("repeated", {}).items()})
         counter.converted.update({k: int(v) for k, v in data.get("converted", {}).items()})
         counter.examples = {k: list(v) for k, v in data.get("examples", {}).items()}
         counter.iterations = int(data.get("iterations", 0))
@@ -79,6 +89,7 @@ class RejectionCounter:
         for c in counters:
             out.accepted += c.accepted
             out.rejected.update(c.rejected)
+            out.repeated.update(c.repeated)
             out.converted.update(c.converted)
             out.iterations = max(out.iterations, c.iterations)
             for reason, keys in c.examples.items():

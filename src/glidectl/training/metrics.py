@@ -96,7 +96,8 @@ def dataset_counts(dataset: Any) -> dict[str, Any]:
     if not isinstance(counts, dict):
         return {}
     return {"accepted": int(counts.get("accepted", 0)),
-            "rejected": {str(k): int(v) for k, v in (counts.get("rejected") or {}).items()}}
+            "rejected": {str(k): int(v) for k, v in (counts.get("rejected") or {}).items()},
+            "repeated": {str(k): int(v) for k, v in (counts.get("repeated") or {}).items()}}
 
 
 def add_counts(*counts: dict[str, Any]) -> dict[str, Any]:
@@ -104,12 +105,13 @@ def add_counts(*counts: dict[str, Any]) -> dict[str, Any]:
     present = [c for c in counts if c]
     if not present:
         return {}
-    rejected: dict[str, int] = {}
+    sums: dict[str, dict[str, int]] = {"rejected": {}, "repeated": {}}
     for c in present:
-        for reason, n in c.get("rejected", {}).items():
-            rejected[reason] = rejected.get(reason, 0) + int(n)
+        for kind, total in sums.items():
+            for reason, n in (c.get(kind) or {}).items():
+                total[reason] = total.get(reason, 0) + int(n)
     return {"accepted": sum(int(c.get("accepted", 0)) for c in present),
-            "rejected": dict(sorted(rejected.items()))}
+            **{kind: dict(sorted(total.items())) for kind, total in sums.items()}}
 
 
 def skipped_note(history: list[dict[str, Any]]) -> str:
@@ -120,19 +122,27 @@ def skipped_note(history: list[dict[str, Any]]) -> str:
         return ""
     reasons = ", ".join(f"{k.removeprefix('data_skipped_')} {v}" for k, v in last.items()
                         if k.startswith("data_skipped_") and v)
-    seen = last["data_skipped"] + last.get("data_accepted", 0)
+    again = last.get("data_repeats_skipped", 0)
+    seen = last["data_skipped"] + again + last.get("data_accepted", 0)
+    if again:  # kohya's repeats: each image once, and the reads of its repeats
+        return (f"; data: {last['data_skipped']} samples skipped ({reasons}), "
+                f"{last['data_skipped'] + again} of {seen} reads with their kohya repeats; "
+                "glidectl dataset inspect lists them")
     return (f"; data: {last['data_skipped']} of {seen} samples skipped ({reasons}; "
             "glidectl dataset inspect lists them)")
 
 
 def data_counts(counts: dict[str, Any]) -> dict[str, int]:
-    """Accepted and skipped (rejected) sample counts as metrics, by reason."""
+    """Accepted and skipped (rejected) sample counts as metrics, by reason (an image that
+    an epoch reads at kohya's repeats once; ``data_repeats_skipped``: its further reads)."""
     if not counts:
         return {}
     rejected = counts.get("rejected") or {}
     out = {"data_accepted": int(counts.get("accepted", 0)),
            "data_skipped": int(sum(rejected.values()))}
     out.update({f"data_skipped_{k}": int(v) for k, v in rejected.items()})
+    if again := int(sum((counts.get("repeated") or {}).values())):
+        out["data_repeats_skipped"] = again
     return out
 
 

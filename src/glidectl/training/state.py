@@ -80,4 +80,6 @@ class TrainState:
         counts = state.get("data_counts") or {}  # absent in checkpoints before it was kept
         if counts:
             rejected = {str(k): int(v) for k, v in dict(counts["rejected"]).items()}
-            self.data_base = {"accepted": int(counts["accepted"]), "rejected": rejected}
+            again = {str(k): int(v) for k, v in dict(counts.get("repeated") or {}).items()}
+            self.data_base = {"accepted": int(counts["accepted"]), "rejected": rejected,
+                              "repeated": again}
