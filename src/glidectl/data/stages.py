@@ -64,10 +64,15 @@ def unit_stream(
         return (item["url"] for item in shards)
     listed = wds.SimpleShardList(units, seed=f"order:{seed}:{epoch}" if shuffle else None)
     urls: Iterator[str] = (item["url"] for item in listed)
-    if not split:
-        return urls
-    urls = split_by_rank(urls, slot.rank, slot.world)
-    return wds.split_by_worker(urls) if slot.workers > 1 else urls
+    return split_for(urls, slot) if split else urls
+
+
+def split_for(items: Iterator[Any], slot: Slot) -> Iterator[Any]:
+    """The share of ``items`` that ``slot`` reads: split by rank, then by DataLoader worker."""
+    import webdataset as wds
+
+    items = split_by_rank(items, slot.rank, slot.world)
+    return wds.split_by_worker(items) if slot.workers > 1 else items
 
 
 def raw_stream(
@@ -89,9 +94,9 @@ def raw_stream(
     if not units:
         return iter(())
     by_unit = source.splits_samples or resampled or len(units) >= slot.total
-    if source.splits_samples and len(set(units)) < len(units):
+    if train and source.splits_samples and not resampled and len(units) > len(set(units)):
         return _repeated_reads(source, units, counter, seed=seed, epoch=epoch, slot=slot,
-                               resampled=resampled, skip=skip)
+                               skip=skip)
     names = unit_stream(units, seed=seed, epoch=epoch, shuffle=train, resampled=resampled,
                         slot=slot, split=by_unit)
     if source.splits_samples:
@@ -106,14 +111,19 @@ def raw_stream(
 
 
 def _repeated_reads(source: Any, units: list[str], counter: RejectionCounter, *, seed: int,
-                    epoch: int, slot: Slot, resampled: bool, skip: int) -> Iterator[RawSample]:
-    """A training epoch of one-sample units that repeat (kohya's repeats, contiguous in
-    ``units``), each later copy's samples marked ``again`` so a rejected image counts once.
-    The units go through :func:`unit_stream` as their positions: webdataset's shuffle and
-    resampling depend on the count alone, so the order is the one the names would get."""
-    later = [i > 0 and units[i - 1] == unit for i, unit in enumerate(units)]
-    places = unit_stream([str(i) for i in range(len(units))], seed=seed, epoch=epoch,
-                         shuffle=True, resampled=resampled, slot=slot, split=True)
-    for i in map(int, islice(places, skip, None)):
-        for raw in source.read(units[i], counter):
-            yield replace(raw, again=True) if later[i] and not resampled else raw
+                    epoch: int, slot: Slot, skip: int) -> Iterator[RawSample]:
+    """A shuffled training epoch of one-sample units that repeat (kohya's repeats): every
+    copy of a unit after its first in the epoch's order (the order all slots share, before
+    the split) reads samples marked ``again``, so a rejected image counts once an epoch."""
+    order = unit_stream(units, seed=seed, epoch=epoch, shuffle=True, resampled=False,
+                        slot=slot, split=False)
+    seen: set[str] = set()
+
+    def marked() -> Iterator[tuple[str, bool]]:
+        for unit in order:
+            yield unit, unit in seen
+            seen.add(unit)
+
+    for unit, again in islice(split_for(marked(), slot), skip, None):
+        for raw in source.read(unit, counter):
+            yield replace(raw, again=True) if again else raw
