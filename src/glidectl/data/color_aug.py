@@ -8,7 +8,9 @@ With probability 0.33 (``random() <= 0.33``), then one of two halves (``random()
   ``+180`` when negative and added modulo 180, the result truncated to 8 bits. kohya hands
   its RGB array to ``cv2.COLOR_BGR2HSV`` and back, so the channels are read in reverse
   order; the 8-bit conversions below follow OpenCV's ``RGB2HSV_b`` (fixed point, 12
-  fractional bits) and ``HSV2RGB_b`` (float, rounded);
+  fractional bits) and ``HSV2RGB_b`` (``modules/imgproc/src/color_hsv.simd.hpp``), and
+  give OpenCV 5.1's (x86-64 wheel) results on every 8-bit colour and HSV triple
+  (``benchmarks/bench_color_aug.py``);
 - else each 0..255 value raised to ``uniform(0.95, 1.05)`` (on the raw values, as kohya
   does, not on values scaled to 0..1), clipped to 0..255 and truncated to 8 bits.
 
@@ -57,21 +59,29 @@ def bgr_to_hsv8(arr: np.ndarray) -> np.ndarray:
 _SECTORS = np.array([[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]])
 
 
+def _one_minus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``1 - a*b`` in float32 with one rounding, as the fused multiply-add the compiler makes
+    of OpenCV's ``v_sub(one, v_mul(a, b))`` (the float32 product is exact in float64)."""
+    return (1.0 - a.astype(np.float64) * b.astype(np.float64)).astype(np.float32)
+
+
 def hsv8_to_bgr(hsv: np.ndarray) -> np.ndarray:
-    """OpenCV's 8-bit ``COLOR_HSV2BGR`` (float32 arithmetic, rounded to 8 bits)."""
-    h = hsv[..., 0].astype(np.float32) * np.float32(6.0 / 180.0)
-    s = hsv[..., 1].astype(np.float32) * np.float32(1.0 / 255.0)
-    v = hsv[..., 2].astype(np.float32) * np.float32(1.0 / 255.0)
-    h = np.where(h >= 6, h - 6, h)
-    sector = np.floor(h).astype(np.int64)
-    bad = (sector < 0) | (sector >= 6)
-    sector, frac = np.where(bad, 0, sector), np.where(bad, 0, h - sector).astype(np.float32)
-    one = np.float32(1.0)
-    tab = np.stack([v, v * (one - s), v * (one - s * frac), v * (one - s * (one - frac))], -1)
-    picks = _SECTORS[sector]  # [H, W, 3] indices into tab
-    bgr = np.take_along_axis(tab, picks, axis=-1)
-    bgr = np.where((s == 0)[..., None], v[..., None], bgr)
-    return np.clip(np.rint(bgr * np.float32(255.0)), 0, 255).astype(np.uint8)
+    """OpenCV's 8-bit ``COLOR_HSV2BGR`` as its vector path (``HSV2RGB_b`` with
+    ``HSV2RGB_simd``) computes it, the path that converts every pixel of an image whose width
+    is a multiple of the vector width (kohya's crops): float32 arithmetic, each channel
+    truncated, not rounded, to 8 bits."""
+    f32 = np.float32
+    h = hsv[..., 0].astype(f32) * f32(6.0 / 180.0)
+    s = hsv[..., 1].astype(f32) * f32(1.0 / 255.0)
+    v = hsv[..., 2].astype(f32) * f32(1.0 / 255.0)
+    whole = np.trunc(h)
+    frac = h - whole
+    sector = (whole - np.trunc(whole * f32(1.0 / 6.0)) * f32(6.0)).astype(np.int64)
+    one = f32(1.0)
+    tab = np.stack([v, v * (one - s), v * _one_minus(s, frac), v * _one_minus(s, one - frac)],
+                   -1)
+    bgr = np.take_along_axis(tab, _SECTORS[sector], axis=-1)
+    return np.clip(np.trunc(bgr * f32(255.0)), 0, 255).astype(np.uint8)
 
 
 def color_aug(img: Image.Image, rng: random.Random) -> Image.Image:
