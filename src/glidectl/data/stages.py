@@ -116,7 +116,12 @@ def _repeated_reads(source: Any, units: list[str], counter: RejectionCounter, *,
     copy of a unit after its first in the epoch's order (the order all slots share, before
     the split) reads samples marked ``again``, so a rejected image counts once an epoch."""
     order = unit_stream(units, seed=seed, epoch=epoch, shuffle=True, resampled=False,
-                        slot=slot, split=False)
+                        slot=slot, split=False)  # holds its own copy: ``units`` may go
+    return _marked_reads(source, order, counter, slot, skip)
+
+
+def _marked_reads(source: Any, order: Iterator[str], counter: RejectionCounter, slot: Slot,
+                  skip: int) -> Iterator[RawSample]:
     seen: set[str] = set()
 
     def marked() -> Iterator[tuple[str, bool]]:
