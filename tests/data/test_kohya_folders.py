@@ -17,7 +17,7 @@ from glidectl.config import GlideConfig
 from glidectl.data import build_dataset
 from glidectl.data.folder import FolderSource
 from glidectl.data.source_api import source_notes
-from glidectl.data.stats import RejectionCounter
+from glidectl.data.stats import RejectionCounter, no_valid_data_error
 from glidectl.training import validation as val
 from glidectl.training.data_stream import DataStream
 from glidectl.training.guards import NonFiniteGuard
@@ -248,6 +248,14 @@ def test_inspect_shows_repeats_images_and_folder_captions_per_folder(kohya_root)
     table = CliRunner().invoke(build_app(), ["dataset", "inspect", str(kohya_root),
                                              "--tokenizer", "byte"]).output
     assert "samples per epoch" in table and "kohya folders" in table
+
+
+def test_a_worker_given_only_later_repeats_of_bad_images_names_their_reason():
+    worker = RejectionCounter()
+    for _ in range(3):
+        worker.reject("too_small", "4_cat/tiny.png", again=True)
+    message = str(no_valid_data_error("train", worker))
+    assert "3 rejected (too_small: 3)" in message and "yielded no samples" not in message
 
 
 def test_rejection_examples_name_a_repeated_key_once():

@@ -106,6 +106,8 @@ class RejectionCounter:
 
 def no_valid_data_error(source: str, counter: RejectionCounter) -> DataError:
     """The one-line error for a source from which nothing valid could be read."""
+    if not counter.rejected and counter.repeated:  # a worker given only later repeats
+        counter = RejectionCounter.from_dict({**counter.to_dict(), "rejected": counter.repeated})
     if counter.total_rejected == 0:
         return DataError(
             f"Data source {source!r} yielded no samples; check that it holds images "
