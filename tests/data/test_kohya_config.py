@@ -275,6 +275,10 @@ def test_images_without_caption_or_class_tokens_train_on_the_empty_caption_as_ko
                          "subset's class_tokens and trains on the empty caption, as in kohya's "
                          "trainers (\"neither caption file nor class tokens are found. use "
                          "empty caption\"); give the subset class_tokens to caption it.")
+    run = CliRunner().invoke(build_app(), ["dataset", "inspect", str(tmp_path / "dataset.toml"),
+                                           "--json", "--tokenizer", "byte"])
+    report = json.loads(run.output)
+    assert report["valid"] == 4 and report["empty_share"] == 0.5  # 1/x.png and 3/x
 
 
 def test_a_toml_file_is_claimed_and_kohya_prefix_reads_json(tmp_path, toml, data_cfg,

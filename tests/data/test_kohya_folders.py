@@ -208,6 +208,7 @@ def test_a_count_without_words_reads_the_folder_and_trains_on_the_empty_caption(
     wordless = source_notes(ds.source)[1]
     assert wordless.startswith("1 image without a caption of its own in '2_' under ")
     assert "trains on the empty caption, as in kohya's trainers" in wordless
+    assert wordless.endswith("name it like '10_sks dog' to caption it.")
 
 
 @pytest.mark.parametrize("name", ["1001_x", "9" * 200 + "_x"])

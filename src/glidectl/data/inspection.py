@@ -114,6 +114,7 @@ def inspect_source(
     damaged = RejectionCounter()  # whole shards, files or row groups that could not be read
     rng = random.Random(0)
     lengths: list[int] = []
+    blank = 0
     sizes: Counter[str] = Counter()
     aspects: Counter[str] = Counter()
     tiles: list[tuple[Image.Image, str]] = []
@@ -134,6 +135,7 @@ def inspect_source(
             counter.reject(f"error:{type(exc).__name__}", raw.key)
             continue
         counter.accept()
+        blank += not prepared.caption  # kohya's uncaptioned images train on ""
         if prepared.converted:
             counter.convert(prepared.converted)
         lengths.append(pipeline.text.count(prepared.caption))
@@ -162,7 +164,7 @@ def inspect_source(
         }
         report.truncated_share = sum(n > text_ctx for n in lengths) / len(lengths)
     if report.scanned:
-        report.empty_share = counter.rejected.get("empty_caption", 0) / report.scanned
+        report.empty_share = (counter.rejected.get("empty_caption", 0) + blank) / report.scanned
     report.size_histogram = _ordered(sizes, [_size_label(s) for s in SIZE_BUCKETS])
     report.aspect_histogram = _ordered(aspects, [_aspect_label(lo) for lo, _ in ASPECT_BUCKETS])
     if preview:

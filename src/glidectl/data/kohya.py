@@ -119,7 +119,7 @@ def layout_notes(root: Path, folders: Sequence[KohyaFolder]) -> list[str]:
                    f"{'their' if n != 1 else 'its'} own in {_shown([f.name for f in wordless])} "
                    f"under {str(root)!r} {'train' if n != 1 else 'trains'} on the empty "
                    "caption, as in kohya's trainers: the folder has no words after its count; "
-                   "name it like '10_sks dog' to caption them.")
+                   f"name it like '10_sks dog' to caption {'them' if n != 1 else 'it'}.")
     deep = [f for f in folders if f.deeper]
     if n := sum(f.deeper for f in deep):
         out.append(f"{n} image{'s' * (n != 1)} in sub-folders of {_shown([f.name for f in deep])} "
