@@ -100,6 +100,15 @@ class RunDir:
         for path in (self.root, self.previews, self.checkpoints):
             path.mkdir(parents=True, exist_ok=True)
 
+    def written_folders(self) -> list[Path]:
+        """The folders training writes files into: the run, previews/, checkpoints/ and each
+        step folder with its subfolders (where a ``kill -9`` may leave a temp file)."""
+        folders = [self.root, self.previews, self.checkpoints]
+        for step in steps_in(self.checkpoints):
+            step_folder = self.step_dir(step)
+            folders += [step_folder, *(p for p in step_folder.rglob("*") if p.is_dir())]
+        return folders
+
 
 #: checkpoints/<ABANDONED>step-N/: the checkpoints after step N, set aside by a resume from it
 ABANDONED = "abandoned-after-"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from glidectl import runs
 from glidectl.cli.app import main
 from glidectl.config import save_config
+from glidectl.training.checkpointing import CheckpointManager
 from glidectl.training.engine import Trainer
 from glidectl.training.metrics import read_metrics
 
@@ -413,3 +416,53 @@ def test_an_unnamed_run_started_with_another_takes_the_next_name(tmp_path, monke
         trainer = Trainer(cfg, quiet=True)
     assert trainer.run_dir.root == tmp_path / "runs" / "run-002"
     assert [p.name for p in taken.iterdir()] == [".lock"]  # the other run's, left as it was
+
+
+class _Killed(BaseException):
+    """A ``kill -9`` at this point: nothing after it runs."""
+
+
+def test_a_resume_removes_the_temp_files_a_killed_run_left(trained, tmp_path, capsys):
+    """A kill -9 while writing the config, a preview, ``latest`` or a file in a step folder
+    leaves its ``.NAME.PID.tmp`` behind; the next start of the run removes those whose
+    writer is gone (a running process's stays)."""
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    folders = ["", "previews", "checkpoints", "checkpoints/step-000002",
+               "checkpoints/step-000002/state"]
+    stale = [run / folder / f".step-000002.png.{gone.pid}.tmp" for folder in folders]
+    running = run / "previews" / f".step-000003.png.{os.getppid()}.tmp"
+    for path in (*stale, running):
+        path.write_bytes(b"\x89PNG half")
+    code, err = _resume_cli(run, capsys)
+    assert code == 0, err
+    assert [p for p in stale if p.exists()] == [] and running.exists()
+
+
+def test_a_kill_after_the_final_checkpoint_leaves_no_extra_step_folder(
+        tmp_path, monkeypatch):
+    """The last checkpoint is renamed into place, then older ones are pruned: a kill between
+    the two left a step folder past ``checkpoint.keep_last``, which the finished run's
+    resume (it writes no checkpoint, so it never pruned) kept for good."""
+    from tiny_configs import tiny_config
+
+    cfg = tiny_config(tmp_path, train=dict(steps=2), checkpoint=dict(every=1, keep_last=1))
+    prune = CheckpointManager.prune
+
+    def killed_before_pruning_the_final(self: CheckpointManager) -> None:
+        latest = self.latest()
+        if latest is not None and latest.name == "step-000002":
+            raise _Killed
+        prune(self)
+
+    monkeypatch.setattr(CheckpointManager, "prune", killed_before_pruning_the_final)
+    with pytest.raises(_Killed):
+        Trainer(cfg, quiet=True).run()
+    monkeypatch.undo()
+    checkpoints = tmp_path / "runs" / "t" / "checkpoints"
+    assert runs.steps_in(checkpoints) == [1, 2]
+    assert Trainer(cfg, resume="latest", quiet=True).run().step == 2
+    assert runs.steps_in(checkpoints) == [2]
+    assert [p.name for p in checkpoints.iterdir() if p.name.startswith(".")] == []

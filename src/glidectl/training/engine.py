@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .. import runs
+from ..atomic import remove_stale_temps
 from ..config import GlideConfig, save_config
 from ..data.source_api import source_notes
 from ..errors import GlidectlError, WriteError, write_error
@@ -650,6 +651,15 @@ class Trainer:
                 and self.checkpoints.best() != self.run_dir.step_dir(best):
             self.checkpoints.mark_best(best)
 
+    def _tidy(self) -> None:
+        """What a ``kill -9`` left in the run folder goes before training into it (main
+        process, run lock held): temp files of writers that are gone, and, through pruning,
+        checkpoints past ``keep_last`` and temp step folders (a kill between the final
+        checkpoint and its pruning left them, and a finished run writes no checkpoint again)."""
+        for folder in self.run_dir.written_folders():
+            remove_stale_temps(folder)
+        self.checkpoints.prune()
+
     def _saved(self) -> str:
         """Where this run can be resumed from, as the end of an error sentence."""
         last = runs.latest_step_dir(self.run_dir.checkpoints)
@@ -667,6 +677,7 @@ class Trainer:
             out.metrics = MetricsFile(self.run_dir.metrics)
             self._set_aside_later(step)
             self._repoint_best()
+            self._tidy()
         self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
         self._launcher = os.getppid()
         if step >= self.total_steps:
