@@ -1,14 +1,16 @@
 """Kill sweep: does what a command writes survive a ``kill -9``?
 
 Each command that writes to disk runs as a real process on a tiny model and is SIGKILLed at a
-seeded random moment within its measured uninterrupted wall time. Then: (a) every visible
-PNG / JSON / safetensors / TOML it left loads; (b) running it again the way the README says to
-go on (``--resume latest``, eval ``--resume``, ``--force``/``--overwrite`` for a file that is
-there, or simply again) exits 0 and, where the command is deterministic, gives what an
-uninterrupted run gives (train/lora: the final checkpoint's tensors bitwise, the same step
-folders and logged losses; eval: the same image bytes; fit-steps, dataset inspect, export,
-lora merge: the same file); (c) no temp file (``.NAME.PID.tmp``, ``.NAME.tmp``, ``.tmp-step-N``)
-and no held lock is left after the rerun.
+seeded random moment within its measured uninterrupted wall time (``--aim writes``: at the
+first file event after that moment, a temp file appearing or a rename into place, where the
+windows a kill can hurt are). Then: (a) every visible PNG / JSON / safetensors / TOML it left
+loads; (b) running it again the way the README says to go on (``--resume latest``, eval
+``--resume``, ``--force``/``--overwrite`` for a file that is there, or simply again) exits 0
+and, where the command is deterministic, gives what an uninterrupted run gives (train/lora:
+the final checkpoint's tensors bitwise, the same step folders and logged losses; eval: the
+same image bytes; fit-steps, dataset inspect, export, lora merge: the same file); (c) no temp
+file (``.NAME.PID.tmp``, ``.NAME.tmp``, ``.tmp-step-N``) and no held lock is left after the
+rerun.
 
     python benchmarks/kill_sweep.py --trials 8 --seed 0
     python benchmarks/kill_sweep.py --trials 3 --commands train eval
@@ -255,7 +257,7 @@ def prepare_shared(shared: Path) -> None:
 class Tally:
     trials: int = 0
     killed: int = 0
-    moments: list[float] = field(default_factory=list)
+    moments: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
 
@@ -266,18 +268,44 @@ def timed_run(case: Case, w: Path) -> float:
     return time.perf_counter() - start
 
 
-def trial(case: Case, w: Path, at: float, want: dict[str, object] | None, tally: Tally) -> None:
+def paths(root: Path) -> set[str]:
+    """Every path under ``root`` (os.walk: cheap enough to poll every millisecond)."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        found.update(os.path.join(folder, name) for name in (*dirs, *files))
+    return found
+
+
+def kill_at(proc: subprocess.Popen, w: Path, at: float, on_write: bool) -> float | None:
+    """SIGKILL ``proc`` (its whole group: any worker it started too) ``at`` seconds after
+    ``start``, or with ``on_write`` at the first file or folder that appears after then (the
+    moment of a write: a temp file, a rename into place); the moment, or None if it ended."""
+    start = time.perf_counter()
+    try:
+        proc.wait(timeout=at)
+        return None
+    except subprocess.TimeoutExpired:
+        pass
+    if on_write:
+        seen = paths(w)
+        while proc.poll() is None and not paths(w) - seen:
+            time.sleep(0.0005)
+        if proc.poll() is not None:
+            return None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return time.perf_counter() - start
+
+
+def trial(case: Case, w: Path, at: float, on_write: bool, want: dict[str, object] | None,
+          tally: Tally) -> None:
     case.prepare(w)
     proc = subprocess.Popen(case.first(w), cwd=w, env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        proc.wait(timeout=at)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the command and any worker it started
-        proc.wait()
-        tally.killed += 1
-    tally.moments.append(at)
-    where = f"kill at {at:.2f}s"
+    killed = kill_at(proc, w, at, on_write)
+    tally.killed += killed is not None
+    tally.moments.append(f"{killed:.2f}{'w' if on_write else ''}" if killed else "end")
+    where = f"kill at {killed or at:.2f}s{' (at a write)' if on_write else ''}"
     for bad in broken_files(w):
         tally.failures.append(f"{where}: partial file after the kill: {bad}")
     cmd = case.again(w)
@@ -309,6 +337,9 @@ def main() -> None:
     parser.add_argument("--earliest", type=float, default=0.3,
                         help="earliest kill moment, as a fraction of the wall time (start-up "
                              "writes nothing)")
+    parser.add_argument("--aim", choices=["time", "writes", "mixed"], default="mixed",
+                        help="kill at the drawn moment, at the first file event after it "
+                             "(a temp file appearing, a rename), or alternate (mixed)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kill-sweep-"))
@@ -332,15 +363,17 @@ def main() -> None:
             w = work / name / f"trial-{i}"
             w.mkdir()
             tally.trials += 1
-            trial(case, w, rng.uniform(args.earliest, 1.0) * wall, want, tally)
+            on_write = args.aim == "writes" or (args.aim == "mixed" and i % 2 == 1)
+            trial(case, w, rng.uniform(args.earliest, 1.0) * wall, on_write, want, tally)
         rows.append((name, wall, tally))
         total += tally.trials
         total_fail += len({f.split(":")[0] for f in tally.failures})
         print(f"{name}: wall {wall:.1f}s, {tally.trials} trials, {len(tally.failures)} "
               "findings", flush=True)
-    print(f"\n{'command':10} {'wall s':>6} {'trials':>6} {'killed':>6}  kill moments (s)")
+    print(f"\n{'command':10} {'wall s':>6} {'trials':>6} {'killed':>6}  kill moments (s; w: at "
+          "a write; end: it ended first)")
     for name, wall, t in rows:
-        moments = ", ".join(f"{m:.1f}" for m in sorted(t.moments))
+        moments = ", ".join(t.moments)
         print(f"{name:10} {wall:6.1f} {t.trials:6d} {t.killed:6d}  {moments}")
         for failure in t.failures:
             print(f"{'':10} FAIL {failure}")
