@@ -87,3 +87,37 @@ def test_the_next_fit_steps_removes_a_killed_fit_s_temp_file(capsys, tmp_path, g
     assert res.returncode == 2 and "not found" in res.stderr  # it got as far as the model
     assert not files["killed"].exists()
     assert all(files[k].exists() for k in ("running", "user's", "other", "no pid"))
+
+
+@pytest.mark.parametrize("command", ["export", "lora merge", "dataset inspect --preview"])
+def test_a_command_writing_one_file_removes_what_a_killed_one_left_beside_it(
+        capsys, tmp_path, gone_pid, command):
+    """A kill -9 of ``export``, ``lora merge`` or ``dataset inspect --preview`` while it wrote
+    its file left ``.FILE.PID.tmp`` beside it; the next run writing FILE removes it (a running
+    process's stays, and so does any other file's: the folder is the user's)."""
+    from tiny_configs import random_attention_adapter, tiny_base_weights
+
+    models, out = tmp_path / "models", tmp_path / "out"
+    weights = tiny_base_weights(models / "base.safetensors")
+    target, args = {
+        "export": ("model.safetensors", ["export", models]),
+        "lora merge": ("merged.safetensors", [
+            "lora", "merge", random_attention_adapter(models, "base.safetensors", 0.01),
+            "--base", weights]),
+        "dataset inspect --preview": ("preview.png", [
+            "dataset", "inspect", "demo:shapes", "-n", "4", "--preview", out / "preview.png"]),
+    }[command]
+    if command != "dataset inspect --preview":
+        (models / "checkpoints" / "step-000001").mkdir(parents=True)
+        os.link(weights, models / "checkpoints" / "step-000001" / "ema.safetensors")
+        args += ["-o", out / target]
+    files = {"killed": out / f".{target}.{gone_pid}.tmp",
+             "running": out / f".{target}.{os.getppid()}.tmp",
+             "another file's": out / f".notes.txt.{gone_pid}.tmp"}
+    out.mkdir()
+    for path in files.values():
+        path.write_bytes(b"half")
+    res = in_process(capsys, *args)
+    assert res.returncode == 0, res.stderr
+    assert (out / target).is_file() and not files["killed"].exists()
+    assert files["running"].exists() and files["another file's"].exists()

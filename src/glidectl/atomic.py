@@ -47,10 +47,11 @@ def _process_gone(pid: int) -> bool:
     return False
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
+def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:
     """Remove the temp files (``.<name>.<pid>.tmp``) in ``folder`` whose writer process is
-    gone: what a ``kill -9`` left. A live process's, and any other file, are kept. Returns
-    the files removed."""
+    gone: what a ``kill -9`` left. A live process's, and any other file, are kept; with
+    ``name``, only that file's (a user's folder holding one output). Returns the files
+    removed."""
     removed = []
     try:
         entries = list(Path(folder).iterdir())
@@ -58,8 +59,8 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
         return removed
     for path in entries:
         match = TEMP_NAME.fullmatch(path.name)
-        if match and _process_gone(int(match.group(2))) and path.is_file() \
-                and not path.is_symlink():
+        if match and name in (None, match.group(1)) and _process_gone(int(match.group(2))) \
+                and path.is_file() and not path.is_symlink():
             with suppress(OSError):
                 path.unlink()
                 removed.append(path)

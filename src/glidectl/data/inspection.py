@@ -230,6 +230,8 @@ def write_preview_grid(
             draw.text((x + 3, y + tile + 2 + 14 * j), line, fill=(0, 0, 0), font=font)
     if not tiles:
         draw.text((4, 4), "no valid samples", fill=(200, 0, 0), font=font)
+    from ..atomic import remove_stale_temps
     from ..images import save_png
 
+    remove_stale_temps(path.parent, path.name)  # what a killed inspect left
     return save_png(grid, path, {})  # atomic: a full disk or a kill leaves no half PNG

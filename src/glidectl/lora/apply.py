@@ -200,6 +200,7 @@ def merge_adapter(
     ``output`` is replaced only with ``force``."""
     import json
 
+    from ..atomic import remove_stale_temps
     from ..glide import load_model, save_weights
     from ..glide.loading import read_resolved
     from ..out_dir import check_out_dir
@@ -207,6 +208,7 @@ def merge_adapter(
     out = Path(output)
     check_output(out, force)
     check_out_dir(out.parent, "--output folder")
+    remove_stale_temps(out.parent, out.name)  # what a killed merge into it left
     adapter = read_adapter(adapter_path)
     # the model and its sampling defaults of one file (a training base run moves on)
     _, (model, defaults) = read_resolved(base, lambda path: (load_model(path),

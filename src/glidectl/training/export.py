@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 from .. import runs
+from ..atomic import remove_stale_temps
 from ..errors import GlidectlError, from_here
 
 
@@ -66,6 +67,7 @@ def export_weights(run: Path, output: Path, ema: bool | None = None,
     from ..out_dir import check_out_dir
 
     check_out_dir(output.parent, "--output folder")
+    remove_stale_temps(output.parent, output.name)  # what a killed export of it left
     from ..glide import read_weights, save_weights
     from ..glide.checkpoints import read_metadata
     from ..glide.loading import read_resolved
