@@ -377,8 +377,10 @@ def main() -> None:
         print(f"{name:10} {wall:6.1f} {t.trials:6d} {t.killed:6d}  {moments}")
         for failure in t.failures:
             print(f"{'':10} FAIL {failure}")
-    print(f"\nsummary: {total} kills over {len(rows)} commands (seed {args.seed}), "
-          f"{total_fail} trials with failures")
+    killed = sum(t.killed for _, _, t in rows)
+    print(f"\nsummary: {total} trials over {len(rows)} commands (seed {args.seed}, aim "
+          f"{args.aim}): {killed} killed, {total - killed} ended first; {total_fail} trials "
+          "with failures")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     else:
