@@ -136,8 +136,7 @@ def test_t_curriculum_starts_at_high_noise_and_widens_to_all_timesteps(tiny):
     T = trainer.bundle.diffusion.num_timesteps
     lows = []
     for step in range(11):
-        trainer.state.step = step
-        lows.append(trainer._t_low())
+        lows.append(trainer.objective.t_low(step))
     assert lows[:3] == [int(0.9 * T)] * 3  # top 10 % for the first half of the curriculum
     assert lows[5:] == [0] * 6  # uniform after half the steps
     assert lows[2] > lows[3] > lows[4] > lows[5]  # then falls linearly
@@ -208,14 +207,14 @@ def test_prior_loss_weight_scales_the_loss_of_regularisation_samples(tiny, tmp_p
                train=dict(steps=1, batch_size=4, name="prior", prior_loss_weight=0.25))
     trainer = Trainer(cfg, quiet=True)
     seen = []
-    real = trainer._losses
+    real = trainer.objective.losses
 
-    def spy(batch):
-        out = real(batch)
+    def spy(model, batch, step):
+        out = real(model, batch, step)
         seen.append((out["loss"].detach().clone(), list(batch["is_reg"])))
         return out
 
-    trainer._losses = spy
+    trainer.objective.losses = spy
     result = trainer.run()
     [(loss, reg)] = seen
     assert sorted(reg) == [False, False, True, True]  # one epoch: 2 images, 2 reg draws
@@ -243,15 +242,15 @@ def test_a_onetrainer_concepts_loss_weight_scales_the_loss_of_its_samples(tiny, 
                train=dict(steps=1, batch_size=4, name="weighted", prior_loss_weight=3.0))
     trainer = Trainer(cfg, quiet=True)
     seen = []
-    real = trainer._losses
+    real = trainer.objective.losses
 
-    def spy(batch):
-        out = real(batch)
+    def spy(model, batch, step):
+        out = real(model, batch, step)
         seen.append((out["loss"].detach().clone(), list(batch["loss_weight"]),
                      list(batch["is_reg"])))
         return out
 
-    trainer._losses = spy
+    trainer.objective.losses = spy
     result = trainer.run()
     [(loss, weights, reg)] = seen
     assert sorted(weights) == [0.25, 0.25, 1.0, 1.0] and not any(reg)  # not prior weighted
@@ -259,4 +258,4 @@ def test_a_onetrainer_concepts_loss_weight_scales_the_loss_of_its_samples(tiny, 
                                              rel=1e-5)
     assert result.last_loss != pytest.approx(float(loss.mean()), rel=1e-3)
     ones = {"loss_weight": [1.0] * 4, "is_reg": [False] * 4}
-    assert trainer._sample_weighted(loss, ones) is loss
+    assert trainer.objective.weighted(loss, ones) is loss

@@ -407,11 +407,12 @@ def test_an_unnamed_run_started_with_another_takes_the_next_name(tmp_path, monke
     from tiny_configs import tiny_config
 
     import glidectl.training.run_dir as run_dir
+    from glidectl.runs import RunDir
 
     cfg = tiny_config(tmp_path, train=dict(steps=1, name=""))
     taken = tmp_path / "runs" / "run-001"
     taken.mkdir(parents=True)
-    monkeypatch.setattr(run_dir, "next_run_name", lambda output, prefix="run": "run-001")
+    monkeypatch.setattr(run_dir, "pick_run", lambda cfg, resume: RunDir(taken))  # read as free
     with _locked_by_another_process(taken / ".lock"):
         trainer = Trainer(cfg, quiet=True)
     assert trainer.run_dir.root == tmp_path / "runs" / "run-002"

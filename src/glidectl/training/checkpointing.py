@@ -43,6 +43,11 @@ class CheckpointManager:
         tmp.mkdir(parents=True)
         return tmp
 
+    def discard(self, step: int) -> None:
+        """Remove the temp folder of a checkpoint whose write was cut short (main process):
+        its space back now."""
+        shutil.rmtree(self.tmp_dir(step), ignore_errors=True)
+
     def commit(self, step: int) -> Path:
         """Point ``latest`` at the step, rename the temp folder into place, then prune (main
         process). The pointer goes first: a kill before the rename leaves it naming a folder

@@ -138,7 +138,7 @@ class Previewer:
             self.prompts = prompts or [s.get("caption", "") for s in
                                        _dataset_samples(holdout, max_items)]
         if bundle.options.inpaint and self.reference is not None:
-            from .validation import random_masks
+            from .objective import random_masks
 
             gen = torch.Generator().manual_seed(self.cfg.seed)
             self.masks = random_masks(len(self.reference), self.reference.shape[-1], gen)

@@ -1,17 +1,20 @@
-"""A new run's name and the checks made before training (the layout: :mod:`glidectl.runs`)."""
+"""A run folder before training: its name, its lock, the checks made and what a kill left
+tidied away (the layout: :mod:`glidectl.runs`)."""
 
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import uuid
 from pathlib import Path
 from typing import IO
 
 from .. import runs
-from ..atomic import lock_file
+from ..atomic import lock_file, remove_stale_temps
 from ..config import GlideConfig
 from ..errors import GlidectlError
+from .checkpointing import CheckpointManager, resolve_checkpoint, set_aside_after
 
 MIN_FREE_BYTES = 64 * 1024 * 1024
 
@@ -106,8 +109,6 @@ def run_of_resume(resume: str) -> runs.RunDir:
 
 def resume_point(run: runs.RunDir, resume: str | None) -> Path | None:
     """The checkpoint to resume (None: a new run, which must have none), run lock held."""
-    from .checkpointing import resolve_checkpoint
-
     if resume:
         step_dir = resolve_checkpoint(resume, run.checkpoints)
         _refuse_abandoned(resume, step_dir.resolve())
@@ -127,3 +128,77 @@ def _refuse_abandoned(resume: str, step_dir: Path) -> None:
             "an earlier one; start a new run from its weights with --set "
             f"model.init={str(step_dir)!r}, or move it back into checkpoints/ (and the "
             "step folders past its branch point out) to resume it.")
+
+
+class RunClaim:
+    """The run folder this process trains, locked (main process), and the folders it
+    created for it, so a failed start can leave nothing new behind."""
+
+    def __init__(self) -> None:
+        self.created: list[Path] = []
+        self._lock: IO[str] | None = None
+
+    def take(self, cfg: GlideConfig, resume: str | None) -> tuple[runs.RunDir, Path | None]:
+        """Pick, check and lock the run folder: (run, checkpoint to resume or None)."""
+        run = pick_run(cfg, resume)
+        unnamed = not (resume or cfg.train.name)
+        for _ in range(100):
+            self.created = [p for p in (run.root.parent, run.root) if not p.exists()][:1]
+            check_writable(run.root)
+            try:
+                self._lock = lock_run(run)
+                break
+            except GlidectlError:
+                self.created = []  # another process's run: not ours to remove
+                if not unnamed:
+                    raise
+            # started at the same instant as another unnamed run: take the next name
+            run = runs.RunDir(run.root.parent / next_run_name(run.root.parent))
+        return run, resume_point(run, resume)
+
+    def release(self) -> None:
+        """Let another process train the run folder."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def undo(self) -> None:
+        """A start that failed: the folders it created (nothing half-written) go, the lock too."""
+        for folder in self.created:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.release()
+
+
+def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
+             best_step: int | None) -> str | None:
+    """Make the run folder fit to train on from ``step`` (main process, run lock held);
+    returns the line to show when later checkpoints were set aside.
+
+    A resume from an earlier checkpoint sets the later ones aside; ``best`` is pointed at
+    ``best_step`` again (a kill between a best checkpoint and its pointer, or the later
+    checkpoints set aside, would leave it naming another step, or none, and pruning would
+    delete it); what a ``kill -9`` left goes: temp files of writers that are gone, and,
+    through pruning, checkpoints past ``keep_last`` and temp step folders (a kill between
+    the final checkpoint and its pruning left them, and a finished run writes no checkpoint
+    again)."""
+    moved = set_aside_after(run.checkpoints, step) if step else None
+    if best_step is not None and run.step_dir(best_step).is_dir() \
+            and checkpoints.best() != run.step_dir(best_step):
+        checkpoints.mark_best(best_step)
+    for folder in run.written_folders():
+        remove_stale_temps(folder)
+    checkpoints.prune()
+    if moved is None:
+        return None
+    folder, names = moved
+    return (f"Resumed from step {step}: the later checkpoints ({', '.join(names)}) are from "
+            f"the run before this resume and were moved, whole, to {str(folder)!r}.")
+
+
+def resume_hint(run: runs.RunDir) -> str:
+    """Where ``run`` can be resumed from, as the end of an error sentence."""
+    last = runs.latest_step_dir(run.checkpoints)
+    if last is None:  # --resume would refuse the folder: there is nothing to resume
+        return "it has no checkpoint yet: run the same command again to start it over"
+    return (f"its last checkpoint is {str(last)!r}: resume with --resume "
+            f"{shlex.quote(str(run.root))}")

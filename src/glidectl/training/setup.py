@@ -1,9 +1,9 @@
 """What a run is set up from: config checks the schema cannot make, the Accelerator, the
-step count, and the upsampler's preview samples."""
+data (training stream, preview and validation samples) and the step count."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import dataclasses
 from typing import Any
 
 import torch
@@ -91,17 +91,67 @@ def make_accelerator(cfg: GlideConfig, mixed_precision: str) -> Any:
     return acc
 
 
-# How long the other processes wait for what only the main process does (previews, validation
-# FID/KID, run-folder checks): far past the process group's own timeout (NCCL 10 min, gloo
-# 30 min), which ended the whole run when a preview or an FID took longer.
-MAIN_WORK_TIMEOUT = timedelta(hours=24)
+def check_data_before_download(cfg: GlideConfig) -> None:
+    """A run whose model.init is still to be downloaded (OpenAI's 1.5 GB base) finds out
+    that its data.source is missing or empty first."""
+    from ..data.dataset import open_data
+    from ..glide.loading import resolve_spec
+
+    if cfg.model.init == "scratch":
+        return
+    try:
+        resolve_spec(cfg.model.init, download=False)
+    except GlidectlError:  # not on disk: it would be fetched
+        open_data(cfg.data, cfg.data.resolution or 64, "data.source")
 
 
-def main_work_group(acc: Any) -> Any:
-    """A gloo group, with :data:`MAIN_WORK_TIMEOUT`, for waiting on the main process (None
-    with one process). A process that dies still fails its peers' waits at once."""
-    if acc.num_processes == 1:
-        return None
-    import torch.distributed as dist
+@dataclasses.dataclass
+class RunData:
+    """The data a run reads."""
 
-    return dist.new_group(backend="gloo", timeout=MAIN_WORK_TIMEOUT)
+    dataset: Any  # the training data, whose counts and notes the run reports
+    stream: DataStream  # its batches, sharded per process, resumable by cursor
+    shown: Any  # the data previews read
+    validator: val.Validator | None
+    notes: list[str]
+
+
+def build_data(cfg: GlideConfig, bundle: Any, acc: Any, dataset: Any = None) -> RunData:
+    """The training stream, the validation samples and the data previews read (``dataset``:
+    a library caller's own training data instead of ``data.source``)."""
+    opts, tc = bundle.options, cfg.train
+    preview_data, validator, notes = None, None, []
+    size = cfg.data.resolution or opts.image_size
+    data_args = dict(
+        tokenizer=bundle.tokenizer, image_size=size, text_ctx=opts.text_ctx,
+        low_res_size=(size // 4) if opts.super_res else None, seed=tc.seed,
+    )
+    if dataset is None:
+        from ..data import build_dataset
+
+        dataset = build_dataset(cfg.data, train=True, rank=acc.process_index,
+                                world_size=acc.num_processes, source_name="data.source",
+                                **data_args)
+        if acc.is_main_process and cfg.preview.every > 0:
+            # Previews read the data as for evaluation: no augmentation or caption dropout;
+            # upsamplers' and inpainting models' images come at the sizes they sample at,
+            # whatever data.resolution.
+            preview_cfg, preview_args = cfg.data, data_args
+            if opts.super_res or opts.inpaint:
+                preview_cfg = dataclasses.replace(cfg.data, resolution=opts.image_size)
+                preview_args = {**data_args, "image_size": opts.image_size,
+                                "low_res_size": opts.low_res_size}
+            preview_data = build_dataset(preview_cfg, train=False, **preview_args)
+    train_data = dataset
+    if val.enabled(cfg):
+        samples = val.load_samples(cfg, data_args)
+        validator = val.Validator(cfg, samples, bundle.diffusion, opts, tc.batch_size)
+        notes += filter(None, [val.fid_samples_note(cfg, len(samples))])
+        if cfg.validation.holdout > 0:
+            train_data = val.WithoutKeys(dataset, {s["key"] for s in samples})
+    stream = DataStream(
+        train_data, batch_size=tc.batch_size, rank=acc.process_index,
+        world=acc.num_processes, seed=tc.seed, workers=cfg.data.workers,
+    )
+    shown = preview_data if preview_data is not None else train_data
+    return RunData(dataset, stream, shown, validator, notes)

@@ -19,18 +19,7 @@ from torch.utils.data import IterableDataset
 
 from ..config import GlideConfig
 from ..errors import GlidectlError
-
-
-def random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Inpainting masks (1 = keep): a random rectangle hidden per sample."""
-    masks = torch.ones(n, 1, size, size)
-    lo = torch.randint(0, size // 2, (n, 2), generator=gen)
-    extent = torch.randint(size // 4, size // 2 + 1, (n, 2), generator=gen)
-    for i in range(n):
-        y, x = lo[i].tolist()
-        h, w = extent[i].tolist()
-        masks[i, :, y:y + h, x:x + w] = 0
-    return masks
+from .objective import random_masks
 
 
 def enabled(cfg: GlideConfig) -> bool:

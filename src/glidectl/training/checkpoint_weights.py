@@ -1,0 +1,72 @@
+"""The weights of a step checkpoint: written from the model in training (the EMA weights
+beside them), read back on resume and checked against the network the config builds."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import runs
+from ..errors import GlidectlError
+from .adapters import ModelAdapter
+from .ema import EMA
+
+
+def write_weights(folder: Path, step: int, model: torch.nn.Module, adapter: ModelAdapter,
+                  ema: EMA | None, options: Any, meta: dict[str, str]) -> None:
+    """The weights (or the adapter's own files) of step ``step`` into ``folder``, ``meta``
+    in their headers (main process)."""
+    from ..glide import save_weights
+
+    writer = getattr(adapter, "save_checkpoint", None)
+    if writer is not None:  # e.g. LoRA: adapter folders instead of full weights
+        writer(model, folder, step, ema)
+        return
+    save_weights(adapter.export_state(model), folder / runs.MODEL_FILE, options, meta)
+    if ema is not None:
+        with ema.swapped():
+            save_weights(adapter.export_state(model), folder / runs.EMA_FILE, options, meta)
+
+
+def load_weights(step_dir: Path, model: torch.nn.Module, adapter: ModelAdapter,
+                 options: Any) -> None:
+    """A checkpoint's weights into ``model`` to resume it; a damaged file or the weights of
+    another network is a :class:`GlidectlError` saying what to do."""
+    loader = getattr(adapter, "load_checkpoint", None)
+    if loader is not None:
+        loader(model, step_dir)
+        return
+    from ..glide import read_weights
+
+    try:
+        state_dict, saved = read_weights(step_dir / runs.MODEL_FILE)
+    except GlidectlError as exc:  # damaged, truncated: an earlier checkpoint may do
+        raise GlidectlError(f"{str(exc).rstrip('.')}; resume from another checkpoint "
+                            "or start a new run.") from None
+    want = options.time_embed_max_freq
+    if saved.time_embed_max_freq != want:
+        raise GlidectlError(
+            f"Checkpoint {str(step_dir)!r} was trained with model.time_embed_max_freq = "
+            f"{saved.time_embed_max_freq} but the config says {want}; set "
+            f"model.time_embed_max_freq = {saved.time_embed_max_freq} to resume it."
+        )
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError:  # other shapes: the config builds another network
+        raise GlidectlError(
+            f"Cannot resume from {str(step_dir)!r}: its weights do not fit the model "
+            f"this config builds ({_options_diff(saved, options)}); resume "
+            "with the run's own config (--resume RUN without --config reads "
+            "RUN/config.toml)."
+        ) from None
+
+
+def _options_diff(saved: Any, built: Any) -> str:
+    """The model options two networks differ in, as ``name saved (config: built)``."""
+    pairs = [(f.name, getattr(saved, f.name), getattr(built, f.name))
+             for f in dataclasses.fields(saved)]
+    differ = [f"{name} {a!r} (config: {b!r})" for name, a, b in pairs if a != b]
+    return ", ".join(differ[:3]) or "other shapes"
