@@ -178,6 +178,37 @@ def test_an_interrupted_run_names_the_whole_command_that_resumes_it(cli, tiny, c
     assert f"Resume with: glidectl {command} --resume {run}" in result.output
 
 
+@pytest.mark.parametrize("signal_in_step, code", [(2, 0), (1, 130)])
+def test_a_ctrl_c_during_the_last_step_ends_the_run_as_done(cli, tiny, config_file, tmp_path,
+                                                            monkeypatch, signal_in_step, code):
+    """A Ctrl-C while the last step trains: that step is the end, so the final checkpoint is
+    saved and the run ends as done (exit 0); one a step earlier still stops the run."""
+    import os
+    import signal
+
+    from glidectl.training.objective import Objective
+
+    losses = Objective.losses
+
+    def losses_and_ctrl_c(self, model, batch, step):
+        if step + 1 == signal_in_step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return losses(self, model, batch, step)
+
+    monkeypatch.setattr(Objective, "losses", losses_and_ctrl_c)
+    path = config_file(tiny(train=dict(steps=2), checkpoint=dict(every=0)))
+    result = cli("train", "-c", str(path), "--no-live")
+    assert result.exit_code == code, result.output
+    checkpoints = tmp_path / "runs" / "t" / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == f"step-00000{signal_in_step}"
+    last = result.output.strip().splitlines()[-1]
+    if code == 0:
+        assert last.startswith("done at step 2") and "Interrupted" not in result.output
+    else:
+        assert "SIGINT: saving step 1" in result.output
+        assert last.startswith("Interrupted at step 1; checkpoint ")
+
+
 def test_train_warns_about_image_files_the_folder_leaves_out(cli, tiny, config_file,
                                                              image_folder):
     (image_folder / "phone.heic").write_bytes(b"\x00")

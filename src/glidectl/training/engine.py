@@ -432,7 +432,10 @@ class Trainer:
                     if cfg.preview.every > 0 and step % cfg.preview.every == 0:
                         self._preview(out.trackers)
                     self._validate(step, out)
-                    if self.procs.stop_requested(stop) or (until is not None and step >= until):
+                    # Once the last step is trained a stop is no interruption: the final
+                    # checkpoint below ends the run as done.
+                    early = until is not None and step >= until
+                    if step < self.total_steps and (self.procs.stop_requested(stop) or early):
                         out.result.interrupted = True
                         break
                     if step == self.total_steps or (
