@@ -17,6 +17,7 @@ from safetensors import safe_open
 from glidectl import runs
 from glidectl.cli.app import main
 from glidectl.config import save_config
+from glidectl.errors import GlidectlError
 from glidectl.training.checkpointing import CheckpointManager
 from glidectl.training.engine import Trainer
 from glidectl.training.metrics import read_metrics
@@ -417,6 +418,22 @@ def test_an_unnamed_run_started_with_another_takes_the_next_name(tmp_path, monke
         trainer = Trainer(cfg, quiet=True)
     assert trainer.run_dir.root == tmp_path / "runs" / "run-002"
     assert [p.name for p in taken.iterdir()] == [".lock"]  # the other run's, left as it was
+
+
+def test_an_unnamed_run_that_finds_no_free_name_is_refused(tmp_path, monkeypatch):
+    """Every name it tries is locked by another process: it stops in one sentence instead
+    of training the last one without its lock."""
+    from tiny_configs import tiny_config
+
+    import glidectl.training.run_dir as run_dir
+
+    def busy(run):
+        raise GlidectlError(f"{run.root} is being trained by another process.")
+
+    cfg = tiny_config(tmp_path, train=dict(steps=1, name=""))
+    monkeypatch.setattr(run_dir, "lock_run", busy)
+    with pytest.raises(GlidectlError, match="No free run folder .* set train.name"):
+        Trainer(cfg, quiet=True)
 
 
 class _Killed(BaseException):

@@ -154,6 +154,10 @@ class RunClaim:
                     raise
             # started at the same instant as another unnamed run: take the next name
             run = runs.RunDir(run.root.parent / next_run_name(run.root.parent))
+        else:  # never train a folder without its lock
+            raise GlidectlError(
+                f"No free run folder in {str(run.root.parent)!r}: 100 names in a row are being "
+                "trained by other processes; set train.name (or --set train.name=NAME).")
         return run, resume_point(run, resume)
 
     def release(self) -> None:
