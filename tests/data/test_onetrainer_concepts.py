@@ -91,6 +91,25 @@ def test_tags_shuffle_after_the_kept_count_and_loss_weights_ride_with_each_sampl
     assert weights == {"1": 2.0, "2": 1.0, "3": 1.0}
 
 
+@pytest.mark.parametrize("delimiter, shuffle, joiner", [
+    (";", False, ";"), (",", False, ","), (";", True, ", ")])
+def test_dropped_tags_join_with_the_delimiter_and_shuffled_ones_with_a_comma(
+        tmp_path, data_cfg, byte_tok, delimiter, shuffle, joiner):
+    """mgds DropTags joins the kept tags with tag_delimiter; ShuffleTags, after it, with
+    ", " whatever the delimiter."""
+    tags = ["sks dog", "red", "blue", "green", "tall"]
+    concepts = write(tmp_path, [{"path": "dog", "text": {
+        "tag_delimiter": delimiter, "enable_tag_shuffling": shuffle, "tag_dropout_enable": True,
+        "tag_dropout_mode": "RANDOM", "tag_dropout_probability": 0.4}}],
+        {"dog/a.png": f" {delimiter} ".join(tags)})
+    ds = dataset(data_cfg(source=str(concepts)), byte_tok)
+    captions = [s["caption"] for _ in range(12) for s in ds]
+    kept = [c.split(joiner) for c in captions]
+    assert all(k[0] == "sks dog" and set(k[1:]) <= set(tags[1:]) for k in kept)
+    assert len({len(k) for k in kept}) > 1  # tags were dropped
+    assert all(joiner in c for c in captions if c != "sks dog")
+
+
 def test_repeats_and_samples_balancing_give_each_epochs_reads(concepts):
     source = OneTrainerSource.open(concepts)
     # REPEATS 1.5 of 2 images: floor(3) reads; SAMPLES 3 of 4 images; default REPEATS 1

@@ -232,8 +232,11 @@ def _concept(out: ConceptsFile, index: int, raw: dict[str, Any]) -> ConceptSpec:
             dropout = float(tx["tag_dropout_probability"])  # mgds DropTags: each tag alone
         else:
             out.ignored.setdefault(*TAG_DROPOUT)
+    # mgds DropTags joins the tags it keeps with tag_delimiter, ShuffleTags (run after it)
+    # joins them with ", " whatever the delimiter
+    joiner = ", " if tx["enable_tag_shuffling"] else tx["tag_delimiter"]
     rules = SampleRules(
-        any_line=True, wildcards=False, separator=tx["tag_delimiter"],
+        any_line=True, wildcards=False, separator=tx["tag_delimiter"], joiner=joiner,
         keep_tokens=tx["keep_tags_count"], shuffle=tx["enable_tag_shuffling"],
         tag_dropout=min(dropout, 1.0), flip=im["enable_random_flip"],
         random_crop=im["enable_crop_jitter"],

@@ -31,6 +31,7 @@ class SampleRules:
     prefix: str = ""
     suffix: str = ""
     separator: str = ","
+    joiner: str = ", "  # what shuffled or dropped tags are joined back with
     keep_tokens: int = 0
     keep_separator: str = ""  # "a, b ||| c, d ||| e": a, b and e stay in place
     secondary_separator: str = ""  # "sky;;;cloud": one tag, written "sky,cloud"
@@ -65,7 +66,8 @@ class SampleRules:
         """``text`` (one line, prefix and suffix added) with its wildcards applied and, in
         training, its tags shuffled and dropped as kohya does: the first ``keep_tokens``
         tags (or those outside ``keep_separator``) stay in place, the rest are shuffled,
-        then each dropped with ``tag_dropout``; tags are joined with ", "."""
+        then each dropped with ``tag_dropout``; tags are joined with ``joiner`` (kohya's
+        ", ")."""
         if not text:
             return text
         if self.any_line if self.wildcards is None else self.wildcards:
@@ -78,7 +80,7 @@ class SampleRules:
                 flex = [tag for tag in flex if rng.random() >= self.tag_dropout]
         kept_apart = bool(self.keep_separator) and self.keep_separator in text
         if train and (self.shuffle or self.tag_dropout > 0) or kept_apart:
-            text = ", ".join(fixed + flex + tail)
+            text = self.joiner.join(fixed + flex + tail)
         if self.secondary_separator:
             text = text.replace(self.secondary_separator, self.separator)
         return text
