@@ -110,6 +110,23 @@ def test_dropped_tags_join_with_the_delimiter_and_shuffled_ones_with_a_comma(
     assert all(joiner in c for c in captions if c != "sks dog")
 
 
+def test_an_image_without_a_prompt_file_trains_on_the_empty_prompt(tmp_path, data_cfg,
+                                                                    byte_tok):
+    """mgds LoadMultipleTexts: a missing or blank .txt is the prompt "", which OneTrainer
+    trains on (glidectl rejected it as missing_caption)."""
+    concepts = write(tmp_path, [{"path": "dog"}], {
+        "dog/a.png": "sks dog", "dog/b.png": None, "dog/c.png": "\n \n"})
+    ds = dataset(data_cfg(source=str(concepts)), byte_tok)
+    assert {s["key"]: s["caption"] for s in ds} == {
+        "1/a.png": "sks dog", "1/b.png": "", "1/c.png": ""}
+    assert ds.stats()["rejected"] == {}
+    [note] = [n for n in source_notes(ds.source) if ".txt" in n]
+    assert note.endswith("concept 1: 1 image has no .txt prompt beside it (text.prompt_source "
+                         "\"sample\") and is trained on the empty prompt, as OneTrainer trains "
+                         "it; write the .txt, or set text.prompt_source to \"filename\" or "
+                         "\"concept\", to caption it.")
+
+
 def test_repeats_and_samples_balancing_give_each_epochs_reads(concepts):
     source = OneTrainerSource.open(concepts)
     # REPEATS 1.5 of 2 images: floor(3) reads; SAMPLES 3 of 4 images; default REPEATS 1

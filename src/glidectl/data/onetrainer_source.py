@@ -7,10 +7,12 @@ How OneTrainer reads a concept (mgds ``CollectPaths``, ``ModifyPath``, ``LoadMul
 (sub-folders too with ``include_subdirectories``, hidden folders skipped; ``-masklabel``
 images are masks, not samples), in sorted path order; the prompt is a random line of the
 image's ``.txt`` (``sample``), of the file at ``prompt_path`` (``concept``), or the file
-name without its extension (``filename``). An epoch reads floor(images × ``balancing``)
-samples of a REPEATS concept and int(``balancing``) of a SAMPLES one, walking the sorted
-images as a ring that continues where the last epoch stopped: with 10 images and balancing
-0.5, epoch 0 reads the first five, epoch 1 the other five. Units are ``"N/relative path"``,
+name without its extension (``filename``); a missing or blank prompt file gives the empty
+prompt (``LoadMultipleTexts``: ``[""]``), which is trained on. An epoch reads
+floor(images × ``balancing``) samples of a REPEATS concept and int(``balancing``) of a
+SAMPLES one, walking the sorted images as a ring that continues where the last epoch
+stopped: with 10 images and balancing 0.5, epoch 0 reads the first five, epoch 1 the other
+five. Units are ``"N/relative path"``,
 N the concept's number in the file.
 """
 
@@ -118,8 +120,9 @@ class OneTrainerSource:
             self.left.append(
                 f"{where}: {missing} image{'s' * many} {'have' if many else 'has'} no .txt "
                 f"prompt beside {'them' if many else 'it'} (text.prompt_source \"sample\") and "
-                f"{'are' if many else 'is'} rejected as missing_caption; write the .txt, or "
-                "set text.prompt_source to \"filename\" or \"concept\".")
+                f"{'are' if many else 'is'} trained on the empty prompt, as OneTrainer trains "
+                f"{'them' if many else 'it'}; write the .txt, or set text.prompt_source to "
+                f"\"filename\" or \"concept\", to caption {'them' if many else 'it'}.")
         deeper = 0 if spec.include_subdirectories else sum(
             1 for d, _, files in walk(folder) if Path(d) != folder for n in files if _is_image(n))
         if deeper:
@@ -176,7 +179,7 @@ class OneTrainerSource:
     def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
         key = unit.partition("/")[0]
         spec, path = self.concepts[key], self.images[unit]
-        caption: bytes | str | None = None
+        caption: bytes | str | None = ""  # no prompt file: mgds LoadMultipleTexts gives ""
         reject = None
         if spec.prompt_source == "filename":
             caption = path.stem
@@ -187,8 +190,9 @@ class OneTrainerSource:
                 caption = sidecar.read_bytes()
             except OSError:  # there, but not readable: not a missing caption
                 reject = "unreadable_caption"
+        # a missing, empty or blank prompt file is OneTrainer's empty prompt, not a reject
         yield RawSample(key=unit, image=path, caption=caption, reject=reject, rules=spec.rules,
-                        loss_weight=spec.loss_weight)
+                        loss_weight=spec.loss_weight, empty_ok=True)
 
 
 def _is_image(name: str) -> bool:
