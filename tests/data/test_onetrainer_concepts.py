@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from glidectl.cli.app import build_app, main
 from glidectl.data import build_dataset
-from glidectl.data.onetrainer_source import OneTrainerSource
+from glidectl.data.onetrainer_source import OneTrainerSource, validation_spec
 from glidectl.data.source_api import samples_per_epoch, source_notes
 from glidectl.data.sources import source_type
+from glidectl.errors import GlidectlError
 from glidectl.training.data_stream import DataStream
 
 CONCEPTS = [
@@ -160,10 +161,26 @@ def test_unapplied_settings_and_types_are_named_in_one_warning(concepts):
     assert ignored.startswith(f"{str(concepts)!r}: glidectl does not apply these OneTrainer "
                               "settings (what it does instead in brackets): seed (train.seed)")
     assert "image.enable_random_rotate (no rotation)" in ignored
-    assert "type VALIDATION of concept 5 ('held out') (left out of training; set " \
-        "validation.source = 'named'" in ignored
+    assert "VALIDATION" not in " ".join(notes)  # the run's validation data: said by the run
     assert "random_rotate_max_angle" not in ignored and "image_variations" not in ignored
     assert sum("not enabled" in n for n in notes) == 1
+
+
+def test_validation_concepts_are_read_by_the_validation_source(concepts, tmp_path,
+                                                                data_cfg, byte_tok):
+    spec = f"onetrainer-validation:{concepts}"
+    assert validation_spec(str(concepts)) == (spec, ["concept 5 ('held out')"])
+    assert validation_spec(f"onetrainer:{concepts}") == (
+        f"onetrainer-validation:{concepts}", ["concept 5 ('held out')"])
+    ds = dataset(data_cfg(source=spec), byte_tok, train=False)
+    assert [(s["key"], s["caption"]) for s in ds] == [
+        ("5/a {red|blue} house.png", "")]  # prompt_source "sample", no .txt: ""
+    none = write(tmp_path, [{"path": "style"}, {"path": "named", "enabled": False,
+                                                "type": "VALIDATION"}])
+    assert validation_spec(str(none)) is None  # disabled: no validation data
+    with pytest.raises(GlidectlError, match="names no images to validate on: no enabled "
+                       "VALIDATION concept's folder holds image files"):
+        OneTrainerSource.open(none, validation=True)
 
 
 def test_prior_prediction_concepts_are_left_out_and_named(tmp_path, data_cfg, byte_tok):
@@ -186,9 +203,8 @@ def test_older_concepts_are_migrated_as_onetrainer_does_and_unknown_keys_are_nam
     source = OneTrainerSource.open(concepts)
     assert [(r["type"], r["per_epoch"]) for r in source.concept_table()] == [
         ("STANDARD", 2), ("VALIDATION", 0)]
-    assert source_notes(source)[1] == (
-        f"{str(concepts)!r}: sample_ratio is not a key of OneTrainer's concepts that glidectl "
-        "knows, and is ignored.")
+    assert (f"{str(concepts)!r}: sample_ratio is not a key of OneTrainer's concepts that "
+            "glidectl knows, and is ignored.") in source_notes(source)
 
 
 @pytest.mark.parametrize("text, words", [

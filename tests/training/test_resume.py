@@ -56,12 +56,14 @@ def _kohya_config(folder, out):
 
 def _onetrainer_concepts(folder, out):
     """A OneTrainer concepts file over the folder: half its images per epoch (a ring that
-    goes on over epochs), tags shuffled per draw, a loss weight."""
+    goes on over epochs), tags shuffled per draw, a loss weight; the folder is a VALIDATION
+    concept too, the run's validation data."""
     import json
 
     out.write_text(json.dumps([{"name": "squares", "path": str(folder), "balancing": 0.5,
                                 "loss_weight": 0.5, "text": {"enable_tag_shuffling": True,
-                                                             "tag_delimiter": " "}}]))
+                                                             "tag_delimiter": " "}},
+                               {"name": "held", "path": str(folder), "type": "VALIDATION"}]))
     return out
 
 
@@ -81,6 +83,7 @@ def test_resume_is_bitwise_identical(tiny, image_folder, tmp_path, data):
     elif data == "onetrainer-json":  # fractional repeats, shuffled tags, a loss weight
         sections["data"]["source"] = str(_onetrainer_concepts(image_folder,
                                                               tmp_path / "concepts.json"))
+        sections["validation"] = dict(every=3, samples=2, timesteps=1)
     elif data == "webdataset":  # a shuffle buffer across shards, and a rejected sample
         sections["data"].update(source=str(_shards(image_folder, tmp_path / "shards")),
                                 shuffle_buffer=4, image_key="png")
@@ -105,6 +108,9 @@ def test_resume_is_bitwise_identical(tiny, image_folder, tmp_path, data):
         assert torch.equal(a[key], b[key]), key
     losses = [r["loss"] for r in straight.history]
     assert losses[3:] == [r["loss"] for r in second.history]
+    assert straight.validation[-1:] == second.validation  # [] but for onetrainer-json
+    if data == "onetrainer-json":  # on its VALIDATION concept
+        assert [r["step"] for r in straight.validation] == [3, 6]
     if data != "folder-2-workers":  # workers decode ahead, as fast as they run
         # the data counts go on from the checkpoint's (rejections included): nothing lost
         def counts(history):

@@ -136,6 +136,13 @@ def open_onetrainer(spec: str, cfg: Any, resolution: int) -> Source:
     return OneTrainerSource.open(os.path.expanduser(_given(spec, "onetrainer", "concepts.json")))
 
 
+def open_onetrainer_validation(spec: str, cfg: Any, resolution: int) -> Source:
+    from .onetrainer_source import OneTrainerSource
+
+    path = _given(spec, "onetrainer-validation", "concepts.json")
+    return OneTrainerSource.open(os.path.expanduser(path), validation=True)
+
+
 def open_shards(spec: Any, cfg: Any, resolution: int) -> Source:
     return ShardSource.open(_given(spec, "wds", "shards/"), cfg.image_key, cfg.caption_key,
                             cfg.metadata_key)
@@ -170,6 +177,9 @@ BUILTIN_SOURCES = (
                "OneTrainer's concepts file (a .json list of concepts, or onetrainer:FILE): "
                "folders with balancing, loss_weight and prompt options.", claims_onetrainer,
                priority=16),
+    SourceType("onetrainer-validation", open_onetrainer_validation,
+               "The VALIDATION concepts of a OneTrainer concepts file "
+               "(onetrainer-validation:FILE): a run on the file validates on them."),
     SourceType("hf", open_hf, "hf:NAME_OR_PATH, a Hub dataset (streamed) or save_to_disk folder.",
                claims_hf, priority=5),
 )

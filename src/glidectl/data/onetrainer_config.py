@@ -103,11 +103,11 @@ class ConceptSpec:
     def where(self) -> str:
         return f"concept {self.index}" + (f" ({self.name!r})" if self.name else "")
 
-    @property
-    def trained(self) -> bool:
-        """Read for training: enabled and STANDARD (OneTrainer also trains PRIOR_PREDICTION
-        concepts, with a target glidectl cannot make; see :attr:`ConceptsFile.ignored`)."""
-        return self.enabled and self.type == "STANDARD"
+    def read_as(self, types: tuple[str, ...]) -> bool:
+        """Whether it is enabled and of one of ``types``: OneTrainer's training data loader
+        reads STANDARD and PRIOR_PREDICTION concepts, its validation one VALIDATION ones
+        (``DataLoaderMgdsMixin._create_mgds``)."""
+        return self.enabled and self.type in types
 
     def per_epoch(self, images: int) -> int:
         """Reads per epoch of a concept of ``images`` images, as OneTrainer's mgds counts
@@ -252,10 +252,6 @@ def _concept(out: ConceptsFile, index: int, raw: dict[str, Any]) -> ConceptSpec:
             "left out of training: OneTrainer trains it towards the base model's own "
             "prediction, which glidectl cannot; make it STANDARD, with a loss_weight, to "
             "train on its images")
-    if enabled and spec.type == "VALIDATION":
-        out.ignored[f"type VALIDATION of {spec.where}"] = (
-            f"left out of training; set validation.source = {spec.path_text!r} and "
-            "validation.every to validate on its images")
     return spec
 
 

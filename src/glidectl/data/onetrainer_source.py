@@ -1,6 +1,7 @@
 """A OneTrainer concepts file as a data source (``data.source = "concepts.json"``, or
 ``onetrainer:FILE``): each enabled STANDARD concept's images, read per epoch as OneTrainer's
-balancing says and captioned by its ``text.prompt_source``.
+balancing says and captioned by its ``text.prompt_source``; ``onetrainer-validation:FILE``
+reads its VALIDATION concepts instead, a run's validation data (:func:`validation_spec`).
 
 How OneTrainer reads a concept (mgds ``CollectPaths``, ``ModifyPath``, ``LoadMultipleTexts``,
 ``GetFilename``, ``SelectRandomText``, ``DiskCache``): the image files of its ``path``
@@ -31,6 +32,9 @@ from .stats import RejectionCounter
 from .walk import walk
 
 MASK_POSTFIX = "-masklabel"  # OneTrainer's mask beside an image ("a-masklabel.png")
+TRAINED = ("STANDARD",)
+VALIDATION = ("VALIDATION",)
+VALIDATION_KIND = "onetrainer-validation"  # the source type of a file's VALIDATION concepts
 
 
 @dataclass
@@ -50,9 +54,11 @@ class OneTrainerSource:
     splits_samples = True
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> OneTrainerSource:
+    def open(cls, path: str | os.PathLike[str], validation: bool = False) -> OneTrainerSource:
+        """The file's training concepts, or with ``validation`` its VALIDATION ones."""
         src = cls(read_concepts(path))
         name = repr(str(src.file.path))
+        types = VALIDATION if validation else TRAINED
         for spec in src.file.concepts:
             row = {"concept": spec.name or spec.path_text, "type": spec.type,
                    "enabled": spec.enabled, "balancing": spec.balancing,
@@ -62,7 +68,7 @@ class OneTrainerSource:
             if not spec.enabled:
                 src.left.append(f"{name}: {spec.where} is not enabled and is left out, as "
                                 "OneTrainer leaves it out.")
-            if not spec.trained:
+            if not spec.read_as(types):
                 continue
             units = src._scan(spec)
             row["images"] = len(units)
@@ -83,9 +89,10 @@ class OneTrainerSource:
                 src.prompts[key] = src._prompt_file(spec)
         if not src.images:
             raise GlidectlError(
-                f"{name} names no images to train on: no enabled STANDARD concept's folder "
-                f"holds image files ({' '.join(IMAGE_EXTENSIONS)}); point each concept's path "
-                "at the folder of its images." + "".join(f" {note}" for note in src.left))
+                f"{name} names no images to {'validate' if validation else 'train'} on: no "
+                f"enabled {' or '.join(types)} concept's folder holds image files "
+                f"({' '.join(IMAGE_EXTENSIONS)}); point each concept's path at the folder of "
+                "its images." + "".join(f" {note}" for note in src.left))
         return src
 
     def _scan(self, spec: ConceptSpec) -> list[str]:
@@ -199,3 +206,17 @@ def _is_image(name: str) -> bool:
     stem, ext = os.path.splitext(name)
     return (ext.lower() in IMAGE_EXTENSIONS and not name.startswith(".")
             and not stem.endswith(MASK_POSTFIX))
+
+
+def validation_spec(data_source: str | list[str]) -> tuple[str, list[str]] | None:
+    """When ``data_source`` is a OneTrainer concepts file with enabled VALIDATION concepts:
+    the source spec of those concepts and where each is ("concept 5 ('held out')");
+    else None. Only the file is read, not its folders."""
+    from .sources import source_type
+
+    kind, given = source_type(data_source)
+    if kind is None or kind.name != OneTrainerSource.kind or not isinstance(given, str):
+        return None
+    concepts = read_concepts(os.path.expanduser(given)).concepts
+    found = [c.where for c in concepts if c.read_as(VALIDATION)]
+    return (f"{VALIDATION_KIND}:{given}", found) if found else None

@@ -81,11 +81,12 @@ class Trainer:
         adapter: ModelAdapter | None = None, live: bool | None = None,
         kinds: tuple[str, ...] | None = None, dataset: Any = None, quiet: bool = False,
     ) -> None:
+        cfg, validation_note = val.concept_validation(cfg)
         self.cfg = cfg
         from ..devices import training_precision
 
         self.precision, precision_note = training_precision(cfg.train.precision)
-        self._notes = [precision_note] if precision_note else []  # shown once set up
+        self._notes = [n for n in (precision_note, validation_note) if n]  # shown once set up
         check_config(cfg, kinds, self.precision)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)

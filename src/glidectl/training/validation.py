@@ -3,7 +3,8 @@ with fixed noise, so values compare across a run (and across a resume).
 
 The samples are ``validation.holdout`` samples of ``data.source`` (the first N that the data
 pipeline accepts, read in evaluation mode: centre crops, no flips, no caption dropout; the
-training stream skips their keys) or ``validation.samples`` samples of ``validation.source``.
+training stream skips their keys) or ``validation.samples`` samples of ``validation.source``
+(by default the VALIDATION concepts of a OneTrainer concepts file: :func:`concept_validation`).
 Each sample is scored at ``validation.timesteps`` timesteps spread evenly over the schedule
 (bucket k at t = (k + ½)·T/K); ``val_loss`` is their mean and ``val_loss_t<k>`` each bucket's.
 """
@@ -25,6 +26,31 @@ from .objective import random_masks
 def enabled(cfg: GlideConfig) -> bool:
     v = cfg.validation
     return (v.every > 0 or v.fid_every > 0) and (v.holdout > 0 or bool(v.source))
+
+
+def concept_validation(cfg: GlideConfig) -> tuple[GlideConfig, str | None]:
+    """A ``data.source`` that is a OneTrainer concepts file with VALIDATION concepts: they
+    are the run's ``validation.source`` (``onetrainer-validation:FILE``) unless the run has
+    a ``validation.source`` or ``validation.holdout`` of its own, which wins. Returns the
+    config and the one line that says which."""
+    from ..data.onetrainer_source import validation_spec
+
+    found = validation_spec(cfg.data.source)
+    if found is None:
+        return cfg, None
+    spec, concepts = found
+    v, many = cfg.validation, len(concepts) != 1
+    named = f"VALIDATION {', '.join(concepts)} of data.source"
+    if v.source not in ("", spec) or v.holdout > 0:
+        own = "validation.source" if v.source else "validation.holdout"
+        return cfg, (f"Note: the {named} {'are' if many else 'is'} not validated on: this "
+                     f"run's {own} decides its validation data.")
+    cfg = dataclasses.replace(cfg, validation=dataclasses.replace(v, source=spec))
+    if v.every > 0 or v.fid_every > 0:
+        return cfg, f"Validation: on the {named} (validation.source = {spec!r})."
+    return cfg, (f"Note: the {named} {'are' if many else 'is'} this run's validation data, "
+                 "but validation.every is 0; set it to compute val_loss on "
+                 f"{'them' if many else 'it'}.")
 
 
 def check(cfg: GlideConfig) -> None:
