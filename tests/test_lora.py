@@ -549,11 +549,24 @@ def test_lora_resume_is_bitwise_identical(tmp_path):
 
     base_file = save_weights(tiny(), tmp_path / "base.safetensors")
     model = dict(init=str(base_file))
-    straight_cfg = lora_config(tmp_path, train=dict(name="straight"), model=model,
+    # OneTrainer concepts, one of them PRIOR_PREDICTION: its target, the prediction with the
+    # adapters off, is made again exactly on resume
+    from PIL import Image
+
+    for folder, rgb in (("plain", (200, 30, 30)), ("prior", (30, 30, 200))):
+        (tmp_path / folder).mkdir()
+        for i in range(3):
+            Image.new("RGB", (40, 36), rgb).save(tmp_path / folder / f"{folder} {i}.png")
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text(json.dumps([
+        {"path": "plain", "text": {"prompt_source": "filename"}},
+        {"path": "prior", "type": "PRIOR_PREDICTION", "text": {"prompt_source": "filename"}}]))
+    data = dict(source=str(concepts))
+    straight_cfg = lora_config(tmp_path, train=dict(name="straight"), model=model, data=data,
                                lora=dict(targets=["attention", "mlp"], rslora=True))
     straight = Trainer(straight_cfg, adapter=LoraTrainingAdapter(straight_cfg.lora),
                        quiet=True).run()
-    split_cfg = lora_config(tmp_path, train=dict(name="split"), model=model,
+    split_cfg = lora_config(tmp_path, train=dict(name="split"), model=model, data=data,
                             lora=dict(targets=["attention", "mlp"], rslora=True))
     first = Trainer(split_cfg, adapter=LoraTrainingAdapter(split_cfg.lora), quiet=True).run(2)
     assert first.interrupted and first.step == 2

@@ -183,17 +183,30 @@ def test_validation_concepts_are_read_by_the_validation_source(concepts, tmp_pat
         OneTrainerSource.open(none, validation=True)
 
 
-def test_prior_prediction_concepts_are_left_out_and_named(tmp_path, data_cfg, byte_tok):
+def test_prior_prediction_concepts_are_read_with_their_flag_and_can_be_left_out(
+        tmp_path, data_cfg, byte_tok):
+    """OneTrainer's training loader reads STANDARD and PRIOR_PREDICTION concepts; a run that
+    cannot predict as the base model (not LoRA) leaves the latter out, with a warning."""
     concepts = write(tmp_path, [{"path": "style", "loss_weight": 0.5, "text": {
         "prompt_source": "filename", "tag_dropout_enable": True,
         "tag_dropout_probability": 0.5}}, {"name": "prior", "path": "named",
                                            "type": "PRIOR_PREDICTION"}])
-    source = OneTrainerSource.open(concepts)
-    assert {u[0] for u in source.units()} == {"1"}
-    [ignored] = [n for n in source_notes(source) if "does not apply" in n]
-    assert "type PRIOR_PREDICTION of concept 2 ('prior') (left out of training" in ignored
+    ds = dataset(data_cfg(source=str(concepts)), byte_tok)
+    assert {s["key"]: s["prior_prediction"] for s in ds if s["key"][0] == "2" or
+            s["key"] == "1/1.png"} == {"1/1.png": False, "2/a {red|blue} house.png": True}
+    [ignored] = [n for n in source_notes(ds.source) if "does not apply" in n]
+    assert "PRIOR_PREDICTION" not in ignored
     assert "text.tag_dropout_enable (glidectl drops tags only in tag_dropout_mode RANDOM" \
         in ignored  # OneTrainer's default FULL mode drops all tags at once
+    source = OneTrainerSource.open(concepts)
+    note = source.leave_out_prior_prediction()
+    assert note.startswith(f"{str(concepts)!r}: PRIOR_PREDICTION concept 2 ('prior') is left "
+                           "out of training")
+    assert {u[0] for u in source.units()} == {"1"} and samples_per_epoch(source) == 4
+    assert source.leave_out_prior_prediction() is None  # none left
+    only = write(tmp_path / "only", [{"path": "named", "type": "PRIOR_PREDICTION"}])
+    with pytest.raises(GlidectlError, match="names only PRIOR_PREDICTION concepts"):
+        OneTrainerSource.open(only).leave_out_prior_prediction()
 
 
 def test_older_concepts_are_migrated_as_onetrainer_does_and_unknown_keys_are_named(tmp_path):

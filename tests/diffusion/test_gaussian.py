@@ -151,3 +151,32 @@ def test_losses_on_cuda_match_cpu(cos, dg) -> None:
     terms = cos.training_losses(lambda xt, ts: output, *args)
     for key in ("loss", "mse", "vb"):
         _close(terms[key].cpu(), dg[f"loss/{key}"])
+
+
+def test_prior_rows_train_towards_the_prior_models_prediction(cos, dg) -> None:
+    """OneTrainer's PRIOR_PREDICTION: a row's target is the prior model's output at the same
+    x_t and t, without gradient (ε-MSE towards its ε, L_vb the KL from its p(x_{t-1}|x_t),
+    at t=0 too); the other rows are scored as before."""
+    out = dg["loss/model_output"]
+    other = out + 0.1 * torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
+    args = (dg["loss/x_start"], dg["loss/t"], dg["loss/noise"])
+    rows = torch.tensor([True, False, True, False])  # t = 0, 1, 500, 999
+    seen = []
+
+    def prior_fn(xt: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        seen.append((xt, ts.tolist(), torch.is_grad_enabled()))
+        return other
+
+    plain = cos.training_losses(lambda xt, ts: out, *args)
+    terms = cos.training_losses(lambda xt, ts: out, *args, prior=(rows, prior_fn))
+    [(xt, ts, grad)] = seen
+    _close(xt, dg["loss/q_sample"], rtol=1e-6, atol=1e-6)
+    assert ts == [0, 1, 500, 999] and not grad
+    for key in ("loss", "mse", "vb"):
+        assert torch.equal(terms[key][~rows], plain[key][~rows])
+    mse = ((other[:, :3] - out[:, :3]) ** 2).mean(dim=(1, 2, 3))
+    _close(terms["mse"][rows], mse[rows])
+    assert (terms["vb"][rows] > 0).all() and not torch.equal(terms["vb"], plain["vb"])
+    same = cos.training_losses(lambda xt, ts: out, *args, prior=(rows, lambda xt, ts: out))
+    # its own prediction: nothing to learn (normal_kl's -1 + lv2 - lv1 + 1 rounds, ~1e-8)
+    assert same["mse"][rows].abs().max() == 0 and same["vb"][rows].abs().max() < 1e-6

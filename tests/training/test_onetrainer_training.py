@@ -1,12 +1,17 @@
 """Training on a OneTrainer concepts file: its VALIDATION concepts as the run's validation
-data (the run's own [validation] wins)."""
+data (the run's own [validation] wins); its PRIOR_PREDICTION concepts trained towards the
+base model's own prediction in LoRA runs, left out of full finetunes."""
 
 from __future__ import annotations
 
 import json
 
+import torch
 from PIL import Image
+from tiny_configs import tiny_base_weights
 
+from glidectl.lora import LoraTrainingAdapter
+from glidectl.lora.inject import lora_parameters
 from glidectl.training.engine import Trainer
 
 
@@ -61,3 +66,51 @@ def test_the_runs_own_validation_wins_over_validation_concepts(tiny, tmp_path, c
     assert ("Note: the VALIDATION concept 2 of data.source is this run's validation data, "
             "but validation.every is 0; set it to compute val_loss on it.") in out
 
+
+PRIOR = [{"path": "train", "text": {"prompt_source": "filename"}},
+         {"name": "prior", "path": "held", "type": "PRIOR_PREDICTION",
+          "text": {"prompt_source": "filename"}}]
+
+
+def test_prior_prediction_samples_of_a_lora_run_train_towards_the_base_models_prediction(
+        tiny, tmp_path):
+    """OneTrainer's target for them: the model's prediction with its adapters off, at the same
+    x_t, t and text; with LoRA's B = 0 at the first step that is the model's own."""
+    cfg = tiny(model=dict(init=str(tiny_base_weights(tmp_path / "base.safetensors"))),
+               data=dict(source=str(concepts_file(tmp_path, PRIOR)), resolution=16),
+               train=dict(steps=2, batch_size=4, lr=1e-2, precision="fp32"),
+               lora=dict(targets=["attention", "mlp"], rank=4))
+    trainer = Trainer(cfg, adapter=LoraTrainingAdapter(cfg.lora), quiet=True)
+    seen, real = [], trainer._losses
+
+    def spy(batch):
+        out = real(batch)
+        seen.append((out["loss"].detach(), list(batch["prior_prediction"]),
+                     [k[0] for k in batch["key"]], out["mse"].detach()))
+        return out
+
+    trainer._losses = spy
+    trainer.run()
+    (first, prior, concept, mse), (second, prior_2, _, _) = seen
+    assert sorted(prior) == [False, False, True, True]
+    assert prior == [c == "2" for c in concept]
+    rows = torch.tensor(prior)
+    # the same ε; the KL of two equal Gaussians, as normal_kl rounds it, is ~1e-8
+    assert mse[rows].abs().max() == 0 and first[rows].abs().max() < 1e-6
+    assert (first[~rows] > 0.01).all()
+    assert (second[torch.tensor(prior_2)] > 0).all()  # the adapters have moved it since
+    assert all(p.requires_grad for _, p in lora_parameters(trainer.unwrapped))
+
+
+def test_a_full_finetune_leaves_prior_prediction_concepts_out_with_a_warning(
+        tiny, tmp_path, capsys):
+    concepts = concepts_file(tmp_path, PRIOR)
+    trainer = Trainer(tiny(data=dict(source=str(concepts)), train=dict(steps=1)), live=False)
+    assert {s["key"][0] for s in trainer.dataset} == {"1"}
+    assert trainer.stream.steps_per_epoch(1) == 1  # 2 images, batches of 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert (f"Warning: {str(concepts)!r}: PRIOR_PREDICTION concept 2 ('prior') is left out of "
+            "training: their target is the base model's own prediction, which OneTrainer "
+            "makes only in LoRA runs (the model with its adapters off), and a full finetune "
+            "has no base model beside the one it trains; train with `glidectl lora`, or make "
+            "it STANDARD.") in out

@@ -57,13 +57,15 @@ def _kohya_config(folder, out):
 def _onetrainer_concepts(folder, out):
     """A OneTrainer concepts file over the folder: half its images per epoch (a ring that
     goes on over epochs), tags shuffled per draw, a loss weight; the folder is a VALIDATION
-    concept too, the run's validation data."""
+    concept too, the run's validation data, and a PRIOR_PREDICTION one, which a full
+    finetune leaves out."""
     import json
 
     out.write_text(json.dumps([{"name": "squares", "path": str(folder), "balancing": 0.5,
                                 "loss_weight": 0.5, "text": {"enable_tag_shuffling": True,
                                                              "tag_delimiter": " "}},
-                               {"name": "held", "path": str(folder), "type": "VALIDATION"}]))
+                               {"name": "held", "path": str(folder), "type": "VALIDATION"},
+                               {"path": str(folder), "type": "PRIOR_PREDICTION"}]))
     return out
 
 

@@ -48,6 +48,7 @@ class Prepared:
     rules: SampleRules | None = None
     is_reg: bool = False
     loss_weight: float = 1.0
+    prior_prediction: bool = False
 
 
 class SamplePipeline:
@@ -99,7 +100,7 @@ class SamplePipeline:
             draft_size=self.transform.draft_size(),
         )
         return Prepared(raw.key, chosen, image, original, converted, meta, rules, raw.is_reg,
-                        raw.loss_weight)
+                        raw.loss_weight, raw.prior_prediction)
 
     def finish(self, prepared: Prepared, rng: random.Random, epoch: int = 0) -> dict[str, Any]:
         """The training dict of ``prepared``; ``epoch``: the data epoch (0-based), for
@@ -116,7 +117,8 @@ class SamplePipeline:
         dropped = rules is not None and rules.drops(rng, epoch)
         tokens, mask, caption = self.text("" if dropped else prepared.caption, rng)
         out.update(tokens=tokens, mask=mask, caption=caption, key=prepared.key,
-                   is_reg=prepared.is_reg, loss_weight=prepared.loss_weight)
+                   is_reg=prepared.is_reg, loss_weight=prepared.loss_weight,
+                   prior_prediction=prepared.prior_prediction)
         return out
 
     def __call__(self, raw: RawSample, rng: random.Random,
@@ -132,7 +134,8 @@ class SamplePipeline:
 
 class StreamDataset(IterableDataset):
     """Training samples as dicts (``image``, ``tokens``, ``mask``, ``caption``, ``key``,
-    ``is_reg`` (a regularisation image), ``loss_weight`` (the sample's own), ``low_res`` for
+    ``is_reg`` (a regularisation image), ``loss_weight`` (the sample's own),
+    ``prior_prediction`` (trained towards the base model's prediction), ``low_res`` for
     upsamplers, and ``_cursor``: raw samples this worker has taken so far in the epoch);
     ``stats()`` counts rejections over all workers.
 

@@ -247,11 +247,6 @@ def _concept(out: ConceptsFile, index: int, raw: dict[str, Any]) -> ConceptSpec:
         float(c["loss_weight"]), tx["prompt_source"], _path(out.path.parent, tx["prompt_path"]),
         rules,
     )
-    if enabled and spec.type == "PRIOR_PREDICTION":
-        out.ignored[f"type PRIOR_PREDICTION of {spec.where}"] = (
-            "left out of training: OneTrainer trains it towards the base model's own "
-            "prediction, which glidectl cannot; make it STANDARD, with a loss_weight, to "
-            "train on its images")
     return spec
 
 

@@ -1,7 +1,8 @@
 """A OneTrainer concepts file as a data source (``data.source = "concepts.json"``, or
-``onetrainer:FILE``): each enabled STANDARD concept's images, read per epoch as OneTrainer's
-balancing says and captioned by its ``text.prompt_source``; ``onetrainer-validation:FILE``
-reads its VALIDATION concepts instead, a run's validation data (:func:`validation_spec`).
+``onetrainer:FILE``): each enabled STANDARD and PRIOR_PREDICTION concept's images, read
+per epoch as OneTrainer's balancing says and captioned by its ``text.prompt_source``;
+``onetrainer-validation:FILE`` reads its VALIDATION concepts instead, a run's validation
+data (:func:`validation_spec`).
 
 How OneTrainer reads a concept (mgds ``CollectPaths``, ``ModifyPath``, ``LoadMultipleTexts``,
 ``GetFilename``, ``SelectRandomText``, ``DiskCache``): the image files of its ``path``
@@ -13,8 +14,7 @@ prompt (``LoadMultipleTexts``: ``[""]``), which is trained on. An epoch reads
 floor(images × ``balancing``) samples of a REPEATS concept and int(``balancing``) of a
 SAMPLES one, walking the sorted images as a ring that continues where the last epoch
 stopped: with 10 images and balancing 0.5, epoch 0 reads the first five, epoch 1 the other
-five. Units are ``"N/relative path"``,
-N the concept's number in the file.
+five. Units are ``"N/relative path"``, N the concept's number in the file.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .stats import RejectionCounter
 from .walk import walk
 
 MASK_POSTFIX = "-masklabel"  # OneTrainer's mask beside an image ("a-masklabel.png")
-TRAINED = ("STANDARD",)
+TRAINED = ("STANDARD", "PRIOR_PREDICTION")
 VALIDATION = ("VALIDATION",)
 VALIDATION_KIND = "onetrainer-validation"  # the source type of a file's VALIDATION concepts
 
@@ -199,7 +199,33 @@ class OneTrainerSource:
                 reject = "unreadable_caption"
         # a missing, empty or blank prompt file is OneTrainer's empty prompt, not a reject
         yield RawSample(key=unit, image=path, caption=caption, reject=reject, rules=spec.rules,
-                        loss_weight=spec.loss_weight, empty_ok=True)
+                        loss_weight=spec.loss_weight, empty_ok=True,
+                        prior_prediction=spec.type == "PRIOR_PREDICTION")
+
+    def leave_out_prior_prediction(self) -> str | None:
+        """Leave the PRIOR_PREDICTION concepts out, for a run that cannot predict as the base
+        model (OneTrainer's ``BaseModelSetup.prior_model`` refuses all but LoRA training):
+        the warning that says so, or None when there are none."""
+        keys = [k for k, spec in self.concepts.items() if spec.type == "PRIOR_PREDICTION"]
+        if not keys:
+            return None
+        for key in keys:
+            for unit in self.ring.pop(key):
+                del self.images[unit], self.place[unit]
+            self.prompts.pop(key, None)
+        which = ", ".join(self.concepts.pop(k).where for k in keys)
+        many = len(keys) != 1
+        name = repr(str(self.file.path))
+        if not self.images:
+            raise GlidectlError(
+                f"{name} names only PRIOR_PREDICTION concepts ({which}) to train on, and only "
+                "a LoRA run can train them; train with `glidectl lora`, or make a concept "
+                "STANDARD.")
+        return (f"{name}: PRIOR_PREDICTION {which} {'are' if many else 'is'} left out of "
+                "training: their target is the base model's own prediction, which OneTrainer "
+                "makes only in LoRA runs (the model with its adapters off), and a full "
+                "finetune has no base model beside the one it trains; train with `glidectl "
+                f"lora`, or make {'them' if many else 'it'} STANDARD.")
 
 
 def _is_image(name: str) -> bool:

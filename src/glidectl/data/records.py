@@ -35,7 +35,9 @@ class RawSample:
     caption (kohya trains an image with neither a caption file nor class words on it), so it
     is not rejected as ``empty_caption``. ``again``: a later read, within one training epoch,
     of an image read several times an epoch (kohya's repeats): a rejection of it is counted
-    apart, so each image is counted once an epoch.
+    apart, so each image is counted once an epoch. ``prior_prediction``: trained towards the
+    base model's own prediction instead of the data (OneTrainer's PRIOR_PREDICTION
+    concepts; LoRA runs).
     """
 
     key: str
@@ -49,3 +51,4 @@ class RawSample:
     loss_weight: float = 1.0
     empty_ok: bool = False
     again: bool = False
+    prior_prediction: bool = False

@@ -194,6 +194,16 @@ class GaussianDiffusion:
         )
         return torch.where(t.to(kl.device) == 0, nll, kl) / math.log(2.0)
 
+    def prior_kl_bpd(self, prior_output: torch.Tensor, model_output: torch.Tensor,
+                     xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """KL(p_prior(x_{t-1}|x_t) ‖ p(x_{t-1}|x_t)) per sample in bits per dimension, at
+        t=0 too: the variational term of a sample whose target is another model's
+        prediction (``prior_output``) instead of the data's posterior."""
+        ref = self.p_mean_variance(prior_output, xt, t, clip_denoised=False)
+        p = self.p_mean_variance(model_output, xt, t, clip_denoised=False)
+        kl = normal_kl(ref["mean"], ref["log_variance"], p["mean"], p["log_variance"])
+        return mean_flat(kl) / math.log(2.0)
+
     def training_losses(
         self,
         model_fn: ModelFn,
@@ -203,6 +213,7 @@ class GaussianDiffusion:
         loss_type: str = "hybrid",
         weights: torch.Tensor | None = None,
         q_noise: torch.Tensor | None = None,
+        prior: tuple[torch.Tensor, ModelFn] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-sample loss terms ``loss``, ``mse`` and ``vb`` for a batch.
 
@@ -211,22 +222,40 @@ class GaussianDiffusion:
         variance channels. ``eps``: loss = MSE(ε); vb is still reported, without gradient.
         ``weights`` (e.g. :meth:`min_snr_weights`) scale the MSE part of the loss; ``mse``
         is reported unweighted. ``q_noise`` (input perturbation) noises x_t instead of
-        ``noise``, which stays the target.
+        ``noise``, which stays the target. ``prior`` = (rows, prior_fn): the rows (a bool
+        per sample) whose target is ``prior_fn``'s output at the same x_t and t, computed
+        without gradient (OneTrainer's PRIOR_PREDICTION concepts: ``GenericTrainer.train``
+        puts the prior model's prediction in their target): the MSE is towards its ε and
+        L_vb is :meth:`prior_kl_bpd`.
         """
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
         if noise is None:
             noise = torch.randn_like(x0)
         xt = self.q_sample(x0, t, noise if q_noise is None else q_noise)
-        model_output = model_fn(xt, self.model_timesteps(t))
+        ts = self.model_timesteps(t)
+        model_output = model_fn(xt, ts)
         eps, v = _split_output(model_output, x0)
-        mse = mean_flat((noise - eps) ** 2)
+        target, ref, rows = noise, None, None
+        if prior is not None:
+            rows = prior[0].to(device=x0.device, dtype=torch.bool)
+            with torch.no_grad():
+                ref = prior[1](xt, ts)
+            target = torch.where(rows[:, None, None, None], _split_output(ref, x0)[0], noise)
+        mse = mean_flat((target - eps) ** 2)
         frozen = torch.cat([eps.detach(), v], dim=1)
-        if loss_type == "hybrid":
+
+        def vb_terms() -> torch.Tensor:
             vb = self.vb_terms_bpd(frozen, x0, xt, t)
+            if ref is None:
+                return vb
+            return torch.where(rows, self.prior_kl_bpd(ref, frozen, xt, t), vb)
+
+        if loss_type == "hybrid":
+            vb = vb_terms()
         else:
             with torch.no_grad():
-                vb = self.vb_terms_bpd(frozen, x0, xt, t)
+                vb = vb_terms()
         weighted = mse if weights is None else mse * weights.to(mse)
         loss = weighted + vb if loss_type == "hybrid" else weighted
         return {"loss": loss, "mse": mse, "vb": vb}

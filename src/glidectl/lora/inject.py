@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +71,27 @@ def inject_lora(model: nn.Module, cfg: LoraConfig, adapter_name: str = ADAPTER_N
         p.data = p.data.float()  # fp32 master copies even when the base body runs in fp16
         p.requires_grad_(True)
     return names
+
+
+@contextmanager
+def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
+    """The base model inside the block: every LoRA layer of ``model`` bypassed (peft's
+    ``BaseTunerLayer.enable_adapters(False)``; OneTrainer's ``BaseModelSetup.prior_model``
+    unhooks its LoRA modules the same way), then on again with each adapter weight's
+    ``requires_grad`` as it was (peft's switch resets it)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    grads = [(p, p.requires_grad) for _, p in lora_parameters(model)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+        for p, wanted in grads:
+            p.requires_grad_(wanted)
 
 
 @dataclass

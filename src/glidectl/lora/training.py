@@ -21,6 +21,7 @@ from .files import latest_adapter, read_adapter, save_adapter, weights_sha256
 from .inject import (
     ADAPTER_NAME,
     LoraSummary,
+    adapters_off,
     check_lora_config,
     inject_lora,
     lora_parameters,
@@ -59,6 +60,11 @@ class LoraTrainingAdapter:
 
     def trainable(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
         return lora_parameters(model)
+
+    def prior_model(self, model: nn.Module) -> Any:
+        """A context in which ``model`` predicts as the base model (adapters off): the target
+        of OneTrainer's PRIOR_PREDICTION concepts."""
+        return adapters_off(model)
 
     def export_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The adapter weights in peft's key format (no adapter name)."""

@@ -4,7 +4,9 @@ The engine asks an adapter three things: ``prepare(model)`` (freeze or wrap; ret
 module to train), ``trainable(model)`` (named parameters the optimizer and EMA see), and
 ``export_state(model)`` (the state_dict written as model.safetensors). An adapter may also
 define ``save_checkpoint(model, step_dir, step, ema)`` and ``load_checkpoint(model, step_dir)``
-to write/read its own weight files instead (LoRA writes adapter folders). Full finetuning is
+to write/read its own weight files instead (LoRA writes adapter folders), and
+``prior_model(model)``, a context in which the model predicts as the base model (LoRA:
+adapters off), for OneTrainer's PRIOR_PREDICTION concepts. Full finetuning is
 :class:`PartsAdapter`; a LoRA adapter implements the same protocol and is passed to
 :func:`glidectl.training.engine.train` (see ``glidectl.lora.training``).
 """

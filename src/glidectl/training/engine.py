@@ -62,6 +62,7 @@ from .setup import (
 )
 from .state import TrainResult, TrainState
 from .trackers import Trackers
+from .validation import concept_validation
 
 
 class Trainer:
@@ -81,7 +82,7 @@ class Trainer:
         adapter: ModelAdapter | None = None, live: bool | None = None,
         kinds: tuple[str, ...] | None = None, dataset: Any = None, quiet: bool = False,
     ) -> None:
-        cfg, validation_note = val.concept_validation(cfg)
+        cfg, validation_note = concept_validation(cfg)
         self.cfg = cfg
         from ..devices import training_precision
 
@@ -101,7 +102,7 @@ class Trainer:
         self._notes += filter(None, [resolution_note(cfg.model, cfg.data.resolution,
                                                      self.bundle.options)])
         model = self._setup_model(adapter)
-        data = build_data(cfg, self.bundle, acc, dataset)
+        data = build_data(cfg, self.bundle, acc, dataset, self.adapter)
         self.dataset, self.stream, self.validator = data.dataset, data.stream, data.validator
         self._notes += data.notes
         self.total_steps = total_steps(cfg, self.stream)
@@ -317,7 +318,8 @@ class Trainer:
                 wait += self.stream.last_wait
                 if self.main and (note := self._captions.see(batch.get("caption", ()))):
                     self.display.message(note)
-                losses = self.objective.losses(self.model, batch, self.state.step)
+                losses = self.objective.losses(self.model, batch, self.state.step,
+                                                self.adapter, self.unwrapped)
                 loss = self.objective.weighted(losses["loss"], batch).mean()
                 acc.backward(loss)
                 terms += torch.stack([

@@ -13,6 +13,7 @@ import torch
 
 from ..config import TrainConfig
 from .data_stream import DataStream
+from .prior_prediction import prior_targets
 
 
 def random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -37,9 +38,12 @@ class Objective:
         self.stream, self.noise = stream, noise
         self.world, self.device, self.total_steps = world, device, total_steps
 
-    def losses(self, model: torch.nn.Module, batch: dict[str, Any],
-               step: int) -> dict[str, torch.Tensor]:
-        """The per-sample loss terms (``loss``, ``mse``, ``vb``) of ``model`` on ``batch``."""
+    def losses(self, model: torch.nn.Module, batch: dict[str, Any], step: int,
+               adapter: Any = None, base: torch.nn.Module | None = None
+               ) -> dict[str, torch.Tensor]:
+        """The per-sample loss terms (``loss``, ``mse``, ``vb``) of ``model`` on ``batch``;
+        PRIOR_PREDICTION samples train towards ``base`` (the unwrapped model) inside
+        ``adapter.prior_model`` (:mod:`glidectl.training.prior_prediction`)."""
         dev = self.device
         x0 = batch["image"].to(dev)
         if self.tc.channels_last:
@@ -53,8 +57,9 @@ class Objective:
         if inpaint_mask is not None:
             extra["inpaint_image"], extra["inpaint_mask"] = x0, inpaint_mask
 
-        def model_fn(x_t: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-            return model(x_t, ts, tokens, mask, **extra)
+        def model_fn(x_t: torch.Tensor, ts: torch.Tensor,
+                     net: torch.nn.Module | None = None) -> torch.Tensor:
+            return (model if net is None else net)(x_t, ts, tokens, mask, **extra)
 
         tc = self.tc
         weights = None
@@ -62,6 +67,7 @@ class Objective:
             weights = self.diffusion.snr_weights(t, gamma=tc.min_snr_gamma, floor=tc.snr_floor)
         return self.diffusion.training_losses(
             model_fn, x0, t, noise, loss_type=tc.loss, weights=weights, q_noise=q_noise,
+            prior=prior_targets(batch, adapter, base, model_fn),
         )
 
     def weighted(self, loss: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:

@@ -13,6 +13,7 @@ from ..devices import LAUNCHER_ENV, Precision
 from ..errors import GlidectlError
 from . import validation as val
 from .data_stream import DataStream
+from .prior_prediction import leave_out_unless_possible
 from .trackers import tracker_names
 
 
@@ -116,9 +117,11 @@ class RunData:
     notes: list[str]
 
 
-def build_data(cfg: GlideConfig, bundle: Any, acc: Any, dataset: Any = None) -> RunData:
+def build_data(cfg: GlideConfig, bundle: Any, acc: Any, dataset: Any = None,
+               adapter: Any = None) -> RunData:
     """The training stream, the validation samples and the data previews read (``dataset``:
-    a library caller's own training data instead of ``data.source``)."""
+    a library caller's own training data instead of ``data.source``; without
+    ``adapter.prior_model``, PRIOR_PREDICTION samples are left out with a warning)."""
     opts, tc = bundle.options, cfg.train
     preview_data, validator, notes = None, None, []
     size = cfg.data.resolution or opts.image_size
@@ -142,6 +145,7 @@ def build_data(cfg: GlideConfig, bundle: Any, acc: Any, dataset: Any = None) -> 
                 preview_args = {**data_args, "image_size": opts.image_size,
                                 "low_res_size": opts.low_res_size}
             preview_data = build_dataset(preview_cfg, train=False, **preview_args)
+    notes += filter(None, [leave_out_unless_possible(dataset, adapter)])
     train_data = dataset
     if val.enabled(cfg):
         samples = val.load_samples(cfg, data_args)
