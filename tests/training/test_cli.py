@@ -190,10 +190,10 @@ def test_a_ctrl_c_during_the_last_step_ends_the_run_as_done(cli, tiny, config_fi
 
     losses = Objective.losses
 
-    def losses_and_ctrl_c(self, model, batch, step):
+    def losses_and_ctrl_c(self, model, batch, step, *args):
         if step + 1 == signal_in_step:
             os.kill(os.getpid(), signal.SIGINT)
-        return losses(self, model, batch, step)
+        return losses(self, model, batch, step, *args)
 
     monkeypatch.setattr(Objective, "losses", losses_and_ctrl_c)
     path = config_file(tiny(train=dict(steps=2), checkpoint=dict(every=0)))

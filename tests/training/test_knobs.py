@@ -209,8 +209,8 @@ def test_prior_loss_weight_scales_the_loss_of_regularisation_samples(tiny, tmp_p
     seen = []
     real = trainer.objective.losses
 
-    def spy(model, batch, step):
-        out = real(model, batch, step)
+    def spy(model, batch, step, *args):
+        out = real(model, batch, step, *args)
         seen.append((out["loss"].detach().clone(), list(batch["is_reg"])))
         return out
 
@@ -244,8 +244,8 @@ def test_a_onetrainer_concepts_loss_weight_scales_the_loss_of_its_samples(tiny, 
     seen = []
     real = trainer.objective.losses
 
-    def spy(model, batch, step):
-        out = real(model, batch, step)
+    def spy(model, batch, step, *args):
+        out = real(model, batch, step, *args)
         seen.append((out["loss"].detach().clone(), list(batch["loss_weight"]),
                      list(batch["is_reg"])))
         return out

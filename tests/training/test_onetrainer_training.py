@@ -81,15 +81,15 @@ def test_prior_prediction_samples_of_a_lora_run_train_towards_the_base_models_pr
                train=dict(steps=2, batch_size=4, lr=1e-2, precision="fp32"),
                lora=dict(targets=["attention", "mlp"], rank=4))
     trainer = Trainer(cfg, adapter=LoraTrainingAdapter(cfg.lora), quiet=True)
-    seen, real = [], trainer._losses
+    seen, real = [], trainer.objective.losses
 
-    def spy(batch):
-        out = real(batch)
+    def spy(model, batch, step, *args):
+        out = real(model, batch, step, *args)
         seen.append((out["loss"].detach(), list(batch["prior_prediction"]),
                      [k[0] for k in batch["key"]], out["mse"].detach()))
         return out
 
-    trainer._losses = spy
+    trainer.objective.losses = spy
     trainer.run()
     (first, prior, concept, mse), (second, prior_2, _, _) = seen
     assert sorted(prior) == [False, False, True, True]
