@@ -149,14 +149,16 @@ def test_a_preview_that_cannot_be_written_whole_keeps_the_old_one(tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
 
 
-def test_a_single_image_file_as_source_is_not_called_missing(tmp_path, capsys):
-    image = tmp_path / "cat.jpg"
-    image.write_bytes(encode(photo(40, 40)))
+@pytest.mark.parametrize("name", ["cat.jpg", "metadata.jsonl"])
+def test_a_file_of_an_image_folder_as_source_names_its_folder(tmp_path, name, capsys):
+    (tmp_path / "cat.jpg").write_bytes(encode(photo(40, 40)))
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "cat.jpg", "text": "a cat"}\n')
     with pytest.raises(SystemExit) as info:
-        main(["dataset", "inspect", str(image), "--tokenizer", "byte"])
+        main(["dataset", "inspect", str(tmp_path / name), "--tokenizer", "byte"])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "does not exist" not in err and "is a file" in err and "image folder" in err
+    assert f"(for the images beside it, pass its folder {str(tmp_path)!r})" in err
 
 
 def test_unknown_preset_is_one_line(capsys):

@@ -281,15 +281,28 @@ def test_images_without_caption_or_class_tokens_train_on_the_empty_caption_as_ko
     assert report["valid"] == 4 and report["empty_share"] == 0.5  # 1/x.png and 3/x
 
 
-def test_a_toml_file_is_claimed_and_kohya_prefix_reads_json(tmp_path, toml, data_cfg,
-                                                            byte_tok):
+def test_a_toml_file_and_kohyas_json_form_are_claimed_without_a_prefix(tmp_path, toml,
+                                                                        data_cfg, byte_tok):
     assert source_type(str(toml))[0].name == "kohya"
     as_json = tmp_path / "dataset.json"
     as_json.write_text(json.dumps({"datasets": [{"subsets": [
         {"image_dir": str(toml.parent / "dog"), "class_tokens": "sks dog"}]}]}))
-    assert source_type(str(as_json))[0] is None  # a .json file is not claimed: kohya: says so
-    ds = dataset(data_cfg(source=f"kohya:{as_json}"), byte_tok, train=False)
-    assert sorted(s["key"] for s in ds) == ["1/a.png", "1/b.png"]
+    assert source_type(str(as_json))[0].name == "kohya"
+    for source in (str(as_json), f"kohya:{as_json}"):
+        ds = dataset(data_cfg(source=source), byte_tok, train=False)
+        assert sorted(s["key"] for s in ds) == ["1/a.png", "1/b.png"]
+
+
+def test_a_concepts_list_read_as_kohyas_json_names_the_onetrainer_prefix(tmp_path, capsys):
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text(json.dumps([{"name": "x", "path": "dog"}]))
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", f"kohya:{concepts}", "--tokenizer", "byte"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (f"Error: {str(concepts)!r} holds a list like OneTrainer's concepts file, not "
+                   "kohya's dataset config (an object with \"datasets\"); pass it as "
+                   f"onetrainer:{concepts} (or without a prefix).\n")
 
 
 @pytest.mark.parametrize("config, words", [

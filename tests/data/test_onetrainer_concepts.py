@@ -250,6 +250,33 @@ def test_a_bad_concepts_file_is_one_sentence_and_exit_2(tmp_path, text, words, c
     assert err.startswith(f"Error: {str(path)!r}") and words in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("text, words", [
+    ('[\n  {"path": "dog"},\n]\n', "is not valid JSON (Expecting value at line 3, column 1)"),
+    ("[]", "holds an empty list, not a list of concepts"),
+    ('[{"name": "x"}]', "concept 1 ('x') has no path"),
+])
+def test_a_json_list_or_bad_json_without_a_prefix_is_read_as_concepts(tmp_path, text, words,
+                                                                       capsys):
+    path = tmp_path / "concepts.json"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", str(path), "--tokenizer", "byte"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {str(path)!r}") and words in err and err.count("\n") == 1
+
+
+def test_kohyas_json_given_as_concepts_names_the_kohya_prefix(tmp_path, capsys):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"datasets": [{"subsets": [{"image_dir": "dog"}]}]}))
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", f"onetrainer:{path}", "--tokenizer", "byte"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"Error: {str(path)!r} holds kohya's dataset config, not OneTrainer's list of concepts; "
+        f"pass it as kohya:{path} (or without a prefix).\n")
+
+
 def test_inspect_shows_each_concepts_balancing_images_reads_and_loss_weight(concepts):
     run = CliRunner().invoke(build_app(), ["dataset", "inspect", str(concepts), "--json",
                                            "--tokenizer", "byte"])

@@ -161,8 +161,9 @@ def register(app: typer.Typer) -> None:
     @dataset_app.command("inspect")
     def inspect_command(
         source: str = typer.Argument(
-            ..., help="Image folder, kohya dataset config (.toml), webdataset shards (dir, "
-            "glob, brace pattern), Parquet files, hf:NAME_OR_PATH or demo:NAME."
+            ..., help="Image folder, kohya dataset config (.toml/.json), OneTrainer concepts "
+            "file (.json), webdataset shards (dir, glob, brace pattern), Parquet files, "
+            "hf:NAME_OR_PATH or demo:NAME."
         ),
         preset: str | None = typer.Option(None, "--preset", "-p", help="Dataset preset."),
         limit: int = typer.Option(1000, "--limit", "-n", min=1, help="Samples to scan."),

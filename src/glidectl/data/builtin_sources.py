@@ -9,6 +9,7 @@ suffixes and URL prefixes the recognisers read) is imported when it is opened, s
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,27 @@ def open_folder(spec: str, cfg: Any, resolution: int) -> Source:
     return source
 
 
+def _json_shape(spec: str) -> str | None:
+    """What a ``.json`` file holds: "object", "list" or "invalid" (not JSON, so a reader
+    can say where); None for any other path, a file that cannot be read or a huge one."""
+    if not spec.lower().endswith(".json") or not os.path.isfile(spec):
+        return None
+    try:
+        if os.path.getsize(spec) > 64 * 2**20:  # far beyond any dataset config
+            return None
+        raw = json.loads(Path(spec).read_text(encoding="utf-8-sig"))
+    except OSError:
+        return None
+    except ValueError:  # bad JSON or not UTF-8
+        return "invalid"
+    return {dict: "object", list: "list"}.get(type(raw))
+
+
 def claims_kohya(spec: str) -> bool:
-    """A ``.toml`` file: kohya's dataset config (``--dataset_config``)."""
-    return spec.lower().endswith(".toml") and os.path.isfile(spec)
+    """A ``.toml`` file, or a ``.json`` file holding an object: kohya's dataset config
+    (``--dataset_config``) in its TOML or JSON form."""
+    return ((spec.lower().endswith(".toml") and os.path.isfile(spec))
+            or _json_shape(spec) == "object")
 
 
 def open_kohya(spec: str, cfg: Any, resolution: int) -> Source:
@@ -124,10 +143,9 @@ def open_kohya(spec: str, cfg: Any, resolution: int) -> Source:
 
 
 def claims_onetrainer(spec: str) -> bool:
-    """A ``.json`` file holding OneTrainer's concepts: a list of objects with a ``path``."""
-    from .onetrainer_config import looks_like_concepts
-
-    return os.path.isfile(spec) and looks_like_concepts(spec)
+    """A ``.json`` file holding a list, OneTrainer's concepts, or no valid JSON (its reader
+    names the line and column)."""
+    return _json_shape(spec) in ("list", "invalid")
 
 
 def open_onetrainer(spec: str, cfg: Any, resolution: int) -> Source:
@@ -171,7 +189,7 @@ BUILTIN_SOURCES = (
                "N_words folders: N repeats, 'words' captions).",
                os.path.isdir, priority=30),
     SourceType("kohya", open_kohya,
-               "kohya-ss sd-scripts' dataset config (.toml, or kohya:FILE.json): subsets "
+               "kohya-ss sd-scripts' dataset config (.toml, or its .json form): subsets "
                "with num_repeats, class_tokens and caption options.", claims_kohya, priority=15),
     SourceType("onetrainer", open_onetrainer,
                "OneTrainer's concepts file (a .json list of concepts, or onetrainer:FILE): "

@@ -157,6 +157,10 @@ def _load(path: Path) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             raise GlidectlError(f"{name} is not valid JSON ({exc.msg} at line {exc.lineno}, "
                                 f"column {exc.colno}); fix it there.") from None
+        if isinstance(raw, list) and raw and all(isinstance(c, dict) for c in raw):
+            raise GlidectlError(f"{name} holds a list like OneTrainer's concepts file, not "
+                                "kohya's dataset config (an object with \"datasets\"); pass "
+                                f"it as onetrainer:{path} (or without a prefix).")
         if not isinstance(raw, dict):
             raise GlidectlError(f"{name} holds a JSON {type(raw).__name__}, not an object "
                                 "with \"datasets\"; write kohya's dataset config.")

@@ -144,21 +144,6 @@ class ConceptsFile:
         return out
 
 
-def looks_like_concepts(path: str) -> bool:
-    """Whether ``path`` is a ``.json`` file holding a non-empty list of objects that each
-    have a ``path`` (how OneTrainer writes every concept)."""
-    if not path.lower().endswith(".json"):
-        return False
-    try:
-        if Path(path).stat().st_size > 64 * 2**20:  # far beyond any concepts file
-            return False
-        raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError):
-        return False
-    return (isinstance(raw, list) and bool(raw)
-            and all(isinstance(c, dict) and "path" in c for c in raw))
-
-
 def read_concepts(path: str | Path) -> ConceptsFile:
     """Parse and check the concepts file at ``path`` (its folders are not looked at)."""
     path = Path(path)
@@ -175,6 +160,9 @@ def read_concepts(path: str | Path) -> ConceptsFile:
     except json.JSONDecodeError as exc:
         raise GlidectlError(f"{name} is not valid JSON ({exc.msg} at line {exc.lineno}, "
                             f"column {exc.colno}); fix it there.") from None
+    if isinstance(raw, dict) and "datasets" in raw:
+        raise GlidectlError(f"{name} holds kohya's dataset config, not OneTrainer's list of "
+                            f"concepts; pass it as kohya:{path} (or without a prefix).")
     if not isinstance(raw, list) or not raw:
         what = "an empty list" if raw == [] else f"a JSON {type(raw).__name__}"
         raise GlidectlError(f"{name} holds {what}, not a list of concepts; write OneTrainer's "

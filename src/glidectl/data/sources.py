@@ -85,11 +85,23 @@ def open_source(spec: str | list[str], cfg: Any, resolution: int = 64,
     exists = os.path.exists(given)
     what = (" is a file, not a kind of source glidectl reads" if exists
             else f"{from_here(given)} does not exist")
+    if exists and _in_a_folder(given):
+        folder = os.path.dirname(given) or "."
+        what += f" (for the images beside it, pass its folder {folder!r})"
     raise GlidectlError(
         f"{name} {spec!r}{what}; pass an image folder, webdataset shards "
-        "(directory, glob or 'shard-{00000..00009}.tar'), Parquet files, hf:NAME or "
-        "demo:shapes."
+        "(directory, glob or 'shard-{00000..00009}.tar'), Parquet files, a kohya dataset "
+        "config (.toml), a OneTrainer concepts file (.json), hf:NAME or demo:shapes."
     )
+
+
+def _in_a_folder(path: str) -> bool:
+    """Whether ``path`` is an image or a caption/metadata file of an image folder."""
+    from .records import IMAGE_EXTENSIONS
+
+    low = os.path.basename(path).lower()
+    return (low.endswith((*IMAGE_EXTENSIONS, ".txt", ".caption"))
+            or low in ("metadata.jsonl", "metadata.csv"))
 
 
 def _is_url(spec: str) -> bool:
