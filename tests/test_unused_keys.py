@@ -134,6 +134,11 @@ def test_data_keys_are_judged_by_the_source_that_reads_them(tmp_path, register_p
     assert _notes({"data": {"source": str(kohya), "kohya_folders": False}}, False) == [
         "data.kohya_folders is ignored: this run reads kohya data, which does not read it."]
 
+    concepts = tmp_path / "concepts.json"  # OneTrainer's: its concepts, no reg folder
+    concepts.write_text('[{"path": "images"}]')
+    assert _notes({"data": {"source": str(concepts), "reg_source": "reg"}}, False) == [
+        "data.reg_source is ignored: this run reads onetrainer data, which does not read it."]
+
     class Mine:
         @hookimpl
         def register_data_sources(self, register):
@@ -142,3 +147,10 @@ def test_data_keys_are_judged_by_the_source_that_reads_them(tmp_path, register_p
     register_plugin(Mine(), "my-source")
     assert _notes({"data": {"source": "mine:x", "image_column": "img"}}, False) == []
     assert _notes({"data": {"source": str(tmp_path / "nowhere"), "demo_size": 3}}, False) == []
+
+
+def test_every_built_in_source_type_says_which_data_keys_it_reads():
+    from glidectl.data.builtin_sources import BUILTIN_SOURCES
+    from glidectl.unused_keys import SOURCE_KEYS
+
+    assert sorted(SOURCE_KEYS) == sorted(kind.name for kind in BUILTIN_SOURCES)
