@@ -166,7 +166,7 @@ def test_a_rejected_image_counts_once_an_epoch_and_its_repeats_apart(tmp_path, d
     totals = add_counts(*map(dataset_counts, ranks))
     line = skipped_note([data_counts(totals)])
     assert line == ("; data: 3 samples skipped (unreadable_image 3), 9 of 13 reads with their "
-                    "kohya repeats; glidectl dataset inspect lists them")
+                    "repeats; glidectl dataset inspect lists them")  # kohya's or OneTrainer's
     saved = TrainState(DataStream(ranks[0], batch_size=2), NonFiniteGuard(3))
     saved.data_total = totals
     resumed = TrainState(DataStream(ranks[0], batch_size=2), NonFiniteGuard(3))
