@@ -16,6 +16,7 @@ from glidectl.cli.app import build_app, main
 from glidectl.config import GlideConfig
 from glidectl.data import build_dataset
 from glidectl.data.folder import FolderSource
+from glidectl.data.records import IMAGE_EXTENSIONS
 from glidectl.data.source_api import source_notes
 from glidectl.data.stats import RejectionCounter, no_valid_data_error
 from glidectl.training import validation as val
@@ -235,6 +236,19 @@ def test_year_named_folders_are_inspected_as_an_ordinary_folder(tmp_path, capsys
     report = json.loads(capsys.readouterr().out)
     assert report["total_samples"] == 2 and report["samples_per_epoch"] is None
     assert "'2023_trip', '2024_zoo'" in " ".join(report["notes"])
+
+
+def test_images_only_below_the_n_words_folders_are_one_error_naming_them(tmp_path, capsys):
+    root = write_layout(tmp_path / "t", {"5_cat/sub/a.png": None})
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", str(root), "--tokenizer", "byte"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (f"Error: Image folder {str(root)!r} holds no images "
+                   f"({' '.join(IMAGE_EXTENSIONS)}); point data.source at a folder with images. "
+                   f"1 image in sub-folders of '5_cat' under {str(root)!r} is not read: kohya's "
+                   "trainers read only the images directly in each 'N_words' folder; move "
+                   "them up, or into an 'N_words' folder of their own.\n")
 
 
 def test_inspect_shows_repeats_images_and_folder_captions_per_folder(kohya_root):

@@ -104,7 +104,7 @@ def layout_notes(root: Path, folders: Sequence[KohyaFolder]) -> list[str]:
     """What a kohya reading of ``root`` did, in sentences (folders left out too)."""
     used = [f for f in folders if f.repeats > 0 and not f.reg]  # reg: inspect's table says it
     out = []
-    if used:
+    if any(f.images for f in used):  # none: the "holds no images" error says why alone
         named = sum(f.named for f in used if f.words)
         shown = ", ".join(f"{f.name!r} ×{f.repeats}" for f in used[:3]) + ", …" * (len(used) > 3)
         many = named != 1
