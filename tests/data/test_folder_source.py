@@ -232,6 +232,17 @@ def test_shared_stats_reach_spawned_processes_and_survive_copies():
     assert copy.deepcopy(shared).total().examples == {"truncated_image": ["child.jpg"]}
 
 
+def test_bad_metadata_rows_name_the_first_file_and_line(tmp_path):
+    root = tmp_path / "meta"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.png").write_bytes(encode(photo(40, 40)))
+    (root / "sub" / "metadata.csv").write_text("file_name;text\na.png;a semicolon CSV\n")
+    (root / "metadata.jsonl").write_text('{"filename": "sub/a.png", "text": "x"}\n')
+    [note] = FolderSource.scan(root).notes()
+    assert note.startswith(f"{str(root)!r}: 2 metadata rows or files could not be read (first: "
+                           "'metadata.jsonl' line 1, no file_name); their images")
+
+
 def test_gif_tiff_jfif_are_read_other_image_kinds_and_bad_metadata_are_noted(tmp_path, data_cfg,
                                                                              byte_tok):
     from typer.testing import CliRunner
@@ -254,8 +265,9 @@ def test_gif_tiff_jfif_are_read_other_image_kinds_and_bad_metadata_are_noted(tmp
     assert src.notes() == [
         f"{str(root)!r}: 3 image files of kinds glidectl does not read left out (.heic 2, "
         ".svg 1); convert them to PNG or JPEG.",
-        f"{str(root)!r}: 1 metadata row or file could not be read (not JSON/CSV, or no "
-        "file_name); their images get no caption from them."]
+        f"{str(root)!r}: 1 metadata row or file could not be read ('metadata.jsonl' line 2, "
+        "not JSON); their images get no caption from them: write one JSON object a line (or "
+        "a CSV row) with file_name and text."]
     ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=16,
                        text_ctx=8, train=False)
     assert sorted(s["key"] for s in ds) == ["a.gif", "b.tif", "c.jfif"]  # all three decode

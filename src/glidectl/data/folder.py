@@ -50,6 +50,7 @@ class FolderSource:
     files: list[str] = field(default_factory=list)
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     bad_metadata: int = 0
+    bad_metadata_first: str = ""  # where the first bad row or file is, and what is wrong
     unread: Counter[str] = field(default_factory=Counter)  # image files of other kinds
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed
     kohya: dict[str, KohyaFolder] = field(default_factory=dict)  # by top folder; {}: not kohya's
@@ -139,29 +140,36 @@ class FolderSource:
         self.reg, self.reg_note = reg, unread_reg_note(name, draws, repeats, train)
 
     def _read_metadata(self, path: Path, rel_dir: PurePosixPath) -> None:
+        shown = (rel_dir / path.name).as_posix()
         try:
             text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError):
-            self.bad_metadata += 1
+        except (OSError, UnicodeDecodeError) as exc:
+            self._bad_metadata(f"{shown!r}, " + ("not UTF-8" if isinstance(
+                exc, UnicodeDecodeError) else "unreadable"))
             return
+        rows: list[tuple[int, Any]] = []
         if path.suffix == ".csv":
-            rows: list[Any] = list(csv.DictReader(text.splitlines()))
+            reader = csv.DictReader(text.splitlines())
+            rows = [(reader.line_num, row) for row in reader]
         else:
-            rows = []
-            for line in text.splitlines():
+            for number, line in enumerate(text.splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
-                    rows.append(json.loads(line))
+                    rows.append((number, json.loads(line)))
                 except json.JSONDecodeError:
-                    self.bad_metadata += 1
-        for row in rows:
+                    self._bad_metadata(f"{shown!r} line {number}, not JSON")
+        for number, row in rows:
             name = row.get("file_name") if isinstance(row, dict) else None
             if not isinstance(name, str) or not name:
-                self.bad_metadata += 1
+                self._bad_metadata(f"{shown!r} line {number}, no file_name")
                 continue
             rel = (rel_dir / name).as_posix() if str(rel_dir) != "." else name
             self.metadata[PurePosixPath(rel).as_posix()] = row
+
+    def _bad_metadata(self, where: str) -> None:
+        self.bad_metadata += 1
+        self.bad_metadata_first = self.bad_metadata_first or where
 
     def _metadata_caption(self, rel: str) -> str | None:
         row = self.metadata.get(rel)
@@ -206,8 +214,10 @@ class FolderSource:
         if self.bad_metadata:
             n = self.bad_metadata
             what = "row or file" if n == 1 else "rows or files"
-            out.append(f"{str(self.root)!r}: {n} metadata {what} could not be read "
-                       "(not JSON/CSV, or no file_name); their images get no caption from them.")
+            first = f"{'first: ' * (n > 1)}{self.bad_metadata_first}"
+            out.append(f"{str(self.root)!r}: {n} metadata {what} could not be read ({first}); "
+                       "their images get no caption from them: write one JSON object a line "
+                       "(or a CSV row) with file_name and text.")
         if self.reg is not None:
             out += self.reg.notes() + ([self.reg_note] if self.reg_note else [])
         return out
