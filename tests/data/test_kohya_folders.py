@@ -238,6 +238,20 @@ def test_year_named_folders_are_inspected_as_an_ordinary_folder(tmp_path, capsys
     assert "'2023_trip', '2024_zoo'" in " ".join(report["notes"])
 
 
+def test_a_project_folder_with_kohya_layouts_below_it_says_which_to_point_at(tmp_path):
+    """kohya_ss's project: img/10_sks dog, reg/1_dog; the project itself is no layout."""
+    root = write_layout(tmp_path / "proj", {"img/3_sks dog/a.png": "sks dog",
+                                            "reg/1_dog/b.png": None, "log/2023_trip/c.png": None})
+    source = FolderSource.scan(root)
+    assert not source.kohya and source.repeats("img/3_sks dog/a.png") == 1
+    assert source_notes(source) == [
+        f"{str(root)!r} is read as an ordinary folder (each image once, no captions from folder "
+        "names), but 'img', 'reg' below it hold only 'N_words' folders, kohya's layout; point "
+        f"data.source at the training one ({str(root / 'img')!r}) and data.reg_source at the "
+        "regularisation one to read it as kohya's trainers do."]
+    assert source_notes(FolderSource.scan(root, kohya=False)) == []
+
+
 def test_images_only_below_the_n_words_folders_are_one_error_naming_them(tmp_path, capsys):
     root = write_layout(tmp_path / "t", {"5_cat/sub/a.png": None})
     with pytest.raises(SystemExit) as info:

@@ -26,6 +26,7 @@ from .kohya import (
     KohyaFolder,
     counted_past_max,
     has_images,
+    kohya_below_note,
     kohya_like,
     layout_notes,
     ordinary_folder_note,
@@ -55,6 +56,7 @@ class FolderSource:
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed
     kohya: dict[str, KohyaFolder] = field(default_factory=dict)  # by top folder; {}: not kohya's
     kohya_ordinary: str = ""  # why N_words folders at the top are not read in kohya's layout
+    kohya_below: list[str] = field(default_factory=list)  # folders laid out as kohya's, below
     reg: FolderSource | None = None  # data.reg_source, kohya's reg_data_dir
     reg_draws: dict[str, int] = field(default_factory=dict)  # reg unit → reads per epoch
     reg_note: str | None = None  # kohya's "some of reg images are not used"
@@ -81,6 +83,10 @@ class FolderSource:
                     src.kohya_ordinary = ordinary_folder_note(root, dirnames, past_max)
                 else:  # kohya's train_data_dir: only such folders
                     src.kohya = folders
+            elif (len(rel_dir.parts) == 1 and kohya and not src.kohya and kohya_like(dirnames)
+                  and not has_images(filenames)
+                  and not counted_past_max([parse_folder(d) for d in dirnames])):
+                src.kohya_below.append(str(rel_dir))  # e.g. kohya_ss's project "img" folder
             names = set(filenames)
             for name in sorted(filenames):
                 if name.startswith("."):
@@ -211,6 +217,8 @@ class FolderSource:
         out += layout_notes(self.root, list(self.kohya.values()))
         if self.kohya_ordinary:
             out.append(self.kohya_ordinary)
+        if self.kohya_below:
+            out.append(kohya_below_note(self.root, self.kohya_below))
         if self.bad_metadata:
             n = self.bad_metadata
             what = "row or file" if n == 1 else "rows or files"

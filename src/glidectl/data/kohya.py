@@ -149,3 +149,15 @@ def ordinary_folder_note(root: Path, dirnames: Sequence[str], past_max: Sequence
     return (f"{str(root)!r} has kohya-style folders ({_shown(dirnames)}) but {why}, so it is "
             f"read as an ordinary folder (each image once, no captions from folder names); "
             f"{fix}")
+
+
+def kohya_below_note(root: Path, below: Sequence[str]) -> str:
+    """Why ``root``, whose sub-folders ``below`` hold only ``N_words`` folders (kohya_ss's
+    project layout: ``img``, ``reg``), is not read in kohya's layout, and what to point at."""
+    many = len(below) > 1
+    where = "the training one" if many else "it"
+    reg = " and data.reg_source at the regularisation one" if many else ""
+    return (f"{str(root)!r} is read as an ordinary folder (each image once, no captions from "
+            f"folder names), but {_shown(below)} below it {'hold' if many else 'holds'} only "
+            f"'N_words' folders, kohya's layout; point data.source at {where} "
+            f"({str(root / below[0])!r}){reg} to read it as kohya's trainers do.")
