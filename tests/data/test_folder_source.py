@@ -154,6 +154,23 @@ def test_nothing_valid_stops_fast_with_one_line(tmp_path, data_cfg, byte_tok):
     assert "empty_file" in message and "unreadable_image" in message
 
 
+def test_an_epoch_short_of_one_batch_says_what_it_held(tmp_path, data_cfg, byte_tok):
+    """Seven images, six without a caption: "not one batch of 2" alone left users counting
+    seven images."""
+    from glidectl.training.data_stream import DataStream
+
+    root = tmp_path / "few"
+    root.mkdir()
+    for i in range(7):
+        (root / f"{i}.png").write_bytes(encode(photo(40, 40, i), "PNG"))
+    (root / "0.txt").write_text("the only caption")
+    ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=16, text_ctx=8)
+    with pytest.raises(GlidectlError) as info:
+        DataStream(ds, batch_size=2).next()
+    assert str(info.value).startswith("The training data gave not one batch of 2 (1 valid "
+                                      "sample, 6 rejected (missing_caption: 6)); check data.source")
+
+
 def test_nothing_valid_with_workers_is_still_one_line(tmp_path, data_cfg, byte_tok):
     root = tmp_path / "bad"
     root.mkdir()

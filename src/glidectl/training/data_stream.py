@@ -43,6 +43,20 @@ def _as_is(item: Any) -> Any:
     return item
 
 
+def _what_was_read(dataset: Any) -> str:
+    """' (1 valid sample, 6 rejected (missing_caption: 6))': what an epoch too short for one
+    batch held, from the dataset's counts ('' when it keeps none)."""
+    stats = getattr(dataset, "stats", None)
+    if stats is None:
+        return ""
+    from ..data.stats import RejectionCounter
+
+    counter = RejectionCounter.from_dict(stats())
+    n = counter.accepted
+    skipped = f", {counter.summary()}" if counter.total_rejected else ""
+    return f" ({n} valid sample{'s' * (n != 1)}{skipped})"
+
+
 def _dead_worker(items: Any, wait: float = 2.0) -> str | None:
     """torch's words for a loader worker that died (a lost connection mid-batch is how its
     death can show up first), once the system has reaped it; None if none did."""
@@ -174,7 +188,8 @@ class DataStream:
             fewer = "" if self.world == 1 else ", run fewer processes or split the data into "\
                 "more files"
             raise GlidectlError(
-                f"The training data gave not one batch of {self.batch_size}{share}; check "
+                f"The training data gave not one batch of {self.batch_size}{share}"
+                f"{_what_was_read(self.dataset)}; check "
                 f"data.source (see `glidectl dataset inspect`){fewer} or lower "
                 "train.batch_size."
             )
