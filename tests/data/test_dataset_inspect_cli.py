@@ -97,6 +97,8 @@ def test_inspect_benchmark_figure_is_positive():
     ("shards-{000..003}.tar", "do not exist"),
     ("/no/such/*.parquet", "No Parquet files"),
     ("hf:/no/such/dataset", "Cannot open Hugging Face dataset"),
+    ("kohay:dataset.toml", "does not exist, and 'kohay' is no source type; did you mean "
+     "'kohya:'?"),
 ])
 def test_bad_source_is_one_line_and_exit_2(source, words, capsys):
     with pytest.raises(SystemExit) as info:

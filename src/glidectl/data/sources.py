@@ -7,6 +7,7 @@ claims it, in priority order (Parquet files, then shards, then image folders).
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,6 +84,9 @@ def open_source(spec: str | list[str], cfg: Any, resolution: int = 64,
     if kind is not None:
         return kind.open(given, cfg, resolution)
     exists = os.path.exists(given)
+    if not exists and (close := _misspelt_type(spec)):
+        raise GlidectlError(f"{name} {spec!r} does not exist, and {spec.partition(':')[0]!r} "
+                            f"is no source type; did you mean {close + ':'!r}?")
     what = (" is a file, not a kind of source glidectl reads" if exists
             else f"{from_here(given)} does not exist")
     if exists and _in_a_folder(given):
@@ -93,6 +97,20 @@ def open_source(spec: str | list[str], cfg: Any, resolution: int = 64,
         "(directory, glob or 'shard-{00000..00009}.tar'), Parquet files, a kohya dataset "
         "config (.toml), a OneTrainer concepts file (.json), hf:NAME or demo:shapes."
     )
+
+
+def _misspelt_type(spec: str | list[str]) -> str | None:
+    """The registered source type a ``name:`` prefix of ``spec`` is a likely typo of."""
+    from .. import plugins
+
+    if not isinstance(spec, str):
+        return None
+    prefix, sep, _ = spec.partition(":")
+    if not sep or len(prefix) < 2 or not prefix.isidentifier():
+        return None
+    close = difflib.get_close_matches(prefix.lower(), plugins.data_sources().names(), n=1,
+                                      cutoff=0.7)
+    return close[0] if close else None
 
 
 def _in_a_folder(path: str) -> bool:
