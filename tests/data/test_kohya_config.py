@@ -327,6 +327,10 @@ def test_a_concepts_list_read_as_kohyas_json_names_the_onetrainer_prefix(tmp_pat
      "[general]: image_dir belongs in each [[datasets.subsets]] entry"),
     ("[model]\ninit = 'openai:base'\n", "has no [[datasets]] table, so it is not a kohya "
      "dataset config"),
+    ("[[datasets]]\n  [[datasets.subset]]\n  image_dir = 'dog'\n",
+     "dataset 1: unknown key 'subset'; did you mean 'subsets'?"),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  num_repeats = 0\n",
+     "reads no images: kohya leaves out every one of its subsets. "),
 ])
 def test_a_bad_dataset_config_is_one_sentence_and_exit_2(tmp_path, config, words, capsys):
     toml = write(tmp_path, config, {"dog/a.png": None})

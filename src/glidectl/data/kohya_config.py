@@ -199,7 +199,8 @@ def _check_level(config: DatasetConfig, table: dict[str, Any], where: str, level
         if key in IGNORED:
             config.ignored.setdefault(key, IGNORED[key])
         elif key not in APPLIED:
-            _unknown(config, key, f"{where}: unknown key {key!r}", KNOWN)
+            _unknown(config, key, f"{where}: unknown key {key!r}",
+                     (*KNOWN, "subsets") if level == "dataset" else KNOWN)
         elif value is not None:
             _check_type(key, value, where)
 

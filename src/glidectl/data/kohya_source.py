@@ -75,6 +75,9 @@ class KohyaConfigSource:
                 src._scan_metadata(spec, row)
             else:
                 src._scan_folder(spec, row)
+        if not src.subsets:
+            raise GlidectlError(f"{name} reads no images: kohya leaves out every one of its "
+                                "subsets." + "".join(f" {note}" for note in src.left))
         if not src.images:
             raise GlidectlError(
                 f"{str(src.config.path)!r} names no images: its subsets' image_dirs hold no "
