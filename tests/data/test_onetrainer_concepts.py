@@ -178,8 +178,8 @@ def test_validation_concepts_are_read_by_the_validation_source(concepts, tmp_pat
     none = write(tmp_path, [{"path": "style"}, {"path": "named", "enabled": False,
                                                 "type": "VALIDATION"}])
     assert validation_spec(str(none)) is None  # disabled: no validation data
-    with pytest.raises(GlidectlError, match="names no images to validate on: no enabled "
-                       "VALIDATION concept's folder holds image files"):
+    with pytest.raises(GlidectlError, match=r"has no enabled VALIDATION concept to validate "
+                       r"on \(concept 1 STANDARD, concept 2 VALIDATION \(not enabled\)\)"):
         OneTrainerSource.open(none, validation=True)
 
 
@@ -237,6 +237,11 @@ def test_older_concepts_are_migrated_as_onetrainer_does_and_unknown_keys_are_nam
      "concept 1: unknown key 'text.keep_tag_count'; did you mean 'keep_tags_count'?"),
     ('[{"path": "dog", "loss_weight": -1}]', "concept 1: loss_weight must be between 0"),
     ('[{"path": "dog"}, 3]', "concept 2 is 3, not an object"),
+    ('[{"path": "dog", "enabled": false}, {"path": "dog", "type": "VALIDATION"}]',
+     "has no enabled STANDARD or PRIOR_PREDICTION concept to train on (concept 1 STANDARD "
+     "(not enabled), concept 2 VALIDATION); enable one, or make it STANDARD."),
+    ('[{"path": "dog", "balancing": 0.5}]', "reads no images per epoch: every concept's "
+     "balancing rounds down to 0. "),
 ])
 def test_a_bad_concepts_file_is_one_sentence_and_exit_2(tmp_path, text, words, capsys):
     (tmp_path / "dog").mkdir()

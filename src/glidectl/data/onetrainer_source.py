@@ -87,12 +87,22 @@ class OneTrainerSource:
             src.place.update((u, i) for i, u in enumerate(units))
             if spec.prompt_source == "concept":
                 src.prompts[key] = src._prompt_file(spec)
+        notes = "".join(f" {note}" for note in src.left)
+        what = f"{' or '.join(types)} concept to {'validate' if validation else 'train'} on"
+        if not any(spec.read_as(types) for spec in src.file.concepts):
+            listed = ", ".join(f"{spec.where} {spec.type}" + " (not enabled)" * (not spec.enabled)
+                               for spec in src.file.concepts)
+            raise GlidectlError(f"{name} has no enabled {what} ({listed}); enable one, or "
+                                f"make it {types[0]}.")
+        if src.images and not any(row["per_epoch"] for row in src.rows):
+            raise GlidectlError(f"{name} reads no images per epoch: every concept's balancing "
+                                f"rounds down to 0.{notes}")
         if not src.images:
             raise GlidectlError(
                 f"{name} names no images to {'validate' if validation else 'train'} on: no "
                 f"enabled {' or '.join(types)} concept's folder holds image files "
                 f"({' '.join(IMAGE_EXTENSIONS)}); point each concept's path at the folder of "
-                "its images." + "".join(f" {note}" for note in src.left))
+                f"its images.{notes}")
         return src
 
     def _scan(self, spec: ConceptSpec) -> list[str]:
