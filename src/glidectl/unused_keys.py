@@ -17,7 +17,7 @@ SOURCE_KEYS = {"webdataset": ("data.image_key", "data.caption_key", "data.metada
                "parquet": ("data.image_column", "data.caption_column"),
                "hf": ("data.image_column", "data.caption_column", "data.split"),
                "demo": ("data.demo_size",), "folder": ("data.kohya_folders", "data.reg_source"),
-               "kohya": (), "onetrainer": ()}
+               "kohya": (), "onetrainer": (), "onetrainer-validation": ()}
 # what each built-in preset reads of the metadata filters
 FILTER_KEYS = ("data.min_size", "data.aspect_range", "data.similarity_range",
                "data.max_punsafe", "data.max_pwatermark", "data.nsfw_allowed")
