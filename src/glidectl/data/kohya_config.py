@@ -10,13 +10,13 @@ Relative ``image_dir`` and ``metadata_file`` paths are read from the config file
 from __future__ import annotations
 
 import difflib
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
+from .config_text import parse_json, read_text
 from .sample_rules import SampleRules
 
 if sys.version_info >= (3, 11):
@@ -144,19 +144,9 @@ def read_dataset_config(path: str | Path) -> DatasetConfig:
 
 def _load(path: Path) -> dict[str, Any]:
     name = repr(str(path))
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise GlidectlError(f"{name} is not UTF-8 text; save it as UTF-8.") from None
-    except OSError as exc:
-        raise GlidectlError(f"{name} cannot be read ({exc.strerror}); check that it exists "
-                            "and is readable.") from None
+    text = read_text(path)
     if path.suffix.lower() == ".json":
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GlidectlError(f"{name} is not valid JSON ({exc.msg} at line {exc.lineno}, "
-                                f"column {exc.colno}); fix it there.") from None
+        raw = parse_json(text, path)
         if isinstance(raw, list) and raw and all(isinstance(c, dict) for c in raw):
             raise GlidectlError(f"{name} holds a list like OneTrainer's concepts file, not "
                                 "kohya's dataset config (an object with \"datasets\"); pass "

@@ -14,13 +14,13 @@ from the folder it runs in), so the file may travel with its images.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
+from .config_text import parse_json, read_text
 from .sample_rules import SampleRules
 
 TYPES = ("STANDARD", "VALIDATION", "PRIOR_PREDICTION")
@@ -148,18 +148,7 @@ def read_concepts(path: str | Path) -> ConceptsFile:
     """Parse and check the concepts file at ``path`` (its folders are not looked at)."""
     path = Path(path)
     name = repr(str(path))
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise GlidectlError(f"{name} is not UTF-8 text; save it as UTF-8.") from None
-    except OSError as exc:
-        raise GlidectlError(f"{name} cannot be read ({exc.strerror}); check that it exists "
-                            "and is readable.") from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GlidectlError(f"{name} is not valid JSON ({exc.msg} at line {exc.lineno}, "
-                            f"column {exc.colno}); fix it there.") from None
+    raw = parse_json(read_text(path), path)
     if isinstance(raw, dict) and "datasets" in raw:
         raise GlidectlError(f"{name} holds kohya's dataset config, not OneTrainer's list of "
                             f"concepts; pass it as kohya:{path} (or without a prefix).")

@@ -1,0 +1,31 @@
+"""The dataset files other trainers write (kohya's TOML and JSON, OneTrainer's concepts
+JSON), read as text and JSON with one sentence for a file that cannot be."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import GlidectlError
+
+
+def read_text(path: Path) -> str:
+    """``path`` as UTF-8 text (a byte-order mark dropped)."""
+    name = repr(str(path))
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise GlidectlError(f"{name} is not UTF-8 text; save it as UTF-8.") from None
+    except OSError as exc:
+        raise GlidectlError(f"{name} cannot be read ({exc.strerror}); check that it exists "
+                            "and is readable.") from None
+
+
+def parse_json(text: str, path: Path) -> Any:
+    """``text`` (of ``path``) as JSON; an error names its line and column."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GlidectlError(f"{str(path)!r} is not valid JSON ({exc.msg} at line "
+                            f"{exc.lineno}, column {exc.colno}); fix it there.") from None
