@@ -58,14 +58,16 @@ def _it(keys: list[str]) -> str:
     return "it" if len(keys) == 1 else "them"
 
 
-def _source_kinds(cfg: GlideConfig) -> list[str] | None:
+def _source_kinds(cfg: GlideConfig, validation: bool) -> list[str] | None:
     """The built-in source types the run reads (data.source, and validation.source when
-    validation runs); None when one is a plugin's or none claims it (it may read any key)."""
+    ``validation`` and validation runs); None when one is a plugin's or none claims it (it
+    may read any key)."""
     from .data.sources import source_type
     from .errors import GlidectlError
 
     v = cfg.validation
-    specs = [cfg.data.source, *([v.source] if v.source and (v.every or v.fid_every) else [])]
+    validated = validation and v.source and (v.every or v.fid_every)
+    specs = [cfg.data.source, *([v.source] if validated else [])]
     try:
         kinds = [source_type(spec)[0] for spec in specs]
     except (GlidectlError, OSError):
@@ -74,10 +76,12 @@ def _source_kinds(cfg: GlideConfig) -> list[str] | None:
     return names if all(name in SOURCE_KEYS for name in names) else None
 
 
-def _data_notes(cfg: GlideConfig) -> list[str]:
-    """Source-specific and preset-specific [data] keys the run's source and preset ignore."""
+def unused_data_keys(cfg: GlideConfig, *, validation: bool = True) -> list[str]:
+    """One sentence per group of source-specific and preset-specific [data] keys the source
+    and preset ignore (``validation``: validation.source's type reads too, when validation
+    runs; ``glidectl dataset inspect`` reads data.source only)."""
     notes = []
-    kinds = _source_kinds(cfg)
+    kinds = _source_kinds(cfg, validation)
     if kinds is not None:
         read = {k for kind in kinds for k in SOURCE_KEYS[kind]}
         others = tuple(dict.fromkeys(k for keys in SOURCE_KEYS.values() for k in keys))
@@ -90,6 +94,12 @@ def _data_notes(cfg: GlideConfig) -> list[str]:
                                            if k not in PRESET_KEYS[preset]]):
         notes.append(f"{_are(keys)} ignored: data.preset {preset!r} does not filter on "
                      f"{_it(keys)} (\"laion\" does).")
+    return notes
+
+
+def _data_notes(cfg: GlideConfig) -> list[str]:
+    """The [data] keys the run's sources and preset ignore, and train.steps under epochs."""
+    notes = unused_data_keys(cfg)
     if cfg.train.epochs > 0 and _changed(cfg, ("train.steps",)):
         notes.append(f"train.steps is ignored: train.epochs = {cfg.train.epochs} decides "
                      "how long the run trains (set train.epochs = 0 to train by steps).")

@@ -198,3 +198,23 @@ def test_inspect_with_a_config_counts_truncation_at_the_model_s_text_ctx(tmp_pat
     given = json.loads(invoke("dataset", "inspect", str(root), "--json", "-c", str(config),
                               "--text-ctx", "64").output)
     assert given["text_ctx"] == 64
+
+
+def test_inspect_warns_of_set_data_keys_the_source_does_not_read(write_shards, tmp_path):
+    """`--set data.reg_source=...` on shards was dropped without a word; train warns of it."""
+    folder = write_shards(1, 2)[0].parent
+    out = invoke("dataset", "inspect", str(folder), "--json", "--tokenizer", "byte",
+                 "--set", "data.reg_source=reg")
+    assert out.exit_code == 0, out.output
+    assert out.stderr == ("Warning: data.reg_source is ignored: this run reads webdataset "
+                          "data, which does not read it.\n")
+    assert json.loads(out.stdout)["valid"] == 2
+    root = tmp_path / "photos"
+    root.mkdir()
+    Image.new("RGB", (32, 32)).save(root / "a.png")
+    (root / "a.txt").write_text("a black square")
+    out = invoke("dataset", "inspect", str(root), "--tokenizer", "byte", "--set",
+                 "data.image_key=png", "--set", "data.kohya_folders=false")
+    assert out.exit_code == 0, out.output
+    assert ("Warning: data.image_key is ignored: this run reads folder data, which does not "
+            "read it.") in out.stderr and "kohya_folders" not in out.stderr

@@ -205,6 +205,10 @@ def register(app: typer.Typer) -> None:
         if preview is not None:
             _check_preview(preview)
         from ..data.inspection import inspect_source
+        from ..unused_keys import unused_data_keys
+
+        for note in unused_data_keys(cfg, validation=False):  # as train says them
+            typer.echo(f"Warning: {note}", err=True)
 
         report = inspect_source(
             cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg, config is not None), limit=limit,
