@@ -132,7 +132,7 @@ def _render(report: Any) -> None:
             table.add_row(f"converted from {mode}", str(n), "")
         console.print(table)
     for note in report.notes:
-        console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)
+        console.print(f"[yellow]Warning:[/] {escape(note)}", highlight=False)
     if report.preview:
         console.print(f"preview grid: {report.preview}")
     if report.benchmark:
