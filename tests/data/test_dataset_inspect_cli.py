@@ -218,3 +218,20 @@ def test_inspect_warns_of_set_data_keys_the_source_does_not_read(write_shards, t
     assert out.exit_code == 0, out.output
     assert ("Warning: data.image_key is ignored: this run reads folder data, which does not "
             "read it.") in out.stderr and "kohya_folders" not in out.stderr
+
+
+def test_inspect_names_where_rejected_samples_keep_their_captions_and_images(write_shards):
+    def extra(s, i):
+        if i == 0:  # its image under .tif, which data.image_key does not list
+            return {"jpg": None, "tif": encode(photo(48, 40), "TIFF")}
+        return {"txt": None, "caption": f"a dog {i}"}
+
+    folder = write_shards(1, 3, extra=extra)[0].parent
+    out = invoke("dataset", "inspect", str(folder), "--json", "--tokenizer", "byte")
+    report = json.loads(out.stdout)
+    assert report["rejected"] == {"missing_caption": 2, "missing_image": 1}
+    assert report["notes"] == [
+        "2 samples without a .txt caption (data.caption_key) carry a .caption file: set "
+        "data.caption_key = \"caption\" to read it.",
+        "1 sample without a .jpg/.png/.jpeg/.webp image (data.image_key) carries a .tif file: "
+        "set data.image_key = \"jpg;png;jpeg;webp;tif\" to read it."]

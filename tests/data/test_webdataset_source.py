@@ -245,3 +245,18 @@ def test_laion_punsafe_and_pwatermark_counts_on_real_shards(write_shards, data_c
                              image_size=32, text_ctx=32)
     assert sorted(keys(defaults)) == ["s0_000", "s1_001", "s1_002"]
     assert defaults.stats()["rejected"] == {"punsafe": 2, "watermark": 1}
+
+
+def test_no_valid_data_names_the_extension_the_captions_are_under(write_shards, data_cfg,
+                                                                   byte_tok):
+    """Captions stored as .caption while data.caption_key is "txt": every sample was
+    rejected as missing_caption with no word of where the captions were."""
+    folder = write_shards(1, 3, extra=lambda s, i: {"txt": None, "caption": f"a cat {i}"})
+    ds = build_dataset(data_cfg(source=str(folder[0].parent)), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    with pytest.raises(DataError) as info:
+        list(ds)
+    assert "missing_caption: 3" in str(info.value)
+    assert str(info.value).endswith(
+        "to see examples. 3 samples without a .txt caption (data.caption_key) carry a "
+        ".caption file: set data.caption_key = \"caption\" to read it.")

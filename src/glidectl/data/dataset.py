@@ -223,7 +223,8 @@ class StreamDataset(IterableDataset):
                     counter.reject(rejected.reason, raw.key, raw.again)
                     consecutive += 1
                     if counter.accepted == 0 and consecutive >= self.max_rejects:
-                        raise no_valid_data_error(self.name, counter) from None
+                        raise no_valid_data_error(self.name, counter,
+                                                  getattr(self.source, "hint", None)) from None
                     if time.monotonic() - last_publish > PUBLISH_EVERY_S:
                         self.shared.publish(slot_id, counter)
                         last_publish = time.monotonic()
@@ -240,7 +241,7 @@ class StreamDataset(IterableDataset):
         finally:  # also when the consumer stops early or an error leaves the loop
             self.shared.publish(slot_id, counter)
         if accepted_now == 0 and slot.total == 1 and counter.accepted == 0 and not skip:
-            raise no_valid_data_error(self.name, counter)
+            raise no_valid_data_error(self.name, counter, getattr(self.source, "hint", None))
 
 
 def _pair(value: Sequence[Any], key: str, lo: float | None = None) -> tuple[float, float]:

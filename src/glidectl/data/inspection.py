@@ -154,6 +154,8 @@ def inspect_source(
     report.rejected_examples = {k: v for k, v in (counter.examples | damaged.examples).items()
                                 if v}
     report.converted = dict(counter.converted)
+    if callable(hint := getattr(source, "hint", None)):  # what the rejected carry instead
+        report.notes += [h for h in map(hint, report.rejected) if h]
     if lengths:
         ordered = sorted(lengths)
         report.caption_tokens = {

@@ -9,17 +9,22 @@ from __future__ import annotations
 import glob
 import os
 import tarfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ..errors import GlidectlError
-from .records import RawSample
+from .records import IMAGE_EXTENSIONS, RawSample
 from .stats import RejectionCounter
 from .walk import files_with_suffix
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 REMOTE_PREFIXES = ("http://", "https://", "pipe:", "s3://", "gs://", "ais://", "hf://")
 SHARD_ENDING = {"truncated_tar", "empty_shard", "unreadable_shard", "bad_tar", "bad_shard"}
+# extensions a shard's caption (or image) is stored under when not under data.caption_key
+# (data.image_key): named in the hint when samples lack the configured one
+CAPTION_EXTENSIONS = ("txt", "caption", "text", "cap", "prompt", "captions")
+IMAGE_KEYS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 
 
 def is_remote(url: str) -> bool:
@@ -107,6 +112,10 @@ class ShardSource:
     image_keys: tuple[str, ...] = ("jpg", "png", "jpeg", "webp")
     caption_key: str = "txt"
     metadata_key: str = "json"
+    # per reason (missing_caption, missing_image): the extensions the samples lacking the
+    # configured key carry instead, counted as this process reads them (for :meth:`hint`)
+    elsewhere: dict[str, Counter[str]] = field(default_factory=dict, repr=False,
+                                               compare=False)
 
     kind = "webdataset"
     splits_samples = False
@@ -126,6 +135,32 @@ class ShardSource:
 
     def units(self) -> list[str]:
         return list(self.urls)
+
+    def _note_elsewhere(self, sample: Mapping[str, object]) -> None:
+        """Count the other caption or image extensions a sample without the configured
+        one carries."""
+        if self.caption_key not in sample:
+            for ext in (e for e in CAPTION_EXTENSIONS if e != self.caption_key and e in sample):
+                self.elsewhere.setdefault("missing_caption", Counter())[ext] += 1
+        if not any(k in sample for k in self.image_keys):
+            for ext in (e for e in IMAGE_KEYS if e not in self.image_keys and e in sample):
+                self.elsewhere.setdefault("missing_image", Counter())[ext] += 1
+
+    def hint(self, reason: str) -> str | None:
+        """For samples rejected as ``reason``: the other extension the samples read so far
+        carry it under, and the key to set (None: none seen)."""
+        found = self.elsewhere.get(reason)
+        if not found:
+            return None
+        ext, n = found.most_common(1)[0]
+        some = f"{n} sample{'s' if n != 1 else ''} without a"
+        carry = "carry" if n != 1 else "carries"
+        if reason == "missing_caption":
+            return (f"{some} .{self.caption_key} caption (data.caption_key) {carry} a .{ext} "
+                    f"file: set data.caption_key = \"{ext}\" to read it.")
+        keys = ";".join(self.image_keys)
+        return (f"{some} .{keys.replace(';', '/.')} image (data.image_key) {carry} a .{ext} "
+                f"file: set data.image_key = \"{keys};{ext}\" to read it.")
 
     def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
         import webdataset as wds
@@ -153,6 +188,7 @@ class ShardSource:
             counter.reject("truncated_tar", unit)
         name = unit.rsplit("/", 1)[-1]
         for sample in wds.tarfile_samples([{"url": unit}], handler=handler):
+            self._note_elsewhere(sample)
             image = next((sample[k] for k in self.image_keys if k in sample), None)
             yield RawSample(
                 key=f"{name}/{sample.get('__key__', '?')}",

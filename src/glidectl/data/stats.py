@@ -104,8 +104,11 @@ class RejectionCounter:
         return f"{self.total_rejected} rejected" + (f" ({reasons})" if reasons else "")
 
 
-def no_valid_data_error(source: str, counter: RejectionCounter) -> DataError:
-    """The one-line error for a source from which nothing valid could be read."""
+def no_valid_data_error(source: str, counter: RejectionCounter,
+                        hint: Any = None) -> DataError:
+    """The one-line error for a source from which nothing valid could be read; ``hint``:
+    the source's optional ``hint(reason)``, a sentence on what the samples rejected for its
+    most common reason carry instead (webdataset's captions under another extension)."""
     if not counter.rejected and counter.repeated:  # a worker given only later repeats
         counter = RejectionCounter.from_dict({**counter.to_dict(), "rejected": counter.repeated})
     if counter.total_rejected == 0:
@@ -114,11 +117,13 @@ def no_valid_data_error(source: str, counter: RejectionCounter) -> DataError:
             "(and captions) or run 'glidectl dataset inspect' on it."
         )
     top = counter.top_reasons(1)[0][0]
+    found = hint(top) if callable(hint) else None
     hint = ("; images below data.min_image_size are rejected: lower it to keep them "
             "(e.g. --set data.min_image_size=12 for 12 px pictures)" if top == "too_small" else "")
     return DataError(
         f"No valid samples in data source {source!r}: {counter.summary()}{hint}; run "
         f"`glidectl dataset inspect {shlex.quote(source)}` to see examples."
+        + (f" {found}" if found else "")
     )
 
 
