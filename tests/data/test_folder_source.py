@@ -378,3 +378,22 @@ def test_a_caption_file_that_cannot_be_read_is_counted_as_unreadable_not_missing
     finally:
         (root / "b.txt").chmod(0o644)
     assert json.loads(out.stdout) == [1, {"unreadable_caption": 1}], out.stderr
+
+
+def test_shards_beside_the_images_are_named_with_how_to_read_them(write_shards, data_cfg,
+                                                                   byte_tok):
+    """A folder of images and .tar shards read the images and left the shards without a
+    word."""
+    shards = write_shards(2, 1, folder="mixed")
+    root = shards[0].parent
+    photo(32, 32).save(root / "a.png")
+    (root / "a.txt").write_text("a photo")
+    src = FolderSource.scan(root)
+    assert src.files == ["a.png"]
+    assert src.notes() == [
+        f"{str(root)!r}: 2 webdataset shards left out ('shard-00000.tar', 'shard-00001.tar'): "
+        "an image folder reads its images only; to read the shards, point data.source at "
+        f"them (data.source = {str(root / '*.tar')!r})."]
+    glob_source = data_cfg(source=str(root / "*.tar"))
+    assert len(list(build_dataset(glob_source, tokenizer=byte_tok, image_size=16, text_ctx=8,
+                                  train=False))) == 2  # the pattern named reads them

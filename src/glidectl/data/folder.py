@@ -35,6 +35,7 @@ from .kohya import (
     unread_reg_note,
 )
 from .records import IMAGE_EXTENSIONS, UNREAD_IMAGE_EXTENSIONS, RawSample
+from .shards import SHARD_SUFFIXES
 from .stats import RejectionCounter
 from .walk import walk
 
@@ -53,6 +54,7 @@ class FolderSource:
     bad_metadata: int = 0
     bad_metadata_first: str = ""  # where the first bad row or file is, and what is wrong
     unread: Counter[str] = field(default_factory=Counter)  # image files of other kinds
+    shards: list[str] = field(default_factory=list)  # webdataset shards beside the images
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed
     kohya: dict[str, KohyaFolder] = field(default_factory=dict)  # by top folder; {}: not kohya's
     kohya_ordinary: str = ""  # why N_words folders at the top are not read in kohya's layout
@@ -109,6 +111,8 @@ class FolderSource:
                     src._read_metadata(Path(dirpath) / name, rel_dir)
                 elif name.lower().endswith(UNREAD_IMAGE_EXTENSIONS):
                     src.unread[Path(name).suffix.lower()] += 1
+                elif name.lower().endswith(SHARD_SUFFIXES):
+                    src.shards.append(rel)
         src.files.sort()
         for rel in src.files:
             if src.kohya and rel not in with_sidecar and src._metadata_caption(rel) is None:
@@ -214,6 +218,8 @@ class FolderSource:
             out.append(f"{n} folder{'s' * (n != 1)} under {str(self.root)!r} could not be read "
                        f"and {'are' if n != 1 else 'is'} left out ({shown}); check "
                        f"{'their' if n != 1 else 'its'} permissions.")
+        if self.shards:
+            out.append(self._shards_note())
         out += layout_notes(self.root, list(self.kohya.values()))
         if self.kohya_ordinary:
             out.append(self.kohya_ordinary)
@@ -229,6 +235,16 @@ class FolderSource:
         if self.reg is not None:
             out += self.reg.notes() + ([self.reg_note] if self.reg_note else [])
         return out
+
+    def _shards_note(self) -> str:
+        """The webdataset shards an image folder leaves out, and how to read them."""
+        n, first = len(self.shards), self.shards[0]
+        shown = ", ".join(repr(p) for p in self.shards[:3]) + ", …" * (n > 3)
+        suffix = next(s for s in SHARD_SUFFIXES if first.lower().endswith(s))
+        pattern = self.root / PurePosixPath(first).parent / f"*{suffix}"
+        return (f"{str(self.root)!r}: {n} webdataset shard{'s' * (n != 1)} left out ({shown}): "
+                "an image folder reads its images only; to read the shards, point data.source "
+                f"at them (data.source = {str(pattern)!r}).")
 
     def units(self) -> list[str]:
         return self.files + list(self.reg_draws)
