@@ -81,12 +81,19 @@ def test_the_web_ui_s_first_save_removes_what_a_killed_ui_was_writing(tmp_path, 
 
 
 def test_the_next_fit_steps_removes_a_killed_fit_s_temp_file(capsys, tmp_path, gone_pid):
-    files = leftovers(tmp_path, "schedule.json", gone_pid)
+    """Its FILE's and FILE.partial.json's only: a dead writer's temp file of another file in
+    the user's --out folder (here schedule.json.png's) is not fit-steps' to remove."""
+    others = leftovers(tmp_path, "schedule.json", gone_pid)
+    own = {"killed": tmp_path / f".schedule.json.{gone_pid}.tmp",
+           "killed partial": tmp_path / f".schedule.partial.json.{gone_pid}.tmp",
+           "running": tmp_path / f".schedule.json.{os.getppid()}.tmp"}
+    for path in own.values():
+        path.write_bytes(b"half")
     res = in_process(capsys, "fit-steps", tmp_path / "no-model.safetensors", "--prompt", "a",
                      "--out", tmp_path / "schedule.json")
     assert res.returncode == 2 and "not found" in res.stderr  # it got as far as the model
-    assert not files["killed"].exists()
-    assert all(files[k].exists() for k in ("running", "user's", "other", "no pid"))
+    assert not own["killed"].exists() and not own["killed partial"].exists()
+    assert own["running"].exists() and all(path.exists() for path in others.values())
 
 
 @pytest.mark.parametrize("command", ["export", "lora merge", "dataset inspect --preview"])

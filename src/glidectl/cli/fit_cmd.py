@@ -119,10 +119,12 @@ def register(app: typer.Typer) -> None:
                                     "write the refit to another --out, so the start is kept.")
         device = pick_device(device)
         lock = lock_out(path)  # held until the fit ends: one fit writes FILE at a time
-        remove_stale_temps(path.parent)  # what a killed fit left beside FILE
         # an existing file is replaced only once every count is fitted; until then the
         # counts finished go to FILE.partial.json beside it
-        write_to = path.with_name(path.stem + ".partial.json") if path.exists() else path
+        partial = path.with_name(path.stem + ".partial.json")
+        for name in (path.name, partial.name):  # what a killed fit left; the folder is the user's
+            remove_stale_temps(path.parent, name)
+        write_to = partial if path.exists() else path
         earlier = _mtime(write_to)  # a FILE.partial.json an earlier stopped fit left
         try:
             _fit(model, calls, method, sampler, texts, images, guidance, seed,
