@@ -1,5 +1,6 @@
 """The dataset files other trainers write (kohya's TOML and JSON, OneTrainer's concepts
-JSON), read as text and JSON with one sentence for a file that cannot be."""
+JSON), read as text and JSON with one sentence for a file that cannot be, and their values'
+types checked."""
 
 from __future__ import annotations
 
@@ -29,3 +30,17 @@ def parse_json(text: str, path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise GlidectlError(f"{str(path)!r} is not valid JSON ({exc.msg} at line "
                             f"{exc.lineno}, column {exc.colno}); fix it there.") from None
+
+
+KIND_WORDS = {float: "a number", int: "a whole number", bool: "true or false", str: "text"}
+
+
+def wrong_kind(value: Any, kind: type) -> str | None:
+    """What ``value`` should be ("a number", ...) when it is not a ``kind`` (a bool is no
+    number), else None."""
+    if kind in (float, int):
+        numeric = (int, float) if kind is float else int
+        ok = isinstance(value, numeric) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    return None if ok else KIND_WORDS[kind]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
-from .config_text import parse_json, read_text
+from .config_text import parse_json, read_text, wrong_kind
 from .sample_rules import SampleRules
 
 if sys.version_info >= (3, 11):
@@ -197,14 +197,7 @@ def _check_level(config: DatasetConfig, table: dict[str, Any], where: str, level
 
 def _check_type(key: str, value: Any, where: str) -> None:
     kind = APPLIED[key][0]
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        what = "a number"
-    elif kind is int:
-        ok, what = isinstance(value, int) and not isinstance(value, bool), "a whole number"
-    else:
-        ok, what = isinstance(value, kind), {bool: "true or false", str: "text"}[kind]
-    if not ok:
+    if what := wrong_kind(value, kind):
         example = {float: "0.1", int: "10", bool: "true", str: "'...'"}[kind]
         raise GlidectlError(f"{where}: {key} must be {what}, not {value!r}; write e.g. "
                             f"{key} = {example}.")

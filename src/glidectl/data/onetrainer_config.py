@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
-from .config_text import parse_json, read_text
+from .config_text import parse_json, read_text, wrong_kind
 from .sample_rules import SampleRules
 
 TYPES = ("STANDARD", "VALIDATION", "PRIOR_PREDICTION")
@@ -269,13 +269,7 @@ def _ignore(out: ConceptsFile, key: str) -> None:
 
 
 def _checked(value: Any, kind: type, key: str, where: str) -> Any:
-    if kind is float:
-        ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    elif kind is int:
-        ok, what = isinstance(value, int) and not isinstance(value, bool), "a whole number"
-    else:
-        ok, what = isinstance(value, kind), {bool: "true or false", str: "text"}[kind]
-    if not ok:
+    if what := wrong_kind(value, kind):
         example = {float: "1.0", int: "1", bool: "true", str: '"..."'}[kind]
         raise GlidectlError(f"{where}: {key} must be {what}, not {value!r}; write e.g. "
                             f"\"{key.rpartition('.')[2]}\": {example}.")
