@@ -1,7 +1,11 @@
-"""GPU figures in one run (< 10 min on one H200): training and sampling speed, memory, fp16.
+"""GPU figures: training and sampling speed, memory, fp16, determinism.
 
     python benchmarks/bench_gpu.py                      # on a CUDA GPU: official models
     python benchmarks/bench_gpu.py --device cpu --tiny  # the same logic on tiny models (CI)
+    python benchmarks/bench_gpu.py --kinds upsample --no-compile --merge  # add to a report
+
+On one H200 the base model's cases alone took 331 s (torch.compile's warm-up 263 s), so the
+whole run passes 10 minutes: split it by --kinds and add the parts with --merge.
 
 Sections (each prints its figures; all are written to --out as JSON):
 1. training throughput (images/s) and peak memory of the official base and upsampler in bf16
@@ -11,8 +15,10 @@ Sections (each prints its figures; all are written to --out as JSON):
    upsampler >= 75.
 2. sampling throughput: base, 25 dpm++2m steps with guidance 3, then the upsampler (ddpm
    fast27), batch 16. Goal: >= 20 upsampled images/s.
+   Before it, the share of an eager training step's wall time the GPU spends in kernels
+   (torch.profiler; a low share means the step waits on Python and launches).
 3. fp16 with a GradScaler through the real engine for 50 steps: no NaN, the loss falls.
-4. two identical engine runs give identical weights.
+4. two identical engine runs (train.deterministic on a GPU) give identical weights.
 5. the suite's CUDA-only tests (pytest -k cuda).
 Weights are random (speed does not depend on them): nothing is downloaded. A section that
 would pass --budget seconds is skipped and marked so.
@@ -32,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+KINDS = ("base", "upsample")
 GOALS = {"base_images_per_s": 400.0, "upsample_images_per_s": 75.0,
          "sampling_upsampled_images_per_s": 20.0}
 
@@ -96,10 +103,10 @@ def model_options(kind: str, tiny: bool) -> Any:
         opts.replace(image_size=32)
 
 
-def train_case(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
-               checkpointing: bool, steps: int, warmup: int,
-               channels_last: bool = False) -> dict[str, Any]:
-    """images/s and peak memory of forward + backward + AdamW step in bf16 autocast."""
+def make_step(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
+              checkpointing: bool, channels_last: bool = False) -> Any:
+    """One forward + backward + AdamW step of ``kind`` at ``batch``, in bf16 autocast on a
+    GPU (fp32 elsewhere), as a function returning the loss."""
     import torch
 
     from glidectl.diffusion import create_diffusion
@@ -136,6 +143,16 @@ def train_case(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
         optim.step()
         return float(loss.detach())
 
+    one_step.precision = "bf16" if autocast else "fp32"  # type: ignore[attr-defined]
+    return one_step
+
+
+def train_case(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
+               checkpointing: bool, steps: int, warmup: int,
+               channels_last: bool = False) -> dict[str, Any]:
+    """images/s and peak memory of forward + backward + AdamW step in bf16 autocast."""
+    one_step = make_step(kind, batch, device=device, tiny=tiny, compile=compile,
+                         checkpointing=checkpointing, channels_last=channels_last)
     _reset_peak(device)
     t_compile = time.perf_counter()
     for _ in range(warmup):
@@ -150,9 +167,38 @@ def train_case(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
             "channels_last": channels_last, "images_per_s": batch * steps / seconds,
             "step_ms": 1000 * seconds / steps,
             "warmup_s": warm_s, "peak_memory_gib": _peak_gib(device),
-            "memory": memory_word(device),
-            "precision": "bf16" if autocast else "fp32",
+            "memory": memory_word(device), "precision": one_step.precision,
             "finite": all(math.isfinite(v) for v in losses)}
+
+
+def busy_case(kind: str, batch: int, *, device: str, tiny: bool, steps: int = 3) -> dict:
+    """How much of an eager training step's wall time the GPU spends in kernels (the sum of
+    the kernels' own times over the profiled steps' wall time), and kernels per step: a low
+    share means the step waits on Python and kernel launches, which torch.compile cuts."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    one_step = make_step(kind, batch, device=device, tiny=tiny, compile=False,
+                         checkpointing=False)
+    for _ in range(2):
+        one_step()
+    _sync(device)
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            one_step()
+        _sync(device)
+        wall = time.perf_counter() - t0
+    figures: dict[str, Any] = {"kind": kind, "batch": batch, "step_ms": 1000 * wall / steps}
+    if cuda:
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy_us = sum(e.time_range.elapsed_us() for e in kernels)  # time on the GPU
+        figures |= {"gpu_busy": busy_us / 1e6 / wall, "kernels_per_step": len(kernels) / steps}
+    else:
+        figures |= {"gpu_busy": None, "ops_per_step": len(prof.events()) / steps}
+    return figures
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -176,6 +222,7 @@ def training_section(args: argparse.Namespace, budget: Any) -> list[dict[str, An
              ("upsample", mid, True, False, False)]
     if args.no_compile:
         plan = [p for p in plan if not p[2]]
+    plan = [p for p in plan if p[0] in args.kinds]
     for kind, batch, comp, ckpt, nhwc in plan:
         label = f"train {kind} batch {batch or 'max'}{' compile' if comp else ''}" \
                 f"{' checkpointing' if ckpt else ''}{' channels_last' if nhwc else ''}"
@@ -257,7 +304,8 @@ def sampling_section(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
-def _engine_run(root: Path, name: str, precision: str, steps: int, tiny: bool) -> Any:
+def _engine_run(root: Path, name: str, precision: str, steps: int, tiny: bool,
+                deterministic: bool) -> Any:
     from glidectl.config import GlideConfig
     from glidectl.training.engine import Trainer
 
@@ -272,35 +320,44 @@ def _engine_run(root: Path, name: str, precision: str, steps: int, tiny: bool) -
     cfg.train.lr = 3e-4
     cfg.train.precision = precision
     cfg.train.seed = 0
+    cfg.train.deterministic = deterministic
     cfg.preview.every = 0
     cfg.checkpoint.every = 0
     return Trainer(cfg, quiet=True).run()
 
 
 def engine_section(args: argparse.Namespace) -> dict[str, Any]:
-    """fp16 + GradScaler for 50 steps (no NaN, loss falls); two identical runs, same weights."""
+    """fp16 + GradScaler for 50 steps (no NaN, loss falls); two identical runs with
+    ``train.deterministic`` (on a GPU), same weights."""
     from safetensors.torch import load_file
 
-    precision = "fp16" if args.device.startswith("cuda") else "fp32"  # fp16 needs a GPU
+    cuda = args.device.startswith("cuda")
+    precision = "fp16" if cuda else "fp32"  # fp16 needs a GPU
     steps = args.engine_steps
     with tempfile.TemporaryDirectory(prefix="glidectl-bench-gpu-") as tmp:
-        root = Path(tmp)
-        first = _engine_run(root, "a", precision, steps, args.tiny)
-        losses = [r["loss"] for r in first.history]
+        root, seconds, weights = Path(tmp), [], []
+        for name in ("a", "b"):
+            t0 = time.perf_counter()
+            run = _engine_run(root, name, precision, steps, args.tiny, deterministic=cuda)
+            seconds.append(time.perf_counter() - t0)
+            step = f"step-{steps:06d}"
+            weights.append(load_file(run.run_dir / "checkpoints" / step / "model.safetensors"))
+            if name == "a":
+                losses = [r["loss"] for r in run.history]
         k = max(1, len(losses) // 5)
         early, late = sum(losses[:k]) / k, sum(losses[-k:]) / k
-        second = _engine_run(root, "b", precision, steps, args.tiny)
-        wa = load_file(first.run_dir / "checkpoints" / f"step-{steps:06d}" / "model.safetensors")
-        wb = load_file(second.run_dir / "checkpoints" / f"step-{steps:06d}" / "model.safetensors")
+        wa, wb = weights
         identical = wa.keys() == wb.keys() and all(bool((wa[n] == wb[n]).all()) for n in wa)
-    figures = {"precision": precision, "steps": steps,
+    figures = {"precision": precision, "steps": steps, "deterministic": cuda,
                "all_finite": all(math.isfinite(v) for v in losses),
                "loss_first": early, "loss_last": late, "loss_falls": late < early,
-               "identical_weights": identical}
-    print(f"  {precision} engine, {steps} steps: loss {early:.4f} → {late:.4f} "
+               "identical_weights": identical, "run_seconds": seconds}
+    print(f"  {precision} engine{' (train.deterministic)' if cuda else ''}, {steps} steps: "
+          f"loss {early:.4f} → {late:.4f} "
           f"({'falls' if late < early else 'does NOT fall'}), "
           f"{'finite' if figures['all_finite'] else 'NaN/inf seen'}; two identical runs: "
-          f"{'identical' if identical else 'DIFFERENT'} weights", flush=True)
+          f"{'identical' if identical else 'DIFFERENT'} weights "
+          f"({seconds[0]:.0f} s and {seconds[1]:.0f} s)", flush=True)
     return figures
 
 
@@ -327,6 +384,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for all sections")
     ap.add_argument("--skip-tests", action="store_true", help="do not run the CUDA tests")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
+    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                    help="which models' training cases to run")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep what the --out report already holds and this run does not "
+                         "measure (another kind's cases, a section skipped here): one "
+                         "report from runs that each fit a time limit")
     ap.add_argument("--test-timeout", type=float, default=240.0)
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON report (default benchmarks/results/gpu.json on a GPU with the "
@@ -355,6 +418,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"Note: {check}.", flush=True)
     print(f"1. training ({'bf16 autocast' if cuda else 'fp32'}, AdamW)")
     report["training"] = training_section(args, budget)
+    print("1b. GPU busy share of an eager training step")
+    report["busy"] = busy_section(args) if budget("busy") else [{"skipped": "budget"}]
     print("2. sampling")
     report["sampling"] = sampling_section(args) if budget("sampling") else {"skipped": "budget"}
     print(f"3-4. engine: {'fp16 + GradScaler' if cuda else 'fp32 (fp16 needs a GPU)'}, "
@@ -364,12 +429,54 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("5. CUDA-only tests")
         report["cuda_tests"] = cuda_tests_section(args) if budget("tests") else {
             "skipped": "budget"}
-    report["goals_met"] = goals_met(report)
     report["total_s"] = time.perf_counter() - start
+    report["runs"] = [{"torch": torch.__version__, "kinds": args.kinds,
+                       "total_s": report["total_s"]}]
+    if args.merge and out.is_file():
+        report = merged(json.loads(out.read_text(encoding="utf-8")), report, args.kinds)
+    report["goals_met"] = goals_met(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"goals: {report['goals_met']}; total {report['total_s']:.0f} s; wrote {out}")
     return report
+
+
+def busy_section(args: argparse.Namespace) -> list[dict[str, Any]]:
+    mid = 2 if args.tiny else 16
+    figures = []
+    for kind in KINDS:  # cheap: both models, whatever --kinds says
+        case = busy_case(kind, mid, device=args.device, tiny=args.tiny)
+        busy = case["gpu_busy"]
+        print(f"  {kind:8s} batch {mid:3d} eager: {case['step_ms']:.1f} ms/step profiled, "
+              + (f"GPU busy {100 * busy:.0f} %, {case['kernels_per_step']:.0f} kernels/step"
+                 if busy is not None else f"{case['ops_per_step']:.0f} events/step (no GPU)"),
+              flush=True)
+        figures.append(case)
+    return figures
+
+
+def merged(old: dict[str, Any], new: dict[str, Any], kinds: list[str]) -> dict[str, Any]:
+    """``new`` with what ``old`` measured and ``new`` did not: training cases and busy
+    shares of the other kinds, and sections ``new`` skipped or did not run."""
+    if old.get("device") != new["device"] or old.get("tiny") != new["tiny"]:
+        sys.exit(f"bench_gpu: --merge: the report holds {old.get('device')} figures "
+                 f"(tiny={old.get('tiny')}), not {new['device']}'s (tiny={new['tiny']}); "
+                 "give another --out")
+    out = dict(new)
+    out["training"] = [c for c in old.get("training", []) if c.get("kind") not in kinds] + \
+        new["training"]
+    if "busy" in old:
+        profiled = {c.get("kind") for c in new.get("busy", []) if "skipped" not in c}
+        out["busy"] = [c for c in old["busy"] if c.get("kind") not in profiled] + [
+            c for c in new.get("busy", []) if "skipped" not in c]
+    for section in ("sampling", "engine", "cuda_tests"):
+        if section in old and "skipped" not in old[section] and (
+                section not in new or "skipped" in new[section]):
+            out[section] = old[section]
+    out["runs"] = old.get("runs", [{"torch": old.get("torch"), "kinds": list(KINDS),
+                                    "total_s": old.get("total_s")}]) + new["runs"]
+    out["total_s"] = sum(r.get("total_s") or 0 for r in out["runs"])
+    return out
 
 
 def goals_met(report: dict[str, Any]) -> dict[str, bool | None]:

@@ -45,6 +45,10 @@ def test_every_section_runs_and_writes_its_figures(tmp_path, capsys):
     assert sampling["images"] == sampling["batch"] == 4 and sampling["finite"]
     engine = written["engine"]
     assert engine["all_finite"] and engine["identical_weights"]
+    assert not engine["deterministic"]  # train.deterministic is for GPUs
+    assert [(c["kind"], c["gpu_busy"]) for c in written["busy"]] == [
+        ("base", None), ("upsample", None)]  # no GPU to be busy; events are counted
+    assert all(c["ops_per_step"] > 100 for c in written["busy"])
     out = capsys.readouterr().out
     assert "upsampled images/s" in out and "images/s" in out and "identical weights" in out
     assert "Note: a logic check on cpu with tiny models: it cannot measure GPU speed" in out
@@ -119,3 +123,29 @@ def test_without_a_gpu_it_says_how_to_check_the_logic(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="--device cpu --tiny"):
         load_bench().main(["--device", "cuda"])
+
+
+def test_merge_keeps_what_the_new_run_did_not_measure():
+    """A report built by runs that each fit a time limit (--kinds, --merge): the other
+    kind's cases, the busy shares it did not profile, sections it skipped."""
+    bench = load_bench()
+    old = {"device": "H", "tiny": False, "torch": "2.11", "total_s": 331.0,
+           "training": [{"kind": "base", "images_per_s": 230.0},
+                        {"kind": "upsample", "skipped": "time budget"}],
+           "sampling": {"skipped": "budget"}, "engine": {"identical_weights": False}}
+    new = {"device": "H", "tiny": False, "torch": "2.11",
+           "training": [{"kind": "upsample", "images_per_s": 40.0}],
+           "busy": [{"kind": "base", "gpu_busy": 0.3}, {"kind": "upsample", "gpu_busy": 0.9}],
+           "sampling": {"upsampled_images_per_s": 25.0}, "engine": {"skipped": "budget"},
+           "runs": [{"torch": "2.11", "kinds": ["upsample"], "total_s": 200.0}]}
+    out = bench.merged(old, new, ["upsample"])
+    assert out["training"] == [{"kind": "base", "images_per_s": 230.0},
+                               {"kind": "upsample", "images_per_s": 40.0}]
+    assert out["sampling"] == new["sampling"] and out["engine"] == old["engine"]
+    assert out["busy"] == new["busy"] and out["total_s"] == 531.0
+    assert [r["kinds"] for r in out["runs"]] == [["base", "upsample"], ["upsample"]]
+    assert bench.goals_met(out) == {"base_images_per_s": False,
+                                    "upsample_images_per_s": False,
+                                    "sampling_upsampled_images_per_s": True}
+    with pytest.raises(SystemExit, match="--merge: the report holds H figures"):
+        bench.merged(old, {**new, "device": "cpu"}, ["upsample"])

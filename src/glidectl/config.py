@@ -231,6 +231,11 @@ class TrainConfig:
         "on CPUs it depends on the model and chip (benchmarks/bench_train_step.py); same "
         "results up to float rounding.")
     seed: int = opt(0, "Random seed.", min=0, max=SEED_MAX)
+    deterministic: bool = opt(
+        False, "Deterministic GPU kernels (torch.use_deterministic_algorithms, cuDNN's "
+        "deterministic algorithms, cuBLAS workspace :4096:8): two runs of one config, and a "
+        "resume, give the same weights on one GPU, at some speed. CPU runs are deterministic "
+        "without it.")
     max_nonfinite: int = opt(10, "Stop after this many non-finite losses in a row.", min=1)
     threads: int = opt(0, "CPU threads for torch (0 = torch's default).", min=0, max=1024)
     optimizer: str = opt(

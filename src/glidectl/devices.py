@@ -162,3 +162,28 @@ def training_precision(name: str) -> tuple[Precision, str | None]:
     return precision, (f"Warning: training in {precision.name} as train.precision = "
                        f"\"{word}\" says, not in accelerate launch's {asked} ({LAUNCHER_ENV}"
                        f"={asked}); set train.precision = \"auto\" to follow the launcher.")
+
+
+NONDETERMINISTIC = "does not have a deterministic implementation"  # torch's RuntimeError
+
+
+def use_deterministic(on: bool) -> None:
+    """``train.deterministic``: torch's process-wide switches for deterministic kernels, set
+    for this run (off when the run does not ask for them). cuBLAS reads its workspace size
+    when it starts, so the variable is set before the run's first matrix product."""
+    import torch
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+
+
+def nondeterministic_op(exc: BaseException) -> str | None:
+    """The operation torch refused under ``train.deterministic``, or None for any other
+    error."""
+    text = str(exc)
+    if NONDETERMINISTIC not in text:
+        return None
+    return text.split(NONDETERMINISTIC)[0].strip() or "an operation"
+

@@ -18,7 +18,8 @@ import torch
 from .. import runs
 from ..config import GlideConfig, save_config
 from ..data.source_api import source_notes
-from ..errors import GlidectlError, WriteError, write_error
+from ..devices import nondeterministic_op
+from ..errors import ConfigError, GlidectlError, WriteError, write_error
 from ..glide.checkpoints import state_sha256
 from . import resume_state as rs
 from .adapters import ModelAdapter, PartsAdapter
@@ -376,6 +377,12 @@ class Trainer:
                       "data.workers or train.batch_size)" if died.endswith("Killed") else ""
                 raise WorkerLost(f"Training stopped near step {self.state.step}: {died}"
                                  f"{oom}; {self._saved()}.") from None
+            if (op := nondeterministic_op(exc)) is not None:
+                self._drop_half_written()
+                raise ConfigError(
+                    f"train.deterministic: {op.rstrip('.')} has no deterministic kernel in "
+                    f"torch {torch.__version__} on this device; set train.deterministic = "
+                    f"false (runs then differ in the last bits); {self._saved()}.") from None
             if self.accelerator.num_processes == 1 or not peer_lost(exc):
                 raise
             raise PeerLost(

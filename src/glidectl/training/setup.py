@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..config import GlideConfig
-from ..devices import LAUNCHER_ENV, Precision
+from ..devices import LAUNCHER_ENV, Precision, use_deterministic
 from ..errors import GlidectlError
 from . import validation as val
 from .data_stream import DataStream
@@ -89,6 +89,7 @@ def make_accelerator(cfg: GlideConfig, mixed_precision: str) -> Any:
         step_scheduler_with_optimizer=False, cpu=not has_accelerator_device(),
     )
     set_seed(cfg.train.seed)
+    use_deterministic(cfg.train.deterministic)
     return acc
 
 
