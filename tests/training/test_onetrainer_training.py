@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 from tiny_configs import tiny_base_weights
 
+from glidectl.cli.app import main
+from glidectl.errors import GlidectlError
 from glidectl.lora import LoraTrainingAdapter
 from glidectl.lora.inject import lora_parameters
+from glidectl.training import engine
 from glidectl.training.engine import Trainer
+from glidectl.training.setup import check_data_before_download
 
 
 def concepts_file(root, concepts):
@@ -114,3 +119,46 @@ def test_a_full_finetune_leaves_prior_prediction_concepts_out_with_a_warning(
             "makes only in LoRA runs (the model with its adapters off), and a full finetune "
             "has no base model beside the one it trains; train with `glidectl lora`, or make "
             "it STANDARD.") in out
+
+
+@pytest.mark.parametrize("init", ["scratch", "openai:base"])
+def test_a_full_finetune_of_only_prior_prediction_concepts_stops_before_the_model_loads(
+        tiny, config_file, tmp_path, monkeypatch, capsys, init):
+    """Not after the model is built, nor after OpenAI's 1.5 GB base is downloaded (downloads
+    are off here, so that would be an error about the cache)."""
+    monkeypatch.setenv("GLIDECTL_OFFLINE", "1")
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "cache"))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(engine, "build_model", no_model)
+    concepts = concepts_file(tmp_path, [
+        {"name": "prior", "path": "held", "type": "PRIOR_PREDICTION"},
+        {"path": "train", "type": "VALIDATION"}, {"path": "train", "enabled": False}])
+    cfg = tiny(model=dict(init=init), data=dict(source=str(concepts)))
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "-c", str(config_file(cfg))])
+    assert exc.value.code == 2
+    *warnings, err = capsys.readouterr().err.splitlines()  # warnings: unused config keys
+    assert all(w.startswith("Warning: ") for w in warnings)
+    assert err == (f"Error: {str(concepts)!r}: every enabled training concept is "
+                   "PRIOR_PREDICTION (concept 1 ('prior')), which a full finetune leaves out "
+                   "(its target is the base model's own prediction, which only a LoRA run "
+                   "makes); train it with `glidectl lora`, or add a STANDARD concept.")
+    assert not (tmp_path / "runs").exists()
+    check_data_before_download(cfg, LoraTrainingAdapter(cfg.lora))  # a LoRA run trains them
+
+
+def test_prior_prediction_images_alone_stop_a_full_finetune_before_a_download(
+        tiny, tmp_path, monkeypatch):
+    """A STANDARD concept whose folder holds no images leaves only PRIOR_PREDICTION images:
+    found when the data is opened before OpenAI's base would be downloaded."""
+    monkeypatch.setenv("GLIDECTL_OFFLINE", "1")
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "cache"))
+    concepts = concepts_file(tmp_path, [{"path": "empty"}, {"path": "held",
+                                                             "type": "PRIOR_PREDICTION"}])
+    (tmp_path / "empty").mkdir()
+    cfg = tiny(model=dict(init="openai:base"), data=dict(source=str(concepts)))
+    with pytest.raises(GlidectlError, match="names only PRIOR_PREDICTION concepts"):
+        Trainer(cfg, quiet=True)

@@ -244,15 +244,40 @@ def _is_image(name: str) -> bool:
             and not stem.endswith(MASK_POSTFIX))
 
 
-def validation_spec(data_source: str | list[str]) -> tuple[str, list[str]] | None:
-    """When ``data_source`` is a OneTrainer concepts file with enabled VALIDATION concepts:
-    the source spec of those concepts and where each is ("concept 5 ('held out')");
-    else None. Only the file is read, not its folders."""
+def _concepts_file(data_source: str | list[str]) -> tuple[str, ConceptsFile] | None:
+    """The spec as given and the concepts file, when ``data_source`` is a OneTrainer
+    concepts file; else None. Only the file is read, not its folders."""
     from .sources import source_type
 
     kind, given = source_type(data_source)
     if kind is None or kind.name != OneTrainerSource.kind or not isinstance(given, str):
         return None
-    concepts = read_concepts(os.path.expanduser(given)).concepts
-    found = [c.where for c in concepts if c.read_as(VALIDATION)]
+    return given, read_concepts(os.path.expanduser(given))
+
+
+def validation_spec(data_source: str | list[str]) -> tuple[str, list[str]] | None:
+    """When ``data_source`` is a OneTrainer concepts file with enabled VALIDATION concepts:
+    the source spec of those concepts and where each is ("concept 5 ('held out')");
+    else None. Only the file is read, not its folders."""
+    if (opened := _concepts_file(data_source)) is None:
+        return None
+    given, file = opened
+    found = [c.where for c in file.concepts if c.read_as(VALIDATION)]
     return (f"{VALIDATION_KIND}:{given}", found) if found else None
+
+
+def check_full_finetune(data_source: str | list[str]) -> None:
+    """Refuse a full finetune (no base model to predict as) of a concepts file whose every
+    enabled training concept is PRIOR_PREDICTION, before any model is loaded: only the file
+    is read, not its folders."""
+    if (opened := _concepts_file(data_source)) is None:
+        return
+    file = opened[1]
+    trained = [c for c in file.concepts if c.read_as(TRAINED)]
+    if trained and all(c.type == "PRIOR_PREDICTION" for c in trained):
+        which = ", ".join(c.where for c in trained)
+        raise GlidectlError(
+            f"{str(file.path)!r}: every enabled training concept is PRIOR_PREDICTION "
+            f"({which}), which a full finetune leaves out (its target is the base model's "
+            "own prediction, which only a LoRA run makes); train it with `glidectl lora`, or "
+            "add a STANDARD concept.")

@@ -97,7 +97,7 @@ class Trainer:
         self.main = self.procs.main
         self._setup_run_dir(resume)
         if dataset is None:
-            check_data_before_download(cfg)
+            check_data_before_download(cfg, adapter)
         # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
         self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution)
         self._notes += filter(None, [resolution_note(cfg.model, cfg.data.resolution,

@@ -93,18 +93,26 @@ def make_accelerator(cfg: GlideConfig, mixed_precision: str) -> Any:
     return acc
 
 
-def check_data_before_download(cfg: GlideConfig) -> None:
-    """A run whose model.init is still to be downloaded (OpenAI's 1.5 GB base) finds out
-    that its data.source is missing or empty first."""
+def check_data_before_download(cfg: GlideConfig, adapter: Any = None) -> None:
+    """Data faults found before the model is loaded: a full finetune (no
+    ``adapter.prior_model``) of concepts that are all PRIOR_PREDICTION; and when model.init
+    is still to be downloaded (OpenAI's 1.5 GB base), a data.source that is missing or
+    empty, or whose only images a full finetune leaves out."""
     from ..data.dataset import open_data
+    from ..data.onetrainer_source import check_full_finetune
     from ..glide.loading import resolve_spec
 
+    full = not hasattr(adapter, "prior_model")
+    if full:
+        check_full_finetune(cfg.data.source)
     if cfg.model.init == "scratch":
         return
     try:
         resolve_spec(cfg.model.init, download=False)
     except GlidectlError:  # not on disk: it would be fetched
-        open_data(cfg.data, cfg.data.resolution or 64, "data.source")
+        source = open_data(cfg.data, cfg.data.resolution or 64, "data.source")
+        if full and hasattr(source, "leave_out_prior_prediction"):
+            source.leave_out_prior_prediction()  # raises when nothing else is left
 
 
 @dataclasses.dataclass
