@@ -209,6 +209,15 @@ def test_prior_prediction_concepts_are_read_with_their_flag_and_can_be_left_out(
         OneTrainerSource.open(only).leave_out_prior_prediction()
 
 
+def test_prior_prediction_images_come_last_so_holdout_and_previews_read_the_others_first(
+        tmp_path, data_cfg, byte_tok):
+    concepts = write(tmp_path, [{"path": "named", "type": "PRIOR_PREDICTION"},
+                                {"path": "style", "text": {"prompt_source": "filename"}}])
+    assert [u[0] for u in OneTrainerSource.open(concepts).units()] == ["2"] * 4 + ["1"]
+    first = next(iter(dataset(data_cfg(source=str(concepts)), byte_tok, train=False)))
+    assert first["key"] == "2/1.png" and not first["prior_prediction"]
+
+
 def test_older_concepts_are_migrated_as_onetrainer_does_and_unknown_keys_are_named(tmp_path):
     concepts = write(tmp_path, [  # version 0 "repeats", version 1 "validation_concept"
         {"path": "style", "repeats": 0.5, "validation_concept": False, "sample_ratio": 2},

@@ -16,6 +16,7 @@ from glidectl.errors import GlidectlError
 from glidectl.lora import LoraTrainingAdapter
 from glidectl.lora.inject import lora_parameters
 from glidectl.training import engine
+from glidectl.training import validation as val
 from glidectl.training.engine import Trainer
 from glidectl.training.setup import check_data_before_download
 
@@ -162,3 +163,20 @@ def test_prior_prediction_images_alone_stop_a_full_finetune_before_a_download(
     cfg = tiny(model=dict(init="openai:base"), data=dict(source=str(concepts)))
     with pytest.raises(GlidectlError, match="names only PRIOR_PREDICTION concepts"):
         Trainer(cfg, quiet=True)
+
+
+def test_validation_holdout_takes_no_prior_prediction_samples(tiny, tmp_path):
+    """Their target is the model's own prediction, not their image; held out, a LoRA run
+    would also lose them from its prior preservation. So the first N of the others."""
+    prior_first = [PRIOR[1], PRIOR[0]]
+    cfg = tiny(data=dict(source=str(concepts_file(tmp_path, prior_first))),
+               validation=dict(every=1, holdout=2))
+    data_args = dict(tokenizer="byte", image_size=32, text_ctx=16, seed=0)
+    held = val.load_samples(cfg, data_args)
+    assert [(s["key"], s["prior_prediction"]) for s in held] == [
+        ("2/train 0.png", False), ("2/train 1.png", False)]
+    cfg.validation.holdout = 3
+    with pytest.raises(GlidectlError, match=r"^validation.holdout = 3 but data.source gave "
+                       r"only 2 samples that are not PRIOR_PREDICTION \(whose target is the "
+                       r"model's own prediction, not their image\); lower validation.holdout"):
+        val.load_samples(cfg, data_args)

@@ -169,7 +169,10 @@ class OneTrainerSource:
         return len(self.images)
 
     def units(self) -> list[str]:
-        return list(self.images)
+        """PRIOR_PREDICTION concepts' images last (so validation.holdout, which takes none
+        of them, and previews read the others first)."""
+        return sorted(self.images, key=lambda u: self.concepts[u.partition("/")[0]].type
+                      == "PRIOR_PREDICTION")
 
     def reads(self, unit: str, epoch: int) -> int:
         """Times training epoch ``epoch`` reads ``unit``: its concept reads ``k`` samples per

@@ -2,9 +2,10 @@
 with fixed noise, so values compare across a run (and across a resume).
 
 The samples are ``validation.holdout`` samples of ``data.source`` (the first N that the data
-pipeline accepts, read in evaluation mode: centre crops, no flips, no caption dropout; the
-training stream skips their keys) or ``validation.samples`` samples of ``validation.source``
-(by default the VALIDATION concepts of a OneTrainer concepts file: :func:`concept_validation`).
+pipeline accepts, read in evaluation mode: centre crops, no flips, no caption dropout; never
+PRIOR_PREDICTION samples, whose target is no image; the training stream skips their keys) or
+``validation.samples`` samples of ``validation.source`` (by default the VALIDATION concepts
+of a OneTrainer concepts file: :func:`concept_validation`).
 Each sample is scored at ``validation.timesteps`` timesteps spread evenly over the schedule
 (bucket k at t = (k + ½)·T/K); ``val_loss`` is their mean and ``val_loss_t<k>`` each bucket's.
 """
@@ -73,10 +74,13 @@ def check(cfg: GlideConfig) -> None:
         )
 
 
-def first_samples(dataset: Any, n: int) -> list[dict[str, Any]]:
-    """The first ``n`` samples a dataset yields (fewer if it runs out)."""
+def first_samples(dataset: Any, n: int, skip_prior: bool = False) -> list[dict[str, Any]]:
+    """The first ``n`` samples a dataset yields (fewer if it runs out); with ``skip_prior``,
+    not counting PRIOR_PREDICTION samples (trained towards the model's own prediction)."""
     out: list[dict[str, Any]] = []
     for sample in dataset:
+        if skip_prior and sample.get("prior_prediction"):
+            continue
         out.append(sample)
         if len(out) >= n:
             break
@@ -126,15 +130,19 @@ def load_samples(cfg: GlideConfig, data_args: dict[str, Any]) -> list[dict[str, 
         data_cfg = dataclasses.replace(cfg.data, source=v.source, reg_source="")
         n, what = v.samples, "validation.source"
     try:
-        samples = first_samples(build_dataset(data_cfg, train=False, **data_args), n)
+        dataset = build_dataset(data_cfg, train=False, **data_args)
+        samples = first_samples(dataset, n, skip_prior=v.holdout > 0)
     except GlidectlError as exc:  # e.g. "Data source ... does not exist": say which one
         if v.holdout > 0:
             raise
         raise GlidectlError(f"validation.source: {exc}") from None
     if v.holdout > 0 and len(samples) < n:
         raise GlidectlError(
-            f"validation.holdout = {n} but data.source gave only {len(samples)} samples; "
-            "lower validation.holdout."
+            f"validation.holdout = {n} but data.source gave only {len(samples)} samples"
+            + (" that are not PRIOR_PREDICTION (whose target is the model's own prediction, "
+               "not their image)" if hasattr(dataset.source, "leave_out_prior_prediction")
+               else "")
+            + "; lower validation.holdout."
         )
     if not samples:
         raise GlidectlError(f"{what}: the source gave no samples; check {what}.")
