@@ -45,11 +45,12 @@ TEXT: dict[str, tuple[type, Any]] = {
     "tag_dropout_special_tags_mode": (str, "NONE"),
 }
 # bookkeeping OneTrainer writes into every concept: nothing to apply, nothing to say
-QUIET = ("__version", "concept_stats", "validation_concept", "repeats")
+# (``seed``, random in every concept it writes, only keys its disk cache and labels a
+# concept's validation loss; mgds draws augmentations from the run's seed, as glidectl does)
+QUIET = ("__version", "concept_stats", "validation_concept", "repeats", "seed")
 COLOUR = "no colour jitter"
 # keys glidectl does not apply: (what it uses instead, the value at which they change nothing)
 IGNORED: dict[str, tuple[str, Any]] = {
-    "seed": ("train.seed", None),  # None: named whenever it is there
     "image_variations": ("fresh augmentation every draw", 1),
     "text_variations": ("a fresh caption draw every read", 1),
     "image.enable_fixed_flip": ("image.enable_random_flip, data.flip", False),
