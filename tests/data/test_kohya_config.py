@@ -8,6 +8,7 @@ import json
 import random
 from collections import Counter
 from itertools import islice
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from glidectl.data.kohya_source import KohyaConfigSource
 from glidectl.data.sample_rules import SampleRules
 from glidectl.data.source_api import source_notes
 from glidectl.data.sources import source_type
-from glidectl.training.data_stream import DataStream
+from glidectl.training.data_stream import DataStream, collate
 
 CONFIG = """
 [general]
@@ -193,6 +194,82 @@ def test_caption_dropout_every_n_epochs_drops_every_caption_of_kohyas_nth_epochs
         assert empty == ({"1/a.png", "1/b.png", "2/d.png"} if epoch % 2 else {"2/d.png"})
 
 
+def warmed(ds, batch, step, total_steps):
+    """``batch`` with kohya's token warm-up applied at ``step``, as the training loop does."""
+    ds.warm_up(batch, step, total_steps)
+    return batch
+
+
+def test_token_warmup_keeps_the_first_tags_after_keep_tokens_until_its_step(tmp_path,
+                                                                            data_cfg, byte_tok):
+    """kohya: before step W the tags after keep_tokens are cut to floor(step · (n − min) / W)
+    + min, W = floor(token_warmup_step · max_train_steps) for a fraction; whole from W on."""
+    config = CONFIG.replace("shuffle_caption = true\n",
+                            "shuffle_caption = false\ntoken_warmup_step = 0.5\n")
+    images = {**IMAGES, "dog/a.png": ("a.txt", "sks dog, running, grass, sunny  day, photo")}
+    path = write(tmp_path, config, images)  # the data's spaces collapsed, cut or not
+    assert list(read_dataset_config(path).ignored) == ["resolution", "batch_size"]
+    ds = dataset(data_cfg(source=str(path)), byte_tok)
+    samples = {s["key"]: s for s in ds}
+    dog = ["sks dog", "running", "grass", "sunny day", "photo"]  # keep_tokens = 1: n = 4
+    cat = ["a cat", "whiskers", "sofa", "orange"]  # its keep_tokens = 2: n = 2
+    # 8 steps: W = 4; dog keeps floor(s · 3/4) + 1 of 4: 1, 1, 2, 3; cat floor(s / 4) + 1: 1
+    expected = {"1/a.png": [dog[:2], dog[:2], dog[:3], dog[:4], dog, dog],
+                "2/c.png": [cat[:3]] * 4 + [cat, cat]}
+    for key, tags_by_step in expected.items():
+        for step, tags in enumerate(tags_by_step):
+            batch = warmed(ds, collate([dict(samples[key])]), step, 8)
+            assert batch["caption"] == [", ".join(tags)], (key, step)
+            tokens, mask = ds.pipeline.text.encode(", ".join(tags))
+            assert torch.equal(batch["tokens"][0], tokens) and torch.equal(batch["mask"][0], mask)
+            assert "warmup" not in batch
+
+
+def test_token_warmup_cuts_before_shuffling(tmp_path, data_cfg, byte_tok):
+    """kohya cuts the tags as written, then shuffles what is left; a whole number of steps
+    is steps, and token_warmup_min counts the tags after keep_tokens."""
+    config = CONFIG.replace("shuffle_caption = true\n", "shuffle_caption = true\n"
+                            "token_warmup_step = 4\ntoken_warmup_min = 2\n")
+    ds = dataset(data_cfg(source=str(write(tmp_path, config))), byte_tok)
+    draws = [s for s in ds if s["key"] == "1/a.png"]
+    tags = ["running", "grass", "sunny day", "photo"]
+    for step, kept in ((0, 2), (1, 2), (2, 3), (3, 3), (4, 4), (100, 4)):  # ⌊s/2⌋ + 2
+        captions = [warmed(ds, collate([dict(d)]), step, 10)["caption"][0] for d in draws]
+        for caption in captions:
+            head, *rest = caption.split(", ")
+            assert head == "sks dog" and sorted(rest) == sorted(tags[:kept]), (step, caption)
+    assert len(set(captions)) > 1  # shuffled per draw
+
+
+def test_resume_inside_the_token_warmup_gives_the_captions_of_a_straight_run(cfg, byte_tok):
+    cfg.uncond_p = 0.3
+    config = Path(cfg.source).read_text().replace(
+        "keep_tokens = 1\n", "keep_tokens = 1\ncaption_tag_dropout_rate = 0.2\n"
+        "token_warmup_step = 5\ntoken_warmup_min = 0\n")
+    source = Path(cfg.source).with_name("warmup.toml")
+    source.write_text(config)
+    cfg.source = str(source)
+
+    def run(stream, steps):
+        return [warmed(stream.dataset, stream.next(), step, 6) for step in steps]
+
+    def stream():
+        return DataStream(dataset(cfg, byte_tok), batch_size=2, seed=5)
+
+    straight = run(stream(), range(6))
+    first = stream()
+    run(first, range(3))
+    resumed = stream()
+    resumed.load_state_dict(first.state_dict())
+    for expected, got in zip(straight[3:], run(resumed, range(3, 6)), strict=True):
+        assert got["caption"] == expected["caption"]
+        assert torch.equal(got["tokens"], expected["tokens"])
+    uncut = stream()
+    whole = [uncut.next()["caption"] for _ in range(6)]
+    assert [b["caption"] for b in straight[3:5]] != whole[3:5]  # resumed inside the warm-up
+    assert [b["caption"] for b in straight[5:]] == whole[5:]  # and it ends at step 5
+
+
 def test_color_aug_changes_about_a_third_of_a_subsets_draws(tmp_path, data_cfg, byte_tok):
     config = CONFIG.replace('  num_repeats = 3\n', '  num_repeats = 30\n  random_crop = false\n'
                             '  flip_aug = false\n')  # [general] has color_aug = true
@@ -323,6 +400,10 @@ def test_a_concepts_list_read_as_kohyas_json_names_the_onetrainer_prefix(tmp_pat
      "dataset 1, subset 1: unknown key 'num_repeat'; did you mean 'num_repeats'?"),
     ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n"
      "  caption_dropout_rate = 1.5\n", "caption_dropout_rate must be between 0 and 1"),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  token_warmup_step = -1\n",
+     "dataset 1, subset 1: token_warmup_step must be 0 (off) or more, not -1"),
+    ("[general]\ntoken_warmup_min = -2\n[[datasets]]\n  [[datasets.subsets]]\n"
+     "  image_dir = 'dog'\n", "[general]: token_warmup_min must be 0 or more, not -2."),
     ("[general]\nimage_dir = 'dog'\n[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'd'\n",
      "[general]: image_dir belongs in each [[datasets.subsets]] entry"),
     ("[model]\ninit = 'openai:base'\n", "has no [[datasets]] table, so it is not a kohya "

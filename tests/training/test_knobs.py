@@ -223,6 +223,36 @@ def test_prior_loss_weight_scales_the_loss_of_regularisation_samples(tiny, tmp_p
     assert result.last_loss != pytest.approx(float(loss.mean()), rel=1e-3)
 
 
+def test_kohyas_token_warmup_follows_the_optimizer_step(tiny, tmp_path):
+    """Each micro-batch of an optimizer step trains on the tags kohya keeps at that step
+    (0-based, as kohya's global_step): token_warmup_step = 0.5 of 4 steps ends at step 2."""
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (40, 36), (200, 30, 30)).save(tmp_path / "img" / "0.png")
+    (tmp_path / "data.toml").write_text(
+        "[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'img'\n"
+        "  class_tokens = 'sks, red, square, plain, small'\n  keep_tokens = 1\n"
+        "  token_warmup_step = 0.5\n  token_warmup_min = 2\n")
+    cfg = tiny(data=dict(source=str(tmp_path / "data.toml"), uncond_p=0.0),
+               train=dict(steps=4, batch_size=1, grad_accum=2, name="warmup"))
+    trainer = Trainer(cfg, quiet=True)
+    seen = []
+    real = trainer.objective.losses
+
+    def spy(model, batch, step, *args):
+        seen.append((step, batch["caption"][0]))
+        return real(model, batch, step, *args)
+
+    trainer.objective.losses = spy
+    trainer.run()
+    # W = floor(0.5 · 4) = 2; keeps floor(s · (4 − 2) / 2) + 2 of the 4 tags after "sks"
+    two, three, whole = "sks, red, square", "sks, red, square, plain", \
+        "sks, red, square, plain, small"
+    assert seen == [(0, two), (0, two), (1, three), (1, three), (2, whole), (2, whole),
+                    (3, whole), (3, whole)]
+
+
 def test_a_onetrainer_concepts_loss_weight_scales_the_loss_of_its_samples(tiny, tmp_path):
     """OneTrainer's per-concept loss_weight: each sample's loss times its concept's weight,
     then the mean; a batch whose weights are all 1 is left untouched."""

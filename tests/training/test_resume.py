@@ -36,8 +36,9 @@ def _shards(folder, out):
 
 def _kohya_config(folder, out):
     """A kohya dataset.toml over the folder: tags from class_tokens, shuffled and dropped,
-    whole captions dropped and colours jittered per draw, and every caption of the second
-    epoch dropped (caption_dropout_every_n_epochs, from the data pipeline's epoch)."""
+    whole captions dropped and colours jittered per draw, every caption of the second
+    epoch dropped (caption_dropout_every_n_epochs, from the data pipeline's epoch), and tags
+    cut by the token warm-up until step 5 (from the optimizer step), resumed inside it."""
     out.write_text(f"""
 [[datasets]]
   [[datasets.subsets]]
@@ -50,6 +51,7 @@ def _kohya_config(folder, out):
   caption_dropout_rate = 0.3
   caption_dropout_every_n_epochs = 2
   color_aug = true
+  token_warmup_step = 5
 """)
     return out
 

@@ -23,13 +23,14 @@ from ..errors import GlidectlError
 from .captions import decode_caption, pick_line
 from .color_aug import color_aug
 from .images import Rejected, open_image
-from .preset_api import DatasetPreset, Reject
+from .preset_api import DatasetPreset, Reject, clean_caption
 from .records import IMAGE_EXTENSIONS, RawSample
 from .sample_rules import SampleRules
 from .source_api import reads_per_epoch, samples_per_epoch, source_notes
 from .sources import Source, open_source
 from .stages import Slot, raw_stream
 from .stats import RejectionCounter, SharedStats, no_valid_data_error
+from .token_warmup import WarmupCaption
 from .transforms import ImageTransform, LowResTransform, TextEncoder, to_tensor
 
 PUBLISH_EVERY_S = 0.2  # how stale a worker's counts may be while it is producing samples
@@ -49,6 +50,7 @@ class Prepared:
     is_reg: bool = False
     loss_weight: float = 1.0
     prior_prediction: bool = False
+    warmup: WarmupCaption | None = None  # how kohya's token warm-up cuts the caption
 
 
 class SamplePipeline:
@@ -82,12 +84,13 @@ class SamplePipeline:
                 raise Rejected("bad_metadata") from None
             if not isinstance(meta, dict):
                 raise Rejected("bad_metadata")
-        rules = raw.rules
+        rules, warmup = raw.rules, None
         if rules is None:
             caption = pick_line(decode_caption(raw.caption), rng)
         else:
             caption = rules.line(decode_caption(raw.caption), rng)
-            caption = caption and rules.caption(caption, rng, self.train)
+            if caption:
+                caption, warmup = rules.draw(caption, rng, self.train)
         chosen = self.preset.select(meta, caption, self.options)
         if isinstance(chosen, Reject) and raw.empty_ok and not caption:
             chosen = ""  # kohya trains an image without caption or class words on ""
@@ -100,11 +103,13 @@ class SamplePipeline:
             draft_size=self.transform.draft_size(),
         )
         return Prepared(raw.key, chosen, image, original, converted, meta, rules, raw.is_reg,
-                        raw.loss_weight, raw.prior_prediction)
+                        raw.loss_weight, raw.prior_prediction,
+                        warmup if chosen in (caption, clean_caption(caption)) else None)
 
     def finish(self, prepared: Prepared, rng: random.Random, epoch: int = 0) -> dict[str, Any]:
         """The training dict of ``prepared``; ``epoch``: the data epoch (0-based), for
-        kohya's ``caption_dropout_every_n_epochs``."""
+        kohya's ``caption_dropout_every_n_epochs``. In training, ``warmup`` says (as JSON)
+        how kohya's token warm-up cuts the caption ("": it does not), for ``warm_up``."""
         rules = prepared.rules if self.train else None
         transform = self.transform if rules is None else rules.image_transform(self.transform)
         high = transform(prepared.image, rng)
@@ -119,6 +124,9 @@ class SamplePipeline:
         out.update(tokens=tokens, mask=mask, caption=caption, key=prepared.key,
                    is_reg=prepared.is_reg, loss_weight=prepared.loss_weight,
                    prior_prediction=prepared.prior_prediction)
+        if self.train:  # every training sample has the key, so batches collate
+            plan = prepared.warmup if caption == prepared.caption else None
+            out["warmup"] = plan.to_json() if plan is not None else ""
         return out
 
     def __call__(self, raw: RawSample, rng: random.Random,
@@ -184,6 +192,17 @@ class StreamDataset(IterableDataset):
     def set_resume(self, skip: list[int]) -> None:
         """Raw samples each DataLoader worker skips, undecoded, at the start of the epoch."""
         self.skip = [int(n) for n in skip]
+
+    def warm_up(self, batch: dict[str, Any], step: int, total_steps: int) -> None:
+        """Cut ``batch``'s captions (and their tokens) as kohya's token warm-up does at
+        optimizer step ``step`` (0: the first) of ``total_steps``; the workers, which run
+        ahead of the optimizer, sent them whole with how to cut them (``warmup``)."""
+        for row, plan in enumerate(batch.pop("warmup", None) or ()):
+            text = WarmupCaption.from_json(plan).at(step, total_steps) if plan else None
+            if text is not None:
+                text = clean_caption(text) or ""  # spaces collapsed, as the presets give it
+                batch["tokens"][row], batch["mask"][row] = self.pipeline.text.encode(text)
+                batch["caption"][row] = text
 
     def counter(self) -> RejectionCounter:
         """Accepted, rejected and converted counts summed over the main process and workers."""

@@ -36,7 +36,7 @@ APPLIED: dict[str, tuple[type, Any]] = {
     "enable_wildcard": (bool, False), "caption_dropout_rate": (float, 0.0),
     "caption_tag_dropout_rate": (float, 0.0), "flip_aug": (bool, None),
     "random_crop": (bool, None), "caption_dropout_every_n_epochs": (int, 0),
-    "color_aug": (bool, False),
+    "color_aug": (bool, False), "token_warmup_min": (int, 1), "token_warmup_step": (float, 0),
 }
 BUCKETS = "square crops (data.random_crop, data.crop_scale)"
 # kohya's options glidectl does not apply, and what it does instead
@@ -45,9 +45,6 @@ IGNORED = {
     "enable_bucket": BUCKETS, "min_bucket_reso": BUCKETS, "max_bucket_reso": BUCKETS,
     "bucket_reso_steps": BUCKETS, "bucket_no_upscale": BUCKETS,
     "face_crop_aug_range": "data.crop_scale",
-    # the data workers run ahead of the optimizer and know no training step
-    "token_warmup_min": "whole captions from the first step",
-    "token_warmup_step": "whole captions from the first step",
     "cache_info": "nothing cached", "alpha_mask": "alpha over white",
     "skip_image_resolution": "data.min_image_size", "resize_interpolation": "bicubic",
     "validation_split": "validation.holdout", "validation_seed": "validation.holdout",
@@ -201,9 +198,14 @@ def _check_type(key: str, value: Any, where: str) -> None:
         example = {float: "0.1", int: "10", bool: "true", str: "'...'"}[kind]
         raise GlidectlError(f"{where}: {key} must be {what}, not {value!r}; write e.g. "
                             f"{key} = {example}.")
-    if kind is float and not 0 <= value <= 1:
+    if key == "token_warmup_step":  # steps, or below 1 a fraction of the run's
+        if value < 0:
+            raise GlidectlError(f"{where}: token_warmup_step must be 0 (off) or more, not "
+                                f"{value}; write e.g. token_warmup_step = 0.2.")
+    elif kind is float and not 0 <= value <= 1:
         raise GlidectlError(f"{where}: {key} must be between 0 and 1, not {value!r}.")
-    if key in ("keep_tokens", "caption_dropout_every_n_epochs") and value < 0:
+    if key in ("keep_tokens", "caption_dropout_every_n_epochs", "token_warmup_min") \
+            and value < 0:
         raise GlidectlError(f"{where}: {key} must be 0 or more, not {value}.")
     if key == "num_repeats" and value > MAX_REPEATS:
         raise GlidectlError(f"{where}: num_repeats = {value} is more than {MAX_REPEATS}; "
@@ -231,6 +233,7 @@ def _subset(base: Path, dataset: int, number: int, levels: list[dict[str, Any]],
         dropout=float(get("caption_dropout_rate")),
         dropout_every=get("caption_dropout_every_n_epochs"), flip=get("flip_aug"),
         random_crop=get("random_crop"), color_aug=get("color_aug"),
+        warmup_min=get("token_warmup_min"), warmup_step=get("token_warmup_step"),
     )
     extension = get("caption_extension")  # "txt" reads ".txt", as kohya's DreamBoothSubset
     return SubsetSpec(

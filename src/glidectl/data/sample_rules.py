@@ -1,8 +1,9 @@
 """What a source asks of each draw of its samples, beyond the ``[data]`` options: kohya's
 per-subset caption handling (prefix and suffix, first line or any line, ``{a|b}``
 wildcards, tags kept, shuffled and dropped, whole-caption dropout, every n-th epoch too) and
-its ``flip_aug``, ``random_crop`` and ``color_aug`` (OneTrainer's concept text and image
-options map onto the same rules).
+its ``flip_aug``, ``random_crop`` and ``color_aug``, and the token warm-up's parts
+(:mod:`glidectl.data.token_warmup`). OneTrainer's concept text and image options map onto the
+same rules.
 
 Every random choice is taken from the sample's own ``rng`` (seeded from seed, epoch, slot
 and position), so a resumed epoch draws the same captions as the uninterrupted one.
@@ -16,6 +17,8 @@ import random
 import re
 from dataclasses import dataclass, replace
 from typing import Any
+
+from .token_warmup import WarmupCaption
 
 WILDCARD = re.compile(r"\{([^{}]+)\}")  # "{red|blue} car": one of the choices per draw
 
@@ -42,6 +45,8 @@ class SampleRules:
     flip: bool | None = None
     random_crop: bool | None = None
     color_aug: bool = False  # kohya's hue shift or gamma (glidectl.data.color_aug)
+    warmup_min: int = 1  # token_warmup_min: tags kept (after keep_tokens) at step 0
+    warmup_step: float = 0  # token_warmup_step: all tags from this step (< 1: a fraction)
 
     def line(self, text: str | None, rng: random.Random) -> str | None:
         """The caption line a draw reads, in the order of kohya-ss sd-scripts'
@@ -68,22 +73,34 @@ class SampleRules:
         tags (or those outside ``keep_separator``) stay in place, the rest are shuffled,
         then each dropped with ``tag_dropout``; tags are joined with ``joiner`` (kohya's
         ", ")."""
+        return self.draw(text, rng, train)[0]
+
+    def draw(self, text: str, rng: random.Random,
+             train: bool) -> tuple[str, WarmupCaption | None]:
+        """:meth:`caption`, and in training with a token warm-up (``warmup_step`` > 0) the
+        parts to cut it at a step; the draws from ``rng`` are the same either way."""
         if not text:
-            return text
+            return text, None
         if self.any_line if self.wildcards is None else self.wildcards:
             text = _wildcards(text, rng)
         fixed, flex, tail = self._split(text)
-        if train and flex and (self.shuffle or self.tag_dropout > 0):
-            if self.shuffle:
-                rng.shuffle(flex)
-            if self.tag_dropout > 0:
-                flex = [tag for tag in flex if rng.random() >= self.tag_dropout]
+        order = list(range(len(flex)))  # the tags' places, in the order they are trained
+        if train and flex and self.shuffle:
+            rng.shuffle(order)
+        if train and flex and self.tag_dropout > 0:
+            order = [i for i in order if rng.random() >= self.tag_dropout]
+        warm = train and self.warmup_step > 0
         kept_apart = bool(self.keep_separator) and self.keep_separator in text
-        if train and (self.shuffle or self.tag_dropout > 0) or kept_apart:
-            text = self.joiner.join(fixed + flex + tail)
+        if train and (self.shuffle or self.tag_dropout > 0) or warm or kept_apart:
+            text = self.joiner.join(fixed + [flex[i] for i in order] + tail)
         if self.secondary_separator:
             text = text.replace(self.secondary_separator, self.separator)
-        return text
+        if not warm:
+            return text, None
+        return text, WarmupCaption(
+            tuple(fixed), tuple((i, flex[i]) for i in order), tuple(tail), len(flex),
+            self.joiner, self.secondary_separator, self.separator, self.warmup_min,
+            self.warmup_step)
 
     def _split(self, text: str) -> tuple[list[str], list[str], list[str]]:
         """(tags kept in front, tags to shuffle and drop, tags kept at the end)."""

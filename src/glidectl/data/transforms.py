@@ -128,11 +128,12 @@ class TextEncoder:
     ) -> tuple[torch.Tensor, torch.Tensor, str]:
         if self.uncond_p > 0 and rng.random() < self.uncond_p:
             caption = ""
+        return (*self.encode(caption), caption)
+
+    def encode(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens and mask of ``caption``, without dropout."""
         tok = self._tok()
         ids = tok.encode(caption) if caption else []
         tokens, mask = tok.padded_tokens_and_mask(ids, self.ctx)
-        return (
-            torch.from_numpy(np.asarray(tokens, dtype=np.int64)),
-            torch.from_numpy(np.asarray(mask, dtype=np.bool_)),
-            caption,
-        )
+        return (torch.from_numpy(np.asarray(tokens, dtype=np.int64)),
+                torch.from_numpy(np.asarray(mask, dtype=np.bool_)))

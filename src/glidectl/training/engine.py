@@ -317,6 +317,8 @@ class Trainer:
             with acc.accumulate(self.model):
                 batch = self.stream.next()
                 wait += self.stream.last_wait
+                if hasattr(self.dataset, "warm_up"):  # kohya's token warm-up, at this step
+                    self.dataset.warm_up(batch, self.state.step, self.total_steps)
                 if self.main and (note := self._captions.see(batch.get("caption", ()))):
                     self.display.message(note)
                 losses = self.objective.losses(self.model, batch, self.state.step,
