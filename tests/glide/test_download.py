@@ -244,3 +244,25 @@ def test_processes_wanting_one_file_download_it_once(tmp_path):
                                                    progress=False), range(3)))
     assert got == [dest] * 3 and dest.read_bytes() == PAYLOAD
     assert srv.ranges == [None] and not (tmp_path / "base.pt.part").exists()
+
+
+def test_download_says_another_process_fetched_what_it_waited_for(tmp_path):
+    """`glidectl download` waiting on another process's lock: that process put the file in
+    the cache, so this one says so instead of "downloaded" (and fetches nothing)."""
+    import fcntl
+
+    dest = tmp_path / "openai" / "base.pt"
+    dest.parent.mkdir()
+    env = {**os.environ, "GLIDECTL_HOME": str(tmp_path),
+           "GLIDECTL_OPENAI_URL": _dead_url().rsplit("/", 1)[0]}
+    with open(dest.with_name(".base.pt.lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a downloading process holds it
+        waiting = subprocess.Popen([sys.executable, "-m", "glidectl", "download", "base"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env=env)
+        assert "Waiting for another glidectl process" in waiting.stderr.readline()
+        dest.write_bytes(PAYLOAD)
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert "downloaded by another glidectl process while this one waited" in out
+    assert ", downloaded)" not in out and dest.read_bytes() == PAYLOAD

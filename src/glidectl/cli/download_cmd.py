@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 CHOICES = ("base", "upsample", "base-inpaint", "upsample-inpaint", "all")
+NOTES = {"cache": "already cached", "this process": "downloaded",
+         "another process": "downloaded by another glidectl process while this one waited"}
 
 
 def register(app: typer.Typer) -> None:
@@ -36,8 +38,7 @@ def register(app: typer.Typer) -> None:
                     wanted.append(kind)
         source = OpenAISource()
         for kind in wanted:
-            cached = source.cache_path(kind).is_file()
-            path = source.resolve(kind, download=True, progress=not quiet, as_spec=False)
+            path, by = source.fetch(kind, download=True, progress=not quiet, as_spec=False)
             size = path.stat().st_size / 2**20
-            note = "already cached" if cached else "downloaded"
+            note = NOTES[by]
             typer.echo(f"openai:{kind}  {path}  ({size:,.1f} MiB, {note})")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .. import __version__
 from ..errors import GlidectlError, WriteError, write_error
@@ -142,6 +142,14 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
+class Fetched(NamedTuple):
+    """A file :func:`fetch` made sure of, and who put it there: ``"cache"`` (it was there),
+    ``"this process"`` or ``"another process"`` (fetched while this one waited for it)."""
+
+    path: Path
+    by: str
+
+
 def download(
     url: str,
     dest: str | Path,
@@ -157,9 +165,16 @@ def download(
     on the next call). Errors raise GlidectlError saying where to put the file by hand and,
     with ``instead``, what else the caller could do ("pass the path of ...").
     """
+    return fetch(url, dest, progress=progress, retries=retries, timeout=timeout,
+                 instead=instead).path
+
+
+def fetch(url: str, dest: str | Path, *, progress: bool = True, retries: int = 3,
+          timeout: float = 60.0, instead: str = "") -> Fetched:
+    """:func:`download`, saying who put the file in place."""
     dest = Path(dest)
     if dest.is_file():
-        return dest
+        return Fetched(dest, "cache")
     hint = f"put the file at {str(dest)!r} yourself" + (f", or {instead}" if instead else "")
     if offline():
         raise GlidectlError(f"{str(dest)!r} is not in the cache and downloads are off "
@@ -170,8 +185,8 @@ def download(
         raise GlidectlError(f"Cannot create cache folder {str(dest.parent)!r}: {exc}.") from exc
     with _only_downloader(dest, progress):
         if dest.is_file():  # another process fetched it while this one waited
-            return dest
-        return _download(url, dest, progress, retries, timeout, hint)
+            return Fetched(dest, "another process")
+        return Fetched(_download(url, dest, progress, retries, timeout, hint), "this process")
 
 
 @contextmanager

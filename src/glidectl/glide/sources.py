@@ -12,8 +12,7 @@ from pathlib import Path
 
 from ..errors import GlidectlError
 from ..hookspecs import hookimpl
-from .download import cache_dir
-from .download import download as fetch
+from .download import Fetched, cache_dir, fetch
 from .options import KINDS
 
 OPENAI_BASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/dec-2021"
@@ -53,6 +52,14 @@ class OpenAISource:
         path = self.cache_path(name)
         if path.is_file():
             return path
+        return self.fetch(name, download, progress, as_spec).path
+
+    def fetch(self, name: str, download: bool = True, progress: bool = True,
+              as_spec: bool = True) -> Fetched:
+        """:meth:`resolve`, saying who put the file in the cache (``glidectl download``)."""
+        path = self.cache_path(name)
+        if path.is_file():
+            return Fetched(path, "cache")
         if not download:
             raise GlidectlError(
                 f"openai:{name} is not downloaded; run `glidectl download {name}` or put "
