@@ -12,12 +12,13 @@ import torch
 from glidectl.errors import GlidectlError
 
 
-def tiny_glide(kind: str = "base", seed: int = 0, image_size: int | None = None):
-    """A tiny random GLIDE (byte tokenizer) with non-zero output layers."""
+def tiny_glide(kind: str = "base", seed: int = 0, image_size: int | None = None,
+               tokenizer: str | None = None):
+    """A tiny random GLIDE (byte tokenizer unless told) with non-zero output layers."""
     from glidectl.glide import create_model, preset_options
 
     size = image_size or (32 if kind.startswith("upsample") else 8)
-    opts = preset_options(kind, "tiny").replace(
+    opts = preset_options(kind, "tiny", tokenizer=tokenizer).replace(
         image_size=size, num_channels=32, channel_mult="1,2", num_res_blocks=1,
         attention_resolutions=str(size // 2), num_head_channels=16, text_ctx=16,
         xf_width=32, xf_layers=1, xf_heads=2,

@@ -309,3 +309,81 @@ def test_a_file_is_hashed_once_while_it_is_unchanged(tmp_path, monkeypatch):
     fresh.write_bytes(b"c")
     assert pipeline.file_sha256(fresh) == pipeline.file_sha256(fresh)
     assert len(hashes) == 4  # written just now: its time may not show a quick rewrite
+
+
+def _swapped_vocab(vocab: Path, to: Path) -> Path:
+    """A copy of GPT-2's vocabulary whose tokens " t" and " a" trade ids: it loads, and
+    "a" after a space becomes another token."""
+    to.mkdir()
+    lines = (vocab / "vocab.bpe").read_text(encoding="utf-8").split("\n")
+    lines[1], lines[2] = lines[2], lines[1]
+    (to / "vocab.bpe").write_text("\n".join(lines), encoding="utf-8")
+    ids = json.loads((vocab / "encoder.json").read_text(encoding="utf-8"))
+    ids["\u0120t"], ids["\u0120a"] = ids["\u0120a"], ids["\u0120t"]
+    (to / "encoder.json").write_text(json.dumps(ids), encoding="utf-8")
+    return to
+
+
+def test_the_vocabulary_that_tokenized_the_prompt_is_recorded_and_checked(
+        capsys, tmp_path, gpt2_vocab, monkeypatch):
+    """A PNG records the GPT-2 vocabulary's sha256 (and --vocab-dir as given); --from-png
+    uses the recorded folder, else the default vocabulary if it is the same; another one is
+    one sentence naming --vocab-dir, and --vocab-dir given says the image will differ."""
+    from glidectl import tokenizer
+    from glidectl.glide import save_weights
+
+    monkeypatch.setenv(tokenizer.VOCAB_ENV, str(gpt2_vocab))  # this machine's default
+    save_weights(tiny_glide("base", 3, tokenizer="gpt2"), tmp_path / "base.safetensors")
+    other = _swapped_vocab(gpt2_vocab, tmp_path / "other")
+    common = ("--device", "cpu", "-q", "--upsampler", "none", "--steps", 2)
+    res = in_process(capsys, "sample", "cat a dog", "--base", tmp_path / "base.safetensors",
+                     "--vocab-dir", other, *common, "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    assert params(png)["vocab_dir"] == str(other)
+    assert params(png)["vocab_sha256"] == tokenizer.vocab_sha256(other) != \
+        tokenizer.vocab_sha256(gpt2_vocab)
+
+    res = in_process(capsys, "sample", "--from-png", png, *common[:3], "--out", tmp_path / "a")
+    assert res.returncode == 0 and "Not as" not in res.stderr, res.stderr
+    assert np.array_equal(pixels(tmp_path / "a" / "00000.png"), pixels(png))
+
+    other.rename(tmp_path / "moved")
+    tokenizer.clear_cache()  # this process loaded it from where it was
+    res = in_process(capsys, "sample", "--from-png", png, *common[:3], "--out", tmp_path / "b")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert f"made with the GPT-2 vocabulary in {str(other)!r}" in res.stderr
+    assert "pass --vocab-dir DIR" in res.stderr and not (tmp_path / "b").exists()
+    res = in_process(capsys, "sample", "--from-png", png, *common[:3], "--vocab-dir",
+                     tmp_path / "moved", "--out", tmp_path / "c")
+    assert res.returncode == 0 and "Not as" not in res.stderr, res.stderr
+    assert np.array_equal(pixels(tmp_path / "c" / "00000.png"), pixels(png))
+    res = in_process(capsys, "sample", "--from-png", png, *common[:3], "--vocab-dir",
+                     gpt2_vocab, "--out", tmp_path / "d")
+    assert res.returncode == 0, res.stderr
+    assert f"--vocab-dir {gpt2_vocab} (not the vocabulary that made it)" in res.stderr
+    assert not np.array_equal(pixels(tmp_path / "d" / "00000.png"), pixels(png))
+
+
+def test_a_png_made_with_the_default_vocabulary_needs_no_vocab_dir(capsys, tmp_path,
+                                                                   gpt2_vocab, monkeypatch):
+    """No --vocab-dir: the PNG records none, and --from-png checks the default vocabulary."""
+    from glidectl import tokenizer
+    from glidectl.glide import save_weights
+
+    monkeypatch.setenv(tokenizer.VOCAB_ENV, str(gpt2_vocab))
+    save_weights(tiny_glide("base", 3, tokenizer="gpt2"), tmp_path / "base.safetensors")
+    common = ("--device", "cpu", "-q", "--upsampler", "none", "--steps", 2)
+    res = in_process(capsys, "sample", "cat a dog", "--base", tmp_path / "base.safetensors",
+                     *common, "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    assert params(png)["vocab_dir"] is None and params(png)["vocab_sha256"]
+    res = in_process(capsys, "sample", "--from-png", png, *common[:3], "--out", tmp_path / "a")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(pixels(tmp_path / "a" / "00000.png"), pixels(png))
+    monkeypatch.setenv(tokenizer.VOCAB_ENV, str(_swapped_vocab(gpt2_vocab, tmp_path / "o")))
+    res = in_process(capsys, "sample", "--from-png", png, *common[:3], "--out", tmp_path / "b")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "made with the GPT-2 vocabulary found by default" in res.stderr
+    assert "--vocab-dir DIR" in res.stderr

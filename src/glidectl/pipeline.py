@@ -210,6 +210,21 @@ class GlidePipeline:
             precision, str(model_device(any_model)))
         self.records = records or {}
         self.compiled = False  # torch.compile'd by from_specs
+        self.vocab_dir = vocab_dir  # as given: PNGs record it beside the vocabulary's sha256
+
+    def _vocab_record(self, base_stage: bool = True) -> dict[str, Any]:
+        """The GPT-2 vocabulary the prompt was tokenized with (its sha256, and ``vocab_dir``
+        as given), when a stage that runs reads one: other vocabulary files give other
+        tokens, and so other pictures."""
+        from .tokenizer import GPT2Tokenizer
+
+        used = [tok for tok, ran in ((self.tokenizer, base_stage and self.base is not None),
+                                     (self.upsampler_tokenizer, self.upsampler is not None))
+                if ran and isinstance(tok, GPT2Tokenizer)]
+        if not used:
+            return {}
+        return {"vocab_sha256": used[0].sha256,
+                "vocab_dir": str(self.vocab_dir) if self.vocab_dir else None}
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -294,7 +309,8 @@ class GlidePipeline:
         """What makes a request's pictures, keyed as ``glidectl sample``'s flags, as sample
         and the web UI record it in each PNG: each model's spec, weights file and sha256, its
         LoRAs (``PATH:SCALE`` and sha256), the settings of each stage that runs (a schedule
-        file with its sha256), σ_max, precision, glidectl's version and the plugins whose
+        file with its sha256), σ_max, precision, the GPT-2 vocabulary's sha256 (and
+        ``vocab_dir``), glidectl's version and the plugins whose
         sampler or schedule ran. ``base_stage=False``: only the upsampler ran (a given
         low-res image). Prompt, seed and model calls are the image's own: callers add them."""
         from . import __version__
@@ -327,6 +343,7 @@ class GlidePipeline:
                 "dynamic_threshold": opts.dynamic_threshold,
             })
         first = (base if base_stage and self.base is not None else up)
+        record.update(self._vocab_record(base_stage))
         loras = [x for r in self.records.values() for x in r.loras]
         record.update({
             "sigma_max": first.sigma_max, "quantize_t": first.quantize_t or None,

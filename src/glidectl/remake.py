@@ -55,6 +55,7 @@ class Remake:
     kept: int | None = None  # the image of the request to write (None: all); set by apply
     missing: str | None = None  # why the weights it names are not there (--base: others)
     device: str | None = None  # the device type that made it (cpu, cuda, mps)
+    vocab_sha256: str | None = None  # the GPT-2 vocabulary's that tokenized the prompt
 
     @property
     def name(self) -> str:
@@ -66,7 +67,7 @@ class Remake:
         the one image (:attr:`kept`). Returns lines saying what differs from the record."""
         hashed = {p.param for p in self.pinned if p.sha256 and p.param != "lora"}
         changed = [f"{_flag(k)} {params[k]}" for k in sorted(given & set(self.values))
-                   if k not in ("prompts", "lora", *hashed)
+                   if k not in ("prompts", "lora", "vocab_dir", *hashed)
                    and str(params[k]) != str(self.values[k])]
         changed += [f"{_flag(p.param)} {params[p.param]} (not the file that made it)"
                     for p in self.pinned if p.param in given & hashed
@@ -86,6 +87,12 @@ class Remake:
         for pin in self.pinned:
             if pin.param not in given:
                 self._check(pin)
+        if self.vocab_sha256 and "vocab_dir" in given:
+            if _vocab_sha(params["vocab_dir"], quiet=False) != self.vocab_sha256:
+                changed.append(f"--vocab-dir {params['vocab_dir']} (not the vocabulary that "
+                               "made it)")
+        elif self.vocab_sha256:
+            self._check_vocab()
         self._check_samplers(given)
         for key, value in self.values.items():
             if key not in given:
@@ -162,6 +169,30 @@ class Remake:
             f"{self.name} was made with the {pin.what} {first!r}{short}, which is not there"
             f"{where}; pass {flag} {pin.metavar} to use another (the image will differ).")
 
+    def _check_vocab(self) -> None:
+        """Use the recorded ``--vocab-dir`` if it holds the vocabulary that tokenized the
+        prompt, else the default one if that does; else one sentence naming --vocab-dir."""
+        from .tokenizer import VOCAB_ENV
+
+        recorded = self.values.get("vocab_dir")
+        held = []
+        for where in ([recorded] if recorded else []) + [None]:
+            # no folder recorded and no default vocabulary (offline): its own sentence
+            sha = _vocab_sha(where, quiet=where is not None or bool(recorded))
+            if sha == self.vocab_sha256:
+                self.values["vocab_dir"] = where
+                return
+            held.append((where, sha))
+        made = f"in {recorded!r}" if recorded else "found by default"
+        now = [(f"{w!r} holds another" if w else f"the default one here ({VOCAB_ENV}, else "
+                "tiktoken's) is another") + f" (sha256 {sha[:12]}…)" if sha else
+               (f"{w!r} is not there or holds none" if w else "no default one is available")
+               for w, sha in held]
+        raise GlidectlError(
+            f"{self.name} was made with the GPT-2 vocabulary {made} (sha256 "
+            f"{self.vocab_sha256[:12]}…), but {' and '.join(now)}; pass --vocab-dir DIR with "
+            "the vocabulary that made it, or with another (the image will differ).")
+
     def _check_samplers(self, given: set[str]) -> None:
         """A recorded sampler no loaded plugin registers is one sentence; other plugin code
         than made the image, a line."""
@@ -187,6 +218,19 @@ class Remake:
                               f"{', '.join(self.plugins or ['glidectl alone'])}; now "
                               f"{', '.join(now or ['glidectl alone'])} runs: the image may "
                               "differ.")
+
+
+def _vocab_sha(vocab_dir: str | None, quiet: bool = True) -> str | None:
+    """:func:`glidectl.tokenizer.vocab_sha256` of ``vocab_dir`` (None: the default); with
+    ``quiet``, None for a vocabulary that is not there or cannot be read."""
+    from .tokenizer import vocab_sha256
+
+    try:
+        return vocab_sha256(vocab_dir)
+    except GlidectlError:
+        if not quiet:
+            raise
+        return None
 
 
 def _flag(param: str) -> str:

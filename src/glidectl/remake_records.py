@@ -81,7 +81,10 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     values["prompts"] = [rec["prompt"]]
     source = "web UI" if "request_seed" in rec and "load_s" in rec else "sample"
     remake = Remake(png, source, values, prompt_sha256=rec.get("prompt_sha256"),
-                    plugins=rec.get("plugins"), plugins_known="plugins" in rec)
+                    plugins=rec.get("plugins"), plugins_known="plugins" in rec,
+                    vocab_sha256=rec.get("vocab_sha256"))
+    if rec.get("vocab_sha256"):
+        values["vocab_dir"] = rec.get("vocab_dir")  # None: the default vocabulary
     _device(remake, rec.get("device"), rec.get("compile"))
     for key in MODELS:
         spec = rec.get(key)

@@ -12,6 +12,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,16 @@ class GPT2Tokenizer(Tokenizer):
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.encoding.decode([int(i) for i in ids if int(i) != self.pad_id])
+
+    @cached_property
+    def sha256(self) -> str:
+        """What identifies the vocabulary: the sha256 of each token's bytes in id order, so
+        GPT-2's files give one digest wherever they lie (a folder, tiktoken's cache)."""
+        digest = hashlib.sha256()
+        for i in range(self.encoding.n_vocab):
+            piece = self.encoding.decode_single_token_bytes(i)
+            digest.update(len(piece).to_bytes(4, "big") + piece)
+        return digest.hexdigest()
 
 
 class ByteTokenizer(Tokenizer):
@@ -184,6 +195,14 @@ def clear_cache() -> None:
     """Forget loaded GPT-2 encodings (tests; a vocabulary folder that changed)."""
     with _LOCK:
         _ENCODINGS.clear()
+
+
+def vocab_sha256(vocab_dir: str | os.PathLike[str] | None = None) -> str:
+    """:attr:`GPT2Tokenizer.sha256` of the vocabulary in ``vocab_dir`` (else the default
+    one, as :func:`load_gpt2_encoding` finds it)."""
+    tokenizer = get_tokenizer("gpt2", vocab_dir)
+    assert isinstance(tokenizer, GPT2Tokenizer)
+    return tokenizer.sha256
 
 
 def get_tokenizer(name: str = "gpt2", vocab_dir: str | os.PathLike[str] | None = None) -> Tokenizer:
