@@ -1191,8 +1191,15 @@ def test_a_run_that_cannot_start_says_only_why(tmp_path, tiny_base, capsys, monk
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
     (tmp_path / "bad.safetensors").write_text("not weights")
     (tmp_path / "file").write_text("x")
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 20)
+    import torch
+
+    torch.save({"w": torch.zeros(4096)}, tmp_path / "whole.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:8192])
     cases = [(["--base", tmp_path / "nope.safetensors"], "not found"),
              (["--base", tmp_path / "bad.safetensors"], "Cannot read weights"),
+             (["--base", tmp_path / "random.pt"], "Cannot read checkpoint"),
+             (["--base", tmp_path / "cut.pt", "--dry-run"], "Cannot read checkpoint"),
              (["--base", "openai:upsample", "--dry-run"], "is an 'upsample' model"),
              (["--base", tiny_base, "--out", tmp_path / "file" / "o"], "a file; pass a folder"),
              (["--base", tiny_base, "--lora", tmp_path / "nope"], "not a LoRA adapter"),
@@ -1398,3 +1405,4 @@ def test_a_full_disk_at_the_grid_keeps_the_images_and_names_the_resume(tmp_path,
     assert all(outputs(out)[name] == data for name, data in kept.items())
     assert (out / "grid.png").is_file()
     assert json.loads((out / "metadata.json").read_text())["counts"]["generated"] == 0
+

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,9 +255,9 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
                  precision: str | None = None) -> tuple[EvalSettings, list[str]]:
     """The run's settings from the flags the user gave (None = not given; keys as in
     :data:`glidectl.eval_settings.FLAG_NAMES`) and notes saying where defaults came from:
-    with --resume the run's recorded settings, else the base model's recommendations. The
-    prompts, the output folder and the models are checked first: a run that cannot start
-    fails before any note about it is shown."""
+    with --resume the run's recorded settings, else the base model's recommendations.
+    The prompts, the output folder and the models are checked first; :func:`run_eval` says
+    the notes (its ``notes``) once the run can start."""
     from .devices import pick_device, pick_precision
     from .model_cost import local_weights
     from .pipeline import recommended_settings, resolve_upsampler
@@ -510,12 +510,14 @@ def _counts(prompts: int, total: int, generated: int) -> dict[str, int]:
 @read_once()  # every image and the sha256 recorded from one version of a schedule file
 def run_eval(
     prompts_file: str | Path, settings: EvalSettings, options: RunOptions | None = None,
-    on_event: EventFn | None = None, pipeline: Any = None,
+    on_event: EventFn | None = None, pipeline: Any = None, notes: Sequence[str] = (),
 ) -> EvalReport:
     """Generate every prompt's images into a numbered folder with a grid and metadata.json.
 
     ``on_event(kind, **info)`` receives progress: start(total, done), stage(stage, total),
     step(stage), images(count, rate), note(text). ``pipeline`` reuses loaded models.
+    ``notes`` (:func:`settings_for`'s) are said as notes once the run's inputs are checked
+    and its models loaded (a dry run: once its plan is made).
     """
     from . import plugins
     from .devices import pick_device
@@ -544,16 +546,18 @@ def run_eval(
             hashes = {stage: {"sha256": file_sha256(m["path"])} for stage, m in models.items()
                       if m["local"]}  # weights not on disk: no run of theirs can be here
             _check_continues(options, prior, out, prompts, settings, hashes, header)
+        for text in notes:
+            emit("note", text=text)
         return EvalReport(out, {**header, "plan": info}, dry_run=True)
     check_inputs(settings, options, models=pipeline is None)  # before any note or loading
     scorer, clip_reason, fid_features, metric_notes = _load_metrics(options, settings, device)
     load_s = 0.0
     if pipeline is None:
         pipeline, load_s = _load(settings, options, device)
-    for text in metric_notes:  # about a run that starts: said once its models are loaded
-        emit("note", text=text)
     stage_opts = settings.stage_options()  # an unusable schedule: one sentence, nothing written
     per_batch = {s: pipeline.calls_per_batch(s, stage_opts[s]) for s in pipeline.stage_models()}
+    for text in [*notes, *metric_notes]:  # about a run that starts: said once it can
+        emit("note", text=text)
     with claim_folder(out, numbered=options.out is None and not options.resume) as out:
         # read again now that it is this process's: an eval that held it may have written
         if not (options.resume or options.skip_existing) and holds_files(out):

@@ -259,11 +259,9 @@ def register(app: typer.Typer) -> None:
         }
         settings, notes = settings_for(prompts, flags, options, precision)
         console = Console()
-        for note in notes:
-            console.print(note, markup=False, highlight=False)
         events = _RichEvents(console)
-        try:
-            report = run_eval(prompts, settings, options, on_event=events)
+        try:  # the notes come once the run's inputs are checked and its models loaded
+            report = run_eval(prompts, settings, options, on_event=events, notes=notes)
         except KeyboardInterrupt:
             events("end")
             where = events.out or (str(out) if out is not None else None)
