@@ -1406,3 +1406,30 @@ def test_a_full_disk_at_the_grid_keeps_the_images_and_names_the_resume(tmp_path,
     assert (out / "grid.png").is_file()
     assert json.loads((out / "metadata.json").read_text())["counts"]["generated"] == 0
 
+
+def test_eval_checks_what_a_run_needs_once(tmp_path, tiny_base, capsys, monkeypatch):
+    """The models, LoRAs, W&B mode and --fid reference are checked once, before anything is
+    said about the run (settings_for leaves them to run_eval)."""
+    from test_sample_cmd import in_process
+
+    from glidectl import evaluation, fid, model_cost
+
+    calls: list[str] = []
+
+    def counted(module, name):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, **k: (calls.append(name), real(*a, **k)))
+
+    counted(model_cost, "check_models")
+    counted(fid, "check_reference")
+
+    def stop(*args):
+        raise GlidectlError("stopped after the checks.")
+
+    monkeypatch.setattr(evaluation, "_load_metrics", stop)
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    (tmp_path / "ref").mkdir()
+    res = in_process(capsys, "eval", prompts, "--device", "cpu", "--base", tiny_base,
+                     "--fid", tmp_path / "ref", "--out", tmp_path / "o")
+    assert res.returncode == 2 and "stopped after the checks" in res.stderr, res.stderr
+    assert res.stdout == "" and sorted(calls) == ["check_models", "check_reference"]

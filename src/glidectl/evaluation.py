@@ -256,18 +256,18 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
     """The run's settings from the flags the user gave (None = not given; keys as in
     :data:`glidectl.eval_settings.FLAG_NAMES`) and notes saying where defaults came from:
     with --resume the run's recorded settings, else the base model's recommendations.
-    The prompts, the output folder and the models are checked first; :func:`run_eval` says
-    the notes (its ``notes``) once the run can start."""
+    :func:`run_eval` checks what the run needs and says the notes (its ``notes``) once it
+    can start, so a run that cannot start says nothing about itself first."""
     from .devices import pick_device, pick_precision
     from .model_cost import local_weights
     from .pipeline import recommended_settings, resolve_upsampler
 
-    prompts = read_prompts(prompts_file)
     flags = dict(flags)
     chosen = pick_precision(precision or "auto", pick_device(options.device))
     notes = [chosen.line()] if precision in (None, "auto") else []
     if options.resume:
-        out = resolve_out(prompts, options)
+        prompts = read_prompts(prompts_file)
+        out = resolve_out(prompts, options)  # the run to continue: its recorded settings
         prior = read_metadata(out / META_FILE)
         if prior is None or "settings" not in prior:
             check_resume(prior, out, prompts, {}, {})
@@ -276,9 +276,7 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         paths = recorded_paths(prior, out)
         settings, more = resolve_settings(flags, chosen.name if precision else None,
                                           recorded=prior["settings"], out=out, paths=paths)
-        check_inputs(settings, options)
         return settings, notes + more
-    resolve_out(prompts, options)
     base = flags.get("base") or EvalSettings.base
     if base == "none":  # `sample --base none --low-res` has no eval counterpart
         raise GlidectlError("eval needs a base model (--base); --base none works only in "
@@ -291,7 +289,6 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         notes.append(f"Warning: {', '.join(unused)} not used: this run has no upsampler.")
     recommended = recommended_settings(local_weights(base))
     settings, more = resolve_settings(flags, chosen.name, recommended=recommended)
-    check_inputs(settings, options)
     return settings, notes + more
 
 
@@ -534,6 +531,7 @@ def run_eval(
     plugins.samplers().get(settings.base_stage.sampler)  # typos fail before any loading
     if settings.upsampler:
         plugins.samplers().get(settings.upsample_stage.sampler)
+    check_inputs(settings, options, models=pipeline is None)  # before any note or loading
     if options.dry_run:
         from .model_cost import dry_run_plan
         from .pipeline import file_sha256
@@ -549,7 +547,6 @@ def run_eval(
         for text in notes:
             emit("note", text=text)
         return EvalReport(out, {**header, "plan": info}, dry_run=True)
-    check_inputs(settings, options, models=pipeline is None)  # before any note or loading
     scorer, clip_reason, fid_features, metric_notes = _load_metrics(options, settings, device)
     load_s = 0.0
     if pipeline is None:
