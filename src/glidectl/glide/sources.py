@@ -49,9 +49,6 @@ class OpenAISource:
                 as_spec: bool = True) -> Path:
         """The cached file, downloaded first if missing (no network when it is cached).
         ``as_spec``: asked for as the model spec ``openai:NAME``, which a path could replace."""
-        path = self.cache_path(name)
-        if path.is_file():
-            return path
         return self.fetch(name, download, progress, as_spec).path
 
     def fetch(self, name: str, download: bool = True, progress: bool = True,

@@ -384,7 +384,7 @@ class Trainer:
                 raise ConfigError(
                     f"train.deterministic: {op.rstrip('.')} has no deterministic kernel in "
                     f"torch {torch.__version__} on this device; set train.deterministic = "
-                    f"false (runs then differ in the last bits); {self._saved()}.") from None
+                    f"false (two runs may then differ); {self._saved()}.") from None
             if self.accelerator.num_processes == 1 or not peer_lost(exc):
                 raise
             raise PeerLost(
