@@ -147,5 +147,10 @@ def test_merge_keeps_what_the_new_run_did_not_measure():
     assert bench.goals_met(out) == {"base_images_per_s": False,
                                     "upsample_images_per_s": False,
                                     "sampling_upsampled_images_per_s": True}
+    compiled = {"kind": "base", "batch": 16, "compile": True, "images_per_s": 82.8}
+    again = {**new, "training": [{"kind": "base", "batch": 16, "asked": 16, "compile": True,
+                                  "skipped": "time budget"}]}
+    kept = bench.merged({**old, "training": [compiled]}, again, ["base"])["training"]
+    assert kept == [compiled]  # a case the new run skipped keeps its old figure
     with pytest.raises(SystemExit, match="--merge: the report holds H figures"):
         bench.merged(old, {**new, "device": "cpu"}, ["upsample"])
