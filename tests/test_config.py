@@ -14,6 +14,7 @@ from glidectl.config import (
     override,
     parse_override,
     to_toml,
+    validate,
 )
 from glidectl.errors import ConfigError
 
@@ -201,3 +202,29 @@ def test_a_folder_as_config_file_says_it_is_a_folder(tmp_path):
     (tmp_path / "config.toml").write_text("")  # a run folder: point at its saved config
     with pytest.raises(ConfigError, match=r"is a folder; .*config\.toml'\)\.$"):
         load_config(tmp_path)
+
+
+def test_a_config_changed_in_code_is_checked_as_a_file_is():
+    """A notebook sets keys on a loaded config: validate() names a bad value's key and its
+    range, a typo'd key (which Python would keep as a new attribute) and a wrong type."""
+    cfg = load_config(None, ["train.steps=5"])
+    validate(cfg)
+    cfg.train.lr = -1.0
+    with pytest.raises(ConfigError, match=r"^config: 'train.lr' must be from 0 to 1; got -1"):
+        validate(cfg)
+    cfg = GlideConfig()
+    cfg.train.learning_rate = 1e-3
+    with pytest.raises(ConfigError, match=r"^config: unknown key 'train.learning_rate'\. .* train\.lr,"):
+        validate(cfg)
+    cfg = GlideConfig()
+    cfg.train.steps = "10"
+    with pytest.raises(ConfigError, match=r"'train.steps' must be int, got '10'"):
+        validate(cfg)
+    cfg = GlideConfig()
+    cfg.train = {"lr": 1e-4}
+    with pytest.raises(ConfigError, match=r"'train' must be a TrainConfig, got dict"):
+        validate(cfg)
+
+
+def test_one_override_string_is_one_override_not_its_characters():
+    assert load_config(None, "train.lr=3e-5").train.lr == 3e-5

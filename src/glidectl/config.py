@@ -484,6 +484,24 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
     return cfg
 
 
+def validate(cfg: GlideConfig, where: str = "config") -> None:
+    """Check a config changed in code (``cfg.train.lr = ...``) as a file is checked: each
+    value's type and range, and no attribute that is not a key (a typo such as
+    ``cfg.train.learning_rate``, which would otherwise be ignored)."""
+    for sec_name, sec_type in _section_types().items():
+        section = getattr(cfg, sec_name)
+        if not isinstance(section, sec_type):
+            raise ConfigError(f"{where}: '{sec_name}' must be a {sec_type.__name__}, got "
+                              f"{type(section).__name__}; change its keys instead "
+                              f"(cfg.{sec_name}.KEY = ...).")
+        fields = _field_types(type(section))
+        for key in vars(section):
+            if key not in fields:
+                raise ConfigError(f"{where}: unknown key '{sec_name}.{key}'." + (
+                    _elsewhere(key) or _nearest(key, list(fields), f"{sec_name}.")))
+    merge(GlideConfig(), to_dict(cfg), where)
+
+
 def pair_problem(value: Any) -> str | None:
     """None when ``value`` is ``[min, max]``: two numbers, min <= max (what training needs)."""
     if not isinstance(value, list | tuple) or len(value) != 2 or any(
@@ -537,9 +555,12 @@ def _without_position(exc: Exception) -> str:
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None
+    path: str | Path | None = None, overrides: str | list[str] | None = None
 ) -> GlideConfig:
-    """Defaults, then the TOML file, then ``--set`` overrides."""
+    """Defaults, then the TOML file, then ``--set`` overrides (``"section.key=value"``
+    items; one such string alone is one override)."""
+    if isinstance(overrides, str):  # not its characters, one by one
+        overrides = [overrides]
     cfg = GlideConfig()
     if path is not None:
         p = Path(path)

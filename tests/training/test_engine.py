@@ -357,3 +357,13 @@ def test_captions_longer_than_the_model_reads_are_said_once(tiny, image_folder):
     assert check.see(["x" * (ctx + 1)]) is None  # once
     fits = CaptionLengthCheck(trainer.bundle.tokenizer, ctx, want=1)
     assert fits.see(["short"]) is None and fits.see(["x" * (ctx + 1)]) is None  # looked enough
+
+
+def test_a_config_changed_in_code_is_checked_before_anything_is_made(tiny, tmp_path):
+    """A notebook's ``cfg.train.lr = -1`` is one sentence naming the key (not torch's
+    ValueError from deep in the optimizer), and no run folder is left behind."""
+    cfg = tiny()
+    cfg.train.lr = -1.0
+    with pytest.raises(GlidectlError, match=r"^config: 'train.lr' must be from 0 to 1; got -1"):
+        Trainer(cfg, quiet=True)
+    assert not (tmp_path / "runs").exists()

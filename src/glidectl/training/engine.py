@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .. import runs
-from ..config import GlideConfig, save_config
+from ..config import GlideConfig, save_config, validate
 from ..data.source_api import source_notes
 from ..devices import nondeterministic_op
 from ..errors import ConfigError, GlidectlError, WriteError, write_error
@@ -83,6 +83,7 @@ class Trainer:
         adapter: ModelAdapter | None = None, live: bool | None = None,
         kinds: tuple[str, ...] | None = None, dataset: Any = None, quiet: bool = False,
     ) -> None:
+        validate(cfg)  # a library caller may have changed it in code
         cfg, validation_note = concept_validation(cfg)
         self.cfg = cfg
         from ..devices import training_precision
