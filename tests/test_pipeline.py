@@ -271,6 +271,27 @@ def test_library_arguments_of_the_wrong_kind_are_named(base) -> None:
     assert len(images) == 1
 
 
+def test_numbers_of_the_wrong_kind_are_named_by_their_keyword(base) -> None:
+    """``n=2.0`` or ``guidance="3"`` from a notebook: one sentence naming the keyword, as an
+    out-of-range value is (was: TypeError from range() or deep in the sampler)."""
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(base)
+    for kwargs, said in [
+        (dict(n=2.0), "n must be a whole number, got 2.0 (float)"),
+        (dict(batch_size="4"), "batch_size must be a whole number, got '4' (str)"),
+        (dict(seeds=[1, 2.5], n=2), "seed must be a whole number, got 2.5 (float)"),
+        (dict(guidance="3"), "guidance must be a number, got '3' (str)"),
+        (dict(eta=True), "eta must be a number, got True (bool)"),
+        (dict(upsample_temp="1"), "upsample_temp must be a number, got '1' (str)"),
+    ]:
+        with pytest.raises(GlidectlError) as error:
+            pipe.generate("a", sampler="euler", steps=2, **kwargs)
+        assert str(error.value) == f"generate(): {said}."
+    assert len(pipe.generate("a", n=2, seeds=[torch.tensor(3).item(), 4], guidance=2,
+                             sampler="euler", steps=2)) == 2  # ints for floats are fine
+
+
 def test_from_specs_takes_none_for_either_model_as_sample_does() -> None:
     from glidectl.pipeline import GlidePipeline
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -464,6 +465,7 @@ class GlidePipeline:
                             f"got {prompts!r:.80}")
         if output not in ("pil", "tensor"):
             raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
+        _check_types({"n": n, "batch_size": batch_size}, int)
         if not prompts or n < 1 or batch_size < 1:
             raise GlidectlError("Nothing to generate: give at least one prompt, n >= 1 and "
                                 "batch size >= 1.")
@@ -617,15 +619,30 @@ def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -
     """The one-line error for a seed or stage number outside the range the CLI allows
     (``nan`` guidance, a negative seed, ...), named by its ``generate`` keyword."""
     for s in seeds:
+        _check_types({"seed": s}, int)
         check("seed", s, SEED)
     for prefix, opts in (("", base), ("upsample_", up)):
+        _check_types({prefix + k: getattr(opts, k) for k in (
+            "guidance", "eta", "sigma_max", "guidance_rescale", "dynamic_threshold")}, float)
         for key, rng in (("guidance", FLAGS["--guidance"]), ("eta", FLAGS["--eta"]),
                          ("sigma_max", FLAGS["--sigma-max"]),
                          ("guidance_rescale", FLAGS["--guidance-rescale"]),
                          ("dynamic_threshold", FLAGS["--dynamic-threshold"]),
                          ("steps", STEPS)):
             check(prefix + key, getattr(opts, key), rng)
+    _check_types({"upsample_temp": up.temperature}, float)
     check("upsample_temp", up.temperature, FLAGS["--upsample-temp"])
+
+
+def _check_types(values: dict[str, Any], kind: type) -> None:
+    """The one-line error for a ``generate`` keyword that is not a whole number (``int``) or
+    not a number (``float``: ints too); None stands for a stage's default."""
+    wanted = numbers.Integral if kind is int else numbers.Real
+    for key, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, wanted)):
+            what = "a whole number" if kind is int else "a number"
+            raise GlidectlError(f"generate(): {key} must be {what}, got {value!r:.60} "
+                                f"({type(value).__name__}).")
 
 
 def generate(prompt: str | Sequence[str], base: str | None = "openai:base",
