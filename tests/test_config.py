@@ -214,7 +214,8 @@ def test_a_config_changed_in_code_is_checked_as_a_file_is():
         validate(cfg)
     cfg = GlideConfig()
     cfg.train.learning_rate = 1e-3
-    with pytest.raises(ConfigError, match=r"^config: unknown key 'train.learning_rate'\. .* train\.lr,"):
+    typo = r"^config: unknown key 'train.learning_rate'\. .* train\.lr,"
+    with pytest.raises(ConfigError, match=typo):
         validate(cfg)
     cfg = GlideConfig()
     cfg.train.steps = "10"
