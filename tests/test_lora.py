@@ -868,3 +868,17 @@ def test_a_lora_run_on_a_base_run_keeps_training_on_the_step_it_began_on(tmp_pat
             f"model.init {str(run)!r} is a training run whose latest checkpoint has moved on "
             "since; set model.init to the step folder this LoRA run started from")):
         train_lora(saved, resume="latest", quiet=True)
+
+
+def test_one_adapter_may_be_passed_alone_as_text_or_a_path(tmp_path):
+    """``loras="my-lora"`` (or a Path) from a notebook is that adapter, not a list of its
+    characters (was: "'/' is not a LoRA adapter" or "'PosixPath' object is not iterable")."""
+    from tiny_configs import random_attention_adapter, tiny_base_weights
+
+    from glidectl.pipeline import GlidePipeline
+
+    base = tiny_base_weights(tmp_path / "base.safetensors")
+    adapter = random_attention_adapter(tmp_path, base.name, 0.05)
+    for given in (str(adapter), adapter, [adapter]):
+        pipe = GlidePipeline.from_specs(str(base), "none", loras=given, device="cpu")
+        assert [x["path"] for x in pipe.records["base"].loras] == [str(adapter)]

@@ -54,6 +54,7 @@ from .sampling import warn_all as _warn
 from .sampling_defaults import BATCH_SIZE
 
 StepFn = Callable[[str, int, int], None]
+Loras = str | os.PathLike | Sequence[str | os.PathLike]  # ``PATH[:SCALE]`` adapters, or one
 # safetensors metadata key of a trained model's recommended sampling settings (JSON)
 RECOMMENDED_KEY = "glidectl.sampling"
 RECOMMENDED_FIELDS = ("sampler", "steps", "schedule", "guidance", "eta", "sigma_max")
@@ -231,17 +232,21 @@ class GlidePipeline:
     @classmethod
     def from_specs(
         cls, base: str | None = "openai:base", upsampler: str | None = "auto", *,
-        loras: Sequence[str] = (), device: str = "auto", precision: str = "auto",
+        loras: Loras = (), device: str = "auto", precision: str = "auto",
         compile: bool = False, vocab_dir: str | None = None,
     ) -> GlidePipeline:
         """Load models named by specs (``openai:base``, a file or a run folder).
 
         ``upsampler="auto"`` picks OpenAI's upsampler for OpenAI's base, else none. Each
         ``PATH[:SCALE]`` LoRA is merged into the model of the kind it was trained for; then
-        ``torch.compile`` when asked. ``records`` keeps each model's spec, file and sha256.
+        ``torch.compile`` when asked (``loras``: a list, or one adapter). ``records`` keeps
+        each model's spec, file and sha256.
         """
         from .glide.loading import follows_latest, load_model, read_resolved
 
+        if isinstance(loras, str | os.PathLike):  # one adapter, not its characters
+            loras = [loras]
+        loras = [os.fspath(x) if isinstance(x, os.PathLike) else x for x in loras]
         dev = pick_device(device)
         chosen = pick_precision(precision, dev)
         base = None if base in ("", "none") else base  # as `sample --base none`
@@ -609,7 +614,7 @@ class GlidePipeline:
 
 def load_pipeline(base: str | None = "openai:base", upsampler: str | None = "auto", *,
                   device: str = "auto", vocab_dir: str | None = None,
-                  precision: str = "auto", loras: Sequence[str] = ()) -> GlidePipeline:
+                  precision: str = "auto", loras: Loras = ()) -> GlidePipeline:
     """:meth:`GlidePipeline.from_specs` with the common arguments."""
     return GlidePipeline.from_specs(base, upsampler, device=device, vocab_dir=vocab_dir,
                                     precision=precision, loras=loras)
@@ -647,7 +652,7 @@ def _check_types(values: dict[str, Any], kind: type) -> None:
 
 def generate(prompt: str | Sequence[str], base: str | None = "openai:base",
              upsampler: str | None = "auto", *, device: str = "auto",
-             vocab_dir: str | None = None, loras: Sequence[str] = (), **options: Any) -> Any:
+             vocab_dir: str | None = None, loras: Loras = (), **options: Any) -> Any:
     """One-call convenience: load the models named by the specs and ``GlidePipeline.generate``.
     ``device`` as ``glidectl sample --device``: ``auto`` takes a GPU when there is one;
     ``loras``: ``PATH[:SCALE]`` adapters as ``sample --lora`` takes them.
