@@ -600,6 +600,7 @@ def _read_toml(p: Path) -> dict[str, Any]:
 
 
 def to_dict(cfg: GlideConfig) -> dict[str, Any]:
+    """The config as nested dicts, section by section (:func:`from_dict` reads them back)."""
     return dataclasses.asdict(cfg)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from .devices import Precision, pick_device, pick_precision
 from .errors import GlidectlError, a_or_an
@@ -141,6 +142,7 @@ class ModelRecord:
 
     @property
     def sha256(self) -> str | None:
+        """The weights file's sha256 (read once, when first asked); None for no file."""
         if self._sha is None and self.path is not None:
             self._sha = file_sha256(self.path)
         return self._sha
@@ -286,6 +288,7 @@ class GlidePipeline:
 
     @property
     def device(self) -> torch.device:
+        """The device the models are on (the base model's, else the upsampler's)."""
         return model_device(self.base if self.base is not None else self.upsampler)
 
     def stage_models(self) -> dict[str, torch.nn.Module]:
@@ -441,7 +444,7 @@ class GlidePipeline:
         on_images: Callable[[list[Any]], None] | None = None,
         keep_images: bool = True,
         **stage_options: Any,
-    ) -> Any:
+    ) -> list[Image.Image] | torch.Tensor:
         """``n`` images per prompt, image i (prompt-major) seeded ``seeds[i]`` (default
         ``seed + i``).
 
@@ -652,7 +655,8 @@ def _check_types(values: dict[str, Any], kind: type) -> None:
 
 def generate(prompt: str | Sequence[str], base: str | None = "openai:base",
              upsampler: str | None = "auto", *, device: str = "auto",
-             vocab_dir: str | None = None, loras: Loras = (), **options: Any) -> Any:
+             vocab_dir: str | None = None, loras: Loras = (),
+             **options: Any) -> list[Image.Image] | torch.Tensor:
     """One-call convenience: load the models named by the specs and ``GlidePipeline.generate``.
     ``device`` as ``glidectl sample --device``: ``auto`` takes a GPU when there is one;
     ``loras``: ``PATH[:SCALE]`` adapters as ``sample --lora`` takes them.

@@ -69,11 +69,22 @@ from .validation import concept_validation
 class Trainer:
     """Sets up a run from a config, then :meth:`run` trains it."""
 
-    def __init__(self, cfg: GlideConfig, **kwargs: Any):
-        """See :meth:`_init`. A user error or Ctrl-C there leaves no new run folder behind."""
+    def __init__(
+        self, cfg: GlideConfig, *, resume: str | None = None,
+        adapter: ModelAdapter | None = None, live: bool | None = None,
+        kinds: tuple[str, ...] | None = None, dataset: Any = None, quiet: bool = False,
+    ):
+        """Check ``cfg`` (:func:`glidectl.config.validate`), claim the run folder, build the
+        model, data, optimizer and EMA, and read ``resume`` (``latest`` or a checkpoint
+        folder). ``adapter``: what trains (LoRA; default: ``train.trainable``); ``live``: the
+        progress display (None: when on a terminal); ``kinds``: the model kinds this command
+        trains; ``dataset``: training data in place of ``data.source`` (an iterable dataset
+        as :func:`glidectl.data.build_dataset` makes); ``quiet``: print nothing. A user error
+        or Ctrl-C here leaves no new run folder behind."""
         self._claim = RunClaim()
         try:
-            self._init(cfg, **kwargs)
+            self._init(cfg, resume=resume, adapter=adapter, live=live, kinds=kinds,
+                       dataset=dataset, quiet=quiet)
         except (GlidectlError, KeyboardInterrupt):
             self._claim.undo()
             raise
@@ -184,6 +195,7 @@ class Trainer:
     # ------------------------------------------------------------------ helpers
     @property
     def unwrapped(self) -> torch.nn.Module:
+        """The network being trained, without accelerate's wrappers."""
         return self.accelerator.unwrap_model(self.model)
 
     def _resumable(self) -> dict[str, Any]:
