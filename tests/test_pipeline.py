@@ -437,3 +437,17 @@ def test_a_0_255_image_tensor_is_one_sentence(upsampler) -> None:
         GlidePipeline(None, upsampler).generate(
             ["a"], low_res=torch.arange(192.0).reshape(1, 3, 8, 8) * 255 / 191,
             upsample_steps=2, upsample_sampler="euler")
+
+
+def test_a_spec_given_to_the_constructor_says_to_use_from_specs(base) -> None:
+    """``GlidePipeline("runs/quickstart")``, the spec where a model belongs, is one sentence
+    (was: AttributeError: 'str' object has no attribute 'options')."""
+    from glidectl.pipeline import GlidePipeline
+
+    with pytest.raises(GlidectlError) as error:
+        GlidePipeline("runs/quickstart")
+    assert str(error.value) == (
+        "GlidePipeline(base=...) takes a loaded model, got 'runs/quickstart'; to load one by "
+        "spec use GlidePipeline.from_specs(base=...).")
+    with pytest.raises(GlidectlError, match=r"^GlidePipeline\(upsampler=\.\.\.\) takes"):
+        GlidePipeline(base, upsampler="openai:upsample")

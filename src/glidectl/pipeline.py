@@ -204,6 +204,11 @@ class GlidePipeline:
     ):
         if base is None and upsampler is None:
             raise GlidectlError("A pipeline needs a base model, an upsampler or both.")
+        for name, model in (("base", base), ("upsampler", upsampler)):
+            if model is not None and not isinstance(model, torch.nn.Module):
+                raise GlidectlError(
+                    f"GlidePipeline({name}=...) takes a loaded model, got {model!r:.60}; "
+                    f"to load one by spec use GlidePipeline.from_specs({name}=...).")
         _check_models(base, upsampler, records or {})
         self.base, self.upsampler, self.diffusion = base, upsampler, diffusion
         self.tokenizer = tokenizer or (tokenizer_for(base, vocab_dir) if base else None)
