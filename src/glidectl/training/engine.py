@@ -484,7 +484,11 @@ class Trainer:
 def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter | None = None,
           live: bool | None = None, kinds: tuple[str, ...] | None = None,
           quiet: bool = False) -> TrainResult:
-    """Train (or resume) the run described by ``cfg``; the library entry point of the CLI."""
+    """Train (or resume) the run described by ``cfg``; the library entry point of the CLI.
+
+    ``resume``: ``latest`` or a checkpoint folder, as ``--resume``; the other keywords as
+    :class:`Trainer`'s. Returns the :class:`TrainResult` (run folder, step, checkpoint,
+    losses logged)."""
     start = time.perf_counter()
     trainer = Trainer(cfg, resume=resume, adapter=adapter, live=live, kinds=kinds, quiet=quiet)
     result = trainer.run()
