@@ -451,3 +451,25 @@ def test_a_spec_given_to_the_constructor_says_to_use_from_specs(base) -> None:
         "spec use GlidePipeline.from_specs(base=...).")
     with pytest.raises(GlidectlError, match=r"^GlidePipeline\(upsampler=\.\.\.\) takes"):
         GlidePipeline(base, upsampler="openai:upsample")
+
+
+def test_guidance_interval_and_sampler_of_the_wrong_kind_are_one_sentence(base) -> None:
+    """``guidance_interval=0.5`` and ``sampler=None`` name the keyword (were TypeError "no
+    len()" and AttributeError "no attribute 'lower'"); the command line's ``"LO,HI"`` text
+    is the interval it names (it was read as a tuple of its characters)."""
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(base)
+    kw = dict(sampler="euler", steps=2, output="tensor")
+    for bad, said in [
+        (dict(guidance_interval=0.5), "guidance_interval must be two σ values (lo, hi), got "
+                                      "0.5 (float)"),
+        (dict(sampler=None), "sampler must be a name such as 'dpm++2m', got None (NoneType)"),
+        (dict(upsample_schedule=3), "upsample_schedule must be a name such as 'dpm++2m' or a "
+                                    "schedule file, got 3 (int)"),
+    ]:
+        with pytest.raises(GlidectlError) as error:
+            pipe.generate("a", **{**kw, **bad})
+        assert str(error.value) == f"generate(): {said}."
+    as_text = pipe.generate("a", guidance_interval="0.5,5", **kw)
+    assert torch.equal(as_text, pipe.generate("a", guidance_interval=(0.5, 5.0), **kw))

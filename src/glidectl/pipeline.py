@@ -27,6 +27,7 @@ from .devices import Precision, pick_device, pick_precision
 from .errors import GlidectlError, a_or_an
 from .images import to_pil
 from .ranges import FLAGS, SEED, STEPS, check
+from .samplers.guidance import parse_interval
 from .samplers.schedule_files import read_once
 from .samplers.tuned import is_schedule_file, model_warning, schedule_file_warning
 from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public entry point)
@@ -388,6 +389,8 @@ class GlidePipeline:
                 base[key] = value
             else:
                 rest[key] = value
+        if isinstance(base.get("guidance_interval"), str):  # as --guidance-interval takes it
+            base["guidance_interval"] = parse_interval(base["guidance_interval"])
         for key in ("sigma_max", "clip_denoised", "quantize_t"):
             if key in base and key not in up:
                 up[key] = base[key]
@@ -645,6 +648,18 @@ def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -
             check(prefix + key, getattr(opts, key), rng)
     _check_types({"upsample_temp": up.temperature}, float)
     check("upsample_temp", up.temperature, FLAGS["--upsample-temp"])
+    for key, value in (("sampler", base.sampler), ("upsample_sampler", up.sampler),
+                       ("schedule", base.schedule), ("upsample_schedule", up.schedule)):
+        if not isinstance(value, str) and not (value is None and "schedule" in key):
+            raise GlidectlError(f"generate(): {key} must be a name such as 'dpm++2m'"
+                                f"{' or a schedule file' if 'schedule' in key else ''}, got "
+                                f"{value!r:.60} ({type(value).__name__}).")
+    interval = base.guidance_interval
+    if interval is not None and (isinstance(interval, str) or not isinstance(
+            interval, Sequence) or len(interval) != 2 or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in interval)):
+        raise GlidectlError("generate(): guidance_interval must be two σ values (lo, hi), "
+                            f"got {interval!r:.60} ({type(interval).__name__}).")
 
 
 def _check_types(values: dict[str, Any], kind: type) -> None:
