@@ -367,3 +367,25 @@ def test_a_config_changed_in_code_is_checked_before_anything_is_made(tiny, tmp_p
     with pytest.raises(GlidectlError, match=r"^config: 'train.lr' must be from 0 to 1; got -1"):
         Trainer(cfg, quiet=True)
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_threads_hold_for_the_run_only(tiny):
+    """``train.threads = 1`` does not stay torch's setting after the run: a notebook's next
+    cell, or its next run with ``threads = 0`` (torch's default), gets the threads it had."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        seen = []
+        trainer = Trainer(tiny(train=dict(steps=1, threads=1)), quiet=True)
+        assert torch.get_num_threads() == 3
+        step = trainer._optimizer_step
+
+        def counted():
+            seen.append(torch.get_num_threads())
+            return step()
+
+        trainer._optimizer_step = counted
+        assert trainer.run().step == 1
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,9 @@ class Trainer:
         or Ctrl-C here leaves no new run folder behind."""
         self._claim = RunClaim()
         try:
-            self._init(cfg, resume=resume, adapter=adapter, live=live, kinds=kinds,
-                       dataset=dataset, quiet=quiet)
+            with torch_threads(cfg.train.threads):
+                self._init(cfg, resume=resume, adapter=adapter, live=live, kinds=kinds,
+                           dataset=dataset, quiet=quiet)
         except (GlidectlError, KeyboardInterrupt):
             self._claim.undo()
             raise
@@ -102,8 +104,6 @@ class Trainer:
         self.precision, precision_note = training_precision(cfg.train.precision)
         self._notes = [n for n in (precision_note, validation_note) if n]  # shown once set up
         check_config(cfg, kinds, self.precision)
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
         self.accelerator = acc = make_accelerator(cfg, self.precision.autocast)
         self.procs = Processes(acc)
         self.main = self.procs.main
@@ -374,7 +374,8 @@ class Trainer:
         """Train to ``train.steps`` (or stop early at step ``until``, checkpointed, as if
         interrupted: the LR schedule still spans all steps)."""
         try:
-            return self._run(until)
+            with torch_threads(self.cfg.train.threads):
+                return self._run(until)
         except WriteError as exc:  # a full disk: say where the run can go on from
             raise WriteError(f"{str(exc).rstrip('.')}; {self._saved()}.") from None
         except KeyboardInterrupt:  # a second Ctrl-C/SIGTERM, while saving too
@@ -479,6 +480,20 @@ class Trainer:
 
     def _where(self) -> str:
         return f" (data epoch {self.stream.epoch}, position {self.stream.position})"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` (0: left as they are) while the block runs, then as
+    they were: ``train.threads`` of one run is not the next run's, or a notebook's."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n > 0:
+            torch.set_num_threads(before)
 
 
 def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter | None = None,
