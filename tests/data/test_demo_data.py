@@ -209,3 +209,20 @@ def test_only_prompts_in_the_demos_words_are_demo_prompts():
     for prompt in ("a red car parked in the rain", "red", "a red circle on a white background, "
                    "black and white", "a photo of a blue square on a white background"):
         assert not is_demo_prompt(prompt), prompt
+
+
+def test_score_image_names_a_batch_given_for_one_image():
+    """A [N, 3, H, W] batch from ``generate(output="tensor")`` is one sentence saying to
+    score its images one at a time (was numpy's "axes don't match array")."""
+    import torch
+
+    s = make_demo_sample("shapes", 0, 32)
+    one = torch.from_numpy(np.asarray(s.image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+    assert score_image(one, s.caption)["ok"]
+    assert score_image(np.asarray(s.image.convert("RGBA")), s.caption)["ok"]
+    with pytest.raises(GlidectlError) as error:
+        score_image(one[None].repeat(2, 1, 1, 1), s.caption)
+    assert str(error.value) == (
+        "score_image takes one image (PIL, an [H, W, 3] array or a [3, H, W] tensor), got "
+        "Tensor of shape [2, 3, 32, 32]; score a batch one image at a time: "
+        "[score_image(x, caption) for x in images].")

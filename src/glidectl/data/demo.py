@@ -145,7 +145,16 @@ def parse_background(caption: str) -> str | None:
 def _as_array(image: Any) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"), dtype=np.float64)
-    if hasattr(image, "detach"):  # a torch tensor [3, H, W] in [-1, 1]
+    if not hasattr(image, "shape"):  # nested lists
+        image = np.asarray(image, dtype=np.float64)
+    shape, tensor = tuple(image.shape), hasattr(image, "detach")
+    channels_first = len(shape) == 3 and shape[0] == 3
+    if not (channels_first or (not tensor and len(shape) == 3 and shape[-1] in (3, 4))):
+        raise GlidectlError(
+            f"score_image takes one image (PIL, an [H, W, 3] array or a [3, H, W] tensor), got "
+            f"{type(image).__name__} of shape {list(shape)}; score a batch one image at a "
+            "time: [score_image(x, caption) for x in images].")
+    if tensor:  # [3, H, W] in [-1, 1]
         arr = image.detach().float().cpu().clamp(-1, 1).numpy()
         return (np.transpose(arr, (1, 2, 0)) + 1.0) * 127.5
     arr = np.asarray(image, dtype=np.float64)
