@@ -473,3 +473,12 @@ def test_guidance_interval_and_sampler_of_the_wrong_kind_are_one_sentence(base) 
         assert str(error.value) == f"generate(): {said}."
     as_text = pipe.generate("a", guidance_interval="0.5,5", **kw)
     assert torch.equal(as_text, pipe.generate("a", guidance_interval=(0.5, 5.0), **kw))
+
+
+def test_models_info_docstring_names_its_stage_keys(base, upsampler) -> None:
+    """It said ``upsampler`` for the key ``upsample`` (as metadata.json records it)."""
+    from glidectl.pipeline import GlidePipeline
+
+    info = GlidePipeline(base, upsampler).models_info()
+    named = re.search(r"Per stage \(([^)]*)\)", GlidePipeline.models_info.__doc__).group(1)
+    assert set(re.findall(r"``(\w+)``", named)) == set(info) == {"base", "upsample"}

@@ -303,7 +303,7 @@ class GlidePipeline:
                 if m is not None}
 
     def models_info(self) -> dict[str, dict[str, Any]]:
-        """Per stage (``base``, ``upsampler``) the :meth:`ModelRecord.info` dict that
+        """Per stage (``base``, ``upsample``) the :meth:`ModelRecord.info` dict that
         metadata.json records."""
         return {s: self.records.get(s, ModelRecord(s, "(in memory)")).info(m)
                 for s, m in self.stage_models().items()}
