@@ -176,6 +176,49 @@ def test_upsampler_alone_upsamples_a_given_low_res_image(upsampler) -> None:
     assert out.shape == (1, 3, 32, 32)
 
 
+def test_a_low_res_image_of_another_size_is_resized_with_a_warning(upsampler, tmp_path) -> None:
+    """A 32 px image given to an upsampler of 8 px input is shrunk first, and said so."""
+    from PIL import Image
+
+    from glidectl.pipeline import GlidePipeline
+
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(tmp_path / "big.png")
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "fits.png")
+    said: list[str] = []
+    for name in ("big.png", "fits.png"):
+        out = GlidePipeline(None, upsampler).generate(
+            ["a"], low_res=tmp_path / name, upsample_steps=1, upsample_sampler="euler",
+            warn=said.append, output="tensor")
+        assert out.shape == (1, 3, 32, 32)
+    assert said == [f"The low-res image {str(tmp_path / 'big.png')!r} is 32 px across, but "
+                    "this upsampler takes 8 px input: it is resized to 8×8 first, so the "
+                    "output is 32 px (pass an image of 8 px to upsample it as it is)."]
+
+
+@pytest.mark.parametrize("base_kind, up_kind, message", [
+    ("upsample", None, r"The base model 'runs/u' is an 'upsample' model; pass it as the "
+                       r"upsampler \(--upsampler\) behind a base model, or in glidectl sample "
+                       r"with --base none --low-res IMAGE\."),
+    (None, "base", r"The upsampler 'runs/u' is a 'base' model; pass it as the base "
+                   r"\(--base\) and an upsample model"),
+    ("base", "upsample", r"The upsampler 'runs/u' takes 16 px input but the base model "
+                         r"'runs/b' makes 12 px images; pick a matching pair \(an upsampler "
+                         r"trained with data.resolution = 48 takes 12 px input\)\."),
+])
+def test_a_model_of_the_wrong_stage_is_named_with_what_to_do(base_kind, up_kind,
+                                                             message) -> None:
+    from glidectl.glide import preset_options
+    from glidectl.pipeline import check_pair
+
+    opts = {"base": preset_options("base", "quickstart"),
+            "upsample": preset_options("upsample", "quickstart").replace(image_size=64)}
+    names = {"base": "runs/b", "upsample": "runs/u"}
+    if base_kind == "upsample":
+        names["base"] = "runs/u"
+    with pytest.raises(GlidectlError, match=message):
+        check_pair(opts.get(base_kind), opts.get(up_kind), names)
+
+
 def test_inpainting_keeps_the_known_pixels() -> None:
     from glidectl.pipeline import GlidePipeline
 
@@ -347,7 +390,7 @@ def test_upsampler_stage_defaults_to_fast27_ddpm_whatever_its_checkpoint_records
 def test_pairs_are_checked_kind_first_however_the_pipeline_is_built(base, upsampler) -> None:
     from glidectl.pipeline import GlidePipeline
 
-    with pytest.raises(GlidectlError, match="The upsampler is a 'base' model; pass an upsample"):
+    with pytest.raises(GlidectlError, match="The upsampler is a 'base' model; pass it as the base"):
         GlidePipeline(base, base)
     with pytest.raises(GlidectlError, match="The base model is an 'upsample' model"):
         GlidePipeline(upsampler, upsampler)

@@ -57,6 +57,16 @@ def _notes(sections: dict, lora: bool) -> list[str]:
     ({"train": {"epochs": 2, "steps": 50}}, False,
      "train.steps is ignored: train.epochs = 2 decides how long the run trains (set "
      "train.epochs = 0 to train by steps)."),
+    ({"model": {"kind": "upsample"}, "preview": {"prompts": ["a red circle"]}}, False,
+     "preview.prompts is ignored: an 'upsample' model previews held-out images under their "
+     "own captions (set preview.low_res to images for them to caption)."),
+    ({"model": {"kind": "base-inpaint"}, "preview": {"prompt_file": "p.txt"}}, True,
+     "preview.prompt_file is ignored: a 'base-inpaint' model previews held-out images under "
+     "their own captions."),
+    ({"model": {"kind": "upsample"}, "preview": {"low_res": ["a.png", "b.png"],
+                                                 "prompts": ["a"]}}, False,
+     "preview.prompts holds 1 prompt for 2 preview.low_res images: each image takes the "
+     "prompt in its place, the images without one are upsampled under the empty caption."),
 ])
 def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     assert _notes(sections, lora) == [note]
@@ -66,6 +76,9 @@ def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     ({"model": {"init": "scratch", "size": "small", "time_embed_max_freq": 0.5}}, False),
     ({"model": {"kind": "upsample"}, "data": {"degrade_blur": 0.6},
       "preview": {"low_res": ["x.png"]}}, False),
+    ({"model": {"kind": "upsample"}, "preview": {"low_res": ["x.png"], "prompts": ["a"]}},
+     False),
+    ({"model": {"kind": "upsample"}, "preview": {"prompts": ["a"], "every": 0}}, False),
     ({"model": {"vocab_dir": "gpt2", "size": "small"}}, False),
     ({"model": {"vocab_dir": "gpt2", "tokenizer": "gpt2"}}, False),
     ({"model": {"vocab_dir": "gpt2", "init": "openai:base"}}, False),

@@ -25,6 +25,7 @@ from PIL import Image
 
 from .devices import Precision, pick_device, pick_precision
 from .errors import GlidectlError, a_or_an
+from .glide.options import UPSAMPLE_FACTOR
 from .images import to_pil
 from .ranges import FLAGS, SEED, STEPS, check
 from .samplers.guidance import parse_interval
@@ -108,19 +109,23 @@ def check_pair(base: Any, upsampler: Any, names: dict[str, str] | None = None) -
     be chained: each of the right kind, the upsampler's input the base's output size.
     ``names``: the specs by stage ("base", "upsample"), to name them in the message."""
     names = names or {}
+    up, b = (f" {names[s]!r}" if s in names else "" for s in ("upsample", "base"))
     if upsampler is not None and not upsampler.super_res:
-        raise GlidectlError(f"The upsampler is {a_or_an(repr(upsampler.kind))} model; "
-                            "pass an upsample model.")
+        raise GlidectlError(f"The upsampler{up} is {a_or_an(repr(upsampler.kind))} model; "
+                            "pass it as the base (--base) and an upsample model (a glidectl "
+                            "upsample run or openai:upsample) as the upsampler.")
     if base is not None and base.super_res:
-        raise GlidectlError(f"The base model is {a_or_an(repr(base.kind))} model; "
-                            "pass it as the upsampler.")
+        raise GlidectlError(f"The base model{b} is {a_or_an(repr(base.kind))} model; pass it "
+                            "as the upsampler (--upsampler) behind a base model, or in "
+                            "glidectl sample with --base none --low-res IMAGE.")
     if base is None or upsampler is None:
         return
     if upsampler.low_res_size != base.image_size:
-        up, b = (f" {names[s]!r}" if s in names else "" for s in ("upsample", "base"))
+        size = base.image_size
         raise GlidectlError(
             f"The upsampler{up} takes {upsampler.low_res_size} px input but the base "
-            f"model{b} makes {base.image_size} px images; pick a matching pair."
+            f"model{b} makes {size} px images; pick a matching pair (an upsampler trained "
+            f"with data.resolution = {UPSAMPLE_FACTOR * size} takes {size} px input)."
         )
 
 
@@ -534,7 +539,9 @@ class GlidePipeline:
             messages.append(f"{a_or_an(first.options.kind).capitalize()} model without an "
                             "inpaint image and mask draws the whole picture.")
         messages += input_messages({"low-res image": low_res, "inpaint image": inpaint_image,
-                                    "inpaint mask": inpaint_mask})
+                                    "inpaint mask": inpaint_mask},
+                                   self.upsampler.options.low_res_size
+                                   if self.upsampler is not None else None)
         messages = [m for m in messages if m]
         _warn(list(dict.fromkeys(messages)), warn)
         inpaint_image, inpaint_mask = opened(inpaint_image), opened(inpaint_mask)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from . import plugins
 from .errors import GlidectlError, NonFiniteSample, a_or_an
+from .glide.options import UPSAMPLE_FACTOR
 from .images import centre_square, from_pil, known_mask_from_pil
 from .samplers.denoiser import GlideDenoiser
 from .samplers.noise import image_generators, per_image_noise_sampler, randn_per_image
@@ -321,17 +322,28 @@ def _centre(t: torch.Tensor) -> torch.Tensor:
     return t[..., top:bottom, left:right]
 
 
-def input_messages(inputs: dict[str, Any]) -> list[str]:
-    """Warnings for non-square input images (only their centre square is used); one
-    sentence if the inpaint mask's shape is not the image's."""
+def input_messages(inputs: dict[str, Any], low_res_size: int | None = None) -> list[str]:
+    """Warnings for non-square input images (only their centre square is used) and for a
+    low-res image that is not ``low_res_size`` px (it is resized to the upsampler's input);
+    one sentence if the inpaint mask's shape is not the image's."""
     shapes = {what: _shape(x) for what, x in inputs.items() if x is not None}
     image, mask = shapes.get("inpaint image"), shapes.get("inpaint mask")
     if image and mask and image[0] * mask[1] != image[1] * mask[0]:
         raise GlidectlError(f"The inpaint mask is {mask[0]}×{mask[1]} px but the image "
                             f"{image[0]}×{image[1]} px; give a mask of the image's shape.")
-    return [f"The {what}{_name(inputs[what])} is {w}×{h} px; only its centre "
-            f"{min(w, h)}×{min(w, h)} square is used." for what, (w, h) in shapes.items()
-            if w != h]
+    messages = [f"The {what}{_name(inputs[what])} is {w}×{h} px; only its centre "
+                f"{min(w, h)}×{min(w, h)} square is used." for what, (w, h) in shapes.items()
+                if w != h]
+    low = shapes.get("low-res image")
+    if low and low_res_size and min(low) != low_res_size:
+        side = min(low)
+        messages.append(
+            f"The low-res image{_name(inputs['low-res image'])} is {side} px across, but "
+            f"this upsampler takes {low_res_size} px input: it is resized to "
+            f"{low_res_size}×{low_res_size} first, so the output is "
+            f"{low_res_size * UPSAMPLE_FACTOR} px (pass an image of {low_res_size} px to "
+            "upsample it as it is).")
+    return messages
 
 
 def opened(image: Any) -> Any:

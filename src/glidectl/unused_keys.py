@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from .config import GlideConfig
+from .errors import a_or_an
 
 UPSAMPLER_KEYS = ("data.low_res_resample", "data.degrade_blur", "data.degrade_jpeg",
                   "data.degrade_noise", "preview.low_res")
+PREVIEW_PROMPT_KEYS = ("preview.prompts", "preview.prompt_file")
 SCRATCH_KEYS = ("model.size", "model.time_embed_max_freq")
 ADAM_KEYS = ("train.adam_beta1", "train.adam_beta2", "train.adam_eps")
 WANDB_KEYS = ("log.wandb_entity", "log.wandb_mode")
@@ -106,6 +108,29 @@ def _data_notes(cfg: GlideConfig) -> list[str]:
     return notes
 
 
+def _preview_prompt_notes(cfg: GlideConfig) -> list[str]:
+    """Upsamplers and inpainting models preview held-out images under their own captions:
+    preview prompts caption only ``preview.low_res`` images, one each."""
+    p, kind = cfg.preview, cfg.model.kind
+    if p.every == 0 or not (kind.startswith("upsample") or kind.endswith("inpaint")):
+        return []
+    if p.low_res and kind.startswith("upsample"):
+        n, m = len(p.prompts), len(p.low_res)
+        if p.prompt_file or n in (0, m):  # none: every image under the empty caption
+            return []
+        return [f"preview.prompts holds {n} prompt{'' if n == 1 else 's'} for {m} "
+                f"preview.low_res image{'' if m == 1 else 's'}: each image takes the prompt "
+                "in its place, "
+                + ("the extra prompts are ignored." if len(p.prompts) > len(p.low_res) else
+                   "the images without one are upsampled under the empty caption.")]
+    if keys := _changed(cfg, PREVIEW_PROMPT_KEYS):
+        also = (" (set preview.low_res to images for them to caption)"
+                if kind.startswith("upsample") else "")
+        return [f"{_are(keys)} ignored: {a_or_an(repr(kind))} model previews held-out "
+                f"images under their own captions{also}."]
+    return []
+
+
 def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     """One sentence per group of set keys that a run of ``cfg`` ignores (``lora``: the run
     trains LoRA adapters, ``glidectl lora``; else every weight, ``train``/``upsample``)."""
@@ -124,6 +149,7 @@ def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     if not cfg.model.kind.startswith("upsample") and (keys := _changed(cfg, UPSAMPLER_KEYS)):
         notes.append(f"model.kind {cfg.model.kind!r} is no upsampler, so "
                      f"{_are(keys, ' (upsamplers only)')} ignored.")
+    notes += _preview_prompt_notes(cfg)
     if cfg.train.optimizer == "adafactor" and (keys := _changed(cfg, ADAM_KEYS)):
         notes.append(f"train.optimizer = \"adafactor\" ignores {', '.join(keys)} (AdamW's).")
     wandb = "wandb" in cfg.log.trackers or bool(cfg.log.wandb_project)
