@@ -161,6 +161,16 @@ def test_upsampler_previews_use_their_images_own_captions_and_record_no_sampler(
     assert set(recorded) == {"prompts"}
 
 
+def test_a_preview_low_res_file_of_another_size_is_named_in_a_warning(tiny, tmp_path, capsys):
+    """An upsampler of 8 px input previews a 16 px file shrunk, and the run says so."""
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(tmp_path / "big.png")
+    cfg = tiny(model=dict(kind="upsample"), data=dict(resolution=32), train=dict(steps=1),
+               preview=dict(every=1, steps=1, low_res=[str(tmp_path / "big.png")]))
+    Trainer(cfg, live=False, kinds=("upsample", "upsample-inpaint"))
+    assert (f"Warning: preview.low_res image {str(tmp_path / 'big.png')!r} is 16 px across, "
+            "but this upsampler takes 8 px input") in " ".join(capsys.readouterr().out.split())
+
+
 def test_upsampler_finetuned_at_another_resolution_previews_at_its_own_size(tiny, tmp_path):
     """A 32 px upsampler finetuned on 16 px crops (data.resolution) previews 8 → 32 px rows,
     as it samples; before, the 16 px reference beside the 32 px output was a traceback."""

@@ -63,3 +63,19 @@ def test_low_res_files_are_read_as_their_centre_square(tmp_path) -> None:
     low = _load_low_res([str(tmp_path / "wide.png")], 4)
     assert low.shape == (1, 3, 4, 4)
     assert low[0, 2].min() > 0.5 and low[0, 0].max() < -0.5
+
+
+def test_a_low_res_file_of_another_size_is_resized_with_a_note(tmp_path) -> None:
+    """A preview.low_res image larger than the upsampler's input was shrunk without a word."""
+    from PIL import Image
+
+    from glidectl.training.previews import _load_low_res
+
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(tmp_path / "big.png")
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "fits.png")
+    notes: list[str] = []
+    low = _load_low_res([str(tmp_path / "big.png"), str(tmp_path / "fits.png")], 8, notes)
+    assert low.shape == (2, 3, 8, 8)
+    assert notes == [f"preview.low_res image {str(tmp_path / 'big.png')!r} is 32 px across, "
+                     "but this upsampler takes 8 px input: it is resized to 8×8 for the "
+                     "previews."]

@@ -158,6 +158,8 @@ class Trainer:
             self.display.message(f"Warning: FID/KID will be absent: {features.reason}")
         self.previewer = Previewer(cfg, self.bundle, self.unwrapped, data.shown,
                                    precision=self.precision.name) if self.main else None
+        for note in self.previewer.notes if self.previewer is not None else ():
+            self.display.message(f"Warning: {note}")
         self._captions = CaptionLengthCheck(self.bundle.tokenizer, self.bundle.options.text_ctx)
 
     def _setup_run_dir(self, resume: str | None) -> None:

@@ -75,9 +75,10 @@ def _dataset_samples(dataset: Any, n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _load_low_res(paths: list[str], size: int) -> torch.Tensor:
+def _load_low_res(paths: list[str], size: int, notes: list[str] | None = None) -> torch.Tensor:
     """``preview.low_res`` files → [N,3,size,size] in [-1, 1], the centre square of each
-    (as ``glidectl sample --low-res`` reads them); a bad file is one sentence."""
+    (as ``glidectl sample --low-res`` reads them); a bad file is one sentence. ``notes``
+    gets one line per file of another size (it is resized to the upsampler's input)."""
     images = []
     for p in paths:
         if not Path(p).is_file():
@@ -85,6 +86,10 @@ def _load_low_res(paths: list[str], size: int) -> torch.Tensor:
             raise GlidectlError(f"preview.low_res image {p!r} {what}; fix the path.")
         try:
             with Image.open(p) as im:
+                if notes is not None and min(im.size) != size:
+                    notes.append(f"preview.low_res image {p!r} is {min(im.size)} px across, "
+                                 f"but this upsampler takes {size} px input: it is resized "
+                                 f"to {size}×{size} for the previews.")
                 images.append(from_pil(im, size))
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise GlidectlError(f"Cannot read preview.low_res image {p!r} ({cause(exc)}); "
@@ -115,6 +120,7 @@ class Previewer:
         self.masks: torch.Tensor | None = None  # inpainting: 1 = known
         self.failures = 0
         self.error: str | None = None
+        self.notes: list[str] = []  # warnings for the run's display
         prompts = _read_prompts(self.cfg)
         if self.cfg.every <= 0:
             self.prompts = prompts
@@ -122,7 +128,7 @@ class Previewer:
         if self.super_res:
             size = bundle.options.image_size // 4
             if self.cfg.low_res:
-                self.low_res = _load_low_res(list(self.cfg.low_res), size)
+                self.low_res = _load_low_res(list(self.cfg.low_res), size, self.notes)
                 self.prompts = (prompts + [""] * len(self.cfg.low_res))[: len(self.cfg.low_res)]
             else:
                 samples = _dataset_samples(holdout, max_items)
