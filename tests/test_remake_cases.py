@@ -10,7 +10,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from test_front_ends import models, pixels  # noqa: F401  (models: a fixture)
 from test_pipeline import tiny_glide
 from test_remake import params, refused
@@ -247,3 +249,25 @@ def test_the_device_and_compile_are_recorded_and_a_remake_says_what_differs(
     assert res.returncode == 0, res.stderr
     assert f"{gpu} was made on cuda; this runs on cpu: the image may differ" in \
         res.stderr.replace("\n", " ")
+
+
+def test_an_upsampler_preview_says_it_cannot_be_made_again_and_what_can(tmp_path):
+    """An upsampler's preview rows come from held-out images: refused in one sentence that
+    names the model kind and how to upsample with that step's weights."""
+    from glidectl.errors import GlidectlError
+    from glidectl.glide import save_weights
+    from glidectl.remake_records import read_remake
+
+    step = tmp_path / "run" / "checkpoints" / "step-000001"
+    step.mkdir(parents=True)
+    save_weights(tiny_glide("upsample", 1), step / "ema.safetensors")
+    (tmp_path / "run" / "previews").mkdir()
+    png = tmp_path / "run" / "previews" / "step-000001.png"
+    info = PngInfo()
+    for key, value in {"step": "1", "prompts": '["a"]', "sampler": "ddpm"}.items():
+        info.add_text(key, value)
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    with pytest.raises(GlidectlError) as err:
+        read_remake(png)
+    assert f"{png} is a preview of an 'upsample' model: it was made" in str(err.value)
+    assert f"pass --base none --upsampler {step} --low-res IMAGE." in str(err.value)

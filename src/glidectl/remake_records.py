@@ -244,9 +244,12 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
                    "differ).")
     kind = _kind(weights, adapter) if missing is None else "base"
     if kind != "base":
-        raise GlidectlError(f"{png} is a preview of {kind!r} model: it was made from held-out "
-                            "images (and masks) the PNG does not hold; glidectl sample "
-                            "--from-png makes base-model previews again.")
+        how = (f"; to upsample an image of your own with its weights, pass --base none "
+               f"--upsampler {where} --low-res IMAGE" if kind == "upsample" else "")
+        raise GlidectlError(f"{png} is a preview of {a_or_an(repr(kind))} model: it was made "
+                            "from held-out images (and masks) the PNG does not hold, and "
+                            "glidectl sample --from-png makes base-model previews again"
+                            f"{how}.")
     values: dict[str, Any] = {
         "prompts": prompts, "sampler": text["sampler"], "steps": str(text["steps"]),
         "schedule": text["schedule"], "guidance": float(text["guidance"]),
