@@ -859,7 +859,7 @@ def test_base_and_upsampler_stages(tmp_path, tiny_base):
     with pytest.raises(GlidectlError, match="takes 16 px input but the base model"):
         run_eval(prompts, EvalSettings(base=str(tiny_base), upsampler=str(up)),
                  RunOptions(out=tmp_path / "bad", device="cpu"))
-    with pytest.raises(GlidectlError, match="The base model is an 'upsample' model"):
+    with pytest.raises(GlidectlError, match="The base model '.*' is an 'upsample' model"):
         run_eval(prompts, EvalSettings(base=str(up)),
                  RunOptions(out=tmp_path / "bad", device="cpu"))
 
@@ -1363,8 +1363,8 @@ def test_dry_run_refuses_pairs_the_run_would_refuse_without_downloading(tmp_path
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
     options = RunOptions(out=tmp_path / "o", dry_run=True, device="cpu")
     for base, up, message in [
-            ("openai:upsample", None, "The base model is an 'upsample' model"),
-            ("openai:base", "openai:base", "The upsampler is a 'base' model"),
+            ("openai:upsample", None, "The base model '.*' is an 'upsample' model"),
+            ("openai:base", "openai:base", "The upsampler '.*' is a 'base' model"),
             (str(tiny_base), "openai:upsample", "takes 64 px input but the base model")]:
         with pytest.raises(GlidectlError, match=message):
             run_eval(prompts, EvalSettings(base=base, upsampler=up, base_stage=FAST), options)
