@@ -68,6 +68,34 @@ def test_register_dataset_presets_duplicate_names_both_plugins(register_plugin):
         plugins.dataset_presets()
 
 
+class _TwoImpls:
+    """One plugin implementing one hook twice (pluggy's ``specname``)."""
+
+    @hookimpl(specname="register_dataset_presets")
+    def first(self, register):
+        register("first", DatasetPreset("first", lambda meta, caption, options: caption))
+
+    @hookimpl(specname="register_dataset_presets")
+    def second(self, register):
+        register("second", DatasetPreset("second", lambda meta, caption, options: caption))
+
+
+def test_a_plugin_implementing_a_hook_twice_registers_each_name_once(register_plugin):
+    """Each implementation was called once per implementation of the plugin: 'first' was
+    "registered twice: by plugin 'two' and by plugin 'two'"."""
+    register_plugin(_TwoImpls(), "two")
+    presets = plugins.dataset_presets()
+    assert (presets.entry("first").plugin, presets.entry("second").plugin) == ("two", "two")
+
+
+def test_a_name_one_plugin_registers_twice_is_named_as_its_mistake(register_plugin):
+    register_plugin(_Presets("mine", "Mine"), "dup")
+    with pytest.raises(PluginError) as info:
+        plugins.dataset_presets()
+    assert str(info.value) == ("Plugin 'dup' registers dataset preset 'mine' twice (as a name "
+                               "or alias); register each name once.")
+
+
 def test_register_model_sources_adds_a_source(register_plugin, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()

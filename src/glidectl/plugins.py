@@ -177,22 +177,28 @@ def call_each(hook_name: str, **kwargs: Any) -> None:
     ``kwargs`` values that are callables taking ``plugin=`` get the plugin name bound.
     """
     load_plugins()
-    for impl in getattr(pm.hook, hook_name).get_hookimpls():  # registration order
-        args = {
-            k: (v(impl.plugin_name) if getattr(v, "_per_plugin", False) else v)
-            for k, v in kwargs.items()
-        }
-        others = [p for p in pm.get_plugins() if p is not impl.plugin]
+    for plugin, name in implementers(hook_name):
+        args = {k: (v(name) if getattr(v, "_per_plugin", False) else v)
+                for k, v in kwargs.items()}
+        others = [p for p in pm.get_plugins() if p is not plugin]
         try:
             pm.subset_hook_caller(hook_name, remove_plugins=others)(**args)
         except PluginError:
             raise
         except Exception as exc:
             raise PluginError(
-                f"Plugin {who(impl.plugin_name)} raised in {hook_name}: "
-                f"{describe_exception(exc)}; switch it off with "
-                f"{switch_off_hint(impl.plugin_name)}."
+                f"Plugin {who(name)} raised in {hook_name}: {describe_exception(exc)}; "
+                f"switch it off with {switch_off_hint(name)}."
             ) from exc
+
+
+def implementers(hook_name: str) -> list[tuple[object, str]]:
+    """``(plugin, name)`` of each plugin implementing ``hook_name``, once each (a plugin
+    may implement a hook twice, through ``specname``), in registration order."""
+    seen: dict[int, tuple[object, str]] = {}
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        seen.setdefault(id(impl.plugin), (impl.plugin, impl.plugin_name))
+    return list(seen.values())
 
 
 class _Ours:
@@ -277,11 +283,13 @@ def _schedule_result_problem(out: Any, n: Any = None, *_: Any) -> str | None:
         sigmas = torch.as_tensor(out, dtype=torch.float64).flatten()
     except (TypeError, ValueError, RuntimeError):
         return f"it returned {type(out).__name__}, not a tensor or list of σ's"
+    shown = ", ".join(f"{v:.4g}" for v in sigmas[:4].tolist()) + (", …" if len(sigmas) > 4
+                                                                   else "")
+    if not bool(torch.isfinite(sigmas).all()):  # an infinite σ_max makes the model's NaN
+        return f"it returned NaN or infinite σ's [{shown}]"
     if isinstance(n, int) and (len(sigmas) != n + 1 or sigmas[-1] != 0
                                or not torch.all(sigmas[:-1].diff() < 0)):
-        shown = ", ".join(f"{v:.4g}" for v in sigmas[:4].tolist())
-        return (f"it returned {len(sigmas)} values [{shown}{', …' if len(sigmas) > 4 else ''}],"
-                f" not {n} descending σ's followed by 0")
+        return f"it returned {len(sigmas)} values [{shown}], not {n} descending σ's followed by 0"
     return None
 
 
@@ -495,14 +503,14 @@ def register_commands(app: Any) -> None:
     """Let every plugin add commands to the Typer app; one that raises is recorded in
     :data:`broken` (so ``--help`` still works) instead of stopping the CLI."""
     load_plugins()
-    for impl in pm.hook.register_commands.get_hookimpls():
-        others = [p for p in pm.get_plugins() if p is not impl.plugin]
+    for plugin, name in implementers("register_commands"):
+        others = [p for p in pm.get_plugins() if p is not plugin]
         try:
             pm.subset_hook_caller("register_commands", remove_plugins=others)(app=app)
         except Exception as exc:
-            if impl.plugin_name in DEFAULT_PLUGINS:
+            if name in DEFAULT_PLUGINS:
                 raise
-            broken[impl.plugin_name] = f"register_commands raised {describe_exception(exc)}"
+            broken[name] = f"register_commands raised {describe_exception(exc)}"
 
 
 def refresh() -> None:

@@ -44,6 +44,9 @@ class Registry(Generic[T]):
                 from .plugins import DEFAULT_PLUGINS
 
                 other = self._entries[self._lookup[key]].plugin
+                if other == plugin:
+                    raise PluginError(f"Plugin {plugin!r} registers {self.kind} {key!r} twice "
+                                      "(as a name or alias); register each name once.")
                 builtin = next((p for p in (other, plugin) if p in DEFAULT_PLUGINS), None)
                 fix = (f"it is glidectl's own, so rename it in plugin "
                        f"{plugin if builtin == other else other!r} or uninstall that plugin"

@@ -124,6 +124,7 @@ class SchedulePlugin:
         register("linear_sigma", sigmas_linear, aliases=("lin",))
         register("broken", lambda n, lo, hi: torch.linspace(lo, hi, n + 1))
         register("wordy", lambda n, lo, hi: "80, 1, 0")
+        register("endless", lambda n, lo, hi: [float("inf"), *sigmas_linear(n - 1, lo, hi)])
 
 
 def test_register_schedules_from_a_throwaway_plugin() -> None:
@@ -153,6 +154,10 @@ def test_register_schedules_from_a_throwaway_plugin() -> None:
             "[0.1, 0.825, 1.55, 2.275, …], not 4 descending σ's followed by 0; switch it off")
         with pytest.raises(PluginError, match="'wordy': it returned str, not a tensor or list"):
             get_sigmas("wordy", 2, 0.1, 3.0)
+        # descending and ending in 0, but σ_max = inf: the model's NaN would be blamed
+        with pytest.raises(PluginError, match=r"'endless': it returned NaN or infinite σ's "
+                           r"\[inf, 3, 0\.1, 0\]"):
+            get_sigmas("endless", 3, 0.1, 3.0)
     finally:
         plugins.pm.unregister(name="schedules")
         plugins.refresh()
