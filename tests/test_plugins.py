@@ -235,6 +235,43 @@ def test_register_commands_adds_a_cli_command(register_plugin):
     assert "hello from a plugin" in result.stdout
 
 
+class _Shadowing:
+    @hookimpl
+    def register_commands(self, app):
+        @app.command("sample")
+        def sample() -> None:
+            print("not glidectl's sample")
+
+        @app.command("hello-plugin")
+        def hello() -> None:
+            print("another hello")
+
+
+def test_a_plugin_command_never_replaces_glidectls_or_an_earlier_plugins(register_plugin,
+                                                                          capsys):
+    """A plugin's ``sample`` command silently replaced glidectl's."""
+    from glidectl.cli.app import main
+    from glidectl.plugin_report import plugin_info
+
+    register_plugin(_Commands(), "cmd-plugin")
+    register_plugin(_Shadowing(), "shadow")
+    with pytest.raises(SystemExit) as info:
+        main(["hello-plugin"])
+    out = capsys.readouterr()
+    assert (info.value.code, out.out) == (0, "hello from a plugin\n")
+    assert out.err.splitlines() == [
+        "Warning: plugin 'shadow' adds the command 'sample', which glidectl has: it is left "
+        "out; rename it in the plugin.",
+        "Warning: plugin 'shadow' adds the command 'hello-plugin', which plugin 'cmd-plugin' "
+        "adds first: it is left out; rename it in the plugin."]
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    assert "Generate images for PROMPT(s)" in capsys.readouterr().out
+    clashes = {i["name"]: i["clashes"] for i in plugin_info()}["shadow"]
+    assert {"kind": "commands", "name": "sample", "with": ["glidectl"]} in clashes
+    assert {"kind": "commands", "name": "hello-plugin", "with": ["cmd-plugin"]} in clashes
+
+
 def test_plugin_info_lists_what_each_plugin_registers(register_plugin):
     from glidectl.plugin_report import _registers_text, plugin_info
 

@@ -41,9 +41,7 @@ def _commands(plugin: Any) -> list[str]:
     app = typer.Typer()
     others = [p for p in pm.get_plugins() if p is not plugin]
     pm.subset_hook_caller("register_commands", remove_plugins=others)(app=app)
-    names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands
-             if c.callback is not None]
-    return names + [g.name for g in app.registered_groups if g.name]
+    return plugins.command_names(app)
 
 
 def _describe(plugin: Any, name: str) -> dict[str, Any]:
@@ -94,6 +92,10 @@ def plugin_info(include_defaults: bool = False) -> list[dict[str, Any]]:
             info = next(i for i in infos if i["name"] == name)
             info.update(status="error", error=error)
     _mark_clashes(infos)  # defaults included: a plugin may clash with a built-in name
+    for info in infos:  # glidectl's own commands come from no plugin
+        info["clashes"] += [{"kind": "commands", "name": command, "with": ["glidectl"]}
+                            for command, owner in plugins.command_clashes.get(info["name"], [])
+                            if owner == "glidectl"]
     out = []
     for info in infos:
         if info["name"] in plugins.DEFAULT_PLUGINS and not include_defaults:

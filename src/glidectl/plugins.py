@@ -48,6 +48,9 @@ broken: dict[str, str] = {}
 unmatched: list[str] = []
 #: installed plugins that GLIDECTL_LOAD_PLUGINS does not name (not loaded).
 left_out: list[str] = []
+#: plugin name → its commands left out, each with the owner of that name ("glidectl" or
+#: the plugin that added it first).
+command_clashes: dict[str, list[tuple[str, str]]] = {}
 #: plugin name → seconds its import took (a plugin importing torch at its top: seconds).
 import_seconds: dict[str, float] = {}
 
@@ -501,16 +504,51 @@ def data_sources() -> Registry:
 
 def register_commands(app: Any) -> None:
     """Let every plugin add commands to the Typer app; one that raises is recorded in
-    :data:`broken` (so ``--help`` still works) instead of stopping the CLI."""
+    :data:`broken` (so ``--help`` still works) instead of stopping the CLI, and a command
+    whose name glidectl or an earlier plugin has is left out (:data:`command_clashes`)."""
     load_plugins()
+    command_clashes.clear()
+    owners = dict.fromkeys(command_names(app), "glidectl")
     for plugin, name in implementers("register_commands"):
         others = [p for p in pm.get_plugins() if p is not plugin]
+        commands, groups = list(app.registered_commands), list(app.registered_groups)
         try:
             pm.subset_hook_caller("register_commands", remove_plugins=others)(app=app)
         except Exception as exc:
             if name in DEFAULT_PLUGINS:
                 raise
             broken[name] = f"register_commands raised {describe_exception(exc)}"
+        for added, kept in ((app.registered_commands, commands), (app.registered_groups, groups)):
+            for info in added[len(kept):]:
+                command = _command_name(info)
+                if command in owners:
+                    command_clashes.setdefault(name, []).append((command, owners[command]))
+                else:
+                    owners[command] = name
+                    kept.append(info)
+            added[:] = kept
+
+
+def _command_name(info: Any) -> str:
+    """The name a Typer command or group info is invoked by."""
+    if info.name:
+        return info.name
+    callback = getattr(info, "callback", None)
+    return callback.__name__.replace("_", "-") if callback is not None else ""
+
+
+def command_names(app: Any) -> list[str]:
+    """The names of the commands and groups registered on a Typer app."""
+    return [_command_name(i) for i in (*app.registered_commands, *app.registered_groups)
+            if _command_name(i)]
+
+
+def command_clash_warnings() -> list[str]:
+    """One sentence per plugin command left out because its name was taken."""
+    return [f"plugin {who(plugin)} adds the command {command!r}, which "
+            f"{'glidectl has' if owner == 'glidectl' else f'plugin {who(owner)} adds first'}: "
+            "it is left out; rename it in the plugin."
+            for plugin, clashes in sorted(command_clashes.items()) for command, owner in clashes]
 
 
 def refresh() -> None:
