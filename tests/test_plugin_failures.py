@@ -310,3 +310,52 @@ def test_hooks_that_do_not_fit_glidectl_are_named_like_an_import_failure(tmp_pat
     assert json.loads(out.stdout)[0]["error"] == (
         "failed to load: 'register_sampler' is not a glidectl hook (did you mean "
         "'register_samplers'?)")
+
+
+class _NoRegister:
+    @hookimpl
+    def register_samplers(self):
+        pass
+
+
+def test_a_hook_without_its_argument_is_named_like_an_import_failure():
+    """pluggy calls ``register_samplers()`` happily: it registered nothing, silently."""
+    assert plugins.hook_problem(_NoRegister()) == (
+        "its hook register_samplers() takes no 'register', so it adds nothing; it must be "
+        "register_samplers(register)")
+
+
+def test_hooks_not_marked_hookimpl_are_warned_about(tmp_path):
+    install_plugin(tmp_path, "unmarked", """
+        def register_samplers(register):
+            register("never", lambda denoiser, x, sigmas, extra=None, callback=None: x)
+    """)
+    out = _cli(tmp_path, "plugins", GLIDECTL_LOAD_PLUGINS="unmarked")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["error"] == (
+        "it adds nothing: mark register_samplers with @hookimpl (from glidectl.hookspecs "
+        "import hookimpl)")
+    out = _cli(tmp_path, "--version", GLIDECTL_LOAD_PLUGINS="unmarked")
+    assert (out.returncode, out.stderr) == (0, (
+        "Warning: plugin 'unmarked' (unmarked 0.1): it adds nothing: mark register_samplers "
+        "with @hookimpl (from glidectl.hookspecs import hookimpl).\n"))
+
+
+class _HalfMarked:
+    @hookimpl
+    def register_samplers(self, register):
+        pass
+
+    def register_schedules(self, register):
+        pass
+
+
+def test_a_hook_left_unmarked_beside_marked_ones_is_named():
+    plugins.load_plugins()
+    plugins.pm.register(_HalfMarked(), name="half")
+    try:
+        assert plugins.idle_problem(plugins.pm.get_plugin("half")) == (
+            "glidectl never calls its register_schedules: mark it with @hookimpl (from "
+            "glidectl.hookspecs import hookimpl)")
+    finally:
+        plugins.pm.unregister(name="half")

@@ -84,6 +84,9 @@ def plugin_info(include_defaults: bool = False) -> list[dict[str, Any]]:
         name = pm.get_name(plugin)
         if name is not None:
             infos.append(_describe(plugin, name))
+    for info in infos:
+        if info["name"] in plugins.idle_plugins:
+            info.update(status="error", error=plugins.idle_plugins[info["name"]])
     for name, error in plugins.broken.items():
         if pm.get_plugin(name) is None:
             infos.append({"name": name, "status": "error", "hooks": [], "registers": {},

@@ -51,6 +51,8 @@ left_out: list[str] = []
 #: plugin name → its commands left out, each with the owner of that name ("glidectl" or
 #: the plugin that added it first).
 command_clashes: dict[str, list[tuple[str, str]]] = {}
+#: plugin name → why some or all of its hooks are never called (not marked @hookimpl).
+idle_plugins: dict[str, str] = {}
 #: plugin name → seconds its import took (a plugin importing torch at its top: seconds).
 import_seconds: dict[str, float] = {}
 
@@ -104,6 +106,9 @@ def load_plugins() -> pluggy.PluginManager:
             broken[ep.name] = problem
             continue
         pm.register(plugin, name=ep.name)
+        idle = idle_problem(plugin)
+        if idle:
+            idle_plugins[ep.name] = idle
     if os.environ.get("GLIDECTL_TRACE_PLUGINS"):
         for name, seconds in import_seconds.items():  # every command, --help too, pays them
             sys.stderr.write(f"plugin {who(name)} imported in {seconds:.2f} s\n")
@@ -128,9 +133,30 @@ def hook_problem(plugin: object) -> str | None:
             return f"{name!r} is not a glidectl hook" + (
                 f" (did you mean {near[0]!r}?)" if near else f"; hooks: {', '.join(sorted(specs))}")
         args = pluggy.HookImpl(plugin, "", getattr(plugin, attr), opts).argnames
+        wanted = ", ".join(specs[name].argnames)
         if set(args) - set(specs[name].argnames):
             return (f"its hook {name}({', '.join(args)}) takes arguments glidectl does not "
-                    f"pass; it must be {name}({', '.join(specs[name].argnames)})")
+                    f"pass; it must be {name}({wanted})")
+        if not args:  # pluggy calls it, but it has nothing to register with
+            return f"its hook {name}() takes no {wanted!r}, so it adds nothing; it must be " \
+                   f"{name}({wanted})"
+    return None
+
+
+def idle_problem(plugin: object) -> str | None:
+    """Why hooks of a loaded plugin are never called (functions named like hooks but not
+    marked ``@hookimpl``; no hook implementation at all), else None."""
+    unmarked = sorted(n for n in dir(plugin) if n.startswith("register_")
+                      and callable(getattr(hookspecs, n, None))
+                      and callable(getattr(plugin, n, None))
+                      and pm.parse_hookimpl_opts(plugin, n) is None)
+    mark = "with @hookimpl (from glidectl.hookspecs import hookimpl)"
+    if not pm.get_hookcallers(plugin):
+        return (f"it adds nothing: mark {', '.join(unmarked)} {mark}" if unmarked else
+                f"it adds nothing: its entry point names no function marked {mark}")
+    if unmarked:
+        them = "them" if len(unmarked) > 1 else "it"
+        return f"glidectl never calls its {', '.join(unmarked)}: mark {them} {mark}"
     return None
 
 
@@ -543,12 +569,15 @@ def command_names(app: Any) -> list[str]:
             if _command_name(i)]
 
 
-def command_clash_warnings() -> list[str]:
-    """One sentence per plugin command left out because its name was taken."""
-    return [f"plugin {who(plugin)} adds the command {command!r}, which "
-            f"{'glidectl has' if owner == 'glidectl' else f'plugin {who(owner)} adds first'}: "
-            "it is left out; rename it in the plugin."
-            for plugin, clashes in sorted(command_clashes.items()) for command, owner in clashes]
+def load_warnings() -> list[str]:
+    """One sentence per plugin with hooks never called (not marked ``@hookimpl``) and per
+    plugin command left out because its name was taken."""
+    idle = [f"plugin {who(plugin)}: {why}." for plugin, why in sorted(idle_plugins.items())]
+    return idle + [
+        f"plugin {who(plugin)} adds the command {command!r}, which "
+        f"{'glidectl has' if owner == 'glidectl' else f'plugin {who(owner)} adds first'}: "
+        "it is left out; rename it in the plugin."
+        for plugin, clashes in sorted(command_clashes.items()) for command, owner in clashes]
 
 
 def refresh() -> None:

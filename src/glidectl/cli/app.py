@@ -113,8 +113,8 @@ def _check_plugins(argv: list[str]) -> None:
     unmatched = plugins.unmatched_warning()
     if unmatched:
         sys.stderr.write(f"Warning: {unmatched}\n")
-    if "plugins" not in argv:  # `glidectl plugins` shows them as clashes
-        for warning in plugins.command_clash_warnings():
+    if "plugins" not in argv:  # `glidectl plugins` shows them
+        for warning in plugins.load_warnings():
             sys.stderr.write(f"Warning: {warning}\n")
     if not plugins.broken:
         return
