@@ -272,6 +272,31 @@ def test_trace_env_prints_hook_calls(broken_install):
     assert "  register_dataset_presets [hook]" in out.stderr
 
 
+def test_trace_env_shows_where_a_plugin_failed_to_import(broken_install):
+    """It said "imported in 0.00 s" and the author had no line number to go on."""
+    out = _cli(broken_install, "--version", GLIDECTL_TRACE_PLUGINS="1")
+    assert out.returncode == 0, out.stderr
+    assert "plugin 'bad' (badplug 0.1) imported" not in out.stderr
+    assert "plugin 'bad' (badplug 0.1) failed to import after " in out.stderr
+    assert f'File "{broken_install / "badplug.py"}", line 1' in out.stderr
+
+
+def test_trace_env_shows_where_a_plugin_raised_at_run_time(monkeypatch, capsys):
+    def schedule(n, sigma_min, sigma_max):
+        raise ValueError("no table")
+
+    monkeypatch.setenv("GLIDECTL_TRACE_PLUGINS", "1")
+    with pytest.raises(PluginError, match="ValueError: no table"):
+        plugins.guard(schedule, "tracer", "schedule 'x'")(3, 0.1, 80.0)
+    err = capsys.readouterr().err
+    assert err.startswith("plugin 'tracer' raised:\nTraceback")
+    assert 'raise ValueError("no table")' in err
+    monkeypatch.delenv("GLIDECTL_TRACE_PLUGINS")
+    with pytest.raises(PluginError):
+        plugins.guard(schedule, "tracer", "schedule 'x'")(3, 0.1, 80.0)
+    assert capsys.readouterr().err == ""
+
+
 def install_plugin(folder: Path, name: str, source: str, entry: str | None = None) -> None:
     """A distribution ``name`` 0.1 (on PYTHONPATH=folder) whose ``glidectl`` entry point
     ``entry`` (default ``name``) is the module ``source``."""

@@ -15,6 +15,7 @@ import importlib
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import metadata
@@ -53,6 +54,8 @@ left_out: list[str] = []
 command_clashes: dict[str, list[tuple[str, str]]] = {}
 #: plugin name → why some or all of its hooks are never called (not marked @hookimpl).
 idle_plugins: dict[str, str] = {}
+#: plugin name → the traceback of its failed import (GLIDECTL_TRACE_PLUGINS prints it).
+tracebacks: dict[str, str] = {}
 #: plugin name → seconds its import took (a plugin importing torch at its top: seconds).
 import_seconds: dict[str, float] = {}
 
@@ -98,6 +101,7 @@ def load_plugins() -> pluggy.PluginManager:
             plugin = ep.load()
         except (Exception, SystemExit) as exc:  # a broken package must not break the CLI
             broken[ep.name] = describe_exception(exc)
+            tracebacks[ep.name] = "".join(traceback.format_exception(exc))
             continue
         finally:
             import_seconds[ep.name] = time.perf_counter() - started
@@ -111,7 +115,11 @@ def load_plugins() -> pluggy.PluginManager:
             idle_plugins[ep.name] = idle
     if os.environ.get("GLIDECTL_TRACE_PLUGINS"):
         for name, seconds in import_seconds.items():  # every command, --help too, pays them
-            sys.stderr.write(f"plugin {who(name)} imported in {seconds:.2f} s\n")
+            if name in tracebacks:
+                sys.stderr.write(f"plugin {who(name)} failed to import after {seconds:.2f} s:"
+                                 f"\n{tracebacks[name]}")
+            else:
+                sys.stderr.write(f"plugin {who(name)} imported in {seconds:.2f} s\n")
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return pm
@@ -215,6 +223,7 @@ def call_each(hook_name: str, **kwargs: Any) -> None:
         except PluginError:
             raise
         except Exception as exc:
+            trace_exception(name, exc)
             raise PluginError(
                 f"Plugin {who(name)} raised in {hook_name}: {describe_exception(exc)}; "
                 f"switch it off with {switch_off_hint(name)}."
@@ -267,6 +276,7 @@ def guard(fn: Callable[..., Any], plugin: str, what: str,
         except Exception as exc:
             if getattr(exc, "_glidectl_ours", False):
                 raise
+            trace_exception(plugin, exc)
             raise _failed(plugin, what, describe_exception(exc)) from exc
         problem = check(result, *args) if check is not None else None
         if problem:
@@ -274,6 +284,14 @@ def guard(fn: Callable[..., Any], plugin: str, what: str,
         return result
 
     return call
+
+
+def trace_exception(plugin: str, exc: BaseException) -> None:
+    """With GLIDECTL_TRACE_PLUGINS set, print the traceback behind a plugin's one-line error
+    (where in the plugin it raised)."""
+    if os.environ.get("GLIDECTL_TRACE_PLUGINS"):
+        sys.stderr.write(f"plugin {who(plugin)} raised:\n"
+                         + "".join(traceback.format_exception(exc)))
 
 
 def _failed(plugin: str, what: str, problem: str) -> PluginError:
@@ -377,6 +395,7 @@ class _GuardedDataSource:
             except GlidectlError:
                 raise
             except Exception as exc:
+                trace_exception(self._plugin, exc)
                 raise _failed(self._plugin, self._what, describe_exception(exc)) from exc
             if not isinstance(raw, RawSample):
                 raise _failed(self._plugin, self._what, f"read() yielded {type(raw).__name__}, "
