@@ -96,6 +96,38 @@ def test_a_name_one_plugin_registers_twice_is_named_as_its_mistake(register_plug
                                "or alias); register each name once.")
 
 
+def _select_raising(meta, caption, options):
+    return caption if caption == "kept" else meta["score"]
+
+
+def _select_nothing(meta, caption, options):
+    return None
+
+
+class _FaultyPresets:
+    @hookimpl
+    def register_dataset_presets(self, register):
+        register("raising", DatasetPreset("raising", _select_raising))
+        register("nothing", DatasetPreset("nothing", _select_nothing))
+
+
+def test_a_plugin_preset_that_raises_rejects_under_a_reason_naming_it(register_plugin):
+    """It was counted as "error:KeyError" (or "preset_error"), with no word of the preset or
+    its plugin, in the no-valid-samples error too."""
+    import pickle
+
+    from glidectl.data.preset_api import Reject
+
+    register_plugin(_FaultyPresets(), "faulty")
+    raising = plugins.dataset_presets().get("raising")
+    assert raising.select({}, "kept", None) == "kept"
+    assert raising.select({}, "other", None) == Reject(
+        "preset 'raising' of plugin 'faulty' raised KeyError")
+    assert plugins.dataset_presets().get("nothing").select({}, "a cat", None) == Reject(
+        "preset 'nothing' of plugin 'faulty' returned NoneType, not a caption or Reject")
+    assert pickle.loads(pickle.dumps(raising)).select({}, "kept", None) == "kept"  # workers
+
+
 def test_register_model_sources_adds_a_source(register_plugin, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()

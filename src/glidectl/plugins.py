@@ -441,6 +441,35 @@ def _guard_source_type(obj: Any, plugin: str, name: str) -> Any:
     return dataclasses.replace(obj, open=_GuardedOpen(obj.open, plugin, what), claims=claims)
 
 
+class _GuardedSelect:
+    """A plugin preset's ``select``: what it raises, or a result that is no caption or
+    ``Reject``, rejects the sample under a reason naming the preset and its plugin (a
+    plugin's bug must not end a run; the no-valid-samples error then names it)."""
+
+    def __init__(self, fn: Callable[..., Any], plugin: str, name: str):
+        self._fn, self._plugin, self._name = fn, plugin, name
+        self._traced: set[str] = set()
+
+    def __call__(self, meta: Any, caption: Any, options: Any) -> Any:
+        from .data.preset_api import Reject
+
+        where = f"preset {self._name!r} of plugin {self._plugin!r}"
+        try:
+            chosen = self._fn(meta, caption, options)
+        except Exception as exc:
+            if type(exc).__name__ not in self._traced:  # once per kind, not per sample
+                self._traced.add(type(exc).__name__)
+                trace_exception(self._plugin, exc)
+            return Reject(f"{where} raised {type(exc).__name__}")
+        if isinstance(chosen, (str, Reject)):
+            return chosen
+        return Reject(f"{where} returned {type(chosen).__name__}, not a caption or Reject")
+
+
+def _guard_preset(obj: Any, plugin: str, name: str) -> Any:
+    return dataclasses.replace(obj, select=_GuardedSelect(obj.select, plugin, name))
+
+
 def _is_schedule(obj: Any) -> Any:
     if not callable(obj):
         raise TypeError(f"a schedule must be a function fn(n, sigma_min, sigma_max), got "
@@ -498,6 +527,7 @@ _GUARDS: dict[str, Callable[[Any, str, str], Any]] = {
                                                          check=_schedule_result_problem),
     "register_model_sources": _GuardedSource,
     "register_data_sources": _guard_source_type,
+    "register_dataset_presets": _guard_preset,
 }
 
 
