@@ -304,6 +304,44 @@ def test_a_plugin_command_never_replaces_glidectls_or_an_earlier_plugins(registe
     assert {"kind": "commands", "name": "hello-plugin", "with": ["cmd-plugin"]} in clashes
 
 
+class _CrashingCommands:
+    @hookimpl
+    def register_commands(self, app):
+        import typer
+
+        @app.command("crash")
+        def crash(key: str = "boom") -> None:
+            {}[key]
+
+        @app.command("leave")
+        def leave() -> None:
+            raise typer.Exit(3)
+
+        group = typer.Typer()
+
+        @group.command("deep")
+        def deep() -> None:
+            raise ValueError("deep down")
+
+        app.add_typer(group, name="grp")
+
+
+def test_a_plugin_command_that_raises_is_one_line_naming_the_plugin(register_plugin, capsys):
+    """It ended in a traceback that did not say whose command it was."""
+    from glidectl.cli.app import main
+
+    register_plugin(_CrashingCommands(), "crasher")
+    for args, code, line in (
+            (["crash", "--key", "k"], 2, "Error: Plugin 'crasher' failed in command 'crash': "
+             "KeyError: 'k'; switch it off with GLIDECTL_LOAD_PLUGINS=\"\"."),
+            (["grp", "deep"], 2, "Error: Plugin 'crasher' failed in command 'grp deep': "
+             "ValueError: deep down; switch it off with GLIDECTL_LOAD_PLUGINS=\"\"."),
+            (["leave"], 3, "")):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert (info.value.code, capsys.readouterr().err.strip()) == (code, line)
+
+
 def test_plugin_info_lists_what_each_plugin_registers(register_plugin):
     from glidectl.plugin_report import _registers_text, plugin_info
 

@@ -601,7 +601,44 @@ def register_commands(app: Any) -> None:
                 else:
                     owners[command] = name
                     kept.append(info)
+                    if name not in DEFAULT_PLUGINS:
+                        _guard_commands(info, name, command)
             added[:] = kept
+
+
+def _guard_commands(info: Any, plugin: str, path: str) -> None:
+    """Make a plugin's command (or every command of its group) fail in one line naming the
+    plugin, not with a traceback; Typer's exits and glidectl's errors pass through."""
+    if callable(getattr(info, "callback", None)):  # not Typer's DefaultPlaceholder
+        info.callback = _guard_command(info.callback, plugin, path)
+    group = getattr(info, "typer_instance", None)
+    if group is not None:
+        for sub in (*group.registered_commands, *group.registered_groups):
+            _guard_commands(sub, plugin, f"{path} {_command_name(sub)}".strip())
+        if group.registered_callback is not None:
+            _guard_commands(group.registered_callback, plugin, path)
+
+
+def _guard_command(fn: Callable[..., Any], plugin: str, path: str) -> Callable[..., Any]:
+    import typer
+
+    try:  # typer >= 0.26 vendors click
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exc
+    passes = (GlidectlError, typer.Exit, typer.Abort, click_exc.ClickException)
+
+    @functools.wraps(fn)  # Typer reads the options from the signature
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except passes:
+            raise
+        except Exception as exc:
+            trace_exception(plugin, exc)
+            raise _failed(plugin, f"command {path!r}", describe_exception(exc)) from exc
+
+    return call
 
 
 def _command_name(info: Any) -> str:
