@@ -71,12 +71,15 @@ class Registry(Generic[T]):
             raise GlidectlError(self.unknown_message(name))
         return self._entries[key]
 
-    def unknown_message(self, name: str) -> str:
+    def unknown_message(self, name: str, also: str = "") -> str:
+        """One sentence on an unknown name: the nearest, the registered ones (then ``also``,
+        kinds that are not registered, e.g. ", or a schedule file"), the registry's note."""
         names = sorted(self._lookup)
         close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.5)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         return (
-            f"Unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(self._entries))}."
+            f"Unknown {self.kind} {name!r}.{hint} Available: "
+            f"{', '.join(sorted(self._entries))}{also}."
             + (f" {self.unknown_note}" if self.unknown_note else "")
         )
 

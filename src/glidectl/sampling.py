@@ -63,8 +63,27 @@ class StageOptions:
 
     def sigmas(self, table: np.ndarray) -> torch.Tensor:
         spec = self.sampler_spec()
+        if not self.schedule:
+            self._check_own_schedule(spec.schedule)
         return build_sigmas(self.schedule or spec.schedule, self.steps, table,
                             sigma_max=self.sigma_max)
+
+    def _check_own_schedule(self, schedule: str) -> None:
+        """A sampler's own schedule (``Sampler(schedule=...)``) that is not registered is its
+        plugin's mistake, not an unknown --schedule the user never passed."""
+        registry = plugins.schedules()
+        if schedule == "respaced" or is_schedule_file(schedule) or schedule in registry:
+            return
+        import difflib
+
+        entry = plugins.samplers().entry(self.sampler)
+        close = difflib.get_close_matches(schedule.lower(), registry.names(), n=1, cutoff=0.5)
+        known = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(registry.names())}"
+        raise GlidectlError(
+            f"The {entry.name} sampler (plugin {plugins.who(entry.plugin)}) names "
+            f"schedule={schedule!r} as its own, which is not registered ({known}); pass "
+            "--schedule, or fix its Sampler(schedule=...)."
+        )
 
     def coefficients(self, sigmas: torch.Tensor) -> list[list[float]] | None:
         """A bespoke solver's coefficients for these σ's from the ``schedule`` file (None

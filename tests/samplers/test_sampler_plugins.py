@@ -201,3 +201,47 @@ def test_a_plugins_bare_function_sampler_has_karras_as_its_own_schedule() -> Non
     finally:
         plugins.pm.unregister(name="bare")
         plugins.refresh()
+
+
+def test_a_plugin_samplers_own_schedule_that_is_not_registered_is_its_plugins_mistake(
+        ) -> None:
+    """It said "Unknown schedule 'lineer'" to a user who passed no --schedule."""
+    from glidectl.errors import GlidectlError
+    from glidectl.sampling import StageOptions
+
+    class TypoPlugin:
+        @hookimpl
+        def register_samplers(self, register):
+            register("typo_halfway", Sampler(sample_halfway, schedule="karas"))
+
+    plugins.load_plugins()
+    plugins.pm.register(TypoPlugin(), name="typo")
+    plugins.refresh()
+    table = np.linspace(0.01, 100.0, 50)
+    try:
+        with pytest.raises(GlidectlError) as info:
+            StageOptions(sampler="typo_halfway", steps=3).sigmas(table)
+        assert str(info.value) == (
+            "The typo_halfway sampler (plugin 'typo') names schedule='karas' as its own, which "
+            "is not registered (did you mean 'karras'?); pass --schedule, or fix its "
+            "Sampler(schedule=...).")
+        assert len(StageOptions(sampler="typo_halfway", steps=3, schedule="karras")
+                   .sigmas(table)) == 4
+    finally:
+        plugins.pm.unregister(name="typo")
+        plugins.refresh()
+
+
+def test_an_unknown_schedule_lists_the_unregistered_kinds_before_the_registrys_note(
+        monkeypatch) -> None:
+    """The note on plugins left out was spliced into the list: "... name them there to load
+    them, respaced (GLIDE's own timesteps), or a schedule file ..."."""
+    from glidectl.errors import GlidectlError
+    from glidectl.samplers.schedules import build_sigmas
+
+    monkeypatch.setattr(plugins.schedules(), "unknown_note", "Plugins X are left out.")
+    with pytest.raises(GlidectlError) as info:
+        build_sigmas("lineer", 3, np.linspace(0.01, 100.0, 50))
+    assert str(info.value).endswith(
+        ", respaced (GLIDE's own timesteps), or a schedule file FILE.json from glidectl "
+        "fit-steps. Plugins X are left out.")

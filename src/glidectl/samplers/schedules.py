@@ -136,9 +136,12 @@ def build_sigmas(
         schedule_fn(schedule)  # an unknown name: one line with the nearest match
     except PluginError:  # a plugin's register_schedules failed: its own line, no list
         raise
-    except GlidectlError as exc:  # … and the two kinds of schedule that are not registered
-        raise GlidectlError(f"{str(exc).rstrip('.')}, respaced (GLIDE's own timesteps), or a "
-                            "schedule file FILE.json from glidectl fit-steps.") from None
+    except GlidectlError:  # … and the two kinds of schedule that are not registered
+        from .. import plugins
+
+        raise GlidectlError(plugins.schedules().unknown_message(
+            schedule, also=", respaced (GLIDE's own timesteps), or a schedule file FILE.json "
+            "from glidectl fit-steps")) from None
     if not str(steps).isdigit() or int(steps) < 1:
         numeric = re.fullmatch(r"[+-]?\d*\.?\d+(e[+-]?\d+)?", str(steps).strip(), re.I) is not None
         hint = "" if numeric else (
