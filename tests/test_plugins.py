@@ -342,6 +342,30 @@ def test_a_plugin_command_that_raises_is_one_line_naming_the_plugin(register_plu
         assert (info.value.code, capsys.readouterr().err.strip()) == (code, line)
 
 
+def _sigmas_halving(n, sigma_min, sigma_max):
+    """σ halving from σ_max each step (not below
+    σ_min), then 0.
+
+    The second paragraph is not shown."""
+    return [max(sigma_max / 2**i, sigma_min) for i in range(n)] + [0.0]
+
+
+class _Schedules:
+    @hookimpl
+    def register_schedules(self, register):
+        register("halving", _sigmas_halving)
+
+
+def test_plugin_info_shows_a_schedules_docstring_as_its_description(register_plugin):
+    from glidectl.plugin_report import plugin_info
+
+    register_plugin(_Schedules(), "halver")
+    info = {i["name"]: i for i in plugin_info()}["halver"]
+    assert info["registers"]["schedules"] == [{
+        "name": "halving", "aliases": [],
+        "description": "σ halving from σ_max each step (not below σ_min), then 0."}]
+
+
 def test_plugin_info_lists_what_each_plugin_registers(register_plugin):
     from glidectl.plugin_report import _registers_text, plugin_info
 

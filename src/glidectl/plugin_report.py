@@ -26,8 +26,11 @@ def _collect(hook: str, plugin: Any) -> list[dict[str, Any]]:
     def register(name: str, obj: Any, aliases: tuple[str, ...] | list[str] = ()) -> None:
         plugins.checked(hook, obj, pm.get_name(plugin) or "", name)
         entry = {"name": name.lower(), "aliases": [a.lower() for a in aliases]}
-        if isinstance(getattr(obj, "description", None), str) and obj.description:
-            entry["description"] = obj.description
+        description = getattr(obj, "description", None)
+        if hook == "register_schedules" and obj.__doc__:  # a function: its docstring's start
+            description = " ".join(inspect.cleandoc(obj.__doc__).split("\n\n")[0].split())
+        if isinstance(description, str) and description:
+            entry["description"] = description
         found.append(entry)
 
     others = [p for p in pm.get_plugins() if p is not plugin]
