@@ -311,7 +311,7 @@ def test_the_modules_the_readme_gives_plugin_authors_import_no_torch():
     readme = " ".join((ROOT / "README.md").read_text().split())
     modules = re.search(r"come from torch-free modules: (.*?)\. ", readme).group(1)
     named = re.findall(r"`(glidectl\.[\w.]+)`", modules)
-    assert len(named) == 4, named
+    assert len(named) == 6, named
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in [*named, "glidectl_dpm3m"])
