@@ -149,6 +149,36 @@ def test_register_model_sources_adds_a_source(register_plugin, tmp_path, monkeyp
     assert entry.plugin == "hub-plugin"
 
 
+def test_download_fetches_a_plugin_sources_model(register_plugin, tmp_path, capsys):
+    """``resolve(name, download=True)`` had no command: `glidectl download` knew OpenAI's."""
+    from glidectl.cli.app import main
+
+    fetched = []
+
+    class Fetching(_Hub):
+        def resolve(self, name, download=True):
+            fetched.append((name, download))
+            (tmp_path / f"{name}.safetensors").write_bytes(b"\0" * 2**20)
+            return tmp_path / f"{name}.safetensors"
+
+    class Sources:
+        @hookimpl
+        def register_model_sources(self, register):
+            register("myhub", Fetching())
+
+    register_plugin(Sources(), "hub-plugin")
+    with pytest.raises(SystemExit) as info:
+        main(["download", "myhub:tiny"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"myhub:tiny  {tmp_path / 'tiny.safetensors'}  (1.0 MiB)\n"
+    assert fetched == [("tiny", True)]
+    with pytest.raises(SystemExit) as info:
+        main(["download", "myhb:tiny"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "Error: Unknown model source 'myhb'. Did you mean 'myhub'?")
+
+
 @pytest.mark.parametrize("names, path, problem", [
     (["tiny"], None, "resolve() returned NoneType, not the path of a weights file"),
     (["tiny"], "missing.safetensors",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 CHOICES = ("base", "upsample", "base-inpaint", "upsample-inpaint", "all")
@@ -13,25 +15,35 @@ def register(app: typer.Typer) -> None:
     @app.command("download")
     def download_command(
         models: list[str] = typer.Argument(
-            ..., help=f"Which checkpoints: {', '.join(CHOICES)} (several allowed)."
+            ..., help=f"Which checkpoints: {', '.join(CHOICES)}, or SOURCE:NAME of a plugin's "
+            "model source (several allowed)."
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Download OpenAI's GLIDE checkpoints into the local cache.
 
         The cache is $GLIDECTL_HOME, else $XDG_CACHE_HOME/glidectl, else ~/.cache/glidectl;
-        files already there are not fetched again and partial downloads resume.
+        files already there are not fetched again and partial downloads resume. A plugin's
+        models (SOURCE:NAME) are fetched where the plugin keeps them.
         """
+        from .. import plugins
         from ..errors import GlidectlError
         from ..glide.options import KINDS
         from ..glide.sources import OpenAISource
 
         wanted: list[str] = []
+        others: list[tuple[str, str]] = []
         for name in models:
             name = name.removeprefix("openai:")  # the model-spec spelling works too
+            source_name, colon, model = name.partition(":")
+            if colon:
+                plugins.model_sources().get(source_name)  # unknown: one line with the list
+                others.append((source_name, model))
+                continue
             if name not in CHOICES:
                 raise GlidectlError(
-                    f"Unknown model {name!r} for download; use one of {', '.join(CHOICES)}."
+                    f"Unknown model {name!r} for download; use one of {', '.join(CHOICES)}, "
+                    "or SOURCE:NAME of a plugin's model source."
                 )
             for kind in KINDS if name == "all" else (name,):
                 if kind not in wanted:
@@ -42,3 +54,6 @@ def register(app: typer.Typer) -> None:
             size = path.stat().st_size / 2**20
             note = NOTES[by]
             typer.echo(f"openai:{kind}  {path}  ({size:,.1f} MiB, {note})")
+        for source_name, model in others:
+            path = Path(plugins.model_sources().get(source_name).resolve(model, download=True))
+            typer.echo(f"{source_name}:{model}  {path}  ({path.stat().st_size / 2**20:,.1f} MiB)")
