@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_pipeline import tiny_glide
@@ -384,3 +385,56 @@ def test_a_hook_left_unmarked_beside_marked_ones_is_named():
             "glidectl.hookspecs import hookimpl)")
     finally:
         plugins.pm.unregister(name="half")
+
+
+def sample_kdiffusion_euler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """k-diffusion's sample_euler as written there: σ batched as ``sigmas[i] * s_in``."""
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+    return x
+
+
+def sample_per_image_sigma(denoiser, x, sigmas, extra=None, callback=None):
+    ramp = torch.linspace(1.0, 2.0, x.shape[0], dtype=x.dtype)
+    return denoiser(x, sigmas[0] * ramp, **(extra or {}))
+
+
+class KDiffusionPorts:
+    @hookimpl
+    def register_samplers(self, register):
+        register("kd_euler", sample_kdiffusion_euler)
+        register("per_image", sample_per_image_sigma)
+
+
+def test_a_kdiffusion_sampler_copied_verbatim_runs_like_the_builtin(base_file, tmp_path,
+                                                                     capsys):
+    """``model(x, sigmas[i] * s_in)`` ended in a traceback ("only one element tensors can be
+    converted to Python scalars") that did not name the plugin."""
+    from PIL import Image
+
+    plugins.load_plugins()
+    plugins.pm.register(KDiffusionPorts(), name="ports")
+    plugins.refresh()
+    try:
+        pixels = {}
+        for sampler in ("kd_euler", "euler", "per_image"):
+            code, err = _main(capsys, "sample", "a cube", "--base", str(base_file),
+                              "--upsampler", "none", "--sampler", sampler, "--schedule",
+                              "karras", "--steps", "3", "--n", "2", "--device", "cpu",
+                              "--quiet", "--out", str(tmp_path / sampler))
+            if sampler != "per_image":
+                assert code == 0, err
+                pixels[sampler] = [np.asarray(Image.open(tmp_path / sampler / f"0000{i}.png"))
+                                   for i in range(2)]
+    finally:
+        plugins.pm.unregister(name="ports")
+        plugins.refresh()
+    for ported, builtin in zip(pixels["kd_euler"], pixels["euler"], strict=True):
+        assert np.array_equal(ported, builtin)
+    assert (code, err.strip().splitlines()[-1]) == (2, (
+        "Error: Plugin 'ports' failed in sampler 'per_image': it called the denoiser with 2 "
+        "different σ's; it takes one σ for the whole batch (a number, or k-diffusion's "
+        "sigma * s_in); switch it off with GLIDECTL_LOAD_PLUGINS=\"\"."))

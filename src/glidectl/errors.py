@@ -50,6 +50,11 @@ class PluginError(GlidectlError):
     """A plugin that failed to load or registered a name twice."""
 
 
+class MisuseError(GlidectlError):
+    """A plugin called one of glidectl's functions wrongly (a denoiser given σ's that differ
+    across the batch): the plugin's error, so a guarded call names the plugin."""
+
+
 class NonFiniteSample(GlidectlError):
     """Sampling met NaN or infinite values (from the network, or from a sampler)."""
 

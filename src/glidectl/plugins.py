@@ -24,7 +24,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import GlidectlError, PluginError
+from .errors import GlidectlError, MisuseError, PluginError
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "glidectl"
@@ -271,6 +271,8 @@ def guard(fn: Callable[..., Any], plugin: str, what: str,
         kwargs = {k: _Ours(v) if _is_function(v) else v for k, v in kwargs.items()}
         try:
             result = fn(*args, **kwargs)
+        except MisuseError as exc:  # it called our function wrongly
+            raise _failed(plugin, what, str(exc)) from exc
         except GlidectlError:
             raise
         except Exception as exc:

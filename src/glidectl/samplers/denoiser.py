@@ -30,6 +30,21 @@ def to_d(x: torch.Tensor, sigma: float, denoised: torch.Tensor) -> torch.Tensor:
     return (x - denoised) / sigma
 
 
+def one_sigma(sigma: Any) -> float:
+    """σ as one number: k-diffusion's samplers pass ``sigma * s_in``, the same σ for every
+    image of the batch; σ's that differ across it are a sampler's mistake."""
+    from ..errors import MisuseError
+
+    if torch.is_tensor(sigma) and sigma.numel() > 1:
+        flat = sigma.detach().flatten()
+        if not bool((flat == flat[0]).all()):
+            raise MisuseError(f"it called the denoiser with {flat.numel()} different σ's; it "
+                              "takes one σ for the whole batch (a number, or k-diffusion's "
+                              "sigma * s_in)")
+        sigma = flat[0]
+    return float(sigma)
+
+
 def alpha_bar(sigma: float) -> float:
     """ᾱ = 1/(1+σ²), the VP signal fraction at noise level σ."""
     return 1.0 / (1.0 + sigma * sigma)
@@ -173,7 +188,7 @@ class GlideDenoiser:
         if torch.is_tensor(sigma) and sigma.requires_grad:  # gradients flow to σ
             t = self.differentiable_t(sigma)
         else:
-            sigma = float(sigma)
+            sigma = one_sigma(sigma)
             if t is None:
                 t = self.sigma_to_t(sigma)
             if self.quantize_t:
