@@ -438,3 +438,15 @@ def test_a_kdiffusion_sampler_copied_verbatim_runs_like_the_builtin(base_file, t
         "Error: Plugin 'ports' failed in sampler 'per_image': it called the denoiser with 2 "
         "different σ's; it takes one σ for the whole batch (a number, or k-diffusion's "
         "sigma * s_in); switch it off with GLIDECTL_LOAD_PLUGINS=\"\"."))
+
+
+def test_two_distributions_with_one_plugin_name_are_an_error_naming_both(tmp_path):
+    """The first on sys.path was loaded and the other vanished, unmentioned."""
+    for dist in ("firstdist", "seconddist"):
+        install_plugin(tmp_path, dist, "from glidectl.hookspecs import hookimpl\n",
+                       entry="shared")
+    out = _cli(tmp_path, "plugins", GLIDECTL_LOAD_PLUGINS="shared")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["error"] == (
+        "failed to load: 2 installed distributions have a plugin called 'shared' (firstdist "
+        "0.1, seconddist 0.1), so neither is loaded; uninstall one, or rename its entry point")

@@ -89,10 +89,16 @@ def load_plugins() -> pluggy.PluginManager:
     installed = metadata.entry_points(group=ENTRY_POINT_GROUP)
     unmatched[:] = sorted((allowed or set()) - {ep.name for ep in installed})
     left_out[:] = sorted({ep.name for ep in installed} - allowed) if allowed is not None else []
+    shared = _shared_names(installed)
     for ep in installed:
         if allowed is not None and ep.name not in allowed:
             continue
         if pm.get_plugin(ep.name) is not None or ep.name in broken:
+            continue
+        if ep.name in shared:  # which one loaded would hang on the order of sys.path
+            broken[ep.name] = (f"{len(shared[ep.name])} installed distributions have a plugin "
+                               f"called {ep.name!r} ({', '.join(shared[ep.name])}), so "
+                               "neither is loaded; uninstall one, or rename its entry point")
             continue
         if ep.dist is not None:
             _dists[ep.name] = f"{ep.dist.name} {ep.dist.version}"
@@ -123,6 +129,15 @@ def load_plugins() -> pluggy.PluginManager:
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
     return pm
+
+
+def _shared_names(installed: Iterable[metadata.EntryPoint]) -> dict[str, list[str]]:
+    """Plugin (entry-point) names that several distributions use → "dist version" of each."""
+    by_name: dict[str, set[str]] = {}
+    for ep in installed:
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "?"
+        by_name.setdefault(ep.name, set()).add(dist)
+    return {name: sorted(dists) for name, dists in by_name.items() if len(dists) > 1}
 
 
 def hook_problem(plugin: object) -> str | None:
