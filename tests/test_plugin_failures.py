@@ -450,3 +450,34 @@ def test_two_distributions_with_one_plugin_name_are_an_error_naming_both(tmp_pat
     assert json.loads(out.stdout)[0]["error"] == (
         "failed to load: 2 installed distributions have a plugin called 'shared' (firstdist "
         "0.1, seconddist 0.1), so neither is loaded; uninstall one, or rename its entry point")
+
+
+def sample_feeding_nan(denoiser, x, sigmas, extra=None, callback=None):
+    """A broken step (σ_up from a negative root) leaves NaN in x before the next model call."""
+    x = x * float("nan")
+    return denoiser(x, sigmas[0], **(extra or {}))
+
+
+class NaNFeeder:
+    @hookimpl
+    def register_samplers(self, register):
+        register("nan_feeder", sample_feeding_nan)
+
+
+def test_a_plugin_sampler_feeding_the_model_nan_is_blamed_not_the_model(base_file, tmp_path,
+                                                                        capsys):
+    """It said "The base model returned NaN or infinite values ... its weights may be
+    damaged" about a model that had only been given NaN."""
+    plugins.load_plugins()
+    plugins.pm.register(NaNFeeder(), name="feeder")
+    plugins.refresh()
+    try:
+        code, err = _main(capsys, "sample", "a cube", "--base", str(base_file), "--upsampler",
+                          "none", "--sampler", "nan_feeder", "--steps", "2", "--device", "cpu",
+                          "--quiet", "--out", str(tmp_path / "out"))
+    finally:
+        plugins.pm.unregister(name="feeder")
+        plugins.refresh()
+    assert (code, err.strip().splitlines()[-1]) == (2, (
+        "Error: Plugin 'feeder' failed in sampler 'nan_feeder': it returned NaN or infinite "
+        "values; switch it off with GLIDECTL_LOAD_PLUGINS=\"\"."))

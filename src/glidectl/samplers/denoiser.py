@@ -116,7 +116,7 @@ class GlideDenoiser:
 
     @property
     def nonfinite(self) -> bool:
-        """True once the network has returned a NaN or infinite value."""
+        """True once the network has returned a NaN or infinite value from a finite x_t."""
         return self._finite is not None and not bool(self._finite)
 
     @property
@@ -158,7 +158,8 @@ class GlideDenoiser:
         with ctx:
             out = self.model(x_in, ts, text_emb=text_emb, **kwargs)
         out = out.float()
-        finite = torch.isfinite(out.detach()).all()
+        # the network's own NaN only: fed a NaN x_t, it is the sampler's (named as such)
+        finite = torch.isfinite(out.detach()).all() | ~torch.isfinite(x_t.detach()).all()
         self._finite = finite if self._finite is None else self._finite & finite
         self.calls += 1
         if self.on_call is not None:
