@@ -187,9 +187,12 @@ class DataStream:
                 "files or shards")
             fewer = "" if self.world == 1 else ", run fewer processes or split the data into "\
                 "more files"
+            workers = "" if self.slots == 1 else (  # each worker batches only what it reads
+                f": with data.workers = {self.slots} each worker makes batches of only its "
+                "own share of them; lower data.workers (0: one process reads them all),")
             raise GlidectlError(
                 f"The training data gave not one batch of {self.batch_size}{share}"
-                f"{_what_was_read(self.dataset)}; check "
+                f"{_what_was_read(self.dataset)}{workers or ';'} check "
                 f"data.source (see `glidectl dataset inspect`){fewer} or lower "
                 "train.batch_size."
             )
