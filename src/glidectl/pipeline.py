@@ -645,13 +645,13 @@ def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -
         _check_types({"seed": s}, int)
         check("seed", s, SEED)
     for prefix, opts in (("", base), ("upsample_", up)):
-        _check_types({prefix + k: getattr(opts, k) for k in (
-            "guidance", "eta", "sigma_max", "guidance_rescale", "dynamic_threshold")}, float)
         for key, rng in (("guidance", FLAGS["--guidance"]), ("eta", FLAGS["--eta"]),
                          ("sigma_max", FLAGS["--sigma-max"]),
                          ("guidance_rescale", FLAGS["--guidance-rescale"]),
                          ("dynamic_threshold", FLAGS["--dynamic-threshold"]),
                          ("steps", STEPS)):
+            if key != "steps":  # a count or a respacing string, checked by its range
+                _check_types({prefix + key: getattr(opts, key)}, float)
             check(prefix + key, getattr(opts, key), rng)
     _check_types({"upsample_temp": up.temperature}, float)
     check("upsample_temp", up.temperature, FLAGS["--upsample-temp"])
