@@ -32,13 +32,13 @@ def register(app: typer.Typer) -> None:
         from ..glide.sources import OpenAISource
 
         wanted: list[str] = []
-        others: list[tuple[str, str]] = []
+        others: list[tuple[str, str, object]] = []  # (source name, model, its source)
         for name in models:
             name = name.removeprefix("openai:")  # the model-spec spelling works too
             source_name, colon, model = name.partition(":")
             if colon:
-                plugins.model_sources().get(source_name)  # unknown: one line with the list
-                others.append((source_name, model))
+                # an unknown source: one line with the list, before anything is fetched
+                others.append((source_name, model, plugins.model_sources().get(source_name)))
                 continue
             if name not in CHOICES:
                 raise GlidectlError(
@@ -54,6 +54,6 @@ def register(app: typer.Typer) -> None:
             size = path.stat().st_size / 2**20
             note = NOTES[by]
             typer.echo(f"openai:{kind}  {path}  ({size:,.1f} MiB, {note})")
-        for source_name, model in others:
-            path = Path(plugins.model_sources().get(source_name).resolve(model, download=True))
+        for source_name, model, model_source in others:
+            path = Path(model_source.resolve(model, download=True))
             typer.echo(f"{source_name}:{model}  {path}  ({path.stat().st_size / 2**20:,.1f} MiB)")
