@@ -8,6 +8,8 @@ and ~25x slower than fp32. fp16 is never picked automatically (it needs a GradSc
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,3 +189,18 @@ def nondeterministic_op(exc: BaseException) -> str | None:
         return None
     return text.split(NONDETERMINISTIC)[0].strip() or "an operation"
 
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` (0: left as they are) while the block runs, then as
+    they were: ``train.threads`` of one run is not the next run's, or a notebook's."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n > 0:
+            torch.set_num_threads(before)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from .. import runs
 from ..config import GlideConfig, save_config, validate
 from ..data.source_api import source_notes
-from ..devices import nondeterministic_op
+from ..devices import nondeterministic_op, torch_threads
 from ..errors import ConfigError, GlidectlError, WriteError, write_error
 from ..glide.checkpoints import state_sha256
 from . import resume_state as rs
@@ -482,20 +481,6 @@ class Trainer:
 
     def _where(self) -> str:
         return f" (data epoch {self.stream.epoch}, position {self.stream.position})"
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's CPU threads set to ``n`` (0: left as they are) while the block runs, then as
-    they were: ``train.threads`` of one run is not the next run's, or a notebook's."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n > 0:
-            torch.set_num_threads(before)
 
 
 def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter | None = None,
