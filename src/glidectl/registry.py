@@ -74,14 +74,18 @@ class Registry(Generic[T]):
     def unknown_message(self, name: str, also: str = "") -> str:
         """One sentence on an unknown name: the nearest, the registered ones (then ``also``,
         kinds that are not registered, e.g. ", or a schedule file"), the registry's note."""
-        names = sorted(self._lookup)
-        close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.5)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        close = self.nearest(name)
+        hint = f" Did you mean {close!r}?" if close else ""
         return (
             f"Unknown {self.kind} {name!r}.{hint} Available: "
             f"{', '.join(sorted(self._entries))}{also}."
             + (f" {self.unknown_note}" if self.unknown_note else "")
         )
+
+    def nearest(self, name: str) -> str | None:
+        """The registered name or alias nearest ``name`` (a typo's likely meaning), if any."""
+        close = difflib.get_close_matches(name.lower(), sorted(self._lookup), n=1, cutoff=0.5)
+        return close[0] if close else None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -74,11 +74,9 @@ class StageOptions:
         registry = plugins.schedules()
         if schedule == "respaced" or is_schedule_file(schedule) or schedule in registry:
             return
-        import difflib
-
         entry = plugins.samplers().entry(self.sampler)
-        close = difflib.get_close_matches(schedule.lower(), registry.names(), n=1, cutoff=0.5)
-        known = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(registry.names())}"
+        close = registry.nearest(schedule)
+        known = f"did you mean {close!r}?" if close else f"known: {', '.join(registry.names())}"
         raise GlidectlError(
             f"The {entry.name} sampler (plugin {plugins.who(entry.plugin)}) names "
             f"schedule={schedule!r} as its own, which is not registered ({known}); pass "
