@@ -3,23 +3,27 @@
     python benchmarks/bench_gpu.py                      # on a CUDA GPU: official models
     python benchmarks/bench_gpu.py --device cpu --tiny  # the same logic on tiny models (CI)
     python benchmarks/bench_gpu.py --kinds upsample --no-compile --merge  # add to a report
+    python benchmarks/bench_gpu.py --sections busy sampling --merge       # likewise
 
 On one H200 the base model's cases alone took 331 s (torch.compile's warm-up 263 s), so the
 whole run passes 10 minutes: split it by --kinds and add the parts with --merge.
 
-Sections (each prints its figures; all are written to --out as JSON):
-1. training throughput (images/s) and peak memory of the official base and upsampler in bf16
-   autocast at batch 1, 16 and 64 (upsampler: the largest of 64/32/16/8 that fits), eager,
-   with gradient checkpointing, and channels_last (NHWC) against the default layout at batch
-   16 (torch.compile: section 6). Goals: base >= 400 images/s, upsampler >= 75.
-2. sampling throughput: base, 25 dpm++2m steps with guidance 3, then the upsampler (ddpm
+Sections (each prints its figures; all are written to --out as JSON; --sections picks some):
+1. where an eager training step's time goes, base and upsampler at batch 1 and 16: the share
+   of wall time the GPU spends in kernels, the host time of forward, backward and optimizer,
+   the host calls that wait on the GPU, the ops with the most host and GPU time
+   (torch.profiler; a low share means the step waits on Python and kernel launches).
+2. training throughput (images/s) and peak memory of the official base and upsampler in bf16
+   autocast with the engine's fused AdamW at batch 1, 16 and 64 (upsampler: the largest of
+   64/32/16/8 that fits), eager, with gradient checkpointing, and channels_last (NHWC)
+   against the default layout at batch 16 (torch.compile: section 7). Goals: base >= 400
+   images/s, upsampler >= 75.
+3. sampling throughput: base, 25 dpm++2m steps with guidance 3, then the upsampler (ddpm
    fast27), batch 16. Goal: >= 20 upsampled images/s.
-   Before it, the share of an eager training step's wall time the GPU spends in kernels
-   (torch.profiler; a low share means the step waits on Python and launches).
-3. fp16 with a GradScaler through the real engine for 50 steps: no NaN, the loss falls.
-4. two identical engine runs (train.deterministic on a GPU) give identical weights.
-5. the suite's CUDA-only tests (pytest -k cuda).
-6. training with torch.compile (last: its warm-up is the longest part of the run).
+4. fp16 with a GradScaler through the real engine for 50 steps: no NaN, the loss falls.
+5. two identical engine runs (train.deterministic on a GPU) give identical weights.
+6. the suite's CUDA-only tests (pytest -k cuda).
+7. training with torch.compile (last: its warm-up is the longest part of the run).
 Weights are random (speed does not depend on them): nothing is downloaded. A section that
 would pass --budget seconds is skipped and marked so.
 """
@@ -39,6 +43,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("base", "upsample")
+SECTIONS = ("training", "busy", "sampling", "engine", "tests", "compile")
 GOALS = {"base_images_per_s": 400.0, "upsample_images_per_s": 75.0,
          "sampling_upsampled_images_per_s": 20.0}
 
@@ -108,9 +113,12 @@ def make_step(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
     """One forward + backward + AdamW step of ``kind`` at ``batch``, in bf16 autocast on a
     GPU (fp32 elsewhere), as a function returning the loss."""
     import torch
+    from torch.profiler import record_function
 
+    from glidectl.config import TrainConfig
     from glidectl.diffusion import create_diffusion
     from glidectl.glide import create_model
+    from glidectl.training.optimizers import make_optimizer
 
     opts = model_options(kind, tiny)
     torch.manual_seed(0)
@@ -120,7 +128,7 @@ def make_step(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
     model.to(memory_format=fmt)  # oneDNN/cuDNN may prefer NHWC in bf16: measured, not assumed
     step_model = torch.compile(model) if compile else model
     diffusion = create_diffusion(opts.noise_schedule, opts.diffusion_steps)
-    optim = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    optim = make_optimizer(TrainConfig(lr=1e-5), model.named_parameters())  # the engine's
     size = opts.image_size
     x0 = torch.randn(batch, 3, size, size, device=device).clamp(-1, 1).to(memory_format=fmt)
     tokens = torch.randint(0, opts.n_vocab, (batch, opts.text_ctx), device=device)
@@ -132,18 +140,23 @@ def make_step(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
     dev_type = torch.device(device).type
     autocast = dev_type == "cuda"  # bf16 is emulated (slow) on most CPUs: check logic in fp32
 
-    def one_step() -> float:
+    def one_step() -> float:  # the phases are named for busy_case's profile
         t = torch.randint(0, diffusion.num_timesteps, (batch,), device=device)
-        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
+        with record_function("forward"), \
+                torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
             losses = diffusion.training_losses(
                 lambda xt, ts: step_model(xt, ts, tokens, mask, **extra), x0, t)
-        loss = losses["loss"].mean()
+            loss = losses["loss"].mean()
         optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
+        with record_function("backward"):
+            loss.backward()
+        with record_function("optimizer"):
+            optim.step()
         return float(loss.detach())
 
     one_step.precision = "bf16" if autocast else "fp32"  # type: ignore[attr-defined]
+    one_step.optimizer = type(optim).__name__ + (  # type: ignore[attr-defined]
+        " (fused)" if optim.defaults.get("fused") else "")
     return one_step
 
 
@@ -168,13 +181,15 @@ def train_case(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
             "step_ms": 1000 * seconds / steps,
             "warmup_s": warm_s, "peak_memory_gib": _peak_gib(device),
             "memory": memory_word(device), "precision": one_step.precision,
-            "finite": all(math.isfinite(v) for v in losses)}
+            "optimizer": one_step.optimizer, "finite": all(math.isfinite(v) for v in losses)}
 
 
 def busy_case(kind: str, batch: int, *, device: str, tiny: bool, steps: int = 3) -> dict:
-    """How much of an eager training step's wall time the GPU spends in kernels (the sum of
-    the kernels' own times over the profiled steps' wall time), and kernels per step: a low
-    share means the step waits on Python and kernel launches, which torch.compile cuts."""
+    """Where an eager training step's wall time goes: the share the GPU spends in kernels (the
+    sum of the kernels' own times over the profiled steps' wall time), kernels per step, the
+    host time of the forward, backward and optimizer phases, the host calls that wait on the
+    GPU, and the ops with the most host and GPU time. A low busy share with host phases as
+    long as the step means the step waits on Python and kernel launches."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -191,13 +206,32 @@ def busy_case(kind: str, batch: int, *, device: str, tiny: bool, steps: int = 3)
             one_step()
         _sync(device)
         wall = time.perf_counter() - t0
-    figures: dict[str, Any] = {"kind": kind, "batch": batch, "step_ms": 1000 * wall / steps}
+    events = prof.events()
+    figures: dict[str, Any] = {"kind": kind, "batch": batch, "step_ms": 1000 * wall / steps,
+                               "optimizer": one_step.optimizer}
+    host = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
+    figures["host_ms"] = {phase: sum(e.cpu_time_total for e in host if e.name == phase)
+                          / 1000 / steps
+                          for phase in ("forward", "backward", "optimizer")}
+    waits = [e for e in host if e.name in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
+                                             "cudaEventSynchronize", "cudaMemcpy",
+                                             "aten::_local_scalar_dense")]
+    figures["waits_per_step"] = len(waits) / steps
+    figures["wait_ms"] = sum(e.cpu_time_total for e in waits) / 1000 / steps
+
+    def top(key: str) -> list[list]:
+        rows = sorted(prof.key_averages(), key=lambda a: -getattr(a, key, 0))[:12]
+        return [[a.key[:80], a.count / steps, round(getattr(a, key, 0) / 1000 / steps, 3)]
+                for a in rows if getattr(a, key, 0) > 0]
+
+    figures["top_host_ops"] = top("self_cpu_time_total")  # [name, calls/step, ms/step]
     if cuda:
-        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
         busy_us = sum(e.time_range.elapsed_us() for e in kernels)  # time on the GPU
-        figures |= {"gpu_busy": busy_us / 1e6 / wall, "kernels_per_step": len(kernels) / steps}
+        figures |= {"gpu_busy": busy_us / 1e6 / wall, "kernels_per_step": len(kernels) / steps,
+                    "top_gpu_ops": top("self_device_time_total")}
     else:
-        figures |= {"gpu_busy": None, "ops_per_step": len(prof.events()) / steps}
+        figures |= {"gpu_busy": None, "ops_per_step": len(events) / steps}
     return figures
 
 
@@ -388,6 +422,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
     ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
                     help="which models' training cases to run")
+    ap.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                    help="which sections to run (with --merge, the others keep their figures)")
     ap.add_argument("--merge", action="store_true",
                     help="keep what the --out report already holds and this run does not "
                          "measure (another kind's cases, a section skipped here): one "
@@ -418,27 +454,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"bench_gpu on {name} (torch {torch.__version__}{', tiny models' if args.tiny else ''})")
     if check:
         print(f"Note: {check}.", flush=True)
-    print(f"1. training ({'bf16 autocast' if cuda else 'fp32'}, AdamW), eager")
-    report["training"] = training_section(args, budget)
-    print("1b. GPU busy share of an eager training step")
-    report["busy"] = busy_section(args) if budget("busy") else [{"skipped": "budget"}]
-    print("2. sampling")
-    report["sampling"] = sampling_section(args) if budget("sampling") else {"skipped": "budget"}
-    print(f"3-4. engine: {'fp16 + GradScaler' if cuda else 'fp32 (fp16 needs a GPU)'}, "
-          "determinism")
-    report["engine"] = engine_section(args) if budget("engine") else {"skipped": "budget"}
-    if not args.skip_tests and args.device.startswith("cuda"):
-        print("5. CUDA-only tests")
+    run = set(args.sections) - ({"tests"} if args.skip_tests else set()) - (
+        {"compile"} if args.no_compile else set())
+    if "busy" in run:
+        print("1. where an eager training step's time goes")
+        report["busy"] = busy_section(args) if budget("busy") else [{"skipped": "budget"}]
+    if "training" in run:
+        print(f"2. training ({'bf16 autocast' if cuda else 'fp32'}, fused AdamW), eager")
+        report["training"] = training_section(args, budget)
+    if "sampling" in run:
+        print("3. sampling")
+        report["sampling"] = sampling_section(args) if budget("sampling") else {
+            "skipped": "budget"}
+    if "engine" in run:
+        print(f"4-5. engine: {'fp16 + GradScaler' if cuda else 'fp32 (fp16 needs a GPU)'}, "
+              "determinism")
+        report["engine"] = engine_section(args) if budget("engine") else {"skipped": "budget"}
+    if "tests" in run and args.device.startswith("cuda"):
+        print("6. CUDA-only tests")
         report["cuda_tests"] = cuda_tests_section(args) if budget("tests") else {
             "skipped": "budget"}
-    if not args.no_compile:
-        print("6. training with torch.compile")
+    if "compile" in run:
+        print("7. training with torch.compile")
+        report.setdefault("training", [])
         report["training"] += training_section(args, budget, compiled=True)
     report["total_s"] = time.perf_counter() - start
-    report["runs"] = [{"torch": torch.__version__, "kinds": args.kinds,
+    report["runs"] = [{"torch": torch.__version__, "kinds": args.kinds, "sections": sorted(run),
                        "total_s": report["total_s"]}]
     if args.merge and out.is_file():
-        report = merged(json.loads(out.read_text(encoding="utf-8")), report, args.kinds)
+        report = merged(json.loads(out.read_text(encoding="utf-8")), report)
     report["goals_met"] = goals_met(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -447,16 +491,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def busy_section(args: argparse.Namespace) -> list[dict[str, Any]]:
-    mid = 2 if args.tiny else 16
     figures = []
     for kind in KINDS:  # cheap: both models, whatever --kinds says
-        case = busy_case(kind, mid, device=args.device, tiny=args.tiny)
-        busy = case["gpu_busy"]
-        print(f"  {kind:8s} batch {mid:3d} eager: {case['step_ms']:.1f} ms/step profiled, "
-              + (f"GPU busy {100 * busy:.0f} %, {case['kernels_per_step']:.0f} kernels/step"
-                 if busy is not None else f"{case['ops_per_step']:.0f} events/step (no GPU)"),
-              flush=True)
-        figures.append(case)
+        for batch in ([1, 2] if args.tiny else [1, 16]):  # batch 1: the fixed cost of a step
+            case = busy_case(kind, batch, device=args.device, tiny=args.tiny)
+            busy, host = case["gpu_busy"], case["host_ms"]
+            print(f"  {kind:8s} batch {batch:3d} eager: {case['step_ms']:.1f} ms/step profiled "
+                  f"(host: forward {host['forward']:.1f}, backward {host['backward']:.1f}, "
+                  f"optimizer {host['optimizer']:.1f} ms; {case['waits_per_step']:.0f} waits "
+                  f"{case['wait_ms']:.1f} ms), "
+                  + (f"GPU busy {100 * busy:.0f} %, {case['kernels_per_step']:.0f} kernels/step"
+                     if busy is not None else f"{case['ops_per_step']:.0f} events/step (no GPU)"),
+                  flush=True)
+            for name, calls, ms in case["top_host_ops"][:6]:
+                print(f"      host {ms:8.2f} ms/step {calls:7.0f}x  {name}")
+            for name, calls, ms in case.get("top_gpu_ops", [])[:6]:
+                print(f"      gpu  {ms:8.2f} ms/step {calls:7.0f}x  {name}")
+            figures.append(case)
     return figures
 
 
@@ -468,21 +519,25 @@ def _case_key(case: dict[str, Any]) -> tuple:
                                                                "channels_last")))
 
 
-def merged(old: dict[str, Any], new: dict[str, Any], kinds: list[str]) -> dict[str, Any]:
-    """``new`` with what ``old`` measured and ``new`` did not: training cases of the other
-    kinds and those ``new`` skipped, busy shares it did not profile, and sections it skipped
-    or did not run."""
+def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with what ``old`` measured and ``new`` did not: training cases it did not run
+    (the other kind's, compiled ones) or skipped, busy shares it did not profile, and
+    sections it skipped or did not run."""
     if old.get("device") != new["device"] or old.get("tiny") != new["tiny"]:
         sys.exit(f"bench_gpu: --merge: the report holds {old.get('device')} figures "
                  f"(tiny={old.get('tiny')}), not {new['device']}'s (tiny={new['tiny']}); "
                  "give another --out")
     out = dict(new)
-    measured = {_case_key(c): c for c in old.get("training", []) if "skipped" not in c}
-    out["training"] = [c for c in old.get("training", []) if c.get("kind") not in kinds] + [
-        measured.get(_case_key(c), c) if "skipped" in c else c for c in new["training"]]
+    cases = {_case_key(c): c for c in old.get("training", [])}  # old order, new figures
+    for case in new.get("training", []):
+        if "skipped" not in case or "skipped" in cases.get(_case_key(case), case):
+            cases[_case_key(case)] = case
+    out["training"] = list(cases.values())
     if "busy" in old:
-        profiled = {c.get("kind") for c in new.get("busy", []) if "skipped" not in c}
-        out["busy"] = [c for c in old["busy"] if c.get("kind") not in profiled] + [
+        profiled = {(c.get("kind"), c.get("batch")) for c in new.get("busy", [])
+                    if "skipped" not in c}
+        out["busy"] = [c for c in old["busy"]
+                       if (c.get("kind"), c.get("batch")) not in profiled] + [
             c for c in new.get("busy", []) if "skipped" not in c]
     for section in ("sampling", "engine", "cuda_tests"):
         if section in old and "skipped" not in old[section] and (

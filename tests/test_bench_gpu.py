@@ -46,13 +46,17 @@ def test_every_section_runs_and_writes_its_figures(tmp_path, capsys):
     engine = written["engine"]
     assert engine["all_finite"] and engine["identical_weights"]
     assert not engine["deterministic"]  # train.deterministic is for GPUs
-    assert [(c["kind"], c["gpu_busy"]) for c in written["busy"]] == [
-        ("base", None), ("upsample", None)]  # no GPU to be busy; events are counted
-    assert all(c["ops_per_step"] > 100 for c in written["busy"])
+    assert [(c["kind"], c["batch"], c["gpu_busy"]) for c in written["busy"]] == [
+        ("base", 1, None), ("base", 2, None), ("upsample", 1, None), ("upsample", 2, None)]
+    for case in written["busy"]:  # no GPU to be busy; events are counted, phases timed
+        assert case["ops_per_step"] > 100 and case["optimizer"] == "AdamW (fused)"
+        assert all(case["host_ms"][p] > 0 for p in ("forward", "backward", "optimizer"))
+        assert case["top_host_ops"] and all(ms > 0 for _, _, ms in case["top_host_ops"])
     out = capsys.readouterr().out
     assert "upsampled images/s" in out and "images/s" in out and "identical weights" in out
     assert "Note: a logic check on cpu with tiny models: it cannot measure GPU speed" in out
-    assert "1. training (fp32, AdamW)" in out and "3-4. engine: fp32 (fp16 needs a GPU)" in out
+    assert "2. training (fp32, fused AdamW)" in out
+    assert "4-5. engine: fp32 (fp16 needs a GPU)" in out
     assert "max RSS so far" in out and " peak " not in out
     assert set(written["goals_met"].values()) == {None}
 
@@ -138,7 +142,7 @@ def test_merge_keeps_what_the_new_run_did_not_measure():
            "busy": [{"kind": "base", "gpu_busy": 0.3}, {"kind": "upsample", "gpu_busy": 0.9}],
            "sampling": {"upsampled_images_per_s": 25.0}, "engine": {"skipped": "budget"},
            "runs": [{"torch": "2.11", "kinds": ["upsample"], "total_s": 200.0}]}
-    out = bench.merged(old, new, ["upsample"])
+    out = bench.merged(old, new)
     assert out["training"] == [{"kind": "base", "images_per_s": 230.0},
                                {"kind": "upsample", "images_per_s": 40.0}]
     assert out["sampling"] == new["sampling"] and out["engine"] == old["engine"]
@@ -150,7 +154,10 @@ def test_merge_keeps_what_the_new_run_did_not_measure():
     compiled = {"kind": "base", "batch": 16, "compile": True, "images_per_s": 82.8}
     again = {**new, "training": [{"kind": "base", "batch": 16, "asked": 16, "compile": True,
                                   "skipped": "time budget"}]}
-    kept = bench.merged({**old, "training": [compiled]}, again, ["base"])["training"]
+    kept = bench.merged({**old, "training": [compiled]}, again)["training"]
     assert kept == [compiled]  # a case the new run skipped keeps its old figure
+    busy_only = {k: v for k, v in new.items() if k not in ("training", "sampling", "engine")}
+    out = bench.merged(old, busy_only)  # a run of --sections busy keeps every other figure
+    assert out["training"] == old["training"] and out["engine"] == old["engine"]
     with pytest.raises(SystemExit, match="--merge: the report holds H figures"):
-        bench.merged(old, {**new, "device": "cpu"}, ["upsample"])
+        bench.merged(old, {**new, "device": "cpu"})
