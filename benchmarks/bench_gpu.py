@@ -18,6 +18,8 @@ Sections (each prints its figures; all are written to --out as JSON; --sections 
    64/32/16/8 that fits), eager, with gradient checkpointing, and channels_last (NHWC)
    against the default layout at batch 16 (torch.compile: section 7). Goals: base >= 400
    images/s, upsampler >= 75.
+2b. the same steps with the network's forward and backward as CUDA graphs, each beside
+   its eager twin on the same machine (what the host's per-kernel launch cost takes).
 3. sampling throughput: base, 25 dpm++2m steps with guidance 3, then the upsampler (ddpm
    fast27), batch 16. Goal: >= 20 upsampled images/s.
 4. fp16 with a GradScaler through the real engine for 50 steps: no NaN, the loss falls.
@@ -43,7 +45,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("base", "upsample")
-SECTIONS = ("training", "busy", "sampling", "engine", "tests", "compile")
+PHASES = ("forward", "backward", "optimizer")  # a training step's, named in its profile
+SECTIONS = ("training", "busy", "graphs", "sampling", "engine", "tests", "compile")
 GOALS = {"base_images_per_s": 400.0, "upsample_images_per_s": 75.0,
          "sampling_upsampled_images_per_s": 20.0}
 
@@ -109,9 +112,11 @@ def model_options(kind: str, tiny: bool) -> Any:
 
 
 def make_step(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
-              checkpointing: bool, channels_last: bool = False) -> Any:
+              checkpointing: bool, channels_last: bool = False, graphs: bool = False) -> Any:
     """One forward + backward + AdamW step of ``kind`` at ``batch``, in bf16 autocast on a
-    GPU (fp32 elsewhere), as a function returning the loss."""
+    GPU (fp32 elsewhere), as a function returning the loss. ``graphs``: the network's forward
+    and backward replayed as CUDA graphs (torch.cuda.make_graphed_callables), which takes
+    the host's per-kernel launch cost out of the step."""
     import torch
     from torch.profiler import record_function
 
@@ -139,11 +144,15 @@ def make_step(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
         extra["low_res"] = torch.randn(batch, 3, low, low, device=device).clamp(-1, 1)
     dev_type = torch.device(device).type
     autocast = dev_type == "cuda"  # bf16 is emulated (slow) on most CPUs: check logic in fp32
+    # CUDA graphs replay their captured casts: autocast must not cache them across calls
+    amp = dict(device_type=dev_type, dtype=torch.bfloat16, enabled=autocast,
+               cache_enabled=not graphs)
+    if graphs:
+        step_model = _graphed(model, diffusion, x0, tokens, mask, extra, amp)
 
     def one_step() -> float:  # the phases are named for busy_case's profile
         t = torch.randint(0, diffusion.num_timesteps, (batch,), device=device)
-        with record_function("forward"), \
-                torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
+        with record_function("forward"), torch.autocast(**amp):
             losses = diffusion.training_losses(
                 lambda xt, ts: step_model(xt, ts, tokens, mask, **extra), x0, t)
             loss = losses["loss"].mean()
@@ -155,17 +164,50 @@ def make_step(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
         return float(loss.detach())
 
     one_step.precision = "bf16" if autocast else "fp32"  # type: ignore[attr-defined]
+    one_step.graphs = graphs  # type: ignore[attr-defined]
     one_step.optimizer = type(optim).__name__ + (  # type: ignore[attr-defined]
         " (fused)" if optim.defaults.get("fused") else "")
     return one_step
 
 
+def _graphed(model: Any, diffusion: Any, x0: Any, tokens: Any, mask: Any, extra: dict,
+             amp: dict) -> Any:
+    """``model`` as CUDA graphs of its forward and backward, called as the training loss
+    calls the network; captured on the arguments one eager loss computation gives it."""
+    import torch
+
+    class Positional(torch.nn.Module):  # graphed callables take tensors by position only
+        def __init__(self, net: Any):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Any, ts: Any, tok: Any, m: Any, *low_res: Any) -> Any:
+            return self.net(x, ts, tok, m, low_res=low_res[0] if low_res else None)
+
+    seen: list[tuple] = []
+
+    def probe(xt: Any, ts: Any) -> Any:
+        seen.append((xt.detach().clone(), ts.detach().clone()))
+        return model(xt, ts, tokens, mask, **extra)
+
+    cuda = [x0.device] if x0.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.autocast(**amp):  # the steps' draws stay
+        t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), device=x0.device)
+        diffusion.training_losses(probe, x0, t)
+        graphed = torch.cuda.make_graphed_callables(
+            Positional(model), (*seen[0], tokens, mask, *extra.values()),
+            allow_unused_input=True)
+    return lambda xt, ts, tok, m, low_res=None: graphed(
+        xt, ts, tok, m, *([] if low_res is None else [low_res]))
+
+
 def train_case(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
                checkpointing: bool, steps: int, warmup: int,
-               channels_last: bool = False) -> dict[str, Any]:
+               channels_last: bool = False, graphs: bool = False) -> dict[str, Any]:
     """images/s and peak memory of forward + backward + AdamW step in bf16 autocast."""
     one_step = make_step(kind, batch, device=device, tiny=tiny, compile=compile,
-                         checkpointing=checkpointing, channels_last=channels_last)
+                         checkpointing=checkpointing, channels_last=channels_last,
+                         graphs=graphs)
     _reset_peak(device)
     t_compile = time.perf_counter()
     for _ in range(warmup):
@@ -181,7 +223,8 @@ def train_case(kind: str, batch: int, *, device: str, tiny: bool, compile: bool,
             "step_ms": 1000 * seconds / steps,
             "warmup_s": warm_s, "peak_memory_gib": _peak_gib(device),
             "memory": memory_word(device), "precision": one_step.precision,
-            "optimizer": one_step.optimizer, "finite": all(math.isfinite(v) for v in losses)}
+            "optimizer": one_step.optimizer, "cuda_graphs": graphs,
+            "finite": all(math.isfinite(v) for v in losses)}
 
 
 def busy_case(kind: str, batch: int, *, device: str, tiny: bool, steps: int = 3) -> dict:
@@ -211,8 +254,7 @@ def busy_case(kind: str, batch: int, *, device: str, tiny: bool, steps: int = 3)
                                "optimizer": one_step.optimizer}
     host = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
     figures["host_ms"] = {phase: sum(e.cpu_time_total for e in host if e.name == phase)
-                          / 1000 / steps
-                          for phase in ("forward", "backward", "optimizer")}
+                          / 1000 / steps for phase in PHASES}
     waits = [e for e in host if e.name in ("cudaStreamSynchronize", "cudaDeviceSynchronize",
                                              "cudaEventSynchronize", "cudaMemcpy",
                                              "aten::_local_scalar_dense")]
@@ -220,13 +262,15 @@ def busy_case(kind: str, batch: int, *, device: str, tiny: bool, steps: int = 3)
     figures["wait_ms"] = sum(e.cpu_time_total for e in waits) / 1000 / steps
 
     def top(key: str) -> list[list]:
-        rows = sorted(prof.key_averages(), key=lambda a: -getattr(a, key, 0))[:12]
+        rows = sorted((a for a in prof.key_averages() if a.key not in PHASES),
+                      key=lambda a: -getattr(a, key, 0))[:12]
         return [[a.key[:80], a.count / steps, round(getattr(a, key, 0) / 1000 / steps, 3)]
                 for a in rows if getattr(a, key, 0) > 0]
 
     figures["top_host_ops"] = top("self_cpu_time_total")  # [name, calls/step, ms/step]
     if cuda:
-        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+                   and e.name not in PHASES]  # the phases' GPU-side ranges are no kernels
         busy_us = sum(e.time_range.elapsed_us() for e in kernels)  # time on the GPU
         figures |= {"gpu_busy": busy_us / 1e6 / wall, "kernels_per_step": len(kernels) / steps,
                     "top_gpu_ops": top("self_device_time_total")}
@@ -282,6 +326,45 @@ def training_section(args: argparse.Namespace, budget: Any,
         cases.append(case)
         _print_case(case)
     return cases
+
+
+def graphs_section(args: argparse.Namespace, budget: Any) -> list[dict[str, Any]]:
+    """Each case eager and then with the network's forward and backward as CUDA graphs, one
+    after the other on the same machine: what the host's launch cost takes from a step."""
+    if not args.device.startswith("cuda"):
+        print("  skipped: CUDA graphs need a CUDA device", flush=True)
+        return [{"skipped": "no CUDA device"}]
+    pairs = [("base", 16), ("base", 64), ("base", 128), ("upsample", 16)]
+    figures = []
+    for kind, batch in pairs:
+        if not budget(f"graphs {kind} {batch}"):
+            figures.append({"kind": kind, "batch": batch, "skipped": "time budget"})
+            continue
+        pair = {"kind": kind, "batch": batch}
+        for graphs in (False, True):
+            name = "graphs" if graphs else "eager"
+            try:
+                case = train_case(kind, batch, device=args.device, tiny=args.tiny,
+                                  compile=False, checkpointing=False, steps=args.steps,
+                                  warmup=args.warmup, graphs=graphs)
+                pair |= {f"{name}_images_per_s": case["images_per_s"],
+                         f"{name}_step_ms": case["step_ms"],
+                         f"{name}_peak_memory_gib": case["peak_memory_gib"],
+                         f"{name}_finite": case["finite"]}
+            except Exception as exc:  # a capture that fails is a finding, not a crash
+                pair[f"{name}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            import torch
+
+            torch.cuda.empty_cache()
+        if "eager_images_per_s" in pair and "graphs_images_per_s" in pair:
+            pair["speedup"] = pair["graphs_images_per_s"] / pair["eager_images_per_s"]
+        print(f"  {kind:8s} batch {batch:3d}: eager "
+              f"{pair.get('eager_images_per_s', float('nan')):7.1f} images/s, CUDA graphs "
+              f"{pair.get('graphs_images_per_s', float('nan')):7.1f} images/s "
+              f"(peak {pair.get('graphs_peak_memory_gib', float('nan')):.1f} GiB)"
+              + (f"  {pair['graphs_error']}" if "graphs_error" in pair else ""), flush=True)
+        figures.append(pair)
+    return figures
 
 
 def _print_case(case: dict[str, Any]) -> None:
@@ -462,6 +545,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "training" in run:
         print(f"2. training ({'bf16 autocast' if cuda else 'fp32'}, fused AdamW), eager")
         report["training"] = training_section(args, budget)
+    if "graphs" in run:
+        print("2b. training with the network as CUDA graphs, against eager")
+        report["graphs"] = graphs_section(args, budget)
     if "sampling" in run:
         print("3. sampling")
         report["sampling"] = sampling_section(args) if budget("sampling") else {
@@ -516,7 +602,8 @@ def _case_key(case: dict[str, Any]) -> tuple:
     fits), which reports before ``asked`` give as ``batch``."""
     asked = case["asked"] if "asked" in case else case.get("batch")
     return (case.get("kind"), asked, *(case.get(k) for k in ("compile", "checkpointing",
-                                                               "channels_last")))
+                                                               "channels_last")),
+            case.get("cuda_graphs", False))
 
 
 def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -539,6 +626,8 @@ def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         out["busy"] = [c for c in old["busy"]
                        if (c.get("kind"), c.get("batch")) not in profiled] + [
             c for c in new.get("busy", []) if "skipped" not in c]
+    if "graphs" in old and "graphs" not in new:
+        out["graphs"] = old["graphs"]
     for section in ("sampling", "engine", "cuda_tests"):
         if section in old and "skipped" not in old[section] and (
                 section not in new or "skipped" in new[section]):

@@ -161,3 +161,25 @@ def test_merge_keeps_what_the_new_run_did_not_measure():
     assert out["training"] == old["training"] and out["engine"] == old["engine"]
     with pytest.raises(SystemExit, match="--merge: the report holds H figures"):
         bench.merged(old, {**new, "device": "cpu"})
+
+
+@pytest.mark.parametrize("kind", ["base", "upsample"])
+def test_the_graphed_step_gives_the_network_what_the_eager_one_does(monkeypatch, kind):
+    """The CUDA-graph case captures the network on the arguments the training loss gives it
+    (the upsampler's low-res image by position): checked on the CPU with capture replaced by
+    the module itself, a step gives the eager step's loss."""
+    import torch
+
+    captured = []
+
+    def capture(module, args, **kwargs):
+        captured.append([tuple(a.shape) for a in args])
+        return module
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", capture)
+    bench = load_bench()
+    losses = [bench.make_step(kind, 2, device="cpu", tiny=True, compile=False,
+                              checkpointing=False, graphs=graphs)() for graphs in (False, True)]
+    assert len(captured) == 1 and captured[0][0][0] == 2
+    assert len(captured[0]) == (5 if kind == "upsample" else 4)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
