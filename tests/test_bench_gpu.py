@@ -45,7 +45,8 @@ def test_every_section_runs_and_writes_its_figures(tmp_path, capsys):
     assert sampling["images"] == sampling["batch"] == 4 and sampling["finite"]
     engine = written["engine"]
     assert engine["all_finite"] and engine["identical_weights"]
-    assert not engine["deterministic"]  # train.deterministic is for GPUs
+    gpu = torch.cuda.is_available()  # the engine trains there whatever --device says
+    assert engine["deterministic"] == gpu  # train.deterministic is for GPUs
     assert [(c["kind"], c["batch"], c["gpu_busy"]) for c in written["busy"]] == [
         ("base", 1, None), ("base", 2, None), ("upsample", 1, None), ("upsample", 2, None)]
     for case in written["busy"]:  # no GPU to be busy; events are counted, phases timed
@@ -56,7 +57,8 @@ def test_every_section_runs_and_writes_its_figures(tmp_path, capsys):
     assert "upsampled images/s" in out and "images/s" in out and "identical weights" in out
     assert "Note: a logic check on cpu with tiny models: it cannot measure GPU speed" in out
     assert "2. training (fp32, fused AdamW)" in out
-    assert "4-5. engine: fp32 (fp16 needs a GPU)" in out
+    assert ("4-5. engine: fp16 + GradScaler" if gpu else
+            "4-5. engine: fp32 (fp16 needs a GPU)") in out
     assert "max RSS so far" in out and " peak " not in out
     assert set(written["goals_met"].values()) == {None}
 
@@ -183,3 +185,21 @@ def test_the_graphed_step_gives_the_network_what_the_eager_one_does(monkeypatch,
     assert len(captured) == 1 and captured[0][0][0] == 2
     assert len(captured[0]) == (5 if kind == "upsample" else 4)
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_a_failing_section_leaves_the_report_of_the_others(tmp_path, capsys):
+    """A GPU run once stopped at sampling (no GPT-2 vocabulary on the machine) with a
+    traceback, and the busy and CUDA-graph figures it had measured were never written."""
+    bench = load_bench()
+
+    def no_vocabulary(args):
+        raise RuntimeError("The GPT-2 vocabulary is not available\nsecond line")
+
+    bench.sampling_section = no_vocabulary
+    out = tmp_path / "gpu.json"
+    bench.main(["--device", "cpu", "--tiny", "--sections", "sampling", "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert written["sampling"] == {"error": "RuntimeError: The GPT-2 vocabulary is not available"}
+    assert "failed: RuntimeError: The GPT-2 vocabulary" in capsys.readouterr().out
+    old = {"device": "cpu", "tiny": True, "sampling": {"upsampled_images_per_s": 3.0}}
+    assert bench.merged(old, written)["sampling"] == old["sampling"]  # the error keeps them

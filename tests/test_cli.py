@@ -98,6 +98,23 @@ def test_plugins_prints_json():
         assert {"name", "hooks"} <= set(item)
 
 
+@pytest.mark.parametrize("version", ["0.27.2", "0.12.5"])
+def test_an_older_typer_is_one_sentence_not_a_traceback(monkeypatch, capsys, version):
+    """Typer < 0.29 (as a CUDA image with typer 0.27.2 has) crashed while building the app:
+    an AttributeError there, `Path | None` options passed as str by older ones."""
+    import typer
+
+    from glidectl.cli import app
+
+    monkeypatch.setattr(typer, "__version__", version)
+    with pytest.raises(SystemExit) as done:
+        app.main(["plugins"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == (
+        f"Error: glidectl needs typer >= 0.29, and typer {version} is installed: run pip "
+        "install -U 'typer>=0.29'.\n")
+
+
 def test_ctrl_c_while_starting_is_one_line_and_exit_130(monkeypatch, capsys):
     """Ctrl-C before a command runs (loading plugins, building the app) is no traceback."""
     from glidectl.cli import app

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -42,9 +43,9 @@ def _flags_without_a_type_column() -> None:
     """Typer prints ``<bool>`` beside on/off flags, which take no value: show nothing there."""
     from typer.core import TyperOption
 
-    if getattr(TyperOption.display_type_rich, "_glidectl", False):
+    shown = getattr(TyperOption, "display_type_rich", None)  # typer >= 0.29
+    if shown is None or getattr(shown, "_glidectl", False):
         return
-    shown = TyperOption.display_type_rich
 
     def display_type_rich(self: TyperOption, ctx: object) -> str | None:
         return None if self.is_flag and self.metavar is None else shown(self, ctx)
@@ -155,18 +156,27 @@ def _abort_on_ctrl_c(command: typer.core.TyperGroup) -> None:
     command.invoke = invoke_or_abort  # type: ignore[method-assign]
 
 
+TYPER_MIN = (0, 29)  # pyproject.toml's bound: older ones pass `Path | None` options as str
+
+
+def _check_typer(version: str) -> None:
+    """One sentence instead of a traceback where an older typer is installed (pip keeps the
+    bound; an install with --no-deps, or into an image that pins typer, does not)."""
+    parts = re.match(r"(\d+)\.(\d+)", version)
+    if parts and tuple(map(int, parts.groups())) < TYPER_MIN:
+        fail(f"glidectl needs typer >= {'.'.join(map(str, TYPER_MIN))}, and typer {version} "
+             "is installed: run pip install -U 'typer>=0.29'.", 2)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``glidectl`` console script.
 
     User-caused errors (bad flags, configs, files) become one line on stderr and exit code 2;
     anything else is a bug and keeps its traceback.
     """
+    _check_typer(typer.__version__)
     from typer import exceptions as typer_exc
-
-    try:  # typer >= 0.26 vendors click
-        from typer._click import exceptions as click_exc
-    except ImportError:  # pragma: no cover
-        from click import exceptions as click_exc
+    from typer._click import exceptions as click_exc  # typer >= 0.26 vendors click
 
     try:
         command = typer.main.get_command(build_app())
