@@ -61,6 +61,39 @@ def test_defaults_file_set_precedence(tmp_path):
     assert cfg.train.batch_size == GlideConfig().train.batch_size  # default kept
 
 
+def test_a_config_saved_with_a_byte_order_mark_or_given_as_a_pipe_is_read(tmp_path):
+    """Windows Notepad writes a BOM ("invalid TOML at line 1, column 1" before), and
+    --config <(...) gives a pipe ("does not exist" before)."""
+    import os
+
+    path = tmp_path / "glide.toml"
+    path.write_bytes("\ufeff[train]\nsteps = 7\n".encode())
+    assert load_config(path).train.steps == 7
+    read, write = os.pipe()
+    os.write(write, b"[train]\nsteps = 9\n")
+    os.close(write)
+    try:
+        assert load_config(f"/dev/fd/{read}").train.steps == 9
+    finally:
+        os.close(read)
+
+
+def test_a_config_that_cannot_be_read_is_one_sentence(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    path = tmp_path / "glide.toml"
+    path.write_text("[train]\n")
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    with pytest.raises(ConfigError, match=r"^Config file '.*glide.toml' cannot be read "
+                                          r"\(Permission denied\); check that it is a "
+                                          r"readable file\.$"):
+        load_config(path)
+
+
 def test_int_is_accepted_for_float():
     assert load_config(None, ["train.lr=1"]).train.lr == 1.0
 

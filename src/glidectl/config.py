@@ -586,15 +586,18 @@ def _read_toml(p: Path) -> dict[str, Any]:
         raise ConfigError(
             f"Config file {str(p)!r} is a folder; pass a .toml file instead ({hint})."
         )
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(
             f"Config file {str(p)!r}{from_here(p)} does not exist; pass an existing .toml "
             "file."
         )
-    try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+    try:  # a pipe (--config <(...)) reads too; Notepad's byte-order mark is dropped
+        return tomllib.loads(p.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: is not UTF-8 text; save it as a UTF-8 TOML file.") from None
+    except OSError as exc:
+        raise ConfigError(f"Config file {str(p)!r} cannot be read ({exc.strerror}); check "
+                          "that it is a readable file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}.") from None
 
