@@ -255,6 +255,8 @@ def test_a_run_folder_without_a_checkpoint_yet_says_so(capsys, weights, tmp_path
         ("sample", "a cat", "--base", weights["base"], "--lora", run_dir),
         ("export", run_dir, "-o", tmp_path / "x.safetensors"),
         ("lora", "merge", run_dir, "-o", tmp_path / "m.safetensors"),
+        ("export", run_dir, "--out", tmp_path / "x.safetensors"),  # as sample and eval say
+        ("lora", "merge", run_dir, "--out", tmp_path / "m.safetensors"),
     ]
     for args in commands:
         res = in_process(capsys, *args)

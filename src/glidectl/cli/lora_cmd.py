@@ -65,7 +65,8 @@ def register(app: typer.Typer) -> None:
             help="Base model spec (openai:base, a .pt/.safetensors file, a run dir); "
                  "default: the adapter's recorded base.",
         ),
-        output: Path = typer.Option(..., "--output", "-o", help="The .safetensors file to write."),
+        output: Path = typer.Option(..., "--output", "--out", "-o",
+                                    help="The .safetensors file to write."),
         scale: float = typer.Option(1.0, "--scale", help="Adapter strength multiplier."),
         force: bool = typer.Option(False, "--force", help="Overwrite --output if it exists."),
     ) -> None:

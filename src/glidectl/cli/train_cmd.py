@@ -144,7 +144,8 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
         run: Path = typer.Argument(..., help="A run folder (runs/<name>) or a checkpoint folder."),
-        output: Path = typer.Option(..., "--output", "-o", help="The .safetensors file to write."),
+        output: Path = typer.Option(..., "--output", "--out", "-o",
+                                    help="The .safetensors file to write."),
         ema: bool | None = typer.Option(
             None, "--ema/--no-ema", help="EMA weights (default when the run has them) or raw."
         ),
