@@ -173,25 +173,28 @@ def test_an_epoch_short_of_one_batch_says_what_it_held(tmp_path, data_cfg, byte_
 
 def test_an_epoch_split_over_workers_too_thin_for_a_batch_says_to_lower_workers(
         tmp_path, data_cfg, byte_tok):
-    """Five images and batch 4 train with one process, but two workers batch 3 and 2 of
-    them: "lower train.batch_size" alone hid that fewer workers would do."""
+    """Ten images, five without a caption, and batch 4 train with one process, but two
+    workers batch only their own valid ones: "lower train.batch_size" alone hid that fewer
+    workers would do. (Ten good images would read with two workers of five: each holds a
+    batch.)"""
     from glidectl.training.data_stream import DataStream
 
-    root = tmp_path / "five"
+    root = tmp_path / "ten"
     root.mkdir()
-    for i in range(5):
+    for i in range(10):
         (root / f"{i}.png").write_bytes(encode(photo(40, 40, i), "PNG"))
-        (root / f"{i}.txt").write_text(f"caption {i}")
+        if i % 2:
+            (root / f"{i}.txt").write_text(f"caption {i}")
     ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=16, text_ctx=8)
     assert DataStream(ds, batch_size=4).next()["tokens"].shape[0] == 4  # one process: fine
     ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=16, text_ctx=8)
     with pytest.raises(GlidectlError) as info:
         DataStream(ds, batch_size=4, workers=2).next()
     assert str(info.value) == (
-        "The training data gave not one batch of 4 (5 valid samples): with data.workers = 2 "
-        "each worker makes batches of only its own share of them; lower data.workers (0: one "
-        "process reads them all), check data.source (see `glidectl dataset inspect`) or "
-        "lower train.batch_size.")
+        "The training data gave not one batch of 4 (5 valid samples, 5 rejected "
+        "(missing_caption: 5)): with data.workers = 2 each worker makes batches of only its "
+        "own share of them; lower data.workers (0: one process reads them all), check "
+        "data.source (see `glidectl dataset inspect`) or lower train.batch_size.")
 
 
 def test_nothing_valid_with_workers_is_still_one_line(tmp_path, data_cfg, byte_tok):

@@ -257,6 +257,25 @@ def test_steps_are_optimizer_steps_across_accumulation_and_epochs(tiny):
     assert trainer.stream.epoch == 1 and trainer.stream.position == 4  # micro-batches
 
 
+def test_three_images_train_in_batches_of_four_across_epochs(tiny, image_folder):
+    """A DreamBooth-sized folder with a bigger batch and data.workers = 4 (was "not one batch
+    of 4"): one worker, train.epochs counts the images read, and the checkpoint records the
+    workers the run started with."""
+    for path in image_folder.glob("img[3-7].*"):
+        path.unlink()
+    cfg = tiny(train=dict(steps=0, epochs=4, batch_size=4),
+               data=dict(source=str(image_folder), workers=4), checkpoint=dict(every=3))
+    trainer = Trainer(cfg, quiet=True)
+    assert trainer.total_steps == 3 and trainer.stream.workers == 1  # 4 x 3 images
+    assert any("each batch runs on into the next epoch" in n for n in trainer._notes)
+    result = trainer.run()
+    assert result.step == 3 and trainer.stream.epoch == 3 and trainer.stream.cursors == [3]
+    from glidectl.training.resume_state import read_state_file
+
+    train = read_state_file(result.checkpoint / "state" / "train.json")
+    assert train["data"]["workers"] == {"asked": 4, "used": 1}
+
+
 def test_a_run_keeps_only_its_last_records_in_memory_and_all_in_the_file(tiny, monkeypatch):
     from glidectl.training import state
     from glidectl.training.metrics import read_metrics

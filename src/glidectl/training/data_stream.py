@@ -7,10 +7,16 @@ had taken for the batches the loop consumed (datasets tag samples with ``_cursor
 whose turn is next; a resumed stream hands those counts to the dataset
 (``set_resume``), which skips that many samples per worker before decoding anything.
 Datasets without ``set_resume`` are skipped sample by sample instead.
+
+A small dataset (:mod:`glidectl.data.batching`) is read by only as many workers as each hold
+a batch, and when one process's epoch is shorter than a batch, its one worker reads the
+epochs one after another and cuts batches across them; a batch that ends in a later epoch
+moves the cursor to that epoch, so a resume inside such a run continues exactly.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from ..data.batching import repeat_note, spans_epochs, workers_for, workers_note
 from ..errors import GlidectlError
 
 _EPOCH_END = object()
@@ -78,31 +85,50 @@ def _dead_worker(items: Any, wait: float = 2.0) -> str | None:
 
 
 class WorkerBatches(IterableDataset):
-    """Full batches of ``batch_size`` from one worker, tagged ``_worker`` and ``_cursor``,
-    then an end marker ``{"_worker": w, "_end": True}``."""
+    """Full batches of ``batch_size`` from one worker, tagged ``_worker``, ``_cursor`` and
+    ``_epoch`` (where the batch ended), then an end marker ``{"_worker": w, "_end": True}``.
+    ``span`` (one worker, an epoch shorter than a batch): the epochs from ``epoch`` on are read
+    one after another and batches cut across them, without end."""
 
-    def __init__(self, dataset: IterableDataset, batch_size: int, skip: list[int]):
+    def __init__(self, dataset: IterableDataset, batch_size: int, skip: list[int],
+                 epoch: int = 0, span: bool = False):
         super().__init__()
         self.dataset, self.batch_size, self.skip = dataset, batch_size, skip
+        self.epoch, self.span = epoch, span
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = torch.utils.data.get_worker_info()
-        worker = 0 if info is None else info.id
-        skip = self.skip[worker] if worker < len(self.skip) else 0
+    def _items(self, skip: int) -> tuple[Iterator[dict[str, Any]], int]:
+        """The dataset's samples after the first ``skip``, and how many were drawn to skip."""
         items = iter(self.dataset)
         counted = 0
         if skip and not hasattr(self.dataset, "set_resume"):  # skip by drawing samples
             for counted, _ in enumerate(items, start=1):
                 if counted >= skip:
                     break
+        return items, counted
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        skip = self.skip[worker] if worker < len(self.skip) else 0
+        epoch = self.epoch
         batch: list[dict[str, Any]] = []
-        for item in items:
-            counted += 1
-            cursor = item.pop("_cursor", counted)
-            batch.append(item)
-            if len(batch) == self.batch_size:
-                yield {**collate(batch), "_worker": worker, "_cursor": int(cursor)}
-                batch = []
+        while True:
+            items, counted = self._items(skip)
+            for item in items:
+                counted += 1
+                cursor = item.pop("_cursor", counted)
+                batch.append(item)
+                if len(batch) == self.batch_size:
+                    yield {**collate(batch), "_worker": worker, "_cursor": int(cursor),
+                           "_epoch": epoch}
+                    batch = []
+            if not self.span or (counted == 0 and not skip):  # an empty epoch ends it
+                break
+            epoch, skip = epoch + 1, 0  # the batch goes on with the next epoch's shuffle
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            if hasattr(self.dataset, "set_resume"):
+                self.dataset.set_resume([0])
         yield {"_worker": worker, "_end": True}
 
 
@@ -111,7 +137,8 @@ class DataStream:
 
     ``epoch``/``position`` (batches taken this epoch) and the per-worker cursor advance on
     the consumer side (what the loop actually took), so prefetching workers never make a
-    checkpoint skip data.
+    checkpoint skip data. ``workers`` is what ``data.workers`` asks; ``self.workers`` the
+    DataLoader workers that read (fewer for a small dataset, see :meth:`notes`).
     """
 
     def __init__(self, dataset: IterableDataset, *, batch_size: int, rank: int = 0,
@@ -120,13 +147,32 @@ class DataStream:
             raise TypeError("DataStream reads iterable datasets (glidectl.data.build_dataset)")
         self.dataset = dataset
         self.batch_size = batch_size
-        self.rank, self.world, self.seed, self.workers = rank, world, seed, workers
+        self.rank, self.world, self.seed, self.asked = rank, world, seed, int(workers)
         self.global_batch = batch_size * world
-        self.slots = max(int(workers), 1)
+        self._use_workers(workers_for(self.asked, self.per_process, batch_size))
         self.last_wait = 0.0
         self._start_epoch(0)
         self._ranks: list[list[int]] | None = None
         self._iter: Iterator[Any] | None = None
+
+    @property
+    def per_process(self) -> int | None:
+        """Samples one process reads an epoch (the smallest share), when the dataset says
+        how many it holds and ends (None for an endless, resampled one)."""
+        n = getattr(self.dataset, "num_samples", None)
+        return None if not n or getattr(self.dataset, "resampled", False) else n // self.world
+
+    def _use_workers(self, workers: int) -> None:
+        self.workers, self.slots = int(workers), max(int(workers), 1)
+        self.span = self.slots == 1 and spans_epochs(self.per_process, self.batch_size)
+
+    def notes(self) -> list[str]:
+        """Why fewer workers read than ``data.workers`` asks, and that batches span epochs."""
+        return [n for n in (
+            workers_note(self.asked, self.workers, self.per_process, self.batch_size,
+                         self.world),
+            repeat_note(self.per_process, self.batch_size, self.world) if self.span else None)
+            if n]
 
     def _start_epoch(self, epoch: int) -> None:
         self.epoch, self.position, self.next_worker = epoch, 0, 0
@@ -138,6 +184,16 @@ class DataStream:
         n = getattr(self.dataset, "num_samples", None)
         return None if not n else max(1, n // self.global_batch // grad_accum)
 
+    def total_steps(self, epochs: int, grad_accum: int) -> int | None:
+        """Optimizer steps for ``epochs`` epochs, when the data's length is known; batches
+        that span epochs take ``epochs`` × the epoch's samples."""
+        n = getattr(self.dataset, "num_samples", None)
+        if not n:
+            return None
+        if self.span:
+            return max(1, math.ceil(epochs * n / (self.global_batch * grad_accum)))
+        return epochs * max(1, n // self.global_batch // grad_accum)
+
     def _epoch(self) -> Iterator[Any]:
         """This epoch's batches in worker order, from the cursor on; then ``_EPOCH_END``."""
         if hasattr(self.dataset, "set_epoch"):
@@ -146,8 +202,9 @@ class DataStream:
             self.dataset.set_resume(list(self.cursors))
         fresh = self.position == 0
         loader = DataLoader(
-            WorkerBatches(self.dataset, self.batch_size, list(self.cursors)), batch_size=None,
-            num_workers=self.workers, collate_fn=_as_is,
+            WorkerBatches(self.dataset, self.batch_size, list(self.cursors), self.epoch,
+                          self.span), batch_size=None, num_workers=self.workers,
+            collate_fn=_as_is,
         )
         items = iter(loader)
         pending: dict[int, deque[dict[str, Any]]] = {w: deque() for w in range(self.slots)}
@@ -187,8 +244,10 @@ class DataStream:
                 "files or shards")
             fewer = "" if self.world == 1 else ", run fewer processes or split the data into "\
                 "more files"
+            asked = f"data.workers = {self.asked}" if self.asked == self.slots else \
+                f"{self.slots} workers (data.workers = {self.asked})"
             workers = "" if self.slots == 1 else (  # each worker batches only what it reads
-                f": with data.workers = {self.slots} each worker makes batches of only its "
+                f": with {asked} each worker makes batches of only its "
                 "own share of them; lower data.workers (0: one process reads them all),")
             raise GlidectlError(
                 f"The training data gave not one batch of {self.batch_size}{share}"
@@ -213,7 +272,9 @@ class DataStream:
             batch = next(self._iter)
         self.last_wait = time.perf_counter() - t0
         self._ranks = None  # gathered cursors are stale now
-        w = int(batch.pop("_worker"))
+        w, epoch = int(batch.pop("_worker")), int(batch.pop("_epoch"))
+        if epoch != self.epoch:  # a batch that ran on into a later epoch
+            self._start_epoch(epoch)
         self.cursors[w] = int(batch.pop("_cursor"))
         self.next_worker = (w + 1) % self.slots
         self.position += 1
@@ -245,19 +306,26 @@ class DataStream:
         rows = self._ranks if self._ranks is not None else [self._row()]
         if len(rows) != self.world:  # a single process saving for itself
             rows = [self._row() if r == self.rank else [] for r in range(self.world)]
-        return {"epoch": self.epoch, "position": self.position, "ranks": rows}
+        return {"epoch": self.epoch, "position": self.position, "ranks": rows,
+                "workers": {"asked": self.asked, "used": self.workers}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.close()
         rows = state.get("ranks") or []
         row = [int(v) for v in rows[self.rank]] if self.rank < len(rows) else []
+        record = state.get("workers")
+        if not isinstance(record, dict):  # saved before workers were fitted to the data
+            self._use_workers(self.asked)
+        elif record.get("asked") == self.asked and 0 <= int(record["used"]) <= self.asked:
+            self._use_workers(int(record["used"]))  # the count the run started with
         if len(row) < 4:  # no cursor for this process: start its saved epoch over
             self._start_epoch(int(state["epoch"]))
         elif row[3] != self.slots:
             raise GlidectlError(
                 f"The checkpoint's data cursor is for {row[3]} DataLoader worker(s) per "
                 f"process, this run has {self.slots}; resume with the data.workers the run "
-                "was saved with, so the epoch continues exactly."
+                "was saved with" + (f" ({record['asked']})" if isinstance(record, dict) else "")
+                + ", so the epoch continues exactly."
             )
         else:
             epoch, position, next_worker, slots = row[:4]

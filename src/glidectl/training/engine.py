@@ -141,6 +141,7 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
         if self.resume_from is not None:
             self._load(self.resume_from)
+        self._notes += self.stream.notes()  # after a resume: it keeps the run's workers
         if self.main:  # after the resume state is read: a refused resume leaves the run as it was
             save_config(cfg, self.run_dir.config)
         self.display = Display(

@@ -19,13 +19,13 @@ from .trackers import tracker_names
 
 def total_steps(cfg: GlideConfig, stream: DataStream) -> int:
     if cfg.train.epochs > 0:
-        per_epoch = stream.steps_per_epoch(cfg.train.grad_accum)
-        if per_epoch is None:
+        steps = stream.total_steps(cfg.train.epochs, cfg.train.grad_accum)
+        if steps is None:
             raise GlidectlError(
                 "train.epochs needs data of known length; these webdataset shards do not say "
                 "how many samples they hold, so set train.steps instead."
             )
-        return cfg.train.epochs * per_epoch
+        return steps
     if cfg.train.steps <= 0:
         raise GlidectlError("train.steps must be positive (or set train.epochs).")
     return cfg.train.steps

@@ -115,6 +115,11 @@ class WithoutKeys(IterableDataset):
         reads = getattr(self.dataset, "reads_per_epoch", lambda key: 1)
         return None if not n else max(0, n - sum(reads(k) for k in self.keys))
 
+    @property
+    def resampled(self) -> bool:
+        """An endless stream (``data.resampled``)."""
+        return bool(getattr(self.dataset, "resampled", False))
+
     def stats(self) -> dict[str, Any]:
         return self.dataset.stats()
 
