@@ -235,3 +235,26 @@ def test_inspect_names_where_rejected_samples_keep_their_captions_and_images(wri
         "data.caption_key = \"caption\" to read it.",
         "1 sample without a .jpg/.png/.jpeg/.webp image (data.image_key) carries a .tif file: "
         "set data.image_key = \"jpg;png;jpeg;webp;tif\" to read it."]
+
+
+def test_inspect_says_how_a_small_dataset_is_batched(tmp_path):
+    """Three images in batches of 4 repeat across epochs, and ten leave two of four workers
+    out: inspect says so, as training will."""
+    for n in (3, 10):
+        root = tmp_path / f"n{n}"
+        root.mkdir()
+        for i in range(n):
+            (root / f"{i}.png").write_bytes(encode(photo(40, 40, i), "PNG"))
+            (root / f"{i}.txt").write_text(f"picture {i}")
+    args = ("--tokenizer", "byte", "-s", "train.batch_size=4", "-s", "data.workers=4")
+    out = invoke("dataset", "inspect", str(tmp_path / "n3"), *args)
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert ("Batches (train.batch_size = 4): 3 samples are fewer than a batch of 4: each batch "
+            "runs on into the next epoch (a fresh shuffle), so images repeat.") in text
+    out = invoke("dataset", "inspect", str(tmp_path / "n10"), "--json", *args)
+    assert json.loads(out.output)["batching"] == [
+        "data.workers = 4: using 2 DataLoader workers, as 10 samples make 2 batches of 4 and a "
+        "worker batches only its own share (one holding less than a batch would leave it out)."]
+    out = invoke("dataset", "inspect", str(tmp_path / "n10"), "--json", "--tokenizer", "byte")
+    assert json.loads(out.output)["batching"] == []  # batches of 8 (the default), no workers

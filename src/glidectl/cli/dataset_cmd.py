@@ -133,6 +133,9 @@ def _render(report: Any) -> None:
         console.print(table)
     for note in report.notes:
         console.print(f"[yellow]Warning:[/] {escape(note)}", highlight=False)
+    for note in report.batching:  # a small dataset in batches of train.batch_size
+        console.print(f"Batches (train.batch_size = {report.batch_size}): {escape(note)}",
+                      highlight=False)
     if report.preview:
         console.print(f"preview grid: {report.preview}")
     if report.benchmark:
@@ -213,7 +216,7 @@ def register(app: typer.Typer) -> None:
         report = inspect_source(
             cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg, config is not None), limit=limit,
             text_ctx=text_ctx or _model_text_ctx(cfg, config is not None), image_size=size,
-            preview=preview, benchmark=benchmark,
+            preview=preview, benchmark=benchmark, batch_size=cfg.train.batch_size,
         )
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -19,6 +19,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from ..config import DataConfig
+from .batching import batch_notes
 from .dataset import SamplePipeline, build_dataset
 from .images import Rejected
 from .records import RawSample
@@ -66,6 +67,9 @@ class InspectReport:
     preview: str | None = None
     benchmark: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)  # what the source left out, in sentences
+    # how training cuts an epoch into train.batch_size batches with data.workers workers
+    batch_size: int | None = None
+    batching: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,9 +96,10 @@ def _ordered(counts: Counter[str], labels: list[str]) -> dict[str, int]:
 def inspect_source(
     data_cfg: DataConfig, *, tokenizer: Any, limit: int = 1000, text_ctx: int = 128,
     image_size: int = 64, preview: str | Path | None = None, preview_count: int = 16,
-    benchmark: bool = False, benchmark_samples: int = 200,
+    benchmark: bool = False, benchmark_samples: int = 200, batch_size: int | None = None,
 ) -> InspectReport:
-    """Scan up to ``limit`` samples of ``data_cfg.source`` and describe them."""
+    """Scan up to ``limit`` samples of ``data_cfg.source`` and describe them; ``batch_size``
+    (``train.batch_size``): also say how training batches an epoch with ``data.workers``."""
     dataset = build_dataset(
         data_cfg, tokenizer=tokenizer, image_size=image_size, text_ctx=text_ctx, train=False
     )
@@ -106,6 +111,9 @@ def inspect_source(
     )
     if (per_epoch := samples_per_epoch(source)) != source.num_samples:
         report.samples_per_epoch = per_epoch
+    if batch_size and not data_cfg.resampled:  # as training decides, from the epoch's length
+        report.batch_size = batch_size
+        report.batching = batch_notes(per_epoch, batch_size, data_cfg.workers)
     if callable(table := getattr(source, "kohya_table", None)):
         report.kohya_folders = table()
     if callable(table := getattr(source, "concept_table", None)):
