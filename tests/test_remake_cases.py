@@ -271,3 +271,74 @@ def test_an_upsampler_preview_says_it_cannot_be_made_again_and_what_can(tmp_path
         read_remake(png)
     assert f"{png} is a preview of an 'upsample' model: it was made" in str(err.value)
     assert f"pass --base none --upsampler {step} --low-res IMAGE." in str(err.value)
+
+
+def test_eval_records_the_vocabulary_its_prompts_were_tokenized_with(capsys, tmp_path,
+                                                                     gpt2_vocab, monkeypatch):
+    """eval takes --vocab-dir as sample does; its PNGs record the vocabulary as sample's do,
+    so --from-png uses it; --resume keeps the run's and --skip-existing refuses another."""
+    from test_remake import _swapped_vocab
+
+    from glidectl import tokenizer
+    from glidectl.glide import save_weights
+
+    monkeypatch.setenv(tokenizer.VOCAB_ENV, str(gpt2_vocab))  # this machine's default
+    save_weights(tiny_glide("base", 3, tokenizer="gpt2"), tmp_path / "base.safetensors")
+    other = _swapped_vocab(gpt2_vocab, tmp_path / "other")
+    (tmp_path / "p.txt").write_text("cat a dog\n", encoding="utf-8")
+    out = tmp_path / "e"
+    run = ("eval", tmp_path / "p.txt", "--base", tmp_path / "base.safetensors", "--upsampler",
+           "none", "--steps", 2, "--device", "cpu", "--out", out)
+    res = in_process(capsys, *run, "--vocab-dir", other)
+    assert res.returncode == 0, res.stderr
+    png = next(out.glob("000_*.png"))
+    record = json.loads(Image.open(png).text["glidectl"])
+    meta = json.loads((out / "metadata.json").read_text())
+    made = {"vocab_sha256": tokenizer.vocab_sha256(other), "vocab_dir": str(other)}
+    assert {k: record[k] for k in made} == {k: meta[k] for k in made} == made
+    assert made["vocab_sha256"] != tokenizer.vocab_sha256(gpt2_vocab)
+    again, said = remade(capsys, png, tmp_path / "again")
+    assert "Not as" not in said and np.array_equal(pixels(again), pixels(png))
+
+    res = in_process(capsys, *run, "--skip-existing")  # the default vocabulary: another
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "--skip-existing: the GPT-2 vocabulary found by default" in res.stderr
+    assert f"is not the one in {str(other)!r} that made the images" in res.stderr
+    assert "pass --vocab-dir DIR" in res.stderr
+    assert json.loads((out / "metadata.json").read_text()) == meta
+    res = in_process(capsys, *run, "--resume")  # the run's own
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "metadata.json").read_text())["vocab_dir"] == str(other)
+
+
+def test_a_preview_records_the_vocabulary_of_the_config(capsys, tmp_path, gpt2_vocab,
+                                                        monkeypatch):
+    """A GPT-2 model's preview records model.vocab_dir's vocabulary as sample's PNGs do;
+    --from-png uses it, and another one is one sentence naming --vocab-dir."""
+    from test_remake import _swapped_vocab
+    from tiny_configs import tiny_config
+
+    from glidectl import tokenizer
+    from glidectl.config import save_config
+
+    monkeypatch.setenv(tokenizer.VOCAB_ENV, str(gpt2_vocab))  # this machine's default
+    other = _swapped_vocab(gpt2_vocab, tmp_path / "other")
+    cfg = tiny_config(tmp_path, model={"tokenizer": "gpt2", "vocab_dir": str(other)},
+                      data={"demo_size": 4, "resolution": 16}, train={"steps": 1},
+                      checkpoint={"every": 1},
+                      preview={"every": 1, "steps": 2, "prompts": ["cat a dog"]})
+    save_config(cfg, tmp_path / "t.toml")
+    res = in_process(capsys, "train", "--config", tmp_path / "t.toml", "--no-live")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "runs" / "t" / "previews" / "step-000001.png"
+    text = Image.open(png).text
+    assert text["vocab_sha256"] == tokenizer.vocab_sha256(other) != \
+        tokenizer.vocab_sha256(gpt2_vocab)
+    assert text["vocab_dir"] == str(other)
+    again, said = remade(capsys, png, tmp_path / "again")
+    assert "Not as" not in said
+    shutil.rmtree(other)
+    tokenizer.clear_cache()
+    message = refused(capsys, "--from-png", png)
+    assert f"made with the GPT-2 vocabulary in {str(other)!r}" in message
+    assert "pass --vocab-dir DIR" in message

@@ -93,6 +93,7 @@ class Plan:
     used: list[str] = field(default_factory=list)  # what the model reads of each prompt
     cut: dict[int, str] = field(default_factory=dict)  # what it reads of prompts it cuts
     width: int = 0  # digits of the index in file names (0: as a new run numbers them)
+    vocab: dict[str, Any] = field(default_factory=dict)  # tokenizer.vocab_record's
 
     def __post_init__(self) -> None:
         self.used = self.used or list(self.prompts)
@@ -153,6 +154,7 @@ class RunOptions:
     clip_weights: str | None = None
     fid_reference: str | None = None  # images (folder, data source) or an .npz of stats
     fid_weights: str | None = None  # local Inception weights (glidectl.fid)
+    vocab_dir: str | None = None  # GPT-2 vocabulary folder (None: the default one)
     wandb_project: str = ""
     wandb_entity: str = ""
     wandb_mode: str = "auto"  # glidectl.config.WANDB_MODES; auto: WANDB_MODE, else online
@@ -220,13 +222,15 @@ def _load_clip(options: RunOptions, settings: EvalSettings, device: str) -> tupl
 
 
 def png_text(settings: EvalSettings, prompt: str, seed: int, candidate: int,
-             used: str | None = None, cut: bool = False) -> dict[str, str]:
-    """The generation parameters written into each PNG (deterministic: no times, no paths);
-    ``used``/``cut`` as :func:`glidectl.out_dir.prompt_record` takes them."""
+             used: str | None = None, cut: bool = False,
+             vocab: dict[str, Any] | None = None) -> dict[str, str]:
+    """The generation parameters written into each PNG (deterministic: no times); ``used``/
+    ``cut`` as :func:`glidectl.out_dir.prompt_record` takes them; ``vocab``: the GPT-2
+    vocabulary's record (:func:`glidectl.tokenizer.vocab_record`), as sample's PNGs keep it."""
     return {
         **prompt_record(prompt, used, cut), "seed": str(seed), "candidate": str(candidate),
-        "glidectl": json.dumps({"version": __version__, **settings.fingerprint()},
-                               sort_keys=True),
+        "glidectl": json.dumps({"version": __version__, **settings.fingerprint(),
+                                **(vocab or {})}, sort_keys=True),
     }
 
 
@@ -246,7 +250,7 @@ def _write_prompt(out: Path, plan: Plan, i: int, candidates: dict[int, Any],
     for stem, j in zip(plan.stems(i), keep, strict=True):
         write_pair(out, stem, candidates[j], caption,
                    png_text(s, prompt, image_seed(s.seed, i, j), j,
-                            plan.cut.get(i, caption), i in plan.cut))
+                            plan.cut.get(i, caption), i in plan.cut, plan.vocab))
 
 
 
@@ -257,7 +261,9 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
     :data:`glidectl.eval_settings.FLAG_NAMES`) and notes saying where defaults came from:
     with --resume the run's recorded settings, else the base model's recommendations.
     :func:`run_eval` checks what the run needs and says the notes (its ``notes``) once it
-    can start, so a run that cannot start says nothing about itself first."""
+    can start, so a run that cannot start says nothing about itself first. With --resume
+    it sets ``options.out`` to the run it read and, unless given, ``options.vocab_dir`` to
+    the GPT-2 vocabulary folder that run recorded."""
     from .devices import pick_device, pick_precision
     from .model_cost import local_weights
     from .pipeline import recommended_settings, resolve_upsampler
@@ -273,6 +279,9 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
             check_resume(prior, out, prompts, {}, {})
         if precision is None:
             notes = []
+        options.out = out  # the run read here, even if a newer one appears before run_eval
+        if options.vocab_dir is None and isinstance(prior.get("vocab_dir"), str):
+            options.vocab_dir = prior["vocab_dir"]
         paths = recorded_paths(prior, out)
         settings, more = resolve_settings(flags, chosen.name if precision else None,
                                           recorded=prior["settings"], out=out, paths=paths)
@@ -404,7 +413,7 @@ def _finish(out: Path, plan: Plan, fresh: set[int], scorer: Any, clip_reason: st
                           if m.absent is None and m.values[k] is not None}
     save_png(grid(cells, labels, n), out / GRID_FILE, {"glidectl": json.dumps(
         {"version": __version__, "prompts": header["prompts"][:shown],
-         **plan.settings.fingerprint()}, sort_keys=True)})
+         **plan.settings.fingerprint(), **plan.vocab}, sort_keys=True)})
     return {"metrics": {m.name: m.summary() for m in results}, "images": records,
             "grid": GRID_FILE, "grid_holds": {"first_prompts": shown, "images": len(cells),
                                               "of_images": len(records)}}
@@ -414,9 +423,11 @@ def _load(settings: EvalSettings, options: RunOptions, device: str) -> tuple[Any
     from .pipeline import GlidePipeline
 
     t0 = time.perf_counter()
+    vocab_dir = options.vocab_dir and str(Path(options.vocab_dir).expanduser().resolve())
     pipeline = GlidePipeline.from_specs(settings.where("base"), settings.where("upsampler"),
                                         loras=settings.where("loras"), device=device,
-                                        precision=settings.precision, compile=options.compile)
+                                        precision=settings.precision, compile=options.compile,
+                                        vocab_dir=vocab_dir)
     return pipeline, time.perf_counter() - t0
 
 
@@ -483,6 +494,24 @@ def _check_continues(options: RunOptions, prior: dict[str, Any] | None, out: Pat
     else:
         check_same_run(prior, out, settings.fingerprint(), models, schedules,
                        "--skip-existing", settings.located())
+    _check_vocab(options, prior or {}, out, header)
+
+
+def _check_vocab(options: RunOptions, prior: dict[str, Any], out: Path,
+                 header: dict[str, Any]) -> None:
+    """Raise when the GPT-2 vocabulary differs from the one that made the images kept
+    (runs from before it was recorded, and dry runs, which load none, are not checked)."""
+    was, now = prior.get("vocab_sha256"), header.get("vocab_sha256")
+    if not (was and now) or was == now:
+        return
+    flag, leave = (("--resume", "drop --resume") if options.resume
+                   else ("--skip-existing", "use another --out"))
+    here = f"in {header['vocab_dir']!r}" if header.get("vocab_dir") else "found by default"
+    made = f"the one in {prior['vocab_dir']!r}" if prior.get("vocab_dir") else "the default one"
+    raise GlidectlError(
+        f"{flag}: the GPT-2 vocabulary {here} (sha256 {now[:12]}…) is not {made} that made "
+        f"the images in {str(out)!r} (sha256 {was[:12]}…); pass --vocab-dir DIR with that "
+        f"vocabulary, or {leave}.")
 
 
 def _grid_max(options: RunOptions, prior: dict[str, Any] | None, emit: EventFn) -> int:
@@ -553,6 +582,7 @@ def run_eval(
         pipeline, load_s = _load(settings, options, device)
     stage_opts = settings.stage_options()  # an unusable schedule: one sentence, nothing written
     per_batch = {s: pipeline.calls_per_batch(s, stage_opts[s]) for s in pipeline.stage_models()}
+    plan.vocab = pipeline.vocab_record()
     for text in [*notes, *metric_notes]:  # about a run that starts: said once it can
         emit("note", text=text)
     with claim_folder(out, numbered=options.out is None and not options.resume) as out:
@@ -567,6 +597,7 @@ def run_eval(
         calls = plan.model_calls(lambda stage: per_batch.get(stage, 0))
         models = pipeline.models_info()
         header = _header(prompts_file, prompts, out, settings, models, device, options)
+        header.update(plan.vocab)
         header["grid_max"] = grid_max = _grid_max(options, prior, emit)
         if _continues(options, prior, out):
             _check_continues(options, prior, out, prompts, settings, models, header)

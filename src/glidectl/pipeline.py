@@ -227,19 +227,14 @@ class GlidePipeline:
         self.compiled = False  # torch.compile'd by from_specs
         self.vocab_dir = vocab_dir  # as given: PNGs record it beside the vocabulary's sha256
 
-    def _vocab_record(self, base_stage: bool = True) -> dict[str, Any]:
-        """The GPT-2 vocabulary the prompt was tokenized with (its sha256, and ``vocab_dir``
-        as given), when a stage that runs reads one: other vocabulary files give other
-        tokens, and so other pictures."""
-        from .tokenizer import GPT2Tokenizer
+    def vocab_record(self, base_stage: bool = True) -> dict[str, Any]:
+        """:func:`glidectl.tokenizer.vocab_record` of the stages that run (``base_stage``:
+        whether the base model samples)."""
+        from .tokenizer import vocab_record
 
-        used = [tok for tok, ran in ((self.tokenizer, base_stage and self.base is not None),
-                                     (self.upsampler_tokenizer, self.upsampler is not None))
-                if ran and isinstance(tok, GPT2Tokenizer)]
-        if not used:
-            return {}
-        return {"vocab_sha256": used[0].sha256,
-                "vocab_dir": str(self.vocab_dir) if self.vocab_dir else None}
+        return vocab_record([tok for tok, ran in (
+            (self.tokenizer, base_stage and self.base is not None),
+            (self.upsampler_tokenizer, self.upsampler is not None)) if ran], self.vocab_dir)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -363,7 +358,7 @@ class GlidePipeline:
                 "dynamic_threshold": opts.dynamic_threshold,
             })
         first = (base if base_stage and self.base is not None else up)
-        record.update(self._vocab_record(base_stage))
+        record.update(self.vocab_record(base_stage))
         loras = [x for r in self.records.values() for x in r.loras]
         record.update({
             "sigma_max": first.sigma_max, "quantize_t": first.quantize_t or None,

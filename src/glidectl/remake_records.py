@@ -163,7 +163,9 @@ def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
     values.update(precision=rec.get("precision"), batch_size=int(rec.get("batch_size") or 1))
     values = {k: v for k, v in values.items() if v is not None}
     remake = Remake(png, "eval", values, prompt_sha256=text.get("prompt_sha256"),
-                    plugins=None)
+                    plugins=None, vocab_sha256=rec.get("vocab_sha256"))
+    if rec.get("vocab_sha256"):
+        values["vocab_dir"] = rec.get("vocab_dir")  # None: the default vocabulary
     meta = read_metadata(png.parent / META_FILE)
     if meta is None:
         remake.batch = 1
@@ -257,7 +259,9 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
         "batch_size": int(text["batch_size"]), "upsampler": "none",
     }
     remake = Remake(png, "training preview", values, plugins=_json_list(text.get("plugins")),
-                    plugins_known=True)
+                    plugins_known=True, vocab_sha256=text.get("vocab_sha256"))
+    if text.get("vocab_sha256"):
+        values["vocab_dir"] = text.get("vocab_dir")  # None: the default vocabulary
     if adapter is not None:
         values["lora"] = [f"{adapter}:1.0"]
         remake.notes.append("A LoRA run's previews compute its adapters unmerged; --lora merges "

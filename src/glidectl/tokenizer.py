@@ -205,6 +205,18 @@ def vocab_sha256(vocab_dir: str | os.PathLike[str] | None = None) -> str:
     return tokenizer.sha256
 
 
+def vocab_record(tokenizers: Sequence[Any], vocab_dir: str | os.PathLike[str] | None
+                 ) -> dict[str, Any]:
+    """What a picture records of the GPT-2 vocabulary that tokenized its prompt, given the
+    tokenizers of the stages that ran: ``vocab_sha256`` (:attr:`GPT2Tokenizer.sha256`) and
+    ``vocab_dir`` as given (None: the default one); {} when no stage read GPT-2's. Other
+    vocabulary files give other tokens, and so other pictures."""
+    used = [tok for tok in tokenizers if isinstance(tok, GPT2Tokenizer)]
+    if not used:
+        return {}
+    return {"vocab_sha256": used[0].sha256, "vocab_dir": str(vocab_dir) if vocab_dir else None}
+
+
 def get_tokenizer(name: str = "gpt2", vocab_dir: str | os.PathLike[str] | None = None) -> Tokenizer:
     """The tokenizer called ``name`` ("gpt2" or "byte"); ``vocab_dir`` is for gpt2 only."""
     if name == "gpt2":

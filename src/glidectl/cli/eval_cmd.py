@@ -204,6 +204,9 @@ def register(app: typer.Typer) -> None:
         precision: str | None = typer.Option(
             None, "--precision", help=PRECISION_HELP + " Default auto."),
         compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks."),
+        vocab_dir: str | None = typer.Option(
+            None, "--vocab-dir", help="GPT-2 vocabulary folder (encoder.json, vocab.bpe; "
+            "--resume: the run's)."),
         lora: list[str] | None = typer.Option(
             None, "--lora", help="LoRA adapter PATH[:SCALE] (repeatable)."),
         rerank: int | None = typer.Option(
@@ -240,6 +243,7 @@ def register(app: typer.Typer) -> None:
         options = RunOptions(
             out=out, resume=resume, skip_existing=skip_existing, dry_run=dry_run,
             device=device, compile=compile_, clip_model=clip_model, clip_weights=clip_weights,
+            vocab_dir=vocab_dir,
             fid_reference=fid, fid_weights=fid_weights,
             wandb_project=wandb_project, wandb_entity=wandb_entity, wandb_mode=wandb_mode,
             grid_max=grid_max,

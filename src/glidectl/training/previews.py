@@ -111,6 +111,7 @@ class Previewer:
     def __init__(self, cfg: GlideConfig, bundle: Any, model: torch.nn.Module,
                  holdout: Any, max_items: int = 8, precision: str = "fp32"):
         self.cfg = cfg.preview
+        self.vocab_dir = cfg.model.vocab_dir or None  # as given: the PNGs record it
         self.precision = precision  # training's: accelerate autocasts the model's forward
         self.bundle = bundle
         self.model = model
@@ -168,10 +169,12 @@ class Previewer:
         """What makes the preview images, as PNG text: sampler, steps, schedule (the
         sampler's own when ``[preview]`` names none), guidance, seed (image i: seed + i),
         precision (training's, which ``glidectl sample --precision auto`` may not pick),
-        the device type, glidectl's version and the plugins whose sampler or schedule ran."""
+        the device type, the GPT-2 vocabulary (as sample records it; ``vocab_dir`` only when
+        given), glidectl's version and the plugins whose sampler or schedule ran."""
         from .. import __version__
         from ..eval_settings import own_schedule
         from ..plugins import plugins_used
+        from ..tokenizer import vocab_record
 
         used = preview_sampling(self.cfg, self.super_res)
         schedule = used.get("schedule") or own_schedule(used["sampler"])
@@ -179,6 +182,8 @@ class Previewer:
                 "guidance": str(used["guidance"]), "seed": str(self.cfg.seed),
                 "precision": self.precision, "batch_size": str(len(self.prompts)),
                 "device": next(self.model.parameters()).device.type, "glidectl": __version__}
+        vocab = vocab_record([self.bundle.tokenizer], self.vocab_dir)
+        text.update({k: v for k, v in vocab.items() if v is not None})
         if plugins := plugins_used([used["sampler"]], [schedule]):
             text["plugins"] = json.dumps(plugins)
         return text
