@@ -1427,9 +1427,107 @@ def test_eval_checks_what_a_run_needs_once(tmp_path, tiny_base, capsys, monkeypa
         raise GlidectlError("stopped after the checks.")
 
     monkeypatch.setattr(evaluation, "_load_metrics", stop)
-    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
     (tmp_path / "ref").mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / "ref" / f"{i}.png")
     res = in_process(capsys, "eval", prompts, "--device", "cpu", "--base", tiny_base,
                      "--fid", tmp_path / "ref", "--out", tmp_path / "o")
     assert res.returncode == 2 and "stopped after the checks" in res.stderr, res.stderr
     assert res.stdout == "" and sorted(calls) == ["check_models", "check_reference"]
+
+
+def test_a_fid_reference_or_a_run_too_small_to_score_is_refused_before_any_image(
+        tmp_path, tiny_base, capsys):
+    """A --fid folder without 2 files that open as images (notes, truncated headers, one
+    image) or a run of one image: one sentence before any model loads (it failed after every
+    image was made, leaving the run 'running')."""
+    from test_sample_cmd import in_process
+
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    one = write_prompts(tmp_path / "one.txt", PROMPTS[:1])
+    junk, single = tmp_path / "junk", tmp_path / "single"
+    junk.mkdir()
+    single.mkdir()
+    (junk / "notes.txt").write_text("not an image")
+    (junk / "a.png").write_bytes(b"not a png")
+    Image.new("RGB", (8, 8)).save(single / "0.png")
+    cases = [(prompts, junk, "holds no image (1 file named as an image does not open)"),
+             (prompts, single, "holds 1 file that opens as an image; FID/KID need at least 2"),
+             (one, single, "--fid needs at least 2 images to score, but this run makes 1")]
+    for file, reference, reason in cases:
+        res = in_process(capsys, "eval", file, "--base", tiny_base, "--device", "cpu",
+                         "--fid", reference, "--out", tmp_path / "o")
+        assert res.returncode == 2 and res.stdout == "", res.stdout
+        assert res.stderr.count("\n") == 1 and reason in res.stderr, res.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_fid_that_fails_as_the_references_are_read_is_absent_and_the_run_complete(
+        tmp_path, tiny_base, stack, monkeypatch):
+    """References whose headers open but whose pixels do not: FID is absent with the
+    reason and metadata.json says the run is complete (it stayed 'running', so --resume
+    failed the same way)."""
+    from test_fid import ColourStats
+
+    from glidectl import fid
+
+    monkeypatch.setattr(fid, "inception_features", lambda weights: fid.Features(ColourStats()))
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for i in range(2):
+        Image.new("RGB", (40, 40), (i, 9, 9)).save(ref / f"{i}.png")
+        data = (ref / f"{i}.png").read_bytes()
+        (ref / f"{i}.png").write_bytes(data[:len(data) // 2])  # cut in its pixel data
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    report = run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu",
+                                                    fid_reference=str(ref)), pipeline=stack)
+    meta = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert meta["status"] == "complete" and meta["counts"]["images"] == 2
+    assert "no images found" in meta["metrics"]["fid"]["absent"]
+    assert report.metadata["metrics"]["fid"] == meta["metrics"]["fid"]
+
+
+def test_a_resume_or_skip_existing_of_another_run_says_only_why(tmp_path, tiny_base, stack,
+                                                                capsys):
+    """Other prompts under --resume, other settings under --skip-existing: one sentence,
+    with no line about the run before it and no model loaded (it said the run's notes and
+    loaded its models first)."""
+    from test_sample_cmd import in_process
+
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    other = write_prompts(tmp_path / "q.txt", PROMPTS[1:2])
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu"), pipeline=stack)
+    before = outputs(tmp_path / "o")
+    meta = (tmp_path / "o" / "metadata.json").read_bytes()
+    cases = [([other, "--resume"], "--resume: the prompts differ from the run in"),
+             ([prompts, "--skip-existing", "--base", tiny_base, "--sampler", "euler",
+               "--steps", "3", "--precision", "fp32"],
+              "--skip-existing: --steps 3 differs from 2")]
+    for args, reason in cases:
+        res = in_process(capsys, "eval", *args, "--device", "cpu", "--out", tmp_path / "o")
+        assert res.returncode == 2 and res.stdout == "", res.stdout
+        assert res.stderr.startswith("Error:") and res.stderr.count("\n") == 1, res.stderr
+        assert reason in res.stderr, res.stderr
+    assert outputs(tmp_path / "o") == before
+    assert (tmp_path / "o" / "metadata.json").read_bytes() == meta
+
+
+def test_resume_continues_the_run_whose_settings_it_read(tmp_path, tiny_base, stack):
+    """settings_for reads the latest run's settings; an eval that starts a newer folder
+    before run_eval does leaves that run the one continued (run_eval picked the latest
+    again: the other folder, under the first one's settings)."""
+    from glidectl.evaluation import settings_for
+
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    root = tmp_path / "eval"
+    made = run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST),
+                    RunOptions(eval_root=root, device="cpu"), pipeline=stack)
+    options = RunOptions(eval_root=root, resume=True, device="cpu")
+    settings, _ = settings_for(prompts, {}, options)
+    shutil.copytree(made.out, root / "0002")  # another eval's folder, started meanwhile
+    (root / "0002" / "metadata.json").write_text(json.dumps({"settings": {}}))
+    again = run_eval(prompts, settings, options, pipeline=stack)
+    assert again.out == made.out and again.metadata["counts"]["kept"] == 1

@@ -301,10 +301,12 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
     return settings, notes + more
 
 
-def check_inputs(settings: EvalSettings, options: RunOptions, models: bool = True) -> None:
+def check_inputs(settings: EvalSettings, options: RunOptions, models: bool = True,
+                 prompts: int | None = None) -> None:
     """One sentence, before anything about the run is said or a model loads, for what it
     needs and cannot use: its models (found on disk, headers read; ``models=False``: loaded
-    already) and LoRA adapters, and but for a dry run W&B and the ``--fid`` reference."""
+    already) and LoRA adapters, and but for a dry run W&B and the ``--fid`` reference (and
+    enough images to score: ``prompts`` × n)."""
     if models:
         from .lora import parse_lora_spec, read_adapter
         from .model_cost import check_models
@@ -319,7 +321,8 @@ def check_inputs(settings: EvalSettings, options: RunOptions, models: bool = Tru
     if options.fid_reference:
         from .fid import check_reference
 
-        check_reference(str(options.fid_reference))
+        check_reference(str(options.fid_reference),
+                        None if prompts is None else prompts * settings.n)
 
 
 def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: EvalSettings,
@@ -560,7 +563,8 @@ def run_eval(
     plugins.samplers().get(settings.base_stage.sampler)  # typos fail before any loading
     if settings.upsampler:
         plugins.samplers().get(settings.upsample_stage.sampler)
-    check_inputs(settings, options, models=pipeline is None)  # before any note or loading
+    check_inputs(settings, options, models=pipeline is None,  # before any note or loading
+                 prompts=len(prompts))
     if options.dry_run:
         from .model_cost import dry_run_plan
         from .pipeline import file_sha256
@@ -576,6 +580,9 @@ def run_eval(
         for text in notes:
             emit("note", text=text)
         return EvalReport(out, {**header, "plan": info}, dry_run=True)
+    if _continues(options, prior, out):  # other prompts or settings: refused before any note
+        _check_continues(options, prior, out, prompts, settings, {},  # weights: once loaded
+                         _header(prompts_file, prompts, out, settings, {}, device, options))
     scorer, clip_reason, fid_features, metric_notes = _load_metrics(options, settings, device)
     load_s = 0.0
     if pipeline is None:
@@ -620,7 +627,10 @@ def run_eval(
             fid = FidStream(str(options.fid_reference), fid_features)
         fields = _finish(out, plan, fresh, scorer, clip_reason, header, grid_max, fid)
         if fid is not None:
-            result = fid.result()
+            try:
+                result = fid.result()
+            except GlidectlError as exc:  # e.g. references that open but do not decode:
+                result = {"fid_missing": str(exc)}  # the run's images and metadata stay
             fields["metrics"]["fid"] = ({"absent": result["fid_missing"]} if "fid_missing" in result
                                         else result)
         generated = len(fresh) * settings.n

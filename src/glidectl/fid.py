@@ -295,13 +295,19 @@ def fid_against_stats(fake: list[torch.Tensor], reference: str) -> dict[str, Any
             "kid_missing": "the reference is statistics, and KID needs reference images"}
 
 
-def check_reference(reference: str) -> None:
-    """Refuse a ``--fid`` reference that cannot be read, before any image is generated."""
+def check_reference(reference: str, generated: int | None = None) -> None:
+    """Refuse a ``--fid`` reference that cannot be read (a folder: one without 2 files that
+    open as images), or a run of fewer than 2 images (``generated``), before any image is
+    generated."""
+    if generated is not None and generated < 2:
+        raise GlidectlError(f"--fid needs at least 2 images to score, but this run makes "
+                            f"{generated}; add a prompt or pass --n 2.")
     if is_stats_file(reference):
         reference_stats(reference)
         return
     path = Path(reference).expanduser()
     if path.is_dir():
+        _check_folder(reference, path)
         return
     from .config import DataConfig
     from .data.sources import open_source
@@ -315,6 +321,38 @@ def check_reference(reference: str) -> None:
             f"--fid {reference!r} does not exist; pass a folder of images, another data "
             "source or an .npz of reference statistics."
         ) from None
+
+
+def _check_folder(reference: str, folder: Path) -> None:
+    """One sentence unless 2 of the folder's files (any depth) open as images, as
+    :func:`reference_images` reads them: a header is read, no pixels."""
+    from PIL import Image
+
+    from .data.records import IMAGE_EXTENSIONS
+
+    named, opened, others = 0, 0, 0
+    for path in folder.rglob("*"):
+        if not path.name.lower().endswith(IMAGE_EXTENSIONS):
+            others += path.is_file()
+            continue
+        named += 1
+        try:
+            with Image.open(path):
+                opened += 1
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+        if opened == 2:
+            return
+    found = (f"{opened} file that opens as an image" if opened else "no image")
+    if named > opened:
+        bad = named - opened
+        found += (f" ({bad} file named as an image does not open)" if bad == 1 else
+                  f" ({bad} files named as images do not open)")
+    elif others:
+        found += f" (and {others} other file{'s' * (others > 1)})"
+    raise GlidectlError(f"--fid {reference!r} holds {found}; FID/KID need at least 2 reference "
+                        "images: pass a folder of images, another data source or an .npz of "
+                        "reference statistics.")
 
 
 FAKE_BATCH = 64  # generated images a feature batch holds
