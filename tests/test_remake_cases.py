@@ -289,6 +289,10 @@ def test_eval_records_the_vocabulary_its_prompts_were_tokenized_with(capsys, tmp
     out = tmp_path / "e"
     run = ("eval", tmp_path / "p.txt", "--base", tmp_path / "base.safetensors", "--upsampler",
            "none", "--steps", 2, "--device", "cpu", "--out", out)
+    monkeypatch.setenv(tokenizer.VOCAB_ENV, str(tmp_path / "none"))  # no default one
+    res = in_process(capsys, *run, "--vocab-dir", other, "--dry-run")  # times a call
+    assert res.returncode == 0 and "estimated time" in res.stdout, res.stderr
+    monkeypatch.setenv(tokenizer.VOCAB_ENV, str(gpt2_vocab))
     res = in_process(capsys, *run, "--vocab-dir", other)
     assert res.returncode == 0, res.stderr
     png = next(out.glob("000_*.png"))

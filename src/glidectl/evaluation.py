@@ -422,15 +422,20 @@ def _finish(out: Path, plan: Plan, fresh: set[int], scorer: Any, clip_reason: st
                                               "of_images": len(records)}}
 
 
+def _vocab_dir(options: RunOptions) -> str | None:
+    """``--vocab-dir`` as an absolute path (what metadata.json and the PNGs record, so
+    --resume and --from-png find it from any working directory), or None."""
+    return str(Path(options.vocab_dir).expanduser().resolve()) if options.vocab_dir else None
+
+
 def _load(settings: EvalSettings, options: RunOptions, device: str) -> tuple[Any, float]:
     from .pipeline import GlidePipeline
 
     t0 = time.perf_counter()
-    vocab_dir = options.vocab_dir and str(Path(options.vocab_dir).expanduser().resolve())
     pipeline = GlidePipeline.from_specs(settings.where("base"), settings.where("upsampler"),
                                         loras=settings.where("loras"), device=device,
                                         precision=settings.precision, compile=options.compile,
-                                        vocab_dir=vocab_dir)
+                                        vocab_dir=_vocab_dir(options))
     return pipeline, time.perf_counter() - t0
 
 
@@ -571,7 +576,7 @@ def run_eval(
 
         if options.resume or options.skip_existing:
             plan.mark_done(out)
-        models, info = dry_run_plan(plan, settings, device, pipeline)
+        models, info = dry_run_plan(plan, settings, device, pipeline, _vocab_dir(options))
         header = _header(prompts_file, prompts, out, settings, models, device, options)
         if _continues(options, prior, out):  # the plan of a run the real one would refuse
             hashes = {stage: {"sha256": file_sha256(m["path"])} for stage, m in models.items()

@@ -106,10 +106,11 @@ def model_cost(options: Any, batch: int, guided: bool) -> dict[str, Any]:
             "flops_per_call": int(counter.get_total_flops())}
 
 
-def dry_run_plan(plan: Any, settings: Any, device: str,
-                 pipeline: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def dry_run_plan(plan: Any, settings: Any, device: str, pipeline: Any = None,
+                 vocab_dir: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(models, plan) without loading weights: sizes and FLOPs from each model's options;
-    one timed call per stage only when the weights are already on disk (or loaded)."""
+    one timed call per stage only when the weights are already on disk (or loaded; GPT-2
+    models read the vocabulary in ``vocab_dir``, None: the default one)."""
     from .pipeline import check_pair, stage_model_calls
     from .sampling import sigma_table_for
 
@@ -137,7 +138,7 @@ def dry_run_plan(plan: Any, settings: Any, device: str,
 
         pipeline = GlidePipeline.from_specs(where["base"], where["upsample"],
                                             loras=settings.where("loras"), device=device,
-                                            precision=settings.precision)
+                                            precision=settings.precision, vocab_dir=vocab_dir)
     if pipeline is not None:
         for stage in calls:
             per_call[stage] = pipeline.time_call(stage, settings.batch_size, stage_opts[stage])
