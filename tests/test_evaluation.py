@@ -1531,3 +1531,39 @@ def test_resume_continues_the_run_whose_settings_it_read(tmp_path, tiny_base, st
     (root / "0002" / "metadata.json").write_text(json.dumps({"settings": {}}))
     again = run_eval(prompts, settings, options, pipeline=stack)
     assert again.out == made.out and again.metadata["counts"]["kept"] == 1
+
+
+def test_ctrl_c_keeps_finished_prompts_and_names_the_resume_that_ends_the_same(
+        tmp_path, tiny_base, capsys, monkeypatch):
+    """Ctrl-C after the first prompt's images: exit 130, the line names the --resume
+    command, and that command ends with an uninterrupted run's bytes."""
+    import shlex
+
+    from test_sample_cmd import in_process
+
+    from glidectl import evaluation
+
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:3])
+    args = ("--base", tiny_base, "--sampler", "euler", "--steps", 2, "--batch-size", 1,
+            "--device", "cpu", "--precision", "fp32")
+    res = in_process(capsys, "eval", prompts, *args, "--out", tmp_path / "whole")
+    assert res.returncode == 0, res.stderr
+    real, written = evaluation.write_pair, []
+
+    def interrupted(*a, **k):
+        if written:
+            raise KeyboardInterrupt
+        written.append(real(*a, **k))
+
+    monkeypatch.setattr(evaluation, "write_pair", interrupted)
+    res = in_process(capsys, "eval", prompts, *args, "--out", tmp_path / "cut")
+    assert res.returncode == 130 and "Traceback" not in res.stderr + res.stdout
+    said = " ".join((res.stdout + res.stderr).split())
+    resume = said.split("Continue with `")[1].split("`")[0]
+    assert resume == shlex.join(["glidectl", "eval", str(prompts), "--resume", "--out",
+                                 str(tmp_path / "cut")])
+    assert len([p for p in (tmp_path / "cut").glob("*.png")]) == 1
+    monkeypatch.setattr(evaluation, "write_pair", real)
+    res = in_process(capsys, *shlex.split(resume)[1:])
+    assert res.returncode == 0, res.stderr
+    assert outputs(tmp_path / "cut") == outputs(tmp_path / "whole")
