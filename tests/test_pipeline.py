@@ -308,10 +308,27 @@ def test_library_arguments_of_the_wrong_kind_are_named(base) -> None:
     pipe = GlidePipeline(base)
     with pytest.raises(TypeError, match="a prompt string or a list of prompt strings"):
         pipe.generate(["a", None], sampler="euler", steps=2)  # was: no attribute 'lower'
-    with pytest.raises(ValueError, match="output must be 'pil' or 'tensor'"):
+    with pytest.raises(GlidectlError, match="output must be one of 'pil', 'np', 'tensor', "
+                       "got 'numpy'"):
         pipe.generate(["a"], output="numpy", sampler="euler", steps=2)  # was: PIL images
     images = pipe.generate((p for p in ["a"]), sampler="euler", steps=2)  # any iterable
     assert len(images) == 1
+
+
+def test_np_output_is_float32_nhwc_in_0_1_as_the_pil_images(base) -> None:
+    """``output="np"`` as diffusers' ``output_type="np"``: the PIL pictures' pixels / 255,
+    before their 8-bit rounding."""
+    import numpy as np
+
+    from glidectl.pipeline import GlidePipeline
+
+    kw = dict(n=2, seed=5, sampler="euler", steps=2)
+    pipe = GlidePipeline(base)
+    arr = pipe.generate(["a"], output="np", **kw)
+    pil = np.stack([np.asarray(im) for im in pipe.generate(["a"], **kw)])
+    assert isinstance(arr, np.ndarray) and arr.dtype == np.float32
+    assert arr.shape == pil.shape == (2, 8, 8, 3) and 0 <= arr.min() and arr.max() <= 1
+    assert np.abs(arr * 255 - pil).max() <= 0.5 + 1e-3
 
 
 def test_numbers_of_the_wrong_kind_are_named_by_their_keyword(base) -> None:

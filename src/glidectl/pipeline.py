@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -61,6 +62,7 @@ Loras = str | os.PathLike | Sequence[str | os.PathLike]  # ``PATH[:SCALE]`` adap
 # safetensors metadata key of a trained model's recommended sampling settings (JSON)
 RECOMMENDED_KEY = "glidectl.sampling"
 RECOMMENDED_FIELDS = ("sampler", "steps", "schedule", "guidance", "eta", "sigma_max")
+OUTPUTS = ("pil", "np", "tensor")  # what generate() returns: PIL images or one array/tensor
 
 
 _SHA256_SEEN: dict[tuple[int, int, int, int], str] = {}  # by (device, inode, size, mtime)
@@ -452,7 +454,7 @@ class GlidePipeline:
         on_images: Callable[[list[Any]], None] | None = None,
         keep_images: bool = True,
         **stage_options: Any,
-    ) -> list[Image.Image] | torch.Tensor:
+    ) -> list[Image.Image] | np.ndarray | torch.Tensor:
         """``n`` images per prompt, image i (prompt-major) seeded ``seeds[i]`` (default
         ``seed + i``).
 
@@ -463,11 +465,12 @@ class GlidePipeline:
         (image/tensor) skips the base and upsamples it. ``progress(done, total)`` counts
         model calls of the whole request, ``on_step(stage, done, total)`` those of one
         stage of one batch; ``timings`` accumulates seconds per stage. Returns PIL images
-        whose ``info`` holds prompt, seed and the model calls of its batch (``model_calls``;
-        ``output="tensor"``: one [N,3,H,W] tensor). ``on_images(batch)`` gets each batch's
-        PIL images as soon as they are done (to write them before the request ends); with
-        ``keep_images=False`` they go there only and the list returned is empty, so a request
-        of thousands of images holds one batch at a time.
+        whose ``info`` holds prompt, seed and the model calls of its batch (``model_calls``);
+        ``output="np"``: one float32 [N,H,W,3] array in [0, 1] (as diffusers'
+        ``output_type="np"``), ``output="tensor"``: one [N,3,H,W] tensor in [-1, 1].
+        ``on_images(batch)`` gets each batch's PIL images as soon as they are done (to write
+        them before the request ends); with ``keep_images=False`` they go there only and the
+        list returned is empty, so a request of thousands of images holds one batch at a time.
         """
         base_opts, up_opts, rest = self.stages(**stage_options)
         if rest:
@@ -479,8 +482,10 @@ class GlidePipeline:
         if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
             raise TypeError("generate() takes a prompt string or a list of prompt strings, "
                             f"got {prompts!r:.80}")
-        if output not in ("pil", "tensor"):
-            raise ValueError(f"output must be 'pil' or 'tensor', got {output!r}")
+        if output not in OUTPUTS:
+            choices = ", ".join(map(repr, OUTPUTS))
+            raise GlidectlError(f"generate(): output must be one of {choices}, got "
+                                f"{output!r:.60}.")
         _check_types({"n": n, "batch_size": batch_size}, int)
         if not prompts or n < 1 or batch_size < 1:
             raise GlidectlError("Nothing to generate: give at least one prompt, n >= 1 and "
@@ -560,7 +565,7 @@ class GlidePipeline:
                 images = self._stage("upsample", texts, up_seeds, up_opts, inpaint_image,
                                      inpaint_mask, quantize_8bit(images), precision, on_call,
                                      on_step, timings)
-            if output == "tensor":
+            if output != "pil":
                 outputs.append(images.cpu())
                 continue
             pil = to_pil(images)
@@ -570,7 +575,12 @@ class GlidePipeline:
                 outputs.extend(pil)
             if on_images:
                 on_images(pil)
-        return torch.cat(outputs) if output == "tensor" else outputs
+        if output == "pil":
+            return outputs
+        images = torch.cat(outputs)
+        if output == "np":  # as diffusers' output_type="np"
+            return ((images.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        return images
 
     def _stage(self, stage, texts, seeds, options, inpaint_image, inpaint_mask, low_res,
                precision, on_call, on_step, timings) -> torch.Tensor:
@@ -678,7 +688,7 @@ def _check_types(values: dict[str, Any], kind: type) -> None:
 def generate(prompt: str | Sequence[str], base: str | None = "openai:base",
              upsampler: str | None = "auto", *, device: str = "auto",
              vocab_dir: str | None = None, loras: Loras = (),
-             **options: Any) -> list[Image.Image] | torch.Tensor:
+             **options: Any) -> list[Image.Image] | np.ndarray | torch.Tensor:
     """One-call convenience: load the models named by the specs and ``GlidePipeline.generate``.
     ``device`` as ``glidectl sample --device``: ``auto`` takes a GPU when there is one;
     ``loras``: ``PATH[:SCALE]`` adapters as ``sample --lora`` takes them.
