@@ -75,7 +75,7 @@ def test_a_model_loaded_in_another_dtype_samples(base, tmp_path, dtype, mean_err
 
     path = save_weights(base, tmp_path / "base.safetensors")
     kw = dict(seed=3, steps=3, sampler="euler", output="tensor")
-    ref = GlidePipeline(load_model(path)).generate("a cat", **kw)
+    ref = GlidePipeline(load_model(path), precision="fp32").generate("a cat", **kw)
     model = load_model(path, dtype=dtype)
     assert model.torso_dtype == dtype
     out = GlidePipeline(model).generate("a cat", **kw)
@@ -84,6 +84,25 @@ def test_a_model_loaded_in_another_dtype_samples(base, tmp_path, dtype, mean_err
     model.float()  # and back: the torso follows its weights
     assert model.torso_dtype == torch.float32
     assert GlidePipeline(model).generate("a cat", **kw).dtype == torch.float32
+
+
+def test_a_pipeline_of_a_model_in_hand_picks_the_precision_from_specs_does(
+        base, tmp_path, monkeypatch) -> None:
+    """``GlidePipeline(load_model(spec))`` and ``GlidePipeline.from_specs(spec)`` draw the same
+    pixels: both default to ``auto`` (was fp32 for a model in hand, bf16 here)."""
+    from glidectl import devices
+    from glidectl.glide import load_model, save_weights
+    from glidectl.pipeline import GlidePipeline
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    path = save_weights(base, tmp_path / "base.safetensors")
+    by_spec = GlidePipeline.from_specs(str(path), None, device="cpu")
+    in_hand = GlidePipeline(load_model(path))
+    assert in_hand.precision == by_spec.precision and in_hand.precision.name == "bf16"
+    kw = dict(seed=3, steps=2, sampler="euler", output="tensor")
+    assert torch.equal(in_hand.generate("a cat", **kw), by_spec.generate("a cat", **kw))
+    fp64 = GlidePipeline(load_model(path, dtype=torch.float64))  # runs as loaded
+    assert fp64.precision.autocast == "no" and "float64" in fp64.precision.reason
 
 
 def test_guidance_encodes_text_once_and_runs_one_forward_over_cond_and_uncond(

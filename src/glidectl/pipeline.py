@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .devices import Precision, pick_device, pick_precision
+from .devices import Precision, check_precision, pick_device, pick_precision
 from .errors import GlidectlError, a_or_an
 from .glide.options import UPSAMPLE_FACTOR
 from .images import to_pil
@@ -191,11 +191,23 @@ def resolve_upsampler(base: str | None, upsampler: str | None) -> str | None:
     return None if upsampler in (None, "", "none") else upsampler
 
 
+def model_precision(name: str, model: torch.nn.Module) -> Precision:
+    """``name`` resolved on ``model``'s device, as ``glidectl sample --precision`` does; but
+    ``auto`` runs a model whose weights are not float32 (``load_model(dtype=...)``,
+    ``model.half()``) in its own dtype, without autocast."""
+    dtype = getattr(model, "torso_dtype", torch.float32)
+    if check_precision(name) == "auto" and dtype != torch.float32:
+        return Precision("fp32", f"auto: the model's own {str(dtype).split('.')[-1]} weights, "
+                                 "no autocast")
+    return pick_precision(name, str(model_device(model)))
+
+
 class GlidePipeline:
     """Sample with models in hand: ``GlidePipeline(base, upsampler=None).generate(prompts)``.
 
     Tokenizers follow each model's options (GPT-2 for OpenAI's models, bytes for scratch
     ones) unless given. ``base`` may be None when every request passes ``low_res``.
+    ``precision`` defaults to ``auto`` as in :meth:`from_specs` (see :func:`model_precision`).
     """
 
     def __init__(
@@ -207,7 +219,7 @@ class GlidePipeline:
         upsampler_tokenizer: Any = None,
         vocab_dir: str | None = None,
         diffusion: Any = None,
-        precision: str | Precision = "fp32",
+        precision: str | Precision = "auto",
         records: dict[str, ModelRecord] | None = None,
     ):
         if base is None and upsampler is None:
@@ -223,8 +235,8 @@ class GlidePipeline:
         self.upsampler_tokenizer = upsampler_tokenizer or (
             tokenizer_for(upsampler, vocab_dir) if upsampler else None)
         any_model = base if base is not None else upsampler
-        self.precision = precision if isinstance(precision, Precision) else pick_precision(
-            precision, str(model_device(any_model)))
+        self.precision = precision if isinstance(precision, Precision) else model_precision(
+            precision, any_model)
         self.records = records or {}
         self.compiled = False  # torch.compile'd by from_specs
         self.vocab_dir = vocab_dir  # as given: PNGs record it beside the vocabulary's sha256
