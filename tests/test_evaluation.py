@@ -290,7 +290,8 @@ def test_busy_output_folder_and_changed_settings_are_refused(tmp_path, tiny_base
     with pytest.raises(GlidectlError, match="already holds files"):
         run_eval(prompts, s, RunOptions(out=tmp_path / "o", device="cpu"), pipeline=stack)
     other = EvalSettings(base=str(tiny_base), base_stage=Stage("euler", 3, 3.0))
-    with pytest.raises(GlidectlError, match="--resume: --steps 3 differs from 2, which made"):
+    with pytest.raises(GlidectlError,
+                       match="resume=True: base_stage.steps=3 differs from 2, which made"):
         run_eval(prompts, other, RunOptions(out=tmp_path / "o", resume=True, device="cpu"),
                  pipeline=stack)
 
@@ -309,15 +310,16 @@ def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_p
     with pytest.raises(GlidectlError) as info:
         run_eval(more, other, RunOptions(out=out, skip_existing=True, device="cpu"),
                  pipeline=stack)
-    assert str(info.value).startswith("--skip-existing: --steps 3 differs from 2, which made ")
-    assert str(info.value).endswith("; pass the same options or use another --out.")
+    assert str(info.value).startswith(
+        "skip_existing=True: base_stage.steps=3 differs from 2, which made ")
+    assert str(info.value).endswith("; pass the same options or use another out.")
     assert (outputs(out), (out / "metadata.json").read_bytes()) == before
     report = run_eval(more, s, RunOptions(out=out, skip_existing=True, device="cpu"),
                       pipeline=stack)  # the same settings: the first prompt is kept
     assert report.metadata["counts"]["generated"] == 1 and len(outputs(out)) == 4
     # another --n names every image differently, so none is kept: the old ones would stay
     # beside the new, described by no metadata.json
-    with pytest.raises(GlidectlError, match="--skip-existing: --n 2 differs from 1"):
+    with pytest.raises(GlidectlError, match="skip_existing=True: n=2 differs from 1"):
         run_eval(more, EvalSettings(base=str(tiny_base), base_stage=FAST, n=2),
                  RunOptions(out=out, skip_existing=True, device="cpu"), pipeline=stack)
     assert len(outputs(out)) == 4
@@ -333,11 +335,12 @@ def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, tiny_base, stack)
     more = write_prompts(tmp_path / "more.txt", PROMPTS[:2])
     other = EvalSettings(base=str(tiny_base), base_stage=Stage("euler", 3, 3.0))
     plan = RunOptions(out=out, skip_existing=True, dry_run=True, device="cpu")
-    with pytest.raises(GlidectlError, match="--skip-existing: --steps 3 differs from 2"):
+    with pytest.raises(GlidectlError,
+                       match="skip_existing=True: base_stage.steps=3 differs from 2"):
         run_eval(more, other, plan, pipeline=stack)
     report = run_eval(more, s, plan, pipeline=stack)
     assert report.metadata["plan"]["prompts_done"] == 1
-    with pytest.raises(GlidectlError, match="--resume: the prompts differ"):
+    with pytest.raises(GlidectlError, match="resume=True: the prompts differ"):
         run_eval(more, s, RunOptions(out=out, resume=True, dry_run=True, device="cpu"),
                  pipeline=stack)
 
@@ -423,7 +426,7 @@ def test_grid_max_shows_the_first_prompts_and_says_which(tmp_path, tiny_base, st
     _print_summary(Console(file=shown, width=250), meta, out)
     assert (f"{out / 'grid.png'} (the first 4 prompts: 4 of 6 images; --grid-max changes it)"
             in shown.getvalue())
-    with pytest.raises(GlidectlError, match=r"^--grid-max must be from 1 to 1000000; got 0\.$"):
+    with pytest.raises(GlidectlError, match=r"^grid_max must be from 1 to 1000000; got 0\.$"):
         RunOptions(grid_max=0)
 
 
@@ -517,7 +520,7 @@ def test_a_wandb_mode_wandb_has_not_is_refused_before_any_image(tmp_path, tiny_b
     with pytest.raises(GlidectlError) as info:
         run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu", wandb_project="t",
                                         wandb_mode="ofline"), pipeline=stack)
-    assert str(info.value) == ("--wandb-mode 'ofline' is not a W&B mode; use auto, online, "
+    assert str(info.value) == ("wandb_mode='ofline' is not a W&B mode; use auto, online, "
                                "offline, disabled.")
     assert not (tmp_path / "w").exists()  # it failed at the end, after every image
 
@@ -723,7 +726,7 @@ def test_resume_refuses_images_made_by_other_plugin_code(tmp_path, tiny_base):
     next((tmp_path / "o").glob("000_*.png")).unlink()
     meta_file.write_text(json.dumps({**meta, "plugins": ["glidectl-fancy 1.0"]}))
     with pytest.raises(GlidectlError, match=r"was made with glidectl-fancy 1\.0, but this run "
-                       "would use glidectl's own samplers and schedules, so --resume would mix "
+                       "would use glidectl's own samplers and schedules, so resume=True would mix "
                        "their images"):
         run_eval(prompts, settings, RunOptions(out=tmp_path / "o", resume=True, device="cpu"))
     del meta["plugins"]  # a run from before plugins were recorded resumes as before
@@ -783,7 +786,7 @@ def test_resume_finds_relative_paths_from_any_working_directory(tmp_path, tiny_b
     same = {"base": "../models/b.safetensors", "base_stage.schedule": str(tmp_path / "fit.json"),
             "loras": [f"{tmp_path / 'adapter'}:0.5"]}  # the same files, spelled otherwise
     assert settings_for(prompts, same, resumed)[0] == settings
-    with pytest.raises(GlidectlError, match="--base .* would change the images"):
+    with pytest.raises(GlidectlError, match="base='.*' would change the images"):
         settings_for(prompts, {"base": str(tiny_base)}, resumed)
     meta_file = tmp_path / "o" / "metadata.json"  # a run from before paths were recorded
     meta = json.loads(meta_file.read_text())
@@ -797,7 +800,7 @@ def test_resume_finds_relative_paths_from_any_working_directory(tmp_path, tiny_b
     moved, _ = settings_for(prompts, {**flags, **same}, skip, "fp32")
     assert run_eval(prompts, moved, skip).metadata["counts"]["generated"] == 0
     other, _ = settings_for(prompts, {**flags, **same, "base": str(tiny_base)}, skip, "fp32")
-    with pytest.raises(GlidectlError, match="--skip-existing: --base .* differs"):
+    with pytest.raises(GlidectlError, match="skip_existing=True: base='.*' differs"):
         run_eval(prompts, other, skip)
 
 
@@ -1036,15 +1039,15 @@ def test_resume_reuses_the_recorded_settings_and_refuses_changes(tmp_path, tiny_
     assert settings.upsampler is None  # --upsampler none or auto repeats it
     for upsampler in ("none", "auto"):
         assert settings_for(prompts, {"upsampler": upsampler}, options)[0] == settings
-    with pytest.raises(GlidectlError, match=r"--upsampler openai:upsample would change"):
+    with pytest.raises(GlidectlError, match=r"upsampler='openai:upsample' would change"):
         settings_for(prompts, {"upsampler": "openai:upsample"}, options)
-    with pytest.raises(GlidectlError, match=r"--resume: --steps 5 would change the images .* "
-                                            r"recorded with 2; drop --steps"):
+    with pytest.raises(GlidectlError, match=r"resume=True: base_stage.steps=5 would change the "
+                                            r"images .* recorded with 2; drop base_stage.steps"):
         settings_for(prompts, {"base_stage.steps": 5}, options)
-    with pytest.raises(GlidectlError, match="--seed 4 would change"):
+    with pytest.raises(GlidectlError, match="seed=4 would change"):
         settings_for(prompts, {"seed": 4}, options)
-    with pytest.raises(GlidectlError, match=r"--precision bf16 would change the images .* "
-                                            r"recorded with fp32; drop --precision"):
+    with pytest.raises(GlidectlError, match=r"precision='bf16' would change the images .* "
+                                            r"recorded with fp32; drop precision"):
         settings_for(prompts, {}, options, "bf16")  # was ignored: the run went on in fp32
 
 
@@ -1094,14 +1097,15 @@ def test_a_schedule_file_is_used_and_a_changed_one_refuses_resume(tmp_path, tiny
     assert meta["schedule_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert meta["prompts"] and meta["counts"]["images"] == 1
     resumed = RunOptions(out=tmp_path / "o", resume=True, device="cpu")
-    with pytest.raises(GlidectlError, match="--schedule karras would change the images"):
+    with pytest.raises(GlidectlError, match="base_stage.schedule='karras' would change the images"):
         settings_for(prompts, {"base_stage.schedule": "karras"}, resumed)
     again, _ = settings_for(prompts, {}, resumed)
     run_eval(prompts, again, resumed, pipeline=stack)  # the same file: accepted
     write_schedule_file(path, {3: torch.tensor([80.0, 3.0, 0.2, 0.0])}, 0.002, 80.0, "refit",
                         sampler="unipc")
     with pytest.raises(GlidectlError,
-                       match=r"the schedule file .*fit.json' \(--schedule\) changed since"):
+                       match=r"the schedule file .*fit.json' \(base_stage.schedule\) "
+                             r"changed since"):
         run_eval(prompts, again, resumed, pipeline=stack)
     fresh = RunOptions(out=tmp_path / "typo", device="cpu")
     typo, _ = settings_for(prompts, {**flags, "base_stage.schedule": "karas"}, fresh, "fp32")
@@ -1130,10 +1134,10 @@ def test_an_upsample_schedule_file_is_hashed_and_a_changed_one_refuses_resume(tm
     write_schedule_file(path, {2: torch.tensor([80.0, 2.0, 0.0])}, 0.002, 80.0, "refit",
                         sampler="unipc")
     with pytest.raises(GlidectlError, match=r"the schedule file .*up-fit.json' "
-                                            r"\(--upsample-schedule\) changed since"):
+                                            r"\(upsample_stage.schedule\) changed since"):
         run_eval(prompts, settings, resumed)
     skip = RunOptions(out=tmp_path / "o", skip_existing=True, device="cpu")
-    with pytest.raises(GlidectlError, match="--skip-existing: the schedule file"):
+    with pytest.raises(GlidectlError, match="skip_existing=True: the schedule file"):
         run_eval(prompts, settings, skip)
     meta_file = tmp_path / "o" / "metadata.json"  # a run from before the file was hashed
     meta = json.loads(meta_file.read_text())
@@ -1375,7 +1379,7 @@ def test_eval_base_none_points_to_sample(tmp_path):
     from glidectl.evaluation import settings_for
 
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
-    with pytest.raises(GlidectlError, match="--base none works only in glidectl sample"):
+    with pytest.raises(GlidectlError, match="base='none' works only in glidectl sample"):
         settings_for(prompts, {"base": "none"}, RunOptions(out=tmp_path / "o"), "fp32")
 
 

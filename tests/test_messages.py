@@ -150,3 +150,42 @@ def test_a_relative_path_that_is_not_there_names_the_folder_it_was_read_from(
     with pytest.raises(SystemExit):
         main([str(tmp_path / a) if "/" in a or a.endswith(".txt") else a for a in args])
     assert "relative to the current folder" not in capsys.readouterr().err
+
+
+def test_in_keywords_says_flags_and_their_values_as_python_keywords():
+    from glidectl.errors import in_keywords
+
+    names = {"--resume": "resume", "--name": "cfg.train.name", "--n": "n", "--out": "out",
+             "--upsampler": "upsampler", "--skip-existing": "skip_existing=True"}
+    for message, said in [
+        ("--resume latest needs a run: pass --name or --resume RUN_DIR.",
+         "resume='latest' needs a run: pass cfg.train.name or resume=RUN_DIR."),
+        ("--resume 'runs/x': not a checkpoint; resume with --resume /tmp/runs/a.",
+         "resume='runs/x': not a checkpoint; resume with resume='/tmp/runs/a'."),
+        ("--n 4 differs; pass --upsampler none, or --skip-existing to keep them.",
+         "n=4 differs; pass upsampler='none', or skip_existing=True to keep them."),
+        # a command to run keeps its flags; a flag the table lacks stays as it is
+        ("write one with glidectl fit-steps MODEL --n 3 --out FILE, or pass --out FILE.",
+         "write one with glidectl fit-steps MODEL --n 3 --out FILE, or pass out=FILE."),
+        ("pass --precision fp32 or --n to go on.", "pass --precision fp32 or n to go on."),
+    ]:
+        assert in_keywords(message, names) == said
+
+
+def test_the_outermost_library_call_names_the_keywords_once():
+    from glidectl.errors import flags_named, keyword_errors
+
+    @keyword_errors({"--steps": "steps"})
+    def inner() -> None:
+        raise GlidectlError("raise --steps.")
+
+    @keyword_errors({"--steps": "cfg.train.steps"})
+    def outer() -> None:
+        inner()
+
+    for call, said in [(inner, "raise steps."), (outer, "raise cfg.train.steps.")]:
+        with pytest.raises(GlidectlError) as err:
+            call()
+        assert str(err.value) == said
+    with flags_named(), pytest.raises(GlidectlError, match=r"^raise --steps\.$"):
+        outer()

@@ -350,6 +350,27 @@ def test_np_output_is_float32_nhwc_in_0_1_as_the_pil_images(base) -> None:
     assert np.abs(arr * 255 - pil).max() <= 0.5 + 1e-3
 
 
+def test_errors_of_a_library_call_name_its_keywords_not_the_cli_flags(base) -> None:
+    """Errors written for ``glidectl sample`` (``raise --steps``) say ``steps`` to a Python
+    caller; a ``glidectl fit-steps`` command they suggest keeps its own flags."""
+    from glidectl.errors import flags_named
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(base)
+    for kwargs, said in [
+        (dict(sampler="plms", steps=2), "The plms sampler needs at least 3 steps; raise steps."),
+        (dict(sampler="bespoke", steps=2), "needs coefficients fitted to the model: pass "
+         "schedule=FILE written by glidectl fit-steps MODEL --method bespoke."),
+        (dict(inpaint_image=torch.zeros(1, 3, 8, 8), steps=2),
+         "Inpainting needs both inpaint_image and inpaint_mask."),
+    ]:
+        with pytest.raises(GlidectlError) as err:
+            pipe.generate(["a"], **kwargs)
+        assert str(err.value).endswith(said)
+    with flags_named(), pytest.raises(GlidectlError, match="raise --steps"):  # as the CLI
+        pipe.generate(["a"], sampler="plms", steps=2)
+
+
 def test_numbers_of_the_wrong_kind_are_named_by_their_keyword(base) -> None:
     """``n=2.0`` or ``guidance="3"`` from a notebook: one sentence naming the keyword, as an
     out-of-range value is (was: TypeError from range() or deep in the sampler)."""
@@ -444,11 +465,11 @@ def test_inpainting_through_a_plain_upsampler_is_refused_before_sampling(upsampl
                        "'upsample' model"):
         pipe.generate(["a cat"], steps=2, inpaint_image=image, inpaint_mask=mask,
                       on_step=lambda *a: pytest.fail("sampled before refusing"))
-    alone = GlidePipeline(None, upsampler)  # no base stage: "--upsampler none" cannot help
-    with pytest.raises(GlidectlError, match="or drop the inpaint flags") as err:
+    alone = GlidePipeline(None, upsampler)  # no base stage: "upsampler='none'" cannot help
+    with pytest.raises(GlidectlError, match="or drop inpaint_image and inpaint_mask") as err:
         alone.generate(["a cat"], low_res=torch.zeros(1, 3, 8, 8), inpaint_image=image,
                        inpaint_mask=mask)
-    assert "--upsampler none" not in str(err.value)
+    assert "'none'" not in str(err.value)
 
 
 def test_image_and_mask_tensors_of_any_height_are_resized_to_the_model() -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 
 class GlidectlError(Exception):
@@ -119,3 +124,79 @@ def cause(exc: BaseException, limit: int = 160) -> str:
     if words.count("`") % 2:  # do not leave a code span open
         words = words[: words.rfind("`")].rstrip()
     return words.rstrip(" ,.;:") + " …"
+
+
+# Errors are written as the CLI speaks (``--resume latest``). A library entry point says them
+# with the caller's keywords (``resume='latest'``): see :func:`keyword_errors`.
+_NAMING: ContextVar[str | None] = ContextVar("glidectl_error_naming", default=None)
+F = TypeVar("F", bound=Callable[..., Any])
+# what may follow a flag as its value: quoted, a METAVAR, a number, a path, a known word
+_VALUE = (r"'[^']*'|\"[^\"]*\"|[A-Z][A-Z0-9_]*(?!\w|\.\w)|-?\d+(?:\.\d+)?(?!\w|[.-]\w)"
+          r"|[\w.~-]*/[^\s;,)]*[^\s;,).]|(?:latest|none|auto|fp32|bf16|fp16|offline"
+          r"|respaced|openai:[\w-]+)(?![\w-])")
+_FLAG = re.compile(rf"(?<![\w-])--([a-z][a-z0-9-]*)(?: ({_VALUE}))?")
+# a command to run (``glidectl fit-steps MODEL --out FILE``) keeps its flags
+_COMMAND = re.compile(r"glidectl [a-z][\w-]*.*?(?=[;,)`]|\.(?:\s|$)|$)")
+
+
+@contextmanager
+def flags_named() -> Iterator[None]:
+    """Errors raised inside name command-line flags as written (the CLI, and the web UI,
+    which relabels them); usable as a decorator."""
+    token = _NAMING.set("flags")
+    try:
+        yield
+    finally:
+        _NAMING.reset(token)
+
+
+def in_keywords(message: str, flags: Mapping[str, str],
+                phrases: Mapping[str, str] | None = None) -> str:
+    """``message`` with each flag in ``flags`` said as its Python keyword: ``--resume`` →
+    ``flags["--resume"]``, ``--resume latest`` → ``resume='latest'``. ``phrases`` (regex →
+    replacement) go first; flags inside a ``glidectl CMD ...`` command are left alone."""
+    for pattern, text in (phrases or {}).items():
+        message = re.sub(pattern, text, message)
+
+    def keyword(match: re.Match[str]) -> str:
+        name = flags.get("--" + match.group(1))
+        if name is None:
+            return match.group(0)
+        value = match.group(2)
+        if value is None:
+            return name
+        if not re.fullmatch(r"'.*'|\".*\"|[A-Z][A-Z0-9_]*|-?[\d.]+", value):
+            value = repr(value)
+        return f"{name.split('=')[0]}={value}"
+
+    out, end = [], 0
+    for command in _COMMAND.finditer(message):
+        out += [_FLAG.sub(keyword, message[end:command.start()]), command.group(0)]
+        end = command.end()
+    return "".join(out) + _FLAG.sub(keyword, message[end:])
+
+
+def keyword_errors(flags: Mapping[str, str],
+                   phrases: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """Decorate a library entry point: a GlidectlError it raises names the keywords its
+    caller passed, not the command-line flags (:func:`in_keywords`), unless the CLI (see
+    :func:`flags_named`) or an outer entry point is the caller."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if _NAMING.get() is not None:
+                return fn(*args, **kwargs)
+            token = _NAMING.set("keywords")
+            try:
+                return fn(*args, **kwargs)
+            except GlidectlError as exc:
+                if len(exc.args) == 1 and isinstance(exc.args[0], str):
+                    exc.args = (in_keywords(exc.args[0], flags, phrases),)
+                raise
+            finally:
+                _NAMING.reset(token)
+
+        return call  # type: ignore[return-value]
+
+    return wrap

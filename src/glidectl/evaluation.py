@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import GlidectlError
+from .errors import GlidectlError, keyword_errors
 from .eval_outputs import (
     GRID_MAX,
     check_wandb,
@@ -65,6 +65,15 @@ __all__ = ["EvalSettings", "Plan", "RunOptions", "Stage", "check_resume", "image
            "image_stems", "next_eval_dir", "read_prompts", "resolve_settings", "run_eval",
            "settings_for", "slugify"]
 
+# settings_for()'s ``flags`` keys and RunOptions' fields for the flags of glidectl eval
+KEYWORDS = {flag: key for key, flag in FLAG_NAMES.items()} | {
+    "--out": "out", "--resume": "resume=True", "--skip-existing": "skip_existing=True",
+    "--dry-run": "dry_run=True", "--device": "device", "--grid-max": "grid_max",
+    "--fid": "fid_reference", "--fid-weights": "fid_weights", "--clip-model": "clip_model",
+    "--clip-weights": "clip_weights", "--wandb-mode": "wandb_mode",
+    "--wandb-project": "wandb_project", "--wandb-entity": "wandb_entity"}
+SAID_AS_KEYWORDS = keyword_errors(KEYWORDS, {  # a setting's value, quoted as Python's
+    r"(?<![\w-])(--[a-z][a-z-]*) ([a-z][\w+.:-]*)(?= (?:would change|differs from))": r"\1 '\2'"})
 GRID_FILE = "grid.png"
 METRICS_CHUNK = 64  # images read back at a time to score: FID's batches, 4 of CLIP's 16
 
@@ -162,6 +171,7 @@ class RunOptions:
     # run's recorded value, else GRID_MAX)
     grid_max: int | None = None
 
+    @SAID_AS_KEYWORDS
     def __post_init__(self) -> None:
         from .ranges import FLAGS, check
 
@@ -255,6 +265,7 @@ def _write_prompt(out: Path, plan: Plan, i: int, candidates: dict[int, Any],
 
 
 
+@SAID_AS_KEYWORDS
 def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOptions,
                  precision: str | None = None) -> tuple[EvalSettings, list[str]]:
     """The run's settings from the flags the user gave (None = not given; keys as in
@@ -542,6 +553,7 @@ def _counts(prompts: int, total: int, generated: int) -> dict[str, int]:
 
 
 @read_once()  # every image and the sha256 recorded from one version of a schedule file
+@SAID_AS_KEYWORDS
 def run_eval(
     prompts_file: str | Path, settings: EvalSettings, options: RunOptions | None = None,
     on_event: EventFn | None = None, pipeline: Any = None, notes: Sequence[str] = (),

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from .devices import Precision, check_precision, pick_device, pick_precision
-from .errors import GlidectlError, a_or_an
+from .errors import GlidectlError, a_or_an, keyword_errors
 from .glide.options import UPSAMPLE_FACTOR
 from .images import to_pil
 from .ranges import FLAGS, SEED, STEPS, check
@@ -63,6 +63,18 @@ Loras = str | os.PathLike | Sequence[str | os.PathLike]  # ``PATH[:SCALE]`` adap
 RECOMMENDED_KEY = "glidectl.sampling"
 RECOMMENDED_FIELDS = ("sampler", "steps", "schedule", "guidance", "eta", "sigma_max")
 OUTPUTS = ("pil", "np", "tensor")  # what generate() returns: PIL images or one array/tensor
+
+
+# generate()'s keywords for the flags of glidectl sample that its errors name
+KEYWORDS = {f"--{k.replace('_', '-')}": k for k in (
+    "base", "upsampler", "low_res", "inpaint_image", "inpaint_mask", "sampler", "steps",
+    "schedule", "guidance", "guidance_interval", "guidance_rescale", "dynamic_threshold",
+    "sigma_max", "eta", "upsample_sampler", "upsample_steps", "upsample_schedule",
+    "upsample_guidance", "upsample_eta", "upsample_temp", "precision", "seed", "n",
+    "batch_size", "device", "vocab_dir")} | {"--lora": "loras"}
+SAID_AS_KEYWORDS = keyword_errors(KEYWORDS, {
+    r"in glidectl sample with --base none --low-res IMAGE": "with base=None and low_res=IMAGE",
+    r"the inpaint flags": "inpaint_image and inpaint_mask"})
 
 
 _SHA256_SEEN: dict[tuple[int, int, int, int], str] = {}  # by (device, inode, size, mtime)
@@ -210,6 +222,7 @@ class GlidePipeline:
     ``precision`` defaults to ``auto`` as in :meth:`from_specs` (see :func:`model_precision`).
     """
 
+    @SAID_AS_KEYWORDS
     def __init__(
         self,
         base: torch.nn.Module | None,
@@ -252,6 +265,7 @@ class GlidePipeline:
 
     # ----------------------------------------------------------------- loading
     @classmethod
+    @SAID_AS_KEYWORDS
     def from_specs(
         cls, base: str | None = "openai:base", upsampler: str | None = "auto", *,
         loras: Loras = (), device: str = "auto", precision: str = "auto",
@@ -445,6 +459,7 @@ class GlidePipeline:
             model, self.diffusion if stage == "base" else None))
 
     # ----------------------------------------------------------------- sampling
+    @SAID_AS_KEYWORDS
     @read_once()  # a schedule file refitted meanwhile changes none of the pictures
     def generate(
         self,
@@ -697,6 +712,7 @@ def _check_types(values: dict[str, Any], kind: type) -> None:
                                 f"({type(value).__name__}).")
 
 
+@SAID_AS_KEYWORDS
 def generate(prompt: str | Sequence[str], base: str | None = "openai:base",
              upsampler: str | None = "auto", *, device: str = "auto",
              vocab_dir: str | None = None, loras: Loras = (),

@@ -307,3 +307,19 @@ def test_a_missing_validation_source_is_named_as_such(tiny, tmp_path):
     assert str(error.value).startswith(f"validation.source: Data source {str(missing)!r} does "
                                        "not exist")
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_error_names_the_keyword_in_python_and_the_flag_on_the_command_line(
+        cli, tiny, config_file):
+    """``train(cfg, resume="latest")`` was told "--resume latest: ..., pass --name", flags
+    the caller never passed; ``glidectl train --resume latest`` still names them."""
+    from glidectl.training import train
+
+    cfg = tiny(train=dict(name=""))
+    with pytest.raises(GlidectlError, match=r"^resume='latest': no run with checkpoints under "
+                       r".*; pass cfg\.train\.name or a checkpoint path\.$"):
+        train(cfg, resume="latest", quiet=True)
+    result = cli("train", "-c", str(config_file(cfg)), "--resume", "latest", "--no-live")
+    assert isinstance(result.exception, GlidectlError)
+    assert str(result.exception).startswith("--resume latest: no run with checkpoints under ")
+    assert str(result.exception).endswith("; pass --name or a checkpoint path.")

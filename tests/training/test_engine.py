@@ -217,7 +217,7 @@ def test_base_command_refuses_an_upsampler_config(tiny):
 def test_existing_run_needs_resume(tiny):
     cfg = tiny(train=dict(steps=1))
     Trainer(cfg, quiet=True).run()
-    with pytest.raises(GlidectlError, match="--resume latest"):
+    with pytest.raises(GlidectlError, match="resume='latest'"):
         Trainer(cfg, quiet=True)
 
 

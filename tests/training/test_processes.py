@@ -218,7 +218,7 @@ def test_a_data_worker_killed_mid_run_is_one_line_naming_the_checkpoint(tiny, tm
     killer.join()
     message = str(stopped.value)
     assert stopped.value.exit_code == 1 and "is killed by signal: Killed" in message
-    assert "out-of-memory killer" in message and f"resume with --resume {run}" in message
+    assert "out-of-memory killer" in message and f"resume with resume='{run}'" in message
     assert not list((run / "checkpoints").glob(".tmp-*"))
     step = int((run / "checkpoints" / "latest").read_text().strip().removeprefix("step-"))
     cfg.train.steps = step + 1

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import typer
 
 from .. import __version__
-from ..errors import GlidectlError, is_own_warning, one_line
+from ..errors import GlidectlError, flags_named, is_own_warning, one_line
 from . import checks
 
 # Each module exposes ``register(app)``; keep imports of torch inside command bodies.
@@ -67,11 +67,13 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def root(
+        ctx: typer.Context,
         version: bool = typer.Option(
             False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
         ),
     ) -> None:
         """Finetune and sample OpenAI's GLIDE text-to-image diffusion models."""
+        ctx.with_resource(flags_named())  # errors name the flags given, not library keywords
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)

@@ -17,6 +17,7 @@ from torch import nn
 from .. import runs
 from ..config import GlideConfig, LoraConfig
 from ..errors import GlidectlError
+from ..training.engine import SAID_AS_KEYWORDS, Trainer
 from .files import latest_adapter, read_adapter, save_adapter, weights_sha256
 from .inject import (
     ADAPTER_NAME,
@@ -146,6 +147,7 @@ def _base_hash(path: Path) -> str | None:
         return None
 
 
+@SAID_AS_KEYWORDS
 def train_lora(
     cfg: GlideConfig, *, resume: str | None = None, live: bool | None = None,
     quiet: bool = False,
@@ -154,8 +156,6 @@ def train_lora(
 
     Returns the engine's TrainResult; adapters are in ``checkpoints/<step>/lora[-ema]``.
     """
-    from ..training.engine import Trainer
-
     start = time.perf_counter()
     cfg, pinned = _pin_base(cfg, resume)
     adapter = LoraTrainingAdapter(cfg.lora, cfg.model.init)

@@ -19,7 +19,7 @@ from .. import runs
 from ..config import GlideConfig, save_config, validate
 from ..data.source_api import source_notes
 from ..devices import nondeterministic_op, torch_threads
-from ..errors import ConfigError, GlidectlError, WriteError, write_error
+from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors, write_error
 from ..glide.checkpoints import state_sha256
 from . import resume_state as rs
 from .adapters import ModelAdapter, PartsAdapter
@@ -65,10 +65,19 @@ from .state import TrainResult, TrainState
 from .trackers import Trackers
 from .validation import concept_validation
 
+# train()'s keywords and config fields for the flags of glidectl train that its errors name
+SAID_AS_KEYWORDS = keyword_errors(
+    {"--resume": "resume", "--name": "cfg.train.name", "--output-dir": "cfg.train.output_dir",
+     "--steps": "cfg.train.steps"},
+    {r" \(or --set train\.name=NAME\)": "", r"--set (\w+\.\w+)=": r"cfg.\1 = ",
+     r"\(--resume RUN without --config reads RUN/config\.toml\)":
+         "(load_config('RUN/config.toml') reads it)"})
+
 
 class Trainer:
     """Sets up a run from a config, then :meth:`run` trains it."""
 
+    @SAID_AS_KEYWORDS
     def __init__(
         self, cfg: GlideConfig, *, resume: str | None = None,
         adapter: ModelAdapter | None = None, live: bool | None = None,
@@ -372,6 +381,7 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ the loop
+    @SAID_AS_KEYWORDS
     def run(self, until: int | None = None) -> TrainResult:
         """Train to ``train.steps`` (or stop early at step ``until``, checkpointed, as if
         interrupted: the LR schedule still spans all steps)."""
@@ -484,6 +494,7 @@ class Trainer:
         return f" (data epoch {self.stream.epoch}, position {self.stream.position})"
 
 
+@SAID_AS_KEYWORDS
 def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter | None = None,
           live: bool | None = None, kinds: tuple[str, ...] | None = None,
           quiet: bool = False) -> TrainResult:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import GlidectlError, is_own_warning
+from ..errors import GlidectlError, flags_named, is_own_warning
 from ..ranges import FLAGS, GUIDANCE, SEED_OR_RANDOM, STEPS, check
 from .models import (
     KEEP_MODELS,
@@ -166,6 +166,7 @@ class UiBackend:
         return list(dict.fromkeys(prompts))[:8] or list(EXAMPLE_PROMPTS)
 
     # ----------------------------------------------------------------- generation
+    @flags_named()  # relabelled for the page by in_page_words
     def generate(
         self, prompt: str, n: int = 4, sampler: str | None = None,
         base_steps: int | None = None, up_steps: int | str | None = None,
