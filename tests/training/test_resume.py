@@ -202,3 +202,59 @@ def test_a_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tiny, cap
     cfg.train.steps = 5
     with pytest.raises(GlidectlError, match="was set aside when its run resumed from an earlier"):
         Trainer(cfg, resume=str(aside / "step-000004"), quiet=True)
+
+
+def test_your_own_pairs_train_as_a_folder_of_them_does_and_resume_exactly(tiny, image_folder):
+    """``dataset=[(image, caption), ...]`` (PIL images or paths; a list or a torch Dataset)
+    is read as ``data.source`` is, with [data]'s resolution, crops, flips and caption
+    dropout, and validation's holdout taken from it: the same weights as a folder of those
+    files, bit for bit, also when stopped and resumed with the same pairs."""
+    from PIL import Image
+
+    files = sorted(image_folder.glob("*.png"))
+    pairs = [(Image.open(p) if i % 2 else str(p), p.with_suffix(".txt").read_text())
+             for i, p in enumerate(files)]
+
+    class Pairs(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(pairs)
+
+        def __getitem__(self, i: int) -> tuple:
+            return pairs[i]
+
+    sections = dict(train=dict(steps=2), checkpoint=dict(every=1),
+                    data=dict(flip=True, uncond_p=0.3, crop_scale=[0.6, 1.0]),
+                    validation=dict(every=2, holdout=2, timesteps=1))
+    folder_cfg = tiny(**sections)
+    folder_cfg.data.source, folder_cfg.train.name = str(image_folder), "folder"
+    folder = Trainer(folder_cfg, quiet=True).run()
+
+    pairs_cfg = tiny(**sections)  # its data.source (demo data) is not read
+    pairs_cfg.train.name = "pairs"
+    first = Trainer(pairs_cfg, dataset=pairs, quiet=True).run(until=1)
+    assert first.step == 1 and first.interrupted
+    second = Trainer(pairs_cfg, resume="latest", dataset=Pairs(), quiet=True).run()
+    a, b = _weights(folder.run_dir, 2), _weights(second.run_dir, 2)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in folder.history] == [
+        r["loss"] for r in first.history + second.history]
+    assert folder.validation == second.validation and len(second.validation) == 1
+
+
+@pytest.mark.parametrize("dataset, said", [
+    ("images/", "dataset= got 'images/' (str) (a folder or file is data.source); pass a list "
+                "of (image, caption) pairs"),
+    ([("a.png", "a cat"), ("b.png", None)], "dataset[1] is ('b.png', None) (tuple); pass a "
+                                              "list of (image, caption) pairs"),
+    ([], "dataset= holds no pairs; pass a list of (image, caption) pairs"),
+])
+def test_training_data_of_another_kind_is_one_sentence_and_makes_no_run(tiny, dataset, said):
+    from pathlib import Path
+
+    from glidectl.training import train
+
+    cfg = tiny()
+    with pytest.raises(GlidectlError) as err:
+        train(cfg, dataset=dataset, quiet=True)
+    assert str(err.value).startswith(said) and str(err.value).count(". ") == 0
+    assert not Path(cfg.train.output_dir, cfg.train.name).exists()

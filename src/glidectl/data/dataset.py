@@ -310,14 +310,16 @@ def open_data(data_cfg: DataConfig, size: int, name: str = "Data source") -> Sou
 def build_dataset(
     data_cfg: DataConfig, *, tokenizer: Any, image_size: int, text_ctx: int,
     low_res_size: int | None = None, train: bool = True, rank: int = 0, world_size: int = 1,
-    seed: int = 0, source_name: str = "Data source",
+    seed: int = 0, source_name: str = "Data source", source: Source | None = None,
 ) -> StreamDataset:
     """The dataset for ``data_cfg``: an IterableDataset of training dicts.
 
     ``tokenizer`` is a Tokenizer (or "byte"/"gpt2"); ``image_size`` is the (high-res) size
     unless ``data.resolution`` overrides it; ``low_res_size`` makes upsampler pairs.
     ``train=False`` gives centre crops, no flips, no caption dropout and a fixed order.
-    ``source_name``: what a message about ``data.source`` calls it ("data.source" in a run).
+    ``source_name``: what a message about ``data.source`` calls it ("data.source" in a run);
+    ``source``: samples to read instead of ``data.source`` (a library caller's own pairs,
+    :mod:`glidectl.data.pairs`).
     """
     from .. import plugins
 
@@ -329,7 +331,8 @@ def build_dataset(
             f"({size}); check data.resolution."
         )
     preset = plugins.dataset_presets().get(data_cfg.preset)
-    source = open_data(data_cfg, size, source_name)
+    if source is None:
+        source = open_data(data_cfg, size, source_name)
     transform = ImageTransform(
         size, random_crop=train and data_cfg.random_crop,
         crop_scale=_pair(data_cfg.crop_scale, "crop_scale") if train else (1.0, 1.0),

@@ -150,16 +150,18 @@ def _base_hash(path: Path) -> str | None:
 @SAID_AS_KEYWORDS
 def train_lora(
     cfg: GlideConfig, *, resume: str | None = None, live: bool | None = None,
-    quiet: bool = False,
+    dataset: Any = None, quiet: bool = False,
 ) -> Any:
-    """Train (or resume) LoRA adapters on ``cfg.model`` with the shared engine.
+    """Train (or resume) LoRA adapters on ``cfg.model`` with the shared engine (``dataset``:
+    your own ``(image, caption)`` pairs, as :class:`~glidectl.training.engine.Trainer` takes).
 
     Returns the engine's TrainResult; adapters are in ``checkpoints/<step>/lora[-ema]``.
     """
     start = time.perf_counter()
     cfg, pinned = _pin_base(cfg, resume)
     adapter = LoraTrainingAdapter(cfg.lora, cfg.model.init)
-    trainer = Trainer(cfg, resume=resume, adapter=adapter, live=live, quiet=quiet)
+    trainer = Trainer(cfg, resume=resume, adapter=adapter, live=live, dataset=dataset,
+                      quiet=quiet)
     if pinned:
         trainer.display.message(pinned)
     if adapter.summary is not None:

@@ -17,6 +17,7 @@ import torch
 
 from .. import runs
 from ..config import GlideConfig, save_config, validate
+from ..data.pairs import own_data
 from ..data.source_api import source_notes
 from ..devices import nondeterministic_op, torch_threads
 from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors, write_error
@@ -87,8 +88,11 @@ class Trainer:
         model, data, optimizer and EMA, and read ``resume`` (``latest`` or a checkpoint
         folder). ``adapter``: what trains (LoRA; default: ``train.trainable``); ``live``: the
         progress display (None: when on a terminal); ``kinds``: the model kinds this command
-        trains; ``dataset``: training data in place of ``data.source`` (an iterable dataset
-        as :func:`glidectl.data.build_dataset` makes); ``quiet``: print nothing. A user error
+        trains; ``dataset``: training data in place of ``data.source``: ``(image, caption)``
+        pairs (a list, or a torch Dataset returning them; each image a PIL image or a
+        file's path), read with ``[data]``'s resolution, crops, flips and caption rules as
+        ``data.source`` is (:mod:`glidectl.data.pairs`), or what
+        :func:`glidectl.data.build_dataset` makes; ``quiet``: print nothing. A user error
         or Ctrl-C here leaves no new run folder behind."""
         self._claim = RunClaim()
         try:
@@ -105,6 +109,7 @@ class Trainer:
         kinds: tuple[str, ...] | None = None, dataset: Any = None, quiet: bool = False,
     ) -> None:
         validate(cfg)  # a library caller may have changed it in code
+        dataset = own_data(dataset)
         cfg, validation_note = concept_validation(cfg)
         self.cfg = cfg
         from ..devices import training_precision
@@ -496,7 +501,7 @@ class Trainer:
 
 @SAID_AS_KEYWORDS
 def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter | None = None,
-          live: bool | None = None, kinds: tuple[str, ...] | None = None,
+          live: bool | None = None, kinds: tuple[str, ...] | None = None, dataset: Any = None,
           quiet: bool = False) -> TrainResult:
     """Train (or resume) the run described by ``cfg``; the library entry point of the CLI.
 
@@ -504,7 +509,8 @@ def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter 
     :class:`Trainer`'s. Returns the :class:`TrainResult` (run folder, step, checkpoint,
     losses logged)."""
     start = time.perf_counter()
-    trainer = Trainer(cfg, resume=resume, adapter=adapter, live=live, kinds=kinds, quiet=quiet)
+    trainer = Trainer(cfg, resume=resume, adapter=adapter, live=live, kinds=kinds,
+                      dataset=dataset, quiet=quiet)
     result = trainer.run()
     trainer.display.message(
         f"{'stopped' if result.interrupted else 'done'} at step {result.step} in "

@@ -129,7 +129,9 @@ class RunData:
 def build_data(cfg: GlideConfig, bundle: Any, acc: Any, dataset: Any = None,
                adapter: Any = None) -> RunData:
     """The training stream, the validation samples and the data previews read (``dataset``:
-    a library caller's own training data instead of ``data.source``; without
+    a library caller's own training data instead of ``data.source``, a
+    :class:`~glidectl.data.pairs.PairsSource` read as ``data.source`` is, or a dataset
+    :func:`glidectl.data.build_dataset` made; without
     ``adapter.prior_model``, PRIOR_PREDICTION samples are left out with a warning)."""
     opts, tc = bundle.options, cfg.train
     preview_data, validator, notes = None, None, []
@@ -138,12 +140,16 @@ def build_data(cfg: GlideConfig, bundle: Any, acc: Any, dataset: Any = None,
         tokenizer=bundle.tokenizer, image_size=size, text_ctx=opts.text_ctx,
         low_res_size=(size // 4) if opts.super_res else None, seed=tc.seed,
     )
-    if dataset is None:
-        from ..data import build_dataset
+    from ..data.dataset import build_dataset
+    from ..data.pairs import PairsSource
 
+    source = None  # None: data.source; or a library caller's own (image, caption) pairs
+    if isinstance(dataset, PairsSource):
+        source, dataset = dataset, None
+    if dataset is None:
         dataset = build_dataset(cfg.data, train=True, rank=acc.process_index,
                                 world_size=acc.num_processes, source_name="data.source",
-                                **data_args)
+                                source=source, **data_args)
         if acc.is_main_process and cfg.preview.every > 0:
             # Previews read the data as for evaluation: no augmentation or caption dropout;
             # upsamplers' and inpainting models' images come at the sizes they sample at,
@@ -153,11 +159,12 @@ def build_data(cfg: GlideConfig, bundle: Any, acc: Any, dataset: Any = None,
                 preview_cfg = dataclasses.replace(cfg.data, resolution=opts.image_size)
                 preview_args = {**data_args, "image_size": opts.image_size,
                                 "low_res_size": opts.low_res_size}
-            preview_data = build_dataset(preview_cfg, train=False, **preview_args)
+            preview_data = build_dataset(preview_cfg, train=False, source=source,
+                                         **preview_args)
     notes += filter(None, [leave_out_unless_possible(dataset, adapter)])
     train_data = dataset
     if val.enabled(cfg):
-        samples = val.load_samples(cfg, data_args)
+        samples = val.load_samples(cfg, data_args, source)
         validator = val.Validator(cfg, samples, bundle.diffusion, opts, tc.batch_size)
         notes += filter(None, [val.fid_samples_note(cfg, len(samples))])
         if cfg.validation.holdout > 0:

@@ -124,8 +124,10 @@ class WithoutKeys(IterableDataset):
         return self.dataset.stats()
 
 
-def load_samples(cfg: GlideConfig, data_args: dict[str, Any]) -> list[dict[str, Any]]:
-    """The validation samples (every process reads the same ones, in the same order)."""
+def load_samples(cfg: GlideConfig, data_args: dict[str, Any],
+                 source: Any = None) -> list[dict[str, Any]]:
+    """The validation samples (every process reads the same ones, in the same order);
+    ``source``: the training data in place of ``data.source``, where the holdout comes from."""
     from ..data import build_dataset
 
     v = cfg.validation
@@ -133,9 +135,9 @@ def load_samples(cfg: GlideConfig, data_args: dict[str, Any]) -> list[dict[str, 
         data_cfg, n, what = cfg.data, v.holdout, "validation.holdout"
     else:
         data_cfg = dataclasses.replace(cfg.data, source=v.source, reg_source="")
-        n, what = v.samples, "validation.source"
+        n, what, source = v.samples, "validation.source", None
     try:
-        dataset = build_dataset(data_cfg, train=False, **data_args)
+        dataset = build_dataset(data_cfg, train=False, source=source, **data_args)
         samples = first_samples(dataset, n, skip_prior=v.holdout > 0)
     except GlidectlError as exc:  # e.g. "Data source ... does not exist": say which one
         if v.holdout > 0:
