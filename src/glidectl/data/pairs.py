@@ -28,6 +28,7 @@ class PairsSource:
 
     kind = "python"
     splits_samples = True
+    inspectable = False  # by `glidectl dataset inspect`: the pairs live in this process
 
     def __init__(self, pairs: Any) -> None:
         self.pairs = pairs
@@ -42,6 +43,12 @@ class PairsSource:
 
     def describe(self) -> str:
         return f"dataset= ({self.num_samples} (image, caption) pairs)"
+
+    def hint(self, reason: str) -> str:
+        """What to check when every pair was rejected (most of them for ``reason``)."""
+        return (f"Check the pairs' images ({reason}): each a PIL image or the path of an image "
+                f"file at least data.min_image_size px (relative paths are read from the "
+                f"current folder, {os.getcwd()}).")
 
 
 def pair_at(pairs: Any, index: int) -> tuple[Image.Image | str | os.PathLike[str], str]:

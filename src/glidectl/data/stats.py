@@ -105,10 +105,11 @@ class RejectionCounter:
 
 
 def no_valid_data_error(source: str, counter: RejectionCounter,
-                        hint: Any = None) -> DataError:
+                        hint: Any = None, inspect: bool = True) -> DataError:
     """The one-line error for a source from which nothing valid could be read; ``hint``:
     the source's optional ``hint(reason)``, a sentence on what the samples rejected for its
-    most common reason carry instead (webdataset's captions under another extension)."""
+    most common reason carry instead (webdataset's captions under another extension);
+    ``inspect=False``: a source ``glidectl dataset inspect`` cannot open (Python pairs)."""
     if not counter.rejected and counter.repeated:  # a worker given only later repeats
         counter = RejectionCounter.from_dict({**counter.to_dict(), "rejected": counter.repeated})
     if counter.total_rejected == 0:
@@ -120,11 +121,10 @@ def no_valid_data_error(source: str, counter: RejectionCounter,
     found = hint(top) if callable(hint) else None
     hint = ("; images below data.min_image_size are rejected: lower it to keep them "
             "(e.g. --set data.min_image_size=12 for 12 px pictures)" if top == "too_small" else "")
-    return DataError(
-        f"No valid samples in data source {source!r}: {counter.summary()}{hint}; run "
-        f"`glidectl dataset inspect {shlex.quote(source)}` to see examples."
-        + (f" {found}" if found else "")
-    )
+    examples = (f"; run `glidectl dataset inspect {shlex.quote(source)}` to see examples"
+                if inspect else "")
+    return DataError(f"No valid samples in data source {source!r}: {counter.summary()}{hint}"
+                     f"{examples}." + (f" {found}" if found else ""))
 
 
 class SharedStats:
