@@ -129,7 +129,7 @@ def cause(exc: BaseException, limit: int = 160) -> str:
 # Errors are written as the CLI speaks (``--resume latest``). A library entry point says them
 # with the caller's keywords (``resume='latest'``): see :func:`keyword_errors`.
 _NAMING: ContextVar[str | None] = ContextVar("glidectl_error_naming", default=None)
-F = TypeVar("F", bound=Callable[..., Any])
+_F = TypeVar("_F", bound=Callable[..., Any])
 # what may follow a flag as its value: quoted, a METAVAR, a number, a path, a known word
 _VALUE = (r"'[^']*'|\"[^\"]*\"|[A-Z][A-Z0-9_]*(?!\w|\.\w)|-?\d+(?:\.\d+)?(?!\w|[.-]\w)"
           r"|[\w.~-]*/[^\s;,)]*[^\s;,).]|(?:latest|none|auto|fp32|bf16|fp16|offline"
@@ -177,12 +177,12 @@ def in_keywords(message: str, flags: Mapping[str, str],
 
 
 def keyword_errors(flags: Mapping[str, str],
-                   phrases: Mapping[str, str] | None = None) -> Callable[[F], F]:
+                   phrases: Mapping[str, str] | None = None) -> Callable[[_F], _F]:
     """Decorate a library entry point: a GlidectlError it raises names the keywords its
     caller passed, not the command-line flags (:func:`in_keywords`), unless the CLI (see
     :func:`flags_named`) or an outer entry point is the caller."""
 
-    def wrap(fn: F) -> F:
+    def wrap(fn: _F) -> _F:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
             if _NAMING.get() is not None:

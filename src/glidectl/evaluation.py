@@ -74,6 +74,7 @@ KEYWORDS = {flag: key for key, flag in FLAG_NAMES.items()} | {
     "--wandb-project": "wandb_project", "--wandb-entity": "wandb_entity"}
 SAID_AS_KEYWORDS = keyword_errors(KEYWORDS, {  # a setting's value, quoted as Python's
     r"(?<![\w-])(--[a-z][a-z-]*) ([a-z][\w+.:-]*)(?= (?:would change|differs from))": r"\1 '\2'"})
+
 GRID_FILE = "grid.png"
 METRICS_CHUNK = 64  # images read back at a time to score: FID's batches, 4 of CLIP's 16
 
@@ -552,8 +553,8 @@ def _counts(prompts: int, total: int, generated: int) -> dict[str, int]:
             "kept": total - generated}
 
 
-@read_once()  # every image and the sha256 recorded from one version of a schedule file
 @SAID_AS_KEYWORDS
+@read_once()  # every image and the sha256 recorded from one version of a schedule file
 def run_eval(
     prompts_file: str | Path, settings: EvalSettings, options: RunOptions | None = None,
     on_event: EventFn | None = None, pipeline: Any = None, notes: Sequence[str] = (),
