@@ -323,3 +323,17 @@ def test_an_error_names_the_keyword_in_python_and_the_flag_on_the_command_line(
     assert isinstance(result.exception, GlidectlError)
     assert str(result.exception).startswith("--resume latest: no run with checkpoints under ")
     assert str(result.exception).endswith("; pass --name or a checkpoint path.")
+
+
+def test_a_preview_that_cannot_sample_names_the_preview_key_not_a_flag(cli, tiny, config_file):
+    """``raise --steps`` pointed at the optimizer steps (``train --steps``); the preview's
+    own ``preview.steps`` is what to raise, in Python and on the command line alike."""
+    from glidectl.training import train
+
+    cfg = tiny(train=dict(steps=1), preview=dict(every=1, sampler="plms", steps=2))
+    said = "The plms sampler needs at least 3 steps; raise preview.steps."
+    with pytest.raises(GlidectlError) as err:
+        train(cfg, quiet=True)
+    assert str(err.value) == said
+    result = cli("train", "-c", str(config_file(cfg)), "--name", "cli", "--no-live")
+    assert str(result.exception) == said

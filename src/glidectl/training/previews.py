@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from ..config import GlideConfig, PreviewConfig
-from ..errors import GlidectlError, NonFiniteSample, PluginError, cause
+from ..errors import GlidectlError, NonFiniteSample, PluginError, cause, in_keywords
 from ..images import captioned_grid, from_pil, save_png, to_pil
 from ..prompt_files import read_prompt_file
 
@@ -28,6 +29,12 @@ def side_by_side(columns: list[torch.Tensor]) -> list[Image.Image]:
             if c.shape[-1] != size else c.float().cpu() for c in columns]
     return to_pil(torch.cat([torch.cat([c[i:i + 1] for c in cols], dim=3)
                              for i in range(cols[0].shape[0])]))
+
+
+# the [preview] keys for the flags of glidectl sample that sampling errors name
+PREVIEW_KEYS = {f"--{f.name.replace('_', '-')}": f"preview.{f.name}"
+                for f in dataclasses.fields(PreviewConfig)
+                if f.name in ("sampler", "steps", "schedule", "guidance", "eta", "sigma_max")}
 
 
 def preview_sampling(cfg: PreviewConfig, upsampler: bool = False) -> dict[str, Any]:
@@ -214,6 +221,9 @@ class Previewer:
             self.failures += 1
             self.error = f"preview at step {step} failed: {exc}"
             return None
+        except GlidectlError as exc:  # say [preview]'s keys, not glidectl sample's flags
+            exc.args = (in_keywords(str(exc), PREVIEW_KEYS),)
+            raise
         columns = [self.low_res] if self.super_res else []
         if self.masks is not None:
             columns.append(self.reference * self.masks)  # what the model sees: hidden = 0
