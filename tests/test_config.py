@@ -84,12 +84,12 @@ def test_a_config_that_cannot_be_read_is_one_sentence(tmp_path, monkeypatch):
     path = tmp_path / "glide.toml"
     path.write_text("[train]\n")
 
-    def refused(self, *args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    def broken(self, *args, **kwargs):
+        raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(Path, "read_text", refused)
+    monkeypatch.setattr(Path, "read_text", broken)  # was a traceback
     with pytest.raises(ConfigError, match=r"^Config file '.*glide.toml' cannot be read "
-                                          r"\(Permission denied\); check that it is a "
+                                          r"\(Input/output error\); check that it is a "
                                           r"readable file\.$"):
         load_config(path)
 

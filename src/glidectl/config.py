@@ -564,14 +564,7 @@ def load_config(
     cfg = GlideConfig()
     if path is not None:
         p = Path(path)
-        try:
-            data = _read_toml(p)
-        except PermissionError:
-            raise ConfigError(
-                f"Config file {str(p)!r} cannot be read (permission denied); make it readable "
-                "by this user or copy it somewhere that is."
-            ) from None
-        merge(cfg, data, str(p))
+        merge(cfg, _read_toml(p), str(p))
     for item in overrides or []:
         merge(cfg, parse_override(item), "--set")
     return cfg
@@ -595,7 +588,12 @@ def _read_toml(p: Path) -> dict[str, Any]:
         return tomllib.loads(p.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: is not UTF-8 text; save it as a UTF-8 TOML file.") from None
-    except OSError as exc:
+    except PermissionError:
+        raise ConfigError(
+            f"Config file {str(p)!r} cannot be read (permission denied); make it readable "
+            "by this user or copy it somewhere that is."
+        ) from None
+    except OSError as exc:  # an I/O error, a pipe already read
         raise ConfigError(f"Config file {str(p)!r} cannot be read ({exc.strerror}); check "
                           "that it is a readable file.") from None
     except tomllib.TOMLDecodeError as exc:
