@@ -34,7 +34,7 @@ FLAG_NAMES = {
     "base_stage.guidance": "--guidance", "base_stage.schedule": "--schedule",
     "upsample_stage.sampler": "--upsample-sampler",
     "upsample_stage.steps": "--upsample-steps", "upsample_stage.guidance": "--upsample-guidance",
-    "upsample_stage.schedule": "--upsample-schedule",
+    "upsample_stage.schedule": "--upsample-schedule", "grey": "--grey",
 }
 # settings that may name files or folders: metadata.json records where those are ("paths"),
 # so --resume and --skip-existing find them from any working directory
@@ -161,6 +161,7 @@ class EvalSettings:
     rerank: int = 0
     precision: str = "fp32"
     loras: tuple[str, ...] = ()
+    grey: bool = False  # both stages draw grey pictures (x0 projected onto grey)
     # where a recorded run's files are (PATH_KEYS → absolute paths); not a setting
     paths: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -196,10 +197,10 @@ class EvalSettings:
 
         b, u = self.base_stage, self.upsample_stage
         return {"base": replace(BASE_DEFAULTS, sampler=b.sampler, steps=b.steps,
-                                guidance=b.guidance,
+                                guidance=b.guidance, grey=self.grey,
                                 schedule=self.where("base_stage.schedule")),
                 "upsample": replace(UPSAMPLE_DEFAULTS, sampler=u.sampler, steps=u.steps,
-                                    guidance=u.guidance,
+                                    guidance=u.guidance, grey=self.grey,
                                     schedule=self.where("upsample_stage.schedule"))}
 
     def fingerprint(self) -> dict[str, Any]:
@@ -305,10 +306,11 @@ def resolve_settings(
             if key in PATH_KEYS and _same(resolve_path(key, value), settings.where(key)):
                 continue  # another spelling of the same file or folder
             if key in old and not _same(old[key], value):
+                given_flag = _given(key, value)
                 raise GlidectlError(
-                    f"--resume: {FLAG_NAMES.get(key, key)} {_show(value)} would change the "
-                    f"images of the run in {str(out)!r}, recorded with {_show(old[key])}; drop "
-                    f"{FLAG_NAMES.get(key, key)} to continue it, or drop --resume."
+                    f"--resume: {given_flag} would change the images of the run in "
+                    f"{str(out)!r}, recorded with {_show(old[key])}; drop "
+                    f"{given_flag.split()[0]} to continue it, or drop --resume."
                 )
         return settings, [f"--resume: continuing with the settings recorded in "
                           f"{str(out / META_FILE) if out else META_FILE}."]
@@ -316,13 +318,23 @@ def resolve_settings(
     used = {f"base_stage.{k}": v for k, v in (recommended or {}).items()
             if k in ("sampler", "steps", "schedule", "guidance")
             and f"base_stage.{k}" not in given}
+    if (recommended or {}).get("grey") is True and "grey" not in given:
+        used["grey"] = True
     if used:
-        text = ", ".join(f"{k.split('.')[1]} {v}" for k, v in used.items())
-        flags_text = " / ".join(FLAG_NAMES[k] for k in used)
+        text = ", ".join(k.split(".")[-1] if v is True else f"{k.split('.')[1]} {v}"
+                         for k, v in used.items())
+        flags_text = " / ".join("--no-grey" if k == "grey" else FLAG_NAMES[k] for k in used)
         notes.append(f"Using the base model's recommended sampling settings ({text}); pass "
                      f"{flags_text} to change them.")
     settings = _apply(EvalSettings(precision=precision), {**used, **given, "precision": precision})
     return settings, notes
+
+
+def _given(key: str, value: Any) -> str:
+    """The flag that sets ``key`` to ``value``, as typed: ``--steps 50``, ``--no-grey``."""
+    if isinstance(value, bool):
+        return f"--{'' if value else 'no-'}{FLAG_NAMES.get(key, key).removeprefix('--')}"
+    return f"{FLAG_NAMES.get(key, key)} {_show(value)}"
 
 
 def _show(value: Any) -> str:
@@ -385,7 +397,7 @@ def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
     :func:`schedule_digests` gives them): images ``flag`` keeps must be what the new
     metadata.json will say they are."""
     leave = "drop --resume" if flag == "--resume" else "use another --out"
-    saved = dict(meta.get("settings", {}))
+    saved = {"grey": False, **meta.get("settings", {})}  # runs from before it: colour
     for key in ("base_stage", "upsample_stage"):
         if isinstance(saved.get(key), dict):
             saved[key] = asdict(_recorded_stage(saved[key]))
@@ -396,9 +408,8 @@ def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
                                       (paths or {}).get(key, value)):
             continue  # the same file or folder, spelled from another working directory
         if not _same(old.get(key), value):
-            name = FLAG_NAMES.get(key, key)
             raise GlidectlError(
-                f"{flag}: {name} {_show(value)} differs from {_show(old.get(key))}, which made "
+                f"{flag}: {_given(key, value)} differs from {_show(old.get(key))}, which made "
                 f"the images in {str(out)!r}; pass the same options or {leave}."
             )
     for stage, key in SCHEDULE_KEYS.items():

@@ -61,7 +61,7 @@ StepFn = Callable[[str, int, int], None]
 Loras = str | os.PathLike | Sequence[str | os.PathLike]  # ``PATH[:SCALE]`` adapters, or one
 # safetensors metadata key of a trained model's recommended sampling settings (JSON)
 RECOMMENDED_KEY = "glidectl.sampling"
-RECOMMENDED_FIELDS = ("sampler", "steps", "schedule", "guidance", "eta", "sigma_max")
+RECOMMENDED_FIELDS = ("sampler", "steps", "schedule", "guidance", "eta", "sigma_max", "grey")
 OUTPUTS = ("pil", "np", "tensor")  # what generate() returns: PIL images or one array/tensor
 
 
@@ -71,7 +71,7 @@ KEYWORDS = {f"--{k.replace('_', '-')}": k for k in (
     "schedule", "guidance", "guidance_interval", "guidance_rescale", "dynamic_threshold",
     "sigma_max", "eta", "upsample_sampler", "upsample_steps", "upsample_schedule",
     "upsample_guidance", "upsample_eta", "upsample_temp", "precision", "seed", "n",
-    "batch_size", "device", "vocab_dir")} | {"--lora": "loras"}
+    "batch_size", "device", "vocab_dir", "grey")} | {"--lora": "loras"}
 SAID_AS_KEYWORDS = keyword_errors(KEYWORDS, {
     r"in glidectl sample with --base none --low-res IMAGE": "with base=None and low_res=IMAGE",
     r"the inpaint flags": "inpaint_image and inpaint_mask"})
@@ -390,6 +390,7 @@ class GlidePipeline:
         loras = [x for r in self.records.values() for x in r.loras]
         record.update({
             "sigma_max": first.sigma_max, "quantize_t": first.quantize_t or None,
+            "grey": first.grey,
             "precision": self.precision.name, "glidectl": __version__,
             # kernels differ by device type and under torch.compile: so do the pixels
             "device": self.device.type, "compile": self.compiled or None,
@@ -423,6 +424,8 @@ class GlidePipeline:
             if key in base and key not in up:
                 up[key] = base[key]
         base = {**self.recommended("base"), **base}  # upsamplers: GLIDE's fast27 DDPM
+        if "grey" in base and "grey" not in up:  # a grey picture stays grey when upsampled
+            up["grey"] = base["grey"]
         return replace(BASE_DEFAULTS, **base), replace(UPSAMPLE_DEFAULTS, **up), rest
 
     def recommended(self, stage: str = "base") -> dict[str, Any]:
@@ -437,9 +440,10 @@ class GlidePipeline:
         used = {k: v for k, v in self.recommended(stage).items() if given.get(k) is None}
         if not used:
             return None
-        text = ", ".join(f"{k} {v}" for k, v in used.items())
-        flags = " / ".join(f"--{'upsample-' if stage != 'base' else ''}{k.replace('_', '-')}"
-                           for k in used)
+        text = ", ".join(k if v is True else f"{k} {v}" for k, v in used.items())
+        flags = " / ".join(f"--{'upsample-' if stage != 'base' else ''}"
+                           f"{'no-' if v is True else ''}{k.replace('_', '-')}"
+                           for k, v in used.items())
         return (f"Using the {stage} model's recommended sampling settings ({text}); "
                 f"pass {flags} to change them.")
 
@@ -486,9 +490,11 @@ class GlidePipeline:
         ``seed + i``).
 
         Stage keywords: ``sampler, steps, schedule, guidance, eta, sigma_max, clip_denoised,
-        quantize_t, guidance_interval=(lo, hi), guidance_rescale=φ, dynamic_threshold=p``
-        for the base; ``upsample_sampler, upsample_steps, upsample_schedule,
-        upsample_guidance, upsample_eta, upsample_temp`` for the upsampler. ``low_res``
+        quantize_t, guidance_interval=(lo, hi), guidance_rescale=φ, dynamic_threshold=p,
+        grey`` for the base (``grey=True``: grey pictures, the upsampler's too unless
+        ``upsample_grey`` says otherwise); ``upsample_sampler, upsample_steps,
+        upsample_schedule, upsample_guidance, upsample_eta, upsample_temp`` for the
+        upsampler. ``low_res``
         (image/tensor) skips the base and upsamples it. ``progress(done, total)`` counts
         model calls of the whole request, ``on_step(stage, done, total)`` those of one
         stage of one batch; ``timings`` accumulates seconds per stage. Returns PIL images
@@ -693,6 +699,10 @@ def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -
             raise GlidectlError(f"generate(): {key} must be a name such as 'dpm++2m'"
                                 f"{' or a schedule file' if 'schedule' in key else ''}, got "
                                 f"{value!r:.60} ({type(value).__name__}).")
+    for key, value in (("grey", base.grey), ("upsample_grey", up.grey)):
+        if not isinstance(value, bool):
+            raise GlidectlError(f"generate(): {key} must be True or False, got {value!r:.60} "
+                                f"({type(value).__name__}).")
     interval = base.guidance_interval
     if interval is not None and (isinstance(interval, str) or not isinstance(
             interval, Sequence) or len(interval) != 2 or not all(

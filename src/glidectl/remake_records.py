@@ -15,7 +15,7 @@ from .remake import MODELS, PATHS, Pinned, Remake, _flag
 SAME_NAME = ("sampler", "steps", "schedule", "guidance", "eta", "guidance_interval",
              "guidance_rescale", "dynamic_threshold", "upsample_sampler", "upsample_steps",
              "upsample_schedule", "upsample_guidance", "upsample_temp", "sigma_max",
-             "quantize_t", "precision", "batch_size", "seed")
+             "quantize_t", "grey", "precision", "batch_size", "seed")
 STRINGS = ("steps", "upsample_steps", "guidance_interval")  # sample parses them itself
 FLOATS = ("guidance", "eta", "guidance_rescale", "dynamic_threshold", "upsample_guidance",
           "upsample_temp", "sigma_max")
@@ -75,6 +75,7 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
             values[key] = float(values[key])
     if "sampler" in rec and rec.get("guidance") is None:
         values["guidance"] = 1.0  # guidance off, as --guidance 1 says it
+    values.setdefault("grey", False)  # PNGs from before it was recorded: colour
     values.update({k: Path(rec[k]) for k in PATHS if rec.get(k)})
     pinned = [Pinned(k, f"{_flag(k)} image", (rec[k],), rec.get(f"{k}_sha256"),
                      metavar="IMAGE") for k in PATHS if rec.get(k)]
@@ -160,7 +161,8 @@ def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
         guidance = stage.get("guidance")
         if guidance is not None or not prefix:
             values[f"{prefix}guidance"] = float(1.0 if guidance is None else guidance)
-    values.update(precision=rec.get("precision"), batch_size=int(rec.get("batch_size") or 1))
+    values.update(precision=rec.get("precision"), batch_size=int(rec.get("batch_size") or 1),
+                  grey=bool(rec.get("grey")))  # runs from before it drew colour
     values = {k: v for k, v in values.items() if v is not None}
     remake = Remake(png, "eval", values, prompt_sha256=text.get("prompt_sha256"),
                     plugins=None, vocab_sha256=rec.get("vocab_sha256"))
@@ -257,6 +259,7 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
         "schedule": text["schedule"], "guidance": float(text["guidance"]),
         "seed": int(text["seed"]), "precision": text["precision"],
         "batch_size": int(text["batch_size"]), "upsampler": "none",
+        "grey": text.get("grey") == "True",  # previews from before it: colour
     }
     remake = Remake(png, "training preview", values, plugins=_json_list(text.get("plugins")),
                     plugins_known=True, vocab_sha256=text.get("vocab_sha256"))

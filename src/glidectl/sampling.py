@@ -20,6 +20,7 @@ from PIL import Image
 from . import plugins
 from .errors import GlidectlError, NonFiniteSample, a_or_an
 from .glide.options import UPSAMPLE_FACTOR
+from .greyscale import to_grey
 from .images import centre_square, from_pil, known_mask_from_pil
 from .samplers.denoiser import GlideDenoiser
 from .samplers.noise import image_generators, per_image_noise_sampler, randn_per_image
@@ -57,6 +58,7 @@ class StageOptions:
     guidance_interval: tuple[float, float] | None = None  # guide only for LO <= σ <= HI
     guidance_rescale: float = 0.0  # φ of guidance rescale (0 = off)
     dynamic_threshold: float | None = None  # percentile of Imagen's x0 thresholding
+    grey: bool = False  # project every x0 prediction (and the picture) onto grey images
 
     def sampler_spec(self) -> Sampler:
         return as_sampler(plugins.samplers().get(self.sampler))
@@ -216,7 +218,7 @@ def sample_stage(
         clip=options.clip_denoised and spec.clip, denoised_fn=denoised_fn,
         quantize_t=options.quantize_t, autocast_dtype=PRECISIONS[precision], on_call=on_call,
         guidance_interval=options.guidance_interval, guidance_rescale=options.guidance_rescale,
-        dynamic_threshold=options.dynamic_threshold,
+        dynamic_threshold=options.dynamic_threshold, grey=options.grey,
     )
     sigmas = options.sigmas(denoiser.sigmas)
     generators = image_generators(seeds)
@@ -231,6 +233,8 @@ def sample_stage(
     out = spec(denoiser, x, sigmas, noise_sampler=per_image_noise_sampler(generators, x),
                **sampler_options)
     check_finite(out, denoiser, opts.kind, options.sampler, precision)
+    if options.grey:  # the last step's x is its x0 to float rounding, or σ_min's noise away
+        out = to_grey(out)
     return out.clamp(-1, 1)
 
 

@@ -21,7 +21,7 @@ def test_a_click_serves_its_pngs_from_the_output_folder_not_copies(models_dir, t
     demo = build_app(backend)
     run = next(fn for fn in demo.fns.values() if fn.name == "run")
     inputs = ["a red circle", 2, "euler", 1, "fast27", 1.0, "3", "tiny.safetensors", "(none)",
-              "(none)", 1.0, "fp32", False, "(default)"]
+              "(none)", 1.0, "fp32", False, "(default)", False]
     for _ in range(3):  # clicks for hours: gradio's cache must not gain a copy of each image
         gallery = asyncio.run(demo.process_api(run, inputs))["data"][0]
         served = [Path(item["image"]["path"]) for item in gallery]

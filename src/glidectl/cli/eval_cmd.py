@@ -11,7 +11,14 @@ import typer
 from .. import sampling_defaults as D
 from ..config import WANDB_MODES
 from ..eval_outputs import GRID_MAX
-from .sample_cmd import DEVICE_HELP, GUIDANCE_HELP, PRECISION_HELP, SCHEDULE_HELP, steps_value
+from .sample_cmd import (
+    DEVICE_HELP,
+    GREY_HELP,
+    GUIDANCE_HELP,
+    PRECISION_HELP,
+    SCHEDULE_HELP,
+    steps_value,
+)
 
 SAMPLER_HELP = f"Base sampler (default: the model's recommended, else {D.BASE_SAMPLER})."
 STEPS_HELP = ("Base steps or a respacing such as fast27 (default: the model's recommended, "
@@ -182,6 +189,7 @@ def register(app: typer.Typer) -> None:
         steps: str | None = typer.Option(None, "--steps", help=STEPS_HELP),
         schedule: str | None = typer.Option(None, "--schedule", help=SCHEDULE_HELP),
         guidance: float | None = typer.Option(None, "--guidance", help=GUIDANCE_HELP),
+        grey: bool | None = typer.Option(None, "--grey/--no-grey", help=GREY_HELP),
         up_sampler: str | None = typer.Option(
             None, "--upsample-sampler", "--up-sampler", help="Upsampler sampler (default ddpm)."),
         up_steps: str | None = typer.Option(
@@ -259,7 +267,7 @@ def register(app: typer.Typer) -> None:
             "upsample_stage.sampler": up_sampler,
             "upsample_stage.steps": steps_value(up_steps, "--upsample-steps"),
             "upsample_stage.guidance": up_guidance,
-            "upsample_stage.schedule": up_schedule,
+            "upsample_stage.schedule": up_schedule, "grey": grey,
         }
         settings, notes = settings_for(prompts, flags, options, precision)
         console = Console()

@@ -28,6 +28,8 @@ SCHEDULE_HELP = ("Step schedule: auto (the sampler's own: respaced for ddpm/ddim
                  "recommended, else auto).")
 GUIDANCE_HELP = ("Classifier-free guidance scale, 1 = none (default: the model's, else "
                  f"{D.BASE_GUIDANCE:g}).")
+GREY_HELP = ("Draw grey images: every x0 prediction projected onto grey (R = G = B), for "
+             "models of greyscale data (default: the model's recommended, else colour).")
 PRECISION_HELP = ("auto (bf16 where the device computes it natively, else fp32), fp32, bf16 "
                   "or fp16.")
 DEVICE_HELP = "auto, cpu, cuda, cuda:1, mps."
@@ -214,6 +216,7 @@ def register(app: typer.Typer) -> None:
                                                        "99.5) instead of at 1."),
         eta: float | None = typer.Option(None, "--eta", help="Noise amount for samplers "
                                          "that take η (ddim, ancestral ones)."),
+        grey: bool | None = typer.Option(None, "--grey/--no-grey", help=GREY_HELP),
         n: int = typer.Option(1, "--n", "-n", help="Images per prompt."),
         batch_size: int = typer.Option(D.BATCH_SIZE, "--batch-size", "-b",
                                        help="Images per forward."),
@@ -281,7 +284,8 @@ def _sample(
     ctx: typer.Context, given_names: set[str], remake: Any, remake_notes: list[str], *,
     prompts: list[str], sampler: str | None, steps: str | None, schedule: str | None,
     guidance: float | None, guidance_interval: str | None, guidance_rescale: float,
-    dynamic_threshold: float | None, eta: float | None, n: int, batch_size: int, seed: int,
+    dynamic_threshold: float | None, eta: float | None, grey: bool | None, n: int,
+    batch_size: int, seed: int,
     base: str, upsampler: str, upsample_sampler: str, upsample_steps: str,
     upsample_schedule: str | None, upsample_guidance: float | None, upsample_temp: float,
     low_res: Path | None, inpaint_image: Path | None, inpaint_mask: Path | None,
@@ -348,7 +352,7 @@ def _sample(
 
     given = dict(sampler=sampler, steps=base_steps,
                  schedule=None if schedule == "auto" else schedule, guidance=guidance,
-                 eta=eta)
+                 eta=eta, grey=grey)
     chosen = pipe.precision
     if remake is not None and "precision" not in given_names:  # not "as asked": the PNG's
         chosen = Precision(chosen.name, f"as {from_png} records")

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ..greyscale import to_grey
 from .guidance import check_guidance_tools, dynamic_threshold, in_interval, rescale_guidance
 from .schedules import sigmas_from_alphas_cumprod
 
@@ -74,6 +75,8 @@ class GlideDenoiser:
     guides only for lo ≤ σ ≤ hi (outside, the forward runs the conditional rows alone);
     ``guidance_rescale=φ`` rescales the guided x0 towards the conditional one's standard
     deviation; ``dynamic_threshold=p`` replaces the static clip by Imagen's percentile one.
+    ``grey=True`` projects x0 onto grey images (R = G = B, their mean) after ``denoised_fn``,
+    so every sampler draws grey pictures and chroma errors do not feed later steps.
     """
 
     learned_variance = True
@@ -94,6 +97,7 @@ class GlideDenoiser:
         guidance_interval: tuple[float, float] | None = None,
         guidance_rescale: float = 0.0,
         dynamic_threshold: float | None = None,
+        grey: bool = False,
     ):
         self.model = model
         self.alphas_cumprod = np.asarray(alphas_cumprod, dtype=np.float64)
@@ -111,6 +115,7 @@ class GlideDenoiser:
                                                       dynamic_threshold)
         self.guidance_rescale = guidance_rescale
         self.dynamic_threshold = dynamic_threshold
+        self.grey = grey
         self.calls = 0
         self._finite: torch.Tensor | None = None  # all outputs finite so far (no sync per call)
 
@@ -200,6 +205,8 @@ class GlideDenoiser:
         denoised = x - sigma * out[:, :3]
         if self.denoised_fn is not None:
             denoised = self.denoised_fn(denoised)
+        if self.grey:
+            denoised = to_grey(denoised)
         if self.dynamic_threshold is not None:
             denoised = dynamic_threshold(denoised, self.dynamic_threshold)
         if self.clip:

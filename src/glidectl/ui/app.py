@@ -41,6 +41,11 @@ def _recommended_values(backend: UiBackend, base: str | None,
     return sampler, steps, float(guidance if guidance is not None else 1.0)
 
 
+def _recommended_grey(backend: UiBackend, base: str | None) -> bool:
+    """Whether the base model recommends grey pictures (it was trained on greyscale data)."""
+    return backend.recommended(base).get("grey") is True
+
+
 def schedule_change(backend: UiBackend, schedule: str, base: str | None, sampler: str,
                     samplers: list[str]) -> tuple[str | None, int | None]:
     """(sampler, steps) to set when the schedule changes (None: leave it). The fitted file
@@ -83,7 +88,7 @@ def build_app(backend: UiBackend) -> Any:
 
     def run(prompt: str, n: float, sampler: str, base_steps: float, up_steps: str,
             guidance: float, seed: str | None, base: str, upsampler: str, lora: str,
-            lora_scale: float, precision: str, compile_: bool, schedule: str,
+            lora_scale: float, precision: str, compile_: bool, schedule: str, grey: bool,
             progress: Any = gr.Progress()) -> tuple[Any, str, str, str]:
         def on_step(stage: str, done: int, total: int) -> None:
             progress((done, total), desc=f"{stage} sampling")
@@ -94,7 +99,7 @@ def build_app(backend: UiBackend) -> Any:
                 up_steps=up_steps, guidance=float(guidance), seed=seed,  # empty: random
                 base=base, upsampler=upsampler, lora=lora, lora_scale=float(lora_scale),
                 precision=precision, compile=bool(compile_), on_step=on_step,
-                schedule=schedule,
+                schedule=schedule, grey=bool(grey),
             )
         except GlidectlError as exc:  # the page shows it; the terminal gets one line
             message = in_page_words(one_line(str(exc)))
@@ -113,7 +118,8 @@ def build_app(backend: UiBackend) -> Any:
         prompts = [[p] for p in backend.example_prompts(base)]
         return (gr.update(value=sampler), gr.update(value=steps), gr.update(value=guidance),
                 gr.Dataset(samples=prompts),
-                gr.update(choices=backend.schedule_choices(base), value=OWN_SCHEDULE))
+                gr.update(choices=backend.schedule_choices(base), value=OWN_SCHEDULE),
+                gr.update(value=_recommended_grey(backend, base)))
 
     def on_load(*values: str) -> tuple[Any, ...]:
         lists = fresh_lists(backend, *values)
@@ -175,6 +181,8 @@ def build_app(backend: UiBackend) -> Any:
                         precision = gr.Radio(list(PRECISIONS), value=backend.precision,
                                              label="Precision")
                         compile_ = gr.Checkbox(False, label="torch.compile")
+                        grey = gr.Checkbox(_recommended_grey(backend, first), label="Grey "
+                                           "(greyscale models)", elem_id="grey")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 examples = gr.Examples([[p] for p in backend.example_prompts(first)],
                                        inputs=[prompt], label="Example prompts",
@@ -191,7 +199,7 @@ def build_app(backend: UiBackend) -> Any:
         demo.load(on_load, inputs=[base, upsampler, lora, schedule],
                   outputs=[base, upsampler, lora, schedule, no_base])
         base.change(on_base, inputs=[base],
-                    outputs=[sampler, base_steps, guidance, examples.dataset, schedule])
+                    outputs=[sampler, base_steps, guidance, examples.dataset, schedule, grey])
         schedule.change(on_schedule, inputs=[schedule, base, sampler],
                         outputs=[sampler, base_steps])
         upsampler.change(lambda up: gr.update(visible=up not in (None, "", NONE_LABEL)),
@@ -199,7 +207,7 @@ def build_app(backend: UiBackend) -> Any:
         button.click(
             run,
             inputs=[prompt, n, sampler, base_steps, up_steps, guidance, seed, base, upsampler,
-                    lora, lora_scale, precision, compile_, schedule],
+                    lora, lora_scale, precision, compile_, schedule, grey],
             outputs=[gallery, used_seed, settings, memory],
             concurrency_limit=1,
         )

@@ -174,12 +174,14 @@ class UiBackend:
         upsampler: str | None = NONE_LABEL, lora: str | None = NONE_LABEL,
         lora_scale: float = 1.0, precision: str = "auto", compile: bool = False,
         on_step: Callable[[str, int, int], None] | None = None, schedule: str | None = None,
+        grey: bool | None = None,
     ) -> UiResult:
         """Sample ``n`` images of ``prompt``; image j uses seed ``seed + j``, as
         ``glidectl sample --seed SEED`` does. Unset sampling settings come from the model's
         recommendations, else the defaults of ``glidectl sample``. ``schedule`` is a label
         of :meth:`schedule_choices`; ``seed`` -1 or None (an empty box) draws one; the page's
-        box sends text, read exactly (a browser's numbers round seeds above 2**53).
+        box sends text, read exactly (a browser's numbers round seeds above 2**53). ``grey``
+        None: the model's recommendation.
 
         Only models listed by :meth:`choices` can be named (no free-form paths).
         """
@@ -221,7 +223,7 @@ class UiBackend:
         load_s = time.perf_counter() - t0
         given = {"sampler": sampler or None, "steps": int(base_steps) if base_steps else None,
                  "guidance": guidance, "upsample_steps": up_steps if up_c else None,
-                 "schedule": schedule}
+                 "schedule": schedule, "grey": grey}
         base_opts, up_opts, _ = pipe.stages(**{k: v for k, v in given.items() if v is not None})
         t1 = time.perf_counter()
         text = prompt.strip()

@@ -1,0 +1,90 @@
+"""``--grey`` in sample and eval, the web UI's box, the PNG record and ``--from-png``: a model
+that recommends grey (trained on grey data) samples grey unless told ``--no-grey``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_pipeline import tiny_glide
+from test_sample_cmd import in_process
+
+COMMON = ("--upsampler", "none", "--steps", 2, "--sampler", "euler", "--device", "cpu")
+
+
+def chroma(png: Path) -> int:
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    return int((rgb.max(axis=2) - rgb.min(axis=2)).max())
+
+
+def params(png: Path) -> dict:
+    return json.loads(Image.open(png).text["parameters"])
+
+
+@pytest.fixture(scope="module")
+def grey_model(tmp_path_factory) -> Path:
+    """A tiny base model whose checkpoint recommends grey sampling, as a grey run's does."""
+    from glidectl.glide import save_weights
+    from glidectl.pipeline import RECOMMENDED_KEY
+
+    folder = tmp_path_factory.mktemp("grey-models")
+    return save_weights(tiny_glide("base", 0), folder / "grey.safetensors",
+                        metadata={RECOMMENDED_KEY: json.dumps({"grey": True})})
+
+
+def test_sample_records_grey_and_from_png_makes_it_again(grey_model, capsys, tmp_path):
+    res = in_process(capsys, "sample", "a cat", "--base", grey_model, *COMMON, "-q",
+                     "--out", tmp_path / "grey")
+    assert res.returncode == 0, res.stderr
+    assert "recommended sampling settings (grey); pass --no-grey" in res.stderr
+    png = tmp_path / "grey" / "00000.png"
+    assert params(png)["grey"] is True and chroma(png) == 0
+    res = in_process(capsys, "sample", "a cat", "--base", grey_model, *COMMON, "--no-grey",
+                     "-q", "--out", tmp_path / "colour")
+    assert res.returncode == 0, res.stderr
+    colour = tmp_path / "colour" / "00000.png"
+    assert params(colour)["grey"] is False and chroma(colour) > 0
+    for made in (png, colour):  # the record, not the model's recommendation, decides
+        again = tmp_path / f"again-{made.parent.name}"
+        res = in_process(capsys, "sample", "--from-png", made, "--device", "cpu", "-q",
+                         "--out", again)
+        assert res.returncode == 0, res.stderr
+        assert np.array_equal(np.asarray(Image.open(again / "00000.png")),
+                              np.asarray(Image.open(made)))
+        assert params(again / "00000.png")["grey"] == params(made)["grey"]
+
+
+def test_eval_uses_the_recommendation_records_it_and_from_png_makes_it_again(
+        grey_model, capsys, tmp_path):
+    (tmp_path / "p.txt").write_text("a cat\n")
+    res = in_process(capsys, "eval", tmp_path / "p.txt", "--base", grey_model, *COMMON,
+                     "--out", tmp_path / "eval")
+    assert res.returncode == 0, res.stderr
+    meta = json.loads((tmp_path / "eval" / "metadata.json").read_text())
+    assert meta["settings"]["grey"] is True
+    png = sorted((tmp_path / "eval").glob("000_*.png"))[0]
+    assert chroma(png) == 0
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                     "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again" / "00000.png")),
+                          np.asarray(Image.open(png)))
+    res = in_process(capsys, "eval", tmp_path / "p.txt", "--base", grey_model, *COMMON,
+                     "--no-grey", "--out", tmp_path / "eval", "--resume")
+    assert res.returncode == 2 and "--no-grey would change the images" in res.stderr
+
+
+def test_the_web_ui_fills_in_the_recommendation_and_records_it(grey_model, tmp_path):
+    from glidectl.ui.app import _recommended_grey
+    from glidectl.ui.backend import UiBackend
+
+    ui = UiBackend(grey_model.parent, device="cpu", output_dir=tmp_path / "ui")
+    assert _recommended_grey(ui, "grey.safetensors")
+    for grey in (None, False):
+        result = ui.generate("a cat", n=1, seed=1, base="grey.safetensors", base_steps=2,
+                             sampler="euler", grey=grey)
+        assert result.settings["grey"] is (grey is None)
+        assert (chroma(result.files[0]) == 0) is (grey is None)
