@@ -22,6 +22,7 @@ from ..data.source_api import source_notes
 from ..devices import nondeterministic_op, torch_threads
 from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors, write_error
 from ..glide.checkpoints import state_sha256
+from ..greyscale import GREY_NOTE
 from . import resume_state as rs
 from .adapters import ModelAdapter, PartsAdapter
 from .caption_check import CaptionLengthCheck
@@ -245,6 +246,7 @@ class Trainer:
         failed write removes the temp folder, so a full disk gets that space back."""
         acc, step = self.accelerator, self.state.step
         acc.wait_for_everyone()
+        self._sync_grey()
         self.stream.gather_ranks(lambda t: acc.gather(t.to(acc.device)).cpu())
         self.state.data_total = self._data_totals()
         tmp = self.checkpoints.tmp_dir(step)
@@ -276,7 +278,16 @@ class Trainer:
         write_weights(tmp, step, self.unwrapped, self.adapter, self.ema, self.bundle.options,
                       meta)
 
+    def _sync_grey(self) -> None:
+        """Whether every training image any process has seen is grey (a collective): the
+        previews then sample grey and the checkpoints recommend it."""
+        seen = self.procs.gather(self.state.grey_data)
+        self._grey = all(v is True for v in seen)
+        if self.previewer is not None:
+            self.previewer.grey = self._grey
+
     def _preview(self, trackers: Trackers) -> None:
+        self._sync_grey()
         if self.previewer is None or self.cfg.preview.every <= 0:
             self.procs.wait_for_main()
             return
@@ -346,6 +357,7 @@ class Trainer:
             with acc.accumulate(self.model):
                 batch = self.stream.next()
                 wait += self.stream.last_wait
+                self.state.see_images(batch["image"])
                 if hasattr(self.dataset, "warm_up"):  # kohya's token warm-up, at this step
                     self.dataset.warm_up(batch, self.state.step, self.total_steps)
                 if self.main and (note := self._captions.see(batch.get("caption", ()))):
@@ -443,6 +455,7 @@ class Trainer:
             if moved:
                 self.display.message(moved)
         self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
+        self._grey = False  # set by each preview and checkpoint (_sync_grey)
         if step >= self.total_steps:
             self.display.message(f"The run is already at step {step} of {self.total_steps}: "
                                  "nothing to train (pass a larger --steps to go on).")
@@ -491,6 +504,8 @@ class Trainer:
             out.close()
             self.stream.close()
             self._claim.release()
+        if self._grey and not self.bundle.options.super_res:  # an upsampler recommends none
+            self.display.message(GREY_NOTE)
         out.result.step = step
         self.accelerator.wait_for_everyone()
         return out.result

@@ -127,6 +127,7 @@ class Previewer:
         self.low_res: torch.Tensor | None = None
         self.masks: torch.Tensor | None = None  # inpainting: 1 = known
         self.failures = 0
+        self.grey = False  # the training data are grey: sample grey, recommend it
         self.error: str | None = None
         self.notes: list[str] = []  # warnings for the run's display
         prompts = _read_prompts(self.cfg)
@@ -161,7 +162,8 @@ class Previewer:
         from .. import sampling
 
         c, b = self.cfg, self.bundle
-        settings = {**preview_sampling(c, self.super_res), "precision": self.precision}
+        settings = {**preview_sampling(c, self.super_res), "precision": self.precision,
+                    "grey": self.grey}
         if self.masks is not None:
             settings.update(inpaint_image=self.reference, inpaint_mask=self.masks)
         if self.super_res:
@@ -188,7 +190,8 @@ class Previewer:
         text = {"sampler": used["sampler"], "steps": str(used["steps"]), "schedule": schedule,
                 "guidance": str(used["guidance"]), "seed": str(self.cfg.seed),
                 "precision": self.precision, "batch_size": str(len(self.prompts)),
-                "device": next(self.model.parameters()).device.type, "glidectl": __version__}
+                "device": next(self.model.parameters()).device.type, "glidectl": __version__,
+                "grey": str(self.grey)}
         vocab = vocab_record([self.bundle.tokenizer], self.vocab_dir)
         text.update({k: v for k, v in vocab.items() if v is not None})
         if plugins := plugins_used([used["sampler"]], [schedule]):
@@ -198,10 +201,13 @@ class Previewer:
     def recommended(self) -> str:
         """The checkpoint metadata value of :data:`glidectl.pipeline.RECOMMENDED_KEY`: how
         this model is sampled by default (the preview settings) and its preview prompts.
-        An upsampler records prompts only: every front end upsamples with GLIDE's fast27
-        DDPM unless told otherwise (issue-measured: nothing cheaper matches it)."""
+        Grey training data add ``grey``. An upsampler records prompts only: every front
+        end upsamples with GLIDE's fast27 DDPM unless told otherwise (issue-measured:
+        nothing cheaper matches it)."""
         prompts = [p for p in dict.fromkeys(self.prompts) if p][:8]
         settings = {} if self.super_res else preview_sampling(self.cfg)
+        if self.grey and not self.super_res:
+            settings["grey"] = True
         return json.dumps({**settings, "prompts": prompts})
 
     @torch.no_grad()

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ..greyscale import all_grey
 from .data_stream import DataStream
 from .guards import NonFiniteGuard
 
@@ -58,6 +61,13 @@ class TrainState:
         # (a resumed run's counts go on from the checkpoint's), and the totals to save.
         self.data_base: dict[str, Any] = {}
         self.data_total: dict[str, Any] = {}
+        # every training image this process has seen is grey (None: none seen yet)
+        self.grey_data: bool | None = None
+
+    def see_images(self, images: torch.Tensor) -> None:
+        """Note whether a batch's images (as trained on, augmented) are all grey."""
+        if self.grey_data is not False:
+            self.grey_data = all_grey(images)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +75,7 @@ class TrainState:
             "guard": self.guard.state_dict(), "trackers": dict(self.tracker_ids),
             "best_val_loss": self.best_val_loss, "best_step": self.best_step,
             "data_counts": self.data_total, "precision": self.precision,
+            "grey_data": self.grey_data,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -73,6 +84,8 @@ class TrainState:
         self.guard.load_state_dict(state["guard"])
         self.tracker_ids = {str(k): str(v) for k, v in dict(state.get("trackers", {})).items()}
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
+        grey = state.get("grey_data")  # absent in checkpoints before it was kept
+        self.grey_data = grey if isinstance(grey, bool) else None
         saved = state.get("precision")
         self.saved_precision = saved if isinstance(saved, str) else None
         best = state.get("best_step")  # absent in checkpoints before it was kept

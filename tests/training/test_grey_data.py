@@ -1,0 +1,51 @@
+"""A run whose training images are all grey recommends grey sampling; colour data do not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from safetensors import safe_open
+
+from glidectl.greyscale import GREY_NOTE
+from glidectl.training.engine import Trainer
+from glidectl.training.resume_state import read_state_file
+
+
+def recommended(step_dir: Path) -> dict:
+    with safe_open(step_dir / "ema.safetensors", "pt") as f:
+        return json.loads(f.metadata()["glidectl.sampling"])
+
+
+def train(cfg) -> tuple[Path, list[str]]:
+    trainer = Trainer(cfg, quiet=True)
+    messages: list[str] = []
+    trainer.display.message = messages.append
+    return trainer.run().run_dir, messages
+
+
+def test_a_run_on_grey_data_recommends_grey_and_previews_grey(tiny, image_folder):
+    for png in image_folder.glob("*.png"):
+        Image.open(png).convert("L").convert("RGB").save(png)
+    cfg = tiny(data=dict(source=str(image_folder)), train=dict(steps=1),
+               preview=dict(every=1, steps=2, prompts=["a grey square"]))
+    run, messages = train(cfg)
+    step = run / "checkpoints" / "step-000001"
+    assert recommended(step)["grey"] is True
+    assert read_state_file(step / "state" / "train.json")["grey_data"] is True  # resumes
+    assert messages.count(GREY_NOTE) == 1
+    preview = Image.open(run / "previews" / "step-000001.png")
+    assert preview.text["grey"] == "True"
+    rgb = np.asarray(preview.convert("RGB")).astype(int)
+    assert (rgb.max(axis=2) - rgb.min(axis=2)).max() == 0
+
+
+def test_a_run_on_colour_data_does_not(tiny, image_folder):
+    cfg = tiny(data=dict(source=str(image_folder)), train=dict(steps=1),
+               preview=dict(every=1, steps=2, prompts=["a red square"]))
+    run, messages = train(cfg)
+    assert "grey" not in recommended(run / "checkpoints" / "step-000001")
+    assert GREY_NOTE not in messages
+    assert Image.open(run / "previews" / "step-000001.png").text["grey"] == "False"
