@@ -12,7 +12,11 @@ Prints each run and the worst case first.
 ``--grey`` trains on a greyscale copy of the demo pictures (an image folder with .txt
 captions) and adds two colour figures on 0-255 levels that grey data should keep at 0:
 ``cast``, the largest gap between an image's channel means and their average (a tint), and
-``chroma``, the mean over pixels of max(R, G, B) - min(R, G, B) (coloured grain).
+``chroma``, the mean over pixels of max(R, G, B) - min(R, G, B) (coloured grain). A run
+trained on grey data recommends grey sampling (x0 projected onto grey), which ``sample``
+then uses; ``--sample-args=--no-grey`` scores the same runs without it:
+
+    python benchmarks/bench_quickstart.py --grey --run RUN --sample-args=--no-grey
 """
 
 from __future__ import annotations
