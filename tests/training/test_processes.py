@@ -167,7 +167,7 @@ def test_a_second_ctrl_c_while_saving_names_the_last_checkpoint(tiny, tmp_path):
     assert stopped.value.exit_code == 130
     assert str(stopped.value) == (
         f"Interrupted at step 4, which was not saved; its last checkpoint is "
-        f"{str(run / 'checkpoints' / 'step-000002')!r}: resume with --resume {run}.")
+        f"{str(run / 'checkpoints' / 'step-000002')!r}: resume with resume={str(run)!r}.")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-000002"]
     assert Trainer(cfg, resume="latest", quiet=True).run().step == 4
 
