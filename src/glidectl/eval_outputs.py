@@ -196,6 +196,7 @@ def read_back(out: Path, prompts: Sequence[str], stems: Sequence[Sequence[str]],
         yield records, images
 
 
+GRID_FILE = "grid.png"
 GRID_MAX = 256  # images grid.png holds at most (--grid-max): the first prompts'
 
 

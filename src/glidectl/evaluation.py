@@ -1,15 +1,14 @@
 """Batch evaluation: a prompts file → a numbered, reproducible folder of images and a grid.
 
-The work is a fixed list of (prompt i, candidate j) items cut into fixed batches, so a batch
-always holds the same items; image j of prompt i is drawn from its own seed
-``image_seed(seed, i, j)``. Resuming (or skipping done prompts) re-runs only the batches that
-still hold an unfinished prompt and writes only that prompt's files, so an interrupted and
-resumed run gives the same bytes as an uninterrupted one.
+The work (fixed batches, a seed per image) is :mod:`glidectl.eval_plan`'s; a run's options,
+settings and the checks before it start are :mod:`glidectl.eval_inputs`'. Resuming (or
+skipping done prompts) re-runs only the batches that still hold an unfinished prompt and
+writes only that prompt's files, so an interrupted and resumed run gives the same bytes as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -18,44 +17,44 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import GlidectlError, keyword_errors
+from .errors import GlidectlError
+from .eval_inputs import (
+    SAID_AS_KEYWORDS,
+    RunOptions,
+    check_continues,
+    check_inputs,
+    continues,
+    resolve_out,
+    settings_for,
+)
 from .eval_outputs import (
+    GRID_FILE,
     GRID_MAX,
-    check_wandb,
     claim_folder,
     clean_temp_files,
     grid,
     grid_prompts,
     holds_files,
     image_stems,
-    index_width,
-    is_whole_png,
-    latest_eval_dir,
     log_wandb,
     next_eval_dir,
-    padded_widths,
     read_back,
     read_metadata,
-    refuse_if_busy,
     slugify,
     write_json,
     write_pair,
 )
+from .eval_plan import Plan, image_seed, read_prompts
 from .eval_settings import (
-    FLAG_NAMES,
     META_FILE,
-    SCHEDULE_KEYS,
     EvalSettings,
     Stage,
     check_resume,
-    check_same_run,
     prompts_digest,
-    recorded_paths,
     resolve_settings,
     schedule_digests,
 )
-from .out_dir import PROMPT_EXCERPT_CHARS, check_out_dir, prompt_record
-from .prompt_files import read_prompt_file
+from .out_dir import PROMPT_EXCERPT_CHARS, prompt_record
 from .samplers.schedule_files import read_once
 
 if TYPE_CHECKING:
@@ -65,119 +64,11 @@ __all__ = ["EvalSettings", "Plan", "RunOptions", "Stage", "check_resume", "image
            "image_stems", "next_eval_dir", "read_prompts", "resolve_settings", "run_eval",
            "settings_for", "slugify"]
 
-# settings_for()'s ``flags`` keys and RunOptions' fields for the flags of glidectl eval
-KEYWORDS = {flag: key for key, flag in FLAG_NAMES.items()} | {
-    "--out": "out", "--resume": "resume=True", "--skip-existing": "skip_existing=True",
-    "--dry-run": "dry_run=True", "--device": "device", "--grid-max": "grid_max",
-    "--fid": "fid_reference", "--fid-weights": "fid_weights", "--clip-model": "clip_model",
-    "--clip-weights": "clip_weights", "--wandb-mode": "wandb_mode",
-    "--wandb-project": "wandb_project", "--wandb-entity": "wandb_entity"}
-SAID_AS_KEYWORDS = keyword_errors(KEYWORDS, {  # a setting's value, quoted as Python's
-    r"(?<![\w-])(--[a-z][a-z-]*) ([a-z][\w+.:-]*)(?= (?:would change|differs from))": r"\1 '\2'"})
-
-GRID_FILE = "grid.png"
 METRICS_CHUNK = 64  # images read back at a time to score: FID's batches, 4 of CLIP's 16
-
-
-# --------------------------------------------------------------------------- prompts and names
-def read_prompts(path: str | Path) -> list[str]:
-    """Non-blank lines of a prompts file; lines starting with ``#`` are comments."""
-    return read_prompt_file(path, "Prompts file")
-
-
-def image_seed(seed: int, prompt_index: int, image_index: int) -> int:
-    """The seed of image j of prompt i: a hash of (seed, i, j), below 2**63."""
-    digest = hashlib.sha256(f"glidectl-eval:{seed}:{prompt_index}:{image_index}".encode())
-    return int.from_bytes(digest.digest()[:8], "big") & (2**63 - 1)
-
-
-# --------------------------------------------------------------------------- the plan
-@dataclass
-class Plan:
-    """Prompts, their items and the fixed batches, plus the work a run still has to do."""
-
-    prompts: list[str]
-    settings: EvalSettings
-    batches: list[list[tuple[int, int]]]
-    done: set[int] = field(default_factory=set)
-    used: list[str] = field(default_factory=list)  # what the model reads of each prompt
-    cut: dict[int, str] = field(default_factory=dict)  # what it reads of prompts it cuts
-    width: int = 0  # digits of the index in file names (0: as a new run numbers them)
-    vocab: dict[str, Any] = field(default_factory=dict)  # tokenizer.vocab_record's
-
-    def __post_init__(self) -> None:
-        self.used = self.used or list(self.prompts)
-        self.width = self.width or index_width(len(self.prompts))
-
-    @classmethod
-    def make(cls, prompts: list[str], settings: EvalSettings) -> Plan:
-        items = [(i, j) for i in range(len(prompts)) for j in range(settings.candidates)]
-        bs = settings.batch_size
-        return cls(prompts, settings, [items[k:k + bs] for k in range(0, len(items), bs)])
-
-    def stems(self, i: int) -> list[str]:
-        return image_stems(self.prompts, i, self.settings.n, self.width)
-
-    def mark_done(self, out: Path) -> None:
-        """Prompts whose every image (a PNG that decodes, and its caption) is in ``out``; a
-        damaged PNG is made again. Names keep the index width the folder's images have, so
-        a prompts file grown past 1,000 prompts (or shrunk below) keeps its images."""
-        found: dict[int, set[int]] = {}
-        for width in sorted({index_width(len(self.prompts))} | padded_widths(out)):
-            self.width = width
-            found[width] = {
-                i for i in range(len(self.prompts))
-                if all((out / f"{s}.txt").is_file() and is_whole_png(out / f"{s}.png")
-                       for s in self.stems(i))
-            }
-        self.width = max(found, key=lambda w: (len(found[w]), w == index_width(
-            len(self.prompts))))
-        self.done = found[self.width]
-
-    @property
-    def pending_batches(self) -> list[list[tuple[int, int]]]:
-        return [b for b in self.batches if any(i not in self.done for i, _ in b)]
-
-    def model_calls(self, calls_per_batch: Callable[[str], int]) -> dict[str, int]:
-        """Network evaluations per stage for the pending work (``calls_per_batch(stage)``)."""
-        pending = len(self.pending_batches)
-        stages = ["base"] + (["upsample"] if self.settings.upsampler else [])
-        return {s: pending * calls_per_batch(s) for s in stages}
 
 
 # --------------------------------------------------------------------------- the run
 EventFn = Callable[..., None]
-
-
-@dataclass
-class RunOptions:
-    """How a run is carried out; none of these change the pictures."""
-
-    out: Path | None = None
-    eval_root: Path = Path("eval")
-    resume: bool = False
-    skip_existing: bool = False
-    dry_run: bool = False
-    device: str = "auto"
-    compile: bool = False
-    clip_model: str = "ViT-B-32"
-    clip_weights: str | None = None
-    fid_reference: str | None = None  # images (folder, data source) or an .npz of stats
-    fid_weights: str | None = None  # local Inception weights (glidectl.fid)
-    vocab_dir: str | None = None  # GPT-2 vocabulary folder (None: the default one)
-    wandb_project: str = ""
-    wandb_entity: str = ""
-    wandb_mode: str = "auto"  # glidectl.config.WANDB_MODES; auto: WANDB_MODE, else online
-    # grid.png: the first prompts' images, at most this many (None: with --resume the
-    # run's recorded value, else GRID_MAX)
-    grid_max: int | None = None
-
-    @SAID_AS_KEYWORDS
-    def __post_init__(self) -> None:
-        from .ranges import FLAGS, check
-
-        if self.grid_max is not None:
-            check("--grid-max", self.grid_max, FLAGS["--grid-max"])
 
 
 @dataclass
@@ -192,33 +83,6 @@ class EvalReport:
 
 def _noop(kind: str, **info: Any) -> None:
     return None
-
-
-def resolve_out(prompts: list[str], options: RunOptions) -> Path:
-    """The output folder, checking it is free (or that --resume / --skip-existing apply)."""
-    out = options.out
-    if out is None:
-        if options.resume:
-            out = latest_eval_dir(options.eval_root)
-            if out is None:
-                raise GlidectlError(
-                    f"--resume: no numbered run under {str(options.eval_root)!r}; pass --out DIR."
-                )
-        else:
-            out = next_eval_dir(options.eval_root)
-    out = Path(out)
-    check_out_dir(out)
-    if not options.dry_run:  # a plan only reads
-        refuse_if_busy(out)
-    busy = holds_files(out)
-    if busy and not (options.resume or options.skip_existing):
-        raise GlidectlError(
-            f"--out {str(out)!r} already holds files; pass --resume to continue that run, "
-            "--skip-existing to keep finished prompts, or another --out."
-        )
-    if options.resume and not busy:
-        raise GlidectlError(f"--resume: {str(out)!r} holds no run to continue; drop --resume.")
-    return out
 
 
 def _load_clip(options: RunOptions, settings: EvalSettings, device: str) -> tuple[Any, str | None]:
@@ -262,79 +126,6 @@ def _write_prompt(out: Path, plan: Plan, i: int, candidates: dict[int, Any],
         write_pair(out, stem, candidates[j], caption,
                    png_text(s, prompt, image_seed(s.seed, i, j), j,
                             plan.cut.get(i, caption), i in plan.cut, plan.vocab))
-
-
-
-
-@SAID_AS_KEYWORDS
-def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOptions,
-                 precision: str | None = None) -> tuple[EvalSettings, list[str]]:
-    """The run's settings from the flags the user gave (None = not given; keys as in
-    :data:`glidectl.eval_settings.FLAG_NAMES`) and notes saying where defaults came from:
-    with --resume the run's recorded settings, else the base model's recommendations.
-    :func:`run_eval` checks what the run needs and says the notes (its ``notes``) once it
-    can start, so a run that cannot start says nothing about itself first. With --resume
-    it sets ``options.out`` to the run it read and, unless given, ``options.vocab_dir`` to
-    the GPT-2 vocabulary folder that run recorded."""
-    from .devices import pick_device, pick_precision
-    from .model_cost import local_weights
-    from .pipeline import recommended_settings, resolve_upsampler
-
-    flags = dict(flags)
-    chosen = pick_precision(precision or "auto", pick_device(options.device))
-    notes = [chosen.line()] if precision in (None, "auto") else []
-    if options.resume:
-        prompts = read_prompts(prompts_file)
-        out = resolve_out(prompts, options)  # the run to continue: its recorded settings
-        prior = read_metadata(out / META_FILE)
-        if prior is None or "settings" not in prior:
-            check_resume(prior, out, prompts, {}, {})
-        if precision is None:
-            notes = []
-        options.out = out  # the run read here, even if a newer one appears before run_eval
-        if options.vocab_dir is None and isinstance(prior.get("vocab_dir"), str):
-            options.vocab_dir = prior["vocab_dir"]
-        paths = recorded_paths(prior, out)
-        settings, more = resolve_settings(flags, chosen.name if precision else None,
-                                          recorded=prior["settings"], out=out, paths=paths)
-        return settings, notes + more
-    base = flags.get("base") or EvalSettings.base
-    if base == "none":  # `sample --base none --low-res` has no eval counterpart
-        raise GlidectlError("eval needs a base model (--base); --base none works only in "
-                            "glidectl sample with --low-res IMAGE.")
-    flags["base"] = base
-    flags["upsampler"] = resolve_upsampler(base, flags.get("upsampler") or "auto")
-    unused = [FLAG_NAMES[k] for k, v in flags.items()
-              if k.startswith("upsample_stage.") and v is not None]
-    if unused and not flags["upsampler"]:
-        notes.append(f"Warning: {', '.join(unused)} not used: this run has no upsampler.")
-    recommended = recommended_settings(local_weights(base))
-    settings, more = resolve_settings(flags, chosen.name, recommended=recommended)
-    return settings, notes + more
-
-
-def check_inputs(settings: EvalSettings, options: RunOptions, models: bool = True,
-                 prompts: int | None = None) -> None:
-    """One sentence, before anything about the run is said or a model loads, for what it
-    needs and cannot use: its models (found on disk, headers read; ``models=False``: loaded
-    already) and LoRA adapters, and but for a dry run W&B and the ``--fid`` reference (and
-    enough images to score: ``prompts`` × n)."""
-    if models:
-        from .lora import parse_lora_spec, read_adapter
-        from .model_cost import check_models
-
-        check_models(settings.where("base"), settings.where("upsampler"))
-        for spec in settings.where("loras"):
-            read_adapter(parse_lora_spec(spec).path)
-    if options.dry_run:
-        return
-    if options.wandb_project:
-        check_wandb(options.wandb_mode)  # not after every image is made
-    if options.fid_reference:
-        from .fid import check_reference
-
-        check_reference(str(options.fid_reference),
-                        None if prompts is None else prompts * settings.n)
 
 
 def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: EvalSettings,
@@ -484,56 +275,6 @@ def _read_prompts_as_used(pipeline: Any, plan: Plan, emit: EventFn) -> None:
             plan.cut = {i: prompt_used(tok, p, ctx) for i, p in enumerate(plan.prompts)
                         if tok.count(p) > ctx}
 
-
-def _continues(options: RunOptions, prior: dict[str, Any] | None, out: Path) -> bool:
-    """Whether this run adds to images an earlier run made (--resume, or --skip-existing in
-    a folder with a metadata.json and images: those it keeps, and those it would leave
-    beside its own under other names, as with another --n, must share its settings)."""
-    return options.resume or (options.skip_existing and prior is not None and any(
-        p.name != GRID_FILE for p in out.glob("*.png")))
-
-
-def _check_continues(options: RunOptions, prior: dict[str, Any] | None, out: Path,
-                     prompts: list[str], settings: EvalSettings, models: dict[str, Any],
-                     header: dict[str, Any]) -> None:
-    """Raise unless the earlier run made its images with these prompts (--resume),
-    settings, models and schedule files (their sha256 in ``header``)."""
-    schedules = {k: header[k] for k in SCHEDULE_KEYS.values() if k in header}
-    if prior is not None and "plugins" in prior and prior["plugins"] != header["plugins"]:
-        def code(plugins: list[str] | None) -> str:
-            return ", ".join(plugins) if plugins else "glidectl's own samplers and schedules"
-
-        flag = "--resume" if options.resume else "--skip-existing"
-        raise GlidectlError(
-            f"{str(out)!r} was made with {code(prior['plugins'])}, but this run would use "
-            f"{code(header['plugins'])}, so {flag} would mix their images; install what it "
-            "was made with, or pass a new --out.")
-    if options.resume:
-        check_resume(prior, out, prompts, settings.fingerprint(), models, schedules,
-                     settings.located())
-    else:
-        check_same_run(prior, out, settings.fingerprint(), models, schedules,
-                       "--skip-existing", settings.located())
-    _check_vocab(options, prior or {}, out, header)
-
-
-def _check_vocab(options: RunOptions, prior: dict[str, Any], out: Path,
-                 header: dict[str, Any]) -> None:
-    """Raise when the GPT-2 vocabulary differs from the one that made the images kept
-    (runs from before it was recorded, and dry runs, which load none, are not checked)."""
-    was, now = prior.get("vocab_sha256"), header.get("vocab_sha256")
-    if not (was and now) or was == now:
-        return
-    flag, leave = (("--resume", "drop --resume") if options.resume
-                   else ("--skip-existing", "use another --out"))
-    here = f"in {header['vocab_dir']!r}" if header.get("vocab_dir") else "found by default"
-    made = f"the one in {prior['vocab_dir']!r}" if prior.get("vocab_dir") else "the default one"
-    raise GlidectlError(
-        f"{flag}: the GPT-2 vocabulary {here} (sha256 {now[:12]}…) is not {made} that made "
-        f"the images in {str(out)!r} (sha256 {was[:12]}…); pass --vocab-dir DIR with that "
-        f"vocabulary, or {leave}.")
-
-
 def _grid_max(options: RunOptions, prior: dict[str, Any] | None, emit: EventFn) -> int:
     """``--grid-max``, else (``--resume``) the value the run recorded, else GRID_MAX. A
     resume given another one says so: grid.png is made again from every image."""
@@ -591,16 +332,16 @@ def run_eval(
             plan.mark_done(out)
         models, info = dry_run_plan(plan, settings, device, pipeline, _vocab_dir(options))
         header = _header(prompts_file, prompts, out, settings, models, device, options)
-        if _continues(options, prior, out):  # the plan of a run the real one would refuse
+        if continues(options, prior, out):  # the plan of a run the real one would refuse
             hashes = {stage: {"sha256": file_sha256(m["path"])} for stage, m in models.items()
                       if m["local"]}  # weights not on disk: no run of theirs can be here
-            _check_continues(options, prior, out, prompts, settings, hashes, header)
+            check_continues(options, prior, out, prompts, settings, hashes, header)
         for text in notes:
             emit("note", text=text)
         return EvalReport(out, {**header, "plan": info}, dry_run=True)
-    if _continues(options, prior, out):  # other prompts or settings: refused before any note
-        _check_continues(options, prior, out, prompts, settings, {},  # weights: once loaded
-                         _header(prompts_file, prompts, out, settings, {}, device, options))
+    if continues(options, prior, out):  # other prompts or settings: refused before any note
+        check_continues(options, prior, out, prompts, settings, {},  # weights: once loaded
+                        _header(prompts_file, prompts, out, settings, {}, device, options))
     scorer, clip_reason, fid_features, metric_notes = _load_metrics(options, settings, device)
     load_s = 0.0
     if pipeline is None:
@@ -624,8 +365,8 @@ def run_eval(
         header = _header(prompts_file, prompts, out, settings, models, device, options)
         header.update(plan.vocab)
         header["grid_max"] = grid_max = _grid_max(options, prior, emit)
-        if _continues(options, prior, out):
-            _check_continues(options, prior, out, prompts, settings, models, header)
+        if continues(options, prior, out):
+            check_continues(options, prior, out, prompts, settings, models, header)
         _read_prompts_as_used(pipeline, plan, emit)
 
         clean_temp_files(out)

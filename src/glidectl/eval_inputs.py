@@ -1,0 +1,221 @@
+"""What an eval run starts from: its options, settings, folder, and the checks before it starts.
+
+Those checks include that a run may keep an earlier run's images (``--resume``,
+``--skip-existing``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import GlidectlError, keyword_errors
+from .eval_outputs import (
+    GRID_FILE,
+    check_wandb,
+    holds_files,
+    latest_eval_dir,
+    next_eval_dir,
+    read_metadata,
+    refuse_if_busy,
+)
+from .eval_plan import read_prompts
+from .eval_settings import (
+    FLAG_NAMES,
+    META_FILE,
+    SCHEDULE_KEYS,
+    EvalSettings,
+    check_resume,
+    check_same_run,
+    recorded_paths,
+    resolve_settings,
+)
+from .out_dir import check_out_dir
+
+# settings_for()'s ``flags`` keys and RunOptions' fields for the flags of glidectl eval
+KEYWORDS = {flag: key for key, flag in FLAG_NAMES.items()} | {
+    "--out": "out", "--resume": "resume=True", "--skip-existing": "skip_existing=True",
+    "--dry-run": "dry_run=True", "--device": "device", "--grid-max": "grid_max",
+    "--fid": "fid_reference", "--fid-weights": "fid_weights", "--clip-model": "clip_model",
+    "--clip-weights": "clip_weights", "--wandb-mode": "wandb_mode",
+    "--wandb-project": "wandb_project", "--wandb-entity": "wandb_entity"}
+SAID_AS_KEYWORDS = keyword_errors(KEYWORDS, {  # a setting's value, quoted as Python's
+    r"(?<![\w-])(--[a-z][a-z-]*) ([a-z][\w+.:-]*)(?= (?:would change|differs from))": r"\1 '\2'"})
+
+
+@dataclass
+class RunOptions:
+    """How a run is carried out; none of these change the pictures."""
+
+    out: Path | None = None
+    eval_root: Path = Path("eval")
+    resume: bool = False
+    skip_existing: bool = False
+    dry_run: bool = False
+    device: str = "auto"
+    compile: bool = False
+    clip_model: str = "ViT-B-32"
+    clip_weights: str | None = None
+    fid_reference: str | None = None  # images (folder, data source) or an .npz of stats
+    fid_weights: str | None = None  # local Inception weights (glidectl.fid)
+    vocab_dir: str | None = None  # GPT-2 vocabulary folder (None: the default one)
+    wandb_project: str = ""
+    wandb_entity: str = ""
+    wandb_mode: str = "auto"  # glidectl.config.WANDB_MODES; auto: WANDB_MODE, else online
+    # grid.png: the first prompts' images, at most this many (None: with --resume the
+    # run's recorded value, else GRID_MAX)
+    grid_max: int | None = None
+
+    @SAID_AS_KEYWORDS
+    def __post_init__(self) -> None:
+        from .ranges import FLAGS, check
+
+        if self.grid_max is not None:
+            check("--grid-max", self.grid_max, FLAGS["--grid-max"])
+
+
+def resolve_out(prompts: list[str], options: RunOptions) -> Path:
+    """The output folder, checking it is free (or that --resume / --skip-existing apply)."""
+    out = options.out
+    if out is None:
+        if options.resume:
+            out = latest_eval_dir(options.eval_root)
+            if out is None:
+                raise GlidectlError(
+                    f"--resume: no numbered run under {str(options.eval_root)!r}; pass --out DIR."
+                )
+        else:
+            out = next_eval_dir(options.eval_root)
+    out = Path(out)
+    check_out_dir(out)
+    if not options.dry_run:  # a plan only reads
+        refuse_if_busy(out)
+    busy = holds_files(out)
+    if busy and not (options.resume or options.skip_existing):
+        raise GlidectlError(
+            f"--out {str(out)!r} already holds files; pass --resume to continue that run, "
+            "--skip-existing to keep finished prompts, or another --out."
+        )
+    if options.resume and not busy:
+        raise GlidectlError(f"--resume: {str(out)!r} holds no run to continue; drop --resume.")
+    return out
+
+
+@SAID_AS_KEYWORDS
+def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOptions,
+                 precision: str | None = None) -> tuple[EvalSettings, list[str]]:
+    """The run's settings from the flags the user gave (None = not given; keys as in
+    :data:`glidectl.eval_settings.FLAG_NAMES`) and notes saying where defaults came from:
+    with --resume the run's recorded settings, else the base model's recommendations.
+    :func:`run_eval` checks what the run needs and says the notes (its ``notes``) once it
+    can start, so a run that cannot start says nothing about itself first. With --resume
+    it sets ``options.out`` to the run it read and, unless given, ``options.vocab_dir`` to
+    the GPT-2 vocabulary folder that run recorded."""
+    from .devices import pick_device, pick_precision
+    from .model_cost import local_weights
+    from .pipeline import recommended_settings, resolve_upsampler
+
+    flags = dict(flags)
+    chosen = pick_precision(precision or "auto", pick_device(options.device))
+    notes = [chosen.line()] if precision in (None, "auto") else []
+    if options.resume:
+        prompts = read_prompts(prompts_file)
+        out = resolve_out(prompts, options)  # the run to continue: its recorded settings
+        prior = read_metadata(out / META_FILE)
+        if prior is None or "settings" not in prior:
+            check_resume(prior, out, prompts, {}, {})
+        if precision is None:
+            notes = []
+        options.out = out  # the run read here, even if a newer one appears before run_eval
+        if options.vocab_dir is None and isinstance(prior.get("vocab_dir"), str):
+            options.vocab_dir = prior["vocab_dir"]
+        paths = recorded_paths(prior, out)
+        settings, more = resolve_settings(flags, chosen.name if precision else None,
+                                          recorded=prior["settings"], out=out, paths=paths)
+        return settings, notes + more
+    base = flags.get("base") or EvalSettings.base
+    if base == "none":  # `sample --base none --low-res` has no eval counterpart
+        raise GlidectlError("eval needs a base model (--base); --base none works only in "
+                            "glidectl sample with --low-res IMAGE.")
+    flags["base"] = base
+    flags["upsampler"] = resolve_upsampler(base, flags.get("upsampler") or "auto")
+    unused = [FLAG_NAMES[k] for k, v in flags.items()
+              if k.startswith("upsample_stage.") and v is not None]
+    if unused and not flags["upsampler"]:
+        notes.append(f"Warning: {', '.join(unused)} not used: this run has no upsampler.")
+    recommended = recommended_settings(local_weights(base))
+    settings, more = resolve_settings(flags, chosen.name, recommended=recommended)
+    return settings, notes + more
+
+
+def check_inputs(settings: EvalSettings, options: RunOptions, models: bool = True,
+                 prompts: int | None = None) -> None:
+    """One sentence, before anything about the run is said or a model loads, for what it
+    needs and cannot use: its models (found on disk, headers read; ``models=False``: loaded
+    already) and LoRA adapters, and but for a dry run W&B and the ``--fid`` reference (and
+    enough images to score: ``prompts`` × n)."""
+    if models:
+        from .lora import parse_lora_spec, read_adapter
+        from .model_cost import check_models
+
+        check_models(settings.where("base"), settings.where("upsampler"))
+        for spec in settings.where("loras"):
+            read_adapter(parse_lora_spec(spec).path)
+    if options.dry_run:
+        return
+    if options.wandb_project:
+        check_wandb(options.wandb_mode)  # not after every image is made
+    if options.fid_reference:
+        from .fid import check_reference
+
+        check_reference(str(options.fid_reference),
+                        None if prompts is None else prompts * settings.n)
+
+
+def continues(options: RunOptions, prior: dict[str, Any] | None, out: Path) -> bool:
+    """Whether this run adds to images an earlier run made (--resume, or --skip-existing in
+    a folder with a metadata.json and images: those it keeps, and those it would leave
+    beside its own under other names, as with another --n, must share its settings)."""
+    return options.resume or (options.skip_existing and prior is not None and any(
+        p.name != GRID_FILE for p in out.glob("*.png")))
+
+
+def check_continues(options: RunOptions, prior: dict[str, Any] | None, out: Path,
+                    prompts: list[str], settings: EvalSettings, models: dict[str, Any],
+                    header: dict[str, Any]) -> None:
+    """Raise unless the earlier run made its images with these prompts (--resume),
+    settings, models and schedule files (their sha256 in ``header``)."""
+    schedules = {k: header[k] for k in SCHEDULE_KEYS.values() if k in header}
+    if prior is not None and "plugins" in prior and prior["plugins"] != header["plugins"]:
+        def code(plugins: list[str] | None) -> str:
+            return ", ".join(plugins) if plugins else "glidectl's own samplers and schedules"
+
+        flag = "--resume" if options.resume else "--skip-existing"
+        raise GlidectlError(
+            f"{str(out)!r} was made with {code(prior['plugins'])}, but this run would use "
+            f"{code(header['plugins'])}, so {flag} would mix their images; install what it "
+            "was made with, or pass a new --out.")
+    if options.resume:
+        check_resume(prior, out, prompts, settings.fingerprint(), models, schedules,
+                     settings.located())
+    else:
+        check_same_run(prior, out, settings.fingerprint(), models, schedules,
+                       "--skip-existing", settings.located())
+    _check_vocab(options, prior or {}, out, header)
+
+
+def _check_vocab(options: RunOptions, prior: dict[str, Any], out: Path,
+                 header: dict[str, Any]) -> None:
+    """Raise when the GPT-2 vocabulary differs from the one that made the images kept
+    (runs from before it was recorded, and dry runs, which load none, are not checked)."""
+    was, now = prior.get("vocab_sha256"), header.get("vocab_sha256")
+    if not (was and now) or was == now:
+        return
+    flag, leave = (("--resume", "drop --resume") if options.resume
+                   else ("--skip-existing", "use another --out"))
+    here = f"in {header['vocab_dir']!r}" if header.get("vocab_dir") else "found by default"
+    made = f"the one in {prior['vocab_dir']!r}" if prior.get("vocab_dir") else "the default one"
+    raise GlidectlError(
+        f"{flag}: the GPT-2 vocabulary {here} (sha256 {now[:12]}…) is not {made} that made "
+        f"the images in {str(out)!r} (sha256 {was[:12]}…); pass --vocab-dir DIR with that "
+        f"vocabulary, or {leave}.")

@@ -1,0 +1,82 @@
+"""The work of an eval run: its prompts, each image's seed, the fixed batches and what is done.
+
+The work is a fixed list of (prompt i, candidate j) items cut into fixed batches, so a batch
+always holds the same items; image j of prompt i is drawn from its own seed
+``image_seed(seed, i, j)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .eval_outputs import image_stems, index_width, is_whole_png, padded_widths
+from .eval_settings import EvalSettings
+from .prompt_files import read_prompt_file
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Non-blank lines of a prompts file; lines starting with ``#`` are comments."""
+    return read_prompt_file(path, "Prompts file")
+
+
+def image_seed(seed: int, prompt_index: int, image_index: int) -> int:
+    """The seed of image j of prompt i: a hash of (seed, i, j), below 2**63."""
+    digest = hashlib.sha256(f"glidectl-eval:{seed}:{prompt_index}:{image_index}".encode())
+    return int.from_bytes(digest.digest()[:8], "big") & (2**63 - 1)
+
+
+@dataclass
+class Plan:
+    """Prompts, their items and the fixed batches, plus the work a run still has to do."""
+
+    prompts: list[str]
+    settings: EvalSettings
+    batches: list[list[tuple[int, int]]]
+    done: set[int] = field(default_factory=set)
+    used: list[str] = field(default_factory=list)  # what the model reads of each prompt
+    cut: dict[int, str] = field(default_factory=dict)  # what it reads of prompts it cuts
+    width: int = 0  # digits of the index in file names (0: as a new run numbers them)
+    vocab: dict[str, Any] = field(default_factory=dict)  # tokenizer.vocab_record's
+
+    def __post_init__(self) -> None:
+        self.used = self.used or list(self.prompts)
+        self.width = self.width or index_width(len(self.prompts))
+
+    @classmethod
+    def make(cls, prompts: list[str], settings: EvalSettings) -> Plan:
+        items = [(i, j) for i in range(len(prompts)) for j in range(settings.candidates)]
+        bs = settings.batch_size
+        return cls(prompts, settings, [items[k:k + bs] for k in range(0, len(items), bs)])
+
+    def stems(self, i: int) -> list[str]:
+        return image_stems(self.prompts, i, self.settings.n, self.width)
+
+    def mark_done(self, out: Path) -> None:
+        """Prompts whose every image (a PNG that decodes, and its caption) is in ``out``; a
+        damaged PNG is made again. Names keep the index width the folder's images have, so
+        a prompts file grown past 1,000 prompts (or shrunk below) keeps its images."""
+        found: dict[int, set[int]] = {}
+        for width in sorted({index_width(len(self.prompts))} | padded_widths(out)):
+            self.width = width
+            found[width] = {
+                i for i in range(len(self.prompts))
+                if all((out / f"{s}.txt").is_file() and is_whole_png(out / f"{s}.png")
+                       for s in self.stems(i))
+            }
+        self.width = max(found, key=lambda w: (len(found[w]), w == index_width(
+            len(self.prompts))))
+        self.done = found[self.width]
+
+    @property
+    def pending_batches(self) -> list[list[tuple[int, int]]]:
+        return [b for b in self.batches if any(i not in self.done for i, _ in b)]
+
+    def model_calls(self, calls_per_batch: Callable[[str], int]) -> dict[str, int]:
+        """Network evaluations per stage for the pending work (``calls_per_batch(stage)``)."""
+        pending = len(self.pending_batches)
+        stages = ["base"] + (["upsample"] if self.settings.upsampler else [])
+        return {s: pending * calls_per_batch(s) for s in stages}
