@@ -1,14 +1,13 @@
 """The one training engine behind ``glidectl train``, ``upsample`` and ``lora``.
 
-Accelerate owns devices, mixed precision, gradient accumulation and DDP; the loop below
-reads top to bottom. A "step" is always a global optimizer step: intervals (log, preview,
-checkpoint) count them and epochs never reset them.
+Accelerate owns devices, mixed precision, gradient accumulation and DDP; the loop
+(:mod:`.loop`) reads top to bottom, and checkpoints are :mod:`.trainer_checkpoints`'. A "step"
+is always a global optimizer step: intervals (log, preview, checkpoint) count them and epochs
+never reset them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,42 +19,29 @@ from ..config import GlideConfig, save_config, validate
 from ..data.pairs import own_data
 from ..data.source_api import source_notes
 from ..devices import nondeterministic_op, torch_threads
-from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors, write_error
-from ..glide.checkpoints import state_sha256
-from ..greyscale import GREY_NOTE
-from . import resume_state as rs
+from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors
 from .adapters import ModelAdapter, PartsAdapter
 from .caption_check import CaptionLengthCheck
-from .checkpoint_weights import load_weights, write_weights
 from .checkpointing import CheckpointManager
 from .display import Display
 from .ema import EMA, ema_note
 from .guards import (
     NonFiniteGuard,
     PeerLost,
-    StopFlag,
     StoppedAgain,
     WorkerLost,
     peer_lost,
     worker_lost,
 )
+from .loop import TrainingLoop
 from .lr_schedule import make_scheduler, warmup_note
-from .metrics import (
-    MetricsFile,
-    RunOutputs,
-    Throughput,
-    add_counts,
-    data_counts,
-    dataset_counts,
-    skipped_note,
-    truncate_after,
-)
+from .metrics import skipped_note
 from .model_setup import ModelBundle, build_model, resolution_note
 from .objective import Objective
 from .optimizers import make_optimizer
 from .previews import Previewer
 from .processes import Processes
-from .run_dir import RunClaim, check_writable, resume_hint, tidy_run
+from .run_dir import RunClaim, check_writable
 from .setup import (
     build_data,
     check_config,
@@ -64,7 +50,7 @@ from .setup import (
     total_steps,
 )
 from .state import TrainResult, TrainState
-from .trackers import Trackers
+from .trainer_checkpoints import TrainerCheckpoints
 from .validation import concept_validation
 
 # train()'s keywords and config fields for the flags of glidectl train that its errors name
@@ -76,7 +62,7 @@ SAID_AS_KEYWORDS = keyword_errors(
          "(load_config('RUN/config.toml') reads it)"})
 
 
-class Trainer:
+class Trainer(TrainingLoop, TrainerCheckpoints):
     """Sets up a run from a config, then :meth:`run` trains it."""
 
     @SAID_AS_KEYWORDS
@@ -209,193 +195,10 @@ class Trainer:
                                                   4 * (2 * n_all + 3 * n_train)))
         return model
 
-    # ------------------------------------------------------------------ helpers
     @property
     def unwrapped(self) -> torch.nn.Module:
         """The network being trained, without accelerate's wrappers."""
         return self.accelerator.unwrap_model(self.model)
-
-    def _resumable(self) -> dict[str, Any]:
-        """What the resume state holds besides the loop's own state and the RNGs."""
-        return {rs.OPTIMIZER: self.optimizer, rs.SCHEDULER: self.scheduler, rs.EMA: self.ema,
-                rs.SCALER: self.accelerator.scaler}
-
-    def _load(self, step_dir: Path) -> None:
-        """Resume: every state file is read and checked first, then weights, then applied."""
-        def weights() -> None:
-            load_weights(step_dir, self.unwrapped, self.adapter, self.bundle.options)
-
-        changed = self.procs.on_all(lambda: rs.load_state(
-            runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),
-            self.noise, weights))
-        self._notes.append(f"Continuing from {str(step_dir)!r} at step {self.state.step}.")
-        was, now = self.state.saved_precision, self.precision.name
-        if was is not None and was != now:
-            self._notes.append(f"Resuming {str(step_dir)!r}, trained in {was}, in {now}: the run "
-                               f"goes on, but not as it would have in {was} (set "
-                               f"train.precision = \"{was}\" to keep it).")
-        scaler_note = rs.fresh_scaler_note(runs.state_dir(step_dir), self.accelerator.scaler)
-        if scaler_note:
-            self._notes.append(scaler_note)
-        if changed:
-            self._notes.append("Optimizer settings changed since the checkpoint; the config's "
-                               f"apply from here on: {', '.join(changed)}.")
-
-    def save_checkpoint(self) -> Path:
-        """Every process calls this; the main one writes weights, all write their RNGs. A
-        failed write removes the temp folder, so a full disk gets that space back."""
-        acc, step = self.accelerator, self.state.step
-        acc.wait_for_everyone()
-        self._sync_grey()
-        self.stream.gather_ranks(lambda t: acc.gather(t.to(acc.device)).cpu())
-        self.state.data_total = self._data_totals()
-        tmp = self.checkpoints.tmp_dir(step)
-        try:
-            if self.main:
-                self.checkpoints.begin(step)
-                self._write_weights(step, tmp)
-            rs.save_state(runs.state_dir(tmp), acc, self.state.state_dict(),
-                          self._resumable(), self.noise)
-            acc.wait_for_everyone()
-            final = self.checkpoints.final_dir(step)
-            if self.main:
-                final = self.checkpoints.commit(step)
-                self.display.message(f"checkpoint: {final}")
-        except (OSError, WriteError) as exc:
-            if self.main:
-                self.checkpoints.discard(step)
-            raise exc if isinstance(exc, WriteError) else write_error(tmp, exc) from None
-        acc.wait_for_everyone()
-        return final
-
-    def _write_weights(self, step: int, tmp: Path) -> None:
-        """The weights (or adapters) of a checkpoint into its temp folder (main process)."""
-        meta = {"step": str(step), "run": self.run_dir.name}
-        if self.previewer is not None:  # the model's recommended sampling settings
-            from ..pipeline import RECOMMENDED_KEY
-
-            meta[RECOMMENDED_KEY] = self.previewer.recommended()
-        write_weights(tmp, step, self.unwrapped, self.adapter, self.ema, self.bundle.options,
-                      meta)
-
-    def _sync_grey(self) -> None:
-        """Whether every training image any process has seen is grey (a collective): the
-        previews then sample grey and the checkpoints recommend it."""
-        seen = self.procs.gather(self.state.grey_data)
-        self._grey = all(v is True for v in seen)
-        if self.previewer is not None:
-            self.previewer.grey = self._grey
-
-    def _preview(self, trackers: Trackers) -> None:
-        self._sync_grey()
-        if self.previewer is None or self.cfg.preview.every <= 0:
-            self.procs.wait_for_main()
-            return
-        self.unwrapped.eval()
-        try:
-            with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
-                # what this step's checkpoint saves of these weights, so a remake checks it
-                sha = state_sha256(self.adapter.export_state(self.unwrapped)) \
-                    if self.previewer.prompts else None
-                out = self.previewer.run(self.state.step, self.run_dir.previews, sha)
-        finally:
-            self.unwrapped.train()
-        if self.previewer.error:
-            self.display.message(f"Warning: {self.previewer.error}")
-        if out is not None:
-            from PIL import Image
-
-            self.display.message(f"preview: {out.path}")
-            with Image.open(out.path) as grid:
-                trackers.log_image("preview", grid, self.state.step, "; ".join(out.captions))
-        self.procs.wait_for_main()
-
-    def _validate(self, step: int, out: RunOutputs) -> None:
-        """val_loss (training weights) and FID/KID (EMA weights, like exports) on the held-out
-        samples, on the main process; with checkpoint.keep_best a new lowest val_loss writes
-        a checkpoint and points ``best`` at it."""
-        if self.validator is None:
-            return
-        loss_due, fid_due = self.validator.due(step, step == self.total_steps)
-        if not (loss_due or fid_due):
-            return
-
-        def measure() -> dict[str, Any]:
-            values = self.validator.run(self.unwrapped, self.accelerator.device) \
-                if loss_due else {}
-            if fid_due:
-                with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
-                    values.update(self.validator.fid(self.unwrapped, self.bundle))
-            return values
-
-        values = self.procs.on_main(measure)
-        record = {"step": step, **values}
-        out.result.validated(record)
-        out.write(record, step)
-        self.display.validation(record)
-        if (self.cfg.checkpoint.keep_best and "val_loss" in values
-                and values["val_loss"] < self.state.best_val_loss):
-            self.state.best_val_loss, self.state.best_step = values["val_loss"], step
-            self._checkpoint(out.result)
-            if self.main:
-                self.checkpoints.mark_best(step)
-                self.display.message(f"best val_loss {values['val_loss']:.5f}: step {step}")
-
-    def _checkpoint(self, result: TrainResult) -> None:
-        """Write this step's checkpoint unless it was just written."""
-        if self._saved_step != self.state.step:
-            result.checkpoint = self.save_checkpoint()
-            self._saved_step = self.state.step
-
-    def _optimizer_step(self) -> tuple[torch.Tensor, bool]:
-        """``grad_accum`` micro-batches, then one optimizer step unless the loss was not
-        finite: (loss terms averaged over processes, stepped)."""
-        acc, tc = self.accelerator, self.cfg.train
-        terms = torch.zeros(3, device=acc.device)
-        wait, stepped = 0.0, False
-        for _ in range(tc.grad_accum):
-            with acc.accumulate(self.model):
-                batch = self.stream.next()
-                wait += self.stream.last_wait
-                self.state.see_images(batch["image"])
-                if hasattr(self.dataset, "warm_up"):  # kohya's token warm-up, at this step
-                    self.dataset.warm_up(batch, self.state.step, self.total_steps)
-                if self.main and (note := self._captions.see(batch.get("caption", ()))):
-                    self.display.message(note)
-                losses = self.objective.losses(self.model, batch, self.state.step,
-                                                self.adapter, self.unwrapped)
-                loss = self.objective.weighted(losses["loss"], batch).mean()
-                acc.backward(loss)
-                terms += torch.stack([
-                    loss.detach(), losses["mse"].mean().detach(), losses["vb"].mean().detach(),
-                ]) / tc.grad_accum
-                if acc.sync_gradients:
-                    terms = acc.reduce(terms, "mean")
-                    stepped = self.guard.check(terms[0].item(), self.state.step, self._where())
-                    if stepped:
-                        self._grad_norm = float(acc.clip_grad_norm_(
-                            self.params, tc.grad_clip if tc.grad_clip > 0 else math.inf))
-                        self.optimizer.step()
-                        self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-        self._meter.add(tc.batch_size * acc.num_processes * tc.grad_accum, wait)
-        return terms, stepped
-
-    def _data_totals(self) -> dict[str, Any]:
-        """Samples accepted and rejected by every process since the run began (a collective:
-        every process calls it)."""
-        return add_counts(self.state.data_base, *self.procs.gather(dataset_counts(self.dataset)))
-
-    def _record(self, step: int, sums: torch.Tensor, n: int) -> dict[str, Any]:
-        """The metrics record of a logging window of ``n`` steps."""
-        return {
-            "step": step, "epoch": self.stream.epoch,
-            "loss": float(sums[0] / n), "mse": float(sums[1] / n), "vb": float(sums[2] / n),
-            "lr": self.scheduler.get_last_lr()[0], "grad_norm": self._grad_norm,
-            **self._meter.read(), "skipped_nonfinite": self.guard.total,
-            **data_counts(self._data_totals()),
-            "preview_failures": self.previewer.failures if self.previewer else 0,
-        }
 
     # ------------------------------------------------------------------ the loop
     @SAID_AS_KEYWORDS
@@ -434,84 +237,6 @@ class Trainer:
                 f"Another process of this run stopped near step {self.state.step} (the "
                 f"launcher's report names it), so this one stops too; {self._saved()}."
             ) from None
-
-    def _drop_half_written(self) -> None:
-        """A checkpoint of this step left half-written by a stop: its space back now."""
-        if self.main:
-            self.checkpoints.discard(self.state.step)
-
-    def _saved(self) -> str:
-        """Where this run can be resumed from, as the end of an error sentence."""
-        return resume_hint(self.run_dir)
-
-    def _run(self, until: int | None) -> TrainResult:
-        cfg = self.cfg
-        step = self.state.step
-        out = RunOutputs(TrainResult(self.run_dir.root, step))
-        if self.main:
-            truncate_after(self.run_dir.metrics, step)
-            out.metrics = MetricsFile(self.run_dir.metrics)
-            moved = tidy_run(self.run_dir, self.checkpoints, step, self.state.best_step)
-            if moved:
-                self.display.message(moved)
-        self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
-        self._grey = False  # set by each preview and checkpoint (_sync_grey)
-        if step >= self.total_steps:
-            self.display.message(f"The run is already at step {step} of {self.total_steps}: "
-                                 "nothing to train (pass a larger --steps to go on).")
-        sums, logged = torch.zeros(3), 0
-        self.model.train()
-        try:
-            out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids)
-            self.state.tracker_ids = out.trackers.ids
-            with StopFlag() as stop, self.display:
-                if step == 0:
-                    self._preview(out.trackers)
-                self._meter.reset()
-                while step < self.total_steps:
-                    terms, stepped = self._optimizer_step()
-                    if not stepped:
-                        continue
-                    if self.ema is not None:
-                        self.ema.update()
-                    step = self.state.step = step + 1
-                    sums, logged = sums + terms.float().cpu(), logged + 1
-                    self.display.advance(step)
-                    out.result.last_loss = float(terms[0])
-                    if step % cfg.log.every == 0 or step == self.total_steps:
-                        record = self._record(step, sums, logged)
-                        sums, logged = torch.zeros(3), 0
-                        self._meter.reset()
-                        out.result.logged(record)
-                        out.write(record, step)
-                        self.display.log(record)
-                    if cfg.preview.every > 0 and step % cfg.preview.every == 0:
-                        self._preview(out.trackers)
-                    self._validate(step, out)
-                    # Once the last step is trained a stop is no interruption: the final
-                    # checkpoint below ends the run as done.
-                    early = until is not None and step >= until
-                    if step < self.total_steps and (self.procs.stop_requested(stop) or early):
-                        out.result.interrupted = True
-                        break
-                    if step == self.total_steps or (
-                            cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0):
-                        self._checkpoint(out.result)
-                if out.result.interrupted:
-                    self.display.message(f"{stop.signal_name or 'stop'}: saving step {step}")
-                    self._checkpoint(out.result)
-        finally:
-            out.close()
-            self.stream.close()
-            self._claim.release()
-        if self._grey and not self.bundle.options.super_res:  # an upsampler recommends none
-            self.display.message(GREY_NOTE)
-        out.result.step = step
-        self.accelerator.wait_for_everyone()
-        return out.result
-
-    def _where(self) -> str:
-        return f" (data epoch {self.stream.epoch}, position {self.stream.position})"
 
 
 @SAID_AS_KEYWORDS

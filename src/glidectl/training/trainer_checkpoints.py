@@ -1,0 +1,96 @@
+"""The Trainer's checkpoints: saved by every process (weights, state, RNGs), read to resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .. import runs
+from ..errors import WriteError, write_error
+from . import resume_state as rs
+from .checkpoint_weights import load_weights, write_weights
+from .run_dir import resume_hint
+from .state import TrainResult
+
+
+class TrainerCheckpoints:
+    """Saving and resuming for :class:`~glidectl.training.engine.Trainer` (a mixin: the
+    Trainer sets up the model, optimizer, state and run folder it saves)."""
+
+    def _resumable(self) -> dict[str, Any]:
+        """What the resume state holds besides the loop's own state and the RNGs."""
+        return {rs.OPTIMIZER: self.optimizer, rs.SCHEDULER: self.scheduler, rs.EMA: self.ema,
+                rs.SCALER: self.accelerator.scaler}
+
+    def _load(self, step_dir: Path) -> None:
+        """Resume: every state file is read and checked first, then weights, then applied."""
+        def weights() -> None:
+            load_weights(step_dir, self.unwrapped, self.adapter, self.bundle.options)
+
+        changed = self.procs.on_all(lambda: rs.load_state(
+            runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),
+            self.noise, weights))
+        self._notes.append(f"Continuing from {str(step_dir)!r} at step {self.state.step}.")
+        was, now = self.state.saved_precision, self.precision.name
+        if was is not None and was != now:
+            self._notes.append(f"Resuming {str(step_dir)!r}, trained in {was}, in {now}: the run "
+                               f"goes on, but not as it would have in {was} (set "
+                               f"train.precision = \"{was}\" to keep it).")
+        scaler_note = rs.fresh_scaler_note(runs.state_dir(step_dir), self.accelerator.scaler)
+        if scaler_note:
+            self._notes.append(scaler_note)
+        if changed:
+            self._notes.append("Optimizer settings changed since the checkpoint; the config's "
+                               f"apply from here on: {', '.join(changed)}.")
+
+    def save_checkpoint(self) -> Path:
+        """Every process calls this; the main one writes weights, all write their RNGs. A
+        failed write removes the temp folder, so a full disk gets that space back."""
+        acc, step = self.accelerator, self.state.step
+        acc.wait_for_everyone()
+        self._sync_grey()
+        self.stream.gather_ranks(lambda t: acc.gather(t.to(acc.device)).cpu())
+        self.state.data_total = self._data_totals()
+        tmp = self.checkpoints.tmp_dir(step)
+        try:
+            if self.main:
+                self.checkpoints.begin(step)
+                self._write_weights(step, tmp)
+            rs.save_state(runs.state_dir(tmp), acc, self.state.state_dict(),
+                          self._resumable(), self.noise)
+            acc.wait_for_everyone()
+            final = self.checkpoints.final_dir(step)
+            if self.main:
+                final = self.checkpoints.commit(step)
+                self.display.message(f"checkpoint: {final}")
+        except (OSError, WriteError) as exc:
+            if self.main:
+                self.checkpoints.discard(step)
+            raise exc if isinstance(exc, WriteError) else write_error(tmp, exc) from None
+        acc.wait_for_everyone()
+        return final
+
+    def _write_weights(self, step: int, tmp: Path) -> None:
+        """The weights (or adapters) of a checkpoint into its temp folder (main process)."""
+        meta = {"step": str(step), "run": self.run_dir.name}
+        if self.previewer is not None:  # the model's recommended sampling settings
+            from ..pipeline import RECOMMENDED_KEY
+
+            meta[RECOMMENDED_KEY] = self.previewer.recommended()
+        write_weights(tmp, step, self.unwrapped, self.adapter, self.ema, self.bundle.options,
+                      meta)
+
+    def _checkpoint(self, result: TrainResult) -> None:
+        """Write this step's checkpoint unless it was just written."""
+        if self._saved_step != self.state.step:
+            result.checkpoint = self.save_checkpoint()
+            self._saved_step = self.state.step
+
+    def _drop_half_written(self) -> None:
+        """A checkpoint of this step left half-written by a stop: its space back now."""
+        if self.main:
+            self.checkpoints.discard(self.state.step)
+
+    def _saved(self) -> str:
+        """Where this run can be resumed from, as the end of an error sentence."""
+        return resume_hint(self.run_dir)
