@@ -351,14 +351,34 @@ def test_an_adapter_saved_by_peft_applies_as_peft_computes_it(tmp_path, safe):
                                atol=1e-5, rtol=1e-5)
 
 
-def test_an_adapter_given_as_the_model_says_to_pass_it_with_lora(tmp_path):
+def test_an_adapter_given_as_the_model_says_to_pass_it_with_lora(tmp_path, capsys):
+    """load_model's caller is Python: it is told the pipeline keyword; the CLI, its flag."""
     from glidectl.glide import load_model
 
     _, out = peft_adapter(tmp_path, target_modules=["qkv"])
     for spec in (out, out / "adapter_model.safetensors"):
-        with pytest.raises(GlidectlError, match=f"{str(spec)!r} is a LoRA adapter, not a model; "
-                                                f"apply it to its base model with --lora"):
+        with pytest.raises(GlidectlError) as caught:
             load_model(spec)
+        assert str(caught.value).startswith(
+            f"{str(spec)!r} is a LoRA adapter, not a model; apply it to its base model with "
+            f"GlidePipeline.from_specs(base, loras=[{str(spec)!r}]), or fold it in with: "
+            f"glidectl lora merge {spec} -o merged.safetensors")
+    assert cli("sample", "a cat", "--base", out, "--out", tmp_path / "s") == 2
+    assert f"apply it to its base model with --lora {out}, or" in capsys.readouterr().err
+
+
+def test_a_lora_run_given_to_load_model_names_the_pipeline_keyword(tmp_path):
+    from glidectl import runs
+    from glidectl.glide import load_model
+
+    step = tmp_path / "my run" / runs.CHECKPOINTS_DIR / runs.step_dir_name(3)
+    (step / runs.ADAPTER_DIR).mkdir(parents=True)
+    (step / runs.ADAPTER_DIR / runs.ADAPTER_CONFIG).write_text("{}")
+    with pytest.raises(GlidectlError, match=re.escape(
+            f"pass its base model with GlidePipeline.from_specs(base, "
+            f"loras=[{str(tmp_path / 'my run')!r}]), or merge it first with: glidectl lora "
+            "merge '")):
+        load_model(tmp_path / "my run")
 
 
 def test_a_peft_adapter_with_modules_to_save_is_refused_in_one_line(tmp_path):

@@ -150,8 +150,10 @@ def flags_named() -> Iterator[None]:
         _NAMING.reset(token)
 
 
-def in_keywords(message: str, flags: Mapping[str, str],
-                phrases: Mapping[str, str] | None = None) -> str:
+Phrases = Mapping[str, str | Callable[[re.Match[str]], str]]  # regex → re.sub replacement
+
+
+def in_keywords(message: str, flags: Mapping[str, str], phrases: Phrases | None = None) -> str:
     """``message`` with each flag in ``flags`` said as its Python keyword: ``--resume`` →
     ``flags["--resume"]``, ``--resume latest`` → ``resume='latest'``. ``phrases`` (regex →
     replacement) go first; flags inside a ``glidectl CMD ...`` command are left alone."""
@@ -176,8 +178,8 @@ def in_keywords(message: str, flags: Mapping[str, str],
     return "".join(out) + _FLAG.sub(keyword, message[end:])
 
 
-def keyword_errors(flags: Mapping[str, str],
-                   phrases: Mapping[str, str] | None = None) -> Callable[[_F], _F]:
+def keyword_errors(flags: Mapping[str, str], phrases: Phrases | None = None
+                   ) -> Callable[[_F], _F]:
     """Decorate a library entry point: a GlidectlError it raises names the keywords its
     caller passed, not the command-line flags (:func:`in_keywords`), unless the CLI (see
     :func:`flags_named`) or an outer entry point is the caller."""

@@ -18,7 +18,7 @@ from typing import TypeVar
 import torch
 
 from .. import runs
-from ..errors import GlidectlError, from_here
+from ..errors import GlidectlError, from_here, keyword_errors
 from .checkpoints import StateDict, adapter_not_model, load_openai_pt, read_weights
 from .options import ModelOptions
 from .unet import GlideUNet, create_model
@@ -190,6 +190,12 @@ def build_from_state(
     return model.eval()
 
 
+def _pipeline_loras(match: re.Match[str]) -> str:
+    """``with --lora X`` as a Python caller applies adapter X."""
+    return f"with GlidePipeline.from_specs(base, loras=[{shlex.split(match.group(1))[0]!r}])"
+
+
+@keyword_errors({}, {r"with --lora (.+?)(?=, or )": _pipeline_loras})
 def load_model(
     spec: str | Path,
     device: str | torch.device = "cpu",
