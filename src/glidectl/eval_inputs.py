@@ -28,6 +28,7 @@ from .eval_settings import (
     check_resume,
     check_same_run,
     recorded_paths,
+    recorded_vocab_dir,
     resolve_settings,
 )
 from .out_dir import check_out_dir
@@ -127,8 +128,8 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         if precision is None:
             notes = []
         options.out = out  # the run read here, even if a newer one appears before run_eval
-        if options.vocab_dir is None and isinstance(prior.get("vocab_dir"), str):
-            options.vocab_dir = prior["vocab_dir"]
+        if options.vocab_dir is None:
+            options.vocab_dir = recorded_vocab_dir(prior, out)
         paths = recorded_paths(prior, out)
         settings, more = resolve_settings(flags, chosen.name if precision else None,
                                           recorded=prior["settings"], out=out, paths=paths)

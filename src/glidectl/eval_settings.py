@@ -72,6 +72,22 @@ def resolve_path(key: str, value: Any, root: Path | None = None) -> Any:
     return _absolute(value, key.endswith("schedule"), root) or value
 
 
+def recorded_vocab_dir(meta: dict[str, Any], out: Path) -> str | None:
+    """The GPT-2 vocabulary folder the run in ``out`` recorded (None: the default one), for
+    --resume; one sentence naming the record when it is no vocabulary folder now."""
+    from .tokenizer import vocab_folder_error, vocab_folder_problem
+
+    folder = meta.get("vocab_dir")
+    if not isinstance(folder, str):
+        return None
+    if problem := vocab_folder_problem(folder):
+        raise vocab_folder_error(
+            folder, problem, f"that the run in {str(out)!r} recorded ({META_FILE})",
+            "pass --vocab-dir DIR with that vocabulary (GPT-2's encoder.json and vocab.bpe), "
+            "or drop --resume")
+    return folder
+
+
 def recorded_paths(meta: dict[str, Any], out: Path) -> dict[str, Any]:
     """Where the files a run's settings name are (metadata.json's ``paths``). A run recorded
     before glidectl kept them named its files relative to the folder it was started in: the

@@ -349,7 +349,8 @@ def run_eval(
     stage_opts = settings.stage_options()  # an unusable schedule: one sentence, nothing written
     per_batch = {s: pipeline.calls_per_batch(s, stage_opts[s]) for s in pipeline.stage_models()}
     plan.vocab = pipeline.vocab_record()
-    for text in [*notes, *metric_notes]:  # about a run that starts: said once it can
+    warned = [f"Warning: {w}" for w in pipeline.vocab_dir_warnings()]
+    for text in [*notes, *metric_notes, *warned]:  # about a run that starts: said once it can
         emit("note", text=text)
     with claim_folder(out, numbered=options.out is None and not options.resume) as out:
         # read again now that it is this process's: an eval that held it may have written

@@ -56,6 +56,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
 )
 from .sampling import warn_all as _warn
 from .sampling_defaults import BATCH_SIZE
+from .tokenizer import FLAG_VOCAB, vocab_named
 
 StepFn = Callable[[str, int, int], None]
 Loras = str | os.PathLike | Sequence[str | os.PathLike]  # ``PATH[:SCALE]`` adapters, or one
@@ -244,9 +245,10 @@ class GlidePipeline:
                     f"to load one by spec use GlidePipeline.from_specs({name}=...).")
         _check_models(base, upsampler, records or {})
         self.base, self.upsampler, self.diffusion = base, upsampler, diffusion
-        self.tokenizer = tokenizer or (tokenizer_for(base, vocab_dir) if base else None)
-        self.upsampler_tokenizer = upsampler_tokenizer or (
-            tokenizer_for(upsampler, vocab_dir) if upsampler else None)
+        with vocab_named(*FLAG_VOCAB):
+            self.tokenizer = tokenizer or (tokenizer_for(base, vocab_dir) if base else None)
+            self.upsampler_tokenizer = upsampler_tokenizer or (
+                tokenizer_for(upsampler, vocab_dir) if upsampler else None)
         any_model = base if base is not None else upsampler
         self.precision = precision if isinstance(precision, Precision) else model_precision(
             precision, any_model)
@@ -262,6 +264,18 @@ class GlidePipeline:
         return vocab_record([tok for tok, ran in (
             (self.tokenizer, base_stage and self.base is not None),
             (self.upsampler_tokenizer, self.upsampler is not None)) if ran], self.vocab_dir)
+
+    def vocab_dir_warnings(self, base_stage: bool = True) -> list[str]:
+        """The warning for a ``vocab_dir`` that no stage that runs reads (its models take
+        UTF-8 bytes), as a list: empty when there is none."""
+        if not self.vocab_dir or self.vocab_record(base_stage):
+            return []
+        stages = [name for name, model, ran in (("base model", self.base, base_stage),
+                                                ("upsampler", self.upsampler, True))
+                  if model is not None and ran]
+        return [f"--vocab-dir not used: the {' and the '.join(stages)} "
+                f"{'reads' if len(stages) == 1 else 'read'} UTF-8 bytes (tokenizer \"byte\"), "
+                "not GPT-2's vocabulary."]
 
     # ----------------------------------------------------------------- loading
     @classmethod

@@ -88,7 +88,11 @@ class Remake:
             if pin.param not in given:
                 self._check(pin)
         if self.vocab_sha256 and "vocab_dir" in given:
-            if _vocab_sha(params["vocab_dir"], quiet=False) != self.vocab_sha256:
+            from .tokenizer import FLAG_VOCAB, vocab_named
+
+            with vocab_named(*FLAG_VOCAB):
+                sha = _vocab_sha(params["vocab_dir"], quiet=False)
+            if sha != self.vocab_sha256:
                 changed.append(f"--vocab-dir {params['vocab_dir']} (not the vocabulary that "
                                "made it)")
         elif self.vocab_sha256:

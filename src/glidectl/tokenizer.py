@@ -11,12 +11,13 @@ import hashlib
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import GlidectlError
+from .errors import GlidectlError, cause
 
 if TYPE_CHECKING:
     import tiktoken
@@ -34,6 +35,54 @@ VOCAB_FILES = ("encoder.json", "vocab.bpe")
 
 _ENCODINGS: dict[str, tiktoken.Encoding] = {}
 _LOCK = threading.Lock()
+_FILES_FIX = "use a folder holding GPT-2's encoder.json and vocab.bpe"
+# :func:`vocab_named`'s words for --vocab-dir (``vocab_dir=`` to a library caller) and for a
+# config's model.vocab_dir
+FLAG_VOCAB = ("given with --vocab-dir", "pass --vocab-dir DIR with GPT-2's encoder.json and "
+              "vocab.bpe, or leave it out for the default vocabulary")
+CONFIG_VOCAB = ("set as model.vocab_dir", "set model.vocab_dir to a folder holding GPT-2's "
+                "encoder.json and vocab.bpe, or leave it empty for the default vocabulary")
+
+
+class VocabFolderError(GlidectlError):
+    """A GPT-2 vocabulary folder that is not there, lacks its files or holds others;
+    :func:`vocab_named` says who named it and what to do."""
+
+    folder = ""
+    problem = ""  # "does not exist", "lacks vocab.bpe", ...
+    from_env = False  # named by $GLIDECTL_GPT2_VOCAB, which its own sentence names
+
+
+def vocab_folder_error(folder: str, problem: str, named: str = "",
+                       fix: str = _FILES_FIX) -> VocabFolderError:
+    """The one sentence for vocabulary folder ``folder`` with ``problem``, ``named``
+    ("given with --vocab-dir") saying where it came from and ``fix`` what to do."""
+    exc = VocabFolderError(f"The GPT-2 vocabulary folder {folder!r}"
+                           f"{' ' + named if named else ''} {problem}; {fix}.")
+    exc.folder, exc.problem = folder, problem
+    return exc
+
+
+def vocab_folder_problem(folder: str | os.PathLike[str]) -> str | None:
+    """What keeps ``folder`` from being a GPT-2 vocabulary folder ("does not exist",
+    "lacks vocab.bpe"), or None when encoder.json and vocab.bpe are there."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return "is a file, not a folder" if path.exists() else "does not exist"
+    missing = [f for f in VOCAB_FILES if not (path / f).is_file()]
+    return f"lacks {', '.join(missing)}" if missing else None
+
+
+@contextmanager
+def vocab_named(named: str, fix: str) -> Iterator[None]:
+    """A vocabulary folder the caller gave that fails to load inside is said to come from
+    ``named`` ("given with --vocab-dir", "set as model.vocab_dir"), with ``fix``."""
+    try:
+        yield
+    except VocabFolderError as exc:
+        if exc.from_env or not exc.folder:
+            raise
+        raise vocab_folder_error(exc.folder, exc.problem, named, fix) from None
 
 
 class Tokenizer(ABC):
@@ -129,12 +178,8 @@ def _encoding_from_folder(folder: Path) -> tiktoken.Encoding:
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    missing = [f for f in VOCAB_FILES if not (folder / f).is_file()]
-    if missing:
-        raise GlidectlError(
-            f"GPT-2 vocabulary folder {folder} lacks {', '.join(missing)}; point it at a "
-            "folder holding encoder.json and vocab.bpe (GPT-2's original files)."
-        )
+    if problem := vocab_folder_problem(folder):
+        raise vocab_folder_error(str(folder), problem)
     bpe, enc = folder / "vocab.bpe", folder / "encoder.json"
     try:
         # The content hashes make tiktoken's file cache notice an edited file at the same path.
@@ -145,15 +190,12 @@ def _encoding_from_folder(folder: Path) -> tiktoken.Encoding:
             encoder_json_hash=_sha256(enc),
         )
     except (AssertionError, ValueError, KeyError, UnicodeDecodeError, OSError) as exc:
-        raise GlidectlError(
-            f"GPT-2 vocabulary in {folder} is not valid (encoder.json and vocab.bpe must be "
-            f"GPT-2's matching files): {type(exc).__name__}: {exc}."
-        ) from exc
+        raise vocab_folder_error(
+            str(folder), f"holds files that are not GPT-2's matching encoder.json and "
+            f"vocab.bpe ({cause(exc, 100)})") from exc
     if len(ranks) != GPT2_END_TOKEN:
-        raise GlidectlError(
-            f"GPT-2 vocabulary in {folder} has {len(ranks)} tokens, expected {GPT2_END_TOKEN}; "
-            "use GPT-2's original encoder.json and vocab.bpe."
-        )
+        raise vocab_folder_error(str(folder), f"holds {len(ranks)} tokens, not GPT-2's "
+                                 f"{GPT2_END_TOKEN}")
     return tiktoken.Encoding(
         name=f"glidectl-gpt2:{folder}",
         pat_str=GPT2_PATTERN,
@@ -185,7 +227,16 @@ def load_gpt2_encoding(vocab_dir: str | os.PathLike[str] | None = None) -> tikto
     with _LOCK:
         if key not in _ENCODINGS:
             if folder:
-                _ENCODINGS[key] = _encoding_from_folder(Path(key))
+                try:
+                    _ENCODINGS[key] = _encoding_from_folder(Path(key))
+                except VocabFolderError as exc:
+                    if vocab_dir:
+                        raise
+                    env = vocab_folder_error(key, exc.problem, f"(${VOCAB_ENV})", (
+                        f"set {VOCAB_ENV} to a folder holding GPT-2's encoder.json and "
+                        "vocab.bpe, or unset it to use tiktoken's"))
+                    env.from_env = True
+                    raise env from None
             else:
                 _ENCODINGS[key] = _encoding_from_tiktoken()
         return _ENCODINGS[key]

@@ -13,7 +13,7 @@ def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
     """--tokenizer, else model.tokenizer, else the training rule (scratch → byte) when a
     config was given, else GPT-2 (OpenAI's models) if its vocabulary is available."""
     from ..errors import GlidectlError
-    from ..tokenizer import get_tokenizer
+    from ..tokenizer import CONFIG_VOCAB, get_tokenizer, vocab_named
 
     if name == "auto":
         name = cfg.model.tokenizer
@@ -24,7 +24,8 @@ def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
             return get_tokenizer("gpt2", cfg.model.vocab_dir or None)
         except GlidectlError:
             return get_tokenizer("byte")
-    return get_tokenizer(name, cfg.model.vocab_dir or None)
+    with vocab_named(*CONFIG_VOCAB):
+        return get_tokenizer(name, cfg.model.vocab_dir or None)
 
 
 def _model_text_ctx(cfg: Any, from_file: bool) -> int:

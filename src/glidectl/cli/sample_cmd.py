@@ -378,6 +378,8 @@ def _sample(
                "SDE samplers do)" if base_spec else "no base stage runs")
         err.print(f"[yellow]Warning:[/] --eta not used: {why}.", highlight=False,
                   soft_wrap=True)
+    for line in pipe.vocab_dir_warnings(base_stage=bool(base_spec)):
+        err.print(f"[yellow]Warning:[/] {line}", highlight=False, soft_wrap=True)
     # what made the picture (a stage that did not run records nothing)
     common = pipe.picture_record(base_opts, up_opts, base_stage=bool(base_spec))
     common.update({

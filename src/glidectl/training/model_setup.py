@@ -26,7 +26,7 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
     """
     from ..diffusion import create_diffusion
     from ..glide import create_model, preset_options
-    from ..tokenizer import get_tokenizer
+    from ..tokenizer import CONFIG_VOCAB, get_tokenizer, vocab_named
 
     tok_name = None if cfg.tokenizer == "auto" else cfg.tokenizer
     if cfg.init == "scratch":
@@ -65,7 +65,8 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
             options = options.replace(use_fp16=False)
             model.options = options
         model.train()
-    tokenizer = get_tokenizer(options.tokenizer, cfg.vocab_dir or None)
+    with vocab_named(*CONFIG_VOCAB):
+        tokenizer = get_tokenizer(options.tokenizer, cfg.vocab_dir or None)
     diffusion = create_diffusion(options.noise_schedule, options.diffusion_steps)
     return ModelBundle(model, options, tokenizer, diffusion)
 
