@@ -325,6 +325,35 @@ def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_p
     assert len(outputs(out)) == 4
 
 
+def test_skip_existing_refuses_a_folder_of_someone_elses_files(tmp_path, tiny_base, stack,
+                                                               capsys):
+    """A folder with files and no metadata.json is no eval's output: --skip-existing refuses
+    it as plain eval does (its images would land among the files), --resume too."""
+    from test_sample_cmd import in_process
+
+    out, prompts = tmp_path / "photos", write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    out.mkdir()
+    (out / "000_holiday.png").write_bytes(b"mine")
+    (out / "notes.txt").write_text("mine")
+    before = outputs(out)
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    with pytest.raises(GlidectlError) as info:
+        run_eval(prompts, s, RunOptions(out=out, skip_existing=True, device="cpu"),
+                 pipeline=stack)
+    assert str(info.value) == (
+        f"skip_existing=True: out={str(out)!r} holds files but no metadata.json, so it is no "
+        "eval's output; pass an eval's folder, or an empty or new out.")
+    for flag, said in (("--skip-existing", f"--skip-existing: --out {str(out)!r} holds files "
+                                           "but no metadata.json"),
+                       ("--resume", "pass an eval's folder, or drop --resume and pass an "
+                                    "empty or new --out.")):
+        res = in_process(capsys, "eval", prompts, "--base", tiny_base, "--upsampler", "none",
+                         "--device", "cpu", "--out", out, flag)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+        assert said in res.stderr, res.stderr
+    assert outputs(out) == before
+
+
 def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, tiny_base, stack):
     """--dry-run with --skip-existing or --resume checks the folder's run as the real run
     does, instead of planning to keep images the run would refuse to keep."""

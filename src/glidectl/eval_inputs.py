@@ -17,6 +17,7 @@ from .eval_outputs import (
     latest_eval_dir,
     next_eval_dir,
     read_metadata,
+    refuse_foreign_files,
     refuse_if_busy,
 )
 from .eval_plan import read_prompts
@@ -97,6 +98,8 @@ def resolve_out(prompts: list[str], options: RunOptions) -> Path:
             f"--out {str(out)!r} already holds files; pass --resume to continue that run, "
             "--skip-existing to keep finished prompts, or another --out."
         )
+    if options.skip_existing and not options.resume:
+        refuse_foreign_files(out)
     if options.resume and not busy:
         raise GlidectlError(f"--resume: {str(out)!r} holds no run to continue; drop --resume.")
     return out

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import atomic
 from .errors import GlidectlError
+from .eval_settings import META_FILE
 
 
 def slugify(text: str, max_len: int = 48) -> str:
@@ -77,6 +78,16 @@ def refuse_if_busy(out: Path) -> None:
 def holds_files(out: Path) -> bool:
     """Whether ``out`` holds anything but an eval's lock file."""
     return out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir())
+
+
+def refuse_foreign_files(out: Path) -> None:
+    """One sentence when --skip-existing is given a folder that holds files but no
+    metadata.json: no eval made it, so its images would land among someone's own files
+    (as a plain eval refuses a folder that holds files)."""
+    if holds_files(out) and not (out / META_FILE).is_file():
+        raise GlidectlError(
+            f"--skip-existing: --out {str(out)!r} holds files but no {META_FILE}, so it is "
+            "no eval's output; pass an eval's folder, or an empty or new --out.")
 
 
 @contextmanager
