@@ -88,3 +88,83 @@ def test_the_web_ui_fills_in_the_recommendation_and_records_it(grey_model, tmp_p
                              sampler="euler", grey=grey)
         assert result.settings["grey"] is (grey is None)
         assert (chroma(result.files[0]) == 0) is (grey is None)
+
+
+@pytest.fixture(scope="module")
+def grey_upsampler(tmp_path_factory) -> tuple[Path, Path]:
+    """(a colour base model, an upsampler whose checkpoint recommends grey, as an upsampler
+    run on grey data records it) in one folder."""
+    from glidectl.glide import save_weights
+    from glidectl.pipeline import RECOMMENDED_KEY
+
+    folder = tmp_path_factory.mktemp("grey-upsampler")
+    base = save_weights(tiny_glide("base", 0), folder / "base.safetensors",
+                        metadata={RECOMMENDED_KEY: json.dumps({"steps": 2})})
+    up = save_weights(tiny_glide("upsample", 1), folder / "up.safetensors",
+                      metadata={RECOMMENDED_KEY: json.dumps({"grey": True, "prompts": []})})
+    return base, up
+
+
+def test_the_upsamplers_grey_recommendation_is_used_and_said_with_the_bases(
+        grey_upsampler, capsys, tmp_path):
+    base, up = grey_upsampler
+    run = ("--base", base, "--upsampler", up, "--upsample-steps", 2, "--sampler", "euler",
+           "--device", "cpu", "-q")
+    res = in_process(capsys, "sample", "a cat", *run, "--out", tmp_path / "grey")
+    assert res.returncode == 0, res.stderr
+    assert ("Using the base model's recommended sampling settings (steps 2) and the "
+            "upsampler's (grey); pass --steps / --no-grey to change them.") in res.stderr
+    png = tmp_path / "grey" / "00000.png"
+    assert params(png)["grey"] is True and chroma(png) == 0
+    res = in_process(capsys, "sample", "a cat", *run, "--no-grey", "--out", tmp_path / "colour")
+    assert res.returncode == 0 and "grey" not in res.stderr, res.stderr
+    assert params(tmp_path / "colour" / "00000.png")["grey"] is False
+    assert chroma(tmp_path / "colour" / "00000.png") > 0
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                     "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again" / "00000.png")),
+                          np.asarray(Image.open(png)))
+    colour = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(colour).save(tmp_path / "low.png")  # the upsampler alone, on colour
+    res = in_process(capsys, "sample", "a cat", "--low-res", tmp_path / "low.png",
+                     "--base", "none", *run[2:], "--out", tmp_path / "low")
+    assert res.returncode == 0, res.stderr
+    assert ("Using the upsampler's recommended sampling settings (grey); pass --no-grey to "
+            "change them.") in res.stderr
+    assert chroma(tmp_path / "low" / "00000.png") == 0
+
+
+def test_eval_and_the_library_follow_the_upsamplers_grey(grey_upsampler, capsys, tmp_path):
+    from glidectl.pipeline import GlidePipeline
+
+    base, up = grey_upsampler
+    (tmp_path / "p.txt").write_text("a cat\n")
+    res = in_process(capsys, "eval", tmp_path / "p.txt", "--base", base, "--upsampler", up,
+                     "--upsample-steps", 2, "--device", "cpu", "--out", tmp_path / "eval")
+    assert res.returncode == 0, res.stderr
+    assert ("Using the base model's recommended sampling settings (steps 2) and the "
+            "upsampler's (grey); pass --steps / --no-grey to change them."
+            ) in " ".join(res.stdout.split())
+    meta = json.loads((tmp_path / "eval" / "metadata.json").read_text())
+    assert meta["settings"]["grey"] is True
+    assert chroma(sorted((tmp_path / "eval").glob("000_*.png"))[0]) == 0
+    pipe = GlidePipeline.from_specs(str(base), str(up), device="cpu")
+    assert all(o.grey for o in pipe.stages()[:2])
+    assert not any(o.grey for o in pipe.stages(grey=False)[:2])
+    assert not any(o.grey for o in pipe.stages(upsample_grey=False)[:2])  # told: as told
+    assert pipe.defaults_note({"steps": 3, "grey": None}) == (
+        "Using the upsampler's recommended sampling settings (grey); pass --no-grey to "
+        "change them.")
+
+
+def test_the_web_ui_ticks_grey_for_an_upsampler_that_recommends_it(grey_upsampler, tmp_path):
+    from glidectl.ui.app import _recommended_grey
+    from glidectl.ui.backend import UiBackend
+
+    ui = UiBackend(grey_upsampler[0].parent, device="cpu", output_dir=tmp_path / "ui")
+    assert not _recommended_grey(ui, "base.safetensors")
+    assert _recommended_grey(ui, "base.safetensors", "up.safetensors")
+    result = ui.generate("a cat", n=1, seed=1, base="base.safetensors", base_steps=2,
+                         upsampler="up.safetensors", up_steps=2, sampler="euler")
+    assert result.settings["grey"] is True and chroma(result.files[0]) == 0

@@ -148,7 +148,9 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
     if unused and not flags["upsampler"]:
         notes.append(f"Warning: {', '.join(unused)} not used: this run has no upsampler.")
     recommended = recommended_settings(local_weights(base))
-    settings, more = resolve_settings(flags, chosen.name, recommended=recommended)
+    up = recommended_settings(local_weights(flags["upsampler"])) if flags["upsampler"] else {}
+    settings, more = resolve_settings(flags, chosen.name, recommended=recommended,
+                                      upsampler_recommended=up)
     return settings, notes + more
 
 

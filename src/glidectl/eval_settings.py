@@ -23,6 +23,7 @@ from .sampling_defaults import (
     BATCH_SIZE,
     UPSAMPLE_SAMPLER,
     UPSAMPLE_STEPS,
+    recommended_line,
 )
 
 META_FILE = "metadata.json"
@@ -297,13 +298,13 @@ def _apply(settings: EvalSettings, flat: dict[str, Any]) -> EvalSettings:
 def resolve_settings(
     flags: dict[str, Any], precision: str | None, recommended: dict[str, Any] | None = None,
     recorded: dict[str, Any] | None = None, out: Path | None = None,
-    paths: dict[str, Any] | None = None,
+    paths: dict[str, Any] | None = None, upsampler_recommended: dict[str, Any] | None = None,
 ) -> tuple[EvalSettings, list[str]]:
     """The run's settings from the flags given (``{field: value}``, None = not given; keys
     as in :data:`FLAG_NAMES`), the resolved ``precision`` word (None: not given, for
-    --resume), the base model's
-    ``recommended`` sampling and, for --resume, the ``recorded`` settings and ``paths``.
-    Also notes."""
+    --resume), the base model's ``recommended`` sampling (and the upsampler's, whose
+    ``grey`` makes both stages grey) and, for --resume, the ``recorded`` settings and
+    ``paths``. Also notes."""
     given = {k: v for k, v in flags.items() if v is not None}
     if recorded is not None:
         settings = EvalSettings.from_fingerprint(recorded, paths)
@@ -336,13 +337,19 @@ def resolve_settings(
             and f"base_stage.{k}" not in given}
     if (recommended or {}).get("grey") is True and "grey" not in given:
         used["grey"] = True
-    if used:
-        text = ", ".join(k.split(".")[-1] if v is True else f"{k.split('.')[1]} {v}"
-                         for k, v in used.items())
-        flags_text = " / ".join("--no-grey" if k == "grey" else FLAG_NAMES[k] for k in used)
-        notes.append(f"Using the base model's recommended sampling settings ({text}); pass "
-                     f"{flags_text} to change them.")
-    settings = _apply(EvalSettings(precision=precision), {**used, **given, "precision": precision})
+    # a grey-trained upsampler has seen only grey 64 px inputs: both stages draw grey
+    up = {"grey": True} if "grey" not in (given | used) and (
+        upsampler_recommended or {}).get("grey") is True else {}
+    if used or up:
+        def text(settings: dict[str, Any]) -> str:
+            return ", ".join(k.split(".")[-1] if v is True else f"{k.split('.')[1]} {v}"
+                             for k, v in settings.items())
+
+        flags_text = " / ".join("--no-grey" if k == "grey" else FLAG_NAMES[k]
+                                for k in {**used, **up})
+        notes.append(recommended_line(text(used), text(up), flags_text))
+    settings = _apply(EvalSettings(precision=precision),
+                      {**used, **up, **given, "precision": precision})
     return settings, notes
 
 

@@ -55,7 +55,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     tokenizer_for,
 )
 from .sampling import warn_all as _warn
-from .sampling_defaults import BATCH_SIZE
+from .sampling_defaults import BATCH_SIZE, recommended_line
 from .tokenizer import FLAG_VOCAB, vocab_named
 
 StepFn = Callable[[str, int, int], None]
@@ -437,7 +437,8 @@ class GlidePipeline:
         for key in ("sigma_max", "clip_denoised", "quantize_t"):
             if key in base and key not in up:
                 up[key] = base[key]
-        base = {**self.recommended("base"), **base}  # upsamplers: GLIDE's fast27 DDPM
+        grey = self.upsampler_grey({"grey": base.get("grey"), "upsample_grey": up.get("grey")})
+        base = {**self.recommended("base"), **grey, **base}  # upsamplers: GLIDE's fast27 DDPM
         if "grey" in base and "grey" not in up:  # a grey picture stays grey when upsampled
             up["grey"] = base["grey"]
         return replace(BASE_DEFAULTS, **base), replace(UPSAMPLE_DEFAULTS, **up), rest
@@ -448,18 +449,33 @@ class GlidePipeline:
         return {k: v for k, v in (rec.recommended if rec else {}).items()
                 if k in RECOMMENDED_FIELDS}
 
+    def upsampler_grey(self, given: dict[str, Any]) -> dict[str, Any]:
+        """``{"grey": True}`` when the upsampler recommends grey (it was trained on greyscale
+        data) and neither ``grey`` nor ``upsample_grey`` is ``given`` (not None), else {}.
+        Both stages then draw grey: such an upsampler has seen only grey 64 px inputs."""
+        if given.get("grey") is not None or given.get("upsample_grey") is not None:
+            return {}
+        return {"grey": True} if self.recommended("upsample").get("grey") is True else {}
+
     def defaults_note(self, given: dict[str, Any], stage: str = "base") -> str | None:
-        """One line naming the settings taken from the model's recommendations (the
-        ``given`` keys — what the user set — excluded), or None when none were."""
+        """One line naming the settings taken from the models' recommendations (the
+        ``given`` keys — what the user set — excluded; ``stage="base"``: the base model's
+        and the upsampler's ``grey``), or None when none were."""
         used = {k: v for k, v in self.recommended(stage).items() if given.get(k) is None}
-        if not used:
+        up = self.upsampler_grey(given) if stage == "base" and "grey" not in used else {}
+        if not used and not up:
             return None
-        text = ", ".join(k if v is True else f"{k} {v}" for k, v in used.items())
+
+        def text(settings: dict[str, Any]) -> str:
+            return ", ".join(k if v is True else f"{k} {v}" for k, v in settings.items())
+
         flags = " / ".join(f"--{'upsample-' if stage != 'base' else ''}"
                            f"{'no-' if v is True else ''}{k.replace('_', '-')}"
-                           for k, v in used.items())
-        return (f"Using the {stage} model's recommended sampling settings ({text}); "
-                f"pass {flags} to change them.")
+                           for k, v in {**used, **up}.items())
+        if stage != "base":
+            return (f"Using the {stage} model's recommended sampling settings ({text(used)}); "
+                    f"pass {flags} to change them.")
+        return recommended_line(text(used), text(up), flags)
 
     def model_calls(self, n_images: int, batch_size: int, base: StageOptions,
                     up: StageOptions, low_res: bool = False) -> int:

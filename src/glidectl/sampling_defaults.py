@@ -10,3 +10,14 @@ UPSAMPLE_STEPS = "fast27"
 UPSAMPLE_TEMP = 0.997  # initial noise scale of the upsampler, as OpenAI's notebook has it
 SIGMA_MAX = 80.0  # highest σ of karras/exponential schedules (clamped to the model's)
 BATCH_SIZE = 4
+
+
+def recommended_line(base: str, upsampler: str, flags: str) -> str:
+    """The one line naming the settings a front end took from the models' recommendations:
+    ``base`` and ``upsampler`` list each model's ("steps 20, grey"; "" for none), ``flags``
+    the flags that change them."""
+    whose = [f"the base model's recommended sampling settings ({base})"] if base else []
+    if upsampler:
+        whose.append(f"the upsampler's ({upsampler})" if base else
+                     f"the upsampler's recommended sampling settings ({upsampler})")
+    return f"Using {' and '.join(whose)}; pass {flags} to change them."

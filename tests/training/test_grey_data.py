@@ -49,3 +49,18 @@ def test_a_run_on_colour_data_does_not(tiny, image_folder):
     assert "grey" not in recommended(run / "checkpoints" / "step-000001")
     assert GREY_NOTE not in messages
     assert Image.open(run / "previews" / "step-000001.png").text["grey"] == "False"
+
+
+def test_an_upsampler_run_on_grey_data_recommends_grey_too(tiny, image_folder):
+    """sample, eval and the web UI read an upsampler's grey (both stages then draw grey)."""
+    for png in image_folder.glob("*.png"):
+        Image.open(png).convert("L").convert("RGB").save(png)
+    cfg = tiny(model=dict(kind="upsample"), data=dict(source=str(image_folder), resolution=32),
+               train=dict(steps=1), preview=dict(every=1, steps=2))
+    trainer = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint"))
+    messages: list[str] = []
+    trainer.display.message = messages.append
+    run = trainer.run().run_dir
+    assert set(recommended(run / "checkpoints" / "step-000001")) == {"grey", "prompts"}
+    assert recommended(run / "checkpoints" / "step-000001")["grey"] is True
+    assert messages.count(GREY_NOTE) == 1

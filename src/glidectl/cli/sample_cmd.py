@@ -357,7 +357,7 @@ def _sample(
     if remake is not None and "precision" not in given_names:  # not "as asked": the PNG's
         chosen = Precision(chosen.name, f"as {from_png} records")
     say(chosen.line())
-    note = pipe.defaults_note(dict(given, schedule=schedule)) if base_spec else None
+    note = pipe.defaults_note(dict(given, schedule=schedule))  # no base: the upsampler's
     if note:
         say(note)
     options = {k: v for k, v in given.items() if v is not None}

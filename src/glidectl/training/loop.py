@@ -202,7 +202,7 @@ class TrainingLoop:
             out.close()
             self.stream.close()
             self._claim.release()
-        if self._grey and not self.bundle.options.super_res:  # an upsampler recommends none
+        if self._grey:
             self.display.message(GREY_NOTE)
         out.result.step = step
         self.accelerator.wait_for_everyone()

@@ -201,12 +201,12 @@ class Previewer:
     def recommended(self) -> str:
         """The checkpoint metadata value of :data:`glidectl.pipeline.RECOMMENDED_KEY`: how
         this model is sampled by default (the preview settings) and its preview prompts.
-        Grey training data add ``grey``. An upsampler records prompts only: every front
-        end upsamples with GLIDE's fast27 DDPM unless told otherwise (issue-measured:
-        nothing cheaper matches it)."""
+        Grey training data add ``grey``. An upsampler records no sampler settings (every
+        front end upsamples with GLIDE's fast27 DDPM unless told otherwise; issue-measured:
+        nothing cheaper matches it), only prompts and ``grey``."""
         prompts = [p for p in dict.fromkeys(self.prompts) if p][:8]
         settings = {} if self.super_res else preview_sampling(self.cfg)
-        if self.grey and not self.super_res:
+        if self.grey:
             settings["grey"] = True
         return json.dumps({**settings, "prompts": prompts})
 

@@ -106,6 +106,22 @@ class UiBackend:
         choice = self._base(base)
         return recommended_settings(local_weights(choice.spec)) if choice else {}
 
+    def recommends_grey(self, base: str | None, upsampler: str | None = None) -> bool:
+        """Whether the listed base model or upsampler recommends grey pictures (it was
+        trained on greyscale data): both stages then draw grey, as ``glidectl sample``
+        does."""
+        from ..model_cost import local_weights
+        from ..pipeline import recommended_settings
+
+        if self.recommended(base).get("grey") is True:
+            return True
+        models, _ = self._all()
+        try:
+            up = pick(upsampler_choices(models), upsampler, "upsampler")
+        except GlidectlError:
+            return False
+        return up is not None and recommended_settings(local_weights(up.spec)).get("grey") is True
+
     def _base(self, base: str | None) -> ModelChoice | None:
         models, _ = self._all()
         try:
