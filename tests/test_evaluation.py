@@ -327,8 +327,9 @@ def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_p
 
 def test_skip_existing_refuses_a_folder_of_someone_elses_files(tmp_path, tiny_base, stack,
                                                                capsys):
-    """A folder with files and no metadata.json is no eval's output: --skip-existing refuses
-    it as plain eval does (its images would land among the files), --resume too."""
+    """A folder without metadata.json that holds files no eval writes is no eval's output:
+    --skip-existing refuses it, as plain eval refuses a folder that holds files (its images
+    would land among them)."""
     from test_sample_cmd import in_process
 
     out, prompts = tmp_path / "photos", write_prompts(tmp_path / "p.txt", PROMPTS[:1])
@@ -341,17 +342,15 @@ def test_skip_existing_refuses_a_folder_of_someone_elses_files(tmp_path, tiny_ba
         run_eval(prompts, s, RunOptions(out=out, skip_existing=True, device="cpu"),
                  pipeline=stack)
     assert str(info.value) == (
-        f"skip_existing=True: out={str(out)!r} holds files but no metadata.json, so it is no "
-        "eval's output; pass an eval's folder, or an empty or new out.")
-    for flag, said in (("--skip-existing", f"--skip-existing: --out {str(out)!r} holds files "
-                                           "but no metadata.json"),
-                       ("--resume", "pass an eval's folder, or drop --resume and pass an "
-                                    "empty or new --out.")):
-        res = in_process(capsys, "eval", prompts, "--base", tiny_base, "--upsampler", "none",
-                         "--device", "cpu", "--out", out, flag)
-        assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
-        assert said in res.stderr, res.stderr
-    assert outputs(out) == before
+        f"skip_existing=True: out={str(out)!r} holds files no eval writes ('notes.txt') and "
+        "no metadata.json, so it is no eval's output; pass an eval's folder, or an empty or "
+        "new out.")
+    res = in_process(capsys, "eval", prompts, "--base", tiny_base, "--upsampler", "none",
+                     "--device", "cpu", "--out", out, "--skip-existing")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert f"--skip-existing: --out {str(out)!r} holds files no eval writes" in res.stderr
+    assert outputs(out) == before and sorted(p.name for p in out.iterdir()) == [
+        "000_holiday.png", "notes.txt"]
 
 
 def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, tiny_base, stack):

@@ -80,14 +80,25 @@ def holds_files(out: Path) -> bool:
     return out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir())
 
 
+# what an eval writes into its folder (besides metadata.json): image/caption pairs, the grid,
+# its lock and atomic writes' temp files
+_EVAL_NAME = re.compile(r"\d{3,}_[a-z0-9-]+(?:_\d+)?\.(?:png|txt)|grid\.png|\.lock|\..+\.tmp")
+
+
 def refuse_foreign_files(out: Path) -> None:
-    """One sentence when --skip-existing is given a folder that holds files but no
-    metadata.json: no eval made it, so its images would land among someone's own files
-    (as a plain eval refuses a folder that holds files)."""
-    if holds_files(out) and not (out / META_FILE).is_file():
+    """One sentence when --skip-existing is given a folder without metadata.json that holds
+    files no eval writes: its images would land among someone's own files (a plain eval
+    refuses any folder that holds files)."""
+    if (out / META_FILE).is_file() or not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir()
+                     if not (p.is_file() and _EVAL_NAME.fullmatch(p.name)))
+    if foreign:
+        shown = ", ".join(map(repr, foreign[:3])) + (", …" if len(foreign) > 3 else "")
         raise GlidectlError(
-            f"--skip-existing: --out {str(out)!r} holds files but no {META_FILE}, so it is "
-            "no eval's output; pass an eval's folder, or an empty or new --out.")
+            f"--skip-existing: --out {str(out)!r} holds files no eval writes ({shown}) and no "
+            f"{META_FILE}, so it is no eval's output; pass an eval's folder, or an empty or "
+            "new --out.")
 
 
 @contextmanager

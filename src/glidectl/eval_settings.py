@@ -401,7 +401,7 @@ def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
     if meta is None:
         raise GlidectlError(
             f"--resume: {str(out)!r} has no {META_FILE}, so there is no run to continue; "
-            "pass an eval's folder, or drop --resume and pass an empty or new --out."
+            "drop --resume (or use --skip-existing)."
         )
     recorded = meta.get("prompts_sha256") or prompts_digest(meta.get("prompts") or [])
     if recorded != prompts_digest(prompts):
