@@ -107,3 +107,15 @@ def test_vocab_dir_for_byte_models_is_a_warning_in_sample_and_eval(capsys, tmp_p
     res = in_process(capsys, "eval", tmp_path / "p.txt", *common, "--out", tmp_path / "e")
     assert res.returncode == 0, res.stderr
     assert said in " ".join(res.stdout.split())  # with eval's other notes, wrapped as they are
+
+
+def test_from_png_with_a_missing_vocab_dir_names_the_flag(capsys, tmp_path, gpt2_base):
+    common = ("--device", "cpu", "-q", "--upsampler", "none", "--steps", 2)
+    res = in_process(capsys, "sample", "a cat", "--base", gpt2_base, *common,
+                     "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    res = in_process(capsys, "sample", "--from-png", tmp_path / "s" / "00000.png", *common[:3],
+                     "--vocab-dir", tmp_path / "none", "--out", tmp_path / "a")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert (f"folder {str(tmp_path / 'none')!r} given with --vocab-dir does not exist; pass "
+            "--vocab-dir DIR") in res.stderr
