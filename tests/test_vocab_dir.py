@@ -74,8 +74,13 @@ def test_a_training_config_names_model_vocab_dir(tmp_path):
         build_model(cfg.model)
 
 
-def test_eval_resume_names_the_recorded_folder_that_is_gone(capsys, tmp_path, gpt2_base,
-                                                            gpt2_vocab):
+@pytest.mark.parametrize("damage, problem", [
+    (shutil.rmtree, "does not exist"),
+    (lambda v: (v / "encoder.json").write_text("{not json", encoding="utf-8"),
+     "holds files that are not GPT-2's matching encoder.json and vocab.bpe ("),
+])
+def test_eval_resume_names_the_recorded_folder_that_is_gone_or_bad(capsys, tmp_path, gpt2_base,
+                                                                   gpt2_vocab, damage, problem):
     vocab = shutil.copytree(gpt2_vocab, tmp_path / "vocab")
     (tmp_path / "p.txt").write_text("a cat\n", encoding="utf-8")
     out = tmp_path / "e"
@@ -83,13 +88,15 @@ def test_eval_resume_names_the_recorded_folder_that_is_gone(capsys, tmp_path, gp
            2, "--device", "cpu", "--out", out)
     res = in_process(capsys, *run, "--vocab-dir", vocab)
     assert res.returncode == 0 and "--vocab-dir not used" not in res.stderr, res.stderr
-    shutil.rmtree(vocab)
+    damage(vocab)
     tokenizer.clear_cache()
     res = in_process(capsys, *run, "--resume")
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert (f"The GPT-2 vocabulary folder {str(vocab)!r} that the run in {str(out)!r} "
-            "recorded (metadata.json) does not exist; pass --vocab-dir DIR with that "
-            "vocabulary (GPT-2's encoder.json and vocab.bpe), or drop --resume.") in res.stderr
+            f"recorded (metadata.json) {problem}") in res.stderr
+    assert res.stderr.rstrip().endswith(
+        "; pass --vocab-dir DIR with that vocabulary (GPT-2's encoder.json and vocab.bpe), or "
+        "drop --resume."), res.stderr
 
 
 def test_vocab_dir_for_byte_models_is_a_warning_in_sample_and_eval(capsys, tmp_path,

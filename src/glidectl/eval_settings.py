@@ -75,17 +75,20 @@ def resolve_path(key: str, value: Any, root: Path | None = None) -> Any:
 
 def recorded_vocab_dir(meta: dict[str, Any], out: Path) -> str | None:
     """The GPT-2 vocabulary folder the run in ``out`` recorded (None: the default one), for
-    --resume; one sentence naming the record when it is no vocabulary folder now."""
-    from .tokenizer import vocab_folder_error, vocab_folder_problem
+    --resume; one sentence naming the record when it is no vocabulary folder now (gone,
+    lacking its files, or holding files that are not GPT-2's)."""
+    from .tokenizer import VocabFolderError, load_gpt2_encoding, vocab_folder_error
 
     folder = meta.get("vocab_dir")
     if not isinstance(folder, str):
         return None
-    if problem := vocab_folder_problem(folder):
+    try:  # loaded once here: the pipeline's tokenizer reads it from the cache
+        load_gpt2_encoding(folder)
+    except VocabFolderError as exc:
         raise vocab_folder_error(
-            folder, problem, f"that the run in {str(out)!r} recorded ({META_FILE})",
+            folder, exc.problem, f"that the run in {str(out)!r} recorded ({META_FILE})",
             "pass --vocab-dir DIR with that vocabulary (GPT-2's encoder.json and vocab.bpe), "
-            "or drop --resume")
+            "or drop --resume") from None
     return folder
 
 
