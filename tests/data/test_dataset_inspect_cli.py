@@ -258,3 +258,27 @@ def test_inspect_says_how_a_small_dataset_is_batched(tmp_path):
         "worker batches only its own share (one holding less than a batch would leave it out)."]
     out = invoke("dataset", "inspect", str(tmp_path / "n10"), "--json", "--tokenizer", "byte")
     assert json.loads(out.output)["batching"] == []  # batches of 8 (the default), no workers
+
+
+@pytest.mark.parametrize("files, problem", [
+    ({}, "does not exist"),
+    ({"encoder.json": "{not json", "vocab.bpe": "#version: 0.2\n"},
+     "holds files that are not GPT-2's matching encoder.json and vocab.bpe ("),
+])
+def test_inspect_says_a_bad_model_vocab_dir_instead_of_counting_bytes(capsys, tmp_path, files,
+                                                                       problem):
+    """The "auto" tokenizer counted bytes without a word when model.vocab_dir could not be
+    read; train stops on the same folder with this sentence."""
+    vocab = tmp_path / "vocab"
+    for name, text in files.items():
+        vocab.mkdir(exist_ok=True)
+        (vocab / name).write_text(text, encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", "demo:shapes", "--limit", "2", "--json",
+              "--set", f"model.vocab_dir={vocab}"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert f"The GPT-2 vocabulary folder {str(vocab)!r} set as model.vocab_dir {problem}" in err
+    assert err.rstrip().endswith("set model.vocab_dir to a folder holding GPT-2's encoder.json "
+                                 "and vocab.bpe, or leave it empty for the default "
+                                 "vocabulary."), err

@@ -11,21 +11,25 @@ import typer
 
 def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
     """--tokenizer, else model.tokenizer, else the training rule (scratch → byte) when a
-    config was given, else GPT-2 (OpenAI's models) if its vocabulary is available."""
+    config was given, else GPT-2 (OpenAI's models) if its vocabulary is available. A GPT-2
+    vocabulary folder that was named (model.vocab_dir, $GLIDECTL_GPT2_VOCAB) but cannot be
+    used is its one sentence, as train says it, not a quiet fall back to bytes."""
     from ..errors import GlidectlError
-    from ..tokenizer import CONFIG_VOCAB, get_tokenizer, vocab_named
+    from ..tokenizer import CONFIG_VOCAB, VocabFolderError, get_tokenizer, vocab_named
 
     if name == "auto":
         name = cfg.model.tokenizer
     if name == "auto" and from_file:
         name = "byte" if cfg.model.init == "scratch" else "gpt2"
-    if name == "auto":
+    with vocab_named(*CONFIG_VOCAB):
+        if name != "auto":
+            return get_tokenizer(name, cfg.model.vocab_dir or None)
         try:
             return get_tokenizer("gpt2", cfg.model.vocab_dir or None)
-        except GlidectlError:
+        except VocabFolderError:
+            raise
+        except GlidectlError:  # no folder named and tiktoken cannot load GPT-2's here
             return get_tokenizer("byte")
-    with vocab_named(*CONFIG_VOCAB):
-        return get_tokenizer(name, cfg.model.vocab_dir or None)
 
 
 def _model_text_ctx(cfg: Any, from_file: bool) -> int:
