@@ -306,3 +306,33 @@ def test_a_stopped_fit_to_a_new_file_says_the_counts_fitted_are_in_it(glidectl, 
     assert code == 130 and list(read_schedule_file(out)) == [3], stderr
     assert f"stopped: the counts fitted so far are in {str(out)!r}" in stderr
     assert "run again with --overwrite" in stderr
+
+
+def test_a_grey_model_is_fitted_on_the_grey_ode_sample_runs(glidectl, tmp_path) -> None:
+    """A model that recommends grey is sampled grey, so its steps are fitted to that ODE
+    (x0 projected onto grey) unless --no-grey; the file and the sample line say which."""
+    from glidectl.glide import save_weights
+    from glidectl.glide.loading import load_model
+    from glidectl.pipeline import RECOMMENDED_KEY
+    from glidectl.samplers.schedules import build_sigmas
+    from glidectl.step_fitting import reference
+
+    model = save_weights(tiny_glide("base", 0), tmp_path / "grey.safetensors",
+                         metadata={RECOMMENDED_KEY: json.dumps({"grey": True})})
+    fit = ("fit-steps", model, "--calls", "3", "--method", "gits", "--sampler", "euler",
+           "--prompt", "a cat", "--images", "1", "--reference-steps", "12", "--check-images",
+           "1")
+    for flag, grey in ((None, True), ("--no-grey", False)):
+        out = tmp_path / f"{grey}.json"
+        code, _, stderr = glidectl(*fit, *([flag] if flag else []), "--out", out)
+        assert code == 0, stderr
+        data = json.loads(out.read_text())
+        assert data["grey"] is grey and ("(guidance 3, grey, " in data["about"]) is grey
+        assert f"--guidance 3 {'--grey' if grey else '--no-grey'}" in stderr
+        # the held-out figures are those of the ODE sample runs with this grey
+        target = reference(load_model(model), ["a cat"], 3.0, seed=2, steps=12,
+                           grey=grey)
+        check = target.check("euler", build_sigmas(str(out), 3, target.denoiser.sigmas))
+        assert check["mean"] == pytest.approx(data["held_out"]["3"]["mean"], rel=1e-5)
+        assert check["ddim50_mean"] == pytest.approx(data["held_out"]["3"]["ddim50_mean"],
+                                                     rel=1e-5)

@@ -1,9 +1,10 @@
 """Fit sampling steps to one model's own ODE, for ``glidectl sample --schedule FILE``.
 
 The target is the model's guided probability-flow ODE solved closely (``reference_steps``
-dpm++3m steps on Karras σ's) from tuning noise and prompts. Methods: ``descent`` moves the
-log σ's of one sampler by coordinate descent (:func:`.samplers.search.descend_sigmas`, from
-exponential σ's, the last σ free above the table's smallest) to minimise that sampler's RMS
+dpm++3m steps on Karras σ's) from tuning noise and prompts; a grey fit projects every x0
+prediction onto grey, as ``glidectl sample --grey`` runs the ODE. Methods: ``descent`` moves
+the log σ's of one sampler by coordinate descent (:func:`.samplers.search.descend_sigmas`,
+from exponential σ's, the last σ free above the table's smallest) to minimise that sampler's RMS
 distance to the reference; ``gits`` runs GITS dynamic programming on the reference
 trajectory without sampling (:func:`.samplers.search.search_sigmas`); ``bespoke`` runs the
 descent, then fits a bespoke solver's coefficients and σ's by L-BFGS through the model
@@ -46,9 +47,21 @@ def model_guidance(spec: str, given: float | None) -> float:
     return float(recommended_settings(resolve_spec(spec)).get("guidance") or BASE_GUIDANCE)
 
 
-def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float
-                    ) -> GlideDenoiser:
-    """The GLIDE denoiser ``sample`` builds: text encoded once, [cond, uncond] rows."""
+def model_grey(spec: str, given: bool | None) -> bool:
+    """``given``, else whether the model's checkpoint recommends grey sampling (it was
+    trained on greyscale data), as ``glidectl sample`` decides."""
+    from .glide.loading import resolve_spec
+    from .pipeline import recommended_settings
+
+    if given is not None:
+        return given
+    return recommended_settings(resolve_spec(spec)).get("grey") is True
+
+
+def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float,
+                    grey: bool = False) -> GlideDenoiser:
+    """The GLIDE denoiser ``sample`` builds: text encoded once, [cond, uncond] rows;
+    ``grey`` projects each x0 prediction onto grey images."""
     from .sampling import model_device, sigma_table, tokenizer_for
 
     tokens, mask = tokenizer_for(model).encode_batch(prompts + [""] * len(prompts),
@@ -56,7 +69,8 @@ def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float
     device = model_device(model)
     with torch.no_grad():
         text_emb = model.encode_text(tokens.to(device), mask.to(device))
-    return GlideDenoiser(model, sigma_table(model), text_emb=text_emb, guidance=guidance)
+    return GlideDenoiser(model, sigma_table(model), text_emb=text_emb, guidance=guidance,
+                         grey=grey)
 
 
 def steps_for_calls(sampler: str, calls: int) -> int | None:
@@ -123,11 +137,12 @@ def errors(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def reference(model: torch.nn.Module, prompts: list[str], guidance: float, seed: int,
-              steps: int = 500, trajectory: bool = False) -> Target:
-    """The guided ODE solved by ``steps`` dpm++3m Karras steps from noise ``seed``."""
+              steps: int = 500, trajectory: bool = False, grey: bool = False) -> Target:
+    """The guided ODE solved by ``steps`` dpm++3m Karras steps from noise ``seed`` (with
+    ``grey``, the ODE of grey sampling: x0 predictions projected onto grey)."""
     from .sampling import model_device
 
-    den = guided_denoiser(model, prompts, guidance)
+    den = guided_denoiser(model, prompts, guidance, grey)
     size = model.options.image_size
     noise = torch.randn(len(prompts), 3, size, size,
                         generator=torch.Generator().manual_seed(seed)).to(model_device(model))
@@ -235,5 +250,5 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                             f"{how} on {about}",
                             sampler={"gits": None, "bespoke": "bespoke"}.get(method, sampler),
                             coefficients=coefficients or None, held_out=checks or None,
-                            model_sha256=model_sha256)
+                            model_sha256=model_sha256, grey=target.denoiser.grey)
     return found

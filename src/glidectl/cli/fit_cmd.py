@@ -71,6 +71,10 @@ def register(app: typer.Typer) -> None:
         guidance: float | None = typer.Option(None, "--guidance", help="Guidance scale to fit "
                                               "at (default: the model's, else "
                                               f"{D.BASE_GUIDANCE:g})."),
+        grey: bool | None = typer.Option(None, "--grey/--no-grey", help="Fit to the ODE of "
+                                         "grey sampling (x0 predictions projected onto grey), "
+                                         "as sample --grey draws (default: the model's "
+                                         "recommended, else colour)."),
         seed: int = typer.Option(1, "--seed", help="Seed of the tuning noise."),
         check_images: int | None = typer.Option(None, "--check-images", help="Score each fit "
                                                 "on this many images from held-out noise "
@@ -127,7 +131,7 @@ def register(app: typer.Typer) -> None:
         write_to = partial if path.exists() else path
         earlier = _mtime(write_to)  # a FILE.partial.json an earlier stopped fit left
         try:
-            _fit(model, calls, method, sampler, texts, images, guidance, seed,
+            _fit(model, calls, method, sampler, texts, images, guidance, grey, seed,
                  reference_steps, path, write_to, device,
                  images if check_images is None else check_images, checked,
                  dict(rounds=rounds, evals=evals, fixed_sigmas=fixed_sigmas,
@@ -190,36 +194,39 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
 
 
 def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: list[str],
-         images: int, guidance: float | None, seed: int, reference_steps: int, path: Path,
+         images: int, guidance: float | None, grey: bool | None, seed: int,
+         reference_steps: int, path: Path,
          write_to: Path, device: str, check_images: int, checked: list[str], options: dict
          ) -> None:
     from ..devices import pick_precision
     from ..glide.loading import load_model, read_resolved
     from ..pipeline import file_sha256
-    from ..step_fitting import fit_steps, model_guidance, reference, steps_for_calls
+    from ..step_fitting import fit_steps, model_grey, model_guidance, reference, steps_for_calls
 
-    def read(path: Path) -> tuple[Any, str, float]:  # all of one file: a run's latest moves
+    def read(path: Path) -> tuple[Any, str, float, bool]:  # all of one file: a run's latest moves
         return (load_model(path, device=device).eval(), file_sha256(path),
-                model_guidance(str(path), guidance))
+                model_guidance(str(path), guidance), model_grey(str(path), None))
 
-    _, (model, model_sha256, scale) = read_resolved(model_spec, read)
+    _, (model, model_sha256, scale, recommends_grey) = read_resolved(model_spec, read)
+    grey = recommends_grey if grey is None else grey  # as sample decides it
     opts = model.options
     if opts.super_res or opts.inpaint:
         raise GlidectlError(f"fit-steps fits text-to-image base models, not {opts.kind} models "
                             f"like {model_spec!r}; pass a base model.")
     prompts = in_turn(texts, images)
+    shade = ", grey" if grey else ""
     typer.echo(f"reference: {reference_steps} dpm++3m steps for {images} tuning images "
-               f"(guidance {scale:g}) on {device}", err=True)
+               f"(guidance {scale:g}{shade}) on {device}", err=True)
     target = reference(model, prompts, scale, seed, reference_steps,
-                       trajectory=method == "gits")
+                       trajectory=method == "gits", grey=grey)
     held_out = None
     if check_images:
         typer.echo(f"held-out reference: {check_images} images from noise seed {seed + 1}"
                    f"{'' if checked == texts else ' and the --check-prompts'}", err=True)
         held_out = reference(model, in_turn(checked, check_images), scale, seed + 1,
-                             reference_steps)
+                             reference_steps, grey=grey)
     fit_steps(target, calls, method, sampler, write_to,
-              f"{model_spec} (guidance {scale:g}, {images} tuning images from "
+              f"{model_spec} (guidance {scale:g}{shade}, {images} tuning images from "
               f"{len(set(prompts))} prompts, noise seed {seed}, reference {reference_steps} "
               "dpm++3m Karras steps)", log=lambda m: typer.echo(m, err=True), held_out=held_out,
               model_sha256=model_sha256, **options)
@@ -232,7 +239,9 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
     fp32 = "" if auto.name == "fp32" else " --precision fp32"
     typer.echo(str(path))
     line = shlex.join(["--base", model_spec, "--sampler", use, "--steps", str(steps),
-                       "--schedule", str(path), "--guidance", f"{scale:g}"])
+                       "--schedule", str(path), "--guidance", f"{scale:g}"]
+                      # sample's default is the model's recommendation: say it if not that
+                      + (["--grey"] if grey else ["--no-grey"] if recommends_grey else []))
     typer.echo(f"sample with: glidectl sample PROMPT {line}{fp32}", err=True)
     if fp32:
         typer.echo(f"(fitted in fp32; without --precision fp32, sample computes in "

@@ -82,11 +82,12 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
                         sigma_max: float, about: str, sampler: str | None = None,
                         coefficients: dict[int, list[list[float]]] | None = None,
                         held_out: dict[int, dict[str, float]] | None = None,
-                        model_sha256: str | None = None) -> None:
+                        model_sha256: str | None = None, grey: bool | None = None) -> None:
     """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min], atomically;
     ``sampler`` records the sampler they were tuned for (None: any); ``coefficients`` a
     bespoke solver's rows per n; ``held_out`` its errors on held-out noise per n;
-    ``model_sha256`` the weights file they were fitted to."""
+    ``model_sha256`` the weights file they were fitted to; ``grey`` whether they were fitted
+    to grey sampling's ODE (``glidectl sample --grey``)."""
     total = math.log(sigma_max / sigma_min)
     positions = {str(n): [round((math.log(sigma_max) - math.log(float(v))) / total, 12)
                           for v in s[:-1]] for n, s in sorted(sigmas.items())}
@@ -94,6 +95,8 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
             "sigma_min": sigma_min, "sigma_max": sigma_max, "positions": positions}
     if model_sha256:
         data["model_sha256"] = model_sha256
+    if grey is not None:
+        data["grey"] = grey
     if coefficients:
         data["coefficients"] = {str(n): rows for n, rows in sorted(coefficients.items())}
     if held_out:
