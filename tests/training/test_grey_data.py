@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from safetensors import safe_open
 
@@ -64,3 +65,42 @@ def test_an_upsampler_run_on_grey_data_recommends_grey_too(tiny, image_folder):
     assert set(recommended(run / "checkpoints" / "step-000001")) == {"grey", "prompts"}
     assert recommended(run / "checkpoints" / "step-000001")["grey"] is True
     assert messages.count(GREY_NOTE) == 1
+
+
+def test_the_step_0_preview_of_grey_data_is_grey_and_training_is_unchanged(
+        tiny, image_folder, monkeypatch):
+    """The first batch is looked at before the step-0 preview (no training image had been
+    seen, so it was drawn in colour); the weights are bit-identical to a run that takes that
+    batch only at the first step, with flips, crops and caption dropout drawing RNG."""
+    from safetensors.torch import load_file
+
+    from glidectl.training.loop import TrainingLoop
+
+    for png in image_folder.glob("*.png"):
+        Image.open(png).convert("L").convert("RGB").save(png)
+
+    def run(name: str) -> tuple[Path, dict]:
+        cfg = tiny(data=dict(source=str(image_folder), flip=True, uncond_p=0.5),
+                   train=dict(steps=2, name=name), checkpoint=dict(every=2),
+                   preview=dict(every=2, steps=2, prompts=["a grey square"]))
+        root, _ = train(cfg)
+        step = root / "checkpoints" / "step-000002"
+        return root, {str(p.relative_to(step)): load_file(p) for p in step.rglob("*.safetensors")}
+
+    run_dir, weights = run("now")
+    first = Image.open(run_dir / "previews" / "step-000000.png")
+    assert first.text["grey"] == "True"
+    rgb = np.asarray(first.convert("RGB")).astype(int)
+    assert (rgb.max(axis=2) - rgb.min(axis=2)).max() == 0
+    with monkeypatch.context() as m:  # as before: the first batch taken by the first step
+        m.setattr(TrainingLoop, "_first_batch", lambda self: None)
+        before_dir, before = run("before")
+    assert Image.open(before_dir / "previews" / "step-000000.png").text["grey"] == "False"
+    assert set(weights) == set(before) and len(weights) >= 4
+    for name, tensors in weights.items():
+        assert tensors.keys() == before[name].keys()
+        for key, value in tensors.items():
+            assert torch.equal(value, before[name][key]), (name, key)
+    losses = [[r["loss"] for r in map(json.loads, (d / "metrics.jsonl").read_text()
+                                      .splitlines())] for d in (run_dir, before_dir)]
+    assert losses[0] == losses[1] and len(losses[0]) == 2

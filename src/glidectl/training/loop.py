@@ -92,6 +92,23 @@ class TrainingLoop:
                 self.checkpoints.mark_best(step)
                 self.display.message(f"best val_loss {values['val_loss']:.5f}: step {step}")
 
+    def _first_batch(self) -> None:
+        """Take the run's first micro-batch now and look at its images, so the step-0
+        preview already samples grey for grey data; :meth:`_next_batch` hands it to the
+        first step. Training is unchanged: the same batches in the same order, and the
+        preview forks the RNG it draws from, so no draw moves."""
+        self._pending = self.stream.next()
+        self.state.see_images(self._pending["image"])
+
+    def _next_batch(self) -> tuple[dict[str, Any], float]:
+        """The next micro-batch and the seconds waited for it (0 for one taken before the
+        throughput window began)."""
+        if self._pending is not None:
+            batch, self._pending = self._pending, None
+            return batch, 0.0
+        batch = self.stream.next()
+        return batch, self.stream.last_wait
+
     def _optimizer_step(self) -> tuple[torch.Tensor, bool]:
         """``grad_accum`` micro-batches, then one optimizer step unless the loss was not
         finite: (loss terms averaged over processes, stepped)."""
@@ -100,8 +117,8 @@ class TrainingLoop:
         wait, stepped = 0.0, False
         for _ in range(tc.grad_accum):
             with acc.accumulate(self.model):
-                batch = self.stream.next()
-                wait += self.stream.last_wait
+                batch, waited = self._next_batch()
+                wait += waited
                 self.state.see_images(batch["image"])
                 if hasattr(self.dataset, "warm_up"):  # kohya's token warm-up, at this step
                     self.dataset.warm_up(batch, self.state.step, self.total_steps)
@@ -154,6 +171,7 @@ class TrainingLoop:
                 self.display.message(moved)
         self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
         self._grey = False  # set by each preview and checkpoint (_sync_grey)
+        self._pending: dict[str, Any] | None = None  # a batch taken early (_first_batch)
         if step >= self.total_steps:
             self.display.message(f"The run is already at step {step} of {self.total_steps}: "
                                  "nothing to train (pass a larger --steps to go on).")
@@ -164,6 +182,8 @@ class TrainingLoop:
             self.state.tracker_ids = out.trackers.ids
             with StopFlag() as stop, self.display:
                 if step == 0:
+                    if self.total_steps > 0:
+                        self._first_batch()
                     self._preview(out.trackers)
                 self._meter.reset()
                 while step < self.total_steps:
