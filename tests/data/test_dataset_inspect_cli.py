@@ -282,3 +282,16 @@ def test_inspect_says_a_bad_model_vocab_dir_instead_of_counting_bytes(capsys, tm
     assert err.rstrip().endswith("set model.vocab_dir to a folder holding GPT-2's encoder.json "
                                  "and vocab.bpe, or leave it empty for the default "
                                  "vocabulary."), err
+
+
+@pytest.mark.parametrize("size, tokenizer", [("quickstart", "byte"), ("small", "gpt2")])
+def test_inspect_with_a_config_counts_tokens_as_its_scratch_model_reads_them(
+        tmp_path, gpt2_vocab, size, tokenizer):
+    """A scratch model's tokenizer is its size preset's, as train picks it: a "small" one
+    reads GPT-2 tokens, which --config counted as bytes."""
+    config = tmp_path / "glide.toml"
+    config.write_text(f'[model]\nsize = "{size}"\nvocab_dir = "{gpt2_vocab}"\n')
+    out = invoke("dataset", "inspect", "demo:shapes", "--limit", "2", "--json", "-c",
+                 str(config))
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["tokenizer"] == tokenizer

@@ -10,8 +10,10 @@ import typer
 
 
 def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
-    """--tokenizer, else model.tokenizer, else the training rule (scratch → byte) when a
-    config was given, else GPT-2 (OpenAI's models) if its vocabulary is available. A GPT-2
+    """--tokenizer, else model.tokenizer, else the training rule when a config was given (a
+    scratch model: its size preset's, byte for tiny and quickstart, gpt2 for small and
+    official; other weights: gpt2), else GPT-2 (OpenAI's models) if its vocabulary is
+    available. A GPT-2
     vocabulary folder that was named (model.vocab_dir, $GLIDECTL_GPT2_VOCAB) but cannot be
     used is its one sentence, as train says it, not a quiet fall back to bytes."""
     from ..errors import GlidectlError
@@ -20,7 +22,11 @@ def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
     if name == "auto":
         name = cfg.model.tokenizer
     if name == "auto" and from_file:
-        name = "byte" if cfg.model.init == "scratch" else "gpt2"
+        from ..glide.options import preset_options
+
+        model = cfg.model
+        name = preset_options(model.kind, model.size).tokenizer if model.init == "scratch" \
+            else "gpt2"
     with vocab_named(*CONFIG_VOCAB):
         if name != "auto":
             return get_tokenizer(name, cfg.model.vocab_dir or None)
