@@ -13,9 +13,9 @@ def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
     """--tokenizer, else model.tokenizer, else the training rule when a config was given (a
     scratch model: its size preset's, byte for tiny and quickstart, gpt2 for small and
     official; other weights: gpt2), else GPT-2 (OpenAI's models) if its vocabulary is
-    available. A GPT-2
-    vocabulary folder that was named (model.vocab_dir, $GLIDECTL_GPT2_VOCAB) but cannot be
-    used is its one sentence, as train says it, not a quiet fall back to bytes."""
+    available. A GPT-2 vocabulary folder that was named (model.vocab_dir,
+    $GLIDECTL_GPT2_VOCAB) but cannot be used is its one sentence, as train says it, not a
+    quiet fall back to bytes."""
     from ..errors import GlidectlError
     from ..tokenizer import CONFIG_VOCAB, VocabFolderError, get_tokenizer, vocab_named
 
