@@ -290,10 +290,10 @@ def test_a_file_is_hashed_once_while_it_is_unchanged(tmp_path, monkeypatch):
     import os
     import types
 
-    from glidectl import pipeline
+    from glidectl import file_hashes, pipeline
 
     hashes = []
-    monkeypatch.setattr(pipeline, "hashlib", types.SimpleNamespace(
+    monkeypatch.setattr(file_hashes, "hashlib", types.SimpleNamespace(
         sha256=lambda: hashes.append(1) or hashlib.sha256()))
     path = tmp_path / "w.bin"
     path.write_bytes(b"a" * 100)

@@ -9,13 +9,10 @@ with one seed per image. Image i of a request with seed s uses seed s+i unless e
 
 from __future__ import annotations
 
-import hashlib
-import json
-import numbers
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,12 +21,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .devices import Precision, check_precision, pick_device, pick_precision
+from .devices import Precision, pick_device, pick_precision
 from .errors import GlidectlError, a_or_an, keyword_errors
-from .glide.options import UPSAMPLE_FACTOR
+from .file_hashes import file_sha256
 from .images import to_pil
-from .ranges import FLAGS, SEED, STEPS, check
-from .samplers.guidance import parse_interval
+from .pipeline_models import (  # noqa: F401  (re-exported)
+    ModelRecord,
+    _check_models,
+    check_pair,
+    default_upsampler,
+    model_precision,
+    resolve_upsampler,
+)
+from .pipeline_records import PipelineRecords
+from .pipeline_settings import PipelineSettings, _check_numbers, _check_types
 from .samplers.schedule_files import read_once
 from .samplers.tuned import is_schedule_file, model_warning, schedule_file_warning
 from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public entry point)
@@ -52,17 +57,20 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     sample_stage,
     sample_upsample,
     sigma_table,
+    stage_model_calls,
     tokenizer_for,
 )
 from .sampling import warn_all as _warn
-from .sampling_defaults import BATCH_SIZE, recommended_line
+from .sampling_defaults import (  # noqa: F401  (re-exported)
+    BATCH_SIZE,
+    RECOMMENDED_FIELDS,
+    RECOMMENDED_KEY,
+    recommended_settings,
+)
 from .tokenizer import FLAG_VOCAB, vocab_named
 
 StepFn = Callable[[str, int, int], None]
 Loras = str | os.PathLike | Sequence[str | os.PathLike]  # ``PATH[:SCALE]`` adapters, or one
-# safetensors metadata key of a trained model's recommended sampling settings (JSON)
-RECOMMENDED_KEY = "glidectl.sampling"
-RECOMMENDED_FIELDS = ("sampler", "steps", "schedule", "guidance", "eta", "sigma_max", "grey")
 OUTPUTS = ("pil", "np", "tensor")  # what generate() returns: PIL images or one array/tensor
 
 
@@ -78,144 +86,7 @@ SAID_AS_KEYWORDS = keyword_errors(KEYWORDS, {
     r"the inpaint flags": "inpaint_image and inpaint_mask"})
 
 
-_SHA256_SEEN: dict[tuple[int, int, int, int], str] = {}  # by (device, inode, size, mtime)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (the model hash in metadata.json). A file this process has
-    hashed is not read again while it is the same file, unchanged (same inode, size and
-    modification time): a remake checks a 1.5 GB checkpoint and then records it. As git
-    does, a file modified in the last 2 s is always read (clocks stamp files coarsely, so
-    a rewrite that quick could keep its time)."""
-    with open(path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if key in _SHA256_SEEN:
-            return _SHA256_SEEN[key]
-        h = hashlib.sha256()
-        while block := fh.read(chunk):
-            h.update(block)
-    digest = h.hexdigest()
-    if time.time() - st.st_mtime > 2:
-        if len(_SHA256_SEEN) >= 256:
-            _SHA256_SEEN.clear()
-        _SHA256_SEEN[key] = digest
-    return digest
-
-
-def recommended_settings(path: str | Path | None) -> dict[str, Any]:
-    """The sampling settings a trained model recommends (its checkpoint metadata); {} for
-    files without them, such as OpenAI's checkpoints (which keep the built-in defaults)."""
-    if path is None or Path(path).suffix != ".safetensors":
-        return {}
-    from .glide.checkpoints import read_metadata
-
-    try:
-        data = json.loads(read_metadata(path).get(RECOMMENDED_KEY, "{}"))
-    except (GlidectlError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if k in RECOMMENDED_FIELDS + ("prompts",)}
-
-
-def check_pair(base: Any, upsampler: Any, names: dict[str, str] | None = None) -> None:
-    """Refuse a base and an upsampler (their ModelOptions, either may be None) that cannot
-    be chained: each of the right kind, the upsampler's input the base's output size.
-    ``names``: the specs by stage ("base", "upsample"), to name them in the message."""
-    names = names or {}
-    up, b = (f" {names[s]!r}" if s in names else "" for s in ("upsample", "base"))
-    if upsampler is not None and not upsampler.super_res:
-        raise GlidectlError(f"The upsampler{up} is {a_or_an(repr(upsampler.kind))} model; "
-                            "pass it as the base (--base) and an upsample model (a glidectl "
-                            "upsample run or openai:upsample) as the upsampler.")
-    if base is not None and base.super_res:
-        raise GlidectlError(f"The base model{b} is {a_or_an(repr(base.kind))} model; pass it "
-                            "as the upsampler (--upsampler) behind a base model, or in "
-                            "glidectl sample with --base none --low-res IMAGE.")
-    if base is None or upsampler is None:
-        return
-    if upsampler.low_res_size != base.image_size:
-        size = base.image_size
-        raise GlidectlError(
-            f"The upsampler{up} takes {upsampler.low_res_size} px input but the base "
-            f"model{b} makes {size} px images; pick a matching pair (an upsampler trained "
-            f"with data.resolution = {UPSAMPLE_FACTOR * size} takes {size} px input)."
-        )
-
-
-def _check_models(base: torch.nn.Module | None, upsampler: torch.nn.Module | None,
-                  records: dict[str, ModelRecord]) -> None:
-    check_pair(*(m.options if m is not None else None for m in (base, upsampler)),
-               {stage: r.spec for stage, r in records.items()})
-
-
-@dataclass
-class ModelRecord:
-    """Where one loaded network came from: spec, file, LoRAs, recommended sampling."""
-
-    stage: str
-    spec: str
-    path: Path | None = None
-    loras: list[dict[str, Any]] = field(default_factory=list)
-    recommended: dict[str, Any] = field(default_factory=dict)
-    _sha: str | None = None
-
-    @property
-    def sha256(self) -> str | None:
-        """The weights file's sha256 (read once, when first asked); None for no file."""
-        if self._sha is None and self.path is not None:
-            self._sha = file_sha256(self.path)
-        return self._sha
-
-    def info(self, model: torch.nn.Module) -> dict[str, Any]:
-        """``spec``, ``path`` (the weights file), ``sha256``, ``kind``, ``image_size``,
-        ``tokenizer`` and ``loras``, as metadata.json records them."""
-        opts = model.options
-        return {
-            "spec": self.spec, "path": str(self.path) if self.path else None,
-            "sha256": self.sha256, "kind": opts.kind, "image_size": opts.image_size,
-            "tokenizer": opts.tokenizer, "loras": self.loras,
-        }
-
-
-def stage_model_calls(stage: str, options: StageOptions, alphas_cumprod: Any) -> int:
-    """:meth:`StageOptions.model_calls` of one stage; the upsampler's errors say so and name
-    its own flags (``--upsample-schedule``, not the base's ``--schedule``)."""
-    try:
-        return options.model_calls(alphas_cumprod)
-    except GlidectlError as exc:
-        if stage == "base":
-            raise
-        raise GlidectlError("Upsampler: " + str(exc).replace(
-            "--schedule ", "--upsample-schedule ")) from None
-
-
-def default_upsampler(base: str | None) -> str | None:
-    """OpenAI's upsampler for OpenAI's base models; no upsampler for other models."""
-    return {"openai:base": "openai:upsample",
-            "openai:base-inpaint": "openai:upsample-inpaint"}.get(str(base))
-
-
-def resolve_upsampler(base: str | None, upsampler: str | None) -> str | None:
-    """``auto`` → :func:`default_upsampler`; ``none``/empty → None; a spec stays."""
-    if upsampler == "auto":
-        return default_upsampler(base) if base else None
-    return None if upsampler in (None, "", "none") else upsampler
-
-
-def model_precision(name: str, model: torch.nn.Module) -> Precision:
-    """``name`` resolved on ``model``'s device, as ``glidectl sample --precision`` does; but
-    ``auto`` runs a model whose weights are not float32 (``load_model(dtype=...)``,
-    ``model.half()``) in its own dtype, without autocast."""
-    dtype = getattr(model, "torso_dtype", torch.float32)
-    if check_precision(name) == "auto" and dtype != torch.float32:
-        return Precision("fp32", f"auto: the model's own {str(dtype).split('.')[-1]} weights, "
-                                 "no autocast")
-    return pick_precision(name, str(model_device(model)))
-
-
-class GlidePipeline:
+class GlidePipeline(PipelineRecords, PipelineSettings):
     """Sample with models in hand: ``GlidePipeline(base, upsampler=None).generate(prompts)``.
 
     Tokenizers follow each model's options (GPT-2 for OpenAI's models, bytes for scratch
@@ -255,27 +126,6 @@ class GlidePipeline:
         self.records = records or {}
         self.compiled = False  # torch.compile'd by from_specs
         self.vocab_dir = vocab_dir  # as given: PNGs record it beside the vocabulary's sha256
-
-    def vocab_record(self, base_stage: bool = True) -> dict[str, Any]:
-        """:func:`glidectl.tokenizer.vocab_record` of the stages that run (``base_stage``:
-        whether the base model samples)."""
-        from .tokenizer import vocab_record
-
-        return vocab_record([tok for tok, ran in (
-            (self.tokenizer, base_stage and self.base is not None),
-            (self.upsampler_tokenizer, self.upsampler is not None)) if ran], self.vocab_dir)
-
-    def vocab_dir_warnings(self, base_stage: bool = True) -> list[str]:
-        """The warning for a ``vocab_dir`` that no stage that runs reads (its models take
-        UTF-8 bytes), as a list: empty when there is none."""
-        if not self.vocab_dir or self.vocab_record(base_stage):
-            return []
-        stages = [name for name, model, ran in (("base model", self.base, base_stage),
-                                                ("upsampler", self.upsampler, True))
-                  if model is not None and ran]
-        return [f"--vocab-dir not used: the {' and the '.join(stages)} "
-                f"{'reads' if len(stages) == 1 else 'read'} UTF-8 bytes (tokenizer \"byte\"), "
-                "not GPT-2's vocabulary."]
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -343,154 +193,6 @@ class GlidePipeline:
         """The loaded networks by stage name (base, upsample)."""
         return {s: m for s, m in (("base", self.base), ("upsample", self.upsampler))
                 if m is not None}
-
-    def models_info(self) -> dict[str, dict[str, Any]]:
-        """Per stage (``base``, ``upsample``) the :meth:`ModelRecord.info` dict that
-        metadata.json records."""
-        return {s: self.records.get(s, ModelRecord(s, "(in memory)")).info(m)
-                for s, m in self.stage_models().items()}
-
-    def prompt_record(self, prompt: str) -> dict[str, str]:
-        """``prompt`` as outputs store it (:func:`glidectl.out_dir.prompt_record`), with the
-        text the first stage's model reads when it drops tokens."""
-        from .out_dir import prompt_record
-        from .sampling import prompt_used
-
-        model = self.base if self.base is not None else self.upsampler
-        tok = self.tokenizer if self.base is not None else self.upsampler_tokenizer
-        ctx = model.options.text_ctx
-        return prompt_record(prompt, prompt_used(tok, prompt, ctx), cut=tok.count(prompt) > ctx)
-
-    def picture_record(self, base: StageOptions, up: StageOptions,
-                       base_stage: bool = True) -> dict[str, Any]:
-        """What makes a request's pictures, keyed as ``glidectl sample``'s flags, as sample
-        and the web UI record it in each PNG: each model's spec, weights file and sha256, its
-        LoRAs (``PATH:SCALE`` and sha256), the settings of each stage that runs (a schedule
-        file with its sha256), σ_max, precision, the GPT-2 vocabulary's sha256 (and
-        ``vocab_dir``), glidectl's version and the plugins whose
-        sampler or schedule ran. ``base_stage=False``: only the upsampler ran (a given
-        low-res image). Prompt, seed and model calls are the image's own: callers add them."""
-        from . import __version__
-        from .plugins import plugins_used
-
-        record: dict[str, Any] = {}
-        for key, stage in (("base", "base"), ("upsampler", "upsample")):
-            ran = self.stage_models().get(stage) is not None and (base_stage or stage != "base")
-            found = self.records.get(stage) if ran else None
-            record[key] = found.spec if found else None
-            if found is not None and found.path is not None:  # a run folder's latest moves on
-                record.update({f"{key}_file": str(found.path), f"{key}_sha256": found.sha256})
-        stages = [(prefix, opts) for prefix, opts, ran in (
-            ("", base, base_stage and self.base is not None),
-            ("upsample_", up, self.upsampler is not None)) if ran]
-        schedules = [opts.schedule or opts.sampler_spec().schedule for _, opts in stages]
-        for (prefix, opts), schedule in zip(stages, schedules, strict=True):
-            record.update({f"{prefix}sampler": opts.sampler, f"{prefix}steps": str(opts.steps),
-                           f"{prefix}schedule": schedule, f"{prefix}guidance": opts.guidance})
-            if is_schedule_file(schedule):  # a refit under the same name makes other images
-                record[f"{prefix}schedule_sha256"] = file_sha256(schedule)
-            if prefix:
-                record["upsample_temp"] = opts.temperature
-                continue
-            interval = opts.guidance_interval
-            record.update({
-                "eta": opts.eta if opts.sampler_spec().accepts("eta") else None,
-                "guidance_interval": ",".join(f"{v:g}" for v in interval) if interval else None,
-                "guidance_rescale": opts.guidance_rescale or None,
-                "dynamic_threshold": opts.dynamic_threshold,
-            })
-        first = (base if base_stage and self.base is not None else up)
-        record.update(self.vocab_record(base_stage))
-        loras = [x for r in self.records.values() for x in r.loras]
-        record.update({
-            "sigma_max": first.sigma_max, "quantize_t": first.quantize_t or None,
-            "grey": first.grey,
-            "precision": self.precision.name, "glidectl": __version__,
-            # kernels differ by device type and under torch.compile: so do the pixels
-            "device": self.device.type, "compile": self.compiled or None,
-            "loras": [f"{x['path']}:{float(x['scale'])!r}" for x in loras] or None,  # exact
-            "lora_sha256": [x["sha256"] for x in loras] or None,
-            "plugins": plugins_used([o.sampler for _, o in stages], schedules),
-        })
-        return record
-
-    # ----------------------------------------------------------------- settings
-    def stages(self, **kwargs: Any) -> tuple[StageOptions, StageOptions, dict[str, Any]]:
-        """Split ``generate`` keywords into base options, upsampler options and the rest.
-
-        Base fields not given come from the base model's recommended settings (its
-        checkpoint metadata), else from the built-in defaults; upsampler fields not given
-        are GLIDE's fast27 DDPM, as in ``sample``, ``eval`` and the UI.
-        """
-        base, up, rest = {}, {}, {}
-        for key, value in kwargs.items():
-            if key.startswith("upsample_") and key[9:] in StageOptions.__dataclass_fields__:
-                up[key[9:]] = value
-            elif key == "upsample_temp":
-                up["temperature"] = value
-            elif key in StageOptions.__dataclass_fields__:
-                base[key] = value
-            else:
-                rest[key] = value
-        if isinstance(base.get("guidance_interval"), str):  # as --guidance-interval takes it
-            base["guidance_interval"] = parse_interval(base["guidance_interval"])
-        for key in ("sigma_max", "clip_denoised", "quantize_t"):
-            if key in base and key not in up:
-                up[key] = base[key]
-        grey = self.upsampler_grey({"grey": base.get("grey"), "upsample_grey": up.get("grey")})
-        base = {**self.recommended("base"), **grey, **base}  # upsamplers: GLIDE's fast27 DDPM
-        if "grey" in base and "grey" not in up:  # a grey picture stays grey when upsampled
-            up["grey"] = base["grey"]
-        return replace(BASE_DEFAULTS, **base), replace(UPSAMPLE_DEFAULTS, **up), rest
-
-    def recommended(self, stage: str = "base") -> dict[str, Any]:
-        """StageOptions fields the stage's model recommends (empty for OpenAI's models)."""
-        rec = self.records.get(stage)
-        return {k: v for k, v in (rec.recommended if rec else {}).items()
-                if k in RECOMMENDED_FIELDS}
-
-    def upsampler_grey(self, given: dict[str, Any]) -> dict[str, Any]:
-        """``{"grey": True}`` when the upsampler recommends grey (it was trained on greyscale
-        data) and neither ``grey`` nor ``upsample_grey`` is ``given`` (not None), else {}.
-        Both stages then draw grey: such an upsampler has seen only grey 64 px inputs."""
-        if given.get("grey") is not None or given.get("upsample_grey") is not None:
-            return {}
-        return {"grey": True} if self.recommended("upsample").get("grey") is True else {}
-
-    def defaults_note(self, given: dict[str, Any], stage: str = "base") -> str | None:
-        """One line naming the settings taken from the models' recommendations (the
-        ``given`` keys — what the user set — excluded; ``stage="base"``: the base model's
-        and the upsampler's ``grey``), or None when none were."""
-        used = {k: v for k, v in self.recommended(stage).items() if given.get(k) is None}
-        up = self.upsampler_grey(given) if stage == "base" and "grey" not in used else {}
-        if not used and not up:
-            return None
-
-        def text(settings: dict[str, Any]) -> str:
-            return ", ".join(k if v is True else f"{k} {v}" for k, v in settings.items())
-
-        flags = " / ".join(f"--{'upsample-' if stage != 'base' else ''}"
-                           f"{'no-' if v is True else ''}{k.replace('_', '-')}"
-                           for k, v in {**used, **up}.items())
-        if stage != "base":
-            return (f"Using the {stage} model's recommended sampling settings ({text(used)}); "
-                    f"pass {flags} to change them.")
-        return recommended_line(text(used), text(up), flags)
-
-    def model_calls(self, n_images: int, batch_size: int, base: StageOptions,
-                    up: StageOptions, low_res: bool = False) -> int:
-        """Model forwards for the whole request (for progress bars)."""
-        batches = -(-n_images // batch_size)
-        return sum(self.calls_per_batch(s, base if s == "base" else up)
-                   for s in self.stage_models() if not (s == "base" and low_res)) * batches
-
-    def calls_per_batch(self, stage: str, options: StageOptions) -> int:
-        """Network forwards for one batch of ``stage`` (cond and uncond rows share one)."""
-        model = self.stage_models().get(stage)
-        if model is None:
-            return 0
-        return stage_model_calls(stage, options, sigma_table(
-            model, self.diffusion if stage == "base" else None))
 
     # ----------------------------------------------------------------- sampling
     @SAID_AS_KEYWORDS
@@ -704,52 +406,6 @@ def load_pipeline(base: str | None = "openai:base", upsampler: str | None = "aut
     """:meth:`GlidePipeline.from_specs` with the common arguments."""
     return GlidePipeline.from_specs(base, upsampler, device=device, vocab_dir=vocab_dir,
                                     precision=precision, loras=loras)
-
-
-def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -> None:
-    """The one-line error for a seed or stage number outside the range the CLI allows
-    (``nan`` guidance, a negative seed, ...), named by its ``generate`` keyword."""
-    for s in seeds:
-        _check_types({"seed": s}, int)
-        check("seed", s, SEED)
-    for prefix, opts in (("", base), ("upsample_", up)):
-        for key, rng in (("guidance", FLAGS["--guidance"]), ("eta", FLAGS["--eta"]),
-                         ("sigma_max", FLAGS["--sigma-max"]),
-                         ("guidance_rescale", FLAGS["--guidance-rescale"]),
-                         ("dynamic_threshold", FLAGS["--dynamic-threshold"]),
-                         ("steps", STEPS)):
-            if key != "steps":  # a count or a respacing string, checked by its range
-                _check_types({prefix + key: getattr(opts, key)}, float)
-            check(prefix + key, getattr(opts, key), rng)
-    _check_types({"upsample_temp": up.temperature}, float)
-    check("upsample_temp", up.temperature, FLAGS["--upsample-temp"])
-    for key, value in (("sampler", base.sampler), ("upsample_sampler", up.sampler),
-                       ("schedule", base.schedule), ("upsample_schedule", up.schedule)):
-        if not isinstance(value, str) and not (value is None and "schedule" in key):
-            raise GlidectlError(f"generate(): {key} must be a name such as 'dpm++2m'"
-                                f"{' or a schedule file' if 'schedule' in key else ''}, got "
-                                f"{value!r:.60} ({type(value).__name__}).")
-    for key, value in (("grey", base.grey), ("upsample_grey", up.grey)):
-        if not isinstance(value, bool):
-            raise GlidectlError(f"generate(): {key} must be True or False, got {value!r:.60} "
-                                f"({type(value).__name__}).")
-    interval = base.guidance_interval
-    if interval is not None and (isinstance(interval, str) or not isinstance(
-            interval, Sequence) or len(interval) != 2 or not all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in interval)):
-        raise GlidectlError("generate(): guidance_interval must be two σ values (lo, hi), "
-                            f"got {interval!r:.60} ({type(interval).__name__}).")
-
-
-def _check_types(values: dict[str, Any], kind: type) -> None:
-    """The one-line error for a ``generate`` keyword that is not a whole number (``int``) or
-    not a number (``float``: ints too); None stands for a stage's default."""
-    wanted = numbers.Integral if kind is int else numbers.Real
-    for key, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, wanted)):
-            what = "a whole number" if kind is int else "a number"
-            raise GlidectlError(f"generate(): {key} must be {what}, got {value!r:.60} "
-                                f"({type(value).__name__}).")
 
 
 @SAID_AS_KEYWORDS

@@ -111,6 +111,18 @@ UPSAMPLE_DEFAULTS = StageOptions(
 )
 
 
+def stage_model_calls(stage: str, options: StageOptions, alphas_cumprod: Any) -> int:
+    """:meth:`StageOptions.model_calls` of one stage; the upsampler's errors say so and name
+    its own flags (``--upsample-schedule``, not the base's ``--schedule``)."""
+    try:
+        return options.model_calls(alphas_cumprod)
+    except GlidectlError as exc:
+        if stage == "base":
+            raise
+        raise GlidectlError("Upsampler: " + str(exc).replace(
+            "--schedule ", "--upsample-schedule ")) from None
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 

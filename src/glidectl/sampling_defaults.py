@@ -1,6 +1,13 @@
 """The sampling defaults every front end shares (``glidectl sample``, ``eval``, ``ui``, the
 library and upsampler previews), defined once; torch-free, so the CLI's flags can use them.
-A trained base model's recommended settings (its ``[preview]``) come before the base ones."""
+A trained base model's recommended settings (its ``[preview]``, kept in its checkpoint
+metadata) come before the base ones."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import GlidectlError
 
 BASE_SAMPLER = "dpm++2m"
 BASE_STEPS = 25
@@ -10,6 +17,9 @@ UPSAMPLE_STEPS = "fast27"
 UPSAMPLE_TEMP = 0.997  # initial noise scale of the upsampler, as OpenAI's notebook has it
 SIGMA_MAX = 80.0  # highest σ of karras/exponential schedules (clamped to the model's)
 BATCH_SIZE = 4
+# safetensors metadata key of a trained model's recommended sampling settings (JSON)
+RECOMMENDED_KEY = "glidectl.sampling"
+RECOMMENDED_FIELDS = ("sampler", "steps", "schedule", "guidance", "eta", "sigma_max", "grey")
 
 
 def recommended_line(base: str, upsampler: str, flags: str) -> str:
@@ -21,3 +31,19 @@ def recommended_line(base: str, upsampler: str, flags: str) -> str:
         whose.append(f"the upsampler's ({upsampler})" if base else
                      f"the upsampler's recommended sampling settings ({upsampler})")
     return f"Using {' and '.join(whose)}; pass {flags} to change them."
+
+
+def recommended_settings(path: str | Path | None) -> dict[str, Any]:
+    """The sampling settings a trained model recommends (its checkpoint metadata); {} for
+    files without them, such as OpenAI's checkpoints (which keep the built-in defaults)."""
+    if path is None or Path(path).suffix != ".safetensors":
+        return {}
+    from .glide.checkpoints import read_metadata
+
+    try:
+        data = json.loads(read_metadata(path).get(RECOMMENDED_KEY, "{}"))
+    except (GlidectlError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if k in RECOMMENDED_FIELDS + ("prompts",)}

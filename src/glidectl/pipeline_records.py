@@ -1,0 +1,106 @@
+"""What a pipeline's outputs record: its models, vocabulary, prompts and each picture's settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .file_hashes import file_sha256
+from .pipeline_models import ModelRecord
+from .samplers.tuned import is_schedule_file
+from .sampling import StageOptions
+
+
+class PipelineRecords:
+    """:class:`glidectl.pipeline.GlidePipeline`'s records of its models (metadata.json) and
+    of what made each picture (each PNG's text chunks)."""
+
+    def vocab_record(self, base_stage: bool = True) -> dict[str, Any]:
+        """:func:`glidectl.tokenizer.vocab_record` of the stages that run (``base_stage``:
+        whether the base model samples)."""
+        from .tokenizer import vocab_record
+
+        return vocab_record([tok for tok, ran in (
+            (self.tokenizer, base_stage and self.base is not None),
+            (self.upsampler_tokenizer, self.upsampler is not None)) if ran], self.vocab_dir)
+
+    def vocab_dir_warnings(self, base_stage: bool = True) -> list[str]:
+        """The warning for a ``vocab_dir`` that no stage that runs reads (its models take
+        UTF-8 bytes), as a list: empty when there is none."""
+        if not self.vocab_dir or self.vocab_record(base_stage):
+            return []
+        stages = [name for name, model, ran in (("base model", self.base, base_stage),
+                                                ("upsampler", self.upsampler, True))
+                  if model is not None and ran]
+        return [f"--vocab-dir not used: the {' and the '.join(stages)} "
+                f"{'reads' if len(stages) == 1 else 'read'} UTF-8 bytes (tokenizer \"byte\"), "
+                "not GPT-2's vocabulary."]
+
+    def models_info(self) -> dict[str, dict[str, Any]]:
+        """Per stage (``base``, ``upsample``) the :meth:`ModelRecord.info` dict that
+        metadata.json records."""
+        return {s: self.records.get(s, ModelRecord(s, "(in memory)")).info(m)
+                for s, m in self.stage_models().items()}
+
+    def prompt_record(self, prompt: str) -> dict[str, str]:
+        """``prompt`` as outputs store it (:func:`glidectl.out_dir.prompt_record`), with the
+        text the first stage's model reads when it drops tokens."""
+        from .out_dir import prompt_record
+        from .sampling import prompt_used
+
+        model = self.base if self.base is not None else self.upsampler
+        tok = self.tokenizer if self.base is not None else self.upsampler_tokenizer
+        ctx = model.options.text_ctx
+        return prompt_record(prompt, prompt_used(tok, prompt, ctx), cut=tok.count(prompt) > ctx)
+
+    def picture_record(self, base: StageOptions, up: StageOptions,
+                       base_stage: bool = True) -> dict[str, Any]:
+        """What makes a request's pictures, keyed as ``glidectl sample``'s flags, as sample
+        and the web UI record it in each PNG: each model's spec, weights file and sha256, its
+        LoRAs (``PATH:SCALE`` and sha256), the settings of each stage that runs (a schedule
+        file with its sha256), σ_max, precision, the GPT-2 vocabulary's sha256 (and
+        ``vocab_dir``), glidectl's version and the plugins whose
+        sampler or schedule ran. ``base_stage=False``: only the upsampler ran (a given
+        low-res image). Prompt, seed and model calls are the image's own: callers add them."""
+        from . import __version__
+        from .plugins import plugins_used
+
+        record: dict[str, Any] = {}
+        for key, stage in (("base", "base"), ("upsampler", "upsample")):
+            ran = self.stage_models().get(stage) is not None and (base_stage or stage != "base")
+            found = self.records.get(stage) if ran else None
+            record[key] = found.spec if found else None
+            if found is not None and found.path is not None:  # a run folder's latest moves on
+                record.update({f"{key}_file": str(found.path), f"{key}_sha256": found.sha256})
+        stages = [(prefix, opts) for prefix, opts, ran in (
+            ("", base, base_stage and self.base is not None),
+            ("upsample_", up, self.upsampler is not None)) if ran]
+        schedules = [opts.schedule or opts.sampler_spec().schedule for _, opts in stages]
+        for (prefix, opts), schedule in zip(stages, schedules, strict=True):
+            record.update({f"{prefix}sampler": opts.sampler, f"{prefix}steps": str(opts.steps),
+                           f"{prefix}schedule": schedule, f"{prefix}guidance": opts.guidance})
+            if is_schedule_file(schedule):  # a refit under the same name makes other images
+                record[f"{prefix}schedule_sha256"] = file_sha256(schedule)
+            if prefix:
+                record["upsample_temp"] = opts.temperature
+                continue
+            interval = opts.guidance_interval
+            record.update({
+                "eta": opts.eta if opts.sampler_spec().accepts("eta") else None,
+                "guidance_interval": ",".join(f"{v:g}" for v in interval) if interval else None,
+                "guidance_rescale": opts.guidance_rescale or None,
+                "dynamic_threshold": opts.dynamic_threshold,
+            })
+        first = (base if base_stage and self.base is not None else up)
+        record.update(self.vocab_record(base_stage))
+        loras = [x for r in self.records.values() for x in r.loras]
+        record.update({
+            "sigma_max": first.sigma_max, "quantize_t": first.quantize_t or None,
+            "grey": first.grey,
+            "precision": self.precision.name, "glidectl": __version__,
+            # kernels differ by device type and under torch.compile: so do the pixels
+            "device": self.device.type, "compile": self.compiled or None,
+            "loras": [f"{x['path']}:{float(x['scale'])!r}" for x in loras] or None,  # exact
+            "lora_sha256": [x["sha256"] for x in loras] or None,
+            "plugins": plugins_used([o.sampler for _, o in stages], schedules),
+        })
+        return record

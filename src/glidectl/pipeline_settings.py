@@ -1,0 +1,142 @@
+"""generate()'s keywords as each stage's settings: recommendations, defaults, checks, calls."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from .errors import GlidectlError
+from .ranges import FLAGS, SEED, STEPS, check
+from .samplers.guidance import parse_interval
+from .sampling import BASE_DEFAULTS, UPSAMPLE_DEFAULTS, StageOptions, sigma_table, stage_model_calls
+from .sampling_defaults import RECOMMENDED_FIELDS, recommended_line
+
+
+class PipelineSettings:
+    """:class:`glidectl.pipeline.GlidePipeline`'s stage settings: ``generate`` keywords split
+    by stage over the models' recommendations and the defaults, and the model calls they take."""
+
+    def stages(self, **kwargs: Any) -> tuple[StageOptions, StageOptions, dict[str, Any]]:
+        """Split ``generate`` keywords into base options, upsampler options and the rest.
+
+        Base fields not given come from the base model's recommended settings (its
+        checkpoint metadata), else from the built-in defaults; upsampler fields not given
+        are GLIDE's fast27 DDPM, as in ``sample``, ``eval`` and the UI.
+        """
+        base, up, rest = {}, {}, {}
+        for key, value in kwargs.items():
+            if key.startswith("upsample_") and key[9:] in StageOptions.__dataclass_fields__:
+                up[key[9:]] = value
+            elif key == "upsample_temp":
+                up["temperature"] = value
+            elif key in StageOptions.__dataclass_fields__:
+                base[key] = value
+            else:
+                rest[key] = value
+        if isinstance(base.get("guidance_interval"), str):  # as --guidance-interval takes it
+            base["guidance_interval"] = parse_interval(base["guidance_interval"])
+        for key in ("sigma_max", "clip_denoised", "quantize_t"):
+            if key in base and key not in up:
+                up[key] = base[key]
+        grey = self.upsampler_grey({"grey": base.get("grey"), "upsample_grey": up.get("grey")})
+        base = {**self.recommended("base"), **grey, **base}  # upsamplers: GLIDE's fast27 DDPM
+        if "grey" in base and "grey" not in up:  # a grey picture stays grey when upsampled
+            up["grey"] = base["grey"]
+        return replace(BASE_DEFAULTS, **base), replace(UPSAMPLE_DEFAULTS, **up), rest
+
+    def recommended(self, stage: str = "base") -> dict[str, Any]:
+        """StageOptions fields the stage's model recommends (empty for OpenAI's models)."""
+        rec = self.records.get(stage)
+        return {k: v for k, v in (rec.recommended if rec else {}).items()
+                if k in RECOMMENDED_FIELDS}
+
+    def upsampler_grey(self, given: dict[str, Any]) -> dict[str, Any]:
+        """``{"grey": True}`` when the upsampler recommends grey (it was trained on greyscale
+        data) and neither ``grey`` nor ``upsample_grey`` is ``given`` (not None), else {}.
+        Both stages then draw grey: such an upsampler has seen only grey 64 px inputs."""
+        if given.get("grey") is not None or given.get("upsample_grey") is not None:
+            return {}
+        return {"grey": True} if self.recommended("upsample").get("grey") is True else {}
+
+    def defaults_note(self, given: dict[str, Any], stage: str = "base") -> str | None:
+        """One line naming the settings taken from the models' recommendations (the
+        ``given`` keys — what the user set — excluded; ``stage="base"``: the base model's
+        and the upsampler's ``grey``), or None when none were."""
+        used = {k: v for k, v in self.recommended(stage).items() if given.get(k) is None}
+        up = self.upsampler_grey(given) if stage == "base" and "grey" not in used else {}
+        if not used and not up:
+            return None
+
+        def text(settings: dict[str, Any]) -> str:
+            return ", ".join(k if v is True else f"{k} {v}" for k, v in settings.items())
+
+        flags = " / ".join(f"--{'upsample-' if stage != 'base' else ''}"
+                           f"{'no-' if v is True else ''}{k.replace('_', '-')}"
+                           for k, v in {**used, **up}.items())
+        if stage != "base":
+            return (f"Using the {stage} model's recommended sampling settings ({text(used)}); "
+                    f"pass {flags} to change them.")
+        return recommended_line(text(used), text(up), flags)
+
+    def model_calls(self, n_images: int, batch_size: int, base: StageOptions,
+                    up: StageOptions, low_res: bool = False) -> int:
+        """Model forwards for the whole request (for progress bars)."""
+        batches = -(-n_images // batch_size)
+        return sum(self.calls_per_batch(s, base if s == "base" else up)
+                   for s in self.stage_models() if not (s == "base" and low_res)) * batches
+
+    def calls_per_batch(self, stage: str, options: StageOptions) -> int:
+        """Network forwards for one batch of ``stage`` (cond and uncond rows share one)."""
+        model = self.stage_models().get(stage)
+        if model is None:
+            return 0
+        return stage_model_calls(stage, options, sigma_table(
+            model, self.diffusion if stage == "base" else None))
+
+
+def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -> None:
+    """The one-line error for a seed or stage number outside the range the CLI allows
+    (``nan`` guidance, a negative seed, ...), named by its ``generate`` keyword."""
+    for s in seeds:
+        _check_types({"seed": s}, int)
+        check("seed", s, SEED)
+    for prefix, opts in (("", base), ("upsample_", up)):
+        for key, rng in (("guidance", FLAGS["--guidance"]), ("eta", FLAGS["--eta"]),
+                         ("sigma_max", FLAGS["--sigma-max"]),
+                         ("guidance_rescale", FLAGS["--guidance-rescale"]),
+                         ("dynamic_threshold", FLAGS["--dynamic-threshold"]),
+                         ("steps", STEPS)):
+            if key != "steps":  # a count or a respacing string, checked by its range
+                _check_types({prefix + key: getattr(opts, key)}, float)
+            check(prefix + key, getattr(opts, key), rng)
+    _check_types({"upsample_temp": up.temperature}, float)
+    check("upsample_temp", up.temperature, FLAGS["--upsample-temp"])
+    for key, value in (("sampler", base.sampler), ("upsample_sampler", up.sampler),
+                       ("schedule", base.schedule), ("upsample_schedule", up.schedule)):
+        if not isinstance(value, str) and not (value is None and "schedule" in key):
+            raise GlidectlError(f"generate(): {key} must be a name such as 'dpm++2m'"
+                                f"{' or a schedule file' if 'schedule' in key else ''}, got "
+                                f"{value!r:.60} ({type(value).__name__}).")
+    for key, value in (("grey", base.grey), ("upsample_grey", up.grey)):
+        if not isinstance(value, bool):
+            raise GlidectlError(f"generate(): {key} must be True or False, got {value!r:.60} "
+                                f"({type(value).__name__}).")
+    interval = base.guidance_interval
+    if interval is not None and (isinstance(interval, str) or not isinstance(
+            interval, Sequence) or len(interval) != 2 or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in interval)):
+        raise GlidectlError("generate(): guidance_interval must be two σ values (lo, hi), "
+                            f"got {interval!r:.60} ({type(interval).__name__}).")
+
+
+def _check_types(values: dict[str, Any], kind: type) -> None:
+    """The one-line error for a ``generate`` keyword that is not a whole number (``int``) or
+    not a number (``float``: ints too); None stands for a stage's default."""
+    wanted = numbers.Integral if kind is int else numbers.Real
+    for key, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, wanted)):
+            what = "a whole number" if kind is int else "a number"
+            raise GlidectlError(f"generate(): {key} must be {what}, got {value!r:.60} "
+                                f"({type(value).__name__}).")
