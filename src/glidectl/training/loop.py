@@ -97,8 +97,13 @@ class TrainingLoop:
         preview already samples grey for grey data; :meth:`_next_batch` hands it to the
         first step. Training is unchanged: the same batches in the same order, and the
         preview forks the RNG it draws from, so no draw moves."""
-        self._pending = self.stream.next()
-        self.state.see_images(self._pending["image"])
+        self._pending = self._take_batch()
+
+    def _take_batch(self) -> dict[str, Any]:
+        """The stream's next micro-batch, its images looked at (grey data) once."""
+        batch = self.stream.next()
+        self.state.see_images(batch["image"])
+        return batch
 
     def _next_batch(self) -> tuple[dict[str, Any], float]:
         """The next micro-batch and the seconds waited for it (0 for one taken before the
@@ -106,7 +111,7 @@ class TrainingLoop:
         if self._pending is not None:
             batch, self._pending = self._pending, None
             return batch, 0.0
-        batch = self.stream.next()
+        batch = self._take_batch()
         return batch, self.stream.last_wait
 
     def _optimizer_step(self) -> tuple[torch.Tensor, bool]:
@@ -119,7 +124,6 @@ class TrainingLoop:
             with acc.accumulate(self.model):
                 batch, waited = self._next_batch()
                 wait += waited
-                self.state.see_images(batch["image"])
                 if hasattr(self.dataset, "warm_up"):  # kohya's token warm-up, at this step
                     self.dataset.warm_up(batch, self.state.step, self.total_steps)
                 if self.main and (note := self._captions.see(batch.get("caption", ()))):
