@@ -20,6 +20,8 @@ Sections (each prints its figures; all are written to --out as JSON; --sections 
    images/s, upsampler >= 75.
 2b. the same steps with the network's forward and backward as CUDA graphs, each beside
    its eager twin on the same machine (what the host's per-kernel launch cost takes).
+2c. glidectl's Trainer on the official base from scratch at batch 16 and 64, eager and with
+   train.cuda_graphs: images/s as the run's metrics give them.
 3. sampling throughput: base, 25 dpm++2m steps with guidance 3, then the upsampler (ddpm
    fast27), batch 16. Goal: >= 20 upsampled images/s.
 4. fp16 with a GradScaler through the real engine for 50 steps: no NaN, the loss falls.
@@ -46,7 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("base", "upsample")
 PHASES = ("forward", "backward", "optimizer")  # a training step's, named in its profile
-SECTIONS = ("training", "busy", "graphs", "sampling", "engine", "tests", "compile")
+SECTIONS = ("training", "busy", "graphs", "trainer", "sampling", "engine", "tests", "compile")
 GOALS = {"base_images_per_s": 400.0, "upsample_images_per_s": 75.0,
          "sampling_upsampled_images_per_s": 20.0}
 
@@ -445,6 +447,57 @@ def _engine_run(root: Path, name: str, precision: str, steps: int, tiny: bool,
     return Trainer(cfg, quiet=True).run()
 
 
+def trainer_section(args: argparse.Namespace, budget: Any) -> list[dict[str, Any]]:
+    """glidectl's Trainer (what ``glidectl train`` runs: data stream, accelerate, EMA, the
+    non-finite guard) on the base model from scratch, eager and with ``train.cuda_graphs``:
+    images/s from the run's own throughput meter (the log windows after the first, which
+    holds the warm-up and the graph's recording), its share waiting for data, the last
+    loss."""
+    import torch
+
+    from glidectl.config import GlideConfig
+    from glidectl.training.engine import Trainer
+
+    figures = []
+    cuda = torch.cuda.is_available()
+    for batch in ([2] if args.tiny else [16, 64]):
+        for graphs in (False, True):
+            if not budget(f"trainer {batch} {'graphs' if graphs else 'eager'}"):
+                figures.append({"batch": batch, "cuda_graphs": graphs, "skipped": "budget"})
+                continue
+            with tempfile.TemporaryDirectory(prefix="glidectl-bench-gpu-") as tmp:
+                cfg = GlideConfig()
+                cfg.model.size = "tiny" if args.tiny else "official"
+                cfg.data.source, cfg.data.resolution = "demo:shapes", 32 if args.tiny else 64
+                cfg.data.workers = 0 if args.tiny else 4  # drawn as fast as a GPU trains
+                cfg.train.output_dir, cfg.train.name = tmp, "t"
+                cfg.train.steps, cfg.train.batch_size = 3 * args.trainer_log, batch
+                cfg.train.lr, cfg.train.seed, cfg.train.cuda_graphs = 1e-5, 0, graphs
+                cfg.preview.every, cfg.checkpoint.every = 0, 0
+                cfg.log.every = args.trainer_log
+                case = _guarded(lambda cfg=cfg: _trainer_case(Trainer(cfg, quiet=True)))
+            case.update({"batch": batch, "cuda_graphs": graphs,
+                         "precision": "bf16" if cuda else "fp32"})
+            figures.append(case)
+            print(f"  Trainer, base, batch {batch:3d}, "
+                  f"{'CUDA graphs' if graphs else 'eager      '}: "
+                  + (case["error"] if "error" in case else
+                     f"{case['images_per_s']:7.1f} images/s (data wait "
+                     f"{100 * case['data_wait']:.0f} %), graphs recorded "
+                     f"{case['graphs_recorded']}, last loss {case['last_loss']:.4f}"),
+                  flush=True)
+    return figures
+
+
+def _trainer_case(trainer: Any) -> dict[str, Any]:
+    run = trainer.run()
+    later = [r for r in run.history if "images_per_s" in r][1:]
+    return {"images_per_s": sum(r["images_per_s"] for r in later) / max(1, len(later)),
+            "data_wait": sum(r["data_wait"] for r in later) / max(1, len(later)),
+            "graphs_recorded": getattr(trainer.net, "recorded", 0),
+            "last_loss": run.last_loss}
+
+
 def engine_section(args: argparse.Namespace) -> dict[str, Any]:
     """fp16 + GradScaler for 50 steps (no NaN, loss falls); two identical runs with
     ``train.deterministic`` (on a GPU), same weights."""
@@ -499,6 +552,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per case")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps (compile, autotune)")
     ap.add_argument("--engine-steps", type=int, default=50)
+    ap.add_argument("--trainer-log", type=int, default=10,
+                    help="trainer section: steps per log window (3 windows a run)")
     ap.add_argument("--sample-steps", type=int, default=25, help="base dpm++2m steps")
     ap.add_argument("--upsample-steps", default="fast27", help="upsampler ddpm respacing")
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for all sections")
@@ -549,6 +604,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "graphs" in run:
         print("2b. training with the network as CUDA graphs, against eager")
         report["graphs"] = graphs_section(args, budget)
+    if "trainer" in run:
+        print("2c. glidectl's Trainer, base model, eager and with train.cuda_graphs")
+        report["trainer"] = trainer_section(args, budget)
     if "sampling" in run:
         print("3. sampling")
         report["sampling"] = _guarded(lambda: sampling_section(args)) if budget(
@@ -639,8 +697,9 @@ def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         out["busy"] = [c for c in old["busy"]
                        if (c.get("kind"), c.get("batch")) not in profiled] + [
             c for c in new.get("busy", []) if "skipped" not in c]
-    if "graphs" in old and "graphs" not in new:
-        out["graphs"] = old["graphs"]
+    for section in ("graphs", "trainer"):
+        if section in old and section not in new:
+            out[section] = old[section]
     for section in ("sampling", "engine", "cuda_tests"):
         if section in old and not {"skipped", "error"} & old[section].keys() and (
                 section not in new or {"skipped", "error"} & new[section].keys()):

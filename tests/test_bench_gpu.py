@@ -29,7 +29,7 @@ def test_every_section_runs_and_writes_its_figures(tmp_path, capsys):
         report = load_bench().main([
             "--device", "cpu", "--tiny", "--steps", "1", "--warmup", "1", "--engine-steps", "4",
             "--no-compile", "--sample-steps", "2", "--upsample-steps", "2",
-            "--out", str(tmp_path / "gpu.json")])
+            "--trainer-log", "1", "--out", str(tmp_path / "gpu.json")])
     finally:
         torch.set_num_threads(threads)
     written = json.loads((tmp_path / "gpu.json").read_text())
@@ -43,6 +43,9 @@ def test_every_section_runs_and_writes_its_figures(tmp_path, capsys):
     assert biggest["batch"] == 2  # the largest tried batch that fits
     sampling = written["sampling"]
     assert sampling["images"] == sampling["batch"] == 4 and sampling["finite"]
+    trainer = written["trainer"]  # the Trainer eagerly, and with train.cuda_graphs (no GPU:
+    assert [(c["batch"], c["cuda_graphs"]) for c in trainer] == [(2, False), (2, True)]
+    assert all(c["images_per_s"] > 0 and c["graphs_recorded"] == 0 for c in trainer)  # eager)
     engine = written["engine"]
     assert engine["all_finite"] and engine["identical_weights"]
     gpu = torch.cuda.is_available()  # the engine trains there whatever --device says

@@ -230,6 +230,11 @@ class TrainConfig:
         False, "Train in channels-last (NHWC) memory layout: usually faster on tensor cores; "
         "on CPUs it depends on the model and chip (benchmarks/bench_train_step.py); same "
         "results up to float rounding.")
+    cuda_graphs: bool = opt(
+        False, "Replay the network's forward and backward as CUDA graphs (one process on a "
+        "CUDA GPU; not with compile or gradient_checkpointing): an eager step waits on "
+        "Python launching ~6,000 kernels, which a graph replays at once "
+        "(benchmarks/bench_gpu.py --sections graphs). Ignored with a warning elsewhere.")
     seed: int = opt(0, "Random seed.", min=0, max=SEED_MAX)
     deterministic: bool = opt(
         False, "Deterministic GPU kernels (torch.use_deterministic_algorithms, cuDNN's "

@@ -23,6 +23,7 @@ from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors
 from .adapters import ModelAdapter, PartsAdapter
 from .caption_check import CaptionLengthCheck
 from .checkpointing import CheckpointManager
+from .cuda_graphs import graphed_network
 from .display import Display
 from .ema import EMA, ema_note
 from .guards import (
@@ -130,6 +131,10 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         if cfg.train.compile:
             model.compile()
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        # What a step calls: the prepared model, or CUDA graphs of it (train.cuda_graphs).
+        self.net, graphs_note = graphed_network(cfg.train, acc, self.model, self.unwrapped,
+                                                self.precision.autocast)
+        self._notes += filter(None, [graphs_note])
         # After prepare, so the fp32 shadows live on the training device.
         tc = cfg.train
         self.ema = EMA(self.params, tc.ema_decay, tc.ema_warmup) if tc.ema_decay > 0 else None

@@ -128,7 +128,7 @@ class TrainingLoop:
                     self.dataset.warm_up(batch, self.state.step, self.total_steps)
                 if self.main and (note := self._captions.see(batch.get("caption", ()))):
                     self.display.message(note)
-                losses = self.objective.losses(self.model, batch, self.state.step,
+                losses = self.objective.losses(self.net, batch, self.state.step,
                                                 self.adapter, self.unwrapped)
                 loss = self.objective.weighted(losses["loss"], batch).mean()
                 acc.backward(loss)

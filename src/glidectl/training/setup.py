@@ -12,6 +12,7 @@ from ..config import GlideConfig
 from ..devices import LAUNCHER_ENV, Precision, use_deterministic
 from ..errors import GlidectlError
 from . import validation as val
+from .cuda_graphs import check_cuda_graphs
 from .data_stream import DataStream
 from .prior_prediction import leave_out_unless_possible
 from .trackers import tracker_names
@@ -61,6 +62,7 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
             "train.precision = \"fp16\" needs a GPU (it uses a GradScaler on CUDA); on a "
             "CPU use \"bf16\" or \"fp32\"."
         )
+    check_cuda_graphs(cfg.train, processes=1)  # the process count is checked once known
     val.check(cfg)
     tracker_names(cfg.log)
     from .. import plugins
