@@ -32,11 +32,28 @@ class _StandIn:
                               "autocast_cache": torch.is_autocast_cache_enabled(),
                               "unused_ok": allow_unused_input, "amp": amp})
 
-        def replay(*inputs):
-            with torch.autocast(**amp):
-                return module(*inputs)
+        params = tuple(p for p in module.parameters() if p.requires_grad)
+        static = [torch.zeros_like(p) for p in params]  # the graph's own gradient buffers
 
-        return replay
+        class Replay(torch.autograd.Function):
+            """As a graphed callable does: the backward writes the parameters' gradients
+            into the same static buffers every time and returns them detached (which
+            autograd's accumulation may keep as .grad: pytorch/pytorch#181723)."""
+
+            @staticmethod
+            def forward(ctx, *flat):
+                with torch.enable_grad(), torch.autocast(**amp):
+                    ctx.out = module(*flat[:len(args)])
+                return ctx.out.detach()
+
+            @staticmethod
+            def backward(ctx, grad):
+                grads = torch.autograd.grad(ctx.out, params, grad, allow_unused=True)
+                for buffer, g in zip(static, grads, strict=True):
+                    buffer.copy_(g) if g is not None else buffer.zero_()
+                return (None,) * len(args) + tuple(b.detach() for b in static)
+
+        return lambda *inputs: Replay.apply(*inputs, *params)
 
 
 class _Net(torch.nn.Module):

@@ -10,6 +10,7 @@ as usual, and the optimizer, EMA and loss stay eager around it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,8 @@ class GraphedNetwork:
         self._graphs: dict[tuple, Callable[..., torch.Tensor]] = {}
         self.eager_calls = 0  # training calls that found no graph (more signatures than kept)
 
+    KEEPS_GRADS = True  # zero the gradients in place: see _record
+
     @property
     def recorded(self) -> int:
         """How many input signatures have a graph."""
@@ -74,7 +77,17 @@ class GraphedNetwork:
 
     def _record(self, names: tuple[str, ...], args: tuple[torch.Tensor, ...]
                 ) -> Callable[..., torch.Tensor]:
-        """The graphed forward (and its backward) for inputs shaped like ``args``."""
+        """The graphed forward (and its backward) for inputs shaped like ``args``.
+
+        A graphed backward returns the same gradient buffers on every replay, and autograd
+        keeps a returned gradient as a parameter's ``.grad`` when it has none: the next
+        micro-batch's replay would then overwrite what gradient accumulation holds
+        (pytorch/pytorch#181723). So every trainable parameter gets its own ``.grad``
+        here, which the loop zeroes in place (:attr:`KEEPS_GRADS`) and never drops."""
+        with torch.no_grad():
+            for p in self.net.parameters():
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
         device = args[0].device.type
         with torch.autocast(device, dtype=self.autocast or torch.float32,
                             enabled=self.autocast is not None, cache_enabled=False):
@@ -106,4 +119,7 @@ def graphed_network(tc: Any, accelerator: Any, model: torch.nn.Module,
     if accelerator.device.type != "cuda":
         return model, (f"Warning: train.cuda_graphs needs a CUDA device; training on "
                        f"{accelerator.device.type} eagerly.")
+    # The graph's backward hands its gradients over from the stream it was recorded on;
+    # autograd says so once a run (a cross-stream event, no host wait): not the user's concern.
+    warnings.filterwarnings("ignore", message="The AccumulateGrad node's stream does not match")
     return GraphedNetwork(net, model, autocast=AUTOCAST.get(autocast)), None

@@ -143,7 +143,9 @@ class TrainingLoop:
                             self.params, tc.grad_clip if tc.grad_clip > 0 else math.inf))
                         self.optimizer.step()
                         self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                    # CUDA graphs need each .grad kept (cuda_graphs.GraphedNetwork._record)
+                    self.optimizer.zero_grad(
+                        set_to_none=not getattr(self.net, "KEEPS_GRADS", False))
         self._meter.add(tc.batch_size * acc.num_processes * tc.grad_accum, wait)
         return terms, stepped
 
