@@ -43,12 +43,13 @@ def test_every_section_runs_and_writes_its_figures(tmp_path, capsys):
     assert biggest["batch"] == 2  # the largest tried batch that fits
     sampling = written["sampling"]
     assert sampling["images"] == sampling["batch"] == 4 and sampling["finite"]
-    trainer = written["trainer"]  # the Trainer eagerly, and with train.cuda_graphs (no GPU:
+    trainer = written["trainer"]  # the Trainer eagerly, and with train.cuda_graphs
     assert [(c["batch"], c["cuda_graphs"]) for c in trainer] == [(2, False), (2, True)]
-    assert all(c["images_per_s"] > 0 and c["graphs_recorded"] == 0 for c in trainer)  # eager)
+    assert all(c["images_per_s"] > 0 for c in trainer)
+    gpu = torch.cuda.is_available()  # the engine trains there whatever --device says
+    assert [c["graphs_recorded"] for c in trainer] == [0, 1 if gpu else 0]  # no GPU: eager
     engine = written["engine"]
     assert engine["all_finite"] and engine["identical_weights"]
-    gpu = torch.cuda.is_available()  # the engine trains there whatever --device says
     assert engine["deterministic"] == gpu  # train.deterministic is for GPUs
     assert [(c["kind"], c["batch"], c["gpu_busy"]) for c in written["busy"]] == [
         ("base", 1, None), ("base", 2, None), ("upsample", 1, None), ("upsample", 2, None)]
