@@ -127,6 +127,35 @@ def test_a_run_through_the_graph_wiring_trains_the_same_weights(tiny, monkeypatc
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_a_lora_run_through_the_graph_wiring_trains_the_same_adapter(tmp_path, monkeypatch):
+    """LoRA: only the adapters have gradients (the graph's static buffers are theirs)."""
+    from test_lora import lora_config
+
+    from glidectl.lora import train_lora
+
+    def wired(tc, acc, model, net, autocast):
+        made.append(GraphedNetwork(net, model, autocast=cuda_graphs.AUTOCAST.get(autocast),
+                                   capture=_StandIn()))
+        return made[-1], None
+
+    made, folders = [], {}
+    for graphs in (True, False):
+        if graphs:
+            monkeypatch.setattr(engine, "graphed_network", wired)
+        cfg = lora_config(tmp_path, train=dict(steps=2, grad_accum=2, deterministic=True,
+                                               name=f"lora{int(graphs)}"),
+                          checkpoint=dict(every=0), lora=dict(patterns=[r"out\.2"]))
+        folders[graphs] = train_lora(cfg, quiet=True).run_dir / "checkpoints" / "step-000002"
+        monkeypatch.undo()
+    assert [g.recorded for g in made] == [1]
+    files = sorted(str(p.relative_to(folders[True])) for p in folders[True].rglob("*.safetensors")
+                   if "rng" not in p.name)  # adapters, their EMA, the optimizer's moments
+    assert len(files) == 4 and all((folders[False] / name).is_file() for name in files)
+    for name in files:
+        a, b = load_file(folders[True] / name), load_file(folders[False] / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
 def test_without_a_cuda_device_the_run_trains_eagerly_with_one_warning(tiny, capsys):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: the option applies")
