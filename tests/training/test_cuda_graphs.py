@@ -195,7 +195,7 @@ def test_more_than_one_process_is_refused():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_graphs_train_as_eager_on_a_gpu(tiny, precision):
     """Replayed kernels are the eager ones: with deterministic kernels the same weights."""
     weights = {}
