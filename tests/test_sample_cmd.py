@@ -507,6 +507,33 @@ def test_a_file_fitted_to_other_weights_is_named_and_steps_sigma_max_are_bounded
         assert message in res.stderr, res.stderr
 
 
+def test_a_file_fitted_to_the_other_ode_than_the_one_sampled_is_named(run, weights,
+                                                                      tmp_path) -> None:
+    """fit-steps records whether it fitted grey sampling's ODE; sampling the other one with
+    that file says so (its steps suit the other ODE), and the same one says nothing."""
+    path = bespoke_file(tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    for fitted, flag, said in ((True, "--no-grey", "was fitted to grey sampling's ODE, and "
+                                "these images sample in colour: its steps suit the other ODE; "
+                                "sample with --grey, or refit it with glidectl fit-steps "),
+                               (False, "--grey", "was fitted to the colour ODE, and these "
+                                "images sample grey: its steps suit the other ODE; sample with "
+                                "--no-grey, or refit it with glidectl fit-steps "),
+                               (True, "--grey", None), (None, "--grey", None)):
+        data.pop("grey", None)
+        if fitted is not None:
+            data["grey"] = fitted
+        path.write_text(json.dumps(data))
+        res = run("a cat", "--base", str(weights["base"]), "--sampler", "bespoke", "--steps",
+                  "3", "--schedule", str(path), flag, "-q", "--precision", "fp32", "--out",
+                  str(tmp_path / f"o{fitted}{flag}"))
+        assert res.returncode == 0, res.stderr
+        assert (said in res.stderr) if said else ("these images sample" not in res.stderr)
+        if said:  # the refit names the other ODE's flag and the file
+            assert f"--method bespoke {'--no-grey' if fitted else '--grey'} --out" in \
+                res.stderr, res.stderr
+
+
 def test_boolean_flags_show_no_type_in_help(run) -> None:
     res = run("--help")
     assert res.returncode == 0

@@ -36,7 +36,12 @@ from .pipeline_models import (  # noqa: F401  (re-exported)
 from .pipeline_records import PipelineRecords
 from .pipeline_settings import PipelineSettings, _check_numbers, _check_types
 from .samplers.schedule_files import read_once
-from .samplers.tuned import is_schedule_file, model_warning, schedule_file_warning
+from .samplers.tuned import (
+    grey_warning,
+    is_schedule_file,
+    model_warning,
+    schedule_file_warning,
+)
 from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public entry point)
     BASE_DEFAULTS,
     PRECISIONS,
@@ -296,6 +301,8 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 continue
             messages.append(schedule_file_warning(opts.schedule, opts.sampler))
             record = self.records.get(stage)
+            messages.append(grey_warning(opts.schedule, opts.grey,
+                                         record.spec if record is not None else None))
             if record is not None and self.stage_models().get(stage) is not None:
                 messages.append(model_warning(opts.schedule, lambda r=record: r.sha256,
                                               record.spec))

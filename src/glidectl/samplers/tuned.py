@@ -187,14 +187,33 @@ def model_warning(path: str | Path, model_sha256: Callable[[], str | None], mode
     fitted = data.get("model_sha256")
     if not isinstance(fitted, str) or fitted == (sha := model_sha256()) or not sha:
         return None
+    return (f"Schedule file {str(path)!r} was fitted to other weights (sha256 "
+            f"{one_line(fitted)[:12]}…) than {model} ({sha[:12]}…): its steps suit "
+            f"that model's ODE; refit it with {_refit(path, data, model)}.")
+
+
+def _refit(path: str | Path, data: dict, model: str, *more: str) -> str:
+    """The fit-steps command that fits ``path`` again as it was fitted (``more``: flags)."""
     tuned = data.get("sampler")
     how = (["--method", "gits"] if tuned is None else ["--method", "bespoke"]
            if tuned == "bespoke" else ["--sampler", one_line(str(tuned))])
-    refit = shlex.join(["glidectl", "fit-steps", model, "--prompts", "PROMPTS.txt", *how,
-                        "--out", str(path), "--overwrite"])
-    return (f"Schedule file {str(path)!r} was fitted to other weights (sha256 "
-            f"{one_line(fitted)[:12]}…) than {model} ({sha[:12]}…): its steps suit "
-            f"that model's ODE; refit it with {refit}.")
+    return shlex.join(["glidectl", "fit-steps", model, "--prompts", "PROMPTS.txt", *how,
+                       *more, "--out", str(path), "--overwrite"])
+
+
+def grey_warning(path: str | Path, grey: bool, model: str | None = None) -> str | None:
+    """One sentence when a schedule file records a fit to another ODE than the one sampled
+    (``grey``: x0 predictions projected onto grey, ``glidectl sample --grey``), else None
+    (files from before ``grey`` was recorded say nothing)."""
+    data = _load(path)
+    fitted = data.get("grey")
+    if not isinstance(fitted, bool) or fitted == grey:
+        return None
+    ode, sampled = ("grey sampling's ODE", "in colour") if fitted else ("the colour ODE", "grey")
+    refit = _refit(path, data, model or "MODEL", "--grey" if grey else "--no-grey")
+    return (f"Schedule file {str(path)!r} was fitted to {ode}, and these images sample "
+            f"{sampled}: its steps suit the other ODE; sample with "
+            f"{'--grey' if fitted else '--no-grey'}, or refit it with {refit}.")
 
 
 def has_coefficients(path: str | Path, n: int) -> bool:
