@@ -115,10 +115,10 @@ def graphed_network(tc: Any, accelerator: Any, model: torch.nn.Module,
     run trains elsewhere (None otherwise)."""
     if not tc.cuda_graphs:
         return model, None
-    check_cuda_graphs(tc, accelerator.num_processes)
-    if accelerator.device.type != "cuda":
+    if accelerator.device.type != "cuda":  # one config for a laptop and a GPU node
         return model, (f"Warning: train.cuda_graphs needs a CUDA device; training on "
                        f"{accelerator.device.type} eagerly.")
+    check_cuda_graphs(tc, accelerator.num_processes)
     # The graph's backward hands its gradients over from the stream it was recorded on;
     # autograd says so once a run (a cross-stream event, no host wait): not the user's concern.
     warnings.filterwarnings("ignore", message="The AccumulateGrad node's stream does not match")
