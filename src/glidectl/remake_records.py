@@ -168,6 +168,10 @@ def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
                     plugins=None, vocab_sha256=rec.get("vocab_sha256"))
     if rec.get("vocab_sha256"):
         values["vocab_dir"] = rec.get("vocab_dir")  # None: the default vocabulary
+    if text.get("low_res"):  # an upsampler eval's image: its input is in the eval folder
+        values["low_res"] = png.parent / text["low_res"]
+        remake.pinned.append(Pinned("low_res", "--low-res image", (str(values["low_res"]),),
+                                    text.get("low_res_sha256"), metavar="IMAGE"))
     meta = read_metadata(png.parent / META_FILE)
     if meta is None:
         remake.batch = 1

@@ -172,7 +172,8 @@ def _resume_line(prompts: Path, out: Any) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(
-        prompts: Path = typer.Argument(..., help="Text file: one prompt a line; # comments."),
+        prompts: Path | None = typer.Argument(
+            None, help="Text file: one prompt a line; # comments (not with --low-res)."),
         out: Path | None = typer.Option(
             None, "--out", "-o", help="Output folder (default: the next eval/NNNN)."),
         base: str | None = typer.Option(
@@ -180,6 +181,10 @@ def register(app: typer.Typer) -> None:
         upsampler: str | None = typer.Option(
             None, "--upsampler", help="Upsampler model spec, 'none', or 'auto' (default: "
             "OpenAI's for OpenAI's base, else none)."),
+        low_res: Path | None = typer.Option(
+            None, "--low-res", help="Score the --upsampler on its own: upsample this folder's "
+            "captioned images, downscaled as training does, and score them against the "
+            "originals (PSNR, SSIM, and bicubic's); no PROMPTS."),
         n: int | None = typer.Option(None, "--n", "-n", help="Images per prompt (default 1)."),
         batch_size: int | None = typer.Option(
             None, "--batch-size", "-b", help="Images per model batch (default 4)."),
@@ -241,13 +246,16 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from ..devices import check_precision
-        from ..errors import WriteError
+        from ..errors import GlidectlError, WriteError
         from ..eval_settings import META_FILE
         from ..evaluation import RunOptions, run_eval, settings_for
         from ..lora import parse_lora_spec
 
         if precision is not None:
             check_precision(precision)
+        if low_res is None and prompts is None:
+            raise GlidectlError("eval needs a PROMPTS file (one prompt a line), or --upsampler "
+                                "RUN_OR_FILE --low-res DIR to score an upsampler on its own.")
         options = RunOptions(
             out=out, resume=resume, skip_existing=skip_existing, dry_run=dry_run,
             device=device, compile=compile_, clip_model=clip_model, clip_weights=clip_weights,
@@ -269,6 +277,16 @@ def register(app: typer.Typer) -> None:
             "upsample_stage.guidance": up_guidance,
             "upsample_stage.schedule": up_schedule, "grey": grey,
         }
+        if low_res is not None:
+            given = [flag for flag, value in (
+                ("--base", base), ("--sampler", sampler), ("--steps", steps),
+                ("--schedule", schedule), ("--guidance", guidance), ("--rerank", rerank),
+                ("--lora", lora), ("--resume", resume or None),
+                ("--skip-existing", skip_existing or None), ("--dry-run", dry_run or None),
+                ("--wandb-project", wandb_project or None)) if value is not None]
+            _eval_upsampler(low_res, prompts, given, flags, options, precision)
+            return
+        assert prompts is not None
         settings, notes = settings_for(prompts, flags, options, precision)
         console = Console()
         events = _RichEvents(console)
@@ -298,3 +316,30 @@ def register(app: typer.Typer) -> None:
         for note in report.notes:
             console.print(note, markup=False, highlight=False)
         _print_summary(console, report.metadata, report.out)
+
+
+def _eval_upsampler(low_res: Path, prompts: Path | None, given: list[str],
+                    flags: dict[str, Any], options: Any, precision: str | None) -> None:
+    """``glidectl eval --upsampler SPEC --low-res DIR``: :mod:`glidectl.eval_upsampler`."""
+    from rich.console import Console
+
+    from ..eval_upsampler import refuse_flags, run_upsampler_eval, upsampler_settings
+
+    refuse_flags(given, prompts, flags["upsampler"])
+    keep = ("upsampler", "n", "batch_size", "seed", "grey")
+    settings, notes = upsampler_settings(
+        {k: v for k, v in flags.items() if k in keep or k.startswith("upsample_stage.")},
+        options, precision)
+    console = Console()
+    events = _RichEvents(console)
+    try:
+        report = run_upsampler_eval(low_res, settings, options, on_event=events, notes=notes)
+    except KeyboardInterrupt:
+        events("end")
+        where = f" in {events.out}" if events.out else ""
+        console.print(f"Interrupted; the images written so far are kept{where} (an upsampler "
+                      "eval does not resume: run it again into another --out).", markup=False)
+        raise typer.Exit(130) from None
+    finally:
+        events("end")
+    _print_summary(console, report.metadata, report.out)

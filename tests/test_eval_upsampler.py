@@ -1,0 +1,182 @@
+"""``glidectl eval --upsampler SPEC --low-res DIR``: an upsampler scored on its own, and the
+PSNR/SSIM it scores with."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_pipeline import tiny_glide
+from test_sample_cmd import in_process
+
+from glidectl.image_quality import gaussian_window, psnr, ssim
+
+CAPTIONS = ["a red circle", "a blue square", "a green triangle"]
+FAST = ("--upsample-sampler", "euler", "--upsample-steps", "2", "--device", "cpu",
+        "--precision", "fp32")
+
+
+@pytest.fixture(scope="module")
+def upsampler(tmp_path_factory) -> Path:
+    """A tiny random 8 → 32 px upsampler saved as a user's weights file."""
+    from glidectl.glide import save_weights
+
+    return save_weights(tiny_glide("upsample", 1), tmp_path_factory.mktemp("w") / "up.safetensors")
+
+
+def captioned_folder(folder: Path, sizes: list[tuple[int, int]] | None = None) -> Path:
+    """Random RGB images (default 40×36 px), each with a .txt caption beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for k, caption in enumerate(CAPTIONS):
+        w, h = (sizes or [(40, 36)] * len(CAPTIONS))[k]
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(folder / f"{k}.png")
+        (folder / f"{k}.txt").write_text(caption + "\n", encoding="utf-8")
+    return folder
+
+
+# --------------------------------------------------------------------------- PSNR, SSIM
+def test_an_image_against_itself_scores_ssim_one_and_infinite_psnr():
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(ssim(x, x), torch.ones(2, dtype=torch.float64))
+    assert torch.isinf(psnr(x, x)).all()
+
+
+def test_psnr_of_a_uniform_error_is_its_closed_form():
+    x = torch.full((1, 3, 12, 12), 0.5)
+    assert psnr(x, x + 0.1).item() == pytest.approx(20.0)  # 10·log10(1 / 0.01)
+
+
+def test_ssim_matches_a_hand_computation():
+    # two flat images: no variance, so SSIM is the luminance term alone
+    a, b, c1, c2 = 0.5, 0.25, 0.01 ** 2, 0.03 ** 2
+    flat = ssim(torch.full((1, 3, 11, 11), a), torch.full((1, 3, 11, 11), b)).item()
+    assert flat == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-12)
+    # a flat image against a 0/1 pattern, one 11×11 window: its Gaussian-weighted mean μ and
+    # variance μ(1 − μ) (a binary image) in Wang et al.'s formula
+    pattern = (np.add.outer(np.arange(11), np.arange(11)) % 3 == 0).astype(np.float64)
+    k = np.arange(11) - 5.0
+    g = np.exp(-k ** 2 / (2 * 1.5 ** 2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    mu = float((w * pattern).sum())
+    var = mu - mu ** 2
+    expected = ((2 * a * mu + c1) * c2) / ((a * a + mu * mu + c1) * (var + c2))
+    y = torch.from_numpy(pattern).expand(1, 3, 11, 11)
+    assert ssim(torch.full((1, 3, 11, 11), a), y).item() == pytest.approx(expected, rel=1e-9)
+    assert torch.allclose(gaussian_window(), torch.from_numpy(w))
+
+
+# --------------------------------------------------------------------------- the command
+def test_an_upsampler_eval_writes_scored_images_that_sample_makes_again(
+        capsys, tmp_path, upsampler):
+    refs, out = captioned_folder(tmp_path / "refs"), tmp_path / "out"
+    res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out", out,
+                     "--batch-size", "2", *FAST)
+    assert res.returncode == 0, res.stderr
+    assert "bicubic_psnr" in res.stdout and "ssim" in res.stdout
+    pngs = sorted(p.name for p in out.glob("0*.png"))
+    assert pngs == ["000_a-red-circle.png", "001_a-blue-square.png", "002_a-green-triangle.png"]
+    for name, caption in zip(pngs, CAPTIONS, strict=True):
+        with Image.open(out / name) as im:
+            assert im.size == (32, 32) and im.text["prompt"] == caption
+        assert (out / name).with_suffix(".txt").read_text(encoding="utf-8") == caption + "\n"
+    assert (out / "grid.png").is_file()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["settings"]["base"] is None and meta["prompts"] == CAPTIONS
+    assert [r["source"] for r in meta["images"]] == ["0.png", "1.png", "2.png"]
+    for name in ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim"):
+        values = [r["metrics"][name] for r in meta["images"]]
+        assert meta["metrics"][name] == {"mean": pytest.approx(sum(values) / 3), "count": 3}
+    # the scores are those of the files on disk against the reference training would use
+    from glidectl.data.transforms import ImageTransform, LowResTransform
+
+    with Image.open(refs / "0.png") as im:
+        reference = ImageTransform(32, random_crop=False)(im.convert("RGB"), random.Random(0))
+    low = LowResTransform(8)(reference, random.Random(0))
+    with Image.open(out / "inputs" / "000_a-red-circle.png") as im:
+        assert np.array_equal(np.asarray(im), np.asarray(low))  # training's downscale
+    unit = torch.from_numpy(np.asarray(reference, dtype=np.float64)).permute(2, 0, 1)[None] / 255
+    with Image.open(out / pngs[0]) as im:
+        made = torch.from_numpy(np.asarray(im, dtype=np.float64)).permute(2, 0, 1)[None] / 255
+    assert meta["images"][0]["metrics"]["psnr"] == pytest.approx(psnr(made, unit).item())
+    assert meta["images"][0]["metrics"]["ssim"] == pytest.approx(ssim(made, unit).item())
+    bicubic = low.resize((32, 32), Image.Resampling.BICUBIC)
+    b = torch.from_numpy(np.asarray(bicubic, dtype=np.float64)).permute(2, 0, 1)[None] / 255
+    assert meta["images"][0]["metrics"]["bicubic_psnr"] == pytest.approx(psnr(b, unit).item())
+    # the PNG records what made it: sample --from-png makes the same pixels
+    again = tmp_path / "again"
+    res = in_process(capsys, "sample", "--from-png", out / pngs[2], "--out", again)
+    assert res.returncode == 0, res.stderr
+    with Image.open(out / pngs[2]) as a, Image.open(next(again.glob("*.png"))) as b2:
+        assert np.array_equal(np.asarray(a), np.asarray(b2))
+
+
+def test_an_image_smaller_than_the_upsampler_is_left_out_with_a_note(capsys, tmp_path,
+                                                                     upsampler):
+    refs = captioned_folder(tmp_path / "refs", [(40, 36), (20, 20), (36, 36)])
+    out = tmp_path / "out"
+    res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out", out,
+                     *FAST)
+    assert res.returncode == 0, res.stderr
+    assert "Note: 1 image of" in res.stdout and "'1.png'" in res.stdout
+    meta = json.loads((out / "metadata.json").read_text())
+    assert [r["source"] for r in meta["images"]] == ["0.png", "2.png"]
+
+
+def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
+    refs = captioned_folder(tmp_path / "refs")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n", encoding="utf-8")
+    up = ["--upsampler", str(upsampler)]
+    if case == "no captions":
+        (refs / "1.txt").unlink()
+    if case == "no images":
+        for p in refs.glob("*.png"):
+            p.unlink()
+    if case == "too small":
+        captioned_folder(refs, [(20, 20)] * 3)
+    return {
+        "no prompts": [],
+        "no upsampler": ["--low-res", str(refs)],
+        "upsampler none": ["--low-res", str(refs), "--upsampler", "none"],
+        "prompts": [str(prompts), "--low-res", str(refs), *up],
+        "base": ["--low-res", str(refs), *up, "--base", "openai:base"],
+        "base sampling": ["--low-res", str(refs), *up, "--steps", "5", "--guidance", "2"],
+        "rerank": ["--low-res", str(refs), *up, "--rerank", "2"],
+        "resume": ["--low-res", str(refs), *up, "--resume"],
+        "missing folder": ["--low-res", str(tmp_path / "nowhere"), *up],
+        "no images": ["--low-res", str(refs), *up],
+        "no captions": ["--low-res", str(refs), *up],
+        "too small": ["--low-res", str(refs), *up],
+    }[case]
+
+
+@pytest.mark.parametrize("case, sentence", [
+    ("no prompts", "eval needs a PROMPTS file (one prompt a line), or --upsampler"),
+    ("no upsampler", "--low-res DIR scores an upsampler on its own; name it with --upsampler"),
+    ("upsampler none", "--low-res DIR scores an upsampler on its own; name it with"),
+    ("prompts", "--low-res DIR takes its captions from DIR, so the PROMPTS file"),
+    ("base", "--low-res DIR upsamples DIR's images, so no base model runs; drop --base"),
+    ("base sampling", "--steps, --guidance set the base model's sampling"),
+    ("rerank", "--rerank sets the base model's sampling"),
+    ("resume", "--resume cannot be used with --low-res DIR"),
+    ("missing folder", "nowhere' is not a folder; pass a folder of reference images"),
+    ("no images", "holds no images (.jpg"),
+    ("no captions", "1 of 3 images have no caption (first: '1.png'); write each one's caption "
+                    "into a UTF-8 .txt file beside it ('1.txt')"),
+    ("too small", "none of its 3 images could be used (too_small 3); pass readable images of "
+                  "at least 32 px"),
+])
+def test_what_an_upsampler_eval_cannot_use_is_one_sentence_and_leaves_no_folder(
+        capsys, tmp_path, upsampler, monkeypatch, case, sentence):
+    monkeypatch.chdir(tmp_path)
+    args = _refusal(capsys, tmp_path, upsampler, case)
+    res = in_process(capsys, "eval", *args, *FAST)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert sentence in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "eval").exists()
