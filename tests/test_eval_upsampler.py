@@ -180,3 +180,43 @@ def test_what_an_upsampler_eval_cannot_use_is_one_sentence_and_leaves_no_folder(
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert sentence in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "eval").exists()
+
+
+def test_the_input_is_downscaled_with_the_filter_the_run_trained_with(capsys, tmp_path,
+                                                                       upsampler):
+    import shutil
+
+    from glidectl.data.transforms import ImageTransform, LowResTransform
+
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step-00000004"
+    step.mkdir(parents=True)
+    shutil.copy(upsampler, step / "ema.safetensors")
+    (run / "config.toml").write_text('[data]\nlow_res_resample = "box"\n', encoding="utf-8")
+    refs, out = captioned_folder(tmp_path / "refs"), tmp_path / "out"
+    res = in_process(capsys, "eval", "--upsampler", step / "ema.safetensors", "--low-res", refs,
+                     "--out", out, *FAST)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "metadata.json").read_text())["low_res_resample"] == "box"
+    with Image.open(refs / "1.png") as im:
+        reference = ImageTransform(32, random_crop=False)(im.convert("RGB"), random.Random(0))
+    box, bicubic = (LowResTransform(8, f)(reference, random.Random(0)) for f in ("box", "bicubic"))
+    assert not np.array_equal(np.asarray(box), np.asarray(bicubic))
+    with Image.open(out / "inputs" / "001_a-blue-square.png") as im:
+        assert np.array_equal(np.asarray(im), np.asarray(box))
+
+
+def test_fid_scores_the_upsampled_images_against_a_reference_folder(capsys, tmp_path,
+                                                                    upsampler, monkeypatch):
+    from test_fid import ColourStats
+
+    from glidectl import fid
+
+    monkeypatch.setattr(fid, "inception_features", lambda weights: fid.Features(ColourStats()))
+    refs, out = captioned_folder(tmp_path / "refs"), tmp_path / "out"
+    res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out", out,
+                     "--fid", refs, "--n", "2", *FAST)
+    assert res.returncode == 0, res.stderr
+    metric = json.loads((out / "metadata.json").read_text())["metrics"]["fid"]
+    assert (metric["fid_fake"], metric["fid_real"]) == (6, 3) and metric["fid"] > 0
+    assert "FID" in res.stdout

@@ -148,18 +148,40 @@ def check_folder(folder: Path) -> Any:
     return source
 
 
-def _references(folder: Path, source: Any, pipeline: Any, emit: EventFn
+def training_resample(weights: Path | None) -> str:
+    """``data.low_res_resample`` of the run whose folder holds ``weights`` (its config.toml up
+    to three folders above: ``RUN/checkpoints/step-N/ema.safetensors``), else the default."""
+    import tomllib
+
+    from .config import DataConfig
+    from .data.transforms import RESAMPLE
+    from .runs import CONFIG_FILE
+
+    default = DataConfig().low_res_resample
+    for folder in list(Path(weights).resolve().parents)[:3] if weights else []:
+        if (folder / CONFIG_FILE).is_file():
+            try:
+                data = tomllib.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                return default
+            value = data.get("data", {}).get("low_res_resample") if isinstance(
+                data.get("data"), dict) else None
+            return value if value in RESAMPLE else default
+    return default
+
+
+def _references(folder: Path, source: Any, pipeline: Any, emit: EventFn, resample: str
                 ) -> Iterator[Reference]:
     """DIR's images as upsampler training reads them for evaluation (centre crop at the
-    upsampler's size, its low-res copy as training makes it), numbered in the order read;
-    afterwards a note on the images left out (unreadable, smaller than the upsampler's
-    size)."""
+    upsampler's size, its low-res copy as training makes it with the filter ``resample``),
+    numbered in the order read; afterwards a note on the images left out (unreadable,
+    smaller than the upsampler's size)."""
     from .config import DataConfig
     from .data import build_dataset
 
     opts = pipeline.upsampler.options
     data_cfg = DataConfig(source=str(folder), resolution=opts.image_size, uncond_p=0.0,
-                          min_image_size=opts.image_size)
+                          min_image_size=opts.image_size, low_res_resample=resample)
     dataset = build_dataset(data_cfg, tokenizer=pipeline.upsampler_tokenizer,
                             image_size=opts.image_size, text_ctx=opts.text_ctx,
                             low_res_size=opts.low_res_size, train=False, source=source,
@@ -301,8 +323,12 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     per_batch = pipeline.calls_per_batch("upsample", up)
     size = pipeline.upsampler.options.image_size
     vocab = pipeline.vocab_record(False)
-    references = _references(folder, source, pipeline, emit)
-    first = next(references)  # DIR gives an image (else one sentence, and no folder is made)
+    resample = training_resample(pipeline.records["upsample"].path)
+    references = _references(folder, source, pipeline, emit, resample)
+    first = next(references, None)  # DIR gives an image (else one sentence, and no folder)
+    if first is None:
+        raise GlidectlError(f"--low-res {str(folder)!r} gave no images; put captioned "
+                            "reference images there.")
     for text in [*notes, *filter(None, [fid_notes]),
                  *(f"Warning: {w}" for w in pipeline.vocab_dir_warnings(False))]:
         emit("note", text=text)
@@ -324,6 +350,7 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
 
     with claim_folder(out, numbered=options.out is None) as out:
         header = _header(folder, out, settings, pipeline, device, options, grid_max)
+        header["low_res_resample"] = resample
         captions: list[str] = []
         records: list[dict[str, Any]] = []
         rows: dict[int, list[tuple[Any, str]]] = {}  # grid.png: bicubic, outputs, reference
