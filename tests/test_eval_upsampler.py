@@ -167,8 +167,10 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
     ("resume", "--resume cannot be used with --low-res DIR"),
     ("missing folder", "nowhere' is not a folder; pass a folder of reference images"),
     ("no images", "holds no images (.jpg"),
-    ("no captions", "1 of 3 images have no caption (first: '1.png'); write each one's caption "
-                    "into a UTF-8 .txt file beside it ('1.txt')"),
+    ("no captions", "1 of 3 images have no caption (first: '"),
+    ("no captions", "refs/1.png'); write each one's caption into a UTF-8 .txt file beside it "
+                    "('"),
+    ("no captions", "refs/1.txt'), or a metadata.jsonl"),
     ("too small", "none of its 3 images could be used (too_small 3); pass readable images of "
                   "at least 32 px"),
 ])

@@ -139,7 +139,7 @@ def check_folder(folder: Path) -> Any:
             if not (text or "").strip():
                 missing.append(unit)
     if missing:
-        first = Path(missing[0])
+        first = folder / str(missing[0])
         raise GlidectlError(
             f"--low-res {str(folder)!r}: {len(missing)} of {len(source.files)} images have no "
             f"caption (first: {str(first)!r}); write each one's caption into a UTF-8 .txt file "
@@ -384,7 +384,7 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
                                 "image_index": j, "seed": seed, "metrics": metrics})
                 if ref.index < shown:
                     rows[ref.index].append((image, f"{stem.split('_')[0]}"
-                                            + (f"_{j + 1}" if n > 1 else "") + f" {p:.1f} dB"))
+                                            + (f" #{j + 1}" if n > 1 else "") + f": {p:.1f} dB"))
                     if j == n - 1:
                         rows[ref.index].append((_reference_pil(ref), "reference"))
             if fid is not None:
