@@ -40,7 +40,8 @@ from .out_dir import prompt_record
 # flags of glidectl eval that only a base model's sampling uses
 BASE_ONLY_FLAGS = ("--sampler", "--steps", "--schedule", "--guidance", "--rerank", "--lora")
 # flags this mode does not carry out (yet)
-UNSUPPORTED_FLAGS = ("--resume", "--skip-existing", "--dry-run", "--wandb-project")
+UNSUPPORTED_FLAGS = ("--resume", "--skip-existing", "--dry-run", "--wandb-project",
+                     "--clip-model", "--clip-weights")  # no CLIP score: the reference is known
 # metadata.json's metric names, as eval's metrics are named
 METRICS = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
 INPUTS = "inputs"  # the folder of the upsampler's inputs in the eval folder

@@ -283,7 +283,9 @@ def register(app: typer.Typer) -> None:
                 ("--schedule", schedule), ("--guidance", guidance), ("--rerank", rerank),
                 ("--lora", lora), ("--resume", resume or None),
                 ("--skip-existing", skip_existing or None), ("--dry-run", dry_run or None),
-                ("--wandb-project", wandb_project or None)) if value is not None]
+                ("--wandb-project", wandb_project or None), ("--clip-weights", clip_weights),
+                ("--clip-model", None if clip_model == "ViT-B-32" else clip_model))
+                if value is not None]
             _eval_upsampler(low_res, prompts, given, flags, options, precision)
             return
         assert prompts is not None
