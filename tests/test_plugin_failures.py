@@ -16,7 +16,7 @@ import torch
 from test_pipeline import tiny_glide
 from tiny_configs import tiny_config
 
-from glidectl import plugins
+from glidectl import plugin_guards, plugins
 from glidectl.errors import PluginError
 from glidectl.hookspecs import hookimpl
 from glidectl.samplers import Sampler
@@ -288,13 +288,13 @@ def test_trace_env_shows_where_a_plugin_raised_at_run_time(monkeypatch, capsys):
 
     monkeypatch.setenv("GLIDECTL_TRACE_PLUGINS", "1")
     with pytest.raises(PluginError, match="ValueError: no table"):
-        plugins.guard(schedule, "tracer", "schedule 'x'")(3, 0.1, 80.0)
+        plugin_guards.guard(schedule, "tracer", "schedule 'x'")(3, 0.1, 80.0)
     err = capsys.readouterr().err
     assert err.startswith("plugin 'tracer' raised:\nTraceback")
     assert 'raise ValueError("no table")' in err
     monkeypatch.delenv("GLIDECTL_TRACE_PLUGINS")
     with pytest.raises(PluginError):
-        plugins.guard(schedule, "tracer", "schedule 'x'")(3, 0.1, 80.0)
+        plugin_guards.guard(schedule, "tracer", "schedule 'x'")(3, 0.1, 80.0)
     assert capsys.readouterr().err == ""
 
 

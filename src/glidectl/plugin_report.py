@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from . import hookspecs, plugins
+from .plugin_guards import checked
 from .plugins import pm
 
 
@@ -24,7 +25,7 @@ def _collect(hook: str, plugin: Any) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 
     def register(name: str, obj: Any, aliases: tuple[str, ...] | list[str] = ()) -> None:
-        plugins.checked(hook, obj, pm.get_name(plugin) or "", name)
+        checked(hook, obj, pm.get_name(plugin) or "", name)
         entry = {"name": name.lower(), "aliases": [a.lower() for a in aliases]}
         description = getattr(obj, "description", None)
         if hook == "register_schedules" and obj.__doc__:  # a function: its docstring's start
