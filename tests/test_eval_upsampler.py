@@ -128,6 +128,32 @@ def test_an_image_smaller_than_the_upsampler_is_left_out_with_a_note(capsys, tmp
     assert [r["source"] for r in meta["images"]] == ["0.png", "2.png"]
 
 
+def test_an_upsampler_lora_is_scored_with_it_and_made_again_from_its_png(capsys, tmp_path,
+                                                                         upsampler):
+    import shutil
+
+    from tiny_configs import random_attention_adapter
+
+    shutil.copy(upsampler, tmp_path / "up.safetensors")
+    adapter = random_attention_adapter(tmp_path, "up.safetensors", std=0.5)
+    refs = captioned_folder(tmp_path / "refs")
+    outs = {}
+    for name, extra in (("plain", []), ("lora", ["--lora", str(adapter)])):
+        outs[name] = tmp_path / name
+        res = in_process(capsys, "eval", "--upsampler", tmp_path / "up.safetensors", "--low-res",
+                         refs, "--out", outs[name], *extra, *FAST)
+        assert res.returncode == 0, res.stderr
+    meta = json.loads((outs["lora"] / "metadata.json").read_text())
+    assert [lo["path"] for lo in meta["models"]["upsample"]["loras"]] == [str(adapter)]
+    png = outs["lora"] / "000_a-red-circle.png"
+    pixels = {k: np.asarray(Image.open(v / png.name)) for k, v in outs.items()}
+    assert not np.array_equal(pixels["plain"], pixels["lora"])  # the adapter is applied
+    again = tmp_path / "again"
+    res = in_process(capsys, "sample", "--from-png", png, "--out", again)
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(np.asarray(Image.open(next(again.glob("*.png")))), pixels["lora"])
+
+
 def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
     refs = captioned_folder(tmp_path / "refs")
     prompts = tmp_path / "prompts.txt"

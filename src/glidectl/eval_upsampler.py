@@ -38,7 +38,7 @@ from .evaluation import EvalReport, EventFn, _counts, _noop, _vocab_dir
 from .out_dir import prompt_record
 
 # flags of glidectl eval that only a base model's sampling uses
-BASE_ONLY_FLAGS = ("--sampler", "--steps", "--schedule", "--guidance", "--rerank", "--lora")
+BASE_ONLY_FLAGS = ("--sampler", "--steps", "--schedule", "--guidance", "--rerank")
 # flags this mode does not carry out (yet)
 UNSUPPORTED_FLAGS = ("--resume", "--skip-existing", "--dry-run", "--wandb-project",
                      "--clip-model", "--clip-weights")  # no CLIP score: the reference is known
@@ -316,7 +316,8 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
         fid = FidStream(str(options.fid_reference), features)
         fid_notes = None if features.available else f"FID/KID absent: {features.reason}."
     t0 = time.perf_counter()
-    pipeline = GlidePipeline.from_specs(None, settings.where("upsampler"), device=device,
+    pipeline = GlidePipeline.from_specs(None, settings.where("upsampler"),
+                                        loras=settings.where("loras"), device=device,
                                         precision=settings.precision, compile=options.compile,
                                         vocab_dir=_vocab_dir(options))
     load_s = time.perf_counter() - t0

@@ -281,7 +281,7 @@ def register(app: typer.Typer) -> None:
             given = [flag for flag, value in (
                 ("--base", base), ("--sampler", sampler), ("--steps", steps),
                 ("--schedule", schedule), ("--guidance", guidance), ("--rerank", rerank),
-                ("--lora", lora), ("--resume", resume or None),
+                ("--resume", resume or None),
                 ("--skip-existing", skip_existing or None), ("--dry-run", dry_run or None),
                 ("--wandb-project", wandb_project or None), ("--clip-weights", clip_weights),
                 ("--clip-model", None if clip_model == "ViT-B-32" else clip_model))
@@ -328,7 +328,7 @@ def _eval_upsampler(low_res: Path, prompts: Path | None, given: list[str],
     from ..eval_upsampler import refuse_flags, run_upsampler_eval, upsampler_settings
 
     refuse_flags(given, prompts, flags["upsampler"])
-    keep = ("upsampler", "n", "batch_size", "seed", "grey")
+    keep = ("upsampler", "n", "batch_size", "seed", "grey", "loras")
     settings, notes = upsampler_settings(
         {k: v for k, v in flags.items() if k in keep or k.startswith("upsample_stage.")},
         options, precision)
