@@ -20,8 +20,8 @@ Sections (each prints its figures; all are written to --out as JSON; --sections 
    images/s, upsampler >= 75.
 2b. the same steps with the network's forward and backward as CUDA graphs, each beside
    its eager twin on the same machine (what the host's per-kernel launch cost takes).
-2c. glidectl's Trainer on the official base from scratch at batch 16 and 64, eager and with
-   train.cuda_graphs: images/s as the run's metrics give them.
+2c. glidectl's Trainer on the official base from scratch at batch 16 and 64 (upsampler: 16),
+   eager and with train.cuda_graphs: images/s as the run's metrics give them.
 3. sampling throughput: base, 25 dpm++2m steps with guidance 3, then the upsampler (ddpm
    fast27), batch 16. Goal: >= 20 upsampled images/s.
 4. fp16 with a GradScaler through the real engine for 50 steps: no NaN, the loss falls.
@@ -448,8 +448,9 @@ def _engine_run(root: Path, name: str, precision: str, steps: int, tiny: bool,
 
 
 def trainer_section(args: argparse.Namespace, budget: Any) -> list[dict[str, Any]]:
-    """glidectl's Trainer (what ``glidectl train`` runs: data stream, accelerate, EMA, the
-    non-finite guard) on the base model from scratch, eager and with ``train.cuda_graphs``:
+    """glidectl's Trainer (what ``glidectl train`` and ``upsample`` run: data stream,
+    accelerate, EMA, the non-finite guard) on each of ``--kinds`` from scratch at its own
+    size (base at batch 16 and 64, upsampler at 16), eager and with ``train.cuda_graphs``:
     images/s from the run's own throughput meter (the log windows after the first, which
     holds the warm-up and the graph's recording), its share waiting for data, the last
     loss."""
@@ -460,15 +461,20 @@ def trainer_section(args: argparse.Namespace, budget: Any) -> list[dict[str, Any
 
     figures = []
     cuda = torch.cuda.is_available()
-    for batch in ([2] if args.tiny else [16, 64]):
+    plan = [(kind, batch) for kind in args.kinds for batch in (
+        [2] if args.tiny else [16, 64] if kind == "base" else [16])]
+    for kind, batch in plan:
         for graphs in (False, True):
-            if not budget(f"trainer {batch} {'graphs' if graphs else 'eager'}"):
-                figures.append({"batch": batch, "cuda_graphs": graphs, "skipped": "budget"})
+            if not budget(f"trainer {kind} {batch} {'graphs' if graphs else 'eager'}"):
+                figures.append({"kind": kind, "batch": batch, "cuda_graphs": graphs,
+                                "skipped": "budget"})
                 continue
             with tempfile.TemporaryDirectory(prefix="glidectl-bench-gpu-") as tmp:
                 cfg = GlideConfig()
+                cfg.model.kind = kind
                 cfg.model.size = "tiny" if args.tiny else "official"
-                cfg.data.source, cfg.data.resolution = "demo:shapes", 32 if args.tiny else 64
+                size = 32 if args.tiny else model_options(kind, False).image_size
+                cfg.data.source, cfg.data.resolution = "demo:shapes", size
                 cfg.data.workers = 0 if args.tiny else 4  # drawn as fast as a GPU trains
                 cfg.train.output_dir, cfg.train.name = tmp, "t"
                 cfg.train.steps, cfg.train.batch_size = 3 * args.trainer_log, batch
@@ -476,10 +482,10 @@ def trainer_section(args: argparse.Namespace, budget: Any) -> list[dict[str, Any
                 cfg.preview.every, cfg.checkpoint.every = 0, 0
                 cfg.log.every = args.trainer_log
                 case = _guarded(lambda cfg=cfg: _trainer_case(Trainer(cfg, quiet=True)))
-            case.update({"batch": batch, "cuda_graphs": graphs,
+            case.update({"kind": kind, "batch": batch, "cuda_graphs": graphs,
                          "precision": "bf16" if cuda else "fp32"})
             figures.append(case)
-            print(f"  Trainer, base, batch {batch:3d}, "
+            print(f"  Trainer, {kind:8s} batch {batch:3d}, "
                   f"{'CUDA graphs' if graphs else 'eager      '}: "
                   + (case["error"] if "error" in case else
                      f"{case['images_per_s']:7.1f} images/s (data wait "
@@ -605,7 +611,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("2b. training with the network as CUDA graphs, against eager")
         report["graphs"] = graphs_section(args, budget)
     if "trainer" in run:
-        print("2c. glidectl's Trainer, base model, eager and with train.cuda_graphs")
+        print("2c. glidectl's Trainer, eager and with train.cuda_graphs")
         report["trainer"] = trainer_section(args, budget)
     if "sampling" in run:
         print("3. sampling")
@@ -697,9 +703,16 @@ def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         out["busy"] = [c for c in old["busy"]
                        if (c.get("kind"), c.get("batch")) not in profiled] + [
             c for c in new.get("busy", []) if "skipped" not in c]
-    for section in ("graphs", "trainer"):
-        if section in old and section not in new:
-            out[section] = old[section]
+    if "graphs" in old and "graphs" not in new:
+        out["graphs"] = old["graphs"]
+    if "trainer" in old:  # keyed by case: a run of one kind keeps the other's figures
+
+        def key(c: dict[str, Any]) -> tuple:
+            return c.get("kind", "base"), c.get("batch"), c.get("cuda_graphs")
+
+        kept = {key(c): c for c in old["trainer"]}
+        kept |= {key(c): c for c in new.get("trainer", []) if "skipped" not in c}
+        out["trainer"] = list(kept.values())
     for section in ("sampling", "engine", "cuda_tests"):
         if section in old and not {"skipped", "error"} & old[section].keys() and (
                 section not in new or {"skipped", "error"} & new[section].keys()):

@@ -44,10 +44,11 @@ def test_every_section_runs_and_writes_its_figures(tmp_path, capsys):
     sampling = written["sampling"]
     assert sampling["images"] == sampling["batch"] == 4 and sampling["finite"]
     trainer = written["trainer"]  # the Trainer eagerly, and with train.cuda_graphs
-    assert [(c["batch"], c["cuda_graphs"]) for c in trainer] == [(2, False), (2, True)]
+    assert [(c["kind"], c["batch"], c["cuda_graphs"]) for c in trainer] == [
+        (kind, 2, graphs) for kind in ("base", "upsample") for graphs in (False, True)]
     assert all(c["images_per_s"] > 0 for c in trainer)
     gpu = torch.cuda.is_available()  # the engine trains there whatever --device says
-    assert [c["graphs_recorded"] for c in trainer] == [0, 1 if gpu else 0]  # no GPU: eager
+    assert [c["graphs_recorded"] for c in trainer] == [0, 1 if gpu else 0] * 2  # no GPU: eager
     engine = written["engine"]
     assert engine["all_finite"] and engine["identical_weights"]
     assert engine["deterministic"] == gpu  # train.deterministic is for GPUs
@@ -165,6 +166,11 @@ def test_merge_keeps_what_the_new_run_did_not_measure():
     busy_only = {k: v for k, v in new.items() if k not in ("training", "sampling", "engine")}
     out = bench.merged(old, busy_only)  # a run of --sections busy keeps every other figure
     assert out["training"] == old["training"] and out["engine"] == old["engine"]
+    trainer_old = {**old, "trainer": [{"batch": 16, "cuda_graphs": True, "images_per_s": 150.7}]}
+    up = {"kind": "upsample", "batch": 16, "cuda_graphs": True, "images_per_s": 40.0}
+    trainer = bench.merged(trainer_old, {**new, "trainer": [
+        up, {"kind": "base", "batch": 64, "cuda_graphs": True, "skipped": "budget"}]})["trainer"]
+    assert trainer == [trainer_old["trainer"][0], up]  # a base case from before --kinds upsample
     with pytest.raises(SystemExit, match="--merge: the report holds H figures"):
         bench.merged(old, {**new, "device": "cpu"})
 
