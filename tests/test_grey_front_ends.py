@@ -168,3 +168,31 @@ def test_the_web_ui_ticks_grey_for_an_upsampler_that_recommends_it(grey_upsample
     result = ui.generate("a cat", n=1, seed=1, base="base.safetensors", base_steps=2,
                          upsampler="up.safetensors", up_steps=2, sampler="euler")
     assert result.settings["grey"] is True and chroma(result.files[0]) == 0
+
+
+def test_eval_draws_as_grey_says_and_warns_of_a_schedule_fitted_to_the_other_ode(
+        grey_model, capsys, tmp_path):
+    """eval recorded --grey / --no-grey but drew the model's recommendation, and it dropped
+    the pipeline's warnings: a schedule file fitted to the other ODE went unsaid."""
+    import torch
+
+    from glidectl.glide import save_weights
+    from glidectl.samplers.tuned import write_schedule_file
+
+    colour = save_weights(tiny_glide("base", 0), tmp_path / "colour.safetensors")
+    schedule = tmp_path / "fitted in colour.json"
+    write_schedule_file(schedule, {2: torch.tensor([80.0, 1.0, 0.0])}, 0.002, 80.0, "test",
+                        grey=False)
+    (tmp_path / "p.txt").write_text("a cat\n")
+    for model, flag, grey in ((colour, "--grey", True), (grey_model, "--no-grey", False)):
+        out = tmp_path / flag
+        res = in_process(capsys, "eval", tmp_path / "p.txt", "--base", model, *COMMON,
+                         "--schedule", schedule, flag, "--out", out)
+        assert res.returncode == 0, res.stderr
+        png = sorted(out.glob("000_*.png"))[0]
+        assert json.loads((out / "metadata.json").read_text())["settings"]["grey"] is grey
+        assert (chroma(png) == 0) is grey
+        said = " ".join(res.stdout.split())
+        assert (f"Warning: Schedule file {str(schedule)!r} was fitted to the colour ODE, and "
+                "these images sample grey" in said) is grey, said
+        assert said.count("was fitted to") == int(grey)

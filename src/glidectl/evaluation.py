@@ -152,13 +152,19 @@ def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: E
 
 
 def _generate_all(plan: Plan, pipeline: Any, out: Path, scorer: Any, emit: EventFn,
-                  timings: dict[str, float]) -> set[int]:
+                  timings: dict[str, float], said: set[str]) -> set[int]:
     """Sample every pending batch and write each prompt once all its candidates exist;
-    returns the prompts written in this session."""
+    returns the prompts written in this session. The pipeline's warnings (a schedule file
+    fitted to another sampler, model or ODE) are said once, unless in ``said`` already."""
     settings, stage_opts = plan.settings, plan.settings.stage_options()
     candidates: dict[int, dict[int, Any]] = {}
     fresh: set[int] = set()
     t_gen = time.perf_counter()
+
+    def warn(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            emit("note", text=f"Warning: {message}")
 
     def on_step(stage: str, done: int, stage_total: int) -> None:
         if done == 1:
@@ -170,7 +176,7 @@ def _generate_all(plan: Plan, pipeline: Any, out: Path, scorer: Any, emit: Event
         seeds = [image_seed(settings.seed, i, j) for i, j in batch]
         images = pipeline.generate(
             [plan.prompts[i] for i, _ in batch], seeds=seeds, batch_size=len(batch),
-            on_step=on_step, timings=timings, warn=lambda m: None,
+            on_step=on_step, timings=timings, warn=warn, grey=b.grey, upsample_grey=u.grey,
             sampler=b.sampler, steps=b.steps, guidance=b.guidance, schedule=b.schedule,
             upsample_sampler=u.sampler, upsample_steps=u.steps, upsample_guidance=u.guidance,
             upsample_schedule=u.schedule)
@@ -258,22 +264,25 @@ def _load_metrics(options: RunOptions, settings: EvalSettings, device: str
     return scorer, clip_reason, fid_features, notes
 
 
-def _read_prompts_as_used(pipeline: Any, plan: Plan, emit: EventFn) -> None:
-    """Warn once per prompt longer than a model reads; keep what the base model reads of
-    long prompts (their captions) in ``plan.used``."""
+def _read_prompts_as_used(pipeline: Any, plan: Plan, emit: EventFn) -> set[str]:
+    """Warn once per prompt longer than a model reads (returns the warnings); keep what the
+    base model reads of long prompts (their captions) in ``plan.used``."""
     from .pipeline import prompt_warnings
     from .sampling import prompt_used
 
+    said: set[str] = set()
     for stage, model in pipeline.stage_models().items():
         tok = pipeline.tokenizer if stage == "base" else pipeline.upsampler_tokenizer
         ctx = model.options.text_ctx
         for text in prompt_warnings(tok, plan.prompts, ctx):
             emit("note", text=text)
+            said.add(text)
         if stage == "base":
             plan.used = [p if len(p) <= PROMPT_EXCERPT_CHARS else prompt_used(tok, p, ctx)
                          for p in plan.prompts]
             plan.cut = {i: prompt_used(tok, p, ctx) for i, p in enumerate(plan.prompts)
                         if tok.count(p) > ctx}
+    return said
 
 def _grid_max(options: RunOptions, prior: dict[str, Any] | None, emit: EventFn) -> int:
     """``--grid-max``, else (``--resume``) the value the run recorded, else GRID_MAX. A
@@ -368,7 +377,7 @@ def run_eval(
         header["grid_max"] = grid_max = _grid_max(options, prior, emit)
         if continues(options, prior, out):
             check_continues(options, prior, out, prompts, settings, models, header)
-        _read_prompts_as_used(pipeline, plan, emit)
+        said = _read_prompts_as_used(pipeline, plan, emit)
 
         clean_temp_files(out)
         sessions = list((prior or {}).get("sessions", [])) if options.resume else []
@@ -377,7 +386,7 @@ def run_eval(
         emit("start", total=total, done=len(plan.done) * settings.n, out=str(out))
         timings: dict[str, float] = {}
         t_gen = time.perf_counter()
-        fresh = _generate_all(plan, pipeline, out, scorer, emit, timings)
+        fresh = _generate_all(plan, pipeline, out, scorer, emit, timings, said)
         gen_s = time.perf_counter() - t_gen
         t_metrics = time.perf_counter()
         fid = None
