@@ -530,7 +530,7 @@ def test_a_file_fitted_to_the_other_ode_than_the_one_sampled_is_named(run, weigh
         assert res.returncode == 0, res.stderr
         assert (said in res.stderr) if said else ("these images sample" not in res.stderr)
         if said:  # the refit names the other ODE's flag and the file
-            assert f"--method bespoke {'--no-grey' if fitted else '--grey'} --out" in \
+            assert f"--method bespoke --calls 3 {'--no-grey' if fitted else '--grey'} --out" in \
                 res.stderr, res.stderr
 
 

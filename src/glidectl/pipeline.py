@@ -301,11 +301,12 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 continue
             messages.append(schedule_file_warning(opts.schedule, opts.sampler))
             record = self.records.get(stage)
+            up = stage == "upsample"
             messages.append(grey_warning(opts.schedule, opts.grey,
-                                         record.spec if record is not None else None))
+                                         record.spec if record is not None else None, up))
             if record is not None and self.stage_models().get(stage) is not None:
                 messages.append(model_warning(opts.schedule, lambda r=record: r.sha256,
-                                              record.spec))
+                                              record.spec, up))
         first = self.base if low_res is None else self.upsampler
         if first is not None and first.options.inpaint and inpaint_image is None:
             messages.append(f"{a_or_an(first.options.kind).capitalize()} model without an "

@@ -175,7 +175,9 @@ def test_a_file_for_another_sampler_warns_naming_the_samplers_own_schedule(tmp_p
 
 def test_a_file_fitted_to_other_weights_names_a_refit_that_runs(tmp_path) -> None:
     """The refit it named (`glidectl fit-steps MODEL`) stopped for want of prompts, then of
-    --overwrite; the command given now parses and replaces this file."""
+    --overwrite, and fitted the default 10 calls (a bespoke file then had no coefficients for
+    the steps it was used at); the command given now parses and replaces this file at the
+    step counts it holds."""
     import shlex
 
     import typer
@@ -187,11 +189,28 @@ def test_a_file_fitted_to_other_weights_names_a_refit_that_runs(tmp_path) -> Non
     path.parent.mkdir()
     for sampler, how in (("unipc", ["--sampler", "unipc"]), ("bespoke", ["--method", "bespoke"]),
                          (None, ["--method", "gits"])):
-        write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0,
+        write_schedule_file(path, {12: torch.linspace(80.0, 0.1, 12).tolist() + [0.0],
+                                   3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0,
                             "test", sampler=sampler, model_sha256="0" * 64)
         text = model_warning(path, lambda: "1" * 64, str(path.parent))
         words = shlex.split(text.split("refit it with ")[1].rstrip("."))
         assert words == ["glidectl", "fit-steps", str(path.parent), "--prompts", "PROMPTS.txt",
-                         *how, "--out", str(path), "--overwrite"]
+                         *how, "--calls", "3", "--calls", "12", "--out", str(path),
+                         "--overwrite"]
         fit_steps = typer.main.get_command(build_app()).commands["fit-steps"]
         fit_steps.make_context("glidectl fit-steps", words[2:])  # every flag is fit-steps'
+
+
+def test_an_upsamplers_file_is_not_told_to_refit_with_fit_steps(tmp_path) -> None:
+    """fit-steps refuses upsamplers, so an upsampler's schedule file fitted to other weights
+    or to the other ODE is told to be dropped, not refitted with the upsampler."""
+    from glidectl.samplers.tuned import grey_warning, model_warning
+
+    path = tmp_path / "schedule.json"
+    write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0, "test",
+                        model_sha256="0" * 64, grey=True)
+    for text in (model_warning(path, lambda: "1" * 64, "up.safetensors", upsampler=True),
+                 grey_warning(path, False, "up.safetensors", upsampler=True)):
+        assert text.endswith(" drop it from the upsampler stage (glidectl fit-steps fits "
+                             "base models only)."), text
+        assert "fit-steps up.safetensors" not in text

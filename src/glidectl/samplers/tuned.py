@@ -179,41 +179,55 @@ def schedule_file_warning(path: str | Path, sampler: str) -> str | None:
             f"{'--method bespoke' if sampler == 'bespoke' else f'--sampler {sampler}'}.")
 
 
-def model_warning(path: str | Path, model_sha256: Callable[[], str | None], model: str
-                  ) -> str | None:
+def model_warning(path: str | Path, model_sha256: Callable[[], str | None], model: str,
+                  upsampler: bool = False) -> str | None:
     """One sentence when a schedule file records a fit to other weights than ``model``'s
-    (``model_sha256()``, asked only when the file records one), else None."""
+    (``model_sha256()``, asked only when the file records one), else None. ``upsampler``:
+    the file is the upsampler's, which fit-steps does not fit."""
     data = _load(path)
     fitted = data.get("model_sha256")
     if not isinstance(fitted, str) or fitted == (sha := model_sha256()) or not sha:
         return None
+    fix = UPSAMPLER_FIX if upsampler else f"refit it with {_refit(path, data, model)}"
     return (f"Schedule file {str(path)!r} was fitted to other weights (sha256 "
             f"{one_line(fitted)[:12]}…) than {model} ({sha[:12]}…): its steps suit "
-            f"that model's ODE; refit it with {_refit(path, data, model)}.")
+            f"that model's ODE; {fix}.")
+
+
+# what an upsampler's mismatched schedule file can do instead of a refit
+UPSAMPLER_FIX = ("drop it from the upsampler stage (glidectl fit-steps fits base models "
+                 "only)")
 
 
 def _refit(path: str | Path, data: dict, model: str, *more: str) -> str:
-    """The fit-steps command that fits ``path`` again as it was fitted (``more``: flags)."""
+    """The fit-steps command that fits ``path`` again as it was fitted (the same method and
+    step counts; ``more``: flags)."""
     tuned = data.get("sampler")
     how = (["--method", "gits"] if tuned is None else ["--method", "bespoke"]
            if tuned == "bespoke" else ["--sampler", one_line(str(tuned))])
+    rows = data.get("positions")
+    counts = sorted(int(n) for n in rows if str(n).isdigit()) if isinstance(rows, dict) else []
+    calls = [word for n in counts for word in ("--calls", str(n))]
     return shlex.join(["glidectl", "fit-steps", model, "--prompts", "PROMPTS.txt", *how,
-                       *more, "--out", str(path), "--overwrite"])
+                       *calls, *more, "--out", str(path), "--overwrite"])
 
 
-def grey_warning(path: str | Path, grey: bool, model: str | None = None) -> str | None:
+def grey_warning(path: str | Path, grey: bool, model: str | None = None,
+                 upsampler: bool = False) -> str | None:
     """One sentence when a schedule file records a fit to another ODE than the one sampled
     (``grey``: x0 predictions projected onto grey, ``glidectl sample --grey``), else None
-    (files from before ``grey`` was recorded say nothing)."""
+    (files from before ``grey`` was recorded say nothing). ``upsampler``: the file is the
+    upsampler's, which fit-steps does not fit."""
     data = _load(path)
     fitted = data.get("grey")
     if not isinstance(fitted, bool) or fitted == grey:
         return None
     ode, sampled = ("grey sampling's ODE", "in colour") if fitted else ("the colour ODE", "grey")
-    refit = _refit(path, data, model or "MODEL", "--grey" if grey else "--no-grey")
+    fix = UPSAMPLER_FIX if upsampler else "refit it with " + _refit(
+        path, data, model or "MODEL", "--grey" if grey else "--no-grey")
     return (f"Schedule file {str(path)!r} was fitted to {ode}, and these images sample "
             f"{sampled}: its steps suit the other ODE; sample with "
-            f"{'--grey' if fitted else '--no-grey'}, or refit it with {refit}.")
+            f"{'--grey' if fitted else '--no-grey'}, or {fix}.")
 
 
 def has_coefficients(path: str | Path, n: int) -> bool:
