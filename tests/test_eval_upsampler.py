@@ -159,6 +159,20 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n", encoding="utf-8")
     up = ["--upsampler", str(upsampler)]
+    if case in ("base model", "base lora"):
+        from tiny_configs import random_attention_adapter
+
+        from glidectl.glide import save_weights
+
+        save_weights(tiny_glide("base", 0), tmp_path / "base.safetensors")
+        if case == "base model":
+            up = ["--upsampler", str(tmp_path / "base.safetensors")]
+        else:
+            up += ["--lora", str(random_attention_adapter(tmp_path, "base.safetensors", 0.5))]
+    if case == "out holds files":
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "notes.md").write_text("my own notes", encoding="utf-8")
+        up += ["--out", str(tmp_path / "mine")]
     if case == "no captions":
         (refs / "1.txt").unlink()
     if case == "no images":
@@ -180,6 +194,9 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
         "no images": ["--low-res", str(refs), *up],
         "no captions": ["--low-res", str(refs), *up],
         "too small": ["--low-res", str(refs), *up],
+        "base model": ["--low-res", str(refs), *up],
+        "base lora": ["--low-res", str(refs), *up],
+        "out holds files": ["--low-res", str(refs), *up],
     }[case]
 
 
@@ -201,6 +218,13 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
     ("no captions", "refs/1.txt'), or a metadata.jsonl"),
     ("too small", "none of its 3 images could be used (too_small 3); pass readable images of "
                   "at least 32 px"),
+    ("base model", "base.safetensors' is a 'base' model, and --low-res upsamples with an "
+                   "upsample model; pass one (a glidectl upsample run or openai:upsample) as "
+                   "--upsampler, or drop --low-res to sample this model as the base (--base)."),
+    ("base lora", "my-lora' was trained for a 'base' model, and with --low-res DIR only the "
+                  "upsampler runs; drop this --lora"),
+    ("out holds files", "mine' already holds files, and an upsampler eval neither resumes "
+                        "nor adds to a folder; pass a new or empty --out"),
 ])
 def test_what_an_upsampler_eval_cannot_use_is_one_sentence_and_leaves_no_folder(
         capsys, tmp_path, upsampler, monkeypatch, case, sentence):
@@ -210,6 +234,8 @@ def test_what_an_upsampler_eval_cannot_use_is_one_sentence_and_leaves_no_folder(
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert sentence in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "eval").exists()
+    if case == "out holds files":  # the user's files are left as they were, alone
+        assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.md"]
 
 
 def test_the_input_is_downscaled_with_the_filter_the_run_trained_with(capsys, tmp_path,

@@ -444,6 +444,20 @@ def test_upsampler_stage_defaults_to_fast27_ddpm_whatever_its_checkpoint_records
     assert (up.sampler, up.steps) == ("euler", 5)
 
 
+def test_a_base_model_as_the_upsampler_of_low_res_input_is_not_told_to_pass_base(base) -> None:
+    """With --low-res no base model runs (eval refuses --base there): the upsampler that is
+    a base model is told to drop --low-res or name an upsample model, however it is built."""
+    from glidectl.pipeline import GlidePipeline, check_pair
+
+    said = (r"The upsampler 'runs/b' is a 'base' model, and --low-res upsamples with an "
+            r"upsample model; pass one \(a glidectl upsample run or openai:upsample\) as "
+            r"--upsampler, or drop --low-res to sample this model as the base \(--base\)\.")
+    with pytest.raises(GlidectlError, match=said):
+        check_pair(None, base.options, {"upsample": "runs/b"}, alone=True)
+    with pytest.raises(GlidectlError, match="The upsampler is a 'base' model, and low_res "):
+        GlidePipeline(None, base)
+
+
 def test_pairs_are_checked_kind_first_however_the_pipeline_is_built(base, upsampler) -> None:
     from glidectl.pipeline import GlidePipeline
 

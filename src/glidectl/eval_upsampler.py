@@ -27,6 +27,7 @@ from .eval_outputs import (
     claim_folder,
     grid,
     grid_prompts,
+    holds_files,
     image_stems,
     index_width,
     write_json,
@@ -86,6 +87,22 @@ def refuse_flags(given: Sequence[str], prompts: Path | None, upsampler: str | No
     if unsupported:
         raise GlidectlError(f"{', '.join(unsupported)} cannot be used with --low-res DIR (an "
                             "upsampler eval runs whole, into a new --out); drop it.")
+
+
+def check_loras(loras: Sequence[str]) -> None:
+    """One sentence, before any model loads, for a ``--lora`` trained for a model that is no
+    upsampler: with ``--low-res DIR`` only the upsampler runs."""
+    from .errors import a_or_an
+    from .lora import parse_lora_spec
+    from .lora.files import read_adapter
+
+    for spec in map(parse_lora_spec, loras):
+        kind = read_adapter(spec.path).meta.get("model_kind")
+        if kind and not str(kind).startswith("upsample"):
+            raise GlidectlError(
+                f"LoRA {spec.path!r} was trained for {a_or_an(repr(kind))} model, and with "
+                "--low-res DIR only the upsampler runs; drop this --lora (a base model's "
+                "adapter is evaluated with glidectl eval PROMPTS.txt --lora PATH).")
 
 
 def upsampler_settings(flags: dict[str, Any], options: RunOptions,
@@ -300,12 +317,17 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     folder = Path(low_res_dir)
     source = check_folder(folder)
-    check_models(None, settings.where("upsampler"))
+    check_models(None, settings.where("upsampler"), alone=True)
+    check_loras(settings.where("loras"))
     plugins.samplers().get(settings.upsample_stage.sampler)
     if options.fid_reference:
         from .fid import check_reference
 
         check_reference(str(options.fid_reference), len(source.files) * settings.n)
+    if options.out is not None and Path(options.out).is_dir() and holds_files(Path(options.out)):
+        raise GlidectlError(f"--out {str(options.out)!r} already holds files, and an upsampler "
+                            "eval neither resumes nor adds to a folder; pass a new or empty "
+                            "--out (or none, for the next eval/NNNN).")
     out = resolve_out([], options)
     device = pick_device(options.device)
     fid = fid_notes = None

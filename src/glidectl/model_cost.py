@@ -50,11 +50,12 @@ def spec_options(spec: str) -> tuple[Any, Path | None]:
     )
 
 
-def check_models(base: str | None, upsampler: str | None) -> None:
+def check_models(base: str | None, upsampler: str | None, alone: bool = False) -> None:
     """One sentence, before anything about a run is said, when ``base`` or ``upsampler``
     names no usable model: no such file or run, a damaged .safetensors header, a model of
-    the wrong kind or size for its stage. Reads no weights (a .safetensors header only) and
-    downloads nothing."""
+    the wrong kind or size for its stage (``alone``: the upsampler runs without a base, on
+    ``--low-res`` input). Reads no weights (a .safetensors header only) and downloads
+    nothing."""
     from .glide.checkpoints import metadata_options
     from .glide.loading import check_spec
     from .glide.options import KINDS, official_options
@@ -72,7 +73,7 @@ def check_models(base: str | None, upsampler: str | None) -> None:
             options = metadata_options(path)
         if options is not None:
             found[stage], names[stage] = options, spec
-    check_pair(found.get("base"), found.get("upsample"), names)
+    check_pair(found.get("base"), found.get("upsample"), names, alone)
 
 
 def model_cost(options: Any, batch: int, guided: bool) -> dict[str, Any]:

@@ -15,12 +15,19 @@ from .glide.options import UPSAMPLE_FACTOR
 from .sampling import model_device
 
 
-def check_pair(base: Any, upsampler: Any, names: dict[str, str] | None = None) -> None:
+def check_pair(base: Any, upsampler: Any, names: dict[str, str] | None = None,
+               alone: bool = False) -> None:
     """Refuse a base and an upsampler (their ModelOptions, either may be None) that cannot
     be chained: each of the right kind, the upsampler's input the base's output size.
-    ``names``: the specs by stage ("base", "upsample"), to name them in the message."""
+    ``names``: the specs by stage ("base", "upsample"), to name them in the message;
+    ``alone``: the upsampler runs on its own (``--low-res``), with no base to pass."""
     names = names or {}
     up, b = (f" {names[s]!r}" if s in names else "" for s in ("upsample", "base"))
+    if upsampler is not None and not upsampler.super_res and alone:
+        raise GlidectlError(f"The upsampler{up} is {a_or_an(repr(upsampler.kind))} model, and "
+                            "--low-res upsamples with an upsample model; pass one (a glidectl "
+                            "upsample run or openai:upsample) as --upsampler, or drop --low-res "
+                            "to sample this model as the base (--base).")
     if upsampler is not None and not upsampler.super_res:
         raise GlidectlError(f"The upsampler{up} is {a_or_an(repr(upsampler.kind))} model; "
                             "pass it as the base (--base) and an upsample model (a glidectl "
@@ -43,7 +50,7 @@ def check_pair(base: Any, upsampler: Any, names: dict[str, str] | None = None) -
 def _check_models(base: torch.nn.Module | None, upsampler: torch.nn.Module | None,
                   records: dict[str, ModelRecord]) -> None:
     check_pair(*(m.options if m is not None else None for m in (base, upsampler)),
-               {stage: r.spec for stage, r in records.items()})
+               {stage: r.spec for stage, r in records.items()}, alone=base is None)
 
 
 @dataclass

@@ -323,7 +323,8 @@ def _sample(
     up_spec = resolve_upsampler(base, upsampler)
     if low_res is not None and up_spec is None:
         raise GlidectlError("--low-res needs an upsampler: pass --upsampler SPEC.")
-    check_models(base_spec, up_spec)  # nothing is said about a run that cannot start
+    # nothing is said about a run that cannot start
+    check_models(base_spec, up_spec, alone=low_res is not None)
     if base_note:
         err.print(base_note, markup=False, highlight=False, soft_wrap=True)
     given = [p.opts[0] for p in ctx.command.params
