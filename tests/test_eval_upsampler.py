@@ -175,6 +175,8 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
         up += ["--out", str(tmp_path / "mine")]
     if case == "no captions":
         (refs / "1.txt").unlink()
+    if case == "latin-1 caption":
+        (refs / "2.txt").write_bytes("a caf\xe9 table".encode("latin-1"))
     if case == "no images":
         for p in refs.glob("*.png"):
             p.unlink()
@@ -194,6 +196,7 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
         "no images": ["--low-res", str(refs), *up],
         "no captions": ["--low-res", str(refs), *up],
         "too small": ["--low-res", str(refs), *up],
+        "latin-1 caption": ["--low-res", str(refs), *up],
         "base model": ["--low-res", str(refs), *up],
         "base lora": ["--low-res", str(refs), *up],
         "out holds files": ["--low-res", str(refs), *up],
@@ -218,6 +221,9 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
     ("no captions", "refs/1.txt'), or a metadata.jsonl"),
     ("too small", "none of its 3 images could be used (too_small 3); pass readable images of "
                   "at least 32 px"),
+    ("latin-1 caption", "refs': 1 of 3 images have a caption file that is not UTF-8 text "
+                        "(first: '"),
+    ("latin-1 caption", "refs/2.png'); save each caption as UTF-8."),
     ("base model", "base.safetensors' is a 'base' model, and --low-res upsamples with an "
                    "upsample model; pass one (a glidectl upsample run or openai:upsample) as "
                    "--upsampler, or drop --low-res to sample this model as the base (--base)."),

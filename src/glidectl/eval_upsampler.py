@@ -147,15 +147,22 @@ def check_folder(folder: Path) -> Any:
         raise GlidectlError(f"--low-res {str(folder)!r} holds no images "
                             f"({' '.join(IMAGE_EXTENSIONS)}); put the reference images there, "
                             "each with its caption in a .txt file of the same name.")
-    counter, missing = RejectionCounter(), []
+    counter, missing, not_utf8 = RejectionCounter(), [], []
     for unit in source.units():
         for raw in source.read(unit, counter):
             try:
                 text = decode_caption(raw.caption)
             except Rejected:
-                text = None
+                not_utf8.append(unit)
+                continue
             if not (text or "").strip():
                 missing.append(unit)
+    if not_utf8:
+        first = folder / str(not_utf8[0])
+        raise GlidectlError(
+            f"--low-res {str(folder)!r}: {len(not_utf8)} of {len(source.files)} images have a "
+            f"caption file that is not UTF-8 text (first: {str(first)!r}); save each caption "
+            "as UTF-8.")
     if missing:
         first = folder / str(missing[0])
         raise GlidectlError(
