@@ -119,11 +119,16 @@ def test_an_upsampler_eval_writes_scored_images_that_sample_makes_again(
 def test_an_image_smaller_than_the_upsampler_is_left_out_with_a_note(capsys, tmp_path,
                                                                      upsampler):
     refs = captioned_folder(tmp_path / "refs", [(40, 36), (20, 20), (36, 36)])
+    (refs / "3.heic").write_bytes(b"not read")  # what the folder scan leaves out is said too
+    (refs / "metadata.jsonl").write_text('{"file_name": "0.png", "text": "a red\n', "utf-8")
     out = tmp_path / "out"
     res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out", out,
                      *FAST)
     assert res.returncode == 0, res.stderr
     assert "Note: 1 image of" in res.stdout and "'1.png'" in res.stdout
+    said = " ".join(res.stdout.split())
+    assert "1 image file of kinds glidectl does not read left out (.heic 1)" in said, said
+    assert "1 metadata row or file could not be read ('metadata.jsonl' line 1, not JSON)" in said
     meta = json.loads((out / "metadata.json").read_text())
     assert [r["source"] for r in meta["images"]] == ["0.png", "2.png"]
 

@@ -313,6 +313,7 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     those of bicubic upscaling (and FID/KID with ``options.fid_reference``). Events as
     :func:`glidectl.evaluation.run_eval` sends them."""
     from . import plugins
+    from .data.source_api import source_notes
     from .devices import pick_device
     from .eval_metrics import MetricResult
     from .model_cost import check_models
@@ -360,7 +361,8 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     if first is None:
         raise GlidectlError(f"--low-res {str(folder)!r} gave no images; put captioned "
                             "reference images there.")
-    for text in [*notes, *filter(None, [fid_notes]),
+    for text in [*notes, *(f"Note: {note}" for note in source_notes(source)),
+                 *filter(None, [fid_notes]),
                  *(f"Warning: {w}" for w in pipeline.vocab_dir_warnings(False))]:
         emit("note", text=text)
     grid_max = options.grid_max or GRID_MAX
