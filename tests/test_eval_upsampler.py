@@ -126,6 +126,7 @@ def test_an_image_smaller_than_the_upsampler_is_left_out_with_a_note(capsys, tmp
                      *FAST)
     assert res.returncode == 0, res.stderr
     assert "Note: 1 image of" in res.stdout and "'1.png'" in res.stdout
+    assert "2/2" in res.stdout and "2/3" not in res.stdout  # the progress bar ends full
     said = " ".join(res.stdout.split())
     assert "1 image file of kinds glidectl does not read left out (.heic 1)" in said, said
     assert "1 metadata row or file could not be read ('metadata.jsonl' line 1, not JSON)" in said

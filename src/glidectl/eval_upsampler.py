@@ -311,7 +311,8 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     """Upsample every image of ``low_res_dir`` (``settings.n`` times each) into a numbered
     folder with grid.png and metadata.json holding PSNR/SSIM per image, their means and
     those of bicubic upscaling (and FID/KID with ``options.fid_reference``). Events as
-    :func:`glidectl.evaluation.run_eval` sends them."""
+    :func:`glidectl.evaluation.run_eval` sends them, and total(total) when images of DIR
+    are left out (fewer than start's)."""
     from . import plugins
     from .data.source_api import source_notes
     from .devices import pick_device
@@ -439,6 +440,8 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
             while len(pending) >= batch_size:
                 run(pending[:batch_size])
                 pending = pending[batch_size:]
+        if len(captions) < len(source.files):  # images left out: the bar ends at its end
+            emit("total", total=len(captions) * n)
         if pending:
             run(pending)
         gen_s = time.perf_counter() - t_gen

@@ -57,6 +57,8 @@ class _RichEvents:
             p.start()
             self.tasks["overall"] = p.add_task(
                 "images", total=info["total"], completed=info["done"], rate="")
+        elif kind == "total":  # fewer images than announced (an upsampler eval's left out)
+            p.update(self.tasks["overall"], total=info["total"])
         elif kind == "stage":
             name = info["stage"]
             if name not in self.tasks:
