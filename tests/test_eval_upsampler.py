@@ -288,3 +288,25 @@ def test_fid_scores_the_upsampled_images_against_a_reference_folder(capsys, tmp_
     metric = json.loads((out / "metadata.json").read_text())["metrics"]["fid"]
     assert (metric["fid_fake"], metric["fid_real"]) == (6, 3) and metric["fid"] > 0
     assert "FID" in res.stdout
+
+
+def test_files_written_into_out_while_the_models_load_are_left_alone(capsys, tmp_path,
+                                                                      upsampler, monkeypatch):
+    """--out is checked again once this eval holds it (as eval PROMPTS does): another eval
+    that wrote there meanwhile kept its images, which this one would have written over."""
+    from glidectl.pipeline import GlidePipeline
+
+    refs, out = captioned_folder(tmp_path / "refs"), tmp_path / "out"
+    load = GlidePipeline.from_specs
+
+    def load_while_another_eval_writes(*args, **kwargs):
+        out.mkdir()
+        (out / "000_a-red-circle.png").write_bytes(b"theirs")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(GlidePipeline, "from_specs", load_while_another_eval_writes)
+    res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out", out,
+                     *FAST)
+    assert res.returncode == 2 and "already holds files, and an upsampler eval" in res.stderr
+    assert (out / "000_a-red-circle.png").read_bytes() == b"theirs"
+    assert not (out / "inputs").exists() and not (out / "metadata.json").exists()

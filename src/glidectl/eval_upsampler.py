@@ -173,6 +173,14 @@ def check_folder(folder: Path) -> Any:
     return source
 
 
+def refuse_files(out: Path) -> None:
+    """One sentence when ``out`` holds files: an upsampler eval writes a new folder only."""
+    if out.is_dir() and holds_files(out):
+        raise GlidectlError(f"--out {str(out)!r} already holds files, and an upsampler eval "
+                            "neither resumes nor adds to a folder; pass a new or empty --out "
+                            "(or none, for the next eval/NNNN).")
+
+
 def training_resample(weights: Path | None) -> str:
     """``data.low_res_resample`` of the run whose folder holds ``weights`` (its config.toml up
     to three folders above: ``RUN/checkpoints/step-N/ema.safetensors``), else the default."""
@@ -333,10 +341,8 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
         from .fid import check_reference
 
         check_reference(str(options.fid_reference), len(source.files) * settings.n)
-    if options.out is not None and Path(options.out).is_dir() and holds_files(Path(options.out)):
-        raise GlidectlError(f"--out {str(options.out)!r} already holds files, and an upsampler "
-                            "eval neither resumes nor adds to a folder; pass a new or empty "
-                            "--out (or none, for the next eval/NNNN).")
+    if options.out is not None:
+        refuse_files(Path(options.out))
     out = resolve_out([], options)
     device = pick_device(options.device)
     fid = fid_notes = None
@@ -383,6 +389,7 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
         emit("step", stage=stage)
 
     with claim_folder(out, numbered=options.out is None) as out:
+        refuse_files(out)  # again now that it is this process's: another eval may have written
         header = _header(folder, out, settings, pipeline, device, options, grid_max)
         header["low_res_resample"] = resample
         captions: list[str] = []
