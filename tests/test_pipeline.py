@@ -493,6 +493,43 @@ def test_image_and_mask_tensors_of_any_height_are_resized_to_the_model() -> None
     assert as_mask_tensor(torch.ones(20, 12), 12).shape == (1, 1, 12, 12)
 
 
+def test_a_low_res_file_is_read_as_training_reads_its_images(tmp_path) -> None:
+    """Input images (--low-res, --inpaint-image, preview.low_res) were read with PIL's
+    convert("RGB"): an EXIF-rotated photo came in sideways, a 16-bit PNG white, a transparent
+    pixel as its hidden colour; they are read as the data pipeline (the upsampler's training,
+    eval --low-res's references) reads them."""
+    import numpy as np
+    from PIL import Image
+
+    from glidectl.data.images import open_image
+    from glidectl.images import from_pil
+    from glidectl.sampling import as_image_tensor
+    from glidectl.training.previews import _load_low_res
+
+    halves = np.zeros((8, 16, 3), np.uint8)
+    halves[:, 8:] = 255
+    photo = Image.fromarray(halves)
+    exif = photo.getexif()
+    exif[0x0112] = 6  # stored sideways: shown turned 90° clockwise
+    photo.save(tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=100)
+    Image.fromarray(np.full((8, 8), 30000, np.uint16)).save(tmp_path / "deep.png")
+    clear = np.zeros((8, 8, 4), np.uint8)
+    clear[..., 0] = 255  # red, fully transparent
+    Image.fromarray(clear).save(tmp_path / "clear.png")
+    for name in ("rotated.jpg", "deep.png", "clear.png"):
+        path = tmp_path / name
+        read = from_pil(open_image(path)[0], 8)
+        assert torch.equal(as_image_tensor(path, 8), read), name
+        assert torch.equal(_load_low_res([str(path)], 8), read), name  # preview.low_res
+    noise = np.random.default_rng(0).integers(0, 256, (36, 40, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "whole.png")
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[:len(data) // 2])  # was an OSError traceback
+    with pytest.raises(GlidectlError, match=r"Cannot read image '.*cut.png' \(image file is "
+                                            r"truncated"):
+        as_image_tensor(tmp_path / "cut.png", 8)
+
+
 def test_low_res_holds_one_image_or_one_per_image(upsampler) -> None:
     from glidectl.pipeline import GlidePipeline
 

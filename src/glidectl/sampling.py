@@ -322,7 +322,8 @@ def _split(stage: StageOptions, options: dict[str, Any]) -> tuple[StageOptions, 
 
 def as_image_tensor(image: Any, size: int, what: str = "image") -> torch.Tensor:
     """A path, PIL image or [N,]3,H,W tensor in [−1, 1] → [N,3,size,size]: the centre square,
-    bicubic-resized."""
+    bicubic-resized. Images are read to RGB as training reads them (a file turned upright by
+    its EXIF orientation, 16-bit levels scaled, transparency over white)."""
     if isinstance(image, torch.Tensor):
         t = (image[None] if image.ndim == 3 else image).float()
         if t.numel() and (t.min() < -1.01 or t.max() > 1.01):
@@ -334,7 +335,9 @@ def as_image_tensor(image: Any, size: int, what: str = "image") -> torch.Tensor:
             t = torch.nn.functional.interpolate(_centre(t), size=(size, size), mode="bicubic",
                                                 align_corners=False).clamp(-1, 1)
         return t
-    return from_pil(_open(image), size)
+    from .data.images import to_rgb
+
+    return from_pil(to_rgb(_open(image))[0], size)  # 16-bit, alpha, CMYK: as training reads
 
 
 def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
@@ -397,10 +400,14 @@ def _name(image: Any) -> str:
 
 
 def _open(image: Any) -> Image.Image:
+    from .data.images import apply_orientation
+
     if isinstance(image, Image.Image):
         return image
-    try:
-        return Image.open(image)
+    try:  # read whole (a truncated file fails here), upright by its EXIF orientation
+        image_file = Image.open(image)
+        image_file.load()
+        return apply_orientation(image_file)
     except (OSError, ValueError) as exc:
         raise GlidectlError(
             f"Cannot read image {str(image)!r} ({exc}); pass a PNG or JPEG."

@@ -80,7 +80,7 @@ def open_image(
     _check_size(original, min_size, max_pixels)
     try:
         stored = img.size
-        img = _apply_orientation(img)
+        img = apply_orientation(img)
         if img.size != stored:  # turned by 90°: the size as displayed
             original = (original[1], original[0])
         rgb, converted = to_rgb(img)
@@ -103,7 +103,7 @@ def _check_size(size: tuple[int, int], min_size: int, max_pixels: int) -> None:
         raise Rejected("too_small")
 
 
-def _apply_orientation(img: Image.Image) -> Image.Image:
+def apply_orientation(img: Image.Image) -> Image.Image:
     """Honour the EXIF orientation tag; broken EXIF leaves the image as stored."""
     if "exif" not in img.info:
         return img

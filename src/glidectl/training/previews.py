@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..config import GlideConfig, PreviewConfig
 from ..errors import GlidectlError, NonFiniteSample, PluginError, cause, in_keywords
-from ..images import captioned_grid, from_pil, save_png, to_pil
+from ..images import captioned_grid, save_png, to_pil
 from ..prompt_files import read_prompt_file
 
 
@@ -86,6 +86,9 @@ def _load_low_res(paths: list[str], size: int, notes: list[str] | None = None) -
     """``preview.low_res`` files → [N,3,size,size] in [-1, 1], the centre square of each
     (as ``glidectl sample --low-res`` reads them); a bad file is one sentence. ``notes``
     gets one line per file of another size (it is resized to the upsampler's input)."""
+    from ..data.images import apply_orientation
+    from ..sampling import as_image_tensor
+
     images = []
     for p in paths:
         if not Path(p).is_file():
@@ -97,7 +100,7 @@ def _load_low_res(paths: list[str], size: int, notes: list[str] | None = None) -
                     notes.append(f"preview.low_res image {p!r} is {min(im.size)} px across, "
                                  f"but this upsampler takes {size} px input: it is resized "
                                  f"to {size}×{size} for the previews.")
-                images.append(from_pil(im, size))
+                images.append(as_image_tensor(apply_orientation(im), size))
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise GlidectlError(f"Cannot read preview.low_res image {p!r} ({cause(exc)}); "
                                 "pass a PNG or JPEG.") from None
