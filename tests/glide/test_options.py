@@ -65,8 +65,11 @@ def test_quickstart_preset_has_two_channels_per_group_and_a_40_token_context():
     assert quick.image_size == 12 and quick.attention_ds == (2, 4)
     assert quick.num_res_blocks == 0
     # GroupNorm has 32 groups: every level needs at least two channels per group, or the
-    # norms erase each channel's per-image mean (the colour of the picture).
-    assert min(quick.channel_mults) * quick.num_channels >= 64
+    # norms erase each channel's per-image mean (the colour of the picture): the upsampler's
+    # too, which with one drew washed-out colours on grey backgrounds.
+    for net in (quick, preset_options("upsample", "quickstart"),
+                preset_options("upsample-inpaint", "quickstart")):
+        assert min(net.channel_mults) * net.num_channels >= 64, net.kind
     longest = max(len(caption_for(c, s, b).encode()) for c in COLOURS for s in SHAPES
                   for b in BACKGROUNDS)
     assert longest <= quick.text_ctx  # every demo:shapes caption fits, nothing truncated

@@ -484,3 +484,30 @@ def test_a_kill_after_the_final_checkpoint_leaves_no_extra_step_folder(
     assert Trainer(cfg, resume="latest", quiet=True).run().step == 2
     assert runs.steps_in(checkpoints) == [2]
     assert [p.name for p in checkpoints.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_run_begun_with_an_earlier_preset_resumes_with_its_own_network(tiny, monkeypatch):
+    """The quickstart upsampler's preset changed (channel_mult 1,1,2,2,4 → 2,2,2): a run
+    begun before goes on with the network it began with; a new run gets the new one."""
+    import glidectl.glide as glide
+    from glidectl.training.model_setup import EARLIER_CHANNEL_MULT
+
+    current = glide.preset_options
+
+    def earlier(kind, size, *args, **kwargs):
+        return current(kind, size, *args, **kwargs).replace(
+            channel_mult=EARLIER_CHANNEL_MULT[(kind, size)])
+
+    sections = dict(model=dict(kind="upsample", size="quickstart"),
+                    data=dict(resolution=32, min_image_size=8), train=dict(steps=1),
+                    checkpoint=dict(every=1))
+    monkeypatch.setattr(glide, "preset_options", earlier)
+    Trainer(tiny(**sections), quiet=True).run()
+    monkeypatch.undo()
+    cfg = tiny(**sections)
+    cfg.train.steps = 2
+    resumed = Trainer(cfg, resume="latest", quiet=True)
+    assert resumed.bundle.options.channel_mult == "1,1,2,2,4"
+    assert resumed.run().step == 2
+    cfg.train.name = "new"
+    assert Trainer(cfg, quiet=True).bundle.options.channel_mult == "2,2,2"

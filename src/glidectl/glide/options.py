@@ -259,7 +259,12 @@ def preset_options(kind: str, size: str, tokenizer: str | None = None) -> ModelO
             changes.update(image_size=12, channel_mult="2,2,2", attention_resolutions="6,3",
                            num_res_blocks=0, text_ctx=40)
         elif size == "quickstart":
-            changes.update(text_ctx=40)
+            # The upsampler too needs two channels per GroupNorm group (64 of them at every
+            # level): with one, each norm erases every channel's per-image mean, and the
+            # upsampler drew washed-out colours and grey backgrounds (eval --low-res on 36
+            # held-out demo pictures at 8 → 32 px after 300 steps: 10.2 dB PSNR against
+            # bicubic's 21.6; 22.2 dB with two). Three levels: 32 px has no use for a fifth.
+            changes.update(text_ctx=40, channel_mult="2,2,2")
         default_tok = "byte"
     elif size == "small":
         changes = dict(

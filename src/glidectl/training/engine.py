@@ -112,7 +112,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         if dataset is None:
             check_data_before_download(cfg, adapter)
         # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
-        self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution)
+        self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution, self.resume_from)
         self._notes += filter(None, [resolution_note(cfg.model, cfg.data.resolution,
                                                      self.bundle.options)])
         model = self._setup_model(adapter)

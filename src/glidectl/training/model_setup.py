@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..config import ModelConfig
@@ -18,11 +19,19 @@ class ModelBundle:
     diffusion: Any  # GaussianDiffusion
 
 
-def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
+# channel_mult of scratch presets before they changed: a run begun with one resumes with it
+EARLIER_CHANNEL_MULT = {("upsample", "quickstart"): "1,1,2,2,4",
+                        ("upsample-inpaint", "quickstart"): "1,1,2,2,4"}
+
+
+def build_model(cfg: ModelConfig, resolution: int = 0,
+                resume_from: Path | None = None) -> ModelBundle:
     """A scratch network at ``cfg.size`` or pretrained weights from ``cfg.init``.
 
     A scratch model trained at ``resolution`` (data.resolution) records it as its
-    image_size, so previews and later sampling use the size it learned.
+    image_size, so previews and later sampling use the size it learned. ``resume_from``: the
+    step checkpoint a scratch run resumes (one begun with an earlier preset keeps its
+    network: :func:`earlier_preset`).
     """
     from ..diffusion import create_diffusion
     from ..glide import create_model, preset_options
@@ -34,6 +43,7 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
         if resolution and resolution != options.image_size:
             options = _at_resolution(options, resolution, cfg.size)
         options = options.replace(time_embed_max_freq=cfg.time_embed_max_freq)
+        options = earlier_preset(options, cfg, resume_from)
         model = create_model(options)
     else:
         from ..glide import load_model
@@ -69,6 +79,25 @@ def build_model(cfg: ModelConfig, resolution: int = 0) -> ModelBundle:
         tokenizer = get_tokenizer(options.tokenizer, cfg.vocab_dir or None)
     diffusion = create_diffusion(options.noise_schedule, options.diffusion_steps)
     return ModelBundle(model, options, tokenizer, diffusion)
+
+
+def earlier_preset(options: Any, cfg: ModelConfig, resume_from: Path | None) -> Any:
+    """``options``, or the network of :data:`EARLIER_CHANNEL_MULT`'s preset when the
+    checkpoint ``resume_from`` holds exactly that one (a run begun before the preset
+    changed goes on as it began)."""
+    from ..glide.checkpoints import metadata_options
+    from ..runs import MODEL_FILE
+
+    earlier = EARLIER_CHANNEL_MULT.get((cfg.kind, cfg.size))
+    weights = None if resume_from is None else Path(resume_from) / MODEL_FILE
+    if earlier is None or weights is None or not weights.is_file():
+        return options
+    try:
+        saved = metadata_options(weights)
+    except GlidectlError:  # damaged: the resume says so
+        return options
+    was = options.replace(channel_mult=earlier)
+    return was if saved == was else options
 
 
 def resolution_note(cfg: ModelConfig, resolution: int, options: Any) -> str | None:
