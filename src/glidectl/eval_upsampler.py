@@ -35,7 +35,7 @@ from .eval_outputs import (
 )
 from .eval_plan import image_seed
 from .eval_settings import META_FILE, EvalSettings, resolve_settings
-from .evaluation import EvalReport, EventFn, _counts, _noop, _vocab_dir
+from .evaluation import EvalReport, EventFn, _counts, _noop, _vocab_dir, sampling_events
 from .out_dir import prompt_record
 
 # flags of glidectl eval that only a base model's sampling uses
@@ -376,17 +376,7 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     n, batch_size = settings.n, settings.batch_size
     width = index_width(len(source.files))
     shown = grid_prompts(len(source.files), n + 2, grid_max)
-    warned: set[str] = set()
-
-    def warn(message: str) -> None:
-        if message not in warned:
-            warned.add(message)
-            emit("note", text=f"Warning: {message}")
-
-    def on_step(stage: str, done: int, stage_total: int) -> None:
-        if done == 1:
-            emit("stage", stage=stage, total=stage_total)
-        emit("step", stage=stage)
+    warn, on_step = sampling_events(emit, set())
 
     with claim_folder(out, numbered=options.out is None) as out:
         refuse_files(out)  # again now that it is this process's: another eval may have written

@@ -151,16 +151,10 @@ def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: E
     return header
 
 
-def _generate_all(plan: Plan, pipeline: Any, out: Path, scorer: Any, emit: EventFn,
-                  timings: dict[str, float], said: set[str]) -> set[int]:
-    """Sample every pending batch and write each prompt once all its candidates exist;
-    returns the prompts written in this session. The pipeline's warnings (a schedule file
-    fitted to another sampler, model or ODE) are said once, unless in ``said`` already."""
-    settings, stage_opts = plan.settings, plan.settings.stage_options()
-    candidates: dict[int, dict[int, Any]] = {}
-    fresh: set[int] = set()
-    t_gen = time.perf_counter()
-
+def sampling_events(emit: EventFn, said: set[str]
+                    ) -> tuple[Callable[[str], None], Callable[[str, int, int], None]]:
+    """The pipeline's ``warn`` (each warning said once as a note, unless in ``said``) and
+    ``on_step`` (a stage's start and each step) as eval's events."""
     def warn(message: str) -> None:
         if message not in said:
             said.add(message)
@@ -171,6 +165,19 @@ def _generate_all(plan: Plan, pipeline: Any, out: Path, scorer: Any, emit: Event
             emit("stage", stage=stage, total=stage_total)
         emit("step", stage=stage)
 
+    return warn, on_step
+
+
+def _generate_all(plan: Plan, pipeline: Any, out: Path, scorer: Any, emit: EventFn,
+                  timings: dict[str, float], said: set[str]) -> set[int]:
+    """Sample every pending batch and write each prompt once all its candidates exist;
+    returns the prompts written in this session. The pipeline's warnings (a schedule file
+    fitted to another sampler, model or ODE) are said once, unless in ``said`` already."""
+    settings, stage_opts = plan.settings, plan.settings.stage_options()
+    candidates: dict[int, dict[int, Any]] = {}
+    fresh: set[int] = set()
+    t_gen = time.perf_counter()
+    warn, on_step = sampling_events(emit, said)
     b, u = stage_opts["base"], stage_opts["upsample"]
     for batch in plan.pending_batches:
         seeds = [image_seed(settings.seed, i, j) for i, j in batch]
