@@ -182,25 +182,24 @@ def refuse_files(out: Path) -> None:
 
 
 def training_resample(weights: Path | None) -> str:
-    """``data.low_res_resample`` of the run whose folder holds ``weights`` (its config.toml up
-    to three folders above: ``RUN/checkpoints/step-N/ema.safetensors``), else the default."""
+    """``data.low_res_resample`` of the run whose step checkpoint holds ``weights``
+    (``RUN/checkpoints/step-N/ema.safetensors``: RUN/config.toml), else the default."""
     import tomllib
 
     from .config import DataConfig
     from .data.transforms import RESAMPLE
-    from .runs import CONFIG_FILE
+    from .runs import CONFIG_FILE, is_step_dir, run_of_step_dir
 
     default = DataConfig().low_res_resample
-    for folder in list(Path(weights).resolve().parents)[:3] if weights else []:
-        if (folder / CONFIG_FILE).is_file():
-            try:
-                data = tomllib.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-                return default
-            value = data.get("data", {}).get("low_res_resample") if isinstance(
-                data.get("data"), dict) else None
-            return value if value in RESAMPLE else default
-    return default
+    if weights is None or not is_step_dir(Path(weights).parent):
+        return default
+    try:
+        config = run_of_step_dir(Path(weights).parent) / CONFIG_FILE
+        data = tomllib.loads(config.read_text(encoding="utf-8")).get("data")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return default
+    value = data.get("low_res_resample") if isinstance(data, dict) else None
+    return value if value in RESAMPLE else default
 
 
 def _references(folder: Path, source: Any, pipeline: Any, emit: EventFn, resample: str
