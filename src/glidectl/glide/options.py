@@ -263,7 +263,7 @@ def preset_options(kind: str, size: str, tokenizer: str | None = None) -> ModelO
             # level): with one, each norm erases every channel's per-image mean, and the
             # upsampler drew washed-out colours and grey backgrounds (eval --low-res on 36
             # held-out demo pictures at 8 → 32 px after 300 steps: 10.2-11.1 dB PSNR against
-            # bicubic's 21.6; 22.1-22.2 dB with two, two training seeds). Three levels:
+            # bicubic's 21.6; 18.9-24.2 dB with two, training seeds 0-4). Three levels:
             # 1,1,2,2,4 widened to 2,2,2,2,4 scored 17.8 dB (one seed).
             changes.update(text_ctx=40, channel_mult="2,2,2")
         default_tok = "byte"
