@@ -196,3 +196,26 @@ def test_eval_draws_as_grey_says_and_warns_of_a_schedule_fitted_to_the_other_ode
         assert (f"Warning: Schedule file {str(schedule)!r} was fitted to the colour ODE, and "
                 "these images sample grey" in said) is grey, said
         assert said.count("was fitted to") == int(grey)
+
+
+def test_inpainting_with_a_grey_model_keeps_the_kept_pixels_colour(capsys, tmp_path):
+    """A model that recommends grey (or --grey) inpaints the drawn region grey; the kept
+    pixels of a colour image stay the user's, as without grey."""
+    from glidectl.glide import save_weights
+    from glidectl.pipeline import RECOMMENDED_KEY
+
+    model = save_weights(tiny_glide("base-inpaint", 2), tmp_path / "grey.safetensors",
+                         metadata={RECOMMENDED_KEY: json.dumps({"grey": True})})
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "image.png")
+    mask = Image.new("L", (8, 8), 0)
+    mask.paste(255, (4, 0, 8, 8))  # white = repaint the right half
+    mask.save(tmp_path / "mask.png")
+    res = in_process(capsys, "sample", "a cat", "--base", model, *COMMON, "-q",
+                     "--inpaint-image", tmp_path / "image.png", "--inpaint-mask",
+                     tmp_path / "mask.png", "--out", tmp_path / "o")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "o" / "00000.png"
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert params(png)["grey"] is True
+    assert (rgb[:, :4] == (255, 0, 0)).all()
+    assert (rgb[:, 4:].max(axis=2) == rgb[:, 4:].min(axis=2)).all()

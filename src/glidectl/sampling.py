@@ -185,7 +185,8 @@ def sample_stage(
     Text is encoded once (``model.encode_text``) and reused at every step. With guidance,
     uncond rows use the empty caption and one forward covers both. Inpainting
     (``inpaint_image`` [1|N,3,H,W], ``inpaint_mask`` [1|N,1,H,W], 1 = known) feeds both to the
-    network and keeps the known pixels in every x0 prediction, as GLIDE's notebook does.
+    network and keeps the known pixels in every x0 prediction, as GLIDE's notebook does, and
+    in the result (with ``grey``, only the drawn pixels are grey).
     """
     opts = model.options
     if len(seeds) != len(prompts):
@@ -247,6 +248,8 @@ def sample_stage(
     check_finite(out, denoiser, opts.kind, options.sampler, precision)
     if options.grey:  # the last step's x is its x0 to float rounding, or σ_min's noise away
         out = to_grey(out)
+    if denoised_fn is not None:  # the kept pixels exactly as given, grey or not (plms's
+        out = denoised_fn(out)  # last step stops short of them)
     return out.clamp(-1, 1)
 
 

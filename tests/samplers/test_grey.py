@@ -125,3 +125,20 @@ def test_grey_must_be_a_bool(base) -> None:
 
     with pytest.raises(GlidectlError, match="grey must be True or False"):
         GlidePipeline(base).generate("a cat", grey="yes", steps=2)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_grey_inpainting_keeps_the_colour_of_the_kept_pixels(sampler) -> None:
+    """--grey with --inpaint-image greyed the kept pixels too (the projection ran after the
+    known pixels were pasted into x0): they come back as given, the drawn ones grey."""
+    model = tiny_glide("base-inpaint", 2)
+    image = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    known = torch.zeros(1, 1, 8, 8)
+    known[..., :4] = 1
+    for grey in (False, True):
+        out = GlidePipeline(model).generate(["a", "b"], steps=3, sampler=sampler, grey=grey,
+                                            inpaint_image=image, inpaint_mask=known,
+                                            output="tensor")
+        assert torch.equal(out[..., :4], image.expand(2, -1, -1, -1)[..., :4])
+        assert (chroma(out[..., 4:]) == 0.0) is grey
+    assert chroma(image[..., :4]) > 0.5

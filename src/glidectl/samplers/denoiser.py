@@ -75,8 +75,9 @@ class GlideDenoiser:
     guides only for lo ≤ σ ≤ hi (outside, the forward runs the conditional rows alone);
     ``guidance_rescale=φ`` rescales the guided x0 towards the conditional one's standard
     deviation; ``dynamic_threshold=p`` replaces the static clip by Imagen's percentile one.
-    ``grey=True`` projects x0 onto grey images (R = G = B, their mean) after ``denoised_fn``,
-    so every sampler draws grey pictures and chroma errors do not feed later steps.
+    ``grey=True`` projects x0 onto grey images (R = G = B, their mean) before ``denoised_fn``,
+    so every sampler draws grey pictures and chroma errors do not feed later steps, while
+    what ``denoised_fn`` pastes (inpainting's kept pixels) keeps its colour.
     """
 
     learned_variance = True
@@ -203,10 +204,10 @@ class GlideDenoiser:
                 t = float(round(t))
         out = self.model_output(x / (1.0 + sigma * sigma) ** 0.5, t)
         denoised = x - sigma * out[:, :3]
-        if self.denoised_fn is not None:
-            denoised = self.denoised_fn(denoised)
         if self.grey:
             denoised = to_grey(denoised)
+        if self.denoised_fn is not None:  # after grey: the pixels it pastes stay as given
+            denoised = self.denoised_fn(denoised)
         if self.dynamic_threshold is not None:
             denoised = dynamic_threshold(denoised, self.dynamic_threshold)
         if self.clip:
