@@ -336,3 +336,24 @@ def test_a_grey_model_is_fitted_on_the_grey_ode_sample_runs(glidectl, tmp_path) 
         assert check["mean"] == pytest.approx(data["held_out"]["3"]["mean"], rel=1e-5)
         assert check["ddim50_mean"] == pytest.approx(data["held_out"]["3"]["ddim50_mean"],
                                                      rel=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "plms"])
+def test_the_fit_solves_the_ode_sample_runs(weights, sampler) -> None:
+    """fit-steps started from noise·σ_0 and always clipped x0, while sample starts from
+    x_T·√(1+σ_0²) and clips as the sampler says (plms: never): from the same noise, what
+    the fit's sampler draws is now what sample draws."""
+    from glidectl.glide.loading import load_model
+    from glidectl.samplers.noise import image_generators, randn_per_image
+    from glidectl.sampling import StageOptions, sample_stage, tokenizer_for
+    from glidectl.step_fitting import reference
+
+    model = load_model(weights["base"])
+    target = reference(model, ["a cat"], 3.0, seed=5, steps=10, sampler=sampler)
+    options = StageOptions(sampler=sampler, steps=3, guidance=3.0, sigma_max=2.0)
+    sigmas = options.sigmas(target.denoiser.sigmas)
+    assert torch.equal(target.noise, randn_per_image(image_generators([5]), (3, 8, 8)))
+    with torch.no_grad():
+        fitted = target.sample(sampler, sigmas)
+    drawn = sample_stage(model, ["a cat"], tokenizer_for(model), [5], options)
+    torch.testing.assert_close(fitted.clamp(-1, 1), drawn)  # sample's result is clamped

@@ -202,13 +202,8 @@ def sample_stage(
     if opts.super_res and low_res is None:
         raise GlidectlError(
             f"{a_or_an(opts.kind).capitalize()} model needs a low-resolution input image.")
-    spec = options.sampler_spec()
     device = model_device(model)
     n = len(prompts)
-    guided = options.guidance is not None and options.guidance != 1.0
-    texts = list(prompts) + ([""] * n if guided else [])
-    tokens, mask = tokenizer.encode_batch(texts, opts.text_ctx)
-    text_emb = model.encode_text(tokens.to(device), mask.to(device))
 
     def rows(t: torch.Tensor) -> torch.Tensor:
         t = t.to(device=device, dtype=torch.float32)
@@ -225,19 +220,15 @@ def sample_stage(
         def denoised_fn(x0: torch.Tensor) -> torch.Tensor:
             return x0 * (1 - known) + image * known
 
-    denoiser = GlideDenoiser(
-        model, sigma_table(model, diffusion), text_emb=text_emb,
-        guidance=options.guidance if guided else None, model_kwargs=kwargs,
-        clip=options.clip_denoised and spec.clip, denoised_fn=denoised_fn,
-        quantize_t=options.quantize_t, autocast_dtype=PRECISIONS[precision], on_call=on_call,
-        guidance_interval=options.guidance_interval, guidance_rescale=options.guidance_rescale,
-        dynamic_threshold=options.dynamic_threshold, grey=options.grey,
-    )
+    denoiser = stage_denoiser(model, prompts, tokenizer, options, diffusion=diffusion,
+                              model_kwargs=kwargs, denoised_fn=denoised_fn,
+                              precision=precision, on_call=on_call)
+    spec = options.sampler_spec()
     sigmas = options.sigmas(denoiser.sigmas)
     generators = image_generators(seeds)
     size = opts.image_size
-    x_T = randn_per_image(generators, (3, size, size), device) * options.temperature
-    x = x_T * (1 + float(sigmas[0]) ** 2) ** 0.5
+    x = start_x(randn_per_image(generators, (3, size, size), device) * options.temperature,
+                sigmas)
     sampler_options: dict[str, Any] = {}
     if options.eta is not None and spec.accepts("eta"):
         sampler_options["eta"] = options.eta
@@ -251,6 +242,38 @@ def sample_stage(
     if denoised_fn is not None:  # the kept pixels exactly as given, grey or not (plms's
         out = denoised_fn(out)  # last step stops short of them)
     return out.clamp(-1, 1)
+
+
+def stage_denoiser(model: torch.nn.Module, prompts: Sequence[str], tokenizer: Any,
+                   options: StageOptions, *, diffusion: Any = None,
+                   model_kwargs: dict[str, torch.Tensor] | None = None,
+                   denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   precision: str = "fp32", on_call: Callable[[], None] | None = None
+                   ) -> GlideDenoiser:
+    """The denoiser a stage samples with: the prompts encoded once (with guidance other
+    than 1, then the empty caption's rows), x0 clipped when ``clip_denoised`` and the sampler
+    both say so, and ``options``' guidance tools and grey."""
+    clip = options.clip_denoised and options.sampler_spec().clip  # an unknown name: first
+    device = model_device(model)
+    guided = options.guidance is not None and options.guidance != 1.0
+    texts = list(prompts) + ([""] * len(prompts) if guided else [])
+    tokens, mask = tokenizer.encode_batch(texts, model.options.text_ctx)
+    with torch.no_grad():  # a bespoke fit differentiates the denoiser, never the text
+        text_emb = model.encode_text(tokens.to(device), mask.to(device))
+    return GlideDenoiser(
+        model, sigma_table(model, diffusion), text_emb=text_emb,
+        guidance=options.guidance if guided else None, model_kwargs=model_kwargs,
+        clip=clip, denoised_fn=denoised_fn,
+        quantize_t=options.quantize_t, autocast_dtype=PRECISIONS[precision], on_call=on_call,
+        guidance_interval=options.guidance_interval, guidance_rescale=options.guidance_rescale,
+        dynamic_threshold=options.dynamic_threshold, grey=options.grey,
+    )
+
+
+def start_x(x_T: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Where a sampler starts: unit noise ``x_T`` (the VP scale's x at σ_0) on the VE
+    scale, x = x_T·√(1+σ_0²)."""
+    return x_T * (1 + float(sigmas[0]) ** 2) ** 0.5
 
 
 def check_finite(out: torch.Tensor, denoiser: GlideDenoiser, kind: str, sampler: str,

@@ -1,13 +1,15 @@
 """Fit sampling steps to one model's own ODE, for ``glidectl sample --schedule FILE``.
 
 The target is the model's guided probability-flow ODE solved closely (``reference_steps``
-dpm++3m steps on Karras σ's) from tuning noise and prompts; a grey fit projects every x0
-prediction onto grey, as ``glidectl sample --grey`` runs the ODE. Methods: ``descent`` moves
-the log σ's of one sampler by coordinate descent (:func:`.samplers.search.descend_sigmas`,
-from exponential σ's, the last σ free above the table's smallest) to minimise that sampler's RMS
-distance to the reference; ``gits`` runs GITS dynamic programming on the reference
-trajectory without sampling (:func:`.samplers.search.search_sigmas`); ``bespoke`` runs the
-descent, then fits a bespoke solver's coefficients and σ's by L-BFGS through the model
+dpm++3m steps on Karras σ's) from tuning noise and prompts, the ODE ``glidectl sample``
+runs (its denoiser and start, :mod:`.sampling`): x0 clipped as the fitted sampler clips it,
+and with grey every x0 prediction projected onto grey, as ``sample --grey`` runs it.
+Methods: ``descent`` moves the log σ's of one sampler by coordinate descent
+(:func:`.samplers.search.descend_sigmas`, from exponential σ's, the last σ free above the
+table's smallest) to minimise that sampler's RMS distance to the reference; ``gits`` runs
+GITS dynamic programming on the reference trajectory without sampling
+(:func:`.samplers.search.search_sigmas`); ``bespoke`` runs the descent, then fits a bespoke
+solver's coefficients and σ's by L-BFGS through the model
 (:func:`.samplers.bespoke.fit_coefficients`). Results go to a schedule file
 (:mod:`.samplers.tuned`), with each count's errors on held-out noise beside DDIM-50's (a fit
 is scored on the samples it was fitted to, which flatters it).
@@ -59,18 +61,14 @@ def model_grey(spec: str, given: bool | None) -> bool:
 
 
 def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float,
-                    grey: bool = False) -> GlideDenoiser:
-    """The GLIDE denoiser ``sample`` builds: text encoded once, [cond, uncond] rows;
-    ``grey`` projects each x0 prediction onto grey images."""
-    from .sampling import model_device, sigma_table, tokenizer_for
+                    grey: bool = False, sampler: str = "unipc") -> GlideDenoiser:
+    """The denoiser ``sample`` builds for ``sampler`` (:func:`.sampling.stage_denoiser`):
+    text encoded once, [cond, uncond] rows, x0 clipped as that sampler clips it; ``grey``
+    projects each x0 prediction onto grey images."""
+    from .sampling import StageOptions, stage_denoiser, tokenizer_for
 
-    tokens, mask = tokenizer_for(model).encode_batch(prompts + [""] * len(prompts),
-                                                     model.options.text_ctx)
-    device = model_device(model)
-    with torch.no_grad():
-        text_emb = model.encode_text(tokens.to(device), mask.to(device))
-    return GlideDenoiser(model, sigma_table(model), text_emb=text_emb, guidance=guidance,
-                         grey=grey)
+    options = StageOptions(sampler=sampler, guidance=guidance, grey=grey)
+    return stage_denoiser(model, prompts, tokenizer_for(model), options)
 
 
 def steps_for_calls(sampler: str, calls: int) -> int | None:
@@ -96,7 +94,10 @@ class Target:
     seed: int = 0  # of the noise
 
     def start(self, sigmas: torch.Tensor) -> torch.Tensor:
-        return self.noise * float(sigmas[0])
+        """x at ``sigmas[0]`` from the noise, as ``sample`` starts."""
+        from .sampling import start_x
+
+        return start_x(self.noise, sigmas)
 
     def sample(self, sampler: str, sigmas: torch.Tensor, rows: Rows | None = None
                ) -> torch.Tensor:
@@ -137,12 +138,14 @@ def errors(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def reference(model: torch.nn.Module, prompts: list[str], guidance: float, seed: int,
-              steps: int = 500, trajectory: bool = False, grey: bool = False) -> Target:
-    """The guided ODE solved by ``steps`` dpm++3m Karras steps from noise ``seed`` (with
-    ``grey``, the ODE of grey sampling: x0 predictions projected onto grey)."""
-    from .sampling import model_device
+              steps: int = 500, trajectory: bool = False, grey: bool = False,
+              sampler: str = "unipc") -> Target:
+    """The guided ODE ``sample`` runs with ``sampler`` (the one the steps are fitted for:
+    its start, and x0 clipped as it clips), solved by ``steps`` dpm++3m Karras steps from
+    noise ``seed`` (with ``grey``, the ODE of grey sampling: x0 projected onto grey)."""
+    from .sampling import model_device, start_x
 
-    den = guided_denoiser(model, prompts, guidance, grey)
+    den = guided_denoiser(model, prompts, guidance, grey, sampler)
     size = model.options.image_size
     noise = torch.randn(len(prompts), 3, size, size,
                         generator=torch.Generator().manual_seed(seed)).to(model_device(model))
@@ -150,7 +153,7 @@ def reference(model: torch.nn.Module, prompts: list[str], guidance: float, seed:
     xs: list[torch.Tensor] = []
     ds: list[torch.Tensor] = []
     keep = (lambda s: (xs.append(s["x"]), ds.append(s["denoised"]))) if trajectory else None
-    ref = plugins.samplers().get("dpm++3m")(den, noise * float(grid[0]), grid, callback=keep)
+    ref = plugins.samplers().get("dpm++3m")(den, start_x(noise, grid), grid, callback=keep)
     return Target(den, noise, grid, ref, xs, ds, seed)
 
 

@@ -217,14 +217,16 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
     shade = ", grey" if grey else ""
     typer.echo(f"reference: {reference_steps} dpm++3m steps for {images} tuning images "
                f"(guidance {scale:g}{shade}) on {device}", err=True)
+    # the ODE sample runs: x0 clipped as the sampler the file is used with clips it
+    ode = dict(grey=grey, sampler="bespoke" if method == "bespoke" else sampler)
     target = reference(model, prompts, scale, seed, reference_steps,
-                       trajectory=method == "gits", grey=grey)
+                       trajectory=method == "gits", **ode)
     held_out = None
     if check_images:
         typer.echo(f"held-out reference: {check_images} images from noise seed {seed + 1}"
                    f"{'' if checked == texts else ' and the --check-prompts'}", err=True)
         held_out = reference(model, in_turn(checked, check_images), scale, seed + 1,
-                             reference_steps, grey=grey)
+                             reference_steps, **ode)
     fit_steps(target, calls, method, sampler, write_to,
               f"{model_spec} (guidance {scale:g}{shade}, {images} tuning images from "
               f"{len(set(prompts))} prompts, noise seed {seed}, reference {reference_steps} "
