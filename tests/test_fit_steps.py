@@ -70,6 +70,7 @@ def test_a_bespoke_fit_writes_the_file_sample_uses(glidectl, weights, tmp_path) 
     data = json.loads(out.read_text())
     assert data["sampler"] == "bespoke" and [len(r) for r in data["coefficients"]["3"]] == [2, 3, 4]
     assert "3 tuning images from 2 prompts" in data["about"] and "guidance 2" in data["about"]
+    assert data["guidance"] == 2.0  # for the refit line and sample's warning, not only prose
     assert f"--sampler bespoke --steps 3 --schedule {out} --guidance 2" in stderr
     check = data["held_out"]["3"]  # 3 images (the prompts in turn) from noise seed 2
     assert re.search(r"3 calls, bespoke, held out \(3 images, noise seed 2\): mean [\d.]+, RMS",
@@ -82,6 +83,7 @@ def test_a_bespoke_fit_writes_the_file_sample_uses(glidectl, weights, tmp_path) 
                                "-q", "--precision", "fp32", "--out", tmp_path / "images")
     assert code == 0, stderr
     assert Image.open(tmp_path / "images" / "00000.png").text["model_calls"] == "3"
+    assert "was fitted at guidance" not in stderr  # sampled at the guidance it was fitted at
 
 
 def assert_held_out_figures(model: Path, path: Path, check: dict) -> None:

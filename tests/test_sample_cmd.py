@@ -534,6 +534,24 @@ def test_a_file_fitted_to_the_other_ode_than_the_one_sampled_is_named(run, weigh
                 res.stderr, res.stderr
 
 
+def test_a_file_fitted_at_another_guidance_than_the_one_sampled_is_named(run, weights,
+                                                                         tmp_path) -> None:
+    """fit-steps records the guidance it fitted at; sampling at another says so in one line
+    with the refit at the guidance sampled, and the same guidance says nothing."""
+    path = bespoke_file(tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "guidance": 3}))
+    for guidance, said in (("5", True), ("3", False)):
+        res = run("a cat", "--base", str(weights["base"]), "--sampler", "bespoke", "--steps",
+                  "3", "--schedule", str(path), "--guidance", guidance, "-q", "--precision",
+                  "fp32", "--out", str(tmp_path / f"o{guidance}"))
+        assert res.returncode == 0, res.stderr
+        assert (f"Schedule file {str(path)!r} was fitted at guidance 3, and these images "
+                "sample at 5: its steps suit the other ODE; sample with --guidance 3, or "
+                "refit it with glidectl fit-steps " in res.stderr) is said, res.stderr
+        assert ("--method bespoke --calls 3 --guidance 5 --out" in res.stderr) is said
+
+
 def test_boolean_flags_show_no_type_in_help(run) -> None:
     res = run("--help")
     assert res.returncode == 0

@@ -38,6 +38,7 @@ from .pipeline_settings import PipelineSettings, _check_numbers, _check_types
 from .samplers.schedule_files import read_once
 from .samplers.tuned import (
     grey_warning,
+    guidance_warning,
     is_schedule_file,
     model_warning,
     schedule_file_warning,
@@ -302,8 +303,9 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             messages.append(schedule_file_warning(opts.schedule, opts.sampler))
             record = self.records.get(stage)
             up = stage == "upsample"
-            messages.append(grey_warning(opts.schedule, opts.grey,
-                                         record.spec if record is not None else None, up))
+            spec = record.spec if record is not None else None
+            messages.append(grey_warning(opts.schedule, opts.grey, spec, up))
+            messages.append(guidance_warning(opts.schedule, opts.guidance, spec, up))
             if record is not None and self.stage_models().get(stage) is not None:
                 messages.append(model_warning(opts.schedule, lambda r=record: r.sha256,
                                               record.spec, up))

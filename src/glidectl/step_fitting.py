@@ -222,11 +222,13 @@ def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: 
 
 def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: str | Path,
               about: str, log: Log = print, held_out: Target | None = None,
-              model_sha256: str | None = None, **options) -> dict[int, torch.Tensor]:
+              model_sha256: str | None = None, guidance: float | None = None,
+              **options) -> dict[int, torch.Tensor]:
     """:func:`fit_calls` for each call count, the schedule file rewritten (atomically) after
     each, so a stopped fit keeps the counts it finished; returns steps → σ's. With
     ``held_out`` (a reference from other noise) each count is checked on it (``sampler``
-    on σ's a GITS fit found) and the figures stored in the file under ``held_out``."""
+    on σ's a GITS fit found) and the figures stored in the file under ``held_out``;
+    ``guidance``, the target's scale, is recorded in the file."""
     found: dict[int, torch.Tensor] = {}
     coefficients: dict[int, Rows] = {}
     checks: dict[int, dict[str, float]] = {}
@@ -253,5 +255,6 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                             f"{how} on {about}",
                             sampler={"gits": None, "bespoke": "bespoke"}.get(method, sampler),
                             coefficients=coefficients or None, held_out=checks or None,
-                            model_sha256=model_sha256, grey=target.denoiser.grey)
+                            model_sha256=model_sha256, grey=target.denoiser.grey,
+                            guidance=guidance)
     return found

@@ -214,3 +214,40 @@ def test_an_upsamplers_file_is_not_told_to_refit_with_fit_steps(tmp_path) -> Non
         assert text.endswith(" drop it from the upsampler stage (glidectl fit-steps fits "
                              "base models only)."), text
         assert "fit-steps up.safetensors" not in text
+
+
+def test_the_refit_line_carries_the_guidance_the_file_was_fitted_at(tmp_path) -> None:
+    """A file's refit line could not say the guidance it was fitted at (only its ``about``
+    text did), so the refit fitted the model's default instead; a file that records it
+    refits at it, and one sampled at another guidance says so in one sentence."""
+    import json
+    import shlex
+
+    import typer
+
+    from glidectl.cli.app import build_app
+    from glidectl.samplers.tuned import grey_warning, guidance_warning, model_warning
+
+    path = tmp_path / "schedule.json"
+    write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0, "test",
+                        sampler="unipc", model_sha256="0" * 64, grey=True, guidance=2.5)
+    assert json.loads(path.read_text())["guidance"] == 2.5
+    fit_steps = typer.main.get_command(build_app()).commands["fit-steps"]
+    for text in (model_warning(path, lambda: "1" * 64, "run"), grey_warning(path, False, "run")):
+        words = shlex.split(text.split("refit it with ")[1].rstrip("."))
+        assert words[5:11] == ["--sampler", "unipc", "--calls", "3", "--guidance", "2.5"], words
+        fit_steps.make_context("glidectl fit-steps", words[2:])
+    assert guidance_warning(path, 2.5) is None
+    said = guidance_warning(path, 4.0, "run")
+    assert said.startswith(f"Schedule file {str(path)!r} was fitted at guidance 2.5, and these "
+                           "images sample at 4: its steps suit the other ODE; sample with "
+                           "--guidance 2.5, or refit it with glidectl fit-steps run "), said
+    assert "--calls 3 --guidance 4 --out" in said  # the refit is at the guidance sampled
+    assert "sample at 1:" in guidance_warning(path, None)  # unguided: scale 1
+    assert guidance_warning(path, 1.0, "up", upsampler=True).endswith(
+        "sample with --upsample-guidance 2.5, or drop it from the upsampler stage (glidectl "
+        "fit-steps fits base models only).")
+    write_schedule_file(path, {3: torch.tensor([80.0, 2.0, 0.1, 0.0])}, 0.002, 80.0, "test",
+                        sampler="unipc", grey=True)  # as files from before guidance was kept
+    assert guidance_warning(path, 4.0) is None
+    assert "--guidance" not in grey_warning(path, False, "run")

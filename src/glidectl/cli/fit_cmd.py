@@ -231,7 +231,7 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
               f"{model_spec} (guidance {scale:g}{shade}, {images} tuning images from "
               f"{len(set(prompts))} prompts, noise seed {seed}, reference {reference_steps} "
               "dpm++3m Karras steps)", log=lambda m: typer.echo(m, err=True), held_out=held_out,
-              model_sha256=model_sha256, **options)
+              model_sha256=model_sha256, guidance=scale, **options)
     if write_to != path:
         os.replace(write_to, path)
     use = "bespoke" if method == "bespoke" else ("SAMPLER" if method == "gits" else sampler)

@@ -82,12 +82,14 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
                         sigma_max: float, about: str, sampler: str | None = None,
                         coefficients: dict[int, list[list[float]]] | None = None,
                         held_out: dict[int, dict[str, float]] | None = None,
-                        model_sha256: str | None = None, grey: bool | None = None) -> None:
+                        model_sha256: str | None = None, grey: bool | None = None,
+                        guidance: float | None = None) -> None:
     """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min], atomically;
     ``sampler`` records the sampler they were tuned for (None: any); ``coefficients`` a
     bespoke solver's rows per n; ``held_out`` its errors on held-out noise per n;
     ``model_sha256`` the weights file they were fitted to; ``grey`` whether they were fitted
-    to grey sampling's ODE (``glidectl sample --grey``)."""
+    to grey sampling's ODE (``glidectl sample --grey``); ``guidance`` the guidance scale of
+    the ODE they were fitted to."""
     total = math.log(sigma_max / sigma_min)
     positions = {str(n): [round((math.log(sigma_max) - math.log(float(v))) / total, 12)
                           for v in s[:-1]] for n, s in sorted(sigmas.items())}
@@ -97,6 +99,8 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
         data["model_sha256"] = model_sha256
     if grey is not None:
         data["grey"] = grey
+    if guidance is not None:
+        data["guidance"] = guidance
     if coefficients:
         data["coefficients"] = {str(n): rows for n, rows in sorted(coefficients.items())}
     if held_out:
@@ -199,17 +203,45 @@ UPSAMPLER_FIX = ("drop it from the upsampler stage (glidectl fit-steps fits base
                  "only)")
 
 
-def _refit(path: str | Path, data: dict, model: str, *more: str) -> str:
-    """The fit-steps command that fits ``path`` again as it was fitted (the same method and
-    step counts; ``more``: flags)."""
+def _refit(path: str | Path, data: dict, model: str, *more: str,
+           guidance: float | None = None) -> str:
+    """The fit-steps command that fits ``path`` again as it was fitted (the same method, step
+    counts and guidance, else ``guidance``; ``more``: flags)."""
     tuned = data.get("sampler")
     how = (["--method", "gits"] if tuned is None else ["--method", "bespoke"]
            if tuned == "bespoke" else ["--sampler", one_line(str(tuned))])
     rows = data.get("positions")
     counts = sorted(int(n) for n in rows if str(n).isdigit()) if isinstance(rows, dict) else []
     calls = [word for n in counts for word in ("--calls", str(n))]
+    scale = fitted_guidance(data) if guidance is None else guidance
+    at = [] if scale is None else ["--guidance", f"{scale:g}"]
     return shlex.join(["glidectl", "fit-steps", model, "--prompts", "PROMPTS.txt", *how,
-                       *calls, *more, "--out", str(path), "--overwrite"])
+                       *calls, *at, *more, "--out", str(path), "--overwrite"])
+
+
+def fitted_guidance(data: dict) -> float | None:
+    """The guidance scale a schedule file's JSON records it was fitted at (None: files
+    from before it was recorded, or no number)."""
+    scale = data.get("guidance")
+    return float(scale) if _number(scale) else None
+
+
+def guidance_warning(path: str | Path, guidance: float | None, model: str | None = None,
+                     upsampler: bool = False) -> str | None:
+    """One sentence when a schedule file records a fit at another guidance scale than
+    ``guidance`` (None: unguided, scale 1), else None (files from before the scale was
+    recorded say nothing). ``upsampler``: the file is the upsampler's."""
+    data = _load(path)
+    fitted = fitted_guidance(data)
+    sampled = 1.0 if guidance is None else float(guidance)
+    if fitted is None or math.isclose(fitted, sampled, rel_tol=1e-6):
+        return None
+    flag = "--upsample-guidance" if upsampler else "--guidance"
+    fix = UPSAMPLER_FIX if upsampler else "refit it with " + _refit(
+        path, data, model or "MODEL", guidance=sampled)
+    return (f"Schedule file {str(path)!r} was fitted at guidance {fitted:g}, and these images "
+            f"sample at {sampled:g}: its steps suit the other ODE; sample with {flag} "
+            f"{fitted:g}, or {fix}.")
 
 
 def grey_warning(path: str | Path, grey: bool, model: str | None = None,
