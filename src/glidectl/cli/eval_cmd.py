@@ -327,7 +327,8 @@ def _eval_upsampler(low_res: Path, prompts: Path | None, given: list[str],
     """``glidectl eval --upsampler SPEC --low-res DIR``: :mod:`glidectl.eval_upsampler`."""
     from rich.console import Console
 
-    from ..eval_upsampler import refuse_flags, run_upsampler_eval, upsampler_settings
+    from ..eval_upsampler import run_upsampler_eval
+    from ..eval_upsampler_inputs import refuse_flags, upsampler_settings
 
     refuse_flags(given, prompts, flags["upsampler"])
     keep = ("upsampler", "n", "batch_size", "seed", "grey", "loras")

@@ -1,0 +1,169 @@
+"""What ``glidectl eval --upsampler SPEC --low-res DIR`` (:mod:`glidectl.eval_upsampler`)
+checks before any model loads, each problem one sentence: the flags it cannot use, its
+settings, DIR's images and captions, the upsampler and its LoRAs, --out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import GlidectlError
+from .eval_inputs import RunOptions
+from .eval_outputs import holds_files
+from .eval_settings import EvalSettings, resolve_settings
+
+# flags of glidectl eval that only a base model's sampling uses
+BASE_ONLY_FLAGS = ("--sampler", "--steps", "--schedule", "--guidance", "--rerank")
+# flags this mode does not carry out (yet)
+UNSUPPORTED_FLAGS = ("--resume", "--skip-existing", "--dry-run", "--wandb-project",
+                     "--clip-model", "--clip-weights")  # no CLIP score: the reference is known
+
+
+def refuse_flags(given: Sequence[str], prompts: Path | None, upsampler: str | None) -> None:
+    """One sentence when ``--low-res DIR`` comes with what this mode cannot use: no
+    upsampler, a PROMPTS file, a base model's flags, or ones it does not carry out."""
+    if upsampler in (None, "none", "auto"):
+        raise GlidectlError("--low-res DIR scores an upsampler on its own; name it with "
+                            "--upsampler RUN_OR_FILE (not none or auto).")
+    if prompts is not None:
+        raise GlidectlError(f"--low-res DIR takes its captions from DIR, so the PROMPTS file "
+                            f"{str(prompts)!r} is not used; drop it (or drop --low-res to "
+                            "sample a base model).")
+    if "--base" in given:
+        raise GlidectlError("--low-res DIR upsamples DIR's images, so no base model runs; "
+                            "drop --base (or drop --low-res to sample a base model).")
+    base_only = [f for f in BASE_ONLY_FLAGS if f in given]
+    if base_only:
+        raise GlidectlError(f"{', '.join(base_only)} set{'s' * (len(base_only) == 1)} the "
+                            "base model's sampling, and with --low-res DIR no base model "
+                            "runs; drop it, or use --upsample-sampler, --upsample-steps, "
+                            "--upsample-schedule, --upsample-guidance.")
+    unsupported = [f for f in UNSUPPORTED_FLAGS if f in given]
+    if unsupported:
+        raise GlidectlError(f"{', '.join(unsupported)} cannot be used with --low-res DIR (an "
+                            "upsampler eval runs whole, into a new --out); drop it.")
+
+
+def check_loras(loras: Sequence[str]) -> None:
+    """One sentence, before any model loads, for a ``--lora`` trained for a model that is no
+    upsampler: with ``--low-res DIR`` only the upsampler runs."""
+    from .errors import a_or_an
+    from .lora import parse_lora_spec
+    from .lora.files import read_adapter
+
+    for spec in map(parse_lora_spec, loras):
+        kind = read_adapter(spec.path).meta.get("model_kind")
+        if kind and not str(kind).startswith("upsample"):
+            raise GlidectlError(
+                f"LoRA {spec.path!r} was trained for {a_or_an(repr(kind))} model, and with "
+                "--low-res DIR only the upsampler runs; drop this --lora (a base model's "
+                "adapter is evaluated with glidectl eval PROMPTS.txt --lora PATH).")
+
+
+def upsampler_settings(flags: dict[str, Any], options: RunOptions,
+                       precision: str | None = None) -> tuple[EvalSettings, list[str]]:
+    """The run's settings (``flags`` keyed as :data:`glidectl.eval_settings.FLAG_NAMES`,
+    None = not given; ``upsampler`` required): the upsample stage's as eval's defaults, grey
+    when the upsampler recommends it; ``base`` is ``none``. Also notes."""
+    from .devices import pick_device, pick_precision
+    from .model_cost import local_weights
+    from .sampling_defaults import recommended_settings
+
+    chosen = pick_precision(precision or "auto", pick_device(options.device))
+    notes = [chosen.line()] if precision in (None, "auto") else []
+    up = recommended_settings(local_weights(flags["upsampler"]))
+    settings, more = resolve_settings({**flags, "base": "none"}, chosen.name,
+                                      upsampler_recommended=up)
+    return settings, notes + more
+
+
+def check_folder(folder: Path) -> Any:
+    """DIR's images as a data folder (:class:`glidectl.data.folder.FolderSource`); one
+    sentence when it is no folder, holds no images, or holds images without a caption."""
+    from .data.captions import decode_caption
+    from .data.folder import FolderSource
+    from .data.images import Rejected
+    from .data.records import IMAGE_EXTENSIONS
+    from .data.stats import RejectionCounter
+
+    if not folder.is_dir():
+        raise GlidectlError(f"--low-res {str(folder)!r} is not a folder; pass a folder of "
+                            "reference images with a caption file (.txt) beside each.")
+    source = FolderSource.scan(folder)
+    if not source.files:
+        raise GlidectlError(f"--low-res {str(folder)!r} holds no images "
+                            f"({' '.join(IMAGE_EXTENSIONS)}); put the reference images there, "
+                            "each with its caption in a .txt file of the same name.")
+    counter, missing, not_utf8 = RejectionCounter(), [], []
+    for unit in source.units():
+        for raw in source.read(unit, counter):
+            try:
+                text = decode_caption(raw.caption)
+            except Rejected:
+                not_utf8.append(unit)
+                continue
+            if not (text or "").strip():
+                missing.append(unit)
+    if not_utf8:
+        first = folder / str(not_utf8[0])
+        raise GlidectlError(
+            f"--low-res {str(folder)!r}: {len(not_utf8)} of {len(source.files)} images have a "
+            f"caption file that is not UTF-8 text (first: {str(first)!r}); save each caption "
+            "as UTF-8.")
+    if missing:
+        first = folder / str(missing[0])
+        raise GlidectlError(
+            f"--low-res {str(folder)!r}: {len(missing)} of {len(source.files)} images have no "
+            f"caption (first: {str(first)!r}); write each one's caption into a UTF-8 .txt file "
+            f"beside it ({str(first.with_suffix('.txt'))!r}), or a metadata.jsonl with "
+            "file_name and text.")
+    return source
+
+
+def refuse_files(out: Path) -> None:
+    """One sentence when ``out`` holds files: an upsampler eval writes a new folder only."""
+    if out.is_dir() and holds_files(out):
+        raise GlidectlError(f"--out {str(out)!r} already holds files, and an upsampler eval "
+                            "neither resumes nor adds to a folder; pass a new or empty --out "
+                            "(or none, for the next eval/NNNN).")
+
+
+def training_resample(weights: Path | None) -> str:
+    """``data.low_res_resample`` of the run whose step checkpoint holds ``weights``
+    (``RUN/checkpoints/step-N/ema.safetensors``: RUN/config.toml), else the default."""
+    import tomllib
+
+    from .config import DataConfig
+    from .data.transforms import RESAMPLE
+    from .runs import CONFIG_FILE, is_step_dir, run_of_step_dir
+
+    default = DataConfig().low_res_resample
+    if weights is None or not is_step_dir(Path(weights).parent):
+        return default
+    try:
+        config = run_of_step_dir(Path(weights).parent) / CONFIG_FILE
+        data = tomllib.loads(config.read_text(encoding="utf-8")).get("data")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return default
+    value = data.get("low_res_resample") if isinstance(data, dict) else None
+    return value if value in RESAMPLE else default
+
+
+def check_inputs(folder: Path, settings: EvalSettings, options: RunOptions) -> Any:
+    """What is checked before any model loads, one sentence each: DIR (its source is
+    returned), the upsampler and its LoRAs, the sampler, --fid's reference, --out."""
+    from . import plugins
+    from .model_cost import check_models
+
+    source = check_folder(folder)
+    check_models(None, settings.where("upsampler"), alone=True)
+    check_loras(settings.where("loras"))
+    plugins.samplers().get(settings.upsample_stage.sampler)
+    if options.fid_reference:
+        from .fid import check_reference
+
+        check_reference(str(options.fid_reference), len(source.files) * settings.n)
+    if options.out is not None:
+        refuse_files(Path(options.out))
+    return source
