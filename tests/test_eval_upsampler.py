@@ -310,3 +310,82 @@ def test_files_written_into_out_while_the_models_load_are_left_alone(capsys, tmp
     assert res.returncode == 2 and "already holds files, and an upsampler eval" in res.stderr
     assert (out / "000_a-red-circle.png").read_bytes() == b"theirs"
     assert not (out / "inputs").exists() and not (out / "metadata.json").exists()
+
+
+def _interrupted_meta(out: Path) -> dict:
+    """metadata.json of a stopped run, after checking each image it lists is whole."""
+    from glidectl.eval_outputs import is_whole_png
+
+    meta = json.loads((out / "metadata.json").read_text())
+    for record in meta["images"]:
+        assert is_whole_png(out / record["file"]) and is_whole_png(out / record["input_file"])
+        assert (out / record["caption_file"]).read_text(encoding="utf-8").strip()
+    return meta
+
+
+def test_ctrl_c_keeps_the_finished_images_and_says_the_run_does_not_resume(
+        capsys, tmp_path, upsampler, monkeypatch):
+    """An upsampler eval stopped mid-run: exit 130, its metadata.json says it was interrupted
+    (not "running", which is a folder --resume continues) and lists the images finished,
+    and the line says to run it again into a new --out, not to --resume it."""
+    from glidectl import eval_upsampler
+    from glidectl.pipeline import GlidePipeline
+
+    refs, out = captioned_folder(tmp_path / "refs"), tmp_path / "out"
+    real, written = eval_upsampler.write_pair, []
+
+    def ctrl_c_at_the_second_image(*args, **kwargs):
+        if written:
+            raise KeyboardInterrupt
+        written.append(real(*args, **kwargs))
+
+    monkeypatch.setattr(eval_upsampler, "write_pair", ctrl_c_at_the_second_image)
+    res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out", out,
+                     "--batch-size", "1", *FAST)
+    assert res.returncode == 130 and "Traceback" not in res.stdout + res.stderr
+    said = " ".join((res.stdout + res.stderr).split())
+    assert "--resume" not in said, said
+    assert (f"Interrupted; the finished images are kept in {str(out)!r}, but an upsampler "
+            "eval does not resume: run it again into a new or empty --out.") in said, said
+    meta = _interrupted_meta(out)
+    assert meta["status"] == "interrupted" and "error" not in meta
+    assert [r["file"] for r in meta["images"]] == ["000_a-red-circle.png"]
+    assert meta["counts"] == {"prompts": 1, "images": 1, "generated": 1, "kept": 0}
+    assert [s["generated"] for s in meta["sessions"]] == [1]
+    # stopped before its folder holds anything: nothing is kept, and no folder is left
+    monkeypatch.setattr(GlidePipeline, "from_specs", ctrl_c_at_the_second_image)
+    res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out",
+                     tmp_path / "early", *FAST)
+    assert res.returncode == 130
+    assert " ".join(res.stdout.split()) == "Interrupted before any image was written."
+    assert not (tmp_path / "early").exists()
+
+
+def test_a_failure_mid_run_is_recorded_and_its_line_does_not_offer_resume(
+        capsys, tmp_path, upsampler, monkeypatch):
+    """A full disk at the second image: exit 1, one line that keeps the cause and says the
+    finished images stay but the run does not resume; metadata.json says it failed."""
+    from glidectl import eval_upsampler
+    from glidectl.errors import WriteError
+
+    refs, out = captioned_folder(tmp_path / "refs"), tmp_path / "out"
+    real, written = eval_upsampler.write_pair, []
+
+    def disk_full_at_the_second_image(*args, **kwargs):
+        if written:
+            raise WriteError("Could not write 'x.png': No space left on device.")
+        written.append(real(*args, **kwargs))
+
+    monkeypatch.setattr(eval_upsampler, "write_pair", disk_full_at_the_second_image)
+    res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out", out,
+                     "--batch-size", "1", *FAST)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr == (
+        "Error: Could not write 'x.png': No space left on device; the finished images are "
+        f"kept in {str(out)!r}, but an upsampler eval does not resume: run it again into a "
+        "new or empty --out.\n")
+    meta = _interrupted_meta(out)
+    assert meta["status"] == "failed"
+    assert meta["error"] == "Could not write 'x.png': No space left on device."
+    assert [r["file"] for r in meta["images"]] == ["000_a-red-circle.png"]
+

@@ -14,6 +14,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,14 +305,22 @@ class _Work:
         return metrics
 
 
-def _metadata(header: dict[str, Any], work: _Work, per_batch: int, load_s: float,
-              gen_s: float, t_start: float, started: str) -> dict[str, Any]:
+def _session(work: _Work, per_batch: int, load_s: float, gen_s: float, t_start: float,
+             started: str) -> dict[str, Any]:
+    """This session's record for metadata.json: images made, model calls, times."""
+    calls = {"upsample": per_batch * work.batches}
+    made = len(work.records)
+    timings = {"load_s": load_s, **{f"{k}_s": v for k, v in work.timings.items()},
+               "generate_s": gen_s, "total_s": time.perf_counter() - t_start,
+               "images_per_s": made / gen_s if gen_s > 0 else None}
+    return {"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "resumed": False, "generated": made, "model_calls": calls, "timings": timings}
+
+
+def _metadata(header: dict[str, Any], work: _Work, per_batch: int,
+              session: dict[str, Any]) -> dict[str, Any]:
     """metadata.json of a finished run: the header, counts, metrics, records, calls, times."""
     records, captions, shown, n = work.records, work.captions, work.shown, work.settings.n
-    calls = {"upsample": per_batch * work.batches}
-    session_timings = {"load_s": load_s, **{f"{k}_s": v for k, v in work.timings.items()},
-                       "generate_s": gen_s, "total_s": time.perf_counter() - t_start,
-                       "images_per_s": len(records) / gen_s if gen_s > 0 else None}
     header["prompts"] = [prompt_record(c)["prompt"] for c in captions]
     return {**header, "status": "complete",
             "counts": _counts(len(captions), len(records), len(records)),
@@ -319,12 +328,27 @@ def _metadata(header: dict[str, Any], work: _Work, per_batch: int, load_s: float
             "grid_holds": {"first_prompts": min(shown, len(captions)),
                            "images": min(shown, len(captions)) * n,
                            "of_images": len(records)},
-            "model_calls": {"per_batch": {"upsample": per_batch}, "this_session": calls},
-            "timings": session_timings,
-            "sessions": [{"started": started,
-                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          "resumed": False, "generated": len(records),
-                          "model_calls": calls, "timings": session_timings}]}
+            "model_calls": {"per_batch": {"upsample": per_batch},
+                            "this_session": session["model_calls"]},
+            "timings": session["timings"], "sessions": [session]}
+
+
+def _stopped_metadata(header: dict[str, Any], work: _Work, per_batch: int,
+                      session: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    """metadata.json of a run stopped by ``exc``: ``"status": "interrupted"`` (Ctrl-C) or
+    ``"failed"`` (with the ``error``), and the images finished, each whole (an upsampler
+    eval does not resume, so not the ``"running"`` of a run --resume continues)."""
+    records = work.records
+    done = records[-1]["prompt_index"] + 1 if records else 0  # references with images
+    header["prompts"] = [prompt_record(c)["prompt"] for c in work.captions[:done]]
+    failed = not isinstance(exc, KeyboardInterrupt)
+    error = str(exc) if isinstance(exc, GlidectlError) else f"{type(exc).__name__}: {exc}"
+    return {**header, "status": "failed" if failed else "interrupted",
+            **({"error": error} if failed else {}),
+            "counts": _counts(done, len(records), len(records)), "images": records,
+            "model_calls": {"per_batch": {"upsample": per_batch},
+                            "this_session": session["model_calls"]},
+            "timings": session["timings"], "sessions": [session]}
 
 
 def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
@@ -377,15 +401,24 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
                      grid_prompts(len(source.files), n + 2, grid_max))
         write_json(out / META_FILE, {**header, "status": "running", "sessions": []})
         emit("start", total=len(source.files) * n, done=0, out=str(out))
-        for ref in itertools.chain([first], references):
-            work.add(ref)
-        if len(work.captions) < len(source.files):  # images left out: the bar ends at its end
-            emit("total", total=len(work.captions) * n)
-        work.flush()
-        gen_s = time.perf_counter() - work.t_gen
-        work.write_grid()
-        meta = _metadata(header, work, per_batch, load_s, gen_s, t_start, started)
-        write_json(out / META_FILE, meta)
+        try:
+            for ref in itertools.chain([first], references):
+                work.add(ref)
+            if len(work.captions) < len(source.files):  # images left out: the bar ends there
+                emit("total", total=len(work.captions) * n)
+            work.flush()
+            gen_s = time.perf_counter() - work.t_gen
+            work.write_grid()
+            session = _session(work, per_batch, load_s, gen_s, t_start, started)
+            meta = _metadata(header, work, per_batch, session)
+            write_json(out / META_FILE, meta)
+        except BaseException as exc:  # Ctrl-C or a failure: say so, with the images finished
+            session = _session(work, per_batch, load_s, time.perf_counter() - work.t_gen,
+                               t_start, started)
+            with suppress(Exception):  # a disk that took no image may take no record either
+                write_json(out / META_FILE,
+                           _stopped_metadata(header, work, per_batch, session, exc))
+            raise
         return EvalReport(out, meta)
 
 

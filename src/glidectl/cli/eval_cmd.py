@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +168,37 @@ def grid_line(meta: dict[str, Any], out: Path) -> str:
             f"{held['of_images']:,} images; --grid-max changes it)")
 
 
+@contextmanager
+def _stops_said(console: Any, events: _RichEvents, out: Path | None, nothing: str,
+                interrupted: Callable[[str], str], kept: Callable[[str], str]
+                ) -> Iterator[None]:
+    """An eval stopped in the block: Ctrl-C is exit 130 with the line ``interrupted(folder)``
+    (or that no ``nothing`` was written, when its folder holds no metadata.json yet), and a
+    failure to write (a full disk) is its sentence and ``kept(folder)``: what is kept and
+    what to do with it."""
+    from ..errors import WriteError
+    from ..eval_settings import META_FILE
+
+    def written(where: str | None) -> str | None:
+        return where if where is not None and (Path(where) / META_FILE).is_file() else None
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        events("end")
+        where = written(events.out or (str(out) if out is not None else None))
+        console.print(f"Interrupted before any {nothing} was written." if where is None
+                      else interrupted(where), markup=False)
+        raise typer.Exit(130) from None
+    except WriteError as exc:  # a full disk: the images already written are kept
+        where = written(events.out)
+        if where is None:
+            raise
+        raise WriteError(f"{str(exc).rstrip('.')}; {kept(where)}.") from None
+    finally:
+        events("end")
+
+
 def _resume_line(prompts: Path, out: Any) -> str:
     """The command that continues an interrupted eval in ``out``, quoted for a shell."""
     return shlex.join(["glidectl", "eval", str(prompts), "--resume", "--out", str(out)])
@@ -248,8 +281,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from ..devices import check_precision
-        from ..errors import GlidectlError, WriteError
-        from ..eval_settings import META_FILE
+        from ..errors import GlidectlError
         from ..evaluation import RunOptions, run_eval, settings_for
         from ..lora import parse_lora_spec
 
@@ -294,26 +326,14 @@ def register(app: typer.Typer) -> None:
         settings, notes = settings_for(prompts, flags, options, precision)
         console = Console()
         events = _RichEvents(console)
-        try:  # the notes come once the run's inputs are checked and its models loaded
+        # the folder is named: without --out, --resume would pick the newest one
+        with _stops_said(console, events, out, nothing="new image",
+                         interrupted=lambda where: "Interrupted; finished prompts are kept. "
+                         f"Continue with `{_resume_line(prompts, where)}`.",
+                         kept=lambda where: "the finished prompts are kept: continue with "
+                         f"`{_resume_line(prompts, where)}`"):
+            # the notes come once the run's inputs are checked and its models loaded
             report = run_eval(prompts, settings, options, on_event=events, notes=notes)
-        except KeyboardInterrupt:
-            events("end")
-            where = events.out or (str(out) if out is not None else None)
-            if where is None or not (Path(where) / META_FILE).is_file():
-                console.print("Interrupted before any new image was written.", markup=False)
-            else:  # name the folder: without --out, --resume would pick the newest one
-                console.print(f"Interrupted; finished prompts are kept. Continue with "
-                              f"`{_resume_line(prompts, where)}`.",
-                              markup=False)
-            raise typer.Exit(130) from None
-        except WriteError as exc:  # a full disk: the images already written are kept
-            where = events.out
-            if where is None or not (Path(where) / META_FILE).is_file():
-                raise
-            raise WriteError(f"{str(exc).rstrip('.')}; the finished prompts are kept: "
-                             f"continue with `{_resume_line(prompts, where)}`.") from None
-        finally:
-            events("end")
         if report.dry_run:
             _print_plan(console, report.metadata)
             return
@@ -337,14 +357,12 @@ def _eval_upsampler(low_res: Path, prompts: Path | None, given: list[str],
         options, precision)
     console = Console()
     events = _RichEvents(console)
-    try:
+
+    def kept(where: str) -> str:
+        return (f"the finished images are kept in {where!r}, but an upsampler eval does not "
+                "resume: run it again into a new or empty --out")
+
+    with _stops_said(console, events, options.out, nothing="image", kept=kept,
+                     interrupted=lambda where: f"Interrupted; {kept(where)}."):
         report = run_upsampler_eval(low_res, settings, options, on_event=events, notes=notes)
-    except KeyboardInterrupt:
-        events("end")
-        where = f" in {events.out}" if events.out else ""
-        console.print(f"Interrupted; the images written so far are kept{where} (an upsampler "
-                      "eval does not resume: run it again into another --out).", markup=False)
-        raise typer.Exit(130) from None
-    finally:
-        events("end")
     _print_summary(console, report.metadata, report.out)
