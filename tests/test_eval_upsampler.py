@@ -389,3 +389,37 @@ def test_a_failure_mid_run_is_recorded_and_its_line_does_not_offer_resume(
     assert meta["error"] == "Could not write 'x.png': No space left on device."
     assert [r["file"] for r in meta["images"]] == ["000_a-red-circle.png"]
 
+
+def test_an_out_another_eval_is_writing_is_one_line_that_does_not_offer_resume(
+        capsys, tmp_path, upsampler):
+    """--out locked by another eval (still loading: only its .lock is there) is refused in
+    one line before any model loads, without the --resume this mode refuses."""
+    import subprocess
+    import sys
+
+    from glidectl.errors import GlidectlError
+    from glidectl.eval_outputs import claim_folder
+
+    refs, out = captioned_folder(tmp_path / "refs"), tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(  # the other eval, as far as the lock goes: held until stdin ends
+        [sys.executable, "-c", "import sys; from glidectl.atomic import lock_file; "
+         f"h = lock_file({str(out / '.lock')!r}, 'busy'); print('held', flush=True); "
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = in_process(capsys, "eval", "--upsampler", tmp_path / "not-loaded.safetensors",
+                         "--low-res", refs, "--out", out, *FAST)
+        # locked after that check, while the models load: the lock says the same
+        with pytest.raises(GlidectlError) as info, claim_folder(out, False, resumes=False):
+            pass
+    finally:
+        holder.communicate("", timeout=30)
+    assert res.returncode == 2 and res.stderr == (
+        f"Error: --out {str(out)!r} is being written by another glidectl eval; pass a new or "
+        "empty --out (an upsampler eval writes a folder of its own).\n")
+    assert f"Error: {info.value}\n" == res.stderr
+    assert [p.name for p in out.iterdir()] == [".lock"]
+    res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out", out,
+                     *FAST)  # once it has ended, the folder (holding only .lock) is free
+    assert res.returncode == 0, res.stderr

@@ -63,16 +63,21 @@ def latest_eval_dir(root: str | Path = "eval") -> Path | None:
 LOCK_FILE = ".lock"  # locked by the eval writing the folder (:func:`claim_folder`)
 
 
-def busy_message(out: Path) -> str:
+def busy_message(out: Path, resumes: bool = True) -> str:
+    """The sentence for an ``out`` another eval is writing; ``resumes``: the eval refused
+    can --resume (an upsampler eval, ``--low-res DIR``, cannot)."""
+    if not resumes:
+        return (f"--out {str(out)!r} is being written by another glidectl eval; pass a new or "
+                "empty --out (an upsampler eval writes a folder of its own).")
     return (f"--out {str(out)!r} is being written by another glidectl eval; wait for it to "
             "finish (or stop it and continue it with --resume), or pass another --out.")
 
 
-def refuse_if_busy(out: Path) -> None:
+def refuse_if_busy(out: Path, resumes: bool = True) -> None:
     """One sentence when another eval is writing ``out`` (checked before any model loads;
-    :func:`claim_folder` is what keeps it out)."""
+    :func:`claim_folder` is what keeps it out); ``resumes`` as :func:`busy_message`'s."""
     if atomic.is_locked(out / LOCK_FILE):
-        raise GlidectlError(busy_message(out))
+        raise GlidectlError(busy_message(out, resumes))
 
 
 def holds_files(out: Path) -> bool:
@@ -102,12 +107,12 @@ def refuse_foreign_files(out: Path) -> None:
 
 
 @contextmanager
-def claim_folder(out: Path, numbered: bool) -> Iterator[Path]:
+def claim_folder(out: Path, numbered: bool, resumes: bool = True) -> Iterator[Path]:
     """Create and lock ``out`` for one eval, until the block ends: a second eval into the
     same folder is refused in one sentence instead of writing its images among (and over)
     the first's. ``numbered``: ``out`` is the next ``eval/NNNN``; when another eval took it
     meanwhile, the next free number is taken instead. A folder made here that the block
-    leaves with nothing in it is removed."""
+    leaves with nothing in it is removed. ``resumes`` as :func:`busy_message`'s."""
     while True:
         created = not out.exists()
         try:
@@ -115,7 +120,7 @@ def claim_folder(out: Path, numbered: bool) -> Iterator[Path]:
             break
         except FileExistsError:
             out = next_eval_dir(out.parent)
-    lock = atomic.lock_file(out / LOCK_FILE, busy_message(out))
+    lock = atomic.lock_file(out / LOCK_FILE, busy_message(out, resumes))
     try:
         yield out
     except BaseException:

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__
 from .errors import GlidectlError
-from .eval_inputs import RunOptions, resolve_out
+from .eval_inputs import RunOptions
 from .eval_outputs import (
     GRID_FILE,
     GRID_MAX,
@@ -35,7 +35,7 @@ from .eval_outputs import (
 )
 from .eval_plan import image_seed
 from .eval_settings import META_FILE, EvalSettings
-from .eval_upsampler_inputs import check_inputs, refuse_files, training_resample
+from .eval_upsampler_inputs import check_inputs, refuse_files, resolve_out, training_resample
 from .evaluation import EvalReport, EventFn, _counts, _noop, _vocab_dir, sampling_events
 from .out_dir import prompt_record
 
@@ -368,8 +368,8 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     t_start = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     folder = Path(low_res_dir)
+    out = resolve_out(options)
     source = check_inputs(folder, settings, options)
-    out = resolve_out([], options)
     device = pick_device(options.device)
     fid, fid_note = _fid_stream(options)
     t0 = time.perf_counter()
@@ -393,7 +393,7 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     grid_max = options.grid_max or GRID_MAX
     n = settings.n
 
-    with claim_folder(out, numbered=options.out is None) as out:
+    with claim_folder(out, numbered=options.out is None, resumes=False) as out:
         refuse_files(out)  # again now that it is this process's: another eval may have written
         header = _header(folder, out, settings, pipeline, device, options, grid_max)
         header["low_res_resample"] = resample

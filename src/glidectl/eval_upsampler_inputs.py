@@ -10,8 +10,9 @@ from typing import Any
 
 from .errors import GlidectlError
 from .eval_inputs import RunOptions
-from .eval_outputs import holds_files
+from .eval_outputs import holds_files, next_eval_dir, refuse_if_busy
 from .eval_settings import EvalSettings, resolve_settings
+from .out_dir import check_out_dir
 
 # flags of glidectl eval that only a base model's sampling uses
 BASE_ONLY_FLAGS = ("--sampler", "--steps", "--schedule", "--guidance", "--rerank")
@@ -121,6 +122,16 @@ def check_folder(folder: Path) -> Any:
     return source
 
 
+def resolve_out(options: RunOptions) -> Path:
+    """``--out`` (else the next ``eval/NNNN``), checked before any model loads: writable,
+    not being written by another eval, holding no files."""
+    out = Path(options.out) if options.out is not None else next_eval_dir(options.eval_root)
+    check_out_dir(out)
+    refuse_if_busy(out, resumes=False)
+    refuse_files(out)
+    return out
+
+
 def refuse_files(out: Path) -> None:
     """One sentence when ``out`` holds files: an upsampler eval writes a new folder only."""
     if out.is_dir() and holds_files(out):
@@ -152,7 +163,7 @@ def training_resample(weights: Path | None) -> str:
 
 def check_inputs(folder: Path, settings: EvalSettings, options: RunOptions) -> Any:
     """What is checked before any model loads, one sentence each: DIR (its source is
-    returned), the upsampler and its LoRAs, the sampler, --fid's reference, --out."""
+    returned), the upsampler and its LoRAs, the sampler, --fid's reference."""
     from . import plugins
     from .model_cost import check_models
 
@@ -164,6 +175,4 @@ def check_inputs(folder: Path, settings: EvalSettings, options: RunOptions) -> A
         from .fid import check_reference
 
         check_reference(str(options.fid_reference), len(source.files) * settings.n)
-    if options.out is not None:
-        refuse_files(Path(options.out))
     return source
