@@ -4,6 +4,7 @@ PSNR/SSIM it scores with."""
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -181,6 +182,14 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
         up += ["--out", str(tmp_path / "mine")]
     if case == "no captions":
         (refs / "1.txt").unlink()
+    if case == "caption is a folder":
+        (refs / "1.txt").unlink()
+        (refs / "1.txt").mkdir()
+    if case == "caption read fails":  # a file there that fails to read (EIO), root or not
+        (refs / "2.txt").unlink()
+        (refs / "2.txt").symlink_to("/proc/self/mem")
+    if case == "caption not permitted":
+        (refs / "0.txt").chmod(0)
     if case == "latin-1 caption":
         (refs / "2.txt").write_bytes("a caf\xe9 table".encode("latin-1"))
     if case == "no images":
@@ -203,6 +212,9 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
         "no captions": ["--low-res", str(refs), *up],
         "too small": ["--low-res", str(refs), *up],
         "latin-1 caption": ["--low-res", str(refs), *up],
+        "caption is a folder": ["--low-res", str(refs), *up],
+        "caption read fails": ["--low-res", str(refs), *up],
+        "caption not permitted": ["--low-res", str(refs), *up],
         "base model": ["--low-res", str(refs), *up],
         "base lora": ["--low-res", str(refs), *up],
         "out holds files": ["--low-res", str(refs), *up],
@@ -230,6 +242,15 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
     ("latin-1 caption", "refs': 1 of 3 images have a caption file that is not UTF-8 text "
                         "(first: '"),
     ("latin-1 caption", "refs/2.png'); save each caption as UTF-8."),
+    ("caption is a folder", "refs': 1 of 3 images have a caption file that cannot be read "
+                            "(first: '"),
+    ("caption is a folder", "refs/1.txt': a folder); make each one's caption a readable "
+                            "UTF-8 text file."),
+    pytest.param("caption read fails", "refs/2.txt': Input/output error); make each one's",
+                 marks=pytest.mark.skipif(not Path("/proc/self/mem").exists(),
+                                          reason="no /proc")),
+    pytest.param("caption not permitted", "refs/0.txt': Permission denied); make each one's",
+                 marks=pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")),
     ("base model", "base.safetensors' is a 'base' model, and --low-res upsamples with an "
                    "upsample model; pass one (a glidectl upsample run or openai:upsample) as "
                    "--upsampler, or drop --low-res to sample this model as the base (--base)."),

@@ -81,7 +81,8 @@ def upsampler_settings(flags: dict[str, Any], options: RunOptions,
 
 def check_folder(folder: Path) -> Any:
     """DIR's images as a data folder (:class:`glidectl.data.folder.FolderSource`); one
-    sentence when it is no folder, holds no images, or holds images without a caption."""
+    sentence when it is no folder, holds no images, or holds images whose caption file
+    cannot be read, is not UTF-8, or is not there."""
     from .data.captions import decode_caption
     from .data.folder import FolderSource
     from .data.images import Rejected
@@ -97,6 +98,7 @@ def check_folder(folder: Path) -> Any:
                             f"({' '.join(IMAGE_EXTENSIONS)}); put the reference images there, "
                             "each with its caption in a .txt file of the same name.")
     counter, missing, not_utf8 = RejectionCounter(), [], []
+    unreadable: list[tuple[Path, str]] = []
     for unit in source.units():
         for raw in source.read(unit, counter):
             try:
@@ -104,8 +106,18 @@ def check_folder(folder: Path) -> Any:
             except Rejected:
                 not_utf8.append(unit)
                 continue
-            if not (text or "").strip():
+            blank = not (text or "").strip()
+            if (blank or raw.reject == "unreadable_caption") \
+                    and (why := unreadable_caption(folder / str(unit))):
+                unreadable.append(why)
+            elif blank:
                 missing.append(unit)
+    if unreadable:
+        path, reason = unreadable[0]
+        raise GlidectlError(
+            f"--low-res {str(folder)!r}: {len(unreadable)} of {len(source.files)} images have "
+            f"a caption file that cannot be read (first: {str(path)!r}: {reason}); make each "
+            "one's caption a readable UTF-8 text file.")
     if not_utf8:
         first = folder / str(not_utf8[0])
         raise GlidectlError(
@@ -120,6 +132,28 @@ def check_folder(folder: Path) -> Any:
             f"beside it ({str(first.with_suffix('.txt'))!r}), or a metadata.jsonl with "
             "file_name and text.")
     return source
+
+
+def unreadable_caption(image: Path) -> tuple[Path, str] | None:
+    """The caption file beside ``image`` that a data folder reads (the first of its
+    suffixes there) and why it cannot be read, when it is there but cannot be; else None.
+    Only a regular file is opened (a named pipe would wait for a writer)."""
+    from .data.folder import CAPTION_SUFFIXES
+
+    for suffix in CAPTION_SUFFIXES:
+        path = image.with_suffix(suffix)
+        if path.is_dir():
+            return path, "a folder"
+        if not path.exists():
+            continue
+        if not path.is_file():
+            return path, "not a regular file"
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            return path, exc.strerror or str(exc)
+        return None
+    return None
 
 
 def resolve_out(options: RunOptions) -> Path:
