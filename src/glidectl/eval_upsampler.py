@@ -399,9 +399,9 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
         header["low_res_resample"] = resample
         work = _Work(out, settings, up, pipeline, emit, fid, index_width(len(source.files)),
                      grid_prompts(len(source.files), n + 2, grid_max))
-        write_json(out / META_FILE, {**header, "status": "running", "sessions": []})
-        emit("start", total=len(source.files) * n, done=0, out=str(out))
         try:
+            write_json(out / META_FILE, {**header, "status": "running", "sessions": []})
+            emit("start", total=len(source.files) * n, done=0, out=str(out))
             for ref in itertools.chain([first], references):
                 work.add(ref)
             if len(work.captions) < len(source.files):  # images left out: the bar ends there
