@@ -1,11 +1,14 @@
-"""Temp files a ``kill -9`` left (``.NAME.PID.tmp``): the next writer into the folder removes
-those whose process is gone, never a live process's, never a file that is not ours."""
+"""Temp files a ``kill -9`` left (``.NAME.PID@HOST.tmp``, ``.NAME.PID.tmp`` before the host):
+the next writer into the folder removes those whose process is gone, never a live process's
+(another host's only when a day old), never a file that is not ours."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,14 +35,67 @@ def leftovers(folder: Path, stem: str, gone_pid: int) -> dict[str, Path]:
     return files
 
 
-def test_temp_names_hold_the_writer_s_process_id(tmp_path):
+def test_temp_names_hold_the_writer_s_process_id_and_host(tmp_path):
     from glidectl.atomic import TEMP_NAME, atomic_path, new_path
 
+    host = socket.gethostname()
     for writer in (atomic_path, new_path):
         with writer(tmp_path / f"{writer.__name__}.png") as tmp:
+            assert tmp.name == f".{writer.__name__}.png.{os.getpid()}@{host}.tmp"
             match = TEMP_NAME.fullmatch(tmp.name)
-            assert match and match.groups() == (f"{writer.__name__}.png", str(os.getpid()))
+            assert match and match.groups() == (f"{writer.__name__}.png", str(os.getpid()),
+                                                host)
             tmp.write_bytes(b"x")
+
+
+def test_another_host_s_temp_files_are_kept_until_a_day_old(tmp_path, gone_pid):
+    """A folder shared between machines (NFS, the nodes of a multi-node run): a temp file
+    named for another host is a writer's there, whose process id means nothing here."""
+    from glidectl.atomic import remove_stale_temps
+
+    here = socket.gethostname()
+    files = {"killed here": tmp_path / f".a.json.{gone_pid}@{here}.tmp",
+             "running here": tmp_path / f".a.json.{os.getppid()}@{here}.tmp",
+             "old name, killed": tmp_path / f".a.json.{gone_pid}.tmp",
+             "another host's": tmp_path / f".a.json.{gone_pid}@{here}-b.tmp",
+             "another host's, 2 h old": tmp_path / f".a.json.{gone_pid}@node-7.cluster.tmp",
+             "another host's, 2 days old": tmp_path / f".a.json.{gone_pid + 1}@node-7.tmp"}
+    for path in files.values():
+        path.write_bytes(b"half")
+    for key, age in (("another host's, 2 h old", 2 * 3600),
+                     ("another host's, 2 days old", 2 * 86400)):
+        os.utime(files[key], (time.time() - age, time.time() - age))
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(removed) == sorted(files[k] for k in (
+        "killed here", "old name, killed", "another host's, 2 days old"))
+    assert all(files[k].exists() for k in (
+        "running here", "another host's", "another host's, 2 h old"))
+
+
+def test_a_writer_on_another_host_keeps_its_temp_file(tmp_path):
+    """A real writer with another host name (its own UTS namespace), stopped mid-write: its
+    process id is not one here, so before the names held the host its temp file went."""
+    script = ("import sys, os; from glidectl.atomic import atomic_path\n"
+              "with atomic_path(sys.argv[1]) as tmp:\n"
+              "    tmp.write_bytes(b'half'); print(tmp.name, flush=True); sys.stdin.read()\n")
+    try:
+        proc = subprocess.Popen(
+            ["unshare", "--user", "--map-root-user", "--uts", "sh", "-c",
+             'hostname node-b && exec "$0" -c "$1" "$2"', sys.executable, script,
+             str(tmp_path / "latest")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        pytest.skip("no unshare here")
+    name = proc.stdout.readline().strip()
+    if not name:
+        proc.wait()
+        pytest.skip(f"no UTS namespace here: {proc.stderr.read().strip()}")
+    from glidectl.atomic import remove_stale_temps
+
+    proc.kill()  # gone here, as another host's process always is
+    proc.wait()
+    assert remove_stale_temps(tmp_path) == [] and (tmp_path / name).read_bytes() == b"half"
+    assert name.endswith("@node-b.tmp")
 
 
 def test_the_next_sample_into_the_folder_removes_a_killed_one_s_temp_files(

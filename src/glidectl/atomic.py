@@ -1,10 +1,11 @@
 """Atomic file writes: a temp file beside the target, flushed, then renamed over it.
 
 A reader (or a run killed half-way) sees the old file or the new one, never a part. The temp
-name is ``.<name>.<pid>.tmp`` in the same folder (same filesystem, so the rename is atomic); it
-is opened like any file, so the user's umask applies. A ``kill -9`` leaves it behind: the next
-run into the folder removes those whose writer is gone (:func:`remove_stale_temps`). Also the
-lock that keeps a second process from writing a folder another one writes (:func:`lock_file`).
+name is ``.<name>.<pid>@<host>.tmp`` in the same folder (same filesystem, so the rename is
+atomic); it is opened like any file, so the user's umask applies. A ``kill -9`` leaves it
+behind: the next run into the folder removes those whose writer is gone
+(:func:`remove_stale_temps`). Also the lock that keeps a second process from writing a folder
+another one writes (:func:`lock_file`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import errno
 import json
 import os
 import re
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -24,13 +27,24 @@ from .errors import GlidectlError, is_write_failure, write_error
 NO_FSYNC = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EROFS}
 
 
-TEMP_NAME = re.compile(r"\.(.+)\.(\d+)\.tmp")  # .<name>.<pid>.tmp (:func:`temp_path`)
+# .<name>.<pid>@<host>.tmp (:func:`temp_path`), or .<name>.<pid>.tmp (written before the
+# names held the host); groups: name, pid, host (None for the old names)
+TEMP_NAME = re.compile(r"\.(.+)\.(\d+)(?:@([A-Za-z0-9.-]+))?\.tmp")
+# a temp file of another host (a folder shared over NFS) is that old before it counts as a
+# killed writer's: its pid says nothing here, and no write of one file takes a day
+OTHER_HOST_STALE_S = 24 * 3600
+
+
+def host_name() -> str:
+    """This machine's name as it goes into a temp file name (letters, digits, '.', '-')."""
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "localhost"
 
 
 def temp_path(path: Path) -> Path:
     """Where :func:`atomic_path` and :func:`new_path` write before the rename: a name of this
-    process's, so two processes writing one file never share a temp file."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    process's on this host, so two processes writing one file (also from two machines
+    sharing the folder) never share a temp file."""
+    return path.with_name(f".{path.name}.{os.getpid()}@{host_name()}.tmp")
 
 
 def _process_gone(pid: int) -> bool:
@@ -47,19 +61,34 @@ def _process_gone(pid: int) -> bool:
     return False
 
 
+def _is_stale(path: Path, pid: int, host: str | None, here: str) -> bool:
+    """Whether the temp file ``path`` of process ``pid`` on ``host`` is a gone writer's: on
+    this host (or an old name without one) when no process ``pid`` runs here; on another
+    host (the folder is shared) only when untouched for :data:`OTHER_HOST_STALE_S`."""
+    if host is None or host == here:
+        return _process_gone(pid)
+    try:
+        return time.time() - path.lstat().st_mtime > OTHER_HOST_STALE_S
+    except OSError:
+        return False
+
+
 def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:
-    """Remove the temp files (``.<name>.<pid>.tmp``) in ``folder`` whose writer process is
-    gone: what a ``kill -9`` left. A live process's, and any other file, are kept; with
-    ``name``, only that file's (a user's folder holding one output). Returns the files
-    removed."""
-    removed = []
+    """Remove the temp files (``.<name>.<pid>@<host>.tmp``) in ``folder`` whose writer
+    process is gone: what a ``kill -9`` left. A live process's, and any other file, are
+    kept; so is another host's for a day (a folder shared between machines: its process id
+    cannot be looked up here). With ``name``, only that file's (a user's folder holding one
+    output). Returns the files removed."""
+    removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:  # no folder yet (or unreadable: said by whatever writes there)
         return removed
+    here = host_name()
     for path in entries:
         match = TEMP_NAME.fullmatch(path.name)
-        if match and name in (None, match.group(1)) and _process_gone(int(match.group(2))) \
+        if match and name in (None, match.group(1)) \
+                and _is_stale(path, int(match.group(2)), match.group(3), here) \
                 and path.is_file() and not path.is_symlink():
             with suppress(OSError):
                 path.unlink()
