@@ -367,6 +367,21 @@ def test_an_adapter_given_as_the_model_says_to_pass_it_with_lora(tmp_path, capsy
     assert f"apply it to its base model with --lora {out}, or" in capsys.readouterr().err
 
 
+def test_an_adapter_given_to_generate_by_a_bare_name_is_said_as_loras(tmp_path, monkeypatch):
+    """An adapter folder or file in the current folder, passed as ``base``: the keyword to
+    pass it with, and its name, quoted (``--lora peft-adapter`` was said ``loras
+    peft-adapter``)."""
+    import glidectl
+
+    _, out = peft_adapter(tmp_path, target_modules=["qkv"])
+    for folder, spec in ((tmp_path, "peft-adapter"), (out, "adapter_model.safetensors")):
+        monkeypatch.chdir(folder)
+        with pytest.raises(GlidectlError) as caught:
+            glidectl.generate("a cat", base=spec, upsampler=None, device="cpu")
+        assert f"apply it to its base model with loras={spec!r}, or fold it in with: " \
+               f"glidectl lora merge {spec} -o" in str(caught.value)
+
+
 def test_a_lora_run_given_to_load_model_names_the_pipeline_keyword(tmp_path):
     from glidectl import runs
     from glidectl.glide import load_model

@@ -156,7 +156,8 @@ def test_in_keywords_says_flags_and_their_values_as_python_keywords():
     from glidectl.errors import in_keywords
 
     names = {"--resume": "resume", "--name": "cfg.train.name", "--n": "n", "--out": "out",
-             "--upsampler": "upsampler", "--skip-existing": "skip_existing=True"}
+             "--upsampler": "upsampler", "--skip-existing": "skip_existing=True",
+             "--low-res": "low_res"}
     for message, said in [
         ("--resume latest needs a run: pass --name or --resume RUN_DIR.",
          "resume='latest' needs a run: pass cfg.train.name or resume=RUN_DIR."),
@@ -168,8 +169,18 @@ def test_in_keywords_says_flags_and_their_values_as_python_keywords():
         ("write one with glidectl fit-steps MODEL --n 3 --out FILE, or pass --out FILE.",
          "write one with glidectl fit-steps MODEL --n 3 --out FILE, or pass out=FILE."),
         ("pass --precision fp32 or --n to go on.", "pass --precision fp32 or n to go on."),
+        # a file name without a folder is a value too; prose after a flag is not
+        ("--low-res photo.png: not an image; pass --low-res e.g. in.png, i.e. an image.",
+         "low_res='photo.png': not an image; pass low_res e.g. in.png, i.e. an image."),
+        ("apply it with --upsampler lora_v2.safetensors:0.5, or --out FILE.json.",
+         "apply it with upsampler='lora_v2.safetensors:0.5', or out=FILE.json."),
+        ("--out results is a file; pass --out DIR.", "out results is a file; pass out=DIR."),
     ]:
         assert in_keywords(message, names) == said
+    # a bare word is a value where the caller passed it
+    assert in_keywords("--out results is a file; pass --out DIR or --n to go on.", names,
+                       values=["results", "a cat"]) == \
+        "out='results' is a file; pass out=DIR or n to go on."
 
 
 def test_the_outermost_library_call_names_the_keywords_once():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -130,11 +130,15 @@ def cause(exc: BaseException, limit: int = 160) -> str:
 # with the caller's keywords (``resume='latest'``): see :func:`keyword_errors`.
 _NAMING: ContextVar[str | None] = ContextVar("glidectl_error_naming", default=None)
 _F = TypeVar("_F", bound=Callable[..., Any])
-# what may follow a flag as its value: quoted, a METAVAR, a number, a path, a known word
-_VALUE = (r"'[^']*'|\"[^\"]*\"|[A-Z][A-Z0-9_]*(?!\w|\.\w)|-?\d+(?:\.\d+)?(?!\w|[.-]\w)"
-          r"|[\w.~-]*/[^\s;,)]*[^\s;,).]|(?:latest|none|auto|fp32|bf16|fp16|offline"
-          r"|respaced|openai:[\w-]+)(?![\w-])")
-_FLAG = re.compile(rf"(?<![\w-])--([a-z][a-z0-9-]*)(?: ({_VALUE}))?")
+# where a bare value ends: a space, a closing mark, or a sentence's '.' / ':' (not "x.png")
+_END = r"(?=[\s;,)`]|[.:](?:\s|$)|$)"
+# what may follow a flag as its value: quoted, a METAVAR (FILE.json too), a number, a path,
+# a file name (photo.png, a.safetensors:0.5; no word of prose has an extension), a known word
+_VALUE = (r"'[^']*'|\"[^\"]*\"|[A-Z]+\.[a-z]+" + _END + r"|[A-Z][A-Z0-9_]*(?!\w|\.\w)"
+          r"|-?\d+(?:\.\d+)?(?!\w|[.-]\w)|[\w.~-]*/[^\s;,)]*[^\s;,).]"
+          r"|[\w~+-][\w.~+-]*\.[A-Za-z][A-Za-z0-9]+(?::\d+(?:\.\d+)?)?" + _END +
+          r"|(?:latest|none|auto|fp32|bf16|fp16|offline|respaced|openai:[\w-]+)(?![\w-])")
+_METAVAR = re.compile(r"[A-Z][A-Z0-9_]*|[A-Z]+\.[a-z]+")  # said as it is: lora=FILE.json
 # a command to run (``glidectl fit-steps MODEL --out FILE``) keeps its flags
 _COMMAND = re.compile(r"glidectl [a-z][\w-]*.*?(?=[;,)`]|\.(?:\s|$)|$)")
 
@@ -153,12 +157,41 @@ def flags_named() -> Iterator[None]:
 Phrases = Mapping[str, str | Callable[[re.Match[str]], str]]  # regex → re.sub replacement
 
 
-def in_keywords(message: str, flags: Mapping[str, str], phrases: Phrases | None = None) -> str:
+def _flag_pattern(values: Iterable[str] = ()) -> re.Pattern[str]:
+    """A flag and its value (:data:`_VALUE`, or one of ``values`` as it is: a bare word,
+    ``--out results``, is not told from prose by its look, but the caller passed it)."""
+    words = sorted({v for v in values if 0 < len(v) <= 4096
+                    and not any(c.isspace() for c in v)}, key=len, reverse=True)
+    value = _VALUE + (f"|(?:{'|'.join(map(re.escape, words))}){_END}" if words else "")
+    return re.compile(rf"(?<![\w-])--([a-z][a-z0-9-]*)(?: ({value}))?")
+
+
+_FLAG = _flag_pattern()
+
+
+def passed_values(args: Iterable[Any]) -> list[str]:
+    """The strings and paths among a call's arguments (and in its lists, tuples and sets):
+    what an error may echo as a flag's value."""
+    found: list[str] = []
+    for arg in args:
+        if isinstance(arg, (list, tuple, set, frozenset)):
+            found += passed_values(arg)
+        elif isinstance(arg, str | os.PathLike):
+            path = os.fspath(arg)
+            if isinstance(path, str):
+                found.append(path)
+    return found
+
+
+def in_keywords(message: str, flags: Mapping[str, str], phrases: Phrases | None = None,
+                values: Iterable[str] = ()) -> str:
     """``message`` with each flag in ``flags`` said as its Python keyword: ``--resume`` →
     ``flags["--resume"]``, ``--resume latest`` → ``resume='latest'``. ``phrases`` (regex →
-    replacement) go first; flags inside a ``glidectl CMD ...`` command are left alone."""
+    replacement) go first; flags inside a ``glidectl CMD ...`` command are left alone.
+    ``values``: what the caller passed, a flag's value also as a bare word."""
     for pattern, text in (phrases or {}).items():
         message = re.sub(pattern, text, message)
+    flag = _flag_pattern(values) if values else _FLAG
 
     def keyword(match: re.Match[str]) -> str:
         name = flags.get("--" + match.group(1))
@@ -167,15 +200,15 @@ def in_keywords(message: str, flags: Mapping[str, str], phrases: Phrases | None 
         value = match.group(2)
         if value is None:
             return name
-        if not re.fullmatch(r"'.*'|\".*\"|[A-Z][A-Z0-9_]*|-?[\d.]+", value):
+        if not (re.fullmatch(r"'.*'|\".*\"|-?[\d.]+", value) or _METAVAR.fullmatch(value)):
             value = repr(value)
         return f"{name.split('=')[0]}={value}"
 
     out, end = [], 0
     for command in _COMMAND.finditer(message):
-        out += [_FLAG.sub(keyword, message[end:command.start()]), command.group(0)]
+        out += [flag.sub(keyword, message[end:command.start()]), command.group(0)]
         end = command.end()
-    return "".join(out) + _FLAG.sub(keyword, message[end:])
+    return "".join(out) + flag.sub(keyword, message[end:])
 
 
 def keyword_errors(flags: Mapping[str, str], phrases: Phrases | None = None
@@ -194,7 +227,8 @@ def keyword_errors(flags: Mapping[str, str], phrases: Phrases | None = None
                 return fn(*args, **kwargs)
             except GlidectlError as exc:
                 if len(exc.args) == 1 and isinstance(exc.args[0], str):
-                    exc.args = (in_keywords(exc.args[0], flags, phrases),)
+                    values = passed_values([*args, *kwargs.values()])
+                    exc.args = (in_keywords(exc.args[0], flags, phrases, values),)
                 raise
             finally:
                 _NAMING.reset(token)
