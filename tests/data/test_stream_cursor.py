@@ -91,6 +91,43 @@ def test_two_ranks_two_workers_resume_from_the_main_process_state(tmp_path, data
             _same(expected, resumed.next())
 
 
+def test_ranks_that_cross_epochs_at_different_steps_each_resume_exactly(tmp_path, data_cfg,
+                                                                        byte_tok):
+    """Two unreadable images make the processes' shares hold different numbers of batches:
+    they end epochs at different steps and drift apart. Each resumes from its own cursor;
+    the checkpoint's ``epoch`` is the one every process has reached, not the main
+    process's."""
+    from glidectl.training.guards import NonFiniteGuard
+    from glidectl.training.state import TrainState
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"{i:02d}.jpg").write_bytes(b"" if i in (3, 8) else encode(photo(40, 36, i)))
+        (folder / f"{i:02d}.txt").write_text(f"picture {i}")
+    cfg = data_cfg(source=str(folder), flip=True)
+    straight = [_stream(cfg, byte_tok, rank=r, world=2) for r in range(2)]
+    runs = [[s.next() for _ in range(24)] for s in straight]
+    assert straight[0].epoch - straight[1].epoch >= 2  # the main process drifts ahead
+
+    first = [_stream(cfg, byte_tok, rank=r, world=2) for r in range(2)]
+    for _ in range(5):
+        for s in first:
+            s.next()
+    where = [(s.epoch, s.position) for s in first]
+    assert where[0][0] > where[1][0]
+    rows = torch.cat([torch.tensor([s._row()]) for s in first])
+    first[0].gather_ranks(lambda t: rows)
+    saved = TrainState(first[0], NonFiniteGuard(3)).state_dict()["data"]  # train.json's
+    assert (saved["epoch"], saved["position"]) == where[1]
+    for r in range(2):
+        resumed = _stream(cfg, byte_tok, rank=r, world=2)
+        resumed.load_state_dict(saved)
+        assert (resumed.epoch, resumed.position) == where[r]
+        for expected in runs[r][5:]:  # on over more epoch ends
+            _same(expected, resumed.next())
+
+
 def test_a_cursor_for_other_worker_counts_is_a_one_line_error(shard_cfg, byte_tok):
     first = _stream(shard_cfg, byte_tok, workers=2)
     first.next()

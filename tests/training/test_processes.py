@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from glidectl.errors import GlidectlError
 from glidectl.training.engine import Trainer
 from glidectl.training.metrics import read_metrics
+from glidectl.training.resume_state import read_state_file
 
 
 def _env() -> dict[str, str]:
@@ -290,6 +291,28 @@ def test_two_processes_train_and_resume_the_same_model_as_one(tiny, config_file,
     assert losses_one == pytest.approx(losses_two, abs=1e-5)
     # the samples of both processes are counted, and the counts go on after the resume
     assert [r["data_accepted"] for r in records_two] == [r["data_accepted"] for r in records_one]
+
+
+def test_two_processes_log_and_checkpoint_the_epoch_both_have_reached(
+        tiny, config_file, image_folder, tmp_path):
+    """Two unreadable images make the processes' shares hold different numbers of batches,
+    so they end epochs at different steps and drift apart: the epoch in metrics.jsonl and in
+    the checkpoint's train.json is the one both have reached, not the main process's."""
+    for name in ("broken-a", "broken-b"):
+        (image_folder / f"{name}.png").write_bytes(b"")
+        (image_folder / f"{name}.txt").write_text("a broken square\n")
+    cfg = tiny(train=dict(steps=8, batch_size=2), log=dict(every=1),
+               checkpoint=dict(every=8), preview=dict(every=0),
+               data=dict(source=str(image_folder), uncond_p=0.0))
+    proc = subprocess.run(_torchrun(config_file(cfg)), env=_env(), capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = tmp_path / "runs" / "t"
+    data = read_state_file(run / "checkpoints" / "step-000008" / "state" / "train.json")["data"]
+    epochs = [row[0] for row in data["ranks"]]
+    assert epochs[0] > epochs[1], epochs  # the main process is ahead
+    assert data["epoch"] == epochs[1] and data["position"] == data["ranks"][1][1]
+    assert read_metrics(run / "metrics.jsonl")[-1]["epoch"] == epochs[1]
 
 
 def _wandb_records(run_file: Path) -> list:

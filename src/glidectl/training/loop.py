@@ -155,9 +155,11 @@ class TrainingLoop:
         return add_counts(self.state.data_base, *self.procs.gather(dataset_counts(self.dataset)))
 
     def _record(self, step: int, sums: torch.Tensor, n: int) -> dict[str, Any]:
-        """The metrics record of a logging window of ``n`` steps."""
+        """The metrics record of a logging window of ``n`` steps (a collective). ``epoch``:
+        the data epoch of the process furthest behind, as the checkpoint's
+        (:meth:`~glidectl.training.data_stream.DataStream.state_dict`)."""
         return {
-            "step": step, "epoch": self.stream.epoch,
+            "step": step, "epoch": min(self.procs.gather(self.stream.epoch)),
             "loss": float(sums[0] / n), "mse": float(sums[1] / n), "vb": float(sums[2] / n),
             "lr": self.scheduler.get_last_lr()[0], "grad_norm": self._grad_norm,
             **self._meter.read(), "skipped_nonfinite": self.guard.total,

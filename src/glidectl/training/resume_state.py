@@ -4,7 +4,9 @@ A run folder is data people share and download; reading it must never run code, 
 here is unpickled (``torch.load`` is not used at all). Files in ``<step>/state/``:
 
 - ``train.json``: loop position (step, data cursor, guard counts, tracker run ids, data counts,
-  the precision trained in, the accelerator's micro-step counter)
+  the precision trained in, the accelerator's micro-step counter); the data cursor holds each
+  process's position (``ranks``, what a resume reads), and its ``epoch``/``position`` are
+  those of the process furthest behind (:func:`glidectl.training.state.furthest_behind`)
 - ``optimizer.safetensors``: the optimizer's state_dict (moments as tensors, the rest in
   the header as JSON)
 - ``scheduler.json``: the LR scheduler's state_dict; ``scaler.json``: fp16's GradScaler

@@ -45,6 +45,20 @@ def _keep(records: list[dict[str, Any]], record: dict[str, Any]) -> None:
     del records[:-RECORDS_KEPT]
 
 
+def furthest_behind(data: dict[str, Any]) -> dict[str, Any]:
+    """The data stream's state with its ``epoch`` and ``position`` those of the process
+    furthest behind: every process has read the epochs before ``epoch`` whole. Processes
+    cross an epoch's end at different steps, and drift apart when their shares hold
+    different numbers of batches (rejected samples, unequal shards); the main process's
+    alone could be epochs ahead of another's. A resume reads each process's own cursor
+    (``ranks``), not these."""
+    rows = [row for row in data.get("ranks") or () if len(row) >= 2]
+    if not rows:
+        return data
+    epoch, position = min((int(row[0]), int(row[1])) for row in rows)
+    return {**data, "epoch": epoch, "position": position}
+
+
 class TrainState:
     """The loop's own resume state (``state/train.json``; the noise generator's state goes
     with the other RNGs)."""
@@ -71,7 +85,7 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "step": self.step, "data": self.stream.state_dict(),
+            "step": self.step, "data": furthest_behind(self.stream.state_dict()),
             "guard": self.guard.state_dict(), "trackers": dict(self.tracker_ids),
             "best_val_loss": self.best_val_loss, "best_step": self.best_step,
             "data_counts": self.data_total, "precision": self.precision,
