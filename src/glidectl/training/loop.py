@@ -157,13 +157,14 @@ class TrainingLoop:
     def _record(self, step: int, sums: torch.Tensor, n: int) -> dict[str, Any]:
         """The metrics record of a logging window of ``n`` steps (a collective). ``epoch``:
         the data epoch of the process furthest behind, as the checkpoint's
-        (:meth:`~glidectl.training.data_stream.DataStream.state_dict`)."""
+        (:func:`~glidectl.training.state.furthest_behind`)."""
+        each = self.procs.gather((dataset_counts(self.dataset), self.stream.epoch))
         return {
-            "step": step, "epoch": min(self.procs.gather(self.stream.epoch)),
+            "step": step, "epoch": min(epoch for _, epoch in each),
             "loss": float(sums[0] / n), "mse": float(sums[1] / n), "vb": float(sums[2] / n),
             "lr": self.scheduler.get_last_lr()[0], "grad_norm": self._grad_norm,
             **self._meter.read(), "skipped_nonfinite": self.guard.total,
-            **data_counts(self._data_totals()),
+            **data_counts(add_counts(self.state.data_base, *(counts for counts, _ in each))),
             "preview_failures": self.previewer.failures if self.previewer else 0,
         }
 
