@@ -2,7 +2,7 @@
 pairs with their parameters in PNG text chunks, ``grid.png``, ``metadata.json``, W&B tables.
 
 Every file is written through a temp file and an atomic rename, so a killed run leaves
-only whole files (and ``.name.PID.tmp`` leftovers that the next run removes).
+only whole files (and ``.name.PID@HOST.tmp`` leftovers that the next run removes).
 """
 
 from __future__ import annotations
