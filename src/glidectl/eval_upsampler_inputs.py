@@ -83,8 +83,8 @@ def check_folder(folder: Path) -> Any:
     """DIR's images as a data folder (:class:`glidectl.data.folder.FolderSource`); one
     sentence when it is no folder, holds no images, or holds images whose caption file
     cannot be read, is not UTF-8, or is not there."""
-    from .data.captions import decode_caption
-    from .data.folder import FolderSource
+    from .data.captions import decode_caption, read_sidecar
+    from .data.folder import CAPTION_SUFFIXES, FolderSource
     from .data.images import Rejected
     from .data.records import IMAGE_EXTENSIONS
     from .data.stats import RejectionCounter
@@ -108,7 +108,7 @@ def check_folder(folder: Path) -> Any:
                 continue
             blank = not (text or "").strip()
             if (blank or raw.reject == "unreadable_caption") \
-                    and (why := unreadable_caption(folder / str(unit))):
+                    and (why := read_sidecar(folder / str(unit), CAPTION_SUFFIXES)[1]):
                 unreadable.append(why)
             elif blank:
                 missing.append(unit)
@@ -132,28 +132,6 @@ def check_folder(folder: Path) -> Any:
             f"beside it ({str(first.with_suffix('.txt'))!r}), or a metadata.jsonl with "
             "file_name and text.")
     return source
-
-
-def unreadable_caption(image: Path) -> tuple[Path, str] | None:
-    """The caption file beside ``image`` that a data folder reads (the first of its
-    suffixes there) and why it cannot be read, when it is there but cannot be; else None.
-    Only a regular file is opened (a named pipe would wait for a writer)."""
-    from .data.folder import CAPTION_SUFFIXES
-
-    for suffix in CAPTION_SUFFIXES:
-        path = image.with_suffix(suffix)
-        if path.is_dir():
-            return path, "a folder"
-        if not path.exists():
-            continue
-        if not path.is_file():
-            return path, "not a regular file"
-        try:
-            path.read_bytes()
-        except OSError as exc:
-            return path, exc.strerror or str(exc)
-        return None
-    return None
 
 
 def resolve_out(options: RunOptions) -> Path:

@@ -406,6 +406,24 @@ def test_a_caption_file_that_cannot_be_read_is_counted_as_unreadable_not_missing
     assert json.loads(out.stdout) == [1, {"unreadable_caption": 1}], out.stderr
 
 
+def test_a_folder_named_as_the_caption_file_is_counted_as_unreadable(tmp_path):
+    """A folder '1.txt' beside '1.png' was read as no caption file, so the image trained
+    uncaptioned (or took a later '.caption' file) without a word."""
+    from glidectl.config import DataConfig
+    from glidectl.data.inspection import inspect_source
+
+    root = tmp_path / "pics"
+    (root / "1.txt").mkdir(parents=True)
+    (root / "1.caption").write_text("not the caption file a folder reads first")
+    for name in ("1", "2"):
+        (root / f"{name}.png").write_bytes(encode(photo(), "PNG"))
+    (root / "2.txt").write_text("picture 2")
+    report = inspect_source(DataConfig(source=str(root), min_image_size=8),
+                            tokenizer="byte", image_size=16)
+    assert (report.valid, report.rejected) == (1, {"unreadable_caption": 1})
+    assert report.rejected_examples["unreadable_caption"] == ["1.png"]
+
+
 def test_shards_beside_the_images_are_named_with_how_to_read_them(write_shards, data_cfg,
                                                                    byte_tok):
     """A folder of images and .tar shards read the images and left the shards without a

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from pathlib import Path
 
 from .images import Rejected
 
@@ -28,3 +30,24 @@ def pick_line(text: str | None, rng: random.Random) -> str | None:
     if not lines:
         return text.strip()
     return lines[0] if len(lines) == 1 else rng.choice(lines)
+
+
+def read_sidecar(image: Path, suffixes: Sequence[str]) -> tuple[bytes | None,
+                                                                tuple[Path, str] | None]:
+    """The caption file beside ``image`` (the first of ``suffixes`` there): its bytes, or,
+    when it is there but cannot be read, its path and why (a folder, not a regular file,
+    the OS error); ``(None, None)`` when none is there. Only a regular file is opened (a
+    named pipe would wait for a writer)."""
+    for suffix in suffixes:
+        path = image.with_suffix(suffix)
+        if path.is_dir():
+            return None, (path, "a folder")
+        if not path.exists():
+            continue
+        if not path.is_file():
+            return None, (path, "not a regular file")
+        try:
+            return path.read_bytes(), None
+        except OSError as exc:
+            return None, (path, exc.strerror or str(exc))
+    return None, None

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import GlidectlError
+from .captions import read_sidecar
 from .kohya import (
     KohyaFolder,
     counted_past_max,
@@ -263,16 +264,10 @@ class FolderSource:
             return
         path = self.root / unit
         row = self.metadata.get(unit)
-        caption: bytes | str | None = None
-        reject = None
-        for suffix in CAPTION_SUFFIXES:
-            sidecar = path.with_suffix(suffix)
-            if sidecar.is_file():
-                try:
-                    caption = sidecar.read_bytes()
-                except OSError:  # there, but not readable: not a missing caption
-                    reject = "unreadable_caption"
-                break
+        sidecar, unreadable = read_sidecar(path, CAPTION_SUFFIXES)
+        caption: bytes | str | None = sidecar
+        # there, but not readable (a folder, permissions): not a missing caption
+        reject = "unreadable_caption" if unreadable is not None else None
         meta: dict[str, Any] = {}
         if row is not None:
             meta = {k: v for k, v in row.items() if k != "file_name"}
