@@ -204,11 +204,17 @@ def in_keywords(message: str, flags: Mapping[str, str], phrases: Phrases | None 
             value = repr(value)
         return f"{name.split('=')[0]}={value}"
 
+    return outside_commands(message, lambda text: flag.sub(keyword, text))
+
+
+def outside_commands(message: str, say: Callable[[str], str]) -> str:
+    """``message`` with ``say`` applied to its text outside ``glidectl CMD ...`` commands
+    (a command keeps its flags: it is run as written)."""
     out, end = [], 0
     for command in _COMMAND.finditer(message):
-        out += [flag.sub(keyword, message[end:command.start()]), command.group(0)]
+        out += [say(message[end:command.start()]), command.group(0)]
         end = command.end()
-    return "".join(out) + flag.sub(keyword, message[end:])
+    return "".join(out) + say(message[end:])
 
 
 def keyword_errors(flags: Mapping[str, str], phrases: Phrases | None = None

@@ -40,3 +40,21 @@ def lora_models_dir(tmp_path_factory, models_dir) -> Path:
     shutil.copy(models_dir / "tiny.safetensors", folder / "tiny.safetensors")
     random_attention_adapter(folder, "tiny.safetensors", 0.05)
     return folder
+
+
+@pytest.fixture(scope="module")
+def fitted_models_dir(tmp_path_factory, models_dir) -> Path:
+    """A models folder with ``my-run/`` (the tiny model as its step checkpoint) and its
+    ``schedule.json``: a 3-step bespoke file fitted grey, at guidance 3, to other weights."""
+    import json
+
+    from test_bench_limits import bespoke_file
+
+    folder = tmp_path_factory.mktemp("ui-fitted-models")
+    step = folder / "my-run" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    path = bespoke_file(step / "model.safetensors", folder / "my-run" / "schedule.json", 3)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "model_sha256": "ab" * 32,
+                                "grey": True, "guidance": 3}))
+    return folder

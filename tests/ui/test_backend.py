@@ -623,10 +623,41 @@ def test_errors_in_the_page_name_its_controls_not_command_line_flags(models_dir)
         "The plms sampler needs at least 3 steps; raise Base steps.")
     with pytest.raises(GlidectlError) as info:
         backend.generate("a cat", n=1, sampler="bespoke", base_steps=3, base="tiny.safetensors")
-    assert "pick Schedule 'fitted (schedule.json)', the file written by glidectl fit-steps" in (
-        in_page_words(str(info.value)))
+    assert in_page_words(str(info.value)).endswith(
+        ": pick Schedule 'fitted (schedule.json)', the file written by the terminal command "
+        "glidectl fit-steps MODEL --method bespoke.")
     assert in_page_words("glidectl fit-steps --steps-file x --upsample-steps 2") == (
-        "glidectl fit-steps --steps-file x Upsampler steps 2")
+        "glidectl fit-steps --steps-file x --upsample-steps 2")  # a command keeps its flags
+    assert in_page_words("pass --steps-file x, not --upsample-steps 2") == (
+        "pass --steps-file x, not Upsampler steps set to 2")
+
+
+def test_warnings_in_the_page_name_its_controls_and_fit_steps_as_a_terminal_command(
+        fitted_models_dir):
+    """The page showed the warnings of a fitted file of another ODE as glidectl sample
+    prints them: "sample with --grey", "sample with --guidance 3"."""
+    from glidectl.ui.backend import FITTED_SCHEDULE, in_page_words
+
+    path = fitted_models_dir / "my-run" / "schedule.json"
+    result = UiBackend(fitted_models_dir, device="cpu").generate(
+        "a red circle", n=1, seed=3, sampler="unipc", base_steps=3, guidance=1.0,
+        schedule=FITTED_SCHEDULE, base="my-run/", grey=False)
+    refit = (f"the terminal command glidectl fit-steps {fitted_models_dir / 'my-run'} "
+             "--prompts PROMPTS.txt --method bespoke --calls 3 --guidance")
+    shown = [in_page_words(w) for w in result.warnings]
+    assert [w.split(": its steps ")[1] for w in shown] == [
+        "may be worse than its own exponential schedule for unipc; sample with Sampler "
+        "bespoke, or fit a file for unipc with the terminal command glidectl fit-steps MODEL "
+        "--sampler unipc.",
+        f"suit the other ODE; sample with the Grey box ticked, or refit it with {refit} 3 "
+        f"--no-grey --out {path} --overwrite.",
+        f"suit the other ODE; sample with Guidance set to 3, or refit it with {refit} 1 "
+        f"--out {path} --overwrite.",
+        f"suit that model's ODE; refit it with {refit} 3 --out {path} --overwrite."]
+    # glidectl sample's own words are unchanged
+    assert "; sample with --grey, or refit it with glidectl fit-steps " in result.warnings[1]
+    assert "; sample with --guidance 3, or refit it with glidectl fit-steps " in (
+        result.warnings[2])
 
 
 def test_default_output_folder_is_removed_only_when_empty(tmp_path, models_dir):

@@ -106,7 +106,7 @@ def build_app(backend: UiBackend) -> Any:
             message = in_page_words(one_line(str(exc)))
             print(f"Error: {message}", file=sys.stderr, flush=True)
             raise gr.Error(message, print_exception=False) from None
-        for message in map(one_line, result.warnings):  # as glidectl sample prints them
+        for message in (in_page_words(one_line(w)) for w in result.warnings):
             print(f"Warning: {message}", file=sys.stderr, flush=True)
             gr.Warning(message)
         shown = [str(path) for path in result.files] + result.unsaved  # unsaved: PIL images

@@ -6,6 +6,7 @@ Kept free of gradio so it is tested directly in Python.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import tempfile
 import time
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import GlidectlError, flags_named, is_own_warning
+from ..errors import GlidectlError, flags_named, is_own_warning, outside_commands
 from ..ranges import FLAGS, GUIDANCE, SEED_OR_RANDOM, STEPS, check
 from .models import (
     KEEP_MODELS,
@@ -46,7 +47,8 @@ FITTED_SCHEDULE = "fitted (schedule.json)"  # RUN/schedule.json of a run folder,
 @dataclass
 class UiResult:
     """One Generate click: the PNG files written, their seeds, the settings used and the
-    warnings ``glidectl sample`` would print (a schedule file fitted to other weights).
+    warnings ``glidectl sample`` would print (a schedule file fitted to other weights; the
+    page says them with its controls, :func:`in_page_words`).
     ``unsaved``: the images after the written ones that could not be written (a full
     disk): shown in the page all the same, with a warning."""
 
@@ -358,23 +360,36 @@ class UiBackend:
         return files, None
 
 
-# The command-line flags that sampling errors name, as the page's controls are labelled.
-_PAGE_WORDS = (
+# The command-line flags that sampling errors and warnings name, as the page's controls are
+# labelled (a number after one: the value to set it to). A ``glidectl CMD ...`` command keeps
+# its flags, said to be one to run in a terminal.
+_PAGE_WORDS = {
+    "--schedule": "Schedule", "--steps": "Base steps", "--sampler": "Sampler",
+    "--guidance": "Guidance", "--seed": "Seed", "--upsample-steps": "Upsampler steps",
+    "--precision": "Precision", "--base": "Base model", "--upsampler": "Upsampler",
+    "--lora": "LoRA", "--grey": "the Grey box ticked", "--no-grey": "the Grey box unticked",
+}
+_PAGE_PHRASES = (  # regex → replacement, before the flags
     (r"pass --schedule FILE", f"pick Schedule {FITTED_SCHEDULE!r}, the file"),
-    (r"--schedule", "Schedule"), (r"--steps", "Base steps"), (r"--sampler", "Sampler"),
-    (r"--guidance", "Guidance"), (r"--seed", "Seed"), (r"--upsample-steps", "Upsampler steps"),
-    (r"--precision", "Precision"),
+    (r"\b(with|by) (?=glidectl [a-z])", r"\1 the terminal command "),
 )
+_PAGE_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?: (-?\d+(?:\.\d+)?)(?!\w|[.-]\w))?")
 
 
 def in_page_words(message: str) -> str:
-    """An error of the sampling library with the flags it names (``raise --steps``) put as
-    the page's controls are labelled (``raise Base steps``)."""
-    import re
+    """An error or warning of the sampling library with the flags it names (``raise
+    --steps``, ``sample with --guidance 3``) put as the page's controls are labelled
+    (``raise Base steps``, ``sample with Guidance set to 3``)."""
+    for pattern, text in _PAGE_PHRASES:
+        message = re.sub(pattern, text, message)
 
-    for flag, label in _PAGE_WORDS:
-        message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", label, message)
-    return message
+    def control(match: re.Match[str]) -> str:
+        label = _PAGE_WORDS.get(match.group(1))
+        if label is None:
+            return match.group(0)
+        return label + (f" set to {match.group(2)}" if match.group(2) else "")
+
+    return outside_commands(message, lambda text: _PAGE_FLAG.sub(control, text))
 
 
 def _fitted_file(choice: ModelChoice | None) -> Path | None:
