@@ -5,6 +5,7 @@ one sentence."""
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 from itertools import islice
@@ -356,6 +357,40 @@ def test_images_without_caption_or_class_tokens_train_on_the_empty_caption_as_ko
                                            "--json", "--tokenizer", "byte"])
     report = json.loads(run.output)
     assert report["valid"] == 4 and report["empty_share"] == 0.5  # 1/x.png and 3/x
+
+
+@pytest.mark.parametrize("kind", ["folder", "pipe"])
+def test_a_caption_path_that_is_no_file_is_counted_as_unreadable_not_class_tokens(
+        tmp_path, data_cfg, byte_tok, kind):
+    """A folder (or named pipe) 'b.txt' beside 'b.png' was taken for no caption file, so the
+    image trained on the subset's class_tokens without a word."""
+    toml = write(tmp_path, """
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "dog"
+  caption_extension = ".txt"
+  class_tokens = "sks dog"
+""", {"dog/a.png": ("a.txt", "a dog on grass"), "dog/b.png": None})
+    bad = tmp_path / "dog" / "b.txt"
+    bad.mkdir() if kind == "folder" else os.mkfifo(bad)
+    ds = dataset(data_cfg(source=str(toml)), byte_tok, train=False)
+    assert {s["key"]: s["caption"] for s in ds} == {"1/a.png": "a dog on grass"}
+    stats = ds.stats()
+    assert stats["rejected"] == {"unreadable_caption": 1}
+    assert stats["examples"]["unreadable_caption"] == ["1/b.png"]
+
+
+@pytest.mark.timeout(30)
+def test_a_metadata_file_that_is_a_named_pipe_is_one_sentence_not_a_hang(tmp_path, capsys):
+    toml = write(tmp_path, "[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'ft'\n"
+                 "  metadata_file = 'meta.json'\n", {"ft/x.png": None})
+    os.mkfifo(tmp_path / "meta.json")  # read, it waited for a writer
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", str(toml), "--tokenizer", "byte"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "dataset 1, subset 1: metadata_file" in err and "(not a regular file)" in err
+    assert err.count("\n") == 1
 
 
 def test_a_toml_file_and_kohyas_json_form_are_claimed_without_a_prefix(tmp_path, toml,

@@ -5,6 +5,7 @@ and types; settings not applied named in one warning, bad files one sentence."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 
 import pytest
@@ -126,6 +127,41 @@ def test_an_image_without_a_prompt_file_trains_on_the_empty_prompt(tmp_path, dat
                          "\"sample\") and is trained on the empty prompt, as OneTrainer trains "
                          "it; write the .txt, or set text.prompt_source to \"filename\" or "
                          "\"concept\", to caption it.")
+
+
+@pytest.mark.parametrize("kind", ["folder", "pipe"])
+def test_a_prompt_path_beside_an_image_that_is_no_file_is_counted_as_unreadable(
+        tmp_path, data_cfg, byte_tok, kind):
+    """A folder (or named pipe) 'b.txt' beside 'b.png' was taken for no prompt file, so the
+    image trained on the empty prompt, and the note counted it as having no .txt (mgds'
+    LoadMultipleTexts opens what exists there, and stops the run when it cannot read it)."""
+    concepts = write(tmp_path, [{"path": "dog"}], {"dog/a.png": "sks dog", "dog/b.png": None,
+                                                   "dog/c.png": None})
+    bad = tmp_path / "dog" / "b.txt"
+    bad.mkdir() if kind == "folder" else os.mkfifo(bad)
+    ds = dataset(data_cfg(source=str(concepts)), byte_tok)
+    assert {s["key"]: s["caption"] for s in ds} == {"1/a.png": "sks dog", "1/c.png": ""}
+    stats = ds.stats()
+    assert stats["rejected"] == {"unreadable_caption": 1}
+    assert stats["examples"]["unreadable_caption"] == ["1/b.png"]
+    [note] = [n for n in source_notes(ds.source) if ".txt" in n]
+    assert "concept 1: 1 image has no .txt prompt beside it" in note  # c.png only
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind, why", [("folder", "a folder"), ("pipe", "not a regular file")])
+def test_a_concept_prompt_path_that_is_no_file_is_one_sentence_not_a_hang(tmp_path, capsys,
+                                                                         kind, why):
+    concepts = write(tmp_path, [{"path": "dog", "text": {
+        "prompt_source": "concept", "prompt_path": "prompts.txt"}}], {"dog/a.png": None})
+    bad = tmp_path / "prompts.txt"
+    bad.mkdir() if kind == "folder" else os.mkfifo(bad)  # a pipe: read, it waited for a writer
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", str(concepts), "--tokenizer", "byte"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"concept 1: text.prompt_path {str(bad)!r} cannot be read ({why});" in err
+    assert err.count("\n") == 1
 
 
 def test_repeats_and_samples_balancing_give_each_epochs_reads(concepts):

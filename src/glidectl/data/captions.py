@@ -32,22 +32,32 @@ def pick_line(text: str | None, rng: random.Random) -> str | None:
     return lines[0] if len(lines) == 1 else rng.choice(lines)
 
 
+def read_regular(path: Path) -> tuple[bytes | None, str | None]:
+    """``path``'s bytes, or None and why it cannot be read (a folder, not a regular file,
+    the OS error); ``(None, None)`` when nothing is there. Only a regular file is opened (a
+    named pipe would wait for a writer)."""
+    if path.is_dir():
+        return None, "a folder"
+    if not path.exists():
+        return None, None
+    if not path.is_file():
+        return None, "not a regular file"
+    try:
+        return path.read_bytes(), None
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+
+
 def read_sidecar(image: Path, suffixes: Sequence[str]) -> tuple[bytes | None,
                                                                 tuple[Path, str] | None]:
-    """The caption file beside ``image`` (the first of ``suffixes`` there): its bytes, or,
-    when it is there but cannot be read, its path and why (a folder, not a regular file,
-    the OS error); ``(None, None)`` when none is there. Only a regular file is opened (a
-    named pipe would wait for a writer)."""
+    """The caption file beside ``image`` (the first of ``suffixes`` there: ``image``'s
+    name with its suffix replaced): its bytes, or, when it is there but cannot be read
+    (:func:`read_regular`), its path and why; ``(None, None)`` when none is there."""
     for suffix in suffixes:
-        path = image.with_suffix(suffix)
-        if path.is_dir():
-            return None, (path, "a folder")
-        if not path.exists():
-            continue
-        if not path.is_file():
-            return None, (path, "not a regular file")
-        try:
-            return path.read_bytes(), None
-        except OSError as exc:
-            return None, (path, exc.strerror or str(exc))
+        path = image.with_name(image.stem + suffix)
+        raw, why = read_regular(path)
+        if why is not None:
+            return None, (path, why)
+        if raw is not None:
+            return raw, None
     return None, None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
+from .captions import read_regular, read_sidecar
 from .kohya import KohyaFolder, reg_draws, unread_reg_note
 from .kohya_config import DatasetConfig, SubsetSpec, read_dataset_config
 from .records import IMAGE_EXTENSIONS, RawSample
@@ -192,11 +193,12 @@ class KohyaConfigSource:
         path = spec.metadata_file
         assert path is not None
         name = f"{str(self.config.path)!r}: {spec.where}: metadata_file {str(path)!r}"
+        raw, why = read_regular(path)  # a named pipe is not opened: it would wait
+        if raw is None:
+            raise GlidectlError(f"{name} cannot be read ({why or 'no such file'}); check the "
+                                "path (a relative one is read from the config's folder).")
         try:
-            entries = json.loads(path.read_text(encoding="utf-8-sig"))
-        except OSError as exc:
-            raise GlidectlError(f"{name} cannot be read ({exc.strerror}); check the path "
-                                "(a relative one is read from the config's folder).") from None
+            entries = json.loads(raw.decode("utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise GlidectlError(f"{name} is not JSON text ({exc}); write kohya's metadata "
                                 "JSON, {\"image_key\": {\"caption\": \"...\"}}.") from None
@@ -278,13 +280,10 @@ class KohyaConfigSource:
         if spec.metadata_file is not None:
             caption = self.captions.get(unit) or ""  # kohya: no caption nor tags: ""
         else:
-            sidecar = path.with_name(path.stem + spec.caption_extension)
-            if sidecar.is_file():
-                try:
-                    caption = sidecar.read_bytes()
-                except OSError:  # there, but not readable: not a missing caption
-                    reject = "unreadable_caption"
-            else:  # kohya: the class tokens, else the empty caption
+            caption, unreadable = read_sidecar(path, (spec.caption_extension,))
+            if unreadable is not None:  # there but not readable (a folder): not a missing one
+                reject = "unreadable_caption"
+            elif caption is None:  # kohya: the class tokens, else the empty caption
                 caption = spec.class_tokens or ""
         yield RawSample(key=unit, image=path, caption=caption, reject=reject, rules=spec.rules,
                         is_reg=spec.is_reg, empty_ok=caption == "")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
+from .captions import read_regular, read_sidecar
 from .onetrainer_config import ConceptsFile, ConceptSpec, read_concepts
 from .records import IMAGE_EXTENSIONS, RawSample
 from .stats import RejectionCounter
@@ -131,7 +132,7 @@ class OneTrainerSource:
             unit = f"{spec.index}/{path.relative_to(folder).as_posix()}"
             self.images[unit] = path
             units.append(unit)
-            missing += spec.prompt_source == "sample" and not path.with_suffix(".txt").is_file()
+            missing += spec.prompt_source == "sample" and not path.with_suffix(".txt").exists()
         if missing:
             many = missing != 1
             self.left.append(
@@ -152,14 +153,16 @@ class OneTrainerSource:
     def _prompt_file(self, spec: ConceptSpec) -> str:
         path = spec.prompt_path
         assert path is not None
+        raw, why = read_regular(path)  # a named pipe is not opened: it would wait
         try:
-            return path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise GlidectlError(
-                f"{str(self.file.path)!r}: {spec.where}: text.prompt_path {str(path)!r} cannot "
-                f"be read ({why}); give the UTF-8 text file of its prompts, one a line (a "
-                "relative path is read from the concepts file's folder).") from None
+            if raw is not None:
+                return raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            why = "not UTF-8 text"
+        raise GlidectlError(
+            f"{str(self.file.path)!r}: {spec.where}: text.prompt_path {str(path)!r} cannot be "
+            f"read ({why or 'no such file'}); give the UTF-8 text file of its prompts, one a "
+            "line (a relative path is read from the concepts file's folder).")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -205,11 +208,11 @@ class OneTrainerSource:
             caption = path.stem
         elif spec.prompt_source == "concept":
             caption = self.prompts[key]
-        elif (sidecar := path.with_suffix(".txt")).is_file():
-            try:
-                caption = sidecar.read_bytes()
-            except OSError:  # there, but not readable: not a missing caption
-                reject = "unreadable_caption"
+        else:
+            raw, unreadable = read_sidecar(path, (".txt",))
+            caption = raw if raw is not None else caption
+            # there but not readable (a folder; mgds stops the run): not a missing prompt
+            reject = "unreadable_caption" if unreadable is not None else None
         # a missing, empty or blank prompt file is OneTrainer's empty prompt, not a reject
         yield RawSample(key=unit, image=path, caption=caption, reject=reject, rules=spec.rules,
                         loss_weight=spec.loss_weight, empty_ok=True,
