@@ -169,6 +169,24 @@ def test_kohya_caption_knobs_as_its_readme_describes():
         "photo of first", "second {{4k}}"}
 
 
+def test_empty_tags_count_and_stay_as_kohya_and_mgds_split_them():
+    """kohya's process_caption (without keep_tokens_separator) and mgds' ShuffleTags and
+    DropTags split a caption at its separator and strip each tag, empty ones kept: they
+    count towards keep_tokens / keep_tags_count and are shuffled and joined with the rest.
+    glidectl dropped them, so with "sks, , dog, red" and keep_tokens = 2 it held "dog" in
+    place where kohya holds "sks" and the empty tag, and shuffles "dog"."""
+    rules = SampleRules(shuffle=True, keep_tokens=2)
+    got = {rules.caption("sks, , dog, red,", random.Random(i), train=True) for i in range(40)}
+    assert all(c.startswith("sks, , ") for c in got)
+    assert {tuple(sorted(c.split(", ")[2:])) for c in got} == {("", "dog", "red")}
+    assert len(got) > 1  # "dog" is shuffled too
+    kept_apart = SampleRules(shuffle=True, keep_separator="|||")  # kohya drops empty ones here
+    assert kept_apart.caption("a, , b ||| c,, d", random.Random(0), train=True) in {
+        "a, b, c, d", "a, b, d, c"}
+    # no shuffle, dropout or warm-up: the caption as written, in both tools
+    assert SampleRules().caption("a, , b,", random.Random(0), train=True) == "a, , b,"
+
+
 def test_flip_aug_and_random_crop_of_a_subset_override_the_data_keys(tmp_path, data_cfg,
                                                                        byte_tok):
     config = CONFIG.replace('  num_repeats = 3\n', '  num_repeats = 3\n  random_crop = false\n'

@@ -103,7 +103,10 @@ class SampleRules:
             self.warmup_step)
 
     def _split(self, text: str) -> tuple[list[str], list[str], list[str]]:
-        """(tags kept in front, tags to shuffle and drop, tags kept at the end)."""
+        """(tags kept in front, tags to shuffle and drop, tags kept at the end). Empty tags
+        ("a, , b", "a, b,") are kept and counted, as kohya's ``process_caption`` and mgds'
+        ``ShuffleTags``/``DropTags`` split them, except around ``keep_separator``, where
+        kohya drops them."""
         def tags(part: str) -> list[str]:
             return [t.strip() for t in part.split(self.separator) if t.strip()]
 
@@ -111,7 +114,7 @@ class SampleRules:
             head, _, rest = text.partition(self.keep_separator)
             middle, _, tail = rest.partition(self.keep_separator)
             return tags(head), tags(middle), tags(tail)
-        flex = tags(text)
+        flex = [t.strip() for t in text.strip().split(self.separator)]
         return flex[: self.keep_tokens], flex[self.keep_tokens :], []
 
     def drops(self, rng: random.Random, epoch: int = 0) -> bool:
