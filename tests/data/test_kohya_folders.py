@@ -304,3 +304,18 @@ def test_resampled_streams_draw_images_as_often_as_their_repeats_say(cfg, byte_t
     keys = [s["key"] for s in islice(dataset(cfg, byte_tok), 240)]
     share = sum(k.startswith("3_sks dog/") for k in keys) / len(keys)
     assert 0.65 < share < 0.85  # 9 of every 12 reads; 0.5 if repeats were ignored
+
+
+def test_a_folder_named_as_the_caption_file_is_no_folder_caption(tmp_path):
+    """dataset inspect counted an image whose caption path is a folder ('b.txt/') as
+    captioned by its folder's words, while reading it rejects the image as unreadable."""
+    root = tmp_path / "train"
+    (root / "2_sks dog" / "b.txt").mkdir(parents=True)
+    for name in ("a", "b"):
+        photo(32, 32).save(root / "2_sks dog" / f"{name}.png")
+    run = CliRunner().invoke(build_app(), ["dataset", "inspect", str(root), "--json",
+                                           "--tokenizer", "byte"])
+    assert run.exit_code == 0, run.output
+    report = json.loads(run.output)
+    assert report["kohya_folders"][0]["class_captions"] == 1  # a.png only
+    assert report["rejected"] == {"unreadable_caption": 1}

@@ -90,7 +90,7 @@ class FolderSource:
                   and not has_images(filenames)
                   and not counted_past_max([parse_folder(d) for d in dirnames])):
                 src.kohya_below.append(str(rel_dir))  # e.g. kohya_ss's project "img" folder
-            names = set(filenames)
+            names = set(filenames) | set(dirnames)  # a caption path may be a folder
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
