@@ -633,6 +633,33 @@ def test_lora_resume_with_another_rank_is_one_line(tmp_path, capsys):
     assert "rank 4 but the [lora] config says 8" in err
 
 
+def test_resuming_a_run_with_the_other_command_names_the_command_that_resumes_it(
+        tmp_path, capsys):
+    """`glidectl train --resume` of a LoRA run said its model.safetensors (or
+    state/ema.safetensors) was missing and to start a new run; `glidectl lora --resume` of
+    a full run said its lora/ folder was no adapter."""
+    from glidectl.config import save_config
+    from glidectl.glide import save_weights
+
+    cfg = lora_config(tmp_path, train=dict(steps=2),
+                      model=dict(init=str(save_weights(tiny(), tmp_path / "base.safetensors"))))
+    save_config(cfg, tmp_path / "lora.toml")
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--no-live") == 0
+    cfg.train.name = "full"
+    save_config(cfg, tmp_path / "full.toml")
+    assert cli("train", "--config", tmp_path / "full.toml", "--no-live") == 0
+    capsys.readouterr()
+    for command, run, other in (("train", "lora", "lora"), ("lora", "full", "train")):
+        before = sorted(p.name for p in (tmp_path / "runs" / run / "checkpoints").iterdir())
+        assert cli(command, "--resume", str(tmp_path / "runs" / run), "--steps", "4",
+                   "--no-live") == 2
+        err = capsys.readouterr().err.splitlines()  # a warning on [lora] may come first
+        assert err[-1].startswith("Error: ") and sum(e.startswith("Error") for e in err) == 1
+        assert f"resume it with glidectl {other} --resume" in err[-1], err
+        after = sorted(p.name for p in (tmp_path / "runs" / run / "checkpoints").iterdir())
+        assert after == before
+
+
 def test_a_peft_that_does_not_import_is_one_line_naming_torchvision(tmp_path, capsys,
                                                                     monkeypatch):
     """peft imports transformers, which imports torchvision: a torchvision built for another

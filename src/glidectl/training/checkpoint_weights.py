@@ -4,6 +4,7 @@ beside them), read back on resume and checked against the network the config bui
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,37 @@ def write_weights(folder: Path, step: int, model: torch.nn.Module, adapter: Mode
     if ema is not None:
         with ema.swapped():
             save_weights(adapter.export_state(model), folder / runs.EMA_FILE, options, meta)
+
+
+def check_resume_kind(step_dir: Path, adapter: ModelAdapter | None) -> None:
+    """A LoRA run's checkpoint resumed by ``train``/``upsample`` (no adapter that reads its
+    own files), or a full run's by ``lora``: one sentence naming the command that resumes
+    it, before any of its files is read."""
+    lora = getattr(adapter, "load_checkpoint", None) is not None
+    has_weights = runs.step_weights(step_dir) is not None
+    has_adapter = runs.step_adapter(step_dir) is not None
+    run = runs.run_of_step_dir(step_dir)
+    quoted = shlex.quote(str(run))
+    if not lora and has_adapter and not has_weights:
+        raise GlidectlError(
+            f"{str(run)!r} is a LoRA run (its checkpoints hold adapters, not a model); resume "
+            f"it with glidectl lora --resume {quoted}.")
+    if lora and has_weights and not has_adapter:
+        raise GlidectlError(
+            f"{str(run)!r} is a full training run, not a LoRA run; resume it with glidectl "
+            f"{_command_of(run)} --resume {quoted}, or train adapters on it in a new LoRA run "
+            f"(--set model.init={quoted} --set train.name=NAME).")
+
+
+def _command_of(run: Path) -> str:
+    """``upsample`` for a run of an upsampler (its config.toml says so), else ``train``."""
+    import tomllib
+
+    try:
+        kind = tomllib.loads((run / runs.CONFIG_FILE).read_text("utf-8"))["model"]["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
+        kind = "base"
+    return "upsample" if str(kind).startswith("upsample") else "train"
 
 
 def load_weights(step_dir: Path, model: torch.nn.Module, adapter: ModelAdapter,

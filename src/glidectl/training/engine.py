@@ -22,6 +22,7 @@ from ..devices import nondeterministic_op, torch_threads
 from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors
 from .adapters import ModelAdapter, PartsAdapter
 from .caption_check import CaptionLengthCheck
+from .checkpoint_weights import check_resume_kind
 from .checkpointing import CheckpointManager
 from .cuda_graphs import graphed_network
 from .display import Display
@@ -109,6 +110,8 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         self.procs = Processes(acc)
         self.main = self.procs.main
         self._setup_run_dir(resume)
+        if self.resume_from is not None:
+            check_resume_kind(self.resume_from, adapter)
         if dataset is None:
             check_data_before_download(cfg, adapter)
         # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
