@@ -43,8 +43,9 @@ from .errors import ConfigError, from_here
 # The schema's names (config_schema) are re-exported: glidectl.config is its front door.
 __all__ = ["SECTIONS", "WANDB_MODES", "CheckpointConfig", "DataConfig", "GlideConfig", "LogConfig",
            "LoraConfig", "ModelConfig", "PreviewConfig", "TrainConfig", "ValidationConfig",
-           "describe", "from_dict", "load_config", "merge", "opt", "override", "pair_problem",
-           "parse_override", "save_config", "to_dict", "to_toml", "validate", "wandb_init_mode"]
+           "describe", "from_dict", "is_saved_config", "load_config", "merge", "opt", "override",
+           "pair_problem", "parse_override", "save_config", "to_dict", "to_toml", "validate",
+           "wandb_init_mode"]
 
 
 def _section_types() -> dict[str, type]:
@@ -304,6 +305,15 @@ def to_toml(cfg: GlideConfig) -> str:
 def save_config(cfg: GlideConfig, path: str | Path) -> None:
     """Write ``cfg`` as TOML atomically: a kill mid-write keeps the previous file whole."""
     atomic.write_text(path, to_toml(cfg))
+
+
+def is_saved_config(path: str | Path) -> bool:
+    """True when ``path`` is a config as :func:`save_config` writes it (every key, no
+    comments): a run's own config.toml, not a file of the user's kept in the run folder."""
+    try:
+        return to_toml(load_config(path)) == Path(path).read_text(encoding="utf-8")
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return False
 
 
 def describe() -> list[tuple[str, str, Any, str, str]]:

@@ -89,6 +89,32 @@ def test_resume_needs_no_config_and_extends_steps(cli, tiny, config_file, tmp_pa
     assert "already at step 2 of 2: nothing to train" in done.output
 
 
+def test_a_config_kept_in_the_run_folder_is_not_replaced_by_the_resolved_one(
+        tiny, config_file, tmp_path, capsys):
+    """`glidectl train --config runs/foo/config.toml --name foo` wrote the resolved config
+    over the user's file (its comments and layout lost) when the run began."""
+    from glidectl.cli.app import main
+    from glidectl.config import save_config
+
+    run = tmp_path / "runs" / "t"
+    run.mkdir(parents=True)
+    mine = config_file(tiny(train=dict(steps=1)), "runs/t/config.toml")
+    mine.write_text("# my notes\n" + mine.read_text())
+    before = mine.read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "-c", str(mine), "--no-live"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("Error: ") and err.count("\n") == 1, err
+    assert "config.toml" in err and "move it" in err
+    assert mine.read_bytes() == before and not (run / "checkpoints").exists()
+    # a run that stopped before its first checkpoint left its own config.toml: it trains
+    save_config(tiny(train=dict(steps=1)), mine)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "-c", str(config_file(tiny(train=dict(steps=1)))), "--no-live"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    assert (run / "checkpoints" / "step-000001").is_dir()
+
+
 def test_unwritable_output_dir_fails_before_training(tiny, config_file, tmp_path, capsys):
     from glidectl.cli.app import main
 

@@ -12,7 +12,7 @@ from typing import IO
 
 from .. import runs
 from ..atomic import lock_file, remove_stale_temps
-from ..config import GlideConfig
+from ..config import GlideConfig, is_saved_config
 from ..errors import GlidectlError
 from .checkpointing import CheckpointManager, resolve_checkpoint, set_aside_after
 
@@ -117,6 +117,12 @@ def resume_point(run: runs.RunDir, resume: str | None) -> Path | None:
         raise GlidectlError(
             f"Run {str(run.root)!r} already has checkpoints; pass --resume latest to go on, "
             "or pick another --name."
+        )
+    if run.config.is_file() and not is_saved_config(run.config):
+        raise GlidectlError(
+            f"Run folder {str(run.root)!r} holds a config.toml glidectl did not write, which "
+            "the run would replace with its resolved config; move it out of the run folder "
+            "(and pass it there to --config), or pick another --name."
         )
     return None
 
