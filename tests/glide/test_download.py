@@ -197,6 +197,18 @@ def test_a_failed_download_names_the_way_out_each_command_has(tmp_path, monkeypa
         OpenAISource().resolve("base", progress=False)
 
 
+@pytest.mark.parametrize("mirror", ["/srv/glide-mirror", "http://[::1", "mirror.example/glide"])
+def test_a_mirror_address_that_is_no_url_is_one_line(tmp_path, mirror):
+    """A folder path (or a malformed URL) in GLIDECTL_OPENAI_URL ended in urllib's
+    ValueError traceback ("unknown url type")."""
+    env = {**os.environ, "GLIDECTL_HOME": str(tmp_path), "GLIDECTL_OPENAI_URL": mirror}
+    got = subprocess.run([sys.executable, "-m", "glidectl", "download", "base", "-q"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1, got.stderr
+    assert got.stderr.startswith("Error: GLIDECTL_OPENAI_URL") and "file://" in got.stderr
+    assert "Traceback" not in got.stderr and not (tmp_path / "openai").exists()
+
+
 def test_a_full_disk_is_a_write_error_and_the_next_run_resumes(tmp_path):
     """A file size limit stands in for a full disk: no retries, no blame on the connection,
     and the bytes that fitted stay in .part for the next run to resume from."""

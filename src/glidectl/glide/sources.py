@@ -38,6 +38,7 @@ class OpenAISource:
         """Download URL; ``GLIDECTL_OPENAI_URL`` replaces the base (mirrors, tests)."""
         self._check(name)
         base = os.environ.get("GLIDECTL_OPENAI_URL") or OPENAI_BASE_URL
+        _check_url(base)
         return f"{base.rstrip('/')}/{name}.pt"
 
     def cache_path(self, name: str) -> Path:
@@ -65,6 +66,23 @@ class OpenAISource:
         instead = (f"pass a checkpoint file or a training run folder (runs/NAME) in place of "
                    f"openai:{name}") if as_spec else ""
         return fetch(self.url(name), path, progress=progress, instead=instead)
+
+
+def _check_url(base: str) -> None:
+    """GLIDECTL_OPENAI_URL must be an address urllib fetches from (a folder path or a
+    malformed URL was a ValueError traceback at the download)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(base)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https", "ftp", "file") \
+            or not (parts.netloc or parts.scheme == "file"):
+        raise GlidectlError(
+            f"GLIDECTL_OPENAI_URL {base!r} is not a URL; set it to the address of the folder "
+            "holding OpenAI's checkpoints, such as https://host/glide or, for a local folder, "
+            "file:///path/to/folder (or unset it).")
 
 
 @hookimpl
