@@ -177,6 +177,27 @@ def test_what_is_no_glidectl_png_is_one_sentence(capsys, tmp_path):
     assert "Give a PROMPT" in refused(capsys)
 
 
+@pytest.mark.parametrize("damage", [
+    {"batch_size": 0}, {"request_images": "x"}, {"image_index": 99}, {"image_index": -1},
+    {"seed": -5}, {"guidance": "strong"}, {"batch_size": [4]}])
+def test_a_damaged_record_is_one_sentence(capsys, tmp_path, damage):
+    """A record edited by hand or by another program: batch_size 0 was a ZeroDivisionError
+    traceback, a word for a number a ValueError one, an image_index past its request
+    "Nothing to generate" and a negative seed wrote nothing and exited 0."""
+    from PIL.PngImagePlugin import PngInfo
+
+    record = {"prompt": "a red circle", "seed": 1, "request_seed": 0, "image_index": 1,
+              "request_images": 4, "batch_size": 4, "sampler": "euler", "steps": "3",
+              "guidance": 2.0, "base": "none", **damage}
+    info = PngInfo()
+    info.add_text("parameters", json.dumps(record))
+    Image.new("RGB", (8, 8)).save(tmp_path / "edited.png", pnginfo=info)
+    message = refused(capsys, "--from-png", tmp_path / "edited.png", "--out", tmp_path / "o")
+    key, value = next(iter(damage.items()))
+    assert f"glidectl record is damaged ({key} = {value!r})" in message, message
+    assert not (tmp_path / "o").exists()
+
+
 def test_files_that_changed_since_are_refused_unless_a_flag_names_them(made, capsys,
                                                                       tmp_path):
     """Weights, a schedule file or a LoRA that are gone or hold something else: one sentence

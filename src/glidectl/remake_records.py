@@ -72,7 +72,9 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
             values[key] = str(values[key])
     for key in FLOATS:
         if key in values:
-            values[key] = float(values[key])
+            values[key] = _number(png, key, values[key], float)
+    if "seed" in values:
+        values["seed"] = _number(png, "seed", values["seed"], int)
     if "sampler" in rec and rec.get("guidance") is None:
         values["guidance"] = 1.0  # guidance off, as --guidance 1 says it
     values.setdefault("grey", False)  # PNGs from before it was recorded: colour
@@ -97,10 +99,11 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     remake.pinned += pinned
     _pin_schedules(remake, rec)
     _pin_loras(remake, rec.get("loras") or [], rec.get("lora_sha256") or [])
-    batch_size = int(rec.get("batch_size") or 1)
+    batch_size = _number(png, "batch_size", rec.get("batch_size", 1), int, low=1)
     if "image_index" in rec:
-        index = int(rec["image_index"])
-        total = int(rec.get("request_images") or batch_size)
+        total = _number(png, "request_images", rec.get("request_images", batch_size), int,
+                        low=1)
+        index = _number(png, "image_index", rec["image_index"], int, high=total - 1)
         start = index - index % batch_size
         remake.batch, remake.place = min(batch_size, total - start), index - start
     else:
@@ -110,6 +113,20 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
                                 "before glidectl recorded it): it is made alone, so a pixel "
                                 "may differ by a level (the batch size changes float sums).")
     return remake
+
+
+def _number(png: Path, key: str, value: Any, kind: type, low: float = 0,
+            high: float = 2**63 - 1) -> Any:
+    """A number of the record as ``kind``, from ``low`` to ``high`` (seeds, counts and
+    settings are never negative); anything else is a damaged record, in one sentence."""
+    try:
+        number = kind(value) if not isinstance(value, (bool, list, dict)) else None
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or not low <= number <= high:
+        raise GlidectlError(f"{png}'s glidectl record is damaged ({key} = {value!r}); pass "
+                            "the PNG as glidectl wrote it, or sample with flags instead.")
+    return number
 
 
 def _device(remake: Remake, device: Any, compiled: Any) -> None:
