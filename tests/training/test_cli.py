@@ -115,6 +115,26 @@ def test_a_config_kept_in_the_run_folder_is_not_replaced_by_the_resolved_one(
     assert (run / "checkpoints" / "step-000001").is_dir()
 
 
+def test_resume_from_a_file_of_a_checkpoint_names_its_checkpoint_folder(tiny, config_file,
+                                                                       tmp_path, capsys):
+    """`--resume RUN/checkpoints/step-N/ema.safetensors` with --config said the weights file
+    was an output path to replace with another --output-dir."""
+    from glidectl.cli.app import main
+
+    path = config_file(tiny(train=dict(steps=1)))
+    with pytest.raises(SystemExit):
+        main(["train", "-c", str(path), "--no-live"])
+    step = tmp_path / "runs" / "t" / "checkpoints" / "step-000001"
+    capsys.readouterr()
+    for config in (["-c", str(path)], []):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", *config, "--resume", str(step / "ema.safetensors"), "--no-live"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1, err
+        assert "is a file" in err and f"its checkpoint folder {str(step)!r}" in err, err
+        assert "--output-dir" not in err
+
+
 def test_unwritable_output_dir_fails_before_training(tiny, config_file, tmp_path, capsys):
     from glidectl.cli.app import main
 

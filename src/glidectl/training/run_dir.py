@@ -99,6 +99,11 @@ def run_of_resume(resume: str) -> runs.RunDir:
     """The run of a --resume PATH (a run, its checkpoints/ or a step folder), from its name
     alone: nothing is moved or read before the run's lock is held."""
     path = Path(resume).resolve()
+    if path.is_file():  # a weights or state file: its folder was meant
+        step = next((p for p in path.parents if runs.is_step_dir(p)), None)
+        instead = (f"its checkpoint folder {str(step)!r}" if step is not None
+                   else "a run folder or one of its checkpoints/step-NNNNNN folders")
+        raise GlidectlError(f"--resume {resume!r} is a file; pass {instead}, or 'latest'.")
     _refuse_abandoned(resume, path)
     if path.name == runs.CHECKPOINTS_DIR:
         return runs.RunDir(path.parent)
