@@ -1234,7 +1234,7 @@ def test_a_run_that_cannot_start_says_only_why(tmp_path, tiny_base, capsys, monk
              (["--base", tmp_path / "cut.pt", "--dry-run"], "Cannot read checkpoint"),
              (["--base", "openai:upsample", "--dry-run"], "is an 'upsample' model"),
              (["--base", tiny_base, "--out", tmp_path / "file" / "o"], "a file; pass a folder"),
-             (["--base", tiny_base, "--lora", tmp_path / "nope"], "not a LoRA adapter"),
+             (["--base", tiny_base, "--lora", tmp_path / "nope"], "does not exist"),
              (["--base", tiny_base, "--fid", tmp_path / "nope"], "--fid"),
              (["--base", tiny_base, "--wandb-project", "p", "--wandb-mode", "of"], "W&B mode")]
     for args, reason in cases:

@@ -200,8 +200,8 @@ def test_weights_hash_ignores_injected_adapters_but_not_weight_changes():
 
 
 def test_unreadable_adapter_paths_are_user_errors(tmp_path):
-    with pytest.raises(GlidectlError, match="not a LoRA adapter"):
-        read_adapter(tmp_path / "missing")
+    with pytest.raises(GlidectlError, match=f"{str(tmp_path / 'missing')!r} does not exist"):
+        read_adapter(tmp_path / "missing")  # was "not a LoRA adapter directory (it needs ...)"
     (tmp_path / "empty").mkdir()
     with pytest.raises(GlidectlError, match="not a LoRA adapter"):
         read_adapter(tmp_path / "empty")

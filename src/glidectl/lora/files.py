@@ -19,7 +19,7 @@ from torch import nn
 from .. import __version__, runs
 from ..atomic import save_safetensors, write_json
 from ..config import LoraConfig
-from ..errors import GlidectlError, cause
+from ..errors import GlidectlError, cause, from_here
 from ..extras import broken_import
 
 CONFIG_FILE = "adapter_config.json"
@@ -150,6 +150,11 @@ def read_adapter(path: str | Path) -> AdapterFiles:
 
 def _read_adapter(path: Path) -> AdapterFiles:
     p = path
+    if not p.exists():  # a mistyped path: not "no adapter directory"
+        raise GlidectlError(
+            f"LoRA adapter {str(path)!r}{from_here(path)} does not exist; pass the folder "
+            "written by 'glidectl lora' (runs/<name>)."
+        )
     if p.is_file() and not (p.parent / CONFIG_FILE).is_file():
         raise GlidectlError(
             f"{str(path)!r} is not a LoRA adapter: pass the folder written by 'glidectl lora' "
