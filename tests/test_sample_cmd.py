@@ -369,6 +369,13 @@ def test_a_respacing_string_under_a_karras_schedule_says_what_to_pass(run, weigh
     assert res.returncode == 2 and res.stderr.count("Error:") == 1
     assert "got 'fast27'; a respacing string such as 'fast27' needs --schedule respaced" in \
         res.stderr
+    for word in ("abc", "fast"):  # no respacing string either: not called one
+        res = run("a cat", "--base", str(weights["base"]), "--steps", word, "-q",
+                  "--out", str(tmp_path))
+        assert res.returncode == 2 and res.stderr.count("Error:") == 1, res.stderr
+        assert "a respacing string such as 'abc'" not in res.stderr, res.stderr
+        assert f"got {word!r}; pass a number of steps such as 25 (or a respacing string such " \
+            "as fast27 with --schedule respaced)" in res.stderr, res.stderr
 
 
 def test_an_unknown_schedule_is_named_before_sampling_starts(run, weights, tmp_path):

@@ -144,9 +144,15 @@ def build_sigmas(
             "from glidectl fit-steps")) from None
     if not str(steps).isdigit() or int(steps) < 1:
         numeric = re.fullmatch(r"[+-]?\d*\.?\d+(e[+-]?\d+)?", str(steps).strip(), re.I) is not None
+        try:
+            respacing = not numeric and bool(respaced_timesteps(len(table), str(steps)))
+        except GlidectlError:  # a word that is no respacing string either
+            respacing = False
         hint = "" if numeric else (
             f"; a respacing string such as {steps!r} needs --schedule respaced (with a "
-            "ddpm/ddim-style sampler), or pass a number of steps such as 27")
+            "ddpm/ddim-style sampler), or pass a number of steps such as 27" if respacing else
+            "; pass a number of steps such as 25 (or a respacing string such as fast27 with "
+            "--schedule respaced)")
         raise GlidectlError(
             f"The {schedule} schedule needs a whole number of steps >= 1, got {steps!r}{hint}."
         )
