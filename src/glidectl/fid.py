@@ -244,6 +244,11 @@ def reference_stats(reference: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     path = Path(reference).expanduser()
     if not path.is_file():
         raise GlidectlError(f"--fid {str(reference)!r}: the statistics file does not exist.")
+    if not zipfile.is_zipfile(path):  # numpy would call any other bytes pickled data
+        raise GlidectlError(
+            f"--fid {str(reference)!r} is not a readable .npz of arrays (not a zip archive, "
+            "as numpy.savez writes); pass statistics saved with numpy.savez (mu, sigma), or "
+            "a folder of images.")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
