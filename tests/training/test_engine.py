@@ -247,6 +247,24 @@ def test_ctrl_c_while_a_new_run_is_set_up_leaves_no_run_folder(tiny, monkeypatch
     assert not Path(cfg.train.output_dir).exists()
 
 
+def test_a_new_run_whose_data_has_no_valid_sample_leaves_no_run_folder(tiny, image_folder):
+    """Images without captions are refused at the first batch, after the run folder was
+    made: it stayed (config.toml, metrics.jsonl, an empty checkpoints/), so `sample --base`
+    of it said to wait for a first checkpoint that no training would write."""
+    for caption in image_folder.glob("*.txt"):
+        caption.unlink()
+    cfg = tiny(data=dict(source=str(image_folder)))
+    with pytest.raises(GlidectlError, match="No valid samples"):
+        Trainer(cfg, quiet=True).run()
+    assert not Path(cfg.train.output_dir).exists()
+    runs = Path(cfg.train.output_dir)
+    runs.mkdir()  # a folder of the user's: kept, with what it held
+    (runs / "notes.txt").write_text("mine")
+    with pytest.raises(GlidectlError, match="No valid samples"):
+        Trainer(cfg, quiet=True).run()
+    assert sorted(p.name for p in runs.iterdir()) == ["notes.txt"]
+
+
 def test_steps_are_optimizer_steps_across_accumulation_and_epochs(tiny):
     cfg = tiny(train=dict(steps=0, epochs=2, grad_accum=2), data=dict(demo_size=8),
                checkpoint=dict(every=0))

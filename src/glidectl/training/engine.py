@@ -218,6 +218,10 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
                 return self._run(until)
         except WriteError as exc:  # a full disk: say where the run can go on from
             raise WriteError(f"{str(exc).rstrip('.')}; {self._saved()}.") from None
+        except GlidectlError:  # e.g. no valid sample: a new run that never trained goes
+            if self.main and self.state.step == 0 and self.resume_from is None:
+                self._claim.drop_untrained(self.run_dir)
+            raise
         except KeyboardInterrupt:  # a second Ctrl-C/SIGTERM, while saving too
             step = self.state.step
             self._drop_half_written()

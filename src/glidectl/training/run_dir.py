@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import uuid
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
@@ -176,6 +177,19 @@ class RunClaim:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    def drop_untrained(self, run: runs.RunDir) -> None:
+        """A new run that stopped before its first step (its data gave no batch): its folder
+        goes, as a failed start's does, so nothing names a run that never trained; a folder
+        above it that this claim made goes too when nothing else is in it."""
+        if not self.created or runs.latest_step_dir(run.checkpoints) is not None:
+            return
+        shutil.rmtree(run.root, ignore_errors=True)
+        for folder in self.created:
+            if folder != run.root:
+                with suppress(OSError):  # another run's folder meanwhile: kept
+                    folder.rmdir()
+        self.created = []
 
     def undo(self) -> None:
         """A start that failed: the folders it created (nothing half-written) go, the lock too."""
