@@ -67,6 +67,13 @@ def test_workers_fit_the_rule_only_below_a_batch_each():
         assert not spans_epochs(None, batch)
 
 
+def test_one_sample_is_said_in_the_singular():
+    from glidectl.data.batching import _held
+
+    assert _held(1, 32, 1) == "1 sample is fewer than a batch of 32"  # was "1 sample are"
+    assert _held(3, 4, 2) == "3 samples per process are fewer than a batch of 4"
+
+
 def test_a_dataset_larger_than_a_batch_keeps_its_batches(tmp_path, data_cfg, byte_tok):
     """Seven images, batch 3: each epoch gives two batches and leaves one image out, exactly
     as each epoch read alone."""

@@ -25,7 +25,7 @@ def _held(n: int, batch_size: int, world: int) -> str:
     of 4'."""
     held = f"{n} sample{'s' * (n != 1)}{' per process' * (world > 1)}"
     if n < batch_size:
-        return f"{held} are fewer than a batch of {batch_size}"
+        return f"{held} {'are' if n != 1 else 'is'} fewer than a batch of {batch_size}"
     k = n // batch_size
     return f"{held} make {k} batch{'es' * (k != 1)} of {batch_size}"
 
