@@ -308,11 +308,15 @@ def save_config(cfg: GlideConfig, path: str | Path) -> None:
 
 
 def is_saved_config(path: str | Path) -> bool:
-    """True when ``path`` is a config as :func:`save_config` writes it (every key, no
-    comments): a run's own config.toml, not a file of the user's kept in the run folder."""
+    """True when ``path`` is laid out as :func:`save_config` writes a config (no comments,
+    its serialiser's order and spacing; an earlier release's keys too, and its arrays one
+    element a line): a run's own config.toml, not a file of the user's kept in the run
+    folder."""
     try:
-        return to_toml(load_config(path)) == Path(path).read_text(encoding="utf-8")
-    except (ConfigError, OSError, UnicodeDecodeError):
+        text = Path(path).read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+        return text in (_dumps(data), tomli_w.dumps(data))
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError, TypeError, ValueError):
         return False
 
 

@@ -115,6 +115,30 @@ def test_a_config_kept_in_the_run_folder_is_not_replaced_by_the_resolved_one(
     assert (run / "checkpoints" / "step-000001").is_dir()
 
 
+def test_a_run_an_earlier_release_began_restarts_over_its_own_config(tiny, config_file,
+                                                                   tmp_path, capsys):
+    """An earlier release wrote fewer keys (none it did not know) and its arrays one element
+    a line: its config.toml is still the run's own, not a file of the user's."""
+    import tomli_w
+    import tomllib
+
+    from glidectl.cli.app import main
+    from glidectl.config import is_saved_config, save_config
+
+    cfg = tiny(train=dict(steps=1))
+    old = tmp_path / "runs" / "t" / "config.toml"
+    old.parent.mkdir(parents=True)
+    save_config(cfg, old)
+    data = tomllib.loads(old.read_text())
+    del data["train"]["cuda_graphs"]  # a key added since
+    old.write_text(tomli_w.dumps(data))
+    assert "[\n" in old.read_text() and is_saved_config(old)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "-c", str(config_file(cfg)), "--no-live"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    assert (old.parent / "checkpoints" / "step-000001").is_dir()
+
+
 def test_resume_from_a_file_of_a_checkpoint_names_its_checkpoint_folder(tiny, config_file,
                                                                        tmp_path, capsys):
     """`--resume RUN/checkpoints/step-N/ema.safetensors` with --config said the weights file
