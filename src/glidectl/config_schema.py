@@ -167,7 +167,7 @@ class TrainConfig:
     """The optimisation: steps, batch, optimiser, schedule, precision."""
 
     output_dir: str = opt("runs", "Folder that holds run directories.")
-    name: str = opt("", "Run name ('' = a new numbered name).")
+    name: str = opt("", "Run name: a folder inside output_dir ('' = a new numbered name).")
     steps: int = opt(1000, "Optimizer steps to train (global, across epochs).", min=0, max=10**9)
     epochs: int = opt(0, "Stop after this many epochs instead (0 = use steps).", min=0, max=10**6)
     batch_size: int = opt(8, "Images per process per micro-batch.", min=1, max=65536)

@@ -407,3 +407,21 @@ def test_a_preview_that_cannot_sample_names_the_preview_key_not_a_flag(cli, tiny
     assert str(err.value) == said
     result = cli("train", "-c", str(config_file(cfg)), "--name", "cli", "--no-live")
     assert str(result.exception) == said
+
+
+@pytest.mark.parametrize("name", ["..", "../elsewhere", "/abs/run", "a/../b", "."])
+def test_a_run_name_that_leaves_the_output_folder_is_one_sentence(tiny, config_file, tmp_path,
+                                                                  capsys, name):
+    """train.name '..' or an absolute path put the run's files beside or far from
+    train.output_dir (a run named '..' wrote config.toml and checkpoints/ into its parent)."""
+    from glidectl.cli.app import main
+
+    path = config_file(tiny(train=dict(steps=1)))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for extra in ([], ["--resume", "latest"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "-c", str(path), "--name", name, *extra, "--no-live"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1, err
+        assert f"train.name {name!r} is not a folder name inside train.output_dir" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -82,6 +82,7 @@ def pick_run(cfg: GlideConfig, resume: str | None) -> runs.RunDir:
     output = Path(cfg.train.output_dir)
     if resume and resume != runs.LATEST:
         return run_of_resume(resume)
+    check_name(cfg.train.name)
     if resume == runs.LATEST:
         if cfg.train.name:
             return runs.RunDir(output / cfg.train.name)
@@ -94,6 +95,16 @@ def pick_run(cfg: GlideConfig, resume: str | None) -> runs.RunDir:
             )
         return runs.RunDir(max(found, key=lambda p: p.stat().st_mtime).parent.parent)
     return runs.RunDir(output / (cfg.train.name or next_run_name(output)))
+
+
+def check_name(name: str) -> None:
+    """One sentence unless ``name`` is a folder inside ``train.output_dir`` (sub-folders
+    allowed): an absolute path or a ".." would put the run's files somewhere else."""
+    if name and (Path(name).is_absolute() or Path(name).drive or name != name.strip()
+                 or any(p in ("", ".", "..") for p in re.split(r"[/\\]", name))):
+        raise GlidectlError(
+            f"train.name {name!r} is not a folder name inside train.output_dir; give a plain "
+            "name such as 'quickstart' (and --output-dir for where runs go).")
 
 
 def run_of_resume(resume: str) -> runs.RunDir:
