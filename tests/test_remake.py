@@ -408,3 +408,29 @@ def test_a_png_made_with_the_default_vocabulary_needs_no_vocab_dir(capsys, tmp_p
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert "made with the GPT-2 vocabulary found by default" in res.stderr
     assert "--vocab-dir DIR" in res.stderr
+
+
+@pytest.mark.parametrize("text, said", [
+    ({"candidate": "0", "seed": "abc", "prompt": "a", "glidectl": {"base": "none"}},
+     "seed = 'abc'"),
+    ({"candidate": "0", "seed": "-3", "prompt": "a", "glidectl": {"base": "none"}},
+     "seed = '-3'"),
+    ({"candidate": "0", "prompt": "a", "glidectl": {"base": "none"}}, "'seed'"),
+    ({"candidate": "0", "seed": "1", "prompt": "a",
+      "glidectl": {"base": "none", "base_stage": {"guidance": "strong"}}}, "strong"),
+    ({"step": "x", "prompts": "[\"a\"]", "sampler": "euler"}, "step = 'x'"),
+    ({"step": "1", "prompts": "not json", "sampler": "euler"}, "Expecting value"),
+])
+def test_a_damaged_eval_or_preview_record_is_one_sentence(capsys, tmp_path, text, said):
+    """An eval image's or training preview's record edited by hand: a word for its seed or
+    step, a missing key or a preview's prompts that are no JSON were ValueError and KeyError
+    tracebacks; a negative seed was taken."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_text(key, json.dumps(value) if isinstance(value, dict) else value)
+    Image.new("RGB", (8, 8)).save(tmp_path / "edited.png", pnginfo=info)
+    message = refused(capsys, "--from-png", tmp_path / "edited.png", "--out", tmp_path / "o")
+    assert "glidectl record is damaged (" in message and said in message, message
+    assert not (tmp_path / "o").exists()

@@ -48,10 +48,14 @@ def read_remake(png: str | Path) -> Remake:
                             "beside it.")
     if "seed" in params and "prompt" in params:
         return _from_sample(png, params)
-    if "candidate" in text and eval_record:
-        return _from_eval(png, text, eval_record)
-    if "step" in text and "prompts" in text and "sampler" in text:
-        return _from_preview(png, text)
+    try:  # a record edited by hand or another program: a missing key, a list for a word
+        if "candidate" in text and eval_record:
+            return _from_eval(png, text, eval_record)
+        if "step" in text and "prompts" in text and "sampler" in text:
+            return _from_preview(png, text)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise GlidectlError(f"{png}'s glidectl record is damaged ({cause(exc)}); pass the PNG "
+                            "as glidectl wrote it, or sample with flags instead.") from None
     raise GlidectlError(f"{png} holds no glidectl record of what made it (a PNG from glidectl "
                         "sample, the web UI, eval or a training preview has one).")
 
@@ -166,7 +170,8 @@ def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
     from .eval_outputs import read_metadata
     from .eval_settings import META_FILE
 
-    values: dict[str, Any] = {"prompts": [text.get("prompt", "")], "seed": int(text["seed"]),
+    values: dict[str, Any] = {"prompts": [text.get("prompt", "")],
+                              "seed": _number(png, "seed", text["seed"], int),
                               "base": rec.get("base") or "none",
                               "upsampler": rec.get("upsampler") or "none"}
     for prefix, stage in (("", rec.get("base_stage")), ("upsample_", rec.get("upsample_stage"))):
@@ -178,7 +183,8 @@ def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
         guidance = stage.get("guidance")
         if guidance is not None or not prefix:
             values[f"{prefix}guidance"] = float(1.0 if guidance is None else guidance)
-    values.update(precision=rec.get("precision"), batch_size=int(rec.get("batch_size") or 1),
+    batch = _number(png, "batch_size", rec.get("batch_size") or 1, int, 1)
+    values.update(precision=rec.get("precision"), batch_size=batch,
                   grey=bool(rec.get("grey")))  # runs from before it drew colour
     values = {k: v for k, v in values.items() if v is not None}
     remake = Remake(png, "eval", values, prompt_sha256=text.get("prompt_sha256"),
@@ -221,7 +227,7 @@ def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
              if isinstance(x, dict)]
     _pin_loras(remake, [f"{x['path']}:{float(x['scale'])!r}" for x in loras],
                [x.get("sha256") for x in loras])
-    _eval_batch(remake, meta, rec, int(text.get("candidate", 0)))
+    _eval_batch(remake, meta, rec, _number(png, "candidate", text.get("candidate", 0), int))
     return remake
 
 
@@ -250,7 +256,7 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
     from . import runs
 
     prompts = json.loads(text["prompts"])
-    step = int(text["step"])
+    step = _number(png, "step", text["step"], int)
     folder = png.resolve().parent
     run = folder.parent if folder.name == "previews" else None
     where = f"{run}/checkpoints/{runs.step_dir_name(step)}" if run else None
@@ -278,8 +284,9 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
     values: dict[str, Any] = {
         "prompts": prompts, "sampler": text["sampler"], "steps": str(text["steps"]),
         "schedule": text["schedule"], "guidance": float(text["guidance"]),
-        "seed": int(text["seed"]), "precision": text["precision"],
-        "batch_size": int(text["batch_size"]), "upsampler": "none",
+        "seed": _number(png, "seed", text["seed"], int), "precision": text["precision"],
+        "batch_size": _number(png, "batch_size", text["batch_size"], int, 1),
+        "upsampler": "none",
         "grey": text.get("grey") == "True",  # previews from before it: colour
     }
     remake = Remake(png, "training preview", values, plugins=_json_list(text.get("plugins")),
