@@ -586,20 +586,22 @@ def _wait_for(proc: subprocess.Popen, done, deadline: float) -> None:
         time.sleep(0.02)
 
 
-def _interrupt(proc: subprocess.Popen) -> tuple[str, str]:
-    """Ctrl-C, then the process's stdout and stderr."""
+def _interrupt(proc: subprocess.Popen, sig: str = "SIGINT") -> tuple[str, str]:
+    """Ctrl-C (or another signal), then the process's stdout and stderr."""
     import signal
 
     try:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sig))
         return proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
 
 
-def test_ctrl_c_keeps_the_images_already_written(weights, tmp_path) -> None:
-    """Each batch is written when it is done: Ctrl-C keeps them, names them and says how many."""
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_keeps_the_images_already_written(weights, tmp_path, sig) -> None:
+    """Each batch is written when it is done: Ctrl-C keeps them, names them and says how many;
+    SIGTERM (kill, timeout, a scheduler) too (it ended the process without a word)."""
     import time
 
     out = tmp_path / "out"
@@ -609,7 +611,7 @@ def test_ctrl_c_keeps_the_images_already_written(weights, tmp_path) -> None:
     try:
         _wait_for(proc, lambda: len(list(out.glob("0*.png"))) >= 2, time.monotonic() + 120)
     finally:
-        stdout, stderr = _interrupt(proc)
+        stdout, stderr = _interrupt(proc, sig)
     assert proc.returncode == 130, stderr
     pngs = sorted(out.glob("0*.png"))
     assert 2 <= len(pngs) < 60 and stdout.split() == [str(p) for p in pngs]

@@ -8,9 +8,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import typer
 
@@ -158,6 +161,25 @@ def _abort_on_ctrl_c(command: typer.core.TyperGroup) -> None:
     command.invoke = invoke_or_abort  # type: ignore[method-assign]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, a service manager or batch scheduler) stops a command
+    as Ctrl-C does: what it finished is kept and said, exit 130, instead of dying on the spot
+    (training's own handler takes over while it trains). Off the main thread: nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 TYPER_MIN = (0, 29)  # pyproject.toml's bound: older ones pass `Path | None` options as str
 
 
@@ -184,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         command = typer.main.get_command(build_app())
         _abort_on_ctrl_c(command)
         _check_plugins(sys.argv[1:] if argv is None else list(argv))
-        with warnings.catch_warnings():  # the format is restored when the command ends
+        with warnings.catch_warnings(), _sigterm_as_ctrl_c():  # both restored at the end
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
             code = command.main(args=argv, prog_name="glidectl", standalone_mode=False)
     except GlidectlError as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -133,28 +132,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"Warning: the UI is reachable by {reach}; {guard}.", err=True)
         backend = UiBackend(models_dir, device=device, output_dir=output_dir,
                             precision=precision, keep_models=keep_models)
-        previous = _stop_on_sigterm()
+        # SIGTERM stops it as Ctrl-C does (glidectl's main): gradio closes the server and the
+        # empty temp output folder is removed
         try:
             launch(backend, host=host, port=port, share=share, auth=login)
         finally:
             backend.close()
-            if previous is not None:
-                import signal
-
-                signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _stop_on_sigterm() -> Any:
-    """SIGTERM (``kill``, a service manager) stops the server as Ctrl-C does: gradio closes
-    it and the empty temp output folder is removed, instead of dying on the spot. Returns
-    the handler it replaced (None off the main thread, where it changes nothing)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _interrupt)
