@@ -156,6 +156,14 @@ def test_bad_schedule_files_are_one_sentence_errors(tmp_path) -> None:
     bad.write_text("[" * 100_000 + "]" * 100_000)  # nested deeper than json can recurse
     with pytest.raises(GlidectlError, match="not readable JSON"):
         get_sigmas(str(bad), 5, 0.002, 80.0)
+    # a folder, and text in another encoding, said as such (were "[Errno 21] Is a
+    # directory" and a codec's complaint about byte positions)
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(GlidectlError, match=r"folder\.json' is a folder; pass the JSON file"):
+        get_sigmas(str(tmp_path / "folder.json"), 5, 0.002, 80.0)
+    bad.write_bytes('{"about": "caf\u00e9"}'.encode("latin-1"))
+    with pytest.raises(GlidectlError, match="is not UTF-8 text; pass the JSON file"):
+        get_sigmas(str(bad), 5, 0.002, 80.0)
 
 
 def test_a_file_for_another_sampler_warns_naming_the_samplers_own_schedule(tmp_path) -> None:

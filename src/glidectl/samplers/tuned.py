@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_text
-from ..errors import GlidectlError, one_line
+from ..errors import GlidectlError, cause, one_line
 from .schedule_files import schedule_bytes
 from .schedules import append_zero
 from .spec import as_sampler
@@ -128,8 +128,15 @@ def _load(path: str | Path) -> dict:
         raise GlidectlError(f"Schedule file {str(path)!r} does not exist; write one with "
                             "glidectl fit-steps MODEL --prompts PROMPTS.txt --out FILE, or name "
                             "a schedule such as karras.") from None
+    except IsADirectoryError:
+        raise GlidectlError(f"Schedule file {str(path)!r} is a folder; pass the JSON file "
+                            "glidectl fit-steps wrote (--out FILE.json).") from None
+    except UnicodeDecodeError:
+        raise GlidectlError(f"Schedule file {str(path)!r} is not UTF-8 text; pass the JSON "
+                            "file glidectl fit-steps wrote (--out FILE.json).") from None
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
-        raise GlidectlError(f"Schedule file {str(path)!r} is not readable JSON ({exc}).") from exc
+        raise GlidectlError(f"Schedule file {str(path)!r} is not readable JSON "
+                            f"({cause(exc)}).") from exc
     return data if isinstance(data, dict) else {}
 
 
