@@ -215,6 +215,8 @@ def test_an_existing_file_an_upsampler_and_no_out_are_refused(glidectl, weights,
     ("s.txt", "must end in .json"),
     ("folder.json", "is a folder; name a FILE.json in it"),
     ("prompts.json", "is a prompts file of this fit"),
+    ("prompts.json/s.json", "is under"),  # said as other commands say it (was "does not exist")
+    ("nowhere/s.json", "The folder of --out"),
 ])
 def test_an_unusable_out_is_refused_before_the_model_loads(glidectl, weights, tmp_path, out,
                                                            message) -> None:
@@ -225,6 +227,8 @@ def test_an_unusable_out_is_refused_before_the_model_loads(glidectl, weights, tm
                                prompts, "--out", tmp_path / out, "--overwrite")
     assert code == 2 and stderr.count("Error:") == 1 and message in stderr, stderr
     assert prompts.read_text() == "a cat\n"
+    if message == "is under":
+        assert f"is under {str(prompts)!r}, a file; pick a path in a folder" in stderr
 
 
 def test_bespoke_is_fitted_from_another_sampler(glidectl, weights, tmp_path) -> None:

@@ -183,6 +183,10 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
         raise GlidectlError(f"--out {str(path)!r} is a prompts file of this fit; write the "
                             "schedule file to another path.")
     if not path.parent.is_dir():
+        above = next((p for p in path.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise GlidectlError(f"--out {str(path)!r} is under {str(above)!r}, a file; pick "
+                                "a path in a folder.")
         raise GlidectlError(f"The folder of --out {str(path)!r} does not exist; create it "
                             "or pick another path.")
     try:  # the folder must take new files (the file is written atomically beside itself)
