@@ -444,3 +444,27 @@ def test_an_out_another_eval_is_writing_is_one_line_that_does_not_offer_resume(
     res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out", out,
                      *FAST)  # once it has ended, the folder (holding only .lock) is free
     assert res.returncode == 0, res.stderr
+
+
+def test_a_prompts_eval_neither_continues_nor_reuses_an_upsampler_eval_folder(
+        capsys, tmp_path, upsampler):
+    """`eval PROMPTS --resume/--skip-existing --out` an upsampler eval's folder compared its
+    settings flag by flag ("--rerank 0 differs from (none)", "drop --base to continue it")."""
+    from glidectl.glide import save_weights
+
+    refs, out = captioned_folder(tmp_path / "refs"), tmp_path / "out"
+    res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out", out,
+                     *FAST)
+    assert res.returncode == 0, res.stderr
+    base = save_weights(tiny_glide("base", 1), tmp_path / "base.safetensors")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(CAPTIONS) + "\n")
+    before = sorted(p.name for p in out.iterdir())
+    for flag, more in (("--resume", []), ("--resume", ["--base", base]),
+                       ("--skip-existing", ["--base", base])):
+        res = in_process(capsys, "eval", prompts, flag, "--out", out, "--device", "cpu", *more)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.strip() == (
+            f"Error: {flag}: {str(out)!r} holds an upsampler eval (eval --low-res), whose "
+            "images a prompts eval neither continues nor reuses; pass a new or empty --out.")
+    assert sorted(p.name for p in out.iterdir()) == before

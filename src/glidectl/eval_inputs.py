@@ -30,6 +30,7 @@ from .eval_settings import (
     check_same_run,
     recorded_paths,
     recorded_vocab_dir,
+    refuse_upsampler_eval,
     resolve_settings,
 )
 from .out_dir import check_out_dir
@@ -128,6 +129,7 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         prior = read_metadata(out / META_FILE)
         if prior is None or "settings" not in prior:
             check_resume(prior, out, prompts, {}, {})
+        refuse_upsampler_eval(prior, out, "--resume")  # before its settings are compared
         if precision is None:
             notes = []
         options.out = out  # the run read here, even if a newer one appears before run_eval

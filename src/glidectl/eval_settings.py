@@ -406,6 +406,7 @@ def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
             f"--resume: {str(out)!r} has no {META_FILE}, so there is no run to continue; "
             "drop --resume (or use --skip-existing)."
         )
+    refuse_upsampler_eval(meta, out, "--resume")
     recorded = meta.get("prompts_sha256") or prompts_digest(meta.get("prompts") or [])
     if recorded != prompts_digest(prompts):
         raise GlidectlError(
@@ -415,6 +416,15 @@ def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
     check_same_run(meta, out, fingerprint, models, schedules or {}, "--resume", paths)
 
 
+def refuse_upsampler_eval(meta: dict[str, Any], out: Path, flag: str) -> None:
+    """One sentence when ``out`` holds an upsampler eval (``eval --low-res``): a prompts
+    eval neither continues nor reuses its images."""
+    if meta.get("mode") == "upsampler":
+        raise GlidectlError(
+            f"{flag}: {str(out)!r} holds an upsampler eval (eval --low-res), whose images a "
+            "prompts eval neither continues nor reuses; pass a new or empty --out.")
+
+
 def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
                    models: dict[str, Any], schedules: dict[str, str], flag: str,
                    paths: dict[str, Any] | None = None) -> None:
@@ -422,6 +432,7 @@ def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
     :meth:`EvalSettings.located` gives them), models and schedule files (``schedules``, as
     :func:`schedule_digests` gives them): images ``flag`` keeps must be what the new
     metadata.json will say they are."""
+    refuse_upsampler_eval(meta, out, flag)
     leave = "drop --resume" if flag == "--resume" else "use another --out"
     saved = {"grey": False, **meta.get("settings", {})}  # runs from before it: colour
     for key in ("base_stage", "upsample_stage"):
