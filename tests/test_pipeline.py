@@ -6,8 +6,10 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from glidectl.errors import GlidectlError
 
@@ -325,7 +327,7 @@ def test_library_arguments_of_the_wrong_kind_are_named(base) -> None:
     from glidectl.pipeline import GlidePipeline
 
     pipe = GlidePipeline(base)
-    with pytest.raises(TypeError, match="a prompt string or a list of prompt strings"):
+    with pytest.raises(GlidectlError, match="a prompt string or a list of prompt strings"):
         pipe.generate(["a", None], sampler="euler", steps=2)  # was: no attribute 'lower'
     with pytest.raises(GlidectlError, match="output must be one of 'pil', 'np', 'tensor', "
                        "got 'numpy'"):
@@ -633,3 +635,103 @@ def test_models_info_docstring_names_its_stage_keys(base, upsampler) -> None:
     info = GlidePipeline(base, upsampler).models_info()
     named = re.search(r"Per stage \(([^)]*)\)", GlidePipeline.models_info.__doc__).group(1)
     assert set(re.findall(r"``(\w+)``", named)) == set(info) == {"base", "upsample"}
+
+
+@pytest.mark.parametrize(("keyword", "value", "said"), [
+    ("low_res", np.zeros((8, 8, 3), np.uint8), "low_res is a numpy array of shape (8, 8, 3); "
+     "pass Image.fromarray(array) for 8-bit H×W×3 pixels, or a [N,]3,H,W tensor in [-1, 1]"),
+    ("low_res", torch.zeros(8, 8, 3), "low_res is a tensor of shape (8, 8, 3); pass a "
+     "[N,]3,H,W tensor in [-1, 1]"),
+    ("low_res", torch.zeros(1, 4, 8, 8), "low_res is a tensor of shape (1, 4, 8, 8)"),
+    ("low_res", torch.zeros(8, 8), "low_res is a tensor of shape (8, 8)"),
+    ("low_res", torch.zeros(1, 3, 0, 0), "low_res is a tensor of shape (1, 3, 0, 0)"),
+    ("low_res", [Image.new("RGB", (8, 8))], "low_res must be an image file's path, a PIL "
+     "image or a [N,]3,H,W tensor in [-1, 1], got [<PIL.Image"),
+    ("inpaint_image", np.zeros((8, 8, 3), np.uint8), "inpaint_image is a numpy array"),
+    ("inpaint_image", torch.zeros(1, 1, 8, 8), "inpaint_image is a tensor of shape "
+     "(1, 1, 8, 8); pass a [N,]3,H,W tensor in [-1, 1]"),
+    ("inpaint_mask", np.ones((8, 8), bool), "inpaint_mask is a numpy array of shape (8, 8); "
+     "pass Image.fromarray(array) for 8-bit H×W pixels (white = repaint), or a "
+     "[[N,]1,]H,W tensor (1 = keep)"),
+    ("inpaint_mask", torch.ones(1, 3, 8, 8), "inpaint_mask is a tensor of shape (1, 3, 8, 8); "
+     "pass a [[N,]1,]H,W tensor (1 = keep)"),
+])
+def test_an_input_image_of_another_kind_or_shape_is_one_sentence(upsampler, keyword, value,
+                                                                 said) -> None:
+    """A numpy array or a list (was: AttributeError 'read' from PIL), a tensor of other
+    channels or dimensions (was: a conv's RuntimeError) name the keyword and what it takes."""
+    from glidectl.pipeline import GlidePipeline
+
+    if keyword == "low_res":
+        pipe, kw = GlidePipeline(None, upsampler), dict(upsample_steps=2, upsample_sampler="euler")
+    else:
+        pipe, kw = GlidePipeline(tiny_glide("base-inpaint", 2)), dict(steps=2, sampler="euler")
+        kw.update(inpaint_image=torch.zeros(1, 3, 8, 8), inpaint_mask=torch.ones(1, 1, 8, 8))
+    with pytest.raises(GlidectlError) as error:
+        pipe.generate("a", **{**kw, keyword: value})
+    assert str(error.value).startswith(f"generate(): {said}"), str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_seeds_batch_size_and_prompts_of_the_wrong_kind_are_glidectl_errors(base) -> None:
+    """``seed=None`` (was: TypeError "NoneType + int"), ``seeds=5``, ``batch_size=None``, a
+    seed count that is not the image count and a prompt that is not text: each one sentence
+    in a GlidectlError naming the keyword, which the README says to catch."""
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(base)
+    for kwargs, said in [
+        (dict(seed=None), "seed must be a whole number, got None (NoneType)"),
+        (dict(seed="3"), "seed must be a whole number, got '3' (str)"),
+        (dict(batch_size=None), "batch_size must be a whole number, got None (NoneType)"),
+        (dict(n=None), "n must be a whole number, got None (NoneType)"),
+        (dict(seeds=5), "seeds must be a list of whole numbers, one per image, got 5 (int)"),
+        (dict(seeds=[1, 2]), "seeds holds 2 seeds but the request makes 1 image; pass one "
+                             "seed per image"),
+        (dict(prompts=None), "takes a prompt string or a list of prompt strings, got None"),
+        (dict(guidence=3), "unknown option 'guidence' (did you mean 'guidance'?)"),
+    ]:
+        kwargs = {"prompts": "a", **kwargs}
+        with pytest.raises(GlidectlError) as error:
+            pipe.generate(kwargs.pop("prompts"), sampler="euler", steps=2, **kwargs)
+        assert said in str(error.value)
+
+
+def test_a_loaded_model_given_as_a_spec_says_to_use_the_pipeline(base, tmp_path) -> None:
+    """``generate(base=load_model(...))`` (was: TypeError from pathlib), ``loras=3``; and
+    ``loras=None`` is no adapter, as ``()`` is (was: TypeError "not iterable")."""
+    from tiny_configs import tiny_base_weights
+
+    from glidectl import load_model
+    from glidectl.pipeline import GlidePipeline, generate
+
+    with pytest.raises(GlidectlError) as error:
+        generate("a", base=base, upsampler="none")
+    assert str(error.value) == (
+        "base= takes a model spec (openai:base, a weights file or a training run folder), got "
+        "a GlideUNet; to sample with a model already loaded, use GlidePipeline(base=model).")
+    with pytest.raises(GlidectlError, match=r"^upsampler= takes a model spec .* got 3 \(int\)"):
+        GlidePipeline.from_specs("none", 3)
+    with pytest.raises(GlidectlError, match=r"^load_model\(\) takes a model spec .* got None"):
+        load_model(None)
+    with pytest.raises(GlidectlError, match=r"^loras= takes an adapter's path .* got 3 \(int\)"):
+        GlidePipeline.from_specs("none", "none", loras=3)
+    path = tiny_base_weights(tmp_path / "m.safetensors")
+    assert GlidePipeline.from_specs(path, "none", loras=None).models_info()["base"]["loras"] == []
+
+
+def test_on_images_gets_pil_batches_whatever_the_output(base) -> None:
+    """The docstring promises ``on_images`` each batch's PIL images; with ``output="np"``
+    it was never called."""
+    import numpy as np
+
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(base)
+    got: list = []
+    arr = pipe.generate("a", n=3, batch_size=2, output="np", on_images=got.append,
+                        sampler="euler", steps=2)
+    assert [len(b) for b in got] == [2, 1] and arr.shape == (3, 8, 8, 3)
+    assert got[1][0].info["seed"] == "2"
+    assert np.array_equal(np.asarray(got[1][0]), np.asarray(
+        pipe.generate("a", seed=2, sampler="euler", steps=2)[0]))

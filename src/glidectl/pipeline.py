@@ -9,6 +9,7 @@ with one seed per image. Image i of a request with seed s uses seed s+i unless e
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -34,7 +35,13 @@ from .pipeline_models import (  # noqa: F401  (re-exported)
     resolve_upsampler,
 )
 from .pipeline_records import PipelineRecords
-from .pipeline_settings import PipelineSettings, _check_numbers, _check_types
+from .pipeline_settings import (
+    PipelineSettings,
+    _check_numbers,
+    _check_types,
+    seed_list,
+    unknown_options,
+)
 from .samplers.schedule_files import read_once
 from .samplers.tuned import (
     grey_warning,
@@ -53,6 +60,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     Warn,
     as_image_tensor,
     as_mask_tensor,
+    check_image_input,
     check_inpaint_pair,
     input_messages,
     model_device,
@@ -76,7 +84,7 @@ from .sampling_defaults import (  # noqa: F401  (re-exported)
 from .tokenizer import FLAG_VOCAB, vocab_named
 
 StepFn = Callable[[str, int, int], None]
-Loras = str | os.PathLike | Sequence[str | os.PathLike]  # ``PATH[:SCALE]`` adapters, or one
+Loras = str | os.PathLike | Sequence[str | os.PathLike] | None  # ``PATH[:SCALE]``s, one, none
 OUTPUTS = ("pil", "np", "tensor")  # what generate() returns: PIL images or one array/tensor
 
 
@@ -148,10 +156,19 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         ``torch.compile`` when asked (``loras``: a list, or one adapter). ``records`` keeps
         each model's spec, file and sha256.
         """
-        from .glide.loading import follows_latest, load_model, read_resolved
+        from .glide.loading import check_spec_kind, follows_latest, load_model, read_resolved
 
-        if isinstance(loras, str | os.PathLike):  # one adapter, not its characters
+        for keyword, spec in (("base=", base), ("upsampler=", upsampler)):
+            if spec is not None:
+                check_spec_kind(spec, keyword)
+        if loras is None:
+            loras = []
+        elif isinstance(loras, str | os.PathLike):  # one adapter, not its characters
             loras = [loras]
+        elif not isinstance(loras, Iterable) or not all(
+                isinstance(x, str | os.PathLike) for x in loras):
+            raise GlidectlError("loras= takes an adapter's path (PATH[:SCALE]) or a list of "
+                                f"them, got {loras!r:.60} ({type(loras).__name__}).")
         loras = [os.fspath(x) if isinstance(x, os.PathLike) else x for x in loras]
         dev = pick_device(device)
         chosen = pick_precision(precision, dev)
@@ -240,24 +257,26 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         ``output="np"``: one float32 [N,H,W,3] array in [0, 1] (as diffusers'
         ``output_type="np"``), ``output="tensor"``: one [N,3,H,W] tensor in [-1, 1].
         ``on_images(batch)`` gets each batch's PIL images as soon as they are done (to write
-        them before the request ends); with ``keep_images=False`` they go there only and the
-        list returned is empty, so a request of thousands of images holds one batch at a time.
+        them before the request ends), whatever ``output``; with ``keep_images=False`` (and PIL
+        output) they go there only and the list returned is empty, so a request of thousands
+        of images holds one batch at a time.
         """
         base_opts, up_opts, rest = self.stages(**stage_options)
         if rest:
-            raise TypeError(f"unknown generate() options: {', '.join(sorted(rest))}")
+            own = inspect.signature(GlidePipeline.generate).parameters
+            raise GlidectlError(f"generate(): {unknown_options(rest, own)}.")
         if isinstance(prompts, str):
             prompts = [prompts]
-        elif isinstance(prompts, Iterable):
+        elif isinstance(prompts, Iterable) and not isinstance(prompts, bytes):
             prompts = list(prompts)
         if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-            raise TypeError("generate() takes a prompt string or a list of prompt strings, "
-                            f"got {prompts!r:.80}")
+            raise GlidectlError("generate() takes a prompt string or a list of prompt strings, "
+                                f"got {prompts!r:.80}.")
         if output not in OUTPUTS:
             choices = ", ".join(map(repr, OUTPUTS))
             raise GlidectlError(f"generate(): output must be one of {choices}, got "
                                 f"{output!r:.60}.")
-        _check_types({"n": n, "batch_size": batch_size}, int)
+        _check_types({"n": n, "batch_size": batch_size, "seed": seed}, int, none_ok=False)
         if not prompts or n < 1 or batch_size < 1:
             raise GlidectlError("Nothing to generate: give at least one prompt, n >= 1 and "
                                 "batch size >= 1.")
@@ -266,6 +285,9 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         if low_res is None and self.base is None:
             raise GlidectlError("Without a base model, pass a low-res image to upsample.")
         check_inpaint_pair(inpaint_image, inpaint_mask)
+        for keyword, value in (("low_res", low_res), ("inpaint_image", inpaint_image)):
+            check_image_input(value, keyword)
+        check_image_input(inpaint_mask, "inpaint_mask", mask=True)
         if inpaint_image is not None and self.upsampler is not None and (
                 not self.upsampler.options.inpaint):
             raise GlidectlError(
@@ -275,10 +297,8 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 "upsample-inpaint)" + (", or --upsampler none." if low_res is None else
                                        ", or drop the inpaint flags to upsample all of it."))
         texts_all = [p for p in prompts for _ in range(n)]
-        seeds = list(seeds) if seeds is not None else [seed + i for i in range(len(texts_all))]
-        if len(seeds) != len(texts_all):
-            raise ValueError(f"generate() needs one seed per image ({len(texts_all)}), "
-                             f"got {len(seeds)}")
+        seeds = seed_list(seeds, len(texts_all)) if seeds is not None else [
+            seed + i for i in range(len(texts_all))]
         _check_numbers(base_opts, up_opts, seeds)
         jobs = list(zip(texts_all, [int(s) for s in seeds], strict=True))
         precision = (pick_precision(precision, str(self.device)) if precision
@@ -342,11 +362,12 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                                      on_step, timings)
             if output != "pil":
                 outputs.append(images.cpu())
-                continue
+                if not on_images:
+                    continue
             pil = to_pil(images)
             for image, (prompt, s) in zip(pil, batch, strict=True):
                 image.info.update(prompt=prompt, seed=str(s), model_calls=str(per_batch))
-            if keep_images or not on_images:
+            if output == "pil" and (keep_images or not on_images):
                 outputs.extend(pil)
             if on_images:
                 on_images(pil)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -131,12 +132,40 @@ def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -
                             f"got {interval!r:.60} ({type(interval).__name__}).")
 
 
-def _check_types(values: dict[str, Any], kind: type) -> None:
+def seed_list(seeds: Any, images: int) -> list[Any]:
+    """``generate(seeds=...)`` as a list of one seed per image, or one sentence (its seeds'
+    kinds and ranges are :func:`_check_numbers`'s)."""
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Iterable):
+        raise GlidectlError("generate(): seeds must be a list of whole numbers, one per image, "
+                            f"got {seeds!r:.60} ({type(seeds).__name__}).")
+    seeds = list(seeds)
+    if len(seeds) != images:
+        raise GlidectlError(f"generate(): seeds holds {len(seeds)} seed"
+                            f"{'s' if len(seeds) != 1 else ''} but the request makes {images} "
+                            f"image{'s' if images != 1 else ''}; pass one seed per image.")
+    return seeds
+
+
+def unknown_options(names: Iterable[str], own: Iterable[str]) -> str:
+    """"unknown option 'guidence' (did you mean 'guidance'?)" for ``generate`` keywords that
+    are neither its ``own`` nor a stage's."""
+    fields = list(StageOptions.__dataclass_fields__)
+    known = [*own, *fields, *(f"upsample_{k}" for k in fields), "upsample_temp"]
+    said = []
+    for name in sorted(names):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        said.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return f"unknown option{'s' if len(said) > 1 else ''} {', '.join(said)}"
+
+
+def _check_types(values: dict[str, Any], kind: type, none_ok: bool = True) -> None:
     """The one-line error for a ``generate`` keyword that is not a whole number (``int``) or
-    not a number (``float``: ints too); None stands for a stage's default."""
+    not a number (``float``: ints too); None stands for a stage's default (unless not
+    ``none_ok``: ``n``, ``seed``)."""
     wanted = numbers.Integral if kind is int else numbers.Real
     for key, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, wanted)):
+        if (value is not None or not none_ok) and (
+                isinstance(value, bool) or not isinstance(value, wanted)):
             what = "a whole number" if kind is int else "a number"
             raise GlidectlError(f"generate(): {key} must be {what}, got {value!r:.60} "
                                 f"({type(value).__name__}).")

@@ -8,6 +8,7 @@ batch size. :class:`glidectl.pipeline.GlidePipeline` chains the stages.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ import torch
 from PIL import Image
 
 from . import plugins
-from .errors import GlidectlError, NonFiniteSample, a_or_an
+from .errors import GlidectlError, NonFiniteSample, a_or_an, one_line
 from .glide.options import UPSAMPLE_FACTOR
 from .greyscale import to_grey
 from .images import centre_square, from_pil, known_mask_from_pil
@@ -406,6 +407,27 @@ def input_messages(inputs: dict[str, Any], low_res_size: int | None = None) -> l
             f"{low_res_size * UPSAMPLE_FACTOR} px (pass an image of {low_res_size} px to "
             "upsample it as it is).")
     return messages
+
+
+def check_image_input(value: Any, keyword: str, mask: bool = False) -> None:
+    """One sentence naming ``keyword`` for an input image ``generate()`` cannot read: not
+    a path, PIL image or tensor (a numpy array, a list), or a tensor of another shape than
+    [N,]3,H,W (a mask: [[N,]1,]H,W)."""
+    if value is None or isinstance(value, str | os.PathLike | Image.Image):
+        return
+    takes = "a [[N,]1,]H,W tensor (1 = keep)" if mask else "a [N,]3,H,W tensor in [-1, 1]"
+    if isinstance(value, torch.Tensor):
+        shape, channels = tuple(value.shape), 1 if mask else 3
+        if (value.ndim in (3, 4) and shape[-3] == channels or mask and value.ndim == 2) and (
+                min(shape[-2:]) > 0):
+            return
+        raise GlidectlError(f"generate(): {keyword} is a tensor of shape {shape}; pass {takes}.")
+    if isinstance(value, np.ndarray):
+        pixels = "H×W pixels (white = repaint)" if mask else "H×W×3 pixels"
+        raise GlidectlError(f"generate(): {keyword} is a numpy array of shape {value.shape}; "
+                            f"pass Image.fromarray(array) for 8-bit {pixels}, or {takes}.")
+    raise GlidectlError(f"generate(): {keyword} must be an image file's path, a PIL image or "
+                        f"{takes}, got {one_line(repr(value)):.60} ({type(value).__name__}).")
 
 
 def opened(image: Any) -> Any:

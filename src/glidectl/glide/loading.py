@@ -13,7 +13,7 @@ import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -106,6 +106,19 @@ def check_spec(spec: str | Path) -> Path | None:
                     return None
                 raise
     return resolve_spec(spec, download=False)
+
+
+def check_spec_kind(spec: Any, keyword: str) -> None:
+    """One sentence for a ``keyword`` given what is no spec: a loaded model, None, a number."""
+    if isinstance(spec, str | os.PathLike):
+        return
+    got = f"a {type(spec).__name__}" if isinstance(spec, torch.nn.Module) else (
+        f"{spec!r:.60} ({type(spec).__name__})")
+    instead = (f"; to sample with a model already loaded, use GlidePipeline({keyword}model)"
+               if isinstance(spec, torch.nn.Module) and keyword in ("base=", "upsampler=")
+               else "")
+    raise GlidectlError(f"{keyword} takes a model spec (openai:base, a weights file or a "
+                        f"training run folder), got {got}{instead}.")
 
 
 def follows_latest(spec: str | Path) -> bool:
@@ -215,6 +228,7 @@ def load_model(
     """
     from ..devices import pick_device
 
+    check_spec_kind(spec, "load_model()")
     device = pick_device(str(device))
     _, (state, opts) = read_resolved(
         spec, lambda path: read_checkpoint(path, kind=kind, options=options), download)
