@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,3 +36,28 @@ def test_trainer_names_its_keywords() -> None:
     params = inspect.signature(Trainer).parameters
     assert {"resume", "adapter", "live", "kinds", "dataset", "quiet"} <= set(params)
     assert all(p.kind is not p.VAR_KEYWORD for p in params.values())
+
+
+def test_training_calls_given_no_config_or_a_resume_of_another_kind_say_so(tmp_path) -> None:
+    """``train("glide.toml")`` or a dict (was: AttributeError "'str' object has no attribute
+    'train'"), ``train_lora`` likewise, and ``resume=True`` (was: TypeError from pathlib):
+    one sentence naming what the call takes; nothing is left on disk."""
+    from tiny_configs import tiny_config
+
+    from glidectl.errors import GlidectlError
+    from glidectl.lora import train_lora
+    from glidectl.training import train
+
+    for call in (train, train_lora):
+        with pytest.raises(GlidectlError) as error:
+            call("examples/glide.toml")
+        assert str(error.value) == (
+            f"{call.__name__}() takes a GlideConfig (glidectl.config.load_config(path)), got "
+            "'examples/glide.toml' (str).")
+    with pytest.raises(GlidectlError) as error:
+        train(tiny_config(tmp_path), resume=True)
+    assert str(error.value) == ("resume= takes 'latest' or a checkpoint folder's path, got "
+                                "True (bool).")
+    with pytest.raises(GlidectlError, match=r"^resume='runs/gone': not a checkpoint"):
+        train(tiny_config(tmp_path), resume=Path("runs/gone"))  # was: resume PosixPath(...
+    assert not (tmp_path / "runs").exists()

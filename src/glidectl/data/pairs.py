@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, one_line
 from .records import RawSample
 from .stats import RejectionCounter
 
@@ -58,8 +58,20 @@ def pair_at(pairs: Any, index: int) -> tuple[Image.Image | str | os.PathLike[str
         image, caption = item
         if isinstance(image, Image.Image | str | os.PathLike) and isinstance(caption, str):
             return image, caption
-    raise GlidectlError(f"dataset[{index}] is {item!r:.80} ({type(item).__name__}); pass "
-                        f"{ACCEPTED}.")
+        import numpy as np
+        import torch
+
+        shape = tuple(getattr(image, "shape", ()))
+        if isinstance(image, np.ndarray):
+            raise GlidectlError(f"dataset[{index}]'s image is a numpy array of shape {shape}; "
+                                "pass Image.fromarray(array) for 8-bit H×W×3 pixels, or an "
+                                "image file's path.")
+        if isinstance(image, torch.Tensor):
+            raise GlidectlError(f"dataset[{index}]'s image is a tensor of shape {shape}; pass "
+                                "a PIL image (glidectl.images.to_pil turns [N,3,H,W] tensors "
+                                "in [-1, 1] into them), or an image file's path.")
+    raise GlidectlError(f"dataset[{index}] is {one_line(repr(item)):.80} "
+                        f"({type(item).__name__}); pass {ACCEPTED}.")
 
 
 def pairs_source(data: Any) -> PairsSource:

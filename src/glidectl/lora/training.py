@@ -17,7 +17,7 @@ from torch import nn
 from .. import runs
 from ..config import GlideConfig, LoraConfig
 from ..errors import GlidectlError
-from ..training.engine import SAID_AS_KEYWORDS, Trainer
+from ..training.engine import SAID_AS_KEYWORDS, Trainer, check_call
 from .files import latest_adapter, read_adapter, save_adapter, weights_sha256
 from .inject import (
     ADAPTER_NAME,
@@ -157,6 +157,7 @@ def train_lora(
 
     Returns the engine's TrainResult; adapters are in ``checkpoints/<step>/lora[-ema]``.
     """
+    resume = check_call("train_lora", cfg, resume)
     start = time.perf_counter()
     cfg, pinned = _pin_base(cfg, resume)
     adapter = LoraTrainingAdapter(cfg.lora, cfg.model.init)

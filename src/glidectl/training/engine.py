@@ -8,6 +8,7 @@ never reset them.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,18 @@ SAID_AS_KEYWORDS = keyword_errors(
          "(load_config('RUN/config.toml') reads it)"})
 
 
+def check_call(call: str, cfg: Any, resume: Any) -> str | None:
+    """``resume`` as text (a Path too), or one sentence for a training call given no
+    :class:`GlideConfig`, or a ``resume`` that is neither ``latest`` nor a path."""
+    if not isinstance(cfg, GlideConfig):
+        raise GlidectlError(f"{call}() takes a GlideConfig (glidectl.config.load_config(path)), "
+                            f"got {cfg!r:.60} ({type(cfg).__name__}).")
+    if resume is not None and not isinstance(resume, str | os.PathLike):
+        raise GlidectlError("resume= takes 'latest' or a checkpoint folder's path, got "
+                            f"{resume!r:.60} ({type(resume).__name__}).")
+    return None if resume is None else os.fspath(resume)
+
+
 class Trainer(TrainingLoop, TrainerCheckpoints):
     """Sets up a run from a config, then :meth:`run` trains it."""
 
@@ -83,6 +96,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         ``data.source`` is (:mod:`glidectl.data.pairs`), or what
         :func:`glidectl.data.build_dataset` makes; ``quiet``: print nothing. A user error
         or Ctrl-C here leaves no new run folder behind."""
+        resume = check_call("Trainer", cfg, resume)
         self._claim = RunClaim()
         try:
             with torch_threads(cfg.train.threads):
@@ -260,6 +274,7 @@ def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter 
     ``resume``: ``latest`` or a checkpoint folder, as ``--resume``; the other keywords as
     :class:`Trainer`'s. Returns the :class:`TrainResult` (run folder, step, checkpoint,
     losses logged)."""
+    resume = check_call("train", cfg, resume)
     start = time.perf_counter()
     trainer = Trainer(cfg, resume=resume, adapter=adapter, live=live, kinds=kinds,
                       dataset=dataset, quiet=quiet)
