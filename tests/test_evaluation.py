@@ -164,6 +164,26 @@ def test_settings_are_checked():
     assert EvalSettings(precision="no").precision == "fp32"
 
 
+def test_settings_for_names_a_key_it_does_not_take_and_the_nearest(tmp_path):
+    """``{"steps": 2}`` as ``generate`` takes it (was: TypeError "EvalSettings.__init__() got
+    an unexpected keyword argument 'steps'"): one sentence naming the FLAG_NAMES key."""
+    from glidectl.evaluation import RunOptions, settings_for
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    for flags, said in [
+        ({"steps": 2}, "settings_for(): unknown setting 'steps' (did you mean "
+                       "'base_stage.steps'?); its keys are those of "
+                       "glidectl.eval_settings.FLAG_NAMES."),
+        ({"nn": 4}, "settings_for(): unknown setting 'nn' (did you mean 'n'?); its keys are "
+                    "those of glidectl.eval_settings.FLAG_NAMES."),
+    ]:
+        with pytest.raises(GlidectlError) as error:
+            settings_for(prompts, {"base": "openai:base", **flags},
+                         RunOptions(out=tmp_path / "e"))
+        assert str(error.value) == said
+
+
 # --------------------------------------------------------------------------- a real run
 def test_run_writes_pairs_grid_and_metadata(tmp_path, tiny_base, stack):
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS)

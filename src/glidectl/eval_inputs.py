@@ -5,6 +5,7 @@ Those checks include that a run may keep an earlier run's images (``--resume``,
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,12 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
     from .pipeline import recommended_settings, resolve_upsampler
 
     flags = dict(flags)
+    for key in flags.keys() - FLAG_NAMES.keys():
+        near = [k for k in FLAG_NAMES if k.split(".")[-1] == key] or difflib.get_close_matches(
+            str(key), list(FLAG_NAMES), n=1, cutoff=0.6)
+        raise GlidectlError(f"settings_for(): unknown setting {key!r}"
+                            f"{f' (did you mean {near[0]!r}?)' if near else ''}; its keys "
+                            "are those of glidectl.eval_settings.FLAG_NAMES.")
     chosen = pick_precision(precision or "auto", pick_device(options.device))
     notes = [chosen.line()] if precision in (None, "auto") else []
     if options.resume:
