@@ -88,6 +88,19 @@ def test_a_model_loaded_in_another_dtype_samples(base, tmp_path, dtype, mean_err
     assert GlidePipeline(model).generate("a cat", **kw).dtype == torch.float32
 
 
+def test_a_dtype_named_in_words_says_to_pass_a_torch_dtype(base, tmp_path) -> None:
+    """``load_model(spec, dtype="fp16")`` (was: TypeError "to() received an invalid
+    combination of arguments" from torch, after the file was read)."""
+    from glidectl.glide import load_model, save_weights
+
+    path = save_weights(base, tmp_path / "base.safetensors")
+    with pytest.raises(GlidectlError) as error:
+        load_model(path, dtype="fp16")
+    assert str(error.value) == ("load_model(dtype=...) takes a torch dtype such as "
+                                "torch.bfloat16, got 'fp16' (str); autocast is the "
+                                "precision= of GlidePipeline and generate().")
+
+
 def test_a_pipeline_of_a_model_in_hand_picks_the_precision_from_specs_does(
         base, tmp_path, monkeypatch) -> None:
     """``GlidePipeline(load_model(spec))`` and ``GlidePipeline.from_specs(spec)`` draw the same

@@ -229,6 +229,10 @@ def load_model(
     from ..devices import pick_device
 
     check_spec_kind(spec, "load_model()")
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise GlidectlError("load_model(dtype=...) takes a torch dtype such as torch.bfloat16, "
+                            f"got {dtype!r:.40} ({type(dtype).__name__}); autocast is the "
+                            "precision= of GlidePipeline and generate().")
     device = pick_device(str(device))
     _, (state, opts) = read_resolved(
         spec, lambda path: read_checkpoint(path, kind=kind, options=options), download)
