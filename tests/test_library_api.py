@@ -61,3 +61,19 @@ def test_training_calls_given_no_config_or_a_resume_of_another_kind_say_so(tmp_p
     with pytest.raises(GlidectlError, match=r"^resume='runs/gone': not a checkpoint"):
         train(tiny_config(tmp_path), resume=Path("runs/gone"))  # was: resume PosixPath(...
     assert not (tmp_path / "runs").exists()
+
+
+def test_grid_and_png_helpers_say_what_they_take(tmp_path) -> None:
+    """make_grid([]) was a ZeroDivisionError and save_png(tensor) an AttributeError from
+    deep inside: the README's helpers for generate()'s images say what they take."""
+    import torch
+
+    from glidectl.errors import GlidectlError
+    from glidectl.images import make_grid, save_png
+
+    for bad in ([], [torch.zeros(3, 8, 8)]):
+        with pytest.raises(GlidectlError, match="make_grid\\(\\) takes a list of one or more"):
+            make_grid(bad)
+    with pytest.raises(GlidectlError, match="save_png\\(\\) takes a PIL image .* got Tensor"):
+        save_png(torch.zeros(3, 8, 8), tmp_path / "x.png", {})
+    assert not (tmp_path / "x.png").exists()

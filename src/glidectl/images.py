@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from .atomic import atomic_path, new_path
+from .errors import GlidectlError
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +60,10 @@ def known_mask_from_pil(mask: Image.Image, size: int | None = None) -> torch.Ten
 
 def make_grid(images: list[Image.Image], cols: int | None = None, pad: int = 2) -> Image.Image:
     """Tile equally sized images row-major (every image kept) with ``pad`` px white gaps."""
+    images = list(images)
+    if not images or not all(isinstance(im, Image.Image) for im in images):
+        raise GlidectlError("make_grid() takes a list of one or more PIL images (generate()'s "
+                            f"default output), got {images!r:.60}.")
     n = len(images)
     cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
@@ -74,6 +79,9 @@ def save_png(image: Image.Image, path: str | Path, text: dict[str, str], *,
              replace: bool = True) -> Path:
     """Write a PNG with ``text`` as tEXt/iTXt chunks (the generation parameters);
     ``replace=False`` raises ``FileExistsError`` instead of replacing a file."""
+    if not isinstance(image, Image.Image):
+        raise GlidectlError(f"save_png() takes a PIL image (generate()'s default output), got "
+                            f"{type(image).__name__}; pass output='pil' to generate().")
     info = PngImagePlugin.PngInfo()
     for key, value in text.items():
         info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
