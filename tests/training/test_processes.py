@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -543,3 +544,77 @@ def test_accelerate_launch_mixed_precision_is_followed_at_auto(tiny, config_file
     assert proc.returncode == 0, out
     assert "Precision: bf16 (ACCELERATE_MIXED_PRECISION=bf16, from accelerate launch).\n" \
         in proc.stdout, out
+
+
+def _stop_rank_1(launcher: subprocess.Popen, ready: Callable[[], bool]) -> int:
+    """Stop (SIGSTOP) the launcher's rank-1 process once ``ready()`` holds; its pid."""
+    deadline = time.time() + 120
+    while not ready():
+        assert launcher.poll() is None and time.time() < deadline, launcher.returncode
+        time.sleep(0.002)
+    rank1 = next(pid for pid in _children(launcher.pid) if _rank(pid) == 1)
+    os.kill(rank1, signal.SIGSTOP)
+    return rank1
+
+
+def test_a_process_lost_while_setting_up_stops_the_others_in_one_line(
+        tiny, config_file, tmp_path):
+    """A process that dies while the run is set up (its model load killed for memory, a
+    one-node error) left the other in a gloo traceback ("Connection closed by peer"),
+    and the new run's folder behind: now one line, and no folder."""
+    cfg = tiny(train=dict(steps=2))
+    launcher = subprocess.Popen(_torchrun(config_file(cfg)), env=_env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        # the run folder is made once both processes are in the process group
+        rank1 = _stop_rank_1(launcher, (tmp_path / "runs" / "t" / ".lock").exists)
+        time.sleep(2)  # the main process waits for it in the setup's next collective
+        os.kill(rank1, signal.SIGKILL)
+        out, _ = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    assert "Error: Another process of this run stopped while the run was being set up (the " \
+           "launcher's report names it), so this one stops too.\n" in out, out
+    assert "]: Traceback" not in out and "Connection closed by peer" not in out, out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_process_lost_during_a_checkpoint_leaves_no_half_written_one(
+        tiny, config_file, tmp_path):
+    """The main process waiting for another's RNG file when that one is killed removes the
+    half-written checkpoint (for a full model, gigabytes that stayed until a later save);
+    the last whole one stays ``latest`` and the run resumes from it."""
+    cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=2))
+    path = config_file(cfg)
+    checkpoints = tmp_path / "runs" / "t" / "checkpoints"
+    launcher = subprocess.Popen(_torchrun(path), env=_env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        while True:  # caught while the main process writes the checkpoint, before rank 1 does
+            rank1 = _stop_rank_1(launcher, lambda: (checkpoints / "latest").exists()
+                                 and any(checkpoints.glob(".tmp-step-*")))
+            half = list(checkpoints.glob(".tmp-step-*"))
+            if half and not (half[0] / "state" / "rng-1.safetensors").exists():
+                break
+            os.kill(rank1, signal.SIGCONT)
+            while list(checkpoints.glob(".tmp-step-*")) == half and half:
+                time.sleep(0.002)
+        time.sleep(1)  # the main process has written its files and waits for rank 1
+        os.kill(rank1, signal.SIGKILL)
+        out, _ = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert "Error: Another process of this run stopped near step" in out, out
+    assert not list(checkpoints.glob(".tmp-*")), out
+    latest = checkpoints / (checkpoints / "latest").read_text().strip()
+    assert f"its last checkpoint is '{latest}'" in out, out
+    assert {p.name for p in (latest / "state").glob("rng-*")} == {"rng-0.safetensors",
+                                                                   "rng-1.safetensors"}
+    step = int(latest.name.removeprefix("step-"))
+    proc = subprocess.run(_torchrun(path, "--resume", "latest", "--steps", str(step + 1)),
+                          env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"done at step {step + 1}" in proc.stdout, proc.stdout

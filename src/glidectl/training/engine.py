@@ -105,6 +105,11 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         except (GlidectlError, KeyboardInterrupt):
             self._claim.undo()
             raise
+        except RuntimeError as exc:  # another process died in a collective of the setup
+            if (lost := self._peer_lost(exc, "while the run was being set up")) is None:
+                raise
+            self._claim.undo()
+            raise lost from None
 
     def _init(
         self, cfg: GlideConfig, *, resume: str | None = None,
@@ -257,12 +262,19 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
                     f"train.deterministic: {op.rstrip('.')} has no deterministic kernel in "
                     f"torch {torch.__version__} on this device; set train.deterministic = "
                     f"false (two runs may then differ); {self._saved()}.") from None
-            if self.accelerator.num_processes == 1 or not peer_lost(exc):
+            if (lost := self._peer_lost(exc, f"near step {self.state.step}")) is None:
                 raise
-            raise PeerLost(
-                f"Another process of this run stopped near step {self.state.step} (the "
-                f"launcher's report names it), so this one stops too; {self._saved()}."
-            ) from None
+            self._drop_half_written()  # the checkpoint the main process was writing
+            raise PeerLost(f"{str(lost).rstrip('.')}; {self._saved()}.") from None
+
+    def _peer_lost(self, exc: RuntimeError, when: str) -> PeerLost | None:
+        """The error to stop with when ``exc`` is a collective failed by another process's
+        death (``when``: where this one was), else None."""
+        procs = getattr(self, "procs", None)
+        if procs is None or procs.count == 1 or not peer_lost(exc):
+            return None
+        return PeerLost(f"Another process of this run stopped {when} (the launcher's report "
+                        "names it), so this one stops too.")
 
 
 @SAID_AS_KEYWORDS
