@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from safetensors.torch import load_file
 
 from glidectl.errors import GlidectlError
@@ -618,3 +619,28 @@ def test_a_process_lost_during_a_checkpoint_leaves_no_half_written_one(
                           env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"done at step {step + 1}" in proc.stdout, proc.stdout
+
+
+def test_a_new_run_whose_other_process_has_no_data_leaves_no_folder(
+        tiny, config_file, image_folder, tmp_path):
+    """Every process stops when one's share of a folder gives no batch; the new run's
+    folder went only when that one was the main process (it alone drops an untrained run),
+    so the survivor's "run the same command again" met a folder of a run that never
+    trained."""
+    for old in image_folder.iterdir():
+        old.unlink()
+    Image.new("RGB", (40, 36), (220, 30, 30)).save(image_folder / "good.png")
+    (image_folder / "good.txt").write_text("a red square\n")
+    (image_folder / "broken.png").write_bytes(b"")
+    (image_folder / "broken.txt").write_text("a broken square\n")
+    cfg = tiny(train=dict(steps=2, batch_size=1, seed=1),  # seed 1: process 1 gets the broken
+               data=dict(source=str(image_folder), uncond_p=0.0))
+    proc = subprocess.run(_torchrun(config_file(cfg)), env=_env(), capture_output=True,
+                          text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Error: The training data gave not one batch of 1 to process 1 of 2" in out, out
+    assert "Error: Another process of this run stopped near step 0 (the launcher's report " \
+           "names it), so this one stops too; it has no checkpoint yet: run the same " \
+           "command again to start it over.\n" in out, out
+    assert not (tmp_path / "runs").exists()

@@ -237,9 +237,8 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
                 return self._run(until)
         except WriteError as exc:  # a full disk: say where the run can go on from
             raise WriteError(f"{str(exc).rstrip('.')}; {self._saved()}.") from None
-        except GlidectlError:  # e.g. no valid sample: a new run that never trained goes
-            if self.main and self.state.step == 0 and self.resume_from is None:
-                self._claim.drop_untrained(self.run_dir)
+        except GlidectlError:  # e.g. no valid sample
+            self._drop_if_untrained()
             raise
         except KeyboardInterrupt:  # a second Ctrl-C/SIGTERM, while saving too
             step = self.state.step
@@ -265,7 +264,13 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
             if (lost := self._peer_lost(exc, f"near step {self.state.step}")) is None:
                 raise
             self._drop_half_written()  # the checkpoint the main process was writing
+            self._drop_if_untrained()  # e.g. another process's data gave no batch
             raise PeerLost(f"{str(lost).rstrip('.')}; {self._saved()}.") from None
+
+    def _drop_if_untrained(self) -> None:
+        """A new run that stopped before its first step goes (main process)."""
+        if self.main and self.state.step == 0 and self.resume_from is None:
+            self._claim.drop_untrained(self.run_dir)
 
     def _peer_lost(self, exc: RuntimeError, when: str) -> PeerLost | None:
         """The error to stop with when ``exc`` is a collective failed by another process's
