@@ -450,6 +450,20 @@ def test_processes_whose_launcher_is_killed_checkpoint_and_stop(tiny, config_fil
                                                                    "rng-1.safetensors"}
 
 
+def _five_second_timeouts(tmp_path: Path) -> Path:
+    """A folder for PYTHONPATH whose sitecustomize cuts the process group's timeout (gloo:
+    30 min) to 5 s in the launched processes."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('LOCAL_RANK') is not None:\n"
+        "    from datetime import timedelta\n"
+        "    import torch.distributed.distributed_c10d as c10d\n"
+        "    c10d.default_pg_timeout = timedelta(seconds=5)\n")
+    return site
+
+
 def _rank(pid: int) -> int:
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=", 1)[1])
@@ -505,14 +519,7 @@ def test_a_tracked_two_process_run_with_a_long_preview_finishes_cleanly(
       run's last barrier then failed there and every tracked multi-process run ended in a
       traceback with exit code 1, after its last checkpoint;
     - its checkpoint, written by two processes, is refused by a one-process resume."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import os\n"
-        "if os.environ.get('LOCAL_RANK') is not None:\n"
-        "    from datetime import timedelta\n"
-        "    import torch.distributed.distributed_c10d as c10d\n"
-        "    c10d.default_pg_timeout = timedelta(seconds=5)\n")
+    site = _five_second_timeouts(tmp_path)
     cfg = tiny(train=dict(steps=2), checkpoint=dict(every=2), log=dict(trackers=["tensorboard"]),
                preview=dict(every=100, steps=60))  # one preview, at step 0: over 5 s here
     (tmp_path / "tmp").mkdir()
@@ -644,3 +651,38 @@ def test_a_new_run_whose_other_process_has_no_data_leaves_no_folder(
            "names it), so this one stops too; it has no checkpoint yet: run the same " \
            "command again to start it over.\n" in out, out
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_process_that_stops_answering_is_one_line_after_the_timeout(
+        tiny, config_file, tmp_path):
+    """A process that hangs (stuck in I/O, its machine cut off) keeps its connections open:
+    the other waits out the process group's timeout (gloo: 30 min; cut to 5 s here), then
+    stopped with gloo's traceback ("Timed out waiting 5000ms"); now with one line naming
+    the wait and the checkpoint to resume from."""
+    site = _five_second_timeouts(tmp_path)
+    cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=2))
+    run = tmp_path / "runs" / "t"
+    launcher = subprocess.Popen(_torchrun(config_file(cfg)), text=True,
+                                env={**_env(), "PYTHONPATH": str(site)},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    rank1 = None
+    try:
+        _wait_for_logged_steps(run, launcher, 3)
+        rank0, rank1 = sorted(_children(launcher.pid), key=_rank)
+        os.kill(rank1, signal.SIGSTOP)
+        deadline = time.time() + 60
+        while _running(rank0) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _running(rank0), "the main process waited on past the timeout"
+        os.kill(rank1, signal.SIGKILL)  # the launcher would wait 30 s for the stopped one
+        out, _ = launcher.communicate(timeout=120)
+    finally:
+        if rank1 is not None and _running(rank1):
+            os.kill(rank1, signal.SIGKILL)
+        if launcher.poll() is None:
+            launcher.kill()
+    latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    assert "Error: Another process of this run did not answer for 5 s near step " in out, out
+    assert f"(stuck, or its machine cut off), so this one stops; its last checkpoint is " \
+           f"'{latest}': resume with --resume {run}.\n" in out, out
+    assert "]: Traceback" not in out and "Timed out waiting" not in out, out

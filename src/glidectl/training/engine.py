@@ -34,6 +34,7 @@ from .guards import (
     StoppedAgain,
     WorkerLost,
     peer_lost,
+    peer_silent,
     worker_lost,
 )
 from .loop import TrainingLoop
@@ -274,9 +275,14 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
 
     def _peer_lost(self, exc: RuntimeError, when: str) -> PeerLost | None:
         """The error to stop with when ``exc`` is a collective failed by another process's
-        death (``when``: where this one was), else None."""
+        death or silence (``when``: where this one was), else None."""
         procs = getattr(self, "procs", None)
-        if procs is None or procs.count == 1 or not peer_lost(exc):
+        if procs is None or procs.count == 1:
+            return None
+        if (waited := peer_silent(exc)) is not None:
+            return PeerLost(f"Another process of this run did not answer for {waited:g} s "
+                            f"{when} (stuck, or its machine cut off), so this one stops.")
+        if not peer_lost(exc):
             return None
         return PeerLost(f"Another process of this run stopped {when} (the launcher's report "
                         "names it), so this one stops too.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import signal
 from types import FrameType
 
@@ -103,3 +104,10 @@ def peer_lost(exc: BaseException) -> bool:
 
     return isinstance(exc, dist.DistBackendError) or any(
         words in str(exc) for words in _PEER_GONE)
+
+
+def peer_silent(exc: BaseException) -> float | None:
+    """The seconds a collective waited for another process before gloo gave up (one that is
+    stuck, or whose machine is cut off, rather than dead), else None."""
+    found = re.search(r"Timed out waiting (\d+)ms", str(exc))
+    return int(found.group(1)) / 1000 if found else None
