@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -464,6 +465,19 @@ def _five_second_timeouts(tmp_path: Path) -> Path:
     return site
 
 
+@contextmanager
+def _launched(path: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """torchrun training ``path``'s config, its output in ``.communicate()``; killed at the
+    block's end if it still runs."""
+    launcher = subprocess.Popen(_torchrun(path), env=env or _env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        yield launcher
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+
+
 def _rank(pid: int) -> int:
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=", 1)[1])
@@ -472,16 +486,11 @@ def _rank(pid: int) -> int:
 def test_the_survivor_of_a_killed_process_stops_in_one_line(tiny, config_file, tmp_path):
     cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=1))
     run = tmp_path / "runs" / "t"
-    launcher = subprocess.Popen(_torchrun(config_file(cfg)), env=_env(), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+    with _launched(config_file(cfg)) as launcher:
         _wait_for_logged_steps(run, launcher, 2)
         rank1 = next(pid for pid in _children(launcher.pid) if _rank(pid) == 1)
         os.kill(rank1, signal.SIGKILL)
         out, _ = launcher.communicate(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
     assert launcher.returncode != 0
     assert "Error: Another process of this run stopped near step" in out, out
     assert f"resume with --resume {run}" in out, out
@@ -571,17 +580,12 @@ def test_a_process_lost_while_setting_up_stops_the_others_in_one_line(
     one-node error) left the other in a gloo traceback ("Connection closed by peer"),
     and the new run's folder behind: now one line, and no folder."""
     cfg = tiny(train=dict(steps=2))
-    launcher = subprocess.Popen(_torchrun(config_file(cfg)), env=_env(), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+    with _launched(config_file(cfg)) as launcher:
         # the run folder is made once both processes are in the process group
         rank1 = _stop_rank_1(launcher, (tmp_path / "runs" / "t" / ".lock").exists)
         time.sleep(2)  # the main process waits for it in the setup's next collective
         os.kill(rank1, signal.SIGKILL)
         out, _ = launcher.communicate(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
     assert launcher.returncode != 0
     assert "Error: Another process of this run stopped while the run was being set up (the " \
            "launcher's report names it), so this one stops too.\n" in out, out
@@ -597,9 +601,7 @@ def test_a_process_lost_during_a_checkpoint_leaves_no_half_written_one(
     cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=2))
     path = config_file(cfg)
     checkpoints = tmp_path / "runs" / "t" / "checkpoints"
-    launcher = subprocess.Popen(_torchrun(path), env=_env(), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+    with _launched(path) as launcher:
         while True:  # caught while the main process writes the checkpoint, before rank 1 does
             rank1 = _stop_rank_1(launcher, lambda: (checkpoints / "latest").exists()
                                  and any(checkpoints.glob(".tmp-step-*")))
@@ -612,9 +614,6 @@ def test_a_process_lost_during_a_checkpoint_leaves_no_half_written_one(
         time.sleep(1)  # the main process has written its files and waits for rank 1
         os.kill(rank1, signal.SIGKILL)
         out, _ = launcher.communicate(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
     assert "Error: Another process of this run stopped near step" in out, out
     assert not list(checkpoints.glob(".tmp-*")), out
     latest = checkpoints / (checkpoints / "latest").read_text().strip()
