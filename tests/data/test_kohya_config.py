@@ -187,6 +187,51 @@ def test_empty_tags_count_and_stay_as_kohya_and_mgds_split_them():
     assert SampleRules().caption("a, , b,", random.Random(0), train=True) == "a, , b,"
 
 
+@pytest.mark.parametrize("options, caption", [
+    # kohya's process_caption splits at keep_tokens_separator only when it shuffles, drops
+    # tags or warms up (library/train_util.py); otherwise the caption keeps it as written
+    ({}, "a, b ||| c, d ||| e"),
+    ({"keep_tokens": 1}, "a, b ||| c, d ||| e"),
+    ({"secondary_separator": ";;;"}, "a, b ||| c, d ||| e"),
+    ({"tag_dropout": 1.0}, "a, b, e"),
+    ({"shuffle": True, "keep_tokens": 3}, None),  # a, b first, e last, c and d in between
+    ({"warmup_step": 10}, "a, b, c, d, e"),
+])
+def test_keep_tokens_separator_stays_in_the_caption_unless_kohya_splits_it(options, caption):
+    rules = SampleRules(keep_separator="|||", **options)
+    got = rules.caption("a, b ||| c, d ||| e", random.Random(0), train=True)
+    assert got == caption if caption is not None else got in {"a, b, c, d, e",
+                                                              "a, b, d, c, e"}
+    assert SampleRules(keep_separator="|||", secondary_separator=";;;").caption(
+        "a;;;x ||| b", random.Random(0), train=True) == "a,x ||| b"
+
+
+def test_a_subset_that_neither_shuffles_nor_drops_trains_on_its_keep_tokens_separator(
+        tmp_path, data_cfg, byte_tok):
+    toml = write(tmp_path, """
+[general]
+keep_tokens_separator = "|||"
+caption_extension = ".txt"
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "dog"
+  [[datasets.subsets]]
+  image_dir = "cat"
+  shuffle_caption = true
+""", {"dog/a.png": ("a.txt", "sks dog ||| grass, sky"),
+      "cat/c.png": ("c.txt", "a cat ||| sofa, rug")})
+    ds = dataset(data_cfg(source=str(toml)), byte_tok)
+    captions = {s["key"]: s["caption"] for s in ds}
+    assert captions["1/a.png"] == "sks dog ||| grass, sky"  # as kohya trains it
+    assert captions["2/c.png"] in {"a cat, sofa, rug", "a cat, rug, sofa"}
+    note = source_notes(ds.source)[-1]
+    assert note == (f"{str(toml)!r}: dataset 1, subset 1: keep_tokens_separator '|||' stays "
+                    "in its captions as written, as in kohya's trainers, since it neither "
+                    "shuffles (shuffle_caption), drops tags (caption_tag_dropout_rate) nor "
+                    "warms up (token_warmup_step); set one of them, or remove the separator "
+                    "from the captions.")
+
+
 def test_flip_aug_and_random_crop_of_a_subset_override_the_data_keys(tmp_path, data_cfg,
                                                                        byte_tok):
     config = CONFIG.replace('  num_repeats = 3\n', '  num_repeats = 3\n  random_crop = false\n'

@@ -270,6 +270,27 @@ class KohyaConfigSource:
                 f"({self.uncond_p:g}): two independent draws, so those subsets train on the "
                 f"empty caption {both} of the time; set data.uncond_p = 0 for kohya's rates "
                 "alone.")
+        return out + self._kept_separators()
+
+    def _kept_separators(self) -> list[str]:
+        """Per keep_tokens_separator, the subsets whose captions train with it as written
+        (kohya splits at it only to shuffle, drop or warm up tags)."""
+        kept: dict[str, list[SubsetSpec]] = {}
+        for spec in self.subsets.values():
+            if spec.rules.keep_separator and not spec.rules.splits_tags:
+                kept.setdefault(spec.rules.keep_separator, []).append(spec)
+        out = []
+        for sep, specs in kept.items():
+            many = len(specs) > 1
+            which = (f"subsets {', '.join(str(s.number) for s in specs)}" if many
+                     else specs[0].where)
+            out.append(
+                f"{str(self.config.path)!r}: {which}: keep_tokens_separator {sep!r} stays in "
+                f"{'their' if many else 'its'} captions as written, as in kohya's trainers, "
+                f"since {'they' if many else 'it'} neither shuffle{'s' * (not many)} "
+                f"(shuffle_caption), drop{'s' * (not many)} tags (caption_tag_dropout_rate) "
+                f"nor warm{'s' * (not many)} up (token_warmup_step); set one of them, or "
+                "remove the separator from the captions.")
         return out
 
     def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:

@@ -72,7 +72,8 @@ class SampleRules:
         training, its tags shuffled and dropped as kohya does: the first ``keep_tokens``
         tags (or those outside ``keep_separator``) stay in place, the rest are shuffled,
         then each dropped with ``tag_dropout``; tags are joined with ``joiner`` (kohya's
-        ", ")."""
+        ", "). Without shuffling, dropping or warm-up the caption keeps its
+        ``keep_separator`` (:attr:`splits_tags`)."""
         return self.draw(text, rng, train)[0]
 
     def draw(self, text: str, rng: random.Random,
@@ -91,7 +92,8 @@ class SampleRules:
             order = [i for i in order if rng.random() >= self.tag_dropout]
         warm = train and self.warmup_step > 0
         kept_apart = bool(self.keep_separator) and self.keep_separator in text
-        if train and (self.shuffle or self.tag_dropout > 0) or warm or kept_apart:
+        if train and (self.shuffle or self.tag_dropout > 0) or warm \
+                or kept_apart and self.splits_tags:
             text = self.joiner.join(fixed + [flex[i] for i in order] + tail)
         if self.secondary_separator:
             text = text.replace(self.secondary_separator, self.separator)
@@ -101,6 +103,13 @@ class SampleRules:
             tuple(fixed), tuple((i, flex[i]) for i in order), tuple(tail), len(flex),
             self.joiner, self.secondary_separator, self.separator, self.warmup_min,
             self.warmup_step)
+
+    @property
+    def splits_tags(self) -> bool:
+        """Whether training splits the caption into tags, as kohya's ``process_caption``
+        does only to shuffle, drop or warm them up: otherwise ``keep_separator`` stays in
+        the caption as written, as in kohya."""
+        return self.shuffle or self.tag_dropout > 0 or self.warmup_step > 0
 
     def _split(self, text: str) -> tuple[list[str], list[str], list[str]]:
         """(tags kept in front, tags to shuffle and drop, tags kept at the end). Empty tags
