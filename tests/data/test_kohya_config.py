@@ -359,11 +359,39 @@ def test_unapplied_keys_are_named_in_one_warning_and_notes_say_what_was_left_out
     assert "dataset 1, subset 2: 1 image has neither a '.caption' file nor" in missing
     assert "1 image without a '.caption' file has a .txt or .caption file, which " \
         "caption_extension = '.caption' (kohya's default) does not read" in other
-    fork = toml.parent / "fork.toml"  # a key of some fork of kohya's: said, not fatal
-    fork.write_text(CONFIG.replace("[general]\n", "[general]\nsample_ratio = 0.5\n"))
-    assert read_dataset_config(fork).notes()[1] == (
-        f"{str(fork)!r}: sample_ratio is not a key of kohya's dataset config that glidectl "
-        "knows, and is ignored.")
+
+
+def test_every_key_kohyas_schema_accepts_is_accepted_those_not_applied_named(tmp_path):
+    """kohya-ss sd-scripts' ConfigSanitizer (library/config_util.py): the keys it accepts
+    where it accepts them; glidectl names those it does not apply."""
+    toml = write(tmp_path, """
+[general]
+enable_bucket = true
+min_bucket_reso = 256
+max_bucket_reso = 1024
+bucket_reso_steps = 64
+bucket_no_upscale = true
+face_crop_aug_range = [2.0, 4.0]
+cache_info = true
+resize_interpolation = "lanczos"
+[general.custom_attributes]
+style = "photo"
+[[datasets]]
+resolution = [512, 768]
+batch_size = 2
+network_multiplier = 0.5
+validation_split = 0.1
+validation_seed = 3
+skip_image_resolution = 64
+  [[datasets.subsets]]
+  image_dir = "dog"
+  alpha_mask = true
+""", {"dog/a.png": ("a.caption", "a dog")})
+    notes = read_dataset_config(toml).notes()
+    assert len(notes) == 1 and all(key in notes[0] for key in (
+        "enable_bucket", "bucket_no_upscale", "face_crop_aug_range", "cache_info",
+        "custom_attributes", "resolution", "validation_split", "alpha_mask"))
+    assert len(KohyaConfigSource.open(toml).units()) == 1
 
 
 def test_fine_tuning_subsets_read_kohyas_metadata_json(tmp_path, data_cfg, byte_tok):
@@ -508,6 +536,21 @@ def test_a_concepts_list_read_as_kohyas_json_names_the_onetrainer_prefix(tmp_pat
      "dataset config"),
     ("[[datasets]]\n  [[datasets.subset]]\n  image_dir = 'dog'\n",
      "dataset 1: unknown key 'subset'; did you mean 'subsets'?"),
+    # keys kohya's trainers refuse (voluptuous: extra keys not allowed) are refused too
+    ("[general]\nsample_ratio = 0.5\n[[datasets]]\n  [[datasets.subsets]]\n"
+     "  image_dir = 'dog'\n", "[general]: unknown key 'sample_ratio', which kohya's trainers "
+     "refuse too; remove it, or spell it as kohya's docs/config_README-en.md does."),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  prior_loss_weight = 1.0\n",
+     "dataset 1, subset 1: prior_loss_weight is a trainer option, not a key of kohya's dataset "
+     "config (kohya's trainers refuse it there too); remove it and set "
+     "train.prior_loss_weight instead."),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  resolution = 512\n",
+     "dataset 1, subset 1: resolution belongs in [general] or [[datasets]], not in a subset "
+     "(kohya's trainers refuse it there); move it up, or remove it (glidectl uses "
+     "data.resolution instead)."),
+    ("[training]\nlr = 1\n[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n",
+     "unknown table 'training', which kohya's trainers refuse too; remove it (kohya's dataset "
+     "config holds [general] and [[datasets]] only)."),
     ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  num_repeats = 0\n",
      "reads no images: kohya leaves out every one of its subsets. "),
 ])

@@ -51,9 +51,17 @@ IGNORED = {
     "network_multiplier": "a LoRA's scale at sampling (--lora PATH:SCALE)",
     "custom_attributes": "none",
     "conditioning_data_dir": "no ControlNet training",
-    "prior_loss_weight": "train.prior_loss_weight",  # a trainer argument in kohya too
-    "max_token_length": "the model's text_ctx", "debug_dataset": "glidectl dataset inspect",
 }
+# kohya's trainer options that its dataset config refuses (ConfigSanitizer's
+# ARGPARSE_SPECIFIC_SCHEMA), and what to do instead
+TRAINER_ONLY = {
+    "prior_loss_weight": "remove it and set train.prior_loss_weight instead",
+    "max_token_length": "remove it (glidectl reads up to the model's text_ctx tokens)",
+    "debug_dataset": "remove it and run `glidectl dataset inspect` instead",
+}
+# kohya's dataset options its subsets refuse (DATASET_ASCENDABLE_SCHEMA)
+DATASET_ONLY = ("resolution", "batch_size", "network_multiplier", "enable_bucket",
+                "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale")
 KNOWN = (*APPLIED, *IGNORED)
 
 
@@ -88,39 +96,34 @@ class DatasetConfig:
     path: Path
     subsets: list[SubsetSpec] = field(default_factory=list)
     ignored: dict[str, str] = field(default_factory=dict)  # key → what glidectl does instead
-    unknown: list[str] = field(default_factory=list)
 
     def notes(self) -> list[str]:
-        """One warning for the keys that change nothing here, one for unknown keys."""
-        out = []
-        name = repr(str(self.path))
-        if self.ignored:
-            keys = "; ".join(f"{k} ({v})" for k, v in self.ignored.items())
-            out.append(f"{name}: glidectl does not apply these kohya keys (what it uses "
-                       f"instead in brackets): {keys}.")
-        if self.unknown:
-            out.append(f"{name}: {', '.join(self.unknown)} "
-                       f"{'is not a key' if len(self.unknown) == 1 else 'are not keys'} of "
-                       "kohya's dataset config that glidectl knows, and "
-                       f"{'is' if len(self.unknown) == 1 else 'are'} ignored.")
-        return out
+        """One warning for the keys that change nothing here."""
+        if not self.ignored:
+            return []
+        keys = "; ".join(f"{k} ({v})" for k, v in self.ignored.items())
+        return [f"{str(self.path)!r}: glidectl does not apply these kohya keys (what it uses "
+                f"instead in brackets): {keys}."]
 
 
 def read_dataset_config(path: str | Path) -> DatasetConfig:
-    """Parse and check the dataset config at ``path`` (its folders are not looked at)."""
+    """Parse and check the dataset config at ``path`` (its folders are not looked at). A
+    key kohya's trainers refuse is refused too (a misspelt key would train otherwise)."""
     path = Path(path)
     raw = _load(path)
     name = repr(str(path))
     config = DatasetConfig(path)
-    for key in raw:
-        if key not in ("general", "datasets"):
-            _unknown(config, key, f"{name}: unknown table {key!r}", ("general", "datasets"))
-    general = _table(raw.get("general", {}), f"{name}: [general]")
     datasets = raw.get("datasets")
     if not isinstance(datasets, list) or not datasets:
         raise GlidectlError(
             f"{name} has no [[datasets]] table, so it is not a kohya dataset config; add "
             "[[datasets]] with [[datasets.subsets]] entries, or point data.source at images.")
+    for key in raw:
+        if key not in ("general", "datasets"):
+            _unknown(key, f"{name}: unknown table {key!r}", ("general", "datasets"),
+                     "remove it (kohya's dataset config holds [general] and [[datasets]] "
+                     "only)")
+    general = _table(raw.get("general", {}), f"{name}: [general]")
     _check_level(config, general, f"{name}: [general]", "general")
     for d, dataset in enumerate(datasets, start=1):
         dataset = _table(dataset, f"{name}: dataset {d}")
@@ -165,29 +168,37 @@ def _table(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _unknown(config: DatasetConfig, key: str, where: str, options: Any) -> None:
-    """A key neither applied nor known: a likely typo is an error, anything else a note."""
+def _unknown(key: str, where: str, options: Any, fix: str) -> None:
+    """Refuse a key kohya's schema refuses: "did you mean" a close one, else ``fix``."""
     close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.8)
     if close:
         raise GlidectlError(f"{where}; did you mean {close[0]!r}?")
-    if key not in config.unknown:
-        config.unknown.append(key)
+    raise GlidectlError(f"{where}, which kohya's trainers refuse too; {fix}.")
 
 
 def _check_level(config: DatasetConfig, table: dict[str, Any], where: str, level: str) -> None:
-    """A subset's own key above it is an error, a mistyped value too; unapplied keys are
-    noted."""
+    """A key kohya refuses at this level is an error, a mistyped value too; keys not
+    applied are noted."""
     for key, value in table.items():
         if key == "subsets" and level == "dataset":
             continue
         if key in SUBSET_ONLY and level != "subset":
             raise GlidectlError(f"{where}: {key} belongs in each [[datasets.subsets]] entry, "
                                 "not here; move it there.")
+        if key in DATASET_ONLY and level == "subset":
+            raise GlidectlError(f"{where}: {key} belongs in [general] or [[datasets]], not in "
+                                "a subset (kohya's trainers refuse it there); move it up, or "
+                                f"remove it (glidectl uses {IGNORED[key]} instead).")
+        if key in TRAINER_ONLY:
+            raise GlidectlError(f"{where}: {key} is a trainer option, not a key of kohya's "
+                                "dataset config (kohya's trainers refuse it there too); "
+                                f"{TRAINER_ONLY[key]}.")
         if key in IGNORED:
             config.ignored.setdefault(key, IGNORED[key])
         elif key not in APPLIED:
-            _unknown(config, key, f"{where}: unknown key {key!r}",
-                     (*KNOWN, "subsets") if level == "dataset" else KNOWN)
+            _unknown(key, f"{where}: unknown key {key!r}",
+                     (*KNOWN, "subsets") if level == "dataset" else KNOWN,
+                     "remove it, or spell it as kohya's docs/config_README-en.md does")
         elif value is not None:
             _check_type(key, value, where)
 
