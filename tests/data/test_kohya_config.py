@@ -600,9 +600,44 @@ def test_subsets_kohya_leaves_out_are_left_out_with_a_note(tmp_path):
     assert source.units() == ["1/a.png"]  # not its sub-folder's image, as kohya
     deeper, twice, zero = (n.split(": ", 1)[1] for n in source_notes(source))
     assert deeper.startswith("dataset 1, subset 1: 1 image in sub-folders of 'dog' is not read")
-    assert twice.startswith("dataset 1, subset 2 ('dog') repeats an earlier subset of its "
-                            "dataset and is left out")
+    assert twice.startswith("dataset 1, subset 2 ('dog') has the same image_dir as subset 1 "
+                            "of its dataset and is left out")
     assert zero.startswith("dataset 1, subset 3 ('cat') has num_repeats = 0 and is left out")
+
+
+def test_a_subset_is_a_duplicate_when_its_image_dir_text_is_as_kohya_compares_them(tmp_path):
+    """kohya's DreamBoothSubset.__eq__ compares image_dir as written (FineTuningSubset's its
+    metadata_file), nothing else: "dog" and "./dog" are two subsets, both read; "dog"
+    again, as regularisation images or with other tokens, is the first one, left out."""
+    toml = write(tmp_path, """
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "dog"
+  class_tokens = "dog"
+  [[datasets.subsets]]
+  image_dir = "./dog"
+  class_tokens = "a dog"
+  [[datasets.subsets]]
+  image_dir = "dog"
+  is_reg = true
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "dog"
+  metadata_file = "meta.json"
+  [[datasets.subsets]]
+  image_dir = "other"
+  metadata_file = "meta.json"
+""", {"dog/a.png": None, "other/a.png": None})
+    (tmp_path / "meta.json").write_text(json.dumps({"a": {"caption": "a dog"}}))
+    source = KohyaConfigSource.open(toml)
+    assert source.units() == ["1/a.png", "2/a.png", "4/a"]
+    assert [n.split(": ", 1)[1] for n in source_notes(source)] == [
+        "dataset 1, subset 3 ('dog') has the same image_dir as subset 1 of its dataset and is "
+        "left out, as kohya leaves it out (kohya compares image_dir as written); put it in "
+        "another [[datasets]] to read it twice.",
+        "dataset 2, subset 5 ('other') has the same metadata_file as subset 4 of its dataset "
+        "and is left out, as kohya leaves it out (kohya compares metadata_file as written); "
+        "put it in another [[datasets]] to read it twice."]
 
 
 def test_a_relative_image_dir_is_read_from_the_configs_folder(tmp_path, monkeypatch, capsys):

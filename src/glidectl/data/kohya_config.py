@@ -79,6 +79,16 @@ class SubsetSpec:
     caption_extension: str
     is_reg: bool
     rules: SampleRules
+    metadata_file_text: str = ""  # as written
+
+    @property
+    def same_as(self) -> tuple[int, str, str]:
+        """What kohya compares to find a subset repeated in its dataset (``__eq__`` of
+        ``DreamBoothSubset``/``FineTuningSubset``, ``library/train_util.py``): the
+        ``metadata_file`` of a fine-tuning subset, else the ``image_dir``, as written."""
+        if self.metadata_file is not None:
+            return self.dataset, "metadata_file", self.metadata_file_text
+        return self.dataset, "image_dir", self.image_dir_text
 
     @property
     def where(self) -> str:
@@ -251,7 +261,7 @@ def _subset(base: Path, dataset: int, number: int, levels: list[dict[str, Any]],
         dataset, number, _path(base, image_dir), image_dir or "", _path(base, metadata),
         get("num_repeats"), get("class_tokens"),
         extension if extension.startswith(".") else f".{extension}",
-        bool(levels[0].get("is_reg", False)), rules,
+        bool(levels[0].get("is_reg", False)), rules, metadata or "",
     )
 
 

@@ -5,11 +5,11 @@ A DreamBooth subset reads the images directly in its ``image_dir`` (not its sub-
 as kohya), each captioned by its ``stem + caption_extension`` file, else by
 ``class_tokens``, else (as kohya) by the empty caption; a fine-tuning subset reads its
 ``metadata_file`` (JSON ``{image_key: {"caption": ..., "tags": ...}}``; the caption is
-"caption, tags", the empty one without either). Each
-image is read ``num_repeats`` times per training epoch; a count below 1 leaves the subset
-out, and a second subset of one dataset with the same folder (or metadata file) is left
-out, as kohya leaves them out. Units are ``"N/name"``, N the subset's number in the file,
-so two datasets may share a folder.
+"caption, tags", the empty one without either). Each image is read ``num_repeats`` times
+per training epoch; a count below 1 leaves the subset out, and a second subset of one
+dataset with the same ``image_dir`` as written (a fine-tuning one: the same
+``metadata_file``) is left out, as kohya leaves them out. Units are ``"N/name"``, N the
+subset's number in the file, so two datasets may share a folder.
 
 An ``is_reg = true`` subset holds regularisation images: each [[datasets]] entry reads its
 own as often per epoch as :func:`~glidectl.data.kohya.reg_draws` matches them to its
@@ -55,22 +55,23 @@ class KohyaConfigSource:
     @classmethod
     def open(cls, path: str | os.PathLike[str], uncond_p: float = 0.0) -> KohyaConfigSource:
         src = cls(read_dataset_config(path), float(uncond_p))
-        seen: set[tuple[int, Path | None, Path | None]] = set()
+        seen: dict[tuple[int, str, str], int] = {}  # SubsetSpec.same_as → subset number
         name = repr(str(src.config.path))
         for spec in src.config.subsets:
             row = KohyaFolder(spec.shown, spec.repeats, spec.class_tokens or "")
             src.rows.append(row)
-            same = (spec.dataset, spec.image_dir, spec.metadata_file)
             if spec.repeats < 1:
                 src.left.append(f"{name}: {spec.where} ({spec.shown!r}) has num_repeats = "
                                 f"{spec.repeats} and is left out, as kohya leaves it out.")
                 continue
-            if same in seen:
-                src.left.append(f"{name}: {spec.where} ({spec.shown!r}) repeats an earlier "
-                                "subset of its dataset and is left out, as kohya leaves it "
-                                "out; put it in another [[datasets]] to read it twice.")
+            if (first := seen.get(spec.same_as)) is not None:
+                key = spec.same_as[1]
+                src.left.append(f"{name}: {spec.where} ({spec.shown!r}) has the same {key} as "
+                                f"subset {first} of its dataset and is left out, as kohya "
+                                f"leaves it out (kohya compares {key} as written); put it in "
+                                "another [[datasets]] to read it twice.")
                 continue
-            seen.add(same)
+            seen[spec.same_as] = spec.number
             src.subsets[str(spec.number)] = spec
             if spec.metadata_file is not None:
                 src._scan_metadata(spec, row)
