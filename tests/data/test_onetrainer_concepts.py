@@ -129,6 +129,37 @@ def test_an_image_without_a_prompt_file_trains_on_the_empty_prompt(tmp_path, dat
                          "\"concept\", to caption it.")
 
 
+def test_a_concepts_folder_is_collected_as_mgds_collects_it_links_not_followed(tmp_path):
+    """mgds CollectPaths (os.scandir, follow_symlinks=False): linked images and linked
+    folders inside a concept's folder are not read, hidden folders are not entered, a
+    linked concept path itself is; glidectl followed the links."""
+    elsewhere = tmp_path / "elsewhere"
+    write(elsewhere, [], {"x.png": None, "y.png": None})
+    concepts = write(tmp_path, [{"path": "dog", "include_subdirectories": True},
+                                {"path": "linked"}, {"path": "dog"}],
+                     {"dog/a.png": None, "dog/deep/b.png": None, "dog/.cache/c.png": None,
+                      "dog/._a.png": None})
+    (tmp_path / "dog" / "x.png").symlink_to(elsewhere / "x.png")
+    (tmp_path / "dog" / "deep" / "more").symlink_to(elsewhere, target_is_directory=True)
+    (tmp_path / "dog" / "deep" / "loop").symlink_to(tmp_path / "dog", target_is_directory=True)
+    (tmp_path / "linked").symlink_to(elsewhere, target_is_directory=True)
+    source = OneTrainerSource.open(concepts)
+    assert source.units() == ["1/a.png", "1/deep/b.png", "2/x.png", "2/y.png", "3/a.png"]
+    notes = source_notes(source)
+    [note] = [n for n in notes if "link" in n and "concept 1:" in n]
+    assert note == (f"{str(concepts)!r}: concept 1: 3 symbolic links in 'dog' (1 to an image, "
+                    "2 to folders) are not followed, as OneTrainer does not follow them in a "
+                    "concept's folder; copy what they point to into the folder, or give it a "
+                    "concept of its own.")
+    assert any(n.endswith("concept 3: 1 image in sub-folders of 'dog' is not read, as "
+                          "include_subdirectories is false; set it to true to read them.")
+               for n in notes)  # not the hidden folder's, nor the linked folders'
+    [hidden, _] = [n for n in notes if "hidden" in n]
+    assert hidden.endswith("concept 1: 1 hidden image file (named '.…') in 'dog' is not read, "
+                           "though OneTrainer reads it (macOS's '._a.png' is no image); rename "
+                           "it without the dot to train on it.")
+
+
 @pytest.mark.parametrize("kind", ["folder", "pipe"])
 def test_a_prompt_path_beside_an_image_that_is_no_file_is_counted_as_unreadable(
         tmp_path, data_cfg, byte_tok, kind):

@@ -6,11 +6,12 @@ data (:func:`validation_spec`).
 
 How OneTrainer reads a concept (mgds ``CollectPaths``, ``ModifyPath``, ``LoadMultipleTexts``,
 ``GetFilename``, ``SelectRandomText``, ``DiskCache``): the image files of its ``path``
-(sub-folders too with ``include_subdirectories``, hidden folders skipped; ``-masklabel``
-images are masks, not samples), in sorted path order; the prompt is a random line of the
-image's ``.txt`` (``sample``), of the file at ``prompt_path`` (``concept``), or the file
-name without its extension (``filename``); a missing or blank prompt file gives the empty
-prompt (``LoadMultipleTexts``: ``[""]``), which is trained on. An epoch reads
+(sub-folders too with ``include_subdirectories``, hidden folders skipped; symbolic links
+inside it not followed; ``-masklabel`` images are masks, not samples), in sorted path
+order; the prompt is a random line of the image's ``.txt`` (``sample``), of the file at
+``prompt_path`` (``concept``), or the file name without its extension (``filename``); a
+missing or blank prompt file gives the empty prompt (``LoadMultipleTexts``: ``[""]``),
+which is trained on. An epoch reads
 floor(images × ``balancing``) samples of a REPEATS concept and int(``balancing``) of a
 SAMPLES one, walking the sorted images as a ring that continues where the last epoch
 stopped: with 10 images and balancing 0.5, epoch 0 reads the first five, epoch 1 the other
@@ -30,7 +31,6 @@ from .captions import read_regular, read_sidecar
 from .onetrainer_config import ConceptsFile, ConceptSpec, read_concepts
 from .records import IMAGE_EXTENSIONS, RawSample
 from .stats import RejectionCounter
-from .walk import walk
 
 MASK_POSTFIX = "-masklabel"  # OneTrainer's mask beside an image ("a-masklabel.png")
 TRAINED = ("STANDARD", "PRIOR_PREDICTION")
@@ -116,19 +116,13 @@ class OneTrainerSource:
                 f"{where}: path {spec.path_text!r} is not a folder ({str(folder)!r}; a relative "
                 "path is read from the concepts file's folder); give the folder that holds "
                 "the concept's images.")
-        found: list[Path] = []
-        unreadable: list[str] = []
-        for dirpath, dirnames, files in walk(folder, unreadable):
-            if not spec.include_subdirectories:
-                dirnames[:] = []
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            found += [Path(dirpath) / n for n in files if _is_image(n)
-                      and (Path(dirpath) / n).is_file()]
-        if unreadable:
-            raise GlidectlError(f"{where}: folder {unreadable[0]!r} cannot be read; check its "
-                                "permissions.")
+        found = _Collected()
+        found.collect(folder, spec.include_subdirectories)
+        if found.unreadable:
+            raise GlidectlError(f"{where}: folder {found.unreadable[0]!r} cannot be read; "
+                                "check its permissions.")
         units, missing = [], 0
-        for path in sorted(found, key=str):
+        for path in sorted(found.images, key=str):
             unit = f"{spec.index}/{path.relative_to(folder).as_posix()}"
             self.images[unit] = path
             units.append(unit)
@@ -141,8 +135,8 @@ class OneTrainerSource:
                 f"{'are' if many else 'is'} trained on the empty prompt, as OneTrainer trains "
                 f"{'them' if many else 'it'}; write the .txt, or set text.prompt_source to "
                 f"\"filename\" or \"concept\", to caption {'them' if many else 'it'}.")
-        deeper = 0 if spec.include_subdirectories else sum(
-            1 for d, _, files in walk(folder) if Path(d) != folder for n in files if _is_image(n))
+        self.left += found.notes(where, spec.path_text)
+        deeper = found.deeper
         if deeper:
             self.left.append(
                 f"{where}: {deeper} image{'s' * (deeper != 1)} in sub-folders of "
@@ -244,10 +238,83 @@ class OneTrainerSource:
                 f"lora`, or make {'them' if many else 'it'} STANDARD.")
 
 
-def _is_image(name: str) -> bool:
+@dataclass
+class _Collected:
+    """A concept folder's images as mgds ``CollectPaths`` lists them (``os.scandir``,
+    ``follow_symlinks=False``): its files, and with ``include_subdirectories`` those of
+    its sub-folders, hidden (".") sub-folders skipped; symbolic links (to files or folders)
+    are not followed, a folder reached twice is read once. Unlike mgds, hidden files are
+    skipped (macOS's "._a.png" is no image); what is not read is counted for the notes."""
+
+    images: list[Path] = field(default_factory=list)
+    deeper: int = 0  # images in sub-folders, not read without include_subdirectories
+    linked_files: int = 0  # links to images, not followed
+    linked_folders: int = 0  # links to folders, not followed (include_subdirectories)
+    hidden: int = 0  # hidden image files, which mgds reads
+    unreadable: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+
+    def collect(self, folder: Path, subdirs: bool, read: bool = True) -> None:
+        """Add ``folder``'s images (``read`` False: count them as :attr:`deeper`)."""
+        real = os.path.normcase(os.path.realpath(folder))
+        if real in self.seen:
+            return
+        self.seen.add(real)
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError:
+            if read:
+                self.unreadable.append(str(folder))
+            return
+        for entry in entries:
+            if entry.is_symlink():
+                if read and entry.is_dir():
+                    self.linked_folders += subdirs
+                elif read:
+                    self.linked_files += _image_suffix(entry.name)
+            elif entry.is_dir(follow_symlinks=False):
+                if not entry.name.startswith("."):
+                    self.collect(Path(entry.path), subdirs, read and subdirs)
+            elif _image_suffix(entry.name) and entry.is_file(follow_symlinks=False):
+                hidden = entry.name.startswith(".")
+                if not read:
+                    self.deeper += not hidden
+                elif hidden:
+                    self.hidden += 1
+                else:
+                    self.images.append(Path(entry.path))
+
+    def notes(self, where: str, shown: str) -> list[str]:
+        """Sentences for the links and hidden files that were not read."""
+        out = []
+        if links := self.linked_files + self.linked_folders:
+            files, folders = self.linked_files, self.linked_folders
+            parts = ([f"{files} to {'an image' if files == 1 else 'images'}"] * bool(files)
+                     + [f"{folders} to folder{'s' * (folders != 1)}"] * bool(folders))
+            many = links != 1
+            out.append(
+                f"{where}: {links} symbolic link{'s' * many} in {shown!r} ({', '.join(parts)}) "
+                f"{'are' if many else 'is'} not followed, as OneTrainer does not follow them "
+                "in a concept's folder; copy what they point to into the folder, or give it a "
+                "concept of its own.")
+        if n := self.hidden:
+            many = n != 1
+            out.append(
+                f"{where}: {n} hidden image file{'s' * many} (named '.…') in {shown!r} "
+                f"{'are' if many else 'is'} not read, though OneTrainer reads "
+                f"{'them' if many else 'it'} (macOS's '._a.png' is no image); rename "
+                f"{'them' if many else 'it'} without the dot to train on "
+                f"{'them' if many else 'it'}.")
+        return out
+
+
+def _image_suffix(name: str) -> bool:
+    """Whether mgds takes ``name`` for an image: its extension, and no mask postfix."""
     stem, ext = os.path.splitext(name)
-    return (ext.lower() in IMAGE_EXTENSIONS and not name.startswith(".")
-            and not stem.endswith(MASK_POSTFIX))
+    return ext.lower() in IMAGE_EXTENSIONS and not stem.endswith(MASK_POSTFIX)
+
+
 
 
 def _concepts_file(data_source: str | list[str]) -> tuple[str, ConceptsFile] | None:
