@@ -39,7 +39,8 @@ def test_a_click_s_warnings_name_the_page_s_controls(fitted_models_dir, tmp_path
     from glidectl.ui.app import build_app
     from glidectl.ui.backend import FITTED_SCHEDULE
 
-    demo = build_app(UiBackend(fitted_models_dir, device="cpu", output_dir=tmp_path / "out"))
+    backend = UiBackend(fitted_models_dir, device="cpu", output_dir=tmp_path / "out")
+    demo = build_app(backend)
     run = next(fn for fn in demo.fns.values() if fn.name == "run")
     inputs = ["a red circle", 1, "bespoke", 3, "fast27", 1.0, "3", "my-run/", "(none)",
               "(none)", 1.0, "fp32", False, FITTED_SCHEDULE, False]
@@ -52,6 +53,43 @@ def test_a_click_s_warnings_name_the_page_s_controls(fitted_models_dir, tmp_path
     assert "; sample with Guidance set to 3, or refit it with the terminal command " \
            "glidectl fit-steps " in shown[1]
     assert all(" --guidance " in line for line in shown)  # the commands keep their flags
-    # the page's toasts (gr.Warning, a Python warning outside a browser's request) say the same
-    assert [str(w.message) for w in recwarn if "Schedule file" in str(w.message)] == [
-        line.removeprefix("Warning: ") for line in shown]
+    # the page's toasts (gr.Warning, a Python warning outside a browser's request) say the
+    # same, naming files as the page does; the terminal, the server's, names them in full
+    assert all(f" --out {fitted_models_dir / 'my-run' / 'schedule.json'} " in line
+               for line in shown)
+    toasts = [str(w.message) for w in recwarn if "Schedule file" in str(w.message)]
+    assert toasts == [backend.shown(line.removeprefix("Warning: ")) for line in shown]
+    assert all(" --out my-run/schedule.json " in toast and str(fitted_models_dir) not in toast
+               for toast in toasts)
+
+
+def test_picking_a_fitted_schedule_sets_guidance_to_the_value_it_was_fitted_at(
+        models_dir, tmp_path):
+    """Picking a file fitted at guidance 3.25 left Guidance as it was, on a slider stepping by
+    0.5: the page said "Guidance set to 3.25" with no way to drag there. Now the pick sets it,
+    the slider's step holds it, and one fitted above the slider's end widens the slider."""
+    pytest.importorskip("gradio")
+    import json
+
+    from test_bench_limits import bespoke_file
+
+    from glidectl.ui.app import build_app
+    from glidectl.ui.backend import FITTED_SCHEDULE
+
+    step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    path = bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json",
+                        3)
+    data = json.loads(path.read_text())
+    demo = build_app(UiBackend(tmp_path / "m", device="cpu", output_dir=tmp_path / "out"))
+    slider = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "guidance")
+    on_schedule = next(fn for fn in demo.fns.values() if fn.name == "on_schedule")
+    for guidance in (3.25, 37.5):
+        path.write_text(json.dumps({**data, "guidance": guidance}))
+        sampler, steps, update = asyncio.run(demo.process_api(
+            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m"]))["data"]
+        assert (sampler["value"], steps["value"], update["value"]) == ("bespoke", 3, guidance)
+        assert slider.minimum <= guidance <= update.get("maximum", slider.maximum)
+        stops = guidance / slider.step  # the slider can be dragged there
+        assert abs(stops - round(stops)) < 1e-9

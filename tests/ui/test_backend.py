@@ -558,7 +558,7 @@ def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, m
     named = backend.schedule_choices("tiny.safetensors")
     assert named[0] == OWN_SCHEDULE and {"karras", "exponential"} <= set(named)
     assert backend.schedule_choices("my-run/") == named  # no fitted file yet
-    assert backend.fitted_settings("my-run/") == (None, [])
+    assert backend.fitted_settings("my-run/") == (None, [], None)
 
     result = backend.generate("a red circle", n=1, seed=3, base_steps=2, schedule="karras",
                               base="tiny.safetensors")
@@ -576,7 +576,7 @@ def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, m
 
     bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json", 3)
     assert backend.schedule_choices("my-run/") == [*named, FITTED_SCHEDULE]
-    assert backend.fitted_settings("my-run/") == ("bespoke", [3])
+    assert backend.fitted_settings("my-run/") == ("bespoke", [3], None)  # no guidance recorded
     fitted = backend.generate("a red circle", n=1, seed=3, sampler="bespoke", base_steps=3,
                               schedule=FITTED_SCHEDULE, base="my-run/")
     assert (fitted.settings["sampler"], fitted.settings["schedule"]) == (
@@ -586,10 +586,36 @@ def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, m
     # the page: picking the fitted file brings its sampler and steps; leaving it, the default
     samplers = plugins.samplers().names()
     assert schedule_change(backend, FITTED_SCHEDULE, "my-run/", "unipc", samplers) == (
-        "bespoke", 3)
+        "bespoke", 3, None)
     assert schedule_change(backend, "karras", "my-run/", "bespoke", samplers) == (
-        "dpm++2m", None)
-    assert schedule_change(backend, "karras", "my-run/", "unipc", samplers) == (None, None)
+        "dpm++2m", None, None)
+    assert schedule_change(backend, "karras", "my-run/", "unipc", samplers) == (
+        None, None, None)
+
+
+def test_picking_the_fitted_schedule_brings_the_guidance_it_was_fitted_at(tmp_path,
+                                                                         models_dir):
+    """A file fitted at guidance 3.25 made the page say "Guidance set to 3.25", while picking
+    it left Guidance where it was (and the slider stepped by 0.5)."""
+    from test_bench_limits import bespoke_file
+
+    from glidectl import plugins
+    from glidectl.ui.app import schedule_change
+    from glidectl.ui.backend import FITTED_SCHEDULE
+
+    step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    path = bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json",
+                        3)
+    data = json.loads(path.read_text())
+    backend, samplers = UiBackend(tmp_path / "m", device="cpu"), plugins.samplers().names()
+    for recorded, brought in ((3.25, 3.25), (37.5, 37.5), (1e9, None), ("3", None),
+                              (True, None)):  # outside what Guidance takes: left as it is
+        path.write_text(json.dumps({**data, "guidance": recorded}))
+        assert backend.fitted_settings("my-run/") == ("bespoke", [3], brought)
+        assert schedule_change(backend, FITTED_SCHEDULE, "my-run/", "unipc", samplers) == (
+            "bespoke", 3, brought)
 
 
 def test_a_fitted_file_of_other_weights_is_warned_about_as_sample_does(tmp_path, models_dir):
@@ -629,7 +655,7 @@ def test_errors_in_the_page_name_its_controls_not_command_line_flags(models_dir)
     assert in_page_words("glidectl fit-steps --steps-file x --upsample-steps 2") == (
         "glidectl fit-steps --steps-file x --upsample-steps 2")  # a command keeps its flags
     assert in_page_words("pass --steps-file x, not --upsample-steps 2") == (
-        "pass --steps-file x, not Upsampler steps set to 2")
+        "pass the command-line flag --steps-file x, not Upsampler steps set to 2")
 
 
 def test_warnings_in_the_page_name_its_controls_and_fit_steps_as_a_terminal_command(
@@ -683,4 +709,122 @@ def test_a_fitted_schedule_file_nested_too_deep_is_no_file(tmp_path, models_dir)
     step.mkdir(parents=True)
     (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
     (tmp_path / "m" / "my-run" / "schedule.json").write_text("[" * 100_000 + "]" * 100_000)
-    assert UiBackend(tmp_path / "m", device="cpu").fitted_settings("my-run/") == (None, [])
+    assert UiBackend(tmp_path / "m", device="cpu").fitted_settings("my-run/") == (
+        None, [], None)
+
+
+def test_paths_in_the_page_s_messages_are_shown_as_its_models_are(fitted_models_dir, tmp_path,
+                                                                   monkeypatch):
+    """The page's warnings named files by their server paths ('/home/…/runs/my-run/
+    schedule.json'), in sentences and in the refit command; now as the page names models:
+    relative to the models folder, else relative to the output folder, else by file name."""
+    from glidectl.ui.backend import FITTED_SCHEDULE, in_page_words
+
+    backend = UiBackend(fitted_models_dir, device="cpu", output_dir=tmp_path / "out")
+    result = backend.generate("a red circle", n=1, seed=3, sampler="bespoke", base_steps=3,
+                              schedule=FITTED_SCHEDULE, base="my-run/", grey=True,
+                              guidance=3.0)
+    (shown,) = [backend.shown(in_page_words(w)) for w in result.warnings]
+    assert str(fitted_models_dir) not in shown
+    assert shown.startswith("Schedule file 'my-run/schedule.json' was fitted to other weights")
+    assert shown.endswith(" that model's ODE; refit it with the terminal command glidectl "
+                          "fit-steps my-run --prompts PROMPTS.txt --method bespoke --calls 3 "
+                          "--guidance 3 --out my-run/schedule.json --overwrite.")
+    out = tmp_path / "out" / "0007" / "00_seed3.png"
+    assert backend.shown(f"Cannot write {str(out)!r} (No space left on device).") == (
+        "Cannot write '0007/00_seed3.png' (No space left on device).")
+    assert backend.shown("'/opt/cache/glide/base.pt' looks like a base model; see "
+                         "/opt/cache/glide/upsample.pt.") == (
+        "'base.pt' looks like a base model; see upsample.pt.")
+    words = "a respacing string needs a ddpm/ddim-style sampler (--base/--upsampler), 1/2"
+    assert backend.shown(words) == words
+    # a models folder given relative to where the UI runs names its files relative to it
+    monkeypatch.chdir(fitted_models_dir.parent)
+    relative = UiBackend(fitted_models_dir.name, device="cpu", output_dir=tmp_path / "out")
+    assert relative.shown(f"Schedule file '{fitted_models_dir.name}/my-run/schedule.json' was "
+                          f"fitted; refit it with glidectl fit-steps "
+                          f"{fitted_models_dir.name}/my-run --out "
+                          f"{fitted_models_dir.name}/my-run/schedule.json.") == (
+        "Schedule file 'my-run/schedule.json' was fitted; refit it with glidectl fit-steps "
+        "my-run --out my-run/schedule.json.")
+
+
+def _flags_a_page_user_cannot_set(message: str) -> list[str]:
+    """The command-line flags ``message`` names outside a terminal command, other than ones
+    said to be a command-line flag of a terminal command."""
+    import re
+
+    from glidectl.errors import outside_commands
+
+    found: list[str] = []
+    outside_commands(message, lambda text: found.extend(re.findall(
+        r"(?<![\w-])(?<!command-line flag )--[a-z][a-z0-9-]*", text)) or text)
+    return found
+
+
+def test_messages_the_page_shows_name_no_flag_it_lacks(tmp_path, models_dir,
+                                                        lora_models_dir):
+    """Messages of controls the page lacks named glidectl sample's flags ("leave --sigma-max at
+    the value it was fitted with", "sigma_max (--sigma-max) …; pass a larger one", "apply it
+    with --lora FILE"); each now says what a page user can do, and a glidectl command in one
+    is called a terminal command."""
+    from test_bench_limits import bespoke_file
+
+    from glidectl.glide import load_model, save_weights
+    from glidectl.pipeline import RECOMMENDED_KEY
+    from glidectl.pipeline_models import check_pair
+    from glidectl.samplers.tuned import guidance_warning
+    from glidectl.ui.backend import FITTED_SCHEDULE, in_page_words
+
+    folder = tmp_path / "m"
+    step = folder / "my-run" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    path = bespoke_file(step / "model.safetensors", folder / "my-run" / "schedule.json", 3)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "sigma_max": 40.0}))  # σ's of another σ_max
+    save_weights(load_model(models_dir / "tiny.safetensors"), folder / "low.safetensors",
+                 metadata={RECOMMENDED_KEY: json.dumps({"sigma_max": 0.002})})
+    (folder / "adapter.safetensors").write_bytes(  # listed as a model: no kind recorded
+        (lora_models_dir / "my-lora" / "adapter_model.safetensors").read_bytes())
+    backend = UiBackend(folder, device="cpu")
+    said = []
+    for settings in ({"sampler": "bespoke", "base_steps": 3, "schedule": FITTED_SCHEDULE,
+                      "base": "my-run/"},
+                     {"base_steps": 3, "base": "low.safetensors"},
+                     {"base_steps": 3, "base": "adapter.safetensors"}):
+        with pytest.raises(GlidectlError) as info:
+            backend.generate("a red circle", n=1, seed=1, **settings)
+        said.append(backend.shown(in_page_words(str(info.value))))
+    assert said[0].endswith(
+        "but this run samples from 80 to 0.00642541: the page samples from the base model's "
+        "σ_max and has no control for it; refit the file with the terminal command glidectl "
+        "fit-steps, or sample at its σ_max with the terminal command glidectl sample "
+        "--sigma-max 40.0.")
+    assert said[1] == (
+        "The base model recommends sampling from σ_max 0.002, which is not above its smallest "
+        "σ, 0.006425, and the page has no control for it; sample with the terminal command "
+        "glidectl sample --sigma-max set to a larger one (default 80).")
+    assert said[2] == (
+        "'adapter.safetensors' is a LoRA adapter, not a model; pick its folder (with its "
+        "adapter_config.json, in the models folder) as LoRA over its base model, or fold it "
+        "in with the terminal command glidectl lora merge adapter.safetensors -o "
+        "merged.safetensors.")
+    from glidectl.glide import preset_options
+
+    with pytest.raises(GlidectlError) as info:  # an official upsampler .pt picked as base
+        check_pair(preset_options("upsample", "tiny"), None)
+    said.append(in_page_words(str(info.value)))
+    assert said[-1].endswith(" model; pass it as the upsampler (Upsampler) behind a base "
+                             "model, or in the terminal command glidectl sample with --base "
+                             "none --low-res IMAGE.")
+    path.write_text(json.dumps({**data, "guidance": 3}))  # the page never sends these two:
+    said.append(in_page_words(guidance_warning(path, 1.0, upsampler=True)))  # the fallback
+    assert "; sample with the command-line flag --upsample-guidance 3, or drop it " in said[-1]
+    said.append(in_page_words("The base model returned NaN or infinite values while "
+                              "sampling: its weights may be damaged or bf16 too coarse for it "
+                              "(try --precision fp32)."))
+    assert said[-1].endswith("(try Precision set to fp32).")
+    for message in said:
+        assert _flags_a_page_user_cannot_set(message) == [], message
+

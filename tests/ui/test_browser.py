@@ -263,3 +263,57 @@ def _refusal_then_an_empty_seed(driver, server: str) -> None:
                                                                  ".toast-body"))
     assert isinstance(used, str) and int(used) >= 0, [t.text for t in used]
     assert "int()" not in driver.find_element(By.TAG_NAME, "body").text
+
+
+def test_a_fitted_schedule_brings_its_guidance_and_warnings_name_no_server_paths(
+        browser_tools, models_dir, tmp_path):
+    """A file fitted at guidance 3.25 (to other weights): picking it set sampler and steps but
+    left Guidance at 3 on a slider stepping by 0.5, so a click warned "sample with Guidance
+    set to 3.25"; and the page's warnings named the file by its server path."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_bench_limits import bespoke_file
+
+    folder = tmp_path / "models"
+    step = folder / "my-run" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    path = bespoke_file(step / "model.safetensors", folder / "my-run" / "schedule.json", 3)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "guidance": 3.25,
+                                "model_sha256": "ab" * 32}))
+    driver = _chrome(browser_tools, tmp_path / "chromium-profile")
+    try:
+        with _serve(folder, tmp_path) as (server, _):
+            driver.get(server)
+            wait = WebDriverWait(driver, 60)
+            _page_ready(driver, wait).send_keys("a red circle")
+            _set_number(driver, "Images per run", "1")
+            schedule = driver.find_element(By.CSS_SELECTOR, "#schedule input")
+            schedule.click()
+            schedule.send_keys(Keys.CONTROL, "a")
+            schedule.send_keys("fitted (schedule.json)", Keys.ENTER)
+            box = driver.find_element(By.CSS_SELECTOR,
+                                      "input[aria-label='number input for Guidance']")
+            wait.until(lambda d: box.get_attribute("value") == "3.25")
+            drag = driver.find_element(By.CSS_SELECTOR,
+                                       "input[aria-label='range slider for Guidance']")
+            assert drag.get_attribute("value") == "3.25"  # on the slider's steps
+            assert driver.execute_script("return arguments[0].validity.valid", box)
+            assert driver.find_element(By.CSS_SELECTOR, "#sampler input").get_attribute(
+                "value") == "bespoke"
+            driver.find_element(By.CSS_SELECTOR, "#generate").click()
+            wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#seed-used textarea")
+                       .get_attribute("value"))
+            toasts = wait.until(lambda d: [t.text for t in d.find_elements(
+                By.CSS_SELECTOR, ".toast-body") if t.text.strip()] or False)
+            used = driver.find_element(By.CSS_SELECTOR, "#settings-used").text
+    finally:
+        driver.quit()
+    assert '"guidance": 3.25' in used
+    assert len(toasts) == 1, toasts  # other weights; none about guidance
+    assert "Schedule file 'my-run/schedule.json' was fitted to other weights" in toasts[0]
+    assert "--out my-run/schedule.json --overwrite" in toasts[0]
+    assert str(tmp_path) not in toasts[0]

@@ -13,6 +13,8 @@ from ..sampling_defaults import UPSAMPLE_STEPS
 from .backend import FITTED_SCHEDULE, OWN_SCHEDULE, PRECISIONS, UiBackend, in_page_words
 from .models import NONE_LABEL
 
+GUIDANCE_END, GUIDANCE_STEP = 20.0, 0.05  # the Guidance slider (its number box takes any)
+
 
 def _gallery(gr: Any) -> Any:
     """A PNG gallery with a download button (gradio ≥ 6 names it in ``buttons``)."""
@@ -48,18 +50,25 @@ def _recommended_grey(backend: UiBackend, base: str | None, upsampler: str | Non
 
 
 def schedule_change(backend: UiBackend, schedule: str, base: str | None, sampler: str,
-                    samplers: list[str]) -> tuple[str | None, int | None]:
-    """(sampler, steps) to set when the schedule changes (None: leave it). The fitted file
-    brings its sampler and first fitted step count (a bespoke solver runs only at those);
-    leaving it takes a sampler that needs the file back to the model's recommended one."""
+                    samplers: list[str]) -> tuple[str | None, int | None, float | None]:
+    """(sampler, steps, guidance) to set when the schedule changes (None: leave it). The
+    fitted file brings its sampler, first fitted step count (a bespoke solver runs only at
+    those) and the guidance it was fitted at; leaving it takes a sampler that needs the file
+    back to the model's recommended one."""
     from .. import plugins
 
     if schedule == FITTED_SCHEDULE:
-        fitted, counts = backend.fitted_settings(base)
-        return (fitted if fitted in samplers else None), (counts[0] if counts else None)
+        fitted, counts, guidance = backend.fitted_settings(base)
+        return (fitted if fitted in samplers else None), (counts[0] if counts else None), guidance
     if sampler in samplers and plugins.samplers().get(sampler).accepts("coefficients"):
-        return _recommended_values(backend, base, samplers)[0], None
-    return None, None
+        return _recommended_values(backend, base, samplers)[0], None, None
+    return None, None, None
+
+
+def _guidance(gr: Any, value: float) -> Any:
+    """The Guidance slider set to ``value``, its end moved out to a value beyond it (a model
+    or schedule file may record up to 100)."""
+    return gr.update(value=value, maximum=max(GUIDANCE_END, value))
 
 
 def fresh_lists(backend: UiBackend, base: str | None, upsampler: str | None,
@@ -104,11 +113,11 @@ def build_app(backend: UiBackend) -> Any:
             )
         except GlidectlError as exc:  # the page shows it; the terminal gets one line
             message = in_page_words(one_line(str(exc)))
-            print(f"Error: {message}", file=sys.stderr, flush=True)
-            raise gr.Error(message, print_exception=False) from None
+            print(f"Error: {message}", file=sys.stderr, flush=True)  # with the server's paths
+            raise gr.Error(backend.shown(message), print_exception=False) from None
         for message in (in_page_words(one_line(w)) for w in result.warnings):
             print(f"Warning: {message}", file=sys.stderr, flush=True)
-            gr.Warning(message)
+            gr.Warning(backend.shown(message))
         shown = [str(path) for path in result.files] + result.unsaved  # unsaved: PIL images
         gallery = [(image, f"seed {s}") for image, s in zip(shown, result.seeds, strict=True)]
         return (gallery, ", ".join(map(str, result.seeds)),
@@ -117,7 +126,7 @@ def build_app(backend: UiBackend) -> Any:
     def on_base(base: str, upsampler: str) -> tuple[Any, ...]:
         sampler, steps, guidance = _recommended_values(backend, base, samplers)
         prompts = [[p] for p in backend.example_prompts(base)]
-        return (gr.update(value=sampler), gr.update(value=steps), gr.update(value=guidance),
+        return (gr.update(value=sampler), gr.update(value=steps), _guidance(gr, guidance),
                 gr.Dataset(samples=prompts),
                 gr.update(choices=backend.schedule_choices(base), value=OWN_SCHEDULE),
                 gr.update(value=_recommended_grey(backend, base, upsampler)))
@@ -127,10 +136,12 @@ def build_app(backend: UiBackend) -> Any:
         return (*(gr.update(choices=c, value=v) for c, v in lists),
                 gr.update(visible=not lists[0][0]))
 
-    def on_schedule(schedule: str, base: str, sampler: str) -> tuple[Any, Any]:
-        new_sampler, steps = schedule_change(backend, schedule, base, sampler, samplers)
+    def on_schedule(schedule: str, base: str, sampler: str) -> tuple[Any, Any, Any]:
+        new_sampler, steps, guidance = schedule_change(backend, schedule, base, sampler,
+                                                       samplers)
         return (gr.update() if new_sampler is None else gr.update(value=new_sampler),
-                gr.update() if steps is None else gr.update(value=steps))
+                gr.update() if steps is None else gr.update(value=steps),
+                gr.update() if guidance is None else _guidance(gr, guidance))
 
     # The PNGs are served from the output folder where they are (never changed once written):
     # else gradio copies each into its cache (/tmp/gradio) and keeps the copy for good. What
@@ -161,8 +172,9 @@ def build_app(backend: UiBackend) -> Any:
                 with gr.Row():
                     sampler = gr.Dropdown(samplers, value=sampler0, label="Sampler",
                                           elem_id="sampler")
-                    guidance = gr.Slider(0.0, 20.0, value=guidance0, step=0.5,
-                                         label="Guidance", elem_id="guidance")
+                    guidance = gr.Slider(0.0, max(GUIDANCE_END, guidance0), value=guidance0,
+                                         step=GUIDANCE_STEP, label="Guidance",
+                                         elem_id="guidance")
                 with gr.Row():
                     schedule = gr.Dropdown(backend.schedule_choices(first), value=OWN_SCHEDULE,
                                            label="Schedule", elem_id="schedule")
@@ -202,7 +214,7 @@ def build_app(backend: UiBackend) -> Any:
         base.change(on_base, inputs=[base, upsampler],
                     outputs=[sampler, base_steps, guidance, examples.dataset, schedule, grey])
         schedule.change(on_schedule, inputs=[schedule, base, sampler],
-                        outputs=[sampler, base_steps])
+                        outputs=[sampler, base_steps, guidance])
         upsampler.change(lambda up, b: (gr.update(visible=up not in (None, "", NONE_LABEL)),
                                         gr.update(value=_recommended_grey(backend, b, up))),
                          inputs=[upsampler, base], outputs=[up_steps, grey])

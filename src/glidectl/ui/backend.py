@@ -145,21 +145,23 @@ class UiBackend:
         fitted = [FITTED_SCHEDULE] if self.fitted_schedule(base) else []
         return [OWN_SCHEDULE, *plugins.schedules().names(), *fitted]
 
-    def fitted_settings(self, base: str | None) -> tuple[str | None, list[int]]:
-        """The sampler the base model's fitted file was fitted for and its step counts
-        (a bespoke solver runs only at those), or (None, []) without a readable file."""
-        from ..samplers.tuned import read_schedule_file
+    def fitted_settings(self, base: str | None) -> tuple[str | None, list[int], float | None]:
+        """The sampler the base model's fitted file was fitted for, its step counts (a bespoke
+        solver runs only at those) and the guidance it was fitted at (None: not recorded, or
+        not one the Guidance control takes); (None, [], None) without a readable file."""
+        from ..samplers.tuned import fitted_guidance, read_schedule_file
 
         path = self.fitted_schedule(base)
         if path is None:
-            return None, []
+            return None, [], None
         try:
             data = json.loads(path.read_text())
             counts = sorted(read_schedule_file(path, data if isinstance(data, dict) else {}))
         except (GlidectlError, OSError, ValueError, RecursionError):
-            return None, []
-        sampler = data.get("sampler")
-        return (sampler if isinstance(sampler, str) else None), counts
+            return None, [], None
+        sampler, guidance = data.get("sampler"), fitted_guidance(data)
+        return ((sampler if isinstance(sampler, str) else None), counts,
+                guidance if guidance is not None and not GUIDANCE.problem(guidance) else None)
 
     def _schedule(self, label: str | None, base: ModelChoice) -> str | None:
         """The schedule ``generate`` passes on for a dropdown label (None: the default)."""
@@ -288,19 +290,23 @@ class UiBackend:
         print(pipe.precision.line(), flush=True)
         return pipe, notes
 
+    def _shown_path(self, path: str) -> str:
+        """A file as the page names it: relative to the models folder
+        (``my-run/checkpoints/step-000100/ema.safetensors``), else to the output folder
+        (``0003/00_seed7.png``), else by its name — no server paths."""
+        where = Path(path).expanduser().resolve()
+        for folder in (self.models_dir, self.output_dir):
+            root = folder.resolve() if folder is not None else None
+            if root is not None and where.is_relative_to(root) and where != root:
+                return where.relative_to(root).as_posix()
+        return where.name
+
     def _shown_paths(self, settings: dict[str, Any]) -> None:
-        """The files ``settings`` name, as the page may show them: relative to the models
-        folder (``my-run/checkpoints/step-000100/ema.safetensors``), else by file name —
-        no server paths in PNGs that anyone with the page can download."""
-        folder = self.models_dir.resolve() if self.models_dir else None
-
-        def shown(path: str) -> str:
-            where = Path(path).resolve()
-            return (where.relative_to(folder).as_posix() if folder and where.is_relative_to(folder)
-                    else where.name)
-
+        """The files ``settings`` name, as the page may show them (:meth:`_shown_path`): no
+        server paths in PNGs that anyone with the page can download."""
         from ..samplers.tuned import is_schedule_file
 
+        shown = self._shown_path
         for key in ("base_file", "upsampler_file", "schedule", "upsample_schedule"):
             value = settings.get(key)
             if value and (key.endswith("_file") or is_schedule_file(value)):
@@ -308,6 +314,27 @@ class UiBackend:
         if settings.get("loras"):  # PATH:SCALE
             settings["loras"] = [":".join([shown(t.rsplit(":", 1)[0]), t.rsplit(":", 1)[1]])
                                  for t in settings["loras"]]
+
+    def shown(self, message: str) -> str:
+        """``message`` (an error or warning for the page) with the files it names, quoted or
+        not (in a ``glidectl`` command), as the page names files (:meth:`_shown_path`)."""
+        given = [str(f) for f in (self.models_dir, self.output_dir)
+                 if f is not None and not f.is_absolute()]
+
+        def path(text: str) -> bool:
+            return text.startswith(("/", "~/")) or any(
+                text.startswith(f"{folder}/") for folder in given)
+
+        def quoted(match: re.Match[str]) -> str:
+            text = match.group(2)
+            return f"{match.group(1)}{self._shown_path(text)}{match.group(1)}" if path(
+                text) else match.group(0)
+
+        def bare(match: re.Match[str]) -> str:
+            text, end = match.group(1), match.group(2)
+            return f"{self._shown_path(text)}{end}" if path(text) else match.group(0)
+
+        return _BARE_PATH.sub(bare, _QUOTED_PATH.sub(quoted, message))
 
     def _new_folder(self) -> Path:
         """A new numbered folder for one click's images, after every numbered folder already
@@ -362,7 +389,8 @@ class UiBackend:
 
 # The command-line flags that sampling errors and warnings name, as the page's controls are
 # labelled (a number after one: the value to set it to). A ``glidectl CMD ...`` command keeps
-# its flags, said to be one to run in a terminal.
+# its flags, said to be one to run in a terminal; any other flag is called a command-line flag
+# (the page has no control for it), after _PAGE_PHRASES put the messages it shows in its words.
 _PAGE_WORDS = {
     "--schedule": "Schedule", "--steps": "Base steps", "--sampler": "Sampler",
     "--guidance": "Guidance", "--seed": "Seed", "--upsample-steps": "Upsampler steps",
@@ -371,25 +399,49 @@ _PAGE_WORDS = {
 }
 _PAGE_PHRASES = (  # regex → replacement, before the flags
     (r"pass --schedule FILE", f"pick Schedule {FITTED_SCHEDULE!r}, the file"),
-    (r"\b(with|by) (?=glidectl [a-z])", r"\1 the terminal command "),
+    (r"pass --schedule,", "pick a Schedule,"),
+    # a bespoke file's σ's from another σ_max than the base model's (samplers.tuned)
+    (r"\(from (\S+) down\), but this run samples from (\S+) to (\S+): leave --sigma-max at "
+     r"the value it was fitted with, or refit\.",
+     r"(from \1 down), but this run samples from \2 to \3: the page samples from the base "
+     r"model's σ_max and has no control for it; refit the file with glidectl fit-steps, or "
+     r"sample at its σ_max with glidectl sample --sigma-max \1."),
+    # the page samples at the base model's recommended σ_max (samplers.schedules)
+    (r"sigma_max \(--sigma-max\) (\S+) is not above this model's smallest σ, (\S+); pass a "
+     r"larger one \(default (\S+)\)\.",
+     r"The base model recommends sampling from σ_max \1, which is not above its smallest σ, "
+     r"\2, and the page has no control for it; sample with glidectl sample --sigma-max set "
+     r"to a larger one (default \3)."),
+    # a LoRA adapter file listed as a model (glide.checkpoints)
+    (r"apply it to its base model with --lora (?:'[^']*'|\S+), or fold it in with: ",
+     "pick its folder (with its adapter_config.json, in the models folder) as LoRA over its "
+     "base model, or fold it in with "),
+    (r"\b(with|by|in) (?=glidectl [a-z])", r"\1 the terminal command "),
 )
-_PAGE_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?: (-?\d+(?:\.\d+)?)(?!\w|[.-]\w))?")
+_PAGE_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)"
+                        r"(?: (-?\d+(?:\.\d+)?|fp32|bf16|fp16)(?!\w|[.-]\w))?")
 
 
 def in_page_words(message: str) -> str:
     """An error or warning of the sampling library with the flags it names (``raise
     --steps``, ``sample with --guidance 3``) put as the page's controls are labelled
-    (``raise Base steps``, ``sample with Guidance set to 3``)."""
+    (``raise Base steps``, ``sample with Guidance set to 3``); a flag the page has no
+    control for is said to be a command-line flag."""
     for pattern, text in _PAGE_PHRASES:
         message = re.sub(pattern, text, message)
 
     def control(match: re.Match[str]) -> str:
         label = _PAGE_WORDS.get(match.group(1))
         if label is None:
-            return match.group(0)
+            return f"the command-line flag {match.group(0)}"
         return label + (f" set to {match.group(2)}" if match.group(2) else "")
 
     return outside_commands(message, lambda text: _PAGE_FLAG.sub(control, text))
+
+
+# a quoted file in a message ('/srv/runs/x/schedule.json'), and an unquoted one (in a command)
+_QUOTED_PATH = re.compile(r"(?<!\w)(['\"])([^\n]+?)\1(?!\w)")
+_BARE_PATH = re.compile(r"(?<![^\s(=])([^\s'\"()]+?)([.,;:]*)(?=[\s)]|$)")
 
 
 def _fitted_file(choice: ModelChoice | None) -> Path | None:
