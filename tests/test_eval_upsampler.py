@@ -347,8 +347,8 @@ def _interrupted_meta(out: Path) -> dict:
 def test_ctrl_c_keeps_the_finished_images_and_says_the_run_does_not_resume(
         capsys, tmp_path, upsampler, monkeypatch):
     """An upsampler eval stopped mid-run: exit 130, its metadata.json says it was interrupted
-    (not "running", which is a folder --resume continues) and lists the images finished,
-    and the line says to run it again into a new --out, not to --resume it."""
+    (not "running", which only a killed run leaves) and lists the images finished, and the
+    line says to run it again into a new --out, not to --resume it."""
     from glidectl import eval_upsampler
     from glidectl.pipeline import GlidePipeline
 
@@ -468,3 +468,62 @@ def test_a_prompts_eval_neither_continues_nor_reuses_an_upsampler_eval_folder(
             f"Error: {flag}: {str(out)!r} holds an upsampler eval (eval --low-res), whose "
             "images a prompts eval neither continues nor reuses; pass a new or empty --out.")
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+# --------------------------------------------------------------------------- kill -9
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory, upsampler) -> Path:
+    """An upsampler eval (a real process) killed with SIGKILL while it makes its second
+    image (batch size 1, about a second an image): no handler of its ran."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path_factory.mktemp("killed")
+    refs, out = captioned_folder(root / "refs"), root / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glidectl", "eval", "--upsampler", str(upsampler), "--low-res",
+         str(refs), "--out", str(out), "--batch-size", "1", "--upsample-sampler", "euler",
+         "--upsample-steps", "100", "--device", "cpu", "--precision", "fp32"],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "GLIDECTL_LOAD_PLUGINS": ""},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline \
+                and not (out / "000_a-red-circle.png").is_file():
+            time.sleep(0.005)
+        time.sleep(0.3)  # well into the second image's 100 steps
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the eval ended before it could be killed"
+    assert json.loads((out / "metadata.json").read_text())["status"] == "running"
+    return out
+
+
+def test_the_next_eval_into_a_killed_upsampler_eval_says_it_was_killed(capsys, tmp_path,
+                                                                      killed, upsampler):
+    """Its metadata.json says "running", but no eval holds the folder: the next eval into
+    it (this mode, or a prompts eval) names a run that stopped without recording, in one
+    sentence, and changes nothing there."""
+    from glidectl.glide import save_weights
+
+    before = {p: p.read_bytes() for p in killed.rglob("*") if p.is_file()}
+    refs = captioned_folder(tmp_path / "refs")
+    res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out",
+                     killed, *FAST)
+    assert res.returncode == 2 and res.stderr == (
+        f"Error: --out {str(killed)!r} holds an eval that stopped without recording "
+        "(killed?): its finished images are kept there, but an upsampler eval neither resumes "
+        "nor adds to a folder; pass a new or empty --out (or none, for the next eval/NNNN).\n")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(CAPTIONS) + "\n")
+    base = save_weights(tiny_glide("base", 1), tmp_path / "base.safetensors")
+    res = in_process(capsys, "eval", prompts, "--base", base, "--out", killed, "--device",
+                     "cpu")
+    assert res.returncode == 2 and res.stderr == (
+        f"Error: --out {str(killed)!r} holds an upsampler eval (eval --low-res) that stopped "
+        "without recording (killed?), whose images a prompts eval neither continues nor "
+        "reuses; pass a new or empty --out.\n")
+    assert {p: p.read_bytes() for p in killed.rglob("*") if p.is_file()} == before

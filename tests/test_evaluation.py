@@ -316,6 +316,33 @@ def test_busy_output_folder_and_changed_settings_are_refused(tmp_path, tiny_base
                  pipeline=stack)
 
 
+def test_a_running_record_is_a_killed_run_s_only_once_no_process_holds_the_folder(tmp_path):
+    """metadata.json says "running" while an eval writes the folder and after one was
+    killed; the folder's lock tells them apart (a dry run, which takes no lock, is not told
+    that a run being written was killed)."""
+    from glidectl.eval_outputs import killed_run
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "metadata.json").write_text(json.dumps({"status": "running", "sessions": []}))
+    holder = subprocess.Popen(  # the writing eval, as far as the lock goes: until stdin ends
+        [sys.executable, "-c", "import sys; from glidectl.atomic import lock_file; "
+         f"h = lock_file({str(out / '.lock')!r}, 'busy'); print('held', flush=True); "
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert killed_run(out) is None
+        with pytest.raises(GlidectlError, match="already holds files; pass resume=True"):
+            run_eval(write_prompts(tmp_path / "p.txt", PROMPTS[:1]),
+                     EvalSettings(base="no.safetensors"), RunOptions(out=out, dry_run=True))
+    finally:
+        holder.communicate("", timeout=30)
+    assert killed_run(out) == {"status": "running", "sessions": []}
+    assert killed_run(out, held=True) is not None  # this process holds it: no one else writes
+    (out / "metadata.json").write_text(json.dumps({"status": "interrupted", "sessions": []}))
+    assert killed_run(out) is None
+
+
 def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_path, tiny_base,
                                                                            stack):
     """metadata.json describes every image in the folder: --skip-existing with other
@@ -664,10 +691,13 @@ def reference(tmp_path_factory, tiny_base) -> tuple[Path, Path]:
     return prompts, root / "ref"
 
 
-def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference):
+def test_killed_run_continues_to_the_same_bytes(capsys, tmp_path, tiny_base, reference):
     """One run killed after its first images, continued by --resume and (from a copy of the
     killed folder) by --skip-existing: both end with the uninterrupted run's bytes and
-    metrics (scored from images two sessions made), and the same grid of the first 3."""
+    metrics (scored from images two sessions made), and the same grid of the first 3. A
+    plain eval into the killed folder is told it was killed, and to --resume it."""
+    from test_sample_cmd import in_process
+
     prompts, ref = reference
     ref_meta = json.loads((ref / "metadata.json").read_text())
     assert ref_meta["grid_holds"] == {"first_prompts": 3, "images": 6, "of_images": 14}
@@ -677,6 +707,13 @@ def test_killed_run_continues_to_the_same_bytes(tmp_path, tiny_base, reference):
     partial = outputs(killed)
     assert 0 < sum(n.endswith(".png") for n in partial) < 14
     assert json.loads((killed / "metadata.json").read_text())["status"] == "running"
+    # "running", but no eval holds the folder: the next eval says the run was killed
+    plain = in_process(capsys, *_cli(prompts, tiny_base, killed)[3:])
+    assert plain.returncode == 2 and plain.stderr.endswith(
+        f"Error: --out {str(killed)!r} holds an eval that stopped without recording "
+        "(killed?); continue it with --resume, keep its finished prompts with "
+        "--skip-existing, or pass another --out.\n"), plain.stderr
+    assert outputs(killed) == partial
     for flag in ("--resume", "--skip-existing"):
         out = tmp_path / flag.strip("-")
         shutil.copytree(killed, out)
@@ -1587,8 +1624,9 @@ def test_resume_continues_the_run_whose_settings_it_read(tmp_path, tiny_base, st
 
 def test_ctrl_c_keeps_finished_prompts_and_names_the_resume_that_ends_the_same(
         tmp_path, tiny_base, capsys, monkeypatch):
-    """Ctrl-C after the first prompt's images: exit 130, the line names the --resume
-    command, and that command ends with an uninterrupted run's bytes."""
+    """Ctrl-C after the first prompt's images: exit 130, metadata.json says "interrupted",
+    the line names the --resume command, and that command ends with an uninterrupted run's
+    bytes."""
     import shlex
 
     from test_sample_cmd import in_process
@@ -1615,6 +1653,12 @@ def test_ctrl_c_keeps_finished_prompts_and_names_the_resume_that_ends_the_same(
     assert resume == shlex.join(["glidectl", "eval", str(prompts), "--resume", "--out",
                                  str(tmp_path / "cut")])
     assert len([p for p in (tmp_path / "cut").glob("*.png")]) == 1
+    # recorded as interrupted: only a killed run leaves "running" (and is said to be killed)
+    assert json.loads((tmp_path / "cut" / "metadata.json").read_text())["status"] == \
+        "interrupted"
+    res = in_process(capsys, "eval", prompts, *args, "--out", tmp_path / "cut")
+    assert res.returncode == 2 and "already holds files; pass --resume" in res.stderr, \
+        res.stderr
     monkeypatch.setattr(evaluation, "write_pair", real)
     res = in_process(capsys, *shlex.split(resume)[1:])
     assert res.returncode == 0, res.stderr

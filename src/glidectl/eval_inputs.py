@@ -13,8 +13,10 @@ from typing import Any
 from .errors import GlidectlError, keyword_errors
 from .eval_outputs import (
     GRID_FILE,
+    KILLED,
     check_wandb,
     holds_files,
+    killed_run,
     latest_eval_dir,
     next_eval_dir,
     read_metadata,
@@ -96,15 +98,32 @@ def resolve_out(prompts: list[str], options: RunOptions) -> Path:
         refuse_if_busy(out)
     busy = holds_files(out)
     if busy and not (options.resume or options.skip_existing):
-        raise GlidectlError(
-            f"--out {str(out)!r} already holds files; pass --resume to continue that run, "
-            "--skip-existing to keep finished prompts, or another --out."
-        )
+        raise held_files_error(out)
     if options.skip_existing and not options.resume:
         refuse_foreign_files(out)
     if options.resume and not busy:
         raise GlidectlError(f"--resume: {str(out)!r} holds no run to continue; drop --resume.")
     return out
+
+
+def held_files_error(out: Path, held: bool = False) -> GlidectlError:
+    """The sentence for an eval without --resume or --skip-existing into an ``out`` that
+    holds files. A run whose record says it is running though no eval holds the folder
+    (``held``: this process does) is named as one that stopped without recording (a
+    ``kill -9``): a prompts eval is offered --resume, an upsampler eval a new folder."""
+    meta = killed_run(out, held)
+    if meta is not None and meta.get("mode") == "upsampler":
+        return GlidectlError(
+            f"--out {str(out)!r} holds an upsampler eval (eval --low-res) that {KILLED}, "
+            "whose images a prompts eval neither continues nor reuses; pass a new or empty "
+            "--out.")
+    if meta is not None:
+        return GlidectlError(
+            f"--out {str(out)!r} holds an eval that {KILLED}; continue it with --resume, "
+            "keep its finished prompts with --skip-existing, or pass another --out.")
+    return GlidectlError(
+        f"--out {str(out)!r} already holds files; pass --resume to continue that run, "
+        "--skip-existing to keep finished prompts, or another --out.")
 
 
 @SAID_AS_KEYWORDS

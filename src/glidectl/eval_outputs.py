@@ -80,6 +80,23 @@ def refuse_if_busy(out: Path, resumes: bool = True) -> None:
         raise GlidectlError(busy_message(out, resumes))
 
 
+KILLED = "stopped without recording (killed?)"  # a "running" record no process writes
+
+
+def killed_run(out: Path, held: bool = False) -> dict[str, Any] | None:
+    """``out``'s metadata.json when it says ``"running"`` but no eval writes the folder (its
+    lock is free; ``held``: this process holds it): its writer ended without recording how
+    (``kill -9``, a crash, a power cut). None otherwise, also for a damaged file (said where
+    it is read)."""
+    try:
+        meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(meta, dict) and meta.get("status") == "running"):
+        return None
+    return meta if held or not atomic.is_locked(out / LOCK_FILE) else None
+
+
 def holds_files(out: Path) -> bool:
     """Whether ``out`` holds anything but an eval's lock file."""
     return out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir())
@@ -137,6 +154,39 @@ def claim_folder(out: Path, numbered: bool, resumes: bool = True) -> Iterator[Pa
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON through a temp file and an atomic rename."""
     atomic.write_json(path, data)
+
+
+def stop_status(exc: BaseException) -> dict[str, str]:
+    """How metadata.json records a run stopped by ``exc``: ``"interrupted"`` (Ctrl-C), else
+    ``"failed"`` with the ``error``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return {"status": "interrupted"}
+    error = str(exc) if isinstance(exc, GlidectlError) else f"{type(exc).__name__}: {exc}"
+    return {"status": "failed", "error": error}
+
+
+class RunRecord:
+    """metadata.json at ``path`` while a run writes its folder: :meth:`running` records it
+    as running, and an exception leaving the block (Ctrl-C, a failure) rewrites that record
+    with :func:`stop_status`'s, so only a writer that ended without a word (``kill -9``)
+    leaves ``"running"`` (:func:`killed_run`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.header: dict[str, Any] | None = None
+        self.rest: dict[str, Any] = {}
+
+    def running(self, header: dict[str, Any], **rest: Any) -> None:
+        write_json(self.path, {**header, "status": "running", **rest})
+        self.header, self.rest = header, rest
+
+    def __enter__(self) -> RunRecord:
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None and self.header is not None:
+            with suppress(Exception):  # a disk that took no image may take no record either
+                write_json(self.path, {**self.header, **stop_status(exc), **self.rest})
 
 
 def read_metadata(path: Path) -> dict[str, Any] | None:

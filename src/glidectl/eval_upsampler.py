@@ -30,6 +30,7 @@ from .eval_outputs import (
     grid_prompts,
     image_stems,
     index_width,
+    stop_status,
     write_json,
     write_pair,
 )
@@ -336,15 +337,12 @@ def _metadata(header: dict[str, Any], work: _Work, per_batch: int,
 def _stopped_metadata(header: dict[str, Any], work: _Work, per_batch: int,
                       session: dict[str, Any], exc: BaseException) -> dict[str, Any]:
     """metadata.json of a run stopped by ``exc``: ``"status": "interrupted"`` (Ctrl-C) or
-    ``"failed"`` (with the ``error``), and the images finished, each whole (an upsampler
-    eval does not resume, so not the ``"running"`` of a run --resume continues)."""
+    ``"failed"`` (with the ``error``), and the images finished, each whole (``"running"``
+    stays only where the writer was killed: :func:`glidectl.eval_outputs.killed_run`)."""
     records = work.records
     done = records[-1]["prompt_index"] + 1 if records else 0  # references with images
     header["prompts"] = [prompt_record(c)["prompt"] for c in work.captions[:done]]
-    failed = not isinstance(exc, KeyboardInterrupt)
-    error = str(exc) if isinstance(exc, GlidectlError) else f"{type(exc).__name__}: {exc}"
-    return {**header, "status": "failed" if failed else "interrupted",
-            **({"error": error} if failed else {}),
+    return {**header, **stop_status(exc),
             "counts": _counts(done, len(records), len(records)), "images": records,
             "model_calls": {"per_batch": {"upsample": per_batch},
                             "this_session": session["model_calls"]},
@@ -394,7 +392,7 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     n = settings.n
 
     with claim_folder(out, numbered=options.out is None, resumes=False) as out:
-        refuse_files(out)  # again now that it is this process's: another eval may have written
+        refuse_files(out, held=True)  # again, now it is ours: another eval may have written
         header = _header(folder, out, settings, pipeline, device, options, grid_max)
         header["low_res_resample"] = resample
         work = _Work(out, settings, up, pipeline, emit, fid, index_width(len(source.files)),

@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import GlidectlError
 from .eval_inputs import RunOptions
-from .eval_outputs import holds_files, next_eval_dir, refuse_if_busy
+from .eval_outputs import KILLED, holds_files, killed_run, next_eval_dir, refuse_if_busy
 from .eval_settings import EvalSettings, resolve_settings
 from .out_dir import check_out_dir
 
@@ -144,12 +144,18 @@ def resolve_out(options: RunOptions) -> Path:
     return out
 
 
-def refuse_files(out: Path) -> None:
-    """One sentence when ``out`` holds files: an upsampler eval writes a new folder only."""
-    if out.is_dir() and holds_files(out):
-        raise GlidectlError(f"--out {str(out)!r} already holds files, and an upsampler eval "
-                            "neither resumes nor adds to a folder; pass a new or empty --out "
-                            "(or none, for the next eval/NNNN).")
+def refuse_files(out: Path, held: bool = False) -> None:
+    """One sentence when ``out`` holds files: an upsampler eval writes a new folder only. A
+    run whose record says it is running though no eval holds the folder (``held``: this
+    process does) is named as one that stopped without recording (a ``kill -9``)."""
+    if not (out.is_dir() and holds_files(out)):
+        return
+    what = "already holds files, and"
+    if killed_run(out, held) is not None:
+        what = f"holds an eval that {KILLED}: its finished images are kept there, but"
+    raise GlidectlError(f"--out {str(out)!r} {what} an upsampler eval neither resumes nor "
+                        "adds to a folder; pass a new or empty --out (or none, for the next "
+                        "eval/NNNN).")
 
 
 def training_resample(weights: Path | None) -> str:

@@ -24,12 +24,14 @@ from .eval_inputs import (
     check_continues,
     check_inputs,
     continues,
+    held_files_error,
     resolve_out,
     settings_for,
 )
 from .eval_outputs import (
     GRID_FILE,
     GRID_MAX,
+    RunRecord,
     claim_folder,
     clean_temp_files,
     grid,
@@ -368,12 +370,11 @@ def run_eval(
     warned = [f"Warning: {w}" for w in pipeline.vocab_dir_warnings()]
     for text in [*notes, *metric_notes, *warned]:  # about a run that starts: said once it can
         emit("note", text=text)
-    with claim_folder(out, numbered=options.out is None and not options.resume) as out:
+    with claim_folder(out, numbered=options.out is None and not options.resume) as out, \
+            RunRecord(out / META_FILE) as record:  # a stop (Ctrl-C, a failure) is recorded
         # read again now that it is this process's: an eval that held it may have written
         if not (options.resume or options.skip_existing) and holds_files(out):
-            raise GlidectlError(
-                f"--out {str(out)!r} already holds files; pass --resume to continue that "
-                "run, --skip-existing to keep finished prompts, or another --out.")
+            raise held_files_error(out, held=True)
         prior = read_metadata(out / META_FILE)
         if options.resume or options.skip_existing:
             plan.mark_done(out)
@@ -388,7 +389,7 @@ def run_eval(
 
         clean_temp_files(out)
         sessions = list((prior or {}).get("sessions", [])) if options.resume else []
-        write_json(out / META_FILE, {**header, "status": "running", "sessions": sessions})
+        record.running(header, sessions=sessions)
         total = len(prompts) * settings.n
         emit("start", total=total, done=len(plan.done) * settings.n, out=str(out))
         timings: dict[str, float] = {}
