@@ -347,8 +347,9 @@ def _interrupted_meta(out: Path) -> dict:
 def test_ctrl_c_keeps_the_finished_images_and_says_the_run_does_not_resume(
         capsys, tmp_path, upsampler, monkeypatch):
     """An upsampler eval stopped mid-run: exit 130, its metadata.json says it was interrupted
-    (not "running", which only a killed run leaves) and lists the images finished, and the
-    line says to run it again into a new --out, not to --resume it."""
+    (not "running", which only a killed run leaves) and lists the images finished (and no
+    input of another), and the line says to run it again into a new --out, not to --resume
+    it."""
     from glidectl import eval_upsampler
     from glidectl.pipeline import GlidePipeline
 
@@ -371,6 +372,8 @@ def test_ctrl_c_keeps_the_finished_images_and_says_the_run_does_not_resume(
     meta = _interrupted_meta(out)
     assert meta["status"] == "interrupted" and "error" not in meta
     assert [r["file"] for r in meta["images"]] == ["000_a-red-circle.png"]
+    # the input of the image it stopped at is not kept without it
+    assert sorted(p.name for p in (out / "inputs").iterdir()) == ["000_a-red-circle.png"]
     assert meta["counts"] == {"prompts": 1, "images": 1, "generated": 1, "kept": 0}
     assert [s["generated"] for s in meta["sessions"]] == [1]
     # stopped before its folder holds anything: nothing is kept, and no folder is left
@@ -500,6 +503,14 @@ def killed(tmp_path_factory, upsampler) -> Path:
     assert proc.returncode == -signal.SIGKILL, "the eval ended before it could be killed"
     assert json.loads((out / "metadata.json").read_text())["status"] == "running"
     return out
+
+
+def test_a_killed_upsampler_eval_leaves_no_input_without_its_image(killed):
+    """A reference's input is written just before its first image, not as soon as it is
+    read: a kill -9 leaves no input of a reference whose image was never made."""
+    inputs = sorted(p.name for p in (killed / "inputs").iterdir())
+    made = sorted(p.name for p in killed.glob("0*.png"))
+    assert inputs == made and "000_a-red-circle.png" in made
 
 
 def test_the_next_eval_into_a_killed_upsampler_eval_says_it_was_killed(capsys, tmp_path,

@@ -193,9 +193,10 @@ def _fid_stream(options: RunOptions) -> tuple[Any, str | None]:
 
 @dataclass
 class _Work:
-    """An upsampler eval's images as they are made in ``out``: each reference's input and
-    bicubic upscaling, batches of ``settings.batch_size`` upsampled, written and scored, and
-    what grid.png (rows: bicubic, the outputs, the reference) and metadata.json hold."""
+    """An upsampler eval's images as they are made in ``out``: each reference's bicubic
+    upscaling, batches of ``settings.batch_size`` upsampled, written (a reference's input
+    just before its first image) and scored, and what grid.png (rows: bicubic, the outputs,
+    the reference) and metadata.json hold."""
 
     out: Path
     settings: EvalSettings
@@ -219,11 +220,9 @@ class _Work:
         self.warn, self.on_step = sampling_events(self.emit, set())
 
     def add(self, ref: Reference) -> None:
-        """Write ``ref``'s input, score its bicubic upscaling, upsample the batches it fills."""
+        """Score ``ref``'s bicubic upscaling, upsample the batches it fills."""
         self.captions.append(ref.caption)
         _bicubic(ref, self.size)
-        stem = image_stems(self.captions, ref.index, 1, self.width)[0]
-        ref.input_record = _write_input(self.out, stem, ref)
         if ref.index < self.shown:
             self.rows[ref.index] = [(ref.bicubic, f"{ref.index:0{self.width}d} bicubic "
                                                   f"{ref.scores['bicubic_psnr']:.1f} dB")]
@@ -263,6 +262,9 @@ class _Work:
                seed: int) -> None:
         """Upsampled image j of ``ref``: its files, its record, its grid.png cell."""
         n, (p, s) = self.settings.n, score
+        if not ref.input_record:  # written with its first image: no input without images
+            stem = image_stems(self.captions, ref.index, 1, self.width)[0]
+            ref.input_record = _write_input(self.out, stem, ref)
         stem = image_stems(self.captions, ref.index, n, self.width)[j]
         write_pair(self.out, stem, image, ref.caption,
                    png_text(self.settings, ref.caption, seed, j, self.vocab, ref.input_record))
@@ -277,6 +279,17 @@ class _Work:
                                          + (f" #{j + 1}" if n > 1 else "") + f": {p:.1f} dB"))
             if j == n - 1:
                 self.rows[ref.index].append((_reference_pil(ref), "reference"))
+
+    def drop_unused_inputs(self) -> None:
+        """Remove the inputs no finished image names (a run stopped while writing one):
+        ``inputs/`` holds only this run's files (the folder was empty when claimed)."""
+        used = {r["input_file"] for r in self.records}
+        folder = self.out / INPUTS
+        for path in folder.glob("*.png") if folder.is_dir() else ():
+            if f"{INPUTS}/{path.name}" not in used:
+                path.unlink(missing_ok=True)
+        with suppress(OSError):
+            folder.rmdir()  # only when empty
 
     def write_grid(self) -> None:
         from .images import save_png
@@ -413,6 +426,8 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
         except BaseException as exc:  # Ctrl-C or a failure: say so, with the images finished
             session = _session(work, per_batch, load_s, time.perf_counter() - work.t_gen,
                                t_start, started)
+            with suppress(Exception):
+                work.drop_unused_inputs()
             with suppress(Exception):  # a disk that took no image may take no record either
                 write_json(out / META_FILE,
                            _stopped_metadata(header, work, per_batch, session, exc))
