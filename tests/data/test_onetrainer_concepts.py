@@ -160,6 +160,22 @@ def test_a_concepts_folder_is_collected_as_mgds_collects_it_links_not_followed(t
                            "it without the dot to train on it.")
 
 
+
+def test_condlabel_images_are_conditioning_images_not_samples_as_masks(tmp_path):
+    """OneTrainer's CollectPaths excludes the postfixes "-masklabel" and "-condlabel" (a
+    custom conditioning image), by the name without its extension, whatever the image
+    extension; glidectl trained the conditioning images."""
+    concepts = write(tmp_path, [{"path": "dog", "include_subdirectories": True}],
+                     {"dog/a.png": "a dog", "dog/a-condlabel.png": None,
+                      "dog/a-masklabel.png": None, "dog/deep/b.jpg": None,
+                      "dog/deep/b-condlabel.jpg": None, "dog/c-condlabel-2.png": None})
+    assert OneTrainerSource.open(concepts).units() == ["1/a.png", "1/c-condlabel-2.png",
+                                                       "1/deep/b.jpg"]
+    off = write(tmp_path / "off", [{"path": "dog"}],
+                {"dog/a.png": None, "dog/deep/a-condlabel.png": None})
+    note = " ".join(source_notes(OneTrainerSource.open(off)))
+    assert "1 image in sub-folders" not in note  # a conditioning image is no unread image
+
 @pytest.mark.parametrize("kind", ["folder", "pipe"])
 def test_a_prompt_path_beside_an_image_that_is_no_file_is_counted_as_unreadable(
         tmp_path, data_cfg, byte_tok, kind):

@@ -7,7 +7,8 @@ data (:func:`validation_spec`).
 How OneTrainer reads a concept (mgds ``CollectPaths``, ``ModifyPath``, ``LoadMultipleTexts``,
 ``GetFilename``, ``SelectRandomText``, ``DiskCache``): the image files of its ``path``
 (sub-folders too with ``include_subdirectories``, hidden folders skipped; symbolic links
-inside it not followed; ``-masklabel`` images are masks, not samples), in sorted path
+inside it not followed; ``-masklabel`` masks and ``-condlabel`` conditioning images are
+not samples), in sorted path
 order; the prompt is a random line of the image's ``.txt`` (``sample``), of the file at
 ``prompt_path`` (``concept``), or the file name without its extension (``filename``); a
 missing or blank prompt file gives the empty prompt (``LoadMultipleTexts``: ``[""]``),
@@ -32,7 +33,9 @@ from .onetrainer_config import ConceptsFile, ConceptSpec, read_concepts
 from .records import IMAGE_EXTENSIONS, RawSample
 from .stats import RejectionCounter
 
-MASK_POSTFIX = "-masklabel"  # OneTrainer's mask beside an image ("a-masklabel.png")
+# what OneTrainer's CollectPaths leaves out (exclude_postfix): an image's mask and its
+# custom conditioning image beside it ("a-masklabel.png", "a-condlabel.png")
+NOT_SAMPLES = ("-masklabel", "-condlabel")
 TRAINED = ("STANDARD", "PRIOR_PREDICTION")
 VALIDATION = ("VALIDATION",)
 VALIDATION_KIND = "onetrainer-validation"  # the source type of a file's VALIDATION concepts
@@ -310,9 +313,10 @@ class _Collected:
 
 
 def _image_suffix(name: str) -> bool:
-    """Whether mgds takes ``name`` for an image: its extension, and no mask postfix."""
+    """Whether mgds takes ``name`` for an image: its extension, and neither postfix of
+    :data:`NOT_SAMPLES` at the end of its name without the extension."""
     stem, ext = os.path.splitext(name)
-    return ext.lower() in IMAGE_EXTENSIONS and not stem.endswith(MASK_POSTFIX)
+    return ext.lower() in IMAGE_EXTENSIONS and not stem.endswith(NOT_SAMPLES)
 
 
 
