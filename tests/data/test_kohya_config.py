@@ -412,6 +412,31 @@ def test_fine_tuning_subsets_read_kohyas_metadata_json(tmp_path, data_cfg, byte_
     assert "1 entry name no image file" in source_notes(ds.source)[-1].replace("names", "name")
 
 
+def test_general_dreambooth_keys_stay_with_a_fine_tuning_dataset_as_kohya_takes_them(
+        tmp_path):
+    """kohya's [general] schema takes the DreamBooth keys whatever its datasets hold; only a
+    fine-tuning dataset and its subsets refuse them. A dataset of DreamBooth subsets and one
+    of fine-tuning subsets sit side by side."""
+    toml = write(tmp_path, """
+[general]
+caption_extension = ".txt"
+class_tokens = "thing"
+cache_info = false
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "ft"
+  metadata_file = "ft/meta.json"
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "db"
+""", {"ft/x.png": None, "db/y.png": ("y.txt", "a tree")})
+    (tmp_path / "ft" / "meta.json").write_text(json.dumps({"x": {"caption": "a house"}}))
+    source = KohyaConfigSource.open(toml)
+    assert source.units() == ["1/x", "2/y.png"]
+    assert [(s.metadata_file is not None, s.class_tokens) for s in source.config.subsets] == [
+        (True, "thing"), (False, "thing")]
+
+
 def test_images_without_caption_or_class_tokens_train_on_the_empty_caption_as_kohya(
         tmp_path, data_cfg, byte_tok):
     """kohya's ``load_dreambooth_dir`` gives such an image "" (and warns); its
@@ -553,6 +578,48 @@ def test_a_concepts_list_read_as_kohyas_json_names_the_onetrainer_prefix(tmp_pat
      "config holds [general] and [[datasets]] only)."),
     ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  num_repeats = 0\n",
      "reads no images: kohya leaves out every one of its subsets. "),
+    # ConfigSanitizer: DreamBooth and fine-tuning subsets are not mixed in one dataset
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  [[datasets.subsets]]\n"
+     "  image_dir = 'dog'\n  metadata_file = 'meta.json'\n  [[datasets.subsets]]\n"
+     "  image_dir = 'cat'\n", "dataset 1 mixes DreamBooth subsets (no metadata_file: "
+     "subsets 1, 3) and fine-tuning subsets (with a metadata_file: subset 2), which kohya's "
+     "trainers refuse; split them into two [[datasets]] entries."),
+    # keys of DreamBooth subsets that a fine-tuning subset (and its dataset) refuses
+    ("[[datasets]]\n  [[datasets.subsets]]\n  metadata_file = 'meta.json'\n"
+     "  class_tokens = 'sks dog'\n", "dataset 1, subset 1: class_tokens is an option of "
+     "DreamBooth subsets, which kohya's trainers refuse in a fine-tuning subset (one with a "
+     "metadata_file); remove it (the metadata_file captions its images)."),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  metadata_file = 'meta.json'\n"
+     "  caption_extension = '.txt'\n", "dataset 1, subset 1: caption_extension is an option of "
+     "DreamBooth subsets, which kohya's trainers refuse in a fine-tuning subset"),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  metadata_file = 'meta.json'\n"
+     "  cache_info = true\n", "dataset 1, subset 1: cache_info is an option of DreamBooth "
+     "subsets, which kohya's trainers refuse in a fine-tuning subset (one with a "
+     "metadata_file); remove it."),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  metadata_file = 'meta.json'\n"
+     "  is_reg = true\n", "dataset 1, subset 1: is_reg is an option of DreamBooth subsets, "
+     "which kohya's trainers refuse in a fine-tuning subset (one with a metadata_file); "
+     "remove it (kohya reads regularisation images from DreamBooth subsets only)."),
+    ("[[datasets]]\nclass_tokens = 'dog'\n  [[datasets.subsets]]\n"
+     "  metadata_file = 'meta.json'\n", "dataset 1: class_tokens is an option of DreamBooth "
+     "subsets, which kohya's trainers refuse in a [[datasets]] entry of fine-tuning subsets "
+     "(those with a metadata_file); remove it"),
+    # keys kohya takes at one level only
+    ("[general]\nalpha_mask = true\n[[datasets]]\n  [[datasets.subsets]]\n"
+     "  image_dir = 'dog'\n", "[general]: alpha_mask belongs in each [[datasets.subsets]] "
+     "entry, not here; move it there."),
+    ("[[datasets]]\nconditioning_data_dir = 'cond'\n  [[datasets.subsets]]\n"
+     "  image_dir = 'dog'\n", "dataset 1: conditioning_data_dir belongs in each "
+     "[[datasets.subsets]] entry"),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  validation_split = 0.1\n",
+     "dataset 1, subset 1: validation_split belongs in [general] or [[datasets]], not in a "
+     "subset (kohya's trainers refuse it there); move it up, or remove it (glidectl uses "
+     "validation.holdout instead)."),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  validation_seed = 3\n",
+     "dataset 1, subset 1: validation_seed belongs in [general] or [[datasets]]"),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n"
+     "  skip_image_resolution = 64\n", "dataset 1, subset 1: skip_image_resolution belongs in "
+     "[general] or [[datasets]]"),
 ])
 def test_a_bad_dataset_config_is_one_sentence_and_exit_2(tmp_path, config, words, capsys):
     toml = write(tmp_path, config, {"dog/a.png": None})

@@ -25,7 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MAX_REPEATS = 10_000  # an epoch lists each image this often: far beyond any real count
-SUBSET_ONLY = ("image_dir", "metadata_file", "is_reg")  # kohya allows these in subsets only
+# kohya allows these in subsets only (its *_SUBSET_DISTINCT_SCHEMA)
+SUBSET_ONLY = ("image_dir", "metadata_file", "is_reg", "alpha_mask", "conditioning_data_dir")
 # the options glidectl applies: (type, kohya's default)
 APPLIED: dict[str, tuple[type, Any]] = {
     "image_dir": (str, None), "metadata_file": (str, None), "is_reg": (bool, False),
@@ -61,7 +62,16 @@ TRAINER_ONLY = {
 }
 # kohya's dataset options its subsets refuse (DATASET_ASCENDABLE_SCHEMA)
 DATASET_ONLY = ("resolution", "batch_size", "network_multiplier", "enable_bucket",
-                "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale")
+                "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale",
+                "validation_split", "validation_seed", "skip_image_resolution")
+# DreamBooth subsets' keys (DB_SUBSET_ASCENDABLE_SCHEMA, is_reg) that kohya refuses in a
+# fine-tuning subset and in its [[datasets]] entry (not in [general]), and what to do
+NOT_FINE_TUNING = {
+    "class_tokens": " (the metadata_file captions its images)",
+    "caption_extension": " (the metadata_file captions its images)",
+    "cache_info": "",
+    "is_reg": " (kohya reads regularisation images from DreamBooth subsets only)",
+}
 KNOWN = (*APPLIED, *IGNORED)
 
 
@@ -142,6 +152,7 @@ def read_dataset_config(path: str | Path) -> DatasetConfig:
         if not isinstance(subsets, list) or not subsets:
             raise GlidectlError(f"{name}: dataset {d} has no [[datasets.subsets]]; give it "
                                 "at least one with an image_dir.")
+        first = len(config.subsets) + 1
         for subset in subsets:
             number = len(config.subsets) + 1
             where = f"{name}: dataset {d}, subset {number}"
@@ -149,7 +160,37 @@ def read_dataset_config(path: str | Path) -> DatasetConfig:
             _check_level(config, subset, where, "subset")
             config.subsets.append(_subset(path.parent, d, number, [subset, dataset, general],
                                           where))
+        _check_kind(f"{name}: dataset {d}", dataset, subsets, first)
     return config
+
+
+def _check_kind(where: str, dataset: dict[str, Any], subsets: list[dict[str, Any]],
+                first: int) -> None:
+    """kohya's ConfigSanitizer takes a [[datasets]] entry of DreamBooth subsets or one of
+    fine-tuning subsets (each with a ``metadata_file``), not both; the fine-tuning one
+    refuses the DreamBooth keys (:data:`NOT_FINE_TUNING`) in itself and its subsets."""
+    ft = [n for n, s in enumerate(subsets, start=first) if "metadata_file" in s]
+    if not ft:
+        return
+    if len(ft) < len(subsets):
+        db = [n for n in range(first, first + len(subsets)) if n not in ft]
+
+        def numbers(ns: list[int]) -> str:
+            return f"subset{'s' * (len(ns) > 1)} {', '.join(map(str, ns))}"
+
+        raise GlidectlError(f"{where} mixes DreamBooth subsets (no metadata_file: "
+                            f"{numbers(db)}) and fine-tuning subsets (with a metadata_file: "
+                            f"{numbers(ft)}), which kohya's trainers refuse; split them into "
+                            "two [[datasets]] entries.")
+    tables = [(where, dataset, "a [[datasets]] entry of fine-tuning subsets (those with a "
+               "metadata_file)")]
+    tables += [(f"{where}, subset {n}", s, "a fine-tuning subset (one with a metadata_file)")
+               for n, s in enumerate(subsets, start=first)]
+    for at, table, kind in tables:
+        for key, fix in NOT_FINE_TUNING.items():
+            if key in table:
+                raise GlidectlError(f"{at}: {key} is an option of DreamBooth subsets, which "
+                                    f"kohya's trainers refuse in {kind}; remove it{fix}.")
 
 
 def _load(path: Path) -> dict[str, Any]:
