@@ -475,6 +475,43 @@ def test_images_without_caption_or_class_tokens_train_on_the_empty_caption_as_ko
     assert report["valid"] == 4 and report["empty_share"] == 0.5  # 1/x.png and 3/x
 
 
+def test_a_caption_file_gives_its_first_line_as_kohya_reads_it(tmp_path, data_cfg, byte_tok):
+    """kohya's ``read_caption`` (``DreamBoothDataset``) keeps the first line of a caption
+    file (read as text: "\\r\\n" ends a line), stripped, blank or not (without
+    ``enable_wildcard``), before ``process_caption`` adds the prefix and suffix to it; a
+    metadata caption's first line is taken after them (``caption.split("\\n")[0]``).
+    glidectl took the first non-blank line, and for a file after the suffix, which a
+    multi-line file lost."""
+    write(tmp_path, """
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "one"
+  caption_extension = ".txt"
+
+  [[datasets.subsets]]
+  image_dir = "two"
+  caption_extension = ".txt"
+  caption_prefix = "photo of"
+  caption_suffix = "4k"
+
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "one"
+  metadata_file = "meta.json"
+  caption_suffix = "4k"
+""", {"one/a.png": ("a.txt", "\nsks dog, grass\n"), "one/b.png": ("b.txt", "  \t \nnext"),
+      "one/c.png": ("c.txt", "  spaced out  \r\nnext"), "one/d.png": ("d.txt", "\n"),
+      "two/e.png": ("e.txt", "first\nsecond"), "two/f.png": ("f.txt", "")})
+    (tmp_path / "meta.json").write_text(json.dumps({
+        "a": {"caption": "\nhidden"}, "b": {"caption": "top\nbottom"}}))
+    ds = dataset(data_cfg(source=str(tmp_path / "dataset.toml")), byte_tok, train=False)
+    assert {s["key"]: s["caption"] for s in ds} == {
+        "1/a.png": "", "1/b.png": "", "1/c.png": "spaced out", "1/d.png": "",
+        "2/e.png": "photo of first 4k", "3/a": "", "3/b": "top"}
+    # an empty file, which stops kohya's run ("caption file is empty"), is left out
+    assert ds.stats()["rejected"] == {"empty_caption": 1}
+
+
 @pytest.mark.parametrize("kind", ["folder", "pipe"])
 def test_a_caption_path_that_is_no_file_is_counted_as_unreadable_not_class_tokens(
         tmp_path, data_cfg, byte_tok, kind):

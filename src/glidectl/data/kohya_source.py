@@ -2,8 +2,9 @@
 kohya's trainers read them.
 
 A DreamBooth subset reads the images directly in its ``image_dir`` (not its sub-folders,
-as kohya), each captioned by its ``stem + caption_extension`` file, else by
-``class_tokens``, else (as kohya) by the empty caption; a fine-tuning subset reads its
+as kohya), each captioned by its ``stem + caption_extension`` file (its first line, as
+kohya: :func:`caption_file_text`), else by ``class_tokens``, else (as kohya) by the empty
+caption; a fine-tuning subset reads its
 ``metadata_file`` (JSON ``{image_key: {"caption": ..., "tags": ...}}``; the caption is
 "caption, tags", the empty one without either). Each image is read ``num_repeats`` times
 per training epoch; a count below 1 leaves the subset out, and a second subset of one
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
-from .captions import read_regular, read_sidecar
+from .captions import decode_caption, read_regular, read_sidecar
+from .images import Rejected
 from .kohya import KohyaFolder, reg_draws, unread_reg_note
 from .kohya_config import DatasetConfig, SubsetSpec, read_dataset_config
 from .records import IMAGE_EXTENSIONS, RawSample
@@ -297,18 +299,36 @@ class KohyaConfigSource:
     def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
         spec = self.subsets[unit.partition("/")[0]]
         path = self.images[unit]
-        caption: bytes | str | None = None
+        caption: str | None = None
         reject = None
         if spec.metadata_file is not None:
             caption = self.captions.get(unit) or ""  # kohya: no caption nor tags: ""
         else:
-            caption, unreadable = read_sidecar(path, (spec.caption_extension,))
+            raw, unreadable = read_sidecar(path, (spec.caption_extension,))
             if unreadable is not None:  # there but not readable (a folder): not a missing one
                 reject = "unreadable_caption"
-            elif caption is None:  # kohya: the class tokens, else the empty caption
+            elif raw is None:  # kohya: the class tokens, else the empty caption
                 caption = spec.class_tokens or ""
+            elif not raw:  # an empty file stops kohya's run ("caption file is empty")
+                reject = "empty_caption"
+            else:
+                try:
+                    caption = caption_file_text(decode_caption(raw), spec.rules.any_line)
+                except Rejected as exc:
+                    reject = exc.reason
         yield RawSample(key=unit, image=path, caption=caption, reject=reject, rules=spec.rules,
-                        is_reg=spec.is_reg, empty_ok=caption == "")
+                        is_reg=spec.is_reg, empty_ok=True)  # kohya trains on "" too
+
+
+def caption_file_text(text: str, any_line: bool) -> str:
+    """A caption file's text as kohya's ``read_caption`` (``DreamBoothDataset``) keeps it,
+    read as text (``"\\r\\n"`` and ``"\\r"`` end a line too): its first line, stripped,
+    even when blank, or with ``any_line`` (``enable_wildcard``) its non-blank lines, each
+    stripped."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if not any_line:
+        return lines[0].strip()
+    return "\n".join(line.strip() for line in lines if line.strip())
 
 
 def _metadata_image(key: str, folder: Path | None, by_stem: dict[str, str],

@@ -51,10 +51,12 @@ class SampleRules:
     def line(self, text: str | None, rng: random.Random) -> str | None:
         """The caption line a draw reads, in the order of kohya-ss sd-scripts'
         ``BaseDataset.process_caption`` (``library/train_util.py``): ``prefix + " "`` and
-        ``" " + suffix`` join the caption as read (the empty one too), then the first
-        non-blank line is read, as kohya reads a caption file, or with ``any_line`` a random
-        one, so a multi-line caption has the prefix on its first line and the suffix on its
-        last, as in kohya. None (no caption) stays None."""
+        ``" " + suffix`` join the caption as read (the empty one too), then its first line
+        is read (``split("\\n")[0]``, stripped; blank or not), or with ``any_line`` a random
+        non-blank one, so a multi-line caption has the prefix on its first line and the
+        suffix on its last, as in kohya (a caption file is cut to its first line before:
+        :func:`~glidectl.data.kohya_source.caption_file_text`). None (no caption) stays
+        None."""
         from .captions import pick_line
 
         if text is None:
@@ -65,7 +67,7 @@ class SampleRules:
             text = f"{text} {self.suffix}"
         if self.any_line:
             return pick_line(text, rng)
-        return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+        return text.split("\n")[0].strip()
 
     def caption(self, text: str, rng: random.Random, train: bool) -> str:
         """``text`` (one line, prefix and suffix added) with its wildcards applied and, in
