@@ -169,6 +169,17 @@ def test_kohya_caption_knobs_as_its_readme_describes():
         "photo of first", "second {{4k}}"}
 
 
+def test_a_brace_inside_a_wildcard_is_read_as_kohyas_pattern_reads_it():
+    """kohya's ``process_caption`` replaces ``\\{([^}]+)\\}``: a choice runs from a "{" to the
+    next "}", a "{" inside it being part of a choice; glidectl's pattern skipped such a
+    group and replaced the inner one ("{a|b d}")."""
+    wild = SampleRules(any_line=True)
+    got = {wild.caption("{a|{b|c} d}", random.Random(i), False) for i in range(40)}
+    assert got == {"a d}", "{b d}", "c d}"}
+    # escaped braces ({{ and }}) stay literal, as in kohya
+    assert wild.caption("{{x}} {y|y} {{z|w}}", random.Random(0), False) == "{x} y {z|w}"
+
+
 def test_empty_tags_count_and_stay_as_kohya_and_mgds_split_them():
     """kohya's process_caption (without keep_tokens_separator) and mgds' ShuffleTags and
     DropTags split a caption at its separator and strip each tag, empty ones kept: they

@@ -20,7 +20,9 @@ from typing import Any
 
 from .token_warmup import WarmupCaption
 
-WILDCARD = re.compile(r"\{([^{}]+)\}")  # "{red|blue} car": one of the choices per draw
+# "{red|blue} car": one of the choices per draw; as kohya's pattern, a choice runs from a
+# "{" to the next "}" ("{a|{b|c}" offers "a", "{b" and "c")
+WILDCARD = re.compile(r"\{([^}]+)\}")
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,8 @@ class SampleRules:
 
 
 def _wildcards(text: str, rng: random.Random) -> str:
-    """kohya's wildcards: each ``{a|b|c}`` becomes one of its choices; ``{{``/``}}`` are
-    literal braces."""
+    """kohya's wildcards (``process_caption``): each ``{a|b|c}`` becomes one of its
+    choices (:data:`WILDCARD`); ``{{``/``}}`` are literal braces."""
     opened, closed = "\x00", "\x01"  # stand-ins no caption file holds
     text = text.replace("{{", opened).replace("}}", closed)
     text = WILDCARD.sub(lambda m: rng.choice(m.group(1).split("|")), text)
