@@ -248,7 +248,9 @@ def _table(value: Any, where: str, key: str) -> dict[str, Any]:
 
 def _check_keys(out: ConceptsFile, table: dict[str, Any], prefix: str, where: str) -> None:
     """Unapplied keys that would change something are noted, unknown keys too (a likely
-    typo of a known key is an error)."""
+    typo of a known key is an error). OneTrainer's ``BaseConfig.from_dict`` reads only the
+    keys it knows and ignores the rest without a word, so a file it loads (one written by a
+    newer OneTrainer, say) is not refused here; the note names what that ignores."""
     known = KNOWN[prefix]
     for key, value in table.items():
         full = f"{prefix}.{key}" if prefix else key
