@@ -8,9 +8,9 @@ How OneTrainer reads a concept (mgds ``CollectPaths``, ``ModifyPath``, ``LoadMul
 ``GetFilename``, ``SelectRandomText``, ``DiskCache``): the image files of its ``path``
 (sub-folders too with ``include_subdirectories``, hidden folders skipped; symbolic links
 inside it not followed; ``-masklabel`` masks and ``-condlabel`` conditioning images are
-not samples), in sorted path
-order; the prompt is a random line of the image's ``.txt`` (``sample``), of the file at
-``prompt_path`` (``concept``), or the file name without its extension (``filename``); a
+not samples), in sorted path order; the prompt is a random line of the image's ``.txt``
+(``sample``), of the file at ``prompt_path`` (``concept``), or the file name without its
+extension (``filename``); a
 missing or blank prompt file gives the empty prompt (``LoadMultipleTexts``: ``[""]``),
 which is trained on. An epoch reads
 floor(images × ``balancing``) samples of a REPEATS concept and int(``balancing``) of a
