@@ -376,6 +376,17 @@ def test_ctrl_c_keeps_the_finished_images_and_says_the_run_does_not_resume(
     assert sorted(p.name for p in (out / "inputs").iterdir()) == ["000_a-red-circle.png"]
     assert meta["counts"] == {"prompts": 1, "images": 1, "generated": 1, "kept": 0}
     assert [s["generated"] for s in meta["sessions"]] == [1]
+    # a prompts eval pointed at it is told it holds an upsampler eval, not to --resume it
+    from glidectl.glide import save_weights
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(CAPTIONS) + "\n")
+    base = save_weights(tiny_glide("base", 1), tmp_path / "base.safetensors")
+    res = in_process(capsys, "eval", prompts, "--base", base, "--out", out, "--device", "cpu")
+    assert res.returncode == 2 and res.stderr == (
+        f"Error: --out {str(out)!r} holds an upsampler eval (eval --low-res) that was "
+        "interrupted, whose images a prompts eval neither continues nor reuses; pass a new "
+        "or empty --out.\n")
     # stopped before its folder holds anything: nothing is kept, and no folder is left
     monkeypatch.setattr(GlidePipeline, "from_specs", ctrl_c_at_the_second_image)
     res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out",
@@ -452,7 +463,8 @@ def test_an_out_another_eval_is_writing_is_one_line_that_does_not_offer_resume(
 def test_a_prompts_eval_neither_continues_nor_reuses_an_upsampler_eval_folder(
         capsys, tmp_path, upsampler):
     """`eval PROMPTS --resume/--skip-existing --out` an upsampler eval's folder compared its
-    settings flag by flag ("--rerank 0 differs from (none)", "drop --base to continue it")."""
+    settings flag by flag ("--rerank 0 differs from (none)", "drop --base to continue it"),
+    and a plain `eval PROMPTS --out` was told to pass --resume, which refuses it."""
     from glidectl.glide import save_weights
 
     refs, out = captioned_folder(tmp_path / "refs"), tmp_path / "out"
@@ -470,6 +482,11 @@ def test_a_prompts_eval_neither_continues_nor_reuses_an_upsampler_eval_folder(
         assert res.stderr.strip() == (
             f"Error: {flag}: {str(out)!r} holds an upsampler eval (eval --low-res), whose "
             "images a prompts eval neither continues nor reuses; pass a new or empty --out.")
+    res = in_process(capsys, "eval", prompts, "--base", base, "--out", out, "--device", "cpu")
+    assert res.returncode == 2 and res.stderr == (
+        f"Error: --out {str(out)!r} holds an upsampler eval (eval --low-res) that finished, "
+        "whose images a prompts eval neither continues nor reuses; pass a new or empty "
+        "--out.\n")
     assert sorted(p.name for p in out.iterdir()) == before
 
 

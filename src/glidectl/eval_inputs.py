@@ -20,6 +20,7 @@ from .eval_outputs import (
     latest_eval_dir,
     next_eval_dir,
     read_metadata,
+    recorded_run,
     refuse_foreign_files,
     refuse_if_busy,
 )
@@ -110,13 +111,16 @@ def held_files_error(out: Path, held: bool = False) -> GlidectlError:
     """The sentence for an eval without --resume or --skip-existing into an ``out`` that
     holds files. A run whose record says it is running though no eval holds the folder
     (``held``: this process does) is named as one that stopped without recording (a
-    ``kill -9``): a prompts eval is offered --resume, an upsampler eval a new folder."""
+    ``kill -9``): a prompts eval is offered --resume, an upsampler eval (however it ended)
+    a new folder."""
     meta = killed_run(out, held)
-    if meta is not None and meta.get("mode") == "upsampler":
+    recorded = recorded_run(out) or {}
+    if recorded.get("mode") == "upsampler":
+        ended = KILLED if meta is not None else _ENDED.get(recorded.get("status"))
         return GlidectlError(
-            f"--out {str(out)!r} holds an upsampler eval (eval --low-res) that {KILLED}, "
-            "whose images a prompts eval neither continues nor reuses; pass a new or empty "
-            "--out.")
+            f"--out {str(out)!r} holds an upsampler eval (eval --low-res)"
+            f"{f' that {ended}' if ended else ''}, whose images a prompts eval neither "
+            "continues nor reuses; pass a new or empty --out.")
     if meta is not None:
         return GlidectlError(
             f"--out {str(out)!r} holds an eval that {KILLED}; continue it with --resume, "
@@ -124,6 +128,10 @@ def held_files_error(out: Path, held: bool = False) -> GlidectlError:
     return GlidectlError(
         f"--out {str(out)!r} already holds files; pass --resume to continue that run, "
         "--skip-existing to keep finished prompts, or another --out.")
+
+
+# how a run whose metadata.json holds "status" ended, as held_files_error says it
+_ENDED = {"complete": "finished", "interrupted": "was interrupted", "failed": "failed"}
 
 
 @SAID_AS_KEYWORDS

@@ -83,16 +83,23 @@ def refuse_if_busy(out: Path, resumes: bool = True) -> None:
 KILLED = "stopped without recording (killed?)"  # a "running" record no process writes
 
 
+def recorded_run(out: Path) -> dict[str, Any] | None:
+    """``out``'s metadata.json as a dict, or None when there is none or it is damaged (said
+    where :func:`read_metadata` reads it)."""
+    try:
+        meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def killed_run(out: Path, held: bool = False) -> dict[str, Any] | None:
     """``out``'s metadata.json when it says ``"running"`` but no eval writes the folder (its
     lock is free; ``held``: this process holds it): its writer ended without recording how
     (``kill -9``, a crash, a power cut). None otherwise, also for a damaged file (said where
     it is read)."""
-    try:
-        meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(meta, dict) and meta.get("status") == "running"):
+    meta = recorded_run(out)
+    if meta is None or meta.get("status") != "running":
         return None
     return meta if held or not atomic.is_locked(out / LOCK_FILE) else None
 
