@@ -155,6 +155,7 @@ def test_a_stopped_fit_keeps_the_counts_it_finished(weights, tmp_path) -> None:
     with pytest.raises(KeyboardInterrupt):
         fit_steps(target, [3, 5], "descent", "unipc", out, "test", log=log, rounds=1)
     assert list(read_schedule_file(out)) == [3]
+    assert json.loads(out.read_text())["not_fitted"] == [5]  # the file says what it lacks
 
 
 @pytest.mark.parametrize("args, message", [
@@ -252,11 +253,13 @@ def test_overwriting_keeps_the_old_file_until_every_count_is_fitted(glidectl, we
         code, _, stderr = glidectl(*args)
     assert code != 0 and out.read_text() == old, stderr  # interrupted: the old file whole
     partial = tmp_path / "s.partial.json"
-    assert list(read_schedule_file(partial)) == [3] and str(partial) in stderr
+    assert list(read_schedule_file(partial)) == [3]
+    assert f"the counts fitted so far are in {str(partial)!r}, not 5 steps." in stderr
     code, _, stderr = glidectl(*args)
     assert code == 0, stderr
     assert sorted(read_schedule_file(out)) == [3, 5] and not partial.exists()
     data = json.loads(out.read_text())
+    assert "not_fitted" not in data  # every count fitted
     from glidectl.pipeline import file_sha256
 
     assert data["model_sha256"] == file_sha256(weights["base"])
@@ -310,8 +313,8 @@ def test_a_stopped_fit_to_a_new_file_says_the_counts_fitted_are_in_it(glidectl, 
             "--reference-steps", "12", "--rounds", "1", "--check-images", "0", "--out", out,
             "--calls", "3", "--calls", "5")
     assert code == 130 and list(read_schedule_file(out)) == [3], stderr
-    assert f"stopped: the counts fitted so far are in {str(out)!r}" in stderr
-    assert "run again with --overwrite" in stderr
+    assert (f"stopped: the counts fitted so far are in {str(out)!r} (usable with --schedule, "
+            "not 5 steps); run again with --overwrite") in stderr
 
 
 def test_a_grey_model_is_fitted_on_the_grey_ode_sample_runs(glidectl, tmp_path) -> None:
@@ -363,3 +366,55 @@ def test_the_fit_solves_the_ode_sample_runs(weights, sampler) -> None:
         fitted = target.sample(sampler, sigmas)
     drawn = sample_stage(model, ["a cat"], tokenizer_for(model), [5], options)
     torch.testing.assert_close(fitted.clamp(-1, 1), drawn)  # sample's result is clamped
+
+
+def test_a_killed_fit_leaves_a_file_that_says_which_counts_it_lacks(glidectl, weights,
+                                                                    tmp_path) -> None:
+    """`fit-steps --calls 3 --calls 40` (a real process) killed with SIGKILL while it fits
+    40 calls: no handler runs, so nothing is said then. The file it left holds 3 steps and
+    records 40 as not fitted; the next fit-steps into it says so (not only "exists"), and
+    sample at 40 steps warns that its σ's are interpolated from the counts fitted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "s.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glidectl", "fit-steps", str(weights["base"]), "--prompt",
+         "a cat", "--images", "1", "--reference-steps", "12", "--rounds", "1",
+         "--check-images", "0", "--calls", "3", "--calls", "40", "--out", str(out),
+         "--device", "cpu"],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "GLIDECTL_LOAD_PLUGINS": ""},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    try:  # the file is written (atomically) once 3 calls are fitted; 40 take half a minute
+        while proc.poll() is None and time.monotonic() < deadline and not out.is_file():
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the fit ended before it could be killed"
+    data = json.loads(out.read_text())
+    assert list(data["positions"]) == ["3"] and data["not_fitted"] == [40]
+    before = out.read_bytes()
+    code, _, stderr = glidectl("fit-steps", weights["base"], "--prompt", "a cat", "--calls",
+                               "3", "--calls", "40", "--out", out)
+    assert code == 2 and stderr == (
+        f"Error: {str(out)!r} exists, but the fit that wrote it stopped before fitting 40 "
+        "steps, so it holds σ's for 3 steps only; pass --overwrite to fit every count again "
+        "(a fit cannot add counts to a file), or another --out.\n")
+    assert out.read_bytes() == before
+    sample = ("sample", "a cat", "--base", weights["base"], "--schedule", out, "-q",
+              "--precision", "fp32")
+    code, _, stderr = glidectl(*sample, "--steps", "40", "--out", tmp_path / "at-40")
+    assert code == 0, stderr
+    said = " ".join(stderr.split())
+    assert (f"Schedule file {str(out)!r} holds no σ's for 40 steps: the fit that wrote it "
+            "stopped before fitting them, so these are interpolated from its 3-step σ's; "
+            "sample with --steps 3, or fit every count with glidectl fit-steps "
+            f"{weights['base']} --prompts PROMPTS.txt --sampler unipc --calls 3 --calls 40 "
+            f"--guidance 3 --out {out} --overwrite.") in said, said
+    code, _, stderr = glidectl(*sample, "--steps", "3", "--out", tmp_path / "at-3")
+    assert code == 0 and "holds no σ's" not in stderr, stderr

@@ -49,6 +49,7 @@ from .samplers.tuned import (
     is_schedule_file,
     model_warning,
     schedule_file_warning,
+    unfitted_warning,
 )
 from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public entry point)
     BASE_DEFAULTS,
@@ -326,6 +327,7 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             spec = record.spec if record is not None else None
             messages.append(grey_warning(opts.schedule, opts.grey, spec, up))
             messages.append(guidance_warning(opts.schedule, opts.guidance, spec, up))
+            messages.append(unfitted_warning(opts.schedule, opts.steps, spec, up))
             if record is not None and self.stage_models().get(stage) is not None:
                 messages.append(model_warning(opts.schedule, lambda r=record: r.sha256,
                                               record.spec, up))

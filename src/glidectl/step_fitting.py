@@ -228,7 +228,8 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
     each, so a stopped fit keeps the counts it finished; returns steps → σ's. With
     ``held_out`` (a reference from other noise) each count is checked on it (``sampler``
     on σ's a GITS fit found) and the figures stored in the file under ``held_out``;
-    ``guidance``, the target's scale, is recorded in the file."""
+    ``guidance``, the target's scale, is recorded in the file, and until every count is
+    fitted the step counts still to fit (``not_fitted``)."""
     found: dict[int, torch.Tensor] = {}
     coefficients: dict[int, Rows] = {}
     checks: dict[int, dict[str, float]] = {}
@@ -239,6 +240,7 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
         moved = "" if options.get("fixed_sigmas") else " and σ's moved"
         how += (f", then bespoke coefficients fitted from {sampler}'s{moved} "
                 f"({options.get('evals', 150)} L-BFGS evaluations)")
+    asked = [n if method == "gits" else steps_for_calls(sampler, n) for n in calls]
     for n in calls:
         steps, sigmas, rows = fit_calls(target, n, method, sampler, log=log, **options)
         found[steps] = sigmas
@@ -256,5 +258,6 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                             sampler={"gits": None, "bespoke": "bespoke"}.get(method, sampler),
                             coefficients=coefficients or None, held_out=checks or None,
                             model_sha256=model_sha256, grey=target.denoiser.grey,
-                            guidance=guidance)
+                            guidance=guidance,  # until the last: a stopped fit's file says
+                            not_fitted=[s for s in asked if s is not None and s not in found])
     return found

@@ -139,11 +139,11 @@ def register(app: typer.Typer) -> None:
         except (KeyboardInterrupt, GlidectlError):
             if write_to != path and _mtime(write_to) not in (None, earlier):
                 typer.echo(f"stopped: {str(path)!r} is unchanged; the counts fitted so far "
-                           f"are in {str(write_to)!r}.", err=True)
+                           f"are in {str(write_to)!r}{_lacking(write_to)}.", err=True)
             elif write_to == path and _mtime(path) is not None:  # a new file, part-written
                 typer.echo(f"stopped: the counts fitted so far are in {str(path)!r} (usable "
-                           "with --schedule); run again with --overwrite to fit every "
-                           "count.", err=True)
+                           f"with --schedule{_lacking(path)}); run again with --overwrite "
+                           "to fit every count.", err=True)
             raise
         finally:
             if lock is not None:
@@ -159,6 +159,20 @@ def lock_out(path: Path) -> IO[str] | None:
     return lock_file(path.with_name(f".{path.name}.lock"), (
         f"--out {str(path)!r} is being written by another glidectl fit-steps; wait for it "
         "to finish (or stop it), or pass another --out."))
+
+
+def _lacking(path: Path) -> str:
+    """", not 40 steps": the step counts a stopped fit's file records it did not fit."""
+    import json
+
+    from ..samplers.tuned import unfitted_counts
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    missing = unfitted_counts(data) if isinstance(data, dict) else []
+    return f", not {', '.join(map(str, missing))} steps" if missing else ""
 
 
 def _mtime(path: Path) -> int | None:
@@ -177,6 +191,12 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
     if path.is_dir():
         raise GlidectlError(f"--out {str(path)!r} is a folder; name a FILE.json in it.")
     if path.exists() and not overwrite:
+        from ..samplers.tuned import stopped_fit_message
+
+        stopped = stopped_fit_message(path)
+        if stopped:
+            raise GlidectlError(f"{stopped}; pass --overwrite to fit every count again (a "
+                                "fit cannot add counts to a file), or another --out.")
         raise GlidectlError(f"{str(path)!r} exists; pass --overwrite to replace it or "
                             "another --out.")
     if any(path.resolve() == p.resolve() for p in inputs):

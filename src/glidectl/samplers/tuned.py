@@ -83,13 +83,15 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
                         coefficients: dict[int, list[list[float]]] | None = None,
                         held_out: dict[int, dict[str, float]] | None = None,
                         model_sha256: str | None = None, grey: bool | None = None,
-                        guidance: float | None = None) -> None:
+                        guidance: float | None = None,
+                        not_fitted: list[int] | None = None) -> None:
     """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min], atomically;
     ``sampler`` records the sampler they were tuned for (None: any); ``coefficients`` a
     bespoke solver's rows per n; ``held_out`` its errors on held-out noise per n;
     ``model_sha256`` the weights file they were fitted to; ``grey`` whether they were fitted
     to grey sampling's ODE (``glidectl sample --grey``); ``guidance`` the guidance scale of
-    the ODE they were fitted to."""
+    the ODE they were fitted to; ``not_fitted`` the step counts the fit writing it has still
+    to fit (a file a stopped fit left keeps them: :func:`unfitted_counts`)."""
     total = math.log(sigma_max / sigma_min)
     positions = {str(n): [round((math.log(sigma_max) - math.log(float(v))) / total, 12)
                           for v in s[:-1]] for n, s in sorted(sigmas.items())}
@@ -101,6 +103,8 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
         data["grey"] = grey
     if guidance is not None:
         data["guidance"] = guidance
+    if not_fitted:
+        data["not_fitted"] = sorted(set(not_fitted))
     if coefficients:
         data["coefficients"] = {str(n): rows for n, rows in sorted(coefficients.items())}
     if held_out:
@@ -217,8 +221,7 @@ def _refit(path: str | Path, data: dict, model: str, *more: str,
     tuned = data.get("sampler")
     how = (["--method", "gits"] if tuned is None else ["--method", "bespoke"]
            if tuned == "bespoke" else ["--sampler", one_line(str(tuned))])
-    rows = data.get("positions")
-    counts = sorted(int(n) for n in rows if str(n).isdigit()) if isinstance(rows, dict) else []
+    counts = sorted({*_counts(data), *unfitted_counts(data)})  # as asked, if it stopped
     calls = [word for n in counts for word in ("--calls", str(n))]
     scale = fitted_guidance(data) if guidance is None else guidance
     at = [] if scale is None else ["--guidance", f"{scale:g}"]
@@ -267,6 +270,54 @@ def grey_warning(path: str | Path, grey: bool, model: str | None = None,
     return (f"Schedule file {str(path)!r} was fitted to {ode}, and these images sample "
             f"{sampled}: its steps suit the other ODE; sample with "
             f"{'--grey' if fitted else '--no-grey'}, or {fix}.")
+
+
+def unfitted_counts(data: dict) -> list[int]:
+    """The step counts a schedule file's JSON records its fit was asked for and stopped
+    before fitting (Ctrl-C, a failure, ``kill -9``); [] for a finished fit."""
+    counts = data.get("not_fitted")
+    if not isinstance(counts, list):
+        return []
+    return sorted({n for n in counts if isinstance(n, int) and not isinstance(n, bool) and n > 0})
+
+
+def _counts(data: dict) -> list[int]:
+    """The step counts a schedule file's JSON holds σ's for (unchecked)."""
+    rows = data.get("positions")
+    return sorted(int(n) for n in rows if str(n).isdigit()) if isinstance(rows, dict) else []
+
+
+def stopped_fit_message(path: str | Path) -> str | None:
+    """What an existing schedule file a stopped fit left lacks, as the start of a sentence
+    ("'FILE' exists, but the fit that wrote it stopped before fitting 40 steps, so it holds
+    σ's for 3 steps only"); None for a finished fit's file or one that cannot be read."""
+    try:
+        data = _load(path)
+    except GlidectlError:
+        return None
+    missing = unfitted_counts(data)
+    if not missing:
+        return None
+    return (f"{str(path)!r} exists, but the fit that wrote it stopped before fitting "
+            f"{', '.join(map(str, missing))} steps, so it holds σ's for "
+            f"{', '.join(map(str, _counts(data)))} steps only")
+
+
+def unfitted_warning(path: str | Path, steps: int, model: str | None = None,
+                     upsampler: bool = False) -> str | None:
+    """One sentence when a schedule file has no σ's for ``steps`` because the fit that wrote
+    it stopped before fitting them (its σ's are then interpolated from the counts fitted),
+    else None. ``upsampler``: the file is the upsampler's, which fit-steps does not fit."""
+    data = _load(path)
+    have = _counts(data)
+    if not have or steps in have or steps not in unfitted_counts(data):
+        return None
+    nearest = min(have, key=lambda n: (abs(n - steps), -n))  # the row interpolated
+    fix = UPSAMPLER_FIX if upsampler else "fit every count with " + _refit(
+        path, data, model or "MODEL")
+    return (f"Schedule file {str(path)!r} holds no σ's for {steps} steps: the fit that wrote "
+            "it stopped before fitting them, so these are interpolated from its "
+            f"{nearest}-step σ's; sample with --steps {nearest}, or {fix}.")
 
 
 def has_coefficients(path: str | Path, n: int) -> bool:
