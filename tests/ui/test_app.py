@@ -87,9 +87,44 @@ def test_picking_a_fitted_schedule_sets_guidance_to_the_value_it_was_fitted_at(
     on_schedule = next(fn for fn in demo.fns.values() if fn.name == "on_schedule")
     for guidance in (3.25, 37.5):
         path.write_text(json.dumps({**data, "guidance": guidance}))
-        sampler, steps, update = asyncio.run(demo.process_api(
+        sampler, steps, update, _ = asyncio.run(demo.process_api(
             on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m"]))["data"]
         assert (sampler["value"], steps["value"], update["value"]) == ("bespoke", 3, guidance)
         assert slider.minimum <= guidance <= update.get("maximum", slider.maximum)
         stops = guidance / slider.step  # the slider can be dragged there
         assert abs(stops - round(stops)) < 1e-9
+
+
+def test_picking_a_fitted_schedule_ticks_grey_as_it_was_fitted(models_dir, tmp_path):
+    """Picking a file fitted to grey sampling's ODE set sampler, steps and guidance but left
+    the Grey box unticked, so the first click warned "sample with the Grey box ticked". Now
+    the pick sets Grey as the file records it (a file from before grey was recorded leaves
+    the box as it is), and sampling with what the pick set says nothing about grey."""
+    pytest.importorskip("gradio")
+    import json
+
+    from test_bench_limits import bespoke_file
+
+    from glidectl.ui.app import build_app
+    from glidectl.ui.backend import FITTED_SCHEDULE
+
+    step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    path = bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json",
+                        3)
+    data = json.loads(path.read_text())
+    backend = UiBackend(tmp_path / "m", device="cpu", output_dir=tmp_path / "out")
+    demo = build_app(backend)
+    on_schedule = next(fn for fn in demo.fns.values() if fn.name == "on_schedule")
+    for recorded in (True, False, None):
+        path.write_text(json.dumps({**data, "grey": recorded} if recorded is not None
+                                   else data))
+        *_, grey = asyncio.run(demo.process_api(
+            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m"]))["data"]
+        assert grey.get("value", "left") == ("left" if recorded is None else recorded)
+        if recorded is not None:
+            result = backend.generate("a red circle", n=1, seed=3, sampler="bespoke",
+                                      base_steps=3, schedule=FITTED_SCHEDULE, base="my-run/",
+                                      grey=grey["value"])
+            assert not [w for w in result.warnings if "grey" in w.lower()], result.warnings

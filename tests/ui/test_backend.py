@@ -558,7 +558,7 @@ def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, m
     named = backend.schedule_choices("tiny.safetensors")
     assert named[0] == OWN_SCHEDULE and {"karras", "exponential"} <= set(named)
     assert backend.schedule_choices("my-run/") == named  # no fitted file yet
-    assert backend.fitted_settings("my-run/") == (None, [], None)
+    assert backend.fitted_settings("my-run/") == (None, [], None, None)
 
     result = backend.generate("a red circle", n=1, seed=3, base_steps=2, schedule="karras",
                               base="tiny.safetensors")
@@ -576,7 +576,7 @@ def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, m
 
     bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json", 3)
     assert backend.schedule_choices("my-run/") == [*named, FITTED_SCHEDULE]
-    assert backend.fitted_settings("my-run/") == ("bespoke", [3], None)  # no guidance recorded
+    assert backend.fitted_settings("my-run/") == ("bespoke", [3], None, None)  # none recorded
     fitted = backend.generate("a red circle", n=1, seed=3, sampler="bespoke", base_steps=3,
                               schedule=FITTED_SCHEDULE, base="my-run/")
     assert (fitted.settings["sampler"], fitted.settings["schedule"]) == (
@@ -586,11 +586,11 @@ def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, m
     # the page: picking the fitted file brings its sampler and steps; leaving it, the default
     samplers = plugins.samplers().names()
     assert schedule_change(backend, FITTED_SCHEDULE, "my-run/", "unipc", samplers) == (
-        "bespoke", 3, None)
+        "bespoke", 3, None, None)
     assert schedule_change(backend, "karras", "my-run/", "bespoke", samplers) == (
-        "dpm++2m", None, None)
+        "dpm++2m", None, None, None)
     assert schedule_change(backend, "karras", "my-run/", "unipc", samplers) == (
-        None, None, None)
+        None, None, None, None)
 
 
 def test_picking_the_fitted_schedule_brings_the_guidance_it_was_fitted_at(tmp_path,
@@ -613,9 +613,9 @@ def test_picking_the_fitted_schedule_brings_the_guidance_it_was_fitted_at(tmp_pa
     for recorded, brought in ((3.25, 3.25), (37.5, 37.5), (1e9, None), ("3", None),
                               (True, None)):  # outside what Guidance takes: left as it is
         path.write_text(json.dumps({**data, "guidance": recorded}))
-        assert backend.fitted_settings("my-run/") == ("bespoke", [3], brought)
+        assert backend.fitted_settings("my-run/") == ("bespoke", [3], brought, None)
         assert schedule_change(backend, FITTED_SCHEDULE, "my-run/", "unipc", samplers) == (
-            "bespoke", 3, brought)
+            "bespoke", 3, brought, None)
 
 
 def test_a_fitted_file_of_other_weights_is_warned_about_as_sample_does(tmp_path, models_dir):
@@ -710,7 +710,7 @@ def test_a_fitted_schedule_file_nested_too_deep_is_no_file(tmp_path, models_dir)
     (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
     (tmp_path / "m" / "my-run" / "schedule.json").write_text("[" * 100_000 + "]" * 100_000)
     assert UiBackend(tmp_path / "m", device="cpu").fitted_settings("my-run/") == (
-        None, [], None)
+        None, [], None, None)
 
 
 def test_paths_in_the_page_s_messages_are_shown_as_its_models_are(fitted_models_dir, tmp_path,

@@ -50,19 +50,21 @@ def _recommended_grey(backend: UiBackend, base: str | None, upsampler: str | Non
 
 
 def schedule_change(backend: UiBackend, schedule: str, base: str | None, sampler: str,
-                    samplers: list[str]) -> tuple[str | None, int | None, float | None]:
-    """(sampler, steps, guidance) to set when the schedule changes (None: leave it). The
-    fitted file brings its sampler, first fitted step count (a bespoke solver runs only at
-    those) and the guidance it was fitted at; leaving it takes a sampler that needs the file
-    back to the model's recommended one."""
+                    samplers: list[str]
+                    ) -> tuple[str | None, int | None, float | None, bool | None]:
+    """(sampler, steps, guidance, grey) to set when the schedule changes (None: leave it).
+    The fitted file brings its sampler, first fitted step count (a bespoke solver runs only
+    at those), the guidance it was fitted at and whether it was fitted grey; leaving it
+    takes a sampler that needs the file back to the model's recommended one."""
     from .. import plugins
 
     if schedule == FITTED_SCHEDULE:
-        fitted, counts, guidance = backend.fitted_settings(base)
-        return (fitted if fitted in samplers else None), (counts[0] if counts else None), guidance
+        fitted, counts, guidance, grey = backend.fitted_settings(base)
+        return ((fitted if fitted in samplers else None), (counts[0] if counts else None),
+                guidance, grey)
     if sampler in samplers and plugins.samplers().get(sampler).accepts("coefficients"):
-        return _recommended_values(backend, base, samplers)[0], None, None
-    return None, None, None
+        return _recommended_values(backend, base, samplers)[0], None, None, None
+    return None, None, None, None
 
 
 def _guidance(gr: Any, value: float) -> Any:
@@ -136,12 +138,13 @@ def build_app(backend: UiBackend) -> Any:
         return (*(gr.update(choices=c, value=v) for c, v in lists),
                 gr.update(visible=not lists[0][0]))
 
-    def on_schedule(schedule: str, base: str, sampler: str) -> tuple[Any, Any, Any]:
-        new_sampler, steps, guidance = schedule_change(backend, schedule, base, sampler,
-                                                       samplers)
+    def on_schedule(schedule: str, base: str, sampler: str) -> tuple[Any, Any, Any, Any]:
+        new_sampler, steps, guidance, grey = schedule_change(backend, schedule, base, sampler,
+                                                             samplers)
         return (gr.update() if new_sampler is None else gr.update(value=new_sampler),
                 gr.update() if steps is None else gr.update(value=steps),
-                gr.update() if guidance is None else _guidance(gr, guidance))
+                gr.update() if guidance is None else _guidance(gr, guidance),
+                gr.update() if grey is None else gr.update(value=grey))
 
     # The PNGs are served from the output folder where they are (never changed once written):
     # else gradio copies each into its cache (/tmp/gradio) and keeps the copy for good. What
@@ -214,7 +217,7 @@ def build_app(backend: UiBackend) -> Any:
         base.change(on_base, inputs=[base, upsampler],
                     outputs=[sampler, base_steps, guidance, examples.dataset, schedule, grey])
         schedule.change(on_schedule, inputs=[schedule, base, sampler],
-                        outputs=[sampler, base_steps, guidance])
+                        outputs=[sampler, base_steps, guidance, grey])
         upsampler.change(lambda up, b: (gr.update(visible=up not in (None, "", NONE_LABEL)),
                                         gr.update(value=_recommended_grey(backend, b, up))),
                          inputs=[upsampler, base], outputs=[up_steps, grey])

@@ -145,23 +145,26 @@ class UiBackend:
         fitted = [FITTED_SCHEDULE] if self.fitted_schedule(base) else []
         return [OWN_SCHEDULE, *plugins.schedules().names(), *fitted]
 
-    def fitted_settings(self, base: str | None) -> tuple[str | None, list[int], float | None]:
+    def fitted_settings(self, base: str | None
+                        ) -> tuple[str | None, list[int], float | None, bool | None]:
         """The sampler the base model's fitted file was fitted for, its step counts (a bespoke
-        solver runs only at those) and the guidance it was fitted at (None: not recorded, or
-        not one the Guidance control takes); (None, [], None) without a readable file."""
+        solver runs only at those), the guidance it was fitted at (None: not recorded, or
+        not one the Guidance control takes) and whether it was fitted to grey sampling's ODE
+        (None: not recorded); (None, [], None, None) without a readable file."""
         from ..samplers.tuned import fitted_guidance, read_schedule_file
 
         path = self.fitted_schedule(base)
         if path is None:
-            return None, [], None
+            return None, [], None, None
         try:
             data = json.loads(path.read_text())
             counts = sorted(read_schedule_file(path, data if isinstance(data, dict) else {}))
         except (GlidectlError, OSError, ValueError, RecursionError):
-            return None, [], None
-        sampler, guidance = data.get("sampler"), fitted_guidance(data)
+            return None, [], None, None
+        sampler, guidance, grey = data.get("sampler"), fitted_guidance(data), data.get("grey")
         return ((sampler if isinstance(sampler, str) else None), counts,
-                guidance if guidance is not None and not GUIDANCE.problem(guidance) else None)
+                guidance if guidance is not None and not GUIDANCE.problem(guidance) else None,
+                grey if isinstance(grey, bool) else None)
 
     def _schedule(self, label: str | None, base: ModelChoice) -> str | None:
         """The schedule ``generate`` passes on for a dropdown label (None: the default)."""
