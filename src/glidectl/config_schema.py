@@ -226,6 +226,13 @@ class TrainConfig:
         "without it.")
     max_nonfinite: int = opt(10, "Stop after this many non-finite losses in a row.", min=1)
     threads: int = opt(0, "CPU threads for torch (0 = torch's default).", min=0, max=1024)
+    collective_timeout_minutes: float = opt(
+        0.0, "Several processes (torchrun, accelerate launch): how long one waits for the "
+        "others in a step before the run stops, naming its last checkpoint (0 = the process "
+        "group's own: 10 with NCCL, 30 with gloo). Previews, validation and checkpoint "
+        "writing, done by the main process, are waited for up to 24 hours whatever this is.",
+        min=0, max=10_080,
+    )
     optimizer: str = opt(
         "adamw", "adamw; adamw8bit (8-bit moments, bitsandbytes on CUDA: ~75% less optimizer "
         "memory); adafactor (factored moments: the least memory).",

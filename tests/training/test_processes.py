@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -451,20 +452,6 @@ def test_processes_whose_launcher_is_killed_checkpoint_and_stop(tiny, config_fil
                                                                    "rng-1.safetensors"}
 
 
-def _five_second_timeouts(tmp_path: Path) -> Path:
-    """A folder for PYTHONPATH whose sitecustomize cuts the process group's timeout (gloo:
-    30 min) to 5 s in the launched processes."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import os\n"
-        "if os.environ.get('LOCAL_RANK') is not None:\n"
-        "    from datetime import timedelta\n"
-        "    import torch.distributed.distributed_c10d as c10d\n"
-        "    c10d.default_pg_timeout = timedelta(seconds=5)\n")
-    return site
-
-
 @contextmanager
 def _launched(path: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     """torchrun training ``path``'s config, its output in ``.communicate()``; killed at the
@@ -523,17 +510,18 @@ def test_a_tracked_two_process_run_with_a_long_preview_finishes_cleanly(
     """One two-process run for three past failures:
     - the other processes waited for the main one's preview (and validation FID) in a
       collective of the process group, which times out (NCCL 10 min, gloo 30 min): a longer
-      preview killed the run with a traceback. Here the group's timeout is cut to 5 s;
+      preview killed the run with a traceback. Here train.collective_timeout_minutes cuts
+      the group's timeout to 5 s;
     - accelerate's end_training() destroys the process group on the main process only; the
       run's last barrier then failed there and every tracked multi-process run ended in a
       traceback with exit code 1, after its last checkpoint;
     - its checkpoint, written by two processes, is refused by a one-process resume."""
-    site = _five_second_timeouts(tmp_path)
-    cfg = tiny(train=dict(steps=2), checkpoint=dict(every=2), log=dict(trackers=["tensorboard"]),
+    cfg = tiny(train=dict(steps=2, collective_timeout_minutes=5 / 60), checkpoint=dict(every=2),
+               log=dict(trackers=["tensorboard"]),
                preview=dict(every=100, steps=60))  # one preview, at step 0: over 5 s here
     (tmp_path / "tmp").mkdir()
     proc = subprocess.run(_torchrun(config_file(cfg)), env={
-        **_env(), "PYTHONPATH": str(site), "TMPDIR": str(tmp_path / "tmp")},
+        **_env(), "TMPDIR": str(tmp_path / "tmp")},
         capture_output=True, text=True, timeout=240)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -563,15 +551,15 @@ def test_accelerate_launch_mixed_precision_is_followed_at_auto(tiny, config_file
         in proc.stdout, out
 
 
-def _stop_rank_1(launcher: subprocess.Popen, ready: Callable[[], bool]) -> int:
-    """Stop (SIGSTOP) the launcher's rank-1 process once ``ready()`` holds; its pid."""
+def _stop_rank(launcher: subprocess.Popen, rank: int, ready: Callable[[], bool]) -> int:
+    """Stop (SIGSTOP) the launcher's process of ``rank`` once ``ready()`` holds; its pid."""
     deadline = time.time() + 120
     while not ready():
         assert launcher.poll() is None and time.time() < deadline, launcher.returncode
         time.sleep(0.002)
-    rank1 = next(pid for pid in _children(launcher.pid) if _rank(pid) == 1)
-    os.kill(rank1, signal.SIGSTOP)
-    return rank1
+    pid = next(pid for pid in _children(launcher.pid) if _rank(pid) == rank)
+    os.kill(pid, signal.SIGSTOP)
+    return pid
 
 
 def test_a_process_lost_while_setting_up_stops_the_others_in_one_line(
@@ -582,7 +570,7 @@ def test_a_process_lost_while_setting_up_stops_the_others_in_one_line(
     cfg = tiny(train=dict(steps=2))
     with _launched(config_file(cfg)) as launcher:
         # the run folder is made once both processes are in the process group
-        rank1 = _stop_rank_1(launcher, (tmp_path / "runs" / "t" / ".lock").exists)
+        rank1 = _stop_rank(launcher, 1, (tmp_path / "runs" / "t" / ".lock").exists)
         time.sleep(2)  # the main process waits for it in the setup's next collective
         os.kill(rank1, signal.SIGKILL)
         out, _ = launcher.communicate(timeout=120)
@@ -603,8 +591,8 @@ def test_a_process_lost_during_a_checkpoint_leaves_no_half_written_one(
     checkpoints = tmp_path / "runs" / "t" / "checkpoints"
     with _launched(path) as launcher:
         while True:  # caught while the main process writes the checkpoint, before rank 1 does
-            rank1 = _stop_rank_1(launcher, lambda: (checkpoints / "latest").exists()
-                                 and any(checkpoints.glob(".tmp-step-*")))
+            rank1 = _stop_rank(launcher, 1, lambda: (checkpoints / "latest").exists()
+                               and any(checkpoints.glob(".tmp-step-*")))
             half = list(checkpoints.glob(".tmp-step-*"))
             if half and not (half[0] / "state" / "rng-1.safetensors").exists():
                 break
@@ -652,36 +640,72 @@ def test_a_new_run_whose_other_process_has_no_data_leaves_no_folder(
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_process_that_stops_answering_is_one_line_after_the_timeout(
+def test_a_process_that_stops_answering_is_said_and_ends_the_run_at_the_set_timeout(
         tiny, config_file, tmp_path):
-    """A process that hangs (stuck in I/O, its machine cut off) keeps its connections open:
-    the other waits out the process group's timeout (gloo: 30 min; cut to 5 s here), then
-    stopped with gloo's traceback ("Timed out waiting 5000ms"); now with one line naming
-    the wait and the checkpoint to resume from."""
-    site = _five_second_timeouts(tmp_path)
-    cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=2))
+    """A process that hangs (SIGSTOP: as one stuck in I/O, or its machine cut off) keeps its
+    connections open: the other waited out the process group's timeout (gloo: 30 min) in
+    silence, then stopped with gloo's traceback. train.collective_timeout_minutes sets that
+    wait (6 s here); the main process says it is waiting once it has waited half of it, then
+    stops in one line naming the option and the checkpoint, which resumes."""
+    cfg = tiny(train=dict(steps=10_000, collective_timeout_minutes=0.1),
+               checkpoint=dict(every=2))
+    path = config_file(cfg)
     run = tmp_path / "runs" / "t"
-    launcher = subprocess.Popen(_torchrun(config_file(cfg)), text=True,
-                                env={**_env(), "PYTHONPATH": str(site)},
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     rank1 = None
-    try:
-        _wait_for_logged_steps(run, launcher, 3)
-        rank0, rank1 = sorted(_children(launcher.pid), key=_rank)
-        os.kill(rank1, signal.SIGSTOP)
-        deadline = time.time() + 60
-        while _running(rank0) and time.time() < deadline:
-            time.sleep(0.1)
-        assert not _running(rank0), "the main process waited on past the timeout"
-        os.kill(rank1, signal.SIGKILL)  # the launcher would wait 30 s for the stopped one
-        out, _ = launcher.communicate(timeout=120)
-    finally:
-        if rank1 is not None and _running(rank1):
-            os.kill(rank1, signal.SIGKILL)
-        if launcher.poll() is None:
-            launcher.kill()
+    with _launched(path) as launcher:
+        try:
+            _wait_for_logged_steps(run, launcher, 3)
+            rank0, rank1 = sorted(_children(launcher.pid), key=_rank)
+            os.kill(rank1, signal.SIGSTOP)
+            stopped = time.monotonic()
+            while _running(rank0) and time.monotonic() - stopped < 60:
+                time.sleep(0.05)
+            waited = time.monotonic() - stopped
+            assert not _running(rank0), "the main process waited on past the timeout"
+            os.kill(rank1, signal.SIGKILL)  # the launcher would wait 30 s for the stopped one
+            out, _ = launcher.communicate(timeout=120)
+        finally:
+            if rank1 is not None and _running(rank1):
+                os.kill(rank1, signal.SIGKILL)
+    print(f"the main process ended {waited:.1f} s after the other one was stopped")
+    assert 5 < waited < 30, (waited, out)
+    said = re.findall(r"Still (?:at step \d+|waiting for the other processes after step \d+'s "
+                      r"\w+) after [\d.]+ s[^\n]*", out)
+    assert len(said) == 1, out
+    assert said[0].endswith(": another process of this run may be stuck (stopped, waiting on "
+                            "a disk, its machine cut off); if so, the run stops when it has not "
+                            "answered for 6 s (train.collective_timeout_minutes)."), said
     latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
-    assert "Error: Another process of this run did not answer for 5 s near step " in out, out
-    assert f"(stuck, or its machine cut off), so this one stops; its last checkpoint is " \
-           f"'{latest}': resume with --resume {run}.\n" in out, out
+    assert "Error: Another process of this run did not answer for 6 s near step " in out, out
+    assert "(stuck, or its machine cut off; train.collective_timeout_minutes sets how long to " \
+           f"wait), so this one stops; its last checkpoint is '{latest}': resume with " \
+           f"--resume {run}.\n" in out, out
     assert "]: Traceback" not in out and "Timed out waiting" not in out, out
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    step = int(latest.name.removeprefix("step-"))
+    proc = subprocess.run(_torchrun(path, "--resume", "latest", "--steps", str(step + 1)),
+                          env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"done at step {step + 1}" in proc.stdout, proc.stdout
+
+
+def test_a_main_process_slow_to_write_a_checkpoint_is_waited_for_past_the_timeout(
+        tiny, config_file, tmp_path):
+    """The other processes waited for the main one's checkpoint files (gigabytes, on a slow
+    disk) in the process group, so a write longer than its timeout ended the run; they now
+    wait as for a preview. The main process is stopped (SIGSTOP) mid-checkpoint for longer
+    than train.collective_timeout_minutes (6 s), and the run still finishes."""
+    cfg = tiny(train=dict(steps=8, collective_timeout_minutes=0.1), checkpoint=dict(every=2))
+    checkpoints = tmp_path / "runs" / "t" / "checkpoints"
+    with _launched(config_file(cfg)) as launcher:
+        while True:  # caught between the checkpoint's first file and its commit
+            rank0 = _stop_rank(launcher, 0, lambda: any(checkpoints.glob(".tmp-step-*")))
+            if any(checkpoints.glob(".tmp-step-*")):
+                break
+            os.kill(rank0, signal.SIGCONT)
+        time.sleep(8)
+        os.kill(rank0, signal.SIGCONT)
+        out, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, out
+    assert "done at step 8" in out and "Traceback" not in out, out
+    assert (checkpoints / "latest").read_text().strip() == "step-000008"

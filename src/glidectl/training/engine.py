@@ -44,7 +44,7 @@ from .model_setup import ModelBundle, build_model, resolution_note
 from .objective import Objective
 from .optimizers import make_optimizer
 from .previews import Previewer
-from .processes import Processes
+from .processes import Processes, collective_timeout
 from .run_dir import RunClaim, check_writable
 from .setup import (
     build_data,
@@ -56,6 +56,7 @@ from .setup import (
 from .state import TrainResult, TrainState
 from .trainer_checkpoints import TrainerCheckpoints
 from .validation import concept_validation
+from .watchdog import TIMEOUT_KEY
 
 # train()'s keywords and config fields for the flags of glidectl train that its errors name
 SAID_AS_KEYWORDS = keyword_errors(
@@ -127,7 +128,8 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         self._notes = [n for n in (precision_note, validation_note) if n]  # shown once set up
         check_config(cfg, kinds, self.precision)
         self.accelerator = acc = make_accelerator(cfg, self.precision.autocast)
-        self.procs = Processes(acc)
+        self.procs = Processes(acc, collective_timeout(cfg.train.collective_timeout_minutes,
+                                                       acc.state.backend))
         self.main = self.procs.main
         self._setup_run_dir(resume)
         if self.resume_from is not None:
@@ -151,6 +153,9 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
             ema_note(cfg.train.ema_decay, cfg.train.ema_warmup, self.total_steps)])
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
+        # The main process read its preview data too: the others wait for it here, not in
+        # prepare's broadcast, which the process group's timeout bounds.
+        self.procs.wait_for_main("the setup")
         if cfg.train.compile:
             model.compile()
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
@@ -197,12 +202,12 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
             run, resume_from = self._claim.take(self.cfg, resume)
             return str(run.root), str(resume_from) if resume_from else None
 
-        root, resume_from = self.procs.on_main(pick)
+        root, resume_from = self.procs.on_main(pick, "the choice of the run folder")
         self.run_dir = runs.RunDir(Path(root))
         self.resume_from = Path(resume_from) if resume_from else None
         if self.main:
             self.run_dir.create()
-        self.accelerator.wait_for_everyone()
+        self.procs.wait_for_main("the run folder's creation")
 
     def _setup_model(self, adapter: ModelAdapter | None) -> torch.nn.Module:
         """Wrap the network for training; checks there is something to train and room for it."""
@@ -220,7 +225,8 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         n_all = sum(p.numel() for p in model.parameters())
         n_train = sum(p.numel() for p in self.params)
         self.procs.on_main(lambda: check_writable(self.run_dir.checkpoints,
-                                                  4 * (2 * n_all + 3 * n_train)))
+                                                  4 * (2 * n_all + 3 * n_train)),
+                           "the check for free disk space")
         return model
 
     @property
@@ -281,7 +287,8 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
             return None
         if (waited := peer_silent(exc)) is not None:
             return PeerLost(f"Another process of this run did not answer for {waited:g} s "
-                            f"{when} (stuck, or its machine cut off), so this one stops.")
+                            f"{when} (stuck, or its machine cut off; {TIMEOUT_KEY} sets "
+                            "how long to wait), so this one stops.")
         if not peer_lost(exc):
             return None
         return PeerLost(f"Another process of this run stopped {when} (the launcher's report "

@@ -39,9 +39,11 @@ class TrainingLoop:
 
     def _preview(self, trackers: Trackers) -> None:
         self._sync_grey()
+        what = f"step {self.state.step}'s preview"
         if self.previewer is None or self.cfg.preview.every <= 0:
-            self.procs.wait_for_main()
+            self.procs.wait_for_main(what)
             return
+        self.procs.busy(what)
         self.unwrapped.eval()
         try:
             with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
@@ -59,7 +61,7 @@ class TrainingLoop:
             self.display.message(f"preview: {out.path}")
             with Image.open(out.path) as grid:
                 trackers.log_image("preview", grid, self.state.step, "; ".join(out.captions))
-        self.procs.wait_for_main()
+        self.procs.wait_for_main(what)
 
     def _validate(self, step: int, out: RunOutputs) -> None:
         """val_loss (training weights) and FID/KID (EMA weights, like exports) on the held-out
@@ -79,7 +81,7 @@ class TrainingLoop:
                     values.update(self.validator.fid(self.unwrapped, self.bundle))
             return values
 
-        values = self.procs.on_main(measure)
+        values = self.procs.on_main(measure, f"step {step}'s validation")
         record = {"step": step, **values}
         out.result.validated(record)
         out.write(record, step)
@@ -187,15 +189,18 @@ class TrainingLoop:
         sums, logged = torch.zeros(3), 0
         self.model.train()
         try:
+            self.procs.busy("the trackers' start")
             out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids)
             self.state.tracker_ids = out.trackers.ids
-            with StopFlag() as stop, self.display:
+            self.procs.wait_for_main("the trackers' start")
+            with StopFlag() as stop, self.display, self.procs.watching(self.display.message):
                 if step == 0:
                     if self.total_steps > 0:
                         self._first_batch()
                     self._preview(out.trackers)
                 self._meter.reset()
                 while step < self.total_steps:
+                    self.procs.step(step + 1)
                     terms, stepped = self._optimizer_step()
                     if not stepped:
                         continue
@@ -228,13 +233,14 @@ class TrainingLoop:
                     self.display.message(f"{stop.signal_name or 'stop'}: saving step {step}")
                     self._checkpoint(out.result)
         finally:
+            self.procs.busy("the run's end")
             out.close()
             self.stream.close()
             self._claim.release()
         if self._grey:
             self.display.message(GREY_NOTE)
         out.result.step = step
-        self.accelerator.wait_for_everyone()
+        self.procs.wait_for_main("the run's end (closing its trackers)")
         return out.result
 
     def _where(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -12,57 +13,111 @@ import torch
 
 from ..errors import GlidectlError
 from .guards import StopFlag
+from .watchdog import Watchdog
 
 T = TypeVar("T")
 
 # How long the other processes wait for what only the main process does (previews, validation
-# FID/KID, run-folder checks): far past the process group's own timeout (NCCL 10 min, gloo
-# 30 min), which ended the whole run when a preview or an FID took longer.
+# FID/KID, checkpoint writing, run-folder checks): far past the process group's own timeout,
+# which ended the whole run when a preview or an FID took longer.
 MAIN_WORK_TIMEOUT = timedelta(hours=24)
 
 
-def main_work_group(acc: Any) -> Any:
-    """A gloo group, with :data:`MAIN_WORK_TIMEOUT`, for waiting on the main process (None
-    with one process). A process that dies still fails its peers' waits at once."""
+def collective_timeout(minutes: float, backend: str | None) -> timedelta:
+    """The process group's timeout: ``train.collective_timeout_minutes``, or at 0 the
+    backend's own (NCCL 10 min, gloo 30)."""
+    if minutes > 0:
+        return timedelta(minutes=minutes)
+    from torch.distributed import constants
+
+    if "nccl" in (backend or ""):
+        return constants.default_pg_nccl_timeout or timedelta(minutes=10)
+    return constants.default_pg_timeout
+
+
+def timeout_handlers(minutes: float) -> list[Any]:
+    """accelerate's kwargs handler that gives the process group ``minutes`` as its timeout
+    (none at 0: the backend's own)."""
+    if minutes <= 0:
+        return []
+    from accelerate.utils import InitProcessGroupKwargs
+
+    timeout = timedelta(minutes=minutes)
+    if timeout == InitProcessGroupKwargs().timeout:
+        # accelerate passes on only what differs from its default (10 min), so 10 became
+        # gloo's 30; a microsecond more gets through (the backends count milliseconds).
+        timeout += timedelta(microseconds=1)
+    return [InitProcessGroupKwargs(timeout=timeout)]
+
+
+def main_work_group(acc: Any, timeout: timedelta) -> Any:
+    """A gloo group for waiting on the main process (None with one process): the others
+    wait there for up to :data:`MAIN_WORK_TIMEOUT`, the main process for ``timeout`` (the
+    process group's), as nothing else takes them long. A process that dies still fails its
+    peers' waits at once."""
     if acc.num_processes == 1:
         return None
     import torch.distributed as dist
 
-    return dist.new_group(backend="gloo", timeout=MAIN_WORK_TIMEOUT)
+    wait = timeout if acc.is_main_process else max(timeout, MAIN_WORK_TIMEOUT)
+    return dist.new_group(backend="gloo", timeout=wait)
 
 
 class Processes:
-    """The run's processes, as seen from this one (made by every process, in step)."""
+    """The run's processes, as seen from this one (made by every process, in step).
+    ``timeout``: the process group's, which the main process's waits keep too."""
 
-    def __init__(self, accelerator: Any):
+    def __init__(self, accelerator: Any, timeout: timedelta):
         self.accelerator = accelerator
         self.main = accelerator.is_main_process
         self.count = accelerator.num_processes
-        self._main_group = main_work_group(accelerator)
+        self._main_group = main_work_group(accelerator, timeout)
         self._launcher = os.getppid()
+        self.watchdog = Watchdog(timeout) if self.main and self.count > 1 else None
 
-    def on_main(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the main process and share its result (or its user error) with
-        every process, so a failed check stops all ranks instead of leaving them waiting.
-        The others wait in the main-work group: an FID may outlast the process group's
-        timeout."""
+    def step(self, step: int) -> None:
+        """Step ``step`` begins (for the watchdog)."""
+        if self.watchdog is not None:
+            self.watchdog.step(step)
+
+    def busy(self, what: str) -> None:
+        """The main process's own work (``what``) begins: the watchdog keeps quiet."""
+        if self.watchdog is not None:
+            self.watchdog.busy(what)
+
+    def watching(self, say: Callable[[str], None]) -> AbstractContextManager[None]:
+        """The watchdog's thread runs inside this block (main process, several processes)."""
+        return self.watchdog.watching(say) if self.watchdog is not None else nullcontext()
+
+    def _waiting(self, what: str) -> AbstractContextManager[None]:
+        return self.watchdog.waiting(what) if self.watchdog is not None else nullcontext()
+
+    def on_main(self, fn: Callable[[], T], what: str = "the main process's checks") -> T:
+        """Run ``fn`` (``what``) on the main process and share its result (or its user
+        error) with every process, so a failed check stops all ranks instead of leaving them
+        waiting. The others wait in the main-work group: an FID may outlast the process
+        group's timeout."""
         box: list[Any] = [None]
         if self.main:
+            self.busy(what)
             try:
                 box = [("ok", fn())]
             except GlidectlError as exc:
                 box = [("error", str(exc))]
         if self._main_group is not None:
-            torch.distributed.broadcast_object_list(box, src=0, group=self._main_group)
+            with self._waiting(what):
+                torch.distributed.broadcast_object_list(box, src=0, group=self._main_group)
         status, value = box[0]
         if status == "error":
             raise GlidectlError(value)
         return value
 
-    def wait_for_main(self) -> None:
-        """Wait for the main process's preview (see :data:`MAIN_WORK_TIMEOUT`)."""
+    def wait_for_main(self, what: str) -> None:
+        """Wait for the main process's work (``what``: a preview, a checkpoint's files; see
+        :data:`MAIN_WORK_TIMEOUT`)."""
         if self._main_group is not None:
-            torch.distributed.barrier(group=self._main_group)
+            with self._waiting(what):
+                torch.distributed.barrier(group=self._main_group)
 
     def on_all(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on every process; a user error on any one (a file only it reads) stops

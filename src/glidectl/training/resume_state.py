@@ -25,6 +25,7 @@ import json
 import math
 import random
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -297,16 +298,19 @@ def apply_failure(step_dir: Path, name: str, exc: Exception) -> GlidectlError:
 
 
 def save_state(state_dir: Path, accelerator: Any, train: dict[str, Any],
-               objects: dict[str, Any], noise: torch.Generator) -> None:
+               objects: dict[str, Any], noise: torch.Generator,
+               wait_for_main: Callable[[], None] | None = None) -> None:
     """Write the resume state; every process calls it. ``objects`` maps a file name
-    (OPTIMIZER, SCHEDULER, EMA, SCALER) to what has a state_dict (None: not used)."""
+    (OPTIMIZER, SCHEDULER, EMA, SCALER) to what has a state_dict (None: not used);
+    ``wait_for_main``: how the others wait for the main process's files (default:
+    ``accelerator.wait_for_everyone``)."""
     if accelerator.is_main_process:
         state_dir.mkdir(parents=True, exist_ok=True)
         write_state_file(state_dir / TRAIN, {**train, "micro_step": accelerator.step})
         for name, obj in objects.items():
             if obj is not None:
                 write_state_file(state_dir / name, obj.state_dict())
-    accelerator.wait_for_everyone()
+    (wait_for_main or accelerator.wait_for_everyone)()
     write_state_file(state_dir / rng_file(accelerator.process_index), capture_rng(noise))
 
 

@@ -15,6 +15,7 @@ from . import validation as val
 from .cuda_graphs import check_cuda_graphs
 from .data_stream import DataStream
 from .prior_prediction import leave_out_unless_possible
+from .processes import timeout_handlers
 from .trackers import tracker_names
 
 
@@ -79,7 +80,8 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
 def make_accelerator(cfg: GlideConfig, mixed_precision: str) -> Any:
     """A fresh Accelerator, seeded. Accelerate keeps process-wide singletons; a second run in
     the same process (a notebook, the tests) may use another precision or accumulation, so
-    they start afresh (PartialState, the process group, is kept)."""
+    they start afresh (PartialState, the process group, is kept: its timeout,
+    ``train.collective_timeout_minutes``, is the first run's)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import set_seed
@@ -89,6 +91,7 @@ def make_accelerator(cfg: GlideConfig, mixed_precision: str) -> Any:
     acc = Accelerator(
         mixed_precision=mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum,
         step_scheduler_with_optimizer=False, cpu=not has_accelerator_device(),
+        kwargs_handlers=timeout_handlers(cfg.train.collective_timeout_minutes),
     )
     set_seed(cfg.train.seed)
     use_deterministic(cfg.train.deterministic)

@@ -52,22 +52,27 @@ class TrainerCheckpoints:
         self.stream.gather_ranks(lambda t: acc.gather(t.to(acc.device)).cpu())
         self.state.data_total = self._data_totals()
         tmp = self.checkpoints.tmp_dir(step)
+        # The others wait for the main process's files for as long as a preview: writing
+        # gigabytes to a slow disk may outlast the process group's timeout.
+        what = f"step {step}'s checkpoint"
         try:
             if self.main:
+                self.procs.busy(what)
                 self.checkpoints.begin(step)
                 self._write_weights(step, tmp)
             rs.save_state(runs.state_dir(tmp), acc, self.state.state_dict(),
-                          self._resumable(), self.noise)
-            acc.wait_for_everyone()
+                          self._resumable(), self.noise, lambda: self.procs.wait_for_main(what))
+            self.procs.wait_for_main(what)
             final = self.checkpoints.final_dir(step)
             if self.main:
+                self.procs.busy(what)
                 final = self.checkpoints.commit(step)
                 self.display.message(f"checkpoint: {final}")
         except (OSError, WriteError) as exc:
             if self.main:
                 self.checkpoints.discard(step)
             raise exc if isinstance(exc, WriteError) else write_error(tmp, exc) from None
-        acc.wait_for_everyone()
+        self.procs.wait_for_main(what)
         return final
 
     def _write_weights(self, step: int, tmp: Path) -> None:
