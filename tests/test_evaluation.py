@@ -157,7 +157,7 @@ def test_output_folders_are_numbered(tmp_path):
 
 
 def test_settings_are_checked():
-    with pytest.raises(GlidectlError, match="--rerank 2 must be at least --n 4"):
+    with pytest.raises(GlidectlError, match="^rerank=2 must be at least n=4"):  # its fields
         EvalSettings(n=4, rerank=2)
     with pytest.raises(GlidectlError, match="precision"):
         EvalSettings(precision="fp8")

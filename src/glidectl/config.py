@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import sys
 import types
@@ -38,7 +39,7 @@ from .config_schema import (
     opt,
     wandb_init_mode,
 )
-from .errors import ConfigError, from_here
+from .errors import ConfigError, from_here, takes
 
 # The schema's names (config_schema) are re-exported: glidectl.config is its front door.
 __all__ = ["SECTIONS", "WANDB_MODES", "CheckpointConfig", "DataConfig", "GlideConfig", "LogConfig",
@@ -239,6 +240,12 @@ def load_config(
     items; one such string alone is one override)."""
     if isinstance(overrides, str):  # not its characters, one by one
         overrides = [overrides]
+    if path is not None and not isinstance(path, str | os.PathLike):
+        raise takes("load_config()", "a glide.toml's path (or None: the defaults)", path)
+    if overrides is not None and (not isinstance(overrides, list | tuple) or not all(
+            isinstance(item, str) for item in overrides)):
+        raise takes("load_config(overrides=...)", "a 'section.key=value' string or a list of "
+                    "them, as --set takes them", overrides)
     cfg = GlideConfig()
     if path is not None:
         p = Path(path)

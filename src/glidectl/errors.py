@@ -87,6 +87,23 @@ def write_error(path: object, exc: BaseException) -> WriteError:
                       "folder's permissions and try again.")
 
 
+def got(value: Any) -> str:
+    """How an error shows an argument of the wrong kind: ``1.5 (float)``, its repr cut short."""
+    return f"{one_line(repr(value)):.60} ({type(value).__name__})"
+
+
+def takes(keyword: str, what: str, value: Any) -> GlidectlError:
+    """The one sentence for ``keyword`` given ``value`` where it takes ``what``:
+    "latest_adapter() takes a LoRA run folder's path, got None (NoneType)."."""
+    return GlidectlError(f"{keyword} takes {what}, got {got(value)}.")
+
+
+def check_callback(value: Any, keyword: str, call: str) -> None:
+    """One sentence unless ``value`` is None or callable (``call``: how it is called)."""
+    if value is not None and not callable(value):
+        raise takes(keyword, f"a function, called as {call}, or None", value)
+
+
 def is_own_warning(category: type[Warning]) -> bool:
     """A warning glidectl itself raises (shown as one ``Warning:`` line, or in the web page)."""
     return category.__module__.startswith("glidectl")

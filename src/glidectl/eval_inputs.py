@@ -6,11 +6,13 @@ Those checks include that a run may keep an earlier run's images (``--resume``,
 from __future__ import annotations
 
 import difflib
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import GlidectlError, keyword_errors
+from .errors import GlidectlError, keyword_errors, takes
 from .eval_outputs import (
     GRID_FILE,
     KILLED,
@@ -25,6 +27,7 @@ from .eval_outputs import (
     refuse_if_busy,
 )
 from .eval_plan import read_prompts
+from .eval_setting_kinds import lora_specs, model_spec, whole_number
 from .eval_settings import (
     FLAG_NAMES,
     META_FILE,
@@ -78,7 +81,29 @@ class RunOptions:
         from .ranges import FLAGS, check
 
         if self.grid_max is not None:
+            whole_number("--grid-max", self.grid_max)
             check("--grid-max", self.grid_max, FLAGS["--grid-max"])
+
+
+def check_run_call(prompts_file: Any, settings: Any, options: Any, on_event: Any,
+                   notes: Any, pipeline: Any) -> None:
+    """One sentence for a ``run_eval`` argument of the wrong kind, naming it."""
+    from .errors import check_callback
+
+    if not isinstance(prompts_file, str | os.PathLike):
+        raise takes("run_eval()", "a prompts file's path as its prompts_file", prompts_file)
+    if not isinstance(settings, EvalSettings):
+        raise takes("run_eval()", "an EvalSettings (from settings_for(), or built by hand) as "
+                    "its settings", settings)
+    if options is not None and not isinstance(options, RunOptions):
+        raise takes("run_eval(options=...)", "a RunOptions(out=...) or None", options)
+    check_callback(on_event, "run_eval(on_event=...)", "on_event(kind, **info)")
+    if isinstance(notes, str | bytes) or not isinstance(notes, Iterable) or not all(
+            isinstance(n, str) for n in notes):
+        raise takes("run_eval(notes=...)", "a list of note strings (settings_for()'s notes)",
+                    notes)
+    if pipeline is not None and not callable(getattr(pipeline, "generate", None)):
+        raise takes("run_eval(pipeline=...)", "a loaded GlidePipeline or None", pipeline)
 
 
 def resolve_out(prompts: list[str], options: RunOptions) -> Path:
@@ -148,6 +173,11 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
     from .model_cost import local_weights
     from .pipeline import recommended_settings, resolve_upsampler
 
+    if not isinstance(flags, Mapping):
+        raise takes("settings_for()", "a dict of settings by their FLAG_NAMES keys as its "
+                    "flags ({} for none)", flags)
+    if not isinstance(options, RunOptions):
+        raise takes("settings_for()", "a RunOptions(out=...) as its options", options)
     flags = dict(flags)
     for key in flags.keys() - FLAG_NAMES.keys():
         near = [k for k in FLAG_NAMES if k.split(".")[-1] == key] or difflib.get_close_matches(
@@ -155,6 +185,10 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         raise GlidectlError(f"settings_for(): unknown setting {key!r}"
                             f"{f' (did you mean {near[0]!r}?)' if near else ''}; its keys "
                             "are those of glidectl.eval_settings.FLAG_NAMES.")
+    for key, flag in (("base", "--base"), ("upsampler", "--upsampler")):
+        flags[key] = model_spec(flag, flags.get(key))
+    if flags.get("loras") is not None:
+        flags["loras"] = list(lora_specs(flags["loras"]))
     chosen = pick_precision(precision or "auto", pick_device(options.device))
     notes = [chosen.line()] if precision in (None, "auto") else []
     if options.resume:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .devices import PRECISIONS, check_precision
-from .errors import GlidectlError
+from .errors import GlidectlError, keyword_errors
 from .sampling_defaults import (
     BASE_GUIDANCE,
     BASE_SAMPLER,
@@ -185,7 +185,17 @@ class EvalSettings:
     # where a recorded run's files are (PATH_KEYS → absolute paths); not a setting
     paths: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    @keyword_errors({flag: key for key, flag in FLAG_NAMES.items()})  # built by hand: fields
     def __post_init__(self) -> None:
+        from .eval_setting_kinds import check_counts, check_stage, lora_specs, model_spec
+
+        self.base = model_spec("--base", self.base, none_ok=False)
+        self.upsampler = model_spec("--upsampler", self.upsampler)
+        check_counts(self.n, self.batch_size, self.seed, self.rerank, self.grey)
+        for key in ("base_stage", "upsample_stage"):
+            check_stage(getattr(self, key), {f: FLAG_NAMES[f"{key}.{f}"] for f in (
+                "sampler", "steps", "guidance", "schedule")}, key)
+        self.loras = lora_specs(self.loras)
         if self.n < 1:
             raise GlidectlError(f"--n must be at least 1 (got {self.n}).")
         if self.batch_size < 1:
@@ -199,9 +209,6 @@ class EvalSettings:
         if self.precision == "auto":
             raise GlidectlError("EvalSettings.precision must be resolved (fp32, bf16, fp16); "
                                 f"use one of {', '.join(PRECISIONS[1:])}.")
-        for stage in (self.base_stage, self.upsample_stage):
-            if isinstance(stage.steps, int) and stage.steps < 1:
-                raise GlidectlError(f"Sampling steps must be at least 1 (got {stage.steps}).")
         self.base_stage, self.upsample_stage = (
             stage if stage.schedule else replace(stage, schedule=own_schedule(stage.sampler))
             for stage in (self.base_stage, self.upsample_stage))
@@ -293,8 +300,6 @@ def _apply(settings: EvalSettings, flat: dict[str, Any]) -> EvalSettings:
             changes.setdefault("schedule", None)
         if changes:
             stages[key] = replace(getattr(settings, key), **changes)
-    if "loras" in top:
-        top["loras"] = tuple(top["loras"])
     return replace(settings, **top, **stages)
 
 

@@ -23,6 +23,7 @@ from .eval_inputs import (
     RunOptions,
     check_continues,
     check_inputs,
+    check_run_call,
     continues,
     held_files_error,
     resolve_out,
@@ -328,6 +329,7 @@ def run_eval(
     from . import plugins
     from .devices import pick_device
 
+    check_run_call(prompts_file, settings, options, on_event, notes, pipeline)
     options = options or RunOptions()
     emit = on_event or _noop
     t_start = time.perf_counter()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import numbers
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from .atomic import atomic_path, new_path
-from .errors import GlidectlError
+from .errors import GlidectlError, got, takes
 
 if TYPE_CHECKING:
     import torch
@@ -60,10 +63,16 @@ def known_mask_from_pil(mask: Image.Image, size: int | None = None) -> torch.Ten
 
 def make_grid(images: list[Image.Image], cols: int | None = None, pad: int = 2) -> Image.Image:
     """Tile equally sized images row-major (every image kept) with ``pad`` px white gaps."""
-    images = list(images)
-    if not images or not all(isinstance(im, Image.Image) for im in images):
+    images = list(images) if isinstance(images, Iterable) else images
+    if not images or not isinstance(images, list) or not all(
+            isinstance(im, Image.Image) for im in images):
         raise GlidectlError("make_grid() takes a list of one or more PIL images (generate()'s "
                             f"default output), got {images!r:.60}.")
+    for keyword, value, least in (("cols", cols, 1), ("pad", pad, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(
+                value, numbers.Integral) or value < least):
+            raise takes(f"make_grid({keyword}=...)", f"a whole number >= {least}"
+                        f"{' or None' if keyword == 'cols' else ''}", value)
     n = len(images)
     cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
@@ -82,6 +91,14 @@ def save_png(image: Image.Image, path: str | Path, text: dict[str, str], *,
     if not isinstance(image, Image.Image):
         raise GlidectlError(f"save_png() takes a PIL image (generate()'s default output), got "
                             f"{type(image).__name__}; pass output='pil' to generate().")
+    if not isinstance(path, str | os.PathLike):
+        raise takes("save_png()", "a file's path as its path", path)
+    if not isinstance(text, Mapping):
+        raise takes("save_png()", "a dict of text as its text (image.info; {} for none)", text)
+    for key, value in text.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            raise GlidectlError(f"save_png(): text[{key!r:.40}] is {got(value)}, but PNG text "
+                                "chunks hold text; pass text values as str.")
     info = PngImagePlugin.PngInfo()
     for key, value in text.items():
         info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)

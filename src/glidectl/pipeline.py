@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from .devices import Precision, pick_device, pick_precision
-from .errors import GlidectlError, a_or_an, keyword_errors
+from .errors import GlidectlError, a_or_an, check_callback, got, keyword_errors, takes
 from .file_hashes import file_sha256
 from .images import to_pil
 from .pipeline_models import (  # noqa: F401  (re-exported)
@@ -129,6 +129,7 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 raise GlidectlError(
                     f"GlidePipeline({name}=...) takes a loaded model, got {model!r:.60}; "
                     f"to load one by spec use GlidePipeline.from_specs({name}=...).")
+        _check_pipeline_keywords(tokenizer, upsampler_tokenizer, vocab_dir, diffusion, records)
         _check_models(base, upsampler, records or {})
         self.base, self.upsampler, self.diffusion = base, upsampler, diffusion
         with vocab_named(*FLAG_VOCAB):
@@ -162,6 +163,9 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         for keyword, spec in (("base=", base), ("upsampler=", upsampler)):
             if spec is not None:
                 check_spec_kind(spec, keyword)
+        if not isinstance(compile, bool):
+            raise takes("compile=", "True or False", compile)
+        _check_vocab_dir(vocab_dir)
         if loras is None:
             loras = []
         elif isinstance(loras, str | os.PathLike):  # one adapter, not its characters
@@ -250,7 +254,9 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         grey`` for the base (``grey=True``: grey pictures, the upsampler's too unless
         ``upsample_grey`` says otherwise); ``upsample_sampler, upsample_steps,
         upsample_schedule, upsample_guidance, upsample_eta, upsample_temp`` for the
-        upsampler. ``low_res``
+        upsampler. ``steps``: a count, or a GLIDE respacing string (``"fast27"``,
+        ``"ddim50"``, ``"10,10,5"``) with ``schedule="respaced"``; a string of digits
+        (``"25"``) is that count on any schedule, as ``--steps 25`` is. ``low_res``
         (image/tensor) skips the base and upsamples it. ``progress(done, total)`` counts
         model calls of the whole request, ``on_step(stage, done, total)`` those of one
         stage of one batch; ``timings`` accumulates seconds per stage. Returns PIL images
@@ -278,6 +284,16 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             raise GlidectlError(f"generate(): output must be one of {choices}, got "
                                 f"{output!r:.60}.")
         _check_types({"n": n, "batch_size": batch_size, "seed": seed}, int, none_ok=False)
+        for keyword, fn, call in (("progress", progress, "progress(done, total)"),
+                                  ("on_step", on_step, "on_step(stage, done, total)"),
+                                  ("on_images", on_images, "on_images(images)"),
+                                  ("warn", warn, "warn(message)")):
+            check_callback(fn, f"generate(): {keyword}=", call)
+        if timings is not None and not isinstance(timings, MutableMapping):
+            raise takes("generate(): timings=", "a dict (seconds are added per stage) or None",
+                        timings)
+        if not isinstance(keep_images, bool):
+            raise takes("generate(): keep_images=", "True or False", keep_images)
         if not prompts or n < 1 or batch_size < 1:
             raise GlidectlError("Nothing to generate: give at least one prompt, n >= 1 and "
                                 "batch size >= 1.")
@@ -431,6 +447,33 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                          precision=self.precision.autocast)
             seconds.append(time.perf_counter() - t0)
         return seconds[-1]
+
+
+def _check_pipeline_keywords(tokenizer: Any, upsampler_tokenizer: Any, vocab_dir: Any,
+                             diffusion: Any, records: Any) -> None:
+    """One sentence for a :class:`GlidePipeline` keyword of the wrong kind (a tokenizer's
+    name where a tokenizer goes, a number for ``vocab_dir``)."""
+    for keyword, tok in (("tokenizer", tokenizer), ("upsampler_tokenizer", upsampler_tokenizer)):
+        if tok is not None and not all(callable(getattr(tok, m, None))
+                                       for m in ("encode", "decode", "encode_batch")):
+            by_name = (f"; for one by name pass glidectl.tokenizer.get_tokenizer({tok!r:.20})"
+                       if isinstance(tok, str) else "")
+            raise GlidectlError(
+                f"GlidePipeline({keyword}=...) takes a tokenizer (encode, decode and "
+                f"encode_batch), got {got(tok)}{by_name}, or leave it out to use each model's "
+                "own.")
+    _check_vocab_dir(vocab_dir)
+    if diffusion is not None and not hasattr(diffusion, "original_alphas_cumprod"):
+        raise takes("GlidePipeline(diffusion=...)", "a glidectl.diffusion.GaussianDiffusion "
+                    "(glidectl.diffusion.create_diffusion()) or None", diffusion)
+    if records is not None and not isinstance(records, dict):
+        raise takes("GlidePipeline(records=...)", "a dict of ModelRecord by stage or None",
+                    records)
+
+
+def _check_vocab_dir(vocab_dir: Any) -> None:
+    if vocab_dir is not None and not isinstance(vocab_dir, str | os.PathLike):
+        raise takes("vocab_dir=", "a GPT-2 vocabulary folder's path or None", vocab_dir)
 
 
 def load_pipeline(base: str | None = "openai:base", upsampler: str | None = "auto", *,

@@ -120,7 +120,10 @@ def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -
             raise GlidectlError(f"generate(): {key} must be a name such as 'dpm++2m'"
                                 f"{' or a schedule file' if 'schedule' in key else ''}, got "
                                 f"{value!r:.60} ({type(value).__name__}).")
-    for key, value in (("grey", base.grey), ("upsample_grey", up.grey)):
+    for key, value in (("grey", base.grey), ("upsample_grey", up.grey),
+                       ("clip_denoised", base.clip_denoised), ("quantize_t", base.quantize_t),
+                       ("upsample_clip_denoised", up.clip_denoised),
+                       ("upsample_quantize_t", up.quantize_t)):
         if not isinstance(value, bool):
             raise GlidectlError(f"generate(): {key} must be True or False, got {value!r:.60} "
                                 f"({type(value).__name__}).")

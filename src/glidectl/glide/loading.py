@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 
 from .. import runs
-from ..errors import GlidectlError, from_here, keyword_errors
+from ..errors import GlidectlError, from_here, keyword_errors, takes
 from .checkpoints import StateDict, adapter_not_model, load_openai_pt, read_weights
 from .options import ModelOptions
 from .unet import GlideUNet, create_model
@@ -233,6 +233,12 @@ def load_model(
         raise GlidectlError("load_model(dtype=...) takes a torch dtype such as torch.bfloat16, "
                             f"got {dtype!r:.40} ({type(dtype).__name__}); autocast is the "
                             "precision= of GlidePipeline and generate().")
+    if kind is not None and not isinstance(kind, str):
+        raise takes("load_model(kind=...)", "a model kind such as 'base' or 'upsample', or "
+                    "None", kind)
+    if options is not None and not isinstance(options, ModelOptions):
+        raise takes("load_model(options=...)", "a glidectl.glide.ModelOptions (for a custom-"
+                    "sized .pt file) or None", options)
     device = pick_device(str(device))
     _, (state, opts) = read_resolved(
         spec, lambda path: read_checkpoint(path, kind=kind, options=options), download)

@@ -9,6 +9,7 @@ The same JSON is stored in the safetensors metadata under ``glidectl``.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from torch import nn
 from .. import __version__, runs
 from ..atomic import save_safetensors, write_json
 from ..config import LoraConfig
-from ..errors import GlidectlError, cause, from_here
+from ..errors import GlidectlError, cause, from_here, takes
 from ..extras import broken_import
 
 CONFIG_FILE = "adapter_config.json"
@@ -239,7 +240,15 @@ def _pickled_state(path: Path) -> dict[str, torch.Tensor]:
 def latest_adapter(run: Path | str, ema: bool | None = None) -> Path:
     """The adapter dir of a LoRA run's latest checkpoint (EMA when present, unless ``ema``
     is False); a step dir or an adapter dir is resolved the same way."""
+    if not isinstance(run, str | os.PathLike):
+        raise takes("latest_adapter()", "a LoRA run folder's path (runs/<name>, as "
+                    "'glidectl lora' wrote it)", run)
+    if ema is not None and not isinstance(ema, bool):
+        raise takes("latest_adapter(ema=...)", "True, False or None", ema)
     p = Path(run)
+    if not p.exists():
+        raise GlidectlError(f"LoRA run {str(run)!r}{from_here(run)} does not exist; pass the "
+                            "folder written by 'glidectl lora' (runs/<name>).")
     if (p / runs.ADAPTER_CONFIG).is_file():
         return p
     step_dir = p if runs.step_adapter(p) is not None else runs.latest_under(p)

@@ -20,7 +20,7 @@ from ..config import GlideConfig, save_config, validate
 from ..data.pairs import own_data
 from ..data.source_api import source_notes
 from ..devices import nondeterministic_op, torch_threads
-from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors
+from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors, takes
 from .adapters import ModelAdapter, PartsAdapter
 from .caption_check import CaptionLengthCheck
 from .checkpoint_weights import check_resume_kind
@@ -79,6 +79,18 @@ def check_call(call: str, cfg: Any, resume: Any) -> str | None:
     return None if resume is None else os.fspath(resume)
 
 
+def check_hooks(adapter: Any, live: Any, quiet: Any) -> None:
+    """One sentence for a training call's ``adapter``, ``live`` or ``quiet`` of the wrong kind."""
+    if adapter is not None and not all(callable(getattr(adapter, m, None)) for m in (
+            "prepare", "trainable", "export_state")):
+        raise takes("adapter=", "a ModelAdapter (glidectl.training.adapters: prepare, "
+                    "trainable, export_state) or None", adapter)
+    if live is not None and not isinstance(live, bool):
+        raise takes("live=", "True, False or None (on a terminal)", live)
+    if not isinstance(quiet, bool):
+        raise takes("quiet=", "True or False", quiet)
+
+
 class Trainer(TrainingLoop, TrainerCheckpoints):
     """Sets up a run from a config, then :meth:`run` trains it."""
 
@@ -99,6 +111,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         :func:`glidectl.data.build_dataset` makes; ``quiet``: print nothing. A user error
         or Ctrl-C here leaves no new run folder behind."""
         resume = check_call("Trainer", cfg, resume)
+        check_hooks(adapter, live, quiet)
         self._claim = RunClaim()
         try:
             with torch_threads(cfg.train.threads):
