@@ -418,3 +418,31 @@ def test_a_killed_fit_leaves_a_file_that_says_which_counts_it_lacks(glidectl, we
             f"--guidance 3 --out {out} --overwrite.") in said, said
     code, _, stderr = glidectl(*sample, "--steps", "3", "--out", tmp_path / "at-3")
     assert code == 0 and "holds no σ's" not in stderr, stderr
+
+
+def test_a_heun_files_refit_line_fits_the_steps_it_holds(glidectl, weights, tmp_path) -> None:
+    """A file stores step counts, and fit-steps takes model calls: the refit line of a heun
+    file (3 steps, 4 not fitted) said --calls 3 --calls 4, which heun cannot make (4) or
+    fits 2 steps (3); it now says --calls 5 --calls 7 (2n − 1 calls) and refits 3 and 4."""
+    import shlex
+
+    from glidectl.samplers.tuned import read_schedule_file, unfitted_warning
+
+    out = tmp_path / "heun.json"
+    fit = ("--prompt", "a cat", "--images", "1", "--reference-steps", "12", "--rounds", "1",
+           "--check-images", "0")
+    with ctrl_c_at(7):
+        code, _, stderr = glidectl("fit-steps", weights["base"], *fit, "--sampler", "heun",
+                                   "--calls", "5", "--calls", "7", "--out", out)
+    assert code == 130 and list(read_schedule_file(out)) == [3], stderr
+    assert json.loads(out.read_text())["not_fitted"] == [4]
+    said = unfitted_warning(out, 4, str(weights["base"]))
+    refit = shlex.split(said.split("fit every count with ")[1].rstrip("."))
+    assert refit[5:11] == ["--sampler", "heun", "--calls", "5", "--calls", "7"], refit
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n")
+    refit[refit.index("PROMPTS.txt")] = str(prompts)
+    code, _, stderr = glidectl(*refit[1:], *fit[2:])
+    assert code == 0, stderr
+    assert sorted(read_schedule_file(out)) == [3, 4]
+    assert "not_fitted" not in json.loads(out.read_text())

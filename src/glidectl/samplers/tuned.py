@@ -32,7 +32,7 @@ from ..atomic import write_text
 from ..errors import GlidectlError, cause, one_line
 from .schedule_files import schedule_bytes
 from .schedules import append_zero
-from .spec import as_sampler
+from .spec import as_sampler, model_calls
 
 FILE_FORMAT = "glidectl.schedule/1"
 COEFFICIENT_LIMIT = 1e6  # fitted rows weigh ε (≤ σ_max) and x0's (~1): far larger diverges
@@ -222,11 +222,23 @@ def _refit(path: str | Path, data: dict, model: str, *more: str,
     how = (["--method", "gits"] if tuned is None else ["--method", "bespoke"]
            if tuned == "bespoke" else ["--sampler", one_line(str(tuned))])
     counts = sorted({*_counts(data), *unfitted_counts(data)})  # as asked, if it stopped
-    calls = [word for n in counts for word in ("--calls", str(n))]
+    calls = [word for n in counts for word in ("--calls", str(_calls_of(tuned, n)))]
     scale = fitted_guidance(data) if guidance is None else guidance
     at = [] if scale is None else ["--guidance", f"{scale:g}"]
     return shlex.join(["glidectl", "fit-steps", model, "--prompts", "PROMPTS.txt", *how,
                        *calls, *at, *more, "--out", str(path), "--overwrite"])
+
+
+def _calls_of(tuned: Any, steps: int) -> int:
+    """The ``--calls`` value whose fit writes ``steps`` steps for the sampler a file was
+    tuned for (heun's 10 steps: 19 calls; GITS and bespoke fits: one call per step; a
+    sampler not installed here: ``steps``, its refit then names it)."""
+    if not isinstance(tuned, str):
+        return steps
+    try:
+        return model_calls(tuned, steps)
+    except GlidectlError:
+        return steps
 
 
 def fitted_guidance(data: dict) -> float | None:
