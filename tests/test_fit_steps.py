@@ -265,6 +265,42 @@ def test_overwriting_keeps_the_old_file_until_every_count_is_fitted(glidectl, we
     assert data["model_sha256"] == file_sha256(weights["base"])
 
 
+def test_a_stopped_refit_is_named_when_the_next_fit_finds_its_file(glidectl, weights,
+                                                                    tmp_path) -> None:
+    """A refit (--overwrite) stopped after its first count leaves FILE whole and its counts
+    in FILE.partial.json; the next fit-steps without --overwrite said only "FILE exists",
+    and now says what the partial file holds and that --overwrite writes over it."""
+    from glidectl.samplers.tuned import write_schedule_file
+
+    out, partial = tmp_path / "s.json", tmp_path / "s.partial.json"
+    write_schedule_file(out, {n: torch.linspace(80, 0.1, n).double().tolist() + [0.0]
+                              for n in (3, 4)}, 0.05, 80.0, "old")
+    fit = ("fit-steps", weights["base"], "--prompt", "a cat", "--images", "1",
+           "--reference-steps", "12", "--rounds", "1", "--check-images", "0", "--out", out,
+           "--calls", "3", "--calls", "5")
+    with ctrl_c_at(5):
+        code, _, stderr = glidectl(*fit, "--overwrite")
+    assert code == 130 and partial.is_file(), stderr
+    before = {p.name: p.read_bytes() for p in (out, partial)}
+    code, _, stderr = glidectl(*fit)
+    assert code == 2 and stderr == (
+        f"Error: {str(out)!r} exists, and {str(partial)!r} beside it holds σ's for 3 steps "
+        "from a refit into it that stopped before fitting 5 steps (usable with --schedule); "
+        "pass --overwrite to fit every count again (it writes over 's.partial.json': move "
+        "that away to keep it), or another --out.\n")
+    assert {p.name: p.read_bytes() for p in (out, partial)} == before
+    write_schedule_file(partial, {n: torch.linspace(80, 0.1, n).double().tolist() + [0.0]
+                                  for n in (3, 5)}, 0.05, 80.0, "refit")  # killed at the end
+    code, _, stderr = glidectl(*fit)
+    assert code == 2 and f"{str(partial)!r} beside it holds σ's for 3, 5 steps, every count " \
+        "of a refit into it that stopped before replacing it (usable with --schedule);" \
+        in stderr, stderr
+    partial.write_text("{")  # not a schedule file: named all the same
+    code, _, stderr = glidectl(*fit)
+    assert code == 2 and f"{str(partial)!r} beside it is left from a refit into it that " \
+        "stopped; pass --overwrite" in stderr and stderr.count("\n") == 1, stderr
+
+
 def test_a_second_fit_into_the_same_file_is_refused_while_the_first_runs(glidectl, weights,
                                                                         tmp_path) -> None:
     """Two `fit-steps --out FILE --overwrite` at once shared FILE.partial.json: the second

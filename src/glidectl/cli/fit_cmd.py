@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         lock = lock_out(path)  # held until the fit ends: one fit writes FILE at a time
         # an existing file is replaced only once every count is fitted; until then the
         # counts finished go to FILE.partial.json beside it
-        partial = path.with_name(path.stem + ".partial.json")
+        partial = partial_path(path)
         for name in (path.name, partial.name):  # what a killed fit left; the folder is the user's
             remove_stale_temps(path.parent, name)
         write_to = partial if path.exists() else path
@@ -148,6 +148,12 @@ def register(app: typer.Typer) -> None:
         finally:
             if lock is not None:
                 lock.close()
+
+
+def partial_path(path: Path) -> Path:
+    """FILE.partial.json beside FILE: where a fit into an existing FILE writes the counts it
+    finishes until every count is fitted (FILE is replaced then)."""
+    return path.with_name(path.stem + ".partial.json")
 
 
 def lock_out(path: Path) -> IO[str] | None:
@@ -191,9 +197,17 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
     if path.is_dir():
         raise GlidectlError(f"--out {str(path)!r} is a folder; name a FILE.json in it.")
     if path.exists() and not overwrite:
-        from ..samplers.tuned import stopped_fit_message
+        from ..samplers.tuned import stopped_fit_message, stopped_refit_clause
 
         stopped = stopped_fit_message(path)
+        partial = partial_path(path)
+        if partial.is_file():  # a refit (--overwrite) stopped: FILE whole, its counts here
+            clause = stopped_refit_clause(partial)
+            use = " (usable with --schedule)" if "holds σ's" in clause else ""
+            raise GlidectlError(
+                f"{stopped or f'{str(path)!r} exists'}, and {clause}{use}; pass --overwrite "
+                f"to fit every count again (it writes over {partial.name!r}: move that away "
+                "to keep it), or another --out.")
         if stopped:
             raise GlidectlError(f"{stopped}; pass --overwrite to fit every count again (a "
                                 "fit cannot add counts to a file), or another --out.")

@@ -315,6 +315,25 @@ def stopped_fit_message(path: str | Path) -> str | None:
             f"{', '.join(map(str, _counts(data)))} steps only")
 
 
+def stopped_refit_clause(partial: str | Path) -> str:
+    """What the FILE.partial.json a refit into FILE left when it stopped holds, as part of a
+    sentence ("'s.partial.json' beside it holds σ's for 3 steps from a refit into it that
+    stopped before fitting 40 steps")."""
+    try:
+        data = _load(partial)
+    except GlidectlError:
+        data = {}
+    have, missing = _counts(data), unfitted_counts(data)
+    if not have:
+        return f"{str(partial)!r} beside it is left from a refit into it that stopped"
+    steps = ", ".join(map(str, have))
+    if not missing:
+        return (f"{str(partial)!r} beside it holds σ's for {steps} steps, every count of a "
+                "refit into it that stopped before replacing it")
+    return (f"{str(partial)!r} beside it holds σ's for {steps} steps from a refit into it "
+            f"that stopped before fitting {', '.join(map(str, missing))} steps")
+
+
 def unfitted_warning(path: str | Path, steps: int, model: str | None = None,
                      upsampler: bool = False) -> str | None:
     """One sentence when a schedule file has no σ's for ``steps`` because the fit that wrote
