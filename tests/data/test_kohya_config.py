@@ -417,10 +417,50 @@ def test_fine_tuning_subsets_read_kohyas_metadata_json(tmp_path, data_cfg, byte_
         "x": {"caption": "a red house", "tags": "house, red"}, "y.png": {"tags": "tree"},
         "gone": {"caption": "no such image"}}))
     ds = dataset(data_cfg(source=str(tmp_path / "dataset.toml")), byte_tok, train=False)
-    assert {s["key"]: s["caption"] for s in ds} == {"1/x": "a red house, house, red",
+    assert {s["key"]: s["caption"] for s in ds} == {"1/x": "a red house,house, red",
                                                     "1/y.png": "tree"}
     assert ds.source.repeats("1/x") == 2
     assert "1 entry name no image file" in source_notes(ds.source)[-1].replace("names", "name")
+
+
+def test_a_metadata_caption_and_its_tags_are_joined_as_kohya_joins_them(tmp_path, data_cfg,
+                                                                        byte_tok):
+    """kohya's ``FineTuningDataset`` joins caption and tags with ``caption_separator`` (its
+    default ",", not ", ") once, so a multi-line caption's first line, the one trained,
+    has no tags; empty tags add nothing, yet an empty caption still takes the separator;
+    tags alone stay as written. With ``enable_wildcard`` the tags, newlines made
+    separators, follow each non-blank line. glidectl wrote "caption, tags" on each line."""
+    write(tmp_path, """
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "ft"
+  metadata_file = "meta.json"
+
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "ft"
+  metadata_file = "meta.json"
+  caption_separator = ";"
+  enable_wildcard = true
+""", {f"ft/{k}.png": None for k in "abcdef"})
+    (tmp_path / "meta.json").write_text(json.dumps({
+        "a": {"caption": "a red house", "tags": "house, red"},
+        "b": {"caption": "top line\nlower line", "tags": "t1, t2"},
+        "c": {"caption": "", "tags": "lone"}, "d": {"caption": "plain", "tags": ""},
+        "e": {"tags": "only tags\nsecond"}, "f": {"caption": "x\n  \ny", "tags": "p\nq"}}))
+    source = KohyaConfigSource.open(tmp_path / "dataset.toml")
+    assert source.captions == {
+        "1/a": "a red house,house, red", "1/b": "top line\nlower line,t1, t2",
+        "1/c": ",lone", "1/d": "plain", "1/e": "only tags\nsecond", "1/f": "x\n  \ny,p\nq",
+        "2/a": "a red house;house, red", "2/b": "top line;t1, t2\nlower line;t1, t2",
+        "2/c": "", "2/d": "plain;", "2/e": "only tags\nsecond", "2/f": "x;p;q\ny;p;q"}
+    ds = dataset(data_cfg(source=str(tmp_path / "dataset.toml")), byte_tok, train=False)
+    got = {s["key"]: s["caption"] for s in ds}
+    assert {k: v for k, v in got.items() if k.startswith("1/")} == {
+        "1/a": "a red house,house, red", "1/b": "top line", "1/c": ",lone", "1/d": "plain",
+        "1/e": "only tags", "1/f": "x"}
+    assert got["2/b"] in ("top line;t1, t2", "lower line;t1, t2")
+    assert got["2/f"] in ("x;p;q", "y;p;q")
 
 
 def test_general_dreambooth_keys_stay_with_a_fine_tuning_dataset_as_kohya_takes_them(

@@ -6,7 +6,8 @@ as kohya), each captioned by its ``stem + caption_extension`` file (its first li
 kohya: :func:`caption_file_text`), else by ``class_tokens``, else (as kohya) by the empty
 caption; a fine-tuning subset reads its
 ``metadata_file`` (JSON ``{image_key: {"caption": ..., "tags": ...}}``; the caption is
-"caption, tags", the empty one without either). Each image is read ``num_repeats`` times
+"caption,tags" joined by ``caption_separator`` as kohya joins them, the empty one without
+either: :func:`_metadata_caption`). Each image is read ``num_repeats`` times
 per training epoch; a count below 1 leaves the subset out, and a second subset of one
 dataset with the same ``image_dir`` as written (a fine-tuning one: the same
 ``metadata_file``) is left out, as kohya leaves them out. Units are ``"N/name"``, N the
@@ -225,7 +226,8 @@ class KohyaConfigSource:
                 continue
             unit = f"{spec.number}/{key}"
             self.images[unit] = image
-            self.captions[unit] = _metadata_caption(entry)
+            self.captions[unit] = _metadata_caption(entry, spec.rules.separator,
+                                                     spec.rules.any_line)
             row.images += 1
         if missing:
             self.left.append(f"{name}: {missing} entr{'ies' if missing != 1 else 'y'} name no "
@@ -344,12 +346,21 @@ def _metadata_image(key: str, folder: Path | None, by_stem: dict[str, str],
     return None
 
 
-def _metadata_caption(entry: dict[str, Any]) -> str | None:
-    """kohya's fine-tuning caption: "caption, tags" (tags alone without a caption), each
-    line of a multi-line caption with the tags."""
+def _metadata_caption(entry: dict[str, Any], separator: str, any_line: bool) -> str | None:
+    """kohya's fine-tuning caption (``FineTuningDataset``): tags alone, as written, without
+    a caption; else ``caption + caption_separator + tags`` once (non-empty tags; a later
+    line of a multi-line caption then ends in them), or with ``any_line``
+    (``enable_wildcard``) the tags, their newlines made separators, after each non-blank
+    line of the caption."""
     caption, tags = entry.get("caption"), entry.get("tags")
     caption = caption if isinstance(caption, str) else None
-    tags = tags if isinstance(tags, str) and tags else None
-    if caption is None or tags is None:
-        return caption or tags
-    return "\n".join(f"{line}, {tags}" for line in caption.splitlines() or [""])
+    tags = tags if isinstance(tags, str) else None
+    if caption is None:
+        return tags
+    if any_line:
+        if tags is None:
+            return caption
+        tags = tags.replace("\n", separator)
+        return "\n".join(f"{line}{separator}{tags}" for line in caption.split("\n")
+                         if line.strip())
+    return f"{caption}{separator}{tags}" if tags else caption
