@@ -646,7 +646,7 @@ def test_a_process_that_stops_answering_is_said_and_ends_the_run_at_the_set_time
     connections open: the other waited out the process group's timeout (gloo: 30 min) in
     silence, then stopped with gloo's traceback. train.collective_timeout_minutes sets that
     wait (6 s here); the main process says it is waiting once it has waited half of it, then
-    stops in one line naming the option and the checkpoint, which resumes."""
+    stops in one line naming the option and the checkpoint."""
     cfg = tiny(train=dict(steps=10_000, collective_timeout_minutes=0.1),
                checkpoint=dict(every=2))
     path = config_file(cfg)
@@ -682,11 +682,7 @@ def test_a_process_that_stops_answering_is_said_and_ends_the_run_at_the_set_time
            f"--resume {run}.\n" in out, out
     assert "]: Traceback" not in out and "Timed out waiting" not in out, out
     assert not list((run / "checkpoints").glob(".tmp-*"))
-    step = int(latest.name.removeprefix("step-"))
-    proc = subprocess.run(_torchrun(path, "--resume", "latest", "--steps", str(step + 1)),
-                          env=_env(), capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"done at step {step + 1}" in proc.stdout, proc.stdout
+    assert (latest / "state").is_dir()  # whole: resuming one is tested after a lost process
 
 
 def test_a_main_process_slow_to_write_a_checkpoint_is_waited_for_past_the_timeout(
