@@ -301,6 +301,41 @@ def test_a_stopped_refit_is_named_when_the_next_fit_finds_its_file(glidectl, wei
         "stopped; pass --overwrite" in stderr and stderr.count("\n") == 1, stderr
 
 
+def test_a_refit_from_the_partial_file_it_writes_into_is_refused(glidectl, weights,
+                                                                tmp_path) -> None:
+    """``--out FILE --overwrite --start FILE.partial.json`` (the counts a stopped refit left)
+    wrote each count it refit over that file while later counts still read their σ's from
+    it: the 5-step σ's came out interpolated from the new 3-step ones and the start's were
+    lost. It is refused in one sentence before the model loads, every file kept."""
+    from glidectl.samplers.tuned import write_schedule_file
+
+    out, partial = tmp_path / "s.json", tmp_path / "s.partial.json"
+    write_schedule_file(out, {n: torch.linspace(80, 0.1, n).double().tolist() + [0.0]
+                              for n in (3, 4)}, 0.05, 80.0, "old")
+    write_schedule_file(partial, {3: [80.0, 1.0, 0.1, 0.0],
+                                  5: [80.0, 40.0, 20.0, 0.5, 0.1, 0.0]}, 0.05, 80.0, "refit")
+    before = {p.name: p.read_bytes() for p in (out, partial)}
+    fit = ("fit-steps", weights["base"], "--prompt", "a cat", "--images", "1",
+           "--reference-steps", "12", "--rounds", "1", "--check-images", "0", "--out", out,
+           "--overwrite", "--calls", "3", "--calls", "5")
+    code, _, stderr = glidectl(*fit, "--start", partial)
+    assert code == 2 and stderr == (
+        f"Error: --start {str(partial)!r} is where this refit into {str(out)!r} writes the "
+        "counts it fits, over what it holds; copy it to another name and pass that as "
+        "--start, so the start is kept.\n"), stderr
+    assert {p.name: p.read_bytes() for p in (out, partial)} == before
+    code, _, stderr = glidectl(*fit, "--start", out)  # the same file: its own sentence
+    assert code == 2 and stderr == (
+        f"Error: --start and --out are the same file ({str(out)!r}); write the refit to "
+        "another --out, so the start is kept.\n"), stderr
+    copy = tmp_path / "start.json"
+    copy.write_bytes(partial.read_bytes())  # as the sentence says: the refit runs from it
+    code, _, stderr = glidectl(*fit, "--start", copy)
+    assert code == 0 and not partial.exists(), stderr
+    fitted = json.loads(out.read_text())["positions"]
+    assert fitted == json.loads(copy.read_text())["positions"]  # the start's σ's, each count
+
+
 def test_a_second_fit_into_the_same_file_is_refused_while_the_first_runs(glidectl, weights,
                                                                         tmp_path) -> None:
     """Two `fit-steps --out FILE --overwrite` at once shared FILE.partial.json: the second

@@ -121,6 +121,13 @@ def register(app: typer.Typer) -> None:
             if start.resolve() == path.resolve():
                 raise GlidectlError(f"--start and --out are the same file ({str(path)!r}); "
                                     "write the refit to another --out, so the start is kept.")
+            # FILE exists: the refit writes FILE.partial.json after each count, while each
+            # later count reads its σ's (and coefficients) from --start
+            if path.exists() and start.resolve() == partial_path(path).resolve():
+                raise GlidectlError(f"--start {str(start)!r} is where this refit into "
+                                    f"{str(path)!r} writes the counts it fits, over what it "
+                                    "holds; copy it to another name and pass that as --start, "
+                                    "so the start is kept.")
         device = pick_device(device)
         lock = lock_out(path)  # held until the fit ends: one fit writes FILE at a time
         # an existing file is replaced only once every count is fitted; until then the
