@@ -87,8 +87,9 @@ def test_picking_a_fitted_schedule_sets_guidance_to_the_value_it_was_fitted_at(
     on_schedule = next(fn for fn in demo.fns.values() if fn.name == "on_schedule")
     for guidance in (3.25, 37.5):
         path.write_text(json.dumps({**data, "guidance": guidance}))
-        sampler, steps, update, _ = asyncio.run(demo.process_api(
-            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m"]))["data"]
+        sampler, steps, update, *_ = asyncio.run(demo.process_api(
+            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 3.0, False, None]
+        ))["data"]
         assert (sampler["value"], steps["value"], update["value"]) == ("bespoke", 3, guidance)
         assert slider.minimum <= guidance <= update.get("maximum", slider.maximum)
         stops = guidance / slider.step  # the slider can be dragged there
@@ -120,11 +121,65 @@ def test_picking_a_fitted_schedule_ticks_grey_as_it_was_fitted(models_dir, tmp_p
     for recorded in (True, False, None):
         path.write_text(json.dumps({**data, "grey": recorded} if recorded is not None
                                    else data))
-        *_, grey = asyncio.run(demo.process_api(
-            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m"]))["data"]
+        *_, grey, _ = asyncio.run(demo.process_api(
+            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 3.0, False, None]
+        ))["data"]
         assert grey.get("value", "left") == ("left" if recorded is None else recorded)
         if recorded is not None:
             result = backend.generate("a red circle", n=1, seed=3, sampler="bespoke",
                                       base_steps=3, schedule=FITTED_SCHEDULE, base="my-run/",
                                       grey=grey["value"])
             assert not [w for w in result.warnings if "grey" in w.lower()], result.warnings
+
+
+def test_leaving_the_fitted_schedule_puts_back_the_guidance_and_grey_it_set(models_dir,
+                                                                            tmp_path):
+    """Picking the fitted file sets sampler, steps, Guidance and Grey from it; picking another
+    schedule then put back only a sampler that needs the file, so the file's guidance and
+    grey stayed on a schedule they were not chosen for. Now each goes back to what the page
+    recommends (the model's guidance; Grey as the models recommend) while it still holds
+    what the pick set; one the user changed since is left as they set it."""
+    pytest.importorskip("gradio")
+    import json
+
+    from gradio.state_holder import SessionState
+    from test_bench_limits import bespoke_file
+
+    from glidectl import plugins
+    from glidectl.ui.app import _recommended_values, build_app
+    from glidectl.ui.backend import FITTED_SCHEDULE, OWN_SCHEDULE
+
+    step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    path = bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json",
+                        3)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "guidance": 3.25,
+                                "grey": True}))
+    backend = UiBackend(tmp_path / "m", device="cpu", output_dir=tmp_path / "out")
+    demo = build_app(backend)
+    on_schedule = next(fn for fn in demo.fns.values() if fn.name == "on_schedule")
+    sampler0, _, guidance0 = _recommended_values(backend, "my-run/", plugins.samplers().names())
+    assert (guidance0, backend.recommends_grey("my-run/")) == (3.0, False)
+    session = SessionState(demo)  # one page: what the pick set is kept between events
+
+    def pick(schedule: str, sampler: str, guidance: float, grey: bool) -> list[dict]:
+        """The page's controls on picking ``schedule`` with these values set."""
+        return asyncio.run(demo.process_api(on_schedule, [
+            schedule, "my-run/", sampler, "(none)", guidance, grey, None], state=session)
+                           )["data"][:4]
+
+    def values(updates: list[dict]) -> list:
+        return [u.get("value", "left") for u in updates]
+
+    assert values(pick(FITTED_SCHEDULE, "dpm++2m", 3.0, False)) == ["bespoke", 3, 3.25, True]
+    assert values(pick(OWN_SCHEDULE, "bespoke", 3.25, True)) == [sampler0, "left", 3.0, False]
+    assert values(pick("karras", sampler0, 3.0, False)) == ["left"] * 4  # nothing picked
+    # Guidance changed after the pick is the user's; Grey as the pick set it goes back
+    assert values(pick(FITTED_SCHEDULE, "dpm++2m", 3.0, False)) == ["bespoke", 3, 3.25, True]
+    assert values(pick("karras", "bespoke", 5.0, True)) == [sampler0, "left", "left", False]
+    # the same for Grey; a sampler the file does not need stays
+    pick(FITTED_SCHEDULE, "dpm++2m", 3.0, False)
+    assert values(pick(OWN_SCHEDULE, "unipc", 3.25, False)) == ["left", "left", 3.0, "left"]
+    # and the same value set by hand again after leaving is not taken back later
+    assert values(pick("karras", "unipc", 3.25, True)) == ["left"] * 4

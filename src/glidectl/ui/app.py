@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,8 @@ def schedule_change(backend: UiBackend, schedule: str, base: str | None, sampler
     """(sampler, steps, guidance, grey) to set when the schedule changes (None: leave it).
     The fitted file brings its sampler, first fitted step count (a bespoke solver runs only
     at those), the guidance it was fitted at and whether it was fitted grey; leaving it
-    takes a sampler that needs the file back to the model's recommended one."""
+    takes a sampler that needs the file back to the model's recommended one (guidance and
+    grey: :func:`fitted_left`)."""
     from .. import plugins
 
     if schedule == FITTED_SCHEDULE:
@@ -65,6 +67,22 @@ def schedule_change(backend: UiBackend, schedule: str, base: str | None, sampler
     if sampler in samplers and plugins.samplers().get(sampler).accepts("coefficients"):
         return _recommended_values(backend, base, samplers)[0], None, None, None
     return None, None, None, None
+
+
+def fitted_left(backend: UiBackend, base: str | None, upsampler: str | None,
+                samplers: list[str], picked: dict[str, Any] | None, guidance: float | None,
+                grey: bool | None) -> tuple[float | None, bool | None]:
+    """(guidance, grey) to set when the schedule leaves the fitted file (None: leave it):
+    each control that still holds the value picking the file set (``picked``) goes back to
+    what the page recommends (the model's guidance; Grey as the models recommend); one the
+    user changed since stays theirs."""
+    picked = picked or {}
+    was_guidance, was_grey = picked.get("guidance"), picked.get("grey")
+    back_guidance = (was_guidance is not None and guidance is not None
+                     and math.isclose(float(guidance), was_guidance))
+    back_grey = was_grey is not None and grey is not None and bool(grey) == was_grey
+    return ((_recommended_values(backend, base, samplers)[2] if back_guidance else None),
+            (_recommended_grey(backend, base, upsampler) if back_grey else None))
 
 
 def _guidance(gr: Any, value: float) -> Any:
@@ -138,13 +156,20 @@ def build_app(backend: UiBackend) -> Any:
         return (*(gr.update(choices=c, value=v) for c, v in lists),
                 gr.update(visible=not lists[0][0]))
 
-    def on_schedule(schedule: str, base: str, sampler: str) -> tuple[Any, Any, Any, Any]:
+    def on_schedule(schedule: str, base: str, sampler: str, upsampler: str, now_guidance: float,
+                    now_grey: bool, picked: dict[str, Any] | None) -> tuple[Any, ...]:
         new_sampler, steps, guidance, grey = schedule_change(backend, schedule, base, sampler,
                                                              samplers)
+        if schedule == FITTED_SCHEDULE:  # kept: leaving the file puts back what it set
+            picked = {"guidance": guidance, "grey": grey}
+        else:
+            guidance, grey = fitted_left(backend, base, upsampler, samplers, picked,
+                                         now_guidance, now_grey)
+            picked = None
         return (gr.update() if new_sampler is None else gr.update(value=new_sampler),
                 gr.update() if steps is None else gr.update(value=steps),
                 gr.update() if guidance is None else _guidance(gr, guidance),
-                gr.update() if grey is None else gr.update(value=grey))
+                gr.update() if grey is None else gr.update(value=grey), picked)
 
     # The PNGs are served from the output folder where they are (never changed once written):
     # else gradio copies each into its cache (/tmp/gradio) and keeps the copy for good. What
@@ -216,8 +241,10 @@ def build_app(backend: UiBackend) -> Any:
                   outputs=[base, upsampler, lora, schedule, no_base])
         base.change(on_base, inputs=[base, upsampler],
                     outputs=[sampler, base_steps, guidance, examples.dataset, schedule, grey])
-        schedule.change(on_schedule, inputs=[schedule, base, sampler],
-                        outputs=[sampler, base_steps, guidance, grey])
+        fitted_set = gr.State(None)  # what picking the fitted file set: guidance, grey
+        schedule.change(on_schedule, inputs=[schedule, base, sampler, upsampler, guidance, grey,
+                                             fitted_set],
+                        outputs=[sampler, base_steps, guidance, grey, fitted_set])
         upsampler.change(lambda up, b: (gr.update(visible=up not in (None, "", NONE_LABEL)),
                                         gr.update(value=_recommended_grey(backend, b, up))),
                          inputs=[upsampler, base], outputs=[up_steps, grey])
