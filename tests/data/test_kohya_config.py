@@ -664,6 +664,15 @@ def test_a_concepts_list_read_as_kohyas_json_names_the_onetrainer_prefix(tmp_pat
     ("[training]\nlr = 1\n[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n",
      "unknown table 'training', which kohya's trainers refuse too; remove it (kohya's dataset "
      "config holds [general] and [[datasets]] only)."),
+    # outside any table: a trainer option is told what sets it, a known key where it goes
+    ("prior_loss_weight = 1.0\n[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n",
+     "prior_loss_weight is a trainer option, not a key of kohya's dataset config (kohya's "
+     "trainers refuse it there too); remove it and set train.prior_loss_weight instead."),
+    ("shuffle_caption = true\n[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n",
+     "shuffle_caption stands outside any table, where kohya's trainers refuse it; move it "
+     "into [general] (every dataset) or a [[datasets]] entry."),
+    ("lr = 1\n[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n",
+     "unknown key 'lr', which kohya's trainers refuse too; remove it"),
     ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  num_repeats = 0\n",
      "reads no images: kohya leaves out every one of its subsets. "),
     # ConfigSanitizer: DreamBooth and fine-tuning subsets are not mixed in one dataset

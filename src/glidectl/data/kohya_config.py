@@ -138,11 +138,9 @@ def read_dataset_config(path: str | Path) -> DatasetConfig:
         raise GlidectlError(
             f"{name} has no [[datasets]] table, so it is not a kohya dataset config; add "
             "[[datasets]] with [[datasets.subsets]] entries, or point data.source at images.")
-    for key in raw:
+    for key, value in raw.items():
         if key not in ("general", "datasets"):
-            _unknown(key, f"{name}: unknown table {key!r}", ("general", "datasets"),
-                     "remove it (kohya's dataset config holds [general] and [[datasets]] "
-                     "only)")
+            _top_level(name, key, value)
     general = _table(raw.get("general", {}), f"{name}: [general]")
     _check_level(config, general, f"{name}: [general]", "general")
     for d, dataset in enumerate(datasets, start=1):
@@ -217,6 +215,24 @@ def _table(value: Any, where: str) -> dict[str, Any]:
         raise GlidectlError(f"{where} must be a table of options, not {value!r}; write it as "
                             "in kohya's config_README.")
     return value
+
+
+def _top_level(name: str, key: str, value: Any) -> None:
+    """Refuse what stands outside [general] and [[datasets]] (kohya's schema refuses it): a
+    known key is told where it goes, a trainer option what sets it."""
+    if key in TRAINER_ONLY:
+        raise GlidectlError(f"{name}: {key} is a trainer option, not a key of kohya's dataset "
+                            f"config (kohya's trainers refuse it there too); "
+                            f"{TRAINER_ONLY[key]}.")
+    table = isinstance(value, dict | list)
+    if key in KNOWN and not table:
+        home = ("each [[datasets.subsets]] entry" if key in SUBSET_ONLY
+                else "[general] (every dataset) or a [[datasets]] entry")
+        raise GlidectlError(f"{name}: {key} stands outside any table, where kohya's trainers "
+                            f"refuse it; move it into {home}.")
+    _unknown(key, f"{name}: unknown {'table' if table else 'key'} {key!r}",
+             ("general", "datasets"),
+             "remove it (kohya's dataset config holds [general] and [[datasets]] only)")
 
 
 def _unknown(key: str, where: str, options: Any, fix: str) -> None:
