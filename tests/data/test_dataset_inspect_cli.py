@@ -99,6 +99,9 @@ def test_inspect_benchmark_figure_is_positive():
     ("hf:/no/such/dataset", "Cannot open Hugging Face dataset"),
     ("kohay:dataset.toml", "does not exist, and 'kohay' is no source type; did you mean "
      "'kohya:'?"),
+    ("pipe:cat shard.tar", "is a pipe: URL, a shell command"),
+    ("s3://bucket/shard-{0..3}.tar", "glidectl does not read s3:// URLs"),
+    ("http://127.0.0.1:1/shard-{0..3}.tar", "cannot be fetched"),  # port 1: refused
 ])
 def test_bad_source_is_one_line_and_exit_2(source, words, capsys):
     with pytest.raises(SystemExit) as info:

@@ -260,3 +260,96 @@ def test_no_valid_data_names_the_extension_the_captions_are_under(write_shards, 
     assert str(info.value).endswith(
         "to see examples. 3 samples without a .txt caption (data.caption_key) carry a "
         ".caption file: set data.caption_key = \"caption\" to read it.")
+
+
+def test_a_pipe_url_is_refused_and_runs_nothing(write_shards, data_cfg, byte_tok, tmp_path):
+    """A pipe: URL is a shell command; webdataset ran it (data never runs code)."""
+    shard = write_shards(1, 2)[0]
+    ran = tmp_path / "ran"
+    for spec in (f"pipe:touch {ran}; cat {shard}", f"{shard}::pipe:touch {ran}",
+                 f"wds:pipe:touch {ran}"):
+        with pytest.raises(GlidectlError, match=r"is a pipe: URL, a shell command, and "
+                                                r"glidectl runs no command"):
+            build_dataset(data_cfg(source=spec), tokenizer=byte_tok, image_size=32,
+                          text_ctx=32)
+    assert not ran.exists()
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/shard-{0..1}.tar", "gs://bucket/a.tar"])
+def test_a_url_scheme_other_than_http_is_one_sentence(data_cfg, byte_tok, url):
+    with pytest.raises(GlidectlError, match=r"glidectl does not read (s3|gs):// URLs; copy"):
+        build_dataset(data_cfg(source=url), tokenizer=byte_tok, image_size=32, text_ctx=32)
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A local HTTP server over tmp_path: its root URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_shards_are_read_and_a_missing_one_is_counted(write_shards, data_cfg, byte_tok,
+                                                           http_root):
+    write_shards(2, 3)
+    spec = f"{http_root}/shards/shard-{{00000..00002}}.tar"  # the third is not there: 404
+    ds = build_dataset(data_cfg(source=spec), tokenizer=byte_tok, image_size=32, text_ctx=32)
+    assert sorted(keys(ds)) == sorted(all_ids(2, 3))
+    assert ds.stats()["rejected"] == {"unreadable_shard": 1}
+
+
+def test_an_unreachable_http_shard_is_one_sentence_at_once(data_cfg, byte_tok, http_root):
+    """Without the network (here: a port nothing listens on, a path not served) the shards
+    were counted as empty, or curl retried for minutes."""
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a free port, closed again: connection refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.monotonic()
+    for url, why in ((f"http://127.0.0.1:{port}/shard-{{0..1}}.tar", "Connection refused"),
+                     (f"{http_root}/nothing.tar", "HTTP 404 File not found")):
+        with pytest.raises(GlidectlError) as info:
+            build_dataset(data_cfg(source=url), tokenizer=byte_tok, image_size=32,
+                          text_ctx=32)
+        assert "cannot be fetched (" in str(info.value) and f"{why}); check" in str(info.value)
+        assert str(info.value).endswith("check the URL and the network, or download the "
+                                        "shards and point data.source at them.")
+    assert time.monotonic() - start < 5
+
+
+def test_a_dotted_member_name_is_named_with_its_rename(tmp_path, data_cfg, byte_tok):
+    """photo.0.v2.jpg is sample "photo" with extension "0.v2.jpg" (webdataset's rule), so
+    two samples merged into one without an image, and nothing said why."""
+    import io
+
+    folder = tmp_path / "dots"
+    folder.mkdir()
+    with tarfile.open(folder / "000.tar", "w") as tar:
+        for name in ("photo.0.v2", "photo.1.v2", "dir.v1/plain"):
+            for ext, data in (("jpg", encode(photo(40, 40))), ("txt", name.encode())):
+                info = tarfile.TarInfo(f"{name}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    ds = build_dataset(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=32,
+                       text_ctx=32)
+    assert keys(ds) == ["dir.v1/plain"]  # a dot in a folder's name is no extension
+    assert ds.stats()["rejected"] == {"missing_image": 1}
+    assert ds.source.hint("missing_image") == (
+        "1 sample without a .jpg/.png/.jpeg/.webp image (data.image_key) has one behind a dot "
+        "in its name, as photo.0.v2.jpg: webdataset takes a member's name up to its first dot "
+        "as the sample's key (members sharing it merge into one sample), so rename them "
+        "without dots before the extension, e.g. photo_0_v2.jpg.")

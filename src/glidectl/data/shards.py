@@ -1,7 +1,10 @@
-"""WebDataset tar shards: a directory, a glob, a brace pattern, ``a::b`` or a list.
+"""WebDataset tar shards: a directory, a glob, a brace pattern, ``a::b`` or a list, on disk
+or at ``http(s)://`` URLs.
 
-Shards are read with ``webdataset``'s tar iterators; a shard that is truncated, empty or
-unreadable is counted by reason and skipped, keeping what was read before the damage.
+Shards are opened here (local files, or HTTP with a timeout) and read with ``webdataset``'s
+tar iterators; a shard that is truncated, empty or unreadable is counted by reason and
+skipped, keeping what was read before the damage. ``pipe:`` URLs (a shell command) and
+other schemes are refused: data never runs code.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import tarfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from ..errors import GlidectlError
 from .records import IMAGE_EXTENSIONS, RawSample
@@ -19,7 +23,11 @@ from .stats import RejectionCounter
 from .walk import files_with_suffix
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+# claimed as shards (so a spec starting with one is told what is wrong with it), but only
+# HTTP is read
 REMOTE_PREFIXES = ("http://", "https://", "pipe:", "s3://", "gs://", "ais://", "hf://")
+HTTP_PREFIXES = ("http://", "https://")
+HTTP_TIMEOUT_S = 30.0  # to connect, and between received blocks
 SHARD_ENDING = {"truncated_tar", "empty_shard", "unreadable_shard", "bad_tar", "bad_shard"}
 # extensions a shard's caption (or image) is stored under when not under data.caption_key
 # (data.image_key): named in the hint when samples lack the configured one
@@ -44,6 +52,7 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
                 continue
             for url in braceexpand.braceexpand(os.path.expanduser(part)):
                 if is_remote(url):
+                    _check_scheme(url, spec)
                     urls.append(url)
                 elif any(c in url for c in "*?["):
                     urls.extend(sorted(glob.glob(url)))
@@ -67,6 +76,55 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
 
 def _show(spec: str | Sequence[str]) -> str:
     return repr(spec) if isinstance(spec, str) else f"a list of {len(spec)}"
+
+
+def _shard_of(url: str, spec: str | Sequence[str]) -> str:
+    """How a message names one shard of ``spec``."""
+    return f"Shard {url!r}" + ("" if spec == url else f" of {_show(spec)}")
+
+
+def _check_scheme(url: str, spec: str | Sequence[str]) -> None:
+    """Refuse a remote URL that is not HTTP: ``pipe:`` runs a shell command."""
+    if url.startswith(HTTP_PREFIXES):
+        return
+    if url.startswith("pipe:"):
+        raise GlidectlError(
+            f"{_shard_of(url, spec)} is a pipe: URL, a shell command, and glidectl runs no "
+            "command named by its data; run it yourself to write the shards to disk and point "
+            "data.source at them."
+        )
+    raise GlidectlError(
+        f"{_shard_of(url, spec)}: glidectl does not read {url.split(':', 1)[0]}:// URLs; copy "
+        "the shards to disk (or mount the bucket) and point data.source at them, or give "
+        "their http(s):// URLs."
+    )
+
+
+def open_shard(url: str) -> BinaryIO:
+    """A binary stream of a local shard or an ``http(s)://`` one (OSError if it cannot be
+    opened: urllib's errors are OSErrors)."""
+    if url.startswith(HTTP_PREFIXES):
+        import urllib.request
+
+        return urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S)
+    return open(url, "rb")
+
+
+def check_reachable(urls: Sequence[str], spec: str | Sequence[str]) -> None:
+    """One sentence, before any reading, when the first HTTP shard cannot be fetched (no
+    network, a wrong host or path); later failures are counted as ``unreadable_shard``."""
+    url = next((u for u in urls if is_remote(u)), None)
+    if url is None:
+        return
+    try:
+        open_shard(url).close()
+    except OSError as exc:
+        why = (f"HTTP {exc.code} {exc.reason}" if hasattr(exc, "code")
+               else getattr(exc, "reason", None) or exc)
+        raise GlidectlError(
+            f"{_shard_of(url, spec)} cannot be fetched ({why}); check the URL and the network, "
+            "or download the shards and point data.source at them."
+        ) from None
 
 
 def lacks_end_blocks(path: str) -> bool:
@@ -94,7 +152,7 @@ def shard_error_reason(exc: BaseException) -> str:
         return "truncated_tar"
     if "empty file" in text:
         return "empty_shard"
-    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+    if isinstance(exc, OSError):  # missing, unreadable, or an HTTP fetch that failed
         return "unreadable_shard"
     if "duplicate file name" in text:
         return "duplicate_tar_member"
@@ -127,7 +185,9 @@ class ShardSource:
         caption_key: str = "txt", metadata_key: str = "json",
     ) -> ShardSource:
         keys = tuple(k.strip().lower().lstrip(".") for k in image_key.split(";") if k.strip())
-        return cls(spec, expand_shards(spec), keys or ("jpg",), caption_key.lower().lstrip("."),
+        urls = expand_shards(spec)
+        check_reachable(urls, spec)
+        return cls(spec, urls, keys or ("jpg",), caption_key.lower().lstrip("."),
                    metadata_key.lower().lstrip("."))
 
     def describe(self) -> str:
@@ -145,11 +205,26 @@ class ShardSource:
         if not any(k in sample for k in self.image_keys):
             for ext in (e for e in IMAGE_KEYS if e not in self.image_keys and e in sample):
                 self.elsewhere.setdefault("missing_image", Counter())[ext] += 1
+            # "photo.0.v2.jpg" is sample "photo", extension "0.v2.jpg" (webdataset's rule)
+            dotted = [k for k in sample if k.rpartition(".")[2] in self.image_keys]
+            if dotted:
+                self.elsewhere.setdefault("dotted_key", Counter())[
+                    f"{str(sample.get('__key__', '')).rpartition('/')[2]}.{dotted[0]}"] += 1
 
     def hint(self, reason: str) -> str | None:
         """For samples rejected as ``reason``: the other extension the samples read so far
         carry it under, and the key to set (None: none seen)."""
         found = self.elsewhere.get(reason)
+        keys = ";".join(self.image_keys)
+        if reason == "missing_image" and (dotted := self.elsewhere.get("dotted_key")):
+            n = sum(dotted.values())
+            name = dotted.most_common(1)[0][0]
+            stem, _, ext = name.rpartition(".")
+            return (f"{n} sample{'s' if n != 1 else ''} without a .{keys.replace(';', '/.')} "
+                    f"image (data.image_key) {'have' if n != 1 else 'has'} one behind a dot in "
+                    f"its name, as {name}: webdataset takes a member's name up to its first dot "
+                    "as the sample's key (members sharing it merge into one sample), so rename "
+                    f"them without dots before the extension, e.g. {stem.replace('.', '_')}.{ext}.")
         if not found:
             return None
         ext, n = found.most_common(1)[0]
@@ -158,12 +233,11 @@ class ShardSource:
         if reason == "missing_caption":
             return (f"{some} .{self.caption_key} caption (data.caption_key) {carry} a .{ext} "
                     f"file: set data.caption_key = \"{ext}\" to read it.")
-        keys = ";".join(self.image_keys)
         return (f"{some} .{keys.replace(';', '/.')} image (data.image_key) {carry} a .{ext} "
                 f"file: set data.image_key = \"{keys};{ext}\" to read it.")
 
     def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
-        import webdataset as wds
+        from webdataset.tariterators import group_by_keys, tar_file_expander
 
         ended = False
         truncated = False
@@ -187,12 +261,19 @@ class ShardSource:
             truncated = True
             counter.reject("truncated_tar", unit)
         name = unit.rsplit("/", 1)[-1]
-        for sample in wds.tarfile_samples([{"url": unit}], handler=handler):
-            self._note_elsewhere(sample)
-            image = next((sample[k] for k in self.image_keys if k in sample), None)
-            yield RawSample(
-                key=f"{name}/{sample.get('__key__', '?')}",
-                image=image,
-                caption=sample.get(self.caption_key),
-                meta_bytes=sample.get(self.metadata_key),
-            )
+        try:
+            stream = open_shard(unit)
+        except OSError as exc:
+            counter.reject(shard_error_reason(exc), unit)
+            return
+        with stream:
+            files = tar_file_expander([{"url": unit, "stream": stream}], handler=handler)
+            for sample in group_by_keys(files, handler=handler):
+                self._note_elsewhere(sample)
+                image = next((sample[k] for k in self.image_keys if k in sample), None)
+                yield RawSample(
+                    key=f"{name}/{sample.get('__key__', '?')}",
+                    image=image,
+                    caption=sample.get(self.caption_key),
+                    meta_bytes=sample.get(self.metadata_key),
+                )
