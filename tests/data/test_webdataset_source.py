@@ -353,3 +353,14 @@ def test_a_dotted_member_name_is_named_with_its_rename(tmp_path, data_cfg, byte_
         "in its name, as photo.0.v2.jpg: webdataset takes a member's name up to its first dot "
         "as the sample's key (members sharing it merge into one sample), so rename them "
         "without dots before the extension, e.g. photo_0_v2.jpg.")
+
+
+def test_a_local_shard_under_a_folder_with_a_colon_is_read(write_shards, data_cfg, byte_tok,
+                                                         tmp_path, monkeypatch):
+    """'run:1/shard.tar' (a timestamped folder, say) read as a URL of scheme 'run' by
+    webdataset: the shard counted as bad_shard and none of its samples read."""
+    write_shards(1, 3, folder="run:1")
+    monkeypatch.chdir(tmp_path)
+    ds = build_dataset(data_cfg(source="run:1/shard-00000.tar"), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    assert sorted(keys(ds)) == sorted(all_ids(1, 3)) and ds.stats()["rejected"] == {}
