@@ -495,6 +495,31 @@ def test_merge_refuses_an_existing_output_unless_forced(tmp_path, capsys):
     assert "is a folder; pass a file path to --output" in err and "\n" not in err
 
 
+def test_merge_refuses_to_write_over_its_own_base_or_a_checkpoint_even_forced(tmp_path, capsys):
+    """`lora merge RUN -o RUN/checkpoints/step-N/ema.safetensors --force` replaced the base
+    run's checkpoint with the merged weights (the base was lost, its adapters then "trained
+    on other weights"); --force onto --base's own file or the adapter's did the same."""
+    from glidectl.glide import save_weights
+
+    base, out, _ = trained_adapter(tmp_path)
+    step = tmp_path / "runs" / "base" / "checkpoints" / "step-000002"
+    step.mkdir(parents=True)
+    in_run = save_weights(base, step / "ema.safetensors")
+    loose = save_weights(base, tmp_path / "base.safetensors")
+    weights = out / "adapter_model.safetensors"
+    for base_spec, target, said in (
+            (in_run, in_run, "inside checkpoint folder"),
+            (loose, step / "new.safetensors", "inside checkpoint folder"),
+            (loose, loose, "is the base model's own file"),
+            (loose, weights, "is the LoRA adapter's own file")):
+        before = target.read_bytes() if target.exists() else None
+        capsys.readouterr()
+        assert cli("lora", "merge", out, "--base", base_spec, "-o", target, "--force") == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("Error: ") and said in err and "\n" not in err, err
+        assert (target.read_bytes() if target.exists() else None) == before
+
+
 def test_merge_errors_in_one_line_when_no_module_matches(tmp_path, capsys):
     from glidectl.glide import save_weights
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from .. import runs
 from ..errors import GlidectlError, a_or_an, cause
 from .files import (
     AdapterFiles,
@@ -180,9 +181,22 @@ def check_output(out: Path, force: bool = False) -> None:
     if out.is_dir():
         raise GlidectlError(f"Output {str(out)!r} is a folder; pass a file path to --output, "
                             f"e.g. {str(out / 'merged.safetensors')!r}.")
+    step_dir = next((d for d in out.resolve().parents if runs.is_step_dir(d)), None)
+    if step_dir is not None:  # a checkpoint's files are its run's (a base, an adapter)
+        raise GlidectlError(f"Output {str(out)!r} is inside checkpoint folder {str(step_dir)!r}; "
+                            "write the merged file outside checkpoints/.")
     if out.exists() and not force:
         raise GlidectlError(f"Output {str(out)!r} already exists; pass --force to overwrite "
                             "it or choose another --output.")
+
+
+def _check_not_an_input(out: Path, inputs: dict[str, Path | None]) -> None:
+    """Refuse an ``out`` that is one of the files the merge reads (even with --force: the
+    base or the adapter would be lost)."""
+    for what, path in inputs.items():
+        if path is not None and out.exists() and path.exists() and out.samefile(path):
+            raise GlidectlError(f"Output {str(out)!r} is the {what}'s own file; write the merged "
+                                "weights to another --output.")
 
 
 @dataclass
@@ -202,7 +216,7 @@ def merge_adapter(
 
     from ..atomic import remove_stale_temps
     from ..glide import load_model, save_weights
-    from ..glide.loading import read_resolved
+    from ..glide.loading import check_spec, read_resolved
     from ..out_dir import check_out_dir
 
     out = Path(output)
@@ -210,6 +224,8 @@ def merge_adapter(
     check_out_dir(out.parent, "--output folder")
     remove_stale_temps(out.parent, out.name)  # what a killed merge into it left
     adapter = read_adapter(adapter_path)
+    _check_not_an_input(out, {"base model": check_spec(base),
+                              "LoRA adapter": adapter.weights_path})
     # the model and its sampling defaults of one file (a training base run moves on)
     _, (model, defaults) = read_resolved(base, lambda path: (load_model(path),
                                                              _sampling_defaults(str(path))))
