@@ -257,6 +257,30 @@ def test_parse_lora_spec_checks_the_scale_range_of_lora_merge(tail, got):
     assert parse_lora_spec("x:-10").scale == -10.0 and parse_lora_spec("x:10").scale == 10.0
 
 
+def test_parse_lora_spec_keeps_an_existing_path_with_a_colon_whole(tmp_path, monkeypatch):
+    """`--lora runs/lora:v2` (a folder named so) said its scale 'v2' must be a number."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lora:v2").mkdir()
+    (tmp_path / "lora:2").mkdir()
+    assert parse_lora_spec("lora:v2") == LoraSpec("lora:v2", 1.0)
+    assert parse_lora_spec("lora:v2:0.5") == LoraSpec("lora:v2", 0.5)
+    assert parse_lora_spec("lora:2") == LoraSpec("lora:2", 1.0)  # no folder 'lora' here
+    assert parse_lora_spec(str(tmp_path / "lora:2")) == LoraSpec(str(tmp_path / "lora:2"), 1.0)
+
+
+@pytest.mark.parametrize("text, said", [
+    ("runs/a:1:2", "--lora 'runs/a:1:2': give one scale after the path, e.g. runs/a:0.8."),
+    (":0.5", "--lora ':0.5' names no adapter before ':'; pass PATH:SCALE, e.g. runs/my-lora:0.5."),
+])
+def test_parse_lora_spec_says_what_is_wrong_with_a_malformed_spec(text, said, tmp_path,
+                                                                   monkeypatch):
+    """Both were taken as an adapter path that "does not exist" ('runs/a:1', ':0.5')."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GlidectlError) as info:
+        parse_lora_spec(text)
+    assert str(info.value) == said
+
+
 def test_apply_loras_equals_the_live_adapter_at_any_scale(tmp_path):
     base, out, lora_model = trained_adapter(tmp_path)
     args = inputs(base)
