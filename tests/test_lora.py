@@ -224,6 +224,30 @@ def test_damaged_adapter_json_files_are_one_line(tmp_path):
         (out / name).write_bytes(original)
 
 
+def test_an_adapter_folder_missing_its_config_names_the_missing_file(tmp_path, capsys):
+    """It said the folder was "not a LoRA adapter, checkpoint or run folder"."""
+    base, out, _ = trained_adapter(tmp_path)
+    (out / "adapter_config.json").unlink()
+    with pytest.raises(GlidectlError) as info:
+        read_adapter(out)
+    assert str(info.value) == (
+        f"{str(out)!r} holds adapter_model.safetensors but no adapter_config.json; put back "
+        "the adapter_config.json saved with it (peft's save_pretrained writes both).")
+
+
+def test_an_adapter_config_of_another_rank_than_its_weights_is_said_so(tmp_path):
+    """adapter_config.json's r disagreeing with the tensors said "does not fit this model
+    (Error(s) in loading state_dict ... size mismatch ...); load it onto its base model"."""
+    base, out, _ = trained_adapter(tmp_path)
+    config = out / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "r": 2}))
+    with pytest.raises(GlidectlError) as info:
+        attach_adapter(base, out)
+    assert str(info.value) == (
+        f"{str(config)!r} says r = 2 but the weights beside it have rank 4; put back the "
+        "adapter_config.json saved with these weights.")
+
+
 # ----------------------------------------------------------------------------- apply
 @pytest.mark.parametrize("text,path,scale", [
     ("runs/a/lora", "runs/a/lora", 1.0),

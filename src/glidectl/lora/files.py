@@ -212,6 +212,7 @@ def _read_adapter(path: Path) -> AdapterFiles:
         ) from None
     if not any(".lora_A." in k for k in state):
         raise GlidectlError(f"{str(weights)!r} holds no LoRA weights (no '.lora_A.' tensors).")
+    _check_rank(config, state, config_file)
     whole = sorted({k.rsplit(".", 1)[0] for k in state if not _is_lora_key(k)})
     if whole:
         raise GlidectlError(
@@ -223,6 +224,19 @@ def _read_adapter(path: Path) -> AdapterFiles:
     from ..pipeline import file_sha256
 
     return AdapterFiles(directory, config, state, meta, weights.name, file_sha256(weights))
+
+
+def _check_rank(config: Any, state: dict[str, torch.Tensor], config_file: Path) -> None:
+    """A config whose ``r`` is not its weights' rank (no per-module ``rank_pattern``): one
+    sentence naming the config, not a shape mismatch blamed on the base model."""
+    if getattr(config, "rank_pattern", None):
+        return
+    ranks = {v.shape[0] for k, v in state.items() if ".lora_A." in k and v.ndim >= 2}
+    if ranks and ranks != {config.r}:
+        raise GlidectlError(
+            f"{str(config_file)!r} says r = {config.r} but the weights beside it have rank "
+            f"{', '.join(map(str, sorted(ranks)))}; put back the {CONFIG_FILE} saved with "
+            "these weights.")
 
 
 def _pickled_state(path: Path) -> dict[str, torch.Tensor]:
@@ -251,6 +265,11 @@ def latest_adapter(run: Path | str, ema: bool | None = None) -> Path:
                             "folder written by 'glidectl lora' (runs/<name>).")
     if (p / runs.ADAPTER_CONFIG).is_file():
         return p
+    found = [n for n in (WEIGHTS_FILE, PICKLED_WEIGHTS_FILE) if (p / n).is_file()]
+    if found:  # an adapter folder that lost its config
+        raise GlidectlError(
+            f"{str(run)!r} holds {found[0]} but no {CONFIG_FILE}; put back the {CONFIG_FILE} "
+            "saved with it (peft's save_pretrained writes both).")
     step_dir = p if runs.step_adapter(p) is not None else runs.latest_under(p)
     if step_dir is None:
         raise GlidectlError(runs.no_checkpoint_yet(p) or
