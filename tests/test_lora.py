@@ -706,6 +706,30 @@ def test_lora_resume_with_another_rank_is_one_line(tmp_path, capsys):
     assert "rank 4 but the [lora] config says 8" in err
 
 
+def test_lora_resume_with_another_alpha_or_rslora_is_one_line(tmp_path, capsys):
+    """`--resume latest --set lora.alpha=2` went on at a quarter of the adapters' scale
+    (alpha/r 0.25 for 1: the trained adapters' output cut to a quarter), without a word."""
+    from glidectl.config import save_config
+    from glidectl.glide import save_weights
+
+    cfg = lora_config(tmp_path, train=dict(steps=2), lora=dict(alpha=8.0),
+                      model=dict(init=str(save_weights(tiny(), tmp_path / "base.safetensors"))))
+    save_config(cfg, tmp_path / "lora.toml")
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--no-live") == 0
+    step = tmp_path / "runs" / "lora" / "checkpoints" / "step-000002"
+    for change, said in (("lora.alpha=2", "lora.alpha = 8 but the config says 2 (effective "
+                                           "scale 2 there, 0.5 here)"),
+                         ("lora.rslora=true", "lora.rslora = false but the config says true "
+                                              "(effective scale 2 there, 4 here)")):
+        capsys.readouterr()
+        assert cli("lora", "--config", tmp_path / "lora.toml", "--resume", "latest",
+                   "--steps", "4", "--set", change, "--no-live") == 2
+        err = capsys.readouterr().err
+        assert err == (f"Error: Cannot resume from {str(step)!r}: its adapter was trained with "
+                       f"{said}; resume with the run's own config.\n"), err
+    assert not (step.parent / "step-000004").exists()
+
+
 def test_resuming_a_run_with_the_other_command_names_the_command_that_resumes_it(
         tmp_path, capsys):
     """`glidectl train --resume` of a LoRA run said its model.safetensors (or

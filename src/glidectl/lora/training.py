@@ -24,6 +24,7 @@ from .inject import (
     LoraSummary,
     adapters_off,
     check_lora_config,
+    effective_scale,
     inject_lora,
     lora_parameters,
     lora_summary,
@@ -115,6 +116,20 @@ class LoraTrainingAdapter:
                 f"Cannot resume from {str(step_dir)!r}: its adapter has other modules than "
                 "the [lora] config selects; resume with the run's own config."
             )
+        self._check_scale(adapter, step_dir)
+
+    def _check_scale(self, adapter: Any, step_dir: Path) -> None:
+        """Refuse a resume whose lora.alpha or lora.rslora would rescale the trained adapters."""
+        alpha, rslora = float(adapter.config.lora_alpha), bool(adapter.config.use_rslora)
+        for key, was, now in (("alpha", f"{alpha:g}", f"{self.cfg.alpha:g}"),
+                              ("rslora", str(rslora).lower(), str(self.cfg.rslora).lower())):
+            if was != now:
+                there = effective_scale(adapter.config.r, alpha, rslora)
+                here = effective_scale(self.cfg.rank, self.cfg.alpha, self.cfg.rslora)
+                raise GlidectlError(
+                    f"Cannot resume from {str(step_dir)!r}: its adapter was trained with "
+                    f"lora.{key} = {was} but the config says {now} (effective scale "
+                    f"{there:g} there, {here:g} here); resume with the run's own config.")
 
     def save(self, model: nn.Module, directory: Path, step: int | None = None) -> Path:
         return save_adapter(
