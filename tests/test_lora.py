@@ -568,6 +568,18 @@ def test_merge_refuses_to_write_over_its_own_base_or_a_checkpoint_even_forced(tm
         assert (target.read_bytes() if target.exists() else None) == before
 
 
+def test_export_of_an_adapter_folder_points_at_lora_merge(tmp_path, capsys):
+    """`glidectl export RUN/checkpoints/step-N/lora` said the adapter folder "has no
+    checkpoints; train it first" (a LoRA run's own folder already named `lora merge`)."""
+    _, out, _ = trained_adapter(tmp_path)
+    target = tmp_path / "full.safetensors"
+    assert cli("export", out, "-o", target) == 2
+    assert capsys.readouterr().err == (
+        f"Error: {str(out)!r} is a LoRA adapter, not full weights; write a full checkpoint "
+        f"with: glidectl lora merge {out} -o {target}\n")
+    assert not target.exists()
+
+
 def test_merge_errors_in_one_line_when_no_module_matches(tmp_path, capsys):
     from glidectl.glide import save_weights
 

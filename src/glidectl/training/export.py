@@ -30,6 +30,9 @@ def find_step_dir(run: Path) -> Path:
 def _source(run: Path, ema: bool | None, output: Path) -> Path:
     """The weights file of ``run``'s step folder to export (EMA by default when there is
     one); one-sentence errors when it has none of the kind asked for."""
+    if (run / runs.ADAPTER_CONFIG).is_file():
+        raise GlidectlError(f"{str(run)!r} is a LoRA adapter, not full weights; write a full "
+                            f"checkpoint with: {_merge_line(run, output)}")
     step_dir = find_step_dir(run)
     ema_file, raw_file = step_dir / runs.EMA_FILE, step_dir / runs.MODEL_FILE
     if ema is True and not ema_file.is_file():
@@ -41,11 +44,15 @@ def _source(run: Path, ema: bool | None, output: Path) -> Path:
     if not source.is_file() and runs.step_adapter(step_dir) is not None:
         raise GlidectlError(
             f"{str(step_dir)!r} holds LoRA adapters, not full weights; write a full checkpoint "
-            f"with: {shlex.join(['glidectl', 'lora', 'merge', str(run), '-o', str(output)])}"
+            f"with: {_merge_line(run, output)}"
         )
     if not source.is_file():
         raise GlidectlError(f"{str(step_dir)!r} has no {source.name}; pick another checkpoint.")
     return source
+
+
+def _merge_line(adapter: Path, output: Path) -> str:
+    return shlex.join(["glidectl", "lora", "merge", str(adapter), "-o", str(output)])
 
 
 def export_weights(run: Path, output: Path, ema: bool | None = None,
