@@ -580,6 +580,27 @@ def test_export_of_an_adapter_folder_points_at_lora_merge(tmp_path, capsys):
     assert not target.exists()
 
 
+def test_a_recorded_base_that_is_not_there_says_whose_record_it_is(tmp_path, capsys,
+                                                                   monkeypatch):
+    """Without --base, `lora merge` and `sample --lora` said "Model 'tiny-test' not found:
+    pass openai:<kind>, ..." of a model the user never named (the adapter's record)."""
+    monkeypatch.chdir(tmp_path)
+    _, out, _ = trained_adapter(tmp_path)  # records the base 'tiny-test', not a file here
+    where = f"'tiny-test' (relative to the current folder, {tmp_path})"
+    assert cli("lora", "merge", out, "-o", tmp_path / "m.safetensors") == 2
+    assert capsys.readouterr().err == (
+        f"Error: {str(out)!r} was trained on {where}, which is not there (moved, pruned by "
+        "its run's checkpoint.keep_last, or named from another folder); pass that model "
+        "with --base.\n")
+    assert cli("sample", "a red circle", "--lora", out, "--steps", "1", "-q",
+               "--out", tmp_path / "o") == 2
+    assert capsys.readouterr().err == (
+        f"Error: --lora {out} was trained on {where}, which is not there (moved, pruned by "
+        "its run's checkpoint.keep_last, or named from another folder); pass that model "
+        "with --base.\n")
+    assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "o").exists()
+
+
 def test_merge_errors_in_one_line_when_no_module_matches(tmp_path, capsys):
     from glidectl.glide import save_weights
 

@@ -71,13 +71,13 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Overwrite --output if it exists."),
     ) -> None:
         """Fold an adapter into its base model and write one full .safetensors checkpoint."""
-        from ..lora import merge_adapter, read_adapter
+        from ..lora import merge_adapter, read_adapter, recorded_base
         from ..lora.apply import check_output
 
         check_output(output, force)  # before the adapter and the base model are read
         if base is None:
-            base = str(read_adapter(adapter).meta.get("base_model") or "")
-            if base in ("", "scratch"):
+            base = recorded_base(read_adapter(adapter), repr(str(adapter)))
+            if not base:
                 raise GlidectlError(
                     f"{str(adapter)!r} does not record a loadable base model; pass --base SPEC."
                 )

@@ -77,13 +77,14 @@ def _save_new(image: Any, text: dict[str, str], out: Path, name: Any, k: int) ->
 def _recorded_base(loras: list[str], default: str) -> tuple[str, str | None]:
     """The base model the first base-model adapter among ``loras`` was trained on (as
     ``lora merge`` reads it) and a line saying so; ``default`` when none records one."""
-    from ..lora import parse_lora_spec, read_adapter
+    from ..lora import parse_lora_spec, read_adapter, recorded_base
 
     for spec in loras:
-        meta = read_adapter(parse_lora_spec(spec).path).meta
-        recorded = str(meta.get("base_model") or "")
-        if str(meta.get("model_kind") or "base").startswith("upsample") or \
-                recorded in ("", "scratch"):
+        adapter = read_adapter(parse_lora_spec(spec).path)
+        if str(adapter.meta.get("model_kind") or "base").startswith("upsample"):
+            continue
+        recorded = recorded_base(adapter, f"--lora {spec}")
+        if not recorded:
             continue
         note = f"Base: {recorded} (recorded by --lora {spec}; --base chooses another)."
         return recorded, note if recorded != default else None

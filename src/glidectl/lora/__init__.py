@@ -22,6 +22,7 @@ _LAZY = {
     "latest_adapter": "files",
     "AdapterFiles": "files",
     "read_adapter": "files",
+    "recorded_base": "files",
     "save_adapter": "files",
     "weights_sha256": "files",
     "attach_adapter": "apply",

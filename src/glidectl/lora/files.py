@@ -239,6 +239,24 @@ def _check_rank(config: Any, state: dict[str, torch.Tensor], config_file: Path) 
             "these weights.")
 
 
+def recorded_base(adapter: AdapterFiles, named: str) -> str:
+    """The base model spec ``adapter`` records ("" for none, or a scratch base); a base that
+    is not there is one sentence naming ``named`` (the adapter as the user gave it)."""
+    base = str(adapter.meta.get("base_model") or "")
+    if base in ("", "scratch"):
+        return ""
+    from ..glide.loading import check_spec
+
+    try:
+        check_spec(base)
+    except GlidectlError:
+        raise GlidectlError(
+            f"{named} was trained on {base!r}{from_here(base)}, which is not there (moved, "
+            "pruned by its run's checkpoint.keep_last, or named from another folder); pass "
+            "that model with --base.") from None
+    return base
+
+
 def _pickled_state(path: Path) -> dict[str, torch.Tensor]:
     """peft's ``adapter_model.bin`` (torch.save of tensors), read with ``weights_only=True``."""
     from ..glide.checkpoints import torch_load_weights
