@@ -10,6 +10,19 @@ import pytest
 from glidectl.ui.backend import UiBackend
 
 
+@pytest.fixture()
+def fitted_run(models_dir, tmp_path) -> Path:
+    """``tmp_path/m/my-run``'s ``schedule.json``: a 3-step bespoke file fitted to the run's
+    checkpoint (a copy of the tiny model), in the models folder ``tmp_path/m``."""
+    from test_bench_limits import bespoke_file
+
+    step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    return bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json",
+                        3)
+
+
 def test_a_click_serves_its_pngs_from_the_output_folder_not_copies(models_dir, tmp_path,
                                                                      monkeypatch):
     pytest.importorskip("gradio")
@@ -64,29 +77,22 @@ def test_a_click_s_warnings_name_the_page_s_controls(fitted_models_dir, tmp_path
 
 
 def test_picking_a_fitted_schedule_sets_guidance_to_the_value_it_was_fitted_at(
-        models_dir, tmp_path):
+        fitted_run, tmp_path):
     """Picking a file fitted at guidance 3.25 left Guidance as it was, on a slider stepping by
     0.5: the page said "Guidance set to 3.25" with no way to drag there. Now the pick sets it,
     the slider's step holds it, and one fitted above the slider's end widens the slider."""
     pytest.importorskip("gradio")
     import json
 
-    from test_bench_limits import bespoke_file
-
     from glidectl.ui.app import build_app
     from glidectl.ui.backend import FITTED_SCHEDULE
 
-    step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
-    step.mkdir(parents=True)
-    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
-    path = bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json",
-                        3)
-    data = json.loads(path.read_text())
+    data = json.loads(fitted_run.read_text())
     demo = build_app(UiBackend(tmp_path / "m", device="cpu", output_dir=tmp_path / "out"))
     slider = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "guidance")
     on_schedule = next(fn for fn in demo.fns.values() if fn.name == "on_schedule")
     for guidance in (3.25, 37.5):
-        path.write_text(json.dumps({**data, "guidance": guidance}))
+        fitted_run.write_text(json.dumps({**data, "guidance": guidance}))
         sampler, steps, update, *_ = asyncio.run(demo.process_api(
             on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 3.0, False, None]
         ))["data"]
@@ -96,7 +102,7 @@ def test_picking_a_fitted_schedule_sets_guidance_to_the_value_it_was_fitted_at(
         assert abs(stops - round(stops)) < 1e-9
 
 
-def test_picking_a_fitted_schedule_ticks_grey_as_it_was_fitted(models_dir, tmp_path):
+def test_picking_a_fitted_schedule_ticks_grey_as_it_was_fitted(fitted_run, tmp_path):
     """Picking a file fitted to grey sampling's ODE set sampler, steps and guidance but left
     the Grey box unticked, so the first click warned "sample with the Grey box ticked". Now
     the pick sets Grey as the file records it (a file from before grey was recorded leaves
@@ -104,22 +110,15 @@ def test_picking_a_fitted_schedule_ticks_grey_as_it_was_fitted(models_dir, tmp_p
     pytest.importorskip("gradio")
     import json
 
-    from test_bench_limits import bespoke_file
-
     from glidectl.ui.app import build_app
     from glidectl.ui.backend import FITTED_SCHEDULE
 
-    step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
-    step.mkdir(parents=True)
-    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
-    path = bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json",
-                        3)
-    data = json.loads(path.read_text())
+    data = json.loads(fitted_run.read_text())
     backend = UiBackend(tmp_path / "m", device="cpu", output_dir=tmp_path / "out")
     demo = build_app(backend)
     on_schedule = next(fn for fn in demo.fns.values() if fn.name == "on_schedule")
     for recorded in (True, False, None):
-        path.write_text(json.dumps({**data, "grey": recorded} if recorded is not None
+        fitted_run.write_text(json.dumps({**data, "grey": recorded} if recorded is not None
                                    else data))
         *_, grey, _ = asyncio.run(demo.process_api(
             on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 3.0, False, None]
@@ -132,7 +131,7 @@ def test_picking_a_fitted_schedule_ticks_grey_as_it_was_fitted(models_dir, tmp_p
             assert not [w for w in result.warnings if "grey" in w.lower()], result.warnings
 
 
-def test_leaving_the_fitted_schedule_puts_back_the_guidance_and_grey_it_set(models_dir,
+def test_leaving_the_fitted_schedule_puts_back_the_guidance_and_grey_it_set(fitted_run,
                                                                             tmp_path):
     """Picking the fitted file sets sampler, steps, Guidance and Grey from it; picking another
     schedule then put back only a sampler that needs the file, so the file's guidance and
@@ -143,18 +142,12 @@ def test_leaving_the_fitted_schedule_puts_back_the_guidance_and_grey_it_set(mode
     import json
 
     from gradio.state_holder import SessionState
-    from test_bench_limits import bespoke_file
 
     from glidectl import plugins
     from glidectl.ui.app import _recommended_values, build_app
     from glidectl.ui.backend import FITTED_SCHEDULE, OWN_SCHEDULE
 
-    step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
-    step.mkdir(parents=True)
-    (step / "model.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
-    path = bespoke_file(step / "model.safetensors", tmp_path / "m" / "my-run" / "schedule.json",
-                        3)
-    path.write_text(json.dumps({**json.loads(path.read_text()), "guidance": 3.25,
+    fitted_run.write_text(json.dumps({**json.loads(fitted_run.read_text()), "guidance": 3.25,
                                 "grey": True}))
     backend = UiBackend(tmp_path / "m", device="cpu", output_dir=tmp_path / "out")
     demo = build_app(backend)
