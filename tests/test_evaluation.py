@@ -783,6 +783,39 @@ def test_lora_is_merged_into_the_network_and_recorded(tmp_path, tiny_base):
     assert report.metadata["settings"]["loras"] == [f"{adapter}:0.5"]
 
 
+def test_a_lora_without_base_evaluates_on_the_base_the_adapter_records(tmp_path, capsys):
+    """`eval --lora RUN` without --base loaded openai:base (a download, or OpenAI's weights
+    missing) where `sample --lora RUN` loads the base the adapter was trained on."""
+    from test_lora import lora_config
+    from test_sample_cmd import in_process
+
+    from glidectl.evaluation import settings_for
+    from glidectl.lora import train_lora
+
+    train_lora(lora_config(tmp_path, train=dict(steps=1)), quiet=True)  # a scratch base
+    run, base = tmp_path / "runs" / "lora", tmp_path / "runs" / "lora" / "base.safetensors"
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    fast = ["--sampler", "euler", "--steps", "2", "--device", "cpu", "--precision", "fp32"]
+    res = in_process(capsys, "eval", prompts, "--lora", run, *fast, "--out", tmp_path / "o")
+    assert res.returncode == 0, res.stderr
+    assert f"Base: {base} (recorded by --lora {run}; --base chooses another)." in res.stdout
+    meta = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert meta["settings"]["base"] == str(base) and meta["settings"]["upsampler"] is None
+    other = shutil.copy(base, tmp_path / "other.safetensors")  # --base given: that one
+    res = in_process(capsys, "eval", prompts, "--lora", run, "--base", other, *fast,
+                     "--out", tmp_path / "given")
+    assert res.returncode == 0 and "recorded by" not in res.stdout, res.stderr
+    meta = json.loads((tmp_path / "given" / "metadata.json").read_text())
+    assert meta["settings"]["base"] == str(other)
+    # the library's settings_for chooses the same way; --resume keeps the run's record
+    options = RunOptions(out=tmp_path / "lib", device="cpu")
+    settings, notes = settings_for(prompts, {"loras": [f"{run}:0.5"]}, options, "fp32")
+    assert settings.base == str(base) and f"recorded by --lora {run};" in notes[-1]
+    settings, notes = settings_for(prompts, {"loras": [str(run)]},
+                                   RunOptions(out=tmp_path / "given", resume=True), None)
+    assert settings.base == str(other) and not any("recorded by" in n for n in notes)
+
+
 def test_resume_refuses_a_lora_file_changed_under_the_same_path(tmp_path, tiny_base):
     """Only the models' own weights were compared: a retrained adapter at the same path
     resumed and mixed two adapters' images in one folder."""

@@ -168,7 +168,8 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
     :func:`run_eval` checks what the run needs and says the notes (its ``notes``) once it
     can start, so a run that cannot start says nothing about itself first. With --resume
     it sets ``options.out`` to the run it read and, unless given, ``options.vocab_dir`` to
-    the GPT-2 vocabulary folder that run recorded."""
+    the GPT-2 vocabulary folder that run recorded. Without ``base`` (nor --resume) it is
+    the one the first base-model adapter of ``loras`` records, else openai:base."""
     from .devices import pick_device, pick_precision
     from .model_cost import local_weights
     from .pipeline import recommended_settings, resolve_upsampler
@@ -207,7 +208,14 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         settings, more = resolve_settings(flags, chosen.name if precision else None,
                                           recorded=prior["settings"], out=out, paths=paths)
         return settings, notes + more
-    base = flags.get("base") or EvalSettings.base
+    base = flags.get("base")
+    if not base and flags.get("loras"):  # as `sample --lora` without --base
+        from .lora import base_for_loras
+
+        base, note = base_for_loras(flags["loras"], EvalSettings.base)
+        if note:
+            notes.append(note)
+    base = base or EvalSettings.base
     if base == "none":  # `sample --base none --low-res` has no eval counterpart
         raise GlidectlError("eval needs a base model (--base); --base none works only in "
                             "glidectl sample with --low-res IMAGE.")

@@ -74,7 +74,7 @@ class _RichEvents:
             if rate:
                 p.update(self.tasks["overall"], rate=f"{rate:.2f} img/s")
         elif kind == "note":
-            p.console.print(info["text"], markup=False, highlight=False)
+            p.console.print(info["text"], markup=False, highlight=False, soft_wrap=True)
         elif kind == "end" and self.started:
             self.started = False
             p.stop()
@@ -212,7 +212,8 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(
             None, "--out", "-o", help="Output folder (default: the next eval/NNNN)."),
         base: str | None = typer.Option(
-            None, "--base", help="Base model: openai:base (default), a weights file or a run."),
+            None, "--base", help="Base model: openai:base (default), a weights file or a run; with "
+            "--lora, the base the first base-model adapter records."),
         upsampler: str | None = typer.Option(
             None, "--upsampler", help="Upsampler model spec, 'none', or 'auto' (default: "
             "OpenAI's for OpenAI's base, else none)."),

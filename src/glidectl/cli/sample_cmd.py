@@ -73,24 +73,6 @@ def _save_new(image: Any, text: dict[str, str], out: Path, name: Any, k: int) ->
             k += 1
 
 
-
-def _recorded_base(loras: list[str], default: str) -> tuple[str, str | None]:
-    """The base model the first base-model adapter among ``loras`` was trained on (as
-    ``lora merge`` reads it) and a line saying so; ``default`` when none records one."""
-    from ..lora import parse_lora_spec, read_adapter, recorded_base
-
-    for spec in loras:
-        adapter = read_adapter(parse_lora_spec(spec).path)
-        if str(adapter.meta.get("model_kind") or "base").startswith("upsample"):
-            continue
-        recorded = recorded_base(adapter, f"--lora {spec}")
-        if not recorded:
-            continue
-        note = f"Base: {recorded} (recorded by --lora {spec}; --base chooses another)."
-        return recorded, note if recorded != default else None
-    return default, None
-
-
 def _check_inputs(sampler: str | None, upsample_sampler: str, paths: list[Path | None],
                   base: str, low_res: Path | None, out: Path) -> None:
     """Everything that can be checked before a model loads: names, files, --out."""
@@ -309,7 +291,7 @@ def _sample(
     check_guidance_tools(interval, guidance_rescale, dynamic_threshold)
     base_steps = steps_value(steps)
     up_steps = steps_value(upsample_steps, "--upsample-steps")
-    from ..lora import parse_lora_spec
+    from ..lora import base_for_loras, parse_lora_spec
     from ..model_cost import check_models
 
     for spec in lora or ():
@@ -317,7 +299,7 @@ def _sample(
     base_note = None
     if lora and low_res is None and "base" not in given_names and not (
             remake and "base" in remake.values):
-        base, base_note = _recorded_base(lora, base)
+        base, base_note = base_for_loras(lora, base)
     _check_inputs(sampler, upsample_sampler, [low_res, inpaint_image, inpaint_mask],
                   base, low_res, out)
     base_spec = None if base == "none" or low_res is not None else base

@@ -21,6 +21,7 @@ _LAZY = {
     "train_lora": "training",
     "latest_adapter": "files",
     "AdapterFiles": "files",
+    "base_for_loras": "files",
     "read_adapter": "files",
     "recorded_base": "files",
     "save_adapter": "files",

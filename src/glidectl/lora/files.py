@@ -257,6 +257,24 @@ def recorded_base(adapter: AdapterFiles, named: str) -> str:
     return base
 
 
+def base_for_loras(loras: list[str], default: str) -> tuple[str, str | None]:
+    """The base model the first base-model adapter among ``loras`` (``PATH[:SCALE]``) was
+    trained on, as ``lora merge`` reads it, and a line saying so (None when that is
+    ``default``); ``default`` when none records one. ``sample`` and ``eval`` without --base."""
+    from .spec import parse_lora_spec
+
+    for spec in loras:
+        path = parse_lora_spec(spec).path
+        adapter = read_adapter(path)
+        if str(adapter.meta.get("model_kind") or "base").startswith("upsample"):
+            continue
+        recorded = recorded_base(adapter, f"--lora {path}")
+        if recorded:
+            note = f"Base: {recorded} (recorded by --lora {path}; --base chooses another)."
+            return recorded, note if recorded != default else None
+    return default, None
+
+
 def _pickled_state(path: Path) -> dict[str, torch.Tensor]:
     """peft's ``adapter_model.bin`` (torch.save of tensors), read with ``weights_only=True``."""
     from ..glide.checkpoints import torch_load_weights
