@@ -364,3 +364,36 @@ def test_a_local_shard_under_a_folder_with_a_colon_is_read(write_shards, data_cf
     ds = build_dataset(data_cfg(source="run:1/shard-00000.tar"), tokenizer=byte_tok,
                        image_size=32, text_ctx=32)
     assert sorted(keys(ds)) == sorted(all_ids(1, 3)) and ds.stats()["rejected"] == {}
+
+
+def test_a_sample_split_across_two_shards_is_named_by_inspect(tmp_path, data_cfg, byte_tok):
+    """A tar writer cut between a.jpg (the last member of shard 0) and a.txt (the first of
+    shard 1): inspect counted a missing caption and a missing image and said nothing of why.
+    webdataset groups by key within one tar (an end-of-shard marker in between), so training
+    still reads the two incomplete samples, not one joined across shards."""
+    import webdataset as wds
+
+    from glidectl.data.inspection import inspect_source
+
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    shards = [[("s0", "jpg", "txt"), ("a", "jpg")], [("a", "txt"), ("s1", "jpg", "txt")],
+              [("s1", "jpg", "txt")]]  # s1 again, whole: no split
+    for n, samples in enumerate(shards):
+        with wds.TarWriter(str(folder / f"shard-{n}.tar")) as sink:
+            for key, *exts in samples:
+                sink.write({"__key__": key, **{e: encode(photo(40, 40)) if e == "jpg"
+                                               else f"caption {key}" for e in exts}})
+    first, second, _ = expand_shards(str(folder))
+    report = inspect_source(data_cfg(source=str(folder)), tokenizer=byte_tok)
+    assert (report.scanned, report.valid) == (5, 3)
+    assert report.rejected == {"split_across_shards": 2}
+    assert report.rejected_examples == {"split_across_shards": ["shard-0.tar/a",
+                                                                "shard-1.tar/a"]}
+    assert report.notes == [
+        f"sample 'a' is split across shards {first!r} and {second!r}: webdataset reads it as "
+        "two incomplete samples; rewrite the shards so each sample's files sit in one tar."]
+    ds = build_dataset(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=32,
+                       text_ctx=32)
+    assert sorted(keys(ds)) == ["s0", "s1", "s1"]
+    assert ds.stats()["rejected"] == {"missing_caption": 1, "missing_image": 1}

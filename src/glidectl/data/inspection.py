@@ -26,6 +26,7 @@ from .records import RawSample
 from .source_api import samples_per_epoch, source_notes
 from .stats import RejectionCounter
 
+MAX_SPLIT_LINES = 3  # samples split across shards named one a line; then how many more
 SIZE_BUCKETS = (0, 64, 128, 256, 512, 1024, 2048)
 ASPECT_BUCKETS = ((0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.05), (1.05, 1.25), (1.25, 2.0),
                   (2.0, math.inf))
@@ -127,20 +128,24 @@ def inspect_source(
     aspects: Counter[str] = Counter()
     tiles: list[tuple[Image.Image, str]] = []
     kept: list[RawSample] = []
-    stream = (raw for unit in source.units() for raw in source.read(unit, damaged))
+    ends: dict[str, list[tuple[str, str | None]]] = {}  # a unit's first and last: key, reason
+    stream = ((unit, raw) for unit in source.units() for raw in source.read(unit, damaged))
     report.complete = True
-    for raw in stream:
+    for unit, raw in stream:
         if report.scanned >= limit:
             report.complete = False
             break
         report.scanned += 1
+        reason = None
         try:
             prepared = pipeline.prepare(raw, rng)
         except Rejected as rejected:
-            counter.reject(rejected.reason, raw.key)
-            continue
+            reason = rejected.reason
         except Exception as exc:
-            counter.reject(f"error:{type(exc).__name__}", raw.key)
+            reason = f"error:{type(exc).__name__}"
+        ends.setdefault(unit, [(raw.key, reason)] * 2)[1] = (raw.key, reason)
+        if reason is not None:
+            counter.reject(reason, raw.key)
             continue
         counter.accept()
         blank += not prepared.caption  # kohya's uncaptioned images train on ""
@@ -156,6 +161,8 @@ def inspect_source(
             kept.append(_in_memory(raw))
     if report.complete and source.num_samples is None:
         report.total_samples = report.scanned
+    if callable(splits := getattr(source, "split_samples", None)):
+        report.notes += _recount_splits(counter, ends, splits())
     report.valid = counter.accepted
     report.rejected = dict(counter.top_reasons(len(counter.rejected)))
     report.damaged = dict(damaged.top_reasons(len(damaged.rejected)))
@@ -182,6 +189,26 @@ def inspect_source(
     if benchmark:
         report.benchmark = benchmark_pipeline(pipeline, kept)
     return report
+
+
+def _recount_splits(counter: RejectionCounter, ends: dict[str, list[tuple[str, str | None]]],
+                    splits: list[Any]) -> list[str]:
+    """Count the rejected parts of the samples split across two scanned shards (each part
+    lacks the other's files: a missing caption and a missing image) as split samples, and
+    a line naming each (a few, then how many more)."""
+    from .shards import SPLIT_REASON
+
+    seen = [s for s in splits if s.first in ends and s.second in ends]
+    for split in seen:
+        for key, reason in (ends[split.first][1], ends[split.second][0]):
+            if reason in ("missing_caption", "missing_image"):  # not, say, a broken image
+                counter.recount(key, reason, SPLIT_REASON)
+    lines = [split.note() for split in seen[:MAX_SPLIT_LINES]]
+    if len(seen) > MAX_SPLIT_LINES:
+        more = len(seen) - MAX_SPLIT_LINES
+        lines.append(f"{more} more sample{'s are' if more != 1 else ' is'} split across "
+                     f"shards the same way ({SPLIT_REASON} in the rejections).")
+    return lines
 
 
 def _in_memory(raw: RawSample) -> RawSample:

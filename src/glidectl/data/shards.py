@@ -15,7 +15,7 @@ import tarfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from ..errors import GlidectlError
 from .records import IMAGE_EXTENSIONS, RawSample
@@ -33,6 +33,23 @@ SHARD_ENDING = {"truncated_tar", "empty_shard", "unreadable_shard", "bad_tar", "
 # (data.image_key): named in the hint when samples lack the configured one
 CAPTION_EXTENSIONS = ("txt", "caption", "text", "cap", "prompt", "captions")
 IMAGE_KEYS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+# what `dataset inspect` counts the parts of a sample cut between two shards as
+SPLIT_REASON = "split_across_shards"
+
+
+class SplitSample(NamedTuple):
+    """A sample whose files end shard ``first`` and begin shard ``second`` (a tar writer cut
+    between them): webdataset groups members by key within one tar, so it reads two samples,
+    each without the other's files."""
+
+    key: str
+    first: str
+    second: str
+
+    def note(self) -> str:
+        return (f"sample {self.key!r} is split across shards {self.first!r} and "
+                f"{self.second!r}: webdataset reads it as two incomplete samples; rewrite the "
+                "shards so each sample's files sit in one tar.")
 
 
 def is_remote(url: str) -> bool:
@@ -174,6 +191,9 @@ class ShardSource:
     # configured key carry instead, counted as this process reads them (for :meth:`hint`)
     elsewhere: dict[str, Counter[str]] = field(default_factory=dict, repr=False,
                                                compare=False)
+    # per shard read: its first and last sample's key, and whether it had image and caption
+    ends: dict[str, list[tuple[str, bool]]] = field(default_factory=dict, repr=False,
+                                                    compare=False)
 
     kind = "webdataset"
     splits_samples = False
@@ -236,6 +256,17 @@ class ShardSource:
         return (f"{some} .{keys.replace(';', '/.')} image (data.image_key) {carry} a .{ext} "
                 f"file: set data.image_key = \"{keys};{ext}\" to read it.")
 
+    def split_samples(self) -> list[SplitSample]:
+        """The samples cut between the last of one shard read and the first of the next
+        (in ``urls`` order) into two parts, neither with both image and caption."""
+        splits = []
+        for first, second in zip(self.urls, self.urls[1:], strict=False):
+            if first in self.ends and second in self.ends:
+                (key, whole), (next_key, next_whole) = self.ends[first][1], self.ends[second][0]
+                if key == next_key and not whole and not next_whole:
+                    splits.append(SplitSample(key, first, second))
+        return splits
+
     def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
         from webdataset.tariterators import group_by_keys, tar_file_expander
 
@@ -271,6 +302,9 @@ class ShardSource:
             for sample in group_by_keys(files, handler=handler):
                 self._note_elsewhere(sample)
                 image = next((sample[k] for k in self.image_keys if k in sample), None)
+                end = (str(sample.get("__key__", "?")),
+                       image is not None and self.caption_key in sample)
+                self.ends.setdefault(unit, [end, end])[1] = end
                 yield RawSample(
                     key=f"{name}/{sample.get('__key__', '?')}",
                     image=image,

@@ -52,6 +52,15 @@ class RejectionCounter:
         if key and len(keys) < MAX_EXAMPLES and str(key)[:200] not in keys:  # repeats: once
             keys.append(str(key)[:200])
 
+    def recount(self, key: str, was: str, now: str) -> None:
+        """Count the rejection of ``key`` counted as ``was`` as ``now`` instead."""
+        self.rejected[was] -= 1
+        if self.rejected[was] <= 0:
+            del self.rejected[was]
+        if str(key)[:200] in self.examples.get(was, ()):
+            self.examples[was].remove(str(key)[:200])
+        self.reject(now, key)
+
     def convert(self, what: str) -> None:
         self.converted[what] += 1
 
