@@ -517,3 +517,33 @@ def test_a_heun_files_refit_line_fits_the_steps_it_holds(glidectl, weights, tmp_
     assert code == 0, stderr
     assert sorted(read_schedule_file(out)) == [3, 4]
     assert "not_fitted" not in json.loads(out.read_text())
+
+
+def test_a_refit_worse_on_the_held_out_images_keeps_the_start(glidectl, weights,
+                                                              tmp_path) -> None:
+    """A bespoke fit to noise seed 2, refitted to seed 1: the check (seed 2) finds the start
+    more accurate there, so the file keeps the start's solver and says so; without the
+    check the refit is written."""
+    from glidectl.samplers.tuned import read_schedule_file
+
+    fit = ("fit-steps", weights["base"], "--calls", "3", "--method", "bespoke", "--prompt",
+           "a cat", "--images", "3", "--reference-steps", "12")
+    start, kept, unchecked = (tmp_path / f"{n}.json" for n in ("start", "kept", "unchecked"))
+    code, _, stderr = glidectl(*fit, "--seed", "2", "--rounds", "2", "--evals", "30",
+                               "--out", start)
+    assert code == 0, stderr
+    code, _, stderr = glidectl(*fit, "--seed", "1", "--evals", "8", "--start", start,
+                               "--out", kept)
+    assert code == 0, stderr
+    data, first = json.loads(kept.read_text()), json.loads(start.read_text())
+    check = data["held_out"]["3"]
+    assert check["kept_start"] and check["refit_mean"] > check["mean"]
+    assert (f"3 calls: the refit errs more on the held-out images than {start}'s solver "
+            f"(mean {check['refit_mean']:.5f} against {check['mean']:.5f}); kept that one "
+            "for 3 calls (--check-images 0 keeps the refit).") in stderr
+    assert data["coefficients"]["3"] == first["coefficients"]["3"]
+    assert read_schedule_file(kept)[3] == pytest.approx(read_schedule_file(start)[3], rel=1e-6)
+    code, _, stderr = glidectl(*fit, "--seed", "1", "--evals", "8", "--start", start,
+                               "--check-images", "0", "--out", unchecked)
+    assert code == 0 and "kept that one" not in stderr, stderr
+    assert json.loads(unchecked.read_text())["coefficients"]["3"] != first["coefficients"]["3"]

@@ -220,6 +220,21 @@ def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: 
     return steps, sigmas, rows
 
 
+def _start_if_better(held_out: Target, start: str | None, steps: int,
+                     refit: dict[str, float]) -> tuple[torch.Tensor, Rows, dict] | None:
+    """The ``start`` file's bespoke solver for ``steps`` (σ's, rows and its held-out check)
+    when it errs less on the held-out images than its refit (``refit``: its check), else
+    None: a refit fits its tuning images closer and can generalise worse."""
+    if not start or not has_coefficients(start, steps):
+        return None
+    sigmas = build_sigmas(start, steps, held_out.denoiser.sigmas)
+    rows = read_coefficients(start, steps, sigmas)
+    check = held_out.check("bespoke", sigmas, rows)
+    if check["mean"] <= refit["mean"]:
+        return sigmas, rows, {**check, "kept_start": True, "refit_mean": refit["mean"]}
+    return None
+
+
 def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: str | Path,
               about: str, log: Log = print, held_out: Target | None = None,
               model_sha256: str | None = None, guidance: float | None = None,
@@ -253,6 +268,13 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                 f"({c['images']} images, noise seed {c['noise_seed']}): "
                 f"mean {c['mean']:.5f}, RMS {c['rms']:.5f}, worst {c['worst']:.5f}; DDIM-50 "
                 f"mean {c['ddim50_mean']:.5f}: {c['vs_ddim50']:.2f}x its error")
+            if rows is not None and (kept := _start_if_better(held_out, options.get("start"),
+                                                              steps, c)):
+                found[steps], coefficients[steps], checks[steps] = kept
+                log(f"{n} calls: the refit errs more on the held-out images than "
+                    f"{options['start']}'s solver (mean {c['mean']:.5f} against "
+                    f"{kept[2]['mean']:.5f}); kept that one for {n} calls "
+                    "(--check-images 0 keeps the refit).")
         write_schedule_file(out, found, float(target.grid[-2]), float(target.grid[0]),
                             f"{how} on {about}",
                             sampler={"gits": None, "bespoke": "bespoke"}.get(method, sampler),

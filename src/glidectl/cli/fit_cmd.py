@@ -92,7 +92,8 @@ def register(app: typer.Typer) -> None:
                                           "descent's σ's."),
         start: Path | None = typer.Option(None, "--start", help="Start from this schedule "
                                           "file's σ's (and bespoke coefficients) instead of a "
-                                          "descent: a refit."),
+                                          "descent: a refit (kept only where it beats "
+                                          "FILE's solver on the held-out check)."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Schedule file to write "
                                         "(default: RUN/schedule.json)."),
         overwrite: bool = typer.Option(False, "--overwrite", "--force",
