@@ -5,6 +5,8 @@
     runs/<name>/
       config.toml        the run's config
       .lock              locked by the process training the run, so no second one writes
+      .heartbeats/       <rank>.json: what each process of a multi-process run is at (read
+                         by the others' watchdogs; gone when the run ends)
       metrics.jsonl      one JSON record per logged step (and per validation)
       previews/          step-NNNNNN.png grids
       trackers/          TensorBoard event files, W&B's offline folder, ...
@@ -30,6 +32,7 @@ from pathlib import Path
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = ".lock"
+HEARTBEATS_DIR = ".heartbeats"
 PREVIEWS_DIR = "previews"
 TRACKERS_DIR = "trackers"
 CHECKPOINTS_DIR = "checkpoints"
@@ -72,6 +75,10 @@ class RunDir:
     @property
     def lock(self) -> Path:
         return self.root / LOCK_FILE
+
+    @property
+    def heartbeats(self) -> Path:
+        return self.root / HEARTBEATS_DIR
 
     @property
     def metrics(self) -> Path:

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
+from glidectl.atomic import host_name
 from glidectl.errors import GlidectlError
 from glidectl.training.engine import Trainer
 from glidectl.training.metrics import read_metrics
@@ -672,9 +673,13 @@ def test_a_process_that_stops_answering_is_said_and_ends_the_run_at_the_set_time
     said = re.findall(r"Still (?:at step \d+|waiting for the other processes after step \d+'s "
                       r"\w+) after [\d.]+ s[^\n]*", out)
     assert len(said) == 1, out
-    assert said[0].endswith(": another process of this run may be stuck (stopped, waiting on "
-                            "a disk, its machine cut off); if so, the run stops when it has not "
-                            "answered for 6 s (train.collective_timeout_minutes)."), said
+    # named from its heartbeat, which stopped with it
+    assert re.search(rf": process 1 \(host {re.escape(host_name())}, pid {rank1}\) was last "
+                     r"heard from [\d.]+ s ago, (at step \d+|waiting for the main process to "
+                     r"finish step \d+'s \w+): it may be stuck \(stopped, waiting on a disk, its "
+                     r"machine cut off\); if so, the run stops when it has not answered for 6 s "
+                     r"\(train.collective_timeout_minutes\).$", said[0]), said
+    assert not (run / ".heartbeats").exists()
     latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     assert "Error: Another process of this run did not answer for 6 s near step " in out, out
     assert "(stuck, or its machine cut off; train.collective_timeout_minutes sets how long to " \
@@ -699,9 +704,20 @@ def test_a_main_process_slow_to_write_a_checkpoint_is_waited_for_past_the_timeou
             if any(checkpoints.glob(".tmp-step-*")):
                 break
             os.kill(rank0, signal.SIGCONT)
+        step = int(next(checkpoints.glob(".tmp-step-*")).name.removeprefix(".tmp-step-"))
         time.sleep(8)
         os.kill(rank0, signal.SIGCONT)
         out, _ = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, out
     assert "done at step 8" in out and "Traceback" not in out, out
     assert (checkpoints / "latest").read_text().strip() == "step-000008"
+    # the other process said once, after 3 s, what the main process's heartbeat last said
+    said = re.findall(r"Still waiting for the main process[^\n]*", out)
+    assert len(said) == 1, out
+    assert re.fullmatch(
+        rf"Still waiting for the main process to finish step {step}'s checkpoint after "
+        r"[\d.]+ s(?: \(steps took [\d.]+ s at most\))?: the main process \(host "
+        rf"{re.escape(host_name())}, pid {rank0}\) was last heard from [\d.]+ s ago, busy with "
+        rf"step {step}'s checkpoint: it may be stuck \(stopped, waiting on a disk, its machine "
+        r"cut off\); this process waits for it for up to 24 h.", said[0]), said
+    assert not (checkpoints.parent / ".heartbeats").exists()

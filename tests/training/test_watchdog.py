@@ -1,12 +1,17 @@
-"""The process group's timeout (train.collective_timeout_minutes) and the main process's
-watchdog line, without processes (tests/training/test_processes.py runs them for real)."""
+"""The process group's timeout (train.collective_timeout_minutes), the heartbeats and the
+watchdog's lines, without processes (tests/training/test_processes.py runs them for real)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
+from dataclasses import asdict
 from datetime import timedelta
 
+from glidectl.atomic import host_name
+from glidectl.training.heartbeats import Beat, Heartbeats, beat_path, read_beat
 from glidectl.training.processes import collective_timeout, timeout_handlers
 from glidectl.training.watchdog import Watchdog
 
@@ -67,3 +72,111 @@ def test_steps_far_slower_than_a_minute_raise_the_bar():
         time.sleep(seconds)
     assert 0.4 <= watchdog.longest < 0.6  # the first step's 0.5 s left out
     assert _watched(watchdog, 0.9) == []  # 0.9 s: over 0.6 s, under 3 x 0.4 s
+
+
+def _beat(folder, rank: int, doing: str, step: int | None, since_s: float, age_s: float,
+          pid: int = 4242) -> None:
+    """Process ``rank``'s heartbeat as it writes it: ``doing`` for ``since_s`` seconds,
+    written ``age_s`` seconds ago."""
+    now = time.time()
+    beat = Beat(rank, "node-b", pid, doing, step, now - since_s, now - age_s)
+    beat_path(folder, rank).write_text(json.dumps(asdict(beat)), encoding="utf-8")
+
+
+def _beating(folder, rank: int = 0, world: int = 2, **kw) -> Watchdog:
+    watchdog = Watchdog(timedelta(seconds=0.6), rank=rank, world=world, **kw)  # says at 0.3 s
+    watchdog.beats = Heartbeats(folder, rank)
+    return watchdog
+
+
+def test_a_heartbeat_is_read_as_written_and_never_from_a_missing_or_broken_file(tmp_path):
+    beats = Heartbeats(tmp_path, 3)
+    beats.write("at step 5", 5, time.monotonic() - 2)
+    beat = read_beat(tmp_path, 3)
+    assert (beat.rank, beat.host, beat.pid, beat.doing, beat.step) == (
+        3, host_name(), os.getpid(), "at step 5", 5)
+    assert abs(time.time() - beat.at) < 1 and abs(beat.at - beat.since - 2) < 0.5
+    assert [p.name for p in tmp_path.iterdir()] == ["3.json"]  # no temp file left
+    assert read_beat(tmp_path, 4) is None
+    beat_path(tmp_path, 4).write_text('{"rank": 4, "host": "x"', encoding="utf-8")
+    assert read_beat(tmp_path, 4) is None
+    beats.remove()
+    assert read_beat(tmp_path, 3) is None
+    # no shared filesystem: the run's folder is not on this machine, and is not made here
+    Heartbeats(tmp_path / "run" / ".heartbeats", 1).write("at step 5", 5, time.monotonic())
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_heartbeat_is_written_about_once_a_second_and_goes_at_the_end(tmp_path):
+    watchdog = _beating(tmp_path, rank=1)
+    watchdog.step(1)
+    seen = set()
+    with watchdog.watching(None):
+        end = time.monotonic() + 2.6
+        while time.monotonic() < end:
+            if (beat := read_beat(tmp_path, 1)) is not None:
+                seen.add(beat.at)
+            time.sleep(0.01)
+    assert 2 <= len(seen) <= 3, seen
+    assert read_beat(tmp_path, 1) is None and not list(tmp_path.iterdir())
+
+
+def test_the_main_process_names_the_processes_that_lag(tmp_path):
+    """Process 1 not heard from for 5 s and process 2 a step behind are named; process 3,
+    at the main process's step and heard from now, is not."""
+    watchdog = _beating(tmp_path, world=4)
+    _beat(tmp_path, 1, "at step 7", 7, since_s=5.5, age_s=5, pid=101)
+    _beat(tmp_path, 2, "at step 6", 6, since_s=3, age_s=0, pid=102)
+    _beat(tmp_path, 3, "at step 7", 7, since_s=0, age_s=0, pid=103)
+    watchdog.step(7)
+    said = _watched(watchdog, 0.7)
+    assert len(said) == 1, said
+    assert re.match(
+        r"Still at step 7 after [\d.]+ s: process 1 \(host node-b, pid 101\) was last heard "
+        r"from [5-7]\.\d s ago, at step 7; process 2 \(host node-b, pid 102\) has been at step "
+        r"6 for [3-5]\.\d s: one of them may be stuck \(stopped, waiting on a disk, its machine "
+        r"cut off\); if so, the run stops when it has not answered for 0.6 s "
+        r"\(train.collective_timeout_minutes\).$", said[0]), said
+
+
+def test_the_main_processs_line_stays_as_it_was_when_no_heartbeat_shows_a_lag(tmp_path):
+    watchdog = _beating(tmp_path, world=3)  # process 1 wrote none (no shared filesystem)
+    _beat(tmp_path, 2, "at step 7", 7, since_s=0, age_s=0)
+    watchdog.step(7)
+    with watchdog.waiting("step 7's preview"):
+        said = _watched(watchdog, 0.7)
+    assert len(said) == 1 and re.match(
+        r"Still waiting for the other processes after step 7's preview after [\d.]+ s: "
+        r"another process of this run may be stuck", said[0]), said
+
+
+def test_the_others_say_once_what_the_main_process_is_busy_with(tmp_path):
+    """Not their steps (the main process says those), but a wait for the main process's
+    own work, with what its heartbeat says."""
+    watchdog = _beating(tmp_path, rank=1, main_wait=timedelta(hours=24))
+    watchdog.step(450)
+    assert _watched(watchdog, 0.7) == []
+    _beat(tmp_path, 0, "busy with step 450's checkpoint", 450, since_s=12 * 60, age_s=0)
+    with watchdog.waiting("step 450's checkpoint"):
+        said = _watched(watchdog, 0.9)
+    assert len(said) == 1, said
+    assert re.match(r"Still waiting for the main process to finish step 450's checkpoint after "
+                    r"[\d.]+ s: the main process \(host node-b, pid 4242\) has been busy with "
+                    r"step 450's checkpoint for 12 min; this process waits for it for up to "
+                    r"24 h.$", said[0]), said
+
+
+def test_the_others_say_when_the_main_process_is_not_heard_from(tmp_path):
+    watchdog = _beating(tmp_path, rank=2, world=3, main_wait=timedelta(hours=24))
+    with watchdog.waiting("step 8's preview"):
+        said = _watched(watchdog, 0.7)  # no heartbeat of the main process
+        _beat(tmp_path, 0, "busy with step 8's preview", 8, since_s=31, age_s=30)
+    assert len(said) == 1 and said[0].endswith(
+        ": the main process may be slow or stuck (stopped, waiting on a disk, its machine cut "
+        "off); this process waits for it for up to 24 h."), said
+    with watchdog.waiting("step 8's preview"):
+        said = _watched(watchdog, 0.7)
+    assert len(said) == 1 and re.search(
+        r": the main process \(host node-b, pid 4242\) was last heard from 3[01] s ago, busy with "
+        r"step 8's preview: it may be stuck \(stopped, waiting on a disk, its machine cut off\); "
+        r"this process waits", said[0]), said

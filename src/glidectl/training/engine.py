@@ -194,6 +194,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         self.display = Display(
             self.total_steps, self.state.step, live=live, enabled=self.main and not quiet
         )
+        self.quiet = quiet
         if cfg.train.precision == "auto":
             self.display.message(self.precision.line())
         for note in self._notes:

@@ -189,11 +189,12 @@ class TrainingLoop:
         sums, logged = torch.zeros(3), 0
         self.model.train()
         try:
+            self.procs.beat_in(self.run_dir.heartbeats)
             self.procs.busy("the trackers' start")
             out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids)
             self.state.tracker_ids = out.trackers.ids
             self.procs.wait_for_main("the trackers' start")
-            with StopFlag() as stop, self.display, self.procs.watching(self.display.message):
+            with StopFlag() as stop, self.display, self.procs.watching(self._say_aside):
                 if step == 0:
                     if self.total_steps > 0:
                         self._first_batch()
@@ -236,12 +237,21 @@ class TrainingLoop:
             self.procs.busy("the run's end")
             out.close()
             self.stream.close()
+            self.procs.end_beats()
             self._claim.release()
         if self._grey:
             self.display.message(GREY_NOTE)
         out.result.step = step
         self.procs.wait_for_main("the run's end (closing its trackers)")
         return out.result
+
+    def _say_aside(self, text: str) -> None:
+        """A line of the watchdog's: on the display (main process), printed by the others
+        (their display shows nothing), unless quiet."""
+        if self.main:
+            self.display.message(text)
+        elif not self.quiet:
+            print(text, flush=True)
 
     def _where(self) -> str:
         return f" (data epoch {self.stream.epoch}, position {self.stream.position})"

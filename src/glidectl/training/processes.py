@@ -7,12 +7,15 @@ import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 from ..errors import GlidectlError
+from . import heartbeats
 from .guards import StopFlag
+from .heartbeats import Heartbeats
 from .watchdog import Watchdog
 
 T = TypeVar("T")
@@ -71,9 +74,15 @@ class Processes:
         self.accelerator = accelerator
         self.main = accelerator.is_main_process
         self.count = accelerator.num_processes
+        self.rank = accelerator.process_index
         self._main_group = main_work_group(accelerator, timeout)
         self._launcher = os.getppid()
-        self.watchdog = Watchdog(timeout) if self.main and self.count > 1 else None
+        self.watchdog = Watchdog(timeout, rank=self.rank, world=self.count,
+                                 main_wait=max(timeout, MAIN_WORK_TIMEOUT)) \
+            if self.count > 1 else None
+        # Who says a long wait: the main process; of the others, process 1 and the first
+        # of each other machine (one line per launcher's output, not one per process).
+        self._says = self.main or self.rank == 1 or accelerator.is_local_main_process
 
     def step(self, step: int) -> None:
         """Step ``step`` begins (for the watchdog)."""
@@ -81,13 +90,31 @@ class Processes:
             self.watchdog.step(step)
 
     def busy(self, what: str) -> None:
-        """The main process's own work (``what``) begins: the watchdog keeps quiet."""
-        if self.watchdog is not None:
+        """The main process's own work (``what``) begins: its watchdog keeps quiet, and its
+        heartbeat tells the others."""
+        if self.watchdog is not None and self.main:
             self.watchdog.busy(what)
 
+    def beat_in(self, folder: Path) -> None:
+        """The heartbeats go in ``folder`` (every process, before the others wait for the
+        main process: it empties the folder first)."""
+        if self.watchdog is None:
+            return
+        if self.main:
+            heartbeats.clear(folder)
+        self.watchdog.beats = Heartbeats(folder, self.rank)
+
+    def end_beats(self) -> None:
+        """The heartbeats' folder goes (main process, at the run's end)."""
+        if self.main and self.watchdog is not None and self.watchdog.beats is not None:
+            heartbeats.remove(self.watchdog.beats.folder)
+
     def watching(self, say: Callable[[str], None]) -> AbstractContextManager[None]:
-        """The watchdog's thread runs inside this block (main process, several processes)."""
-        return self.watchdog.watching(say) if self.watchdog is not None else nullcontext()
+        """The watchdog's thread runs inside this block (several processes): it writes the
+        heartbeat and may ``say`` that a step or a wait lasts."""
+        if self.watchdog is None:
+            return nullcontext()
+        return self.watchdog.watching(say if self._says else None)
 
     def _waiting(self, what: str) -> AbstractContextManager[None]:
         return self.watchdog.waiting(what) if self.watchdog is not None else nullcontext()

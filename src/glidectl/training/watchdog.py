@@ -1,6 +1,8 @@
-"""One line on the main process of a multi-process run when a step, or a wait for the other
-processes, lasts far longer than usual: a process that hangs (stopped, stuck in I/O, its
-machine cut off) otherwise leaves the others silent until the process group's timeout."""
+"""One line when a step, or a wait for the other processes of a multi-process run, lasts far
+longer than usual: a process that hangs (stopped, stuck in I/O, its machine cut off)
+otherwise leaves the others silent until the process group's timeout. The main process's
+line names the processes that lag, the others' what the main process is busy with, from
+their heartbeats (:mod:`.heartbeats`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+
+from .heartbeats import PERIOD_S, Beat, Heartbeats, read_beat
 
 TIMEOUT_KEY = "train.collective_timeout_minutes"
 
@@ -25,28 +29,72 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.3g} h"
 
 
+STUCK = "(stopped, waiting on a disk, its machine cut off)"
+
+
 @dataclass(frozen=True)
 class _Mark:
     doing: str  # "at step 120", "waiting for the other processes after step 120's preview"
     since: float
     step: int | None = None  # the step begun, for step marks
-    own: bool = False  # the main process's own work (a preview, a checkpoint): not reported
+    watched: bool = True  # said when it lasts (not the main process's own work, nor the
+    # others' steps: the main process says those)
+
+
+def _heard_long_ago(beat: Beat, waited: float, now: float) -> float | None:
+    """How long ago ``beat`` was written, when that is over half of ``waited`` (and two
+    heartbeats: a live process writes one a second); else None."""
+    age = max(0.0, now - beat.at)
+    return age if age > max(2 * PERIOD_S, waited / 2) else None
+
+
+def lag(beat: Beat, step: int | None, waited: float, now: float) -> str | None:
+    """How the process of ``beat`` lags one that has waited ``waited`` s at ``step``: not
+    heard from for long, or at an earlier step; None when its heartbeat shows it keeping up."""
+    if (age := _heard_long_ago(beat, waited, now)) is not None:
+        return (f"process {beat.rank} {beat.who()} was last heard from {duration(age)} ago, "
+                f"{beat.doing}")
+    if step is not None and beat.step is not None and beat.step < step:
+        return (f"process {beat.rank} {beat.who()} has been {beat.doing} for "
+                f"{duration(max(0.0, now - beat.since))}")
+    return None
+
+
+def main_doing(beat: Beat | None, waited: float, now: float) -> str:
+    """What the main process's heartbeat says it is doing, for a process that has waited
+    ``waited`` s for it."""
+    if beat is None:
+        return f"the main process may be slow or stuck {STUCK}"
+    if (age := _heard_long_ago(beat, waited, now)) is not None:
+        return (f"the main process {beat.who()} was last heard from {duration(age)} ago, "
+                f"{beat.doing}: it may be stuck {STUCK}")
+    return (f"the main process {beat.who()} has been {beat.doing} for "
+            f"{duration(max(0.0, now - beat.since))}")
 
 
 class Watchdog:
-    """What the main thread is at (:meth:`step`, :meth:`busy`, :meth:`waiting`), read by a
-    daemon thread that says once per mark when it has lasted over ``after`` seconds and
-    three times the longest step so far (the first step left out: warm-up, compiling). The
-    thread only reads the mark, never a collective: a hung collective cannot hang it, and
-    it cannot disturb one."""
+    """What the main thread of process ``rank`` (of ``world``) is at (:meth:`step`,
+    :meth:`busy`, :meth:`waiting`), read by a daemon thread that writes it as this
+    process's heartbeat about once a second (with ``beats``) and says once per mark when it
+    has lasted over ``after`` seconds and three times the longest step so far (the first
+    step left out: warm-up, compiling). The main process says so of its steps and of its
+    waits for the others, the others of their waits for the main process's own work (for
+    up to ``main_wait``). The thread only reads the mark and files, never a collective: a
+    hung collective cannot hang it, and it cannot disturb one."""
 
-    def __init__(self, timeout: timedelta, after: float = 60.0):
+    def __init__(self, timeout: timedelta, after: float = 60.0, *, rank: int = 0,
+                 world: int = 1, main_wait: timedelta | None = None):
         self.timeout = timeout
         # Before the group gives up: half its timeout when that is under two minutes.
         self.after = min(after, timeout.total_seconds() / 2)
+        self.main = rank == 0
+        self.world = world
+        self.main_wait = main_wait or timeout
+        self.beats: Heartbeats | None = None
         self.longest = 0.0
         self._mark: _Mark | None = None
         self._at = "before the first step"  # where a wait returns to
+        self._step: int | None = None
         self._steps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -54,21 +102,28 @@ class Watchdog:
     # ------------------------------------------------------------------ the main thread
     def step(self, step: int) -> None:
         """Step ``step`` begins (its time counts toward the longest step)."""
-        self._at = f"at step {step}"
-        self._set(_Mark(self._at, time.monotonic(), step=step))
+        self._at, self._step = f"at step {step}", step
+        self._set(_Mark(self._at, time.monotonic(), step=step, watched=self.main))
 
     def busy(self, what: str) -> None:
-        """The main process's own work (``what``: "step 120's preview") begins."""
-        self._set(_Mark(f"busy with {what}", time.monotonic(), own=True))
+        """The main process's own work (``what``: "step 120's preview") begins; its
+        heartbeat says so at once, as the others may wait long for it."""
+        mark = _Mark(f"busy with {what}", time.monotonic(), watched=False)
+        self._set(mark)
+        if self.beats is not None:
+            self.beats.write(mark.doing, self._step, mark.since)
 
     @contextlib.contextmanager
     def waiting(self, what: str) -> Iterator[None]:
-        """Waiting for the other processes after ``what``; then back at the step, afresh."""
-        self._set(_Mark(f"waiting for the other processes after {what}", time.monotonic()))
+        """Waiting for the other processes (the main process's work, on the others) after
+        ``what``; then back at the step, afresh."""
+        doing = f"waiting for the other processes after {what}" if self.main else \
+            f"waiting for the main process to finish {what}"
+        self._set(_Mark(doing, time.monotonic()))
         try:
             yield
         finally:
-            self._set(_Mark(self._at, time.monotonic()))
+            self._set(_Mark(self._at, time.monotonic(), watched=self.main))
 
     def _set(self, mark: _Mark) -> None:
         last = self._mark
@@ -79,16 +134,39 @@ class Watchdog:
         self._mark = mark  # one assignment: the thread sees the old mark or the new one
 
     # ------------------------------------------------------------------ the thread
-    def line(self, doing: str, waited: float) -> str:
+    def line(self, mark: _Mark, waited: float) -> str:
+        """What to say of ``mark``, waited at for ``waited`` seconds."""
         usual = f" (steps took {duration(self.longest)} at most)" if self.longest else ""
+        still = f"Still {mark.doing} after {duration(waited)}{usual}"
+        now = time.time()
+        if not self.main:
+            beat = read_beat(self.beats.folder, 0) if self.beats is not None else None
+            return (f"{still}: {main_doing(beat, waited, now)}; this process waits for it for "
+                    f"up to {duration(self.main_wait.total_seconds())}.")
         limit = duration(self.timeout.total_seconds())
-        return (f"Still {doing} after {duration(waited)}{usual}: another process of this "
-                "run may be stuck (stopped, waiting on a disk, its machine cut off); if so, "
-                f"the run stops when it has not answered for {limit} ({TIMEOUT_KEY}).")
+        tail = f"the run stops when it has not answered for {limit} ({TIMEOUT_KEY})."
+        lagging = [said for said in (lag(beat, self._step, waited, now)
+                                     for beat in self._peers() if beat is not None) if said]
+        if not lagging:
+            return (f"{still}: another process of this run may be stuck {STUCK}; if so, "
+                    f"{tail}")
+        more = f"; and {len(lagging) - 3} more" if len(lagging) > 3 else ""
+        which = "it" if len(lagging) == 1 else "one of them"
+        return (f"{still}: {'; '.join(lagging[:3])}{more}: {which} may be stuck {STUCK}; "
+                f"if so, {tail}")
+
+    def _peers(self) -> list[Beat | None]:
+        """The other processes' heartbeats (None where one cannot be read)."""
+        if self.beats is None:
+            return []
+        return [read_beat(self.beats.folder, rank) for rank in range(1, self.world)]
 
     @contextlib.contextmanager
-    def watching(self, say: Callable[[str], None]) -> Iterator[None]:
-        """The thread runs (and may call ``say``) inside this block."""
+    def watching(self, say: Callable[[str], None] | None) -> Iterator[None]:
+        """The thread runs (and may call ``say``; None: it only writes heartbeats) inside
+        this block; this process's heartbeat goes at its end."""
+        if self._mark is None:
+            self._set(_Mark(self._at, time.monotonic(), watched=False))
         self._stop.clear()
         self._thread = threading.Thread(target=self._watch, args=(say,), daemon=True,
                                         name="glidectl-watchdog")
@@ -98,14 +176,20 @@ class Watchdog:
         finally:
             self._stop.set()
             self._thread.join(timeout=5)
+            if self.beats is not None:
+                self.beats.remove()
 
-    def _watch(self, say: Callable[[str], None]) -> None:
+    def _watch(self, say: Callable[[str], None] | None) -> None:
         said = None
-        while not self._stop.wait(max(0.2, min(5.0, self.after / 4))):
+        while not self._stop.wait(min(PERIOD_S / 4, max(0.05, self.after / 4))):
             mark = self._mark
-            if mark is None or mark.own or mark is said:
+            if mark is None:
+                continue
+            if self.beats is not None and time.monotonic() - self.beats.written >= PERIOD_S:
+                self.beats.write(mark.doing, self._step, mark.since)
+            if say is None or not mark.watched or mark is said:
                 continue
             waited = time.monotonic() - mark.since
             if waited >= max(self.after, 3 * self.longest):
                 said = mark
-                say(self.line(mark.doing, waited))
+                say(self.line(mark, waited))
