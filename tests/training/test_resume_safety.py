@@ -20,7 +20,9 @@ from glidectl.config import save_config
 from glidectl.errors import GlidectlError
 from glidectl.training.checkpointing import CheckpointManager
 from glidectl.training.engine import Trainer
+from glidectl.training.heartbeats import Heartbeats
 from glidectl.training.metrics import read_metrics
+from glidectl.ui.models import list_models
 
 
 class _Payload:
@@ -443,7 +445,8 @@ class _Killed(BaseException):
 def test_a_resume_removes_the_temp_files_a_killed_run_left(trained, tmp_path, capsys):
     """A kill -9 while writing the config, a preview, ``latest`` or a file in a step folder
     leaves its ``.NAME.PID.tmp`` behind; the next start of the run removes those whose
-    writer is gone (a running process's stays)."""
+    writer is gone (a running process's stays). A killed multi-process run's heartbeats
+    neither hide the run nor pass for a checkpoint, and go too."""
     run = tmp_path / "runs" / "t"
     shutil.copytree(trained / "runs" / "t", run)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -454,9 +457,16 @@ def test_a_resume_removes_the_temp_files_a_killed_run_left(trained, tmp_path, ca
     running = run / "previews" / f".step-000003.png.{os.getppid()}.tmp"
     for path in (*stale, running):
         path.write_bytes(b"\x89PNG half")
+    (run / runs.HEARTBEATS_DIR).mkdir()
+    for rank in (0, 1):
+        Heartbeats(run / runs.HEARTBEATS_DIR, rank).write("at step 3", 3, 0.0)
+    assert len(list((run / runs.HEARTBEATS_DIR).glob("*.json"))) == 2
+    assert runs.latest_under(run) == run / "checkpoints" / "step-000002"
+    assert "t/" in [c.label for c in list_models(run.parent)]
     code, err = _resume_cli(run, capsys)
     assert code == 0, err
     assert [p for p in stale if p.exists()] == [] and running.exists()
+    assert not (run / runs.HEARTBEATS_DIR).exists()
 
 
 def test_a_kill_after_the_final_checkpoint_leaves_no_extra_step_folder(

@@ -15,6 +15,7 @@ from .. import runs
 from ..atomic import lock_file, remove_stale_temps
 from ..config import GlideConfig, is_saved_config
 from ..errors import GlidectlError
+from . import heartbeats
 from .checkpointing import CheckpointManager, resolve_checkpoint, set_aside_after
 
 MIN_FREE_BYTES = 64 * 1024 * 1024
@@ -217,7 +218,8 @@ def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
     A resume from an earlier checkpoint sets the later ones aside; ``best`` is pointed at
     ``best_step`` again (a kill between a best checkpoint and its pointer, or the later
     checkpoints set aside, would leave it naming another step, or none, and pruning would
-    delete it); what a ``kill -9`` left goes: temp files of writers that are gone, and,
+    delete it); what a ``kill -9`` left goes: temp files of writers that are gone, the
+    processes' heartbeats, and,
     through pruning, checkpoints past ``keep_last`` and temp step folders (a kill between
     the final checkpoint and its pruning left them, and a finished run writes no checkpoint
     again)."""
@@ -227,6 +229,7 @@ def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
         checkpoints.mark_best(best_step)
     for folder in run.written_folders():
         remove_stale_temps(folder)
+    heartbeats.remove(run.heartbeats)  # a killed multi-process run's
     checkpoints.prune()
     if moved is None:
         return None
