@@ -140,6 +140,22 @@ def test_wrong_type_names_key_type_and_value(tmp_path):
     assert load_config(None, ["train.name='2024'"]).train.name == "2024"
 
 
+def test_a_nul_character_in_a_text_value_is_refused_before_any_path_is_made_of_it(tmp_path):
+    """TOML may write ``\\u0000``; no path, run name or prompt may hold it (os.mkdir raised
+    ValueError deep in training)."""
+    path = tmp_path / "glide.toml"
+    path.write_text('[train]\noutput_dir = "runs\\u0000x"\n')
+    with pytest.raises(ConfigError, match=r"'train.output_dir' holds a NUL character"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^--set: 'preview.prompts' holds a NUL character "
+                                          r"\(\\u0000\), .*; remove it\.$"):
+        load_config(None, ['preview.prompts=["a", "b\\u0000"]'])
+    cfg = GlideConfig()
+    cfg.train.name = "a\x00b"
+    with pytest.raises(ConfigError, match=r"'train.name' holds a NUL character"):
+        validate(cfg)
+
+
 def test_list_items_must_have_the_list_type(tmp_path):
     path = tmp_path / "glide.toml"
     path.write_text('[preview]\nprompts = ["a red circle", 2]\n')

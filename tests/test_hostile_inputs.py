@@ -86,6 +86,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("train damaged init", [*TRAIN, "--set", "model.init=corrupt.safetensors"]),
     ("train code-running init", [*TRAIN, "--set", "model.init=evil.pt"]),
     ("train output dir is a file", [*TRAIN, "--set", "train.output_dir=notes.txt"]),
+    ("train NUL in output dir", [*TRAIN, "--set", 'train.output_dir="runs\\u0000x"']),
+    ("train NUL in name", [*TRAIN, "--set", 'train.name="a\\u0000b"']),
     ("train negative --steps", [*TRAIN, "--steps", "-3"]),
     ("train missing config", ["train", "-c", "missing.toml"]),
     ("train invalid toml", ["train", "-c", "bad.toml"]),

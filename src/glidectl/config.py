@@ -147,6 +147,10 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
                 raise ConfigError(f"{where}: unknown key '{dotted}'." + (
                     _elsewhere(key) or _nearest(key, list(ftypes), f"{sec_name}.")))
             value = _check_value(dotted, ftypes[key], value, where)
+            if any("\x00" in v for v in (value if isinstance(value, list) else [value])
+                   if isinstance(v, str)):
+                raise ConfigError(f"{where}: '{dotted}' holds a NUL character (\\u0000), which "
+                                  "no path, name or text may hold; remove it.")
             meta = _field(type(section), key).metadata
             choices = meta.get("choices")
             problem = meta["range"].problem(value) if meta.get("range") else None
