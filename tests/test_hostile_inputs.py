@@ -247,3 +247,44 @@ def test_an_unreadable_config_file_is_one_sentence(tmp_path):
     assert library.stdout.strip() == (
         f"Config file {str(config)!r} cannot be read (permission denied); make it readable by "
         "this user or copy it somewhere that is."), library.stderr
+
+
+def test_a_failed_start_leaves_a_folder_that_was_there_as_it_was(tmp_path, monkeypatch, capsys):
+    """--resume of a folder that is no run, and a new run named after an existing empty
+    folder whose data is missing, stop in one line and leave no .lock, previews/ or
+    checkpoints/ behind in the user's folder."""
+    from glidectl.cli.app import main
+
+    cfg = GlideConfig()
+    for section, values in TINY.items():
+        for key, value in values.items():
+            setattr(getattr(cfg, section), key, value)
+    save_config(cfg, tmp_path / "tiny.toml")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "keep.txt").write_text("mine")
+    (tmp_path / "runs" / "e").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    for args in (["--resume", "photos"],
+                 ["--set", "train.name=e", "--set", "data.source=/nonexistent/images"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "-c", "tiny.toml", "--no-live", *args])
+        assert exc.value.code == 2
+        assert capsys.readouterr().err.count("Error:") == 1
+    assert [p.name for p in (tmp_path / "photos").iterdir()] == ["keep.txt"]
+    assert list((tmp_path / "runs" / "e").iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["train", "lora"])
+def test_resume_of_something_that_is_no_folder_names_resume(command, workdir, monkeypatch,
+                                                            capsys):
+    """/dev/null (a FIFO, a socket) is no run: said of --resume, not as an --output-dir that
+    is a file."""
+    from glidectl.cli.app import main
+
+    monkeypatch.chdir(workdir)
+    with pytest.raises(SystemExit) as exc:
+        main([command, "-c", "tiny.toml", "--resume", "/dev/null"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (
+        "Error: --resume '/dev/null' is not a folder; pass a run folder or one of its "
+        "checkpoints/step-NNNNNN folders, or 'latest'.\n")

@@ -220,7 +220,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         self.run_dir = runs.RunDir(Path(root))
         self.resume_from = Path(resume_from) if resume_from else None
         if self.main:
-            self.run_dir.create()
+            self._claim.create(self.run_dir)
         self.procs.wait_for_main("the run folder's creation")
 
     def _setup_model(self, adapter: ModelAdapter | None) -> torch.nn.Module:

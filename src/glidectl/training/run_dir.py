@@ -112,11 +112,12 @@ def run_of_resume(resume: str) -> runs.RunDir:
     """The run of a --resume PATH (a run, its checkpoints/ or a step folder), from its name
     alone: nothing is moved or read before the run's lock is held."""
     path = Path(resume).resolve()
-    if path.is_file():  # a weights or state file: its folder was meant
+    if path.exists() and not path.is_dir():  # a weights or state file: its folder was meant
         step = next((p for p in path.parents if runs.is_step_dir(p)), None)
         instead = (f"its checkpoint folder {str(step)!r}" if step is not None
                    else "a run folder or one of its checkpoints/step-NNNNNN folders")
-        raise GlidectlError(f"--resume {resume!r} is a file; pass {instead}, or 'latest'.")
+        what = "a file" if path.is_file() else "not a folder"  # a FIFO, /dev/null
+        raise GlidectlError(f"--resume {resume!r} is {what}; pass {instead}, or 'latest'.")
     _refuse_abandoned(resume, path)
     if path.name == runs.CHECKPOINTS_DIR:
         return runs.RunDir(path.parent)
@@ -161,6 +162,7 @@ class RunClaim:
     def __init__(self) -> None:
         self.created: list[Path] = []
         self._lock: IO[str] | None = None
+        self._added: list[Path] = []  # the lock file and folders made in one that was there
 
     def take(self, cfg: GlideConfig, resume: str | None) -> tuple[runs.RunDir, Path | None]:
         """Pick, check and lock the run folder: (run, checkpoint to resume or None)."""
@@ -169,8 +171,10 @@ class RunClaim:
         for _ in range(100):
             self.created = [p for p in (run.root.parent, run.root) if not p.exists()][:1]
             check_writable(run.root)
+            new_lock = [] if self.created or run.lock.exists() else [run.lock]
             try:
                 self._lock = lock_run(run)
+                self._added = new_lock
                 break
             except GlidectlError:
                 self.created = []  # another process's run: not ours to remove
@@ -183,6 +187,12 @@ class RunClaim:
                 f"No free run folder in {str(run.root.parent)!r}: 100 names in a row are being "
                 "trained by other processes; set train.name (or --set train.name=NAME).")
         return run, resume_point(run, resume)
+
+    def create(self, run: runs.RunDir) -> None:
+        """Make the run's folders (main process), noting those new in a folder that was there."""
+        if not self.created:
+            self._added += [p for p in (run.previews, run.checkpoints) if not p.exists()]
+        run.create()
 
     def release(self) -> None:
         """Let another process train the run folder."""
@@ -204,9 +214,17 @@ class RunClaim:
         self.created = []
 
     def undo(self) -> None:
-        """A start that failed: the folders it created (nothing half-written) go, the lock too."""
+        """A start that failed: the folders it created (nothing half-written) go, the lock too
+        (and its file, made in a folder that was there: one --resume took for a run)."""
         for folder in self.created:
             shutil.rmtree(folder, ignore_errors=True)
+        for path in reversed(self._added):  # folders (if empty), then the lock file, still held
+            with suppress(OSError):
+                if path.is_dir():
+                    path.rmdir()
+                else:
+                    path.unlink()
+        self._added = []
         self.release()
 
 
