@@ -288,3 +288,21 @@ def test_resume_of_something_that_is_no_folder_names_resume(command, workdir, mo
     assert capsys.readouterr().err == (
         "Error: --resume '/dev/null' is not a folder; pass a run folder or one of its "
         "checkpoints/step-NNNNNN folders, or 'latest'.\n")
+
+
+@pytest.mark.parametrize("args", [
+    ["sample", "--from-png", "/dev/null"],
+    [*SAMPLE, "--low-res", "/dev/null"],
+    [*SAMPLE, "--inpaint-image", "/dev/null", "--inpaint-mask", "prompts.txt"],
+], ids=["from-png", "low-res", "inpaint-image"])
+def test_a_device_as_an_input_image_is_no_file_not_a_missing_one(args, workdir, monkeypatch,
+                                                                 capsys):
+    """/dev/null (or a FIFO) exists: "does not exist; fix the path" sent the user looking."""
+    from glidectl.cli.app import main
+
+    monkeypatch.chdir(workdir)
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1, err
+    assert "'/dev/null' is no file (a device or a pipe); pass a" in err, err

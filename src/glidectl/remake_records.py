@@ -29,6 +29,9 @@ def read_remake(png: str | Path) -> Remake:
     png = Path(png)
     if png.is_dir():
         raise GlidectlError(f"--from-png {str(png)!r} is a folder; pass a PNG file.")
+    if png.exists() and not png.is_file():
+        raise GlidectlError(f"--from-png {str(png)!r} is no file (a device or a pipe); pass a "
+                            "PNG file.")
     if not png.is_file():
         raise GlidectlError(f"--from-png {str(png)!r} does not exist; fix the path.")
     try:

@@ -86,6 +86,9 @@ def _check_inputs(sampler: str | None, upsample_sampler: str, paths: list[Path |
     for path in paths:
         if path is not None and path.is_dir():
             raise GlidectlError(f"{str(path)!r} is a folder; pass an image file.")
+        if path is not None and path.exists() and not path.is_file():
+            raise GlidectlError(f"{str(path)!r} is no file (a device or a pipe); pass an image "
+                                "file.")
         if path is not None and not path.is_file():
             raise GlidectlError(f"Image file {str(path)!r} does not exist; fix the path.")
     if base == "none" and low_res is None:
