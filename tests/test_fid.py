@@ -68,6 +68,10 @@ def test_without_weights_the_metric_is_absent_with_the_reason():
 def test_weights_files_are_checked_without_running_code(tmp_path):
     with pytest.raises(GlidectlError, match="do not exist"):
         inception_features(tmp_path / "missing.pth")
+    with pytest.raises(GlidectlError, match=r"are a folder, not a file; pass the path of"):
+        inception_features(tmp_path)
+    with pytest.raises(GlidectlError, match=r"'/dev/null' are no file \(a device or a pipe\)"):
+        inception_features("/dev/null")
     marker = tmp_path / "pwned"
 
     class Payload:

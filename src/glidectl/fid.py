@@ -53,8 +53,10 @@ def inception_features(weights: str | Path | None) -> Features:
                                "validation.fid_weights; see the README)")
     path = Path(weights).expanduser()
     if not path.is_file():
+        what = ("do not exist" if not path.exists() else "are a folder, not a file"
+                if path.is_dir() else "are no file (a device or a pipe)")
         raise GlidectlError(
-            f"FID weights {str(path)!r} do not exist; pass the path of {INCEPTION_FILE} "
+            f"FID weights {str(path)!r} {what}; pass the path of {INCEPTION_FILE} "
             "(see the README)."
         )
     try:
