@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from glidectl.images import captioned_grid, enlarge
@@ -88,3 +89,19 @@ def test_a_png_that_must_not_replace_a_file_never_does(tmp_path, monkeypatch):
             save_png(blue, path, {"prompt": "blue"}, replace=False)
         assert Image.open(path).text["prompt"] == "red"
         assert [p.name for p in path.parent.iterdir()] == ["00000.png"]
+
+
+@pytest.mark.timeout(60)
+def test_a_caption_word_far_wider_than_its_tile_is_cut_at_once():
+    """A 20,000-character word (a URL, a run-on caption) is cut to what fits with "...":
+    measured one character shorter at a time, a 5,000-character one held a preview minutes."""
+    from PIL import ImageFont
+
+    from glidectl.images import _wrap
+
+    font = ImageFont.load_default()
+    (line,) = _wrap("y" * 20000, 64, font, 3)
+    kept = len(line) - 3
+    assert line == "y" * kept + "..." and kept >= 1
+    assert font.getlength(line) <= 64 < font.getlength("y" * (kept + 1) + "...")
+    assert captioned_grid([Image.new("RGB", (16, 16))], ["y" * 20000]).width == 64

@@ -129,11 +129,23 @@ def _wrap(text: str, width_px: int, font: ImageFont.ImageFont, max_lines: int) -
     if len(lines) > max_lines:
         lines = lines[:max_lines]
         lines[-1] = lines[-1].rstrip(".") + "..."
-    for i, ln in enumerate(lines):  # a single word longer than the tile is cut
-        while font.getlength(ln) > width_px and len(ln) > 4:
-            ln = ln[:-4] + "..."
-        lines[i] = ln
-    return lines
+    return [_cut(ln, width_px, font) for ln in lines]  # a word longer than the tile is cut
+
+
+def _cut(line: str, width_px: int, font: ImageFont.ImageFont) -> str:
+    """``line``, or its longest start (one character at least) that fits ``width_px`` with
+    "..." after it: a binary search, as a 5,000-character caption word took minutes measured
+    one character shorter at a time."""
+    if font.getlength(line) <= width_px or len(line) <= 4:
+        return line
+    lo, hi = 1, len(line) - 4
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if font.getlength(line[:mid] + "...") <= width_px:
+            lo = mid
+        else:
+            hi = mid - 1
+    return line[:lo] + "..."
 
 
 def captioned_grid(images: list[Image.Image], captions: list[str], cols: int | None = None,
