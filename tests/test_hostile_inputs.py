@@ -154,6 +154,10 @@ CASES: list[tuple[str, list[str]]] = [
     ("inspect empty folder", ["dataset", "inspect", "empty_folder"]),
     ("inspect unknown preset", ["dataset", "inspect", "demo:shapes", "--preset", "nope"]),
     ("inspect limit 0", ["dataset", "inspect", "demo:shapes", "--limit", "0"]),
+    ("inspect preview over a model", ["dataset", "inspect", "demo:shapes", "--limit", "2",
+                                      "--preview", "tiny.safetensors"]),
+    ("inspect preview over a prompt file", ["dataset", "inspect", "demo:shapes", "--limit", "2",
+                                            "--preview", "prompts.txt"]),
     # config
     ("config missing file", ["config", "show", "-c", "missing.toml"]),
     ("config file is a folder", ["config", "show", "-c", "empty_folder"]),
@@ -306,3 +310,19 @@ def test_a_device_as_an_input_image_is_no_file_not_a_missing_one(args, workdir, 
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.count("\n") == 1, err
     assert "'/dev/null' is no file (a device or a pipe); pass a" in err, err
+
+
+def test_inspect_preview_never_replaces_a_device(tmp_path, monkeypatch, capsys):
+    """--preview /dev/null (or a FIFO) is refused: run as root, the grid's atomic rename put a
+    regular file where the system's /dev/null was."""
+    from glidectl.cli.app import main
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["dataset", "inspect", "demo:shapes", "--limit", "2", "--preview", "pipe"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == ("Error: --preview 'pipe' is no file (a device or a pipe); "
+                                       "pass a new file such as 'preview.png'.\n")
+    assert fifo.is_fifo()

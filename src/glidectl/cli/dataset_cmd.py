@@ -157,6 +157,11 @@ def _render(report: Any) -> None:
         )
 
 
+def _is_png(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def _check_preview(path: Path) -> None:
     """Refuse a --preview path that cannot be written, before the scan."""
     from ..errors import GlidectlError
@@ -165,6 +170,12 @@ def _check_preview(path: Path) -> None:
     if path.is_dir():
         raise GlidectlError(f"--preview {str(path)!r} is a folder; pass a file such as "
                             f"{str(path / 'preview.png')!r}.")
+    if path.exists() and not path.is_file():
+        raise GlidectlError(f"--preview {str(path)!r} is no file (a device or a pipe); pass a "
+                            "new file such as 'preview.png'.")
+    if path.is_file() and not _is_png(path):
+        raise GlidectlError(f"--preview {str(path)!r} exists and is no PNG, which the grid "
+                            "would replace; pass a new file such as 'preview.png'.")
     check_out_dir(path.parent, "--preview folder")
 
 
