@@ -326,3 +326,21 @@ def test_inspect_preview_never_replaces_a_device(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == ("Error: --preview 'pipe' is no file (a device or a pipe); "
                                        "pass a new file such as 'preview.png'.\n")
     assert fifo.is_fifo()
+
+
+def test_the_largest_seed_the_config_allows_trains(tmp_path, monkeypatch):
+    """train.seed = 2**63-1 is in range: numpy's seeding (0 to 2**32-1) ended it in a
+    ValueError traceback."""
+    from glidectl.cli.app import main
+
+    cfg = GlideConfig()
+    for section, values in TINY.items():
+        for key, value in values.items():
+            setattr(getattr(cfg, section), key, value)
+    save_config(cfg, tmp_path / "tiny.toml")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "-c", "tiny.toml", "--no-live", "--steps", "1", "--set",
+              f"train.seed={2**63 - 1}"])
+    assert exc.value.code == 0
+    assert (tmp_path / "runs" / "t" / "checkpoints" / "step-000001").is_dir()

@@ -4,6 +4,7 @@ data (training stream, preview and validation samples) and the step count."""
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any
 
 import torch
@@ -93,7 +94,11 @@ def make_accelerator(cfg: GlideConfig, mixed_precision: str) -> Any:
         step_scheduler_with_optimizer=False, cpu=not has_accelerator_device(),
         kwargs_handlers=timeout_handlers(cfg.train.collective_timeout_minutes),
     )
-    set_seed(cfg.train.seed)
+    seed = cfg.train.seed
+    set_seed(seed % 2**32)  # numpy's legacy seeding takes 0 to 2**32-1 only
+    if seed >= 2**32:  # train.seed goes to 2**63-1: Python's and torch's generators take it
+        random.seed(seed)
+        torch.manual_seed(seed)
     use_deterministic(cfg.train.deterministic)
     return acc
 
