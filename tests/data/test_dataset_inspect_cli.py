@@ -96,7 +96,7 @@ def test_inspect_benchmark_figure_is_positive():
     ("demo:nope", "Unknown demo dataset"),
     ("shards-{000..003}.tar", "do not exist"),
     ("/no/such/*.parquet", "No Parquet files"),
-    ("hf:/no/such/dataset", "Cannot open Hugging Face dataset"),
+    ("hf:/no/such/dataset", "the folder '/no/such/dataset' does not exist; pass a folder"),
     ("kohay:dataset.toml", "does not exist, and 'kohay' is no source type; did you mean "
      "'kohya:'?"),
     ("pipe:cat shard.tar", "is a pipe: URL, a shell command"),

@@ -260,6 +260,31 @@ def test_hf_hub_name_without_network_is_one_sentence_at_once(data_cfg, monkeypat
         open_source("hf:someone/pictures", data_cfg())
 
 
+@pytest.mark.parametrize("spec, message", [
+    ("hf:{tmp}/missing", r"^hf:.*/missing: the folder '.*/missing' does not exist; pass a folder"),
+    ("hf:./missing", r"^hf:./missing: the folder './missing' \(relative to the current folder"),
+    ("hf:~/glidectl-no-such-folder", r"^hf:~/glidectl-no-such-folder: the folder '/"),
+    ("hf:{tmp}/notes.txt", r"^hf:.*/notes.txt is a file, not a folder; pass its folder"),
+    ("hf:someone/not-cached", r"^Hugging Face dataset 'someone/not-cached' is not in the local "
+                              r"cache, and HF_DATASETS_OFFLINE"),
+])
+def test_hf_paths_that_are_no_folder_and_uncached_names_are_one_sentence(
+        spec, message, tmp_path, data_cfg, monkeypatch):
+    """A path given as hf: never goes to the Hub (where it was 'cannot reach the Hub')."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a dataset")
+    with pytest.raises(GlidectlError, match=message):
+        open_source(spec.format(tmp=tmp_path), data_cfg())
+
+
+def test_hf_data_files_folder_under_home_is_read(tmp_path, data_cfg, monkeypatch):
+    """``hf:~/FOLDER`` of data files (not save_to_disk) reads the folder, not a Hub name."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_parquet(tmp_path / "repo" / "data" / "train-00000-of-00001.parquet", _clean_rows(2))
+    source = open_source("hf:~/repo", data_cfg())
+    assert source.describe() == f"hf:{tmp_path / 'repo'}" and source.units() == ["0"]
+
+
 class _Broken(DemoSource):
     """A demo source whose reading goes wrong the way ``how`` says."""
 

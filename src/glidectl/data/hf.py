@@ -9,11 +9,12 @@ Work units are blocks of rows (saved datasets) or the stream's shards (its data 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, from_here
 from ..extras import install_hint
 from .records import RawSample
 from .stats import RejectionCounter
@@ -21,6 +22,7 @@ from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, pick_column, row_sample
 
 BLOCK_ROWS = 1000  # rows per work unit of a saved dataset
 SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?")  # NAME or USER/NAME
 
 
 def _datasets() -> Any:
@@ -33,11 +35,33 @@ def _datasets() -> Any:
     return datasets
 
 
+def _offline() -> bool:
+    """Whether HF_HUB_OFFLINE or HF_DATASETS_OFFLINE keeps datasets off the network."""
+    return any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _local_path(name: str) -> str | None:
+    """The folder ``hf:NAME`` means, None for a Hub dataset name; one sentence for a path
+    that is no folder (a file, or nothing: datasets would ask the Hub for it)."""
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise GlidectlError(
+            f"hf:{name} is a file, not a folder; pass its folder (hf:FOLDER), or the file "
+            "without hf: (a .parquet file, for one, reads as Parquet).")
+    if HUB_NAME.fullmatch(name):
+        return None
+    raise GlidectlError(
+        f"hf:{name}: the folder {path!r}{from_here(path)} does not exist; pass a folder "
+        "written by save_to_disk or holding data files, or a Hub dataset name (hf:USER/NAME).")
+
+
 def _check_hub(name: str) -> None:
     """One sentence at once when ``name`` is a Hub dataset and the Hub's host does not
     resolve (no network), instead of huggingface_hub's retries (about 25 s)."""
-    if os.path.isdir(name) or any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
-                                  for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+    if os.path.isdir(name) or _offline():
         return
     import socket
     from urllib.parse import urlsplit
@@ -79,8 +103,8 @@ class HFSource:
         name = spec.strip()
         if not name:
             raise GlidectlError("data.source 'hf:' names no dataset; use hf:NAME or hf:PATH.")
-        path = os.path.expanduser(name)
-        src = cls(path if is_saved(path) else name, str(cfg.split), is_saved(path), "", None,
+        path = _local_path(name)
+        src = cls(path or name, str(cfg.split), bool(path and is_saved(path)), "", None,
                   None, 1)
         ds = src.dataset()
         columns = list(ds.column_names or [])
@@ -128,6 +152,12 @@ class HFSource:
         except GlidectlError:
             raise
         except Exception as exc:
+            if isinstance(exc, ConnectionError) and _offline():
+                raise GlidectlError(
+                    f"Hugging Face dataset {self.name!r} is not in the local cache, and "
+                    "HF_DATASETS_OFFLINE or HF_HUB_OFFLINE keeps it from the Hub; unset them "
+                    "with the network connected to download it, or pass a local folder "
+                    "(hf:PATH).") from None
             why = (str(exc).strip().splitlines() or [""])[0].rstrip(".")[:200]
             raise GlidectlError(
                 f"Cannot open Hugging Face dataset {self.name!r} (split {self.split!r}): "
