@@ -137,6 +137,14 @@ def no_checkpoint_yet(path: Path) -> str | None:
     )
 
 
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a training run's folder: its config.toml beside checkpoints/ or
+    previews/."""
+    path = Path(path)
+    return (path / CONFIG_FILE).is_file() and any(
+        (path / folder).is_dir() for folder in (CHECKPOINTS_DIR, PREVIEWS_DIR))
+
+
 def state_dir(step_dir: Path) -> Path:
     return Path(step_dir) / STATE_DIR
 

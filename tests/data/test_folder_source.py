@@ -259,6 +259,25 @@ def test_empty_folder_is_a_user_error(tmp_path, data_cfg, byte_tok):
                       image_size=32, text_ctx=64)
 
 
+@pytest.mark.parametrize("prefix", ["", "folder:"])
+def test_a_training_run_folder_is_no_dataset(prefix, tmp_path, data_cfg, byte_tok):
+    """A run's previews (captioned here) were read as its training images."""
+    from glidectl.config import GlideConfig, save_config
+
+    run = tmp_path / "runs" / "cubes"
+    (run / "previews").mkdir(parents=True)
+    (run / "previews" / "step-000010.png").write_bytes(encode(photo(40, 40, 1), "PNG"))
+    (run / "previews" / "step-000010.txt").write_text("a preview grid")
+    cfg = GlideConfig()
+    cfg.data.source = "data/cubes"
+    save_config(cfg, run / "config.toml")
+    with pytest.raises(GlidectlError, match=r"^Data source '.*cubes' is a glidectl training "
+                       r"run's folder, not a dataset; pass the images it trained on \(its "
+                       r"config.toml's data.source: 'data/cubes'\) or another dataset.$"):
+        build_dataset(data_cfg(source=f"{prefix}{run}"), tokenizer=byte_tok, image_size=32,
+                      text_ctx=64)
+
+
 def test_shared_stats_reach_spawned_processes_and_survive_copies():
     import copy
     import multiprocessing
