@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 
 import pytest
@@ -154,6 +156,28 @@ def test_a_nul_character_in_a_text_value_is_refused_before_any_path_is_made_of_i
     cfg.train.name = "a\x00b"
     with pytest.raises(ConfigError, match=r"'train.name' holds a NUL character"):
         validate(cfg)
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("train.name", "a\x01b", "\\u0001"),
+    ("train.name", "a\nb", "\\u000a"),
+    ("train.name", "a\x1b[31mb", "\\u001b"),
+    ("train.output_dir", "runs\tx", "\\u0009"),
+    ("log.project", "p\x85", "\\u0085"),
+])
+def test_a_control_character_in_a_name_is_refused(key, value, shown):
+    """Run names and folders with control characters garbled terminal output; prompts may
+    still hold them (they are text, not names)."""
+    section, field = key.split(".")
+    with pytest.raises(ConfigError, match=rf"^--set: '{key}' holds a control character "
+                                          rf"\({re.escape(shown)}\), which a name may not hold"):
+        load_config(None, [f"{key}={json.dumps(value)}"])
+    cfg = GlideConfig()
+    setattr(getattr(cfg, section), field, value)
+    with pytest.raises(ConfigError, match=rf"'{key}' holds a control character"):
+        validate(cfg)
+    assert load_config(None, ["train.name='café-1'", 'preview.prompts=["a\\nb"]']) \
+        .preview.prompts == ["a\nb"]
 
 
 def test_list_items_must_have_the_list_type(tmp_path):

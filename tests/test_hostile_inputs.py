@@ -88,6 +88,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("train output dir is a file", [*TRAIN, "--set", "train.output_dir=notes.txt"]),
     ("train NUL in output dir", [*TRAIN, "--set", 'train.output_dir="runs\\u0000x"']),
     ("train NUL in name", [*TRAIN, "--set", 'train.name="a\\u0000b"']),
+    ("train control character in --name", [*TRAIN, "--name", "a\x01b"]),
+    ("train newline in name", [*TRAIN, "--set", 'train.name="a\\nb"']),
     ("train negative --steps", [*TRAIN, "--steps", "-3"]),
     ("train missing config", ["train", "-c", "missing.toml"]),
     ("train invalid toml", ["train", "-c", "bad.toml"]),

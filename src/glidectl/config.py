@@ -13,6 +13,7 @@ import re
 import sys
 import types
 import typing
+import unicodedata
 from pathlib import Path
 from typing import Any, Union
 
@@ -152,6 +153,10 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
                 raise ConfigError(f"{where}: '{dotted}' holds a NUL character (\\u0000), which "
                                   "no path, name or text may hold; remove it.")
             meta = _field(type(section), key).metadata
+            if meta.get("name_like") and (bad := _control_character(value)):
+                raise ConfigError(f"{where}: '{dotted}' holds a control character ({bad}), "
+                                  "which a name may not hold (it garbles folder names and "
+                                  "terminal output); remove it.")
             choices = meta.get("choices")
             problem = meta["range"].problem(value) if meta.get("range") else None
             if not problem and meta.get("pair"):
@@ -183,6 +188,14 @@ def validate(cfg: GlideConfig, where: str = "config") -> None:
                 raise ConfigError(f"{where}: unknown key '{sec_name}.{key}'." + (
                     _elsewhere(key) or _nearest(key, list(fields), f"{sec_name}.")))
     merge(GlideConfig(), to_dict(cfg), where)
+
+
+def _control_character(value: Any) -> str | None:
+    """The first control character (Unicode category Cc) in a text value, as ``\\uXXXX``."""
+    if not isinstance(value, str):
+        return None
+    found = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    return None if found is None else f"\\u{ord(found):04x}"
 
 
 def pair_problem(value: Any) -> str | None:

@@ -22,14 +22,16 @@ def wandb_init_mode(mode: str) -> str | None:
 def opt(
     default: Any, doc: str, choices: tuple[Any, ...] | None = None, *,
     min: float | None = None, max: float | None = None, below: float | None = None,
-    pair: bool = False,
+    pair: bool = False, name_like: bool = False,
 ) -> Any:
     """A config field with its default, a one-line doc, optional allowed values and, for
     numbers (and lists of numbers), the allowed range ``min..max`` (or ``< below``);
-    ``pair``: a list of exactly two numbers ``[min, max]`` with min <= max."""
+    ``pair``: a list of exactly two numbers ``[min, max]`` with min <= max; ``name_like``: a
+    name or folder name, which may hold no control character."""
     numeric = min is not None or max is not None or below is not None
     meta = {"doc": doc, "choices": choices,
-            "range": Range(min, max, below) if numeric else None, "pair": pair}
+            "range": Range(min, max, below) if numeric else None, "pair": pair,
+            "name_like": name_like}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -166,8 +168,9 @@ class DataConfig:
 class TrainConfig:
     """The optimisation: steps, batch, optimiser, schedule, precision."""
 
-    output_dir: str = opt("runs", "Folder that holds run directories.")
-    name: str = opt("", "Run name: a folder inside output_dir ('' = a new numbered name).")
+    output_dir: str = opt("runs", "Folder that holds run directories.", name_like=True)
+    name: str = opt("", "Run name: a folder inside output_dir ('' = a new numbered name).",
+                    name_like=True)
     steps: int = opt(1000, "Optimizer steps to train (global, across epochs).", min=0, max=10**9)
     epochs: int = opt(0, "Stop after this many epochs instead (0 = use steps).", min=0, max=10**6)
     batch_size: int = opt(8, "Images per process per micro-batch.", min=1, max=65536)
@@ -322,9 +325,11 @@ class LogConfig:
         [], "Trackers through accelerate: tensorboard, wandb, mlflow, aim, comet_ml, clearml, "
         "dvclive, swanlab, trackio; files go in runs/<name>/trackers/ ([] = metrics.jsonl only)."
     )
-    project: str = opt("glidectl", "Tracker project (W&B project, TensorBoard subfolder).")
-    wandb_project: str = opt("", "W&B project; setting it also turns on the wandb tracker.")
-    wandb_entity: str = opt("", "W&B entity.")
+    project: str = opt("glidectl", "Tracker project (W&B project, TensorBoard subfolder).",
+                       name_like=True)
+    wandb_project: str = opt("", "W&B project; setting it also turns on the wandb tracker.",
+                             name_like=True)
+    wandb_entity: str = opt("", "W&B entity.", name_like=True)
     wandb_mode: str = opt(
         "auto", "W&B mode; auto: WANDB_MODE (or `wandb offline`) when set, else online.",
         WANDB_MODES,
