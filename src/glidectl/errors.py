@@ -87,6 +87,16 @@ def write_error(path: object, exc: BaseException) -> WriteError:
                       "folder's permissions and try again.")
 
 
+def not_a_file(path: os.PathLike) -> str | None:
+    """Why ``path`` is no file to read, as a predicate ("is a folder", "is no file (a device
+    or a pipe)", "does not exist"); None for a file."""
+    if os.path.isfile(path):
+        return None
+    if os.path.isdir(path):
+        return "is a folder"
+    return "is no file (a device or a pipe)" if os.path.exists(path) else "does not exist"
+
+
 def got(value: Any) -> str:
     """How an error shows an argument of the wrong kind: ``1.5 (float)``, its repr cut short."""
     return f"{one_line(repr(value)):.60} ({type(value).__name__})"

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import GlidectlError, a_or_an, cause
+from .errors import GlidectlError, a_or_an, cause, not_a_file
 from .remake import MODELS, PATHS, Pinned, Remake, _flag
 
 # sample's parameters a sample or web UI PNG records under the same name
@@ -27,13 +27,9 @@ def read_remake(png: str | Path) -> Remake:
     from PIL import Image
 
     png = Path(png)
-    if png.is_dir():
-        raise GlidectlError(f"--from-png {str(png)!r} is a folder; pass a PNG file.")
-    if png.exists() and not png.is_file():
-        raise GlidectlError(f"--from-png {str(png)!r} is no file (a device or a pipe); pass a "
-                            "PNG file.")
-    if not png.is_file():
-        raise GlidectlError(f"--from-png {str(png)!r} does not exist; fix the path.")
+    if why := not_a_file(png):
+        fix = "fix the path" if why == "does not exist" else "pass a PNG file"
+        raise GlidectlError(f"--from-png {str(png)!r} {why}; {fix}.")
     try:
         with Image.open(png) as im:
             kind = im.format

@@ -77,20 +77,18 @@ def _check_inputs(sampler: str | None, upsample_sampler: str, paths: list[Path |
                   base: str, low_res: Path | None, out: Path) -> None:
     """Everything that can be checked before a model loads: names, files, --out."""
     from .. import plugins
-    from ..errors import GlidectlError
+    from ..errors import GlidectlError, not_a_file
     from ..out_dir import check_out_dir
 
     for name in (sampler, upsample_sampler):
         if name is not None:
             plugins.samplers().get(name)  # unknown name: one line with the nearest match
     for path in paths:
-        if path is not None and path.is_dir():
-            raise GlidectlError(f"{str(path)!r} is a folder; pass an image file.")
-        if path is not None and path.exists() and not path.is_file():
-            raise GlidectlError(f"{str(path)!r} is no file (a device or a pipe); pass an image "
-                                "file.")
-        if path is not None and not path.is_file():
+        if path is None or not (why := not_a_file(path)):
+            continue
+        if why == "does not exist":
             raise GlidectlError(f"Image file {str(path)!r} does not exist; fix the path.")
+        raise GlidectlError(f"{str(path)!r} {why}; pass an image file.")
     if base == "none" and low_res is None:
         raise GlidectlError("--base none needs --low-res IMAGE to upsample.")
     from ..sampling import check_inpaint_pair  # before any model loads
