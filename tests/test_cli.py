@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,45 @@ def test_ctrl_c_inside_a_command_is_one_line_and_exit_130(monkeypatch, capsys):
         signal.signal(signal.SIGINT, previous)
     assert done.value.code == 130
     assert capsys.readouterr().err == "Error: Aborted.\n"
+
+
+def test_a_sigterm_while_the_error_line_is_written_does_not_cut_it(tmp_path):
+    """A command's error line was written after SIGTERM's handler was put back: a SIGTERM
+    in between (torchrun stopping the other processes when one fails) killed the process
+    without its line. Two SIGTERMs arrive as the line is written: it is written, exit 2."""
+    script = (
+        "import os, signal\n"
+        "from glidectl.cli import app\n"
+        "line = app.one_line\n"
+        "def one_line(message):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return line(message)\n"
+        "app.one_line = one_line\n"
+        f"app.main(['config', 'show', '--config', {str(tmp_path / 'nope.toml')!r}])\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert out.stderr.startswith(f"Error: Config file {str(tmp_path / 'nope.toml')!r} does "
+                                 "not exist"), out.stderr
+
+
+def test_a_second_sigterm_finds_the_command_stopping_already():
+    """The first SIGTERM stops a command as Ctrl-C does; a repeat (a launcher or service
+    manager sending it again) no longer interrupts the stop's own clean-up and line."""
+    import os
+    import signal
+
+    from glidectl.cli import app
+
+    before = signal.getsignal(signal.SIGTERM)
+    with app._sigterm_as_ctrl_c():
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored: the command is stopping
+        time.sleep(0.05)
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_train_warns_that_it_ignores_the_lora_section(tmp_path):

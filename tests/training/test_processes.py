@@ -567,13 +567,23 @@ def test_a_process_lost_while_setting_up_stops_the_others_in_one_line(
         tiny, config_file, tmp_path):
     """A process that dies while the run is set up (its model load killed for memory, a
     one-node error) left the other in a gloo traceback ("Connection closed by peer"),
-    and the new run's folder behind: now one line, and no folder."""
+    and the new run's folder behind: now one line, and no folder. torchrun is held while
+    the main process notices: its monitor stops that one too within 0.1 s (SIGTERM: "Error:
+    Aborted."), which on a loaded machine came first."""
     cfg = tiny(train=dict(steps=2))
     with _launched(config_file(cfg)) as launcher:
         # the run folder is made once both processes are in the process group
         rank1 = _stop_rank(launcher, 1, (tmp_path / "runs" / "t" / ".lock").exists)
+        rank0 = next(pid for pid in _children(launcher.pid) if _rank(pid) == 0)
         time.sleep(2)  # the main process waits for it in the setup's next collective
-        os.kill(rank1, signal.SIGKILL)
+        os.kill(launcher.pid, signal.SIGSTOP)
+        try:
+            os.kill(rank1, signal.SIGKILL)
+            deadline = time.time() + 120
+            while _running(rank0) and time.time() < deadline:
+                time.sleep(0.01)
+        finally:
+            os.kill(launcher.pid, signal.SIGCONT)
         out, _ = launcher.communicate(timeout=120)
     assert launcher.returncode != 0
     assert "Error: Another process of this run stopped while the run was being set up (the " \

@@ -101,7 +101,10 @@ def _one_line_summaries(app: typer.Typer) -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print one error line to stderr and exit."""
+    """Print one error line to stderr and exit. The command has ended: a SIGTERM now (a
+    launcher stopping the other processes) is ignored instead of cutting the line."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # main restores its handler after
     sys.stderr.write(f"Error: {one_line(message)}\n")
     raise SystemExit(code)
 
@@ -162,6 +165,10 @@ def _abort_on_ctrl_c(command: typer.core.TyperGroup) -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """The first SIGTERM stops the command as Ctrl-C does; later ones find it stopping
+    already (a launcher's or service manager's repeats) and are ignored, so the stop and its
+    line are not cut short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -198,7 +205,18 @@ def main(argv: list[str] | None = None) -> None:
     User-caused errors (bad flags, configs, files) become one line on stderr and exit code 2;
     anything else is a bug and keeps its traceback.
     """
-    _check_typer(typer.__version__)
+    # SIGTERM stays Ctrl-C until the error line is written: one that came between the
+    # command's end and its line (torchrun stopping the other processes) killed it silently.
+    with _sigterm_as_ctrl_c():
+        try:
+            _check_typer(typer.__version__)
+            _run(argv)
+        except KeyboardInterrupt:  # while an error line was being written
+            fail("Aborted.", 130)
+
+
+def _run(argv: list[str] | None) -> None:
+    """:func:`main`'s command run, each error turned into its line and exit code."""
     from typer import exceptions as typer_exc
     from typer._click import exceptions as click_exc  # typer >= 0.26 vendors click
 
@@ -206,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         command = typer.main.get_command(build_app())
         _abort_on_ctrl_c(command)
         _check_plugins(sys.argv[1:] if argv is None else list(argv))
-        with warnings.catch_warnings(), _sigterm_as_ctrl_c():  # both restored at the end
+        with warnings.catch_warnings():  # restored at the end
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
             code = command.main(args=argv, prog_name="glidectl", standalone_mode=False)
     except GlidectlError as exc:
