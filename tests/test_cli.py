@@ -154,6 +154,35 @@ def test_ctrl_c_inside_a_command_is_one_line_and_exit_130(monkeypatch, capsys):
     assert capsys.readouterr().err == "Error: Aborted.\n"
 
 
+@pytest.mark.parametrize("world", ["", "2"])
+def test_a_sigterm_under_a_launcher_says_it_was_the_launchers(monkeypatch, capsys, world):
+    """torchrun SIGTERMs every process when one fails (and on Ctrl-C): one stopped that way
+    while setting up said "Aborted.", as if someone had pressed Ctrl-C at it. Under a
+    launcher (WORLD_SIZE > 1) the line says whose SIGTERM it was; alone, "Aborted." as
+    before."""
+    import os
+    import signal
+
+    from glidectl import config
+    from glidectl.cli import app
+
+    def terminated(*args, **kwargs):
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            pytest.fail("main() did not turn SIGTERM into Ctrl-C")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+
+    monkeypatch.setattr(config, "load_config", terminated)
+    monkeypatch.setenv("WORLD_SIZE", world)
+    with pytest.raises(SystemExit) as done:
+        app.main(["config", "show"])
+    assert done.value.code == 130
+    assert capsys.readouterr().err == ("Error: Stopped by the launcher's SIGTERM (sent on "
+                                       "Ctrl-C, or to every process when one of them fails: "
+                                       "its report then names which).\n" if world else
+                                       "Error: Aborted.\n")
+
+
 def test_a_sigterm_while_the_error_line_is_written_does_not_cut_it(tmp_path):
     """A command's error line was written after SIGTERM's handler was put back: a SIGTERM
     in between (torchrun stopping the other processes when one fails) killed the process

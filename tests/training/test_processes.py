@@ -569,7 +569,7 @@ def test_a_process_lost_while_setting_up_stops_the_others_in_one_line(
     one-node error) left the other in a gloo traceback ("Connection closed by peer"),
     and the new run's folder behind: now one line, and no folder. torchrun is held while
     the main process notices: its monitor stops that one too within 0.1 s (SIGTERM: "Error:
-    Aborted."), which on a loaded machine came first."""
+    Stopped by the launcher's SIGTERM …"), which on a loaded machine came first."""
     cfg = tiny(train=dict(steps=2))
     with _launched(config_file(cfg)) as launcher:
         # the run folder is made once both processes are in the process group

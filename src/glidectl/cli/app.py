@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 import signal
 import sys
@@ -164,12 +165,27 @@ def _abort_on_ctrl_c(command: typer.core.TyperGroup) -> None:
     command.invoke = invoke_or_abort  # type: ignore[method-assign]
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C is."""
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """The first SIGTERM stops the command as Ctrl-C does; later ones find it stopping
     already (a launcher's or service manager's repeats) and are ignored, so the stop and its
     line are not cut short."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    raise _Terminated
+
+
+def _aborted(exc: BaseException) -> str:
+    """The line for a command stopped by Ctrl-C or SIGTERM (``exc``, or what it replaced).
+    Under a launcher (torchrun, ``accelerate launch``) SIGTERM is the launcher's: it sends
+    it on Ctrl-C, and to every process when one of them fails."""
+    terminated = isinstance(exc, _Terminated) or isinstance(exc.__context__, _Terminated)
+    if terminated and os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
+        return ("Stopped by the launcher's SIGTERM (sent on Ctrl-C, or to every process when "
+                "one of them fails: its report then names which).")
+    return "Aborted."
 
 
 @contextmanager
@@ -211,8 +227,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             _check_typer(typer.__version__)
             _run(argv)
-        except KeyboardInterrupt:  # while an error line was being written
-            fail("Aborted.", 130)
+        except KeyboardInterrupt as exc:  # while an error line was being written
+            fail(_aborted(exc), 130)
 
 
 def _run(argv: list[str] | None) -> None:
@@ -238,6 +254,6 @@ def _run(argv: list[str] | None) -> None:
         fail(exc.format_message().rstrip(".") + where + ".", exc.exit_code)
     except click_exc.ClickException as exc:
         fail(exc.format_message(), exc.exit_code)
-    except (typer_exc.Abort, KeyboardInterrupt):  # Ctrl-C in a command, or while starting
-        fail("Aborted.", 130)
+    except (typer_exc.Abort, KeyboardInterrupt) as exc:  # Ctrl-C in a command, or starting
+        fail(_aborted(exc), 130)
     raise SystemExit(code if isinstance(code, int) else 0)
