@@ -471,13 +471,28 @@ def _rank(pid: int) -> int:
     return int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=", 1)[1])
 
 
+def _kill_with_the_launcher_held(launcher: subprocess.Popen, victim: int) -> None:
+    """SIGKILL ``victim`` with the launcher stopped until its other processes have ended:
+    torchrun's monitor SIGTERMs them within 0.1 s of a death, which on a loaded machine came
+    before they noticed it themselves (then they say they were stopped, not why)."""
+    others = [pid for pid in _children(launcher.pid) if pid != victim]
+    os.kill(launcher.pid, signal.SIGSTOP)
+    try:
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.time() + 120
+        while any(map(_running, others)) and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        os.kill(launcher.pid, signal.SIGCONT)
+
+
 def test_the_survivor_of_a_killed_process_stops_in_one_line(tiny, config_file, tmp_path):
     cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=1))
     run = tmp_path / "runs" / "t"
     with _launched(config_file(cfg)) as launcher:
         _wait_for_logged_steps(run, launcher, 2)
         rank1 = next(pid for pid in _children(launcher.pid) if _rank(pid) == 1)
-        os.kill(rank1, signal.SIGKILL)
+        _kill_with_the_launcher_held(launcher, rank1)
         out, _ = launcher.communicate(timeout=120)
     assert launcher.returncode != 0
     assert "Error: Another process of this run stopped near step" in out, out
@@ -567,23 +582,13 @@ def test_a_process_lost_while_setting_up_stops_the_others_in_one_line(
         tiny, config_file, tmp_path):
     """A process that dies while the run is set up (its model load killed for memory, a
     one-node error) left the other in a gloo traceback ("Connection closed by peer"),
-    and the new run's folder behind: now one line, and no folder. torchrun is held while
-    the main process notices: its monitor stops that one too within 0.1 s (SIGTERM: "Error:
-    Stopped by the launcher's SIGTERM …"), which on a loaded machine came first."""
+    and the new run's folder behind: now one line, and no folder."""
     cfg = tiny(train=dict(steps=2))
     with _launched(config_file(cfg)) as launcher:
         # the run folder is made once both processes are in the process group
         rank1 = _stop_rank(launcher, 1, (tmp_path / "runs" / "t" / ".lock").exists)
-        rank0 = next(pid for pid in _children(launcher.pid) if _rank(pid) == 0)
         time.sleep(2)  # the main process waits for it in the setup's next collective
-        os.kill(launcher.pid, signal.SIGSTOP)
-        try:
-            os.kill(rank1, signal.SIGKILL)
-            deadline = time.time() + 120
-            while _running(rank0) and time.time() < deadline:
-                time.sleep(0.01)
-        finally:
-            os.kill(launcher.pid, signal.SIGCONT)
+        _kill_with_the_launcher_held(launcher, rank1)
         out, _ = launcher.communicate(timeout=120)
     assert launcher.returncode != 0
     assert "Error: Another process of this run stopped while the run was being set up (the " \
@@ -611,7 +616,7 @@ def test_a_process_lost_during_a_checkpoint_leaves_no_half_written_one(
             while list(checkpoints.glob(".tmp-step-*")) == half and half:
                 time.sleep(0.002)
         time.sleep(1)  # the main process has written its files and waits for rank 1
-        os.kill(rank1, signal.SIGKILL)
+        _kill_with_the_launcher_held(launcher, rank1)
         out, _ = launcher.communicate(timeout=120)
     assert "Error: Another process of this run stopped near step" in out, out
     assert not list(checkpoints.glob(".tmp-*")), out
