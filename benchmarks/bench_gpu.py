@@ -657,7 +657,8 @@ def busy_section(args: argparse.Namespace) -> list[dict[str, Any]]:
     figures = []
     for kind in KINDS:  # cheap: both models, whatever --kinds says
         for batch in ([1, 2] if args.tiny else [1, 16]):  # batch 1: the fixed cost of a step
-            case = busy_case(kind, batch, device=args.device, tiny=args.tiny)
+            case = busy_case(kind, batch, device=args.device, tiny=args.tiny,
+                             steps=1 if args.tiny else 3)  # tiny: a logic check
             busy, host = case["gpu_busy"], case["host_ms"]
             print(f"  {kind:8s} batch {batch:3d} eager: {case['step_ms']:.1f} ms/step profiled "
                   f"(host: forward {host['forward']:.1f}, backward {host['backward']:.1f}, "
