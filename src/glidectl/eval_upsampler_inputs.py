@@ -161,22 +161,15 @@ def refuse_files(out: Path, held: bool = False) -> None:
 def training_resample(weights: Path | None) -> str:
     """``data.low_res_resample`` of the run whose step checkpoint holds ``weights``
     (``RUN/checkpoints/step-N/ema.safetensors``: RUN/config.toml), else the default."""
-    import tomllib
-
     from .config import DataConfig
     from .data.transforms import RESAMPLE
-    from .runs import CONFIG_FILE, is_step_dir, run_of_step_dir
+    from .runs import is_step_dir, run_of_step_dir, run_setting
 
     default = DataConfig().low_res_resample
     if weights is None or not is_step_dir(Path(weights).parent):
         return default
-    try:
-        config = run_of_step_dir(Path(weights).parent) / CONFIG_FILE
-        data = tomllib.loads(config.read_text(encoding="utf-8")).get("data")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return default
-    value = data.get("low_res_resample") if isinstance(data, dict) else None
-    return value if value in RESAMPLE else default
+    value = run_setting(run_of_step_dir(Path(weights).parent), "data", "low_res_resample")
+    return value if isinstance(value, str) and value in RESAMPLE else default
 
 
 def check_inputs(folder: Path, settings: EvalSettings, options: RunOptions) -> Any:

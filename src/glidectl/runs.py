@@ -145,6 +145,19 @@ def is_run_folder(path: str | Path) -> bool:
         (path / folder).is_dir() for folder in (CHECKPOINTS_DIR, PREVIEWS_DIR))
 
 
+def run_setting(run: str | Path, section: str, key: str) -> object | None:
+    """``[section] key`` of a run folder's config.toml; None when the file is missing,
+    unreadable or not TOML, or does not set it."""
+    import tomllib
+
+    try:
+        data = tomllib.loads((Path(run) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    table = data.get(section)
+    return table.get(key) if isinstance(table, dict) else None
+
+
 def state_dir(step_dir: Path) -> Path:
     return Path(step_dir) / STATE_DIR
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GlidectlError, from_here
-from ..runs import CONFIG_FILE, is_run_folder
+from ..runs import is_run_folder, run_setting
 from .demo import make_demo_sample
 from .records import RawSample
 from .source_api import Source, SourceType
@@ -82,8 +82,9 @@ def open_source(spec: str | list[str], cfg: Any, resolution: int = 64,
     if isinstance(spec, str) and not spec.strip():
         raise GlidectlError("data.source is empty; set it to a folder, shards or demo:shapes.")
     kind, given = source_type(spec)
-    if isinstance(given, str) and is_run_folder(os.path.expanduser(given)):
-        trained = _trained_on(os.path.expanduser(given))
+    if isinstance(given, str) and is_run_folder(run := os.path.expanduser(given)):
+        trained = run_setting(run, "data", "source")
+        trained = trained if isinstance(trained, str) and trained.strip() else None
         raise GlidectlError(
             f"{name} {spec!r} is a glidectl training run's folder, not a dataset; pass the "
             "images it trained on" + (f" (its config.toml's data.source: {trained!r})"
@@ -104,18 +105,6 @@ def open_source(spec: str | list[str], cfg: Any, resolution: int = 64,
         "(directory, glob or 'shard-{00000..00009}.tar'), Parquet files, a kohya dataset "
         "config (.toml), a OneTrainer concepts file (.json), hf:NAME or demo:shapes."
     )
-
-
-def _trained_on(run: str) -> str | None:
-    """The ``data.source`` a run folder's config.toml names, if it names one."""
-    import tomllib
-
-    try:
-        with open(os.path.join(run, CONFIG_FILE), "rb") as f:
-            source = tomllib.load(f).get("data", {}).get("source")
-    except (OSError, tomllib.TOMLDecodeError, AttributeError):
-        return None
-    return source if isinstance(source, str) and source.strip() else None
 
 
 def _misspelt_type(spec: str | list[str]) -> str | None:

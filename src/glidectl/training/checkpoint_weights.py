@@ -54,12 +54,7 @@ def check_resume_kind(step_dir: Path, adapter: ModelAdapter | None) -> None:
 
 def _command_of(run: Path) -> str:
     """``upsample`` for a run of an upsampler (its config.toml says so), else ``train``."""
-    import tomllib
-
-    try:
-        kind = tomllib.loads((run / runs.CONFIG_FILE).read_text("utf-8"))["model"]["kind"]
-    except (OSError, ValueError, KeyError, TypeError):
-        kind = "base"
+    kind = runs.run_setting(run, "model", "kind")
     return "upsample" if str(kind).startswith("upsample") else "train"
 
 
