@@ -94,7 +94,7 @@ def test_picking_a_fitted_schedule_sets_guidance_to_the_value_it_was_fitted_at(
     for guidance in (3.25, 37.5):
         fitted_run.write_text(json.dumps({**data, "guidance": guidance}))
         sampler, steps, update, *_ = asyncio.run(demo.process_api(
-            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 3.0, False, None]
+            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 25, 3.0, False, None]
         ))["data"]
         assert (sampler["value"], steps["value"], update["value"]) == ("bespoke", 3, guidance)
         assert slider.minimum <= guidance <= update.get("maximum", slider.maximum)
@@ -121,7 +121,7 @@ def test_picking_a_fitted_schedule_ticks_grey_as_it_was_fitted(fitted_run, tmp_p
         fitted_run.write_text(json.dumps({**data, "grey": recorded} if recorded is not None
                                    else data))
         *_, grey, _ = asyncio.run(demo.process_api(
-            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 3.0, False, None]
+            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 25, 3.0, False, None]
         ))["data"]
         assert grey.get("value", "left") == ("left" if recorded is None else recorded)
         if recorded is not None:
@@ -131,13 +131,14 @@ def test_picking_a_fitted_schedule_ticks_grey_as_it_was_fitted(fitted_run, tmp_p
             assert not [w for w in result.warnings if "grey" in w.lower()], result.warnings
 
 
-def test_leaving_the_fitted_schedule_puts_back_the_guidance_and_grey_it_set(fitted_run,
-                                                                            tmp_path):
+def test_leaving_the_fitted_schedule_puts_back_the_steps_guidance_and_grey_it_set(
+        fitted_run, tmp_path):
     """Picking the fitted file sets sampler, steps, Guidance and Grey from it; picking another
-    schedule then put back only a sampler that needs the file, so the file's guidance and
-    grey stayed on a schedule they were not chosen for. Now each goes back to what the page
-    recommends (the model's guidance; Grey as the models recommend) while it still holds
-    what the pick set; one the user changed since is left as they set it."""
+    schedule then put back only a sampler that needs the file, so the file's steps, guidance
+    and grey stayed on a schedule they were not chosen for (the recommended sampler then ran
+    at the bespoke solver's 3 steps). Now each goes back to what the page recommends (the
+    model's steps and guidance; Grey as the models recommend) while it still holds what the
+    pick set; one the user changed since is left as they set it."""
     pytest.importorskip("gradio")
     import json
 
@@ -152,27 +153,34 @@ def test_leaving_the_fitted_schedule_puts_back_the_guidance_and_grey_it_set(fitt
     backend = UiBackend(tmp_path / "m", device="cpu", output_dir=tmp_path / "out")
     demo = build_app(backend)
     on_schedule = next(fn for fn in demo.fns.values() if fn.name == "on_schedule")
-    sampler0, _, guidance0 = _recommended_values(backend, "my-run/", plugins.samplers().names())
-    assert (guidance0, backend.recommends_grey("my-run/")) == (3.0, False)
+    sampler0, steps0, guidance0 = _recommended_values(backend, "my-run/",
+                                                      plugins.samplers().names())
+    assert (steps0, guidance0, backend.recommends_grey("my-run/")) == (25, 3.0, False)
     session = SessionState(demo)  # one page: what the pick set is kept between events
 
-    def pick(schedule: str, sampler: str, guidance: float, grey: bool) -> list[dict]:
+    def pick(schedule: str, sampler: str, steps: int, guidance: float, grey: bool
+             ) -> list[dict]:
         """The page's controls on picking ``schedule`` with these values set."""
         return asyncio.run(demo.process_api(on_schedule, [
-            schedule, "my-run/", sampler, "(none)", guidance, grey, None], state=session)
-                           )["data"][:4]
+            schedule, "my-run/", sampler, "(none)", steps, guidance, grey, None],
+            state=session))["data"][:4]
 
     def values(updates: list[dict]) -> list:
         return [u.get("value", "left") for u in updates]
 
-    assert values(pick(FITTED_SCHEDULE, "dpm++2m", 3.0, False)) == ["bespoke", 3, 3.25, True]
-    assert values(pick(OWN_SCHEDULE, "bespoke", 3.25, True)) == [sampler0, "left", 3.0, False]
-    assert values(pick("karras", sampler0, 3.0, False)) == ["left"] * 4  # nothing picked
-    # Guidance changed after the pick is the user's; Grey as the pick set it goes back
-    assert values(pick(FITTED_SCHEDULE, "dpm++2m", 3.0, False)) == ["bespoke", 3, 3.25, True]
-    assert values(pick("karras", "bespoke", 5.0, True)) == [sampler0, "left", "left", False]
+    assert values(pick(FITTED_SCHEDULE, "dpm++2m", 25, 3.0, False)) == [
+        "bespoke", 3, 3.25, True]
+    assert values(pick(OWN_SCHEDULE, "bespoke", 3, 3.25, True)) == [
+        sampler0, steps0, 3.0, False]
+    assert values(pick("karras", sampler0, 25, 3.0, False)) == ["left"] * 4  # nothing picked
+    # Steps and Guidance changed after the pick are the user's; Grey as the pick set it
+    # goes back
+    assert values(pick(FITTED_SCHEDULE, "dpm++2m", 25, 3.0, False)) == [
+        "bespoke", 3, 3.25, True]
+    assert values(pick("karras", "bespoke", 12, 5.0, True)) == [
+        sampler0, "left", "left", False]
     # the same for Grey; a sampler the file does not need stays
-    pick(FITTED_SCHEDULE, "dpm++2m", 3.0, False)
-    assert values(pick(OWN_SCHEDULE, "unipc", 3.25, False)) == ["left", "left", 3.0, "left"]
+    pick(FITTED_SCHEDULE, "dpm++2m", 25, 3.0, False)
+    assert values(pick(OWN_SCHEDULE, "unipc", 3, 3.25, False)) == ["left", 25, 3.0, "left"]
     # and the same value set by hand again after leaving is not taken back later
-    assert values(pick("karras", "unipc", 3.25, True)) == ["left"] * 4
+    assert values(pick("karras", "unipc", 3, 3.25, True)) == ["left"] * 4

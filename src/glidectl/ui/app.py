@@ -56,8 +56,8 @@ def schedule_change(backend: UiBackend, schedule: str, base: str | None, sampler
     """(sampler, steps, guidance, grey) to set when the schedule changes (None: leave it).
     The fitted file brings its sampler, first fitted step count (a bespoke solver runs only
     at those), the guidance it was fitted at and whether it was fitted grey; leaving it
-    takes a sampler that needs the file back to the model's recommended one (guidance and
-    grey: :func:`fitted_left`)."""
+    takes a sampler that needs the file back to the model's recommended one (steps,
+    guidance and grey: :func:`fitted_left`)."""
     from .. import plugins
 
     if schedule == FITTED_SCHEDULE:
@@ -70,19 +70,23 @@ def schedule_change(backend: UiBackend, schedule: str, base: str | None, sampler
 
 
 def fitted_left(backend: UiBackend, base: str | None, upsampler: str | None,
-                samplers: list[str], picked: dict[str, Any] | None, guidance: float | None,
-                grey: bool | None) -> tuple[float | None, bool | None]:
-    """(guidance, grey) to set when the schedule leaves the fitted file (None: leave it):
-    each control that still holds the value picking the file set (``picked``) goes back to
-    what the page recommends (the model's guidance; Grey as the models recommend); one the
-    user changed since stays theirs."""
+                samplers: list[str], picked: dict[str, Any] | None, steps: float | None,
+                guidance: float | None, grey: bool | None
+                ) -> tuple[int | None, float | None, bool | None]:
+    """(steps, guidance, grey) to set when the schedule leaves the fitted file (None: leave
+    it): each control that still holds the value picking the file set (``picked``) goes back
+    to what the page recommends (the model's steps and guidance; Grey as the models
+    recommend); one the user changed since stays theirs."""
     picked = picked or {}
-    was_guidance, was_grey = picked.get("guidance"), picked.get("grey")
-    back_guidance = (was_guidance is not None and guidance is not None
-                     and math.isclose(float(guidance), was_guidance))
-    back_grey = was_grey is not None and grey is not None and bool(grey) == was_grey
-    return ((_recommended_values(backend, base, samplers)[2] if back_guidance else None),
-            (_recommended_grey(backend, base, upsampler) if back_grey else None))
+
+    def still(name: str, now: float | None) -> bool:
+        was = picked.get(name)
+        return was is not None and now is not None and math.isclose(float(now), float(was))
+
+    _, rec_steps, rec_guidance = _recommended_values(backend, base, samplers)
+    return ((rec_steps if still("steps", steps) else None),
+            (rec_guidance if still("guidance", guidance) else None),
+            (_recommended_grey(backend, base, upsampler) if still("grey", grey) else None))
 
 
 def _guidance(gr: Any, value: float) -> Any:
@@ -156,15 +160,16 @@ def build_app(backend: UiBackend) -> Any:
         return (*(gr.update(choices=c, value=v) for c, v in lists),
                 gr.update(visible=not lists[0][0]))
 
-    def on_schedule(schedule: str, base: str, sampler: str, upsampler: str, now_guidance: float,
-                    now_grey: bool, picked: dict[str, Any] | None) -> tuple[Any, ...]:
+    def on_schedule(schedule: str, base: str, sampler: str, upsampler: str, now_steps: float,
+                    now_guidance: float, now_grey: bool, picked: dict[str, Any] | None
+                    ) -> tuple[Any, ...]:
         new_sampler, steps, guidance, grey = schedule_change(backend, schedule, base, sampler,
                                                              samplers)
         if schedule == FITTED_SCHEDULE:  # kept: leaving the file puts back what it set
-            picked = {"guidance": guidance, "grey": grey}
+            picked = {"steps": steps, "guidance": guidance, "grey": grey}
         else:
-            guidance, grey = fitted_left(backend, base, upsampler, samplers, picked,
-                                         now_guidance, now_grey)
+            steps, guidance, grey = fitted_left(backend, base, upsampler, samplers, picked,
+                                                now_steps, now_guidance, now_grey)
             picked = None
         return (gr.update() if new_sampler is None else gr.update(value=new_sampler),
                 gr.update() if steps is None else gr.update(value=steps),
@@ -241,9 +246,9 @@ def build_app(backend: UiBackend) -> Any:
                   outputs=[base, upsampler, lora, schedule, no_base])
         base.change(on_base, inputs=[base, upsampler],
                     outputs=[sampler, base_steps, guidance, examples.dataset, schedule, grey])
-        fitted_set = gr.State(None)  # what picking the fitted file set: guidance, grey
-        schedule.change(on_schedule, inputs=[schedule, base, sampler, upsampler, guidance, grey,
-                                             fitted_set],
+        fitted_set = gr.State(None)  # what picking the fitted file set: steps, guidance, grey
+        schedule.change(on_schedule, inputs=[schedule, base, sampler, upsampler, base_steps,
+                                             guidance, grey, fitted_set],
                         outputs=[sampler, base_steps, guidance, grey, fitted_set])
         upsampler.change(lambda up, b: (gr.update(visible=up not in (None, "", NONE_LABEL)),
                                         gr.update(value=_recommended_grey(backend, b, up))),
