@@ -62,6 +62,16 @@ def test_registry_aliases_and_did_you_mean():
         reg.get("dpm2m")
 
 
+def test_the_unknown_name_sentence_lists_the_aliases_it_may_suggest():
+    """`--schedule bogus` said "Did you mean 'logsnr'?" and then listed the schedules
+    without `logsnr` (an alias of `exponential`), so the suggestion looked like a name that
+    does not exist."""
+    with pytest.raises(GlidectlError) as info:
+        plugins.schedules().get("bogus")
+    assert "Did you mean 'logsnr'?" in str(info.value)
+    assert "Available: exponential (also logsnr), karras, " in str(info.value)
+
+
 def test_register_dataset_presets_duplicate_names_both_plugins(register_plugin):
     register_plugin(_Presets("mine"), "first-plugin")
     register_plugin(_Presets("mine"), "second-plugin")

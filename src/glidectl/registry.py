@@ -78,9 +78,15 @@ class Registry(Generic[T]):
         hint = f" Did you mean {close!r}?" if close else ""
         return (
             f"Unknown {self.kind} {name!r}.{hint} Available: "
-            f"{', '.join(sorted(self._entries))}{also}."
+            f"{', '.join(self._listed(e) for e in self)}{also}."
             + (f" {self.unknown_note}" if self.unknown_note else "")
         )
+
+    @staticmethod
+    def _listed(entry: Entry[T]) -> str:
+        """``exponential (also logsnr)``: a name as the unknown-name sentence lists it, with
+        its aliases, which the sentence may suggest."""
+        return f"{entry.name} (also {', '.join(entry.aliases)})" if entry.aliases else entry.name
 
     def nearest(self, name: str) -> str | None:
         """The registered name or alias nearest ``name`` (a typo's likely meaning), if any."""

@@ -597,6 +597,25 @@ def test_a_metadata_file_that_is_a_named_pipe_is_one_sentence_not_a_hang(tmp_pat
     assert err.count("\n") == 1
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("prefix", ["kohya", "onetrainer"])
+@pytest.mark.parametrize("kind", ["folder", "pipe"])
+def test_a_config_path_that_is_no_file_names_the_file_it_takes(tmp_path, capsys, prefix,
+                                                                 kind):
+    """`kohya:FOLDER` said "'FOLDER' cannot be read (Is a directory)", not that the prefix
+    takes kohya's dataset-config file; `kohya:PIPE` waited for a writer."""
+    bad = tmp_path / "held-out"
+    bad.mkdir() if kind == "folder" else os.mkfifo(bad)
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", f"{prefix}:{bad}", "--tokenizer", "byte"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    why = "is a folder" if kind == "folder" else "is not a regular file (a pipe or a device)"
+    file = ("the file of kohya's dataset config (what its --dataset_config takes"
+            if prefix == "kohya" else "OneTrainer's concepts file (the .json file")
+    assert err.startswith(f"Error: {str(bad)!r} {why}; give {file}") and err.count("\n") == 1
+
+
 def test_a_toml_file_and_kohyas_json_form_are_claimed_without_a_prefix(tmp_path, toml,
                                                                         data_cfg, byte_tok):
     assert source_type(str(toml))[0].name == "kohya"

@@ -138,9 +138,11 @@ def test_offline_without_cache_tells_where_to_put_the_file(tmp_path, monkeypatch
     with pytest.raises(GlidectlError) as info:
         download(_dead_url(), dest, progress=False, retries=1, instead="pass the path of X")
     assert str(dest) in str(info.value) and "or pass the path of X." in str(info.value)
-    monkeypatch.setenv("GLIDECTL_OFFLINE", "1")
-    with pytest.raises(GlidectlError, match="downloads are off"):
-        download("http://example.invalid/base.pt", dest, progress=False)
+    monkeypatch.delenv("GLIDECTL_OFFLINE", raising=False)
+    for variable in ("HF_HUB_OFFLINE", "GLIDECTL_OFFLINE"):  # the one set is named
+        monkeypatch.setenv(variable, "1")
+        with pytest.raises(GlidectlError, match=rf"downloads are off \({variable}\)"):
+            download("http://example.invalid/base.pt", dest, progress=False)
 
 
 def test_http_error_is_one_line(tmp_path):

@@ -11,9 +11,16 @@ from typing import Any
 from ..errors import GlidectlError
 
 
-def read_text(path: Path) -> str:
-    """``path`` as UTF-8 text (a byte-order mark dropped)."""
+def read_text(path: Path, kind: str) -> str:
+    """``path`` as UTF-8 text (a byte-order mark dropped); ``kind``: the file it should be
+    ("kohya's dataset config (the .toml or .json file of its --dataset_config)"), named
+    when ``path`` is a folder."""
     name = repr(str(path))
+    if path.is_dir():
+        raise GlidectlError(f"{name} is a folder; give {kind}.")
+    if path.exists() and not path.is_file():  # a pipe would wait for a writer
+        raise GlidectlError(f"{name} is not a regular file (a pipe or a device); give "
+                            f"{kind}.")
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:

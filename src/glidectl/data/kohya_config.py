@@ -193,7 +193,9 @@ def _check_kind(where: str, dataset: dict[str, Any], subsets: list[dict[str, Any
 
 def _load(path: Path) -> dict[str, Any]:
     name = repr(str(path))
-    text = read_text(path)
+    text = read_text(path, "the file of kohya's dataset config (what its --dataset_config "
+                           "takes: a .toml, or its .json form); a kohya folder layout is read "
+                           "without the kohya: prefix")
     if path.suffix.lower() == ".json":
         raw = parse_json(text, path)
         if isinstance(raw, list) and raw and all(isinstance(c, dict) for c in raw):

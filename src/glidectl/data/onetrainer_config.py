@@ -149,7 +149,8 @@ def read_concepts(path: str | Path) -> ConceptsFile:
     """Parse and check the concepts file at ``path`` (its folders are not looked at)."""
     path = Path(path)
     name = repr(str(path))
-    raw = parse_json(read_text(path), path)
+    raw = parse_json(read_text(path, "OneTrainer's concepts file (the .json file of its "
+                                     "concepts list)"), path)
     if isinstance(raw, dict) and "datasets" in raw:
         raise GlidectlError(f"{name} holds kohya's dataset config, not OneTrainer's list of "
                             f"concepts; pass it as kohya:{path} (or without a prefix).")

@@ -34,10 +34,20 @@ def cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "glidectl"
 
 
+OFFLINE_VARIABLES = ("GLIDECTL_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def offline_by() -> str | None:
+    """The variable (``GLIDECTL_OFFLINE``, else ``HF_HUB_OFFLINE``) that forbids network
+    access, if one does."""
+    return next((name for name in OFFLINE_VARIABLES
+                 if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")),
+                None)
+
+
 def offline() -> bool:
     """True when ``GLIDECTL_OFFLINE`` (or ``HF_HUB_OFFLINE``) forbids network access."""
-    flags = (os.environ.get("GLIDECTL_OFFLINE", ""), os.environ.get("HF_HUB_OFFLINE", ""))
-    return any(v.strip().lower() in ("1", "true", "yes", "on") for v in flags)
+    return offline_by() is not None
 
 
 class _Interrupted(Exception):
@@ -176,9 +186,9 @@ def fetch(url: str, dest: str | Path, *, progress: bool = True, retries: int = 3
     if dest.is_file():
         return Fetched(dest, "cache")
     hint = f"put the file at {str(dest)!r} yourself" + (f", or {instead}" if instead else "")
-    if offline():
+    if (variable := offline_by()) is not None:
         raise GlidectlError(f"{str(dest)!r} is not in the cache and downloads are off "
-                            f"(GLIDECTL_OFFLINE); {hint}.")
+                            f"({variable}); {hint}.")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
