@@ -396,6 +396,12 @@ def test_skip_existing_refuses_a_folder_of_someone_elses_files(tmp_path, tiny_ba
                      "--device", "cpu", "--out", out, "--skip-existing")
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert f"--skip-existing: --out {str(out)!r} holds files no eval writes" in res.stderr
+    # a plain eval offered --resume and --skip-existing, which refuse the folder in turn
+    res = in_process(capsys, "eval", prompts, "--base", tiny_base, "--upsampler", "none",
+                     "--device", "cpu", "--out", out)
+    assert res.returncode == 2 and res.stderr == (
+        f"Error: --out {str(out)!r} holds files no eval writes ('notes.txt') and no "
+        "metadata.json, so it is no eval's output; pass an empty or new --out.\n")
     assert outputs(out) == before and sorted(p.name for p in out.iterdir()) == [
         "000_holiday.png", "notes.txt"]
 
@@ -598,6 +604,10 @@ def test_a_wandb_mode_wandb_has_not_is_refused_before_any_image(tmp_path, tiny_b
     assert str(info.value) == ("wandb_mode='ofline' is not a W&B mode; use auto, online, "
                                "offline, disabled.")
     assert not (tmp_path / "w").exists()  # it failed at the end, after every image
+    with pytest.raises(GlidectlError, match="is not a W&B mode"):  # with no project too
+        run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu", wandb_mode="ofline"),
+                 pipeline=stack)
+    assert not (tmp_path / "w").exists()
 
 
 def test_eval_takes_the_wandb_modes_training_takes():
@@ -1326,7 +1336,9 @@ def test_a_run_that_cannot_start_says_only_why(tmp_path, tiny_base, capsys, monk
              (["--base", tiny_base, "--out", tmp_path / "file" / "o"], "a file; pass a folder"),
              (["--base", tiny_base, "--lora", tmp_path / "nope"], "does not exist"),
              (["--base", tiny_base, "--fid", tmp_path / "nope"], "--fid"),
-             (["--base", tiny_base, "--wandb-project", "p", "--wandb-mode", "of"], "W&B mode")]
+             (["--base", tiny_base, "--wandb-project", "p", "--wandb-mode", "of"], "W&B mode"),
+             # without a project too (it was taken in silence), and in a dry run
+             (["--base", tiny_base, "--wandb-mode", "of", "--dry-run"], "W&B mode")]
     for args, reason in cases:
         res = in_process(capsys, "eval", prompts, "--device", "cpu", *args)
         assert res.returncode == 2 and res.stdout == "", (args, res.stdout)

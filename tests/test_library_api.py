@@ -126,6 +126,14 @@ def test_settings_for_names_a_setting_of_the_wrong_kind(tmp_path, flags, said) -
     assert not (tmp_path / "e").exists()
 
 
+def test_the_flag_names_settings_for_takes_come_from_glidectl_evaluation() -> None:
+    """The README describes `glidectl eval` as two calls of glidectl.evaluation whose flags
+    go by their `FLAG_NAMES` keys; the table was importable only from eval_settings."""
+    from glidectl.evaluation import FLAG_NAMES
+
+    assert FLAG_NAMES["base_stage.steps"] == "--steps" and FLAG_NAMES["n"] == "--n"
+
+
 def test_settings_for_takes_one_adapter_and_a_digit_string_of_steps(tmp_path) -> None:
     """One adapter's path is one adapter (was: its characters, one adapter each); "25"
     steps is a respacing string GLIDE reads as 25 steps, so it is kept as given."""

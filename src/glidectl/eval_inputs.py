@@ -17,6 +17,8 @@ from .eval_outputs import (
     GRID_FILE,
     KILLED,
     check_wandb,
+    check_wandb_mode,
+    foreign_files,
     holds_files,
     killed_run,
     latest_eval_dir,
@@ -150,6 +152,10 @@ def held_files_error(out: Path, held: bool = False) -> GlidectlError:
         return GlidectlError(
             f"--out {str(out)!r} holds an eval that {KILLED}; continue it with --resume, "
             "keep its finished prompts with --skip-existing, or pass another --out.")
+    if (shown := foreign_files(out)) is not None:  # neither flag takes it
+        return GlidectlError(
+            f"--out {str(out)!r} holds files no eval writes ({shown}) and no {META_FILE}, so "
+            "it is no eval's output; pass an empty or new --out.")
     return GlidectlError(
         f"--out {str(out)!r} already holds files; pass --resume to continue that run, "
         "--skip-existing to keep finished prompts, or another --out.")
@@ -245,6 +251,7 @@ def check_inputs(settings: EvalSettings, options: RunOptions, models: bool = Tru
         check_models(settings.where("base"), settings.where("upsampler"))
         for spec in settings.where("loras"):
             read_adapter(parse_lora_spec(spec).path)
+    check_wandb_mode(options.wandb_mode)  # a typo'd mode, whether or not W&B logs
     if options.dry_run:
         return
     if options.wandb_project:

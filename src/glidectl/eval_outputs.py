@@ -114,16 +114,23 @@ def holds_files(out: Path) -> bool:
 _EVAL_NAME = re.compile(r"\d{3,}_[a-z0-9-]+(?:_\d+)?\.(?:png|txt)|grid\.png|\.lock|\..+\.tmp")
 
 
+def foreign_files(out: Path) -> str | None:
+    """The files no eval writes (the first three, quoted) of a folder without
+    metadata.json: no eval's output; else None."""
+    if (out / META_FILE).is_file() or not out.is_dir():
+        return None
+    foreign = sorted(p.name for p in out.iterdir()
+                     if not (p.is_file() and _EVAL_NAME.fullmatch(p.name)))
+    if not foreign:
+        return None
+    return ", ".join(map(repr, foreign[:3])) + (", …" if len(foreign) > 3 else "")
+
+
 def refuse_foreign_files(out: Path) -> None:
     """One sentence when --skip-existing is given a folder without metadata.json that holds
     files no eval writes: its images would land among someone's own files (a plain eval
     refuses any folder that holds files)."""
-    if (out / META_FILE).is_file() or not out.is_dir():
-        return
-    foreign = sorted(p.name for p in out.iterdir()
-                     if not (p.is_file() and _EVAL_NAME.fullmatch(p.name)))
-    if foreign:
-        shown = ", ".join(map(repr, foreign[:3])) + (", …" if len(foreign) > 3 else "")
+    if (shown := foreign_files(out)) is not None:
         raise GlidectlError(
             f"--skip-existing: --out {str(out)!r} holds files no eval writes ({shown}) and no "
             f"{META_FILE}, so it is no eval's output; pass an eval's folder, or an empty or "
@@ -302,14 +309,19 @@ def grid(images: Sequence[Any], captions: Sequence[str], per_prompt: int = 1) ->
                           min_size=128)
 
 
-def check_wandb(mode: str) -> None:
-    """Raise before any work when W&B logging cannot start: wandb absent, or a mode not in
-    :data:`glidectl.config.WANDB_MODES`."""
+def check_wandb_mode(mode: str) -> None:
+    """Raise when ``mode`` is not in :data:`glidectl.config.WANDB_MODES`."""
     from .config import WANDB_MODES
 
     if mode not in WANDB_MODES:
         raise GlidectlError(f"--wandb-mode {mode!r} is not a W&B mode; use "
                             f"{', '.join(WANDB_MODES)}.")
+
+
+def check_wandb(mode: str) -> None:
+    """Raise before any work when W&B logging cannot start: wandb absent, or a mode not in
+    :data:`glidectl.config.WANDB_MODES`."""
+    check_wandb_mode(mode)
     try:
         import wandb  # noqa: F401
     except ImportError:

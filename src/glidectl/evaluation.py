@@ -49,6 +49,7 @@ from .eval_outputs import (
 )
 from .eval_plan import Plan, image_seed, read_prompts
 from .eval_settings import (
+    FLAG_NAMES,
     META_FILE,
     EvalSettings,
     Stage,
@@ -63,9 +64,9 @@ from .samplers.schedule_files import read_once
 if TYPE_CHECKING:
     from .fid import FidStream
 
-__all__ = ["EvalSettings", "Plan", "RunOptions", "Stage", "check_resume", "image_seed",
-           "image_stems", "next_eval_dir", "read_prompts", "resolve_settings", "run_eval",
-           "settings_for", "slugify"]
+__all__ = ["FLAG_NAMES", "EvalSettings", "Plan", "RunOptions", "Stage", "check_resume",
+           "image_seed", "image_stems", "next_eval_dir", "read_prompts", "resolve_settings",
+           "run_eval", "settings_for", "slugify"]
 
 METRICS_CHUNK = 64  # images read back at a time to score: FID's batches, 4 of CLIP's 16
 

@@ -346,6 +346,22 @@ def test_a_resolution_the_scratch_network_cannot_take_names_data_resolution(
         build_model(ModelConfig(kind=kind, size="tiny"), resolution)
 
 
+@pytest.mark.parametrize("kind, resolution, own", [("base", 32, 64), ("upsample", 96, 256)])
+def test_a_resolution_the_official_layout_lacks_names_the_sizes_it_has(kind, resolution, own):
+    """The 'official' preset's layout is OpenAI's per size: 32 px was refused with "set
+    data.resolution to a multiple of 8 of at least 32 px" (and a channel_mult no config key
+    sets), so the size it recommended was the one it refused."""
+    from glidectl.config import ModelConfig
+    from glidectl.training.model_setup import build_model
+
+    with pytest.raises(GlidectlError) as info:
+        build_model(ModelConfig(kind=kind, size="official"), resolution)
+    assert str(info.value) == (
+        f"data.resolution = {resolution} does not fit a scratch 'official' {kind} network, "
+        f"whose layout OpenAI set for 64, 128, 256 px only; set data.resolution to one of "
+        f"those, or 0 for its own {own} px (other model.size presets take other sizes).")
+
+
 def test_a_lora_run_as_model_init_says_to_merge_it_first(tmp_path):
     from glidectl import runs
     from glidectl.config import ModelConfig

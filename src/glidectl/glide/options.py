@@ -20,6 +20,9 @@ _IGNORED_OPENAI_KEYS = frozenset({"timestep_respacing", "cache_text_emb"})
 # The upsamplers see a 4x smaller image, as OpenAI's 64 -> 256 model does.
 UPSAMPLE_FACTOR = 4
 
+#: OpenAI's channel multipliers by image size, for options whose channel_mult is "".
+DEFAULT_CHANNEL_MULTS = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
+
 
 @dataclass
 class ModelOptions:
@@ -77,13 +80,12 @@ class ModelOptions:
     def channel_mults(self) -> tuple[int, ...]:
         """``channel_mult`` parsed; "" picks OpenAI's default for the image size."""
         if self.channel_mult == "":
-            defaults = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
-            if self.image_size not in defaults:
+            if self.image_size not in DEFAULT_CHANNEL_MULTS:
                 raise GlidectlError(
                     f"Model option channel_mult is empty but image_size={self.image_size} has no "
                     "default; set channel_mult, e.g. \"1,2,2\"."
                 )
-            return defaults[self.image_size]
+            return DEFAULT_CHANNEL_MULTS[self.image_size]
         return tuple(int(m) for m in str(self.channel_mult).split(","))
 
     @property

@@ -111,12 +111,31 @@ def resolution_note(cfg: ModelConfig, resolution: int, options: Any) -> str | No
             f"{size} px images (data.resolution = 0 trains at {size} px).")
 
 
+def _fits(options: Any, resolution: int) -> bool:
+    """Whether ``options`` build a network at ``resolution`` px."""
+    try:
+        options.replace(image_size=resolution)
+    except GlidectlError:
+        return False
+    return True
+
+
 def _at_resolution(options: Any, resolution: int, size: str) -> Any:
     """A scratch preset's options at ``data.resolution``; one that its network cannot take
     is an error naming data.resolution and the sizes that fit."""
     try:
         return options.replace(image_size=resolution)  # validates
     except GlidectlError as exc:
+        if options.channel_mult == "":  # OpenAI's layout, fixed per size
+            from ..glide.options import DEFAULT_CHANNEL_MULTS
+
+            fit = [str(px) for px in sorted(DEFAULT_CHANNEL_MULTS) if _fits(options, px)]
+            raise GlidectlError(
+                f"data.resolution = {resolution} does not fit a scratch {size!r} "
+                f"{options.kind} network, whose layout OpenAI set for {', '.join(fit)} px "
+                f"only; set data.resolution to one of those, or 0 for its own "
+                f"{options.image_size} px (other model.size presets take other sizes)."
+            ) from None
         step = 2 ** (len(options.channel_mults) - 1)
         least = max([step] + [int(r) for r in str(options.attention_resolutions).split(",")
                               if r.strip()])
