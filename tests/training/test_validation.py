@@ -60,6 +60,20 @@ def test_keep_best_keeps_the_lowest_val_loss_checkpoint(tiny, monkeypatch):
     assert ["best_val_loss", 1.0] in state["$dict"]  # the best so far resumes too
 
 
+def test_keep_best_prunes_the_previous_best_once_best_moves_on(tiny, monkeypatch):
+    """Step 4's regular checkpoint is pruned around the old best (step 2); when step 4's
+    validation then makes it the best, step 2 is kept by nothing and goes."""
+    scripted = iter([2.0, 1.0])
+    monkeypatch.setattr(validation.Validator, "run",
+                        lambda self, model, device: {"val_loss": next(scripted)})
+    cfg = tiny(train=dict(steps=4), checkpoint=dict(every=2, keep_last=1, keep_best=True),
+               validation=dict(holdout=2, every=2))
+    ckpts = Trainer(cfg, quiet=True).run().run_dir / "checkpoints"
+    assert (ckpts / "best").read_text().strip() == "step-000004"
+    assert (ckpts / "latest").read_text().strip() == "step-000004"
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-000004"]
+
+
 def test_a_kill_before_best_is_pointed_keeps_the_best_checkpoint(tiny, monkeypatch):
     """Killed after the best checkpoint (step 2) was written but before ``best`` named it:
     the resume points ``best`` at it, so pruning keeps it."""

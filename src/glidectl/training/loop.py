@@ -66,7 +66,7 @@ class TrainingLoop:
     def _validate(self, step: int, out: RunOutputs) -> None:
         """val_loss (training weights) and FID/KID (EMA weights, like exports) on the held-out
         samples, on the main process; with checkpoint.keep_best a new lowest val_loss writes
-        a checkpoint and points ``best`` at it."""
+        a checkpoint and points ``best`` at it (then prunes: the previous best may go)."""
         if self.validator is None:
             return
         loss_due, fid_due = self.validator.due(step, step == self.total_steps)
@@ -92,6 +92,7 @@ class TrainingLoop:
             self._checkpoint(out.result)
             if self.main:
                 self.checkpoints.mark_best(step)
+                self.checkpoints.prune()  # the previous best: kept only while best named it
                 self.display.message(f"best val_loss {values['val_loss']:.5f}: step {step}")
 
     def _first_batch(self) -> None:
