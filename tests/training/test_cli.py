@@ -39,6 +39,19 @@ def test_flags_override_set_which_overrides_the_file(tiny, config_file, tmp_path
     assert cfg.train.steps == 7
 
 
+def test_steps_flag_over_train_epochs_says_epochs_is_ignored(tiny, config_file, capsys):
+    """--steps trains by steps, as --set train.steps beside train.epochs is named in a
+    warning: the train.epochs it overrides is too."""
+    path = config_file(tiny(train=dict(epochs=1)))
+    cfg = resolve_config(path, [], steps=5)
+    assert (cfg.train.steps, cfg.train.epochs) == (5, 0)
+    assert capsys.readouterr().err == (
+        "Warning: train.epochs is ignored: --steps 5 decides how long the run trains (leave "
+        "out --steps to train by epochs, train.epochs = 1).\n")
+    assert resolve_config(path, ["train.epochs=0"], steps=5).train.steps == 5
+    assert capsys.readouterr().err == ""
+
+
 def test_name_and_output_dir_flags_are_taken_verbatim(tiny, config_file, tmp_path):
     path = config_file(tiny())
     for name in ("a\\b", "it's \"x\"", "2024"):

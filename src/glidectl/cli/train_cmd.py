@@ -42,8 +42,9 @@ def resolve_config(
     resume: str | None = None, default_kind: str | None = None,
 ):
     """The run's config: ``--config`` (or, when resuming a run, its saved config.toml),
-    then ``--set``, then the dedicated flags."""
-    from ..config import load_config, override
+    then ``--set``, then the dedicated flags; a ``train.epochs`` that ``--steps`` overrides
+    is named in a warning, as ``train.steps`` beside ``train.epochs`` is."""
+    from ..config import load_config, merge, override
 
     if config is None and resume and resume != "latest":
         from ..training.checkpointing import resolve_checkpoint
@@ -58,9 +59,6 @@ def resolve_config(
     if config is None:
         raise GlidectlError("No config: pass --config FILE (see examples/glide.toml).")
     flags = list(sets or [])
-    if steps is not None:
-        flags.append(f"train.steps={steps}")
-        flags.append("train.epochs=0")
     if output_dir is not None:
         flags.append(override("train.output_dir", str(output_dir)))
     if name is not None:
@@ -71,16 +69,26 @@ def resolve_config(
         check_precision(precision)  # named as the flag, not as a --set
         flags.append(override("train.precision", precision))
     cfg = load_config(config, flags)
+    if steps is not None:
+        if cfg.train.epochs > 0:
+            warn(f"train.epochs is ignored: --steps {steps} decides how long the run trains "
+                 f"(leave out --steps to train by epochs, train.epochs = {cfg.train.epochs}).")
+        merge(cfg, {"train": {"steps": steps, "epochs": 0}}, "--steps")
     return cfg
+
+
+def warn(note: str) -> None:
+    """One warning line on stderr (rank 0 only: every process resolves the same config)."""
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"Warning: {note}", err=True)
 
 
 def warn_unused(cfg, *, lora: bool = False) -> None:
     """One warning line per group of config keys this run ignores (rank 0 only)."""
     from ..unused_keys import unused_keys
 
-    if os.environ.get("RANK", "0") == "0":
-        for note in unused_keys(cfg, lora=lora):
-            typer.echo(f"Warning: {note}", err=True)
+    for note in unused_keys(cfg, lora=lora):
+        warn(note)
 
 
 def _run(kinds: tuple[str, ...], config, set_, steps, output_dir, name, resume, precision,
