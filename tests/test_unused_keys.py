@@ -120,6 +120,29 @@ def test_train_and_lora_print_one_warning_line_per_group(tmp_path, capsys):
         assert len(lines) == 4 if lora else 3
 
 
+def test_the_library_warns_as_the_commands_do(tmp_path, capsys):
+    """glidectl.training.train and glidectl.lora.train_lora say the commands' warnings (the
+    commands' are theirs) before the missing model.init, a run folder, stops them."""
+    from glidectl.errors import GlidectlError
+    from glidectl.lora import train_lora
+    from glidectl.training import train
+
+    runs = tmp_path / "runs"
+    cfg = from_dict({**TINY, "model": {"init": str(runs / "base"), "size": "small"},
+                     "train": {**TINY["train"], "output_dir": str(runs)}})
+    note = (f"model.init {str(runs / 'base')!r} brings its own network, so model.size "
+            "(scratch models only) is ignored.")
+    for call, lora in ((train, False), (train_lora, True)):
+        with pytest.raises(GlidectlError, match="^Model "):
+            call(cfg)
+        lines = capsys.readouterr().err.splitlines()
+        assert f"Warning: {note}" in lines
+        assert lines == [f"Warning: {n}" for n in unused_keys(cfg, lora=lora)]
+        with pytest.raises(GlidectlError, match="^Model "):
+            call(cfg, quiet=True)
+        assert capsys.readouterr().err == ""
+
+
 def test_the_tokenizer_doc_names_what_auto_picks_for_each_scratch_size():
     from glidectl.config import describe
     from glidectl.glide.options import SIZES, preset_options

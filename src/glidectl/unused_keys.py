@@ -3,6 +3,8 @@ in one warning, so no setting is dropped without a word."""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from .config import GlideConfig
@@ -166,3 +168,13 @@ def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     if cfg.train.ema_decay == 0 and cfg.train.ema_warmup:
         notes.append("train.ema_warmup is ignored: train.ema_decay = 0 keeps no EMA.")
     return notes + _data_notes(cfg)
+
+
+def warn_unused(cfg: GlideConfig, *, lora: bool, quiet: bool = False) -> None:
+    """One ``Warning:`` line per group of :func:`unused_keys` on stderr, before a run is set
+    up: :func:`glidectl.training.train` and :func:`glidectl.lora.train_lora` say them, and so
+    the commands (the main process only; nothing when ``quiet``)."""
+    if quiet or os.environ.get("RANK", "0") != "0":
+        return
+    for note in unused_keys(cfg, lora=lora):
+        print(f"Warning: {note}", file=sys.stderr, flush=True)

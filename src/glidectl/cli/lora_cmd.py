@@ -17,12 +17,11 @@ def _train(config: Path | None, set_: list[str] | None, steps: int | None,
            output_dir: Path | None, name: str | None, resume: str | None,
            precision: str | None, live: bool | None) -> None:
     from ..lora import train_lora
-    from .train_cmd import exit_interrupted, resolve_config, warn_unused
+    from .train_cmd import exit_interrupted, resolve_config
 
     cfg = resolve_config(config, set_, steps=steps, output_dir=output_dir, name=name,
                          precision=precision, resume=resume)
-    warn_unused(cfg, lora=True)
-    result = train_lora(cfg, resume=resume, live=live)
+    result = train_lora(cfg, resume=resume, live=live)  # names the keys the run ignores first
     if result.interrupted:
         exit_interrupted(result, "glidectl lora --resume")
 

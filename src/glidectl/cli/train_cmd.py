@@ -83,20 +83,11 @@ def warn(note: str) -> None:
         typer.echo(f"Warning: {note}", err=True)
 
 
-def warn_unused(cfg, *, lora: bool = False) -> None:
-    """One warning line per group of config keys this run ignores (rank 0 only)."""
-    from ..unused_keys import unused_keys
-
-    for note in unused_keys(cfg, lora=lora):
-        warn(note)
-
-
 def _run(kinds: tuple[str, ...], config, set_, steps, output_dir, name, resume, precision,
          live) -> None:
     cfg = resolve_config(config, set_, steps=steps, output_dir=output_dir, name=name,
                          precision=precision, resume=resume)
-    warn_unused(cfg)
-    from ..training import train
+    from ..training import train  # names the keys the run ignores first
 
     result = train(cfg, resume=resume, kinds=kinds, live=live)
     if result.interrupted:

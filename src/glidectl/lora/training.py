@@ -18,6 +18,7 @@ from .. import runs
 from ..config import GlideConfig, LoraConfig
 from ..errors import GlidectlError
 from ..training.engine import SAID_AS_KEYWORDS, Trainer, check_call
+from ..unused_keys import warn_unused
 from .files import latest_adapter, read_adapter, save_adapter, weights_sha256
 from .inject import (
     ADAPTER_NAME,
@@ -171,8 +172,11 @@ def train_lora(
     your own ``(image, caption)`` pairs, as :class:`~glidectl.training.engine.Trainer` takes).
 
     Returns the engine's TrainResult; adapters are in ``checkpoints/<step>/lora[-ema]``.
+    Keys ``cfg`` sets that the run ignores are named in warnings first, as ``glidectl lora``
+    names them.
     """
     resume = check_call("train_lora", cfg, resume)
+    warn_unused(cfg, lora=True, quiet=quiet)
     start = time.perf_counter()
     cfg, pinned = _pin_base(cfg, resume)
     adapter = LoraTrainingAdapter(cfg.lora, cfg.model.init)

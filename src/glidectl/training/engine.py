@@ -21,6 +21,7 @@ from ..data.pairs import own_data
 from ..data.source_api import source_notes
 from ..devices import nondeterministic_op, torch_threads
 from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors, takes
+from ..unused_keys import warn_unused
 from .adapters import ModelAdapter, PartsAdapter
 from .caption_check import CaptionLengthCheck
 from .checkpoint_weights import check_resume_kind
@@ -69,10 +70,12 @@ SAID_AS_KEYWORDS = keyword_errors(
 
 def check_call(call: str, cfg: Any, resume: Any) -> str | None:
     """``resume`` as text (a Path too), or one sentence for a training call given no
-    :class:`GlideConfig`, or a ``resume`` that is neither ``latest`` nor a path."""
+    :class:`GlideConfig` (or one whose values a file could not hold, :func:`validate`), or a
+    ``resume`` that is neither ``latest`` nor a path."""
     if not isinstance(cfg, GlideConfig):
         raise GlidectlError(f"{call}() takes a GlideConfig (glidectl.config.load_config(path)), "
                             f"got {cfg!r:.60} ({type(cfg).__name__}).")
+    validate(cfg)  # a library caller may have changed it in code
     if resume is not None and not isinstance(resume, str | os.PathLike):
         raise GlidectlError("resume= takes 'latest' or a checkpoint folder's path, got "
                             f"{resume!r:.60} ({type(resume).__name__}).")
@@ -131,7 +134,6 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         adapter: ModelAdapter | None = None, live: bool | None = None,
         kinds: tuple[str, ...] | None = None, dataset: Any = None, quiet: bool = False,
     ) -> None:
-        validate(cfg)  # a library caller may have changed it in code
         dataset = own_data(dataset)
         cfg, validation_note = concept_validation(cfg)
         self.cfg = cfg
@@ -317,8 +319,10 @@ def train(cfg: GlideConfig, *, resume: str | None = None, adapter: ModelAdapter 
 
     ``resume``: ``latest`` or a checkpoint folder, as ``--resume``; the other keywords as
     :class:`Trainer`'s. Returns the :class:`TrainResult` (run folder, step, checkpoint,
-    losses logged)."""
+    losses logged). Keys ``cfg`` sets that the run ignores are named in warnings first, as
+    ``glidectl train`` names them."""
     resume = check_call("train", cfg, resume)
+    warn_unused(cfg, lora=False, quiet=quiet)
     start = time.perf_counter()
     trainer = Trainer(cfg, resume=resume, adapter=adapter, live=live, kinds=kinds,
                       dataset=dataset, quiet=quiet)
