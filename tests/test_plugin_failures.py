@@ -58,6 +58,31 @@ def test_plugin_sampler_error_names_plugin_distribution_and_exception(exploding)
     )
 
 
+def test_a_plugin_sampler_calling_sys_exit_is_named_not_a_silent_exit():
+    """`sys.exit(3)` in a plugin's sampler ended `glidectl sample` with exit 3 and no word."""
+    def sample_exiting(denoiser, x, sigmas, extra=None, callback=None):
+        sys.exit(3)
+
+    class Exiting:
+        @hookimpl
+        def register_samplers(self, register):
+            register("exiting", Sampler(sample_exiting))
+
+    plugins.load_plugins()
+    plugins.pm.register(Exiting(), name="exiting-plugin")
+    plugins.refresh()
+    try:
+        with pytest.raises(PluginError) as info:
+            plugins.samplers().get("exiting")(lambda x, sigma: x, torch.zeros(2),
+                                              torch.tensor([1.0, 0.0]))
+    finally:
+        plugins.pm.unregister(name="exiting-plugin")
+        plugins.refresh()
+    assert str(info.value) == (
+        "Plugin 'exiting-plugin' failed in sampler 'exiting': SystemExit: 3; switch it off "
+        "with GLIDECTL_LOAD_PLUGINS=\"\".")
+
+
 def _returning(result):
     def sample_bad(denoiser, x, sigmas, extra=None, callback=None):
         denoiser(x, float(sigmas[0]))

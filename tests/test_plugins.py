@@ -525,6 +525,19 @@ def test_allow_list_empty_loads_no_plugin(installed_plugin):
     assert json.loads(out.stdout) == []
 
 
+def test_an_empty_table_names_the_plugins_the_allow_list_left_out(monkeypatch):
+    """`GLIDECTL_LOAD_PLUGINS=nosuch glidectl plugins` on a terminal said "No plugins
+    installed" under the warning that listed the installed ones."""
+    from glidectl.cli.plugins_cmd import _none_listed
+
+    plugins.load_plugins()
+    monkeypatch.setattr(plugins, "left_out", ["shiny", "dpm3m"])
+    assert _none_listed() == ("No plugins loaded: GLIDECTL_LOAD_PLUGINS leaves out the "
+                              "installed dpm3m, shiny (--all shows the built-in ones).")
+    monkeypatch.setattr(plugins, "left_out", [])
+    assert _none_listed() == "No plugins installed (--all shows the built-in ones)."
+
+
 def test_an_allow_list_name_no_plugin_has_is_warned_about(installed_plugin):
     out = _plugins_cli(installed_plugin, "shinny,shiny")
     assert out.returncode == 0

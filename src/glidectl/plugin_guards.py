@@ -58,7 +58,7 @@ def guard(fn: Callable[..., Any], plugin: str, what: str,
             raise _failed(plugin, what, str(exc)) from exc
         except GlidectlError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a plugin: its fault too
             if getattr(exc, "_glidectl_ours", False):
                 raise
             trace_exception(plugin, exc)
@@ -179,7 +179,7 @@ class _GuardedDataSource:
                 return
             except GlidectlError:
                 raise
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 trace_exception(self._plugin, exc)
                 raise _failed(self._plugin, self._what, describe_exception(exc)) from exc
             if not isinstance(raw, RawSample):
@@ -192,7 +192,7 @@ class _GuardedDataSource:
             value = getattr(self._source, attr)
         except AttributeError:  # optional attributes (notes) are asked for with a default
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise _failed(self._plugin, self._what, describe_exception(exc)) from exc
         if callable(value) and not isinstance(value, type):
             return guard(value, self._plugin, self._what)
@@ -241,7 +241,7 @@ class _GuardedSelect:
         where = f"preset {self._name!r} of plugin {self._plugin!r}"
         try:
             chosen = self._fn(meta, caption, options)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             if type(exc).__name__ not in self._traced:  # once per kind, not per sample
                 self._traced.add(type(exc).__name__)
                 trace_exception(self._plugin, exc)

@@ -197,6 +197,29 @@ def test_an_epoch_split_over_workers_too_thin_for_a_batch_says_to_lower_workers(
         "data.source (see `glidectl dataset inspect`) or lower train.batch_size.")
 
 
+def test_an_epoch_of_no_valid_sample_over_workers_does_not_blame_the_workers(
+        tmp_path, data_cfg, byte_tok):
+    """Every caption skipped (`data.skip_words`) with two workers said "with data.workers =
+    2 each worker makes batches of only its own share of them; lower data.workers", which
+    cannot help: nothing was valid. It is the error one process gives."""
+    from glidectl.training.data_stream import DataStream
+
+    root = tmp_path / "skipped"
+    root.mkdir()
+    for i in range(6):
+        (root / f"{i}.png").write_bytes(encode(photo(40, 40, i), "PNG"))
+        (root / f"{i}.txt").write_text(f"a caption {i}")
+    said = []
+    for workers in (0, 2):
+        ds = build_dataset(data_cfg(source=str(root), skip_words=["caption"]),
+                           tokenizer=byte_tok, image_size=16, text_ctx=8)
+        with pytest.raises(GlidectlError) as info:
+            DataStream(ds, batch_size=2, workers=workers).next()
+        said.append(str(info.value))
+    assert said[0] == said[1] and said[1].startswith(
+        f"No valid samples in data source {str(root)!r}: 6 rejected (skip_word: 6)")
+
+
 def test_nothing_valid_with_workers_is_still_one_line(tmp_path, data_cfg, byte_tok):
     root = tmp_path / "bad"
     root.mkdir()

@@ -28,5 +28,16 @@ def register(app: typer.Typer) -> None:
             return
         from rich.console import Console
 
-        Console().print(table(infos) if infos else "No plugins installed (--all shows the "
-                        "built-in ones).")
+        Console().print(table(infos) if infos else _none_listed())
+
+
+def _none_listed() -> str:
+    """What an empty table says: no plugin installed, or none of those installed loaded
+    (``GLIDECTL_LOAD_PLUGINS`` left them out)."""
+    from .. import plugins
+
+    plugins.load_plugins()
+    if plugins.left_out:
+        return (f"No plugins loaded: {plugins.ALLOW_ENV} leaves out the installed "
+                f"{', '.join(sorted(plugins.left_out))} (--all shows the built-in ones).")
+    return "No plugins installed (--all shows the built-in ones)."

@@ -217,7 +217,8 @@ class StreamDataset(IterableDataset):
         data.pop("iterations", None)
         return data
 
-    def _no_valid_data(self, counter: RejectionCounter) -> Exception:
+    def no_valid_data(self, counter: RejectionCounter) -> Exception:
+        """The one-line error for an epoch of ``counter`` that kept no sample."""
         return no_valid_data_error(self.name, counter, getattr(self.source, "hint", None),
                                    inspect=getattr(self.source, "inspectable", True))
 
@@ -246,7 +247,7 @@ class StreamDataset(IterableDataset):
                     counter.reject(rejected.reason, raw.key, raw.again)
                     consecutive += 1
                     if counter.accepted == 0 and consecutive >= self.max_rejects:
-                        raise self._no_valid_data(counter) from None
+                        raise self.no_valid_data(counter) from None
                     if time.monotonic() - last_publish > PUBLISH_EVERY_S:
                         self.shared.publish(slot_id, counter)
                         last_publish = time.monotonic()
@@ -263,7 +264,7 @@ class StreamDataset(IterableDataset):
         finally:  # also when the consumer stops early or an error leaves the loop
             self.shared.publish(slot_id, counter)
         if accepted_now == 0 and slot.total == 1 and counter.accepted == 0 and not skip:
-            raise self._no_valid_data(counter)
+            raise self.no_valid_data(counter)
 
 
 def _pair(value: Sequence[Any], key: str, lo: float | None = None) -> tuple[float, float]:

@@ -239,6 +239,10 @@ class DataStream:
             if shutdown is not None:
                 shutdown()
         if fresh and not got:
+            counter = getattr(self.dataset, "counter", lambda: None)()
+            none_valid = counter is not None and counter.accepted == 0
+            if none_valid and self.world == 1:  # not the workers' split: nothing to batch
+                raise self.dataset.no_valid_data(counter)
             share = "" if self.world == 1 else (
                 f" to process {self.rank} of {self.world}, which reads only its share of the "
                 "files or shards")
@@ -246,7 +250,7 @@ class DataStream:
                 "more files"
             asked = f"data.workers = {self.asked}" if self.asked == self.slots else \
                 f"{self.slots} workers (data.workers = {self.asked})"
-            workers = "" if self.slots == 1 else (  # each worker batches only what it reads
+            workers = "" if self.slots == 1 or none_valid else (  # each batches its share
                 f": with {asked} each worker makes batches of only its "
                 "own share of them; lower data.workers (0: one process reads them all),")
             raise GlidectlError(
