@@ -131,6 +131,10 @@ def test_config_keys_piped_is_one_whole_line_per_key():
     ({"seed": -2}, "Seed must be from -1 to 2**63-1; got -2."),
     ({"seed": 2**64 - 1}, "Seed must be from -1 to 2**63-1; got 18446744073709551615."),
     ({"guidance": float("nan")}, "Guidance must be from 0 to 100 (a finite number); got nan."),
+    # the last image's seed, before any model loads (it failed after, naming a seed not typed)
+    ({"seed": 2**63 - 1, "n": 3}, "Seed 9223372036854775807 with 3 images gives the last one "
+     "seed 9223372036854775809 (image i takes seed + i), past 2**63-1; pass a seed of at most "
+     "9223372036854775805."),
 ])
 def test_the_web_ui_checks_the_same_ranges(tmp_path, kwargs, message):
     from glidectl.ui.backend import UiBackend
@@ -138,3 +142,23 @@ def test_the_web_ui_checks_the_same_ranges(tmp_path, kwargs, message):
     with pytest.raises(GlidectlError) as info:
         UiBackend(tmp_path, output_dir=tmp_path / "out").generate("a cube", **kwargs)
     assert str(info.value) == message
+
+
+def test_seeds_past_2_63_are_refused_naming_the_seed_given(tmp_path, capsys):
+    """`sample --seed 2**63-1 --n 3` loaded the model, then said "seed must be from 0 to
+    2**63-1; got 9223372036854775808", a seed no one typed; the library did the same."""
+    from test_sample_cmd import in_process
+    from tiny_configs import tiny_base_weights
+
+    from glidectl import generate
+
+    tiny_base = tiny_base_weights(tmp_path / "base.safetensors")
+    res = in_process(capsys, "sample", "a cube", "--base", tiny_base, "--seed",
+                     str(2**63 - 2), "--n", "3", "--out", tmp_path / "o")
+    assert res.returncode == 2 and res.stderr == (
+        "Error: --seed 9223372036854775806 with 3 images gives the last one seed "
+        "9223372036854775808 (image i takes seed + i), past 2**63-1; pass a seed of at most "
+        "9223372036854775805.\n")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(GlidectlError, match="^seed 9223372036854775807 with 2 images gives"):
+        generate("a cube", base=str(tiny_base), upsampler="none", n=2, seed=2**63 - 1, steps=1)

@@ -42,6 +42,7 @@ from .pipeline_settings import (
     seed_list,
     unknown_options,
 )
+from .ranges import check_seed_span
 from .samplers.schedule_files import read_once
 from .samplers.tuned import (
     grey_warning,
@@ -314,6 +315,8 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 "upsample-inpaint)" + (", or --upsampler none." if low_res is None else
                                        ", or drop the inpaint flags to upsample all of it."))
         texts_all = [p for p in prompts for _ in range(n)]
+        if seeds is None:
+            check_seed_span("seed", seed, len(texts_all))
         seeds = seed_list(seeds, len(texts_all)) if seeds is not None else [
             seed + i for i in range(len(texts_all))]
         _check_numbers(base_opts, up_opts, seeds)

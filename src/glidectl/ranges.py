@@ -100,3 +100,17 @@ def check(label: str, value: Any, rng: Range) -> None:
     problem = None if value is None else rng.problem(value)
     if problem:
         raise GlidectlError(f"{label} {problem}.")
+
+
+def check_seed_span(label: str, seed: Any, count: int) -> None:
+    """The one-line user error when images ``seed + i`` (``i`` < ``count``) run past
+    2**63-1, where the seed alone is in range (the last image's seed would be refused)."""
+    from .errors import GlidectlError
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        return  # the range check names it
+    last = seed + count - 1
+    if last > SEED_MAX:
+        raise GlidectlError(
+            f"{label} {seed} with {count} images gives the last one seed {last} (image i "
+            f"takes seed + i), past 2**63-1; pass a seed of at most {SEED_MAX - count + 1}.")

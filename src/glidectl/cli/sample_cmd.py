@@ -283,9 +283,11 @@ def _sample(
     from ..devices import Precision, check_precision
     from ..errors import GlidectlError
     from ..pipeline import GlidePipeline, resolve_upsampler
+    from ..ranges import check_seed_span
 
     err = Console(stderr=True)
     check_precision(precision)
+    check_seed_span("--seed", seed, n * len(prompts))
     from ..samplers.guidance import check_guidance_tools, parse_interval
 
     interval = parse_interval(guidance_interval) if guidance_interval else None

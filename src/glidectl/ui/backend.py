@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError, flags_named, is_own_warning, outside_commands
-from ..ranges import FLAGS, GUIDANCE, SEED_OR_RANDOM, STEPS, check
+from ..ranges import FLAGS, GUIDANCE, SEED_OR_RANDOM, STEPS, check, check_seed_span
 from .models import (
     KEEP_MODELS,
     NONE_LABEL,
@@ -226,6 +226,7 @@ class UiBackend:
             ("Upsampler steps", up_steps if isinstance(up_steps, int) else None, STEPS),
         ):
             check(label, value, rng)
+        check_seed_span("Seed", seed, n)  # a drawn one (-1, None) stays below 2**31
         models, loras = self._all()
         base_c = pick(base_choices(models), base, "base model")
         if base_c is None:
