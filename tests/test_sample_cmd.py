@@ -536,9 +536,9 @@ def test_a_file_fitted_to_the_other_ode_than_the_one_sampled_is_named(run, weigh
                   str(tmp_path / f"o{fitted}{flag}"))
         assert res.returncode == 0, res.stderr
         assert (said in res.stderr) if said else ("these images sample" not in res.stderr)
-        if said:  # the refit names the other ODE's flag and the file
-            assert f"--method bespoke --calls 3 {'--no-grey' if fitted else '--grey'} --out" in \
-                res.stderr, res.stderr
+        if said:  # the refit names the other ODE's flag, the guidance sampled and the file
+            assert (f"--method bespoke --calls 3 --guidance 3 "
+                    f"{'--no-grey' if fitted else '--grey'} --out") in res.stderr, res.stderr
 
 
 def test_a_file_fitted_at_another_guidance_than_the_one_sampled_is_named(run, weights,

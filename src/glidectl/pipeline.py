@@ -344,12 +344,16 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             record = self.records.get(stage)
             up = stage == "upsample"
             spec = record.spec if record is not None else None
-            messages.append(grey_warning(opts.schedule, opts.grey, spec, up))
-            messages.append(guidance_warning(opts.schedule, opts.guidance, spec, up))
-            messages.append(unfitted_warning(opts.schedule, opts.steps, spec, up))
+            # each refit line fits the sampling at hand: one line mends every mismatch
+            scale = 1.0 if opts.guidance is None else float(opts.guidance)
+            sampled = {"guidance": scale, "grey": bool(opts.grey)}
+            messages.append(grey_warning(opts.schedule, opts.grey, spec, up, guidance=scale))
+            messages.append(guidance_warning(opts.schedule, opts.guidance, spec, up,
+                                             grey=bool(opts.grey)))
+            messages.append(unfitted_warning(opts.schedule, opts.steps, spec, up, **sampled))
             if record is not None and self.stage_models().get(stage) is not None:
                 messages.append(model_warning(opts.schedule, lambda r=record: r.sha256,
-                                              record.spec, up))
+                                              record.spec, up, **sampled))
         first = self.base if low_res is None else self.upsampler
         if first is not None and first.options.inpaint and inpaint_image is None:
             messages.append(f"{a_or_an(first.options.kind).capitalize()} model without an "

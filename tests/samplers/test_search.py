@@ -250,7 +250,14 @@ def test_the_refit_line_carries_the_guidance_the_file_was_fitted_at(tmp_path) ->
     assert said.startswith(f"Schedule file {str(path)!r} was fitted at guidance 2.5, and these "
                            "images sample at 4: its steps suit the other ODE; sample with "
                            "--guidance 2.5, or refit it with glidectl fit-steps run "), said
-    assert "--calls 3 --guidance 4 --out" in said  # the refit is at the guidance sampled
+    # the refit is at the guidance sampled (and grey as fitted, no sampling said otherwise)
+    assert "--calls 3 --guidance 4 --grey --out" in said
+    # told the sampling at hand, every warning's line is the one refit that mends it all
+    lines = {w.split("refit it with ")[1] for w in (
+        guidance_warning(path, 4.0, "run", grey=False),
+        grey_warning(path, False, "run", guidance=4.0),
+        model_warning(path, lambda: "1" * 64, "run", guidance=4.0, grey=False))}
+    assert len(lines) == 1 and "--calls 3 --guidance 4 --no-grey --out" in lines.pop()
     assert "sample at 1:" in guidance_warning(path, None)  # unguided: scale 1
     assert guidance_warning(path, 1.0, "up", upsampler=True).endswith(
         "sample with --upsample-guidance 2.5, or drop it from the upsampler stage (glidectl "

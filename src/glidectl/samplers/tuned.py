@@ -195,15 +195,18 @@ def schedule_file_warning(path: str | Path, sampler: str) -> str | None:
 
 
 def model_warning(path: str | Path, model_sha256: Callable[[], str | None], model: str,
-                  upsampler: bool = False) -> str | None:
+                  upsampler: bool = False, *, guidance: float | None = None,
+                  grey: bool | None = None) -> str | None:
     """One sentence when a schedule file records a fit to other weights than ``model``'s
     (``model_sha256()``, asked only when the file records one), else None. ``upsampler``:
-    the file is the upsampler's, which fit-steps does not fit."""
+    the file is the upsampler's, which fit-steps does not fit; ``guidance``, ``grey``: the
+    sampling the refit it names fits (:func:`_refit`)."""
     data = _load(path)
     fitted = data.get("model_sha256")
     if not isinstance(fitted, str) or fitted == (sha := model_sha256()) or not sha:
         return None
-    fix = UPSAMPLER_FIX if upsampler else f"refit it with {_refit(path, data, model)}"
+    fix = UPSAMPLER_FIX if upsampler else \
+        f"refit it with {_refit(path, data, model, guidance=guidance, grey=grey)}"
     return (f"Schedule file {str(path)!r} was fitted to other weights (sha256 "
             f"{one_line(fitted)[:12]}…) than {model} ({sha[:12]}…): its steps suit "
             f"that model's ODE; {fix}.")
@@ -214,10 +217,12 @@ UPSAMPLER_FIX = ("drop it from the upsampler stage (glidectl fit-steps fits base
                  "only)")
 
 
-def _refit(path: str | Path, data: dict, model: str, *more: str,
-           guidance: float | None = None) -> str:
-    """The fit-steps command that fits ``path`` again as it was fitted (the same method, step
-    counts and guidance, else ``guidance``; ``more``: flags)."""
+def _refit(path: str | Path, data: dict, model: str, *, guidance: float | None = None,
+           grey: bool | None = None) -> str:
+    """The fit-steps command that fits ``path`` again: the same method and step counts, at
+    ``guidance`` and ``grey`` (the sampling at hand, so one line mends every mismatch the
+    warnings name; None: as the file was fitted). The grey flag is named where grey is
+    sampled or was fitted (else fit-steps follows the model, as sample does)."""
     tuned = data.get("sampler")
     how = (["--method", "gits"] if tuned is None else ["--method", "bespoke"]
            if tuned == "bespoke" else ["--sampler", one_line(str(tuned))])
@@ -225,8 +230,11 @@ def _refit(path: str | Path, data: dict, model: str, *more: str,
     calls = [word for n in counts for word in ("--calls", str(_calls_of(tuned, n)))]
     scale = fitted_guidance(data) if guidance is None else guidance
     at = [] if scale is None else ["--guidance", f"{scale:g}"]
+    fitted_grey = data.get("grey") if isinstance(data.get("grey"), bool) else None
+    shade = fitted_grey if grey is None else grey
+    flag = [] if not (shade or fitted_grey) else ["--grey" if shade else "--no-grey"]
     return shlex.join(["glidectl", "fit-steps", model, "--prompts", "PROMPTS.txt", *how,
-                       *calls, *at, *more, "--out", str(path), "--overwrite"])
+                       *calls, *at, *flag, "--out", str(path), "--overwrite"])
 
 
 def _calls_of(tuned: Any, steps: int) -> int:
@@ -249,10 +257,11 @@ def fitted_guidance(data: dict) -> float | None:
 
 
 def guidance_warning(path: str | Path, guidance: float | None, model: str | None = None,
-                     upsampler: bool = False) -> str | None:
+                     upsampler: bool = False, *, grey: bool | None = None) -> str | None:
     """One sentence when a schedule file records a fit at another guidance scale than
     ``guidance`` (None: unguided, scale 1), else None (files from before the scale was
-    recorded say nothing). ``upsampler``: the file is the upsampler's."""
+    recorded say nothing). ``upsampler``: the file is the upsampler's; ``grey``: as
+    sampled, for the refit it names."""
     data = _load(path)
     fitted = fitted_guidance(data)
     sampled = 1.0 if guidance is None else float(guidance)
@@ -260,14 +269,14 @@ def guidance_warning(path: str | Path, guidance: float | None, model: str | None
         return None
     flag = "--upsample-guidance" if upsampler else "--guidance"
     fix = UPSAMPLER_FIX if upsampler else "refit it with " + _refit(
-        path, data, model or "MODEL", guidance=sampled)
+        path, data, model or "MODEL", guidance=sampled, grey=grey)
     return (f"Schedule file {str(path)!r} was fitted at guidance {fitted:g}, and these images "
             f"sample at {sampled:g}: its steps suit the other ODE; sample with {flag} "
             f"{fitted:g}, or {fix}.")
 
 
 def grey_warning(path: str | Path, grey: bool, model: str | None = None,
-                 upsampler: bool = False) -> str | None:
+                 upsampler: bool = False, *, guidance: float | None = None) -> str | None:
     """One sentence when a schedule file records a fit to another ODE than the one sampled
     (``grey``: x0 predictions projected onto grey, ``glidectl sample --grey``), else None
     (files from before ``grey`` was recorded say nothing). ``upsampler``: the file is the
@@ -278,7 +287,7 @@ def grey_warning(path: str | Path, grey: bool, model: str | None = None,
         return None
     ode, sampled = ("grey sampling's ODE", "in colour") if fitted else ("the colour ODE", "grey")
     fix = UPSAMPLER_FIX if upsampler else "refit it with " + _refit(
-        path, data, model or "MODEL", "--grey" if grey else "--no-grey")
+        path, data, model or "MODEL", guidance=guidance, grey=grey)
     return (f"Schedule file {str(path)!r} was fitted to {ode}, and these images sample "
             f"{sampled}: its steps suit the other ODE; sample with "
             f"{'--grey' if fitted else '--no-grey'}, or {fix}.")
@@ -335,7 +344,8 @@ def stopped_refit_clause(partial: str | Path) -> str:
 
 
 def unfitted_warning(path: str | Path, steps: int, model: str | None = None,
-                     upsampler: bool = False) -> str | None:
+                     upsampler: bool = False, *, guidance: float | None = None,
+                     grey: bool | None = None) -> str | None:
     """One sentence when a schedule file has no σ's for ``steps`` because the fit that wrote
     it stopped before fitting them (its σ's are then interpolated from the counts fitted),
     else None. ``upsampler``: the file is the upsampler's, which fit-steps does not fit."""
@@ -345,7 +355,7 @@ def unfitted_warning(path: str | Path, steps: int, model: str | None = None,
         return None
     nearest = min(have, key=lambda n: (abs(n - steps), -n))  # the row interpolated
     fix = UPSAMPLER_FIX if upsampler else "fit every count with " + _refit(
-        path, data, model or "MODEL")
+        path, data, model or "MODEL", guidance=guidance, grey=grey)
     return (f"Schedule file {str(path)!r} holds no σ's for {steps} steps: the fit that wrote "
             "it stopped before fitting them, so these are interpolated from its "
             f"{nearest}-step σ's; sample with --steps {nearest}, or {fix}.")
