@@ -301,6 +301,13 @@ def test_a_web_ui_png_is_made_again_from_its_models_folder(models, capsys, tmp_p
                      "--out", tmp_path / "again")
     assert res.returncode == 0, res.stderr
     assert np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))
+    # its text chunks are sample's, under the same names: the LoRA's, request_images too
+    # (they were only inside `parameters`), lists as `parameters` holds them
+    text, again = Image.open(png).text, Image.open(tmp_path / "again" / "00000.png").text
+    assert set(again) <= set(text), set(again) - set(text)  # the UI adds its timings
+    assert json.loads(text["loras"]) == params(png)["loras"] and params(png)["loras"]
+    assert json.loads(text["lora_sha256"]) == params(png)["lora_sha256"]
+    assert text["request_images"] == "2" and again["loras"] == text["loras"]
 
 
 def test_a_file_is_hashed_once_while_it_is_unchanged(tmp_path, monkeypatch):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
@@ -105,6 +106,16 @@ def save_png(image: Image.Image, path: str | Path, text: dict[str, str], *,
     with (atomic_path if replace else new_path)(path) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
     return Path(path)
+
+
+def png_text(params: Mapping[str, Any]) -> dict[str, str]:
+    """The PNG text chunks of an image's generation ``params`` (``sample`` and the web UI
+    write the same): each one set under its name (lists and dicts as JSON, as
+    ``parameters`` holds them), and all of them as JSON in ``parameters``."""
+    text = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+            for k, v in params.items() if v is not None}
+    text["parameters"] = json.dumps(params)
+    return text
 
 
 def enlarge(image: Image.Image, min_size: int = 64) -> Image.Image:

@@ -184,3 +184,17 @@ def test_leaving_the_fitted_schedule_puts_back_the_steps_guidance_and_grey_it_se
     assert values(pick(OWN_SCHEDULE, "unipc", 3, 3.25, False)) == ["left", 25, 3.0, "left"]
     # and the same value set by hand again after leaving is not taken back later
     assert values(pick("karras", "unipc", 3, 3.25, True)) == ["left"] * 4
+
+
+def test_the_no_base_model_note_names_no_server_path(tmp_path):
+    """With an empty models folder the page said "…in the models folder (/srv/…/models)":
+    the server's path, which the page's other messages never show."""
+    pytest.importorskip("gradio")
+    from glidectl.ui.app import build_app
+
+    empty = tmp_path / "server-side-models"
+    empty.mkdir()
+    demo = build_app(UiBackend(empty, device="cpu", output_dir=tmp_path / "out"))
+    note = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "no-base")
+    assert note.visible and "models folder (`glidectl ui --models-dir`)" in note.value
+    assert str(empty) not in note.value and "server-side-models" not in note.value

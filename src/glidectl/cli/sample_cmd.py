@@ -139,6 +139,8 @@ class _Writer:
         self.written: list[Path] = []
 
     def add(self, batch: list[Any]) -> None:
+        from ..images import png_text
+
         if self.next is None:
             from ..atomic import remove_stale_temps
 
@@ -153,9 +155,8 @@ class _Writer:
                       "request_seed": self.seed, "image_index": self.index,
                       "request_images": self.total,
                       "model_calls": int(image.info["model_calls"]), **self.common}
-            text = {k: str(v) for k, v in params.items() if v is not None}
-            text["parameters"] = json.dumps(params)
-            path, number = _save_new(image, text, self.out, "{:05d}.png".format, self.next)
+            path, number = _save_new(image, png_text(params), self.out, "{:05d}.png".format,
+                                     self.next)
             self.next = number + 1
             self.written.append(path)
             if self.keep:

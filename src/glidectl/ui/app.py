@@ -14,7 +14,7 @@ from ..sampling_defaults import UPSAMPLE_STEPS
 from .backend import FITTED_SCHEDULE, OWN_SCHEDULE, PRECISIONS, UiBackend, in_page_words
 from .models import NONE_LABEL
 
-GUIDANCE_END, GUIDANCE_STEP = 20.0, 0.05  # the Guidance slider (its number box takes any)
+GUIDANCE_END, GUIDANCE_STEP = 20.0, 0.05  # the Guidance slider (its box: any value up to its end)
 
 
 def _gallery(gr: Any) -> Any:
@@ -185,8 +185,8 @@ def build_app(backend: UiBackend) -> Any:
         gr.Markdown("## glidectl: GLIDE text-to-image")
         no_base = gr.Markdown(
             "**No base model found.** Run `glidectl download base` or put .safetensors/.pt "
-            f"files or training runs in the models folder ({backend.models_dir}), then reload "
-            "the page.", visible=not bases, elem_id="no-base")
+            "files or training runs in the models folder (`glidectl ui --models-dir`), then "
+            "reload the page.", visible=not bases, elem_id="no-base")
         with gr.Row():
             with gr.Column(scale=2):
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",

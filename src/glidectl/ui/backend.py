@@ -369,7 +369,7 @@ class UiBackend:
         (``parameters``). Returns the files written and, when a write
         failed (the images from there on are not saved), why."""
         from ..errors import WriteError, write_error
-        from ..images import save_png
+        from ..images import png_text, save_png
 
         files: list[Path] = []
         path = self.output_dir
@@ -378,11 +378,9 @@ class UiBackend:
             for j, (image, s) in enumerate(zip(images, seeds, strict=True)):
                 params = {k: v for k, v in settings.items() if k != "image_seeds"}
                 params.update(seed=s, request_seed=settings["seed"], image_index=j,
+                              request_images=len(seeds),
                               model_calls=int(image.info["model_calls"]))
-                text = {k: str(v) for k, v in params.items()
-                        if v is not None and not isinstance(v, (dict, list))}
-                text["parameters"] = json.dumps(params)
-                path = save_png(image, folder / f"{j:02d}_seed{s}.png", text)
+                path = save_png(image, folder / f"{j:02d}_seed{s}.png", png_text(params))
                 files.append(path)
         except WriteError as exc:  # save_png's
             return files, str(exc)
