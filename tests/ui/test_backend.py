@@ -138,7 +138,14 @@ def test_models_are_loaded_once_and_kept(models_dir, monkeypatch):
     second = backend.generate("a blue square", seed=2, **kwargs)
     assert len(calls) == 1 and backend.cache.loads == 1
     assert first.files and second.files
-    backend.generate("a blue square", seed=2, precision="bf16", **kwargs)
+    # the precision `auto` picks on this machine is the same pipeline (it was loaded twice)
+    from glidectl.devices import pick_precision
+
+    picked = pick_precision("auto", "cpu").name
+    backend.generate("a blue square", seed=2, precision=picked, **kwargs)
+    assert len(calls) == 1 and backend.cache.loads == 1
+    other = "fp32" if picked == "bf16" else "bf16"
+    backend.generate("a blue square", seed=2, precision=other, **kwargs)
     assert len(calls) == 2 and len(backend.cache) == 2  # another spec is another entry
 
 

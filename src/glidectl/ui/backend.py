@@ -209,7 +209,7 @@ class UiBackend:
         Only models listed by :meth:`choices` can be named (no free-form paths).
         """
         from .. import plugins
-        from ..devices import check_precision
+        from ..devices import check_precision, pick_device, pick_precision
 
         if not prompt or not prompt.strip():
             raise GlidectlError("Type a prompt first.")
@@ -236,8 +236,10 @@ class UiBackend:
         schedule = self._schedule(schedule, base_c)
         seed = secrets.randbelow(2**31) if seed is None or seed == -1 else int(seed)
         seeds = [seed + j for j in range(n)]
+        # `auto` and the precision it picks here load one pipeline, not two
+        computes = pick_precision(precision, str(pick_device(self.device))).name
         key = (base_c.spec, up_c.spec if up_c else None,
-               (lora_c.spec, float(lora_scale)) if lora_c else None, precision, compile,
+               (lora_c.spec, float(lora_scale)) if lora_c else None, computes, compile,
                self.device)
         # a run folder's newest checkpoint: its training may have written one since
         version = tuple(checkpoint_now(c.spec) if c else None for c in (base_c, up_c, lora_c))
