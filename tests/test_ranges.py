@@ -131,6 +131,9 @@ def test_config_keys_piped_is_one_whole_line_per_key():
     ({"seed": -2}, "Seed must be from -1 to 2**63-1; got -2."),
     ({"seed": 2**64 - 1}, "Seed must be from -1 to 2**63-1; got 18446744073709551615."),
     ({"guidance": float("nan")}, "Guidance must be from 0 to 100 (a finite number); got nan."),
+    # a fraction typed in a box the page marks invalid ran at its whole part without a word
+    ({"base_steps": 2.5}, "Steps must be a whole number; got 2.5."),
+    ({"n": 2.5}, "Images per run must be a whole number; got 2.5."),
     # the last image's seed, before any model loads (it failed after, naming a seed not typed)
     ({"seed": 2**63 - 1, "n": 3}, "Seed 9223372036854775807 with 3 images gives the last one "
      "seed 9223372036854775809 (image i takes seed + i), past 2**63-1; pass a seed of at most "

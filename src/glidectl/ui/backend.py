@@ -213,6 +213,10 @@ class UiBackend:
 
         if not prompt or not prompt.strip():
             raise GlidectlError("Type a prompt first.")
+        for label, value in (("Images per run", n), ("Steps", base_steps)):
+            if isinstance(value, float) and not value.is_integer():  # typed in the box
+                raise GlidectlError(f"{label} must be a whole number; got {value:g}.")
+        n = int(n) if isinstance(n, float) else n
         if not 1 <= n <= MAX_IMAGES:
             raise GlidectlError(f"Images per run must be between 1 and {MAX_IMAGES}.")
         precision = check_precision(precision, "precision")
