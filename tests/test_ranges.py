@@ -128,8 +128,13 @@ def test_config_keys_piped_is_one_whole_line_per_key():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"seed": -2}, "Seed must be from -1 to 2**63-1; got -2."),
-    ({"seed": 2**64 - 1}, "Seed must be from -1 to 2**63-1; got 18446744073709551615."),
+    # one sentence for a seed out of range and for text that is none (they differed)
+    ({"seed": -2}, "Seed must be a whole number from 0 to 2**63-1, or -1 for a random one; "
+     "got -2."),
+    ({"seed": 2**64 - 1}, "Seed must be a whole number from 0 to 2**63-1, or -1 for a random "
+     "one; got 18446744073709551615."),
+    ({"seed": "abc"}, "Seed must be a whole number from 0 to 2**63-1, or -1 for a random "
+     "one; got 'abc'."),
     ({"guidance": float("nan")}, "Guidance must be from 0 to 100 (a finite number); got nan."),
     # a fraction typed in a box the page marks invalid ran at its whole part without a word
     ({"base_steps": 2.5}, "Steps must be a whole number; got 2.5."),

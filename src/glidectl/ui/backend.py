@@ -225,7 +225,7 @@ class UiBackend:
         up_steps = _steps(up_steps)
         seed = _seed(seed)
         for label, value, rng in (
-            ("Seed", seed, SEED_OR_RANDOM), ("Guidance", guidance, GUIDANCE),
+            ("Guidance", guidance, GUIDANCE),
             ("Steps", base_steps, STEPS), ("LoRA scale", lora_scale, FLAGS["--scale"]),
             ("Upsampler steps", up_steps if isinstance(up_steps, int) else None, STEPS),
         ):
@@ -459,14 +459,18 @@ def _fitted_file(choice: ModelChoice | None) -> Path | None:
 
 
 def _seed(value: int | str | None) -> int | None:
-    """The seed box's text as a whole number (None: empty); one sentence if it is none."""
-    if not isinstance(value, str):
-        return value
+    """The seed box's text as a whole number in range (None: empty; -1: draw one); one
+    sentence, the same for text and for a number out of range, if it is not."""
     try:
-        return int(value.strip()) if value.strip() else None
+        seed = int(value.strip()) if isinstance(value, str) and value.strip() else (
+            None if isinstance(value, str) else value)
     except ValueError:
-        raise GlidectlError(f"Seed must be a whole number from 0 to 2**63-1, or -1 for a "
-                            f"random one; got {value.strip()!r}.") from None
+        seed = value.strip()
+    if seed is None or (isinstance(seed, int) and not isinstance(seed, bool)
+                        and not SEED_OR_RANDOM.problem(seed)):
+        return seed
+    raise GlidectlError(f"Seed must be a whole number from 0 to 2**63-1, or -1 for a random "
+                        f"one; got {seed!r}.")
 
 
 def _steps(value: int | str | None) -> int | str | None:
