@@ -248,6 +248,39 @@ def test_an_adapter_config_of_another_rank_than_its_weights_is_said_so(tmp_path)
         "adapter_config.json saved with these weights.")
 
 
+@pytest.mark.parametrize("change, said", [
+    ({"r": "4"}, "says r = '4', which is no rank (a whole number of at least 1)"),
+    ({"lora_alpha": "abc"}, "says lora_alpha = 'abc', which is no scale (a number up to 1e+06)"),
+    ({"lora_alpha": 1e300}, "says lora_alpha = 1e+300, which is no scale"),
+    ({"modules_to_save": ["out"]}, "names modules_to_save, which glidectl does not apply"),
+])
+def test_an_adapter_config_peft_reads_but_fails_on_is_one_sentence(tmp_path, capsys, change,
+                                                                    said):
+    """A string lora_alpha, modules_to_save naming a module, and an alpha of 1e300 (NaN
+    merged weights) ended `sample --lora` and `lora merge` in peft's tracebacks (exit 1); a
+    string r said "r = 4 but the weights beside it have rank 4"."""
+    base, out, _ = trained_adapter(tmp_path)
+    config = out / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
+    with pytest.raises(GlidectlError) as info:
+        attach_adapter(base, out)
+    assert str(info.value).startswith(f"{str(config)!r} {said}"), str(info.value)
+
+
+def test_an_adapter_whose_weights_hold_nan_is_said_to_be_damaged(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    base, out, _ = trained_adapter(tmp_path)
+    weights = out / "adapter_model.safetensors"
+    state = load_file(weights)
+    key = next(k for k in state if ".lora_B." in k)
+    state[key][0, 0] = float("nan")
+    save_file(state, weights)
+    with pytest.raises(GlidectlError, match=r"holds NaN or infinite values \(.*lora_B.*\); "
+                       "the adapter is damaged"):
+        attach_adapter(base, out)
+
+
 # ----------------------------------------------------------------------------- apply
 @pytest.mark.parametrize("text,path,scale", [
     ("runs/a/lora", "runs/a/lora", 1.0),

@@ -126,16 +126,41 @@ def test_unwritable_preview_is_one_line_before_the_scan(tmp_path, where, words, 
     assert err.startswith("Error: --preview") and words in err and err.count("\n") == 1
 
 
+def test_a_preview_replaces_only_an_earlier_preview(tmp_path, capsys):
+    """`--preview ds/a0.png` replaced a training image with the grid (so did a sample's PNG
+    or a training preview), and `--preview pv.jpg` wrote PNG bytes under that name; only a
+    grid an earlier inspect wrote is replaced now."""
+    picture = tmp_path / "a0.png"
+    Image.new("RGB", (4, 4), "red").save(picture)
+    before = picture.read_bytes()
+    args = ["dataset", "inspect", "demo:shapes", "--limit", "2", "--tokenizer", "byte"]
+    for path, words in ((picture, "is a PNG that dataset inspect did not write"),
+                        (tmp_path / "pv.jpg", "would hold a PNG under another name")):
+        with pytest.raises(SystemExit) as info:
+            main([*args, "--preview", str(path)])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and err.count("\n") == 1 and words in err, err
+    assert picture.read_bytes() == before and not (tmp_path / "pv.jpg").exists()
+    grid = tmp_path / "grid.png"
+    for _ in range(2):  # the second run replaces the first one's grid
+        with pytest.raises(SystemExit) as info:
+            main([*args, "--preview", str(grid)])
+        assert info.value.code == 0, capsys.readouterr().err
+    assert grid.is_file()
+
+
 def test_a_preview_that_cannot_be_written_whole_keeps_the_old_one(tmp_path, capsys,
                                                                   monkeypatch):
     """A full disk while the grid is written: one sentence, and the preview of an earlier
     inspect is kept whole (no half PNG, no temp file left beside it)."""
     import errno
 
+    from glidectl.data.inspection import PREVIEW_MARK
     from glidectl.errors import WriteError
+    from glidectl.images import save_png
 
     preview = tmp_path / "grid.png"
-    Image.new("RGB", (4, 4), "red").save(preview)
+    save_png(Image.new("RGB", (4, 4), "red"), preview, {PREVIEW_MARK: "dataset inspect"})
     old = preview.read_bytes()
 
     def half(image, fp, *args, **kwargs):

@@ -164,6 +164,7 @@ def _is_png(path: Path) -> bool:
 
 def _check_preview(path: Path) -> None:
     """Refuse a --preview path that cannot be written, before the scan."""
+    from ..data.inspection import is_preview_grid
     from ..errors import GlidectlError
     from ..out_dir import check_out_dir
 
@@ -176,6 +177,13 @@ def _check_preview(path: Path) -> None:
     if path.is_file() and not _is_png(path):
         raise GlidectlError(f"--preview {str(path)!r} exists and is no PNG, which the grid "
                             "would replace; pass a new file such as 'preview.png'.")
+    if path.is_file() and not is_preview_grid(path):
+        raise GlidectlError(f"--preview {str(path)!r} is a PNG that dataset inspect did not "
+                            "write (a picture of the data, a sample?), which the grid would "
+                            "replace; pass a new file such as 'preview.png'.")
+    if path.suffix.lower() != ".png":
+        raise GlidectlError(f"--preview {str(path)!r} would hold a PNG under another name; "
+                            f"pass a .png file such as {str(path.with_suffix('.png'))!r}.")
     check_out_dir(path.parent, "--preview folder")
 
 

@@ -244,6 +244,19 @@ def benchmark_pipeline(
             "seconds": round(elapsed, 3)}
 
 
+#: The text chunk of a ``dataset inspect --preview`` grid: the one PNG --preview replaces.
+PREVIEW_MARK = "glidectl_preview"
+
+
+def is_preview_grid(path: Path) -> bool:
+    """Whether the PNG at ``path`` is a grid ``dataset inspect --preview`` wrote."""
+    try:
+        with Image.open(path) as image:
+            return PREVIEW_MARK in getattr(image, "text", {})
+    except (OSError, ValueError, SyntaxError):  # PIL's errors for a damaged PNG
+        return False
+
+
 def write_preview_grid(
     tiles: list[tuple[Image.Image, str]], path: str | Path, tile: int = 160
 ) -> Path:
@@ -271,4 +284,5 @@ def write_preview_grid(
     from ..images import save_png
 
     remove_stale_temps(path.parent, path.name)  # what a killed inspect left
-    return save_png(grid, path, {})  # atomic: a full disk or a kill leaves no half PNG
+    # atomic: a full disk or a kill leaves no half PNG; the mark lets a later inspect replace it
+    return save_png(grid, path, {PREVIEW_MARK: "dataset inspect"})

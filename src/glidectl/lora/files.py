@@ -9,6 +9,7 @@ The same JSON is stored in the safetensors metadata under ``glidectl``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +213,13 @@ def _read_adapter(path: Path) -> AdapterFiles:
         ) from None
     if not any(".lora_A." in k for k in state):
         raise GlidectlError(f"{str(weights)!r} holds no LoRA weights (no '.lora_A.' tensors).")
+    _check_config_values(config, config_file)
     _check_rank(config, state, config_file)
+    bad = next((k for k, v in state.items() if v.is_floating_point()
+                and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise GlidectlError(f"{str(weights)!r} holds NaN or infinite values ({bad}); the "
+                            "adapter is damaged: use another checkpoint's adapter.")
     whole = sorted({k.rsplit(".", 1)[0] for k in state if not _is_lora_key(k)})
     if whole:
         raise GlidectlError(
@@ -221,9 +228,31 @@ def _read_adapter(path: Path) -> AdapterFiles:
             "glidectl does not apply; save the adapter without modules_to_save, or merge it "
             "with peft (merge_and_unload) and pass the merged weights as the model."
         )
+    if getattr(config, "modules_to_save", None):  # named, with no weights saved for them
+        raise GlidectlError(f"{str(config_file)!r} names modules_to_save, which glidectl "
+                            "does not apply; save the adapter without them, or merge it with "
+                            "peft (merge_and_unload) and pass the merged weights as the model.")
     from ..pipeline import file_sha256
 
     return AdapterFiles(directory, config, state, meta, weights.name, file_sha256(weights))
+
+
+ALPHA_MAX = 1e6  # far past any adapter's lora_alpha; 1e300 made the merged weights NaN
+
+
+def _check_config_values(config: Any, config_file: Path) -> None:
+    """One sentence for an ``r`` or ``lora_alpha`` that peft reads without a word and then
+    fails on with a traceback (or NaN weights)."""
+    r, alpha = config.r, config.lora_alpha
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise GlidectlError(f"{str(config_file)!r} says r = {r!r}, which is no rank (a whole "
+                            f"number of at least 1); put back the {CONFIG_FILE} saved with "
+                            "these weights.")
+    if (isinstance(alpha, bool) or not isinstance(alpha, int | float)
+            or not math.isfinite(alpha) or abs(alpha) > ALPHA_MAX):
+        raise GlidectlError(f"{str(config_file)!r} says lora_alpha = {alpha!r:.40}, which is "
+                            f"no scale (a number up to {ALPHA_MAX:g}); put back the "
+                            f"{CONFIG_FILE} saved with these weights.")
 
 
 def _check_rank(config: Any, state: dict[str, torch.Tensor], config_file: Path) -> None:
