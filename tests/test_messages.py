@@ -91,6 +91,23 @@ def test_a_code_running_checkpoint_is_one_clean_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_damaged_checkpoint_says_to_delete_it_before_fetching_it_again(tmp_path, capsys):
+    """It said "download it again", which `glidectl download` answers with "already cached"
+    for a damaged file in its cache."""
+    from glidectl.cli.app import main
+
+    path = tmp_path / "base.pt"
+    path.write_bytes(b"not a checkpoint" * 64)
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "x", "--base", str(path), "--upsampler", "none", "--device", "cpu",
+              "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith(f"Error: Cannot read checkpoint '{path}'")
+    assert err.endswith("the file is damaged, truncated or not a PyTorch checkpoint: delete it "
+                        "and fetch it again (glidectl download skips a file its cache "
+                        "holds).\n"), err
+
+
 def _merge_command(message: str) -> list[str]:
     """The words of the `glidectl lora merge ... -o OUT` a message suggests, as a shell
     would split them."""

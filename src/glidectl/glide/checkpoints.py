@@ -202,7 +202,8 @@ def torch_load_weights(path: Path) -> Any:
             ) from exc
         raise GlidectlError(
             f"Cannot read checkpoint {str(path)!r} ({cause(exc)}); the file is damaged, "
-            "truncated or not a PyTorch checkpoint: download it again."
+            "truncated or not a PyTorch checkpoint: delete it and fetch it again (glidectl "
+            "download skips a file its cache holds)."
         ) from exc
 
 
