@@ -170,11 +170,16 @@ def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     return notes + _data_notes(cfg)
 
 
-def warn_unused(cfg: GlideConfig, *, lora: bool, quiet: bool = False) -> None:
-    """One ``Warning:`` line per group of :func:`unused_keys` on stderr, before a run is set
-    up: :func:`glidectl.training.train` and :func:`glidectl.lora.train_lora` say them, and so
-    the commands (the main process only; nothing when ``quiet``)."""
-    if quiet or os.environ.get("RANK", "0") != "0":
-        return
-    for note in unused_keys(cfg, lora=lora):
+def warn(note: str) -> None:
+    """One ``Warning:`` line on stderr, from the main process only (every process of a
+    launched run reads the same config)."""
+    if os.environ.get("RANK", "0") == "0":
         print(f"Warning: {note}", file=sys.stderr, flush=True)
+
+
+def warn_unused(cfg: GlideConfig, *, lora: bool, quiet: bool = False) -> None:
+    """One :func:`warn` line per group of :func:`unused_keys`, before a run is set up:
+    :func:`glidectl.training.train` and :func:`glidectl.lora.train_lora` say them, and so
+    the commands (nothing when ``quiet``)."""
+    for note in [] if quiet else unused_keys(cfg, lora=lora):
+        warn(note)

@@ -45,6 +45,7 @@ def resolve_config(
     then ``--set``, then the dedicated flags; a ``train.epochs`` that ``--steps`` overrides
     is named in a warning, as ``train.steps`` beside ``train.epochs`` is."""
     from ..config import load_config, merge, override
+    from ..unused_keys import warn
 
     if config is None and resume and resume != "latest":
         from ..training.checkpointing import resolve_checkpoint
@@ -75,12 +76,6 @@ def resolve_config(
                  f"(leave out --steps to train by epochs, train.epochs = {cfg.train.epochs}).")
         merge(cfg, {"train": {"steps": steps, "epochs": 0}}, "--steps")
     return cfg
-
-
-def warn(note: str) -> None:
-    """One warning line on stderr (rank 0 only: every process resolves the same config)."""
-    if os.environ.get("RANK", "0") == "0":
-        typer.echo(f"Warning: {note}", err=True)
 
 
 def _run(kinds: tuple[str, ...], config, set_, steps, output_dir, name, resume, precision,
