@@ -14,20 +14,24 @@ from ..errors import GlidectlError
 def read_text(path: Path, kind: str) -> str:
     """``path`` as UTF-8 text (a byte-order mark dropped); ``kind``: the file it should be
     ("kohya's dataset config (the .toml or .json file of its --dataset_config)"), named
-    when ``path`` is a folder."""
+    when ``path`` is a folder or a pipe (:func:`~glidectl.data.captions.read_regular`)."""
+    from .captions import read_regular
+
     name = repr(str(path))
-    if path.is_dir():
+    raw, why = read_regular(path)
+    if why == "a folder":
         raise GlidectlError(f"{name} is a folder; give {kind}.")
-    if path.exists() and not path.is_file():  # a pipe would wait for a writer
+    if why == "not a regular file":  # a pipe would wait for a writer
         raise GlidectlError(f"{name} is not a regular file (a pipe or a device); give "
                             f"{kind}.")
+    if raw is None:
+        raise GlidectlError(f"{name} cannot be read ({why or 'No such file or directory'}); "
+                            "check that it exists and is readable.")
     try:
-        return path.read_text(encoding="utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise GlidectlError(f"{name} is not UTF-8 text; save it as UTF-8.") from None
-    except OSError as exc:
-        raise GlidectlError(f"{name} cannot be read ({exc.strerror}); check that it exists "
-                            "and is readable.") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as read_text's newlines
 
 
 def parse_json(text: str, path: Path) -> Any:
