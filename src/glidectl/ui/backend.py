@@ -5,6 +5,7 @@ Kept free of gradio so it is tested directly in Python.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -461,16 +462,15 @@ def _fitted_file(choice: ModelChoice | None) -> Path | None:
 def _seed(value: int | str | None) -> int | None:
     """The seed box's text as a whole number in range (None: empty; -1: draw one); one
     sentence, the same for text and for a number out of range, if it is not."""
-    try:
-        seed = int(value.strip()) if isinstance(value, str) and value.strip() else (
-            None if isinstance(value, str) else value)
-    except ValueError:
-        seed = value.strip()
-    if seed is None or (isinstance(seed, int) and not isinstance(seed, bool)
-                        and not SEED_OR_RANDOM.problem(seed)):
-        return seed
+    if isinstance(value, str):
+        value = value.strip() or None
+        with contextlib.suppress(TypeError, ValueError):  # else said as the text it is
+            value = int(value)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)
+                         and not SEED_OR_RANDOM.problem(value)):
+        return value
     raise GlidectlError(f"Seed must be a whole number from 0 to 2**63-1, or -1 for a random "
-                        f"one; got {seed!r}.")
+                        f"one; got {value!r}.")
 
 
 def _steps(value: int | str | None) -> int | str | None:
