@@ -1057,7 +1057,7 @@ def test_a_lora_run_on_a_base_run_keeps_training_on_the_step_it_began_on(tmp_pat
 
     from tiny_configs import tiny_config
 
-    from glidectl.config import load_config
+    from glidectl.config import load_config, save_config
     from glidectl.lora import train_lora
     from glidectl.training.engine import Trainer
 
@@ -1089,10 +1089,60 @@ def test_a_lora_run_on_a_base_run_keeps_training_on_the_step_it_began_on(tmp_pat
     shutil.move(tmp_path / "aside", step1)
 
     saved.model.init = str(run)  # a LoRA run begun before the pin: the refusal names the fix
+    save_config(saved, lora_run / "config.toml")
     with pytest.raises(GlidectlError, match=re.escape(
             f"model.init {str(run)!r} is a training run whose latest checkpoint has moved on "
             "since; set model.init to the step folder this LoRA run started from")):
         train_lora(saved, resume="latest", quiet=True)
+
+
+def test_resuming_with_the_config_that_names_the_base_run_keeps_the_pinned_step(tmp_path,
+                                                                            capsys):
+    """`glidectl lora --config CFG --resume latest`, CFG's model.init the base run folder (as
+    the examples resume), trained on the base run's latest instead of the step the LoRA run
+    began on, rewrote its config.toml and adapters to name the run, and was refused once the
+    base trained on. Another run folder than the recorded base is one sentence naming both."""
+    from tiny_configs import tiny_config
+
+    from glidectl.config import load_config, save_config
+    from glidectl.training.engine import Trainer
+
+    def base(steps):
+        return tiny_config(tmp_path, train={"name": "base", "steps": steps},
+                           checkpoint={"every": 1})
+
+    Trainer(base(1), quiet=True).run()
+    run = tmp_path / "runs" / "base"
+    step1 = run / "checkpoints" / "step-000001"
+    save_config(lora_config(tmp_path, model=dict(init=str(run)), train=dict(steps=1)),
+                tmp_path / "lora.toml")
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--no-live") == 0
+    Trainer(base(2), resume="latest", quiet=True).run()  # the base trains on
+    capsys.readouterr()
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--resume", "latest", "--steps",
+               "2", "--no-live") == 0
+    assert f"goes on training on the checkpoint it began on, {str(step1)!r}" in \
+        capsys.readouterr().out
+    lora_run = tmp_path / "runs" / "lora"
+    assert load_config(lora_run / "config.toml").model.init == str(step1)
+    assert read_adapter(lora_run).meta["base_model"] == str(step1)
+    assert read_adapter(lora_run).meta["step"] == 2
+
+    other = tmp_path / "other-run"
+    other.mkdir()
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--resume", "latest", "--steps",
+               "3", "--set", f"model.init={other}", "--no-live") == 2
+    assert capsys.readouterr().err == (
+        f"Error: model.init {str(other)!r} is not the base LoRA run {str(lora_run)!r} trains "
+        f"on: its config.toml names {str(step1)!r}; resume with model.init = {str(step1)!r} "
+        "(or --resume RUN without --config), or start a new LoRA run (another --name) on "
+        f"{str(other)!r}.\n")
+    assert not (lora_run / "checkpoints" / "step-000003").exists()
+    step1.rename(tmp_path / "aside")  # pruned by the base run's keep_last
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--resume", "latest", "--steps",
+               "3", "--no-live") == 2
+    assert f"model.init {str(step1)!r}, the checkpoint this LoRA run trains on, is gone" in \
+        capsys.readouterr().err
 
 
 def test_one_adapter_may_be_passed_alone_as_text_or_a_path(tmp_path):

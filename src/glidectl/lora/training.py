@@ -197,22 +197,28 @@ def train_lora(
 def _pin_base(cfg: GlideConfig, resume: str | None) -> tuple[GlideConfig, str]:
     """A new LoRA run on a training run folder trains on the checkpoint that is the run's
     latest now, named by its step folder in the LoRA run's config and adapters: the base
-    run may train on (and prune) while the adapters are trained, resumed and used. A
-    resumed run's step folder that is gone: one sentence. Returns the config and a line."""
+    run may train on (and prune) while the adapters are trained, resumed and used. A resume
+    keeps that step folder when model.init names its run again (a --config written before the
+    run began); a step folder that is gone: one sentence. Returns the config and a line."""
     from dataclasses import replace
 
     from ..glide.loading import follows_latest
 
     init = cfg.model.init
     if resume:
+        pinned = _recorded_pin(cfg, resume)
+        init = pinned or init
         path = Path(init).expanduser()
-        if runs.STEP_RE.fullmatch(path.name) and path.parent.name == runs.CHECKPOINTS_DIR \
-                and not path.exists():
+        if _is_step_path(path) and not path.exists():
             raise GlidectlError(
                 f"model.init {init!r}, the checkpoint this LoRA run trains on, is gone (its "
                 "run's checkpoint.keep_last prunes older steps); put that step folder back to "
                 "resume, or start a new LoRA run on another base.")
-        return cfg, ""
+        if not pinned:
+            return cfg, ""
+        line = (f"model.init {cfg.model.init!r} is a training run: this LoRA run goes on "
+                f"training on the checkpoint it began on, {pinned!r}.")
+        return replace(cfg, model=replace(cfg.model, init=pinned)), line
     if init in ("", "scratch") or not follows_latest(init):
         return cfg, ""
     step = runs.latest_under(Path(init).expanduser())
@@ -222,3 +228,37 @@ def _pin_base(cfg: GlideConfig, resume: str | None) -> tuple[GlideConfig, str]:
             f"checkpoint, {str(step)!r}, whatever that run does next (set model.init to "
             "another step folder for another).")
     return replace(cfg, model=replace(cfg.model, init=str(step))), line
+
+
+def _is_step_path(path: Path) -> bool:
+    """Whether ``path`` names a step folder of a run (``RUN/checkpoints/step-N``), there or not."""
+    return bool(runs.STEP_RE.fullmatch(path.name)) and path.parent.name == runs.CHECKPOINTS_DIR
+
+
+def _recorded_pin(cfg: GlideConfig, resume: str) -> str | None:
+    """The step folder a resumed LoRA run recorded as its base when ``cfg.model.init`` names
+    that step's training run (as a --config written before the run began does); None when
+    model.init is no run folder or is what the run recorded. A run folder other than the
+    base the run recorded is one sentence naming both."""
+    from ..glide.loading import follows_latest
+    from ..training.run_dir import pick_run
+
+    given = cfg.model.init
+    if given in ("", "scratch") or not follows_latest(given):
+        return None
+    run = pick_run(cfg, resume)
+    recorded = runs.run_setting(run.root, "model", "init")
+    if not isinstance(recorded, str):
+        return None  # no config.toml of its own yet: the engine says what is wrong
+    given_path = Path(given).expanduser().resolve()
+    base_run = given_path.parent if given_path.name == runs.CHECKPOINTS_DIR else given_path
+    recorded_path = Path(recorded).expanduser()
+    if recorded_path.resolve() == given_path:
+        return None  # a LoRA run begun before runs were pinned: the resume check names the fix
+    if _is_step_path(recorded_path) and runs.run_of_step_dir(recorded_path) == base_run:
+        return recorded
+    raise GlidectlError(
+        f"model.init {given!r} is not the base LoRA run {str(run.root)!r} trains on: its "
+        f"config.toml names {recorded!r}; resume with model.init = {recorded!r} (or "
+        "--resume RUN without --config), or start a new LoRA run (another --name) on "
+        f"{given!r}.")
