@@ -951,6 +951,39 @@ def test_sample_with_a_lora_and_no_base_loads_the_base_the_adapter_records(tmp_p
     assert json.loads(recorded.text["parameters"])["base"] == str(base_file)
 
 
+def test_an_adapter_finds_its_base_from_any_working_folder(tmp_path, monkeypatch, capsys):
+    """Adapters recorded their base as given, relative to the folder training ran in, so
+    `sample --lora` from another folder said the base "is not there". The base is recorded
+    as an absolute path now; an older adapter's relative one is found from its own folder."""
+    from glidectl.glide import save_weights
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    cfg = LoraConfig(targets=["mlp"], rank=4, alpha=8.0)
+    base = tiny()
+    save_weights(base, project / "base.safetensors")
+    lora_model = tiny()
+    names = inject_lora(lora_model, cfg)
+    randomise_lora(lora_model)
+    adapter = save_adapter(lora_model, "runs/my-lora/lora", cfg=cfg, target_names=names,
+                           base_spec="base.safetensors", base_sha256=weights_sha256(base))
+    adapter = project / adapter
+    assert read_adapter(adapter).meta["base_model"] == str(project / "base.safetensors")
+    monkeypatch.chdir(elsewhere)
+    common = ["sample", "a zorblax", "--lora", adapter, "--sampler", "ddim", "--steps", "1",
+              "-q"]
+    assert cli(*common, "-o", tmp_path / "new") == 0
+    assert f"Base: {project / 'base.safetensors'} (recorded by" in capsys.readouterr().err
+    meta = json.loads((adapter / "glidectl.json").read_text())
+    meta["base_model"] = "base.safetensors"  # as adapters recorded it before
+    (adapter / "glidectl.json").write_text(json.dumps(meta))
+    assert cli(*common, "-o", tmp_path / "old") == 0
+    assert f"Base: {project / 'base.safetensors'} (recorded by" in capsys.readouterr().err
+    assert cli("lora", "merge", adapter, "-o", tmp_path / "m.safetensors") == 0
+
+
 def test_apply_loras_by_kind_routes_adapters_to_their_models(tmp_path):
     from glidectl.lora import apply_loras_by_kind
 

@@ -115,7 +115,7 @@ def save_adapter(
         "glidectl_version": __version__,
         "model_kind": options.kind if options is not None else "",
         "model_options": options.to_dict() if options is not None else {},
-        "base_model": base_spec,
+        "base_model": _recordable_spec(base_spec),
         "base_sha256": base_sha256,
         "targets": list(cfg.targets),
         "patterns": list(cfg.patterns),
@@ -134,6 +134,18 @@ def save_adapter(
     save_safetensors(out / WEIGHTS_FILE, tensors, {"format": "pt", META_KEY: json.dumps(meta)})
     write_json(out / META_FILE, meta)
     return out
+
+
+def _recordable_spec(spec: str) -> str:
+    """``spec`` as an adapter records its base: a path that is there as an absolute path (a
+    relative one meant the folder training ran in, which a later command need not run in);
+    any other spec (openai:base, a model not downloaded yet) as given."""
+    path = Path(spec).expanduser()
+    try:
+        there = bool(spec) and path.exists()
+    except (OSError, ValueError):  # a name the OS cannot take
+        return spec
+    return os.path.abspath(path) if there else spec
 
 
 def read_adapter(path: str | Path) -> AdapterFiles:
@@ -269,11 +281,13 @@ def _check_rank(config: Any, state: dict[str, torch.Tensor], config_file: Path) 
 
 
 def recorded_base(adapter: AdapterFiles, named: str) -> str:
-    """The base model spec ``adapter`` records ("" for none, or a scratch base); a base that
-    is not there is one sentence naming ``named`` (the adapter as the user gave it)."""
+    """The base model spec ``adapter`` records ("" for none, or a scratch base; a relative
+    path found from the adapter's folder as :func:`_beside_adapter` does); a base that is not
+    there is one sentence naming ``named`` (the adapter as the user gave it)."""
     base = str(adapter.meta.get("base_model") or "")
     if base in ("", "scratch"):
         return ""
+    base = _beside_adapter(base, adapter.path)
     from ..glide.loading import check_spec
 
     try:
@@ -283,6 +297,22 @@ def recorded_base(adapter: AdapterFiles, named: str) -> str:
             f"{named} was trained on {base!r}{from_here(base)}, which is not there (moved, "
             "pruned by its run's checkpoint.keep_last, or named from another folder); pass "
             "that model with --base.") from None
+    return base
+
+
+def _beside_adapter(base: str, directory: Path) -> str:
+    """A relative ``base`` an adapter records (written before bases were recorded as absolute
+    paths: relative to the folder training ran in, which holds the run) found from the
+    adapter's folder or the nearest folder above it that holds it; else ``base`` as given
+    (relative to the current folder)."""
+    if Path(base).expanduser().is_absolute():
+        return base
+    for folder in (Path(os.path.abspath(directory)), *Path(os.path.abspath(directory)).parents):
+        try:
+            if (folder / base).exists():
+                return str(folder / base)
+        except (OSError, ValueError):  # a name the OS cannot take: check_spec says so
+            break
     return base
 
 
