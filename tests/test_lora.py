@@ -190,6 +190,22 @@ def test_adapter_dir_is_peft_format_with_glidectl_metadata(tmp_path):
     assert read_adapter(out / "adapter_model.safetensors").path == out
 
 
+def test_the_same_adapter_saved_again_is_the_same_bytes(tmp_path):
+    """safetensors wrote the metadata keys in a random order on each save, so a resumed run's
+    adapter (same tensors, same metadata) had another sha256 (lora_sha256) than an unbroken
+    run's; they are sorted now."""
+    cfg = LoraConfig(targets=["mlp"], rank=2)
+    model = tiny()
+    names = inject_lora(model, cfg)
+    shas = {read_adapter(save_adapter(model, tmp_path / str(i), cfg=cfg, target_names=names,
+                                      base_spec="tiny-test", step=3)).sha256
+            for i in range(8)}
+    assert len(shas) == 1
+    raw = (tmp_path / "0" / "adapter_model.safetensors").read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert list(header["__metadata__"]) == ["format", "glidectl"]
+
+
 def test_weights_hash_ignores_injected_adapters_but_not_weight_changes():
     model = tiny()
     h = weights_sha256(model)
@@ -738,14 +754,15 @@ def test_lora_resume_is_bitwise_identical(tmp_path):
     data = dict(source=str(concepts))
     straight_cfg = lora_config(tmp_path, train=dict(name="straight"), model=model, data=data,
                                lora=dict(targets=["attention", "mlp"], rslora=True))
-    straight = Trainer(straight_cfg, adapter=LoraTrainingAdapter(straight_cfg.lora),
+    straight = Trainer(straight_cfg, adapter=LoraTrainingAdapter(straight_cfg.lora, str(base_file)),
                        quiet=True).run()
     split_cfg = lora_config(tmp_path, train=dict(name="split"), model=model, data=data,
                             lora=dict(targets=["attention", "mlp"], rslora=True))
-    first = Trainer(split_cfg, adapter=LoraTrainingAdapter(split_cfg.lora), quiet=True).run(2)
+    first = Trainer(split_cfg, adapter=LoraTrainingAdapter(split_cfg.lora, str(base_file)),
+                    quiet=True).run(2)
     assert first.interrupted and first.step == 2
-    second = Trainer(split_cfg, adapter=LoraTrainingAdapter(split_cfg.lora), resume="latest",
-                     quiet=True).run()
+    second = Trainer(split_cfg, adapter=LoraTrainingAdapter(split_cfg.lora, str(base_file)),
+                     resume="latest", quiet=True).run()
     assert second.step == 4
     for name in ("lora", "lora-ema"):
         a, b = adapter_weights(straight, name), adapter_weights(second, name)
@@ -753,6 +770,8 @@ def test_lora_resume_is_bitwise_identical(tmp_path):
         for key in a:
             assert torch.equal(a[key], b[key]), (name, key)
         assert any(v.abs().sum() > 0 for k, v in a.items() if ".lora_B." in k)
+        assert read_adapter(straight.run_dir / "checkpoints" / "step-000004" / name).sha256 \
+            == read_adapter(second.run_dir / "checkpoints" / "step-000004" / name).sha256
     assert [r["loss"] for r in straight.history][2:] == [r["loss"] for r in second.history]
 
 

@@ -215,13 +215,37 @@ def umask_mode(mode: int = 0o666) -> int:
 def save_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str]
                      ) -> Path:
     """``tensors`` as a .safetensors file at ``path``, atomically, with the permissions the
-    user's umask gives (safetensors alone creates 0600 files)."""
+    user's umask gives (safetensors alone creates 0600 files) and its metadata in sorted
+    order, so the same tensors and metadata are the same bytes (the same sha256)."""
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+        _sort_metadata(tmp)
         os.chmod(tmp, umask_mode())
     return Path(path)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Put the metadata of the safetensors file at ``path`` in sorted key order, in place:
+    safetensors writes it in a Rust HashMap's order, another in each call. Its header is JSON
+    as Python writes it compactly, so the sorted header has the same length; one that is not
+    (never seen) is left as it is."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        text = f.read(size).decode("utf-8")
+        header = json.loads(text)
+        meta = header.get("__metadata__")
+        if not isinstance(meta, dict) or len(meta) < 2 \
+                or _compact_json(header) != text.rstrip(" ").encode("utf-8"):
+            return
+        f.seek(8)
+        f.write(_compact_json({**header, "__metadata__": dict(sorted(meta.items()))}))
+
+
+def _compact_json(value: Any) -> bytes:
+    """``value`` as JSON without spaces or escaped non-ASCII (as safetensors' serde writes it)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def lock_file(path: str | Path, busy: str) -> IO[str] | None:
