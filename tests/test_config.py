@@ -234,6 +234,28 @@ def test_choice_fields_reject_other_values():
         load_config(None, ["train.precision=fp8"])
 
 
+def test_lora_targets_and_patterns_are_checked_when_the_config_loads(tmp_path, capsys):
+    """`config show --set 'lora.targets=["bogus"]'` showed the config that `glidectl lora`
+    then refused: unknown presets and invalid regexes are refused at load, in lora's words."""
+    from glidectl.cli.app import main
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ['lora.targets=["attention", "bogus"]'])
+    assert str(info.value) == ("--set: lora.targets: unknown preset 'bogus'; use any of "
+                               "attention, mlp, conv, all.")
+    path = tmp_path / "glide.toml"
+    path.write_text('[lora]\npatterns = ["(("]\n')
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{path}: lora.patterns: '((' is not a valid regular expression")):
+        load_config(path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["config", "show", "--set", 'lora.targets=["bogus"]'])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("Error: --set: lora.targets: unknown preset 'bogus'; use "
+                                       "any of attention, mlp, conv, all.\n")
+    assert load_config(None, ['lora.targets=["mlp", "all"]']).lora.targets == ["mlp", "all"]
+
+
 def test_degrade_jpeg_range_is_the_one_the_data_pipeline_takes():
     """`config keys` said 0 to 100 while the data pipeline refused 96..100 later on."""
     assert load_config(None, ["data.degrade_jpeg=95"]).data.degrade_jpeg == 95

@@ -40,7 +40,7 @@ from .config_schema import (
     opt,
     wandb_init_mode,
 )
-from .errors import ConfigError, from_here, takes
+from .errors import ConfigError, GlidectlError, from_here, takes
 
 # The schema's names (config_schema) are re-exported: glidectl.config is its front door.
 __all__ = ["SECTIONS", "WANDB_MODES", "CheckpointConfig", "DataConfig", "GlideConfig", "LogConfig",
@@ -168,8 +168,20 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
                     f"{where}: '{dotted}' must be one of {', '.join(map(str, choices))}; "
                     f"got {value!r}."
                 )
+            _run_check(meta.get("check"), value, where)
             setattr(section, key, value)
     return cfg
+
+
+def _run_check(check: Any, value: Any, where: str) -> None:
+    """A key's own check (:func:`~glidectl.config_schema.opt`'s ``check``), its sentence
+    said as the config's other errors are, after ``where``."""
+    if check is None:
+        return
+    try:
+        check(value)
+    except GlidectlError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def validate(cfg: GlideConfig, where: str = "config") -> None:

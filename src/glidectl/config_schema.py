@@ -4,9 +4,11 @@ its allowed values (:func:`opt`); :mod:`glidectl.config` loads, checks and saves
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .lora.targets import check_patterns, check_presets
 from .ranges import SEED_MAX, Range
 
 #: W&B modes, the same in ``log.wandb_mode`` and ``eval --wandb-mode``; ``auto`` leaves the
@@ -22,16 +24,17 @@ def wandb_init_mode(mode: str) -> str | None:
 def opt(
     default: Any, doc: str, choices: tuple[Any, ...] | None = None, *,
     min: float | None = None, max: float | None = None, below: float | None = None,
-    pair: bool = False, name_like: bool = False,
+    pair: bool = False, name_like: bool = False, check: Callable[[Any], None] | None = None,
 ) -> Any:
     """A config field with its default, a one-line doc, optional allowed values and, for
     numbers (and lists of numbers), the allowed range ``min..max`` (or ``< below``);
     ``pair``: a list of exactly two numbers ``[min, max]`` with min <= max; ``name_like``: a
-    name or folder name, which may hold no control character."""
+    name or folder name, which may hold no control character; ``check``: raises a
+    GlidectlError for a value the command that reads the key would refuse."""
     numeric = min is not None or max is not None or below is not None
     meta = {"doc": doc, "choices": choices,
             "range": Range(min, max, below) if numeric else None, "pair": pair,
-            "name_like": name_like}
+            "name_like": name_like, "check": check}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -341,9 +344,11 @@ class LoraConfig:
     """LoRA adapters trained by ``glidectl lora`` (everything else stays frozen)."""
 
     targets: list[str] = opt(
-        ["attention"], "Target presets: attention, mlp, conv, all (combine freely; [] = none)."
+        ["attention"], "Target presets: attention, mlp, conv, all (combine freely; [] = none).",
+        check=check_presets,
     )
-    patterns: list[str] = opt([], "Extra module-name regexes (full match), e.g. 'out\\.2'.")
+    patterns: list[str] = opt([], "Extra module-name regexes (full match), e.g. 'out\\.2'.",
+                              check=check_patterns)
     rank: int = opt(8, "LoRA rank r.", min=1, max=4096)
     alpha: float = opt(
         8.0, "LoRA alpha: updates scale by alpha/r (alpha/sqrt(r) with rslora).",

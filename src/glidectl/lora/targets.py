@@ -7,10 +7,12 @@ Patterns are matched against the whole name (``re.fullmatch``).
 from __future__ import annotations
 
 import re
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import GlidectlError
+
+if TYPE_CHECKING:  # torch loads with the first network: config checks run without it
+    from torch import nn
 
 _UNET = r"(?:input_blocks|middle_block|output_blocks)\.(?:\d+\.)*"
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -24,7 +26,13 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "conv": (_UNET + r"(?:in_layers\.2|out_layers\.3|skip_connection)",),
 }
 PRESETS["all"] = PRESETS["attention"] + PRESETS["mlp"] + PRESETS["conv"]
-SUPPORTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def supported() -> tuple[type[nn.Module], ...]:
+    """The module types LoRA adapts."""
+    from torch import nn
+
+    return (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 def _compile(pattern: str, where: str) -> re.Pattern[str]:
@@ -40,11 +48,22 @@ def check_targets(
     targets: list[str] | tuple[str, ...], patterns: list[str] | tuple[str, ...]
 ) -> None:
     """Fail early on unknown presets and invalid regexes (before a run directory exists)."""
+    check_presets(targets)
+    check_patterns(patterns)
+
+
+def check_presets(targets: list[str] | tuple[str, ...]) -> None:
+    """One sentence for a ``lora.targets`` entry that is no preset (also at config load)."""
     for name in targets:
         if name not in PRESETS:
             raise GlidectlError(
                 f"lora.targets: unknown preset {name!r}; use any of {', '.join(PRESETS)}."
             )
+
+
+def check_patterns(patterns: list[str] | tuple[str, ...]) -> None:
+    """One sentence for a ``lora.patterns`` entry that is no regular expression (also at
+    config load)."""
     for p in patterns:
         _compile(p, "lora.patterns")
 
@@ -62,9 +81,10 @@ def resolve_targets(
     compiled = [re.compile(p) for name in targets for p in PRESETS[name]]
     custom = [(_compile(p, "lora.patterns"), p) for p in patterns]
     modules = [(n, m) for n, m in model.named_modules() if n]
+    adaptable = supported()
     for rx, raw in custom:
         hits = [(n, m) for n, m in modules if rx.fullmatch(n)]
-        if not any(isinstance(m, SUPPORTED) for _, m in hits):
+        if not any(isinstance(m, adaptable) for _, m in hits):
             what = (
                 f"only matches {hits[0][0]!r} ({type(hits[0][1]).__name__}), which LoRA "
                 "cannot adapt"
@@ -77,7 +97,7 @@ def resolve_targets(
         compiled.append(rx)
     names = [
         n for n, m in modules
-        if isinstance(m, SUPPORTED) and any(rx.fullmatch(n) for rx in compiled)
+        if isinstance(m, adaptable) and any(rx.fullmatch(n) for rx in compiled)
     ]
     if not names:
         raise GlidectlError(
