@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 
 import pytest
 import torch
@@ -627,6 +628,30 @@ def test_export_of_an_adapter_folder_points_at_lora_merge(tmp_path, capsys):
         f"Error: {str(out)!r} is a LoRA adapter, not full weights; write a full checkpoint "
         f"with: glidectl lora merge {out} -o {target}\n")
     assert not target.exists()
+
+
+def lora_run_folder(tmp_path):
+    """``tmp_path/runs/my-lora``: a LoRA run folder as `glidectl lora` lays one out (its
+    step-000003 holds lora/ and lora-ema/), without training it."""
+    _, out, _ = trained_adapter(tmp_path)
+    run = tmp_path / "runs" / "my-lora"
+    step = run / "checkpoints" / "step-000003"
+    step.mkdir(parents=True)
+    for name in ("lora", "lora-ema"):
+        shutil.copytree(out, step / name)
+    return run
+
+
+def test_a_lora_run_given_to_merge_as_its_base_says_to_pass_the_base(tmp_path, capsys):
+    """`lora merge ADAPTER --base LORA_RUN` said to pass the base "with --lora" (sample's
+    flag) or to merge the run first."""
+    run = lora_run_folder(tmp_path)
+    assert cli("lora", "merge", run, "--base", run, "-o", tmp_path / "m.safetensors") == 2
+    assert capsys.readouterr().err == (
+        f"Error: --base {str(run)!r} is a LoRA run: its checkpoints hold adapters, not a model "
+        "to merge into; pass the base model the adapter was trained on as --base, or leave "
+        "--base out to use the one the adapter records ('tiny-test').\n")
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_a_recorded_base_that_is_not_there_says_whose_record_it_is(tmp_path, capsys,

@@ -26,6 +26,18 @@ def _train(config: Path | None, set_: list[str] | None, steps: int | None,
         exit_interrupted(result, "glidectl lora --resume")
 
 
+def _lora_run_as_base(base: str, adapter: Path) -> str:
+    """The sentence for a LoRA run given as ``lora merge --base`` (loading's own sentence is
+    for ``sample``: it suggests --lora and merging first)."""
+    from ..lora import read_adapter
+
+    recorded = str(read_adapter(adapter).meta.get("base_model") or "")
+    instead = (f", or leave --base out to use the one the adapter records ({recorded!r})"
+               if recorded not in ("", "scratch") else "")
+    return (f"--base {base!r} is a LoRA run: its checkpoints hold adapters, not a model to "
+            f"merge into; pass the base model the adapter was trained on as --base{instead}.")
+
+
 def register(app: typer.Typer) -> None:
     lora_app = typer.Typer(
         invoke_without_command=True, no_args_is_help=False,
@@ -70,6 +82,7 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Overwrite --output if it exists."),
     ) -> None:
         """Fold an adapter into its base model and write one full .safetensors checkpoint."""
+        from ..glide.loading import LoraRunError
         from ..lora import merge_adapter, read_adapter, recorded_base
         from ..lora.apply import check_output
 
@@ -80,7 +93,10 @@ def register(app: typer.Typer) -> None:
                 raise GlidectlError(
                     f"{str(adapter)!r} does not record a loadable base model; pass --base SPEC."
                 )
-        result = merge_adapter(adapter, base, output, scale, force=force)
+        try:
+            result = merge_adapter(adapter, base, output, scale, force=force)
+        except LoraRunError:
+            raise GlidectlError(_lora_run_as_base(base, adapter)) from None
         typer.echo(
             f"merged {result.modules} of {result.adapter_modules} adapter modules "
             f"(scale {scale:g}) into {base}: {result.path}"
