@@ -623,10 +623,11 @@ def test_export_of_an_adapter_folder_points_at_lora_merge(tmp_path, capsys):
     checkpoints; train it first" (a LoRA run's own folder already named `lora merge`)."""
     _, out, _ = trained_adapter(tmp_path)
     target = tmp_path / "full.safetensors"
-    assert cli("export", out, "-o", target) == 2
-    assert capsys.readouterr().err == (
-        f"Error: {str(out)!r} is a LoRA adapter, not full weights; write a full checkpoint "
-        f"with: glidectl lora merge {out} -o {target}\n")
+    for given in (out, out / "adapter_model.safetensors"):  # its file: "no checkpoints"
+        assert cli("export", given, "-o", target) == 2
+        assert capsys.readouterr().err == (
+            f"Error: {str(out)!r} is a LoRA adapter, not full weights; write a full checkpoint "
+            f"with: glidectl lora merge {out} -o {target}\n")
     assert not target.exists()
 
 
@@ -652,6 +653,24 @@ def test_a_lora_run_given_to_merge_as_its_base_says_to_pass_the_base(tmp_path, c
         "to merge into; pass the base model the adapter was trained on as --base, or leave "
         "--base out to use the one the adapter records ('tiny-test').\n")
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_export_of_a_lora_run_without_ema_names_its_raw_adapter(tmp_path, capsys):
+    """`glidectl export RUN --no-ema` of a LoRA run named `lora merge RUN`, which merges the
+    EMA adapter."""
+    run = lora_run_folder(tmp_path)
+    step, target = run / "checkpoints" / "step-000003", tmp_path / "full.safetensors"
+    assert cli("export", run, "--no-ema", "-o", target) == 2
+    assert capsys.readouterr().err == (
+        f"Error: {str(step)!r} holds LoRA adapters, not full weights; write a full checkpoint "
+        f"of its raw (non-EMA) adapter with: glidectl lora merge {step / 'lora'} -o "
+        f"{target}\n")
+    for flags in ([], ["--ema"]):  # --ema said the run trained without EMA
+        assert cli("export", run, *flags, "-o", target) == 2
+        assert capsys.readouterr().err == (
+            f"Error: {str(step)!r} holds LoRA adapters, not full weights; write a full "
+            f"checkpoint with: glidectl lora merge {run} -o {target}\n")
+    assert not target.exists()
 
 
 def test_a_recorded_base_that_is_not_there_says_whose_record_it_is(tmp_path, capsys,

@@ -202,6 +202,33 @@ def test_export_of_a_missing_run_is_a_user_error(cli, tmp_path):
     assert "does not exist" in str(result.exception)
 
 
+def test_export_of_a_weights_file_names_what_to_pass_instead(cli, tmp_path):
+    """`glidectl export FILE.safetensors` said the file "has no checkpoints; train it first"."""
+    import torch
+
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    step = tmp_path / "runs" / "base" / "checkpoints" / "step-000002"
+    step.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = create_model(preset_options("base", "tiny").replace(image_size=16))
+    out = tmp_path / "x.safetensors"
+    for name, flag in (("ema.safetensors", ""), ("model.safetensors", " --no-ema")):
+        save_weights(model, step / name)
+        result = cli("export", str(step / name), "-o", str(out))
+        assert isinstance(result.exception, GlidectlError)
+        assert str(result.exception) == (
+            f"{str(step / name)!r} is a checkpoint's weights file; export takes its checkpoint "
+            f"or run folder: glidectl export {step}{flag} -o {out}")
+    loose = save_weights(model, tmp_path / "loose.safetensors")
+    result = cli("export", str(loose), "-o", str(out))
+    assert str(result.exception) == (
+        f"{str(loose)!r} is a weights file already (export writes one from a run); use it as "
+        f"it is, e.g. glidectl sample --base {loose}, or pass a runs/<name> or checkpoint "
+        "folder.")
+    assert not out.exists()
+
+
 def test_a_missing_data_folder_is_reported_before_any_download(tiny, tmp_path, monkeypatch):
     """model.init = openai:base (1.5 GB, not cached) with a mistyped data.source: the data
     error comes first, not after the download (here downloads are off, so that error would

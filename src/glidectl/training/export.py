@@ -27,13 +27,35 @@ def find_step_dir(run: Path) -> Path:
     )
 
 
+def _file_given(path: Path, output: Path) -> str:
+    """The sentence for a file given where export takes a run: a checkpoint's weights file
+    names its checkpoint folder; another weights file is full weights already."""
+    step_dir = path.parent
+    if runs.is_step_dir(step_dir) and path.name in (runs.EMA_FILE, runs.MODEL_FILE):
+        flag = ["--no-ema"] if path.name == runs.MODEL_FILE else []
+        line = shlex.join(["glidectl", "export", str(step_dir), *flag, "-o", str(output)])
+        return (f"{str(path)!r} is a checkpoint's weights file; export takes its checkpoint "
+                f"or run folder: {line}")
+    if path.suffix in (".safetensors", ".pt"):
+        return (f"{str(path)!r} is a weights file already (export writes one from a run); "
+                f"use it as it is, e.g. glidectl sample --base {shlex.quote(str(path))}, or "
+                "pass a runs/<name> or checkpoint folder.")
+    return f"{str(path)!r} is a file; pass a runs/<name> or checkpoint folder."
+
+
 def _source(run: Path, ema: bool | None, output: Path) -> Path:
     """The weights file of ``run``'s step folder to export (EMA by default when there is
     one); one-sentence errors when it has none of the kind asked for."""
+    if run.is_file() and (run.parent / runs.ADAPTER_CONFIG).is_file():
+        run = run.parent  # an adapter's weights file: its folder
     if (run / runs.ADAPTER_CONFIG).is_file():
         raise GlidectlError(f"{str(run)!r} is a LoRA adapter, not full weights; write a full "
                             f"checkpoint with: {_merge_line(run, output)}")
+    if run.is_file():
+        raise GlidectlError(_file_given(run, output))
     step_dir = find_step_dir(run)
+    if runs.step_weights(step_dir) is None and runs.step_adapter(step_dir) is not None:
+        raise GlidectlError(_lora_step(run, step_dir, ema, output))
     ema_file, raw_file = step_dir / runs.EMA_FILE, step_dir / runs.MODEL_FILE
     if ema is True and not ema_file.is_file():
         raise GlidectlError(
@@ -41,14 +63,20 @@ def _source(run: Path, ema: bool | None, output: Path) -> Path:
             "train.ema_decay = 0); export with --no-ema."
         )
     source = ema_file if (ema is not False and ema_file.is_file()) else raw_file
-    if not source.is_file() and runs.step_adapter(step_dir) is not None:
-        raise GlidectlError(
-            f"{str(step_dir)!r} holds LoRA adapters, not full weights; write a full checkpoint "
-            f"with: {_merge_line(run, output)}"
-        )
     if not source.is_file():
         raise GlidectlError(f"{str(step_dir)!r} has no {source.name}; pick another checkpoint.")
     return source
+
+
+def _lora_step(run: Path, step_dir: Path, ema: bool | None, output: Path) -> str:
+    """The sentence for a LoRA run's checkpoint given to export: the ``lora merge`` line
+    that writes its full weights (with --no-ema, of its raw adapter, not the EMA one)."""
+    raw = runs.step_adapter(step_dir, ema=False)
+    if ema is False and raw is not None:
+        return (f"{str(step_dir)!r} holds LoRA adapters, not full weights; write a full "
+                f"checkpoint of its raw (non-EMA) adapter with: {_merge_line(raw, output)}")
+    return (f"{str(step_dir)!r} holds LoRA adapters, not full weights; write a full "
+            f"checkpoint with: {_merge_line(run, output)}")
 
 
 def _merge_line(adapter: Path, output: Path) -> str:
