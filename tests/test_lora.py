@@ -310,9 +310,24 @@ def test_parse_lora_spec(text, path, scale):
     assert parse_lora_spec(text) == LoraSpec(path, scale)
 
 
-def test_parse_lora_spec_rejects_a_bad_scale():
-    with pytest.raises(GlidectlError, match="must be a number"):
-        parse_lora_spec("adapter:strong")
+@pytest.mark.parametrize("text, said", [
+    ("adapter:strong", "--lora 'adapter:strong': the scale after ':' must be a plain decimal "
+                       "number, e.g. adapter:0.8."),
+    # float() reads "1_0" as 10 and "١" (Arabic-Indic one) as 1
+    ("adapter:1_0", "--lora 'adapter:1_0': the scale after ':' must be a plain decimal "
+                    "number, e.g. adapter:0.8."),
+    ("adapter:\u0661", "--lora 'adapter:\u0661': the scale after ':' must be a plain decimal "
+                       "number, e.g. adapter:0.8."),
+    # said "--lora needs an adapter directory, e.g. --lora runs/my-lora/lora", a folder no
+    # LoRA run has
+    ("", "--lora was given no path; pass a LoRA run folder or an adapter folder, e.g. "
+         "--lora runs/my-lora."),
+])
+def test_parse_lora_spec_rejects_a_bad_scale(text, said):
+    with pytest.raises(GlidectlError) as info:
+        parse_lora_spec(text)
+    assert str(info.value) == said
+    assert parse_lora_spec("adapter:-1.5e-1").scale == -0.15
 
 
 @pytest.mark.parametrize("tail, got", [

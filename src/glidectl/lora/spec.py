@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from ..errors import GlidectlError
 from ..ranges import FLAGS, check
+
+#: A scale as written in ``PATH:SCALE``: ASCII digits, a point, an exponent (nan and inf
+#: too, for the range check to name). Python's float() also takes ``1_0`` (10) and other
+#: scripts' digits, which a scale typed by mistake must not become.
+_SCALE_RE = re.compile(r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+                       r"|nan|inf(?:inity)?)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -36,12 +43,10 @@ def parse_lora_spec(text: str | LoraSpec | tuple[str, float]) -> LoraSpec:
                             "e.g. runs/my-lora:0.5.")
     whole = _exists(raw) and not _exists(path)
     if sep and path and "/" not in tail and "\\" not in tail and not whole:
-        try:
-            scale = float(tail)
-        except ValueError:
-            raise GlidectlError(
-                f"--lora {raw!r}: the scale after ':' must be a number, e.g. {path}:0.8."
-            ) from None
+        if not _is_number(tail):
+            raise GlidectlError(f"--lora {raw!r}: the scale after ':' must be a plain decimal "
+                                f"number, e.g. {path}:0.8.")
+        scale = float(tail)
         check(f"--lora {raw!r}: the scale after ':'", scale, FLAGS["--scale"])
         first, _, extra = path.rpartition(":")
         if first and not _exists(path) and _is_number(extra):
@@ -49,7 +54,8 @@ def parse_lora_spec(text: str | LoraSpec | tuple[str, float]) -> LoraSpec:
                                 f"{first}:0.8.")
         return LoraSpec(path, scale)
     if not raw:
-        raise GlidectlError("--lora needs an adapter directory, e.g. --lora runs/my-lora/lora.")
+        raise GlidectlError("--lora was given no path; pass a LoRA run folder or an adapter "
+                            "folder, e.g. --lora runs/my-lora.")
     return LoraSpec(raw, 1.0)
 
 
@@ -61,8 +67,5 @@ def _exists(path: str) -> bool:
 
 
 def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    """Whether ``text`` is a scale as ``PATH:SCALE`` takes one (a plain decimal number)."""
+    return _SCALE_RE.fullmatch(text.strip()) is not None
