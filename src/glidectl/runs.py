@@ -25,6 +25,7 @@ Only standard-library imports here: the CLI resolves paths without importing tor
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,21 @@ def is_run_folder(path: str | Path) -> bool:
     path = Path(path)
     return (path / CONFIG_FILE).is_file() and any(
         (path / folder).is_dir() for folder in (CHECKPOINTS_DIR, PREVIEWS_DIR))
+
+
+def run_holding(path: str | Path) -> tuple[Path, str] | None:
+    """The training run ``path`` belongs to and what of it ``path`` is: ``"folder"`` (the run
+    itself), ``"checkpoints"`` (its checkpoints/) or ``"checkpoint"`` (a step folder, a
+    pointer or anything else inside checkpoints/); None for a path outside any run."""
+    path = Path(path)
+    if path.name in ("", ".", "..") or ".." in path.parts:  # no names to read: absolute
+        path = Path(os.path.abspath(path))
+    if is_run_folder(path):
+        return path, "folder"
+    for depth, folder in enumerate([path, *path.parents][:5]):  # step-N/state/x: 3 deep
+        if folder.name == CHECKPOINTS_DIR and is_run_folder(folder.parent):
+            return folder.parent, "checkpoint" if depth else "checkpoints"
+    return None
 
 
 def run_setting(run: str | Path, section: str, key: str) -> object | None:

@@ -323,3 +323,59 @@ def test_inspect_with_a_config_counts_tokens_as_its_scratch_model_reads_them(
                  str(config))
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["tokenizer"] == tokenizer
+
+
+def _inspect(capsys, *args) -> tuple[int, str, str]:
+    """``glidectl dataset inspect ARGS`` in this process: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as done:
+        main(["dataset", "inspect", *map(str, args), "--tokenizer", "byte"])
+    captured = capsys.readouterr()
+    return done.value.code or 0, captured.out, captured.err
+
+
+def test_a_folder_with_no_valid_image_prints_its_report_then_fails_as_training(
+        tmp_path, capsys, data_cfg, byte_tok):
+    """Every image unreadable: the report (which names why) and then the sentence training
+    stops with, exit 2, as for an empty folder; it was exit 0 and training then failed."""
+    from glidectl.data.dataset import build_dataset
+    from glidectl.data.stats import DataError
+
+    root = tmp_path / "bad"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.jpg").write_bytes(b"<html>not a picture</html>")
+        (root / f"{i}.txt").write_text("a cat")
+    code, out, err = _inspect(capsys, root)
+    assert code == 2 and "unreadable_image" in out and "rejections and conversions" in out
+    said = (f"No valid samples in data source {str(root)!r}: 3 rejected (unreadable_image: 3)"
+            ", so training would refuse it.")
+    assert err == f"Error: {said}\n"
+    with pytest.raises(DataError) as training:
+        next(iter(build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok,
+                                image_size=32, text_ctx=16)))
+    assert str(training.value).startswith(said.split(", so")[0] + "; run `glidectl dataset")
+    code, out, err = _inspect(capsys, root, "--json")
+    assert code == 2 and json.loads(out)["refusal"] == said and err == f"Error: {said}\n"
+
+
+def test_an_empty_shard_prints_its_report_then_fails(tmp_path, capsys):
+    shard = tmp_path / "empty.tar"
+    tarfile.open(shard, "w").close()
+    code, out, err = _inspect(capsys, shard)
+    assert code == 2 and "samples in source" in out
+    assert err == (f"Error: Data source {str(shard)!r} yielded no samples, so training would "
+                   "refuse it; check that it holds images (and captions).\n")
+
+
+def test_a_limit_short_of_max_rejects_with_no_valid_sample_is_no_refusal(tmp_path, capsys):
+    """Training stops after data.max_rejects rejections in a row: a scan cut short before
+    that many says nothing it cannot know."""
+    root = tmp_path / "bad"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{i}.png").write_bytes(b"")
+        (root / f"{i}.txt").write_text("a cat")
+    code, _, err = _inspect(capsys, root, "--limit", "2", "--set", "data.max_rejects=3")
+    assert code == 0 and err == ""
+    code, _, err = _inspect(capsys, root, "--limit", "2", "--set", "data.max_rejects=2")
+    assert code == 2 and "2 rejected (empty_file: 2), so training would refuse it" in err

@@ -301,6 +301,45 @@ def test_a_training_run_folder_is_no_dataset(prefix, tmp_path, data_cfg, byte_to
                       text_ctx=64)
 
 
+@pytest.mark.parametrize("part, what", [
+    ("checkpoints", "the checkpoints folder of"),
+    ("checkpoints/step-000010", "part of a checkpoint of"),
+    ("checkpoints/step-000010/state", "part of a checkpoint of"),
+    ("checkpoints/latest", "part of a checkpoint of"),
+])
+def test_a_training_runs_checkpoints_are_no_dataset(part, what, tmp_path, data_cfg, byte_tok,
+                                                    monkeypatch):
+    """A run's checkpoints/ given as data said it "holds no images" (a step folder, too),
+    and its `latest` file that it was no kind of source, not what they are."""
+    from glidectl.config import GlideConfig, save_config
+
+    run = tmp_path / "runs" / "cubes"
+    (run / "checkpoints" / "step-000010" / "state").mkdir(parents=True)
+    (run / "checkpoints" / "latest").write_text("step-000010")
+    cfg = GlideConfig()
+    cfg.data.source = "data/cubes"
+    save_config(cfg, run / "config.toml")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GlidectlError) as said:
+        build_dataset(data_cfg(source=f"runs/cubes/{part}"), tokenizer=byte_tok,
+                      image_size=32, text_ctx=64)
+    assert str(said.value) == (
+        f"Data source 'runs/cubes/{part}' is {what} the glidectl training run 'runs/cubes', "
+        "not a dataset; pass the images it trained on (its config.toml's data.source: "
+        "'data/cubes') or another dataset.")
+
+
+def test_a_checkpoints_folder_of_no_run_is_read_as_images(tmp_path, data_cfg, byte_tok):
+    """Only a run's checkpoints/ (a config.toml beside it) is refused as one."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(encode(photo(40, 40, 1), "PNG"))
+    (folder / "a.txt").write_text("a photo")
+    ds = build_dataset(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=32,
+                       text_ctx=64)
+    assert next(iter(ds))["caption"] == "a photo"
+
+
 def test_shared_stats_reach_spawned_processes_and_survive_copies():
     import copy
     import multiprocessing

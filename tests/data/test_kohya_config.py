@@ -563,6 +563,28 @@ def test_a_caption_file_gives_its_first_line_as_kohya_reads_it(tmp_path, data_cf
     assert ds.stats()["rejected"] == {"empty_caption": 1}
 
 
+def test_enable_wildcard_draws_among_the_non_blank_lines_of_a_caption_file(tmp_path, data_cfg,
+                                                                          byte_tok):
+    """kohya's ``read_caption`` with ``enable_wildcard`` keeps a caption file's non-blank
+    lines ("空行を除く"), so a blank line is never a draw, nor a wildcard's choice."""
+    toml = write(tmp_path, """
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "one"
+  caption_extension = ".txt"
+  enable_wildcard = true
+""", {"one/a.png": ("a.txt", "\nred ball\n\n  \t\nblue cube\n\n"),
+      "one/b.png": ("b.txt", "{cat|dog}\r\n\r\n{red|blue} car\r\n")})
+    seen: dict[str, set[str]] = {}
+    for seed in range(40):
+        ds = build_dataset(data_cfg(source=str(toml)), tokenizer=byte_tok, image_size=32,
+                           text_ctx=64, seed=seed)
+        for sample in ds:
+            seen.setdefault(sample["key"], set()).add(sample["caption"])
+    assert seen == {"1/a.png": {"red ball", "blue cube"},
+                    "1/b.png": {"cat", "dog", "red car", "blue car"}}
+
+
 @pytest.mark.parametrize("kind", ["folder", "pipe"])
 def test_a_caption_path_that_is_no_file_is_counted_as_unreadable_not_class_tokens(
         tmp_path, data_cfg, byte_tok, kind):

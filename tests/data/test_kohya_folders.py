@@ -226,7 +226,8 @@ def test_a_count_past_1000_reads_the_folder_as_an_ordinary_one(tmp_path, name):
 
 
 def test_year_named_folders_are_inspected_as_an_ordinary_folder(tmp_path, capsys):
-    root = write_layout(tmp_path / "t", {"2023_trip/a.png": None, "2024_zoo/b.png": None})
+    root = write_layout(tmp_path / "t", {"2023_trip/a.png": "a beach",
+                                         "2024_zoo/b.png": "a giraffe"})
     main_exit = None
     try:
         main(["dataset", "inspect", str(root), "--json", "--tokenizer", "byte"])

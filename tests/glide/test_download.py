@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,10 +17,24 @@ import torch
 from glidectl import plugins
 from glidectl.errors import GlidectlError
 from glidectl.glide import create_model, load_model
+from glidectl.glide.checkpoints import expected_shapes
 from glidectl.glide.download import download
+from glidectl.glide.loading import resolve_spec
+from glidectl.glide.options import official_options
 from glidectl.glide.sources import OpenAISource
 
 PAYLOAD = os.urandom(300_000)
+HTML = b"<!DOCTYPE html><html><body><h1>503 Service Unavailable</h1></body></html>\n"
+
+
+def official_pt(kind: str, tmp_path) -> bytes:
+    """A torch.save of OpenAI's ``kind`` state_dict (its keys and shapes), every tensor a
+    view of one zero: the official file's layout in under 100 KB."""
+    zero = torch.zeros(())
+    state = {k: zero.expand(shape)
+             for k, shape in expected_shapes(official_options(kind).to_json())}
+    torch.save(state, tmp_path / f"official-{kind}.pt")
+    return (tmp_path / f"official-{kind}.pt").read_bytes()
 
 
 @pytest.fixture(autouse=True)
@@ -31,10 +46,16 @@ def online(monkeypatch):
 
 
 class Server:
-    """Serves ``files`` on 127.0.0.1; with ``drop_first`` the first GET stops midway."""
+    """Serves ``files`` on 127.0.0.1; with ``drop_first`` the first GET stops midway. Servers
+    that get Range wrong: ``ranges_ignored`` answers 200 with the whole file, ``resume_at``
+    answers 206 from that byte whatever was asked, ``cut_at`` sends no Content-Length and
+    ends the body there."""
 
-    def __init__(self, files: dict[str, bytes], drop_first: bool = False, delay: float = 0.0):
+    def __init__(self, files: dict[str, bytes], drop_first: bool = False, delay: float = 0.0,
+                 ranges_ignored: bool = False, resume_at: int | None = None,
+                 cut_at: int | None = None):
         self.files, self.drop_first, self.ranges = files, drop_first, []
+        self.ranges_ignored, self.resume_at, self.cut_at = ranges_ignored, resume_at, cut_at
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -48,7 +69,11 @@ class Server:
                     return
                 rng = self.headers.get("Range")
                 server.ranges.append(rng)
+                if rng and server.ranges_ignored:
+                    rng = None
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                if rng and server.resume_at is not None:
+                    start = server.resume_at
                 if start >= len(data):  # as real servers do: nothing left to send
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{len(data)}")
@@ -59,7 +84,10 @@ class Server:
                 self.send_response(206 if rng else 200)
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(body)))
+                if server.cut_at is None:
+                    self.send_header("Content-Length", str(len(body)))
+                else:
+                    body, self.close_connection = body[:server.cut_at], True
                 self.end_headers()
                 time.sleep(delay)  # a slow line: downloads overlap
                 if server.drop_first and len(server.ranges) == 1:
@@ -150,20 +178,17 @@ def test_http_error_is_one_line(tmp_path):
         download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False)
 
 
-def test_openai_source_downloads_once_into_glidectl_home(tmp_path, monkeypatch, kit):
-    options = kit.tiny("base")
-    model = kit.randomize(create_model(options), seed=5).eval()
-    pt = tmp_path / "served.pt"
-    torch.save(model.state_dict(), pt)
+def test_openai_source_downloads_once_into_glidectl_home(tmp_path, monkeypatch):
+    served = official_pt("base", tmp_path)
     monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "home"))
-    with Server({"base.pt": pt.read_bytes()}) as srv:
+    with Server({"base.pt": served}) as srv:
         monkeypatch.setenv("GLIDECTL_OPENAI_URL", srv.url)
         source = plugins.model_sources().get("openai")
         assert source.url("base") == f"{srv.url}/base.pt"
         path = source.resolve("base", progress=False)
         assert path == tmp_path / "home" / "openai" / "base.pt"
-        loaded = load_model("openai:base", options=options)
-        assert torch.equal(loaded.out[2].weight, model.out[2].weight)
+        assert path.read_bytes() == served
+        assert resolve_spec("openai:base") == path
     assert srv.ranges == [None]  # the second resolve used the cache
     with pytest.raises(GlidectlError, match="Unknown OpenAI model 'bas'"):
         source.resolve("bas")
@@ -171,15 +196,28 @@ def test_openai_source_downloads_once_into_glidectl_home(tmp_path, monkeypatch, 
         load_model("nosuch:base")
 
 
+def test_a_checkpoint_put_in_the_cache_by_hand_loads_as_openai_spec(tmp_path, monkeypatch,
+                                                                   kit):
+    options = kit.tiny("base")
+    model = kit.randomize(create_model(options), seed=5).eval()
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path))
+    (tmp_path / "openai").mkdir()
+    torch.save(model.state_dict(), tmp_path / "openai" / "base.pt")
+    monkeypatch.setenv("GLIDECTL_OPENAI_URL", _dead_url().rsplit("/", 1)[0])
+    loaded = load_model("openai:base", options=options)
+    assert torch.equal(loaded.out[2].weight, model.out[2].weight)
+
+
 def test_download_command(tmp_path):
     env = {**os.environ, "GLIDECTL_HOME": str(tmp_path)}
-    with Server({"upsample.pt": PAYLOAD}) as srv:
+    served = official_pt("upsample", tmp_path)
+    with Server({"upsample.pt": served}) as srv:
         env["GLIDECTL_OPENAI_URL"] = srv.url
         cmd = [sys.executable, "-m", "glidectl", "download", "upsample", "-q"]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
         assert out.returncode == 0, out.stderr
         assert "openai:upsample" in out.stdout
-        assert (tmp_path / "openai" / "upsample.pt").read_bytes() == PAYLOAD
+        assert (tmp_path / "openai" / "upsample.pt").read_bytes() == served
         bad = subprocess.run([sys.executable, "-m", "glidectl", "download", "basee"],
                              capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "basee" in bad.stderr
@@ -280,3 +318,91 @@ def test_download_says_another_process_fetched_what_it_waited_for(tmp_path):
     assert waiting.returncode == 0, err
     assert "downloaded by another glidectl process while this one waited" in out
     assert ", downloaded)" not in out and dest.read_bytes() == PAYLOAD
+
+
+def _fetch_openai(kind: str, files: dict[str, bytes], home, monkeypatch, **server):
+    """``glidectl download KIND``'s ``OpenAISource().fetch`` from a local server holding
+    ``files``: (the result or the GlidectlError raised, the server)."""
+    monkeypatch.setenv("GLIDECTL_HOME", str(home))
+    with Server(files, **server) as srv:
+        monkeypatch.setenv("GLIDECTL_OPENAI_URL", srv.url)
+        try:
+            return OpenAISource().fetch(kind, progress=False, as_spec=False), srv
+        except GlidectlError as exc:
+            return exc, srv
+
+
+@pytest.mark.parametrize("served, problem", [
+    ("html", r"it is a web page \(a server's error or sign-in page\), not a PyTorch checkpoint"),
+    ("random", r"it is not a PyTorch checkpoint \(torch.save's zip archive\)"),
+    ("upsample", "it holds an upsample model, not a base model"),
+    ("cut", r"it is cut short \(a zip archive without its end\)"),
+    ("flipped", r"its entry 'official-base/data.pkl' is damaged \(a checksum mismatch\)"),
+])
+def test_a_download_that_is_not_the_checkpoint_is_not_cached(tmp_path, monkeypatch, served,
+                                                              problem):
+    """An error page served with 200, random bytes, the wrong model, a body cut short with
+    no Content-Length to tell, a flipped byte: refused in one sentence naming the URL, and
+    neither the file nor a .part stays in the cache."""
+    base = official_pt("base", tmp_path)
+    body = {"html": HTML, "random": PAYLOAD, "upsample": official_pt("upsample", tmp_path),
+            "cut": base, "flipped": base[:300] + bytes([base[300] ^ 1]) + base[301:]}[served]
+    failed, srv = _fetch_openai("base", {"base.pt": body}, tmp_path / "home", monkeypatch,
+                                cut_at=len(base) // 2 if served == "cut" else None)
+    assert isinstance(failed, GlidectlError) and failed.exit_code == 2
+    assert re.fullmatch(rf"Downloaded {srv.url}/base.pt, but {problem}; nothing was cached: "
+                        r"check the address and run again, or put the file at '.*' yourself\.",
+                        str(failed)), failed
+    assert sorted(p.name for p in (tmp_path / "home" / "openai").iterdir()) == [".base.pt.lock"]
+
+
+def test_download_command_refuses_an_error_page(tmp_path):
+    env = {**os.environ, "GLIDECTL_HOME": str(tmp_path)}
+    with Server({"base.pt": HTML}) as srv:
+        env["GLIDECTL_OPENAI_URL"] = srv.url
+        got = subprocess.run([sys.executable, "-m", "glidectl", "download", "base", "-q"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1, got.stderr
+    assert f"Downloaded {srv.url}/base.pt, but it is a web page" in got.stderr
+    assert not (tmp_path / "openai" / "base.pt").exists()
+
+
+def test_a_server_that_ignores_range_restarts_the_file(tmp_path):
+    """A .part resumed from a server that answers the Range request with 200 and the whole
+    file: the body replaces the .part, never follows it."""
+    (tmp_path / "base.pt.part").write_bytes(PAYLOAD[:1000])
+    with Server({"base.pt": PAYLOAD}, ranges_ignored=True) as srv:
+        dest = download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False)
+    assert dest.read_bytes() == PAYLOAD and srv.ranges == ["bytes=1000-"]
+
+
+def test_a_server_that_resumes_at_another_byte_restarts_the_file(tmp_path):
+    """A 206 whose Content-Range starts elsewhere than the .part ends is not glued on."""
+    (tmp_path / "base.pt.part").write_bytes(PAYLOAD[:1000])
+    with Server({"base.pt": PAYLOAD}, resume_at=0) as srv:
+        dest = download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False)
+    assert dest.read_bytes() == PAYLOAD and srv.ranges == ["bytes=1000-", None]
+
+
+def test_a_part_larger_than_the_file_restarts_the_file(tmp_path):
+    (tmp_path / "base.pt.part").write_bytes(PAYLOAD + b"tail of another file")
+    with Server({"base.pt": PAYLOAD}) as srv:
+        dest = download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert srv.ranges == [f"bytes={len(PAYLOAD) + 20}-", None]
+
+
+@pytest.mark.parametrize("kept", ["foreign start", "whole other file"])
+def test_a_part_of_another_file_is_fetched_again_from_byte_zero(tmp_path, monkeypatch, kept):
+    """A .part whose bytes are not the checkpoint's start (a mirror's file changed between
+    two runs) resumes into a file that fails the check: it is fetched again whole."""
+    served = official_pt("base", tmp_path)
+    other = official_pt("base-inpaint", tmp_path)
+    part = tmp_path / "home" / "openai" / "base.pt.part"
+    part.parent.mkdir(parents=True)
+    start = 1000 if kept == "foreign start" else len(served)  # the whole size: a 416
+    part.write_bytes(other[:start])
+    fetched, srv = _fetch_openai("base", {"base.pt": served}, tmp_path / "home", monkeypatch)
+    assert not isinstance(fetched, Exception), fetched
+    assert fetched.path.read_bytes() == served and not part.exists()
+    assert srv.ranges == [f"bytes={start}-", None]

@@ -252,3 +252,5 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(report.to_dict(), indent=2))
         else:
             _render(report)
+        if report.refusal:  # the report helps find why; training would stop on this source
+            raise GlidectlError(report.refusal)

@@ -23,8 +23,10 @@ def register(app: typer.Typer) -> None:
         """Download OpenAI's GLIDE checkpoints into the local cache.
 
         The cache is $GLIDECTL_HOME, else $XDG_CACHE_HOME/glidectl, else ~/.cache/glidectl;
-        files already there are not fetched again and partial downloads resume. A plugin's
-        models (SOURCE:NAME) are fetched where the plugin keeps them.
+        files already there are not fetched again and partial downloads resume. A file
+        enters the cache only whole and checked: the size the server announced, and OpenAI's
+        checkpoint of that name (its zip checksums, keys and shapes). A plugin's models
+        (SOURCE:NAME) are fetched where the plugin keeps them.
         """
         from .. import plugins
         from ..errors import GlidectlError

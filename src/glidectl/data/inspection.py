@@ -24,7 +24,7 @@ from .dataset import SamplePipeline, build_dataset
 from .images import Rejected
 from .records import RawSample
 from .source_api import samples_per_epoch, source_notes
-from .stats import RejectionCounter
+from .stats import RejectionCounter, no_valid_data_error
 
 MAX_SPLIT_LINES = 3  # samples split across shards named one a line; then how many more
 SIZE_BUCKETS = (0, 64, 128, 256, 512, 1024, 2048)
@@ -71,6 +71,8 @@ class InspectReport:
     # how training cuts an epoch into train.batch_size batches with data.workers workers
     batch_size: int | None = None
     batching: list[str] = field(default_factory=list)
+    # the sentence training would refuse the source with (no valid sample), else None
+    refusal: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +173,9 @@ def inspect_source(
     report.converted = dict(counter.converted)
     if callable(hint := getattr(source, "hint", None)):  # what the rejected carry instead
         report.notes += [h for h in map(hint, report.rejected) if h]
+    if counter.accepted == 0 and (report.complete or report.scanned >= data_cfg.max_rejects):
+        # as training decides: an epoch without one sample, or max_rejects in a row
+        report.refusal = str(no_valid_data_error(report.source, counter, hint, inspected=True))
     if lengths:
         ordered = sorted(lengths)
         report.caption_tokens = {

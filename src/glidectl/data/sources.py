@@ -11,10 +11,11 @@ import difflib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError, from_here
-from ..runs import is_run_folder, run_setting
+from ..runs import run_holding, run_setting
 from .demo import make_demo_sample
 from .records import RawSample
 from .source_api import Source, SourceType
@@ -82,13 +83,8 @@ def open_source(spec: str | list[str], cfg: Any, resolution: int = 64,
     if isinstance(spec, str) and not spec.strip():
         raise GlidectlError("data.source is empty; set it to a folder, shards or demo:shapes.")
     kind, given = source_type(spec)
-    if isinstance(given, str) and is_run_folder(run := os.path.expanduser(given)):
-        trained = run_setting(run, "data", "source")
-        trained = trained if isinstance(trained, str) and trained.strip() else None
-        raise GlidectlError(
-            f"{name} {spec!r} is a glidectl training run's folder, not a dataset; pass the "
-            "images it trained on" + (f" (its config.toml's data.source: {trained!r})"
-                                      if trained else "") + " or another dataset.")
+    if isinstance(given, str) and (found := run_holding(os.path.expanduser(given))):
+        raise GlidectlError(_run_not_data(name, spec, *found))
     if kind is not None:
         return kind.open(given, cfg, resolution)
     exists = os.path.exists(given)
@@ -105,6 +101,20 @@ def open_source(spec: str | list[str], cfg: Any, resolution: int = 64,
         "(directory, glob or 'shard-{00000..00009}.tar'), Parquet files, a kohya dataset "
         "config (.toml), a OneTrainer concepts file (.json), hf:NAME or demo:shapes."
     )
+
+
+def _run_not_data(name: str, spec: str, run: Path, part: str) -> str:
+    """The sentence for a training run's folder, or a part of its checkpoints, given as
+    data: what it is, and the data the run trained on (its config.toml's data.source)."""
+    what = {"folder": "a glidectl training run's folder",
+            "checkpoints": f"the checkpoints folder of the glidectl training run {str(run)!r}",
+            "checkpoint": f"part of a checkpoint of the glidectl training run {str(run)!r}",
+            }[part]
+    trained = run_setting(run, "data", "source")
+    trained = trained if isinstance(trained, str) and trained.strip() else None
+    return (f"{name} {spec!r} is {what}, not a dataset; pass the images it trained on"
+            + (f" (its config.toml's data.source: {trained!r})" if trained else "")
+            + " or another dataset.")
 
 
 def _misspelt_type(spec: str | list[str]) -> str | None:

@@ -114,26 +114,30 @@ class RejectionCounter:
 
 
 def no_valid_data_error(source: str, counter: RejectionCounter,
-                        hint: Any = None, inspect: bool = True) -> DataError:
+                        hint: Any = None, inspect: bool = True,
+                        inspected: bool = False) -> DataError:
     """The one-line error for a source from which nothing valid could be read; ``hint``:
     the source's optional ``hint(reason)``, a sentence on what the samples rejected for its
     most common reason carry instead (webdataset's captions under another extension);
-    ``inspect=False``: a source ``glidectl dataset inspect`` cannot open (Python pairs)."""
+    ``inspect=False``: a source ``glidectl dataset inspect`` cannot open (Python pairs);
+    ``inspected``: the line ``dataset inspect`` ends its report with, saying that training
+    refuses the source where training's own line points at ``dataset inspect``."""
     if not counter.rejected and counter.repeated:  # a worker given only later repeats
         counter = RejectionCounter.from_dict({**counter.to_dict(), "rejected": counter.repeated})
+    refused = ", so training would refuse it" if inspected else ""
     if counter.total_rejected == 0:
         return DataError(
-            f"Data source {source!r} yielded no samples; check that it holds images "
-            "(and captions) or run 'glidectl dataset inspect' on it."
+            f"Data source {source!r} yielded no samples{refused}; check that it holds images "
+            "(and captions)" + ("." if inspected else " or run 'glidectl dataset inspect' on it.")
         )
     top = counter.top_reasons(1)[0][0]
     found = hint(top) if callable(hint) else None
     hint = ("; images below data.min_image_size are rejected: lower it to keep them "
             "(e.g. --set data.min_image_size=12 for 12 px pictures)" if top == "too_small" else "")
     examples = (f"; run `glidectl dataset inspect {shlex.quote(source)}` to see examples"
-                if inspect else "")
-    return DataError(f"No valid samples in data source {source!r}: {counter.summary()}{hint}"
-                     f"{examples}." + (f" {found}" if found else ""))
+                if inspect and not inspected else "")
+    return DataError(f"No valid samples in data source {source!r}: {counter.summary()}{refused}"
+                     f"{hint}{examples}." + (f" {found}" if found else ""))
 
 
 class SharedStats:

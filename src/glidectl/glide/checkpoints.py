@@ -185,19 +185,30 @@ def infer_options(
 
 
 # --------------------------------------------------------------------------- OpenAI .pt
+#: What torch.load raises for a file that is no (whole, weights-only) torch.save file.
+TORCH_LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile,
+                     ValueError, OSError, AttributeError, KeyError, IndexError)
+
+
+def python_objects_in(exc: BaseException) -> str | None:
+    """The global a weights-only load refused (``GLOBAL collections.OrderedDict``), if that
+    is what ``exc`` says: a pickle that would build (or run) Python objects."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return found.group(1) if found else None
+
+
 def torch_load_weights(path: Path) -> Any:
     """What ``torch.save`` wrote to ``path``, read with ``weights_only=True`` (tensors and
     plain containers, never Python objects); a file that is not that is a GlidectlError."""
     _require_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
-            OSError, AttributeError, KeyError, IndexError) as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found:  # a pickle that would build (or run) Python objects: never loaded
+    except TORCH_LOAD_ERRORS as exc:
+        found = python_objects_in(exc)
+        if found:  # never loaded
             raise GlidectlError(
                 f"Cannot read checkpoint {str(path)!r}: it holds Python objects "
-                f"({found.group(1)}), not only weights, and glidectl never loads those; "
+                f"({found}), not only weights, and glidectl never loads those; "
                 "use a .safetensors file or a plain state_dict saved with torch.save."
             ) from exc
         raise GlidectlError(

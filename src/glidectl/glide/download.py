@@ -1,7 +1,8 @@
 """Cache-first, resumable downloads of model files (urllib, rich progress bar).
 
 A partial transfer is kept as ``<file>.part`` and resumed with an HTTP Range request; the
-finished file is renamed into place atomically, so a file in the cache is always complete.
+finished file is checked (the size the server announced and, with ``check``, what the file
+is) and renamed into place atomically, so a file in the cache is always complete.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -23,6 +24,8 @@ if TYPE_CHECKING:  # urllib and http.client load on the first download: `--help`
     import urllib.error
 
 CHUNK = 1 << 20
+#: Why a whole downloaded file is not the one wanted (a clause starting "it ..."), or None.
+Check = Callable[[Path], str | None]
 
 
 def cache_dir() -> Path:
@@ -54,6 +57,10 @@ class _Interrupted(Exception):
     """A transfer that stopped early; the .part file keeps what arrived."""
 
 
+class _Unusable(Exception):
+    """A whole transfer that is not the file wanted (the ``check``'s clause); deleted."""
+
+
 def _total_from(resp: http.client.HTTPResponse, offset: int) -> int | None:
     content_range = resp.headers.get("Content-Range", "")
     if "/" in content_range and content_range.rsplit("/", 1)[1].strip().isdigit():
@@ -69,7 +76,15 @@ def _whole_size(refusal: urllib.error.HTTPError) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str) -> None:
+def _resumed_from(resp: http.client.HTTPResponse) -> int | None:
+    """The first byte a 206 answer holds (``Content-Range: bytes START-END/N``)."""
+    match = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", "").strip())
+    return int(match.group(1)) if match else None
+
+
+def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str) -> bool:
+    """Fetch ``url`` into ``part``, resuming what it holds; True when bytes kept from an
+    earlier transfer are part of the result."""
     import http.client
     import urllib.error
     import urllib.request
@@ -84,13 +99,17 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             if _whole_size(exc) == offset:  # all of it arrived; a kill came before the rename
-                return
+                return True
             part.unlink()  # our .part is stale or larger than the file: restart
             raise _Interrupted("server refused to resume; restarting") from exc
         raise
     with resp:
         if offset and resp.status != 206:
-            offset = 0  # the server ignored Range: start over
+            offset = 0  # the server ignored Range and sends it all: start over
+        elif offset and _resumed_from(resp) != offset:  # not where .part ends: never glued
+            part.unlink()
+            raise _Interrupted(f"server resumed at byte {_resumed_from(resp)}, not {offset}; "
+                               "restarting")
         total = _total_from(resp, offset)
         try:
             fh = open(part, "ab" if offset else "wb")
@@ -118,6 +137,23 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str
                 fh.close()
     if total is not None and done != total:
         raise _Interrupted(f"got {done} of {total} bytes")
+    return offset > 0
+
+
+def _fetch_checked(url: str, part: Path, timeout: float, progress: bool, label: str,
+                   check: Check | None) -> None:
+    """:func:`_fetch_once`, then ``check`` on the whole ``part``. A resumed file that fails
+    is fetched once more from byte 0 (the kept bytes may be another file's); a file that
+    still fails is deleted and raised as :class:`_Unusable`."""
+    resumed = _fetch_once(url, part, timeout, progress, label)
+    problem = check(part) if check else None
+    if problem and resumed:
+        part.unlink()
+        _fetch_once(url, part, timeout, progress, label)
+        problem = check(part)
+    if problem:
+        part.unlink(missing_ok=True)
+        raise _Unusable(problem)
 
 
 class _progress:
@@ -168,19 +204,23 @@ def download(
     retries: int = 3,
     timeout: float = 60.0,
     instead: str = "",
+    check: Check | None = None,
 ) -> Path:
     """Return ``dest``, downloading ``url`` there first unless it is already present.
 
     Interrupted transfers resume from ``dest.part`` (up to ``retries`` tries here, and again
-    on the next call). Errors raise GlidectlError saying where to put the file by hand and,
-    with ``instead``, what else the caller could do ("pass the path of ...").
+    on the next call). A whole transfer must have the size the server announced and pass
+    ``check`` (a function of the file saying why it is not the one wanted, or None) before
+    it is renamed to ``dest``; one that fails is deleted. Errors raise GlidectlError saying
+    where to put the file by hand and, with ``instead``, what else the caller could do
+    ("pass the path of ...").
     """
     return fetch(url, dest, progress=progress, retries=retries, timeout=timeout,
-                 instead=instead).path
+                 instead=instead, check=check).path
 
 
 def fetch(url: str, dest: str | Path, *, progress: bool = True, retries: int = 3,
-          timeout: float = 60.0, instead: str = "") -> Fetched:
+          timeout: float = 60.0, instead: str = "", check: Check | None = None) -> Fetched:
     """:func:`download`, saying who put the file in place."""
     dest = Path(dest)
     if dest.is_file():
@@ -196,7 +236,8 @@ def fetch(url: str, dest: str | Path, *, progress: bool = True, retries: int = 3
     with _only_downloader(dest, progress):
         if dest.is_file():  # another process fetched it while this one waited
             return Fetched(dest, "another process")
-        return Fetched(_download(url, dest, progress, retries, timeout, hint), "this process")
+        return Fetched(_download(url, dest, progress, retries, timeout, hint, check),
+                       "this process")
 
 
 @contextmanager
@@ -226,7 +267,7 @@ def _only_downloader(dest: Path, progress: bool) -> Iterator[None]:
 
 
 def _download(url: str, dest: Path, progress: bool, retries: int, timeout: float,
-              hint: str) -> Path:
+              hint: str, check: Check | None) -> Path:
     import http.client
     import urllib.error
 
@@ -234,9 +275,12 @@ def _download(url: str, dest: Path, progress: bool, retries: int, timeout: float
     reason = ""
     for attempt in range(max(1, retries)):
         try:
-            _fetch_once(url, part, timeout, progress, dest.name)
+            _fetch_checked(url, part, timeout, progress, dest.name, check)
             os.replace(part, dest)
             return dest
+        except _Unusable as exc:  # the server sent something else: retrying cannot help
+            raise GlidectlError(f"Downloaded {url}, but {exc}; nothing was cached: check the "
+                                f"address and run again, or {hint}.") from None
         except WriteError as exc:  # retrying cannot help; what arrived stays for next time
             kept = part.is_file() and part.stat().st_size > 0
             again = f"; the next run resumes from {part.name}" if kept else ""

@@ -65,7 +65,16 @@ class OpenAISource:
             )
         instead = (f"pass a checkpoint file or a training run folder (runs/NAME) in place of "
                    f"openai:{name}") if as_spec else ""
-        return fetch(self.url(name), path, progress=progress, instead=instead)
+        return fetch(self.url(name), path, progress=progress, instead=instead,
+                     check=lambda part: _official_file_problem(part, name))
+
+
+def _official_file_problem(path: Path, name: str) -> str | None:
+    """Why a downloaded ``path`` is not OpenAI's ``name`` checkpoint (torch loads here, at
+    the download, not when ``glidectl --help`` imports this module)."""
+    from .official_files import official_file_problem
+
+    return official_file_problem(path, name)
 
 
 def _check_url(base: str) -> None:

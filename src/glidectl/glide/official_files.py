@@ -1,0 +1,85 @@
+"""Is a downloaded file OpenAI's checkpoint of the name it was fetched under?
+
+``glidectl download`` asks before a file enters the cache: a mirror's HTML error page, a
+body cut short or a resumed ``.part`` whose first bytes belong to another file would
+otherwise be cached under the checkpoint's name and fail only when a command loads it.
+The checks read no weights into memory: the zip archive's checksums, then the state_dict's
+keys and shapes (memory-mapped) against the official model built on the meta device.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from ..errors import a_or_an, cause
+from .checkpoints import (
+    _FIRST_KEY,
+    IN_CHANNELS_KIND,
+    TORCH_LOAD_ERRORS,
+    mismatch,
+    python_objects_in,
+)
+from .options import official_options
+
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")
+
+
+def official_file_problem(path: Path, kind: str) -> str | None:
+    """Why ``path`` is not OpenAI's ``kind`` checkpoint, in a clause that starts "it …";
+    None when it is: a whole torch zip archive holding that model's keys and shapes."""
+    problem = _archive_problem(path)
+    if problem:
+        return problem
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except TORCH_LOAD_ERRORS as exc:
+        found = python_objects_in(exc)
+        if found:
+            return f"it holds Python objects ({found}), not only weights"
+        return f"torch cannot read it ({cause(exc)})"
+    if not isinstance(state, Mapping):
+        return f"it holds {a_or_an(type(state).__name__)}, not a state_dict"
+    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return _model_problem(shapes, kind)
+
+
+def _archive_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole zip archive (torch.save's format), None when it is:
+    every entry's CRC-32 is checked, which a resumed download with a foreign start fails."""
+    if not zipfile.is_zipfile(path):
+        return _not_a_zip(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
+        return f"it is a damaged zip archive ({cause(exc)})"
+    return f"its entry {bad!r} is damaged (a checksum mismatch)" if bad else None
+
+
+def _not_a_zip(path: Path) -> str:
+    """What a file that is no zip archive is, as far as its first bytes tell."""
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    if not head:
+        return "it is empty"
+    if head.startswith(b"PK\x03\x04"):
+        return "it is cut short (a zip archive without its end)"
+    if head.lstrip().lower().startswith(_HTML_STARTS):
+        return ("it is a web page (a server's error or sign-in page), not a PyTorch "
+                "checkpoint")
+    return "it is not a PyTorch checkpoint (torch.save's zip archive)"
+
+
+def _model_problem(shapes: Mapping[str, tuple[int, ...]], kind: str) -> str | None:
+    """Why state_dict ``shapes`` are not OpenAI's ``kind`` model, None when they are."""
+    first = shapes.get(_FIRST_KEY)
+    found = IN_CHANNELS_KIND.get(first[1]) if first is not None and len(first) == 4 else None
+    if found is not None and found != kind:
+        return f"it holds {a_or_an(found)} model, not {a_or_an(kind)} model"
+    problem = mismatch(shapes, official_options(kind))
+    return f"it does not fit OpenAI's {kind} model ({problem})" if problem else None
