@@ -48,12 +48,12 @@ def glidectl(*args: str, threads: int | None = None) -> subprocess.CompletedProc
 
 
 def train_run(config: str, out_dir: Path, seed: int, threads: int,
-              extra: tuple[str, ...] = ()) -> dict:
-    """Train one run in a subprocess; its wall and CPU seconds."""
+              extra: tuple[str, ...] = (), command: str = "train") -> dict:
+    """Train one run in a subprocess (``glidectl COMMAND``); its wall and CPU seconds."""
     name = f"seed{seed}-threads{threads}"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    glidectl("train", "--config", config, "--set", f"train.output_dir={out_dir}",
+    glidectl(command, "--config", config, "--set", f"train.output_dir={out_dir}",
              "--set", f"train.name={name}", "--set", f"train.seed={seed}",
              "--set", f"train.threads={threads}", *extra, threads=threads)
     wall = time.perf_counter() - t0
