@@ -522,3 +522,26 @@ def test_shards_beside_the_images_are_named_with_how_to_read_them(write_shards, 
     glob_source = data_cfg(source=str(root / "*.tar"))
     assert len(list(build_dataset(glob_source, tokenizer=byte_tok, image_size=16, text_ctx=8,
                                   train=False))) == 2  # the pattern named reads them
+
+
+def test_captions_keep_separators_that_are_no_line_end(tmp_path, data_cfg, byte_tok):
+    """U+2028, U+0085 and form feeds inside a caption are text, as in JSON and CSV: a
+    metadata.jsonl row, a quoted CSV field and a .txt caption are read whole, their spaces
+    then made plain (str.splitlines cut the JSON row in two and lost its image, and kept
+    only a part of the .txt caption)."""
+    odd = "a red\u2028circle\x85on a\x0cwhite background"
+    for name, write in {
+        "jsonl": lambda root: (root / "metadata.jsonl").write_text(
+            json.dumps({"file_name": "x.png", "text": odd}, ensure_ascii=False) + "\n"),
+        "csv": lambda root: (root / "metadata.csv").write_text(
+            f'file_name,text\nx.png,"{odd}, twice"\n', newline=""),
+        "txt": lambda root: (root / "x.txt").write_text(odd + "\n"),
+    }.items():
+        root = tmp_path / name
+        root.mkdir()
+        (root / "x.png").write_bytes(encode(photo(40, 40)))
+        write(root)
+        ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=32,
+                           text_ctx=64)
+        plain = "a red circle on a white background" + (", twice" if name == "csv" else "")
+        assert keys_and_captions(ds) == {"x.png": plain}, name

@@ -19,6 +19,13 @@ def decode_caption(raw: bytes | str | None) -> str | None:
         raise Rejected("caption_not_utf8") from None
 
 
+def text_lines(text: str) -> list[str]:
+    """``text`` cut at its line ends (``\\n``, ``\\r\\n``, ``\\r``) and nowhere else:
+    ``str.splitlines`` also cuts at form feeds, U+2028 and other separators that captions
+    and JSON strings may hold."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def pick_line(text: str | None, rng: random.Random) -> str | None:
     """One non-blank line, chosen at random when there are several (a fresh pick per fetch).
 
@@ -26,7 +33,7 @@ def pick_line(text: str | None, rng: random.Random) -> str | None:
     """
     if text is None:
         return None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text_lines(text) if line.strip()]
     if not lines:
         return text.strip()
     return lines[0] if len(lines) == 1 else rng.choice(lines)

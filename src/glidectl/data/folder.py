@@ -13,6 +13,7 @@ imagefolder convention); other fields reach the preset as metadata.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections import Counter
@@ -22,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import GlidectlError
-from .captions import read_sidecar
+from .captions import read_sidecar, text_lines
 from .kohya import (
     KohyaFolder,
     counted_past_max,
@@ -160,10 +161,10 @@ class FolderSource:
             return
         rows: list[tuple[int, Any]] = []
         if path.suffix == ".csv":
-            reader = csv.DictReader(text.splitlines())
+            reader = csv.DictReader(io.StringIO(text, newline=""))
             rows = [(reader.line_num, row) for row in reader]
         else:
-            for number, line in enumerate(text.splitlines(), start=1):
+            for number, line in enumerate(text_lines(text), start=1):
                 if not line.strip():
                     continue
                 try:

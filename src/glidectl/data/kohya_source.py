@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
-from .captions import decode_caption, read_regular, read_sidecar
+from .captions import decode_caption, read_regular, read_sidecar, text_lines
 from .images import Rejected
 from .kohya import KohyaFolder, reg_draws, unread_reg_note
 from .kohya_config import DatasetConfig, SubsetSpec, read_dataset_config
@@ -327,7 +327,7 @@ def caption_file_text(text: str, any_line: bool) -> str:
     read as text (``"\\r\\n"`` and ``"\\r"`` end a line too): its first line, stripped,
     even when blank, or with ``any_line`` (``enable_wildcard``) its non-blank lines, each
     stripped."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = text_lines(text)
     if not any_line:
         return lines[0].strip()
     return "\n".join(line.strip() for line in lines if line.strip())
