@@ -743,6 +743,13 @@ def lora_config(tmp_path, **sections):
     return cfg
 
 
+def base_run_config(tmp_path, steps):
+    """A tiny base model's run, runs/base, that checkpoints every step (a LoRA run's base)."""
+    from tiny_configs import tiny_config
+
+    return tiny_config(tmp_path, train={"name": "base", "steps": steps}, checkpoint={"every": 1})
+
+
 def test_glidectl_lora_trains_an_adapter_dir_on_demo_shapes(tmp_path, capsys):
     from glidectl.config import save_config
     from glidectl.glide import load_model
@@ -1166,17 +1173,11 @@ def test_a_lora_run_on_a_base_run_keeps_training_on_the_step_it_began_on(tmp_pat
     its resume says so in one sentence. A run begun before the pin still names the fix."""
     import shutil
 
-    from tiny_configs import tiny_config
-
     from glidectl.config import load_config, save_config
     from glidectl.lora import train_lora
     from glidectl.training.engine import Trainer
 
-    def base(steps):
-        return tiny_config(tmp_path, train={"name": "base", "steps": steps},
-                           checkpoint={"every": 1})
-
-    Trainer(base(1), quiet=True).run()
+    Trainer(base_run_config(tmp_path, 1), quiet=True).run()
     run = tmp_path / "runs" / "base"
     step1 = run / "checkpoints" / "step-000001"
     lora = lora_config(tmp_path, model=dict(init=str(run)), train=dict(steps=1),
@@ -1188,7 +1189,7 @@ def test_a_lora_run_on_a_base_run_keeps_training_on_the_step_it_began_on(tmp_pat
     saved = load_config(lora_run / "config.toml")
     assert saved.model.init == str(step1) and lora.model.init == str(run)  # caller's kept
     assert read_adapter(lora_run).meta["base_model"] == str(step1)
-    Trainer(base(2), resume="latest", quiet=True).run()  # the base trains on
+    Trainer(base_run_config(tmp_path, 2), resume="latest", quiet=True).run()  # the base trains on
     saved.train.steps = 2
     assert train_lora(saved, resume="latest", quiet=True).step == 2
 
@@ -1213,22 +1214,17 @@ def test_resuming_with_the_config_that_names_the_base_run_keeps_the_pinned_step(
     the examples resume), trained on the base run's latest instead of the step the LoRA run
     began on, rewrote its config.toml and adapters to name the run, and was refused once the
     base trained on. Another run folder than the recorded base is one sentence naming both."""
-    from tiny_configs import tiny_config
 
     from glidectl.config import load_config, save_config
     from glidectl.training.engine import Trainer
 
-    def base(steps):
-        return tiny_config(tmp_path, train={"name": "base", "steps": steps},
-                           checkpoint={"every": 1})
-
-    Trainer(base(1), quiet=True).run()
+    Trainer(base_run_config(tmp_path, 1), quiet=True).run()
     run = tmp_path / "runs" / "base"
     step1 = run / "checkpoints" / "step-000001"
     save_config(lora_config(tmp_path, model=dict(init=str(run)), train=dict(steps=1)),
                 tmp_path / "lora.toml")
     assert cli("lora", "--config", tmp_path / "lora.toml", "--no-live") == 0
-    Trainer(base(2), resume="latest", quiet=True).run()  # the base trains on
+    Trainer(base_run_config(tmp_path, 2), resume="latest", quiet=True).run()  # the base trains on
     capsys.readouterr()
     assert cli("lora", "--config", tmp_path / "lora.toml", "--resume", "latest", "--steps",
                "2", "--no-live") == 0
