@@ -174,6 +174,20 @@ def test_bad_files_give_one_line_errors(tmp_path, inpaint_model, suffix):
         load_model(tmp_path / f"missing{suffix}")
 
 
+def test_a_cut_checkpoint_in_torchs_format_before_1_6_is_one_sentence(tmp_path):
+    """A .pt in torch's format before 1.6 cut at any byte is one sentence (cut at some
+    bytes, torch raised struct.error, which ended commands in a traceback)."""
+    from glidectl.glide.checkpoints import torch_load_weights
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(20)}, good, _use_new_zipfile_serialization=False)
+    data, bad = good.read_bytes(), tmp_path / "cut.pt"
+    for end in range(1, len(data)):
+        bad.write_bytes(data[:end])
+        with pytest.raises(GlidectlError, match="^Cannot read checkpoint"):
+            torch_load_weights(bad)
+
+
 def test_run_folder_prefers_ema_of_latest_step(tmp_path, inpaint_model, kit):
     options, model = inpaint_model
     run = tmp_path / "runs" / "demo"

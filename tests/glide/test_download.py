@@ -27,13 +27,15 @@ PAYLOAD = os.urandom(300_000)
 HTML = b"<!DOCTYPE html><html><body><h1>503 Service Unavailable</h1></body></html>\n"
 
 
-def official_pt(kind: str, tmp_path) -> bytes:
+def official_pt(kind: str, tmp_path, zip_format: bool = True) -> bytes:
     """A torch.save of OpenAI's ``kind`` state_dict (its keys and shapes), every tensor a
-    view of one zero: the official file's layout in under 100 KB."""
+    view of one zero: the official file's layout in under 100 KB (``zip_format=False``: in
+    torch's format before 1.6)."""
     zero = torch.zeros(())
     state = {k: zero.expand(shape)
              for k, shape in expected_shapes(official_options(kind).to_json())}
-    torch.save(state, tmp_path / f"official-{kind}.pt")
+    torch.save(state, tmp_path / f"official-{kind}.pt",
+               _use_new_zipfile_serialization=zip_format)
     return (tmp_path / f"official-{kind}.pt").read_bytes()
 
 
@@ -354,6 +356,22 @@ def test_a_download_that_is_not_the_checkpoint_is_not_cached(tmp_path, monkeypat
                         r"check the address and run again, or put the file at '.*' yourself\.",
                         str(failed)), failed
     assert sorted(p.name for p in (tmp_path / "home" / "openai").iterdir()) == [".base.pt.lock"]
+
+
+def test_a_checkpoint_in_torchs_format_before_1_6_is_checked_by_its_keys(tmp_path,
+                                                                          monkeypatch):
+    """A file saved in torch's format before 1.6 (no zip archive, nothing to checksum) is
+    cached when torch reads it as the official model, and refused when cut short."""
+    old = official_pt("base", tmp_path, zip_format=False)
+    assert not old.startswith(b"PK")
+    fetched, _ = _fetch_openai("base", {"base.pt": old}, tmp_path / "home", monkeypatch)
+    assert not isinstance(fetched, GlidectlError), fetched
+    assert fetched.path.read_bytes() == old
+    failed, srv = _fetch_openai("base", {"base.pt": old[: len(old) // 2]}, tmp_path / "cut",
+                                monkeypatch)
+    assert isinstance(failed, GlidectlError)
+    assert str(failed).startswith(f"Downloaded {srv.url}/base.pt, but torch cannot read it")
+    assert sorted(p.name for p in (tmp_path / "cut" / "openai").iterdir()) == [".base.pt.lock"]
 
 
 def test_download_command_refuses_an_error_page(tmp_path):

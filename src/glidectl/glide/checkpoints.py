@@ -13,6 +13,7 @@ import json
 import pickle
 import re
 import shlex
+import struct
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -187,7 +188,7 @@ def infer_options(
 # --------------------------------------------------------------------------- OpenAI .pt
 #: What torch.load raises for a file that is no (whole, weights-only) torch.save file.
 TORCH_LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile,
-                     ValueError, OSError, AttributeError, KeyError, IndexError)
+                     ValueError, OSError, AttributeError, KeyError, IndexError, struct.error)
 
 
 def python_objects_in(exc: BaseException) -> str | None:

@@ -27,16 +27,22 @@ from .checkpoints import (
 from .options import official_options
 
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")
+# torch.save's format before torch 1.6 (a pickled magic number first): no zip checksums to
+# check, but torch.load reads it, so a checkpoint saved so is checked by its keys and shapes
+LEGACY_START = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 
 
 def official_file_problem(path: Path, kind: str) -> str | None:
     """Why ``path`` is not OpenAI's ``kind`` checkpoint, in a clause that starts "it …";
-    None when it is: a whole torch zip archive holding that model's keys and shapes."""
-    problem = _archive_problem(path)
+    None when it is: a whole torch zip archive (or a file in torch's format before 1.6)
+    holding that model's keys and shapes."""
+    with open(path, "rb") as fh:
+        legacy = fh.read(len(LEGACY_START)) == LEGACY_START
+    problem = None if legacy else _archive_problem(path)
     if problem:
         return problem
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:  # the old format cannot be memory-mapped: read whole, once
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=not legacy)
     except TORCH_LOAD_ERRORS as exc:
         found = python_objects_in(exc)
         if found:
