@@ -58,3 +58,34 @@ def test_plms_matches_reference_with_fractional_timesteps(golden_base, dg) -> No
     # The fork stops at respaced index 0 (σ_0 > 0): its output is on the VP scale there.
     final = final / math.sqrt(1 + float(sigmas[-2]) ** 2)
     torch.testing.assert_close(final, dg["sample/plms/final"][:2], atol=1e-3, rtol=1e-4)
+
+
+def test_ddpm_takes_the_posterior_variance_from_a_network_whose_variance_head_is_zero(
+        golden_base, dg) -> None:
+    """A network trained on `train.loss = "eps"` keeps its variance channels' zero
+    initialisation, so v = 0 everywhere: ancestral DDPM read that as the geometric mean of β
+    and β̃ (grain left in every upsampled picture). Such a network samples with β̃, as a
+    denoiser without a learned variance does; a trained head (the golden model's) is read."""
+    import copy
+
+    assert golden_base.variance_trained
+    zero = copy.deepcopy(golden_base)
+    with torch.no_grad():
+        zero.out[2].weight[3:] = 0
+        zero.out[2].bias[3:] = 0
+    assert not zero.variance_trained
+    assert _guided_denoiser(golden_base, dg).learned_variance
+    assert not _guided_denoiser(zero, dg).learned_variance
+
+    def ddpm(model, learned: bool) -> torch.Tensor:
+        noise = iter(dg["sample/noise_seq"][:, :2])
+        denoiser = _guided_denoiser(model, dg)
+        denoiser.learned_variance = learned
+        sigmas = build_sigmas("respaced", "10", denoiser.sigmas)
+        x = dg["sample/x_T"][:2] * math.sqrt(1 + float(sigmas[0]) ** 2)
+        return plugins.samplers().get("ddpm")(denoiser, x, sigmas,
+                                              noise_sampler=lambda s, s_next: next(noise))
+
+    as_sampled = ddpm(zero, _guided_denoiser(zero, dg).learned_variance)
+    assert torch.equal(as_sampled, ddpm(zero, False))
+    assert (as_sampled - ddpm(zero, True)).abs().max() > 1e-2  # v = 0 was another variance

@@ -141,6 +141,18 @@ class GlideUNet(nn.Module):
         return next(p.dtype for n, p in self.input_blocks[0].named_parameters()
                     if "lora_" not in n)
 
+    @property
+    def variance_trained(self) -> bool:
+        """Whether the learned-variance output channels carry anything: their weights and
+        bias start at zero, and a network trained without the variance term (``train.loss =
+        "eps"``) keeps them there, so its v is 0 everywhere, a variance no sampler should
+        take (ancestral DDPM then uses the posterior variance β̃)."""
+        conv = self.out[2]
+        conv = getattr(conv, "base_layer", conv)  # a LoRA on it adds no variance to a zero head
+        if conv.out_channels <= 3:
+            return False
+        return bool(conv.weight[3:].detach().any() or conv.bias[3:].detach().any())
+
     # ------------------------------------------------------------------ forward
     def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> TextEmb:
         """Text conditioning, computed once per prompt batch and reused on every step.

@@ -78,9 +78,9 @@ class GlideDenoiser:
     ``grey=True`` projects x0 onto grey images (R = G = B, their mean) before ``denoised_fn``,
     so every sampler draws grey pictures and chroma errors do not feed later steps, while
     what ``denoised_fn`` pastes (inpainting's kept pixels) keeps its colour.
+    ``learned_variance``: the network's variance channels were trained (a network trained on
+    ``train.loss = "eps"`` leaves them at zero; ancestral DDPM then takes β̃).
     """
-
-    learned_variance = True
 
     def __init__(
         self,
@@ -101,6 +101,8 @@ class GlideDenoiser:
         grey: bool = False,
     ):
         self.model = model
+        net = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
+        self.learned_variance = getattr(net, "variance_trained", True)
         self.alphas_cumprod = np.asarray(alphas_cumprod, dtype=np.float64)
         self.sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
         self._log_sigmas = np.log(self.sigmas)
