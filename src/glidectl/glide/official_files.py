@@ -37,8 +37,9 @@ def official_file_problem(path: Path, kind: str) -> str | None:
     None when it is: a whole torch zip archive (or a file in torch's format before 1.6)
     holding that model's keys and shapes."""
     with open(path, "rb") as fh:
-        legacy = fh.read(len(LEGACY_START)) == LEGACY_START
-    problem = None if legacy else _archive_problem(path)
+        head = fh.read(1024)  # the format's first bytes, read once
+    legacy = head.startswith(LEGACY_START)
+    problem = None if legacy else _archive_problem(path, head)
     if problem:
         return problem
     try:  # the old format cannot be memory-mapped: read whole, once
@@ -54,11 +55,12 @@ def official_file_problem(path: Path, kind: str) -> str | None:
     return _model_problem(shapes, kind)
 
 
-def _archive_problem(path: Path) -> str | None:
-    """Why ``path`` is not a whole zip archive (torch.save's format), None when it is:
-    every entry's CRC-32 is checked, which a resumed download with a foreign start fails."""
+def _archive_problem(path: Path, head: bytes) -> str | None:
+    """Why ``path`` (first bytes ``head``) is not a whole zip archive (torch.save's format),
+    None when it is: every entry's CRC-32 is checked, which a resumed download with a
+    foreign start fails."""
     if not zipfile.is_zipfile(path):
-        return _not_a_zip(path)
+        return _not_a_zip(head)
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -67,10 +69,8 @@ def _archive_problem(path: Path) -> str | None:
     return f"its entry {bad!r} is damaged (a checksum mismatch)" if bad else None
 
 
-def _not_a_zip(path: Path) -> str:
-    """What a file that is no zip archive is, as far as its first bytes tell."""
-    with open(path, "rb") as fh:
-        head = fh.read(1024)
+def _not_a_zip(head: bytes) -> str:
+    """What a file that is no zip archive is, as far as its first bytes (``head``) tell."""
     if not head:
         return "it is empty"
     if head.startswith(b"PK\x03\x04"):
