@@ -15,11 +15,34 @@ from glidectl.ranges import FLAGS, SEED, SEED_MAX, Range
 
 
 def test_every_numeric_flag_of_every_command_has_a_range():
-    seen = {(command, flag) for command, flag, _ in numeric_options(build_app())}
+    seen = {(command, flag) for command, flag, _, _ in numeric_options(build_app())}
     assert ("sample", "--seed") in seen and ("eval", "--guidance") in seen
     assert sorted(f"{c} {f}" for c, f in seen if f not in FLAGS) == []
-    for _, flag, info in numeric_options(build_app()):
+    for _, flag, info, _ in numeric_options(build_app()):
         assert info.callback is not None, flag
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lora", "merge", "--scale", "1_0", "a", "b", "-o", "c"],
+     "Invalid value for '--scale': '1_0' is not a plain decimal number"),
+    (["sample", "x", "--guidance", "1_5"], "'1_5' is not a plain decimal number"),
+    (["sample", "x", "--n", "1_0"], "'1_0' is not a whole number; write digits only"),
+    (["sample", "x", "--n", "1.5"], "'1.5' is not a whole number"),
+    (["sample", "x", "--seed", "\u0663"], "'\u0663' is not a whole number"),
+    (["eval", "x", "--guidance", "\u0661.5"], "is not a plain decimal number"),
+])
+def test_numeric_flags_take_plain_decimal_numbers_only(args, message):
+    # int() and float() read "1_0" as 10 and other scripts' digits as digits
+    result = _cli(*args)
+    assert result.exit_code == 2 and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_plain_numbers_still_parse():
+    from glidectl.cli.checks import plain
+
+    assert plain(float)(" 1e-3") == 0.001 and plain(float)("-.5") == -0.5
+    assert plain(int)("+12") == 12 and plain(float)(2.0) == 2.0
 
 
 def test_every_numeric_config_key_has_a_range():

@@ -8,10 +8,24 @@ random seed" (the web UI), ``SEED_OR_RANDOM`` allows it.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 SEED_MAX = 2**63 - 1
+
+#: A number as written on a command line: ASCII digits, a point, an exponent (nan and inf
+#: too, for the range check to name). Python's int() and float() also take ``1_0`` (10) and
+#: other scripts' digits, which a number typed by mistake must not become.
+_PLAIN_FLOAT = re.compile(r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+                          r"|nan|inf(?:inity)?)", re.IGNORECASE)
+_PLAIN_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def plain_number(text: str, kind: type = float) -> bool:
+    """Whether ``text`` is a plain decimal ``kind`` (int: digits only)."""
+    pattern = _PLAIN_INT if kind is int else _PLAIN_FLOAT
+    return pattern.fullmatch(text.strip()) is not None
 
 
 @dataclass(frozen=True)

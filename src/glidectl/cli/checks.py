@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from typer.models import OptionInfo
 
-from ..ranges import FLAGS, Range
+from ..ranges import FLAGS, Range, plain_number
 
 
 def check(rng: Range) -> Callable[[Any], Any]:
@@ -29,18 +29,34 @@ def check(rng: Range) -> Callable[[Any], Any]:
     return validate
 
 
-def numeric_options(app: typer.Typer) -> Iterator[tuple[str, str, OptionInfo]]:
-    """(command, flag, option) for every int or float option of every command of ``app``."""
+def plain(kind: type) -> Callable[[Any], Any]:
+    """A Typer option parser taking only plain decimal numbers of ``kind`` (not ``1_0``)."""
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, str):
+            if not plain_number(value, kind):
+                raise typer.BadParameter(
+                    f"{value!r} is not a whole number; write digits only, e.g. 10."
+                    if kind is int else f"{value!r} is not a plain decimal number; write "
+                    "digits with at most one point and an exponent, e.g. 10, 1.5 or 1e-3.")
+            return kind(value)
+        return value
+
+    return parse
+
+
+def numeric_options(app: typer.Typer) -> Iterator[tuple[str, str, OptionInfo, type]]:
+    """(command, flag, option, int or float) for every numeric option of every command."""
     for command in app.registered_commands:
         if command.callback is not None:
             yield from _numeric(command.name or command.callback.__name__, command.callback)
     for group in app.registered_groups:
         if group.typer_instance is not None:
-            for name, flag, info in numeric_options(group.typer_instance):
-                yield f"{group.name} {name}", flag, info
+            for name, flag, info, kind in numeric_options(group.typer_instance):
+                yield f"{group.name} {name}", flag, info, kind
 
 
-def _numeric(name: str, fn: Callable[..., Any]) -> Iterator[tuple[str, str, OptionInfo]]:
+def _numeric(name: str, fn: Callable[..., Any]) -> Iterator[tuple[str, str, OptionInfo, type]]:
     hints = typing.get_type_hints(fn)
     for pname, param in inspect.signature(fn).parameters.items():
         info = param.default
@@ -50,11 +66,15 @@ def _numeric(name: str, fn: Callable[..., Any]) -> Iterator[tuple[str, str, Opti
         if not kinds & {int, float} or bool in kinds:
             continue
         decls = [d for d in info.param_decls or () if d.startswith("--")]
-        yield name, (decls[0] if decls else "--" + pname.replace("_", "-")), info
+        flag = decls[0] if decls else "--" + pname.replace("_", "-")
+        yield name, flag, info, float if float in kinds else int
 
 
 def install(app: typer.Typer) -> None:
-    """Give every numeric option with a known flag name its range check."""
-    for _, flag, info in numeric_options(app):
+    """Give every numeric option plain-number parsing and, with a known flag name, its
+    range check."""
+    for _, flag, info, kind in numeric_options(app):
+        if info.parser is None:
+            info.parser = plain(kind)
         if flag in FLAGS and info.callback is None:
             info.callback = check(FLAGS[flag])

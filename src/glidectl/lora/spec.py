@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
 from ..errors import GlidectlError
-from ..ranges import FLAGS, check
-
-#: A scale as written in ``PATH:SCALE``: ASCII digits, a point, an exponent (nan and inf
-#: too, for the range check to name). Python's float() also takes ``1_0`` (10) and other
-#: scripts' digits, which a scale typed by mistake must not become.
-_SCALE_RE = re.compile(r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-                       r"|nan|inf(?:inity)?)", re.IGNORECASE)
+from ..ranges import FLAGS, check, plain_number
 
 
 @dataclass(frozen=True)
@@ -68,4 +61,4 @@ def _exists(path: str) -> bool:
 
 def _is_number(text: str) -> bool:
     """Whether ``text`` is a scale as ``PATH:SCALE`` takes one (a plain decimal number)."""
-    return _SCALE_RE.fullmatch(text.strip()) is not None
+    return plain_number(text)
