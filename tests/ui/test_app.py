@@ -44,6 +44,22 @@ def test_a_click_serves_its_pngs_from_the_output_folder_not_copies(models_dir, t
     assert demo.delete_cache  # what gradio still caches is removed, at the latest at exit
 
 
+def test_a_click_while_generating_runs_the_last_click_after_it(models_dir, tmp_path):
+    """Generate had gradio's trigger mode "once": a click while a run was going was dropped
+    without a word, so settings changed meanwhile were never made. Now the page keeps the
+    last such click and runs it, with the settings then set, when the run ends."""
+    pytest.importorskip("gradio")
+    from glidectl.ui.app import build_app
+
+    demo = build_app(UiBackend(models_dir, device="cpu", output_dir=tmp_path / "out"))
+    run = next(i for i, fn in demo.fns.items() if fn.name == "run")
+    generate = next(b._id for b in demo.blocks.values()
+                    if getattr(b, "elem_id", None) == "generate")
+    dependency = next(d for d in demo.get_config_file()["dependencies"] if d["id"] == run)
+    assert dependency["targets"] == [(generate, "click")]
+    assert dependency["trigger_mode"] == "always_last"
+
+
 def test_a_click_s_warnings_name_the_page_s_controls(fitted_models_dir, tmp_path, capsys,
                                                      recwarn):
     """A click's warnings were shown (and printed) in glidectl sample's words: "sample with

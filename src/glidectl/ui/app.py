@@ -264,6 +264,9 @@ def build_app(backend: UiBackend) -> Any:
                     lora, lora_scale, precision, compile_, schedule, grey],
             outputs=[gallery, used_seed, settings, memory],
             concurrency_limit=1,
+            # a click while a run goes is not dropped (gradio's "once"): the last one runs
+            # after it, with the settings as they are then
+            trigger_mode="always_last",
         )
     return demo
 
