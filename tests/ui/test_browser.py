@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,26 @@ def browser_tools() -> tuple[str, str]:
     return chromium, driver
 
 
+@dataclass
+class _Served:
+    """A ``glidectl ui`` started by :func:`_serve`; ``output``: all it printed, once stopped."""
+
+    url: str
+    proc: subprocess.Popen
+    output: str = ""
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    """Stop a server (SIGTERM, SIGKILL after 10 s): all it printed, its pipe closed (left
+    open, it was a ResourceWarning of the test process)."""
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0]
+
+
 @contextlib.contextmanager
 def _serve(models_dir: Path, tmp_path: Path, *extra: str, env: dict | None = None):
     port = _free_port()
@@ -73,23 +94,38 @@ def _serve(models_dir: Path, tmp_path: Path, *extra: str, env: dict | None = Non
          "--port", str(port), "--device", "cpu", "--output-dir", str(tmp_path / "out"), *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    url = f"http://127.0.0.1:{port}/"
+    served = _Served(f"http://127.0.0.1:{port}/", proc)
     try:
-        _wait_http(url, proc)
-        yield url, proc
+        _wait_http(served.url, proc)
+        yield served
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        served.output = _stop(proc)
+
+
+def test_stopping_a_server_keeps_what_it_printed_and_closes_its_pipe():
+    """Each browser test left its ``glidectl ui``'s output pipe open: "ResourceWarning:
+    unclosed file <_io.TextIOWrapper name=12 encoding='UTF-8'>" in the test process."""
+    import gc
+    import warnings
+
+    child = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: "
+             "(print('stopped'), sys.exit(0))); print('serving', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout.readline() == "serving\n"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert _stop(proc) == "stopped\n"  # its last lines, printed as it stops
+        assert proc.returncode == 0 and proc.stdout.closed
+        del proc
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], caught
 
 
 @pytest.fixture()
 def server(models_dir, tmp_path):
-    with _serve(models_dir, tmp_path) as (url, _):
-        yield url
+    with _serve(models_dir, tmp_path) as served:
+        yield served.url
 
 
 def test_login_is_required_with_auth_over_real_http(models_dir, tmp_path):
@@ -99,9 +135,11 @@ def test_login_is_required_with_auth_over_real_http(models_dir, tmp_path):
     import urllib.parse
 
     pytest.importorskip("gradio", reason="gradio is not installed (pip install 'glidectl[ui]')")
-    with _serve(models_dir, tmp_path, env={"GLIDECTL_UI_AUTH": "alice:s3cret"}) as (url, _):
+    with _serve(models_dir, tmp_path, env={"GLIDECTL_UI_AUTH": "alice:s3cret"}) as served:
+        url = served.url
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(url + "config", timeout=10)
+        denied.value.close()  # its response holds the connection
         assert denied.value.code == 401
         jar = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
@@ -112,6 +150,7 @@ def test_login_is_required_with_auth_over_real_http(models_dir, tmp_path):
                 with opener.open(url + "login", data=form, timeout=10) as resp:
                     return resp.status
             except urllib.error.HTTPError as exc:
+                exc.close()
                 return exc.code
 
         assert login("wrong") == 400
@@ -229,11 +268,11 @@ def test_an_empty_seed_box_draws_a_seed_and_a_refusal_is_one_sentence(browser_to
     refusal is one line in the UI's terminal too, not a traceback."""
     driver = _chrome(browser_tools, tmp_path / "chromium-profile")
     try:
-        with _serve(models_dir, tmp_path) as (server, proc):
-            _refusal_then_an_empty_seed(driver, server)
+        with _serve(models_dir, tmp_path) as served:
+            _refusal_then_an_empty_seed(driver, served.url)
     finally:
         driver.quit()
-    terminal = proc.stdout.read()
+    terminal = served.output
     assert "Error: Type a prompt first.\n" in terminal
     assert "Error: Images per run must be from 1 to 16; got 40.\n" in terminal
     assert "Traceback" not in terminal, terminal
@@ -293,8 +332,8 @@ def test_a_fitted_schedule_brings_its_guidance_and_warnings_name_no_server_paths
                                 "model_sha256": "ab" * 32}))
     driver = _chrome(browser_tools, tmp_path / "chromium-profile")
     try:
-        with _serve(folder, tmp_path) as (server, _):
-            driver.get(server)
+        with _serve(folder, tmp_path) as served:
+            driver.get(served.url)
             wait = WebDriverWait(driver, 60)
             _page_ready(driver, wait).send_keys("a red circle")
             _set_number(driver, "Images per run", "1")
