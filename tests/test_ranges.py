@@ -160,7 +160,7 @@ def test_config_keys_piped_is_one_whole_line_per_key():
      "one; got 'abc'."),
     ({"guidance": float("nan")}, "Guidance must be from 0 to 100 (a finite number); got nan."),
     # a fraction typed in a box the page marks invalid ran at its whole part without a word
-    ({"base_steps": 2.5}, "Steps must be a whole number; got 2.5."),
+    ({"base_steps": 2.5}, "Base steps must be a whole number; got 2.5."),
     ({"n": 2.5}, "Images per run must be a whole number; got 2.5."),
     # the last image's seed, before any model loads (it failed after, naming a seed not typed)
     ({"seed": 2**63 - 1, "n": 3}, "Seed 9223372036854775807 with 3 images gives the last one "

@@ -44,6 +44,22 @@ def test_a_click_serves_its_pngs_from_the_output_folder_not_copies(models_dir, t
     assert demo.delete_cache  # what gradio still caches is removed, at the latest at exit
 
 
+def test_a_click_while_generating_runs_the_last_click_after_it(models_dir, tmp_path):
+    """Generate had gradio's trigger mode "once": a click while a run was going was dropped
+    without a word, so settings changed meanwhile were never made. Now the page keeps the
+    last such click and runs it, with the settings then set, when the run ends."""
+    pytest.importorskip("gradio")
+    from glidectl.ui.app import build_app
+
+    demo = build_app(UiBackend(models_dir, device="cpu", output_dir=tmp_path / "out"))
+    run = next(i for i, fn in demo.fns.items() if fn.name == "run")
+    generate = next(b._id for b in demo.blocks.values()
+                    if getattr(b, "elem_id", None) == "generate")
+    dependency = next(d for d in demo.get_config_file()["dependencies"] if d["id"] == run)
+    assert dependency["targets"] == [(generate, "click")]
+    assert dependency["trigger_mode"] == "always_last"
+
+
 def test_a_click_s_warnings_name_the_page_s_controls(fitted_models_dir, tmp_path, capsys,
                                                      recwarn):
     """A click's warnings were shown (and printed) in glidectl sample's words: "sample with
@@ -76,11 +92,56 @@ def test_a_click_s_warnings_name_the_page_s_controls(fitted_models_dir, tmp_path
                for toast in toasts)
 
 
+def test_number_boxes_pass_what_was_typed_and_refuse_out_of_range_in_one_sentence(
+        models_dir, tmp_path):
+    """Images per run, Base steps, Guidance and LoRA scale were sliders: the page set a number
+    typed past an end (steps 5000, guidance 35) to that end without a word, and one sent past
+    it got gradio's "Value 40 is greater than maximum value 16.", naming no box; a fraction
+    of a step ran at its whole part. Now the boxes have no bounds for the browser to clamp
+    to: a number in ``sample``'s range is used as typed, any other is one sentence naming
+    the box and its range, and nothing is generated."""
+    pytest.importorskip("gradio")
+    import json
+
+    import gradio as gr
+
+    from glidectl.ui.app import build_app
+
+    out = tmp_path / "out"
+    demo = build_app(UiBackend(models_dir, device="cpu", output_dir=out))
+    index = {"Images per run": 1, "Base steps": 3, "Guidance": 5, "LoRA scale": 10}  # in run
+    boxes = {c["props"]["label"]: (c["type"], c["props"].get("minimum"),
+                                   c["props"].get("maximum"))
+             for c in demo.get_config_file()["components"] if c["props"].get("label") in index}
+    assert boxes == dict.fromkeys(index, ("number", None, None))  # nothing for JS to clamp to
+    run = next(fn for fn in demo.fns.values() if fn.name == "run")
+    inputs = ["a red circle", 1, "euler", 1, "fast27", 1.0, "3", "tiny.safetensors", "(none)",
+              "(none)", 1.0, "fp32", False, "(default)", False]
+
+    def typed(label: str, value: float | None) -> list:
+        return [value if i == index[label] else v for i, v in enumerate(inputs)]
+
+    for label, value, message in (
+        ("Images per run", 40, "Images per run must be from 1 to 16; got 40."),
+        ("Base steps", 20000, "Base steps must be from 1 to 10000; got 20000."),
+        ("Base steps", 2.5, "Base steps must be a whole number; got 2.5."),
+        ("Guidance", 150, "Guidance must be from 0 to 100; got 150."),
+        ("LoRA scale", -11.0, "LoRA scale must be from -10 to 10; got -11."),
+        ("Guidance", None, "Guidance is empty; type a number from 0 to 100."),
+    ):
+        with pytest.raises(gr.Error) as refused:
+            asyncio.run(demo.process_api(run, typed(label, value)))
+        assert refused.value.message == message
+    assert not list(out.rglob("*.png"))
+    data = asyncio.run(demo.process_api(run, typed("Guidance", 35)))["data"]  # past 20
+    assert json.loads(data[2])["guidance"] == 35
+
+
 def test_picking_a_fitted_schedule_sets_guidance_to_the_value_it_was_fitted_at(
         fitted_run, tmp_path):
     """Picking a file fitted at guidance 3.25 left Guidance as it was, on a slider stepping by
     0.5: the page said "Guidance set to 3.25" with no way to drag there. Now the pick sets it,
-    the slider's step holds it, and one fitted above the slider's end widens the slider."""
+    on the box's step, and the box (no end) takes one fitted above 20 as it is."""
     pytest.importorskip("gradio")
     import json
 
@@ -89,7 +150,7 @@ def test_picking_a_fitted_schedule_sets_guidance_to_the_value_it_was_fitted_at(
 
     data = json.loads(fitted_run.read_text())
     demo = build_app(UiBackend(tmp_path / "m", device="cpu", output_dir=tmp_path / "out"))
-    slider = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "guidance")
+    box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "guidance")
     on_schedule = next(fn for fn in demo.fns.values() if fn.name == "on_schedule")
     for guidance in (3.25, 37.5):
         fitted_run.write_text(json.dumps({**data, "guidance": guidance}))
@@ -97,8 +158,8 @@ def test_picking_a_fitted_schedule_sets_guidance_to_the_value_it_was_fitted_at(
             on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 25, 3.0, False, None]
         ))["data"]
         assert (sampler["value"], steps["value"], update["value"]) == ("bespoke", 3, guidance)
-        assert slider.minimum <= guidance <= update.get("maximum", slider.maximum)
-        stops = guidance / slider.step  # the slider can be dragged there
+        assert box.maximum is None and "maximum" not in update
+        stops = guidance / box.step  # on the box's step: the browser marks it valid
         assert abs(stops - round(stops)) < 1e-9
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,26 @@ def browser_tools() -> tuple[str, str]:
     return chromium, driver
 
 
+@dataclass
+class _Served:
+    """A ``glidectl ui`` started by :func:`_serve`; ``output``: all it printed, once stopped."""
+
+    url: str
+    proc: subprocess.Popen
+    output: str = ""
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    """Stop a server (SIGTERM, SIGKILL after 10 s): all it printed, its pipe closed (left
+    open, it was a ResourceWarning of the test process)."""
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0]
+
+
 @contextlib.contextmanager
 def _serve(models_dir: Path, tmp_path: Path, *extra: str, env: dict | None = None):
     port = _free_port()
@@ -73,23 +94,38 @@ def _serve(models_dir: Path, tmp_path: Path, *extra: str, env: dict | None = Non
          "--port", str(port), "--device", "cpu", "--output-dir", str(tmp_path / "out"), *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    url = f"http://127.0.0.1:{port}/"
+    served = _Served(f"http://127.0.0.1:{port}/", proc)
     try:
-        _wait_http(url, proc)
-        yield url, proc
+        _wait_http(served.url, proc)
+        yield served
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        served.output = _stop(proc)
+
+
+def test_stopping_a_server_keeps_what_it_printed_and_closes_its_pipe():
+    """Each browser test left its ``glidectl ui``'s output pipe open: "ResourceWarning:
+    unclosed file <_io.TextIOWrapper name=12 encoding='UTF-8'>" in the test process."""
+    import gc
+    import warnings
+
+    child = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: "
+             "(print('stopped'), sys.exit(0))); print('serving', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout.readline() == "serving\n"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert _stop(proc) == "stopped\n"  # its last lines, printed as it stops
+        assert proc.returncode == 0 and proc.stdout.closed
+        del proc
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], caught
 
 
 @pytest.fixture()
 def server(models_dir, tmp_path):
-    with _serve(models_dir, tmp_path) as (url, _):
-        yield url
+    with _serve(models_dir, tmp_path) as served:
+        yield served.url
 
 
 def test_login_is_required_with_auth_over_real_http(models_dir, tmp_path):
@@ -99,9 +135,11 @@ def test_login_is_required_with_auth_over_real_http(models_dir, tmp_path):
     import urllib.parse
 
     pytest.importorskip("gradio", reason="gradio is not installed (pip install 'glidectl[ui]')")
-    with _serve(models_dir, tmp_path, env={"GLIDECTL_UI_AUTH": "alice:s3cret"}) as (url, _):
+    with _serve(models_dir, tmp_path, env={"GLIDECTL_UI_AUTH": "alice:s3cret"}) as served:
+        url = served.url
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(url + "config", timeout=10)
+        denied.value.close()  # its response holds the connection
         assert denied.value.code == 401
         jar = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
@@ -112,6 +150,7 @@ def test_login_is_required_with_auth_over_real_http(models_dir, tmp_path):
                 with opener.open(url + "login", data=form, timeout=10) as resp:
                     return resp.status
             except urllib.error.HTTPError as exc:
+                exc.close()
                 return exc.code
 
         assert login("wrong") == 400
@@ -147,7 +186,7 @@ def _set_number(driver, label: str, value: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    box = driver.find_element(By.CSS_SELECTOR, f"input[aria-label='number input for {label}']")
+    box = driver.find_element(By.CSS_SELECTOR, f"input[type=number][aria-label='{label}']")
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(value, Keys.TAB)
 
@@ -158,7 +197,7 @@ def _page_ready(driver, wait):
     from selenium.webdriver.common.by import By
 
     controls = ("#generate", "#seed input",
-                "input[aria-label='number input for Base steps']")
+                "input[type=number][aria-label='Base steps']")
     wait.until(lambda d: all(d.find_elements(By.CSS_SELECTOR, c) for c in controls))
     return driver.find_element(By.CSS_SELECTOR, "#prompt textarea")
 
@@ -229,12 +268,13 @@ def test_an_empty_seed_box_draws_a_seed_and_a_refusal_is_one_sentence(browser_to
     refusal is one line in the UI's terminal too, not a traceback."""
     driver = _chrome(browser_tools, tmp_path / "chromium-profile")
     try:
-        with _serve(models_dir, tmp_path) as (server, proc):
-            _refusal_then_an_empty_seed(driver, server)
+        with _serve(models_dir, tmp_path) as served:
+            _refusal_then_an_empty_seed(driver, served.url)
     finally:
         driver.quit()
-    terminal = proc.stdout.read()
+    terminal = served.output
     assert "Error: Type a prompt first.\n" in terminal
+    assert "Error: Images per run must be from 1 to 16; got 40.\n" in terminal
     assert "Traceback" not in terminal, terminal
 
 
@@ -253,6 +293,12 @@ def _refusal_then_an_empty_seed(driver, server: str) -> None:
     for close in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
         close.click()
     driver.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys("a red circle")
+    _set_number(driver, "Images per run", "40")  # past its end: said, not made 16
+    driver.find_element(By.CSS_SELECTOR, "#generate").click()
+    wait.until(lambda d: any("Images per run must be from 1 to 16; got 40." in t.text
+                             for t in d.find_elements(By.CSS_SELECTOR, ".toast-body")))
+    for close in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
+        close.click()
     _set_number(driver, "Images per run", "1")
     _set_number(driver, "Base steps", "2")
     seed = driver.find_element(By.CSS_SELECTOR, "#seed input")
@@ -286,8 +332,8 @@ def test_a_fitted_schedule_brings_its_guidance_and_warnings_name_no_server_paths
                                 "model_sha256": "ab" * 32}))
     driver = _chrome(browser_tools, tmp_path / "chromium-profile")
     try:
-        with _serve(folder, tmp_path) as (server, _):
-            driver.get(server)
+        with _serve(folder, tmp_path) as served:
+            driver.get(served.url)
             wait = WebDriverWait(driver, 60)
             _page_ready(driver, wait).send_keys("a red circle")
             _set_number(driver, "Images per run", "1")
@@ -296,12 +342,9 @@ def test_a_fitted_schedule_brings_its_guidance_and_warnings_name_no_server_paths
             schedule.send_keys(Keys.CONTROL, "a")
             schedule.send_keys("fitted (schedule.json)", Keys.ENTER)
             box = driver.find_element(By.CSS_SELECTOR,
-                                      "input[aria-label='number input for Guidance']")
+                                      "input[type=number][aria-label='Guidance']")
             wait.until(lambda d: box.get_attribute("value") == "3.25")
-            drag = driver.find_element(By.CSS_SELECTOR,
-                                       "input[aria-label='range slider for Guidance']")
-            assert drag.get_attribute("value") == "3.25"  # on the slider's steps
-            assert driver.execute_script("return arguments[0].validity.valid", box)
+            assert driver.execute_script("return arguments[0].validity.valid", box)  # on a step
             assert driver.find_element(By.CSS_SELECTOR, "#sampler input").get_attribute(
                 "value") == "bespoke"
             driver.find_element(By.CSS_SELECTOR, "#generate").click()

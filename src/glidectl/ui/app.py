@@ -11,10 +11,8 @@ from typing import Any
 
 from ..errors import GlidectlError, one_line
 from ..sampling_defaults import UPSAMPLE_STEPS
-from .backend import FITTED_SCHEDULE, OWN_SCHEDULE, PRECISIONS, UiBackend, in_page_words
+from .backend import BOXES, FITTED_SCHEDULE, OWN_SCHEDULE, PRECISIONS, UiBackend, in_page_words
 from .models import NONE_LABEL
-
-GUIDANCE_END, GUIDANCE_STEP = 20.0, 0.05  # the Guidance slider (its box: any value up to its end)
 
 
 def _gallery(gr: Any) -> Any:
@@ -29,6 +27,21 @@ def _gallery(gr: Any) -> Any:
     elif "show_download_button" in params:  # gradio 4-5
         kwargs["show_download_button"] = True
     return gr.Gallery(**kwargs)
+
+
+def _number_box(gr: Any, label: str, value: float, step: float, elem_id: str) -> Any:
+    """A box for one of :data:`BOXES`, its range said under it. It has no bounds: gradio
+    changes a number past a slider's or a bounded box's end to that end without a word;
+    this one passes it on, and ``generate`` names the box and its range."""
+    return gr.Number(value, label=label, info=BOXES[label].describe(), step=step,
+                     elem_id=elem_id)
+
+
+def _filled(values: dict[str, Any]) -> None:
+    """The one-line error for a number box left empty (the page sends None)."""
+    for label, value in values.items():
+        if value is None:
+            raise GlidectlError(f"{label} is empty; type a number {BOXES[label].describe()}.")
 
 
 def _recommended_values(backend: UiBackend, base: str | None,
@@ -89,12 +102,6 @@ def fitted_left(backend: UiBackend, base: str | None, upsampler: str | None,
             (_recommended_grey(backend, base, upsampler) if still("grey", grey) else None))
 
 
-def _guidance(gr: Any, value: float) -> Any:
-    """The Guidance slider set to ``value``, its end moved out to a value beyond it (a model
-    or schedule file may record up to 100)."""
-    return gr.update(value=value, maximum=max(GUIDANCE_END, value))
-
-
 def fresh_lists(backend: UiBackend, base: str | None, upsampler: str | None,
                 lora: str | None, schedule: str | None) -> list[tuple[list[str], str | None]]:
     """(choices, value) of the base, upsampler, LoRA and schedule lists as the models folder
@@ -120,16 +127,19 @@ def build_app(backend: UiBackend) -> Any:
     first = bases[0] if bases else None
     sampler0, steps0, guidance0 = _recommended_values(backend, first, samplers)
 
-    def run(prompt: str, n: float, sampler: str, base_steps: float, up_steps: str,
-            guidance: float, seed: str | None, base: str, upsampler: str, lora: str,
-            lora_scale: float, precision: str, compile_: bool, schedule: str, grey: bool,
+    def run(prompt: str, n: float | None, sampler: str, base_steps: float | None,
+            up_steps: str, guidance: float | None, seed: str | None, base: str,
+            upsampler: str, lora: str, lora_scale: float | None, precision: str,
+            compile_: bool, schedule: str, grey: bool,
             progress: Any = gr.Progress()) -> tuple[Any, str, str, str]:
         def on_step(stage: str, done: int, total: int) -> None:
             progress((done, total), desc=f"{stage} sampling")
 
-        try:
+        try:  # the numbers as typed: generate refuses a fraction of a step, or one past 16
+            _filled({"Images per run": n, "Base steps": base_steps, "Guidance": guidance,
+                     "LoRA scale": lora_scale})
             result = backend.generate(
-                prompt=prompt, n=int(n), sampler=sampler, base_steps=int(base_steps),
+                prompt=prompt, n=n, sampler=sampler, base_steps=base_steps,
                 up_steps=up_steps, guidance=float(guidance), seed=seed,  # empty: random
                 base=base, upsampler=upsampler, lora=lora, lora_scale=float(lora_scale),
                 precision=precision, compile=bool(compile_), on_step=on_step,
@@ -150,7 +160,7 @@ def build_app(backend: UiBackend) -> Any:
     def on_base(base: str, upsampler: str) -> tuple[Any, ...]:
         sampler, steps, guidance = _recommended_values(backend, base, samplers)
         prompts = [[p] for p in backend.example_prompts(base)]
-        return (gr.update(value=sampler), gr.update(value=steps), _guidance(gr, guidance),
+        return (gr.update(value=sampler), gr.update(value=steps), gr.update(value=guidance),
                 gr.Dataset(samples=prompts),
                 gr.update(choices=backend.schedule_choices(base), value=OWN_SCHEDULE),
                 gr.update(value=_recommended_grey(backend, base, upsampler)))
@@ -173,7 +183,7 @@ def build_app(backend: UiBackend) -> Any:
             picked = None
         return (gr.update() if new_sampler is None else gr.update(value=new_sampler),
                 gr.update() if steps is None else gr.update(value=steps),
-                gr.update() if guidance is None else _guidance(gr, guidance),
+                gr.update() if guidance is None else gr.update(value=guidance),
                 gr.update() if grey is None else gr.update(value=grey), picked)
 
     # The PNGs are served from the output folder where they are (never changed once written):
@@ -192,8 +202,7 @@ def build_app(backend: UiBackend) -> Any:
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
                                     placeholder=backend.example_prompts(first)[0])
                 with gr.Row():
-                    n = gr.Slider(1, 16, value=4, step=1, label="Images per run",
-                                  elem_id="images-per-run")
+                    n = _number_box(gr, "Images per run", 4, 1, "images-per-run")
                     # text, not a number box: a browser's numbers round seeds above 2**53
                     seed = gr.Textbox("-1", max_lines=1, label="Seed (-1 = random)",
                                       elem_id="seed")
@@ -205,14 +214,11 @@ def build_app(backend: UiBackend) -> Any:
                 with gr.Row():
                     sampler = gr.Dropdown(samplers, value=sampler0, label="Sampler",
                                           elem_id="sampler")
-                    guidance = gr.Slider(0.0, max(GUIDANCE_END, guidance0), value=guidance0,
-                                         step=GUIDANCE_STEP, label="Guidance",
-                                         elem_id="guidance")
+                    guidance = _number_box(gr, "Guidance", guidance0, 0.05, "guidance")
                 with gr.Row():
                     schedule = gr.Dropdown(backend.schedule_choices(first), value=OWN_SCHEDULE,
                                            label="Schedule", elem_id="schedule")
-                    base_steps = gr.Slider(1, 250, value=steps0, step=1, label="Base steps",
-                                           elem_id="base-steps")
+                    base_steps = _number_box(gr, "Base steps", steps0, 1, "base-steps")
                     up_steps = gr.Dropdown([UPSAMPLE_STEPS, "10", "25", "50", "100"],
                                            value=UPSAMPLE_STEPS,
                                            allow_custom_value=True, label="Upsampler steps",
@@ -221,8 +227,7 @@ def build_app(backend: UiBackend) -> Any:
                     with gr.Row():
                         lora = gr.Dropdown([NONE_LABEL, *loras], value=NONE_LABEL, label="LoRA",
                                            elem_id="lora")
-                        lora_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
-                                               label="LoRA scale")
+                        lora_scale = _number_box(gr, "LoRA scale", 1.0, 0.05, "lora-scale")
                     with gr.Row():
                         precision = gr.Radio(list(PRECISIONS), value=backend.precision,
                                              label="Precision")
@@ -259,6 +264,9 @@ def build_app(backend: UiBackend) -> Any:
                     lora, lora_scale, precision, compile_, schedule, grey],
             outputs=[gallery, used_seed, settings, memory],
             concurrency_limit=1,
+            # a click while a run goes is not dropped (gradio's "once"): the last one runs
+            # after it, with the settings as they are then
+            trigger_mode="always_last",
         )
     return demo
 

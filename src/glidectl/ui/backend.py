@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError, flags_named, is_own_warning, outside_commands
-from ..ranges import FLAGS, GUIDANCE, SEED_OR_RANDOM, STEPS, check, check_seed_span
+from ..ranges import FLAGS, GUIDANCE, SEED_OR_RANDOM, STEPS, Range, check, check_seed_span
 from .models import (
     KEEP_MODELS,
     NONE_LABEL,
@@ -41,6 +41,12 @@ EXAMPLE_PROMPTS = [
     "a blue square on a black background",
 ]
 MAX_IMAGES = 16
+#: The page's number boxes and the numbers each takes (``sample``'s ranges for steps, guidance
+#: and ``lora merge``'s for the scale): the boxes pass on whatever is typed, and ``generate``
+#: refuses a number outside in one sentence (a gradio slider, or a number box with bounds,
+#: would set it to the nearest end without a word).
+BOXES: dict[str, Range] = {"Images per run": Range(1, MAX_IMAGES), "Base steps": STEPS,
+                           "Guidance": GUIDANCE, "LoRA scale": FLAGS["--scale"]}
 OWN_SCHEDULE = "(default)"  # the model's recommended schedule, else the sampler's own
 FITTED_SCHEDULE = "fitted (schedule.json)"  # RUN/schedule.json of a run folder, by fit-steps
 
@@ -214,23 +220,20 @@ class UiBackend:
 
         if not prompt or not prompt.strip():
             raise GlidectlError("Type a prompt first.")
-        for label, value in (("Images per run", n), ("Steps", base_steps)):
+        for label, value in (("Images per run", n), ("Base steps", base_steps)):
             if isinstance(value, float) and not value.is_integer():  # typed in the box
                 raise GlidectlError(f"{label} must be a whole number; got {value:g}.")
         n = int(n) if isinstance(n, float) else n
-        if not 1 <= n <= MAX_IMAGES:
-            raise GlidectlError(f"Images per run must be between 1 and {MAX_IMAGES}.")
+        check("Images per run", n, BOXES["Images per run"])
         precision = check_precision(precision, "precision")
         if sampler:
             plugins.samplers().get(sampler)  # unknown name → one clear error
         up_steps = _steps(up_steps)
         seed = _seed(seed)
-        for label, value, rng in (
-            ("Guidance", guidance, GUIDANCE),
-            ("Steps", base_steps, STEPS), ("LoRA scale", lora_scale, FLAGS["--scale"]),
-            ("Upsampler steps", up_steps if isinstance(up_steps, int) else None, STEPS),
-        ):
-            check(label, value, rng)
+        for label, value in (("Guidance", guidance), ("Base steps", base_steps),
+                             ("LoRA scale", lora_scale)):
+            check(label, value, BOXES[label])
+        check("Upsampler steps", up_steps if isinstance(up_steps, int) else None, STEPS)
         check_seed_span("Seed", seed, n)  # a drawn one (-1, None) stays below 2**31
         models, loras = self._all()
         base_c = pick(base_choices(models), base, "base model")
