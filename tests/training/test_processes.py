@@ -710,10 +710,15 @@ def test_a_main_process_slow_to_write_a_checkpoint_is_waited_for_past_the_timeou
     """The other processes waited for the main one's checkpoint files (gigabytes, on a slow
     disk) in the process group, so a write longer than its timeout ended the run; they now
     wait as for a preview. The main process is stopped (SIGSTOP) mid-checkpoint for longer
-    than train.collective_timeout_minutes (6 s), and the run still finishes."""
+    than train.collective_timeout_minutes (6 s), and the run still finishes. It is stopped
+    while it sets the run up too (its run folder locked), where the others waited in
+    silence."""
     cfg = tiny(train=dict(steps=8, collective_timeout_minutes=0.1), checkpoint=dict(every=2))
     checkpoints = tmp_path / "runs" / "t" / "checkpoints"
     with _launched(config_file(cfg)) as launcher:
+        rank0 = _stop_rank(launcher, 0, (checkpoints.parent / ".lock").exists)
+        time.sleep(5)
+        os.kill(rank0, signal.SIGCONT)
         while True:  # caught between the checkpoint's first file and its commit
             rank0 = _stop_rank(launcher, 0, lambda: any(checkpoints.glob(".tmp-step-*")))
             if any(checkpoints.glob(".tmp-step-*")):
@@ -726,13 +731,19 @@ def test_a_main_process_slow_to_write_a_checkpoint_is_waited_for_past_the_timeou
     assert launcher.returncode == 0, out
     assert "done at step 8" in out and "Traceback" not in out, out
     assert (checkpoints / "latest").read_text().strip() == "step-000008"
-    # the other process said once, after 3 s, what the main process's heartbeat last said
+    # the other process said once per wait, after 3 s, what the main process's heartbeat
+    # last said (none before the run folder is made)
     said = re.findall(r"Still waiting for the main process[^\n]*", out)
-    assert len(said) == 1, out
+    assert len(said) == 2, out
+    assert re.fullmatch(
+        r"Still waiting for the main process to finish (the choice of the run folder|the run "
+        r"folder's creation|the check for free disk space|the setup) after [\d.]+ s: the main "
+        r"process [^;]+ \(stopped, waiting on a disk, its machine cut off\); this process "
+        r"waits for it for up to 24 h.", said[0]), said
     assert re.fullmatch(
         rf"Still waiting for the main process to finish step {step}'s checkpoint after "
         r"[\d.]+ s(?: \(steps took [\d.]+ s at most\))?: the main process \(host "
         rf"{re.escape(host_name())}, pid {rank0}\) was last heard from [\d.]+ s ago, busy with "
         rf"step {step}'s checkpoint: it may be stuck \(stopped, waiting on a disk, its machine "
-        r"cut off\); this process waits for it for up to 24 h.", said[0]), said
+        r"cut off\); this process waits for it for up to 24 h.", said[1]), said
     assert not (checkpoints.parent / ".heartbeats").exists()

@@ -3,16 +3,21 @@ watchdog's lines, without processes (tests/training/test_processes.py runs them 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import asdict
 from datetime import timedelta
+from types import SimpleNamespace
 
 from glidectl.atomic import host_name
+from glidectl.errors import GlidectlError
+from glidectl.training import processes
 from glidectl.training.heartbeats import Beat, Heartbeats, beat_path, read_beat
-from glidectl.training.processes import collective_timeout, timeout_handlers
+from glidectl.training.processes import Processes, collective_timeout, timeout_handlers
 from glidectl.training.watchdog import Watchdog
 
 
@@ -180,3 +185,46 @@ def test_the_others_say_when_the_main_process_is_not_heard_from(tmp_path):
         r": the main process \(host node-b, pid 4242\) was last heard from 3[01] s ago, busy with "
         r"step 8's preview: it may be stuck \(stopped, waiting on a disk, its machine cut off\); "
         r"this process waits", said[0]), said
+
+
+def test_the_setup_is_each_processs_own_work_and_a_wait_for_the_main_process_is_said(tmp_path):
+    """The others waited in silence for up to 24 h while the main process set the run up (a
+    hung network filesystem, a slow download): now they say it once, with the main
+    process's heartbeat; the main process's own setup is not said, and after the setup a
+    wait returns to before the first step, as it did."""
+    main = _beating(tmp_path)
+    other = _beating(tmp_path, rank=1, main_wait=timedelta(hours=24))
+    with main.waiting("the run folder's creation"), other.waiting("the run folder's creation"):
+        pass
+    said_by_main: list[str] = []
+    with main.watching(said_by_main.append), other.waiting("the setup"):
+        said = _watched(other, 0.9)
+    assert said_by_main == []
+    assert len(said) == 1 and re.fullmatch(
+        r"Still waiting for the main process to finish the setup after [\d.]+ s: the main "
+        rf"process \(host {re.escape(host_name())}, pid {os.getpid()}\) has been busy with the "
+        r"setup for [\d.]+ s; this process waits for it for up to 24 h.", said[0]), said
+    main.set_up()
+    with main.waiting("the trackers' start"):
+        pass
+    said = _watched(main, 0.7)
+    assert len(said) == 1 and said[0].startswith("Still before the first step after "), said
+
+
+def test_a_failed_setup_stops_the_thread_and_takes_the_heartbeats_with_it(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(processes, "main_work_group", lambda accelerator, timeout: None)
+    accelerator = SimpleNamespace(is_main_process=True, num_processes=2, process_index=0,
+                                  is_local_main_process=True)
+    folder = tmp_path / ".heartbeats"
+    for fails in (True, False):
+        procs = Processes(accelerator, timedelta(seconds=0.6))
+        with contextlib.suppress(GlidectlError), procs.setting_up(print):
+            procs.beat_in(folder)
+            time.sleep(0.4)
+            assert read_beat(folder, 0).doing == "busy with the setup"
+            if fails:
+                raise GlidectlError("No room for the checkpoints.")
+        assert "glidectl-watchdog" not in [t.name for t in threading.enumerate()]
+        assert folder.exists() is not fails  # a set-up run's loop writes on there
+        assert read_beat(folder, 0) is None

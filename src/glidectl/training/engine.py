@@ -145,7 +145,15 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         self.accelerator = acc = make_accelerator(cfg, self.precision.autocast)
         self.procs = Processes(acc, collective_timeout(cfg.train.collective_timeout_minutes,
                                                        acc.state.backend))
-        self.main = self.procs.main
+        self.main, self.quiet = self.procs.main, quiet
+        with self.procs.setting_up(self._say_aside):
+            self._set_up(resume=resume, adapter=adapter, live=live, dataset=dataset)
+
+    def _set_up(self, *, resume: str | None, adapter: ModelAdapter | None,
+                live: bool | None, dataset: Any) -> None:
+        """The run folder, model, data, optimizer, EMA and resume state (the watchdog
+        watches the waits for the main process)."""
+        cfg, acc = self.cfg, self.accelerator
         self._setup_run_dir(resume)
         if self.resume_from is not None:
             check_resume_kind(self.resume_from, adapter)
@@ -194,9 +202,8 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         if self.main:  # after the resume state is read: a refused resume leaves the run as it was
             save_config(cfg, self.run_dir.config)
         self.display = Display(
-            self.total_steps, self.state.step, live=live, enabled=self.main and not quiet
+            self.total_steps, self.state.step, live=live, enabled=self.main and not self.quiet
         )
-        self.quiet = quiet
         if cfg.train.precision == "auto":
             self.display.message(self.precision.line())
         for note in self._notes:
@@ -223,7 +230,10 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         self.resume_from = Path(resume_from) if resume_from else None
         if self.main:
             self._claim.create(self.run_dir)
+            self.procs.beat_in(self.run_dir.heartbeats)
         self.procs.wait_for_main("the run folder's creation")
+        if not self.main:
+            self.procs.beat_in(self.run_dir.heartbeats)
 
     def _setup_model(self, adapter: ModelAdapter | None) -> torch.nn.Module:
         """Wrap the network for training; checks there is something to train and room for it."""

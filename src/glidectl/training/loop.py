@@ -178,7 +178,8 @@ class TrainingLoop:
         if self.main:
             truncate_after(self.run_dir.metrics, step)
             out.metrics = MetricsFile(self.run_dir.metrics)
-            moved = tidy_run(self.run_dir, self.checkpoints, step, self.state.best_step)
+            moved = tidy_run(self.run_dir, self.checkpoints, step, self.state.best_step,
+                             beating=self.procs.count > 1)
             if moved:
                 self.display.message(moved)
         self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
@@ -190,50 +191,50 @@ class TrainingLoop:
         sums, logged = torch.zeros(3), 0
         self.model.train()
         try:
-            self.procs.beat_in(self.run_dir.heartbeats)
-            self.procs.busy("the trackers' start")
-            out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids)
-            self.state.tracker_ids = out.trackers.ids
-            self.procs.wait_for_main("the trackers' start")
-            with StopFlag() as stop, self.display, self.procs.watching(self._say_aside):
-                if step == 0:
-                    if self.total_steps > 0:
-                        self._first_batch()
-                    self._preview(out.trackers)
-                self._meter.reset()
-                while step < self.total_steps:
-                    self.procs.step(step + 1)
-                    terms, stepped = self._optimizer_step()
-                    if not stepped:
-                        continue
-                    if self.ema is not None:
-                        self.ema.update()
-                    step = self.state.step = step + 1
-                    sums, logged = sums + terms.float().cpu(), logged + 1
-                    self.display.advance(step)
-                    out.result.last_loss = float(terms[0])
-                    if step % cfg.log.every == 0 or step == self.total_steps:
-                        record = self._record(step, sums, logged)
-                        sums, logged = torch.zeros(3), 0
-                        self._meter.reset()
-                        out.result.logged(record)
-                        out.write(record, step)
-                        self.display.log(record)
-                    if cfg.preview.every > 0 and step % cfg.preview.every == 0:
+            with self.procs.watching(self._say_aside):
+                self.procs.busy("the trackers' start")
+                out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids)
+                self.state.tracker_ids = out.trackers.ids
+                self.procs.wait_for_main("the trackers' start")
+                with StopFlag() as stop, self.display:
+                    if step == 0:
+                        if self.total_steps > 0:
+                            self._first_batch()
                         self._preview(out.trackers)
-                    self._validate(step, out)
-                    # Once the last step is trained a stop is no interruption: the final
-                    # checkpoint below ends the run as done.
-                    early = until is not None and step >= until
-                    if step < self.total_steps and (self.procs.stop_requested(stop) or early):
-                        out.result.interrupted = True
-                        break
-                    if step == self.total_steps or (
-                            cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0):
+                    self._meter.reset()
+                    while step < self.total_steps:
+                        self.procs.step(step + 1)
+                        terms, stepped = self._optimizer_step()
+                        if not stepped:
+                            continue
+                        if self.ema is not None:
+                            self.ema.update()
+                        step = self.state.step = step + 1
+                        sums, logged = sums + terms.float().cpu(), logged + 1
+                        self.display.advance(step)
+                        out.result.last_loss = float(terms[0])
+                        if step % cfg.log.every == 0 or step == self.total_steps:
+                            record = self._record(step, sums, logged)
+                            sums, logged = torch.zeros(3), 0
+                            self._meter.reset()
+                            out.result.logged(record)
+                            out.write(record, step)
+                            self.display.log(record)
+                        if cfg.preview.every > 0 and step % cfg.preview.every == 0:
+                            self._preview(out.trackers)
+                        self._validate(step, out)
+                        # Once the last step is trained a stop is no interruption: the final
+                        # checkpoint below ends the run as done.
+                        early = until is not None and step >= until
+                        if step < self.total_steps and (self.procs.stop_requested(stop) or early):
+                            out.result.interrupted = True
+                            break
+                        if step == self.total_steps or (
+                                cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0):
+                            self._checkpoint(out.result)
+                    if out.result.interrupted:
+                        self.display.message(f"{stop.signal_name or 'stop'}: saving step {step}")
                         self._checkpoint(out.result)
-                if out.result.interrupted:
-                    self.display.message(f"{stop.signal_name or 'stop'}: saving step {step}")
-                    self._checkpoint(out.result)
         finally:
             self.procs.busy("the run's end")
             out.close()
@@ -247,10 +248,11 @@ class TrainingLoop:
         return out.result
 
     def _say_aside(self, text: str) -> None:
-        """A line of the watchdog's: on the display (main process), printed by the others
-        (their display shows nothing), unless quiet."""
-        if self.main:
-            self.display.message(text)
+        """A line of the watchdog's: on the main process's display once it has one, else
+        printed (the others' display shows nothing), unless quiet."""
+        display = getattr(self, "display", None)  # none yet while the run is set up
+        if self.main and display is not None:
+            display.message(text)
         elif not self.quiet:
             print(text, flush=True)
 

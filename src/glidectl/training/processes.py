@@ -4,8 +4,8 @@ any one process, a stop asked of any one (one process: all of it is plain calls)
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,8 +96,9 @@ class Processes:
             self.watchdog.busy(what)
 
     def beat_in(self, folder: Path) -> None:
-        """The heartbeats go in ``folder`` (every process, before the others wait for the
-        main process: it empties the folder first)."""
+        """The heartbeats go in ``folder``: the main process empties it (a killed run's go)
+        before the others wait for it, and they call this only after that wait, so none
+        reads a heartbeat that is not this run's."""
         if self.watchdog is None:
             return
         if self.main:
@@ -105,7 +106,7 @@ class Processes:
         self.watchdog.beats = Heartbeats(folder, self.rank)
 
     def end_beats(self) -> None:
-        """The heartbeats' folder goes (main process, at the run's end)."""
+        """The heartbeats' folder goes (main process, at the run's end or a failed setup's)."""
         if self.main and self.watchdog is not None and self.watchdog.beats is not None:
             heartbeats.remove(self.watchdog.beats.folder)
 
@@ -115,6 +116,21 @@ class Processes:
         if self.watchdog is None:
             return nullcontext()
         return self.watchdog.watching(say if self._says else None)
+
+    @contextmanager
+    def setting_up(self, say: Callable[[str], None]) -> Iterator[None]:
+        """The watchdog's thread runs while the run is set up, as in :meth:`watching`; the
+        setup is each process's own work, and a failed one takes the heartbeats with it."""
+        if self.watchdog is None:
+            yield
+            return
+        try:
+            with self.watching(say):
+                yield
+        except BaseException:
+            self.end_beats()
+            raise
+        self.watchdog.set_up()
 
     def _waiting(self, what: str) -> AbstractContextManager[None]:
         return self.watchdog.waiting(what) if self.watchdog is not None else nullcontext()

@@ -229,7 +229,7 @@ class RunClaim:
 
 
 def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
-             best_step: int | None) -> str | None:
+             best_step: int | None, *, beating: bool = False) -> str | None:
     """Make the run folder fit to train on from ``step`` (main process, run lock held);
     returns the line to show when later checkpoints were set aside.
 
@@ -240,14 +240,16 @@ def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
     processes' heartbeats, and,
     through pruning, checkpoints past ``keep_last`` and temp step folders (a kill between
     the final checkpoint and its pruning left them, and a finished run writes no checkpoint
-    again)."""
+    again). ``beating``: this run's processes write their heartbeats there already (several
+    processes: the setup emptied the folder), so it stays."""
     moved = set_aside_after(run.checkpoints, step) if step else None
     if best_step is not None and run.step_dir(best_step).is_dir() \
             and checkpoints.best() != run.step_dir(best_step):
         checkpoints.mark_best(best_step)
     for folder in run.written_folders():
         remove_stale_temps(folder)
-    heartbeats.remove(run.heartbeats)  # a killed multi-process run's
+    if not beating:
+        heartbeats.remove(run.heartbeats)  # a killed multi-process run's
     checkpoints.prune()
     if moved is None:
         return None

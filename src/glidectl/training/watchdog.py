@@ -79,8 +79,9 @@ class Watchdog:
     has lasted over ``after`` seconds and three times the longest step so far (the first
     step left out: warm-up, compiling). The main process says so of its steps and of its
     waits for the others, the others of their waits for the main process's own work (for
-    up to ``main_wait``). The thread only reads the mark and files, never a collective: a
-    hung collective cannot hang it, and it cannot disturb one."""
+    up to ``main_wait``), the setup's too (until :meth:`set_up`). The thread only reads the
+    mark and files, never a collective: a hung collective cannot hang it, and it cannot
+    disturb one."""
 
     def __init__(self, timeout: timedelta, after: float = 60.0, *, rank: int = 0,
                  world: int = 1, main_wait: timedelta | None = None):
@@ -93,7 +94,9 @@ class Watchdog:
         self.beats: Heartbeats | None = None
         self.longest = 0.0
         self._mark: _Mark | None = None
-        self._at = "before the first step"  # where a wait returns to
+        # where a wait returns to, and whether it is said when it lasts: the setup is each
+        # process's own work (the main process's tells the others in its heartbeat)
+        self._at, self._at_watched = "busy with the setup", False
         self._step: int | None = None
         self._steps = 0
         self._stop = threading.Event()
@@ -102,8 +105,14 @@ class Watchdog:
     # ------------------------------------------------------------------ the main thread
     def step(self, step: int) -> None:
         """Step ``step`` begins (its time counts toward the longest step)."""
-        self._at, self._step = f"at step {step}", step
+        self._at, self._at_watched, self._step = f"at step {step}", self.main, step
         self._set(_Mark(self._at, time.monotonic(), step=step, watched=self.main))
+
+    def set_up(self) -> None:
+        """The setup is done: a wait returns to before the first step (said by the main
+        process when it lasts, as a step is)."""
+        if self._step is None:
+            self._at, self._at_watched = "before the first step", self.main
 
     def busy(self, what: str) -> None:
         """The main process's own work (``what``: "step 120's preview") begins; its
@@ -123,7 +132,7 @@ class Watchdog:
         try:
             yield
         finally:
-            self._set(_Mark(self._at, time.monotonic(), watched=self.main))
+            self._set(_Mark(self._at, time.monotonic(), watched=self._at_watched))
 
     def _set(self, mark: _Mark) -> None:
         last = self._mark
