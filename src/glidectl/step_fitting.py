@@ -28,7 +28,13 @@ import torch
 
 from . import plugins
 from .errors import GlidectlError
-from .samplers.bespoke import Rows, fit_coefficients, linear_coefficients, sample_bespoke
+from .samplers.bespoke import (
+    Rows,
+    fit_coefficients,
+    linear_coefficients,
+    sample_bespoke,
+    still_falling,
+)
 from .samplers.denoiser import GlideDenoiser
 from .samplers.schedules import build_sigmas
 from .samplers.search import descend_sigmas, search_sigmas
@@ -208,15 +214,21 @@ def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: 
     rows = linear_coefficients(plugins.samplers().get(sampler), sigmas)
     if start and has_coefficients(start, steps):  # resume the start file's fit for this count
         rows = read_coefficients(start, steps, sigmas)
+    trace: list[float] = []
     rows, sigmas, fitted = fit_coefficients(
         den, target.start(sigmas), sigmas, target.ref, rows, evals=evals,
-        move_sigmas=not fixed_sigmas, sigma_floor=den.sigma_min, log=log)
+        move_sigmas=not fixed_sigmas, sigma_floor=den.sigma_min, log=log, trace=trace)
     if not (math.isfinite(fitted) and all(math.isfinite(c) for r in rows for c in r)):
         raise GlidectlError(f"The bespoke fit for {calls} calls diverged (tuning RMS "
                             f"{fitted}); nothing was written for it: refit without --start, "
                             "or with fewer --evals.")
     log(f"{calls} calls: bespoke tuning RMS {value:.5f} -> {fitted:.5f} "
         f"({time.perf_counter() - began:.0f} s)")
+    if (fell := still_falling(trace, evals)) is not None and fell > 0:
+        log(f"{calls} calls: the fit stopped at its limit of {evals} evaluations with the "
+            f"tuning RMS still falling ({fell * 100:.1f} % in the last "
+            f"{max(1, evals // 10)}); --start FILE (the file written) --evals N with the "
+            "same prompts, --images and --seed and another --out continues it.")
     return steps, sigmas, rows
 
 

@@ -11,7 +11,12 @@ from glidectl import plugins
 from glidectl.errors import GlidectlError
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
-from glidectl.samplers.bespoke import fit_coefficients, linear_coefficients, sample_bespoke
+from glidectl.samplers.bespoke import (
+    fit_coefficients,
+    linear_coefficients,
+    sample_bespoke,
+    still_falling,
+)
 from glidectl.samplers.tuned import read_coefficients, write_schedule_file
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
@@ -154,12 +159,25 @@ def test_a_non_finite_probe_is_rejected_and_a_fit_never_ends_worse() -> None:
     sigmas = get_sigmas("exponential", 5, SIGMA_MIN, SIGMA_MAX)
     start = linear_coefficients(plugins.samplers().get("unipc"), sigmas)
     first = float((sample_bespoke(den, x, sigmas, coefficients=start) - ref).pow(2).mean().sqrt())
-    rows, _, best = fit_coefficients(_FailsOnce(den), x, sigmas, ref, start, evals=8)
+    trace: list[float] = []
+    rows, _, best = fit_coefficients(_FailsOnce(den), x, sigmas, ref, start, evals=8,
+                                     trace=trace)
     assert math.isfinite(best) and best < first
+    # every evaluation, the rejected probe's too, with the best so far: the limit was reached
+    assert len(trace) >= 8 and trace[-1] == best and trace == sorted(trace, reverse=True)
+    assert still_falling(trace, 8) == pytest.approx(1 - trace[-1] / trace[-2])
     again = (sample_bespoke(den, x, sigmas, coefficients=rows) - ref).pow(2).mean().sqrt()
     assert float(again) == pytest.approx(best)
     rows, _, best = fit_coefficients(den, x, sigmas, ref, start, evals=1)
     assert rows == start and best == pytest.approx(first)
+
+
+def test_still_falling_reads_the_last_tenth_of_a_fit_that_ran_into_its_limit() -> None:
+    trace = [1.0] * 80 + [0.5] * 10 + [0.5 - 0.01 * i for i in range(10)]
+    assert still_falling(trace, 100) == pytest.approx(1 - 0.41 / 0.5)  # 10 evaluations back
+    assert still_falling([1.0] * 100, 100) == 0  # at the limit, but flat
+    assert still_falling(trace[:60], 100) is None  # L-BFGS stopped by itself: converged
+    assert still_falling([float("inf"), 0.3], 2) is None  # no finite figure to compare
 
 
 class _Clipping:

@@ -95,12 +95,13 @@ def linear_coefficients(sampler: Callable, sigmas: torch.Tensor) -> Rows:
 
 def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch.Tensor,
                      rows: Rows, *, evals: int = 150, move_sigmas: bool = False,
-                     sigma_floor: float | None = None, log: Callable[[str], None] | None = None
-                     ) -> tuple[Rows, torch.Tensor, float]:
+                     sigma_floor: float | None = None, log: Callable[[str], None] | None = None,
+                     trace: list[float] | None = None) -> tuple[Rows, torch.Tensor, float]:
     """L-BFGS on the mean squared distance of :func:`solve` to ``ref`` from ``x``, from
     ``rows`` on ``sigmas``, for about ``evals`` evaluations of the loss and its gradient (the
-    last line search may take a few more); returns
-    the best rows seen, their σ's and their RMS.
+    last line search may take a few more) or until L-BFGS converges; returns
+    the best rows seen, their σ's and their RMS. ``trace``, if given, gets the best RMS so
+    far after each evaluation (:func:`still_falling` reads it).
 
     The ε coefficients move by a factor e^p (they span σ_max to σ_min), the D ones by
     additive offsets. With ``move_sigmas`` the σ's move too (as in the paper), through
@@ -142,10 +143,12 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
         coeffs, sig = current()
         loss = (solve(denoiser, x, sig, [c.to(x.dtype) for c in coeffs]) - ref).pow(2).mean()
         value = loss.sqrt().item()
+        if math.isfinite(value) and value < best[0]:
+            best[:] = [value, [c.detach().tolist() for c in coeffs], sig.detach().clone()]
+        if trace is not None:
+            trace.append(best[0])
         if not math.isfinite(value):  # a line-search probe too far: tell it "much worse"
             return torch.tensor(1e30, dtype=torch.float64)
-        if value < best[0]:
-            best[:] = [value, [c.detach().tolist() for c in coeffs], sig.detach().clone()]
         if log and count[0] % 25 == 0:
             log(f"  fit {count[0]}/{evals}: rms {value:.5f}")
         count[0] += 1
@@ -156,3 +159,13 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
     if log:
         log(f"  fit: best rms {best[0]:.5f} in {count[0]} evaluations")
     return best[1], best[2], best[0]
+
+
+def still_falling(trace: list[float], evals: int) -> float | None:
+    """How much the best RMS fell over the last tenth of a fit's ``trace`` (a fraction) when
+    the fit ran into its ``evals`` limit, else None (L-BFGS stopped by itself: converged)."""
+    if len(trace) < evals or len(trace) < 2:
+        return None
+    last = max(1, evals // 10)
+    before, after = trace[-last - 1], trace[-1]
+    return 1 - after / before if math.isfinite(before) and before > 0 else None
