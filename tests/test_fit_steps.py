@@ -521,10 +521,14 @@ def test_a_heun_files_refit_line_fits_the_steps_it_holds(glidectl, weights, tmp_
 
 def test_a_refit_worse_on_the_held_out_images_keeps_the_start(glidectl, weights,
                                                               tmp_path) -> None:
-    """A bespoke fit to noise seed 2, refitted to seed 1: the check (seed 2) finds the start
-    more accurate there, so the file keeps the start's solver and says so; without the
-    check the refit is written."""
+    """A bespoke fit (noise seed 2) refitted to a tuning target unlike the held-out one (its
+    reference negated, as images unlike those sampled): the check finds the start more
+    accurate, so the file keeps the start's solver and says so; without the check
+    (``--check-images 0``) a refit is written. (Refitted on the model's own ODE, which of the
+    two is ahead on this tiny model is a matter of a few per cent and of float rounding.)"""
+    from glidectl.glide.loading import load_model
     from glidectl.samplers.tuned import read_schedule_file
+    from glidectl.step_fitting import fit_steps, reference
 
     fit = ("fit-steps", weights["base"], "--calls", "3", "--method", "bespoke", "--prompt",
            "a cat", "--images", "3", "--reference-steps", "12")
@@ -532,15 +536,19 @@ def test_a_refit_worse_on_the_held_out_images_keeps_the_start(glidectl, weights,
     code, _, stderr = glidectl(*fit, "--seed", "2", "--rounds", "2", "--evals", "30",
                                "--out", start)
     assert code == 0, stderr
-    code, _, stderr = glidectl(*fit, "--seed", "1", "--evals", "8", "--start", start,
-                               "--out", kept)
-    assert code == 0, stderr
+    model = load_model(weights["base"])
+    tuning = reference(model, ["a cat"] * 3, 3.0, seed=1, steps=12)
+    tuning.ref = -tuning.ref
+    held_out = reference(model, ["a cat"] * 3, 3.0, seed=2, steps=12)
+    lines: list[str] = []
+    fit_steps(tuning, [3], "bespoke", "unipc", kept, "test", log=lines.append,
+              held_out=held_out, start=str(start), evals=8)
     data, first = json.loads(kept.read_text()), json.loads(start.read_text())
     check = data["held_out"]["3"]
-    assert check["kept_start"] and check["refit_mean"] > check["mean"]
+    assert check["kept_start"] and check["refit_mean"] > 1.2 * check["mean"]
     assert (f"3 calls: the refit errs more on the held-out images than {start}'s solver "
             f"(mean {check['refit_mean']:.5f} against {check['mean']:.5f}); kept that one "
-            "for 3 calls (--check-images 0 keeps the refit).") in stderr
+            "for 3 calls (--check-images 0 keeps the refit).") in lines
     assert data["coefficients"]["3"] == first["coefficients"]["3"]
     assert read_schedule_file(kept)[3] == pytest.approx(read_schedule_file(start)[3], rel=1e-6)
     code, _, stderr = glidectl(*fit, "--seed", "1", "--evals", "8", "--start", start,
