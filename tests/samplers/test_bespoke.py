@@ -176,7 +176,7 @@ def test_still_falling_reads_the_last_tenth_of_a_fit_that_ran_into_its_limit() -
     trace = [1.0] * 80 + [0.5] * 10 + [0.5 - 0.01 * i for i in range(10)]
     assert still_falling(trace, 100) == pytest.approx(1 - 0.41 / 0.5)  # 10 evaluations back
     assert still_falling([1.0] * 100, 100) == 0  # at the limit, but flat
-    assert still_falling(trace[:60], 100) is None  # L-BFGS stopped by itself: converged
+    assert still_falling(trace[:60], 100) is None  # L-BFGS stopped before the limit
     assert still_falling([float("inf"), 0.3], 2) is None  # no finite figure to compare
 
 

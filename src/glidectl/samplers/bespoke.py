@@ -99,7 +99,7 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
                      trace: list[float] | None = None) -> tuple[Rows, torch.Tensor, float]:
     """L-BFGS on the mean squared distance of :func:`solve` to ``ref`` from ``x``, from
     ``rows`` on ``sigmas``, for about ``evals`` evaluations of the loss and its gradient (the
-    last line search may take a few more) or until L-BFGS converges; returns
+    last line search may take a few more) or until L-BFGS stops by itself; returns
     the best rows seen, their σ's and their RMS. ``trace``, if given, gets the best RMS so
     far after each evaluation (:func:`still_falling` reads it).
 
@@ -163,7 +163,7 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
 
 def still_falling(trace: list[float], evals: int) -> float | None:
     """How much the best RMS fell over the last tenth of a fit's ``trace`` (a fraction) when
-    the fit ran into its ``evals`` limit, else None (L-BFGS stopped by itself: converged)."""
+    the fit ran into its ``evals`` limit, else None (L-BFGS stopped it by itself)."""
     if len(trace) < evals or len(trace) < 2:
         return None
     last = max(1, evals // 10)
