@@ -224,11 +224,12 @@ def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: 
                             "or with fewer --evals.")
     log(f"{calls} calls: bespoke tuning RMS {value:.5f} -> {fitted:.5f} "
         f"({time.perf_counter() - began:.0f} s)")
-    if (fell := still_falling(trace, evals)) is not None and fell >= 0.001:  # 0.1 %
+    falling = still_falling(trace, evals)
+    if falling is not None and falling[0] >= 0.001:  # 0.1 %
         log(f"{calls} calls: the fit stopped at its limit of {evals} evaluations with the "
-            f"tuning RMS still falling ({fell * 100:.1f} % in the last "
-            f"{max(1, evals // 10)}); --start FILE (the file written) --evals N with the "
-            "same prompts, --images and --seed and another --out continues it.")
+            f"tuning RMS still falling ({falling[0] * 100:.1f} % in the last {falling[1]}); "
+            "--start FILE (the file written) --evals N with the same prompts, --images and "
+            "--seed and another --out continues it.")
     return steps, sigmas, rows
 
 

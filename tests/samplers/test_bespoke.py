@@ -165,7 +165,7 @@ def test_a_non_finite_probe_is_rejected_and_a_fit_never_ends_worse() -> None:
     assert math.isfinite(best) and best < first
     # every evaluation, the rejected probe's too, with the best so far: the limit was reached
     assert len(trace) >= 8 and trace[-1] == best and trace == sorted(trace, reverse=True)
-    assert still_falling(trace, 8) == pytest.approx(1 - trace[-1] / trace[-2])
+    assert still_falling(trace, 8) == (pytest.approx(1 - trace[-1] / trace[-2]), 1)
     again = (sample_bespoke(den, x, sigmas, coefficients=rows) - ref).pow(2).mean().sqrt()
     assert float(again) == pytest.approx(best)
     rows, _, best = fit_coefficients(den, x, sigmas, ref, start, evals=1)
@@ -174,8 +174,8 @@ def test_a_non_finite_probe_is_rejected_and_a_fit_never_ends_worse() -> None:
 
 def test_still_falling_reads_the_last_tenth_of_a_fit_that_ran_into_its_limit() -> None:
     trace = [1.0] * 80 + [0.5] * 10 + [0.5 - 0.01 * i for i in range(10)]
-    assert still_falling(trace, 100) == pytest.approx(1 - 0.41 / 0.5)  # 10 evaluations back
-    assert still_falling([1.0] * 100, 100) == 0  # at the limit, but flat
+    assert still_falling(trace, 100) == (pytest.approx(1 - 0.41 / 0.5), 10)
+    assert still_falling([1.0] * 100, 100) == (0, 10)  # at the limit, but flat
     assert still_falling(trace[:60], 100) is None  # L-BFGS stopped before the limit
     assert still_falling([float("inf"), 0.3], 2) is None  # no finite figure to compare
 

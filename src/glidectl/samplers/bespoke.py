@@ -161,11 +161,12 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
     return best[1], best[2], best[0]
 
 
-def still_falling(trace: list[float], evals: int) -> float | None:
-    """How much the best RMS fell over the last tenth of a fit's ``trace`` (a fraction) when
-    the fit ran into its ``evals`` limit, else None (L-BFGS stopped it by itself)."""
+def still_falling(trace: list[float], evals: int) -> tuple[float, int] | None:
+    """How much the best RMS fell (a fraction) over the last tenth of a fit's ``trace``, and
+    over how many evaluations, when the fit ran into its ``evals`` limit, else None (L-BFGS
+    stopped it by itself)."""
     if len(trace) < evals or len(trace) < 2:
         return None
     last = max(1, evals // 10)
     before, after = trace[-last - 1], trace[-1]
-    return 1 - after / before if math.isfinite(before) and before > 0 else None
+    return (1 - after / before, last) if math.isfinite(before) and before > 0 else None
