@@ -142,6 +142,25 @@ def test_a_fit_never_returns_worse_than_its_start() -> None:
     assert float(after) == pytest.approx(best)
 
 
+def test_a_fit_does_not_depend_on_the_scale_of_its_error() -> None:
+    """The same problem in units 1,000 times smaller (x, σ and the denoiser's output scaled by
+    1e-3, so the MSE by 1e-6, as small as a trained model's) fits to the same solver: the loss
+    is relative to the start's, and L-BFGS's tolerances are absolute."""
+    den, x, ref = _mixture(64, 1)
+    sigmas = get_sigmas("exponential", 5, SIGMA_MIN, SIGMA_MAX)
+    unipc = plugins.samplers().get("unipc")
+    _, _, best = fit_coefficients(den, x, sigmas, ref, linear_coefficients(unipc, sigmas),
+                                  evals=30)
+    c = 1e-3
+
+    def small(x, sigma, **kwargs):
+        return c * den(x / c, sigma / c, **kwargs)
+
+    _, _, scaled = fit_coefficients(small, c * x, c * sigmas, c * ref,
+                                    linear_coefficients(unipc, c * sigmas), evals=30)
+    assert scaled / c == pytest.approx(best, rel=1e-6)
+
+
 class _FailsOnce:
     """A mixture denoiser whose third call returns NaN (a line-search probe gone too far)."""
 
