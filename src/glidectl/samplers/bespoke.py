@@ -113,8 +113,9 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
     method with a line search: on a quickstart model, from the same start, it went as far in
     25 evaluations (0.0218 → 0.0144) as Adam did in 300 steps (0.0146). The loss is the MSE
     as a fraction of the start's, so the fit does not depend on the error's scale: with the
-    MSE itself (~1e-6 on a quickstart model) L-BFGS's absolute tolerances stopped some fits
-    after a few dozen evaluations that, so scaled, went on to a lower error.
+    MSE itself as the loss (about 1e-6 on a quickstart model), L-BFGS's absolute tolerances
+    ended some fits within a few dozen evaluations that, relative to the start, go on to a
+    lower error.
     """
     init = [torch.tensor(row, dtype=torch.float64) for row in rows]
     scale = [torch.zeros((), dtype=torch.float64, requires_grad=True) for _ in init]
