@@ -115,7 +115,8 @@ def fit_coefficients(denoiser, x: torch.Tensor, sigmas: torch.Tensor, ref: torch
     as a fraction of the start's, so the fit does not depend on the error's scale: with the
     MSE itself as the loss (about 1e-6 on a quickstart model), L-BFGS's absolute tolerances
     ended some fits within a few dozen evaluations that, relative to the start, go on to a
-    lower error.
+    lower error. (Where the start's error is not finite, σ's on the floor, the loss is the
+    MSE itself.)
     """
     init = [torch.tensor(row, dtype=torch.float64) for row in rows]
     scale = [torch.zeros((), dtype=torch.float64, requires_grad=True) for _ in init]
