@@ -555,3 +555,40 @@ def test_a_refit_worse_on_the_held_out_images_keeps_the_start(glidectl, weights,
                                "--check-images", "0", "--out", unchecked)
     assert code == 0 and "kept that one" not in stderr, stderr
     assert json.loads(unchecked.read_text())["coefficients"]["3"] != first["coefficients"]["3"]
+
+
+def test_a_fit_that_learned_its_tuning_noise_says_refit_on_more_images(glidectl, weights,
+                                                                        tmp_path) -> None:
+    """A bespoke fit whose solver errs more than 1.25× on the held-out noise than on its
+    tuning images says so in one line and names the refit (tuned to a target unlike the
+    held-out one, its reference negated); at the tuning images' own error it says nothing."""
+    from glidectl.glide.loading import load_model
+    from glidectl.samplers.schedules import build_sigmas
+    from glidectl.samplers.tuned import read_coefficients
+    from glidectl.step_fitting import errors, fit_steps, overfit_hint, reference
+
+    model = load_model(weights["base"])
+    tuning = reference(model, ["a cat"] * 3, 3.0, seed=1, steps=12)
+    tuning.ref = -tuning.ref
+    held_out = reference(model, ["a cat"] * 3, 3.0, seed=2, steps=12)
+    lines: list[str] = []
+    out = tmp_path / "fit.json"
+    fit_steps(tuning, [3], "bespoke", "unipc", out, "test", log=lines.append,
+              held_out=held_out, rounds=1, evals=8)
+    check = json.loads(out.read_text())["held_out"]["3"]
+    hint = [line for line in lines if "tuning noise" in line]
+    assert len(hint) == 1 and hint[0].startswith("3 calls: the solver errs ")
+    assert f"(mean {check['mean']:.5f} against " in hint[0]
+    assert "refit it on more images (--start FILE --images 12, FILE the file written)" in hint[0]
+    sigmas = build_sigmas(str(out), 3, tuning.denoiser.sigmas)
+    rows = read_coefficients(out, 3, sigmas)
+    with torch.no_grad():
+        own = errors(tuning.sample("bespoke", sigmas, rows), tuning.ref)["mean"]
+    quiet: list[str] = []
+    overfit_hint(tuning, sigmas, rows, {"mean": 1.2 * own}, 3, quiet.append)
+    assert quiet == []
+    overfit_hint(tuning, sigmas, rows, {"mean": 1.3 * own}, 3, quiet.append)
+    assert quiet == [f"3 calls: the solver errs 1.30x more on the held-out images than on its 3 "
+                     f"tuning images (mean {1.3 * own:.5f} against {own:.5f}): it fits its "
+                     "tuning noise; refit it on more images (--start FILE --images 12, FILE "
+                     "the file written) for a solver that carries to new noise."]

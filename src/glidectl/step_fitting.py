@@ -248,6 +248,26 @@ def _start_if_better(held_out: Target, start: str | None, steps: int,
     return None
 
 
+OVERFIT = 1.25  # held-out mean over tuning mean above which a bespoke fit is called overfitted
+
+
+def overfit_hint(target: Target, sigmas: torch.Tensor, rows: Rows, check: dict[str, float],
+                 calls: int, log: Log) -> None:
+    """One line when a bespoke solver errs ``OVERFIT``× more on the held-out noise
+    (``check``) than on its own tuning images: it learned its tuning noise (on a quickstart
+    model, the same captions from new noise erred 1.5× more), and a refit on more images
+    carries further (24 → 96 took a quickstart model's 15-call solver from 0.131× to
+    0.100× DDIM-50 held out; benchmarks/MEASUREMENTS.md)."""
+    with torch.no_grad():
+        tuned = errors(target.sample("bespoke", sigmas, rows), target.ref)["mean"]
+    if check["mean"] > OVERFIT * tuned:
+        log(f"{calls} calls: the solver errs {check['mean'] / tuned:.2f}x more on the held-out "
+            f"images than on its {len(target.noise)} tuning images (mean {check['mean']:.5f} "
+            f"against {tuned:.5f}): it fits its tuning noise; refit it on more images "
+            f"(--start FILE --images {4 * len(target.noise)}, FILE the file written) for a "
+            "solver that carries to new noise.")
+
+
 def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: str | Path,
               about: str, log: Log = print, held_out: Target | None = None,
               model_sha256: str | None = None, guidance: float | None = None,
@@ -288,6 +308,8 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                     f"{options['start']}'s solver (mean {c['mean']:.5f} against "
                     f"{kept[2]['mean']:.5f}); kept that one for {n} calls "
                     "(--check-images 0 keeps the refit).")
+            elif rows is not None:
+                overfit_hint(target, sigmas, rows, checks[steps], n, log)
         write_schedule_file(out, found, float(target.grid[-2]), float(target.grid[0]),
                             f"{how} on {about}",
                             sampler={"gits": None, "bespoke": "bespoke"}.get(method, sampler),
