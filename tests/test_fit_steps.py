@@ -579,7 +579,7 @@ def test_a_fit_that_learned_its_tuning_noise_says_refit_on_more_images(glidectl,
     hint = [line for line in lines if "tuning noise" in line]
     assert len(hint) == 1 and hint[0].startswith("3 calls: the solver errs ")
     assert f"(mean {check['mean']:.5f} against " in hint[0]
-    assert "refit it on more images (--start FILE --images 12, FILE the file written)" in hint[0]
+    assert "--start FILE (the file written) --images 12 and another --out refit it" in hint[0]
     sigmas = build_sigmas(str(out), 3, tuning.denoiser.sigmas)
     rows = read_coefficients(out, 3, sigmas)
     with torch.no_grad():
@@ -590,5 +590,5 @@ def test_a_fit_that_learned_its_tuning_noise_says_refit_on_more_images(glidectl,
     overfit_hint(tuning, sigmas, rows, {"mean": 1.3 * own}, 3, quiet.append)
     assert quiet == [f"3 calls: the solver errs 1.30x more on the held-out images than on its 3 "
                      f"tuning images (mean {1.3 * own:.5f} against {own:.5f}): it fits its "
-                     "tuning noise; refit it on more images (--start FILE --images 12, FILE "
-                     "the file written) for a solver that carries to new noise."]
+                     "tuning noise; --start FILE (the file written) --images 12 and another "
+                     "--out refit it on more images for a solver that carries to new noise."]

@@ -255,16 +255,16 @@ def overfit_hint(target: Target, sigmas: torch.Tensor, rows: Rows, check: dict[s
                  calls: int, log: Log) -> None:
     """One line when a bespoke solver errs ``OVERFIT``× more on the held-out noise
     (``check``) than on its own tuning images: it learned its tuning noise (on a quickstart
-    model, the same captions from new noise erred 1.5× more), and a refit on more images
-    carries further (24 → 96 took a quickstart model's 15-call solver from 0.131× to
+    model trained at lr 5e-4, the same captions from new noise erred 1.5× more), and a refit
+    on more images carries further (24 → 96 took that model's 15-call solver from 0.131× to
     0.100× DDIM-50 held out; benchmarks/MEASUREMENTS.md)."""
     with torch.no_grad():
         tuned = errors(target.sample("bespoke", sigmas, rows), target.ref)["mean"]
-    if check["mean"] > OVERFIT * tuned:
+    if tuned > 0 and check["mean"] > OVERFIT * tuned:
         log(f"{calls} calls: the solver errs {check['mean'] / tuned:.2f}x more on the held-out "
             f"images than on its {len(target.noise)} tuning images (mean {check['mean']:.5f} "
-            f"against {tuned:.5f}): it fits its tuning noise; refit it on more images "
-            f"(--start FILE --images {4 * len(target.noise)}, FILE the file written) for a "
+            f"against {tuned:.5f}): it fits its tuning noise; --start FILE (the file written) "
+            f"--images {4 * len(target.noise)} and another --out refit it on more images for a "
             "solver that carries to new noise.")
 
 
