@@ -7,6 +7,9 @@ import contextlib
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict
@@ -228,3 +231,36 @@ def test_a_failed_setup_stops_the_thread_and_takes_the_heartbeats_with_it(tmp_pa
         assert "glidectl-watchdog" not in [t.name for t in threading.enumerate()]
         assert folder.exists() is not fails  # a set-up run's loop writes on there
         assert read_beat(folder, 0) is None
+
+
+_STOPPED_CHILD = """
+import json, sys, time
+from datetime import timedelta
+from glidectl.training.watchdog import Watchdog
+watchdog = Watchdog(timedelta(seconds=6))  # says after 3 s
+said = []
+watchdog.step(0)
+with watchdog.watching(said.append):
+    watchdog.step(1)
+    print("ready", flush=True)
+    time.sleep(6)  # 4 s of it stopped
+    watchdog.step(2)
+print(json.dumps({"said": said, "longest": watchdog.longest, "stopped": watchdog.stopped}))
+"""
+
+
+def test_time_the_process_was_stopped_is_not_a_wait():
+    """A main process stopped for 4 s (Ctrl-Z, a suspended machine) and resumed said at once
+    that it was "Still at step 1", and its next slow step had to last three times the
+    stop: the time it did not run now counts toward no mark and no step."""
+    child = subprocess.Popen([sys.executable, "-c", _STOPPED_CHILD], stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout.readline() == "ready\n"
+    time.sleep(0.5)
+    child.send_signal(signal.SIGSTOP)
+    time.sleep(4)
+    child.send_signal(signal.SIGCONT)
+    out, _ = child.communicate(timeout=30)
+    got = json.loads(out)
+    assert got["said"] == [], got
+    assert 3 < got["stopped"] < 5 and got["longest"] < 3, got

@@ -30,6 +30,9 @@ def duration(seconds: float) -> str:
 
 
 STUCK = "(stopped, waiting on a disk, its machine cut off)"
+# A gap this much longer than the thread's own wait: the process did not run meanwhile
+# (stopped with Ctrl-Z or SIGSTOP, its machine suspended), and that time is not a wait's.
+STOPPED_S = 2 * PERIOD_S
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class _Mark:
     step: int | None = None  # the step begun, for step marks
     watched: bool = True  # said when it lasts (not the main process's own work, nor the
     # others' steps: the main process says those)
+    stopped: float = 0.0  # the process's time stopped so far (Watchdog.stopped) when it began
 
 
 def _heard_long_ago(beat: Beat, waited: float, now: float) -> float | None:
@@ -79,7 +83,8 @@ class Watchdog:
     has lasted over ``after`` seconds and three times the longest step so far (the first
     step left out: warm-up, compiling). The main process says so of its steps and of its
     waits for the others, the others of their waits for the main process's own work (for
-    up to ``main_wait``), the setup's too (until :meth:`set_up`). The thread only reads the
+    up to ``main_wait``), the setup's too (until :meth:`set_up`). Time the process itself did
+    not run (stopped, its machine suspended) counts toward no mark. The thread only reads the
     mark and files, never a collective: a hung collective cannot hang it, and it cannot
     disturb one."""
 
@@ -101,12 +106,13 @@ class Watchdog:
         self._steps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.stopped = 0.0  # seconds this process did not run while watched (see STOPPED_S)
 
     # ------------------------------------------------------------------ the main thread
     def step(self, step: int) -> None:
         """Step ``step`` begins (its time counts toward the longest step)."""
         self._at, self._at_watched, self._step = f"at step {step}", self.main, step
-        self._set(_Mark(self._at, time.monotonic(), step=step, watched=self.main))
+        self._set(self._begin(self._at, step=step, watched=self.main))
 
     def set_up(self) -> None:
         """The setup is done: a wait returns to before the first step (said by the main
@@ -117,7 +123,7 @@ class Watchdog:
     def busy(self, what: str) -> None:
         """The main process's own work (``what``: "step 120's preview") begins; its
         heartbeat says so at once, as the others may wait long for it."""
-        mark = _Mark(f"busy with {what}", time.monotonic(), watched=False)
+        mark = self._begin(f"busy with {what}", watched=False)
         self._set(mark)
         if self.beats is not None:
             self.beats.write(mark.doing, self._step, mark.since)
@@ -128,19 +134,27 @@ class Watchdog:
         ``what``; then back at the step, afresh."""
         doing = f"waiting for the other processes after {what}" if self.main else \
             f"waiting for the main process to finish {what}"
-        self._set(_Mark(doing, time.monotonic()))
+        self._set(self._begin(doing))
         try:
             yield
         finally:
-            self._set(_Mark(self._at, time.monotonic(), watched=self._at_watched))
+            self._set(self._begin(self._at, watched=self._at_watched))
+
+    def _begin(self, doing: str, **kwargs) -> _Mark:
+        """A mark of ``doing`` that begins now."""
+        return _Mark(doing, time.monotonic(), stopped=self.stopped, **kwargs)
 
     def _set(self, mark: _Mark) -> None:
         last = self._mark
         if last is not None and last.step is not None:
             self._steps += 1
             if self._steps > 1:
-                self.longest = max(self.longest, mark.since - last.since)
+                self.longest = max(self.longest, self.lasted(last, mark.since))
         self._mark = mark  # one assignment: the thread sees the old mark or the new one
+
+    def lasted(self, mark: _Mark, now: float) -> float:
+        """Seconds from ``mark`` to ``now`` (``time.monotonic()``) that this process ran."""
+        return max(0.0, now - mark.since - (self.stopped - mark.stopped))
 
     # ------------------------------------------------------------------ the thread
     def line(self, mark: _Mark, waited: float) -> str:
@@ -175,7 +189,7 @@ class Watchdog:
         """The thread runs (and may call ``say``; None: it only writes heartbeats) inside
         this block; this process's heartbeat goes at its end."""
         if self._mark is None:
-            self._set(_Mark(self._at, time.monotonic(), watched=False))
+            self._set(self._begin(self._at, watched=False))
         self._stop.clear()
         self._thread = threading.Thread(target=self._watch, args=(say,), daemon=True,
                                         name="glidectl-watchdog")
@@ -190,7 +204,12 @@ class Watchdog:
 
     def _watch(self, say: Callable[[str], None] | None) -> None:
         said = None
-        while not self._stop.wait(min(PERIOD_S / 4, max(0.05, self.after / 4))):
+        period = min(PERIOD_S / 4, max(0.05, self.after / 4))
+        last = time.monotonic()
+        while not self._stop.wait(period):
+            if (gap := time.monotonic() - last - period) > STOPPED_S:
+                self.stopped += gap
+            last = time.monotonic()
             mark = self._mark
             if mark is None:
                 continue
@@ -198,7 +217,7 @@ class Watchdog:
                 self.beats.write(mark.doing, self._step, mark.since)
             if say is None or not mark.watched or mark is said:
                 continue
-            waited = time.monotonic() - mark.since
+            waited = self.lasted(mark, time.monotonic())
             if waited >= max(self.after, 3 * self.longest):
                 said = mark
                 say(self.line(mark, waited))
