@@ -250,7 +250,7 @@ print(json.dumps({"said": said, "longest": watchdog.longest, "stopped": watchdog
 
 
 def test_time_the_process_was_stopped_is_not_a_wait():
-    """A main process stopped for 4 s (Ctrl-Z, a suspended machine) and resumed said at once
+    """A main process stopped for 4 s (Ctrl-Z, SIGSTOP) and resumed said at once
     that it was "Still at step 1", and its next slow step had to last three times the
     stop: the time it did not run now counts toward no mark and no step."""
     child = subprocess.Popen([sys.executable, "-c", _STOPPED_CHILD], stdout=subprocess.PIPE,
