@@ -31,7 +31,7 @@ def duration(seconds: float) -> str:
 
 STUCK = "(stopped, waiting on a disk, its machine cut off)"
 # A gap this much longer than the thread's own wait: the process did not run meanwhile
-# (stopped with Ctrl-Z or SIGSTOP, paused in a debugger), and that time is not a wait's.
+# (stopped with Ctrl-Z or SIGSTOP), and that time is not a wait's.
 STOPPED_S = 2 * PERIOD_S
 
 
@@ -84,7 +84,7 @@ class Watchdog:
     step left out: warm-up, compiling). The main process says so of its steps and of its
     waits for the others, the others of their waits for the main process's own work (for
     up to ``main_wait``), the setup's too (until :meth:`set_up`). Time the process itself did
-    not run (stopped, paused in a debugger) counts toward no mark. The thread only reads the
+    not run (stopped with Ctrl-Z or SIGSTOP) counts toward no mark. The thread only reads the
     mark and files, never a collective: a hung collective cannot hang it, and it cannot
     disturb one."""
 
