@@ -264,3 +264,24 @@ def test_time_the_process_was_stopped_is_not_a_wait():
     got = json.loads(out)
     assert got["said"] == [], got
     assert 3 < got["stopped"] < 5 and got["longest"] < 3, got
+
+
+def test_a_slow_heartbeat_write_is_not_taken_for_a_stop():
+    """Only the thread's wait can overrun for a stop: its own heartbeat write on a slow or
+    hung disk is the process running, and a step that lasts through it is said."""
+
+    class SlowBeats:
+        folder, written = None, 0.0
+
+        def write(self, *_) -> None:
+            time.sleep(2.5)
+            self.written = time.monotonic()
+
+        def remove(self) -> None:
+            pass
+
+    watchdog = Watchdog(timedelta(seconds=2))  # says after 1 s
+    watchdog.beats = SlowBeats()
+    watchdog.step(1)
+    said = _watched(watchdog, 3.5)
+    assert watchdog.stopped == 0 and len(said) == 1, (watchdog.stopped, said)

@@ -205,11 +205,12 @@ class Watchdog:
     def _watch(self, say: Callable[[str], None] | None) -> None:
         said = None
         period = min(PERIOD_S / 4, max(0.05, self.after / 4))
-        last = time.monotonic()
-        while not self._stop.wait(period):
-            if (gap := time.monotonic() - last - period) > STOPPED_S:
+        while True:
+            before = time.monotonic()  # the wait alone: a slow heartbeat write is no stop
+            if self._stop.wait(period):
+                return
+            if (gap := time.monotonic() - before - period) > STOPPED_S:
                 self.stopped += gap
-            last = time.monotonic()
             mark = self._mark
             if mark is None:
                 continue
