@@ -568,14 +568,26 @@ def test_accelerate_launch_mixed_precision_is_followed_at_auto(tiny, config_file
 
 
 def _stop_rank(launcher: subprocess.Popen, rank: int, ready: Callable[[], bool]) -> int:
-    """Stop (SIGSTOP) the launcher's process of ``rank`` once ``ready()`` holds; its pid."""
+    """Stop (SIGSTOP) the launcher's process of ``rank`` once ``ready()`` holds; its pid
+    (found first, so the stop follows ``ready()`` within milliseconds)."""
     deadline = time.time() + 120
+    while (pid := next((pid for pid in _children(launcher.pid) if _has_rank(pid, rank)),
+                       None)) is None:
+        assert launcher.poll() is None and time.time() < deadline, launcher.returncode
+        time.sleep(0.05)
     while not ready():
         assert launcher.poll() is None and time.time() < deadline, launcher.returncode
         time.sleep(0.002)
-    pid = next(pid for pid in _children(launcher.pid) if _rank(pid) == rank)
     os.kill(pid, signal.SIGSTOP)
     return pid
+
+
+def _has_rank(pid: int, rank: int) -> bool:
+    """Whether ``pid`` is the worker of ``rank`` (False while it is not yet one)."""
+    try:
+        return _rank(pid) == rank
+    except (OSError, StopIteration):
+        return False
 
 
 def test_a_process_lost_while_setting_up_stops_the_others_in_one_line(
@@ -747,3 +759,37 @@ def test_a_main_process_slow_to_write_a_checkpoint_is_waited_for_past_the_timeou
         rf"step {step}'s checkpoint: it may be stuck \(stopped, waiting on a disk, its machine "
         r"cut off\); this process waits for it for up to 24 h.", said[1]), said
     assert not (checkpoints.parent / ".heartbeats").exists()
+
+
+def test_a_main_process_slow_to_close_its_trackers_is_said_by_the_others(
+        tiny, config_file, tmp_path):
+    """The run's last wait, for the main process to close its trackers (a W&B upload that
+    hangs), was out of the watchdog's reach: the others waited in silence for up to 24 h.
+    The main process is stopped (SIGSTOP) as it begins the run's end, for longer than the
+    watchdog's 3 s, and the other process says what it waits for."""
+    from glidectl.training.heartbeats import read_beat
+
+    cfg = tiny(train=dict(steps=2, collective_timeout_minutes=0.1),
+               log=dict(trackers=["wandb"], wandb_mode="offline"))
+    beats = tmp_path / "runs" / "t" / ".heartbeats"
+
+    def ending() -> bool:
+        beat = read_beat(beats, 0)
+        return beat is not None and beat.doing == "busy with the run's end"
+
+    with _launched(config_file(cfg)) as launcher:
+        rank0 = _stop_rank(launcher, 0, ending)
+        time.sleep(8)
+        os.kill(rank0, signal.SIGCONT)
+        out, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, out
+    assert "done at step 2" in out and "Traceback" not in out, out
+    said = re.findall(r"Still waiting for the main process[^\n]*", out)
+    assert len(said) == 1, out
+    assert re.fullmatch(
+        r"Still waiting for the main process to finish the run's end \(closing its trackers\) "
+        r"after [\d.]+ s(?: \(steps took [\d.]+ s at most\))?: the main process \(host "
+        rf"{re.escape(host_name())}, pid {rank0}\) was last heard from [\d.]+ s ago, busy with "
+        r"the run's end: it may be stuck \(stopped, waiting on a disk, its machine cut off\); "
+        r"this process waits for it for up to 24 h.", said[0]), said
+    assert not beats.exists()

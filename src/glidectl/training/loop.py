@@ -172,10 +172,34 @@ class TrainingLoop:
         }
 
     def _run(self, until: int | None) -> TrainResult:
+        """The run from setup to end, watched throughout (several processes): the main
+        process's run-folder checks, the loop, and the closing of the trackers, which the
+        other processes wait for."""
+        out = RunOutputs(TrainResult(self.run_dir.root, self.state.step))
+        try:
+            with self.procs.watching(self._say_aside):
+                try:
+                    self._loop(until, out)
+                finally:
+                    self.procs.busy("the run's end")
+                    out.close()
+                    self.stream.close()
+                self.procs.wait_for_main("the run's end (closing its trackers)")
+        finally:
+            self.procs.end_beats()
+            self._claim.release()
+        if self._grey:
+            self.display.message(GREY_NOTE)
+        out.result.step = self.state.step
+        return out.result
+
+    def _loop(self, until: int | None, out: RunOutputs) -> None:
+        """Train from ``self.state.step`` to the last step (or ``until``, or a stop), with
+        previews, logs, validation and checkpoints."""
         cfg = self.cfg
         step = self.state.step
-        out = RunOutputs(TrainResult(self.run_dir.root, step))
         if self.main:
+            self.procs.busy("the run folder's checks")
             truncate_after(self.run_dir.metrics, step)
             out.metrics = MetricsFile(self.run_dir.metrics)
             moved = tidy_run(self.run_dir, self.checkpoints, step, self.state.best_step,
@@ -190,62 +214,49 @@ class TrainingLoop:
                                  "nothing to train (pass a larger --steps to go on).")
         sums, logged = torch.zeros(3), 0
         self.model.train()
-        try:
-            with self.procs.watching(self._say_aside):
-                self.procs.busy("the trackers' start")
-                out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids)
-                self.state.tracker_ids = out.trackers.ids
-                self.procs.wait_for_main("the trackers' start")
-                with StopFlag() as stop, self.display:
-                    if step == 0:
-                        if self.total_steps > 0:
-                            self._first_batch()
-                        self._preview(out.trackers)
+        self.procs.busy("the trackers' start")
+        out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids)
+        self.state.tracker_ids = out.trackers.ids
+        self.procs.wait_for_main("the trackers' start")
+        with StopFlag() as stop, self.display:
+            if step == 0:
+                if self.total_steps > 0:
+                    self._first_batch()
+                self._preview(out.trackers)
+            self._meter.reset()
+            while step < self.total_steps:
+                self.procs.step(step + 1)
+                terms, stepped = self._optimizer_step()
+                if not stepped:
+                    continue
+                if self.ema is not None:
+                    self.ema.update()
+                step = self.state.step = step + 1
+                sums, logged = sums + terms.float().cpu(), logged + 1
+                self.display.advance(step)
+                out.result.last_loss = float(terms[0])
+                if step % cfg.log.every == 0 or step == self.total_steps:
+                    record = self._record(step, sums, logged)
+                    sums, logged = torch.zeros(3), 0
                     self._meter.reset()
-                    while step < self.total_steps:
-                        self.procs.step(step + 1)
-                        terms, stepped = self._optimizer_step()
-                        if not stepped:
-                            continue
-                        if self.ema is not None:
-                            self.ema.update()
-                        step = self.state.step = step + 1
-                        sums, logged = sums + terms.float().cpu(), logged + 1
-                        self.display.advance(step)
-                        out.result.last_loss = float(terms[0])
-                        if step % cfg.log.every == 0 or step == self.total_steps:
-                            record = self._record(step, sums, logged)
-                            sums, logged = torch.zeros(3), 0
-                            self._meter.reset()
-                            out.result.logged(record)
-                            out.write(record, step)
-                            self.display.log(record)
-                        if cfg.preview.every > 0 and step % cfg.preview.every == 0:
-                            self._preview(out.trackers)
-                        self._validate(step, out)
-                        # Once the last step is trained a stop is no interruption: the final
-                        # checkpoint below ends the run as done.
-                        early = until is not None and step >= until
-                        if step < self.total_steps and (self.procs.stop_requested(stop) or early):
-                            out.result.interrupted = True
-                            break
-                        if step == self.total_steps or (
-                                cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0):
-                            self._checkpoint(out.result)
-                    if out.result.interrupted:
-                        self.display.message(f"{stop.signal_name or 'stop'}: saving step {step}")
-                        self._checkpoint(out.result)
-        finally:
-            self.procs.busy("the run's end")
-            out.close()
-            self.stream.close()
-            self.procs.end_beats()
-            self._claim.release()
-        if self._grey:
-            self.display.message(GREY_NOTE)
-        out.result.step = step
-        self.procs.wait_for_main("the run's end (closing its trackers)")
-        return out.result
+                    out.result.logged(record)
+                    out.write(record, step)
+                    self.display.log(record)
+                if cfg.preview.every > 0 and step % cfg.preview.every == 0:
+                    self._preview(out.trackers)
+                self._validate(step, out)
+                # Once the last step is trained a stop is no interruption: the final
+                # checkpoint below ends the run as done.
+                early = until is not None and step >= until
+                if step < self.total_steps and (self.procs.stop_requested(stop) or early):
+                    out.result.interrupted = True
+                    break
+                if step == self.total_steps or (
+                        cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0):
+                    self._checkpoint(out.result)
+            if out.result.interrupted:
+                self.display.message(f"{stop.signal_name or 'stop'}: saving step {step}")
+                self._checkpoint(out.result)
 
     def _say_aside(self, text: str) -> None:
         """A line of the watchdog's: on the main process's display once it has one, else
