@@ -752,12 +752,8 @@ def test_a_main_process_slow_to_write_a_checkpoint_is_waited_for_past_the_timeou
         r"folder's creation|the check for free disk space|the setup) after [\d.]+ s: the main "
         r"process [^;]+ \(stopped, waiting on a disk, its machine cut off\); this process "
         r"waits for it for up to 24 h.", said[0]), said
-    assert re.fullmatch(
-        rf"Still waiting for the main process to finish step {step}'s checkpoint after "
-        r"[\d.]+ s(?: \(steps took [\d.]+ s at most\))?: the main process \(host "
-        rf"{re.escape(host_name())}, pid {rank0}\) was last heard from [\d.]+ s ago, busy with "
-        rf"step {step}'s checkpoint: it may be stuck \(stopped, waiting on a disk, its machine "
-        r"cut off\); this process waits for it for up to 24 h.", said[1]), said
+    assert re.fullmatch(_main_stopped_line(f"step {step}'s checkpoint", rank0,
+                                           f"step {step}'s checkpoint"), said[1]), said
     assert not (checkpoints.parent / ".heartbeats").exists()
 
 
@@ -786,10 +782,16 @@ def test_a_main_process_slow_to_close_its_trackers_is_said_by_the_others(
     assert "done at step 2" in out and "Traceback" not in out, out
     said = re.findall(r"Still waiting for the main process[^\n]*", out)
     assert len(said) == 1, out
-    assert re.fullmatch(
-        r"Still waiting for the main process to finish the run's end \(closing its trackers\) "
-        r"after [\d.]+ s(?: \(steps took [\d.]+ s at most\))?: the main process \(host "
-        rf"{re.escape(host_name())}, pid {rank0}\) was last heard from [\d.]+ s ago, busy with "
-        r"the run's end: it may be stuck \(stopped, waiting on a disk, its machine cut off\); "
-        r"this process waits for it for up to 24 h.", said[0]), said
+    assert re.fullmatch(_main_stopped_line("the run's end (closing its trackers)", rank0,
+                                           "the run's end"), said[0]), said
     assert not beats.exists()
+
+
+def _main_stopped_line(waited_for: str, pid: int, doing: str) -> str:
+    """The pattern of another process's line on a wait for ``waited_for`` that outlasts
+    the main process (``pid``), stopped while busy with ``doing``."""
+    return (rf"Still waiting for the main process to finish {re.escape(waited_for)} after "
+            r"[\d.]+ s(?: \(steps took [\d.]+ s at most\))?: the main process \(host "
+            rf"{re.escape(host_name())}, pid {pid}\) was last heard from [\d.]+ s ago, busy "
+            rf"with {re.escape(doing)}: it may be stuck \(stopped, waiting on a disk, its "
+            r"machine cut off\); this process waits for it for up to 24 h.")
