@@ -570,15 +570,22 @@ def test_accelerate_launch_mixed_precision_is_followed_at_auto(tiny, config_file
 def _stop_rank(launcher: subprocess.Popen, rank: int, ready: Callable[[], bool]) -> int:
     """Stop (SIGSTOP) the launcher's process of ``rank`` once ``ready()`` holds; its pid
     (found first, so the stop follows ``ready()`` within milliseconds)."""
+    pid = _pid_of_rank(launcher, rank)
+    deadline = time.time() + 120
+    while not ready():
+        assert launcher.poll() is None and time.time() < deadline, launcher.returncode
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def _pid_of_rank(launcher: subprocess.Popen, rank: int) -> int:
+    """The pid of the launcher's process of ``rank``, once it has started."""
     deadline = time.time() + 120
     while (pid := next((pid for pid in _children(launcher.pid) if _has_rank(pid, rank)),
                        None)) is None:
         assert launcher.poll() is None and time.time() < deadline, launcher.returncode
         time.sleep(0.05)
-    while not ready():
-        assert launcher.poll() is None and time.time() < deadline, launcher.returncode
-        time.sleep(0.002)
-    os.kill(pid, signal.SIGSTOP)
     return pid
 
 
@@ -752,8 +759,10 @@ def test_a_main_process_slow_to_write_a_checkpoint_is_waited_for_past_the_timeou
         r"folder's creation|the check for free disk space|the setup) after [\d.]+ s: the main "
         r"process [^;]+ \(stopped, waiting on a disk, its machine cut off\); this process "
         r"waits for it for up to 24 h.", said[0]), said
-    assert re.fullmatch(_main_stopped_line(f"step {step}'s checkpoint", rank0,
-                                           f"step {step}'s checkpoint"), said[1]), said
+    assert re.fullmatch(_waiting_for_main(
+        f"step {step}'s checkpoint", rank0, rf"was last heard from [\d.]+ s ago, busy with "
+        rf"step {step}'s checkpoint: it may be stuck \(stopped, waiting on a disk, its machine "
+        r"cut off\)"), said[1]), said
     assert not (checkpoints.parent / ".heartbeats").exists()
 
 
@@ -761,37 +770,37 @@ def test_a_main_process_slow_to_close_its_trackers_is_said_by_the_others(
         tiny, config_file, tmp_path):
     """The run's last wait, for the main process to close its trackers (a W&B upload that
     hangs), was out of the watchdog's reach: the others waited in silence for up to 24 h.
-    The main process is stopped (SIGSTOP) as it begins the run's end, for longer than the
-    watchdog's 3 s, and the other process says what it waits for."""
-    from glidectl.training.heartbeats import read_beat
-
-    cfg = tiny(train=dict(steps=2, collective_timeout_minutes=0.1),
-               log=dict(trackers=["wandb"], wandb_mode="offline"))
-    beats = tmp_path / "runs" / "t" / ".heartbeats"
-
-    def ending() -> bool:
-        beat = read_beat(beats, 0)
-        return beat is not None and beat.doing == "busy with the run's end"
-
-    with _launched(config_file(cfg)) as launcher:
-        rank0 = _stop_rank(launcher, 0, ending)
-        time.sleep(8)
-        os.kill(rank0, signal.SIGCONT)
+    The main process's closing takes 8 s here (the hang a tracker's server would cause,
+    which cannot exist offline), and the other process says what it waits for after 3 s."""
+    slow = tmp_path / "slow-close"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '0':\n"
+        "    import time\n"
+        "    from glidectl.training import metrics\n"
+        "    close = metrics.RunOutputs.close\n"
+        "    metrics.RunOutputs.close = lambda self: (time.sleep(8), close(self))[1]\n")
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(slow), env.get("PYTHONPATH")]))
+    cfg = tiny(train=dict(steps=2, collective_timeout_minutes=0.1))
+    with _launched(config_file(cfg), env) as launcher:
+        rank0 = _pid_of_rank(launcher, 0)
         out, _ = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, out
     assert "done at step 2" in out and "Traceback" not in out, out
     said = re.findall(r"Still waiting for the main process[^\n]*", out)
     assert len(said) == 1, out
-    assert re.fullmatch(_main_stopped_line("the run's end (closing its trackers)", rank0,
-                                           "the run's end"), said[0]), said
-    assert not beats.exists()
+    assert re.fullmatch(_waiting_for_main(
+        "the run's end (closing its trackers)", rank0,
+        r"has been busy with the run's end for [\d.]+ s"), said[0]), said
+    assert not (tmp_path / "runs" / "t" / ".heartbeats").exists()
 
 
-def _main_stopped_line(waited_for: str, pid: int, doing: str) -> str:
-    """The pattern of another process's line on a wait for ``waited_for`` that outlasts
-    the main process (``pid``), stopped while busy with ``doing``."""
+def _waiting_for_main(waited_for: str, pid: int, state: str) -> str:
+    """The pattern of another process's line on a wait for ``waited_for`` that lasts, with
+    the main process (``pid``) in ``state`` (a pattern) by its heartbeat."""
     return (rf"Still waiting for the main process to finish {re.escape(waited_for)} after "
             r"[\d.]+ s(?: \(steps took [\d.]+ s at most\))?: the main process \(host "
-            rf"{re.escape(host_name())}, pid {pid}\) was last heard from [\d.]+ s ago, busy "
-            rf"with {re.escape(doing)}: it may be stuck \(stopped, waiting on a disk, its "
-            r"machine cut off\); this process waits for it for up to 24 h.")
+            rf"{re.escape(host_name())}, pid {pid}\) {state}; this process waits for it for "
+            r"up to 24 h.")
