@@ -115,6 +115,30 @@ def test_a_heartbeat_is_read_as_written_and_never_from_a_missing_or_broken_file(
     assert not (tmp_path / "run").exists()
 
 
+def test_the_heartbeats_folder_goes_though_a_last_heartbeat_lands_as_it_is_removed(
+        tmp_path, monkeypatch):
+    """Another process's watchdog may write its last heartbeat while the main process removes
+    the folder at the run's end (the heartbeat lands after the listing, so the folder is not
+    empty when it is to go); it is removed again a heartbeat later."""
+    from glidectl.training import heartbeats
+
+    folder = tmp_path / ".heartbeats"
+    heartbeats.clear(folder)
+    Heartbeats(folder, 0).write("at step 2", 2, time.monotonic())
+    rmtree, late = heartbeats.shutil.rmtree, []
+
+    def rmtree_as_a_beat_lands(path, ignore_errors=False):
+        rmtree(path, ignore_errors=ignore_errors)
+        if not late:  # the other process's write, between the listing and the rmdir
+            late.append(time.monotonic())
+            folder.mkdir()
+            Heartbeats(folder, 1).write("waiting for the main process", 2, time.monotonic())
+
+    monkeypatch.setattr(heartbeats.shutil, "rmtree", rmtree_as_a_beat_lands)
+    heartbeats.remove(folder)
+    assert not folder.exists() and late
+
+
 def test_the_heartbeat_is_written_about_once_a_second_and_goes_at_the_end(tmp_path):
     watchdog = _beating(tmp_path, rank=1)
     watchdog.step(1)
