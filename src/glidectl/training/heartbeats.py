@@ -58,13 +58,14 @@ def clear(folder: Path) -> None:
         folder.mkdir()
 
 
-def remove(folder: Path, tries: int = 3) -> None:
+def remove(folder: Path) -> None:
     """``folder`` and the heartbeats in it, at the run's end (main process). Another process
     may write its last heartbeat meanwhile (its watchdog stops just after the run's last
-    wait), which leaves the folder not empty: it is removed again a heartbeat later."""
-    for left in reversed(range(tries)):
+    wait), which leaves the folder not empty: it is removed again a heartbeat later (twice
+    at most)."""
+    for last in (False, False, True):
         shutil.rmtree(folder, ignore_errors=True)
-        if not left or not folder.exists():
+        if last or not folder.exists():
             return
         time.sleep(PERIOD_S)
 
