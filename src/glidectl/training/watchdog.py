@@ -30,8 +30,9 @@ def duration(seconds: float) -> str:
 
 
 STUCK = "(stopped, waiting on a disk, its machine cut off)"
-# A gap this much longer than the thread's own wait: the process did not run meanwhile
-# (stopped with Ctrl-Z or SIGSTOP), and that time is not a wait's.
+# A gap between two of the thread's wakes this much longer than its wait (less its own work):
+# the process did not run meanwhile (stopped with Ctrl-Z or SIGSTOP), and that time is not a
+# wait's.
 STOPPED_S = 2 * PERIOD_S
 
 
@@ -205,20 +206,27 @@ class Watchdog:
     def _watch(self, say: Callable[[str], None] | None) -> None:
         said = None
         period = min(PERIOD_S / 4, max(0.05, self.after / 4))
+        # From one wake to the next, less the thread's own work (a heartbeat write or a
+        # line on a slow disk is the process running): a stop that lands while the thread
+        # is awake counts as well as one in its wait.
+        woke = time.monotonic()
         while True:
-            before = time.monotonic()  # the wait alone: a slow heartbeat write is no stop
             if self._stop.wait(period):
                 return
-            if (gap := time.monotonic() - before - period) > STOPPED_S:
+            now = time.monotonic()
+            if (gap := now - woke - period) > STOPPED_S:
                 self.stopped += gap
+            woke = now
             mark = self._mark
             if mark is None:
                 continue
-            if self.beats is not None and time.monotonic() - self.beats.written >= PERIOD_S:
+            if self.beats is not None and now - self.beats.written >= PERIOD_S:
                 self.beats.write(mark.doing, self._step, mark.since)
+                woke = time.monotonic()
             if say is None or not mark.watched or mark is said:
                 continue
             waited = self.lasted(mark, time.monotonic())
             if waited >= max(self.after, 3 * self.longest):
                 said = mark
                 say(self.line(mark, waited))
+                woke = time.monotonic()
