@@ -290,6 +290,38 @@ def test_time_the_process_was_stopped_is_not_a_wait():
     assert 3 < got["stopped"] < 5 and got["longest"] < 3, got
 
 
+_STOPPED_IN_A_SHORT_STEP = """
+import json, sys, time
+from datetime import timedelta
+from glidectl.training.watchdog import Watchdog
+watchdog = Watchdog(timedelta(seconds=6))
+watchdog.step(0)
+with watchdog.watching(None):
+    watchdog.step(1)
+    print("ready", flush=True)
+    sys.stdin.readline()  # 4 s of it stopped; the step ends as soon as it runs again
+    watchdog.step(2)
+    time.sleep(0.5)
+print(json.dumps({"longest": watchdog.longest, "stopped": watchdog.stopped}))
+"""
+
+
+def test_a_step_that_ends_as_the_process_runs_again_is_not_as_long_as_the_stop():
+    """The main thread ended a step stopped within it before the thread woke to count the
+    stop, so the stop became the longest step (in 8 of 8 runs of 0.05 s and 0.5 s steps)
+    and a step had to last three times it to be said."""
+    child = subprocess.Popen([sys.executable, "-c", _STOPPED_IN_A_SHORT_STEP],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\n"
+    time.sleep(0.5)
+    child.send_signal(signal.SIGSTOP)
+    time.sleep(4)
+    child.send_signal(signal.SIGCONT)
+    out, _ = child.communicate("go\n", timeout=30)
+    got = json.loads(out)
+    assert got["longest"] < 1.5 and 3 < got["stopped"] < 5, got
+
+
 def test_a_slow_heartbeat_write_is_not_taken_for_a_stop():
     """Only the thread's wait can overrun for a stop: its own heartbeat write on a slow or
     hung disk is the process running, and a step that lasts through it is said."""

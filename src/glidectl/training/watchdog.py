@@ -107,7 +107,11 @@ class Watchdog:
         self._steps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.stopped = 0.0  # seconds this process did not run while watched (see STOPPED_S)
+        self._period = min(PERIOD_S / 4, max(0.05, self.after / 4))  # the thread's wait
+        # (the thread's last wake, None while it works or does not run; the seconds this
+        # process did not run while watched, counted at that wake): one tuple, so the main
+        # thread reads both of the same wake
+        self._ran: tuple[float | None, float] = (None, 0.0)
 
     # ------------------------------------------------------------------ the main thread
     def step(self, step: int) -> None:
@@ -143,7 +147,8 @@ class Watchdog:
 
     def _begin(self, doing: str, **kwargs) -> _Mark:
         """A mark of ``doing`` that begins now."""
-        return _Mark(doing, time.monotonic(), stopped=self.stopped, **kwargs)
+        now = time.monotonic()
+        return _Mark(doing, now, stopped=self._stopped_by(now), **kwargs)
 
     def _set(self, mark: _Mark) -> None:
         last = self._mark
@@ -155,7 +160,22 @@ class Watchdog:
 
     def lasted(self, mark: _Mark, now: float) -> float:
         """Seconds from ``mark`` to ``now`` (``time.monotonic()``) that this process ran."""
-        return max(0.0, now - mark.since - (self.stopped - mark.stopped))
+        return max(0.0, now - mark.since - (self._stopped_by(now) - mark.stopped))
+
+    @property
+    def stopped(self) -> float:
+        """Seconds this process did not run while watched (see STOPPED_S), so far as the
+        thread has counted them."""
+        return self._ran[1]
+
+    def _stopped_by(self, now: float) -> float:
+        """Seconds this process did not run until ``now``: those the thread counted, and the
+        time since its last wake when that is already a stop's (after a stop the main thread
+        may end a step before the thread wakes and counts it)."""
+        woke, stopped = self._ran
+        if woke is not None and (gap := now - woke - self._period) > STOPPED_S:
+            return stopped + gap
+        return stopped
 
     # ------------------------------------------------------------------ the thread
     def line(self, mark: _Mark, waited: float) -> str:
@@ -192,6 +212,7 @@ class Watchdog:
         if self._mark is None:
             self._set(self._begin(self._at, watched=False))
         self._stop.clear()
+        self._ran = (time.monotonic(), self.stopped)
         self._thread = threading.Thread(target=self._watch, args=(say,), daemon=True,
                                         name="glidectl-watchdog")
         self._thread.start()
@@ -200,33 +221,40 @@ class Watchdog:
         finally:
             self._stop.set()
             self._thread.join(timeout=5)
+            self._ran = (None, self.stopped)
             if self.beats is not None:
                 self.beats.remove()
 
     def _watch(self, say: Callable[[str], None] | None) -> None:
+        # A stop is counted from one wake to the next, less the thread's own work (a
+        # heartbeat write or a line on a slow disk is the process running): one that lands
+        # while the thread is awake counts as well as one in its wait.
         said = None
-        period = min(PERIOD_S / 4, max(0.05, self.after / 4))
-        # From one wake to the next, less the thread's own work (a heartbeat write or a
-        # line on a slow disk is the process running): a stop that lands while the thread
-        # is awake counts as well as one in its wait.
-        woke = time.monotonic()
         while True:
-            if self._stop.wait(period):
+            if self._stop.wait(self._period):
                 return
             now = time.monotonic()
-            if (gap := now - woke - period) > STOPPED_S:
-                self.stopped += gap
-            woke = now
+            self._ran = (now, self._stopped_by(now))
             mark = self._mark
             if mark is None:
                 continue
             if self.beats is not None and now - self.beats.written >= PERIOD_S:
-                self.beats.write(mark.doing, self._step, mark.since)
-                woke = time.monotonic()
+                with self._own_work():
+                    self.beats.write(mark.doing, self._step, mark.since)
             if say is None or not mark.watched or mark is said:
                 continue
             waited = self.lasted(mark, time.monotonic())
             if waited >= max(self.after, 3 * self.longest):
                 said = mark
-                say(self.line(mark, waited))
-                woke = time.monotonic()
+                with self._own_work():
+                    say(self.line(mark, waited))
+
+    @contextlib.contextmanager
+    def _own_work(self) -> Iterator[None]:
+        """The thread's own work: its time is the process running, not a stop."""
+        stopped = self.stopped
+        self._ran = (None, stopped)
+        try:
+            yield
+        finally:
+            self._ran = (time.monotonic(), stopped)
