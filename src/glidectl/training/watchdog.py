@@ -251,10 +251,12 @@ class Watchdog:
 
     @contextlib.contextmanager
     def _own_work(self) -> Iterator[None]:
-        """The thread's own work: its time is the process running, not a stop."""
+        """The thread's own work: its time is the process running, not a stop (and once
+        the watch has ended, no wake is left to count from: a write that outlasted it)."""
         stopped = self.stopped
         self._ran = (None, stopped)
         try:
             yield
         finally:
-            self._ran = (time.monotonic(), stopped)
+            if not self._stop.is_set():
+                self._ran = (time.monotonic(), stopped)
