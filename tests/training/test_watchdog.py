@@ -273,19 +273,25 @@ print(json.dumps({"said": said, "longest": watchdog.longest, "stopped": watchdog
 """
 
 
-def test_time_the_process_was_stopped_is_not_a_wait():
-    """A main process stopped for 4 s (Ctrl-Z, SIGSTOP) and resumed said at once
-    that it was "Still at step 1", and its next slow step had to last three times the
-    stop: the time it did not run now counts toward no mark and no step."""
-    child = subprocess.Popen([sys.executable, "-c", _STOPPED_CHILD], stdout=subprocess.PIPE,
-                             text=True)
+def _stopped_for_4_s(code: str) -> dict:
+    """What the child running ``code`` prints (JSON) when it is stopped (SIGSTOP) 0.5 s
+    after it says "ready" and resumed 4 s later, then sent a line."""
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline() == "ready\n"
     time.sleep(0.5)
     child.send_signal(signal.SIGSTOP)
     time.sleep(4)
     child.send_signal(signal.SIGCONT)
-    out, _ = child.communicate(timeout=30)
-    got = json.loads(out)
+    out, _ = child.communicate("go\n", timeout=30)
+    return json.loads(out)
+
+
+def test_time_the_process_was_stopped_is_not_a_wait():
+    """A main process stopped for 4 s (Ctrl-Z, SIGSTOP) and resumed said at once
+    that it was "Still at step 1", and its next slow step had to last three times the
+    stop: the time it did not run now counts toward no mark and no step."""
+    got = _stopped_for_4_s(_STOPPED_CHILD)
     assert got["said"] == [], got
     assert 3 < got["stopped"] < 5 and got["longest"] < 3, got
 
@@ -310,21 +316,13 @@ def test_a_step_that_ends_as_the_process_runs_again_is_not_as_long_as_the_stop()
     """The main thread ended a step stopped within it before the thread woke to count the
     stop, so the stop became the longest step (in 8 of 8 runs of 0.05 s and 0.5 s steps)
     and a step had to last three times it to be said."""
-    child = subprocess.Popen([sys.executable, "-c", _STOPPED_IN_A_SHORT_STEP],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline() == "ready\n"
-    time.sleep(0.5)
-    child.send_signal(signal.SIGSTOP)
-    time.sleep(4)
-    child.send_signal(signal.SIGCONT)
-    out, _ = child.communicate("go\n", timeout=30)
-    got = json.loads(out)
+    got = _stopped_for_4_s(_STOPPED_IN_A_SHORT_STEP)
     assert got["longest"] < 1.5 and 3 < got["stopped"] < 5, got
 
 
 def test_a_slow_heartbeat_write_is_not_taken_for_a_stop():
-    """Only the thread's wait can overrun for a stop: its own heartbeat write on a slow or
-    hung disk is the process running, and a step that lasts through it is said."""
+    """The thread's own heartbeat write on a slow or hung disk is the process running, not a
+    stop, and a step that lasts through it is said."""
 
     class SlowBeats:
         folder, written = None, 0.0
