@@ -439,11 +439,34 @@ def test_a_damaged_image_is_made_again_and_damaged_metadata_is_one_line(tmp_path
     report = run_eval(prompts, s, RunOptions(out=out, resume=True, device="cpu"),
                       pipeline=stack)
     assert report.metadata["counts"]["generated"] == 1 and outputs(out) == before
-    for text in (b"\xff\xfe", b"[]", b'{"settings": "x"}', b'{"models": {"base": 1}}'):
+    for text in (b"\xff\xfe", b"[]", b'{"settings": "x"}', b'{"models": {"base": 1}}',
+                 b'{"plugins": 5}', b'{"plugins": [1]}', b'{"settings": {"loras": 5}}',
+                 b'{"models": {"base": {"loras": 5}}}', b'{"paths": []}'):
         (out / "metadata.json").write_bytes(text)
         with pytest.raises(GlidectlError, match="is not a metadata.json glidectl wrote"):
             run_eval(prompts, s, RunOptions(out=out, skip_existing=True, device="cpu"),
                      pipeline=stack)
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"n": "two"}, "n must be a whole number, got 'two' (str)"),
+    ({"batch_size": 0}, "batch_size must be at least 1 (got 0)"),
+    ({"loras": 5}, "'int' object is not iterable")])
+def test_recorded_settings_glidectl_cannot_take_name_the_metadata_json(tmp_path, change,
+                                                                      said):
+    """--resume with a metadata.json edited by hand blamed a flag never given (``--n must be
+    a whole number``), or was a TypeError traceback; the file and its keys are named, also
+    under the CLI (flags_named)."""
+    from glidectl.errors import flags_named
+    from glidectl.eval_settings import resolve_settings
+
+    recorded = {**EvalSettings(base="tiny.safetensors").fingerprint(), **change}
+    with pytest.raises(GlidectlError) as info, flags_named():
+        resolve_settings({}, None, recorded=recorded, out=tmp_path / "o")
+    assert str(info.value) == (
+        f"{str(tmp_path / 'o' / 'metadata.json')!r} records settings glidectl cannot take "
+        f"({said}), so it is not a metadata.json glidectl wrote (damaged or edited); delete "
+        "it or pick another --out.")
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_base):

@@ -179,11 +179,14 @@ def test_what_is_no_glidectl_png_is_one_sentence(capsys, tmp_path):
 
 @pytest.mark.parametrize("damage", [
     {"batch_size": 0}, {"request_images": "x"}, {"image_index": 99}, {"image_index": -1},
-    {"seed": -5}, {"guidance": "strong"}, {"batch_size": [4]}])
+    {"seed": -5}, {"guidance": "strong"}, {"batch_size": [4]}, {"prompt": 5},
+    {"sampler": 5}, {"base_sha256": 5}, {"loras": 5}, {"loras": [1]}, {"plugins": True},
+    {"low_res": True}, {"grey": "yes"}])
 def test_a_damaged_record_is_one_sentence(capsys, tmp_path, damage):
     """A record edited by hand or by another program: batch_size 0 was a ZeroDivisionError
     traceback, a word for a number a ValueError one, an image_index past its request
-    "Nothing to generate" and a negative seed wrote nothing and exited 0."""
+    "Nothing to generate" and a negative seed wrote nothing and exited 0; a number for the
+    prompt, the sampler or a sha256, or for the list of LoRAs, was a traceback."""
     from PIL.PngImagePlugin import PngInfo
 
     record = {"prompt": "a red circle", "seed": 1, "request_seed": 0, "image_index": 1,
@@ -425,6 +428,9 @@ def test_a_png_made_with_the_default_vocabulary_needs_no_vocab_dir(capsys, tmp_p
     ({"candidate": "0", "prompt": "a", "glidectl": {"base": "none"}}, "'seed'"),
     ({"candidate": "0", "seed": "1", "prompt": "a",
       "glidectl": {"base": "none", "base_stage": {"guidance": "strong"}}}, "strong"),
+    ({"candidate": "0", "seed": "1", "prompt": "a", "glidectl": {"base": 5}}, "base = 5"),
+    ({"candidate": "0", "seed": "1", "prompt": "a",
+      "glidectl": {"base": "none", "base_stage": {"sampler": 5}}}, "base_stage.sampler = 5"),
     ({"step": "x", "prompts": "[\"a\"]", "sampler": "euler"}, "step = 'x'"),
     ({"step": "1", "prompts": "not json", "sampler": "euler"}, "Expecting value"),
 ])

@@ -181,6 +181,17 @@ def flags_named() -> Iterator[None]:
         _NAMING.reset(token)
 
 
+@contextmanager
+def keywords_named() -> Iterator[None]:
+    """Errors raised inside name the library's keywords even under the CLI: for settings a
+    file records (``n``, not the ``--n`` no one passed)."""
+    token = _NAMING.set(None)
+    try:
+        yield
+    finally:
+        _NAMING.reset(token)
+
+
 Phrases = Mapping[str, str | Callable[[re.Match[str]], str]]  # regex → re.sub replacement
 
 

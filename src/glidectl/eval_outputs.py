@@ -211,10 +211,19 @@ def read_metadata(path: Path) -> dict[str, Any] | None:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         meta = None
-    shapes = {"settings": dict, "models": dict, "sessions": list, "prompts": list}
+    shapes = {"settings": dict, "models": dict, "sessions": list, "prompts": list,
+              "paths": dict}
+
+    def words(value: Any, kind: type = str) -> bool:  # null, or a list of ``kind``
+        return value is None or isinstance(value, list) and all(
+            isinstance(v, kind) for v in value)
+
     if not (isinstance(meta, dict)
             and all(isinstance(meta.get(k, t()), t) for k, t in shapes.items())
-            and all(isinstance(m, dict) for m in meta.get("models", {}).values())):
+            and all(isinstance(m, dict) and words(m.get("loras"), dict)
+                    for m in meta.get("models", {}).values())
+            and words(meta.get("plugins")) and words(meta.get("settings", {}).get("loras"))
+            and isinstance(meta.get("device"), str | None)):
         raise GlidectlError(
             f"{str(path)!r} is not a metadata.json glidectl wrote (damaged or edited); "
             "delete it or pick another --out."

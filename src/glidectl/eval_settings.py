@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .devices import PRECISIONS, check_precision
-from .errors import GlidectlError, keyword_errors
+from .errors import GlidectlError, cause, keyword_errors, keywords_named
 from .sampling_defaults import (
     BASE_GUIDANCE,
     BASE_SAMPLER,
@@ -315,7 +315,15 @@ def resolve_settings(
     ``paths``. Also notes."""
     given = {k: v for k, v in flags.items() if v is not None}
     if recorded is not None:
-        settings = EvalSettings.from_fingerprint(recorded, paths)
+        try:
+            with keywords_named():  # the file's keys, not flags no one passed
+                settings = EvalSettings.from_fingerprint(recorded, paths)
+        except (GlidectlError, TypeError, ValueError, AttributeError) as exc:
+            meta = str(out / META_FILE) if out else META_FILE
+            raise GlidectlError(f"{meta!r} records settings glidectl cannot take "
+                                f"({cause(exc).rstrip('.')}), so it is not a metadata.json "
+                                "glidectl wrote (damaged or edited); delete it or pick another "
+                                "--out.") from None
         old = _flat(settings)
         if precision is not None:  # --precision given: it must resolve to the recorded one
             given["precision"] = precision

@@ -19,6 +19,13 @@ SAME_NAME = ("sampler", "steps", "schedule", "guidance", "eta", "guidance_interv
 STRINGS = ("steps", "upsample_steps", "guidance_interval")  # sample parses them itself
 FLOATS = ("guidance", "eta", "guidance_rescale", "dynamic_threshold", "upsample_guidance",
           "upsample_temp", "sigma_max")
+# what the words, flags and lists of a record must be where they are there (null: not given)
+WORDS = ("prompt", "sampler", "schedule", "upsample_sampler", "upsample_schedule", "precision",
+         "device", "vocab_dir", *MODELS, *PATHS,
+         *(f"{k}_{what}" for k in MODELS for what in ("file", "sha256")),
+         *(f"{k}_sha256" for k in (*PATHS, "schedule", "upsample_schedule", "prompt", "vocab")))
+FLAGS = ("grey", "compile")
+LISTS = ("loras", "lora_sha256", "plugins")  # of words (a LoRA's sha256 may be null)
 
 
 def read_remake(png: str | Path) -> Remake:
@@ -45,11 +52,11 @@ def read_remake(png: str | Path) -> Remake:
     if "prompts" in params or "prompts" in eval_record:
         raise GlidectlError(f"{png} is a grid of many images; pass one of the numbered PNGs "
                             "beside it.")
-    if "seed" in params and "prompt" in params:
-        return _from_sample(png, params)
     try:  # a record edited by hand or another program: a missing key, a list for a word
+        if "seed" in params and "prompt" in params:
+            return _from_sample(png, _typed(png, params))
         if "candidate" in text and eval_record:
-            return _from_eval(png, text, eval_record)
+            return _from_eval(png, text, _typed(png, eval_record))
         if "step" in text and "prompts" in text and "sampler" in text:
             return _from_preview(png, text)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
@@ -127,9 +134,32 @@ def _number(png: Path, key: str, value: Any, kind: type, low: float = 0,
     except (TypeError, ValueError, OverflowError):
         number = None
     if number is None or not low <= number <= high:
-        raise GlidectlError(f"{png}'s glidectl record is damaged ({key} = {value!r}); pass "
-                            "the PNG as glidectl wrote it, or sample with flags instead.")
+        _damaged(png, key, value)
     return number
+
+
+def _typed(png: Path, rec: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``rec`` (a sample's or an eval image's record, or one of its stages, keys named
+    ``where``-first) once its :data:`WORDS`, :data:`FLAGS` and :data:`LISTS` are what they
+    must be (or null); a number in place of a prompt or a sampler was a traceback later."""
+    for key, value in rec.items():
+        ok = (value is None or key not in (*WORDS, *FLAGS, *LISTS, "base_stage",
+                                           "upsample_stage")
+              or isinstance(value, str) and key in WORDS
+              or isinstance(value, bool) and key in FLAGS
+              or isinstance(value, dict) and key.endswith("_stage")
+              or isinstance(value, list) and key in LISTS and all(
+                  isinstance(v, str) or v is None and key == "lora_sha256" for v in value))
+        if not ok:
+            _damaged(png, where + key, value)
+        if isinstance(value, dict):
+            _typed(png, value, f"{key}.")
+    return rec
+
+
+def _damaged(png: Path, key: str, value: Any) -> None:
+    raise GlidectlError(f"{png}'s glidectl record is damaged ({key} = {value!r}); pass the PNG "
+                        "as glidectl wrote it, or sample with flags instead.")
 
 
 def _device(remake: Remake, device: Any, compiled: Any) -> None:

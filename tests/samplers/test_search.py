@@ -125,6 +125,31 @@ def test_schedule_file_round_trip_and_use(tmp_path) -> None:
     table = torch.logspace(math.log10(0.002), math.log10(2e4), 1000).numpy()
     torch.testing.assert_close(build_sigmas(str(path), 5, table), sigmas[5], rtol=1e-5, atol=0)
 
+def test_a_one_step_row_is_not_interpolated_for_other_counts(tmp_path) -> None:
+    """A file fitted at 1 and 10 calls served 2–5 steps from its 1-step row ([0]: σ_max
+    alone), every σ 80, and sampling failed on a schedule that does not descend; they come
+    from the 10-step row, and a file holding 1 step only says so in one sentence."""
+    ten = get_sigmas("exponential", 10, 0.002, 80.0)
+    path = tmp_path / "s.json"
+    write_schedule_file(path, {1: torch.tensor([80.0, 0.0]), 10: ten}, 0.002, 80.0, "test",
+                        sampler="unipc")
+    for n in (1, 2, 5, 10, 12):
+        sigmas = get_sigmas(str(path), n, 0.002, 80.0)
+        assert len(sigmas) == n + 1 and torch.all(sigmas[:-1].diff() < 0), n
+    torch.testing.assert_close(get_sigmas(str(path), 5, 0.002, 80.0),
+                               get_sigmas("exponential", 5, 0.002, 80.0))
+    only = tmp_path / "one.json"
+    write_schedule_file(only, {1: torch.tensor([80.0, 0.0])}, 0.002, 80.0, "test",
+                        sampler="heun")
+    assert float(get_sigmas(str(only), 1, 0.002, 80.0)[0]) == 80.0
+    with pytest.raises(GlidectlError) as info:
+        get_sigmas(str(only), 5, 0.002, 80.0)
+    assert str(info.value) == (
+        f"Schedule file {str(only)!r} holds σ's for 1 step only, which say nothing of where "
+        "5 steps go; use it for 1 step, or fit 5 steps into a file of their own (glidectl "
+        "fit-steps MODEL --prompts PROMPTS.txt --calls 9 --out FILE).")
+
+
 
 def test_a_diverged_held_out_check_is_written_as_null(tmp_path) -> None:
     """A solver that diverged on held-out noise errs NaN; the file stays strict JSON."""

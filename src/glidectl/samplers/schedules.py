@@ -108,9 +108,13 @@ def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
     sigmas = torch.as_tensor(
         fn(n, sigma_min, sigma_max, **{k: v for k, v in options.items() if k in accepted}),
         dtype=torch.float64).flatten()
-    if len(sigmas) != n + 1 or sigmas[-1] != 0 or not torch.all(sigmas[:-1].diff() < 0):
+    wrong = (f"{len(sigmas)} values" if len(sigmas) != n + 1
+             else f"{float(sigmas[-1]):g} last" if sigmas[-1] != 0
+             else "σ's that do not descend" if not torch.all(sigmas[:-1].diff() < 0) else None)
+    if wrong:
+        shown = ", ".join(f"{float(v):g}" for v in sigmas[:6])
         raise PluginError(f"Schedule {schedule!r} must return {n} descending σ's followed by "
-                          f"0, got {len(sigmas)} values {sigmas[:4].tolist()}...")
+                          f"0, got {wrong} ([{shown}{', …' if len(sigmas) > 6 else ''}]).")
     return sigmas
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +54,24 @@ POSITIONS: dict[int, tuple[float, ...]] = {
 }
 
 
+def nearest_count(counts: Iterable[int], n: int) -> int | None:
+    """The stored step count whose row n σ's are interpolated from: the nearest (the larger
+    on a tie), never the 1-step row for n > 1 (σ_max alone says nothing of where steps go
+    between the ends); None where no stored row serves."""
+    usable = [k for k in counts if k == n or k > 1]
+    return min(usable, key=lambda k: (abs(k - n), -k)) if usable else None
+
+
 def sigmas_from_positions(positions: dict[int, tuple[float, ...]], n: int, sigma_min: float,
                           sigma_max: float) -> torch.Tensor:
     """n σ's at stored positions u (fractions of the way from log σ_max to log σ_min; the
-    nearest stored row, interpolated, for other n), then 0."""
+    nearest stored row of 2 or more, interpolated, for other n), then 0."""
     if n == 1:
         return append_zero(torch.tensor([sigma_max], dtype=torch.float64))
-    stored = positions[min(positions, key=lambda k: (abs(k - n), -k))]
+    nearest = nearest_count(positions, n)
+    if nearest is None:
+        raise ValueError(f"no stored row of 2 or more steps to interpolate {n} steps from")
+    stored = positions[nearest]
     u = np.interp(np.linspace(0, 1, n), np.linspace(0, 1, len(stored)), stored)
     log_max, log_min = math.log(sigma_max), math.log(sigma_min)
     sigmas = np.clip(np.exp(log_max + u * (log_min - log_max)), sigma_min, sigma_max)
@@ -353,7 +364,9 @@ def unfitted_warning(path: str | Path, steps: int, model: str | None = None,
     have = _counts(data)
     if not have or steps in have or steps not in unfitted_counts(data):
         return None
-    nearest = min(have, key=lambda n: (abs(n - steps), -n))  # the row interpolated
+    nearest = nearest_count(have, steps)  # the row interpolated
+    if nearest is None:
+        return None  # get_sigmas_from_file says why the file cannot serve
     fix = UPSAMPLER_FIX if upsampler else "fit every count with " + _refit(
         path, data, model or "MODEL", guidance=guidance, grey=grey)
     return (f"Schedule file {str(path)!r} holds no σ's for {steps} steps: the fit that wrote "
@@ -408,4 +421,11 @@ def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[li
 def get_sigmas_from_file(path: str | Path, n: int, sigma_min: float, sigma_max: float
                          ) -> torch.Tensor:
     """n σ's of a schedule file (the nearest stored n, interpolated, for others), then 0."""
-    return sigmas_from_positions(read_schedule_file(path), n, sigma_min, sigma_max)
+    positions = read_schedule_file(path)
+    if nearest_count(positions, n) is None:
+        calls = _calls_of(_load(path).get("sampler"), n)
+        raise GlidectlError(f"Schedule file {str(path)!r} holds σ's for 1 step only, which "
+                            f"say nothing of where {n} steps go; use it for 1 step, or fit "
+                            f"{n} steps into a file of their own (glidectl fit-steps MODEL "
+                            f"--prompts PROMPTS.txt --calls {calls} --out FILE).")
+    return sigmas_from_positions(positions, n, sigma_min, sigma_max)
