@@ -138,6 +138,13 @@ def test_the_check_may_use_other_prompts(glidectl, weights, tmp_path) -> None:
     code, _, stderr = glidectl("fit-steps", weights["base"], "--prompt", "a cat",
                                "--check-prompts", others, "--out", tmp_path / "t.json")
     assert code == 2 and "holds no prompt" in stderr, stderr
+    # a --prompts file of comments only: said of the file given, not "pass --prompts FILE"
+    others.write_text("# colours\n\n")
+    code, _, stderr = glidectl("fit-steps", weights["base"], "--prompts", others,
+                               "--out", tmp_path / "t.json")
+    assert code == 2 and stderr == (
+        f"Error: Prompts file {str(others)!r} holds no prompt (only blank lines and # "
+        "comments); write one per line.\n"), stderr
 
 
 def test_a_stopped_fit_keeps_the_counts_it_finished(weights, tmp_path) -> None:

@@ -284,6 +284,22 @@ def test_an_adapter_config_peft_reads_but_fails_on_is_one_sentence(tmp_path, cap
     assert str(info.value).startswith(f"{str(config)!r} {said}"), str(info.value)
 
 
+@pytest.mark.parametrize("options", [5, True, "base", [1]])
+def test_an_adapter_whose_glidectl_json_has_no_model_options_object_is_damaged(tmp_path,
+                                                                             options):
+    """``model_options: 5`` in an adapter's glidectl.json was a TypeError traceback when
+    the adapter was checked against its base."""
+    base, out, _ = trained_adapter(tmp_path)
+    meta = out / "glidectl.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "model_options": options}))
+    with pytest.raises(GlidectlError) as info:
+        attach_adapter(base, out)
+    assert str(info.value) == (
+        f"{str(meta)!r} does not hold the adapter's glidectl metadata (model_options is "
+        f"{json.dumps(options)}, not a JSON object); the adapter is damaged: use another "
+        "checkpoint's adapter.")
+
+
 def test_an_adapter_whose_weights_hold_nan_is_said_to_be_damaged(tmp_path):
     from safetensors.torch import load_file, save_file
 

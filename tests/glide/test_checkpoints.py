@@ -142,6 +142,29 @@ def test_mismatching_keys_are_named(tmp_path, inpaint_model):
         load_openai_pt(tmp_path / "bad.pt", options=options)
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.complex64])
+def test_a_weight_that_holds_no_floats_is_one_sentence(tmp_path, inpaint_model, dtype):
+    """An int weight was a load_state_dict traceback ("Only Tensors of floating point and
+    complex dtype can require gradients"), a complex one a dtype mismatch mid-sampling;
+    other float dtypes load as float32."""
+    from safetensors.torch import load_file, save_file
+
+    options, model = inpaint_model
+    good = save_weights(model, tmp_path / "good.safetensors")
+    state = load_file(str(good))
+    state["out.2.bias"] = state["out.2.bias"].to(dtype)
+    save_file(state, str(tmp_path / "bad.safetensors"), metadata=read_metadata(good))
+    with pytest.raises(GlidectlError) as info:
+        load_model(tmp_path / "bad.safetensors")
+    assert str(info.value) == (
+        f"{str(tmp_path / 'bad.safetensors')!r} is not a GLIDE state_dict: tensor 'out.2.bias' "
+        f"holds {str(dtype).removeprefix('torch.')} numbers, where GLIDE's weights are floats; "
+        "pass the file as it was trained or exported.")
+    state["out.2.bias"] = state["out.2.bias"].real.to(torch.bfloat16)
+    save_file(state, str(tmp_path / "bf16.safetensors"), metadata=read_metadata(good))
+    assert load_model(tmp_path / "bf16.safetensors").out[2].bias.dtype == torch.float32
+
+
 def test_wrong_kind_is_refused(tmp_path, inpaint_model):
     options, model = inpaint_model
     path = save_weights(model, tmp_path / "w.safetensors")

@@ -32,8 +32,9 @@ def read_prompts(prompts: list[str], prompts_file: Path | None,
     if not found:
         raise GlidectlError(
             "fit-steps needs tuning prompts: pass --prompts FILE (one per line) or --prompt "
-            "TEXT, like the prompts you will sample." if what == "prompts" else
-            f"The {what} file {str(prompts_file)!r} holds no prompt; write one per line.")
+            "TEXT, like the prompts you will sample." if prompts_file is None else
+            f"{label} {str(prompts_file)!r} holds no prompt (only blank lines and # "
+            "comments); write one per line.")
     return found
 
 

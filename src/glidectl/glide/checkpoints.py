@@ -49,7 +49,8 @@ def _require_file(path: Path) -> None:
 
 
 def _upcast(state: Mapping[str, Any], path: Path) -> StateDict:
-    """Tensors only, half-precision floats upcast to float32 (OpenAI ships some as fp16)."""
+    """Tensors only, floats upcast to float32 (OpenAI ships some as fp16); a tensor of
+    another dtype (int, complex) is one sentence."""
     out: StateDict = {}
     for key, value in state.items():
         if isinstance(value, int | float | str | bool | None):
@@ -59,7 +60,12 @@ def _upcast(state: Mapping[str, Any], path: Path) -> StateDict:
                 f"{str(path)!r} is not a GLIDE state_dict: entry {key!r} is "
                 f"{a_or_an(type(value).__name__)}, not a tensor."
             )
-        if value.is_floating_point() and value.dtype != torch.float32:
+        if not value.is_floating_point():  # an int or complex weight: a traceback later
+            raise GlidectlError(
+                f"{str(path)!r} is not a GLIDE state_dict: tensor {key!r} holds "
+                f"{str(value.dtype).removeprefix('torch.')} numbers, where GLIDE's weights are "
+                "floats; pass the file as it was trained or exported.")
+        if value.dtype != torch.float32:
             value = value.float()
         out[key] = value
     return out

@@ -218,6 +218,9 @@ def _read_adapter(path: Path) -> AdapterFiles:
         meta = json.loads(text)
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
+        if not isinstance(meta.get("model_options") or {}, dict):
+            raise ValueError(f"model_options is {json.dumps(meta['model_options'])[:40]}, "
+                             "not a JSON object")
     except (ValueError, OSError) as exc:
         raise GlidectlError(
             f"{str(source)!r} does not hold the adapter's glidectl metadata ({cause(exc)}); "
