@@ -89,11 +89,20 @@ def test_a_config_that_cannot_be_read_is_one_sentence(tmp_path, monkeypatch):
     def broken(self, *args, **kwargs):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(Path, "read_text", broken)  # was a traceback
+    monkeypatch.setattr(Path, "open", broken)  # was a traceback
     with pytest.raises(ConfigError, match=r"^Config file '.*glide.toml' cannot be read "
                                           r"\(Input/output error\); check that it is a "
                                           r"readable file\.$"):
         load_config(path)
+
+
+def test_a_config_that_never_ends_is_one_sentence():
+    """``--config /dev/zero`` was read until memory ran out (a MemoryError traceback)."""
+    with pytest.raises(ConfigError) as info:
+        load_config("/dev/zero")
+    assert str(info.value) == ("Config file '/dev/zero' is over 16 MiB, far more than any "
+                               "glide.toml (a device, or another kind of file); pass a .toml "
+                               "file.")
 
 
 def test_int_is_accepted_for_float():

@@ -284,6 +284,9 @@ def load_config(
     return cfg
 
 
+CONFIG_LIMIT = 16 << 20  # bytes: a glide.toml is a few kB
+
+
 def _read_toml(p: Path) -> dict[str, Any]:
     """The parsed TOML file at ``p``; a folder, a missing file or bad TOML is a ConfigError."""
     if p.is_dir():
@@ -299,7 +302,13 @@ def _read_toml(p: Path) -> dict[str, Any]:
             "file."
         )
     try:  # a pipe (--config <(...)) reads too; Notepad's byte-order mark is dropped
-        return tomllib.loads(p.read_text(encoding="utf-8-sig"))
+        with p.open("rb") as f:
+            raw = f.read(CONFIG_LIMIT + 1)  # /dev/zero, or a disk image: not read to the end
+        if len(raw) > CONFIG_LIMIT:
+            raise ConfigError(f"Config file {str(p)!r} is over {CONFIG_LIMIT >> 20} MiB, far "
+                              "more than any glide.toml (a device, or another kind of file); "
+                              "pass a .toml file.")
+        return tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: is not UTF-8 text; save it as a UTF-8 TOML file.") from None
     except PermissionError:
