@@ -111,3 +111,35 @@ def replays_after_resume(stream, taken: int = 4, total: int = 9):
         if "tokens" in expected:
             assert torch.equal(got["tokens"], expected["tokens"])
     return straight, resumed
+
+
+def finishes(call, seconds: float = 20.0, fifos=()):
+    """``call()``'s result, run in a thread: the test fails, instead of hanging, when it has
+    not returned within ``seconds``, and a reader stuck opening one of ``fifos`` (named
+    pipes) is then let go by opening it for writing."""
+    import os
+    import threading
+
+    import pytest
+
+    done: dict = {}
+
+    def run() -> None:
+        try:
+            done["value"] = call()
+        except BaseException as exc:  # raised again in the test's thread
+            done["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        for fifo in fifos:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader waits on it
+                pass
+        pytest.fail(f"still running after {seconds:g} s (waiting on a named pipe?)")
+    if "error" in done:
+        raise done["error"]
+    return done["value"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 from data_helpers import (
     EXPECTED_REJECTIONS,
     encode,
+    finishes,
     odd_images,
     photo,
     publish_from_child,
@@ -503,6 +505,60 @@ def test_a_folder_named_as_the_caption_file_is_counted_as_unreadable(tmp_path):
                             tokenizer="byte", image_size=16)
     assert (report.valid, report.rejected) == (1, {"unreadable_caption": 1})
     assert report.rejected_examples["unreadable_caption"] == ["1.png"]
+
+
+def test_named_pipes_in_a_folder_are_counted_unopened_and_the_scan_goes_on(
+        tmp_path, data_cfg, byte_tok):
+    """A pipe 'pipe.png', or a pipe 'metadata.jsonl' / 'metadata.csv', hung `dataset inspect`
+    and training for good: each was opened and waited for a writer."""
+    from glidectl.data.inspection import inspect_source
+
+    root = tmp_path / "pipes"
+    (root / "sub").mkdir(parents=True)
+    for name in ("a", "sub/b"):
+        (root / f"{name}.png").write_bytes(encode(photo(40, 40), "PNG"))
+        (root / f"{name}.txt").write_text(f"picture {name}")
+    (root / "pipe.txt").write_text("a pipe")
+    fifos = [root / "pipe.png", root / "metadata.jsonl", root / "sub" / "metadata.csv"]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    report = finishes(lambda: inspect_source(data_cfg(source=str(root)), tokenizer=byte_tok,
+                                             image_size=16), fifos=fifos)
+    assert (report.scanned, report.valid, report.rejected) == (3, 2, {"unreadable_file": 1})
+    assert report.rejected_examples == {"unreadable_file": ["pipe.png"]}
+    assert report.notes == [
+        f"{str(root)!r}: 2 metadata rows or files could not be read (first: 'metadata.jsonl', "
+        "not a regular file (a pipe or a device)); their images get no caption from them: "
+        "write one JSON object a line (or a CSV row) with file_name and text."]
+    ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=16,
+                       text_ctx=8)
+    assert sorted(finishes(lambda: [s["key"] for s in ds], fifos=fifos)) == ["a.png", "sub/b.png"]
+    assert ds.stats()["rejected"] == {"unreadable_file": 1}
+    assert all(fifo.is_fifo() for fifo in fifos)
+
+
+def test_data_max_pixels_is_the_limit_above_and_below_pillows(tmp_path, data_cfg, byte_tok,
+                                                              monkeypatch):
+    """data.max_pixels above Pillow's limit still rejected the images between the two as
+    decompression_bomb. Pillow's limit is lowered to 1000 pixels so small images stand in
+    for 100-megapixel ones."""
+    from PIL import Image
+
+    from glidectl.data.inspection import inspect_source
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    (tmp_path / "big.png").write_bytes(encode(photo(60, 40), "PNG"))  # 2400 px
+    (tmp_path / "small.png").write_bytes(encode(photo(30, 30), "PNG"))  # 900 px
+    for name in ("big", "small"):
+        (tmp_path / f"{name}.txt").write_text(f"a {name} picture")
+    counts = {}
+    for limit in (2400, 2399, 900):
+        report = inspect_source(data_cfg(source=str(tmp_path), max_pixels=limit),
+                                tokenizer=byte_tok, image_size=16)
+        counts[limit] = (report.valid, report.rejected)
+    assert counts == {2400: (2, {}), 2399: (1, {"decompression_bomb": 1}),
+                      900: (1, {"decompression_bomb": 1})}
+    assert Image.MAX_IMAGE_PIXELS == 1000
 
 
 def test_shards_beside_the_images_are_named_with_how_to_read_them(write_shards, data_cfg,

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import sys
+import threading
+
 import pytest
-from data_helpers import EXPECTED_REJECTIONS, encode, odd_images, photo
+from data_helpers import EXPECTED_REJECTIONS, encode, finishes, odd_images, photo
 from PIL import Image
 
 from glidectl.data.captions import decode_caption, pick_line
@@ -50,6 +56,74 @@ def test_pil_decompression_bomb_warning_is_a_rejection(monkeypatch):
 def test_missing_file_is_a_rejection(tmp_path):
     with pytest.raises(Rejected, match="unreadable_file"):
         open_image(tmp_path / "nope.jpg")
+
+
+def test_a_named_pipe_named_as_an_image_is_rejected_unopened(tmp_path):
+    """A pipe 'pipe.png' was opened and read: it waited for a writer for good."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+
+    def reason() -> str:
+        with pytest.raises(Rejected) as info:
+            open_image(fifo)
+        return info.value.reason
+
+    assert finishes(reason, fifos=[fifo]) == "unreadable_file"
+    assert fifo.is_fifo()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_a_link_to_a_device_is_rejected_unread(tmp_path):
+    """'zero.png -> /dev/zero' was read until memory ran out. Run apart, with 1 GiB of address
+    space, so that reading it fails fast rather than taking the machine's memory."""
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            "from glidectl.data.images import Rejected, open_image\n"
+            "try:\n    open_image(sys.argv[1])\nexcept Rejected as exc:\n    print(exc.reason)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "zero.png")],
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "unreadable_file\n"), out.stderr
+
+
+def test_max_pixels_above_pillows_limit_is_the_limit(monkeypatch):
+    """data.max_pixels above Pillow's own limit did nothing: Pillow's warning (over its
+    limit) and error (over twice it) rejected the image first."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    warned, failed = encode(photo(40, 40), "PNG"), encode(photo(60, 40), "PNG")  # 1600, 2400
+    for data in (warned, failed):
+        image, original, _ = open_image(data, max_pixels=2400)
+        assert image.size == original and original[0] * original[1] <= 2400
+        with pytest.raises(Rejected, match="decompression_bomb"):
+            open_image(data, max_pixels=1500)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's own limit is as it was
+    with pytest.warns(Image.DecompressionBombWarning):
+        Image.open(io.BytesIO(warned))
+
+
+def test_max_pixels_holds_in_threads_decoding_at_once(monkeypatch):
+    """Threads raising Pillow's limit for their own images neither reject another's image
+    nor leave the limit raised."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = encode(photo(60, 40), "PNG")  # 2400 px: over twice Pillow's limit
+    wrong: list[str] = []
+
+    def decode(limit: int) -> None:
+        for _ in range(25):
+            try:
+                open_image(data, max_pixels=limit)
+                if limit < 2400:
+                    wrong.append(f"accepted at {limit}")
+            except Rejected as exc:
+                if limit >= 2400:
+                    wrong.append(f"{exc.reason} at {limit}")
+
+    threads = [threading.Thread(target=decode, args=(limit,))
+               for limit in (2400, 1000, 5000, 2399) * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert wrong == [] and Image.MAX_IMAGE_PIXELS == 1000
 
 
 def test_jpeg_draft_decodes_big_photos_at_reduced_scale():

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import itertools
+import os
 import shlex
 import tarfile
 
 import pytest
 import torch
 from data_helpers import encode, photo
+from PIL import Image
 
+from glidectl.cli.app import main
 from glidectl.data import build_dataset
-from glidectl.data.shards import expand_shards
+from glidectl.data.shards import expand_shards, lacks_end_blocks
 from glidectl.data.stats import DataError
 from glidectl.errors import GlidectlError
 
@@ -181,6 +186,57 @@ def test_a_tar_cut_where_reading_it_raises_nothing_or_empty_header_is_truncated(
                        image_size=32, text_ctx=32)
     assert sorted(keys(ds)) == ["s0_000", "s1_000", "s1_001", "s1_002"]
     assert ds.stats()["rejected"] == {"truncated_tar": 1}
+
+
+def test_a_gzipped_tar_named_tar_is_whole_and_a_file_that_is_no_tar_is_bad_tar(
+        tmp_path, data_cfg, byte_tok):
+    """A whole gzip-compressed shard named '.tar', and a text file named '.tar', were both
+    counted as truncated_tar: only their last 1024 bytes (not zero) were looked at."""
+    from glidectl.data.inspection import inspect_source
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name, count in (("shard-0.tar", 3), ("shard-1.tar", 1)):  # shard-1: under 512 bytes
+        plain = io.BytesIO()
+        with tarfile.open(fileobj=plain, mode="w") as tar:
+            for i in range(count):
+                image = encode(Image.new("RGB", (16, 16), (80 * i, 0, 0)), "PNG")
+                for ext, data in (("png", image), ("txt", b"a picture")):
+                    info = tarfile.TarInfo(f"{name[6]}_{i}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        (folder / name).write_bytes(gzip.compress(plain.getvalue()))
+    assert (folder / "shard-1.tar").stat().st_size < tarfile.BLOCKSIZE
+    (folder / "shard-2.tar").write_bytes(b"this is not a tar file" * 100)
+    assert [lacks_end_blocks(str(folder / f"shard-{n}.tar")) for n in range(3)] == [False] * 3
+    report = inspect_source(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=16)
+    assert (report.scanned, report.valid, report.rejected) == (4, 4, {})
+    assert report.damaged == {"bad_tar": 1}
+    assert report.rejected_examples == {"bad_tar": [str(folder / "shard-2.tar")]}
+    ds = build_dataset(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=16,
+                       text_ctx=8)
+    assert sorted(keys(ds)) == ["0_0", "0_1", "0_2", "1_0"]
+    assert ds.stats()["rejected"] == {"bad_tar": 1}
+
+
+@pytest.mark.parametrize("kind, why", [("pipe", "is no file (a device or a pipe)"),
+                                       ("folder", "is a folder")])
+def test_a_glob_matching_a_pipe_or_a_folder_names_it_so(write_shards, kind, why, capsys):
+    """A pipe (or a folder) matched by 'w/*.tar' was said not to exist."""
+    folder = write_shards(1, 1)[0].parent
+    odd = folder / "shard-00001.tar"
+    os.mkfifo(odd) if kind == "pipe" else odd.mkdir()
+    spec = str(folder / "*.tar")
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", spec, "--tokenizer", "byte"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"Error: Shard {str(odd)!r} of {spec!r} {why}; point data.source at tar files only "
+        "(move it away or narrow the pattern).\n")
+    if kind == "pipe":  # a folder given alone is read as a folder of shards
+        with pytest.raises(GlidectlError) as error:
+            expand_shards(str(odd))
+        assert str(error.value) == f"Shard {str(odd)!r} {why}; point data.source at tar files only."
 
 
 def test_the_suggested_inspect_command_survives_the_shell(write_shards, data_cfg, byte_tok):

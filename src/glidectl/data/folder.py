@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import GlidectlError
-from .captions import read_sidecar, text_lines
+from .captions import read_regular, read_sidecar, text_lines
 from .kohya import (
     KohyaFolder,
     counted_past_max,
@@ -153,12 +153,17 @@ class FolderSource:
 
     def _read_metadata(self, path: Path, rel_dir: PurePosixPath) -> None:
         shown = (rel_dir / path.name).as_posix()
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            self._bad_metadata(f"{shown!r}, " + ("not UTF-8" if isinstance(
-                exc, UnicodeDecodeError) else "unreadable"))
+        raw, why = read_regular(path)  # a named pipe is not opened: it would wait
+        if raw is None:
+            self._bad_metadata(f"{shown!r}, " + ("not a regular file (a pipe or a device)"
+                                                 if why == "not a regular file" else "unreadable"))
             return
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            self._bad_metadata(f"{shown!r}, not UTF-8")
+            return
+        text = text.replace("\r\n", "\n").replace("\r", "\n")  # as read_text's newlines
         rows: list[tuple[int, Any]] = []
         if path.suffix == ".csv":
             reader = csv.DictReader(io.StringIO(text, newline=""))

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import not_a_file
+
 EXIF_ORIENTATION = 0x0112
+PILLOW_DEFAULT_PIXELS = 89_478_485  # Image.MAX_IMAGE_PIXELS as Pillow ships it
+_LIMIT_LOCK = threading.Lock()  # held while Image.MAX_IMAGE_PIXELS is raised
 
 
 class Rejected(Exception):
@@ -26,9 +33,13 @@ class Rejected(Exception):
 
 
 def read_bytes(source: bytes | str | os.PathLike[str]) -> bytes:
-    """File contents (or the bytes themselves); missing files are rejected, not raised."""
+    """File contents (or the bytes themselves); a missing file, or one that is no regular
+    file, is rejected as ``unreadable_file``, not raised. A named pipe or a device is never
+    opened (a pipe would wait for a writer, /dev/zero never ends)."""
     if isinstance(source, bytes):
         return source
+    if not_a_file(source) is not None:
+        raise Rejected("unreadable_file")
     try:
         return Path(source).read_bytes()
     except OSError:
@@ -39,14 +50,19 @@ def open_image(
     source: bytes | str | os.PathLike[str] | Image.Image,
     *,
     min_size: int = 1,
-    max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485,
+    max_pixels: int | None = None,
     draft_size: int = 0,
 ) -> tuple[Image.Image, tuple[int, int], str | None]:
     """Decode to RGB: ``(image, original (w, h) as displayed, converted-from mode or None)``.
 
-    ``draft_size`` lets JPEGs decode at a reduced scale whose short side is still at least
-    that many pixels (much faster for big photos). Raises :class:`Rejected`.
+    ``max_pixels``: the most pixels an image may have (``data.max_pixels``), above or below
+    Pillow's own limit; None: Pillow's ``Image.MAX_IMAGE_PIXELS``. ``draft_size`` lets JPEGs
+    decode at a reduced scale whose short side is still at least that many pixels (much
+    faster for big photos). Raises :class:`Rejected`.
     """
+    if max_pixels is None:
+        with _LIMIT_LOCK:  # Pillow's own, not a limit another thread raised for a while
+            max_pixels = Image.MAX_IMAGE_PIXELS or PILLOW_DEFAULT_PIXELS
     if isinstance(source, Image.Image):
         img = source
         original = img.size
@@ -54,29 +70,11 @@ def open_image(
         data = read_bytes(source)
         if not data:
             raise Rejected("empty_file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            try:
-                img = Image.open(io.BytesIO(data))
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise Rejected("decompression_bomb") from None
-            except UnidentifiedImageError:
-                raise Rejected("unreadable_image") from None
-            except Exception as exc:  # PIL plugins raise many types for corrupt headers
-                raise Rejected(_failure_reason(exc, "unreadable_image")) from None
-            original = img.size
-            _check_size(original, min_size, max_pixels)
-            if draft_size and img.format == "JPEG":
-                try:
-                    img.draft("RGB", (draft_size, draft_size))
-                except Exception:
-                    raise Rejected("unreadable_image") from None
-            try:
-                img.load()
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise Rejected("decompression_bomb") from None
-            except Exception as exc:
-                raise Rejected(_failure_reason(exc, "corrupt_image")) from None
+        try:
+            img, original = _decode(data, min_size, max_pixels, draft_size)
+        except _PillowLimit:  # Pillow's own limit, which may lie below max_pixels
+            with _pillow_limit(max_pixels):
+                img, original = _decode(data, min_size, max_pixels, draft_size, final=True)
     _check_size(original, min_size, max_pixels)
     try:
         stored = img.size
@@ -89,6 +87,56 @@ def open_image(
     except Exception:
         raise Rejected("corrupt_image") from None
     return rgb, original, converted
+
+
+class _PillowLimit(Exception):
+    """Pillow refused an image under its own limit, which ``max_pixels`` may lie above."""
+
+
+@contextmanager
+def _pillow_limit(pixels: int) -> Iterator[None]:
+    """Pillow's ``Image.MAX_IMAGE_PIXELS`` raised to ``pixels`` inside (never lowered: other
+    threads' images keep at least Pillow's limit), restored after; one thread at a time, so
+    no other decode here restores it under another's feet."""
+    with _LIMIT_LOCK:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max(pixels, before) if before is not None else None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
+
+
+def _decode(data: bytes, min_size: int, max_pixels: int, draft_size: int,
+            final: bool = False) -> tuple[Image.Image, tuple[int, int]]:
+    """``data`` opened, size-checked and loaded: ``(image, size as stored)``. Pillow's
+    decompression-bomb check raises :class:`_PillowLimit` (``final``, under
+    :func:`_pillow_limit`: a rejection)."""
+    bomb = Rejected("decompression_bomb") if final else _PillowLimit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise bomb from None
+        except UnidentifiedImageError:
+            raise Rejected("unreadable_image") from None
+        except Exception as exc:  # PIL plugins raise many types for corrupt headers
+            raise Rejected(_failure_reason(exc, "unreadable_image")) from None
+        original = img.size
+        _check_size(original, min_size, max_pixels)
+        if draft_size and img.format == "JPEG":
+            try:
+                img.draft("RGB", (draft_size, draft_size))
+            except Exception:
+                raise Rejected("unreadable_image") from None
+        try:
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise bomb from None  # a GIF frame or TIFF tile larger than the image
+        except Exception as exc:
+            raise Rejected(_failure_reason(exc, "corrupt_image")) from None
+    return img, original
 
 
 def _failure_reason(exc: BaseException, default: str) -> str:

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..config import DataConfig
 from .batching import batch_notes
 from .dataset import SamplePipeline, build_dataset
-from .images import Rejected
+from .images import Rejected, read_bytes
 from .records import RawSample
 from .source_api import samples_per_epoch, source_notes
 from .stats import RejectionCounter, no_valid_data_error
@@ -219,8 +219,8 @@ def _recount_splits(counter: RejectionCounter, ends: dict[str, list[tuple[str, s
 def _in_memory(raw: RawSample) -> RawSample:
     if isinstance(raw.image, (str, Path)):
         try:
-            image: Any = Path(raw.image).read_bytes()
-        except OSError:
+            image: Any = read_bytes(raw.image)  # a regular file only, as decoding reads it
+        except Rejected:
             image = raw.image
         return RawSample(raw.key, image, raw.caption, raw.meta, raw.meta_bytes,
                          rules=raw.rules, empty_ok=raw.empty_ok)

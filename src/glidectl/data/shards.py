@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, not_a_file
 from .records import IMAGE_EXTENSIONS, RawSample
 from .stats import RejectionCounter
 from .walk import files_with_suffix
@@ -78,6 +78,11 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
                 else:
                     urls.append(url)
     missing = [u for u in urls if not is_remote(u) and not os.path.isfile(u)]
+    there = next((u for u in missing if os.path.exists(u)), None)  # a pipe, a device, a folder
+    if there is not None:
+        move = "" if spec == there else " (move it away or narrow the pattern)"
+        raise GlidectlError(f"{_shard_of(there, spec)} {not_a_file(there)}; point data.source "
+                            f"at tar files only{move}.")
     if missing:
         raise GlidectlError(
             f"{len(missing)} of {len(urls)} shard(s) of {_show(spec)} do not exist "
@@ -147,11 +152,15 @@ def check_reachable(urls: Sequence[str], spec: str | Sequence[str]) -> None:
 def lacks_end_blocks(path: str) -> bool:
     """True for a local ``.tar`` that does not end in the two zero blocks every tar writer
     closes with: it was cut short, maybe exactly between members, where reading it raises
-    nothing."""
+    nothing. Only a file that begins as a plain tar does (a valid header, or a header cut
+    short) is judged: a compressed tar is read whole by the reader, which also reports a
+    file that is no tar at all (``bad_tar``)."""
     if is_remote(path) or not path.lower().endswith(".tar"):
         return False
     try:
         with open(path, "rb") as fh:
+            if not _begins_as_tar(fh.read(tarfile.BLOCKSIZE)):
+                return False
             size = fh.seek(0, os.SEEK_END)
             if size < 2 * tarfile.BLOCKSIZE:
                 return size > 0
@@ -159,6 +168,23 @@ def lacks_end_blocks(path: str) -> bool:
             return any(fh.read())
     except OSError:
         return False  # reading it reports the problem
+
+
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz: tarfile's r|*
+
+
+def _begins_as_tar(head: bytes) -> bool:
+    """Whether ``head`` (a file's first block) starts a plain tar: a header that parses (or
+    zeros: the end of an empty tar), or a header cut short that is no compressed data."""
+    if len(head) < tarfile.BLOCKSIZE:
+        return not head.startswith(COMPRESSED_MAGIC)
+    if not any(head):
+        return True
+    try:
+        tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False  # gzip'd, or no tar at all
+    return True
 
 
 def shard_error_reason(exc: BaseException) -> str:
