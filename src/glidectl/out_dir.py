@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from pathlib import Path
 
@@ -11,9 +12,26 @@ from .errors import GlidectlError
 PROMPT_EXCERPT_CHARS = 200
 
 
+def broken_link(path: Path) -> str | None:
+    """How ``path``, or the nearest folder above it that is not there, is a symbolic link
+    that leads nowhere (``"is a broken symbolic link (to '/gone')"``, or ``"is under
+    'runs/old', a broken …"``); None when neither is. A folder cannot be made through one."""
+    path = Path(path)
+    for link in (path, *path.parents):
+        if link.is_symlink() and not link.exists():
+            where = "is" if link == path else f"is under {str(link)!r},"
+            return f"{where} a broken symbolic link (to {os.readlink(link)!r})"
+        if link.exists():
+            return None
+    return None
+
+
 def check_out_dir(out: Path, flag: str = "--out") -> None:
     """Raise unless ``out`` is (or can become) a writable folder; creates nothing."""
     out = Path(out)
+    if (link := broken_link(out)) is not None:
+        raise GlidectlError(f"{flag} {str(out)!r} {link}; remove the link or point it at a "
+                            "folder.")
     probe_dir = out
     while not probe_dir.exists() and probe_dir.parent != probe_dir:
         probe_dir = probe_dir.parent

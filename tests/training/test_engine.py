@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
-from tiny_configs import fill_zero_layers
+from tiny_configs import tiny_base_weights
 
 from glidectl.config import load_config
 from glidectl.errors import GlidectlError
@@ -119,10 +119,11 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tiny, monkeypatch):
     assert not all(torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))
 
 
-def test_text_only_training_keeps_the_unet_frozen_but_trains_encoder_kv(tiny):
-    cfg = tiny(train=dict(steps=2, trainable="text"), checkpoint=dict(every=0))
+def test_text_only_training_keeps_the_unet_frozen_but_trains_encoder_kv(tiny, tmp_path):
+    init = tiny_base_weights(tmp_path / "live.safetensors")  # output layers live, as trained
+    cfg = tiny(model=dict(init=str(init)), data=dict(resolution=16),
+               train=dict(steps=2, trainable="text"), checkpoint=dict(every=0))
     trainer = Trainer(cfg, quiet=True)
-    fill_zero_layers(trainer.unwrapped)  # like a pretrained UNet
     before = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
     trainer.run()
     after = trainer.unwrapped.state_dict()

@@ -521,3 +521,190 @@ def test_a_run_begun_with_an_earlier_preset_resumes_with_its_own_network(tiny, m
     assert resumed.run().step == 2
     cfg.train.name = "new"
     assert Trainer(cfg, quiet=True).bundle.options.channel_mult == "2,2,2"
+
+
+def _copy_run(trained: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the trained run and its step-2 checkpoint."""
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    return run, run / "checkpoints" / "step-000002"
+
+
+def _snapshot(run: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+def _set_cursor(train_json: Path, row: list) -> None:
+    """Put ``row`` in place of process 0's data cursor in train.json."""
+    data = dict(dict(json.loads(train_json.read_text(encoding="utf-8"))["$dict"])["data"]
+                ["$dict"])
+    data["ranks"] = [row]
+    _tamper_scheduler(train_json, data={"$dict": [[k, v] for k, v in data.items()]})
+
+
+@pytest.mark.parametrize("changes, why", [
+    ({"data": []}, "AttributeError: 'list' object has no attribute 'get'"),
+    ({"guard": "x"}, "AttributeError: 'str' object has no attribute 'get'"),
+])
+def test_a_train_json_entry_that_is_not_a_table_is_one_line(trained, tmp_path, capsys,
+                                                             changes, why):
+    """A list or a string where train.json holds a table gave an AttributeError traceback."""
+    run, step_dir = _copy_run(trained, tmp_path)
+    _tamper_scheduler(step_dir / "state" / "train.json", **changes)
+    before = _snapshot(run)
+    code, err = _resume_cli(run, capsys)
+    assert code == 2, err
+    assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/train.json does not "
+                   f"fit this run ({why}); resume with the run's own config.\n"), err
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("row, why", [  # saved: [0, 2, 0, 1, 4, 0]
+    ([0, -5, 0, 1, 4, 0], "position -5"),
+    ([-3, 2, 0, 1, 4, 0], "epoch -3"),
+    ([0, 1000000, 0, 1, 4, 0], "position 1000000: more batches than the 4 samples read this "
+                               "epoch"),
+    ([0, 2, 0, 1, -4, 0], "samples read by worker 0 -4"),
+    ([0, 2, 1, 1, 4, 0], "next worker 1 of 1"),
+    ([0, 2, 0, 1, 4, 2], "end flags other than 0 and 1"),
+    ([0, 2, 0, 1, 4], "its length does not fit its number of workers"),
+    ([0, 2.5, 0, 1, 4, 0], "not all whole numbers"),
+])
+def test_a_data_cursor_glidectl_cannot_have_written_is_refused(trained, tmp_path, capsys,
+                                                               row, why):
+    """Such cursors resumed without a word, reading other data than the run would have."""
+    run, step_dir = _copy_run(trained, tmp_path)
+    train_json = step_dir / "state" / "train.json"
+    saved = dict(dict(json.loads(train_json.read_text(encoding="utf-8"))["$dict"])
+                 ["data"]["$dict"])["ranks"]
+    assert saved == [[0, 2, 0, 1, 4, 0]]
+    _set_cursor(train_json, row)
+    before = _snapshot(run)
+    code, err = _resume_cli(run, capsys)
+    assert code == 2, err
+    assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/train.json records "
+                   f"the data cursor {row} of process 0 ({why}); the checkpoint is damaged: "
+                   "resume from another checkpoint or start a new run.\n"), err
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("changes, what", [
+    ({"micro_step": -7}, "micro_step -7"),
+    ({"micro_step": "x"}, "micro_step 'x'"),
+    ({"guard": {"$dict": [["in_a_row", -1], ["total", 0]]}},
+     "the non-finite loss count in_a_row = -1"),
+])
+def test_counts_glidectl_cannot_have_written_are_refused(trained, tmp_path, capsys, changes,
+                                                          what):
+    run, step_dir = _copy_run(trained, tmp_path)
+    _tamper_scheduler(step_dir / "state" / "train.json", **changes)
+    before = _snapshot(run)
+    code, err = _resume_cli(run, capsys)
+    assert code == 2, err
+    assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/train.json records "
+                   f"{what}; the checkpoint is damaged: resume from another checkpoint or "
+                   "start a new run.\n"), err
+    assert _snapshot(run) == before
+
+
+def _tamper_header(path: Path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` in a safetensors file's glidectl state header."""
+    import struct
+
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header, body = json.loads(raw[8:8 + size]), raw[8 + size:]
+    tree = header["__metadata__"]["glidectl.state"]
+    assert old in tree
+    header["__metadata__"]["glidectl.state"] = tree.replace(old, new)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + body)
+
+
+@pytest.mark.parametrize("dtype, shown", [
+    ('"bogus"', "bogus"), ("[1]", "[1]"), ('"object"', "object"), ('"(2,)i4"', "(2,)i4"),
+])
+def test_an_rng_file_with_an_unknown_dtype_is_not_a_resume_file(trained, tmp_path, capsys,
+                                                                 dtype, shown):
+    """numpy's TypeError ("data type 'bogus' not understood") escaped as a traceback."""
+    run, step_dir = _copy_run(trained, tmp_path)
+    _tamper_header(step_dir / "state" / "rng-0.safetensors", '"dtype": "uint32"',
+                   f'"dtype": {dtype}')
+    before = _snapshot(run)
+    code, err = _resume_cli(run, capsys)
+    assert code == 2, err
+    assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/rng-0.safetensors is "
+                   f"not a glidectl resume file (an array of unknown dtype {shown!r}); resume "
+                   "from another checkpoint or start a new run.\n"), err
+    assert _snapshot(run) == before
+
+
+def test_an_array_numpy_cannot_hold_is_a_state_format_error():
+    import torch
+
+    from glidectl.training.resume_state import StateFormatError, decode
+
+    tensors = {"t0": torch.zeros(2, dtype=torch.bfloat16)}
+    with pytest.raises(StateFormatError, match=r"^an array numpy cannot read \(TypeError\)$"):
+        decode({"$ndarray": "t0", "dtype": "float32"}, tensors)
+
+
+def test_a_train_json_nested_too_deeply_is_one_line(trained, tmp_path, capsys):
+    """json's RecursionError escaped as a traceback."""
+    run, step_dir = _copy_run(trained, tmp_path)
+    (step_dir / "state" / "train.json").write_text("[" * 100_000 + "]" * 100_000)
+    before = _snapshot(run)
+    code, err = _resume_cli(run, capsys)
+    assert code == 2, err
+    assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/train.json is not a "
+                   "glidectl resume file (its entries are nested too deeply); resume from "
+                   "another checkpoint or start a new run.\n"), err
+    assert _snapshot(run) == before
+
+
+def test_a_resume_under_another_grad_accum_steps_after_each_whole_window(trained, tmp_path):
+    """The accelerator's micro-step count (2, after two steps of one micro-batch) came back
+    as it was: under grad_accum = 3 the optimizer then stepped after the first micro-batch of
+    each window of 3, and its other two went into the next step's gradient."""
+    import torch
+    from safetensors.torch import load_file
+    from tiny_configs import tiny_config
+
+    from glidectl.training.resume_state import read_state_file
+
+    cfg = tiny_config(tmp_path, train=dict(steps=3, grad_accum=3))
+    runs_at = {}
+    for name, micro_step in (("as-saved", 2), ("at-0", 0)):
+        run = tmp_path / "runs" / name
+        shutil.copytree(trained / "runs" / "t", run)
+        train_json = run / "checkpoints" / "step-000002" / "state" / "train.json"
+        assert read_state_file(train_json)["micro_step"] == 2
+        _tamper_scheduler(train_json, micro_step=micro_step)
+        assert Trainer(cfg, resume=str(run), quiet=True).run().step == 3
+        runs_at[name] = run / "checkpoints" / "step-000003"
+    saved = {name: read_state_file(step / "state" / "train.json")["micro_step"]
+             for name, step in runs_at.items()}
+    assert saved == {"as-saved": 3, "at-0": 3}  # one window of 3 from its start
+    a, b = (load_file(step / "model.safetensors") for step in runs_at.values())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("where", ["checkpoints/abandoned-after-step-99/step-000123",
+                                   "checkpoints/step-000123"])
+def test_a_resume_path_that_is_not_there_is_not_called_a_set_aside_checkpoint(
+        trained, tmp_path, capsys, where):
+    """Under a folder named like a set-aside one, a missing path was called a checkpoint that
+    had been set aside, and given as a model.init that names nothing."""
+    run, _ = _copy_run(trained, tmp_path)
+    missing = run / where
+    before = _snapshot(run)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(missing), "--no-live"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err == (f"Error: --resume {str(missing)!r}: not a checkpoint (a "
+                   "checkpoints/step-NNNNNN folder with a state/ folder) nor a run folder "
+                   "with checkpoints; pass 'latest' or an existing checkpoint.\n"), err
+    assert _snapshot(run) == before
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-000002"]

@@ -245,6 +245,14 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         named = self.adapter.trainable(model)
         if not named:
             raise GlidectlError(f"train.trainable = {tc.trainable!r} leaves nothing to train.")
+        if adapter is None and tc.trainable == "text" and self.cfg.model.init == "scratch" \
+                and self.resume_from is None:
+            raise GlidectlError(
+                "train.trainable = \"text\" trains nothing from model.init = \"scratch\": a new "
+                "network's output layers start at zero and the frozen UNet keeps them there, "
+                "so no gradient reaches the weights that train; start from trained weights "
+                "(model.init) or set train.trainable = \"all\"."
+            )
         self._named = named
         self.params = [p for _, p in named]
         # Weights + EMA + Adam's two moments, in fp32, must fit on the disk.

@@ -34,6 +34,12 @@ def make_optimizer(
         rest = [p for n, p in named if not is_text_param(n)]
         groups = [g for g in ({"params": rest}, {"params": text, "lr": tc.lr * tc.text_lr_scale})
                   if g["params"]]
+        if tc.text_lr_scale == 0 and not rest:
+            raise GlidectlError(
+                "train.text_lr_scale = 0 trains nothing here: every weight that trains is the "
+                "text transformer's, which it gives a learning rate of 0; set "
+                "train.text_lr_scale above 0."
+            )
     if tc.optimizer == "adamw":
         # One fused kernel per step instead of a dozen small ops per tensor (see
         # benchmarks/bench_train_step.py); every device torch has fused AdamW for takes it.

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import reprlib
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -87,7 +88,7 @@ def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if set(tree) == {"$tensor"}:
             return _tensor(tree["$tensor"], tensors)
         if set(tree) == {"$ndarray", "dtype"}:
-            return _tensor(tree["$ndarray"], tensors).numpy().astype(np.dtype(str(tree["dtype"])))
+            return _ndarray(tree["$ndarray"], tree["dtype"], tensors)
         if set(tree) == {"$tuple"} and isinstance(tree["$tuple"], list):
             return tuple(decode(v, tensors) for v in tree["$tuple"])
         if set(tree) == {"$dict"} and isinstance(tree["$dict"], list):
@@ -108,6 +109,23 @@ def _tensor(key: Any, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     if not isinstance(key, str) or key not in tensors:
         raise StateFormatError(f"a reference to a missing tensor {key!r}")
     return tensors[key]
+
+
+NDARRAY_KINDS = "biufc"  # numpy dtype kinds :func:`encode` stores: bools and numbers
+
+
+def _ndarray(key: Any, dtype: Any, tensors: dict[str, torch.Tensor]) -> np.ndarray:
+    """The numpy array a ``$ndarray`` entry names, as ``dtype`` (a numeric numpy dtype)."""
+    try:
+        wanted = np.dtype(dtype) if isinstance(dtype, str) else None
+    except (TypeError, ValueError):
+        wanted = None
+    if wanted is None or wanted.kind not in NDARRAY_KINDS:
+        raise StateFormatError(f"an array of unknown dtype {str(dtype)[:40]!r}")
+    try:
+        return _tensor(key, tensors).numpy().astype(wanted)
+    except (TypeError, RuntimeError) as exc:  # a tensor numpy cannot hold (bfloat16)
+        raise StateFormatError(f"an array numpy cannot read ({type(exc).__name__})") from None
 
 
 # --------------------------------------------------------------------------- files
@@ -132,7 +150,9 @@ def read_state_file(path: Path) -> Any:
             tree = json.loads(path.read_bytes().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StateFormatError(f"it is not JSON ({type(exc).__name__})") from None
-        return decode(tree, {})
+        except RecursionError:
+            raise StateFormatError(TOO_DEEP) from None
+        return _decoded(tree, {})
     from safetensors import safe_open
 
     try:
@@ -147,7 +167,21 @@ def read_state_file(path: Path) -> Any:
         tree = json.loads(meta[TREE_KEY])
     except json.JSONDecodeError:
         raise StateFormatError("its state header is not JSON") from None
-    return decode(tree, tensors)
+    except RecursionError:
+        raise StateFormatError(TOO_DEEP) from None
+    return _decoded(tree, tensors)
+
+
+TOO_DEEP = "its entries are nested too deeply"
+
+
+def _decoded(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """:func:`decode`, with a tree nested past Python's recursion limit a
+    :class:`StateFormatError` too."""
+    try:
+        return decode(tree, tensors)
+    except RecursionError:
+        raise StateFormatError(TOO_DEEP) from None
 
 
 # --------------------------------------------------------------------------- RNGs
@@ -271,6 +305,11 @@ def read_resume_state(state_dir: Path, rank: int, *, ema: bool, scaler: bool) ->
                 "table; resume from another checkpoint or start a new run."
             )
     check_step(step_dir, out["train"].get("step"))
+    if (problem := train_problem(out["train"])) is not None:
+        raise GlidectlError(
+            f"Cannot resume from {str(step_dir)!r}: state/{TRAIN} records {problem}; the "
+            "checkpoint is damaged: resume from another checkpoint or start a new run."
+        )
     return out
 
 
@@ -286,6 +325,56 @@ def check_step(step_dir: Path, step: Any) -> None:
         + (f", not {folder}" if folder is not None else "")
         + "; the checkpoint is damaged: resume from another checkpoint or start a new run."
     )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def train_problem(train: dict[str, Any]) -> str | None:
+    """What in train.json glidectl cannot have written (None: nothing found): a negative or
+    non-integer ``micro_step`` or guard count, or a data cursor out of its range. Entries of
+    the wrong type altogether are left to ``load_state_dict`` (:func:`apply_failure`)."""
+    if "micro_step" in train and not _is_count(train["micro_step"]):
+        return f"micro_step {train['micro_step']!r}"
+    guard = train.get("guard")
+    for key in ("in_a_row", "total") if isinstance(guard, dict) else ():
+        if key in guard and not _is_count(guard[key]):
+            return f"the non-finite loss count {key} = {guard[key]!r}"
+    data = train.get("data")
+    if not isinstance(data, dict):
+        return None
+    for key in ("epoch", "position"):
+        if key in data and not _is_count(data[key]):
+            return f"data {key} {data[key]!r}"
+    rows = data.get("ranks")
+    for rank, row in enumerate(rows if isinstance(rows, list) else ()):
+        if isinstance(row, list) and row and (why := cursor_problem(row)) is not None:
+            return f"the data cursor {reprlib.repr(row)} of process {rank} ({why})"
+    return None
+
+
+def cursor_problem(row: list[Any]) -> str | None:
+    """What is wrong with a data cursor, ``[epoch, position, next worker, workers, samples
+    each worker read, each worker's end flag]``
+    (:meth:`~glidectl.training.data_stream.DataStream.state_dict`); None if nothing."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in row):
+        return "not all whole numbers"
+    if len(row) < 4 or row[3] < 1 or len(row) != 4 + 2 * row[3]:
+        return "its length does not fit its number of workers"
+    epoch, position, next_worker, slots = row[:4]
+    read, ended = row[4:4 + slots], row[4 + slots:]
+    for name, value in (("epoch", epoch), ("position", position), *(
+            (f"samples read by worker {w}", n) for w, n in enumerate(read))):
+        if value < 0:
+            return f"{name} {value}"
+    if next_worker < 0 or next_worker >= slots:
+        return f"next worker {next_worker} of {slots}"
+    if any(flag not in (0, 1) for flag in ended):
+        return "end flags other than 0 and 1"
+    if position > sum(read):
+        return f"position {position}: more batches than the {sum(read)} samples read this epoch"
+    return None
 
 
 def apply_failure(step_dir: Path, name: str, exc: Exception) -> GlidectlError:
@@ -368,6 +457,16 @@ def fresh_scaler_note(state_dir: Path, scaler: Any) -> str | None:
             "(its first steps may be skipped while it finds its scale).")
 
 
+def window_start(micro_step: int, accelerator: Any) -> int:
+    """The accelerator's micro-step count to resume at: a checkpoint is written after an
+    optimizer step, so its count starts a gradient-accumulation window. Under another
+    ``train.grad_accum`` it may not (8, saved under 4, resumed under 3), and accelerate
+    would step the optimizer inside the loop's window: it is rounded down to a window's
+    start."""
+    window = max(int(getattr(accelerator, "gradient_accumulation_steps", 1)), 1)
+    return micro_step - micro_step % window
+
+
 def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str, Any],
                noise: torch.Generator, load_weights: Any) -> list[str]:
     """Read and check every file this process needs, then ``load_weights()``, then apply
@@ -392,7 +491,7 @@ def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str,
         try:
             if obj is None:
                 state = dict(state)
-                accelerator.step = int(state.pop("micro_step", 0))
+                accelerator.step = window_start(int(state.pop("micro_step", 0)), accelerator)
                 train.load_state_dict(state)
             else:
                 if name == SCHEDULER and (opt := objects.get(OPTIMIZER)) is not None \
@@ -402,11 +501,12 @@ def load_state(state_dir: Path, accelerator: Any, train: Any, objects: dict[str,
                 obj.load_state_dict(state)
                 if name == OPTIMIZER:
                     _match_layouts(obj)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError,
+                AttributeError) as exc:  # AttributeError: a list or string for a table
             raise apply_failure(step_dir, name, exc) from None
     try:
         restore_rng(parts["rng"], noise)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise apply_failure(step_dir, rng_file(rank), exc) from None
     if optimizer is None:
         return []

@@ -15,6 +15,7 @@ from .. import runs
 from ..atomic import lock_file, remove_stale_temps
 from ..config import GlideConfig, is_saved_config
 from ..errors import GlidectlError
+from ..out_dir import broken_link
 from . import heartbeats
 from .checkpointing import CheckpointManager, resolve_checkpoint, set_aside_after
 
@@ -37,6 +38,9 @@ def next_run_name(output_dir: Path, prefix: str = "run") -> str:
 
 def check_writable(directory: Path, needed_bytes: int = MIN_FREE_BYTES) -> None:
     """Raise GlidectlError unless ``directory`` can be created, written and has free space."""
+    if (link := broken_link(directory)) is not None:
+        raise GlidectlError(f"Output folder {str(directory)!r} {link}; remove the link or "
+                            "point it at a folder.")
     probe_parent = directory
     while not probe_parent.exists():
         if probe_parent.parent == probe_parent:
@@ -122,7 +126,8 @@ def run_of_resume(resume: str) -> runs.RunDir:
     if path.name == runs.CHECKPOINTS_DIR:
         return runs.RunDir(path.parent)
     if runs.STEP_RE.fullmatch(path.name):
-        return runs.RunDir(path.parent.parent)
+        aside = path.parent.name.startswith(runs.ABANDONED)  # checkpoints/abandoned-after-…/
+        return runs.RunDir(path.parents[2] if aside else path.parent.parent)
     return runs.RunDir(path)
 
 
@@ -147,7 +152,9 @@ def resume_point(run: runs.RunDir, resume: str | None) -> Path | None:
 
 
 def _refuse_abandoned(resume: str, step_dir: Path) -> None:
-    if step_dir.parent.name.startswith(runs.ABANDONED):
+    """A step folder a resume from an earlier checkpoint set aside is not resumed (a path
+    that is not there is left to :func:`resolve_checkpoint` to say so)."""
+    if step_dir.is_dir() and step_dir.parent.name.startswith(runs.ABANDONED):
         raise GlidectlError(
             f"--resume {resume!r}: this checkpoint was set aside when its run resumed from "
             "an earlier one; start a new run from its weights with --set "

@@ -64,6 +64,11 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
             "train.precision = \"fp16\" needs a GPU (it uses a GradScaler on CUDA); on a "
             "CPU use \"bf16\" or \"fp32\"."
         )
+    if cfg.train.lr == 0:  # the schema allows it (min=0): a run at 0 only copies its weights
+        raise GlidectlError(
+            "train.lr = 0 trains nothing (every step leaves the weights as they are); set "
+            "train.lr above 0 (the default is 1e-4)."
+        )
     check_cuda_graphs(cfg.train, processes=1)  # the process count is checked once known
     val.check(cfg)
     tracker_names(cfg.log)
