@@ -702,6 +702,11 @@ def test_seeds_batch_size_and_prompts_of_the_wrong_kind_are_glidectl_errors(base
         (dict(seeds=[1, 2]), "seeds holds 2 seeds but the request makes 1 image; pass one "
                              "seed per image"),
         (dict(prompts=None), "takes a prompt string or a list of prompt strings, got None"),
+        # undecodable bytes of an argument (sample $'a\xffb'), JSON's "\ud800" from the UI:
+        # a UnicodeEncodeError traceback in the byte tokenizer
+        (dict(prompts=["ok", "a\udcffb"]), "Prompt 'a\\udcffb' is not valid text: it holds "
+         "half of a UTF-16 pair (a lone surrogate, what bytes that are not UTF-8 in a "
+         "command-line argument become); give UTF-8 text."),
         (dict(guidence=3), "unknown option 'guidence' (did you mean 'guidance'?)"),
     ]:
         kwargs = {"prompts": "a", **kwargs}

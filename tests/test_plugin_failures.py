@@ -506,3 +506,37 @@ def test_a_plugin_sampler_feeding_the_model_nan_is_blamed_not_the_model(base_fil
     assert (code, err.strip().splitlines()[-1]) == (2, (
         "Error: Plugin 'feeder' failed in sampler 'nan_feeder': it returned NaN or infinite "
         "values; switch it off with GLIDECTL_LOAD_PLUGINS=\"\"."))
+
+
+def test_entry_points_pluggy_cannot_register_are_named_and_leave_the_cli_working(tmp_path):
+    """Two entry points naming one module, one naming a glidectl module, and one naming a
+    list crashed every command, --help and --version too (pluggy's ValueError or TypeError
+    traceback); one naming None was dropped without a word (pluggy blocks that name)."""
+    install_plugin(tmp_path, "twice", """
+        from glidectl.hookspecs import hookimpl
+
+        LIST = []
+        NOTHING = None
+
+        @hookimpl
+        def register_schedules(register):
+            register("twice-linear", lambda n, lo, hi: [hi - (hi - lo) * i / max(n - 1, 1)
+                                                        for i in range(n)] + [0])
+    """)
+    (tmp_path / "twice-0.1.dist-info" / "entry_points.txt").write_text(
+        "[glidectl]\nmine = twicemod\nmine-too = twicemod\nbuiltins = glidectl.samplers.builtin"
+        "\nlisted = twicemod:LIST\nnothing = twicemod:NOTHING\n")
+    load = "mine,mine-too,builtins,listed,nothing"
+    out = _cli(tmp_path, "--version", GLIDECTL_LOAD_PLUGINS=load)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    out = _cli(tmp_path, "plugins", GLIDECTL_LOAD_PLUGINS=load)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    errors = {p["name"]: p.get("error") for p in json.loads(out.stdout)}
+    assert errors["mine"] is None, errors
+    assert errors["mine-too"] == ("failed to load: it names the same module as the plugin "
+                                  "'mine', which is loaded; remove one of the two entry points")
+    assert errors["builtins"].startswith("failed to load: it names the same module as the "
+                                         "plugin 'glidectl.samplers.builtin'"), errors
+    for name, kind in (("listed", "a list"), ("nothing", "a NoneType")):
+        assert errors[name] == (f"failed to load: its entry point names {kind}, not a module "
+                                "or an object with @hookimpl functions"), errors

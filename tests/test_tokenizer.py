@@ -83,6 +83,14 @@ def test_byte_tokenizer() -> None:
     assert b.count("héllo") == 6
 
 
+def test_a_lone_surrogate_is_one_sentence_for_both_tokenizers(gpt2: tok.Tokenizer) -> None:
+    """``sample $'a\\xffb'`` (argv decodes the byte as U+DCFF) was a UnicodeEncodeError
+    traceback with the byte tokenizer, and tiktoken replaced it without a word."""
+    for tokenizer in (gpt2, tok.ByteTokenizer()):
+        with pytest.raises(GlidectlError, match=r"^Prompt 'a\\udcffb' is not valid text"):
+            tokenizer.encode("a\udcffb")
+
+
 def test_unknown_tokenizer_is_a_user_error() -> None:
     with pytest.raises(GlidectlError, match="Unknown tokenizer"):
         tok.get_tokenizer("clip")

@@ -23,7 +23,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, a_or_an
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "glidectl"
@@ -110,11 +110,15 @@ def load_plugins() -> pluggy.PluginManager:
             continue
         finally:
             import_seconds[ep.name] = time.perf_counter() - started
-        problem = hook_problem(plugin)
+        problem = (_not_a_plugin(plugin) or hook_problem(plugin))
         if problem:
             broken[ep.name] = problem
             continue
-        pm.register(plugin, name=ep.name)
+        try:
+            pm.register(plugin, name=ep.name)
+        except (ValueError, TypeError) as exc:  # pluggy: the same module twice; None, a list
+            broken[ep.name] = register_problem(plugin, exc)
+            continue
         idle = idle_problem(plugin)
         if idle:
             idle_plugins[ep.name] = idle
@@ -137,6 +141,24 @@ def _shared_names(installed: Iterable[metadata.EntryPoint]) -> dict[str, list[st
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "?"
         by_name.setdefault(ep.name, set()).add(dist)
     return {name: sorted(dists) for name, dists in by_name.items() if len(dists) > 1}
+
+
+def _not_a_plugin(plugin: object) -> str | None:
+    """Why an entry point's object cannot be a plugin (None, which pluggy takes as a name
+    to block; a list or a number), else None."""
+    if plugin is None or isinstance(plugin, list | dict | set | tuple | str | int | float):
+        return (f"its entry point names {a_or_an(type(plugin).__name__)}, not a module or "
+                "an object with @hookimpl functions")
+    return None
+
+
+def register_problem(plugin: object, exc: Exception) -> str:
+    """Why pluggy would not register ``plugin``, an entry point's object."""
+    other = next((n for n, p in pm.list_name_plugin() if p is plugin), None)
+    if other is not None:
+        return (f"it names the same module as the plugin {other!r}, which is loaded; remove "
+                "one of the two entry points")
+    return describe_exception(exc)
 
 
 def hook_problem(plugin: object) -> str | None:

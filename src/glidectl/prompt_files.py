@@ -48,3 +48,23 @@ def _is_image(path: Path) -> bool:
             return True
     except (UnidentifiedImageError, OSError, ValueError):
         return False
+
+
+def is_text(prompt: str) -> bool:
+    """Whether ``prompt`` is text UTF-8 can hold: no lone surrogate (what undecodable bytes
+    of a command-line argument, or JSON's ``"\\ud800"``, become)."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(prompt: str) -> str:
+    """``prompt``, if :func:`is_text`; else one sentence (a tokenizer would raise
+    UnicodeEncodeError, or replace what it cannot read)."""
+    if not is_text(prompt):
+        raise GlidectlError(f"Prompt {prompt!r:.80} is not valid text: it holds half of a "
+                            "UTF-16 pair (a lone surrogate, what bytes that are not UTF-8 in a "
+                            "command-line argument become); give UTF-8 text.")
+    return prompt

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import GlidectlError, cause
+from .prompt_files import check_text
 
 if TYPE_CHECKING:
     import tiktoken
@@ -139,7 +140,7 @@ class GPT2Tokenizer(Tokenizer):
         self.source = source
 
     def encode(self, text: str) -> list[int]:
-        return self.encoding.encode_ordinary(text.lower())
+        return self.encoding.encode_ordinary(check_text(text).lower())
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.encoding.decode([int(i) for i in ids if int(i) != self.pad_id])
@@ -164,7 +165,7 @@ class ByteTokenizer(Tokenizer):
     pad_id = 256
 
     def encode(self, text: str) -> list[int]:
-        return list(text.lower().encode("utf-8"))
+        return list(check_text(text).lower().encode("utf-8"))
 
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")

@@ -148,6 +148,8 @@ def test_exif_orientation_is_applied():
 def test_captions_non_utf8_rejected_bom_dropped():
     with pytest.raises(Rejected, match="caption_not_utf8"):
         decode_caption(b"\xff\xfe\xfa caf\xe9")
+    with pytest.raises(Rejected, match="caption_not_utf8"):  # JSON's "\ud800" in metadata.jsonl
+        decode_caption("a red \ud800 circle")
     assert decode_caption("\ufeffhello".encode()) == "hello"
     assert decode_caption(None) is None
 

@@ -6,12 +6,18 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..prompt_files import is_text
 from .images import Rejected
 
 
 def decode_caption(raw: bytes | str | None) -> str | None:
-    """UTF-8 text (a BOM is dropped); None stays None; invalid UTF-8 is rejected."""
-    if raw is None or isinstance(raw, str):
+    """UTF-8 text (a BOM is dropped); None stays None; invalid UTF-8 is rejected, and so is
+    a string with a lone surrogate (JSON's ``"\ud800"``), which no tokenizer can encode."""
+    if raw is None:
+        return raw
+    if isinstance(raw, str):
+        if not is_text(raw):
+            raise Rejected("caption_not_utf8")
         return raw
     try:
         return raw.decode("utf-8-sig")
