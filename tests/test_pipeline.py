@@ -96,9 +96,13 @@ def test_a_dtype_named_in_words_says_to_pass_a_torch_dtype(base, tmp_path) -> No
     path = save_weights(base, tmp_path / "base.safetensors")
     with pytest.raises(GlidectlError) as error:
         load_model(path, dtype="fp16")
-    assert str(error.value) == ("load_model(dtype=...) takes a torch dtype such as "
+    assert str(error.value) == ("load_model(dtype=...) takes a float torch dtype such as "
                                 "torch.bfloat16, got 'fp16' (str); autocast is the "
                                 "precision= of GlidePipeline and generate().")
+    with pytest.raises(GlidectlError) as error:  # was: TypeError from nn.Module.to
+        load_model(path, dtype=torch.int64)
+    assert str(error.value).startswith("load_model(dtype=...) takes a float torch dtype such "
+                                       "as torch.bfloat16, got torch.int64 (dtype)")
 
 
 def test_a_pipeline_of_a_model_in_hand_picks_the_precision_from_specs_does(
@@ -603,6 +607,12 @@ def test_a_0_255_image_tensor_is_one_sentence(upsampler) -> None:
         GlidePipeline(None, upsampler).generate(
             ["a"], low_res=torch.arange(192.0).reshape(1, 3, 8, 8) * 255 / 191,
             upsample_steps=2, upsample_sampler="euler")
+    # NaN passed the range test and was blamed on the model's weights
+    with pytest.raises(GlidectlError, match=r"^The low_res tensor holds NaN or infinite "
+                                            r"values; images are tensors of finite numbers"):
+        GlidePipeline(None, upsampler).generate(
+            ["a"], low_res=torch.full((3, 8, 8), float("nan")), upsample_steps=2,
+            upsample_sampler="euler")
 
 
 def test_a_spec_given_to_the_constructor_says_to_use_from_specs(base) -> None:

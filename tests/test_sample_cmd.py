@@ -727,8 +727,22 @@ def test_a_bespoke_stage_without_its_file_is_refused_before_anything_runs(capsys
         assert res.returncode == 2 and res.stderr.count("Error:") == 1, res.stderr
         flag = "--schedule " if "--sampler" in args else "--upsample-schedule "
         assert flag in res.stderr and "Traceback" not in res.stderr, res.stderr
-        assert ("Upsampler: " in res.stderr) == ("--upsample-sampler" in args), res.stderr
+        upsampler = "Upsampler: " in res.stderr or "--upsample-steps fast27: " in res.stderr
+        assert upsampler == ("--upsample-sampler" in args), res.stderr
         assert not (tmp_path / f"o{k}").exists(), args
+
+
+def test_steps_no_schedule_can_take_name_their_flag(capsys, weights, tmp_path) -> None:
+    """``--upsample-steps abc`` said ``Upsampler: Bad timestep respacing 'abc'``, which the
+    web UI pinned on its upsampler list, not its steps box; ``--steps abc`` named no flag."""
+    models = ("--base", str(weights["base"]), "--upsampler", str(weights["upsample"]))
+    for flag, said in (("--steps", "the exponential schedule needs a whole number of steps"),
+                       ("--upsample-steps", "bad timestep respacing 'abc'")):
+        res = in_process(capsys, "sample", "a cat", *models, flag, "abc", "--out",
+                         tmp_path / "o")
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.splitlines()[-1].startswith(f"Error: {flag} abc: {said}"), res.stderr
+        assert not (tmp_path / "o").exists()
 
 
 def test_a_folder_that_stops_taking_files_keeps_and_counts_the_images_written(weights,

@@ -117,8 +117,8 @@ def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -
     for key, value in (("sampler", base.sampler), ("upsample_sampler", up.sampler),
                        ("schedule", base.schedule), ("upsample_schedule", up.schedule)):
         if not isinstance(value, str) and not (value is None and "schedule" in key):
-            raise GlidectlError(f"generate(): {key} must be a name such as 'dpm++2m'"
-                                f"{' or a schedule file' if 'schedule' in key else ''}, got "
+            example = "'karras' or a schedule file" if "schedule" in key else "'dpm++2m'"
+            raise GlidectlError(f"generate(): {key} must be a name such as {example}, got "
                                 f"{value!r:.60} ({type(value).__name__}).")
     for key, value in (("grey", base.grey), ("upsample_grey", up.grey),
                        ("clip_denoised", base.clip_denoised), ("quantize_t", base.quantize_t),

@@ -118,10 +118,17 @@ def stage_model_calls(stage: str, options: StageOptions, alphas_cumprod: Any) ->
     try:
         return options.model_calls(alphas_cumprod)
     except GlidectlError as exc:
-        if stage == "base":
+        text = str(exc)
+        flag = "--steps" if stage == "base" else "--upsample-steps"
+        if repr(str(options.steps)) in text:  # the steps are what is wrong: name their flag
+            text = f"{flag} {options.steps}: {text[0].lower()}{text[1:]}"
+        elif stage == "base":
             raise
-        raise GlidectlError("Upsampler: " + str(exc).replace(
-            "--schedule ", "--upsample-schedule ")) from None
+        else:
+            text = "Upsampler: " + text
+        if stage != "base":
+            text = text.replace("--schedule ", "--upsample-schedule ")
+        raise GlidectlError(text) from None
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -353,6 +360,9 @@ def as_image_tensor(image: Any, size: int, what: str = "image") -> torch.Tensor:
     its EXIF orientation, 16-bit levels scaled, transparency over white)."""
     if isinstance(image, torch.Tensor):
         t = (image[None] if image.ndim == 3 else image).float()
+        if t.numel() and not torch.isfinite(t).all():  # NaN passes the range test below
+            raise GlidectlError(f"The {what} tensor holds NaN or infinite values; images are "
+                                "tensors of finite numbers in [-1, 1].")
         if t.numel() and (t.min() < -1.01 or t.max() > 1.01):
             raise GlidectlError(
                 f"The {what} tensor holds values from {t.min().item():g} to "

@@ -165,6 +165,26 @@ def test_get_sigmas_rejects_bad_input_in_one_sentence() -> None:
     for n in (True, 2.0):
         with pytest.raises(GlidectlError, match="whole number"):
             get_sigmas("karras", n, 0.002, 80.0)
+    # each was AttributeError, TypeError, RuntimeError or ZeroDivisionError from inside; an
+    # infinite sigma_max was blamed on the schedule
+    for args, options, said in [
+        ((3, 5, 0.1, 80.0), {}, "get_sigmas() takes a schedule name (karras, exponential, …) "
+         "or a schedule file's path, got 3 (int)."),
+        (("karras", 5, "0.1", 80.0), {}, "get_sigmas(): sigma_min= takes a finite number, got "
+         "'0.1' (str)."),
+        (("karras", 3, torch.tensor([0.1, 0.2]), 80.0), {}, "get_sigmas(): sigma_min= takes a "
+         "finite number, got tensor([0.1000, 0.2000]) (Tensor)."),
+        (("karras", 5, 0.1, float("inf")), {}, "get_sigmas(): sigma_max= takes a finite "
+         "number, got inf (float)."),
+        (("karras", 5, 0.1, 80.0), {"rho": 0}, "get_sigmas(): rho= takes a finite number above "
+         "0, got 0 (int)."),
+        (("karras", 5, 0.1, 80.0), {"rho": "x"}, "get_sigmas(): rho= takes a finite number "
+         "above 0, got 'x' (str)."),
+    ]:
+        with pytest.raises(GlidectlError) as info:
+            get_sigmas(*args, **options)
+        assert str(info.value) == said
+    assert float(get_sigmas("karras", 3, np.float32(0.1), np.float64(80.0))[0]) == 80.0
 
 
 def test_get_sigmas_takes_numpy_and_torch_integers() -> None:

@@ -229,8 +229,9 @@ def load_model(
     from ..devices import pick_device
 
     check_spec_kind(spec, "load_model()")
-    if dtype is not None and not isinstance(dtype, torch.dtype):
-        raise GlidectlError("load_model(dtype=...) takes a torch dtype such as torch.bfloat16, "
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise GlidectlError("load_model(dtype=...) takes a float torch dtype such as "
+                            "torch.bfloat16, "
                             f"got {dtype!r:.40} ({type(dtype).__name__}); autocast is the "
                             "precision= of GlidePipeline and generate().")
     if kind is not None and not isinstance(kind, str):
