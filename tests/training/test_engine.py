@@ -276,6 +276,32 @@ def test_steps_are_optimizer_steps_across_accumulation_and_epochs(tiny):
     assert trainer.stream.epoch == 1 and trainer.stream.position == 4  # micro-batches
 
 
+def test_a_first_epoch_cut_short_by_rejected_samples_says_how_often_the_run_reads(
+        tiny, image_folder, capsys):
+    """train.epochs counts steps from the samples the data lists: with 4 of 8 files empty,
+    epochs = 1 read the usable 4 twice in silence (a first epoch of 2 steps, of 4)."""
+    for i in range(4):
+        (image_folder / f"img{i}.png").write_bytes(b"")
+    cfg = tiny(train=dict(steps=0, epochs=1, batch_size=2), data=dict(source=str(image_folder)),
+               checkpoint=dict(every=0))
+    trainer = Trainer(cfg)
+    assert trainer.total_steps == 4
+    assert trainer.run().step == 4
+    out = " ".join(capsys.readouterr().out.split())
+    said = ("train.epochs = 1 came to 4 steps from the 8 samples the data lists, but the first "
+            "epoch ended after 2: rejected samples (data_skipped in metrics.jsonl; glidectl "
+            "dataset inspect names them) leave fewer. The run goes on to step 4, about 2.0 "
+            "passes over the usable samples; for 1 epoch, set train.steps = 2 and "
+            "train.epochs = 0.")
+    assert out.count(said) == 1, out
+    capsys.readouterr()
+    for i in range(4):  # whole data: no line
+        Image.new("RGB", (40, 36)).save(image_folder / f"img{i}.png")
+    Trainer(tiny(train=dict(steps=0, epochs=2, batch_size=2, name="whole"),
+                 data=dict(source=str(image_folder)), checkpoint=dict(every=0))).run()
+    assert "came to" not in capsys.readouterr().out
+
+
 def test_three_images_train_in_batches_of_four_across_epochs(tiny, image_folder):
     """A DreamBooth-sized folder with a bigger batch and data.workers = 4 (was "not one batch
     of 4"): one worker, train.epochs counts the images read, and the checkpoint records the

@@ -209,6 +209,7 @@ class TrainingLoop:
         self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
         self._grey = False  # set by each preview and checkpoint (_sync_grey)
         self._pending: dict[str, Any] | None = None  # a batch taken early (_first_batch)
+        self._epoch_watch = cfg.train.epochs > 0 and self.stream.epoch == 0  # _short_epoch
         if step >= self.total_steps:
             self.display.message(f"The run is already at step {step} of {self.total_steps}: "
                                  "nothing to train (pass a larger --steps to go on).")
@@ -232,6 +233,7 @@ class TrainingLoop:
                 if self.ema is not None:
                     self.ema.update()
                 step = self.state.step = step + 1
+                self._short_epoch(step)
                 sums, logged = sums + terms.float().cpu(), logged + 1
                 self.display.advance(step)
                 out.result.last_loss = float(terms[0])
@@ -257,6 +259,27 @@ class TrainingLoop:
             if out.result.interrupted:
                 self.display.message(f"{stop.signal_name or 'stop'}: saving step {step}")
                 self._checkpoint(out.result)
+
+    def _short_epoch(self, step: int) -> None:
+        """Once, as the first epoch ends: ``train.epochs`` counted its steps from the samples
+        the data lists, rejected ones too, so a first epoch well short of its share means
+        the run reads the usable samples more often than asked; say how often, and the
+        ``train.steps`` that reads them ``train.epochs`` times."""
+        if not self._epoch_watch or self.stream.epoch < 1:
+            return
+        self._epoch_watch = False
+        epochs, done = self.cfg.train.epochs, step - 1  # this step read the next epoch
+        if not self.main or done < 1 or done >= 0.95 * self.total_steps / epochs:
+            return
+        listed = getattr(self.dataset, "num_samples", None)
+        self.display.message(
+            f"train.epochs = {epochs} came to {self.total_steps} steps from the {listed} "
+            f"samples the data lists, but the first epoch ended after {done}: rejected "
+            "samples (data_skipped in metrics.jsonl; glidectl dataset inspect names them) "
+            f"leave fewer. The run goes on to step {self.total_steps}, about "
+            f"{self.total_steps / done:.1f} passes over the usable samples; for {epochs} "
+            f"epoch{'s' * (epochs != 1)}, set "
+            f"train.steps = {epochs * done} and train.epochs = 0.")
 
     def _say_aside(self, text: str) -> None:
         """A line of the watchdog's: on the main process's display once it has one, else
