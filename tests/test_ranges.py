@@ -11,7 +11,7 @@ from glidectl.cli.app import build_app
 from glidectl.cli.checks import numeric_options
 from glidectl.config import describe, load_config
 from glidectl.errors import ConfigError, GlidectlError
-from glidectl.ranges import FLAGS, SEED, SEED_MAX, Range
+from glidectl.ranges import COUNT, FLAGS, SEED, SEED_MAX, Range
 
 
 def test_every_numeric_flag_of_every_command_has_a_range():
@@ -101,6 +101,9 @@ def test_seed_range_edges():
     assert SEED.problem(0) is None and SEED.problem(SEED_MAX) is None
     assert SEED.problem(-1) and SEED.problem(2**64 - 1) and SEED.problem(2**70)
     assert Range(0, 1).problem(True) is None  # bools are not numbers here
+    # a web form's 1e308, made a whole number, was said in its 309 digits
+    assert COUNT.problem(int(1e308)) == "must be from 1 to 1000000; got 1.00e+308"
+    assert SEED.problem(2**64) == "must be from 0 to 2**63-1; got 18446744073709551616"
 
 
 def _cli(*args: str):

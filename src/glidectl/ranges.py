@@ -66,6 +66,8 @@ class Range:
 def _num(value: float) -> str:
     if value == SEED_MAX:
         return "2**63-1"
+    if isinstance(value, int) and len(digits := str(abs(value))) > 24:  # 1e308 from a form
+        return f"{'-' * (value < 0)}{digits[0]}.{digits[1:3]}e+{len(digits) - 1}"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
