@@ -72,6 +72,15 @@ def _resume_cli(run: Path, capsys) -> tuple[int, str]:
     return exit_info.value.code, capsys.readouterr().err
 
 
+def _refused(run: Path, capsys) -> str:
+    """What a resume of ``run`` said, once it exited 2 and left every file of the run as it
+    was."""
+    before = _snapshot(run)
+    code, err = _resume_cli(run, capsys)
+    assert code == 2 and _snapshot(run) == before, err
+    return err
+
+
 @pytest.mark.parametrize("name", [
     "model.safetensors", "state/train.json", "state/optimizer.safetensors",
     "state/scheduler.json", "state/ema.safetensors", "state/rng-0.safetensors",
@@ -551,12 +560,9 @@ def test_a_train_json_entry_that_is_not_a_table_is_one_line(trained, tmp_path, c
     """A list or a string where train.json holds a table gave an AttributeError traceback."""
     run, step_dir = _copy_run(trained, tmp_path)
     _tamper_scheduler(step_dir / "state" / "train.json", **changes)
-    before = _snapshot(run)
-    code, err = _resume_cli(run, capsys)
-    assert code == 2, err
+    err = _refused(run, capsys)
     assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/train.json does not "
-                   f"fit this run ({why}); resume with the run's own config.\n"), err
-    assert _snapshot(run) == before
+                   f"fit this run ({why}); resume with the run's own config.\n")
 
 
 @pytest.mark.parametrize("row, why", [  # saved: [0, 2, 0, 1, 4, 0]
@@ -579,13 +585,10 @@ def test_a_data_cursor_glidectl_cannot_have_written_is_refused(trained, tmp_path
                  ["data"]["$dict"])["ranks"]
     assert saved == [[0, 2, 0, 1, 4, 0]]
     _set_cursor(train_json, row)
-    before = _snapshot(run)
-    code, err = _resume_cli(run, capsys)
-    assert code == 2, err
+    err = _refused(run, capsys)
     assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/train.json records "
                    f"the data cursor {row} of process 0 ({why}); the checkpoint is damaged: "
-                   "resume from another checkpoint or start a new run.\n"), err
-    assert _snapshot(run) == before
+                   "resume from another checkpoint or start a new run.\n")
 
 
 @pytest.mark.parametrize("changes, what", [
@@ -598,13 +601,10 @@ def test_counts_glidectl_cannot_have_written_are_refused(trained, tmp_path, caps
                                                           what):
     run, step_dir = _copy_run(trained, tmp_path)
     _tamper_scheduler(step_dir / "state" / "train.json", **changes)
-    before = _snapshot(run)
-    code, err = _resume_cli(run, capsys)
-    assert code == 2, err
+    err = _refused(run, capsys)
     assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/train.json records "
                    f"{what}; the checkpoint is damaged: resume from another checkpoint or "
-                   "start a new run.\n"), err
-    assert _snapshot(run) == before
+                   "start a new run.\n")
 
 
 def _tamper_header(path: Path, old: str, new: str) -> None:
@@ -631,13 +631,10 @@ def test_an_rng_file_with_an_unknown_dtype_is_not_a_resume_file(trained, tmp_pat
     run, step_dir = _copy_run(trained, tmp_path)
     _tamper_header(step_dir / "state" / "rng-0.safetensors", '"dtype": "uint32"',
                    f'"dtype": {dtype}')
-    before = _snapshot(run)
-    code, err = _resume_cli(run, capsys)
-    assert code == 2, err
+    err = _refused(run, capsys)
     assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/rng-0.safetensors is "
                    f"not a glidectl resume file (an array of unknown dtype {shown!r}); resume "
-                   "from another checkpoint or start a new run.\n"), err
-    assert _snapshot(run) == before
+                   "from another checkpoint or start a new run.\n")
 
 
 def test_an_array_numpy_cannot_hold_is_a_state_format_error():
@@ -654,13 +651,10 @@ def test_a_train_json_nested_too_deeply_is_one_line(trained, tmp_path, capsys):
     """json's RecursionError escaped as a traceback."""
     run, step_dir = _copy_run(trained, tmp_path)
     (step_dir / "state" / "train.json").write_text("[" * 100_000 + "]" * 100_000)
-    before = _snapshot(run)
-    code, err = _resume_cli(run, capsys)
-    assert code == 2, err
+    err = _refused(run, capsys)
     assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/train.json is not a "
                    "glidectl resume file (its entries are nested too deeply); resume from "
-                   "another checkpoint or start a new run.\n"), err
-    assert _snapshot(run) == before
+                   "another checkpoint or start a new run.\n")
 
 
 def test_a_resume_under_another_grad_accum_steps_after_each_whole_window(trained, tmp_path):
