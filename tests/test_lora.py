@@ -270,18 +270,90 @@ def test_an_adapter_config_of_another_rank_than_its_weights_is_said_so(tmp_path)
     ({"lora_alpha": "abc"}, "says lora_alpha = 'abc', which is no scale (a number up to 1e+06)"),
     ({"lora_alpha": 1e300}, "says lora_alpha = 1e+300, which is no scale"),
     ({"modules_to_save": ["out"]}, "names modules_to_save, which glidectl does not apply"),
+    ({"lora_dropout": "x"}, "says lora_dropout = 'x', which is no dropout (a number from 0 "
+                            "up to but not including 1); put back the adapter_config.json"),
+    ({"lora_dropout": None}, "says lora_dropout = None, which is no dropout"),
+    ({"alpha_pattern": {"qkv": 1e300}}, "says alpha_pattern['qkv'] = 1e+300, which is no "
+                                        "scale (a number up to 1e+06); put back"),
+    ({"alpha_pattern": {"qkv": "x"}}, "says alpha_pattern['qkv'] = 'x', which is no scale"),
+    ({"alpha_pattern": [1]}, "says alpha_pattern = [1], which is no object of module "
+                             "patterns and their values"),
+    ({"rank_pattern": {"qkv": "x"}}, "says rank_pattern['qkv'] = 'x', which is no rank (a "
+                                     "whole number of at least 1)"),
+    ({"rank_pattern": 5}, "says rank_pattern = 5, which is no object of module patterns"),
+    ({"rank_pattern": {"[": 4}}, "says rank_pattern has the key '[', which is no module "
+                                 "pattern (a regular expression: unterminated character set"),
+    ({"rank_pattern": {"qkv": 2}}, "says rank_pattern['qkv'] = 2 but the weights beside it "
+                                   "have rank 4 for 'input_blocks."),
+    ({"exclude_modules": 5}, "says exclude_modules = 5, which is no module pattern (a "
+                             "regular expression) or list of module names"),
+    ({"exclude_modules": ["qkv"]}, "says exclude_modules = ['qkv'], which leaves out "
+                                   "'input_blocks."),
+    ({"use_rslora": "x"}, "says use_rslora = 'x', which is neither true nor false"),
+    ({"bias": 5}, "says bias = 5, which is none of 'none', 'all', 'lora_only'"),
+    ({"init_lora_weights": "pissa"}, "says init_lora_weights = 'pissa', which glidectl does "
+                                     "not apply (an initialisation that changes the base"),
+    ({"layers_to_transform": 0.5}, "sets layers_to_transform, which glidectl does not apply"),
+    ({"megatron_config": {"a": 1}}, "sets megatron_config, which glidectl does not apply"),
 ])
 def test_an_adapter_config_peft_reads_but_fails_on_is_one_sentence(tmp_path, capsys, change,
                                                                     said):
     """A string lora_alpha, modules_to_save naming a module, and an alpha of 1e300 (NaN
     merged weights) ended `sample --lora` and `lora merge` in peft's tracebacks (exit 1); a
-    string r said "r = 4 but the weights beside it have rank 4"."""
+    string r said "r = 4 but the weights beside it have rank 4". So did a bad lora_dropout,
+    alpha_pattern (1e300 got past the lora_alpha bound), rank_pattern or exclude_modules,
+    and a LoRA variant glidectl does not apply; a rank_pattern of another rank than the
+    weights was blamed on the base model, and one leaving a module out dropped it silently."""
     base, out, _ = trained_adapter(tmp_path)
     config = out / "adapter_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
     with pytest.raises(GlidectlError) as info:
         attach_adapter(base, out)
     assert str(info.value).startswith(f"{str(config)!r} {said}"), str(info.value)
+
+
+def test_a_rank_pattern_that_agrees_with_the_weights_applies(tmp_path):
+    """rank_pattern is checked module by module: one naming the weights' rank is fine."""
+    base, out, lora_model = trained_adapter(tmp_path)
+    config = out / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "r": 2,
+                                  "rank_pattern": {".*": 4}, "alpha_pattern": {"qkv": 8}}))
+    args = inputs(base)
+    torch.testing.assert_close(run(apply_loras(base, [str(out)]), args), run(lora_model, args))
+
+
+def test_a_bad_adapter_config_in_lora_merge_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """`lora merge` with lora_dropout "x" or alpha_pattern {"qkv": 1e300} ended in a
+    TypeError or peft's "NaNs detected" traceback, exit 1."""
+    from glidectl.glide import save_weights
+
+    base, out, _ = trained_adapter(tmp_path)
+    base_file = save_weights(base, tmp_path / "base.safetensors")
+    config = out / "adapter_config.json"
+    saved = json.loads(config.read_text())
+    target = tmp_path / "m.safetensors"
+    for change, said in (({"lora_dropout": "x"}, "lora_dropout = 'x', which is no dropout"),
+                         ({"alpha_pattern": {"qkv": 1e300}},
+                          "alpha_pattern['qkv'] = 1e+300, which is no scale")):
+        config.write_text(json.dumps({**saved, **change}))
+        capsys.readouterr()
+        assert cli("lora", "merge", out, "--base", base_file, "-o", target) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"Error: {str(config)!r} says {said}") and err.count("\n") == 1
+        assert "Traceback" not in err and not target.exists()
+
+
+def test_weights_peft_cannot_merge_are_one_sentence(tmp_path):
+    """peft's "NaNs detected in the merged weights" ValueError (a scale too large for the
+    weights, given to the library) is a GlidectlError naming the adapter."""
+    base, out, _ = trained_adapter(tmp_path)
+    attach_adapter(base, out, scale=1e300)
+    with pytest.raises(GlidectlError) as info:
+        merge_and_unload(base, out)
+    assert str(info.value) == (
+        f"LoRA adapter {str(out)!r} cannot be merged into this model (NaNs detected in the "
+        "merged weights. The adapter default seems to be broken); check its "
+        "adapter_config.json and the scale, or use another checkpoint's adapter.")
 
 
 @pytest.mark.parametrize("options", [5, True, "base", [1]])

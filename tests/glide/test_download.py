@@ -424,3 +424,63 @@ def test_a_part_of_another_file_is_fetched_again_from_byte_zero(tmp_path, monkey
     assert not isinstance(fetched, Exception), fetched
     assert fetched.path.read_bytes() == served and not part.exists()
     assert srv.ranges == [f"bytes={start}-", None]
+
+
+def test_a_file_mirror_linked_to_dev_zero_stops_in_one_line(tmp_path):
+    """`glidectl download` from a file:// mirror whose base.pt links to /dev/zero wrote
+    without end (63 GB in a minute); it stops at once, keeping no .part."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "base.pt").symlink_to("/dev/zero")
+    url, dest = f"file://{mirror}/base.pt", tmp_path / "home" / "openai" / "base.pt"
+    env = {**os.environ, "GLIDECTL_HOME": str(tmp_path / "home"),
+           "GLIDECTL_OPENAI_URL": f"file://{mirror}"}
+    got = subprocess.run([sys.executable, "-m", "glidectl", "download", "base", "-q"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert got.returncode == 2, got.stderr
+    assert got.stderr == (
+        f"Error: Stopped downloading {url}: it sent more than the 0 bytes it announced (a "
+        "device such as /dev/zero, or a file still being written); nothing was cached: check "
+        f"the address and run again, or put the file at {str(dest)!r} yourself.\n")
+    assert sorted(p.name for p in dest.parent.iterdir()) == [".base.pt.lock"]
+
+
+def test_a_file_mirror_larger_than_any_checkpoint_is_refused_unwritten(tmp_path,
+                                                                       monkeypatch):
+    """A file:// mirror's file of more bytes than a checkpoint holds (here the bound is
+    made 100,000 bytes) is refused before a byte is written."""
+    from glidectl.glide import download as downloads
+
+    monkeypatch.setattr(downloads, "MAX_BYTES", 100_000)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "base.pt").write_bytes(PAYLOAD)
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GLIDECTL_OPENAI_URL", f"file://{mirror}")
+    with pytest.raises(GlidectlError) as failed:
+        OpenAISource().fetch("base", progress=False, as_spec=False)
+    dest = tmp_path / "home" / "openai" / "base.pt"
+    assert failed.value.exit_code == 2 and str(failed.value) == (
+        f"Stopped downloading file://{mirror}/base.pt: it announces 300,000 bytes, more than a "
+        "GLIDE checkpoint holds (100,000 at most); nothing was cached: check the address and "
+        f"run again, or put the file at {str(dest)!r} yourself.")
+    assert sorted(p.name for p in dest.parent.iterdir()) == [".base.pt.lock"]
+
+
+def test_a_body_without_length_past_any_checkpoints_size_stops(tmp_path, monkeypatch):
+    """A server that sends no Content-Length and more bytes than a checkpoint holds (an
+    endless body; here the bound is made 100,000 bytes) is stopped, keeping no .part."""
+    from glidectl.glide import download as downloads
+
+    monkeypatch.setattr(downloads, "MAX_BYTES", 100_000)
+    dest = tmp_path / "base.pt"
+    with Server({"base.pt": PAYLOAD}, cut_at=len(PAYLOAD)) as srv:
+        with pytest.raises(GlidectlError) as failed:
+            download(f"{srv.url}/base.pt", dest, progress=False)
+    assert str(failed.value) == (
+        f"Stopped downloading {srv.url}/base.pt: it sent more than 100,000 bytes, more than a "
+        "GLIDE checkpoint holds (a link to /dev/zero, or a server whose body never ends); "
+        f"nothing was cached: check the address and run again, or put the file at "
+        f"{str(dest)!r} yourself.")
+    assert srv.ranges == [None]  # not tried again
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".base.pt.lock"]

@@ -24,6 +24,11 @@ if TYPE_CHECKING:  # urllib and http.client load on the first download: `--help`
     import urllib.error
 
 CHUNK = 1 << 20
+#: The most bytes a download may write: past it the source is not a checkpoint but one that
+#: never ends (a file:// mirror's link to /dev/zero, a server's endless body with no
+#: Content-Length), which would fill the disk. OpenAI's largest checkpoint holds 398,368,198
+#: float32 weights (upsample-inpaint, about 1.6 GB).
+MAX_BYTES = 2 << 30
 #: Why a whole downloaded file is not the one wanted (a clause starting "it ..."), or None.
 Check = Callable[[Path], str | None]
 
@@ -59,6 +64,11 @@ class _Interrupted(Exception):
 
 class _Unusable(Exception):
     """A whole transfer that is not the file wanted (the ``check``'s clause); deleted."""
+
+
+class _Endless(Exception):
+    """A source that sends more than a checkpoint holds (a clause starting "it ..."); what
+    arrived is deleted."""
 
 
 def _total_from(resp: http.client.HTTPResponse, offset: int) -> int | None:
@@ -111,6 +121,10 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str
             raise _Interrupted(f"server resumed at byte {_resumed_from(resp)}, not {offset}; "
                                "restarting")
         total = _total_from(resp, offset)
+        if total is not None and total > MAX_BYTES:
+            part.unlink(missing_ok=True)
+            raise _Endless(f"it announces {total:,} bytes, more than a GLIDE checkpoint holds "
+                           f"({MAX_BYTES:,} at most)")
         try:
             fh = open(part, "ab" if offset else "wb")
         except OSError as exc:
@@ -125,6 +139,8 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str
                         raise _Interrupted(f"connection dropped after {done} bytes") from exc
                     if not chunk:
                         break
+                    if done + len(chunk) > (MAX_BYTES if total is None else total):
+                        raise _Endless(_endless(total))
                     try:
                         fh.write(chunk)
                         fh.flush()
@@ -138,6 +154,17 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool, label: str
     if total is not None and done != total:
         raise _Interrupted(f"got {done} of {total} bytes")
     return offset > 0
+
+
+def _endless(total: int | None) -> str:
+    """What a source that sent more than ``total`` bytes (the size it announced, up to
+    :data:`MAX_BYTES`) or, announcing none, more than :data:`MAX_BYTES` is: a clause
+    starting "it ..."."""
+    if total is not None:
+        return (f"it sent more than the {total:,} bytes it announced (a device such as "
+                "/dev/zero, or a file still being written)")
+    return (f"it sent more than {MAX_BYTES:,} bytes, more than a GLIDE checkpoint holds (a "
+            "link to /dev/zero, or a server whose body never ends)")
 
 
 def _fetch_checked(url: str, part: Path, timeout: float, progress: bool, label: str,
@@ -278,6 +305,10 @@ def _download(url: str, dest: Path, progress: bool, retries: int, timeout: float
             _fetch_checked(url, part, timeout, progress, dest.name, check)
             os.replace(part, dest)
             return dest
+        except _Endless as exc:  # a source without end: retrying writes as much again
+            part.unlink(missing_ok=True)
+            raise GlidectlError(f"Stopped downloading {url}: {exc}; nothing was cached: check "
+                                f"the address and run again, or {hint}.") from None
         except _Unusable as exc:  # the server sent something else: retrying cannot help
             raise GlidectlError(f"Downloaded {url}, but {exc}; nothing was cached: check the "
                                 f"address and run again, or {hint}.") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from torch import nn
 from .. import runs
 from ..errors import GlidectlError, a_or_an, cause
 from .files import (
+    CONFIG_FILE,
     AdapterFiles,
     is_full_precision,
     read_adapter,
@@ -127,13 +129,22 @@ def attach_adapter(
     return len(matched)
 
 
-def merge_and_unload(model: nn.Module) -> nn.Module:
-    """Fold every live LoRA layer into its base weights and put the plain layers back."""
+def merge_and_unload(model: nn.Module, adapter: str | Path | None = None) -> nn.Module:
+    """Fold every live LoRA layer into its base weights and put the plain layers back.
+
+    What peft refuses to merge (NaN weights, say) is a GlidectlError naming ``adapter``."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     for name, module in list(model.named_modules()):
         if isinstance(module, BaseTunerLayer):
-            module.merge(safe_merge=True)
+            try:
+                module.merge(safe_merge=True)
+            except (RuntimeError, ValueError) as exc:
+                what = f"LoRA adapter {str(adapter)!r}" if adapter is not None else "A LoRA adapter"
+                raise GlidectlError(
+                    f"{what} cannot be merged into this model ({cause(exc, 200)}); check its "
+                    f"{CONFIG_FILE} and the scale, or use another checkpoint's adapter."
+                ) from exc
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, module.get_base_layer())
@@ -166,28 +177,44 @@ def _merge(model: nn.Module, adapter: AdapterFiles, spec: LoraSpec, check_hash: 
     if check_hash and base_hash is None and adapter.meta.get("base_sha256"):
         base_hash = weights_sha256(model) if is_full_precision(model) else ""
     n = attach_adapter(model, adapter, spec.scale, "glidectl_lora", check_hash, base_hash)
-    merge_and_unload(model)
+    merge_and_unload(model, adapter.path)
     model.applied_loras = [*getattr(model, "applied_loras", []),
                            {"path": spec.path, "scale": spec.scale, "modules": n}]
     if base_hash is not None:
         model.base_sha256 = base_hash
 
 
-def check_output(out: Path, force: bool = False) -> None:
-    """Raise unless ``out`` may be written by ``lora merge``: a .safetensors path that is not
-    a folder, and not an existing file unless ``force`` (as ``glidectl export``)."""
+def check_output(out: Path, force: bool = False, what: str = "merged file",
+                 example: str = "merged.safetensors") -> None:
+    """Raise unless ``out`` may be written by ``lora merge`` (or ``glidectl export``: ``what``
+    it writes, an ``example`` file name): a .safetensors path that is not a folder, not in a
+    checkpoint folder (followed through links), and not an existing file unless ``force``."""
     if out.suffix != ".safetensors":
         raise GlidectlError(f"-o {str(out)!r}: merged weights are written as .safetensors.")
     if out.is_dir():
         raise GlidectlError(f"Output {str(out)!r} is a folder; pass a file path to --output, "
-                            f"e.g. {str(out / 'merged.safetensors')!r}.")
-    step_dir = next((d for d in out.resolve().parents if runs.is_step_dir(d)), None)
+                            f"e.g. {str(out / example)!r}.")
+    written = next((d for d in Path(os.path.abspath(out)).parents if runs.is_step_dir(d)), None)
+    step_dir = written or next((d for d in out.resolve().parents if runs.is_step_dir(d)), None)
     if step_dir is not None:  # a checkpoint's files are its run's (a base, an adapter)
-        raise GlidectlError(f"Output {str(out)!r} is inside checkpoint folder {str(step_dir)!r}; "
-                            "write the merged file outside checkpoints/.")
+        how = "is inside" if written else "links into"
+        raise GlidectlError(f"Output {str(out)!r} {how} checkpoint folder "
+                            f"{_as_given(step_dir, out)!r}; write the {what} outside "
+                            "checkpoints/.")
     if out.exists() and not force:
         raise GlidectlError(f"Output {str(out)!r} already exists; pass --force to overwrite "
                             "it or choose another --output.")
+
+
+def _as_given(folder: Path, given: Path) -> str:
+    """``folder`` (absolute) relative to the current folder when the path the user ``given``
+    is relative and ``folder`` is below the current folder (not it: '.' says nothing); else
+    as it is."""
+    if not given.is_absolute():
+        for here in (Path(os.getcwd()), Path.cwd().resolve()):
+            if folder.is_relative_to(here) and folder != here:
+                return str(folder.relative_to(here))
+    return str(folder)
 
 
 def _check_not_an_input(out: Path, inputs: dict[str, Path | None]) -> None:
@@ -231,7 +258,7 @@ def merge_adapter(
                                                              _sampling_defaults(str(path))))
     model.float()
     n = attach_adapter(model, adapter, scale, "glidectl_lora")
-    merge_and_unload(model)
+    merge_and_unload(model, adapter.path)
     meta = {"lora_merged": json.dumps(
         [{"adapter": str(adapter_path), "scale": scale, "base": base, "modules": n}]
     )}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,9 +197,14 @@ def _read_adapter(path: Path) -> AdapterFiles:
             raise ValueError("not a JSON object")
         if raw.get("peft_type", "LORA") != "LORA":
             raise ValueError(f"peft_type is {raw.get('peft_type')!r}, not LORA")
-        config = PeftLoraConfig.from_pretrained(str(directory))
     except (ValueError, TypeError, OSError) as exc:
         raise GlidectlError(f"{str(config_file)!r} is not a readable LoRA config ({exc}).") from exc
+    _check_config_values(raw, config_file)  # before peft parses (and trips over) them
+    try:
+        config = PeftLoraConfig.from_pretrained(str(directory))
+    except Exception as exc:  # peft's parsing of what it does not expect raises anything
+        raise GlidectlError(f"{str(config_file)!r} is not a readable LoRA config "
+                            f"({cause(exc)}).") from exc
     file_meta: dict[str, str] = {}
     if weights.name == PICKLED_WEIGHTS_FILE:
         state = _pickled_state(weights)
@@ -228,7 +235,6 @@ def _read_adapter(path: Path) -> AdapterFiles:
         ) from None
     if not any(".lora_A." in k for k in state):
         raise GlidectlError(f"{str(weights)!r} holds no LoRA weights (no '.lora_A.' tensors).")
-    _check_config_values(config, config_file)
     _check_rank(config, state, config_file)
     bad = next((k for k, v in state.items() if v.is_floating_point()
                 and not torch.isfinite(v).all()), None)
@@ -253,34 +259,148 @@ def _read_adapter(path: Path) -> AdapterFiles:
 
 
 ALPHA_MAX = 1e6  # far past any adapter's lora_alpha; 1e300 made the merged weights NaN
+RANK = "no rank (a whole number of at least 1)"
+SCALE = f"no scale (a number up to {ALPHA_MAX:g})"
+_FLAGS = ("use_rslora", "use_dora", "lora_bias", "fan_in_fan_out", "use_qalora",
+          "ensure_weight_tying")
+_BIASES = ("none", "all", "lora_only")
+# LoRA variants and layer selections peft applies but glidectl does not (it adapts exactly
+# the modules the weights hold): set, they failed in peft or left modules out
+_NOT_APPLIED = ("layers_to_transform", "layers_pattern", "layer_replication",
+                "target_parameters", "trainable_token_indices", "alora_invocation_tokens",
+                "arrow_config", "kasa_config", "velora_config", "monteclora_config",
+                "megatron_config", "use_bdlora")
 
 
-def _check_config_values(config: Any, config_file: Path) -> None:
-    """One sentence for an ``r`` or ``lora_alpha`` that peft reads without a word and then
-    fails on with a traceback (or NaN weights)."""
-    r, alpha = config.r, config.lora_alpha
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise GlidectlError(f"{str(config_file)!r} says r = {r!r}, which is no rank (a whole "
-                            f"number of at least 1); put back the {CONFIG_FILE} saved with "
-                            "these weights.")
-    if (isinstance(alpha, bool) or not isinstance(alpha, int | float)
-            or not math.isfinite(alpha) or abs(alpha) > ALPHA_MAX):
-        raise GlidectlError(f"{str(config_file)!r} says lora_alpha = {alpha!r:.40}, which is "
-                            f"no scale (a number up to {ALPHA_MAX:g}); put back the "
-                            f"{CONFIG_FILE} saved with these weights.")
+def _is_rank(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_scale(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value) and abs(value) <= ALPHA_MAX
+
+
+def _said(config_file: Path, said: str) -> GlidectlError:
+    return GlidectlError(f"{str(config_file)!r} says {said}; put back the {CONFIG_FILE} saved "
+                         "with these weights.")
+
+
+def _check_config_values(raw: dict[str, Any], config_file: Path) -> None:
+    """One sentence for a value in adapter_config.json (``raw``) that peft reads without a
+    word and then fails on with a traceback, NaN weights or, silently, other weights."""
+    def has(name: str, fits: Callable[[Any], bool]) -> bool:
+        return name not in raw or fits(raw[name])  # left out: peft's default, which fits
+
+    if not has("r", _is_rank):
+        raise _said(config_file, f"r = {raw['r']!r}, which is {RANK}")
+    if not has("lora_alpha", _is_scale):
+        raise _said(config_file, f"lora_alpha = {raw['lora_alpha']!r:.40}, which is {SCALE}")
+    if not has("lora_dropout", lambda v: _is_number(v) and 0 <= v < 1):
+        raise _said(config_file, f"lora_dropout = {raw['lora_dropout']!r:.40}, which is no "
+                                 "dropout (a number from 0 up to but not including 1)")
+    for name, fits, what in (("rank_pattern", _is_rank, RANK),
+                             ("alpha_pattern", _is_scale, SCALE)):
+        _check_pattern(config_file, name, raw.get(name, {}), fits, what)
+    for name in _FLAGS:
+        if not has(name, lambda v: v is None or isinstance(v, bool)):
+            raise _said(config_file, f"{name} = {raw[name]!r:.40}, which is neither true nor "
+                                     "false")
+    if not has("bias", lambda v: v in _BIASES):
+        raise _said(config_file, f"bias = {raw['bias']!r:.40}, which is none of "
+                                 f"{', '.join(map(repr, _BIASES))}")
+    if not has("init_lora_weights", lambda v: isinstance(v, bool) or v == "gaussian"):
+        raise GlidectlError(
+            f"{str(config_file)!r} says init_lora_weights = {raw['init_lora_weights']!r:.40}, "
+            "which glidectl does not apply (an initialisation that changes the base model's "
+            "weights); save the adapter as plain LoRA (init_lora_weights true, false or "
+            "'gaussian') with peft.")
+    if not has("exclude_modules", lambda v: v is None or (isinstance(v, str) and not
+                                                          _regex_problem(v))
+               or (isinstance(v, list) and all(isinstance(m, str) for m in v))):
+        raise _said(config_file, f"exclude_modules = {raw['exclude_modules']!r:.40}, which "
+                                 "is no module pattern (a regular expression) or list of "
+                                 "module names")
+    for name in _NOT_APPLIED:
+        if not has(name, lambda v: v is None or v is False or (isinstance(v, dict | list | str)
+                                                               and not v)):
+            raise GlidectlError(
+                f"{str(config_file)!r} sets {name}, which glidectl does not apply; save the "
+                "adapter without it, or merge it with peft (merge_and_unload) and pass the "
+                "merged weights as the model.")
+
+
+def _check_pattern(config_file: Path, name: str, pattern: Any, fits: Callable[[Any], bool],
+                   what: str) -> None:
+    """``rank_pattern`` or ``alpha_pattern``: an object of module patterns (regular
+    expressions, as peft matches them) to values that ``fits``, each ``what`` it says."""
+    if not isinstance(pattern, dict):
+        raise _said(config_file, f"{name} = {pattern!r:.40}, which is no object of module "
+                                 "patterns and their values")
+    for key, value in pattern.items():
+        problem = _regex_problem(rf"(.*\.)?({key})$")
+        if problem:
+            raise _said(config_file, f"{name} has the key {key!r:.40}, which is no module "
+                                     f"pattern (a regular expression: {problem})")
+        if not fits(value):
+            raise _said(config_file, f"{name}[{key!r:.40}] = {value!r:.40}, which is {what}")
+
+
+def _regex_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is no regular expression, or None."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return str(exc)
+    return None
+
+
+def _pattern_key(pattern: dict[str, Any], module: str) -> str | None:
+    """The first key of a ``rank_pattern`` or ``alpha_pattern`` matching ``module``, as peft
+    picks it (None: the config's ``r`` or ``lora_alpha`` applies)."""
+    return next((key for key in pattern if re.match(rf"(.*\.)?({key})$", module)), None)
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as adapter_config.json holds it (peft reads a list of names as a set)."""
+    return sorted(value) if isinstance(value, set) else value
+
+
+def _excluded(exclude: str | set[str] | list[str] | None, module: str) -> bool:
+    """Whether peft's ``exclude_modules`` leaves ``module`` out."""
+    if not exclude:
+        return False
+    if isinstance(exclude, str):
+        return re.fullmatch(exclude, module) is not None
+    return module in exclude or any(module.endswith(f".{m}") for m in exclude)
 
 
 def _check_rank(config: Any, state: dict[str, torch.Tensor], config_file: Path) -> None:
-    """A config whose ``r`` is not its weights' rank (no per-module ``rank_pattern``): one
-    sentence naming the config, not a shape mismatch blamed on the base model."""
-    if getattr(config, "rank_pattern", None):
+    """A config whose ``r`` (or ``rank_pattern``) is not its weights' rank, or whose
+    ``exclude_modules`` leaves out a module the weights adapt: one sentence naming the config,
+    not a shape mismatch blamed on the base model (or that module silently left out)."""
+    ranks = {k.split(".lora_A.")[0]: v.shape[0] for k, v in state.items()
+             if ".lora_A." in k and v.ndim >= 2}
+    exclude = getattr(config, "exclude_modules", None)
+    left_out = next((m for m in ranks if _excluded(exclude, m)), None)
+    if left_out is not None:
+        raise _said(config_file, f"exclude_modules = {_as_json(exclude)!r:.40}, which leaves "
+                                 f"out {left_out!r}, a module the weights beside it adapt")
+    pattern = config.rank_pattern
+    if not pattern:
+        if ranks and set(ranks.values()) != {config.r}:
+            have = ", ".join(map(str, sorted(set(ranks.values()))))
+            raise _said(config_file, f"r = {config.r} but the weights beside it have rank {have}")
         return
-    ranks = {v.shape[0] for k, v in state.items() if ".lora_A." in k and v.ndim >= 2}
-    if ranks and ranks != {config.r}:
-        raise GlidectlError(
-            f"{str(config_file)!r} says r = {config.r} but the weights beside it have rank "
-            f"{', '.join(map(str, sorted(ranks)))}; put back the {CONFIG_FILE} saved with "
-            "these weights.")
+    for module, have in ranks.items():
+        key = _pattern_key(pattern, module)
+        said = f"r = {config.r}" if key is None else f"rank_pattern[{key!r}] = {pattern[key]}"
+        if have != (config.r if key is None else pattern[key]):
+            raise _said(config_file, f"{said} but the weights beside it have rank {have} for "
+                                     f"{module!r}")
 
 
 def recorded_base(adapter: AdapterFiles, named: str) -> str:

@@ -93,13 +93,12 @@ def export_weights(run: Path, output: Path, ema: bool | None = None,
     _source(Path(run), ema, output)  # what is wrong with the run: said first
     if output.suffix != ".safetensors":
         raise GlidectlError(f"Output {str(output)!r} must end in .safetensors.")
-    if runs.is_step_dir(output.resolve().parent):  # a checkpoint's own files are the run's
-        raise GlidectlError(f"Output {str(output)!r} is inside checkpoint folder "
-                            f"{str(output.parent)!r}; write the export outside checkpoints/.")
-    if output.exists() and not force:
-        raise GlidectlError(f"Output {str(output)!r} already exists; pass --force to overwrite "
-                            "it or choose another --output.")
+    from ..lora.apply import check_output
     from ..out_dir import check_out_dir
+
+    # a folder, a path in (or a link into) a checkpoint folder, whose files the run's
+    # pruning deletes, or an existing file without --force: refused as `lora merge` does
+    check_output(output, force, what="export", example="model.safetensors")
 
     check_out_dir(output.parent, "--output folder")
     remove_stale_temps(output.parent, output.name)  # what a killed export of it left
