@@ -187,6 +187,9 @@ def test_openai_source_downloads_once_into_glidectl_home(tmp_path, monkeypatch):
         monkeypatch.setenv("GLIDECTL_OPENAI_URL", srv.url)
         source = plugins.model_sources().get("openai")
         assert source.url("base") == f"{srv.url}/base.pt"
+        # OpenAI's folder names the inpainting files with underscores (a hyphen was a 404)
+        assert source.url("base-inpaint") == f"{srv.url}/base_inpaint.pt"
+        assert source.url("upsample-inpaint") == f"{srv.url}/upsample_inpaint.pt"
         path = source.resolve("base", progress=False)
         assert path == tmp_path / "home" / "openai" / "base.pt"
         assert path.read_bytes() == served

@@ -18,6 +18,12 @@ from .options import KINDS
 OPENAI_BASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/dec-2021"
 
 
+def remote_name(kind: str) -> str:
+    """The file OpenAI's folder holds for a kind: ``base-inpaint`` is ``base_inpaint.pt``
+    there (glide-text2im's download table), a mirror's too."""
+    return kind.replace("-", "_") + ".pt"
+
+
 class OpenAISource:
     """OpenAI's four released GLIDE checkpoints (Dec 2021), cached under the glidectl cache."""
 
@@ -39,7 +45,7 @@ class OpenAISource:
         self._check(name)
         base = os.environ.get("GLIDECTL_OPENAI_URL") or OPENAI_BASE_URL
         _check_url(base)
-        return f"{base.rstrip('/')}/{name}.pt"
+        return f"{base.rstrip('/')}/{remote_name(name)}"
 
     def cache_path(self, name: str) -> Path:
         """Where the checkpoint lives once downloaded: ``<cache>/openai/<name>.pt``."""
