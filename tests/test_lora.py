@@ -756,6 +756,15 @@ def test_a_lora_run_given_to_merge_as_its_base_says_to_pass_the_base(tmp_path, c
         "to merge into; pass the base model the adapter was trained on as --base, or leave "
         "--base out to use the one the adapter records ('tiny-test').\n")
     assert not (tmp_path / "m.safetensors").exists()
+    # an adapter folder (or its weights file) as --base suggested this very command
+    adapter = run / "checkpoints" / "step-000003" / "lora"
+    for base in (adapter, adapter / "adapter_model.safetensors"):
+        assert cli("lora", "merge", adapter, "--base", base, "-o", tmp_path / "m.safetensors") == 2
+        assert capsys.readouterr().err == (
+            f"Error: --base {str(base)!r} is a LoRA adapter, not a model to merge into; pass "
+            "the base model the adapter was trained on as --base, or leave --base out to use "
+            "the one the adapter records ('tiny-test').\n")
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_export_of_a_lora_run_without_ema_names_its_raw_adapter(tmp_path, capsys):

@@ -26,16 +26,27 @@ def _train(config: Path | None, set_: list[str] | None, steps: int | None,
         exit_interrupted(result, "glidectl lora --resume")
 
 
-def _lora_run_as_base(base: str, adapter: Path) -> str:
-    """The sentence for a LoRA run given as ``lora merge --base`` (loading's own sentence is
-    for ``sample``: it suggests --lora and merging first)."""
+def _lora_run_as_base(base: str, adapter: Path, what: str = "a LoRA run: its checkpoints "
+                      "hold adapters") -> str:
+    """The sentence for a LoRA run (or, ``what``, an adapter) given as ``lora merge --base``
+    (loading's own sentence is for ``sample``: it suggests --lora and merging first)."""
     from ..lora import read_adapter
 
     recorded = str(read_adapter(adapter).meta.get("base_model") or "")
     instead = (f", or leave --base out to use the one the adapter records ({recorded!r})"
                if recorded not in ("", "scratch") else "")
-    return (f"--base {base!r} is a LoRA run: its checkpoints hold adapters, not a model to "
-            f"merge into; pass the base model the adapter was trained on as --base{instead}.")
+    return (f"--base {base!r} is {what}, not a model to merge into; pass the base model the "
+            f"adapter was trained on as --base{instead}.")
+
+
+def _is_adapter(spec: str) -> bool:
+    """Whether ``spec`` names a LoRA adapter: its folder or its weights file."""
+    from .. import runs
+    from ..lora.files import WEIGHTS_FILE
+
+    path = Path(spec)
+    folder = path if path.is_dir() else path.parent if path.name == WEIGHTS_FILE else None
+    return folder is not None and (folder / runs.ADAPTER_CONFIG).is_file()
 
 
 def register(app: typer.Typer) -> None:
@@ -93,6 +104,8 @@ def register(app: typer.Typer) -> None:
                 raise GlidectlError(
                     f"{str(adapter)!r} does not record a loadable base model; pass --base SPEC."
                 )
+        if _is_adapter(base):  # loading's sentence would suggest this very command
+            raise GlidectlError(_lora_run_as_base(base, adapter, "a LoRA adapter"))
         try:
             result = merge_adapter(adapter, base, output, scale, force=force)
         except LoraRunError:
