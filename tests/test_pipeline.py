@@ -641,7 +641,7 @@ def test_guidance_interval_and_sampler_of_the_wrong_kind_are_one_sentence(base) 
         (dict(guidance_interval=0.5), "guidance_interval must be two σ values (lo, hi), got "
                                       "0.5 (float)"),
         (dict(sampler=None), "sampler must be a name such as 'dpm++2m', got None (NoneType)"),
-        (dict(upsample_schedule=3), "upsample_schedule must be a name such as 'dpm++2m' or a "
+        (dict(upsample_schedule=3), "upsample_schedule must be a name such as 'karras' or a "
                                     "schedule file, got 3 (int)"),
     ]:
         with pytest.raises(GlidectlError) as error:
