@@ -46,6 +46,23 @@ def test_version():
     assert out.stdout.strip() == f"glidectl {__version__}"
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("args", [["--version"], ["config", "show"], ["plugins", "--json"]])
+def test_output_to_a_full_disk_is_one_line(args):
+    """``glidectl config show > /dev/full`` (any command whose output meets a full disk) was
+    an OSError traceback, and Python's "Exception ignored" at exit after it."""
+    import os
+
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([sys.executable, "-m", "glidectl", *args], stdout=full,
+                             stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+                             timeout=120)
+    assert (out.returncode, out.stderr) == (1, (
+        "Error: Cannot write glidectl's output (No space left on device): the disk where "
+        "standard output (or a file it writes) goes is full or failing; free space there, or "
+        "send the output elsewhere.\n"))
+
+
 def test_config_show_prints_resolved_toml():
     out = run("config", "show", "--config", str(ROOT / "examples" / "glide.toml"),
               "--set", "train.steps=3")

@@ -5,6 +5,7 @@ Start-up must stay light: no torch import here or in any command module's top le
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
 import os
@@ -256,4 +257,27 @@ def _run(argv: list[str] | None) -> None:
         fail(exc.format_message(), exc.exit_code)
     except (typer_exc.Abort, KeyboardInterrupt) as exc:  # Ctrl-C in a command, or starting
         fail(_aborted(exc), 130)
+    except OSError as exc:
+        if exc.errno not in OUTPUT_FULL:  # glidectl's own files say so as WriteError
+            raise
+        _drop_stdout()
+        fail(f"Cannot write glidectl's output ({exc.strerror}): the disk where standard "
+             "output (or a file it writes) goes is full or failing; free space there, or send "
+             "the output elsewhere.", 1)
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+# a write to standard output that cannot end (> /dev/full, a full disk): its own OSError,
+# where the command's files are WriteErrors (one line, exit 1) already
+OUTPUT_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def _drop_stdout() -> None:
+    """Standard output pointed at /dev/null: what its buffer still holds would fail again
+    at exit, as an "Exception ignored" traceback after the error line."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture)
+        pass
