@@ -39,6 +39,14 @@ def test_score_image_catches_wrong_colour_and_shape_and_background():
     assert wrong["colour_ok"] is False and wrong["shape_ok"] is False and not wrong["ok"]
     assert wrong["colour"] == "red" and wrong["shape"] == "circle"
     assert wrong["background_ok"] is True and wrong["score"] == pytest.approx(1 / 3)
+    # the background's colour word was taken for the shape's, and a background the demos
+    # never draw was dropped: "a circle on a red background" scored this picture 1.0
+    assert parse_caption("a circle on a red background") == (None, "circle")
+    for caption, score in (("a circle on a red background", 1 / 2),
+                           ("a red circle on a blue background", 2 / 3)):
+        result = score_image(s.image, caption)
+        assert result["background_ok"] is False and not result["ok"], result
+        assert result["score"] == pytest.approx(score), result
 
 
 def _drawn(shape: str, colour: str, background: str, size: int, seed: int):

@@ -117,10 +117,14 @@ def draw_shape(
     return canvas.resize((size, size), Image.Resampling.BOX)
 
 
+_BACKGROUND = re.compile(r"\bon an? (\w+) background")
+
+
 def parse_caption(caption: str) -> tuple[str | None, str | None]:
     """The (colour, shape) words a caption asks for, or None where it names none (a
-    "diamond" counts: LoRA demos teach it)."""
-    words = re.findall(r"[a-z]+", caption.lower())
+    "diamond" counts: LoRA demos teach it); a colour in its "on a … background" clause is
+    the background's, not the shape's."""
+    words = re.findall(r"[a-z]+", _BACKGROUND.split(caption.lower(), maxsplit=1)[0])
     colour = next((w for w in words if w in COLOURS), None)
     shape = next((w for w in words if w in SHAPE_CLASSES), None)
     return colour, shape
@@ -137,9 +141,10 @@ def is_demo_prompt(caption: str) -> bool:
 
 
 def parse_background(caption: str) -> str | None:
-    """The background ("white"/"black") a caption asks for, or None."""
-    match = re.search(r"on an? (\w+) background", caption.lower())
-    return match.group(1) if match and match.group(1) in BACKGROUNDS else None
+    """The background a caption asks for ("white", "black", or a word the demos never draw,
+    which no image matches), or None."""
+    match = _BACKGROUND.search(caption.lower())
+    return match.group(1) if match else None
 
 
 def _as_array(image: Any) -> np.ndarray:
