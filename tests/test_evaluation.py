@@ -631,6 +631,14 @@ def test_a_wandb_mode_wandb_has_not_is_refused_before_any_image(tmp_path, tiny_b
         run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu", wandb_mode="ofline"),
                  pipeline=stack)
     assert not (tmp_path / "w").exists()
+    # a project name W&B refuses failed after every image, with advice to go offline
+    with pytest.raises(GlidectlError) as info:
+        run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu", wandb_project="a/b",
+                                        wandb_mode="offline"), pipeline=stack)
+    assert str(info.value) == (
+        "wandb_project='a/b' holds '/', which W&B does not take in a project's name (/ \\ # ? "
+        "% :); name it without (wandb_entity sets the team or user).")
+    assert not (tmp_path / "w").exists()
 
 
 def test_eval_takes_the_wandb_modes_training_takes():

@@ -255,7 +255,7 @@ def check_inputs(settings: EvalSettings, options: RunOptions, models: bool = Tru
     if options.dry_run:
         return
     if options.wandb_project:
-        check_wandb(options.wandb_mode)  # not after every image is made
+        check_wandb(options.wandb_mode, options.wandb_project)  # not after every image
     if options.fid_reference:
         from .fid import check_reference
 

@@ -327,10 +327,20 @@ def check_wandb_mode(mode: str) -> None:
                             f"{', '.join(WANDB_MODES)}.")
 
 
-def check_wandb(mode: str) -> None:
-    """Raise before any work when W&B logging cannot start: wandb absent, or a mode not in
-    :data:`glidectl.config.WANDB_MODES`."""
+WANDB_NOT_IN_PROJECT = "/\\#?%:"  # characters W&B refuses in a project's name
+
+
+def check_wandb(mode: str, project: str | None = None) -> None:
+    """Raise before any work when W&B logging cannot start: wandb absent, a mode not in
+    :data:`glidectl.config.WANDB_MODES`, or a project name W&B refuses."""
     check_wandb_mode(mode)
+    if project is not None and (bad := [c for c in project if c in WANDB_NOT_IN_PROJECT]):
+        raise GlidectlError(f"--wandb-project {project!r} holds {bad[0]!r}, which W&B does not "
+                            f"take in a project's name ({' '.join(WANDB_NOT_IN_PROJECT)}); "
+                            "name it without (--wandb-entity sets the team or user).")
+    if project is not None and not 0 < len(project) <= 128:
+        raise GlidectlError(f"--wandb-project must be 1 to 128 characters, got {len(project)}; "
+                            "give W&B a shorter project name.")
     try:
         import wandb  # noqa: F401
     except ImportError:
@@ -345,7 +355,7 @@ def log_wandb(project: str, entity: str, mode: str, out: Path,
     time (never all in memory), in tables of at most ``wandb.Table.MAX_ROWS`` rows: W&B
     cuts a longer table to that many with only a log line (``eval/images``, then
     ``eval/images_2``, …)."""
-    check_wandb(mode)
+    check_wandb(mode, project)
     import wandb
 
     from .config import wandb_init_mode
