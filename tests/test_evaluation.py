@@ -370,6 +370,20 @@ def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_p
         run_eval(more, EvalSettings(base=str(tiny_base), base_stage=FAST, n=2),
                  RunOptions(out=out, skip_existing=True, device="cpu"), pipeline=stack)
     assert len(outputs(out)) == 4
+    # prompts that moved (one put first) or went: their images stayed beside the new ones,
+    # listed nowhere; refused, the real run and the dry run, before anything is made
+    before = outputs(out), (out / "metadata.json").read_bytes()
+    for prompts, said in ([PROMPTS[2], *PROMPTS[:2]], f"prompt 1 of these is {PROMPTS[2]!r}"),\
+                         ([PROMPTS[0]], "these 1 prompts have no prompt 2"):
+        for dry in (False, True):
+            with pytest.raises(GlidectlError) as info:
+                run_eval(write_prompts(tmp_path / "moved.txt", prompts), s,
+                         RunOptions(out=out, skip_existing=True, dry_run=dry, device="cpu"),
+                         pipeline=stack)
+            assert str(info.value).startswith(f"skip_existing=True: {str(out)!r} holds '00"), \
+                str(info.value)
+            assert f"of its earlier prompts, but {said}, so it would stay" in str(info.value)
+        assert (outputs(out), (out / "metadata.json").read_bytes()) == before
 
 
 def test_skip_existing_refuses_a_folder_of_someone_elses_files(tmp_path, tiny_base, stack,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import GlidectlError
 from .eval_outputs import image_stems, index_width, is_whole_png, padded_widths
 from .eval_settings import EvalSettings
 from .prompt_files import read_prompt_file
@@ -70,6 +71,29 @@ class Plan:
         self.width = max(found, key=lambda w: (len(found[w]), w == index_width(
             len(self.prompts))))
         self.done = found[self.width]
+
+    def check_strays(self, out: Path, prior: dict[str, Any] | None) -> None:
+        """Raise when images the folder's run made (``prior``, its metadata.json) are there
+        under names this plan does not make: --skip-existing with prompts that moved or went
+        would leave them beside the new ones, listed nowhere. Prompts keep their numbers:
+        new ones go at the end."""
+        made = {s for i in range(len(self.prompts)) for s in self.stems(i)}
+        stray = [e for e in (prior or {}).get("images") or [] if isinstance(e, dict)
+                 and isinstance(e.get("file"), str) and (out / e["file"]).is_file()
+                 and Path(e["file"]).stem not in made]
+        if stray:
+            first = stray[0]
+            index = first.get("prompt_index")
+            now = (f"prompt {index + 1} of these is {self.prompts[index]!r}"
+                   if isinstance(index, int) and 0 <= index < len(self.prompts)
+                   else f"these {len(self.prompts)} prompts have no prompt {index + 1}"
+                   if isinstance(index, int) else "these prompts do not make it")
+            raise GlidectlError(
+                f"--skip-existing: {str(out)!r} holds {first['file']!r}"
+                f"{f' (and {len(stray) - 1} more images)' if len(stray) > 1 else ''} of its "
+                f"earlier prompts, but {now}, so it would "
+                "stay beside the new images, listed nowhere; keep the earlier prompts in their "
+                "places with new ones at the end, or use another --out.")
 
     @property
     def pending_batches(self) -> list[list[tuple[int, int]]]:

@@ -351,6 +351,8 @@ def run_eval(
 
         if options.resume or options.skip_existing:
             plan.mark_done(out)
+        if options.skip_existing and not options.resume:
+            plan.check_strays(out, prior)
         models, info = dry_run_plan(plan, settings, device, pipeline, _vocab_dir(options))
         header = _header(prompts_file, prompts, out, settings, models, device, options)
         if continues(options, prior, out):  # the plan of a run the real one would refuse
@@ -363,6 +365,9 @@ def run_eval(
     if continues(options, prior, out):  # other prompts or settings: refused before any note
         check_continues(options, prior, out, prompts, settings, {},  # weights: once loaded
                         _header(prompts_file, prompts, out, settings, {}, device, options))
+        if options.skip_existing and not options.resume:
+            plan.mark_done(out)
+            plan.check_strays(out, prior)
     scorer, clip_reason, fid_features, metric_notes = _load_metrics(options, settings, device)
     load_s = 0.0
     if pipeline is None:
@@ -381,6 +386,8 @@ def run_eval(
         prior = read_metadata(out / META_FILE)
         if options.resume or options.skip_existing:
             plan.mark_done(out)
+        if options.skip_existing and not options.resume:
+            plan.check_strays(out, prior)
         calls = plan.model_calls(lambda stage: per_batch.get(stage, 0))
         models = pipeline.models_info()
         header = _header(prompts_file, prompts, out, settings, models, device, options)
