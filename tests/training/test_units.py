@@ -362,6 +362,24 @@ def test_a_resolution_the_official_layout_lacks_names_the_sizes_it_has(kind, res
         f"those, or 0 for its own {own} px (other model.size presets take other sizes).")
 
 
+def test_a_resolution_loaded_weights_cannot_take_names_data_resolution(tmp_path):
+    """A finetune at a data.resolution its network cannot halve far enough ended mid-step in
+    a shape mismatch ("Expected size 8 but got size 9"), its run folder left behind."""
+    from tiny_configs import tiny_base_weights
+
+    from glidectl.config import ModelConfig
+    from glidectl.training.model_setup import build_model
+
+    weights = str(tiny_base_weights(tmp_path / "base16.safetensors"))  # 16 px, two halvings
+    with pytest.raises(GlidectlError) as info:
+        build_model(ModelConfig(init=weights), 18)
+    assert str(info.value) == (
+        f"data.resolution = 18 does not fit {weights}'s 16 px base network, which takes sides "
+        "that are multiples of 4; set data.resolution to one (e.g. 16), or 0 for its own 16 "
+        "px.")
+    assert build_model(ModelConfig(init=weights), 24).model.options.image_size == 16
+
+
 def test_a_lora_run_as_model_init_says_to_merge_it_first(tmp_path):
     from glidectl import runs
     from glidectl.config import ModelConfig

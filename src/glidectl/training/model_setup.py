@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ def build_model(cfg: ModelConfig, resolution: int = 0,
                 f"model.tokenizer is {tok_name!r} but {cfg.init!r} was trained with "
                 f"{options.tokenizer!r}; set model.tokenizer = \"auto\"."
             )
+        _check_loaded_resolution(cfg.init, options, resolution)
         if options.use_fp16:  # train fp32 master weights; precision is Accelerate's job
             model.float()
             options = options.replace(use_fp16=False)
@@ -109,6 +111,25 @@ def resolution_note(cfg: ModelConfig, resolution: int, options: Any) -> str | No
     return (f"data.resolution = {resolution}: {cfg.init} trains on {resolution} px images but "
             f"stays a {size} px model, and its checkpoints, previews and glidectl sample make "
             f"{size} px images (data.resolution = 0 trains at {size} px).")
+
+
+def _check_loaded_resolution(init: str, options: Any, resolution: int) -> None:
+    """One sentence when loaded weights cannot train at ``resolution`` (data.resolution):
+    their network halves its input once per level but the last, so the side must divide by
+    that many twos (an upsampler's low-res side too), else a shape mismatch mid-step."""
+    if not resolution or resolution == options.image_size:
+        return
+    step = 2 ** (len(options.channel_mults) - 1)
+    if options.super_res:  # its low-res input's side is the side / UPSAMPLE_FACTOR
+        from ..glide.options import UPSAMPLE_FACTOR
+
+        step = math.lcm(step, UPSAMPLE_FACTOR)
+    if resolution % step:
+        raise GlidectlError(
+            f"data.resolution = {resolution} does not fit {init}'s {options.image_size} px "
+            f"{options.kind} network, which takes sides that are multiples of {step}; set "
+            f"data.resolution to one (e.g. {max(step, resolution // step * step)}), or 0 for "
+            f"its own {options.image_size} px.")
 
 
 def _fits(options: Any, resolution: int) -> bool:
