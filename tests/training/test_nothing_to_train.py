@@ -55,6 +55,19 @@ def test_a_run_that_can_change_no_weight_is_refused(tiny, config_file, tmp_path,
     assert not (tmp_path / "runs").exists()  # no run folder left behind
 
 
+@pytest.mark.parametrize("every", [0, 2])
+def test_preview_steps_the_preview_sampler_cannot_take_are_refused_at_setup(
+        tiny, config_file, tmp_path, capsys, every):
+    """preview.sampler plms at preview.steps 2 failed at the first preview (a resumed run's
+    mid-run, its steps since the checkpoint lost) or, with previews off, was recorded as the
+    checkpoints' sampling that `glidectl sample` then refused."""
+    cfg = tiny(preview=dict(every=every, sampler="plms", steps=2))
+    code, err = _cli(["train", "-c", str(config_file(cfg))], capsys)
+    assert (code, err) == (2, "Error: preview.steps = 2: the plms sampler needs at least 3 "
+                              "steps; raise preview.steps or pick another preview.sampler.\n")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_text_lr_scale_0_trains_the_unet_beside_a_frozen_text_transformer(tiny, capsys):
     """Not refused where the UNet trains: the text transformer alone stays as it was."""
     from glidectl.training.engine import Trainer

@@ -37,7 +37,7 @@ def register_samplers(register):
     register("ddim", Sampler(
         sample_ddim, schedule="respaced", description="DDIM; eta=0 deterministic (default)."))
     register("plms", Sampler(
-        sample_plms, schedule="respaced", clip=False, calls=_plms_calls,
+        sample_plms, schedule="respaced", clip=False, calls=_plms_calls, min_steps=3,
         description="PRK warm-up then pseudo linear multistep, as crowsonkb's GLIDE fork."))
     register("euler", Sampler(sample_euler, description="Euler on the probability-flow ODE."))
     register("euler_a", Sampler(

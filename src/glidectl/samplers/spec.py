@@ -29,6 +29,7 @@ class Sampler:
     clip: bool = True
     description: str = ""
     calls: Callable[[int], int] | None = None
+    min_steps: int = 1  # the fewest steps it can take (plms: 3)
 
     def model_calls(self, steps: int) -> int:
         """Model evaluations for ``steps`` steps (for progress bars)."""

@@ -73,11 +73,17 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
     val.check(cfg)
     tracker_names(cfg.log)
     from .. import plugins
+    from ..samplers.spec import as_sampler
 
     # Checked even without previews: checkpoints record it as the model's sampler.
     samplers = plugins.samplers()
     if cfg.preview.sampler not in samplers:
         raise GlidectlError(f"preview.sampler: {samplers.unknown_message(cfg.preview.sampler)}")
+    fewest = as_sampler(samplers.get(cfg.preview.sampler)).min_steps  # not at a preview
+    if cfg.preview.steps < fewest:  # mid-run, nor in glidectl sample of a checkpoint
+        raise GlidectlError(f"preview.steps = {cfg.preview.steps}: the {cfg.preview.sampler} "
+                            f"sampler needs at least {fewest} steps; raise preview.steps or "
+                            "pick another preview.sampler.")
     presets = plugins.dataset_presets()  # before a model.init is loaded (or downloaded)
     if cfg.data.preset not in presets:
         raise GlidectlError(f"data.preset: {presets.unknown_message(cfg.data.preset)}")
