@@ -28,6 +28,9 @@ def _notes(sections: dict, lora: bool) -> list[str]:
     ({"log": {"wandb_mode": "offline"}}, False,
      "log.wandb_mode is ignored: W&B is off (add \"wandb\" to log.trackers or set "
      "log.wandb_project)."),
+    ({"log": {"project": "myproj", "wandb_project": "wbp"}}, False,  # TensorBoard too
+     "log.project 'myproj' is ignored: log.wandb_project 'wbp' names the project of every "
+     "tracker (TensorBoard's folder too); set one of the two."),
     ({"validation": {"holdout": 64}}, False,
      "validation.holdout is ignored: validation.every and validation.fid_every are 0, so "
      "nothing is held out or validated."),

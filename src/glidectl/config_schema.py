@@ -332,8 +332,9 @@ class LogConfig:
     )
     project: str = opt("glidectl", "Tracker project (W&B project, TensorBoard subfolder).",
                        name_like=True)
-    wandb_project: str = opt("", "W&B project; setting it also turns on the wandb tracker.",
-                             name_like=True)
+    wandb_project: str = opt("", "W&B project (the older spelling of log.project, which it "
+                             "replaces for every tracker); setting it also turns on the wandb "
+                             "tracker.", name_like=True)
     wandb_entity: str = opt("", "W&B entity.", name_like=True)
     wandb_mode: str = opt(
         "auto", "W&B mode; auto: WANDB_MODE (or `wandb offline`) when set, else online.",

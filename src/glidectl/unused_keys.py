@@ -161,6 +161,11 @@ def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     if not wandb and keys:
         notes.append(f"{_are(keys)} ignored: W&B is off (add \"wandb\" to "
                      "log.trackers or set log.wandb_project).")
+    if cfg.log.wandb_project and _changed(cfg, ("log.project",)) \
+            and cfg.log.project != cfg.log.wandb_project:
+        notes.append(f"log.project {cfg.log.project!r} is ignored: log.wandb_project "
+                     f"{cfg.log.wandb_project!r} names the project of every tracker "
+                     "(TensorBoard's folder too); set one of the two.")
     v = cfg.validation
     if v.every == 0 and v.fid_every == 0 and (keys := _changed(cfg, VALIDATION_KEYS)):
         notes.append(f"{_are(keys)} ignored: validation.every and "
