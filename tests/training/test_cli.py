@@ -441,7 +441,8 @@ def test_a_preview_that_cannot_sample_names_the_preview_key_not_a_flag(cli, tiny
     from glidectl.training import train
 
     cfg = tiny(train=dict(steps=1), preview=dict(every=1, sampler="plms", steps=2))
-    said = "The plms sampler needs at least 3 steps; raise preview.steps."
+    said = ("preview.steps = 2: the plms sampler needs at least 3 steps; raise preview.steps "
+            "or pick another preview.sampler.")  # at setup, before the run folder
     with pytest.raises(GlidectlError) as err:
         train(cfg, quiet=True)
     assert str(err.value) == said

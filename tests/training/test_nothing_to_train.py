@@ -55,13 +55,12 @@ def test_a_run_that_can_change_no_weight_is_refused(tiny, config_file, tmp_path,
     assert not (tmp_path / "runs").exists()  # no run folder left behind
 
 
-@pytest.mark.parametrize("every", [0, 2])
-def test_preview_steps_the_preview_sampler_cannot_take_are_refused_at_setup(
-        tiny, config_file, tmp_path, capsys, every):
-    """preview.sampler plms at preview.steps 2 failed at the first preview (a resumed run's
-    mid-run, its steps since the checkpoint lost) or, with previews off, was recorded as the
-    checkpoints' sampling that `glidectl sample` then refused."""
-    cfg = tiny(preview=dict(every=every, sampler="plms", steps=2))
+def test_preview_steps_the_preview_sampler_cannot_take_are_refused_with_previews_off(
+        tiny, config_file, tmp_path, capsys):
+    """preview.sampler plms at preview.steps 2, previews off, was recorded as the
+    checkpoints' sampling, which `glidectl sample` then refused (with previews on, a resumed
+    run failed mid-run: tests/training/test_cli.py)."""
+    cfg = tiny(preview=dict(every=0, sampler="plms", steps=2))
     code, err = _cli(["train", "-c", str(config_file(cfg))], capsys)
     assert (code, err) == (2, "Error: preview.steps = 2: the plms sampler needs at least 3 "
                               "steps; raise preview.steps or pick another preview.sampler.\n")
