@@ -7,19 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import exit_code
 
-from glidectl.cli.app import main
 from glidectl.glide import create_model, preset_options, save_weights
 
 STEP = Path("runs", "t", "checkpoints", "step-000002")
 
 
-def cli(*args: object) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+cli = exit_code
 
 
 @pytest.fixture

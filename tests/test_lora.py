@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from cli_helpers import exit_code
 from torch import nn
 
 from glidectl.config import LoraConfig
@@ -605,14 +606,7 @@ def test_a_peft_adapter_with_modules_to_save_is_refused_in_one_line(tmp_path):
 
 
 # ----------------------------------------------------------------------------- merge CLI
-def cli(*args: str) -> int:
-    from glidectl.cli.app import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+cli = exit_code
 
 
 def test_merge_writes_a_checkpoint_equal_to_base_plus_adapter(tmp_path, capsys):
