@@ -412,6 +412,37 @@ def test_no_batch_at_all_says_whose_share_it_was(rank, world, says):
         stream.next()
 
 
+def test_a_later_epoch_without_a_batch_for_this_process_is_passed_over():
+    """Under two processes each epoch's reshuffled share can hold too few usable samples
+    (held out, rejected) for a batch; a later such epoch stopped the run with "not one
+    batch", and its resume stopped at the same epoch again. It is passed over (a resumed
+    stream too); a stream that reads no batch for EMPTY_EPOCHS epochs in a row still stops."""
+    from glidectl.training.data_stream import EMPTY_EPOCHS, DataStream
+
+    class Epochs(torch.utils.data.IterableDataset):
+        def __init__(self, sizes):
+            self.sizes, self.epoch = sizes, 0
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __iter__(self):
+            for i in range(self.sizes(self.epoch)):
+                yield {"x": torch.full((1,), float(self.epoch * 10 + i))}
+
+    stream = DataStream(Epochs(lambda e: 1 if e == 1 else 2), batch_size=2)
+    assert [float(stream.next()["x"][0]) for _ in range(2)] == [0.0, 20.0]  # epoch 1: none
+    assert stream.epoch == 2
+    resumed = DataStream(Epochs(lambda e: 1 if e == 1 else 2), batch_size=2)
+    resumed.load_state_dict({"epoch": 1, "position": 0, "ranks": []})  # into the empty one
+    assert float(resumed.next()["x"][0]) == 20.0
+    dry = DataStream(Epochs(lambda e: 2 if e == 0 else 0), batch_size=2)
+    dry.next()
+    with pytest.raises(GlidectlError, match="not one batch of 2"):
+        dry.next()
+    assert dry.epoch == EMPTY_EPOCHS
+
+
 def test_a_worker_that_dies_handing_over_a_batch_is_named_as_torch_names_it():
     """A loader worker killed mid-handover shows up first as a ConnectionResetError in the
     main process (the kill-9 test met it one run in ten); it is read as the worker's death."""

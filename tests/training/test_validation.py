@@ -109,6 +109,10 @@ def test_a_kill_before_best_is_pointed_keeps_the_best_checkpoint(tiny, monkeypat
     (dict(validation=dict(every=5)), "nothing to validate"),
     (dict(checkpoint=dict(keep_best=True)), "keep_best needs validation"),
     (dict(validation=dict(holdout=500, every=1)), "gave only 24 samples"),
+    # every sample held out: "not one batch … lower train.batch_size", which cannot help
+    (dict(validation=dict(holdout=24, every=1)), r"^validation.holdout = 24 takes every one "
+     r"of the 24 samples data.source gave, leaving none to train on; lower "
+     r"validation.holdout\.$"),
 ])
 def test_validation_config_mistakes_are_one_line_errors(tiny, sections, message):
     with pytest.raises(GlidectlError, match=message):

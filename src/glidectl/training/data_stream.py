@@ -132,6 +132,9 @@ class WorkerBatches(IterableDataset):
         yield {"_worker": worker, "_end": True}
 
 
+EMPTY_EPOCHS = 8  # epochs in a row without a batch for one process, after it read one
+
+
 class DataStream:
     """Endless micro-batches for this process with a resumable cursor.
 
@@ -151,6 +154,8 @@ class DataStream:
         self.global_batch = batch_size * world
         self._use_workers(workers_for(self.asked, self.per_process, batch_size))
         self.last_wait = 0.0
+        self._read = False  # a batch read by this run (here, or before its checkpoint)
+        self._empty = 0  # epochs in a row that gave this process no batch
         self._start_epoch(0)
         self._ranks: list[list[int]] | None = None
         self._iter: Iterator[Any] | None = None
@@ -238,7 +243,10 @@ class DataStream:
             shutdown = getattr(items, "_shutdown_workers", None)
             if shutdown is not None:
                 shutdown()
-        if fresh and not got:
+        self._empty = self._empty + 1 if fresh and not got else 0
+        # A later epoch may give one process no batch where its reshuffled share of the
+        # files holds too few usable samples (held out, rejected): it reads the next one.
+        if fresh and not got and (not self._read or self._empty >= EMPTY_EPOCHS):
             counter = getattr(self.dataset, "counter", lambda: None)()
             none_valid = counter is not None and counter.accepted == 0
             if none_valid and self.world == 1:  # not the workers' split: nothing to batch
@@ -275,6 +283,7 @@ class DataStream:
             self._start_epoch(self.epoch + 1)
             batch = next(self._iter)
         self.last_wait = time.perf_counter() - t0
+        self._read = True
         self._ranks = None  # gathered cursors are stale now
         w, epoch = int(batch.pop("_worker")), int(batch.pop("_epoch"))
         if epoch != self.epoch:  # a batch that ran on into a later epoch
@@ -315,6 +324,7 @@ class DataStream:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.close()
+        self._read = True  # a checkpoint comes after a step: the run has read a batch
         rows = state.get("ranks") or []
         row = [int(v) for v in rows[self.rank]] if self.rank < len(rows) else []
         record = state.get("workers")

@@ -138,19 +138,21 @@ def load_samples(cfg: GlideConfig, data_args: dict[str, Any],
         n, what, source = v.samples, "validation.source", None
     try:
         dataset = build_dataset(data_cfg, train=False, source=source, **data_args)
-        samples = first_samples(dataset, n, skip_prior=v.holdout > 0)
+        # one more than the holdout: a holdout of every sample leaves none to train on
+        samples = first_samples(dataset, n + (v.holdout > 0), skip_prior=v.holdout > 0)
     except GlidectlError as exc:  # e.g. "Data source ... does not exist": say which one
         if v.holdout > 0:
             raise
         raise GlidectlError(f"validation.source: {exc}") from None
-    if v.holdout > 0 and len(samples) < n:
-        raise GlidectlError(
-            f"validation.holdout = {n} but data.source gave only {len(samples)} samples"
-            + (" that are not PRIOR_PREDICTION (whose target is the model's own prediction, "
-               "not their image)" if hasattr(dataset.source, "leave_out_prior_prediction")
-               else "")
-            + "; lower validation.holdout."
-        )
+    has_prior = hasattr(dataset.source, "leave_out_prior_prediction")  # they train too
+    if v.holdout > 0 and (len(samples) < n or len(samples) == n and not has_prior):
+        prior = (" that are not PRIOR_PREDICTION (whose target is the model's own prediction, "
+                 "not their image)" if has_prior else "")
+        got = (f"but data.source gave only {len(samples)} samples{prior}" if len(samples) < n
+               else f"takes every one of the {n} samples data.source gave, leaving none to "
+               "train on")
+        raise GlidectlError(f"validation.holdout = {n} {got}; lower validation.holdout.")
+    samples = samples[:n]
     if not samples:
         raise GlidectlError(f"{what}: the source gave no samples; check {what}.")
     return samples
