@@ -271,6 +271,35 @@ def test_inpainting_keeps_the_known_pixels() -> None:
     assert not torch.allclose(out[:, :, :, 4:], image.expand(2, -1, -1, -1)[:, :, :, 4:])
 
 
+def test_one_inpaint_image_and_mask_per_image_are_cut_into_the_batches() -> None:
+    """[N,…] inpaint tensors went whole into every batch: n=4 in batches of 2 silently kept
+    images 0 and 1 again in images 2 and 3, other counts ended in torch's RuntimeError; a
+    0–255 or NaN mask was used as it was."""
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(tiny_glide("base-inpaint", 2))
+    images = torch.rand(4, 3, 8, 8) * 2 - 1
+    known = torch.zeros(4, 1, 8, 8)
+    known[..., :, :4] = 1
+    out = pipe.generate(["a"], n=4, batch_size=2, steps=2, sampler="euler", output="tensor",
+                        inpaint_image=images, inpaint_mask=known)
+    torch.testing.assert_close(out[..., :4], images[..., :4])
+    for kwargs, said in [
+        (dict(inpaint_image=images[:2], inpaint_mask=known[:1]),
+         "inpaint_image holds 2 images but the request makes 4; pass one image, or one per "
+         "image."),
+        (dict(inpaint_image=images[:1], inpaint_mask=known[:3]),
+         "inpaint_mask holds 3 images but the request makes 4; pass one image, or one per "
+         "image."),
+        (dict(inpaint_image=images[:1], inpaint_mask=known[:1] * 255),
+         "The inpaint_mask tensor holds values from 0 to 255; a mask is 1 on the pixels to "
+         "keep and 0 on those to repaint (mask / 255 for 0-255 masks)."),
+    ]:
+        with pytest.raises(GlidectlError) as info:
+            pipe.generate(["a"], n=4, batch_size=2, steps=2, sampler="euler", **kwargs)
+        assert str(info.value) == said
+
+
 def test_inpaint_upsampler_keeps_the_known_pixels_at_full_size() -> None:
     from glidectl.pipeline import GlidePipeline
 
@@ -377,7 +406,8 @@ def test_errors_of_a_library_call_name_its_keywords_not_the_cli_flags(base) -> N
 
     pipe = GlidePipeline(base)
     for kwargs, said in [
-        (dict(sampler="plms", steps=2), "The plms sampler needs at least 3 steps; raise steps."),
+        (dict(sampler="plms", steps=2), "steps=2: the plms sampler needs at least 3 steps, "
+         "got '2'."),
         (dict(sampler="bespoke", steps=2), "needs coefficients fitted to the model: pass "
          "schedule=FILE written by glidectl fit-steps MODEL --method bespoke."),
         (dict(inpaint_image=torch.zeros(1, 3, 8, 8), steps=2),
@@ -386,7 +416,7 @@ def test_errors_of_a_library_call_name_its_keywords_not_the_cli_flags(base) -> N
         with pytest.raises(GlidectlError) as err:
             pipe.generate(["a"], **kwargs)
         assert str(err.value).endswith(said)
-    with flags_named(), pytest.raises(GlidectlError, match="raise --steps"):  # as the CLI
+    with flags_named(), pytest.raises(GlidectlError, match="^--steps 2: "):  # as the CLI
         pipe.generate(["a"], sampler="plms", steps=2)
 
 

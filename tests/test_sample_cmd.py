@@ -144,6 +144,11 @@ def test_a_model_that_returns_nan_is_one_sentence_not_a_black_png(run, tmp_path)
     assert ("The base model returned NaN or infinite values while sampling: its weights may be "
             "damaged or bf16 too coarse for it (try --precision fp32).") in res.stderr
     assert "Traceback" not in res.stderr and not list(out.glob("*.png"))
+    # in fp32 (autocast's "no") it said "damaged or no too coarse for it (try … fp32)"
+    res = run("a red cube", "--base", str(broken), "--steps", "2", "--out", str(out),
+              "--device", "cpu", "--precision", "fp32", "-q")
+    assert res.returncode == 2 and res.stderr.endswith(
+        "while sampling: its weights may be damaged.\n"), res.stderr
 
 
 def test_a_sampler_s_nan_from_finite_model_outputs_names_the_sampler() -> None:

@@ -103,6 +103,9 @@ class StageOptions:
             raise GlidectlError(f"The {self.sampler} sampler needs coefficients fitted to the "
                                 "model: pass --schedule FILE written by glidectl fit-steps "
                                 "MODEL --method bespoke.")
+        if len(sigmas) - 1 < spec.min_steps:  # said before any stage samples
+            raise GlidectlError(f"The {self.sampler} sampler needs at least {spec.min_steps} "
+                                f"steps, got {str(self.steps)!r}.")
         return spec.model_calls(len(sigmas) - 1)
 
 
@@ -290,7 +293,7 @@ def check_finite(out: torch.Tensor, denoiser: GlideDenoiser, kind: str, sampler:
     the network's (damaged weights, or a precision too coarse) or else the sampler's."""
     if denoiser.nonfinite:
         coarse = f" or {precision} too coarse for it (try --precision fp32)" if (
-            precision != "fp32") else ""
+            precision not in ("fp32", "no")) else ""  # "no": autocast's word for fp32
         raise NonFiniteSample(f"The {kind} model returned NaN or infinite values while "
                               f"sampling: its weights may be damaged{coarse}.")
     if not bool(torch.isfinite(out).all()):
@@ -382,6 +385,11 @@ def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
     of its centre square."""
     if isinstance(mask, torch.Tensor):
         t = mask.float()
+        if t.numel() and (not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1):
+            low, high = t.min().item(), t.max().item()
+            raise GlidectlError(f"The inpaint_mask tensor holds values from {low:g} to "
+                                f"{high:g}; a mask is 1 on the pixels to keep and 0 on those "
+                                "to repaint (mask / 255 for 0-255 masks).")
         t = t.reshape(1, 1, *t.shape[-2:]) if t.ndim < 4 else t
         if tuple(t.shape[-2:]) != (size, size):
             t = torch.nn.functional.interpolate(_centre(t), size=(size, size), mode="nearest")

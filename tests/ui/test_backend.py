@@ -653,7 +653,7 @@ def test_errors_in_the_page_name_its_controls_not_command_line_flags(models_dir)
     with pytest.raises(GlidectlError) as info:
         backend.generate("a cat", n=1, sampler="plms", base_steps=1, base="tiny.safetensors")
     assert in_page_words(str(info.value)) == (
-        "The plms sampler needs at least 3 steps; raise Base steps.")
+        "Base steps set to 1: the plms sampler needs at least 3 steps, got '1'.")
     with pytest.raises(GlidectlError) as info:
         backend.generate("a cat", n=1, sampler="bespoke", base_steps=3, base="tiny.safetensors")
     assert in_page_words(str(info.value)).endswith(
