@@ -8,6 +8,7 @@ random seed" (the web UI), ``SEED_OR_RANDOM`` allows it.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,13 @@ SEED_MAX = 2**63 - 1
 _PLAIN_FLOAT = re.compile(r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
                           r"|nan|inf(?:inity)?)", re.IGNORECASE)
 _PLAIN_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite real number: an int or a float (numpy's too), not a bool, a string, a
+    tensor, NaN or infinity."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def plain_number(text: str, kind: type = float) -> bool:

@@ -9,7 +9,6 @@ The same JSON is stored in the safetensors metadata under ``glidectl``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from ..atomic import save_safetensors, write_json
 from ..config import LoraConfig
 from ..errors import GlidectlError, cause, from_here, takes
 from ..extras import broken_import
+from ..ranges import is_finite_number
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -276,12 +276,8 @@ def _is_rank(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _is_scale(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value) and abs(value) <= ALPHA_MAX
+    return is_finite_number(value) and abs(value) <= ALPHA_MAX
 
 
 def _said(config_file: Path, said: str) -> GlidectlError:
@@ -299,7 +295,7 @@ def _check_config_values(raw: dict[str, Any], config_file: Path) -> None:
         raise _said(config_file, f"r = {raw['r']!r}, which is {RANK}")
     if not has("lora_alpha", _is_scale):
         raise _said(config_file, f"lora_alpha = {raw['lora_alpha']!r:.40}, which is {SCALE}")
-    if not has("lora_dropout", lambda v: _is_number(v) and 0 <= v < 1):
+    if not has("lora_dropout", lambda v: is_finite_number(v) and 0 <= v < 1):
         raise _said(config_file, f"lora_dropout = {raw['lora_dropout']!r:.40}, which is no "
                                  "dropout (a number from 0 up to but not including 1)")
     for name, fits, what in (("rank_pattern", _is_rank, RANK),

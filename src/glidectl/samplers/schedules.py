@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import GlidectlError, PluginError, takes
+from ..ranges import is_finite_number
 from ..sampling_defaults import SIGMA_MAX
 
 DEFAULT_SIGMA_MAX = SIGMA_MAX
@@ -98,7 +99,7 @@ def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
                     "file's path", schedule)
     bounds = {"sigma_min": sigma_min, "sigma_max": sigma_max}
     for keyword, value in {**bounds, **{k: v for k, v in options.items() if k == "rho"}}.items():
-        if not _finite(value) or keyword == "rho" and value <= 0:
+        if not is_finite_number(value) or keyword == "rho" and value <= 0:
             raise takes(f"get_sigmas(): {keyword}=", "a finite number" + " above 0" * (
                 keyword == "rho"), value)
     if schedule == "respaced":
@@ -124,12 +125,6 @@ def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
         raise PluginError(f"Schedule {schedule!r} must return {n} descending σ's followed by "
                           f"0, got {wrong} ([{shown}{', …' if len(sigmas) > 6 else ''}]).")
     return sigmas
-
-
-def _finite(value: Any) -> bool:
-    """A finite real number (not a bool, a string or a tensor)."""
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value))
 
 
 def build_sigmas(

@@ -30,6 +30,7 @@ import torch
 
 from ..atomic import write_text
 from ..errors import GlidectlError, cause, one_line
+from ..ranges import is_finite_number
 from .schedule_files import schedule_bytes
 from .schedules import append_zero
 from .spec import as_sampler, model_calls
@@ -130,11 +131,6 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _number(value: Any) -> bool:
-    """A finite JSON number (true and false are not numbers here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _load(path: str | Path) -> dict:
     """A schedule file's JSON object (one-sentence errors; {} for a non-object)."""
     try:
@@ -166,7 +162,7 @@ def read_schedule_file(path: str | Path, data: dict | None = None
     except (AttributeError, TypeError, ValueError):
         positions = {}
     ok = positions and all(
-        n >= 1 and len(row) == n and all(_number(u) for u in row) and row[0] == 0
+        n >= 1 and len(row) == n and all(is_finite_number(u) for u in row) and row[0] == 0
         and all(b > a for a, b in zip(row, row[1:], strict=False)) and row[-1] <= 1
         for n, row in positions.items())
     if data.get("format") != FILE_FORMAT or not ok:
@@ -264,7 +260,7 @@ def fitted_guidance(data: dict) -> float | None:
     """The guidance scale a schedule file's JSON records it was fitted at (None: files
     from before it was recorded, or no number)."""
     scale = data.get("guidance")
-    return float(scale) if _number(scale) else None
+    return float(scale) if is_finite_number(scale) else None
 
 
 def guidance_warning(path: str | Path, guidance: float | None, model: str | None = None,
@@ -397,7 +393,7 @@ def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[li
     if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
         rows = []
     check_rows(rows, n)
-    if not all(_number(c) and abs(c) <= COEFFICIENT_LIMIT for r in rows for c in r):
+    if not all(is_finite_number(c) and abs(c) <= COEFFICIENT_LIMIT for r in rows for c in r):
         raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for {n} "
                             f"steps that are not all numbers within ±{COEFFICIENT_LIMIT:g} "
                             "(NaN, infinity or true/false among them); refit them with "
@@ -409,7 +405,7 @@ def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[li
                             f"MODEL --prompts PROMPTS.txt --method bespoke --calls {n}.")
     lo, hi = data.get("sigma_min"), data.get("sigma_max")
     fitted = (sigmas_from_positions(positions, n, float(lo), float(hi))
-              if _number(lo) and _number(hi) and 0 < lo < hi else None)
+              if is_finite_number(lo) and is_finite_number(hi) and 0 < lo < hi else None)
     if fitted is None or not torch.allclose(fitted.double(), sigmas.double(), rtol=1e-6):
         raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for its "
                             f"own σ's (from {hi} down), but this run samples from "

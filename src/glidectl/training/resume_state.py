@@ -22,7 +22,6 @@ tuples: a resumed run is bitwise the uninterrupted one.
 from __future__ import annotations
 
 import json
-import math
 import random
 import reprlib
 import shlex
@@ -36,6 +35,7 @@ import torch
 from .. import runs
 from ..atomic import save_safetensors, write_json
 from ..errors import GlidectlError
+from ..ranges import is_finite_number
 from . import optimizers
 
 TREE_KEY = "glidectl.state"
@@ -212,11 +212,6 @@ def restore_rng(state: dict[str, Any], noise: torch.Generator) -> None:
 
 
 # --------------------------------------------------------------------------- contents
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
-
-
 def check_scheduler_state(state: dict[str, Any]) -> None:
     """Raise :class:`StateFormatError` unless ``state`` holds the fields of a LambdaLR
     state_dict that resuming uses, with their types: ``load_state_dict`` takes any values and
@@ -225,7 +220,7 @@ def check_scheduler_state(state: dict[str, Any]) -> None:
     for key in ("base_lrs", "_last_lr"):
         value = state.get(key)
         if not (isinstance(value, list) and value
-                and all(_is_number(v) and v >= 0 for v in value)):
+                and all(is_finite_number(v) and v >= 0 for v in value)):
             raise StateFormatError(f"{key} is not a list of learning rates")
     if len(state["_last_lr"]) != len(state["base_lrs"]):
         raise StateFormatError("_last_lr and base_lrs differ in length")
