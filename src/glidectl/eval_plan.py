@@ -77,7 +77,9 @@ class Plan:
         under names this plan does not make: --skip-existing with prompts that moved or went
         would leave them beside the new ones, listed nowhere. Prompts keep their numbers:
         new ones go at the end."""
-        made = {s for i in range(len(self.prompts)) for s in self.stems(i)}
+        widths = {index_width(len(self.prompts))} | padded_widths(out)  # as mark_done reads
+        made = {s for w in widths for i in range(len(self.prompts))
+                for s in image_stems(self.prompts, i, self.settings.n, w)}
         stray = [e for e in (prior or {}).get("images") or [] if isinstance(e, dict)
                  and isinstance(e.get("file"), str) and (out / e["file"]).is_file()
                  and Path(e["file"]).stem not in made]

@@ -366,7 +366,6 @@ def run_eval(
         check_continues(options, prior, out, prompts, settings, {},  # weights: once loaded
                         _header(prompts_file, prompts, out, settings, {}, device, options))
         if options.skip_existing and not options.resume:
-            plan.mark_done(out)
             plan.check_strays(out, prior)
     scorer, clip_reason, fid_features, metric_notes = _load_metrics(options, settings, device)
     load_s = 0.0
