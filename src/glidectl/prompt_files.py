@@ -52,7 +52,10 @@ def _is_image(path: Path) -> bool:
 
 def is_text(prompt: str) -> bool:
     """Whether ``prompt`` is text UTF-8 can hold: no lone surrogate (what undecodable bytes
-    of a command-line argument, or JSON's ``"\\ud800"``, become)."""
+    of a command-line argument, or JSON's ``"\\ud800"``, become). Tokenizers ask it of every
+    caption: ASCII text, most of them, is not encoded to answer."""
+    if prompt.isascii():
+        return True
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError:
