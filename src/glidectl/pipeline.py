@@ -364,25 +364,21 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                                    if self.upsampler is not None else None)
         messages = [m for m in messages if m]
         _warn(list(dict.fromkeys(messages)), warn)
-        inpaint_image, inpaint_mask = opened(inpaint_image), opened(inpaint_mask)
-        inputs_given = {"inpaint_image": inpaint_image, "inpaint_mask": inpaint_mask}
         outputs: list[Any] = []
         per_batch = self.model_calls(1, 1, base_opts, up_opts, low_res is not None)
-        given = None if low_res is None else as_image_tensor(
-            low_res, self.upsampler.options.low_res_size, "low_res")
-        many = {what: _images_in(value, what, len(jobs)) for what, value in (
-            ("low_res", given), ("inpaint_image", inpaint_image),
-            ("inpaint_mask", inpaint_mask))}  # one for every image, or one per image
+        inputs = {"low_res": None if low_res is None else as_image_tensor(
+                      low_res, self.upsampler.options.low_res_size, "low_res"),
+                  "inpaint_image": opened(inpaint_image), "inpaint_mask": opened(inpaint_mask)}
+        for what, value in inputs.items():  # one for every image, or one per image
+            _check_images(value, what, len(jobs))
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start:start + batch_size]
             texts, batch_seeds = [p for p, _ in batch], [s for _, s in batch]
-            cut = slice(start, start + len(batch))
-            inpaint_image = inpaint_image if many["inpaint_image"] in (0, 1) \
-                else inputs_given["inpaint_image"][cut]
-            inpaint_mask = inpaint_mask if many["inpaint_mask"] in (0, 1) \
-                else inputs_given["inpaint_mask"][cut]
+            given, inpaint_image, inpaint_mask = (
+                _for_batch(v, len(jobs), slice(start, start + len(batch)))
+                for v in inputs.values())
             if given is not None:
-                images = given if given.shape[0] == 1 else given[cut]
+                images = given
             else:
                 images = self._stage("base", texts, batch_seeds, base_opts, inpaint_image,
                                      inpaint_mask, None, precision, on_call, on_step, timings)
@@ -498,16 +494,21 @@ def load_pipeline(base: str | None = "openai:base", upsampler: str | None = "aut
 
 
 @SAID_AS_KEYWORDS
-def _images_in(value: Any, what: str, wanted: int) -> int:
-    """How many images an input holds (0: none; a file or PIL image is one); an [N,…]
-    tensor must hold one, or one per image the request makes."""
-    if value is None:
-        return 0
+def _check_images(value: Any, what: str, wanted: int) -> None:
+    """One sentence unless an input holds one image (a file, a PIL image, a tensor of one)
+    or, an [N,…] tensor, one per image the request makes."""
     n = int(value.shape[0]) if isinstance(value, torch.Tensor) and value.ndim == 4 else 1
-    if n not in (1, wanted):
+    if value is not None and n not in (1, wanted):
         raise GlidectlError(f"{what} holds {n} images but the request makes {wanted}; pass one "
                             "image, or one per image.")
-    return n
+
+
+def _for_batch(value: Any, total: int, cut: slice) -> Any:
+    """A batch's part of an input: its rows of a tensor of one image per image requested,
+    else the input itself (one for every image)."""
+    if isinstance(value, torch.Tensor) and value.ndim == 4 and value.shape[0] == total > 1:
+        return value[cut]
+    return value
 
 
 def generate(prompt: str | Sequence[str], base: str | None = "openai:base",
