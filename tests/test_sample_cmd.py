@@ -192,6 +192,31 @@ def test_sample_inpaints_with_an_inpaint_model(run, weights, tmp_path) -> None:
     assert text["inpaint_mask"] == str(tmp_path / "mask.png")
 
 
+def test_a_mask_is_read_as_images_are_transparent_and_16_bit(run, weights, tmp_path):
+    """Transparency counts as white (repaint, as OpenAI's image-edit masks), 16-bit levels
+    are scaled (a 31 % grey keeps), and a mask that keeps every pixel is said."""
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "image.png")
+    alpha = np.zeros((8, 8, 4), np.uint8)
+    alpha[..., 3] = 255
+    alpha[:, 4:, 3] = 0  # the right half transparent
+    Image.fromarray(alpha, "RGBA").save(tmp_path / "alpha.png")
+    deep = np.full((8, 8), 20000, np.uint16)
+    deep[:, 4:] = 65535
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    Image.new("L", (8, 8), 0).save(tmp_path / "black.png")
+    for name in ("alpha", "deep", "black"):
+        res = run("a cat", "--base", str(weights["inpaint"]), "--steps", "2", "-q",
+                  "--inpaint-image", str(tmp_path / "image.png"),
+                  "--inpaint-mask", str(tmp_path / f"{name}.png"), "--out", str(tmp_path / name))
+        assert res.returncode == 0, res.stderr
+        got = np.asarray(Image.open(tmp_path / name / "00000.png"), dtype=int)
+        assert (got[:, :4] == (255, 0, 0)).all()
+        said = ("Warning: The inpaint mask keeps every pixel at 8 px (white marks what to "
+                "repaint), so the picture comes back as the inpaint image.") in res.stderr
+        assert said == (name == "black"), res.stderr
+        assert (got[:, 4:] != (255, 0, 0)).any() == (name != "black")
+
+
 def test_an_upsample_only_png_records_the_upsampler_and_no_base_stage(run, weights, tmp_path):
     Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "low.png")
     res = run("a cat", "--base", "none", "--upsampler", str(weights["upsample"]), "-q",
@@ -679,6 +704,30 @@ def test_flags_that_would_not_be_used_are_named(run, weights, tmp_path) -> None:
               "--out", str(tmp_path / "b"))
     assert res.returncode == 0, res.stderr
     assert "Warning: --base not used: --low-res upsamples the given image" in res.stderr
+    res = run("a cat", "--base", "openai:base", "--upsampler", str(weights["upsample"]),
+              "--low-res", str(tmp_path / "low.png"), "--upsample-steps", "2", "-q",
+              "--out", str(tmp_path / "c"))  # the default spelled out is still not used
+    assert res.returncode == 0, res.stderr
+    assert "Warning: --base not used: --low-res upsamples the given image" in res.stderr
+
+
+@pytest.mark.parametrize("args, flags, why", [
+    (("--sampler", "ddim", "--sigma-max", "5"), ["--sigma-max"],
+     "the respaced schedule (GLIDE's own timesteps) starts at the model's top σ"),
+    (("--guidance", "1", "--guidance-interval", "0.3,5", "--guidance-rescale", "0.7"),
+     ["--guidance-interval", "--guidance-rescale"], "guidance 1 is the conditional model alone"),
+    (("--guidance-interval", "100,200"), ["--guidance-interval"],
+     "100,200 holds none of the σ's sampled"),
+    (("--guidance-interval", "0.3,5", "--guidance-rescale", "0.5", "--sigma-max", "20"), [],
+     None),
+])
+def test_flags_that_change_no_pixel_are_named(run, weights, tmp_path, args, flags, why):
+    res = run("a cat", "--base", str(weights["base"]), "--steps", "3", "-q",
+              *args, "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    named = [line.split()[1] for line in res.stderr.splitlines() if " not used: " in line]
+    assert named == flags, res.stderr
+    assert why is None or why in res.stderr
 
 
 def test_eta_for_a_sampler_without_one_is_named_and_not_recorded(run, weights, tmp_path):

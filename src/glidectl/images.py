@@ -51,11 +51,15 @@ def from_pil(image: Image.Image, size: int | None = None) -> torch.Tensor:
 def known_mask_from_pil(mask: Image.Image, size: int | None = None) -> torch.Tensor:
     """An inpainting mask image (white = repaint, black = keep) → GLIDE's [1,1,H,W] mask
     with 1 on known (kept) pixels; with ``size``, its centre square nearest-resized to
-    ``size``×``size`` (the crop :func:`from_pil` takes of the image)."""
+    ``size``×``size`` (the crop :func:`from_pil` takes of the image). Read as input images
+    are: transparency over white, so a transparent pixel is repainted (OpenAI's image-edit
+    masks), and 16-bit levels scaled to 8 bits."""
     import numpy as np
     import torch
 
-    mask = mask.convert("L")
+    from .data.images import to_rgb
+
+    mask = to_rgb(mask)[0].convert("L")
     if size is not None and mask.size != (size, size):
         mask = mask.resize((size, size), Image.Resampling.NEAREST, box=centre_square(*mask.size))
     repaint = torch.from_numpy(np.asarray(mask, dtype=np.float32).copy()) >= 128

@@ -60,6 +60,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     UPSAMPLE_TEMP,
     StageOptions,
     Warn,
+    all_kept_message,
     as_image_tensor,
     as_mask_tensor,
     check_image_input,
@@ -362,6 +363,8 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                                     "inpaint mask": inpaint_mask},
                                    self.upsampler.options.low_res_size
                                    if self.upsampler is not None else None)
+        if first is not None and first.options.inpaint and inpaint_mask is not None:
+            messages.append(all_kept_message(opened(inpaint_mask), first.options.image_size))
         messages = [m for m in messages if m]
         _warn(list(dict.fromkeys(messages)), warn)
         outputs: list[Any] = []

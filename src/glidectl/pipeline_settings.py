@@ -11,6 +11,7 @@ from typing import Any
 from .errors import GlidectlError
 from .ranges import FLAGS, SEED, STEPS, check
 from .samplers.guidance import parse_interval
+from .samplers.schedules import sigmas_from_alphas_cumprod
 from .sampling import BASE_DEFAULTS, UPSAMPLE_DEFAULTS, StageOptions, sigma_table, stage_model_calls
 from .sampling_defaults import RECOMMENDED_FIELDS, recommended_line
 
@@ -80,6 +81,38 @@ class PipelineSettings:
             return (f"Using the {stage} model's recommended sampling settings ({text(used)}); "
                     f"pass {flags} to change them.")
         return recommended_line(text(used), text(up), flags)
+
+    def idle_settings(self, base: StageOptions, up: StageOptions,
+                      base_stage: bool = True) -> dict[str, str]:
+        """Settings that change no pixel of this request, as {``generate`` keyword: why}:
+        ``sigma_max`` when every stage that runs keeps GLIDE's respaced timesteps, and the
+        base stage's ``guidance_interval`` / ``guidance_rescale`` at guidance 1 (the
+        conditional model alone) or with an interval that holds none of its σ's."""
+        stages = [(o, m) for o, m, ran in ((base, self.base, base_stage and self.base),
+                                          (up, self.upsampler, self.upsampler)) if ran]
+        idle = {}
+        if stages and all((o.schedule or o.sampler_spec().schedule) == "respaced"
+                          for o, _ in stages):
+            idle["sigma_max"] = ("the respaced schedule (GLIDE's own timesteps) starts at the "
+                                 "model's top σ; pass --schedule karras (or another) to set it")
+        if not (base_stage and self.base is not None):
+            return idle
+        if base.guidance is None or float(base.guidance) == 1:
+            why = "guidance 1 is the conditional model alone"
+            idle.update(guidance_interval=why, guidance_rescale=why)
+        elif base.guidance_interval is not None:
+            called = base.sigmas(sigmas_from_alphas_cumprod(sigma_table(self.base,
+                                                                        self.diffusion)))
+            top, low = float(called[0]), float(called[called > 0].min())
+            lo, hi = base.guidance_interval
+            if lo > top or hi < low:
+                idle["guidance_interval"] = (f"{lo:g},{hi:g} holds none of the σ's sampled "
+                                             f"({top:.3g} to {low:.3g}), so no step is guided")
+        if not base.guidance_rescale:
+            idle.pop("guidance_rescale", None)
+        if base.guidance_interval is None:
+            idle.pop("guidance_interval", None)
+        return idle
 
     def model_calls(self, n_images: int, batch_size: int, base: StageOptions,
                     up: StageOptions, low_res: bool = False) -> int:

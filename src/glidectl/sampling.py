@@ -397,6 +397,15 @@ def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
     return known_mask_from_pil(_open(mask), size)
 
 
+def all_kept_message(mask: Any, size: int) -> str | None:
+    """A warning when the inpaint mask keeps every pixel at the model's ``size`` (nothing
+    white): the picture comes back as the image, every step spent for nothing."""
+    if not bool((as_mask_tensor(mask, size) >= 0.5).all()):
+        return None
+    return (f"The inpaint mask keeps every pixel at {size} px (white marks what to repaint), "
+            "so the picture comes back as the inpaint image.")
+
+
 def _centre(t: torch.Tensor) -> torch.Tensor:
     """The centre square of a [..., H, W] tensor: the crop ``from_pil`` takes of an image."""
     left, top, right, bottom = (int(v) for v in centre_square(t.shape[-1], t.shape[-2]))

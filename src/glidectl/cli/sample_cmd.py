@@ -230,7 +230,8 @@ def register(app: typer.Typer) -> None:
         inpaint_image: Path | None = typer.Option(None, "--inpaint-image", help="Image to "
                                                   "inpaint (needs an inpaint model)."),
         inpaint_mask: Path | None = typer.Option(None, "--inpaint-mask", help="Mask image: "
-                                                 "white = repaint, black = keep."),
+                                                 "white (or transparent) = repaint, black = "
+                                                 "keep."),
         sigma_max: float = typer.Option(D.SIGMA_MAX, "--sigma-max", help="Highest σ of karras/"
                                         "exponential schedules (clamped to the model's)."),
         quantize_t: bool = typer.Option(False, "--quantize-t", help="Round the network's "
@@ -320,7 +321,8 @@ def _sample(
     if unused and not up_spec:
         err.print(f"[yellow]Warning:[/] {', '.join(unused)} not used: this run has no "
                   "upsampler.", highlight=False, soft_wrap=True)
-    if low_res is not None and base not in ("none", "openai:base"):
+    if low_res is not None and base != "none" and (
+            "base" in given_names or base != "openai:base"):
         err.print("[yellow]Warning:[/] --base not used: --low-res upsamples the given "
                   "image instead of a base sample.", highlight=False, soft_wrap=True)
     def say(message: str) -> None:
@@ -366,6 +368,10 @@ def _sample(
                "SDE samplers do)" if base_spec else "no base stage runs")
         err.print(f"[yellow]Warning:[/] --eta not used: {why}.", highlight=False,
                   soft_wrap=True)
+    for key, why in pipe.idle_settings(base_opts, up_opts, bool(base_spec)).items():
+        if key in given_names:  # set on purpose, yet no pixel changes
+            err.print(f"[yellow]Warning:[/] --{key.replace('_', '-')} not used: {why}.",
+                      highlight=False, soft_wrap=True)
     for line in pipe.vocab_dir_warnings(base_stage=bool(base_spec)):
         err.print(f"[yellow]Warning:[/] {line}", highlight=False, soft_wrap=True)
     # what made the picture (a stage that did not run records nothing)
