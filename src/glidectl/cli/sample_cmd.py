@@ -20,9 +20,8 @@ STEPS_HELP = ("Base steps (σ's visited, not model calls: heun's 10 steps are 19
               "fast27) with --schedule respaced (default: the model's recommended, else "
               f"{D.BASE_STEPS}).")
 SCHEDULE_HELP = ("Step schedule: auto (the sampler's own: respaced for ddpm/ddim/plms, "
-                 "exponential for dpm++2m/dpm++3m/unipc, else karras), respaced, karras, "
-                 "exponential, "
-                 "logsnr, polyexponential, optimised, a plugin's, or a schedule file "
+                 "exponential for dpm++2m/dpm++3m/unipc/unipc_bh1, else karras), respaced, "
+                 "karras, exponential, logsnr, polyexponential, optimised, a plugin's, or a schedule file "
                  "(FILE.json from glidectl fit-steps; --sampler bespoke needs one fitted "
                  "with --method bespoke) (default: the model's "
                  "recommended, else auto).")
