@@ -191,6 +191,27 @@ def _set_number(driver, label: str, value: str) -> None:
     box.send_keys(value, Keys.TAB)
 
 
+def _wait(driver):
+    """A 60 s wait whose checks may meet an element the page has just re-rendered (a toast,
+    a textbox): a stale reference is looked up again on the next poll, not a failure."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException,))
+
+
+def _close_toasts(driver) -> None:
+    """Click every toast's close button; one that closed itself meanwhile is gone already."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    for close in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
+        try:
+            close.click()
+        except StaleElementReferenceException:
+            pass
+
+
 def _page_ready(driver, wait):
     """The prompt box, once the whole page (down to the Generate button) is drawn; under load
     gradio renders the controls one by one."""
@@ -219,13 +240,12 @@ def _chrome(browser_tools: tuple[str, str], profile: Path):
 def test_generate_in_a_real_browser(browser_tools, server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     driver = _chrome(browser_tools, tmp_path / "chromium-profile")
     ARTIFACTS.mkdir(exist_ok=True)
     try:
         driver.get(server)
-        wait = WebDriverWait(driver, 60)
+        wait = _wait(driver)
         prompt = _page_ready(driver, wait)
         base = driver.find_element(By.CSS_SELECTOR, "#base-model input")
         assert base.get_attribute("value") == "tiny.safetensors"
@@ -281,24 +301,21 @@ def test_an_empty_seed_box_draws_a_seed_and_a_refusal_is_one_sentence(browser_to
 def _refusal_then_an_empty_seed(driver, server: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(server)
-    wait = WebDriverWait(driver, 60)
+    wait = _wait(driver)
     _page_ready(driver, wait)
     driver.find_element(By.CSS_SELECTOR, "#generate").click()  # no prompt yet
     toast = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".toast-body").text
                        .strip() or False)
     assert "Type a prompt first." in toast
-    for close in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
-        close.click()
+    _close_toasts(driver)
     driver.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys("a red circle")
     _set_number(driver, "Images per run", "40")  # past its end: said, not made 16
     driver.find_element(By.CSS_SELECTOR, "#generate").click()
     wait.until(lambda d: any("Images per run must be from 1 to 16; got 40." in t.text
                              for t in d.find_elements(By.CSS_SELECTOR, ".toast-body")))
-    for close in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
-        close.click()
+    _close_toasts(driver)
     # a closed toast fades out with an empty body: wait until it has gone, so that the
     # check below sees only what this click brings
     wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".toast-body"))
@@ -323,7 +340,6 @@ def test_a_fitted_schedule_brings_its_guidance_and_warnings_name_no_server_paths
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
     from test_bench_limits import bespoke_file
 
     folder = tmp_path / "models"
@@ -337,7 +353,7 @@ def test_a_fitted_schedule_brings_its_guidance_and_warnings_name_no_server_paths
     try:
         with _serve(folder, tmp_path) as served:
             driver.get(served.url)
-            wait = WebDriverWait(driver, 60)
+            wait = _wait(driver)
             _page_ready(driver, wait).send_keys("a red circle")
             _set_number(driver, "Images per run", "1")
             schedule = driver.find_element(By.CSS_SELECTOR, "#schedule input")
