@@ -287,3 +287,26 @@ def test_unreadable_reference_files_are_left_out_and_named_not_a_traceback(tmp_p
     result = eval_fid(fake, str(folder), Features(module=ColourStats()))
     assert result["fid_real"] == 4 and result["reference_unreadable"] == 2
     assert sorted(result["reference_unreadable_files"]) == ["0_broken.png", "truncated.jpg"]
+
+
+def test_one_feature_statistics_and_half_precision_features_score_as_float32(tmp_path):
+    """A feature network of one output gave torch.cov's 0-d tensor against a 1×1 sigma (a
+    traceback); float16 features overflowed KID's kernel sums (NaN). Both score as the same
+    features in float32."""
+    import numpy as np
+
+    from glidectl.fid import fid_against_stats, fid_kid_of
+
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(50, 1, generator=g), torch.randn(40, 1, generator=g) + 0.5
+    x = real.double()
+    exact = float((x.mean() - fake.double().mean()) ** 2 + (x.std() - fake.double().std()) ** 2)
+    stats = tmp_path / "one.npz"
+    np.savez(stats, mu=x.mean(0).numpy(), sigma=np.cov(x.numpy(), rowvar=False).reshape(1, 1))
+    assert fid_against_stats([fake], str(stats))["fid"] == pytest.approx(exact, rel=1e-6)
+    assert fid_kid_of([real], [fake])["fid"] == pytest.approx(exact, rel=1e-4)
+    wide = [torch.rand(60, 2048, generator=g) * 8, torch.rand(60, 2048, generator=g) * 8 + 0.1]
+    full = fid_kid_of([wide[0]], [wide[1]])
+    half = fid_kid_of([wide[0].half()], [wide[1].half()])
+    assert math.isfinite(half["kid"]) and math.isfinite(half["kid_std"])
+    assert half["kid"] == pytest.approx(full["kid"], rel=1e-2)

@@ -599,3 +599,14 @@ def test_a_fit_that_learned_its_tuning_noise_says_refit_on_more_images(glidectl,
                      f"tuning images (mean {1.3 * own:.5f} against {own:.5f}): it fits its "
                      "tuning noise; --start FILE (the file written) --images 12 and another "
                      "--out refit it on more images for a solver that carries to new noise."]
+
+
+def test_the_median_of_an_even_count_is_the_mean_of_the_middle_two():
+    from glidectl.step_fitting import errors
+
+    ref = torch.zeros(4, 1)
+    out = torch.tensor([[1.0], [3.0], [4.0], [10.0]])
+    found = errors(out, ref)
+    assert found["median"] == pytest.approx(3.5) and found["mean"] == pytest.approx(4.5)
+    assert found["worst"] == pytest.approx(10.0)
+    assert errors(out[:3], ref[:3])["median"] == pytest.approx(3.0)

@@ -126,6 +126,9 @@ def features_of(network: torch.nn.Module, batches: Iterable[Any]) -> list[torch.
     return [network(to_uint8(b)) for b in batches]
 
 
+HALF = (torch.float16, torch.bfloat16)
+
+
 def fid_kid(real: Iterable[Any], fake: Iterable[Any], features: Features,
             kid_subset_size: int | None = None) -> dict[str, Any]:
     """``{"fid", "kid", "kid_std", "fid_real", "fid_fake"}`` for batches of real and fake
@@ -161,11 +164,11 @@ def fid_kid_of(real: list[torch.Tensor], fake: list[torch.Tensor],
     with warnings.catch_warnings():  # it keeps every feature, as it must: not news to users
         warnings.filterwarnings("ignore", message=".*will save all extracted features")
         kid = KernelInceptionDistance(feature=given, subsets=10, subset_size=subset)
-    for metric in (fid, kid):
+    for metric in (fid, kid):  # float32 at least: KID's kernel sums overflow float16
         for batch in real:
-            metric.update(batch, real=True)
+            metric.update(batch.float() if batch.dtype in HALF else batch, real=True)
         for batch in fake:
-            metric.update(batch, real=False)
+            metric.update(batch.float() if batch.dtype in HALF else batch, real=False)
     with torch.random.fork_rng():  # KID's subsets are drawn from torch's global generator
         torch.manual_seed(0)
         kid_mean, kid_std = kid.compute()
@@ -297,7 +300,8 @@ def fid_against_stats(fake: list[torch.Tensor], reference: str) -> dict[str, Any
             f"network gives {feats.shape[1]}; use statistics of Inception-v3's 2048 pool "
             "features."
         )
-    fid = frechet_distance(feats.mean(0), torch.cov(feats.T), mu, sigma)
+    # one feature: torch.cov gives a 0-d tensor, the statistics a 1×1 matrix
+    fid = frechet_distance(feats.mean(0), torch.atleast_2d(torch.cov(feats.T)), mu, sigma)
     return {"fid": fid, "fid_fake": feats.shape[0],
             "kid_missing": "the reference is statistics, and KID needs reference images"}
 

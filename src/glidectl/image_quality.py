@@ -5,7 +5,8 @@ SSIM is Wang et al. 2004 ("Image quality assessment: from error visibility to st
 similarity"): an 11×11 Gaussian window of σ 1.5, K1 = 0.01, K2 = 0.03, population
 (co)variances, the map averaged over the positions where the window fits (no padding), on
 each RGB channel and the channels averaged (as scikit-image's ``channel_axis`` with
-``gaussian_weights=True``).
+``gaussian_weights=True, use_sample_covariance=False``; its default sample covariance gives
+values up to about 1e-4 apart).
 """
 
 from __future__ import annotations

@@ -136,10 +136,12 @@ class Target:
 
 def errors(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     """Distances of samples to their references: the RMS over all, and the mean (the measure
-    quoted), median and worst of each sample's own RMSE."""
+    quoted), median (of an even count, the mean of the middle two, as numpy's) and worst
+    of each sample's own RMSE."""
     per_sample = (out - ref).reshape(len(out), -1).pow(2).mean(1)
-    return {"rms": per_sample.mean().sqrt().item(), "mean": per_sample.sqrt().mean().item(),
-            "median": per_sample.sqrt().median().item(), "worst": per_sample.max().sqrt().item()}
+    own = per_sample.sqrt()
+    return {"rms": per_sample.mean().sqrt().item(), "mean": own.mean().item(),
+            "median": own.double().quantile(0.5).item(), "worst": own.max().item()}
 
 
 @torch.no_grad()

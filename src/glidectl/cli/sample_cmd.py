@@ -21,8 +21,9 @@ STEPS_HELP = ("Base steps (σ's visited, not model calls: heun's 10 steps are 19
               f"{D.BASE_STEPS}).")
 SCHEDULE_HELP = ("Step schedule: auto (the sampler's own: respaced for ddpm/ddim/plms, "
                  "exponential for dpm++2m/dpm++3m/unipc/unipc_bh1, else karras), respaced, "
-                 "karras, exponential, logsnr, polyexponential, optimised, a plugin's, or a schedule file "
-                 "(FILE.json from glidectl fit-steps; --sampler bespoke needs one fitted "
+                 "karras, exponential, logsnr, polyexponential, optimised, a plugin's, or a "
+                 "schedule file (FILE.json from glidectl fit-steps; --sampler bespoke needs "
+                 "one fitted "
                  "with --method bespoke) (default: the model's "
                  "recommended, else auto).")
 GUIDANCE_HELP = ("Classifier-free guidance scale, 1 = none (default: the model's, else "
