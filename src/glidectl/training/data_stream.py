@@ -206,10 +206,13 @@ class DataStream:
         if hasattr(self.dataset, "set_resume"):
             self.dataset.set_resume(list(self.cursors))
         fresh = self.position == 0
+        # its own generator: the loader draws its workers' base seed from the global one
+        # otherwise, one draw more after a resume than the straight run made, which moved
+        # every dropout mask after it (the data draws from its own seeded Randoms)
         loader = DataLoader(
             WorkerBatches(self.dataset, self.batch_size, list(self.cursors), self.epoch,
                           self.span), batch_size=None, num_workers=self.workers,
-            collate_fn=_as_is,
+            collate_fn=_as_is, generator=torch.Generator().manual_seed(self.epoch),
         )
         items = iter(loader)
         pending: dict[int, deque[dict[str, Any]]] = {w: deque() for w in range(self.slots)}
