@@ -46,6 +46,18 @@ def test_version():
     assert out.stdout.strip() == f"glidectl {__version__}"
 
 
+def test_a_ctrl_c_after_the_command_ended_changes_nothing():
+    """A Ctrl-C in the interpreter's exit, after the work was written, printed an "Exception
+    ignored" traceback, or ended a successful command by the signal with no word (130)."""
+    code = ("import atexit, os, signal\n"
+            "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))  # runs last\n"
+            "from glidectl.cli.app import main\n"
+            "main()\n")
+    out = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True,
+                         text=True, timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (0, f"glidectl {__version__}\n", "")
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
 @pytest.mark.parametrize("args", [["--version"], ["config", "show"], ["plugins", "--json"]])
 def test_output_to_a_full_disk_is_one_line(args):

@@ -5,6 +5,7 @@ Start-up must stay light: no torch import here or in any command module's top le
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import inspect
@@ -230,6 +231,18 @@ def main(argv: list[str] | None = None) -> None:
             _run(argv)
         except KeyboardInterrupt as exc:  # while an error line was being written
             fail(_aborted(exc), 130)
+        finally:
+            if argv is None:  # the process's own command (not a caller's in-process one)
+                _ignore_late_ctrl_c()
+
+
+def _ignore_late_ctrl_c() -> None:
+    """The command has ended, its work written and its line said. A Ctrl-C in the
+    interpreter's exit (atexit handlers, or after Python has put the default action back)
+    printed an "Exception ignored" traceback or ended the process by the signal with no word
+    (130 after a success, stopping ``train … && export …``); from here on it is ignored."""
+    with contextlib.suppress(ValueError, OSError):  # not the main thread: nothing to do
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(argv: list[str] | None) -> None:
