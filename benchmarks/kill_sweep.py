@@ -63,6 +63,7 @@ threads = 1
 [lora]
 rank = 2
 alpha = 2.0
+dropout = 0.1
 [preview]
 every = 4
 steps = 2
@@ -142,10 +143,11 @@ def tensors(path: Path) -> dict[str, bytes]:
 
 
 def run_result(run: Path) -> dict[str, object]:
-    """A training run's outcome: step folders, logged (step, loss), final tensors, previews."""
+    """A training run's outcome: step folders, logged (step, loss), final tensors (the
+    resume state's too: optimizer, EMA, random generators), previews."""
     ckpts = run / runs.CHECKPOINTS_DIR
     final = runs.latest_step_dir(ckpts)
-    files = sorted(p for p in final.rglob("*.safetensors") if runs.STATE_DIR not in p.parts)
+    files = sorted(final.rglob("*.safetensors"))
     metrics = [json.loads(line) for line in (run / runs.METRICS_FILE).read_text().splitlines()]
     return {
         "step folders": runs.steps_in(ckpts),
