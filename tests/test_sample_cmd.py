@@ -378,6 +378,30 @@ def test_a_models_recommended_sampling_is_used_and_said(run, weights, tmp_path) 
     assert (params["sampler"], params["guidance"]) == ("dpm++2m", 3.0)
 
 
+def test_a_recommended_sigma_max_is_used_unless_the_flag_is_given(run, weights, tmp_path):
+    """sample passed --sigma-max's default over the model's recommended σ_max (while saying
+    it used it), so its picture was not the page's and generate()'s."""
+    from glidectl.glide import load_model, save_weights
+    from glidectl.pipeline import RECOMMENDED_KEY, GlidePipeline
+
+    trained = save_weights(load_model(weights["base"]), tmp_path / "trained.safetensors",
+                           metadata={RECOMMENDED_KEY: json.dumps(
+                               {"sampler": "euler", "steps": 3, "sigma_max": 5.0})})
+    res = run("a cat", "--base", str(trained), "-q", "--precision", "fp32",
+              "--out", str(tmp_path / "a"))
+    assert res.returncode == 0 and "sigma_max 5.0" in res.stderr, res.stderr
+    png = Image.open(tmp_path / "a" / "00000.png")
+    assert json.loads(png.text["parameters"])["sigma_max"] == 5.0
+    pipe = GlidePipeline.from_specs(str(trained), precision="fp32", device="cpu")
+    same = pipe.generate("a cat", seed=0, output="pil")[0]
+    assert np.array_equal(np.asarray(png), np.asarray(same))
+    res = run("a cat", "--base", str(trained), "-q", "--sigma-max", "20",
+              "--out", str(tmp_path / "b"))
+    assert res.returncode == 0 and "(sampler euler, steps 3);" in res.stderr, res.stderr
+    params = json.loads(Image.open(tmp_path / "b" / "00000.png").text["parameters"])
+    assert params["sigma_max"] == 20.0
+
+
 def test_a_huge_prompt_is_stored_as_read_with_an_excerpt_and_hash(run, weights, tmp_path):
     import hashlib
 

@@ -10,6 +10,7 @@ with one seed per image. Image i of a request with seed s uses seed s+i unless e
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
@@ -316,6 +317,7 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 "upsample-inpaint)" + (", or --upsampler none." if low_res is None else
                                        ", or drop the inpaint flags to upsample all of it."))
         texts_all = [p for p in prompts for _ in range(n)]
+        request_seed = seed if seeds is None else None  # as sample's --seed
         if seeds is None:
             check_seed_span("seed", seed, len(texts_all))
         seeds = seed_list(seeds, len(texts_all)) if seeds is not None else [
@@ -369,6 +371,12 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         _warn(list(dict.fromkeys(messages)), warn)
         outputs: list[Any] = []
         per_batch = self.model_calls(1, 1, base_opts, up_opts, low_res is not None)
+        # each PIL image's record, as sample writes it: save_png(image, path, image.info)
+        common = self.request_record(base_opts, up_opts, {
+            "low_res": low_res, "inpaint_image": inpaint_image, "inpaint_mask": inpaint_mask},
+            batch_size) if output == "pil" or on_images else {}
+        prompt_records = {p: self.prompt_record(p) for p in dict.fromkeys(prompts)} \
+            if common else {}
         inputs = {"low_res": None if low_res is None else as_image_tensor(
                       low_res, self.upsampler.options.low_res_size, "low_res"),
                   "inpaint_image": opened(inpaint_image), "inpaint_mask": opened(inpaint_mask)}
@@ -395,8 +403,12 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 if not on_images:
                     continue
             pil = to_pil(images)
-            for image, (prompt, s) in zip(pil, batch, strict=True):
-                image.info.update(prompt=prompt, seed=str(s), model_calls=str(per_batch))
+            for j, (image, (prompt, s)) in enumerate(zip(pil, batch, strict=True)):
+                record = {**prompt_records[prompt], "seed": s, "request_seed": request_seed,
+                          "image_index": start + j, "request_images": len(jobs),
+                          "model_calls": per_batch, **common}
+                image.info.update(prompt=prompt, seed=str(s), model_calls=str(per_batch),
+                                  parameters=json.dumps(record))
             if output == "pil" and (keep_images or not on_images):
                 outputs.extend(pil)
             if on_images:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .file_hashes import file_sha256
 from .pipeline_models import ModelRecord
 from .samplers.tuned import is_schedule_file
 from .sampling import StageOptions
+
+IN_MEMORY = "(in memory)"  # an input image passed as a PIL image or tensor: no file
 
 
 class PipelineRecords:
@@ -51,6 +54,22 @@ class PipelineRecords:
         tok = self.tokenizer if self.base is not None else self.upsampler_tokenizer
         ctx = model.options.text_ctx
         return prompt_record(prompt, prompt_used(tok, prompt, ctx), cut=tok.count(prompt) > ctx)
+
+    def request_record(self, base: StageOptions, up: StageOptions, inputs: dict[str, Any],
+                       batch_size: int) -> dict[str, Any]:
+        """:meth:`picture_record` of a request with its input images (``low_res``,
+        ``inpaint_image``, ``inpaint_mask``: a file's path and sha256, ``"(in memory)"`` for
+        an image or tensor passed in, None) and its batch size: what ``sample``, the web UI
+        and ``generate()`` record with every image, so ``sample --from-png`` makes it again."""
+        record = self.picture_record(base, up, base_stage=inputs.get("low_res") is None)
+        for key in ("low_res", "inpaint_image", "inpaint_mask"):
+            value = inputs.get(key)
+            is_file = isinstance(value, str | os.PathLike)
+            record[key] = str(value) if is_file else (None if value is None else IN_MEMORY)
+            if is_file:  # an image edited in place makes other pictures
+                record[f"{key}_sha256"] = file_sha256(value)
+        record["batch_size"] = batch_size
+        return record
 
     def picture_record(self, base: StageOptions, up: StageOptions,
                        base_stage: bool = True) -> dict[str, Any]:

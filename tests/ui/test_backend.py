@@ -563,7 +563,7 @@ def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, m
         (models_dir / "tiny.safetensors").read_bytes())
     backend = UiBackend(tmp_path / "m", device="cpu")
     named = backend.schedule_choices("tiny.safetensors")
-    assert named[0] == OWN_SCHEDULE and {"karras", "exponential"} <= set(named)
+    assert named[0] == OWN_SCHEDULE and {"respaced", "karras", "exponential"} <= set(named)
     assert backend.schedule_choices("my-run/") == named  # no fitted file yet
     assert backend.fitted_settings("my-run/") == (None, [], None, None)
 
@@ -573,6 +573,9 @@ def test_schedules_are_chosen_by_name_or_the_run_folders_fitted_file(tmp_path, m
     pipe = GlidePipeline.from_specs(str(models_dir / "tiny.safetensors"), device="cpu")
     same = pipe.generate("a red circle", n=1, seed=3, steps=2, schedule="karras")
     assert np.array_equal(np.asarray(Image.open(result.files[0])), np.asarray(same[0]))
+    respaced = backend.generate("a red circle", n=1, seed=3, base_steps=2, sampler="euler",
+                                schedule="respaced", base="tiny.safetensors")
+    assert (respaced.settings["schedule"], respaced.settings["steps"]) == ("respaced", "2")
     default = backend.generate("a red circle", n=1, seed=3, base_steps=2,
                                base="tiny.safetensors")
     assert default.settings["schedule"] == plugins.samplers().get("dpm++2m").schedule
@@ -836,3 +839,45 @@ def test_messages_the_page_shows_name_no_flag_it_lacks(tmp_path, models_dir,
     for message in said:
         assert _flags_a_page_user_cannot_set(message) == [], message
 
+
+
+def test_the_page_sample_and_generate_make_one_picture_with_one_record(models_dir, tmp_path):
+    """One prompt (a trailing space, which the page used to strip), seed and settings: the
+    page, ``glidectl sample`` and ``generate()`` draw the same pixels and record the same
+    keys (the page had no input-image keys, and ``compile`` false where sample has null);
+    the library's PNG, saved as the README says, is made again by ``sample --from-png``."""
+    from cli_helpers import exit_code
+
+    from glidectl.images import save_png
+    from glidectl.pipeline import GlidePipeline
+
+    prompt, model = "a red circle ", str(models_dir / "tiny.safetensors")
+    page = UiBackend(models_dir, device="cpu", output_dir=tmp_path / "page").generate(
+        prompt, n=2, seed=5, sampler="ddim", base_steps=2, base="tiny.safetensors")
+    assert exit_code("sample", prompt, "--base", model, "--upsampler", "none", "-n", "2",
+                     "-b", "2", "--seed", "5", "--sampler", "ddim", "--steps", "2",
+                     "--device", "cpu", "-q", "--out", tmp_path / "cli") == 0
+    pipe = GlidePipeline.from_specs(model, device="cpu")
+    library = pipe.generate(prompt, n=2, seed=5, sampler="ddim", steps=2, batch_size=2)
+    for j, image in enumerate(library):
+        save_png(image, tmp_path / f"lib{j}.png", image.info)
+    records = []
+    for page_png, cli_png, lib_png in zip(page.files, sorted((tmp_path / "cli").glob("*.png")),
+                                          [tmp_path / "lib0.png", tmp_path / "lib1.png"],
+                                          strict=True):
+        pixels = [np.asarray(Image.open(p)) for p in (page_png, cli_png, lib_png)]
+        assert np.array_equal(pixels[0], pixels[1]) and np.array_equal(pixels[1], pixels[2])
+        records.append([json.loads(Image.open(p).text["parameters"])
+                        for p in (page_png, cli_png, lib_png)])
+    for own, cli, lib in records:
+        assert own["prompt"] == cli["prompt"] == lib["prompt"] == prompt
+        assert set(cli) == set(lib) and set(cli) <= set(own)
+        assert set(own) - set(cli) == {"load_s", "sample_s"}
+        same = set(cli) - {"base", "base_file"}  # the page names a model by its label
+        assert {k: own[k] for k in same} == {k: cli[k] for k in same}
+        assert {k: lib[k] for k in same} == {k: cli[k] for k in same}
+    assert exit_code("sample", "--from-png", tmp_path / "lib1.png", "--out",
+                     tmp_path / "again", "-q") == 0
+    again = next((tmp_path / "again").glob("*.png"))
+    assert np.array_equal(np.asarray(Image.open(again)),
+                          np.asarray(Image.open(tmp_path / "lib1.png")))

@@ -232,8 +232,9 @@ def register(app: typer.Typer) -> None:
         inpaint_mask: Path | None = typer.Option(None, "--inpaint-mask", help="Mask image: "
                                                  "white (or transparent) = repaint, black = "
                                                  "keep."),
-        sigma_max: float = typer.Option(D.SIGMA_MAX, "--sigma-max", help="Highest σ of karras/"
-                                        "exponential schedules (clamped to the model's)."),
+        sigma_max: float | None = typer.Option(
+            None, "--sigma-max", help="Highest σ of karras/exponential schedules (clamped to "
+            f"the model's) (default: the model's recommended, else {D.SIGMA_MAX:g})."),
         quantize_t: bool = typer.Option(False, "--quantize-t", help="Round the network's "
                                         "timestep to an integer (default: fractional t)."),
         out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder."),
@@ -275,7 +276,7 @@ def _sample(
     base: str, upsampler: str, upsample_sampler: str, upsample_steps: str,
     upsample_schedule: str | None, upsample_guidance: float | None, upsample_temp: float,
     low_res: Path | None, inpaint_image: Path | None, inpaint_mask: Path | None,
-    sigma_max: float, quantize_t: bool, out: Path, grid: bool, device: str, precision: str,
+    sigma_max: float | None, quantize_t: bool, out: Path, grid: bool, device: str, precision: str,
     compile_: bool, vocab_dir: str | None, quiet: bool, lora: list[str] | None,
     from_png: Path | None,
 ) -> None:
@@ -342,7 +343,7 @@ def _sample(
 
     given = dict(sampler=sampler, steps=base_steps,
                  schedule=None if schedule == "auto" else schedule, guidance=guidance,
-                 eta=eta, grey=grey)
+                 eta=eta, grey=grey, sigma_max=sigma_max)
     chosen = pipe.precision
     if remake is not None and "precision" not in given_names:  # not "as asked": the PNG's
         chosen = Precision(chosen.name, f"as {from_png} records")
@@ -354,7 +355,7 @@ def _sample(
     if schedule == "auto":
         options["schedule"] = None
     options.update(
-        sigma_max=sigma_max, quantize_t=quantize_t, upsample_sampler=upsample_sampler,
+        quantize_t=quantize_t, upsample_sampler=upsample_sampler,
         guidance_interval=interval, guidance_rescale=guidance_rescale,
         dynamic_threshold=dynamic_threshold,
         upsample_steps=up_steps, upsample_guidance=upsample_guidance,
@@ -375,19 +376,9 @@ def _sample(
     for line in pipe.vocab_dir_warnings(base_stage=bool(base_spec)):
         err.print(f"[yellow]Warning:[/] {line}", highlight=False, soft_wrap=True)
     # what made the picture (a stage that did not run records nothing)
-    common = pipe.picture_record(base_opts, up_opts, base_stage=bool(base_spec))
-    common.update({
-        "low_res": str(low_res) if low_res else None,
-        "inpaint_image": str(inpaint_image) if inpaint_image else None,
-        "inpaint_mask": str(inpaint_mask) if inpaint_mask else None,
-        "batch_size": batch_size,
-    })
-    from ..pipeline import file_sha256
-
-    for key, path in (("low_res", low_res), ("inpaint_image", inpaint_image),
-                      ("inpaint_mask", inpaint_mask)):
-        if path is not None:  # an image edited in place makes other pictures
-            common[f"{key}_sha256"] = file_sha256(path)
+    common = pipe.request_record(base_opts, up_opts, {
+        "low_res": low_res, "inpaint_image": inpaint_image, "inpaint_mask": inpaint_mask},
+        batch_size)
     writer = _Writer(pipe, prompts, out, common, grid, seed, n * len(prompts),
                      remake.kept if remake else None)
     progress, on_progress = _progress(err, quiet)

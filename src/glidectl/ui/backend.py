@@ -48,6 +48,7 @@ MAX_IMAGES = 16
 BOXES: dict[str, Range] = {"Images per run": Range(1, MAX_IMAGES), "Base steps": STEPS,
                            "Guidance": GUIDANCE, "LoRA scale": FLAGS["--scale"]}
 OWN_SCHEDULE = "(default)"  # the model's recommended schedule, else the sampler's own
+RESPACED = "respaced"  # GLIDE's own timesteps, not a registered σ schedule
 FITTED_SCHEDULE = "fitted (schedule.json)"  # RUN/schedule.json of a run folder, by fit-steps
 
 
@@ -145,12 +146,12 @@ class UiBackend:
 
     def schedule_choices(self, base: str | None) -> list[str]:
         """Labels for the schedule dropdown: the default (the model's recommended schedule,
-        else the sampler's own), every registered schedule, and the base model's fitted
-        file."""
+        else the sampler's own), GLIDE's respaced timesteps, every registered schedule, and
+        the base model's fitted file (``sample --schedule`` takes each)."""
         from .. import plugins
 
         fitted = [FITTED_SCHEDULE] if self.fitted_schedule(base) else []
-        return [OWN_SCHEDULE, *plugins.schedules().names(), *fitted]
+        return [OWN_SCHEDULE, RESPACED, *plugins.schedules().names(), *fitted]
 
     def fitted_settings(self, base: str | None
                         ) -> tuple[str | None, list[int], float | None, bool | None]:
@@ -185,7 +186,7 @@ class UiBackend:
                 raise GlidectlError("This base model has no fitted schedule file; fit one "
                                     "with glidectl fit-steps RUN, or pick a named schedule.")
             return str(path)
-        if label not in plugins.schedules().names():
+        if label not in (RESPACED, *plugins.schedules().names()):
             raise GlidectlError(f"Unknown schedule {label!r}; pick one the list offers.")
         return label
 
@@ -260,7 +261,7 @@ class UiBackend:
                  "schedule": schedule, "grey": grey}
         base_opts, up_opts, _ = pipe.stages(**{k: v for k, v in given.items() if v is not None})
         t1 = time.perf_counter()
-        text = prompt.strip()
+        text = prompt  # as typed: sample and generate() read a trailing space too
         notes = list(load_notes)
         images = pipe.generate(text, n=n, seeds=seeds, batch_size=n, on_step=on_step,
                                warn=notes.append,
@@ -268,9 +269,9 @@ class UiBackend:
         sample_s = time.perf_counter() - t1
         settings = {  # keyed as glidectl sample records its PNGs, to make them again
             **pipe.prompt_record(text), "seed": seed, "image_seeds": seeds,
-            **pipe.picture_record(base_opts, up_opts), "batch_size": n,
+            **pipe.request_record(base_opts, up_opts, {}, n),
             "base": base_c.label, "upsampler": up_c.label if up_c else None,
-            "compile": compile, "load_s": round(load_s, 3), "sample_s": round(sample_s, 3),
+            "load_s": round(load_s, 3), "sample_s": round(sample_s, 3),
         }
         self._shown_paths(settings)
         files, failure = self._save(images, settings, seeds)
