@@ -881,3 +881,20 @@ def test_the_page_sample_and_generate_make_one_picture_with_one_record(models_di
     again = next((tmp_path / "again").glob("*.png"))
     assert np.array_equal(np.asarray(Image.open(again)),
                           np.asarray(Image.open(tmp_path / "lib1.png")))
+
+
+def test_a_negative_upsampler_step_count_is_the_range_sentence(tmp_path):
+    """The page sent "-3" on as a respacing string ("bad timestep respacing '-3'"), where
+    sample says its range."""
+    from test_pipeline import tiny_glide
+
+    from glidectl.glide import save_weights
+
+    save_weights(tiny_glide("base", 0), tmp_path / "b.safetensors")
+    save_weights(tiny_glide("upsample", 1), tmp_path / "u.safetensors")
+    backend = UiBackend(tmp_path, device="cpu")
+    for typed in ("-3", "0"):
+        with pytest.raises(GlidectlError, match=f"Upsampler steps must be from 1 to 10000; "
+                                                f"got {int(typed)}"):
+            backend.generate("a cat", n=1, base_steps=2, up_steps=typed, base="b.safetensors",
+                             upsampler="u.safetensors")

@@ -481,5 +481,5 @@ def _steps(value: int | str | None) -> int | str | None:
     """Upsampler steps from the UI: a number or a respacing string such as fast27."""
     if value in (None, ""):
         return None
-    text = str(value).strip()
-    return int(text) if text.isdigit() else text
+    text = str(value).strip()  # a signed whole number too: range-checked as sample's flag
+    return int(text) if re.fullmatch(r"[+-]?\d+", text) else text
