@@ -87,31 +87,29 @@ class PipelineSettings:
         """Settings that change no pixel of this request, as {``generate`` keyword: why}:
         ``sigma_max`` when every stage that runs keeps GLIDE's respaced timesteps, and the
         base stage's ``guidance_interval`` / ``guidance_rescale`` at guidance 1 (the
-        conditional model alone) or with an interval that holds none of its σ's."""
-        stages = [(o, m) for o, m, ran in ((base, self.base, base_stage and self.base),
-                                          (up, self.upsampler, self.upsampler)) if ran]
+        conditional model alone) or an interval that holds none of its σ's."""
+        base_runs = base_stage and self.base is not None
+        ran = [o for o, runs in ((base, base_runs), (up, self.upsampler is not None)) if runs]
         idle = {}
-        if stages and all((o.schedule or o.sampler_spec().schedule) == "respaced"
-                          for o, _ in stages):
+        if ran and all((o.schedule or o.sampler_spec().schedule) == "respaced" for o in ran):
             idle["sigma_max"] = ("the respaced schedule (GLIDE's own timesteps) starts at the "
                                  "model's top σ; pass --schedule karras (or another) to set it")
-        if not (base_stage and self.base is not None):
+        if not base_runs:
             return idle
-        if base.guidance is None or float(base.guidance) == 1:
-            why = "guidance 1 is the conditional model alone"
-            idle.update(guidance_interval=why, guidance_rescale=why)
-        elif base.guidance_interval is not None:
-            called = base.sigmas(sigmas_from_alphas_cumprod(sigma_table(self.base,
-                                                                        self.diffusion)))
-            top, low = float(called[0]), float(called[called > 0].min())
+        unguided = base.guidance is None or float(base.guidance) == 1
+        tools = {"guidance_interval": base.guidance_interval is not None,
+                 "guidance_rescale": bool(base.guidance_rescale)}
+        if unguided:
+            idle.update({k: "guidance 1 is the conditional model alone"
+                         for k, used in tools.items() if used})
+        elif tools["guidance_interval"]:
+            sampled = base.sigmas(sigmas_from_alphas_cumprod(sigma_table(self.base,
+                                                                         self.diffusion)))
+            top, low = float(sampled[0]), float(sampled[sampled > 0].min())
             lo, hi = base.guidance_interval
             if lo > top or hi < low:
                 idle["guidance_interval"] = (f"{lo:g},{hi:g} holds none of the σ's sampled "
                                              f"({top:.3g} to {low:.3g}), so no step is guided")
-        if not base.guidance_rescale:
-            idle.pop("guidance_rescale", None)
-        if base.guidance_interval is None:
-            idle.pop("guidance_interval", None)
         return idle
 
     def model_calls(self, n_images: int, batch_size: int, base: StageOptions,

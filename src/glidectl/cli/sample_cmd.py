@@ -23,9 +23,8 @@ SCHEDULE_HELP = ("Step schedule: auto (the sampler's own: respaced for ddpm/ddim
                  "exponential for dpm++2m/dpm++3m/unipc/unipc_bh1, else karras), respaced, "
                  "karras, exponential, logsnr, polyexponential, optimised, a plugin's, or a "
                  "schedule file (FILE.json from glidectl fit-steps; --sampler bespoke needs "
-                 "one fitted "
-                 "with --method bespoke) (default: the model's "
-                 "recommended, else auto).")
+                 "one fitted with --method bespoke) (default: the model's recommended, else "
+                 "auto).")
 GUIDANCE_HELP = ("Classifier-free guidance scale, 1 = none (default: the model's, else "
                  f"{D.BASE_GUIDANCE:g}).")
 GREY_HELP = ("Draw grey images: every x0 prediction projected onto grey (R = G = B), for "
@@ -123,16 +122,16 @@ def _progress(err: Any, quiet: bool) -> tuple[Any, Any]:
 
 
 class _Writer:
-    """Writes each finished batch as numbered PNGs with their parameters (long prompts
-    bounded) as soon as it is done, so an interrupted request keeps what it finished; the
-    grid comes last. Images are kept in memory only for the grid (``grid``)."""
+    """Writes each finished batch as numbered PNGs with the record ``generate()`` gives each
+    image (long prompts bounded) as soon as it is done, so an interrupted request keeps what
+    it finished; the grid comes last. Images are kept in memory only for the grid
+    (``grid``); ``only``: of a remade batch, the one image to write."""
 
     def __init__(self, pipe: Any, prompts: list[str], out: Path, common: dict[str, Any],
-                 grid: bool = False, seed: int = 0, total: int = 0, only: int | None = None):
+                 grid: bool = False, total: int = 0, only: int | None = None):
         self.records = {p: pipe.prompt_record(p) for p in dict.fromkeys(prompts)}
         self.prompts, self.out, self.common = prompts, out, common
-        # the request, so a PNG says which image of which batch it is (--from-png remakes it)
-        self.seed, self.total, self.only, self.index = seed, total, only, -1
+        self.total, self.only, self.index = total, only, -1
         self.next: int | None = None  # the number the next image tries
         self.keep = grid
         self.images: list[Any] = []
@@ -151,10 +150,7 @@ class _Writer:
             self.index += 1
             if self.only is not None and self.index != self.only:
                 continue
-            params = {**self.records[image.info["prompt"]], "seed": int(image.info["seed"]),
-                      "request_seed": self.seed, "image_index": self.index,
-                      "request_images": self.total,
-                      "model_calls": int(image.info["model_calls"]), **self.common}
+            params = json.loads(image.info["parameters"])  # generate()'s own record
             path, number = _save_new(image, png_text(params), self.out, "{:05d}.png".format,
                                      self.next)
             self.next = number + 1
@@ -379,7 +375,7 @@ def _sample(
     common = pipe.request_record(base_opts, up_opts, {
         "low_res": low_res, "inpaint_image": inpaint_image, "inpaint_mask": inpaint_mask},
         batch_size)
-    writer = _Writer(pipe, prompts, out, common, grid, seed, n * len(prompts),
+    writer = _Writer(pipe, prompts, out, common, grid, n * len(prompts),
                      remake.kept if remake else None)
     progress, on_progress = _progress(err, quiet)
     try:
