@@ -581,3 +581,28 @@ def test_tracing_shows_how_long_each_plugin_took_to_import(tmp_path):
     line = next(ln for ln in out.stderr.splitlines() if ln.startswith("plugin 'slow'"))
     seconds = float(line.removeprefix("plugin 'slow' (slowplug 0.1) imported in ").split()[0])
     assert 0.3 <= seconds < 5
+
+
+def test_threads_that_look_up_plugins_first_at_once_both_see_them_loaded():
+    """Loading was marked done before the plugins were imported: a second thread of a fresh
+    process (two web UI requests, a notebook's workers) saw no sampler at all."""
+    code = textwrap.dedent("""
+        import threading
+        from glidectl import plugins
+
+        barrier, seen = threading.Barrier(4), []
+
+        def look():
+            barrier.wait()
+            seen.append(plugins.samplers().entry("ddim").name)
+
+        threads = [threading.Thread(target=look) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(seen)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == str(["ddim"] * 4), out.stderr

@@ -13,6 +13,7 @@ import difflib
 import importlib
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterable
@@ -40,6 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 pm = pluggy.PluginManager("glidectl")
 pm.add_hookspecs(hookspecs)
 _loaded = False
+_LOADING = threading.RLock()
 #: plugin name → "distribution version" of installed (entry-point) plugins.
 _dists: dict[str, str] = {}
 #: plugin name → "ExceptionType: message" for plugins that failed to import.
@@ -78,9 +80,16 @@ def load_plugins() -> pluggy.PluginManager:
     An installed plugin that fails to import is recorded in :data:`broken`, not raised.
     """
     global _loaded
-    if _loaded:
-        return pm
-    _loaded = True
+    with _LOADING:  # another thread waits until they are loaded; this one (a plugin that
+        if _loaded:  # asks while it is imported) gets those loaded so far
+            return pm
+        _loaded = True
+        _load()
+    return pm
+
+
+def _load() -> None:
+    """:func:`load_plugins`' work, once."""
     for name in DEFAULT_PLUGINS:
         mod = importlib.import_module(name)
         pm.register(mod, name=name)
@@ -131,7 +140,6 @@ def load_plugins() -> pluggy.PluginManager:
                 sys.stderr.write(f"plugin {who(name)} imported in {seconds:.2f} s\n")
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
         pm.enable_tracing()
-    return pm
 
 
 def _shared_names(installed: Iterable[metadata.EntryPoint]) -> dict[str, list[str]]:
