@@ -346,7 +346,8 @@ def test_a_refit_from_the_partial_file_it_writes_into_is_refused(glidectl, weigh
 def test_a_second_fit_into_the_same_file_is_refused_while_the_first_runs(glidectl, weights,
                                                                         tmp_path) -> None:
     """Two `fit-steps --out FILE --overwrite` at once shared FILE.partial.json: the second
-    is refused in one sentence, before its model loads, and writes nothing."""
+    is refused in one sentence, before its model loads, and writes nothing; without
+    --overwrite it said the running fit had stopped."""
     import subprocess
     import sys
 
@@ -372,6 +373,9 @@ def test_a_second_fit_into_the_same_file_is_refused_while_the_first_runs(glidect
                           "fit-steps; wait for it to finish (or stop it), or pass another "
                           "--out.\n")
         assert {p.name: p.read_bytes() for p in (out, partial)} == before
+        # without --overwrite it was told the running fit had stopped, and to overwrite it
+        code, _, again = glidectl(*args[:-3], *args[-2:])
+        assert (code, again) == (2, stderr), again
     finally:
         holder.communicate("", timeout=30)
     code, _, stderr = glidectl(*args)  # the first has ended: the fit goes on (to the model)

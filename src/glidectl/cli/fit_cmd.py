@@ -171,9 +171,16 @@ def lock_out(path: Path) -> IO[str] | None:
     both writing FILE and FILE.partial.json."""
     from ..atomic import lock_file
 
-    return lock_file(path.with_name(f".{path.name}.lock"), (
-        f"--out {str(path)!r} is being written by another glidectl fit-steps; wait for it "
-        "to finish (or stop it), or pass another --out."))
+    return lock_file(_lock_path(path), _busy(path))
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+def _busy(path: Path) -> str:
+    return (f"--out {str(path)!r} is being written by another glidectl fit-steps; wait for it "
+            "to finish (or stop it), or pass another --out.")
 
 
 def _lacking(path: Path) -> str:
@@ -205,6 +212,10 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
                             "schedule file by that name.")
     if path.is_dir():
         raise GlidectlError(f"--out {str(path)!r} is a folder; name a FILE.json in it.")
+    from ..atomic import is_locked
+
+    if is_locked(_lock_path(path)):  # its file is half-fitted, not a stopped fit's
+        raise GlidectlError(_busy(path))
     if path.exists() and not overwrite:
         from ..samplers.tuned import stopped_fit_message, stopped_refit_clause
 
