@@ -465,6 +465,48 @@ def test_a_kdiffusion_sampler_copied_verbatim_runs_like_the_builtin(base_file, t
         "sigma * s_in); switch it off with GLIDECTL_LOAD_PLUGINS=\"\"."))
 
 
+def _misuses(how: str):
+    def sample(denoiser, x, sigmas, extra_args=None, callback=None, disable=None):
+        if how == "shape":
+            return denoiser(x[..., :5, :5], sigmas[0])
+        if how == "nan":
+            return denoiser(x, float("nan"))
+        return denoiser(x, sigmas[0], foo=1)
+    return sample
+
+
+class Misusers:
+    @hookimpl
+    def register_samplers(self, register):
+        for how in ("shape", "nan", "keyword"):
+            register(f"bad_{how}", _misuses(how))
+
+
+@pytest.mark.parametrize("how, said", [
+    ("shape", "it called the denoiser with x of (1, 3, 5, 5); it takes a tensor [1, 3, 8, 8]"),
+    ("nan", "it called the denoiser with σ nan; it takes one finite σ >= 0"),
+    ("keyword", "it called the denoiser with arguments it does not take (got an unexpected "
+                "keyword argument 'foo'); it takes (x, sigma, *, t=None, variance=False)"),
+])
+def test_a_sampler_that_calls_the_denoiser_wrongly_is_named_not_a_traceback(
+        base_file, tmp_path, capsys, how, said):
+    """x of another shape, a NaN σ or a keyword the denoiser has not met torch's or Python's
+    own error deep in glidectl (exit 1, a traceback): the plugin's mistake, in one line."""
+    plugins.load_plugins()
+    plugins.pm.register(Misusers(), name="misusers")
+    plugins.refresh()
+    try:
+        code, err = _main(capsys, "sample", "a cube", "--base", str(base_file), "--upsampler",
+                          "none", "--sampler", f"bad_{how}", "--steps", "2", "--device", "cpu",
+                          "--quiet", "--out", str(tmp_path / "o"))
+    finally:
+        plugins.pm.unregister(name="misusers")
+        plugins.refresh()
+    assert (code, err.strip().splitlines()[-1]) == (2, (
+        f"Error: Plugin 'misusers' failed in sampler 'bad_{how}': {said}; switch it off with "
+        "GLIDECTL_LOAD_PLUGINS=\"\"."))
+
+
 def test_two_distributions_with_one_plugin_name_are_an_error_naming_both(tmp_path):
     """The first on sys.path was loaded and the other vanished, unmentioned."""
     for dist in ("firstdist", "seconddist"):

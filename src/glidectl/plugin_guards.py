@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import inspect
 import os
 import sys
 import traceback
@@ -28,10 +29,27 @@ class _Ours:
 
     def __init__(self, fn: Callable[..., Any]):
         self._fn = fn
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # a builtin without one: called as it is
+            self._signature = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._signature is not None:
+            try:  # arguments it cannot take are the plugin's mistake, not ours
+                self._signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                name = "the denoiser" if hasattr(self._fn, "model_output") else \
+                    f"{getattr(self._fn, '__name__', 'a function glidectl passed in')}"
+                bare = self._signature.replace(return_annotation=inspect.Signature.empty,
+                                               parameters=[q.replace(annotation=q.empty) for q
+                                                           in self._signature.parameters.values()])
+                raise MisuseError(f"it called {name} with arguments it does not take "
+                                  f"({exc}); it takes {bare}") from None
         try:
             return self._fn(*args, **kwargs)
+        except MisuseError:
+            raise
         except Exception as exc:
             exc._glidectl_ours = True  # type: ignore[attr-defined]
             raise
@@ -122,6 +140,8 @@ def _schedule_result_problem(out: Any, n: Any = None, *_: Any) -> str | None:
     if isinstance(n, int) and (len(sigmas) != n + 1 or sigmas[-1] != 0
                                or not torch.all(sigmas[:-1].diff() < 0)):
         return f"it returned {len(sigmas)} values [{shown}], not {n} descending σ's followed by 0"
+    if not bool((sigmas[:-1] > 0).all()):  # a negative σ: the sampler would be blamed
+        return f"it returned σ's at or below 0 before the last [{shown}]; σ's are above 0"
     return None
 
 

@@ -125,6 +125,7 @@ class SchedulePlugin:
         register("broken", lambda n, lo, hi: torch.linspace(lo, hi, n + 1))
         register("wordy", lambda n, lo, hi: "80, 1, 0")
         register("endless", lambda n, lo, hi: [float("inf"), *sigmas_linear(n - 1, lo, hi)])
+        register("below", lambda n, lo, hi: [hi, 1.0, -1.0, -2.0, 0.0][-(n + 1):])
 
 
 def test_register_schedules_from_a_throwaway_plugin() -> None:
@@ -158,6 +159,10 @@ def test_register_schedules_from_a_throwaway_plugin() -> None:
         with pytest.raises(PluginError, match=r"'endless': it returned NaN or infinite σ's "
                            r"\[inf, 3, 0\.1, 0\]"):
             get_sigmas("endless", 3, 0.1, 3.0)
+        # descending and ending in 0, but below 0 on the way: the sampler would be blamed
+        with pytest.raises(PluginError, match=r"'below': it returned σ's at or below 0 before "
+                           r"the last \[3, 1, -1, -2, …\]; σ's are above 0"):
+            get_sigmas("below", 4, 0.1, 3.0)
     finally:
         plugins.pm.unregister(name="schedules")
         plugins.refresh()

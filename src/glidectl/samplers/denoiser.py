@@ -8,6 +8,7 @@ matches, and D = x − σ·ε comes out.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -43,7 +44,11 @@ def one_sigma(sigma: Any) -> float:
                               "takes one σ for the whole batch (a number, or k-diffusion's "
                               "sigma * s_in)")
         sigma = flat[0]
-    return float(sigma)
+    value = float(sigma)
+    if not math.isfinite(value) or value < 0:
+        raise MisuseError(f"it called the denoiser with σ {value:g}; it takes one finite σ "
+                          ">= 0")
+    return value
 
 
 def alpha_bar(sigma: float) -> float:
@@ -184,6 +189,27 @@ class GlideDenoiser:
             guided_eps = (x_t - a**0.5 * x0) / (1 - a) ** 0.5
         return torch.cat([guided_eps, rest], dim=1)
 
+    def _check_x(self, x: Any) -> None:
+        """x as the network takes it: [N, 3, H, W] with this sample's N rows and the model's
+        size (a sampler that passes another shape is told so, not met by a torch error)."""
+        from ..errors import MisuseError
+
+        rows = next((v.shape[0] for v in self.model_kwargs.values() if torch.is_tensor(v)),
+                    None)
+        if rows is None and self.text_emb:  # [cond, uncond] rows when guided
+            first = next(iter(self.text_emb.values()))
+            rows = first.shape[0] // (2 if self.guidance is not None else 1)
+        size = getattr(getattr(getattr(self.model, "_orig_mod", self.model), "options", None),
+                       "image_size", None)
+        want = (rows, 3, size, size)
+        if not torch.is_tensor(x) or x.ndim != 4 or any(
+                w is not None and g != w for g, w in zip(x.shape, want, strict=True)):
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            shown = ", ".join("N" if w is None else str(w) for w in want[:2]) + (
+                f", {size}, {size}" if size else ", H, W")
+            raise MisuseError(f"it called the denoiser with x of {got}; it takes a tensor "
+                              f"[{shown}]")
+
     def differentiable_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """:meth:`sigma_to_t` for a σ tensor, passing gradients (bespoke fitting moves σ)."""
         table = torch.as_tensor(self._log_sigmas, dtype=sigma.dtype, device=sigma.device)
@@ -194,6 +220,7 @@ class GlideDenoiser:
     def __call__(
         self, x: torch.Tensor, sigma: float, *, t: float | None = None, variance: bool = False
     ) -> Any:
+        self._check_x(x)
         if torch.is_tensor(sigma) and sigma.requires_grad:  # gradients flow to σ
             t = self.differentiable_t(sigma)
         else:
