@@ -285,9 +285,26 @@ def implementers(hook_name: str) -> list[tuple[object, str]]:
     return list(seen.values())
 
 
+# names a registry cannot take: glidectl reads them before any lookup
+RESERVED = {"schedule": {"auto": "the sampler's own schedule",
+                         "respaced": "GLIDE's own timesteps"}}
+
+
 def _registrar(registry: Registry):
     def for_plugin(plugin: str):
         def register(name: str, obj: Any, aliases: tuple[str, ...] | list[str] = ()) -> None:
+            if isinstance(aliases, str) or not isinstance(aliases, tuple | list):
+                raise PluginError(f"Plugin {plugin!r} registers {registry.kind} {name!r} with "
+                                  f"aliases={aliases!r}; pass a tuple of names, such as "
+                                  f"aliases=({str(aliases)!r},).")
+            for key in (name, *aliases):
+                if not isinstance(key, str) or not key.strip() or ":" in key:
+                    raise PluginError(f"Plugin {plugin!r} registers {registry.kind} name "
+                                      f"{key!r}; a name is a non-empty string without ':'.")
+                why = RESERVED.get(registry.kind, {}).get(key.lower())
+                if why:
+                    raise PluginError(f"Plugin {plugin!r} registers {registry.kind} {key!r}, "
+                                      f"which is glidectl's word for {why}; rename it.")
             registry.add(name, obj, plugin, tuple(aliases))
 
         return register

@@ -250,3 +250,39 @@ def test_an_unknown_schedule_lists_the_unregistered_kinds_before_the_registrys_n
     assert str(info.value).endswith(
         ", respaced (GLIDE's own timesteps), or a schedule file FILE.json from glidectl "
         "fit-steps. Plugins X are left out.")
+
+
+@pytest.mark.parametrize("hook, name, aliases, said", [
+    ("register_schedules", "auto", (), "registers schedule 'auto', which is glidectl's word "
+     "for the sampler's own schedule; rename it."),
+    ("register_schedules", "mine", ("respaced",), "registers schedule 'respaced', which is "
+     "glidectl's word for GLIDE's own timesteps; rename it."),
+    ("register_samplers", "al", "xy", "registers sampler 'al' with aliases='xy'; pass a "
+     "tuple of names, such as aliases=('xy',)."),
+    ("register_samplers", 123, (), "registers sampler name 123; a name is a non-empty string "
+     "without ':'."),
+    ("register_samplers", "a:b", (), "registers sampler name 'a:b'; a name is a non-empty "
+     "string without ':'."),
+    ("register_samplers", "", (), "registers sampler name ''; a name is a non-empty string "
+     "without ':'."),
+])
+def test_names_a_registry_cannot_take_are_refused_naming_the_plugin(hook, name, aliases, said):
+    """`auto` and `respaced` ran a plugin's schedule from the library and not from the CLI;
+    aliases="xy" registered x and y; an int name was an AttributeError."""
+    class Odd:
+        pass
+
+    def register(self, register):
+        register(name, lambda *a, **k: None, aliases=aliases)
+
+    setattr(Odd, hook, hookimpl(register))
+    plugins.load_plugins()
+    plugins.pm.register(Odd(), name="odd")
+    plugins.refresh()
+    try:
+        with pytest.raises(PluginError) as info:
+            plugins.schedules() if hook == "register_schedules" else plugins.samplers()
+    finally:
+        plugins.pm.unregister(name="odd")
+        plugins.refresh()
+    assert str(info.value) == f"Plugin 'odd' {said}"
