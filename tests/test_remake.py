@@ -285,6 +285,32 @@ def test_a_sampler_no_plugin_registers_now_is_one_sentence(models, capsys, tmp_p
     assert "'my-euler'" in message and "pass --sampler NAME" in message
 
 
+def test_a_schedule_no_plugin_registers_now_is_one_sentence(models, capsys, tmp_path,  # noqa: F811
+                                                           register_plugin):
+    """It failed as an unknown --schedule after "Making the image again", also once --sampler
+    had replaced a plugin sampler whose own schedule it was."""
+    from glidectl import plugins
+    from glidectl.hookspecs import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def register_schedules(self, register):
+            register("my-lin", lambda n, lo, hi: [hi - (hi - lo) * i / (n - 1)
+                                                  for i in range(n)] + [0.0])
+
+    register_plugin(Plugin(), "my-schedule-plugin")
+    res = in_process(capsys, "sample", "a red circle", "--base", models / "base.safetensors",
+                     "--sampler", "euler", "--schedule", "my-lin", "--steps", 2, "--device",
+                     "cpu", "-q", "--out", tmp_path)
+    assert res.returncode == 0, res.stderr
+    plugins.pm.unregister(name="my-schedule-plugin")
+    plugins.refresh()
+    for extra in ((), ("--sampler", "heun")):
+        message = refused(capsys, "--from-png", tmp_path / "00000.png", *extra)
+        assert "made with the schedule 'my-lin'" in message and "pass --schedule NAME" in \
+            message, message
+
+
 def test_a_web_ui_png_is_made_again_from_its_models_folder(models, capsys, tmp_path,  # noqa: F811
                                                           monkeypatch):
     """The UI names its files relative to its models folder (no server paths in a PNG

@@ -198,13 +198,16 @@ class Remake:
             "the vocabulary that made it, or with another (the image will differ).")
 
     def _check_samplers(self, given: set[str]) -> None:
-        """A recorded sampler no loaded plugin registers is one sentence; other plugin code
-        than made the image, a line."""
+        """A recorded sampler or schedule no loaded plugin registers is one sentence; other
+        plugin code than made the image, a line."""
         from . import plugins
+        from .samplers.tuned import is_schedule_file
 
-        for key in ("sampler", "upsample_sampler"):
+        for key in ("sampler", "upsample_sampler", "schedule", "upsample_schedule"):
             name = self.values.get(key)
-            if key in given or not name or name in plugins.samplers():
+            registry = plugins.schedules() if "schedule" in key else plugins.samplers()
+            if key in given or not name or name in registry or name == "respaced" or (
+                    is_schedule_file(name)):
                 continue
             made = f" of {', '.join(self.plugins)}" if self.plugins else ""
             raise GlidectlError(
