@@ -523,6 +523,16 @@ def test_allow_list_empty_loads_no_plugin(installed_plugin):
     out = _plugins_cli(installed_plugin, "")
     assert out.returncode == 0
     assert json.loads(out.stdout) == []
+    # --all lists the installed plugins the allow-list leaves out, as well as the built-ins
+    env = {**os.environ, "PYTHONPATH": str(installed_plugin), "GLIDECTL_LOAD_PLUGINS": "bad"}
+    out = subprocess.run([sys.executable, "-m", "glidectl", "plugins", "--all"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    listed = {p["name"]: p for p in json.loads(out.stdout)}
+    assert listed["shiny"] == {
+        "name": "shiny", "status": "left out", "hooks": [], "registers": {}, "clashes": [],
+        "note": "not loaded: GLIDECTL_LOAD_PLUGINS leaves it out", "distribution": "shinyplug",
+        "version": "1.2.3"}
+    assert listed["bad"]["status"] == "error" and "glidectl.samplers.builtin" in listed
 
 
 def test_an_empty_table_names_the_plugins_the_allow_list_left_out(monkeypatch):

@@ -98,6 +98,10 @@ def plugin_info(include_defaults: bool = False) -> list[dict[str, Any]]:
         else:  # imported, but its register_commands raised
             info = next(i for i in infos if i["name"] == name)
             info.update(status="error", error=error)
+    if include_defaults:  # --all: the installed plugins the allow-list leaves out too
+        infos += [{"name": name, "status": "left out", "hooks": [], "registers": {},
+                   "note": f"not loaded: {plugins.ALLOW_ENV} leaves it out"}
+                  for name in plugins.left_out]
     _mark_clashes(infos)  # defaults included: a plugin may clash with a built-in name
     for info in infos:  # glidectl's own commands come from no plugin
         info["clashes"] += [{"kind": "commands", "name": command, "with": ["glidectl"]}
@@ -130,6 +134,8 @@ def _registers_text(info: dict[str, Any]) -> str:
                      f"{', '.join(clash['with'])}")
     if "error" in info:
         lines.append(f"ERROR: {info['error']}")
+    if "note" in info:
+        lines.append(info["note"])
     return "\n".join(lines) or "-"
 
 

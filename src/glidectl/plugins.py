@@ -99,6 +99,8 @@ def _load() -> None:
     left_out[:] = sorted({ep.name for ep in installed} - allowed) if allowed is not None else []
     shared = _shared_names(installed)
     for ep in installed:
+        if ep.dist is not None and ep.name not in shared:  # `glidectl plugins` lists them all
+            _dists.setdefault(ep.name, f"{ep.dist.name} {ep.dist.version}")
         if allowed is not None and ep.name not in allowed:
             continue
         if pm.get_plugin(ep.name) is not None or ep.name in broken:

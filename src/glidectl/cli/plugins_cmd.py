@@ -11,7 +11,8 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("plugins")
     def plugins_command(
-        all_: bool = typer.Option(False, "--all", help="Include the built-in default plugins."),
+        all_: bool = typer.Option(False, "--all", help="Include the built-in default plugins, "
+                                  "and the installed ones GLIDECTL_LOAD_PLUGINS leaves out."),
         as_json: bool = typer.Option(False, "--json", help="JSON even on a terminal."),
     ) -> None:
         """List installed plugins: distribution, version, the samplers, schedules, presets,
@@ -29,6 +30,11 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         Console().print(table(infos) if infos else _none_listed())
+        from .. import plugins
+
+        if infos and plugins.left_out and not all_:
+            typer.echo(f"{plugins.ALLOW_ENV} leaves out the installed "
+                       f"{', '.join(sorted(plugins.left_out))} (--all lists them).")
 
 
 def _none_listed() -> str:
