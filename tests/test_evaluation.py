@@ -702,6 +702,19 @@ def test_wandb_offline_logs_a_table(tmp_path, tiny_base, stack, monkeypatch):
                      for rec in report.metadata["images"]}  # the files, not re-encoded
 
 
+def test_wandb_mode_disabled_logs_nothing_and_says_so(tmp_path, tiny_base, stack):
+    """It said "W&B run … logged to project" and recorded a run id for a run W&B never had."""
+    pytest.importorskip("wandb")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=1)
+    report = run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu",
+                                             wandb_project="glidectl-test",
+                                             wandb_mode="disabled"), pipeline=stack)
+    assert "wandb_run_id" not in report.metadata and not (tmp_path / "w" / "wandb").exists()
+    assert report.notes[-1] == ("Nothing logged to W&B project 'glidectl-test': --wandb-mode "
+                                "disabled.")
+
+
 # --------------------------------------------------------------------------- killed and resumed
 CLI_ARGS = ["--n", "2", "--batch-size", "3", "--sampler", "euler", "--steps", "3",
             "--seed", "7"]

@@ -797,7 +797,7 @@ def test_a_bespoke_stage_without_its_file_is_refused_before_anything_runs(capsys
               "--steps", "2")
     cases = [
         ("sample", "a cat", *models, "--upsample-sampler", "bespoke", "--upsample-steps", "2"),
-        ("eval", tmp_path / "p.txt", *models, "--upsample-sampler", "euler", "--dry-run"),
+        ("eval", tmp_path / "p.txt", *models, "--upsample-sampler", "bespoke", "--dry-run"),
         ("eval", tmp_path / "p.txt", *models[:2], "--sampler", "bespoke"),
     ]
     for k, args in enumerate(cases):
@@ -808,6 +808,36 @@ def test_a_bespoke_stage_without_its_file_is_refused_before_anything_runs(capsys
         upsampler = "Upsampler: " in res.stderr or "--upsample-steps fast27: " in res.stderr
         assert upsampler == ("--upsample-sampler" in args), res.stderr
         assert not (tmp_path / f"o{k}").exists(), args
+
+
+def test_the_upsampler_default_steps_fit_the_upsample_sampler_s_schedule(capsys, weights,
+                                                                       tmp_path) -> None:
+    """The default fast27 is a respacing string: `--upsample-sampler euler` alone (12 of 16
+    samplers) failed naming --upsample-steps, which no one passed. Off respaced steps the
+    default is the same 27 steps, in sample, eval and generate()."""
+    from glidectl.pipeline import GlidePipeline
+
+    models = ("--base", str(weights["base"]), "--upsampler", str(weights["upsample"]),
+              "--steps", "2")
+    res = in_process(capsys, "sample", "a cat", *models, "--upsample-sampler", "euler", "-q",
+                     "--out", tmp_path / "a")
+    assert res.returncode == 0, res.stderr
+    params = json.loads(Image.open(tmp_path / "a" / "00000.png").text["parameters"])
+    assert (params["upsample_sampler"], params["upsample_steps"],
+            params["upsample_schedule"]) == ("euler", "27", "karras")
+    res = in_process(capsys, "sample", "a cat", *models, "-q", "--out", tmp_path / "b")
+    params = json.loads(Image.open(tmp_path / "b" / "00000.png").text["parameters"])
+    assert (params["upsample_sampler"], params["upsample_steps"]) == ("ddpm", "fast27")
+    (tmp_path / "p.txt").write_text("a cat\n")
+    res = in_process(capsys, "eval", tmp_path / "p.txt", *models, "--upsample-sampler",
+                     "dpm++2m", "--dry-run", "--out", tmp_path / "e")
+    assert res.returncode == 0, res.stderr
+    pipe = GlidePipeline.from_specs(str(weights["base"]), str(weights["upsample"]),
+                                    device="cpu")
+    _, up, _ = pipe.stages(upsample_sampler="heun")
+    assert (up.steps, up.sampler_spec().schedule) == (27, "karras")
+    _, up, _ = pipe.stages(upsample_sampler="euler", upsample_schedule="respaced")
+    assert up.steps == "fast27"
 
 
 def test_steps_no_schedule_can_take_name_their_flag(capsys, weights, tmp_path) -> None:

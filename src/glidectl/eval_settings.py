@@ -24,6 +24,7 @@ from .sampling_defaults import (
     UPSAMPLE_SAMPLER,
     UPSAMPLE_STEPS,
     recommended_line,
+    upsample_steps_for,
 )
 
 META_FILE = "metadata.json"
@@ -366,6 +367,9 @@ def resolve_settings(
         notes.append(recommended_line(text(used), text(up), flags_text))
     settings = _apply(EvalSettings(precision=precision),
                       {**used, **up, **given, "precision": precision})
+    if "upsample_stage.steps" not in given:  # fast27 on respaced steps, else 27
+        u = settings.upsample_stage
+        settings.upsample_stage = replace(u, steps=upsample_steps_for(u.schedule))
     return settings, notes
 
 

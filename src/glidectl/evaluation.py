@@ -432,7 +432,10 @@ def run_eval(
                 **fields, "model_calls": {"per_batch": per_batch, "this_session": calls},
                 "timings": session_timings, "sessions": sessions}
         notes = []
-        if options.wandb_project:
+        if options.wandb_project and options.wandb_mode == "disabled":
+            notes.append(f"Nothing logged to W&B project {options.wandb_project!r}: "
+                         "--wandb-mode disabled.")
+        elif options.wandb_project:
             meta["wandb_run_id"], tables = log_wandb(
                 options.wandb_project, options.wandb_entity, options.wandb_mode, out, meta)
             pages = ", ".join(f"{key} ({rows:,})" for key, rows in tables.items())

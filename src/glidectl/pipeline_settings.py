@@ -8,12 +8,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from . import plugins
 from .errors import GlidectlError
 from .ranges import FLAGS, SEED, STEPS, check
 from .samplers.guidance import parse_interval
 from .samplers.schedules import sigmas_from_alphas_cumprod
+from .samplers.spec import as_sampler
 from .sampling import BASE_DEFAULTS, UPSAMPLE_DEFAULTS, StageOptions, sigma_table, stage_model_calls
-from .sampling_defaults import RECOMMENDED_FIELDS, recommended_line
+from .sampling_defaults import RECOMMENDED_FIELDS, recommended_line, upsample_steps_for
 
 
 class PipelineSettings:
@@ -42,6 +44,15 @@ class PipelineSettings:
         for key in ("sigma_max", "clip_denoised", "quantize_t"):
             if key in base and key not in up:
                 up[key] = base[key]
+        if up.get("steps") is None:  # fast27 on respaced steps, else 27 of another schedule
+            up.pop("steps", None)
+            up_sampler = up.get("sampler") or UPSAMPLE_DEFAULTS.sampler
+            schedule = up.get("schedule")
+            if schedule is None and isinstance(up_sampler, str) and up_sampler in (
+                    samplers := plugins.samplers()):
+                schedule = as_sampler(samplers.get(up_sampler)).schedule
+            if isinstance(schedule, str):  # other kinds: refused by _check_numbers
+                up["steps"] = upsample_steps_for(schedule)
         grey = self.upsampler_grey({"grey": base.get("grey"), "upsample_grey": up.get("grey")})
         base = {**self.recommended("base"), **grey, **base}  # upsamplers: GLIDE's fast27 DDPM
         if "grey" in base and "grey" not in up:  # a grey picture stays grey when upsampled

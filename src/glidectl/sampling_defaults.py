@@ -14,12 +14,19 @@ BASE_STEPS = 25
 BASE_GUIDANCE = 3.0
 UPSAMPLE_SAMPLER = "ddpm"  # GLIDE's: fast27 DDPM without guidance
 UPSAMPLE_STEPS = "fast27"
+UPSAMPLE_SIGMA_STEPS = 27  # fast27's count, for an upsample sampler on a σ schedule
 UPSAMPLE_TEMP = 0.997  # initial noise scale of the upsampler, as OpenAI's notebook has it
 SIGMA_MAX = 80.0  # highest σ of karras/exponential schedules (clamped to the model's)
 BATCH_SIZE = 4
 # safetensors metadata key of a trained model's recommended sampling settings (JSON)
 RECOMMENDED_KEY = "glidectl.sampling"
 RECOMMENDED_FIELDS = ("sampler", "steps", "schedule", "guidance", "eta", "sigma_max", "grey")
+
+
+def upsample_steps_for(schedule: str | None) -> int | str:
+    """The upsampler's default steps on ``schedule``: GLIDE's ``fast27`` on its respaced
+    timesteps, else the same 27 steps (a respacing string runs on respaced steps only)."""
+    return UPSAMPLE_STEPS if schedule == "respaced" else UPSAMPLE_SIGMA_STEPS
 
 
 def recommended_line(base: str, upsampler: str, flags: str) -> str:

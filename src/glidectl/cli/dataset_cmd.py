@@ -8,6 +8,13 @@ from typing import Any
 
 import typer
 
+from ..ranges import FLAGS
+
+
+def _bounds(flag: str) -> dict[str, Any]:
+    """The flag's range as typer's min and max (shown in --help, checked as it parses)."""
+    return {"min": FLAGS[flag].min, "max": FLAGS[flag].max}
+
 
 def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
     """--tokenizer, else model.tokenizer, else the training rule when a config was given (a
@@ -199,7 +206,8 @@ def register(app: typer.Typer) -> None:
             "hf:NAME_OR_PATH or demo:NAME."
         ),
         preset: str | None = typer.Option(None, "--preset", "-p", help="Dataset preset."),
-        limit: int = typer.Option(1000, "--limit", "-n", min=1, help="Samples to scan."),
+        limit: int = typer.Option(1000, "--limit", "-n", **_bounds("--limit"),
+                                  help="Samples to scan."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         preview: Path | None = typer.Option(
             None, "--preview", help="Write a PNG grid of images with their captions."
@@ -207,14 +215,15 @@ def register(app: typer.Typer) -> None:
         benchmark: bool = typer.Option(
             False, "--benchmark", help="Measure decode+transform+tokenize images/s per worker."
         ),
-        size: int = typer.Option(64, "--size", min=8, help="Image size for previews/benchmark."),
+        size: int = typer.Option(64, "--size", **_bounds("--size"),
+                                 help="Image size for previews/benchmark."),
         tokenizer: str = typer.Option(
             "auto", "--tokenizer",
             help="Tokenizer for caption lengths: auto (the config's, else gpt2 if available), "
             "gpt2 or byte.",
         ),
         text_ctx: int | None = typer.Option(
-            None, "--text-ctx", min=1,
+            None, "--text-ctx", **_bounds("--text-ctx"),
             help="Text context length (default: what the --config's scratch or OpenAI model "
             "reads, else 128).",
         ),

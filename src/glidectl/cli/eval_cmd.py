@@ -23,8 +23,8 @@ from .sample_cmd import (
 )
 
 SAMPLER_HELP = f"Base sampler (default: the model's recommended, else {D.BASE_SAMPLER})."
-STEPS_HELP = ("Base steps or a respacing such as fast27 (default: the model's recommended, "
-              f"else {D.BASE_STEPS}).")
+STEPS_HELP = ("Base steps, or a respacing string such as fast27 with --schedule respaced "
+              f"(default: the model's recommended, else {D.BASE_STEPS}).")
 
 
 class _RichEvents:
@@ -234,7 +234,8 @@ def register(app: typer.Typer) -> None:
         up_sampler: str | None = typer.Option(
             None, "--upsample-sampler", "--up-sampler", help="Upsampler sampler (default ddpm)."),
         up_steps: str | None = typer.Option(
-            None, "--upsample-steps", "--up-steps", help="Upsampler steps (default fast27)."),
+            None, "--upsample-steps", "--up-steps", help="Upsampler steps, or a respacing "
+            "string on respaced steps (default: fast27 on GLIDE's respaced steps, else 27)."),
         up_schedule: str | None = typer.Option(
             None, "--upsample-schedule", "--up-schedule", help="Upsampler σ schedule "
             "(default: the upsample sampler's own; 'respaced' runs fast27-style steps)."),

@@ -196,7 +196,8 @@ def register(app: typer.Typer) -> None:
                                                        "x0 at this percentile of |x0| (Imagen: "
                                                        "99.5) instead of at 1."),
         eta: float | None = typer.Option(None, "--eta", help="Noise amount for samplers "
-                                         "that take η (ddim, ancestral ones)."),
+                                         "that take η (ddim, euler_a, dpm++2s_a and the SDE "
+                                         "samplers)."),
         grey: bool | None = typer.Option(None, "--grey/--no-grey", help=GREY_HELP),
         n: int = typer.Option(1, "--n", "-n", help="Images per prompt."),
         batch_size: int = typer.Option(D.BATCH_SIZE, "--batch-size", "-b",
@@ -210,9 +211,10 @@ def register(app: typer.Typer) -> None:
                                       "'none', or 'auto' (OpenAI's for OpenAI's base)."),
         upsample_sampler: str = typer.Option(
             D.UPSAMPLE_SAMPLER, "--upsample-sampler", "--up-sampler", help="Upsampler sampler."),
-        upsample_steps: str = typer.Option(
-            D.UPSAMPLE_STEPS, "--upsample-steps", "--up-steps",
-            help="Upsampler steps or respacing string."),
+        upsample_steps: str | None = typer.Option(
+            None, "--upsample-steps", "--up-steps",
+            help=f"Upsampler steps, or a respacing string on respaced steps (default: "
+            f"{D.UPSAMPLE_STEPS} on GLIDE's respaced steps, else {D.UPSAMPLE_SIGMA_STEPS})."),
         upsample_schedule: str | None = typer.Option(
             None, "--upsample-schedule", "--up-schedule", help="Upsampler σ schedule (default: "
             "the upsample sampler's own; 'respaced' runs a respacing string such as fast27)."),
@@ -229,8 +231,9 @@ def register(app: typer.Typer) -> None:
                                                  "white (or transparent) = repaint, black = "
                                                  "keep."),
         sigma_max: float | None = typer.Option(
-            None, "--sigma-max", help="Highest σ of karras/exponential schedules (clamped to "
-            f"the model's) (default: the model's recommended, else {D.SIGMA_MAX:g})."),
+            None, "--sigma-max", help="Highest σ of every schedule but respaced, in both "
+            "stages, clamped to the model's (default: the model's recommended, else "
+            f"{D.SIGMA_MAX:g})."),
         quantize_t: bool = typer.Option(False, "--quantize-t", help="Round the network's "
                                         "timestep to an integer (default: fractional t)."),
         out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder."),
@@ -269,7 +272,7 @@ def _sample(
     guidance: float | None, guidance_interval: str | None, guidance_rescale: float,
     dynamic_threshold: float | None, eta: float | None, grey: bool | None, n: int,
     batch_size: int, seed: int,
-    base: str, upsampler: str, upsample_sampler: str, upsample_steps: str,
+    base: str, upsampler: str, upsample_sampler: str, upsample_steps: str | None,
     upsample_schedule: str | None, upsample_guidance: float | None, upsample_temp: float,
     low_res: Path | None, inpaint_image: Path | None, inpaint_mask: Path | None,
     sigma_max: float | None, quantize_t: bool, out: Path, grid: bool, device: str, precision: str,
