@@ -289,6 +289,16 @@ def test_other_commands_name_the_exception_and_how_to_switch_the_plugin_off(brok
         "plugins to load, comma-separated)."
     )
     assert _cli(broken_install, "config", "show", GLIDECTL_LOAD_PLUGINS="good").returncode == 0
+    # a second broken plugin: the allow-list offered kept it, to fail on the next run
+    (broken_install / "worseplug.py").write_text("raise ImportError('missing abc')\n")
+    worse = broken_install / "worseplug-0.2.dist-info"
+    worse.mkdir()
+    (worse / "METADATA").write_text("Metadata-Version: 2.1\nName: worseplug\nVersion: 0.2\n")
+    (worse / "entry_points.txt").write_text("[glidectl]\nworse = worseplug\n")
+    out = _cli(broken_install, "config", "show")
+    assert out.returncode == 2 and out.stderr.strip().endswith(
+        "switch it off with GLIDECTL_LOAD_PLUGINS=good (the plugins to load, "
+        "comma-separated)."), out.stderr
 
 
 def test_trace_env_prints_hook_calls(broken_install):

@@ -221,8 +221,9 @@ def who(plugin: str) -> str:
 
 
 def switch_off_hint(plugin: str) -> str:
-    """How to run without ``plugin``: the allow-list of every other installed plugin."""
-    others = sorted(n for n in external_names() if n != plugin)
+    """How to run without ``plugin``: the allow-list of every other installed plugin that
+    loaded (one that failed to would stop the next run the same way)."""
+    others = sorted(n for n in external_names() if n != plugin and n not in broken)
     return f"{ALLOW_ENV}={','.join(others)}" if others else f'{ALLOW_ENV}=""'
 
 
