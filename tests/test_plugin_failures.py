@@ -371,6 +371,20 @@ def test_hooks_that_do_not_fit_glidectl_are_named_like_an_import_failure(tmp_pat
     assert json.loads(out.stdout)[0]["error"] == (
         "failed to load: 'register_sampler' is not a glidectl hook (did you mean "
         "'register_samplers'?)")
+    # the entry point names the hook function itself: it was told it names no @hookimpl one
+    install_plugin(tmp_path, "pointed", """
+        from glidectl.hookspecs import hookimpl
+
+        @hookimpl
+        def register_samplers(register):
+            pass
+    """, entry="pointed")
+    entries = tmp_path / "pointed-0.1.dist-info" / "entry_points.txt"
+    entries.write_text("[glidectl]\npointed = pointedmod:register_samplers\n")
+    out = _cli(tmp_path, "plugins", GLIDECTL_LOAD_PLUGINS="pointed")
+    assert json.loads(out.stdout)[0]["error"] == (
+        "failed to load: its entry point names the function 'register_samplers'; name the "
+        "module that holds it (module, not module:function)")
 
 
 class _NoRegister:

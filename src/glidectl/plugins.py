@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
 import sys
 import threading
@@ -159,6 +160,9 @@ def _not_a_plugin(plugin: object) -> str | None:
     if plugin is None or isinstance(plugin, list | dict | set | tuple | str | int | float):
         return (f"its entry point names {a_or_an(type(plugin).__name__)}, not a module or "
                 "an object with @hookimpl functions")
+    if inspect.isroutine(plugin):  # a hook function itself: pluggy reads its attributes
+        return (f"its entry point names the function {plugin.__name__!r}; name the module "
+                "that holds it (module, not module:function)")
     return None
 
 
