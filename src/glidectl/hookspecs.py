@@ -10,7 +10,10 @@ hookimpl = HookimplMarker("glidectl")
 
 @hookspec
 def register_samplers(register):
-    """Register samplers: ``register(name, sampler, aliases=())``."""
+    """Register samplers: ``register(name, sampler, aliases=())``, ``sampler`` a
+    :class:`glidectl.samplers.spec.Sampler` or a bare function ``fn(denoiser, x, sigmas,
+    extra=None, callback=None, noise_sampler=None)`` that returns the final image (shaped
+    like ``x``); ``denoiser(x, sigma)`` gives the x0 estimate (README: register_samplers)."""
 
 
 @hookspec
