@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -793,3 +794,33 @@ def test_on_images_gets_pil_batches_whatever_the_output(base) -> None:
     assert got[1][0].info["seed"] == "2"
     assert np.array_equal(np.asarray(got[1][0]), np.asarray(
         pipe.generate("a", seed=2, sampler="euler", steps=2)[0]))
+
+
+def test_a_generated_image_s_record_takes_numpy_settings_and_names_in_memory_inputs(
+        tmp_path, capsys) -> None:
+    """Each PIL image carries its record as JSON: numpy seeds and scales (which generate()
+    takes) made that a TypeError after sampling. An input passed as a PIL image is recorded
+    as "(in memory)", and its remake asks for the file, not for one "that is not there"."""
+    from cli_helpers import exit_code
+
+    from glidectl.glide import save_weights
+    from glidectl.images import save_png
+    from glidectl.pipeline import GlidePipeline
+
+    up = save_weights(tiny_glide("upsample", 1), tmp_path / "up.safetensors")
+    base = save_weights(tiny_glide("base", 0), tmp_path / "base.safetensors")
+    pipe = GlidePipeline.from_specs(str(base), None, device="cpu", precision="fp32")
+    image = pipe.generate("a cat", seed=np.int64(5), guidance=np.float32(3), steps=2)[0]
+    record = json.loads(image.info["parameters"])
+    assert (record["seed"], record["guidance"], record["base_file"]) == (5, 3.0, str(base))
+    assert "base_sha256" not in record  # not read for a record no one may save
+    pipe = GlidePipeline.from_specs(None, str(up), device="cpu", precision="fp32")
+    low = Image.new("RGB", (8, 8), (0, 0, 255))
+    image = pipe.generate("a cat", low_res=low, upsample_steps=2)[0]
+    assert json.loads(image.info["parameters"])["low_res"] == "(in memory)"
+    save_png(image, tmp_path / "up.png", image.info)
+    capsys.readouterr()
+    assert exit_code("sample", "--from-png", tmp_path / "up.png", "--out", tmp_path / "o") == 2
+    assert capsys.readouterr().err == (
+        f"Error: {tmp_path / 'up.png'} was made from a --low-res image passed to generate() in "
+        "memory, which the PNG does not hold; pass --low-res IMAGE with that image.\n")

@@ -371,10 +371,11 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         _warn(list(dict.fromkeys(messages)), warn)
         outputs: list[Any] = []
         per_batch = self.model_calls(1, 1, base_opts, up_opts, low_res is not None)
-        # each PIL image's record, as sample writes it: save_png(image, path, image.info)
+        # each PIL image's record, as sample writes it: save_png(image, path, image.info);
+        # the weights' sha256 (seconds for OpenAI's) only where on_images writes them
         common = self.request_record(base_opts, up_opts, {
             "low_res": low_res, "inpaint_image": inpaint_image, "inpaint_mask": inpaint_mask},
-            batch_size) if output == "pil" or on_images else {}
+            batch_size, hashes=on_images is not None) if output == "pil" or on_images else {}
         prompt_records = {p: self.prompt_record(p) for p in dict.fromkeys(prompts)} \
             if common else {}
         inputs = {"low_res": None if low_res is None else as_image_tensor(
@@ -408,7 +409,7 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                           "image_index": start + j, "request_images": len(jobs),
                           "model_calls": per_batch, **common}
                 image.info.update(prompt=prompt, seed=str(s), model_calls=str(per_batch),
-                                  parameters=json.dumps(record))
+                                  parameters=json.dumps(record, default=_plain))
             if output == "pil" and (keep_images or not on_images):
                 outputs.extend(pil)
             if on_images:
@@ -538,3 +539,11 @@ def generate(prompt: str | Sequence[str], base: str | None = "openai:base",
     """
     pipe = load_pipeline(base, upsampler, device=device, vocab_dir=vocab_dir, loras=loras)
     return pipe.generate(prompt, **options)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy or torch scalar a caller passed (``seed=np.int64(5)``) as JSON takes it."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -56,12 +56,15 @@ class PipelineRecords:
         return prompt_record(prompt, prompt_used(tok, prompt, ctx), cut=tok.count(prompt) > ctx)
 
     def request_record(self, base: StageOptions, up: StageOptions, inputs: dict[str, Any],
-                       batch_size: int) -> dict[str, Any]:
+                       batch_size: int, hashes: bool = True) -> dict[str, Any]:
         """:meth:`picture_record` of a request with its input images (``low_res``,
         ``inpaint_image``, ``inpaint_mask``: a file's path and sha256, ``"(in memory)"`` for
         an image or tensor passed in, None) and its batch size: what ``sample``, the web UI
-        and ``generate()`` record with every image, so ``sample --from-png`` makes it again."""
-        record = self.picture_record(base, up, base_stage=inputs.get("low_res") is None)
+        and ``generate()`` record with every image, so ``sample --from-png`` makes it again.
+        ``hashes=False`` leaves out the weights files' sha256 (not yet read: seconds for
+        OpenAI's), so a remake takes the files as they are then."""
+        record = self.picture_record(base, up, base_stage=inputs.get("low_res") is None,
+                                     hashes=hashes)
         for key in ("low_res", "inpaint_image", "inpaint_mask"):
             value = inputs.get(key)
             is_file = isinstance(value, str | os.PathLike)
@@ -72,7 +75,7 @@ class PipelineRecords:
         return record
 
     def picture_record(self, base: StageOptions, up: StageOptions,
-                       base_stage: bool = True) -> dict[str, Any]:
+                       base_stage: bool = True, hashes: bool = True) -> dict[str, Any]:
         """What makes a request's pictures, keyed as ``glidectl sample``'s flags, as sample
         and the web UI record it in each PNG: each model's spec, weights file and sha256, its
         LoRAs (``PATH:SCALE`` and sha256), the settings of each stage that runs (a schedule
@@ -89,7 +92,9 @@ class PipelineRecords:
             found = self.records.get(stage) if ran else None
             record[key] = found.spec if found else None
             if found is not None and found.path is not None:  # a run folder's latest moves on
-                record.update({f"{key}_file": str(found.path), f"{key}_sha256": found.sha256})
+                record[f"{key}_file"] = str(found.path)
+                if hashes:
+                    record[f"{key}_sha256"] = found.sha256
         stages = [(prefix, opts) for prefix, opts, ran in (
             ("", base, base_stage and self.base is not None),
             ("upsample_", up, self.upsampler is not None)) if ran]

@@ -300,10 +300,11 @@ RESERVED = {"schedule": {"auto": "the sampler's own schedule",
 def _registrar(registry: Registry):
     def for_plugin(plugin: str):
         def register(name: str, obj: Any, aliases: tuple[str, ...] | list[str] = ()) -> None:
-            if isinstance(aliases, str) or not isinstance(aliases, tuple | list):
+            if isinstance(aliases, str | bytes):  # tuple("xy") would be ("x", "y")
                 raise PluginError(f"Plugin {plugin!r} registers {registry.kind} {name!r} with "
                                   f"aliases={aliases!r}; pass a tuple of names, such as "
-                                  f"aliases=({str(aliases)!r},).")
+                                  f"aliases=({aliases!r},).")
+            aliases = tuple(aliases)
             for key in (name, *aliases):
                 if not isinstance(key, str) or not key.strip() or ":" in key:
                     raise PluginError(f"Plugin {plugin!r} registers {registry.kind} name "

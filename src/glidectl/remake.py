@@ -149,10 +149,11 @@ class Remake:
     def _check(self, pin: Pinned) -> None:
         """Use the first of ``pin.tries`` that holds what made the image; else one sentence."""
         from .pipeline import file_sha256
+        from .pipeline_records import IN_MEMORY
 
         held = None
         for path in pin.tries:
-            found = _pinned_file(pin, path)
+            found = None if path == IN_MEMORY else _pinned_file(pin, path)
             if found is None:
                 continue
             sha = _sha(pin, found, file_sha256)
@@ -167,6 +168,10 @@ class Remake:
                 f"{self.name} was made with the {pin.what} {first!r}{short}, but "
                 f"{held[0]!r} holds other contents now (sha256 {held[1][:12]}…); pass {flag} "
                 f"{_arg(pin, held[0])} to use what is there now (the image will differ).")
+        if first == IN_MEMORY:  # generate() given a PIL image or tensor, not a file
+            raise GlidectlError(
+                f"{self.name} was made from a {pin.what} passed to generate() in memory, "
+                f"which the PNG does not hold; pass {flag} {pin.metavar} with that image.")
         where = (" (the web UI names files relative to its models folder: run this there)"
                  if self.source == "web UI" else "")
         raise GlidectlError(

@@ -286,3 +286,22 @@ def test_names_a_registry_cannot_take_are_refused_naming_the_plugin(hook, name, 
         plugins.pm.unregister(name="odd")
         plugins.refresh()
     assert str(info.value) == f"Plugin 'odd' {said}"
+
+
+def test_aliases_in_any_iterable_but_a_string_register():
+    """Sets, frozensets and generators of aliases registered before names were checked."""
+    class Many:
+        @hookimpl
+        def register_samplers(self, register):
+            register("many_set", lambda *a, **k: None, aliases={"ms"})
+            register("many_gen", lambda *a, **k: None, aliases=(a for a in ["mg"]))
+
+    plugins.load_plugins()
+    plugins.pm.register(Many(), name="many")
+    plugins.refresh()
+    try:
+        found = plugins.samplers()
+        assert found.entry("ms").name == "many_set" and found.entry("mg").name == "many_gen"
+    finally:
+        plugins.pm.unregister(name="many")
+        plugins.refresh()

@@ -461,3 +461,24 @@ def test_a_worker_that_dies_handing_over_a_batch_is_named_as_torch_names_it():
     assert _dead_worker(Items()).endswith("exited unexpectedly with exit code 3.")
     Items._workers[1].exitcode = None
     assert _dead_worker(Items(), wait=0.1) is None  # alive: the original error stands
+
+
+def test_the_loader_seeds_its_workers_from_the_run_s_seed_not_the_global_generator():
+    """The loader drew its workers' base seed from torch's global generator: a resume made
+    one draw more there than the straight run, which moved every dropout mask after it.
+    Its own generator follows train.seed and the epoch, so a worker's random state still
+    differs between seeds (a plugin's transform may draw from it)."""
+    from glidectl.training.data_stream import DataStream
+
+    class Seeds(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            info = torch.utils.data.get_worker_info()
+            yield {"x": torch.tensor([float(info.seed % 2**24) if info else -1.0])}
+
+    def first(seed: int) -> float:
+        return float(DataStream(Seeds(), batch_size=1, seed=seed, workers=1).next()["x"][0])
+
+    before = torch.get_rng_state()
+    one, again, two = first(1), first(1), first(2)
+    assert torch.equal(torch.get_rng_state(), before)  # nothing drawn from the global one
+    assert one == again and one != two and one >= 0

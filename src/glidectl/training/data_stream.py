@@ -206,13 +206,14 @@ class DataStream:
         if hasattr(self.dataset, "set_resume"):
             self.dataset.set_resume(list(self.cursors))
         fresh = self.position == 0
-        # its own generator: the loader draws its workers' base seed from the global one
-        # otherwise, one draw more after a resume than the straight run made, which moved
-        # every dropout mask after it (the data draws from its own seeded Randoms)
+        # its own generator, from the run's seed and the epoch: the loader draws its workers'
+        # base seed from the global one otherwise, one draw more after a resume than the
+        # straight run made, which moved every dropout mask after it
         loader = DataLoader(
             WorkerBatches(self.dataset, self.batch_size, list(self.cursors), self.epoch,
                           self.span), batch_size=None, num_workers=self.workers,
-            collate_fn=_as_is, generator=torch.Generator().manual_seed(self.epoch),
+            collate_fn=_as_is, generator=torch.Generator().manual_seed(
+                (int(self.seed) * 1_000_003 + self.epoch) % 2**63),
         )
         items = iter(loader)
         pending: dict[int, deque[dict[str, Any]]] = {w: deque() for w in range(self.slots)}
