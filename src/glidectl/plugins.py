@@ -111,8 +111,6 @@ def _load() -> None:
                                f"called {ep.name!r} ({', '.join(shared[ep.name])}), so "
                                "neither is loaded; uninstall one, or rename its entry point")
             continue
-        if ep.dist is not None:
-            _dists[ep.name] = f"{ep.dist.name} {ep.dist.version}"
         started = time.perf_counter()
         try:
             plugin = ep.load()
@@ -313,7 +311,7 @@ def _registrar(registry: Registry):
                 if why:
                     raise PluginError(f"Plugin {plugin!r} registers {registry.kind} {key!r}, "
                                       f"which is glidectl's word for {why}; rename it.")
-            registry.add(name, obj, plugin, tuple(aliases))
+            registry.add(name, obj, plugin, aliases)
 
         return register
 
