@@ -126,6 +126,13 @@ class GlideDenoiser:
         self.grey = grey
         self.calls = 0
         self._finite: torch.Tensor | None = None  # all outputs finite so far (no sync per call)
+        # the x a call takes (None: any): this sample's rows, 3 channels, the model's size
+        rows = next((v.shape[0] for v in self.model_kwargs.values() if torch.is_tensor(v)),
+                    None)
+        if rows is None and text_emb:  # [cond, uncond] rows when guided
+            rows = next(iter(text_emb.values())).shape[0] // (2 if guidance is not None else 1)
+        size = getattr(getattr(net, "options", None), "image_size", None)
+        self._x_shape = (rows, 3, size, size)
 
     @property
     def nonfinite(self) -> bool:
@@ -192,23 +199,16 @@ class GlideDenoiser:
     def _check_x(self, x: Any) -> None:
         """x as the network takes it: [N, 3, H, W] with this sample's N rows and the model's
         size (a sampler that passes another shape is told so, not met by a torch error)."""
+        want = self._x_shape
+        if torch.is_tensor(x) and x.ndim == 4 and all(
+                w is None or g == w for g, w in zip(x.shape, want, strict=True)):
+            return
         from ..errors import MisuseError
 
-        rows = next((v.shape[0] for v in self.model_kwargs.values() if torch.is_tensor(v)),
-                    None)
-        if rows is None and self.text_emb:  # [cond, uncond] rows when guided
-            first = next(iter(self.text_emb.values()))
-            rows = first.shape[0] // (2 if self.guidance is not None else 1)
-        size = getattr(getattr(getattr(self.model, "_orig_mod", self.model), "options", None),
-                       "image_size", None)
-        want = (rows, 3, size, size)
-        if not torch.is_tensor(x) or x.ndim != 4 or any(
-                w is not None and g != w for g, w in zip(x.shape, want, strict=True)):
-            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            shown = ", ".join("N" if w is None else str(w) for w in want[:2]) + (
-                f", {size}, {size}" if size else ", H, W")
-            raise MisuseError(f"it called the denoiser with x of {got}; it takes a tensor "
-                              f"[{shown}]")
+        got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        shown = ", ".join("N" if w is None else str(w) for w in want[:2]) + (
+            f", {want[2]}, {want[2]}" if want[2] else ", H, W")
+        raise MisuseError(f"it called the denoiser with x of {got}; it takes a tensor [{shown}]")
 
     def differentiable_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """:meth:`sigma_to_t` for a σ tensor, passing gradients (bespoke fitting moves σ)."""
