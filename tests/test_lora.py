@@ -744,21 +744,17 @@ def test_a_lora_run_given_to_merge_as_its_base_says_to_pass_the_base(tmp_path, c
     """`lora merge ADAPTER --base LORA_RUN` said to pass the base "with --lora" (sample's
     flag) or to merge the run first."""
     run = lora_run_folder(tmp_path)
-    assert cli("lora", "merge", run, "--base", run, "-o", tmp_path / "m.safetensors") == 2
-    assert capsys.readouterr().err == (
-        f"Error: --base {str(run)!r} is a LoRA run: its checkpoints hold adapters, not a model "
-        "to merge into; pass the base model the adapter was trained on as --base, or leave "
-        "--base out to use the one the adapter records ('tiny-test').\n")
-    assert not (tmp_path / "m.safetensors").exists()
-    # an adapter folder (or its weights file) as --base suggested this very command
     adapter = run / "checkpoints" / "step-000003" / "lora"
-    for base in (adapter, adapter / "adapter_model.safetensors"):
-        assert cli("lora", "merge", adapter, "--base", base, "-o", tmp_path / "m.safetensors") == 2
+    run_is = "a LoRA run: its checkpoints hold adapters"
+    # an adapter folder (or its weights file) as --base suggested this very command
+    for merged, base, is_a in ((run, run, run_is), (adapter, adapter, "a LoRA adapter"),
+                               (adapter, adapter / "adapter_model.safetensors", "a LoRA adapter")):
+        assert cli("lora", "merge", merged, "--base", base, "-o", tmp_path / "m.safetensors") == 2
         assert capsys.readouterr().err == (
-            f"Error: --base {str(base)!r} is a LoRA adapter, not a model to merge into; pass "
-            "the base model the adapter was trained on as --base, or leave --base out to use "
-            "the one the adapter records ('tiny-test').\n")
-    assert not (tmp_path / "m.safetensors").exists()
+            f"Error: --base {str(base)!r} is {is_a}, not a model to merge into; pass the base "
+            "model the adapter was trained on as --base, or leave --base out to use the one "
+            "the adapter records ('tiny-test').\n")
+        assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_export_of_a_lora_run_without_ema_names_its_raw_adapter(tmp_path, capsys):
