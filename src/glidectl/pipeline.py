@@ -365,8 +365,9 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                                     "inpaint mask": inpaint_mask},
                                    self.upsampler.options.low_res_size
                                    if self.upsampler is not None else None)
-        if first is not None and first.options.inpaint and inpaint_mask is not None:
-            messages.append(all_kept_message(opened(inpaint_mask), first.options.image_size))
+        mask = opened(inpaint_mask)  # read once: checked here, cut into batches below
+        if first is not None and first.options.inpaint and mask is not None:
+            messages.append(all_kept_message(mask, first.options.image_size))
         messages = [m for m in messages if m]
         _warn(list(dict.fromkeys(messages)), warn)
         outputs: list[Any] = []
@@ -380,7 +381,7 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             if common else {}
         inputs = {"low_res": None if low_res is None else as_image_tensor(
                       low_res, self.upsampler.options.low_res_size, "low_res"),
-                  "inpaint_image": opened(inpaint_image), "inpaint_mask": opened(inpaint_mask)}
+                  "inpaint_image": opened(inpaint_image), "inpaint_mask": mask}
         for what, value in inputs.items():  # one for every image, or one per image
             _check_images(value, what, len(jobs))
         for start in range(0, len(jobs), batch_size):
