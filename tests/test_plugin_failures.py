@@ -185,8 +185,8 @@ def test_training_goes_on_when_a_plugin_preview_fails(exploding, tmp_path):
     result = Trainer(cfg, quiet=True).run()
     records = read_metrics(result.run_dir / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2]
-    # a record is written before its step's preview: it counts the previews of steps 0..n-1
-    assert [r["preview_failures"] for r in records] == [1, 2]
+    # a record is written after its step's preview: it counts the previews of steps 0..n
+    assert [r["preview_failures"] for r in records] == [2, 3]
     assert (result.run_dir / "checkpoints" / "step-000002").is_dir()
     assert not (result.run_dir / "previews").exists() or not any(
         (result.run_dir / "previews").iterdir())

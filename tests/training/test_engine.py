@@ -69,6 +69,33 @@ def remade_preview(png: Image.Image, weights: Path) -> bytes:
     return captioned_grid(images, prompts).tobytes()
 
 
+def test_throughput_leaves_out_previews_validation_and_checkpoints(tiny, monkeypatch):
+    """A clock that moves only inside previews and checkpoints: every window's images/s
+    counts no second of them (the window after a preview or a checkpoint counted them)."""
+    import types
+
+    from glidectl.training import metrics
+    from glidectl.training.loop import TrainingLoop
+    from glidectl.training.trainer_checkpoints import TrainerCheckpoints
+
+    clock = [0.0]
+    monkeypatch.setattr(metrics, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def slow(method):
+        def run(self, *args, **kwargs):
+            clock[0] += 100.0
+            return method(self, *args, **kwargs)
+        return run
+
+    monkeypatch.setattr(TrainingLoop, "_preview", slow(TrainingLoop._preview))
+    monkeypatch.setattr(TrainerCheckpoints, "_checkpoint", slow(TrainerCheckpoints._checkpoint))
+    cfg = tiny(train=dict(steps=4), log=dict(every=1), checkpoint=dict(every=1),
+               preview=dict(every=2, steps=2, prompts=["a red circle"]))
+    records = read_metrics(Trainer(cfg, quiet=True).run().run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(r["images_per_s"] > 1e6 for r in records), records
+
+
 def test_ema_feeds_previews_and_exports_but_never_the_training_weights(tiny, monkeypatch):
     cfg = tiny(train=dict(steps=3, ema_decay=0.5), preview=dict(every=3, steps=2,
                prompts=["a green triangle"]), checkpoint=dict(every=3))

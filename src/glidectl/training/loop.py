@@ -237,16 +237,23 @@ class TrainingLoop:
                 sums, logged = sums + terms.float().cpu(), logged + 1
                 self.display.advance(step)
                 out.result.last_loss = float(terms[0])
-                if step % cfg.log.every == 0 or step == self.total_steps:
+                # A record is written after its step's preview, so it counts that preview's
+                # failure; previews, validation and checkpoints are left out of throughput.
+                log_due = step % cfg.log.every == 0 or step == self.total_steps
+                if log_due:
                     record = self._record(step, sums, logged)
                     sums, logged = torch.zeros(3), 0
                     self._meter.reset()
-                    out.result.logged(record)
-                    out.write(record, step)
-                    self.display.log(record)
-                if cfg.preview.every > 0 and step % cfg.preview.every == 0:
-                    self._preview(out.trackers)
-                self._validate(step, out)
+                with self._meter.paused():
+                    if cfg.preview.every > 0 and step % cfg.preview.every == 0:
+                        self._preview(out.trackers)
+                    if log_due:
+                        if self.previewer is not None:
+                            record["preview_failures"] = self.previewer.failures
+                        out.result.logged(record)
+                        out.write(record, step)
+                        self.display.log(record)
+                    self._validate(step, out)
                 # Once the last step is trained a stop is no interruption: the final
                 # checkpoint below ends the run as done.
                 early = until is not None and step >= until
@@ -255,7 +262,8 @@ class TrainingLoop:
                     break
                 if step == self.total_steps or (
                         cfg.checkpoint.every > 0 and step % cfg.checkpoint.every == 0):
-                    self._checkpoint(out.result)
+                    with self._meter.paused():
+                        self._checkpoint(out.result)
             if out.result.interrupted:
                 self.display.message(f"{stop.signal_name or 'stop'}: saving step {step}")
                 self._checkpoint(out.result)

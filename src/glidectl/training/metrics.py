@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,8 @@ def truncate_after(path: Path, step: int) -> None:
 
 
 class Throughput:
-    """Images/s and the share of wall time spent waiting for data, over a logging window."""
+    """Images/s and the share of wall time spent waiting for data, over a logging window
+    less the time spent :meth:`paused` (previews, validation, checkpoints)."""
 
     def __init__(self) -> None:
         self.reset()
@@ -79,6 +81,15 @@ class Throughput:
     def add(self, images: int, data_wait: float) -> None:
         self.images += images
         self.data_wait += data_wait
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the time inside out of the window (the window's start moves on by it)."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - began
 
     def read(self) -> dict[str, float]:
         elapsed = max(1e-9, time.perf_counter() - self.start)
