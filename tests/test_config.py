@@ -333,3 +333,40 @@ def test_a_config_changed_in_code_is_checked_as_a_file_is():
 
 def test_one_override_string_is_one_override_not_its_characters():
     assert load_config(None, "train.lr=3e-5").train.lr == 3e-5
+
+
+def test_text_with_unicode_line_separators_round_trips_in_a_saved_config():
+    """Short lists were joined with str.splitlines, which also splits at U+2028, U+2029 and
+    U+0085 inside their strings: ["red\\u2029circle"] was saved as ["red, circle"]."""
+    cfg = GlideConfig()
+    cfg.preview.prompts = ["a\u2028b", "x\x85y", "p\u2029q"]
+    cfg.data.skip_words = ["one", "t\u2028wo"]
+    assert from_dict(tomllib.loads(to_toml(cfg))) == cfg
+
+
+def test_text_that_is_not_utf8_is_refused_when_the_config_loads(tmp_path):
+    """A shell argument or folder name of Latin-1 bytes reached Python as lone surrogates and
+    failed only when the run folder's config.toml was written, after the model was built."""
+    with pytest.raises(ConfigError, match=r"^--set: 'train.output_dir' holds bytes that are "
+                                          r"not UTF-8 text \(runs/caf\\udce9\)"):
+        load_config(None, ["train.output_dir=runs/caf\udce9"])
+    cfg = GlideConfig()
+    cfg.preview.prompts = ["ok", "bad\udcff"]
+    with pytest.raises(ConfigError, match="'preview.prompts' holds bytes that are not UTF-8"):
+        validate(cfg)
+
+
+def test_numbers_too_large_and_values_holding_two_lines_are_one_sentence(tmp_path):
+    with pytest.raises(ConfigError, match=r"'train.lr' must be a finite number, got an integer "
+                                          r"of 401 digits\.$"):
+        load_config(None, ["train.lr=1" + "0" * 400])
+    with pytest.raises(ConfigError, match="the number has more digits than any setting takes"):
+        load_config(None, ["train.steps=1" + "0" * 5000])
+    path = tmp_path / "big.toml"
+    path.write_text("[train]\nsteps = 1" + "0" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="a number in it has more digits than any setting"):
+        load_config(path)
+    for item in ("train.steps=5\nlr=3", "train.steps=5\n[train]\nlr=0.5"):
+        with pytest.raises(ConfigError, match="holds more than one TOML value"):
+            parse_override(item)
+    assert parse_override('preview.prompts=["a",\n"b"]') == {"preview": {"prompts": ["a", "b"]}}

@@ -64,3 +64,52 @@ def test_an_export_onto_a_folder_says_it_is_a_folder(run, tmp_path, capsys, forc
         "Error: Output 'd.safetensors' is a folder; pass a file path to --output, e.g. "
         "'d.safetensors/model.safetensors'.\n")
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+
+
+def test_a_name_too_long_or_a_link_loop_is_one_line_and_a_name_near_the_limit_is_written(
+        run, tmp_path, capsys):
+    """A 300-byte name and a link to itself were tracebacks; a name of 240 bytes, which the
+    filesystem takes, could not be written: its temp file's name was 15 bytes longer."""
+    long = "n" * 300 + ".safetensors"
+    assert cli("export", run, "-o", long) == 2
+    assert capsys.readouterr().err == (
+        f"Error: {long[:80] + '…' + long[-30:]!r} has a name longer than the filesystem "
+        "allows (255 bytes a name); "
+        "pick a shorter name.\n")
+    Path("loop.safetensors").symlink_to("loop.safetensors")
+    assert cli("export", run, "-o", "loop.safetensors", "--force") == 2
+    assert "loop.safetensors' is a symbolic link that leads back to itself; remove the link " \
+        in capsys.readouterr().err
+    near = "n" * 240 + ".safetensors"
+    assert cli("export", run, "-o", near) == 0, capsys.readouterr().err
+    assert (tmp_path / near).is_file() and not list(tmp_path.glob(".n*.tmp"))
+
+
+def test_an_export_keeps_a_file_written_to_its_output_while_it_ran(run, tmp_path, capsys,
+                                                                  monkeypatch):
+    """The output was checked at the start and replaced at the end: of two exports to one
+    file started together both said they had written it."""
+    from glidectl.glide import read_weights
+
+    real = read_weights
+
+    def read_then_another_writes(path):
+        out = real(path)
+        Path("x.safetensors").write_bytes(b"another export's")
+        return out
+
+    monkeypatch.setattr("glidectl.glide.read_weights", read_then_another_writes)
+    assert cli("export", run, "-o", "x.safetensors") == 2
+    assert capsys.readouterr().err == (
+        "Error: Output 'x.safetensors' already exists (written while this command ran); pass "
+        "--force to overwrite it or choose another --output.\n")
+    assert Path("x.safetensors").read_bytes() == b"another export's"
+    assert cli("export", run, "-o", "x.safetensors", "--force") == 0
+    assert Path("x.safetensors").stat().st_size > 100
+
+
+def test_an_export_onto_a_dangling_link_needs_force(run, tmp_path, capsys):
+    Path("d.safetensors").symlink_to("gone.safetensors")
+    assert cli("export", run, "-o", "d.safetensors") == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert Path("d.safetensors").is_symlink()

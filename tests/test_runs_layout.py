@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from glidectl import atomic, runs
@@ -70,3 +72,70 @@ def test_a_write_the_disk_refuses_is_one_line_and_keeps_the_old_file(tmp_path):
     assert WriteError.exit_code == 1
     assert path.read_text() == '{\n  "v": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+@pytest.mark.parametrize("part", ["checkpoints", "previews"])
+@pytest.mark.parametrize("kind", ["file", "dangling link"])
+def test_a_run_whose_subfolder_is_a_file_or_a_dangling_link_is_one_line(tmp_path, part, kind):
+    """RunDir.create raised FileExistsError (a traceback out of `glidectl train`)."""
+    from glidectl.errors import GlidectlError
+
+    run = runs.RunDir(tmp_path / "run")
+    run.root.mkdir()
+    if kind == "file":
+        (run.root / part).write_text("mine")
+    else:
+        (run.root / part).symlink_to(tmp_path / "gone")
+    what = "file" if kind == "file" else "broken symbolic link"
+    with pytest.raises(GlidectlError, match=rf"{part}' is a {what}, where the run keeps a "
+                                            r"folder; remove or rename it\.$"):
+        run.create()
+
+
+def test_a_lock_file_that_cannot_be_opened_refuses_the_folder(tmp_path):
+    """A `.lock` that was a folder (or another user's file) was skipped: two trainers then
+    wrote one run."""
+    from glidectl.errors import GlidectlError
+
+    (tmp_path / ".lock").mkdir()
+    with pytest.raises(GlidectlError, match=r"\.lock' cannot be opened \(Is a directory\), so "
+                                            "another process could write the same files"):
+        atomic.lock_file(tmp_path / ".lock", "busy")
+    held = atomic.lock_file(tmp_path / "new.lock", "busy")  # created if missing
+    assert held is not None
+    held.close()
+
+
+def test_temp_names_of_long_names_fit_and_their_stale_temps_are_found(tmp_path, monkeypatch):
+    """A name within 15 bytes of the filesystem's limit got a temp name over it."""
+    for name in ("p" * 245 + ".png", "日" * 80 + ".png", "short.png"):
+        target = tmp_path / name
+        with atomic.atomic_path(target) as tmp:
+            assert len(tmp.name.encode()) <= atomic.NAME_MAX
+            tmp.write_text("x")
+        assert target.read_text() == "x"
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    monkeypatch.setattr(os, "getpid", lambda: gone.pid)  # a writer killed since
+    stale = atomic.temp_path(tmp_path / ("q" * 250)).name
+    monkeypatch.undo()
+    (tmp_path / stale).write_text("left by a kill -9")
+    assert atomic.remove_stale_temps(tmp_path, "q" * 250) == [tmp_path / stale]
+
+
+def test_a_failed_write_gives_advice_that_fits_its_cause(tmp_path):
+    import errno
+
+    from glidectl.errors import write_error
+
+    def advice(code):
+        return str(write_error("f", OSError(code, os.strerror(code))))
+
+    assert advice(errno.EISDIR).endswith("remove or rename the folder in its place and try "
+                                         "again.")
+    assert advice(errno.ENAMETOOLONG).endswith("pick a shorter name and try again.")
+    assert advice(errno.ENOSPC).endswith("(No space left on device); free disk space and try "
+                                         "again.")
+    assert advice(errno.EROFS).endswith("fix the folder's permissions and try again.")

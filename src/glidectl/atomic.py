@@ -40,11 +40,26 @@ def host_name() -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "localhost"
 
 
+# the longest file name most filesystems take, in bytes
+NAME_MAX = 255
+
+
 def temp_path(path: Path) -> Path:
     """Where :func:`atomic_path` and :func:`new_path` write before the rename: a name of this
     process's on this host, so two processes writing one file (also from two machines
-    sharing the folder) never share a temp file."""
-    return path.with_name(f".{path.name}.{os.getpid()}@{host_name()}.tmp")
+    sharing the folder) never share a temp file. A name near :data:`NAME_MAX` is cut short
+    in it, so any name the filesystem takes can be written."""
+    tail = f".{os.getpid()}@{host_name()}.tmp"
+    room = NAME_MAX - 1 - len(tail.encode())
+    name = path.name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return path.with_name(f".{name}{tail}")
+
+
+def _temp_of(temp: Path, kept: str, name: str) -> bool:
+    """Whether the temp file ``temp``, keeping ``kept`` of its file's name, is ``name``'s
+    (:func:`temp_path` cuts a long name short)."""
+    return kept == name or (name.startswith(kept)
+                            and len(temp.name.encode()) > NAME_MAX - 4)
 
 
 def _process_gone(pid: int) -> bool:
@@ -87,7 +102,7 @@ def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path
     here = host_name()
     for path in entries:
         match = TEMP_NAME.fullmatch(path.name)
-        if match and name in (None, match.group(1)) \
+        if match and (name is None or _temp_of(path, match.group(1), name)) \
                 and _is_stale(path, int(match.group(2)), match.group(3), here) \
                 and path.is_file() and not path.is_symlink():
             with suppress(OSError):
@@ -212,14 +227,16 @@ def umask_mode(mode: int = 0o666) -> int:
     return mode & ~mask
 
 
-def save_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str]
-                     ) -> Path:
+def save_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str],
+                     replace: bool = True) -> Path:
     """``tensors`` as a .safetensors file at ``path``, atomically, with the permissions the
     user's umask gives (safetensors alone creates 0600 files) and its metadata in sorted
-    order, so the same tensors and metadata are the same bytes (the same sha256)."""
+    order, so the same tensors and metadata are the same bytes (the same sha256).
+    ``replace=False``: a file at ``path`` by then is kept (:func:`new_path`'s
+    ``FileExistsError``)."""
     from safetensors.torch import save_file
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path) if replace else new_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
         _sort_metadata(tmp)
         os.chmod(tmp, umask_mode())
@@ -253,7 +270,9 @@ def lock_file(path: str | Path, busy: str) -> IO[str] | None:
     closed or the process ends (``kill -9`` included); ``GlidectlError(busy)`` when another
     process holds it. A POSIX record lock: owned by the process (so never held by forked
     data workers, and not refused to the process holding it). None where fcntl is missing
-    or the file cannot be created (a folder that takes no new file fails later, said there).
+    or the file cannot be created (a folder that takes no new file fails later, said there);
+    a ``path`` that is there but cannot be opened (a folder, another user's file) is a
+    GlidectlError: without the lock a second process would write the same files.
     """
     try:
         import fcntl
@@ -261,8 +280,12 @@ def lock_file(path: str | Path, busy: str) -> IO[str] | None:
         return None
     try:
         handle = open(path, "a+", encoding="utf-8")
-    except OSError:
-        return None
+    except OSError as exc:
+        if not os.path.lexists(path):
+            return None
+        raise GlidectlError(f"The lock file {str(path)!r} cannot be opened ({exc.strerror}), "
+                            "so another process could write the same files; remove it (when "
+                            "nothing else uses the folder) and try again.") from None
     try:
         fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

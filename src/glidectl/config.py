@@ -76,7 +76,11 @@ def _is_list(tp: Any) -> bool:
 
 def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: '{key}' must be a finite number, got an integer of "
+                              f"{len(str(abs(value)))} digits.") from None
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -106,6 +110,16 @@ def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
                 f"{where}: '{key}' must be {_type_name(tp)}, but item {i + 1} is {v!r} "
                 f"({type(v).__name__}); quote it: [\"...\"].")
     return value
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` is UTF-8 text (a shell argument or path of other bytes reaches Python
+    as lone surrogates, which no file can hold)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _nearest(name: str, options: list[str], prefix: str = "", what: str = "keys") -> str:
@@ -148,10 +162,15 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
                 raise ConfigError(f"{where}: unknown key '{dotted}'." + (
                     _elsewhere(key) or _nearest(key, list(ftypes), f"{sec_name}.")))
             value = _check_value(dotted, ftypes[key], value, where)
-            if any("\x00" in v for v in (value if isinstance(value, list) else [value])
-                   if isinstance(v, str)):
+            texts = [v for v in (value if isinstance(value, list) else [value])
+                     if isinstance(v, str)]
+            if any("\x00" in v for v in texts):
                 raise ConfigError(f"{where}: '{dotted}' holds a NUL character (\\u0000), which "
                                   "no path, name or text may hold; remove it.")
+            if bad := next((v for v in texts if not _utf8(v)), None):
+                raise ConfigError(f"{where}: '{dotted}' holds bytes that are not UTF-8 text "
+                                  f"({ascii(bad)[1:-1]:.60}), which no run folder can record; "
+                                  "rename the file or folder, or pass UTF-8 text.")
             meta = _field(type(section), key).metadata
             if meta.get("name_like") and (bad := _control_character(value)):
                 raise ConfigError(f"{where}: '{dotted}' holds a control character ({bad}), "
@@ -240,14 +259,21 @@ def parse_override(item: str) -> dict[str, Any]:
         raise ConfigError(f"--set {item!r}: the key must be section.key{'.' if home else ''}"
                           + hint)
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        doc = tomllib.loads(f"v = {raw.strip()}")
+        value = doc["v"]
     except tomllib.TOMLDecodeError as exc:
         if raw.strip()[:1] in ("'", '"', "[", "{"):  # meant as TOML: never keep its quotes
             raise ConfigError(
                 f"--set {item!r}: the value is not valid TOML ({_without_position(exc)}); "
                 "write text as '...' (taken as is) or \"...\" (with \\\\ for a backslash)."
             ) from None
-        value = raw.strip()
+        doc, value = {"v": raw.strip()}, raw.strip()
+    except ValueError:  # an integer of thousands of digits
+        raise ConfigError(f"--set {item[:60]!r}...: the number has more digits than any "
+                          "setting takes; pass a number within the key's range.") from None
+    if len(doc) > 1:  # "5\nlr=3": the line after the break would be dropped
+        raise ConfigError(f"--set {item!r}: the value holds more than one TOML value (a line "
+                          "break in it); pass one value per --set.")
     return {parts[0]: value} if table else {parts[0]: {parts[1]: value}}
 
 
@@ -321,6 +347,9 @@ def _read_toml(p: Path) -> dict[str, Any]:
                           "that it is a readable file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}.") from None
+    except ValueError:  # an integer of thousands of digits
+        raise ConfigError(f"{p}: a number in it has more digits than any setting takes; "
+                          "write a number within the key's range.") from None
 
 
 def to_dict(cfg: GlideConfig) -> dict[str, Any]:
@@ -336,7 +365,7 @@ def _dumps(data: dict[str, Any]) -> str:
     one element a line) where the array stays within 80 characters."""
 
     def inline(m: re.Match) -> str:
-        one = "[" + ", ".join(e.strip().removesuffix(",") for e in m[1].splitlines()) + "]"
+        one = "[" + ", ".join(e.strip().removesuffix(",") for e in m[1].split("\n")[:-1]) + "]"
         return one if len(one) <= 80 else m[0]
 
     return _SCALAR_ARRAY.sub(inline, tomli_w.dumps(data))

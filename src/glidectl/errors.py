@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -83,8 +84,14 @@ def write_error(path: object, exc: BaseException) -> WriteError:
         reason = exc.strerror
     else:
         reason = re.sub(r"^.*I/O error: | \(os error \d+\)$", "", one_line(str(exc)))
-    return WriteError(f"Cannot write {str(path)!r} ({reason}); free disk space or fix the "
-                      "folder's permissions and try again.")
+    what = getattr(exc, "errno", None)
+    advice = ("remove or rename the folder in its place" if what == errno.EISDIR
+              else "pick a shorter name" if what == errno.ENAMETOOLONG
+              else "free disk space" if what in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+              else "fix the folder's permissions" if what in (errno.EACCES, errno.EPERM,
+                                                              errno.EROFS)
+              else "free disk space or fix the folder's permissions")
+    return WriteError(f"Cannot write {str(path)!r} ({reason}); {advice} and try again.")
 
 
 def not_a_file(path: os.PathLike) -> str | None:

@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import GlidectlError
+
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = ".lock"
@@ -106,7 +108,13 @@ class RunDir:
 
     def create(self) -> None:
         for path in (self.root, self.previews, self.checkpoints):
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                what = "a broken symbolic link" if path.is_symlink() and not path.exists() \
+                    else "a file"
+                raise GlidectlError(f"{str(path)!r} is {what}, where the run keeps a folder; "
+                                    "remove or rename it.") from None
 
     def written_folders(self) -> list[Path]:
         """The folders training writes files into: the run, previews/, checkpoints/ and each

@@ -188,6 +188,39 @@ def test_a_resume_with_another_optimizer_is_one_line_and_changes_nothing(tiny):
     assert (result.run_dir / "config.toml").read_text(encoding="utf-8") == saved
 
 
+def test_a_resume_refused_once_set_up_leaves_the_runs_config(tiny, tmp_path):
+    """The config was saved before the previews' prompt file was read (and the trackers
+    started), so a resume refused there left config.toml naming settings never trained."""
+    cfg = tiny(train=dict(steps=2))
+    result = Trainer(cfg, quiet=True).run()
+    saved = (result.run_dir / "config.toml").read_bytes()
+    cfg.train.steps, cfg.preview.every = 3, 1
+    cfg.preview.prompt_file = str(tmp_path / "missing.txt")
+    with pytest.raises(GlidectlError, match="preview.prompt_file .* does not exist"):
+        Trainer(cfg, resume="latest", quiet=True).run()
+    assert (result.run_dir / "config.toml").read_bytes() == saved
+
+
+def test_a_resume_path_records_the_run_it_trains_not_another_name(tiny, capsys):
+    """`--resume runs/t --name other` trained runs/t and recorded name = "other", so a later
+    `--resume latest` from that config looked for runs/other."""
+    from glidectl.config import load_config
+
+    cfg = tiny(train=dict(steps=2))
+    run = Trainer(cfg, quiet=True).run().run_dir
+    cfg.train.steps, cfg.train.name = 3, "other"
+    Trainer(cfg, resume=str(run), live=False).run()
+    saved = load_config(run / "config.toml").train
+    assert (saved.name, saved.output_dir) == ("t", str(run.parent))
+    assert (f"--resume trains the run in {str(run)!r}; train.name 'other' in "
+            f"{cfg.train.output_dir!r} names another folder") in " ".join(
+        capsys.readouterr().out.split())
+    again = load_config(run / "config.toml")
+    again.train.steps = 4
+    assert Trainer(again, resume="latest", quiet=True).run().step == 4
+    assert not (run.parent / "other").exists()
+
+
 def test_a_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tiny, capsys):
     """Pruning deleted the new run's checkpoints first (it keeps the highest steps), and
     step-N named either run's weights; now the later ones are moved, whole, out of the way."""
@@ -264,3 +297,24 @@ def test_training_data_of_another_kind_is_one_sentence_and_makes_no_run(tiny, da
         train(cfg, dataset=dataset, quiet=True)
     assert str(err.value).startswith(said) and str(err.value).count(". ") == 0
     assert not Path(cfg.train.output_dir, cfg.train.name).exists()
+
+
+def test_a_resume_that_switches_the_ema_on_or_off_says_so(tiny, capsys):
+    """Switching EMA on said the checkpoint's ema.safetensors "is not a glidectl resume
+    file (it is missing)", as if damaged; switching it off dropped the EMA without a word."""
+    cfg = tiny(train=dict(steps=2, ema_decay=0.0))
+    run = Trainer(cfg, quiet=True).run().run_dir
+    cfg.train.steps, cfg.train.ema_decay = 3, 0.9
+    with pytest.raises(GlidectlError, match=r"with an EMA: the run was trained without one "
+                                            r"\(train.ema_decay = 0\) and this config sets"):
+        Trainer(cfg, resume="latest", quiet=True)
+    cfg.train.ema_decay = 0.0
+    Trainer(cfg, resume="latest", quiet=True).run()  # as it trained: no word
+    cfg.train.name, cfg.train.ema_decay = "with-ema", 0.9
+    Trainer(cfg, quiet=True).run()
+    capsys.readouterr()
+    cfg.train.steps, cfg.train.ema_decay = 4, 0.0
+    Trainer(cfg, resume="latest", live=False).run()
+    assert "train.ema_decay = 0 drops the run's EMA weights" in " ".join(
+        capsys.readouterr().out.split())
+    assert (run / "checkpoints" / "step-000003").is_dir()

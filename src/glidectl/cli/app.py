@@ -270,7 +270,15 @@ def _run(argv: list[str] | None) -> None:
         fail(exc.format_message(), exc.exit_code)
     except (typer_exc.Abort, KeyboardInterrupt) as exc:  # Ctrl-C in a command, or starting
         fail(_aborted(exc), 130)
+    except RuntimeError as exc:  # Path.resolve() of a link to itself (Python < 3.13)
+        if not str(exc).startswith("Symlink loop from "):
+            raise
+        fail(f"{str(exc).removeprefix('Symlink loop from ')} {PATH_UNUSABLE[errno.ELOOP]}", 2)
     except OSError as exc:
+        if exc.errno in PATH_UNUSABLE:  # a path of the user's that no file can have
+            name = str(exc.filename)  # a 300-byte name: its start and its end
+            shown = name if len(name) <= 120 else f"{name[:80]}…{name[-30:]}"
+            fail(f"{shown!r} {PATH_UNUSABLE[exc.errno]}", 2)
         if exc.errno not in OUTPUT_FULL:  # glidectl's own files say so as WriteError
             raise
         _drop_stdout()
@@ -283,6 +291,13 @@ def _run(argv: list[str] | None) -> None:
 # a write to standard output that cannot end (> /dev/full, a full disk): its own OSError,
 # where the command's files are WriteErrors (one line, exit 1) already
 OUTPUT_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+# a path given that no file can have, whichever check of the command's meets it first
+PATH_UNUSABLE = {
+    errno.ENAMETOOLONG: "has a name longer than the filesystem allows (255 bytes a name); "
+                        "pick a shorter name.",
+    errno.ELOOP: "is a symbolic link that leads back to itself; remove the link or pass "
+                 "another path.",
+}
 
 
 def _drop_stdout() -> None:

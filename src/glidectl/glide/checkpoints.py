@@ -277,10 +277,12 @@ def save_weights(
     path: str | Path,
     options: ModelOptions | None = None,
     metadata: Mapping[str, Any] | None = None,
+    replace: bool = True,
 ) -> Path:
     """Write weights as .safetensors with the options (JSON) and tokenizer in the metadata.
 
-    Written through a temp file and an atomic rename. ``options`` defaults to the model's own.
+    Written through a temp file and an atomic rename. ``options`` defaults to the model's own;
+    ``replace=False`` keeps a file that is at ``path`` by then (``FileExistsError``).
     """
 
     if isinstance(model_or_state, nn.Module):
@@ -302,7 +304,7 @@ def save_weights(
         META_KIND: options.kind,
     })
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    return save_safetensors(path, tensors, meta)
+    return save_safetensors(path, tensors, meta, replace)
 
 
 def state_sha256(state: Mapping[str, torch.Tensor]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,9 +201,24 @@ def check_output(out: Path, force: bool = False, what: str = "merged file",
         raise GlidectlError(f"Output {str(out)!r} {how} checkpoint folder "
                             f"{_as_given(step_dir, out)!r}; write the {what} outside "
                             "checkpoints/.")
-    if out.exists() and not force:
-        raise GlidectlError(f"Output {str(out)!r} already exists; pass --force to overwrite "
-                            "it or choose another --output.")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise taken(out)
+
+
+def taken(out: Path, meanwhile: str = "") -> GlidectlError:
+    """The error for an output file that is there (``meanwhile``: how it came)."""
+    return GlidectlError(f"Output {str(out)!r} already exists{meanwhile}; pass --force to "
+                         "overwrite it or choose another --output.")
+
+
+def save_new(save: Callable[..., Path], out: Path, force: bool, *args: Any,
+             **kwargs: Any) -> Path:
+    """``save(..., replace=force)``: without --force a file another process wrote to ``out``
+    while this one worked is kept, and said (two exports to one file both "succeeded")."""
+    try:
+        return save(*args, replace=force, **kwargs)
+    except FileExistsError:
+        raise taken(out, " (written while this command ran)") from None
 
 
 def _as_given(folder: Path, given: Path) -> str:
@@ -263,7 +278,7 @@ def merge_adapter(
         [{"adapter": str(adapter_path), "scale": scale, "base": base, "modules": n}]
     )}
     meta.update(defaults)
-    save_weights(model, out, metadata=meta)
+    save_new(save_weights, out, force, model, out, metadata=meta)
     return MergeResult(out, n, len(adapter.module_names))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .. import runs
-from ..config import GlideConfig, save_config, validate
+from ..config import GlideConfig, validate
 from ..data.pairs import own_data
 from ..data.source_api import source_notes
 from ..devices import nondeterministic_op, torch_threads
@@ -46,7 +46,7 @@ from .objective import Objective
 from .optimizers import make_optimizer
 from .previews import Previewer
 from .processes import Processes, collective_timeout
-from .run_dir import RunClaim, check_writable
+from .run_dir import RunClaim, check_writable, trained_run_config
 from .setup import (
     build_data,
     check_config,
@@ -153,8 +153,10 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
                 live: bool | None, dataset: Any) -> None:
         """The run folder, model, data, optimizer, EMA and resume state (the watchdog
         watches the waits for the main process)."""
-        cfg, acc = self.cfg, self.accelerator
         self._setup_run_dir(resume)
+        self.cfg, note = trained_run_config(self.cfg, self.run_dir.root, resume)
+        self._notes += filter(None, [note])
+        cfg, acc = self.cfg, self.accelerator
         if self.resume_from is not None:
             check_resume_kind(self.resume_from, adapter)
         if dataset is None:
@@ -199,8 +201,6 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         if self.resume_from is not None:
             self._load(self.resume_from)
         self._notes += self.stream.notes()  # after a resume: it keeps the run's workers
-        if self.main:  # after the resume state is read: a refused resume leaves the run as it was
-            save_config(cfg, self.run_dir.config)
         self.display = Display(
             self.total_steps, self.state.step, live=live, enabled=self.main and not self.quiet
         )

@@ -93,7 +93,7 @@ def export_weights(run: Path, output: Path, ema: bool | None = None,
     _source(Path(run), ema, output)  # what is wrong with the run: said first
     if output.suffix != ".safetensors":
         raise GlidectlError(f"Output {str(output)!r} must end in .safetensors.")
-    from ..lora.apply import check_output
+    from ..lora.apply import check_output, save_new
     from ..out_dir import check_out_dir
 
     # a folder, a path in (or a link into) a checkpoint folder, whose files the run's
@@ -116,5 +116,5 @@ def export_weights(run: Path, output: Path, ema: bool | None = None,
             "ema": str(source.name == runs.EMA_FILE).lower()}
     if RECOMMENDED_KEY in recorded:  # sampling defaults travel along
         meta[RECOMMENDED_KEY] = recorded[RECOMMENDED_KEY]
-    save_weights(state, output, options, meta)
+    save_new(save_weights, output, force, state, output, options, meta)
     return source, output

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..config import save_config
 from ..glide.checkpoints import state_sha256
 from ..greyscale import GREY_NOTE
 from .guards import StopFlag
@@ -218,6 +219,8 @@ class TrainingLoop:
         self.procs.busy("the trackers' start")
         out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids)
         self.state.tracker_ids = out.trackers.ids
+        if self.main:  # once nothing can refuse the run: a refused resume leaves it as it was
+            save_config(cfg, self.run_dir.config)
         self.procs.wait_for_main("the trackers' start")
         with StopFlag() as stop, self.display:
             if step == 0:

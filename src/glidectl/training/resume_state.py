@@ -280,6 +280,11 @@ def read_resume_state(state_dir: Path, rank: int, *, ema: bool, scaler: bool) ->
     names = {"train": TRAIN, "optimizer": OPTIMIZER, "scheduler": SCHEDULER,
              "rng": rng_file(rank)}
     if ema:
+        if not (state_dir / EMA).exists() and (state_dir / TRAIN).is_file():
+            raise GlidectlError(
+                f"Cannot resume from {str(step_dir)!r} with an EMA: the run was trained "
+                "without one (train.ema_decay = 0) and this config sets train.ema_decay; "
+                "resume with train.ema_decay = 0, or start a new run.")
         names["ema"] = EMA
     if scaler and (state_dir / SCALER).is_file():  # else fp16 starts from a fresh scaler
         names["scaler"] = SCALER

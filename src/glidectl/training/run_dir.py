@@ -3,6 +3,7 @@ tidied away (the layout: :mod:`glidectl.runs`)."""
 
 from __future__ import annotations
 
+import copy
 import re
 import shlex
 import shutil
@@ -19,7 +20,8 @@ from ..out_dir import broken_link
 from . import heartbeats
 from .checkpointing import CheckpointManager, resolve_checkpoint, set_aside_after
 
-MIN_FREE_BYTES = 64 * 1024 * 1024
+# before the model is built; then what its checkpoint needs (Trainer._setup_model)
+MIN_FREE_BYTES = 16 * 1024 * 1024
 
 
 def next_run_name(output_dir: Path, prefix: str = "run") -> str:
@@ -64,9 +66,10 @@ def check_writable(directory: Path, needed_bytes: int = MIN_FREE_BYTES) -> None:
     free = shutil.disk_usage(directory).free
     if free < needed_bytes:
         raise GlidectlError(
-            f"Output folder {str(directory)!r} has only {free / 2**20:.0f} MiB free but a "
-            f"checkpoint needs about {needed_bytes / 2**20:.0f} MiB; free space or choose "
-            "another --output-dir."
+            f"Output folder {str(directory)!r} has only {free / 2**20:.0f} MiB free but "
+            + ("a run needs at least" if needed_bytes == MIN_FREE_BYTES
+               else "a checkpoint needs about")
+            + f" {needed_bytes / 2**20:.0f} MiB; free space or choose another --output-dir."
         )
 
 
@@ -100,6 +103,25 @@ def pick_run(cfg: GlideConfig, resume: str | None) -> runs.RunDir:
             )
         return runs.RunDir(max(found, key=lambda p: p.stat().st_mtime).parent.parent)
     return runs.RunDir(output / (cfg.train.name or next_run_name(output)))
+
+
+def trained_run_config(cfg: GlideConfig, root: Path,
+                       resume: str | None) -> tuple[GlideConfig, str | None]:
+    """``cfg`` naming the run folder it trains, and a note when it named another: a --resume
+    PATH trains that path's run whatever train.name says, so its config.toml (and a later
+    ``--resume latest`` from it) must name that run."""
+    if not resume or resume == runs.LATEST:
+        return cfg, None
+    named = Path(cfg.train.output_dir) / cfg.train.name
+    if cfg.train.name and named.resolve() == root.resolve():
+        return cfg, None
+    trained = copy.deepcopy(cfg)
+    trained.train.output_dir, trained.train.name = str(root.parent), root.name
+    if not cfg.train.name:
+        return trained, None
+    return trained, (f"Note: --resume trains the run in {str(root)!r}; train.name "
+                     f"{cfg.train.name!r} in {cfg.train.output_dir!r} names another folder, "
+                     "so the run's config.toml records its own.")
 
 
 def check_name(name: str) -> None:

@@ -31,6 +31,10 @@ class TrainerCheckpoints:
             runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),
             self.noise, weights))
         self._notes.append(f"Continuing from {str(step_dir)!r} at step {self.state.step}.")
+        if self.ema is None and (runs.state_dir(step_dir) / rs.EMA).is_file():
+            self._notes.append("Warning: train.ema_decay = 0 drops the run's EMA weights: its "
+                               "checkpoints from here on hold the training weights alone (keep "
+                               "the run's train.ema_decay to go on with them).")
         was, now = self.state.saved_precision, self.precision.name
         if was is not None and was != now:
             self._notes.append(f"Resuming {str(step_dir)!r}, trained in {was}, in {now}: the run "
