@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from test_front_ends import FLAG_KEYS, models, pixels  # noqa: F401  (models: a fixture)
 from test_pipeline import tiny_glide
 from test_sample_cmd import in_process
@@ -309,6 +309,26 @@ def test_a_schedule_no_plugin_registers_now_is_one_sentence(models, capsys, tmp_
         message = refused(capsys, "--from-png", tmp_path / "00000.png", *extra)
         assert "made with the schedule 'my-lin'" in message and "pass --schedule NAME" in \
             message, message
+
+
+def test_a_png_that_records_the_schedule_auto_is_made_again(models, capsys,  # noqa: F811
+                                                             tmp_path):
+    """Earlier releases recorded "auto" (the sampler's own schedule): --from-png said no
+    plugin registered it and to install one."""
+    res = in_process(capsys, "sample", "a red circle", "--base", models / "base.safetensors",
+                     "--upsampler", "none", "--sampler", "dpm++2m", "--schedule", "auto",
+                     "--steps", 3, "--device", "cpu", "-q", "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    record = params(png)
+    record["schedule"] = "auto"  # as an earlier release wrote it
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", json.dumps(record))
+    Image.open(png).save(tmp_path / "old.png", pnginfo=info)
+    res = in_process(capsys, "sample", "--from-png", tmp_path / "old.png", "--device", "cpu",
+                     "-q", "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))
 
 
 def test_a_web_ui_png_is_made_again_from_its_models_folder(models, capsys, tmp_path,  # noqa: F811

@@ -211,8 +211,9 @@ class Remake:
         for key in ("sampler", "upsample_sampler", "schedule", "upsample_schedule"):
             name = self.values.get(key)
             registry = plugins.schedules() if "schedule" in key else plugins.samplers()
-            if key in given or not name or name in registry or name == "respaced" or (
-                    is_schedule_file(name)):
+            own = plugins.RESERVED["schedule"] if "schedule" in key else {}
+            if key in given or not name or name in registry or name in own or (
+                    is_schedule_file(name)):  # "auto" (older records) and "respaced" too
                 continue
             made = f" of {', '.join(self.plugins)}" if self.plugins else ""
             raise GlidectlError(

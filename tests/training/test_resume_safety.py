@@ -505,31 +505,57 @@ def test_a_kill_after_the_final_checkpoint_leaves_no_extra_step_folder(
     assert [p.name for p in checkpoints.iterdir() if p.name.startswith(".")] == []
 
 
-def test_a_run_begun_with_an_earlier_preset_resumes_with_its_own_network(tiny, monkeypatch):
-    """The quickstart upsampler's preset changed (channel_mult 1,1,2,2,4 → 2,2,2): a run
-    begun before goes on with the network it began with; a new run gets the new one."""
+@pytest.mark.parametrize("kind, earlier", [
+    ("upsample", dict(channel_mult="1,1,2,2,4")),  # the quickstart upsampler's first preset
+    ("base", dict(channel_mult="1,2,2", num_res_blocks=1)),  # the base's, before 12 px
+])
+def test_a_run_begun_with_an_earlier_preset_resumes_with_its_own_network(tiny, monkeypatch,
+                                                                        kind, earlier):
+    """A quickstart preset changed: a run begun before goes on with the network it began
+    with (the base's could not be resumed at all: its error's advice went in a circle); a
+    new run, or a resume naming another preset, gets today's."""
     import glidectl.glide as glide
-    from glidectl.training.model_setup import EARLIER_CHANNEL_MULT
 
     current = glide.preset_options
 
-    def earlier(kind, size, *args, **kwargs):
-        return current(kind, size, *args, **kwargs).replace(
-            channel_mult=EARLIER_CHANNEL_MULT[(kind, size)])
+    def then(kind, size, *args, **kwargs):
+        return current(kind, size, *args, **kwargs).replace(**earlier)
 
-    sections = dict(model=dict(kind="upsample", size="quickstart"),
-                    data=dict(resolution=32, min_image_size=8), train=dict(steps=1),
-                    checkpoint=dict(every=1))
-    monkeypatch.setattr(glide, "preset_options", earlier)
+    sections = dict(model=dict(kind=kind, size="quickstart"),
+                    data=dict(resolution=32 if kind == "upsample" else 12, min_image_size=8),
+                    train=dict(steps=1), checkpoint=dict(every=1))
+    monkeypatch.setattr(glide, "preset_options", then)
     Trainer(tiny(**sections), quiet=True).run()
     monkeypatch.undo()
     cfg = tiny(**sections)
     cfg.train.steps = 2
     resumed = Trainer(cfg, resume="latest", quiet=True)
-    assert resumed.bundle.options.channel_mult == "1,1,2,2,4"
+    assert resumed.bundle.options.channel_mult == earlier["channel_mult"]
     assert resumed.run().step == 2
     cfg.train.name = "new"
-    assert Trainer(cfg, quiet=True).bundle.options.channel_mult == "2,2,2"
+    assert Trainer(cfg, quiet=True).bundle.options.channel_mult == current(
+        kind, "quickstart").channel_mult
+
+
+def test_a_run_written_before_time_embed_max_freq_resumes_with_its_checkpoints(tiny):
+    """Its config.toml lacks the key, so the default 0.01 met the checkpoint's 0 and the
+    run's own `--resume RUN` stopped the first time."""
+    import tomli_w
+    import tomllib
+
+    from glidectl.config import load_config
+
+    cfg = tiny(train=dict(steps=1), model=dict(time_embed_max_freq=0.0))
+    run = Trainer(cfg, quiet=True).run().run_dir
+    data = tomllib.loads((run / "config.toml").read_text())
+    del data["model"]["time_embed_max_freq"]
+    (run / "config.toml").write_text(tomli_w.dumps(data))
+    again = load_config(run / "config.toml")
+    again.train.steps = 2
+    resumed = Trainer(again, resume=str(run), quiet=True)
+    assert resumed.bundle.options.time_embed_max_freq == 0.0
+    assert resumed.run().step == 2
+    assert load_config(run / "config.toml").model.time_embed_max_freq == 0.0
 
 
 def _copy_run(trained: Path, tmp_path: Path) -> tuple[Path, Path]:

@@ -8,6 +8,7 @@ never reset them.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -163,6 +164,11 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
             check_data_before_download(cfg, adapter)
         # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
         self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution, self.resume_from)
+        freq = self.bundle.options.time_embed_max_freq
+        if cfg.model.init == "scratch" and freq != cfg.model.time_embed_max_freq:
+            # a run written before the key: its config.toml now names the checkpoint's
+            self.cfg = cfg = copy.deepcopy(cfg)
+            cfg.model.time_embed_max_freq = freq
         self._notes += filter(None, [resolution_note(cfg.model, cfg.data.resolution,
                                                      self.bundle.options)])
         model = self._setup_model(adapter)

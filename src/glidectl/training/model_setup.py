@@ -20,9 +20,8 @@ class ModelBundle:
     diffusion: Any  # GaussianDiffusion
 
 
-# channel_mult of scratch presets before they changed: a run begun with one resumes with it
-EARLIER_CHANNEL_MULT = {("upsample", "quickstart"): "1,1,2,2,4",
-                        ("upsample-inpaint", "quickstart"): "1,1,2,2,4"}
+# the schema's default, which a run's config.toml written before the key existed lacks
+DEFAULT_FREQ = ModelConfig().time_embed_max_freq
 
 
 def build_model(cfg: ModelConfig, resolution: int = 0,
@@ -84,22 +83,43 @@ def build_model(cfg: ModelConfig, resolution: int = 0,
 
 
 def earlier_preset(options: Any, cfg: ModelConfig, resume_from: Path | None) -> Any:
-    """``options``, or the network of :data:`EARLIER_CHANNEL_MULT`'s preset when the
-    checkpoint ``resume_from`` holds exactly that one (a run begun before the preset
-    changed goes on as it began)."""
+    """``options``, or the network the checkpoint ``resume_from`` holds when its run began
+    with an earlier version of the same scratch preset (the ``model.kind`` and
+    ``model.size`` its config.toml names): a run begun before a preset changed goes on as it
+    began. Only what no config key sets may differ (channels, blocks, attention, ...); a
+    ``time_embed_max_freq`` the run's config.toml does not name (written before the key
+    existed) is the checkpoint's."""
     from ..glide.checkpoints import metadata_options
-    from ..runs import MODEL_FILE
+    from ..runs import CONFIG_FILE, MODEL_FILE
 
-    earlier = EARLIER_CHANNEL_MULT.get((cfg.kind, cfg.size))
     weights = None if resume_from is None else Path(resume_from) / MODEL_FILE
-    if earlier is None or weights is None or not weights.is_file():
+    if weights is None or not weights.is_file():
         return options
     try:
         saved = metadata_options(weights)
     except GlidectlError:  # damaged: the resume says so
         return options
-    was = options.replace(channel_mult=earlier)
-    return was if saved == was else options
+    run_model = _run_model_table(Path(resume_from).parent.parent / CONFIG_FILE)
+    if run_model is None or (run_model.get("kind", "base"), run_model.get("size", "base")) \
+            != (cfg.kind, cfg.size):
+        return options
+    if "time_embed_max_freq" not in run_model and cfg.time_embed_max_freq == DEFAULT_FREQ:
+        options = options.replace(time_embed_max_freq=saved.time_embed_max_freq)
+    config_set = ("kind", "tokenizer", "image_size", "time_embed_max_freq")
+    if saved == options or any(getattr(saved, k) != getattr(options, k) for k in config_set):
+        return options
+    return saved
+
+
+def _run_model_table(path: Path) -> dict[str, Any] | None:
+    """The [model] table of a run's config.toml as written (None: unreadable)."""
+    import tomllib
+
+    try:
+        model = tomllib.loads(path.read_text(encoding="utf-8")).get("model", {})
+    except (OSError, ValueError):
+        return None
+    return model if isinstance(model, dict) else None
 
 
 def resolution_note(cfg: ModelConfig, resolution: int, options: Any) -> str | None:
