@@ -364,6 +364,8 @@ def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_p
     report = run_eval(more, s, RunOptions(out=out, skip_existing=True, device="cpu"),
                       pipeline=stack)  # the same settings: the first prompt is kept
     assert report.metadata["counts"]["generated"] == 1 and len(outputs(out)) == 4
+    # the session that made the kept image stays in the history (it was replaced)
+    assert [x["generated"] for x in report.metadata["sessions"]] == [1, 1]
     # another --n names every image differently, so none is kept: the old ones would stay
     # beside the new, described by no metadata.json
     with pytest.raises(GlidectlError, match="skip_existing=True: n=2 differs from 1"):

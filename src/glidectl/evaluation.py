@@ -397,7 +397,8 @@ def run_eval(
         said = _read_prompts_as_used(pipeline, plan, emit)
 
         clean_temp_files(out)
-        sessions = list((prior or {}).get("sessions", [])) if options.resume else []
+        sessions = list((prior or {}).get("sessions", [])) \
+            if options.resume or options.skip_existing else []  # the images kept are theirs
         record.running(header, sessions=sessions)
         total = len(prompts) * settings.n
         emit("start", total=total, done=len(plan.done) * settings.n, out=str(out))
