@@ -57,6 +57,13 @@ def _notes(sections: dict, lora: bool) -> list[str]:
     ({"data": {"preset": "datacomp", "max_punsafe": 0.1, "similarity_range": [0.3, 1.0]}}, False,
      "data.max_punsafe is ignored: data.preset 'datacomp' does not filter on it (\"laion\" "
      "does)."),
+    ({"data": {"shuffle_buffer": 7}}, False,
+     "data.shuffle_buffer is ignored: this run reads demo data, which does not read it."),
+    ({"data": {"random_crop": False, "crop_scale": [0.3, 0.5]}}, False,
+     "data.crop_scale is ignored: data.random_crop = false takes the centre crop."),
+    ({"validation": {"every": 2, "fid_samples": 8, "fid_weights": "x.pth"}}, False,
+     "validation.fid_weights, validation.fid_samples are ignored: validation.fid_every = 0, "
+     "so no FID/KID is measured."),
     ({"train": {"epochs": 2, "steps": 50}}, False,
      "train.steps is ignored: train.epochs = 2 decides how long the run trains (set "
      "train.epochs = 0 to train by steps)."),
@@ -98,6 +105,9 @@ def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     ({"data": {"preset": "laion", "min_size": 256, "nsfw_allowed": ["NSFW"]}}, False),
     ({"data": {"preset": "datacomp", "similarity_range": [0.3, 1.0]}}, False),
     ({"data": {"demo_size": 10}}, False),
+    ({"data": {"crop_scale": [0.3, 0.5]}}, False),
+    ({"data": {"source": "data.parquet", "shuffle_buffer": 7}}, False),
+    ({"validation": {"every": 2, "fid_every": 4, "fid_samples": 8}}, False),
     ({"train": {"epochs": 2}}, False),
     # the validation source reads what the training source does not
     ({"data": {"image_key": "png"}, "validation": {"source": "wds:/v.tar", "every": 5}}, False),

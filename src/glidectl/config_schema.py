@@ -99,7 +99,9 @@ class DataConfig:
     )
     flip: bool = opt(False, "Random horizontal flips.")
     workers: int = opt(0, "DataLoader worker processes.", min=0, max=256)
-    shuffle_buffer: int = opt(1000, "Webdataset sample shuffle buffer.", min=0, max=10_000_000)
+    shuffle_buffer: int = opt(1000, "Sample shuffle buffer of webdataset, parquet and Hugging "
+                              "Face sources (folders and dataset configs shuffle each epoch "
+                              "whole).", min=0, max=10_000_000)
     resampled: bool = opt(False, "Resample shards forever instead of finite epochs.")
     low_res_resample: str = opt(
         "bicubic", "Upsampler low-res downscale filter.", ("box", "bicubic")

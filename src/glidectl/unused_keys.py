@@ -17,9 +17,11 @@ SCRATCH_KEYS = ("model.size", "model.time_embed_max_freq")
 ADAM_KEYS = ("train.adam_beta1", "train.adam_beta2", "train.adam_eps")
 WANDB_KEYS = ("log.wandb_entity", "log.wandb_mode")
 # what each built-in data source type reads of [data] beyond the keys every source uses
-SOURCE_KEYS = {"webdataset": ("data.image_key", "data.caption_key", "data.metadata_key"),
-               "parquet": ("data.image_column", "data.caption_column"),
-               "hf": ("data.image_column", "data.caption_column", "data.split"),
+SOURCE_KEYS = {"webdataset": ("data.image_key", "data.caption_key", "data.metadata_key",
+                              "data.shuffle_buffer"),
+               "parquet": ("data.image_column", "data.caption_column", "data.shuffle_buffer"),
+               "hf": ("data.image_column", "data.caption_column", "data.split",
+                      "data.shuffle_buffer"),
                "demo": ("data.demo_size",), "folder": ("data.kohya_folders", "data.reg_source"),
                "kohya": (), "onetrainer": (), "onetrainer-validation": ()}
 # what each built-in preset reads of the metadata filters
@@ -170,8 +172,15 @@ def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     if v.every == 0 and v.fid_every == 0 and (keys := _changed(cfg, VALIDATION_KEYS)):
         notes.append(f"{_are(keys)} ignored: validation.every and "
                      "validation.fid_every are 0, so nothing is held out or validated.")
+    elif v.fid_every == 0 and (keys := _changed(cfg, ("validation.fid_weights",
+                                                      "validation.fid_samples"))):
+        notes.append(f"{_are(keys)} ignored: validation.fid_every = 0, so no FID/KID is "
+                     "measured.")
     if cfg.train.ema_decay == 0 and cfg.train.ema_warmup:
         notes.append("train.ema_warmup is ignored: train.ema_decay = 0 keeps no EMA.")
+    if not cfg.data.random_crop and _changed(cfg, ("data.crop_scale",)):
+        notes.append("data.crop_scale is ignored: data.random_crop = false takes the centre "
+                     "crop.")
     return notes + _data_notes(cfg)
 
 

@@ -226,6 +226,10 @@ def test_inspect_with_a_config_counts_truncation_at_the_model_s_text_ctx(tmp_pat
     given = json.loads(invoke("dataset", "inspect", str(root), "--json", "-c", str(config),
                               "--text-ctx", "64").output)
     assert given["text_ctx"] == 64
+    # the same model named by --set alone (it took 128 unless a file was given too)
+    flags = json.loads(invoke("dataset", "inspect", str(root), "--json", "--set",
+                              "model.size=quickstart", "--set", "data.min_image_size=16").output)
+    assert (flags["text_ctx"], flags["tokenizer"]) == (40, "byte")
 
 
 def test_inspect_warns_of_set_data_keys_the_source_does_not_read(write_shards, tmp_path):

@@ -490,3 +490,24 @@ def test_train_threads_hold_for_the_run_only(tiny):
         assert seen and set(seen) == {1} and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("train, said", [
+    (dict(steps=0), "train.steps must be positive"),
+    (dict(optimizer="adamw8bit"), "needs a CUDA GPU"),
+    (dict(trainable="text"), "trains nothing from model.init = \"scratch\""),
+])
+def test_what_the_config_alone_refuses_is_said_before_the_model_is_built(tiny, monkeypatch,
+                                                                        train, said):
+    """These came after the model was built (and a model.init downloaded)."""
+    import glidectl.training.engine as engine
+
+    if "optimizer" in train:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def built(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(engine, "build_model", built)
+    with pytest.raises(GlidectlError, match=said):
+        Trainer(tiny(train=train), quiet=True)

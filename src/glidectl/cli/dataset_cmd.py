@@ -252,9 +252,12 @@ def register(app: typer.Typer) -> None:
         for note in unused_data_keys(cfg, validation=False):  # as train says them
             typer.echo(f"Warning: {note}", err=True)
 
+        # model settings given (a file, or --set model.*): the model they name reads the text
+        modelled = config is not None or any(
+            item.split("=", 1)[0].strip().split(".")[0] == "model" for item in set_ or [])
         report = inspect_source(
-            cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg, config is not None), limit=limit,
-            text_ctx=text_ctx or _model_text_ctx(cfg, config is not None), image_size=size,
+            cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg, modelled), limit=limit,
+            text_ctx=text_ctx or _model_text_ctx(cfg, modelled), image_size=size,
             preview=preview, benchmark=benchmark, batch_size=cfg.train.batch_size,
         )
         if as_json:

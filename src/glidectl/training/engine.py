@@ -160,6 +160,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         cfg, acc = self.cfg, self.accelerator
         if self.resume_from is not None:
             check_resume_kind(self.resume_from, adapter)
+        self._check_trainable(adapter)
         if dataset is None:
             check_data_before_download(cfg, adapter)
         # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
@@ -251,14 +252,6 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         named = self.adapter.trainable(model)
         if not named:
             raise GlidectlError(f"train.trainable = {tc.trainable!r} leaves nothing to train.")
-        if adapter is None and tc.trainable == "text" and self.cfg.model.init == "scratch" \
-                and self.resume_from is None:
-            raise GlidectlError(
-                "train.trainable = \"text\" trains nothing from model.init = \"scratch\": a new "
-                "network's output layers start at zero and the frozen UNet keeps them there, "
-                "so no gradient reaches the weights that train; start from trained weights "
-                "(model.init) or set train.trainable = \"all\"."
-            )
         self._named = named
         self.params = [p for _, p in named]
         # Weights + EMA + Adam's two moments, in fp32, must fit on the disk.
@@ -268,6 +261,17 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
                                                   4 * (2 * n_all + 3 * n_train)),
                            "the check for free disk space")
         return model
+
+    def _check_trainable(self, adapter: ModelAdapter | None) -> None:
+        """What trains, as far as the config tells before the model is built."""
+        if adapter is None and self.cfg.train.trainable == "text" \
+                and self.cfg.model.init == "scratch" and self.resume_from is None:
+            raise GlidectlError(
+                "train.trainable = \"text\" trains nothing from model.init = \"scratch\": a new "
+                "network's output layers start at zero and the frozen UNet keeps them there, "
+                "so no gradient reaches the weights that train; start from trained weights "
+                "(model.init) or set train.trainable = \"all\"."
+            )
 
     @property
     def unwrapped(self) -> torch.nn.Module:

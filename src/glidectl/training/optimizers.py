@@ -55,12 +55,18 @@ def make_optimizer(
     )
 
 
-def _adamw8bit(tc: TrainConfig, params: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    if not torch.cuda.is_available():
+def check_available(tc: TrainConfig) -> None:
+    """One sentence when ``train.optimizer`` cannot run on this machine (before the model is
+    built)."""
+    if tc.optimizer == "adamw8bit" and not torch.cuda.is_available():
         raise GlidectlError(
             "train.optimizer = \"adamw8bit\" needs a CUDA GPU (bitsandbytes' 8-bit kernels); "
             "on this machine use \"adamw\" or \"adafactor\"."
         )
+
+
+def _adamw8bit(tc: TrainConfig, params: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    check_available(tc)
     try:
         import bitsandbytes as bnb
     except Exception as exc:  # ImportError, or a broken CUDA setup raising at import

@@ -12,6 +12,7 @@ import torch
 from ..config import GlideConfig
 from ..devices import LAUNCHER_ENV, Precision, use_deterministic
 from ..errors import GlidectlError
+from . import optimizers
 from . import validation as val
 from .cuda_graphs import check_cuda_graphs
 from .data_stream import DataStream
@@ -29,9 +30,14 @@ def total_steps(cfg: GlideConfig, stream: DataStream) -> int:
                 "how many samples they hold, so set train.steps instead."
             )
         return steps
-    if cfg.train.steps <= 0:
-        raise GlidectlError("train.steps must be positive (or set train.epochs).")
+    check_steps(cfg)
     return cfg.train.steps
+
+
+def check_steps(cfg: GlideConfig) -> None:
+    """One sentence unless the run has steps to train (or counts them from epochs)."""
+    if cfg.train.epochs <= 0 and cfg.train.steps <= 0:
+        raise GlidectlError("train.steps must be positive (or set train.epochs).")
 
 
 def has_accelerator_device() -> bool:
@@ -69,6 +75,8 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
             "train.lr = 0 trains nothing (every step leaves the weights as they are); set "
             "train.lr above 0 (the default is 1e-4)."
         )
+    check_steps(cfg)
+    optimizers.check_available(cfg.train)
     check_cuda_graphs(cfg.train, processes=1)  # the process count is checked once known
     val.check(cfg)
     tracker_names(cfg.log)
