@@ -399,6 +399,35 @@ def test_a_stopped_fit_to_a_new_file_says_the_counts_fitted_are_in_it(glidectl, 
             "not 5 steps); run again with --overwrite") in stderr
 
 
+def test_a_full_disk_at_a_count_says_that_fit_is_lost_and_what_the_file_keeps(
+        glidectl, weights, tmp_path, monkeypatch) -> None:
+    """The line said only "Cannot write …" after the whole fit: a bespoke solver's rows,
+    which are printed nowhere, were lost without a word."""
+    import errno
+
+    from glidectl import step_fitting
+    from glidectl.errors import write_error
+
+    written, real = [], step_fitting.write_schedule_file
+
+    def full_at_second(path, *args, **kwargs):
+        if written:
+            raise write_error(path, OSError(errno.ENOSPC, "No space left on device"))
+        written.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(step_fitting, "write_schedule_file", full_at_second)
+    out = tmp_path / "s.json"
+    code, _, stderr = glidectl(
+        "fit-steps", weights["base"], "--prompt", "a cat", "--images", "1",
+        "--reference-steps", "12", "--rounds", "1", "--check-images", "0", "--out", out,
+        "--calls", "3", "--calls", "5")
+    assert code == 1, stderr
+    assert (f"Cannot write {str(out)!r} (No space left on device); free disk space and try "
+            "again (the 5-call fit is lost; the file keeps the fits of 3 calls).") in \
+        " ".join(stderr.split())
+
+
 def test_a_grey_model_is_fitted_on_the_grey_ode_sample_runs(glidectl, tmp_path) -> None:
     """A model that recommends grey is sampled grey, so its steps are fitted to that ODE
     (x0 projected onto grey) unless --no-grey; the file and the sample line say which."""

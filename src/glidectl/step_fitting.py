@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from . import plugins
-from .errors import GlidectlError
+from .errors import GlidectlError, WriteError
 from .samplers.bespoke import (
     Rows,
     fit_coefficients,
@@ -312,11 +312,17 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                     "(--check-images 0 keeps the refit).")
             elif rows is not None:
                 overfit_hint(target, sigmas, rows, checks[steps], n, log)
-        write_schedule_file(out, found, float(target.grid[-2]), float(target.grid[0]),
-                            f"{how} on {about}",
-                            sampler={"gits": None, "bespoke": "bespoke"}.get(method, sampler),
-                            coefficients=coefficients or None, held_out=checks or None,
-                            model_sha256=model_sha256, grey=target.denoiser.grey,
-                            guidance=guidance,  # until the last: a stopped fit's file says
-                            not_fitted=[s for s in asked if s is not None and s not in found])
+        try:
+            write_schedule_file(out, found, float(target.grid[-2]), float(target.grid[0]),
+                                f"{how} on {about}",
+                                sampler={"gits": None, "bespoke": "bespoke"}.get(method, sampler),
+                                coefficients=coefficients or None, held_out=checks or None,
+                                model_sha256=model_sha256, grey=target.denoiser.grey,
+                                guidance=guidance,  # until the last: a stopped fit's file says
+                                not_fitted=[s for s in asked if s is not None and s not in found])
+        except WriteError as exc:  # a full disk: the σ's are above, a solver's rows are not
+            kept = ", ".join(map(str, sorted(set(found) - {steps})))
+            raise WriteError(f"{str(exc).rstrip('.')} (the {n}-call fit is lost"
+                             + (f"; the file keeps the fits of {kept} calls)." if kept
+                                else ").")) from None
     return found

@@ -175,6 +175,22 @@ def test_offline_without_cache_tells_where_to_put_the_file(tmp_path, monkeypatch
             download("http://example.invalid/base.pt", dest, progress=False)
 
 
+def test_a_cache_folder_that_cannot_be_made_says_why_in_words(tmp_path, monkeypatch):
+    """It printed Python's "[Errno 17] File exists: ..." for a dangling link."""
+    for variable in ("HF_HUB_OFFLINE", "GLIDECTL_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    (tmp_path / "home").symlink_to(tmp_path / "gone")
+    with pytest.raises(GlidectlError) as info:
+        download(_dead_url(), tmp_path / "home" / "openai" / "base.pt", progress=False)
+    assert str(info.value) == (
+        f"Cannot create cache folder {str(tmp_path / 'home' / 'openai')!r} (it is under "
+        f"{str(tmp_path / 'home')!r}, a broken symbolic link (to {str(tmp_path / 'gone')!r})); "
+        "set GLIDECTL_HOME to a writable folder or fix that path.")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GlidectlError, match=r"\(Not a directory\); set GLIDECTL_HOME"):
+        download(_dead_url(), tmp_path / "file" / "openai" / "base.pt", progress=False)
+
+
 def test_http_error_is_one_line(tmp_path):
     with Server({}) as srv, pytest.raises(GlidectlError, match="HTTP 404"):
         download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False)

@@ -247,8 +247,8 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".fit-steps-"):
             pass
     except OSError as exc:
-        raise GlidectlError(f"Cannot write --out {str(path)!r} ({cause(exc)}); pick a "
-                            "writable folder.") from None
+        raise GlidectlError(f"Cannot write --out {str(path)!r} ({exc.strerror or cause(exc)}); "
+                            "pick a writable folder.") from None
 
 
 def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: list[str],

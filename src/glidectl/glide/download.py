@@ -258,8 +258,13 @@ def fetch(url: str, dest: str | Path, *, progress: bool = True, retries: int = 3
                             f"({variable}); {hint}.")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GlidectlError(f"Cannot create cache folder {str(dest.parent)!r}: {exc}.") from exc
+    except OSError as exc:  # a file or a dangling link in its place, a read-only folder
+        from ..out_dir import broken_link
+
+        link = broken_link(dest.parent)
+        why = f"it {link}" if link else exc.strerror or str(exc)
+        raise GlidectlError(f"Cannot create cache folder {str(dest.parent)!r} ({why}); set "
+                            "GLIDECTL_HOME to a writable folder or fix that path.") from None
     with _only_downloader(dest, progress):
         if dest.is_file():  # another process fetched it while this one waited
             return Fetched(dest, "another process")
