@@ -75,7 +75,7 @@ def test_each_image_is_read_its_folders_count_per_epoch(cfg, byte_tok):
     stream = DataStream(ds, batch_size=2)
     assert stream.steps_per_epoch(grad_accum=1) == 6
     assert ds.stats()["accepted"] == 12
-    # each repeat is its own draw: crop, flip and caption line, as two epochs would be
+    # each repeat is its own draw: crop and flip, as two epochs would be
     repeats = [s for s in epoch if s["key"] == "3_sks dog/a.png"]
     assert len({s["image"].numpy().tobytes() for s in repeats}) == 3
 
@@ -83,13 +83,14 @@ def test_each_image_is_read_its_folders_count_per_epoch(cfg, byte_tok):
 def test_uncaptioned_images_take_the_folders_words_and_captioned_ones_keep_theirs(
         cfg, byte_tok):
     captions = {s["key"]: s["caption"] for s in dataset(cfg, byte_tok, train=False)}
-    assert captions.pop("3_sks dog/a.png") in ("a photo of sks dog", "sks dog on grass")
-    assert captions == {"3_sks dog/b.png": "sks dog",
+    assert captions == {"3_sks dog/a.png": "a photo of sks dog", "3_sks dog/b.png": "sks dog",
                         "3_sks dog/c.png": "sks dog", "1_dog/d.png": "a dog",
                         "1_dog/e.png": "a dog from metadata", "1_dog/f.png": "dog"}
+    # kohya's read_caption trains a caption file's first line (a random one was picked for
+    # each repeat, so 1 read in 2 trained the second line: tags, or a note)
     lines = {s["caption"] for _ in range(4) for s in dataset(cfg, byte_tok)
              if s["key"] == "3_sks dog/a.png"}
-    assert lines == {"a photo of sks dog", "sks dog on grass"}  # a pick per repeat
+    assert lines == {"a photo of sks dog"}
 
 
 def test_evaluation_reads_each_image_once_and_a_note_says_what_happened(cfg, byte_tok,
@@ -192,7 +193,12 @@ def test_only_a_folder_of_nothing_but_n_words_folders_is_kohyas_layout(tmp_path,
                          "(each image once, no captions from folder names); move those images "
                          "into an "
                          "'N_words' folder to read it in kohya's layout."]
-    assert bool(notes) is ("misc/b.png" not in layout)
+    if "misc/b.png" in layout:  # a logs/ beside a 5_zwx person/ turned the layout off unsaid
+        assert notes == [f"{str(tmp_path / 't')!r} has kohya-style folders ('3_cat') but "
+                         "also 'misc', not named 'N_words' (kohya's trainers skip such), so "
+                         "it is read as an ordinary folder (each image once, no captions from "
+                         "folder names); move it out to read it in kohya's layout."]
+    assert notes
 
 
 def test_a_count_without_words_reads_the_folder_and_trains_on_the_empty_caption(

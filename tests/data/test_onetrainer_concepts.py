@@ -25,10 +25,11 @@ CONCEPTS = [
      "type": "STANDARD", "include_subdirectories": True, "image_variations": 1,
      "text_variations": 1, "balancing": 1.5, "balancing_strategy": "REPEATS",
      "loss_weight": 2.0, "concept_stats": {},
-     "image": {"enable_crop_jitter": True, "enable_random_flip": False,
+     # OneTrainer writes __version into the nested configs too: no "unknown key" for it
+     "image": {"__version": 0, "enable_crop_jitter": True, "enable_random_flip": False,
                "enable_random_rotate": True, "random_rotate_max_angle": 10.0},
-     "text": {"prompt_source": "sample", "prompt_path": "", "enable_tag_shuffling": True,
-              "tag_delimiter": ",", "keep_tags_count": 1}},
+     "text": {"__version": 0, "prompt_source": "sample", "prompt_path": "",
+              "enable_tag_shuffling": True, "tag_delimiter": ",", "keep_tags_count": 1}},
     {"name": "style", "path": "style", "balancing": 3, "balancing_strategy": "SAMPLES",
      "text": {"prompt_source": "concept", "prompt_path": "style.txt"}},
     {"name": "named", "path": "named", "text": {"prompt_source": "filename"}},
@@ -245,6 +246,7 @@ def test_unapplied_settings_and_types_are_named_in_one_warning(concepts):
                               "settings (what it does instead in brackets): "
                               "image.enable_random_rotate (no rotation)")
     assert "seed" not in ignored  # OneTrainer's own bookkeeping (cache key, loss label)
+    assert not any("__version" in n for n in notes)  # written into image and text too
     assert "VALIDATION" not in " ".join(notes)  # the run's validation data: said by the run
     assert "random_rotate_max_angle" not in ignored and "image_variations" not in ignored
     assert sum("not enabled" in n for n in notes) == 1

@@ -16,6 +16,9 @@ def _bounds(flag: str) -> dict[str, Any]:
     return {"min": FLAGS[flag].min, "max": FLAGS[flag].max}
 
 
+MODEL_KEYS = ("kind", "init", "size", "tokenizer")  # what names the model inspected for
+
+
 def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
     """--tokenizer, else model.tokenizer, else the training rule when a config was given (a
     scratch model: its size preset's, byte for tiny and quickstart, gpt2 for small and
@@ -252,9 +255,11 @@ def register(app: typer.Typer) -> None:
         for note in unused_data_keys(cfg, validation=False):  # as train says them
             typer.echo(f"Warning: {note}", err=True)
 
-        # model settings given (a file, or --set model.*): the model they name reads the text
+        # a model named (a file, or --set of the model's kind, size or weights): it reads the
+        # text; a --set model.vocab_dir alone names a vocabulary, not a model
         modelled = config is not None or any(
-            item.split("=", 1)[0].strip().split(".")[0] == "model" for item in set_ or [])
+            item.split("=", 1)[0].strip() in ("model", *(f"model.{k}" for k in MODEL_KEYS))
+            for item in set_ or [])
         report = inspect_source(
             cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg, modelled), limit=limit,
             text_ctx=text_ctx or _model_text_ctx(cfg, modelled), image_size=size,

@@ -32,6 +32,17 @@ def text_lines(text: str) -> list[str]:
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
+def caption_file_text(text: str, any_line: bool) -> str:
+    """A caption file's text as kohya's ``read_caption`` (``DreamBoothDataset``) keeps it,
+    read as text (``"\\r\\n"`` and ``"\\r"`` end a line too): its first line, stripped,
+    even when blank, or with ``any_line`` (``enable_wildcard``) its non-blank lines, each
+    stripped."""
+    lines = text_lines(text)
+    if not any_line:
+        return lines[0].strip()
+    return "\n".join(line.strip() for line in lines if line.strip())
+
+
 def pick_line(text: str | None, rng: random.Random) -> str | None:
     """One non-blank line, chosen at random when there are several (a fresh pick per fetch).
 

@@ -18,13 +18,16 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import GlidectlError
-from .captions import read_regular, read_sidecar, text_lines
+from .captions import caption_file_text, decode_caption, read_regular, read_sidecar, text_lines
+from .images import Rejected
 from .kohya import (
+    FOLDER_NAME,
     KohyaFolder,
     counted_past_max,
     has_images,
@@ -87,6 +90,11 @@ class FolderSource:
                     src.kohya_ordinary = ordinary_folder_note(root, dirnames, past_max)
                 else:  # kohya's train_data_dir: only such folders
                     src.kohya = folders
+            elif str(rel_dir) == "." and kohya and (named := [
+                    d for d in dirnames if FOLDER_NAME.fullmatch(d)
+                    and not counted_past_max([parse_folder(d)])]):
+                others = [d for d in dirnames if d not in named]  # a logs/ beside 5_zwx person/
+                src.kohya_ordinary = ordinary_folder_note(root, named, [], others)
             elif (len(rel_dir.parts) == 1 and kohya and not src.kohya and kohya_like(dirnames)
                   and not has_images(filenames)
                   and not counted_past_max([parse_folder(d) for d in dirnames])):
@@ -280,6 +288,9 @@ class FolderSource:
         if caption is None:
             caption = self._metadata_caption(unit)
         folder = self.kohya.get(unit.partition("/")[0])
+        if folder is not None and sidecar is not None:  # kohya trains the first line only
+            with suppress(Rejected):  # not UTF-8: rejected as such where it is decoded
+                caption = caption_file_text(decode_caption(sidecar), any_line=False)
         by_name = caption is None and reject is None and folder is not None
         if by_name:  # kohya's class words caption uncaptioned images ("10_": the empty one)
             caption = folder.words

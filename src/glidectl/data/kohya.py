@@ -135,10 +135,15 @@ def layout_notes(root: Path, folders: Sequence[KohyaFolder]) -> list[str]:
     return out
 
 
-def ordinary_folder_note(root: Path, dirnames: Sequence[str], past_max: Sequence[str]) -> str:
+def ordinary_folder_note(root: Path, dirnames: Sequence[str], past_max: Sequence[str],
+                         others: Sequence[str] = ()) -> str:
     """Why ``root``, with ``N_words`` folders at its top, is read as any folder: images
-    beside them, or counts past :data:`MAX_REPEATS` (``past_max``)."""
-    if past_max:
+    beside them, counts past :data:`MAX_REPEATS` (``past_max``), or ``others``, folders
+    not named so (kohya's trainers skip them)."""
+    if others:
+        why = f"also {_shown(others)}, not named 'N_words' (kohya's trainers skip such)"
+        fix = f"move {'them' if len(others) > 1 else 'it'} out to read it in kohya's layout."
+    elif past_max:
         why = (f"{_shown(past_max)} count{'s' * (len(past_max) == 1)} past {MAX_REPEATS}, "
                "more likely a year or a name than repeats")
         fix = f"rename {'them' if len(past_max) > 1 else 'it'} with a count of at most " \

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError
-from .captions import decode_caption, read_regular, read_sidecar, text_lines
+from .captions import caption_file_text, decode_caption, read_regular, read_sidecar
 from .images import Rejected
 from .kohya import KohyaFolder, reg_draws, unread_reg_note
 from .kohya_config import DatasetConfig, SubsetSpec, read_dataset_config
@@ -320,17 +320,6 @@ class KohyaConfigSource:
                     reject = exc.reason
         yield RawSample(key=unit, image=path, caption=caption, reject=reject, rules=spec.rules,
                         is_reg=spec.is_reg, empty_ok=True)  # kohya trains on "" too
-
-
-def caption_file_text(text: str, any_line: bool) -> str:
-    """A caption file's text as kohya's ``read_caption`` (``DreamBoothDataset``) keeps it,
-    read as text (``"\\r\\n"`` and ``"\\r"`` end a line too): its first line, stripped,
-    even when blank, or with ``any_line`` (``enable_wildcard``) its non-blank lines, each
-    stripped."""
-    lines = text_lines(text)
-    if not any_line:
-        return lines[0].strip()
-    return "\n".join(line.strip() for line in lines if line.strip())
 
 
 def _metadata_image(key: str, folder: Path | None, by_stem: dict[str, str],

@@ -78,8 +78,11 @@ SETTINGS = ("random_rotate_max_angle", "random_brightness_max_strength",
             "caps_randomize_mode", "caps_randomize_lowercase", "tag_dropout_special_tags",
             "tag_dropout_special_tags_regex")
 KNOWN = {"": (*CONCEPT, *QUIET, "image", "text", *(k for k in IGNORED if "." not in k)),
-         "image": (*IMAGE, *(k[6:] for k in IGNORED if k.startswith("image.")), *SETTINGS),
-         "text": (*TEXT, *(k[5:] for k in IGNORED if k.startswith("text.")), *SETTINGS)}
+         # OneTrainer writes "__version" into each nested config too (BaseConfig.to_dict)
+         "image": (*IMAGE, *(k[6:] for k in IGNORED if k.startswith("image.")), *SETTINGS,
+                   "__version"),
+         "text": (*TEXT, *(k[5:] for k in IGNORED if k.startswith("text.")), *SETTINGS,
+                  "__version")}
 
 
 @dataclass

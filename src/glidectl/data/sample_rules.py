@@ -57,7 +57,7 @@ class SampleRules:
         is read (``split("\\n")[0]``, stripped; blank or not), or with ``any_line`` a random
         non-blank one, so a multi-line caption has the prefix on its first line and the
         suffix on its last, as in kohya (a caption file is cut to its first line before:
-        :func:`~glidectl.data.kohya_source.caption_file_text`). None (no caption) stays
+        :func:`~glidectl.data.captions.caption_file_text`). None (no caption) stays
         None."""
         from .captions import pick_line
 
