@@ -39,7 +39,13 @@ from .kohya import (
     reg_draws,
     unread_reg_note,
 )
-from .records import IMAGE_EXTENSIONS, UNREAD_IMAGE_EXTENSIONS, RawSample
+from .records import (
+    IMAGE_EXTENSIONS,
+    KOHYA_EXTENSIONS,
+    UNREAD_IMAGE_EXTENSIONS,
+    RawSample,
+    not_read_by,
+)
 from .shards import SHARD_SUFFIXES
 from .stats import RejectionCounter
 from .walk import walk
@@ -59,6 +65,7 @@ class FolderSource:
     bad_metadata: int = 0
     bad_metadata_first: str = ""  # where the first bad row or file is, and what is wrong
     unread: Counter[str] = field(default_factory=Counter)  # image files of other kinds
+    not_kohya: Counter[str] = field(default_factory=Counter)  # in N_words folders, kohya skips
     shards: list[str] = field(default_factory=list)  # webdataset shards beside the images
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed
     kohya: dict[str, KohyaFolder] = field(default_factory=dict)  # by top folder; {}: not kohya's
@@ -108,6 +115,9 @@ class FolderSource:
                     folder = src.kohya.get(rel.partition("/")[0])
                     if folder is not None and len(rel_dir.parts) > 1:
                         folder.deeper += 1  # kohya reads only the top of an N_words folder
+                        continue
+                    if folder is not None and not name.lower().endswith(KOHYA_EXTENSIONS):
+                        src.not_kohya[Path(name).suffix.lower()] += 1  # a .gif, a .tif scan
                         continue
                     if folder is not None:
                         folder.images += 1
@@ -236,6 +246,8 @@ class FolderSource:
         if self.shards:
             out.append(self._shards_note())
         out += layout_notes(self.root, list(self.kohya.values()))
+        out += filter(None, [not_read_by("kohya's trainers do", self.not_kohya,
+                                         repr(str(self.root)), "its 'N_words' folders")])
         if self.kohya_ordinary:
             out.append(self.kohya_ordinary)
         if self.kohya_below:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from .captions import caption_file_text, decode_caption, read_regular, read_side
 from .images import Rejected
 from .kohya import KohyaFolder, reg_draws, unread_reg_note
 from .kohya_config import DatasetConfig, SubsetSpec, read_dataset_config
-from .records import IMAGE_EXTENSIONS, RawSample
+from .records import IMAGE_EXTENSIONS, KOHYA_EXTENSIONS, RawSample, not_read_by
 from .stats import RejectionCounter
 from .walk import walk
 
@@ -145,11 +146,15 @@ class KohyaConfigSource:
         names = self._listing(folder)
         present = set(names)
         other = no_caption = 0
+        skipped: Counter[str] = Counter()  # images of kinds kohya does not read
         for name in names:
             if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
             path = folder / name
             if not path.is_file():
+                continue
+            if not name.lower().endswith(KOHYA_EXTENSIONS):
+                skipped[path.suffix.lower()] += 1
                 continue
             unit = f"{spec.number}/{name}"
             self.images[unit] = path
@@ -184,6 +189,8 @@ class KohyaConfigSource:
                 "trainers (\"neither caption file nor class tokens are found. use empty "
                 "caption\"); give the subset class_tokens to caption "
                 f"{'them' if many else 'it'}.")
+        self.left += filter(None, [not_read_by("kohya does", skipped, where,
+                                               repr(spec.image_dir_text))])
         deeper = sum(1 for d, _, files in walk(folder) if Path(d) != folder
                      for n in files if n.lower().endswith(IMAGE_EXTENSIONS))
         if deeper:

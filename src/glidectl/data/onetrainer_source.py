@@ -22,6 +22,7 @@ five. Units are ``"N/relative path"``, N the concept's number in the file.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 from ..errors import GlidectlError
 from .captions import read_regular, read_sidecar
 from .onetrainer_config import ConceptsFile, ConceptSpec, read_concepts
-from .records import IMAGE_EXTENSIONS, RawSample
+from .records import IMAGE_EXTENSIONS, ONETRAINER_EXTENSIONS, RawSample, not_read_by
 from .stats import RejectionCounter
 
 # what OneTrainer's CollectPaths leaves out (exclude_postfix): an image's mask and its
@@ -139,6 +140,8 @@ class OneTrainerSource:
                 f"{'them' if many else 'it'}; write the .txt, or set text.prompt_source to "
                 f"\"filename\" or \"concept\", to caption {'them' if many else 'it'}.")
         self.left += found.notes(where, spec.path_text)
+        self.left += filter(None, [not_read_by("OneTrainer does", found.other_kinds, where,
+                                               repr(spec.path_text))])
         deeper = found.deeper
         if deeper:
             self.left.append(
@@ -254,6 +257,7 @@ class _Collected:
     linked_files: int = 0  # links to images, not followed
     linked_folders: int = 0  # links to folders, not followed (include_subdirectories)
     hidden: int = 0  # hidden image files, which mgds reads
+    other_kinds: Counter[str] = field(default_factory=Counter)  # images OneTrainer skips
     unreadable: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
 
@@ -279,6 +283,9 @@ class _Collected:
             elif entry.is_dir(follow_symlinks=False):
                 if not entry.name.startswith("."):
                     self.collect(Path(entry.path), subdirs, read and subdirs)
+            elif read and _image_suffix(entry.name, IMAGE_EXTENSIONS) and not _image_suffix(
+                    entry.name) and not entry.name.startswith("."):
+                self.other_kinds[os.path.splitext(entry.name)[1].lower()] += 1  # a .gif
             elif _image_suffix(entry.name) and entry.is_file(follow_symlinks=False):
                 hidden = entry.name.startswith(".")
                 if not read:
@@ -312,11 +319,11 @@ class _Collected:
         return out
 
 
-def _image_suffix(name: str) -> bool:
-    """Whether mgds takes ``name`` for an image: its extension, and neither postfix of
-    :data:`NOT_SAMPLES` at the end of its name without the extension."""
+def _image_suffix(name: str, kinds: tuple[str, ...] = ONETRAINER_EXTENSIONS) -> bool:
+    """Whether mgds takes ``name`` for an image: its extension (one of ``kinds``), and
+    neither postfix of :data:`NOT_SAMPLES` at the end of its name without the extension."""
     stem, ext = os.path.splitext(name)
-    return ext.lower() in IMAGE_EXTENSIONS and not stem.endswith(NOT_SAMPLES)
+    return ext.lower() in kinds and not stem.endswith(NOT_SAMPLES)
 
 
 

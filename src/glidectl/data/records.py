@@ -17,6 +17,26 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", "
                     ".tiff", ".avif")
 UNREAD_IMAGE_EXTENSIONS = (".heic", ".heif", ".jxl", ".svg", ".psd", ".dng", ".cr2", ".nef",
                            ".arw", ".exr", ".hdr", ".jp2", ".tga", ".ico")
+# what the trainers whose layouts glidectl reads take for images: kohya-ss sd-scripts
+# (library/train_util.py IMAGE_EXTENSIONS, without its optional plugins) and OneTrainer
+# (modules/util/path_util.py SUPPORTED_IMAGE_EXTENSIONS); their layouts read only these
+KOHYA_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+ONETRAINER_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
+
+
+def not_read_by(trainer_does: str, kinds: dict[str, int], where: str,
+                folder: str = "") -> str | None:
+    """The sentence for image files (``kinds``: extension → count) a folder of another
+    trainer's layout holds that the trainer does not read, so neither does glidectl
+    (``trainer_does``: "kohya does"; ``folder``: where they are, as shown)."""
+    if not (n := sum(kinds.values())):
+        return None
+    many = n != 1
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    inside = f" in {folder}" if folder else ""
+    return (f"{where}: {n} image file{'s' * many} ({shown}){inside} {'are' if many else 'is'} not "
+            f"read, as {trainer_does} not read {'them' if many else 'it'}; convert "
+            f"{'them' if many else 'it'} to PNG or JPEG to train on {'them' if many else 'it'}.")
 
 
 @dataclass
