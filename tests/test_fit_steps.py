@@ -643,3 +643,26 @@ def test_the_median_of_an_even_count_is_the_mean_of_the_middle_two():
     assert found["median"] == pytest.approx(3.5) and found["mean"] == pytest.approx(4.5)
     assert found["worst"] == pytest.approx(10.0)
     assert errors(out[:3], ref[:3])["median"] == pytest.approx(3.0)
+
+
+def test_the_library_fit_checks_its_arguments_and_gives_the_model_back_as_it_was(
+        tmp_path) -> None:
+    """Called from Python, reference() split a prompt string into one-character prompts and
+    took a NaN guidance, fit_steps() ran an unknown method as a descent and took no int for
+    calls, and a bespoke fit left the caller's model frozen (requires_grad False)."""
+    from glidectl.errors import GlidectlError
+    from glidectl.step_fitting import fit_steps, reference
+
+    model = tiny_glide("base", 0)
+    target = reference(model, "a red circle", 3.0, 0, steps=12)
+    assert target.noise.shape[0] == 1
+    with pytest.raises(GlidectlError, match=r"guidance must be a finite number >= 0, got nan"):
+        reference(model, ["x"], float("nan"), 0, steps=12)
+    with pytest.raises(GlidectlError, match="prompt or a list of prompts"):
+        reference(model, [], 3.0, 0, steps=12)
+    with pytest.raises(GlidectlError, match="Unknown fitting method 'nope'"):
+        fit_steps(target, [3], "nope", "unipc", tmp_path / "f.json", "test")
+    assert not (tmp_path / "f.json").exists()
+    found = fit_steps(target, 3, "bespoke", "unipc", tmp_path / "b.json", "test", evals=2,
+                      log=lambda line: None)
+    assert list(found) == [3] and all(p.requires_grad for p in model.parameters())

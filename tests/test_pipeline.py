@@ -796,6 +796,89 @@ def test_on_images_gets_pil_batches_whatever_the_output(base) -> None:
         pipe.generate("a", seed=2, sampler="euler", steps=2)[0]))
 
 
+def test_a_model_load_model_read_samples_and_records_as_from_specs(tmp_path, capsys) -> None:
+    """GlidePipeline(load_model(spec)) dropped the file's recommended settings (guidance 2
+    became 3: other pixels than from_specs and sample) and recorded "base": null, which a
+    remake read as --base none; a model built in memory is recorded as such."""
+    from cli_helpers import exit_code
+
+    from glidectl.glide import load_model, save_weights
+    from glidectl.images import save_png
+    from glidectl.pipeline import RECOMMENDED_KEY, GlidePipeline
+
+    base = save_weights(tiny_glide("base", 0), tmp_path / "base.safetensors", metadata={
+        RECOMMENDED_KEY: json.dumps({"sampler": "euler", "steps": 2, "guidance": 2.0})})
+    [spec] = GlidePipeline.from_specs(str(base), None, device="cpu",
+                                      precision="fp32").generate("a cat", seed=2)
+    [loaded] = GlidePipeline(load_model(str(base)), precision="fp32").generate("a cat", seed=2)
+    assert np.array_equal(np.asarray(spec), np.asarray(loaded))
+    record = json.loads(loaded.info["parameters"])
+    assert (record["base"], record["base_file"], record["guidance"]) == (str(base), str(base),
+                                                                         2.0)
+    [made] = GlidePipeline(tiny_glide("base", 0), precision="fp32").generate(
+        "a cat", seed=2, sampler="euler", steps=2)
+    assert json.loads(made.info["parameters"])["base"] == "(in memory)"
+    save_png(made, tmp_path / "made.png", made.info)
+    capsys.readouterr()
+    assert exit_code("sample", "--from-png", tmp_path / "made.png", "--out", tmp_path / "o") == 2
+    assert capsys.readouterr().err == (
+        f"Error: {tmp_path / 'made.png'} was made with base weights passed to GlidePipeline "
+        "in memory, which the PNG does not name; pass --base SPEC with those weights.\n")
+    assert exit_code("sample", "--from-png", tmp_path / "made.png", "--base", base, "--out",
+                     tmp_path / "o", "-q") == 0
+
+
+def test_generate_warns_at_the_callers_line_so_each_notebook_cell_warns_again() -> None:
+    """The warnings named glidectl's own line, so Python showed each once a process: a
+    notebook cell run again said nothing of the prompt it cut."""
+    import warnings
+
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(tiny_glide("base", 0), precision="fp32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        pipe.generate("a red circle on a white background " * 10, steps=2, sampler="euler")
+    assert [(w.filename, "tokens" in str(w.message)) for w in caught] == [(__file__, True)]
+
+
+def test_a_model_in_train_mode_is_sampled_without_dropout_and_left_training() -> None:
+    """GlidePipeline(model) of a model a notebook is training sampled it with dropout on:
+    one seed gave other pixels at every call."""
+    from glidectl.glide import create_model
+    from glidectl.pipeline import GlidePipeline
+
+    m = tiny_glide("base", 0)
+    dropped = create_model(m.options.replace(dropout=0.3))
+    dropped.load_state_dict(m.state_dict())
+    dropped.train()
+    pipe = GlidePipeline(dropped, precision="fp32")
+    first, again = (pipe.generate("a cat", seed=1, steps=3, output="tensor") for _ in range(2))
+    assert torch.equal(first, again) and dropped.training
+
+
+def test_a_call_s_own_precision_is_the_one_its_images_record(tmp_path, capsys) -> None:
+    """generate(precision="fp32") on a bf16 pipeline drew in fp32 but recorded bf16, so
+    `sample --from-png` of the saved PNG made other pixels."""
+    from cli_helpers import exit_code
+
+    from glidectl.glide import save_weights
+    from glidectl.images import save_png
+    from glidectl.pipeline import GlidePipeline
+
+    base = save_weights(tiny_glide("base", 0), tmp_path / "base.safetensors")
+    pipe = GlidePipeline.from_specs(str(base), None, device="cpu", precision="bf16")
+    [image] = pipe.generate("a cat", seed=3, steps=2, sampler="euler", precision="fp32")
+    assert json.loads(image.info["parameters"])["precision"] == "fp32"
+    [own] = pipe.generate("a cat", seed=3, steps=2, sampler="euler")
+    assert json.loads(own.info["parameters"])["precision"] == "bf16"
+    save_png(image, tmp_path / "fp32.png", image.info)
+    assert exit_code("sample", "--from-png", tmp_path / "fp32.png", "--out", tmp_path / "o",
+                     "-q") == 0, capsys.readouterr().err
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o" / "00000.png").convert("RGB")),
+                          np.asarray(image.convert("RGB")))
+
+
 def test_a_generated_image_s_record_takes_numpy_settings_and_names_in_memory_inputs(
         tmp_path, capsys) -> None:
     """Each PIL image carries its record as JSON: numpy seeds and scales (which generate()

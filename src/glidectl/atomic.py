@@ -11,6 +11,7 @@ another one writes (:func:`lock_file`).
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import re
@@ -265,19 +266,61 @@ def _compact_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def lock_file(path: str | Path, busy: str) -> IO[str] | None:
-    """Hold an exclusive lock on ``path`` (created if missing) until the returned file is
+# the lock files this process holds (real paths): a POSIX record lock is the process's, so
+# a second claim from this process (a notebook's second Trainer on one run) would be granted,
+# and closing either handle would drop both
+_HELD: dict[str, HeldLock] = {}
+
+
+class HeldLock:
+    """A lock :func:`lock_file` took; :meth:`close` lets it go. ``in_use``: its holder writes
+    (a claim made and not yet used, a Trainer set up and not run, may be taken over)."""
+
+    def __init__(self, handle: IO[str], key: str, in_use: bool) -> None:
+        self._handle: IO[str] | None = handle
+        self._key, self.in_use, self.superseded = key, in_use, False
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None or self._handle.closed
+
+    def close(self) -> None:
+        if self._handle is not None and not self._handle.closed:
+            held = globals().get("_HELD")  # None once the interpreter tears the module down
+            if held is not None and held.get(self._key) is self:
+                del held[self._key]
+            self._handle.close()
+        self._handle = None
+
+    def __del__(self) -> None:  # a Trainer dropped without running: its claim goes with it
+        self.close()
+
+
+def lock_file(path: str | Path, busy: str, in_use: bool = True) -> HeldLock | None:
+    """Hold an exclusive lock on ``path`` (created if missing) until the returned lock is
     closed or the process ends (``kill -9`` included); ``GlidectlError(busy)`` when another
-    process holds it. A POSIX record lock: owned by the process (so never held by forked
-    data workers, and not refused to the process holding it). None where fcntl is missing
-    or the file cannot be created (a folder that takes no new file fails later, said there);
-    a ``path`` that is there but cannot be opened (a folder, another user's file) is a
-    GlidectlError: without the lock a second process would write the same files.
+    process holds it, or another claim of this process that is in use (a notebook's Trainer
+    that runs). A claim of this process not in use (a Trainer set up again by a notebook cell
+    run twice) is taken over: it is ``superseded``. A POSIX record lock: owned by the
+    process, so never held by forked data workers. None where fcntl is missing or the file
+    cannot be created (a folder that takes no new file fails later, said there); a ``path``
+    that is there but cannot be opened (a folder, another user's file) is a GlidectlError:
+    without the lock a second process would write the same files.
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not a POSIX system
         return None
+    key = os.path.realpath(path)
+    if key in _HELD:
+        gc.collect()  # a claim that nothing refers to any more (in a cycle) lets go first
+    if (old := _HELD.get(key)) is not None:
+        if old.in_use:
+            raise GlidectlError(busy)
+        handle, old._handle, old.superseded = old._handle, None, True
+        assert handle is not None
+        _HELD[key] = lock = HeldLock(handle, key, in_use)
+        return lock
     try:
         handle = open(path, "a+", encoding="utf-8")
     except OSError as exc:
@@ -291,14 +334,17 @@ def lock_file(path: str | Path, busy: str) -> IO[str] | None:
     except OSError:
         handle.close()
         raise GlidectlError(busy) from None
-    return handle
+    _HELD[key] = lock = HeldLock(handle, key, in_use)
+    return lock
 
 
 def is_locked(path: str | Path) -> bool:
-    """Whether another process holds :func:`lock_file` on ``path`` (no file: no). Not for a
-    file this process holds: closing the probe would release that lock."""
+    """Whether another process, or another claim of this one, holds :func:`lock_file` on
+    ``path`` (no file: no)."""
     if not Path(path).is_file():
         return False
+    if os.path.realpath(path) in _HELD:  # a probe's close would drop this process's lock
+        return True
     try:
         probe = lock_file(path, "")
     except GlidectlError:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import GlidectlError
 
@@ -179,6 +180,28 @@ def use_deterministic(on: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(on)
     torch.backends.cudnn.deterministic = on
+
+
+def deterministic_state() -> tuple[Any, ...]:
+    """torch's process-wide switches :func:`use_deterministic` sets, to put back later."""
+    import torch
+
+    return (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+
+
+def set_deterministic_state(state: tuple[Any, ...]) -> None:
+    """Put back what :func:`deterministic_state` read."""
+    import torch
+
+    on, warn_only, cudnn, cublas = state
+    torch.use_deterministic_algorithms(on, warn_only=warn_only)
+    torch.backends.cudnn.deterministic = cudnn
+    if cublas is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
 
 
 def nondeterministic_op(exc: BaseException) -> str | None:

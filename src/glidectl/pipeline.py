@@ -142,7 +142,13 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         any_model = base if base is not None else upsampler
         self.precision = precision if isinstance(precision, Precision) else model_precision(
             precision, any_model)
-        self.records = records or {}
+        self.records = dict(records or {})
+        for stage, model in (("base", base), ("upsample", upsampler)):
+            source = getattr(model, "glidectl_source", None)  # what load_model read
+            if model is not None and stage not in self.records and source is not None:
+                spec, path = source
+                self.records[stage] = ModelRecord(stage, spec, Path(path),
+                                                  recommended=recommended_settings(path))
         self.compiled = False  # torch.compile'd by from_specs
         self.vocab_dir = vocab_dir  # as given: PNGs record it beside the vocabulary's sha256
 
@@ -324,8 +330,8 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             seed + i for i in range(len(texts_all))]
         _check_numbers(base_opts, up_opts, seeds)
         jobs = list(zip(texts_all, [int(s) for s in seeds], strict=True))
-        precision = (pick_precision(precision, str(self.device)) if precision
-                     else self.precision).autocast
+        chosen = pick_precision(precision, str(self.device)) if precision else self.precision
+        precision = chosen.autocast
         total = self.model_calls(len(jobs), batch_size, base_opts, up_opts, low_res is not None)
         done = 0
 
@@ -376,7 +382,8 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         # the weights' sha256 (seconds for OpenAI's) only where on_images writes them
         common = self.request_record(base_opts, up_opts, {
             "low_res": low_res, "inpaint_image": inpaint_image, "inpaint_mask": inpaint_mask},
-            batch_size, hashes=on_images is not None) if output == "pil" or on_images else {}
+            batch_size, hashes=on_images is not None, precision=chosen.name) \
+            if output == "pil" or on_images else {}
         prompt_records = {p: self.prompt_record(p) for p in dict.fromkeys(prompts)} \
             if common else {}
         inputs = {"low_res": None if low_res is None else as_image_tensor(

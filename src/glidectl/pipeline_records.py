@@ -41,7 +41,7 @@ class PipelineRecords:
     def models_info(self) -> dict[str, dict[str, Any]]:
         """Per stage (``base``, ``upsample``) the :meth:`ModelRecord.info` dict that
         metadata.json records."""
-        return {s: self.records.get(s, ModelRecord(s, "(in memory)")).info(m)
+        return {s: self.records.get(s, ModelRecord(s, IN_MEMORY)).info(m)
                 for s, m in self.stage_models().items()}
 
     def prompt_record(self, prompt: str) -> dict[str, str]:
@@ -56,15 +56,19 @@ class PipelineRecords:
         return prompt_record(prompt, prompt_used(tok, prompt, ctx), cut=tok.count(prompt) > ctx)
 
     def request_record(self, base: StageOptions, up: StageOptions, inputs: dict[str, Any],
-                       batch_size: int, hashes: bool = True) -> dict[str, Any]:
+                       batch_size: int, hashes: bool = True,
+                       precision: str | None = None) -> dict[str, Any]:
         """:meth:`picture_record` of a request with its input images (``low_res``,
         ``inpaint_image``, ``inpaint_mask``: a file's path and sha256, ``"(in memory)"`` for
         an image or tensor passed in, None) and its batch size: what ``sample``, the web UI
         and ``generate()`` record with every image, so ``sample --from-png`` makes it again.
         ``hashes=False`` leaves out the weights files' sha256 (not yet read: seconds for
-        OpenAI's), so a remake takes the files as they are then."""
+        OpenAI's), so a remake takes the files as they are then; ``precision``: the one the
+        request ran in, when not the pipeline's."""
         record = self.picture_record(base, up, base_stage=inputs.get("low_res") is None,
                                      hashes=hashes)
+        if precision is not None:
+            record["precision"] = precision
         for key in ("low_res", "inpaint_image", "inpaint_mask"):
             value = inputs.get(key)
             is_file = isinstance(value, str | os.PathLike)
@@ -90,7 +94,7 @@ class PipelineRecords:
         for key, stage in (("base", "base"), ("upsampler", "upsample")):
             ran = self.stage_models().get(stage) is not None and (base_stage or stage != "base")
             found = self.records.get(stage) if ran else None
-            record[key] = found.spec if found else None
+            record[key] = found.spec if found else (IN_MEMORY if ran else None)
             if found is not None and found.path is not None:  # a run folder's latest moves on
                 record[f"{key}_file"] = str(found.path)
                 if hashes:

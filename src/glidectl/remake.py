@@ -168,10 +168,14 @@ class Remake:
                 f"{self.name} was made with the {pin.what} {first!r}{short}, but "
                 f"{held[0]!r} holds other contents now (sha256 {held[1][:12]}…); pass {flag} "
                 f"{_arg(pin, held[0])} to use what is there now (the image will differ).")
-        if first == IN_MEMORY:  # generate() given a PIL image or tensor, not a file
+        if first == IN_MEMORY and pin.metavar == "IMAGE":  # a PIL image or tensor, no file
             raise GlidectlError(
                 f"{self.name} was made from a {pin.what} passed to generate() in memory, "
                 f"which the PNG does not hold; pass {flag} {pin.metavar} with that image.")
+        if first == IN_MEMORY:  # a model passed to GlidePipeline, loaded by no spec
+            raise GlidectlError(
+                f"{self.name} was made with {pin.what} passed to GlidePipeline in memory, "
+                f"which the PNG does not name; pass {flag} {pin.metavar} with those weights.")
         where = (" (the web UI names files relative to its models folder: run this there)"
                  if self.source == "web UI" else "")
         raise GlidectlError(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GlidectlError, a_or_an, cause, not_a_file
+from .pipeline_records import IN_MEMORY
 from .remake import MODELS, PATHS, Pinned, Remake, _flag
 
 # sample's parameters a sample or web UI PNG records under the same name
@@ -102,7 +103,9 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     for key in MODELS:
         spec = rec.get(key)
         values[key] = spec or "none"
-        if spec and (rec.get(f"{key}_file") or rec.get(f"{key}_sha256")):
+        if spec == IN_MEMORY:  # a model passed to GlidePipeline: the PNG names no file
+            remake.pinned.append(Pinned(key, MODELS[key], (IN_MEMORY,), None))
+        elif spec and (rec.get(f"{key}_file") or rec.get(f"{key}_sha256")):
             remake.specs[key] = spec
             remake.pinned.append(Pinned(key, MODELS[key], _paths(rec.get(f"{key}_file"), spec),
                                         rec.get(f"{key}_sha256")))

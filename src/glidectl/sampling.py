@@ -8,6 +8,7 @@ batch size. :class:`glidectl.pipeline.GlidePipeline` chains the stages.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -176,6 +177,22 @@ def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
     return ((images.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
+def _in_eval_mode(sample: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Sample with ``model`` in eval mode (no dropout: a seed gives one picture), then put
+    back the mode it was in (a model a notebook is training stays in train mode)."""
+    @functools.wraps(sample)
+    def run(model: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        was = model.training
+        model.eval()
+        try:
+            return sample(model, *args, **kwargs)
+        finally:
+            model.train(was)
+
+    return run
+
+
+@_in_eval_mode
 @torch.no_grad()
 def sample_stage(
     model: torch.nn.Module,
@@ -302,8 +319,28 @@ def check_finite(out: torch.Tensor, denoiser: GlideDenoiser, kind: str, sampler:
 
 
 def warn_all(messages: list[str], warn: Warn | None) -> None:
+    """Each message to ``warn``, else as a warning of the caller's line (the first frame
+    outside glidectl: a notebook cell run again is another line, so it warns again)."""
     for message in messages:
-        (warn or (lambda m: warnings.warn(m, stacklevel=3)))(message)
+        if warn is not None:
+            warn(message)
+        else:
+            warnings.warn(message, stacklevel=_outside_level())
+
+
+def _outside_level() -> int:
+    """The ``stacklevel`` of the first frame outside the glidectl package, counted from the
+    caller of this function's caller (what ``warnings.warn`` there counts from)."""
+    import contextlib
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    between = {os.path.abspath(contextlib.__file__)}  # glidectl's decorators' frames
+    frame, level = sys._getframe(2), 2
+    while frame is not None and ((name := os.path.abspath(frame.f_code.co_filename))
+                                 .startswith(package) or name in between):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def sample_base(

@@ -23,11 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from . import plugins
 from .errors import GlidectlError, WriteError
+from .ranges import is_finite_number
 from .samplers.bespoke import (
     Rows,
     fit_coefficients,
@@ -153,6 +155,10 @@ def reference(model: torch.nn.Module, prompts: list[str], guidance: float, seed:
     noise ``seed`` (with ``grey``, the ODE of grey sampling: x0 projected onto grey)."""
     from .sampling import model_device, start_x
 
+    prompts = _prompt_list(prompts)
+    if not (is_finite_number(guidance) and guidance >= 0):
+        raise GlidectlError(f"reference(): guidance must be a finite number >= 0, got "
+                            f"{guidance!r:.40}.")
     den = guided_denoiser(model, prompts, guidance, grey, sampler)
     size = model.options.image_size
     noise = torch.randn(len(prompts), 3, size, size,
@@ -163,6 +169,17 @@ def reference(model: torch.nn.Module, prompts: list[str], guidance: float, seed:
     keep = (lambda s: (xs.append(s["x"]), ds.append(s["denoised"]))) if trajectory else None
     ref = plugins.samplers().get("dpm++3m")(den, start_x(noise, grid), grid, callback=keep)
     return Target(den, noise, grid, ref, xs, ds, seed)
+
+
+def _prompt_list(prompts: Any) -> list[str]:
+    """``prompts`` as a list of prompts (a string is one prompt, not its characters)."""
+    if isinstance(prompts, str):
+        return [prompts]
+    if not (isinstance(prompts, list | tuple) and prompts
+            and all(isinstance(p, str) for p in prompts)):
+        raise GlidectlError(f"The prompts to fit on must be a prompt or a list of prompts, got "
+                            f"{prompts!r:.60}.")
+    return list(prompts)
 
 
 def check_method(method: str, sampler: str, calls: list[int]) -> None:
@@ -212,7 +229,22 @@ def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: 
     if method != "bespoke":
         return steps, sigmas, None
     began = time.perf_counter()
+    wants = {p: p.requires_grad for p in den.model.parameters()}
     den.model.requires_grad_(False)  # the fit needs gradients to x and σ only
+    try:
+        return _fit_bespoke(target, calls, steps, sigmas, value, sampler, start, evals,
+                            fixed_sigmas, log, began)
+    finally:  # the caller's model as it was given (a notebook may train it next)
+        for p, wanted in wants.items():
+            p.requires_grad_(wanted)
+
+
+def _fit_bespoke(target: Target, calls: int, steps: int, sigmas: torch.Tensor, value: float,
+                 sampler: str, start: str | None, evals: int, fixed_sigmas: bool, log: Log,
+                 began: float) -> tuple[int, torch.Tensor, Rows]:
+    """:func:`fit_calls`'s bespoke coefficients (and σ's) from ``sampler``'s on ``sigmas``
+    (``value``: their tuning RMS)."""
+    den = target.denoiser
     rows = linear_coefficients(plugins.samplers().get(sampler), sigmas)
     if start and has_coefficients(start, steps):  # resume the start file's fit for this count
         rows = read_coefficients(start, steps, sigmas)
@@ -290,6 +322,9 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
         moved = "" if options.get("fixed_sigmas") else " and σ's moved"
         how += (f", then bespoke coefficients fitted from {sampler}'s{moved} "
                 f"({options.get('evals', 150)} L-BFGS evaluations)")
+    if isinstance(calls, int):
+        calls = [calls]
+    check_method(method, sampler, list(calls))
     asked = [n if method == "gits" else steps_for_calls(sampler, n) for n in calls]
     for n in calls:
         steps, sigmas, rows = fit_calls(target, n, method, sampler, log=log, **options)

@@ -511,3 +511,31 @@ def test_what_the_config_alone_refuses_is_said_before_the_model_is_built(tiny, m
     monkeypatch.setattr(engine, "build_model", built)
     with pytest.raises(GlidectlError, match=said):
         Trainer(tiny(train=train), quiet=True)
+
+
+def test_training_leaves_the_callers_random_generators_and_switches_as_they_were(tiny):
+    """train() left numpy's and Python's generators at seed 0's state, torch's reseeded and
+    the caller's use_deterministic_algorithms(True) switched off, in a notebook's process."""
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(123)
+    np.random.seed(5)
+    random.seed(7)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        expected = (torch.rand(2), np.random.rand(2), random.random())
+        torch.manual_seed(123)
+        np.random.seed(5)
+        random.seed(7)
+        trainer = Trainer(tiny(train=dict(steps=2)), quiet=True)
+        assert torch.are_deterministic_algorithms_enabled()  # set up: the caller's again
+        first = trainer.run(until=1)
+        assert first.step == 1 and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert trainer.run().step == 2  # the run's own generators again, kept between runs
+        got = (torch.rand(2), np.random.rand(2), random.random())
+        assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+        assert got[2] == expected[2] and torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

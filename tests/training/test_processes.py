@@ -246,8 +246,9 @@ def test_a_second_process_on_a_run_being_trained_is_one_line(tiny, config_file, 
             env=_env(), capture_output=True, text=True, timeout=300)
         assert second.returncode == 2, second.stderr
         assert second.stderr.endswith(
-            f"Error: Run {str(run)!r} is being trained by another glidectl process; wait "
-            "for it to finish (or stop it), or pick another --name.\n"), second.stderr
+            f"Error: Run {str(run)!r} is being trained by another glidectl process (or "
+            "another Trainer of this one); wait for it to finish (or stop it), or pick another "
+            "--name.\n"), second.stderr
         assert first.poll() is None
         logged = len(read_metrics(run / "metrics.jsonl"))
         _wait_for_logged_steps(run, first, logged + 1)  # its records still reach the file

@@ -728,3 +728,40 @@ def test_a_resume_path_that_is_not_there_is_not_called_a_set_aside_checkpoint(
                    "with checkpoints; pass 'latest' or an existing checkpoint.\n"), err
     assert _snapshot(run) == before
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-000002"]
+
+
+def test_a_second_trainer_of_one_run_in_this_process_takes_over_or_is_refused(tiny):
+    """A notebook's second Trainer on a run was granted while the first trained (a POSIX
+    lock is the process's): both wrote its checkpoints, and the second's end dropped the
+    first's lock too. One set up again (a cell run twice) takes the run over; one made while
+    another trains is refused."""
+    import threading
+
+    from glidectl import atomic
+
+    cfg = tiny(train=dict(steps=2))
+    first = Trainer(cfg, quiet=True)
+    second = Trainer(cfg, quiet=True)  # the cell run again: the first is set aside
+    with pytest.raises(GlidectlError, match="A later Trainer of this process claimed run "):
+        first.run()
+    assert second.run_dir.root.is_dir() and atomic.is_locked(second.run_dir.lock)
+    started, go_on = threading.Event(), threading.Event()
+
+    def slow(step: int) -> None:
+        started.set()
+        go_on.wait(60)
+
+    second.procs.step = slow  # called before each optimizer step
+    running = threading.Thread(target=second.run)
+    running.start()
+    try:
+        assert started.wait(60)
+        with pytest.raises(GlidectlError, match="is being trained by another glidectl process "
+                                                r"\(or another Trainer of this one\)"):
+            Trainer(cfg, resume="latest", quiet=True)
+    finally:
+        go_on.set()
+        running.join(120)
+    assert not atomic.is_locked(second.run_dir.lock)
+    cfg.train.steps = 3
+    assert Trainer(cfg, resume="latest", quiet=True).run().step == 3

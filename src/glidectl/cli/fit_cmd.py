@@ -6,13 +6,16 @@ import os
 import shlex
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from .. import sampling_defaults as D
 from ..errors import GlidectlError, cause
 from ..prompt_files import read_prompt_file
+
+if TYPE_CHECKING:
+    from ..atomic import HeldLock
 
 METHOD_HELP = ("descent: move one sampler's σ's to cut its error (use the file with that "
                "sampler); gits: GITS dynamic programming on the reference path (any sampler, "
@@ -165,7 +168,7 @@ def partial_path(path: Path) -> Path:
     return path.with_name(path.stem + ".partial.json")
 
 
-def lock_out(path: Path) -> IO[str] | None:
+def lock_out(path: Path) -> HeldLock | None:
     """Lock ``.FILE.lock`` beside the schedule file (:func:`glidectl.atomic.lock_file`): a
     second fit-steps into the same FILE stops here, before it loads a model, instead of
     both writing FILE and FILE.partial.json."""

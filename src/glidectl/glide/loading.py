@@ -241,6 +241,9 @@ def load_model(
         raise takes("load_model(options=...)", "a glidectl.glide.ModelOptions (for a custom-"
                     "sized .pt file) or None", options)
     device = pick_device(str(device))
-    _, (state, opts) = read_resolved(
+    path, (state, opts) = read_resolved(
         spec, lambda path: read_checkpoint(path, kind=kind, options=options), download)
-    return build_from_state(state, opts, device=device, dtype=dtype)
+    model = build_from_state(state, opts, device=device, dtype=dtype)
+    # GlidePipeline(model) records it and takes its recommended settings, as from_specs does
+    model.glidectl_source = (str(spec), str(path))
+    return model

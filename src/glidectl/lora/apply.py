@@ -151,6 +151,9 @@ def merge_and_unload(model: nn.Module, adapter: str | Path | None = None) -> nn.
     for attr in ("peft_config", "_hf_peft_config_loaded"):
         if attr in model.__dict__:
             delattr(model, attr)
+    # the file load_model read no longer holds these weights: GlidePipeline(model) records
+    # the model as in memory, not as that file
+    model.__dict__.pop("glidectl_source", None)
     return model
 
 

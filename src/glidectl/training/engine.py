@@ -20,7 +20,12 @@ from .. import runs
 from ..config import GlideConfig, validate
 from ..data.pairs import own_data
 from ..data.source_api import source_notes
-from ..devices import nondeterministic_op, torch_threads
+from ..devices import (
+    deterministic_state,
+    nondeterministic_op,
+    set_deterministic_state,
+    torch_threads,
+)
 from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors, takes
 from ..unused_keys import warn_unused
 from .adapters import ModelAdapter, PartsAdapter
@@ -47,6 +52,7 @@ from .objective import Objective
 from .optimizers import make_optimizer
 from .previews import Previewer
 from .processes import Processes, collective_timeout
+from .resume_state import capture_rng, restore_rng
 from .run_dir import RunClaim, check_writable, trained_run_config
 from .setup import (
     build_data,
@@ -117,6 +123,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         resume = check_call("Trainer", cfg, resume)
         check_hooks(adapter, live, quiet)
         self._claim = RunClaim()
+        outside = _global_state()  # the caller's: seeding the run's leaves them as they were
         try:
             with torch_threads(cfg.train.threads):
                 self._init(cfg, resume=resume, adapter=adapter, live=live, kinds=kinds,
@@ -129,6 +136,9 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
                 raise
             self._claim.undo()
             raise lost from None
+        finally:
+            self._own_state = _global_state()  # the run's, seeded (or read from its resume)
+            _set_global_state(outside)
 
     def _init(
         self, cfg: GlideConfig, *, resume: str | None = None,
@@ -283,6 +293,8 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
     def run(self, until: int | None = None) -> TrainResult:
         """Train to ``train.steps`` (or stop early at step ``until``, checkpointed, as if
         interrupted: the LR schedule still spans all steps)."""
+        outside = _global_state()
+        _set_global_state(self._own_state)
         try:
             with torch_threads(self.cfg.train.threads):
                 return self._run(until)
@@ -317,10 +329,14 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
             self._drop_half_written()  # the checkpoint the main process was writing
             self._drop_if_untrained()  # e.g. another process's data gave no batch
             raise PeerLost(f"{str(lost).rstrip('.')}; {self._saved()}.") from None
+        finally:  # the caller's RNGs and switches again; the run's kept for another run()
+            self._own_state = _global_state()
+            _set_global_state(outside)
 
     def _drop_if_untrained(self) -> None:
         """A new run that stopped before its first step goes (main process)."""
-        if self.main and self.state.step == 0 and self.resume_from is None:
+        if self.main and self.state.step == 0 and self.resume_from is None \
+                and not self._claim.superseded:  # else the folder is a later Trainer's
             self._claim.drop_untrained(self.run_dir)
 
     def _peer_lost(self, exc: RuntimeError, when: str) -> PeerLost | None:
@@ -337,6 +353,17 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
             return None
         return PeerLost(f"Another process of this run stopped {when} (the launcher's report "
                         "names it), so this one stops too.")
+
+
+def _global_state() -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """The process's random generators and torch's deterministic switches, which a run
+    seeds and sets (``train.seed``, ``train.deterministic``)."""
+    return capture_rng(), deterministic_state()
+
+
+def _set_global_state(state: tuple[dict[str, Any], tuple[Any, ...]]) -> None:
+    restore_rng(state[0])
+    set_deterministic_state(state[1])
 
 
 @SAID_AS_KEYWORDS

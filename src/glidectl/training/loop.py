@@ -176,6 +176,7 @@ class TrainingLoop:
         """The run from setup to end, watched throughout (several processes): the main
         process's run-folder checks, the loop, and the closing of the trackers, which the
         other processes wait for."""
+        self._claim.begin(self.run_dir.root)
         out = RunOutputs(TrainResult(self.run_dir.root, self.state.step))
         try:
             with self.procs.watching(self._say_aside):

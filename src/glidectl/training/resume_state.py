@@ -185,12 +185,14 @@ def _decoded(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 # --------------------------------------------------------------------------- RNGs
-def capture_rng(noise: torch.Generator) -> dict[str, Any]:
+def capture_rng(noise: torch.Generator | None = None) -> dict[str, Any]:
     """This process's RNG states (what ``accelerate.set_seed`` seeds) and the noise generator."""
     state: dict[str, Any] = {
         "python": random.getstate(), "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(), "noise": noise.get_state(),
+        "torch": torch.get_rng_state(),
     }
+    if noise is not None:
+        state["noise"] = noise.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     xpu = getattr(torch, "xpu", None)
@@ -199,11 +201,12 @@ def capture_rng(noise: torch.Generator) -> dict[str, Any]:
     return state
 
 
-def restore_rng(state: dict[str, Any], noise: torch.Generator) -> None:
+def restore_rng(state: dict[str, Any], noise: torch.Generator | None = None) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    noise.set_state(state["noise"])
+    if noise is not None:
+        noise.set_state(state["noise"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     xpu = getattr(torch, "xpu", None)

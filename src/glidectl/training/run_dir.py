@@ -10,10 +10,9 @@ import shutil
 import uuid
 from contextlib import suppress
 from pathlib import Path
-from typing import IO
 
 from .. import runs
-from ..atomic import lock_file, remove_stale_temps
+from ..atomic import HeldLock, lock_file, remove_stale_temps
 from ..config import GlideConfig, is_saved_config
 from ..errors import GlidectlError
 from ..out_dir import broken_link
@@ -73,14 +72,16 @@ def check_writable(directory: Path, needed_bytes: int = MIN_FREE_BYTES) -> None:
         )
 
 
-def lock_run(run: runs.RunDir) -> IO[str] | None:
-    """Hold an exclusive lock on the run folder until the returned file is closed (or the
-    process dies): a second process training the same run stops here instead of both
-    writing (and one truncating) its files. A notebook's second Trainer on the run is not
-    refused (:func:`glidectl.atomic.lock_file`)."""
+def lock_run(run: runs.RunDir) -> HeldLock | None:
+    """Hold an exclusive lock on the run folder until the returned lock is closed (or the
+    process dies): a second process training the same run, or a second Trainer of this one
+    while the first trains, stops here instead of both writing (and one truncating) its
+    files; a Trainer of this one set up and not run (a notebook cell run again) is taken
+    over (:meth:`RunClaim.begin` then refuses it)."""
     return lock_file(run.lock, (
-        f"Run {str(run.root)!r} is being trained by another glidectl process; wait for it "
-        "to finish (or stop it), or pick another --name."))
+        f"Run {str(run.root)!r} is being trained by another glidectl process (or another "
+        "Trainer of this one); wait for it to finish (or stop it), or pick another --name."),
+        in_use=False)
 
 
 def pick_run(cfg: GlideConfig, resume: str | None) -> runs.RunDir:
@@ -190,7 +191,7 @@ class RunClaim:
 
     def __init__(self) -> None:
         self.created: list[Path] = []
-        self._lock: IO[str] | None = None
+        self._lock: HeldLock | None = None
         self._added: list[Path] = []  # the lock file and folders made in one that was there
 
     def take(self, cfg: GlideConfig, resume: str | None) -> tuple[runs.RunDir, Path | None]:
@@ -222,6 +223,22 @@ class RunClaim:
         if not self.created:
             self._added += [p for p in (run.previews, run.checkpoints) if not p.exists()]
         run.create()
+
+    @property
+    def superseded(self) -> bool:
+        """A later Trainer of this process took the run folder over: it is that one's."""
+        return self._lock is not None and self._lock.superseded
+
+    def begin(self, root: Path) -> None:
+        """The run's training starts (main process): its claim is in use from here on, unless
+        a later Trainer of this process has taken it over."""
+        if self._lock is None:
+            return
+        if self.superseded:
+            raise GlidectlError(f"A later Trainer of this process claimed run {str(root)!r} "
+                                "after this one was set up; run that one (or set this one "
+                                "up again).")
+        self._lock.in_use = True
 
     def release(self) -> None:
         """Let another process train the run folder."""
