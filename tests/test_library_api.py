@@ -78,6 +78,21 @@ def test_grid_and_png_helpers_say_what_they_take(tmp_path) -> None:
     with pytest.raises(GlidectlError, match="save_png\\(\\) takes a PIL image .* got Tensor"):
         save_png(torch.zeros(3, 8, 8), tmp_path / "x.png", {})
     assert not (tmp_path / "x.png").exists()
+    from PIL import Image  # an image of another size was cropped into its neighbours
+
+    with pytest.raises(GlidectlError, match="image 3 is 30x30 and image 1 12x12; resize"):
+        make_grid([Image.new("RGB", (12, 12))] * 2 + [Image.new("RGB", (30, 30))])
+
+
+def test_get_sigmas_refuses_an_option_its_schedule_does_not_take() -> None:
+    """A misspelt option (rhoo=3) was dropped without a word."""
+    from glidectl.errors import GlidectlError
+    from glidectl.samplers import get_sigmas
+
+    with pytest.raises(GlidectlError, match=r"the karras schedule takes no option 'rhoo' "
+                                            r"\(its options: rho\)"):
+        get_sigmas("karras", 4, 0.002, 80.0, rhoo=3)
+    assert len(get_sigmas("exponential", 4, 0.002, 80.0, rho=7)) == 5  # rho: any schedule
 
 
 # A call of the library API given an argument of the wrong kind, and the keyword its one

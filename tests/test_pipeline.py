@@ -654,10 +654,12 @@ def test_a_spec_given_to_the_constructor_says_to_use_from_specs(base) -> None:
     with pytest.raises(GlidectlError) as error:
         GlidePipeline("runs/quickstart")
     assert str(error.value) == (
-        "GlidePipeline(base=...) takes a loaded model, got 'runs/quickstart'; to load one by "
-        "spec use GlidePipeline.from_specs(base=...).")
+        "GlidePipeline(base=...) takes a loaded GLIDE model, got 'runs/quickstart'; to load "
+        "one by spec use GlidePipeline.from_specs(base=...).")
     with pytest.raises(GlidectlError, match=r"^GlidePipeline\(upsampler=\.\.\.\) takes"):
         GlidePipeline(base, upsampler="openai:upsample")
+    with pytest.raises(GlidectlError, match=r"takes a loaded GLIDE model, got Linear"):
+        GlidePipeline(torch.nn.Linear(2, 2))  # was: AttributeError ... no attribute 'options'
 
 
 def test_guidance_interval_and_sampler_of_the_wrong_kind_are_one_sentence(base) -> None:

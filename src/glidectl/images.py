@@ -82,6 +82,10 @@ def make_grid(images: list[Image.Image], cols: int | None = None, pad: int = 2) 
     cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     w, h = images[0].size
+    if odd := next((i for i, im in enumerate(images) if im.size != (w, h)), None):
+        raise GlidectlError(f"make_grid() tiles images of one size, but image {odd + 1} is "
+                            f"{images[odd].width}x{images[odd].height} and image 1 "
+                            f"{w}x{h}; resize them to one size first.")
     grid = Image.new("RGB", (cols * w + (cols - 1) * pad, rows * h + (rows - 1) * pad), "white")
     for i, im in enumerate(images):
         r, c = divmod(i, cols)

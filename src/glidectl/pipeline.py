@@ -128,10 +128,12 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         if base is None and upsampler is None:
             raise GlidectlError("A pipeline needs a base model, an upsampler or both.")
         for name, model in (("base", base), ("upsampler", upsampler)):
-            if model is not None and not isinstance(model, torch.nn.Module):
+            if model is not None and not (isinstance(model, torch.nn.Module)
+                                          and hasattr(model, "options")):
                 raise GlidectlError(
-                    f"GlidePipeline({name}=...) takes a loaded model, got {model!r:.60}; "
-                    f"to load one by spec use GlidePipeline.from_specs({name}=...).")
+                    f"GlidePipeline({name}=...) takes a loaded GLIDE model, got "
+                    f"{model!r:.60}; to load one by spec use GlidePipeline.from_specs("
+                    f"{name}=...).")
         _check_pipeline_keywords(tokenizer, upsampler_tokenizer, vocab_dir, diffusion, records)
         _check_models(base, upsampler, records or {})
         self.base, self.upsampler, self.diffusion = base, upsampler, diffusion

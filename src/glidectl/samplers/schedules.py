@@ -114,6 +114,13 @@ def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
         raise GlidectlError(f"The {schedule} schedule needs 0 < sigma_min < sigma_max, got "
                             f"{sigma_min!r} and {sigma_max!r}.")
     accepted = parameters(fn)
+    if unknown := [k for k in options if k not in accepted and k != "rho"]:  # rho: any
+        import inspect
+
+        own = list(inspect.signature(fn).parameters)[3:]  # after (n, sigma_min, sigma_max)
+        takes_ = ", ".join(k for k in own if k in accepted) or "none"
+        raise GlidectlError(f"get_sigmas(): the {schedule} schedule takes no option "
+                            f"{unknown[0]!r} (its options: {takes_}).")
     sigmas = torch.as_tensor(
         fn(n, sigma_min, sigma_max, **{k: v for k, v in options.items() if k in accepted}),
         dtype=torch.float64).flatten()
