@@ -388,6 +388,73 @@ def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_p
         assert (outputs(out), (out / "metadata.json").read_bytes()) == before
 
 
+def test_skip_existing_refuses_an_edited_prompt_whose_images_have_the_same_name(
+        tmp_path, tiny_base, stack):
+    """Names keep only a-z and 0-9 of a prompt, cut at 48: an edited prompt of the same name
+    (any change to a Chinese prompt, or past the 48th character) kept the earlier prompt's
+    image as its own, in metadata.json, the grid and the scores."""
+    out = tmp_path / "o"
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    run_eval(write_prompts(tmp_path / "p.txt", [PROMPTS[0], "红色圆形"]), s,
+             RunOptions(out=out, device="cpu"), pipeline=stack)
+    before = outputs(out), (out / "metadata.json").read_bytes()
+    for edited in ("蓝色方形", "红色圆形!"):
+        with pytest.raises(GlidectlError) as info:
+            run_eval(write_prompts(tmp_path / "q.txt", [PROMPTS[0], edited]), s,
+                     RunOptions(out=out, skip_existing=True, device="cpu"), pipeline=stack)
+        assert str(info.value).startswith(
+            f"skip_existing=True: {str(out)!r} holds '001_prompt.png' of the earlier prompt "
+            f"'红色圆形', but prompt 2 is now {edited!r} (its file would have that name)")
+        assert (outputs(out), (out / "metadata.json").read_bytes()) == before
+    report = run_eval(write_prompts(tmp_path / "r.txt", [PROMPTS[0], "红色圆形", "绿色"]), s,
+                      RunOptions(out=out, skip_existing=True, device="cpu"), pipeline=stack)
+    assert report.metadata["counts"]["generated"] == 1  # the same two kept, the third made
+
+
+def test_a_continued_eval_runs_as_its_images_were_made_or_is_refused(tmp_path, tiny_base,
+                                                                      stack):
+    """--skip-existing / --resume with --compile over images made without it (or on another
+    device type) was taken, and metadata.json then said one for all: a remake of an earlier
+    image came out a level off."""
+    out = tmp_path / "o"
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    run_eval(write_prompts(tmp_path / "p.txt", PROMPTS[:1]), s,
+             RunOptions(out=out, device="cpu"), pipeline=stack)
+    before = outputs(out), (out / "metadata.json").read_bytes()
+    for resume in (False, True):
+        with pytest.raises(GlidectlError, match=r"was made on cpu, but this run would run on "
+                                                r"cpu with --compile; kernels and so pixels"):
+            run_eval(write_prompts(tmp_path / "q.txt", PROMPTS[:1 + (not resume)]), s,
+                     RunOptions(out=out, skip_existing=not resume, resume=resume,
+                                device="cpu", compile=True), pipeline=stack)
+    assert (outputs(out), (out / "metadata.json").read_bytes()) == before
+
+
+def test_skip_existing_without_metadata_keeps_only_images_made_with_its_settings(
+        tmp_path, tiny_base, stack):
+    """Without a metadata.json, --skip-existing kept images made with any settings and then
+    recorded its own for them (euler, 3 steps, seed 5 recorded as dpm++2m, 8 steps, seed
+    0); each PNG records what made it."""
+    out = tmp_path / "o"
+    made = EvalSettings(base=str(tiny_base), base_stage=FAST, seed=5)
+    run_eval(write_prompts(tmp_path / "p.txt", PROMPTS[:1]), made,
+             RunOptions(out=out, device="cpu"), pipeline=stack)
+    (out / "metadata.json").unlink()
+    more = write_prompts(tmp_path / "more.txt", PROMPTS[:2])
+    for other, said in ((EvalSettings(base=str(tiny_base), base_stage=Stage("euler", 3, 3.0),
+                                      seed=5), "base_stage "),
+                        (EvalSettings(base=str(tiny_base), base_stage=FAST), "another seed "
+                                                                             "than 0")):
+        with pytest.raises(GlidectlError, match=rf"has no metadata.json, and '000_a-red-circle"
+                                                rf"-on-a-white-background.png' was made with "
+                                                rf"{said}"):
+            run_eval(more, other, RunOptions(out=out, skip_existing=True, device="cpu"),
+                     pipeline=stack)
+    report = run_eval(more, made, RunOptions(out=out, skip_existing=True, device="cpu"),
+                      pipeline=stack)
+    assert report.metadata["counts"]["generated"] == 1
+
+
 def test_skip_existing_refuses_a_folder_of_someone_elses_files(tmp_path, tiny_base, stack,
                                                                capsys):
     """A folder without metadata.json that holds files no eval writes is no eval's output:
@@ -654,6 +721,23 @@ def test_a_wandb_mode_wandb_has_not_is_refused_before_any_image(tmp_path, tiny_b
     assert str(info.value) == (
         "wandb_project='a/b' holds '/', which W&B does not take in a project's name (/ \\ # ? "
         "% :); name it without (wandb_entity sets the team or user).")
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_online_wandb_run_without_a_key_is_refused_before_any_image(tmp_path, tiny_base,
+                                                                        stack, monkeypatch):
+    """No W&B login was found only after every image was made and scored (hours with FID);
+    metadata.json then said "failed", without the metrics it had just measured."""
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc of the machine's
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    with pytest.raises(GlidectlError, match=r"logs to W&B's servers, but no W&B API key is set "
+                                            r"up here; run `wandb login`"):
+        run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu", wandb_mode="online",
+                                        wandb_project="glidectl-test"), pipeline=stack)
     assert not (tmp_path / "w").exists()
 
 

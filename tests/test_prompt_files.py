@@ -21,6 +21,20 @@ def test_comments_blank_lines_crlf_and_a_byte_order_mark_are_not_prompts(tmp_pat
     assert read_prompt_file(path, "Prompts file") == ["a red circle", "a blue square"]
 
 
+def test_a_prompt_is_cut_only_at_line_ends_and_json_lines_are_refused(tmp_path) -> None:
+    """str.splitlines cut a prompt at a form feed or U+2028 (text pasted from the web); a
+    .jsonl file of {"prompt": ...} records was sampled as its JSON text."""
+    path = tmp_path / "p.txt"
+    path.write_text("a red\u2028circle\nform\x0cfeed\n", encoding="utf-8")
+    assert read_prompt_file(path, "Prompts file") == ["a red\u2028circle", "form\x0cfeed"]
+    path.write_text('{"prompt": "a red circle"}\n{"prompt": "a blue square"}\n')
+    with pytest.raises(GlidectlError, match="holds JSON objects, one a line; prompts are read "
+                                            "as plain text"):
+        read_prompt_file(path, "Prompts file")
+    path.write_text("{curly} prompt {here}\n")  # a prompt that is no JSON stays a prompt
+    assert read_prompt_file(path, "Prompts file") == ["{curly} prompt {here}"]
+
+
 def test_fit_steps_and_previews_read_prompt_files_as_eval_does(tmp_path) -> None:
     """fit-steps and preview.prompt_file took '# ...' lines (and a BOM) as prompts."""
     from glidectl.cli.fit_cmd import read_prompts as fit_prompts

@@ -118,6 +118,17 @@ def test_an_eval_png_is_made_again_from_its_image_seed_and_its_folder_s_record(
     again = tmp_path / "again" / "00000.png"
     assert np.array_equal(pixels(again), pixels(png))
     assert params(again)["seed"] == int(Image.open(png).text["seed"])
+    # the folder grown by --skip-existing: the batch length came from its prompts now
+    (tmp_path / "p.txt").write_text("a red circle\na blue square\na green one\nmore\n")
+    res = in_process(capsys, "eval", tmp_path / "p.txt", "--base", models / "base.safetensors",
+                     "--upsampler", "none", "--batch-size", 2, "--steps", 3, "--device", "cpu",
+                     "--out", tmp_path / "eval", "--skip-existing")
+    assert res.returncode == 0, res.stderr
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                     "--out", tmp_path / "grown")
+    assert res.returncode == 0, res.stderr
+    assert batches[-1] == (1, 2)  # made alone, as it was (2 once the folder grew)
+    assert np.array_equal(pixels(tmp_path / "grown" / "00000.png"), pixels(png))
 
 
 def test_a_training_preview_is_made_again_from_its_step_s_checkpoint(models, capsys,  # noqa: F811

@@ -286,6 +286,7 @@ def check_continues(options: RunOptions, prior: dict[str, Any] | None, out: Path
             f"{str(out)!r} was made with {code(prior['plugins'])}, but this run would use "
             f"{code(header['plugins'])}, so {flag} would mix their images; install what it "
             "was made with, or pass a new --out.")
+    _check_kernels(options, prior or {}, out, header)
     if options.resume:
         check_resume(prior, out, prompts, settings.fingerprint(), models, schedules,
                      settings.located())
@@ -293,6 +294,23 @@ def check_continues(options: RunOptions, prior: dict[str, Any] | None, out: Path
         check_same_run(prior, out, settings.fingerprint(), models, schedules,
                        "--skip-existing", settings.located())
     _check_vocab(options, prior or {}, out, header)
+
+
+def _check_kernels(options: RunOptions, prior: dict[str, Any], out: Path,
+                   header: dict[str, Any]) -> None:
+    """Raise when the images kept were made on another device type or with(out)
+    torch.compile: kernels differ, so pixels do, and metadata.json records one of each."""
+    def said(device: Any, compiled: Any) -> str:
+        return f"{str(device).split(':')[0]}{' with --compile' if compiled else ''}"
+
+    was = said(prior.get("device", header["device"]), prior.get("compile", header["compile"]))
+    now = said(header["device"], header["compile"])
+    if was != now:
+        flag = "--resume" if options.resume else "--skip-existing"
+        raise GlidectlError(
+            f"{str(out)!r} was made on {was}, but this run would run on {now}; kernels and so "
+            f"pixels differ, and {flag} would mix both in one folder; run it as it was made "
+            "(--device, --compile), or pass a new --out.")
 
 
 def _check_vocab(options: RunOptions, prior: dict[str, Any], out: Path,

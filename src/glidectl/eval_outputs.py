@@ -8,6 +8,7 @@ only whole files (and ``.name.PID@HOST.tmp`` leftovers that the next run removes
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -342,10 +343,29 @@ def check_wandb(mode: str, project: str | None = None) -> None:
         raise GlidectlError(f"--wandb-project must be 1 to 128 characters, got {len(project)}; "
                             "give W&B a shorter project name.")
     try:
-        import wandb  # noqa: F401
+        import wandb
     except ImportError:
         raise GlidectlError("--wandb-project is set but wandb is not installed; pip install "
                             "wandb, or drop --wandb-project.") from None
+    online = mode == "online" or (mode == "auto" and os.environ.get("WANDB_MODE", "online")
+                                  not in ("offline", "dryrun", "disabled"))
+    if project is not None and online and not _wandb_key(wandb):
+        raise GlidectlError(f"--wandb-mode {mode} logs to W&B's servers, but no W&B API key "
+                            "is set up here; run `wandb login` (or set WANDB_API_KEY), pass "
+                            "--wandb-mode offline, or drop --wandb-project.")
+
+
+def _wandb_key(wandb: Any) -> bool:
+    """Whether W&B holds an API key, checked without a prompt or the network (its own
+    lines about it are not shown)."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return bool(wandb.login(prompt=False, verify=False))
+        except Exception:  # an old wandb without prompt=: wandb.init says what is wrong
+            return True
 
 
 def log_wandb(project: str, entity: str, mode: str, out: Path,
@@ -367,8 +387,8 @@ def log_wandb(project: str, entity: str, mode: str, out: Path,
         )
     except Exception as exc:  # wandb raises many kinds (auth, network, usage)
         raise GlidectlError(
-            f"Could not start a W&B run in project {project!r}: {exc}; run `wandb login`, "
-            "pass --wandb-mode offline, or drop --wandb-project."
+            f"Could not start a W&B run in project {project!r}: {str(exc).rstrip('.')}; run "
+            "`wandb login`, pass --wandb-mode offline, or drop --wandb-project."
         ) from None
     names, rows = list(meta["metrics"]), meta["images"]
     per_table = wandb.Table.MAX_ROWS
@@ -382,6 +402,9 @@ def log_wandb(project: str, entity: str, mode: str, out: Path,
                            rec["seed"], *vals)
         tables["eval/images" + (f"_{len(tables) + 1}" if tables else "")] = table
     summary = {f"eval/{m}": s["mean"] for m, s in meta["metrics"].items() if "mean" in s}
+    fid = meta["metrics"].get("fid") or {}  # FID and KID: numbers of their own, no "mean"
+    summary.update({f"eval/{k}": v for k, v in fid.items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)})
     run.log({**tables, "eval/grid": wandb.Image(str(out / meta["grid"])), **summary})
     run.finish()
     return run.id, {key: len(t.data) for key, t in tables.items()}

@@ -8,6 +8,7 @@ always holds the same items; image j of prompt i is drawn from its own seed
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ class Plan:
             self.width = width
             found[width] = {
                 i for i in range(len(self.prompts))
-                if all((out / f"{s}.txt").is_file() and is_whole_png(out / f"{s}.png")
+                if all(_caption(out, s) == self.prompts[i] and is_whole_png(out / f"{s}.png")
                        for s in self.stems(i))
             }
         self.width = max(found, key=lambda w: (len(found[w]), w == index_width(
@@ -77,7 +78,21 @@ class Plan:
         under names this plan does not make: --skip-existing with prompts that moved or went
         would leave them beside the new ones, listed nowhere. Prompts keep their numbers:
         new ones go at the end."""
+        if prior is None:  # no metadata.json: the images' own records say what made them
+            self._check_kept(out)
         widths = {index_width(len(self.prompts))} | padded_widths(out)  # as mark_done reads
+        for w in sorted(widths):  # an edited prompt of a name alike ("红色圆形" → "蓝色方形")
+            for i in range(len(self.prompts)):
+                for stem in image_stems(self.prompts, i, self.settings.n, w):
+                    was = _caption(out, stem)
+                    if was is not None and was != self.prompts[i]:
+                        raise GlidectlError(
+                            f"--skip-existing: {str(out)!r} holds {stem + '.png'!r} of the "
+                            f"earlier prompt {was!r:.80}, but prompt {i + 1} is now "
+                            f"{self.prompts[i]!r:.80} (its file would have that name), so "
+                            "it would be kept as that prompt's image; keep the earlier "
+                            "prompt in its place with new ones at the end, or use another "
+                            "--out.")
         made = {s for w in widths for i in range(len(self.prompts))
                 for s in image_stems(self.prompts, i, self.settings.n, w)}
         stray = [e for e in (prior or {}).get("images") or [] if isinstance(e, dict)
@@ -97,6 +112,36 @@ class Plan:
                 "stay beside the new images, listed nowhere; keep the earlier prompts in their "
                 "places with new ones at the end, or use another --out.")
 
+    def batch_length(self, i: int, j: int) -> int:
+        """How many images the batch of prompt i's candidate j holds."""
+        return next(len(b) for b in self.batches if (i, j) in b)
+
+    def _check_kept(self, out: Path) -> None:
+        """Raise unless each image kept (:meth:`mark_done`) was made with these settings and
+        its seed, as its PNG records them: without a metadata.json nothing else says so."""
+        now = json.loads(json.dumps(self.settings.fingerprint()))  # as the PNG holds it
+        for i in sorted(self.done):
+            for stem in self.stems(i):
+                text = _png_record(out / f"{stem}.png")
+                try:
+                    made = json.loads(text.get("glidectl", "{}"))
+                    candidate = int(text.get("candidate", 0))
+                    seed = int(text.get("seed", -1))
+                except ValueError:
+                    made, candidate, seed = {}, 0, -1
+                differ = [k for k in now if made.get(k) != now[k]]
+                if seed != image_seed(self.settings.seed, i, candidate):
+                    differ.insert(0, "seed")
+                if differ:
+                    key = differ[0]
+                    how = (f"another seed than {self.settings.seed}" if key == "seed" else
+                           f"{key} {made.get(key)!r:.60}, not {now[key]!r:.60}")
+                    raise GlidectlError(
+                        f"--skip-existing: {str(out)!r} has no metadata.json, and "
+                        f"{stem + '.png'!r} was made with {how}, so it would be kept under "
+                        "settings that did not make it; pass the settings it was made with, "
+                        "or use another --out.")
+
     @property
     def pending_batches(self) -> list[list[tuple[int, int]]]:
         return [b for b in self.batches if any(i not in self.done for i, _ in b)]
@@ -106,3 +151,22 @@ class Plan:
         pending = len(self.pending_batches)
         stages = ["base"] + (["upsample"] if self.settings.upsampler else [])
         return {s: pending * calls_per_batch(s) for s in stages}
+
+
+def _png_record(path: Path) -> dict[str, Any]:
+    """An eval PNG's text chunks (``seed``, ``candidate``, the ``glidectl`` settings)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return dict(getattr(image, "text", {}))
+    except OSError:
+        return {}
+
+
+def _caption(out: Path, stem: str) -> str | None:
+    """The prompt an earlier image's caption file names (None: no such file, or unreadable)."""
+    try:
+        return (out / f"{stem}.txt").read_text(encoding="utf-8").removesuffix("\n")
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -102,12 +102,14 @@ def _load_clip(options: RunOptions, settings: EvalSettings, device: str) -> tupl
 
 def png_text(settings: EvalSettings, prompt: str, seed: int, candidate: int,
              used: str | None = None, cut: bool = False,
-             vocab: dict[str, Any] | None = None) -> dict[str, str]:
+             vocab: dict[str, Any] | None = None, batch: int | None = None) -> dict[str, str]:
     """The generation parameters written into each PNG (deterministic: no times); ``used``/
     ``cut`` as :func:`glidectl.out_dir.prompt_record` takes them; ``vocab``: the GPT-2
-    vocabulary's record (:func:`glidectl.tokenizer.vocab_record`), as sample's PNGs keep it."""
+    vocabulary's record (:func:`glidectl.tokenizer.vocab_record`), as sample's PNGs keep it;
+    ``batch``: how many images its batch held (a folder grown since cuts its batches anew)."""
     return {
         **prompt_record(prompt, used, cut), "seed": str(seed), "candidate": str(candidate),
+        **({} if batch is None else {"batch_images": str(batch)}),
         "glidectl": json.dumps({"version": __version__, **settings.fingerprint(),
                                 **(vocab or {})}, sort_keys=True),
     }
@@ -129,7 +131,8 @@ def _write_prompt(out: Path, plan: Plan, i: int, candidates: dict[int, Any],
     for stem, j in zip(plan.stems(i), keep, strict=True):
         write_pair(out, stem, candidates[j], caption,
                    png_text(s, prompt, image_seed(s.seed, i, j), j,
-                            plan.cut.get(i, caption), i in plan.cut, plan.vocab))
+                            plan.cut.get(i, caption), i in plan.cut, plan.vocab,
+                            plan.batch_length(i, j)))
 
 
 def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: EvalSettings,

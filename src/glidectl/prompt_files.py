@@ -4,6 +4,7 @@ Windows editors write, is not part of the first line)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .errors import GlidectlError, cause, from_here
@@ -23,7 +24,7 @@ def read_prompt_file(path: str | Path, label: str, *, empty_ok: bool = False) ->
         raise GlidectlError(f"{where} is not a regular file; pass a text file with one "
                             "prompt a line.")
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        lines = text_lines(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         if _is_image(path):
             raise GlidectlError(f"{where} is an image, not a text file; pass a text file "
@@ -33,10 +34,31 @@ def read_prompt_file(path: str | Path, label: str, *, empty_ok: bool = False) ->
         raise GlidectlError(f"Cannot read {where} ({cause(exc)}); check its "
                             "permissions.") from None
     prompts = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    if prompts and all(_json_object(p) for p in prompts):  # {"prompt": ...} lines
+        raise GlidectlError(f"{where} holds JSON objects, one a line; prompts are read as "
+                            "plain text, one a line: write each prompt as a line of its own "
+                            "(without quotes or keys).")
     if not prompts and not empty_ok:
         raise GlidectlError(f"{where} has no prompts (blank lines and # comments are "
                             "skipped); write one a line.")
     return prompts
+
+
+def _json_object(line: str) -> bool:
+    """Whether ``line`` is a JSON object (a JSON-lines record, not a prompt)."""
+    if not (line.startswith("{") and line.endswith("}")):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def text_lines(text: str) -> list[str]:
+    """``text`` cut at its line ends (``\\n``, ``\\r\\n``, ``\\r``) and nowhere else:
+    ``str.splitlines`` also cuts at form feeds, U+2028 and other separators that prompts,
+    captions and JSON strings may hold."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _is_image(path: Path) -> bool:

@@ -260,6 +260,8 @@ def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
     _pin_loras(remake, [f"{x['path']}:{float(x['scale'])!r}" for x in loras],
                [x.get("sha256") for x in loras])
     _eval_batch(remake, meta, rec, _number(png, "candidate", text.get("candidate", 0), int))
+    if "batch_images" in text:  # as made: the folder may have grown since
+        remake.batch = _number(png, "batch_images", text["batch_images"], int, 1)
     return remake
 
 

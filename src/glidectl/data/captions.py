@@ -6,7 +6,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..prompt_files import is_text
+from ..prompt_files import is_text, text_lines
 from .images import Rejected
 
 
@@ -23,13 +23,6 @@ def decode_caption(raw: bytes | str | None) -> str | None:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise Rejected("caption_not_utf8") from None
-
-
-def text_lines(text: str) -> list[str]:
-    """``text`` cut at its line ends (``\\n``, ``\\r\\n``, ``\\r``) and nowhere else:
-    ``str.splitlines`` also cuts at form feeds, U+2028 and other separators that captions
-    and JSON strings may hold."""
-    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def caption_file_text(text: str, any_line: bool) -> str:
