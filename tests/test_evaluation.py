@@ -1843,8 +1843,10 @@ def test_ctrl_c_keeps_finished_prompts_and_names_the_resume_that_ends_the_same(
                                  str(tmp_path / "cut")])
     assert len([p for p in (tmp_path / "cut").glob("*.png")]) == 1
     # recorded as interrupted: only a killed run leaves "running" (and is said to be killed)
-    assert json.loads((tmp_path / "cut" / "metadata.json").read_text())["status"] == \
-        "interrupted"
+    cut = json.loads((tmp_path / "cut" / "metadata.json").read_text())
+    assert cut["status"] == "interrupted"
+    # its session is kept, with the image it wrote (the history left it out)
+    assert [(x["generated"], x["resumed"]) for x in cut["sessions"]] == [(1, False)]
     res = in_process(capsys, "eval", prompts, *args, "--out", tmp_path / "cut")
     assert res.returncode == 2 and "already holds files; pass --resume" in res.stderr, \
         res.stderr
@@ -1852,3 +1854,5 @@ def test_ctrl_c_keeps_finished_prompts_and_names_the_resume_that_ends_the_same(
     res = in_process(capsys, *shlex.split(resume)[1:])
     assert res.returncode == 0, res.stderr
     assert outputs(tmp_path / "cut") == outputs(tmp_path / "whole")
+    sessions = json.loads((tmp_path / "cut" / "metadata.json").read_text())["sessions"]
+    assert [x["generated"] for x in sessions] == [1, 2]  # the two add up to the three

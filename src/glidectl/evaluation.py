@@ -407,7 +407,14 @@ def run_eval(
         emit("start", total=total, done=len(plan.done) * settings.n, out=str(out))
         timings: dict[str, float] = {}
         t_gen = time.perf_counter()
-        fresh = _generate_all(plan, pipeline, out, scorer, emit, timings, said)
+        done_before = len(plan.done)
+        try:
+            fresh = _generate_all(plan, pipeline, out, scorer, emit, timings, said)
+        except BaseException:  # Ctrl-C, a failure: the images it wrote are its session's
+            sessions.append({"started": started, "stopped": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             "resumed": options.resume,
+                             "generated": (len(plan.done) - done_before) * settings.n})
+            raise
         gen_s = time.perf_counter() - t_gen
         t_metrics = time.perf_counter()
         fid = None
