@@ -169,6 +169,8 @@ def test_a_rejected_image_counts_once_an_epoch_and_its_repeats_apart(tmp_path, d
     line = skipped_note([data_counts(totals)])
     assert line == ("; data: 3 samples skipped (unreadable_image 3), 9 of 13 reads with their "
                     "repeats; glidectl dataset inspect lists them")  # kohya's or OneTrainer's
+    one = {**data_counts(totals), "data_skipped": 1, "data_skipped_unreadable_image": 1}
+    assert skipped_note([one]).startswith("; data: 1 sample skipped (unreadable_image 1), ")
     saved = TrainState(DataStream(ranks[0], batch_size=2), NonFiniteGuard(3))
     saved.data_total = totals
     resumed = TrainState(DataStream(ranks[0], batch_size=2), NonFiniteGuard(3))

@@ -136,7 +136,8 @@ def skipped_note(history: list[dict[str, Any]]) -> str:
     again = last.get("data_repeats_skipped", 0)
     seen = last["data_skipped"] + again + last.get("data_accepted", 0)
     if again:  # kohya's repeats: each image once, and the reads of its repeats
-        return (f"; data: {last['data_skipped']} samples skipped ({reasons}), "
+        n = last["data_skipped"]
+        return (f"; data: {n} sample{'s' * (n != 1)} skipped ({reasons}), "
                 f"{last['data_skipped'] + again} of {seen} reads with their repeats; "
                 "glidectl dataset inspect lists them")
     return (f"; data: {last['data_skipped']} of {seen} samples skipped ({reasons}; "
