@@ -370,3 +370,22 @@ def test_numbers_too_large_and_values_holding_two_lines_are_one_sentence(tmp_pat
         with pytest.raises(ConfigError, match="holds more than one TOML value"):
             parse_override(item)
     assert parse_override('preview.prompts=["a",\n"b"]') == {"preview": {"prompts": ["a", "b"]}}
+
+
+def test_a_config_set_in_code_takes_paths_and_numpy_numbers_and_names_a_section_typo():
+    """cfg.train.output_dir = Path("runs") was refused with TOML's "quote it" advice,
+    np.float32 learning rates as "must be float", and cfg.trian = 5 passed unseen."""
+    from pathlib import Path
+
+    import numpy as np
+
+    cfg = GlideConfig()
+    cfg.train.output_dir, cfg.data.source = Path("runs"), Path("photos")
+    cfg.train.lr, cfg.train.steps = np.float64(1e-3), np.int64(3)
+    validate(cfg)
+    assert (cfg.train.output_dir, cfg.data.source, cfg.train.lr, cfg.train.steps) == (
+        "runs", "photos", 1e-3, 3)
+    assert "output_dir = \"runs\"" in to_toml(cfg)
+    cfg.trian = 5
+    with pytest.raises(ConfigError, match=r"unknown section 'trian'\. Did you mean 'train'\?"):
+        validate(cfg)

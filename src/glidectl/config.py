@@ -206,18 +206,28 @@ def _run_check(check: Any, value: Any, where: str) -> None:
 def validate(cfg: GlideConfig, where: str = "config") -> None:
     """Check a config changed in code (``cfg.train.lr = ...``) as a file is checked: each
     value's type and range, and no attribute that is not a key (a typo such as
-    ``cfg.train.learning_rate``, which would otherwise be ignored)."""
-    for sec_name, sec_type in _section_types().items():
+    ``cfg.train.learning_rate``, or ``cfg.trian``, which would otherwise be ignored). A path
+    given as a ``Path`` and a numpy number are taken as the text and number they are."""
+    sections = _section_types()
+    for name in vars(cfg):
+        if name not in sections:
+            raise ConfigError(f"{where}: unknown section '{name}'." + (
+                _elsewhere(name) or _nearest(name, list(sections), what="sections")))
+    for sec_name, sec_type in sections.items():
         section = getattr(cfg, sec_name)
         if not isinstance(section, sec_type):
             raise ConfigError(f"{where}: '{sec_name}' must be a {sec_type.__name__}, got "
                               f"{type(section).__name__}; change its keys instead "
                               f"(cfg.{sec_name}.KEY = ...).")
         fields = _field_types(type(section))
-        for key in vars(section):
+        for key, value in vars(section).items():
             if key not in fields:
                 raise ConfigError(f"{where}: unknown key '{sec_name}.{key}'." + (
                     _elsewhere(key) or _nearest(key, list(fields), f"{sec_name}.")))
+            if fields[key] is str and isinstance(value, os.PathLike):
+                setattr(section, key, os.fspath(value))  # saved as the text it is
+            elif type(value).__module__ == "numpy" and callable(getattr(value, "item", None)):
+                setattr(section, key, value.item())  # np.float32(1e-3): a float
     merge(GlideConfig(), to_dict(cfg), where)
 
 
