@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -798,6 +799,15 @@ def test_on_images_gets_pil_batches_whatever_the_output(base) -> None:
         pipe.generate("a", seed=2, sampler="euler", steps=2)[0]))
 
 
+def refused_remake(png: Path, capsys) -> str:
+    """What `sample --from-png PNG` says when it refuses (exit 2)."""
+    from cli_helpers import exit_code
+
+    capsys.readouterr()
+    assert exit_code("sample", "--from-png", png, "--out", png.parent / "o") == 2
+    return capsys.readouterr().err
+
+
 def test_a_model_load_model_read_samples_and_records_as_from_specs(tmp_path, capsys) -> None:
     """GlidePipeline(load_model(spec)) dropped the file's recommended settings (guidance 2
     became 3: other pixels than from_specs and sample) and recorded "base": null, which a
@@ -821,9 +831,7 @@ def test_a_model_load_model_read_samples_and_records_as_from_specs(tmp_path, cap
         "a cat", seed=2, sampler="euler", steps=2)
     assert json.loads(made.info["parameters"])["base"] == "(in memory)"
     save_png(made, tmp_path / "made.png", made.info)
-    capsys.readouterr()
-    assert exit_code("sample", "--from-png", tmp_path / "made.png", "--out", tmp_path / "o") == 2
-    assert capsys.readouterr().err == (
+    assert refused_remake(tmp_path / "made.png", capsys) == (
         f"Error: {tmp_path / 'made.png'} was made with base weights passed to GlidePipeline "
         "in memory, which the PNG does not name; pass --base SPEC with those weights.\n")
     assert exit_code("sample", "--from-png", tmp_path / "made.png", "--base", base, "--out",
@@ -886,7 +894,6 @@ def test_a_generated_image_s_record_takes_numpy_settings_and_names_in_memory_inp
     """Each PIL image carries its record as JSON: numpy seeds and scales (which generate()
     takes) made that a TypeError after sampling. An input passed as a PIL image is recorded
     as "(in memory)", and its remake asks for the file, not for one "that is not there"."""
-    from cli_helpers import exit_code
 
     from glidectl.glide import save_weights
     from glidectl.images import save_png
@@ -904,8 +911,6 @@ def test_a_generated_image_s_record_takes_numpy_settings_and_names_in_memory_inp
     image = pipe.generate("a cat", low_res=low, upsample_steps=2)[0]
     assert json.loads(image.info["parameters"])["low_res"] == "(in memory)"
     save_png(image, tmp_path / "up.png", image.info)
-    capsys.readouterr()
-    assert exit_code("sample", "--from-png", tmp_path / "up.png", "--out", tmp_path / "o") == 2
-    assert capsys.readouterr().err == (
+    assert refused_remake(tmp_path / "up.png", capsys) == (
         f"Error: {tmp_path / 'up.png'} was made from a --low-res image passed to generate() in "
         "memory, which the PNG does not hold; pass --low-res IMAGE with that image.\n")
