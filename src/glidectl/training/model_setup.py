@@ -22,6 +22,9 @@ class ModelBundle:
 
 # the schema's default, which a run's config.toml written before the key existed lacks
 DEFAULT_FREQ = ModelConfig().time_embed_max_freq
+# what a scratch preset's changes have moved (its levels, blocks and attention), where no
+# config key reaches: a run begun before keeps its own (widths, text context: another size)
+PRESET_LAYOUT = frozenset({"channel_mult", "num_res_blocks", "attention_resolutions"})
 
 
 def build_model(cfg: ModelConfig, resolution: int = 0,
@@ -86,9 +89,9 @@ def earlier_preset(options: Any, cfg: ModelConfig, resume_from: Path | None) -> 
     """``options``, or the network the checkpoint ``resume_from`` holds when its run began
     with an earlier version of the same scratch preset (the ``model.kind`` and
     ``model.size`` its config.toml names): a run begun before a preset changed goes on as it
-    began. Only what no config key sets may differ (channels, blocks, attention, ...); a
-    ``time_embed_max_freq`` the run's config.toml does not name (written before the key
-    existed) is the checkpoint's."""
+    began. Only :data:`PRESET_LAYOUT` may differ (what the presets' changes moved; another
+    width or text context is another size: refused as such); a ``time_embed_max_freq`` the
+    run's config.toml does not name (written before the key existed) is the checkpoint's."""
     from ..glide.checkpoints import metadata_options
     from ..runs import CONFIG_FILE, MODEL_FILE
 
@@ -105,10 +108,11 @@ def earlier_preset(options: Any, cfg: ModelConfig, resume_from: Path | None) -> 
         return options
     if "time_embed_max_freq" not in run_model and cfg.time_embed_max_freq == DEFAULT_FREQ:
         options = options.replace(time_embed_max_freq=saved.time_embed_max_freq)
-    config_set = ("kind", "tokenizer", "image_size", "time_embed_max_freq")
-    if saved == options or any(getattr(saved, k) != getattr(options, k) for k in config_set):
-        return options
-    return saved
+    import dataclasses
+
+    differ = {f.name for f in dataclasses.fields(saved)
+              if getattr(saved, f.name) != getattr(options, f.name)}
+    return saved if differ and differ <= PRESET_LAYOUT else options
 
 
 def _run_model_table(path: Path) -> dict[str, Any] | None:
