@@ -430,6 +430,24 @@ def test_a_continued_eval_runs_as_its_images_were_made_or_is_refused(tmp_path, t
     assert (outputs(out), (out / "metadata.json").read_bytes()) == before
 
 
+def test_a_long_prompt_cut_by_the_model_is_done_on_resume_and_skip_existing(
+        tmp_path, tiny_base, stack):
+    """A prompt's caption file holds what the model read of it: a long prompt's never
+    equalled the prompt, so --skip-existing refused the unchanged prompts file and --resume
+    made its image again."""
+    long = "a red circle on a white background " + " ".join(f"word{i}" for i in range(60))
+    prompts = write_prompts(tmp_path / "p.txt", [long, PROMPTS[1]])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    out = tmp_path / "o"
+    run_eval(prompts, s, RunOptions(out=out, device="cpu"), pipeline=stack)
+    before = outputs(out)
+    for again in (dict(resume=True), dict(skip_existing=True)):
+        report = run_eval(prompts, s, RunOptions(out=out, device="cpu", **again),
+                          pipeline=stack)
+        assert report.metadata["counts"]["generated"] == 0, again
+    assert outputs(out) == before
+
+
 def test_skip_existing_without_metadata_keeps_only_images_made_with_its_settings(
         tmp_path, tiny_base, stack):
     """Without a metadata.json, --skip-existing kept images made with any settings and then

@@ -836,6 +836,15 @@ def test_a_model_load_model_read_samples_and_records_as_from_specs(tmp_path, cap
         "in memory, which the PNG does not name; pass --base SPEC with those weights.\n")
     assert exit_code("sample", "--from-png", tmp_path / "made.png", "--base", base, "--out",
                      tmp_path / "o", "-q") == 0
+    # changed in memory since it was read (a step of training), or its file gone since (a
+    # pruned step): recorded as in memory, not as that file
+    changed = load_model(str(base))
+    with torch.no_grad():
+        next(changed.parameters()).add_(1.0)
+    assert GlidePipeline(changed).models_info()["base"]["spec"] == "(in memory)"
+    gone = load_model(str(base))
+    base.rename(tmp_path / "moved.safetensors")
+    assert GlidePipeline(gone).models_info()["base"]["path"] is None
 
 
 def test_generate_warns_at_the_callers_line_so_each_notebook_cell_warns_again() -> None:

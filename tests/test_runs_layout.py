@@ -111,7 +111,7 @@ def test_temp_names_of_long_names_fit_and_their_stale_temps_are_found(tmp_path, 
     for name in ("p" * 245 + ".png", "日" * 80 + ".png", "short.png"):
         target = tmp_path / name
         with atomic.atomic_path(target) as tmp:
-            assert len(tmp.name.encode()) <= atomic.NAME_MAX
+            assert len(os.fsencode(tmp.name)) <= atomic.NAME_MAX
             tmp.write_text("x")
         assert target.read_text() == "x"
     import subprocess
@@ -123,6 +123,15 @@ def test_temp_names_of_long_names_fit_and_their_stale_temps_are_found(tmp_path, 
     monkeypatch.undo()
     (tmp_path / stale).write_text("left by a kill -9")
     assert atomic.remove_stale_temps(tmp_path, "q" * 250) == [tmp_path / stale]
+    # two long names alike to their last bytes get two temp names; a name of bytes that are
+    # not UTF-8 keeps them, so its stale temp is found
+    assert atomic.temp_path(tmp_path / ("q" * 250 + "a")) != atomic.temp_path(
+        tmp_path / ("q" * 250 + "b"))
+    latin = os.fsdecode(b"caf\xe9.txt")
+    monkeypatch.setattr(os, "getpid", lambda: gone.pid)
+    (tmp_path / atomic.temp_path(tmp_path / latin).name).write_text("left")
+    monkeypatch.undo()
+    assert len(atomic.remove_stale_temps(tmp_path, latin)) == 1
 
 
 def test_a_failed_write_gives_advice_that_fits_its_cause(tmp_path):
@@ -139,3 +148,24 @@ def test_a_failed_write_gives_advice_that_fits_its_cause(tmp_path):
     assert advice(errno.ENOSPC).endswith("(No space left on device); free disk space and try "
                                          "again.")
     assert advice(errno.EROFS).endswith("fix the folder's permissions and try again.")
+
+
+def test_a_claim_taken_over_after_its_lock_file_was_deleted_locks_the_new_file(tmp_path):
+    """The take-over kept the handle of the deleted lock file (a run folder removed and made
+    again), so the run on disk was locked for nobody."""
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    first = atomic.lock_file(folder / ".lock", "busy", in_use=False)
+    shutil.rmtree(folder)
+    folder.mkdir()
+    second = atomic.lock_file(folder / ".lock", "busy", in_use=False)
+    assert first.superseded and not second.closed and (folder / ".lock").is_file()
+    seen = subprocess.run([sys.executable, "-c", "import sys; from glidectl import atomic; "
+                           "print(atomic.is_locked(sys.argv[1]))", str(folder / ".lock")],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert seen == "True"
+    second.close()

@@ -10,12 +10,15 @@ another one writes (:func:`lock_file`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
+import hashlib
 import json
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -49,18 +52,27 @@ def temp_path(path: Path) -> Path:
     """Where :func:`atomic_path` and :func:`new_path` write before the rename: a name of this
     process's on this host, so two processes writing one file (also from two machines
     sharing the folder) never share a temp file. A name near :data:`NAME_MAX` is cut short
-    in it, so any name the filesystem takes can be written."""
+    in it (with a hash of the whole name), so any name the filesystem takes can be
+    written."""
     tail = f".{os.getpid()}@{host_name()}.tmp"
-    room = NAME_MAX - 1 - len(tail.encode())
-    name = path.name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
-    return path.with_name(f".{name}{tail}")
+    return path.with_name(f".{_kept_name(path.name, tail)}{tail}")
+
+
+def _kept_name(name: str, tail: str) -> str:
+    """``name`` as a temp name ending in ``tail`` keeps it: whole, or its first bytes and 8
+    hex digits of its sha1 when the whole would pass :data:`NAME_MAX` (bytes that are not
+    UTF-8, a cut character's too, are kept as the filesystem has them)."""
+    raw = os.fsencode(name)
+    room = NAME_MAX - 1 - len(os.fsencode(tail))
+    if len(raw) <= room:
+        return name
+    return os.fsdecode(raw[:room - 9]) + "~" + hashlib.sha1(raw).hexdigest()[:8]
 
 
 def _temp_of(temp: Path, kept: str, name: str) -> bool:
     """Whether the temp file ``temp``, keeping ``kept`` of its file's name, is ``name``'s
     (:func:`temp_path` cuts a long name short)."""
-    return kept == name or (name.startswith(kept)
-                            and len(temp.name.encode()) > NAME_MAX - 4)
+    return kept == name or kept == _kept_name(name, temp.name[1 + len(kept):])
 
 
 def _process_gone(pid: int) -> bool:
@@ -268,29 +280,45 @@ def _compact_json(value: Any) -> bytes:
 
 # the lock files this process holds (real paths): a POSIX record lock is the process's, so
 # a second claim from this process (a notebook's second Trainer on one run) would be granted,
-# and closing either handle would drop both
+# and closing either handle would drop both; _GUARD keeps two threads' claims apart
 _HELD: dict[str, HeldLock] = {}
+_GUARD = threading.RLock()
 
 
 class HeldLock:
-    """A lock :func:`lock_file` took; :meth:`close` lets it go. ``in_use``: its holder writes
-    (a claim made and not yet used, a Trainer set up and not run, may be taken over)."""
+    r"""A lock :func:`lock_file` took; :meth:`close` lets it go. ``in_use``: its holder writes
+    (a claim made and not yet used, a Trainer set up and not run, may be taken over). A lock
+    taken over from another claim is the new claim's once :meth:`confirm`\ ed; closed before
+    that (its set-up failed), it goes back to the claim it came from."""
 
-    def __init__(self, handle: IO[str], key: str, in_use: bool) -> None:
+    def __init__(self, handle: IO[str], key: str, in_use: bool,
+                 took_from: HeldLock | None = None) -> None:
         self._handle: IO[str] | None = handle
         self._key, self.in_use, self.superseded = key, in_use, False
+        self._took_from = took_from
 
     @property
     def closed(self) -> bool:
         return self._handle is None or self._handle.closed
 
+    def confirm(self) -> None:
+        """The claim is set up: the lock it took over stays its own."""
+        self._took_from = None
+
     def close(self) -> None:
-        if self._handle is not None and not self._handle.closed:
-            held = globals().get("_HELD")  # None once the interpreter tears the module down
-            if held is not None and held.get(self._key) is self:
-                del held[self._key]
-            self._handle.close()
-        self._handle = None
+        guard = globals().get("_GUARD")  # None once the interpreter tears the module down
+        with guard if guard is not None else contextlib.nullcontext():
+            held = globals().get("_HELD")
+            if self._handle is not None and not self._handle.closed:
+                if (old := self._took_from) is not None:  # a failed set-up: give it back
+                    old._handle, old.superseded, self._took_from = self._handle, False, None
+                    if held is not None:
+                        held[self._key] = old
+                else:
+                    if held is not None and held.get(self._key) is self:
+                        del held[self._key]
+                    self._handle.close()
+            self._handle = None
 
     def __del__(self) -> None:  # a Trainer dropped without running: its claim goes with it
         self.close()
@@ -312,30 +340,46 @@ def lock_file(path: str | Path, busy: str, in_use: bool = True) -> HeldLock | No
     except ImportError:  # pragma: no cover - not a POSIX system
         return None
     key = os.path.realpath(path)
-    if key in _HELD:
-        gc.collect()  # a claim that nothing refers to any more (in a cycle) lets go first
-    if (old := _HELD.get(key)) is not None:
-        if old.in_use:
-            raise GlidectlError(busy)
-        handle, old._handle, old.superseded = old._handle, None, True
-        assert handle is not None
+    with _GUARD:
+        if key in _HELD:
+            gc.collect()  # a claim that nothing refers to any more (in a cycle) lets go first
+        if (old := _HELD.get(key)) is not None:
+            if old.in_use:
+                raise GlidectlError(busy)
+            if _same_file(old._handle, path):
+                handle, old._handle, old.superseded = old._handle, None, True
+                assert handle is not None
+                _HELD[key] = lock = HeldLock(handle, key, in_use, took_from=old)
+                return lock
+            old.superseded = True  # its lock file was deleted (the run folder made again)
+            old.close()
+        try:
+            handle = open(path, "a+", encoding="utf-8")
+        except OSError as exc:
+            if not os.path.lexists(path):
+                return None
+            raise GlidectlError(f"The lock file {str(path)!r} cannot be opened "
+                                f"({exc.strerror}), so another process could write the same "
+                                "files; remove it (when nothing else uses the folder) and "
+                                "try again.") from None
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise GlidectlError(busy) from None
         _HELD[key] = lock = HeldLock(handle, key, in_use)
         return lock
+
+
+def _same_file(handle: IO[str] | None, path: str | Path) -> bool:
+    """Whether the open ``handle`` is the file at ``path`` now (not one deleted since)."""
+    if handle is None or handle.closed:
+        return False
     try:
-        handle = open(path, "a+", encoding="utf-8")
-    except OSError as exc:
-        if not os.path.lexists(path):
-            return None
-        raise GlidectlError(f"The lock file {str(path)!r} cannot be opened ({exc.strerror}), "
-                            "so another process could write the same files; remove it (when "
-                            "nothing else uses the folder) and try again.") from None
-    try:
-        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        mine, there = os.fstat(handle.fileno()), os.stat(path)
     except OSError:
-        handle.close()
-        raise GlidectlError(busy) from None
-    _HELD[key] = lock = HeldLock(handle, key, in_use)
-    return lock
+        return False
+    return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
 
 
 def is_locked(path: str | Path) -> bool:
@@ -343,8 +387,9 @@ def is_locked(path: str | Path) -> bool:
     ``path`` (no file: no)."""
     if not Path(path).is_file():
         return False
-    if os.path.realpath(path) in _HELD:  # a probe's close would drop this process's lock
-        return True
+    with _GUARD:
+        if os.path.realpath(path) in _HELD:  # a probe's close would drop this process's lock
+            return True
     try:
         probe = lock_file(path, "")
     except GlidectlError:

@@ -66,7 +66,7 @@ class Plan:
             self.width = width
             found[width] = {
                 i for i in range(len(self.prompts))
-                if all(_caption(out, s) == self.prompts[i] and is_whole_png(out / f"{s}.png")
+                if all(is_whole_png(out / f"{s}.png") and _made_for(out, s, self.prompts[i])
                        for s in self.stems(i))
             }
         self.width = max(found, key=lambda w: (len(found[w]), w == index_width(
@@ -85,7 +85,7 @@ class Plan:
             for i in range(len(self.prompts)):
                 for stem in image_stems(self.prompts, i, self.settings.n, w):
                     was = _caption(out, stem)
-                    if was is not None and was != self.prompts[i]:
+                    if was is not None and not _made_for(out, stem, self.prompts[i]):
                         raise GlidectlError(
                             f"--skip-existing: {str(out)!r} holds {stem + '.png'!r} of the "
                             f"earlier prompt {was!r:.80}, but prompt {i + 1} is now "
@@ -162,6 +162,17 @@ def _png_record(path: Path) -> dict[str, Any]:
             return dict(getattr(image, "text", {}))
     except OSError:
         return {}
+
+
+def _made_for(out: Path, stem: str, prompt: str) -> bool:
+    """Whether the image ``stem`` in ``out`` was made for ``prompt``: its caption file names
+    it, else (a long prompt, whose caption is what the model read of it) its PNG records it
+    (the prompt, or a long one's sha256)."""
+    if _caption(out, stem) == prompt:
+        return True
+    text = _png_record(out / f"{stem}.png")
+    digest = hashlib.sha256(prompt.encode()).hexdigest()
+    return text.get("prompt") == prompt or text.get("prompt_sha256") == digest
 
 
 def _caption(out: Path, stem: str) -> str | None:

@@ -32,6 +32,7 @@ from .pipeline_models import (  # noqa: F401  (re-exported)
     _check_models,
     check_pair,
     default_upsampler,
+    loaded_record,
     model_precision,
     resolve_upsampler,
 )
@@ -146,11 +147,9 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             precision, any_model)
         self.records = dict(records or {})
         for stage, model in (("base", base), ("upsample", upsampler)):
-            source = getattr(model, "glidectl_source", None)  # what load_model read
-            if model is not None and stage not in self.records and source is not None:
-                spec, path = source
-                self.records[stage] = ModelRecord(stage, spec, Path(path),
-                                                  recommended=recommended_settings(path))
+            if model is not None and stage not in self.records \
+                    and (record := loaded_record(stage, model)) is not None:
+                self.records[stage] = record
         self.compiled = False  # torch.compile'd by from_specs
         self.vocab_dir = vocab_dir  # as given: PNGs record it beside the vocabulary's sha256
 

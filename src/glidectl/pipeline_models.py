@@ -53,6 +53,22 @@ def _check_models(base: torch.nn.Module | None, upsampler: torch.nn.Module | Non
                {stage: r.spec for stage, r in records.items()}, alone=base is None)
 
 
+def loaded_record(stage: str, model: torch.nn.Module) -> ModelRecord | None:
+    """The record of a model :func:`~glidectl.glide.loading.load_model` read, while its
+    weights are as read and its file is there (its spec, file and recommended settings, as
+    ``from_specs`` records them); None for a model built, trained or changed in memory."""
+    from .glide.loading import weights_versions
+    from .sampling_defaults import recommended_settings
+
+    source = getattr(model, "glidectl_source", None)
+    if source is None or len(source) != 3:
+        return None
+    spec, path, versions = source
+    if versions != weights_versions(model) or not Path(path).is_file():
+        return None
+    return ModelRecord(stage, spec, Path(path), recommended=recommended_settings(path))
+
+
 @dataclass
 class ModelRecord:
     """Where one loaded network came from: spec, file, LoRAs, recommended sampling."""
@@ -67,8 +83,8 @@ class ModelRecord:
     @property
     def sha256(self) -> str | None:
         """The weights file's sha256 (read once, when first asked); None for no file."""
-        if self._sha is None and self.path is not None:
-            self._sha = file_sha256(self.path)
+        if self._sha is None and self.path is not None and self.path.is_file():
+            self._sha = file_sha256(self.path)  # gone since (a pruned step): none
         return self._sha
 
     def info(self, model: torch.nn.Module) -> dict[str, Any]:

@@ -172,7 +172,7 @@ def run_holding(path: str | Path) -> tuple[Path, str] | None:
 def run_setting(run: str | Path, section: str, key: str) -> object | None:
     """``[section] key`` of a run folder's config.toml; None when the file is missing,
     unreadable or not TOML, or does not set it."""
-    import tomllib
+    from .config import tomllib  # tomli before Python 3.11
 
     try:
         data = tomllib.loads((Path(run) / CONFIG_FILE).read_text(encoding="utf-8"))

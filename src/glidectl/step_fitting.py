@@ -313,6 +313,7 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
     ``guidance``, the target's scale, is recorded in the file, and until every count is
     fitted the step counts still to fit (``not_fitted``)."""
     found: dict[int, torch.Tensor] = {}
+    calls_of: dict[int, int] = {}  # steps → the model calls they were fitted for
     coefficients: dict[int, Rows] = {}
     checks: dict[int, dict[str, float]] = {}
     how = (f"σ's of {options['start']}" if options.get("start") else
@@ -328,7 +329,7 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
     asked = [n if method == "gits" else steps_for_calls(sampler, n) for n in calls]
     for n in calls:
         steps, sigmas, rows = fit_calls(target, n, method, sampler, log=log, **options)
-        found[steps] = sigmas
+        found[steps], calls_of[steps] = sigmas, n
         if rows is not None:
             coefficients[steps] = rows
         log(f"{steps}: {', '.join(f'{float(v):.4g}' for v in sigmas[:-1])}")
@@ -356,7 +357,7 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                                 guidance=guidance,  # until the last: a stopped fit's file says
                                 not_fitted=[s for s in asked if s is not None and s not in found])
         except WriteError as exc:  # a full disk: the σ's are above, a solver's rows are not
-            kept = ", ".join(map(str, sorted(set(found) - {steps})))
+            kept = ", ".join(str(calls_of[s]) for s in sorted(set(found) - {steps}))
             raise WriteError(f"{str(exc).rstrip('.')} (the {n}-call fit is lost"
                              + (f"; the file keeps the fits of {kept} calls)." if kept
                                 else ").")) from None

@@ -93,6 +93,14 @@ def test_uncaptioned_images_take_the_folders_words_and_captioned_ones_keep_their
     assert lines == {"a photo of sks dog"}
 
 
+def test_a_blank_first_caption_line_trains_the_empty_caption_as_kohya_does(tmp_path,
+                                                                           data_cfg, byte_tok):
+    root = write_layout(tmp_path / "t", {"2_dog/a.png": "\nsecond line", "2_dog/b.png": ""})
+    captions = {s["key"]: s["caption"] for s in dataset(data_cfg(source=str(root)), byte_tok,
+                                                        train=False)}
+    assert captions == {"2_dog/a.png": ""}  # b.png's empty file: refused, as before
+
+
 def test_evaluation_reads_each_image_once_and_a_note_says_what_happened(cfg, byte_tok,
                                                                        kohya_root):
     ds = dataset(cfg, byte_tok, train=False)

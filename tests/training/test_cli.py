@@ -133,10 +133,13 @@ def test_a_run_an_earlier_release_began_restarts_over_its_own_config(tiny, confi
     """An earlier release wrote fewer keys (none it did not know) and its arrays one element
     a line: its config.toml is still the run's own, not a file of the user's."""
     import tomli_w
-    import tomllib
 
     from glidectl.cli.app import main
-    from glidectl.config import is_saved_config, save_config
+    from glidectl.config import (
+        is_saved_config,
+        save_config,
+        tomllib,  # tomli before Python 3.11
+    )
 
     cfg = tiny(train=dict(steps=1))
     old = tmp_path / "runs" / "t" / "config.toml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import pickle
@@ -541,9 +542,11 @@ def test_a_run_written_before_time_embed_max_freq_resumes_with_its_checkpoints(t
     """Its config.toml lacks the key, so the default 0.01 met the checkpoint's 0 and the
     run's own `--resume RUN` stopped the first time."""
     import tomli_w
-    import tomllib
 
-    from glidectl.config import load_config
+    from glidectl.config import (
+        load_config,
+        tomllib,  # tomli before Python 3.11
+    )
 
     cfg = tiny(train=dict(steps=1), model=dict(time_embed_max_freq=0.0))
     run = Trainer(cfg, quiet=True).run().run_dir
@@ -741,7 +744,12 @@ def test_a_second_trainer_of_one_run_in_this_process_takes_over_or_is_refused(ti
 
     cfg = tiny(train=dict(steps=2))
     first = Trainer(cfg, quiet=True)
-    second = Trainer(cfg, quiet=True)  # the cell run again: the first is set aside
+    broken = copy.deepcopy(cfg)
+    broken.data.source = str(cfg.train.output_dir) + "/no-such-folder"
+    with pytest.raises(GlidectlError, match="no-such-folder"):
+        Trainer(broken, quiet=True)  # a set-up that fails gives the folder back
+    assert first.run(until=1).step == 1  # stopped early: it keeps the folder
+    second = Trainer(cfg, resume="latest", quiet=True)  # the cell run again: it takes over
     with pytest.raises(GlidectlError, match="A later Trainer of this process claimed run "):
         first.run()
     assert second.run_dir.root.is_dir() and atomic.is_locked(second.run_dir.lock)

@@ -300,11 +300,14 @@ class FolderSource:
         if caption is None:
             caption = self._metadata_caption(unit)
         folder = self.kohya.get(unit.partition("/")[0])
+        blank_first = False  # kohya trains the empty caption of a blank first line
         if folder is not None and sidecar is not None:  # kohya trains the first line only
             with suppress(Rejected):  # not UTF-8: rejected as such where it is decoded
-                caption = caption_file_text(decode_caption(sidecar), any_line=False)
+                text = decode_caption(sidecar) or ""
+                caption = caption_file_text(text, any_line=False)
+                blank_first = not caption and bool(text.strip())  # an empty file: refused
         by_name = caption is None and reject is None and folder is not None
         if by_name:  # kohya's class words caption uncaptioned images ("10_": the empty one)
             caption = folder.words
         yield RawSample(key=unit, image=path, caption=caption, meta=meta, reject=reject,
-                        empty_ok=by_name and not caption)
+                        empty_ok=(by_name or blank_first) and not caption)

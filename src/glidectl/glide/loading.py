@@ -244,6 +244,13 @@ def load_model(
     path, (state, opts) = read_resolved(
         spec, lambda path: read_checkpoint(path, kind=kind, options=options), download)
     model = build_from_state(state, opts, device=device, dtype=dtype)
-    # GlidePipeline(model) records it and takes its recommended settings, as from_specs does
-    model.glidectl_source = (str(spec), str(path))
+    # GlidePipeline(model) records it and takes its recommended settings, as from_specs does,
+    # while its weights are as read (weights_versions: any in-place change moves them)
+    model.glidectl_source = (str(spec), str(path), weights_versions(model))
     return model
+
+
+def weights_versions(model: torch.nn.Module) -> tuple[int, ...]:
+    """The parameters' version counters: an optimizer step, ``load_state_dict`` or any
+    in-place change moves one, so a model changed since it was loaded is told apart."""
+    return tuple(p._version for p in model.parameters())

@@ -128,6 +128,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
             with torch_threads(cfg.train.threads):
                 self._init(cfg, resume=resume, adapter=adapter, live=live, kinds=kinds,
                            dataset=dataset, quiet=quiet)
+            self._claim.confirm()
         except (GlidectlError, KeyboardInterrupt):
             self._claim.undo()
             raise

@@ -189,7 +189,10 @@ class TrainingLoop:
                 self.procs.wait_for_main("the run's end (closing its trackers)")
         finally:
             self.procs.end_beats()
-            self._claim.release()
+            if out.result.interrupted:  # run() again goes on: the folder stays this one's
+                self._claim.pause()
+            else:
+                self._claim.release()
         if self._grey:
             self.display.message(GREY_NOTE)
         out.result.step = self.state.step

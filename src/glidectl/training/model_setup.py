@@ -54,6 +54,7 @@ def build_model(cfg: ModelConfig, resolution: int = 0,
 
         try:
             model = load_model(cfg.init)
+            model.__dict__.pop("glidectl_source", None)  # it trains: its file is not it
         except LoraRunError:  # training has no --lora: merge first, or continue the LoRA run
             run = shlex.quote(cfg.init)
             raise GlidectlError(
@@ -117,7 +118,7 @@ def earlier_preset(options: Any, cfg: ModelConfig, resume_from: Path | None) -> 
 
 def _run_model_table(path: Path) -> dict[str, Any] | None:
     """The [model] table of a run's config.toml as written (None: unreadable)."""
-    import tomllib
+    from ..config import tomllib  # tomli before Python 3.11
 
     try:
         model = tomllib.loads(path.read_text(encoding="utf-8")).get("model", {})

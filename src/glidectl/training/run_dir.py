@@ -192,6 +192,7 @@ class RunClaim:
     def __init__(self) -> None:
         self.created: list[Path] = []
         self._lock: HeldLock | None = None
+        self._relock = False  # released at a run's end: run() again locks it again
         self._added: list[Path] = []  # the lock file and folders made in one that was there
 
     def take(self, cfg: GlideConfig, resume: str | None) -> tuple[runs.RunDir, Path | None]:
@@ -229,9 +230,18 @@ class RunClaim:
         """A later Trainer of this process took the run folder over: it is that one's."""
         return self._lock is not None and self._lock.superseded
 
+    def confirm(self) -> None:
+        """The Trainer is set up: a lock its claim took over from another of this process
+        stays its own (a failed set-up gives it back)."""
+        if self._lock is not None:
+            self._lock.confirm()
+
     def begin(self, root: Path) -> None:
         """The run's training starts (main process): its claim is in use from here on, unless
-        a later Trainer of this process has taken it over."""
+        a later Trainer of this process has taken it over; a run that ran to its end is
+        locked again before it goes on."""
+        if self._relock:
+            self._lock, self._relock = lock_run(runs.RunDir(root)), False
         if self._lock is None:
             return
         if self.superseded:
@@ -240,9 +250,16 @@ class RunClaim:
                                 "up again).")
         self._lock.in_use = True
 
+    def pause(self) -> None:
+        """A run stopped before its end (``run(until=...)``, Ctrl-C): it keeps the folder,
+        which a later Trainer of this process may take over until it runs again."""
+        if self._lock is not None:
+            self._lock.in_use = False
+
     def release(self) -> None:
         """Let another process train the run folder."""
         if self._lock is not None:
+            self._relock = True
             self._lock.close()
             self._lock = None
 
