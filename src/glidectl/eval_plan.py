@@ -123,6 +123,8 @@ class Plan:
         for i in sorted(self.done):
             for stem in self.stems(i):
                 text = _png_record(out / f"{stem}.png")
+                if "glidectl" not in text:  # no record of what made it: nothing to hold it to
+                    continue
                 try:
                     made = json.loads(text.get("glidectl", "{}"))
                     candidate = int(text.get("candidate", 0))
