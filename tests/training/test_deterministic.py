@@ -26,16 +26,29 @@ def _weights(result) -> dict[str, torch.Tensor]:
 
 
 def test_a_deterministic_run_sets_the_switches_and_trains_as_a_plain_one(tiny, monkeypatch):
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    runs = []
-    for name, on in (("a", True), ("b", True), ("c", False)):
-        runs.append(Trainer(tiny(train=dict(steps=2, name=name, deterministic=on)),
-                            quiet=True).run())
-        assert torch.are_deterministic_algorithms_enabled() is on  # set for each run
-        assert torch.backends.cudnn.deterministic is on
     import os
 
-    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # before cuBLAS starts
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seen, losses = [], objective.Objective.losses
+
+    def watched(self, *args, **kwargs):  # the switches while the run trains
+        seen.append((torch.are_deterministic_algorithms_enabled(),
+                     torch.backends.cudnn.deterministic,
+                     os.environ.get("CUBLAS_WORKSPACE_CONFIG")))
+        return losses(self, *args, **kwargs)
+
+    monkeypatch.setattr(objective.Objective, "losses", watched)
+    runs = []
+    for name, on in (("a", True), ("b", True), ("c", False)):
+        seen.clear()
+        runs.append(Trainer(tiny(train=dict(steps=2, name=name, deterministic=on)),
+                            quiet=True).run())
+        # set for each run (CUBLAS_WORKSPACE_CONFIG before cuBLAS starts) ...
+        assert set(seen) == {(on, on, ":4096:8" if on else None)}
+        # ... and the caller's again once it ends
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cudnn.deterministic
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     a, b, c = (_weights(r) for r in runs)
     assert a.keys() == c.keys()
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)  # CPU: same
