@@ -173,8 +173,8 @@ def _made_for(out: Path, stem: str, prompt: str) -> bool:
     if _caption(out, stem) == prompt:
         return True
     text = _png_record(out / f"{stem}.png")
-    digest = hashlib.sha256(prompt.encode()).hexdigest()
-    return text.get("prompt") == prompt or text.get("prompt_sha256") == digest
+    return text.get("prompt") == prompt or ("prompt_sha256" in text and text[
+        "prompt_sha256"] == hashlib.sha256(prompt.encode()).hexdigest())
 
 
 def _caption(out: Path, stem: str) -> str | None:

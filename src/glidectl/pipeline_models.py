@@ -61,7 +61,7 @@ def loaded_record(stage: str, model: torch.nn.Module) -> ModelRecord | None:
     from .sampling_defaults import recommended_settings
 
     source = getattr(model, "glidectl_source", None)
-    if source is None or len(source) != 3:
+    if source is None:
         return None
     spec, path, versions = source
     if versions != weights_versions(model) or not Path(path).is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shlex
 from dataclasses import dataclass
@@ -20,8 +21,6 @@ class ModelBundle:
     diffusion: Any  # GaussianDiffusion
 
 
-# the schema's default, which a run's config.toml written before the key existed lacks
-DEFAULT_FREQ = ModelConfig().time_embed_max_freq
 # what a scratch preset's changes have moved (its levels, blocks and attention), where no
 # config key reaches: a run begun before keeps its own (widths, text context: another size)
 PRESET_LAYOUT = frozenset({"channel_mult", "num_res_blocks", "attention_resolutions"})
@@ -94,7 +93,7 @@ def earlier_preset(options: Any, cfg: ModelConfig, resume_from: Path | None) -> 
     width or text context is another size: refused as such); a ``time_embed_max_freq`` the
     run's config.toml does not name (written before the key existed) is the checkpoint's."""
     from ..glide.checkpoints import metadata_options
-    from ..runs import CONFIG_FILE, MODEL_FILE
+    from ..runs import MODEL_FILE, run_setting
 
     weights = None if resume_from is None else Path(resume_from) / MODEL_FILE
     if weights is None or not weights.is_file():
@@ -103,28 +102,17 @@ def earlier_preset(options: Any, cfg: ModelConfig, resume_from: Path | None) -> 
         saved = metadata_options(weights)
     except GlidectlError:  # damaged: the resume says so
         return options
-    run_model = _run_model_table(Path(resume_from).parent.parent / CONFIG_FILE)
-    if run_model is None or (run_model.get("kind", "base"), run_model.get("size", "base")) \
-            != (cfg.kind, cfg.size):
+    run = Path(resume_from).parent.parent
+    default = ModelConfig()
+    if (run_setting(run, "model", "kind") or default.kind,
+            run_setting(run, "model", "size") or default.size) != (cfg.kind, cfg.size):
         return options
-    if "time_embed_max_freq" not in run_model and cfg.time_embed_max_freq == DEFAULT_FREQ:
+    if run_setting(run, "model", "time_embed_max_freq") is None \
+            and cfg.time_embed_max_freq == default.time_embed_max_freq:
         options = options.replace(time_embed_max_freq=saved.time_embed_max_freq)
-    import dataclasses
-
     differ = {f.name for f in dataclasses.fields(saved)
               if getattr(saved, f.name) != getattr(options, f.name)}
     return saved if differ and differ <= PRESET_LAYOUT else options
-
-
-def _run_model_table(path: Path) -> dict[str, Any] | None:
-    """The [model] table of a run's config.toml as written (None: unreadable)."""
-    from ..config import tomllib  # tomli before Python 3.11
-
-    try:
-        model = tomllib.loads(path.read_text(encoding="utf-8")).get("model", {})
-    except (OSError, ValueError):
-        return None
-    return model if isinstance(model, dict) else None
 
 
 def resolution_note(cfg: ModelConfig, resolution: int, options: Any) -> str | None:
