@@ -746,6 +746,10 @@ def test_seeds_batch_size_and_prompts_of_the_wrong_kind_are_glidectl_errors(base
         (dict(seeds=[1, 2]), "seeds holds 2 seeds but the request makes 1 image; pass one "
                              "seed per image"),
         (dict(prompts=None), "takes a prompt string or a list of prompt strings, got None"),
+        # seed was silently ignored beside seeds
+        (dict(seed=3, seeds=[5]), "generate(): seed=3 and seeds= both give the images' seeds;"
+                                  " pass seed= (image i gets seed + i) or seeds= (one per "
+                                  "image), not both."),
         # undecodable bytes of an argument (sample $'a\xffb'), JSON's "\ud800" from the UI:
         # a UnicodeEncodeError traceback in the byte tokenizer
         (dict(prompts=["ok", "a\udcffb"]), "Prompt 'a\\udcffb' is not valid text: it holds "

@@ -323,6 +323,10 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 "kept pixels; pass --upsampler openai:upsample-inpaint (or a model trained as "
                 "upsample-inpaint)" + (", or --upsampler none." if low_res is None else
                                        ", or drop the inpaint flags to upsample all of it."))
+        if seeds is not None and seed != 0:
+            raise GlidectlError(f"generate(): seed={seed} and seeds= both give the images' "
+                                "seeds; pass seed= (image i gets seed + i) or seeds= (one "
+                                "per image), not both.")
         texts_all = [p for p in prompts for _ in range(n)]
         request_seed = seed if seeds is None else None  # as sample's --seed
         if seeds is None:
