@@ -1004,6 +1004,49 @@ def test_resume_refuses_a_lora_file_changed_under_the_same_path(tmp_path, tiny_b
         run_eval(prompts, settings, RunOptions(out=tmp_path / "o", resume=True, device="cpu"))
 
 
+def test_resume_of_a_run_folder_that_trained_on_continues_with_the_file_that_made_it(
+        tmp_path, tiny_base):
+    """--resume of images of a training run folder after its latest step moved on: the run
+    folder was refused (weights changed) and so was the step's own file (another --base);
+    the recorded file, still there unchanged, finishes the images as the first session would
+    have, with a note, and metadata.json keeps the spec. Gone, it is refused as before."""
+    import shutil
+
+    import torch
+    from tiny_configs import fill_zero_layers
+
+    from glidectl.evaluation import settings_for
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000001").mkdir(parents=True)
+    shutil.copy(tiny_base, run / "checkpoints" / "step-000001" / "ema.safetensors")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:3])
+    settings = EvalSettings(base=str(run), base_stage=FAST)
+    run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu"))
+    whole = outputs(tmp_path / "o")
+    next((tmp_path / "o").glob("002_*.png")).unlink()
+    torch.manual_seed(5)  # the run trains on: a later step with other weights
+    (run / "checkpoints" / "step-000002").mkdir()
+    save_weights(fill_zero_layers(create_model(preset_options("base", "tiny").replace(
+        image_size=32))), run / "checkpoints" / "step-000002" / "ema.safetensors")
+    events = []
+    options = RunOptions(out=tmp_path / "o", resume=True, device="cpu")
+    again, notes = settings_for(prompts, {}, options)
+    run_eval(prompts, again, options, notes=notes,
+             on_event=lambda kind, **info: events.append(info.get("text")))
+    assert outputs(tmp_path / "o") == whole
+    first = run / "checkpoints" / "step-000001" / "ema.safetensors"
+    assert f"--resume: {str(run)!r} names other weights now; continuing with " \
+           f"{str(first)!r}, which made the images." in events
+    models = json.loads((tmp_path / "o" / "metadata.json").read_text())["models"]["base"]
+    assert (models["spec"], models["path"]) == (str(run), str(first))
+    next((tmp_path / "o").glob("002_*.png")).unlink()
+    shutil.rmtree(run / "checkpoints" / "step-000001")  # pruned: nothing made them is left
+    with pytest.raises(GlidectlError, match="the base model's weights changed since"):
+        run_eval(prompts, again, options)
+
+
 def test_resume_refuses_images_made_by_other_plugin_code(tmp_path, tiny_base):
     """metadata.json records the plugins whose sampler or schedule made the images (null for
     glidectl's own); --resume with other plugin code would mix two samplers' pictures."""

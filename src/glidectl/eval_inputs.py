@@ -328,3 +328,32 @@ def _check_vocab(options: RunOptions, prior: dict[str, Any], out: Path,
         f"{flag}: the GPT-2 vocabulary {here} (sha256 {now[:12]}…) is not {made} that made "
         f"the images in {str(out)!r} (sha256 {was[:12]}…); pass --vocab-dir DIR with that "
         f"vocabulary, or {leave}.")
+
+
+def pinned_models(settings: EvalSettings, prior: dict[str, Any] | None
+                  ) -> tuple[dict[str, str], list[str]]:
+    """For ``--resume``: the weights file of each model whose spec names another file now (a
+    training run folder whose latest step moved on) while the file that made the images is
+    still there unchanged (its recorded path and sha256), so the run goes on with it; and a
+    note for each."""
+    from .file_hashes import file_sha256
+    from .glide.loading import resolve_spec
+
+    pins, notes = {}, []
+    recorded = (prior or {}).get("models") or {}
+    for key, stage in (("base", "base"), ("upsampler", "upsample")):
+        info, spec = recorded.get(stage) or {}, settings.where(key)
+        path, sha = info.get("path"), info.get("sha256")
+        if not (spec and isinstance(path, str) and isinstance(sha, str)):
+            continue
+        try:
+            now = resolve_spec(spec, download=False)
+        except GlidectlError:
+            now = None
+        if now is not None and now.resolve() == Path(path).resolve():
+            continue
+        if Path(path).is_file() and file_sha256(path) == sha:
+            pins[key] = path
+            notes.append(f"--resume: {spec!r} names other weights now; continuing with "
+                         f"{path!r}, which made the images.")
+    return pins, notes

@@ -26,6 +26,7 @@ from .eval_inputs import (
     check_run_call,
     continues,
     held_files_error,
+    pinned_models,
     resolve_out,
     settings_for,
 )
@@ -251,14 +252,20 @@ def _vocab_dir(options: RunOptions) -> str | None:
     return str(Path(options.vocab_dir).expanduser().resolve()) if options.vocab_dir else None
 
 
-def _load(settings: EvalSettings, options: RunOptions, device: str) -> tuple[Any, float]:
+def _load(settings: EvalSettings, options: RunOptions, device: str,
+          pins: dict[str, str]) -> tuple[Any, float]:
+    """The pipeline, and seconds to load it; ``pins`` (:func:`pinned_models`) load the file
+    that made a resumed run's images, recorded under the spec the run recorded."""
     from .pipeline import GlidePipeline
 
     t0 = time.perf_counter()
-    pipeline = GlidePipeline.from_specs(settings.where("base"), settings.where("upsampler"),
-                                        loras=settings.where("loras"), device=device,
-                                        precision=settings.precision, compile=options.compile,
-                                        vocab_dir=_vocab_dir(options))
+    pipeline = GlidePipeline.from_specs(
+        pins.get("base", settings.where("base")), pins.get("upsampler", settings.where(
+            "upsampler")), loras=settings.where("loras"), device=device,
+        precision=settings.precision, compile=options.compile, vocab_dir=_vocab_dir(options))
+    for key, stage in (("base", "base"), ("upsampler", "upsample")):
+        if key in pins:
+            pipeline.records[stage].spec = settings.where(key)
     return pipeline, time.perf_counter() - t0
 
 
@@ -348,6 +355,9 @@ def run_eval(
         plugins.samplers().get(settings.upsample_stage.sampler)
     check_inputs(settings, options, models=pipeline is None,  # before any note or loading
                  prompts=len(prompts))
+    pins, pin_notes = pinned_models(settings, prior) if options.resume and pipeline is None \
+        else ({}, [])
+    notes = [*notes, *pin_notes]
     if options.dry_run:
         from .model_cost import dry_run_plan
         from .pipeline import file_sha256
@@ -359,7 +369,9 @@ def run_eval(
         models, info = dry_run_plan(plan, settings, device, pipeline, _vocab_dir(options))
         header = _header(prompts_file, prompts, out, settings, models, device, options)
         if continues(options, prior, out):  # the plan of a run the real one would refuse
-            hashes = {stage: {"sha256": file_sha256(m["path"])} for stage, m in models.items()
+            pinned = {"upsample" if k == "upsampler" else k: p for k, p in pins.items()}
+            hashes = {stage: {"sha256": file_sha256(pinned.get(stage, m["path"]))}
+                      for stage, m in models.items()
                       if m["local"]}  # weights not on disk: no run of theirs can be here
             check_continues(options, prior, out, prompts, settings, hashes, header)
         for text in notes:
@@ -373,7 +385,7 @@ def run_eval(
     scorer, clip_reason, fid_features, metric_notes = _load_metrics(options, settings, device)
     load_s = 0.0
     if pipeline is None:
-        pipeline, load_s = _load(settings, options, device)
+        pipeline, load_s = _load(settings, options, device, pins)
     stage_opts = settings.stage_options()  # an unusable schedule: one sentence, nothing written
     per_batch = {s: pipeline.calls_per_batch(s, stage_opts[s]) for s in pipeline.stage_models()}
     plan.vocab = pipeline.vocab_record()
