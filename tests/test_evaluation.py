@@ -1033,6 +1033,8 @@ def test_resume_of_a_run_folder_that_trained_on_continues_with_the_file_that_mad
     events = []
     options = RunOptions(out=tmp_path / "o", resume=True, device="cpu")
     again, notes = settings_for(prompts, {}, options)
+    run_eval(prompts, again, RunOptions(out=tmp_path / "o", resume=True, device="cpu",
+                                        dry_run=True))  # its plan is not refused either
     run_eval(prompts, again, options, notes=notes,
              on_event=lambda kind, **info: events.append(info.get("text")))
     assert outputs(tmp_path / "o") == whole
