@@ -252,6 +252,20 @@ def test_inspect_warns_of_set_data_keys_the_source_does_not_read(write_shards, t
             "read it.") in out.stderr and "kohya_folders" not in out.stderr
 
 
+def test_inspect_says_when_source_replaces_a_set_data_source(write_shards, tmp_path):
+    """`--set data.source=B` beside SOURCE A inspected A without a word."""
+    folder = write_shards(1, 2)[0].parent
+    out = invoke("dataset", "inspect", str(folder), "--json", "--tokenizer", "byte",
+                 "--set", f"data.source={tmp_path}", "--set", "data.preset=simple")
+    assert out.exit_code == 0, out.output
+    assert f"Warning: --set data.source={tmp_path} not used: SOURCE {str(folder)!r} is what is " \
+           "inspected." in out.stderr and "data.preset" not in out.stderr
+    assert json.loads(out.stdout)["valid"] == 2
+    same = invoke("dataset", "inspect", str(folder), "--json", "--tokenizer", "byte",
+                  "--set", f"data.source={folder}")
+    assert same.exit_code == 0 and "not used" not in same.stderr
+
+
 def test_inspect_names_where_rejected_samples_keep_their_captions_and_images(write_shards):
     def extra(s, i):
         if i == 0:  # its image under .tif, which data.image_key does not list

@@ -242,9 +242,14 @@ def register(app: typer.Typer) -> None:
         from ..errors import GlidectlError
 
         cfg = load_config(config, set_ or [])
-        cfg.data.source = source
-        if preset is not None:
-            cfg.data.preset = preset
+        for key, given, flag in (("source", source, "SOURCE"), ("preset", preset, "--preset")):
+            was = getattr(cfg.data, key)
+            if given is not None and was not in (None, "", given) and any(
+                    s.replace(" ", "").startswith(f"data.{key}=") for s in set_ or []):
+                typer.echo(f"Warning: --set data.{key}={was} not used: {flag} {given!r} "
+                           "is what is inspected.", err=True)
+            if given is not None:
+                setattr(cfg.data, key, given)
         if tokenizer not in ("auto", "gpt2", "byte"):
             raise GlidectlError(f"--tokenizer must be auto, gpt2 or byte, got {tokenizer!r}.")
         if preview is not None:
