@@ -662,6 +662,20 @@ def test_a_concepts_list_read_as_kohyas_json_names_the_onetrainer_prefix(tmp_pat
                    f"onetrainer:{concepts} (or without a prefix).\n")
 
 
+def test_kohyas_fine_tuning_metadata_given_as_a_source_names_metadata_file(tmp_path, capsys):
+    """kohya's meta_cap.json (image key → caption/tags) as a source said it had no
+    [[datasets]] table; it says how kohya reads it: a subset's metadata_file."""
+    meta = tmp_path / "meta_cap.json"
+    meta.write_text('{"a": {"caption": "a dog", "tags": "dog, grass"}}')
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", str(meta), "--tokenizer", "byte"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"Error: {str(meta)!r} is kohya's fine-tuning metadata (image → caption/tags), which "
+        "kohya reads through a dataset config; write a dataset.toml with [[datasets.subsets]] "
+        'image_dir = "FOLDER" and metadata_file = "meta_cap.json", and pass that.\n')
+
+
 @pytest.mark.parametrize("config, words", [
     ("[[datasets]]\n  [[datasets.subsets]]\n  num_repeats = = 3\n",
      "is not valid TOML (Invalid value (at line 3, column 17)); fix it there."),

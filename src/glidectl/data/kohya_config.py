@@ -134,6 +134,12 @@ def read_dataset_config(path: str | Path) -> DatasetConfig:
     name = repr(str(path))
     config = DatasetConfig(path)
     datasets = raw.get("datasets")
+    if "datasets" not in raw and raw and all(
+            isinstance(v, dict) and ("caption" in v or "tags" in v) for v in raw.values()):
+        raise GlidectlError(
+            f"{name} is kohya's fine-tuning metadata (image → caption/tags), which kohya reads "
+            "through a dataset config; write a dataset.toml with [[datasets.subsets]] "
+            f"image_dir = \"FOLDER\" and metadata_file = \"{path.name}\", and pass that.")
     if not isinstance(datasets, list) or not datasets:
         raise GlidectlError(
             f"{name} has no [[datasets]] table, so it is not a kohya dataset config; add "
