@@ -60,13 +60,10 @@ def register_plugin():
     added = []
 
     def add(obj, name):
-        plugins.load_plugins()
-        plugins.pm.register(obj, name=name)
+        plugins.register_plugin(obj, name)
         added.append(name)
-        plugins.refresh()
         return obj
 
     yield add
     for name in added:
-        plugins.pm.unregister(name=name)
-    plugins.refresh()
+        plugins.unregister_plugin(name)

@@ -79,6 +79,27 @@ def test_register_dataset_presets_duplicate_names_both_plugins(register_plugin):
         plugins.dataset_presets()
 
 
+def test_register_plugin_run_again_replaces_the_earlier_registration():
+    """The README's in-process recipe run twice (a notebook cell) was pluggy's ValueError
+    "Plugin name already registered"; a new object under the name, or the same object
+    under a new name, replaces the earlier one."""
+    try:
+        plugins.register_plugin(_Presets("mine"), "cell")
+        plugins.register_plugin(_Presets("mine"), "cell")  # the cell again: a new object
+        assert plugins.dataset_presets().entry("mine").plugin == "cell"
+        same = _Presets("mine")
+        plugins.register_plugin(same, "cell")
+        plugins.register_plugin(same, "renamed")
+        assert plugins.dataset_presets().entry("mine").plugin == "renamed"
+        assert plugins.pm.get_plugin("cell") is None
+    finally:
+        plugins.unregister_plugin("cell")
+        plugins.unregister_plugin("renamed")
+    assert "mine" not in plugins.dataset_presets()
+    with pytest.raises(GlidectlError, match=r"register_plugin\(\): name= takes a plugin name"):
+        plugins.register_plugin(_Presets("mine"), "")
+
+
 class _TwoImpls:
     """One plugin implementing one hook twice (pluggy's ``specname``)."""
 

@@ -25,7 +25,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, a_or_an
+from .errors import PluginError, a_or_an, takes
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "glidectl"
@@ -417,6 +417,27 @@ def load_warnings() -> list[str]:
 def refresh() -> None:
     """Forget cached registries (after a plugin is registered or unregistered)."""
     _registry.cache_clear()
+
+
+def register_plugin(plugin: object, name: str) -> None:
+    """Register ``plugin`` (a module or object with ``@hookimpl`` hooks) in this process as
+    ``name``, replacing what was registered under that name or registered as that object
+    (a notebook cell run again), and refresh the registries."""
+    if not isinstance(name, str) or not name:
+        raise takes("register_plugin(): name=", "a plugin name (text)", name)
+    load_plugins()
+    unregister_plugin(name)
+    if pm.is_registered(plugin):
+        pm.unregister(plugin)
+    pm.register(plugin, name=name)
+    refresh()
+
+
+def unregister_plugin(name: str) -> None:
+    """Undo :func:`register_plugin` (nothing when no plugin is registered as ``name``)."""
+    if pm.get_plugin(name) is not None:
+        pm.unregister(name=name)
+    refresh()
 
 
 def version_of(plugin: str) -> str | None:
