@@ -149,6 +149,11 @@ def test_wrong_type_names_key_type_and_value(tmp_path):
     with pytest.raises(ConfigError, match=r"got True \(bool\); quote it: 'true'\.$"):
         load_config(path)
     assert load_config(None, ["train.name='2024'"]).train.name == "2024"
+    # the hint repeats what was typed (was: the parsed value, '1000.0' for 1e3)
+    for typed in ("1e3", "0x10", "1_000", "2024-01-01"):
+        with pytest.raises(ConfigError) as info:
+            load_config(None, [f"train.name= {typed}"])
+        assert str(info.value).endswith(f"quote it: --set \"train.name='{typed}'\".")
 
 
 def test_a_nul_character_in_a_text_value_is_refused_before_any_path_is_made_of_it(tmp_path):

@@ -74,7 +74,9 @@ def _is_list(tp: Any) -> bool:
     return tp is list or typing.get_origin(tp) is list
 
 
-def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
+def _check_value(key: str, tp: Any, value: Any, where: str, raw: str | None = None) -> Any:
+    """``value`` checked (and an int made a float) for a key of type ``tp``; ``raw``: the
+    value as typed after ``--set key=``, which the "quote it" hint repeats."""
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             return float(value)
@@ -90,7 +92,8 @@ def _check_value(key: str, tp: Any, value: Any, where: str) -> Any:
     )
     if not ok:
         # as typed in a shell for --set (the outer quotes keep the inner ones), else as in TOML
-        text = f"'{str(value).lower() if isinstance(value, bool) else value}'"
+        text = f"'{raw}'" if raw is not None and "'" not in raw else \
+            f"'{str(value).lower() if isinstance(value, bool) else value}'"
         quote = ("" if tp is not str or isinstance(value, list | dict)
                  else f"; quote it: --set \"{key}={text}\"" if where == "--set"
                  else f"; quote it: {text}")
@@ -145,8 +148,10 @@ def from_dict(data: dict[str, Any], where: str = "config") -> GlideConfig:
     return cfg
 
 
-def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
-    """Apply nested ``data`` onto ``cfg`` with full key and type checking."""
+def merge(cfg: GlideConfig, data: dict[str, Any], where: str,
+          raw: str | None = None) -> GlideConfig:
+    """Apply nested ``data`` onto ``cfg`` with full key and type checking (``raw``: one
+    ``--set`` value as typed)."""
     section_types = _section_types()
     for sec_name, sec_values in data.items():
         if sec_name not in section_types:
@@ -161,7 +166,7 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str) -> GlideConfig:
             if key not in ftypes:
                 raise ConfigError(f"{where}: unknown key '{dotted}'." + (
                     _elsewhere(key) or _nearest(key, list(ftypes), f"{sec_name}.")))
-            value = _check_value(dotted, ftypes[key], value, where)
+            value = _check_value(dotted, ftypes[key], value, where, raw)
             texts = [v for v in (value if isinstance(value, list) else [value])
                      if isinstance(v, str)]
             if any("\x00" in v for v in texts):
@@ -316,7 +321,8 @@ def load_config(
         p = Path(path)
         merge(cfg, _read_toml(p), str(p))
     for item in overrides or []:
-        merge(cfg, parse_override(item), "--set")
+        key, _, raw = item.partition("=")
+        merge(cfg, parse_override(item), "--set", raw.strip() if "." in key else None)
     return cfg
 
 
