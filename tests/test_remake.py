@@ -165,6 +165,11 @@ def test_a_training_preview_is_made_again_from_its_step_s_checkpoint(models, cap
     res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu")
     assert res.returncode == 2
     assert "whose checkpoint of that step is not there" in res.stderr
+    # an upsampler run's pruned step: it advised --base SPEC, which samples a base model
+    (root / "config.toml").write_text('[model]\nkind = "upsample"\n')
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu")
+    assert res.returncode == 2 and "is a preview of an 'upsample' model" in res.stderr, \
+        res.stderr
 
 
 def refused(capsys, *args) -> str:
@@ -340,6 +345,43 @@ def test_a_png_that_records_the_schedule_auto_is_made_again(models, capsys,  # n
                      "-q", "--out", tmp_path / "again")
     assert res.returncode == 0, res.stderr
     assert np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))
+
+
+def test_a_png_of_settings_sample_cannot_set_is_refused_not_made_otherwise(
+        models, capsys, tmp_path):  # noqa: F811
+    """generate()'s upsample_eta, upsample_grey, upsample_sigma_max, clip_denoised, ... were
+    not recorded: --from-png said it made the image again and made the default one. They are
+    recorded where they are not what sample would use, and refused; what sample takes from
+    the base stage (upsample_sigma_max equal to sigma_max) is not."""
+    from glidectl.images import save_png
+
+    pipe = GlidePipeline.from_specs(str(models / "base.safetensors"),
+                                    str(models / "up.safetensors"), device="cpu",
+                                    precision="fp32")
+    kw = dict(steps=2, upsample_steps=2, upsample_sampler="ddim", upsample_schedule="karras")
+    for extra, said in [
+            ({"upsample_eta": 1.0}, "upsample_eta=1.0"),
+            ({"upsample_grey": True}, "upsample_grey=True"),
+            ({"upsample_sigma_max": 2.0}, "upsample_sigma_max=2.0"),
+            ({"clip_denoised": False}, "clip_denoised=False"),  # the upsampler's too
+            ({"upsample_clip_denoised": False}, "upsample_clip_denoised=False"),
+            ({"upsample_dynamic_threshold": 90.0}, "upsample_dynamic_threshold=90.0"),
+            ({"sigma_max": 20.0, "upsample_sigma_max": 20.0}, None)]:
+        image = pipe.generate("a red circle", seed=3, **kw, **extra)[0]
+        png = tmp_path / f"{len(list(tmp_path.iterdir()))}.png"
+        save_png(image, png, image.info)
+        res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                         "--out", tmp_path / f"again-{png.stem}")
+        if said is None:
+            assert res.returncode == 0, res.stderr
+            assert np.array_equal(pixels(tmp_path / f"again-{png.stem}" / "00000.png"),
+                                  pixels(png))
+            continue
+        assert res.returncode == 2, res.stderr
+        assert res.stderr == (
+            f"Error: {png} was made by generate() with {said}, which glidectl sample cannot "
+            "set, so --from-png would make another picture; make it again with "
+            f"GlidePipeline.generate(..., {said}).\n"), res.stderr
 
 
 def test_a_web_ui_png_is_made_again_from_its_models_folder(models, capsys, tmp_path,  # noqa: F811

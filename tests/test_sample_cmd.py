@@ -715,6 +715,18 @@ def test_the_upsampler_takes_its_own_schedule(run, weights, tmp_path) -> None:
     assert res.returncode == 0, res.stderr
     text = Image.open(tmp_path / "b" / "00000.png").text
     assert (text["upsample_schedule"], text["model_calls"]) == ("respaced", "5")
+    # the advice named glidectl fit-steps, which refuses upsamplers
+    args = args[:-4]
+    res = run(*args, "--upsample-sampler", "bespoke", "--out", str(tmp_path / "c"))
+    assert res.returncode == 2 and res.stderr.endswith(
+        "Upsampler: The bespoke sampler needs coefficients fitted to the model; glidectl "
+        "fit-steps fits base models only, so pick another --upsample-sampler or "
+        "--upsample-schedule.\n"), res.stderr
+    res = run(*args, "--upsample-schedule", str(tmp_path / "gone.json"), "--out",
+              str(tmp_path / "d"))
+    assert res.returncode == 2 and "does not exist; glidectl fit-steps fits base models " \
+        "only, so pick another --upsample-sampler or --upsample-schedule." in res.stderr, \
+        res.stderr
 
 
 def test_flags_that_would_not_be_used_are_named(run, weights, tmp_path) -> None:
@@ -733,6 +745,15 @@ def test_flags_that_would_not_be_used_are_named(run, weights, tmp_path) -> None:
               "--out", str(tmp_path / "c"))  # the default spelled out is still not used
     assert res.returncode == 0, res.stderr
     assert "Warning: --base not used: --low-res upsamples the given image" in res.stderr
+    # the base stage's flags were dropped without a word (eval --low-res refuses them)
+    res = run("a cat", "--base", "none", "--upsampler", str(weights["upsample"]),
+              "--low-res", str(tmp_path / "low.png"), "--upsample-steps", "2", "-q",
+              "--steps", "8", "--guidance", "7", "--dynamic-threshold", "90",
+              "--out", str(tmp_path / "d"))
+    assert res.returncode == 0, res.stderr
+    assert ("Warning: --steps, --guidance, --dynamic-threshold not used: with --low-res only "
+            "the upsampler runs (--upsample-sampler, --upsample-steps, --upsample-schedule "
+            "and --upsample-guidance set it).") in res.stderr
 
 
 @pytest.mark.parametrize("args, flags, why", [

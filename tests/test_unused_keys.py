@@ -77,6 +77,11 @@ def _notes(sections: dict, lora: bool) -> list[str]:
                                                  "prompts": ["a"]}}, False,
      "preview.prompts holds 1 prompt for 2 preview.low_res images: each image takes the "
      "prompt in its place, the images without one are upsampled under the empty caption."),
+    # the README's upsampler recipe (examples/glide.toml) previewed with guided dpm++2m
+    ({"model": {"kind": "upsample"}, "preview": {"sampler": "dpm++2m", "guidance": 2.0}}, False,
+     "preview.sampler, preview.guidance are used: previews and validation FID sample this "
+     "upsampler with sampler dpm++2m, guidance 2.0, where glidectl sample upsamples with "
+     "fast27 DDPM and no guidance; remove them from [preview] to preview as sample does."),
 ])
 def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     assert _notes(sections, lora) == [note]
@@ -89,6 +94,8 @@ def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     ({"model": {"kind": "upsample"}, "preview": {"low_res": ["x.png"], "prompts": ["a"]}},
      False),
     ({"model": {"kind": "upsample"}, "preview": {"prompts": ["a"], "every": 0}}, False),
+    ({"model": {"kind": "upsample"}, "preview": {"guidance": 2.0, "every": 0}}, False),
+    ({"preview": {"sampler": "dpm++2m", "guidance": 2.0}}, False),  # a base model's own
     ({"model": {"vocab_dir": "gpt2", "size": "small"}}, False),
     ({"model": {"vocab_dir": "gpt2", "tokenizer": "gpt2"}}, False),
     ({"model": {"vocab_dir": "gpt2", "init": "openai:base"}}, False),

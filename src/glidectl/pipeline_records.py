@@ -119,6 +119,8 @@ class PipelineRecords:
                 "dynamic_threshold": opts.dynamic_threshold,
             })
         first = (base if base_stage and self.base is not None else up)
+        record.update(api_only(first, up if self.upsampler is not None and first is not up
+                               else None))
         record.update(self.vocab_record(base_stage))
         loras = [x for r in self.records.values() for x in r.loras]
         record.update({
@@ -132,3 +134,33 @@ class PipelineRecords:
             "plugins": plugins_used([o.sampler for _, o in stages], schedules),
         })
         return record
+
+
+# generate() keywords that glidectl sample has no flag for: recorded when they change a
+# picture, so that sample --from-png refuses it rather than make another
+API_ONLY = ("clip_denoised", *(f"upsample_{k}" for k in (
+    "eta", "sigma_max", "clip_denoised", "quantize_t", "grey", "guidance_interval",
+    "guidance_rescale", "dynamic_threshold")))
+
+
+def api_only(first: StageOptions, up: StageOptions | None) -> dict[str, Any]:
+    """The settings of a request that ``sample`` cannot set (:data:`API_ONLY`), where they
+    are not what ``sample`` would use: the first stage's ``clip_denoised`` off, and the
+    upsampler's own (``up``, when it runs after the base) where they are not what it takes
+    from the base stage (σ_max, clipping, quantized timesteps, grey) or its defaults."""
+    from .sampling import UPSAMPLE_DEFAULTS
+
+    found: dict[str, Any] = {} if first.clip_denoised else {"clip_denoised": False}
+    if up is None:
+        return found
+    expected = {"sigma_max": first.sigma_max, "clip_denoised": first.clip_denoised,
+                "quantize_t": first.quantize_t, "grey": first.grey,
+                "eta": UPSAMPLE_DEFAULTS.eta if up.sampler_spec().accepts("eta") else up.eta,
+                **{k: getattr(UPSAMPLE_DEFAULTS, k) for k in (
+                    "guidance_interval", "guidance_rescale", "dynamic_threshold")}}
+    for key, value in expected.items():
+        mine = getattr(up, key)
+        if mine != value:
+            found[f"upsample_{key}"] = list(mine) if isinstance(mine, tuple) else mine
+    return found
+

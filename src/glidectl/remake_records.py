@@ -77,6 +77,13 @@ def _json(value: str | None) -> dict[str, Any]:
 
 def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     """A ``sample`` or web UI PNG: its ``parameters``, keyed as sample's flags."""
+    from .pipeline_records import API_ONLY
+
+    if set_ := [f"{k}={rec[k]!r}" for k in API_ONLY if rec.get(k) is not None]:
+        raise GlidectlError(
+            f"{png} was made by generate() with {', '.join(set_)}, which glidectl sample "
+            "cannot set, so --from-png would make another picture; make it again with "
+            f"GlidePipeline.generate(..., {', '.join(set_)}).")
     values: dict[str, Any] = {k: rec[k] for k in SAME_NAME if rec.get(k) is not None}
     for key in STRINGS:
         if key in values:
@@ -307,7 +314,9 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
         missing = (f"{png} was made at step {step} of {run}, whose checkpoint of that step is "
                    f"not there ({why}); pass --base SPEC to use other weights (the image will "
                    "differ).")
-    kind = _kind(weights, adapter) if missing is None else "base"
+    # no step file to read: the run's config says what it trained
+    kind = _kind(weights, adapter) if missing is None else str(
+        runs.run_setting(run, "model", "kind") or "base")
     if kind != "base":
         how = (f"; to upsample an image of your own with its weights, pass --base none "
                f"--upsampler {where} --low-res IMAGE" if kind == "upsample" else "")

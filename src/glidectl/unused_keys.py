@@ -135,6 +135,23 @@ def _preview_prompt_notes(cfg: GlideConfig) -> list[str]:
     return []
 
 
+def _upsampler_preview_notes(cfg: GlideConfig) -> list[str]:
+    """An upsampler's previews sample as ``glidectl sample`` upsamples (fast27 DDPM, no
+    guidance) but for the sampler, steps and guidance ``[preview]`` sets: say so."""
+    p = cfg.preview
+    if not cfg.model.kind.startswith("upsample") or p.every == 0 and \
+            cfg.validation.fid_every == 0:
+        return []
+    keys = _changed(cfg, ("preview.sampler", "preview.steps", "preview.guidance"))
+    if not keys:
+        return []
+    shown = ", ".join(f"{k.split('.')[1]} {getattr(p, k.split('.')[1])}" for k in keys)
+    return [f"{', '.join(keys)} {'is' if len(keys) == 1 else 'are'} used: previews and "
+            f"validation FID sample this upsampler with {shown}, where glidectl sample "
+            "upsamples with fast27 DDPM and no guidance; remove "
+            f"{'it' if len(keys) == 1 else 'them'} from [preview] to preview as sample does."]
+
+
 def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     """One sentence per group of set keys that a run of ``cfg`` ignores (``lora``: the run
     trains LoRA adapters, ``glidectl lora``; else every weight, ``train``/``upsample``)."""
@@ -153,7 +170,7 @@ def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     if not cfg.model.kind.startswith("upsample") and (keys := _changed(cfg, UPSAMPLER_KEYS)):
         notes.append(f"model.kind {cfg.model.kind!r} is no upsampler, so "
                      f"{_are(keys, ' (upsamplers only)')} ignored.")
-    notes += _preview_prompt_notes(cfg)
+    notes += _preview_prompt_notes(cfg) + _upsampler_preview_notes(cfg)
     if cfg.train.optimizer == "adafactor" and (keys := _changed(cfg, ADAM_KEYS)):
         notes.append(f"train.optimizer = \"adafactor\" ignores {', '.join(keys)} (AdamW's).")
     wandb = "wandb" in cfg.log.trackers or bool(cfg.log.wandb_project)

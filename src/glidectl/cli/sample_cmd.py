@@ -321,6 +321,14 @@ def _sample(
     if unused and not up_spec:
         err.print(f"[yellow]Warning:[/] {', '.join(unused)} not used: this run has no "
                   "upsampler.", highlight=False, soft_wrap=True)
+    base_only = [flag for flag in given if flag in (
+        "--sampler", "--steps", "--schedule", "--guidance", "--guidance-interval",
+        "--guidance-rescale", "--dynamic-threshold")]
+    if low_res is not None and base_only:
+        err.print(f"[yellow]Warning:[/] {', '.join(base_only)} not used: with --low-res only "
+                  "the upsampler runs (--upsample-sampler, --upsample-steps, "
+                  "--upsample-schedule and --upsample-guidance set it).", highlight=False,
+                  soft_wrap=True)
     if low_res is not None and base != "none" and (
             "base" in given_names or base != "openai:base"):
         err.print("[yellow]Warning:[/] --base not used: --low-res upsamples the given "
