@@ -394,3 +394,11 @@ def test_a_config_set_in_code_takes_paths_and_numpy_numbers_and_names_a_section_
     cfg.trian = 5
     with pytest.raises(ConfigError, match=r"unknown section 'trian'\. Did you mean 'train'\?"):
         validate(cfg)
+
+
+def test_lora_alpha_0_is_refused_when_the_config_loads():
+    """`config keys` said "from 0" and `config show` took 0, which glidectl lora refuses."""
+    with pytest.raises(ConfigError, match=r"'lora.alpha' must be above 0 and at most 100000; "
+                                          r"got 0"):
+        load_config(None, ["lora.alpha=0"])
+    assert load_config(None, ["lora.alpha=0.5"]).lora.alpha == 0.5

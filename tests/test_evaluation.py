@@ -994,6 +994,7 @@ def test_resume_refuses_a_lora_file_changed_under_the_same_path(tmp_path, tiny_b
     import shutil
 
     adapter = make_adapter(tiny_base, tmp_path / "adapter")
+    shutil.copytree(adapter, tmp_path / "kept")
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
     settings = EvalSettings(base=str(tiny_base), base_stage=FAST, loras=(f"{adapter}:0.5",))
     run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu"))
@@ -1001,6 +1002,17 @@ def test_resume_refuses_a_lora_file_changed_under_the_same_path(tmp_path, tiny_b
     shutil.rmtree(adapter)
     make_adapter(tiny_base, adapter, seed=9)  # retrained: other weights, same path
     with pytest.raises(GlidectlError, match="a LoRA adapter of the base model changed"):
+        run_eval(prompts, settings, RunOptions(out=tmp_path / "o", resume=True, device="cpu"))
+    # the same weights with other settings (lora_alpha) make other pictures too
+    shutil.rmtree(adapter)
+    shutil.copytree(tmp_path / "kept", adapter)
+    run_eval(prompts, settings, RunOptions(out=tmp_path / "o", resume=True, device="cpu"))
+    next((tmp_path / "o").glob("000_*.png")).unlink()
+    config = adapter / "adapter_config.json"
+    raw = json.loads(config.read_text())
+    config.write_text(json.dumps({**raw, "lora_alpha": raw["lora_alpha"] * 3}))
+    with pytest.raises(GlidectlError, match=r"changed since .* \(the sha256 of its weights or "
+                                            r"settings differs\)"):
         run_eval(prompts, settings, RunOptions(out=tmp_path / "o", resume=True, device="cpu"))
 
 

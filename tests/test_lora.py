@@ -605,6 +605,81 @@ def test_a_peft_adapter_with_modules_to_save_is_refused_in_one_line(tmp_path):
         apply_loras(tiny(), [str(out)])
 
 
+def test_a_peft_adapter_goes_to_the_loaded_model_its_layers_fit(tmp_path):
+    """peft's own adapters (no glidectl.json) all went to the base model, an upsampler's
+    merged into the base wherever the shapes agreed; one that fits both is said."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    from glidectl.lora import apply_loras_by_kind
+    from glidectl.lora.apply import LoraMismatchWarning
+
+    def saved(name, targets):
+        torch.manual_seed(0)
+        model = get_peft_model(tiny("upsample"), PeftLoraConfig(
+            r=4, lora_alpha=8, init_lora_weights=False, target_modules=targets))
+        model.save_pretrained(str(tmp_path / name))
+        return str(tmp_path / name)
+
+    conv = saved("conv", ["input_blocks.0.0"])  # 6 input channels: the upsampler's alone
+    applied = apply_loras_by_kind([tiny(), tiny("upsample")], [conv])
+    assert [a["kind"] for a in applied] == ["upsample"]
+    attention = saved("attention", ["qkv"])  # other sizes in the tiny base
+    assert [a["kind"] for a in apply_loras_by_kind([tiny(), tiny("upsample")], [attention])] \
+        == ["upsample"]
+    time = saved("time", ["time_embed.0"])  # the same sizes in both tiny networks
+    with pytest.warns(LoraMismatchWarning, match=r"fits both the base and the upsample model: "
+                                                 r"it is applied to the base model"):
+        applied = apply_loras_by_kind([tiny(), tiny("upsample")], [time])
+    assert [a["kind"] for a in applied] == ["base"]
+
+
+@pytest.mark.parametrize("bias", ["all", "lora_only"])
+def test_a_peft_adapter_saved_with_biases_says_bias_not_modules_to_save(tmp_path, bias):
+    """It blamed modules_to_save, which the adapter's config does not set."""
+    _, out = peft_adapter(tmp_path, target_modules=["qkv"], bias=bias)
+    with pytest.raises(GlidectlError, match=rf"was saved with peft's bias='{bias}': it carries "
+                                            r"\d+ of the model's biases, which glidectl does "
+                                            r"not apply; save it with bias='none'"):
+        apply_loras(tiny(), [str(out)])
+
+
+def test_kohya_and_diffusers_lora_files_are_named_as_such(tmp_path, capsys):
+    """A kohya (A1111) or diffusers LoRA file was "not a LoRA adapter" (and as --base "not a
+    GLIDE checkpoint"): it is one, of a format made for other networks."""
+    from safetensors.torch import save_file
+
+    from glidectl.glide import load_model
+
+    for name, key in (("kohya", "lora_unet_down_blocks_0_attentions_0.lora_down.weight"),
+                      ("diffusers", "unet.down_blocks.0.attentions.0.to_q.lora.down.weight")):
+        path = tmp_path / f"{name}.safetensors"
+        save_file({key: torch.zeros(4, 8)}, str(path))
+        said = (f"{str(path)!r} is a LoRA file in kohya's or diffusers' format (lora_down/"
+                "lora_up keys, made for another network than GLIDE); glidectl reads peft "
+                "adapter folders (adapter_config.json and adapter_model.safetensors), as "
+                "glidectl lora and peft's save_pretrained write them.")
+        with pytest.raises(GlidectlError) as caught:
+            apply_loras(tiny(), [str(path)])
+        assert str(caught.value) == said
+        with pytest.raises(GlidectlError) as caught:
+            load_model(path)
+        assert str(caught.value) == said
+
+
+def test_a_lora_path_starting_with_a_tilde_is_read_from_home(tmp_path, monkeypatch):
+    """`--lora=~/x` (the shell leaves ~ after '=') said the adapter did not exist; --base
+    expands it."""
+    from glidectl.lora import latest_adapter, read_adapter
+
+    out = trained_adapter(tmp_path)[1]
+    monkeypatch.setenv("HOME", str(out.parent))
+    assert read_adapter(f"~/{out.name}").path == out
+    assert latest_adapter(f"~/{out.name}") == out
+    model = apply_loras(tiny(), [f"~/{out.name}:0.5"])
+    assert model.applied_loras[0]["path"] == f"~/{out.name}"
+
+
 # ----------------------------------------------------------------------------- merge CLI
 cli = exit_code
 
@@ -950,6 +1025,22 @@ def test_lora_resume_with_another_rank_is_one_line(tmp_path, capsys):
     assert "rank 4 but the [lora] config says 8" in err
 
 
+def test_a_scratch_lora_run_resumed_with_another_seed_names_train_seed(tmp_path, capsys):
+    """It said to "put back the weights it started on", which are in the run's own
+    base.safetensors: what differs is the scratch network train.seed builds."""
+    from glidectl.config import save_config
+
+    save_config(lora_config(tmp_path, train=dict(steps=2, seed=1)), tmp_path / "lora.toml")
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--no-live") == 0
+    capsys.readouterr()
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--resume", "latest", "--steps", "4",
+               "--set", "train.seed=5", "--no-live") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith(
+        "its scratch network is built again from train.seed and the [model] settings, so "
+        "resume with the run's own (train.seed = 1), or start a new LoRA run.\n"), err
+
+
 def test_lora_resume_with_another_alpha_or_rslora_is_one_line(tmp_path, capsys):
     """`--resume latest --set lora.alpha=2` went on at a quarter of the adapters' scale
     (alpha/r 0.25 for 1: the trained adapters' output cut to a quarter), without a word."""
@@ -1257,6 +1348,19 @@ def test_a_new_start_replaces_the_scratch_base_an_earlier_start_left(tmp_path):
     adapter = read_adapter(run_dir)
     assert adapter.meta["base_model"] == str(run_dir / "base.safetensors")
     assert weights_sha256(load_model(adapter.meta["base_model"])) == adapter.meta["base_sha256"]
+
+
+def test_a_scratch_lora_run_moved_elsewhere_finds_its_own_base(tmp_path):
+    """Its adapters record base.safetensors by absolute path: after `mv` (or a copy to
+    another machine) `--lora RUN` and `lora merge RUN` said the base was not there."""
+    import shutil
+
+    from glidectl.lora import base_for_loras, train_lora
+
+    train_lora(lora_config(tmp_path, train=dict(steps=2)), quiet=True)
+    shutil.move(tmp_path / "runs" / "lora", tmp_path / "moved")
+    base, _ = base_for_loras([str(tmp_path / "moved")], "openai:base")
+    assert base == str(tmp_path / "moved" / "base.safetensors")
 
 
 def test_a_lora_run_on_a_base_run_keeps_training_on_the_step_it_began_on(tmp_path, capsys):

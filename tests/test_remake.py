@@ -279,6 +279,36 @@ def test_a_run_folder_that_trained_on_since_is_refused_until_base_names_it(model
         steps[1] / "ema.safetensors")
 
 
+def test_a_lora_run_that_trained_on_remakes_from_its_step_and_its_settings_count(
+        models, capsys, tmp_path):  # noqa: F811
+    """A LoRA given as its run folder was pinned by the folder only: once the run wrote a
+    later step, --from-png refused though the step that made the image was there. And only
+    the adapter's weights were hashed: a changed lora_alpha in adapter_config.json was
+    taken as the same adapter and made another picture."""
+    from glidectl import runs
+
+    steps = [tmp_path / "lrun" / "checkpoints" / runs.step_dir_name(k) / "lora-ema"
+             for k in (1, 2)]
+    shutil.copytree(models / "my-lora", steps[0])
+    res = in_process(capsys, "sample", "a red circle", "--base", models / "base.safetensors",
+                     "--lora", f"{tmp_path / 'lrun'}:0.5", "--steps", 2, "--upsampler", "none",
+                     "--device", "cpu", "-q", "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    shutil.copytree(models / "my-lora", steps[1])  # the run trains on: other settings
+    config = steps[1] / "adapter_config.json"
+    config.write_text(config.read_text().replace('"lora_alpha": 2.0', '"lora_alpha": 6.0'))
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                     "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))
+    assert params(tmp_path / "again" / "00000.png")["loras"] == [f"{steps[0]}:0.5"]
+    config = steps[0] / "adapter_config.json"  # the step's own settings changed
+    config.write_text(config.read_text().replace('"lora_alpha": 2.0', '"lora_alpha": 6.0'))
+    message = refused(capsys, "--from-png", png)
+    assert "made with the LoRA adapter" in message and "holds other contents now" in message
+
+
 def test_a_sampler_no_plugin_registers_now_is_one_sentence(models, capsys, tmp_path,  # noqa: F811
                                                           register_plugin):
     from glidectl import plugins

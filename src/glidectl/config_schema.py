@@ -24,16 +24,18 @@ def wandb_init_mode(mode: str) -> str | None:
 def opt(
     default: Any, doc: str, choices: tuple[Any, ...] | None = None, *,
     min: float | None = None, max: float | None = None, below: float | None = None,
-    pair: bool = False, name_like: bool = False, check: Callable[[Any], None] | None = None,
+    above: float | None = None, pair: bool = False, name_like: bool = False,
+    check: Callable[[Any], None] | None = None,
 ) -> Any:
     """A config field with its default, a one-line doc, optional allowed values and, for
-    numbers (and lists of numbers), the allowed range ``min..max`` (or ``< below``);
+    numbers (and lists of numbers), the allowed range ``min..max`` (or ``< below``, ``>
+    above``);
     ``pair``: a list of exactly two numbers ``[min, max]`` with min <= max; ``name_like``: a
     name or folder name, which may hold no control character; ``check``: raises a
     GlidectlError for a value the command that reads the key would refuse."""
-    numeric = min is not None or max is not None or below is not None
+    numeric = min is not None or max is not None or below is not None or above is not None
     meta = {"doc": doc, "choices": choices,
-            "range": Range(min, max, below) if numeric else None, "pair": pair,
+            "range": Range(min, max, below, above) if numeric else None, "pair": pair,
             "name_like": name_like, "check": check}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
@@ -357,7 +359,7 @@ class LoraConfig:
     rank: int = opt(8, "LoRA rank r.", min=1, max=4096)
     alpha: float = opt(
         8.0, "LoRA alpha: updates scale by alpha/r (alpha/sqrt(r) with rslora).",
-        min=0, max=100_000,
+        above=0, max=100_000,
     )
     dropout: float = opt(0.0, "Dropout on the LoRA input.", min=0, below=1)
     rslora: bool = opt(False, "Rank-stabilised scaling alpha/sqrt(r) instead of alpha/r.")

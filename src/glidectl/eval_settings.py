@@ -480,11 +480,16 @@ def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
                 f"{flag}: the {stage} model's weights changed since the run in {str(out)!r} "
                 f"(sha256 {str(old)[:12]} → {str(info.get('sha256'))[:12]}); {leave}."
             )
-        old_loras = [lora.get("sha256") for lora in
-                     meta.get("models", {}).get(stage, {}).get("loras") or []]
-        new_loras = [lora.get("sha256") for lora in info.get("loras") or []]
+        # an adapter's weights, and its settings (lora_alpha, ...) where the run recorded them
+        recorded = meta.get("models", {}).get(stage, {}).get("loras") or []
+        settings = all(isinstance(lora, dict) and "config_sha256" in lora for lora in recorded)
+        old_loras = [(lora.get("sha256"), lora.get("config_sha256")) if settings
+                     else lora.get("sha256") for lora in recorded]
+        new_loras = [(lora.get("sha256"), lora.get("config_sha256")) if settings
+                     else lora.get("sha256") for lora in info.get("loras") or []]
         if "loras" in info and old_loras and new_loras and old_loras != new_loras:
             # the same paths (the flags matched above), other weights
             raise GlidectlError(
                 f"{flag}: a LoRA adapter of the {stage} model changed since the run in "
-                f"{str(out)!r} (its weights' sha256 differs); {leave}, or restore it.")
+                f"{str(out)!r} (the sha256 of its weights or settings differs); {leave}, or "
+                "restore it.")

@@ -211,7 +211,8 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
 
             by_kind = {m.options.kind: records[s] for s, m in models.items() if m is not None}
             for entry in apply_loras_by_kind([b, u], list(loras)):
-                record = {k: entry[k] for k in ("path", "scale", "modules", "sha256")}
+                record = {k: entry[k] for k in ("path", "scale", "modules", "sha256",
+                                                "config_sha256", "dir")}
                 by_kind[entry["kind"]].loras.append(record)
         for model in (b, u):
             if model is not None:

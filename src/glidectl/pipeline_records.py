@@ -131,6 +131,10 @@ class PipelineRecords:
             "device": self.device.type, "compile": self.compiled or None,
             "loras": [f"{x['path']}:{float(x['scale'])!r}" for x in loras] or None,  # exact
             "lora_sha256": [x["sha256"] for x in loras] or None,
+            # what else decides an adapter's pictures: its settings, and the folder read (a
+            # LoRA run's latest step moves on)
+            "lora_config_sha256": [x.get("config_sha256") for x in loras] or None,
+            "lora_dirs": [x.get("dir") for x in loras] or None,
             "plugins": plugins_used([o.sampler for _, o in stages], schedules),
         })
         return record

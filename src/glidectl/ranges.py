@@ -38,13 +38,17 @@ def plain_number(text: str, kind: type = float) -> bool:
 
 @dataclass(frozen=True)
 class Range:
-    """``min <= value <= max`` (or ``< below``); floats must also be finite."""
+    """``min <= value <= max`` (or ``< below``, ``> above``); floats must also be finite."""
 
     min: float | None = None
     max: float | None = None
     below: float | None = None
+    above: float | None = None
 
     def describe(self) -> str:
+        if self.above is not None:
+            return f"above {_num(self.above)}" + (
+                f" and at most {_num(self.max)}" if self.max is not None else "")
         lo = None if self.min is None else _num(self.min)
         hi = _num(self.max) if self.max is not None else None
         if self.below is not None:
@@ -66,7 +70,8 @@ class Range:
                 return f"must be {self.describe()} (a finite number); got {v!r}"
             if ((self.min is not None and v < self.min)
                     or (self.max is not None and v > self.max)
-                    or (self.below is not None and v >= self.below)):
+                    or (self.below is not None and v >= self.below)
+                    or (self.above is not None and v <= self.above)):
                 return f"must be {self.describe()}; got {_num(v)}"
         return None
 

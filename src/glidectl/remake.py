@@ -284,7 +284,10 @@ def _sha(pin: Pinned, path: Path, file_sha256: Any) -> str:
         from .lora import read_adapter
 
         adapter = read_adapter(path)
-        return state_sha256(adapter.state) if pin.tensors else adapter.sha256
+        if pin.tensors:
+            return state_sha256(adapter.state)
+        with_settings = pin.sha256 is not None and "+" in pin.sha256
+        return f"{adapter.sha256}+{adapter.config_sha256}" if with_settings else adapter.sha256
     if pin.tensors:
         from safetensors.torch import load_file
 

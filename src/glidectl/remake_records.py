@@ -26,7 +26,8 @@ WORDS = ("prompt", "sampler", "schedule", "upsample_sampler", "upsample_schedule
          *(f"{k}_{what}" for k in MODELS for what in ("file", "sha256")),
          *(f"{k}_sha256" for k in (*PATHS, "schedule", "upsample_schedule", "prompt", "vocab")))
 FLAGS = ("grey", "compile")
-LISTS = ("loras", "lora_sha256", "plugins")  # of words (a LoRA's sha256 may be null)
+LISTS = ("loras", "lora_sha256", "lora_config_sha256", "lora_dirs", "plugins")  # of words
+NULLABLE = ("lora_sha256", "lora_config_sha256", "lora_dirs")  # an adapter in memory: null
 
 
 def read_remake(png: str | Path) -> Remake:
@@ -118,7 +119,8 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
                                         rec.get(f"{key}_sha256")))
     remake.pinned += pinned
     _pin_schedules(remake, rec)
-    _pin_loras(remake, rec.get("loras") or [], rec.get("lora_sha256") or [])
+    _pin_loras(remake, rec.get("loras") or [], rec.get("lora_sha256") or [],
+               rec.get("lora_config_sha256") or [], rec.get("lora_dirs") or [])
     batch_size = _number(png, "batch_size", rec.get("batch_size", 1), int, low=1)
     if "image_index" in rec:
         total = _number(png, "request_images", rec.get("request_images", batch_size), int,
@@ -159,7 +161,7 @@ def _typed(png: Path, rec: dict[str, Any], where: str = "") -> dict[str, Any]:
               or isinstance(value, bool) and key in FLAGS
               or isinstance(value, dict) and key.endswith("_stage")
               or isinstance(value, list) and key in LISTS and all(
-                  isinstance(v, str) or v is None and key == "lora_sha256" for v in value))
+                  isinstance(v, str) or v is None and key in NULLABLE for v in value))
         if not ok:
             _damaged(png, where + key, value)
         if isinstance(value, dict):
@@ -194,13 +196,20 @@ def _pin_schedules(remake: Remake, rec: dict[str, Any]) -> None:
                                         rec[f"{key}_sha256"], metavar="FILE"))
 
 
-def _pin_loras(remake: Remake, loras: list[str], digests: list[str | None]) -> None:
+def _pin_loras(remake: Remake, loras: list[str], digests: list[str | None],
+               settings: list[str | None] = (), dirs: list[str | None] = ()) -> None:
+    """Pin each ``PATH:SCALE`` adapter to its weights' sha256 (and its settings', as
+    ``WEIGHTS+SETTINGS``, where recorded), trying the folder read (``dirs``) after ``PATH``."""
     if not loras:
         return
     remake.values["lora"] = list(loras)
-    for text, sha in zip(loras, [*digests, *[None] * len(loras)], strict=False):
+    nothing = [None] * len(loras)
+    for text, sha, setting, where in zip(loras, [*digests, *nothing], [*settings, *nothing],
+                                         [*dirs, *nothing], strict=False):
         path, scale = text.rsplit(":", 1)
-        remake.pinned.append(Pinned("lora", "LoRA adapter", (path,), sha, scale, "PATH:SCALE"))
+        remake.pinned.append(Pinned(
+            "lora", "LoRA adapter", _paths(path, where), f"{sha}+{setting}"
+            if sha and setting else sha, scale, "PATH:SCALE"))
 
 
 def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
@@ -265,7 +274,8 @@ def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
     loras = [x for m in models.values() for x in m.get("loras") or ()
              if isinstance(x, dict)]
     _pin_loras(remake, [f"{x['path']}:{float(x['scale'])!r}" for x in loras],
-               [x.get("sha256") for x in loras])
+               [x.get("sha256") for x in loras], [x.get("config_sha256") for x in loras],
+               [x.get("dir") for x in loras])
     _eval_batch(remake, meta, rec, _number(png, "candidate", text.get("candidate", 0), int))
     if "batch_images" in text:  # as made: the folder may have grown since
         remake.batch = _number(png, "batch_images", text["batch_images"], int, 1)

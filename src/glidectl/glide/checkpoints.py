@@ -16,7 +16,7 @@ import shlex
 import struct
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -106,12 +106,28 @@ def adapter_not_model(path: str | Path) -> str:
             "merged.safetensors.")
 
 
+FOREIGN_LORA_KEYS = (".lora_down.", ".lora_up.", ".lora.down.", ".lora.up.")
+
+
+def foreign_lora(path: str | Path, keys: Iterable[str]) -> str | None:
+    """The sentence for a LoRA file of kohya's or diffusers' format (``lora_down``/``lora_up``
+    keys: made for Stable Diffusion's networks), or None when ``keys`` are not one's."""
+    if not any(part in k for k in keys for part in FOREIGN_LORA_KEYS):
+        return None
+    return (f"{str(path)!r} is a LoRA file in kohya's or diffusers' format (lora_down/lora_up "
+            "keys, made for another network than GLIDE); glidectl reads peft adapter folders "
+            "(adapter_config.json and adapter_model.safetensors), as glidectl lora and peft's "
+            "save_pretrained write them.")
+
+
 # --------------------------------------------------------------------------- identification
 def identify_kind(shapes: Mapping[str, Sequence[int]], path: str | Path = "checkpoint") -> str:
     """The model kind from the input conv's channels: 3 / 6 / 7 / 10 → base / upsample / …"""
     shape = shapes.get(_FIRST_KEY)
     if shape is None and any(".lora_A." in k for k in shapes):
         raise GlidectlError(adapter_not_model(path))
+    if shape is None and (foreign := foreign_lora(path, shapes)):
+        raise GlidectlError(foreign)
     if shape is None or len(shape) != 4:
         raise GlidectlError(
             f"{str(path)!r} is not a GLIDE checkpoint: it has no {_FIRST_KEY!r} conv weight."

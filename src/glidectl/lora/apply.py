@@ -299,13 +299,28 @@ def _sampling_defaults(base: str) -> dict[str, str]:
     return {RECOMMENDED_KEY: recorded[RECOMMENDED_KEY]} if RECOMMENDED_KEY in recorded else {}
 
 
+def _fits(model: nn.Module, adapter: AdapterFiles) -> bool:
+    """Whether every module ``adapter`` adapts is in ``model`` with the in and out sizes of
+    its LoRA weights."""
+    modules = dict(model.named_modules())
+    for name in adapter.module_names:
+        weight = getattr(modules.get(name), "weight", None)
+        a = next((v for k, v in adapter.state.items() if k.startswith(f"{name}.lora_A.")), None)
+        b = next((v for k, v in adapter.state.items() if k.startswith(f"{name}.lora_B.")), None)
+        if weight is None or a is None or b is None or a.dim() < 2 or weight.dim() < 2 or (
+                a.shape[1], b.shape[0]) != (weight.shape[1], weight.shape[0]):
+            return False
+    return True
+
+
 def apply_loras_by_kind(
     models: Sequence[nn.Module | None], specs: Iterable[str | LoraSpec | tuple[str, float]],
 ) -> list[dict[str, Any]]:
     """Apply each adapter to the loaded model of the kind it was trained for (e.g. base and
     upsampler of one pipeline); one without metadata goes to the first model. Returns what
-    was applied, per adapter: path, scale, modules, the model kind and the sha256 of the
-    adapter file (read once: a LoRA run's latest moves on as it trains)."""
+    was applied, per adapter: path, scale, modules, the model kind, the sha256 of the
+    adapter file and of its config's settings, and the adapter folder read (``dir``: a LoRA
+    run's latest step moves on as it trains)."""
     loaded = [m for m in models if m is not None]
     applied: list[dict[str, Any]] = []
     for spec in specs:
@@ -313,6 +328,17 @@ def apply_loras_by_kind(
         adapter = read_adapter(spec.path)
         kind = adapter.meta.get("model_kind")
         target = next((m for m in loaded if not kind or m.options.kind == kind), None)
+        if not kind and len(loaded) > 1:  # peft's own adapter: the model whose layers fit
+            fits = [m for m in loaded if _fits(m, adapter)]
+            target = fits[0] if fits else target
+            if len(fits) > 1:
+                warnings.warn(
+                    f"LoRA {spec.path!r} does not say which model it is for (no glidectl.json) "
+                    f"and fits both the {fits[0].options.kind} and the {fits[1].options.kind} "
+                    f"model: it is applied to the {fits[0].options.kind} model; to apply it to "
+                    f"the other, fold it in with: glidectl lora merge {spec.path} --base MODEL "
+                    "-o merged.safetensors, and load that instead.", LoraMismatchWarning,
+                    stacklevel=2)
         if target is None:
             have = ", ".join(m.options.kind for m in loaded) or "none"
             raise GlidectlError(
@@ -322,5 +348,6 @@ def apply_loras_by_kind(
             )
         _merge(target, adapter, spec, True)
         applied.append({**target.applied_loras[-1], "kind": target.options.kind,
-                        "sha256": adapter.sha256})
+                        "sha256": adapter.sha256, "config_sha256": adapter.config_sha256,
+                        "dir": str(adapter.path.absolute())})
     return applied

@@ -8,6 +8,7 @@ The same JSON is stored in the safetensors metadata under ``glidectl``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from ..atomic import save_safetensors, write_json
 from ..config import LoraConfig
 from ..errors import GlidectlError, cause, from_here, takes
 from ..extras import broken_import
+from ..glide.checkpoints import foreign_lora
 from ..ranges import is_finite_number
 
 CONFIG_FILE = "adapter_config.json"
@@ -77,6 +79,7 @@ class AdapterFiles:
     meta: dict[str, Any] = field(default_factory=dict)
     weights_file: str = WEIGHTS_FILE  # the file in ``path`` the weights came from
     sha256: str = ""  # of that file's bytes as they were read
+    config_sha256: str = ""  # of adapter_config.json's settings (alpha, rslora, ...): JSON
 
     @property
     def weights_path(self) -> Path:
@@ -158,7 +161,7 @@ def read_adapter(path: str | Path) -> AdapterFiles:
     """
     from ..glide.loading import follows_latest, read_resolved
 
-    p = Path(path)
+    p = Path(path).expanduser()
     if follows_latest(p) and not (p / CONFIG_FILE).is_file():  # a LoRA run or checkpoints/
         return read_resolved(p, _read_adapter, resolve=latest_adapter)[1]
     return _read_adapter(p)
@@ -172,6 +175,8 @@ def _read_adapter(path: Path) -> AdapterFiles:
             "written by 'glidectl lora' (runs/<name>)."
         )
     if p.is_file() and not (p.parent / CONFIG_FILE).is_file():
+        if p.suffix == ".safetensors" and (foreign := foreign_lora(p, _keys(p))):
+            raise GlidectlError(foreign)
         raise GlidectlError(
             f"{str(path)!r} is not a LoRA adapter: pass the folder written by 'glidectl lora' "
             f"(runs/<name>), an adapter folder or its {WEIGHTS_FILE}."
@@ -241,7 +246,15 @@ def _read_adapter(path: Path) -> AdapterFiles:
     if bad is not None:
         raise GlidectlError(f"{str(weights)!r} holds NaN or infinite values ({bad}); the "
                             "adapter is damaged: use another checkpoint's adapter.")
-    whole = sorted({k.rsplit(".", 1)[0] for k in state if not _is_lora_key(k)})
+    extra = [k for k in state if not _is_lora_key(k)]
+    bias = getattr(config, "bias", "none")
+    if extra and bias != "none" and all(k.endswith(".bias") for k in extra):
+        raise GlidectlError(
+            f"LoRA adapter {str(directory)!r} was saved with peft's bias={bias!r}: it carries "
+            f"{len(extra)} of the model's biases, which glidectl does not apply; save it with "
+            "bias='none', or merge it with peft (merge_and_unload) and pass the merged weights "
+            "as the model.")
+    whole = sorted({k.rsplit(".", 1)[0] for k in extra})
     if whole:
         raise GlidectlError(
             f"LoRA adapter {str(directory)!r} also replaces whole modules (peft's "
@@ -255,7 +268,9 @@ def _read_adapter(path: Path) -> AdapterFiles:
                             "peft (merge_and_unload) and pass the merged weights as the model.")
     from ..pipeline import file_sha256
 
-    return AdapterFiles(directory, config, state, meta, weights.name, file_sha256(weights))
+    settings = json.dumps(raw, sort_keys=True).encode()  # its settings, not its spacing
+    return AdapterFiles(directory, config, state, meta, weights.name, file_sha256(weights),
+                        hashlib.sha256(settings).hexdigest())
 
 
 ALPHA_MAX = 1e6  # far past any adapter's lora_alpha; 1e300 made the merged weights NaN
@@ -407,6 +422,11 @@ def recorded_base(adapter: AdapterFiles, named: str) -> str:
     if base in ("", "scratch"):
         return ""
     base = _beside_adapter(base, adapter.path)
+    step = Path(os.path.abspath(adapter.path)).parent
+    own = runs.run_of_step_dir(step) / runs.BASE_FILE if runs.is_step_dir(step) else None
+    if Path(base).name == runs.BASE_FILE and own is not None and own.is_file() and not \
+            Path(base).expanduser().is_file():  # a scratch LoRA run moved: its own base file
+        base = str(own)
     from ..glide.loading import check_spec
 
     try:
@@ -473,7 +493,7 @@ def latest_adapter(run: Path | str, ema: bool | None = None) -> Path:
                     "'glidectl lora' wrote it)", run)
     if ema is not None and not isinstance(ema, bool):
         raise takes("latest_adapter(ema=...)", "True, False or None", ema)
-    p = Path(run)
+    p = Path(run).expanduser()
     if not p.exists():
         raise GlidectlError(f"LoRA run {str(run)!r}{from_here(run)} does not exist; pass the "
                             "folder written by 'glidectl lora' (runs/<name>).")
@@ -499,3 +519,15 @@ def latest_adapter(run: Path | str, ema: bool | None = None) -> Path:
                 "base model (--base) and the folder 'glidectl lora' wrote as the adapter.")
         raise GlidectlError(f"{str(step_dir)!r} holds no LoRA adapter ({names}).")
     return found
+
+
+def _keys(path: Path) -> list[str]:
+    """The tensor names of a .safetensors file (none when it cannot be read as one)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys())
+    except Exception:  # noqa: BLE001 - not a readable safetensors file: no names to judge
+        return []
+

@@ -94,11 +94,17 @@ class LoraTrainingAdapter:
         want = adapter.meta.get("base_sha256")
         if want and want != self.base_sha256:
             base = Path(self.base_spec)
+            seed = runs.run_setting(runs.run_of_step_dir(step_dir), "train", "seed")
             fix = ("put back the weights it started on, or start a new LoRA run" if not (
                 base.is_dir() and runs.step_weights(base) is None) else
                 f"model.init {self.base_spec!r} is a training run whose latest checkpoint has "
                 "moved on since; set model.init to the step folder this LoRA run started from "
                 f"({str(base / 'checkpoints' / 'step-N')!r}) and resume again")
+            if self.base_spec in ("", "scratch"):  # rebuilt from train.seed and model.*
+                fix = ("its scratch network is built again from train.seed and the [model] "
+                       "settings, so resume with the run's own"
+                       + (f" (train.seed = {seed})" if isinstance(seed, int) else "")
+                       + ", or start a new LoRA run")
             raise GlidectlError(
                 f"Cannot resume from {str(step_dir)!r}: the base model's weights differ from the "
                 f"ones this LoRA run started on ({adapter.meta.get('base_model')!r}); {fix}."
