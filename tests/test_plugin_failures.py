@@ -83,6 +83,40 @@ def test_a_plugin_sampler_calling_sys_exit_is_named_not_a_silent_exit():
         "with GLIDECTL_LOAD_PLUGINS=\"\".")
 
 
+def test_a_plugin_sampler_raising_keyboardinterrupt_in_a_worker_is_named(register_plugin):
+    """In the web UI's worker thread it escaped to the server, whose thread died (every tab
+    hung); no Ctrl-C reaches a worker, so it is the plugin's. In the main thread it is
+    still taken for the user's Ctrl-C."""
+    import threading
+
+    def sample_interrupting(denoiser, x, sigmas, extra=None, callback=None):
+        raise KeyboardInterrupt
+
+    class Interrupting:
+        @hookimpl
+        def register_samplers(self, register):
+            register("interrupting", Sampler(sample_interrupting))
+
+    register_plugin(Interrupting(), "interrupting-plugin")
+    fn = plugins.samplers().get("interrupting")
+    args = (lambda x, sigma: x, torch.zeros(2), torch.tensor([1.0, 0.0]))
+    caught = []
+
+    def worker():
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - what reaches the server's thread
+            caught.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert isinstance(caught[0], PluginError) and str(caught[0]).startswith(
+        "Plugin 'interrupting-plugin' failed in sampler 'interrupting': KeyboardInterrupt")
+    with pytest.raises(KeyboardInterrupt):
+        fn(*args)
+
+
 def _returning(result):
     def sample_bad(denoiser, x, sigmas, extra=None, callback=None):
         denoiser(x, float(sigmas[0]))

@@ -15,6 +15,7 @@ import importlib
 import inspect
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +77,11 @@ def guard(fn: Callable[..., Any], plugin: str, what: str,
             raise _failed(plugin, what, str(exc)) from exc
         except GlidectlError:
             raise
+        except KeyboardInterrupt as exc:
+            if threading.current_thread() is threading.main_thread():
+                raise  # the user's Ctrl-C: a signal stops the main thread only
+            trace_exception(plugin, exc)  # raised by the plugin, in the web UI's worker
+            raise _failed(plugin, what, describe_exception(exc)) from exc
         except (Exception, SystemExit) as exc:  # sys.exit() in a plugin: its fault too
             if getattr(exc, "_glidectl_ours", False):
                 raise

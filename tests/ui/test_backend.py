@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from glidectl import plugins
 from glidectl.errors import GlidectlError
 from glidectl.ui.backend import UiBackend
 from glidectl.ui.models import ModelCache, list_models, memory_use
@@ -91,6 +92,27 @@ def test_a_plugin_source_that_cannot_list_its_models_leaves_the_others_listed(
     with pytest.warns(ModelListWarning, match="hub unreachable.*left out of the lists"):
         bases, _, _ = UiBackend(models_dir).choices()
     assert bases == ["tiny.safetensors"]  # the folder's models are still there
+
+    class Half:  # resolve fails for one model: it was left out without a word
+        def names(self):
+            return ["good", "bad"]
+
+        def resolve(self, name, download=True):
+            if name == "bad":
+                raise ValueError("bad resolve")
+            return models_dir / "tiny.safetensors"
+
+    class HalfSources:
+        @hookimpl
+        def register_model_sources(self, register):
+            register("halfhub", Half())
+
+    plugins.unregister_plugin("dead-plugin")
+    register_plugin(HalfSources(), "half-plugin")
+    with pytest.warns(ModelListWarning, match=r"ValueError: bad resolve.* halfhub:bad is left "
+                                              r"out of the lists"):
+        bases, _, _ = UiBackend(models_dir).choices()
+    assert bases == ["halfhub:good", "tiny.safetensors"]
 
 
 def test_only_listed_models_can_be_used(models_dir):
@@ -443,11 +465,29 @@ def test_lora_is_listed_and_applied_with_its_scale(lora_models_dir):
     kwargs = dict(n=1, sampler="euler", base_steps=1, base="tiny.safetensors", seed=1)
     result = backend.generate("a red circle", lora="my-lora/", lora_scale=0.5, **kwargs)
     assert result.settings["loras"] == ["my-lora:0.5"]  # the adapter, as sample --lora takes it
+    assert result.settings["lora_dirs"] == ["my-lora"]  # the folder read: no server path
+    assert str(lora_models_dir) not in json.dumps(result.settings)
     ((pipe, _),) = backend.cache.values()
     (applied,) = pipe.records["base"].loras
     assert applied["scale"] == 0.5 and applied["modules"] > 0
     with pytest.raises(GlidectlError, match="Unknown LoRA"):
         backend.generate("a red circle", lora=str(lora_models_dir / "my-lora"), **kwargs)
+
+
+def test_a_run_linked_into_the_models_folder_is_named_as_linked(models_dir, tmp_path):
+    """A run symlinked into --models-dir was recorded by its file's bare name (the link
+    resolved outside the folder), so --from-png in the models folder could not find it."""
+    from glidectl import runs
+
+    step = tmp_path / "runs" / "mine" / "checkpoints" / runs.step_dir_name(1)
+    step.mkdir(parents=True)
+    (step / "ema.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine").symlink_to(tmp_path / "runs" / "mine")
+    backend = UiBackend(tmp_path / "models", device="cpu")
+    result = backend.generate("a red circle", n=1, sampler="euler", base_steps=1,
+                              base="mine/", seed=1)
+    assert result.settings["base_file"] == "mine/checkpoints/step-000001/ema.safetensors"
 
 
 def test_a_lora_trained_on_other_weights_is_warned_about_with_each_image(lora_models_dir,

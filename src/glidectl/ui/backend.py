@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets
 import tempfile
@@ -309,11 +310,15 @@ class UiBackend:
         """A file as the page names it: relative to the models folder
         (``my-run/checkpoints/step-000100/ema.safetensors``), else to the output folder
         (``0003/00_seed7.png``), else by its name — no server paths."""
-        where = Path(path).expanduser().resolve()
+        given = Path(os.path.abspath(Path(path).expanduser()))  # a linked run: as linked
+        where = given.resolve()
         for folder in (self.models_dir, self.output_dir):
-            root = folder.resolve() if folder is not None else None
-            if root is not None and where.is_relative_to(root) and where != root:
-                return where.relative_to(root).as_posix()
+            if folder is None:
+                continue
+            for inside, root in ((given, Path(os.path.abspath(folder))),
+                                 (where, Path(folder).resolve())):
+                if inside.is_relative_to(root) and inside != root:
+                    return inside.relative_to(root).as_posix()
         return where.name
 
     def _shown_paths(self, settings: dict[str, Any]) -> None:
@@ -326,6 +331,8 @@ class UiBackend:
             value = settings.get(key)
             if value and (key.endswith("_file") or is_schedule_file(value)):
                 settings[key] = shown(value)
+        if settings.get("lora_dirs"):
+            settings["lora_dirs"] = [shown(d) if d else d for d in settings["lora_dirs"]]
         if settings.get("loras"):  # PATH:SCALE
             settings["loras"] = [":".join([shown(t.rsplit(":", 1)[0]), t.rsplit(":", 1)[1]])
                                  for t in settings["loras"]]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, PluginError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt")
 NONE_LABEL = "(none)"
@@ -66,6 +66,10 @@ def _source_choices() -> list[ModelChoice]:
         for model in models:
             try:
                 path = Path(source.resolve(model, download=False))
+            except PluginError as exc:  # it failed, rather than say "not on disk"
+                warnings.warn(f"{exc} {name}:{model} is left out of the lists.",
+                              ModelListWarning, stacklevel=2)
+                continue
             except (GlidectlError, OSError):
                 continue
             kind = _file_kind(path) or (model if model in KINDS else None)
