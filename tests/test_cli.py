@@ -80,6 +80,13 @@ def test_config_show_prints_resolved_toml():
               "--set", "train.steps=3")
     assert out.returncode == 0, out.stderr
     assert "[train]" in out.stdout and "steps = 3" in out.stdout
+    assert out.stderr == ""
+    # a sampler no plugin registers: shown, with what train would say (it said nothing)
+    out = run("config", "show", "--config", str(ROOT / "examples" / "glide.toml"),
+              "--set", "preview.sampler=eulr")
+    assert out.returncode == 0 and 'sampler = "eulr"' in out.stdout, out.stderr
+    assert out.stderr.startswith("Warning: train and lora refuse this config: preview.sampler: "
+                                 "Unknown sampler 'eulr'. Did you mean 'euler'?"), out.stderr
 
 
 MALFORMED = [

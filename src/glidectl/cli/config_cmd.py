@@ -22,8 +22,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the resolved config (defaults < file < --set) as TOML."""
         from ..config import load_config, to_toml
+        from ..errors import GlidectlError
+        from ..training.setup import check_names
 
-        typer.echo(to_toml(load_config(config, set_ or [])), nl=False)
+        cfg = load_config(config, set_ or [])
+        typer.echo(to_toml(cfg), nl=False)
+        try:
+            check_names(cfg)  # what train and lora would refuse: a sampler no plugin has
+        except GlidectlError as exc:
+            typer.echo(f"Warning: train and lora refuse this config: {exc}", err=True)
 
     @config_app.command("keys")
     def keys(

@@ -80,6 +80,12 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
     check_cuda_graphs(cfg.train, processes=1)  # the process count is checked once known
     val.check(cfg)
     tracker_names(cfg.log)
+    check_names(cfg)
+
+
+def check_names(cfg: GlideConfig) -> None:
+    """The sampler and dataset preset ``cfg`` names are registered (plugins' too), and the
+    preview sampler takes ``preview.steps``; else one sentence. ``config show`` says it too."""
     from .. import plugins
     from ..samplers.spec import as_sampler
 
