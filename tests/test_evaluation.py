@@ -1061,6 +1061,36 @@ def test_resume_of_a_run_folder_that_trained_on_continues_with_the_file_that_mad
         run_eval(prompts, again, options)
 
 
+def test_resume_of_a_lora_run_that_trained_on_continues_with_the_step_that_made_it(
+        tmp_path, tiny_base):
+    """--resume with --lora RUN after the LoRA run wrote a later step: "a LoRA adapter
+    changed" though the step that made the images was there; it goes on with that step."""
+    import shutil
+
+    step = tmp_path / "lrun" / "checkpoints" / "step-000001" / "lora-ema"
+    make_adapter(tiny_base, step)
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:3])
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST,
+                            loras=(f"{tmp_path / 'lrun'}:0.5",))
+    run_eval(prompts, settings, RunOptions(out=tmp_path / "o", device="cpu"))
+    whole = outputs(tmp_path / "o")
+    next((tmp_path / "o").glob("002_*.png")).unlink()
+    make_adapter(tiny_base, tmp_path / "lrun" / "checkpoints" / "step-000002" / "lora-ema",
+                 seed=9)  # the LoRA run trains on
+    events = []
+    run_eval(prompts, settings, RunOptions(out=tmp_path / "o", resume=True, device="cpu"),
+             on_event=lambda kind, **info: events.append(info.get("text")))
+    assert outputs(tmp_path / "o") == whole
+    assert f"--resume: LoRA {str(tmp_path / 'lrun')!r} holds another adapter now; continuing " \
+           f"with {str(step)!r}, which made the images." in events
+    loras = json.loads((tmp_path / "o" / "metadata.json").read_text())["models"]["base"]["loras"]
+    assert [(x["path"], x["dir"]) for x in loras] == [(str(tmp_path / "lrun"), str(step))]
+    next((tmp_path / "o").glob("002_*.png")).unlink()
+    shutil.rmtree(step.parent)  # pruned: what made them is gone
+    with pytest.raises(GlidectlError, match="a LoRA adapter of the base model changed"):
+        run_eval(prompts, settings, RunOptions(out=tmp_path / "o", resume=True, device="cpu"))
+
+
 def test_resume_refuses_images_made_by_other_plugin_code(tmp_path, tiny_base):
     """metadata.json records the plugins whose sampler or schedule made the images (null for
     glidectl's own); --resume with other plugin code would mix two samplers' pictures."""

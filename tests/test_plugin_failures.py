@@ -116,6 +116,28 @@ def test_a_plugin_sampler_raising_keyboardinterrupt_in_a_worker_is_named(registe
     with pytest.raises(KeyboardInterrupt):
         fn(*args)
 
+    def sample_calling_back(denoiser, x, sigmas, extra=None, callback=None):
+        callback({"i": 0})
+        return x
+
+    def stop(info):  # an app cancelling from its own callback in a worker
+        raise KeyboardInterrupt
+
+    class CallingBack:
+        @hookimpl
+        def register_samplers(self, register):
+            register("calling-back", Sampler(sample_calling_back))
+
+    register_plugin(CallingBack(), "calling-back-plugin")
+    fn = plugins.samplers().get("calling-back")
+    caught.clear()
+    args = (*args, None, stop)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert type(caught[0]) is KeyboardInterrupt  # ours, not the plugin's
+
 
 def _returning(result):
     def sample_bad(denoiser, x, sigmas, extra=None, callback=None):

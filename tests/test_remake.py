@@ -306,7 +306,8 @@ def test_a_lora_run_that_trained_on_remakes_from_its_step_and_its_settings_count
     config = steps[0] / "adapter_config.json"  # the step's own settings changed
     config.write_text(config.read_text().replace('"lora_alpha": 2.0', '"lora_alpha": 6.0'))
     message = refused(capsys, "--from-png", png)
-    assert "made with the LoRA adapter" in message and "holds other contents now" in message
+    assert "made with the LoRA adapter" in message and "holds other settings now (its " \
+        "adapter_config.json: lora_alpha, …)" in message, message
 
 
 def test_a_sampler_no_plugin_registers_now_is_one_sentence(models, capsys, tmp_path,  # noqa: F811
@@ -381,37 +382,57 @@ def test_a_png_of_settings_sample_cannot_set_is_refused_not_made_otherwise(
         models, capsys, tmp_path):  # noqa: F811
     """generate()'s upsample_eta, upsample_grey, upsample_sigma_max, clip_denoised, ... were
     not recorded: --from-png said it made the image again and made the default one. They are
-    recorded where they are not what sample would use, and refused; what sample takes from
-    the base stage (upsample_sigma_max equal to sigma_max) is not."""
+    recorded where they change the picture (with an upsampler alone too) and refused, unless
+    a flag given changes the picture anyway; what sample takes from the base stage and what
+    changes no pixel (ddim's own η, guidance tools of an unguided upsampler) are not."""
     from glidectl.images import save_png
 
-    pipe = GlidePipeline.from_specs(str(models / "base.safetensors"),
-                                    str(models / "up.safetensors"), device="cpu",
+    up_file = str(models / "up.safetensors")
+    both = GlidePipeline.from_specs(str(models / "base.safetensors"), up_file, device="cpu",
                                     precision="fp32")
+    alone = GlidePipeline.from_specs(None, up_file, device="cpu", precision="fp32")
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "low.png")
     kw = dict(steps=2, upsample_steps=2, upsample_sampler="ddim", upsample_schedule="karras")
-    for extra, said in [
-            ({"upsample_eta": 1.0}, "upsample_eta=1.0"),
-            ({"upsample_grey": True}, "upsample_grey=True"),
-            ({"upsample_sigma_max": 2.0}, "upsample_sigma_max=2.0"),
-            ({"clip_denoised": False}, "clip_denoised=False"),  # the upsampler's too
-            ({"upsample_clip_denoised": False}, "upsample_clip_denoised=False"),
-            ({"upsample_dynamic_threshold": 90.0}, "upsample_dynamic_threshold=90.0"),
-            ({"sigma_max": 20.0, "upsample_sigma_max": 20.0}, None)]:
+    cases = [
+        ({"upsample_eta": 1.0}, "upsample_eta=1.0"),
+        ({"upsample_grey": True}, "upsample_grey=True"),
+        ({"upsample_sigma_max": 2.0}, "upsample_sigma_max=2.0"),
+        ({"upsample_sigma_max": None}, "upsample_sigma_max=None"),  # the model's top σ
+        ({"clip_denoised": False}, "clip_denoised=False"),  # the upsampler's too
+        ({"upsample_clip_denoised": False}, "upsample_clip_denoised=False"),
+        ({"upsample_dynamic_threshold": 90.0}, "upsample_dynamic_threshold=90.0"),
+        ({"temperature": 0.8}, "temperature=0.8"),
+        ({"sigma_max": 20.0, "upsample_sigma_max": 20.0}, None),
+        ({"upsample_eta": 0.0}, None),  # ddim's own η
+        ({"upsample_guidance_rescale": 0.7}, None),  # an unguided upsampler
+        # an upsampler alone: its own settings, named as generate() takes them
+        ({"low_res": str(tmp_path / "low.png"), "upsample_eta": 1.0}, "upsample_eta=1.0"),
+        ({"low_res": str(tmp_path / "low.png"), "upsample_guidance": 3.0,
+          "upsample_guidance_rescale": 0.7}, "upsample_guidance_rescale=0.7"),
+        ({"low_res": str(tmp_path / "low.png"), "upsample_clip_denoised": False},
+         "upsample_clip_denoised=False"),
+    ]
+    for k, (extra, said) in enumerate(cases):
+        pipe = alone if "low_res" in extra else both
         image = pipe.generate("a red circle", seed=3, **kw, **extra)[0]
-        png = tmp_path / f"{len(list(tmp_path.iterdir()))}.png"
+        png = tmp_path / f"{k}.png"
         save_png(image, png, image.info)
         res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
-                         "--out", tmp_path / f"again-{png.stem}")
+                         "--out", tmp_path / f"again-{k}")
         if said is None:
-            assert res.returncode == 0, res.stderr
-            assert np.array_equal(pixels(tmp_path / f"again-{png.stem}" / "00000.png"),
-                                  pixels(png))
+            assert res.returncode == 0, (extra, res.stderr)
+            assert np.array_equal(pixels(tmp_path / f"again-{k}" / "00000.png"), pixels(png))
             continue
-        assert res.returncode == 2, res.stderr
+        assert res.returncode == 2, (extra, res.stderr)
         assert res.stderr == (
             f"Error: {png} was made by generate() with {said}, which glidectl sample cannot "
             "set, so --from-png would make another picture; make it again with "
             f"GlidePipeline.generate(..., {said}).\n"), res.stderr
+    # a flag that changes the picture anyway is taken, with the setting named
+    res = in_process(capsys, "sample", "--from-png", tmp_path / "0.png", "--seed", "4",
+                     "--device", "cpu", "-q", "--out", tmp_path / "seed4")
+    assert res.returncode == 0 and "generate()'s upsample_eta=1.0 (sample cannot set it)" \
+        in res.stderr, res.stderr
 
 
 def test_a_web_ui_png_is_made_again_from_its_models_folder(models, capsys, tmp_path,  # noqa: F811

@@ -727,6 +727,10 @@ def test_the_upsampler_takes_its_own_schedule(run, weights, tmp_path) -> None:
     assert res.returncode == 2 and "does not exist; glidectl fit-steps fits base models " \
         "only, so pick another --upsample-sampler or --upsample-schedule." in res.stderr, \
         res.stderr
+    # other errors that name fit-steps keep their words (the list of schedules was cut)
+    res = run(*args, "--upsample-schedule", "karas", "--out", str(tmp_path / "e"))
+    assert res.returncode == 2 and "Did you mean 'karras'? Available: exponential" in \
+        res.stderr and "FILE.json from glidectl fit-steps." in res.stderr, res.stderr
 
 
 def test_flags_that_would_not_be_used_are_named(run, weights, tmp_path) -> None:

@@ -331,16 +331,18 @@ def _check_vocab(options: RunOptions, prior: dict[str, Any], out: Path,
 
 
 def pinned_models(settings: EvalSettings, prior: dict[str, Any] | None
-                  ) -> tuple[dict[str, str], list[str]]:
+                  ) -> tuple[dict[str, Any], list[str]]:
     """For ``--resume``: the weights file of each model whose spec names another file now (a
     training run folder whose latest step moved on) while the file that made the images is
-    still there unchanged (its recorded path and sha256), so the run goes on with it; and a
+    still there unchanged (its recorded path and sha256), so the run goes on with it; under
+    ``"loras"`` the same for LoRA adapters ({PATH as given: the adapter folder read}); and a
     note for each."""
     from .file_hashes import file_sha256
     from .glide.loading import resolve_spec
 
-    pins, notes = {}, []
+    pins: dict[str, Any] = {}
     recorded = (prior or {}).get("models") or {}
+    pins["loras"], notes = _pinned_loras(recorded)
     for key, stage in (("base", "base"), ("upsampler", "upsample")):
         info, spec = recorded.get(stage) or {}, settings.where(key)
         path, sha = info.get("path"), info.get("sha256")
@@ -356,4 +358,30 @@ def pinned_models(settings: EvalSettings, prior: dict[str, Any] | None
             pins[key] = path
             notes.append(f"--resume: {spec!r} names other weights now; continuing with "
                          f"{path!r}, which made the images.")
+    return pins, notes
+
+
+def _pinned_loras(recorded: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """{PATH as given: the adapter folder that made the images} for each LoRA whose PATH (a
+    LoRA run whose latest step moved on) holds another adapter now while that folder still
+    holds the recorded one (weights and settings), and a note for each."""
+    from .lora import read_adapter
+
+    pins, notes = {}, []
+    for info in recorded.values():
+        for lora in (info or {}).get("loras") or []:
+            path, where = lora.get("path"), lora.get("dir")
+            if not (isinstance(path, str) and isinstance(where, str) and lora.get("sha256")
+                    and lora.get("config_sha256")):
+                continue
+            try:
+                now, then = read_adapter(path), read_adapter(where)
+            except GlidectlError:
+                continue
+            made = (lora["sha256"], lora["config_sha256"])
+            if (now.sha256, now.config_sha256) != made and (
+                    then.sha256, then.config_sha256) == made:
+                pins[path] = where
+                notes.append(f"--resume: LoRA {path!r} holds another adapter now; continuing "
+                             f"with {where!r}, which made the images.")
     return pins, notes

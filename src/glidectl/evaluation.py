@@ -253,19 +253,29 @@ def _vocab_dir(options: RunOptions) -> str | None:
 
 
 def _load(settings: EvalSettings, options: RunOptions, device: str,
-          pins: dict[str, str]) -> tuple[Any, float]:
-    """The pipeline, and seconds to load it; ``pins`` (:func:`pinned_models`) load the file
-    that made a resumed run's images, recorded under the spec the run recorded."""
+          pins: dict[str, Any]) -> tuple[Any, float]:
+    """The pipeline, and seconds to load it; ``pins`` (:func:`pinned_models`) load the files
+    that made a resumed run's images, recorded under the specs the run recorded."""
+    from .lora import parse_lora_spec
     from .pipeline import GlidePipeline
 
     t0 = time.perf_counter()
+    adapters = pins.get("loras") or {}
+    loras = []
+    for text in settings.where("loras"):
+        spec = parse_lora_spec(text)
+        loras.append(f"{adapters[spec.path]}:{spec.scale!r}" if spec.path in adapters else text)
     pipeline = GlidePipeline.from_specs(
         pins.get("base", settings.where("base")), pins.get("upsampler", settings.where(
-            "upsampler")), loras=settings.where("loras"), device=device,
+            "upsampler")), loras=loras, device=device,
         precision=settings.precision, compile=options.compile, vocab_dir=_vocab_dir(options))
     for key, stage in (("base", "base"), ("upsampler", "upsample")):
         if key in pins:
             pipeline.records[stage].spec = settings.where(key)
+    given = {where: path for path, where in adapters.items()}
+    for record in pipeline.records.values():  # metadata.json keeps the adapters as given
+        for lora in record.loras:
+            lora["path"] = given.get(lora["path"], lora["path"])
     return pipeline, time.perf_counter() - t0
 
 

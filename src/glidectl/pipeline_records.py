@@ -119,8 +119,8 @@ class PipelineRecords:
                 "dynamic_threshold": opts.dynamic_threshold,
             })
         first = (base if base_stage and self.base is not None else up)
-        record.update(api_only(first, up if self.upsampler is not None and first is not up
-                               else None))
+        record.update(api_only(base if first is base else None,
+                               up if self.upsampler is not None else None))
         record.update(self.vocab_record(base_stage))
         loras = [x for r in self.records.values() for x in r.loras]
         record.update({
@@ -142,29 +142,48 @@ class PipelineRecords:
 
 # generate() keywords that glidectl sample has no flag for: recorded when they change a
 # picture, so that sample --from-png refuses it rather than make another
-API_ONLY = ("clip_denoised", *(f"upsample_{k}" for k in (
+API_ONLY = ("clip_denoised", "temperature", *(f"upsample_{k}" for k in (
     "eta", "sigma_max", "clip_denoised", "quantize_t", "grey", "guidance_interval",
     "guidance_rescale", "dynamic_threshold")))
 
 
-def api_only(first: StageOptions, up: StageOptions | None) -> dict[str, Any]:
-    """The settings of a request that ``sample`` cannot set (:data:`API_ONLY`), where they
-    are not what ``sample`` would use: the first stage's ``clip_denoised`` off, and the
-    upsampler's own (``up``, when it runs after the base) where they are not what it takes
-    from the base stage (σ_max, clipping, quantized timesteps, grey) or its defaults."""
+def api_only(base: StageOptions | None, up: StageOptions | None) -> dict[str, Any]:
+    """The settings of a request that ``sample`` cannot set (:data:`API_ONLY`) where they
+    change its picture: the base stage's ``clip_denoised`` off and ``temperature``; the
+    upsampler's own (``up``)
+    where they are not what ``sample`` gives it — what it takes from the base stage (σ_max,
+    clipping, quantized timesteps, grey; with no base stage ``sample`` sets σ_max,
+    quantizing and grey for it) or its defaults — and not idle (σ_max on GLIDE's respaced
+    steps, an η the sampler takes as its own default, guidance tools of an unguided
+    upsampler). ``base``/``up``: the options of the stages that ran."""
+    import inspect
+
     from .sampling import UPSAMPLE_DEFAULTS
 
-    found: dict[str, Any] = {} if first.clip_denoised else {"clip_denoised": False}
+    found: dict[str, Any] = {}
+    if base is not None and not base.clip_denoised:
+        found["clip_denoised"] = False
+    if base is not None and base.temperature != 1.0:  # the start noise's scale
+        found["temperature"] = base.temperature
     if up is None:
         return found
-    expected = {"sigma_max": first.sigma_max, "clip_denoised": first.clip_denoised,
-                "quantize_t": first.quantize_t, "grey": first.grey,
-                "eta": UPSAMPLE_DEFAULTS.eta if up.sampler_spec().accepts("eta") else up.eta,
-                **{k: getattr(UPSAMPLE_DEFAULTS, k) for k in (
-                    "guidance_interval", "guidance_rescale", "dynamic_threshold")}}
+    spec = up.sampler_spec()
+    eta = inspect.signature(spec.fn).parameters.get("eta")
+    own_eta = None if eta is None or eta.default is inspect.Parameter.empty else eta.default
+    guided = up.guidance is not None and float(up.guidance) != 1
+    expected: dict[str, Any] = {"clip_denoised": base.clip_denoised if base else True}
+    if base is not None:
+        expected.update(sigma_max=base.sigma_max, quantize_t=base.quantize_t, grey=base.grey)
+    if (up.schedule or spec.schedule) == "respaced":
+        expected.pop("sigma_max", None)  # GLIDE's own timesteps start at the model's top σ
+    if spec.accepts("eta") and up.eta is not None and up.eta != own_eta:
+        found["upsample_eta"] = up.eta
+    if guided:
+        expected.update({k: getattr(UPSAMPLE_DEFAULTS, k)
+                         for k in ("guidance_interval", "guidance_rescale")})
+    expected["dynamic_threshold"] = UPSAMPLE_DEFAULTS.dynamic_threshold
     for key, value in expected.items():
         mine = getattr(up, key)
         if mine != value:
             found[f"upsample_{key}"] = list(mine) if isinstance(mine, tuple) else mine
     return found
-

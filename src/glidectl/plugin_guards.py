@@ -51,7 +51,7 @@ class _Ours:
             return self._fn(*args, **kwargs)
         except MisuseError:
             raise
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt) as exc:  # a callback's own stop too
             exc._glidectl_ours = True  # type: ignore[attr-defined]
             raise
 
@@ -78,8 +78,9 @@ def guard(fn: Callable[..., Any], plugin: str, what: str,
         except GlidectlError:
             raise
         except KeyboardInterrupt as exc:
-            if threading.current_thread() is threading.main_thread():
-                raise  # the user's Ctrl-C: a signal stops the main thread only
+            if threading.current_thread() is threading.main_thread() or getattr(
+                    exc, "_glidectl_ours", False):
+                raise  # the user's Ctrl-C (a signal stops the main thread only), a callback's
             trace_exception(plugin, exc)  # raised by the plugin, in the web UI's worker
             raise _failed(plugin, what, describe_exception(exc)) from exc
         except (Exception, SystemExit) as exc:  # sys.exit() in a plugin: its fault too

@@ -56,6 +56,7 @@ class Remake:
     missing: str | None = None  # why the weights it names are not there (--base: others)
     device: str | None = None  # the device type that made it (cpu, cuda, mps)
     vocab_sha256: str | None = None  # the GPT-2 vocabulary's that tokenized the prompt
+    api_only: dict[str, Any] = field(default_factory=dict)  # generate()'s, no sample flag
 
     @property
     def name(self) -> str:
@@ -84,6 +85,14 @@ class Remake:
             raise GlidectlError(self.missing)
         if "lora" in given and params["lora"] != self.values.get("lora"):
             changed.append("--lora " + " ".join(params["lora"] or ()))
+        if self.api_only:  # settings sample cannot give: no remake, unless others change
+            set_ = ", ".join(f"{k}={v!r}" for k, v in self.api_only.items())
+            if not changed:
+                raise GlidectlError(
+                    f"{self.name} was made by generate() with {set_}, which glidectl sample "
+                    "cannot set, so --from-png would make another picture; make it again "
+                    f"with GlidePipeline.generate(..., {set_}).")
+            changed.append(f"generate()'s {set_} (sample cannot set it)")
         for pin in self.pinned:
             if pin.param not in given:
                 self._check(pin)
@@ -164,9 +173,13 @@ class Remake:
         flag, first = _flag(pin.param), pin.tries[0]
         short = f" (sha256 {pin.sha256[:12]}…)" if pin.sha256 else ""
         if held is not None:
+            other = f"other contents now (sha256 {held[1][:12]}…)"
+            if pin.sha256 and "+" in pin.sha256 and held[1].split("+")[0] == \
+                    pin.sha256.split("+")[0]:  # an adapter's weights as made, its settings not
+                other = "other settings now (its adapter_config.json: lora_alpha, …)"
             raise GlidectlError(
                 f"{self.name} was made with the {pin.what} {first!r}{short}, but "
-                f"{held[0]!r} holds other contents now (sha256 {held[1][:12]}…); pass {flag} "
+                f"{held[0]!r} holds {other}; pass {flag} "
                 f"{_arg(pin, held[0])} to use what is there now (the image will differ).")
         if first == IN_MEMORY and pin.metavar == "IMAGE":  # a PIL image or tensor, no file
             raise GlidectlError(

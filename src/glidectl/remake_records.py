@@ -80,11 +80,6 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     """A ``sample`` or web UI PNG: its ``parameters``, keyed as sample's flags."""
     from .pipeline_records import API_ONLY
 
-    if set_ := [f"{k}={rec[k]!r}" for k in API_ONLY if rec.get(k) is not None]:
-        raise GlidectlError(
-            f"{png} was made by generate() with {', '.join(set_)}, which glidectl sample "
-            "cannot set, so --from-png would make another picture; make it again with "
-            f"GlidePipeline.generate(..., {', '.join(set_)}).")
     values: dict[str, Any] = {k: rec[k] for k in SAME_NAME if rec.get(k) is not None}
     for key in STRINGS:
         if key in values:
@@ -104,7 +99,8 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     source = "web UI" if "request_seed" in rec and "load_s" in rec else "sample"
     remake = Remake(png, source, values, prompt_sha256=rec.get("prompt_sha256"),
                     plugins=rec.get("plugins"), plugins_known="plugins" in rec,
-                    vocab_sha256=rec.get("vocab_sha256"))
+                    vocab_sha256=rec.get("vocab_sha256"),
+                    api_only={k: rec[k] for k in API_ONLY if k in rec})  # null too
     if rec.get("vocab_sha256"):
         values["vocab_dir"] = rec.get("vocab_dir")  # None: the default vocabulary
     _device(remake, rec.get("device"), rec.get("compile"))

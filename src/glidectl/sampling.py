@@ -132,8 +132,10 @@ def stage_model_calls(stage: str, options: StageOptions, alphas_cumprod: Any) ->
             text = "Upsampler: " + text
         if stage != "base":
             text = text.replace("--schedule ", "--upsample-schedule ")
-            if (at := text.find("glidectl fit-steps")) >= 0:  # it fits base models only
-                cut = max(text.rfind(": ", 0, at), text.rfind("; ", 0, at))
+            # advice to run fit-steps, which fits base models only: the clause goes
+            if (at := text.find("glidectl fit-steps MODEL")) >= 0:
+                cut = max(text.rfind(": ", 0, at), text.rfind("; ", 0, at),
+                          text.rfind(", or ", 0, at))
                 text = (text[:cut] + "; glidectl fit-steps fits base models only, so pick "
                         "another --upsample-sampler or --upsample-schedule.")
         raise GlidectlError(text) from None

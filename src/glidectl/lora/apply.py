@@ -333,7 +333,7 @@ def apply_loras_by_kind(
             target = fits[0] if fits else target
             if len(fits) > 1:
                 warnings.warn(
-                    f"LoRA {spec.path!r} does not say which model it is for (no glidectl.json) "
+                    f"LoRA {spec.path!r} does not say which model it is for (no model_kind) "
                     f"and fits both the {fits[0].options.kind} and the {fits[1].options.kind} "
                     f"model: it is applied to the {fits[0].options.kind} model; to apply it to "
                     f"the other, fold it in with: glidectl lora merge {spec.path} --base MODEL "

@@ -530,4 +530,3 @@ def _keys(path: Path) -> list[str]:
             return list(f.keys())
     except Exception:  # noqa: BLE001 - not a readable safetensors file: no names to judge
         return []
-

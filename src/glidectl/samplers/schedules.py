@@ -129,9 +129,11 @@ def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
              else "σ's that do not descend" if not torch.all(sigmas[:-1].diff() < 0) else None)
     shown = ", ".join(f"{float(v):g}" for v in sigmas[:6]) + (", …" if len(sigmas) > 6 else "")
     if not wrong and not (torch.all(sigmas[:-1] > 0) and torch.isfinite(sigmas).all()):
+        last = ", ".join(f"{float(v):g}" for v in sigmas[-4:])  # where float64 ran out
         raise GlidectlError(f"The {schedule} schedule from σ {sigma_max:g} down to {sigma_min:g}"
-                            f" in {n} steps gives σ's of 0 or past float64 ([{shown}]): the "
-                            "range is too wide; give a smaller sigma_max or larger sigma_min.")
+                            f" in {n} steps ends in σ's float64 cannot hold apart (…, {last}): "
+                            "the range is too wide; give a smaller sigma_max or larger "
+                            "sigma_min.")
     if wrong:
         raise PluginError(f"Schedule {schedule!r} must return {n} descending σ's followed by "
                           f"0, got {wrong} ([{shown}]).")
