@@ -228,18 +228,31 @@ def test_nothing_valid_with_workers_is_still_one_line(tmp_path, data_cfg, byte_t
     for i in range(8):
         (root / f"{i}.jpg").write_bytes(b"")
         (root / f"{i}.txt").write_text("caption")
+    from glidectl.training.data_stream import DataStream
+
     cfg = data_cfg(source=str(root), max_rejects=3)
     ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=64)
-    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
-    batches = iter(loader)
-    with pytest.raises(GlidectlError) as info:
-        list(batches)
-    # torch otherwise joins these workers only when gc finds the iterator (5 s per worker)
-    batches._shutdown_workers()
-    rejected = ds.stats()["rejected"]["empty_file"]
-    assert 3 <= rejected <= 6  # each worker stops after 3 in a row, before its 4th file
+    stream = DataStream(ds, batch_size=2, workers=2)
+    with pytest.raises(GlidectlError) as info:  # each worker reads its share; then it is said
+        stream.next()
+    assert ds.stats()["rejected"]["empty_file"] == 8
     assert "\n" not in str(info.value) and "empty_file" in str(info.value)
     assert str(info.value).startswith("No valid samples in data source")
+
+
+def test_a_worker_whose_shards_are_all_rejected_leaves_the_others_training(
+        write_shards, data_cfg, byte_tok):
+    """data.max_rejects was judged per worker: one whose share of the shards began with
+    (here: was) a shard without captions stopped the run with "No valid samples in data
+    source" while the other worker read valid ones (`dataset inspect` found them)."""
+    shards = write_shards(4, 6, extra=lambda s, i: {"txt": None} if s % 2 else {})
+    cfg = data_cfg(source=str(shards[0].parent), max_rejects=3)
+    ds = build_dataset(cfg, tokenizer=byte_tok, image_size=32, text_ctx=64)
+    loader = iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2))
+    batches = list(loader)
+    loader._shutdown_workers()
+    assert sum(len(b["tokens"]) for b in batches) == 12  # shards 0 and 2, all of them
+    assert ds.stats()["rejected"] == {"missing_caption": 12}
 
 
 def test_images_all_below_min_image_size_name_the_key_to_lower(tmp_path, data_cfg, byte_tok):

@@ -109,6 +109,14 @@ def test_columns_are_detected_or_configured(tmp_path, data_cfg, byte_tok):
     cfg.caption_column = "nope"
     with pytest.raises(GlidectlError, match="data.caption_column is 'nope'"):
         make(cfg, byte_tok)
+    # no caption column found: every row was "missing_caption", with no word of the key
+    path = write_parquet(tmp_path / "prompts.parquet",
+                         [{"image": r["picture"], "prompt": r["alt"]} for r in rows])
+    with pytest.raises(GlidectlError) as info:
+        open_source(str(path), data_cfg())
+    assert str(info.value) == (
+        f"Found no caption column in {str(path)!r} (columns: image, prompt); set "
+        "data.caption_column to the column that holds the captions.")
 
 
 def test_image_paths_are_relative_to_the_parquet_file(tmp_path, data_cfg, byte_tok):

@@ -453,3 +453,16 @@ def test_a_sample_split_across_two_shards_is_named_by_inspect(tmp_path, data_cfg
                        text_ctx=32)
     assert sorted(keys(ds)) == ["s0", "s1", "s1"]
     assert ds.stats()["rejected"] == {"missing_caption": 1, "missing_image": 1}
+
+
+def test_a_caption_key_that_is_the_metadata_key_is_one_sentence(write_shards, capsys):
+    """data.caption_key = "json" trained each sample on its raw JSON text as the caption."""
+    folder = write_shards(1, 2)[0].parent
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "inspect", str(folder), "--tokenizer", "byte", "--set",
+              "data.caption_key=json"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "Error: data.caption_key and data.metadata_key are both 'json': each caption would be "
+        "the metadata's JSON text; leave data.caption_key at 'txt' (a sample without a .txt is "
+        "captioned by its JSON's caption or text field).\n")

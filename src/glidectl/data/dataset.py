@@ -247,7 +247,13 @@ class StreamDataset(IterableDataset):
                     counter.reject(rejected.reason, raw.key, raw.again)
                     consecutive += 1
                     if counter.accepted == 0 and consecutive >= self.max_rejects:
-                        raise self.no_valid_data(counter) from None
+                        # one worker's share may begin with (or be) a bad shard: a finite
+                        # pass ends and the main process says if no worker read a valid
+                        # sample; an endless one stops once none has
+                        if slot.total == 1 or (self.resampled and
+                                               self.shared.total().accepted == 0):
+                            raise self.no_valid_data(counter) from None
+                        consecutive = 0
                     if time.monotonic() - last_publish > PUBLISH_EVERY_S:
                         self.shared.publish(slot_id, counter)
                         last_publish = time.monotonic()
@@ -256,8 +262,10 @@ class StreamDataset(IterableDataset):
                     counter.convert(prepared.converted)
                 counter.accept()
                 accepted_now, consecutive = accepted_now + 1, 0
-                if slot_id == 0 or time.monotonic() - last_publish > PUBLISH_EVERY_S:
-                    self.shared.publish(slot_id, counter)  # the main process: always fresh
+                if slot_id == 0 or accepted_now == 1 or \
+                        time.monotonic() - last_publish > PUBLISH_EVERY_S:
+                    # the main process: always fresh; a worker's first: the others see it
+                    self.shared.publish(slot_id, counter)
                     last_publish = time.monotonic()
                 sample["_cursor"] = position + 1
                 yield sample

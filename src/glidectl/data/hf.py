@@ -116,7 +116,7 @@ class HFSource:
             columns, cfg.image_column, (*IMAGE_COLUMNS, *image_like), "image_column",
             f"hf:{name}", required=True))
         src.caption_column = pick_column(columns, cfg.caption_column, CAPTION_COLUMNS,
-                                         "caption_column", f"hf:{name}", required=False)
+                                         "caption_column", f"hf:{name}", required=True)
         if src.saved:
             src.rows = len(ds)
             src.shards = max(1, -(-src.rows // BLOCK_ROWS))

@@ -86,7 +86,7 @@ class ParquetSource:
         image = pick_column(columns, cfg.image_column, IMAGE_COLUMNS, "image_column", spec,
                             required=True)
         caption = pick_column(columns, cfg.caption_column, CAPTION_COLUMNS, "caption_column",
-                              spec, required=False)
+                              spec, required=True)  # else every row: missing_caption
         return cls(spec, files, groups, str(image), caption, columns)
 
     @property

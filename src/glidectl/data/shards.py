@@ -231,6 +231,11 @@ class ShardSource:
         caption_key: str = "txt", metadata_key: str = "json",
     ) -> ShardSource:
         keys = tuple(k.strip().lower().lstrip(".") for k in image_key.split(";") if k.strip())
+        if caption_key.lower().lstrip(".") == metadata_key.lower().lstrip("."):
+            raise GlidectlError(
+                f"data.caption_key and data.metadata_key are both {caption_key!r}: each "
+                "caption would be the metadata's JSON text; leave data.caption_key at 'txt' "
+                "(a sample without a .txt is captioned by its JSON's caption or text field).")
         urls = expand_shards(spec)
         check_reachable(urls, spec)
         return cls(spec, urls, keys or ("jpg",), caption_key.lower().lstrip("."),

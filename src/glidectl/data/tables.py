@@ -31,9 +31,11 @@ def pick_column(
         if name in lowered:
             return lowered[name]
     if required:
+        what, holds = (("caption", "the captions") if key == "caption_column" else
+                       ("image", "image bytes or paths"))
         raise GlidectlError(
-            f"Found no image column in {source!r} (columns: {', '.join(columns) or 'none'}); "
-            f"set data.{key} to the column that holds image bytes or paths."
+            f"Found no {what} column in {source!r} (columns: {', '.join(columns) or 'none'}); "
+            f"set data.{key} to the column that holds {holds}."
         )
     return None
 
