@@ -48,6 +48,9 @@ def expand_parquet(spec: str) -> list[str]:
     return files
 
 
+ROWS_AT_ONCE = 64  # rows decoded at once: a row may hold a large image
+
+
 @dataclass
 class ParquetSource:
     """Rows of Parquet files; ``groups[i]`` is the row count of each row group of file i
@@ -108,13 +111,24 @@ class ParquetSource:
         if group < 0:
             counter.reject("bad_parquet", name)
             return
-        try:
-            rows = pq.ParquetFile(path).read_row_group(group).to_pylist()
-        except Exception:
-            counter.reject("bad_parquet", f"{name}:{group}")
-            return
         first = sum((self.groups[index] or [])[:group])
         base = os.path.dirname(path)
-        for r, row in enumerate(rows):
-            yield row_sample(row, f"{name}/{first + r}", self.image_column, self.caption_column,
-                             base)
+        r = 0
+        try:  # a few rows at a time: pandas writes a whole table as one row group
+            table = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)  # streamed
+            batches = iter(table.iter_batches(batch_size=ROWS_AT_ONCE, row_groups=[group]))
+        except Exception:  # noqa: BLE001 - pyarrow's errors of a damaged file
+            counter.reject("bad_parquet", f"{name}:{group}")
+            return
+        while True:
+            try:
+                rows = next(batches).to_pylist()
+            except StopIteration:
+                return
+            except Exception:  # noqa: BLE001 - damaged past here: the group's rest
+                counter.reject("bad_parquet", f"{name}:{group}")
+                return
+            for row in rows:
+                yield row_sample(row, f"{name}/{first + r}", self.image_column,
+                                 self.caption_column, base)
+                r += 1
