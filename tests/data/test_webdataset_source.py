@@ -466,3 +466,21 @@ def test_a_caption_key_that_is_the_metadata_key_is_one_sentence(write_shards, ca
         "Error: data.caption_key and data.metadata_key are both 'json': each caption would be "
         "the metadata's JSON text; leave data.caption_key at 'txt' (a sample without a .txt is "
         "captioned by its JSON's caption or text field).\n")
+
+
+def test_shards_of_one_name_in_two_folders_give_their_samples_other_keys(write_shards):
+    """Two img2dataset folders joined with `::` both hold 00000.tar: their samples shared
+    keys, so validation.holdout (which holds out by key) dropped the other folder's twins
+    from training too."""
+    from glidectl.data.shards import ShardSource
+    from glidectl.data.stats import RejectionCounter
+
+    a = write_shards(1, 3, folder="laion")[0]
+    b = write_shards(1, 3, folder="coyo")[0]
+    source = ShardSource.open(f"{a}::{b}")
+    keys = [s.key for url in source.urls for s in source.read(url, RejectionCounter())]
+    assert keys == [f"{folder}/shard-00000.tar/s0_{i:03d}" for folder in ("laion", "coyo")
+                    for i in range(3)]
+    alone = ShardSource.open(str(a))  # one name once: the file name, as before
+    assert [s.key for s in alone.read(alone.urls[0], RejectionCounter())][0] == \
+        "shard-00000.tar/s0_000"

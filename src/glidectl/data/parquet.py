@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import GlidectlError
 from ..extras import install_hint
-from .records import RawSample
+from .records import RawSample, unit_names
 from .stats import RejectionCounter
 from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, pick_column, row_sample
 from .walk import files_with_suffix
@@ -107,7 +107,7 @@ class ParquetSource:
         pq = _pyarrow()
         index, group = (int(part) for part in unit.split(":"))
         path = self.files[index]
-        name = os.path.basename(path)
+        name = unit_names(self.files).get(path, os.path.basename(path))
         if group < 0:
             counter.reject("bad_parquet", name)
             return

@@ -24,6 +24,21 @@ KOHYA_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 ONETRAINER_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 
 
+def unit_names(paths: list[str]) -> dict[str, str]:
+    """Each shard or table file as its samples' keys name it: its file name, or, where two
+    share one (two img2dataset folders joined with ``::``), its path below their common
+    folder, so that no two samples share a key (``validation.holdout`` holds out by key)."""
+    by_name: dict[str, list[str]] = {}
+    for path in paths:
+        by_name.setdefault(path.rsplit("/", 1)[-1], []).append(path)
+    names = {}
+    for name, twins in by_name.items():
+        common = os.path.commonprefix(twins).rsplit("/", 1)[0] if len(twins) > 1 else None
+        for path in twins:
+            names[path] = name if common is None else path[len(common) + 1:]
+    return names
+
+
 def not_read_by(trainer_does: str, kinds: dict[str, int], where: str,
                 folder: str = "") -> str | None:
     """The sentence for image files (``kinds``: extension → count) a folder of another

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
 from ..errors import GlidectlError, not_a_file
-from .records import IMAGE_EXTENSIONS, RawSample
+from .records import IMAGE_EXTENSIONS, RawSample, unit_names
 from .stats import RejectionCounter
 from .walk import files_with_suffix
 
@@ -220,10 +220,17 @@ class ShardSource:
     # per shard read: its first and last sample's key, and whether it had image and caption
     ends: dict[str, list[tuple[str, bool]]] = field(default_factory=dict, repr=False,
                                                     compare=False)
+    names: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     kind = "webdataset"
     splits_samples = False
     num_samples = None
+
+    def shard_name(self, unit: str) -> str:
+        """The shard as its samples' keys name it (:func:`unit_names`)."""
+        if self.names is None:
+            self.names = unit_names(self.urls)
+        return self.names.get(unit, unit.rsplit("/", 1)[-1])
 
     @classmethod
     def open(
@@ -322,7 +329,7 @@ class ShardSource:
         if lacks_end_blocks(unit):  # what was written before the cut is still read
             truncated = True
             counter.reject("truncated_tar", unit)
-        name = unit.rsplit("/", 1)[-1]
+        name = self.shard_name(unit)
         try:
             stream = open_shard(unit)
         except OSError as exc:
