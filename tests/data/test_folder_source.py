@@ -94,6 +94,23 @@ def test_metadata_fields_reach_the_preset(tmp_path, data_cfg, byte_tok):
     assert [s["caption"] for s in ds] == ["short"]
 
 
+def test_metadata_rows_naming_no_image_are_said(tmp_path):
+    """file_name written relative to the dataset, not to the metadata file (a common slip
+    with Hugging Face's imagefolder): the images were only "missing_caption"."""
+    root = tmp_path / "f"
+    (root / "images").mkdir(parents=True)
+    for i in range(2):
+        (root / "images" / f"{i}.png").write_bytes(encode(photo(40, 40, i), "PNG"))
+    (root / "images" / "metadata.jsonl").write_text("".join(
+        json.dumps({"file_name": f"images/{i}.png", "text": f"cap {i}"}) + "\n"
+        for i in range(2)))
+    notes = FolderSource.scan(root).notes()
+    assert f"{str(root)!r}: 2 metadata rows name no image file there (first: " \
+           "'images/images/0.png', read relative to its metadata file's folder, as Hugging " \
+           "Face's imagefolder reads file_name); fix file_name, or their images get no " \
+           "caption from it." in notes
+
+
 def write_odd_folder(root):
     root.mkdir()
     for name, data in odd_images().items():

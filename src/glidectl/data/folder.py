@@ -259,6 +259,13 @@ class FolderSource:
             out.append(f"{str(self.root)!r}: {n} metadata {what} could not be read ({first}); "
                        "their images get no caption from them: write one JSON object a line "
                        "(or a CSV row) with file_name and text.")
+        if stray := [rel for rel in sorted(set(self.metadata) - set(self.files))
+                     if not (self.root / rel).exists()]:
+            n = len(stray)
+            out.append(f"{str(self.root)!r}: {n} metadata row{'s' * (n != 1)} name{'s' * (n == 1)}"
+                       f" no image file there (first: {stray[0]!r}, read relative to its "
+                       "metadata file's folder, as Hugging Face's imagefolder reads "
+                       "file_name); fix file_name, or their images get no caption from it.")
         if self.reg is not None:
             out += self.reg.notes() + ([self.reg_note] if self.reg_note else [])
         return out
