@@ -111,6 +111,23 @@ def test_metadata_rows_naming_no_image_are_said(tmp_path):
            "caption from it." in notes
 
 
+def test_a_folder_of_hugging_face_splits_is_said_to_train_every_split(tmp_path):
+    """train/, test/ and validation/ (imagefolder's layout) given as a folder: the test and
+    validation images were trained on without a word."""
+    root = tmp_path / "ds"
+    for split in ("train", "test", "validation"):
+        (root / split).mkdir(parents=True)
+        (root / split / "a.png").write_bytes(encode(photo(40, 40), "PNG"))
+        (root / split / "a.txt").write_text("a photo")
+    notes = FolderSource.scan(root).notes()
+    assert f"{str(root)!r} is laid out in splits (train/, test/ and validation/), as Hugging " \
+           "Face's imagefolder writes them, and every split is trained on; point data.source " \
+           f"at {str(root / 'train')!r} (or hf:{root}, which reads the train split), and " \
+           "validation.source at another split." in notes
+    (root / "b.png").write_bytes(encode(photo(40, 40), "PNG"))  # images at its top: no
+    assert not any("splits" in n for n in FolderSource.scan(root).notes())
+
+
 def write_odd_folder(root):
     root.mkdir()
     for name, data in odd_images().items():

@@ -55,6 +55,10 @@ CAPTION_SUFFIXES = (".txt", ".TXT", ".caption")  # the first that exists is read
 REG_PREFIX = "reg:"  # data.reg_source's images are units "reg:1_dog/a.png"
 
 
+# what Hugging Face's imagefolder takes for split folders at a dataset's top
+SPLIT_FOLDERS = {"train", "test", "validation", "valid", "val", "dev", "eval"}
+
+
 @dataclass
 class FolderSource:
     """Images under ``root`` (any depth, linked folders too, extensions case-insensitive)."""
@@ -259,6 +263,16 @@ class FolderSource:
             out.append(f"{str(self.root)!r}: {n} metadata {what} could not be read ({first}); "
                        "their images get no caption from them: write one JSON object a line "
                        "(or a CSV row) with file_name and text.")
+        tops = {PurePosixPath(f).parts[0] for f in self.files if "/" in f}
+        if "train" in tops and tops & SPLIT_FOLDERS - {"train"} and tops <= SPLIT_FOLDERS \
+                and not any("/" not in f for f in self.files):
+            split = ["train/", *(f"{t}/" for t in sorted(tops - {"train"}))]
+            shown = ", ".join(split[:-1]) + f" and {split[-1]}"
+            out.append(f"{str(self.root)!r} is laid out in splits ({shown}), as "
+                       "Hugging Face's imagefolder writes them, and every split is trained "
+                       f"on; point data.source at {str(self.root / 'train')!r} (or hf:"
+                       f"{self.root}, which reads the train split), and validation.source at "
+                       "another split.")
         if stray := [rel for rel in sorted(set(self.metadata) - set(self.files))
                      if not (self.root / rel).exists()]:
             n = len(stray)
