@@ -82,6 +82,12 @@ def _notes(sections: dict, lora: bool) -> list[str]:
      "preview.sampler, preview.guidance are used: previews and validation FID sample this "
      "upsampler with sampler dpm++2m, guidance 2.0, where glidectl sample upsamples with "
      "fast27 DDPM and no guidance; remove them from [preview] to preview as sample does."),
+    # a saved DatasetDict given as both: validation read data.split, the training split
+    ({"data": {"source": "hf:/data/ds"}, "validation": {"source": "/data/ds/", "every": 5}},
+     False, "validation.source '/data/ds/' is the training data (data.source, split 'train'), "
+     "so validation measures what the model trains on; point it at other data (a saved "
+     "Hugging Face dataset's split by its own folder, e.g. /data/ds/validation), or set "
+     "validation.holdout to keep samples out of training."),
 ])
 def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     assert _notes(sections, lora) == [note]

@@ -152,6 +152,28 @@ def _upsampler_preview_notes(cfg: GlideConfig) -> list[str]:
             f"{'it' if len(keys) == 1 else 'them'} from [preview] to preview as sample does."]
 
 
+def _same_data_notes(cfg: GlideConfig) -> list[str]:
+    """validation.source naming the training data itself (a saved dataset's splits are
+    read with data.split for both): its val_loss is a training loss."""
+    import os
+
+    v = cfg.validation
+    if not v.source or (v.every == 0 and v.fid_every == 0):
+        return []
+
+    def where(spec: str) -> str:
+        spec = spec.removeprefix("hf:")
+        return spec if "://" in spec else os.path.abspath(os.path.expanduser(spec))
+
+    if where(v.source) != where(cfg.data.source):
+        return []
+    return [f"validation.source {v.source!r} is the training data (data.source, split "
+            f"{cfg.data.split!r}), so validation measures what the model trains on; point it "
+            "at other data (a saved Hugging Face dataset's split by its own folder, e.g. "
+            f"{v.source.removeprefix('hf:').rstrip('/')}/validation), or set "
+            "validation.holdout to keep samples out of training."]
+
+
 def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     """One sentence per group of set keys that a run of ``cfg`` ignores (``lora``: the run
     trains LoRA adapters, ``glidectl lora``; else every weight, ``train``/``upsample``)."""
@@ -170,7 +192,7 @@ def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
     if not cfg.model.kind.startswith("upsample") and (keys := _changed(cfg, UPSAMPLER_KEYS)):
         notes.append(f"model.kind {cfg.model.kind!r} is no upsampler, so "
                      f"{_are(keys, ' (upsamplers only)')} ignored.")
-    notes += _preview_prompt_notes(cfg) + _upsampler_preview_notes(cfg)
+    notes += _preview_prompt_notes(cfg) + _upsampler_preview_notes(cfg) + _same_data_notes(cfg)
     if cfg.train.optimizer == "adafactor" and (keys := _changed(cfg, ADAM_KEYS)):
         notes.append(f"train.optimizer = \"adafactor\" ignores {', '.join(keys)} (AdamW's).")
     wandb = "wandb" in cfg.log.trackers or bool(cfg.log.wandb_project)
