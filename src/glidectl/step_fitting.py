@@ -17,6 +17,7 @@ is scored on the samples it was fitted to, which flatters it).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from .samplers.bespoke import (
 from .samplers.denoiser import GlideDenoiser
 from .samplers.schedules import build_sigmas
 from .samplers.search import descend_sigmas, search_sigmas
+from .samplers.spec import as_sampler
 from .samplers.tuned import has_coefficients, read_coefficients, write_schedule_file
 from .sampling_defaults import BASE_GUIDANCE
 
@@ -186,7 +188,14 @@ def check_method(method: str, sampler: str, calls: list[int]) -> None:
     """One sentence unless ``sampler`` can be fitted by ``method`` at every call count."""
     if method not in METHODS:
         raise GlidectlError(f"Unknown fitting method {method!r}; use {', '.join(METHODS)}.")
-    spec = plugins.samplers().get(sampler)  # unknown: one line with the nearest name
+    spec = as_sampler(plugins.samplers().get(sampler))  # unknown: one line, nearest name
+    eta = inspect.signature(spec.fn).parameters.get("eta")
+    if method != "gits" and spec.accepts("noise_sampler") and not (
+            eta is not None and eta.default == 0):  # ddim: η 0 unless asked
+        raise GlidectlError(f"{sampler} draws fresh noise at each step, so its steps cannot be "
+                            "fitted to the model's ODE (each fit would chase other noise); "
+                            "fit a deterministic sampler: unipc, dpm++2m, dpm++3m, ipndm, "
+                            "deis, ddim, euler or heun.")
     if spec.accepts("coefficients"):
         raise GlidectlError(f"{sampler} runs fitted coefficients and is not itself fitted "
                             "from; fit it with --method bespoke --sampler unipc (the sampler "
@@ -216,7 +225,13 @@ def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: 
         return calls, sigmas, None
     steps = steps_for_calls(sampler, calls)
     with torch.no_grad():
-        if start:  # an earlier file's σ's instead of a descent
+        if start and method == "descent":  # the descent goes on from the file's σ's
+            first = build_sigmas(start, steps, den.sigmas)
+            sigmas, value = descend_sigmas(lambda s: target.rms(sampler, s), first,
+                                           sigma_floor=den.sigma_min, rounds=rounds)
+            log(f"{calls} calls: tuning RMS {target.rms(sampler, first):.5f} ({start}) "
+                f"-> {value:.5f}")
+        elif start:  # an earlier file's σ's (and its solver) instead of a descent
             sigmas = build_sigmas(start, steps, den.sigmas)
             value = target.rms(sampler, sigmas)
             log(f"{calls} calls: tuning RMS {value:.5f} ({start})")
@@ -256,6 +271,8 @@ def _fit_bespoke(target: Target, calls: int, steps: int, sigmas: torch.Tensor, v
         raise GlidectlError(f"The bespoke fit for {calls} calls diverged (tuning RMS "
                             f"{fitted}); nothing was written for it: refit without --start, "
                             "or with fewer --evals.")
+    if start and has_coefficients(start, steps) and trace:  # from the start's own solver
+        value = trace[0]
     log(f"{calls} calls: bespoke tuning RMS {value:.5f} -> {fitted:.5f} "
         f"({time.perf_counter() - began:.0f} s)")
     falling = still_falling(trace, evals)
@@ -342,7 +359,7 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
             if rows is not None and (kept := _start_if_better(held_out, options.get("start"),
                                                               steps, c)):
                 found[steps], coefficients[steps], checks[steps] = kept
-                log(f"{n} calls: the refit errs more on the held-out images than "
+                log(f"{n} calls: the refit does no better on the held-out images than "
                     f"{options['start']}'s solver (mean {c['mean']:.5f} against "
                     f"{kept[2]['mean']:.5f}); kept that one for {n} calls "
                     "(--check-images 0 keeps the refit).")
