@@ -910,3 +910,18 @@ def test_a_folder_that_stops_taking_files_keeps_and_counts_the_images_written(we
     error = stderr.strip().splitlines()[-1]
     assert error.startswith(f"Error: Cannot write {str(out / f'{len(pngs):05d}.png')!r}")
     assert error.endswith(f"; {len(pngs)} of 60 images were written before it.")
+
+
+def test_the_upsampler_s_schedule_file_warning_names_its_own_flags() -> None:
+    """It advised `--sampler bespoke` (the base's flag) and fitting the upsampler with
+    glidectl fit-steps, which fits base models only."""
+    from glidectl.sampling import upsampler_words
+
+    said = ("Schedule file 'b.json' was tuned for the bespoke sampler, not ddpm: its steps may "
+            "be worse than its own respaced schedule for ddpm; sample with --sampler bespoke, "
+            "or fit a file for ddpm with glidectl fit-steps MODEL --sampler ddpm.")
+    assert upsampler_words(said) == (
+        "Schedule file 'b.json' was tuned for the bespoke sampler, not ddpm: its steps may be "
+        "worse than its own respaced schedule for ddpm; sample with --upsample-sampler "
+        "bespoke; glidectl fit-steps fits base models only, so pick another "
+        "--upsample-sampler or --upsample-schedule.")

@@ -78,6 +78,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     sigma_table,
     stage_model_calls,
     tokenizer_for,
+    upsampler_words,
 )
 from .sampling import warn_all as _warn
 from .sampling_defaults import (  # noqa: F401  (re-exported)
@@ -355,9 +356,10 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         for stage, opts in (("base", base_opts), ("upsample", up_opts)):
             if not (opts.schedule and is_schedule_file(opts.schedule)):
                 continue
-            messages.append(schedule_file_warning(opts.schedule, opts.sampler))
             record = self.records.get(stage)
             up = stage == "upsample"
+            tuned = schedule_file_warning(opts.schedule, opts.sampler)
+            messages.append(upsampler_words(tuned) if up and tuned else tuned)
             spec = record.spec if record is not None else None
             # each refit line fits the sampling at hand: one line mends every mismatch
             scale = 1.0 if opts.guidance is None else float(opts.guidance)

@@ -131,14 +131,21 @@ def stage_model_calls(stage: str, options: StageOptions, alphas_cumprod: Any) ->
         else:
             text = "Upsampler: " + text
         if stage != "base":
-            text = text.replace("--schedule ", "--upsample-schedule ")
-            # advice to run fit-steps, which fits base models only: the clause goes
-            if (at := text.find("glidectl fit-steps MODEL")) >= 0:
-                cut = max(text.rfind(": ", 0, at), text.rfind("; ", 0, at),
-                          text.rfind(", or ", 0, at))
-                text = (text[:cut] + "; glidectl fit-steps fits base models only, so pick "
-                        "another --upsample-sampler or --upsample-schedule.")
+            text = upsampler_words(text)
         raise GlidectlError(text) from None
+
+
+def upsampler_words(text: str) -> str:
+    """A schedule or sampler message of the upsampler stage in its own words: its flags
+    (``--upsample-schedule``, not the base's ``--schedule``), and no advice to run
+    ``glidectl fit-steps``, which fits base models only."""
+    text = text.replace("--schedule ", "--upsample-schedule ").replace(
+        "--sampler ", "--upsample-sampler ")
+    if (at := text.find("glidectl fit-steps MODEL")) >= 0:  # the clause goes
+        cut = max(text.rfind(": ", 0, at), text.rfind("; ", 0, at), text.rfind(", or ", 0, at))
+        text = (text[:cut] + "; glidectl fit-steps fits base models only, so pick another "
+                "--upsample-sampler or --upsample-schedule.")
+    return text
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
