@@ -86,35 +86,34 @@ def test_a_plugin_sampler_calling_sys_exit_is_named_not_a_silent_exit():
 def test_a_plugin_sampler_raising_keyboardinterrupt_in_a_worker_is_named(register_plugin):
     """In the web UI's worker thread it escaped to the server, whose thread died (every tab
     hung); no Ctrl-C reaches a worker, so it is the plugin's. In the main thread it is
-    still taken for the user's Ctrl-C."""
+    still taken for the user's Ctrl-C, and one our own callback raises stays ours."""
     import threading
+
+    def registered(name, fn):
+        class Plugin:
+            @hookimpl
+            def register_samplers(self, register):
+                register(name, Sampler(fn))
+
+        register_plugin(Plugin(), f"{name}-plugin")
+        return plugins.samplers().get(name)
+
+    def in_a_worker(fn, *args):  # what reaches the server's thread
+        caught = []
+
+        def worker():
+            try:
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001
+                caught.append(exc)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        return caught[0]
 
     def sample_interrupting(denoiser, x, sigmas, extra=None, callback=None):
         raise KeyboardInterrupt
-
-    class Interrupting:
-        @hookimpl
-        def register_samplers(self, register):
-            register("interrupting", Sampler(sample_interrupting))
-
-    register_plugin(Interrupting(), "interrupting-plugin")
-    fn = plugins.samplers().get("interrupting")
-    args = (lambda x, sigma: x, torch.zeros(2), torch.tensor([1.0, 0.0]))
-    caught = []
-
-    def worker():
-        try:
-            fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - what reaches the server's thread
-            caught.append(exc)
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    thread.join()
-    assert isinstance(caught[0], PluginError) and str(caught[0]).startswith(
-        "Plugin 'interrupting-plugin' failed in sampler 'interrupting': KeyboardInterrupt")
-    with pytest.raises(KeyboardInterrupt):
-        fn(*args)
 
     def sample_calling_back(denoiser, x, sigmas, extra=None, callback=None):
         callback({"i": 0})
@@ -123,20 +122,15 @@ def test_a_plugin_sampler_raising_keyboardinterrupt_in_a_worker_is_named(registe
     def stop(info):  # an app cancelling from its own callback in a worker
         raise KeyboardInterrupt
 
-    class CallingBack:
-        @hookimpl
-        def register_samplers(self, register):
-            register("calling-back", Sampler(sample_calling_back))
-
-    register_plugin(CallingBack(), "calling-back-plugin")
-    fn = plugins.samplers().get("calling-back")
-    caught.clear()
-    args = (*args, None, stop)
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    thread.join()
-    assert type(caught[0]) is KeyboardInterrupt  # ours, not the plugin's
+    args = (lambda x, sigma: x, torch.zeros(2), torch.tensor([1.0, 0.0]))
+    fn = registered("interrupting", sample_interrupting)
+    caught = in_a_worker(fn, *args)
+    assert isinstance(caught, PluginError) and str(caught).startswith(
+        "Plugin 'interrupting-plugin' failed in sampler 'interrupting': KeyboardInterrupt")
+    with pytest.raises(KeyboardInterrupt):
+        fn(*args)
+    caught = in_a_worker(registered("calling-back", sample_calling_back), *args, None, stop)
+    assert type(caught) is KeyboardInterrupt  # ours, not the plugin's
 
 
 def _returning(result):
