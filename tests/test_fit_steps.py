@@ -119,7 +119,7 @@ def test_gits_fits_every_count_for_any_sampler(glidectl, weights, tmp_path, monk
     assert sorted(read_schedule_file(out)) == [3, 5]
     data = json.loads(out.read_text())
     assert data["sampler"] is None and "held_out" not in data  # any sampler; no check
-    assert "--sampler SAMPLER --steps 3" in stderr
+    assert "--sampler unipc --steps 3" in stderr  # was SAMPLER: the line did not run
     # fitted in fp32: where sample's auto precision is bf16, the command asks for fp32
     assert ("--guidance 3 --precision fp32\n(fitted in fp32; without --precision fp32, "
             "sample computes in bf16 here" in stderr) == native_bf16, stderr

@@ -295,7 +295,9 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
               model_sha256=model_sha256, guidance=scale, **options)
     if write_to != path:
         os.replace(write_to, path)
-    use = "bespoke" if method == "bespoke" else ("SAMPLER" if method == "gits" else sampler)
+    use = "bespoke" if method == "bespoke" else sampler
+    if method == "gits" and steps_for_calls(sampler, calls[0]) != calls[0]:
+        use = "unipc"  # gits σ's are steps of a one-call sampler
     steps = calls[0] if method == "gits" else steps_for_calls(sampler, calls[0])
     # the fit follows the fp32 ODE; sample's auto precision may be bf16 on this device
     auto = pick_precision("auto", device)
