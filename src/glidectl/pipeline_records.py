@@ -156,8 +156,6 @@ def api_only(base: StageOptions | None, up: StageOptions | None) -> dict[str, An
     quantizing and grey for it) or its defaults — and not idle (σ_max on GLIDE's respaced
     steps, an η the sampler takes as its own default, guidance tools of an unguided
     upsampler). ``base``/``up``: the options of the stages that ran."""
-    import inspect
-
     from .sampling import UPSAMPLE_DEFAULTS
 
     found: dict[str, Any] = {}
@@ -168,15 +166,13 @@ def api_only(base: StageOptions | None, up: StageOptions | None) -> dict[str, An
     if up is None:
         return found
     spec = up.sampler_spec()
-    eta = inspect.signature(spec.fn).parameters.get("eta")
-    own_eta = None if eta is None or eta.default is inspect.Parameter.empty else eta.default
     guided = up.guidance is not None and float(up.guidance) != 1
     expected: dict[str, Any] = {"clip_denoised": base.clip_denoised if base else True}
     if base is not None:
         expected.update(sigma_max=base.sigma_max, quantize_t=base.quantize_t, grey=base.grey)
     if (up.schedule or spec.schedule) == "respaced":
         expected.pop("sigma_max", None)  # GLIDE's own timesteps start at the model's top σ
-    if spec.accepts("eta") and up.eta is not None and up.eta != own_eta:
+    if spec.accepts("eta") and up.eta is not None and up.eta != spec.default("eta"):
         found["upsample_eta"] = up.eta
     if guided:
         expected.update({k: getattr(UPSAMPLE_DEFAULTS, k)

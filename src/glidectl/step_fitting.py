@@ -17,7 +17,6 @@ is scored on the samples it was fitted to, which flatters it).
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable
@@ -189,9 +188,7 @@ def check_method(method: str, sampler: str, calls: list[int]) -> None:
     if method not in METHODS:
         raise GlidectlError(f"Unknown fitting method {method!r}; use {', '.join(METHODS)}.")
     spec = as_sampler(plugins.samplers().get(sampler))  # unknown: one line, nearest name
-    eta = inspect.signature(spec.fn).parameters.get("eta")
-    if method != "gits" and spec.accepts("noise_sampler") and not (
-            eta is not None and eta.default == 0):  # ddim: η 0 unless asked
+    if method != "gits" and spec.stochastic:
         raise GlidectlError(f"{sampler} draws fresh noise at each step, so its steps cannot be "
                             "fitted to the model's ODE (each fit would chase other noise); "
                             "fit a deterministic sampler: unipc, dpm++2m, dpm++3m, ipndm, "

@@ -62,6 +62,7 @@ class ParquetSource:
     image_column: str
     caption_column: str | None
     columns: list[str] = field(default_factory=list)
+    names: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     kind = "parquet"
     splits_samples = False
@@ -107,7 +108,9 @@ class ParquetSource:
         pq = _pyarrow()
         index, group = (int(part) for part in unit.split(":"))
         path = self.files[index]
-        name = unit_names(self.files).get(path, os.path.basename(path))
+        if self.names is None:  # once: a file's name in its samples' keys
+            self.names = unit_names(self.files)
+        name = self.names.get(path, os.path.basename(path))
         if group < 0:
             counter.reject("bad_parquet", name)
             return

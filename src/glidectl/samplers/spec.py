@@ -55,6 +55,21 @@ class Sampler:
         """Whether ``fn`` takes this keyword option (e.g. ``eta``)."""
         return option in parameters(self.fn)
 
+    def default(self, option: str) -> Any:
+        """The value ``fn`` takes for ``option`` when none is passed (None: none it names)."""
+        try:
+            found = inspect.signature(self.fn).parameters.get(option)
+        except (TypeError, ValueError):
+            return None
+        return None if found is None or found.default is inspect.Parameter.empty \
+            else found.default
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether it draws fresh noise at each step as called by default (ddim takes a
+        noise sampler but η 0 unless asked)."""
+        return self.accepts("noise_sampler") and self.default("eta") != 0
+
 
 @cache
 def parameters(fn: SamplerFn) -> frozenset[str]:
