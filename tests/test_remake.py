@@ -597,3 +597,26 @@ def test_a_damaged_eval_or_preview_record_is_one_sentence(capsys, tmp_path, text
     message = refused(capsys, "--from-png", tmp_path / "edited.png", "--out", tmp_path / "o")
     assert "glidectl record is damaged (" in message and said in message, message
     assert not (tmp_path / "o").exists()
+
+
+def test_a_png_made_with_relative_paths_is_made_again_from_another_folder(
+        made, capsys, tmp_path, monkeypatch):
+    """Paths are recorded as typed (relative to where ``sample`` ran); a remake run
+    elsewhere looks for them beside the folders above the PNG, where the sha256 they record
+    says which file made it."""
+    root = tmp_path / "project"
+    shutil.copytree(made[0] / "models", root / "models")
+    monkeypatch.chdir(root)
+    args = [str(a).replace(str(made[0] / "models"), "models") for a in made[1]]
+    out = sample((None, args), capsys, Path("samples"))
+    png = root / out / "00003.png"
+    assert params(png)["base"] == str(Path("models") / "base.safetensors")
+    monkeypatch.chdir(tmp_path)
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                     "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))
+    # a file of that name above the PNG but with other bytes is not taken for it
+    (root / "models" / "s.json").write_text((root / "models" / "s.json").read_text() + " ")
+    message = refused(capsys, "--from-png", png)
+    assert "schedule file" in message and "other contents now" in message

@@ -161,7 +161,7 @@ class Remake:
         from .pipeline_records import IN_MEMORY
 
         held = None
-        for path in pin.tries:
+        for path in (*pin.tries, *_beside(self.png, pin)):
             found = None if path == IN_MEMORY else _pinned_file(pin, path)
             if found is None:
                 continue
@@ -261,6 +261,22 @@ def _vocab_sha(vocab_dir: str | None, quiet: bool = True) -> str | None:
         if not quiet:
             raise
         return None
+
+
+def _beside(png: Path, pin: Pinned) -> list[str]:
+    """``pin``'s relative paths joined to each folder above ``png``: a PNG records paths
+    as typed, relative to where it was made, which is usually a folder above it (its
+    ``--out``'s parent), so a remake from elsewhere finds them. Only for a pin with a
+    sha256, which tells a file that made the image from one that happens to be there."""
+    if pin.sha256 is None:
+        return []
+    from .pipeline_records import IN_MEMORY
+
+    relative = [p for p in pin.tries if p and p != IN_MEMORY
+                and not Path(p).expanduser().is_absolute()]
+    found = [str(folder / p) for folder in png.resolve().parents for p in relative
+             if (folder / p).resolve() != Path(p).resolve()]
+    return list(dict.fromkeys(found))
 
 
 def _flag(param: str) -> str:
