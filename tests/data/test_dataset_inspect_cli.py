@@ -304,6 +304,15 @@ def test_inspect_says_how_a_small_dataset_is_batched(tmp_path):
         "worker batches only its own share (one holding less than a batch would leave it out)."]
     out = invoke("dataset", "inspect", str(tmp_path / "n10"), "--json", "--tokenizer", "byte")
     assert json.loads(out.output)["batching"] == []  # batches of 8 (the default), no workers
+    # the config's validation.holdout leaves its samples out of the epoch, as training does
+    out = invoke("dataset", "inspect", str(tmp_path / "n10"), "--json", "--tokenizer", "byte",
+                 "-s", "train.batch_size=8", "-s", "validation.holdout=3",
+                 "-s", "validation.every=5")
+    report = json.loads(out.output)
+    assert report["samples_per_epoch"] == 7 and report["total_samples"] == 10
+    assert report["batching"][0].startswith("7 samples are fewer than a batch of 8")
+    assert any(n.startswith("validation.holdout = 3: training leaves out the first 3 valid "
+                            "samples (") for n in report["notes"])
 
 
 @pytest.mark.parametrize("files, problem", [

@@ -18,6 +18,8 @@ def test_holdout_is_kept_out_of_training_and_scored_at_fixed_timesteps(tiny):
     assert len(held) == 4
     seen = {s["key"] for s in trainer.stream.dataset}  # one pass of the training stream
     assert len(seen) == 24 - 4 and not seen & held
+    # left out before decoding: the data counts are training's own (20, not 24)
+    assert trainer.stream.dataset.stats()["accepted"] == 24 - 4
     assert trainer.validator.timesteps == [166, 500, 833]  # (k + 1/2) * 1000 / 3
 
     first = trainer.validator.run(trainer.unwrapped, trainer.accelerator.device)

@@ -255,6 +255,7 @@ def register(app: typer.Typer) -> None:
         if preview is not None:
             _check_preview(preview)
         from ..data.inspection import inspect_source
+        from ..training.validation import enabled as validates
         from ..unused_keys import unused_data_keys
 
         for note in unused_data_keys(cfg, validation=False):  # as train says them
@@ -269,6 +270,7 @@ def register(app: typer.Typer) -> None:
             cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg, modelled), limit=limit,
             text_ctx=text_ctx or _model_text_ctx(cfg, modelled), image_size=size,
             preview=preview, benchmark=benchmark, batch_size=cfg.train.batch_size,
+            holdout=cfg.validation.holdout if validates(cfg) else 0,
         )
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))

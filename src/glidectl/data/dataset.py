@@ -169,6 +169,7 @@ class StreamDataset(IterableDataset):
         self.max_rejects = max(int(max_rejects), 1)
         self.epoch: int | None = None
         self.skip: list[int] = []
+        self.exclude: frozenset[str] = frozenset()  # keys left out undecoded and uncounted
         self.shared = SharedStats()
 
     @property
@@ -240,6 +241,8 @@ class StreamDataset(IterableDataset):
         last_publish = time.monotonic()
         try:
             for position, raw in enumerate(stream, start=skip):
+                if raw.key in self.exclude:  # held out to validate on (every repeat)
+                    continue
                 rng = random.Random(f"augment:{self.seed}:{epoch}:{slot.index}:{position}")
                 try:
                     prepared, sample = self.pipeline(raw, rng, epoch)

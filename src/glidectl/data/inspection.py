@@ -23,7 +23,7 @@ from .batching import batch_notes
 from .dataset import SamplePipeline, build_dataset
 from .images import Rejected, read_bytes
 from .records import RawSample
-from .source_api import samples_per_epoch, source_notes
+from .source_api import reads_per_epoch, samples_per_epoch, source_notes
 from .stats import RejectionCounter, no_valid_data_error
 
 MAX_SPLIT_LINES = 3  # samples split across shards named one a line; then how many more
@@ -100,9 +100,11 @@ def inspect_source(
     data_cfg: DataConfig, *, tokenizer: Any, limit: int = 1000, text_ctx: int = 128,
     image_size: int = 64, preview: str | Path | None = None, preview_count: int = 16,
     benchmark: bool = False, benchmark_samples: int = 200, batch_size: int | None = None,
+    holdout: int = 0,
 ) -> InspectReport:
     """Scan up to ``limit`` samples of ``data_cfg.source`` and describe them; ``batch_size``
-    (``train.batch_size``): also say how training batches an epoch with ``data.workers``."""
+    (``train.batch_size``): also say how training batches an epoch with ``data.workers``,
+    less the first ``holdout`` valid samples (``validation.holdout``), as training does."""
     dataset = build_dataset(
         data_cfg, tokenizer=tokenizer, image_size=image_size, text_ctx=text_ctx, train=False
     )
@@ -112,11 +114,7 @@ def inspect_source(
         tokenizer=str(getattr(tokenizer, "name", tokenizer)), text_ctx=text_ctx,
         limit=limit, total_samples=source.num_samples, notes=source_notes(source),
     )
-    if (per_epoch := samples_per_epoch(source)) != source.num_samples:
-        report.samples_per_epoch = per_epoch
-    if batch_size and not data_cfg.resampled:  # as training decides, from the epoch's length
-        report.batch_size = batch_size
-        report.batching = batch_notes(per_epoch, batch_size, data_cfg.workers)
+    per_epoch = samples_per_epoch(source)
     if callable(table := getattr(source, "kohya_table", None)):
         report.kohya_folders = table()
     if callable(table := getattr(source, "concept_table", None)):
@@ -130,6 +128,7 @@ def inspect_source(
     aspects: Counter[str] = Counter()
     tiles: list[tuple[Image.Image, str]] = []
     kept: list[RawSample] = []
+    held: list[str] = []  # the keys validation.holdout leaves out of training
     ends: dict[str, list[tuple[str, str | None]]] = {}  # a unit's first and last: key, reason
     stream = ((unit, raw) for unit in source.units() for raw in source.read(unit, damaged))
     report.complete = True
@@ -150,6 +149,8 @@ def inspect_source(
             counter.reject(reason, raw.key)
             continue
         counter.accept()
+        if len(held) < holdout and not prepared.prior_prediction:
+            held.append(raw.key)
         blank += not prepared.caption  # kohya's uncaptioned images train on ""
         if prepared.converted:
             counter.convert(prepared.converted)
@@ -163,6 +164,18 @@ def inspect_source(
             kept.append(_in_memory(raw))
     if report.complete and source.num_samples is None:
         report.total_samples = report.scanned
+    if held:
+        if per_epoch:
+            per_epoch = max(0, per_epoch - sum(reads_per_epoch(source, k) for k in held))
+        report.notes.append(
+            f"validation.holdout = {holdout}: training leaves out the first {len(held)} valid "
+            f"samples ({_keys(held)}) to validate on; the samples per epoch and the batching "
+            "are counted without them.")
+    if per_epoch != source.num_samples:
+        report.samples_per_epoch = per_epoch
+    if batch_size and not data_cfg.resampled:  # as training decides, from the epoch's length
+        report.batch_size = batch_size
+        report.batching = batch_notes(per_epoch, batch_size, data_cfg.workers)
     if callable(splits := getattr(source, "split_samples", None)):
         report.notes += _recount_splits(counter, ends, splits())
     report.valid = counter.accepted
@@ -194,6 +207,12 @@ def inspect_source(
     if benchmark:
         report.benchmark = benchmark_pipeline(pipeline, kept)
     return report
+
+
+def _keys(keys: list[str], shown: int = 3) -> str:
+    """A few keys, then how many more."""
+    more = len(keys) - shown
+    return ", ".join(keys[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _recount_splits(counter: RejectionCounter, ends: dict[str, list[tuple[str, str | None]]],

@@ -94,6 +94,8 @@ class WithoutKeys(IterableDataset):
     def __init__(self, dataset: Any, keys: set[str]):
         super().__init__()
         self.dataset, self.keys = dataset, set(keys)
+        if hasattr(dataset, "exclude"):  # a StreamDataset: left out before decoding, so the
+            dataset.exclude = frozenset(self.keys)  # data counts are training's alone
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for sample in self.dataset:
