@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 
+from bench_args import positive_int, run
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runs", type=positive_int, default=15)
     args = parser.parse_args()
     exe = shutil.which("glidectl")
     cmd = [exe, "--help"] if exe else [sys.executable, "-m", "glidectl", "--help"]
@@ -34,4 +36,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -14,6 +14,8 @@ import argparse
 import statistics
 import time
 
+from bench_args import positive_int, run
+
 
 def median_ms(update, device: str, repeats: int) -> float:
     import torch
@@ -33,14 +35,16 @@ def median_ms(update, device: str, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
-    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--repeats", type=positive_int, default=9)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     import torch
 
+    from glidectl.devices import pick_device
     from glidectl.glide import create_model, official_options, preset_options
     from glidectl.training.ema import EMA
 
+    args.device = pick_device(args.device)  # one sentence for a device that is not here
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = [("tiny", preset_options("base", "tiny")),
@@ -67,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -7,9 +7,12 @@ Uses a small random model (default 64 px "small"-ish tiny preset) so it runs on 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from bench_args import positive_int, positive_ints, run
 
 
 def _model(folder: Path, size: int) -> Path:
@@ -25,25 +28,32 @@ def _model(folder: Path, size: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base", default=None, help="Model spec (default: a random tiny one).")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-sizes", default="1,4,8")
+    parser.add_argument("--size", type=positive_int, default=64)
+    parser.add_argument("--prompts", type=positive_int, default=8)
+    parser.add_argument("--steps", type=positive_int, default=10)
+    parser.add_argument("--batch-sizes", type=positive_ints, default="1,4,8")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
+    try:
+        measure(args, tmp)
+    finally:  # the tiny model and the outputs go, also when a run fails
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
+    """Eval at each batch size, a resume, and the web UI's requests, in ``tmp``."""
     from glidectl.evaluation import EvalSettings, RunOptions, Stage, run_eval
     from glidectl.pipeline import GlidePipeline
     from glidectl.ui.backend import UiBackend
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
     base = args.base or str(_model(tmp, args.size))
     prompts = tmp / "prompts.txt"
     prompts.write_text("\n".join(f"a red circle number {i}" for i in range(args.prompts)))
     stack = GlidePipeline.from_specs(base, None, device=args.device, precision="fp32")
     print(f"model {base} on {stack.base.options.image_size} px, {args.prompts} prompts, "
           f"euler {args.steps} steps, guidance 3")
-    for bs in (int(b) for b in args.batch_sizes.split(",")):
+    for bs in args.batch_sizes:
         s = EvalSettings(base=base, base_stage=Stage("euler", args.steps, 3.0), batch_size=bs)
         t0 = time.perf_counter()
         report = run_eval(prompts, s, RunOptions(out=tmp / f"bs{bs}", device=args.device),
@@ -74,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_args import positive_int, run
+
 
 def epoch_start(root: Path) -> float:
     """Seconds from a scanned folder to the first raw sample of a training epoch."""
@@ -32,8 +34,8 @@ def epoch_start(root: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--images", type=int, default=10_000, help="Images in the folder.")
-    parser.add_argument("--repeats", type=int, nargs="+", default=[1, 10, 100, 1000],
+    parser.add_argument("--images", type=positive_int, default=10_000, help="Images in the folder.")
+    parser.add_argument("--repeats", type=positive_int, nargs="+", default=[1, 10, 100, 1000],
                         help="Repeat counts to time, ascending.")
     args = parser.parse_args()
     import webdataset  # noqa: F401  (imported before timing: its import is not the epoch's)
@@ -53,4 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

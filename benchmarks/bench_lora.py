@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_args import run
 from bench_quickstart import glidectl  # the same subprocess call, errors and all
 
 
@@ -263,9 +264,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from glidectl.errors import GlidectlError
-
-    try:
-        main()
-    except GlidectlError as exc:  # bad input (e.g. --base-run): one line, like glidectl's
-        sys.exit(f"Error: {exc}")
+    run(main)

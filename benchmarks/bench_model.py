@@ -184,13 +184,13 @@ def _reset_peak() -> bool:
         return False
 
 
-def memory_child(checkpointing: bool, batch: int) -> None:
+def memory_child(checkpointing: bool, batch: int, threads: int) -> None:
     """One training step of the mid model; prints RSS before and peak RSS during it (MiB).
 
     ru_maxrss survives fork+exec on Linux (a child starts with its parent's high-water mark),
     so the per-process VmHWM is read instead, reset just before the step.
     """
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     options = official_options("base").replace(**MID)
     model = create_model(options).train()
@@ -215,7 +215,8 @@ def memory(args) -> None:
           f"xf_layers 4), batch {batch}, 64 px, fresh process each (VmHWM):")
     rows = {}
     for flag in (False, True):
-        cmd = [sys.executable, __file__, "--memory-child", str(int(flag)), "--batch", str(batch)]
+        cmd = [sys.executable, __file__, "--memory-child", str(int(flag)), "--batch", str(batch),
+               "--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows[flag] = json.loads(out.stdout.strip().splitlines()[-1])
         r = rows[flag]
@@ -245,7 +246,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child is not None:
-        memory_child(bool(args.memory_child), args.batch)
+        memory_child(bool(args.memory_child), args.batch, args.threads)
         return
     if not args.skip_speed:
         speed(args)

@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_args import run
+
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"colour": 0.95, "background": 0.90, "shape": 0.85}
 WALL_GOAL_S = 300
@@ -42,8 +44,10 @@ def glidectl(*args: str, threads: int | None = None) -> subprocess.CompletedProc
         env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.run([sys.executable, "-m", "glidectl", *args], env=env,
                           capture_output=True, text=True)
-    if proc.returncode:  # glidectl's own one-line error, not a CalledProcessError traceback
-        sys.exit(f"glidectl {args[0]} failed: {(proc.stderr.strip() or '?').splitlines()[-1]}")
+    if proc.returncode:  # glidectl's own one-line error (and exit code), not a traceback
+        print(f"glidectl {args[0]} failed: {(proc.stderr.strip() or '?').splitlines()[-1]}",
+              file=sys.stderr)
+        sys.exit(proc.returncode)
     return proc
 
 
@@ -192,4 +196,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -24,14 +24,13 @@ Problems:
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from bench_args import json_out, run, write_json
 
 from glidectl import plugins
 from glidectl.errors import GlidectlError
@@ -291,7 +290,7 @@ def main() -> None:
     parser.add_argument("--upsampler-calls", type=int, nargs="+",
                         default=[8, 12, 15, 20, 27])
     parser.add_argument("--skip-gmm", action="store_true")
-    parser.add_argument("--json", help="Write every row and summary to this file.")
+    parser.add_argument("--json", type=json_out, help="Write every row and summary to this file.")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -308,13 +307,8 @@ def main() -> None:
         results["summary"] += summary
         results["baseline"][name] = baseline
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"\nwrote {args.json}")
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except GlidectlError as exc:  # bad input (e.g. --model): one line, like glidectl's
-        sys.exit(f"Error: {exc}")
+    run(main)

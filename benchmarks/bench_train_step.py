@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from bench_args import positive_int, positive_ints, run
+
 
 def time_step(batch: int, channels_last: bool, fused: bool, steps: int) -> float:
     """Seconds per optimizer step (after two warm-up steps) on random inputs."""
@@ -43,14 +45,14 @@ def time_step(batch: int, channels_last: bool, fused: bool, steps: int) -> float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batches", default="16,32,64")
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--batches", type=positive_ints, default="16,32,64")
+    ap.add_argument("--steps", type=positive_int, default=8)
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     print(f"quickstart network, {args.threads} thread(s), {args.steps} timed steps")
-    for batch in (int(b) for b in args.batches.split(",")):
+    for batch in args.batches:
         for channels_last in (False, True):
             for fused in (False, True):
                 s = time_step(batch, channels_last, fused, args.steps)
@@ -61,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 
+from bench_args import run
+
 
 def held_out_demo(name: str, n: int, size: int, offset: int = 1_000_000):
     """``n`` demo pictures the training never saw (indices past any demo_size), balanced."""
@@ -106,4 +108,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

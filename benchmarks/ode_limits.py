@@ -47,16 +47,14 @@ steered, and σ's fitted to other noises of its caption do not carry over.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 
 import numpy as np
 import torch
+from bench_args import json_out, run, write_json
 from bench_samplers import demo_prompts, fitted_coefficients
 
 from glidectl import plugins
-from glidectl.errors import GlidectlError
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.bespoke import fit_coefficients
@@ -312,19 +310,15 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=100,
                         help="L-BFGS evaluations per image (--per-image-bespoke).")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", help="Write the figures to this file.")
+    parser.add_argument("--json", type=json_out, help="Write the figures to this file.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     found = {} if args.skip_gmm else {"gmm": gmm_limits(args)}
     if args.model:
         found["model"] = model_limits(args)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(found, f, indent=1)
+        write_json(args.json, found)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except GlidectlError as exc:  # bad input (e.g. --model): one line, like glidectl's
-        sys.exit(f"Error: {exc}")
+    run(main)

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 import torch
+from bench_args import run
 
 from glidectl import plugins
 from glidectl.errors import GlidectlError
@@ -68,17 +68,16 @@ def tune_model(args: argparse.Namespace) -> None:
     from glidectl.step_fitting import check_method, fit_steps, model_guidance, reference
 
     sampler = args.sampler or "unipc"
-    try:
-        check_method(args.method, sampler, args.steps)
-    except GlidectlError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
+    check_method(args.method, sampler, args.steps)
     model = load_model(args.model).eval()
+    if not args.out and not Path(args.model).expanduser().is_dir():  # before minutes of work
+        raise GlidectlError(f"--model {args.model!r} is no run folder, so the schedule file has "
+                            "no default place (RUN/schedule.json); pass --out FILE.")
     guidance = model_guidance(args.model, args.guidance)
     prompts = demo_prompts(args.images, seed=1)
     target = reference(model, prompts, guidance, seed=1, steps=args.reference_steps,
                        trajectory=args.method == "gits")
-    path = args.out or str(Path(args.model) / "schedule.json")
+    path = args.out or str(Path(args.model).expanduser() / "schedule.json")
     fit_steps(target, args.steps, args.method, sampler, path,
               f"{args.model} (guidance {guidance}, {len(prompts)} tuning images, noise seed 1, "
               f"reference {args.reference_steps} dpm++3m Karras steps)",
@@ -131,7 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except GlidectlError as exc:  # bad input (e.g. --model): one line, like glidectl's
-        sys.exit(f"Error: {exc}")
+    run(main)

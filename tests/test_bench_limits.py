@@ -78,5 +78,39 @@ def test_a_model_that_is_not_there_is_one_line(tmp_path, monkeypatch, capsys) ->
         monkeypatch.setattr(sys, "argv", [script, *extra, "--model", str(tmp_path / "none")])
         with pytest.raises(SystemExit) as ended:
             runpy.run_path(str(ROOT / "benchmarks" / script), run_name="__main__")
-        assert str(ended.value.code).startswith("Error: Model ") and "not found" in str(
-            ended.value.code), (script, ended.value.code)
+        said = capsys.readouterr().err.strip().splitlines()
+        assert ended.value.code == 2 and len(said) == 1, (script, ended.value.code, said)
+        assert said[0].startswith("Error: Model ") and "not found" in said[0], (script, said)
+    # a weights file has no folder for the default schedule file: said before the fit
+    weights = tmp_path / "m.safetensors"
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    save_weights(create_model(preset_options("base", "tiny")), weights)
+    monkeypatch.setattr(sys, "argv", ["tune_schedule.py", "--model", str(weights)])
+    with pytest.raises(SystemExit) as ended:
+        runpy.run_path(str(ROOT / "benchmarks" / "tune_schedule.py"), run_name="__main__")
+    assert ended.value.code == 2
+    assert "is no run folder" in capsys.readouterr().err
+    # --json names a file in a folder that is there, or the run does not begin
+    monkeypatch.setattr(sys, "argv", ["bench_samplers.py", "--skip-gmm", "--json",
+                                      str(tmp_path / "no" / "out.json")])
+    with pytest.raises(SystemExit) as ended:
+        runpy.run_path(str(ROOT / "benchmarks" / "bench_samplers.py"), run_name="__main__")
+    assert ended.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_benchmark_counts_below_one_are_argparse_errors(monkeypatch) -> None:
+    """A count of 0 or a word is argparse's one line (exit 2), not a traceback at the end."""
+    import argparse
+
+    import pytest
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_args import positive_int, positive_ints
+
+    assert positive_int("3") == 3 and positive_ints("16, 32") == [16, 32]
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_int(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        positive_ints("16,0")

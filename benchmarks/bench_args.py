@@ -1,0 +1,60 @@
+"""What the benchmark scripts' command lines share: counts that must be positive, a
+``--json`` file checked before the work, and bad input said in one line with exit code 2,
+as glidectl's own commands say it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: a comma-separated list of whole numbers of at least 1 ("16,32")."""
+    return [positive_int(part.strip()) for part in text.split(",") if part.strip()] or \
+        [positive_int(text)]
+
+
+def json_out(text: str) -> str:
+    """An argparse type: a file the figures can be written to, checked before the run (a
+    run of minutes is not to end in a missing folder)."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; name a file in it")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {str(path.parent)!r} does not exist")
+    return str(path)
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` to ``path`` whole (a temporary file renamed over it) and say so."""
+    from glidectl import atomic
+
+    atomic.write_json(path, data)
+    print(f"\nwrote {path}")
+
+
+def run(main: Callable[[], Any]) -> None:
+    """Run a script's ``main``: glidectl's one-sentence errors (a missing model, …) go to
+    stderr as one line with exit code 2, not a traceback."""
+    from glidectl.errors import GlidectlError, one_line
+
+    try:
+        code = main()
+    except GlidectlError as exc:
+        print(f"Error: {one_line(str(exc))}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
