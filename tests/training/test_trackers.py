@@ -47,3 +47,39 @@ def test_unknown_or_missing_trackers_are_one_line_errors(tiny, monkeypatch):
     monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [])
     with pytest.raises(GlidectlError, match="pip install mlflow"):
         Trainer(tiny(log=dict(trackers=["mlflow"])), quiet=True)
+
+
+def test_a_tracker_that_fails_mid_run_is_said_once_and_the_run_goes_on(tiny, monkeypatch):
+    """A tracker is a side output: its service gone (W&B's wandb-core killed) must not cost
+    the run its steps; it is left out with one warning, and checkpoints, metrics.jsonl and the
+    end of the run come as without it."""
+    from accelerate.tracking import TensorBoardTracker
+
+    from glidectl.training import display, metrics
+
+    real = TensorBoardTracker.log
+    calls = []
+
+    def failing(self, values, step=None, **kwargs):
+        calls.append(step)
+        if step >= 2:
+            raise ConnectionResetError("Connection lost")
+        return real(self, values, step=step, **kwargs)
+
+    said = []
+    monkeypatch.setattr(TensorBoardTracker, "log", failing)
+    monkeypatch.setattr(display.Display, "message",
+                        lambda self, text: said.append(text))
+    cfg = tiny(train=dict(steps=4), log=dict(trackers=["tensorboard"]),
+               checkpoint=dict(every=2), preview=dict(every=2, steps=2,
+                                                      prompts=["a red circle"]))
+    result = Trainer(cfg, quiet=True).run()
+    assert result.step == 4 and not result.interrupted
+    assert sorted(p.name for p in (result.run_dir / "checkpoints").glob("step-*")) == [
+        "step-000002", "step-000004"]
+    assert [r["step"] for r in metrics.read_metrics(result.run_dir / "metrics.jsonl")
+            if "loss" in r] == [1, 2, 3, 4]
+    assert calls == [1, 2]  # left out after its failure
+    warned = [t for t in said if "tracker failed" in t]
+    assert warned == ["Warning: the tensorboard tracker failed at step 2 (Connection lost); "
+                      "the run goes on without it (metrics.jsonl keeps every number)."]

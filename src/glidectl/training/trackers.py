@@ -8,6 +8,7 @@ grids go as images to every tracker that takes images.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .. import runs
@@ -54,10 +55,12 @@ class Trackers:
     """The run's trackers (none when ``log.trackers`` is empty); main process only."""
 
     def __init__(self, accelerator: Any, cfg: GlideConfig, run: runs.RunDir,
-                 resume_ids: dict[str, str] | None = None):
+                 resume_ids: dict[str, str] | None = None,
+                 say: Callable[[str], None] = print):
         self.acc = accelerator
         self.names = tracker_names(cfg.log)
         self.ids: dict[str, str] = dict(resume_ids or {})
+        self.say = say  # a tracker that fails is said once, then left out
         if not self.names or not accelerator.is_main_process:
             self.names = []
             return
@@ -88,10 +91,9 @@ class Trackers:
 
     def log(self, record: dict[str, Any], step: int) -> None:
         """The numbers of a metrics record, at ``step``."""
-        if self.names:
-            values = {k: v for k, v in record.items()
-                      if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
-            self.acc.log(values, step=step)
+        values = {k: v for k, v in record.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+        self._each(step, lambda tracker: tracker.log(values, step=step))
 
     def log_image(self, key: str, image: Any, step: int, caption: str = "") -> None:
         """One PIL image (a preview grid) to every tracker that takes images."""
@@ -100,7 +102,8 @@ class Trackers:
         import numpy as np
 
         array = np.asarray(image.convert("RGB"))
-        for tracker in self.acc.trackers:
+
+        def one(tracker: Any) -> None:
             if tracker.name == "tensorboard":
                 tracker.log_images({key: array[None]}, step=step, dataformats="NHWC")
             elif tracker.name == "wandb":
@@ -110,9 +113,27 @@ class Trackers:
             elif hasattr(tracker, "log_images"):
                 tracker.log_images({key: [array]}, step=step)
 
+        self._each(step, one)
+
     def finish(self) -> None:
         """Close every tracker. Not ``accelerator.end_training()``: that also destroys the
         process group, on the main process only, while the other processes still meet it
         at the run's last barrier."""
-        for tracker in self.acc.trackers if self.names else []:
-            tracker.finish()
+        self._each(None, lambda tracker: tracker.finish())
+
+    def _each(self, step: int | None, call: Callable[[Any], None]) -> None:
+        """``call`` on every tracker still working. A tracker is a side output: one that
+        raises (its service gone, a full disk) is said once and left out, and training,
+        metrics.jsonl, checkpoints and the other trackers go on."""
+        for tracker in list(self.acc.trackers) if self.names else []:
+            try:
+                call(tracker)
+            except Exception as exc:  # trackers raise many kinds (network, IPC, disk)
+                from ..errors import one_line
+
+                self.acc.trackers.remove(tracker)
+                self.names = [n for n in self.names if n != tracker.name]
+                when = f"at step {step}" if step is not None else "while closing"
+                why = one_line(str(exc))[:200] or type(exc).__name__
+                self.say(f"Warning: the {tracker.name} tracker failed {when} ({why}); the run "
+                         "goes on without it (metrics.jsonl keeps every number).")
