@@ -44,7 +44,7 @@ def test_temp_names_hold_the_writer_s_process_id_and_host(tmp_path):
             assert tmp.name == f".{writer.__name__}.png.{os.getpid()}@{host}.tmp"
             match = TEMP_NAME.fullmatch(tmp.name)
             assert match and match.groups() == (f"{writer.__name__}.png", str(os.getpid()),
-                                                host)
+                                                host, None)
             tmp.write_bytes(b"x")
 
 
@@ -184,3 +184,28 @@ def test_a_command_writing_one_file_removes_what_a_killed_one_left_beside_it(
     assert res.returncode == 0, res.stderr
     assert (out / target).is_file() and not files["killed"].exists()
     assert files["running"].exists() and files["another file's"].exists()
+
+
+def test_safetensors_own_temp_file_goes_with_a_killed_write_s_folder(tmp_path, gone_pid):
+    """safetensors (0.6 on) writes through a .tmpXXXXXX file of its own in the folder it
+    writes to; glidectl has it write in a folder of the write's own, so what a kill -9
+    leaves (the whole model's size) is removed by the next write of that file, and a
+    finished write leaves nothing beside the file."""
+    import torch
+
+    from glidectl.atomic import host_name, remove_stale_temps, save_safetensors
+
+    here = host_name()
+    killed = tmp_path / f".m.safetensors.{gone_pid}@{here}.tmp.parts"
+    killed.mkdir()
+    (killed / ".tmpQWz2Y9").write_bytes(b"\0" * 1000)
+    running = tmp_path / f".m.safetensors.{os.getppid()}@{here}.tmp.parts"
+    running.mkdir()
+    other = tmp_path / f".n.safetensors.{gone_pid}@{here}.tmp.parts"  # another file's
+    other.mkdir()
+    assert remove_stale_temps(tmp_path, "m.safetensors") == [killed]
+    assert running.is_dir() and other.is_dir()
+    running.rmdir()
+    other.rmdir()
+    save_safetensors(tmp_path / "m.safetensors", {"w": torch.ones(3)}, {"a": "1"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -32,8 +33,9 @@ NO_FSYNC = {errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.E
 
 
 # .<name>.<pid>@<host>.tmp (:func:`temp_path`), or .<name>.<pid>.tmp (written before the
-# names held the host); groups: name, pid, host (None for the old names)
-TEMP_NAME = re.compile(r"\.(.+)\.(\d+)(?:@([A-Za-z0-9.-]+))?\.tmp")
+# names held the host), and a folder .<name>.<pid>@<host>.tmp.parts (what safetensors writes
+# through, :func:`save_safetensors`); groups: name, pid, host (None for the old names), parts
+TEMP_NAME = re.compile(r"\.(.+)\.(\d+)(?:@([A-Za-z0-9.-]+))?\.tmp(\.parts)?")
 # a temp file of another host (a folder shared over NFS) is that old before it counts as a
 # killed writer's: its pid says nothing here, and no write of one file takes a day
 OTHER_HOST_STALE_S = 24 * 3600
@@ -115,9 +117,14 @@ def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path
     here = host_name()
     for path in entries:
         match = TEMP_NAME.fullmatch(path.name)
-        if match and (name is None or _temp_of(path, match.group(1), name)) \
-                and _is_stale(path, int(match.group(2)), match.group(3), here) \
-                and path.is_file() and not path.is_symlink():
+        if not match or (name is not None and not _temp_of(path, match.group(1), name)) \
+                or not _is_stale(path, int(match.group(2)), match.group(3), here) \
+                or path.is_symlink():
+            continue
+        if match.group(4) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        elif not match.group(4) and path.is_file():
             with suppress(OSError):
                 path.unlink()
                 removed.append(path)
@@ -247,13 +254,30 @@ def save_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[s
     order, so the same tensors and metadata are the same bytes (the same sha256).
     ``replace=False``: a file at ``path`` by then is kept (:func:`new_path`'s
     ``FileExistsError``)."""
-    from safetensors.torch import save_file
-
     with atomic_path(path) if replace else new_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        _save_file(tmp, tensors, metadata)
         _sort_metadata(tmp)
         os.chmod(tmp, umask_mode())
     return Path(path)
+
+
+def _save_file(tmp: Path, tensors: dict[str, Any], metadata: dict[str, str]) -> None:
+    """safetensors' ``save_file`` to ``tmp``, through a folder of this write's own: safetensors
+    (0.6 on) writes through a ``.tmpXXXXXX`` file of its own in the folder it writes to, which
+    a ``kill -9`` would leave where nothing removes it (1.5 GB for OpenAI's base model); in
+    ``.<tmp>.parts`` :func:`remove_stale_temps` removes it with the folder."""
+    from safetensors.torch import save_file
+
+    parts = tmp.with_name(tmp.name + ".parts")
+    if len(os.fsencode(parts.name)) > NAME_MAX:  # a name at the limit: no room for .parts
+        save_file(tensors, str(tmp), metadata=metadata)
+        return
+    parts.mkdir()
+    try:
+        save_file(tensors, str(parts / "file"), metadata=metadata)
+        os.replace(parts / "file", tmp)
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
 
 
 def _sort_metadata(path: Path) -> None:
