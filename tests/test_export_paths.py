@@ -113,3 +113,27 @@ def test_an_export_onto_a_dangling_link_needs_force(run, tmp_path, capsys):
     assert cli("export", run, "-o", "d.safetensors") == 2
     assert "already exists; pass --force" in capsys.readouterr().err
     assert Path("d.safetensors").is_symlink()
+
+
+def test_one_checkpoint_exports_to_the_same_bytes_however_the_run_is_named(
+        run, tmp_path, monkeypatch):
+    """The metadata names the run, its step and the file within it, not the path as typed:
+    a schedule file or PNG that pins an export by its sha256 holds for a re-export."""
+    import hashlib
+    import os
+
+    from glidectl.glide.checkpoints import read_metadata
+
+    out = tmp_path / "out"
+    assert cli("export", run, "-o", out / "a.safetensors") == 0
+    assert cli("export", tmp_path / run, "-o", out / "b.safetensors") == 0
+    monkeypatch.chdir(tmp_path / STEP)
+    assert cli("export", ".", "-o", out / "c.safetensors") == 0
+    digests = {hashlib.sha256((out / f"{n}.safetensors").read_bytes()).hexdigest()
+               for n in "abc"}
+    assert len(digests) == 1
+    meta = read_metadata(out / "c.safetensors")
+    assert {k: meta[k] for k in ("run", "step", "source", "ema")} == {
+        "run": "t", "step": "2", "source": "checkpoints/step-000002/ema.safetensors",
+        "ema": "true"}
+    assert os.path.sep not in meta["run"]

@@ -290,9 +290,12 @@ def test_overwriting_keeps_the_old_file_until_every_count_is_fitted(glidectl, we
     assert sorted(read_schedule_file(out)) == [3, 5] and not partial.exists()
     data = json.loads(out.read_text())
     assert "not_fitted" not in data  # every count fitted
+    from glidectl.glide import read_weights
+    from glidectl.glide.checkpoints import state_sha256
     from glidectl.pipeline import file_sha256
 
     assert data["model_sha256"] == file_sha256(weights["base"])
+    assert data["weights_sha256"] == state_sha256(read_weights(weights["base"])[0])
 
 
 def test_a_stopped_refit_is_named_when_the_next_fit_finds_its_file(glidectl, weights,

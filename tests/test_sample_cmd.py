@@ -925,3 +925,21 @@ def test_the_upsampler_s_schedule_file_warning_names_its_own_flags() -> None:
         "worse than its own respaced schedule for ddpm; sample with --upsample-sampler "
         "bespoke; glidectl fit-steps fits base models only, so pick another "
         "--upsample-sampler or --upsample-schedule.")
+
+
+def test_the_same_weights_in_another_file_are_not_other_weights(run, weights, tmp_path) -> None:
+    """fit-steps records the weights' tensors too: an export of the run it was fitted on
+    (other metadata, so another file sha256) samples without the refit warning."""
+    from glidectl.glide import read_weights, save_weights
+    from glidectl.glide.checkpoints import state_sha256
+
+    state, options = read_weights(weights["base"])
+    copy = save_weights(state, tmp_path / "export.safetensors", options, {"run": "elsewhere"})
+    path = bespoke_file(tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    for tensors, warned in ((state_sha256(state), False), ("1" * 64, True)):
+        path.write_text(json.dumps({**data, "weights_sha256": tensors}))
+        res = run("a cat", "--base", str(copy), "--sampler", "bespoke", "--steps", "3",
+                  "--schedule", str(path), "-q", "--out", str(tmp_path / f"o{warned}"))
+        assert res.returncode == 0, res.stderr
+        assert ("was fitted to other weights" in res.stderr) == warned, res.stderr

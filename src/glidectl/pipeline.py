@@ -369,8 +369,12 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                                              grey=bool(opts.grey)))
             messages.append(unfitted_warning(opts.schedule, opts.steps, spec, up, **sampled))
             if record is not None and self.stage_models().get(stage) is not None:
-                messages.append(model_warning(opts.schedule, lambda r=record: r.sha256,
-                                              record.spec, up, **sampled))
+                from .glide.checkpoints import state_sha256
+
+                net = getattr(self.stage_models()[stage], "_orig_mod", self.stage_models()[stage])
+                messages.append(model_warning(
+                    opts.schedule, lambda r=record: r.sha256, record.spec, up, **sampled,
+                    weights_sha256=lambda m=net: state_sha256(m.state_dict())))
         first = self.base if low_res is None else self.upsampler
         if first is not None and first.options.inpaint and inpaint_image is None:
             messages.append(f"{a_or_an(first.options.kind).capitalize()} model without an "

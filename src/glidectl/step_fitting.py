@@ -319,7 +319,7 @@ def overfit_hint(target: Target, sigmas: torch.Tensor, rows: Rows, check: dict[s
 def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: str | Path,
               about: str, log: Log = print, held_out: Target | None = None,
               model_sha256: str | None = None, guidance: float | None = None,
-              **options) -> dict[int, torch.Tensor]:
+              weights_sha256: str | None = None, **options) -> dict[int, torch.Tensor]:
     """:func:`fit_calls` for each call count, the schedule file rewritten (atomically) after
     each, so a stopped fit keeps the counts it finished; returns steps → σ's. With
     ``held_out`` (a reference from other noise) each count is checked on it (``sampler``
@@ -367,7 +367,8 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                                 f"{how} on {about}",
                                 sampler={"gits": None, "bespoke": "bespoke"}.get(method, sampler),
                                 coefficients=coefficients or None, held_out=checks or None,
-                                model_sha256=model_sha256, grey=target.denoiser.grey,
+                                model_sha256=model_sha256, weights_sha256=weights_sha256,
+                                grey=target.denoiser.grey,
                                 guidance=guidance,  # until the last: a stopped fit's file says
                                 not_fitted=[s for s in asked if s is not None and s not in found])
         except WriteError as exc:  # a full disk: the σ's are above, a solver's rows are not

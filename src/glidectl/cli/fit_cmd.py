@@ -260,6 +260,7 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
          write_to: Path, device: str, check_images: int, checked: list[str], options: dict
          ) -> None:
     from ..devices import pick_precision
+    from ..glide.checkpoints import state_sha256
     from ..glide.loading import load_model, read_resolved
     from ..pipeline import file_sha256
     from ..step_fitting import fit_steps, model_grey, model_guidance, reference, steps_for_calls
@@ -292,7 +293,8 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
               f"{model_spec} (guidance {scale:g}{shade}, {images} tuning images from "
               f"{len(set(prompts))} prompts, noise seed {seed}, reference {reference_steps} "
               "dpm++3m Karras steps)", log=lambda m: typer.echo(m, err=True), held_out=held_out,
-              model_sha256=model_sha256, guidance=scale, **options)
+              model_sha256=model_sha256, guidance=scale,
+              weights_sha256=state_sha256(model.state_dict()), **options)
     if write_to != path:
         os.replace(write_to, path)
     use = "bespoke" if method == "bespoke" else sampler

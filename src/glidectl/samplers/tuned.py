@@ -96,11 +96,14 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
                         held_out: dict[int, dict[str, float]] | None = None,
                         model_sha256: str | None = None, grey: bool | None = None,
                         guidance: float | None = None,
-                        not_fitted: list[int] | None = None) -> None:
+                        not_fitted: list[int] | None = None,
+                        weights_sha256: str | None = None) -> None:
     """Store σ sequences (n σ's then 0, per n) as positions in [σ_max, σ_min], atomically;
     ``sampler`` records the sampler they were tuned for (None: any); ``coefficients`` a
     bespoke solver's rows per n; ``held_out`` its errors on held-out noise per n;
-    ``model_sha256`` the weights file they were fitted to; ``grey`` whether they were fitted
+    ``model_sha256`` the weights file they were fitted to and ``weights_sha256`` its tensors
+    (:func:`~glidectl.glide.checkpoints.state_sha256`: the same weights in another file, an
+    export of the run, are the same); ``grey`` whether they were fitted
     to grey sampling's ODE (``glidectl sample --grey``); ``guidance`` the guidance scale of
     the ODE they were fitted to; ``not_fitted`` the step counts the fit writing it has still
     to fit (a file a stopped fit left keeps them: :func:`unfitted_counts`)."""
@@ -111,6 +114,8 @@ def write_schedule_file(path: str | Path, sigmas: dict[int, torch.Tensor], sigma
             "sigma_min": sigma_min, "sigma_max": sigma_max, "positions": positions}
     if model_sha256:
         data["model_sha256"] = model_sha256
+    if weights_sha256:
+        data["weights_sha256"] = weights_sha256
     if grey is not None:
         data["grey"] = grey
     if guidance is not None:
@@ -203,15 +208,20 @@ def schedule_file_warning(path: str | Path, sampler: str) -> str | None:
 
 def model_warning(path: str | Path, model_sha256: Callable[[], str | None], model: str,
                   upsampler: bool = False, *, guidance: float | None = None,
-                  grey: bool | None = None) -> str | None:
+                  grey: bool | None = None,
+                  weights_sha256: Callable[[], str | None] | None = None) -> str | None:
     """One sentence when a schedule file records a fit to other weights than ``model``'s
-    (``model_sha256()``, asked only when the file records one), else None. ``upsampler``:
+    (``model_sha256()``, asked only when the file records one; where the files differ, the
+    tensors' ``weights_sha256()`` when the file records theirs), else None. ``upsampler``:
     the file is the upsampler's, which fit-steps does not fit; ``guidance``, ``grey``: the
     sampling the refit it names fits (:func:`_refit`)."""
     data = _load(path)
     fitted = data.get("model_sha256")
     if not isinstance(fitted, str) or fitted == (sha := model_sha256()) or not sha:
         return None
+    tensors = data.get("weights_sha256")
+    if isinstance(tensors, str) and weights_sha256 is not None and tensors == weights_sha256():
+        return None  # the same weights in another file (an export, a copy with other metadata)
     fix = UPSAMPLER_FIX if upsampler else \
         f"refit it with {_refit(path, data, model, guidance=guidance, grey=grey)}"
     return (f"Schedule file {str(path)!r} was fitted to other weights (sha256 "

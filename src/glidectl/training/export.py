@@ -83,11 +83,25 @@ def _merge_line(adapter: Path, output: Path) -> str:
     return shlex.join(["glidectl", "lora", "merge", str(adapter), "-o", str(output)])
 
 
+def _provenance(source: Path, recorded: dict[str, str]) -> dict[str, str]:
+    """Where exported weights came from, the same however the run was named on the command
+    line (so one checkpoint exports to the same bytes, the same sha256, from any folder):
+    the run's name and step as the checkpoint records them (else from its folders), and the
+    file within the run."""
+    step_dir = source.resolve().parent
+    step = recorded.get("step") or str(runs.step_of(step_dir) or "")
+    run = recorded.get("run") or (runs.run_of_step_dir(step_dir).name if step else "")
+    within = f"{runs.CHECKPOINTS_DIR}/{step_dir.name}/{source.name}" if step else source.name
+    return {"run": run, "source": within, "step": step,
+            "ema": str(source.name == runs.EMA_FILE).lower()}
+
+
 def export_weights(run: Path, output: Path, ema: bool | None = None,
                    force: bool = False) -> tuple[Path, Path]:
     """Copy a checkpoint's weights (EMA by default when there are any) to ``output``.
 
-    Returns (source file, written file). The options and step travel in the metadata.
+    Returns (source file, written file). The options, the run's name, the step and the file
+    within the run travel in the metadata (:func:`_provenance`).
     """
     output = Path(output)
     _source(Path(run), ema, output)  # what is wrong with the run: said first
@@ -111,9 +125,7 @@ def export_weights(run: Path, output: Path, ema: bool | None = None,
     source, (state, options, recorded) = read_resolved(
         run, lambda path: (*read_weights(path), read_metadata(path)),
         resolve=lambda path: _source(path, ema, output))
-    step = runs.step_of(source.parent)
-    meta = {"source": str(source), "step": "" if step is None else str(step),
-            "ema": str(source.name == runs.EMA_FILE).lower()}
+    meta = _provenance(source, recorded)
     if RECOMMENDED_KEY in recorded:  # sampling defaults travel along
         meta[RECOMMENDED_KEY] = recorded[RECOMMENDED_KEY]
     save_new(save_weights, output, force, state, output, options, meta)
