@@ -137,3 +137,19 @@ def test_one_checkpoint_exports_to_the_same_bytes_however_the_run_is_named(
         "run": "t", "step": "2", "source": "checkpoints/step-000002/ema.safetensors",
         "ema": "true"}
     assert os.path.sep not in meta["run"]
+
+
+def test_a_run_s_best_pointer_names_its_checkpoint_for_export_and_sample(run, tmp_path):
+    """``RUN/checkpoints/best`` (keep_best) and ``latest`` are the step they name, for export
+    and as a model; a weights file renamed .pt is read as the safetensors it is."""
+    from glidectl.glide.loading import load_model, resolve_spec
+
+    checkpoints = run / "checkpoints"
+    (checkpoints / "best").write_text("step-000002\n")
+    assert resolve_spec(checkpoints / "best") == checkpoints / "step-000002" / "ema.safetensors"
+    assert cli("export", checkpoints / "best", "-o", tmp_path / "best.safetensors") == 0
+    renamed = tmp_path / "renamed.pt"
+    renamed.write_bytes((tmp_path / "best.safetensors").read_bytes())
+    assert load_model(renamed).options.image_size == 16
+    (checkpoints / "latest").write_text("step-000009\n")  # pruned
+    assert cli("export", checkpoints / "latest", "-o", tmp_path / "l.safetensors") == 2

@@ -91,21 +91,37 @@ def test_a_code_running_checkpoint_is_one_clean_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_damaged_checkpoint_says_to_delete_it_before_fetching_it_again(tmp_path, capsys):
+def test_a_damaged_checkpoint_says_to_delete_it_before_fetching_it_again(tmp_path, capsys,
+                                                                        monkeypatch):
     """It said "download it again", which `glidectl download` answers with "already cached"
-    for a damaged file in its cache."""
+    for a damaged file in its cache; a damaged file of the user's own (not in the cache) is
+    not to be deleted on our word, nor is a plain pickle (it is not damaged)."""
+    import os
+    import pickle
+
     from glidectl.cli.app import main
 
-    path = tmp_path / "base.pt"
-    path.write_bytes(b"not a checkpoint" * 64)
-    with pytest.raises(SystemExit) as info:
-        main(["sample", "x", "--base", str(path), "--upsampler", "none", "--device", "cpu",
-              "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err
-    assert info.value.code == 2 and err.startswith(f"Error: Cannot read checkpoint '{path}'")
-    assert err.endswith("the file is damaged, truncated or not a PyTorch checkpoint: delete it "
-                        "and fetch it again (glidectl download skips a file its cache "
-                        "holds).\n"), err
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    plain = tmp_path / "plain.pt"
+    plain.write_bytes(pickle.dumps({"a": os.stat_result}, protocol=4))
+    for path, fix in ((tmp_path / "cache" / "base.pt", "delete it and fetch it again (glidectl "
+                       "download skips a file its cache holds)."),
+                      (tmp_path / "mine.pt", "pass another weights file."),
+                      (plain, None)):
+        if fix:
+            path.write_bytes(b"not a checkpoint" * 64)
+        with pytest.raises(SystemExit) as info:
+            main(["sample", "x", "--base", str(path), "--upsampler", "none", "--device", "cpu",
+                  "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and err.startswith(f"Error: Cannot read checkpoint '{path}'")
+        assert err.count("\n") == 1 and "Warning" not in err, err
+        if fix:
+            assert err.endswith("the file is damaged, truncated or not a PyTorch checkpoint: "
+                                f"{fix}\n"), err
+        else:
+            assert "it is a plain pickle, not a file torch.save writes" in err, err
 
 
 def _merge_command(message: str) -> list[str]:

@@ -210,6 +210,24 @@ def read_pointer(checkpoints: Path, name: str = LATEST) -> Path | None:
     return None
 
 
+def followed_pointer(path: Path) -> Path:
+    """A run's pointer file (``RUN/checkpoints/latest`` or ``best``) as the step folder it
+    names, so a model spec or export may name the best checkpoint by it; any other path as it
+    is. A pointer to a step that is gone is one sentence."""
+    if path.name not in (LATEST, BEST) or path.parent.name != CHECKPOINTS_DIR \
+            or not path.is_file():
+        return path
+    step = read_pointer(path.parent, path.name)
+    if step is None:
+        from .errors import GlidectlError
+
+        named = path.read_text(encoding="utf-8", errors="replace").strip()[:60]
+        raise GlidectlError(f"{str(path)!r} names the checkpoint {named!r}, which is not in "
+                            f"{str(path.parent)!r} (pruned, or never finished); pass one of "
+                            "its step-N folders.")
+    return step
+
+
 def latest_step_dir(checkpoints: Path) -> Path | None:
     """The step folder ``latest`` names, else the highest complete step, else None."""
     found = read_pointer(checkpoints, LATEST)

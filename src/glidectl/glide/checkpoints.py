@@ -8,6 +8,7 @@ ones of that kind (a custom-sized ``.pt`` needs its options passed in).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pickle
@@ -213,6 +214,21 @@ TORCH_LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.Bad
                      ValueError, OSError, AttributeError, KeyError, IndexError, struct.error)
 
 
+def is_safetensors(path: Path) -> bool:
+    """Whether ``path`` holds a safetensors file whatever its name says (a file renamed
+    ``.pt``): 8 bytes of header length, a header that fits in the file, starting with ``{``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = f.seek(0, 2)
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    length = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 2 <= length <= min(size - 8, 100 * 2**20)
+
+
 def python_objects_in(exc: BaseException) -> str | None:
     """The global a weights-only load refused (``GLOBAL collections.OrderedDict``), if that
     is what ``exc`` says: a pickle that would build (or run) Python objects."""
@@ -225,7 +241,9 @@ def torch_load_weights(path: Path) -> Any:
     plain containers, never Python objects); a file that is not that is a GlidectlError."""
     _require_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own notes on pickle protocols: not ours
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except TORCH_LOAD_ERRORS as exc:
         found = python_objects_in(exc)
         if found:  # never loaded
@@ -234,11 +252,36 @@ def torch_load_weights(path: Path) -> Any:
                 f"({found}), not only weights, and glidectl never loads those; "
                 "use a .safetensors file or a plain state_dict saved with torch.save."
             ) from exc
+        if "Unsupported operand" in str(exc) and _is_pickle(path):  # not torch.save's
+            raise GlidectlError(
+                f"Cannot read checkpoint {str(path)!r}: it is a plain pickle, not a file "
+                "torch.save writes, and glidectl never unpickles those (they can run code); "
+                "use a .safetensors file or a state_dict saved with torch.save."
+            ) from exc
         raise GlidectlError(
             f"Cannot read checkpoint {str(path)!r} ({cause(exc)}); the file is damaged, "
-            "truncated or not a PyTorch checkpoint: delete it and fetch it again (glidectl "
-            "download skips a file its cache holds)."
+            f"truncated or not a PyTorch checkpoint: {_refetch(path)}."
         ) from exc
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether ``path`` starts as a pickle of protocol 2 or later does (PROTO 2..5)."""
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        head = f.read(2)
+        return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    return False
+
+
+def _refetch(path: Path) -> str:
+    """What to do with a damaged weights file: fetch it again when it is in the download
+    cache (never advise deleting a file of the user's own, a run's pointer for one)."""
+    from .download import cache_dir
+
+    with contextlib.suppress(OSError, ValueError):
+        if path.resolve().is_relative_to(cache_dir().resolve()):
+            return ("delete it and fetch it again (glidectl download skips a file its cache "
+                    "holds)")
+    return "pass another weights file"
 
 
 def load_openai_pt(

@@ -19,7 +19,13 @@ import torch
 
 from .. import runs
 from ..errors import GlidectlError, from_here, keyword_errors, takes
-from .checkpoints import StateDict, adapter_not_model, load_openai_pt, read_weights
+from .checkpoints import (
+    StateDict,
+    adapter_not_model,
+    is_safetensors,
+    load_openai_pt,
+    read_weights,
+)
 from .options import ModelOptions
 from .unet import GlideUNet, create_model
 
@@ -62,7 +68,7 @@ def weights_in_dir(path: Path) -> Path:
 
 def resolve_spec(spec: str | Path, download: bool = True) -> Path:
     """A file path for ``spec``: an existing path, a run folder, or ``source:name``."""
-    path = Path(spec).expanduser()
+    path = runs.followed_pointer(Path(spec).expanduser())
     if path.is_dir():
         return weights_in_dir(path)
     if path.exists():
@@ -180,7 +186,7 @@ def read_checkpoint(
 ) -> tuple[StateDict, ModelOptions]:
     """State_dict and options from a .pt/.pth/.bin (torch.save) or .safetensors file."""
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or is_safetensors(path):  # also one named .pt or .bin
         return read_weights(path, kind=kind, options=options)
     return load_openai_pt(path, options=options, kind=kind)
 

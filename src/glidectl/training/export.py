@@ -45,7 +45,9 @@ def _file_given(path: Path, output: Path) -> str:
 
 def _source(run: Path, ema: bool | None, output: Path) -> Path:
     """The weights file of ``run``'s step folder to export (EMA by default when there is
-    one); one-sentence errors when it has none of the kind asked for."""
+    one; ``RUN/checkpoints/best`` or ``latest``: the step it names); one-sentence errors
+    when it has none of the kind asked for."""
+    run = runs.followed_pointer(run)
     if run.is_file() and (run.parent / runs.ADAPTER_CONFIG).is_file():
         run = run.parent  # an adapter's weights file: its folder
     if (run / runs.ADAPTER_CONFIG).is_file():
