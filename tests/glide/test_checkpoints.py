@@ -256,3 +256,37 @@ def test_a_lora_run_passed_as_a_model_says_how_to_use_it(tmp_path):
     (step / runs.ADAPTER_DIR / runs.ADAPTER_CONFIG).write_text("{}")
     with pytest.raises(GlidectlError, match="is a LoRA run.*--lora .*glidectl lora merge"):
         resolve_spec(tmp_path / "run")
+
+
+def test_a_cached_openai_file_of_another_kind_is_said_as_the_cache_s(tmp_path, monkeypatch):
+    """A file put into the cache by hand under another model's name is refused naming the
+    cache file and the download that mends it, by load_model and by the pipeline (it was
+    sampled as the kind it holds, recorded as openai:NAME)."""
+    from glidectl.glide import create_model, preset_options, save_weights
+    from glidectl.glide.loading import load_model
+    from glidectl.pipeline import GlidePipeline
+
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path))
+    (tmp_path / "openai").mkdir()
+    cached = tmp_path / "openai" / "upsample.pt"  # a base model's weights, as safetensors
+    save_weights(create_model(preset_options("base", "tiny")), tmp_path / "b.safetensors")
+    cached.write_bytes((tmp_path / "b.safetensors").read_bytes())
+    said = (f"{str(cached)!r}, the cached openai:upsample, holds a base model, not OpenAI's "
+            "upsample; delete it and run glidectl download upsample.")
+    for load in (lambda: load_model("openai:upsample"),
+                 lambda: load_model("OpenAI:upsample", kind="base"),
+                 lambda: GlidePipeline.from_specs("openai:upsample", None, device="cpu")):
+        with pytest.raises(GlidectlError) as info:
+            load()
+        assert str(info.value) == said
+
+
+def test_a_state_dict_with_a_key_that_is_no_string_is_one_sentence(tmp_path):
+    from glidectl.glide.loading import load_model
+    from glidectl.glide.official_files import official_file_problem
+
+    path = tmp_path / "k.pt"
+    torch.save({0: torch.zeros(1), "a": torch.zeros(2)}, path)
+    assert official_file_problem(path, "base") == "its key 0 is an int, not a parameter name"
+    with pytest.raises(GlidectlError, match="is not a GLIDE state_dict: its key 0 is an int"):
+        load_model(path)

@@ -55,8 +55,9 @@ class Server:
 
     def __init__(self, files: dict[str, bytes], drop_first: bool = False, delay: float = 0.0,
                  ranges_ignored: bool = False, resume_at: int | None = None,
-                 cut_at: int | None = None):
+                 cut_at: int | None = None, busy_first: int = 0):
         self.files, self.drop_first, self.ranges = files, drop_first, []
+        self.busy = busy_first  # answer that many GETs with 503 (Retry-After 0) first
         self.ranges_ignored, self.resume_at, self.cut_at = ranges_ignored, resume_at, cut_at
         server = self
 
@@ -65,6 +66,14 @@ class Server:
                 pass
 
             def do_GET(self):
+                if server.busy > 0:
+                    server.busy -= 1
+                    server.ranges.append("busy")
+                    self.send_response(503)
+                    self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = server.files.get(self.path.lstrip("/"))
                 if data is None:
                     self.send_error(404)
@@ -196,6 +205,26 @@ def test_http_error_is_one_line(tmp_path):
         download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False)
 
 
+def test_a_server_busy_for_a_moment_is_asked_again(tmp_path):
+    """503 (and 429, 500, 502, 504) are what a CDN answers for a moment: retried, as pip
+    and huggingface_hub do; still busy after the retries, the line says so."""
+    with Server({"base.pt": PAYLOAD}, busy_first=2) as srv:
+        path = download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False)
+    assert path.read_bytes() == PAYLOAD and srv.ranges[:2] == ["busy", "busy"]
+    with Server({"base.pt": PAYLOAD}, busy_first=9) as srv, pytest.raises(
+            GlidectlError, match=r"\(HTTP 503 Service Unavailable\); check the connection"):
+        download(f"{srv.url}/base.pt", tmp_path / "again.pt", progress=False)
+
+
+def test_a_folder_where_the_file_goes_is_said_as_that_not_as_the_network(tmp_path):
+    (tmp_path / "base.pt").mkdir()
+    with Server({"base.pt": PAYLOAD}) as srv, pytest.raises(
+            GlidectlError, match=r"but cannot put it at .*make that path free") as info:
+        download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=False)
+    assert "connection" not in str(info.value) and len(srv.ranges) == 1  # fetched once
+    assert (tmp_path / "base.pt.part").read_bytes() == PAYLOAD  # taken by the next run
+
+
 def test_openai_source_downloads_once_into_glidectl_home(tmp_path, monkeypatch):
     served = official_pt("base", tmp_path)
     monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "home"))
@@ -234,10 +263,10 @@ def test_download_command(tmp_path):
     served = official_pt("upsample", tmp_path)
     with Server({"upsample.pt": served}) as srv:
         env["GLIDECTL_OPENAI_URL"] = srv.url
-        cmd = [sys.executable, "-m", "glidectl", "download", "upsample", "-q"]
+        cmd = [sys.executable, "-m", "glidectl", "download", "OpenAI:upsample", "-q"]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
         assert out.returncode == 0, out.stderr
-        assert "openai:upsample" in out.stdout
+        assert "openai:upsample" in out.stdout and out.stderr == ""  # -q: no progress bar
         assert (tmp_path / "openai" / "upsample.pt").read_bytes() == served
         bad = subprocess.run([sys.executable, "-m", "glidectl", "download", "basee"],
                              capture_output=True, text=True, env=env, timeout=120)

@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
         wanted: list[str] = []
         others: list[tuple[str, str, object]] = []  # (source name, model, its source)
         for name in models:
-            name = name.removeprefix("openai:")  # the model-spec spelling works too
+            if name[:7].lower() == "openai:":  # the model-spec spelling works too
+                name = name[7:]
             source_name, colon, model = name.partition(":")
             if colon:
                 # an unknown source: one line with the list, before anything is fetched
@@ -57,5 +58,10 @@ def register(app: typer.Typer) -> None:
             note = NOTES[by]
             typer.echo(f"openai:{kind}  {path}  ({size:,.1f} MiB, {note})")
         for source_name, model, model_source in others:
-            path = Path(model_source.resolve(model, download=True))
+            from ..samplers.spec import parameters  # a plugin's resolve may take no progress
+
+            quietly = {"progress": False} if quiet and "progress" in parameters(
+                model_source.resolve) else {}
+            path = Path(model_source.resolve(model, download=True, **quietly))
             typer.echo(f"{source_name}:{model}  {path}  ({path.stat().st_size / 2**20:,.1f} MiB)")
+

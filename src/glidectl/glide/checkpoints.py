@@ -72,6 +72,15 @@ def _upcast(state: Mapping[str, Any], path: Path) -> StateDict:
     return out
 
 
+def key_problem(state: Mapping[Any, Any]) -> str | None:
+    """Why a loaded mapping's keys are not a state_dict's (a key that is no string), else
+    None."""
+    for key in state:
+        if not isinstance(key, str):
+            return f"its key {key!r:.40} is {a_or_an(type(key).__name__)}, not a parameter name"
+    return None
+
+
 def _unprefixed(state: Mapping[str, Any], path: Path) -> Mapping[str, Any]:
     """The model's own keys of a state_dict saved through a wrapper: DDP's ``module.``,
     torch.compile's ``_orig_mod.``, Lightning's ``model.``, ema-pytorch's ``ema_model.``.
@@ -308,6 +317,8 @@ def load_openai_pt(
                 break
     if not isinstance(obj, Mapping):
         raise GlidectlError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict.")
+    if (problem := key_problem(obj)) is not None:
+        raise GlidectlError(f"{str(path)!r} is not a GLIDE state_dict: {problem}.")
     state = _upcast(_unprefixed(obj, path), path)
     return state, _checked_options(state, options, path, kind)
 
@@ -317,12 +328,12 @@ def _checked_options(state: Mapping[str, Any], options: ModelOptions | None, pat
     """``options`` checked against ``state`` (and ``kind``), else inferred from ``state``."""
     if options is None:
         return infer_options(state, path, kind)
-    _check_kind(options, kind, path)
+    check_kind(options, kind, path)
     check_state_dict(state, options, path)
     return options
 
 
-def _check_kind(options: ModelOptions, kind: str | None, path: Path) -> None:
+def check_kind(options: ModelOptions, kind: str | None, path: Path) -> None:
     if kind is not None and options.kind != kind:
         raise GlidectlError(
             f"{str(path)!r} holds {a_or_an(options.kind)} model, but {a_or_an(kind)} model is "

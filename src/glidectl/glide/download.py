@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import __version__
-from ..errors import GlidectlError, WriteError, write_error
+from ..errors import GlidectlError, WriteError, cause, write_error
 
 if TYPE_CHECKING:  # urllib and http.client load on the first download: `--help` stays fast
     import http.client
@@ -308,8 +308,7 @@ def _download(url: str, dest: Path, progress: bool, retries: int, timeout: float
     for attempt in range(max(1, retries)):
         try:
             _fetch_checked(url, part, timeout, progress, dest.name, check)
-            os.replace(part, dest)
-            return dest
+            break
         except _Endless as exc:  # a source without end: retrying writes as much again
             part.unlink(missing_ok=True)
             raise GlidectlError(f"Stopped downloading {url}: {exc}; nothing was cached: check "
@@ -322,16 +321,42 @@ def _download(url: str, dest: Path, progress: bool, retries: int, timeout: float
             again = f"; the next run resumes from {part.name}" if kept else ""
             raise WriteError(f"{str(exc).rstrip('.')}{again}.") from None
         except urllib.error.HTTPError as exc:
-            raise GlidectlError(
-                f"Downloading {url} failed with HTTP {exc.code} {exc.reason}; {hint}."
-            ) from exc
+            if exc.code not in BUSY_CODES:  # 404, 403, …: asking again gets the same
+                raise GlidectlError(
+                    f"Downloading {url} failed with HTTP {exc.code} {exc.reason}; {hint}."
+                ) from exc
+            reason = f"HTTP {exc.code} {exc.reason}"  # a server busy for a moment: retried
+            if attempt + 1 < retries:
+                time.sleep(min(_retry_after(exc), 30.0) or min(0.5 * 2**attempt, 8.0))
         except (_Interrupted, urllib.error.URLError, ConnectionError, TimeoutError,
                 http.client.HTTPException, OSError) as exc:
             reason = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
             if attempt + 1 < retries:
                 time.sleep(min(0.2 * (attempt + 1), 2.0))
-    kept = part.is_file() and part.stat().st_size > 0
-    again = f"run again to resume from {part.name}" if kept else "run again"
-    raise GlidectlError(
-        f"Could not download {url} ({reason}); check the connection and {again}, or {hint}."
-    )
+    else:
+        kept = part.is_file() and part.stat().st_size > 0
+        again = f"run again to resume from {part.name}" if kept else "run again"
+        raise GlidectlError(
+            f"Could not download {url} ({reason}); check the connection and {again}, or "
+            f"{hint}.")
+    try:  # here: the whole file, checked; what fails now is the folder, not the network
+        os.replace(part, dest)
+    except OSError as exc:
+        raise GlidectlError(
+            f"Downloaded {url}, but cannot put it at {str(dest)!r} ({cause(exc)}); make that "
+            f"path free (a folder or a file of another user is there) and run again: the next "
+            f"run takes {part.name} as it is.") from None
+    return dest
+
+
+# HTTP statuses of a server or CDN that is busy for a moment: asked again, as pip does
+BUSY_CODES = {429, 500, 502, 503, 504}
+
+
+def _retry_after(exc: Any) -> float:
+    """Seconds a ``Retry-After`` header asks for (0 when none or a date)."""
+    value = (getattr(exc, "headers", None) or {}).get("Retry-After", "")
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return 0.0

@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 import torch
 
 from .. import runs
-from ..errors import GlidectlError, from_here, keyword_errors, takes
+from ..errors import GlidectlError, a_or_an, from_here, keyword_errors, takes
 from .checkpoints import (
     StateDict,
     adapter_not_model,
+    check_kind,
     is_safetensors,
     load_openai_pt,
     read_weights,
@@ -248,12 +249,43 @@ def load_model(
                     "sized .pt file) or None", options)
     device = pick_device(str(device))
     path, (state, opts) = read_resolved(
-        spec, lambda path: read_checkpoint(path, kind=kind, options=options), download)
+        spec, lambda path: _read_as_named(spec, path, kind, options), download)
     model = build_from_state(state, opts, device=device, dtype=dtype)
     # GlidePipeline(model) records it and takes its recommended settings, as from_specs does,
     # while its weights are as read (weights_versions: any in-place change moves them)
     model.glidectl_source = (str(spec), str(path), weights_versions(model))
     return model
+
+
+def _read_as_named(spec: str | Path, path: Path, kind: str | None,
+                   options: ModelOptions | None) -> tuple[StateDict, ModelOptions]:
+    """:func:`read_checkpoint`, the cached file of ``openai:NAME`` checked first
+    (:func:`check_named`), then ``kind``."""
+    if official_name(spec) is None:
+        return read_checkpoint(path, kind=kind, options=options)
+    state, opts = read_checkpoint(path, options=options)
+    check_named(spec, path, opts.kind)
+    check_kind(opts, kind, path)
+    return state, opts
+
+
+def official_name(spec: str | Path) -> str | None:
+    """NAME of a spec ``openai:NAME`` (any case of ``openai``) that names no file, else None."""
+    match = _SOURCE_RE.match(str(spec))
+    if match and match.group(1).lower() == "openai" and not Path(spec).expanduser().exists():
+        return match.group(2)
+    return None
+
+
+def check_named(spec: str | Path, path: Path, kind: str) -> None:
+    """One sentence when ``openai:NAME``'s cached file holds another kind of model: a file
+    put there by hand (OpenAI's ``base_inpaint.pt`` saved as ``base.pt``) is said as the
+    cache's, not sampled as another kind."""
+    official = official_name(spec)
+    if official is not None and kind != official:
+        raise GlidectlError(
+            f"{str(path)!r}, the cached openai:{official}, holds {a_or_an(kind)} model, not "
+            f"OpenAI's {official}; delete it and run glidectl download {official}.")
 
 
 def weights_versions(model: torch.nn.Module) -> tuple[int, ...]:

@@ -21,6 +21,7 @@ from .checkpoints import (
     _FIRST_KEY,
     IN_CHANNELS_KIND,
     TORCH_LOAD_ERRORS,
+    key_problem,
     mismatch,
     python_objects_in,
 )
@@ -51,6 +52,8 @@ def official_file_problem(path: Path, kind: str) -> str | None:
         return f"torch cannot read it ({cause(exc)})"
     if not isinstance(state, Mapping):
         return f"it holds {a_or_an(type(state).__name__)}, not a state_dict"
+    if (problem := key_problem(state)) is not None:
+        return problem
     shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     return _model_problem(shapes, kind)
 
