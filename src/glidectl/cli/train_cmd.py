@@ -94,9 +94,16 @@ def exit_interrupted(result, resume: str) -> None:
     """Exit with 130 after Ctrl-C, naming the checkpoint; under torchrun or accelerate only
     rank 0 says so (every process returns the same result)."""
     if os.environ.get("RANK", "0") == "0":
+        from ..training.run_dir import launched
+
+        world = launched()  # a run of N processes resumes under N (one is refused)
+        command = f"{resume} {shlex.quote(str(result.run_dir))}"
+        if world > 1:
+            command = (f"accelerate launch --num_processes {world} -m {command} (or your "
+                       f"launcher, with {world} processes as this run)")
         typer.echo(
             f"Interrupted at step {result.step}; checkpoint {result.checkpoint}. "
-            f"Resume with: {resume} {shlex.quote(str(result.run_dir))}", err=True
+            f"Resume with: {command}", err=True
         )
     raise typer.Exit(130)
 

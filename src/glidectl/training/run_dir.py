@@ -4,6 +4,7 @@ tidied away (the layout: :mod:`glidectl.runs`)."""
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shlex
 import shutil
@@ -326,5 +327,14 @@ def resume_hint(run: runs.RunDir) -> str:
     last = runs.latest_step_dir(run.checkpoints)
     if last is None:  # --resume would refuse the folder: there is nothing to resume
         return "it has no checkpoint yet: run the same command again to start it over"
+    under = f" under {launched()} processes, as this run" if launched() > 1 else ""
     return (f"its last checkpoint is {str(last)!r}: resume with --resume "
-            f"{shlex.quote(str(run.root))}")
+            f"{shlex.quote(str(run.root))}{under}")
+
+
+def launched() -> int:
+    """The processes of this run as its launcher (accelerate, torchrun) set them, else 1."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
