@@ -83,3 +83,17 @@ def test_a_tracker_that_fails_mid_run_is_said_once_and_the_run_goes_on(tiny, mon
     warned = [t for t in said if "tracker failed" in t]
     assert warned == ["Warning: the tensorboard tracker failed at step 2 (Connection lost); "
                       "the run goes on without it (metrics.jsonl keeps every number)."]
+
+
+def test_a_resume_from_an_earlier_checkpoint_leaves_one_branch_in_tensorboard(tiny):
+    """metrics.jsonl drops what the run logged past the checkpoint a resume starts from;
+    TensorBoard is told to drop it too (purge_step), so its charts are the same numbers."""
+    cfg = tiny(train=dict(steps=4), log=dict(trackers=["tensorboard"]), checkpoint=dict(every=2))
+    first = Trainer(cfg, quiet=True).run()
+    step2 = first.run_dir / "checkpoints" / "step-000002"
+    again = Trainer(tiny(train=dict(steps=4, lr=1e-5), log=dict(trackers=["tensorboard"]),
+                         checkpoint=dict(every=2)), resume=str(step2), quiet=True).run()
+    events = _events(again.run_dir)
+    loss = [(e.step, e.value) for e in events.Scalars("loss")]
+    assert [s for s, _ in loss] == [1, 2, 3, 4]  # one value a step: the branch kept
+    assert [v for _, v in loss][2:] == pytest.approx([r["loss"] for r in again.history])

@@ -222,7 +222,7 @@ class TrainingLoop:
         self.model.train()
         self.procs.busy("the trackers' start")
         out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids,
-                                say=self.display.message)
+                                say=self.display.message, step=step)
         self.state.tracker_ids = out.trackers.ids
         if self.main:  # once nothing can refuse the run: a refused resume leaves it as it was
             save_config(cfg, self.run_dir.config)

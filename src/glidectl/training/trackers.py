@@ -56,7 +56,7 @@ class Trackers:
 
     def __init__(self, accelerator: Any, cfg: GlideConfig, run: runs.RunDir,
                  resume_ids: dict[str, str] | None = None,
-                 say: Callable[[str], None] = print):
+                 say: Callable[[str], None] = print, step: int = 0):
         self.acc = accelerator
         self.names = tracker_names(cfg.log)
         self.ids: dict[str, str] = dict(resume_ids or {})
@@ -76,6 +76,8 @@ class Trackers:
             "mode": wandb_init_mode(log.wandb_mode),
             "dir": str(run.trackers), "id": wandb_id, "resume": "allow" if wandb_id else None,
         }}
+        if step > 0:  # a resume: TensorBoard drops what the run logged past its checkpoint
+            init_kwargs["tensorboard"] = {"purge_step": step + 1}  # (a branch, a kill's)
         project = log.wandb_project or log.project
         try:
             accelerator.init_trackers(project, config=flat_config(cfg), init_kwargs=init_kwargs)
