@@ -153,3 +153,38 @@ def test_a_run_s_best_pointer_names_its_checkpoint_for_export_and_sample(run, tm
     assert load_model(renamed).options.image_size == 16
     (checkpoints / "latest").write_text("step-000009\n")  # pruned
     assert cli("export", checkpoints / "latest", "-o", tmp_path / "l.safetensors") == 2
+
+
+def test_a_pruned_step_is_said_as_pruned_with_the_steps_kept(run, tmp_path):
+    """checkpoint.keep_last removed it: said so, with what is kept, by export and sample."""
+    from glidectl.errors import GlidectlError
+    from glidectl.glide.loading import resolve_spec
+
+    gone = run / "checkpoints" / "step-000001"
+    said = (f"{str(gone)!r} is not there: its run keeps 1 checkpoint (step-000002; "
+            "checkpoint.keep_last prunes older steps); pass one of those, or the run folder "
+            "for its latest.")
+    with pytest.raises(GlidectlError) as info:
+        resolve_spec(gone)
+    assert str(info.value) == said
+    assert cli("export", gone, "-o", tmp_path / "o.safetensors") == 2
+
+
+def test_options_this_version_cannot_build_name_the_file(run, tmp_path):
+    import json
+
+    from glidectl.errors import GlidectlError
+    from glidectl.glide import read_weights
+    from glidectl.glide.checkpoints import META_OPTIONS, read_metadata
+
+    path = tmp_path / STEP / "ema.safetensors"
+    options = json.loads(read_metadata(path)[META_OPTIONS])
+    state = read_weights(path)[0]
+    from safetensors.torch import save_file
+
+    newer = tmp_path / "newer.safetensors"
+    save_file(state, str(newer), metadata={**read_metadata(path),
+                                           META_OPTIONS: json.dumps({**options, "bogus": 1})})
+    with pytest.raises(GlidectlError, match=r"'.*newer.safetensors' records model options "
+                       r"glidectl .* cannot build \(Unknown model option"):
+        read_weights(newer)

@@ -210,6 +210,20 @@ def read_pointer(checkpoints: Path, name: str = LATEST) -> Path | None:
     return None
 
 
+def missing_step(path: Path) -> str | None:
+    """The sentence for ``RUN/checkpoints/step-N`` that is not there while its run is (its
+    training pruned it: ``checkpoint.keep_last``), naming the steps kept; else None."""
+    path = Path(path)
+    if path.exists() or not STEP_RE.fullmatch(path.name) or path.parent.name != CHECKPOINTS_DIR \
+            or not path.parent.is_dir():
+        return None
+    kept = [step_dir_name(s) for s in steps_in(path.parent)]
+    shown = ", ".join(kept[-4:]) if kept else "none"
+    return (f"{str(path)!r} is not there: its run keeps {len(kept)} checkpoint"
+            f"{'s' if len(kept) != 1 else ''} ({shown}; checkpoint.keep_last prunes older "
+            "steps); pass one of those, or the run folder for its latest.")
+
+
 def followed_pointer(path: Path) -> Path:
     """A run's pointer file (``RUN/checkpoints/latest`` or ``best``) as the step folder it
     names, so a model spec or export may name the best checkpoint by it; any other path as it

@@ -443,3 +443,10 @@ def metadata_options(path: str | Path, meta: dict[str, str] | None = None
         return ModelOptions.from_json(meta[META_OPTIONS])
     except (ValueError, TypeError) as exc:
         raise GlidectlError(f"{str(path)!r} has unreadable model options: {exc}.") from exc
+    except GlidectlError as exc:  # options this version cannot build (a newer glidectl's?)
+        from .. import __version__
+
+        raise GlidectlError(
+            f"{str(path)!r} records model options glidectl {__version__} cannot build "
+            f"({str(exc).rstrip('.')}); a newer glidectl may have written it: upgrade, or "
+            "pass another weights file.") from exc

@@ -84,10 +84,9 @@ def resolve_spec(spec: str | Path, download: bool = True) -> Path:
             return Path(registry.get(source_name).resolve(name, download=download))
         raise GlidectlError(registry.unknown_message(source_name).replace(
             "Unknown model source", "Unknown model source (or missing file)"))
-    raise GlidectlError(
+    raise GlidectlError(runs.missing_step(path) or (
         f"Model {str(spec)!r}{from_here(spec)} not found: pass openai:<kind>, a .pt or "
-        ".safetensors file, or a training run folder."
-    )
+        ".safetensors file, or a training run folder."))
 
 
 def check_spec(spec: str | Path) -> Path | None:

@@ -14,8 +14,8 @@ def find_step_dir(run: Path) -> Path:
     """A run dir, its checkpoints/ dir or one step dir → the step dir to export."""
     run = Path(run)
     if not run.exists():
-        raise GlidectlError(f"Run {str(run)!r}{from_here(run)} does not exist; pass a "
-                            "runs/<name> folder.")
+        raise GlidectlError(runs.missing_step(run) or f"Run {str(run)!r}{from_here(run)} does "
+                            "not exist; pass a runs/<name> folder.")
     if runs.step_weights(run) is not None:
         return run
     found = runs.latest_under(run)
