@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -97,3 +98,14 @@ def test_a_resume_from_an_earlier_checkpoint_leaves_one_branch_in_tensorboard(ti
     loss = [(e.step, e.value) for e in events.Scalars("loss")]
     assert [s for s, _ in loss] == [1, 2, 3, 4]  # one value a step: the branch kept
     assert [v for _, v in loss][2:] == pytest.approx([r["loss"] for r in again.history])
+
+
+def test_a_wandb_project_name_wandb_refuses_is_said_before_the_run_is_built(tiny, tmp_path):
+    """W&B refuses / \\ # ? % : in a project name at its start, after the model, data and run
+    folder were built, with advice to log in; said first, naming the key."""
+    cfg = tiny(log=dict(trackers=["wandb"], wandb_mode="offline", project="a/b#c"))
+    with pytest.raises(GlidectlError, match=r"log.project 'a/b#c' holds '#', '/', which W&B "
+                       r"refuses in a project name"):
+        Trainer(cfg, quiet=True)
+    out = Path(cfg.train.output_dir)
+    assert not out.exists() or not any(out.iterdir())  # no run folder was made

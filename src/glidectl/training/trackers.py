@@ -8,6 +8,7 @@ grids go as images to every tracker that takes images.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ from .. import runs
 from ..config import GlideConfig, LogConfig, to_dict, wandb_init_mode
 from ..errors import GlidectlError
 
+# characters W&B refuses in a project name (its own check, at wandb.init)
+WANDB_FORBIDDEN = "/\\#?%:"
 TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive",
             "swanlab", "trackio")
 
@@ -29,6 +32,13 @@ def tracker_names(log: LogConfig) -> list[str]:
             )
     if log.wandb_project and "wandb" not in names:
         names.append("wandb")  # the older spelling: a W&B project switches W&B on
+    project = log.wandb_project or log.project
+    key = "log.wandb_project" if log.wandb_project else "log.project"
+    bad = sorted({c for c in str(project) if c in WANDB_FORBIDDEN})
+    if "wandb" in names and bad:  # said before the run is built, as W&B would at its start
+        raise GlidectlError(f"{key} {project!r} holds {', '.join(map(repr, bad))}, which W&B "
+                            f"refuses in a project name; pick a name without "
+                            f"{WANDB_FORBIDDEN}.")
     if names:
         from accelerate.tracking import get_available_trackers
 
@@ -83,11 +93,14 @@ class Trackers:
             accelerator.init_trackers(project, config=flat_config(cfg), init_kwargs=init_kwargs)
         except Exception as exc:  # trackers raise many kinds (auth, network, usage)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            online = "wandb" in self.names and wandb_init_mode(log.wandb_mode) in (None, "online") \
+                and os.environ.get("WANDB_MODE", "").lower() not in ("offline", "disabled")
+            fix = ("for W&B run `wandb login` or set log.wandb_mode = \"offline\" (or "
+                   "WANDB_MODE=offline), or change log.trackers" if online else
+                   "check the [log] settings, or change log.trackers")
             raise GlidectlError(
                 f"Could not start the trackers {', '.join(self.names)}: {first.rstrip('.')}; "
-                "for W&B run `wandb login` or set log.wandb_mode = \"offline\" (or "
-                "WANDB_MODE=offline), or change log.trackers."
-            ) from None
+                f"{fix}.") from None
         if "wandb" in self.names:
             self.ids["wandb"] = accelerator.get_tracker("wandb", unwrap=True).id
 
