@@ -295,6 +295,13 @@ def test_the_input_is_downscaled_with_the_filter_the_run_trained_with(capsys, tm
     assert not np.array_equal(np.asarray(box), np.asarray(bicubic))
     with Image.open(out / "inputs" / "001_a-blue-square.png") as im:
         assert np.array_equal(np.asarray(im), np.asarray(box))
+    # its export records the filter, so the same weights exported are scored alike
+    assert in_process(capsys, "export", step, "-o", tmp_path / "up.safetensors").returncode == 0
+    res = in_process(capsys, "eval", "--upsampler", tmp_path / "up.safetensors", "--low-res",
+                     refs, "--out", tmp_path / "out2", *FAST)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "out2" / "metadata.json").read_text())[
+        "low_res_resample"] == "box"
 
 
 def test_fid_scores_the_upsampled_images_against_a_reference_folder(capsys, tmp_path,

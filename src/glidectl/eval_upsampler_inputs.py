@@ -158,18 +158,39 @@ def refuse_files(out: Path, held: bool = False) -> None:
                         "eval/NNNN).")
 
 
+#: the metadata key of an exported upsampler that records its run's data.low_res_resample
+RESAMPLE_KEY = "glidectl.low_res_resample"
+
+
 def training_resample(weights: Path | None) -> str:
-    """``data.low_res_resample`` of the run whose step checkpoint holds ``weights``
-    (``RUN/checkpoints/step-N/ema.safetensors``: RUN/config.toml), else the default."""
+    """``data.low_res_resample`` the upsampler in ``weights`` trained with: of the run whose
+    step checkpoint holds it (``RUN/checkpoints/step-N/ema.safetensors``: RUN/config.toml),
+    else as its export records it, else the default."""
     from .config import DataConfig
     from .data.transforms import RESAMPLE
     from .runs import is_step_dir, run_of_step_dir, run_setting
 
     default = DataConfig().low_res_resample
-    if weights is None or not is_step_dir(Path(weights).parent):
+    if weights is None:
         return default
-    value = run_setting(run_of_step_dir(Path(weights).parent), "data", "low_res_resample")
+    if is_step_dir(Path(weights).parent):
+        value = run_setting(run_of_step_dir(Path(weights).parent), "data", "low_res_resample")
+    else:
+        value = _recorded(Path(weights)).get(RESAMPLE_KEY)
     return value if isinstance(value, str) and value in RESAMPLE else default
+
+
+def _recorded(path: Path) -> dict[str, str]:
+    """A .safetensors file's metadata (empty for another kind of file or a damaged one)."""
+    from .errors import GlidectlError
+    from .glide.checkpoints import read_metadata
+
+    if path.suffix != ".safetensors":
+        return {}
+    try:
+        return read_metadata(path)
+    except GlidectlError:
+        return {}
 
 
 def check_inputs(folder: Path, settings: EvalSettings, options: RunOptions) -> Any:

@@ -130,5 +130,9 @@ def export_weights(run: Path, output: Path, ema: bool | None = None,
     meta = _provenance(source, recorded)
     if RECOMMENDED_KEY in recorded:  # sampling defaults travel along
         meta[RECOMMENDED_KEY] = recorded[RECOMMENDED_KEY]
+    if options.super_res:  # how its inputs were made, which eval --low-res makes them by
+        from ..eval_upsampler_inputs import RESAMPLE_KEY, training_resample
+
+        meta[RESAMPLE_KEY] = training_resample(source)
     save_new(save_weights, output, force, state, output, options, meta)
     return source, output
