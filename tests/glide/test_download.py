@@ -532,3 +532,31 @@ def test_a_body_without_length_past_any_checkpoints_size_stops(tmp_path, monkeyp
         f"{str(dest)!r} yourself.")
     assert srv.ranges == [None]  # not tried again
     assert sorted(p.name for p in tmp_path.iterdir()) == [".base.pt.lock"]
+
+
+def test_a_download_of_integer_weights_is_not_cached(tmp_path):
+    """Keys and shapes right but int8 tensors: every loader refuses them, so the download
+    check does too (it cached the file, and download then only said "already cached")."""
+    from glidectl.glide.official_files import official_file_problem
+
+    official_pt("base", tmp_path)
+    state = torch.load(tmp_path / "official-base.pt", weights_only=True)
+    torch.save({k: v.to(torch.int8) for k, v in state.items()}, tmp_path / "int8.pt")
+    problem = official_file_problem(tmp_path / "int8.pt", "base")
+    assert problem and problem.endswith("holds int8 numbers, where OpenAI's weights are floats")
+
+
+def test_a_dangling_link_in_the_cache_is_not_written_over(tmp_path):
+    """A link to a drive not mounted now is the user's way of keeping 1.5 GB elsewhere."""
+    link = tmp_path / "openai" / "base.pt"
+    link.parent.mkdir()
+    link.symlink_to(tmp_path / "unmounted" / "base.pt")
+    with pytest.raises(GlidectlError, match=r"is a link to .*unmounted/base.pt', which is not "
+                       "there"):
+        download(_dead_url(), link, progress=False)
+    assert link.is_symlink()
+
+
+def test_a_url_as_a_model_spec_says_urls_are_not_fetched():
+    with pytest.raises(GlidectlError, match=r"is a URL, and models are not fetched from URLs"):
+        resolve_spec("https://example.org/base.pt")

@@ -82,6 +82,11 @@ def resolve_spec(spec: str | Path, download: bool = True) -> Path:
         source_name, name = match.groups()
         if source_name in registry:
             return Path(registry.get(source_name).resolve(name, download=download))
+        if source_name.lower() in ("http", "https", "ftp", "file"):
+            raise GlidectlError(
+                f"Model {str(spec)!r} is a URL, and models are not fetched from URLs; "
+                "download the file and pass its path, or for OpenAI's run glidectl download "
+                "NAME and pass openai:NAME (GLIDECTL_OPENAI_URL names a mirror).")
         raise GlidectlError(registry.unknown_message(source_name).replace(
             "Unknown model source", "Unknown model source (or missing file)"))
     raise GlidectlError(runs.missing_step(path) or (

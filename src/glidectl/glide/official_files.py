@@ -54,6 +54,11 @@ def official_file_problem(path: Path, kind: str) -> str | None:
         return f"it holds {a_or_an(type(state).__name__)}, not a state_dict"
     if (problem := key_problem(state)) is not None:
         return problem
+    ints = next((k for k, v in state.items()
+                 if isinstance(v, torch.Tensor) and not v.is_floating_point()), None)
+    if ints is not None:  # every loader refuses those: not the file its name says
+        dtype = str(state[ints].dtype).removeprefix("torch.")
+        return f"its tensor {ints!r} holds {dtype} numbers, where OpenAI's weights are floats"
     shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     return _model_problem(shapes, kind)
 
