@@ -32,12 +32,24 @@ def test_models_folder_lists_weights_and_runs_but_nothing_else(tmp_path, models_
     (folder / "empty-dir").mkdir()
     (tmp_path / "home" / "openai").mkdir(parents=True)
     (tmp_path / "home" / "openai" / "base.pt").write_bytes(b"cached")  # openai:base is cached
+    # an A1111/ComfyUI models folder's files: offered in no list (each failed on a click)
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    save_file({"lora_unet_down.lora_down.weight": torch.zeros(4, 8)},
+              str(folder / "kohya-lora.safetensors"))
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3)},
+              str(folder / "sd15.safetensors"))
+    (folder / "cut.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a")
+    bare = {k: v for k, v in load_file(str(folder / "tiny.safetensors")).items()}
+    save_file(bare, str(folder / "bare.safetensors"))  # GLIDE weights, no metadata: by shape
 
     labels = {c.label: c.kind for c in list_models(folder)}
     assert labels == {"openai:base": "base", "tiny.safetensors": "base",
-                      "up.safetensors": "upsample", "my-run/": "base"}
+                      "up.safetensors": "upsample", "my-run/": "base",
+                      "bare.safetensors": "base"}
     bases, ups, loras = UiBackend(folder).choices()
-    assert bases == ["openai:base", "my-run/", "tiny.safetensors"]
+    assert bases == ["openai:base", "bare.safetensors", "my-run/", "tiny.safetensors"]
     assert ups == ["up.safetensors"] and loras == []
 
 
@@ -836,14 +848,14 @@ def test_messages_the_page_shows_name_no_flag_it_lacks(tmp_path, models_dir,
     path.write_text(json.dumps({**data, "sigma_max": 40.0}))  # σ's of another σ_max
     save_weights(load_model(models_dir / "tiny.safetensors"), folder / "low.safetensors",
                  metadata={RECOMMENDED_KEY: json.dumps({"sigma_max": 0.002})})
-    (folder / "adapter.safetensors").write_bytes(  # listed as a model: no kind recorded
+    (folder / "adapter.safetensors").write_bytes(  # an adapter's weights: no model
         (lora_models_dir / "my-lora" / "adapter_model.safetensors").read_bytes())
     backend = UiBackend(folder, device="cpu")
+    assert "adapter.safetensors" not in backend.choices()[0]  # offered in no model list
     said = []
     for settings in ({"sampler": "bespoke", "base_steps": 3, "schedule": FITTED_SCHEDULE,
                       "base": "my-run/"},
-                     {"base_steps": 3, "base": "low.safetensors"},
-                     {"base_steps": 3, "base": "adapter.safetensors"}):
+                     {"base_steps": 3, "base": "low.safetensors"}):
         with pytest.raises(GlidectlError) as info:
             backend.generate("a red circle", n=1, seed=1, **settings)
         said.append(backend.shown(in_page_words(str(info.value))))
@@ -856,11 +868,6 @@ def test_messages_the_page_shows_name_no_flag_it_lacks(tmp_path, models_dir,
         "The base model recommends sampling from σ_max 0.002, which is not above its smallest "
         "σ, 0.006425, and the page has no control for it; sample with the terminal command "
         "glidectl sample --sigma-max set to a larger one (default 80).")
-    assert said[2] == (
-        "'adapter.safetensors' is a LoRA adapter, not a model; pick its folder (with its "
-        "adapter_config.json, in the models folder) as LoRA over its base model, or fold it "
-        "in with the terminal command glidectl lora merge adapter.safetensors -o "
-        "merged.safetensors.")
     from glidectl.glide import preset_options
 
     with pytest.raises(GlidectlError) as info:  # an official upsampler .pt picked as base

@@ -32,15 +32,34 @@ class ModelChoice:
     kind: str | None  # None when the kind is only known after loading (.pt files)
 
 
+FOREIGN = "foreign"  # the kind of a .safetensors file that holds no GLIDE model
+
+
 def _file_kind(path: Path) -> str | None:
+    """The kind a weights file records, else the one its input conv's shape says (the
+    header alone is read); :data:`FOREIGN` for a .safetensors file that is no GLIDE model
+    (a kohya LoRA, a Stable Diffusion checkpoint, a damaged file), which no list offers;
+    None when only loading can tell (a .pt file)."""
     if path.suffix != ".safetensors":
         return None
-    try:
-        from ..glide.checkpoints import META_KIND, read_metadata
+    from ..glide.checkpoints import _FIRST_KEY, IN_CHANNELS_KIND, META_KIND, read_metadata
 
-        return read_metadata(path).get(META_KIND)
-    except GlidectlError:
-        return None
+    try:
+        recorded = read_metadata(path).get(META_KIND)
+        if recorded:
+            return recorded
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (GlidectlError, OSError, RuntimeError, ValueError):
+        return FOREIGN
+    # the input conv (under a wrapper's prefix too, ``module.…``, which loading takes off):
+    # its input channels are a GLIDE kind's, or the file is another network's (SD's: 4)
+    first = next((v for k, v in shapes.items() if k.endswith(_FIRST_KEY)), None)
+    if first is None or len(first) != 4 or int(first[1]) not in IN_CHANNELS_KIND:
+        return FOREIGN
+    return IN_CHANNELS_KIND[int(first[1])]
 
 
 class ModelListWarning(UserWarning):
@@ -88,7 +107,8 @@ def _dir_choices(models_dir: Path) -> list[ModelChoice]:
         if child.name.startswith("."):
             continue
         if child.is_file() and child.suffix in WEIGHT_SUFFIXES:
-            out.append(ModelChoice(child.name, str(child), _file_kind(child)))
+            if (kind := _file_kind(child)) != FOREIGN:
+                out.append(ModelChoice(child.name, str(child), kind))
         elif child.is_dir():
             try:  # the kind of the checkpoint it names, not of one its training pruned
                 _, kind = read_resolved(child, _file_kind, download=False)
