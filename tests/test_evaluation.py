@@ -1961,3 +1961,19 @@ def test_ctrl_c_keeps_finished_prompts_and_names_the_resume_that_ends_the_same(
     assert outputs(tmp_path / "cut") == outputs(tmp_path / "whole")
     sessions = json.loads((tmp_path / "cut" / "metadata.json").read_text())["sessions"]
     assert [x["generated"] for x in sessions] == [1, 2]  # the two add up to the three
+
+
+def test_eval_quiet_shows_no_progress_bars(capsys, tmp_path, tiny_base):
+    """-q as sample's: no bars (a script's log stays readable); the summary still comes."""
+    from test_sample_cmd import in_process
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    args = ("eval", prompts, "--base", tiny_base, "--upsampler", "none", "--steps", "2",
+            "--device", "cpu")
+    loud = in_process(capsys, *args, "--out", tmp_path / "loud")
+    quiet = in_process(capsys, *args, "--out", tmp_path / "quiet", "-q")
+    assert loud.returncode == quiet.returncode == 0, quiet.stderr
+    assert "img/s" in loud.stdout + loud.stderr  # the bar's rate
+    assert "img/s" not in quiet.stdout + quiet.stderr and "2/2 100%" not in quiet.stdout
+    assert (tmp_path / "quiet" / "metadata.json").is_file()

@@ -28,9 +28,10 @@ STEPS_HELP = ("Base steps, or a respacing string such as fast27 with --schedule 
 
 
 class _RichEvents:
-    """Renders evaluation events: an overall bar (images) and one bar per sampling stage."""
+    """Renders evaluation events: an overall bar (images) and one bar per sampling stage
+    (``quiet``: no bars, the notes only)."""
 
-    def __init__(self, console: Any):
+    def __init__(self, console: Any, quiet: bool = False):
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -50,9 +51,13 @@ class _RichEvents:
         self.tasks: dict[str, Any] = {}
         self.started = False
         self.out: str | None = None
+        self.quiet = quiet
 
     def __call__(self, kind: str, **info: Any) -> None:
         p = self.progress
+        if self.quiet and kind != "note":  # where the images go, for a stop's line; no bars
+            self.out = info.get("out", self.out) if kind == "start" else self.out
+            return
         if kind == "start":
             self.started = True
             self.out = info.get("out")
@@ -250,6 +255,7 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(
             False, "--dry-run", help="Print the plan (models, counts, calls, FLOPs, time) and "
             "exit; loads no weights that are not on disk."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
         device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
         precision: str | None = typer.Option(
             None, "--precision", help=PRECISION_HELP + " Default auto."),
@@ -322,12 +328,12 @@ def register(app: typer.Typer) -> None:
                 ("--wandb-project", wandb_project or None), ("--clip-weights", clip_weights),
                 ("--clip-model", None if clip_model == "ViT-B-32" else clip_model))
                 if value is not None]
-            _eval_upsampler(low_res, prompts, given, flags, options, precision)
+            _eval_upsampler(low_res, prompts, given, flags, options, precision, quiet)
             return
         assert prompts is not None
         settings, notes = settings_for(prompts, flags, options, precision)
         console = Console()
-        events = _RichEvents(console)
+        events = _RichEvents(console, quiet)
         # the folder is named: without --out, --resume would pick the newest one
         with _stops_said(console, events, out, nothing="new image",
                          interrupted=lambda where: "Interrupted; finished prompts are kept. "
@@ -345,7 +351,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _eval_upsampler(low_res: Path, prompts: Path | None, given: list[str],
-                    flags: dict[str, Any], options: Any, precision: str | None) -> None:
+                    flags: dict[str, Any], options: Any, precision: str | None,
+                    quiet: bool = False) -> None:
     """``glidectl eval --upsampler SPEC --low-res DIR``: :mod:`glidectl.eval_upsampler`."""
     from rich.console import Console
 
@@ -358,7 +365,7 @@ def _eval_upsampler(low_res: Path, prompts: Path | None, given: list[str],
         {k: v for k, v in flags.items() if k in keep or k.startswith("upsample_stage.")},
         options, precision)
     console = Console()
-    events = _RichEvents(console)
+    events = _RichEvents(console, quiet)
 
     def kept(where: str) -> str:
         return (f"the finished images are kept in {where!r}, but an upsampler eval does not "
