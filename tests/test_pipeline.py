@@ -295,7 +295,8 @@ def test_one_inpaint_image_and_mask_per_image_are_cut_into_the_batches() -> None
          "image."),
         (dict(inpaint_image=images[:1], inpaint_mask=known[:1] * 255),
          "The inpaint_mask tensor holds values from 0 to 255; a mask is 1 on the pixels to "
-         "keep and 0 on those to repaint (mask / 255 for 0-255 masks)."),
+         "keep and 0 on those to repaint (1 - mask / 255 for a 0-255 mask that is white where "
+         "to repaint, as diffusers' are)."),
     ]:
         with pytest.raises(GlidectlError) as info:
             pipe.generate(["a"], n=4, batch_size=2, steps=2, sampler="euler", **kwargs)

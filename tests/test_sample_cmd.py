@@ -193,8 +193,9 @@ def test_sample_inpaints_with_an_inpaint_model(run, weights, tmp_path) -> None:
 
 
 def test_a_mask_is_read_as_images_are_transparent_and_16_bit(run, weights, tmp_path):
-    """Transparency counts as white (repaint, as OpenAI's image-edit masks), 16-bit levels
-    are scaled (a 31 % grey keeps), and a mask that keeps every pixel is said."""
+    """Transparency is what is repainted, whatever the colour (OpenAI's image-edit masks:
+    the photo with a transparent hole), 16-bit levels are scaled (a 31 % grey keeps), and a
+    mask that keeps or repaints every pixel is said."""
     Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "image.png")
     alpha = np.zeros((8, 8, 4), np.uint8)
     alpha[..., 3] = 255
@@ -204,7 +205,10 @@ def test_a_mask_is_read_as_images_are_transparent_and_16_bit(run, weights, tmp_p
     deep[:, 4:] = 65535
     Image.fromarray(deep).save(tmp_path / "deep.png")
     Image.new("L", (8, 8), 0).save(tmp_path / "black.png")
-    for name in ("alpha", "deep", "black"):
+    photo = np.full((8, 8, 4), 255, np.uint8)  # OpenAI's kind: the (white) photo itself,
+    photo[:, 4:, 3] = 0  # with a transparent hole: read by its alpha, not its colour
+    Image.fromarray(photo, "RGBA").save(tmp_path / "photo.png")
+    for name in ("alpha", "deep", "black", "photo"):
         res = run("a cat", "--base", str(weights["inpaint"]), "--steps", "2", "-q",
                   "--inpaint-image", str(tmp_path / "image.png"),
                   "--inpaint-mask", str(tmp_path / f"{name}.png"), "--out", str(tmp_path / name))
@@ -215,6 +219,12 @@ def test_a_mask_is_read_as_images_are_transparent_and_16_bit(run, weights, tmp_p
                 "repaint), so the picture comes back as the inpaint image.") in res.stderr
         assert said == (name == "black"), res.stderr
         assert (got[:, 4:] != (255, 0, 0)).any() == (name != "black")
+    Image.new("L", (8, 8), 255).save(tmp_path / "white.png")  # an inverted mask, likely
+    res = run("a cat", "--base", str(weights["inpaint"]), "--steps", "2", "-q",
+              "--inpaint-image", str(tmp_path / "image.png"),
+              "--inpaint-mask", str(tmp_path / "white.png"), "--out", str(tmp_path / "white"))
+    assert res.returncode == 0 and ("Warning: The inpaint mask repaints every pixel at 8 px"
+                                    in res.stderr), res.stderr
 
 
 def test_an_upsample_only_png_records_the_upsampler_and_no_base_stage(run, weights, tmp_path):

@@ -51,19 +51,33 @@ def from_pil(image: Image.Image, size: int | None = None) -> torch.Tensor:
 def known_mask_from_pil(mask: Image.Image, size: int | None = None) -> torch.Tensor:
     """An inpainting mask image (white = repaint, black = keep) → GLIDE's [1,1,H,W] mask
     with 1 on known (kept) pixels; with ``size``, its centre square nearest-resized to
-    ``size``×``size`` (the crop :func:`from_pil` takes of the image). Read as input images
-    are: transparency over white, so a transparent pixel is repainted (OpenAI's image-edit
-    masks), and 16-bit levels scaled to 8 bits."""
+    ``size``×``size`` (the crop :func:`from_pil` takes of the image). A mask with
+    transparency is read by its alpha alone, as OpenAI's image-edit masks are: transparent
+    (alpha below 128) = repaint, opaque = keep, whatever its colour (such a mask is often
+    the photo itself with a transparent hole); one without, by its brightness (16-bit
+    levels scaled to 8 bits)."""
     import numpy as np
     import torch
 
     from .data.images import to_rgb
 
-    mask = to_rgb(mask)[0].convert("L")
+    alpha = _alpha(mask)
+    if alpha is not None:  # repaint where transparent: white (255) there, black elsewhere
+        mask = alpha.point(lambda a: 255 if a < 128 else 0)
+    else:
+        mask = to_rgb(mask)[0].convert("L")
     if size is not None and mask.size != (size, size):
         mask = mask.resize((size, size), Image.Resampling.NEAREST, box=centre_square(*mask.size))
     repaint = torch.from_numpy(np.asarray(mask, dtype=np.float32).copy()) >= 128
     return (~repaint).float()[None, None]
+
+
+def _alpha(image: Image.Image) -> Image.Image | None:
+    """The alpha channel of an image with transparency somewhere, else None."""
+    if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in image.info:
+        return None
+    alpha = image.convert("RGBA").getchannel("A")
+    return alpha if alpha.getextrema()[0] < 255 else None
 
 
 def make_grid(images: list[Image.Image], cols: int | None = None, pad: int = 2) -> Image.Image:

@@ -439,7 +439,8 @@ def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
             low, high = t.min().item(), t.max().item()
             raise GlidectlError(f"The inpaint_mask tensor holds values from {low:g} to "
                                 f"{high:g}; a mask is 1 on the pixels to keep and 0 on those "
-                                "to repaint (mask / 255 for 0-255 masks).")
+                                "to repaint (1 - mask / 255 for a 0-255 mask that is white "
+                                "where to repaint, as diffusers' are).")
         t = t.reshape(1, 1, *t.shape[-2:]) if t.ndim < 4 else t
         if tuple(t.shape[-2:]) != (size, size):
             t = torch.nn.functional.interpolate(_centre(t), size=(size, size), mode="nearest")
@@ -449,11 +450,17 @@ def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
 
 def all_kept_message(mask: Any, size: int) -> str | None:
     """A warning when the inpaint mask keeps every pixel at the model's ``size`` (nothing
-    white): the picture comes back as the image, every step spent for nothing."""
-    if not bool((as_mask_tensor(mask, size) >= 0.5).all()):
-        return None
-    return (f"The inpaint mask keeps every pixel at {size} px (white marks what to repaint), "
-            "so the picture comes back as the inpaint image.")
+    white): the picture comes back as the image, every step spent for nothing; or repaints
+    every pixel (all white or transparent: an inverted mask?), so the image is not used."""
+    known = as_mask_tensor(mask, size) >= 0.5
+    if bool(known.all()):
+        return (f"The inpaint mask keeps every pixel at {size} px (white marks what to "
+                "repaint), so the picture comes back as the inpaint image.")
+    if not bool(known.any()):
+        return (f"The inpaint mask repaints every pixel at {size} px (white or transparent "
+                "marks what to repaint, black what is kept), so the inpaint image is not used; "
+                "is the mask inverted?")
+    return None
 
 
 def _centre(t: torch.Tensor) -> torch.Tensor:

@@ -228,8 +228,8 @@ def register(app: typer.Typer) -> None:
         inpaint_image: Path | None = typer.Option(None, "--inpaint-image", help="Image to "
                                                   "inpaint (needs an inpaint model)."),
         inpaint_mask: Path | None = typer.Option(None, "--inpaint-mask", help="Mask image: "
-                                                 "white (or transparent) = repaint, black = "
-                                                 "keep."),
+                                                 "white = repaint, black = keep; one with "
+                                                 "transparency: transparent = repaint."),
         sigma_max: float | None = typer.Option(
             None, "--sigma-max", help="Highest σ of every schedule but respaced, in both "
             "stages, clamped to the model's (default: the model's recommended, else "
