@@ -953,3 +953,15 @@ def test_the_same_weights_in_another_file_are_not_other_weights(run, weights, tm
                   "--schedule", str(path), "-q", "--out", str(tmp_path / f"o{warned}"))
         assert res.returncode == 0, res.stderr
         assert ("was fitted to other weights" in res.stderr) == warned, res.stderr
+
+
+def test_an_input_image_past_pillow_s_limit_is_one_sentence(run, weights, tmp_path):
+    """A 182-megapixel mask (22 KB as a 1-bit PNG) was PIL's traceback, exit 1."""
+    Image.new("1", (14000, 13000), 0).save(tmp_path / "huge.png")
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "image.png")
+    res = run("a cat", "--base", str(weights["inpaint"]), "--steps", "2", "-q",
+              "--inpaint-image", str(tmp_path / "image.png"),
+              "--inpaint-mask", str(tmp_path / "huge.png"), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and res.stderr.count("Error:") == 1, res.stderr
+    assert "Traceback" not in res.stderr and "Warning" not in res.stderr
+    assert "exceeds limit of" in res.stderr and "decompression bombs" in res.stderr

@@ -537,9 +537,16 @@ def _open(image: Any) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     try:  # read whole (a truncated file fails here), upright by its EXIF orientation
-        image_file = Image.open(image)
-        image_file.load()
+        with warnings.catch_warnings():  # a large image is read; Pillow's note is not ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image_file = Image.open(image)
+            image_file.load()
         return apply_orientation(image_file)
+    except Image.DecompressionBombError as exc:
+        raise GlidectlError(
+            f"Cannot read image {str(image)!r}: {one_line(str(exc)).split(',')[0]}, "
+            "Pillow's guard against decompression bombs; pass a smaller image (the model "
+            "takes its centre square at its own size).") from None
     except (OSError, ValueError) as exc:
         raise GlidectlError(
             f"Cannot read image {str(image)!r} ({exc}); pass a PNG or JPEG."

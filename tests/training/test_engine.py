@@ -539,3 +539,18 @@ def test_training_leaves_the_callers_random_generators_and_switches_as_they_were
         assert got[2] == expected[2] and torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_training_masks_can_hide_every_pixel_and_lean_no_way():
+    """The hidden rectangle is placed where it fits, uniformly: the last row and column are
+    hidden as often as the first (they never were: inpainting models did not learn to
+    repaint a region at the bottom or right edge)."""
+    from glidectl.training.objective import random_masks
+
+    for size in (12, 64):
+        hidden = 1 - random_masks(20_000, size, torch.Generator().manual_seed(0))
+        rows, cols = hidden.amax(3)[:, 0].mean(0), hidden.amax(2)[:, 0].mean(0)
+        assert rows[-1] > 0.02 and cols[-1] > 0.02  # was 0: never hidden
+        assert abs(rows[0] - rows[-1]) < 0.02 and abs(cols[0] - cols[-1]) < 0.02
+        sides = hidden[:, 0].sum(1).amax(1)  # each rectangle's height
+        assert sides.min() >= size // 4 and sides.max() <= size // 2

@@ -17,10 +17,13 @@ from .prior_prediction import prior_targets
 
 
 def random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Inpainting masks (1 = keep): a random rectangle hidden per sample."""
+    """Inpainting masks (1 = keep): a random rectangle hidden per sample, a quarter to a
+    half of each side, placed uniformly among the positions where it fits (every pixel,
+    the last row and column too, can be hidden)."""
     masks = torch.ones(n, 1, size, size)
-    lo = torch.randint(0, size // 2, (n, 2), generator=gen)
     extent = torch.randint(size // 4, size // 2 + 1, (n, 2), generator=gen)
+    room = size - extent + 1  # the positions where each side fits
+    lo = (torch.rand(n, 2, generator=gen) * room).long().minimum(room - 1)
     for i in range(n):
         y, x = lo[i].tolist()
         h, w = extent[i].tolist()
