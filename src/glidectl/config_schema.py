@@ -181,7 +181,9 @@ class TrainConfig:
     steps: int = opt(1000, "Optimizer steps to train (global, across epochs).", min=0, max=10**9)
     epochs: int = opt(0, "Train this many epochs instead (0 = use steps): the steps are counted "
                       "from the samples the data lists, rejected ones too (a first epoch that "
-                      "ends short says so).", min=0, max=10**6)
+                      "ends short says so), as the epochs' batches over train.grad_accum, "
+                      "rounded up (accumulation runs on across an epoch's end).",
+                      min=0, max=10**6)
     batch_size: int = opt(8, "Images per process per micro-batch.", min=1, max=65536)
     grad_accum: int = opt(1, "Micro-batches per optimizer step.", min=1, max=65536)
     lr: float = opt(1e-4, "Peak learning rate.", min=0, max=1)

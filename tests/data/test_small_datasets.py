@@ -213,3 +213,14 @@ def test_epochs_of_a_spanning_run_count_its_samples(tmp_path, data_cfg, byte_tok
     assert three.total_steps(4, 1) == 3 and three.total_steps(1, 1) == 1
     seven = _stream(_folder(tmp_path / "seven", 7), data_cfg, byte_tok, batch=3)
     assert seven.total_steps(4, 1) == 4 * seven.steps_per_epoch(1) == 8
+
+
+def test_epochs_with_grad_accum_count_the_epochs_micro_batches(tmp_path, data_cfg, byte_tok):
+    """Accumulation runs on across an epoch's end, so the steps are all the epochs'
+    micro-batches over grad_accum, rounded up: 7 batches an epoch, 2 epochs, 4 a step is 4
+    steps (it was 2: 1.14 epochs); 2 batches an epoch, 3 epochs, 4 a step is 2 (it was 3:
+    six epochs)."""
+    seven = _stream(_folder(tmp_path / "seven", 14), data_cfg, byte_tok, batch=2)
+    assert seven.total_steps(2, 4) == 4 and seven.total_steps(2, 1) == 14
+    two = _stream(_folder(tmp_path / "two", 4), data_cfg, byte_tok, batch=2)
+    assert two.total_steps(3, 4) == 2

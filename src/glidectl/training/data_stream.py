@@ -190,14 +190,16 @@ class DataStream:
         return None if not n else max(1, n // self.global_batch // grad_accum)
 
     def total_steps(self, epochs: int, grad_accum: int) -> int | None:
-        """Optimizer steps for ``epochs`` epochs, when the data's length is known; batches
-        that span epochs take ``epochs`` × the epoch's samples."""
+        """Optimizer steps for ``epochs`` epochs, when the data's length is known: the
+        epochs' micro-batches (each epoch's full batches; batches that span epochs take
+        ``epochs`` × the epoch's samples) in steps of ``grad_accum``, the last one whole
+        (accumulation runs on across an epoch's end, so it may read into one more epoch)."""
         n = getattr(self.dataset, "num_samples", None)
         if not n:
             return None
         if self.span:
             return max(1, math.ceil(epochs * n / (self.global_batch * grad_accum)))
-        return epochs * max(1, n // self.global_batch // grad_accum)
+        return max(1, math.ceil(epochs * (n // self.global_batch) / grad_accum))
 
     def _epoch(self) -> Iterator[Any]:
         """This epoch's batches in worker order, from the cursor on; then ``_EPOCH_END``."""
