@@ -1037,8 +1037,9 @@ def test_a_scratch_lora_run_resumed_with_another_seed_names_train_seed(tmp_path,
                "--set", "train.seed=5", "--no-live") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.endswith(
-        "its scratch network is built again from train.seed and the [model] settings, so "
-        "resume with the run's own (train.seed = 1), or start a new LoRA run.\n"), err
+        "with train.seed = 5: it trained with train.seed = 1, whose data order, noise and "
+        "(from scratch) network the checkpoint goes on with; resume with train.seed = 1, or "
+        "start a new run.\n"), err
 
 
 def test_lora_resume_with_another_alpha_or_rslora_is_one_line(tmp_path, capsys):

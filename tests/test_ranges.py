@@ -55,6 +55,7 @@ def test_every_numeric_config_key_has_a_range():
     ("train.lr=-1", "--set: 'train.lr' must be from 0 to 1; got -1."),
     ("train.batch_size=0", "--set: 'train.batch_size' must be from 1 to 65536; got 0."),
     ("train.seed=-1", "--set: 'train.seed' must be from 0 to 2**63-1; got -1."),
+    ("train.adam_eps=0", "--set: 'train.adam_eps' must be above 0 and at most 1; got 0."),
     ("train.seed=9223372036854775808", "--set: 'train.seed' must be from 0 to 2**63-1; got "
                                       "9223372036854775808."),
     ("preview.guidance=nan", "--set: 'preview.guidance' must be from 0 to 100 (a finite "

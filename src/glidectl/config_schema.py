@@ -193,7 +193,8 @@ class TrainConfig:
     warmup_steps: int = opt(0, "Linear warmup steps.", min=0)
     adam_beta1: float = opt(0.9, "AdamW beta1.", min=0, below=1)
     adam_beta2: float = opt(0.999, "AdamW beta2.", min=0, below=1)
-    adam_eps: float = opt(1e-8, "AdamW epsilon.", min=0, max=1)
+    adam_eps: float = opt(1e-8, "AdamW epsilon (above 0: at 0 a weight with no gradient "
+                          "divides 0 by 0).", above=0, max=1)
     weight_decay: float = opt(0.0, "AdamW weight decay.", min=0, max=10)
     grad_clip: float = opt(1.0, "Max gradient norm (0 = off).", min=0)
     loss: str = opt("hybrid", "Training loss: hybrid (MSE + L_vb) or eps (MSE only).",

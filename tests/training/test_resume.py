@@ -318,3 +318,20 @@ def test_a_resume_that_switches_the_ema_on_or_off_says_so(tiny, capsys):
     assert "train.ema_decay = 0 drops the run's EMA weights" in " ".join(
         capsys.readouterr().out.split())
     assert (run / "checkpoints" / "step-000003").is_dir()
+
+
+def test_a_resume_with_another_seed_is_one_line_and_an_idle_one_keeps_the_config(tiny):
+    """A new train.seed re-shuffled the epoch under the old cursor (images read twice and
+    never) while the noise followed the old seed; a resume with nothing to train rewrote
+    config.toml with settings that trained nothing."""
+    cfg = tiny(train=dict(steps=2))
+    result = Trainer(cfg, quiet=True).run()
+    saved = (result.run_dir / "config.toml").read_text(encoding="utf-8")
+    cfg.train.seed, cfg.train.steps = cfg.train.seed + 1, 3
+    with pytest.raises(GlidectlError, match=r"with train.seed = \d+: it trained with "
+                       r"train.seed = \d+, whose data order"):
+        Trainer(cfg, resume="latest", quiet=True)
+    cfg.train.seed, cfg.train.steps, cfg.train.warmup_steps = cfg.train.seed - 1, 1, 7
+    again = Trainer(cfg, resume="latest", quiet=True).run()
+    assert again.step == 2
+    assert (result.run_dir / "config.toml").read_text(encoding="utf-8") == saved

@@ -53,7 +53,7 @@ from .optimizers import make_optimizer
 from .previews import Previewer
 from .processes import Processes, collective_timeout
 from .resume_state import capture_rng, restore_rng
-from .run_dir import RunClaim, check_writable, trained_run_config
+from .run_dir import RunClaim, check_resume_seed, check_writable, trained_run_config
 from .setup import (
     build_data,
     check_config,
@@ -171,6 +171,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         cfg, acc = self.cfg, self.accelerator
         if self.resume_from is not None:
             check_resume_kind(self.resume_from, adapter)
+            check_resume_seed(cfg, self.run_dir.root)
         self._check_trainable(adapter)
         if dataset is None:
             check_data_before_download(cfg, adapter)

@@ -224,8 +224,8 @@ class TrainingLoop:
         out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids,
                                 say=self.display.message, step=step)
         self.state.tracker_ids = out.trackers.ids
-        if self.main:  # once nothing can refuse the run: a refused resume leaves it as it was
-            save_config(cfg, self.run_dir.config)
+        if self.main and step < self.total_steps:  # once nothing can refuse the run: a
+            save_config(cfg, self.run_dir.config)  # refused (or idle) resume leaves it as it was
         self.procs.wait_for_main("the trackers' start")
         with StopFlag() as stop, self.display:
             if step == 0:

@@ -126,6 +126,20 @@ def trained_run_config(cfg: GlideConfig, root: Path,
                      "so the run's config.toml records its own.")
 
 
+def check_resume_seed(cfg: GlideConfig, root: Path) -> None:
+    """One sentence when a resume sets another train.seed than the run trained with: the
+    checkpoint's data cursor points into that seed's shuffle, and its noise follows it (a
+    new seed re-read and skipped images of the epoch, and config.toml named a seed that
+    made neither part)."""
+    trained = runs.run_setting(root, "train", "seed")
+    if isinstance(trained, int) and not isinstance(trained, bool) and \
+            trained != cfg.train.seed:
+        raise GlidectlError(
+            f"Cannot resume {str(root)!r} with train.seed = {cfg.train.seed}: it trained with "
+            f"train.seed = {trained}, whose data order, noise and (from scratch) network the "
+            f"checkpoint goes on with; resume with train.seed = {trained}, or start a new run.")
+
+
 def check_name(name: str) -> None:
     """One sentence unless ``name`` is a folder inside ``train.output_dir`` (sub-folders
     allowed): an absolute path or a ".." would put the run's files somewhere else."""
