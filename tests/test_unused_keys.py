@@ -25,6 +25,9 @@ def _notes(sections: dict, lora: bool) -> list[str]:
      "ignored."),
     ({"train": {"optimizer": "adafactor", "adam_beta2": 0.99}}, False,
      "train.optimizer = \"adafactor\" ignores train.adam_beta2 (AdamW's)."),
+    ({"train": {"trainable": "unet", "text_lr_scale": 0.3}}, False,
+     "train.text_lr_scale is ignored: train.trainable = \"unet\" freezes the text "
+     "transformer."),
     ({"log": {"wandb_mode": "offline"}}, False,
      "log.wandb_mode is ignored: W&B is off (add \"wandb\" to log.trackers or set "
      "log.wandb_project)."),

@@ -215,6 +215,9 @@ def unused_keys(cfg: GlideConfig, *, lora: bool) -> list[str]:
                                                       "validation.fid_samples"))):
         notes.append(f"{_are(keys)} ignored: validation.fid_every = 0, so no FID/KID is "
                      "measured.")
+    if not lora and cfg.train.trainable == "unet" and _changed(cfg, ("train.text_lr_scale",)):
+        notes.append("train.text_lr_scale is ignored: train.trainable = \"unet\" freezes the "
+                     "text transformer.")
     if cfg.train.ema_decay == 0 and cfg.train.ema_warmup:
         notes.append("train.ema_warmup is ignored: train.ema_decay = 0 keeps no EMA.")
     if not cfg.data.random_crop and _changed(cfg, ("data.crop_scale",)):

@@ -335,3 +335,12 @@ def test_a_resume_with_another_seed_is_one_line_and_an_idle_one_keeps_the_config
     again = Trainer(cfg, resume="latest", quiet=True).run()
     assert again.step == 2
     assert (result.run_dir / "config.toml").read_text(encoding="utf-8") == saved
+
+
+def test_a_resume_with_another_text_lr_scale_names_that_key(tiny):
+    """It said "lr 0.0006 → 0.001" where train.lr had not changed."""
+    cfg = tiny(train=dict(steps=2, lr=2e-3, text_lr_scale=0.3))
+    Trainer(cfg, quiet=True).run()
+    cfg.train.steps, cfg.train.text_lr_scale = 3, 0.5
+    said = " ".join(Trainer(cfg, resume="latest", quiet=True)._notes)  # shown at the start
+    assert "text_lr_scale 0.3 → 0.5" in said and "lr 0.0006" not in said, said

@@ -112,6 +112,18 @@ def _differ(a: Any, b: Any) -> bool:
         return False
 
 
+def _scale_of(optimizer: torch.optim.Optimizer, fresh: list[dict[str, Any]],
+              index: int) -> tuple[float, float] | None:
+    """Group ``index``'s peak LR over group 0's, in the checkpoint and in the config, when
+    the two differ (``train.text_lr_scale``), else None."""
+    try:
+        was = optimizer.param_groups[index]["initial_lr"] / optimizer.param_groups[0]["initial_lr"]
+        now = fresh[index]["initial_lr"] / fresh[0]["initial_lr"]
+    except (KeyError, ZeroDivisionError, TypeError):
+        return None
+    return (was, now) if abs(was - now) > 1e-9 * max(abs(was), abs(now), 1e-30) else None
+
+
 def reapply_settings(optimizer: torch.optim.Optimizer, scheduler: Any,
                      fresh: list[dict[str, Any]]) -> list[str]:
     """Give a resumed optimizer the config's settings again (``load_state_dict`` brings back
@@ -120,11 +132,17 @@ def reapply_settings(optimizer: torch.optim.Optimizer, scheduler: Any,
     each setting of :data:`CONFIG_SETTINGS` that changed; unchanged settings give the same
     numbers bit for bit."""
     changed: dict[str, str] = {}
-    for group, want in zip(optimizer.param_groups, fresh, strict=True):
+    for index, (group, want) in enumerate(zip(optimizer.param_groups, fresh, strict=True)):
         for key, value in want.items():
             if key == "lr":  # the LR at this step: the scheduler's, below
                 continue
             name = "lr" if key == "initial_lr" else key  # the peak LR is the config's
+            if name == "lr" and index:  # another group's LR: train.lr × its scale
+                name, value_of = "text_lr_scale", _scale_of(optimizer, fresh, index)
+                if name not in changed and value_of is not None:
+                    changed[name] = f"text_lr_scale {value_of[0]:g} → {value_of[1]:g}"
+                group[key] = value
+                continue
             if name in CONFIG_SETTINGS and name not in changed and key in group \
                     and _differ(group[key], value):
                 changed[name] = f"{name} {group[key]} → {value}"
@@ -138,4 +156,4 @@ def reapply_settings(optimizer: torch.optim.Optimizer, scheduler: Any,
         for group, lr in zip(optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
         inner._last_lr = lrs
-    return [changed[k] for k in CONFIG_SETTINGS if k in changed]
+    return [changed[k] for k in (*CONFIG_SETTINGS, "text_lr_scale") if k in changed]
