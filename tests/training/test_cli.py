@@ -469,3 +469,24 @@ def test_a_run_name_that_leaves_the_output_folder_is_one_sentence(tiny, config_f
         assert exc.value.code == 2 and err.count("\n") == 1, err
         assert f"train.name {name!r} is not a folder name inside train.output_dir" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_run_whose_stdout_reader_goes_away_saves_a_checkpoint(tiny, config_file, tmp_path):
+    """`glidectl train … | head -1`: the run ended at its next line with exit 1, no word and
+    no checkpoint; the closed pipe is taken as a stop, as Ctrl-C is."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = tiny(train=dict(steps=10_000), log=dict(every=1), checkpoint=dict(every=0))
+    cmd = [sys.executable, "-m", "glidectl", "train", "-c", str(config_file(cfg)), "--no-live"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    while "step" not in (proc.stdout.readline() or "step"):
+        pass  # the first step's line: then the reader goes, as head's does
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    run = tmp_path / "runs" / cfg.train.name
+    assert "Traceback" not in err and "Interrupted at step" in err, err
+    assert (run / "checkpoints" / "latest").is_file()

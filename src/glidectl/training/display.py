@@ -63,6 +63,7 @@ class Display:
         self._task = None
         self._last: dict[str, Any] = {}
         self._val: float | None = None
+        self.closed = False  # the stream's reader went away (:meth:`_print`)
 
     def __enter__(self) -> Display:
         if self.live:
@@ -118,8 +119,7 @@ class Display:
             )
             self._progress.update(self._task, completed=record["step"], info=info)
         else:
-            print(status_line(record, self.total, self.eta(record["step"])),
-                  file=self.stream, flush=True)
+            self._print(status_line(record, self.total, self.eta(record["step"])))
 
     def validation(self, record: dict[str, Any]) -> None:
         """A validation result: one line, and ``val`` in the status from now on."""
@@ -133,4 +133,17 @@ class Display:
         if self._progress is not None:
             self._progress.console.print(text)
         else:
+            self._print(text)
+
+    def _print(self, text: str) -> None:
+        """A line on the stream; one whose reader is gone (``| head``, a killed ``| tee``)
+        turns the display off and sets :attr:`closed`, which the loop takes as a stop
+        (a checkpoint, as for Ctrl-C) instead of ending on the error with none."""
+        try:
             print(text, file=self.stream, flush=True)
+        except BrokenPipeError:
+            self.enabled, self.closed = False, True
+            if self.stream is sys.stdout:  # later prints (and the exit's flush) go nowhere
+                import os
+
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's rest

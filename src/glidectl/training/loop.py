@@ -265,6 +265,8 @@ class TrainingLoop:
                 # Once the last step is trained a stop is no interruption: the final
                 # checkpoint below ends the run as done.
                 early = until is not None and step >= until
+                if self.display.closed and not stop.requested:  # stdout's reader is gone
+                    stop.requested, stop.signal_name = True, "stdout closed"
                 if step < self.total_steps and (self.procs.stop_requested(stop) or early):
                     out.result.interrupted = True
                     break
