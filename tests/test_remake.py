@@ -616,7 +616,8 @@ def test_a_png_made_with_relative_paths_is_made_again_from_another_folder(
                      "--out", tmp_path / "again")
     assert res.returncode == 0, res.stderr
     assert np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))
-    # a file of that name above the PNG but with other bytes is not taken for it
+    # a file of that name above the PNG but with other bytes is not taken for it, nor named
+    # as one the record names
     (root / "models" / "s.json").write_text((root / "models" / "s.json").read_text() + " ")
     message = refused(capsys, "--from-png", png)
-    assert "schedule file" in message and "other contents now" in message
+    assert "schedule file 'models/s.json'" in message and "which is not there" in message

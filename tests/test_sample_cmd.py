@@ -205,6 +205,13 @@ def test_a_mask_is_read_as_images_are_transparent_and_16_bit(run, weights, tmp_p
     deep[:, 4:] = 65535
     Image.fromarray(deep).save(tmp_path / "deep.png")
     Image.new("L", (8, 8), 0).save(tmp_path / "black.png")
+    from glidectl.images import known_mask_from_pil
+
+    soft = np.zeros((8, 8, 4), np.uint8)  # a painted black/white mask, opaque but for a
+    soft[..., 3] = 255  # few soft-edged pixels: read by its colour, not its alpha
+    soft[:, 4:, :3] = 255
+    soft[0, 3, 3] = 200
+    assert int((known_mask_from_pil(Image.fromarray(soft, "RGBA")) == 0).sum()) == 32
     photo = np.full((8, 8, 4), 255, np.uint8)  # OpenAI's kind: the (white) photo itself,
     photo[:, 4:, 3] = 0  # with a transparent hole: read by its alpha, not its colour
     Image.fromarray(photo, "RGBA").save(tmp_path / "photo.png")
@@ -965,3 +972,23 @@ def test_an_input_image_past_pillow_s_limit_is_one_sentence(run, weights, tmp_pa
     assert res.returncode == 2 and res.stderr.count("Error:") == 1, res.stderr
     assert "Traceback" not in res.stderr and "Warning" not in res.stderr
     assert "exceeds limit of" in res.stderr and "decompression bombs" in res.stderr
+
+
+def test_the_weights_tensors_are_hashed_once_for_a_schedule_file_s_check(weights, tmp_path,
+                                                                          monkeypatch):
+    """A schedule file fitted to the same weights in another file is checked by the
+    tensors' sha256: hashed once a pipeline, not on every generate() (eval: every batch)."""
+    from glidectl.glide import checkpoints, read_weights, save_weights
+    from glidectl.pipeline import GlidePipeline
+
+    state, options = read_weights(weights["base"])
+    copy = save_weights(state, tmp_path / "export.safetensors", options, {"run": "elsewhere"})
+    path = bespoke_file(tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "weights_sha256": checkpoints.state_sha256(state)}))
+    calls, real = [], checkpoints.state_sha256
+    monkeypatch.setattr(checkpoints, "state_sha256", lambda s: calls.append(1) or real(s))
+    pipe = GlidePipeline.from_specs(str(copy), None, device="cpu", precision="fp32")
+    for _ in range(3):
+        pipe.generate("a cat", sampler="bespoke", steps=3, schedule=str(path), warn=print)
+    assert len(calls) == 1

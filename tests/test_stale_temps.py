@@ -209,3 +209,18 @@ def test_safetensors_own_temp_file_goes_with_a_killed_write_s_folder(tmp_path, g
     other.rmdir()
     save_safetensors(tmp_path / "m.safetensors", {"w": torch.ones(3)}, {"a": "1"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_a_leftover_parts_folder_of_this_process_s_pid_does_not_block_a_write(tmp_path):
+    """In a container every start is PID 1: a killed write's folder has this pid and is
+    not stale, yet it is this write's own to clear (the write failed "File exists")."""
+    import torch
+
+    from glidectl.atomic import save_safetensors, temp_path
+
+    target = tmp_path / "m.safetensors"
+    leftover = temp_path(target).with_name(temp_path(target).name + ".parts")
+    leftover.mkdir()
+    (leftover / ".tmpABC123").write_bytes(b"half")
+    save_safetensors(target, {"w": torch.ones(2)}, {"a": "1"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

@@ -272,7 +272,8 @@ def _save_file(tmp: Path, tensors: dict[str, Any], metadata: dict[str, str]) -> 
     if len(os.fsencode(parts.name)) > NAME_MAX:  # a name at the limit: no room for .parts
         save_file(tensors, str(tmp), metadata=metadata)
         return
-    parts.mkdir()
+    shutil.rmtree(parts, ignore_errors=True)  # a killed writer's of this pid (PID 1 in a
+    parts.mkdir()  # container): this write's own, as the temp file beside it is
     try:
         save_file(tensors, str(parts / "file"), metadata=metadata)
         os.replace(parts / "file", tmp)

@@ -73,11 +73,12 @@ def known_mask_from_pil(mask: Image.Image, size: int | None = None) -> torch.Ten
 
 
 def _alpha(image: Image.Image) -> Image.Image | None:
-    """The alpha channel of an image with transparency somewhere, else None."""
+    """The alpha channel of an image with a transparent pixel (alpha below 128) somewhere,
+    else None: a black and white mask with a few soft-edged pixels is read by its colour."""
     if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in image.info:
         return None
     alpha = image.convert("RGBA").getchannel("A")
-    return alpha if alpha.getextrema()[0] < 255 else None
+    return alpha if alpha.getextrema()[0] < 128 else None
 
 
 def make_grid(images: list[Image.Image], cols: int | None = None, pad: int = 2) -> Image.Image:

@@ -153,6 +153,19 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 self.records[stage] = record
         self.compiled = False  # torch.compile'd by from_specs
         self.vocab_dir = vocab_dir  # as given: PNGs record it beside the vocabulary's sha256
+        self._tensor_shas: dict[int, tuple[Any, str]] = {}  # model id → (versions, sha256)
+
+    def _tensors_sha256(self, model: torch.nn.Module) -> str:
+        """:func:`~glidectl.glide.checkpoints.state_sha256` of ``model``'s weights, hashed
+        once while they are unchanged (a second or so for OpenAI's base: not every batch)."""
+        from .glide.checkpoints import state_sha256
+        from .glide.loading import weights_versions
+
+        versions = weights_versions(model)
+        cached = self._tensor_shas.get(id(model))
+        if cached is None or cached[0] != versions:
+            cached = self._tensor_shas[id(model)] = (versions, state_sha256(model.state_dict()))
+        return cached[1]
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -379,12 +392,10 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                                              grey=bool(opts.grey)))
             messages.append(unfitted_warning(opts.schedule, opts.steps, spec, up, **sampled))
             if record is not None and self.stage_models().get(stage) is not None:
-                from .glide.checkpoints import state_sha256
-
                 net = getattr(self.stage_models()[stage], "_orig_mod", self.stage_models()[stage])
                 messages.append(model_warning(
                     opts.schedule, lambda r=record: r.sha256, record.spec, up, **sampled,
-                    weights_sha256=lambda m=net: state_sha256(m.state_dict())))
+                    weights_sha256=lambda m=net: self._tensors_sha256(m)))
         first = self.base if low_res is None else self.upsampler
         if first is not None and first.options.inpaint and inpaint_image is None:
             messages.append(f"{a_or_an(first.options.kind).capitalize()} model without an "

@@ -169,7 +169,8 @@ class Remake:
             if pin.sha256 is None or sha == pin.sha256:
                 self.values[pin.param] = _value(pin, path, found, self.values.get(pin.param))
                 return
-            held = held or (path, sha)
+            if path in pin.tries:  # a file the record names (not one found above the PNG)
+                held = held or (path, sha)
         flag, first = _flag(pin.param), pin.tries[0]
         short = f" (sha256 {pin.sha256[:12]}…)" if pin.sha256 else ""
         if held is not None:

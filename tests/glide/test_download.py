@@ -555,6 +555,10 @@ def test_a_dangling_link_in_the_cache_is_not_written_over(tmp_path):
                        "there"):
         download(_dead_url(), link, progress=False)
     assert link.is_symlink()
+    link.unlink()
+    link.symlink_to(tmp_path)  # a link to a folder: said as that, not as a missing drive
+    with pytest.raises(GlidectlError, match=r"which is a folder, not a checkpoint file"):
+        download(_dead_url(), link, progress=False)
 
 
 def test_a_url_as_a_model_spec_says_urls_are_not_fetched():

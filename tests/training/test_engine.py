@@ -327,6 +327,14 @@ def test_a_first_epoch_cut_short_by_rejected_samples_says_how_often_the_run_read
     Trainer(tiny(train=dict(steps=0, epochs=2, batch_size=2, name="whole"),
                  data=dict(source=str(image_folder)), checkpoint=dict(every=0))).run()
     assert "came to" not in capsys.readouterr().out
+    # 4 micro-batches an epoch in steps of 3: the first epoch ends inside step 2, which is
+    # no rejected sample either (the steps round up over the epochs: 3 epochs, 4 steps)
+    trainer = Trainer(tiny(train=dict(steps=0, epochs=3, batch_size=2, grad_accum=3,
+                                      name="accum"),
+                           data=dict(source=str(image_folder)), checkpoint=dict(every=0)))
+    assert trainer.total_steps == 4
+    trainer.run()
+    assert "came to" not in capsys.readouterr().out
 
 
 def test_three_images_train_in_batches_of_four_across_epochs(tiny, image_folder):

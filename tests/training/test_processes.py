@@ -521,7 +521,7 @@ def test_ctrl_c_under_a_launcher_checkpoints_once_and_says_so_once(tiny, config_
     assert f"Interrupted at step {int(latest.removeprefix('step-'))};" in out, out
     # the command that resumes it: under 2 processes (one process is refused)
     assert (f"Resume with: accelerate launch --num_processes 2 -m glidectl train --resume {run} "
-            "(or your launcher, with 2 processes as this run)") in out, out
+            "(or your launcher, with 2 processes in all, as this run)") in out, out
 
 
 def test_a_tracked_two_process_run_with_a_long_preview_finishes_cleanly(

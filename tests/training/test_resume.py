@@ -344,3 +344,6 @@ def test_a_resume_with_another_text_lr_scale_names_that_key(tiny):
     cfg.train.steps, cfg.train.text_lr_scale = 3, 0.5
     said = " ".join(Trainer(cfg, resume="latest", quiet=True)._notes)  # shown at the start
     assert "text_lr_scale 0.3 → 0.5" in said and "lr 0.0006" not in said, said
+    cfg.train.lr, cfg.train.text_lr_scale = 1e-3, 0.3  # train.lr alone: no scale change said
+    said = " ".join(Trainer(cfg, resume="latest", quiet=True)._notes)
+    assert "lr 0.002 → 0.001" in said and "text_lr_scale" not in said, said

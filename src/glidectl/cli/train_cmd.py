@@ -100,7 +100,7 @@ def exit_interrupted(result, resume: str) -> None:
         command = f"{resume} {shlex.quote(str(result.run_dir))}"
         if world > 1:
             command = (f"accelerate launch --num_processes {world} -m {command} (or your "
-                       f"launcher, with {world} processes as this run)")
+                       f"launcher, with {world} processes in all, as this run)")
         typer.echo(
             f"Interrupted at step {result.step}; checkpoint {result.checkpoint}. "
             f"Resume with: {command}", err=True

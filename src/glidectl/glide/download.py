@@ -253,9 +253,10 @@ def fetch(url: str, dest: str | Path, *, progress: bool = True, retries: int = 3
     if dest.is_file():
         return Fetched(dest, "cache")
     if dest.is_symlink():  # a link to a drive not mounted now: not to be written over
-        raise GlidectlError(f"{str(dest)!r} is a link to {os.readlink(dest)!r}, which is not "
-                            "there (a drive not mounted?); mount it, or remove the link to "
-                            "download into the cache.")
+        what = ("a folder, not a checkpoint file; remove" if dest.exists() else
+                "not there (a drive not mounted?); mount it, or remove")
+        raise GlidectlError(f"{str(dest)!r} is a link to {os.readlink(dest)!r}, which is "
+                            f"{what} the link to download into the cache.")
     hint = f"put the file at {str(dest)!r} yourself" + (f", or {instead}" if instead else "")
     if (variable := offline_by()) is not None:
         raise GlidectlError(f"{str(dest)!r} is not in the cache and downloads are off "

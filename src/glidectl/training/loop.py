@@ -287,7 +287,10 @@ class TrainingLoop:
             return
         self._epoch_watch = False
         epochs, done = self.cfg.train.epochs, step - 1  # this step read the next epoch
-        if not self.main or done < 1 or done >= 0.95 * self.total_steps / epochs:
+        # the whole steps one epoch holds (accumulation runs on across an epoch's end)
+        whole = (self.total_steps / epochs if self.stream.span else
+                 self.stream.steps_per_epoch(self.cfg.train.grad_accum) or 0)
+        if not self.main or done < 1 or done >= 0.95 * whole:
             return
         listed = getattr(self.dataset, "num_samples", None)
         self.display.message(

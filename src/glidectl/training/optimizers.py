@@ -112,12 +112,12 @@ def _differ(a: Any, b: Any) -> bool:
         return False
 
 
-def _scale_of(optimizer: torch.optim.Optimizer, fresh: list[dict[str, Any]],
+def _scale_of(loaded: list[dict[str, Any]], fresh: list[dict[str, Any]],
               index: int) -> tuple[float, float] | None:
-    """Group ``index``'s peak LR over group 0's, in the checkpoint and in the config, when
-    the two differ (``train.text_lr_scale``), else None."""
+    """Group ``index``'s peak LR over group 0's, in the checkpoint's groups (``loaded``) and
+    in the config's, when the two differ (``train.text_lr_scale``), else None."""
     try:
-        was = optimizer.param_groups[index]["initial_lr"] / optimizer.param_groups[0]["initial_lr"]
+        was = loaded[index]["initial_lr"] / loaded[0]["initial_lr"]
         now = fresh[index]["initial_lr"] / fresh[0]["initial_lr"]
     except (KeyError, ZeroDivisionError, TypeError):
         return None
@@ -132,13 +132,14 @@ def reapply_settings(optimizer: torch.optim.Optimizer, scheduler: Any,
     each setting of :data:`CONFIG_SETTINGS` that changed; unchanged settings give the same
     numbers bit for bit."""
     changed: dict[str, str] = {}
+    loaded = [dict(g) for g in optimizer.param_groups]  # the checkpoint's, before any change
     for index, (group, want) in enumerate(zip(optimizer.param_groups, fresh, strict=True)):
         for key, value in want.items():
             if key == "lr":  # the LR at this step: the scheduler's, below
                 continue
             name = "lr" if key == "initial_lr" else key  # the peak LR is the config's
             if name == "lr" and index:  # another group's LR: train.lr × its scale
-                name, value_of = "text_lr_scale", _scale_of(optimizer, fresh, index)
+                name, value_of = "text_lr_scale", _scale_of(loaded, fresh, index)
                 if name not in changed and value_of is not None:
                     changed[name] = f"text_lr_scale {value_of[0]:g} → {value_of[1]:g}"
                 group[key] = value
