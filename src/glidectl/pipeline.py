@@ -234,7 +234,10 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             for entry in apply_loras_by_kind([b, u], list(loras)):
                 record = {k: entry[k] for k in ("path", "scale", "modules", "sha256",
                                                 "config_sha256", "dir")}
-                by_kind[entry["kind"]].loras.append(record)
+                target = by_kind[entry["kind"]]
+                target.loras.append(record)
+                if entry["grey"] and "grey" not in target.recommended:  # greyscale-trained
+                    target.recommended = {**target.recommended, "grey": True}
         for model in (b, u):
             if model is not None:
                 model.eval()

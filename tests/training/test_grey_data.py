@@ -104,3 +104,37 @@ def test_the_step_0_preview_of_grey_data_is_grey_and_training_is_unchanged(
     losses = [[r["loss"] for r in map(json.loads, (d / "metrics.jsonl").read_text()
                                       .splitlines())] for d in (run_dir, before_dir)]
     assert losses[0] == losses[1] and len(losses[0]) == 2
+
+
+def test_a_lora_run_on_grey_data_is_sampled_grey_wherever_its_adapters_go(tiny, image_folder,
+                                                                          tmp_path):
+    """Its previews were grey and it said so, but its adapters recorded nothing: sample
+    --lora, eval, the web UI, generate(loras=…) and lora merge drew colour."""
+    from glidectl.lora.apply import merge_adapter
+    from glidectl.lora.training import train_lora
+    from glidectl.pipeline import GlidePipeline
+
+    for png in image_folder.glob("*.png"):
+        Image.open(png).convert("L").convert("RGB").save(png)
+    base_run, _ = train(tiny(train=dict(steps=1, name="base"),
+                             data=dict(source=str(image_folder))))
+    cfg = tiny(train=dict(steps=1, name="lora"), data=dict(source=str(image_folder)),
+               model=dict(init=str(base_run)), lora=dict(targets=["attention"], rank=4),
+               preview=dict(every=0))
+    lora_run = train_lora(cfg, quiet=True).run_dir
+    adapter = lora_run / "checkpoints" / "step-000001" / "lora-ema"
+    assert json.loads((adapter / "glidectl.json").read_text())["grey"] is True
+    # a colour base (its own recommendation says nothing of grey) with the grey LoRA
+    colour = tmp_path / "colour.safetensors"
+    from glidectl.glide import read_weights, save_weights
+
+    state, options = read_weights(base_run / "checkpoints" / "step-000001" / "ema.safetensors")
+    save_weights(state, colour, options)
+    pipe = GlidePipeline.from_specs(str(colour), None, loras=[str(lora_run)], device="cpu",
+                                    precision="fp32")
+    image = pipe.generate("a square", steps=2, seed=3)[0]
+    rgb = np.asarray(image.convert("RGB")).astype(int)
+    assert (rgb.max(axis=2) - rgb.min(axis=2)).max() == 0
+    merged = merge_adapter(adapter, str(colour), tmp_path / "merged.safetensors").path
+    with safe_open(merged, "pt") as f:
+        assert json.loads(f.metadata()["glidectl.sampling"])["grey"] is True

@@ -947,3 +947,18 @@ def test_a_negative_upsampler_step_count_is_the_range_sentence(tmp_path):
                                                 f"got {int(typed)}"):
             backend.generate("a cat", n=1, base_steps=2, up_steps=typed, base="b.safetensors",
                              upsampler="u.safetensors")
+
+
+def test_a_lora_trained_on_grey_data_ticks_the_grey_box(lora_models_dir, tmp_path):
+    """The LoRA's glidectl.json says grey (greyscale training data): picking it recommends
+    grey pictures, as its base model's recommendation would."""
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(lora_models_dir, folder)
+    backend = UiBackend(folder)
+    assert backend.recommends_grey("tiny.safetensors", None, "my-lora/") is False
+    meta = folder / "my-lora" / "glidectl.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "grey": True}))
+    assert backend.recommends_grey("tiny.safetensors", None, "my-lora/") is True
+    assert backend.recommends_grey("tiny.safetensors") is False

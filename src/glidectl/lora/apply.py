@@ -281,6 +281,11 @@ def merge_adapter(
         [{"adapter": str(adapter_path), "scale": scale, "base": base, "modules": n}]
     )}
     meta.update(defaults)
+    if adapter.meta.get("grey") is True:  # trained on greyscale data: the merge draws grey
+        from ..pipeline import RECOMMENDED_KEY
+
+        sampling = json.loads(meta.get(RECOMMENDED_KEY, "{}"))
+        meta[RECOMMENDED_KEY] = json.dumps({**sampling, "grey": True})
     save_new(save_weights, out, force, model, out, metadata=meta)
     return MergeResult(out, n, len(adapter.module_names))
 
@@ -349,5 +354,6 @@ def apply_loras_by_kind(
         _merge(target, adapter, spec, True)
         applied.append({**target.applied_loras[-1], "kind": target.options.kind,
                         "sha256": adapter.sha256, "config_sha256": adapter.config_sha256,
-                        "dir": str(adapter.path.absolute())})
+                        "dir": str(adapter.path.absolute()),
+                        "grey": adapter.meta.get("grey") is True})
     return applied

@@ -106,8 +106,10 @@ def save_adapter(
     step: int | None = None,
     state: dict[str, torch.Tensor] | None = None,
     adapter_name: str = "default",
+    grey: bool = False,
 ) -> Path:
-    """Write a LoRA-injected model's adapter as a peft directory with glidectl metadata."""
+    """Write a LoRA-injected model's adapter as a peft directory with glidectl metadata
+    (``grey``: trained on greyscale data, so it is sampled grey by default)."""
     from peft import get_peft_model_state_dict
 
     from .inject import effective_scale, peft_config
@@ -132,6 +134,8 @@ def save_adapter(
         "modules": len(target_names),
         "step": step,
     }
+    if grey:
+        meta["grey"] = True
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     peft_config(cfg, target_names).save_pretrained(str(out))

@@ -77,14 +77,25 @@ class LoraTrainingAdapter:
         return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
     # --- checkpoints (called by the engine instead of writing full weights)
-    def save_checkpoint(self, model: nn.Module, step_dir: Path, step: int, ema: Any = None) -> None:
-        """Write ``lora/`` (and ``lora-ema/``) into a step dir (main process only)."""
+    def save_checkpoint(self, model: nn.Module, step_dir: Path, step: int, ema: Any = None,
+                        meta: dict[str, str] | None = None) -> None:
+        """Write ``lora/`` (and ``lora-ema/``) into a step dir (main process only); ``meta``:
+        the checkpoint's, whose recommended ``grey`` (greyscale training data) the adapters
+        record, so whatever samples them draws grey as the run's previews did."""
+        import json
+
+        from ..pipeline import RECOMMENDED_KEY
+
         step_dir = Path(step_dir)
+        try:
+            grey = json.loads((meta or {}).get(RECOMMENDED_KEY, "{}")).get("grey") is True
+        except (ValueError, AttributeError):
+            grey = False
         self._write_scratch_base(model, runs.RunDir(step_dir.parent.parent))
-        self.save(model, step_dir / ADAPTER_DIR, step)
+        self.save(model, step_dir / ADAPTER_DIR, step, grey)
         if ema is not None:
             with ema.swapped():
-                self.save(model, step_dir / EMA_ADAPTER_DIR, step)
+                self.save(model, step_dir / EMA_ADAPTER_DIR, step, grey)
 
     def load_checkpoint(self, model: nn.Module, step_dir: Path) -> None:
         """Load the raw adapter of a step dir into the injected model (resume)."""
@@ -138,11 +149,12 @@ class LoraTrainingAdapter:
                     f"lora.{key} = {was} but the config says {now} (effective scale "
                     f"{there:g} there, {here:g} here); resume with the run's own config.")
 
-    def save(self, model: nn.Module, directory: Path, step: int | None = None) -> Path:
+    def save(self, model: nn.Module, directory: Path, step: int | None = None,
+             grey: bool = False) -> Path:
         return save_adapter(
             model, directory, cfg=self.cfg, target_names=self.target_names,
             base_spec=self.base_spec, base_sha256=self.base_sha256, step=step,
-            state=self.export_state(model),
+            state=self.export_state(model), grey=grey,
         )
 
     def _write_scratch_base(self, model: nn.Module, run: runs.RunDir) -> None:

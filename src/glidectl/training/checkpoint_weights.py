@@ -24,7 +24,10 @@ def write_weights(folder: Path, step: int, model: torch.nn.Module, adapter: Mode
 
     writer = getattr(adapter, "save_checkpoint", None)
     if writer is not None:  # e.g. LoRA: adapter folders instead of full weights
-        writer(model, folder, step, ema)
+        import inspect
+
+        takes_meta = "meta" in inspect.signature(writer).parameters  # a plugin's may not
+        writer(model, folder, step, ema, **({"meta": meta} if takes_meta else {}))
         return
     save_weights(adapter.export_state(model), folder / runs.MODEL_FILE, options, meta)
     if ema is not None:

@@ -57,10 +57,11 @@ def _recommended_values(backend: UiBackend, base: str | None,
     return sampler, steps, float(guidance if guidance is not None else 1.0)
 
 
-def _recommended_grey(backend: UiBackend, base: str | None, upsampler: str | None = None) -> bool:
-    """Whether the base model or the upsampler recommends grey pictures (trained on
-    greyscale data): the Grey box's value when either is picked."""
-    return backend.recommends_grey(base, upsampler)
+def _recommended_grey(backend: UiBackend, base: str | None, upsampler: str | None = None,
+                      lora: str | None = None) -> bool:
+    """Whether the base model, the upsampler or the LoRA recommends grey pictures (trained
+    on greyscale data): the Grey box's value when one is picked."""
+    return backend.recommends_grey(base, upsampler, lora)
 
 
 def schedule_change(backend: UiBackend, schedule: str, base: str | None, sampler: str,
@@ -157,13 +158,13 @@ def build_app(backend: UiBackend) -> Any:
         return (gallery, ", ".join(map(str, result.seeds)),
                 json.dumps(result.settings, indent=2), backend.memory())
 
-    def on_base(base: str, upsampler: str) -> tuple[Any, ...]:
+    def on_base(base: str, upsampler: str, lora: str) -> tuple[Any, ...]:
         sampler, steps, guidance = _recommended_values(backend, base, samplers)
         prompts = [[p] for p in backend.example_prompts(base)]
         return (gr.update(value=sampler), gr.update(value=steps), gr.update(value=guidance),
                 gr.Dataset(samples=prompts),
                 gr.update(choices=backend.schedule_choices(base), value=OWN_SCHEDULE),
-                gr.update(value=_recommended_grey(backend, base, upsampler)))
+                gr.update(value=_recommended_grey(backend, base, upsampler, lora)))
 
     def on_load(*values: str) -> tuple[Any, ...]:
         lists = fresh_lists(backend, *values)
@@ -249,15 +250,18 @@ def build_app(backend: UiBackend) -> Any:
                                    elem_id="settings-used")
         demo.load(on_load, inputs=[base, upsampler, lora, schedule],
                   outputs=[base, upsampler, lora, schedule, no_base])
-        base.change(on_base, inputs=[base, upsampler],
+        base.change(on_base, inputs=[base, upsampler, lora],
                     outputs=[sampler, base_steps, guidance, examples.dataset, schedule, grey])
+        lora.change(lambda lo, b, up: gr.update(value=_recommended_grey(backend, b, up, lo)),
+                    inputs=[lora, base, upsampler], outputs=[grey])
         fitted_set = gr.State(None)  # what picking the fitted file set: steps, guidance, grey
         schedule.change(on_schedule, inputs=[schedule, base, sampler, upsampler, base_steps,
                                              guidance, grey, fitted_set],
                         outputs=[sampler, base_steps, guidance, grey, fitted_set])
-        upsampler.change(lambda up, b: (gr.update(visible=up not in (None, "", NONE_LABEL)),
-                                        gr.update(value=_recommended_grey(backend, b, up))),
-                         inputs=[upsampler, base], outputs=[up_steps, grey])
+        upsampler.change(lambda up, b, lo: (gr.update(visible=up not in (None, "", NONE_LABEL)),
+                                            gr.update(value=_recommended_grey(backend, b, up,
+                                                                              lo))),
+                         inputs=[upsampler, base, lora], outputs=[up_steps, grey])
         button.click(
             run,
             inputs=[prompt, n, sampler, base_steps, up_steps, guidance, seed, base, upsampler,

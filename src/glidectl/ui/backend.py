@@ -28,6 +28,7 @@ from .models import (
     checkpoint_now,
     list_models,
     lora_choices,
+    lora_grey,
     memory_use,
     pick,
     upsampler_choices,
@@ -117,16 +118,23 @@ class UiBackend:
         choice = self._base(base)
         return recommended_settings(local_weights(choice.spec)) if choice else {}
 
-    def recommends_grey(self, base: str | None, upsampler: str | None = None) -> bool:
-        """Whether the listed base model or upsampler recommends grey pictures (it was
-        trained on greyscale data): both stages then draw grey, as ``glidectl sample``
+    def recommends_grey(self, base: str | None, upsampler: str | None = None,
+                        lora: str | None = None) -> bool:
+        """Whether the listed base model, upsampler or LoRA recommends grey pictures (it
+        was trained on greyscale data): both stages then draw grey, as ``glidectl sample``
         does."""
         from ..model_cost import local_weights
         from ..pipeline import recommended_settings
 
         if self.recommended(base).get("grey") is True:
             return True
-        models, _ = self._all()
+        models, loras = self._all()
+        try:
+            lora_c = pick(loras, lora, "LoRA")
+        except GlidectlError:
+            lora_c = None
+        if lora_c is not None and lora_grey(lora_c.spec):
+            return True
         try:
             up = pick(upsampler_choices(models), upsampler, "upsampler")
         except GlidectlError:

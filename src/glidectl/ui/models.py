@@ -135,13 +135,28 @@ def upsampler_choices(choices: list[ModelChoice]) -> list[ModelChoice]:
 
 
 def _adapter_kind(adapter_dir: Path) -> str | None:
+    return _adapter_meta(adapter_dir).get("model_kind")
+
+
+def lora_grey(spec: str) -> bool:
+    """Whether the LoRA adapter (or LoRA run's latest) ``spec`` names was trained on
+    greyscale data (its ``glidectl.json`` says ``grey``)."""
+    from ..lora.files import latest_adapter
+
+    try:
+        return _adapter_meta(latest_adapter(Path(spec))).get("grey") is True
+    except GlidectlError:
+        return False
+
+
+def _adapter_meta(adapter_dir: Path) -> dict[str, Any]:
     import json
 
     try:
         meta = json.loads((adapter_dir / "glidectl.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    return meta.get("model_kind")
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def lora_choices(models_dir: str | Path | None) -> list[ModelChoice]:
