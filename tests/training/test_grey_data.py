@@ -138,3 +138,21 @@ def test_a_lora_run_on_grey_data_is_sampled_grey_wherever_its_adapters_go(tiny, 
     merged = merge_adapter(adapter, str(colour), tmp_path / "merged.safetensors").path
     with safe_open(merged, "pt") as f:
         assert json.loads(f.metadata()["glidectl.sampling"])["grey"] is True
+
+
+def test_colour_after_grey_images_is_said_when_it_switches_grey_off():
+    """One colour image in many grey ones turned grey sampling off in silence; a run whose
+    first images are in colour says nothing (it is a colour run)."""
+    from glidectl.training.state import TrainState
+
+    grey = torch.zeros(4, 3, 8, 8)
+    colour = grey.clone()
+    colour[1, 0] = 0.5  # red 64 levels up in one image
+    state = TrainState(None, None)
+    assert state.see_images(grey) is None and state.see_images(grey) is None
+    said = state.see_images(colour)
+    assert said.startswith("Note: the 8 training images before this batch were greyscale, "
+                           "but it holds colour (R, G and B up to 64 of 255 levels apart")
+    assert state.grey_data is False and state.see_images(grey) is None
+    fresh = TrainState(None, None)
+    assert fresh.see_images(colour) is None and fresh.grey_data is False

@@ -106,7 +106,9 @@ class TrainingLoop:
     def _take_batch(self) -> dict[str, Any]:
         """The stream's next micro-batch, its images looked at (grey data) once."""
         batch = self.stream.next()
-        self.state.see_images(batch["image"])
+        note = self.state.see_images(batch["image"])
+        if note:
+            self.display.message(note)
         return batch
 
     def _next_batch(self) -> tuple[dict[str, Any], float]:

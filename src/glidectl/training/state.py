@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..greyscale import all_grey
+from ..greyscale import GREY_LEVELS, all_grey
 from .data_stream import DataStream
 from .guards import NonFiniteGuard
 
@@ -77,11 +77,25 @@ class TrainState:
         self.data_total: dict[str, Any] = {}
         # every training image this process has seen is grey (None: none seen yet)
         self.grey_data: bool | None = None
+        self.grey_images = 0  # grey images this process saw before a colour one (this start)
 
-    def see_images(self, images: torch.Tensor) -> None:
-        """Note whether a batch's images (as trained on, augmented) are all grey."""
-        if self.grey_data is not False:
-            self.grey_data = all_grey(images)
+    def see_images(self, images: torch.Tensor) -> str | None:
+        """Note whether a batch's images (as trained on, augmented) are all grey; the line
+        to show when colour ends a run of grey images (one colour image in many grey ones
+        switches grey sampling off, which is better said than found in the pictures)."""
+        if self.grey_data is False:
+            return None
+        grey = all_grey(images)
+        if grey or self.grey_data is None and not self.grey_images:
+            self.grey_data, self.grey_images = grey, self.grey_images + grey * len(images)
+            return None
+        self.grey_data = False
+        spread = round(float((images.amax(dim=1) - images.amin(dim=1)).max()) * 255 / 2)
+        seen = f"{self.grey_images} " if self.grey_images else ""  # (0: a resumed run's)
+        return (f"Note: the {seen}training images before this batch were "
+                f"greyscale, but it holds colour (R, G and B up to {spread} of 255 levels "
+                f"apart, more than {GREY_LEVELS}), so this run samples in colour; if the data "
+                "are meant to be grey, sample with --grey (or take the colour images out).")
 
     def state_dict(self) -> dict[str, Any]:
         return {
