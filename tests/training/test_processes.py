@@ -721,7 +721,7 @@ def test_a_process_that_stops_answering_is_said_and_ends_the_run_at_the_set_time
     assert "Error: Another process of this run did not answer for 6 s near step " in out, out
     assert "(stuck, or its machine cut off; train.collective_timeout_minutes sets how long to " \
            f"wait), so this one stops; its last checkpoint is '{latest}': resume with " \
-           f"--resume {run}.\n" in out, out
+           f"--resume {run} under 2 processes, as this run.\n" in out, out
     assert "]: Traceback" not in out and "Timed out waiting" not in out, out
     assert not list((run / "checkpoints").glob(".tmp-*"))
     assert (latest / "state").is_dir()  # whole: resuming one is tested after a lost process
