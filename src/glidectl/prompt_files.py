@@ -12,8 +12,9 @@ from .errors import GlidectlError, cause, from_here
 
 def read_prompt_file(path: str | Path, label: str, *, empty_ok: bool = False) -> list[str]:
     """The prompts of ``path``; a bad file is one sentence naming it as ``label`` (e.g.
-    "Prompts file", "preview.prompt_file"). An empty file is an error unless ``empty_ok``."""
-    path = Path(path)
+    "Prompts file", "preview.prompt_file"). An empty file is an error unless ``empty_ok``; a
+    leading ``~`` is the home folder."""
+    path = Path(path).expanduser()
     where = f"{label} {str(path)!r}"
     if path.is_dir():
         raise GlidectlError(f"{where} is a folder; pass a text file with one prompt a line.")

@@ -16,6 +16,20 @@ def test_the_file_lines_follow_the_listed_prompts(tmp_path) -> None:
     assert _read_prompts(cfg) == ["a cat", "a red circle", "a blue square"]
 
 
+def test_a_tilde_is_the_home_folder(tmp_path, monkeypatch) -> None:
+    """preview.prompt_file = "~/p.txt" and preview.low_res = ["~/low.png"] said the file
+    "does not exist" (data.source and model.init read '~' as the home folder)."""
+    from PIL import Image
+
+    from glidectl.training.previews import _load_low_res
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "p.txt").write_text("a red circle\n", encoding="utf-8")
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "low.png")
+    assert _read_prompts(PreviewConfig(prompt_file="~/p.txt")) == ["a red circle"]
+    assert _load_low_res(["~/low.png"], 4).shape == (1, 3, 4, 4)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.mkdir(), "preview.prompt_file '.*' is a folder"),
     (lambda p: None, "preview.prompt_file '.*' does not exist"),

@@ -238,6 +238,21 @@ def test_output_dir_without_space_is_a_user_error(tmp_path, monkeypatch):
         check_writable(tmp_path / "runs")
 
 
+def test_a_tilde_in_output_dir_is_the_home_folder(tmp_path, monkeypatch):
+    """train.output_dir = "~/runs" made a folder named '~' in the current folder (data.source
+    and model.init read '~' as the home folder)."""
+    from glidectl.config import GlideConfig
+    from glidectl.training.run_dir import pick_run, trained_run_config
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    cfg = GlideConfig()
+    cfg.train.output_dir, cfg.train.name = "~/runs", "a"
+    run = pick_run(cfg, None)
+    assert run.root == tmp_path / "home" / "runs" / "a"
+    assert trained_run_config(cfg, run.root, str(run.root)) == (cfg, None)
+
+
 def test_run_names_are_numbered(tmp_path):
     assert next_run_name(tmp_path) == "run-001"
     (tmp_path / "run-001").mkdir()

@@ -91,6 +91,7 @@ def _load_low_res(paths: list[str], size: int, notes: list[str] | None = None) -
 
     images = []
     for p in paths:
+        p = str(Path(p).expanduser())  # ~: the home folder, as data.source reads it
         if not Path(p).is_file():
             what = "is a folder" if Path(p).is_dir() else "does not exist"
             raise GlidectlError(f"preview.low_res image {p!r} {what}; fix the path.")

@@ -88,8 +88,9 @@ def lock_run(run: runs.RunDir) -> HeldLock | None:
 def pick_run(cfg: GlideConfig, resume: str | None) -> runs.RunDir:
     """The run folder to train, from the config and --resume, read from names alone: the
     checkpoint to resume is resolved by :func:`resume_point` once the run is locked (it may
-    put back a step folder the run's own trainer has set aside for a moment)."""
-    output = Path(cfg.train.output_dir)
+    put back a step folder the run's own trainer has set aside for a moment). A ``~`` in
+    ``train.output_dir`` is the home folder, as in ``data.source`` and ``model.init``."""
+    output = Path(cfg.train.output_dir).expanduser()
     if resume and resume != runs.LATEST:
         return run_of_resume(resume)
     check_name(cfg.train.name)
@@ -114,7 +115,7 @@ def trained_run_config(cfg: GlideConfig, root: Path,
     ``--resume latest`` from it) must name that run."""
     if not resume or resume == runs.LATEST:
         return cfg, None
-    named = Path(cfg.train.output_dir) / cfg.train.name
+    named = Path(cfg.train.output_dir).expanduser() / cfg.train.name
     if cfg.train.name and named.resolve() == root.resolve():
         return cfg, None
     trained = copy.deepcopy(cfg)
