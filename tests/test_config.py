@@ -116,6 +116,28 @@ def test_unknown_key_names_the_dotted_key_and_the_nearest(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize("item, meant", [
+    ("data.image_size=64", "data.resolution"),  # was min_image_size: a filter, not a size
+    ("train.save_steps=100", "checkpoint.every"),  # was train.steps: a run 100 steps long
+    ("data.random_flip=true", "data.flip"),  # was data.random_crop
+    ("train.checkpointing_steps=100", "checkpoint.every"),  # was gradient_checkpointing
+    ("train.learning_rate=1e-4", "train.lr"),  # was all 36 train keys
+])
+def test_another_trainers_name_for_a_key_names_that_key(item, meant):
+    """The spelling nearest a name diffusers or kohya use was another key, one that set
+    would silently train otherwise."""
+    with pytest.raises(ConfigError, match=rf"Did you mean '{re.escape(meant)}'\?$"):
+        load_config(None, [item])
+
+
+def test_every_other_trainers_name_leads_to_a_key():
+    from glidectl.config import KNOWN_AS
+
+    keys = {row[0] for row in describe()}
+    assert set(KNOWN_AS.values()) <= keys
+    assert not {name for name in KNOWN_AS if any(k.endswith(f".{name}") for k in keys)}
+
+
 def test_unknown_section_suggests_nearest(tmp_path):
     path = tmp_path / "glide.toml"
     path.write_text("[trian]\nsteps = 4\n")
@@ -133,8 +155,8 @@ def test_a_key_in_the_wrong_section_names_its_section(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match=r"Did you mean 'train.seed' or 'preview.seed' or "):
         load_config(None, ["model.seed=1"])
-    with pytest.raises(ConfigError, match=r"'train.learning_rate'\. Valid keys: train.output_"):
-        load_config(None, ["train.learning_rate=1"])  # nothing close: no unrelated guess
+    with pytest.raises(ConfigError, match=r"'train.velocity'\. Valid keys: train.output_"):
+        load_config(None, ["train.velocity=1"])  # nothing close: no unrelated guess
 
 
 def test_wrong_type_names_key_type_and_value(tmp_path):
@@ -323,7 +345,7 @@ def test_a_config_changed_in_code_is_checked_as_a_file_is():
         validate(cfg)
     cfg = GlideConfig()
     cfg.train.learning_rate = 1e-3
-    typo = r"^config: unknown key 'train.learning_rate'\. .* train\.lr,"
+    typo = r"^config: unknown key 'train.learning_rate'\. Did you mean 'train\.lr'\?$"
     with pytest.raises(ConfigError, match=typo):
         validate(cfg)
     cfg = GlideConfig()

@@ -133,9 +133,33 @@ def _nearest(name: str, options: list[str], prefix: str = "", what: str = "keys"
     return f" Valid {what}: {', '.join(prefix + o for o in options)}."
 
 
+# What other trainers (diffusers, kohya, guided-diffusion) call a key: the spelling closest
+# to these names is often another key ('image_size' → min_image_size, 'save_steps' → steps).
+KNOWN_AS = {
+    "learning_rate": "train.lr", "max_train_steps": "train.steps",
+    "num_train_epochs": "train.epochs", "gradient_accumulation_steps": "train.grad_accum",
+    "max_grad_norm": "train.grad_clip", "ema": "train.ema_decay", "use_ema": "train.ema_decay",
+    "ema_rate": "train.ema_decay", "image_size": "data.resolution",
+    "random_flip": "data.flip", "center_crop": "data.random_crop",
+    "train_data_dir": "data.source", "data_dir": "data.source", "dataset": "data.source",
+    "caption_dropout_rate": "data.uncond_p", "dataloader_num_workers": "data.workers",
+    "save_steps": "checkpoint.every", "checkpointing_steps": "checkpoint.every",
+    "save_every": "checkpoint.every", "save_total_limit": "checkpoint.keep_last",
+    "checkpoints_total_limit": "checkpoint.keep_last", "model_type": "model.kind",
+    "type": "model.kind", "pretrained_model_name_or_path": "model.init",
+    "num_inference_steps": "preview.steps", "validation_prompt": "preview.prompts",
+    "validation_prompts": "preview.prompts", "network_dim": "lora.rank",
+    "lora_rank": "lora.rank", "network_alpha": "lora.alpha", "lora_alpha": "lora.alpha",
+    "report_to": "log.trackers",
+}
+
+
 def _elsewhere(key: str) -> str | None:
-    """The hint for a key of other sections ('resolution' → data.resolution), else None."""
+    """The hint for a key of other sections ('resolution' → data.resolution) or another
+    trainer's name for a key ('learning_rate' → train.lr), else None."""
     homes = [f"'{s}.{key}'" for s, cls in _section_types().items() if key in _field_types(cls)]
+    if not homes and key.lower() in KNOWN_AS:
+        homes = [f"'{KNOWN_AS[key.lower()]}'"]
     if not homes:
         return None
     return f" Did you mean {' or '.join(homes)}?"
