@@ -102,6 +102,29 @@ def test_resume_needs_no_config_and_extends_steps(cli, tiny, config_file, tmp_pa
     assert "already at step 2 of 2: nothing to train" in done.output
 
 
+def test_resume_from_another_folder_reads_the_paths_the_run_began_with(tmp_path, monkeypatch):
+    """--resume RUN from another folder read the relative data.source of RUN/config.toml
+    from there: "does not exist", or another folder's images of the same name, in silence."""
+    from glidectl.config import GlideConfig, save_config
+
+    start, other = tmp_path / "project", tmp_path / "elsewhere"
+    for folder in (start / "imgs", other / "imgs", start / "runs" / "r"):
+        folder.mkdir(parents=True)
+    (start / "p.txt").write_text("a cat\n", encoding="utf-8")
+    cfg = GlideConfig()
+    cfg.train.output_dir, cfg.train.name = "runs", "r"
+    cfg.data.source, cfg.preview.prompt_file, cfg.model.vocab_dir = "imgs", "p.txt", "gone"
+    save_config(cfg, start / "runs" / "r" / "config.toml")
+    run = str(start / "runs" / "r")
+    monkeypatch.chdir(other)
+    got = resolve_config(None, [], resume=run)
+    assert (got.data.source, got.preview.prompt_file, got.model.vocab_dir) == (
+        str(start / "imgs"), str(start / "p.txt"), "gone")
+    assert resolve_config(None, ["data.source='imgs'"], resume=run).data.source == "imgs"
+    monkeypatch.chdir(start)
+    assert resolve_config(None, [], resume=run).data.source == "imgs"
+
+
 def test_a_config_kept_in_the_run_folder_is_not_replaced_by_the_resolved_one(
         tiny, config_file, tmp_path, capsys):
     """`glidectl train --config runs/foo/config.toml --name foo` wrote the resolved config

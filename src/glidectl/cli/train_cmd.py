@@ -47,19 +47,20 @@ def resolve_config(
     from ..config import load_config, merge, override
     from ..unused_keys import warn
 
+    own: list[str] = []  # the run's own config: its relative paths lead from where it began
     if config is None and resume and resume != "latest":
         from ..training.checkpointing import resolve_checkpoint
-        from ..training.run_dir import run_of_resume
+        from ..training.run_dir import run_of_resume, run_paths
 
         saved = run_of_resume(resume).config  # the run's lock is not held here: moves nothing
         if not saved.is_file():
             resolve_checkpoint(resume)  # says so when it is no checkpoint at all
             raise GlidectlError(f"The run's {str(saved)!r} is missing, so --resume cannot know "
                                 "its settings; pass --config FILE with the run's config.")
-        config = saved
+        config, own = saved, run_paths(saved.parent)
     if config is None:
         raise GlidectlError("No config: pass --config FILE (see examples/glide.toml).")
-    flags = list(sets or [])
+    flags = own + list(sets or [])
     if output_dir is not None:
         flags.append(override("train.output_dir", str(output_dir)))
     if name is not None:

@@ -127,6 +127,49 @@ def trained_run_config(cfg: GlideConfig, root: Path,
                      "so the run's config.toml records its own.")
 
 
+# The keys of a run's config.toml that name files or folders (relative: to where it began).
+RUN_PATH_KEYS = ("model.init", "model.vocab_dir", "data.source", "data.reg_source",
+                 "validation.source", "validation.fid_weights", "preview.prompt_file",
+                 "preview.low_res")
+
+
+def started_in(root: Path) -> Path | None:
+    """The folder the run in ``root`` was started from, told by its config.toml's relative
+    ``train.output_dir``/``train.name`` (None when they do not lead to ``root``)."""
+    output, name = runs.run_setting(root, "train", "output_dir"), \
+        runs.run_setting(root, "train", "name")
+    if not (isinstance(output, str) and isinstance(name, str) and name):
+        return None
+    rel, here = Path(output) / name, Path(root).resolve()
+    if Path(output).expanduser().is_absolute() or ".." in rel.parts \
+            or here.parts[-len(rel.parts):] != rel.parts:
+        return None
+    return here.parents[len(rel.parts) - 1]
+
+
+def run_paths(root: Path) -> list[str]:
+    """``--set`` items naming, by absolute paths, the files and folders that the relative
+    paths of the run's config.toml name from the folder it was started in, when that is not
+    the current one: ``--resume RUN`` from elsewhere reads the data it trained on (not
+    whatever the same relative path holds here, nor nothing)."""
+    from ..config import override
+
+    start = started_in(root)
+    if start is None or start == Path.cwd().resolve():
+        return []
+    items = []
+    for key in RUN_PATH_KEYS:
+        value = runs.run_setting(root, *key.split("."))
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str) and v for v in values):
+            continue
+        there = [v if Path(v).expanduser().is_absolute() or not (start / v).exists()
+                 else str(start / v) for v in values]
+        if there != values:
+            items.append(override(key, there if isinstance(value, list) else there[0]))
+    return items
+
+
 def check_resume_seed(cfg: GlideConfig, root: Path) -> None:
     """One sentence when a resume sets another train.seed than the run trained with: the
     checkpoint's data cursor points into that seed's shuffle, and its noise follows it (a
