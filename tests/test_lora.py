@@ -765,6 +765,28 @@ def test_merge_refuses_an_existing_output_unless_forced(tmp_path, capsys):
     assert "is a folder; pass a file path to --output" in err and "\n" not in err
 
 
+def test_merge_of_an_adapter_given_with_a_scale_suffix_names_scale(tmp_path, capsys,
+                                                                    monkeypatch):
+    """`lora merge runs/my-lora:0.5` (--lora's PATH:SCALE) said "LoRA adapter
+    'runs/my-lora:0.5' … does not exist; pass the folder written by 'glidectl lora'", the
+    folder the user had passed; it says merge takes the scale as --scale, and writes nothing.
+    A folder whose own name holds ':' still merges."""
+    base, out, _ = trained_adapter(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert cli("lora", "merge", "adapter:0.5", "-o", "m.safetensors") == 2
+    assert capsys.readouterr().err == (
+        "Error: lora merge takes the adapter's scale as --scale, not after ':' as --lora "
+        "does; run glidectl lora merge adapter --scale 0.5 -o m.safetensors.\n")
+    assert not (tmp_path / "m.safetensors").exists()
+    from glidectl.glide import save_weights
+
+    save_weights(base, tmp_path / "base.safetensors")
+    shutil.copytree(out, tmp_path / "adapter:0.5")
+    assert cli("lora", "merge", "adapter:0.5", "--base", "base.safetensors", "-o",
+               "m.safetensors") == 0
+
+
 def test_merge_refuses_to_write_over_its_own_base_or_a_checkpoint_even_forced(tmp_path, capsys):
     """`lora merge RUN -o RUN/checkpoints/step-N/ema.safetensors --force` replaced the base
     run's checkpoint with the merged weights (the base was lost, its adapters then "trained
@@ -1448,6 +1470,35 @@ def test_resuming_with_the_config_that_names_the_base_run_keeps_the_pinned_step(
                "3", "--no-live") == 2
     assert f"model.init {str(step1)!r}, the checkpoint this LoRA run trains on, is gone" in \
         capsys.readouterr().err
+
+
+def test_a_lora_resume_whose_base_run_moved_names_the_fix_not_keep_last(tmp_path, capsys):
+    """A LoRA run whose base run folder was moved (a project folder moved whole): its resume
+    blamed the base run's checkpoint.keep_last and offered only to put the step back or
+    start over; it names the move and `--set model.init` at the new place, which resumes."""
+    from glidectl.config import save_config
+    from glidectl.training.engine import Trainer
+
+    Trainer(base_run_config(tmp_path, 1), quiet=True).run()
+    run = tmp_path / "runs" / "base"
+    step1 = run / "checkpoints" / "step-000001"
+    save_config(lora_config(tmp_path, model=dict(init=str(step1)), train=dict(steps=1)),
+                tmp_path / "lora.toml")
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--no-live") == 0
+    lora_run = tmp_path / "runs" / "lora"
+    moved = tmp_path / "elsewhere"
+    run.rename(moved)
+    capsys.readouterr()
+    assert cli("lora", "--resume", lora_run, "--steps", "2", "--no-live") == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"Error: model.init {str(step1)!r}, the checkpoint this LoRA run trains on, is gone "
+        f"with its run folder {str(run)!r} (moved or deleted); if it moved, resume with --set "
+        "model.init=NEW_RUN_FOLDER/checkpoints/step-000001, else start a new LoRA run on "
+        "another base.\n")
+    assert cli("lora", "--resume", lora_run, "--steps", "2", "--no-live", "--set",
+               f"model.init={moved / 'checkpoints' / 'step-000001'}") == 0
+    assert (lora_run / "checkpoints" / "step-000002" / "lora").is_dir()
 
 
 def test_one_adapter_may_be_passed_alone_as_text_or_a_path(tmp_path):

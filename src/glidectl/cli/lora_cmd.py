@@ -49,6 +49,27 @@ def _is_adapter(spec: str) -> bool:
     return folder is not None and (folder / runs.ADAPTER_CONFIG).is_file()
 
 
+def _check_no_scale_suffix(adapter: Path, output: Path) -> None:
+    """One sentence for ``lora merge PATH:SCALE`` (``--lora``'s form, the adapter at PATH
+    there and no PATH:SCALE): merge takes its scale as --scale, where "does not exist" sent
+    the user looking for a folder that is there."""
+    import os
+
+    from ..lora import parse_lora_spec
+
+    text = str(adapter)
+    if os.path.exists(text):  # a folder whose name holds ':' is taken whole
+        return
+    try:
+        spec = parse_lora_spec(text)
+    except GlidectlError:  # no PATH:SCALE: reading the adapter says what is wrong
+        return
+    if spec.path != text and os.path.exists(os.path.expanduser(spec.path)):
+        raise GlidectlError(
+            f"lora merge takes the adapter's scale as --scale, not after ':' as --lora does; "
+            f"run glidectl lora merge {spec.path} --scale {spec.scale:g} -o {output}.")
+
+
 def register(app: typer.Typer) -> None:
     lora_app = typer.Typer(
         invoke_without_command=True, no_args_is_help=False,
@@ -98,6 +119,7 @@ def register(app: typer.Typer) -> None:
         from ..lora.apply import check_output
 
         check_output(output, force)  # before the adapter and the base model are read
+        _check_no_scale_suffix(adapter, output)
         if base is None:
             base = recorded_base(read_adapter(adapter), repr(str(adapter)))
             if not base:

@@ -228,10 +228,7 @@ def _pin_base(cfg: GlideConfig, resume: str | None) -> tuple[GlideConfig, str]:
         init = pinned or init
         path = Path(init).expanduser()
         if _is_step_path(path) and not path.exists():
-            raise GlidectlError(
-                f"model.init {init!r}, the checkpoint this LoRA run trains on, is gone (its "
-                "run's checkpoint.keep_last prunes older steps); put that step folder back to "
-                "resume, or start a new LoRA run on another base.")
+            raise GlidectlError(_base_step_gone(init, path))
         if not pinned:
             return cfg, ""
         line = (f"model.init {cfg.model.init!r} is a training run: this LoRA run goes on "
@@ -246,6 +243,22 @@ def _pin_base(cfg: GlideConfig, resume: str | None) -> tuple[GlideConfig, str]:
             f"checkpoint, {str(step)!r}, whatever that run does next (set model.init to "
             "another step folder for another).")
     return replace(cfg, model=replace(cfg.model, init=str(step))), line
+
+
+def _base_step_gone(init: str, path: Path) -> str:
+    """The sentence for the step folder ``path`` (``init`` as recorded) a resumed LoRA run
+    trains on and that is not there: pruned by its run's keep_last while the run folder is
+    still there, else moved or deleted with its run folder (a run moved: name its new place;
+    the resume checks that its weights are the ones the adapters began on)."""
+    run = path.parent.parent
+    if run.is_dir():
+        return (f"model.init {init!r}, the checkpoint this LoRA run trains on, is gone (its "
+                "run's checkpoint.keep_last prunes older steps); put that step folder back to "
+                "resume, or start a new LoRA run on another base.")
+    return (f"model.init {init!r}, the checkpoint this LoRA run trains on, is gone with its "
+            f"run folder {str(run)!r} (moved or deleted); if it moved, resume with --set "
+            f"model.init=NEW_RUN_FOLDER/{runs.CHECKPOINTS_DIR}/{path.name}, else start a new "
+            "LoRA run on another base.")
 
 
 def _is_step_path(path: Path) -> bool:
