@@ -701,6 +701,32 @@ def test_merge_writes_a_checkpoint_equal_to_base_plus_adapter(tmp_path, capsys):
     assert not torch.allclose(run(merged, args), run(base, args), atol=1e-3)
 
 
+def test_a_merged_file_records_the_adapter_and_base_files_it_read(tmp_path, capsys):
+    """`lora merge RUN --base BASE_RUN` recorded only "adapter": "RUN" and "base":
+    "BASE_RUN", folders whose latest checkpoints move on as they train: the merged file could
+    not say which adapter and weights it holds. It also records the adapter folder read, its
+    sha256 (weights and settings) and the base weights file read."""
+    from glidectl.glide import save_weights
+    from glidectl.glide.checkpoints import read_metadata
+
+    base, out, _ = trained_adapter(tmp_path)
+    step = tmp_path / "base-run" / "checkpoints" / "step-000001"
+    step.mkdir(parents=True)
+    save_weights(base, step / "model.safetensors")
+    lora_step = tmp_path / "lora-run" / "checkpoints" / "step-000001"
+    shutil.copytree(out, lora_step / "lora")
+    merged = tmp_path / "merged.safetensors"
+    assert cli("lora", "merge", tmp_path / "lora-run", "--base", tmp_path / "base-run",
+               "-o", merged) == 0
+    [record] = json.loads(read_metadata(merged)["lora_merged"])
+    adapter = read_adapter(lora_step / "lora")
+    assert record["adapter"] == str(tmp_path / "lora-run")  # as given
+    assert record["adapter_dir"] == str(lora_step / "lora")
+    assert (record["adapter_sha256"], record["adapter_config_sha256"]) == (
+        adapter.sha256, adapter.config_sha256)
+    assert record["base_file"] == str(step / "model.safetensors")
+
+
 def test_merge_keeps_the_sampling_settings_its_base_recommends(tmp_path, capsys):
     """A merged glidectl-trained model sampled with dpm++2m/25/3 instead of the settings its
     base run's checkpoint recommends (the metadata `glidectl export` carries along)."""

@@ -272,14 +272,19 @@ def merge_adapter(
     _check_not_an_input(out, {"base model": check_spec(base),
                               "LoRA adapter": adapter.weights_path})
     # the model and its sampling defaults of one file (a training base run moves on)
-    _, (model, defaults) = read_resolved(base, lambda path: (load_model(path),
-                                                             _sampling_defaults(str(path))))
+    base_file, (model, defaults) = read_resolved(
+        base, lambda path: (load_model(path), _sampling_defaults(str(path))))
     model.float()
     n = attach_adapter(model, adapter, scale, "glidectl_lora")
     merge_and_unload(model, adapter.path)
-    meta = {"lora_merged": json.dumps(
-        [{"adapter": str(adapter_path), "scale": scale, "base": base, "modules": n}]
-    )}
+    # as given, and what was read: a LoRA run or base run folder names its latest step,
+    # which moves on as it trains
+    meta = {"lora_merged": json.dumps([{
+        "adapter": str(adapter_path), "scale": scale, "base": base, "modules": n,
+        "adapter_dir": str(adapter.path.absolute()), "adapter_sha256": adapter.sha256,
+        "adapter_config_sha256": adapter.config_sha256,
+        "base_file": str(Path(base_file).absolute()),
+    }])}
     meta.update(defaults)
     if adapter.meta.get("grey") is True:  # trained on greyscale data: the merge draws grey
         from ..pipeline import RECOMMENDED_KEY
