@@ -992,3 +992,22 @@ def test_the_weights_tensors_are_hashed_once_for_a_schedule_file_s_check(weights
     for _ in range(3):
         pipe.generate("a cat", sampler="bespoke", steps=3, schedule=str(path), warn=print)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("setting", [{"schedule": 5}, {"guidance": "x"}, {"sampler": ["a"]},
+                                     {"prompts": 5}])
+def test_a_recommended_setting_of_the_wrong_type_is_one_sentence(run, tmp_path, setting):
+    """A weights file whose glidectl.sampling metadata held a number for the schedule or
+    text for guidance was a traceback (AttributeError, ValueError), exit 1; a list for the
+    sampler or a number for the prompts (the web UI's examples) was taken as it was."""
+    from glidectl.glide import save_weights
+    from glidectl.pipeline import RECOMMENDED_KEY
+
+    base = save_weights(tiny_glide("base", 0), tmp_path / "base.safetensors",
+                        metadata={RECOMMENDED_KEY: json.dumps(setting)})
+    res = run("a cat", "--base", str(base), "--steps", "1", "-q", "--out", str(tmp_path / "o"))
+    [(key, value)] = setting.items()
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith(f"Error: {str(base)!r} recommends {key} = "
+                                 f"{json.dumps(value)} in its {RECOMMENDED_KEY} metadata")
+    assert not (tmp_path / "o").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GlidectlError
+from .ranges import is_finite_number
 
 BASE_SAMPLER = "dpm++2m"
 BASE_STEPS = 25
@@ -42,7 +43,9 @@ def recommended_line(base: str, upsampler: str, flags: str) -> str:
 
 def recommended_settings(path: str | Path | None) -> dict[str, Any]:
     """The sampling settings a trained model recommends (its checkpoint metadata); {} for
-    files without them, such as OpenAI's checkpoints (which keep the built-in defaults)."""
+    files without them, such as OpenAI's checkpoints (which keep the built-in defaults). A
+    setting of the wrong type (a number for a sampler, text for guidance) is one sentence
+    naming the file; null is no recommendation."""
     if path is None or Path(path).suffix != ".safetensors":
         return {}
     from .glide.checkpoints import read_metadata
@@ -53,4 +56,27 @@ def recommended_settings(path: str | Path | None) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: v for k, v in data.items() if k in RECOMMENDED_FIELDS + ("prompts",)}
+    found = {k: v for k, v in data.items()
+             if k in RECOMMENDED_FIELDS + ("prompts",) and v is not None}
+    for key, value in found.items():
+        if not _RECOMMENDED_TYPES[key][0](value):
+            raise GlidectlError(
+                f"{str(path)!r} recommends {key} = {json.dumps(value)[:60]} in its "
+                f"{RECOMMENDED_KEY} metadata, where {_RECOMMENDED_TYPES[key][1]} belongs; "
+                "pass the weights as glidectl trained or exported them.")
+    return found
+
+
+# what each recommended setting must be (checked as read: a wrong type was a traceback later)
+_RECOMMENDED_TYPES: dict[str, tuple[Any, str]] = {
+    "sampler": (lambda v: isinstance(v, str), "a sampler name"),
+    "schedule": (lambda v: isinstance(v, str), "a schedule name or file"),
+    "steps": (lambda v: isinstance(v, str | int) and not isinstance(v, bool),
+              "a whole number of steps or a respacing string"),
+    "guidance": (is_finite_number, "a number"),
+    "eta": (is_finite_number, "a number"),
+    "sigma_max": (is_finite_number, "a number"),
+    "grey": (lambda v: isinstance(v, bool), "true or false"),
+    "prompts": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v),
+                "a list of prompts"),
+}
