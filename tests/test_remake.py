@@ -197,12 +197,13 @@ def test_what_is_no_glidectl_png_is_one_sentence(capsys, tmp_path):
     {"batch_size": 0}, {"request_images": "x"}, {"image_index": 99}, {"image_index": -1},
     {"seed": -5}, {"guidance": "strong"}, {"batch_size": [4]}, {"prompt": 5},
     {"sampler": 5}, {"base_sha256": 5}, {"loras": 5}, {"loras": [1]}, {"plugins": True},
-    {"low_res": True}, {"grey": "yes"}])
+    {"low_res": True}, {"grey": "yes"}, {"prompt": None}])
 def test_a_damaged_record_is_one_sentence(capsys, tmp_path, damage):
     """A record edited by hand or by another program: batch_size 0 was a ZeroDivisionError
     traceback, a word for a number a ValueError one, an image_index past its request
     "Nothing to generate" and a negative seed wrote nothing and exited 0; a number for the
-    prompt, the sampler or a sha256, or for the list of LoRAs, was a traceback."""
+    prompt, the sampler or a sha256, or for the list of LoRAs, was a traceback, and so was
+    a null prompt (AttributeError: 'NoneType' object has no attribute 'isascii')."""
     from PIL.PngImagePlugin import PngInfo
 
     record = {"prompt": "a red circle", "seed": 1, "request_seed": 0, "image_index": 1,

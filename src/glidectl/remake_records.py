@@ -95,6 +95,8 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     values.update({k: Path(rec[k]) for k in PATHS if rec.get(k)})
     pinned = [Pinned(k, f"{_flag(k)} image", (rec[k],), rec.get(f"{k}_sha256"),
                      metavar="IMAGE") for k in PATHS if rec.get(k)]
+    if not isinstance(rec["prompt"], str):  # null: _typed lets it by, as for other words
+        _damaged(png, "prompt", rec["prompt"])
     values["prompts"] = [rec["prompt"]]
     source = "web UI" if "request_seed" in rec and "load_s" in rec else "sample"
     remake = Remake(png, source, values, prompt_sha256=rec.get("prompt_sha256"),
