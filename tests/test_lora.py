@@ -742,6 +742,25 @@ def test_merge_keeps_the_sampling_settings_its_base_recommends(tmp_path, capsys)
     assert recommended_settings(merged_file) == settings
 
 
+@pytest.mark.parametrize("recorded", ["[1, 2]", '"grey"', "null", "{"])
+def test_a_grey_merge_onto_a_base_whose_sampling_record_is_no_object_recommends_grey(
+        tmp_path, capsys, recorded):
+    """A greyscale adapter merged onto a base whose glidectl.sampling metadata is valid JSON
+    but no object (or no JSON) ended in a TypeError traceback ('list' object is not a
+    mapping); such a record is no recommendation, as sample reads it."""
+    from glidectl.glide import save_weights
+    from glidectl.pipeline import RECOMMENDED_KEY, recommended_settings
+
+    base, out, _ = trained_adapter(tmp_path)
+    meta = json.loads((out / "glidectl.json").read_text())
+    (out / "glidectl.json").write_text(json.dumps({**meta, "grey": True}))
+    base_file = save_weights(base, tmp_path / "base.safetensors",
+                             metadata={RECOMMENDED_KEY: recorded})
+    merged_file = tmp_path / "merged.safetensors"
+    assert cli("lora", "merge", out, "--base", base_file, "-o", merged_file) == 0
+    assert recommended_settings(merged_file) == {"grey": True}
+
+
 def test_merge_onto_other_weights_warns_in_one_line(tmp_path, capsys):
     """The mismatch warning came out as Python's two-line warning with a source line."""
     from glidectl.glide import save_weights

@@ -41,6 +41,16 @@ def recommended_line(base: str, upsampler: str, flags: str) -> str:
     return f"Using {' and '.join(whose)}; pass {flags} to change them."
 
 
+def recommended_object(text: str | None) -> dict[str, Any]:
+    """A checkpoint's :data:`RECOMMENDED_KEY` metadata as a dict: {} when absent, not JSON,
+    or JSON that is not an object (no recommendation, as for files without one)."""
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def recommended_settings(path: str | Path | None) -> dict[str, Any]:
     """The sampling settings a trained model recommends (its checkpoint metadata); {} for
     files without them, such as OpenAI's checkpoints (which keep the built-in defaults). A
@@ -51,10 +61,8 @@ def recommended_settings(path: str | Path | None) -> dict[str, Any]:
     from .glide.checkpoints import read_metadata
 
     try:
-        data = json.loads(read_metadata(path).get(RECOMMENDED_KEY, "{}"))
-    except (GlidectlError, ValueError):
-        return {}
-    if not isinstance(data, dict):
+        data = recommended_object(read_metadata(path).get(RECOMMENDED_KEY))
+    except GlidectlError:
         return {}
     found = {k: v for k, v in data.items()
              if k in RECOMMENDED_FIELDS + ("prompts",) and v is not None}

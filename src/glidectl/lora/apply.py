@@ -287,9 +287,9 @@ def merge_adapter(
     }])}
     meta.update(defaults)
     if adapter.meta.get("grey") is True:  # trained on greyscale data: the merge draws grey
-        from ..pipeline import RECOMMENDED_KEY
+        from ..sampling_defaults import RECOMMENDED_KEY, recommended_object
 
-        sampling = json.loads(meta.get(RECOMMENDED_KEY, "{}"))
+        sampling = recommended_object(meta.get(RECOMMENDED_KEY))  # "[1]": no recommendation
         meta[RECOMMENDED_KEY] = json.dumps({**sampling, "grey": True})
     save_new(save_weights, out, force, model, out, metadata=meta)
     return MergeResult(out, n, len(adapter.module_names))
