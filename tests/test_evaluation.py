@@ -988,6 +988,29 @@ def test_a_lora_without_base_evaluates_on_the_base_the_adapter_records(tmp_path,
     assert settings.base == str(other) and not any("recorded by" in n for n in notes)
 
 
+def test_eval_draws_a_greyscale_trained_lora_grey_as_sample_does(tmp_path, tiny_base, capsys):
+    """An adapter recording grey (its LoRA run trained on greyscale data) was drawn grey by
+    `sample --lora` but in colour by `eval --lora`, whose settings came from the base's
+    recommendation only; --no-grey still draws colour."""
+    import numpy as np
+    from test_sample_cmd import in_process
+
+    adapter = make_adapter(tiny_base, tmp_path / "adapter")
+    meta = json.loads((adapter / "glidectl.json").read_text())
+    (adapter / "glidectl.json").write_text(json.dumps({**meta, "grey": True}))
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    fast = ["--base", tiny_base, "--lora", adapter, "--sampler", "euler", "--steps", "2",
+            "--device", "cpu", "--precision", "fp32"]
+    for flags, grey in (([], True), (["--no-grey"], False)):
+        out = tmp_path / f"grey-{grey}"
+        res = in_process(capsys, "eval", prompts, *fast, *flags, "--out", out)
+        assert res.returncode == 0, res.stderr
+        assert json.loads((out / "metadata.json").read_text())["settings"]["grey"] is grey
+        assert ("recommended sampling settings (grey)" in res.stdout) is grey
+        rgb = np.asarray(Image.open(next(out.glob("000_*.png"))).convert("RGB")).astype(int)
+        assert bool((rgb.max(axis=2) - rgb.min(axis=2)).max() == 0) is grey
+
+
 def test_resume_refuses_a_lora_file_changed_under_the_same_path(tmp_path, tiny_base):
     """Only the models' own weights were compared: a retrained adapter at the same path
     resumed and mixed two adapters' images in one folder."""

@@ -233,6 +233,12 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         notes.append(f"Warning: {', '.join(unused)} not used: this run has no upsampler.")
     recommended = recommended_settings(local_weights(base))
     up = recommended_settings(local_weights(flags["upsampler"])) if flags["upsampler"] else {}
+    if flags.get("loras"):  # a greyscale-trained adapter: its model's recommendation
+        from .lora import grey_stages
+
+        grey = grey_stages(flags["loras"])
+        recommended = {"grey": True, **recommended} if "base" in grey else recommended
+        up = {"grey": True, **up} if "upsample" in grey and flags["upsampler"] else up
     settings, more = resolve_settings(flags, chosen.name, recommended=recommended,
                                       upsampler_recommended=up)
     return settings, notes + more

@@ -22,6 +22,7 @@ _LAZY = {
     "latest_adapter": "files",
     "AdapterFiles": "files",
     "base_for_loras": "files",
+    "grey_stages": "files",
     "read_adapter": "files",
     "recorded_base": "files",
     "save_adapter": "files",

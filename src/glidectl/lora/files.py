@@ -477,6 +477,21 @@ def base_for_loras(loras: list[str], default: str) -> tuple[str, str | None]:
     return default, None
 
 
+def grey_stages(loras: list[str]) -> set[str]:
+    """The stages ("base", "upsample") an adapter among ``loras`` (``PATH[:SCALE]``) trained
+    on greyscale data adapts (its metadata records ``grey``): eval draws them grey by
+    default, as the pipeline does for ``sample --lora``."""
+    from .spec import parse_lora_spec
+
+    stages = set()
+    for spec in loras:
+        adapter = read_adapter(parse_lora_spec(spec).path)
+        if adapter.meta.get("grey") is True:
+            kind = str(adapter.meta.get("model_kind") or "base")
+            stages.add("upsample" if kind.startswith("upsample") else "base")
+    return stages
+
+
 def _pickled_state(path: Path) -> dict[str, torch.Tensor]:
     """peft's ``adapter_model.bin`` (torch.save of tensors), read with ``weights_only=True``."""
     from ..glide.checkpoints import torch_load_weights
