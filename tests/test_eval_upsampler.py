@@ -163,6 +163,27 @@ def test_an_upsampler_lora_is_scored_with_it_and_made_again_from_its_png(capsys,
     assert np.array_equal(np.asarray(Image.open(next(again.glob("*.png")))), pixels["lora"])
 
 
+def test_a_greyscale_trained_upsampler_lora_is_scored_grey(capsys, tmp_path, upsampler):
+    """An upsampler adapter recording grey (trained on greyscale data) was run in colour by
+    `eval --low-res DIR --lora ADAPTER`, where `sample --lora` draws it grey."""
+    import shutil
+
+    from tiny_configs import random_attention_adapter
+
+    shutil.copy(upsampler, tmp_path / "up.safetensors")
+    adapter = random_attention_adapter(tmp_path, "up.safetensors", std=0.5)
+    meta = json.loads((adapter / "glidectl.json").read_text())
+    (adapter / "glidectl.json").write_text(json.dumps({**meta, "grey": True}))
+    res = in_process(capsys, "eval", "--upsampler", tmp_path / "up.safetensors", "--low-res",
+                     captioned_folder(tmp_path / "refs"), "--out", tmp_path / "o",
+                     "--lora", adapter, *FAST)
+    assert res.returncode == 0, res.stderr
+    assert "the upsampler's recommended sampling settings (grey)" in res.stdout
+    assert json.loads((tmp_path / "o" / "metadata.json").read_text())["settings"]["grey"]
+    rgb = np.asarray(Image.open(tmp_path / "o" / "000_a-red-circle.png").convert("RGB"))
+    assert not (rgb.max(axis=2).astype(int) - rgb.min(axis=2)).any()
+
+
 def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
     refs = captioned_folder(tmp_path / "refs")
     prompts = tmp_path / "prompts.txt"

@@ -66,7 +66,8 @@ def upsampler_settings(flags: dict[str, Any], options: RunOptions,
                        precision: str | None = None) -> tuple[EvalSettings, list[str]]:
     """The run's settings (``flags`` keyed as :data:`glidectl.eval_settings.FLAG_NAMES`,
     None = not given; ``upsampler`` required): the upsample stage's as eval's defaults, grey
-    when the upsampler recommends it; ``base`` is ``none``. Also notes."""
+    when the upsampler (or a greyscale-trained adapter of it) recommends it; ``base`` is
+    ``none``. Also notes."""
     from .devices import pick_device, pick_precision
     from .model_cost import local_weights
     from .sampling_defaults import recommended_settings
@@ -74,6 +75,10 @@ def upsampler_settings(flags: dict[str, Any], options: RunOptions,
     chosen = pick_precision(precision or "auto", pick_device(options.device))
     notes = [chosen.line()] if precision in (None, "auto") else []
     up = recommended_settings(local_weights(flags["upsampler"]))
+    if flags.get("loras"):  # a greyscale-trained adapter: its model's recommendation
+        from .lora import grey_stages
+
+        up = {"grey": True, **up} if "upsample" in grey_stages(flags["loras"]) else up
     settings, more = resolve_settings({**flags, "base": "none"}, chosen.name,
                                       upsampler_recommended=up)
     return settings, notes + more
