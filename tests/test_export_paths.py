@@ -139,6 +139,28 @@ def test_one_checkpoint_exports_to_the_same_bytes_however_the_run_is_named(
     assert os.path.sep not in meta["run"]
 
 
+def test_a_set_aside_upsampler_step_exports_with_its_run_s_filter_and_folder(tmp_path,
+                                                                              monkeypatch):
+    """A step a resume set aside (checkpoints/abandoned-after-step-K/step-N) is its run's:
+    the export records the run's data.low_res_resample and the folder it came from, not
+    the default filter and the new branch's step of the same number."""
+    from test_pipeline import tiny_glide
+
+    from glidectl.glide.checkpoints import read_metadata
+
+    monkeypatch.chdir(tmp_path)
+    aside = Path("runs", "u", "checkpoints", "abandoned-after-step-000001", "step-000002")
+    aside.mkdir(parents=True)
+    save_weights(tiny_glide("upsample"), aside / "ema.safetensors")
+    Path("runs", "u", "config.toml").write_text('[data]\nlow_res_resample = "box"\n',
+                                                encoding="utf-8")
+    assert cli("export", aside, "-o", tmp_path / "up.safetensors") == 0
+    meta = read_metadata(tmp_path / "up.safetensors")
+    assert meta["glidectl.low_res_resample"] == "box"
+    assert meta["run"] == "u"
+    assert meta["source"] == ("checkpoints/abandoned-after-step-000001/step-000002/"
+                              "ema.safetensors")
+
 def test_a_run_s_best_pointer_names_its_checkpoint_for_export_and_sample(run, tmp_path):
     """``RUN/checkpoints/best`` (keep_best) and ``latest`` are the step they name, for export
     and as a model; a weights file renamed .pt is read as the safetensors it is."""

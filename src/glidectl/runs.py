@@ -130,9 +130,17 @@ class RunDir:
 ABANDONED = "abandoned-after-"
 
 
+def set_aside(step_dir: Path) -> bool:
+    """Whether ``step_dir`` is a step folder a resume set aside
+    (``checkpoints/abandoned-after-step-K/step-N``)."""
+    return Path(step_dir).parent.name.startswith(ABANDONED)
+
+
 def run_of_step_dir(step_dir: Path) -> Path:
-    """runs/<name>/checkpoints/step-N → runs/<name>."""
-    return Path(step_dir).resolve().parent.parent
+    """runs/<name>/checkpoints/step-N (or a set-aside checkpoints/abandoned-after-…/step-N)
+    → runs/<name>."""
+    step_dir = Path(step_dir).resolve()
+    return step_dir.parents[2] if set_aside(step_dir) else step_dir.parent.parent
 
 
 def no_checkpoint_yet(path: Path) -> str | None:

@@ -93,7 +93,9 @@ def _provenance(source: Path, recorded: dict[str, str]) -> dict[str, str]:
     step_dir = source.resolve().parent
     step = recorded.get("step") or str(runs.step_of(step_dir) or "")
     run = recorded.get("run") or (runs.run_of_step_dir(step_dir).name if step else "")
-    within = f"{runs.CHECKPOINTS_DIR}/{step_dir.name}/{source.name}" if step else source.name
+    folder = f"{step_dir.parent.name}/{step_dir.name}" if runs.set_aside(step_dir) \
+        else step_dir.name
+    within = f"{runs.CHECKPOINTS_DIR}/{folder}/{source.name}" if step else source.name
     return {"run": run, "source": within, "step": step,
             "ema": str(source.name == runs.EMA_FILE).lower()}
 

@@ -208,8 +208,7 @@ def run_of_resume(resume: str) -> runs.RunDir:
     if path.name == runs.CHECKPOINTS_DIR:
         return runs.RunDir(path.parent)
     if runs.STEP_RE.fullmatch(path.name):
-        aside = path.parent.name.startswith(runs.ABANDONED)  # checkpoints/abandoned-after-…/
-        return runs.RunDir(path.parents[2] if aside else path.parent.parent)
+        return runs.RunDir(runs.run_of_step_dir(path))
     return runs.RunDir(path)
 
 
