@@ -1986,6 +1986,36 @@ def test_ctrl_c_keeps_finished_prompts_and_names_the_resume_that_ends_the_same(
     assert [x["generated"] for x in sessions] == [1, 2]  # the two add up to the three
 
 
+def test_ctrl_c_while_scoring_keeps_the_session_that_made_the_images(
+        tmp_path, tiny_base, capsys, monkeypatch):
+    """Ctrl-C (or SIGTERM) once every image was written but while they were read back and
+    scored (minutes for FID on many images) recorded "interrupted" without the session
+    that made them: its images were nobody's, and the resumed session made 0."""
+    from test_sample_cmd import in_process
+
+    from glidectl import eval_metrics
+
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    args = ("--base", tiny_base, "--sampler", "euler", "--steps", 2, "--device", "cpu",
+            "--precision", "fp32", "--out", tmp_path / "o")
+    real = eval_metrics.prompt_following
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eval_metrics, "prompt_following", ctrl_c)
+    res = in_process(capsys, "eval", prompts, *args)
+    assert res.returncode == 130, res.stderr
+    cut = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert cut["status"] == "interrupted"
+    assert [(x["generated"], x["resumed"]) for x in cut["sessions"]] == [(2, False)]
+    monkeypatch.setattr(eval_metrics, "prompt_following", real)
+    res = in_process(capsys, "eval", prompts, *args, "--resume")
+    assert res.returncode == 0, res.stderr
+    meta = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert [x["generated"] for x in meta["sessions"]] == [2, 0]
+
+
 def test_eval_quiet_shows_no_progress_bars(capsys, tmp_path, tiny_base):
     """-q as sample's: no bars (a script's log stays readable); the summary still comes."""
     from test_sample_cmd import in_process

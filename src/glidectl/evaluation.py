@@ -430,28 +430,28 @@ def run_eval(
         timings: dict[str, float] = {}
         t_gen = time.perf_counter()
         done_before = len(plan.done)
-        try:
+        try:  # generating or scoring (minutes for FID on many images)
             fresh = _generate_all(plan, pipeline, out, scorer, emit, timings, said)
+            gen_s = time.perf_counter() - t_gen
+            t_metrics = time.perf_counter()
+            fid = None
+            if fid_features is not None:
+                from .fid import FidStream
+
+                fid = FidStream(str(options.fid_reference), fid_features)
+            fields = _finish(out, plan, fresh, scorer, clip_reason, header, grid_max, fid)
+            if fid is not None:
+                try:
+                    result = fid.result()
+                except GlidectlError as exc:  # e.g. references that open but do not decode:
+                    result = {"fid_missing": str(exc)}  # the run's images and metadata stay
+                fields["metrics"]["fid"] = ({"absent": result["fid_missing"]}
+                                            if "fid_missing" in result else result)
         except BaseException:  # Ctrl-C, a failure: the images it wrote are its session's
             sessions.append({"started": started, "stopped": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                              "resumed": options.resume,
                              "generated": (len(plan.done) - done_before) * settings.n})
             raise
-        gen_s = time.perf_counter() - t_gen
-        t_metrics = time.perf_counter()
-        fid = None
-        if fid_features is not None:
-            from .fid import FidStream
-
-            fid = FidStream(str(options.fid_reference), fid_features)
-        fields = _finish(out, plan, fresh, scorer, clip_reason, header, grid_max, fid)
-        if fid is not None:
-            try:
-                result = fid.result()
-            except GlidectlError as exc:  # e.g. references that open but do not decode:
-                result = {"fid_missing": str(exc)}  # the run's images and metadata stay
-            fields["metrics"]["fid"] = ({"absent": result["fid_missing"]} if "fid_missing" in result
-                                        else result)
         generated = len(fresh) * settings.n
         session_timings = {
             "load_s": load_s, **{f"{k}_s": v for k, v in timings.items()}, "generate_s": gen_s,
