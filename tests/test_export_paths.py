@@ -161,6 +161,27 @@ def test_a_set_aside_upsampler_step_exports_with_its_run_s_filter_and_folder(tmp
     assert meta["source"] == ("checkpoints/abandoned-after-step-000001/step-000002/"
                               "ema.safetensors")
 
+def test_a_checkpoint_s_resume_state_names_its_checkpoint_folder(run, tmp_path, capsys):
+    """``STEP/state`` holds an ema.safetensors too (the EMA's resume state): given where
+    weights belong (export, --base/--upsampler, model.init) it was 'not a GLIDE
+    checkpoint', with nothing to do; it names the checkpoint folder to pass."""
+    from safetensors.torch import save_file
+
+    from glidectl.errors import GlidectlError
+    from glidectl.glide.loading import load_model
+
+    state = STEP / "state"
+    state.mkdir()
+    save_file({"t0": torch.zeros(2)}, state / "ema.safetensors", {"glidectl.state": "{}"})
+    said = (f"{str(state / 'ema.safetensors')!r} is a checkpoint's resume state (read by "
+            f"--resume), not model weights; pass its checkpoint folder {str(STEP)!r} instead.")
+    assert cli("export", state, "-o", tmp_path / "o.safetensors") == 2
+    assert capsys.readouterr().err == f"Error: {said}\n"
+    with pytest.raises(GlidectlError) as info:
+        load_model(state)
+    assert str(info.value) == said
+    assert not (tmp_path / "o.safetensors").exists()
+
 def test_a_run_s_best_pointer_names_its_checkpoint_for_export_and_sample(run, tmp_path):
     """``RUN/checkpoints/best`` (keep_best) and ``latest`` are the step they name, for export
     and as a model; a weights file renamed .pt is read as the safetensors it is."""

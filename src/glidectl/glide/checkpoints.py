@@ -130,6 +130,18 @@ def foreign_lora(path: str | Path, keys: Iterable[str]) -> str | None:
             "save_pretrained write them.")
 
 
+def _not_a_model(path: str | Path) -> str:
+    """The sentence for a file without GLIDE's input conv: a file of a checkpoint's
+    ``state/`` (resume state, not weights) names that checkpoint's folder."""
+    from .. import runs
+
+    step_dir = Path(path).parent.parent
+    if Path(path).parent.name == runs.STATE_DIR and runs.is_step_dir(step_dir):
+        return (f"{str(path)!r} is a checkpoint's resume state (read by --resume), not model "
+                f"weights; pass its checkpoint folder {str(step_dir)!r} instead.")
+    return (f"{str(path)!r} is not a GLIDE checkpoint: it has no {_FIRST_KEY!r} conv weight; "
+            "pass a GLIDE model's weights file or a training run folder.")
+
 # --------------------------------------------------------------------------- identification
 def identify_kind(shapes: Mapping[str, Sequence[int]], path: str | Path = "checkpoint") -> str:
     """The model kind from the input conv's channels: 3 / 6 / 7 / 10 → base / upsample / …"""
@@ -139,9 +151,7 @@ def identify_kind(shapes: Mapping[str, Sequence[int]], path: str | Path = "check
     if shape is None and (foreign := foreign_lora(path, shapes)):
         raise GlidectlError(foreign)
     if shape is None or len(shape) != 4:
-        raise GlidectlError(
-            f"{str(path)!r} is not a GLIDE checkpoint: it has no {_FIRST_KEY!r} conv weight."
-        )
+        raise GlidectlError(_not_a_model(path))
     kind = IN_CHANNELS_KIND.get(int(shape[1]))
     if kind is None:
         raise GlidectlError(
