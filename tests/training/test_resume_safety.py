@@ -293,6 +293,25 @@ def test_resume_with_a_config_for_another_network_is_one_line(trained, tmp_path,
     assert "do not fit the model this config builds (num_res_blocks 1 (config: 0)" in err, err
 
 
+def test_resume_with_a_config_for_another_kind_names_the_command_that_resumes_it(
+        trained, tmp_path, capsys):
+    """A base run resumed by a config that builds an upsampler listed shapes (image_size,
+    num_res_blocks, ...); it says the kinds and the command that resumes the run."""
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    config = (run / "config.toml").read_text(encoding="utf-8")
+    (run / "config.toml").write_text(config.replace('kind = "base"', 'kind = "upsample"', 1),
+                                     encoding="utf-8")
+    before = _snapshot(run)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upsample", "--resume", str(run), "--steps", "3", "--no-live"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert err == (f"Error: Cannot resume from {str(run / 'checkpoints' / 'step-000002')!r}: "
+                   "it holds a 'base' model, but the config builds an 'upsample' one; resume "
+                   f"it with its own config: glidectl train --resume {run.resolve()}.\n")
+    assert _snapshot(run) == before
+
 def test_a_torn_last_metrics_line_does_not_stop_a_resume(trained, tmp_path, capsys):
     """A crash or a full disk can leave half a line; resuming drops it and goes on."""
     run = tmp_path / "runs" / "t"

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .. import runs
-from ..errors import GlidectlError
+from ..errors import GlidectlError, a_or_an
 from .adapters import ModelAdapter
 from .ema import EMA
 
@@ -83,6 +83,13 @@ def load_weights(step_dir: Path, model: torch.nn.Module, adapter: ModelAdapter,
             f"{saved.time_embed_max_freq} but the config says {want}; set "
             f"model.time_embed_max_freq = {saved.time_embed_max_freq} to resume it."
         )
+    if saved.kind != options.kind:  # another kind of model: the other command resumes it
+        command = "upsample" if saved.super_res else "train"
+        run = shlex.quote(str(runs.run_of_step_dir(step_dir)))
+        raise GlidectlError(
+            f"Cannot resume from {str(step_dir)!r}: it holds {a_or_an(repr(saved.kind))} "
+            f"model, but the config builds {a_or_an(repr(options.kind))} one; resume it with "
+            f"its own config: glidectl {command} --resume {run}.")
     try:
         model.load_state_dict(state_dict)
     except RuntimeError:  # other shapes: the config builds another network
