@@ -480,12 +480,16 @@ def base_for_loras(loras: list[str], default: str) -> tuple[str, str | None]:
 def grey_stages(loras: list[str]) -> set[str]:
     """The stages ("base", "upsample") an adapter among ``loras`` (``PATH[:SCALE]``) trained
     on greyscale data adapts (its metadata records ``grey``): eval draws them grey by
-    default, as the pipeline does for ``sample --lora``."""
+    default, as the pipeline does for ``sample --lora``. One that cannot be read is left
+    to the models' load, which names what is wrong with it."""
     from .spec import parse_lora_spec
 
     stages = set()
     for spec in loras:
-        adapter = read_adapter(parse_lora_spec(spec).path)
+        try:
+            adapter = read_adapter(parse_lora_spec(spec).path)
+        except GlidectlError:
+            continue
         if adapter.meta.get("grey") is True:
             kind = str(adapter.meta.get("model_kind") or "base")
             stages.add("upsample" if kind.startswith("upsample") else "base")
