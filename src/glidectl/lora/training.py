@@ -82,15 +82,10 @@ class LoraTrainingAdapter:
         """Write ``lora/`` (and ``lora-ema/``) into a step dir (main process only); ``meta``:
         the checkpoint's, whose recommended ``grey`` (greyscale training data) the adapters
         record, so whatever samples them draws grey as the run's previews did."""
-        import json
-
-        from ..pipeline import RECOMMENDED_KEY
+        from ..sampling_defaults import RECOMMENDED_KEY, recommended_object
 
         step_dir = Path(step_dir)
-        try:
-            grey = json.loads((meta or {}).get(RECOMMENDED_KEY, "{}")).get("grey") is True
-        except (ValueError, AttributeError):
-            grey = False
+        grey = recommended_object((meta or {}).get(RECOMMENDED_KEY)).get("grey") is True
         self._write_scratch_base(model, runs.RunDir(step_dir.parent.parent))
         self.save(model, step_dir / ADAPTER_DIR, step, grey)
         if ema is not None:

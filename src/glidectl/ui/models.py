@@ -42,24 +42,18 @@ def _file_kind(path: Path) -> str | None:
     None when only loading can tell (a .pt file)."""
     if path.suffix != ".safetensors":
         return None
-    from ..glide.checkpoints import _FIRST_KEY, IN_CHANNELS_KIND, META_KIND, read_metadata
+    from safetensors import SafetensorError, safe_open
 
-    try:
-        recorded = read_metadata(path).get(META_KIND)
-        if recorded:
-            return recorded
-        from safetensors import safe_open
+    from ..glide.checkpoints import META_KIND, _unprefixed, identify_kind
 
+    try:  # the header alone: the kind recorded, else the shapes loading would identify
         with safe_open(str(path), framework="pt") as f:
+            if recorded := (f.metadata() or {}).get(META_KIND):
+                return recorded
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (GlidectlError, OSError, RuntimeError, ValueError):
+        return identify_kind(_unprefixed(shapes, path), path)
+    except (GlidectlError, SafetensorError, OSError, RuntimeError, ValueError):
         return FOREIGN
-    # the input conv (under a wrapper's prefix too, ``module.…``, which loading takes off):
-    # its input channels are a GLIDE kind's, or the file is another network's (SD's: 4)
-    first = next((v for k, v in shapes.items() if k.endswith(_FIRST_KEY)), None)
-    if first is None or len(first) != 4 or int(first[1]) not in IN_CHANNELS_KIND:
-        return FOREIGN
-    return IN_CHANNELS_KIND[int(first[1])]
 
 
 class ModelListWarning(UserWarning):
