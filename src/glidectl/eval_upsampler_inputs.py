@@ -173,6 +173,7 @@ def training_resample(weights: Path | None) -> str:
     else as its export records it, else the default."""
     from .config import DataConfig
     from .data.transforms import RESAMPLE
+    from .glide.checkpoints import metadata_or_empty
     from .runs import is_step_dir, run_of_step_dir, run_setting
 
     default = DataConfig().low_res_resample
@@ -181,21 +182,8 @@ def training_resample(weights: Path | None) -> str:
     if is_step_dir(Path(weights).parent):
         value = run_setting(run_of_step_dir(Path(weights).parent), "data", "low_res_resample")
     else:
-        value = _recorded(Path(weights)).get(RESAMPLE_KEY)
+        value = metadata_or_empty(weights).get(RESAMPLE_KEY)
     return value if isinstance(value, str) and value in RESAMPLE else default
-
-
-def _recorded(path: Path) -> dict[str, str]:
-    """A .safetensors file's metadata (empty for another kind of file or a damaged one)."""
-    from .errors import GlidectlError
-    from .glide.checkpoints import read_metadata
-
-    if path.suffix != ".safetensors":
-        return {}
-    try:
-        return read_metadata(path)
-    except GlidectlError:
-        return {}
 
 
 def check_inputs(folder: Path, settings: EvalSettings, options: RunOptions) -> Any:

@@ -56,14 +56,11 @@ def recommended_settings(path: str | Path | None) -> dict[str, Any]:
     files without them, such as OpenAI's checkpoints (which keep the built-in defaults). A
     setting of the wrong type (a number for a sampler, text for guidance) is one sentence
     naming the file; null is no recommendation."""
-    if path is None or Path(path).suffix != ".safetensors":
+    if path is None:
         return {}
-    from .glide.checkpoints import read_metadata
+    from .glide.checkpoints import metadata_or_empty
 
-    try:
-        data = recommended_object(read_metadata(path).get(RECOMMENDED_KEY))
-    except GlidectlError:
-        return {}
+    data = recommended_object(metadata_or_empty(path).get(RECOMMENDED_KEY))
     found = {k: v for k, v in data.items()
              if k in RECOMMENDED_FIELDS + ("prompts",) and v is not None}
     for key, value in found.items():

@@ -399,6 +399,16 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def metadata_or_empty(path: str | Path) -> dict[str, str]:
+    """A .safetensors file's metadata; empty for another kind of file or a damaged one."""
+    if Path(path).suffix != ".safetensors":
+        return {}
+    try:
+        return read_metadata(path)
+    except GlidectlError:
+        return {}
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The string metadata of a .safetensors file."""
     from safetensors import safe_open
