@@ -168,9 +168,9 @@ RESAMPLE_KEY = "glidectl.low_res_resample"
 
 
 def training_resample(weights: Path | None) -> str:
-    """``data.low_res_resample`` the upsampler in ``weights`` trained with: of the run whose
-    step checkpoint holds it (``RUN/checkpoints/step-N/ema.safetensors``: RUN/config.toml),
-    else as its export records it, else the default."""
+    """``data.low_res_resample`` the upsampler in ``weights`` trained with: as its metadata
+    records it (a step checkpoint's or an export's), else (a checkpoint written before steps
+    recorded it) its run's config.toml, else the default."""
     from .config import DataConfig
     from .data.transforms import RESAMPLE
     from .glide.checkpoints import metadata_or_empty
@@ -179,10 +179,9 @@ def training_resample(weights: Path | None) -> str:
     default = DataConfig().low_res_resample
     if weights is None:
         return default
-    if is_step_dir(Path(weights).parent):
+    value = metadata_or_empty(weights).get(RESAMPLE_KEY)
+    if value is None and is_step_dir(Path(weights).parent):
         value = run_setting(run_of_step_dir(Path(weights).parent), "data", "low_res_resample")
-    else:
-        value = metadata_or_empty(weights).get(RESAMPLE_KEY)
     return value if isinstance(value, str) and value in RESAMPLE else default
 
 

@@ -347,3 +347,24 @@ def test_a_resume_with_another_text_lr_scale_names_that_key(tiny):
     cfg.train.lr, cfg.train.text_lr_scale = 1e-3, 0.3  # train.lr alone: no scale change said
     said = " ".join(Trainer(cfg, resume="latest", quiet=True)._notes)
     assert "lr 0.002 → 0.001" in said and "text_lr_scale" not in said, said
+
+
+def test_an_upsampler_step_keeps_the_filter_it_trained_with_after_a_resume_changes_it(tiny):
+    """An upsampler run resumed with another data.low_res_resample: exports and evals of
+    its earlier steps read the run's config.toml and recorded the new filter; each step's
+    weights now record the filter they trained with."""
+    from glidectl.eval_upsampler_inputs import RESAMPLE_KEY, training_resample
+    from glidectl.glide.checkpoints import read_metadata
+    from glidectl.training.export import export_weights
+
+    sections = dict(model=dict(kind="upsample"), data=dict(min_image_size=8),
+                    train=dict(steps=2), checkpoint=dict(every=2))
+    run = Trainer(tiny(**sections), quiet=True).run().run_dir
+    cfg = tiny(**sections)
+    cfg.train.steps, cfg.data.low_res_resample = 4, "box"
+    Trainer(cfg, resume="latest", quiet=True).run()
+    step2, step4 = (run / "checkpoints" / f"step-{s:06d}" for s in (2, 4))
+    assert training_resample(step2 / "ema.safetensors") == "bicubic"
+    assert training_resample(step4 / "model.safetensors") == "box"
+    _, out = export_weights(step2, run.parent / "up2.safetensors")
+    assert read_metadata(out)[RESAMPLE_KEY] == "bicubic"

@@ -86,6 +86,10 @@ class TrainerCheckpoints:
             from ..pipeline import RECOMMENDED_KEY
 
             meta[RECOMMENDED_KEY] = self.previewer.recommended()
+        if self.bundle.options.super_res:  # its inputs' filter: a resume may change it
+            from ..eval_upsampler_inputs import RESAMPLE_KEY
+
+            meta[RESAMPLE_KEY] = self.cfg.data.low_res_resample
         write_weights(tmp, step, self.unwrapped, self.adapter, self.ema, self.bundle.options,
                       meta)
 
