@@ -7,13 +7,15 @@ import os
 import subprocess
 import sys
 import threading
+import zlib
 
+import numpy as np
 import pytest
 from data_helpers import EXPECTED_REJECTIONS, encode, finishes, odd_images, photo
 from PIL import Image
 
 from glidectl.data.captions import decode_caption, pick_line
-from glidectl.data.images import Rejected, open_image
+from glidectl.data.images import Rejected, open_image, png_significant_bits, to_rgb
 
 CONVERTED = {"cmyk": "CMYK", "palette": "P", "la": "LA", "i16": "I;16", "gray": "L", "bmp": None}
 
@@ -27,6 +29,50 @@ def test_odd_modes_are_converted_to_8bit_rgb(name):
         assert image.getextrema()[0][1] > 200  # scaled from 16 bits, not clipped to 255s
     else:
         assert converted == CONVERTED[name]
+
+
+def _with_sbit(png: bytes, bits: int) -> bytes:
+    """``png`` with an sBIT chunk of ``bits`` significant bits right after its IHDR."""
+    chunk = b"sBIT" + bytes([bits])
+    sbit = (1).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big")
+    return png[:33] + sbit + png[33:]  # signature (8) + IHDR (25)
+
+
+def _grey16(levels: np.ndarray, path, fmt: str = "PNG", sbit: int | None = None) -> str:
+    """A 16-bit greyscale file of ``levels`` (written by Pillow, as users' files are)."""
+    data = encode(Image.fromarray(levels.astype(np.uint16)), fmt)
+    path.write_bytes(_with_sbit(data, sbit) if sbit else data)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16bit_greyscale_is_read_by_its_bit_depth_however_dark(tmp_path, fmt):
+    """A dark 16-bit picture (levels up to 199 of 65535) stays dark: it was read as 8-bit
+    (up to 257x too bright) whenever its brightest pixel was at most 255."""
+    levels = np.tile(np.arange(0, 200, 5), (40, 1))
+    dark = _grey16(levels, tmp_path / f"dark.{fmt.lower()}", fmt)
+    bright = _grey16(levels * 300, tmp_path / f"bright.{fmt.lower()}", fmt)
+    assert Image.open(dark).mode in ("I;16", "I")  # what Pillow reports for such files
+    image, _, converted = open_image(dark, min_size=8)
+    assert converted in ("I;16", "I") and image.getextrema()[0] == (0, 0)  # 195/65535*255
+    image, _, _ = open_image(bright, min_size=8)
+    assert image.getextrema()[0] == (0, 195 * 300 * 255 // 65535)  # one scale for both
+    assert to_rgb(Image.open(dark))[0].getextrema()[0] == (0, 0)  # --low-res, masks
+
+
+def test_16bit_png_with_sbit_is_read_by_its_significant_bits(tmp_path):
+    """A 12-bit camera's PNG (sBIT 12, levels 0-4095 stored as they are) reads 4095 as
+    white, from bytes and from a file opened by Pillow; one scaled up as PNG asks (levels
+    shifted left by 4) still reads by 65535."""
+    raw = np.tile(np.arange(0, 4096, 105), (40, 1))  # 0 … 4095, not multiples of 16
+    path = _grey16(raw, tmp_path / "raw12.png", sbit=12)
+    for source in (path, open(path, "rb").read()):
+        image, _, _ = open_image(source, min_size=8)
+        assert image.getextrema()[0] == (0, 255)
+    assert to_rgb(Image.open(path))[0].getextrema()[0] == (0, 255)
+    shifted = _grey16(raw << 4, tmp_path / "shifted12.png", sbit=12)
+    assert open_image(shifted, min_size=8)[0].getextrema()[0] == (0, 254)  # 65520 / 257
+    assert png_significant_bits(b"not a png") is None
 
 
 def test_alpha_is_composited_over_white():
@@ -78,7 +124,7 @@ def test_a_link_to_a_device_is_rejected_unread(tmp_path):
     space, so that reading it fails fast rather than taking the machine's memory."""
     (tmp_path / "zero.png").symlink_to("/dev/zero")
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
-            "from glidectl.data.images import Rejected, open_image\n"
+            "from glidectl.data.images import Rejected, open_image, png_significant_bits, to_rgb\n"
             "try:\n    open_image(sys.argv[1])\nexcept Rejected as exc:\n    print(exc.reason)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "zero.png")],
                          capture_output=True, text=True, timeout=60)

@@ -1,7 +1,8 @@
 """Decoding images defensively: every failure becomes a counted reason, never a crash.
 
 Truncated, unreadable, empty, tiny and decompression-bomb images are rejected; CMYK,
-palette, alpha, 16-bit and other modes are converted to 8-bit RGB (alpha over white).
+palette, alpha, 16-bit and other modes are converted to 8-bit RGB (alpha over white;
+16-bit greyscale by its bit depth, or the significant bits a PNG's sBIT names).
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def _decode(data: bytes, min_size: int, max_pixels: int, draft_size: int,
             raise Rejected(_failure_reason(exc, "unreadable_image")) from None
         original = img.size
         _check_size(original, min_size, max_pixels)
+        if img.format == "PNG" and img.mode.startswith("I"):
+            img.info[SBIT_INFO] = png_significant_bits(data)
         if draft_size and img.format == "JPEG":
             try:
                 img.draft("RGB", (draft_size, draft_size))
@@ -163,6 +166,69 @@ def apply_orientation(img: Image.Image) -> Image.Image:
         return img
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SBIT_INFO = "glidectl_sbit"  # img.info key: a PNG's significant bits, read with its bytes
+
+
+def png_significant_bits(data: bytes | io.BufferedIOBase | None) -> int | None:
+    """The significant bits of a greyscale PNG's samples (its sBIT chunk, which Pillow does
+    not read), or None: no PNG, no sBIT before the image data, or a damaged header."""
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    if stream is None or stream.read(8) != PNG_SIGNATURE:
+        return None
+    while len(head := stream.read(8)) == 8:
+        length, kind = int.from_bytes(head[:4], "big"), head[4:]
+        if kind in (b"IDAT", b"IEND", b"PLTE"):  # sBIT comes before all three
+            return None
+        if kind == b"sBIT":
+            bits = stream.read(1)
+            return bits[0] if bits and 1 <= bits[0] <= 16 else None
+        stream.seek(length + 4, io.SEEK_CUR)  # the chunk's data and CRC
+    return None
+
+
+def _sbit(img: Image.Image) -> int | None:
+    """A PNG's sBIT: noted in ``img.info`` by :func:`open_image`, else read from the file
+    the image was opened from (``Image.open(path)``)."""
+    if SBIT_INFO in img.info:
+        return img.info[SBIT_INFO]
+    name = getattr(img, "filename", "")
+    if img.format != "PNG" or not name:
+        return None
+    try:
+        with open(name, "rb") as f:
+            return png_significant_bits(f)
+    except OSError:
+        return None
+
+
+def integer_peak(img: Image.Image, arr: np.ndarray) -> float:
+    """The level that reads as white in integer greyscale ``img`` (pixels ``arr``): its bit
+    depth's top, 65535 for 16-bit PNG, PGM and TIFF (and for 32-bit TIFFs, which hold 16-bit
+    levels far more often than 32-bit ones); a 12-bit TIFF's 4095, a signed 16-bit one's
+    32767. A 16-bit PNG whose sBIT chunk names fewer bits (a 12-bit camera's) is read by
+    those bits when its levels stay within them, not all multiples of the shift PNG asks
+    encoders to scale such data up by (then they were scaled up: 65535)."""
+    if img.format == "TIFF" and hasattr(img, "tag_v2"):
+        bits = _first(img.tag_v2.get(258, 16))
+        signed = _first(img.tag_v2.get(339, 1)) == 2
+        if isinstance(bits, int) and 1 <= bits <= 16:
+            return float(2 ** (bits - signed) - 1)
+        return 65535.0
+    sbit = _sbit(img)
+    if sbit and sbit < 16 and arr.size:
+        low = 2 ** sbit - 1
+        unshifted = arr.max() <= low and (arr.astype(np.int64) % 2 ** (16 - sbit)).any()
+        if unshifted:
+            return float(low)
+    return 65535.0
+
+
+def _first(value: object) -> object:
+    """A TIFF tag's first value (tags per sample come as tuples)."""
+    return value[0] if isinstance(value, tuple) and value else value
+
+
 def _over_white(img: Image.Image) -> Image.Image:
     rgba = img.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -170,7 +236,9 @@ def _over_white(img: Image.Image) -> Image.Image:
 
 
 def to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
-    """8-bit RGB; the second value names the source mode when a conversion happened."""
+    """8-bit RGB; the second value names the source mode when a conversion happened.
+    Integer greyscale is scaled by its bit depth (:func:`integer_peak`), never by its
+    brightest pixel, so a dark 16-bit picture stays dark."""
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:
         return img, None
@@ -179,7 +247,7 @@ def to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
         if mode == "F":
             peak = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
         else:
-            peak = 65535.0 if arr.size and arr.max() > 255 else 255.0
+            peak = integer_peak(img, arr)
         arr = np.nan_to_num(arr * (255.0 / peak)).clip(0, 255).astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB"), mode
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
