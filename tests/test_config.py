@@ -221,7 +221,7 @@ def test_list_items_must_have_the_list_type(tmp_path):
     path.write_text('[preview]\nprompts = ["a red circle", 2]\n')
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value) == (f"{path}: 'preview.prompts' must be list of str, but item 2 is "
+    assert str(info.value) == (f"{path}:2: 'preview.prompts' must be list of str, but item 2 is "
                                '2 (int); quote it: ["..."].')
     with pytest.raises(ConfigError, match="'lora.targets' must be list of str, but item 1"):
         load_config(None, ["lora.targets=[true]"])
@@ -282,7 +282,7 @@ def test_lora_targets_and_patterns_are_checked_when_the_config_loads(tmp_path, c
     path = tmp_path / "glide.toml"
     path.write_text('[lora]\npatterns = ["(("]\n')
     with pytest.raises(ConfigError, match=re.escape(
-            f"{path}: lora.patterns: '((' is not a valid regular expression")):
+            f"{path}:2: lora.patterns: '((' is not a valid regular expression")):
         load_config(path)
     with pytest.raises(SystemExit) as exit_info:
         main(["config", "show", "--set", 'lora.targets=["bogus"]'])
@@ -424,3 +424,55 @@ def test_lora_alpha_0_is_refused_when_the_config_loads():
                                           r"got 0"):
         load_config(None, ["lora.alpha=0"])
     assert load_config(None, ["lora.alpha=0.5"]).lora.alpha == 0.5
+
+
+LOCATED = [  # (file text, the error's start): the line is the key's, found by structure
+    ("# lr = 5, a comment\n[model]\nkind = 'base'\n\n[train]  # [data]\nlr = -1\n",
+     "glide.toml:6: 'train.lr' must be from 0 to 1"),
+    ('[preview]\nprompts = [\n  "lr = 3",\n  """two\nlines""",\n]\n[train]\nbatch_size = "32"\n',
+     "glide.toml:8: 'train.batch_size' must be int, got '32' (str); drop the quotes: "
+     "batch_size = 32."),
+    ("[data]\nflip = true\n[train]\nlr = 1e-4\n  batchsize = 4\n",
+     "glide.toml:5: unknown key 'train.batchsize'. Did you mean 'train.batch_size'?"),
+    ("model.kind = 'base'\ntrain.steps = 2\n\ntrain . 'lr' = 2.0\n",
+     "glide.toml:4: 'train.lr' must be from 0 to 1"),
+    ("[data]\nsource = 'x'\n[model]\n\n# train = {}\ntrain = {steps = 1, lr = 2.0}\n",
+     "glide.toml:6: unknown key 'model.train'"),  # [model] took it, not a comment
+    ("[model]\nkind = 'base'\n\n[trian]\nsteps = 4\n", "glide.toml:4: unknown section 'trian'"),
+    ("[data]\nflip = true\ntrain = {steps = 1, lr = 2.0}\n",
+     "glide.toml:3: unknown key 'data.train'"),
+    ("train = {steps = 1, lr = 2.0}\n", "glide.toml:1: 'train.lr' must be from 0 to 1"),
+    ("[lora]\ntargets = ['attention',\n  'mpl']\n", "glide.toml:2: "),
+]
+
+
+@pytest.mark.parametrize(("text", "start"), LOCATED)
+def test_a_bad_value_in_a_config_file_names_its_file_and_line(tmp_path, monkeypatch, text, start):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "glide.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config("glide.toml")
+    assert str(info.value).startswith(start), str(info.value)
+
+
+def test_a_bad_set_value_says_it_came_from_set_not_a_line_of_the_file(tmp_path):
+    path = tmp_path / "glide.toml"
+    path.write_text("[train]\nlr = 1e-4\n")
+    with pytest.raises(ConfigError, match=r"^--set: 'train.lr' must be from 0 to 1; got -1\.$"):
+        load_config(path, ["train.lr=-1"])
+    with pytest.raises(ConfigError, match=r"^--set: 'train.steps' must be int, got '3' \(str\); "
+                                          r"drop the quotes: --set train.steps=3\.$"):
+        load_config(path, ["train.steps='3'"])
+
+
+def test_key_lines_reads_the_structure_of_toml():
+    from glidectl.toml_lines import key_lines
+
+    text = ("a.b = 1\n[t]\nx = '''\ny = 1'''\nz = \"q\\\"\" # w = 1\n[[arr]]\nv = 1\n"
+            "[u.deep]\nk = 1\n[u]\n'quoted key' = {i = [1,\n 2], j = 1979-05-27 07:32:00}\n")
+    tomllib.loads(text)
+    assert key_lines(text) == {
+        ("a",): 1, ("a", "b"): 1, ("t",): 2, ("t", "x"): 3, ("t", "z"): 5, ("arr",): 6,
+        ("arr", "v"): 7, ("u", "deep"): 8, ("u", "deep", "k"): 9, ("u",): 10,
+        ("u", "quoted key"): 11, ("u", "quoted key", "i"): 11, ("u", "quoted key", "j"): 12}
+    assert key_lines("a = [") == {}  # not TOML: no line rather than a wrong one

@@ -41,6 +41,7 @@ from .config_schema import (
     wandb_init_mode,
 )
 from .errors import ConfigError, GlidectlError, from_here, takes
+from .toml_lines import key_lines
 
 # The schema's names (config_schema) are re-exported: glidectl.config is its front door.
 __all__ = ["SECTIONS", "WANDB_MODES", "CheckpointConfig", "DataConfig", "GlideConfig", "LogConfig",
@@ -97,6 +98,9 @@ def _check_value(key: str, tp: Any, value: Any, where: str, raw: str | None = No
         quote = ("" if tp is not str or isinstance(value, list | dict)
                  else f"; quote it: --set \"{key}={text}\"" if where == "--set"
                  else f"; quote it: {text}")
+        if _unquoted(tp, value) is not None:  # batch_size = "32"
+            quote = (f"; drop the quotes: --set {key}={value.strip()}" if where == "--set"
+                     else f"; drop the quotes: {key.split('.')[1]} = {value.strip()}")
         if typing.get_args(tp) == (str,) and isinstance(value, str):  # a list of one
             listed = f"[{override('v', value).removeprefix('v=')}]"
             quote = (f"; write a list: {key.split('.')[1]} = {listed}" if where != "--set"
@@ -113,6 +117,20 @@ def _check_value(key: str, tp: Any, value: Any, where: str, raw: str | None = No
                 f"{where}: '{key}' must be {_type_name(tp)}, but item {i + 1} is {v!r} "
                 f"({type(v).__name__}); quote it: [\"...\"].")
     return value
+
+
+def _unquoted(tp: Any, value: Any) -> Any:
+    """What text ``value`` reads as without its quotes when that is what a number or
+    boolean key ``tp`` takes (``"32"`` for an int key: 32), else None."""
+    if tp not in (int, float, bool) or not isinstance(value, str) or "\n" in value:
+        return None
+    try:
+        read = tomllib.loads(f"v = {value.strip()}")["v"]
+    except (tomllib.TOMLDecodeError, ValueError):
+        return None
+    fits = isinstance(read, bool) if tp is bool else (
+        isinstance(read, tp if tp is int else int | float) and not isinstance(read, bool))
+    return read if fits else None
 
 
 def _utf8(text: str) -> bool:
@@ -173,36 +191,39 @@ def from_dict(data: dict[str, Any], where: str = "config") -> GlideConfig:
 
 
 def merge(cfg: GlideConfig, data: dict[str, Any], where: str,
-          raw: str | None = None) -> GlideConfig:
+          raw: str | None = None, lines: dict[tuple[str, ...], int] | None = None
+          ) -> GlideConfig:
     """Apply nested ``data`` onto ``cfg`` with full key and type checking (``raw``: one
-    ``--set`` value as typed)."""
+    ``--set`` value as typed; ``lines``: each key's line in the file ``where`` names, which
+    its errors then say as ``FILE:LINE``)."""
     section_types = _section_types()
     for sec_name, sec_values in data.items():
+        here = _at(where, lines, sec_name)
         if sec_name not in section_types:
-            raise ConfigError(f"{where}: unknown section '{sec_name}'." + (
+            raise ConfigError(f"{here}: unknown section '{sec_name}'." + (
                 _elsewhere(sec_name) or _nearest(sec_name, list(SECTIONS), what="sections")))
         if not isinstance(sec_values, dict):
-            raise ConfigError(f"{where}: '{sec_name}' must be a table like [{sec_name}].")
+            raise ConfigError(f"{here}: '{sec_name}' must be a table like [{sec_name}].")
         section = getattr(cfg, sec_name)
         ftypes = _field_types(type(section))
         for key, value in sec_values.items():
-            dotted = f"{sec_name}.{key}"
+            dotted, here = f"{sec_name}.{key}", _at(where, lines, sec_name, key)
             if key not in ftypes:
-                raise ConfigError(f"{where}: unknown key '{dotted}'." + (
+                raise ConfigError(f"{here}: unknown key '{dotted}'." + (
                     _elsewhere(key) or _nearest(key, list(ftypes), f"{sec_name}.")))
-            value = _check_value(dotted, ftypes[key], value, where, raw)
+            value = _check_value(dotted, ftypes[key], value, here, raw)
             texts = [v for v in (value if isinstance(value, list) else [value])
                      if isinstance(v, str)]
             if any("\x00" in v for v in texts):
-                raise ConfigError(f"{where}: '{dotted}' holds a NUL character (\\u0000), which "
+                raise ConfigError(f"{here}: '{dotted}' holds a NUL character (\\u0000), which "
                                   "no path, name or text may hold; remove it.")
             if bad := next((v for v in texts if not _utf8(v)), None):
-                raise ConfigError(f"{where}: '{dotted}' holds bytes that are not UTF-8 text "
+                raise ConfigError(f"{here}: '{dotted}' holds bytes that are not UTF-8 text "
                                   f"({ascii(bad)[1:-1]:.60}), which no run folder can record; "
                                   "rename the file or folder, or pass UTF-8 text.")
             meta = _field(type(section), key).metadata
             if meta.get("name_like") and (bad := _control_character(value)):
-                raise ConfigError(f"{where}: '{dotted}' holds a control character ({bad}), "
+                raise ConfigError(f"{here}: '{dotted}' holds a control character ({bad}), "
                                   "which a name may not hold (it garbles folder names and "
                                   "terminal output); remove it.")
             choices = meta.get("choices")
@@ -210,15 +231,21 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str,
             if not problem and meta.get("pair"):
                 problem = pair_problem(value)
             if problem:
-                raise ConfigError(f"{where}: '{dotted}' {problem}.")
+                raise ConfigError(f"{here}: '{dotted}' {problem}.")
             if choices and value not in choices:
                 raise ConfigError(
-                    f"{where}: '{dotted}' must be one of {', '.join(map(str, choices))}; "
+                    f"{here}: '{dotted}' must be one of {', '.join(map(str, choices))}; "
                     f"got {value!r}."
                 )
-            _run_check(meta.get("check"), value, where)
+            _run_check(meta.get("check"), value, here)
             setattr(section, key, value)
     return cfg
+
+
+def _at(where: str, lines: dict[tuple[str, ...], int] | None, *path: str) -> str:
+    """``where`` with the line ``path`` is on (``glide.toml:14``) when ``lines`` knows it."""
+    line = (lines or {}).get(path)
+    return where if line is None else f"{where}:{line}"
 
 
 def _run_check(check: Any, value: Any, where: str) -> None:
@@ -343,7 +370,8 @@ def load_config(
     cfg = GlideConfig()
     if path is not None:
         p = Path(path)
-        merge(cfg, _read_toml(p), str(p))
+        text = _read_toml_text(p)
+        merge(cfg, _parse_toml(p, text), str(p), lines=key_lines(text))
     for item in overrides or []:
         key, _, raw = item.partition("=")
         merge(cfg, parse_override(item), "--set", raw.strip() if "." in key else None)
@@ -353,8 +381,9 @@ def load_config(
 CONFIG_LIMIT = 16 << 20  # bytes: a glide.toml is a few kB
 
 
-def _read_toml(p: Path) -> dict[str, Any]:
-    """The parsed TOML file at ``p``; a folder, a missing file or bad TOML is a ConfigError."""
+def _read_toml_text(p: Path) -> str:
+    """The text of the TOML file at ``p``; a folder, a missing or unreadable file is a
+    ConfigError."""
     if p.is_dir():
         inside = next((p / n for n in ("glide.toml", "config.toml") if (p / n).is_file()),
                       None)  # config.toml: a run folder's saved config
@@ -374,7 +403,7 @@ def _read_toml(p: Path) -> dict[str, Any]:
             raise ConfigError(f"Config file {str(p)!r} is over {CONFIG_LIMIT >> 20} MiB, far "
                               "more than any glide.toml (a device, or another kind of file); "
                               "pass a .toml file.")
-        return tomllib.loads(raw.decode("utf-8-sig"))
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: is not UTF-8 text; save it as a UTF-8 TOML file.") from None
     except PermissionError:
@@ -385,6 +414,12 @@ def _read_toml(p: Path) -> dict[str, Any]:
     except OSError as exc:  # an I/O error, a pipe already read
         raise ConfigError(f"Config file {str(p)!r} cannot be read ({exc.strerror}); check "
                           "that it is a readable file.") from None
+
+
+def _parse_toml(p: Path, text: str) -> dict[str, Any]:
+    """The TOML ``text`` of the file ``p`` parsed; bad TOML is a ConfigError."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}.") from None
     except ValueError:  # an integer of thousands of digits
