@@ -406,3 +406,34 @@ def test_a_limit_short_of_max_rejects_with_no_valid_sample_is_no_refusal(tmp_pat
     assert code == 0 and err == ""
     code, _, err = _inspect(capsys, root, "--limit", "2", "--set", "data.max_rejects=2")
     assert code == 2 and "2 rejected (empty_file: 2), so training would refuse it" in err
+
+
+def test_inspect_reports_the_grey_share_as_training_judges_it(tmp_path, capsys, data_cfg,
+                                                              byte_tok, monkeypatch):
+    """Grey images (a greyscale photo saved as an RGB JPEG, with its chroma rounding, and an
+    L PNG) are counted by the test training decides grey sampling with; it was not said."""
+    from glidectl.data.dataset import build_dataset
+    from glidectl.training.state import TrainState
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    images = {"a.jpg": encode(photo(48, 40, 1).convert("L").convert("RGB")),
+              "b.png": encode(photo(48, 40, 2).convert("L"), "PNG"),
+              "c.png": encode(photo(48, 40, 3), "PNG")}
+    for name, data in images.items():
+        (root / name).write_bytes(data)
+        (root / name).with_suffix(".txt").write_text("a picture")
+    monkeypatch.setenv("COLUMNS", "200")  # the table's rows on one line each
+    code, out, _ = _inspect(capsys, root, "--json", "--size", "32")
+    report = json.loads(out)
+    assert code == 0 and (report["grey"], report["grey_share"]) == (2, pytest.approx(2 / 3))
+    code, out, _ = _inspect(capsys, root)
+    assert "2 of 3 (66.7%); the other holds colour, so a run on them samples in" in out
+    (root / "c.png").unlink()
+    code, out, _ = _inspect(capsys, root)
+    assert "2 of 2 (100.0%): a run on them samples grey" in out
+    state = TrainState(None, None)  # what training decides on the same images: grey
+    for sample in build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok,
+                                image_size=32, text_ctx=16):
+        state.see_images(sample["image"][None])
+    assert state.grey_data is True

@@ -83,6 +83,19 @@ def _concepts_table(rows: list[dict[str, Any]]) -> Any:
     return table
 
 
+def _grey_text(report: Any) -> str:
+    """How many valid images are grey, and what training on them samples."""
+    text = f"{report.grey} of {report.valid} ({report.grey_share:.1%})"
+    if report.grey == report.valid:
+        scanned = "" if report.complete else " if the rest are grey too"
+        return f"{text}: a run on them samples grey{scanned}"
+    if report.grey:
+        colour = report.valid - report.grey
+        holds = "other holds" if colour == 1 else f"other {colour} hold"
+        return f"{text}; the {holds} colour, so a run on them samples in colour"
+    return text
+
+
 def _render(report: Any) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -110,6 +123,8 @@ def _render(report: Any) -> None:
         )
     summary.add_row(f"truncated at {report.text_ctx}", f"{report.truncated_share:.1%}")
     summary.add_row("empty captions", f"{report.empty_share:.1%}")
+    if report.valid:
+        summary.add_row("greyscale", _grey_text(report))
     console.print(summary)
     if report.kohya_folders:
         subsets = report.kind == "kohya"  # a dataset config's subsets, else N_words folders

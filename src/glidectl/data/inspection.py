@@ -25,6 +25,7 @@ from .images import Rejected, read_bytes
 from .records import RawSample
 from .source_api import reads_per_epoch, samples_per_epoch, source_notes
 from .stats import RejectionCounter, no_valid_data_error
+from .transforms import to_tensor
 
 MAX_SPLIT_LINES = 3  # samples split across shards named one a line; then how many more
 SIZE_BUCKETS = (0, 64, 128, 256, 512, 1024, 2048)
@@ -63,6 +64,9 @@ class InspectReport:
     caption_tokens: dict[str, float] = field(default_factory=dict)
     truncated_share: float = 0.0
     empty_share: float = 0.0
+    # valid images grey as training judges them (all grey: a run on them samples grey)
+    grey: int = 0
+    grey_share: float = 0.0
     size_histogram: dict[str, int] = field(default_factory=dict)
     aspect_histogram: dict[str, int] = field(default_factory=dict)
     preview: str | None = None
@@ -124,6 +128,7 @@ def inspect_source(
     rng = random.Random(0)
     lengths: list[int] = []
     blank = 0
+    grey = 0
     sizes: Counter[str] = Counter()
     aspects: Counter[str] = Counter()
     tiles: list[tuple[Image.Image, str]] = []
@@ -158,8 +163,10 @@ def inspect_source(
         w, h = prepared.original_size
         sizes[_size_label(min(w, h))] += 1
         aspects[_aspect_label(w / h)] += 1
+        tile = pipeline.transform(prepared.image, rng)
+        grey += is_grey(tile)
         if preview and len(tiles) < preview_count:
-            tiles.append((pipeline.transform(prepared.image, rng), prepared.caption))
+            tiles.append((tile, prepared.caption))
         if benchmark and len(kept) < benchmark_samples:
             kept.append(_in_memory(raw))
     if report.complete and source.num_samples is None:
@@ -198,6 +205,8 @@ def inspect_source(
             "max": ordered[-1],
         }
         report.truncated_share = sum(n > text_ctx for n in lengths) / len(lengths)
+    if counter.accepted:
+        report.grey, report.grey_share = grey, grey / counter.accepted
     if report.scanned:
         report.empty_share = (counter.rejected.get("empty_caption", 0) + blank) / report.scanned
     report.size_histogram = _ordered(sizes, [_size_label(s) for s in SIZE_BUCKETS])
@@ -207,6 +216,14 @@ def inspect_source(
     if benchmark:
         report.benchmark = benchmark_pipeline(pipeline, kept)
     return report
+
+
+def is_grey(image: Image.Image) -> bool:
+    """Whether ``image`` (8-bit RGB, as transformed for the model) is grey by the test
+    training applies to its batches to decide that a run samples grey."""
+    from ..greyscale import all_grey
+
+    return all_grey(to_tensor(image)[None])
 
 
 def _keys(keys: list[str], shown: int = 3) -> str:
