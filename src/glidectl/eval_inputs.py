@@ -179,6 +179,7 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
     from .devices import pick_device, pick_precision
     from .model_cost import local_weights
     from .pipeline import recommended_settings, resolve_upsampler
+    from .sampling_defaults import with_adapter_grey
 
     if not isinstance(flags, Mapping):
         raise takes("settings_for()", "a dict of settings by their FLAG_NAMES keys as its "
@@ -237,8 +238,8 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         from .lora import grey_stages
 
         grey = grey_stages(flags["loras"])
-        recommended = {"grey": True, **recommended} if "base" in grey else recommended
-        up = {"grey": True, **up} if "upsample" in grey and flags["upsampler"] else up
+        recommended = with_adapter_grey(recommended, "base" in grey)
+        up = with_adapter_grey(up, "upsample" in grey and bool(flags["upsampler"]))
     settings, more = resolve_settings(flags, chosen.name, recommended=recommended,
                                       upsampler_recommended=up)
     return settings, notes + more

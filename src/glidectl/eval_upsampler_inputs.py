@@ -70,7 +70,7 @@ def upsampler_settings(flags: dict[str, Any], options: RunOptions,
     ``none``. Also notes."""
     from .devices import pick_device, pick_precision
     from .model_cost import local_weights
-    from .sampling_defaults import recommended_settings
+    from .sampling_defaults import recommended_settings, with_adapter_grey
 
     chosen = pick_precision(precision or "auto", pick_device(options.device))
     notes = [chosen.line()] if precision in (None, "auto") else []
@@ -78,7 +78,7 @@ def upsampler_settings(flags: dict[str, Any], options: RunOptions,
     if flags.get("loras"):  # a greyscale-trained adapter: its model's recommendation
         from .lora import grey_stages
 
-        up = {"grey": True, **up} if "upsample" in grey_stages(flags["loras"]) else up
+        up = with_adapter_grey(up, "upsample" in grey_stages(flags["loras"]))
     settings, more = resolve_settings({**flags, "base": "none"}, chosen.name,
                                       upsampler_recommended=up)
     return settings, notes + more

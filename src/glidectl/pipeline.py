@@ -86,6 +86,7 @@ from .sampling_defaults import (  # noqa: F401  (re-exported)
     RECOMMENDED_FIELDS,
     RECOMMENDED_KEY,
     recommended_settings,
+    with_adapter_grey,
 )
 from .tokenizer import FLAG_VOCAB, vocab_named
 
@@ -236,8 +237,7 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                                                 "config_sha256", "dir")}
                 target = by_kind[entry["kind"]]
                 target.loras.append(record)
-                if entry["grey"] and "grey" not in target.recommended:  # greyscale-trained
-                    target.recommended = {**target.recommended, "grey": True}
+                target.recommended = with_adapter_grey(target.recommended, entry["grey"])
         for model in (b, u):
             if model is not None:
                 model.eval()

@@ -51,6 +51,14 @@ def recommended_object(text: str | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def with_adapter_grey(recommended: dict[str, Any], adapter_grey: bool) -> dict[str, Any]:
+    """A model's ``recommended`` settings with an applied LoRA adapter's grey added: an
+    adapter trained on greyscale data (``adapter_grey``) makes its model draw grey, as its
+    run's previews did, unless the recommendation itself says ``grey``. The one rule
+    ``sample``, ``eval``, ``lora merge`` and the web UI follow."""
+    return {"grey": True, **recommended} if adapter_grey else recommended
+
+
 def recommended_settings(path: str | Path | None) -> dict[str, Any]:
     """The sampling settings a trained model recommends (its checkpoint metadata); {} for
     files without them, such as OpenAI's checkpoints (which keep the built-in defaults). A

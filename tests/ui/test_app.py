@@ -155,7 +155,8 @@ def test_picking_a_fitted_schedule_sets_guidance_to_the_value_it_was_fitted_at(
     for guidance in (3.25, 37.5):
         fitted_run.write_text(json.dumps({**data, "guidance": guidance}))
         sampler, steps, update, *_ = asyncio.run(demo.process_api(
-            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 25, 3.0, False, None]
+            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 25, 3.0, False, None,
+                          "(none)"]
         ))["data"]
         assert (sampler["value"], steps["value"], update["value"]) == ("bespoke", 3, guidance)
         assert box.maximum is None and "maximum" not in update
@@ -182,7 +183,8 @@ def test_picking_a_fitted_schedule_ticks_grey_as_it_was_fitted(fitted_run, tmp_p
         fitted_run.write_text(json.dumps({**data, "grey": recorded} if recorded is not None
                                    else data))
         *_, grey, _ = asyncio.run(demo.process_api(
-            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 25, 3.0, False, None]
+            on_schedule, [FITTED_SCHEDULE, "my-run/", "dpm++2m", "(none)", 25, 3.0, False, None,
+                          "(none)"]
         ))["data"]
         assert grey.get("value", "left") == ("left" if recorded is None else recorded)
         if recorded is not None:
@@ -223,7 +225,7 @@ def test_leaving_the_fitted_schedule_puts_back_the_steps_guidance_and_grey_it_se
              ) -> list[dict]:
         """The page's controls on picking ``schedule`` with these values set."""
         return asyncio.run(demo.process_api(on_schedule, [
-            schedule, "my-run/", sampler, "(none)", steps, guidance, grey, None],
+            schedule, "my-run/", sampler, "(none)", steps, guidance, grey, None, "(none)"],
             state=session))["data"][:4]
 
     def values(updates: list[dict]) -> list:

@@ -962,3 +962,24 @@ def test_a_lora_trained_on_grey_data_ticks_the_grey_box(lora_models_dir, tmp_pat
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "grey": True}))
     assert backend.recommends_grey("tiny.safetensors", None, "my-lora/") is True
     assert backend.recommends_grey("tiny.safetensors") is False
+
+
+def test_leaving_the_fitted_schedule_puts_back_a_grey_lora_s_grey(lora_models_dir, tmp_path):
+    """A LoRA trained on grey data picked, the fitted file (fitted in colour) unticked Grey;
+    leaving the file put Grey back to the base model's recommendation alone (colour): the
+    LoRA's grey was forgotten. It is the same rule ``sample --lora`` follows now."""
+    import shutil
+
+    from glidectl import plugins
+    from glidectl.ui.app import fitted_left
+
+    folder = tmp_path / "m"
+    shutil.copytree(lora_models_dir, folder)
+    meta = folder / "my-lora" / "glidectl.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "grey": True}))
+    backend, samplers = UiBackend(folder), plugins.samplers().names()
+    picked = {"steps": 3, "guidance": None, "grey": False}
+    assert fitted_left(backend, "tiny.safetensors", None, samplers, picked, 3, 3.0, False,
+                       "my-lora/")[2] is True
+    assert fitted_left(backend, "tiny.safetensors", None, samplers, picked, 3, 3.0, False,
+                       None)[2] is False

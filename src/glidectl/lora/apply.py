@@ -287,10 +287,10 @@ def merge_adapter(
     }])}
     meta.update(defaults)
     if adapter.meta.get("grey") is True:  # trained on greyscale data: the merge draws grey
-        from ..sampling_defaults import RECOMMENDED_KEY, recommended_object
+        from ..sampling_defaults import RECOMMENDED_KEY, recommended_object, with_adapter_grey
 
         sampling = recommended_object(meta.get(RECOMMENDED_KEY))  # "[1]": no recommendation
-        meta[RECOMMENDED_KEY] = json.dumps({**sampling, "grey": True})
+        meta[RECOMMENDED_KEY] = json.dumps(with_adapter_grey(sampling, True))
     save_new(save_weights, out, force, model, out, metadata=meta)
     return MergeResult(out, n, len(adapter.module_names))
 

@@ -85,12 +85,12 @@ def schedule_change(backend: UiBackend, schedule: str, base: str | None, sampler
 
 def fitted_left(backend: UiBackend, base: str | None, upsampler: str | None,
                 samplers: list[str], picked: dict[str, Any] | None, steps: float | None,
-                guidance: float | None, grey: bool | None
+                guidance: float | None, grey: bool | None, lora: str | None = None
                 ) -> tuple[int | None, float | None, bool | None]:
     """(steps, guidance, grey) to set when the schedule leaves the fitted file (None: leave
     it): each control that still holds the value picking the file set (``picked``) goes back
-    to what the page recommends (the model's steps and guidance; Grey as the models
-    recommend); one the user changed since stays theirs."""
+    to what the page recommends (the model's steps and guidance; Grey as the models and the
+    LoRA recommend); one the user changed since stays theirs."""
     picked = picked or {}
 
     def still(name: str, now: float | None) -> bool:
@@ -100,7 +100,8 @@ def fitted_left(backend: UiBackend, base: str | None, upsampler: str | None,
     _, rec_steps, rec_guidance = _recommended_values(backend, base, samplers)
     return ((rec_steps if still("steps", steps) else None),
             (rec_guidance if still("guidance", guidance) else None),
-            (_recommended_grey(backend, base, upsampler) if still("grey", grey) else None))
+            (_recommended_grey(backend, base, upsampler, lora) if still("grey", grey)
+             else None))
 
 
 def fresh_lists(backend: UiBackend, base: str | None, upsampler: str | None,
@@ -172,15 +173,15 @@ def build_app(backend: UiBackend) -> Any:
                 gr.update(visible=not lists[0][0]))
 
     def on_schedule(schedule: str, base: str, sampler: str, upsampler: str, now_steps: float,
-                    now_guidance: float, now_grey: bool, picked: dict[str, Any] | None
-                    ) -> tuple[Any, ...]:
+                    now_guidance: float, now_grey: bool, picked: dict[str, Any] | None,
+                    lora: str | None = None) -> tuple[Any, ...]:
         new_sampler, steps, guidance, grey = schedule_change(backend, schedule, base, sampler,
                                                              samplers)
         if schedule == FITTED_SCHEDULE:  # kept: leaving the file puts back what it set
             picked = {"steps": steps, "guidance": guidance, "grey": grey}
         else:
             steps, guidance, grey = fitted_left(backend, base, upsampler, samplers, picked,
-                                                now_steps, now_guidance, now_grey)
+                                                now_steps, now_guidance, now_grey, lora)
             picked = None
         return (gr.update() if new_sampler is None else gr.update(value=new_sampler),
                 gr.update() if steps is None else gr.update(value=steps),
@@ -256,7 +257,7 @@ def build_app(backend: UiBackend) -> Any:
                     inputs=[lora, base, upsampler], outputs=[grey])
         fitted_set = gr.State(None)  # what picking the fitted file set: steps, guidance, grey
         schedule.change(on_schedule, inputs=[schedule, base, sampler, upsampler, base_steps,
-                                             guidance, grey, fitted_set],
+                                             guidance, grey, fitted_set, lora],
                         outputs=[sampler, base_steps, guidance, grey, fitted_set])
         upsampler.change(lambda up, b, lo: (gr.update(visible=up not in (None, "", NONE_LABEL)),
                                             gr.update(value=_recommended_grey(backend, b, up,

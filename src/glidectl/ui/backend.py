@@ -124,16 +124,15 @@ class UiBackend:
         was trained on greyscale data): both stages then draw grey, as ``glidectl sample``
         does."""
         from ..model_cost import local_weights
-        from ..pipeline import recommended_settings
+        from ..pipeline import recommended_settings, with_adapter_grey
 
-        if self.recommended(base).get("grey") is True:
-            return True
         models, loras = self._all()
         try:
             lora_c = pick(loras, lora, "LoRA")
         except GlidectlError:
             lora_c = None
-        if lora_c is not None and lora_grey(lora_c.spec):
+        adapter_grey = lora_c is not None and lora_grey(lora_c.spec)
+        if with_adapter_grey(self.recommended(base), adapter_grey).get("grey") is True:
             return True
         try:
             up = pick(upsampler_choices(models), upsampler, "upsampler")
