@@ -263,6 +263,20 @@ def test_bad_members_are_counted_by_reason(write_shards, data_cfg, byte_tok):
         "empty_file": 1, "caption_not_utf8": 1, "bad_metadata": 1}
 
 
+def test_the_no_valid_data_line_counts_every_rejection(write_shards, data_cfg, byte_tok):
+    """Four reasons: the line named three and their counts fell short of its total
+    (`4 rejected (bad_metadata: 1, caption_not_utf8: 1, empty_file: 1)`)."""
+    bad = {0: {"jpg": b""}, 1: {"txt": b"\xff\xfe\xe9"}, 2: {"json": b"{not json"},
+           3: {"jpg": None}, 4: {"jpg": None}}
+    folder = write_shards(1, 5, extra=lambda s, i: bad[i])[0].parent
+    ds = build_dataset(data_cfg(source=str(folder), preset="laion"), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    with pytest.raises(DataError) as info:
+        list(ds)
+    assert "5 rejected (missing_image: 2, bad_metadata: 1, caption_not_utf8: 1; 1 more for 1 " \
+           "other reason)" in str(info.value)
+
+
 def test_missing_image_key_is_rejected(write_shards, data_cfg, byte_tok):
     folder = write_shards(1, 2, extra=lambda s, i: {"jpg": None} if i == 0 else {})[0].parent
     ds = build_dataset(data_cfg(source=str(folder)), tokenizer=byte_tok, image_size=32,

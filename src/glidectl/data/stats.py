@@ -108,8 +108,14 @@ class RejectionCounter:
         return out
 
     def summary(self, n: int = 3) -> str:
-        """``'12 rejected (truncated_image: 8, empty_file: 4)'``."""
-        reasons = ", ".join(f"{r}: {c}" for r, c in self.top_reasons(n))
+        """``'12 rejected (truncated_image: 8, empty_file: 4)'``: the ``n`` commonest
+        reasons, then how many more for the others (``'; 2 more for 1 other reason'``), so
+        the counts shown add up to the total."""
+        top = self.top_reasons(n)
+        reasons = ", ".join(f"{r}: {c}" for r, c in top)
+        others, rest = len(self.rejected) - len(top), self.total_rejected - sum(c for _, c in top)
+        if others > 0:
+            reasons += f"; {rest} more for {others} other reason{'s' * (others != 1)}"
         return f"{self.total_rejected} rejected" + (f" ({reasons})" if reasons else "")
 
 
