@@ -720,11 +720,37 @@ def test_a_merged_file_records_the_adapter_and_base_files_it_read(tmp_path, caps
                "-o", merged) == 0
     [record] = json.loads(read_metadata(merged)["lora_merged"])
     adapter = read_adapter(lora_step / "lora")
-    assert record["adapter"] == str(tmp_path / "lora-run")  # as given
-    assert record["adapter_dir"] == str(lora_step / "lora")
+    assert record["adapter"] == "lora-run"  # as given, by its name
+    assert record["adapter_dir"] == "lora-run/checkpoints/step-000001/lora"
     assert (record["adapter_sha256"], record["adapter_config_sha256"]) == (
         adapter.sha256, adapter.config_sha256)
-    assert record["base_file"] == str(step / "model.safetensors")
+    assert record["base_file"] == "base-run/checkpoints/step-000001/model.safetensors"
+
+
+def test_a_merged_file_records_no_local_folder_and_is_the_same_from_any_folder(
+        tmp_path, capsys, monkeypatch):
+    """The record held absolute paths of the adapter folder and the base file read (the
+    user's folders, in a file they share; wrong once moved), so one merge typed from two
+    folders wrote two files. It names them by run and file names, with the base weights'
+    sha256 beside the adapter's (what the adapter's own base_sha256 is checked against)."""
+    from glidectl.glide import save_weights
+    from glidectl.glide.checkpoints import read_metadata
+    from glidectl.lora import weights_sha256
+
+    base, out, _ = trained_adapter(tmp_path)
+    save_weights(base, tmp_path / "base.safetensors")
+    assert cli("lora", "merge", out, "--base", tmp_path / "base.safetensors",
+               "-o", tmp_path / "a.safetensors") == 0
+    monkeypatch.chdir(tmp_path)
+    assert cli("lora", "merge", out.name, "--base", "base.safetensors",
+               "-o", "b.safetensors") == 0
+    text = read_metadata(tmp_path / "a.safetensors")["lora_merged"]
+    assert str(tmp_path) not in text
+    [record] = json.loads(text)
+    assert (record["adapter"], record["adapter_dir"], record["base"], record["base_file"]) == (
+        out.name, out.name, "base.safetensors", "base.safetensors")
+    assert record["base_sha256"] == weights_sha256(base)
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
 
 
 def test_merge_keeps_the_sampling_settings_its_base_recommends(tmp_path, capsys):

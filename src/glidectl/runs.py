@@ -177,6 +177,28 @@ def run_holding(path: str | Path) -> tuple[Path, str] | None:
     return None
 
 
+def portable_name(path: str | Path) -> str:
+    """``path`` as a record that names no local folder, the same from any folder: for a
+    path in a training run, the run's name and the path within it
+    (``my-lora/checkpoints/step-000002/lora-ema``), else the file's or folder's own name."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    run = _run_above(path)
+    return path.name if run is None else "/".join([run.name, *path.relative_to(run).parts])
+
+
+def _run_above(path: Path) -> Path | None:
+    """The training run folder ``path`` (absolute) is in: by its config.toml, else by the
+    layout (``RUN/checkpoints/[abandoned-after-…/]step-N/…``, as export names a step)."""
+    held = run_holding(path)
+    if held is not None:
+        return held[0]
+    for folder in [path, *path.parents][:4]:  # step-N/lora/adapter_model.safetensors: 2 deep
+        if STEP_RE.fullmatch(folder.name) and (
+                folder.parent.name == CHECKPOINTS_DIR or set_aside(folder)):
+            return folder.parents[2] if set_aside(folder) else folder.parent.parent
+    return None
+
+
 def run_setting(run: str | Path, section: str, key: str) -> object | None:
     """``[section] key`` of a run folder's config.toml; None when the file is missing,
     unreadable or not TOML, or does not set it."""

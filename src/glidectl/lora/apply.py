@@ -275,15 +275,17 @@ def merge_adapter(
     base_file, (model, defaults) = read_resolved(
         base, lambda path: (load_model(path), _sampling_defaults(str(path))))
     model.float()
-    n = attach_adapter(model, adapter, scale, "glidectl_lora")
+    base_sha256 = weights_sha256(model)  # what the adapter's own base_sha256 is compared to
+    n = attach_adapter(model, adapter, scale, "glidectl_lora", model_sha256=base_sha256)
     merge_and_unload(model, adapter.path)
-    # as given, and what was read: a LoRA run or base run folder names its latest step,
-    # which moves on as it trains
+    # as given, and what was read (a LoRA run or base run folder names its latest step,
+    # which moves on as it trains), by names and sha256s: no local folder, and the same
+    # bytes however the paths were typed
     meta = {"lora_merged": json.dumps([{
-        "adapter": str(adapter_path), "scale": scale, "base": base, "modules": n,
-        "adapter_dir": str(adapter.path.absolute()), "adapter_sha256": adapter.sha256,
-        "adapter_config_sha256": adapter.config_sha256,
-        "base_file": str(Path(base_file).absolute()),
+        "adapter": _spec_record(adapter_path), "scale": scale, "base": _spec_record(base),
+        "modules": n, "adapter_dir": runs.portable_name(adapter.path),
+        "adapter_sha256": adapter.sha256, "adapter_config_sha256": adapter.config_sha256,
+        "base_file": runs.portable_name(base_file), "base_sha256": base_sha256,
     }])}
     meta.update(defaults)
     if adapter.meta.get("grey") is True:  # trained on greyscale data: the merge draws grey
@@ -293,6 +295,16 @@ def merge_adapter(
         meta[RECOMMENDED_KEY] = json.dumps(with_adapter_grey(sampling, True))
     save_new(save_weights, out, force, model, out, metadata=meta)
     return MergeResult(out, n, len(adapter.module_names))
+
+
+def _spec_record(spec: str | Path) -> str:
+    """A model or adapter spec as ``lora merge`` records it: a model source's
+    (``openai:base``) as given, a path by :func:`~glidectl.runs.portable_name`."""
+    from ..glide.loading import _SOURCE_RE
+
+    if _SOURCE_RE.match(str(spec)) and not Path(spec).expanduser().exists():
+        return str(spec)
+    return runs.portable_name(spec)
 
 
 def _sampling_defaults(base: str) -> dict[str, str]:
