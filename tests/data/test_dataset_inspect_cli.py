@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from glidectl.cli.app import build_app, main
 from glidectl.config import DataConfig
+from glidectl.data.dataset import build_dataset
 from glidectl.data.inspection import inspect_source
 
 
@@ -364,7 +365,6 @@ def test_a_folder_with_no_valid_image_prints_its_report_then_fails_as_training(
         tmp_path, capsys, data_cfg, byte_tok):
     """Every image unreadable: the report (which names why) and then the sentence training
     stops with, exit 2, as for an empty folder; it was exit 0 and training then failed."""
-    from glidectl.data.dataset import build_dataset
     from glidectl.data.stats import DataError
 
     root = tmp_path / "bad"
@@ -412,7 +412,6 @@ def test_inspect_reports_the_grey_share_as_training_judges_it(tmp_path, capsys, 
                                                               byte_tok, monkeypatch):
     """Grey images (a greyscale photo saved as an RGB JPEG, with its chroma rounding, and an
     L PNG) are counted by the test training decides grey sampling with; it was not said."""
-    from glidectl.data.dataset import build_dataset
     from glidectl.training.state import TrainState
 
     root = tmp_path / "imgs"
@@ -437,3 +436,35 @@ def test_inspect_reports_the_grey_share_as_training_judges_it(tmp_path, capsys, 
                                 image_size=32, text_ctx=16):
         state.see_images(sample["image"][None])
     assert state.grey_data is True
+
+
+@pytest.mark.parametrize("kind", ["folder", "shards"])
+def test_inspect_says_when_the_valid_samples_make_not_one_batch(tmp_path, write_shards, kind,
+                                                                data_cfg, byte_tok):
+    """Ten files of which seven are broken (an epoch counted 10, so batches do not run on),
+    or four samples in shards (whose epoch length training does not know): training stops
+    with 'gave not one batch of 8', and inspect said nothing of it."""
+    from glidectl.errors import GlidectlError
+    from glidectl.training.data_stream import DataStream
+
+    if kind == "folder":
+        root = tmp_path / "imgs"
+        root.mkdir()
+        for i in range(10):
+            (root / f"{i}.png").write_bytes(encode(photo(40, 40, i), "PNG") if i < 3 else b"x")
+            (root / f"{i}.txt").write_text(f"picture {i}")
+        said = ("3 valid samples an epoch (7 rejected (unreadable_image: 7)) make not one batch "
+                "of 8, and here batches do not run on into the next epoch, so training would "
+                "stop before its first step; lower train.batch_size, or fix or add samples.")
+    else:
+        root = write_shards(1, 4)[0].parent
+        said = "4 valid samples an epoch make not one batch of 8, and here"
+    out = invoke("dataset", "inspect", str(root), "--json", "--tokenizer", "byte")
+    assert out.exit_code == 0 and json.loads(out.output)["batching"][-1].startswith(said)
+    out = invoke("dataset", "inspect", str(root), "--json", "--tokenizer", "byte",
+                 "-s", "train.batch_size=3")
+    assert json.loads(out.output)["batching"] == []
+    dataset = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=32,
+                            text_ctx=16)
+    with pytest.raises(GlidectlError, match="gave not one batch of 8"):
+        DataStream(dataset, batch_size=8).next()  # as training does

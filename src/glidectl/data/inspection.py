@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from ..config import DataConfig
-from .batching import batch_notes
+from .batching import batch_notes, spans_epochs, workers_for
 from .dataset import SamplePipeline, build_dataset
 from .images import Rejected, read_bytes
 from .records import RawSample
@@ -129,6 +129,7 @@ def inspect_source(
     lengths: list[int] = []
     blank = 0
     grey = 0
+    trained = 0  # reads an epoch of the valid samples training batches (less the held out)
     sizes: Counter[str] = Counter()
     aspects: Counter[str] = Counter()
     tiles: list[tuple[Image.Image, str]] = []
@@ -156,6 +157,8 @@ def inspect_source(
         counter.accept()
         if len(held) < holdout and not prepared.prior_prediction:
             held.append(raw.key)
+        else:
+            trained += reads_per_epoch(source, raw.key)
         blank += not prepared.caption  # kohya's uncaptioned images train on ""
         if prepared.converted:
             counter.convert(prepared.converted)
@@ -196,6 +199,10 @@ def inspect_source(
     if counter.accepted == 0 and (report.complete or report.scanned >= data_cfg.max_rejects):
         # as training decides: an epoch without one sample, or max_rejects in a row
         report.refusal = str(no_valid_data_error(report.source, counter, hint, inspected=True))
+    elif batch_size and report.complete and not data_cfg.resampled and (
+            short := short_of_a_batch(trained, counter, per_epoch, batch_size,
+                                      data_cfg.workers)):
+        report.batching.append(short)
     if lengths:
         ordered = sorted(lengths)
         report.caption_tokens = {
@@ -216,6 +223,22 @@ def inspect_source(
     if benchmark:
         report.benchmark = benchmark_pipeline(pipeline, kept)
     return report
+
+
+def short_of_a_batch(trained: int, counter: RejectionCounter, per_epoch: int | None,
+                     batch_size: int, workers: int) -> str | None:
+    """Why training would stop before its first step: an epoch's ``trained`` valid reads
+    make not one batch of ``batch_size``, and its batches do not run on into the next epoch
+    (training knows no epoch length, or reads with workers, or the rejected fill its
+    count); else None."""
+    used = workers_for(workers, per_epoch, batch_size)
+    if trained >= batch_size or used <= 1 and spans_epochs(per_epoch, batch_size):
+        return None
+    valid = f"{trained} valid sample{'s' * (trained != 1)}"
+    skipped = f" ({counter.summary()})" if counter.total_rejected else ""
+    return (f"{valid} an epoch{skipped} make not one batch of {batch_size}, and here batches "
+            "do not run on into the next epoch, so training would stop before its first "
+            "step; lower train.batch_size, or fix or add samples.")
 
 
 def is_grey(image: Image.Image) -> bool:
