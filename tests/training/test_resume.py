@@ -368,3 +368,24 @@ def test_an_upsampler_step_keeps_the_filter_it_trained_with_after_a_resume_chang
     assert training_resample(step4 / "model.safetensors") == "box"
     _, out = export_weights(step2, run.parent / "up2.safetensors")
     assert read_metadata(out)[RESAMPLE_KEY] == "bicubic"
+
+
+def test_a_full_run_resumed_with_another_model_init_is_one_line(tiny, tmp_path, monkeypatch):
+    """`train --resume RUN --set model.init=OTHER` trained on from the checkpoint's weights
+    and recorded OTHER in the run's config.toml, as if the run had begun from it."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny(train=dict(steps=2, output_dir="runs"))
+    first = Trainer(cfg, quiet=True).run().run_dir
+    saved = (first / "config.toml").read_text(encoding="utf-8")
+    cfg.train.steps, cfg.model.init = 3, "runs/t/checkpoints/step-000002"
+    with pytest.raises(GlidectlError, match=(
+            r"^Cannot resume 'runs/t' with model.init = 'runs/t/checkpoints/step-000002': it "
+            r"began from model.init = 'scratch', and a resume goes on with its checkpoint's "
+            r"weights, not model.init's; resume with model.init = 'scratch', or start a new "
+            r"run \(another train.name\) to train from 'runs/t/checkpoints/step-000002'\.$")):
+        Trainer(cfg, resume="latest", quiet=True)
+    assert (first / "config.toml").read_text(encoding="utf-8") == saved
+    cfg.train.name, cfg.train.steps = "on-t", 2  # a run begun from a path: the same path
+    Trainer(cfg, quiet=True).run()
+    cfg.train.steps, cfg.model.init = 3, str(tmp_path / "runs/t/checkpoints/step-000002/")
+    assert Trainer(cfg, resume="latest", quiet=True).run().step == 3

@@ -53,7 +53,13 @@ from .optimizers import make_optimizer
 from .previews import Previewer
 from .processes import Processes, collective_timeout
 from .resume_state import capture_rng, restore_rng
-from .run_dir import RunClaim, check_resume_seed, check_writable, trained_run_config
+from .run_dir import (
+    RunClaim,
+    check_resume_init,
+    check_resume_seed,
+    check_writable,
+    trained_run_config,
+)
 from .setup import (
     build_data,
     check_config,
@@ -172,6 +178,8 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         if self.resume_from is not None:
             check_resume_kind(self.resume_from, adapter)
             check_resume_seed(cfg, self.run_dir.root)
+            if getattr(adapter, "load_checkpoint", None) is None:  # full weights, not LoRA's
+                check_resume_init(cfg, self.run_dir.root)
         self._check_trainable(adapter)
         if dataset is None:
             check_data_before_download(cfg, adapter)

@@ -184,6 +184,32 @@ def check_resume_seed(cfg: GlideConfig, root: Path) -> None:
             f"checkpoint goes on with; resume with train.seed = {trained}, or start a new run.")
 
 
+def check_resume_init(cfg: GlideConfig, root: Path) -> None:
+    """One sentence when a full run's resume sets another model.init than the run began
+    from: the checkpoint's weights replace the whole network, so the new model.init would
+    only be recorded in config.toml (and loaded, or downloaded, for nothing)."""
+    began, given = runs.run_setting(root, "model", "init"), cfg.model.init
+    if not isinstance(began, str) or _same_init(given, began, started_in(root)):
+        return
+    raise GlidectlError(
+        f"Cannot resume {str(root)!r} with model.init = {given!r}: it began from model.init "
+        f"= {began!r}, and a resume goes on with its checkpoint's weights, not model.init's; "
+        f"resume with model.init = {began!r}, or start a new run (another train.name) to "
+        f"train from {given!r}.")
+
+
+def _same_init(given: str, began: str, start: Path | None) -> bool:
+    """Whether model.init ``given`` (read from here) names what ``began`` named when the
+    run began in ``start`` (None: unknown, taken as here): the same text, or one path."""
+    if given == began:
+        return True
+    if "scratch" in (given, began):
+        return False
+    then = Path(began).expanduser()
+    return Path(given).expanduser().resolve() == (
+        then if then.is_absolute() else (start or Path.cwd()) / then).resolve()
+
+
 def check_name(name: str) -> None:
     """One sentence unless ``name`` is a folder inside ``train.output_dir`` (sub-folders
     allowed): an absolute path or a ".." would put the run's files somewhere else."""
