@@ -648,3 +648,24 @@ def test_captions_keep_separators_that_are_no_line_end(tmp_path, data_cfg, byte_
                            text_ctx=64)
         plain = "a red circle on a white background" + (", twice" if name == "csv" else "")
         assert keys_and_captions(ds) == {"x.png": plain}, name
+
+
+def test_captions_named_with_the_image_extension_kept_are_named(tmp_path, data_cfg, byte_tok):
+    """'a.jpg.txt' beside 'a.jpg' (as some captioning tools write them) is not read: every
+    image was rejected as missing_caption with no word of where its caption was."""
+    from glidectl.data.inspection import inspect_source
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for name in ("a.jpg", "b.c.png"):
+        (root / name).write_bytes(encode(photo(40, 40), "PNG"))
+        (root / f"{name}.txt").write_text("a caption")
+    ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=16, text_ctx=8)
+    with pytest.raises(DataError) as info:
+        list(ds)
+    said = ("2 images without a caption file have one named with the image's extension kept, "
+            "as 'a.jpg.txt', which is not read: a caption file is the image's name with its "
+            "extension replaced ('a.txt'); rename them.")
+    assert "missing_caption: 2" in str(info.value) and str(info.value).endswith(said)
+    report = inspect_source(data_cfg(source=str(root)), tokenizer=byte_tok)
+    assert said in report.notes and report.refusal.endswith(said)

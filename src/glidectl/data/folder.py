@@ -78,6 +78,8 @@ class FolderSource:
     reg: FolderSource | None = None  # data.reg_source, kohya's reg_data_dir
     reg_draws: dict[str, int] = field(default_factory=dict)  # reg unit → reads per epoch
     reg_note: str | None = None  # kohya's "some of reg images are not used"
+    # uncaptioned images whose caption file keeps the image's extension ("a.jpg.txt")
+    named_with_ext: Counter[str] = field(default_factory=Counter)
 
     kind = "folder"
     splits_samples = True
@@ -297,6 +299,26 @@ class FolderSource:
     def units(self) -> list[str]:
         return self.files + list(self.reg_draws)
 
+    def _note_named_with_ext(self, image: Path) -> None:
+        """Note the caption file of an uncaptioned ``image`` named with the image's
+        extension kept (``a.jpg.txt``, as some captioning tools write them)."""
+        for suffix in CAPTION_SUFFIXES:
+            if image.with_name(image.name + suffix).is_file():
+                self.named_with_ext[image.name + suffix] += 1
+                return
+
+    def hint(self, reason: str) -> str | None:
+        """For images rejected as ``reason``: where the captions of those read so far are
+        instead (None: nowhere seen)."""
+        if reason != "missing_caption" or not (names := self.named_with_ext):
+            return None
+        n, first = len(names), next(iter(names))
+        stem, suffix = first.rsplit(".", 2)[0], first.rpartition(".")[1:]
+        some = f"{n} image{'s' * (n != 1)} without a caption file {'have' if n != 1 else 'has'}"
+        return (f"{some} one named with the image's extension kept, as {first!r}, which is "
+                "not read: a caption file is the image's name with its extension replaced "
+                f"({stem + ''.join(suffix)!r}); rename {'them' if n != 1 else 'it'}.")
+
     def kohya_table(self) -> list[dict[str, Any]]:
         """Per kohya folder (then data.reg_source's): its repeats, images, reads per epoch
         and folder-name captions (``dataset inspect``; empty when the folder is not in
@@ -328,6 +350,8 @@ class FolderSource:
                 caption = caption_file_text(text, any_line=False)
                 blank_first = not caption and bool(text.strip())  # an empty file: refused
         by_name = caption is None and reject is None and folder is not None
+        if caption is None and reject is None and folder is None:
+            self._note_named_with_ext(path)
         if by_name:  # kohya's class words caption uncaptioned images ("10_": the empty one)
             caption = folder.words
         yield RawSample(key=unit, image=path, caption=caption, meta=meta, reject=reject,
