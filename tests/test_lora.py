@@ -1359,6 +1359,21 @@ def test_apply_loras_by_kind_routes_adapters_to_their_models(tmp_path):
     assert len(base.applied_loras) == 1 and len(up.applied_loras) == 1
 
 
+@pytest.mark.parametrize("kind, loaded, flag", [("upsample", "base", "--upsampler"),
+                                                 ("base", "upsample", "--base")])
+def test_an_adapter_with_no_model_of_its_kind_names_the_flag_that_loads_one(tmp_path, kind,
+                                                                           loaded, flag):
+    """`sample --base runs/qs --lora runs/upsampler-lora` said "load an 'upsample' model (e.g.
+    --base/--upsampler)", naming the flag that loads a base model too; it names the one."""
+    from glidectl.lora import apply_loras_by_kind
+
+    _, adapter, _ = trained_adapter(tmp_path, kind=kind, cfg=LoraConfig(targets=["mlp"]))
+    with pytest.raises(GlidectlError) as err:
+        apply_loras_by_kind([tiny(loaded)], [str(adapter)])
+    assert f"load {'an' if kind == 'upsample' else 'a'} {kind} model ({flag}) or drop" in str(
+        err.value)
+
+
 def test_example_lora_recipe_is_a_valid_config():
     from pathlib import Path
 

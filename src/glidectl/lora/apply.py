@@ -363,10 +363,11 @@ def apply_loras_by_kind(
                     stacklevel=2)
         if target is None:
             have = ", ".join(m.options.kind for m in loaded) or "none"
+            flag = "--upsampler" if str(kind).startswith("upsample") else "--base"
             raise GlidectlError(
                 f"LoRA {spec.path!r} was trained for {a_or_an(repr(kind))} model, but the "
-                f"loaded models are {have}; load {a_or_an(str(kind))} model (e.g. "
-                "--base/--upsampler) or drop this --lora."
+                f"loaded models are {have}; load {a_or_an(str(kind))} model ({flag}) or drop "
+                "this --lora."
             )
         _merge(target, adapter, spec, True)
         applied.append({**target.applied_loras[-1], "kind": target.options.kind,
