@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -389,3 +390,18 @@ def test_a_full_run_resumed_with_another_model_init_is_one_line(tiny, tmp_path, 
     Trainer(cfg, quiet=True).run()
     cfg.train.steps, cfg.model.init = 3, str(tmp_path / "runs/t/checkpoints/step-000002/")
     assert Trainer(cfg, resume="latest", quiet=True).run().step == 3
+
+
+def test_a_resume_with_another_trainable_part_names_that_key(tiny):
+    """It said "state/optimizer.safetensors does not fit this run (ValueError: loaded state
+    dict contains a parameter group that doesn't match the size of optimizer's group)"."""
+    cfg = tiny(train=dict(steps=2))
+    run = Trainer(cfg, quiet=True).run().run_dir
+    cfg.train.steps, cfg.train.trainable = 3, "unet"
+    with pytest.raises(GlidectlError, match=(
+            rf"^Cannot resume '{re.escape(str(run))}' with train.trainable = 'unet': it trained "
+            r"train.trainable = 'all', whose optimizer state the checkpoint holds; resume with "
+            r"train.trainable = 'all', or start a new run \(another train.name\) with "
+            rf"model.init = '{re.escape(str(run))}/checkpoints/step-000002' to train the "
+            r"UNet alone\.$")):
+        Trainer(cfg, resume="latest", quiet=True)

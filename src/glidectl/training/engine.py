@@ -57,6 +57,7 @@ from .run_dir import (
     RunClaim,
     check_resume_init,
     check_resume_seed,
+    check_resume_trainable,
     check_writable,
     trained_run_config,
 )
@@ -180,6 +181,8 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
             check_resume_seed(cfg, self.run_dir.root)
             if getattr(adapter, "load_checkpoint", None) is None:  # full weights, not LoRA's
                 check_resume_init(cfg, self.run_dir.root)
+            if adapter is None:  # train.trainable picks what trains
+                check_resume_trainable(cfg, self.run_dir.root, self.resume_from)
         self._check_trainable(adapter)
         if dataset is None:
             check_data_before_download(cfg, adapter)

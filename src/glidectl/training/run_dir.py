@@ -198,6 +198,24 @@ def check_resume_init(cfg: GlideConfig, root: Path) -> None:
         f"train from {given!r}.")
 
 
+def check_resume_trainable(cfg: GlideConfig, root: Path, step_dir: Path) -> None:
+    """One sentence when a full run's resume sets another train.trainable than it trained:
+    the checkpoint's optimizer state holds the moments of the parts that trained, which fit
+    no other set (it said "loaded state dict contains a parameter group that doesn't match
+    the size of optimizer's group")."""
+    trained, given = runs.run_setting(root, "train", "trainable"), cfg.train.trainable
+    if not isinstance(trained, str) or trained == given:
+        return
+    raise GlidectlError(
+        f"Cannot resume {str(root)!r} with train.trainable = {given!r}: it trained "
+        f"train.trainable = {trained!r}, whose optimizer state the checkpoint holds; resume "
+        f"with train.trainable = {trained!r}, or start a new run (another train.name) with "
+        f"model.init = {str(step_dir)!r} to train {_PARTS.get(given, given)}.")
+
+
+_PARTS = {"all": "the whole network", "unet": "the UNet alone", "text": "the text encoder alone"}
+
+
 def _same_init(given: str, began: str, start: Path | None) -> bool:
     """Whether model.init ``given`` (read from here) names what ``began`` named when the
     run began in ``start`` (None: unknown, taken as here): the same text, or one path."""
