@@ -184,7 +184,6 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         each model's spec, file and sha256.
         """
         from .glide.loading import (
-            check_named,
             check_spec_kind,
             follows_latest,
             load_model,
@@ -213,17 +212,16 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         models: dict[str, torch.nn.Module | None] = {"base": None, "upsample": None}
         records: dict[str, ModelRecord] = {}
 
-        def read(path: Path, spec: str, moving: bool) -> tuple[Any, ...]:
+        def read(path: Path, moving: bool) -> tuple[Any, ...]:
             """Weights, recommended settings and (of a run folder, whose file may go once
             read) the sha256 now, all of one file."""
-            model = load_model(path, device=dev)
-            check_named(spec, path, model.options.kind)  # openai:NAME's cache holds NAME
+            model = load_model(path, device=dev)  # openai:NAME's cache must hold NAME
             return model, recommended_settings(path), file_sha256(path) if moving else None
 
         for stage, spec in (("base", base), ("upsample", up_spec)):
             if spec:
                 path, (models[stage], recommended, sha) = read_resolved(
-                    spec, partial(read, spec=spec, moving=follows_latest(spec)))
+                    spec, partial(read, moving=follows_latest(spec)))
                 records[stage] = ModelRecord(stage, str(spec), path, recommended=recommended,
                                              _sha=sha)
         b, u = models["base"], models["upsample"]

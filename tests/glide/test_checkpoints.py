@@ -261,9 +261,12 @@ def test_a_lora_run_passed_as_a_model_says_how_to_use_it(tmp_path):
 def test_a_cached_openai_file_of_another_kind_is_said_as_the_cache_s(tmp_path, monkeypatch):
     """A file put into the cache by hand under another model's name is refused naming the
     cache file and the download that mends it, by load_model and by the pipeline (it was
-    sampled as the kind it holds, recorded as openai:NAME)."""
+    sampled as the kind it holds, recorded as openai:NAME), and by what reads the file once
+    its spec is resolved: fit-steps, lora merge and model_cost passed the path and used
+    the other model (a link to the cache file too)."""
     from glidectl.glide import create_model, preset_options, save_weights
-    from glidectl.glide.loading import load_model
+    from glidectl.glide.loading import load_model, read_checkpoint
+    from glidectl.model_cost import spec_options
     from glidectl.pipeline import GlidePipeline
 
     monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path))
@@ -275,10 +278,16 @@ def test_a_cached_openai_file_of_another_kind_is_said_as_the_cache_s(tmp_path, m
             "upsample; delete it and run glidectl download upsample.")
     for load in (lambda: load_model("openai:upsample"),
                  lambda: load_model("OpenAI:upsample", kind="base"),
-                 lambda: GlidePipeline.from_specs("openai:upsample", None, device="cpu")):
+                 lambda: GlidePipeline.from_specs("openai:upsample", None, device="cpu"),
+                 lambda: load_model(cached), lambda: read_checkpoint(cached, kind="base"),
+                 lambda: spec_options("openai:upsample")):
         with pytest.raises(GlidectlError) as info:
             load()
         assert str(info.value) == said
+    (tmp_path / "link.pt").symlink_to(cached)
+    with pytest.raises(GlidectlError, match="the cached openai:upsample, holds a base model"):
+        load_model(tmp_path / "link.pt")
+    assert load_model(tmp_path / "b.safetensors").options.kind == "base"  # not the cache's
 
 
 def test_a_state_dict_with_a_key_that_is_no_string_is_one_sentence(tmp_path):

@@ -189,11 +189,21 @@ def read_resolved(spec: str | Path, read: Callable[[Path], T], download: bool = 
 def read_checkpoint(
     path: str | Path, kind: str | None = None, options: ModelOptions | None = None
 ) -> tuple[StateDict, ModelOptions]:
-    """State_dict and options from a .pt/.pth/.bin (torch.save) or .safetensors file."""
+    """State_dict and options from a .pt/.pth/.bin (torch.save) or .safetensors file; the
+    cached file of ``openai:NAME`` must hold NAME (:func:`check_cached`) before ``kind``."""
+    from .sources import cached_official
+
     path = Path(path)
+    named = cached_official(path)
+    wanted = None if named else kind
     if path.suffix == ".safetensors" or is_safetensors(path):  # also one named .pt or .bin
-        return read_weights(path, kind=kind, options=options)
-    return load_openai_pt(path, options=options, kind=kind)
+        state, opts = read_weights(path, kind=wanted, options=options)
+    else:
+        state, opts = load_openai_pt(path, options=options, kind=wanted)
+    if named:
+        check_cached(path, named, opts.kind)
+        check_kind(opts, kind, path)
+    return state, opts
 
 
 def build_from_state(
@@ -253,7 +263,7 @@ def load_model(
                     "sized .pt file) or None", options)
     device = pick_device(str(device))
     path, (state, opts) = read_resolved(
-        spec, lambda path: _read_as_named(spec, path, kind, options), download)
+        spec, lambda path: read_checkpoint(path, kind=kind, options=options), download)
     model = build_from_state(state, opts, device=device, dtype=dtype)
     # GlidePipeline(model) records it and takes its recommended settings, as from_specs does,
     # while its weights are as read (weights_versions: any in-place change moves them)
@@ -261,32 +271,11 @@ def load_model(
     return model
 
 
-def _read_as_named(spec: str | Path, path: Path, kind: str | None,
-                   options: ModelOptions | None) -> tuple[StateDict, ModelOptions]:
-    """:func:`read_checkpoint`, the cached file of ``openai:NAME`` checked first
-    (:func:`check_named`), then ``kind``."""
-    if official_name(spec) is None:
-        return read_checkpoint(path, kind=kind, options=options)
-    state, opts = read_checkpoint(path, options=options)
-    check_named(spec, path, opts.kind)
-    check_kind(opts, kind, path)
-    return state, opts
-
-
-def official_name(spec: str | Path) -> str | None:
-    """NAME of a spec ``openai:NAME`` (any case of ``openai``) that names no file, else None."""
-    match = _SOURCE_RE.match(str(spec))
-    if match and match.group(1).lower() == "openai" and not Path(spec).expanduser().exists():
-        return match.group(2)
-    return None
-
-
-def check_named(spec: str | Path, path: Path, kind: str) -> None:
-    """One sentence when ``openai:NAME``'s cached file holds another kind of model: a file
-    put there by hand (OpenAI's ``base_inpaint.pt`` saved as ``base.pt``) is said as the
-    cache's, not sampled as another kind."""
-    official = official_name(spec)
-    if official is not None and kind != official:
+def check_cached(path: Path, official: str, kind: str) -> None:
+    """One sentence when ``openai:NAME``'s cached file (``path``, NAME ``official``) holds
+    another kind of model: a file put there by hand (OpenAI's ``base_inpaint.pt`` saved as
+    ``base.pt``) is said as the cache's, not used as another kind, by every command."""
+    if kind != official:
         raise GlidectlError(
             f"{str(path)!r}, the cached openai:{official}, holds {a_or_an(kind)} model, not "
             f"OpenAI's {official}; delete it and run glidectl download {official}.")

@@ -7,6 +7,7 @@ A model source is any object with ``names() -> list[str]`` and
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -73,6 +74,19 @@ class OpenAISource:
                    f"openai:{name}") if as_spec else ""
         return fetch(self.url(name), path, progress=progress, instead=instead,
                      check=lambda part: _official_file_problem(part, name))
+
+
+def cached_official(path: str | Path) -> str | None:
+    """NAME when ``path`` is the cached file of ``openai:NAME`` (itself, a link to it, or a
+    link in the cache to a file elsewhere), else None: however a command came to the file,
+    reading it checks that it holds NAME."""
+    with contextlib.suppress(OSError, RuntimeError, ValueError):
+        folder = (cache_dir() / "openai").resolve()
+        given = Path(path).expanduser()
+        for found in (given.absolute().parent.resolve() / given.name, given.resolve()):
+            if found.parent == folder and found.suffix == ".pt" and found.stem in KINDS:
+                return found.stem
+    return None
 
 
 def _official_file_problem(path: Path, name: str) -> str | None:
