@@ -359,7 +359,7 @@ def test_skip_existing_keeps_images_only_under_the_settings_that_made_them(tmp_p
                  pipeline=stack)
     assert str(info.value).startswith(
         "skip_existing=True: base_stage.steps=3 differs from 2, which made ")
-    assert str(info.value).endswith("; pass the same options or use another out.")
+    assert str(info.value).endswith("; pass the same options or use another out for a new run.")
     assert (outputs(out), (out / "metadata.json").read_bytes()) == before
     report = run_eval(more, s, RunOptions(out=out, skip_existing=True, device="cpu"),
                       pipeline=stack)  # the same settings: the first prompt is kept
@@ -1919,6 +1919,38 @@ def test_a_resume_or_skip_existing_of_another_run_says_only_why(tmp_path, tiny_b
         assert reason in res.stderr, res.stderr
     assert outputs(tmp_path / "o") == before
     assert (tmp_path / "o" / "metadata.json").read_bytes() == meta
+
+
+def test_a_resume_that_cannot_continue_names_a_way_out_that_works(tmp_path, tiny_base,
+                                                                     stack, capsys):
+    """--resume refused (a flag that changes the images; a folder of images without
+    metadata.json) names what to run instead, and running it succeeds: "drop --resume" led
+    to "--out already holds files; pass --resume", a circle."""
+    from test_sample_cmd import in_process
+
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    run_eval(prompts, EvalSettings(base=str(tiny_base), base_stage=FAST),
+             RunOptions(out=tmp_path / "o", device="cpu"), pipeline=stack)
+    run = ("eval", prompts, "--base", tiny_base, "--sampler", "euler", "--device", "cpu",
+           "--precision", "fp32", "-q")
+    res = in_process(capsys, *run, "--steps", 3, "--resume", "--out", tmp_path / "o")
+    assert res.returncode == 2 and res.stderr.rstrip().endswith(
+        "recorded with 2; drop --steps to continue it, or use another --out for a new run "
+        "with it."), res.stderr
+    res = in_process(capsys, *run, "--steps", 3, "--out", tmp_path / "new")
+    assert res.returncode == 0, res.stderr
+    bare = tmp_path / "bare"  # an eval's images, no metadata.json
+    bare.mkdir()
+    for png in (tmp_path / "o").glob("000_*"):
+        shutil.copy(png, bare / png.name)
+    for flag in ("--resume", None):
+        res = in_process(capsys, *run, "--steps", 2, *([flag] if flag else []), "--out", bare)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+        assert "pass --resume" not in res.stderr and res.stderr.rstrip().endswith(
+            "with --skip-existing instead of --resume, or pass another --out." if flag else
+            "keep them with --skip-existing, or pass another --out."), res.stderr
+    res = in_process(capsys, *run, "--steps", 2, "--skip-existing", "--out", bare)
+    assert res.returncode == 0 and (bare / "metadata.json").is_file(), res.stderr
 
 
 def test_resume_continues_the_run_whose_settings_it_read(tmp_path, tiny_base, stack):

@@ -96,7 +96,7 @@ def test_eval_resume_names_the_recorded_folder_that_is_gone_or_bad(capsys, tmp_p
             f"recorded (metadata.json) {problem}") in res.stderr
     assert res.stderr.rstrip().endswith(
         "; pass --vocab-dir DIR with that vocabulary (GPT-2's encoder.json and vocab.bpe), or "
-        "drop --resume."), res.stderr
+        "use another --out for a new run."), res.stderr
 
 
 def test_vocab_dir_for_byte_models_is_a_warning_in_sample_and_eval(capsys, tmp_path,

@@ -33,6 +33,7 @@ from .eval_setting_kinds import lora_specs, model_spec, whole_number
 from .eval_settings import (
     FLAG_NAMES,
     META_FILE,
+    NEW_RUN,
     SCHEDULE_KEYS,
     EvalSettings,
     check_resume,
@@ -156,6 +157,10 @@ def held_files_error(out: Path, held: bool = False) -> GlidectlError:
         return GlidectlError(
             f"--out {str(out)!r} holds files no eval writes ({shown}) and no {META_FILE}, so "
             "it is no eval's output; pass an empty or new --out.")
+    if not (out / META_FILE).exists():  # an eval's images, but no run --resume continues
+        return GlidectlError(
+            f"--out {str(out)!r} holds an eval's images but no {META_FILE}, so there is no "
+            "run to continue; keep them with --skip-existing, or pass another --out.")
     return GlidectlError(
         f"--out {str(out)!r} already holds files; pass --resume to continue that run, "
         "--skip-existing to keep finished prompts, or another --out.")
@@ -327,14 +332,13 @@ def _check_vocab(options: RunOptions, prior: dict[str, Any], out: Path,
     was, now = prior.get("vocab_sha256"), header.get("vocab_sha256")
     if not (was and now) or was == now:
         return
-    flag, leave = (("--resume", "drop --resume") if options.resume
-                   else ("--skip-existing", "use another --out"))
+    flag = "--resume" if options.resume else "--skip-existing"
     here = f"in {header['vocab_dir']!r}" if header.get("vocab_dir") else "found by default"
     made = f"the one in {prior['vocab_dir']!r}" if prior.get("vocab_dir") else "the default one"
     raise GlidectlError(
         f"{flag}: the GPT-2 vocabulary {here} (sha256 {now[:12]}…) is not {made} that made "
         f"the images in {str(out)!r} (sha256 {was[:12]}…); pass --vocab-dir DIR with that "
-        f"vocabulary, or {leave}.")
+        f"vocabulary, or {NEW_RUN}.")
 
 
 def pinned_models(settings: EvalSettings, prior: dict[str, Any] | None

@@ -74,6 +74,11 @@ def resolve_path(key: str, value: Any, root: Path | None = None) -> Any:
     return _absolute(value, key.endswith("schedule"), root) or value
 
 
+#: how to leave a run that --resume / --skip-existing cannot take: a new folder (an eval
+#: without either flag refuses one that holds files, so "drop --resume" leads nowhere)
+NEW_RUN = "use another --out for a new run"
+
+
 def recorded_vocab_dir(meta: dict[str, Any], out: Path) -> str | None:
     """The GPT-2 vocabulary folder the run in ``out`` recorded (None: the default one), for
     --resume; one sentence naming the record when it is no vocabulary folder now (gone,
@@ -89,7 +94,7 @@ def recorded_vocab_dir(meta: dict[str, Any], out: Path) -> str | None:
         raise vocab_folder_error(
             folder, exc.problem, f"that the run in {str(out)!r} recorded ({META_FILE})",
             "pass --vocab-dir DIR with that vocabulary (GPT-2's encoder.json and vocab.bpe), "
-            "or drop --resume") from None
+            f"or {NEW_RUN}") from None
     return folder
 
 
@@ -344,7 +349,7 @@ def resolve_settings(
                 raise GlidectlError(
                     f"--resume: {given_flag} would change the images of the run in "
                     f"{str(out)!r}, recorded with {_show(old[key])}; drop "
-                    f"{given_flag.split()[0]} to continue it, or drop --resume."
+                    f"{given_flag.split()[0]} to continue it, or {NEW_RUN} with it."
                 )
         return settings, [f"--resume: continuing with the settings recorded in "
                           f"{str(out / META_FILE) if out else META_FILE}."]
@@ -420,8 +425,8 @@ def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
     ``paths``), models and schedule file contents."""
     if meta is None:
         raise GlidectlError(
-            f"--resume: {str(out)!r} has no {META_FILE}, so there is no run to continue; "
-            "drop --resume (or use --skip-existing)."
+            f"--resume: {str(out)!r} has no {META_FILE}, so there is no run to continue; keep "
+            "its images with --skip-existing instead of --resume, or pass another --out."
         )
     refuse_upsampler_eval(meta, out, "--resume")
     recorded = meta.get("prompts_sha256") or prompts_digest(meta.get("prompts") or [])
@@ -450,7 +455,7 @@ def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
     :func:`schedule_digests` gives them): images ``flag`` keeps must be what the new
     metadata.json will say they are."""
     refuse_upsampler_eval(meta, out, flag)
-    leave = "drop --resume" if flag == "--resume" else "use another --out"
+    leave = NEW_RUN
     saved = {"grey": False, **meta.get("settings", {})}  # runs from before it: colour
     for key in ("base_stage", "upsample_stage"):
         if isinstance(saved.get(key), dict):
