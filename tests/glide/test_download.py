@@ -273,6 +273,29 @@ def test_download_command(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "basee" in bad.stderr
 
 
+def test_download_checks_a_file_already_cached_as_a_download(tmp_path, kit):
+    """A file put in the cache by hand was "already cached" whatever it held; it is checked
+    as a download is: OpenAI's checkpoint passes, another model is one sentence (exit 2),
+    and the file is kept."""
+    env = {**os.environ, "GLIDECTL_HOME": str(tmp_path),
+           "GLIDECTL_OPENAI_URL": _dead_url().rsplit("/", 1)[0]}
+    (tmp_path / "openai").mkdir()
+    (tmp_path / "openai" / "upsample.pt").write_bytes(official_pt("upsample", tmp_path))
+    torch.save(create_model(kit.tiny("base")).state_dict(), tmp_path / "openai" / "base.pt")
+    cmd = [sys.executable, "-m", "glidectl", "download", "-q"]
+    good = subprocess.run([*cmd, "upsample"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert good.returncode == 0 and "already cached" in good.stdout, good.stderr
+    bad = subprocess.run([*cmd, "base"], capture_output=True, text=True, env=env, timeout=120)
+    cached = tmp_path / "openai" / "base.pt"
+    assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.count("\n") == 1, bad.stderr
+    assert bad.stderr.startswith(f"Error: {str(cached)!r}, the cached openai:base, is not "
+                                 "OpenAI's base checkpoint: it does not fit OpenAI's base "
+                                 "model (")
+    assert bad.stderr.rstrip().endswith("delete it and run glidectl download base again.")
+    assert cached.is_file()
+
+
 def test_a_failed_download_names_the_way_out_each_command_has(tmp_path, monkeypatch):
     """`glidectl download` cannot take a file path; `sample --base openai:base` can."""
     env = {**os.environ, "GLIDECTL_HOME": str(tmp_path),

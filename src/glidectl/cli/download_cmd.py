@@ -23,9 +23,10 @@ def register(app: typer.Typer) -> None:
         """Download OpenAI's GLIDE checkpoints into the local cache.
 
         The cache is $GLIDECTL_HOME, else $XDG_CACHE_HOME/glidectl, else ~/.cache/glidectl;
-        files already there are not fetched again and partial downloads resume. A file
-        enters the cache only whole and checked: the size the server announced, and OpenAI's
-        checkpoint of that name (its zip checksums, keys and shapes). A plugin's models
+        files already there are not fetched again (but checked as a download is) and partial
+        downloads resume. A file enters the cache only whole and checked: the size the
+        server announced, and OpenAI's checkpoint of that name (its zip checksums, keys and
+        shapes). A plugin's models
         (SOURCE:NAME) are fetched where the plugin keeps them.
         """
         from .. import plugins
@@ -53,7 +54,8 @@ def register(app: typer.Typer) -> None:
                     wanted.append(kind)
         source = OpenAISource()
         for kind in wanted:
-            path, by = source.fetch(kind, download=True, progress=not quiet, as_spec=False)
+            path, by = source.fetch(kind, download=True, progress=not quiet, as_spec=False,
+                                    check_cached=True)
             size = path.stat().st_size / 2**20
             note = NOTES[by]
             typer.echo(f"openai:{kind}  {path}  ({size:,.1f} MiB, {note})")

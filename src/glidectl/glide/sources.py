@@ -60,10 +60,13 @@ class OpenAISource:
         return self.fetch(name, download, progress, as_spec).path
 
     def fetch(self, name: str, download: bool = True, progress: bool = True,
-              as_spec: bool = True) -> Fetched:
-        """:meth:`resolve`, saying who put the file in the cache (``glidectl download``)."""
+              as_spec: bool = True, check_cached: bool = False) -> Fetched:
+        """:meth:`resolve`, saying who put the file in the cache (``glidectl download``);
+        ``check_cached``: a file already cached is checked as a download is."""
         path = self.cache_path(name)
         if path.is_file():
+            if check_cached:
+                _check_cached_file(path, name)
             return Fetched(path, "cache")
         if not download:
             raise GlidectlError(
@@ -87,6 +90,16 @@ def cached_official(path: str | Path) -> str | None:
             if found.parent == folder and found.suffix == ".pt" and found.stem in KINDS:
                 return found.stem
     return None
+
+
+def _check_cached_file(path: Path, name: str) -> None:
+    """One sentence when the file cached as ``openai:NAME`` (put there by hand, or left by
+    another tool) is not OpenAI's NAME checkpoint, checked as a download is."""
+    problem = _official_file_problem(path, name)
+    if problem:
+        raise GlidectlError(
+            f"{str(path)!r}, the cached openai:{name}, is not OpenAI's {name} checkpoint: "
+            f"{problem}; delete it and run glidectl download {name} again.")
 
 
 def _official_file_problem(path: Path, name: str) -> str | None:
