@@ -293,6 +293,29 @@ def test_resume_with_a_config_for_another_network_is_one_line(trained, tmp_path,
     assert "do not fit the model this config builds (num_res_blocks 1 (config: 0)" in err, err
 
 
+def test_a_set_that_changes_the_network_is_named_with_the_value_that_resumes(
+        trained, tmp_path, capsys):
+    """A --set that builds another network (data.resolution of a scratch model) was told to
+    resume without --config, which it did; the key, both values and a --set that resumes
+    are named, and that --set resumes."""
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    before = _snapshot(run)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(run), "--steps", "3", "--no-live",
+              "--set", "data.resolution=48"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and _snapshot(run) == before
+    assert err.rstrip().endswith(
+        "(image_size 32 (config: 48)); data.resolution = 48 here, but the run trained with "
+        "32; resume without the --set (or --config) that changes it, or with --set "
+        "data.resolution=32."), err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(run), "--steps", "3", "--no-live",
+              "--set", "data.resolution=32"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+
+
 def test_resume_with_a_config_for_another_kind_names_the_command_that_resumes_it(
         trained, tmp_path, capsys):
     """A base run resumed by a config that builds an upsampler listed shapes (image_size,

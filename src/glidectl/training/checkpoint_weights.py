@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .. import runs
+from ..config import override
 from ..errors import GlidectlError, a_or_an
 from .adapters import ModelAdapter
 from .ema import EMA
@@ -62,9 +63,10 @@ def _command_of(run: Path) -> str:
 
 
 def load_weights(step_dir: Path, model: torch.nn.Module, adapter: ModelAdapter,
-                 options: Any) -> None:
+                 options: Any, cfg: Any = None) -> None:
     """A checkpoint's weights into ``model`` to resume it; a damaged file or the weights of
-    another network is a :class:`GlidectlError` saying what to do."""
+    another network is a :class:`GlidectlError` saying what to do (naming the keys of
+    ``cfg``, the run's config, that build another network than the run's config.toml)."""
     loader = getattr(adapter, "load_checkpoint", None)
     if loader is not None:
         loader(model, step_dir)
@@ -93,12 +95,35 @@ def load_weights(step_dir: Path, model: torch.nn.Module, adapter: ModelAdapter,
     try:
         model.load_state_dict(state_dict)
     except RuntimeError:  # other shapes: the config builds another network
+        changed = _shape_keys_changed(cfg, runs.run_of_step_dir(step_dir))
+        advice = ("resume with the run's own config (--resume RUN without --config reads "
+                  "RUN/config.toml)") if not changed else (
+            f"{' and '.join(f'{k} = {now!r}' for k, now, _ in changed)} here, but the run "
+            f"trained with {' and '.join(repr(was) for _, _, was in changed)}; resume "
+            f"without the --set (or --config) that changes it, or with "
+            f"{' '.join(f'--set {override(k, was)}' for k, _, was in changed)}")
         raise GlidectlError(
             f"Cannot resume from {str(step_dir)!r}: its weights do not fit the model "
-            f"this config builds ({_options_diff(saved, options)}); resume "
-            "with the run's own config (--resume RUN without --config reads "
-            "RUN/config.toml)."
+            f"this config builds ({_options_diff(saved, options)}); {advice}."
         ) from None
+
+
+# the config keys that decide a network's shapes (model.kind is refused before)
+SHAPE_KEYS = (("model", "size"), ("model", "tokenizer"), ("model", "init"),
+              ("data", "resolution"))
+
+
+def _shape_keys_changed(cfg: Any, run: Path) -> list[tuple[str, Any, Any]]:
+    """``(key, value in cfg, value in the run's config.toml)`` of each :data:`SHAPE_KEYS`
+    key the two set differently (none without ``cfg`` or a readable config.toml)."""
+    if cfg is None:
+        return []
+    changed = []
+    for section, key in SHAPE_KEYS:
+        now, was = getattr(getattr(cfg, section), key), runs.run_setting(run, section, key)
+        if was is not None and was != now:
+            changed.append((f"{section}.{key}", now, was))
+    return changed
 
 
 def _options_diff(saved: Any, built: Any) -> str:

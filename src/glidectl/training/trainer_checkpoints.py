@@ -25,7 +25,8 @@ class TrainerCheckpoints:
     def _load(self, step_dir: Path) -> None:
         """Resume: every state file is read and checked first, then weights, then applied."""
         def weights() -> None:
-            load_weights(step_dir, self.unwrapped, self.adapter, self.bundle.options)
+            load_weights(step_dir, self.unwrapped, self.adapter, self.bundle.options,
+                         self.cfg)
 
         changed = self.procs.on_all(lambda: rs.load_state(
             runs.state_dir(step_dir), self.accelerator, self.state, self._resumable(),
