@@ -637,3 +637,40 @@ def test_threads_that_look_up_plugins_first_at_once_both_see_them_loaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == str(["ddim"] * 4), out.stderr
+
+
+def test_one_helper_says_which_keywords_a_plugin_function_takes(tmp_path):
+    """Samplers, `download`'s plugin resolve and a training adapter's save_checkpoint ask
+    one helper (each had its own inspect.signature): it reads what it can, holds no bound
+    method's object alive, and passes `meta` only to a writer that names it."""
+    import gc
+    import weakref
+
+    from glidectl.callables import takes_keyword
+    from glidectl.training.checkpoint_weights import write_weights
+
+    class Adapter:
+        def __init__(self):
+            self.got = None
+
+        def save_checkpoint(self, model, folder, step, ema):
+            self.got = (step, "meta")
+
+    class MetaAdapter(Adapter):
+        def save_checkpoint(self, model, folder, step, ema, meta=None):
+            self.got = (step, meta)
+
+    def resolve(name, download=True, **options):
+        return name
+
+    assert not takes_keyword(resolve, "progress") and takes_keyword(resolve, "download")
+    assert not takes_keyword(min, "key")  # no signature inspect can read: none passed
+    old, new = Adapter(), MetaAdapter()
+    for adapter, got in ((old, (3, "meta")), (new, (3, {"k": "v"}))):
+        write_weights(tmp_path, 3, None, adapter, None, None, {"k": "v"})
+        assert adapter.got == got
+    assert takes_keyword(new.save_checkpoint, "meta")
+    gone = weakref.ref(new)
+    del new, adapter
+    gc.collect()
+    assert gone() is None  # the cache keeps plain functions, not a run's adapter

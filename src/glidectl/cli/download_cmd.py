@@ -60,10 +60,10 @@ def register(app: typer.Typer) -> None:
             note = NOTES[by]
             typer.echo(f"openai:{kind}  {path}  ({size:,.1f} MiB, {note})")
         for source_name, model, model_source in others:
-            from ..samplers.spec import parameters  # a plugin's resolve may take no progress
+            from ..callables import takes_keyword  # a plugin's resolve may take no progress
 
-            quietly = {"progress": False} if quiet and "progress" in parameters(
-                model_source.resolve) else {}
+            quietly = {"progress": False} if quiet and takes_keyword(
+                model_source.resolve, "progress") else {}
             path = Path(model_source.resolve(model, download=True, **quietly))
             typer.echo(f"{source_name}:{model}  {path}  ({path.stat().st_size / 2**20:,.1f} MiB)")
 

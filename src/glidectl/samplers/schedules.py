@@ -92,7 +92,7 @@ def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
     """``n`` descending σ's from ``sigma_max`` to ``sigma_min`` of a registered schedule
     (or a schedule file, ``*.json``), then 0 (float64). ``options`` (e.g. ``rho``) go to
     schedules that take them."""
-    from .spec import parameters
+    from ..callables import parameter_names
 
     if not isinstance(schedule, str):
         raise takes("get_sigmas()", "a schedule name (karras, exponential, …) or a schedule "
@@ -113,7 +113,7 @@ def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
     if not 0 < sigma_min < sigma_max:
         raise GlidectlError(f"The {schedule} schedule needs 0 < sigma_min < sigma_max, got "
                             f"{sigma_min!r} and {sigma_max!r}.")
-    accepted = parameters(fn)
+    accepted = parameter_names(fn)
     if unknown := [k for k in options if k not in accepted and k != "rho"]:  # rho: any
         import inspect
 

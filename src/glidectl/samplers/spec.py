@@ -8,8 +8,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
+
+from ..callables import takes_keyword
 
 SamplerFn = Callable[..., Any]
 
@@ -47,13 +48,13 @@ class Sampler:
         noise_sampler: Callable[[float, float], Any] | None = None,
         **options: Any,
     ) -> Any:
-        if noise_sampler is not None and "noise_sampler" in parameters(self.fn):
+        if noise_sampler is not None and takes_keyword(self.fn, "noise_sampler"):
             options["noise_sampler"] = noise_sampler
         return self.fn(denoiser, x, sigmas, extra, callback, **options)
 
     def accepts(self, option: str) -> bool:
         """Whether ``fn`` takes this keyword option (e.g. ``eta``)."""
-        return option in parameters(self.fn)
+        return takes_keyword(self.fn, option)
 
     def default(self, option: str) -> Any:
         """The value ``fn`` takes for ``option`` when none is passed (None: none it names)."""
@@ -69,14 +70,6 @@ class Sampler:
         """Whether it draws fresh noise at each step as called by default (ddim takes a
         noise sampler but η 0 unless asked)."""
         return self.accepts("noise_sampler") and self.default("eta") != 0
-
-
-@cache
-def parameters(fn: SamplerFn) -> frozenset[str]:
-    try:
-        return frozenset(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return frozenset()
 
 
 def as_sampler(obj: Any) -> Sampler:

@@ -25,9 +25,9 @@ def write_weights(folder: Path, step: int, model: torch.nn.Module, adapter: Mode
 
     writer = getattr(adapter, "save_checkpoint", None)
     if writer is not None:  # e.g. LoRA: adapter folders instead of full weights
-        import inspect
+        from ..callables import takes_keyword
 
-        takes_meta = "meta" in inspect.signature(writer).parameters  # a plugin's may not
+        takes_meta = takes_keyword(writer, "meta")  # a plugin's may not
         writer(model, folder, step, ema, **({"meta": meta} if takes_meta else {}))
         return
     save_weights(adapter.export_state(model), folder / runs.MODEL_FILE, options, meta)
