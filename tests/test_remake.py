@@ -218,6 +218,42 @@ def test_a_damaged_record_is_one_sentence(capsys, tmp_path, damage):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("damage, flag, must", [
+    ({"steps": "2.5"}, "--steps", "a number of steps from 1 to 10000 or a respacing string"),
+    ({"steps": "ddim2", "schedule": "karras"}, "--steps", "a whole number of steps from 1 "
+     "to 10000, as its schedule 'karras' takes"),
+    ({"guidance_interval": "a"}, "--guidance-interval", "two σ values LO,HI"),
+    ({"guidance_rescale": 5}, "--guidance-rescale", "from 0 to 1"),
+    ({"dynamic_threshold": 200}, "--dynamic-threshold", "a percentile from 50 to 100"),
+    ({"sigma_max": 0}, "--sigma-max", "a σ above 0"),
+    ({"precision": "fp8"}, "--precision", "auto, fp32, bf16 or fp16")])
+def test_a_recorded_setting_sample_refuses_names_the_record_not_a_flag(capsys, tmp_path,
+                                                                       damage, flag, must):
+    """A record whose steps, guidance tools, σ_max or precision sample's own checks refuse
+    was refused in the words of a flag no one typed ("--steps 2.5: the exponential schedule
+    needs ...", "Unknown --precision 'fp8'"); it names the record's key and the flag that
+    overrides it, and with that flag given the record's value is not checked."""
+    from PIL.PngImagePlugin import PngInfo
+
+    record = {"prompt": "a red circle", "seed": 1, "sampler": "euler", "steps": "3",
+              "guidance": 2.0, "base": "none", **damage}
+    info = PngInfo()
+    info.add_text("parameters", json.dumps(record))
+    Image.new("RGB", (8, 8)).save(tmp_path / "edited.png", pnginfo=info)
+    message = refused(capsys, "--from-png", tmp_path / "edited.png", "--out", tmp_path / "o")
+    key, value = next(iter(damage.items()))
+    shown = record[key] if isinstance(value, str) else float(value)
+    assert message.startswith(
+        f"Error: {tmp_path / 'edited.png'}'s glidectl record holds {key} = {shown!r}, which "
+        f"is not {must}"), message
+    assert message.endswith(f" (damaged or edited); pass {flag} VALUE to use another (the "
+                            "image will differ), or the PNG as glidectl wrote it."), message
+    value = {"--precision": "fp32", "--steps": "3", "--guidance-interval": "0.5,5"}.get(flag, 1)
+    message = refused(capsys, "--from-png", tmp_path / "edited.png", flag, value, "--out",
+                      tmp_path / "o")
+    assert "record holds" not in message, message
+
+
 def test_files_that_changed_since_are_refused_unless_a_flag_names_them(made, capsys,
                                                                       tmp_path):
     """Weights, a schedule file or a LoRA that are gone or hold something else: one sentence

@@ -107,6 +107,7 @@ class Remake:
         elif self.vocab_sha256:
             self._check_vocab()
         self._check_samplers(given)
+        self._check_values(given)
         for key, value in self.values.items():
             if key not in given:
                 params[key] = value
@@ -220,6 +221,24 @@ class Remake:
             f"{self.vocab_sha256[:12]}…), but {' and '.join(now)}; pass --vocab-dir DIR with "
             "the vocabulary that made it, or with another (the image will differ).")
 
+    def _check_values(self, given: set[str]) -> None:
+        """A recorded setting sample's own checks refuse (not overridden by its flag) is one
+        sentence naming the record's key: their messages name a flag no one typed."""
+        for key, value in self.values.items():
+            if key in given or value is None or key not in _MUST_BE:
+                continue
+            must, usable = _MUST_BE[key]
+            schedule = key.replace("steps", "schedule")  # a σ schedule takes a count only
+            if key.endswith("steps") and schedule not in given and _on_sigmas(
+                    self.values.get(schedule)) and usable(value):
+                must, usable = (f"a whole number of steps from 1 to 10000, as its "
+                                f"{schedule} {self.values[schedule]!r} takes"), _count
+            if not usable(value):
+                raise GlidectlError(
+                    f"{self.name}'s glidectl record holds {key} = {value!r}, which is not "
+                    f"{must} (damaged or edited); pass {_flag(key)} VALUE to use another (the "
+                    "image will differ), or the PNG as glidectl wrote it.")
+
     def _check_samplers(self, given: set[str]) -> None:
         """A recorded sampler or schedule no loaded plugin registers is one sentence; other
         plugin code than made the image, a line."""
@@ -278,6 +297,68 @@ def _beside(png: Path, pin: Pinned) -> list[str]:
     found = [str(folder / p) for folder in png.resolve().parents for p in relative
              if (folder / p).resolve() != Path(p).resolve()]
     return list(dict.fromkeys(found))
+
+
+def _steps(value: Any) -> bool:
+    """Whether ``value`` is a count of steps sample takes or a GLIDE respacing string."""
+    from .ranges import STEPS
+    from .samplers.schedules import respaced_timesteps
+
+    text = str(value).strip()
+    if text.lstrip("+-").isdigit():
+        return STEPS.min <= int(text) <= STEPS.max
+    try:
+        return bool(respaced_timesteps(1000, text))
+    except GlidectlError:
+        return False
+
+
+def _count(value: Any) -> bool:
+    """Whether ``value`` is a whole number of steps (no respacing string)."""
+    return str(value).strip().lstrip("+").isdigit() and _steps(value)
+
+
+def _on_sigmas(schedule: Any) -> bool:
+    """Whether a recorded ``schedule`` is a σ schedule by name (karras, exponential, …),
+    which takes a count of steps, not a respacing string."""
+    from .samplers.tuned import is_schedule_file
+
+    return isinstance(schedule, str) and schedule not in ("respaced", "auto") and not (
+        is_schedule_file(schedule))
+
+
+def _interval(value: Any) -> bool:
+    """Whether ``value`` is a ``LO,HI`` guidance interval with 0 <= LO < HI."""
+    try:
+        lo, hi = (float(v) for v in str(value).split(","))
+    except ValueError:
+        return False
+    return 0 <= lo < hi
+
+
+def _precision(value: Any) -> bool:
+    from .devices import check_precision
+
+    try:
+        check_precision(str(value))
+    except GlidectlError:
+        return False
+    return True
+
+
+# what sample's checks take of the recorded settings they refuse in their flags' names:
+# {key: (what it must be, test)}
+_MUST_BE: dict[str, tuple[str, Any]] = {
+    "steps": ("a number of steps from 1 to 10000 or a respacing string such as fast27",
+              _steps),
+    "upsample_steps": ("a number of steps from 1 to 10000 or a respacing string such as "
+                       "fast27", _steps),
+    "guidance_interval": ("two σ values LO,HI with 0 <= LO < HI", _interval),
+    "guidance_rescale": ("from 0 to 1", lambda v: 0 <= v <= 1),
+    "dynamic_threshold": ("a percentile from 50 to 100", lambda v: 50 <= v <= 100),
+    "sigma_max": ("a σ above 0", lambda v: v > 0),
+    "precision": ("auto, fp32, bf16 or fp16", _precision),
+}
 
 
 def _flag(param: str) -> str:
