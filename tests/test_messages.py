@@ -118,8 +118,7 @@ def test_a_damaged_checkpoint_says_to_delete_it_before_fetching_it_again(tmp_pat
         assert info.value.code == 2 and err.startswith(f"Error: Cannot read checkpoint '{path}'")
         assert err.count("\n") == 1 and "Warning" not in err, err
         if fix:
-            assert err.endswith("the file is damaged, truncated or not a PyTorch checkpoint: "
-                                f"{fix}\n"), err
+            assert err.endswith(f"it is a text file, not a PyTorch checkpoint; {fix}\n"), err
         else:
             assert "it is a plain pickle, not a file torch.save writes" in err, err
 

@@ -211,6 +211,26 @@ def test_a_cut_checkpoint_in_torchs_format_before_1_6_is_one_sentence(tmp_path):
             torch_load_weights(bad)
 
 
+@pytest.mark.parametrize(("data", "said"), [
+    (b"a red circle\n", "it is a text file, not a PyTorch checkpoint"),
+    (b"[model]\nsize = 'tiny' # \xc3\xa9", "it is a text file, not a PyTorch checkpoint"),
+    (b"", "it is empty"),
+    (b"<!DOCTYPE html><html>403</html>", "it is a web page (a server's error or sign-in "
+     "page), not a PyTorch checkpoint"),
+    (bytes(range(256)) * 4, "it is not a PyTorch checkpoint (torch.save's zip archive)"),
+])
+def test_a_file_in_no_torch_format_says_what_it_is(tmp_path, data, said):
+    """A prompts file or config.toml passed as a model said torch's words ("pop from empty
+    list", "Weights only load failed. In PyTorch 2.6, we changed the default value of the
+    `weights_only` argument ..."); it says what the file is."""
+    path = tmp_path / "model.pt"
+    path.write_bytes(data)
+    with pytest.raises(GlidectlError) as info:
+        load_model(path)
+    assert str(info.value) == (f"Cannot read checkpoint {str(path)!r}: {said}; pass another "
+                               "weights file.")
+
+
 def test_run_folder_prefers_ema_of_latest_step(tmp_path, inpaint_model, kit):
     options, model = inpaint_model
     run = tmp_path / "runs" / "demo"

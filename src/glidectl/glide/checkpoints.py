@@ -277,6 +277,12 @@ def torch_load_weights(path: Path) -> Any:
                 "torch.save writes, and glidectl never unpickles those (they can run code); "
                 "use a .safetensors file or a state_dict saved with torch.save."
             ) from exc
+        from .official_files import not_torch_format
+
+        with contextlib.suppress(OSError):
+            if (what := not_torch_format(path)) is not None:  # torch's words would mislead
+                raise GlidectlError(
+                    f"Cannot read checkpoint {str(path)!r}: {what}; {_refetch(path)}.") from exc
         raise GlidectlError(
             f"Cannot read checkpoint {str(path)!r} ({cause(exc)}); the file is damaged, "
             f"truncated or not a PyTorch checkpoint: {_refetch(path)}."

@@ -77,6 +77,18 @@ def _archive_problem(path: Path, head: bytes) -> str | None:
     return f"its entry {bad!r} is damaged (a checksum mismatch)" if bad else None
 
 
+def not_torch_format(path: Path) -> str | None:
+    """What ``path`` is when it is in no format ``torch.save`` writes (a zip archive, the
+    format before 1.6, a pickle), in a clause that starts "it …"; None when it is one."""
+    from .checkpoints import _is_pickle
+
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    if head.startswith(LEGACY_START) or _is_pickle(path) or zipfile.is_zipfile(path):
+        return None
+    return _not_a_zip(head)
+
+
 def _not_a_zip(head: bytes) -> str:
     """What a file that is no zip archive is, as far as its first bytes (``head``) tell."""
     if not head:
@@ -86,7 +98,22 @@ def _not_a_zip(head: bytes) -> str:
     if head.lstrip().lower().startswith(_HTML_STARTS):
         return ("it is a web page (a server's error or sign-in page), not a PyTorch "
                 "checkpoint")
+    if _is_text(head):
+        return "it is a text file, not a PyTorch checkpoint"
     return "it is not a PyTorch checkpoint (torch.save's zip archive)"
+
+
+def _is_text(head: bytes) -> bool:
+    """Whether the first bytes of a file are UTF-8 text (one character cut at the end)."""
+    if b"\0" in head:
+        return False
+    for cut in range(4):
+        try:
+            head[:len(head) - cut].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
 
 
 def _model_problem(shapes: Mapping[str, tuple[int, ...]], kind: str) -> str | None:
