@@ -807,3 +807,39 @@ def _waiting_for_main(waited_for: str, pid: int, state: str) -> str:
             r"[\d.]+ s(?: \(steps took [\d.]+ s at most\))?: the main process \(host "
             rf"{re.escape(host_name())}, pid {pid}\) {state}; this process waits for it for "
             r"up to 24 h.")
+
+
+@pytest.mark.parametrize("env, said", [
+    ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"},
+     "accelerate launch --num_processes 2 -m glidectl train --resume runs/t (or your "
+     "launcher, with 2 processes in all, as this run)"),
+    ({"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8", "MASTER_ADDR": "10.0.0.1",
+      "MASTER_PORT": "29500"},
+     "accelerate launch --num_machines 2 --num_processes 16 --machine_rank RANK "
+     "--main_process_ip 10.0.0.1 --main_process_port 29500 -m glidectl train --resume runs/t "
+     "on each of the 2 machines (RANK 0 to 1; --num_processes counts all 16 processes, 8 a "
+     "machine), or your launcher with 2 machines of 8 processes, as this run"),
+    ({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"},
+     "accelerate launch --num_machines 2 --num_processes 8 --machine_rank RANK "
+     "--main_process_ip HOST -m glidectl train --resume runs/t on each of the 2 machines "
+     "(RANK 0 to 1, HOST the address of rank 0; --num_processes counts all 8 processes, 4 a "
+     "machine), or your launcher with 2 machines of 4 processes, as this run"),
+    ({"WORLD_SIZE": "1"}, "glidectl train --resume runs/t"),
+    ({"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "junk"},  # a launcher's odd value: one machine
+     "accelerate launch --num_processes 4 -m glidectl train --resume runs/t (or your "
+     "launcher, with 4 processes in all, as this run)"),
+])
+def test_the_resume_hint_of_a_launched_run_names_its_machines(monkeypatch, env, said):
+    """A stopped run of 2 machines of 8 processes was told `accelerate launch
+    --num_processes 16 -m ...`, which starts 16 processes on the one machine it runs on:
+    accelerate's --num_processes counts all machines' processes, and each machine needs
+    --num_machines and its --machine_rank."""
+    from glidectl.training.run_dir import launched, machines, relaunch
+
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    nodes = machines()
+    assert relaunch("glidectl train --resume runs/t", launched(), nodes,
+                    env.get("MASTER_ADDR"), env.get("MASTER_PORT")) == said

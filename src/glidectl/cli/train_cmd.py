@@ -95,13 +95,12 @@ def exit_interrupted(result, resume: str) -> None:
     """Exit with 130 after Ctrl-C, naming the checkpoint; under torchrun or accelerate only
     rank 0 says so (every process returns the same result)."""
     if os.environ.get("RANK", "0") == "0":
-        from ..training.run_dir import launched
+        from ..training.run_dir import launched, machines, relaunch
 
-        world = launched()  # a run of N processes resumes under N (one is refused)
-        command = f"{resume} {shlex.quote(str(result.run_dir))}"
-        if world > 1:
-            command = (f"accelerate launch --num_processes {world} -m {command} (or your "
-                       f"launcher, with {world} processes in all, as this run)")
+        # a run of N processes resumes under N (one is refused), on as many machines
+        command = relaunch(f"{resume} {shlex.quote(str(result.run_dir))}", launched(),
+                           machines(), os.environ.get("MASTER_ADDR"),
+                           os.environ.get("MASTER_PORT"))
         typer.echo(
             f"Interrupted at step {result.step}; checkpoint {result.checkpoint}. "
             f"Resume with: {command}", err=True

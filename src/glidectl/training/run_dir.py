@@ -428,14 +428,49 @@ def resume_hint(run: runs.RunDir) -> str:
     last = runs.latest_step_dir(run.checkpoints)
     if last is None:  # --resume would refuse the folder: there is nothing to resume
         return "it has no checkpoint yet: run the same command again to start it over"
-    under = f" under {launched()} processes, as this run" if launched() > 1 else ""
+    world, nodes = launched(), machines()
+    on = f" on {nodes} machines ({world // nodes} each)" if nodes > 1 else ""
+    under = f" under {world} processes{on}, as this run" if world > 1 else ""
     return (f"its last checkpoint is {str(last)!r}: resume with --resume "
             f"{shlex.quote(str(run.root))}{under}")
 
 
+def _env_int(name: str, default: int = 1) -> int:
+    """A positive count the launcher set in the environment, else ``default``."""
+    try:
+        return max(1, int(os.environ[name]))
+    except (KeyError, ValueError):
+        return default
+
+
 def launched() -> int:
     """The processes of this run as its launcher (accelerate, torchrun) set them, else 1."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
+    return _env_int("WORLD_SIZE")
+
+
+def machines() -> int:
+    """The machines (nodes) of this run: its processes over those on this machine
+    (torchrun's LOCAL_WORLD_SIZE, which accelerate launch sets too), else 1."""
+    world = launched()
+    local = _env_int("LOCAL_WORLD_SIZE", world)  # not set (or odd): one machine
+    return world // local if local <= world and world % local == 0 else 1
+
+
+def relaunch(command: str, world: int, nodes: int = 1, host: str | None = None,
+             port: str | None = None) -> str:
+    """``command`` (``glidectl train --resume RUN``) launched as a run of ``world``
+    processes on ``nodes`` machines was: accelerate launch's --num_processes counts the
+    processes of all machines, and each machine is launched with its own --machine_rank
+    (``host``/``port``: the rank-0 machine's, where known)."""
+    if world <= 1:
+        return command
+    if nodes <= 1:
+        return (f"accelerate launch --num_processes {world} -m {command} (or your launcher, "
+                f"with {world} processes in all, as this run)")
+    each, where = world // nodes, "" if host else ", HOST the address of rank 0"
+    return (f"accelerate launch --num_machines {nodes} --num_processes {world} --machine_rank "
+            f"RANK --main_process_ip {host or 'HOST'}"
+            f"{f' --main_process_port {port}' if port else ''} -m {command} on each of the "
+            f"{nodes} machines (RANK 0 to {nodes - 1}{where}"
+            f"; --num_processes counts all {world} processes, {each} a machine), or your "
+            f"launcher with {nodes} machines of {each} processes, as this run")
