@@ -20,6 +20,10 @@ def test_holdout_is_kept_out_of_training_and_scored_at_fixed_timesteps(tiny):
     assert len(seen) == 24 - 4 and not seen & held
     # left out before decoding: the data counts are training's own (20, not 24)
     assert trainer.stream.dataset.stats()["accepted"] == 24 - 4
+    # the run's dataset, whose counts the run reports, counts the same, and is not changed
+    # behind its back: the stream reads a copy that leaves the held-out keys out
+    assert trainer.dataset.stats()["accepted"] == 24 - 4 and not trainer.dataset.exclude
+    assert trainer.stream.dataset.dataset.exclude == held
     assert trainer.validator.timesteps == [166, 500, 833]  # (k + 1/2) * 1000 / 3
 
     first = trainer.validator.run(trainer.unwrapped, trainer.accelerator.device)

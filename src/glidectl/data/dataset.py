@@ -7,10 +7,11 @@ worker, so no sample is seen twice in an epoch, then a seeded shuffle buffer.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,6 +186,13 @@ class StreamDataset(IterableDataset):
     def reads_per_epoch(self, key: str) -> int:
         """Times one epoch of this dataset reads the sample ``key``."""
         return reads_per_epoch(self.source, key) if self.train else 1
+
+    def without(self, keys: Iterable[str]) -> StreamDataset:
+        """This dataset (a copy sharing its source, pipeline and counts) less the samples of
+        ``keys`` (validation.holdout's), left out before decoding: uncounted, every repeat."""
+        other = copy.copy(self)
+        other.exclude = frozenset(keys)
+        return other
 
     def set_epoch(self, epoch: int) -> None:
         """Fix the epoch used for shuffling (else each pass over the data counts one up)."""

@@ -23,7 +23,7 @@ from .batching import batch_notes, spans_epochs, workers_for
 from .dataset import SamplePipeline, build_dataset
 from .images import Rejected, read_bytes
 from .records import RawSample
-from .source_api import reads_per_epoch, samples_per_epoch, source_notes
+from .source_api import epoch_without, reads_per_epoch, samples_per_epoch, source_notes
 from .stats import RejectionCounter, no_valid_data_error
 from .transforms import to_tensor
 
@@ -176,7 +176,7 @@ def inspect_source(
         report.total_samples = report.scanned
     if held:
         if per_epoch:
-            per_epoch = max(0, per_epoch - sum(reads_per_epoch(source, k) for k in held))
+            per_epoch = epoch_without(per_epoch, held, lambda k: reads_per_epoch(source, k))
         report.notes.append(
             f"validation.holdout = {holdout}: training leaves out the first {len(held)} valid "
             f"samples ({_keys(held)}) to validate on; the samples per epoch and the batching "

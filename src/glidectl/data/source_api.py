@@ -7,7 +7,7 @@ Third-party sources register a :class:`SourceType` through the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,6 +72,13 @@ def reads_per_epoch(source: Any, key: str) -> int:
     :func:`epoch_units`)."""
     count = _counter(source, 0)
     return int(count(key)) if count is not None and source.splits_samples else 1
+
+
+def epoch_without(per_epoch: int, keys: Iterable[str], reads: Callable[[str], int]) -> int:
+    """Samples an epoch of ``per_epoch`` reads less the held-out ``keys``, each as often as
+    ``reads(key)`` says an epoch reads it (validation.holdout's count, for training and
+    ``dataset inspect`` alike)."""
+    return max(0, per_epoch - sum(reads(k) for k in keys))
 
 
 #: ``open(spec, data_cfg, resolution) -> Source``; ``spec`` has the ``name:`` prefix removed.

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from ..config import GlideConfig
+from ..data.source_api import epoch_without
 from ..errors import GlidectlError
 from .objective import random_masks
 
@@ -89,13 +90,15 @@ def first_samples(dataset: Any, n: int, skip_prior: bool = False) -> list[dict[s
 
 class WithoutKeys(IterableDataset):
     """The training stream minus the held-out samples (matched by their ``key``, so every
-    repeat of a held-out image is left out: split by image, then repeat)."""
+    repeat of a held-out image is left out: split by image, then repeat). A dataset that can
+    leave keys out itself (a StreamDataset's ``without``: before decoding, so its data counts
+    are training's alone) is read as such a copy; ``dataset`` is left as it is."""
 
     def __init__(self, dataset: Any, keys: set[str]):
         super().__init__()
-        self.dataset, self.keys = dataset, set(keys)
-        if hasattr(dataset, "exclude"):  # a StreamDataset: left out before decoding, so the
-            dataset.exclude = frozenset(self.keys)  # data counts are training's alone
+        self.keys = frozenset(keys)
+        without = getattr(dataset, "without", None)
+        self.dataset = without(self.keys) if callable(without) else dataset
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for sample in self.dataset:
@@ -115,7 +118,7 @@ class WithoutKeys(IterableDataset):
         reads it (a held-out image of a kohya folder leaves out all its repeats)."""
         n = getattr(self.dataset, "num_samples", None)
         reads = getattr(self.dataset, "reads_per_epoch", lambda key: 1)
-        return None if not n else max(0, n - sum(reads(k) for k in self.keys))
+        return None if not n else epoch_without(n, self.keys, reads)
 
     @property
     def resampled(self) -> bool:
