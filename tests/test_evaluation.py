@@ -1951,6 +1951,15 @@ def test_a_resume_that_cannot_continue_names_a_way_out_that_works(tmp_path, tiny
             "keep them with --skip-existing, or pass another --out."), res.stderr
     res = in_process(capsys, *run, "--steps", 2, "--skip-existing", "--out", bare)
     assert res.returncode == 0 and (bare / "metadata.json").is_file(), res.stderr
+    (bare / "metadata.json").write_text("{damaged")  # offered --resume, which refuses it
+    res = in_process(capsys, *run, "--steps", 2, "--out", bare)
+    assert res.returncode == 2 and res.stderr.rstrip().endswith(
+        "holds a metadata.json glidectl cannot read (damaged or edited), so there is no run "
+        f"to continue; delete {str(bare / 'metadata.json')!r} to keep its images with "
+        "--skip-existing, or pass another --out."), res.stderr
+    (bare / "metadata.json").unlink()
+    res = in_process(capsys, *run, "--steps", 2, "--skip-existing", "--out", bare)
+    assert res.returncode == 0, res.stderr
 
 
 def test_resume_continues_the_run_whose_settings_it_read(tmp_path, tiny_base, stack):

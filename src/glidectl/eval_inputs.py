@@ -161,6 +161,11 @@ def held_files_error(out: Path, held: bool = False) -> GlidectlError:
         return GlidectlError(
             f"--out {str(out)!r} holds an eval's images but no {META_FILE}, so there is no "
             "run to continue; keep them with --skip-existing, or pass another --out.")
+    if not recorded:  # --resume and --skip-existing refuse it too
+        return GlidectlError(
+            f"--out {str(out)!r} holds a {META_FILE} glidectl cannot read (damaged or edited), "
+            f"so there is no run to continue; delete {str(out / META_FILE)!r} to keep its "
+            "images with --skip-existing, or pass another --out.")
     return GlidectlError(
         f"--out {str(out)!r} already holds files; pass --resume to continue that run, "
         "--skip-existing to keep finished prompts, or another --out.")
