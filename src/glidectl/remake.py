@@ -327,23 +327,31 @@ def _on_sigmas(schedule: Any) -> bool:
         is_schedule_file(schedule))
 
 
-def _interval(value: Any) -> bool:
-    """Whether ``value`` is a ``LO,HI`` guidance interval with 0 <= LO < HI."""
+def _accepted(check: Any, *args: Any) -> bool:
+    """Whether sample's own ``check`` takes ``args`` (it raises one sentence if not)."""
     try:
-        lo, hi = (float(v) for v in str(value).split(","))
-    except ValueError:
+        check(*args)
+    except GlidectlError:
         return False
-    return 0 <= lo < hi
+    return True
+
+
+def _guidance_tool(key: str) -> Any:
+    """The test of one recorded guidance tool: sample's check_guidance_tools on it alone."""
+    from .samplers.guidance import check_guidance_tools, parse_interval
+
+    def usable(value: Any) -> bool:
+        if key == "guidance_interval":
+            return _accepted(lambda: check_guidance_tools(parse_interval(str(value)), 0.0, None))
+        tools = {"guidance_rescale": (None, value, None), "dynamic_threshold": (None, 0.0, value)}
+        return _accepted(check_guidance_tools, *tools[key])
+    return usable
 
 
 def _precision(value: Any) -> bool:
     from .devices import check_precision
 
-    try:
-        check_precision(str(value))
-    except GlidectlError:
-        return False
-    return True
+    return _accepted(check_precision, str(value))
 
 
 # what sample's checks take of the recorded settings they refuse in their flags' names:
@@ -353,9 +361,10 @@ _MUST_BE: dict[str, tuple[str, Any]] = {
               _steps),
     "upsample_steps": ("a number of steps from 1 to 10000 or a respacing string such as "
                        "fast27", _steps),
-    "guidance_interval": ("two σ values LO,HI with 0 <= LO < HI", _interval),
-    "guidance_rescale": ("from 0 to 1", lambda v: 0 <= v <= 1),
-    "dynamic_threshold": ("a percentile from 50 to 100", lambda v: 50 <= v <= 100),
+    "guidance_interval": ("two σ values LO,HI with 0 <= LO < HI",
+                          _guidance_tool("guidance_interval")),
+    "guidance_rescale": ("from 0 to 1", _guidance_tool("guidance_rescale")),
+    "dynamic_threshold": ("a percentile from 50 to 100", _guidance_tool("dynamic_threshold")),
     "sigma_max": ("a σ above 0", lambda v: v > 0),
     "precision": ("auto, fp32, bf16 or fp16", _precision),
 }
