@@ -214,6 +214,20 @@ def test_bad_statistics_files_are_one_line_and_never_unpickled(tmp_path):
         eval_fid([Image.new("RGB", (16, 16))] * 2, wide, Features(module=ColourStats()))
 
 
+def test_statistics_beside_other_arrays_read_only_mu_and_sigma(tmp_path):
+    """A file with more than the statistics (guided-diffusion's reference batch: its images
+    as arr_0; a pickled note) gives its mu and sigma: the other arrays are never loaded, so
+    an object array among them is not refused and never unpickled."""
+    import numpy as np
+
+    mu, sigma = np.arange(3.0), np.diag([1.0, 2.0, 3.0])
+    path = tmp_path / "VIRTUAL_ref_batch.npz"
+    np.savez(path, arr_0=np.zeros((4, 8, 8, 3), np.uint8), mu=mu, sigma=sigma,
+             info=np.array([{"dataset": "x"}], dtype=object))
+    got_mu, got_sigma = reference_stats(path)
+    assert got_mu.tolist() == mu.tolist() and got_sigma.tolist() == sigma.tolist()
+
+
 def test_fid_fed_a_batch_at_a_time_equals_fid_of_all_images_at_once(tmp_path, monkeypatch):
     """eval's FID/KID (FidStream: 64 generated images a batch, references read 64 at a time)
     gives the numbers of every image at once, and of the features' mean and covariance."""

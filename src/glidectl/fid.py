@@ -241,7 +241,8 @@ def is_stats_file(reference: str) -> bool:
 
 def reference_stats(reference: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """``mu`` and ``sigma`` (float64) of an ``.npz`` of reference statistics, as pytorch-fid
-    and clean-fid save them; read with ``allow_pickle=False``."""
+    and clean-fid save them; read with ``allow_pickle=False``, and nothing else in the file
+    (guided-diffusion's reference batches hold their images beside them)."""
     import zipfile
 
     import numpy as np
@@ -254,21 +255,20 @@ def reference_stats(reference: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
             f"--fid {str(reference)!r} is not a readable .npz of arrays (not a zip archive, "
             "as numpy.savez writes); pass statistics saved with numpy.savez (mu, sigma), or "
             "a folder of images.")
-    try:
+    try:  # only mu and sigma are read: other arrays (a reference batch's images) are not
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+            names = list(data.files)
+            if "mu" not in names or "sigma" not in names:
+                raise GlidectlError(
+                    f"--fid {str(reference)!r} holds {', '.join(names) or 'no arrays'}, not "
+                    "FID statistics: it needs the arrays 'mu' and 'sigma' (as pytorch-fid and "
+                    "clean-fid save them).")
+            mu, sigma = data["mu"], data["sigma"]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise GlidectlError(
             f"--fid {str(reference)!r} is not a readable .npz of arrays ({cause(exc)}); pass "
             "statistics saved with numpy.savez (mu, sigma), or a folder of images."
         ) from None
-    mu, sigma = arrays.get("mu"), arrays.get("sigma")
-    if mu is None or sigma is None:
-        raise GlidectlError(
-            f"--fid {str(reference)!r} holds {', '.join(arrays) or 'no arrays'}, not FID "
-            "statistics: it needs the arrays 'mu' and 'sigma' (as pytorch-fid and clean-fid "
-            "save them)."
-        )
     if (mu.ndim != 1 or sigma.shape != (mu.size, mu.size) or mu.dtype.kind not in "fiu"
             or sigma.dtype.kind not in "fiu" or not (np.isfinite(mu).all()
                                                      and np.isfinite(sigma).all())):
