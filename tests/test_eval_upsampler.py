@@ -325,6 +325,56 @@ def test_the_input_is_downscaled_with_the_filter_the_run_trained_with(capsys, tm
         "low_res_resample"] == "box"
 
 
+def test_an_upsampler_lora_downscales_with_the_filter_its_run_trained_with(capsys, tmp_path,
+                                                                          upsampler):
+    """`eval --upsampler UP --low-res DIR --lora ADAPTER` downscaled with UP's filter, not the
+    data.low_res_resample ADAPTER's run trained with."""
+    import shutil
+
+    from tiny_configs import random_attention_adapter
+
+    from glidectl.data.transforms import ImageTransform, LowResTransform
+    from glidectl.eval_upsampler_inputs import RESAMPLE_KEY
+    from glidectl.glide.checkpoints import read_metadata
+
+    shutil.copy(upsampler, tmp_path / "up.safetensors")  # records no filter: bicubic
+    adapter = random_attention_adapter(tmp_path, "up.safetensors", std=0.5)
+    meta = json.loads((adapter / "glidectl.json").read_text())
+    (adapter / "glidectl.json").write_text(json.dumps({**meta, "low_res_resample": "box"}))
+    # an adapter from before adapters recorded it: its LoRA run's config.toml
+    old = tmp_path / "run" / "checkpoints" / "step-000004" / "lora"
+    shutil.copytree(adapter, old)
+    (old / "glidectl.json").write_text(json.dumps(meta))
+    (tmp_path / "run" / "config.toml").write_text('[data]\nlow_res_resample = "box"\n')
+    refs = captioned_folder(tmp_path / "refs")
+    with Image.open(refs / "1.png") as im:
+        reference = ImageTransform(32, random_crop=False)(im.convert("RGB"), random.Random(0))
+    box = np.asarray(LowResTransform(8, "box")(reference, random.Random(0)))
+    for k, lora in enumerate((adapter, old)):
+        out = tmp_path / f"out{k}"
+        res = in_process(capsys, "eval", "--upsampler", tmp_path / "up.safetensors",
+                         "--low-res", refs, "--out", out, "--lora", lora, *FAST)
+        assert res.returncode == 0, res.stderr
+        assert json.loads((out / "metadata.json").read_text())["low_res_resample"] == "box"
+        with Image.open(out / "inputs" / "001_a-blue-square.png") as im:
+            assert np.array_equal(np.asarray(im), box)
+    # merged into its upsampler, the adapter's filter goes with it
+    merged = tmp_path / "merged.safetensors"
+    res = in_process(capsys, "lora", "merge", adapter, "--base", tmp_path / "up.safetensors",
+                     "-o", merged)
+    assert res.returncode == 0, res.stderr
+    assert read_metadata(merged)[RESAMPLE_KEY] == "box"
+    # adapters that disagree: one sentence, no folder
+    other = tmp_path / "other-lora"
+    shutil.copytree(adapter, other)
+    (other / "glidectl.json").write_text(json.dumps({**meta, "low_res_resample": "bicubic"}))
+    res = in_process(capsys, "eval", "--upsampler", tmp_path / "up.safetensors", "--low-res",
+                     refs, "--out", tmp_path / "both", "--lora", adapter, "--lora", other, *FAST)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "downscaled with 'box' (data.low_res_resample) and LoRA" in res.stderr
+    assert "with 'bicubic'" in res.stderr and not (tmp_path / "both").exists()
+
+
 def test_fid_scores_the_upsampled_images_against_a_reference_folder(capsys, tmp_path,
                                                                     upsampler, monkeypatch):
     from test_fid import ColourStats

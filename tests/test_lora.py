@@ -1238,7 +1238,8 @@ def test_lora_trains_an_upsampler_in_bf16_with_frozen_base(tmp_path, fresh_accel
     cfg = lora_config(tmp_path, model=dict(kind="upsample", init=str(base_file)),
                       train=dict(steps=2, ema_decay=0.0, precision="bf16",
                                  gradient_checkpointing=True),
-                      checkpoint=dict(every=0), lora=dict(targets=["conv"], rank=2))
+                      checkpoint=dict(every=0), lora=dict(targets=["conv"], rank=2),
+                      data=dict(low_res_resample="box"))
     adapter = LoraTrainingAdapter(cfg.lora, cfg.model.init)
     trainer = Trainer(cfg, adapter=adapter, quiet=True)
     result = trainer.run()
@@ -1248,6 +1249,7 @@ def test_lora_trains_an_upsampler_in_bf16_with_frozen_base(tmp_path, fresh_accel
     files = read_adapter(step_dir / "lora")
     assert files.meta["model_kind"] == "upsample" and files.meta["base_model"] == str(base_file)
     assert files.meta["base_sha256"] == weights_sha256(base)
+    assert files.meta["low_res_resample"] == "box"  # what eval downscales references with
     assert weights_sha256(trainer.unwrapped) == weights_sha256(base)  # the base stayed frozen
     assert {p.dtype for _, p in adapter.trainable(trainer.unwrapped)} == {torch.float32}
     with pytest.raises(GlidectlError, match="trained for an 'upsample' model"):

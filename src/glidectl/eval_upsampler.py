@@ -380,7 +380,7 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     folder = Path(low_res_dir)
     out = resolve_out(options)
-    source = check_inputs(folder, settings, options)
+    source, lora_resample = check_inputs(folder, settings, options)
     device = pick_device(options.device)
     fid, fid_note = _fid_stream(options)
     t0 = time.perf_counter()
@@ -391,7 +391,8 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     load_s = time.perf_counter() - t0
     up = settings.stage_options()["upsample"]
     per_batch = pipeline.calls_per_batch("upsample", up)
-    resample = training_resample(pipeline.records["upsample"].path)
+    # an adapter's inputs were made with its own run's filter: it wins over the upsampler's
+    resample = lora_resample or training_resample(pipeline.records["upsample"].path)
     references = _references(folder, source, pipeline, emit, resample)
     first = next(references, None)  # DIR gives an image (else one sentence, and no folder)
     if first is None:

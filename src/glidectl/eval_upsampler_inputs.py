@@ -46,20 +46,34 @@ def refuse_flags(given: Sequence[str], prompts: Path | None, upsampler: str | No
                             "upsampler eval runs whole, into a new --out); drop it.")
 
 
-def check_loras(loras: Sequence[str]) -> None:
+def check_loras(loras: Sequence[str]) -> str | None:
     """One sentence, before any model loads, for a ``--lora`` trained for a model that is no
-    upsampler: with ``--low-res DIR`` only the upsampler runs."""
+    upsampler (with ``--low-res DIR`` only the upsampler runs), or for adapters trained with
+    different ``data.low_res_resample`` filters. Returns the adapters' filter (None: none
+    records one), which wins over the upsampler's own."""
     from .errors import a_or_an
     from .lora import parse_lora_spec
     from .lora.files import read_adapter
 
+    filters: dict[str, str] = {}
     for spec in map(parse_lora_spec, loras):
-        kind = read_adapter(spec.path).meta.get("model_kind")
+        adapter = read_adapter(spec.path)
+        kind = adapter.meta.get("model_kind")
         if kind and not str(kind).startswith("upsample"):
             raise GlidectlError(
                 f"LoRA {spec.path!r} was trained for {a_or_an(repr(kind))} model, and with "
                 "--low-res DIR only the upsampler runs; drop this --lora (a base model's "
                 "adapter is evaluated with glidectl eval PROMPTS.txt --lora PATH).")
+        if (resample := adapter_resample(adapter.path, adapter.meta)) is not None:
+            filters[spec.path] = resample
+    pairs = list(filters.items())
+    other = next(((p, f) for p, f in pairs if f != pairs[0][1]), None)
+    if other is not None:
+        raise GlidectlError(
+            f"LoRA {pairs[0][0]!r} was trained on inputs downscaled with {pairs[0][1]!r} "
+            f"(data.low_res_resample) and LoRA {other[0]!r} with {other[1]!r}, so no one "
+            "downscaling of DIR's references suits both; evaluate them in separate runs.")
+    return pairs[0][1] if pairs else None
 
 
 def upsampler_settings(flags: dict[str, Any], options: RunOptions,
@@ -165,6 +179,8 @@ def refuse_files(out: Path, held: bool = False) -> None:
 
 #: the metadata key of an exported upsampler that records its run's data.low_res_resample
 RESAMPLE_KEY = "glidectl.low_res_resample"
+#: the key of an upsampler's LoRA adapter's glidectl metadata that records the same
+LORA_RESAMPLE_KEY = "low_res_resample"
 
 
 def training_resample(weights: Path | None) -> str:
@@ -185,18 +201,34 @@ def training_resample(weights: Path | None) -> str:
     return value if isinstance(value, str) and value in RESAMPLE else default
 
 
-def check_inputs(folder: Path, settings: EvalSettings, options: RunOptions) -> Any:
-    """What is checked before any model loads, one sentence each: DIR (its source is
-    returned), the upsampler and its LoRAs, the sampler, --fid's reference."""
+def adapter_resample(directory: Path, meta: dict[str, Any]) -> str | None:
+    """``data.low_res_resample`` an upsampler's LoRA adapter (folder ``directory``, glidectl
+    metadata ``meta``) trained with: as it records it, else (an adapter written before
+    adapters recorded it) its LoRA run's config.toml; None for neither (peft's own)."""
+    from .data.transforms import RESAMPLE
+    from .runs import is_step_dir, run_of_step_dir, run_setting
+
+    value = meta.get(LORA_RESAMPLE_KEY)
+    step = Path(directory).parent
+    if value is None and is_step_dir(step):
+        value = run_setting(run_of_step_dir(step), "data", "low_res_resample")
+    return value if isinstance(value, str) and value in RESAMPLE else None
+
+
+def check_inputs(folder: Path, settings: EvalSettings,
+                 options: RunOptions) -> tuple[Any, str | None]:
+    """What is checked before any model loads, one sentence each: DIR, the upsampler and its
+    LoRAs, the sampler, --fid's reference. Returns DIR's source and the LoRAs' downscaling
+    filter (:func:`check_loras`)."""
     from . import plugins
     from .model_cost import check_models
 
     source = check_folder(folder)
     check_models(None, settings.where("upsampler"), alone=True)
-    check_loras(settings.where("loras"))
+    resample = check_loras(settings.where("loras"))
     plugins.samplers().get(settings.upsample_stage.sampler)
     if options.fid_reference:
         from .fid import check_reference
 
         check_reference(str(options.fid_reference), len(source.files) * settings.n)
-    return source
+    return source, resample

@@ -288,6 +288,11 @@ def merge_adapter(
         "base_file": runs.portable_name(base_file), "base_sha256": base_sha256,
     }])}
     meta.update(defaults)
+    if model.options.super_res:  # the filter eval downscales references with: the adapter's
+        from ..eval_upsampler_inputs import RESAMPLE_KEY, adapter_resample, training_resample
+
+        meta[RESAMPLE_KEY] = (adapter_resample(adapter.path, adapter.meta)
+                              or training_resample(base_file))
     if adapter.meta.get("grey") is True:  # trained on greyscale data: the merge draws grey
         from ..sampling_defaults import RECOMMENDED_KEY, recommended_object, with_adapter_grey
 

@@ -107,9 +107,12 @@ def save_adapter(
     state: dict[str, torch.Tensor] | None = None,
     adapter_name: str = "default",
     grey: bool = False,
+    low_res_resample: str | None = None,
 ) -> Path:
     """Write a LoRA-injected model's adapter as a peft directory with glidectl metadata
-    (``grey``: trained on greyscale data, so it is sampled grey by default)."""
+    (``grey``: trained on greyscale data, so it is sampled grey by default;
+    ``low_res_resample``: an upsampler's, the filter its training inputs were downscaled
+    with, which ``eval --low-res DIR`` downscales references with)."""
     from peft import get_peft_model_state_dict
 
     from .inject import effective_scale, peft_config
@@ -136,6 +139,8 @@ def save_adapter(
     }
     if grey:
         meta["grey"] = True
+    if low_res_resample is not None:
+        meta["low_res_resample"] = low_res_resample
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     peft_config(cfg, target_names).save_pretrained(str(out))

@@ -81,16 +81,19 @@ class LoraTrainingAdapter:
                         meta: dict[str, str] | None = None) -> None:
         """Write ``lora/`` (and ``lora-ema/``) into a step dir (main process only); ``meta``:
         the checkpoint's, whose recommended ``grey`` (greyscale training data) the adapters
-        record, so whatever samples them draws grey as the run's previews did."""
+        record, so whatever samples them draws grey as the run's previews did, and an
+        upsampler's low-res filter, which eval downscales references with."""
+        from ..eval_upsampler_inputs import RESAMPLE_KEY
         from ..sampling_defaults import RECOMMENDED_KEY, recommended_object
 
         step_dir = Path(step_dir)
         grey = recommended_object((meta or {}).get(RECOMMENDED_KEY)).get("grey") is True
+        resample = (meta or {}).get(RESAMPLE_KEY)
         self._write_scratch_base(model, runs.RunDir(step_dir.parent.parent))
-        self.save(model, step_dir / ADAPTER_DIR, step, grey)
+        self.save(model, step_dir / ADAPTER_DIR, step, grey, resample)
         if ema is not None:
             with ema.swapped():
-                self.save(model, step_dir / EMA_ADAPTER_DIR, step, grey)
+                self.save(model, step_dir / EMA_ADAPTER_DIR, step, grey, resample)
 
     def load_checkpoint(self, model: nn.Module, step_dir: Path) -> None:
         """Load the raw adapter of a step dir into the injected model (resume)."""
@@ -145,11 +148,11 @@ class LoraTrainingAdapter:
                     f"{there:g} there, {here:g} here); resume with the run's own config.")
 
     def save(self, model: nn.Module, directory: Path, step: int | None = None,
-             grey: bool = False) -> Path:
+             grey: bool = False, low_res_resample: str | None = None) -> Path:
         return save_adapter(
             model, directory, cfg=self.cfg, target_names=self.target_names,
             base_spec=self.base_spec, base_sha256=self.base_sha256, step=step,
-            state=self.export_state(model), grey=grey,
+            state=self.export_state(model), grey=grey, low_res_resample=low_res_resample,
         )
 
     def _write_scratch_base(self, model: nn.Module, run: runs.RunDir) -> None:
