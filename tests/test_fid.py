@@ -284,6 +284,31 @@ def test_kid_subsets_hold_at_most_1000_images_however_many_there_are(monkeypatch
     assert seen == [(20, 20)] * 10
 
 
+def test_reference_folder_images_are_decoded_as_training_decodes_them(tmp_path):
+    """A reference folder's transparent PNG, dark 16-bit scan and phone photo (EXIF
+    orientation 6) reached FID black-backed, white and lying on their side; they are read as
+    training reads them: over white, scaled by bit depth, upright."""
+    import numpy as np
+    from PIL import ImageDraw
+
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    logo = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    ImageDraw.Draw(logo).ellipse((12, 12, 20, 20), fill=(255, 0, 0, 255))
+    logo.save(folder / "a_logo.png")
+    Image.fromarray(np.full((32, 32), 4096, np.uint16)).save(folder / "b_dark16.png")
+    halves = np.zeros((16, 32, 3), np.uint8)
+    halves[:, :16], halves[:, 16:] = (255, 0, 0), (0, 0, 255)  # red left, blue right
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90° clockwise: red on top, blue below
+    Image.fromarray(halves).save(folder / "c_phone.png", exif=exif.tobytes())
+    logo_px, dark, phone = ((b + 1) * 127.5 for b in next(reference_images(str(folder), 16, 9)))
+    assert logo_px[:, 0, 0].round().tolist() == [255, 255, 255]
+    assert dark.max().round() == 15
+    assert phone[:, 2, 8].round().tolist() == [255, 0, 0]
+    assert phone[:, 13, 8].round().tolist() == [0, 0, 255]
+
+
 def test_unreadable_reference_files_are_left_out_and_named_not_a_traceback(tmp_path):
     """A damaged file in a reference folder of thousands raised PIL's UnidentifiedImageError
     after every image of the eval had been made; it is left out, counted and named."""

@@ -181,10 +181,13 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
     """Up to ``limit`` reference images as [-1, 1] batches of ``batch``, centre-cropped to
     ``size``: the images of a folder (captions not needed), or the samples of any other data
     source. Read a batch at a time (tens of thousands of references do not fit in memory).
-    A folder's file that does not open as an image is left out and named in ``unreadable``
-    (the samples of other sources are judged by their data pipeline)."""
+    A folder's images are decoded as training decodes them (:func:`open_image`: turned by
+    their EXIF orientation, transparency over white, 16-bit by its bit depth); a file that
+    does not open as an image is left out and named in ``unreadable`` (the samples of other
+    sources are judged by their data pipeline)."""
     import random
 
+    from .data.images import Rejected, open_image
     from .data.records import IMAGE_EXTENSIONS
     from .data.transforms import ImageTransform
     from .images import from_pil
@@ -192,8 +195,6 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
     def samples() -> Iterator[torch.Tensor]:
         folder = Path(source).expanduser()
         if folder.is_dir():
-            from PIL import Image
-
             crop = ImageTransform(size, random_crop=False)
             files = sorted(p for p in folder.rglob("*")
                            if p.name.lower().endswith(IMAGE_EXTENSIONS))
@@ -201,10 +202,9 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
             for path in files:
                 if taken == limit:
                     return
-                try:
-                    with Image.open(path) as im:
-                        image = crop(im.convert("RGB"), random.Random(0))
-                except (OSError, ValueError, Image.DecompressionBombError):
+                try:  # decoded as training reads images (EXIF turn, alpha, 16-bit)
+                    image = crop(open_image(path)[0], random.Random(0))
+                except Rejected:
                     if unreadable is not None:
                         unreadable.append(str(path.relative_to(folder)))
                     continue
