@@ -83,6 +83,20 @@ def test_kohya_caption_files_are_read_and_txt_comes_first(tmp_path, data_cfg, by
     assert keys_and_captions(ds) == {"a.png": "kohya caption a", "b.png": "the txt caption"}
 
 
+def test_a_metadata_list_of_captions_gives_one_per_fetch(tmp_path, data_cfg, byte_tok):
+    """diffusers' scripts take a metadata.jsonl "text" list, picking one caption per fetch
+    (as glidectl's Parquet and hf sources do); the folder rejected such images as
+    missing_caption."""
+    root = tmp_path / "f"
+    root.mkdir()
+    (root / "x.jpg").write_bytes(encode(photo(40, 40)))
+    (root / "metadata.jsonl").write_text(json.dumps({"file_name": "x.jpg",
+                                                     "text": ["a red car", "a car"]}))
+    ds = build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=32,
+                       text_ctx=64)
+    assert {keys_and_captions(ds)["x.jpg"] for _ in range(12)} == {"a red car", "a car"}
+
+
 def test_metadata_fields_reach_the_preset(tmp_path, data_cfg, byte_tok):
     root = tmp_path / "f"
     root.mkdir()

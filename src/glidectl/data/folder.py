@@ -48,6 +48,7 @@ from .records import (
 )
 from .shards import SHARD_SUFFIXES
 from .stats import RejectionCounter
+from .tables import caption_value
 from .walk import walk
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
@@ -213,8 +214,10 @@ class FolderSource:
         self.bad_metadata_first = self.bad_metadata_first or where
 
     def _metadata_caption(self, rel: str) -> str | None:
+        """The row's ``text`` (else ``caption``): a string, or a list of captions (as
+        diffusers' training scripts take them), one picked per fetch like a file's lines."""
         row = self.metadata.get(rel)
-        text = row.get("text", row.get("caption")) if row is not None else None
+        text = caption_value(row.get("text", row.get("caption"))) if row is not None else None
         return text if isinstance(text, str) else None
 
     def __len__(self) -> int:
