@@ -928,3 +928,38 @@ def test_a_generated_image_s_record_takes_numpy_settings_and_names_in_memory_inp
     assert refused_remake(tmp_path / "up.png", capsys) == (
         f"Error: {tmp_path / 'up.png'} was made from a --low-res image passed to generate() in "
         "memory, which the PNG does not hold; pass --low-res IMAGE with that image.\n")
+
+
+def test_generate_says_a_keyword_that_changes_no_pixel_as_sample_says_its_flag(
+        base, upsampler) -> None:
+    """``generate(eta=0.5, sampler="dpm++2m")`` (and ``sigma_max`` on respaced steps, base
+    settings beside ``low_res``, ``upsample_eta`` for DDPM) drew the same pixels without a
+    word, where ``glidectl sample`` warns "--eta not used: ..."; said once per reason, in
+    the caller's keywords."""
+    import torch
+
+    from glidectl.errors import flags_named
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(base, upsampler)
+
+    def said(**options: object) -> list[str]:
+        messages: list[str] = []
+        pipe.generate("x", steps=2, upsample_steps=2, warn=messages.append, output="tensor",
+                      **options)
+        return messages
+
+    assert said(sampler="dpm++2m", eta=0.5) == [
+        "eta=0.5 not used: the dpm++2m sampler takes no η (ddim and the ancestral and SDE "
+        "samplers do)."]
+    assert said(sampler="ddim", eta=0.5) == []
+    assert said(sampler="ddim", sigma_max=5, upsample_eta=0.3) == [
+        "upsample_eta=0.3 not used: the ddpm sampler takes no η (ddim and the ancestral and "
+        "SDE samplers do).",
+        "sigma_max=5 not used: the respaced schedule (GLIDE's own timesteps) starts at the "
+        "model's top σ; pass schedule='karras' (or another) to set it."]
+    assert said(low_res=torch.zeros(1, 3, 8, 8), sampler="ddim", guidance=4) == [
+        "steps=2, sampler='ddim', guidance=4 not used: with low_res only the upsampler runs "
+        "(upsample_sampler, upsample_steps, upsample_schedule and upsample_guidance set it)."]
+    with flags_named():  # glidectl sample and the web UI say their own flags' lines
+        assert said(sampler="dpm++2m", eta=0.5) == []

@@ -188,6 +188,12 @@ def flags_named() -> Iterator[None]:
         _NAMING.reset(token)
 
 
+def flags_in_force() -> bool:
+    """Whether messages now name command-line flags (under :func:`flags_named`: the CLI
+    and the web UI, which say their own warnings of the flags they were given)."""
+    return _NAMING.get() == "flags"
+
+
 @contextmanager
 def keywords_named() -> Iterator[None]:
     """Errors raised inside name the library's keywords even under the CLI: for settings a

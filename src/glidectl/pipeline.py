@@ -24,7 +24,16 @@ import torch
 from PIL import Image
 
 from .devices import Precision, pick_device, pick_precision
-from .errors import GlidectlError, a_or_an, check_callback, got, keyword_errors, takes
+from .errors import (
+    GlidectlError,
+    a_or_an,
+    check_callback,
+    flags_in_force,
+    got,
+    in_keywords,
+    keyword_errors,
+    takes,
+)
 from .file_hashes import file_sha256
 from .images import to_pil
 from .pipeline_models import (  # noqa: F401  (re-exported)
@@ -377,6 +386,9 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                                  (self.upsampler, self.upsampler_tokenizer))
             if model is not None for m in prompt_warnings(tok, prompts, model.options.text_ctx)
         ]
+        if not flags_in_force():  # sample and the UI say their flags' own
+            messages += _unused_lines(self.unused_keywords(stage_options, base_opts, up_opts,
+                                                           low_res is None), stage_options)
         for stage, opts in (("base", base_opts), ("upsample", up_opts)):
             if not (opts.schedule and is_schedule_file(opts.schedule)):
                 continue
@@ -581,6 +593,19 @@ def generate(prompt: str | Sequence[str], base: str | None = "openai:base",
     """
     pipe = load_pipeline(base, upsampler, device=device, vocab_dir=vocab_dir, loras=loras)
     return pipe.generate(prompt, **options)
+
+
+def _unused_lines(unused: dict[str, str], given: dict[str, Any]) -> list[str]:
+    """One warning per reason for the keywords that change no pixel (``eta=0.5 not used:
+    ...``), as ``glidectl sample`` says of its flags, in the caller's keywords."""
+    from . import plugins
+
+    by_why: dict[str, list[str]] = {}
+    for key, why in unused.items():
+        by_why.setdefault(why, []).append(f"{key}={given[key]!r:.40}")
+    names = plugins.schedules().names()  # "pass --schedule karras" → schedule='karras'
+    return [in_keywords(f"{', '.join(keys)} not used: {why}.", KEYWORDS, values=names)
+            for why, keys in by_why.items()]
 
 
 def _plain(value: Any) -> Any:

@@ -123,6 +123,28 @@ class PipelineSettings:
                                              f"({top:.3g} to {low:.3g}), so no step is guided")
         return idle
 
+    def unused_keywords(self, given: dict[str, Any], base: StageOptions, up: StageOptions,
+                        base_stage: bool = True) -> dict[str, str]:
+        """The ``generate`` keywords ``given`` (not None) that change no pixel of this
+        request, as {keyword: why}, as ``glidectl sample`` warns of its flags: a base
+        setting with ``low_res`` (only the upsampler runs), ``eta`` / ``upsample_eta`` for a
+        sampler that takes no η, and :meth:`idle_settings`."""
+        set_ = {k for k, v in given.items() if v is not None}
+        base_runs = base_stage and self.base is not None
+        unused = {}
+        if not base_runs:
+            unused |= {k: "with low_res only the upsampler runs (upsample_sampler, "
+                          "upsample_steps, upsample_schedule and upsample_guidance set it)"
+                       for k in given if k in set_ and k in BASE_ONLY}
+        if "eta" in set_ and base_runs and (why := eta_unused(base)):
+            unused["eta"] = why
+        if "upsample_eta" in set_:
+            why = eta_unused(up) if self.upsampler is not None else "there is no upsampler"
+            if why:
+                unused["upsample_eta"] = why
+        idle = self.idle_settings(base, up, base_stage)
+        return unused | {k: why for k, why in idle.items() if k in set_ and k not in unused}
+
     def model_calls(self, n_images: int, batch_size: int, base: StageOptions,
                     up: StageOptions, low_res: bool = False) -> int:
         """Model forwards for the whole request (for progress bars)."""
@@ -214,3 +236,16 @@ def _check_types(values: dict[str, Any], kind: type, none_ok: bool = True) -> No
             what = "a whole number" if kind is int else "a number"
             raise GlidectlError(f"generate(): {key} must be {what}, got {value!r:.60} "
                                 f"({type(value).__name__}).")
+
+
+# the base stage's settings: none changes a pixel when only the upsampler runs (low_res)
+BASE_ONLY = ("sampler", "steps", "schedule", "guidance", "guidance_interval",
+             "guidance_rescale", "dynamic_threshold", "eta")
+
+
+def eta_unused(options: StageOptions) -> str | None:
+    """Why η changes no pixel of a stage that runs (its sampler takes no η), or None."""
+    if options.sampler_spec().accepts("eta"):
+        return None
+    return (f"the {options.sampler} sampler takes no η (ddim and the ancestral and SDE "
+            "samplers do)")

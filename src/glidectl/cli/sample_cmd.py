@@ -285,6 +285,7 @@ def _sample(
     from ..devices import Precision, check_precision
     from ..errors import GlidectlError
     from ..pipeline import GlidePipeline, resolve_upsampler
+    from ..pipeline_settings import eta_unused
     from ..ranges import check_seed_span
 
     err = Console(stderr=True)
@@ -371,9 +372,8 @@ def _sample(
     base_opts, up_opts, _ = pipe.stages(**options)
     # an unusable schedule or bespoke file: one sentence now, before the progress bar
     pipe.model_calls(1, 1, base_opts, up_opts, low_res is not None)
-    if eta is not None and not (base_spec and base_opts.sampler_spec().accepts("eta")):
-        why = (f"the {base_opts.sampler} sampler takes no η (ddim and the ancestral and "
-               "SDE samplers do)" if base_spec else "no base stage runs")
+    why = eta_unused(base_opts) if base_spec else "no base stage runs"
+    if eta is not None and why:
         err.print(f"[yellow]Warning:[/] --eta not used: {why}.", highlight=False,
                   soft_wrap=True)
     for key, why in pipe.idle_settings(base_opts, up_opts, bool(base_spec)).items():
