@@ -242,6 +242,26 @@ def test_an_existing_file_an_upsampler_and_no_out_are_refused(glidectl, weights,
     assert code == 2 and "not upsample models like" in stderr, stderr
 
 
+def test_a_lora_adapter_or_run_as_the_model_names_merge_not_a_lora_flag(glidectl, weights,
+                                                                       tmp_path) -> None:
+    """fit-steps on a LoRA run or adapter said "pass its base model with --lora", a flag
+    fit-steps does not have (and a LoRA run without --out got a lock file first)."""
+    import shutil
+
+    from tiny_configs import random_attention_adapter
+
+    shutil.copy(weights["base"], tmp_path / "base.safetensors")
+    adapter = random_attention_adapter(tmp_path, "base.safetensors", std=0.1)
+    run = tmp_path / "lora-run"
+    shutil.copytree(adapter, run / "checkpoints" / "step-000002" / "lora")
+    for model in (run, adapter, adapter / "adapter_model.safetensors"):
+        code, _, stderr = glidectl("fit-steps", model, "--prompt", "x")
+        assert code == 2 and stderr.count("\n") == 1 and "--lora" in stderr, stderr
+        assert "fit-steps takes no --lora; fold it into its base first with: glidectl lora " \
+               f"merge {model} -o merged.safetensors" in stderr, stderr
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]
+
+
 @pytest.mark.parametrize("out, message", [
     ("s.txt", "must end in .json"),
     ("folder.json", "is a folder; name a FILE.json in it"),

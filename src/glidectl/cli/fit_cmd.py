@@ -46,6 +46,28 @@ def in_turn(texts: list[str], n: int) -> list[str]:
     return (texts * -(-n // len(texts)))[:n]
 
 
+def refuse_lora(model: str) -> None:
+    """One sentence, before anything is written, for a LoRA adapter or LoRA run given as
+    MODEL: loading's own sentence suggests --lora, which fit-steps does not take."""
+    from ..glide.loading import LoraRunError, resolve_spec
+    from ..lora.files import names_adapter
+
+    what = "a LoRA adapter" if names_adapter(model) else None
+    if what is None and Path(model).is_dir():
+        try:
+            resolve_spec(model, download=False)
+        except LoraRunError:
+            what = "a LoRA run (its checkpoints hold adapters)"
+        except GlidectlError:  # not a run at all: loading says so, as for any model
+            pass
+    if what is not None:
+        quoted = shlex.quote(model)
+        raise GlidectlError(
+            f"{model!r} is {what}, not a model, and fit-steps takes no --lora; fold it into "
+            f"its base first with: glidectl lora merge {quoted} -o merged.safetensors, then "
+            "fit (and sample) merged.safetensors.")
+
+
 def default_out(model: str) -> Path:
     """RUN/schedule.json for a run folder; otherwise a path must be given."""
     if Path(model).is_dir():
@@ -112,6 +134,7 @@ def register(app: typer.Typer) -> None:
         from ..step_fitting import check_method
 
         check_method(method, sampler, calls)
+        refuse_lora(model)
         texts = read_prompts(prompts, prompts_file)
         checked = (read_prompts([], check_prompts, "--check-prompts") if check_prompts
                    else texts)

@@ -39,16 +39,6 @@ def _lora_run_as_base(base: str, adapter: Path, what: str = "a LoRA run: its che
             f"adapter was trained on as --base{instead}.")
 
 
-def _is_adapter(spec: str) -> bool:
-    """Whether ``spec`` names a LoRA adapter: its folder or its weights file."""
-    from .. import runs
-    from ..lora.files import WEIGHTS_FILE
-
-    path = Path(spec)
-    folder = path if path.is_dir() else path.parent if path.name == WEIGHTS_FILE else None
-    return folder is not None and (folder / runs.ADAPTER_CONFIG).is_file()
-
-
 def _check_no_scale_suffix(adapter: Path, output: Path) -> None:
     """One sentence for ``lora merge PATH:SCALE`` (``--lora``'s form, the adapter at PATH
     there and no PATH:SCALE): merge takes its scale as --scale, where "does not exist" sent
@@ -117,6 +107,7 @@ def register(app: typer.Typer) -> None:
         from ..glide.loading import LoraRunError
         from ..lora import merge_adapter, read_adapter, recorded_base
         from ..lora.apply import check_output
+        from ..lora.files import names_adapter
 
         check_output(output, force)  # before the adapter and the base model are read
         _check_no_scale_suffix(adapter, output)
@@ -126,7 +117,7 @@ def register(app: typer.Typer) -> None:
                 raise GlidectlError(
                     f"{str(adapter)!r} does not record a loadable base model; pass --base SPEC."
                 )
-        if _is_adapter(base):  # loading's sentence would suggest this very command
+        if names_adapter(base):  # loading's sentence would suggest this very command
             raise GlidectlError(_lora_run_as_base(base, adapter, "a LoRA adapter"))
         try:
             result = merge_adapter(adapter, base, output, scale, force=force)

@@ -150,6 +150,13 @@ def save_adapter(
     return out
 
 
+def names_adapter(spec: str | Path) -> bool:
+    """Whether ``spec`` names a LoRA adapter: its folder or its weights file."""
+    path = Path(spec)
+    folder = path if path.is_dir() else path.parent if path.name == WEIGHTS_FILE else None
+    return folder is not None and (folder / runs.ADAPTER_CONFIG).is_file()
+
+
 def _recordable_spec(spec: str) -> str:
     """``spec`` as an adapter records its base: a path that is there as an absolute path (a
     relative one meant the folder training ran in, which a later command need not run in);
