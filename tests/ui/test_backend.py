@@ -983,3 +983,35 @@ def test_leaving_the_fitted_schedule_puts_back_a_grey_lora_s_grey(lora_models_di
                        "my-lora/")[2] is True
     assert fitted_left(backend, "tiny.safetensors", None, samplers, picked, 3, 3.0, False,
                        None)[2] is False
+
+
+def test_a_model_whose_recommendation_cannot_be_read_leaves_the_page_working(models_dir,
+                                                                             tmp_path):
+    """A base model (or upsampler) recording guidance = "high" in its sampling metadata, first
+    in the folder: ``glidectl ui`` stopped with that sentence before it served the others,
+    and picking it in a running page raised it out of the Base model list's event (a
+    traceback in the terminal). Now its controls keep the defaults and Generate with it says
+    what is wrong."""
+    from test_pipeline import tiny_glide
+
+    from glidectl.glide import save_weights
+    from glidectl.ui.backend import EXAMPLE_PROMPTS
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "tiny.safetensors").write_bytes((models_dir / "tiny.safetensors").read_bytes())
+    bad = {"glidectl.sampling": json.dumps({"sampler": "ddim", "guidance": "high"})}
+    save_weights(tiny_glide("base", 0), folder / "0-bad.safetensors", metadata=bad)
+    save_weights(tiny_glide("upsample", 1), folder / "0-bad-up.safetensors", metadata=bad)
+    backend = UiBackend(folder, device="cpu", output_dir=tmp_path / "out")
+    assert backend.choices()[0][0] == "0-bad.safetensors"  # the page's first pick
+    assert backend.recommended("0-bad.safetensors") == {}
+    assert backend.example_prompts("0-bad.safetensors") == EXAMPLE_PROMPTS
+    assert backend.recommends_grey("tiny.safetensors", "0-bad-up.safetensors") is False
+    with pytest.raises(GlidectlError, match=r"^'\S*0-bad.safetensors' recommends guidance = "
+                                            r"\"high\" in its glidectl.sampling metadata"):
+        backend.generate("a cat", n=1, base_steps=2, base="0-bad.safetensors")
+    pytest.importorskip("gradio")
+    from glidectl.ui.app import build_app
+
+    build_app(backend)  # the page is built with the defaults in its controls

@@ -111,20 +111,16 @@ class UiBackend:
 
     def recommended(self, base: str | None) -> dict[str, Any]:
         """The listed base model's recommended sampling (and preview prompts), read from its
-        checkpoint metadata without loading it; {} for OpenAI's models and unknown labels."""
-        from ..model_cost import local_weights
-        from ..pipeline import recommended_settings
-
-        choice = self._base(base)
-        return recommended_settings(local_weights(choice.spec)) if choice else {}
+        checkpoint metadata without loading it; {} for OpenAI's models, unknown labels and
+        a recommendation that cannot be read (Generate says why)."""
+        return _recommended(self._base(base))
 
     def recommends_grey(self, base: str | None, upsampler: str | None = None,
                         lora: str | None = None) -> bool:
         """Whether the listed base model, upsampler or LoRA recommends grey pictures (it
         was trained on greyscale data): both stages then draw grey, as ``glidectl sample``
         does."""
-        from ..model_cost import local_weights
-        from ..pipeline import recommended_settings, with_adapter_grey
+        from ..pipeline import with_adapter_grey
 
         models, loras = self._all()
         try:
@@ -138,7 +134,7 @@ class UiBackend:
             up = pick(upsampler_choices(models), upsampler, "upsampler")
         except GlidectlError:
             return False
-        return up is not None and recommended_settings(local_weights(up.spec)).get("grey") is True
+        return _recommended(up).get("grey") is True
 
     def _base(self, base: str | None) -> ModelChoice | None:
         models, _ = self._all()
@@ -469,6 +465,21 @@ def in_page_words(message: str) -> str:
 # a quoted file in a message ('/srv/runs/x/schedule.json'), and an unquoted one (in a command)
 _QUOTED_PATH = re.compile(r"(?<!\w)(['\"])([^\n]+?)\1(?!\w)")
 _BARE_PATH = re.compile(r"(?<![^\s(=])([^\s'\"()]+?)([.,;:]*)(?=[\s)]|$)")
+
+
+def _recommended(choice: ModelChoice | None) -> dict[str, Any]:
+    """The listed model's recommended sampling settings; {} for none, and for a file whose
+    recommendation cannot be read (a number where a sampler belongs): the page still
+    starts and fills its controls, and Generate with that model says what is wrong."""
+    from ..model_cost import local_weights
+    from ..pipeline import recommended_settings
+
+    if choice is None:
+        return {}
+    try:
+        return recommended_settings(local_weights(choice.spec))
+    except GlidectlError:
+        return {}
 
 
 def _fitted_file(choice: ModelChoice | None) -> Path | None:
