@@ -962,6 +962,34 @@ def test_the_same_weights_in_another_file_are_not_other_weights(run, weights, tm
         assert ("was fitted to other weights" in res.stderr) == warned, res.stderr
 
 
+def test_a_file_fitted_without_the_lora_sampled_is_named(run, weights, tmp_path) -> None:
+    """`sample --base B --lora A --schedule FILE` with FILE fitted to B alone (fit-steps fits
+    no adapters) warned of nothing, though B + A runs another ODE."""
+    import shutil
+
+    from tiny_configs import random_attention_adapter
+
+    from glidectl.pipeline import file_sha256
+
+    base = Path(shutil.copy(weights["base"], tmp_path / "base.safetensors"))
+    adapter = random_attention_adapter(tmp_path, "base.safetensors", std=0.1)
+    path = bespoke_file(tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "model_sha256": file_sha256(base)}))
+    common = ("a cat", "--base", str(base), "--sampler", "bespoke", "--steps", "3",
+              "--schedule", str(path), "-q", "--precision", "fp32")
+    for lora, warned in (([], False), (["--lora", f"{adapter}:0"], False),
+                         (["--lora", f"{adapter}:0.5"], True)):
+        res = run(*common, *lora, "--out", str(tmp_path / f"o{len(lora)}{warned}"))
+        assert res.returncode == 0, res.stderr
+        assert ("was fitted to weights without LoRA adapters" in res.stderr) == warned, \
+            res.stderr
+    assert (f"these images sample {base} with --lora {adapter}:0.5: its steps suit another "
+            f"model's ODE; fold it in (glidectl lora merge {adapter} --base {base} --scale 0.5 "
+            "-o merged.safetensors), fit that with glidectl fit-steps merged.safetensors "
+            "--prompts PROMPTS.txt --method bespoke --calls 3") in res.stderr, res.stderr
+
+
 def test_an_input_image_past_pillow_s_limit_is_one_sentence(run, weights, tmp_path):
     """A 182-megapixel mask (22 KB as a 1-bit PNG) was PIL's traceback, exit 1."""
     Image.new("1", (14000, 13000), 0).save(tmp_path / "huge.png")

@@ -408,7 +408,8 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 net = getattr(self.stage_models()[stage], "_orig_mod", self.stage_models()[stage])
                 messages.append(model_warning(
                     opts.schedule, lambda r=record: r.sha256, record.spec, up, **sampled,
-                    weights_sha256=lambda m=net: self._tensors_sha256(m)))
+                    weights_sha256=lambda m=net: self._tensors_sha256(m),
+                    adapters=[(str(lo["path"]), float(lo["scale"])) for lo in record.loras]))
         first = self.base if low_res is None else self.upsampler
         if first is not None and first.options.inpaint and inpaint_image is None:
             messages.append(f"{a_or_an(first.options.kind).capitalize()} model without an "

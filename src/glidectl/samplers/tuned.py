@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,14 +209,20 @@ def schedule_file_warning(path: str | Path, sampler: str) -> str | None:
 def model_warning(path: str | Path, model_sha256: Callable[[], str | None], model: str,
                   upsampler: bool = False, *, guidance: float | None = None,
                   grey: bool | None = None,
-                  weights_sha256: Callable[[], str | None] | None = None) -> str | None:
+                  weights_sha256: Callable[[], str | None] | None = None,
+                  adapters: Sequence[tuple[str, float]] = ()) -> str | None:
     """One sentence when a schedule file records a fit to other weights than ``model``'s
     (``model_sha256()``, asked only when the file records one; where the files differ, the
-    tensors' ``weights_sha256()`` when the file records theirs), else None. ``upsampler``:
-    the file is the upsampler's, which fit-steps does not fit; ``guidance``, ``grey``: the
-    sampling the refit it names fits (:func:`_refit`)."""
+    tensors' ``weights_sha256()`` when the file records theirs), or ``model`` is sampled
+    with LoRA ``adapters`` ((path, scale) pairs: fit-steps fits no adapters), else None.
+    ``upsampler``: the file is the upsampler's, which fit-steps does not fit; ``guidance``,
+    ``grey``: the sampling the refit it names fits (:func:`_refit`)."""
     data = _load(path)
     fitted = data.get("model_sha256")
+    adapters = [(a, scale) for a, scale in adapters if scale != 0]  # scale 0: no change
+    if isinstance(fitted, str) and adapters:
+        return _adapters_warning(path, data, model, upsampler, adapters,
+                                 guidance=guidance, grey=grey)
     if not isinstance(fitted, str) or fitted == (sha := model_sha256()) or not sha:
         return None
     tensors = data.get("weights_sha256")
@@ -227,6 +233,31 @@ def model_warning(path: str | Path, model_sha256: Callable[[], str | None], mode
     return (f"Schedule file {str(path)!r} was fitted to other weights (sha256 "
             f"{one_line(fitted)[:12]}…) than {model} ({sha[:12]}…): its steps suit "
             f"that model's ODE; {fix}.")
+
+
+def _adapters_warning(path: str | Path, data: dict, model: str, upsampler: bool,
+                      adapters: list[tuple[str, float]], *, guidance: float | None,
+                      grey: bool | None) -> str:
+    """The sentence for a schedule file used on ``model`` with LoRA ``adapters`` ((path,
+    scale) pairs) applied: fit-steps fitted it to weights without them, so it names the
+    merge and the refit."""
+    lora = " ".join(shlex.join(["--lora", a if scale == 1 else f"{a}:{scale:g}"])
+                    for a, scale in adapters)
+    if upsampler:
+        fix = UPSAMPLER_FIX
+    else:
+        one, scale = adapters[0]
+        merge = (shlex.join(["glidectl", "lora", "merge", one, "--base", model,
+                             *(["--scale", f"{scale:g}"] if scale != 1 else []),
+                             "-o", "merged.safetensors"]) if len(adapters) == 1 else
+                 "glidectl lora merge each in turn, --base the file the last merge wrote, the "
+                 "last -o merged.safetensors")
+        fix = (f"fold {'it' if len(adapters) == 1 else 'them'} in ({merge}), fit that with "
+               f"{_refit(path, data, 'merged.safetensors', guidance=guidance, grey=grey)} "
+               "and sample it instead")
+    return (f"Schedule file {str(path)!r} was fitted to weights without LoRA adapters, and "
+            f"these images sample {model} with {lora}: its steps suit another model's ODE; "
+            f"{fix}.")
 
 
 # what an upsampler's mismatched schedule file can do instead of a refit
