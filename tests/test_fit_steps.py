@@ -179,8 +179,12 @@ def test_a_descent_from_start_descends_from_the_file_s_sigmas(weights, tmp_path)
     steps, sigmas, _ = fit_calls(target, 4, "descent", "unipc", rounds=2, start=str(out),
                                  log=said.append)
     start = build_sigmas(str(out), 4, target.denoiser.sigmas)
-    assert said[-1].startswith("4 calls: tuning RMS ") and f"({out}) -> " in said[-1]
+    assert said[-1].startswith("4 calls: tuning RMS ")
+    # FILE holds no 4-step σ's: the line said "(FILE)" as if it did
+    assert f"({out}'s 3-step σ's, interpolated to 4) -> " in said[-1], said
     assert target.rms("unipc", sigmas) <= target.rms("unipc", start)
+    fit_calls(target, 3, "descent", "unipc", rounds=1, start=str(out), log=said.append)
+    assert f"({out}) -> " in said[-1], said
 
 
 @pytest.mark.parametrize("args, message", [

@@ -226,12 +226,12 @@ def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: 
             first = build_sigmas(start, steps, den.sigmas)
             sigmas, value = descend_sigmas(lambda s: target.rms(sampler, s), first,
                                            sigma_floor=den.sigma_min, rounds=rounds)
-            log(f"{calls} calls: tuning RMS {target.rms(sampler, first):.5f} ({start}) "
-                f"-> {value:.5f}")
+            log(f"{calls} calls: tuning RMS {target.rms(sampler, first):.5f} "
+                f"({_start_name(start, steps)}) -> {value:.5f}")
         elif start:  # an earlier file's σ's (and its solver) instead of a descent
             sigmas = build_sigmas(start, steps, den.sigmas)
             value = target.rms(sampler, sigmas)
-            log(f"{calls} calls: tuning RMS {value:.5f} ({start})")
+            log(f"{calls} calls: tuning RMS {value:.5f} ({_start_name(start, steps)})")
         else:
             first = build_sigmas("exponential", steps, den.sigmas)
             sigmas, value = descend_sigmas(lambda s: target.rms(sampler, s), first,
@@ -249,6 +249,17 @@ def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: 
     finally:  # the caller's model as it was given (a notebook may train it next)
         for p, wanted in wants.items():
             p.requires_grad_(wanted)
+
+
+def _start_name(start: str, steps: int) -> str:
+    """How a log line names ``start``'s σ's for ``steps`` steps: the file, or, where it
+    holds none for that count, the count they are interpolated from."""
+    from .samplers.tuned import nearest_count, read_schedule_file
+
+    counts = read_schedule_file(start)
+    if steps in counts:
+        return start
+    return f"{start}'s {nearest_count(counts, steps)}-step σ's, interpolated to {steps}"
 
 
 def _fit_bespoke(target: Target, calls: int, steps: int, sigmas: torch.Tensor, value: float,
