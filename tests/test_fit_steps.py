@@ -205,6 +205,10 @@ def test_a_descent_from_start_descends_from_the_file_s_sigmas(weights, tmp_path)
     (("--prompt", "x", "--check-prompts", "no.txt"), "--check-prompts file 'no.txt' (relative "
      "to the current folder, "),
     (("--prompt", "x", "--check-images", "-1"), "must be from 0 to 1000000; got -1"),
+    # was search.py's ValueError traceback (exit 1) once the references were solved
+    (("--prompt", "x", "--method", "gits", "--reference-steps", "10", "--calls", "7"),
+     "--method gits picks its 7 steps among 6 σ's of the 10-step reference, too few; pass "
+     "--reference-steps 14 or more, or fewer --calls."),
     # fitted with unseeded noise against the ODE: another file each run
     (("--prompt", "x", "--sampler", "ddpm"), "ddpm draws fresh noise at each step, so its "
      "steps cannot be fitted to the model's ODE"),
@@ -698,8 +702,9 @@ def test_the_median_of_an_even_count_is_the_mean_of_the_middle_two():
 def test_the_library_fit_checks_its_arguments_and_gives_the_model_back_as_it_was(
         tmp_path) -> None:
     """Called from Python, reference() split a prompt string into one-character prompts and
-    took a NaN guidance, fit_steps() ran an unknown method as a descent and took no int for
-    calls, and a bespoke fit left the caller's model frozen (requires_grad False)."""
+    took a NaN guidance, fit_steps() ran an unknown method as a descent, took no int for
+    calls and ran gits on a target without a trajectory (torch's error), and a bespoke fit
+    left the caller's model frozen (requires_grad False)."""
     from glidectl.errors import GlidectlError
     from glidectl.step_fitting import fit_steps, reference
 
@@ -712,6 +717,9 @@ def test_the_library_fit_checks_its_arguments_and_gives_the_model_back_as_it_was
         reference(model, [], 3.0, 0, steps=12)
     with pytest.raises(GlidectlError, match="Unknown fitting method 'nope'"):
         fit_steps(target, [3], "nope", "unipc", tmp_path / "f.json", "test")
+    with pytest.raises(GlidectlError, match=r"this target has none; build it with "
+                       r"reference\(\.\.\., trajectory=True\)"):  # was torch.stack's error
+        fit_steps(target, [3], "gits", "unipc", tmp_path / "f.json", "test")
     assert not (tmp_path / "f.json").exists()
     found = fit_steps(target, 3, "bespoke", "unipc", tmp_path / "b.json", "test", evals=2,
                       log=lambda line: None)

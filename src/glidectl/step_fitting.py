@@ -183,8 +183,16 @@ def _prompt_list(prompts: Any) -> list[str]:
     return list(prompts)
 
 
-def check_method(method: str, sampler: str, calls: list[int]) -> None:
-    """One sentence unless ``sampler`` can be fitted by ``method`` at every call count."""
+def gits_nodes(reference_steps: int, every: int = 2) -> int:
+    """How many σ's of a ``reference_steps``-step reference GITS picks its steps among
+    (every ``every``-th and the last: :func:`fit_calls`)."""
+    return len({*range(0, reference_steps, every), reference_steps - 1})
+
+
+def check_method(method: str, sampler: str, calls: list[int],
+                 reference_steps: int | None = None) -> None:
+    """One sentence unless ``sampler`` can be fitted by ``method`` at every call count (for
+    gits, on a reference of ``reference_steps`` steps, when given)."""
     if method not in METHODS:
         raise GlidectlError(f"Unknown fitting method {method!r}; use {', '.join(METHODS)}.")
     spec = as_sampler(plugins.samplers().get(sampler))  # unknown: one line, nearest name
@@ -207,6 +215,11 @@ def check_method(method: str, sampler: str, calls: list[int]) -> None:
         if method != "gits" and steps_for_calls(sampler, n) is None:
             raise GlidectlError(f"{sampler} cannot make exactly {n} model calls; pick another "
                                 "--calls value or another --sampler.")
+        if method == "gits" and reference_steps is not None and \
+                n > (most := gits_nodes(reference_steps)):
+            raise GlidectlError(f"--method gits picks its {n} steps among {most} σ's of the "
+                                f"{reference_steps}-step reference, too few; pass "
+                                f"--reference-steps {2 * n} or more, or fewer --calls.")
 
 
 def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: int = 10,
@@ -350,7 +363,10 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                 f"({options.get('evals', 150)} L-BFGS evaluations)")
     if isinstance(calls, int):
         calls = [calls]
-    check_method(method, sampler, list(calls))
+    if method == "gits" and not target.xs:
+        raise GlidectlError("--method gits searches the reference's trajectory, and this "
+                            "target has none; build it with reference(..., trajectory=True).")
+    check_method(method, sampler, list(calls), len(target.xs) if method == "gits" else None)
     asked = [n if method == "gits" else steps_for_calls(sampler, n) for n in calls]
     for n in calls:
         steps, sigmas, rows = fit_calls(target, n, method, sampler, log=log, **options)

@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
         from ..samplers.tuned import read_schedule_file
         from ..step_fitting import check_method
 
-        check_method(method, sampler, calls)
+        check_method(method, sampler, calls, reference_steps)
         refuse_lora(model)
         texts = read_prompts(prompts, prompts_file)
         checked = (read_prompts([], check_prompts, "--check-prompts") if check_prompts
