@@ -193,6 +193,15 @@ def test_what_is_no_glidectl_png_is_one_sentence(capsys, tmp_path):
     assert "Give a PROMPT" in refused(capsys)
 
 
+def png_with_record(path, record: dict) -> None:
+    """An 8 px PNG whose glidectl record (the "parameters" text) is ``record``."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", json.dumps(record))
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+
+
 @pytest.mark.parametrize("damage", [
     {"batch_size": 0}, {"request_images": "x"}, {"image_index": 99}, {"image_index": -1},
     {"seed": -5}, {"guidance": "strong"}, {"batch_size": [4]}, {"prompt": 5},
@@ -204,14 +213,10 @@ def test_a_damaged_record_is_one_sentence(capsys, tmp_path, damage):
     "Nothing to generate" and a negative seed wrote nothing and exited 0; a number for the
     prompt, the sampler or a sha256, or for the list of LoRAs, was a traceback, and so was
     a null prompt (AttributeError: 'NoneType' object has no attribute 'isascii')."""
-    from PIL.PngImagePlugin import PngInfo
-
     record = {"prompt": "a red circle", "seed": 1, "request_seed": 0, "image_index": 1,
               "request_images": 4, "batch_size": 4, "sampler": "euler", "steps": "3",
               "guidance": 2.0, "base": "none", **damage}
-    info = PngInfo()
-    info.add_text("parameters", json.dumps(record))
-    Image.new("RGB", (8, 8)).save(tmp_path / "edited.png", pnginfo=info)
+    png_with_record(tmp_path / "edited.png", record)
     message = refused(capsys, "--from-png", tmp_path / "edited.png", "--out", tmp_path / "o")
     key, value = next(iter(damage.items()))
     assert f"glidectl record is damaged ({key} = {value!r})" in message, message
@@ -233,13 +238,9 @@ def test_a_recorded_setting_sample_refuses_names_the_record_not_a_flag(capsys, t
     was refused in the words of a flag no one typed ("--steps 2.5: the exponential schedule
     needs ...", "Unknown --precision 'fp8'"); it names the record's key and the flag that
     overrides it, and with that flag given the record's value is not checked."""
-    from PIL.PngImagePlugin import PngInfo
-
     record = {"prompt": "a red circle", "seed": 1, "sampler": "euler", "steps": "3",
               "guidance": 2.0, "base": "none", **damage}
-    info = PngInfo()
-    info.add_text("parameters", json.dumps(record))
-    Image.new("RGB", (8, 8)).save(tmp_path / "edited.png", pnginfo=info)
+    png_with_record(tmp_path / "edited.png", record)
     message = refused(capsys, "--from-png", tmp_path / "edited.png", "--out", tmp_path / "o")
     key, value = next(iter(damage.items()))
     shown = record[key] if isinstance(value, str) else float(value)
