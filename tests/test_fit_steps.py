@@ -270,6 +270,28 @@ def test_a_lora_adapter_or_run_as_the_model_names_merge_not_a_lora_flag(glidectl
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]
 
 
+def test_a_checkpoint_folder_needs_out_and_checkpoints_writes_into_its_run(glidectl, weights,
+                                                                          tmp_path) -> None:
+    """Without --out, fit-steps on runs/X/checkpoints/step-N wrote its schedule.json inside
+    the step folder, which training's pruning deletes with the step; on runs/X/checkpoints
+    it wrote checkpoints/schedule.json, not the run's."""
+    import shutil
+
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step-000002"
+    step.mkdir(parents=True)
+    shutil.copy(weights["base"], step / "ema.safetensors")
+    (run / "config.toml").write_text("[train]\n")
+    code, _, stderr = glidectl("fit-steps", step, "--prompt", "x")
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert (f"Pass --out FILE.json (such as {str(run / 'schedule-step-000002.json')!r}): "
+            f"{str(step)!r} is a checkpoint folder, which training deletes") in stderr, stderr
+    assert sorted(p.name for p in step.iterdir()) == ["ema.safetensors"]
+    (run / "schedule.json").write_text("{}")  # the run's own file is where it would go
+    code, _, stderr = glidectl("fit-steps", run / "checkpoints", "--prompt", "x")
+    assert code == 2 and f"{str(run / 'schedule.json')!r} exists" in stderr, stderr
+
+
 @pytest.mark.parametrize("out, message", [
     ("s.txt", "must end in .json"),
     ("folder.json", "is a folder; name a FILE.json in it"),

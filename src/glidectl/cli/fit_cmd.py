@@ -69,7 +69,18 @@ def refuse_lora(model: str) -> None:
 
 
 def default_out(model: str) -> Path:
-    """RUN/schedule.json for a run folder; otherwise a path must be given."""
+    """RUN/schedule.json for a run folder (or its checkpoints/); otherwise, a checkpoint
+    folder (which training prunes) included, a path must be given."""
+    from ..runs import run_holding
+
+    held = run_holding(model) if Path(model).is_dir() else None
+    if held is not None and held[1] == "checkpoint":
+        suggested = held[0] / f"schedule-{Path(model).name}.json"
+        raise GlidectlError(f"Pass --out FILE.json (such as {str(suggested)!r}): {model!r} is "
+                            "a checkpoint folder, which training deletes when it prunes old "
+                            "checkpoints, so the schedule file is not kept there.")
+    if held is not None:  # the run, or its checkpoints/ (which follows the run's latest)
+        return held[0] / "schedule.json"
     if Path(model).is_dir():
         return Path(model) / "schedule.json"
     from ..glide.loading import resolve_spec
