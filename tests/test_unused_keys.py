@@ -123,6 +123,7 @@ def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     ({"data": {"demo_size": 10}}, False),
     ({"data": {"crop_scale": [0.3, 0.5]}}, False),
     ({"data": {"source": "data.parquet", "shuffle_buffer": 7}}, False),
+    ({"data": {"source": "folder:/x/images", "caption_column": "prompt"}}, False),  # metadata
     ({"validation": {"every": 2, "fid_every": 4, "fid_samples": 8}}, False),
     ({"train": {"epochs": 2}}, False),
     # the validation source reads what the training source does not

@@ -127,7 +127,8 @@ class DataConfig:
         "png, jpeg, webp)."
     )
     caption_column: str = opt(
-        "", "Parquet/Hugging Face caption column ('' = the first of text, caption, txt)."
+        "", "Caption column of an image folder's metadata.jsonl/.csv ('' = text, else caption) "
+        "and of Parquet/Hugging Face tables ('' = the first of text, caption, txt)."
     )
     split: str = opt("train", "Hugging Face dataset split (hf: sources).")
     kohya_folders: bool = opt(

@@ -22,7 +22,8 @@ SOURCE_KEYS = {"webdataset": ("data.image_key", "data.caption_key", "data.metada
                "parquet": ("data.image_column", "data.caption_column", "data.shuffle_buffer"),
                "hf": ("data.image_column", "data.caption_column", "data.split",
                       "data.shuffle_buffer"),
-               "demo": ("data.demo_size",), "folder": ("data.kohya_folders", "data.reg_source"),
+               "demo": ("data.demo_size",), "folder": ("data.kohya_folders", "data.reg_source",
+                                                        "data.caption_column"),
                "kohya": (), "onetrainer": (), "onetrainer-validation": ()}
 # what each built-in preset reads of the metadata filters
 FILTER_KEYS = ("data.min_size", "data.aspect_range", "data.similarity_range",

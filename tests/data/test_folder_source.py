@@ -97,6 +97,35 @@ def test_a_metadata_list_of_captions_gives_one_per_fetch(tmp_path, data_cfg, byt
     assert {keys_and_captions(ds)["x.jpg"] for _ in range(12)} == {"a red car", "a car"}
 
 
+@pytest.mark.parametrize("name, body", [
+    ("metadata.jsonl", "".join(json.dumps({"file_name": f"{i}.png", "prompt": f"cap {i}"}) + "\n"
+                               for i in range(2))),
+    ("metadata.csv", "file_name,prompt\n0.png,cap 0\n1.png,cap 1\n"),
+], ids=["jsonl", "csv"])
+def test_data_caption_column_names_the_metadata_caption(tmp_path, data_cfg, byte_tok, name,
+                                                        body):
+    """Captions under another column (diffusers' --caption_column) were missing_caption with
+    no hint, and data.caption_column was ignored for folders: the error names the column,
+    setting it reads it, and a column no row holds is refused as tables refuse it."""
+    root = tmp_path / "f"
+    root.mkdir()
+    for i in range(2):
+        (root / f"{i}.png").write_bytes(encode(photo(40, 40, i), "PNG"))
+    (root / name).write_text(body)
+    with pytest.raises(DataError, match="2 metadata rows have no 'text' or 'caption' but a "
+                       "string column 'prompt': set data.caption_column = \"prompt\" to read "
+                       "their captions from it."):
+        list(build_dataset(data_cfg(source=str(root)), tokenizer=byte_tok, image_size=32,
+                           text_ctx=64))
+    ds = build_dataset(data_cfg(source=str(root), caption_column="prompt"), tokenizer=byte_tok,
+                       image_size=32, text_ctx=64)
+    assert keys_and_captions(ds) == {"0.png": "cap 0", "1.png": "cap 1"}
+    with pytest.raises(GlidectlError, match="data.caption_column is 'promt', but .* has no "
+                       r"such column \(columns: file_name, prompt\)"):
+        build_dataset(data_cfg(source=str(root), caption_column="promt"), tokenizer=byte_tok,
+                      image_size=32, text_ctx=64)
+
+
 def test_metadata_fields_reach_the_preset(tmp_path, data_cfg, byte_tok):
     root = tmp_path / "f"
     root.mkdir()

@@ -106,7 +106,8 @@ def open_folder(spec: str, cfg: Any, resolution: int) -> Source:
     from .folder import FolderSource
 
     source = FolderSource.scan(os.path.expanduser(_given(spec, "folder", "images/")),
-                               kohya=bool(getattr(cfg, "kohya_folders", True)))
+                               kohya=bool(getattr(cfg, "kohya_folders", True)),
+                               caption_column=str(getattr(cfg, "caption_column", "") or ""))
     if (reg := getattr(cfg, "reg_source", "")) and source.files:  # none: "holds no images"
         source.add_reg(os.path.expanduser(reg))
     return source

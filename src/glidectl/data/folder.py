@@ -48,7 +48,7 @@ from .records import (
 )
 from .shards import SHARD_SUFFIXES
 from .stats import RejectionCounter
-from .tables import caption_value
+from .tables import CAPTION_COLUMNS, caption_value, pick_column
 from .walk import walk
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
@@ -81,18 +81,22 @@ class FolderSource:
     reg_note: str | None = None  # kohya's "some of reg images are not used"
     # uncaptioned images whose caption file keeps the image's extension ("a.jpg.txt")
     named_with_ext: Counter[str] = field(default_factory=Counter)
+    caption_column: str = ""  # data.caption_column: the metadata rows' caption ("": text)
+    metadata_files: list[str] = field(default_factory=list)  # read, relative to the root
 
     kind = "folder"
     splits_samples = True
 
     @classmethod
-    def scan(cls, root: str | os.PathLike[str], kohya: bool = True) -> FolderSource:
+    def scan(cls, root: str | os.PathLike[str], kohya: bool = True,
+             caption_column: str = "") -> FolderSource:
         """Scan ``root``; ``kohya``: read kohya's layout (only ``N_words`` folders at the
-        top) as kohya does, with repeats and folder-name captions."""
+        top) as kohya does, with repeats and folder-name captions; ``caption_column``: the
+        metadata rows' caption column (data.caption_column; "": ``text``, else ``caption``)."""
         root = Path(root)
         if not root.is_dir():
             raise GlidectlError(f"Image folder {str(root)!r} does not exist; pass a folder.")
-        src = cls(root)
+        src = cls(root, caption_column=caption_column)
         with_sidecar: set[str] = set()  # kohya images with a caption file beside them
         for dirpath, dirnames, filenames in walk(root, src.unreadable):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -141,6 +145,7 @@ class FolderSource:
                 elif name.lower().endswith(SHARD_SUFFIXES):
                     src.shards.append(rel)
         src.files.sort()
+        src._check_caption_column()
         for rel in src.files:
             if src.kohya and rel not in with_sidecar and src._metadata_caption(rel) is None:
                 src.kohya[rel.partition("/")[0]].named += 1
@@ -189,6 +194,7 @@ class FolderSource:
             self._bad_metadata(f"{shown!r}, not UTF-8")
             return
         text = text.replace("\r\n", "\n").replace("\r", "\n")  # as read_text's newlines
+        self.metadata_files.append(shown)
         rows: list[tuple[int, Any]] = []
         if path.suffix == ".csv":
             reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -209,16 +215,46 @@ class FolderSource:
             rel = (rel_dir / name).as_posix() if str(rel_dir) != "." else name
             self.metadata[PurePosixPath(rel).as_posix()] = row
 
+    def _check_caption_column(self) -> None:
+        """Refuse a data.caption_column that no metadata row holds, as tables refuse it."""
+        if self.caption_column and self.metadata:
+            columns = list(dict.fromkeys(k for row in self.metadata.values() for k in row))
+            pick_column(columns, self.caption_column, CAPTION_COLUMNS, "caption_column",
+                        str(self.root / self.metadata_files[0]), required=True)
+
     def _bad_metadata(self, where: str) -> None:
         self.bad_metadata += 1
         self.bad_metadata_first = self.bad_metadata_first or where
 
     def _metadata_caption(self, rel: str) -> str | None:
-        """The row's ``text`` (else ``caption``): a string, or a list of captions (as
-        diffusers' training scripts take them), one picked per fetch like a file's lines."""
+        """The row's ``data.caption_column`` (unset: ``text``, else ``caption``): a string,
+        or a list of captions (as diffusers' training scripts take them), one picked per
+        fetch like a file's lines."""
         row = self.metadata.get(rel)
-        text = caption_value(row.get("text", row.get("caption"))) if row is not None else None
+        if row is None:
+            return None
+        value = (row.get(self.caption_column) if self.caption_column
+                 else row.get("text", row.get("caption")))
+        text = caption_value(value)
         return text if isinstance(text, str) else None
+
+    def _caption_column_hint(self) -> str | None:
+        """The string column that metadata rows without a caption hold instead (diffusers'
+        ``--caption_column``), and the key to set; None when they hold none."""
+        found: Counter[str] = Counter()
+        for rel in self.files:
+            row = self.metadata.get(rel)
+            if row is not None and self._metadata_caption(rel) is None:
+                found.update(k for k, v in row.items()
+                             if k != "file_name" and isinstance(caption_value(v), str))
+        if not found:
+            return None
+        column, n = found.most_common(1)[0]
+        wanted = repr(self.caption_column) if self.caption_column else "'text' or 'caption'"
+        return (f"{n} metadata row{'s' * (n != 1)} {'have' if n != 1 else 'has'} no {wanted} "
+                f"but a string column {column!r}: set "
+                f"data.caption_column = \"{column}\" to read {'their' if n != 1 else 'its'} "
+                "captions from it.")
 
     def __len__(self) -> int:
         return len(self.files) + len(self.reg_draws)
@@ -313,8 +349,10 @@ class FolderSource:
     def hint(self, reason: str) -> str | None:
         """For images rejected as ``reason``: where the captions of those read so far are
         instead (None: nowhere seen)."""
-        if reason != "missing_caption" or not (names := self.named_with_ext):
+        if reason != "missing_caption":
             return None
+        if not (names := self.named_with_ext):
+            return self._caption_column_hint()
         n, first = len(names), next(iter(names))
         stem, suffix = first.rsplit(".", 2)[0], first.rpartition(".")[1:]
         some = f"{n} image{'s' * (n != 1)} without a caption file {'have' if n != 1 else 'has'}"
