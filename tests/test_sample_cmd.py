@@ -569,6 +569,31 @@ def test_a_damaged_schedule_file_is_one_sentence_before_sampling(capsys, weights
         assert not (tmp_path / cmd).exists()  # nothing written, metadata.json included
 
 
+def test_bespoke_without_steps_takes_the_count_its_file_holds(capsys, weights, tmp_path):
+    """It took the default 25 steps and stopped: the file has no solver for them. sample and
+    eval take its one count; a file of several names them."""
+    path = bespoke_file(tmp_path / "s.json")
+    (tmp_path / "p.txt").write_text("a cat\n")
+    for cmd, arg in (("sample", "a cat"), ("eval", str(tmp_path / "p.txt"))):
+        res = in_process(capsys, cmd, arg, "--base", str(weights["base"]), "--upsampler",
+                         "none", "--sampler", "bespoke", "--schedule", str(path), "--precision",
+                         "fp32", "--out", str(tmp_path / cmd))
+        assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / "sample" / "00000.png").text["steps"] == "3"
+    meta = json.loads((tmp_path / "eval" / "metadata.json").read_text())
+    assert meta["settings"]["base_stage"]["steps"] == 3
+    data = json.loads(path.read_text())
+    rows = data["coefficients"]["3"]
+    path.write_text(json.dumps({**data, "coefficients": {"3": rows, "5": rows, "10": rows}}))
+    for cmd, arg in (("sample", "a cat"), ("eval", str(tmp_path / "p.txt"))):
+        res = in_process(capsys, cmd, arg, "--base", str(weights["base"]), "--sampler",
+                         "bespoke", "--schedule", str(path), "--out", str(tmp_path / "e"))
+        assert res.returncode == 2 and res.stderr.count("Error:") == 1, res.stderr
+        assert res.stderr.endswith(f"Schedule file {str(path)!r} holds bespoke coefficients "
+                                   "for 3, 5 and 10 steps; pass --steps with one of those "
+                                   "counts.\n"), res.stderr
+
+
 def test_a_file_fitted_to_other_weights_is_named_and_steps_sigma_max_are_bounded(
         run, weights, tmp_path) -> None:
     path = bespoke_file(tmp_path / "s.json")  # records another model's sha256

@@ -359,6 +359,8 @@ def resolve_settings(
             and f"base_stage.{k}" not in given}
     if (recommended or {}).get("grey") is True and "grey" not in given:
         used["grey"] = True
+    if "base_stage.steps" not in given:  # a bespoke file's own count, as sample takes it
+        _file_steps(given, used)
     # a grey-trained upsampler has seen only grey 64 px inputs: both stages draw grey
     up = {"grey": True} if "grey" not in (given | used) and (
         upsampler_recommended or {}).get("grey") is True else {}
@@ -376,6 +378,21 @@ def resolve_settings(
         u = settings.upsample_stage
         settings.upsample_stage = replace(u, steps=upsample_steps_for(u.schedule))
     return settings, notes
+
+
+def _file_steps(given: dict[str, Any], used: dict[str, Any]) -> None:
+    """Set ``given``'s base steps to the count a bespoke schedule file holds coefficients
+    for when no --steps was given and the recommended or default count is not among them
+    (dropping the recommendation from ``used``); as ``sample`` and the UI pick it."""
+    from .pipeline_settings import coefficient_file_steps
+
+    merged = {**used, **given}
+    steps = merged.get("base_stage.steps", BASE_STEPS)
+    found = coefficient_file_steps(merged.get("base_stage.sampler", BASE_SAMPLER),
+                                   merged.get("base_stage.schedule"), steps)
+    if found != steps:
+        used.pop("base_stage.steps", None)
+        given["base_stage.steps"] = found
 
 
 def _given(key: str, value: Any) -> str:

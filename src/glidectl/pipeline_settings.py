@@ -14,8 +14,22 @@ from .ranges import FLAGS, SEED, STEPS, check
 from .samplers.guidance import parse_interval
 from .samplers.schedules import sigmas_from_alphas_cumprod
 from .samplers.spec import as_sampler
+from .samplers.tuned import coefficient_steps, is_schedule_file
 from .sampling import BASE_DEFAULTS, UPSAMPLE_DEFAULTS, StageOptions, sigma_table, stage_model_calls
 from .sampling_defaults import RECOMMENDED_FIELDS, recommended_line, upsample_steps_for
+
+
+def coefficient_file_steps(sampler: Any, schedule: Any, steps: int | str) -> int | str:
+    """The steps of a stage given none: ``steps`` (recommended or default), or the count a
+    schedule file holds coefficients for when the sampler takes them (bespoke), as
+    :func:`glidectl.samplers.tuned.coefficient_steps` picks it."""
+    samplers = plugins.samplers()
+    if not (isinstance(schedule, str) and is_schedule_file(schedule) and isinstance(
+            sampler, str) and sampler in samplers):
+        return steps
+    if not as_sampler(samplers.get(sampler)).accepts("coefficients"):
+        return steps
+    return coefficient_steps(schedule, steps)
 
 
 class PipelineSettings:
@@ -54,7 +68,12 @@ class PipelineSettings:
             if isinstance(schedule, str):  # other kinds: refused by _check_numbers
                 up["steps"] = upsample_steps_for(schedule)
         grey = self.upsampler_grey({"grey": base.get("grey"), "upsample_grey": up.get("grey")})
+        steps_given = base.get("steps") is not None
         base = {**self.recommended("base"), **grey, **base}  # upsamplers: GLIDE's fast27 DDPM
+        if not steps_given:  # a bespoke file's own count, not one it has no solver for
+            base["steps"] = coefficient_file_steps(
+                base.get("sampler") or BASE_DEFAULTS.sampler, base.get("schedule"),
+                base.get("steps") or BASE_DEFAULTS.steps)
         if "grey" in base and "grey" not in up:  # a grey picture stays grey when upsampled
             up["grey"] = base["grey"]
         return replace(BASE_DEFAULTS, **base), replace(UPSAMPLE_DEFAULTS, **up), rest
@@ -78,6 +97,10 @@ class PipelineSettings:
         ``given`` keys — what the user set — excluded; ``stage="base"``: the base model's
         and the upsampler's ``grey``), or None when none were."""
         used = {k: v for k, v in self.recommended(stage).items() if given.get(k) is None}
+        sampler = given.get("sampler") or used.get("sampler") or BASE_DEFAULTS.sampler
+        if stage == "base" and "steps" in used and coefficient_file_steps(
+                sampler, given.get("schedule"), used["steps"]) != used["steps"]:
+            del used["steps"]  # the schedule file's count runs instead
         up = self.upsampler_grey(given) if stage == "base" and "grey" not in used else {}
         if not used and not up:
             return None

@@ -417,6 +417,23 @@ def has_coefficients(path: str | Path, n: int) -> bool:
     return isinstance(stored, dict) and str(n) in stored
 
 
+def coefficient_steps(path: str | Path, steps: int | str) -> int | str:
+    """The steps a sampler fitted by coefficients takes on schedule file ``path`` when no
+    steps are given: ``steps`` (the model's recommended or the default count) when the file
+    holds coefficients for it (or none at all: :func:`read_coefficients` says why), else
+    its one count; several others are one sentence naming them."""
+    stored = _load(path).get("coefficients")
+    counts = sorted(int(k) for k in stored if str(k).isdigit()) if isinstance(
+        stored, dict) else []
+    if steps in counts or not counts:
+        return steps
+    if len(counts) == 1:
+        return counts[0]
+    have = ", ".join(map(str, counts[:-1])) + f" and {counts[-1]}"
+    raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for {have} "
+                        "steps; pass --steps with one of those counts.")
+
+
 def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[list[float]]:
     """The bespoke solver's rows for n steps stored in a schedule file, checked against the
     σ's they will run on (one-sentence errors)."""
