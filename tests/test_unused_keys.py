@@ -50,8 +50,8 @@ def _notes(sections: dict, lora: bool) -> list[str]:
     ({"data": {"image_key": "png", "split": "test"}}, False,
      "data.image_key, data.split are ignored: this run reads demo data, which does not read "
      "them."),
-    ({"data": {"source": "wds:/x/{0..3}.tar", "caption_column": "c"}}, False,
-     "data.caption_column is ignored: this run reads webdataset data, which does not read it."),
+    ({"data": {"source": "wds:/x/{0..3}.tar", "image_column": "c"}}, False,
+     "data.image_column is ignored: this run reads webdataset data, which does not read it."),
     ({"data": {"kohya_folders": False}}, False,
      "data.kohya_folders is ignored: this run reads demo data, which does not read it."),
     ({"data": {"min_size": 256, "similarity_range": [0.3, 1.0]}}, False,
@@ -118,6 +118,7 @@ def test_a_set_key_the_run_ignores_is_named(sections, lora, note):
     ({"model": {"init": "openai:base"}}, False),  # defaults are never named
     ({"data": {"source": "hf:a/b", "split": "test", "image_column": "img"}}, False),
     ({"data": {"source": "wds:/x/{0..3}.tar", "image_key": "png", "metadata_key": "m"}}, False),
+    ({"data": {"source": "wds:/x/{0..3}.tar", "caption_column": "prompt"}}, False),  # JSON's
     ({"data": {"preset": "laion", "min_size": 256, "nsfw_allowed": ["NSFW"]}}, False),
     ({"data": {"preset": "datacomp", "similarity_range": [0.3, 1.0]}}, False),
     ({"data": {"demo_size": 10}}, False),

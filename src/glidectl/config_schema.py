@@ -127,8 +127,9 @@ class DataConfig:
         "png, jpeg, webp)."
     )
     caption_column: str = opt(
-        "", "Caption column of an image folder's metadata.jsonl/.csv ('' = text, else caption) "
-        "and of Parquet/Hugging Face tables ('' = the first of text, caption, txt)."
+        "", "Caption column of an image folder's metadata.jsonl/.csv ('' = text, else caption), "
+        "field of a webdataset sample's JSON without a caption file ('' = the preset's), and "
+        "column of Parquet/Hugging Face tables ('' = the first of text, caption, txt)."
     )
     split: str = opt("train", "Hugging Face dataset split (hf: sources).")
     kohya_folders: bool = opt(

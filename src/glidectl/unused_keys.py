@@ -18,7 +18,7 @@ ADAM_KEYS = ("train.adam_beta1", "train.adam_beta2", "train.adam_eps")
 WANDB_KEYS = ("log.wandb_entity", "log.wandb_mode")
 # what each built-in data source type reads of [data] beyond the keys every source uses
 SOURCE_KEYS = {"webdataset": ("data.image_key", "data.caption_key", "data.metadata_key",
-                              "data.shuffle_buffer"),
+                              "data.caption_column", "data.shuffle_buffer"),
                "parquet": ("data.image_column", "data.caption_column", "data.shuffle_buffer"),
                "hf": ("data.image_column", "data.caption_column", "data.split",
                       "data.shuffle_buffer"),

@@ -332,6 +332,33 @@ def test_no_valid_data_names_the_extension_the_captions_are_under(write_shards, 
         ".caption file: set data.caption_key = \"caption\" to read it.")
 
 
+def test_a_json_list_of_captions_or_a_named_field_captions_the_sample(write_shards, data_cfg,
+                                                                      byte_tok):
+    """A shard's .json caption as a list (one picked per fetch, as folders and tables pick
+    it) or under 'prompt' (data.caption_column) was rejected as missing_caption; 'prompt'
+    unset is named in the error."""
+    import json
+
+    listed = write_shards(1, 2, folder="lists", extra=lambda s, i: {
+        "txt": None, "json": json.dumps({"caption": [f"a cat {i}", f"a kitten {i}"]}).encode()})
+    ds = build_dataset(data_cfg(source=str(listed[0].parent)), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    seen = {s["caption"] for _ in range(8) for s in ds}
+    assert seen == {"a cat 0", "a kitten 0", "a cat 1", "a kitten 1"}
+    prompts = write_shards(1, 2, folder="prompts", extra=lambda s, i: {
+        "txt": None, "json": json.dumps({"prompt": f"a dog {i}", "url": "x"}).encode()})
+    spec = str(prompts[0].parent)
+    with pytest.raises(DataError) as info:
+        list(build_dataset(data_cfg(source=spec), tokenizer=byte_tok, image_size=32,
+                           text_ctx=32))
+    assert str(info.value).endswith("2 samples without a .txt caption hold one under 'prompt' "
+                                    "in their .json: set data.caption_column = \"prompt\" to "
+                                    "read it.")
+    ds = build_dataset(data_cfg(source=spec, caption_column="prompt"), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    assert sorted(s["caption"] for s in ds) == ["a dog 0", "a dog 1"]
+
+
 def test_a_pipe_url_is_refused_and_runs_nothing(write_shards, data_cfg, byte_tok, tmp_path):
     """A pipe: URL is a shell command; webdataset ran it (data never runs code)."""
     shard = write_shards(1, 2)[0]

@@ -164,7 +164,7 @@ def open_onetrainer_validation(spec: str, cfg: Any, resolution: int) -> Source:
 
 def open_shards(spec: Any, cfg: Any, resolution: int) -> Source:
     return ShardSource.open(_given(spec, "wds", "shards/"), cfg.image_key, cfg.caption_key,
-                            cfg.metadata_key)
+                            cfg.metadata_key, str(getattr(cfg, "caption_column", "") or ""))
 
 
 def open_parquet(spec: str, cfg: Any, resolution: int) -> Source:

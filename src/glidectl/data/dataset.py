@@ -31,6 +31,7 @@ from .source_api import reads_per_epoch, samples_per_epoch, source_notes
 from .sources import Source, open_source
 from .stages import Slot, raw_stream
 from .stats import RejectionCounter, SharedStats, no_valid_data_error
+from .tables import json_caption
 from .token_warmup import WarmupCaption
 from .transforms import ImageTransform, LowResTransform, TextEncoder, to_tensor
 
@@ -93,6 +94,10 @@ class SamplePipeline:
             if caption:
                 caption, warmup = rules.draw(caption, rng, self.train)
         chosen = self.preset.select(meta, caption, self.options)
+        if (chosen == Reject("missing_caption") and caption is None and raw.meta_bytes is not None
+                and (listed := json_caption(meta, self.options.caption_column))):
+            caption = pick_line(listed, rng)  # a shard's JSON list of captions, or its field
+            chosen = self.preset.select(meta, caption, self.options)
         if isinstance(chosen, Reject) and raw.empty_ok and not caption:
             chosen = ""  # kohya trains an image without caption or class words on ""
         if isinstance(chosen, Reject):

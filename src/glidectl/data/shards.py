@@ -10,6 +10,7 @@ other schemes are refused: data never runs code.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import tarfile
 from collections import Counter
@@ -18,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
 from ..errors import GlidectlError, not_a_file
+from .preset_api import first_text
 from .records import IMAGE_EXTENSIONS, RawSample, unit_names
 from .stats import RejectionCounter
+from .tables import JSON_CAPTION_KEYS, json_caption
 from .walk import files_with_suffix
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -32,6 +35,8 @@ SHARD_ENDING = {"truncated_tar", "empty_shard", "unreadable_shard", "bad_tar", "
 # extensions a shard's caption (or image) is stored under when not under data.caption_key
 # (data.image_key): named in the hint when samples lack the configured one
 CAPTION_EXTENSIONS = ("txt", "caption", "text", "cap", "prompt", "captions")
+# fields of a shard's JSON that hold a caption the presets do not read: named in the hint
+JSON_CAPTION_FIELDS = ("prompt", "captions", "cap", "txt", "alt", "alt_text", "description")
 IMAGE_KEYS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 # what `dataset inspect` counts the parts of a sample cut between two shards as
 SPLIT_REASON = "split_across_shards"
@@ -213,6 +218,7 @@ class ShardSource:
     image_keys: tuple[str, ...] = ("jpg", "png", "jpeg", "webp")
     caption_key: str = "txt"
     metadata_key: str = "json"
+    caption_column: str = ""  # data.caption_column: the JSON field holding the caption
     # per reason (missing_caption, missing_image): the extensions the samples lacking the
     # configured key carry instead, counted as this process reads them (for :meth:`hint`)
     elsewhere: dict[str, Counter[str]] = field(default_factory=dict, repr=False,
@@ -235,7 +241,7 @@ class ShardSource:
     @classmethod
     def open(
         cls, spec: str | Sequence[str], image_key: str = "jpg;png;jpeg;webp",
-        caption_key: str = "txt", metadata_key: str = "json",
+        caption_key: str = "txt", metadata_key: str = "json", caption_column: str = "",
     ) -> ShardSource:
         keys = tuple(k.strip().lower().lstrip(".") for k in image_key.split(";") if k.strip())
         if caption_key.lower().lstrip(".") == metadata_key.lower().lstrip("."):
@@ -246,7 +252,7 @@ class ShardSource:
         urls = expand_shards(spec)
         check_reachable(urls, spec)
         return cls(spec, urls, keys or ("jpg",), caption_key.lower().lstrip("."),
-                   metadata_key.lower().lstrip("."))
+                   metadata_key.lower().lstrip("."), caption_column)
 
     def describe(self) -> str:
         return self.spec if isinstance(self.spec, str) else f"{len(self.urls)} shards"
@@ -260,6 +266,8 @@ class ShardSource:
         if self.caption_key not in sample:
             for ext in (e for e in CAPTION_EXTENSIONS if e != self.caption_key and e in sample):
                 self.elsewhere.setdefault("missing_caption", Counter())[ext] += 1
+            if (found := self._json_field(sample.get(self.metadata_key))) is not None:
+                self.elsewhere.setdefault("json_field", Counter())[found] += 1
         if not any(k in sample for k in self.image_keys):
             for ext in (e for e in IMAGE_KEYS if e not in self.image_keys and e in sample):
                 self.elsewhere.setdefault("missing_image", Counter())[ext] += 1
@@ -268,6 +276,20 @@ class ShardSource:
             if dotted:
                 self.elsewhere.setdefault("dotted_key", Counter())[
                     f"{str(sample.get('__key__', '')).rpartition('/')[2]}.{dotted[0]}"] += 1
+
+    def _json_field(self, raw: object) -> str | None:
+        """The caption-like string field of a sample's JSON (``prompt``, …) when it has no
+        caption the presets or data.caption_column read (None: none, or not JSON)."""
+        if not isinstance(raw, bytes):
+            return None
+        try:
+            meta = json.loads(raw.decode("utf-8-sig"))
+        except ValueError:  # not UTF-8 or not JSON: rejected as bad_metadata
+            return None
+        if not isinstance(meta, dict) or json_caption(meta, self.caption_column) \
+                or first_text(meta, JSON_CAPTION_KEYS):
+            return None
+        return next((k for k in JSON_CAPTION_FIELDS if first_text(meta, (k,))), None)
 
     def hint(self, reason: str) -> str | None:
         """For samples rejected as ``reason``: the other extension the samples read so far
@@ -283,6 +305,13 @@ class ShardSource:
                     f"its name, as {name}: webdataset takes a member's name up to its first dot "
                     "as the sample's key (members sharing it merge into one sample), so rename "
                     f"them without dots before the extension, e.g. {stem.replace('.', '_')}.{ext}.")
+        if reason == "missing_caption" and not found and (fields := self.elsewhere.get(
+                "json_field")):
+            name, n = fields.most_common(1)[0]
+            hold, their = ("hold", "their") if n != 1 else ("holds", "its")
+            return (f"{n} sample{'s' if n != 1 else ''} without a .{self.caption_key} caption "
+                    f"{hold} one under {name!r} in {their} .{self.metadata_key}: set "
+                    f"data.caption_column = \"{name}\" to read it.")
         if not found:
             return None
         ext, n = found.most_common(1)[0]

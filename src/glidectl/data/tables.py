@@ -12,6 +12,7 @@ from .records import RawSample
 
 IMAGE_COLUMNS = ("image", "jpg", "png", "jpeg", "webp")
 CAPTION_COLUMNS = ("text", "caption", "txt")
+JSON_CAPTION_KEYS = ("caption", "text", "TEXT")  # the built-in presets' JSON caption fields
 
 
 def pick_column(
@@ -66,10 +67,22 @@ def image_value(value: Any, base_dir: str | None) -> Any:
 
 
 def caption_value(value: Any) -> str | bytes | None:
+    """A caption cell: text, or a list of captions joined a line each (None: neither)."""
     if isinstance(value, (str, bytes)):
         return value
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
         return "\n".join(value)  # several captions: one is picked per fetch
+    return None
+
+
+def json_caption(meta: Mapping[str, Any], column: str = "") -> str | None:
+    """A webdataset sample's JSON caption that the presets, which read strings only, miss:
+    a list of captions (joined a line each: one is picked per fetch) under ``caption`` or
+    ``text``, or what the field ``column`` (data.caption_column) holds."""
+    for key in (column,) if column else JSON_CAPTION_KEYS:
+        text = caption_value(meta.get(key))
+        if isinstance(text, str) and text.strip():
+            return text
     return None
 
 
