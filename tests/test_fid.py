@@ -309,6 +309,22 @@ def test_reference_folder_images_are_decoded_as_training_decodes_them(tmp_path):
     assert phone[:, 13, 8].round().tolist() == [0, 0, 255]
 
 
+def test_a_reference_folder_is_walked_as_training_walks_an_image_folder(tmp_path):
+    """--fid FOLDER read the hidden .ipynb_checkpoints copies and left out the images of a
+    linked folder, which training's folder scan reads."""
+    folder, linked = tmp_path / "ref", tmp_path / "elsewhere"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    linked.mkdir()
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(folder / "a.png")
+    Image.new("RGB", (16, 16), (0, 0, 0)).save(folder / ".ipynb_checkpoints" / "a-checkpoint.png")
+    Image.new("RGB", (16, 16), (0, 0, 0)).save(folder / ".hidden.png")
+    Image.new("RGB", (16, 16), (0, 200, 0)).save(linked / "b.png")
+    (folder / "more").symlink_to(linked, target_is_directory=True)
+    batches = list(reference_images(str(folder), 16, limit=9))
+    means = [round(float(x)) for x in torch.cat(batches).mean(dim=(2, 3))[:, :2].flatten()]
+    assert means == [1, -1, -1, 1]  # a.png (red), then more/b.png (green); no black copies
+
+
 def test_unreadable_reference_files_are_left_out_and_named_not_a_traceback(tmp_path):
     """A damaged file in a reference folder of thousands raised PIL's UnidentifiedImageError
     after every image of the eval had been made; it is left out, counted and named."""

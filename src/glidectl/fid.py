@@ -190,16 +190,15 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
     from .data.images import Rejected, open_image
     from .data.records import IMAGE_EXTENSIONS
     from .data.transforms import ImageTransform
+    from .data.walk import visible_files
     from .images import from_pil
 
     def samples() -> Iterator[torch.Tensor]:
         folder = Path(source).expanduser()
         if folder.is_dir():
             crop = ImageTransform(size, random_crop=False)
-            files = sorted(p for p in folder.rglob("*")
-                           if p.name.lower().endswith(IMAGE_EXTENSIONS))
             taken = 0
-            for path in files:
+            for path in visible_files(folder, IMAGE_EXTENSIONS):  # as training's folder scan
                 if taken == limit:
                     return
                 try:  # decoded as training reads images (EXIF turn, alpha, 16-bit)
@@ -340,9 +339,10 @@ def _check_folder(reference: str, folder: Path) -> None:
     from PIL import Image
 
     from .data.records import IMAGE_EXTENSIONS
+    from .data.walk import visible_files
 
     named, opened, others = 0, 0, 0
-    for path in folder.rglob("*"):
+    for path in visible_files(folder, ("",)):  # every file, as reference_images walks
         if not path.name.lower().endswith(IMAGE_EXTENSIONS):
             others += path.is_file()
             continue

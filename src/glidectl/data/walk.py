@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 
 def walk(root: str | os.PathLike[str], unreadable: list[str] | None = None
@@ -32,3 +33,15 @@ def files_with_suffix(root: str | os.PathLike[str], suffixes: Sequence[str]) -> 
         for name in names
         if name.lower().endswith(ends) and os.path.isfile(os.path.join(dirpath, name))
     )
+
+
+def visible_files(root: str | os.PathLike[str], suffixes: Sequence[str]) -> list[Path]:
+    """Sorted paths of the files under ``root`` (linked folders too) whose lower-cased names
+    end with a suffix, hidden files and folders (``.ipynb_checkpoints``) left out, as an
+    image folder's training scan leaves them."""
+    ends, found = tuple(suffixes), []
+    for dirpath, dirnames, filenames in walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath, name) for name in filenames
+                  if not name.startswith(".") and name.lower().endswith(ends)]
+    return sorted(found)
