@@ -655,6 +655,26 @@ def test_a_file_fitted_at_another_guidance_than_the_one_sampled_is_named(run, we
         assert ("--method bespoke --calls 3 --guidance 5 --out" in res.stderr) is said
 
 
+def test_a_base_file_on_the_upsampler_at_another_guidance_names_no_guidance_fix(
+        run, weights, tmp_path) -> None:
+    """It said "sample with --upsample-guidance 3" beside the warning that the file is
+    another model's: that guidance leaves the file on the wrong model."""
+    path = bespoke_file(tmp_path / "s.json")  # records another model's sha256
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "guidance": 3, "grey": True}))
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "low.png")
+    res = run("a cat", "--base", "none", "--upsampler", str(weights["upsample"]), "--low-res",
+              str(tmp_path / "low.png"), "--upsample-sampler", "dpm++2m", "--upsample-steps",
+              "3", "--upsample-schedule", str(path), "--upsample-guidance", "5", "--no-grey",
+              "-q", "--precision", "fp32", "--out", str(tmp_path / "o"))
+    assert "was fitted to other weights" in res.stderr, res.stderr
+    drop = "drop it from the upsampler stage (glidectl fit-steps fits base models only)."
+    assert (f"sample at 5: its steps suit the other ODE; {drop}" in res.stderr
+            and f"sample in colour: its steps suit the other ODE; {drop}" in res.stderr)
+    assert "sample with --upsample-guidance" not in res.stderr, res.stderr
+    assert "sample with --grey" not in res.stderr, res.stderr
+
+
 def test_boolean_flags_show_no_type_in_help(run) -> None:
     res = run("--help")
     assert res.returncode == 0

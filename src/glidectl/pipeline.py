@@ -400,16 +400,20 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             # each refit line fits the sampling at hand: one line mends every mismatch
             scale = 1.0 if opts.guidance is None else float(opts.guidance)
             sampled = {"guidance": scale, "grey": bool(opts.grey)}
-            messages.append(grey_warning(opts.schedule, opts.grey, spec, up, guidance=scale))
-            messages.append(guidance_warning(opts.schedule, opts.guidance, spec, up,
-                                             grey=bool(opts.grey)))
-            messages.append(unfitted_warning(opts.schedule, opts.steps, spec, up, **sampled))
+            weights = None
             if record is not None and self.stage_models().get(stage) is not None:
                 net = getattr(self.stage_models()[stage], "_orig_mod", self.stage_models()[stage])
-                messages.append(model_warning(
+                weights = model_warning(
                     opts.schedule, lambda r=record: r.sha256, record.spec, up, **sampled,
                     weights_sha256=lambda m=net: self._tensors_sha256(m),
-                    adapters=[(str(lo["path"]), float(lo["scale"])) for lo in record.loras]))
+                    adapters=[(str(lo["path"]), float(lo["scale"])) for lo in record.loras])
+            other = weights is not None  # its guidance or grey would not mend it
+            messages.append(grey_warning(opts.schedule, opts.grey, spec, up, guidance=scale,
+                                         other_model=other))
+            messages.append(guidance_warning(opts.schedule, opts.guidance, spec, up,
+                                             grey=bool(opts.grey), other_model=other))
+            messages.append(unfitted_warning(opts.schedule, opts.steps, spec, up, **sampled))
+            messages.append(weights)
         first = self.base if low_res is None else self.upsampler
         if first is not None and first.options.inpaint and inpaint_image is None:
             messages.append(f"{a_or_an(first.options.kind).capitalize()} model without an "

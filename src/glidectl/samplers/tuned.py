@@ -305,11 +305,13 @@ def fitted_guidance(data: dict) -> float | None:
 
 
 def guidance_warning(path: str | Path, guidance: float | None, model: str | None = None,
-                     upsampler: bool = False, *, grey: bool | None = None) -> str | None:
+                     upsampler: bool = False, *, grey: bool | None = None,
+                     other_model: bool = False) -> str | None:
     """One sentence when a schedule file records a fit at another guidance scale than
     ``guidance`` (None: unguided, scale 1), else None (files from before the scale was
     recorded say nothing). ``upsampler``: the file is the upsampler's; ``grey``: as
-    sampled, for the refit it names."""
+    sampled, for the refit it names; ``other_model``: the file was fitted to other weights
+    (:func:`model_warning`), so sampling at its guidance would not mend it."""
     data = _load(path)
     fitted = fitted_guidance(data)
     sampled = 1.0 if guidance is None else float(guidance)
@@ -319,16 +321,24 @@ def guidance_warning(path: str | Path, guidance: float | None, model: str | None
     fix = UPSAMPLER_FIX if upsampler else "refit it with " + _refit(
         path, data, model or "MODEL", guidance=sampled, grey=grey)
     return (f"Schedule file {str(path)!r} was fitted at guidance {fitted:g}, and these images "
-            f"sample at {sampled:g}: its steps suit the other ODE; sample with {flag} "
-            f"{fitted:g}, or {fix}.")
+            f"sample at {sampled:g}: its steps suit the other ODE; "
+            f"{_or_sample(f'{flag} {fitted:g}', fix, upsampler and other_model)}.")
+
+
+def _or_sample(flags: str, fix: str, other_model: bool) -> str:
+    """A mismatch warning's advice: sample with ``flags``, or the ``fix``; the fix alone
+    for a file fitted to other weights, which those flags leave on the wrong model."""
+    return fix if other_model else f"sample with {flags}, or {fix}"
 
 
 def grey_warning(path: str | Path, grey: bool, model: str | None = None,
-                 upsampler: bool = False, *, guidance: float | None = None) -> str | None:
+                 upsampler: bool = False, *, guidance: float | None = None,
+                 other_model: bool = False) -> str | None:
     """One sentence when a schedule file records a fit to another ODE than the one sampled
     (``grey``: x0 predictions projected onto grey, ``glidectl sample --grey``), else None
     (files from before ``grey`` was recorded say nothing). ``upsampler``: the file is the
-    upsampler's, which fit-steps does not fit."""
+    upsampler's, which fit-steps does not fit; ``other_model``: as for
+    :func:`guidance_warning`."""
     data = _load(path)
     fitted = data.get("grey")
     if not isinstance(fitted, bool) or fitted == grey:
@@ -337,8 +347,8 @@ def grey_warning(path: str | Path, grey: bool, model: str | None = None,
     fix = UPSAMPLER_FIX if upsampler else "refit it with " + _refit(
         path, data, model or "MODEL", guidance=guidance, grey=grey)
     return (f"Schedule file {str(path)!r} was fitted to {ode}, and these images sample "
-            f"{sampled}: its steps suit the other ODE; sample with "
-            f"{'--grey' if fitted else '--no-grey'}, or {fix}.")
+            f"{sampled}: its steps suit the other ODE; "
+            f"{_or_sample('--grey' if fitted else '--no-grey', fix, upsampler and other_model)}.")
 
 
 def unfitted_counts(data: dict) -> list[int]:
