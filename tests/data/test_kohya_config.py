@@ -23,6 +23,7 @@ from glidectl.data.kohya_source import KohyaConfigSource
 from glidectl.data.sample_rules import SampleRules
 from glidectl.data.source_api import source_notes
 from glidectl.data.sources import source_type
+from glidectl.errors import GlidectlError
 from glidectl.training.data_stream import DataStream, collate
 
 CONFIG = """
@@ -461,6 +462,21 @@ def test_a_metadata_caption_and_its_tags_are_joined_as_kohya_joins_them(tmp_path
         "1/e": "only tags", "1/f": "x"}
     assert got["2/b"] in ("top line;t1, t2", "lower line;t1, t2")
     assert got["2/f"] in ("x;p;q", "y;p;q")
+
+
+def test_metadata_entries_that_are_not_objects_say_so(tmp_path):
+    """A metadata_file of captions as strings ({"a": "a cat"}) said the image_dirs "hold no
+    image files"; it names the metadata file and what is wrong with it."""
+    write(tmp_path, """
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "ft"
+  metadata_file = "meta.json"
+""", {f"ft/{k}.png": None for k in "ab"})
+    (tmp_path / "meta.json").write_text(json.dumps({"a": "a cat", "b": ["a dog"]}))
+    with pytest.raises(GlidectlError, match=r"metadata_file .*meta.json': all 2 entries naming "
+                       r"an image are not an object; write kohya's metadata JSON"):
+        KohyaConfigSource.open(tmp_path / "dataset.toml")
 
 
 def test_general_dreambooth_keys_stay_with_a_fine_tuning_dataset_as_kohya_takes_them(

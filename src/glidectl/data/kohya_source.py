@@ -236,6 +236,11 @@ class KohyaConfigSource:
             self.captions[unit] = _metadata_caption(entry, spec.rules.separator,
                                                      spec.rules.any_line)
             row.images += 1
+        if bad and not row.images:  # not "the image_dirs hold no image files"
+            raise GlidectlError(f"{name}: {'its' if bad == 1 else f'all {bad}'} "
+                                f"entr{'ies' if bad != 1 else 'y'} naming an image "
+                                f"{'are' if bad != 1 else 'is'} not an object; write kohya's "
+                                "metadata JSON, {\"image_key\": {\"caption\": \"...\"}}.")
         if missing:
             self.left.append(f"{name}: {missing} entr{'ies' if missing != 1 else 'y'} name no "
                              f"image file (in image_dir {spec.image_dir_text!r}, or as a path) "
