@@ -52,3 +52,7 @@ def test_model_sees_original_timesteps() -> None:
 def test_bad_respacing_is_a_user_error(section: str) -> None:
     with pytest.raises(GlidectlError, match="respacing"):
         space_timesteps(1000, section)
+    with pytest.raises(GlidectlError) as info:  # it was two sentences
+        space_timesteps(1000, section)
+    assert str(info.value).count(". ") == 0 and str(info.value).endswith(
+        "; use 'N', comma-separated counts like '10,10,10', 'ddimN' or 'fast27'.")

@@ -9,7 +9,7 @@ from ..errors import GlidectlError
 
 def _bad(section: str, why: str) -> GlidectlError:
     return GlidectlError(
-        f"Bad timestep respacing {section!r}: {why}. Use 'N', comma-separated counts like "
+        f"Bad timestep respacing {section!r}: {why}; use 'N', comma-separated counts like "
         "'10,10,10', 'ddimN' or 'fast27'."
     )
 
