@@ -746,3 +746,17 @@ def test_the_library_fit_checks_its_arguments_and_gives_the_model_back_as_it_was
     found = fit_steps(target, 3, "bespoke", "unipc", tmp_path / "b.json", "test", evals=2,
                       log=lambda line: None)
     assert list(found) == [3] and all(p.requires_grad for p in model.parameters())
+
+
+def test_an_empty_prompts_file_is_refused_beside_prompt_too(tmp_path) -> None:
+    """--prompt x --prompts EMPTY fitted on x alone, silently; the file alone was refused."""
+    from glidectl.cli.fit_cmd import read_prompts
+    from glidectl.errors import GlidectlError
+
+    empty = tmp_path / "p.txt"
+    empty.write_text("\n# none\n")
+    for given in ([], ["a cat"]):
+        with pytest.raises(GlidectlError, match="holds no prompt .only blank lines and # "
+                           "comments.; write one per line"):
+            read_prompts(given, empty)
+    assert read_prompts(["a cat"], None) == ["a cat"]

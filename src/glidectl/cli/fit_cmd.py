@@ -29,15 +29,16 @@ def read_prompts(prompts: list[str], prompts_file: Path | None,
     """``--prompt`` values, then the lines of ``--prompts FILE`` (blank lines and ``#``
     comments skipped)."""
     found = [p for p in prompts if p.strip()]
-    if prompts_file is not None:
+    if prompts_file is not None:  # a file named but empty is a mistake, --prompt or not
         label = "Prompts file" if what == "prompts" else f"The {what} file"
-        found += read_prompt_file(prompts_file, label, empty_ok=True)
+        if not (lines := read_prompt_file(prompts_file, label, empty_ok=True)):
+            raise GlidectlError(f"{label} {str(prompts_file)!r} holds no prompt (only blank "
+                                "lines and # comments); write one per line.")
+        found += lines
     if not found:
         raise GlidectlError(
             "fit-steps needs tuning prompts: pass --prompts FILE (one per line) or --prompt "
-            "TEXT, like the prompts you will sample." if prompts_file is None else
-            f"{label} {str(prompts_file)!r} holds no prompt (only blank lines and # "
-            "comments); write one per line.")
+            "TEXT, like the prompts you will sample.")
     return found
 
 
