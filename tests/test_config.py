@@ -465,6 +465,22 @@ def test_a_bad_set_value_says_it_came_from_set_not_a_line_of_the_file(tmp_path):
         load_config(path, ["train.steps='3'"])
 
 
+def test_a_whole_float_for_an_int_key_says_to_write_it_whole(tmp_path):
+    """``--set train.steps=1e3`` (or ``steps = 1000.0`` in the file) said only "must be
+    int, got 1000.0 (float)"; it says how to write the number."""
+    path = tmp_path / "glide.toml"
+    path.write_text("[train]\nsteps = 10\n")
+    with pytest.raises(ConfigError, match=r"^--set: 'train.steps' must be int, got 1000\.0 "
+                                          r"\(float\); write it whole: --set train.steps=1000\.$"):
+        load_config(path, ["train.steps=1e3"])
+    with pytest.raises(ConfigError, match=r"got 2\.5 \(float\)\.$"):  # no whole number
+        load_config(path, ["train.steps=2.5"])
+    path.write_text("[train]\nsteps = 1000.0\n")
+    with pytest.raises(ConfigError, match=r"glide\.toml:2: 'train.steps' must be int, got "
+                                          r"1000\.0 \(float\); write it whole: steps = 1000\.$"):
+        load_config(path)
+
+
 def test_key_lines_reads_the_structure_of_toml():
     from glidectl.toml_lines import key_lines
 

@@ -101,6 +101,10 @@ def _check_value(key: str, tp: Any, value: Any, where: str, raw: str | None = No
         if _unquoted(tp, value) is not None:  # batch_size = "32"
             quote = (f"; drop the quotes: --set {key}={value.strip()}" if where == "--set"
                      else f"; drop the quotes: {key.split('.')[1]} = {value.strip()}")
+        if tp is int and isinstance(value, float) and value.is_integer() and abs(value) < 1e18:
+            whole = int(value)  # steps = 1e3 or 1000.0: a float in TOML and in --set
+            quote = (f"; write it whole: --set {key}={whole}" if where == "--set"
+                     else f"; write it whole: {key.split('.')[1]} = {whole}")
         if typing.get_args(tp) == (str,) and isinstance(value, str):  # a list of one
             listed = f"[{override('v', value).removeprefix('v=')}]"
             quote = (f"; write a list: {key.split('.')[1]} = {listed}" if where != "--set"
