@@ -1135,6 +1135,30 @@ def test_a_scratch_lora_run_resumed_with_another_seed_names_train_seed(tmp_path,
         "start a new run.\n"), err
 
 
+@pytest.mark.parametrize(("change", "said"), [
+    ("model.kind=upsample", "model.kind = 'upsample' here, but the run trained with 'base'; "
+     "resume without the --set (or --config) that changes it, or with --set "
+     "model.kind=\"base\""),
+    ("data.resolution=16", "data.resolution = 16 here, but the run trained with 32; resume "
+     "without the --set (or --config) that changes it, or with --set data.resolution=32"),
+])
+def test_a_scratch_lora_run_resumed_with_another_network_names_the_key(tmp_path, capsys,
+                                                                        change, said):
+    """`--set model.kind=...` or `data.resolution=...` on a scratch LoRA run's resume said the
+    base weights differed and to resume with the run's own train.seed, which it had."""
+    from glidectl.config import save_config
+
+    save_config(lora_config(tmp_path, train=dict(steps=2)), tmp_path / "lora.toml")
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--no-live") == 0
+    capsys.readouterr()
+    assert cli("lora", "--config", tmp_path / "lora.toml", "--resume", "latest", "--steps", "4",
+               "--set", change, "--no-live") == 2
+    err = capsys.readouterr().err
+    step = tmp_path / "runs" / "lora" / "checkpoints" / "step-000002"
+    assert err == (f"Error: Cannot resume from {str(step)!r}: it trained on a scratch network "
+                   f"its run's config builds, and this config builds another; {said}.\n"), err
+
+
 def test_lora_resume_with_another_alpha_or_rslora_is_one_line(tmp_path, capsys):
     """`--resume latest --set lora.alpha=2` went on at a quarter of the adapters' scale
     (alpha/r 0.25 for 1: the trained adapters' output cut to a quarter), without a word."""

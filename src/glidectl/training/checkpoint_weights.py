@@ -69,6 +69,7 @@ def load_weights(step_dir: Path, model: torch.nn.Module, adapter: ModelAdapter,
     ``cfg``, the run's config, that build another network than the run's config.toml)."""
     loader = getattr(adapter, "load_checkpoint", None)
     if loader is not None:
+        _check_scratch_network(cfg, step_dir)
         loader(model, step_dir)
         return
     from ..glide import read_weights
@@ -97,15 +98,35 @@ def load_weights(step_dir: Path, model: torch.nn.Module, adapter: ModelAdapter,
     except RuntimeError:  # other shapes: the config builds another network
         changed = _shape_keys_changed(cfg, runs.run_of_step_dir(step_dir))
         advice = ("resume with the run's own config (--resume RUN without --config reads "
-                  "RUN/config.toml)") if not changed else (
-            f"{' and '.join(f'{k} = {now!r}' for k, now, _ in changed)} here, but the run "
-            f"trained with {' and '.join(repr(was) for _, _, was in changed)}; resume "
-            f"without the --set (or --config) that changes it, or with "
-            f"{' '.join(f'--set {override(k, was)}' for k, _, was in changed)}")
+                  "RUN/config.toml)") if not changed else _changed_advice(changed)
         raise GlidectlError(
             f"Cannot resume from {str(step_dir)!r}: its weights do not fit the model "
             f"this config builds ({_options_diff(saved, options)}); {advice}."
         ) from None
+
+
+def _changed_advice(changed: list[tuple[str, Any, Any]]) -> str:
+    """``KEY = NOW here, but the run trained with WAS; resume without ...``: the fix for
+    config keys (:func:`_shape_keys_changed`) that build another network than the run's."""
+    return (f"{' and '.join(f'{k} = {now!r}' for k, now, _ in changed)} here, but the run "
+            f"trained with {' and '.join(repr(was) for _, _, was in changed)}; resume "
+            f"without the --set (or --config) that changes it, or with "
+            f"{' '.join(f'--set {override(k, was)}' for k, _, was in changed)}")
+
+
+def _check_scratch_network(cfg: Any, step_dir: Path) -> None:
+    """An adapter run (LoRA) on a scratch network, resumed with a config that builds
+    another one (model.kind, size, tokenizer or data.resolution changed): one sentence
+    naming the keys, where the adapter's own check could only say the base weights differ."""
+    run = runs.run_of_step_dir(step_dir)
+    if cfg is None or cfg.model.init != "scratch" or \
+            runs.run_setting(run, "model", "init") != "scratch":
+        return
+    changed = _shape_keys_changed(cfg, run, (("model", "kind"), *SHAPE_KEYS))
+    if changed:
+        raise GlidectlError(
+            f"Cannot resume from {str(step_dir)!r}: it trained on a scratch network its "
+            f"run's config builds, and this config builds another; {_changed_advice(changed)}.")
 
 
 # the config keys that decide a network's shapes (model.kind is refused before)
@@ -113,13 +134,14 @@ SHAPE_KEYS = (("model", "size"), ("model", "tokenizer"), ("model", "init"),
               ("data", "resolution"))
 
 
-def _shape_keys_changed(cfg: Any, run: Path) -> list[tuple[str, Any, Any]]:
-    """``(key, value in cfg, value in the run's config.toml)`` of each :data:`SHAPE_KEYS`
-    key the two set differently (none without ``cfg`` or a readable config.toml)."""
+def _shape_keys_changed(cfg: Any, run: Path, keys: tuple[tuple[str, str], ...] = SHAPE_KEYS
+                        ) -> list[tuple[str, Any, Any]]:
+    """``(key, value in cfg, value in the run's config.toml)`` of each of ``keys`` the two
+    set differently (none without ``cfg`` or a readable config.toml)."""
     if cfg is None:
         return []
     changed = []
-    for section, key in SHAPE_KEYS:
+    for section, key in keys:
         now, was = getattr(getattr(cfg, section), key), runs.run_setting(run, section, key)
         if was is not None and was != now:
             changed.append((f"{section}.{key}", now, was))
