@@ -459,6 +459,24 @@ def test_bad_metadata_rows_name_the_first_file_and_line(tmp_path):
                            "'metadata.jsonl' line 1, no file_name); their images")
 
 
+def test_csv_row_with_an_unquoted_comma_is_a_bad_row_not_a_cut_caption(tmp_path):
+    """`a.png,a dog, sitting` read the caption 'a dog' without a word (the rest went to
+    DictReader's None key, which made data.caption_column's error a TypeError)."""
+    root = tmp_path / "csv"
+    root.mkdir()
+    for name in ("a.png", "b.png"):
+        (root / name).write_bytes(encode(photo(40, 40), "PNG"))
+    (root / "metadata.csv").write_text(
+        'file_name,text\na.png,a dog, sitting\nb.png,"a cat, lying"\n')
+    src = FolderSource.scan(root)
+    assert "a.png" not in src.metadata and src.metadata["b.png"]["text"] == "a cat, lying"
+    [note] = src.notes()
+    assert "('metadata.csv' line 2, more fields than its header names (quote a caption " \
+           "holding a comma))" in note
+    with pytest.raises(GlidectlError, match="has no such column \\(columns: file_name, text\\)"):
+        FolderSource.scan(root, caption_column="prompt")
+
+
 def test_gif_tiff_jfif_are_read_other_image_kinds_and_bad_metadata_are_noted(tmp_path, data_cfg,
                                                                              byte_tok):
     from typer.testing import CliRunner

@@ -208,6 +208,10 @@ class FolderSource:
                 except json.JSONDecodeError:
                     self._bad_metadata(f"{shown!r} line {number}, not JSON")
         for number, row in rows:
+            if isinstance(row, dict) and None in row:  # csv's DictReader: fields past the header
+                self._bad_metadata(f"{shown!r} line {number}, more fields than its header "
+                                   "names (quote a caption holding a comma)")
+                continue
             name = row.get("file_name") if isinstance(row, dict) else None
             if not isinstance(name, str) or not name:
                 self._bad_metadata(f"{shown!r} line {number}, no file_name")
