@@ -219,6 +219,34 @@ def test_a_gzipped_tar_named_tar_is_whole_and_a_file_that_is_no_tar_is_bad_tar(
     assert ds.stats()["rejected"] == {"bad_tar": 1}
 
 
+@pytest.mark.parametrize("damage", ["bad_header", "two_tars_joined"])
+def test_a_tar_whose_reader_stops_before_its_data_ends_is_bad_tar(
+        write_shards, data_cfg, byte_tok, damage):
+    """A damaged member header (or a second tar appended to the first) is the end of the
+    archive to tarfile: the members after it were dropped and nothing was counted."""
+    from glidectl.data.inspection import inspect_source
+
+    paths = write_shards(2, 6)
+    data = bytearray(paths[0].read_bytes())
+    if damage == "bad_header":
+        with tarfile.open(paths[0]) as tar:
+            offset = tar.getmember("s0_001.jpg").offset
+        data[offset:offset + 512] = b"\x07" * 512  # s0_001 … s0_005 are lost
+        kept = {"s0_000"}
+    else:
+        data += paths[1].read_bytes()  # read up to the first tar's end blocks
+        kept = all_ids(1, 6)
+    paths[0].write_bytes(bytes(data))
+    ds = build_dataset(data_cfg(source=str(paths[0].parent)), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    assert sorted(keys(ds)) == sorted(kept | all_ids(2, 6) - all_ids(1, 6))
+    assert ds.stats()["rejected"] == {"bad_tar": 1}
+    report = inspect_source(data_cfg(source=str(paths[0].parent)), tokenizer=byte_tok,
+                            image_size=32)
+    assert report.damaged == {"bad_tar": 1}
+    assert report.rejected_examples == {"bad_tar": [str(paths[0])]}
+
+
 @pytest.mark.parametrize("kind, why", [("pipe", "is no file (a device or a pipe)"),
                                        ("folder", "is a folder")])
 def test_a_glob_matching_a_pipe_or_a_folder_names_it_so(write_shards, kind, why, capsys):

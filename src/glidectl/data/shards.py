@@ -175,6 +175,27 @@ def lacks_end_blocks(path: str) -> bool:
         return False  # reading it reports the problem
 
 
+def data_past_end(path: str, stream: BinaryIO) -> bool:
+    """True when a local plain ``.tar`` holds data past ``stream``'s position, where its
+    reader stopped without an error: tarfile takes a damaged member header after the first
+    for the end of the archive (as it takes a second tar appended to the first), so every
+    member after it would be dropped without a word."""
+    if is_remote(path) or not path.lower().endswith(".tar"):
+        return False
+    try:
+        position = stream.tell()
+        with open(path, "rb") as fh:
+            if not _begins_as_tar(fh.read(tarfile.BLOCKSIZE)):
+                return False  # gzip'd: the position counts compressed bytes
+            fh.seek(position)
+            while chunk := fh.read(1 << 16):
+                if chunk.strip(b"\0"):
+                    return True
+    except OSError:
+        return False
+    return False
+
+
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz: tarfile's r|*
 
 
@@ -378,3 +399,5 @@ class ShardSource:
                     caption=sample.get(self.caption_key),
                     meta_bytes=sample.get(self.metadata_key),
                 )
+            if not ended and not truncated and data_past_end(unit, stream):
+                counter.reject("bad_tar", unit)
