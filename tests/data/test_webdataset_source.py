@@ -276,7 +276,28 @@ def test_the_suggested_inspect_command_survives_the_shell(write_shards, data_cfg
     with pytest.raises(DataError) as info:
         list(ds)
     command = str(info.value).split("run `", 1)[1].rsplit("` to see", 1)[0]
-    assert shlex.split(command) == ["glidectl", "dataset", "inspect", spec]
+    assert shlex.split(command) == ["glidectl", "dataset", "inspect", spec,
+                                    "--set", "data.min_image_size=8"]  # data_cfg's
+
+
+def test_the_suggested_inspect_command_reads_the_source_as_the_run_does(
+        write_shards, data_cfg, byte_tok, capsys):
+    """A run with preset laion on shards without JSON suggested `dataset inspect SPEC`,
+    which reads them with preset simple and finds every sample valid."""
+    folder = write_shards(1, 2, extra=lambda s, i: {"json": None})[0].parent
+    ds = build_dataset(data_cfg(source=str(folder), preset="laion", skip_words=["it's"]),
+                       tokenizer=byte_tok, image_size=32, text_ctx=32)
+    with pytest.raises(DataError) as info:
+        list(ds)
+    command = str(info.value).split("run `", 1)[1].rsplit("` to see", 1)[0]
+    argv = shlex.split(command)
+    assert argv == ["glidectl", "dataset", "inspect", str(folder), "--set", 'data.preset="laion"',
+                    "--set", "data.skip_words=[\"it's\"]", "--set", "data.min_image_size=8"]
+    with pytest.raises(SystemExit) as run:
+        main([*argv[1:], "--tokenizer", "byte"])
+    assert run.value.code == 2
+    assert "2 rejected (missing_metadata: 2), so training would refuse it" in \
+        capsys.readouterr().err
 
 
 def test_bad_members_are_counted_by_reason(write_shards, data_cfg, byte_tok):

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset
 
-from ..config import DataConfig, pair_problem
+from ..config import DataConfig, override, pair_problem
 from ..errors import GlidectlError
 from .captions import decode_caption, pick_line
 from .color_aug import color_aug
@@ -234,7 +234,8 @@ class StreamDataset(IterableDataset):
     def no_valid_data(self, counter: RejectionCounter) -> Exception:
         """The one-line error for an epoch of ``counter`` that kept no sample."""
         return no_valid_data_error(self.name, counter, getattr(self.source, "hint", None),
-                                   inspect=getattr(self.source, "inspectable", True))
+                                   inspect=getattr(self.source, "inspectable", True),
+                                   flags=inspect_flags(self.pipeline.options))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -289,6 +290,22 @@ class StreamDataset(IterableDataset):
             self.shared.publish(slot_id, counter)
         if accepted_now == 0 and slot.total == 1 and counter.accepted == 0 and not skip:
             raise self.no_valid_data(counter)
+
+
+# the data keys that decide which samples are read, how they are captioned and which are
+# rejected: what `dataset inspect` must be given to judge a source as a run does
+INSPECT_KEYS = ("preset", "image_key", "caption_key", "metadata_key", "image_column",
+                "caption_column", "split", "kohya_folders", "reg_source", "demo_size",
+                "min_size", "aspect_range", "similarity_range", "nsfw_allowed", "max_punsafe",
+                "max_pwatermark", "skip_words", "min_image_size", "max_pixels")
+
+
+def inspect_flags(options: DataConfig) -> list[str]:
+    """The ``--set`` items with which ``dataset inspect`` reads a source as ``options`` do:
+    the :data:`INSPECT_KEYS` whose values differ from the defaults."""
+    default = DataConfig()
+    return [override(f"data.{key}", getattr(options, key)) for key in INSPECT_KEYS
+            if getattr(options, key, None) != getattr(default, key)]
 
 
 def _pair(value: Sequence[Any], key: str, lo: float | None = None) -> tuple[float, float]:

@@ -12,7 +12,7 @@ import json
 import multiprocessing
 import shlex
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing import context as mp_context
 from typing import Any
 
@@ -121,13 +121,14 @@ class RejectionCounter:
 
 def no_valid_data_error(source: str, counter: RejectionCounter,
                         hint: Any = None, inspect: bool = True,
-                        inspected: bool = False) -> DataError:
+                        inspected: bool = False, flags: Sequence[str] = ()) -> DataError:
     """The one-line error for a source from which nothing valid could be read; ``hint``:
     the source's optional ``hint(reason)``, a sentence on what the samples rejected for its
     most common reason carry instead (webdataset's captions under another extension);
     ``inspect=False``: a source ``glidectl dataset inspect`` cannot open (Python pairs);
     ``inspected``: the line ``dataset inspect`` ends its report with, saying that training
-    refuses the source where training's own line points at ``dataset inspect``."""
+    refuses the source where training's own line points at ``dataset inspect``; ``flags``:
+    the ``--set`` items that command needs to read the source as the run does."""
     if not counter.rejected and counter.repeated:  # a worker given only later repeats
         counter = RejectionCounter.from_dict({**counter.to_dict(), "rejected": counter.repeated})
     refused = ", so training would refuse it" if inspected else ""
@@ -140,7 +141,8 @@ def no_valid_data_error(source: str, counter: RejectionCounter,
     found = hint(top) if callable(hint) else None
     hint = ("; images below data.min_image_size are rejected: lower it to keep them "
             "(e.g. --set data.min_image_size=12 for 12 px pictures)" if top == "too_small" else "")
-    examples = (f"; run `glidectl dataset inspect {shlex.quote(source)}` to see examples"
+    command = " ".join([shlex.quote(source), *(f"--set {shlex.quote(f)}" for f in flags)])
+    examples = (f"; run `glidectl dataset inspect {command}` to see examples"
                 if inspect and not inspected else "")
     return DataError(f"No valid samples in data source {source!r}: {counter.summary()}{refused}"
                      f"{hint}{examples}." + (f" {found}" if found else ""))
