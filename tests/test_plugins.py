@@ -293,6 +293,46 @@ def test_a_registered_object_of_the_wrong_kind_is_named_when_the_registry_fills(
     assert str(info.value).startswith(f"Plugin 'wrong-plugin' raised in {expected};")
 
 
+def _one_sampler(sampler):
+    class Plugin:
+        @hookimpl
+        def register_samplers(self, register):
+            register("mine", sampler)
+
+    return Plugin()
+
+
+@pytest.mark.parametrize("field, value, wanted", [
+    ("schedule", None, "a schedule name, got None (NoneType)"),
+    ("min_steps", "3", "a whole number >= 1, got '3' (str)"),
+    ("calls_per_step", 0, "a whole number >= 1, got 0 (int)"),
+    ("calls", 2, "None or a function calls(steps) -> model calls, got 2 (int)"),
+])
+def test_a_sampler_with_a_field_of_the_wrong_kind_is_named_when_the_registry_fills(
+        register_plugin, field, value, wanted):
+    from glidectl.samplers.spec import Sampler
+
+    register_plugin(_one_sampler(Sampler(lambda *a, **k: None, **{field: value})), "p")
+    with pytest.raises(PluginError) as info:  # was a traceback once sampling began
+        plugins.samplers()
+    assert f"raised in register_samplers: TypeError: Sampler({field}=...) takes {wanted};" \
+        in str(info.value)
+
+
+@pytest.mark.parametrize("calls, problem", [
+    (lambda steps: 1 // 0, "ZeroDivisionError: integer division or modulo by zero"),
+    (lambda steps: steps * 1.5, "its calls(steps) returned 6.0, not a whole number of model "
+                                "calls >= 0"),
+])
+def test_a_sampler_whose_calls_fails_is_named(register_plugin, calls, problem):
+    from glidectl.samplers.spec import Sampler, model_calls
+
+    register_plugin(_one_sampler(Sampler(lambda *a, **k: None, calls=calls)), "p")
+    with pytest.raises(PluginError) as info:  # was a traceback or a progress bar of 6.0
+        model_calls("mine", 4)
+    assert str(info.value).startswith(f"Plugin 'p' failed in sampler 'mine': {problem};")
+
+
 def test_plugins_reports_a_registered_object_of_the_wrong_kind_as_an_error(register_plugin):
     from glidectl.plugin_report import plugin_info
 

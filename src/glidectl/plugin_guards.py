@@ -152,9 +152,18 @@ def _schedule_result_problem(out: Any, n: Any = None, *_: Any) -> str | None:
     return None
 
 
+def _calls_problem(calls: Any, *_: Any) -> str | None:
+    """Why a sampler's ``calls(steps)`` result is not a count of model calls, else None."""
+    if isinstance(calls, int) and not isinstance(calls, bool) and calls >= 0:
+        return None
+    return f"its calls(steps) returned {calls!r:.40}, not a whole number of model calls >= 0"
+
+
 def _guard_sampler(obj: Any, plugin: str, name: str) -> Any:
-    return dataclasses.replace(obj, fn=guard(obj.fn, plugin, f"sampler {name!r}",
-                                             check=_sampler_result_problem))
+    what = f"sampler {name!r}"
+    calls = obj.calls and guard(obj.calls, plugin, what, check=_calls_problem)
+    return dataclasses.replace(obj, fn=guard(obj.fn, plugin, what, check=_sampler_result_problem),
+                               calls=calls)
 
 
 class _GuardedSource:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..callables import takes_keyword
+from ..errors import got
 
 SamplerFn = Callable[..., Any]
 
@@ -72,9 +73,33 @@ class Sampler:
         return self.accepts("noise_sampler") and self.default("eta") != 0
 
 
+def _whole(value: Any) -> bool:
+    """Whether ``value`` is a whole number >= 1 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def field_problem(sampler: Sampler) -> str | None:
+    """What is wrong with a :class:`Sampler`'s fields (``Sampler(schedule=None)``,
+    ``min_steps="3"``: errors deep in sampling otherwise), else None."""
+    checks = (("fn", callable(sampler.fn), "a function"),
+              ("calls_per_step", _whole(sampler.calls_per_step), "a whole number >= 1"),
+              ("min_steps", _whole(sampler.min_steps), "a whole number >= 1"),
+              ("schedule", isinstance(sampler.schedule, str), "a schedule name"),
+              ("clip", sampler.clip in (True, False), "True or False"),
+              ("calls", sampler.calls is None or callable(sampler.calls),
+               "None or a function calls(steps) -> model calls"))
+    for field, ok, wanted in checks:
+        if not ok:
+            return f"Sampler({field}=...) takes {wanted}, got {got(getattr(sampler, field))}"
+    return None
+
+
 def as_sampler(obj: Any) -> Sampler:
-    """A registered object as a :class:`Sampler` (a bare function means deterministic, 1 call)."""
+    """A registered object as a :class:`Sampler` (a bare function means deterministic, 1 call);
+    a Sampler with fields of the wrong kind is a TypeError saying which."""
     if isinstance(obj, Sampler):
+        if problem := field_problem(obj):
+            raise TypeError(problem)
         return obj
     if callable(obj):
         return Sampler(
