@@ -283,6 +283,27 @@ def test_an_unknown_data_preset_is_named_before_any_download(tiny, tmp_path, mon
                                        "mean 'laion'?")
     assert not (tmp_path / "runs").exists()
 
+@pytest.mark.parametrize(("init", "model", "resolution", "said"), [
+    ("openai:upsample", {}, 32, "model.init 'openai:upsample' is an 'upsample' model but "
+     "model.kind is 'base'; set model.kind = \"upsample\" or pick other weights."),
+    ("openai:base", {"tokenizer": "byte"}, 32, "model.tokenizer is 'byte' but 'openai:base' "
+     "was trained with 'gpt2'; set model.tokenizer = \"auto\"."),
+    ("openai:base", {}, 12, "data.resolution = 12 does not fit openai:base's 64 px base"),
+])
+def test_weights_that_cannot_train_the_config_are_refused_before_their_download(
+        cli, tiny, config_file, tmp_path, monkeypatch, init, model, resolution, said):
+    """An openai:NAME model.init of another kind, tokenizer or a size its network cannot take
+    is refused from OpenAI's published architecture, before the download (here: offline,
+    so the error was 'not in the cache', and online 1.5 GB came first)."""
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("GLIDECTL_OFFLINE", "1")
+    cfg = tiny(model=dict(init=init, **model), data=dict(resolution=resolution))
+    result = cli("train", "--config", str(config_file(cfg)))
+    assert isinstance(result.exception, GlidectlError)  # exit code 2, in main()
+    assert str(result.exception).startswith(said)
+    assert not (tmp_path / "runs").exists()
+
+
 
 def test_the_last_line_says_how_many_samples_training_skipped_and_why(cli, tiny, config_file,
                                                                      image_folder):

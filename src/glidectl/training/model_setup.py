@@ -63,17 +63,7 @@ def build_model(cfg: ModelConfig, resolution: int = 0,
                 f"with glidectl lora --resume {run}."
             ) from None
         options = model.options
-        if options.kind != cfg.kind:
-            raise GlidectlError(
-                f"model.init {cfg.init!r} is {a_or_an(repr(options.kind))} model but model.kind is "
-                f"{cfg.kind!r}; set model.kind = \"{options.kind}\" or pick other weights."
-            )
-        if tok_name is not None and tok_name != options.tokenizer:
-            raise GlidectlError(
-                f"model.tokenizer is {tok_name!r} but {cfg.init!r} was trained with "
-                f"{options.tokenizer!r}; set model.tokenizer = \"auto\"."
-            )
-        _check_loaded_resolution(cfg.init, options, resolution)
+        check_init_options(cfg, options, resolution)
         if options.use_fp16:  # train fp32 master weights; precision is Accelerate's job
             model.float()
             options = options.replace(use_fp16=False)
@@ -124,6 +114,33 @@ def resolution_note(cfg: ModelConfig, resolution: int, options: Any) -> str | No
     return (f"data.resolution = {resolution}: {cfg.init} trains on {resolution} px images but "
             f"stays a {size} px model, and its checkpoints, previews and glidectl sample make "
             f"{size} px images (data.resolution = 0 trains at {size} px).")
+
+
+def check_init_options(cfg: ModelConfig, options: Any, resolution: int) -> None:
+    """One sentence when the weights of ``cfg.init`` (their ``options``) do not fit the
+    config: another model.kind or model.tokenizer, or a data.resolution they cannot take."""
+    if options.kind != cfg.kind:
+        raise GlidectlError(
+            f"model.init {cfg.init!r} is {a_or_an(repr(options.kind))} model but model.kind is "
+            f"{cfg.kind!r}; set model.kind = \"{options.kind}\" or pick other weights."
+        )
+    if cfg.tokenizer != "auto" and cfg.tokenizer != options.tokenizer:
+        raise GlidectlError(
+            f"model.tokenizer is {cfg.tokenizer!r} but {cfg.init!r} was trained with "
+            f"{options.tokenizer!r}; set model.tokenizer = \"auto\"."
+        )
+    _check_loaded_resolution(cfg.init, options, resolution)
+
+
+def check_init_before_download(cfg: ModelConfig, resolution: int) -> None:
+    """:func:`check_init_options` for an ``openai:NAME`` model.init, from OpenAI's published
+    architecture: a config its weights cannot train is refused before they are downloaded
+    (1.5 GB for base), not after."""
+    from ..glide.options import KINDS, official_options
+
+    source, _, name = cfg.init.partition(":")
+    if source == "openai" and name in KINDS and not Path(cfg.init).exists():
+        check_init_options(cfg, official_options(name), resolution)
 
 
 def _check_loaded_resolution(init: str, options: Any, resolution: int) -> None:

@@ -16,6 +16,7 @@ from . import optimizers
 from . import validation as val
 from .cuda_graphs import check_cuda_graphs
 from .data_stream import DataStream
+from .model_setup import check_init_before_download
 from .prior_prediction import leave_out_unless_possible
 from .processes import timeout_handlers
 from .trackers import tracker_names
@@ -81,6 +82,7 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
     val.check(cfg)
     tracker_names(cfg.log)
     check_names(cfg)
+    check_init_before_download(cfg.model, cfg.data.resolution)
 
 
 def check_names(cfg: GlideConfig) -> None:
