@@ -244,6 +244,23 @@ def test_a_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tiny, cap
         Trainer(cfg, resume=str(aside / "step-000004"), quiet=True)
 
 
+def test_a_resume_with_nothing_to_train_leaves_the_later_steps_as_they_were(tiny, capsys):
+    """`--resume RUN/checkpoints/step-000002 --steps 2` trained nothing, yet dropped steps 3
+    and 4 from metrics.jsonl, set their checkpoints aside and pointed `latest` back."""
+    from glidectl.training.metrics import read_metrics
+
+    cfg = tiny(train=dict(steps=4), checkpoint=dict(every=1, keep_last=0))
+    run = Trainer(cfg, quiet=True).run().run_dir
+    checkpoints = run / "checkpoints"
+    cfg.train.steps = 2
+    assert Trainer(cfg, resume=str(checkpoints / "step-000002"), live=False).run().step == 2
+    assert "already at step 2 of 2: nothing to train" in capsys.readouterr().out
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "latest", "step-000001", "step-000002", "step-000003", "step-000004"]
+    assert (checkpoints / "latest").read_text().strip() == "step-000004"
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
 def test_your_own_pairs_train_as_a_folder_of_them_does_and_resume_exactly(tiny, image_folder):
     """``dataset=[(image, caption), ...]`` (PIL images or paths; a list or a torch Dataset)
     is read as ``data.source`` is, with [data]'s resolution, crops, flips and caption

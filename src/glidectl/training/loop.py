@@ -205,19 +205,21 @@ class TrainingLoop:
         previews, logs, validation and checkpoints."""
         cfg = self.cfg
         step = self.state.step
+        idle = step >= self.total_steps  # nothing to train: the run's later steps stay
         if self.main:
             self.procs.busy("the run folder's checks")
-            truncate_after(self.run_dir.metrics, step)
+            if not idle:
+                truncate_after(self.run_dir.metrics, step)
             out.metrics = MetricsFile(self.run_dir.metrics)
             moved = tidy_run(self.run_dir, self.checkpoints, step, self.state.best_step,
-                             beating=self.procs.count > 1)
+                             beating=self.procs.count > 1, idle=idle)
             if moved:
                 self.display.message(moved)
         self._meter, self._grad_norm, self._saved_step = Throughput(), float("nan"), -1
         self._grey = False  # set by each preview and checkpoint (_sync_grey)
         self._pending: dict[str, Any] | None = None  # a batch taken early (_first_batch)
         self._epoch_watch = cfg.train.epochs > 0 and self.stream.epoch == 0  # _short_epoch
-        if step >= self.total_steps:
+        if idle:
             self.display.message(f"The run is already at step {step} of {self.total_steps}: "
                                  "nothing to train (pass a larger --steps to go on).")
         sums, logged = torch.zeros(3), 0

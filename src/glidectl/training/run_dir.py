@@ -394,7 +394,7 @@ class RunClaim:
 
 
 def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
-             best_step: int | None, *, beating: bool = False) -> str | None:
+             best_step: int | None, *, beating: bool = False, idle: bool = False) -> str | None:
     """Make the run folder fit to train on from ``step`` (main process, run lock held);
     returns the line to show when later checkpoints were set aside.
 
@@ -406,9 +406,10 @@ def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
     through pruning, checkpoints past ``keep_last`` and temp step folders (a kill between
     the final checkpoint and its pruning left them, and a finished run writes no checkpoint
     again). ``beating``: this run's processes write their heartbeats there already (several
-    processes: the setup emptied the folder), so it stays."""
-    moved = set_aside_after(run.checkpoints, step) if step else None
-    if best_step is not None and run.step_dir(best_step).is_dir() \
+    processes: the setup emptied the folder), so it stays. ``idle``: a resume with nothing
+    to train, which trains no branch: the later checkpoints, ``latest`` and ``best`` stay."""
+    moved = set_aside_after(run.checkpoints, step) if step and not idle else None
+    if not idle and best_step is not None and run.step_dir(best_step).is_dir() \
             and checkpoints.best() != run.step_dir(best_step):
         checkpoints.mark_best(best_step)
     for folder in run.written_folders():
