@@ -321,8 +321,8 @@ def test_a_sampler_with_a_field_of_the_wrong_kind_is_named_when_the_registry_fil
 
 @pytest.mark.parametrize("calls, problem", [
     (lambda steps: 1 // 0, "ZeroDivisionError: integer division or modulo by zero"),
-    (lambda steps: steps * 1.5, "its calls(steps) returned 6.0, not a whole number of model "
-                                "calls >= 0"),
+    (lambda steps: steps * 1.5, "its calls(steps) returned 6.0 (float), not a whole number of "
+                                "model calls >= 0"),
 ])
 def test_a_sampler_whose_calls_fails_is_named(register_plugin, calls, problem):
     from glidectl.samplers.spec import Sampler, model_calls

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import numbers
 import os
 import sys
 import threading
@@ -20,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .errors import GlidectlError, MisuseError, PluginError
+from .errors import GlidectlError, MisuseError, PluginError, got
 from .plugins import DEFAULT_PLUGINS, _command_name, describe_exception, switch_off_hint, who
 
 
@@ -152,16 +153,22 @@ def _schedule_result_problem(out: Any, n: Any = None, *_: Any) -> str | None:
     return None
 
 
-def _calls_problem(calls: Any, *_: Any) -> str | None:
-    """Why a sampler's ``calls(steps)`` result is not a count of model calls, else None."""
-    if isinstance(calls, int) and not isinstance(calls, bool) and calls >= 0:
-        return None
-    return f"its calls(steps) returned {calls!r:.40}, not a whole number of model calls >= 0"
+def _count_problem(call: str, what: str) -> Callable[..., str | None]:
+    """A result check: why the result of ``call`` (``"calls(steps)"``) is not a whole
+    number >= 0 of ``what``, else None."""
+
+    def problem(count: Any, *_: Any) -> str | None:
+        if isinstance(count, numbers.Integral) and not isinstance(count, bool) and count >= 0:
+            return None
+        return f"its {call} returned {got(count)}, not a whole number of {what} >= 0"
+
+    return problem
 
 
 def _guard_sampler(obj: Any, plugin: str, name: str) -> Any:
     what = f"sampler {name!r}"
-    calls = obj.calls and guard(obj.calls, plugin, what, check=_calls_problem)
+    calls = obj.calls and guard(obj.calls, plugin, what,
+                                      check=_count_problem("calls(steps)", "model calls"))
     return dataclasses.replace(obj, fn=guard(obj.fn, plugin, what, check=_sampler_result_problem),
                                calls=calls)
 
@@ -200,6 +207,9 @@ class _GuardedDataSource:
     ``RawSample``) are one line naming the plugin; picklable for DataLoader workers."""
 
     REQUIRED = ("units", "read", "describe", "kind", "num_samples", "splits_samples")
+    # optional methods that count reads of a unit (a float or "2" was a traceback)
+    COUNTS = {"repeats": _count_problem("repeats(unit)", "reads"),
+              "reads": _count_problem("reads(unit, epoch)", "reads")}
 
     def __init__(self, source: Any, plugin: str, what: str):
         self._source, self._plugin, self._what = source, plugin, what
@@ -231,7 +241,7 @@ class _GuardedDataSource:
         except (Exception, SystemExit) as exc:
             raise _failed(self._plugin, self._what, describe_exception(exc)) from exc
         if callable(value) and not isinstance(value, type):
-            return guard(value, self._plugin, self._what)
+            return guard(value, self._plugin, self._what, check=self.COUNTS.get(attr))
         return value
 
     def __getattr__(self, attr: str) -> Any:

@@ -303,6 +303,9 @@ class _Broken(DemoSource):
             raise OSError("disk on fire")
         yield ("key", "not a RawSample")
 
+    def repeats(self, unit):
+        return {"repeats": 1.5, "negative": -1}.get(self.how, 1)
+
 
 def _broken_source(how):
     def opener(spec, cfg, res):
@@ -328,6 +331,9 @@ def _broken_source(how):
                   "num_samples, splits_samples (glidectl.data.source_api.Source)"),
     ("raise", 1, "OSError: disk on fire"),
     ("tuple", 0, "read() yielded tuple, not a glidectl.data.records.RawSample"),
+    # a TypeError traceback, and "-4 samples are fewer than a batch"
+    ("repeats", 0, "its repeats(unit) returned 1.5 (float), not a whole number of reads >= 0"),
+    ("negative", 0, "its repeats(unit) returned -1 (int), not a whole number of reads >= 0"),
 ])
 def test_a_plugin_data_source_that_fails_is_one_line_naming_it(data_cfg, byte_tok, how,
                                                                workers, problem):
