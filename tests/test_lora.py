@@ -1118,6 +1118,23 @@ def test_lora_resume_with_another_rank_is_one_line(tmp_path, capsys):
     assert "rank 4 but the [lora] config says 8" in err
 
 
+def test_adapters_behind_a_scratch_networks_zero_output_layer_are_warned_of(tmp_path, capsys):
+    """A scratch network's out.2 is zero: frozen, it passes no gradient back, so adapters
+    elsewhere never moved (lora_B 0 after training) and the run said nothing. It is warned
+    of once; adapting out.2 too trains, and says nothing."""
+    from glidectl.lora import train_lora
+    from glidectl.lora.training import FROZEN_OUTPUT_NOTE
+
+    result = train_lora(lora_config(tmp_path, train=dict(steps=2, name="plain")), live=False)
+    out = capsys.readouterr().out
+    assert out.count(FROZEN_OUTPUT_NOTE) == 1, out
+    state = read_adapter(result.run_dir / "checkpoints" / "step-000002" / "lora").state
+    assert not any(v.any() for k, v in state.items() if ".lora_B." in k)  # what it warns of
+    train_lora(lora_config(tmp_path, train=dict(steps=2, name="out"),
+                           lora=dict(patterns=[r"out\.2"])), live=False)
+    assert "out.2" not in capsys.readouterr().out
+
+
 def test_a_scratch_lora_run_resumed_with_another_seed_names_train_seed(tmp_path, capsys):
     """It said to "put back the weights it started on", which are in the run's own
     base.safetensors: what differs is the scratch network train.seed builds."""

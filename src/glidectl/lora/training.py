@@ -35,6 +35,21 @@ ADAPTER_DIR = runs.ADAPTER_DIR
 EMA_ADAPTER_DIR = runs.EMA_ADAPTER_DIR
 
 
+OUTPUT_LAYER = "out.2"  # the network's last conv, zero-initialised in a scratch network
+FROZEN_OUTPUT_NOTE = (
+    "Warning: the base network's output layer (out.2) is all zero, as a scratch network's "
+    "is, and these adapters leave it frozen, so no gradient reaches them and the run trains "
+    "nothing (lora_B stays 0); adapt it too (lora.patterns = ['out\\.2']) or start from "
+    "trained weights (model.init).")
+
+
+def output_is_zero(model: nn.Module) -> bool:
+    """The network's output conv (:data:`OUTPUT_LAYER`) holds only zeros: frozen, it passes
+    no gradient back to anything before it."""
+    weight = dict(model.named_parameters()).get(f"{OUTPUT_LAYER}.weight")
+    return weight is not None and not bool(weight.detach().any())
+
+
 def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The frozen base weights of a LoRA-injected model, under their original names."""
     return {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items()
@@ -52,12 +67,16 @@ class LoraTrainingAdapter:
         self.target_names: list[str] = []
         self.base_sha256 = ""
         self.summary: LoraSummary | None = None
+        self.frozen_output_note: str | None = None
 
     # --- the engine's ModelAdapter protocol
     def prepare(self, model: nn.Module) -> nn.Module:
         if not self.target_names:
             self.base_sha256 = weights_sha256(model)
+            zero_output = output_is_zero(model)  # before injection renames its weight
             self.target_names = inject_lora(model, self.cfg)
+            if zero_output and OUTPUT_LAYER not in self.target_names:
+                self.frozen_output_note = FROZEN_OUTPUT_NOTE
             self.summary = lora_summary(model, self.cfg, len(self.target_names))
         return model
 
@@ -202,6 +221,8 @@ def train_lora(
         trainer.display.message(pinned)
     if adapter.summary is not None:
         trainer.display.message(adapter.summary.line())
+    if adapter.frozen_output_note:
+        trainer.display.message(adapter.frozen_output_note)
     result = trainer.run()
     trainer.display.message(
         f"{'stopped' if result.interrupted else 'done'} at step {result.step} in "
