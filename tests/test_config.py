@@ -292,6 +292,26 @@ def test_lora_targets_and_patterns_are_checked_when_the_config_loads(tmp_path, c
     assert load_config(None, ['lora.targets=["mlp", "all"]']).lora.targets == ["mlp", "all"]
 
 
+
+def test_log_trackers_are_checked_when_the_config_loads(tmp_path, capsys):
+    """`config show` printed a config with `trackers = ["tensorbord"]` and exit code 0, which
+    train then refused with no line of the file: the names are checked at load, as lora's
+    presets are."""
+    from glidectl.cli.app import main
+
+    path = tmp_path / "glide.toml"
+    path.write_text('[log]\ntrackers = ["tensorboard",\n  "tensorbord"]\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["config", "show", "--config", str(path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"Error: {path}:2: log.trackers: unknown tracker 'tensorbord'; use any of "
+        "tensorboard, wandb, mlflow, aim, comet_ml, clearml, dvclive, swanlab, trackio.\n")
+    with pytest.raises(ConfigError, match=r"^--set: log.trackers: unknown tracker 'TensorBoard'"):
+        load_config(None, ['log.trackers=["TensorBoard"]'])
+    assert load_config(None, ['log.trackers=["mlflow", "wandb"]']).log.trackers == [
+        "mlflow", "wandb"]
+
 def test_degrade_jpeg_range_is_the_one_the_data_pipeline_takes():
     """`config keys` said 0 to 100 while the data pipeline refused 96..100 later on."""
     assert load_config(None, ["data.degrade_jpeg=95"]).data.degrade_jpeg == 95

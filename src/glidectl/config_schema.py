@@ -8,12 +8,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import GlidectlError
 from .lora.targets import check_patterns, check_presets
 from .ranges import SEED_MAX, Range
 
 #: W&B modes, the same in ``log.wandb_mode`` and ``eval --wandb-mode``; ``auto`` leaves the
 #: choice to W&B (``WANDB_MODE`` or ``wandb offline`` when set, else online).
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+#: The trackers ``log.trackers`` may name (accelerate's).
+TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive",
+            "swanlab", "trackio")
+
+
+def check_trackers(names: list[str] | tuple[str, ...]) -> None:
+    """One sentence for a ``log.trackers`` entry that is no tracker (also at config load)."""
+    for name in names:
+        if name not in TRACKERS:
+            raise GlidectlError(
+                f"log.trackers: unknown tracker {name!r}; use any of {', '.join(TRACKERS)}."
+            )
 
 
 def wandb_init_mode(mode: str) -> str | None:
@@ -337,7 +352,8 @@ class LogConfig:
     every: int = opt(10, "Log metrics every N optimizer steps.", min=1)
     trackers: list[str] = opt(
         [], "Trackers through accelerate: tensorboard, wandb, mlflow, aim, comet_ml, clearml, "
-        "dvclive, swanlab, trackio; files go in runs/<name>/trackers/ ([] = metrics.jsonl only)."
+        "dvclive, swanlab, trackio; files go in runs/<name>/trackers/ ([] = metrics.jsonl only).",
+        check=check_trackers,
     )
     project: str = opt("glidectl", "Tracker project (W&B project, TensorBoard subfolder).",
                        name_like=True)

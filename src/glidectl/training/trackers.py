@@ -14,22 +14,17 @@ from typing import Any
 
 from .. import runs
 from ..config import GlideConfig, LogConfig, to_dict, wandb_init_mode
+from ..config_schema import check_trackers
 from ..errors import GlidectlError
 
 # characters W&B refuses in a project name (its own check, at wandb.init)
 WANDB_FORBIDDEN = "/\\#?%:"
-TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive",
-            "swanlab", "trackio")
 
 
 def tracker_names(log: LogConfig) -> list[str]:
     """The trackers to start, checked: known names, installed packages."""
     names = list(dict.fromkeys(str(n) for n in log.trackers))
-    for name in names:
-        if name not in TRACKERS:
-            raise GlidectlError(
-                f"log.trackers: unknown tracker {name!r}; use any of {', '.join(TRACKERS)}."
-            )
+    check_trackers(names)
     if log.wandb_project and "wandb" not in names:
         names.append("wandb")  # the older spelling: a W&B project switches W&B on
     project = log.wandb_project or log.project
