@@ -231,3 +231,24 @@ def test_options_this_version_cannot_build_name_the_file(run, tmp_path):
     with pytest.raises(GlidectlError, match=r"'.*newer.safetensors' records model options "
                        r"glidectl .* cannot build \(Unknown model option"):
         read_weights(newer)
+
+
+def test_a_run_with_no_checkpoint_says_to_wait_only_while_it_trains(tmp_path, capsys):
+    """A run killed before its first checkpoint was 'wait for the first': none would come."""
+    from glidectl.atomic import lock_file
+
+    run = tmp_path / "runs" / "early"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.toml").write_text("[train]\nsteps = 900\n")
+    out = tmp_path / "x.safetensors"
+    assert cli("export", run, "-o", out) == 2
+    assert capsys.readouterr().err == (
+        f"Error: Run {str(run)!r} has no checkpoint, and no process is training it (its "
+        "training stopped before the first); train it again to start it over.\n")
+    held = lock_file(run / ".lock", "busy")  # as the process training it holds it
+    try:
+        assert cli("export", run, "-o", out) == 2
+        assert capsys.readouterr().err.endswith("when it stops); wait for the first.\n")
+    finally:
+        held.close()
+    assert not out.exists()

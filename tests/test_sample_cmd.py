@@ -308,7 +308,7 @@ def test_a_run_folder_without_a_checkpoint_yet_says_so(capsys, weights, tmp_path
     for args in commands:
         res = in_process(capsys, *args)
         assert res.returncode == 2 and res.stderr.count("\n") == 1, (args, res.stderr)
-        assert "has no checkpoint yet" in res.stderr and "wait for the first" in res.stderr
+        assert "has no checkpoint, and no process is training it" in res.stderr
     assert not (tmp_path / "x.safetensors").exists()
 
 

@@ -144,10 +144,17 @@ def run_of_step_dir(step_dir: Path) -> Path:
 
 
 def no_checkpoint_yet(path: Path) -> str | None:
-    """The sentence for a run folder (it has a config.toml) with no checkpoint yet; else None."""
+    """The sentence for a run folder (it has a config.toml) with no checkpoint yet; else None.
+    While a process trains it (its lock is held) the first is worth waiting for; else its
+    training stopped before writing one, and none will come."""
+    from .atomic import is_locked
+
     path = Path(path)
     if not (path / CONFIG_FILE).is_file() or latest_under(path) is not None:
         return None
+    if not is_locked(path / LOCK_FILE):
+        return (f"Run {str(path)!r} has no checkpoint, and no process is training it (its "
+                "training stopped before the first); train it again to start it over.")
     return (
         f"Run {str(path)!r} has no checkpoint yet (training writes one every checkpoint.every "
         "steps and when it stops); wait for the first."
