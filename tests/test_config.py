@@ -485,6 +485,23 @@ def test_a_bad_set_value_says_it_came_from_set_not_a_line_of_the_file(tmp_path):
         load_config(path, ["train.steps='3'"])
 
 
+def test_a_boolean_written_as_python_or_a_word_says_to_write_true_or_false(tmp_path):
+    """``--set data.flip=True`` said only "must be bool, got 'True' (str)", though True is
+    Python's boolean; Python's, yes/no, on/off and 1/0 now say TOML's spelling."""
+    with pytest.raises(ConfigError, match=r"^--set: 'data.flip' must be bool, got 'True' "
+                                          r"\(str\); write true or false: --set data.flip=true\.$"):
+        load_config(None, ["data.flip=True"])
+    with pytest.raises(ConfigError, match=r"--set data\.flip=false\.$"):
+        load_config(None, ["data.flip=no"])
+    with pytest.raises(ConfigError, match=r"got 'maybe' \(str\)\.$"):  # no guess
+        load_config(None, ["data.flip=maybe"])
+    path = tmp_path / "glide.toml"
+    path.write_text("[data]\nflip = 0\n")
+    with pytest.raises(ConfigError, match=r"glide\.toml:2: 'data.flip' must be bool, got 0 "
+                                          r"\(int\); write true or false: flip = false\.$"):
+        load_config(path)
+
+
 def test_a_whole_float_for_an_int_key_says_to_write_it_whole(tmp_path):
     """``--set train.steps=1e3`` (or ``steps = 1000.0`` in the file) said only "must be
     int, got 1000.0 (float)"; it says how to write the number."""

@@ -98,6 +98,11 @@ def _check_value(key: str, tp: Any, value: Any, where: str, raw: str | None = No
         quote = ("" if tp is not str or isinstance(value, list | dict)
                  else f"; quote it: --set \"{key}={text}\"" if where == "--set"
                  else f"; quote it: {text}")
+        meant = {"true": "true", "yes": "true", "on": "true", "1": "true", "false": "false",
+                 "no": "false", "off": "false", "0": "false"}.get(str(value).strip().lower())
+        if tp is bool and isinstance(value, str | int) and meant:  # flip = True, yes, 1
+            quote = (f"; write true or false: --set {key}={meant}" if where == "--set"
+                     else f"; write true or false: {key.split('.')[1]} = {meant}")
         if _unquoted(tp, value) is not None:  # batch_size = "32"
             quote = (f"; drop the quotes: --set {key}={value.strip()}" if where == "--set"
                      else f"; drop the quotes: {key.split('.')[1]} = {value.strip()}")
