@@ -507,6 +507,32 @@ def test_skip_existing_refuses_a_folder_of_someone_elses_files(tmp_path, tiny_ba
         "000_holiday.png", "notes.txt"]
 
 
+def test_resuming_a_run_whose_plugin_sampler_is_gone_names_it_not_a_typo(
+        tmp_path, tiny_base, stack, register_plugin):
+    """--resume of a run on a plugin's sampler after the plugin went said "Unknown sampler
+    'mine'. Did you mean ...?", as for a typo in a flag no one passed."""
+    from glidectl import plugins
+    from glidectl.hookspecs import hookimpl
+    from glidectl.samplers import sample_euler
+
+    class Mine:
+        @hookimpl
+        def register_samplers(self, register):
+            register("mine", sample_euler)
+
+    register_plugin(Mine(), "mine-plugin")
+    out, prompts = tmp_path / "o", write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    s = EvalSettings(base=str(tiny_base), base_stage=Stage("mine", 2, 3.0))
+    run_eval(prompts, s, RunOptions(out=out, device="cpu"), pipeline=stack)
+    plugins.unregister_plugin("mine-plugin")
+    with pytest.raises(GlidectlError) as info:
+        run_eval(prompts, s, RunOptions(out=out, resume=True, device="cpu"), pipeline=stack)
+    assert str(info.value).startswith(  # said as keywords: the CLI says --resume
+        f"resume=True: the run in {str(out)!r} was made with the sampler 'mine', which no "
+        "loaded plugin registers (not installed, or left out by GLIDECTL_LOAD_PLUGINS); "
+        "install it to continue the run, or ")
+
+
 def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, tiny_base, stack):
     """--dry-run with --skip-existing or --resume checks the folder's run as the real run
     does, instead of planning to keep images the run would refuse to keep."""

@@ -455,6 +455,32 @@ def check_resume(meta: dict[str, Any] | None, out: Path, prompts: list[str],
     check_same_run(meta, out, fingerprint, models, schedules or {}, "--resume", paths)
 
 
+def check_plugins_loaded(meta: dict[str, Any] | None, out: Path, settings: EvalSettings
+                         ) -> None:
+    """--resume of a run on a sampler or schedule that no loaded plugin registers (its plugin
+    uninstalled or left out): one sentence naming it and the plugins the run recorded, not
+    "Unknown sampler 'x'. Did you mean ...?" of a flag no one passed."""
+    from . import plugins
+    from .samplers.tuned import is_schedule_file
+
+    stages = ("base_stage", "upsample_stage") if settings.upsampler else ("base_stage",)
+    for stage in stages:
+        for key in ("sampler", "schedule"):
+            name = getattr(getattr(settings, stage), key)
+            registry = plugins.schedules() if key == "schedule" else plugins.samplers()
+            if not isinstance(name, str) or name in registry or (
+                    key == "schedule" and (name in plugins.RESERVED["schedule"]
+                                           or is_schedule_file(name))):
+                continue
+            recorded = (meta or {}).get("plugins")
+            made = f" of {', '.join(map(str, recorded))}" if isinstance(recorded, list) and \
+                recorded else ""
+            raise GlidectlError(
+                f"--resume: the run in {str(out)!r} was made with the {key} {name!r}{made}, "
+                "which no loaded plugin registers (not installed, or left out by "
+                f"{plugins.ALLOW_ENV}); install it to continue the run, or {NEW_RUN}.")
+
+
 def refuse_upsampler_eval(meta: dict[str, Any], out: Path, flag: str) -> None:
     """One sentence when ``out`` holds an upsampler eval (``eval --low-res``): a prompts
     eval neither continues nor reuses its images."""

@@ -54,6 +54,7 @@ from .eval_settings import (
     META_FILE,
     EvalSettings,
     Stage,
+    check_plugins_loaded,
     check_resume,
     prompts_digest,
     resolve_settings,
@@ -360,6 +361,8 @@ def run_eval(
     plan = Plan.make(prompts, settings)
     prior = read_metadata(out / META_FILE)
     device = pick_device(options.device)
+    if options.resume:  # a plugin gone since: said as such, not as a typo
+        check_plugins_loaded(prior, out, settings)
     plugins.samplers().get(settings.base_stage.sampler)  # typos fail before any loading
     if settings.upsampler:
         plugins.samplers().get(settings.upsample_stage.sampler)
