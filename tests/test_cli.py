@@ -271,3 +271,41 @@ def test_train_warns_that_it_ignores_the_lora_section(tmp_path):
     out = run("train", "--config", str(ROOT / "examples" / "glide.toml"),
               "--set", f"data.source={tmp_path / 'missing'}")
     assert out.returncode == 2 and "lora" not in out.stderr
+
+
+@pytest.mark.parametrize(("argv", "told"), [
+    (["sample", "a cat", "--model", "m.pt"], "--model; glidectl sample takes it as --base"),
+    (["sample", "--prompt", "a cat"],
+     "--prompt; PROMPTS is glidectl sample's argument, not an option"),
+    (["eval", "p.txt", "--guidance_scale", "3"],
+     "--guidance_scale; glidectl eval takes it as --guidance"),
+    (["sample", "a", "--num_inference_steps", "9"],
+     "--num_inference_steps; glidectl sample takes it as --steps"),
+    (["train", "--learning_rate", "1e-4"],
+     "--learning_rate; glidectl train takes it as --set train.lr=..."),
+    (["train", "--model", "openai:base"],
+     "--model; glidectl train takes it as --set model.init=..."),
+    (["train", "--output_dir", "runs"], "--output_dir; glidectl train takes it as --output-dir"),
+    (["fit-steps", "--model", "runs/x"],
+     "--model; MODEL is glidectl fit-steps's argument, not an option"),
+])
+def test_an_option_named_as_other_tools_name_it_is_told_glidectls(argv, told, capsys):
+    """Click guesses by spelling (``--model`` → ``--help``); a name that diffusers' scripts,
+    k-diffusion or a web UI use for one of ours is told which one it is."""
+    from glidectl.cli.app import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    command = argv[0]
+    assert capsys.readouterr().err == (
+        f"Error: No such option: {told} (see 'glidectl {command} --help').\n")
+
+
+def test_an_unknown_option_with_no_other_meaning_keeps_clicks_suggestion(capsys):
+    from glidectl.cli.app import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "a cat", "--bsae", "m.pt"])
+    assert info.value.code == 2
+    assert "No such option: --bsae (Possible options: --base" in capsys.readouterr().err

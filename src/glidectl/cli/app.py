@@ -17,12 +17,14 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 
 from .. import __version__
 from ..errors import GlidectlError, flags_named, is_own_warning, one_line
 from . import checks
+from .other_names import glidectl_name
 
 # Each module exposes ``register(app)``; keep imports of torch inside command bodies.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -236,6 +238,16 @@ def main(argv: list[str] | None = None) -> None:
                 _ignore_late_ctrl_c()
 
 
+def _usage_message(exc: Exception, click_exc: Any) -> str:
+    """Click's usage error as a sentence; an option another tool names so
+    (:mod:`.other_names`) is told the command's own in place of click's spelling guess."""
+    if isinstance(exc, click_exc.NoSuchOption) and exc.ctx is not None:
+        path = "glidectl " + exc.ctx.command_path.split(" ", 1)[-1]
+        if ours := glidectl_name(exc.option_name, exc.ctx.command, path):
+            return f"No such option: {exc.option_name}; {ours}"
+    return exc.format_message().rstrip(".")
+
+
 def _ignore_late_ctrl_c() -> None:
     """The command has ended, its work written and its line said. A Ctrl-C in the
     interpreter's exit (atexit handlers, or after Python has put the default action back)
@@ -265,7 +277,7 @@ def _run(argv: list[str] | None) -> None:
     except click_exc.UsageError as exc:
         where = f" (see 'glidectl {exc.ctx.command_path.split(' ', 1)[1]} --help')" if (
             exc.ctx and " " in exc.ctx.command_path) else " (see 'glidectl --help')"
-        fail(exc.format_message().rstrip(".") + where + ".", exc.exit_code)
+        fail(_usage_message(exc, click_exc) + where + ".", exc.exit_code)
     except click_exc.ClickException as exc:
         fail(exc.format_message(), exc.exit_code)
     except (typer_exc.Abort, KeyboardInterrupt) as exc:  # Ctrl-C in a command, or starting
