@@ -325,6 +325,17 @@ def test_a_reference_folder_is_walked_as_training_walks_an_image_folder(tmp_path
     assert means == [1, -1, -1, 1]  # a.png (red), then more/b.png (green); no black copies
 
 
+def test_a_reference_folder_above_the_limit_is_sampled_across_its_subfolders(tmp_path):
+    """A folder of more references than the limit (50,000 in eval) gave its first files in
+    sorted order: a class-per-subfolder reference set was scored as its first classes only."""
+    for k, (name, rgb) in enumerate([("cats", (200, 0, 0)), ("dogs", (0, 0, 200))]):
+        (tmp_path / "ref" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), rgb).save(tmp_path / "ref" / name / f"{i}.png")
+    batch = torch.cat(list(reference_images(str(tmp_path / "ref"), 16, limit=2)))
+    assert [round(float(x)) for x in batch.mean(dim=(2, 3))[:, 0]] == [1, -1]  # a cat, a dog
+
+
 def test_unreadable_reference_files_are_left_out_and_named_not_a_traceback(tmp_path):
     """A damaged file in a reference folder of thousands raised PIL's UnidentifiedImageError
     after every image of the eval had been made; it is left out, counted and named."""
@@ -335,8 +346,8 @@ def test_unreadable_reference_files_are_left_out_and_named_not_a_traceback(tmp_p
     (folder / "0_broken.png").write_bytes(b"not a png")
     (folder / "truncated.jpg").write_bytes(b"\xff\xd8\xff")
     unreadable: list[str] = []
-    batches = list(reference_images(str(folder), 16, limit=3, unreadable=unreadable))
-    assert [b.shape[0] for b in batches] == [3]  # the limit counts images read
+    batches = list(reference_images(str(folder), 16, limit=4, unreadable=unreadable))
+    assert [b.shape[0] for b in batches] == [4]  # the limit counts images read
     assert unreadable == ["0_broken.png"]  # files after the limit are not opened
     fake = [Image.new("RGB", (16, 16), (0, 40 * i, 0)) for i in range(3)]
     result = eval_fid(fake, str(folder), Features(module=ColourStats()))

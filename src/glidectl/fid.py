@@ -179,8 +179,10 @@ def fid_kid_of(real: list[torch.Tensor], fake: list[torch.Tensor],
 def reference_images(source: str, size: int, limit: int, batch: int = 64,
                      unreadable: list[str] | None = None) -> Iterator[torch.Tensor]:
     """Up to ``limit`` reference images as [-1, 1] batches of ``batch``, centre-cropped to
-    ``size``: the images of a folder (captions not needed), or the samples of any other data
-    source. Read a batch at a time (tens of thousands of references do not fit in memory).
+    ``size``: the images of a folder (captions not needed; of a larger folder, ``limit``
+    spread evenly over its sorted files, not the first, which may all be one class's
+    subfolder), or the first samples of any other data source. Read a batch at a time (tens
+    of thousands of references do not fit in memory).
     A folder's images are decoded as training decodes them (:func:`open_image`: turned by
     their EXIF orientation, transparency over white, 16-bit by its bit depth); a file that
     does not open as an image is left out and named in ``unreadable`` (the samples of other
@@ -198,7 +200,12 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
         if folder.is_dir():
             crop = ImageTransform(size, random_crop=False)
             taken = 0
-            for path in visible_files(folder, IMAGE_EXTENSIONS):  # as training's folder scan
+            files = visible_files(folder, IMAGE_EXTENSIONS)  # as training's folder scan
+            if len(files) > limit:  # spread evenly; the rest fill in for unreadable ones
+                spread = {k * len(files) // limit for k in range(limit)}
+                files = [files[k] for k in sorted(spread)] + [
+                    f for k, f in enumerate(files) if k not in spread]
+            for path in files:
                 if taken == limit:
                     return
                 try:  # decoded as training reads images (EXIF turn, alpha, 16-bit)
