@@ -328,7 +328,7 @@ def test_a_reference_folder_is_walked_as_training_walks_an_image_folder(tmp_path
 def test_a_reference_folder_above_the_limit_is_sampled_across_its_subfolders(tmp_path):
     """A folder of more references than the limit (50,000 in eval) gave its first files in
     sorted order: a class-per-subfolder reference set was scored as its first classes only."""
-    for k, (name, rgb) in enumerate([("cats", (200, 0, 0)), ("dogs", (0, 0, 200))]):
+    for name, rgb in [("cats", (200, 0, 0)), ("dogs", (0, 0, 200))]:
         (tmp_path / "ref" / name).mkdir(parents=True)
         for i in range(3):
             Image.new("RGB", (16, 16), rgb).save(tmp_path / "ref" / name / f"{i}.png")
