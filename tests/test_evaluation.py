@@ -289,6 +289,16 @@ def test_rerank_keeps_the_best_candidates_by_clip_score(tmp_path, tiny_base, sta
             image_seed(0, i, j) for j in best]
 
 
+def test_rerank_ranks_a_nan_clip_score_last_and_keeps_the_best():
+    """A NaN score compares with nothing: sorted() left 1.0 before 2.0 beside one."""
+    from glidectl.eval_metrics import rerank
+
+    nan = float("nan")
+    assert rerank([1.0, nan, 2.0], 1) == [2]
+    assert rerank([nan, 1.0, 3.0, 2.0], 3) == [2, 3, 1]
+    assert rerank([nan, nan], 1) == [0]
+
+
 def test_rerank_without_clip_is_one_clear_error(tmp_path, tiny_base):
     pytest.importorskip("torch")
     prompts = write_prompts(tmp_path / "p.txt", ["a cat"])

@@ -152,6 +152,8 @@ def clip_metric(
 
 
 def rerank(scores: Sequence[float], keep: int) -> list[int]:
-    """Indices of the ``keep`` best candidates, best first (ties keep candidate order)."""
-    order = sorted(range(len(scores)), key=lambda k: (-scores[k], k))
+    """Indices of the ``keep`` best candidates, best first (ties keep candidate order; a NaN
+    score, which compares with nothing and would scramble the order, ranks last)."""
+    order = sorted(range(len(scores)),
+                   key=lambda k: (math.inf if math.isnan(scores[k]) else -scores[k], k))
     return order[:keep]
