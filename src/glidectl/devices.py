@@ -178,8 +178,19 @@ def use_deterministic(on: bool) -> None:
 
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(on)
+    _deterministic_algorithms(on, warn_only=False)
     torch.backends.cudnn.deterministic = on
+
+
+def _deterministic_algorithms(on: bool, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms`` where it changes something: each call imports
+    ``torch._inductor`` (and sympy), seconds in which a Ctrl-C left a half-imported module
+    that the restore in ``Trainer``'s ``finally`` then failed on (a traceback, not 'Aborted')."""
+    import torch
+
+    if (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled()) != (on, warn_only):
+        torch.use_deterministic_algorithms(on, warn_only=warn_only)
 
 
 def deterministic_state() -> tuple[Any, ...]:
@@ -196,7 +207,7 @@ def set_deterministic_state(state: tuple[Any, ...]) -> None:
     import torch
 
     on, warn_only, cudnn, cublas = state
-    torch.use_deterministic_algorithms(on, warn_only=warn_only)
+    _deterministic_algorithms(on, warn_only)
     torch.backends.cudnn.deterministic = cudnn
     if cublas is None:
         os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)

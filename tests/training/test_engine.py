@@ -275,6 +275,28 @@ def test_ctrl_c_while_a_new_run_is_set_up_leaves_no_run_folder(tiny, monkeypatch
     assert not Path(cfg.train.output_dir).exists()
 
 
+def test_ctrl_c_in_a_slow_import_of_the_setup_stays_a_ctrl_c(tiny, monkeypatch):
+    """torch.use_deterministic_algorithms imports torch._inductor (and sympy) on each call:
+    a Ctrl-C in the setup's first seconds left it half-imported, and putting the switches
+    back on the way out failed on it (`AttributeError: module 'sympy' has no attribute
+    'core'`, a traceback with exit 1, not 'Aborted'). Switches that are already as asked
+    are no longer set again."""
+    from glidectl.training import engine
+
+    def half_imported(*args, **kwargs):
+        raise AttributeError("module 'sympy' has no attribute 'core'")
+
+    def ctrl_c(*args, **kwargs):  # the optimizer's own import of torch._dynamo, cut short
+        raise KeyboardInterrupt
+
+    cfg = tiny()
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", half_imported)
+    monkeypatch.setattr(engine, "make_optimizer", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, quiet=True)
+    assert not Path(cfg.train.output_dir).exists()
+
+
 def test_a_new_run_whose_data_has_no_valid_sample_leaves_no_run_folder(tiny, image_folder):
     """Images without captions are refused at the first batch, after the run folder was
     made: it stayed (config.toml, metrics.jsonl, an empty checkpoints/), so `sample --base`
