@@ -238,6 +238,24 @@ def test_output_dir_without_space_is_a_user_error(tmp_path, monkeypatch):
         check_writable(tmp_path / "runs")
 
 
+def test_a_full_disk_leaves_no_write_probe_in_the_run_folder(tmp_path, monkeypatch):
+    """On a full disk the probe file was made but not written, and stayed: each start left
+    one more `.write-test-<hex>` in the run folder."""
+    import errno
+    from pathlib import Path
+
+    def full_disk(self, data):
+        self.touch()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run = tmp_path / "runs" / "t"
+    run.mkdir(parents=True)
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(GlidectlError, match=r"is not writable \(No space left on device\)"):
+        check_writable(run)
+    assert list(run.iterdir()) == []
+
+
 def test_a_tilde_in_output_dir_is_the_home_folder(tmp_path, monkeypatch):
     """train.output_dir = "~/runs" made a folder named '~' in the current folder (data.source
     and model.init read '~' as the home folder)."""

@@ -56,8 +56,11 @@ def check_writable(directory: Path, needed_bytes: int = MIN_FREE_BYTES) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / f".write-test-{uuid.uuid4().hex}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        try:
+            probe.write_bytes(b"ok")
+        finally:  # a full disk takes the name but not the bytes: no probe left behind
+            with suppress(OSError):
+                probe.unlink(missing_ok=True)
     except OSError as exc:
         raise GlidectlError(
             f"Output folder {str(directory)!r} is not writable ({exc.strerror or exc}); "
