@@ -261,6 +261,21 @@ def test_a_resume_with_nothing_to_train_leaves_the_later_steps_as_they_were(tiny
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
+def test_a_metrics_record_whose_step_is_no_number_does_not_stop_a_resume(tiny):
+    """A damaged or hand-edited metrics.jsonl line (`{"step": "x"}`, `{"step": null}`) made
+    every resume a traceback (`ValueError: invalid literal for int()`); it is kept."""
+    from glidectl.training.metrics import read_metrics
+
+    cfg = tiny(train=dict(steps=2), checkpoint=dict(every=1))
+    run = Trainer(cfg, quiet=True).run().run_dir
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": "x", "note": "mine"}\n{"step": null}\n')
+    cfg.train.steps = 3
+    assert Trainer(cfg, resume=str(run / "checkpoints" / "step-000001"),
+                   quiet=True).run().step == 3
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, "x", None, 2, 3]
+
+
 def test_your_own_pairs_train_as_a_folder_of_them_does_and_resume_exactly(tiny, image_folder):
     """``dataset=[(image, caption), ...]`` (PIL images or paths; a list or a torch Dataset)
     is read as ``data.source`` is, with [data]'s resolution, crops, flips and caption

@@ -62,8 +62,14 @@ def truncate_after(path: Path, step: int) -> None:
     path = Path(path)
     if not path.is_file():
         return
-    kept = [r for r in read_metrics(path) if int(r.get("step", 0)) <= step]
+    kept = [r for r in read_metrics(path) if not _past(r.get("step"), step)]
     write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _past(logged: Any, step: int) -> bool:
+    """Whether a record's ``step`` is a number past ``step``; a record whose step is no
+    number (a hand-edited or damaged line) is kept as it was, not a traceback."""
+    return isinstance(logged, int | float) and not isinstance(logged, bool) and logged > step
 
 
 class Throughput:
