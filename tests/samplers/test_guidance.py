@@ -46,6 +46,19 @@ def test_guidance_interval_guides_inside_and_runs_the_conditional_rows_alone_out
     assert den.calls == 2
 
 
+def test_guidance_interval_judges_the_samplers_own_sigma_at_its_edges() -> None:
+    """σ 80 (a Karras start) came back from its timestep as 80.0000000000002, so an
+    interval 0,80 left the first step unguided."""
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(4))
+    plain, _ = _denoiser()
+    for sigma in (80.0, 11.015393170430679, 0.5):
+        den, net = _denoiser(guidance_interval=(sigma, sigma * 2))
+        torch.testing.assert_close(den(x, sigma), plain(x, sigma))
+        den, net = _denoiser(guidance_interval=(0.0, sigma))
+        torch.testing.assert_close(den(x, sigma), plain(x, sigma))
+        assert net.rows == [4]
+
+
 def test_guidance_rescale_matches_the_conditional_std_at_phi_one_and_is_off_at_zero() -> None:
     g = torch.Generator().manual_seed(1)
     cond, guided = torch.randn(3, 3, 8, 8, generator=g), 4 * torch.randn(3, 3, 8, 8, generator=g)

@@ -156,11 +156,14 @@ class GlideDenoiser:
         """σ at a fractional original-scale timestep (log-σ interpolation of the table)."""
         return float(np.exp(np.interp(t, np.arange(len(self.sigmas)), self._log_sigmas)))
 
-    def model_output(self, x_t: torch.Tensor, t: float) -> torch.Tensor:
-        """The guided 6-channel output for N rows of x_t at timestep t."""
+    def model_output(self, x_t: torch.Tensor, t: float, sigma: float | None = None
+                     ) -> torch.Tensor:
+        """The guided 6-channel output for N rows of x_t at timestep t; ``sigma`` (default:
+        t's on the table) is the noise level the guidance interval and rescale judge."""
         rows = x_t.shape[0]
         guided = self.guidance is not None
-        sigma = self.t_to_sigma(float(t.detach()) if torch.is_tensor(t) else t)
+        if sigma is None:
+            sigma = self.t_to_sigma(float(t.detach()) if torch.is_tensor(t) else t)
         text_emb = self.text_emb
         if guided and not in_interval(sigma, self.guidance_interval):
             guided = False  # the conditional rows alone: half the work of a guided forward
@@ -231,7 +234,10 @@ class GlideDenoiser:
                 t = float(round(t))
             elif abs(t - round(t)) < 1e-6:
                 t = float(round(t))
-        out = self.model_output(x / (1.0 + sigma * sigma) ** 0.5, t)
+        # the interval judges the sampler's σ, not t's round trip (σ_max 80 came back as
+        # 80.0000000000002, outside an interval 0,80)
+        out = self.model_output(x / (1.0 + sigma * sigma) ** 0.5, t,
+                                float(sigma.detach()) if torch.is_tensor(sigma) else sigma)
         denoised = x - sigma * out[:, :3]
         if self.grey:
             denoised = to_grey(denoised)
