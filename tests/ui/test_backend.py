@@ -767,6 +767,42 @@ def test_default_output_folder_is_removed_only_when_empty(tmp_path, models_dir):
     assert (tmp_path / "mine").is_dir()
 
 
+def test_closing_stops_a_generation_under_way_and_waits_for_it(models_dir):
+    """Ctrl-C (or SIGTERM) of ``glidectl ui`` while a click's images were being made killed
+    it with "terminate called without an active exception" (SIGABRT): the sampling thread
+    was still in torch as Python exited. Closing now ends that generation at its next model
+    call and waits for it; a click after that is refused."""
+    import threading
+    import time
+
+    from glidectl.ui.backend import UiStopped
+
+    backend = UiBackend(models_dir, device="cpu")
+    started, outcome = threading.Event(), []
+
+    def on_step(stage: str, done: int, total: int) -> None:
+        started.set()
+        time.sleep(0.01)
+
+    def click() -> None:
+        try:
+            outcome.append(backend.generate("a red circle", n=1, sampler="euler",
+                                            base_steps=500, base="tiny.safetensors",
+                                            on_step=on_step))
+        except UiStopped as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=click)
+    thread.start()
+    assert started.wait(60)
+    backend.close()
+    thread.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], UiStopped), outcome
+    assert not backend.output_dir.exists()  # removed once the generation had ended
+    with pytest.raises(UiStopped):
+        backend.generate("a red circle", n=1, base_steps=2, base="tiny.safetensors")
+
+
 def test_a_fitted_schedule_file_nested_too_deep_is_no_file(tmp_path, models_dir):
     step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
     step.mkdir(parents=True)

@@ -11,7 +11,15 @@ from typing import Any
 
 from ..errors import GlidectlError, one_line
 from ..sampling_defaults import UPSAMPLE_STEPS
-from .backend import BOXES, FITTED_SCHEDULE, OWN_SCHEDULE, PRECISIONS, UiBackend, in_page_words
+from .backend import (
+    BOXES,
+    FITTED_SCHEDULE,
+    OWN_SCHEDULE,
+    PRECISIONS,
+    UiBackend,
+    UiStopped,
+    in_page_words,
+)
 from .models import NONE_LABEL
 
 
@@ -151,6 +159,8 @@ def build_app(backend: UiBackend) -> Any:
             message = in_page_words(one_line(str(exc)))
             print(f"Error: {message}", file=sys.stderr, flush=True)  # with the server's paths
             raise gr.Error(backend.shown(message), print_exception=False) from None
+        except UiStopped as exc:  # Ctrl-C of the server: nothing to say in its terminal
+            raise gr.Error(str(exc), print_exception=False) from None
         for message in (in_page_words(one_line(w)) for w in result.warnings):
             print(f"Warning: {message}", file=sys.stderr, flush=True)
             gr.Warning(backend.shown(message))

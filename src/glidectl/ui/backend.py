@@ -6,11 +6,13 @@ Kept free of gradio so it is tested directly in Python.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +54,32 @@ BOXES: dict[str, Range] = {"Images per run": Range(1, MAX_IMAGES), "Base steps":
 OWN_SCHEDULE = "(default)"  # the model's recommended schedule, else the sampler's own
 RESPACED = "respaced"  # GLIDE's own timesteps, not a registered σ schedule
 FITTED_SCHEDULE = "fitted (schedule.json)"  # RUN/schedule.json of a run folder, by fit-steps
+STOP_WAIT_S = 60.0  # how long closing waits for a generation to reach its next model call
+
+
+class UiStopped(Exception):
+    """The UI is stopping (Ctrl-C, SIGTERM): a generation under way ends at its next model
+    call, so that no sampling thread is still in torch when the interpreter exits."""
+
+
+def _stoppable(method: Callable[..., UiResult]) -> Callable[..., UiResult]:
+    """``method`` counted as work under way, which :meth:`UiBackend.close` waits for;
+    refused with :class:`UiStopped` once the UI is stopping."""
+
+    @functools.wraps(method)
+    def counted(self: UiBackend, *args: Any, **kwargs: Any) -> UiResult:
+        with self._work:
+            if self._stopping.is_set():
+                raise UiStopped("The web UI is stopping.")
+            self._running += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            with self._work:
+                self._running -= 1
+                self._work.notify_all()
+
+    return counted
 
 
 @dataclass
@@ -85,9 +113,18 @@ class UiBackend:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.cache = ModelCache(keep_models)  # (pipeline, warnings of loading) by key
         self._runs = 0
+        self._stopping = threading.Event()
+        self._work = threading.Condition()
+        self._running = 0  # generations under way
 
-    def close(self) -> None:
-        """Remove the temp output folder if nothing was generated into it (images stay)."""
+    def close(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Stop a generation under way at its next model call and wait for it (at most
+        ``wait_s``): a sampling thread still in torch as the interpreter exits aborts the
+        process ("terminate called without an active exception"). Then remove the temp
+        output folder if nothing was generated into it (images stay)."""
+        self._stopping.set()
+        with self._work:
+            self._work.wait_for(lambda: not self._running, timeout=wait_s)
         if self._temporary:
             try:
                 self.output_dir.rmdir()
@@ -202,6 +239,7 @@ class UiBackend:
 
     # ----------------------------------------------------------------- generation
     @flags_named()  # relabelled for the page by in_page_words
+    @_stoppable
     def generate(
         self, prompt: str, n: int = 4, sampler: str | None = None,
         base_steps: int | None = None, up_steps: int | str | None = None,
@@ -267,7 +305,14 @@ class UiBackend:
         t1 = time.perf_counter()
         text = prompt  # as typed: sample and generate() read a trailing space too
         notes = list(load_notes)
-        images = pipe.generate(text, n=n, seeds=seeds, batch_size=n, on_step=on_step,
+
+        def step(stage: str, done: int, total: int) -> None:
+            if self._stopping.is_set():  # close(): end here, not in torch at exit
+                raise UiStopped("The web UI is stopping; these images were not finished.")
+            if on_step is not None:
+                on_step(stage, done, total)
+
+        images = pipe.generate(text, n=n, seeds=seeds, batch_size=n, on_step=step,
                                warn=notes.append,
                                **{k: v for k, v in given.items() if v is not None})
         sample_s = time.perf_counter() - t1
