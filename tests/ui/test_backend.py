@@ -803,6 +803,33 @@ def test_closing_stops_a_generation_under_way_and_waits_for_it(models_dir):
         backend.generate("a red circle", n=1, base_steps=2, base="tiny.safetensors")
 
 
+def test_warnings_while_loading_pass_through_the_filters_as_elsewhere(models_dir,
+                                                                      monkeypatch):
+    """The first click's load printed gradio's `ResourceWarning: unclosed event loop` in the
+    UI's terminal (a collection while loading met it), a warning Python hides unless asked
+    (`-X dev`): the load caught every warning and showed the others' past the filters."""
+    import warnings
+
+    from glidectl.pipeline import GlidePipeline
+
+    load = GlidePipeline.from_specs
+
+    def noisy(cls, *args, **kwargs):
+        warnings.warn("unclosed event loop", ResourceWarning, stacklevel=1)
+        warnings.warn("a library's own warning", UserWarning, stacklevel=1)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(GlidePipeline, "from_specs", classmethod(noisy))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.resetwarnings()
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", ResourceWarning)  # Python's default, without -X dev
+        UiBackend(models_dir, device="cpu").generate("a red circle", n=1, base_steps=2,
+                                                     base="tiny.safetensors")
+    assert [(w.category, str(w.message)) for w in shown] == [
+        (UserWarning, "a library's own warning")]
+
+
 def test_a_fitted_schedule_file_nested_too_deep_is_no_file(tmp_path, models_dir):
     step = tmp_path / "m" / "my-run" / "checkpoints" / "step-000010"
     step.mkdir(parents=True)

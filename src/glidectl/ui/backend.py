@@ -346,9 +346,10 @@ class UiBackend:
         for warning in caught:  # glidectl's own in the page; others where they went
             if is_own_warning(warning.category):
                 notes.append(str(warning.message))
-            else:
-                warnings.showwarning(warning.message, warning.category, warning.filename,
-                                     warning.lineno)
+            else:  # through the filters: one they hide (gradio's unclosed event loops,
+                # ResourceWarnings that a collection while loading met) stays hidden
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
         for record in pipe.records.values():  # now: a run may prune the file later
             _ = record.sha256
         print(pipe.precision.line(), flush=True)
