@@ -515,6 +515,26 @@ def test_adapter_on_other_weights_of_the_same_architecture_warns(tmp_path):
         apply_loras(tiny(seed=5), [str(out)])
 
 
+@pytest.mark.parametrize("peft_first", [False, True], ids=["glidectl-first", "peft-first"])
+def test_stacked_adapters_on_their_base_do_not_warn_whatever_their_order(tmp_path,
+                                                                         peft_first):
+    """A peft adapter (no recorded base) merged first made the next adapter's base check
+    hash the merged weights: "trained on other weights", though both fit this base."""
+    import warnings
+
+    from glidectl.lora import apply_loras_by_kind
+
+    (tmp_path / "g").mkdir()
+    (tmp_path / "p").mkdir()
+    _, ours, _ = trained_adapter(tmp_path / "g")
+    _, theirs = peft_adapter(tmp_path / "p", target_modules=["qkv"])
+    specs = [str(theirs), str(ours)] if peft_first else [str(ours), str(theirs)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        apply_loras(tiny(), specs)
+        apply_loras_by_kind([tiny()], specs)
+
+
 def test_adapter_without_metadata_matching_nothing_is_an_error(tmp_path):
     _, out, _ = trained_adapter(tmp_path)
     (out / "glidectl.json").unlink()

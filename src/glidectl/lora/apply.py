@@ -167,17 +167,32 @@ def apply_loras(
     Returns the same model, with ``model.applied_loras`` listing path, scale and modules.
     Wrong kind or architecture is a GlidectlError; other base weights only warn.
     """
-    for spec in specs:
-        spec = parse_lora_spec(spec)
-        _merge(model, read_adapter(spec.path), spec, check_hash)
+    read = _read_all(specs)
+    hashed = _records_a_base(read)
+    for spec, adapter in read:
+        _merge(model, adapter, spec, check_hash, hashed)
     return model
 
 
-def _merge(model: nn.Module, adapter: AdapterFiles, spec: LoraSpec, check_hash: bool) -> None:
-    """Merge one adapter read from ``spec.path``; ``model.applied_loras`` lists it."""
+def _read_all(specs: Iterable[str | LoraSpec | tuple[str, float]]
+              ) -> list[tuple[LoraSpec, AdapterFiles]]:
+    """Each ``PATH[:SCALE]`` spec with its adapter, all read before any is merged."""
+    return [(spec, read_adapter(spec.path)) for spec in map(parse_lora_spec, specs)]
+
+
+def _records_a_base(read: list[tuple[LoraSpec, AdapterFiles]]) -> bool:
+    """Whether an adapter among ``read`` records its base weights' sha256 (so the weights
+    are hashed before the first merge, whichever adapter comes first)."""
+    return any(adapter.meta.get("base_sha256") for _, adapter in read)
+
+
+def _merge(model: nn.Module, adapter: AdapterFiles, spec: LoraSpec, check_hash: bool,
+           hashed: bool = False) -> None:
+    """Merge one adapter read from ``spec.path``; ``model.applied_loras`` lists it
+    (``hashed``: a stacked adapter records a base sha256, so hash the weights now)."""
     # Stacked adapters are all checked against the weights before the first was merged.
     base_hash = getattr(model, "base_sha256", None)
-    if check_hash and base_hash is None and adapter.meta.get("base_sha256"):
+    if check_hash and base_hash is None and (hashed or adapter.meta.get("base_sha256")):
         base_hash = weights_sha256(model) if is_full_precision(model) else ""
     n = attach_adapter(model, adapter, spec.scale, "glidectl_lora", check_hash, base_hash)
     merge_and_unload(model, adapter.path)
@@ -350,9 +365,9 @@ def apply_loras_by_kind(
     run's latest step moves on as it trains)."""
     loaded = [m for m in models if m is not None]
     applied: list[dict[str, Any]] = []
-    for spec in specs:
-        spec = parse_lora_spec(spec)
-        adapter = read_adapter(spec.path)
+    read = _read_all(specs)
+    hashed = _records_a_base(read)
+    for spec, adapter in read:
         kind = adapter.meta.get("model_kind")
         target = next((m for m in loaded if not kind or m.options.kind == kind), None)
         if not kind and len(loaded) > 1:  # peft's own adapter: the model whose layers fit
@@ -374,7 +389,7 @@ def apply_loras_by_kind(
                 f"loaded models are {have}; load {a_or_an(str(kind))} model ({flag}) or drop "
                 "this --lora."
             )
-        _merge(target, adapter, spec, True)
+        _merge(target, adapter, spec, True, hashed)
         applied.append({**target.applied_loras[-1], "kind": target.options.kind,
                         "sha256": adapter.sha256, "config_sha256": adapter.config_sha256,
                         "dir": str(adapter.path.absolute()),
