@@ -117,3 +117,17 @@ def test_pipeline_passes_the_guidance_tools_to_the_denoiser() -> None:
     for tools in ({"guidance_interval": (0.0, 1e-3)}, {"guidance_rescale": 1.0},
                   {"dynamic_threshold": 60.0}):
         assert not torch.equal(plain, pipe.generate("a cat", **tools, **common)), tools
+
+
+def test_dynamic_threshold_leaves_the_pixels_denoised_fn_pastes_as_given() -> None:
+    """Inpainting's kept pixels were divided by the threshold's s in every x0 prediction
+    (0.9 became 0.3 when the drawn pixels reached -3)."""
+    image = torch.full((1, 3, 4, 4), 0.9)
+    known = torch.zeros(1, 1, 4, 4)
+    known[..., :2] = 1
+    den, _ = _denoiser(dynamic_threshold=99.5)
+    den.denoised_fn = lambda x0: x0 * (1 - known) + image * known
+    x = 5 * torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(5))
+    out = den(x, 0.5)
+    torch.testing.assert_close(out[..., :2], image.expand(2, 3, 4, 4)[..., :2])
+    assert out.abs().max() <= 1

@@ -80,7 +80,8 @@ class GlideDenoiser:
     guides only for lo ≤ σ ≤ hi (outside, the forward runs the conditional rows alone);
     ``guidance_rescale=φ`` rescales the guided x0 towards the conditional one's standard
     deviation; ``dynamic_threshold=p`` replaces the static clip by Imagen's percentile one.
-    ``grey=True`` projects x0 onto grey images (R = G = B, their mean) before ``denoised_fn``,
+    ``grey=True`` projects x0 onto grey images (R = G = B, their mean) before ``denoised_fn``
+(as the dynamic threshold is),
     so every sampler draws grey pictures and chroma errors do not feed later steps, while
     what ``denoised_fn`` pastes (inpainting's kept pixels) keeps its colour.
     ``learned_variance``: the network's variance channels were trained (a network trained on
@@ -241,10 +242,10 @@ class GlideDenoiser:
         denoised = x - sigma * out[:, :3]
         if self.grey:
             denoised = to_grey(denoised)
+        if self.dynamic_threshold is not None:  # before denoised_fn: it rescales x0, and
+            denoised = dynamic_threshold(denoised, self.dynamic_threshold)  # kept pixels stay
         if self.denoised_fn is not None:  # after grey: the pixels it pastes stay as given
             denoised = self.denoised_fn(denoised)
-        if self.dynamic_threshold is not None:
-            denoised = dynamic_threshold(denoised, self.dynamic_threshold)
         if self.clip:
             denoised = denoised.clamp(-1, 1)
         return (denoised, out[:, 3:]) if variance else denoised
