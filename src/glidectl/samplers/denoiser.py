@@ -81,9 +81,9 @@ class GlideDenoiser:
     ``guidance_rescale=φ`` rescales the guided x0 towards the conditional one's standard
     deviation; ``dynamic_threshold=p`` replaces the static clip by Imagen's percentile one.
     ``grey=True`` projects x0 onto grey images (R = G = B, their mean) before ``denoised_fn``
-(as the dynamic threshold is),
-    so every sampler draws grey pictures and chroma errors do not feed later steps, while
-    what ``denoised_fn`` pastes (inpainting's kept pixels) keeps its colour.
+    (as the dynamic threshold is), so every sampler draws grey pictures and chroma errors do
+    not feed later steps, while what ``denoised_fn`` pastes (inpainting's kept pixels) keeps
+    its colour.
     ``learned_variance``: the network's variance channels were trained (a network trained on
     ``train.loss = "eps"`` leaves them at zero; ancestral DDPM then takes β̃).
     """
