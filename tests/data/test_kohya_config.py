@@ -270,6 +270,20 @@ def test_caption_dropout_every_n_epochs_drops_every_caption_of_kohyas_nth_epochs
         assert empty == ({"1/a.png", "1/b.png", "2/d.png"} if epoch % 2 else {"2/d.png"})
 
 
+def test_caption_dropout_every_n_epochs_under_an_endless_stream_is_warned_about(tmp_path):
+    """data.resampled stays in its first epoch, so n > 1 would drop no caption: one note."""
+    config = CONFIG.replace('  class_tokens = "sks dog"\n',
+                            '  class_tokens = "sks dog"\n  caption_dropout_every_n_epochs = 2\n')
+    toml = write(tmp_path, config)
+    assert not any("every_n_epochs" in n for n in KohyaConfigSource.open(toml).notes())
+    notes = [n for n in KohyaConfigSource.open(toml, resampled=True).notes()
+             if "every_n_epochs" in n]
+    assert notes == [f"{str(toml)!r}: dataset 1, subset 1: caption_dropout_every_n_epochs "
+                     "drops no caption with data.resampled = true, whose endless stream has "
+                     "no epochs to count; set data.resampled = false to drop them every n-th "
+                     "epoch as kohya does."]
+
+
 def warmed(ds, batch, step, total_steps):
     """``batch`` with kohya's token warm-up applied at ``step``, as the training loop does."""
     ds.warm_up(batch, step, total_steps)

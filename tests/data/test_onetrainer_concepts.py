@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from itertools import islice
 
 import pytest
 from data_helpers import encode, photo, replays_after_resume
@@ -231,6 +232,26 @@ def test_a_training_epoch_reads_the_balanced_counts(concepts, data_cfg, byte_tok
         "1/a.png": 1, "1/deep/b.png": 2, "2/4.png": 1, "2/1.png": 1, "2/2.png": 1,
         "3/a {red|blue} house.png": 1}
     assert ds.num_samples == 7
+
+
+def test_an_endless_stream_draws_every_image_of_a_fractional_concept(tmp_path, data_cfg,
+                                                                     byte_tok):
+    """data.resampled has no epochs to walk the ring over: each image is drawn by its mean
+    reads per epoch (k/n), not by the first epoch's reads, which left images out."""
+    concepts = [{"name": "half", "path": "style", "balancing": 0.5,
+                 "text": {"prompt_source": "filename"}},
+                {"name": "twice", "path": "dog", "balancing": 2.0}]
+    root = write(tmp_path, concepts)
+    ds = dataset(data_cfg(source=str(root), resampled=True), byte_tok)
+    drawn = Counter(s["key"] for s in islice(ds, 1200))
+    # per epoch: 2 reads of the four style images (the first epoch's: 1 and 2 only), 2 of
+    # the dog's one image at its top
+    assert set(drawn) == {"1/1.png", "1/2.png", "1/3.png", "1/4.png", "2/a.png"}
+    assert all(100 < drawn[f"1/{i}.png"] < 200 for i in range(1, 5))  # 150 each
+    assert 540 < drawn["2/a.png"] < 660  # 600
+    first = [[s["key"] for s in islice(dataset(data_cfg(source=str(root), resampled=True),
+                                                byte_tok), 50)] for _ in range(2)]
+    assert first[0] == first[1]  # seeded: a resume skips into the same draws
 
 
 def test_resume_inside_and_across_epochs_draws_the_same_samples(concepts, data_cfg, byte_tok):

@@ -140,7 +140,8 @@ def open_kohya(spec: str, cfg: Any, resolution: int) -> Source:
     from .kohya_source import KohyaConfigSource
 
     return KohyaConfigSource.open(os.path.expanduser(_given(spec, "kohya", "dataset.toml")),
-                                  float(getattr(cfg, "uncond_p", 0.0)))
+                                  float(getattr(cfg, "uncond_p", 0.0)),
+                                  bool(getattr(cfg, "resampled", False)))
 
 
 def claims_onetrainer(spec: str) -> bool:

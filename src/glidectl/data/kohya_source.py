@@ -46,6 +46,7 @@ class KohyaConfigSource:
 
     config: DatasetConfig
     uncond_p: float = 0.0  # data.uncond_p, to say how it combines with caption dropout
+    resampled: bool = False  # data.resampled: an endless stream, without epochs
     subsets: dict[str, SubsetSpec] = field(default_factory=dict)  # by number, those read
     images: dict[str, Path] = field(default_factory=dict)  # unit → image file
     captions: dict[str, str | None] = field(default_factory=dict)  # unit → metadata caption
@@ -57,8 +58,9 @@ class KohyaConfigSource:
     splits_samples = True
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], uncond_p: float = 0.0) -> KohyaConfigSource:
-        src = cls(read_dataset_config(path), float(uncond_p))
+    def open(cls, path: str | os.PathLike[str], uncond_p: float = 0.0,
+             resampled: bool = False) -> KohyaConfigSource:
+        src = cls(read_dataset_config(path), float(uncond_p), bool(resampled))
         seen: dict[tuple[int, str, str], int] = {}  # SubsetSpec.same_as → subset number
         name = repr(str(src.config.path))
         for spec in src.config.subsets:
@@ -287,7 +289,20 @@ class KohyaConfigSource:
                 f"({self.uncond_p:g}): two independent draws, so those subsets train on the "
                 f"empty caption {both} of the time; set data.uncond_p = 0 for kohya's rates "
                 "alone.")
-        return out + self._kept_separators()
+        return out + self._every_n_epochs() + self._kept_separators()
+
+    def _every_n_epochs(self) -> list[str]:
+        """caption_dropout_every_n_epochs (n > 1) under data.resampled, whose endless
+        stream stays in its first epoch: it would never drop a caption."""
+        every = [s for s in self.subsets.values() if s.rules.dropout_every > 1]
+        if not self.resampled or not every:
+            return []
+        which = (f"subsets {', '.join(str(s.number) for s in every)}" if len(every) > 1
+                 else every[0].where)
+        return [f"{str(self.config.path)!r}: {which}: "
+                "caption_dropout_every_n_epochs drops no caption with data.resampled = true, "
+                "whose endless stream has no epochs to count; set data.resampled = false to "
+                "drop them every n-th epoch as kohya does."]
 
     def _kept_separators(self) -> list[str]:
         """Per keep_tokens_separator, the subsets whose captions train with it as written

@@ -187,6 +187,21 @@ class OneTrainerSource:
         laps, rest = divmod(k, n)
         return laps + ((self.place[unit] - epoch * k) % n < rest)
 
+    @property
+    def reads_vary(self) -> bool:
+        """Whether an epoch's reads of some image change from epoch to epoch (a fractional
+        count walking its concept's ring)."""
+        return any(spec.per_epoch(len(self.ring[key])) % len(self.ring[key])
+                   for key, spec in self.concepts.items())
+
+    def mean_reads(self, unit: str) -> float:
+        """Reads of ``unit`` per epoch over the epochs: k/n for each of its concept's ``n``
+        images (the ring reads them all equally often), what an endless stream
+        (``data.resampled``) draws it by."""
+        key = unit.partition("/")[0]
+        n = len(self.ring[key])
+        return self.concepts[key].per_epoch(n) / n
+
     def describe(self) -> str:
         return str(self.file.path)
 

@@ -14,9 +14,9 @@ whose counts change per epoch, as OneTrainer's fractional repeats, is asked per 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from itertools import islice
+from itertools import accumulate, islice
 from typing import Any
 
 from .records import RawSample
@@ -67,6 +67,19 @@ def unit_stream(
     return split_for(urls, slot) if split else urls
 
 
+def weighted_resample(units: list[str], weight: Callable[[str], float], *, seed: int,
+                      epoch: int, slot: Slot) -> Iterator[str]:
+    """An endless, seeded draw of ``units`` with replacement, each as likely as
+    ``weight(unit)`` (units of weight 0 never), per slot as ``ResampledShards`` draws."""
+    weights = [weight(u) for u in units]
+    cum = list(accumulate(weights))
+    if not cum or cum[-1] <= 0:
+        return
+    rng = random.Random(f"resample:{seed}:{epoch}:{slot.index}")
+    while True:
+        yield from rng.choices(units, cum_weights=cum, k=256)
+
+
 def split_for(items: Iterator[Any], slot: Slot) -> Iterator[Any]:
     """The share of ``items`` that ``slot`` reads: split by rank, then by DataLoader worker."""
     import webdataset as wds
@@ -89,6 +102,11 @@ def raw_stream(
     import webdataset as wds
 
     units = list(source.units())
+    if train and resampled and getattr(source, "reads_vary", False):
+        # an endless stream has no epochs to walk OneTrainer's ring over: draw each unit by
+        # its mean reads per epoch, not by the first epoch's (which leave images out)
+        names = weighted_resample(units, source.mean_reads, seed=seed, epoch=epoch, slot=slot)
+        return (raw for unit in islice(names, skip, None) for raw in source.read(unit, counter))
     if train:  # each unit as many times as training reads it per epoch
         units = epoch_units(source, units, epoch)
     if not units:
