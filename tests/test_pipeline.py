@@ -235,6 +235,25 @@ def test_a_low_res_image_of_another_size_is_resized_with_a_warning(upsampler, tm
                     "output is 32 px (pass an image of 8 px to upsample it as it is)."]
 
 
+def test_a_low_res_tensor_of_another_size_is_shrunk_as_its_image_is(upsampler) -> None:
+    """A 32 px picture given as a tensor to an upsampler of 8 px input was shrunk by torch's
+    bicubic without antialiasing (up to 150 levels off the antialiased downscale training
+    and a file get); it is now the same input, so the same output, as the picture's file."""
+    from PIL import Image
+
+    from glidectl.images import from_pil
+    from glidectl.pipeline import GlidePipeline
+
+    noise = np.random.default_rng(0).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    picture = Image.fromarray(noise)
+    pipe = GlidePipeline(None, upsampler)
+    kw = dict(upsample_steps=1, upsample_sampler="euler", output="tensor", warn=lambda _: None)
+    as_file = pipe.generate(["a"], low_res=picture, **kw)
+    assert torch.equal(pipe.generate(["a"], low_res=from_pil(picture), **kw), as_file)
+    fits = from_pil(picture, 8)  # a tensor of the input's size is taken as it is
+    assert torch.equal(pipe.generate(["a"], low_res=fits, **kw), as_file)
+
+
 @pytest.mark.parametrize("base_kind, up_kind, message", [
     ("upsample", None, r"The base model 'runs/u' is an 'upsample' model; pass it as the "
                        r"upsampler \(--upsampler\) behind a base model, or in glidectl sample "

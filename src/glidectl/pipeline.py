@@ -73,6 +73,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     Warn,
     all_kept_message,
     as_image_tensor,
+    as_low_res_tensor,
     as_mask_tensor,
     check_image_input,
     check_inpaint_pair,
@@ -437,8 +438,8 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             if output == "pil" or on_images else {}
         prompt_records = {p: self.prompt_record(p) for p in dict.fromkeys(prompts)} \
             if common else {}
-        inputs = {"low_res": None if low_res is None else as_image_tensor(
-                      low_res, self.upsampler.options.low_res_size, "low_res"),
+        inputs = {"low_res": None if low_res is None else as_low_res_tensor(
+                      low_res, self.upsampler.options.low_res_size),
                   "inpaint_image": opened(inpaint_image), "inpaint_mask": mask}
         for what, value in inputs.items():  # one for every image, or one per image
             _check_images(value, what, len(jobs))

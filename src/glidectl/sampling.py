@@ -23,7 +23,7 @@ from . import plugins
 from .errors import GlidectlError, NonFiniteSample, a_or_an, one_line
 from .glide.options import UPSAMPLE_FACTOR
 from .greyscale import to_grey
-from .images import centre_square, from_pil, known_mask_from_pil
+from .images import centre_square, from_pil, known_mask_from_pil, to_pil
 from .samplers.denoiser import GlideDenoiser
 from .samplers.noise import image_generators, per_image_noise_sampler, randn_per_image
 from .samplers.schedules import DEFAULT_SIGMA_MAX, build_sigmas, sigmas_from_alphas_cumprod
@@ -412,15 +412,7 @@ def as_image_tensor(image: Any, size: int, what: str = "image") -> torch.Tensor:
     bicubic-resized. Images are read to RGB as training reads them (a file turned upright by
     its EXIF orientation, 16-bit levels scaled, transparency over white)."""
     if isinstance(image, torch.Tensor):
-        t = (image[None] if image.ndim == 3 else image).float()
-        if t.numel() and not torch.isfinite(t).all():  # NaN passes the range test below
-            raise GlidectlError(f"The {what} tensor holds NaN or infinite values; images are "
-                                "tensors of finite numbers in [-1, 1].")
-        if t.numel() and (t.min() < -1.01 or t.max() > 1.01):
-            raise GlidectlError(
-                f"The {what} tensor holds values from {t.min().item():g} to "
-                f"{t.max().item():g}, but images are tensors in [-1, 1]; pass x / 127.5 - 1 "
-                "for 0-255 pixels.")
+        t = _checked_tensor(image, what)
         if tuple(t.shape[-2:]) != (size, size):
             t = torch.nn.functional.interpolate(_centre(t), size=(size, size), mode="bicubic",
                                                 align_corners=False).clamp(-1, 1)
@@ -428,6 +420,34 @@ def as_image_tensor(image: Any, size: int, what: str = "image") -> torch.Tensor:
     from .data.images import to_rgb
 
     return from_pil(to_rgb(_open(image))[0], size)  # 16-bit, alpha, CMYK: as training reads
+
+
+def as_low_res_tensor(image: Any, size: int) -> torch.Tensor:
+    """``low_res`` (a path, PIL image or tensor) → [N,3,size,size] as the upsampler takes it:
+    as :func:`as_image_tensor`, but a tensor of another size is resized as an image file is
+    (its 8-bit levels, PIL's antialiased bicubic of the centre square, the downscale
+    upsampler training makes), so one picture is one input whichever way it comes."""
+    if not isinstance(image, torch.Tensor):
+        return as_image_tensor(image, size, "low_res")
+    t = _checked_tensor(image, "low_res")
+    if tuple(t.shape[-2:]) == (size, size):
+        return t
+    return torch.cat([from_pil(im, size) for im in to_pil(t)])
+
+
+def _checked_tensor(image: torch.Tensor, what: str) -> torch.Tensor:
+    """An image tensor as [N,3,H,W] float; one sentence for one holding NaN or values
+    outside [-1, 1]."""
+    t = (image[None] if image.ndim == 3 else image).float()
+    if t.numel() and not torch.isfinite(t).all():  # NaN passes the range test below
+        raise GlidectlError(f"The {what} tensor holds NaN or infinite values; images are "
+                            "tensors of finite numbers in [-1, 1].")
+    if t.numel() and (t.min() < -1.01 or t.max() > 1.01):
+        raise GlidectlError(
+            f"The {what} tensor holds values from {t.min().item():g} to "
+            f"{t.max().item():g}, but images are tensors in [-1, 1]; pass x / 127.5 - 1 "
+            "for 0-255 pixels.")
+    return t
 
 
 def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
