@@ -146,6 +146,44 @@ def test_fid_during_training_with_local_features_and_absent_without(tiny, monkey
     assert logged[-1] == record
 
 
+def test_upsampler_fid_upsamples_at_its_own_size_whatever_data_resolution(tiny, tmp_path,
+                                                                          monkeypatch):
+    """A 32 px upsampler finetuned on 16 px crops: FID upsampled 4 px inputs to 32 px (8×,
+    never trained) and scored them against 16 px references; it samples 8 → 32 px, as the
+    previews and glidectl sample do, against the same held-out images at 32 px."""
+    from test_fid import ColourStats
+
+    from glidectl import fid
+    from glidectl.glide import create_model, preset_options, save_weights
+    from glidectl.glide.unet import GlideUNet
+
+    seen: list[tuple[list, list]] = []
+    monkeypatch.setattr(fid, "inception_features", lambda weights: fid.Features(ColourStats()))
+    monkeypatch.setattr(fid, "fid_kid", lambda real, fake, features: seen.append((real, fake))
+                        or {"fid": 1.0, "kid": 0.0})
+    inputs: set[tuple[int, int]] = set()
+    forward = GlideUNet._inputs
+
+    def spy(self, x, low_res, *rest):
+        if not torch.is_grad_enabled():
+            inputs.add((x.shape[-1], low_res.shape[-1]))
+        return forward(self, x, low_res, *rest)
+
+    monkeypatch.setattr(GlideUNet, "_inputs", spy)
+    init = save_weights(create_model(preset_options("upsample", "tiny").replace(
+        image_size=32)), tmp_path / "up32.safetensors")
+    cfg = tiny(model=dict(kind="upsample", init=str(init)), data=dict(resolution=16),
+               train=dict(steps=1), validation=dict(holdout=4, fid_every=1, fid_samples=4))
+    trainer = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint"))
+    trainer.run()
+    real, fake = torch.cat(seen[-1][0]), torch.cat(seen[-1][1])
+    assert real.shape == fake.shape == (4, 3, 32, 32)
+    assert inputs == {(32, 8)}
+    validator = trainer.validator
+    assert [s["key"] for s in validator.fid_samples] == [s["key"] for s in validator.samples]
+    assert torch.as_tensor(validator.samples[0]["image"]).shape[-1] == 16  # val_loss: 16 px
+
+
 def test_inpaint_fid_fills_a_hidden_rectangle_of_each_held_out_image(tiny, monkeypatch):
     """Inception weights cannot exist here: the features are a fixed conv, and the FID
     computation is caught to look at what it was given."""

@@ -202,7 +202,8 @@ def build_data(cfg: GlideConfig, bundle: Any, acc: Any, dataset: Any = None,
     train_data = dataset
     if val.enabled(cfg):
         samples = val.load_samples(cfg, data_args, source)
-        validator = val.Validator(cfg, samples, bundle.diffusion, opts, tc.batch_size)
+        validator = val.Validator(cfg, samples, bundle.diffusion, opts, tc.batch_size,
+                                  val.fid_samples_at(cfg, data_args, opts, source))
         notes += filter(None, [val.fid_samples_note(cfg, len(samples))])
         if cfg.validation.holdout > 0:
             train_data = val.WithoutKeys(dataset, {s["key"] for s in samples})

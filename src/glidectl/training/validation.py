@@ -163,6 +163,21 @@ def load_samples(cfg: GlideConfig, data_args: dict[str, Any],
     return samples
 
 
+def fid_samples_at(cfg: GlideConfig, data_args: dict[str, Any], options: Any,
+                   source: Any = None) -> list[dict[str, Any]] | None:
+    """The held-out images FID samples an upsampler for at its own size (input
+    ``options.low_res_size`` px, output ``options.image_size``), as previews and
+    ``glidectl sample`` upsample, where ``data.resolution`` trains it at another; None when
+    FID is off, the model is no upsampler, or the sizes agree (``samples`` serve)."""
+    size = options.image_size
+    if (cfg.validation.fid_every <= 0 or not options.super_res
+            or data_args["image_size"] == size):
+        return None
+    at_size = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, resolution=size))
+    args = {**data_args, "image_size": size, "low_res_size": options.low_res_size}
+    return load_samples(at_size, args, source)
+
+
 def fid_samples_note(cfg: GlideConfig, available: int) -> str | None:
     """A warning when validation.fid_samples asks for more images than there are samples."""
     v = cfg.validation
@@ -178,7 +193,10 @@ class Validator:
     """Scores a model on fixed samples, timesteps and noise."""
 
     def __init__(self, cfg: GlideConfig, samples: list[dict[str, Any]], diffusion: Any,
-                 options: Any, batch_size: int):
+                 options: Any, batch_size: int,
+                 fid_samples: list[dict[str, Any]] | None = None):
+        """``fid_samples``: the held-out images FID samples for, where they come at another
+        size than ``samples`` (an upsampler's at its own size: :func:`fid_samples_at`)."""
         v = cfg.validation
         self.cfg, self.diffusion, self.options = cfg, diffusion, options
         self.samples, self.batch_size = samples, max(1, batch_size)
@@ -190,6 +208,10 @@ class Validator:
         self.masks = None
         if options.inpaint:
             self.masks = random_masks(len(samples), shape[-1], gen)
+        self.fid_samples, self.fid_masks = fid_samples or samples, self.masks
+        if fid_samples and options.inpaint:
+            size = torch.as_tensor(fid_samples[0]["image"]).shape[-1]
+            self.fid_masks = random_masks(len(fid_samples), size, gen)
         self.features = None
         if v.fid_every > 0:
             from ..fid import inception_features
@@ -215,17 +237,18 @@ class Validator:
             return {"fid_missing": self.features.reason}
         from .previews import preview_sampling
 
-        n = min(self.cfg.validation.fid_samples, len(self.samples))
+        n = min(self.cfg.validation.fid_samples, len(self.fid_samples))
         settings = preview_sampling(self.cfg.preview, bool(self.options.super_res))
-        chosen = self.samples[:n]
+        chosen = self.fid_samples[:n]
         real, fake = [], []
         for lo in range(0, n, self.batch_size):
             chunk = chosen[lo:lo + self.batch_size]
             prompts = [s.get("caption", "") for s in chunk]
             args = dict(settings, seed=self.cfg.validation.seed + lo)
             images = torch.stack([torch.as_tensor(s["image"]) for s in chunk])
-            if self.masks is not None:  # each image with the rectangle val_loss hides
-                args.update(inpaint_image=images, inpaint_mask=self.masks[lo:lo + len(chunk)])
+            if self.fid_masks is not None:  # each image with the rectangle val_loss hides
+                args.update(inpaint_image=images,
+                            inpaint_mask=self.fid_masks[lo:lo + len(chunk)])
             if self.options.super_res:
                 low = torch.stack([torch.as_tensor(s["low_res"]) for s in chunk])
                 out = pipeline.sample_upsample(model, bundle.diffusion, prompts,
