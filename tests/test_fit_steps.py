@@ -125,6 +125,27 @@ def test_gits_fits_every_count_for_any_sampler(glidectl, weights, tmp_path, monk
             "sample computes in bf16 here" in stderr) == native_bf16, stderr
 
 
+def test_gits_for_a_two_call_sampler_is_checked_as_the_sampler_it_names(glidectl, weights,
+                                                                       tmp_path) -> None:
+    """GITS picks one σ per call, so for heun (2 calls a step) the file is sampled with
+    unipc, as the `sample with:` line says; the held-out check scored heun on those σ's
+    (5 calls for '3 calls') and labelled it '3 calls, heun'."""
+    from glidectl.glide.loading import load_model
+    from glidectl.samplers.schedules import build_sigmas
+    from glidectl.step_fitting import reference
+
+    out = tmp_path / "gits.json"
+    code, _, stderr = glidectl("fit-steps", weights["base"], "--calls", "3", "--method",
+                               "gits", "--sampler", "heun", "--prompt", "a cat", "--images",
+                               "1", "--reference-steps", "12", "--out", out)
+    assert code == 0, stderr
+    assert "--sampler unipc --steps 3" in stderr and "3 calls, unipc, held out" in stderr
+    target = reference(load_model(weights["base"]), ["a cat"], 3.0, seed=2, steps=12)
+    check = target.check("unipc", build_sigmas(str(out), 3, target.denoiser.sigmas))
+    stored = json.loads(out.read_text())["held_out"]["3"]
+    assert stored["mean"] == pytest.approx(check["mean"], rel=1e-5)
+
+
 def test_the_check_may_use_other_prompts(glidectl, weights, tmp_path) -> None:
     out, others = tmp_path / "s.json", tmp_path / "others.txt"
     others.write_text("a dog\n")

@@ -183,6 +183,14 @@ def _prompt_list(prompts: Any) -> list[str]:
     return list(prompts)
 
 
+def gits_sampler(sampler: str, calls: list[int]) -> str:
+    """The sampler GITS σ's for ``calls`` are sampled and checked with: ``sampler`` where it
+    makes one model call per step at every count (GITS picks one σ per call), else unipc
+    (heun on 5 GITS σ's makes 9 calls; fit-steps' ``sample with:`` line names unipc)."""
+    spec = plugins.samplers().get(sampler)
+    return sampler if all(spec.model_calls(n) == n for n in calls) else "unipc"
+
+
 def gits_nodes(reference_steps: int, every: int = 2) -> int:
     """How many σ's of a ``reference_steps``-step reference GITS picks its steps among
     (every ``every``-th and the last: :func:`fit_calls`)."""
@@ -346,8 +354,8 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
               weights_sha256: str | None = None, **options) -> dict[int, torch.Tensor]:
     """:func:`fit_calls` for each call count, the schedule file rewritten (atomically) after
     each, so a stopped fit keeps the counts it finished; returns steps → σ's. With
-    ``held_out`` (a reference from other noise) each count is checked on it (``sampler``
-    on σ's a GITS fit found) and the figures stored in the file under ``held_out``;
+    ``held_out`` (a reference from other noise) each count is checked on it (on σ's a GITS
+    fit found, :func:`gits_sampler`) and the figures stored in the file under ``held_out``;
     ``guidance``, the target's scale, is recorded in the file, and until every count is
     fitted the step counts still to fit (``not_fitted``)."""
     found: dict[int, torch.Tensor] = {}
@@ -368,6 +376,7 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                             "target has none; build it with reference(..., trajectory=True).")
     check_method(method, sampler, list(calls), len(target.xs) if method == "gits" else None)
     asked = [n if method == "gits" else steps_for_calls(sampler, n) for n in calls]
+    checked = gits_sampler(sampler, list(calls)) if method == "gits" else sampler
     for n in calls:
         steps, sigmas, rows = fit_calls(target, n, method, sampler, log=log, **options)
         found[steps], calls_of[steps] = sigmas, n
@@ -375,8 +384,8 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
             coefficients[steps] = rows
         log(f"{steps}: {', '.join(f'{float(v):.4g}' for v in sigmas[:-1])}")
         if held_out is not None:
-            checks[steps] = c = held_out.check(sampler, sigmas, rows)
-            log(f"{n} calls, {'bespoke' if rows is not None else sampler}, held out "
+            checks[steps] = c = held_out.check(checked, sigmas, rows)
+            log(f"{n} calls, {'bespoke' if rows is not None else checked}, held out "
                 f"({c['images']} images, noise seed {c['noise_seed']}): "
                 f"mean {c['mean']:.5f}, RMS {c['rms']:.5f}, worst {c['worst']:.5f}; DDIM-50 "
                 f"mean {c['ddim50_mean']:.5f}: {c['vs_ddim50']:.2f}x its error")

@@ -298,7 +298,14 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
     from ..glide.checkpoints import state_sha256
     from ..glide.loading import load_model, read_resolved
     from ..pipeline import file_sha256
-    from ..step_fitting import fit_steps, model_grey, model_guidance, reference, steps_for_calls
+    from ..step_fitting import (
+        fit_steps,
+        gits_sampler,
+        model_grey,
+        model_guidance,
+        reference,
+        steps_for_calls,
+    )
 
     def read(path: Path) -> tuple[Any, str, float, bool]:  # all of one file: a run's latest moves
         return (load_model(path, device=device).eval(), file_sha256(path),
@@ -311,6 +318,8 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
         raise GlidectlError(f"fit-steps fits text-to-image base models, not {opts.kind} models "
                             f"like {model_spec!r}; pass a base model.")
     prompts = in_turn(texts, images)
+    use = ("bespoke" if method == "bespoke" else gits_sampler(sampler, calls)
+           if method == "gits" else sampler)  # the sampler the file is sampled with
     shade = ", grey" if grey else ""
     typer.echo(f"reference: {reference_steps} dpm++3m steps for {images} tuning images "
                f"(guidance {scale:g}{shade}) on {device}", err=True)
@@ -322,8 +331,9 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
     if check_images:
         typer.echo(f"held-out reference: {check_images} images from noise seed {seed + 1}"
                    f"{'' if checked == texts else ' and the --check-prompts'}", err=True)
+        # checked on the ODE of the sampler the file is sampled with (gits: gits_sampler)
         held_out = reference(model, in_turn(checked, check_images), scale, seed + 1,
-                             reference_steps, **ode)
+                             reference_steps, **{**ode, "sampler": use})
     fit_steps(target, calls, method, sampler, write_to,
               f"{model_spec} (guidance {scale:g}{shade}, {images} tuning images from "
               f"{len(set(prompts))} prompts, noise seed {seed}, reference {reference_steps} "
@@ -332,9 +342,6 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
               weights_sha256=state_sha256(model.state_dict()), **options)
     if write_to != path:
         os.replace(write_to, path)
-    use = "bespoke" if method == "bespoke" else sampler
-    if method == "gits" and steps_for_calls(sampler, calls[0]) != calls[0]:
-        use = "unipc"  # gits σ's are steps of a one-call sampler
     steps = calls[0] if method == "gits" else steps_for_calls(sampler, calls[0])
     # the fit follows the fp32 ODE; sample's auto precision may be bf16 on this device
     auto = pick_precision("auto", device)
