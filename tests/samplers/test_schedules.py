@@ -118,6 +118,19 @@ def test_get_sigmas_gives_n_descending_sigmas_then_zero(name: str, n: int) -> No
     assert torch.all(sigmas[:-1].diff() < 0)
 
 
+@pytest.mark.parametrize("name", ["karras", "exponential", "polyexponential", "optimised"])
+def test_get_sigmas_stays_in_the_range_asked(name: str) -> None:
+    """σ^(1/ρ)^ρ and exp(log σ) can land an ulp outside the ends: polyexponential's σ_0
+    was 80.00000000000004 at σ_max 80 (guidance_interval=(0, 80) skipped its first step)."""
+    from glidectl.samplers import get_sigmas
+
+    for lo, hi in ((float(COS[0]), 80.0), (1.0, 1.0000001), (0.002, 0.0020000001),
+                   (0.0292, 157.40761), (0.01, 14.6146)):
+        for n in (1, 2, 5, 10, 25):
+            sigmas = get_sigmas(name, n, lo, hi)[:-1]
+            assert lo <= sigmas.min().item() and sigmas.max().item() <= hi, (lo, hi, n)
+
+
 def test_logsnr_is_even_in_log_snr() -> None:
     from glidectl.samplers import get_sigmas
 

@@ -32,17 +32,27 @@ def append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
+def in_range(sigmas: torch.Tensor, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """``sigmas`` clamped to [σ_min, σ_max], then 0: a power or exp of the ends can land an
+    ulp outside them (polyexponential's σ_0 was 80.00000000000004 for σ_max 80, outside a
+    guidance interval ending at 80). σ's float64 lost (0, infinite, NaN) stay, for
+    :func:`get_sigmas` to name."""
+    held = torch.isfinite(sigmas) & (sigmas > 0)
+    return append_zero(torch.where(held, sigmas.clamp(sigma_min, sigma_max), sigmas))
+
+
 def get_sigmas_karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022): σ_i = (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ."""
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
     min_inv_rho, max_inv_rho = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return append_zero((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho)
+    return in_range((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho, sigma_min,
+                    sigma_max)
 
 
 def get_sigmas_exponential(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """σ evenly spaced in log σ from σ_max down to σ_min."""
     log_sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)
-    return append_zero(log_sigmas.exp())
+    return in_range(log_sigmas.exp(), sigma_min, sigma_max)
 
 
 def get_sigmas_polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0
@@ -51,7 +61,7 @@ def get_sigmas_polyexponential(n: int, sigma_min: float, sigma_max: float, rho: 
     ρ > 1 spends more steps at low σ)."""
     ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho
     log_min, log_max = math.log(sigma_min), math.log(sigma_max)
-    return append_zero((ramp * (log_max - log_min) + log_min).exp())
+    return in_range((ramp * (log_max - log_min) + log_min).exp(), sigma_min, sigma_max)
 
 
 def get_sigmas_respaced(table: np.ndarray, timesteps: Sequence[int]) -> torch.Tensor:
