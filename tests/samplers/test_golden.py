@@ -23,7 +23,7 @@ def _guided_denoiser(model, dg, calls: list[float] | None = None) -> GlideDenois
     )
     if calls is not None:
         forward = denoiser.model_output
-        denoiser.model_output = lambda x_t, t: (calls.append(t), forward(x_t, t))[1]
+        denoiser.model_output = lambda x_t, t, *sigma: (calls.append(t), forward(x_t, t, *sigma))[1]
     return denoiser
 
 
