@@ -202,3 +202,32 @@ def test_inpaint_fid_fills_a_hidden_rectangle_of_each_held_out_image(tiny, monke
     kept = (fake - real).abs().amax(1) < 1e-4  # per pixel: the known pixels come back
     share = kept.float().mean((1, 2))
     assert ((share >= 0.75) & (share < 1)).all(), share  # at most a quarter hidden, some
+
+
+@pytest.mark.parametrize("kind", ["base-inpaint", "base"])
+def test_base_fid_samples_at_its_own_size_whatever_data_resolution(tiny, tmp_path, monkeypatch,
+                                                                   kind):
+    """A 16 px base-inpaint model finetuned on 32 px crops: FID passed the 32 px held-out
+    images (and their masks) to a 16 px sampling, a RuntimeError ("Sizes of tensors must
+    match") at the first validation; a base model's 16 px samples were scored against 32 px
+    references. Both now sample and score the held-out images at 16 px."""
+    from test_fid import ColourStats
+
+    from glidectl import fid
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    seen: list[tuple[list, list]] = []
+    monkeypatch.setattr(fid, "inception_features", lambda weights: fid.Features(ColourStats()))
+    monkeypatch.setattr(fid, "fid_kid", lambda real, fake, features: seen.append((real, fake))
+                        or {"fid": 1.0, "kid": 0.0})
+    init = save_weights(create_model(preset_options(kind, "tiny").replace(image_size=16)),
+                        tmp_path / "b16.safetensors")
+    cfg = tiny(model=dict(kind=kind, init=str(init)), data=dict(resolution=32),
+               train=dict(steps=1), validation=dict(holdout=4, fid_every=1, fid_samples=4))
+    trainer = Trainer(cfg, quiet=True, kinds=(kind,))
+    trainer.run()
+    real, fake = torch.cat(seen[-1][0]), torch.cat(seen[-1][1])
+    assert real.shape == fake.shape == (4, 3, 16, 16)
+    if kind == "base-inpaint":  # the known pixels come back
+        assert ((fake - real).abs().amax(1) < 1e-4).float().mean() >= 0.5
+    assert torch.as_tensor(trainer.validator.samples[0]["image"]).shape[-1] == 32  # val_loss

@@ -165,16 +165,17 @@ def load_samples(cfg: GlideConfig, data_args: dict[str, Any],
 
 def fid_samples_at(cfg: GlideConfig, data_args: dict[str, Any], options: Any,
                    source: Any = None) -> list[dict[str, Any]] | None:
-    """The held-out images FID samples an upsampler for at its own size (input
-    ``options.low_res_size`` px, output ``options.image_size``), as previews and
-    ``glidectl sample`` upsample, where ``data.resolution`` trains it at another; None when
-    FID is off, the model is no upsampler, or the sizes agree (``samples`` serve)."""
+    """The held-out images FID samples for at the model's own size (``options.image_size``;
+    an upsampler's input ``options.low_res_size`` px), as previews and ``glidectl sample``
+    sample, where ``data.resolution`` trains it at another (an inpainting model's hidden
+    rectangle is filled at that size); None when FID is off or the sizes agree
+    (``samples`` serve)."""
     size = options.image_size
-    if (cfg.validation.fid_every <= 0 or not options.super_res
-            or data_args["image_size"] == size):
+    if cfg.validation.fid_every <= 0 or data_args["image_size"] == size:
         return None
     at_size = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, resolution=size))
-    args = {**data_args, "image_size": size, "low_res_size": options.low_res_size}
+    args = {**data_args, "image_size": size,
+            "low_res_size": options.low_res_size if options.super_res else None}
     return load_samples(at_size, args, source)
 
 
@@ -196,7 +197,7 @@ class Validator:
                  options: Any, batch_size: int,
                  fid_samples: list[dict[str, Any]] | None = None):
         """``fid_samples``: the held-out images FID samples for, where they come at another
-        size than ``samples`` (an upsampler's at its own size: :func:`fid_samples_at`)."""
+        size than ``samples`` (at the model's own size: :func:`fid_samples_at`)."""
         v = cfg.validation
         self.cfg, self.diffusion, self.options = cfg, diffusion, options
         self.samples, self.batch_size = samples, max(1, batch_size)
