@@ -100,6 +100,18 @@ def test_a_resume_from_an_earlier_checkpoint_leaves_one_branch_in_tensorboard(ti
     assert [v for _, v in loss][2:] == pytest.approx([r["loss"] for r in again.history])
 
 
+def test_a_resume_with_nothing_to_train_starts_no_tracker_run(tiny):
+    """`--resume RUN --steps N` at the run's step trained nothing, yet started the trackers:
+    an empty TensorBoard run (event and hparams files; an empty W&B run) beside the real
+    one. The trackers folder is left as it was, and the tracker ids stay."""
+    cfg = tiny(train=dict(steps=2), log=dict(trackers=["tensorboard"]))
+    run = Trainer(cfg, quiet=True).run().run_dir
+    before = sorted((run / "trackers").rglob("*"))
+    result = Trainer(cfg, resume="latest", quiet=True).run()
+    assert result.step == 2 and result.history == []
+    assert sorted((run / "trackers").rglob("*")) == before
+
+
 def test_a_wandb_project_name_wandb_refuses_is_said_before_the_run_is_built(tiny, tmp_path):
     """W&B refuses / \\ # ? % : in a project name at its start, after the model, data and run
     folder were built, with advice to log in; said first, naming the key."""

@@ -225,9 +225,10 @@ class TrainingLoop:
         sums, logged = torch.zeros(3), 0
         self.model.train()
         self.procs.busy("the trackers' start")
-        out.trackers = Trackers(self.accelerator, cfg, self.run_dir, self.state.tracker_ids,
-                                say=self.display.message, step=step)
-        self.state.tracker_ids = out.trackers.ids
+        if not idle:  # nothing to log: no empty tracker run (a W&B run, TensorBoard files)
+            out.trackers = Trackers(self.accelerator, cfg, self.run_dir,
+                                    self.state.tracker_ids, say=self.display.message, step=step)
+            self.state.tracker_ids = out.trackers.ids
         if self.main and step < self.total_steps:  # once nothing can refuse the run: a
             save_config(cfg, self.run_dir.config)  # refused (or idle) resume leaves it as it was
         self.procs.wait_for_main("the trackers' start")
