@@ -9,6 +9,7 @@ import pytest
 import torch
 from cli_helpers import exit_code
 
+from glidectl import runs
 from glidectl.glide import create_model, preset_options, save_weights
 
 STEP = Path("runs", "t", "checkpoints", "step-000002")
@@ -211,6 +212,28 @@ def test_a_pruned_step_is_said_as_pruned_with_the_steps_kept(run, tmp_path):
         resolve_spec(gone)
     assert str(info.value) == said
     assert cli("export", gone, "-o", tmp_path / "o.safetensors") == 2
+
+
+def test_a_step_past_the_last_set_aside_or_never_written_is_said_as_such(run, tmp_path):
+    """Every missing step was said to be pruned by checkpoint.keep_last: one newer than the
+    run's last checkpoint, one a resume from an earlier checkpoint set aside (named where),
+    and one never written while keep_last had pruned nothing."""
+    checkpoints = run / "checkpoints"
+    aside = checkpoints / "abandoned-after-step-000002" / "step-000004"
+    aside.mkdir(parents=True)
+    said = {}
+    for step in (9, 4, 1):
+        gone = checkpoints / f"step-{step:06d}"
+        assert cli("export", gone, "-o", tmp_path / "o.safetensors") == 2
+        said[step] = runs.missing_step(gone)
+    assert said[9] == (f"{str(checkpoints / 'step-000009')!r} is not there: its run's newest "
+                       "checkpoint is step-000002 (it keeps step-000002); pass one of those, "
+                       "or the run folder for its latest.")
+    assert f"set this step of the branch before aside in {str(aside)!r}; pass that" in said[4]
+    assert "keep_last prunes older steps" in said[1]
+    (run / "config.toml").write_text("[checkpoint]\nkeep_last = 3\n")
+    assert "(step-000002; no checkpoint was written at that step)" in \
+        runs.missing_step(checkpoints / "step-000001")
 
 
 def test_options_this_version_cannot_build_name_the_file(run, tmp_path):

@@ -247,18 +247,43 @@ def read_pointer(checkpoints: Path, name: str = LATEST) -> Path | None:
     return None
 
 
+def set_aside_copies(checkpoints: Path, step: int) -> list[Path]:
+    """The step folders of ``step`` that resumes from earlier checkpoints set aside in
+    ``checkpoints/abandoned-after-…/`` (one a branch left there), oldest branch first."""
+    found = Path(checkpoints).glob(f"{ABANDONED}*/{step_dir_name(step)}")
+    return sorted((p for p in found if p.is_dir()), key=lambda p: p.stat().st_mtime)
+
+
 def missing_step(path: Path) -> str | None:
-    """The sentence for ``RUN/checkpoints/step-N`` that is not there while its run is (its
-    training pruned it: ``checkpoint.keep_last``), naming the steps kept; else None."""
+    """The sentence for ``RUN/checkpoints/step-N`` that is not there while its run is: set
+    aside by a resume from an earlier checkpoint (named), past the run's newest checkpoint,
+    or pruned (``checkpoint.keep_last``), naming the steps kept; else None."""
     path = Path(path)
     if path.exists() or not STEP_RE.fullmatch(path.name) or path.parent.name != CHECKPOINTS_DIR \
             or not path.parent.is_dir():
         return None
-    kept = [step_dir_name(s) for s in steps_in(path.parent)]
+    step, steps = step_of(path), steps_in(path.parent)
+    aside = set_aside_copies(path.parent, step)
+    if aside:
+        more = len(aside) - 1
+        others = f" (and {more} older branch{'es' * (more > 1)})" if more else ""
+        return (f"{str(path)!r} is not there: its run resumed from an earlier checkpoint, "
+                f"which set this step of the branch before aside in {str(aside[-1])!r}"
+                f"{others}; pass that folder.")
+    kept = [step_dir_name(s) for s in steps]
     shown = ", ".join(kept[-4:]) if kept else "none"
+    if not steps:
+        return (f"{str(path)!r} is not there: its run has no checkpoint yet; train it first "
+                "(checkpoint.every), or pass another model.")
+    if step > steps[-1]:
+        return (f"{str(path)!r} is not there: its run's newest checkpoint is {kept[-1]} (it "
+                f"keeps {shown}); pass one of those, or the run folder for its latest.")
+    keep = run_setting(path.parent.parent, "checkpoint", "keep_last")
+    why = ("no checkpoint was written at that step" if isinstance(keep, int)
+           and (keep == 0 or len(kept) < keep) else "checkpoint.keep_last prunes older steps")
     return (f"{str(path)!r} is not there: its run keeps {len(kept)} checkpoint"
-            f"{'s' if len(kept) != 1 else ''} ({shown}; checkpoint.keep_last prunes older "
-            "steps); pass one of those, or the run folder for its latest.")
+            f"{'s' if len(kept) != 1 else ''} ({shown}; {why}); pass one of those, or the "
+            "run folder for its latest.")
 
 
 def followed_pointer(path: Path) -> Path:
