@@ -231,8 +231,8 @@ def test_a_low_res_image_of_another_size_is_resized_with_a_warning(upsampler, tm
             warn=said.append, output="tensor")
         assert out.shape == (1, 3, 32, 32)
     assert said == [f"The low-res image {str(tmp_path / 'big.png')!r} is 32 px across, but "
-                    "this upsampler takes 8 px input: it is resized to 8×8 first, so the "
-                    "output is 32 px (pass an image of 8 px to upsample it as it is)."]
+                    "this upsampler takes 8 px input: it is resized to 8×8 (bicubic) first, "
+                    "so the output is 32 px (pass an image of 8 px to upsample it as it is)."]
 
 
 def test_a_low_res_tensor_of_another_size_is_shrunk_as_its_image_is(upsampler) -> None:
@@ -252,6 +252,68 @@ def test_a_low_res_tensor_of_another_size_is_shrunk_as_its_image_is(upsampler) -
     assert torch.equal(pipe.generate(["a"], low_res=from_pil(picture), **kw), as_file)
     fits = from_pil(picture, 8)  # a tensor of the input's size is taken as it is
     assert torch.equal(pipe.generate(["a"], low_res=fits, **kw), as_file)
+
+
+def test_inpaint_tensors_of_another_size_are_resized_as_their_images_are() -> None:
+    """A 32 px inpaint image and mask given as tensors to an 8 px inpainting model went
+    through torch's aliased bicubic and floor-indexed nearest, so the same picture as a PIL
+    image (PIL's antialiased bicubic, centre-sampled nearest) made another image; now one."""
+    from PIL import Image
+
+    from glidectl.images import from_pil
+    from glidectl.pipeline import GlidePipeline
+
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))
+    repaint = (rng.random((32, 40)) < 0.5).astype(np.uint8) * 255  # white: repaint
+    keep = torch.from_numpy(1 - repaint.astype(np.float32) / 255)  # GLIDE's: 1 = keep
+    pipe = GlidePipeline(tiny_glide("base-inpaint", 2))
+    kw = dict(steps=1, sampler="euler", output="tensor", warn=lambda _: None)
+    as_files = pipe.generate(["a"], inpaint_image=picture, inpaint_mask=Image.fromarray(repaint),
+                             **kw)
+    as_tensors = pipe.generate(["a"], inpaint_image=from_pil(picture), inpaint_mask=keep, **kw)
+    assert torch.equal(as_tensors, as_files)
+
+
+def test_a_low_res_input_of_another_size_is_shrunk_with_the_upsampler_s_training_filter(
+        upsampler, tmp_path) -> None:
+    """An upsampler trained with data.low_res_resample = "box" got a 32 px --low-res image
+    shrunk with bicubic (up to 14 levels off the box downscale it trained on, and eval
+    --low-res gives it); it is shrunk with box, and the PNG records it. An image of the
+    input's size is taken as it is, whatever the filter."""
+    from PIL import Image
+
+    from glidectl.glide import load_model, save_weights
+    from glidectl.images import from_pil
+    from glidectl.pipeline import GlidePipeline
+
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "big.png")
+    save_weights(upsampler, tmp_path / "box.safetensors",
+                 metadata={"glidectl.low_res_resample": "box"})
+    boxed = GlidePipeline.from_specs(None, tmp_path / "box.safetensors", device="cpu")
+    plain = GlidePipeline(None, upsampler)
+    assert boxed.low_res_filter() == "box" and plain.low_res_filter() == "bicubic"
+    assert GlidePipeline(None, load_model(tmp_path / "box.safetensors")).low_res_filter() == "box"
+    kw = dict(upsample_steps=1, upsample_sampler="euler", output="tensor",
+              warn=lambda _: None)
+    picture = Image.fromarray(noise)
+    shrunk = {f: from_pil(picture, 8, getattr(Image.Resampling, f.upper()))
+              for f in ("box", "bicubic")}
+    assert not torch.equal(shrunk["box"], shrunk["bicubic"])
+    for low in (tmp_path / "big.png", picture, from_pil(picture)):
+        out = boxed.generate(["a"], low_res=low, **kw)
+        assert torch.equal(out, plain.generate(["a"], low_res=shrunk["box"], **kw))
+        asked = boxed.generate(["a"], low_res=low, low_res_resample="bicubic", **kw)
+        assert torch.equal(asked, plain.generate(["a"], low_res=low, **kw))
+    for fits in shrunk.values():  # the input's size: no filter runs
+        assert torch.equal(boxed.generate(["a"], low_res=fits, **kw),
+                           plain.generate(["a"], low_res=fits, **kw))
+    image, = boxed.generate(["a"], low_res=tmp_path / "big.png", upsample_steps=1,
+                            upsample_sampler="euler", warn=lambda _: None)
+    assert json.loads(image.info["parameters"])["low_res_resample"] == "box"
+    with pytest.raises(GlidectlError, match=r"low_res_resample must be 'box' or 'bicubic'"):
+        boxed.generate(["a"], low_res=picture, low_res_resample="lanczos", **kw)
 
 
 @pytest.mark.parametrize("base_kind, up_kind, message", [

@@ -55,6 +55,40 @@ def test_an_upsampled_low_res_png_is_made_again_and_its_image_checked(models, ca
     assert not np.array_equal(pixels(now), pixels(png))
 
 
+def test_a_low_res_image_shrunk_with_the_upsampler_s_filter_is_made_again_with_it(
+        capsys, tmp_path):
+    """A 32 px --low-res image for a box-trained upsampler of 8 px input is shrunk with box
+    and the PNG records it; a PNG from before it was recorded (shrunk with bicubic) is made
+    again with bicubic, as it was made."""
+    from glidectl.glide import save_weights
+
+    up = save_weights(tiny_glide("upsample", 1), tmp_path / "up.safetensors",
+                      metadata={"glidectl.low_res_resample": "box"})
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(big)
+    made = {}
+    for how in ("box", "bicubic"):
+        res = in_process(capsys, "sample", "a", "--low-res", big, "--upsampler", up,
+                         "--upsample-steps", 2, "--device", "cpu", "-q", "--out",
+                         tmp_path / how, *(["--low-res-resample", how] if how == "bicubic"
+                                           else []))
+        assert res.returncode == 0, res.stderr
+        made[how] = tmp_path / how / "00000.png"
+        assert params(made[how])["low_res_resample"] == how
+    assert not np.array_equal(pixels(made["box"]), pixels(made["bicubic"]))
+    again, _ = remade(capsys, made["box"], tmp_path / "again")
+    assert np.array_equal(pixels(again), pixels(made["box"]))
+    older = tmp_path / "older.png"  # made with bicubic before the filter was recorded
+    record = {k: v for k, v in params(made["bicubic"]).items() if k != "low_res_resample"}
+    info = PngInfo()
+    info.add_text("parameters", json.dumps(record))
+    Image.open(made["bicubic"]).save(older, pnginfo=info)
+    again, said = remade(capsys, older, tmp_path / "older-again")
+    assert "Not as" not in said
+    assert np.array_equal(pixels(again), pixels(made["bicubic"]))
+    assert params(again)["low_res_resample"] == "bicubic"
+
+
 def test_an_inpainting_png_is_made_again_and_its_mask_checked(capsys, tmp_path):
     from glidectl.glide import save_weights
 
@@ -223,6 +257,44 @@ def test_a_preview_records_its_weights_and_a_remake_checks_the_step_s_file(capsy
     assert "Not as" not in said  # the same weights, elsewhere
     _, said = remade(capsys, png, tmp_path / "other", "--base", tmp_path / "raw.safetensors")
     assert "raw.safetensors (not the file that made it) (given)" in said
+
+
+def test_a_preview_of_a_branch_a_resume_set_aside_is_made_from_its_checkpoint(capsys,
+                                                                              tmp_path):
+    """After `train --resume RUN/checkpoints/step-000002`, the old branch's step-4 preview
+    said its checkpoint was "pruned by checkpoint.keep_last" (it is in
+    checkpoints/abandoned-after-step-000002/); its grid, set aside with that branch, is
+    made from it, and so is one left in previews/ (by an older version) whose step is only
+    there; several set-aside copies of the step are named."""
+    from tiny_configs import tiny_config
+
+    from glidectl.config import save_config
+    from glidectl.images import captioned_grid
+
+    def grid(png: Path) -> bytes:
+        return captioned_grid([Image.open(png)], ["a red circle"]).tobytes()
+
+    cfg = tiny_config(tmp_path, data={"demo_size": 8, "resolution": 16},
+                      preview={"every": 2, "steps": 2, "prompts": ["a red circle"]})
+    save_config(cfg, tmp_path / "t.toml")
+    run = tmp_path / "runs" / "t"
+    for extra in ([], ["--resume", run / "checkpoints" / "step-000002", "--set", "train.lr=0.01"]):
+        res = in_process(capsys, "train", "--config", tmp_path / "t.toml", "--no-live", *extra)
+        assert res.returncode == 0, res.stderr
+    aside = run / "previews" / "abandoned-after-step-000002" / "step-000004.png"
+    old, _ = remade(capsys, aside, tmp_path / "old")
+    assert grid(old) == Image.open(aside).convert("RGB").tobytes()
+    new, _ = remade(capsys, run / "previews" / "step-000004.png", tmp_path / "new")
+    assert grid(new) != grid(old)
+    shutil.rmtree(run / "checkpoints" / "step-000004")
+    left = run / "previews" / "step-000004.png"
+    shutil.copy(aside, left)
+    again, said = remade(capsys, left, tmp_path / "again")
+    assert grid(again) == grid(old)
+    assert "abandoned-after-step-000002/step-000004" in said.replace("\n", "")
+    twice = run / "checkpoints" / "abandoned-after-step-000002-2" / "step-000004"
+    shutil.copytree(run / "checkpoints" / "abandoned-after-step-000002" / "step-000004", twice)
+    assert "set 2 of that step aside, in" in refused(capsys, "--from-png", left)
 
 
 def test_the_device_and_compile_are_recorded_and_a_remake_says_what_differs(

@@ -34,16 +34,16 @@ def centre_square(width: int, height: int) -> tuple[float, float, float, float]:
     return (left, top, left + side, top + side)
 
 
-def from_pil(image: Image.Image, size: int | None = None) -> torch.Tensor:
+def from_pil(image: Image.Image, size: int | None = None,
+             resample: Image.Resampling = Image.Resampling.BICUBIC) -> torch.Tensor:
     """An RGB PIL image → [1,3,H,W] float in [−1, 1]; with ``size``, its centre square
-    bicubic-resized to ``size``×``size``."""
+    resized to ``size``×``size`` with ``resample`` (default bicubic)."""
     import numpy as np
     import torch
 
     image = image.convert("RGB")
     if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC,
-                             box=centre_square(*image.size))
+        image = image.resize((size, size), resample, box=centre_square(*image.size))
     arr = torch.from_numpy(np.asarray(image, dtype=np.float32).copy())
     return (arr.permute(2, 0, 1)[None] / 127.5 - 1.0).contiguous()
 

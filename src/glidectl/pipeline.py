@@ -44,6 +44,7 @@ from .pipeline_models import (  # noqa: F401  (re-exported)
     loaded_record,
     model_precision,
     resolve_upsampler,
+    upsampler_resample,
 )
 from .pipeline_records import PipelineRecords
 from .pipeline_settings import (
@@ -82,6 +83,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     opened,
     prompt_warnings,
     quantize_8bit,
+    resample_filter,
     sample_base,
     sample_stage,
     sample_upsample,
@@ -107,11 +109,11 @@ OUTPUTS = ("pil", "np", "tensor")  # what generate() returns: PIL images or one 
 
 # generate()'s keywords for the flags of glidectl sample that its errors name
 KEYWORDS = {f"--{k.replace('_', '-')}": k for k in (
-    "base", "upsampler", "low_res", "inpaint_image", "inpaint_mask", "sampler", "steps",
-    "schedule", "guidance", "guidance_interval", "guidance_rescale", "dynamic_threshold",
-    "sigma_max", "eta", "upsample_sampler", "upsample_steps", "upsample_schedule",
-    "upsample_guidance", "upsample_eta", "upsample_temp", "precision", "seed", "n",
-    "batch_size", "device", "vocab_dir", "grey")} | {"--lora": "loras"}
+    "base", "upsampler", "low_res", "low_res_resample", "inpaint_image", "inpaint_mask",
+    "sampler", "steps", "schedule", "guidance", "guidance_interval", "guidance_rescale",
+    "dynamic_threshold", "sigma_max", "eta", "upsample_sampler", "upsample_steps",
+    "upsample_schedule", "upsample_guidance", "upsample_eta", "upsample_temp", "precision",
+    "seed", "n", "batch_size", "device", "vocab_dir", "grey")} | {"--lora": "loras"}
 SAID_AS_KEYWORDS = keyword_errors(KEYWORDS, {
     r"in glidectl sample with --base none --low-res IMAGE": "with base=None and low_res=IMAGE",
     r"the inpaint flags": "inpaint_image and inpaint_mask"})
@@ -233,19 +235,25 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 path, (models[stage], recommended, sha) = read_resolved(
                     spec, partial(read, moving=follows_latest(spec)))
                 records[stage] = ModelRecord(stage, str(spec), path, recommended=recommended,
-                                             _sha=sha)
+                                             _sha=sha,
+                                             low_res_resample=upsampler_resample(stage, path))
         b, u = models["base"], models["upsample"]
         _check_models(b, u, records)
         if loras:
             from .lora import apply_loras_by_kind
 
             by_kind = {m.options.kind: records[s] for s, m in models.items() if m is not None}
+            filtered: set[str] = set()  # stages whose filter an adapter set
             for entry in apply_loras_by_kind([b, u], list(loras)):
                 record = {k: entry[k] for k in ("path", "scale", "modules", "sha256",
                                                 "config_sha256", "dir")}
                 target = by_kind[entry["kind"]]
                 target.loras.append(record)
                 target.recommended = with_adapter_grey(target.recommended, entry["grey"])
+                if entry.get("low_res_resample") and target.stage not in filtered:
+                    # the first adapter's filter, as eval's: what it trained on last
+                    target.low_res_resample = entry["low_res_resample"]
+                    filtered.add(target.stage)
         for model in (b, u):
             if model is not None:
                 model.eval()
@@ -279,6 +287,7 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         inpaint_image: Any = None,
         inpaint_mask: Any = None,
         low_res: Any = None,
+        low_res_resample: str | None = None,
         precision: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         on_step: StepFn | None = None,
@@ -300,7 +309,10 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         upsampler. ``steps``: a count, or a GLIDE respacing string (``"fast27"``,
         ``"ddim50"``, ``"10,10,5"``) with ``schedule="respaced"``; a string of digits
         (``"25"``) is that count on any schedule, as ``--steps 25`` is. ``low_res``
-        (image/tensor) skips the base and upsamples it. ``inpaint_image`` and
+        (image/tensor) skips the base and upsamples it; one of another size than the
+        upsampler's input is shrunk with ``low_res_resample`` (``"box"``, ``"bicubic"``;
+        default: the upsampler's training filter, :meth:`low_res_filter`). ``inpaint_image``
+        and
         ``inpaint_mask`` (paths or PIL images; a mask white where to repaint, or transparent
         there when it has transparency) inpaint with an inpainting model; a mask tensor is
         GLIDE's own, 1 on kept pixels (the inverse of an image mask). ``progress(done,
@@ -351,6 +363,9 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         for keyword, value in (("low_res", low_res), ("inpaint_image", inpaint_image)):
             check_image_input(value, keyword)
         check_image_input(inpaint_mask, "inpaint_mask", mask=True)
+        if low_res_resample is None:
+            low_res_resample = self.low_res_filter()
+        resample_filter(low_res_resample)  # another name: one sentence
         if inpaint_image is not None and self.upsampler is not None and (
                 not self.upsampler.options.inpaint):
             raise GlidectlError(
@@ -422,7 +437,7 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         messages += input_messages({"low-res image": low_res, "inpaint image": inpaint_image,
                                     "inpaint mask": inpaint_mask},
                                    self.upsampler.options.low_res_size
-                                   if self.upsampler is not None else None)
+                                   if self.upsampler is not None else None, low_res_resample)
         mask = opened(inpaint_mask)  # read once: checked here, cut into batches below
         if first is not None and first.options.inpaint and mask is not None:
             messages.append(all_kept_message(mask, first.options.image_size))
@@ -434,12 +449,13 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         # the weights' sha256 (seconds for OpenAI's) only where on_images writes them
         common = self.request_record(base_opts, up_opts, {
             "low_res": low_res, "inpaint_image": inpaint_image, "inpaint_mask": inpaint_mask},
-            batch_size, hashes=on_images is not None, precision=chosen.name) \
+            batch_size, hashes=on_images is not None, precision=chosen.name,
+            low_res_resample=low_res_resample) \
             if output == "pil" or on_images else {}
         prompt_records = {p: self.prompt_record(p) for p in dict.fromkeys(prompts)} \
             if common else {}
         inputs = {"low_res": None if low_res is None else as_low_res_tensor(
-                      low_res, self.upsampler.options.low_res_size),
+                      low_res, self.upsampler.options.low_res_size, low_res_resample),
                   "inpaint_image": opened(inpaint_image), "inpaint_mask": mask}
         for what, value in inputs.items():  # one for every image, or one per image
             _check_images(value, what, len(jobs))
@@ -480,6 +496,17 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         if output == "np":  # as diffusers' output_type="np"
             return ((images.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
         return images
+
+    def low_res_filter(self) -> str:
+        """The filter (``data.low_res_resample``: ``"bicubic"``, ``"box"``) that shrinks a
+        low-res input of another size, as the upsampler's training shrank its inputs: its
+        first LoRA's that records one, else its weights' (their metadata, else their run's
+        config), else bicubic (a model built in memory, OpenAI's)."""
+        from .config import DataConfig
+
+        record = self.records.get("upsample")
+        found = record.low_res_resample if record is not None else None
+        return found or DataConfig().low_res_resample
 
     def _stage(self, stage, texts, seeds, options, inpaint_image, inpaint_mask, low_res,
                precision, on_call, on_step, timings) -> torch.Tensor:

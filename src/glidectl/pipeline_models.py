@@ -66,7 +66,16 @@ def loaded_record(stage: str, model: torch.nn.Module) -> ModelRecord | None:
     spec, path, versions = source
     if versions != weights_versions(model) or not Path(path).is_file():
         return None
-    return ModelRecord(stage, spec, Path(path), recommended=recommended_settings(path))
+    return ModelRecord(stage, spec, Path(path), recommended=recommended_settings(path),
+                       low_res_resample=upsampler_resample(stage, path))
+
+
+def upsampler_resample(stage: str, path: Path) -> str | None:
+    """The ``data.low_res_resample`` the upsampler in ``path`` trained with (None for a base
+    stage), read when it loads: a run folder's latest file may go later."""
+    from .eval_upsampler_inputs import training_resample
+
+    return training_resample(path) if stage == "upsample" else None
 
 
 @dataclass
@@ -79,6 +88,8 @@ class ModelRecord:
     loras: list[dict[str, Any]] = field(default_factory=list)
     recommended: dict[str, Any] = field(default_factory=dict)
     _sha: str | None = None
+    # an upsampler's data.low_res_resample: the filter that shrinks a low-res input
+    low_res_resample: str | None = None
 
     @property
     def sha256(self) -> str | None:

@@ -57,14 +57,16 @@ class PipelineRecords:
 
     def request_record(self, base: StageOptions, up: StageOptions, inputs: dict[str, Any],
                        batch_size: int, hashes: bool = True,
-                       precision: str | None = None) -> dict[str, Any]:
+                       precision: str | None = None,
+                       low_res_resample: str | None = None) -> dict[str, Any]:
         """:meth:`picture_record` of a request with its input images (``low_res``,
         ``inpaint_image``, ``inpaint_mask``: a file's path and sha256, ``"(in memory)"`` for
         an image or tensor passed in, None) and its batch size: what ``sample``, the web UI
         and ``generate()`` record with every image, so ``sample --from-png`` makes it again.
         ``hashes=False`` leaves out the weights files' sha256 (not yet read: seconds for
         OpenAI's), so a remake takes the files as they are then; ``precision``: the one the
-        request ran in, when not the pipeline's."""
+        request ran in, when not the pipeline's; ``low_res_resample``: the filter that
+        shrinks a low-res input of another size (recorded with a low-res input)."""
         record = self.picture_record(base, up, base_stage=inputs.get("low_res") is None,
                                      hashes=hashes)
         if precision is not None:
@@ -75,6 +77,8 @@ class PipelineRecords:
             record[key] = str(value) if is_file else (None if value is None else IN_MEMORY)
             if is_file:  # an image edited in place makes other pictures
                 record[f"{key}_sha256"] = file_sha256(value)
+        if inputs.get("low_res") is not None:
+            record["low_res_resample"] = low_res_resample or self.low_res_filter()
         record["batch_size"] = batch_size
         return record
 

@@ -367,6 +367,7 @@ _MUST_BE: dict[str, tuple[str, Any]] = {
     "dynamic_threshold": ("a percentile from 50 to 100", _guidance_tool("dynamic_threshold")),
     "sigma_max": ("a σ above 0", lambda v: v > 0),
     "precision": ("auto, fp32, bf16 or fp16", _precision),
+    "low_res_resample": ("box or bicubic", lambda v: v in ("box", "bicubic")),
 }
 
 

@@ -16,13 +16,13 @@ from .remake import MODELS, PATHS, Pinned, Remake, _flag
 SAME_NAME = ("sampler", "steps", "schedule", "guidance", "eta", "guidance_interval",
              "guidance_rescale", "dynamic_threshold", "upsample_sampler", "upsample_steps",
              "upsample_schedule", "upsample_guidance", "upsample_temp", "sigma_max",
-             "quantize_t", "grey", "precision", "batch_size", "seed")
+             "quantize_t", "grey", "precision", "batch_size", "seed", "low_res_resample")
 STRINGS = ("steps", "upsample_steps", "guidance_interval")  # sample parses them itself
 FLOATS = ("guidance", "eta", "guidance_rescale", "dynamic_threshold", "upsample_guidance",
           "upsample_temp", "sigma_max")
 # what the words, flags and lists of a record must be where they are there (null: not given)
 WORDS = ("prompt", "sampler", "schedule", "upsample_sampler", "upsample_schedule", "precision",
-         "device", "vocab_dir", *MODELS, *PATHS,
+         "device", "vocab_dir", "low_res_resample", *MODELS, *PATHS,
          *(f"{k}_{what}" for k in MODELS for what in ("file", "sha256")),
          *(f"{k}_sha256" for k in (*PATHS, "schedule", "upsample_schedule", "prompt", "vocab")))
 FLAGS = ("grey", "compile")
@@ -93,6 +93,8 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
         values["guidance"] = 1.0  # guidance off, as --guidance 1 says it
     values.setdefault("grey", False)  # PNGs from before it was recorded: colour
     values.update({k: Path(rec[k]) for k in PATHS if rec.get(k)})
+    if rec.get("low_res"):  # PNGs from before it was recorded shrank it with bicubic
+        values.setdefault("low_res_resample", "bicubic")
     pinned = [Pinned(k, f"{_flag(k)} image", (rec[k],), rec.get(f"{k}_sha256"),
                      metavar="IMAGE") for k in PATHS if rec.get(k)]
     if not isinstance(rec["prompt"], str):  # null: _typed lets it by, as for other words
@@ -306,18 +308,20 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
 
     prompts = json.loads(text["prompts"])
     step = _number(png, "step", text["step"], int)
-    folder = png.resolve().parent
-    run = folder.parent if folder.name == "previews" else None
-    where = f"{run}/checkpoints/{runs.step_dir_name(step)}" if run else None
-    weights = runs.step_weights(Path(where)) if where else None
-    adapter = runs.step_adapter(Path(where)) if where and weights is None else None
+    run, where, aside = _preview_checkpoint(png.resolve().parent, step)
     if run is None:
         raise GlidectlError(f"{png} is a training preview outside its run's previews/ folder; "
                             f"pass --base RUN/checkpoints/{runs.step_dir_name(step)}"
                             "/ema.safetensors (RUN: the run it is from).")
+    weights = runs.step_weights(Path(where))
+    adapter = runs.step_adapter(Path(where)) if weights is None else None
     missing = None
     if weights is None and adapter is None:
         why = ("the weights it started from are saved nowhere" if step == 0 else
+               f"resumes from earlier checkpoints set {len(aside)} of that step aside, in "
+               f"{', '.join(map(str, aside))}" if len(aside) > 1 else
+               "no checkpoint was written at that step, or it was deleted"
+               if runs.set_aside(Path(where)) else
                "pruned by checkpoint.keep_last, or no checkpoint was written at that step")
         missing = (f"{png} was made at step {step} of {run}, whose checkpoint of that step is "
                    f"not there ({why}); pass --base SPEC to use other weights (the image will "
@@ -351,6 +355,9 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
     elif missing is None:
         values["base"] = str(weights)
     remake.missing = missing
+    if missing is None and runs.set_aside(Path(where)):
+        remake.notes.append(f"{png} is from a branch of its run that a resume from an earlier "
+                            f"checkpoint set aside: made from its checkpoint in {where}.")
     _device(remake, text.get("device"), None)
     if text.get("weights_sha256"):  # is the step's file what it sampled?
         param, path = ("lora", adapter) if adapter is not None else (
@@ -359,6 +366,27 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
                                     (str(path),), text["weights_sha256"], "1.0" if adapter
                                     else None, "PATH" if adapter else "SPEC", tensors=True))
     return remake
+
+
+def _preview_checkpoint(folder: Path, step: int) -> tuple[Path | None, str, list[Path]]:
+    """The run of a preview grid in ``folder``, the step folder of its branch that made it
+    and the set-aside step folders of that step: ``RUN/previews/`` is the run's current
+    branch, ``RUN/previews/abandoned-after-…/`` one a resume set aside with its checkpoints
+    (``RUN/checkpoints/abandoned-after-…/``). A step folder not in its branch's place (a
+    preview left in previews/ by an older version, or a set-aside branch split by a kill)
+    is looked for among the set-aside ones: the one there is used."""
+    from . import runs
+
+    aside = folder.name.startswith(runs.ABANDONED) and folder.parent.name == runs.PREVIEWS_DIR
+    run = folder.parent.parent if aside else folder.parent \
+        if folder.name == runs.PREVIEWS_DIR else None
+    if run is None:
+        return None, "", []
+    checkpoints = run / runs.CHECKPOINTS_DIR
+    where = (checkpoints / folder.name if aside else checkpoints) / runs.step_dir_name(step)
+    copies = [] if where.is_dir() or step == 0 else \
+        [p for p in runs.set_aside_copies(checkpoints, step) if p != where]
+    return run, str(copies[0] if len(copies) == 1 else where), copies
 
 
 def _json_list(value: str | None) -> list[str] | None:

@@ -407,32 +407,44 @@ def _split(stage: StageOptions, options: dict[str, Any]) -> tuple[StageOptions, 
     return replace(stage, **fields), {k: v for k, v in options.items() if k not in fields}
 
 
-def as_image_tensor(image: Any, size: int, what: str = "image") -> torch.Tensor:
+def as_image_tensor(image: Any, size: int, what: str = "image",
+                    resample: str = "bicubic") -> torch.Tensor:
     """A path, PIL image or [N,]3,H,W tensor in [−1, 1] → [N,3,size,size]: the centre square,
-    bicubic-resized. Images are read to RGB as training reads them (a file turned upright by
-    its EXIF orientation, 16-bit levels scaled, transparency over white)."""
+    resized with PIL's antialiased ``resample`` filter (``"bicubic"`` or ``"box"``). Images
+    are read to RGB as training reads them (a file turned upright by its EXIF orientation,
+    16-bit levels scaled, transparency over white); a tensor of another size is resized as
+    its image file is (its 8-bit levels), so one picture is one input whichever way it
+    comes, and a tensor of ``size`` is taken as it is."""
+    filter_ = resample_filter(resample)
     if isinstance(image, torch.Tensor):
         t = _checked_tensor(image, what)
-        if tuple(t.shape[-2:]) != (size, size):
-            t = torch.nn.functional.interpolate(_centre(t), size=(size, size), mode="bicubic",
-                                                align_corners=False).clamp(-1, 1)
-        return t
+        if tuple(t.shape[-2:]) == (size, size):
+            return t
+        return torch.cat([from_pil(im, size, filter_) for im in to_pil(t)])
     from .data.images import to_rgb
 
-    return from_pil(to_rgb(_open(image))[0], size)  # 16-bit, alpha, CMYK: as training reads
+    # 16-bit, alpha, CMYK: as training reads
+    return from_pil(to_rgb(_open(image))[0], size, filter_)
 
 
-def as_low_res_tensor(image: Any, size: int) -> torch.Tensor:
-    """``low_res`` (a path, PIL image or tensor) → [N,3,size,size] as the upsampler takes it:
-    as :func:`as_image_tensor`, but a tensor of another size is resized as an image file is
-    (its 8-bit levels, PIL's antialiased bicubic of the centre square, the downscale
-    upsampler training makes), so one picture is one input whichever way it comes."""
-    if not isinstance(image, torch.Tensor):
-        return as_image_tensor(image, size, "low_res")
-    t = _checked_tensor(image, "low_res")
-    if tuple(t.shape[-2:]) == (size, size):
-        return t
-    return torch.cat([from_pil(im, size) for im in to_pil(t)])
+def as_low_res_tensor(image: Any, size: int, resample: str = "bicubic") -> torch.Tensor:
+    """``low_res`` (a path, PIL image or tensor) → [N,3,size,size] as the upsampler takes it
+    (:func:`as_image_tensor`): one of another size downscaled with ``resample``, the filter
+    the upsampler's training downscaled its inputs with (``data.low_res_resample``)."""
+    return as_image_tensor(image, size, "low_res", resample)
+
+
+def resample_filter(name: str, where: str = "generate(): low_res_resample"
+                    ) -> Image.Resampling:
+    """PIL's filter for a ``data.low_res_resample`` name; one sentence naming ``where`` for
+    another name."""
+    from .data.transforms import RESAMPLE
+
+    if not isinstance(name, str) or name not in RESAMPLE:
+        choices = " or ".join(map(repr, RESAMPLE))
+        raise GlidectlError(f"{where} must be {choices} (the filter that shrinks a low-res "
+                            f"image of another size), got {name!r:.60}; pass one of them.")
+    return RESAMPLE[name]
 
 
 def _checked_tensor(image: torch.Tensor, what: str) -> torch.Tensor:
@@ -462,8 +474,9 @@ def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
                                 "to repaint (1 - mask / 255 for a 0-255 mask that is white "
                                 "where to repaint, as diffusers' are).")
         t = t.reshape(1, 1, *t.shape[-2:]) if t.ndim < 4 else t
-        if tuple(t.shape[-2:]) != (size, size):
-            t = torch.nn.functional.interpolate(_centre(t), size=(size, size), mode="nearest")
+        if tuple(t.shape[-2:]) != (size, size):  # as a mask file's is: PIL's nearest
+            t = torch.stack([_nearest(m, size) for m in t.reshape(-1, *t.shape[-2:])])
+            return t.reshape(-1, 1, size, size)
         return t
     return known_mask_from_pil(_open(mask), size)
 
@@ -483,16 +496,20 @@ def all_kept_message(mask: Any, size: int) -> str | None:
     return None
 
 
-def _centre(t: torch.Tensor) -> torch.Tensor:
-    """The centre square of a [..., H, W] tensor: the crop ``from_pil`` takes of an image."""
-    left, top, right, bottom = (int(v) for v in centre_square(t.shape[-1], t.shape[-2]))
-    return t[..., top:bottom, left:right]
+def _nearest(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """One [H,W] mask's centre square nearest-resized to ``size`` as PIL resizes a mask
+    file (:func:`glidectl.images.known_mask_from_pil`), its values kept."""
+    image = Image.fromarray(mask.detach().float().cpu().numpy())  # mode F
+    image = image.resize((size, size), Image.Resampling.NEAREST, box=centre_square(*image.size))
+    return torch.from_numpy(np.asarray(image, dtype=np.float32).copy())
 
 
-def input_messages(inputs: dict[str, Any], low_res_size: int | None = None) -> list[str]:
+def input_messages(inputs: dict[str, Any], low_res_size: int | None = None,
+                   resample: str | None = None) -> list[str]:
     """Warnings for non-square input images (only their centre square is used) and for a
-    low-res image that is not ``low_res_size`` px (it is resized to the upsampler's input);
-    one sentence if the inpaint mask's shape is not the image's."""
+    low-res image that is not ``low_res_size`` px (it is resized to the upsampler's input,
+    with the filter ``resample``); one sentence if the inpaint mask's shape is not the
+    image's."""
     shapes = {what: _shape(x) for what, x in inputs.items() if x is not None}
     image, mask = shapes.get("inpaint image"), shapes.get("inpaint mask")
     if image and mask and image[0] * mask[1] != image[1] * mask[0]:
@@ -507,7 +524,8 @@ def input_messages(inputs: dict[str, Any], low_res_size: int | None = None) -> l
         messages.append(
             f"The low-res image{_name(inputs['low-res image'])} is {side} px across, but "
             f"this upsampler takes {low_res_size} px input: it is resized to "
-            f"{low_res_size}×{low_res_size} first, so the output is "
+            f"{low_res_size}×{low_res_size}{f' ({resample})' if resample else ''} first, so "
+            "the output is "
             f"{low_res_size * UPSAMPLE_FACTOR} px (pass an image of {low_res_size} px to "
             "upsample it as it is).")
     return messages

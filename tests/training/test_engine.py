@@ -199,6 +199,27 @@ def test_a_preview_low_res_file_of_another_size_is_named_in_a_warning(tiny, tmp_
             "but this upsampler takes 8 px input") in " ".join(capsys.readouterr().out.split())
 
 
+def test_a_preview_low_res_file_is_shrunk_with_the_run_s_low_res_filter(tiny, tmp_path):
+    """preview.low_res of another size was shrunk with bicubic whatever
+    data.low_res_resample said, so a box-trained upsampler previewed inputs unlike those it
+    trained on; it is shrunk with the run's filter, which the preview PNG records."""
+    import numpy as np
+    import torch
+
+    from glidectl.images import from_pil
+
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "big.png")
+    cfg = tiny(model=dict(kind="upsample"), data=dict(resolution=32, low_res_resample="box"),
+               train=dict(steps=1), preview=dict(every=1, steps=1,
+                                                 low_res=[str(tmp_path / "big.png")]))
+    previewer = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint")).previewer
+    box = from_pil(Image.fromarray(noise), 8, Image.Resampling.BOX)
+    assert not torch.equal(box, from_pil(Image.fromarray(noise), 8))
+    assert torch.equal(previewer.low_res, box)
+    assert previewer.picture_record()["low_res_resample"] == "box"
+
+
 def test_upsampler_finetuned_at_another_resolution_previews_at_its_own_size(tiny, tmp_path):
     """A 32 px upsampler finetuned on 16 px crops (data.resolution) previews 8 → 32 px rows,
     as it samples; before, the 16 px reference beside the 32 px output was a traceback."""

@@ -91,5 +91,5 @@ def test_a_low_res_file_of_another_size_is_resized_with_a_note(tmp_path) -> None
     low = _load_low_res([str(tmp_path / "big.png"), str(tmp_path / "fits.png")], 8, notes)
     assert low.shape == (2, 3, 8, 8)
     assert notes == [f"preview.low_res image {str(tmp_path / 'big.png')!r} is 32 px across, "
-                     "but this upsampler takes 8 px input: it is resized to 8×8 for the "
-                     "previews."]
+                     "but this upsampler takes 8 px input: it is resized to 8×8 (bicubic) "
+                     "for the previews."]

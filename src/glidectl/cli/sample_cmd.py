@@ -225,6 +225,10 @@ def register(app: typer.Typer) -> None:
             D.UPSAMPLE_TEMP, "--upsample-temp", "--up-temp", help="Upsampler initial noise scale."),
         low_res: Path | None = typer.Option(None, "--low-res", help="Upsample this image "
                                             "instead of sampling a base image."),
+        low_res_resample: str | None = typer.Option(
+            None, "--low-res-resample", help="Filter that shrinks a --low-res image of another "
+            "size than the upsampler's input: box or bicubic (default: the one the upsampler "
+            "trained with, its data.low_res_resample)."),
         inpaint_image: Path | None = typer.Option(None, "--inpaint-image", help="Image to "
                                                   "inpaint (needs an inpaint model)."),
         inpaint_mask: Path | None = typer.Option(None, "--inpaint-mask", help="Mask image: "
@@ -274,10 +278,10 @@ def _sample(
     batch_size: int, seed: int,
     base: str, upsampler: str, upsample_sampler: str, upsample_steps: str | None,
     upsample_schedule: str | None, upsample_guidance: float | None, upsample_temp: float,
-    low_res: Path | None, inpaint_image: Path | None, inpaint_mask: Path | None,
-    sigma_max: float | None, quantize_t: bool, out: Path, grid: bool, device: str, precision: str,
-    compile_: bool, vocab_dir: str | None, quiet: bool, lora: list[str] | None,
-    from_png: Path | None,
+    low_res: Path | None, low_res_resample: str | None, inpaint_image: Path | None,
+    inpaint_mask: Path | None, sigma_max: float | None, quantize_t: bool, out: Path,
+    grid: bool, device: str, precision: str, compile_: bool, vocab_dir: str | None,
+    quiet: bool, lora: list[str] | None, from_png: Path | None,
 ) -> None:
     """The sample command with its parameters resolved (a PNG's record under the flags)."""
     from rich.console import Console
@@ -308,6 +312,10 @@ def _sample(
         base, base_note = base_for_loras(lora, base)
     _check_inputs(sampler, upsample_sampler, [low_res, inpaint_image, inpaint_mask],
                   base, low_res, out)
+    if low_res_resample is not None:
+        from ..sampling import resample_filter
+
+        resample_filter(low_res_resample, "--low-res-resample")
     base_spec = None if base == "none" or low_res is not None else base
     up_spec = resolve_upsampler(base, upsampler)
     if low_res is not None and up_spec is None:
@@ -325,6 +333,9 @@ def _sample(
     base_only = [flag for flag in given if flag in (
         "--sampler", "--steps", "--schedule", "--guidance", "--guidance-interval",
         "--guidance-rescale", "--dynamic-threshold")]
+    if low_res is None and "low_res_resample" in given_names:
+        err.print("[yellow]Warning:[/] --low-res-resample not used: there is no --low-res "
+                  "image to shrink.", highlight=False, soft_wrap=True)
     if low_res is not None and base_only:
         err.print(f"[yellow]Warning:[/] {', '.join(base_only)} not used: with --low-res only "
                   "the upsampler runs (--upsample-sampler, --upsample-steps, "
@@ -385,7 +396,7 @@ def _sample(
     # what made the picture (a stage that did not run records nothing)
     common = pipe.request_record(base_opts, up_opts, {
         "low_res": low_res, "inpaint_image": inpaint_image, "inpaint_mask": inpaint_mask},
-        batch_size)
+        batch_size, low_res_resample=low_res_resample)
     writer = _Writer(pipe, prompts, out, common, grid, n * len(prompts),
                      remake.kept if remake else None)
     progress, on_progress = _progress(err, quiet)
@@ -393,6 +404,7 @@ def _sample(
         with progress:
             pipe.generate(
                 prompts, n=n, seed=seed, batch_size=batch_size, low_res=low_res,
+                low_res_resample=low_res_resample,
                 inpaint_image=inpaint_image, inpaint_mask=inpaint_mask,
                 progress=on_progress, on_images=writer.add, keep_images=False,
                 warn=lambda message: err.print(f"[yellow]Warning:[/] {message}",

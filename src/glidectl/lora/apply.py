@@ -393,5 +393,13 @@ def apply_loras_by_kind(
         applied.append({**target.applied_loras[-1], "kind": target.options.kind,
                         "sha256": adapter.sha256, "config_sha256": adapter.config_sha256,
                         "dir": str(adapter.path.absolute()),
-                        "grey": adapter.meta.get("grey") is True})
+                        "grey": adapter.meta.get("grey") is True,
+                        "low_res_resample": _resample(adapter)})
     return applied
+
+
+def _resample(adapter: Any) -> str | None:
+    """The ``data.low_res_resample`` an upsampler's adapter trained with (None: unrecorded)."""
+    from ..eval_upsampler_inputs import adapter_resample
+
+    return adapter_resample(adapter.path, adapter.meta)

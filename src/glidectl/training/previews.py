@@ -82,12 +82,15 @@ def _dataset_samples(dataset: Any, n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _load_low_res(paths: list[str], size: int, notes: list[str] | None = None) -> torch.Tensor:
+def _load_low_res(paths: list[str], size: int, notes: list[str] | None = None,
+                  resample: str = "bicubic") -> torch.Tensor:
     """``preview.low_res`` files → [N,3,size,size] in [-1, 1], the centre square of each
-    (as ``glidectl sample --low-res`` reads them); a bad file is one sentence. ``notes``
-    gets one line per file of another size (it is resized to the upsampler's input)."""
+    (as ``glidectl sample --low-res`` reads them: one of another size shrunk with
+    ``resample``, the run's ``data.low_res_resample``); a bad file is one sentence.
+    ``notes`` gets one line per file of another size (it is resized to the upsampler's
+    input)."""
     from ..data.images import apply_orientation
-    from ..sampling import as_image_tensor
+    from ..sampling import as_low_res_tensor
 
     images = []
     for p in paths:
@@ -100,8 +103,8 @@ def _load_low_res(paths: list[str], size: int, notes: list[str] | None = None) -
                 if notes is not None and min(im.size) != size:
                     notes.append(f"preview.low_res image {p!r} is {min(im.size)} px across, "
                                  f"but this upsampler takes {size} px input: it is resized "
-                                 f"to {size}×{size} for the previews.")
-                images.append(as_image_tensor(apply_orientation(im), size))
+                                 f"to {size}×{size} ({resample}) for the previews.")
+                images.append(as_low_res_tensor(apply_orientation(im), size, resample))
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise GlidectlError(f"Cannot read preview.low_res image {p!r} ({cause(exc)}); "
                                 "pass a PNG or JPEG.") from None
@@ -127,6 +130,7 @@ class Previewer:
         self.bundle = bundle
         self.model = model
         self.super_res = bool(bundle.options.super_res)
+        self.resample = cfg.data.low_res_resample  # how its low-res inputs are shrunk
         self.reference: torch.Tensor | None = None
         self.low_res: torch.Tensor | None = None
         self.masks: torch.Tensor | None = None  # inpainting: 1 = known
@@ -141,7 +145,8 @@ class Previewer:
         if self.super_res:
             size = bundle.options.image_size // 4
             if self.cfg.low_res:
-                self.low_res = _load_low_res(list(self.cfg.low_res), size, self.notes)
+                self.low_res = _load_low_res(list(self.cfg.low_res), size, self.notes,
+                                             self.resample)
                 self.prompts = (prompts + [""] * len(self.cfg.low_res))[: len(self.cfg.low_res)]
             else:
                 samples = _dataset_samples(holdout, max_items)
@@ -196,6 +201,8 @@ class Previewer:
                 "precision": self.precision, "batch_size": str(len(self.prompts)),
                 "device": next(self.model.parameters()).device.type, "glidectl": __version__,
                 "grey": str(self.grey)}
+        if self.super_res:  # the filter that shrank its inputs (preview.low_res's too)
+            text["low_res_resample"] = self.resample
         vocab = vocab_record([self.bundle.tokenizer], self.vocab_dir)
         text.update({k: v for k, v in vocab.items() if v is not None})
         if plugins := plugins_used([used["sampler"]], [schedule]):
