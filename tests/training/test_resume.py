@@ -244,6 +244,25 @@ def test_a_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tiny, cap
         Trainer(cfg, resume=str(aside / "step-000004"), quiet=True)
 
 
+def test_a_branch_resume_sets_the_later_previews_aside_with_their_checkpoints(tiny, capsys):
+    """The old branch's previews/step-000003.png and step-000004.png stayed beside the new
+    branch's, which replaced step-000003.png; they go with their checkpoints' branch, to
+    previews/abandoned-after-step-000002/, the shared steps' grids staying."""
+    cfg = tiny(train=dict(steps=4), checkpoint=dict(every=1, keep_last=0),
+               preview=dict(every=1, steps=1, prompts=["a red square"]))
+    run = Trainer(cfg, quiet=True).run().run_dir
+    previews = run / "previews"
+    old = {p.name: p.read_bytes() for p in previews.glob("step-00000[34].png")}
+    cfg.train.steps = 3
+    Trainer(cfg, resume=str(run / "checkpoints" / "step-000002"), live=False).run()
+    aside = previews / "abandoned-after-step-000002"
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == old
+    assert sorted(p.name for p in previews.glob("*.png")) == [
+        f"step-00000{i}.png" for i in range(4)]
+    assert f"and its later previews (step-000003.png, step-000004.png) to {str(aside)!r}" in \
+        " ".join(capsys.readouterr().out.split())
+
+
 def test_a_resume_with_nothing_to_train_leaves_the_later_steps_as_they_were(tiny, capsys):
     """`--resume RUN/checkpoints/step-000002 --steps 2` trained nothing, yet dropped steps 3
     and 4 from metrics.jsonl, set their checkpoints aside and pointed `latest` back."""

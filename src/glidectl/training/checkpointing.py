@@ -129,12 +129,16 @@ def restore_aside(checkpoints: Path) -> None:
                 pass
 
 
-def set_aside_after(checkpoints: Path, step: int) -> tuple[Path, list[str]] | None:
+def set_aside_after(checkpoints: Path, step: int, previews: Path | None = None
+                    ) -> tuple[Path, list[str], list[str]] | None:
     """Move the checkpoints after ``step`` into ``abandoned-after-step-N/`` (``-2``, … when
     taken) and point ``latest`` at ``step``: a resume from an earlier checkpoint leaves them
     from the run before it, where pruning would delete the new run's checkpoints first and
-    ``step-N`` would name either run's weights. Nothing is deleted. Returns the folder and
-    the names moved, or None when no checkpoint is later (main process only)."""
+    ``step-N`` would name either run's weights. The run's ``previews`` of those later steps
+    go (first) to a folder of the same name in it, so the new branch's grids replace none
+    and each names its branch's checkpoint. Nothing is deleted. Returns the folder and the
+    names of the checkpoints and previews moved, or None when no checkpoint is later (main
+    process only)."""
     later = [s for s in runs.steps_in(checkpoints) if s > step]
     if not later:
         return None
@@ -143,12 +147,31 @@ def set_aside_after(checkpoints: Path, step: int) -> tuple[Path, list[str]] | No
     while dest.exists():
         dest, k = base.with_name(f"{base.name}-{k}"), k + 1
     dest.mkdir()
+    pngs = _set_aside_previews(previews, step, dest.name) if previews is not None else []
     names = [runs.step_dir_name(s) for s in later]
     for name in names:
         os.replace(checkpoints / name, dest / name)
     fsync_dir(checkpoints)
     write_text(checkpoints / runs.LATEST, runs.step_dir_name(step) + "\n", durable=True)
-    return dest, names
+    return dest, names, pngs
+
+
+def _set_aside_previews(previews: Path, step: int, name: str) -> list[str]:
+    """Move the preview grids after ``step`` into ``previews/<name>/`` (one there already
+    stays where it is: nothing is replaced); returns the names moved."""
+    later = sorted(p.name for p in previews.glob("step-*.png") if p.is_file()
+                   and (s := runs.step_of(p.with_suffix(""))) is not None and s > step)
+    dest = previews / name
+    moved = []
+    for png in later:
+        if not moved:
+            dest.mkdir(exist_ok=True)
+        if not (dest / png).exists():
+            os.replace(previews / png, dest / png)
+            moved.append(png)
+    if moved:
+        fsync_dir(previews)
+    return moved
 
 
 def resolve_checkpoint(spec: str, run_checkpoints: Path | None = None) -> Path:

@@ -401,7 +401,8 @@ def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
     """Make the run folder fit to train on from ``step`` (main process, run lock held);
     returns the line to show when later checkpoints were set aside.
 
-    A resume from an earlier checkpoint sets the later ones aside; ``best`` is pointed at
+    A resume from an earlier checkpoint sets the later ones aside, with their branch's
+    later preview grids; ``best`` is pointed at
     ``best_step`` again (a kill between a best checkpoint and its pointer, or the later
     checkpoints set aside, would leave it naming another step, or none, and pruning would
     delete it); what a ``kill -9`` left goes: temp files of writers that are gone, the
@@ -411,7 +412,8 @@ def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
     again). ``beating``: this run's processes write their heartbeats there already (several
     processes: the setup emptied the folder), so it stays. ``idle``: a resume with nothing
     to train, which trains no branch: the later checkpoints, ``latest`` and ``best`` stay."""
-    moved = set_aside_after(run.checkpoints, step) if step and not idle else None
+    moved = set_aside_after(run.checkpoints, step, run.previews) if step and not idle \
+        else None
     if not idle and best_step is not None and run.step_dir(best_step).is_dir() \
             and checkpoints.best() != run.step_dir(best_step):
         checkpoints.mark_best(best_step)
@@ -422,9 +424,11 @@ def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
     checkpoints.prune()
     if moved is None:
         return None
-    folder, names = moved
+    folder, names, previews = moved
+    also = (f", and its later previews ({', '.join(previews)}) to "
+            f"{str(run.previews / folder.name)!r}" if previews else "")
     return (f"Resumed from step {step}: the later checkpoints ({', '.join(names)}) are from "
-            f"the run before this resume and were moved, whole, to {str(folder)!r}.")
+            f"the run before this resume and were moved, whole, to {str(folder)!r}{also}.")
 
 
 def resume_hint(run: runs.RunDir) -> str:
