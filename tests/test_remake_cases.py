@@ -89,6 +89,33 @@ def test_a_low_res_image_shrunk_with_the_upsampler_s_filter_is_made_again_with_i
     assert params(again)["low_res_resample"] == "bicubic"
 
 
+def test_an_upsampler_only_png_on_respaced_steps_records_no_sigma_max(models, capsys,  # noqa: F811
+                                                                      tmp_path):
+    """`sample --base none --upsampler UP --low-res IMAGE` on the upsampler's default ddpm
+    fast27 recorded sigma_max 80.0, which its respaced steps ignore; it records none, and a
+    PNG from before (sigma_max 80.0) is still made again bit for bit."""
+    low = noise_png(tmp_path / "low.png", 0)
+    res = in_process(capsys, "sample", "a", "--base", "none", "--low-res", low, "--upsampler",
+                     models / "up.safetensors", "--device", "cpu", "-q", "--out",
+                     tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    record = params(png)
+    assert record["upsample_schedule"] == "respaced" and record["sigma_max"] is None
+    older = tmp_path / "older.png"
+    info = PngInfo()
+    info.add_text("parameters", json.dumps({**record, "sigma_max": 80.0}))
+    Image.open(png).save(older, pnginfo=info)
+    again, said = remade(capsys, older, tmp_path / "again")
+    assert "Not as" not in said and "sigma" not in said
+    assert np.array_equal(pixels(again), pixels(png))
+    res = in_process(capsys, "sample", "a", "--base", "none", "--low-res", low, "--upsampler",
+                     models / "up.safetensors", "--upsample-schedule", "karras",
+                     "--upsample-steps", 2, "--device", "cpu", "-q", "--out", tmp_path / "k")
+    assert res.returncode == 0, res.stderr
+    assert params(tmp_path / "k" / "00000.png")["sigma_max"] == 80.0  # karras takes it
+
+
 def test_an_inpainting_png_is_made_again_and_its_mask_checked(capsys, tmp_path):
     from glidectl.glide import save_weights
 

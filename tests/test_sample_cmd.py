@@ -242,9 +242,11 @@ def test_an_upsample_only_png_records_the_upsampler_and_no_base_stage(run, weigh
     assert res.returncode == 0, res.stderr
     text = Image.open(tmp_path / "o" / "00000.png").text
     assert not {"sampler", "steps", "guidance", "schedule"} & set(text), text
-    assert (text["upsample_sampler"], text["upsample_steps"], text["upsample_temp"],
-            text["sigma_max"]) == ("ddpm", "3", "0.5", "10.0")
-    assert text["upsample_schedule"] and text["model_calls"] == "3"
+    assert (text["upsample_sampler"], text["upsample_steps"], text["upsample_temp"]) == (
+        "ddpm", "3", "0.5")
+    assert text["upsample_schedule"] == "respaced" and text["model_calls"] == "3"
+    # GLIDE's respaced steps take no σ_max: said, and not recorded as if it made the image
+    assert "sigma_max" not in text and "--sigma-max not used" in res.stderr
 
 
 def test_unknown_sampler_is_one_line_with_the_nearest_name(run, weights) -> None:

@@ -87,9 +87,9 @@ class PipelineRecords:
         """What makes a request's pictures, keyed as ``glidectl sample``'s flags, as sample
         and the web UI record it in each PNG: each model's spec, weights file and sha256, its
         LoRAs (``PATH:SCALE`` and sha256), the settings of each stage that runs (a schedule
-        file with its sha256), σ_max, precision, the GPT-2 vocabulary's sha256 (and
-        ``vocab_dir``), glidectl's version and the plugins whose
-        sampler or schedule ran. ``base_stage=False``: only the upsampler ran (a given
+        file with its sha256), σ_max (where a stage's schedule takes it), precision, the
+        GPT-2 vocabulary's sha256 (and ``vocab_dir``), glidectl's version and the plugins
+        whose sampler or schedule ran. ``base_stage=False``: only the upsampler ran (a given
         low-res image). Prompt, seed and model calls are the image's own: callers add them."""
         from . import __version__
         from .plugins import plugins_used
@@ -128,7 +128,10 @@ class PipelineRecords:
         record.update(self.vocab_record(base_stage))
         loras = [x for r in self.records.values() for x in r.loras]
         record.update({
-            "sigma_max": first.sigma_max, "quantize_t": first.quantize_t or None,
+            # None where every stage that ran keeps GLIDE's respaced steps (it sets no σ)
+            "sigma_max": None if "sigma_max" in self.idle_settings(base, up, base_stage)
+            else first.sigma_max,
+            "quantize_t": first.quantize_t or None,
             "grey": first.grey,
             "precision": self.precision.name, "glidectl": __version__,
             # kernels differ by device type and under torch.compile: so do the pixels
