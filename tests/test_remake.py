@@ -118,6 +118,15 @@ def test_an_eval_png_is_made_again_from_its_image_seed_and_its_folder_s_record(
     again = tmp_path / "again" / "00000.png"
     assert np.array_equal(pixels(again), pixels(png))
     assert params(again)["seed"] == int(Image.open(png).text["seed"])
+    second = sorted((tmp_path / "eval").glob("001_*.png"))[0]  # image 2 of the first batch
+    res = in_process(capsys, "sample", "--from-png", second, "--device", "cpu", "-q",
+                     "--out", tmp_path / "second")
+    assert res.returncode == 0, res.stderr
+    assert batches[-1] == (2, 2)  # was "image 1 is kept": the remade batch's first
+    assert (f"Making the image of {second} (an eval PNG) again: its batch held 2 images (it "
+            "was image 2) and the batch size changes float sums, so 2 are sampled and it is "
+            "kept.") in " ".join(res.stderr.split())
+    assert np.array_equal(pixels(tmp_path / "second" / "00000.png"), pixels(second))
     # the folder grown by --skip-existing: the batch length came from its prompts now
     (tmp_path / "p.txt").write_text("a red circle\na blue square\na green one\nmore\n")
     res = in_process(capsys, "eval", tmp_path / "p.txt", "--base", models / "base.safetensors",

@@ -127,9 +127,9 @@ class Remake:
         if self.kept is None:
             return f"Making the images of {self.name} ({a_or_an(self.source)} PNG) again."
         text = f"Making the image of {self.name} ({a_or_an(self.source)} PNG) again"
-        if n > 1:
-            text += (f": its batch held {n} images and the batch size changes float sums, so "
-                     f"{n} are sampled and image {self.kept + 1} is kept")
+        if n > 1:  # its place in the remade batch may differ (a seed near 0): not said
+            text += (f": its batch held {n} images (it was image {self.place + 1}) and the "
+                     f"batch size changes float sums, so {n} are sampled and it is kept")
         return text + "."
 
     def device_note(self, now: str) -> str | None:

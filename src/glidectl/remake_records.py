@@ -299,7 +299,8 @@ def _eval_batch(remake: Remake, meta: dict[str, Any], rec: dict[str, Any], j: in
         return
     item = found[0] * candidates + j
     start = item - item % batch_size
-    remake.batch = min(batch_size, prompts * candidates - start)  # its place: first
+    remake.batch = min(batch_size, prompts * candidates - start)
+    remake.place = item - start
 
 
 def _from_preview(png: Path, text: dict[str, str]) -> Remake:
