@@ -678,8 +678,8 @@ def test_a_refit_worse_on_the_held_out_images_keeps_the_start(glidectl, weights,
     tuning.ref = -tuning.ref
     held_out = reference(model, ["a cat"] * 3, 3.0, seed=2, steps=12)
     lines: list[str] = []
-    fit_steps(tuning, [3], "bespoke", "unipc", kept, "test", log=lines.append,
-              held_out=held_out, start=str(start), evals=8)
+    found = fit_steps(tuning, [3], "bespoke", "unipc", kept, "test", log=lines.append,
+                      held_out=held_out, start=str(start), evals=8)
     data, first = json.loads(kept.read_text()), json.loads(start.read_text())
     check = data["held_out"]["3"]
     assert check["kept_start"] and check["refit_mean"] > 1.2 * check["mean"]
@@ -688,6 +688,11 @@ def test_a_refit_worse_on_the_held_out_images_keeps_the_start(glidectl, weights,
             "for 3 calls (--check-images 0 keeps the refit).") in lines
     assert data["coefficients"]["3"] == first["coefficients"]["3"]
     assert read_schedule_file(kept)[3] == pytest.approx(read_schedule_file(start)[3], rel=1e-6)
+    # the σ line shows the σ's kept (the start's), not the refit's, after the check
+    shown = [line for line in lines if line.startswith("3: ")]
+    assert shown == ["3: " + ", ".join(f"{float(v):.4g}" for v in found[3][:-1])]
+    assert lines.index(shown[0]) > [i for i, line in enumerate(lines)
+                                    if "kept that one" in line][0]
     code, _, stderr = glidectl(*fit, "--seed", "1", "--evals", "8", "--start", start,
                                "--check-images", "0", "--out", unchecked)
     assert code == 0 and "kept that one" not in stderr, stderr

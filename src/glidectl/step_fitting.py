@@ -348,6 +348,11 @@ def overfit_hint(target: Target, sigmas: torch.Tensor, rows: Rows, check: dict[s
             "solver that carries to new noise.")
 
 
+def _log_sigmas(steps: int, sigmas: torch.Tensor, log: Log) -> None:
+    """The σ's a step count's fit keeps, in one line (``25: 80, 41.2, …``)."""
+    log(f"{steps}: {', '.join(f'{float(v):.4g}' for v in sigmas[:-1])}")
+
+
 def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: str | Path,
               about: str, log: Log = print, held_out: Target | None = None,
               model_sha256: str | None = None, guidance: float | None = None,
@@ -382,8 +387,9 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
         found[steps], calls_of[steps] = sigmas, n
         if rows is not None:
             coefficients[steps] = rows
-        log(f"{steps}: {', '.join(f'{float(v):.4g}' for v in sigmas[:-1])}")
-        if held_out is not None:
+        if held_out is None:
+            _log_sigmas(steps, sigmas, log)
+        else:
             checks[steps] = c = held_out.check(checked, sigmas, rows)
             log(f"{n} calls, {'bespoke' if rows is not None else checked}, held out "
                 f"({c['images']} images, noise seed {c['noise_seed']}): "
@@ -398,6 +404,7 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                     "(--check-images 0 keeps the refit).")
             elif rows is not None:
                 overfit_hint(target, sigmas, rows, checks[steps], n, log)
+            _log_sigmas(steps, found[steps], log)  # what the file keeps: the start's, maybe
         try:
             write_schedule_file(out, found, float(target.grid[-2]), float(target.grid[0]),
                                 f"{how} on {about}",
