@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_args import nonnegative_int, positive_int, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,11 +65,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "examples" / "glide.toml"))
     ap.add_argument("-o", "--out", default="/tmp/glidectl-baseline.safetensors")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seed", type=nonnegative_int, default=0)
+    ap.add_argument("--threads", type=positive_int, default=None)
     args = ap.parse_args()
     print(f"wrote {train_baseline(args.config, args.out, args.seed, args.threads)}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

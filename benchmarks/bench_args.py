@@ -28,6 +28,35 @@ def positive_ints(text: str) -> list[int]:
         [positive_int(text)]
 
 
+def nonnegative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (a seed; a thread count where 0 is
+    torch's default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return value
+
+
+def nonnegative_ints(text: str) -> list[int]:
+    """An argparse type: a comma-separated list of whole numbers of at least 0 ("0,1,2")."""
+    return [nonnegative_int(part.strip()) for part in text.split(",") if part.strip()] or \
+        [nonnegative_int(text)]
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number from 0 up to (not including) 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not from 0 up to 1")
+    return value
+
+
 def json_out(text: str) -> str:
     """An argparse type: a file the figures can be written to, checked before the run (a
     run of minutes is not to end in a missing folder)."""

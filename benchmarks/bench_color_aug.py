@@ -14,6 +14,7 @@ import random
 import timeit
 
 import numpy as np
+from bench_args import positive_int
 from PIL import Image
 
 
@@ -51,7 +52,8 @@ def compare(cv2, images: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--images", type=int, default=100, help="Random images to compare.")
+    parser.add_argument("--images", type=positive_int, default=100,
+                        help="Random images to compare.")
     args = parser.parse_args()
     from glidectl.data.color_aug import color_aug
 

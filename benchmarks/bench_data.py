@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_args import positive_int
 from PIL import Image, ImageDraw
 
 
@@ -101,11 +102,15 @@ def resume_cost(folder: Path, resolution: int, images: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--size", type=int, default=512, help="JPEG size in the shards")
-    parser.add_argument("--resolution", type=int, default=64, help="training image size")
-    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--images", type=positive_int, default=256)
+    parser.add_argument("--size", type=positive_int, default=512,
+                        help="JPEG size in the shards (at least 66)")
+    parser.add_argument("--resolution", type=positive_int, default=64,
+                        help="training image size")
+    parser.add_argument("--passes", type=positive_int, default=3)
     args = parser.parse_args()
+    if args.size < 66:  # photo_like's shapes: up to size/2 wide, placed within size - 64
+        parser.error(f"--size {args.size} is below 66 px, the least the drawn shapes fit in")
     import torch
 
     torch.set_num_threads(1)  # one DataLoader worker = one core

@@ -14,7 +14,7 @@ import argparse
 import statistics
 import time
 
-from bench_args import positive_int, run
+from bench_args import nonnegative_int, positive_int, run
 
 
 def median_ms(update, device: str, repeats: int) -> float:
@@ -34,7 +34,8 @@ def median_ms(update, device: str, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
+    ap.add_argument("--threads", type=nonnegative_int, default=0,
+                    help="torch threads (0: its default)")
     ap.add_argument("--repeats", type=positive_int, default=9)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()

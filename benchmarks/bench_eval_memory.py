@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_args import positive_int, positive_ints
+
 
 def _write_images(folder: Path, count: int, size: int, demo_prompts: bool) -> None:
     """``count`` demo pictures and a prompts file of their captions (``a photo of`` each
@@ -118,9 +120,11 @@ def _child(folder: Path, model: Path, fid: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="500,2000,8000", help="Image counts (comma list).")
-    parser.add_argument("--size", type=int, default=256, help="Image side in pixels.")
-    parser.add_argument("--repeats", type=int, default=2, help="Fresh processes per count.")
+    parser.add_argument("--sizes", type=positive_ints, default="500,2000,8000",
+                        help="Image counts (comma list).")
+    parser.add_argument("--size", type=positive_int, default=256, help="Image side in pixels.")
+    parser.add_argument("--repeats", type=positive_int, default=2,
+                        help="Fresh processes per count.")
     parser.add_argument("--fid", action="store_true", help="Also FID/KID against N references.")
     parser.add_argument("--demo-prompts", action="store_true",
                         help="The demos' captions, which prompt-following scores (slow).")
@@ -141,7 +145,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs; images in {work}")
     print(f"{'images':>7} {'px':>4} {'fid':>4} {'RSS before':>11} {'peak RSS':>9} "
           f"{'stage':>8} grid")
-    for count in (int(c) for c in args.sizes.split(",")):
+    for count in args.sizes:
         folder = work / f"{count}-{args.size}{'-demo' if args.demo_prompts else ''}"
         _write_images(folder, count, args.size, args.demo_prompts)
         for _ in range(args.repeats):

@@ -28,8 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_args import run
+from bench_args import nonnegative_int, positive_int, run
 from bench_quickstart import glidectl  # the same subprocess call, errors and all
+
+from glidectl.glide.options import SIZES
 
 
 def bench_config(out: Path, name: str, size: str, image_size: int, batch: int, steps: int):
@@ -223,18 +225,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--child", choices=("full", "lora"), help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
-    p.add_argument("--size", default="small", help="Size preset for part 1 (tiny/small/official).")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--lora-steps", type=int, default=0,
+    p.add_argument("--size", default="small", choices=SIZES,
+                   help="Size preset for part 1.")
+    p.add_argument("--image-size", type=positive_int, default=32)
+    p.add_argument("--batch", type=positive_int, default=4)
+    p.add_argument("--steps", type=positive_int, default=4)
+    p.add_argument("--lora-steps", type=nonnegative_int, default=0,
                    help="Override train.steps of examples/lora-zorblax.toml.")
-    p.add_argument("--concept-images", type=int, default=128)
-    p.add_argument("--prior-images", type=int, default=128,
+    p.add_argument("--concept-images", type=positive_int, default=128)
+    p.add_argument("--prior-images", type=nonnegative_int, default=128,
                    help="Demo-shapes images mixed into the zorblax data.")
     p.add_argument("--work", help="Keep runs in this folder (default: a temp folder).")
     p.add_argument("--base-run", help="Reuse a trained quickstart run (else: train one).")
-    p.add_argument("--samples", type=int, default=80, help="'a zorblax ...' samples")
+    p.add_argument("--samples", type=positive_int, default=80, help="'a zorblax ...' samples")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-demo", action="store_true")
     p.add_argument("--write-data", metavar="DIR",
@@ -255,6 +258,8 @@ def main() -> None:
         print(f"wrote {args.concept_images + args.prior_images} pictures with captions "
               f"({size} px) to {folder}")
         return
+    if args.steps < 2 and not args.skip_memory:  # its median of no timed step was a traceback
+        p.error(f"--steps {args.steps}: at least 2, as step 1 warms up and is not timed")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.work) if args.work else Path(tmp)
         if not args.skip_memory:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_args import positive_int
 from torch.utils.flop_counter import FlopCounterMode
 
 from glidectl.devices import cpu_has_native_bf16
@@ -233,7 +234,7 @@ def memory(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--mid", action="store_true", help="also time the mid-size model")
     parser.add_argument("--force-bf16", action="store_true",
                         help="time bf16 autocast even without native bf16 kernels")

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_args import run
+from bench_args import nonnegative_ints, positive_int, positive_ints, run
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"colour": 0.95, "background": 0.90, "shape": 0.85}
@@ -145,12 +145,14 @@ def passes(r: dict, goals: dict[str, float]) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "examples" / "glide.toml"))
-    ap.add_argument("--seeds", default="0,1,2,3,4", help="training seeds")
-    ap.add_argument("--threads", default="1,2", help="torch thread counts")
+    ap.add_argument("--seeds", type=nonnegative_ints, default="0,1,2,3,4",
+                    help="training seeds")
+    ap.add_argument("--threads", type=positive_ints, default="1,2",
+                    help="torch thread counts")
     ap.add_argument("--run", action="append",
                     help="score this existing run or weights file (repeatable)")
     ap.add_argument("--output-dir", default="/tmp/glidectl-bench-quickstart")
-    ap.add_argument("--per-class", type=int, default=4,
+    ap.add_argument("--per-class", type=positive_int, default=4,
                     help="samples per (colour, shape, bg): 4 = 144 images (±3 points at 85 %%)")
     ap.add_argument("--sample-seed", type=int, default=0)
     ap.add_argument("--sample-args", default="", help="extra `glidectl sample` flags")
@@ -166,8 +168,8 @@ def main() -> int:
         out_dir = Path(args.output_dir) / time.strftime("%Y%m%d-%H%M%S")
         extra = (("--set", f"data.source={grey_data(args.config, Path(args.output_dir))}")
                  if args.grey else ())
-        runs = [train_run(args.config, out_dir, int(s), int(t), extra)
-                for t in args.threads.split(",") for s in args.seeds.split(",")]
+        runs = [train_run(args.config, out_dir, s, t, extra)
+                for t in args.threads for s in args.seeds]
     results = []
     for r in runs:
         r.update(sample_and_score(r["run"], args.per_class, args.sample_seed,

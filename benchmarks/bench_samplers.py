@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from bench_args import json_out, run, write_json
+from bench_args import json_out, nonnegative_int, positive_int, run, write_json
 
 from glidectl import plugins
 from glidectl.errors import GlidectlError
@@ -263,19 +263,19 @@ def upsampler_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=1024, help="gmm samples")
-    parser.add_argument("--mixture-seed", type=int, default=0,
+    parser.add_argument("--samples", type=positive_int, default=1024, help="gmm samples")
+    parser.add_argument("--mixture-seed", type=nonnegative_int, default=0,
                         help="gmm means and noise seed (1 is the one `optimised` was tuned on)")
     parser.add_argument("--gmm-bespoke", metavar="FILE", help="Also fit a bespoke solver to "
                         "the mixture (tuning noise), write it to FILE and score it.")
-    parser.add_argument("--gmm-calls", type=int, nargs="+", default=[10, 15, 20],
+    parser.add_argument("--gmm-calls", type=positive_int, nargs="+", default=[10, 15, 20],
                         help="Model calls of the gmm bespoke fits.")
     parser.add_argument("--model", help="A trained base model (run folder or file).")
     parser.add_argument("--guidance", type=float,
                         help="Default: the model's recommended, else 3.")
-    parser.add_argument("--images", type=int, default=36)
-    parser.add_argument("--model-calls", type=int, nargs="+", default=[8, 10, 15, 20])
-    parser.add_argument("--model-noise-seed", type=int, default=0,
+    parser.add_argument("--images", type=positive_int, default=36)
+    parser.add_argument("--model-calls", type=positive_int, nargs="+", default=[8, 10, 15, 20])
+    parser.add_argument("--model-noise-seed", type=nonnegative_int, default=0,
                         help="Seed of the model's x_T (1 is the tuning noise of fit-steps and "
                         "tune_schedule.py; any other is held out).")
     parser.add_argument("--model-precision", choices=("fp32", "bf16", "fp16"), default="fp32",
@@ -287,11 +287,11 @@ def main() -> None:
     parser.add_argument("--upsampler", help="A trained upsampler (run folder or file).")
     parser.add_argument("--upsampler-samplers", nargs="+",
                         default=["ddpm", "dpm++2m", "unipc", "ipndm"])
-    parser.add_argument("--upsampler-calls", type=int, nargs="+",
+    parser.add_argument("--upsampler-calls", type=positive_int, nargs="+",
                         default=[8, 12, 15, 20, 27])
     parser.add_argument("--skip-gmm", action="store_true")
     parser.add_argument("--json", type=json_out, help="Write every row and summary to this file.")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"rows": [], "summary": [], "baseline": {}}

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from bench_args import nonnegative_int, positive_int
+
 BATCH = {"tiny": 8, "small": 4, "official": 1}
 
 
@@ -87,20 +89,33 @@ def spawn(size: str, precision: str, checkpointing: bool, steps: int, warmup: in
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--case", nargs=3, metavar=("SIZE", "PRECISION", "CKPT"))
-    ap.add_argument("--steps", type=int, default=0)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--case", nargs=3, metavar=("SIZE", "PRECISION", "CKPT"),
+                    help=f"run one case in this process: SIZE of {', '.join(BATCH)}, "
+                    "PRECISION no or bf16, CKPT 1 for gradient checkpointing else 0")
+    ap.add_argument("--steps", type=nonnegative_int, default=None,
+                    help="timed steps of the --case")
+    ap.add_argument("--warmup", type=nonnegative_int, default=None,
+                    help="untimed steps of the --case")
+    ap.add_argument("--workers", type=nonnegative_int, default=None,
+                    help="DataLoader workers of the --case")
     ap.add_argument("--bf16-sizes", default="tiny,small",
                     help="sizes also timed in bf16 (comma-separated)")
-    ap.add_argument("--threads", type=int, default=1,
+    ap.add_argument("--threads", type=positive_int, default=1,
                     help="torch CPU threads (1 is robust when other jobs load the CPU)")
     args = ap.parse_args()
     if args.case:
         size, precision, ckpt = args.case
-        print(json.dumps(run_case(size, precision, ckpt == "1", args.steps, args.warmup,
-                                  args.workers, args.threads)))
+        if size not in BATCH or precision not in ("no", "bf16") or ckpt not in ("0", "1"):
+            ap.error(f"--case {size} {precision} {ckpt}: SIZE is one of {', '.join(BATCH)}, "
+                     "PRECISION no or bf16, CKPT 0 or 1")
+        print(json.dumps(run_case(size, precision, ckpt == "1", args.steps or 0,
+                                  1 if args.warmup is None else args.warmup,
+                                  args.workers or 0, args.threads)))
         return 0
+    given = [f for f in ("steps", "warmup", "workers") if getattr(args, f) is not None]
+    if given:  # the full run picks each case's own; these were silently ignored
+        ap.error(f"--{', --'.join(given)} {'apply' if len(given) > 1 else 'applies'} to one "
+                 "--case only; the full run sets each case's own")
 
     sizes = ["tiny", "small"] if args.quick else ["tiny", "small", "official"]
     steps = {"tiny": 4 if args.quick else 8, "small": 2 if args.quick else 4, "official": 2}
@@ -119,7 +134,9 @@ def main() -> int:
     rows.append(spawn("tiny", "no", False, steps["tiny"], 1, 1, args.threads))
     print(json.dumps(rows[-1]), flush=True)
 
-    print("\nsize      precision  ckpt  workers  images/s  img/CPU-s  data wait  peak RSS MiB")
+    print("\nimages/s: median over the timed steps; img/CPU-s: every step, warm-up included, "
+          "per CPU-second; data wait: mean share of wall time")
+    print("size      precision  ckpt  workers  images/s  img/CPU-s  data wait  peak RSS MiB")
     for r in rows:
         if "error" in r:
             print(f"{r['size']:9} {r['precision']:10} error: {r['error']}")

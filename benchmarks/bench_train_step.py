@@ -44,7 +44,7 @@ def time_step(batch: int, channels_last: bool, fused: bool, steps: int) -> float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--batches", type=positive_ints, default="16,32,64")
     ap.add_argument("--steps", type=positive_int, default=8)
     args = ap.parse_args()

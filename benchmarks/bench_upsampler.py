@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench_args import nonnegative_ints, positive_int, positive_ints, run
 from bench_quickstart import ROOT, glidectl, train_run
 
 RECIPE = ("--set", "model.kind=upsample", "--set", "data.resolution=48",
@@ -57,12 +58,14 @@ def evaluate(run: str, low_res: Path, extra: list[str]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "examples" / "glide.toml"))
-    ap.add_argument("--seeds", default="0,1,2,3,4", help="training seeds")
-    ap.add_argument("--threads", default="1,2", help="torch thread counts")
+    ap.add_argument("--seeds", type=nonnegative_ints, default="0,1,2,3,4",
+                    help="training seeds")
+    ap.add_argument("--threads", type=positive_ints, default="1,2",
+                    help="torch thread counts")
     ap.add_argument("--run", action="append", help="score this upsampler run instead of "
                     "training (repeatable)")
     ap.add_argument("--output-dir", default="/tmp/glidectl-bench-upsampler")
-    ap.add_argument("--images", type=int, default=36, help="held-out demo pictures")
+    ap.add_argument("--images", type=positive_int, default=36, help="held-out demo pictures")
     ap.add_argument("--train-args", default="", help="extra `glidectl upsample` flags")
     ap.add_argument("--eval-args", default="", help="extra `glidectl eval` flags")
     ap.add_argument("--json", action="store_true")
@@ -74,9 +77,9 @@ def main() -> int:
         runs = [{"run": r} for r in args.run]
     else:
         out_dir = root / time.strftime("%Y%m%d-%H%M%S")
-        runs = [train_run(args.config, out_dir, int(s), int(t),
+        runs = [train_run(args.config, out_dir, s, t,
                           (*RECIPE, *args.train_args.split()), command="upsample")
-                for t in args.threads.split(",") for s in args.seeds.split(",")]
+                for t in args.threads for s in args.seeds]
     results = []
     for r in runs:
         r.update(evaluate(r["run"], low_res, args.eval_args.split()))
@@ -98,4 +101,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

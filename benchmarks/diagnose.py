@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from bench_args import run
+from bench_args import nonnegative_int, positive_int, run
 
 
 def held_out_demo(name: str, n: int, size: int, offset: int = 1_000_000):
@@ -77,10 +77,11 @@ def shape_swap(model, diffusion, images, captions, seed: int) -> dict[int, float
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="model specs: run folders or weight files")
-    ap.add_argument("--n", type=int, default=288, help="held-out pictures (a multiple of 72)")
+    ap.add_argument("--n", type=positive_int, default=288,
+                    help="held-out pictures (a multiple of 72)")
     ap.add_argument("--demo", default="shapes")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seed", type=nonnegative_int, default=0)
+    ap.add_argument("--threads", type=positive_int, default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     import torch

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench_args import fraction, positive_int
+
 from glidectl import runs
 from glidectl.atomic import is_locked
 
@@ -332,11 +334,11 @@ def trial(case: Case, w: Path, at: float, on_write: bool, want: dict[str, object
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=5, help="kills per command")
+    parser.add_argument("--trials", type=positive_int, default=5, help="kills per command")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--commands", nargs="+", default=None,
                         help="train lora sample eval fit-steps inspect export merge (all)")
-    parser.add_argument("--earliest", type=float, default=0.3,
+    parser.add_argument("--earliest", type=fraction, default=0.3,
                         help="earliest kill moment, as a fraction of the wall time (start-up "
                              "writes nothing)")
     parser.add_argument("--aim", choices=["time", "writes", "mixed"], default="mixed",
@@ -344,15 +346,16 @@ def main() -> None:
                              "(a temp file appearing, a rename), or alternate (mixed)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
+    known = list(cases(Path()))  # the names only: building the cases touches no file
+    names = args.commands or known
+    unknown = sorted(set(names) - set(known))
+    if unknown:  # said before the minutes of preparing the shared runs
+        parser.error(f"unknown command(s) {unknown}; choose from {known}")
     work = Path(tempfile.mkdtemp(prefix="kill-sweep-"))
     shared = work / "shared"
     shared.mkdir()
     prepare_shared(shared)
     all_cases = cases(shared)
-    names = args.commands or list(all_cases)
-    unknown = sorted(set(names) - set(all_cases))
-    if unknown:
-        raise SystemExit(f"unknown command(s) {unknown}; choose from {list(all_cases)}")
     rng = random.Random(args.seed)
     rows, total_fail, total = [], 0, 0
     for name in names:

@@ -51,7 +51,7 @@ import math
 
 import numpy as np
 import torch
-from bench_args import json_out, run, write_json
+from bench_args import json_out, nonnegative_int, positive_int, run, write_json
 from bench_samplers import demo_prompts, fitted_coefficients
 
 from glidectl import plugins
@@ -280,36 +280,37 @@ def follow_model(den, x_T: torch.Tensor, ref: torch.Tensor, calls: int, fine: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mixture-seed", type=int, default=2)
-    parser.add_argument("--samples", type=int, default=1024)
+    parser.add_argument("--mixture-seed", type=nonnegative_int, default=2)
+    parser.add_argument("--samples", type=positive_int, default=1024)
     parser.add_argument("--sampler", default="ipndm")
     parser.add_argument("--schedule", default="optimised",
                         help="σ's of the followed sampler (a bespoke schedule file for bespoke)")
-    parser.add_argument("--calls", type=int, default=15)
+    parser.add_argument("--calls", type=positive_int, default=15)
     parser.add_argument("--follow-schedule", default="exponential",
                         help="On a model: the σ's unipc is followed on (a name or a schedule "
                         "file from glidectl fit-steps).")
     parser.add_argument("--skip-gmm", action="store_true")
-    parser.add_argument("--ode-steps", type=int, default=1000,
+    parser.add_argument("--ode-steps", type=positive_int, default=1000,
                         help="RK4 steps of each exact mixture ODE solve (80 → 0.002).")
     parser.add_argument("--model", help="A trained base model (run folder or file).")
     parser.add_argument("--guidance", type=float)
-    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--images", type=positive_int, default=12)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[20, 5, 1, 0.3, 0.05])
-    parser.add_argument("--model-calls", type=int, nargs="+",
+    parser.add_argument("--model-calls", type=positive_int, nargs="+",
                         default=[20, 30, 40, 60, 80, 120, 200])
-    parser.add_argument("--reference-steps", type=int, default=1000)
-    parser.add_argument("--per-image", type=int, default=0, metavar="K",
+    parser.add_argument("--reference-steps", type=positive_int, default=1000)
+    parser.add_argument("--per-image", type=nonnegative_int, default=0, metavar="K",
                         help="On a model: also descend unipc's σ's at --calls for each of the "
                         "first K images alone (an upper bound on per-image step choice).")
-    parser.add_argument("--rounds", type=int, default=10, help="Descent rounds (--per-image).")
+    parser.add_argument("--rounds", type=positive_int, default=10,
+                        help="Descent rounds (--per-image).")
     parser.add_argument("--per-image-bespoke", metavar="FILE",
                         help="On a model: refit FILE's bespoke solver at --calls on each of "
                         "the first --per-image images (all when 0) alone (an upper bound on "
                         "a solver whose coefficients adapt to each image).")
-    parser.add_argument("--evals", type=int, default=100,
+    parser.add_argument("--evals", type=positive_int, default=100,
                         help="L-BFGS evaluations per image (--per-image-bespoke).")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--json", type=json_out, help="Write the figures to this file.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

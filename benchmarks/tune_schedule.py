@@ -35,7 +35,7 @@ import argparse
 import math
 
 import torch
-from bench_args import run
+from bench_args import positive_int, run
 
 from glidectl import plugins
 from glidectl.errors import GlidectlError
@@ -97,21 +97,23 @@ def main() -> None:
                         "schedule file's σ's instead of a descent (e.g. to fit --method "
                         "bespoke on an earlier descent's file), and from its bespoke "
                         "coefficients when it holds them for the step count (a refit).")
-    parser.add_argument("--evals", type=int, default=150,
+    parser.add_argument("--evals", type=positive_int, default=150,
                         help="Bespoke fit: L-BFGS evaluations of the loss and its gradient.")
     parser.add_argument("--fixed-sigmas", action="store_true",
                         help="Bespoke fit: keep the σ's where the descent put them.")
-    parser.add_argument("--steps", type=int, nargs="+", default=[6, 8, 10, 12, 15, 20],
+    parser.add_argument("--steps", type=positive_int, nargs="+", default=[6, 8, 10, 12, 15, 20],
                         help="Step counts (on a model with descent: model calls).")
-    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--samples", type=positive_int, default=512)
     parser.add_argument("--model", help="A trained base model: search on its own ODE.")
     parser.add_argument("--out", help="Schedule file to write (default: RUN/schedule.json).")
     parser.add_argument("--guidance", type=float,
                         help="Default: the model's recommended, else 3.")
-    parser.add_argument("--images", type=int, default=24, help="Tuning images on a model.")
-    parser.add_argument("--reference-steps", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=10, help="Descent rounds on a model.")
-    parser.add_argument("--every", type=int, default=2, help="Keep every k-th reference σ.")
+    parser.add_argument("--images", type=positive_int, default=24, help="Tuning images on a model.")
+    parser.add_argument("--reference-steps", type=positive_int, default=500)
+    parser.add_argument("--rounds", type=positive_int, default=10,
+                        help="Descent rounds on a model.")
+    parser.add_argument("--every", type=positive_int, default=2,
+                        help="Keep every k-th reference σ.")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.model:

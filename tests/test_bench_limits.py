@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -114,3 +116,42 @@ def test_benchmark_counts_below_one_are_argparse_errors(monkeypatch) -> None:
             positive_int(bad)
     with pytest.raises(argparse.ArgumentTypeError):
         positive_ints("16,0")
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench_data.py", "--size", "64"],  # was a numpy ValueError from the drawn shapes
+    ["bench_eval_memory.py", "--sizes", "abc"],  # was int()'s ValueError
+    ["bench_train.py", "--case", "huge", "no", "0"],  # was a KeyError
+    ["bench_train.py", "--steps", "1"],  # was silently ignored by the full run
+    ["bench_train_step.py", "--threads", "0"],  # was torch's RuntimeError
+    ["bench_quickstart.py", "--seeds", "x"],  # was int()'s ValueError
+    ["bench_samplers.py", "--samples", "0"],  # was a reshape RuntimeError
+    ["kill_sweep.py", "--commands", "bogus"],  # was exit 1 (a failed trial's) after set-up
+    ["kill_sweep.py", "--earliest", "2"],  # every kill came after the command ended
+    ["baseline_train.py", "--config", "/nonexistent"],  # was a ConfigError traceback
+], ids=lambda argv: " ".join(argv))
+def test_bad_benchmark_flags_are_one_line_and_exit_2(argv, monkeypatch, capsys) -> None:
+    """A bad value is said in one line with exit code 2 before any work, not a traceback."""
+    import runpy
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as ended:
+        runpy.run_path(str(ROOT / "benchmarks" / argv[0]), run_name="__main__")
+    err = capsys.readouterr().err
+    assert ended.value.code == 2, (ended.value.code, err)
+    assert "Traceback" not in err and "error" in err.strip().splitlines()[-1].lower(), err
+
+
+def test_seed_and_fraction_types(monkeypatch) -> None:
+    """Seeds and torch's default thread count may be 0; a kill moment is a fraction."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_args import fraction, nonnegative_int, nonnegative_ints
+
+    assert nonnegative_ints("0, 1") == [0, 1] and nonnegative_int("0") == 0
+    assert fraction("0") == 0 and fraction("0.3") == 0.3
+    for bad, parse in (("-1", nonnegative_int), ("1", fraction), ("x", fraction)):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(bad)

@@ -34,3 +34,18 @@ def test_write_data_writes_the_folder_the_zorblax_example_reads(tmp_path, monkey
         assert im.size == (example.data.resolution,) * 2
     assert "bench_lora.py --write-data data/zorblax" in \
         (ROOT / "examples" / "lora-zorblax.toml").read_text()
+
+
+def test_one_step_is_refused_before_the_runs(monkeypatch, capsys):
+    """Step 1 warms up and is not timed: --steps 1 left no rate to take the median of (a
+    StatisticsError traceback from the child run)."""
+    import pytest
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_lora
+
+    monkeypatch.setattr(sys, "argv", ["bench_lora.py", "--steps", "1", "--skip-demo"])
+    with pytest.raises(SystemExit) as ended:
+        bench_lora.main()
+    assert ended.value.code == 2
+    assert "--steps 1: at least 2" in capsys.readouterr().err.strip().splitlines()[-1]
