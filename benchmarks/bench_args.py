@@ -11,39 +11,42 @@ from pathlib import Path
 from typing import Any
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
+def _whole(text: str, least: int) -> int:
+    """``text`` as a whole number of at least ``least``, else argparse's error."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} is below {least}")
     return value
+
+
+def _wholes(text: str, least: int) -> list[int]:
+    """A comma-separated list of whole numbers of at least ``least``."""
+    return [_whole(part.strip(), least) for part in text.split(",") if part.strip()] or \
+        [_whole(text, least)]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return _whole(text, 1)
 
 
 def positive_ints(text: str) -> list[int]:
     """An argparse type: a comma-separated list of whole numbers of at least 1 ("16,32")."""
-    return [positive_int(part.strip()) for part in text.split(",") if part.strip()] or \
-        [positive_int(text)]
+    return _wholes(text, 1)
 
 
 def nonnegative_int(text: str) -> int:
     """An argparse type: a whole number of at least 0 (a seed; a thread count where 0 is
     torch's default)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is below 0")
-    return value
+    return _whole(text, 0)
 
 
 def nonnegative_ints(text: str) -> list[int]:
     """An argparse type: a comma-separated list of whole numbers of at least 0 ("0,1,2")."""
-    return [nonnegative_int(part.strip()) for part in text.split(",") if part.strip()] or \
-        [nonnegative_int(text)]
+    return _wholes(text, 0)
 
 
 def fraction(text: str) -> float:
