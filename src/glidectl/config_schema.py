@@ -351,8 +351,8 @@ class LogConfig:
 
     every: int = opt(10, "Log metrics every N optimizer steps.", min=1)
     trackers: list[str] = opt(
-        [], "Trackers through accelerate: tensorboard, wandb, mlflow, aim, comet_ml, clearml, "
-        "dvclive, swanlab, trackio; files go in runs/<name>/trackers/ ([] = metrics.jsonl only).",
+        [], f"Trackers through accelerate: {', '.join(TRACKERS)}; files go in "
+        "runs/<name>/trackers/ ([] = metrics.jsonl only).",
         check=check_trackers,
     )
     project: str = opt("glidectl", "Tracker project (W&B project, TensorBoard subfolder).",

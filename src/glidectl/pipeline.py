@@ -312,19 +312,18 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         (image/tensor) skips the base and upsamples it; one of another size than the
         upsampler's input is shrunk with ``low_res_resample`` (``"box"``, ``"bicubic"``;
         default: the upsampler's training filter, :meth:`low_res_filter`). ``inpaint_image``
-        and
-        ``inpaint_mask`` (paths or PIL images; a mask white where to repaint, or transparent
-        there when it has transparency) inpaint with an inpainting model; a mask tensor is
-        GLIDE's own, 1 on kept pixels (the inverse of an image mask). ``progress(done,
-        total)`` counts model calls of the whole request, ``on_step(stage, done, total)``
-        those of one stage of one batch; ``timings`` accumulates seconds per stage. Returns
-        PIL images whose ``info`` holds prompt, seed and the model calls of its batch
-        (``model_calls``); ``output="np"``: one float32 [N,H,W,3] array in [0, 1] (as
-        diffusers' ``output_type="np"``), ``output="tensor"``: one [N,3,H,W] tensor in [-1,
-        1]. ``on_images(batch)`` gets each batch's PIL images as soon as they are done (to
-        write them before the request ends), whatever ``output``; with ``keep_images=False``
-        (and PIL output) they go there only and the list returned is empty, so a request of
-        thousands of images holds one batch at a time.
+        and ``inpaint_mask`` (paths or PIL images; a mask white where to repaint, or
+        transparent there when it has transparency) inpaint with an inpainting model; a mask
+        tensor is GLIDE's own, 1 on kept pixels (the inverse of an image mask).
+        ``progress(done, total)`` counts model calls of the whole request, ``on_step(stage,
+        done, total)`` those of one stage of one batch; ``timings`` accumulates seconds per
+        stage. Returns PIL images whose ``info`` holds prompt, seed and the model calls of
+        its batch (``model_calls``); ``output="np"``: one float32 [N,H,W,3] array in [0, 1]
+        (as diffusers' ``output_type="np"``), ``output="tensor"``: one [N,3,H,W] tensor in
+        [-1, 1]. ``on_images(batch)`` gets each batch's PIL images as soon as they are done
+        (to write them before the request ends), whatever ``output``; with
+        ``keep_images=False`` (and PIL output) they go there only and the list returned is
+        empty, so a request of thousands of images holds one batch at a time.
         """
         base_opts, up_opts, rest = self.stages(**stage_options)
         if rest:
