@@ -376,3 +376,37 @@ def test_one_feature_statistics_and_half_precision_features_score_as_float32(tmp
     half = fid_kid_of([wide[0].half()], [wide[1].half()])
     assert math.isfinite(half["kid"]) and math.isfinite(half["kid_std"])
     assert half["kid"] == pytest.approx(full["kid"], rel=1e-2)
+
+
+class NaNFeatures(torch.nn.Module):
+    """A feature network whose features of images brighter than mid-grey are NaN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stats = ColourStats()(x)
+        return torch.where(x.float().mean((1, 2, 3), keepdim=True)[:, :, 0, 0] > 127,
+                           torch.nan, stats)
+
+
+def test_non_finite_features_or_scores_are_absent_with_the_reason_never_nan(tmp_path):
+    """NaN features gave FID and KID NaN, written to metadata.json as the bare token NaN,
+    which is not JSON: strict parsers (jq, JSON.parse) refused the whole file."""
+    import json
+
+    from glidectl.atomic import write_json
+    from glidectl.fid import finite_scores
+
+    features = Features(module=NaNFeatures())
+    result = fid_kid([_images(0, 4, 0.5)], [_images(1, 3, 1.5)], features)
+    assert set(result) == {"fid_missing"}
+    assert "3 of the 3 generated images are not finite numbers" in result["fid_missing"]
+    kid_nan = finite_scores({"fid": 3.0, "kid": math.nan, "kid_std": 0.1, "fid_real": 4,
+                             "fid_fake": 3})
+    assert kid_nan["fid"] == 3.0 and "kid" not in kid_nan and "kid_missing" in kid_nan
+    assert "fid_missing" in finite_scores({"fid": math.inf, "fid_fake": 3})
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"{token} is not JSON")
+
+    write_json(tmp_path / "m.json", {"metrics": {"x": [1.5, math.nan, {"y": -math.inf}]}})
+    strict = json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse)
+    assert strict == {"metrics": {"x": [1.5, None, {"y": None}]}}

@@ -15,6 +15,7 @@ import errno
 import gc
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -236,8 +237,24 @@ def write_text(path: str | Path, text: str, durable: bool = False) -> Path:
 
 
 def write_json(path: str | Path, data: Any, durable: bool = False) -> Path:
-    """Write indented JSON atomically."""
-    return write_text(path, json.dumps(data, indent=2) + "\n", durable)
+    """Write indented JSON atomically (a number that is not finite as null: see
+    :func:`json_safe`)."""
+    return write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n",
+                      durable)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with each float that is NaN or infinite, at any depth, as None: Python's
+    ``json`` would write the bare tokens ``NaN``/``Infinity``, which are not JSON (jq,
+    JavaScript's ``JSON.parse`` and strict parsers refuse the whole file). The writer that
+    owns such a number says why it is missing; this is the last guard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def umask_mode(mode: int = 0o666) -> int:

@@ -12,6 +12,7 @@ Used by ``validation.fid_every`` during training and by ``glidectl eval --fid``.
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -158,6 +159,8 @@ def fid_kid_of(real: list[torch.Tensor], fake: list[torch.Tensor],
         raise GlidectlError(
             f"FID/KID need at least 2 real and 2 generated images; got {n_real} and {n_fake}."
         )
+    if problem := _nonfinite_features(real, fake):
+        return {"fid_missing": problem}
     subset = min(kid_subset_size or KID_SUBSET, n_real, n_fake)
     given = _Given(real[0].shape[-1])
     fid = FrechetInceptionDistance(feature=given, reset_real_features=True)
@@ -172,8 +175,40 @@ def fid_kid_of(real: list[torch.Tensor], fake: list[torch.Tensor],
     with torch.random.fork_rng():  # KID's subsets are drawn from torch's global generator
         torch.manual_seed(0)
         kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
-            "fid_real": n_real, "fid_fake": n_fake}
+    return finite_scores({"fid": float(fid.compute()), "kid": float(kid_mean),
+                          "kid_std": float(kid_std), "fid_real": n_real, "fid_fake": n_fake})
+
+
+def _bad_rows(batches: list[torch.Tensor]) -> int:
+    """How many feature rows of ``batches`` hold a NaN or an infinity."""
+    return sum(int((~torch.isfinite(b.float()).all(dim=-1)).sum()) for b in batches)
+
+
+def _nonfinite_features(real: list[torch.Tensor], fake: list[torch.Tensor]) -> str | None:
+    """Why FID/KID are undefined when some images' features are not finite numbers (a
+    damaged weights file, a feature network that overflows), else None."""
+    bad_real, bad_fake = _bad_rows(real), _bad_rows(fake)
+    if not bad_real + bad_fake:
+        return None
+    sides = [f"{bad} of the {n} {side} images" for bad, n, side in (
+        (bad_real, sum(b.shape[0] for b in real), "reference"),
+        (bad_fake, sum(b.shape[0] for b in fake), "generated")) if bad]
+    return (f"the Inception features of {' and '.join(sides)} are not finite numbers (NaN or "
+            "infinity), so FID and KID are undefined; check the Inception weights file")
+
+
+def finite_scores(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with a score that came out NaN or infinite made absent with the reason
+    (``fid_missing``, or ``kid_missing`` for KID alone), as metadata.json and metrics.jsonl
+    are strict JSON, which has no NaN."""
+    if not math.isfinite(result["fid"]):
+        return {"fid_missing": f"FID came out {result['fid']} (not a finite number) for "
+                               f"{result['fid_fake']} generated images"}
+    if "kid" in result and not (math.isfinite(result["kid"])
+                                and math.isfinite(result["kid_std"])):
+        result = {k: v for k, v in result.items() if k not in ("kid", "kid_std")}
+        result["kid_missing"] = "KID came out as no finite number"
+    return result
 
 
 def reference_images(source: str, size: int, limit: int, batch: int = 64,
@@ -306,10 +341,12 @@ def fid_against_stats(fake: list[torch.Tensor], reference: str) -> dict[str, Any
             f"network gives {feats.shape[1]}; use statistics of Inception-v3's 2048 pool "
             "features."
         )
+    if problem := _nonfinite_features([], fake):
+        return {"fid_missing": problem}
     # one feature: torch.cov gives a 0-d tensor, the statistics a 1×1 matrix
     fid = frechet_distance(feats.mean(0), torch.atleast_2d(torch.cov(feats.T)), mu, sigma)
-    return {"fid": fid, "fid_fake": feats.shape[0],
-            "kid_missing": "the reference is statistics, and KID needs reference images"}
+    return finite_scores({"fid": fid, "fid_fake": feats.shape[0], "kid_missing":
+                          "the reference is statistics, and KID needs reference images"})
 
 
 def check_reference(reference: str, generated: int | None = None) -> None:

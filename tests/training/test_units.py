@@ -515,3 +515,30 @@ def test_the_loader_seeds_its_workers_from_the_run_s_seed_not_the_global_generat
     one, again, two = first(1), first(1), first(2)
     assert torch.equal(torch.get_rng_state(), before)  # nothing drawn from the global one
     assert one == again and one != two and one >= 0
+
+
+def test_resume_state_and_metrics_files_are_strict_json_and_keep_non_finite_floats(tmp_path):
+    """train.json holds best_val_loss = inf in every run without validation: it was written
+    as the bare token Infinity, which is not JSON; metrics.jsonl rewrote an older file's NaN
+    tokens as they were on a resume."""
+    import json
+
+    from glidectl.training.metrics import read_metrics, truncate_after
+    from glidectl.training.resume_state import read_state_file, write_state_file
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"{token} is not JSON")
+
+    state = {"best_val_loss": math.inf, "x": [math.nan, -math.inf, 1.5], "step": 3}
+    for name in ("train.json", "ema.safetensors"):
+        write_state_file(tmp_path / name, state)
+        back = read_state_file(tmp_path / name)
+        assert back["best_val_loss"] == math.inf and back["x"][1:] == [-math.inf, 1.5]
+        assert math.isnan(back["x"][0])
+    json.loads((tmp_path / "train.json").read_text(), parse_constant=refuse)
+    old = tmp_path / "metrics.jsonl"  # as an older glidectl could leave it
+    old.write_text('{"step": 1, "loss": NaN, "lr": {"a": Infinity}}\n{"step": 2, "loss": 1.0}\n')
+    truncate_after(old, 1)
+    assert [json.loads(line, parse_constant=refuse) for line in old.read_text().splitlines()] \
+        == [{"step": 1, "loss": "nan", "lr": {"a": None}}]
+    assert read_metrics(old)[0]["loss"] == "nan"

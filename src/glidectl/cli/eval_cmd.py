@@ -145,9 +145,10 @@ def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
         table.add_row("throughput", f"{t['images_per_s']:.2f} images/s")
     for name, summary in meta["metrics"].items():
         if "fid" in summary and "kid_missing" in summary:
-            value = escape(f"FID {summary['fid']:.2f} ({summary['fid_fake']} images vs the "
-                           f"statistics in {summary['reference']}; no KID: "
-                           f"{summary['kid_missing']})")
+            against = (f"{summary['fid_real']} references" if "fid_real" in summary
+                       else f"the statistics in {summary['reference']}")
+            value = escape(f"FID {summary['fid']:.2f} ({summary['fid_fake']} images vs "
+                           f"{against}; no KID: {summary['kid_missing']})")
         elif "fid" in summary:
             value = (f"FID {summary['fid']:.2f}, KID {summary['kid']:.4f} ± "
                      f"{summary['kid_std']:.4f} ({summary['fid_fake']} images vs "

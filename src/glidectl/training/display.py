@@ -40,7 +40,10 @@ def validation_line(record: dict[str, Any]) -> str:
             buckets = [*buckets[:2], "…", *buckets[-2:], f"({len(buckets)} buckets)"]
         parts.append(f"val_loss {record['val_loss']:.4f} ({' '.join(buckets)})")
     if "fid" in record:
-        parts.append(f"FID {record['fid']:.2f} KID {record['kid']:.4f}")
+        parts.append(f"FID {record['fid']:.2f}" + (f" KID {record['kid']:.4f}"
+                                                     if "kid" in record else ""))
+    if "kid_missing" in record:
+        parts.append(f"KID absent: {record['kid_missing']}")
     if "fid_missing" in record:
         parts.append(f"FID/KID absent: {record['fid_missing']}")
     return " ".join(parts)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_text
+from ..atomic import json_safe, write_text
 from ..errors import write_error
 
 
@@ -19,6 +19,14 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+def _line(record: dict[str, Any]) -> str:
+    """``record`` as one JSON line: a top-level number that is not finite (a diverged loss)
+    as its name (``"nan"``, ``"inf"``), one deeper down as null; never the bare ``NaN``
+    token, which is not JSON."""
+    return json.dumps(json_safe({k: _clean(v) for k, v in record.items()}),
+                      allow_nan=False) + "\n"
 
 
 class MetricsFile:
@@ -33,7 +41,7 @@ class MetricsFile:
 
     def write(self, record: dict[str, Any]) -> None:
         try:
-            self._fh.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+            self._fh.write(_line(record))
             self._fh.flush()
         except OSError as exc:  # a full disk: a torn last line, skipped by read_metrics
             raise write_error(self.path, exc) from None
@@ -63,7 +71,7 @@ def truncate_after(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [r for r in read_metrics(path) if not _past(r.get("step"), step)]
-    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    write_text(path, "".join(_line(r) for r in kept))  # an older file's NaN tokens too
 
 
 def _past(logged: Any, step: int) -> bool:

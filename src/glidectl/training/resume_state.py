@@ -22,6 +22,7 @@ tuples: a resumed run is bitwise the uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 import random
 import reprlib
 import shlex
@@ -52,6 +53,9 @@ class StateFormatError(ValueError):
     """A resume file that is not what glidectl writes."""
 
 
+NONFINITE = ("nan", "inf", "-inf")  # the floats a ``$float`` entry holds, as repr writes them
+
+
 # --------------------------------------------------------------------------- tree encoding
 def encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     """A JSON-able tree for ``obj``; tensors (and numpy arrays) go into ``tensors``."""
@@ -73,10 +77,12 @@ def encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return {"$tuple": [encode(v, tensors) for v in obj]}
     if isinstance(obj, list):
         return [encode(v, tensors) for v in obj]
+    if isinstance(obj, (np.integer, np.floating)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"$float": repr(obj)}  # JSON has no NaN or infinity (best_val_loss: inf)
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
     raise TypeError(f"cannot store a {type(obj).__name__} in the resume state")
 
 
@@ -89,6 +95,8 @@ def decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
             return _tensor(tree["$tensor"], tensors)
         if set(tree) == {"$ndarray", "dtype"}:
             return _ndarray(tree["$ndarray"], tree["dtype"], tensors)
+        if set(tree) == {"$float"} and tree["$float"] in NONFINITE:
+            return float(tree["$float"])
         if set(tree) == {"$tuple"} and isinstance(tree["$tuple"], list):
             return tuple(decode(v, tensors) for v in tree["$tuple"])
         if set(tree) == {"$dict"} and isinstance(tree["$dict"], list):
