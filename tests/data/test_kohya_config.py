@@ -438,6 +438,29 @@ def test_fine_tuning_subsets_read_kohyas_metadata_json(tmp_path, data_cfg, byte_
     assert "1 entry name no image file" in source_notes(ds.source)[-1].replace("names", "name")
 
 
+def test_metadata_keys_are_looked_up_as_kohyas_fine_tuning_dataset_does(tmp_path, data_cfg,
+                                                                         byte_tok):
+    """With image_dir set, a key written as a path relative to the config's folder
+    (``images/sub/a.png``) or a stem in a sub-folder of image_dir (``sub/b``, kohya's
+    ``glob_images(image_dir, key)``) was left out with a note, and a stem found a .gif,
+    which kohya's trainers never read."""
+    write(tmp_path, """
+[[datasets]]
+  [[datasets.subsets]]
+  image_dir = "images"
+  metadata_file = "meta.json"
+""", {"images/sub/a.png": None, "images/sub/b.jpg": None, "images/c.gif": None,
+      "images/d.webp": None})
+    (tmp_path / "meta.json").write_text(json.dumps({
+        "images/sub/a.png": {"caption": "path"}, "sub/b": {"caption": "sub stem"},
+        "c": {"caption": "gif"}, "d": {"caption": "stem"}}))
+    ds = dataset(data_cfg(source=str(tmp_path / "dataset.toml")), byte_tok, train=False)
+    assert {s["key"]: s["caption"] for s in ds} == {
+        "1/images/sub/a.png": "path", "1/sub/b": "sub stem", "1/d": "stem"}
+    assert "1 entry names no image file" in source_notes(ds.source)[-1]
+    assert "1 with only a .gif file, which kohya does not read" in source_notes(ds.source)[-1]
+
+
 def test_a_metadata_caption_and_its_tags_are_joined_as_kohya_joins_them(tmp_path, data_cfg,
                                                                         byte_tok):
     """kohya's ``FineTuningDataset`` joins caption and tags with ``caption_separator`` (its

@@ -20,6 +20,7 @@ training images × repeats, and training weights their loss by ``train.prior_los
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections import Counter
@@ -222,13 +223,16 @@ class KohyaConfigSource:
         by_stem: dict[str, str] = {}
         if folder is not None:
             for file in self._listing(folder):
-                if file.lower().endswith(IMAGE_EXTENSIONS):
+                if file.lower().endswith(KOHYA_EXTENSIONS):  # kohya's glob_images kinds
                     by_stem.setdefault(Path(file).stem, file)
         missing = bad = 0
+        other_kinds: Counter[str] = Counter()  # keys whose only image kohya does not read
         for key, entry in entries.items():
             image = _metadata_image(key, folder, by_stem, self.config.path.parent)
             if image is None:
                 missing += 1
+                if kind := _other_kind(key, folder):
+                    other_kinds[kind] += 1
                 continue
             if not isinstance(entry, dict):
                 bad += 1
@@ -244,9 +248,13 @@ class KohyaConfigSource:
                                 f"{'are' if bad != 1 else 'is'} not an object; write kohya's "
                                 "metadata JSON, {\"image_key\": {\"caption\": \"...\"}}.")
         if missing:
-            self.left.append(f"{name}: {missing} entr{'ies' if missing != 1 else 'y'} name no "
-                             f"image file (in image_dir {spec.image_dir_text!r}, or as a path) "
-                             f"and {'are' if missing != 1 else 'is'} left out.")
+            kinds = "".join(f"; {n} with only a {kind} file, which kohya does not read"
+                            for kind, n in sorted(other_kinds.items()))
+            self.left.append(f"{name}: {missing} entr{'ies' if missing != 1 else 'y'} "
+                             f"name{'s' * (missing == 1)} no "
+                             f"image file (KEY{'/'.join(KOHYA_EXTENSIONS)} in image_dir "
+                             f"{spec.image_dir_text!r}, or a path from the config's folder"
+                             f"{kinds}) and {'are' if missing != 1 else 'is'} left out.")
         if bad:
             self.left.append(f"{name}: {bad} entr{'ies' if bad != 1 else 'y'} "
                              f"{'are' if bad != 1 else 'is'} not an object with a caption and "
@@ -351,14 +359,43 @@ class KohyaConfigSource:
 
 def _metadata_image(key: str, folder: Path | None, by_stem: dict[str, str],
                     base: Path) -> Path | None:
-    """The image a metadata key names: a path, a file in ``folder``, or a stem there."""
+    """The image a metadata key names, looked up as kohya's fine-tuning dataset looks it up:
+    the key as a path (a relative one from the config's folder, ``base``, where kohya reads
+    it from the folder it runs in), else in ``folder`` (the subset's image_dir) the key with
+    one of kohya's image extensions added (``name`` or ``sub/name``: ``by_stem`` holds the
+    folder's own images by stem), or the key as a file name there."""
     given = Path(key).expanduser()
-    for candidate in (given if given.is_absolute() else None,
-                      folder / key if folder is not None else base / key):
-        if candidate is not None and candidate.is_file():
-            return candidate
-    if folder is not None and key in by_stem:
+    path = given if given.is_absolute() else base / given
+    if path.is_file():
+        return path
+    if folder is None:
+        return None
+    if key in by_stem:
         return folder / by_stem[key]
+    if "/" in key or os.sep in key:  # a stem in a sub-folder of image_dir
+        inner = folder / key
+        for candidate in sorted(inner.parent.glob(glob.escape(inner.name) + ".*")
+                                if inner.parent.is_dir() else []):
+            if candidate.suffix.lower() in KOHYA_EXTENSIONS and candidate.stem == inner.name \
+                    and candidate.is_file():
+                return candidate
+    named = folder / key
+    return named if key.lower().endswith(KOHYA_EXTENSIONS) and named.is_file() else None
+
+
+def _other_kind(key: str, folder: Path | None) -> str | None:
+    """The extension of an image in ``folder`` that ``key`` names by stem or file name but
+    kohya does not read (``.gif``), for the note on keys left out; else None."""
+    if folder is None:
+        return None
+    inner = folder / key
+    if inner.suffix.lower() in IMAGE_EXTENSIONS and inner.is_file():
+        return inner.suffix.lower()
+    if not inner.parent.is_dir():
+        return None
+    for candidate in sorted(inner.parent.glob(glob.escape(inner.name) + ".*")):
+        if candidate.stem == inner.name and candidate.suffix.lower() in IMAGE_EXTENSIONS:
+            return candidate.suffix.lower()
     return None
 
 
