@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,3 +132,22 @@ def test_model_calls_counts_calls_not_steps() -> None:
     assert model_calls("heun", 10) == 19
     assert model_calls("unipc", 10) == 10 and model_calls("dpm++3m", 10) == 10
     assert model_calls(plugins.samplers().get("plms"), 10) == 17
+
+
+@pytest.mark.parametrize("steps, said", [
+    ("10", "steps= takes a whole number of steps >= 1, got '10' (str)."),  # was a TypeError
+    (2.5, "steps= takes a whole number of steps >= 1, got 2.5 (float)."),  # was 4.0 calls
+    (0, "steps= takes a whole number of steps >= 1, got 0 (int)."),
+    (-1, "steps= takes a whole number of steps >= 1, got -1 (int)."),  # was 0 calls
+])
+def test_model_calls_of_steps_that_are_no_count_say_so(steps, said) -> None:
+    from glidectl.errors import GlidectlError
+    from glidectl.samplers import model_calls
+
+    with pytest.raises(GlidectlError) as error:
+        model_calls("heun", steps)
+    assert str(error.value) == f"model_calls(): {said}"
+    with pytest.raises(GlidectlError, match=r"^model_calls\(\): the plms sampler needs at "
+                       r"least 3 steps, got steps=2\.$"):  # was 0 calls
+        model_calls("plms", 2)
+    assert model_calls("heun", np.int64(10)) == 19

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..callables import takes_keyword
-from ..errors import got
+from ..errors import GlidectlError, got, takes
 
 SamplerFn = Callable[..., Any]
 
@@ -112,9 +112,19 @@ def as_sampler(obj: Any) -> Sampler:
 
 def model_calls(sampler: str | Sampler, steps: int) -> int:
     """Model evaluations of ``steps`` steps of a sampler (by registered name or spec): one
-    per step for most, about two for heun and dpm++2s_a (heun's 10 steps are 19 calls)."""
+    per step for most, about two for heun and dpm++2s_a (heun's 10 steps are 19 calls).
+    ``steps`` below 1, or below the sampler's fewest (plms: 3), is one sentence."""
+    import numbers
+
+    name = sampler if isinstance(sampler, str) else "given"
     if isinstance(sampler, str):
         from .. import plugins
 
         sampler = plugins.samplers().get(sampler)
-    return as_sampler(sampler).model_calls(steps)
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise takes("model_calls(): steps=", "a whole number of steps >= 1", steps)
+    spec = as_sampler(sampler)
+    if steps < spec.min_steps:
+        raise GlidectlError(f"model_calls(): the {name} sampler needs at least "
+                            f"{spec.min_steps} steps, got steps={int(steps)}.")
+    return spec.model_calls(int(steps))
