@@ -355,6 +355,26 @@ def test_a_folder_as_config_file_says_it_is_a_folder(tmp_path):
         load_config(tmp_path)
 
 
+def test_an_empty_config_path_or_a_data_source_beside_the_config_is_said_so(
+        tmp_path, capsys, monkeypatch):
+    """``--config ''`` (an unset shell variable) said "'.' is a folder"; a relative
+    data.source meant from the config's folder said only that it does not exist."""
+    from cli_helpers import exit_code
+
+    assert exit_code("train", "--config", "") == 2
+    assert capsys.readouterr().err.startswith(
+        "Error: Invalid value for '--config' / '-c': the path is empty ('');")
+    (tmp_path / "proj" / "mydata").mkdir(parents=True)
+    (tmp_path / "proj" / "glide.toml").write_text('[data]\nsource = "mydata"\n')
+    monkeypatch.chdir(tmp_path)
+    assert exit_code("train", "--config", "proj/glide.toml", "--steps", "1") == 2
+    assert capsys.readouterr().err == (
+        f"Error: data.source 'mydata' does not exist relative to the current folder "
+        f"({tmp_path}), which relative paths are read from, but 'proj/mydata' beside the "
+        "config file does; write that path (or an absolute one), or run from the config's "
+        "folder.\n")
+
+
 def test_a_config_changed_in_code_is_checked_as_a_file_is():
     """A notebook sets keys on a loaded config: validate() names a bad value's key and its
     range, a typo'd key (which Python would keep as a new attribute) and a wrong type."""

@@ -1,4 +1,5 @@
-"""Range checks for numeric flags, installed on every command (plugins' included) by name.
+"""Range checks for numeric flags, installed on every command (plugins' included) by name,
+and a check that no path flag is empty.
 
 The ranges live in :data:`glidectl.ranges.FLAGS`, so ``--seed`` or ``--guidance`` mean the
 same numbers in ``sample``, ``eval`` and anywhere else; a bad value is one line, exit 2.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -45,6 +47,38 @@ def plain(kind: type) -> Callable[[Any], Any]:
     return parse
 
 
+def non_empty_path(value: Any) -> Any:
+    """A Typer option parser for paths refusing the empty one: ``Path('')`` is ``.``, so
+    ``--config ''`` (an unset shell variable) was read as the current folder."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise typer.BadParameter(f"the path is empty ({value!r}); pass a file's or "
+                                     "folder's path ('.' for the current folder).")
+        return Path(value)
+    return value
+
+
+def path_options(app: typer.Typer) -> Iterator[OptionInfo]:
+    """Every option of every command (plugins' included) that takes a path."""
+    for fn in _callbacks(app):
+        hints = typing.get_type_hints(fn)
+        for pname, param in inspect.signature(fn).parameters.items():
+            hint = hints.get(pname)
+            kinds = {a for k in (set(typing.get_args(hint)) or {hint})
+                     for a in (set(typing.get_args(k)) or {k})}  # list[Path] | None too
+            if isinstance(param.default, OptionInfo) and Path in kinds:
+                yield param.default
+
+
+def _callbacks(app: typer.Typer) -> Iterator[Callable[..., Any]]:
+    for command in app.registered_commands:
+        if command.callback is not None:
+            yield command.callback
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            yield from _callbacks(group.typer_instance)
+
+
 def numeric_options(app: typer.Typer) -> Iterator[tuple[str, str, OptionInfo, type]]:
     """(command, flag, option, int or float) for every numeric option of every command."""
     for command in app.registered_commands:
@@ -72,9 +106,12 @@ def _numeric(name: str, fn: Callable[..., Any]) -> Iterator[tuple[str, str, Opti
 
 def install(app: typer.Typer) -> None:
     """Give every numeric option plain-number parsing and, with a known flag name, its
-    range check."""
+    range check; every path option refuses an empty path."""
     for _, flag, info, kind in numeric_options(app):
         if info.parser is None:
             info.parser = plain(kind)
         if flag in FLAGS and info.callback is None:
             info.callback = check(FLAGS[flag])
+    for info in path_options(app):
+        if info.parser is None and getattr(info, "click_type", None) is None:
+            info.parser = non_empty_path

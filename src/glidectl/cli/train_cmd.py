@@ -71,6 +71,9 @@ def resolve_config(
         check_precision(precision)  # named as the flag, not as a --set
         flags.append(override("train.precision", precision))
     cfg = load_config(config, flags)
+    from ..training.run_dir import check_beside_config
+
+    check_beside_config(cfg, config)  # a relative data.source meant from the config's folder
     if steps is not None:
         if cfg.train.epochs > 0:
             warn(f"train.epochs is ignored: --steps {steps} decides how long the run trains "

@@ -136,6 +136,30 @@ RUN_PATH_KEYS = ("model.init", "model.vocab_dir", "data.source", "data.reg_sourc
                  "preview.low_res")
 
 
+def check_beside_config(cfg: GlideConfig, config: Path) -> None:
+    """One sentence for a relative path of ``cfg`` (a :data:`RUN_PATH_KEYS` key but
+    ``model.init``, whose names ``scratch`` and ``base`` are no paths) that does not exist
+    from the current folder, which relative paths are read from, when one of that name
+    exists beside the ``config`` file (a config run from another folder)."""
+    folder = Path(config).expanduser().parent
+    if folder.resolve() == Path.cwd().resolve():
+        return
+    for key in RUN_PATH_KEYS[1:]:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str) or not text.strip():
+                continue
+            path = Path(text).expanduser()
+            if path.is_absolute() or path.exists() or not (folder / path).exists():
+                continue
+            raise GlidectlError(
+                f"{key} {text!r} does not exist relative to the current folder "
+                f"({os.getcwd()}), which relative paths are read from, but "
+                f"{str(folder / path)!r} beside the config file does; write that path (or an "
+                "absolute one), or run from the config's folder.")
+
+
 def started_in(root: Path) -> Path | None:
     """The folder the run in ``root`` was started from, told by its config.toml's relative
     ``train.output_dir``/``train.name`` (None when they do not lead to ``root``)."""
