@@ -410,3 +410,38 @@ def test_non_finite_features_or_scores_are_absent_with_the_reason_never_nan(tmp_
     write_json(tmp_path / "m.json", {"metrics": {"x": [1.5, math.nan, {"y": -math.inf}]}})
     strict = json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse)
     assert strict == {"metrics": {"x": [1.5, None, {"y": None}]}}
+
+
+def _shards(root, colours: int, per_shard: int):
+    """``colours`` shards of ``per_shard`` captioned 16 px images, shard k all red k·60."""
+    import io
+    import tarfile
+
+    root.mkdir()
+    for s in range(colours):
+        with tarfile.open(root / f"shard-{s:05d}.tar", "w") as tar:
+            for i in range(per_shard):
+                png = io.BytesIO()
+                Image.new("RGB", (16, 16), (60 * s, 0, 0)).save(png, "PNG")
+                for name, data in ((f"s{s}i{i}.png", png.getvalue()), (f"s{s}i{i}.txt", b"c")):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return root
+
+
+def test_a_larger_reference_source_is_read_spread_over_its_shards_and_a_shard_folder_reads(
+        tmp_path):
+    """A --fid source that is no image folder (shards) gave its first samples, all of its
+    first shards; a folder of shards, which training reads, was refused as a folder that
+    holds no image."""
+    from glidectl.fid import check_reference, spread_order
+
+    assert spread_order(8) == [0, 4, 2, 6, 1, 5, 3, 7] and spread_order(1) == [0]
+    folder = _shards(tmp_path / "shards", 4, 3)
+    check_reference(str(folder))
+    for source in (str(folder), str(folder / "shard-{00000..00003}.tar")):
+        batch = torch.cat(list(reference_images(source, 16, limit=4)))
+        reds = [round((float(x) + 1) * 127.5 / 60) for x in batch.mean(dim=(2, 3))[:, 0]]
+        assert reds == [0, 0, 0, 2]  # shard 0 whole, then shard 2, not shard 1
+    assert torch.cat(list(reference_images(str(folder), 16, limit=99))).shape[0] == 12

@@ -232,14 +232,10 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
 
     def samples() -> Iterator[torch.Tensor]:
         folder = Path(source).expanduser()
-        if folder.is_dir():
+        if image_folder(source):
             crop = ImageTransform(size, random_crop=False)
             taken = 0
-            files = visible_files(folder, IMAGE_EXTENSIONS)  # as training's folder scan
-            if len(files) > limit:  # spread evenly; the rest fill in for unreadable ones
-                spread = {k * len(files) // limit for k in range(limit)}
-                files = [files[k] for k in sorted(spread)] + [
-                    f for k, f in enumerate(files) if k not in spread]
+            files = spread(visible_files(folder, IMAGE_EXTENSIONS), limit)  # as training
             for path in files:
                 if taken == limit:
                     return
@@ -254,9 +250,11 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
             return
         from .config import DataConfig
         from .data import build_dataset
+        from .data.dataset import open_data
 
         cfg = DataConfig(source=str(source), resolution=size, uncond_p=0.0)
-        data = build_dataset(cfg, tokenizer="byte", image_size=size, text_ctx=8, train=False)
+        data = build_dataset(cfg, tokenizer="byte", image_size=size, text_ctx=8, train=False,
+                             source=SpreadUnits(open_data(cfg, size, "--fid"), limit))
         for sample in itertools.islice(data, limit):
             yield torch.as_tensor(sample["image"])
 
@@ -273,6 +271,57 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
     if not found:
         raise GlidectlError(f"--fid {source!r}: no images found; pass a folder of images or "
                             "another data source.")
+
+
+def image_folder(reference: str) -> bool:
+    """Whether ``reference`` is a folder read as a folder of images, not a folder that
+    training reads as another source (webdataset shards, Parquet files, a dataset saved by
+    ``save_to_disk``)."""
+    from .data.sources import source_type
+
+    if not Path(reference).expanduser().is_dir():
+        return False
+    kind = source_type(reference)[0]
+    return kind is None or kind.name == "folder"
+
+
+def spread(items: list[Any], limit: int) -> list[Any]:
+    """``items`` with, when there are more than ``limit``, ``limit`` of them spread evenly
+    over the list first (not the first ``limit``, which may all be one class's), then the
+    rest, which fill in for any that cannot be read."""
+    if len(items) <= limit:
+        return items
+    chosen = {k * len(items) // limit for k in range(limit)}
+    return [items[k] for k in sorted(chosen)] + [
+        x for k, x in enumerate(items) if k not in chosen]
+
+
+def spread_order(n: int) -> list[int]:
+    """0 … n-1 in an order whose every beginning is spread over the whole range (the
+    binary van der Corput order: 0, then n/2, n/4, 3n/4, …), so the first images read from
+    units of many samples each (shards, tables) come from all over the set."""
+    bits = max(n - 1, 1).bit_length()
+    return sorted(range(n), key=lambda k: int(f"{k:0{bits}b}"[::-1], 2))
+
+
+class SpreadUnits:
+    """A data source whose units (sorted) are read in an order that spreads the first
+    ``limit`` samples over the whole source: one-sample units (a dataset config's images)
+    as :func:`spread` spreads a folder's files, units of many samples (shards, Parquet
+    files) in :func:`spread_order`; read whole, so nothing is decoded twice. Everything
+    else is the wrapped source's."""
+
+    def __init__(self, source: Any, limit: int) -> None:
+        self._source, self._limit = source, limit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    def units(self) -> list[str]:
+        units = sorted(set(self._source.units()))
+        if self._source.splits_samples:
+            return spread(units, self._limit)
+        return [units[k] for k in spread_order(len(units))]
 
 
 def is_stats_file(reference: str) -> bool:
@@ -360,7 +409,7 @@ def check_reference(reference: str, generated: int | None = None) -> None:
         reference_stats(reference)
         return
     path = Path(reference).expanduser()
-    if path.is_dir():
+    if image_folder(reference):
         _check_folder(reference, path)
         return
     from .config import DataConfig
