@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,6 +90,29 @@ def test_a_lone_surrogate_is_one_sentence_for_both_tokenizers(gpt2: tok.Tokenize
     for tokenizer in (gpt2, tok.ByteTokenizer()):
         with pytest.raises(GlidectlError, match=r"^Prompt 'a\\udcffb' is not valid text"):
             tokenizer.encode("a\udcffb")
+
+
+def test_a_tokenizer_given_no_prompt_list_or_no_context_says_so(gpt2: tok.Tokenizer) -> None:
+    """``encode_batch("a cat", 128)`` tokenized each character as a prompt of its own (3
+    rows for "abc"), ``encode(None)`` was an AttributeError from inside, and a ctx of -1
+    kept all but the last id (a float: a TypeError from slicing)."""
+    for tokenizer in (gpt2, tok.ByteTokenizer()):
+        with pytest.raises(GlidectlError) as error:
+            tokenizer.encode_batch("abc", 4)
+        assert str(error.value) == ("encode_batch() takes a list of prompt strings, got 'abc' "
+                                    "(str); pass ['abc'] for one prompt.")
+        for bad in (None, b"abc", 5):
+            with pytest.raises(GlidectlError, match=r"^encode\(\) takes a prompt string, got "):
+                tokenizer.encode(bad)
+        with pytest.raises(GlidectlError, match=r"^encode\(\) takes a prompt string, got None"):
+            tokenizer.encode_batch(["a", None], 4)
+        for ctx in (0, -1, 4.0, "4", True):
+            with pytest.raises(GlidectlError, match=r"ctx= takes a whole number of tokens >= 1"):
+                tokenizer.encode_batch(["abc"], ctx)
+            with pytest.raises(GlidectlError, match=r"^padded_tokens_and_mask\(\): ctx= "):
+                tokenizer.padded_tokens_and_mask([1, 2, 3], ctx)
+        tokens, _ = tokenizer.encode_batch(("abc",), np.int64(4))  # a tuple, numpy's ints
+        assert tokens.shape == (1, 4)
 
 
 def test_unknown_tokenizer_is_a_user_error() -> None:

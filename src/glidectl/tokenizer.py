@@ -11,13 +11,13 @@ import hashlib
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import GlidectlError, cause
+from .errors import GlidectlError, cause, got, takes
 from .prompt_files import check_text
 
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ class Tokenizer(ABC):
         self, ids: Sequence[int], ctx: int
     ) -> tuple[list[int], list[bool]]:
         """Keep the first ``ctx`` ids, right-pad with ``pad_id``; mask True on real ids."""
+        _check_ctx(ctx, "padded_tokens_and_mask()")
         kept = list(ids[:ctx])
         padding = ctx - len(kept)
         return kept + [self.pad_id] * padding, [True] * len(kept) + [False] * padding
@@ -116,9 +117,15 @@ class Tokenizer(ABC):
     def encode_batch(
         self, texts: Sequence[str], ctx: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens ``LongTensor[B, ctx]`` and mask ``BoolTensor[B, ctx]`` for many prompts."""
+        """Tokens ``LongTensor[B, ctx]`` and mask ``BoolTensor[B, ctx]`` for many prompts
+        (a list of strings: one string alone is not read as a list of its characters)."""
         import torch
 
+        if isinstance(texts, str | bytes) or not isinstance(texts, Iterable):
+            one = f"; pass [{texts!r:.40}] for one prompt" if isinstance(texts, str) else ""
+            raise GlidectlError(f"encode_batch() takes a list of prompt strings, got "
+                                f"{got(texts)}{one}.")
+        _check_ctx(ctx, "encode_batch()")
         rows = [self.padded_tokens_and_mask(self.encode(t), ctx) for t in texts]
         tokens = torch.tensor([r[0] for r in rows], dtype=torch.long).reshape(len(rows), ctx)
         mask = torch.tensor([r[1] for r in rows], dtype=torch.bool).reshape(len(rows), ctx)
@@ -126,6 +133,24 @@ class Tokenizer(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, n_vocab={self.n_vocab})"
+
+
+def _check_ctx(ctx: Any, call: str) -> None:
+    """One sentence unless ``ctx`` (the model's ``text_ctx``) is a whole number >= 1: a
+    negative one kept all but the last ids, and a float was a TypeError from slicing."""
+    import numbers
+
+    if isinstance(ctx, bool) or not isinstance(ctx, numbers.Integral) or ctx < 1:
+        raise takes(f"{call}: ctx=", "a whole number of tokens >= 1 (the model's text_ctx)",
+                    ctx)
+
+
+def prompt_text(text: Any) -> str:
+    """``text`` if it is a prompt a tokenizer can read (a str that UTF-8 holds), else one
+    sentence (``encode(None)`` was an AttributeError from inside)."""
+    if not isinstance(text, str):
+        raise takes("encode()", "a prompt string", text)
+    return check_text(text)
 
 
 class GPT2Tokenizer(Tokenizer):
@@ -140,7 +165,7 @@ class GPT2Tokenizer(Tokenizer):
         self.source = source
 
     def encode(self, text: str) -> list[int]:
-        return self.encoding.encode_ordinary(check_text(text).lower())
+        return self.encoding.encode_ordinary(prompt_text(text).lower())
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.encoding.decode([int(i) for i in ids if int(i) != self.pad_id])
@@ -165,7 +190,7 @@ class ByteTokenizer(Tokenizer):
     pad_id = 256
 
     def encode(self, text: str) -> list[int]:
-        return list(check_text(text).lower().encode("utf-8"))
+        return list(prompt_text(text).lower().encode("utf-8"))
 
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
