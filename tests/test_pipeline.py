@@ -216,6 +216,29 @@ def test_upsampler_alone_upsamples_a_given_low_res_image(upsampler) -> None:
     assert out.shape == (1, 3, 32, 32)
 
 
+def test_an_image_tensor_of_zero_to_one_pixels_is_warned_of(upsampler) -> None:
+    """torchvision's ToTensor gives [0, 1]; read as [-1, 1] it was a washed-out picture
+    without a word. A tensor in [-1, 1], or of one flat tone, is taken without one."""
+    from glidectl.pipeline import GlidePipeline
+
+    torch.manual_seed(0)
+    pixels = torch.rand(1, 3, 8, 8)
+    pipe = GlidePipeline(None, upsampler)
+
+    def said(low: torch.Tensor) -> list[str]:
+        messages: list[str] = []
+        pipe.generate(["a"], low_res=low, upsample_steps=1, upsample_sampler="euler",
+                      output="tensor", warn=messages.append)
+        return messages
+
+    low, high = pixels.aminmax()
+    assert said(pixels) == [
+        f"The low_res tensor holds values from {low.item():.3g} to {high.item():.3g} only, so "
+        "it is read as a pale picture (images are tensors in [-1, 1], 0 mid-grey); if it holds "
+        "[0, 1] pixels (torchvision's ToTensor), pass x * 2 - 1."]
+    assert said(pixels * 2 - 1) == said(torch.zeros(1, 3, 8, 8)) == []
+
+
 def test_a_low_res_image_of_another_size_is_resized_with_a_warning(upsampler, tmp_path) -> None:
     """A 32 px image given to an upsampler of 8 px input is shrunk first, and said so."""
     from PIL import Image

@@ -518,6 +518,9 @@ def input_messages(inputs: dict[str, Any], low_res_size: int | None = None,
     messages = [f"The {what}{_name(inputs[what])} is {w}×{h} px; only its centre "
                 f"{min(w, h)}×{min(w, h)} square is used." for what, (w, h) in shapes.items()
                 if w != h]
+    messages += [m for what, keyword in (("low-res image", "low_res"),
+                                         ("inpaint image", "inpaint_image"))
+                 if (m := unit_range_message(inputs.get(what), keyword))]
     low = shapes.get("low-res image")
     if low and low_res_size and min(low) != low_res_size:
         side = min(low)
@@ -529,6 +532,20 @@ def input_messages(inputs: dict[str, Any], low_res_size: int | None = None,
             f"{low_res_size * UPSAMPLE_FACTOR} px (pass an image of {low_res_size} px to "
             "upsample it as it is).")
     return messages
+
+
+def unit_range_message(image: Any, keyword: str) -> str | None:
+    """A warning for an image tensor whose values all lie in [0, 1] and differ: the
+    [0, 1] pixels of torchvision's ``ToTensor`` (read as [-1, 1], a washed-out picture, every
+    pixel mid-grey or brighter); None for anything else (one flat tone, a file, PIL)."""
+    if not isinstance(image, torch.Tensor) or not image.numel():
+        return None
+    low, high = image.float().aminmax()
+    if not (0 <= low < high <= 1):  # NaN too: said as an error when it is read
+        return None
+    return (f"The {keyword} tensor holds values from {low.item():.3g} to {high.item():.3g} only, "
+            "so it is read as a pale picture (images are tensors in [-1, 1], 0 mid-grey); "
+            "if it holds [0, 1] pixels (torchvision's ToTensor), pass x * 2 - 1.")
 
 
 def check_image_input(value: Any, keyword: str, mask: bool = False) -> None:
