@@ -809,6 +809,9 @@ def test_models_info_docstring_names_its_stage_keys(base, upsampler) -> None:
     ("low_res", torch.zeros(1, 3, 0, 0), "low_res is a tensor of shape (1, 3, 0, 0)"),
     ("low_res", [Image.new("RGB", (8, 8))], "low_res must be an image file's path, a PIL "
      "image or a [N,]3,H,W tensor in [-1, 1], got [<PIL.Image"),
+    ("low_res", Image.new("RGB", (8, 8)).crop((4, 4, 4, 4)), "low_res is a PIL image of "
+     "0×0 px, which holds no pixel; pass a picture (an empty crop box gives such an image)."),
+    ("inpaint_mask", Image.new("L", (8, 0)), "inpaint_mask is a PIL image of 8×0 px"),
     ("inpaint_image", np.zeros((8, 8, 3), np.uint8), "inpaint_image is a numpy array"),
     ("inpaint_image", torch.zeros(1, 1, 8, 8), "inpaint_image is a tensor of shape "
      "(1, 1, 8, 8); pass a [N,]3,H,W tensor in [-1, 1]"),
@@ -821,7 +824,8 @@ def test_models_info_docstring_names_its_stage_keys(base, upsampler) -> None:
 def test_an_input_image_of_another_kind_or_shape_is_one_sentence(upsampler, keyword, value,
                                                                  said) -> None:
     """A numpy array or a list (was: AttributeError 'read' from PIL), a tensor of other
-    channels or dimensions (was: a conv's RuntimeError) name the keyword and what it takes."""
+    channels or dimensions (was: a conv's RuntimeError), a PIL image without pixels (was:
+    sampled as some picture) name the keyword and what it takes."""
     from glidectl.pipeline import GlidePipeline
 
     if keyword == "low_res":

@@ -552,8 +552,14 @@ def check_image_input(value: Any, keyword: str, mask: bool = False) -> None:
     """One sentence naming ``keyword`` for an input image ``generate()`` cannot read: not
     a path, PIL image or tensor (a numpy array, a list), or a tensor of another shape than
     [N,]3,H,W (a mask: [[N,]1,]H,W)."""
-    if value is None or isinstance(value, str | os.PathLike | Image.Image):
+    if value is None or isinstance(value, str | os.PathLike):
         return
+    if isinstance(value, Image.Image):  # an empty crop was sampled as some picture
+        if min(value.size) > 0:
+            return
+        raise GlidectlError(f"generate(): {keyword} is a PIL image of {value.width}×"
+                            f"{value.height} px, which holds no pixel; pass a picture (an "
+                            "empty crop box gives such an image).")
     takes = "a [[N,]1,]H,W tensor (1 = keep)" if mask else "a [N,]3,H,W tensor in [-1, 1]"
     if isinstance(value, torch.Tensor):
         shape, channels = tuple(value.shape), 1 if mask else 3
