@@ -736,6 +736,12 @@ def test_kohyas_fine_tuning_metadata_given_as_a_source_names_metadata_file(tmp_p
      "dataset 1, subset 1 has no image_dir; give it the folder of its images"),
     ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'nowhere'\n",
      "dataset 1, subset 1: image_dir 'nowhere' is not a folder ("),
+    # an empty image_dir read the config's folder (Path('') is '.'); kohya skips it
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = ''\n",
+     "dataset 1, subset 1: image_dir is empty; give the folder that holds the subset's "
+     "images ('.' for the config's folder)."),
+    ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  metadata_file = ' '\n",
+     "dataset 1, subset 1: metadata_file is empty; give the path of its metadata JSON"),
     ("[[datasets]]\n  [[datasets.subsets]]\n  image_dir = 'dog'\n  num_repeats = '10'\n",
      "dataset 1, subset 1: num_repeats must be a whole number, not '10'; write e.g. "
      "num_repeats = 10."),

@@ -46,6 +46,20 @@ def test_a_kohya_subset_reads_what_kohya_reads(tmp_path):
                for n in source_notes(source)), source_notes(source)
 
 
+def test_a_kohya_config_of_gifs_only_names_the_kinds_kohya_reads(tmp_path):
+    """Its error listed .gif among the kinds the image_dirs lack, for a folder of .gif."""
+    import pytest
+
+    from glidectl.errors import GlidectlError
+
+    _images(tmp_path / "dog", ["c.gif"])
+    (tmp_path / "dataset.toml").write_text(
+        '[[datasets]]\n  [[datasets.subsets]]\n  image_dir = "dog"\n')
+    with pytest.raises(GlidectlError, match=r"hold no image files \(\.png \.jpg \.jpeg "
+                                            r"\.webp \.bmp\) at their top.*\(\.gif 1\)"):
+        KohyaConfigSource.open(tmp_path / "dataset.toml")
+
+
 def test_a_onetrainer_concept_reads_what_onetrainer_reads(tmp_path):
     _images(tmp_path / "dog", ["a.png", "d.tif", "c.gif"])
     (tmp_path / "concepts.json").write_text(json.dumps([{"name": "dog", "path": "dog"}]))

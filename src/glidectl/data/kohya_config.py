@@ -310,6 +310,12 @@ def _subset(base: Path, dataset: int, number: int, levels: list[dict[str, Any]],
     if image_dir is None and metadata is None:
         raise GlidectlError(f"{where} has no image_dir; give it the folder of its images "
                             "(or a metadata_file for a fine-tuning subset).")
+    for key, text in (("image_dir", image_dir), ("metadata_file", metadata)):
+        if isinstance(text, str) and not text.strip():  # Path("") is the config's folder
+            raise GlidectlError(f"{where}: {key} is empty; give the "
+                                + ("folder that holds the subset's images ('.' for the "
+                                   "config's folder)." if key == "image_dir" else
+                                   "path of its metadata JSON, or remove the key."))
     rules = SampleRules(
         any_line=get("enable_wildcard"), prefix=get("caption_prefix"),
         suffix=get("caption_suffix"), separator=get("caption_separator"),

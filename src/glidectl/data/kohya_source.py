@@ -90,7 +90,7 @@ class KohyaConfigSource:
         if not src.images:
             raise GlidectlError(
                 f"{str(src.config.path)!r} names no images: its subsets' image_dirs hold no "
-                f"image files ({' '.join(IMAGE_EXTENSIONS)}) at their top (kohya reads no "
+                f"image files ({' '.join(KOHYA_EXTENSIONS)}) at their top (kohya reads no "
                 "sub-folders); point each image_dir at the folder that holds its images."
                 + "".join(f" {note}" for note in src.left))
         src._match_reg()
@@ -174,7 +174,7 @@ class KohyaConfigSource:
         if spec.is_reg and not row.images:
             raise GlidectlError(
                 f"{where}: the is_reg subset's image_dir {spec.image_dir_text!r} holds no "
-                f"images ({' '.join(IMAGE_EXTENSIONS)}) at its top; put the regularisation "
+                f"images ({' '.join(KOHYA_EXTENSIONS)}) at its top; put the regularisation "
                 "images there, or remove the subset.")
         if other:
             default = " (kohya's default)" * (spec.caption_extension == ".caption")
