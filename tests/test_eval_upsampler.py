@@ -230,6 +230,7 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
         "rerank": ["--low-res", str(refs), *up, "--rerank", "2"],
         "resume": ["--low-res", str(refs), *up, "--resume"],
         "clip": ["--low-res", str(refs), *up, "--clip-weights", "w.pt"],
+        "wandb entity": ["--low-res", str(refs), *up, "--wandb-entity", "me"],
         "missing folder": ["--low-res", str(tmp_path / "nowhere"), *up],
         "no images": ["--low-res", str(refs), *up],
         "no captions": ["--low-res", str(refs), *up],
@@ -254,6 +255,7 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
     ("rerank", "--rerank sets the base model's sampling"),
     ("resume", "--resume cannot be used with --low-res DIR"),
     ("clip", "--clip-weights cannot be used with --low-res DIR"),
+    ("wandb entity", "--wandb-entity cannot be used with --low-res DIR"),  # was ignored
     ("missing folder", "nowhere' is not a folder; pass a folder of reference images"),
     ("no images", "holds no images (.jpg"),
     ("no captions", "1 of 3 images have no caption (first: '"),

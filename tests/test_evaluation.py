@@ -1414,6 +1414,36 @@ def test_default_folder_is_numbered_and_resume_picks_the_latest(tmp_path, tiny_b
 
 
 # --------------------------------------------------------------------------- offline plans, resume
+@pytest.mark.parametrize("given, warning", [
+    ({"fid_weights": "inception.pth"},
+     "Warning: --fid-weights not used: there is no --fid reference to score against."),
+    ({"wandb_entity": "me", "wandb_mode": "offline"},
+     "Warning: --wandb-entity, --wandb-mode not used: nothing is logged to W&B without "
+     "--wandb-project."),
+])
+def test_options_that_need_another_are_warned_of_without_it(tmp_path, monkeypatch, given,
+                                                            warning):
+    # --fid-weights without --fid, --wandb-entity/--wandb-mode without --wandb-project did
+    # nothing without a word
+    from glidectl.eval_upsampler_inputs import upsampler_settings
+    from glidectl.evaluation import settings_for
+
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path / "empty-cache"))
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    options = RunOptions(out=tmp_path / "o", dry_run=True, device="cpu", **given)
+    _, notes = settings_for(prompts, {"base": "openai:base", "upsampler": "none"}, options,
+                            "fp32")
+    assert warning in notes
+    _, notes = upsampler_settings({"upsampler": "openai:upsample"}, options, "fp32")
+    assert warning in notes
+    needed = {"fid_weights": {"fid_reference": "ref"}, "wandb_entity": {"wandb_project": "p"}}
+    with_it = RunOptions(out=tmp_path / "o", dry_run=True, device="cpu", **given,
+                         **needed[next(iter(given))])
+    _, notes = settings_for(prompts, {"base": "openai:base", "upsampler": "none"}, with_it,
+                            "fp32")
+    assert not [n for n in notes if "not used" in n]
+
+
 def test_dry_run_plans_openai_models_offline_without_downloading(tmp_path, monkeypatch):
     from glidectl.evaluation import settings_for
 

@@ -146,6 +146,34 @@ def test_gits_for_a_two_call_sampler_is_checked_as_the_sampler_it_names(glidectl
     assert stored["mean"] == pytest.approx(check["mean"], rel=1e-5)
 
 
+def test_flags_the_fit_does_not_use_are_warned_of(glidectl, weights, tmp_path) -> None:
+    # --evals, --fixed-sigmas (bespoke only), --rounds (no descent in gits) and
+    # --check-prompts (with --check-images 0) changed nothing without a word
+    from glidectl.cli.fit_cmd import unused_flags
+
+    others = tmp_path / "others.txt"
+    others.write_text("a dog\n")
+    code, _, stderr = glidectl("fit-steps", weights["base"], "--calls", "3", "--method", "gits",
+                               "--prompt", "a cat", "--images", "1", "--reference-steps", "12",
+                               "--rounds", "2", "--evals", "3", "--fixed-sigmas",
+                               "--check-prompts", others, "--check-images", "0",
+                               "--out", tmp_path / "g.json")
+    assert code == 0, stderr
+    assert ("Warning: --evals, --fixed-sigmas not used: only --method bespoke fits a bespoke "
+            "solver (this fit is --method gits).\n"
+            "Warning: --rounds not used: --method gits runs no descent.\n"
+            "Warning: --check-prompts not used: --check-images 0 skips the held-out check.\n"
+            ) in stderr
+    start = tmp_path / "g.json"
+    assert unused_flags({"--rounds"}, "bespoke", start, None) == [
+        "Warning: --rounds not used: --method bespoke from --start fits from the file's σ's "
+        "without a descent."]
+    for used in (({"--rounds"}, "descent", start, None), ({"--rounds"}, "bespoke", None, 2),
+                 ({"--evals", "--fixed-sigmas"}, "bespoke", None, None),
+                 ({"--check-prompts"}, "descent", None, None)):
+        assert unused_flags(*used) == []
+
+
 def test_the_check_may_use_other_prompts(glidectl, weights, tmp_path) -> None:
     out, others = tmp_path / "s.json", tmp_path / "others.txt"
     others.write_text("a dog\n")

@@ -44,6 +44,8 @@ def test_upsample_and_dataset_inspect_help_keep_every_word():
     inspect = runner.invoke(build_app(), ["dataset", "inspect", "--help"],
                             env={"COLUMNS": "200"}).output
     assert "A glide.toml whose data section sets the options." in inspect
+    # --size also sizes the tiles the grey-image count judges, not only previews/benchmark
+    assert "the benchmark's transform and the grey-image count" in " ".join(inspect.split())
 
 
 def test_model_size_doc_names_every_size_preset():

@@ -197,3 +197,13 @@ def test_seeds_past_2_63_are_refused_naming_the_seed_given(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     with pytest.raises(GlidectlError, match="^seed 9223372036854775807 with 2 images gives"):
         generate("a cube", base=str(tiny_base), upsampler="none", n=2, seed=2**63 - 1, steps=1)
+
+
+@pytest.mark.parametrize("rng, value, got", [
+    (Range(0, 1), 1.000001, "got 1.000001"), (Range(0, below=1), 1.0, "got 1"),
+    (Range(0, 100), 100.0000001, "got 100.0000001"), (Range(-10, 10), -10.5, "got -10.5"),
+    (Range(0, 1), 2.5, "got 2.5"), (Range(1, 10), 0, "got 0"),
+])
+def test_a_refused_value_is_not_written_as_the_bound_it_passes(rng, value, got):
+    # "must be from 0 to 1; got 1": the value was rounded to six digits
+    assert rng.problem(value).endswith(got)

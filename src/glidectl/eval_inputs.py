@@ -88,6 +88,21 @@ class RunOptions:
             check("--grid-max", self.grid_max, FLAGS["--grid-max"])
 
 
+def unused_options(options: RunOptions) -> list[str]:
+    """A warning for each option that needs another one not given: ``--fid-weights``
+    without ``--fid``, ``--wandb-entity`` or ``--wandb-mode`` without ``--wandb-project``."""
+    notes = []
+    if options.fid_weights and not options.fid_reference:
+        notes.append("Warning: --fid-weights not used: there is no --fid reference to score "
+                     "against.")
+    wandb = [flag for flag, given in (("--wandb-entity", bool(options.wandb_entity)),
+                                      ("--wandb-mode", options.wandb_mode != "auto")) if given]
+    if wandb and not options.wandb_project:
+        notes.append(f"Warning: {', '.join(wandb)} not used: nothing is logged to W&B without "
+                     "--wandb-project.")
+    return notes
+
+
 def check_run_call(prompts_file: Any, settings: Any, options: Any, on_event: Any,
                    notes: Any, pipeline: Any) -> None:
     """One sentence for a ``run_eval`` argument of the wrong kind, naming it."""
@@ -209,6 +224,7 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
         flags["loras"] = list(lora_specs(flags["loras"]))
     chosen = pick_precision(precision or "auto", pick_device(options.device))
     notes = [chosen.line()] if precision in (None, "auto") else []
+    notes += unused_options(options)
     if options.resume:
         prompts = read_prompts(prompts_file)
         out = resolve_out(prompts, options)  # the run to continue: its recorded settings
@@ -217,7 +233,7 @@ def settings_for(prompts_file: str | Path, flags: dict[str, Any], options: RunOp
             check_resume(prior, out, prompts, {}, {})
         refuse_upsampler_eval(prior, out, "--resume")  # before its settings are compared
         if precision is None:
-            notes = []
+            notes = unused_options(options)
         options.out = out  # the run read here, even if a newer one appears before run_eval
         if options.vocab_dir is None:
             options.vocab_dir = recorded_vocab_dir(prior, out)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GlidectlError
-from .eval_inputs import RunOptions
+from .eval_inputs import RunOptions, unused_options
 from .eval_outputs import KILLED, holds_files, killed_run, next_eval_dir, refuse_if_busy
 from .eval_settings import EvalSettings, resolve_settings
 from .out_dir import check_out_dir
@@ -18,6 +18,7 @@ from .out_dir import check_out_dir
 BASE_ONLY_FLAGS = ("--sampler", "--steps", "--schedule", "--guidance", "--rerank")
 # flags this mode does not carry out (yet)
 UNSUPPORTED_FLAGS = ("--resume", "--skip-existing", "--dry-run", "--wandb-project",
+                     "--wandb-entity", "--wandb-mode",
                      "--clip-model", "--clip-weights")  # no CLIP score: the reference is known
 
 
@@ -88,6 +89,7 @@ def upsampler_settings(flags: dict[str, Any], options: RunOptions,
 
     chosen = pick_precision(precision or "auto", pick_device(options.device))
     notes = [chosen.line()] if precision in (None, "auto") else []
+    notes += unused_options(options)
     up = recommended_settings(local_weights(flags["upsampler"]))
     if flags.get("loras"):  # a greyscale-trained adapter: its model's recommendation
         from .lora import grey_stages

@@ -72,8 +72,17 @@ class Range:
                     or (self.max is not None and v > self.max)
                     or (self.below is not None and v >= self.below)
                     or (self.above is not None and v <= self.above)):
-                return f"must be {self.describe()}; got {_num(v)}"
+                return f"must be {self.describe()}; got {_got(v)}"
         return None
+
+
+def _got(value: float) -> str:
+    """``value`` as :func:`_num` writes it, or in full where that rounds it (1.000001 is
+    not written "1" beside a bound of 1)."""
+    text = _num(value)
+    if isinstance(value, float) and text != "2**63-1" and float(text) != value:
+        return repr(value)
+    return text
 
 
 def _num(value: float) -> str:

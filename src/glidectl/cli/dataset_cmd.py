@@ -234,7 +234,9 @@ def register(app: typer.Typer) -> None:
             False, "--benchmark", help="Measure decode+transform+tokenize images/s per worker."
         ),
         size: int = typer.Option(64, "--size", **_bounds("--size"),
-                                 help="Image size for previews/benchmark."),
+                                 help="Image size of the preview tiles, the benchmark's "
+                                 "transform and the grey-image count (training's: "
+                                 "data.resolution)."),
         tokenizer: str = typer.Option(
             "auto", "--tokenizer",
             help="Tokenizer for caption lengths: auto (the config's, else gpt2 if available), "

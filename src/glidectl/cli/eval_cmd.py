@@ -326,7 +326,10 @@ def register(app: typer.Typer) -> None:
                 ("--schedule", schedule), ("--guidance", guidance), ("--rerank", rerank),
                 ("--resume", resume or None),
                 ("--skip-existing", skip_existing or None), ("--dry-run", dry_run or None),
-                ("--wandb-project", wandb_project or None), ("--clip-weights", clip_weights),
+                ("--wandb-project", wandb_project or None),
+                ("--wandb-entity", wandb_entity or None),
+                ("--wandb-mode", None if wandb_mode == "auto" else wandb_mode),
+                ("--clip-weights", clip_weights),
                 ("--clip-model", None if clip_model == "ViT-B-32" else clip_model))
                 if value is not None]
             _eval_upsampler(low_res, prompts, given, flags, options, precision, quiet)

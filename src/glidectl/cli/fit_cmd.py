@@ -91,9 +91,29 @@ def default_out(model: str) -> Path:
                         "schedule file in.")
 
 
+def unused_flags(given: set[str], method: str, start: Path | None,
+                 check_images: int | None) -> list[str]:
+    """A warning for each of the ``given`` flags this fit does not use: the bespoke ones
+    without ``--method bespoke``, ``--rounds`` where no descent runs (gits; bespoke from
+    ``--start``), ``--check-prompts`` with ``--check-images 0``."""
+    notes = []
+    bespoke = [f for f in ("--evals", "--fixed-sigmas") if f in given]
+    if bespoke and method != "bespoke":
+        notes.append(f"{', '.join(bespoke)} not used: only --method bespoke fits a bespoke "
+                     f"solver (this fit is --method {method}).")
+    if "--rounds" in given and (method == "gits" or (method == "bespoke" and start)):
+        why = ("--method gits runs no descent" if method == "gits" else
+               "--method bespoke from --start fits from the file's σ's without a descent")
+        notes.append(f"--rounds not used: {why}.")
+    if "--check-prompts" in given and check_images == 0:
+        notes.append("--check-prompts not used: --check-images 0 skips the held-out check.")
+    return [f"Warning: {note}" for note in notes]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("fit-steps")
     def fit_steps_command(
+        ctx: typer.Context,
         model: str = typer.Argument(..., help="Base model: a run folder, a .safetensors/.pt "
                                     "file or openai:base."),
         calls: list[int] = typer.Option([10], "--calls", help="Model calls to fit for; repeat "
@@ -146,6 +166,10 @@ def register(app: typer.Typer) -> None:
         from ..step_fitting import check_method
 
         check_method(method, sampler, calls, reference_steps)
+        given = {p.opts[0] for p in ctx.command.params if p.name and getattr(
+            ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"}
+        for note in unused_flags(given, method, start, check_images):
+            typer.echo(note, err=True)
         refuse_lora(model)
         texts = read_prompts(prompts, prompts_file)
         checked = (read_prompts([], check_prompts, "--check-prompts") if check_prompts
