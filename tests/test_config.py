@@ -364,6 +364,10 @@ def test_an_empty_config_path_or_a_data_source_beside_the_config_is_said_so(
     assert exit_code("train", "--config", "") == 2
     assert capsys.readouterr().err.startswith(
         "Error: Invalid value for '--config' / '-c': the path is empty ('');")
+    for args, name in ((["eval", ""], "'prompts'"), (["eval", "p.txt", "--fid", ""], "'--fid'")):
+        assert exit_code(*args) == 2  # the current folder; no FID without a word
+        assert capsys.readouterr().err.startswith(
+            f"Error: Invalid value for {name}: the path is empty ('');")
     (tmp_path / "proj" / "mydata").mkdir(parents=True)
     (tmp_path / "proj" / "glide.toml").write_text('[data]\nsource = "mydata"\n')
     monkeypatch.chdir(tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from typer.models import OptionInfo
+from typer.models import OptionInfo, ParameterInfo
 
 from ..ranges import FLAGS, Range, plain_number
 
@@ -47,27 +47,42 @@ def plain(kind: type) -> Callable[[Any], Any]:
     return parse
 
 
-def non_empty_path(value: Any) -> Any:
-    """A Typer option parser for paths refusing the empty one: ``Path('')`` is ``.``, so
-    ``--config ''`` (an unset shell variable) was read as the current folder."""
-    if isinstance(value, str):
-        if not value.strip():
-            raise typer.BadParameter(f"the path is empty ({value!r}); pass a file's or "
-                                     "folder's path ('.' for the current folder).")
-        return Path(value)
-    return value
+# flags whose values are paths though typed as text (a folder, a data source, an .npz)
+TEXT_PATH_FLAGS = ("--fid", "--fid-weights", "--clip-weights")
 
 
-def path_options(app: typer.Typer) -> Iterator[OptionInfo]:
-    """Every option of every command (plugins' included) that takes a path."""
+def non_empty(kind: type) -> Callable[[Any], Any]:
+    """A Typer parser for paths (as ``kind``: Path or str) refusing the empty one:
+    ``Path('')`` is ``.``, so ``--config ''`` (an unset shell variable) was read as the
+    current folder, and ``--fid ''`` computed no FID without a word."""
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                raise typer.BadParameter(f"the path is empty ({value!r}); pass a file's or "
+                                         "folder's path ('.' for the current folder).")
+            return kind(value)
+        return value
+
+    return parse
+
+
+def path_options(app: typer.Typer) -> Iterator[tuple[ParameterInfo, type]]:
+    """Every option and argument of every command (plugins' included) that takes a path,
+    with the type it is given as."""
     for fn in _callbacks(app):
         hints = typing.get_type_hints(fn)
         for pname, param in inspect.signature(fn).parameters.items():
-            hint = hints.get(pname)
+            info, hint = param.default, hints.get(pname)
+            if not isinstance(info, ParameterInfo):
+                continue
             kinds = {a for k in (set(typing.get_args(hint)) or {hint})
                      for a in (set(typing.get_args(k)) or {k})}  # list[Path] | None too
-            if isinstance(param.default, OptionInfo) and Path in kinds:
-                yield param.default
+            if Path in kinds:
+                yield info, Path
+            elif str in kinds and isinstance(info, OptionInfo) \
+                    and set(info.param_decls or ()) & set(TEXT_PATH_FLAGS):
+                yield info, str
 
 
 def _callbacks(app: typer.Typer) -> Iterator[Callable[..., Any]]:
@@ -112,6 +127,6 @@ def install(app: typer.Typer) -> None:
             info.parser = plain(kind)
         if flag in FLAGS and info.callback is None:
             info.callback = check(FLAGS[flag])
-    for info in path_options(app):
+    for info, kind in path_options(app):
         if info.parser is None and getattr(info, "click_type", None) is None:
-            info.parser = non_empty_path
+            info.parser = non_empty(kind)
