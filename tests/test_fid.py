@@ -445,3 +445,15 @@ def test_a_larger_reference_source_is_read_spread_over_its_shards_and_a_shard_fo
         reds = [round((float(x) + 1) * 127.5 / 60) for x in batch.mean(dim=(2, 3))[:, 0]]
         assert reds == [0, 0, 0, 2]  # shard 0 whole, then shard 2, not shard 1
     assert torch.cat(list(reference_images(str(folder), 16, limit=99))).shape[0] == 12
+
+
+def test_an_eval_folder_as_reference_reads_its_images_not_its_grid_or_inputs(tmp_path):
+    """--fid eval/0001 (a model's eval against another's) scored the eval's grid.png and an
+    upsampler eval's 64 px inputs/ as reference images beside its images."""
+    out = tmp_path / "eval"
+    (out / "inputs").mkdir(parents=True)
+    for name in ("000_a.png", "001_b.png", "grid.png", "inputs/000_a.png"):
+        Image.new("RGB", (16, 16), (200, 0, 0)).save(out / name)
+    assert torch.cat(list(reference_images(str(out), 16, limit=99))).shape[0] == 4
+    (out / "metadata.json").write_text('{"status": "complete", "images": []}')
+    assert torch.cat(list(reference_images(str(out), 16, limit=99))).shape[0] == 2

@@ -235,7 +235,8 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
         if image_folder(source):
             crop = ImageTransform(size, random_crop=False)
             taken = 0
-            files = spread(visible_files(folder, IMAGE_EXTENSIONS), limit)  # as training
+            files = spread(eval_outputs_only(folder, visible_files(folder, IMAGE_EXTENSIONS)),
+                           limit)  # found as training finds a folder's images
             for path in files:
                 if taken == limit:
                     return
@@ -271,6 +272,25 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
     if not found:
         raise GlidectlError(f"--fid {source!r}: no images found; pass a folder of images or "
                             "another data source.")
+
+
+def eval_outputs_only(folder: Path, files: list[Path]) -> list[Path]:
+    """``files`` of a ``--fid`` folder, less, when it is a ``glidectl eval`` folder (its
+    ``metadata.json`` records a status), the eval's ``grid.png`` and an upsampler eval's
+    ``inputs/``: its images are the reference, not the grid of them or the 64 px inputs."""
+    import json
+
+    from .eval_outputs import GRID_FILE
+    from .eval_settings import META_FILE
+    from .eval_upsampler import INPUTS
+
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return files
+    if not isinstance(meta, dict) or "status" not in meta:
+        return files
+    return [f for f in files if f.relative_to(folder).parts[0] not in (GRID_FILE, INPUTS)]
 
 
 def image_folder(reference: str) -> bool:
