@@ -8,6 +8,7 @@ same numbers in ``sample``, ``eval`` and anywhere else; a bad value is one line,
 from __future__ import annotations
 
 import inspect
+import os
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,13 +55,17 @@ TEXT_PATH_FLAGS = ("--fid", "--fid-weights", "--clip-weights")
 def non_empty(kind: type) -> Callable[[Any], Any]:
     """A Typer parser for paths (as ``kind``: Path or str) refusing the empty one:
     ``Path('')`` is ``.``, so ``--config ''`` (an unset shell variable) was read as the
-    current folder, and ``--fid ''`` computed no FID without a word."""
+    current folder, and ``--fid ''`` computed no FID without a word. A path that is there
+    but not readable is refused as Typer's own path check refused it before this parser
+    took its place."""
 
     def parse(value: Any) -> Any:
         if isinstance(value, str):
             if not value.strip():
                 raise typer.BadParameter(f"the path is empty ({value!r}); pass a file's or "
                                          "folder's path ('.' for the current folder).")
+            if kind is Path and os.path.exists(value) and not os.access(value, os.R_OK):
+                raise typer.BadParameter(f"path {value!r} is not readable.")
             return kind(value)
         return value
 
