@@ -224,3 +224,46 @@ def test_a_leftover_parts_folder_of_this_process_s_pid_does_not_block_a_write(tm
     (leftover / ".tmpABC123").write_bytes(b"half")
     save_safetensors(target, {"w": torch.ones(2)}, {"a": "1"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+KILL_AT_PROBE_REMOVAL = """
+import os, signal, sys
+from pathlib import Path
+
+def kill_at_removal(event, args):  # kill -9 between the probe's creation and its removal
+    if event == "os.remove" and os.fspath(args[0]).startswith(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sys.addaudithook(kill_at_removal)
+folder = Path(sys.argv[2])
+if sys.argv[1] == "out_dir":
+    from glidectl.out_dir import check_out_dir
+    check_out_dir(folder)
+elif sys.argv[1] == "run_dir":
+    from glidectl.training.run_dir import check_writable
+    check_writable(folder)
+else:
+    from glidectl.cli.fit_cmd import check_out
+    check_out(folder / "schedule.json", False, [])
+"""
+
+
+@pytest.mark.parametrize("probe", ["out_dir", "run_dir", "fit-steps"])
+def test_a_write_probe_left_by_a_kill_goes_with_the_next_probe(tmp_path, probe):
+    """sample, eval, export and lora merge (their output folder), train (its run folder and
+    checkpoints/, before each checkpoint) and fit-steps (the folder of --out) check that the
+    folder takes new files with a probe file; a kill -9 between its creation and its removal
+    left it for good, under a new random name each time (``.glidectl-write-test-<hex>``,
+    ``.write-test-<hex>``, ``.fit-steps-XXXX``). The next probe of the folder removes it."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", KILL_AT_PROBE_REMOVAL, probe, str(folder)],
+                             capture_output=True, text=True)
+        assert res.returncode == -9, res.stderr
+        assert len(list(folder.iterdir())) == 1  # the killed probe's file; not one per kill
+    res = subprocess.run([sys.executable, "-c", KILL_AT_PROBE_REMOVAL.replace(
+        "sys.addaudithook(kill_at_removal)", ""), probe, str(folder)],
+        capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert list(folder.iterdir()) == []

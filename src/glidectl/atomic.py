@@ -132,6 +132,26 @@ def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path
     return removed
 
 
+# the file :func:`probe_writable` writes, under a temp name
+PROBE_NAME = "glidectl-write-test"
+
+
+def probe_writable(folder: str | Path, data: bytes = b"") -> None:
+    """Create a file in ``folder`` and remove it again: ``OSError`` where the folder takes no
+    new file. The file has a temp name of this process's (:func:`temp_path`), so one that a
+    ``kill -9`` left between the two (a probe name with a random part left one more hidden
+    file each time) is removed by the next probe of the folder, and by any
+    :func:`remove_stale_temps` of it."""
+    folder = Path(folder)
+    remove_stale_temps(folder, PROBE_NAME)
+    probe = temp_path(folder / PROBE_NAME)
+    try:
+        probe.write_bytes(data)
+    finally:  # a full disk takes the name but not the bytes: no probe left behind
+        with suppress(OSError):
+            probe.unlink(missing_ok=True)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename in ``path`` durable (a no-op where folders cannot be opened)."""
     try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 
+from .atomic import probe_writable
 from .errors import GlidectlError
 
 PROMPT_EXCERPT_CHARS = 200
@@ -38,10 +38,8 @@ def check_out_dir(out: Path, flag: str = "--out") -> None:
     if probe_dir.exists() and not probe_dir.is_dir():
         what = "is a file" if probe_dir == out else f"is under {str(probe_dir)!r}, a file"
         raise GlidectlError(f"{flag} {str(out)!r} {what}; pass a folder.")
-    probe = probe_dir / f".glidectl-write-test-{uuid.uuid4().hex}"
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(probe_dir)
     except OSError as exc:
         raise GlidectlError(
             f"{flag} {str(out)!r} is not writable ({exc.strerror or exc}); pass another "

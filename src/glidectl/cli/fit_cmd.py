@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -274,7 +273,7 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
                             "schedule file by that name.")
     if path.is_dir():
         raise GlidectlError(f"--out {str(path)!r} is a folder; name a FILE.json in it.")
-    from ..atomic import is_locked
+    from ..atomic import is_locked, probe_writable
 
     if is_locked(_lock_path(path)):  # its file is half-fitted, not a stopped fit's
         raise GlidectlError(_busy(path))
@@ -306,8 +305,7 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
         raise GlidectlError(f"The folder of --out {str(path)!r} does not exist; create it "
                             "or pick another path.")
     try:  # the folder must take new files (the file is written atomically beside itself)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".fit-steps-"):
-            pass
+        probe_writable(path.parent)
     except OSError as exc:
         raise GlidectlError(f"Cannot write --out {str(path)!r} ({exc.strerror or cause(exc)}); "
                             "pick a writable folder.") from None

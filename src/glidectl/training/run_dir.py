@@ -8,12 +8,11 @@ import os
 import re
 import shlex
 import shutil
-import uuid
 from contextlib import suppress
 from pathlib import Path
 
 from .. import runs
-from ..atomic import HeldLock, lock_file, remove_stale_temps
+from ..atomic import HeldLock, lock_file, probe_writable, remove_stale_temps
 from ..config import GlideConfig, is_saved_config
 from ..errors import GlidectlError
 from ..out_dir import broken_link
@@ -55,12 +54,7 @@ def check_writable(directory: Path, needed_bytes: int = MIN_FREE_BYTES) -> None:
         )
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-test-{uuid.uuid4().hex}"
-        try:
-            probe.write_bytes(b"ok")
-        finally:  # a full disk takes the name but not the bytes: no probe left behind
-            with suppress(OSError):
-                probe.unlink(missing_ok=True)
+        probe_writable(directory, b"ok")
     except OSError as exc:
         raise GlidectlError(
             f"Output folder {str(directory)!r} is not writable ({exc.strerror or exc}); "
@@ -493,15 +487,17 @@ def relaunch(command: str, world: int, nodes: int = 1, host: str | None = None,
     """``command`` (``glidectl train --resume RUN``) launched as a run of ``world``
     processes on ``nodes`` machines was: accelerate launch's --num_processes counts the
     processes of all machines, and each machine is launched with its own --machine_rank
-    (``host``/``port``: the rank-0 machine's, where known)."""
+    (``host``/``port``: the rank-0 machine's, where known). ``--multi_gpu`` is named
+    because accelerate starts one process without it on a machine with fewer than two GPUs
+    (a CPU machine's gloo run), which a checkpoint of ``world`` processes refuses."""
     if world <= 1:
         return command
     if nodes <= 1:
-        return (f"accelerate launch --num_processes {world} -m {command} (or your launcher, "
-                f"with {world} processes in all, as this run)")
+        return (f"accelerate launch --multi_gpu --num_processes {world} -m {command} (or your "
+                f"launcher, with {world} processes in all, as this run)")
     each, where = world // nodes, "" if host else ", HOST the address of rank 0"
-    return (f"accelerate launch --num_machines {nodes} --num_processes {world} --machine_rank "
-            f"RANK --main_process_ip {host or 'HOST'}"
+    return (f"accelerate launch --multi_gpu --num_machines {nodes} --num_processes {world} "
+            f"--machine_rank RANK --main_process_ip {host or 'HOST'}"
             f"{f' --main_process_port {port}' if port else ''} -m {command} on each of the "
             f"{nodes} machines (RANK 0 to {nodes - 1}{where}"
             f"; --num_processes counts all {world} processes, {each} a machine), or your "
