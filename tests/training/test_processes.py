@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -520,8 +521,8 @@ def test_ctrl_c_under_a_launcher_checkpoints_once_and_says_so_once(tiny, config_
     assert out.count("Interrupted at step") == 1, out
     assert f"Interrupted at step {int(latest.removeprefix('step-'))};" in out, out
     # the command that resumes it: under 2 processes (one process is refused)
-    assert (f"Resume with: accelerate launch --num_processes 2 -m glidectl train --resume {run} "
-            "(or your launcher, with 2 processes in all, as this run)") in out, out
+    assert (f"Resume with: accelerate launch --multi_gpu --num_processes 2 -m glidectl train "
+            f"--resume {run} (or your launcher, with 2 processes in all, as this run)") in out, out
 
 
 def test_a_tracked_two_process_run_with_a_long_preview_finishes_cleanly(
@@ -811,22 +812,22 @@ def _waiting_for_main(waited_for: str, pid: int, state: str) -> str:
 
 @pytest.mark.parametrize("env, said", [
     ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"},
-     "accelerate launch --num_processes 2 -m glidectl train --resume runs/t (or your "
+     "accelerate launch --multi_gpu --num_processes 2 -m glidectl train --resume runs/t (or your "
      "launcher, with 2 processes in all, as this run)"),
     ({"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8", "MASTER_ADDR": "10.0.0.1",
       "MASTER_PORT": "29500"},
-     "accelerate launch --num_machines 2 --num_processes 16 --machine_rank RANK "
+     "accelerate launch --multi_gpu --num_machines 2 --num_processes 16 --machine_rank RANK "
      "--main_process_ip 10.0.0.1 --main_process_port 29500 -m glidectl train --resume runs/t "
      "on each of the 2 machines (RANK 0 to 1; --num_processes counts all 16 processes, 8 a "
      "machine), or your launcher with 2 machines of 8 processes, as this run"),
     ({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"},
-     "accelerate launch --num_machines 2 --num_processes 8 --machine_rank RANK "
+     "accelerate launch --multi_gpu --num_machines 2 --num_processes 8 --machine_rank RANK "
      "--main_process_ip HOST -m glidectl train --resume runs/t on each of the 2 machines "
      "(RANK 0 to 1, HOST the address of rank 0; --num_processes counts all 8 processes, 4 a "
      "machine), or your launcher with 2 machines of 4 processes, as this run"),
     ({"WORLD_SIZE": "1"}, "glidectl train --resume runs/t"),
     ({"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "junk"},  # a launcher's odd value: one machine
-     "accelerate launch --num_processes 4 -m glidectl train --resume runs/t (or your "
+     "accelerate launch --multi_gpu --num_processes 4 -m glidectl train --resume runs/t (or your "
      "launcher, with 4 processes in all, as this run)"),
 ])
 def test_the_resume_hint_of_a_launched_run_names_its_machines(monkeypatch, env, said):
@@ -843,3 +844,21 @@ def test_the_resume_hint_of_a_launched_run_names_its_machines(monkeypatch, env, 
     nodes = machines()
     assert relaunch("glidectl train --resume runs/t", launched(), nodes,
                     env.get("MASTER_ADDR"), env.get("MASTER_PORT")) == said
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_the_resume_hint_starts_its_processes_on_a_machine_without_gpus(monkeypatch, nodes):
+    """`accelerate launch --num_processes 2 -m ...`, the hint a stopped 2-process run gave,
+    starts one process where there are fewer than two GPUs (a CPU machine's gloo run), which
+    the checkpoint refuses; accelerate reads the hint as a multi-process launch."""
+    from accelerate.commands import launch as acc
+
+    from glidectl.training.run_dir import relaunch
+
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    hint = relaunch("glidectl train --resume runs/t", 2 * nodes, nodes, "10.0.0.1", "29500")
+    words = shlex.split(hint.split(" (or your")[0].split(" on each of")[0])
+    assert words[:2] == ["accelerate", "launch"], hint
+    words = [w.replace("RANK", "0") for w in words[2:]]
+    args = acc._validate_launch_command(acc.launch_command_parser().parse_args(words))[0]
+    assert args.multi_gpu and args.num_processes == 2 * nodes, hint
