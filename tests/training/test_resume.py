@@ -156,6 +156,33 @@ def test_a_resume_trains_with_the_configs_optimizer_settings_and_says_which_chan
     assert records[2]["lr"] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 3 / 4)))
 
 
+def test_a_run_begun_before_fused_adamw_resumes_bit_for_bit_on_its_own_kernel(
+        tiny, monkeypatch):
+    """Runs of 2026-11-29 and before trained with torch's unfused AdamW (their checkpoints'
+    parameter groups say fused = None); a resume took the config's fused AdamW and went on
+    ~1e-10 off the run it continued, silently."""
+    import glidectl.training.optimizers as optimizers
+
+    class Unfused(torch.optim.AdamW):  # the optimizer as the older version built it
+        def __init__(self, *args, fused=None, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    sections = dict(train=dict(steps=4, lr=1e-2))
+    with monkeypatch.context() as patch:
+        patch.setattr(optimizers.torch.optim, "AdamW", Unfused)
+        straight_cfg = tiny(**sections)
+        straight_cfg.train.name = "straight"
+        straight = Trainer(straight_cfg, quiet=True).run()
+        split_cfg = tiny(**sections)
+        split_cfg.train.name = "split"
+        Trainer(split_cfg, quiet=True).run(until=2)
+    second = Trainer(split_cfg, resume="latest", quiet=True).run()  # today's: fused AdamW
+    a, b = _weights(straight.run_dir, 4), _weights(second.run_dir, 4)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_a_resume_in_another_precision_says_so(tiny, config_file, capsys):
     """Resuming an fp32 run in bf16 is allowed but not the run it was: one line says so
     (before, nothing did, and config.toml was silently rewritten)."""

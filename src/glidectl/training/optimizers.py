@@ -80,6 +80,9 @@ def _adamw8bit(tc: TrainConfig, params: list[dict[str, Any]]) -> torch.optim.Opt
 
 # The parameter-group settings a config sets, as resume reports them when they change.
 CONFIG_SETTINGS = ("lr", "betas", "eps", "weight_decay")
+# How AdamW computes, not what: a resume keeps the checkpoint's, so a run begun before
+# glidectl used fused AdamW (2026-11-30) goes on with the kernel it trained with.
+KERNEL_SETTINGS = ("fused", "foreach")
 
 
 def family(groups: list[dict[str, Any]]) -> str | None:
@@ -135,8 +138,8 @@ def reapply_settings(optimizer: torch.optim.Optimizer, scheduler: Any,
     loaded = [dict(g) for g in optimizer.param_groups]  # the checkpoint's, before any change
     for index, (group, want) in enumerate(zip(optimizer.param_groups, fresh, strict=True)):
         for key, value in want.items():
-            if key == "lr":  # the LR at this step: the scheduler's, below
-                continue
+            if key == "lr" or key in KERNEL_SETTINGS and key in group:
+                continue  # the LR at this step: the scheduler's, below; the kernel: as saved
             name = "lr" if key == "initial_lr" else key  # the peak LR is the config's
             if name == "lr" and index:  # another group's LR: train.lr × its scale
                 name, value_of = "text_lr_scale", _scale_of(loaded, fresh, index)
@@ -148,6 +151,7 @@ def reapply_settings(optimizer: torch.optim.Optimizer, scheduler: Any,
                     and _differ(group[key], value):
                 changed[name] = f"{name} {group[key]} → {value}"
             group[key] = value
+    _match_amp_scaling(optimizer)
     inner = getattr(scheduler, "scheduler", scheduler)  # under accelerate's wrapper
     lambdas = getattr(inner, "lr_lambdas", None)
     if lambdas is not None:
@@ -158,3 +162,12 @@ def reapply_settings(optimizer: torch.optim.Optimizer, scheduler: Any,
             group["lr"] = lr
         inner._last_lr = lrs
     return [changed[k] for k in (*CONFIG_SETTINGS, "text_lr_scale") if k in changed]
+
+
+def _match_amp_scaling(optimizer: Any) -> None:
+    """Tell a GradScaler what an AdamW resumed unfused (its checkpoint's kernel) takes: only
+    fused AdamW unscales gradients itself, as torch sets it when it builds one."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # under accelerate's wrapper
+    if isinstance(inner, torch.optim.AdamW) and getattr(inner, "_step_supports_amp_scaling",
+                                                        False):
+        inner._step_supports_amp_scaling = all(g.get("fused") for g in inner.param_groups)
