@@ -172,6 +172,30 @@ def test_a_lora_run_s_preview_and_a_lora_sample_are_made_again(capsys, tmp_path)
     assert "step-2 LoRA adapter" in message and "holds other contents now" in message
 
 
+def test_one_changed_adapter_of_several_names_every_lora_to_pass_again(capsys, tmp_path):
+    """--lora replaces the whole recorded list: the fix for one changed adapter of two names
+    both (passing only the changed one dropped the other silently), and a --lora list that
+    leaves a recorded adapter out says which."""
+    from tiny_configs import random_attention_adapter, tiny_base_weights
+
+    tiny_base_weights(tmp_path / "base.safetensors")
+    first = random_attention_adapter(tmp_path, "base.safetensors", std=0.5)
+    second = first.rename(tmp_path / "second")
+    first = random_attention_adapter(tmp_path, "base.safetensors", std=0.2)
+    res = in_process(capsys, "sample", "a red circle", "--base", tmp_path / "base.safetensors",
+                     "--lora", f"{first}:0.5", "--lora", f"{second}:-0.3", "--steps", 2,
+                     "--device", "cpu", "-q", "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    shutil.rmtree(first)
+    random_attention_adapter(tmp_path, "base.safetensors", std=0.9)  # other weights there
+    message = refused(capsys, "--from-png", png)
+    assert "holds other contents now" in message
+    assert f"pass --lora {first}:0.5 --lora {second}:-0.3 to use what is there now" in message
+    _, said = remade(capsys, png, tmp_path / "now", "--lora", f"{first}:0.5")
+    assert f"--lora {first}:0.5 (without the recorded {second}:-0.3) (given)" in said
+
+
 def test_a_prompt_past_the_text_context_is_made_again_as_the_model_read_it(
         models, capsys, tmp_path):  # noqa: F811
     """sample keeps the tokens the model reads and says so; the remake does the same. A

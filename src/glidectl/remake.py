@@ -84,7 +84,8 @@ class Remake:
         if self.missing and not given & {"base", "lora"}:
             raise GlidectlError(self.missing)
         if "lora" in given and params["lora"] != self.values.get("lora"):
-            changed.append("--lora " + " ".join(params["lora"] or ()))
+            changed.append("--lora " + " ".join(params["lora"] or ()) + _left_out(
+                params["lora"] or (), self.values.get("lora") or ()))
         if self.api_only:  # settings sample cannot give: no remake, unless others change
             set_ = ", ".join(f"{k}={v!r}" for k, v in self.api_only.items())
             if not changed:
@@ -181,8 +182,8 @@ class Remake:
                 other = "other settings now (its adapter_config.json: lora_alpha, …)"
             raise GlidectlError(
                 f"{self.name} was made with the {pin.what} {first!r}{short}, but "
-                f"{held[0]!r} holds {other}; pass {flag} "
-                f"{_arg(pin, held[0])} to use what is there now (the image will differ).")
+                f"{held[0]!r} holds {other}; pass {self._flags(pin, _arg(pin, held[0]))} "
+                "to use what is there now (the image will differ).")
         if first == IN_MEMORY and pin.metavar == "IMAGE":  # a PIL image or tensor, no file
             raise GlidectlError(
                 f"{self.name} was made from a {pin.what} passed to generate() in memory, "
@@ -195,7 +196,18 @@ class Remake:
                  if self.source == "web UI" else "")
         raise GlidectlError(
             f"{self.name} was made with the {pin.what} {first!r}{short}, which is not there"
-            f"{where}; pass {flag} {pin.metavar} to use another (the image will differ).")
+            f"{where}; pass {self._flags(pin, pin.metavar)} to use another (the image will "
+            "differ).")
+
+    def _flags(self, pin: Pinned, arg: str) -> str:
+        """``--flag arg`` for ``pin``; for one LoRA of several, every recorded ``--lora``
+        with ``arg`` in its place: a given --lora list replaces the record's whole list."""
+        loras = [str(t) for t in self.values.get("lora") or ()]
+        paths = [t.rsplit(":", 1)[0] for t in loras]
+        if pin.param != "lora" or len(loras) < 2 or pin.tries[0] not in paths:
+            return f"{_flag(pin.param)} {arg}"
+        loras[paths.index(pin.tries[0])] = arg
+        return " ".join(f"--lora {t}" for t in loras)
 
     def _check_vocab(self) -> None:
         """Use the recorded ``--vocab-dir`` if it holds the vocabulary that tokenized the
@@ -427,6 +439,19 @@ def _value(pin: Pinned, path: str, found: Path, current: Any) -> Any:
     loras = list(current or ())
     loras[[t.rsplit(":", 1)[0] for t in loras].index(pin.tries[0])] = f"{path}:{pin.scale}"
     return loras
+
+
+def _left_out(given: Any, recorded: Any) -> str:
+    """``' (without the recorded A:0.5)'``: the recorded adapters whose folder no given
+    ``--lora`` names (a given list replaces the recorded one), '' when there is none."""
+    import os
+
+    def where(spec: str) -> str:
+        return os.path.normpath(os.path.abspath(os.path.expanduser(str(spec).rsplit(":", 1)[0])))
+
+    named = {where(t) for t in given}
+    gone = [str(t) for t in recorded if where(t) not in named]
+    return f" (without the recorded {', '.join(gone)})" if gone else ""
 
 
 def _arg(pin: Pinned, path: str) -> str:
