@@ -423,6 +423,37 @@ def test_a_png_that_records_the_schedule_auto_is_made_again(models, capsys,  # n
                      "-q", "--out", tmp_path / "again")
     assert res.returncode == 0, res.stderr
     assert np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))
+    # "auto" was karras for dpm++2m until 2026-12-01: the PNG cannot say which; a line does
+    assert ("records the schedule 'auto' (its sampler's own), which for dpm++2m was karras "
+            "before 2026-12-01 and exponential since: it is made with exponential; if the "
+            "image differs, pass --schedule karras.") in " ".join(res.stderr.split())
+
+
+def test_an_eval_png_from_before_schedules_were_recorded_is_made_on_karras(
+        models, capsys, tmp_path):  # noqa: F811
+    """Evals before 2026-12-01 recorded no schedule and sampled dpm++2m on karras (as eval
+    --resume reads them); --from-png made their images on today's exponential steps."""
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    res = in_process(capsys, "eval", tmp_path / "p.txt", "--base", models / "base.safetensors",
+                     "--upsampler", "none", "--sampler", "dpm++2m", "--schedule", "karras",
+                     "--steps", 3, "--device", "cpu", "--out", tmp_path / "eval")
+    assert res.returncode == 0, res.stderr
+    png = sorted((tmp_path / "eval").glob("000_*.png"))[0]
+    with Image.open(png) as im:
+        text = dict(im.text)
+        record = json.loads(text["glidectl"])
+        del record["base_stage"]["schedule"]  # as the older version wrote it
+        text["glidectl"] = json.dumps(record)
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        im.save(tmp_path / "eval" / "old.png", pnginfo=info)
+    res = in_process(capsys, "sample", "--from-png", tmp_path / "eval" / "old.png", "--device",
+                     "cpu", "-q", "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    again = tmp_path / "again" / "00000.png"
+    assert params(again)["schedule"] == "karras"
+    assert np.array_equal(pixels(again), pixels(png))
 
 
 def test_a_png_of_settings_sample_cannot_set_is_refused_not_made_otherwise(

@@ -152,17 +152,25 @@ def own_schedule(sampler: str) -> str:
     return as_sampler(plugins.samplers().get(sampler)).schedule
 
 
-def _recorded_stage(data: dict[str, Any]) -> Stage:
-    """A stage as metadata.json recorded it. Runs from before the schedule was recorded
-    sampled on the sampler's own of that time: the same as now, except that the built-in
-    samplers now on exponential σ's (dpm++2m, dpm++3m, unipc) were on karras."""
+def schedule_before(sampler: str) -> str | None:
+    """The schedule ``sampler`` used when none was given before 2026-12-01 (None: a sampler
+    no loaded plugin registers): its own of now, except that the built-in samplers now on
+    exponential σ's (dpm++2m, dpm++3m, unipc) were on karras."""
     from . import plugins
 
+    if sampler not in plugins.samplers():
+        return None
+    own = own_schedule(sampler)
+    builtin = plugins.samplers().entry(sampler).plugin == "glidectl.samplers.builtin"
+    return "karras" if builtin and own == "exponential" else own
+
+
+def _recorded_stage(data: dict[str, Any]) -> Stage:
+    """A stage as metadata.json recorded it. Runs from before the schedule was recorded
+    sampled on the sampler's own of that time (:func:`schedule_before`)."""
     data = dict(data)
     if "schedule" not in data and data.get("sampler"):
-        own = own_schedule(data["sampler"])
-        builtin = plugins.samplers().entry(data["sampler"]).plugin == "glidectl.samplers.builtin"
-        data["schedule"] = "karras" if builtin and own == "exponential" else own
+        data["schedule"] = schedule_before(data["sampler"])
     return Stage(**data)
 
 

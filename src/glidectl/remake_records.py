@@ -118,6 +118,7 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
             remake.pinned.append(Pinned(key, MODELS[key], _paths(rec.get(f"{key}_file"), spec),
                                         rec.get(f"{key}_sha256")))
     remake.pinned += pinned
+    _auto_schedule_note(remake, rec)
     _pin_schedules(remake, rec)
     _pin_loras(remake, rec.get("loras") or [], rec.get("lora_sha256") or [],
                rec.get("lora_config_sha256") or [], rec.get("lora_dirs") or [])
@@ -189,6 +190,26 @@ def _paths(*paths: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(p) for p in paths if p))
 
 
+def _auto_schedule_note(remake: Remake, rec: dict[str, Any]) -> None:
+    """A line where a sample PNG records the schedule ``auto`` (before 2026-12-03; its
+    upsampler's schedule was not recorded at all) for a sampler whose own schedule changed
+    on 2026-12-01: the PNG does not say which it was. It is made on today's."""
+    from .eval_settings import own_schedule, schedule_before
+
+    stages = (("schedule", "sampler", True),
+              ("upsample_schedule", "upsample_sampler", bool(rec.get("upsampler"))))
+    for key, sampler_key, ran in stages:
+        sampler = rec.get(sampler_key)
+        if not ran or not isinstance(sampler, str) or rec.get(key, "auto") != "auto":
+            continue
+        was = schedule_before(sampler)
+        if was is not None and was != (now := own_schedule(sampler)):
+            remake.notes.append(
+                f"{remake.png} records the {key.replace('_', ' ')} 'auto' (its sampler's "
+                f"own), which for {sampler} was {was} before 2026-12-01 and {now} since: it "
+                f"is made with {now}; if the image differs, pass {_flag(key)} {was}.")
+
+
 def _pin_schedules(remake: Remake, rec: dict[str, Any]) -> None:
     for key in ("schedule", "upsample_schedule"):
         if rec.get(f"{key}_sha256") and rec.get(key):
@@ -216,7 +237,7 @@ def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
     """An ``eval`` image: its settings, its own seed; files and sha256 from the folder's
     metadata.json when it is beside it."""
     from .eval_outputs import read_metadata
-    from .eval_settings import META_FILE
+    from .eval_settings import META_FILE, schedule_before
 
     values: dict[str, Any] = {"prompts": [text.get("prompt", "")],
                               "seed": _number(png, "seed", text["seed"], int),
@@ -228,6 +249,9 @@ def _from_eval(png: Path, text: dict[str, str], rec: dict[str, Any]) -> Remake:
         values.update({f"{prefix}sampler": stage.get("sampler"),
                        f"{prefix}steps": str(stage.get("steps")),
                        f"{prefix}schedule": stage.get("schedule")})
+        if "schedule" not in stage and isinstance(stage.get("sampler"), str):
+            # evals from before it was recorded: the sampler's own of that time
+            values[f"{prefix}schedule"] = schedule_before(stage["sampler"])
         guidance = stage.get("guidance")
         if guidance is not None or not prefix:
             values[f"{prefix}guidance"] = float(1.0 if guidance is None else guidance)
