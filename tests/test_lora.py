@@ -819,6 +819,34 @@ def test_merge_onto_other_weights_warns_in_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and ".py:" not in err
 
 
+def test_a_merged_file_merged_again_keeps_its_record_and_names_a_twice_merged_adapter(
+        tmp_path, capsys):
+    """Merging into a merged file wrote only the new merge in `lora_merged` (the first
+    adapter's record was lost), and the adapter it already holds, merged again (or given as
+    `--lora` on it), warned only that it was "trained on other weights". The record keeps
+    the base file's merges first, and such an adapter is said to be in it already."""
+    from glidectl.glide import save_weights
+    from glidectl.glide.checkpoints import read_metadata
+
+    base, out, _ = trained_adapter(tmp_path)
+    base_file = save_weights(base, tmp_path / "base.safetensors")
+    once, twice = tmp_path / "once.safetensors", tmp_path / "twice.safetensors"
+    assert cli("lora", "merge", out, "--base", base_file, "-o", once) == 0
+    capsys.readouterr()
+    assert cli("lora", "merge", out, "--base", once, "-o", twice) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"Warning: LoRA adapter {str(out)!r} is merged into {str(once)!r} "
+                          "already (at scale 1)"), err
+    assert "other weights" not in err and len(err.strip().splitlines()) == 1
+    first, second = json.loads(read_metadata(twice)["lora_merged"])
+    assert first == json.loads(read_metadata(once)["lora_merged"])[0]
+    assert (first["base"], second["base"]) == ("base.safetensors", "once.safetensors")
+    assert cli("sample", "a red circle", "--base", once, "--lora", out, "--steps", "1",
+               "--sampler", "euler", "-q", "--out", tmp_path / "o") == 0
+    err = capsys.readouterr().err
+    assert "is merged into" in err and "other weights" not in err
+
+
 def test_sample_with_a_lora_trained_on_other_weights_warns_in_one_line(tmp_path, capsys):
     """`sample --lora` printed Python's warning format: file path, line number, source line."""
     from glidectl.glide import save_weights

@@ -62,6 +62,8 @@ def check_base(
             f"architecture ({k}={saved[k]!r} there, {getattr(options, k)!r} here); load it onto "
             f"its base model {meta.get('base_model') or '(unknown)'!r}."
         )
+    if check_hash and _warn_merged_already(model, adapter):
+        return
     want = meta.get("base_sha256")
     if check_hash and want and model_sha256 is None and is_full_precision(model):
         model_sha256 = weights_sha256(model)
@@ -71,6 +73,46 @@ def check_base(
             f"({meta.get('base_model') or 'unknown base'}); results may differ.",
             LoraMismatchWarning, stacklevel=3,
         )
+
+
+def merged_records(model: nn.Module) -> tuple[str, list[dict[str, Any]]]:
+    """The .safetensors file ``model`` was loaded from and the ``lora_merged`` records of the
+    merges it holds (``lora merge``'s), ``("", [])`` for none; kept on the model when a
+    ``--lora`` is merged into it (its file no longer holds its weights then)."""
+    import json
+
+    from ..glide.checkpoints import read_metadata
+
+    if "glidectl_merged" in model.__dict__:
+        return model.__dict__["glidectl_merged"]
+    source = getattr(model, "glidectl_source", None)
+    if not source or not str(source[1]).endswith(".safetensors"):
+        return "", []
+    try:
+        records = json.loads(read_metadata(source[1]).get("lora_merged") or "[]")
+    except (GlidectlError, ValueError):
+        return "", []
+    if not isinstance(records, list):
+        return "", []
+    return str(source[1]), [r for r in records if isinstance(r, dict)]
+
+
+def _warn_merged_already(model: nn.Module, adapter: AdapterFiles) -> bool:
+    """Warn, and return True, when ``adapter`` is among the merges the file ``model`` was
+    loaded from records: applied again, it counts twice (its base hash only says "other
+    weights")."""
+    file, records = merged_records(model)
+    prior = next((r for r in records if adapter.sha256
+                  and r.get("adapter_sha256") == adapter.sha256), None)
+    if prior is None:
+        return False
+    scale = prior.get("scale")
+    at = f" (at scale {scale:g})" if isinstance(scale, int | float) else ""
+    warnings.warn(
+        f"LoRA adapter {str(adapter.path)!r} is merged into {file!r} already{at}, so it now "
+        "counts twice; use that file without it, or the model it was merged into with it, "
+        "to apply it once.", LoraMismatchWarning, stacklevel=4)
+    return True
 
 
 def attach_adapter(
@@ -152,7 +194,8 @@ def merge_and_unload(model: nn.Module, adapter: str | Path | None = None) -> nn.
         if attr in model.__dict__:
             delattr(model, attr)
     # the file load_model read no longer holds these weights: GlidePipeline(model) records
-    # the model as in memory, not as that file
+    # the model as in memory, not as that file (the merges that file held still count)
+    model.__dict__["glidectl_merged"] = merged_records(model)
     model.__dict__.pop("glidectl_source", None)
     return model
 
@@ -291,12 +334,13 @@ def merge_adapter(
         base, lambda path: (load_model(path), _sampling_defaults(str(path))))
     model.float()
     base_sha256 = weights_sha256(model)  # what the adapter's own base_sha256 is compared to
+    _, merged_before = merged_records(model)  # a merged file's merges stay on the record
     n = attach_adapter(model, adapter, scale, "glidectl_lora", model_sha256=base_sha256)
     merge_and_unload(model, adapter.path)
     # as given, and what was read (a LoRA run or base run folder names its latest step,
     # which moves on as it trains), by names and sha256s: no local folder, and the same
     # bytes however the paths were typed
-    meta = {"lora_merged": json.dumps([{
+    meta = {"lora_merged": json.dumps([*merged_before, {
         "adapter": _spec_record(adapter_path), "scale": scale, "base": _spec_record(base),
         "modules": n, "adapter_dir": runs.portable_name(adapter.path),
         "adapter_sha256": adapter.sha256, "adapter_config_sha256": adapter.config_sha256,
