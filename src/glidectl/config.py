@@ -469,11 +469,13 @@ def is_saved_config(path: str | Path) -> bool:
     """True when ``path`` is laid out as :func:`save_config` writes a config (no comments,
     its serialiser's order and spacing; an earlier release's keys too, and its arrays one
     element a line): a run's own config.toml, not a file of the user's kept in the run
-    folder."""
+    folder). It holds every section a resolved config has always held: a short file of the
+    user's in the serialiser's layout (``[train]`` / ``steps = 1``) is not one."""
     try:
         text = Path(path).read_text(encoding="utf-8")
         data = tomllib.loads(text)
-        return text in (_dumps(data), tomli_w.dumps(data))
+        resolved = all(isinstance(data.get(name), dict) for name in ("model", "data", "train"))
+        return resolved and text in (_dumps(data), tomli_w.dumps(data))
     except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError, TypeError, ValueError):
         return False
 

@@ -151,6 +151,22 @@ def test_a_config_kept_in_the_run_folder_is_not_replaced_by_the_resolved_one(
     assert (run / "checkpoints" / "step-000001").is_dir()
 
 
+def test_a_short_config_of_the_users_in_the_serialisers_layout_is_not_replaced(
+        tiny, config_file, tmp_path, capsys):
+    """A run folder's `[train]` / `steps = 1` (no comment: the layout tomli_w writes) was
+    taken for the run's own config.toml and written over when a new run began there."""
+    from glidectl.cli.app import main
+
+    mine = tmp_path / "runs" / "t" / "config.toml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("[train]\nsteps = 1\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "-c", str(config_file(tiny(train=dict(steps=1)))), "--no-live"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "config.toml glidectl did not write" in err, err
+    assert mine.read_text() == "[train]\nsteps = 1\n"
+
+
 def test_a_run_an_earlier_release_began_restarts_over_its_own_config(tiny, config_file,
                                                                    tmp_path, capsys):
     """An earlier release wrote fewer keys (none it did not know) and its arrays one element
