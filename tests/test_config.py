@@ -116,6 +116,23 @@ def test_unknown_key_names_the_dotted_key_and_the_nearest(tmp_path):
         load_config(path)
 
 
+def test_a_key_removed_since_loads_at_the_value_that_did_nothing_else_says_to_delete_it(
+        tmp_path):
+    """A run's config.toml of 2026-11-30 holds train.mean_loss_weight and t_sampling (both
+    removed that day): its --resume was refused with "Did you mean 'train.prior_loss_weight'?"
+    and a valid key list, neither of which says the key is gone."""
+    path = tmp_path / "config.toml"
+    path.write_text('[train]\nsteps = 3\nmean_loss_weight = 0.0\nt_sampling = "uniform"\n')
+    assert load_config(path).train.steps == 3
+    path.write_text("[train]\nmean_loss_weight = 0.5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}:2: 'train.mean_loss_weight' was removed on 2026-11-30 (measured on the "
+        "quickstart, it hurt colour); delete it: glidectl trains as with "
+        "train.mean_loss_weight = 0.0 did.")
+
+
 @pytest.mark.parametrize("item, meant", [
     ("data.image_size=64", "data.resolution"),  # was min_image_size: a filter, not a size
     ("train.save_steps=100", "checkpoint.every"),  # was train.steps: a run 100 steps long

@@ -181,6 +181,24 @@ KNOWN_AS = {
 }
 
 
+# Keys an earlier version read, since removed (2026-11-30: measured on the quickstart, each
+# hurt colour): the value that did nothing, which a run's config.toml of that time holds.
+REMOVED_KEYS: dict[str, Any] = {"train.mean_loss_weight": 0.0, "train.t_sampling": "uniform"}
+
+
+def _removed(dotted: str, value: Any, here: str) -> bool:
+    """Whether ``dotted`` is a removed key at the value that did nothing (skipped); one
+    sentence for one set to anything else."""
+    if dotted not in REMOVED_KEYS:
+        return False
+    off = REMOVED_KEYS[dotted]
+    if value == off and not isinstance(value, bool):
+        return True
+    raise ConfigError(f"{here}: '{dotted}' was removed on 2026-11-30 (measured on the "
+                      "quickstart, it hurt colour); delete it: glidectl trains as with "
+                      f"{dotted} = {off!r} did.")
+
+
 def _elsewhere(key: str) -> str | None:
     """The hint for a key of other sections ('resolution' → data.resolution) or another
     trainer's name for a key ('learning_rate' → train.lr), else None."""
@@ -217,6 +235,8 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str,
         ftypes = _field_types(type(section))
         for key, value in sec_values.items():
             dotted, here = f"{sec_name}.{key}", _at(where, lines, sec_name, key)
+            if key not in ftypes and _removed(dotted, value, here):
+                continue
             if key not in ftypes:
                 raise ConfigError(f"{here}: unknown key '{dotted}'." + (
                     _elsewhere(key) or _nearest(key, list(ftypes), f"{sec_name}.")))
