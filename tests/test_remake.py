@@ -427,6 +427,35 @@ def test_a_png_that_records_the_schedule_auto_is_made_again(models, capsys,  # n
     assert ("records the schedule 'auto' (its sampler's own), which for dpm++2m was karras "
             "before 2026-12-01 and exponential since: it is made with exponential; if the "
             "image differs, pass --schedule karras.") in " ".join(res.stderr.split())
+    # the older meaning, given, is not "Not as ... records" (nor the line again)
+    res = in_process(capsys, "sample", "--from-png", tmp_path / "old.png", "--device", "cpu",
+                     "-q", "--schedule", "karras", "--out", tmp_path / "karras")
+    assert res.returncode == 0, res.stderr
+    assert "Not as" not in res.stderr and "'auto'" not in res.stderr, res.stderr
+
+
+def test_a_sample_png_that_records_no_batch_says_it_is_made_alone(models, capsys,  # noqa: F811
+                                                                  tmp_path, batches):
+    """PNGs before 2026-12-03 recorded no batch size (sample's -b was 4): one of a request
+    of several was made alone, a pixel off maybe, with nothing said."""
+    res = in_process(capsys, "sample", "a red circle", "--base", models / "base.safetensors",
+                     "--upsampler", "none", "--steps", 3, "--device", "cpu", "-q",
+                     "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    record = {k: v for k, v in params(png).items()
+              if k not in ("batch_size", "image_index", "request_images", "request_seed")}
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", json.dumps(record))  # as an earlier release wrote it
+    Image.open(png).save(tmp_path / "old.png", pnginfo=info)
+    res = in_process(capsys, "sample", "--from-png", tmp_path / "old.png", "--device", "cpu",
+                     "-q", "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert batches[-1][0] == 1  # one image: alone
+    assert (f"{tmp_path / 'old.png'} does not record its batch (made before glidectl recorded "
+            "it): it is made alone, so a pixel may differ by a level if its request made more "
+            "images") in " ".join(res.stderr.split())
+    assert np.array_equal(pixels(tmp_path / "again" / "00000.png"), pixels(png))
 
 
 def test_an_eval_png_from_before_schedules_were_recorded_is_made_on_karras(

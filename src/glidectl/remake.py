@@ -57,6 +57,9 @@ class Remake:
     device: str | None = None  # the device type that made it (cpu, cuda, mps)
     vocab_sha256: str | None = None  # the GPT-2 vocabulary's that tokenized the prompt
     api_only: dict[str, Any] = field(default_factory=dict)  # generate()'s, no sample flag
+    # settings an older record leaves open: key -> (the other value it may mean, a line
+    # saying so, shown unless the key is given; given, that value is no change)
+    open_values: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -69,7 +72,8 @@ class Remake:
         hashed = {p.param for p in self.pinned if p.sha256 and p.param != "lora"}
         changed = [f"{_flag(k)} {params[k]}" for k in sorted(given & set(self.values))
                    if k not in ("prompts", "lora", "vocab_dir", *hashed)
-                   and str(params[k]) != str(self.values[k])]
+                   and str(params[k]) not in (str(self.values[k]),
+                                              self.open_values.get(k, ("",))[0])]
         changed += [f"{_flag(p.param)} {params[p.param]} (not the file that made it)"
                     for p in self.pinned if p.param in given & hashed
                     and not _holds(p, params[p.param])]
@@ -120,7 +124,9 @@ class Remake:
             seed, n = int(params["seed"]), self.batch
             place = min(max(self.place, seed + n - 1 - SEED_MAX), seed)
             params["n"], params["seed"], self.kept = n, seed - place, place
-        return [*self.notes] + ([f"Not as {self.name} records: {', '.join(changed)} (given); "
+        notes = [*self.notes, *(line for k, (_, line) in self.open_values.items()
+                                if k not in given)]
+        return notes + ([f"Not as {self.name} records: {', '.join(changed)} (given); "
                                  "the image will differ."] if changed else [])
 
     def line(self, n: int) -> str:

@@ -131,7 +131,12 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
         remake.batch, remake.place = min(batch_size, total - start), index - start
     else:
         remake.batch = 1
-        if batch_size > 1:
+        if "batch_size" not in rec:
+            remake.notes.append(f"{png} does not record its batch (made before glidectl "
+                                "recorded it): it is made alone, so a pixel may differ by a "
+                                "level if its request made more images (the batch size "
+                                "changes float sums).")
+        elif batch_size > 1:
             remake.notes.append(f"{png} does not say which image of its batch it was (made "
                                 "before glidectl recorded it): it is made alone, so a pixel "
                                 "may differ by a level (the batch size changes float sums).")
@@ -193,7 +198,8 @@ def _paths(*paths: str | None) -> tuple[str, ...]:
 def _auto_schedule_note(remake: Remake, rec: dict[str, Any]) -> None:
     """A line where a sample PNG records the schedule ``auto`` (before 2026-12-03; its
     upsampler's schedule was not recorded at all) for a sampler whose own schedule changed
-    on 2026-12-01: the PNG does not say which it was. It is made on today's."""
+    on 2026-12-01: the PNG does not say which it was. It is made on today's, and the older
+    one given is no change (:attr:`Remake.open_values`)."""
     from .eval_settings import own_schedule, schedule_before
 
     stages = (("schedule", "sampler", True),
@@ -204,7 +210,7 @@ def _auto_schedule_note(remake: Remake, rec: dict[str, Any]) -> None:
             continue
         was = schedule_before(sampler)
         if was is not None and was != (now := own_schedule(sampler)):
-            remake.notes.append(
+            remake.open_values[key] = was, (
                 f"{remake.png} records the {key.replace('_', ' ')} 'auto' (its sampler's "
                 f"own), which for {sampler} was {was} before 2026-12-01 and {now} since: it "
                 f"is made with {now}; if the image differs, pass {_flag(key)} {was}.")
