@@ -515,6 +515,29 @@ def test_adapter_on_other_weights_of_the_same_architecture_warns(tmp_path):
         apply_loras(tiny(seed=5), [str(out)])
 
 
+def test_an_adapter_given_twice_is_warned_of_with_its_total_scale(tmp_path, capsys):
+    """`--lora A --lora A` merged A twice, silently: double strength."""
+    from glidectl.lora import apply_loras_by_kind
+    from glidectl.lora.apply import LoraMismatchWarning
+
+    _, out, _ = trained_adapter(tmp_path)
+    copy = shutil.copytree(out, tmp_path / "copy")  # the same adapter by another path
+    with pytest.warns(LoraMismatchWarning, match=re.escape(
+            f"LoRA adapter {str(out)!r} is given twice ({str(out)!r} and '{copy}:0.5'), so "
+            f"it applies at scale 1.5 in all; pass it once, as {out}:1.5 for that strength.")):
+        apply_loras_by_kind([tiny()], [str(out), f"{copy}:0.5"])
+    with pytest.warns(LoraMismatchWarning, match="is given 3 times"):
+        apply_loras(tiny(), [str(out)] * 3)
+    from glidectl.glide import save_weights
+
+    base = save_weights(tiny(), tmp_path / "base.safetensors")
+    assert cli("sample", "a red circle", "--base", base, "--upsampler", "none", "--lora", out,
+               "--lora", out, "--steps", "1", "--sampler", "euler", "-q",
+               "--out", tmp_path / "o") == 0
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "given twice" in ln]
+    assert len(said) == 1 and said[0].startswith("Warning: LoRA adapter"), said
+
+
 @pytest.mark.parametrize("peft_first", [False, True], ids=["glidectl-first", "peft-first"])
 def test_stacked_adapters_on_their_base_do_not_warn_whatever_their_order(tmp_path,
                                                                          peft_first):

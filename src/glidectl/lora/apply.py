@@ -219,8 +219,37 @@ def apply_loras(
 
 def _read_all(specs: Iterable[str | LoraSpec | tuple[str, float]]
               ) -> list[tuple[LoraSpec, AdapterFiles]]:
-    """Each ``PATH[:SCALE]`` spec with its adapter, all read before any is merged."""
-    return [(spec, read_adapter(spec.path)) for spec in map(parse_lora_spec, specs)]
+    """Each ``PATH[:SCALE]`` spec with its adapter, all read before any is merged (an
+    adapter given twice is warned of: merged twice, it counts twice)."""
+    read = [(spec, read_adapter(spec.path)) for spec in map(parse_lora_spec, specs)]
+    _warn_given_twice(read)
+    return read
+
+
+def _warn_given_twice(read: list[tuple[LoraSpec, AdapterFiles]]) -> None:
+    """Warn in one line per adapter that ``read`` holds more than once (the same weights and
+    settings, by whatever path): its merges add up, so it applies at the sum of its scales."""
+    seen: dict[tuple[str, str], list[LoraSpec]] = {}
+    for spec, adapter in read:
+        key = (adapter.sha256, adapter.config_sha256)
+        seen.setdefault(key if all(key) else (str(adapter.path.resolve()), ""), []).append(spec)
+    for given in (g for g in seen.values() if len(g) > 1):
+        total = sum(s.scale for s in given)
+        names = " and ".join(repr(_spec_text(s)) for s in given)
+        warnings.warn(
+            f"LoRA adapter {given[0].path!r} is given {_times(len(given))} ({names}), so it "
+            f"applies at scale {total:g} in all; pass it once, as "
+            f"{given[0].path}:{total:g} for that strength.", LoraMismatchWarning, stacklevel=4)
+
+
+def _times(n: int) -> str:
+    """``twice``, ``3 times``, ..."""
+    return "twice" if n == 2 else f"{n} times"
+
+
+def _spec_text(spec: LoraSpec) -> str:
+    """``spec`` as ``--lora`` takes it: ``PATH``, or ``PATH:SCALE`` for a scale other than 1."""
+    return spec.path if spec.scale == 1 else f"{spec.path}:{spec.scale:g}"
 
 
 def _records_a_base(read: list[tuple[LoraSpec, AdapterFiles]]) -> bool:
