@@ -337,17 +337,29 @@ def test_images_all_below_min_image_size_name_the_key_to_lower(tmp_path, data_cf
 
     root = tmp_path / "small"
     root.mkdir()
-    for i in range(4):
-        Image.new("RGB", (12, 12), "red").save(root / f"{i}.png")
+    for i, size in enumerate([(12, 12), (14, 10), (13, 15), (11, 12)]):
+        Image.new("RGB", size, "red").save(root / f"{i}.png")
         (root / f"{i}.txt").write_text("a red square")
-    ds = build_dataset(data_cfg(source=str(root), max_rejects=3, min_image_size=16),
+    ds = build_dataset(data_cfg(source=str(root), max_rejects=4, min_image_size=16),
                        tokenizer=byte_tok,
                        image_size=12, text_ctx=64)
     with pytest.raises(GlidectlError) as info:
         list(torch.utils.data.DataLoader(ds, batch_size=2))
     message = str(info.value)
     assert "\n" not in message and "too_small" in message
-    assert "data.min_image_size" in message
+    # the value named admits the smallest picture read (was "=12 for 12 px pictures" always,
+    # which rejects the 10 px ones)
+    assert ("; images below data.min_image_size are rejected: the smallest found is 10 px "
+            "on its short side, so --set data.min_image_size=10 keeps them; run `glidectl "
+            "dataset inspect") in message, message
+    # DataLoader workers' counters travel as JSON and are summed: the smallest side too
+    from glidectl.data.stats import RejectionCounter
+
+    workers = [RejectionCounter(), RejectionCounter()]
+    workers[0].reject("too_small", "a.png", short_side=11)
+    workers[1].reject("too_small", "b.png", again=True, short_side=7)
+    total = RejectionCounter.merged(RejectionCounter.from_dict(w.to_dict()) for w in workers)
+    assert total.too_small_side == 7
 
 
 def test_linked_folders_are_read_once_and_link_loops_end(tmp_path, data_cfg, byte_tok):

@@ -229,6 +229,7 @@ class StreamDataset(IterableDataset):
         of its repeats (kohya's) in ``repeated``."""
         data = self.counter().to_dict()
         data.pop("iterations", None)
+        data.pop("too_small_side", None)
         return data
 
     def no_valid_data(self, counter: RejectionCounter) -> Exception:
@@ -261,7 +262,7 @@ class StreamDataset(IterableDataset):
                 try:
                     prepared, sample = self.pipeline(raw, rng, epoch)
                 except Rejected as rejected:
-                    counter.reject(rejected.reason, raw.key, raw.again)
+                    counter.reject(rejected.reason, raw.key, raw.again, rejected.short_side)
                     consecutive += 1
                     if counter.accepted == 0 and consecutive >= self.max_rejects:
                         # one worker's share may begin with (or be) a bad shard: a finite

@@ -26,11 +26,13 @@ _LIMIT_LOCK = threading.Lock()  # held while Image.MAX_IMAGE_PIXELS is raised
 
 
 class Rejected(Exception):
-    """A sample that cannot be used; ``reason`` is a short snake_case counter name."""
+    """A sample that cannot be used; ``reason`` is a short snake_case counter name,
+    ``short_side`` the image's shorter side in px where that is why (``too_small``)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, short_side: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.short_side = short_side
 
 
 def read_bytes(source: bytes | str | os.PathLike[str]) -> bytes:
@@ -151,7 +153,7 @@ def _check_size(size: tuple[int, int], min_size: int, max_pixels: int) -> None:
     if w * h > max_pixels:
         raise Rejected("decompression_bomb")
     if min(w, h) < max(1, min_size):
-        raise Rejected("too_small")
+        raise Rejected("too_small", min(w, h))
 
 
 def apply_orientation(img: Image.Image) -> Image.Image:

@@ -143,16 +143,16 @@ def inspect_source(
             report.complete = False
             break
         report.scanned += 1
-        reason = None
+        reason, short_side = None, None
         try:
             prepared = pipeline.prepare(raw, rng)
         except Rejected as rejected:
-            reason = rejected.reason
+            reason, short_side = rejected.reason, rejected.short_side
         except Exception as exc:
             reason = f"error:{type(exc).__name__}"
         ends.setdefault(unit, [(raw.key, reason)] * 2)[1] = (raw.key, reason)
         if reason is not None:
-            counter.reject(reason, raw.key)
+            counter.reject(reason, raw.key, short_side=short_side)
             continue
         counter.accept()
         if len(held) < holdout and not prepared.prior_prediction:

@@ -37,13 +37,17 @@ class RejectionCounter:
         self.converted: Counter[str] = Counter()
         self.examples: dict[str, list[str]] = {}
         self.iterations = 0
+        self.too_small_side: int | None = None  # the shortest side of a too_small image
 
     def accept(self) -> None:
         self.accepted += 1
 
-    def reject(self, reason: str, key: str = "", again: bool = False) -> None:
+    def reject(self, reason: str, key: str = "", again: bool = False,
+               short_side: int | None = None) -> None:
         """Count a rejection; ``again``: of a further read of an image this epoch already
-        read (counted in ``repeated``, its key already an example)."""
+        read (counted in ``repeated``, its key already an example); ``short_side``: that of
+        an image rejected as too small (the smallest is kept for the hint)."""
+        self.too_small_side = _smaller(self.too_small_side, short_side)
         if again:
             self.repeated[reason] += 1
             return
@@ -79,6 +83,7 @@ class RejectionCounter:
             "converted": dict(sorted(self.converted.items())),
             "examples": {k: list(v) for k, v in sorted(self.examples.items())},
             "iterations": self.iterations,
+            "too_small_side": self.too_small_side,
         }
 
     @classmethod
@@ -90,6 +95,8 @@ class RejectionCounter:
         counter.converted.update({k: int(v) for k, v in data.get("converted", {}).items()})
         counter.examples = {k: list(v) for k, v in data.get("examples", {}).items()}
         counter.iterations = int(data.get("iterations", 0))
+        side = data.get("too_small_side")
+        counter.too_small_side = side if isinstance(side, int) else None
         return counter
 
     @classmethod
@@ -101,6 +108,7 @@ class RejectionCounter:
             out.repeated.update(c.repeated)
             out.converted.update(c.converted)
             out.iterations = max(out.iterations, c.iterations)
+            out.too_small_side = _smaller(out.too_small_side, c.too_small_side)
             for reason, keys in c.examples.items():
                 mine = out.examples.setdefault(reason, [])
                 mine.extend([k for k in dict.fromkeys(keys) if k not in mine]
@@ -117,6 +125,22 @@ class RejectionCounter:
         if others > 0:
             reasons += f"; {rest} more for {others} other reason{'s' * (others != 1)}"
         return f"{self.total_rejected} rejected" + (f" ({reasons})" if reasons else "")
+
+
+def _smaller(a: int | None, b: int | None) -> int | None:
+    """The smaller of two sizes, either of which may be unknown (None)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _too_small_hint(counter: RejectionCounter) -> str:
+    """What to lower data.min_image_size to so the pictures rejected as too small are kept:
+    the shortest side among them, where known."""
+    side = counter.too_small_side
+    if side is None:
+        return ("; images below data.min_image_size are rejected: lower it to the short side "
+                "of the pictures to keep them")
+    return (f"; images below data.min_image_size are rejected: the smallest found is {side} "
+            f"px on its short side, so --set data.min_image_size={side} keeps them")
 
 
 def no_valid_data_error(source: str, counter: RejectionCounter,
@@ -139,8 +163,7 @@ def no_valid_data_error(source: str, counter: RejectionCounter,
         )
     top = counter.top_reasons(1)[0][0]
     found = hint(top) if callable(hint) else None
-    hint = ("; images below data.min_image_size are rejected: lower it to keep them "
-            "(e.g. --set data.min_image_size=12 for 12 px pictures)" if top == "too_small" else "")
+    hint = _too_small_hint(counter) if top == "too_small" else ""
     command = " ".join([shlex.quote(source), *(f"--set {shlex.quote(f)}" for f in flags)])
     examples = (f"; run `glidectl dataset inspect {command}` to see examples"
                 if inspect and not inspected else "")
