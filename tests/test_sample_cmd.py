@@ -877,6 +877,30 @@ def test_a_folder_as_an_image_says_it_is_a_folder(run, weights, tmp_path) -> Non
     assert res.returncode == 2 and "is a folder; pass an image file" in res.stderr, res.stderr
 
 
+@pytest.mark.parametrize("flag", ["--low-res", "--inpaint-image", "--inpaint-mask"])
+def test_an_input_that_is_no_image_is_refused_before_any_model_loads(run, tmp_path, monkeypatch,
+                                                                     flag) -> None:
+    """An unreadable --low-res was refused only after the models loaded, below an empty
+    `0/?` progress bar."""
+    from glidectl.glide import loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    (tmp_path / "bad.png").write_text("not an image")
+    Image.new("RGB", (8, 8)).save(tmp_path / "good.png")
+    def image(name: str) -> str:
+        return str(tmp_path / ("bad.png" if name == flag else "good.png"))
+
+    models = (["--base", "none", "--upsampler", str(tmp_path / "up.safetensors"),
+               "--low-res", image("--low-res")] if flag == "--low-res" else
+              ["--base", str(tmp_path / "inpaint.safetensors"), "--inpaint-image",
+               image("--inpaint-image"), "--inpaint-mask", image("--inpaint-mask")])
+    res = run("a cat", *models, "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and res.stderr == (
+        f"Error: Cannot read image {str(tmp_path / 'bad.png')!r} (cannot identify image file "
+        f"{str(tmp_path / 'bad.png')!r}); pass a PNG or JPEG.\n"), res.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_bespoke_stage_without_its_file_is_refused_before_anything_runs(capsys, weights,
                                                                           tmp_path) -> None:
     """Checked with the model calls, before any sampling: eval leaves no half-begun folder,

@@ -90,9 +90,11 @@ def _check_inputs(sampler: str | None, upsample_sampler: str, paths: list[Path |
         raise GlidectlError(f"{str(path)!r} {why}; pass an image file.")
     if base == "none" and low_res is None:
         raise GlidectlError("--base none needs --low-res IMAGE to upsample.")
-    from ..sampling import check_inpaint_pair  # before any model loads
+    from ..sampling import check_inpaint_pair, opened  # before any model loads
 
     check_inpaint_pair(*paths[1:])
+    for path in paths:
+        opened(path)  # not an image, or damaged: one sentence now, not after the models load
     check_out_dir(out)
 
 
