@@ -282,6 +282,25 @@ def test_missing_model_file_is_one_line_exit_2(run, tmp_path) -> None:
     assert res.stderr.count("\n") == 1 and "nope.safetensors" in res.stderr
 
 
+@pytest.mark.parametrize("flags", [("--upsampler", "NONE"), ("--upsampler", "Auto"),
+                                   ("--base", "None", "--upsampler", "none")])
+def test_a_model_word_in_another_case_names_the_words(run, weights, tmp_path, monkeypatch,
+                                                      flags) -> None:
+    """`--upsampler NONE` said only "Model 'NONE' … not found: pass openai:<kind>, …"."""
+    monkeypatch.chdir(tmp_path)
+    res = run("a cat", *(["--base", str(weights["base"])] if flags[0] != "--base" else []),
+              *flags, "--out", "o")
+    assert res.returncode == 2 and res.stderr == (
+        f"Error: Model {flags[1]!r} (relative to the current folder, {tmp_path}) not found; the "
+        "words --base and --upsampler take are lower-case: none (no model; --base none with "
+        "--low-res) and auto (--upsampler only: OpenAI's upsampler for OpenAI's base).\n")
+    (tmp_path / flags[1]).write_bytes((weights["upsample"] if flags[0] == "--upsampler"
+                                       else weights["base"]).read_bytes())  # a file so named
+    assert run("a cat", *(["--base", str(weights["base"])] if flags[0] != "--base" else []),
+               *flags, "--steps", "1", "--upsample-steps", "1", "-q",
+               "--out", "o").returncode == 0
+
+
 def test_a_model_that_cannot_load_is_said_before_any_warning(run, weights, tmp_path) -> None:
     """No "--upsample-steps not used" line about a run that will not start: only why."""
     (tmp_path / "bad.safetensors").write_text("not weights")

@@ -89,9 +89,19 @@ def resolve_spec(spec: str | Path, download: bool = True) -> Path:
                 "NAME and pass openai:NAME (GLIDECTL_OPENAI_URL names a mirror).")
         raise GlidectlError(registry.unknown_message(source_name).replace(
             "Unknown model source", "Unknown model source (or missing file)"))
-    raise GlidectlError(runs.missing_step(path) or (
+    raise GlidectlError(runs.missing_step(path) or _other_case_word(spec) or (
         f"Model {str(spec)!r}{from_here(spec)} not found: pass openai:<kind>, a .pt or "
         ".safetensors file, or a training run folder."))
+
+
+def _other_case_word(spec: str | Path) -> str:
+    """For a missing ``spec`` that is a word of the model flags in another case (``NONE``,
+    ``Auto``), the sentence naming the words as they are taken (lower-case), else ''."""
+    if str(spec).lower() not in ("none", "auto"):
+        return ""
+    return (f"Model {str(spec)!r}{from_here(spec)} not found; the words --base and "
+            "--upsampler take are lower-case: none (no model; --base none with --low-res) and "
+            "auto (--upsampler only: OpenAI's upsampler for OpenAI's base).")
 
 
 def check_spec(spec: str | Path) -> Path | None:
