@@ -361,6 +361,35 @@ def _inspect(capsys, *args) -> tuple[int, str, str]:
     return done.value.code or 0, captured.out, captured.err
 
 
+def test_inspect_sizes_images_as_the_config_trains_them_unless_size_is_given(
+        tmp_path, capsys, monkeypatch):
+    """`dataset inspect --config FILE` used --size 64 whatever the config's data.resolution."""
+    from glidectl.data import inspection
+
+    sizes = []
+
+    def recorded(*args, **kwargs):
+        sizes.append(kwargs["image_size"])
+        return real(*args, **kwargs)
+
+    real = inspection.inspect_source
+    monkeypatch.setattr(inspection, "inspect_source", recorded)
+    root = tmp_path / "imgs"
+    root.mkdir()
+    (root / "a.png").write_bytes(encode(photo(48, 40, 1), "PNG"))
+    (root / "a.txt").write_text("a picture")
+    config = tmp_path / "glide.toml"
+    config.write_text('[data]\nresolution = 32\n')
+    scratch = tmp_path / "scratch.toml"
+    scratch.write_text('[model]\ninit = "scratch"\nsize = "quickstart"\n')
+    for args, size in (((), 64), (("--config", config), 32), (("--config", config, "--size", 48),
+                                                             48),
+                       (("--set", "data.resolution=40"), 40), (("--config", scratch), 12),
+                       (("--config", scratch, "--set", "model.kind=upsample"), 256)):
+        assert _inspect(capsys, root, *args)[0] == 0
+        assert sizes.pop() == size, args
+
+
 def test_a_folder_with_no_valid_image_prints_its_report_then_fails_as_training(
         tmp_path, capsys, data_cfg, byte_tok):
     """Every image unreadable: the report (which names why) and then the sentence training

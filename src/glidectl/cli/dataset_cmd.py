@@ -66,6 +66,25 @@ def _model_text_ctx(cfg: Any, from_file: bool) -> int:
     return 128
 
 
+def _training_size(cfg: Any, from_file: bool) -> int:
+    """The size training resizes images to: data.resolution, else (0) the config's model's
+    own (a scratch preset's or OpenAI's), else 64."""
+    from ..errors import GlidectlError
+    from ..glide.options import official_options, preset_options
+
+    model = cfg.model
+    if cfg.data.resolution:
+        return int(cfg.data.resolution)
+    if from_file and model.init == "scratch":
+        return preset_options(model.kind, model.size).image_size
+    if from_file and model.init.startswith("openai:"):
+        try:
+            return official_options(model.init.split(":", 1)[1]).image_size
+        except GlidectlError:  # another name: the training run says what is wrong with it
+            return 64
+    return 64
+
+
 def _concepts_table(rows: list[dict[str, Any]]) -> Any:
     """OneTrainer's concepts: type, repeats or samples, images, reads per epoch, weight."""
     from rich.markup import escape
@@ -233,10 +252,11 @@ def register(app: typer.Typer) -> None:
         benchmark: bool = typer.Option(
             False, "--benchmark", help="Measure decode+transform+tokenize images/s per worker."
         ),
-        size: int = typer.Option(64, "--size", **_bounds("--size"),
-                                 help="Image size of the preview tiles, the benchmark's "
-                                 "transform and the grey-image count (training's: "
-                                 "data.resolution)."),
+        size: int | None = typer.Option(
+            None, "--size", **_bounds("--size"),
+            help="Image size of the preview tiles, the benchmark's transform and the "
+            "grey-image count (default: data.resolution, else the --config's scratch or "
+            "OpenAI model's own size, else 64), as training sizes them."),
         tokenizer: str = typer.Option(
             "auto", "--tokenizer",
             help="Tokenizer for caption lengths: auto (the config's, else gpt2 if available), "
@@ -285,7 +305,8 @@ def register(app: typer.Typer) -> None:
             for item in set_ or [])
         report = inspect_source(
             cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg, modelled), limit=limit,
-            text_ctx=text_ctx or _model_text_ctx(cfg, modelled), image_size=size,
+            text_ctx=text_ctx or _model_text_ctx(cfg, modelled),
+            image_size=size or _training_size(cfg, modelled),
             preview=preview, benchmark=benchmark, batch_size=cfg.train.batch_size,
             holdout=cfg.validation.holdout if validates(cfg) else 0,
         )
