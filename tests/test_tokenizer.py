@@ -115,6 +115,18 @@ def test_a_tokenizer_given_no_prompt_list_or_no_context_says_so(gpt2: tok.Tokeni
         assert tokens.shape == (1, 4)
 
 
+def test_an_id_outside_the_vocabulary_is_one_sentence_naming_it(gpt2: tok.Tokenizer) -> None:
+    """GPT-2's decode of id 50257 was a KeyError, of -1 an OverflowError; bytes' dropped them."""
+    for tokenizer, size in ((gpt2, 50257), (tok.ByteTokenizer(), 257)):
+        for bad in (size, -1, 10**20):
+            with pytest.raises(GlidectlError) as error:
+                tokenizer.decode([97, bad, tokenizer.pad_id])
+            assert str(error.value) == (
+                f"decode(): token id {bad} is outside the {tokenizer.name} tokenizer's "
+                f"vocabulary of {size} ids (0 to {size - 1}).")
+        assert tokenizer.decode(torch.tensor([64, size - 1])) == tokenizer.decode([64])
+
+
 def test_unknown_tokenizer_is_a_user_error() -> None:
     with pytest.raises(GlidectlError, match="Unknown tokenizer"):
         tok.get_tokenizer("clip")

@@ -99,7 +99,19 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of real (non-pad) ids; invalid UTF-8 is replaced."""
+        """Text of real (non-pad) ids; invalid UTF-8 is replaced, an id outside the
+        vocabulary is a GlidectlError naming it."""
+
+    def real_ids(self, ids: Sequence[int]) -> list[int]:
+        """``ids`` less the pad id, for :meth:`decode`; an id outside the vocabulary is one
+        sentence naming it (GPT-2's was a KeyError or OverflowError, bytes' dropped)."""
+        out = [int(i) for i in ids]
+        bad = next((i for i in out if not 0 <= i < self.n_vocab), None)
+        if bad is not None:
+            raise GlidectlError(f"decode(): token id {bad} is outside the {self.name} "
+                                f"tokenizer's vocabulary of {self.n_vocab} ids (0 to "
+                                f"{self.n_vocab - 1}).")
+        return [i for i in out if i != self.pad_id]
 
     def count(self, text: str) -> int:
         """Number of ids before truncation."""
@@ -168,7 +180,7 @@ class GPT2Tokenizer(Tokenizer):
         return self.encoding.encode_ordinary(prompt_text(text).lower())
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.encoding.decode([int(i) for i in ids if int(i) != self.pad_id])
+        return self.encoding.decode(self.real_ids(ids))
 
     @cached_property
     def sha256(self) -> str:
@@ -193,7 +205,7 @@ class ByteTokenizer(Tokenizer):
         return list(prompt_text(text).lower().encode("utf-8"))
 
     def decode(self, ids: Sequence[int]) -> str:
-        return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
+        return bytes(self.real_ids(ids)).decode("utf-8", errors="replace")
 
 
 def _sha256(path: Path) -> str:
