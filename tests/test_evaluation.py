@@ -1644,9 +1644,12 @@ def test_an_unwritable_out_fails_before_any_model_loads(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
     for out, message in ((tmp_path / "file", "is a file"),
-                         (tmp_path / "file" / "sub", "is under")):
+                         (tmp_path / "file" / "sub", "is under"),
+                         (tmp_path / "x.PNG", "names an image file, but out is the folder "
+                          "a run's images are written to")):  # run_eval's keyword, not --out
         with pytest.raises(GlidectlError, match=message):
             run_eval(prompts, EvalSettings(base="openai:base"), RunOptions(out=out))
+    assert not (tmp_path / "x.PNG").exists()
 
 
 def test_a_run_that_cannot_start_says_only_why(tmp_path, tiny_base, capsys, monkeypatch):

@@ -389,6 +389,21 @@ def test_an_unwritable_out_fails_before_any_model_loads(run, tmp_path, monkeypat
     assert res.returncode == 2 and "is under" in res.stderr
 
 
+def test_an_out_named_like_an_image_says_it_is_a_folder(run, weights, tmp_path,
+                                                        monkeypatch) -> None:
+    """`sample --out x.png` made a folder named x.png holding 00000.png."""
+    monkeypatch.chdir(tmp_path)
+    res = run("a cat", "--base", weights["base"], "--upsampler", "none", "--out", "x.png")
+    assert res.returncode == 2 and res.stderr == (
+        "Error: --out 'x.png' names an image file, but --out is the folder images are written "
+        "to (00000.png, 00001.png, …); pass a folder (e.g. 'x').\n")
+    assert not (tmp_path / "x.png").exists()
+    (tmp_path / "x.png").mkdir()  # a folder so named already: written into, as before
+    assert run("a cat", "--base", weights["base"], "--upsampler", "none", "--steps", "1", "-q",
+               "--out", "x.png").returncode == 0
+    assert (tmp_path / "x.png" / "00000.png").is_file()
+
+
 def test_a_models_recommended_sampling_is_used_and_said(run, weights, tmp_path) -> None:
     from glidectl.glide import load_model, save_weights
     from glidectl.pipeline import RECOMMENDED_KEY
@@ -756,6 +771,25 @@ def test_ctrl_c_keeps_the_images_already_written(weights, tmp_path, sig) -> None
         in stderr and "Traceback" not in stderr
     seeds = [json.loads(Image.open(p).text["parameters"])["seed"] for p in pngs]
     assert seeds == list(range(len(pngs)))
+
+
+def test_a_reader_that_stops_early_cuts_the_list_not_the_grid(weights, tmp_path) -> None:
+    """`sample … --grid | head -1`: the grid was written after the list of files, so a
+    reader gone before its end meant no grid (exit 1, no word); every file is on disk first."""
+    out = tmp_path / "out"
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "glidectl", "sample", "a red cube", "--base",
+             str(weights["base"]), "--upsampler", "none", "--n", "2", "--steps", "1", "--grid",
+             "--out", str(out), "--device", "cpu", "-q"], stdout=write, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    finally:
+        os.close(write)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png",
+                                                     "grid-00000.png"]
 
 
 def test_two_samples_writing_into_one_folder_never_overwrite_each_other(run, weights,

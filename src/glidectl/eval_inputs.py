@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import GlidectlError, keyword_errors, takes
 from .eval_outputs import (
+    EVAL_OUT,
     GRID_FILE,
     KILLED,
     check_wandb,
@@ -137,7 +138,7 @@ def resolve_out(prompts: list[str], options: RunOptions) -> Path:
         else:
             out = next_eval_dir(options.eval_root)
     out = Path(out)
-    check_out_dir(out)
+    check_out_dir(out, holds=EVAL_OUT)
     if not options.dry_run:  # a plan only reads
         refuse_if_busy(out)
     busy = holds_files(out)

@@ -298,6 +298,8 @@ def read_back(out: Path, prompts: Sequence[str], stems: Sequence[Sequence[str]],
 
 
 GRID_FILE = "grid.png"
+# what an eval's --out is, said when it is named like an image file
+EVAL_OUT = "the folder a run's images are written to (000_PROMPT.png, …, metadata.json)"
 GRID_MAX = 256  # images grid.png holds at most (--grid-max): the first prompts'
 
 

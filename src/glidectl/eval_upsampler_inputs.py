@@ -10,7 +10,14 @@ from typing import Any
 
 from .errors import GlidectlError
 from .eval_inputs import RunOptions, unused_options
-from .eval_outputs import KILLED, holds_files, killed_run, next_eval_dir, refuse_if_busy
+from .eval_outputs import (
+    EVAL_OUT,
+    KILLED,
+    holds_files,
+    killed_run,
+    next_eval_dir,
+    refuse_if_busy,
+)
 from .eval_settings import EvalSettings, resolve_settings
 from .out_dir import check_out_dir
 
@@ -159,7 +166,7 @@ def resolve_out(options: RunOptions) -> Path:
     """``--out`` (else the next ``eval/NNNN``), checked before any model loads: writable,
     not being written by another eval, holding no files."""
     out = Path(options.out) if options.out is not None else next_eval_dir(options.eval_root)
-    check_out_dir(out)
+    check_out_dir(out, holds=EVAL_OUT)
     refuse_if_busy(out, resumes=False)
     refuse_files(out)
     return out

@@ -26,9 +26,13 @@ def broken_link(path: Path) -> str | None:
     return None
 
 
-def check_out_dir(out: Path, flag: str = "--out") -> None:
-    """Raise unless ``out`` is (or can become) a writable folder; creates nothing."""
+def check_out_dir(out: Path, flag: str = "--out", holds: str = "") -> None:
+    """Raise unless ``out`` is (or can become) a writable folder; creates nothing. ``holds``:
+    what the folder holds (``the folder images are written to (00000.png, …)``), said when a
+    new ``out`` is named like an image file (``--out x.png`` made a folder ``x.png``)."""
     out = Path(out)
+    if holds:
+        _check_not_an_image_name(out, flag, holds)
     if (link := broken_link(out)) is not None:
         raise GlidectlError(f"{flag} {str(out)!r} {link}; remove the link or point it at a "
                             "folder.")
@@ -45,6 +49,15 @@ def check_out_dir(out: Path, flag: str = "--out") -> None:
             f"{flag} {str(out)!r} is not writable ({exc.strerror or exc}); pass another "
             "folder or fix its permissions."
         ) from None
+
+
+def _check_not_an_image_name(out: Path, flag: str, holds: str) -> None:
+    """One sentence when ``out``, not there yet, ends with an image file's extension."""
+    from .data.records import IMAGE_EXTENSIONS
+
+    if out.suffix.lower() in IMAGE_EXTENSIONS and not out.exists() and not out.is_symlink():
+        raise GlidectlError(f"{flag} {str(out)!r} names an image file, but {flag} is {holds}; "
+                            f"pass a folder (e.g. {str(out.with_suffix(''))!r}).")
 
 
 def prompt_record(prompt: str, used: str | None = None, cut: bool = False) -> dict[str, str]:

@@ -95,7 +95,7 @@ def _check_inputs(sampler: str | None, upsample_sampler: str, paths: list[Path |
     check_inpaint_pair(*paths[1:])
     for path in paths:
         opened(path)  # not an image, or damaged: one sentence now, not after the models load
-    check_out_dir(out)
+    check_out_dir(out, holds="the folder images are written to (00000.png, 00001.png, …)")
 
 
 def _progress(err: Any, quiet: bool) -> tuple[Any, Any]:
@@ -424,7 +424,10 @@ def _sample(
             typer.echo(str(path))
         raise WriteError(f"{str(exc).rstrip('.')}; {len(writer.written)} of "
                          f"{writer.wanted} images were written before it.") from None
-    for path in writer.written:
-        typer.echo(str(path))
-    if grid:
-        typer.echo(str(writer.grid(seed)))
+    paths = list(writer.written)
+    try:  # the grid is on disk before the list: a reader that stops early (`| head -1`)
+        if grid:  # cut the list short and the grid was never written
+            paths.append(writer.grid(seed))
+    finally:  # the images are listed even when the grid cannot be written
+        for path in paths:
+            typer.echo(str(path))
