@@ -773,6 +773,25 @@ def test_ctrl_c_keeps_the_images_already_written(weights, tmp_path, sig) -> None
     assert seeds == list(range(len(pngs)))
 
 
+def test_a_reader_that_stops_early_cuts_the_list_not_the_grid(weights, tmp_path) -> None:
+    """`sample … --grid | head -1`: the grid was written after the list of files, so a
+    reader gone before its end meant no grid (exit 1, no word); every file is on disk first."""
+    out = tmp_path / "out"
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "glidectl", "sample", "a red cube", "--base",
+             str(weights["base"]), "--upsampler", "none", "--n", "2", "--steps", "1", "--grid",
+             "--out", str(out), "--device", "cpu", "-q"], stdout=write, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    finally:
+        os.close(write)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png",
+                                                     "grid-00000.png"]
+
+
 def test_two_samples_writing_into_one_folder_never_overwrite_each_other(run, weights,
                                                                         tmp_path) -> None:
     """A run that starts while another is writing into the same folder takes the next free

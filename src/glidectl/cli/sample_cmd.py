@@ -424,7 +424,10 @@ def _sample(
             typer.echo(str(path))
         raise WriteError(f"{str(exc).rstrip('.')}; {len(writer.written)} of "
                          f"{writer.wanted} images were written before it.") from None
-    for path in writer.written:
-        typer.echo(str(path))
-    if grid:
-        typer.echo(str(writer.grid(seed)))
+    paths = list(writer.written)
+    try:  # the grid is on disk before the list: a reader that stops early (`| head -1`)
+        if grid:  # cut the list short and the grid was never written
+            paths.append(writer.grid(seed))
+    finally:  # the images are listed even when the grid cannot be written
+        for path in paths:
+            typer.echo(str(path))
