@@ -507,6 +507,30 @@ def test_a_second_fit_into_the_same_file_is_refused_while_the_first_runs(glidect
     assert code == 2 and "no-model.safetensors" in stderr and "not found" in stderr, stderr
 
 
+def test_a_file_another_fit_wrote_before_the_lock_is_not_written_over(glidectl, tmp_path,
+                                                                      monkeypatch) -> None:
+    """FILE was checked before its lock was taken: a fit into FILE that began and ended in
+    between left a FILE this fit then replaced without --overwrite."""
+    from glidectl.atomic import is_locked
+    from glidectl.cli import fit_cmd
+    from glidectl.samplers.tuned import write_schedule_file
+
+    out = tmp_path / "s.json"
+    lock_out = fit_cmd.lock_out
+
+    def the_other_fit_first(path):  # it wrote FILE and let go of the lock just now
+        write_schedule_file(path, {3: [80.0, 5.0, 0.1, 0.0]}, 0.05, 80.0, "the other fit")
+        return lock_out(path)
+
+    monkeypatch.setattr(fit_cmd, "lock_out", the_other_fit_first)
+    code, _, stderr = glidectl("fit-steps", tmp_path / "no-model.safetensors", "--prompt",
+                               "a cat", "--out", out, "--calls", "3")
+    assert code == 2 and stderr == (f"Error: {str(out)!r} exists; pass --overwrite to replace "
+                                    "it or another --out.\n"), stderr
+    assert "the other fit" in out.read_text()  # kept, and the lock let go
+    assert not is_locked(tmp_path / ".s.json.lock")
+
+
 def test_a_stopped_fit_to_a_new_file_says_the_counts_fitted_are_in_it(glidectl, weights,
                                                                       tmp_path) -> None:
     """Ctrl-C (or a full disk) after the first count: the new file holds that count, and

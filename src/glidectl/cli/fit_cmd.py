@@ -193,6 +193,12 @@ def register(app: typer.Typer) -> None:
                                     "so the start is kept.")
         device = pick_device(device)
         lock = lock_out(path)  # held until the fit ends: one fit writes FILE at a time
+        try:  # again under the lock: a fit that began, wrote FILE and ended since
+            check_free(path, overwrite)  # check_out would else be written over
+        except GlidectlError:
+            if lock is not None:
+                lock.close()
+            raise
         # an existing file is replaced only once every count is fitted; until then the
         # counts finished go to FILE.partial.json beside it
         partial = partial_path(path)
@@ -266,17 +272,9 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
-def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
-    """One sentence, before any model loads, unless ``path`` can take the schedule file."""
-    if path.suffix.lower() != ".json":
-        raise GlidectlError(f"--out {str(path)!r} must end in .json: --schedule reads a "
-                            "schedule file by that name.")
-    if path.is_dir():
-        raise GlidectlError(f"--out {str(path)!r} is a folder; name a FILE.json in it.")
-    from ..atomic import is_locked, probe_writable
-
-    if is_locked(_lock_path(path)):  # its file is half-fitted, not a stopped fit's
-        raise GlidectlError(_busy(path))
+def check_free(path: Path, overwrite: bool) -> None:
+    """One sentence unless ``path`` may be written: not there, or ``overwrite`` (a stopped
+    fit's file, or a refit's FILE.partial.json beside it, said as such)."""
     if path.exists() and not overwrite:
         from ..samplers.tuned import stopped_fit_message, stopped_refit_clause
 
@@ -294,6 +292,21 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
                                 "fit cannot add counts to a file), or another --out.")
         raise GlidectlError(f"{str(path)!r} exists; pass --overwrite to replace it or "
                             "another --out.")
+
+
+def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
+    """One sentence, before any model loads, unless ``path`` can take the schedule file
+    (:func:`check_free` is asked again once FILE's lock is held)."""
+    if path.suffix.lower() != ".json":
+        raise GlidectlError(f"--out {str(path)!r} must end in .json: --schedule reads a "
+                            "schedule file by that name.")
+    if path.is_dir():
+        raise GlidectlError(f"--out {str(path)!r} is a folder; name a FILE.json in it.")
+    from ..atomic import is_locked, probe_writable
+
+    if is_locked(_lock_path(path)):  # its file is half-fitted, not a stopped fit's
+        raise GlidectlError(_busy(path))
+    check_free(path, overwrite)
     if any(path.resolve() == p.resolve() for p in inputs):
         raise GlidectlError(f"--out {str(path)!r} is a prompts file of this fit; write the "
                             "schedule file to another path.")
