@@ -468,6 +468,36 @@ def test_plugin_info_shows_a_schedules_docstring_as_its_description(register_plu
         "description": "σ halving from σ_max each step (not below σ_min), then 0."}]
 
 
+def test_a_bare_sampler_functions_docstring_is_its_description_and_blanks_are_none(
+        register_plugin):
+    """A sampler function whose docstring held only blanks failed the plugin with
+    "IndexError: list index out of range"; one with a docstring was listed without it."""
+    from glidectl.plugin_report import plugin_info
+
+    def documented(denoiser, x, sigmas, extra=None, callback=None):
+        """Euler, bare.
+
+        Not shown."""
+        return x
+
+    def blank(denoiser, x, sigmas, extra=None, callback=None):
+        """   """
+        return x
+
+    class Bare:
+        @hookimpl
+        def register_samplers(self, register):
+            register("documented", documented)
+            register("blank", blank)
+
+    register_plugin(Bare(), "bare-plugin")
+    info = {p["name"]: p for p in plugin_info()}["bare-plugin"]
+    assert (info["status"], info["registers"]["samplers"]) == ("ok", [
+        {"name": "documented", "aliases": [], "description": "Euler, bare."},
+        {"name": "blank", "aliases": []}])
+    assert plugins.samplers().get("blank").description == ""
+
+
 def test_plugin_info_lists_what_each_plugin_registers(register_plugin):
     from glidectl.plugin_report import _registers_text, plugin_info
 

@@ -36,3 +36,12 @@ def _read_names(fn: Callable[..., Any]) -> frozenset[str]:
 
 
 _cached_names = cache(_read_names)
+
+
+def doc_summary(obj: Any) -> str:
+    """The first paragraph of ``obj``'s docstring on one line ("" when it has none, or one
+    of only blanks): the description ``glidectl plugins`` shows for a bare function."""
+    doc = getattr(obj, "__doc__", None)
+    if not isinstance(doc, str):
+        return ""
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())

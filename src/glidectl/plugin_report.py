@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from . import hookspecs, plugins
+from .callables import doc_summary
 from .plugin_guards import checked
 from .plugins import pm
 
@@ -25,11 +26,11 @@ def _collect(hook: str, plugin: Any) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 
     def register(name: str, obj: Any, aliases: tuple[str, ...] | list[str] = ()) -> None:
-        checked(hook, obj, pm.get_name(plugin) or "", name)
+        obj = checked(hook, obj, pm.get_name(plugin) or "", name)  # a bare sampler: Sampler
         entry = {"name": name.lower(), "aliases": [a.lower() for a in aliases]}
         description = getattr(obj, "description", None)
-        if hook == "register_schedules" and obj.__doc__:  # a function: its docstring's start
-            description = " ".join(inspect.cleandoc(obj.__doc__).split("\n\n")[0].split())
+        if hook == "register_schedules":  # a function: its docstring's start
+            description = doc_summary(obj) or description
         if isinstance(description, str) and description:
             entry["description"] = description
         found.append(entry)

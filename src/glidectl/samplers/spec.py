@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..callables import takes_keyword
+from ..callables import doc_summary, takes_keyword
 from ..errors import GlidectlError, got, takes
 
 SamplerFn = Callable[..., Any]
@@ -105,7 +105,7 @@ def as_sampler(obj: Any) -> Sampler:
         return Sampler(
             fn=obj,
             calls_per_step=int(getattr(obj, "calls_per_step", 1)),
-            description=(obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else "",
+            description=doc_summary(obj),
         )
     raise TypeError(f"a sampler must be a Sampler or a function, got {type(obj).__name__}")
 
