@@ -277,6 +277,13 @@ def test_train_warns_that_it_ignores_the_lora_section(tmp_path):
     (["sample", "a cat", "--model", "m.pt"], "--model; glidectl sample takes it as --base"),
     (["sample", "--prompt", "a cat"],
      "--prompt; PROMPTS is glidectl sample's argument, not an option"),
+    (["sample", "--prompts-file", "p.txt"],  # not `sample p.txt`: it draws "p.txt"
+     "--prompts-file; glidectl sample's PROMPTS are prompt texts, not a file; glidectl eval "
+     "PROMPTS.txt samples each line of a prompts file"),
+    (["eval", "--prompt-file", "p.txt"],
+     "--prompt-file; PROMPTS is glidectl eval's argument, not an option"),
+    (["fit-steps", "runs/x", "--prompts_file", "p.txt"],
+     "--prompts_file; glidectl fit-steps takes it as --prompts"),
     (["eval", "p.txt", "--guidance_scale", "3"],
      "--guidance_scale; glidectl eval takes it as --guidance"),
     (["sample", "a", "--num_inference_steps", "9"],

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+# a file of prompts: fit-steps' --prompts, eval's argument; sample's PROMPTS are texts
+PROMPT_FILE_NAMES = ("--prompt-file", "--prompt_file", "--prompts-file", "--prompts_file",
+                     "--from-file", "--from_file")
 # their names → glidectl's, tried in order: the first the command has is named (an
 # argument's name, such as ``prompts``, is the command's positional argument)
 OTHER_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("--model", "--model-path", "--model_path", "--ckpt", "--checkpoint",
      "--pretrained_model_name_or_path", "--pretrained-model-name-or-path"):
         ("--base", "model", "--set model.init=..."),
-    ("--prompt", "--prompts", "--prompt-file", "--prompt_file", "--from-file", "--from_file"):
-        ("prompts",),
+    ("--prompt", "--prompts"): ("prompts",),
+    PROMPT_FILE_NAMES: ("--prompts", "prompts"),
     ("--num-images", "--num_images", "--n-samples", "--n_samples", "--num-samples",
      "--num_samples", "--num-images-per-prompt", "--num_images_per_prompt", "--n_iter"):
         ("--n",),
@@ -62,6 +65,10 @@ def glidectl_name(option: str, command: Any, path: str) -> str | None:
     bare = option.lstrip("-").replace("-", "_")
     for target in (*_LOOKUP.get(option, ()), bare):
         if not target.startswith("-") and (argument := _argument(command, target)):
+            if option in PROMPT_FILE_NAMES and getattr(argument, "nargs", 1) == -1:
+                # sample's texts, not eval's one file: `sample prompts.txt` draws "prompts.txt"
+                return (f"{path}'s {argument.name.upper()} are prompt texts, not a file; "
+                        "glidectl eval PROMPTS.txt samples each line of a prompts file")
             return f"{argument.name.upper()} is {path}'s argument, not an option"
         if target.startswith("-") and _has_option(command, target):
             return f"{path} takes it as {target}"
