@@ -656,3 +656,34 @@ def test_entry_points_pluggy_cannot_register_are_named_and_leave_the_cli_working
     for name, kind in (("listed", "a list"), ("nothing", "a NoneType")):
         assert errors[name] == (f"failed to load: its entry point names {kind}, not a module "
                                 "or an object with @hookimpl functions"), errors
+
+
+def test_a_plugin_changing_torchs_default_dtype_at_import_is_set_back_and_named(tmp_path):
+    """A plugin's top-level ``torch.set_default_dtype(torch.float64)`` made every model built
+    afterwards float64 (``train`` wrote float64 checkpoints), with no word of it."""
+    install_plugin(tmp_path, "globby", """
+        import torch
+        torch.set_default_dtype(torch.float64)
+        torch.set_grad_enabled(False)
+        from glidectl.hookspecs import hookimpl
+
+        @hookimpl
+        def register_schedules(register):
+            register("flat", lambda n, sigma_min, sigma_max: [sigma_max] * n + [0.0])
+    """)
+    script = ("from glidectl import plugins; plugins.load_plugins(); import torch; "
+              "print(torch.get_default_dtype(), torch.is_grad_enabled()); "
+              "print(*plugins.load_warnings(), sep='\\n')")
+    pythonpath = os.pathsep.join(filter(None, (str(tmp_path), os.environ.get("PYTHONPATH"))))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": pythonpath,
+                                           "GLIDECTL_LOAD_PLUGINS": "globby"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "torch.float32 True",
+        "plugin 'globby' (globby 0.1) changed torch's default dtype to torch.float64 (set back "
+        "to torch.float32) and grad mode to off (set back to on) when imported; change torch's "
+        "global settings only inside the plugin's functions, and restore them."]
+    listed = json.loads(_cli(tmp_path, "plugins", GLIDECTL_LOAD_PLUGINS="globby").stdout)
+    assert listed[0]["status"] == "ok" and listed[0]["warning"].startswith(
+        "its import changed torch's default dtype to torch.float64")

@@ -92,6 +92,9 @@ def plugin_info(include_defaults: bool = False) -> list[dict[str, Any]]:
     for info in infos:
         if info["name"] in plugins.idle_plugins:
             info.update(status="error", error=plugins.idle_plugins[info["name"]])
+        if info["name"] in plugins.torch_changes:  # set back; every other command warns
+            info["warning"] = (f"its import changed torch's "
+                               f"{plugins.torch_changes[info['name']]}")
     for name, error in plugins.broken.items():
         if pm.get_plugin(name) is None:
             infos.append({"name": name, "status": "error", "hooks": [], "registers": {},
@@ -135,6 +138,8 @@ def _registers_text(info: dict[str, Any]) -> str:
                      f"{', '.join(clash['with'])}")
     if "error" in info:
         lines.append(f"ERROR: {info['error']}")
+    if "warning" in info:
+        lines.append(f"WARNING: {info['warning']}")
     if "note" in info:
         lines.append(info["note"])
     return "\n".join(lines) or "-"

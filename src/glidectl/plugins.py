@@ -60,6 +60,36 @@ idle_plugins: dict[str, str] = {}
 tracebacks: dict[str, str] = {}
 #: plugin name → seconds its import took (a plugin importing torch at its top: seconds).
 import_seconds: dict[str, float] = {}
+#: plugin name → torch's global settings its import changed (glidectl set them back).
+torch_changes: dict[str, str] = {}
+
+
+def _torch_state() -> tuple[Any, bool] | None:
+    """torch's default dtype and grad mode; None while torch is not imported (its defaults)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not callable(getattr(torch, "get_default_dtype", None)):
+        return None
+    return torch.get_default_dtype(), torch.is_grad_enabled()
+
+
+def _restore_torch(before: tuple[Any, bool] | None) -> str | None:
+    """Set torch's default dtype and grad mode back to ``before`` (torch's defaults when
+    None) and say what had changed, or None: a plugin's ``torch.set_default_dtype(float64)``
+    at import made every model built after it (``train``'s too) float64."""
+    now = _torch_state()
+    if now is None:
+        return None
+    torch = sys.modules["torch"]
+    dtype, grad = before if before is not None else (torch.float32, True)
+    changed = []
+    if now[0] != dtype:
+        changed.append(f"default dtype to {now[0]} (set back to {dtype})")
+        torch.set_default_dtype(dtype)
+    if now[1] != grad:
+        changed.append(f"grad mode to {'on' if now[1] else 'off'} (set back to "
+                       f"{'on' if grad else 'off'})")
+        torch.set_grad_enabled(grad)
+    return " and ".join(changed) or None
 
 
 def _allow_list() -> set[str] | None:
@@ -111,7 +141,7 @@ def _load() -> None:
                                f"called {ep.name!r} ({', '.join(shared[ep.name])}), so "
                                "neither is loaded; uninstall one, or rename its entry point")
             continue
-        started = time.perf_counter()
+        started, torch_before = time.perf_counter(), _torch_state()
         try:
             plugin = ep.load()
         except (Exception, SystemExit) as exc:  # a broken package must not break the CLI
@@ -120,6 +150,8 @@ def _load() -> None:
             continue
         finally:
             import_seconds[ep.name] = time.perf_counter() - started
+            if changed := _restore_torch(torch_before):
+                torch_changes[ep.name] = changed
         problem = (_not_a_plugin(plugin) or hook_problem(plugin))
         if problem:
             broken[ep.name] = problem
@@ -404,9 +436,13 @@ def command_names(app: Any) -> list[str]:
 
 
 def load_warnings() -> list[str]:
-    """One sentence per plugin with hooks never called (not marked ``@hookimpl``) and per
-    plugin command left out because its name was taken."""
+    """One sentence per plugin with hooks never called (not marked ``@hookimpl``), per
+    plugin whose import changed torch's global settings and per plugin command left out
+    because its name was taken."""
     idle = [f"plugin {who(plugin)}: {why}." for plugin, why in sorted(idle_plugins.items())]
+    idle += [f"plugin {who(plugin)} changed torch's {what} when imported; change torch's "
+             "global settings only inside the plugin's functions, and restore them."
+             for plugin, what in sorted(torch_changes.items())]
     return idle + [
         f"plugin {who(plugin)} adds the command {command!r}, which "
         f"{'glidectl has' if owner == 'glidectl' else f'plugin {who(owner)} adds first'}: "
