@@ -119,6 +119,27 @@ def test_columns_are_detected_or_configured(tmp_path, data_cfg, byte_tok):
         "data.caption_column to the column that holds the captions.")
 
 
+def test_each_parquet_file_is_read_by_its_own_columns(tmp_path, data_cfg, byte_tok):
+    """Parquet files joined from two datasets (img2dataset's `jpg`, a datasets export's
+    `image`) were read by the first file's columns: every row of the other was rejected as
+    missing_image though it held one, and a column named in data.caption_column that only a
+    later file has was refused naming the first file's columns."""
+    folder = tmp_path / "joined"
+    write_parquet(folder / "0.parquet", [{"jpg": encode(photo(40, 40, i)), "caption": f"c {i}"}
+                                         for i in range(2)])
+    write_parquet(folder / "1.parquet", [{"image": encode(photo(40, 40, i)), "text": f"t {i}"}
+                                         for i in range(2)])
+    ds = make(data_cfg(source=str(folder)), byte_tok, train=False)
+    assert sorted(s["caption"] for s in ds) == ["c 0", "c 1", "t 0", "t 1"]
+    assert ds.stats()["rejected"] == {}
+    write_parquet(folder / "2.parquet", [{"jpg": encode(photo(40, 40, 0)), "prompt": "p"}])
+    for column, lacking, has in (("", "2", "'caption'"), ("prompt", "0", "'prompt'")):
+        with pytest.raises(GlidectlError) as info:
+            open_source(str(folder), data_cfg(caption_column=column))
+        assert str(info.value).startswith(f"Parquet file {str(folder / f'{lacking}.parquet')!r}")
+        assert f"has {has}; give the files the same column names" in str(info.value)
+
+
 def test_image_paths_are_relative_to_the_parquet_file(tmp_path, data_cfg, byte_tok):
     folder = tmp_path / "paths"
     (folder / "img").mkdir(parents=True)

@@ -54,7 +54,9 @@ ROWS_AT_ONCE = 64  # rows decoded at once: a row may hold a large image
 @dataclass
 class ParquetSource:
     """Rows of Parquet files; ``groups[i]`` is the row count of each row group of file i
-    (None for a file whose footer cannot be read: counted as ``bad_parquet`` when read)."""
+    (None for a file whose footer cannot be read: counted as ``bad_parquet`` when read).
+    ``image_column``/``caption_column`` are the first readable file's; ``per_file[i]`` holds
+    file i's own, as files joined from two datasets may name them differently."""
 
     spec: str
     files: list[str]
@@ -63,6 +65,7 @@ class ParquetSource:
     caption_column: str | None
     columns: list[str] = field(default_factory=list)
     names: dict[str, str] | None = field(default=None, repr=False, compare=False)
+    per_file: list[tuple[str, str | None] | None] = field(default_factory=list, repr=False)
 
     kind = "parquet"
     splits_samples = False
@@ -72,26 +75,52 @@ class ParquetSource:
         pq = _pyarrow()
         files = expand_parquet(spec)
         groups: list[list[int] | None] = []
+        per_file: list[tuple[str, str | None] | None] = []
         columns: list[str] = []
+        failed: tuple[str, list[str], str, GlidectlError] | None = None
         for path in files:
             try:
                 meta = pq.ParquetFile(path).metadata
             except Exception:  # a damaged footer: the file counts as bad data when read
                 groups.append(None)
+                per_file.append(None)
                 continue
             groups.append([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
-            if not columns:
-                columns = list(meta.schema.to_arrow_schema().names)
+            names = list(meta.schema.to_arrow_schema().names)
+            columns = columns or names
+            key = "image_column"
+            try:  # each file's own: files joined from two datasets may differ (jpg, image)
+                image = pick_column(names, cfg.image_column, IMAGE_COLUMNS, key, spec,
+                                    required=True)
+                key = "caption_column"  # none found: every row would be missing_caption
+                caption = pick_column(names, cfg.caption_column, CAPTION_COLUMNS, key, spec,
+                                      required=True)
+                per_file.append((str(image), caption))
+            except GlidectlError as exc:
+                per_file.append(None)
+                failed = failed or (path, names, key, exc)
         if not columns:
             raise GlidectlError(
                 f"None of the {len(files)} Parquet file(s) of {spec!r} can be read; check "
                 "that they are Parquet files."
             )
-        image = pick_column(columns, cfg.image_column, IMAGE_COLUMNS, "image_column", spec,
-                            required=True)
-        caption = pick_column(columns, cfg.caption_column, CAPTION_COLUMNS, "caption_column",
-                              spec, required=True)  # else every row: missing_caption
-        return cls(spec, files, groups, str(image), caption, columns)
+        found = [(path, cols) for path, cols in zip(files, per_file, strict=True) if cols]
+        if failed and not found:  # no file has them: the columns to set are named
+            raise failed[3]
+        if failed:
+            path, names, key, _ = failed
+            other, (image, caption) = found[0]
+            wanted = str(getattr(cfg, key) or "")
+            defaults = IMAGE_COLUMNS if key == "image_column" else CAPTION_COLUMNS
+            column = (f"column {wanted!r} (data.{key}" if wanted else
+                      f"{key.split('_')[0]} column ({', '.join(defaults)}")
+            raise GlidectlError(
+                f"Parquet file {path!r} of {spec!r} has no {column}; its columns: "
+                f"{', '.join(names) or 'none'}), while {other!r} has "
+                f"{image if key == 'image_column' else caption!r}; give the files the same "
+                "column names, or point data.source at the files that share them.")
+        image, caption = found[0][1]
+        return cls(spec, files, groups, image, caption, columns, per_file=per_file)
 
     @property
     def num_samples(self) -> int:
@@ -116,6 +145,8 @@ class ParquetSource:
             return
         first = sum((self.groups[index] or [])[:group])
         base = os.path.dirname(path)
+        image_column, caption_column = (self.per_file[index] if self.per_file else None) or (
+            self.image_column, self.caption_column)
         r = 0
         try:  # a few rows at a time: pandas writes a whole table as one row group
             table = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)  # streamed
@@ -132,6 +163,6 @@ class ParquetSource:
                 counter.reject("bad_parquet", f"{name}:{group}")
                 return
             for row in rows:
-                yield row_sample(row, f"{name}/{first + r}", self.image_column,
-                                 self.caption_column, base)
+                yield row_sample(row, f"{name}/{first + r}", image_column, caption_column,
+                                 base)
                 r += 1
