@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import itertools
+import json
 import os
 import shlex
 import tarfile
@@ -324,6 +325,34 @@ def test_the_no_valid_data_line_counts_every_rejection(write_shards, data_cfg, b
         list(ds)
     assert "5 rejected (missing_image: 2, bad_metadata: 1, caption_not_utf8: 1; 1 more for 1 " \
            "other reason)" in str(info.value)
+
+
+def test_a_repeated_key_in_a_shard_counts_each_later_sample_once(tmp_path, data_cfg,
+                                                                 byte_tok, capsys):
+    """A shard holding two (or three) samples of one key: webdataset drops each repeated
+    member, so the later samples were lost and counted as `duplicate_tar_member`, once per
+    member, as a damaged shard (`dataset inspect`: "damaged shards/files 4", the shard's path
+    for the key). The key's first sample is read; each later one is one `duplicate_key`."""
+    import webdataset as wds
+
+    path = tmp_path / "shards" / "dup-000.tar"
+    path.parent.mkdir()
+    with wds.TarWriter(str(path)) as sink:
+        for i, key in enumerate(["a", "dup", "dup", "b", "three", "three", "three"]):
+            sink.write({"__key__": key, "jpg": encode(photo(48, 40, i)), "txt": f"c {i}"})
+    ds = build_dataset(data_cfg(source=str(path.parent)), tokenizer=byte_tok, image_size=32,
+                       text_ctx=32)
+    assert sorted((s["key"], s["caption"]) for s in ds) == [
+        ("dup-000.tar/a", "c 0"), ("dup-000.tar/b", "c 3"), ("dup-000.tar/dup", "c 1"),
+        ("dup-000.tar/three", "c 4")]
+    stats = ds.stats()
+    assert stats["rejected"] == {"duplicate_key": 3}
+    assert stats["examples"]["duplicate_key"] == ["dup-000.tar/dup", "dup-000.tar/three"]
+    with pytest.raises(SystemExit):
+        main(["dataset", "inspect", str(path), "--tokenizer", "byte", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert (report["scanned"], report["valid"], report["damaged"]) == (7, 4, {})
+    assert report["rejected"] == {"duplicate_key": 3}
 
 
 def test_missing_image_key_is_rejected(write_shards, data_cfg, byte_tok):

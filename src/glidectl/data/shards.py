@@ -213,6 +213,23 @@ def _begins_as_tar(head: bytes) -> bool:
     return True
 
 
+DUPLICATE = ": duplicate file name in tar file"  # webdataset's group_by_keys says so
+DUPLICATE_REASON = "duplicate_key"  # a later sample of a key a shard already holds
+
+
+def duplicate_member(exc: BaseException) -> tuple[str, str] | None:
+    """The sample key and extension of the member webdataset dropped as a repeat of one its
+    sample already holds (``a.jpg`` twice: a shard holding two samples of one key), else
+    None."""
+    from webdataset.tariterators import base_plus_ext
+
+    text = str(exc.args[0]) if exc.args else ""
+    if not isinstance(exc, ValueError) or DUPLICATE not in text:
+        return None
+    key, ext = base_plus_ext(text.rsplit(DUPLICATE, 1)[0])
+    return (key, ext.lower()) if key is not None and ext is not None else None
+
+
 def shard_error_reason(exc: BaseException) -> str:
     """A counter name for an exception raised while reading a shard."""
     text = str(exc).lower()
@@ -360,11 +377,17 @@ class ShardSource:
 
         ended = False
         truncated = False
+        # per key: its members dropped as repeats, by extension, and the samples so counted
+        repeats: dict[str, Counter[str]] = {}
+        counted: Counter[str] = Counter()
 
         def handler(exc: BaseException) -> bool:
             # webdataset reports one damaged tar twice (the member read, then the next
             # header); the first shard-level error ends this shard and is the one counted.
             nonlocal ended
+            if (member := duplicate_member(exc)) is not None and not ended:
+                repeats.setdefault(member[0], Counter())[member[1]] += 1
+                return True  # the key's first sample is read; each later one counted once
             reason = shard_error_reason(exc)
             if ended:
                 return False
@@ -380,6 +403,15 @@ class ShardSource:
             truncated = True
             counter.reject("truncated_tar", unit)
         name = self.shard_name(unit)
+
+        def repeated() -> Iterator[RawSample]:
+            """A rejected sample for each later sample of a key seen so far."""
+            for key, exts in repeats.items():
+                for _ in range(max(exts.values()) - counted[key]):
+                    yield RawSample(key=f"{name}/{key}", image=None, caption=None,
+                                    reject=DUPLICATE_REASON)
+                counted[key] = max(exts.values())
+
         try:
             stream = open_shard(unit)
         except OSError as exc:
@@ -388,6 +420,7 @@ class ShardSource:
         with stream:
             files = tar_file_expander([{"url": unit, "stream": stream}], handler=handler)
             for sample in group_by_keys(files, handler=handler):
+                yield from repeated()
                 self._note_elsewhere(sample)
                 image = next((sample[k] for k in self.image_keys if k in sample), None)
                 end = (str(sample.get("__key__", "?")),
@@ -399,5 +432,6 @@ class ShardSource:
                     caption=sample.get(self.caption_key),
                     meta_bytes=sample.get(self.metadata_key),
                 )
+            yield from repeated()
             if not ended and not truncated and data_past_end(unit, stream):
                 counter.reject("bad_tar", unit)
