@@ -313,6 +313,24 @@ def test_rerank_without_clip_is_one_clear_error(tmp_path, tiny_base):
     assert "Traceback" not in out.stderr
 
 
+def test_a_dry_run_of_rerank_without_clip_is_refused_as_the_run_is(tmp_path, tiny_base,
+                                                                  stack, monkeypatch):
+    """--dry-run --rerank K without CLIP printed a plan ("best of K by CLIP") and exited 0,
+    where the run itself refuses it."""
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # import open_clip fails
+    prompts = write_prompts(tmp_path / "p.txt", ["a cat"])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST, rerank=2)
+    for dry in (False, True):
+        with pytest.raises(GlidectlError, match="rerank needs CLIP, but CLIP metrics off: "
+                                                "open_clip is not installed"):
+            run_eval(prompts, s, RunOptions(out=tmp_path / "o", device="cpu", dry_run=dry),
+                     pipeline=stack)
+    plain = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    report = run_eval(prompts, plain, RunOptions(out=tmp_path / "o", device="cpu",
+                                                 dry_run=True), pipeline=stack)
+    assert report.dry_run and not (tmp_path / "o").exists()
+
+
 def test_busy_output_folder_and_changed_settings_are_refused(tmp_path, tiny_base, stack):
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
     s = EvalSettings(base=str(tiny_base), base_stage=FAST)

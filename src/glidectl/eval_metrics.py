@@ -85,15 +85,14 @@ class ClipScorer:
         self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
         self.device, self.name = device, name
 
-    @classmethod
-    def load(
-        cls, model_name: str = DEFAULT_CLIP_MODEL, weights: str | Path | None = None,
-        device: str = "cpu",
-    ) -> ClipScorer:
-        """Build CLIP from a local weights file; raise ClipUnavailable with a reason otherwise."""
+    @staticmethod
+    def check(weights: str | Path | None = None) -> Path:
+        """The local weights file :meth:`load` would read, checked without loading anything:
+        ClipUnavailable (open_clip not installed, no weights given) or GlidectlError (no
+        such file) otherwise."""
         weights = weights or os.environ.get(CLIP_WEIGHTS_ENV) or None
         try:
-            import open_clip
+            import open_clip  # noqa: F401
         except ImportError:
             raise ClipUnavailable(
                 f"CLIP metrics off: open_clip is not installed ({install_hint('clip')})."
@@ -109,6 +108,17 @@ class ClipScorer:
                 f"CLIP weights file {str(path)!r} does not exist; fix --clip-weights or "
                 f"{CLIP_WEIGHTS_ENV}."
             )
+        return path
+
+    @classmethod
+    def load(
+        cls, model_name: str = DEFAULT_CLIP_MODEL, weights: str | Path | None = None,
+        device: str = "cpu",
+    ) -> ClipScorer:
+        """Build CLIP from a local weights file; raise ClipUnavailable with a reason otherwise."""
+        path = cls.check(weights)
+        import open_clip
+
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=str(path), device=device

@@ -91,10 +91,16 @@ def _noop(kind: str, **info: Any) -> None:
     return None
 
 
-def _load_clip(options: RunOptions, settings: EvalSettings, device: str) -> tuple[Any, str | None]:
+def _load_clip(options: RunOptions, settings: EvalSettings, device: str | None
+               ) -> tuple[Any, str | None]:
+    """CLIP, or None and why it is absent; ``--rerank`` without it is refused. ``device``
+    None (a dry run) checks what loading would refuse without loading anything."""
     from .eval_metrics import ClipScorer, ClipUnavailable
 
     try:
+        if device is None:
+            ClipScorer.check(options.clip_weights)
+            return None, None
         return ClipScorer.load(options.clip_model, options.clip_weights, device), None
     except ClipUnavailable as exc:
         if settings.rerank:
@@ -379,6 +385,7 @@ def run_eval(
             plan.mark_done(out)
         if options.skip_existing and not options.resume:
             plan.check_strays(out, prior)
+        _load_clip(options, settings, None)  # --rerank without CLIP, as the run refuses it
         models, info = dry_run_plan(plan, settings, device, pipeline, _vocab_dir(options))
         header = _header(prompts_file, prompts, out, settings, models, device, options)
         if continues(options, prior, out):  # the plan of a run the real one would refuse
