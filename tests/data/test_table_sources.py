@@ -13,7 +13,7 @@ from data_helpers import encode, photo, replays_after_resume
 from typer.testing import CliRunner
 
 from glidectl import plugins
-from glidectl.cli.app import build_app
+from glidectl.cli.app import build_app, main
 from glidectl.data import build_dataset
 from glidectl.data.source_api import SourceType
 from glidectl.data.sources import DemoSource, open_source
@@ -138,6 +138,32 @@ def test_each_parquet_file_is_read_by_its_own_columns(tmp_path, data_cfg, byte_t
             open_source(str(folder), data_cfg(caption_column=column))
         assert str(info.value).startswith(f"Parquet file {str(folder / f'{lacking}.parquet')!r}")
         assert f"has {has}; give the files the same column names" in str(info.value)
+
+
+def test_a_table_of_image_links_says_to_fetch_the_images(tmp_path, data_cfg, byte_tok,
+                                                         capsys):
+    """LAION's metadata Parquet (URL, TEXT, ...) holds links, not images: its error said
+    to set data.image_column, and with data.image_column = "URL" each link was opened as a
+    file beside the table and counted as unreadable_file."""
+    path = write_parquet(tmp_path / "laion" / "part-0.parquet", [
+        {"URL": f"https://example.com/{i}.jpg", "TEXT": f"t {i}", "punsafe": 0.01}
+        for i in range(2)])
+    with pytest.raises(GlidectlError) as info:
+        open_source(str(path.parent), data_cfg())
+    assert str(info.value) == (
+        f"Found no image column in {str(path.parent)!r} (columns: URL, TEXT, punsafe), only "
+        "links in 'URL', and glidectl downloads no images: fetch them first (img2dataset "
+        "writes shards or Parquet that hold them) and point data.source at those, or set "
+        "data.image_column to a column of image bytes or paths.")
+    with pytest.raises(SystemExit) as run:
+        main(["dataset", "inspect", str(path.parent), "--tokenizer", "byte", "--set",
+              "data.image_column=URL"])
+    assert run.value.code == 2
+    assert "2 rejected (image_url: 2), so training would refuse it. Column 'URL' holds image " \
+        "links, and glidectl downloads no images" in capsys.readouterr().err
+    ds = make(data_cfg(source=str(path.parent), image_column="URL"), byte_tok)
+    with pytest.raises(GlidectlError, match=r"image_url: 2.*Column 'URL' holds image links"):
+        list(ds)
 
 
 def test_image_paths_are_relative_to_the_parquet_file(tmp_path, data_cfg, byte_tok):

@@ -18,7 +18,7 @@ from ..errors import GlidectlError, from_here
 from ..extras import install_hint
 from .records import RawSample
 from .stats import RejectionCounter
-from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, pick_column, row_sample
+from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, link_hint, pick_column, row_sample
 
 BLOCK_ROWS = 1000  # rows per work unit of a saved dataset
 SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -177,6 +177,10 @@ class HFSource:
 
     def describe(self) -> str:
         return f"hf:{self.name}"
+
+    def hint(self, reason: str) -> str | None:
+        """What to do about rows rejected as ``reason`` (image links)."""
+        return link_hint(reason, self.image_column)
 
     def units(self) -> list[str]:
         return [str(i) for i in range(self.shards)]

@@ -18,7 +18,7 @@ from ..errors import GlidectlError
 from ..extras import install_hint
 from .records import RawSample, unit_names
 from .stats import RejectionCounter
-from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, pick_column, row_sample
+from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, link_hint, pick_column, row_sample
 from .walk import files_with_suffix
 
 
@@ -128,6 +128,10 @@ class ParquetSource:
 
     def describe(self) -> str:
         return self.spec
+
+    def hint(self, reason: str) -> str | None:
+        """What to do about rows rejected as ``reason`` (image links)."""
+        return link_hint(reason, self.image_column)
 
     def units(self) -> list[str]:
         return [f"{i}:{g}" for i, groups in enumerate(self.groups)

@@ -13,6 +13,10 @@ from .records import RawSample
 IMAGE_COLUMNS = ("image", "jpg", "png", "jpeg", "webp")
 CAPTION_COLUMNS = ("text", "caption", "txt")
 JSON_CAPTION_KEYS = ("caption", "text", "TEXT")  # the built-in presets' JSON caption fields
+LINK_COLUMNS = ("url", "image_url", "img_url", "link")  # LAION's metadata: URL, TEXT, ...
+LINK_REASON = "image_url"  # an image cell holding an http(s) link: glidectl downloads nothing
+FETCH_FIRST = ("glidectl downloads no images: fetch them first (img2dataset writes shards or "
+               "Parquet that hold them) and point data.source at those")
 
 
 def pick_column(
@@ -34,11 +38,29 @@ def pick_column(
     if required:
         what, holds = (("caption", "the captions") if key == "caption_column" else
                        ("image", "image bytes or paths"))
+        link = next((lowered[n] for n in LINK_COLUMNS if n in lowered), None)
+        if what == "image" and link is not None:  # image links only, as LAION's metadata
+            raise GlidectlError(
+                f"Found no image column in {source!r} (columns: {', '.join(columns)}), only "
+                f"links in {link!r}, and {FETCH_FIRST}, or set data.image_column to a column "
+                "of image bytes or paths.")
         raise GlidectlError(
             f"Found no {what} column in {source!r} (columns: {', '.join(columns) or 'none'}); "
             f"set data.{key} to the column that holds {holds}."
         )
     return None
+
+
+def link_hint(reason: str, column: str) -> str | None:
+    """For rows rejected as ``reason``: what to do when their image cells were links."""
+    if reason != LINK_REASON:
+        return None
+    return f"Column {column!r} holds image links, and {FETCH_FIRST}."
+
+
+def is_link(value: Any) -> bool:
+    """An image cell that is an http(s) URL, not a path or bytes."""
+    return isinstance(value, str) and value.lstrip().lower().startswith(("http://", "https://"))
 
 
 def _jsonable(value: Any) -> bool:
@@ -96,5 +118,8 @@ def row_sample(
         if k not in (image_column, caption_column) and _jsonable(v)
     }
     caption = caption_value(row.get(caption_column)) if caption_column else None
-    return RawSample(key=key, image=image_value(row.get(image_column), base_dir),
-                     caption=caption, meta=meta)
+    image = row.get(image_column)
+    path = image.get("path") if isinstance(image, Mapping) and not image.get("bytes") else image
+    if is_link(path):  # not a file beside the table: rejected as a link, never opened
+        return RawSample(key=key, image=None, caption=caption, meta=meta, reject=LINK_REASON)
+    return RawSample(key=key, image=image_value(image, base_dir), caption=caption, meta=meta)
