@@ -877,6 +877,27 @@ def test_flags_that_would_not_be_used_are_named(run, weights, tmp_path) -> None:
             "and --upsample-guidance set it).") in res.stderr
 
 
+def test_a_schedule_file_of_a_stage_that_does_not_run_warns_only_that_it_is_unused(
+        run, weights, tmp_path) -> None:
+    """`--upsample-schedule FILE` on a run with no upsampler (and `--schedule FILE` with
+    `--low-res`) said the file was tuned for ddpm and fitted at guidance 1, advising
+    --upsample-sampler and --upsample-guidance for a stage that never ran."""
+    path = bespoke_file(tmp_path / "s.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "sampler": "unipc",
+                                "guidance": 5.0}))
+    res = run("a cat", "--base", str(weights["base"]), "--upsampler", "none", "--steps", "2",
+              "-q", "--upsample-schedule", str(path), "--out", str(tmp_path / "a"))
+    assert res.returncode == 0, res.stderr
+    assert "Warning: --upsample-schedule not used: this run has no upsampler." in res.stderr
+    assert "Schedule file" not in res.stderr, res.stderr
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "low.png")
+    res = run("a cat", "--base", str(weights["base"]), "--upsampler", str(weights["upsample"]),
+              "--low-res", str(tmp_path / "low.png"), "--upsample-steps", "2", "-q",
+              "--schedule", str(path), "--out", str(tmp_path / "b"))
+    assert res.returncode == 0, res.stderr
+    assert "not used" in res.stderr and "Schedule file" not in res.stderr, res.stderr
+
+
 @pytest.mark.parametrize("args, flags, why", [
     (("--sampler", "ddim", "--sigma-max", "5"), ["--sigma-max"],
      "the respaced schedule (GLIDE's own timesteps) starts at the model's top σ"),

@@ -405,8 +405,9 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             messages += _unused_lines(self.unused_keywords(stage_options, base_opts, up_opts,
                                                            low_res is None), stage_options)
         for stage, opts in (("base", base_opts), ("upsample", up_opts)):
-            if not (opts.schedule and is_schedule_file(opts.schedule)):
-                continue
+            if not (opts.schedule and is_schedule_file(opts.schedule)) or \
+                    stage not in self.stage_models() or stage == "base" and low_res is not None:
+                continue  # a stage that does not run: its file's mismatches change no pixel
             record = self.records.get(stage)
             up = stage == "upsample"
             tuned = schedule_file_warning(opts.schedule, opts.sampler)
