@@ -587,6 +587,11 @@ def bespoke_file(path: Path, coefficients: bool = True) -> Path:
     (lambda d: d["coefficients"]["3"][1].__setitem__(0, 1e308), "not all numbers within"),
     (lambda d: d["positions"].update({"4": d["positions"].pop("3") + [0.9999]}),
      "holds bespoke coefficients for 3 steps but no σ's for 3 steps"),
+    # a hand-edited σ range said "leave --sigma-max at the value it was fitted with", unset
+    (lambda d: d.pop("sigma_min"), "but no σ range they were fitted on (sigma_min, "
+     "sigma_max: two numbers with 0 < sigma_min < sigma_max, got missing, 80.0)"),
+    (lambda d: d.update(sigma_max="80"), ', "80"); refit it with glidectl fit-steps'),
+    (lambda d: d.update(sigma_min=100.0), "got 100.0, 80.0); refit it with glidectl fit-steps"),
 ])
 def test_a_damaged_schedule_file_is_one_sentence_before_sampling(capsys, weights, tmp_path,
                                                                  change, message) -> None:

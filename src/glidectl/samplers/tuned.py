@@ -472,9 +472,16 @@ def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[li
                             f"steps but no σ's for {n} steps; refit it with glidectl fit-steps "
                             f"MODEL --prompts PROMPTS.txt --method bespoke --calls {n}.")
     lo, hi = data.get("sigma_min"), data.get("sigma_max")
-    fitted = (sigmas_from_positions(positions, n, float(lo), float(hi))
-              if is_finite_number(lo) and is_finite_number(hi) and 0 < lo < hi else None)
-    if fitted is None or not torch.allclose(fitted.double(), sigmas.double(), rtol=1e-6):
+    if not (is_finite_number(lo) and is_finite_number(hi) and 0 < lo < hi):
+        shown = ", ".join(one_line(json.dumps(v))[:20] if k in data else "missing"
+                          for k, v in (("sigma_min", lo), ("sigma_max", hi)))
+        raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for {n} "
+                            "steps but no σ range they were fitted on (sigma_min, sigma_max: "
+                            f"two numbers with 0 < sigma_min < sigma_max, got {shown}); "
+                            "refit it with glidectl fit-steps MODEL --prompts PROMPTS.txt "
+                            f"--method bespoke --calls {n}.")
+    fitted = sigmas_from_positions(positions, n, float(lo), float(hi))
+    if not torch.allclose(fitted.double(), sigmas.double(), rtol=1e-6):
         raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for its "
                             f"own σ's (from {hi} down), but this run samples from "
                             f"{float(sigmas[0]):g} to {float(sigmas[-2]):g}: leave --sigma-max "
