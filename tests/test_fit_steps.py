@@ -214,6 +214,20 @@ def test_a_stopped_fit_keeps_the_counts_it_finished(weights, tmp_path) -> None:
     assert json.loads(out.read_text())["not_fitted"] == [5]  # the file says what it lacks
 
 
+def test_a_count_given_twice_is_fitted_once(weights, tmp_path) -> None:
+    """`--calls 3 --calls 3` ran the same fit twice (a bespoke count: minutes each) and wrote
+    the same σ's over the first."""
+    from glidectl.glide.loading import load_model
+    from glidectl.step_fitting import fit_steps, reference
+
+    target = reference(load_model(weights["base"]), ["a cat"], 3.0, seed=1, steps=12)
+    said: list[str] = []
+    found = fit_steps(target, [3, 4, 3], "descent", "unipc", tmp_path / "s.json", "test",
+                      log=said.append, rounds=1)
+    assert list(found) == [3, 4]
+    assert [m.split(":")[0] for m in said if "tuning RMS" in m] == ["3 calls", "4 calls"]
+
+
 def test_a_descent_from_start_descends_from_the_file_s_sigmas(weights, tmp_path) -> None:
     """--start FILE with the default method copied FILE's σ's (interpolated for another
     count) as if fitted: --images and --rounds did nothing. The descent starts there."""

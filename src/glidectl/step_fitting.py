@@ -376,6 +376,7 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
                 f"({options.get('evals', 150)} L-BFGS evaluations)")
     if isinstance(calls, int):
         calls = [calls]
+    calls = list(dict.fromkeys(calls))  # a count given twice is fitted once, not again
     if method == "gits" and not target.xs:
         raise GlidectlError("--method gits searches the reference's trajectory, and this "
                             "target has none; build it with reference(..., trajectory=True).")
