@@ -48,41 +48,38 @@ def _resolve_tokenizer(name: str, cfg: Any, from_file: bool) -> Any:
             return get_tokenizer("byte")
 
 
-def _model_text_ctx(cfg: Any, from_file: bool) -> int:
-    """The tokens the config's model reads (a scratch preset's or OpenAI's), else 128: a
-    quickstart model reads 40 bytes, and 128 called its longer captions untruncated."""
+def _model_options(cfg: Any, from_file: bool) -> Any:
+    """The options of the config's model (a scratch preset's or OpenAI's), else None (no
+    config file, or an OpenAI name the training run will say is wrong)."""
     from ..errors import GlidectlError
     from ..glide.options import official_options, preset_options
 
     model = cfg.model
     if from_file and model.init == "scratch":
         tok = None if model.tokenizer == "auto" else model.tokenizer
-        return preset_options(model.kind, model.size, tok).text_ctx
+        return preset_options(model.kind, model.size, tok)
     if from_file and model.init.startswith("openai:"):
         try:
-            return official_options(model.init.split(":", 1)[1]).text_ctx
-        except GlidectlError:  # another name: the training run says what is wrong with it
-            return 128
-    return 128
+            return official_options(model.init.split(":", 1)[1])
+        except GlidectlError:
+            return None
+    return None
+
+
+def _model_text_ctx(cfg: Any, from_file: bool) -> int:
+    """The tokens the config's model reads, else 128: a quickstart model reads 40 bytes, and
+    128 called its longer captions untruncated."""
+    options = _model_options(cfg, from_file)
+    return options.text_ctx if options is not None else 128
 
 
 def _training_size(cfg: Any, from_file: bool) -> int:
     """The size training resizes images to: data.resolution, else (0) the config's model's
-    own (a scratch preset's or OpenAI's), else 64."""
-    from ..errors import GlidectlError
-    from ..glide.options import official_options, preset_options
-
-    model = cfg.model
+    own, else 64."""
     if cfg.data.resolution:
         return int(cfg.data.resolution)
-    if from_file and model.init == "scratch":
-        return preset_options(model.kind, model.size).image_size
-    if from_file and model.init.startswith("openai:"):
-        try:
-            return official_options(model.init.split(":", 1)[1]).image_size
-        except GlidectlError:  # another name: the training run says what is wrong with it
-            return 64
-    return 64
+    options = _model_options(cfg, from_file)
+    return options.image_size if options is not None else 64
 
 
 def _concepts_table(rows: list[dict[str, Any]]) -> Any:
