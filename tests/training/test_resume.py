@@ -205,6 +205,29 @@ def test_a_resume_in_another_precision_says_so(tiny, config_file, capsys):
     assert "Resuming" not in capsys.readouterr().out
 
 
+def test_a_resume_with_another_batch_says_so(tiny, config_file, capsys):
+    """Resuming with another train.batch_size or train.grad_accum is allowed (the data go
+    on from the same image) but not the run it was: one line says so (before, nothing did)."""
+    from glidectl.cli.app import main
+
+    cfg = tiny(train=dict(steps=2, batch_size=2))
+    first = Trainer(cfg, quiet=True).run()
+    path = config_file(cfg)
+    step_dir = first.run_dir / "checkpoints" / "step-000002"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "-c", str(path), "--resume", "latest", "--steps", "3", "--no-live",
+              "--set", "train.batch_size=3", "--set", "train.grad_accum=2"])
+    assert exit_info.value.code in (0, None)
+    out = " ".join(capsys.readouterr().out.split())
+    assert (f"Resuming {str(step_dir)!r} with train.batch_size 2 → 3, train.grad_accum 1 → 2: "
+            "the run goes on from the same image, but not as it would have (set "
+            "train.batch_size = 2 and train.grad_accum = 1 to keep it).") in out
+    with pytest.raises(SystemExit):  # the same batch again: nothing to say
+        main(["train", "-c", str(path), "--resume", "latest", "--steps", "4", "--no-live",
+              "--set", "train.batch_size=3", "--set", "train.grad_accum=2"])
+    assert "Resuming" not in capsys.readouterr().out
+
+
 def test_a_resume_with_another_optimizer_is_one_line_and_changes_nothing(tiny):
     cfg = tiny(train=dict(steps=2))
     result = Trainer(cfg, quiet=True).run()

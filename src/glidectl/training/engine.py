@@ -226,7 +226,8 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         self.objective = Objective(tc, self.bundle, self.stream, self.noise,
                                    world=acc.num_processes, device=acc.device,
                                    total_steps=self.total_steps)
-        self.state = TrainState(self.stream, self.guard, self.precision.name)
+        self.state = TrainState(self.stream, self.guard, self.precision.name,
+                                (tc.batch_size, tc.grad_accum))
         self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
         if self.resume_from is not None:
             self._load(self.resume_from)

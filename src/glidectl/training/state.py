@@ -63,10 +63,13 @@ class TrainState:
     """The loop's own resume state (``state/train.json``; the noise generator's state goes
     with the other RNGs)."""
 
-    def __init__(self, stream: DataStream, guard: NonFiniteGuard, precision: str = "fp32"):
+    def __init__(self, stream: DataStream, guard: NonFiniteGuard, precision: str = "fp32",
+                 batch: tuple[int, int] | None = None):
         self.step = 0
         self.precision = precision  # what this run computes in (fp32, bf16, fp16)
         self.saved_precision: str | None = None  # the checkpoint's; None before it was kept
+        self.batch = batch  # train.batch_size (a process's) and train.grad_accum of this run
+        self.saved_batch: tuple[int, int] | None = None  # the checkpoint's, where kept
         self.stream, self.guard = stream, guard
         self.tracker_ids: dict[str, str] = {}
         self.best_val_loss = math.inf
@@ -103,7 +106,7 @@ class TrainState:
             "guard": self.guard.state_dict(), "trackers": dict(self.tracker_ids),
             "best_val_loss": self.best_val_loss, "best_step": self.best_step,
             "data_counts": self.data_total, "precision": self.precision,
-            "grey_data": self.grey_data,
+            "grey_data": self.grey_data, "batch": list(self.batch) if self.batch else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -116,6 +119,9 @@ class TrainState:
         self.grey_data = grey if isinstance(grey, bool) else None
         saved = state.get("precision")
         self.saved_precision = saved if isinstance(saved, str) else None
+        batch = state.get("batch")  # absent in checkpoints before it was kept
+        self.saved_batch = (tuple(batch) if isinstance(batch, list) and len(batch) == 2
+                            and all(type(v) is int for v in batch) else None)
         best = state.get("best_step")  # absent in checkpoints before it was kept
         self.best_step = best if isinstance(best, int) and not isinstance(best, bool) else None
         counts = state.get("data_counts") or {}  # absent in checkpoints before it was kept

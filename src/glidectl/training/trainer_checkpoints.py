@@ -41,12 +41,27 @@ class TrainerCheckpoints:
             self._notes.append(f"Resuming {str(step_dir)!r}, trained in {was}, in {now}: the run "
                                f"goes on, but not as it would have in {was} (set "
                                f"train.precision = \"{was}\" to keep it).")
+        if (batch := self._batch_note(step_dir)) is not None:
+            self._notes.append(batch)
         scaler_note = rs.fresh_scaler_note(runs.state_dir(step_dir), self.accelerator.scaler)
         if scaler_note:
             self._notes.append(scaler_note)
         if changed:
             self._notes.append("Optimizer settings changed since the checkpoint; the config's "
                                f"apply from here on: {', '.join(changed)}.")
+
+    def _batch_note(self, step_dir: Path) -> str | None:
+        """A line when the run is resumed with another batch or gradient accumulation than
+        its checkpoint trained with: allowed (the data go on from the same image), but the
+        steps from here are not the ones the run would have taken."""
+        was, now = self.state.saved_batch, self.state.batch
+        if was is None or now is None or tuple(was) == tuple(now):
+            return None
+        keys = ("train.batch_size", "train.grad_accum")
+        changed = [f"{k} {a} → {b}" for k, a, b in zip(keys, was, now, strict=True) if a != b]
+        kept = " and ".join(f"{k} = {a}" for k, a in zip(keys, was, strict=True))
+        return (f"Resuming {str(step_dir)!r} with {', '.join(changed)}: the run goes on from "
+                f"the same image, but not as it would have (set {kept} to keep it).")
 
     def save_checkpoint(self) -> Path:
         """Every process calls this; the main one writes weights, all write their RNGs. A
