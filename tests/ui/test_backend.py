@@ -276,6 +276,20 @@ def test_ui_refuses_an_output_folder_it_cannot_write(tmp_path, capsys):
         f"{str(tmp_path / 'a-file')!r}, a file; pass a folder.\n")
 
 
+def test_ui_refuses_an_output_folder_named_like_an_image(tmp_path, capsys):
+    """``--output-dir x.png`` made a folder named x.png, as sample's --out did."""
+    pytest.importorskip("gradio")
+    from glidectl.cli.app import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["ui", "--output-dir", str(tmp_path / "x.png")])
+    assert done.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(f"Error: --output-dir {str(tmp_path / 'x.png')!r} names an image "
+                          "file, but --output-dir is the folder each click's images are saved")
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_memory_use_reads_the_gpu_the_ui_runs_on(monkeypatch):
     """``glidectl ui --device cuda:1`` showed cuda:0's counters (torch.cuda's default is the
     current GPU), an idle GPU's; a UI on the CPU shows its own memory even where CUDA is up."""

@@ -106,7 +106,8 @@ def register(app: typer.Typer) -> None:
         if output_dir is not None:
             from ..out_dir import check_out_dir
 
-            check_out_dir(output_dir, "--output-dir")
+            check_out_dir(output_dir, "--output-dir", holds="the folder each click's "
+                          "images are saved in (0001/00000.png, …)")
         check_listen(host, port)
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         try:
