@@ -600,6 +600,23 @@ def test_upsampler_stage_defaults_to_fast27_ddpm_whatever_its_checkpoint_records
     assert (up.sampler, up.steps) == ("euler", 5)
 
 
+def test_a_recommended_sampler_no_plugin_registers_is_one_sentence(base) -> None:
+    """A model that previewed with a plugin's sampler, sampled where that plugin is gone,
+    said "Unknown sampler 'gone'. Did you mean ...?" for a --sampler nobody passed."""
+    from glidectl.errors import GlidectlError
+    from glidectl.pipeline import GlidePipeline, ModelRecord
+
+    pipe = GlidePipeline(base)
+    pipe.records["base"] = ModelRecord("base", "b", recommended={
+        "sampler": "gone_euler", "steps": 5, "guidance": 2.0})
+    with pytest.raises(GlidectlError, match=r"^The base model recommends the sampler "
+                       r"'gone_euler' .* no installed plugin registers; install the plugin "
+                       r"that provides it .*or pass --sampler NAME\.$"):
+        pipe.stages()
+    opts, _, _ = pipe.stages(sampler="euler")  # given: the recommendation's sampler unused
+    assert (opts.sampler, opts.steps, opts.guidance) == ("euler", 5, 2.0)
+
+
 def test_a_base_model_as_the_upsampler_of_low_res_input_is_not_told_to_pass_base(base) -> None:
     """With --low-res no base model runs (eval refuses --base there): the upsampler that is
     a base model is told to drop --low-res or name an upsample model, however it is built."""

@@ -69,6 +69,8 @@ class PipelineSettings:
                 up["steps"] = upsample_steps_for(schedule)
         grey = self.upsampler_grey({"grey": base.get("grey"), "upsample_grey": up.get("grey")})
         steps_given = base.get("steps") is not None
+        if base.get("sampler") is None:
+            self._check_recommended_sampler()
         base = {**self.recommended("base"), **grey, **base}  # upsamplers: GLIDE's fast27 DDPM
         if not steps_given:  # a bespoke file's own count, not one it has no solver for
             base["steps"] = coefficient_file_steps(
@@ -77,6 +79,19 @@ class PipelineSettings:
         if "grey" in base and "grey" not in up:  # a grey picture stays grey when upsampled
             up["grey"] = base["grey"]
         return replace(BASE_DEFAULTS, **base), replace(UPSAMPLE_DEFAULTS, **up), rest
+
+    def _check_recommended_sampler(self) -> None:
+        """One sentence when the base model recommends a sampler no installed plugin
+        registers (a run that previewed with a plugin's sampler, sampled where that plugin
+        is not installed; it was "Unknown sampler …, did you mean …?" for a flag not given)."""
+        name = self.recommended("base").get("sampler")
+        if not isinstance(name, str) or name.lower() in plugins.samplers():
+            return
+        raise GlidectlError(
+            f"The base model recommends the sampler {name!r} (it previewed with it in "
+            "training), which no installed plugin registers; install the plugin that "
+            "provides it (glidectl plugins lists what is installed), or pass --sampler "
+            "NAME.")
 
     def recommended(self, stage: str = "base") -> dict[str, Any]:
         """StageOptions fields the stage's model recommends (empty for OpenAI's models)."""
