@@ -72,6 +72,12 @@ def non_empty(kind: type) -> Callable[[Any], Any]:
     return parse
 
 
+def typed(ctx: typer.Context) -> list[Any]:
+    """The parameters of ``ctx``'s command given on the command line (not defaults)."""
+    return [p for p in ctx.command.params if p.name and getattr(
+        ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
+
+
 def path_options(app: typer.Typer) -> Iterator[tuple[ParameterInfo, type]]:
     """Every option and argument of every command (plugins' included) that takes a path,
     with the type it is given as."""

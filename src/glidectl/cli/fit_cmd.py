@@ -12,6 +12,7 @@ import typer
 from .. import sampling_defaults as D
 from ..errors import GlidectlError, cause
 from ..prompt_files import read_prompt_file
+from .checks import typed
 
 if TYPE_CHECKING:
     from ..atomic import HeldLock
@@ -165,8 +166,7 @@ def register(app: typer.Typer) -> None:
         from ..step_fitting import check_method
 
         check_method(method, sampler, calls, reference_steps)
-        given = {p.opts[0] for p in ctx.command.params if p.name and getattr(
-            ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"}
+        given = {p.opts[0] for p in typed(ctx)}
         for note in unused_flags(given, method, start, check_images):
             typer.echo(note, err=True)
         refuse_lora(model)

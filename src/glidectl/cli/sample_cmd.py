@@ -12,6 +12,7 @@ import typer
 from .. import sampling_defaults as D
 from ..errors import GlidectlError, WriteError
 from ..ranges import STEPS
+from .checks import typed
 
 SAMPLER_HELP = (f"Base sampler (default: the model's recommended, else {D.BASE_SAMPLER}; see "
                 "`glidectl plugins --all`: ddpm, ddim, plms, euler, ...).")
@@ -256,8 +257,7 @@ def register(app: typer.Typer) -> None:
         from_png: Path | None = typer.Option(None, "--from-png", help=FROM_PNG_HELP),
     ) -> None:
         """Generate images for PROMPT(s) with a GLIDE model (and its upsampler)."""
-        given = {p.name for p in ctx.command.params
-                 if getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"}
+        given = {p.name for p in typed(ctx)}
         params = dict(ctx.params)
         remake, notes = None, []
         if from_png is not None:
@@ -326,8 +326,7 @@ def _sample(
     check_models(base_spec, up_spec, alone=low_res is not None)
     if base_note:
         err.print(base_note, markup=False, highlight=False, soft_wrap=True)
-    given = [p.opts[0] for p in ctx.command.params
-             if getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
+    given = [p.opts[0] for p in typed(ctx)]
     unused = [flag for flag in given if flag.startswith("--upsample-")]
     if unused and not up_spec:
         err.print(f"[yellow]Warning:[/] {', '.join(unused)} not used: this run has no "
