@@ -209,7 +209,7 @@ class Remake:
         """``--flag arg`` for ``pin``; for one LoRA of several, every recorded ``--lora``
         with ``arg`` in its place: a given --lora list replaces the record's whole list."""
         loras = [str(t) for t in self.values.get("lora") or ()]
-        paths = [t.rsplit(":", 1)[0] for t in loras]
+        paths = [_lora_path(t) for t in loras]
         if pin.param != "lora" or len(loras) < 2 or pin.tries[0] not in paths:
             return f"{_flag(pin.param)} {arg}"
         loras[paths.index(pin.tries[0])] = arg
@@ -443,8 +443,15 @@ def _value(pin: Pinned, path: str, found: Path, current: Any) -> Any:
     if pin.param != "lora":
         return path
     loras = list(current or ())
-    loras[[t.rsplit(":", 1)[0] for t in loras].index(pin.tries[0])] = f"{path}:{pin.scale}"
+    loras[[_lora_path(t) for t in loras].index(pin.tries[0])] = f"{path}:{pin.scale}"
     return loras
+
+
+def _lora_path(spec: Any) -> str:
+    """The adapter path of a ``PATH[:SCALE]`` spec, as ``--lora`` reads it."""
+    from .lora.spec import parse_lora_spec
+
+    return parse_lora_spec(spec).path
 
 
 def _left_out(given: Any, recorded: Any) -> str:
@@ -452,8 +459,8 @@ def _left_out(given: Any, recorded: Any) -> str:
     ``--lora`` names (a given list replaces the recorded one), '' when there is none."""
     import os
 
-    def where(spec: str) -> str:
-        return os.path.normpath(os.path.abspath(os.path.expanduser(str(spec).rsplit(":", 1)[0])))
+    def where(spec: Any) -> str:
+        return os.path.normpath(os.path.abspath(os.path.expanduser(_lora_path(spec))))
 
     named = {where(t) for t in given}
     gone = [str(t) for t in recorded if where(t) not in named]
