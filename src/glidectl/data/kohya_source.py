@@ -372,13 +372,9 @@ def _metadata_image(key: str, folder: Path | None, by_stem: dict[str, str],
         return None
     if key in by_stem:
         return folder / by_stem[key]
-    if "/" in key or os.sep in key:  # a stem in a sub-folder of image_dir
-        inner = folder / key
-        for candidate in sorted(inner.parent.glob(glob.escape(inner.name) + ".*")
-                                if inner.parent.is_dir() else []):
-            if candidate.suffix.lower() in KOHYA_EXTENSIONS and candidate.stem == inner.name \
-                    and candidate.is_file():
-                return candidate
+    if ("/" in key or os.sep in key) and (found := _stem_image(folder / key,
+                                                            KOHYA_EXTENSIONS)):
+        return found  # a stem in a sub-folder of image_dir
     named = folder / key
     return named if key.lower().endswith(KOHYA_EXTENSIONS) and named.is_file() else None
 
@@ -391,12 +387,16 @@ def _other_kind(key: str, folder: Path | None) -> str | None:
     inner = folder / key
     if inner.suffix.lower() in IMAGE_EXTENSIONS and inner.is_file():
         return inner.suffix.lower()
+    found = _stem_image(inner, IMAGE_EXTENSIONS)
+    return found.suffix.lower() if found else None
+
+
+def _stem_image(inner: Path, kinds: tuple[str, ...]) -> Path | None:
+    """The first file (sorted) named ``inner`` with one of the extensions ``kinds`` added."""
     if not inner.parent.is_dir():
         return None
-    for candidate in sorted(inner.parent.glob(glob.escape(inner.name) + ".*")):
-        if candidate.stem == inner.name and candidate.suffix.lower() in IMAGE_EXTENSIONS:
-            return candidate.suffix.lower()
-    return None
+    return next((c for c in sorted(inner.parent.glob(glob.escape(inner.name) + ".*"))
+                 if c.stem == inner.name and c.suffix.lower() in kinds and c.is_file()), None)
 
 
 def _metadata_caption(entry: dict[str, Any], separator: str, any_line: bool) -> str | None:
