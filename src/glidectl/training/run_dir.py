@@ -138,7 +138,7 @@ def check_beside_config(cfg: GlideConfig, config: Path) -> None:
     folder = Path(config).expanduser().parent
     if folder.resolve() == Path.cwd().resolve():
         return
-    for key in RUN_PATH_KEYS[1:]:
+    for key in (k for k in RUN_PATH_KEYS if k != "model.init"):
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         for text in value if isinstance(value, list) else [value]:
