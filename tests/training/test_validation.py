@@ -119,6 +119,10 @@ def test_a_kill_before_best_is_pointed_keeps_the_best_checkpoint(tiny, monkeypat
     (dict(validation=dict(holdout=24, every=1)), r"^validation.holdout = 24 takes every one "
      r"of the 24 samples data.source gave, leaving none to train on; lower "
      r"validation.holdout\.$"),
+    # refused before training, not at the first FID (which lost the steps since a checkpoint)
+    (dict(validation=dict(holdout=1, fid_every=2)), r"^validation.fid_every needs at least 2 "
+     r"validation images \(FID/KID compare two sets\), but there is 1; raise "
+     r"validation.holdout or set validation.fid_every = 0\.$"),
 ])
 def test_validation_config_mistakes_are_one_line_errors(tiny, sections, message):
     with pytest.raises(GlidectlError, match=message):

@@ -180,11 +180,20 @@ def fid_samples_at(cfg: GlideConfig, data_args: dict[str, Any], options: Any,
 
 
 def fid_samples_note(cfg: GlideConfig, available: int) -> str | None:
-    """A warning when validation.fid_samples asks for more images than there are samples."""
+    """A warning when validation.fid_samples asks for more images than there are samples;
+    GlidectlError when there are fewer than the 2 FID/KID need (else the run would stop at
+    its first FID, steps after the last checkpoint)."""
     v = cfg.validation
     if v.fid_every <= 0 or available >= v.fid_samples:
         return None
     more = "validation.holdout" if v.holdout > 0 else "validation.samples"
+    if available < 2:
+        fix = (f"raise {more}" if v.holdout > 0 or v.samples < 2
+               else "give validation.source more images")
+        raise GlidectlError(
+            f"validation.fid_every needs at least 2 validation images (FID/KID compare two "
+            f"sets), but there {'is' if available == 1 else 'are'} {available}; {fix} or set "
+            "validation.fid_every = 0.")
     return (f"Warning: validation.fid_samples = {v.fid_samples} but there are {available} "
             f"validation samples, so FID/KID use {available} images; raise {more} or lower "
             "validation.fid_samples.")
