@@ -35,6 +35,17 @@ def test_a_prompt_is_cut_only_at_line_ends_and_json_lines_are_refused(tmp_path) 
     assert read_prompt_file(path, "Prompts file") == ["{curly} prompt {here}"]
 
 
+def test_utf16_without_a_byte_order_mark_is_refused_not_sampled(tmp_path) -> None:
+    """UTF-16 without a BOM is valid UTF-8 holding NULs: eval drew '\x00a\x00 \x00r…'
+    (saved as 000_a-r-e-d-c-i-r-c-l-e.png) for 'a red circle'."""
+    path = tmp_path / "p.txt"
+    for codec in ("utf-16-le", "utf-16-be"):
+        path.write_bytes("# c\na red circle\n".encode(codec))
+        with pytest.raises(GlidectlError, match=r"holds a NUL character \(line 1\), as UTF-16 "
+                                                r"text .*; save it as UTF-8\.$"):
+            read_prompt_file(path, "Prompts file")
+
+
 def test_fit_steps_and_previews_read_prompt_files_as_eval_does(tmp_path) -> None:
     """fit-steps and preview.prompt_file took '# ...' lines (and a BOM) as prompts."""
     from glidectl.cli.fit_cmd import read_prompts as fit_prompts

@@ -1,6 +1,7 @@
 """Prompt files, read the same way by ``eval``, ``fit-steps`` and training previews: one
 prompt a line, blank lines and ``#`` comments skipped, UTF-8 (a byte-order mark, which
-Windows editors write, is not part of the first line)."""
+Windows editors write, is not part of the first line; a NUL character, which UTF-16 text holds,
+is refused)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def read_prompt_file(path: str | Path, label: str, *, empty_ok: bool = False) ->
     except OSError as exc:
         raise GlidectlError(f"Cannot read {where} ({cause(exc)}); check its "
                             "permissions.") from None
+    if (nul := next((n for n, ln in enumerate(lines, 1) if "\0" in ln), None)) is not None:
+        raise GlidectlError(f"{where} holds a NUL character (line {nul}), as UTF-16 text "
+                            "saved without a byte-order mark does; save it as UTF-8.")
     prompts = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
     if prompts and all(_json_object(p) for p in prompts):  # {"prompt": ...} lines
         raise GlidectlError(f"{where} holds JSON objects, one a line; prompts are read as "

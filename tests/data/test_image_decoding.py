@@ -196,6 +196,8 @@ def test_captions_non_utf8_rejected_bom_dropped():
         decode_caption(b"\xff\xfe\xfa caf\xe9")
     with pytest.raises(Rejected, match="caption_not_utf8"):  # JSON's "\ud800" in metadata.jsonl
         decode_caption("a red \ud800 circle")
+    with pytest.raises(Rejected, match="caption_not_utf8"):  # UTF-16 without a BOM: was
+        decode_caption("a blue square".encode("utf-16-le"))  # a caption of NULs and letters
     assert decode_caption("\ufeffhello".encode()) == "hello"
     assert decode_caption(None) is None
 

@@ -11,14 +11,17 @@ from .images import Rejected
 
 
 def decode_caption(raw: bytes | str | None) -> str | None:
-    """UTF-8 text (a BOM is dropped); None stays None; invalid UTF-8 is rejected, and so is
-    a string with a lone surrogate (JSON's ``"\ud800"``), which no tokenizer can encode."""
+    """UTF-8 text (a BOM is dropped); None stays None; invalid UTF-8, bytes holding a NUL
+    (UTF-16 text without a BOM) and a string with a lone surrogate (JSON's ``"\ud800"``),
+    which no tokenizer can encode, are rejected."""
     if raw is None:
         return raw
     if isinstance(raw, str):
         if not is_text(raw):
             raise Rejected("caption_not_utf8")
         return raw
+    if b"\0" in raw:  # UTF-16 without a byte-order mark decodes as UTF-8 with NULs
+        raise Rejected("caption_not_utf8")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
