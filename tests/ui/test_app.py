@@ -137,6 +137,36 @@ def test_number_boxes_pass_what_was_typed_and_refuse_out_of_range_in_one_sentenc
     assert json.loads(data[2])["guidance"] == 35
 
 
+def test_number_boxes_sent_no_number_through_the_api_are_one_sentence(models_dir, tmp_path,
+                                                                      capsys):
+    """gradio passes any JSON a client sends on to the click: "abc" as Base steps was
+    "invalid literal for int() with base 10: 'abc'" in the page and a traceback in the
+    server's terminal (Guidance "abc": float()'s; Images per run [1]: TypeError)."""
+    pytest.importorskip("gradio")
+    import gradio as gr
+
+    from glidectl.ui.app import build_app
+
+    out = tmp_path / "out"
+    demo = build_app(UiBackend(models_dir, device="cpu", output_dir=out))
+    run = next(fn for fn in demo.fns.values() if fn.name == "run")
+    inputs = ["a red circle", 1, "euler", 1, "fast27", 1.0, "3", "tiny.safetensors", "(none)",
+              "(none)", 1.0, "fp32", False, "(default)", False]
+    for i, value, message in (
+        (3, "abc", "Base steps must be a number from 1 to 10000; got 'abc'."),
+        (5, "abc", "Guidance must be a number from 0 to 100; got 'abc'."),
+        (1, [1], "Images per run must be a number from 1 to 16; got [1]."),
+        (1, True, "Images per run must be a number from 1 to 16; got True."),
+        (10, 10**400, "LoRA scale must be from -10 to 10; got 1.00e+400."),
+    ):
+        with pytest.raises(gr.Error) as refused:
+            asyncio.run(demo.process_api(run, [value if j == i else v
+                                               for j, v in enumerate(inputs)]))
+        assert refused.value.message == message
+    assert "Traceback" not in capsys.readouterr().err
+    assert not list(out.rglob("*.png"))
+
+
 def test_picking_a_fitted_schedule_sets_guidance_to_the_value_it_was_fitted_at(
         fitted_run, tmp_path):
     """Picking a file fitted at guidance 3.25 left Guidance as it was, on a slider stepping by

@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import numbers
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError, one_line
+from ..ranges import check
 from ..sampling_defaults import UPSAMPLE_STEPS
 from .backend import (
     BOXES,
@@ -46,10 +48,16 @@ def _number_box(gr: Any, label: str, value: float, step: float, elem_id: str) ->
 
 
 def _filled(values: dict[str, Any]) -> None:
-    """The one-line error for a number box left empty (the page sends None)."""
+    """The one-line error for a number box left empty (the page sends None), or given what
+    is no number or one out of range (a call to the page's API: gradio passes on any JSON,
+    which ``float()`` and the sampling code met as a traceback)."""
     for label, value in values.items():
         if value is None:
             raise GlidectlError(f"{label} is empty; type a number {BOXES[label].describe()}.")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise GlidectlError(f"{label} must be a number {BOXES[label].describe()}; got "
+                                f"{value!r}.")
+        check(label, value, BOXES[label])  # before float(): an integer past 1e308 overflows
 
 
 def _recommended_values(backend: UiBackend, base: str | None,
