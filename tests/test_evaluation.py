@@ -1945,12 +1945,22 @@ def test_a_fid_reference_or_a_run_too_small_to_score_is_refused_before_any_image
     (junk / "notes.txt").write_text("not an image")
     (junk / "a.png").write_bytes(b"not a png")
     Image.new("RGB", (8, 8)).save(single / "0.png")
+    import numpy as np
+
+    narrow = tmp_path / "dims768.npz"  # pytorch-fid --dims 768: scored after every image
+    np.savez(narrow, mu=np.zeros(768), sigma=np.eye(768))
+    import torch
+
+    torch.save({"w": torch.zeros(1)}, tmp_path / "inception.pth")  # a plain state_dict
     cases = [(prompts, junk, "holds no image (1 file named as an image does not open)"),
              (prompts, single, "holds 1 file that opens as an image; FID/KID need at least 2"),
-             (one, single, "--fid needs at least 2 images to score, but this run makes 1")]
+             (one, single, "--fid needs at least 2 images to score, but this run makes 1"),
+             (prompts, narrow, "holds statistics of 768 features, but the feature network "
+                               "gives 2048; use statistics of Inception-v3's 2048 pool")]
     for file, reference, reason in cases:
         res = in_process(capsys, "eval", file, "--base", tiny_base, "--device", "cpu",
-                         "--fid", reference, "--out", tmp_path / "o")
+                         "--fid", reference, "--fid-weights", tmp_path / "inception.pth",
+                         "--out", tmp_path / "o")
         assert res.returncode == 2 and res.stdout == "", res.stdout
         assert res.stderr.count("\n") == 1 and reason in res.stderr, res.stderr
         assert not (tmp_path / "o").exists()

@@ -291,10 +291,11 @@ def check_inputs(settings: EvalSettings, options: RunOptions, models: bool = Tru
     if options.wandb_project:
         check_wandb(options.wandb_mode, options.wandb_project)  # not after every image
     if options.fid_reference:
-        from .fid import check_reference
+        from .fid import INCEPTION_FEATURES, check_reference
 
         check_reference(str(options.fid_reference),
-                        None if prompts is None else prompts * settings.n)
+                        None if prompts is None else prompts * settings.n,
+                        INCEPTION_FEATURES if options.fid_weights else None)
 
 
 def continues(options: RunOptions, prior: dict[str, Any] | None, out: Path) -> bool:

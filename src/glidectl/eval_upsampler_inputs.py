@@ -237,7 +237,8 @@ def check_inputs(folder: Path, settings: EvalSettings,
     resample = check_loras(settings.where("loras"))
     plugins.samplers().get(settings.upsample_stage.sampler)
     if options.fid_reference:
-        from .fid import check_reference
+        from .fid import INCEPTION_FEATURES, check_reference
 
-        check_reference(str(options.fid_reference), len(source.files) * settings.n)
+        check_reference(str(options.fid_reference), len(source.files) * settings.n,
+                        INCEPTION_FEATURES if options.fid_weights else None)
     return source, resample

@@ -25,6 +25,7 @@ from .errors import GlidectlError, cause
 from .extras import import_problem
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_FEATURES = 2048  # the pool features FID is defined with (:func:`inception`)
 # KID's subset size (torchmetrics' and torch-fidelity's default): its kernels hold subset²
 # numbers (subsets of every image took 1 GiB more at 8,000 images, ~15 GiB at 30,000)
 KID_SUBSET = 1000
@@ -404,12 +405,7 @@ def fid_against_stats(fake: list[torch.Tensor], reference: str) -> dict[str, Any
     feats = torch.cat([b.double() for b in fake])
     if feats.shape[0] < 2:
         raise GlidectlError(f"FID needs at least 2 generated images; got {feats.shape[0]}.")
-    if feats.shape[1] != mu.numel():
-        raise GlidectlError(
-            f"--fid {reference!r} holds statistics of {mu.numel()} features, but the feature "
-            f"network gives {feats.shape[1]}; use statistics of Inception-v3's 2048 pool "
-            "features."
-        )
+    _check_width(reference, mu.numel(), feats.shape[1])
     if problem := _nonfinite_features([], fake):
         return {"fid_missing": problem}
     # one feature: torch.cov gives a 0-d tensor, the statistics a 1×1 matrix
@@ -418,15 +414,29 @@ def fid_against_stats(fake: list[torch.Tensor], reference: str) -> dict[str, Any
                           "the reference is statistics, and KID needs reference images"})
 
 
-def check_reference(reference: str, generated: int | None = None) -> None:
+def _check_width(reference: str, stats: int, network: int) -> None:
+    """One sentence when statistics of ``stats`` features cannot score a network's
+    ``network`` (pytorch-fid's ``--dims 64/192/768`` statistics against Inception's 2048)."""
+    if stats != network:
+        raise GlidectlError(
+            f"--fid {reference!r} holds statistics of {stats} features, but the feature "
+            f"network gives {network}; use statistics of Inception-v3's {INCEPTION_FEATURES} "
+            "pool features."
+        )
+
+
+def check_reference(reference: str, generated: int | None = None,
+                    features: int | None = None) -> None:
     """Refuse a ``--fid`` reference that cannot be read (a folder: one without 2 files that
-    open as images), or a run of fewer than 2 images (``generated``), before any image is
-    generated."""
+    open as images; statistics: not of ``features`` features, when given), or a run of fewer
+    than 2 images (``generated``), before any image is generated."""
     if generated is not None and generated < 2:
         raise GlidectlError(f"--fid needs at least 2 images to score, but this run makes "
                             f"{generated}; add a prompt or pass --n 2.")
     if is_stats_file(reference):
-        reference_stats(reference)
+        mu, _ = reference_stats(reference)
+        if features is not None:
+            _check_width(reference, mu.numel(), features)
         return
     path = Path(reference).expanduser()
     if image_folder(reference):
