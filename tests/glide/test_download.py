@@ -587,3 +587,23 @@ def test_a_dangling_link_in_the_cache_is_not_written_over(tmp_path):
 def test_a_url_as_a_model_spec_says_urls_are_not_fetched():
     with pytest.raises(GlidectlError, match=r"is a URL, and models are not fetched from URLs"):
         resolve_spec("https://example.org/base.pt")
+
+
+def test_a_tilde_naming_no_user_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
+    """``--base ~runs/x`` (the '/' after '~' missing) and a GLIDECTL_HOME of ``~nobody-here``
+    were pathlib's "Could not determine home directory." traceback."""
+    from cli_helpers import exit_code
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "glide.toml").write_text('[model]\nsize = "tiny"\n[data]\nsource = "demo:shapes"\n')
+    spec = "~glidectl-no-such-user/x.pt"
+    for args in (("sample", "a", "--base", spec, "-o", "out"), ("fit-steps", spec, "--prompt",
+                 "a"), ("train", "--config", "glide.toml", "--set", f"model.init={spec}")):
+        assert exit_code(*args) == 2, args
+        assert capsys.readouterr().err == (
+            f"Error: {spec!r} starts with ~glidectl-no-such-user, but this machine has no user "
+            "'glidectl-no-such-user' (a '/' missing after '~'?); write the path in full.\n")
+    monkeypatch.setenv("GLIDECTL_HOME", "~glidectl-no-such-user/")
+    assert exit_code("download", "base", "-q") == 2
+    assert "Error: '~glidectl-no-such-user' ($GLIDECTL_HOME) starts with " in \
+        capsys.readouterr().err

@@ -283,6 +283,8 @@ def _run(argv: list[str] | None) -> None:
     except (typer_exc.Abort, KeyboardInterrupt) as exc:  # Ctrl-C in a command, or starting
         fail(_aborted(exc), 130)
     except RuntimeError as exc:  # Path.resolve() of a link to itself (Python < 3.13)
+        if str(exc) == HOME_UNKNOWN:  # Path.expanduser() of ~NAME: no such user here
+            fail(_home_unknown(exc), 2)
         if not str(exc).startswith("Symlink loop from "):
             raise
         fail(f"{str(exc).removeprefix('Symlink loop from ')} {PATH_UNUSABLE[errno.ELOOP]}", 2)
@@ -310,6 +312,31 @@ PATH_UNUSABLE = {
     errno.ELOOP: "is a symbolic link that leads back to itself; remove the link or pass "
                  "another path.",
 }
+
+
+# pathlib's expanduser() of a path starting with ~NAME (no user NAME), or ~ with no HOME
+HOME_UNKNOWN = "Could not determine home directory."
+
+
+def _home_unknown(exc: RuntimeError) -> str:
+    """The sentence for :data:`HOME_UNKNOWN`: the path given (``--base ~runs/x``, its '/'
+    missing; the path is found in ``expanduser``'s frame) and the variable holding it."""
+    path = None
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == "expanduser":
+            path = frame.tb_frame.f_locals.get("self")
+        frame = frame.tb_next
+    if not isinstance(path, os.PathLike):
+        return ("A path starting with ~NAME names no user of this machine (or ~ with HOME "
+                "unset); write that path in full.")
+    first = os.fspath(path).split("/", 1)[0]
+    held = next((f" (${name})" for name in ("GLIDECTL_HOME", "XDG_CACHE_HOME")
+                 if os.environ.get(name) and os.path.normpath(os.environ[name]) ==
+                 os.fspath(path)), "")
+    why = ("HOME is not set and this user has no home folder" if first == "~" else
+           f"this machine has no user {first[1:]!r} (a '/' missing after '~'?)")
+    return f"{os.fspath(path)!r}{held} starts with {first}, but {why}; write the path in full."
 
 
 def _drop_stdout() -> None:
