@@ -500,6 +500,41 @@ def test_lora_is_listed_and_applied_with_its_scale(lora_models_dir):
         backend.generate("a red circle", lora=str(lora_models_dir / "my-lora"), **kwargs)
 
 
+def test_a_weights_file_or_adapter_saved_again_under_its_name_is_loaded_again(
+        lora_models_dir, tmp_path):
+    """A model file in --models-dir exported again under its name (other weights) went on
+    sampling from the weights loaded before, its PNGs recording their sha256 beside the
+    file's name, so ``sample --from-png`` said the file "holds other contents now"."""
+    import hashlib
+    import shutil
+
+    import torch
+
+    from glidectl.glide import load_model, save_weights
+
+    folder = tmp_path / "m"
+    shutil.copytree(lora_models_dir, folder)
+    backend = UiBackend(folder, device="cpu", output_dir=tmp_path / "out")
+    kwargs = dict(n=1, sampler="euler", base_steps=1, base="tiny.safetensors", seed=1,
+                  precision="fp32", lora="my-lora/")
+    first = backend.generate("a red circle", **kwargs)
+    model = load_model(folder / "tiny.safetensors")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    save_weights(model, folder / "tiny.safetensors")
+    second = backend.generate("a red circle", **kwargs)
+    assert backend.cache.loads == 2
+    assert second.settings["base_sha256"] == hashlib.sha256(
+        (folder / "tiny.safetensors").read_bytes()).hexdigest() != first.settings["base_sha256"]
+    adapter = folder / "my-lora" / "adapter_model.safetensors"  # saved again by lora
+    adapter.write_bytes(adapter.read_bytes())
+    backend.generate("a red circle", **kwargs)
+    assert backend.cache.loads == 3
+    backend.generate("a red circle", **kwargs)  # unchanged since: kept
+    assert backend.cache.loads == 3
+
+
 def test_a_run_linked_into_the_models_folder_is_named_as_linked(models_dir, tmp_path):
     """A run symlinked into --models-dir was recorded by its file's bare name (the link
     resolved outside the folder), so --from-png in the models folder could not find it."""

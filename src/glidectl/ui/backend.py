@@ -292,7 +292,8 @@ class UiBackend:
         key = (base_c.spec, up_c.spec if up_c else None,
                (lora_c.spec, float(lora_scale)) if lora_c else None, computes, compile,
                self.device)
-        # a run folder's newest checkpoint: its training may have written one since
+        # a run folder's newest checkpoint (its training may have written one since), a
+        # file's or adapter folder's stat (exported again under its name since)
         version = tuple(checkpoint_now(c.spec) if c else None for c in (base_c, up_c, lora_c))
         t0 = time.perf_counter()
         pipe, load_notes = self.cache.get(key, lambda: self._load(

@@ -182,16 +182,21 @@ def pick(choices: list[ModelChoice], label: str | None, what: str) -> ModelChoic
                         "models on disk; reload the page for the current list.")
 
 
-def checkpoint_now(spec: str) -> tuple[str, int] | None:
-    """The step folder a run-folder spec names now, and its inode (a step written again is
-    another folder); None for files and sources, which do not move on."""
+def checkpoint_now(spec: str) -> tuple[Any, ...] | None:
+    """What a spec names now: a run folder's step folder and its inode (a step written again
+    is another folder); a weights file's, or an adapter folder's files', inode, size and
+    mtime (a file exported again under its name is other weights); None for sources."""
     from .. import runs
 
     path = Path(spec)
     step = runs.latest_under(path) if path.is_dir() else None
     try:
-        return (str(step), step.stat().st_ino) if step is not None else None
-    except OSError:  # pruned just now: the next look finds the newer one
+        if step is not None:
+            return (str(step), step.stat().st_ino)
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        return tuple((str(f), (st := f.stat()).st_ino, st.st_size, st.st_mtime_ns)
+                     for f in files)
+    except OSError:  # pruned just now, or a source's name: the next look finds what is there
         return None
 
 
