@@ -404,6 +404,21 @@ def test_an_out_named_like_an_image_says_it_is_a_folder(run, weights, tmp_path,
     assert (tmp_path / "x.png" / "00000.png").is_file()
 
 
+def test_a_leading_tilde_the_shell_left_in_a_path_flag_is_the_home_folder(
+        run, weights, tmp_path, monkeypatch) -> None:
+    """`--out=~/pics` (the shell expands no `~` after `=`) wrote into a folder named '~'
+    here, and `--low-res=~/x.png` said the file did not exist; `--base` read it as home."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(tmp_path / "home" / "low.png")
+    res = run("a cat", "--base", "none", "--upsampler", weights["upsample"], "--steps", "1",
+              "--upsample-steps", "1", "-q", "--low-res=~/low.png", "--out=~/pics")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "home" / "pics" / "00000.png").is_file()
+    assert not (tmp_path / "~").exists()
+
+
 def test_a_models_recommended_sampling_is_used_and_said(run, weights, tmp_path) -> None:
     from glidectl.glide import load_model, save_weights
     from glidectl.pipeline import RECOMMENDED_KEY

@@ -1,5 +1,5 @@
 """Range checks for numeric flags, installed on every command (plugins' included) by name,
-and a check that no path flag is empty.
+and a check that no path flag is empty (a leading ``~`` of one is the home folder).
 
 The ranges live in :data:`glidectl.ranges.FLAGS`, so ``--seed`` or ``--guidance`` mean the
 same numbers in ``sample``, ``eval`` and anywhere else; a bad value is one line, exit 2.
@@ -57,13 +57,15 @@ def non_empty(kind: type) -> Callable[[Any], Any]:
     ``Path('')`` is ``.``, so ``--config ''`` (an unset shell variable) was read as the
     current folder, and ``--fid ''`` computed no FID without a word. A path that is there
     but not readable is refused as Typer's own path check refused it before this parser
-    took its place."""
+    took its place. A leading ``~`` is the home folder, as in config paths and model specs
+    (the shell leaves it in ``--out=~/pics``: a folder named ``~`` was made here)."""
 
     def parse(value: Any) -> Any:
         if isinstance(value, str):
             if not value.strip():
                 raise typer.BadParameter(f"the path is empty ({value!r}); pass a file's or "
                                          "folder's path ('.' for the current folder).")
+            value = os.path.expanduser(value)
             if kind is Path and os.path.exists(value) and not os.access(value, os.R_OK):
                 raise typer.BadParameter(f"path {value!r} is not readable.")
             return kind(value)
