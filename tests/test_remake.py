@@ -202,12 +202,30 @@ def test_what_is_no_glidectl_png_is_one_sentence(capsys, tmp_path):
     assert "Give a PROMPT" in refused(capsys)
 
 
+@pytest.mark.parametrize("extra", [
+    {"loras": [["sd_xl_offset_example-lora_1.0.safetensors", 0.1, "4852686128"]]},
+    {"sampler": "dpmpp_2m_sde_gpu"}, {"sampler": "euler"}])
+def test_another_programs_json_parameters_are_no_glidectl_record(capsys, tmp_path, extra):
+    """Fooocus writes its settings as JSON in a "parameters" text chunk, with a prompt and
+    a seed: --from-png took that for glidectl's record and said it was damaged, asked to
+    install the sampler 'dpmpp_2m_sde_gpu', or said "--base none needs --low-res IMAGE"."""
+    record = {"base_model": "juggernautXL_v8Rundiffusion", "guidance_scale": 4.0,
+              "metadata_scheme": "fooocus", "prompt": "a cat", "seed": "1234567",
+              "steps": 30, "version": "Fooocus v2.5.5", **extra}
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", json.dumps(record))
+    Image.new("RGB", (8, 8)).save(tmp_path / "fooocus.png", pnginfo=info)
+    message = refused(capsys, "--from-png", tmp_path / "fooocus.png", "--out", tmp_path / "o")
+    assert "fooocus.png holds no glidectl record" in message, message
+    assert not (tmp_path / "o").exists()
+
+
 def png_with_record(path, record: dict) -> None:
     """An 8 px PNG whose glidectl record (the "parameters" text) is ``record``."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    info.add_text("parameters", json.dumps(record))
+    info.add_text("parameters", json.dumps({"glidectl": "0.1.0", **record}))
     Image.new("RGB", (8, 8)).save(path, pnginfo=info)
 
 

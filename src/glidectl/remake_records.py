@@ -55,7 +55,9 @@ def read_remake(png: str | Path) -> Remake:
         raise GlidectlError(f"{png} is a grid of many images; pass one of the numbered PNGs "
                             "beside it.")
     try:  # a record edited by hand or another program: a missing key, a list for a word
-        if "seed" in params and "prompt" in params:
+        # "glidectl" (the version) marks sample's and the web UI's record: Fooocus writes a
+        # "parameters" JSON with a prompt and a seed too
+        if "seed" in params and "prompt" in params and "glidectl" in params:
             return _from_sample(png, _typed(png, params))
         if "candidate" in text and eval_record:
             return _from_eval(png, text, _typed(png, eval_record))
