@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import http.server
 import os
 import re
@@ -607,3 +608,19 @@ def test_a_tilde_naming_no_user_is_one_line_naming_the_path(tmp_path, monkeypatc
     assert exit_code("download", "base", "-q") == 2
     assert "Error: '~glidectl-no-such-user' ($GLIDECTL_HOME) starts with " in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.ENOLCK])
+def test_a_cache_on_a_filesystem_without_locks_downloads(tmp_path, monkeypatch, capsys, code):
+    """Lustre without ``-o flock`` (ENOSYS) or NFS without lockd (ENOLCK) refuses flock: that
+    was taken as another process's lock, said "Waiting for another glidectl process", and the
+    blocking flock's OSError ended the download in a traceback."""
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with Server({"base.pt": PAYLOAD}) as srv:
+        dest = download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=True)
+    assert dest.read_bytes() == PAYLOAD and "Waiting" not in capsys.readouterr().err

@@ -295,11 +295,13 @@ def _only_downloader(dest: Path, progress: bool) -> Iterator[None]:
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:  # another process holds it
             if progress:
                 print(f"Waiting for another glidectl process downloading {dest.name} ...",
                       file=sys.stderr, flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without locks (Lustre without -o flock, NFS without
+            pass  # lockd: ENOSYS, ENOLCK) was no other process's: download unlocked
         yield  # the lock ends with the file (or the process)
 
 
