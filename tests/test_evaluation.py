@@ -1966,6 +1966,30 @@ def test_a_fid_reference_or_a_run_too_small_to_score_is_refused_before_any_image
         assert not (tmp_path / "o").exists()
 
 
+def test_an_eval_inside_its_fid_folder_is_no_reference_of_its_own(tmp_path, tiny_base, stack,
+                                                                  monkeypatch):
+    """--out inside the --fid folder: its images (and grid.png) were read as references, so
+    they scored against themselves; an earlier eval in the folder gives its images, not its
+    grid."""
+    from test_fid import ColourStats
+
+    from glidectl import fid
+
+    monkeypatch.setattr(fid, "inception_features", lambda weights: fid.Features(ColourStats()))
+    prompts = write_prompts(tmp_path / "p.txt", ["a red circle", "a blue square"])
+    settings = EvalSettings(base=str(tiny_base), base_stage=FAST, n=2, batch_size=2)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 40), (50 * i, 20, 200)).save(ref / f"{i}.png")
+    inside = run_eval(prompts, settings, RunOptions(out=ref / "gen", device="cpu",
+                                                    fid_reference=str(ref)), pipeline=stack)
+    assert inside.metadata["metrics"]["fid"]["fid_real"] == 3  # was 8: its 4 and grid.png
+    beside = run_eval(prompts, settings, RunOptions(out=tmp_path / "b", device="cpu",
+                                                    fid_reference=str(ref)), pipeline=stack)
+    assert beside.metadata["metrics"]["fid"]["fid_real"] == 3 + 4  # ref/gen's, no grid
+
+
 def test_fid_that_fails_as_the_references_are_read_is_absent_and_the_run_complete(
         tmp_path, tiny_base, stack, monkeypatch):
     """References whose headers open but whose pixels do not: FID is absent with the

@@ -179,15 +179,15 @@ def _write_input(out: Path, stem: str, ref: Reference) -> dict[str, str]:
     return {"low_res": name, "low_res_sha256": file_sha256(out / name)}
 
 
-def _fid_stream(options: RunOptions) -> tuple[Any, str | None]:
-    """A :class:`glidectl.fid.FidStream` for ``--fid`` (else None), and a note when its
-    Inception features are absent."""
+def _fid_stream(options: RunOptions, out: Path) -> tuple[Any, str | None]:
+    """A :class:`glidectl.fid.FidStream` for ``--fid`` (else None; ``out``'s images are no
+    references), and a note when its Inception features are absent."""
     if not options.fid_reference:
         return None, None
     from .fid import FidStream, inception_features
 
     features = inception_features(options.fid_weights)
-    fid = FidStream(str(options.fid_reference), features)
+    fid = FidStream(str(options.fid_reference), features, out=out)
     return fid, None if features.available else f"FID/KID absent: {features.reason}."
 
 
@@ -382,7 +382,7 @@ def run_upsampler_eval(low_res_dir: str | Path, settings: EvalSettings,
     out = resolve_out(options)
     source, lora_resample = check_inputs(folder, settings, options)
     device = pick_device(options.device)
-    fid, fid_note = _fid_stream(options)
+    fid, fid_note = _fid_stream(options, out)
     t0 = time.perf_counter()
     pipeline = GlidePipeline.from_specs(None, settings.where("upsampler"),
                                         loras=settings.where("loras"), device=device,

@@ -448,7 +448,7 @@ def run_eval(
             if fid_features is not None:
                 from .fid import FidStream
 
-                fid = FidStream(str(options.fid_reference), fid_features)
+                fid = FidStream(str(options.fid_reference), fid_features, out=out)
             fields = _finish(out, plan, fresh, scorer, clip_reason, header, grid_max, fid)
             if fid is not None:
                 try:

@@ -213,7 +213,8 @@ def finite_scores(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def reference_images(source: str, size: int, limit: int, batch: int = 64,
-                     unreadable: list[str] | None = None) -> Iterator[torch.Tensor]:
+                     unreadable: list[str] | None = None,
+                     leave_out: Path | None = None) -> Iterator[torch.Tensor]:
     """Up to ``limit`` reference images as [-1, 1] batches of ``batch``, centre-cropped to
     ``size``: the images of a folder (captions not needed; of a larger folder, ``limit``
     spread evenly over its sorted files, not the first, which may all be one class's
@@ -222,7 +223,9 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
     A folder's images are decoded as training decodes them (:func:`open_image`: turned by
     their EXIF orientation, transparency over white, 16-bit by its bit depth); a file that
     does not open as an image is left out and named in ``unreadable`` (the samples of other
-    sources are judged by their data pipeline)."""
+    sources are judged by their data pipeline). A folder's files under ``leave_out`` (the
+    scoring eval's own ``--out``, when it lies inside the reference folder) are no
+    references: they would be scored against themselves."""
     import random
 
     from .data.images import Rejected, open_image
@@ -236,8 +239,11 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
         if image_folder(source):
             crop = ImageTransform(size, random_crop=False)
             taken = 0
-            files = spread(eval_outputs_only(folder, visible_files(folder, IMAGE_EXTENSIONS)),
-                           limit)  # found as training finds a folder's images
+            found = eval_outputs_only(folder, visible_files(folder, IMAGE_EXTENSIONS))
+            if leave_out is not None:
+                own = leave_out.expanduser().resolve()
+                found = [f for f in found if not f.resolve().is_relative_to(own)]
+            files = spread(found, limit)  # found as training finds a folder's images
             for path in files:
                 if taken == limit:
                     return
@@ -276,22 +282,28 @@ def reference_images(source: str, size: int, limit: int, batch: int = 64,
 
 
 def eval_outputs_only(folder: Path, files: list[Path]) -> list[Path]:
-    """``files`` of a ``--fid`` folder, less, when it is a ``glidectl eval`` folder (its
-    ``metadata.json`` records a status), the eval's ``grid.png`` and an upsampler eval's
-    ``inputs/``: its images are the reference, not the grid of them or the 64 px inputs."""
+    """``files`` of a ``--fid`` folder, less, of ``folder`` or any folder in it that is a
+    ``glidectl eval`` folder (its ``metadata.json`` records a status), the eval's
+    ``grid.png`` and an upsampler eval's ``inputs/``: its images are the reference, not the
+    grid of them or the 64 px inputs."""
     import json
 
     from .eval_outputs import GRID_FILE
     from .eval_settings import META_FILE
     from .eval_upsampler import INPUTS
 
-    try:
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return files
-    if not isinstance(meta, dict) or "status" not in meta:
-        return files
-    return [f for f in files if f.relative_to(folder).parts[0] not in (GRID_FILE, INPUTS)]
+    def is_eval(path: Path) -> bool:
+        try:
+            meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(meta, dict) and "status" in meta
+
+    evals = {d for d in {f.parent for f in files} | {f.parent.parent for f in files}
+             if d.is_relative_to(folder) and is_eval(d)}
+    return [f for f in files if not any(
+        f.is_relative_to(d) and f.relative_to(d).parts[0] in (GRID_FILE, INPUTS)
+        for d in evals)]
 
 
 def image_folder(reference: str) -> bool:
@@ -498,8 +510,11 @@ class FidStream:
     never the images. Against a reference folder or data source (read a batch at a time too)
     FID and KID; against an ``.npz`` of statistics FID alone."""
 
-    def __init__(self, reference: str, features: Features, limit: int = 50_000) -> None:
+    def __init__(self, reference: str, features: Features, limit: int = 50_000,
+                 out: Path | None = None) -> None:
+        """``out``: the eval's folder, whose images are never references of its own."""
         self.reference, self.features, self.limit = str(reference), features, limit
+        self.out = out
         self.missing = features.reason if not features.available else (
             None if is_stats_file(self.reference) else _metrics_problem())
         self.network: torch.nn.Module | None = None
@@ -527,8 +542,8 @@ class FidStream:
             raise GlidectlError(f"FID/KID need at least 2 generated images; got {n_fake}.")
         assert self.network is not None
         unreadable: list[str] = []
-        real = features_of(self.network, reference_images(self.reference, self.size, self.limit,
-                                                          unreadable=unreadable))
+        real = features_of(self.network, reference_images(
+            self.reference, self.size, self.limit, unreadable=unreadable, leave_out=self.out))
         result = {**fid_kid_of(real, self.fake), "reference": self.reference}
         if unreadable:  # a damaged file among tens of thousands must not lose the run's FID
             result.update(reference_unreadable=len(unreadable),
