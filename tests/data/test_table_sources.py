@@ -81,6 +81,8 @@ def test_parquet_file_glob_and_folder_specs(tmp_path, data_cfg):
         source = open_source(spec, data_cfg())
         assert source.kind == "parquet" and source.num_samples == n, spec
     assert len(open_source(str(a), data_cfg()).units()) == 3  # row groups of 3, 3, 2
+    odd = write_parquet(tmp_path / "pq [2024]" / "a [1].parquet", laion_rows(2))
+    assert open_source(str(odd), data_cfg()).num_samples == 2  # was taken for a glob
 
 
 def test_parquet_laion_metadata_reaches_the_preset_with_exact_counts(tmp_path, data_cfg,

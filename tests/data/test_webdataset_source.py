@@ -40,6 +40,15 @@ def test_directory_glob_brace_and_list_specs(write_shards):
     assert expand_shards(f"{paths[0]}::{paths[1]}") == [str(paths[0]), str(paths[1])]
 
 
+def test_a_folder_or_shard_named_with_brackets_or_braces_is_read_as_named(write_shards):
+    """A folder 'photos [2024]' (or a tar in it) was taken for a glob matching nothing: "No
+    .tar shards found"; 'photos {a,b}' would have been brace-expanded."""
+    for name in ("photos [2024]", "photos {a,b}"):
+        paths = write_shards(2, 1, folder=name)
+        assert expand_shards(str(paths[0].parent)) == [str(p) for p in paths]
+        assert expand_shards(str(paths[1])) == [str(paths[1])]
+
+
 def test_a_folder_of_linked_shard_folders_is_shards(write_shards, tmp_path, data_cfg,
                                                    byte_tok):
     paths = write_shards(2, 2)

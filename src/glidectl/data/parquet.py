@@ -33,10 +33,11 @@ def _pyarrow() -> Any:
 
 
 def expand_parquet(spec: str) -> list[str]:
-    """The .parquet files of a file, glob or folder (sorted)."""
+    """The .parquet files of a file, glob or folder (sorted); a file or folder whose name
+    holds ``*?[`` is read as named."""
     if os.path.isdir(spec):
         files = files_with_suffix(spec, (".parquet",))
-    elif any(c in spec for c in "*?["):
+    elif any(c in spec for c in "*?[") and not os.path.exists(spec):  # not 'a [x].parquet'
         files = sorted(glob.glob(spec, recursive=True))
     else:
         files = [spec] if os.path.isfile(spec) else []

@@ -72,11 +72,13 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
             part = part.strip()
             if not part:
                 continue
-            for url in braceexpand.braceexpand(os.path.expanduser(part)):
+            part = os.path.expanduser(part)
+            # a folder or tar named with { } [ ] * ? ('photos [2024]') is read as named
+            for url in [part] if os.path.exists(part) else braceexpand.braceexpand(part):
                 if is_remote(url):
                     _check_scheme(url, spec)
                     urls.append(url)
-                elif any(c in url for c in "*?["):
+                elif any(c in url for c in "*?[") and not os.path.exists(url):
                     urls.extend(sorted(glob.glob(url)))
                 elif os.path.isdir(url):
                     urls.extend(files_with_suffix(url, SHARD_SUFFIXES))
