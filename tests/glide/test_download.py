@@ -624,3 +624,18 @@ def test_a_cache_on_a_filesystem_without_locks_downloads(tmp_path, monkeypatch, 
     with Server({"base.pt": PAYLOAD}) as srv:
         dest = download(f"{srv.url}/base.pt", tmp_path / "base.pt", progress=True)
     assert dest.read_bytes() == PAYLOAD and "Waiting" not in capsys.readouterr().err
+
+
+def test_a_file_mirror_without_the_file_says_so_not_the_connection(tmp_path):
+    """A ``file://`` mirror (GLIDECTL_OPENAI_URL) missing the file, or set to the file itself
+    (``…/base.pt/base.pt``), was asked three times and said "check the connection and run
+    again": there is no connection, and asking again finds the same."""
+    (tmp_path / "base.pt").write_bytes(PAYLOAD)
+    for url, why in ((tmp_path / "missing" / "base.pt", "No such file or directory"),
+                     (tmp_path / "base.pt" / "base.pt", "Not a directory")):
+        with pytest.raises(GlidectlError) as err:
+            download(url.as_uri(), tmp_path / "cache" / "base.pt", progress=False)
+        assert str(err.value) == (f"Cannot read {url.as_uri()} ({why}); check the address and "
+                                  f"run again, or put the file at "
+                                  f"{str(tmp_path / 'cache' / 'base.pt')!r} yourself.")
+    assert not list((tmp_path / "cache").glob("base.pt*"))

@@ -337,7 +337,12 @@ def _download(url: str, dest: Path, progress: bool, retries: int, timeout: float
                 time.sleep(min(_retry_after(exc), 30.0) or min(0.5 * 2**attempt, 8.0))
         except (_Interrupted, urllib.error.URLError, ConnectionError, TimeoutError,
                 http.client.HTTPException, OSError) as exc:
-            reason = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+            local = getattr(exc, "reason", None)
+            if isinstance(local, OSError) and url[:5].lower() == "file:":  # no network here:
+                raise GlidectlError(  # a missing file or a folder stays so on a retry
+                    f"Cannot read {url} ({local.strerror or cause(local)}); check the address "
+                    f"and run again, or {hint}.") from None
+            reason = str(local or exc) or type(exc).__name__
             if attempt + 1 < retries:
                 time.sleep(min(0.2 * (attempt + 1), 2.0))
     else:
