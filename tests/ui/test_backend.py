@@ -236,6 +236,21 @@ def test_the_seed_box_s_text_is_read_exactly_and_other_text_is_one_sentence(mode
             backend.generate("a red circle", seed=text, **kwargs)
 
 
+def test_the_seed_box_takes_plain_digits_only_as_sample_seed_does(models_dir, tmp_path):
+    """The seed box read its text with int(): "1_000" made seed 1000 and other scripts'
+    digits ("٣", full-width "１２") seeds 3 and 12, where ``sample --seed`` refuses them as
+    no plain decimal number; a slip became another seed without a word."""
+    backend = UiBackend(models_dir, device="cpu", output_dir=tmp_path / "out")
+    kwargs = dict(n=1, sampler="euler", base_steps=1, base="tiny.safetensors")
+    for text in ("1_000", "٣", "１２"):
+        with pytest.raises(GlidectlError) as refused:
+            backend.generate("a red circle", seed=text, **kwargs)
+        assert str(refused.value) == ("Seed must be a whole number from 0 to 2**63-1, or -1 "
+                                      f"for a random one; got {text!r}.")
+    assert not list((tmp_path / "out").rglob("*.png"))
+    assert backend.generate("a red circle", seed=" +7 ", **kwargs).seeds == [7]
+
+
 def test_a_prompt_the_model_cuts_stores_what_it_read_as_sample_does(models_dir):
     """UI PNGs stored a cut prompt without `prompt_used`, unlike `sample`'s."""
     from glidectl.glide import load_model

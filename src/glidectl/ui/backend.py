@@ -5,7 +5,6 @@ Kept free of gradio so it is tested directly in Python.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -20,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidectlError, flags_named, is_own_warning, outside_commands
-from ..ranges import FLAGS, GUIDANCE, SEED_OR_RANDOM, STEPS, Range, check, check_seed_span
+from ..ranges import (
+    FLAGS,
+    GUIDANCE,
+    SEED_OR_RANDOM,
+    STEPS,
+    Range,
+    check,
+    check_seed_span,
+    plain_number,
+)
 from .models import (
     KEEP_MODELS,
     NONE_LABEL,
@@ -540,8 +548,8 @@ def _seed(value: int | str | None) -> int | None:
     sentence, the same for text and for a number out of range, if it is not."""
     if isinstance(value, str):
         value = value.strip() or None
-        with contextlib.suppress(TypeError, ValueError):  # else said as the text it is
-            value = int(value)
+        if value is not None and plain_number(value, int):  # not int()'s 1_0 or ٣: refused
+            value = int(value)  # as sample --seed refuses them; else said as the text it is
     if value is None or (isinstance(value, int) and not isinstance(value, bool)
                          and not SEED_OR_RANDOM.problem(value)):
         return value
@@ -554,4 +562,4 @@ def _steps(value: int | str | None) -> int | str | None:
     if value in (None, ""):
         return None
     text = str(value).strip()  # a signed whole number too: range-checked as sample's flag
-    return int(text) if re.fullmatch(r"[+-]?\d+", text) else text
+    return int(text) if plain_number(text, int) else text
