@@ -648,6 +648,18 @@ def test_a_peft_adapter_with_modules_to_save_is_refused_in_one_line(tmp_path):
         apply_loras(tiny(), [str(out)])
 
 
+@pytest.mark.parametrize("targets", [["token_embedding", "c_qkv"], ["token_embedding"]])
+def test_a_peft_adapter_of_the_token_embedding_is_refused_in_one_line(tmp_path, targets):
+    """peft's nn.Embedding LoRA (lora_embedding_A/B): beside other modules it was left out
+    without a word ("merged 2 of 2 adapter modules", the text encoder's new words gone),
+    alone it "holds no LoRA weights"."""
+    _, out = peft_adapter(tmp_path, target_modules=targets)
+    with pytest.raises(GlidectlError, match=r"adapts token_embedding with peft's embedding "
+                                            r"LoRA \(lora_embedding_A/B\), which glidectl does "
+                                            r"not apply"):
+        apply_loras(tiny(), [str(out)])
+
+
 def test_a_peft_adapter_goes_to_the_loaded_model_its_layers_fit(tmp_path):
     """peft's own adapters (no glidectl.json) all went to the base model, an upsampler's
     merged into the base wherever the shapes agreed; one that fits both is said."""

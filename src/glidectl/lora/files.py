@@ -254,6 +254,13 @@ def _read_adapter(path: Path) -> AdapterFiles:
             f"{str(source)!r} does not hold the adapter's glidectl metadata ({cause(exc)}); "
             "the adapter is damaged: use another checkpoint's adapter."
         ) from None
+    embedded = sorted({k.split(".lora_embedding_")[0] for k in state if ".lora_embedding_" in k})
+    if embedded:  # peft's nn.Embedding LoRA: its layers were left out without a word
+        raise GlidectlError(
+            f"LoRA adapter {str(directory)!r} adapts {', '.join(embedded[:3])} with peft's "
+            "embedding LoRA (lora_embedding_A/B), which glidectl does not apply; save the "
+            "adapter without embeddings in target_modules, or merge it with peft "
+            "(merge_and_unload) and pass the merged weights as the model.")
     if not any(".lora_A." in k for k in state):
         raise GlidectlError(f"{str(weights)!r} holds no LoRA weights (no '.lora_A.' tensors).")
     _check_rank(config, state, config_file)
