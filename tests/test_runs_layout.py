@@ -106,6 +106,36 @@ def test_a_lock_file_that_cannot_be_opened_refuses_the_folder(tmp_path):
     held.close()
 
 
+@pytest.mark.parametrize("code", ["ENOLCK", "ENOSYS", "EOPNOTSUPP"])
+def test_a_filesystem_without_locks_is_one_warning_not_a_busy_run(tmp_path, monkeypatch, code):
+    """On NFS without lockd or Lustre without ``-o flock`` every lockf() fails: every train,
+    eval and fit-steps there was refused as "being trained by another glidectl process"."""
+    import errno
+    import fcntl
+
+    from glidectl.errors import GlidectlError
+
+    def fails(number):
+        def lockf(*args):
+            raise OSError(number, os.strerror(number))
+        return lockf
+
+    monkeypatch.setattr(fcntl, "lockf", fails(getattr(errno, code)))
+    with pytest.warns(atomic.LockWarning, match=r"\.lock' cannot be locked on its filesystem "
+                                                 r"\(.+\), so nothing stops a second"):
+        assert atomic.lock_file(tmp_path / ".lock", "busy") is None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a probe says nothing: who takes the lock says it
+        assert not atomic.is_locked(tmp_path / ".lock")
+    for held in (errno.EAGAIN, errno.EACCES):  # what lockf says when another process has it
+        monkeypatch.setattr(fcntl, "lockf", fails(held))
+        with pytest.raises(GlidectlError, match="^busy$"):
+            atomic.lock_file(tmp_path / ".lock", "busy")
+        assert atomic.is_locked(tmp_path / ".lock")
+
+
 def test_temp_names_of_long_names_fit_and_their_stale_temps_are_found(tmp_path, monkeypatch):
     """A name within 15 bytes of the filesystem's limit got a temp name over it."""
     for name in ("p" * 245 + ".png", "日" * 80 + ".png", "short.png"):

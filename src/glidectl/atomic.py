@@ -22,6 +22,7 @@ import shutil
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -386,6 +387,10 @@ class HeldLock:
         self.close()
 
 
+class LockWarning(UserWarning):
+    """A lock file on a filesystem that takes no locks (:func:`lock_file` goes on without)."""
+
+
 def lock_file(path: str | Path, busy: str, in_use: bool = True) -> HeldLock | None:
     """Hold an exclusive lock on ``path`` (created if missing) until the returned lock is
     closed or the process ends (``kill -9`` included); ``GlidectlError(busy)`` when another
@@ -395,7 +400,9 @@ def lock_file(path: str | Path, busy: str, in_use: bool = True) -> HeldLock | No
     process, so never held by forked data workers. None where fcntl is missing or the file
     cannot be created (a folder that takes no new file fails later, said there); a ``path``
     that is there but cannot be opened (a folder, another user's file) is a GlidectlError:
-    without the lock a second process would write the same files.
+    without the lock a second process would write the same files. A filesystem that takes no
+    locks (ENOLCK, ENOSYS) is one :class:`LockWarning` and None: refusing would stop every
+    run there, as if another process held it.
     """
     try:
         import fcntl
@@ -426,9 +433,15 @@ def lock_file(path: str | Path, busy: str, in_use: bool = True) -> HeldLock | No
                                 "try again.") from None
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             handle.close()
-            raise GlidectlError(busy) from None
+            if exc.errno in (errno.EACCES, errno.EAGAIN):  # another process holds it
+                raise GlidectlError(busy) from None
+            warnings.warn(f"{str(path)!r} cannot be locked on its filesystem "  # NFS without
+                          f"({exc.strerror}), so nothing stops a second glidectl process "
+                          "from writing the same files; run one at a time there.",
+                          LockWarning, stacklevel=2)  # lockd, Lustre without -o flock
+            return None
         _HELD[key] = lock = HeldLock(handle, key, in_use)
         return lock
 
@@ -453,7 +466,9 @@ def is_locked(path: str | Path) -> bool:
         if os.path.realpath(path) in _HELD:  # a probe's close would drop this process's lock
             return True
     try:
-        probe = lock_file(path, "")
+        with warnings.catch_warnings():  # no locks on its filesystem: said by who locks it
+            warnings.simplefilter("ignore", LockWarning)
+            probe = lock_file(path, "")
     except GlidectlError:
         return True
     if probe is not None:
