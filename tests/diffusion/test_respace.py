@@ -48,7 +48,8 @@ def test_model_sees_original_timesteps() -> None:
     assert frac.tolist() == [832.5, 888.0]
 
 
-@pytest.mark.parametrize("section", ["ddim999", "abc", "0", "600,600", "ddimx"])
+@pytest.mark.parametrize("section", ["ddim999", "abc", "0", "600,600", "ddimx",
+                                     "ddim1_0", "1_0,5", "\u0663", "ddim\uff11\uff10"])
 def test_bad_respacing_is_a_user_error(section: str) -> None:
     with pytest.raises(GlidectlError, match="respacing"):
         space_timesteps(1000, section)

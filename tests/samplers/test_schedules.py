@@ -72,6 +72,14 @@ def test_bad_steps_are_user_errors() -> None:
         assert "whole number of steps" in str(err.value) and "respacing" not in str(err.value)
 
 
+@pytest.mark.parametrize("steps", ["\u00b2", "\u0663", "\uff13", "1_0"])
+def test_steps_of_other_digits_are_user_errors(steps: str) -> None:
+    # str.isdigit() took "²" (then int() raised a ValueError traceback) and "٣", "３" as 3
+    with pytest.raises(GlidectlError, match="whole number of steps"):
+        build_sigmas("karras", steps, COS)
+    assert build_sigmas("karras", " +3 ", COS).shape == (4,)  # a sign and spaces: still 3
+
+
 def test_denoiser_maps_sigma_to_fractional_original_timesteps() -> None:
     den = GlideDenoiser(torch.nn.Identity(), create_diffusion().alphas_cumprod)
     assert den.sigma_to_t(float(COS[417])) == pytest.approx(417, abs=1e-9)

@@ -11,7 +11,7 @@ import typer
 
 from .. import sampling_defaults as D
 from ..errors import GlidectlError, WriteError
-from ..ranges import STEPS
+from ..ranges import STEPS, plain_number
 from .checks import typed
 
 SAMPLER_HELP = (f"Base sampler (default: the model's recommended, else {D.BASE_SAMPLER}; see "
@@ -45,7 +45,7 @@ def steps_value(text: str | None, option: str = "--steps") -> int | str | None:
     if text is None:
         return None
     text = text.strip()
-    if re.fullmatch(r"[+-]?\d+", text):
+    if plain_number(text, int):  # ASCII digits: not ٣ or full-width ３ (\d takes them)
         if not STEPS.min <= int(text) <= STEPS.max:
             raise GlidectlError(f"{option} must be {STEPS.describe()}, got {text}; pass a "
                                 "number of steps such as 25 or a respacing string such as "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import GlidectlError
+from ..ranges import plain_number
 
 
 def _bad(section: str, why: str) -> GlidectlError:
@@ -24,10 +25,9 @@ def space_timesteps(num_timesteps: int, section: str) -> set[int]:
     """
     section = section.strip()
     if section.startswith("ddim"):
-        try:
-            desired = int(section[len("ddim") :])
-        except ValueError:
-            raise _bad(section, "the count after 'ddim' is not an integer") from None
+        if not plain_number(section[len("ddim") :], int):  # not int()'s 1_0 or ٣
+            raise _bad(section, "the count after 'ddim' is not an integer")
+        desired = int(section[len("ddim") :])
         for stride in range(1, num_timesteps):
             if len(range(0, num_timesteps, stride)) == desired:
                 return set(range(0, num_timesteps, stride))
@@ -37,10 +37,9 @@ def space_timesteps(num_timesteps: int, section: str) -> set[int]:
         steps.discard(num_timesteps - 1)
         steps.add(num_timesteps - 3)
         return steps
-    try:
-        counts = [int(part) for part in section.split(",")]
-    except ValueError:
-        raise _bad(section, "not a list of integers") from None
+    if not all(plain_number(part, int) for part in section.split(",")):  # not 1_0 or ٣
+        raise _bad(section, "not a list of integers")
+    counts = [int(part) for part in section.split(",")]
     if any(c < 1 for c in counts):
         raise _bad(section, "every count must be at least 1")
     size_per, extra = divmod(num_timesteps, len(counts))

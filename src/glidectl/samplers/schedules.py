@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import GlidectlError, PluginError, takes
-from ..ranges import is_finite_number
+from ..ranges import is_finite_number, plain_number
 from ..sampling_defaults import SIGMA_MAX
 
 DEFAULT_SIGMA_MAX = SIGMA_MAX
@@ -178,7 +178,7 @@ def build_sigmas(
         raise GlidectlError(plugins.schedules().unknown_message(
             schedule, also=", respaced (GLIDE's own timesteps), or a schedule file FILE.json "
             "from glidectl fit-steps")) from None
-    if not str(steps).isdigit() or int(steps) < 1:
+    if not plain_number(str(steps), int) or int(steps) < 1:  # not int()'s 1_0, ٣ or ²
         numeric = re.fullmatch(r"[+-]?\d*\.?\d+(e[+-]?\d+)?", str(steps).strip(), re.I) is not None
         try:
             respacing = not numeric and bool(respaced_timesteps(len(table), str(steps)))
