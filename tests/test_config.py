@@ -233,6 +233,23 @@ def test_a_control_character_in_a_name_is_refused(key, value, shown):
         .preview.prompts == ["a\nb"]
 
 
+def test_an_empty_output_dir_is_refused_as_the_flag_refuses_it(tmp_path):
+    """``--set train.output_dir=$OUT`` with OUT unset trained into the current folder, where
+    ``--output-dir ''`` is refused as an empty path."""
+    said = r"'train.output_dir' is empty \('  '\); set it to a folder's path \('\.' for"
+    with pytest.raises(ConfigError, match=r"^--set: 'train.output_dir' is empty \(''\)"):
+        load_config(None, ["train.output_dir="])
+    path = tmp_path / "glide.toml"
+    path.write_text('[train]\noutput_dir = "  "\n')
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:2: {said}"):
+        load_config(path)
+    cfg = GlideConfig()
+    cfg.train.output_dir = "  "
+    with pytest.raises(ConfigError, match=said):
+        validate(cfg)
+    assert load_config(None, ["train.output_dir=."]).train.output_dir == "."
+
+
 def test_list_items_must_have_the_list_type(tmp_path):
     path = tmp_path / "glide.toml"
     path.write_text('[preview]\nprompts = ["a red circle", 2]\n')

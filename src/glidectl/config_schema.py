@@ -31,6 +31,14 @@ def check_trackers(names: list[str] | tuple[str, ...]) -> None:
             )
 
 
+def check_output_dir(folder: str) -> None:
+    """One sentence for an empty ``train.output_dir`` (an unset shell variable in ``--set``):
+    ``Path('')`` is the current folder, where ``--output-dir ''`` is refused as empty."""
+    if not folder.strip():
+        raise GlidectlError(f"'train.output_dir' is empty ({folder!r}); set it to a folder's "
+                            "path ('.' for the current folder).")
+
+
 def wandb_init_mode(mode: str) -> str | None:
     """The ``mode`` wandb.init takes for one of :data:`WANDB_MODES` (auto: None, W&B's own)."""
     return None if mode == "auto" else mode
@@ -192,7 +200,8 @@ class DataConfig:
 class TrainConfig:
     """The optimisation: steps, batch, optimiser, schedule, precision."""
 
-    output_dir: str = opt("runs", "Folder that holds run directories.", name_like=True)
+    output_dir: str = opt("runs", "Folder that holds run directories.", name_like=True,
+                          check=check_output_dir)
     name: str = opt("", "Run name: a folder inside output_dir ('' = a new numbered name).",
                     name_like=True)
     steps: int = opt(1000, "Optimizer steps to train (global, across epochs).", min=0, max=10**9)
