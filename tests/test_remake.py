@@ -233,7 +233,10 @@ def png_with_record(path, record: dict) -> None:
     {"batch_size": 0}, {"request_images": "x"}, {"image_index": 99}, {"image_index": -1},
     {"seed": -5}, {"guidance": "strong"}, {"batch_size": [4]}, {"prompt": 5},
     {"sampler": 5}, {"base_sha256": 5}, {"loras": 5}, {"loras": [1]}, {"plugins": True},
-    {"low_res": True}, {"grey": "yes"}, {"prompt": None}])
+    {"low_res": True}, {"grey": "yes"}, {"prompt": None},
+    # int() and float() read the first four as 1000, 3, 2 and 3 (sample's flags refuse them)
+    {"seed": "1_000"}, {"seed": "\u0663"}, {"seed": 2.5}, {"guidance": "\uff13"},
+    {"batch_size": 1.5}])
 def test_a_damaged_record_is_one_sentence(capsys, tmp_path, damage):
     """A record edited by hand or by another program: batch_size 0 was a ZeroDivisionError
     traceback, a word for a number a ValueError one, an image_index past its request
@@ -252,6 +255,8 @@ def test_a_damaged_record_is_one_sentence(capsys, tmp_path, damage):
 
 @pytest.mark.parametrize("damage, flag, must", [
     ({"steps": "2.5"}, "--steps", "a number of steps from 1 to 10000 or a respacing string"),
+    ({"steps": "\u0663"}, "--steps", "a number of steps from 1 to 10000 or a respacing "
+     "string"),  # str.isdigit() took it: said as "--steps ٣: the … schedule needs …"
     ({"steps": "ddim2", "schedule": "karras"}, "--steps", "a whole number of steps from 1 "
      "to 10000, as its schedule 'karras' takes"),
     ({"guidance_interval": "a"}, "--guidance-interval", "two σ values LO,HI"),

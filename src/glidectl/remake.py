@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GlidectlError, a_or_an
-from .ranges import SEED_MAX
+from .ranges import SEED_MAX, plain_number
 
 PATHS = ("low_res", "inpaint_image", "inpaint_mask")
 MODELS = {"base": "base weights", "upsampler": "upsampler weights"}
@@ -323,7 +323,7 @@ def _steps(value: Any) -> bool:
     from .samplers.schedules import respaced_timesteps
 
     text = str(value).strip()
-    if text.lstrip("+-").isdigit():
+    if plain_number(text, int):  # ASCII digits: "٣" is no count (str.isdigit() took it)
         return STEPS.min <= int(text) <= STEPS.max
     try:
         return bool(respaced_timesteps(1000, text))
@@ -333,7 +333,7 @@ def _steps(value: Any) -> bool:
 
 def _count(value: Any) -> bool:
     """Whether ``value`` is a whole number of steps (no respacing string)."""
-    return str(value).strip().lstrip("+").isdigit() and _steps(value)
+    return plain_number(str(value), int) and _steps(value)  # _steps: from 1
 
 
 def _on_sigmas(schedule: Any) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .errors import GlidectlError, a_or_an, cause, not_a_file
 from .pipeline_records import IN_MEMORY
+from .ranges import plain_number
 from .remake import MODELS, PATHS, Pinned, Remake, _flag
 
 # sample's parameters a sample or web UI PNG records under the same name
@@ -125,6 +126,8 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     _pin_loras(remake, rec.get("loras") or [], rec.get("lora_sha256") or [],
                rec.get("lora_config_sha256") or [], rec.get("lora_dirs") or [])
     batch_size = _number(png, "batch_size", rec.get("batch_size", 1), int, low=1)
+    if "batch_size" in values:
+        values["batch_size"] = batch_size  # not the text "4" or 1.5: generate() refused them
     if "image_index" in rec:
         total = _number(png, "request_images", rec.get("request_images", batch_size), int,
                         low=1)
@@ -148,9 +151,12 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
 def _number(png: Path, key: str, value: Any, kind: type, low: float = 0,
             high: float = 2**63 - 1) -> Any:
     """A number of the record as ``kind``, from ``low`` to ``high`` (seeds, counts and
-    settings are never negative); anything else is a damaged record, in one sentence."""
+    settings are never negative); anything else is a damaged record, in one sentence: text
+    as ``sample``'s flags take it (not int()'s ``1_000`` or ``٣``), a whole ``int``."""
     try:
-        number = kind(value) if not isinstance(value, (bool, list, dict)) else None
+        number = None if isinstance(value, (bool, list, dict)) or (
+            isinstance(value, str) and not plain_number(value, kind)) or (
+            kind is int and isinstance(value, float) and not value.is_integer()) else kind(value)
     except (TypeError, ValueError, OverflowError):
         number = None
     if number is None or not low <= number <= high:
