@@ -40,7 +40,7 @@ from .config_schema import (
     opt,
     wandb_init_mode,
 )
-from .errors import ConfigError, GlidectlError, from_here, takes
+from .errors import ConfigError, GlidectlError, canonical_word, from_here, takes
 from .toml_lines import key_lines
 
 # The schema's names (config_schema) are re-exported: glidectl.config is its front door.
@@ -256,6 +256,9 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str,
                                   "which a name may not hold (it garbles folder names and "
                                   "terminal output); remove it.")
             choices = meta.get("choices")
+            value = canonical_word(value, choices or ())
+            if meta.get("words") and isinstance(value, list):
+                value = [canonical_word(v, meta["words"]) for v in value]
             problem = meta["range"].problem(value) if meta.get("range") else None
             if not problem and meta.get("pair"):
                 problem = pair_problem(value)

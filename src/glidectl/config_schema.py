@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import GlidectlError
-from .lora.targets import check_patterns, check_presets
+from .lora.targets import PRESETS, check_patterns, check_presets
 from .ranges import SEED_MAX, Range
 
 #: W&B modes, the same in ``log.wandb_mode`` and ``eval --wandb-mode``; ``auto`` leaves the
@@ -48,18 +48,19 @@ def opt(
     default: Any, doc: str, choices: tuple[Any, ...] | None = None, *,
     min: float | None = None, max: float | None = None, below: float | None = None,
     above: float | None = None, pair: bool = False, name_like: bool = False,
-    check: Callable[[Any], None] | None = None,
+    check: Callable[[Any], None] | None = None, words: tuple[str, ...] | None = None,
 ) -> Any:
     """A config field with its default, a one-line doc, optional allowed values and, for
     numbers (and lists of numbers), the allowed range ``min..max`` (or ``< below``, ``>
     above``);
     ``pair``: a list of exactly two numbers ``[min, max]`` with min <= max; ``name_like``: a
     name or folder name, which may hold no control character; ``check``: raises a
-    GlidectlError for a value the command that reads the key would refuse."""
+    GlidectlError for a value the command that reads the key would refuse; ``words``: the
+    closed set a list's entries are words of (read in any case, kept lower-case)."""
     numeric = min is not None or max is not None or below is not None or above is not None
     meta = {"doc": doc, "choices": choices,
             "range": Range(min, max, below, above) if numeric else None, "pair": pair,
-            "name_like": name_like, "check": check}
+            "name_like": name_like, "check": check, "words": words}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -362,7 +363,7 @@ class LogConfig:
     trackers: list[str] = opt(
         [], f"Trackers through accelerate: {', '.join(TRACKERS)}; files go in "
         "runs/<name>/trackers/ ([] = metrics.jsonl only).",
-        check=check_trackers,
+        check=check_trackers, words=TRACKERS,
     )
     project: str = opt("glidectl", "Tracker project (W&B project, TensorBoard subfolder).",
                        name_like=True)
@@ -382,7 +383,7 @@ class LoraConfig:
 
     targets: list[str] = opt(
         ["attention"], "Target presets: attention, mlp, conv, all (combine freely; [] = none).",
-        check=check_presets,
+        check=check_presets, words=tuple(PRESETS),
     )
     patterns: list[str] = opt([], "Extra module-name regexes (full match), e.g. 'out\\.2'.",
                               check=check_patterns)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import GlidectlError
+from .errors import GlidectlError, canonical_word
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # old spellings still accepted: "no" (Accelerate's word for fp32)
@@ -23,12 +23,17 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 DEVICE_HELP = "use auto, cpu, cuda, cuda:N or mps"
+DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
 
 
 def pick_device(device: str | None = "auto") -> str:
-    """``auto`` → cuda when available, else mps, else cpu; a named device must exist here."""
+    """``auto`` → cuda when available, else mps, else cpu; a named device must exist here.
+    Its kind is read in any case (``CUDA:1`` is ``cuda:1``)."""
     import torch
 
+    if isinstance(device, str):
+        kind, colon, index = device.partition(":")
+        device = canonical_word(kind, DEVICE_KINDS) + colon + index
     if device in (None, "", "auto"):
         if torch.cuda.is_available():
             return "cuda"
@@ -108,8 +113,10 @@ class Precision:
 
 
 def check_precision(name: str, flag: str = "--precision") -> str:
-    """The canonical word for ``name`` (auto, fp32, bf16, fp16), or one clear error."""
-    word = ALIASES.get(str(name), str(name))
+    """The canonical word for ``name`` (auto, fp32, bf16, fp16, in any case), or one clear
+    error."""
+    word = canonical_word(str(name), (*PRECISIONS, *ALIASES))
+    word = ALIASES.get(word, word)
     if word not in PRECISIONS:
         raise GlidectlError(f"Unknown {flag} {name!r}; use {', '.join(PRECISIONS)}.")
     return word

@@ -6,7 +6,7 @@ import errno
 import functools
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -124,6 +124,15 @@ def check_callback(value: Any, keyword: str, call: str) -> None:
 def is_own_warning(category: type[Warning]) -> bool:
     """A warning glidectl itself raises (shown as one ``Warning:`` line, or in the web page)."""
     return category.__module__.startswith("glidectl")
+
+
+def canonical_word(value: Any, words: Container[str]) -> Any:
+    """``value`` as the lower-case word of the closed set ``words`` it names in any case
+    (``FP32`` → ``fp32``), the one rule for choice words on every surface; anything else
+    (not text, not ASCII, no such word) comes back as it was, for the caller to refuse."""
+    if isinstance(value, str) and value.isascii() and value.lower() in words:
+        return value.lower()
+    return value
 
 
 def a_or_an(word: str) -> str:

@@ -285,7 +285,8 @@ def check_inputs(settings: EvalSettings, options: RunOptions, models: bool = Tru
         check_models(settings.where("base"), settings.where("upsampler"))
         for spec in settings.where("loras"):
             read_adapter(parse_lora_spec(spec).path)
-    check_wandb_mode(options.wandb_mode)  # a typo'd mode, whether or not W&B logs
+    # a typo'd mode, whether or not W&B logs; WandB_Mode reads as wandb_mode
+    options.wandb_mode = check_wandb_mode(options.wandb_mode)
     if options.dry_run:
         return
     if options.wandb_project:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
-from .errors import GlidectlError
+from .errors import GlidectlError, canonical_word
 from .eval_settings import META_FILE
 
 
@@ -321,13 +321,16 @@ def grid(images: Sequence[Any], captions: Sequence[str], per_prompt: int = 1) ->
                           min_size=128)
 
 
-def check_wandb_mode(mode: str) -> None:
-    """Raise when ``mode`` is not in :data:`glidectl.config.WANDB_MODES`."""
+def check_wandb_mode(mode: str) -> str:
+    """``mode`` as its word of :data:`glidectl.config.WANDB_MODES` (in any case); raise for
+    another."""
     from .config import WANDB_MODES
 
+    mode = canonical_word(mode, WANDB_MODES)
     if mode not in WANDB_MODES:
         raise GlidectlError(f"--wandb-mode {mode!r} is not a W&B mode; use "
                             f"{', '.join(WANDB_MODES)}.")
+    return mode
 
 
 WANDB_NOT_IN_PROJECT = "/\\#?%:"  # characters W&B refuses in a project's name

@@ -171,7 +171,16 @@ def _recorded_stage(data: dict[str, Any]) -> Stage:
     data = dict(data)
     if "schedule" not in data and data.get("sampler"):
         data["schedule"] = schedule_before(data["sampler"])
-    return Stage(**data)
+    return stage_words(Stage(**data))
+
+
+def stage_words(stage: Stage) -> Stage:
+    """``stage`` with its sampler and schedule names as their lower-case words (a run that
+    recorded ``DDIM`` resumes under ``--sampler ddim``)."""
+    from .sampling import stage_word
+
+    return replace(stage, sampler=stage_word("sampler", stage.sampler),
+                   schedule=stage_word("schedule", stage.schedule))
 
 
 UPSAMPLE_STAGE = Stage(UPSAMPLE_SAMPLER, UPSAMPLE_STEPS, None)
@@ -225,7 +234,7 @@ class EvalSettings:
                                 f"use one of {', '.join(PRECISIONS[1:])}.")
         self.base_stage, self.upsample_stage = (
             stage if stage.schedule else replace(stage, schedule=own_schedule(stage.sampler))
-            for stage in (self.base_stage, self.upsample_stage))
+            for stage in map(stage_words, (self.base_stage, self.upsample_stage)))
 
     @property
     def candidates(self) -> int:

@@ -84,6 +84,7 @@ from .sampling import (  # noqa: F401  (re-exported: the pipeline is the public 
     prompt_warnings,
     quantize_8bit,
     resample_filter,
+    resample_word,
     sample_base,
     sample_stage,
     sample_upsample,
@@ -364,7 +365,7 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         check_image_input(inpaint_mask, "inpaint_mask", mask=True)
         if low_res_resample is None:
             low_res_resample = self.low_res_filter()
-        resample_filter(low_res_resample)  # another name: one sentence
+        low_res_resample = resample_word(low_res_resample)  # another name: one sentence
         if inpaint_image is not None and self.upsampler is not None and (
                 not self.upsampler.options.inpaint):
             raise GlidectlError(

@@ -15,7 +15,14 @@ from .samplers.guidance import parse_interval
 from .samplers.schedules import sigmas_from_alphas_cumprod
 from .samplers.spec import as_sampler
 from .samplers.tuned import coefficient_steps, is_schedule_file
-from .sampling import BASE_DEFAULTS, UPSAMPLE_DEFAULTS, StageOptions, sigma_table, stage_model_calls
+from .sampling import (
+    BASE_DEFAULTS,
+    UPSAMPLE_DEFAULTS,
+    StageOptions,
+    sigma_table,
+    stage_model_calls,
+    stage_word,
+)
 from .sampling_defaults import RECOMMENDED_FIELDS, recommended_line, upsample_steps_for
 
 
@@ -53,6 +60,10 @@ class PipelineSettings:
                 base[key] = value
             else:
                 rest[key] = value
+        for stage in (base, up):  # "DDIM" runs and is recorded as ddim
+            for key in ("sampler", "schedule"):
+                if key in stage:
+                    stage[key] = stage_word(key, stage[key])
         if isinstance(base.get("guidance_interval"), str):  # as --guidance-interval takes it
             base["guidance_interval"] = parse_interval(base["guidance_interval"])
         for key in ("sigma_max", "clip_denoised", "quantize_t"):

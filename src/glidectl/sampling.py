@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from . import plugins
-from .errors import GlidectlError, NonFiniteSample, a_or_an, one_line
+from .errors import GlidectlError, NonFiniteSample, a_or_an, canonical_word, one_line
 from .glide.options import UPSAMPLE_FACTOR
 from .greyscale import to_grey
 from .images import centre_square, from_pil, known_mask_from_pil, to_pil
@@ -42,6 +42,18 @@ UPSAMPLE_SEED_OFFSET = 1_000_003
 # autocast dtype by precision word ("no" is the old spelling of fp32)
 PRECISIONS = {"fp32": None, "no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 Warn = Callable[[str], None]
+
+
+def stage_word(key: str, value: Any) -> Any:
+    """A stage's ``sampler`` or ``schedule`` (``key``) name in any case as its lower-case
+    word, the one records hold; a schedule file's path, and a name no plugin registers, as
+    given."""
+    if key == "sampler":
+        return canonical_word(value, plugins.samplers())
+    if isinstance(value, str) and is_schedule_file(value):
+        return value
+    word = canonical_word(value, ("respaced",))
+    return word if word == "respaced" else canonical_word(value, plugins.schedules())
 
 
 @dataclass(frozen=True)
@@ -434,17 +446,25 @@ def as_low_res_tensor(image: Any, size: int, resample: str = "bicubic") -> torch
     return as_image_tensor(image, size, "low_res", resample)
 
 
-def resample_filter(name: str, where: str = "generate(): low_res_resample"
-                    ) -> Image.Resampling:
-    """PIL's filter for a ``data.low_res_resample`` name; one sentence naming ``where`` for
-    another name."""
+def resample_word(name: str, where: str = "generate(): low_res_resample") -> str:
+    """A ``data.low_res_resample`` name in any case as its lower-case word; one sentence
+    naming ``where`` for another name."""
     from .data.transforms import RESAMPLE
 
+    name = canonical_word(name, RESAMPLE)
     if not isinstance(name, str) or name not in RESAMPLE:
         choices = " or ".join(map(repr, RESAMPLE))
         raise GlidectlError(f"{where} must be {choices} (the filter that shrinks a low-res "
                             f"image of another size), got {name!r:.60}; pass one of them.")
-    return RESAMPLE[name]
+    return name
+
+
+def resample_filter(name: str, where: str = "generate(): low_res_resample"
+                    ) -> Image.Resampling:
+    """PIL's filter for a ``data.low_res_resample`` name (:func:`resample_word`)."""
+    from .data.transforms import RESAMPLE
+
+    return RESAMPLE[resample_word(name, where)]
 
 
 def _checked_tensor(image: torch.Tensor, what: str) -> torch.Tensor:

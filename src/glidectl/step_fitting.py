@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from . import plugins
-from .errors import GlidectlError, WriteError
+from .errors import GlidectlError, WriteError, canonical_word
 from .ranges import is_finite_number
 from .samplers.bespoke import (
     Rows,
@@ -197,10 +197,18 @@ def gits_nodes(reference_steps: int, every: int = 2) -> int:
     return len({*range(0, reference_steps, every), reference_steps - 1})
 
 
+def fit_words(method: str, sampler: str) -> tuple[str, str]:
+    """``method`` and ``sampler`` as their lower-case words (``BESPOKE`` → ``bespoke``), which
+    the schedule file records; others as given, for :func:`check_method` to refuse."""
+    return canonical_word(method, METHODS), canonical_word(sampler, plugins.samplers())
+
+
 def check_method(method: str, sampler: str, calls: list[int],
-                 reference_steps: int | None = None) -> None:
+                 reference_steps: int | None = None) -> tuple[str, str]:
     """One sentence unless ``sampler`` can be fitted by ``method`` at every call count (for
-    gits, on a reference of ``reference_steps`` steps, when given)."""
+    gits, on a reference of ``reference_steps`` steps, when given); else the two as
+    :func:`fit_words` gives them."""
+    method, sampler = fit_words(method, sampler)
     if method not in METHODS:
         raise GlidectlError(f"Unknown fitting method {method!r}; use {', '.join(METHODS)}.")
     spec = as_sampler(plugins.samplers().get(sampler))  # unknown: one line, nearest name
@@ -228,6 +236,7 @@ def check_method(method: str, sampler: str, calls: list[int],
             raise GlidectlError(f"--method gits picks its {n} steps among {most} σ's of the "
                                 f"{reference_steps}-step reference, too few; pass "
                                 f"--reference-steps {2 * n} or more, or fewer --calls.")
+    return method, sampler
 
 
 def fit_calls(target: Target, calls: int, method: str, sampler: str, *, rounds: int = 10,
@@ -363,6 +372,7 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
     fit found, :func:`gits_sampler`) and the figures stored in the file under ``held_out``;
     ``guidance``, the target's scale, is recorded in the file, and until every count is
     fitted the step counts still to fit (``not_fitted``)."""
+    method, sampler = fit_words(method, sampler)
     found: dict[int, torch.Tensor] = {}
     calls_of: dict[int, int] = {}  # steps → the model calls they were fitted for
     coefficients: dict[int, Rows] = {}

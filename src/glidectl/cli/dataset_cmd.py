@@ -273,7 +273,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Sample count, caption stats, image sizes, rejections by reason, preview, speed."""
         from ..config import load_config
-        from ..errors import GlidectlError
+        from ..errors import GlidectlError, canonical_word
 
         cfg = load_config(config, set_ or [])
         for key, given, flag in (("source", source, "SOURCE"), ("preset", preset, "--preset")):
@@ -284,6 +284,7 @@ def register(app: typer.Typer) -> None:
                            "is what is inspected.", err=True)
             if given is not None:
                 setattr(cfg.data, key, given)
+        tokenizer = canonical_word(tokenizer, ("auto", "gpt2", "byte"))
         if tokenizer not in ("auto", "gpt2", "byte"):
             raise GlidectlError(f"--tokenizer must be auto, gpt2 or byte, got {tokenizer!r}.")
         if preview is not None:

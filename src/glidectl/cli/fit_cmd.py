@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
         from ..samplers.tuned import read_schedule_file
         from ..step_fitting import check_method
 
-        check_method(method, sampler, calls, reference_steps)
+        method, sampler = check_method(method, sampler, calls, reference_steps)
         given = {p.opts[0] for p in typed(ctx)}
         for note in unused_flags(given, method, start, check_images):
             typer.echo(note, err=True)

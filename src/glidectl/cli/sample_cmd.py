@@ -315,9 +315,9 @@ def _sample(
     _check_inputs(sampler, upsample_sampler, [low_res, inpaint_image, inpaint_mask],
                   base, low_res, out)
     if low_res_resample is not None:
-        from ..sampling import resample_filter
+        from ..sampling import resample_word
 
-        resample_filter(low_res_resample, "--low-res-resample")
+        low_res_resample = resample_word(low_res_resample, "--low-res-resample")
     base_spec = None if base == "none" or low_res is not None else base
     up_spec = resolve_upsampler(base, upsampler)
     if low_res is not None and up_spec is None:

@@ -123,8 +123,8 @@ def register(app: typer.Typer) -> None:
         from ..ui.app import launch
         from ..ui.backend import UiBackend
 
-        pick_device(device)
-        check_precision(precision)
+        pick_device(device)  # the backend picks it in any case, as here
+        precision = check_precision(precision)  # FP32 → the page's fp32
         login = parse_auth(auth) or parse_auth(os.environ.get(AUTH_ENV), AUTH_ENV)
         if share or not is_loopback(host):
             reach = "anyone with the gradio.live link" if share else f"other machines ({host})"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import GlidectlError, flags_named, is_own_warning, outside_commands
+from ..errors import GlidectlError, canonical_word, flags_named, is_own_warning, outside_commands
 from ..ranges import (
     FLAGS,
     GUIDANCE,
@@ -235,6 +235,7 @@ class UiBackend:
                 raise GlidectlError("This base model has no fitted schedule file; fit one "
                                     "with glidectl fit-steps RUN, or pick a named schedule.")
             return str(path)
+        label = canonical_word(label, (RESPACED, *plugins.schedules().names()))
         if label not in (RESPACED, *plugins.schedules().names()):
             raise GlidectlError(f"Unknown schedule {label!r}; pick one the list offers.")
         return label
