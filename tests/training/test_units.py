@@ -299,6 +299,27 @@ def test_metrics_jsonl_append_and_truncate(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
 
 
+def test_metrics_truncate_streams_and_leaves_a_file_with_nothing_past_the_step(
+        tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"  # a long run's log: read a line at a time, not whole
+    m = MetricsFile(path)
+    for step in range(1, 2001):
+        m.write({"step": step, "loss": 0.1})
+    m.close()
+    before = path.stat()
+
+    def whole(*args, **kwargs):
+        raise AssertionError("metrics.jsonl read whole")
+
+    monkeypatch.setattr(Path, "read_text", whole)
+    truncate_after(path, 2000)  # a resume at the last logged step: nothing to drop
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    truncate_after(path, 1500)
+    monkeypatch.undo()
+    assert [r["step"] for r in read_metrics(path)] == list(range(1, 1501))
+
+
 class _TinyTextUNet(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import json_safe, write_text
+from ..atomic import atomic_path, json_safe
 from ..errors import write_error
 
 
@@ -54,24 +54,54 @@ class MetricsFile:
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All records of a metrics.jsonl file; a torn line (a crash or a full disk mid-write)
     is skipped."""
-    records = []
-    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    return [record for line in lines if (record := _record(line)) is not None]
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """One line's record; None for a torn line or one that holds no JSON object."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def truncate_after(path: Path, step: int) -> None:
-    """Drop records past ``step`` (a resumed run re-logs the steps it repeats)."""
+    """Drop records past ``step`` (a resumed run re-logs the steps it repeats). The file is
+    read a line at a time and written again only when a line goes (a record past ``step``,
+    a torn line) or is mended (an older file's NaN tokens), so a long run's resume holds no
+    list of its records and rewrites none of them for nothing."""
     path = Path(path)
     if not path.is_file():
         return
-    kept = [r for r in read_metrics(path) if not _past(r.get("step"), step)]
-    write_text(path, "".join(_line(r) for r in kept))  # an older file's NaN tokens too
+    if all(kept == line for line, kept in _kept_lines(path, step)):
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        out.writelines(kept for _, kept in _kept_lines(path, step))
+
+
+def _kept_lines(path: Path, step: int) -> Iterator[tuple[str, str]]:
+    """Each line of ``path`` and what :func:`truncate_after` keeps of it: the line itself,
+    '' when it goes, or its record as :class:`MetricsFile` writes it when the line holds
+    what that never writes (a NaN token, no line end)."""
+    tokens: list[str] = []
+
+    def token(name: str) -> float:
+        tokens.append(name)
+        return float(name)
+
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            tokens.clear()
+            try:
+                record = json.loads(line, parse_constant=token)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict) or _past(record.get("step"), step):
+                yield line, ""
+            else:
+                yield line, _line(record) if tokens or not line.endswith("\n") else line
 
 
 def _past(logged: Any, step: int) -> bool:
