@@ -474,7 +474,7 @@ def test_ctrl_c_keeps_the_finished_images_and_says_the_run_does_not_resume(
     res = in_process(capsys, "eval", "--upsampler", upsampler, "--low-res", refs, "--out",
                      tmp_path / "early", *FAST)
     assert res.returncode == 130
-    assert " ".join(res.stdout.split()) == "Interrupted before any image was written."
+    assert res.stderr == "Interrupted before any image was written.\n"
     assert not (tmp_path / "early").exists()
 
 

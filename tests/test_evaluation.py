@@ -2148,6 +2148,30 @@ def test_ctrl_c_keeps_finished_prompts_and_names_the_resume_that_ends_the_same(
     assert [x["generated"] for x in sessions] == [1, 2]  # the two add up to the three
 
 
+def test_the_interrupted_line_is_one_line_on_stderr(tmp_path, tiny_base, capsys, monkeypatch):
+    """A stopped eval (a scheduler's SIGTERM) said its resume command on stdout, folded at
+    80 columns as rich folds for a log: a long --out was cut mid-path over two lines."""
+    import shlex
+
+    from test_sample_cmd import in_process
+
+    from glidectl import evaluation
+
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    out = tmp_path / ("job-" + "x" * 90)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "write_pair", interrupted)
+    res = in_process(capsys, "eval", prompts, "--base", tiny_base, "--sampler", "euler",
+                     "--steps", 1, "--device", "cpu", "--out", out, "-q")
+    assert res.returncode == 130
+    resume = shlex.join(["glidectl", "eval", str(prompts), "--resume", "--out", str(out)])
+    assert res.stderr == f"Interrupted; finished prompts are kept. Continue with `{resume}`.\n"
+    assert "Interrupted" not in res.stdout
+
+
 def test_ctrl_c_while_scoring_keeps_the_session_that_made_the_images(
         tmp_path, tiny_base, capsys, monkeypatch):
     """Ctrl-C (or SIGTERM) once every image was written but while they were read back and

@@ -175,13 +175,13 @@ def grid_line(meta: dict[str, Any], out: Path) -> str:
 
 
 @contextmanager
-def _stops_said(console: Any, events: _RichEvents, out: Path | None, nothing: str,
+def _stops_said(events: _RichEvents, out: Path | None, nothing: str,
                 interrupted: Callable[[str], str], kept: Callable[[str], str]
                 ) -> Iterator[None]:
     """An eval stopped in the block: Ctrl-C is exit 130 with the line ``interrupted(folder)``
-    (or that no ``nothing`` was written, when its folder holds no metadata.json yet), and a
-    failure to write (a full disk) is its sentence and ``kept(folder)``: what is kept and
-    what to do with it."""
+    (or that no ``nothing`` was written, when its folder holds no metadata.json yet) on
+    stderr, unwrapped (its resume command stays one line in a log), and a failure to write
+    (a full disk) is its sentence and ``kept(folder)``: what is kept and what to do with it."""
     from ..errors import WriteError
     from ..eval_settings import META_FILE
 
@@ -193,8 +193,8 @@ def _stops_said(console: Any, events: _RichEvents, out: Path | None, nothing: st
     except KeyboardInterrupt:
         events("end")
         where = written(events.out or (str(out) if out is not None else None))
-        console.print(f"Interrupted before any {nothing} was written." if where is None
-                      else interrupted(where), markup=False)
+        typer.echo(f"Interrupted before any {nothing} was written." if where is None
+                   else interrupted(where), err=True)
         raise typer.Exit(130) from None
     except WriteError as exc:  # a full disk: the images already written are kept
         where = written(events.out)
@@ -339,7 +339,7 @@ def register(app: typer.Typer) -> None:
         console = Console()
         events = _RichEvents(console, quiet)
         # the folder is named: without --out, --resume would pick the newest one
-        with _stops_said(console, events, out, nothing="new image",
+        with _stops_said(events, out, nothing="new image",
                          interrupted=lambda where: "Interrupted; finished prompts are kept. "
                          f"Continue with `{_resume_line(prompts, where)}`.",
                          kept=lambda where: "the finished prompts are kept: continue with "
@@ -375,7 +375,7 @@ def _eval_upsampler(low_res: Path, prompts: Path | None, given: list[str],
         return (f"the finished images are kept in {where!r}, but an upsampler eval does not "
                 "resume: run it again into a new or empty --out")
 
-    with _stops_said(console, events, options.out, nothing="image", kept=kept,
+    with _stops_said(events, options.out, nothing="image", kept=kept,
                      interrupted=lambda where: f"Interrupted; {kept(where)}."):
         report = run_upsampler_eval(low_res, settings, options, on_event=events, notes=notes)
     _print_summary(console, report.metadata, report.out)
