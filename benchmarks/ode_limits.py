@@ -55,6 +55,7 @@ from bench_args import json_out, nonnegative_int, positive_int, run, write_json
 from bench_samplers import demo_prompts, fitted_coefficients
 
 from glidectl import plugins
+from glidectl.errors import GlidectlError
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.bespoke import fit_coefficients
@@ -84,7 +85,25 @@ def switch_figures(e: torch.Tensor) -> dict[str, float]:
             "rms_others": e[keep].pow(2).mean().sqrt().item()}
 
 
+def followed_sigmas(sampler: str, schedule: str, calls: int) -> tuple[torch.Tensor, dict]:
+    """The σ's (and a bespoke schedule file's coefficients) on which ``sampler`` makes
+    ``calls`` model calls on the mixture, else one sentence (before any work)."""
+    steps = steps_for_calls(sampler, calls)
+    if steps is None:
+        raise GlidectlError(f"--sampler {sampler} cannot make exactly {calls} model calls "
+                            "(--calls counts calls, not steps); pick another --calls.")
+    sigmas = get_sigmas(schedule, steps, 0.002, 80.0)
+    options = fitted_coefficients(sampler, schedule, sigmas)
+    if options is None:
+        raise GlidectlError(f"--sampler {sampler} needs a schedule file with coefficients "
+                            f"for {calls} calls, and --schedule {schedule!r} holds none; pass "
+                            "--calls with a count it was fitted for, or fit one with "
+                            f"bench_samplers.py --gmm-bespoke FILE --gmm-calls {calls}.")
+    return sigmas, options
+
+
 def gmm_limits(args: argparse.Namespace) -> dict:
+    follow_sigmas, options = followed_sigmas(args.sampler, args.schedule, args.calls)
     den = GaussianMixtureDenoiser.random(seed=args.mixture_seed)
     x = den.prior(args.samples, 80.0, torch.Generator().manual_seed(args.mixture_seed))
     ref = den(den.ode_solution(x, 80.0, 0.002, args.ode_steps), 0.002)
@@ -101,15 +120,14 @@ def gmm_limits(args: argparse.Namespace) -> dict:
         print(f"{name:<10} {schedule:<16} {calls:5d} {r['switched']:8d} {r['rms']:8.4f} "
               f"{r['rms_others']:11.4f}", flush=True)
 
-    sigmas = get_sigmas(args.schedule, args.calls, 0.002, 80.0)
-    options = fitted_coefficients(args.sampler, args.schedule, sigmas) or {}
     states: list[tuple[float, torch.Tensor]] = []
 
     def recording(x_i: torch.Tensor, sigma: float, **kw) -> torch.Tensor:
         states.append((float(sigma), x_i))
         return den(x_i, sigma, **kw)
 
-    e = per_sample(plugins.samplers().get(args.sampler)(recording, x, sigmas, **options), ref)
+    e = per_sample(plugins.samplers().get(args.sampler)(recording, x, follow_sigmas, **options),
+                   ref)
     print(f"\n{args.sampler} on {args.schedule} σ's, {args.calls} calls: "
           f"{switch_figures(e)['switched']} switched; following the exact ODE from its state "
           "at each call:")

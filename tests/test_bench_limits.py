@@ -51,6 +51,31 @@ def test_limits_on_a_mixture_and_a_tiny_model(tmp_path) -> None:
     assert "refitted on each image alone" in done.stdout
 
 
+def test_the_followed_mixture_sampler_makes_calls_not_steps(tmp_path, monkeypatch) -> None:
+    """``--calls`` is model calls: heun's 5 are 3 steps (it ran 5 steps, 9 calls, said as 5),
+    and a bespoke file without that count is one sentence before the sweep, not after."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from ode_limits import followed_sigmas
+
+    from glidectl import plugins
+    from glidectl.errors import GlidectlError
+    from glidectl.samplers.bespoke import linear_coefficients
+    from glidectl.samplers.tuned import write_schedule_file
+
+    sigmas, options = followed_sigmas("heun", "karras", 5)
+    assert len(sigmas) == 4 and options == {}
+    assert len(followed_sigmas("ipndm", "optimised", 15)[0]) == 16
+    with pytest.raises(GlidectlError, match="cannot make exactly 4 model calls"):
+        followed_sigmas("heun", "karras", 4)
+    six = followed_sigmas("ipndm", "optimised", 6)[0]
+    path = tmp_path / "b.json"
+    write_schedule_file(path, {6: six}, 0.002, 80.0, "test", sampler="bespoke", coefficients={
+        6: linear_coefficients(plugins.samplers().get("ipndm"), six)})
+    assert len(followed_sigmas("bespoke", str(path), 6)[1]["coefficients"]) == 6
+    with pytest.raises(GlidectlError, match="holds none"):
+        followed_sigmas("bespoke", str(path), 15)
+
+
 def bespoke_file(weights: Path, path: Path, n: int) -> Path:
     """A bespoke schedule file for a model: dpm++2m's own rows on exponential σ's."""
     from glidectl import plugins
@@ -127,6 +152,7 @@ def test_benchmark_counts_below_one_are_argparse_errors(monkeypatch) -> None:
     ["bench_quickstart.py", "--seeds", "x"],  # was int()'s ValueError
     ["bench_samplers.py", "--samples", "0"],  # was a reshape RuntimeError
     ["kill_sweep.py", "--commands", "bogus"],  # was exit 1 (a failed trial's) after set-up
+    ["ode_limits.py", "--sampler", "heun", "--calls", "4"],  # ran 4 steps (7 calls)
     ["kill_sweep.py", "--earliest", "2"],  # every kill came after the command ended
     ["baseline_train.py", "--config", "/nonexistent"],  # was a ConfigError traceback
 ], ids=lambda argv: " ".join(argv))
