@@ -75,6 +75,22 @@ def test_output_to_a_full_disk_is_one_line(args):
         "send the output elsewhere.\n"))
 
 
+@pytest.mark.parametrize(("args", "closed", "code"), [
+    (["config", "keys"], 1, 0),       # was an AttributeError traceback (isatty of None)
+    (["plugins"], 1, 0),              # the same
+    (["sample", "x", "--base", "nowhere"], 2, 2),  # its line lost and exit 1, not 2
+])
+def test_a_closed_standard_stream_is_read_as_dev_null(args, closed, code):
+    """``glidectl … >&-`` (or ``2>&-``) in a script: the stream is /dev/null's, no
+    traceback, and an error keeps its exit code."""
+    import os
+
+    out = subprocess.run([sys.executable, "-m", "glidectl", *args], capture_output=True,
+                         text=True, timeout=120, preexec_fn=lambda: os.close(closed))
+    assert out.returncode == code, out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
 def test_config_show_prints_resolved_toml():
     out = run("config", "show", "--config", str(ROOT / "examples" / "glide.toml"),
               "--set", "train.steps=3")

@@ -1153,6 +1153,11 @@ def test_a_file_fitted_without_the_lora_sampled_is_named(run, weights, tmp_path)
             f"model's ODE; fold it in (glidectl lora merge {adapter} --base {base} --scale 0.5 "
             "-o merged.safetensors), fit that with glidectl fit-steps merged.safetensors "
             "--prompts PROMPTS.txt --method bespoke --calls 3") in res.stderr, res.stderr
+    # the refit writes a new file: FILE still suits B alone (it said --out FILE --overwrite)
+    said = " ".join(res.stderr.split())
+    assert ("--out merged-schedule.json and sample merged.safetensors with --schedule "
+            "merged-schedule.json instead.") in said, said
+    assert "--overwrite" not in said and f"--out {path}" not in said, said
 
 
 def test_an_input_image_past_pillow_s_limit_is_one_sentence(run, weights, tmp_path):

@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     User-caused errors (bad flags, configs, files) become one line on stderr and exit code 2;
     anything else is a bug and keeps its traceback.
     """
+    _reopen_closed_streams()
     # SIGTERM stays Ctrl-C until the error line is written: one that came between the
     # command's end and its line (torchrun stopping the other processes) killed it silently.
     with _sigterm_as_ctrl_c():
@@ -236,6 +237,28 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             if argv is None:  # the process's own command (not a caller's in-process one)
                 _ignore_late_ctrl_c()
+
+
+def _reopen_closed_streams() -> None:
+    """A standard stream the caller closed (``>&-``, ``2>&-``, ``<&-``: Python makes it
+    None) is opened on /dev/null, as if redirected there. Else ``train``, ``config keys``
+    and ``plugins`` stopped on a traceback, an error's line was lost with its exit code
+    (1, not 2), and the next file opened took the stream's descriptor, so a child process
+    or library writing to it wrote into that file."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+            continue  # open, though Python has no stream on it (an embedding)
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8",  # noqa: SIM115
+                                errors="backslashreplace", closefd=False))
 
 
 def _usage_message(exc: Exception, click_exc: Any) -> str:

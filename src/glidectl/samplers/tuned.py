@@ -252,9 +252,12 @@ def _adapters_warning(path: str | Path, data: dict, model: str, upsampler: bool,
                              "-o", "merged.safetensors"]) if len(adapters) == 1 else
                  "glidectl lora merge each in turn, --base the file the last merge wrote, the "
                  "last -o merged.safetensors")
+        # to a new file: ``path`` still suits the model without the adapters
+        refit = _refit(path, data, "merged.safetensors", guidance=guidance, grey=grey,
+                       out=MERGED_SCHEDULE)
         fix = (f"fold {'it' if len(adapters) == 1 else 'them'} in ({merge}), fit that with "
-               f"{_refit(path, data, 'merged.safetensors', guidance=guidance, grey=grey)} "
-               "and sample it instead")
+               f"{refit} "
+               f"and sample merged.safetensors with --schedule {MERGED_SCHEDULE} instead")
     return (f"Schedule file {str(path)!r} was fitted to weights without LoRA adapters, and "
             f"these images sample {model} with {lora}: its steps suit another model's ODE; "
             f"{fix}.")
@@ -265,12 +268,17 @@ UPSAMPLER_FIX = ("drop it from the upsampler stage (glidectl fit-steps fits base
                  "only)")
 
 
+# where the refit for a model with LoRA adapters folded in writes (not over the base's file)
+MERGED_SCHEDULE = "merged-schedule.json"
+
+
 def _refit(path: str | Path, data: dict, model: str, *, guidance: float | None = None,
-           grey: bool | None = None) -> str:
+           grey: bool | None = None, out: str | None = None) -> str:
     """The fit-steps command that fits ``path`` again: the same method and step counts, at
     ``guidance`` and ``grey`` (the sampling at hand, so one line mends every mismatch the
     warnings name; None: as the file was fitted). The grey flag is named where grey is
-    sampled or was fitted (else fit-steps follows the model, as sample does)."""
+    sampled or was fitted (else fit-steps follows the model, as sample does). ``out``: a
+    new file to write instead of replacing ``path``."""
     tuned = data.get("sampler")
     how = (["--method", "gits"] if tuned is None else ["--method", "bespoke"]
            if tuned == "bespoke" else ["--sampler", one_line(str(tuned))])
@@ -282,7 +290,8 @@ def _refit(path: str | Path, data: dict, model: str, *, guidance: float | None =
     shade = fitted_grey if grey is None else grey
     flag = [] if not (shade or fitted_grey) else ["--grey" if shade else "--no-grey"]
     return shlex.join(["glidectl", "fit-steps", model, "--prompts", "PROMPTS.txt", *how,
-                       *calls, *at, *flag, "--out", str(path), "--overwrite"])
+                       *calls, *at, *flag, "--out", out or str(path),
+                       *([] if out else ["--overwrite"])])
 
 
 def _calls_of(tuned: Any, steps: int) -> int:
