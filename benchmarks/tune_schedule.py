@@ -22,8 +22,9 @@ dynamic programming (Chen et al. 2024, see glidectl/samplers/search.py) without 
 ``--method bespoke`` runs the descent, then fits a bespoke solver's coefficients and σ's by
 L-BFGS through the model, from ``--sampler``'s own (Shaul et al. 2024, see
 glidectl/samplers/bespoke.py), for ``glidectl sample --sampler bespoke --schedule FILE``.
-The positions go to a schedule file, by default next to the model, that ``glidectl sample
---schedule FILE`` and ``bench_samplers.py --model-schedules FILE`` use.
+The positions go to a schedule file, by default next to the model (RUN/schedule.json, where
+``glidectl fit-steps`` writes; an existing one is kept unless ``--overwrite``), that
+``glidectl sample --schedule FILE`` and ``bench_samplers.py --model-schedules FILE`` use.
 
     python benchmarks/tune_schedule.py --model runs/quickstart --steps 10   # ~8 min, 1 core
     python benchmarks/tune_schedule.py --model runs/quickstart --steps 10 --method bespoke
@@ -64,20 +65,24 @@ def tune_model(args: argparse.Namespace) -> None:
 
     from bench_samplers import demo_prompts
 
+    from glidectl.cli.fit_cmd import check_out, default_out
     from glidectl.glide.loading import load_model
     from glidectl.step_fitting import check_method, fit_steps, model_guidance, reference
 
     sampler = args.sampler or "unipc"
     check_method(args.method, sampler, args.steps)
+    # where `glidectl fit-steps` writes, checked as it checks, before minutes of work: an
+    # existing file (its fit, an earlier run's) is kept unless --overwrite
+    path = Path(args.out).expanduser() if args.out else default_out(args.model)
+    check_out(path, args.overwrite, [])
+    if args.start and Path(args.start).expanduser().resolve() == path.resolve():
+        raise GlidectlError(f"--start and --out are the same file ({str(path)!r}); write the "
+                            "refit to another --out, so the start is kept.")
     model = load_model(args.model).eval()
-    if not args.out and not Path(args.model).expanduser().is_dir():  # before minutes of work
-        raise GlidectlError(f"--model {args.model!r} is no run folder, so the schedule file has "
-                            "no default place (RUN/schedule.json); pass --out FILE.")
     guidance = model_guidance(args.model, args.guidance)
     prompts = demo_prompts(args.images, seed=1)
     target = reference(model, prompts, guidance, seed=1, steps=args.reference_steps,
                        trajectory=args.method == "gits")
-    path = args.out or str(Path(args.model).expanduser() / "schedule.json")
     fit_steps(target, args.steps, args.method, sampler, path,
               f"{args.model} (guidance {guidance}, {len(prompts)} tuning images, noise seed 1, "
               f"reference {args.reference_steps} dpm++3m Karras steps)",
@@ -106,6 +111,8 @@ def main() -> None:
     parser.add_argument("--samples", type=positive_int, default=512)
     parser.add_argument("--model", help="A trained base model: search on its own ODE.")
     parser.add_argument("--out", help="Schedule file to write (default: RUN/schedule.json).")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace an existing --out (else it is kept and the run stops).")
     parser.add_argument("--guidance", type=float,
                         help="Default: the model's recommended, else 3.")
     parser.add_argument("--images", type=positive_int, default=24, help="Tuning images on a model.")

@@ -117,7 +117,7 @@ def test_a_model_that_is_not_there_is_one_line(tmp_path, monkeypatch, capsys) ->
     with pytest.raises(SystemExit) as ended:
         runpy.run_path(str(ROOT / "benchmarks" / "tune_schedule.py"), run_name="__main__")
     assert ended.value.code == 2
-    assert "is no run folder" in capsys.readouterr().err
+    assert "Pass --out FILE.json" in capsys.readouterr().err  # as glidectl fit-steps says
     # --json names a file in a folder that is there, or the run does not begin
     monkeypatch.setattr(sys, "argv", ["bench_samplers.py", "--skip-gmm", "--json",
                                       str(tmp_path / "no" / "out.json")])

@@ -37,3 +37,33 @@ def test_descent_on_a_models_ode_writes_a_usable_schedule_file(tmp_path) -> None
     assert list(read_schedule_file(out)) == [3]
     sigmas = get_sigmas(str(out), 3, 0.01, 80.0)
     assert len(sigmas) == 4 and sigmas[-1] == 0 and torch.all(sigmas[:-1].diff() < 0)
+
+
+def test_an_existing_schedule_file_is_kept_unless_overwrite(tmp_path, monkeypatch, capsys
+                                                            ) -> None:
+    """RUN/schedule.json (glidectl fit-steps' file) was replaced without a word after the
+    fit; now, as fit-steps, the run stops first unless --overwrite (a checkpoint folder, which
+    training prunes, takes no schedule file)."""
+    import runpy
+
+    import pytest
+    from tiny_configs import tiny_base_weights
+
+    run_dir = tmp_path / "run"
+    tiny_base_weights(run_dir / "checkpoints" / "step-000001" / "model.safetensors")
+    (run_dir / "checkpoints" / "latest").write_text("step-000001\n")
+    (run_dir / "config.toml").write_text("")  # a run folder: config.toml beside checkpoints/
+    kept = run_dir / "schedule.json"
+    kept.write_text('{"fitted": "by glidectl fit-steps"}')
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    for model, said in ((run_dir, "exists; pass --overwrite"),
+                        (run_dir / "checkpoints" / "step-000001", "a checkpoint folder")):
+        monkeypatch.setattr(sys, "argv", ["tune_schedule.py", "--model", str(model),
+                                          "--steps", "3", "--images", "1",
+                                          "--reference-steps", "12", "--rounds", "1"])
+        with pytest.raises(SystemExit) as ended:
+            runpy.run_path(str(ROOT / "benchmarks" / "tune_schedule.py"), run_name="__main__")
+        err = capsys.readouterr().err
+        assert ended.value.code == 2 and said in err and len(err.splitlines()) == 1, err
+    assert kept.read_text() == '{"fitted": "by glidectl fit-steps"}'
+    assert not (run_dir / "checkpoints" / "step-000001" / "schedule.json").exists()
