@@ -149,6 +149,22 @@ def test_batches_are_fixed_and_only_unfinished_ones_rerun(tmp_path):
     assert plan.pending_batches == plan.batches  # both batches still hold unfinished prompts
 
 
+def test_an_images_batch_length_is_found_without_searching_the_batches():
+    class Counted(list):  # counts the walks through the batches
+        walks = 0
+
+        def __iter__(self):
+            Counted.walks += 1
+            return super().__iter__()
+
+    plan = Plan.make([f"p{i}" for i in range(2001)], EvalSettings(n=2, rerank=3, batch_size=4))
+    plan.batches = Counted(plan.batches)
+    lengths = {(i, j): plan.batch_length(i, j) for i in range(2001) for j in range(3)}
+    assert Counted.walks <= 1  # was one walk per image: quadratic in the prompts
+    assert lengths == {item: len(b) for b in list.__iter__(plan.batches) for item in b}
+    assert set(lengths.values()) == {4, 3}  # 6,003 items: the last batch holds 3
+
+
 def test_output_folders_are_numbered(tmp_path):
     assert next_eval_dir(tmp_path) == tmp_path / "0001"
     (tmp_path / "0001").mkdir()

@@ -113,8 +113,11 @@ class Plan:
                 "places with new ones at the end, or use another --out.")
 
     def batch_length(self, i: int, j: int) -> int:
-        """How many images the batch of prompt i's candidate j holds."""
-        return next(len(b) for b in self.batches if (i, j) in b)
+        """How many images the batch of prompt i's candidate j holds: :meth:`make` cuts the
+        items in order, so its batch is found by its index (a search of the batches for each
+        image made a long eval quadratic)."""
+        s = self.settings
+        return len(self.batches[(i * s.candidates + j) // s.batch_size])
 
     def _check_kept(self, out: Path) -> None:
         """Raise unless each image kept (:meth:`mark_done`) was made with these settings and
