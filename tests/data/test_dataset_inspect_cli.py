@@ -67,6 +67,25 @@ def test_inspect_limit_and_preset(write_shards):
     assert report["scanned"] == 3 and not report["complete"] and report["preset"] == "laion"
 
 
+def test_inspect_reports_each_sample_scanned(write_shards, tmp_path):
+    shards = write_shards(2, 4)[0].parent  # a scan of 100,000 images said nothing for minutes
+    for source, limit, expected in ((shards, 5, None), (shards, 1000, None)):
+        calls: list[tuple[int, int | None]] = []
+        inspect_source(DataConfig(source=str(source)), tokenizer="byte", limit=limit,
+                       on_scan=lambda n, total, calls=calls: calls.append((n, total)))
+        assert calls == [(n, expected) for n in range(1, min(limit, 8) + 1)]
+    root = tmp_path / "imgs"  # a folder knows its count: the bar has an end
+    root.mkdir()
+    for i in range(6):
+        Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text(f"image {i}")
+    for limit, expected in ((4, 4), (1000, 6)):
+        calls = []
+        inspect_source(DataConfig(source=str(root)), tokenizer="byte", limit=limit,
+                       on_scan=lambda n, total, calls=calls: calls.append((n, total)))
+        assert calls == [(n, expected) for n in range(1, expected + 1)]
+
+
 def test_inspect_tables_preview_and_benchmark(tmp_path):
     root = tmp_path / "imgs"
     root.mkdir()

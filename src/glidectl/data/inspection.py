@@ -12,6 +12,7 @@ import statistics
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,11 +105,13 @@ def inspect_source(
     data_cfg: DataConfig, *, tokenizer: Any, limit: int = 1000, text_ctx: int = 128,
     image_size: int = 64, preview: str | Path | None = None, preview_count: int = 16,
     benchmark: bool = False, benchmark_samples: int = 200, batch_size: int | None = None,
-    holdout: int = 0,
+    holdout: int = 0, on_scan: Callable[[int, int | None], None] | None = None,
 ) -> InspectReport:
     """Scan up to ``limit`` samples of ``data_cfg.source`` and describe them; ``batch_size``
     (``train.batch_size``): also say how training batches an epoch with ``data.workers``,
-    less the first ``holdout`` valid samples (``validation.holdout``), as training does."""
+    less the first ``holdout`` valid samples (``validation.holdout``), as training does.
+    ``on_scan(scanned, expected)`` is called after each sample scanned (``expected``: how
+    many the scan reads, None where the source's count is not known)."""
     dataset = build_dataset(
         data_cfg, tokenizer=tokenizer, image_size=image_size, text_ctx=text_ctx, train=False
     )
@@ -138,11 +141,14 @@ def inspect_source(
     ends: dict[str, list[tuple[str, str | None]]] = {}  # a unit's first and last: key, reason
     stream = ((unit, raw) for unit in source.units() for raw in source.read(unit, damaged))
     report.complete = True
+    expected = None if source.num_samples is None else min(limit, source.num_samples)
     for unit, raw in stream:
         if report.scanned >= limit:
             report.complete = False
             break
         report.scanned += 1
+        if on_scan is not None:
+            on_scan(report.scanned, expected)
         reason, short_side = None, None
         try:
             prepared = pipeline.prepare(raw, rng)
