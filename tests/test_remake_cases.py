@@ -469,3 +469,30 @@ def test_a_preview_records_the_vocabulary_of_the_config(capsys, tmp_path, gpt2_v
     message = refused(capsys, "--from-png", png)
     assert f"made with the GPT-2 vocabulary in {str(other)!r}" in message
     assert "pass --vocab-dir DIR" in message
+
+
+def test_a_finetune_s_step_0_preview_is_made_from_its_model_init(capsys, tmp_path):
+    """Step 0 of a run that starts from ``model.init`` previews those weights: a remake said
+    they were "saved nowhere"; it now finds the file the run's config names, when its
+    tensors are what the preview recorded."""
+    from tiny_configs import tiny_base_weights, tiny_config
+
+    from glidectl.config import save_config
+    from glidectl.images import captioned_grid
+
+    init = tiny_base_weights(tmp_path / "init.safetensors")
+    cfg = tiny_config(tmp_path, model={"init": str(init)}, train={"steps": 2, "name": "ft"},
+                      data={"demo_size": 8, "resolution": 16},
+                      preview={"every": 2, "steps": 2, "prompts": ["a red circle"]})
+    save_config(cfg, tmp_path / "ft.toml")
+    res = in_process(capsys, "train", "--config", tmp_path / "ft.toml", "--no-live")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "runs" / "ft" / "previews" / "step-000000.png"
+    again, said = remade(capsys, png, tmp_path / "again")
+    assert f"made from the weights it started from, model.init {str(init)!r}" in said
+    grid = captioned_grid([Image.open(again)], ["a red circle"])
+    assert grid.tobytes() == Image.open(png).convert("RGB").tobytes()
+    shutil.copy(tmp_path / "runs" / "ft" / "checkpoints" / "step-000002" / "ema.safetensors",
+                init)  # other weights under that name now: not what step 0 sampled
+    message = refused(capsys, "--from-png", png)
+    assert "whose checkpoint of that step is not there" in message, message

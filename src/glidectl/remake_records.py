@@ -11,7 +11,7 @@ from typing import Any
 from .errors import GlidectlError, a_or_an, cause, not_a_file
 from .pipeline_records import IN_MEMORY
 from .ranges import plain_number
-from .remake import MODELS, PATHS, Pinned, Remake, _flag
+from .remake import MODELS, PATHS, Pinned, Remake, _flag, _holds, _pinned_file
 
 # sample's parameters a sample or web UI PNG records under the same name
 SAME_NAME = ("sampler", "steps", "schedule", "guidance", "eta", "guidance_interval",
@@ -354,6 +354,9 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
                             "/ema.safetensors (RUN: the run it is from).")
     weights = runs.step_weights(Path(where))
     adapter = runs.step_adapter(Path(where)) if weights is None else None
+    started = None
+    if weights is None and adapter is None and step == 0:  # a finetune's start: model.init
+        weights = started = _started_from(run, text.get("weights_sha256"))
     missing = None
     if weights is None and adapter is None:
         why = ("the weights it started from are saved nowhere" if step == 0 else
@@ -394,6 +397,9 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
     elif missing is None:
         values["base"] = str(weights)
     remake.missing = missing
+    if started is not None:
+        remake.notes.append(f"{png} is its run's step 0: made from the weights it started "
+                            f"from, model.init {str(started)!r}.")
     if missing is None and runs.set_aside(Path(where)):
         remake.notes.append(f"{png} is from a branch of its run that a resume from an earlier "
                             f"checkpoint set aside: made from its checkpoint in {where}.")
@@ -405,6 +411,27 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
                                     (str(path),), text["weights_sha256"], "1.0" if adapter
                                     else None, "PATH" if adapter else "SPEC", tensors=True))
     return remake
+
+
+def _started_from(run: Path, sha256: str | None) -> Path | None:
+    """The weights file a run's ``model.init`` names (as given, else from the folders above
+    the run), when its tensors are what the step-0 preview recorded (a LoRA run's record is
+    its adapters': never the base's); else None."""
+    from . import runs
+
+    init = runs.run_setting(run, "model", "init")
+    if not sha256 or not isinstance(init, str) or init in ("", "scratch"):
+        return None
+    pin = Pinned("base", "model.init weights", (init,), sha256, tensors=True)
+    tries = [init] if Path(init).expanduser().is_absolute() else [
+        init, *(str(folder / init) for folder in run.resolve().parents[:3])]
+    for path in tries:
+        try:
+            if _holds(pin, path):
+                return _pinned_file(pin, path)
+        except Exception:  # noqa: BLE001 - not a safetensors file (a .pt, an OpenAI name)
+            continue
+    return None
 
 
 def _preview_checkpoint(folder: Path, step: int) -> tuple[Path | None, str, list[Path]]:
