@@ -166,6 +166,7 @@ def fit_gmm_bespoke(path: str, den: GaussianMixtureDenoiser, seed: int, calls: l
     write_schedule_file(path, found, 0.002, 80.0, f"bespoke fit on mixture seed {seed}, "
                         f"tuning noise seed {1000 + seed}, from ipndm on optimised σ's, σ's moved",
                         sampler="bespoke", coefficients=coefficients)
+    print(f"wrote {path}", flush=True)
 
 
 def demo_prompts(n: int, seed: int = 0) -> list[str]:
@@ -266,7 +267,8 @@ def main() -> None:
     parser.add_argument("--samples", type=positive_int, default=1024, help="gmm samples")
     parser.add_argument("--mixture-seed", type=nonnegative_int, default=0,
                         help="gmm means and noise seed (1 is the one `optimised` was tuned on)")
-    parser.add_argument("--gmm-bespoke", metavar="FILE", help="Also fit a bespoke solver to "
+    parser.add_argument("--gmm-bespoke", metavar="FILE", type=json_out,
+                        help="Also fit a bespoke solver to "
                         "the mixture (tuning noise), write it to FILE and score it.")
     parser.add_argument("--gmm-calls", type=positive_int, nargs="+", default=[10, 15, 20],
                         help="Model calls of the gmm bespoke fits.")
@@ -293,6 +295,9 @@ def main() -> None:
     parser.add_argument("--json", type=json_out, help="Write every row and summary to this file.")
     parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args()
+    if args.gmm_bespoke and args.skip_gmm:
+        parser.error("--gmm-bespoke fits and scores a solver on the mixture, which --skip-gmm "
+                     "skips; drop one of them")
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"rows": [], "summary": [], "baseline": {}}
     problems = ([] if args.skip_gmm else [("gmm", gmm_problem)]) + (

@@ -151,6 +151,8 @@ def test_benchmark_counts_below_one_are_argparse_errors(monkeypatch) -> None:
     ["bench_train_step.py", "--threads", "0"],  # was torch's RuntimeError
     ["bench_quickstart.py", "--seeds", "x"],  # was int()'s ValueError
     ["bench_samplers.py", "--samples", "0"],  # was a reshape RuntimeError
+    ["bench_samplers.py", "--skip-gmm", "--gmm-bespoke", "x.json"],  # fitted nothing, silently
+    ["bench_samplers.py", "--gmm-bespoke", "/nonexistent/x.json"],  # made /nonexistent/
     ["kill_sweep.py", "--commands", "bogus"],  # was exit 1 (a failed trial's) after set-up
     ["ode_limits.py", "--sampler", "heun", "--calls", "4"],  # ran 4 steps (7 calls)
     ["kill_sweep.py", "--earliest", "2"],  # every kill came after the command ended
