@@ -377,6 +377,11 @@ def test_trace_env_shows_where_a_plugin_raised_at_run_time(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("plugin 'tracer' raised:\nTraceback")
     assert 'raise ValueError("no table")' in err
+    for off in ("0", "false", "OFF", "no", ""):  # "0" printed every traceback: it is set
+        monkeypatch.setenv("GLIDECTL_TRACE_PLUGINS", off)
+        with pytest.raises(PluginError):
+            plugin_guards.guard(schedule, "tracer", "schedule 'x'")(3, 0.1, 80.0)
+        assert capsys.readouterr().err == "", off
     monkeypatch.delenv("GLIDECTL_TRACE_PLUGINS")
     with pytest.raises(PluginError):
         plugin_guards.guard(schedule, "tracer", "schedule 'x'")(3, 0.1, 80.0)

@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import GlidectlError, MisuseError, PluginError, got
 from .plugins import DEFAULT_PLUGINS, _command_name, describe_exception, switch_off_hint, who
+from .ranges import switched_on
 
 
 class _Ours:
@@ -100,7 +101,7 @@ def guard(fn: Callable[..., Any], plugin: str, what: str,
 def trace_exception(plugin: str, exc: BaseException) -> None:
     """With GLIDECTL_TRACE_PLUGINS set, print the traceback behind a plugin's one-line error
     (where in the plugin it raised)."""
-    if os.environ.get("GLIDECTL_TRACE_PLUGINS"):
+    if switched_on("GLIDECTL_TRACE_PLUGINS"):
         sys.stderr.write(f"plugin {who(plugin)} raised:\n"
                          + "".join(traceback.format_exception(exc)))
 

@@ -26,6 +26,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, a_or_an, takes
+from .ranges import switched_on
 from .registry import Registry
 
 ENTRY_POINT_GROUP = "glidectl"
@@ -164,7 +165,7 @@ def _load() -> None:
         idle = idle_problem(plugin)
         if idle:
             idle_plugins[ep.name] = idle
-    if os.environ.get("GLIDECTL_TRACE_PLUGINS"):
+    if switched_on("GLIDECTL_TRACE_PLUGINS"):
         for name, seconds in import_seconds.items():  # every command, --help too, pays them
             if name in tracebacks:
                 sys.stderr.write(f"plugin {who(name)} failed to import after {seconds:.2f} s:"

@@ -2,13 +2,15 @@
 
 Seeds: 0 to 2**63-1 (``SEED``); torch would silently fold larger or negative seeds onto the
 same generator state (-1 and 2**64-1 draw identical noise). Where a seed of -1 means "draw a
-random seed" (the web UI), ``SEED_OR_RANDOM`` allows it.
+random seed" (the web UI), ``SEED_OR_RANDOM`` allows it. Switches in the environment
+(``GLIDECTL_OFFLINE=1``) read one way: :func:`switched_on`.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,12 @@ def plain_number(text: str, kind: type = float) -> bool:
     """Whether ``text`` is a plain decimal ``kind`` (int: digits only)."""
     pattern = _PLAIN_INT if kind is int else _PLAIN_FLOAT
     return pattern.fullmatch(text.strip()) is not None
+
+
+def switched_on(variable: str) -> bool:
+    """Whether the environment ``variable`` is on: 1, true, yes or on in any case (0, false,
+    no, off and empty are off, as in ``HF_HUB_OFFLINE``)."""
+    return os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)

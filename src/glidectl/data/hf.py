@@ -37,8 +37,9 @@ def _datasets() -> Any:
 
 def _offline() -> bool:
     """Whether HF_HUB_OFFLINE or HF_DATASETS_OFFLINE keeps datasets off the network."""
-    return any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    from ..ranges import switched_on
+
+    return any(map(switched_on, ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")))
 
 
 def _local_path(name: str) -> str | None:

@@ -48,9 +48,9 @@ OFFLINE_VARIABLES = ("GLIDECTL_OFFLINE", "HF_HUB_OFFLINE")
 def offline_by() -> str | None:
     """The variable (``GLIDECTL_OFFLINE``, else ``HF_HUB_OFFLINE``) that forbids network
     access, if one does."""
-    return next((name for name in OFFLINE_VARIABLES
-                 if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")),
-                None)
+    from ..ranges import switched_on
+
+    return next(filter(switched_on, OFFLINE_VARIABLES), None)
 
 
 def offline() -> bool:
