@@ -228,31 +228,6 @@ def _check_preview(path: Path) -> None:
     check_out_dir(path.parent, "--preview folder")
 
 
-def _scan_progress() -> tuple[Any, Any]:
-    """A bar on stderr for the samples scanned (gone once the report prints) and the
-    ``on_scan`` callback that moves it: a scan of 100,000 images takes minutes."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    err = Console(stderr=True)
-    progress = Progress(TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=err,
-                        transient=True, disable=not err.is_terminal)  # no line in a log
-    task = progress.add_task("scan", total=None)
-
-    def on_scan(scanned: int, expected: int | None) -> None:
-        progress.update(task, completed=scanned, total=expected)
-
-    return progress, on_scan
-
-
 def register(app: typer.Typer) -> None:
     dataset_app = typer.Typer(help="Look into training data.", no_args_is_help=True)
     app.add_typer(dataset_app, name="dataset")
@@ -326,7 +301,13 @@ def register(app: typer.Typer) -> None:
         modelled = config is not None or any(
             item.split("=", 1)[0].strip() in ("model", *(f"model.{k}" for k in MODEL_KEYS))
             for item in set_ or [])
-        progress, on_scan = _scan_progress()
+        from rich.console import Console
+
+        from .bars import counting_bar
+
+        err = Console(stderr=True)  # no bar in a log: a scan of 100,000 images takes minutes
+        progress, on_scan = counting_bar("scanning", err, disable=not err.is_terminal,
+                                         transient=True)
         with progress:
             report = inspect_source(
                 cfg.data, tokenizer=_resolve_tokenizer(tokenizer, cfg, modelled), limit=limit,

@@ -12,6 +12,7 @@ import typer
 from .. import sampling_defaults as D
 from ..errors import GlidectlError, WriteError
 from ..ranges import STEPS, plain_number
+from .bars import counting_bar
 from .checks import typed
 
 SAMPLER_HELP = (f"Base sampler (default: the model's recommended, else {D.BASE_SAMPLER}; see "
@@ -97,31 +98,6 @@ def _check_inputs(sampler: str | None, upsample_sampler: str, paths: list[Path |
     for path in paths:
         opened(path)  # not an image, or damaged: one sentence now, not after the models load
     check_out_dir(out, holds="the folder images are written to (00000.png, 00001.png, …)")
-
-
-def _progress(err: Any, quiet: bool) -> tuple[Any, Any]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("model calls"), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=quiet,
-    )
-    task = progress.add_task("sample", total=None, rate="")
-
-    def on_progress(done: int, total: int) -> None:
-        elapsed = progress.tasks[0].elapsed or 0.0
-        rate = f"{done / elapsed:.2f}/s" if elapsed > 0 else ""
-        progress.update(task, completed=done, total=total, rate=rate)
-
-    return progress, on_progress
 
 
 class _Writer:
@@ -400,7 +376,7 @@ def _sample(
         batch_size, low_res_resample=low_res_resample)
     writer = _Writer(pipe, prompts, out, common, grid, n * len(prompts),
                      remake.kept if remake else None)
-    progress, on_progress = _progress(err, quiet)
+    progress, on_progress = counting_bar("sampling", err, unit="model calls", disable=quiet)
     try:
         with progress:
             pipe.generate(
