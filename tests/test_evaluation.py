@@ -1761,6 +1761,14 @@ def test_a_short_prompt_the_model_cuts_stores_what_it_read(tmp_path, tiny_base, 
     assert "prompt_used" not in whole
 
 
+def colour_references(folder: Path, count: int) -> Path:
+    """A --fid reference folder of ``count`` 40 px pictures of distinct colours."""
+    folder.mkdir()
+    for i in range(count):
+        Image.new("RGB", (40, 40), (50 * i, 20, 200)).save(folder / f"{i}.png")
+    return folder
+
+
 def test_fid_against_a_reference_folder_or_absent_with_the_reason(tmp_path, tiny_base, stack,
                                                                   monkeypatch):
     from test_fid import ColourStats
@@ -1769,10 +1777,7 @@ def test_fid_against_a_reference_folder_or_absent_with_the_reason(tmp_path, tiny
 
     prompts = write_prompts(tmp_path / "p.txt", ["a red circle", "a blue square"])
     settings = EvalSettings(base=str(tiny_base), base_stage=FAST, n=2, batch_size=2)
-    ref = tmp_path / "ref"
-    ref.mkdir()
-    for i in range(5):
-        Image.new("RGB", (40, 40), (50 * i, 20, 200)).save(ref / f"{i}.png")
+    ref = colour_references(tmp_path / "ref", 5)
     report = run_eval(prompts, settings, RunOptions(out=tmp_path / "a", device="cpu",
                                                     fid_reference=str(ref)), pipeline=stack)
     assert "--fid-weights" in report.metadata["metrics"]["fid"]["absent"]
@@ -1994,10 +1999,7 @@ def test_an_eval_inside_its_fid_folder_is_no_reference_of_its_own(tmp_path, tiny
     monkeypatch.setattr(fid, "inception_features", lambda weights: fid.Features(ColourStats()))
     prompts = write_prompts(tmp_path / "p.txt", ["a red circle", "a blue square"])
     settings = EvalSettings(base=str(tiny_base), base_stage=FAST, n=2, batch_size=2)
-    ref = tmp_path / "ref"
-    ref.mkdir()
-    for i in range(3):
-        Image.new("RGB", (40, 40), (50 * i, 20, 200)).save(ref / f"{i}.png")
+    ref = colour_references(tmp_path / "ref", 3)
     inside = run_eval(prompts, settings, RunOptions(out=ref / "gen", device="cpu",
                                                     fid_reference=str(ref)), pipeline=stack)
     assert inside.metadata["metrics"]["fid"]["fid_real"] == 3  # was 8: its 4 and grid.png
