@@ -100,6 +100,28 @@ def test_a_resume_from_an_earlier_checkpoint_leaves_one_branch_in_tensorboard(ti
     assert [v for _, v in loss][2:] == pytest.approx([r["loss"] for r in again.history])
 
 
+def test_a_run_started_over_after_a_kill_before_its_first_checkpoint_leaves_one_try(tiny):
+    """A run killed before its first checkpoint starts over in the same folder ("run the
+    same command again"): metrics.jsonl keeps the new try only, and TensorBoard held both
+    (loss at steps 1, 2, 3, 1, 2; the step-0 preview twice)."""
+    import shutil
+
+    cfg = tiny(train=dict(steps=3), log=dict(trackers=["tensorboard"]), checkpoint=dict(every=0),
+               preview=dict(every=2, steps=2, prompts=["a red circle"]))
+    run = Trainer(cfg, quiet=True).run().run_dir
+    shutil.rmtree(run / "checkpoints")  # as if killed at step 3, before any checkpoint
+    again = Trainer(tiny(train=dict(steps=2, lr=1e-5), log=dict(trackers=["tensorboard"]),
+                         checkpoint=dict(every=0),
+                         preview=dict(every=2, steps=2, prompts=["a red circle"])),
+                    quiet=True).run()
+    assert again.run_dir == run
+    events = _events(run)
+    loss = events.Scalars("loss")
+    assert [e.step for e in loss] == [1, 2]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in again.history])
+    assert [e.step for e in events.Images("preview")] == [0, 2]
+
+
 def test_a_resume_with_nothing_to_train_starts_no_tracker_run(tiny):
     """`--resume RUN --steps N` at the run's step trained nothing, yet started the trackers:
     an empty TensorBoard run (event and hparams files; an empty W&B run) beside the real

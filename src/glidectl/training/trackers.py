@@ -81,8 +81,10 @@ class Trackers:
             "mode": wandb_init_mode(log.wandb_mode),
             "dir": str(run.trackers), "id": wandb_id, "resume": "allow" if wandb_id else None,
         }}
-        if step > 0:  # a resume: TensorBoard drops what the run logged past its checkpoint
-            init_kwargs["tensorboard"] = {"purge_step": step + 1}  # (a branch, a kill's)
+        # TensorBoard drops what the folder holds from the first step this run logs: past a
+        # resume's checkpoint (a branch, a kill's), or all of a first try killed before its
+        # first checkpoint, which starts over in the same folder from step 0's preview
+        init_kwargs["tensorboard"] = {"purge_step": step + 1 if step > 0 else 0}
         project = log.wandb_project or log.project
         try:
             accelerator.init_trackers(project, config=flat_config(cfg), init_kwargs=init_kwargs)
