@@ -50,6 +50,18 @@ def test_unknown_or_missing_trackers_are_one_line_errors(tiny, monkeypatch):
         Trainer(tiny(log=dict(trackers=["mlflow"])), quiet=True)
 
 
+def test_wandb_missing_under_log_wandb_project_names_that_key(tiny, monkeypatch):
+    """`log.wandb_project` alone turns W&B on; without wandb installed the line told the user
+    to remove wandb from log.trackers, which did not name it."""
+    import accelerate.tracking
+
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: ["tensorboard"])
+    with pytest.raises(GlidectlError, match=r"^log.wandb_project 'proj' turns on the wandb "
+                       r"tracker, which is not installed; pip install wandb or clear "
+                       r"log.wandb_project\.$"):
+        Trainer(tiny(log=dict(trackers=["tensorboard"], wandb_project="proj")), quiet=True)
+
+
 def test_a_tracker_that_fails_mid_run_is_said_once_and_the_run_goes_on(tiny, monkeypatch):
     """A tracker is a side output: its service gone (W&B's wandb-core killed) must not cost
     the run its steps; it is left out with one warning, and checkpoints, metrics.jsonl and the
@@ -143,3 +155,16 @@ def test_a_wandb_project_name_wandb_refuses_is_said_before_the_run_is_built(tiny
         Trainer(cfg, quiet=True)
     out = Path(cfg.train.output_dir)
     assert not out.exists() or not any(out.iterdir())  # no run folder was made
+
+
+def test_a_wandb_project_name_over_128_characters_is_said_before_the_run_is_built(tiny):
+    """W&B refuses a project name over 128 characters at its start, after the model and data
+    were built; its message, cut at 200 characters, lost the reason ("Invalid project name
+    'ppp…")."""
+    cfg = tiny(log=dict(trackers=["wandb"], wandb_mode="offline", project="p" * 129))
+    with pytest.raises(GlidectlError, match=r"^log.project is 129 characters long, and W&B "
+                       r"refuses a project name over 128; pick a shorter one\.$"):
+        Trainer(cfg, quiet=True)
+    out = Path(cfg.train.output_dir)
+    assert not out.exists() or not any(out.iterdir())
+    Trainer(tiny(log=dict(trackers=["tensorboard"], project="p" * 129)), quiet=True)

@@ -19,6 +19,7 @@ from ..errors import GlidectlError
 
 # characters W&B refuses in a project name (its own check, at wandb.init)
 WANDB_FORBIDDEN = "/\\#?%:"
+WANDB_PROJECT_MAX = 128  # the longest project name W&B takes (its own check too)
 
 
 def tracker_names(log: LogConfig) -> list[str]:
@@ -34,15 +35,24 @@ def tracker_names(log: LogConfig) -> list[str]:
         raise GlidectlError(f"{key} {project!r} holds {', '.join(map(repr, bad))}, which W&B "
                             f"refuses in a project name; pick a name without "
                             f"{WANDB_FORBIDDEN}.")
+    if "wandb" in names and len(str(project)) > WANDB_PROJECT_MAX:
+        raise GlidectlError(f"{key} is {len(str(project))} characters long, and W&B refuses a "
+                            f"project name over {WANDB_PROJECT_MAX}; pick a shorter one.")
     if names:
         from accelerate.tracking import get_available_trackers
 
         available = {str(t) for t in get_available_trackers()}
         missing = [n for n in names if n not in available]
-        if missing:
+        listed = [n for n in missing if n in log.trackers]
+        if listed:
             raise GlidectlError(
-                f"log.trackers names {', '.join(missing)}, which is not installed; "
-                f"pip install {' '.join(missing)} or remove it from log.trackers."
+                f"log.trackers names {', '.join(listed)}, which is not installed; "
+                f"pip install {' '.join(listed)} or remove it from log.trackers."
+            )
+        if missing:  # wandb, turned on by log.wandb_project alone
+            raise GlidectlError(
+                f"log.wandb_project {log.wandb_project!r} turns on the wandb tracker, which is "
+                "not installed; pip install wandb or clear log.wandb_project."
             )
     return names
 
