@@ -876,6 +876,27 @@ def test_wandb_offline_logs_a_table(tmp_path, tiny_base, stack, monkeypatch):
                      for rec in report.metadata["images"]}  # the files, not re-encoded
 
 
+def test_an_offline_wandb_run_that_cannot_start_is_not_told_to_log_in(tmp_path, tiny_base,
+                                                                       stack, monkeypatch):
+    """An offline W&B run that failed to start (its folder read-only) was told to run `wandb
+    login` and pass --wandb-mode offline, which it already was."""
+    wandb = pytest.importorskip("wandb")
+
+    def read_only(**kwargs):
+        raise OSError(30, "Read-only file system", f"{kwargs['dir']}/wandb/offline-run-x")
+
+    monkeypatch.setattr(wandb, "init", read_only)
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST, batch_size=1)
+    with pytest.raises(GlidectlError) as info:
+        run_eval(prompts, s, RunOptions(out=tmp_path / "w", device="cpu", wandb_mode="offline",
+                                        wandb_project="glidectl-test"), pipeline=stack)
+    assert str(info.value) == (
+        f"Could not start a W&B run in project 'glidectl-test': [Errno 30] Read-only file "
+        f"system: '{tmp_path / 'w'}/wandb/offline-run-x'; check wandb_entity and that out can "
+        "be written, or drop wandb_project.")
+
+
 def test_wandb_mode_disabled_logs_nothing_and_says_so(tmp_path, tiny_base, stack):
     """It said "W&B run … logged to project" and recorded a run id for a run W&B never had."""
     pytest.importorskip("wandb")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
-from .errors import GlidectlError, canonical_word
+from .errors import GlidectlError, canonical_word, one_line
 from .eval_settings import META_FILE
 
 
@@ -352,12 +352,16 @@ def check_wandb(mode: str, project: str | None = None) -> None:
     except ImportError:
         raise GlidectlError("--wandb-project is set but wandb is not installed; pip install "
                             "wandb, or drop --wandb-project.") from None
-    online = mode == "online" or (mode == "auto" and os.environ.get("WANDB_MODE", "online")
-                                  not in ("offline", "dryrun", "disabled"))
-    if project is not None and online and not _wandb_key(wandb):
+    if project is not None and _wandb_online(mode) and not _wandb_key(wandb):
         raise GlidectlError(f"--wandb-mode {mode} logs to W&B's servers, but no W&B API key "
                             "is set up here; run `wandb login` (or set WANDB_API_KEY), pass "
                             "--wandb-mode offline, or drop --wandb-project.")
+
+
+def _wandb_online(mode: str) -> bool:
+    """Whether W&B runs online in ``mode`` (``auto``: as ``WANDB_MODE`` says, else online)."""
+    return mode == "online" or (mode == "auto" and os.environ.get("WANDB_MODE", "online")
+                                not in ("offline", "dryrun", "disabled"))
 
 
 def _wandb_key(wandb: Any) -> bool:
@@ -390,11 +394,12 @@ def log_wandb(project: str, entity: str, mode: str, out: Path,
             name=f"eval-{out.name}", dir=str(out), job_type="eval",
             config={"settings": meta["settings"], "models": meta["models"]},
         )
-    except Exception as exc:  # wandb raises many kinds (auth, network, usage)
-        raise GlidectlError(
-            f"Could not start a W&B run in project {project!r}: {str(exc).rstrip('.')}; run "
-            "`wandb login`, pass --wandb-mode offline, or drop --wandb-project."
-        ) from None
+    except Exception as exc:  # wandb raises many kinds (auth, network, usage, disk)
+        fix = ("run `wandb login`, pass --wandb-mode offline, or drop --wandb-project"
+               if _wandb_online(mode) else "check --wandb-entity and that --out can be written, "
+               "or drop --wandb-project")
+        raise GlidectlError(f"Could not start a W&B run in project {project!r}: "
+                            f"{one_line(str(exc)).rstrip('.')}; {fix}.") from None
     names, rows = list(meta["metrics"]), meta["images"]
     per_table = wandb.Table.MAX_ROWS
     tables: dict[str, Any] = {}
