@@ -496,6 +496,18 @@ def test_a_config_set_in_code_takes_paths_and_numpy_numbers_and_names_a_section_
         validate(cfg)
 
 
+def test_a_config_set_in_code_keeps_its_values_as_a_file_would():
+    """validate() took cfg.model.kind = "Base" (a file's kind = "Base" reads as base) but
+    left it as typed, so train(cfg) then stopped with "Unknown model kind 'Base'"."""
+    cfg = GlideConfig()
+    cfg.model.kind, cfg.train.precision, cfg.train.lr = "Base", "FP32", 1
+    cfg.log.trackers = ["TensorBoard"]
+    validate(cfg)
+    assert (cfg.model.kind, cfg.train.precision, cfg.log.trackers) == (
+        "base", "fp32", ["tensorboard"])
+    assert isinstance(cfg.train.lr, float)
+
+
 def test_lora_alpha_0_is_refused_when_the_config_loads():
     """`config keys` said "from 0" and `config show` took 0, which glidectl lora refuses."""
     with pytest.raises(ConfigError, match=r"'lora.alpha' must be above 0 and at most 100000; "

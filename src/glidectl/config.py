@@ -295,7 +295,9 @@ def validate(cfg: GlideConfig, where: str = "config") -> None:
     """Check a config changed in code (``cfg.train.lr = ...``) as a file is checked: each
     value's type and range, and no attribute that is not a key (a typo such as
     ``cfg.train.learning_rate``, or ``cfg.trian``, which would otherwise be ignored). A path
-    given as a ``Path`` and a numpy number are taken as the text and number they are."""
+    given as a ``Path`` and a numpy number are taken as the text and number they are, and
+    each value is then kept as a file's would be (a choice word in lower case, an int of a
+    float key as a float)."""
     sections = _section_types()
     for name in vars(cfg):
         if name not in sections:
@@ -316,7 +318,10 @@ def validate(cfg: GlideConfig, where: str = "config") -> None:
                 setattr(section, key, os.fspath(value))  # saved as the text it is
             elif type(value).__module__ == "numpy" and callable(getattr(value, "item", None)):
                 setattr(section, key, value.item())  # np.float32(1e-3): a float
-    merge(GlideConfig(), to_dict(cfg), where)
+    checked = merge(GlideConfig(), to_dict(cfg), where)
+    for sec_name in sections:  # as a file's values are kept: "Base" → "base", lr = 1 → 1.0
+        for key, value in vars(getattr(checked, sec_name)).items():
+            setattr(getattr(cfg, sec_name), key, value)
 
 
 def _control_character(value: Any) -> str | None:
