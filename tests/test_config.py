@@ -588,6 +588,24 @@ def test_a_whole_float_for_an_int_key_says_to_write_it_whole(tmp_path):
         load_config(path)
 
 
+def test_a_number_python_reads_but_toml_does_not_says_how_toml_writes_it(tmp_path):
+    """``--set train.lr=.1`` said only "must be float, got '.1' (str)", which reads as a
+    float to anyone but TOML; the sentence says how to write it."""
+    with pytest.raises(ConfigError, match=r"^--set: 'train.lr' must be float, got '\.1' "
+                                          r"\(str\); write it as TOML does: --set "
+                                          r"train\.lr=0\.1\.$"):
+        load_config(None, ["train.lr=.1"])
+    with pytest.raises(ConfigError, match=r"write it as TOML does: --set train\.steps=10\.$"):
+        load_config(None, ["train.steps=10."])
+    with pytest.raises(ConfigError, match=r"got '\.5' \(str\)\.$"):  # no whole number
+        load_config(None, ["train.steps=.5"])
+    path = tmp_path / "glide.toml"
+    path.write_text('[train]\nlr = "1."\n')
+    with pytest.raises(ConfigError, match=r"glide\.toml:2: .* write it as TOML does: "
+                                          r"lr = 1\.0\.$"):
+        load_config(path)
+
+
 def test_key_lines_reads_the_structure_of_toml():
     from glidectl.toml_lines import key_lines
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import sys
@@ -103,6 +104,9 @@ def _check_value(key: str, tp: Any, value: Any, where: str, raw: str | None = No
         if tp is bool and isinstance(value, str | int) and meant:  # flip = True, yes, 1
             quote = (f"; write true or false: --set {key}={meant}" if where == "--set"
                      else f"; write true or false: {key.split('.')[1]} = {meant}")
+        if (number := _toml_number(tp, value)) is not None:  # lr = .1 or 1.: not TOML
+            quote = (f"; write it as TOML does: --set {key}={number}" if where == "--set"
+                     else f"; write it as TOML does: {key.split('.')[1]} = {number}")
         if _unquoted(tp, value) is not None:  # batch_size = "32"
             quote = (f"; drop the quotes: --set {key}={value.strip()}" if where == "--set"
                      else f"; drop the quotes: {key.split('.')[1]} = {value.strip()}")
@@ -140,6 +144,20 @@ def _unquoted(tp: Any, value: Any) -> Any:
     fits = isinstance(read, bool) if tp is bool else (
         isinstance(read, tp if tp is int else int | float) and not isinstance(read, bool))
     return read if fits else None
+
+
+def _toml_number(tp: Any, value: Any) -> str | None:
+    """How TOML writes the number that text ``value`` spells as Python does but TOML does not
+    (``.1``: ``0.1``, ``1.``: ``1.0``) when that number fits a number key ``tp``, else None."""
+    if tp not in (int, float) or not isinstance(value, str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(number) or (tp is int and not number.is_integer()):
+        return None
+    return str(int(number)) if tp is int else repr(number)
 
 
 def _utf8(text: str) -> bool:
