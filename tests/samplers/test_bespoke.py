@@ -75,8 +75,15 @@ def test_a_schedule_file_carries_coefficients_for_its_own_sigmas(tmp_path) -> No
         read_coefficients(path, 5, get_sigmas(str(path), 5, 0.01, 80.0))
     with pytest.raises(GlidectlError, match="samples from 40 to"):
         read_coefficients(path, 4, get_sigmas(str(path), 4, 0.01, 40.0))
-    write_schedule_file(path, {4: sigmas}, 0.01, 80.0, "test")
-    with pytest.raises(GlidectlError, match="no bespoke coefficients for 4 steps .it has: none"):
+    # another model's noise levels (an upsampler's σ_min) were blamed on --sigma-max
+    with pytest.raises(GlidectlError, match=r"holds bespoke coefficients for σ's down to 0.01, "
+                       r"fitted to a model with other noise levels, but this model's 4 steps "
+                       r"end at 0.02; fit them to this model with glidectl fit-steps MODEL"):
+        read_coefficients(path, 4, get_sigmas(str(path), 4, 0.02, 80.0))
+    # a descent file said "(it has: none); sample with --steps set to one of those"
+    write_schedule_file(path, {4: sigmas}, 0.01, 80.0, "test", sampler="unipc")
+    with pytest.raises(GlidectlError, match=r"holds no bespoke coefficients \(it holds σ's "
+                       r"only\); sample it with --sampler unipc, or fit them with"):
         read_coefficients(path, 4, again)
 
 

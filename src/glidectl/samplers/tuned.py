@@ -461,11 +461,17 @@ def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[li
     data = _load(path)
     stored = data.get("coefficients") if isinstance(data.get("coefficients"), dict) else {}
     if str(n) not in stored:
-        have = ", ".join(sorted(stored, key=lambda k: int(k) if k.isdigit() else 0)) or "none"
+        have = ", ".join(sorted(stored, key=lambda k: int(k) if k.isdigit() else 0))
+        fit = f"fit them with glidectl fit-steps MODEL --method bespoke --calls {n}."
+        if not have:  # a descent or GITS file: there is no count to pick
+            tuned = data.get("sampler")
+            use = (f"sample it with --sampler {one_line(tuned)[:40]}" if isinstance(tuned, str)
+                   and tuned != "bespoke" else "sample it with another --sampler")
+            raise GlidectlError(f"Schedule file {str(path)!r} holds no bespoke coefficients "
+                                f"(it holds σ's only); {use}, or {fit}")
         raise GlidectlError(f"Schedule file {str(path)!r} holds no bespoke coefficients for "
                             f"{n} steps (it has: {have}); sample with --steps set to one of "
-                            "those, or fit them with glidectl fit-steps MODEL --method bespoke "
-                            f"--calls {n}.")
+                            f"those, or {fit}")
     rows = stored[str(n)]
     if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
         rows = []
@@ -490,6 +496,14 @@ def read_coefficients(path: str | Path, n: int, sigmas: torch.Tensor) -> list[li
                             "refit it with glidectl fit-steps MODEL --prompts PROMPTS.txt "
                             f"--method bespoke --calls {n}.")
     fitted = sigmas_from_positions(positions, n, float(lo), float(hi))
+    if math.isclose(float(sigmas[0]), float(hi), rel_tol=1e-6) and not torch.allclose(
+            fitted.double(), sigmas.double(), rtol=1e-6):  # the same top: another σ table
+        raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for σ's "
+                            f"down to {float(fitted[-2]):g}, fitted to a model with other noise "
+                            f"levels, but this model's {n} steps end at {float(sigmas[-2]):g}; "
+                            "fit them to this model with glidectl fit-steps MODEL --prompts "
+                            f"PROMPTS.txt --method bespoke --calls {n}, or pick another "
+                            "--sampler or --schedule.")
     if not torch.allclose(fitted.double(), sigmas.double(), rtol=1e-6):
         raise GlidectlError(f"Schedule file {str(path)!r} holds bespoke coefficients for its "
                             f"own σ's (from {hi} down), but this run samples from "
