@@ -50,6 +50,8 @@ def stage_word(key: str, value: Any) -> Any:
     given."""
     if key == "sampler":
         return canonical_word(value, plugins.samplers())
+    if isinstance(value, os.PathLike):  # a schedule file as a pathlib.Path: its text
+        value = os.fspath(value)
     if isinstance(value, str) and is_schedule_file(value):
         return value
     word = canonical_word(value, ("respaced",))

@@ -218,3 +218,23 @@ def test_get_sigmas_takes_numpy_and_torch_integers() -> None:
     want = get_sigmas("karras", 5, 0.002, 80.0)
     for n in (np.int64(5), torch.tensor(5).numpy()[()], np.arange(6)[5]):
         torch.testing.assert_close(get_sigmas("karras", n, 0.002, 80.0), want, rtol=0, atol=0)
+
+
+def test_a_schedule_file_may_be_a_pathlib_path(tmp_path) -> None:
+    """get_sigmas and build_sigmas took a schedule file's path as text only: a Path was
+    "takes a schedule name … or a schedule file's path, got PosixPath(…)"."""
+    from pathlib import Path
+
+    from glidectl.samplers import get_sigmas
+    from glidectl.samplers.tuned import write_schedule_file
+
+    path = tmp_path / "s.json"
+    write_schedule_file(path, {4: get_sigmas("exponential", 4, 0.01, 80.0)}, 0.01, 80.0, "test")
+    assert isinstance(path, Path)
+    torch.testing.assert_close(get_sigmas(path, 4, 0.01, 80.0),
+                               get_sigmas(str(path), 4, 0.01, 80.0), rtol=0, atol=0)
+    torch.testing.assert_close(build_sigmas(path, 4, COS), build_sigmas(str(path), 4, COS),
+                               rtol=0, atol=0)
+    from glidectl.sampling import stage_word  # generate(schedule=Path(...)) refused it too
+
+    assert stage_word("schedule", path) == str(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -97,13 +98,15 @@ def schedule_fn(schedule: str) -> Callable[..., torch.Tensor]:
     return from_file
 
 
-def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
+def get_sigmas(schedule: str | os.PathLike, n: int, sigma_min: float, sigma_max: float,
                **options: Any) -> torch.Tensor:
     """``n`` descending σ's from ``sigma_max`` to ``sigma_min`` of a registered schedule
     (or a schedule file, ``*.json``), then 0 (float64). ``options`` (e.g. ``rho``) go to
     schedules that take them."""
     from ..callables import parameter_names
 
+    if isinstance(schedule, os.PathLike):  # a schedule file as a pathlib.Path
+        schedule = os.fspath(schedule)
     if not isinstance(schedule, str):
         raise takes("get_sigmas()", "a schedule name (karras, exponential, …) or a schedule "
                     "file's path", schedule)
@@ -151,7 +154,7 @@ def get_sigmas(schedule: str, n: int, sigma_min: float, sigma_max: float,
 
 
 def build_sigmas(
-    schedule: str,
+    schedule: str | os.PathLike,
     steps: int | str,
     table: np.ndarray,
     *,
@@ -166,6 +169,8 @@ def build_sigmas(
     from min(σ_max, table max) down to σ_min (default: the table's smallest σ, that of
     t = 0).
     """
+    if isinstance(schedule, os.PathLike):  # a schedule file as a pathlib.Path
+        schedule = os.fspath(schedule)
     if schedule == "respaced":
         return get_sigmas_respaced(table, respaced_timesteps(len(table), str(steps)))
     try:
