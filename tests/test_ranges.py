@@ -154,6 +154,24 @@ def test_config_keys_piped_is_one_whole_line_per_key():
     assert rows[0].keys() == {"key", "type", "default", "meaning", "allowed"}
 
 
+def test_config_keys_on_an_80_column_terminal_cuts_no_cell_short():
+    """On a terminal the table cut keys and values to fit (`model.tokeni…`, three rows of
+    `data.degrade…`, `upsample-inp…`), so the keys could not be read off it."""
+    import io
+
+    from rich.console import Console
+
+    from glidectl.cli.config_cmd import keys_table
+
+    rows = [dict(zip(("key", "type", "default", "meaning", "allowed"), row, strict=True))
+            for row in describe()]
+    console = Console(file=io.StringIO(), width=80)
+    console.print(keys_table(rows))
+    text = console.file.getvalue()
+    assert "…" not in text
+    assert all(f"│ {row['key']} " in text for row in rows)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     # one sentence for a seed out of range and for text that is none (they differed)
     ({"seed": -2}, "Seed must be a whole number from 0 to 2**63-1, or -1 for a random one; "

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 SetOption = typer.Option(
     None, "--set", "-s", help="Override a key: section.key=value (repeatable)."
@@ -57,10 +61,20 @@ def register(app: typer.Typer) -> None:
                                      for k, v in row.items()))
             return
         from rich.console import Console
-        from rich.table import Table
 
-        table = Table("key", "type", "default", "meaning", "allowed")
-        for row in rows:
-            table.add_row(row["key"], row["type"], repr(row["default"]), row["meaning"],
-                          row["allowed"])
-        Console().print(table)
+        Console().print(keys_table(rows))
+
+
+def keys_table(rows: list[dict[str, Any]]) -> Table:
+    """``config keys``' terminal table of ``rows`` (one dict a key): no cell is cut short
+    (``model.tokeni…``) however narrow the terminal; keys stay whole, the rest fold."""
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("key", no_wrap=True, min_width=max(len(row["key"]) for row in rows))
+    for name in ("type", "default", "meaning", "allowed"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(row["key"], row["type"], repr(row["default"]), row["meaning"],
+                      row["allowed"])
+    return table
