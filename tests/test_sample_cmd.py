@@ -657,6 +657,10 @@ def test_a_file_fitted_to_other_weights_is_named_and_steps_sigma_max_are_bounded
               "--schedule", str(path), "-q", "--precision", "fp32", "--out", str(tmp_path / "o"))
     assert res.returncode == 0, res.stderr
     assert "was fitted to other weights (sha256 000000000000…)" in res.stderr, res.stderr
+    # the refit writes the model's own file, not over s.json, which suits its own model
+    own = weights["base"].with_name(f"{weights['base'].stem}-schedule.json")
+    assert f"--method bespoke --calls 3 --guidance 3 --out {own}." in res.stderr, res.stderr
+    assert "--overwrite" not in res.stderr, res.stderr
     for args, message in ((("--steps", "10001"), "--steps must be from 1 to 10000"),
                           (("--schedule", "karras", "--sigma-max", "0.001"),
                            "sigma_max (--sigma-max) 0.001 is not above this model's smallest")):

@@ -228,8 +228,8 @@ def model_warning(path: str | Path, model_sha256: Callable[[], str | None], mode
     tensors = data.get("weights_sha256")
     if isinstance(tensors, str) and weights_sha256 is not None and tensors == weights_sha256():
         return None  # the same weights in another file (an export, a copy with other metadata)
-    fix = UPSAMPLER_FIX if upsampler else \
-        f"refit it with {_refit(path, data, model, guidance=guidance, grey=grey)}"
+    fix = UPSAMPLER_FIX if upsampler else "refit it with " + _refit(
+        path, data, model, guidance=guidance, grey=grey, out=own_out(path, model))
     return (f"Schedule file {str(path)!r} was fitted to other weights (sha256 "
             f"{one_line(fitted)[:12]}…) than {model} ({sha[:12]}…): its steps suit "
             f"that model's ODE; {fix}.")
@@ -289,9 +289,27 @@ def _refit(path: str | Path, data: dict, model: str, *, guidance: float | None =
     fitted_grey = data.get("grey") if isinstance(data.get("grey"), bool) else None
     shade = fitted_grey if grey is None else grey
     flag = [] if not (shade or fitted_grey) else ["--grey" if shade else "--no-grey"]
+    replace = out is None or Path(out).exists()
     return shlex.join(["glidectl", "fit-steps", model, "--prompts", "PROMPTS.txt", *how,
                        *calls, *at, *flag, "--out", out or str(path),
-                       *([] if out else ["--overwrite"])])
+                       *(["--overwrite"] if replace else [])])
+
+
+def own_out(path: str | Path, model: str) -> str | None:
+    """Where a refit for ``model`` writes when ``path`` was fitted to other weights: the
+    model's own place (RUN/schedule.json of its run, MODEL-schedule.json beside a weights
+    file), not over ``path``, which still suits the model it was fitted to; None (replace
+    ``path``) where that place is ``path`` itself (a run trained on since its fit)."""
+    from ..runs import run_holding
+
+    given = Path(model).expanduser()
+    held = run_holding(given) if given.exists() else None
+    own = held[0] / "schedule.json" if held is not None else given / "schedule.json" \
+        if given.is_dir() else given.with_name(f"{given.stem}-schedule.json") \
+        if given.is_file() else None
+    if own is None or own.resolve() == Path(path).expanduser().resolve():
+        return None
+    return str(own)
 
 
 def _calls_of(tuned: Any, steps: int) -> int:
@@ -328,7 +346,8 @@ def guidance_warning(path: str | Path, guidance: float | None, model: str | None
         return None
     flag = "--upsample-guidance" if upsampler else "--guidance"
     fix = UPSAMPLER_FIX if upsampler else "refit it with " + _refit(
-        path, data, model or "MODEL", guidance=sampled, grey=grey)
+        path, data, model or "MODEL", guidance=sampled, grey=grey,
+        out=own_out(path, model) if other_model and model else None)
     return (f"Schedule file {str(path)!r} was fitted at guidance {fitted:g}, and these images "
             f"sample at {sampled:g}: its steps suit the other ODE; "
             f"{_or_sample(f'{flag} {fitted:g}', fix, upsampler and other_model)}.")
@@ -354,7 +373,8 @@ def grey_warning(path: str | Path, grey: bool, model: str | None = None,
         return None
     ode, sampled = ("grey sampling's ODE", "in colour") if fitted else ("the colour ODE", "grey")
     fix = UPSAMPLER_FIX if upsampler else "refit it with " + _refit(
-        path, data, model or "MODEL", guidance=guidance, grey=grey)
+        path, data, model or "MODEL", guidance=guidance, grey=grey,
+        out=own_out(path, model) if other_model and model else None)
     return (f"Schedule file {str(path)!r} was fitted to {ode}, and these images sample "
             f"{sampled}: its steps suit the other ODE; "
             f"{_or_sample('--grey' if fitted else '--no-grey', fix, upsampler and other_model)}.")
