@@ -515,6 +515,30 @@ def test_lora_is_listed_and_applied_with_its_scale(lora_models_dir):
         backend.generate("a red circle", lora=str(lora_models_dir / "my-lora"), **kwargs)
 
 
+def test_an_inpainting_model_s_lora_is_not_listed(lora_models_dir, tmp_path):
+    """The page lists no inpainting model (it has no mask input), yet it listed their LoRAs,
+    and picking one always failed, telling the user to pass --base a base-inpaint model."""
+    import shutil
+
+    import torch
+    from tiny_configs import random_attention_adapter
+
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    folder = tmp_path / "models"
+    shutil.copytree(lora_models_dir, folder)
+    torch.manual_seed(0)
+    save_weights(create_model(preset_options("base-inpaint", "tiny").replace(image_size=16)),
+                 folder / "inpaint.safetensors")
+    (folder / "my-lora").rename(folder / "plain-lora")
+    random_attention_adapter(folder, "inpaint.safetensors", 0.05).rename(folder / "inpaint-lora")
+    backend = UiBackend(folder, device="cpu")
+    assert backend.choices() == (["tiny.safetensors"], [], ["plain-lora/"])
+    with pytest.raises(GlidectlError, match="Unknown LoRA 'inpaint-lora/'"):
+        backend.generate("a red circle", n=1, sampler="euler", base_steps=1,
+                         base="tiny.safetensors", lora="inpaint-lora/", seed=1)
+
+
 def test_a_weights_file_or_adapter_saved_again_under_its_name_is_loaded_again(
         lora_models_dir, tmp_path):
     """A model file in --models-dir exported again under its name (other weights) went on

@@ -120,6 +120,9 @@ def list_models(models_dir: str | Path | None) -> list[ModelChoice]:
     return choices
 
 
+OFFERED_KINDS = (None, "base", "upsample")  # the page has no mask input: no inpaint kinds
+
+
 def base_choices(choices: list[ModelChoice]) -> list[ModelChoice]:
     return [c for c in choices if c.kind in (None, "base")]
 
@@ -154,7 +157,8 @@ def _adapter_meta(adapter_dir: Path) -> dict[str, Any]:
 
 
 def lora_choices(models_dir: str | Path | None) -> list[ModelChoice]:
-    """LoRA adapter folders and LoRA run folders in ``models_dir``; kind = the model it fits."""
+    """LoRA adapter folders and LoRA run folders in ``models_dir``; kind = the model it fits.
+    Adapters of a kind the page offers no model of (an inpainting model's) are left out."""
     if models_dir is None or not Path(models_dir).is_dir():
         return []
     from ..lora.files import latest_adapter
@@ -167,7 +171,8 @@ def lora_choices(models_dir: str | Path | None) -> list[ModelChoice]:
             adapter = latest_adapter(child)
         except GlidectlError:
             continue
-        out.append(ModelChoice(f"{child.name}/", str(child), _adapter_kind(adapter)))
+        if (kind := _adapter_kind(adapter)) in OFFERED_KINDS:
+            out.append(ModelChoice(f"{child.name}/", str(child), kind))
     return out
 
 
