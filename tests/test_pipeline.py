@@ -421,6 +421,30 @@ def test_inpaint_upsampler_keeps_the_known_pixels_at_full_size() -> None:
     torch.testing.assert_close(out[..., 16:, :], image[..., 16:, :])
 
 
+def test_a_hole_only_the_inpaint_upsampler_sees_is_not_called_all_kept() -> None:
+    """A 2×2 hole the base's 8 px mask misses: the 32 px upsampler repaints it, but the
+    warning said the picture comes back as the inpaint image (and all white at 8 px only
+    said the image is not used, though the upsampler keeps its black pixels)."""
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(tiny_glide("base-inpaint", 2), tiny_glide("upsample-inpaint", 3))
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    kw = dict(steps=1, sampler="euler", upsample_steps=1, upsample_sampler="euler",
+              inpaint_image=image, output="tensor")
+    for hole, changed in ((0.0, True), (1.0, False)):
+        known = torch.full((1, 1, 32, 32), 1.0 - hole)
+        known[..., :2, :2] = hole  # nearest to 8 px samples pixel 2 of each 4: not these
+        said: list[str] = []
+        out = pipe.generate(["a"], inpaint_mask=known, warn=said.append, **kw)
+        assert not any("every pixel" in s for s in said), said
+        kept = known.bool().expand_as(out)
+        assert torch.equal(out[kept], image[kept])
+        assert bool((out[..., :2, :2] != image[..., :2, :2]).any()) == changed
+    said = []
+    pipe.generate(["a"], inpaint_mask=torch.ones(1, 1, 32, 32), warn=said.append, **kw)
+    assert "The inpaint mask keeps every pixel at 8 px and 32 px (white marks" in said[-1]
+
+
 def test_inpainting_with_a_plain_base_model_is_a_user_error(base) -> None:
     from glidectl.pipeline import GlidePipeline
 

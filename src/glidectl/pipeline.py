@@ -441,7 +441,10 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                                    if self.upsampler is not None else None, low_res_resample)
         mask = opened(inpaint_mask)  # read once: checked here, cut into batches below
         if first is not None and first.options.inpaint and mask is not None:
-            messages.append(all_kept_message(mask, first.options.image_size))
+            sizes = [first.options.image_size]
+            if first is self.base and self.upsampler is not None and self.upsampler.options.inpaint:
+                sizes.append(self.upsampler.options.image_size)  # it inpaints at its own size
+            messages.append(all_kept_message(mask, *sizes))
         messages = [m for m in messages if m]
         _warn(list(dict.fromkeys(messages)), warn)
         outputs: list[Any] = []

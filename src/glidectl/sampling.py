@@ -503,16 +503,18 @@ def as_mask_tensor(mask: Any, size: int) -> torch.Tensor:
     return known_mask_from_pil(_open(mask), size)
 
 
-def all_kept_message(mask: Any, size: int) -> str | None:
-    """A warning when the inpaint mask keeps every pixel at the model's ``size`` (nothing
-    white): the picture comes back as the image, every step spent for nothing; or repaints
-    every pixel (all white or transparent: an inverted mask?), so the image is not used."""
-    known = as_mask_tensor(mask, size) >= 0.5
-    if bool(known.all()):
-        return (f"The inpaint mask keeps every pixel at {size} px (white marks what to "
+def all_kept_message(mask: Any, *sizes: int) -> str | None:
+    """A warning when the inpaint mask keeps every pixel at each inpainting stage's size in
+    ``sizes`` (nothing white): the picture comes back as the image, every step spent for
+    nothing; or repaints every pixel at each (all white or transparent: an inverted mask?),
+    so the image is not used. A mask whose hole one stage's size misses says nothing."""
+    known = [as_mask_tensor(mask, size) >= 0.5 for size in sizes]
+    at = " and ".join(f"{size} px" for size in sizes)
+    if all(bool(k.all()) for k in known):
+        return (f"The inpaint mask keeps every pixel at {at} (white marks what to "
                 "repaint), so the picture comes back as the inpaint image.")
-    if not bool(known.any()):
-        return (f"The inpaint mask repaints every pixel at {size} px (white or transparent "
+    if not any(bool(k.any()) for k in known):
+        return (f"The inpaint mask repaints every pixel at {at} (white or transparent "
                 "marks what to repaint, black what is kept), so the inpaint image is not used; "
                 "is the mask inverted?")
     return None
