@@ -99,21 +99,21 @@ def _check_value(key: str, tp: Any, value: Any, where: str, raw: str | None = No
         quote = ("" if tp is not str or isinstance(value, list | dict)
                  else f"; quote it: --set \"{key}={text}\"" if where == "--set"
                  else f"; quote it: {text}")
+        def write(how: str, text: str) -> str:  # the hint, as --set takes it or as TOML has it
+            return (f"; {how}: --set {key}={text}" if where == "--set"
+                    else f"; {how}: {key.split('.')[1]} = {text}")
+
         meant = {"true": "true", "yes": "true", "on": "true", "1": "true", "false": "false",
                  "no": "false", "off": "false", "0": "false"}.get(str(value).strip().lower())
         if tp is bool and isinstance(value, str | int) and meant:  # flip = True, yes, 1
-            quote = (f"; write true or false: --set {key}={meant}" if where == "--set"
-                     else f"; write true or false: {key.split('.')[1]} = {meant}")
+            quote = write("write true or false", meant)
         if (number := _toml_number(tp, value)) is not None:  # lr = .1 or 1.: not TOML
-            quote = (f"; write it as TOML does: --set {key}={number}" if where == "--set"
-                     else f"; write it as TOML does: {key.split('.')[1]} = {number}")
+            quote = write("write it as TOML does", number)
         if _unquoted(tp, value) is not None:  # batch_size = "32"
-            quote = (f"; drop the quotes: --set {key}={value.strip()}" if where == "--set"
-                     else f"; drop the quotes: {key.split('.')[1]} = {value.strip()}")
+            quote = write("drop the quotes", value.strip())
         if tp is int and isinstance(value, float) and value.is_integer() and abs(value) < 1e18:
             whole = int(value)  # steps = 1e3 or 1000.0: a float in TOML and in --set
-            quote = (f"; write it whole: --set {key}={whole}" if where == "--set"
-                     else f"; write it whole: {key.split('.')[1]} = {whole}")
+            quote = write("write it whole", str(whole))
         if typing.get_args(tp) == (str,) and isinstance(value, str):  # a list of one
             listed = f"[{override('v', value).removeprefix('v=')}]"
             quote = (f"; write a list: {key.split('.')[1]} = {listed}" if where != "--set"
