@@ -300,8 +300,13 @@ def test_an_unknown_data_preset_is_named_before_any_download(tiny, tmp_path, mon
     assert not (tmp_path / "runs").exists()
 
 @pytest.mark.parametrize(("init", "model", "resolution", "said"), [
-    ("openai:upsample", {}, 32, "model.init 'openai:upsample' is an 'upsample' model but "
-     "model.kind is 'base'; set model.kind = \"upsample\" or pick other weights."),
+    # train trains no upsampler: "set model.kind" was advice train then refused
+    ("openai:upsample", {}, 32, "model.init 'openai:upsample' is an 'upsample' model, which "
+     "this command does not train; pick base or base-inpaint weights, or train it with "
+     "glidectl upsample (model.kind = \"upsample\")."),
+    ("openai:base-inpaint", {}, 32, "model.init 'openai:base-inpaint' is a 'base-inpaint' "
+     "model but model.kind is 'base'; set model.kind = \"base-inpaint\" or pick other "
+     "weights."),
     ("openai:base", {"tokenizer": "byte"}, 32, "model.tokenizer is 'byte' but 'openai:base' "
      "was trained with 'gpt2'; set model.tokenizer = \"auto\"."),
     ("openai:base", {}, 12, "data.resolution = 12 does not fit openai:base's 64 px base"),
@@ -550,3 +555,19 @@ def test_a_run_whose_stdout_reader_goes_away_saves_a_checkpoint(tiny, config_fil
     run = tmp_path / "runs" / cfg.train.name
     assert "Traceback" not in err and "Interrupted at step" in err, err
     assert (run / "checkpoints" / "latest").is_file()
+
+
+def test_base_weights_given_to_upsample_name_the_command_that_trains_them(
+        cli, tiny, config_file, tmp_path):
+    """``glidectl upsample`` with a base model.init said to set model.kind = "base", which
+    upsample then refuses ("this command trains upsample or upsample-inpaint models")."""
+    from tiny_configs import tiny_base_weights
+
+    init = tiny_base_weights(tmp_path / "base.safetensors")
+    cfg = tiny(model=dict(kind="upsample", init=str(init)))
+    result = cli("upsample", "--config", str(config_file(cfg)))
+    assert isinstance(result.exception, GlidectlError), result.output
+    assert str(result.exception) == (
+        f"model.init {str(init)!r} is a 'base' model, which this command does not train; "
+        "pick upsample or upsample-inpaint weights, or train it with glidectl train "
+        "(model.kind = \"base\").")

@@ -161,6 +161,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         self.precision, precision_note = training_precision(cfg.train.precision)
         self._notes = [n for n in (precision_note, validation_note) if n]  # shown once set up
         check_config(cfg, kinds, self.precision)
+        self.kinds = kinds
         self.accelerator = acc = make_accelerator(cfg, self.precision.autocast)
         self.procs = Processes(acc, collective_timeout(cfg.train.collective_timeout_minutes,
                                                        acc.state.backend))
@@ -187,7 +188,8 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         if dataset is None:
             check_data_before_download(cfg, adapter)
         # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
-        self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution, self.resume_from)
+        self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution, self.resume_from,
+                                               self.kinds)
         freq = self.bundle.options.time_embed_max_freq
         if cfg.model.init == "scratch" and freq != cfg.model.time_embed_max_freq:
             # a run written before the key: its config.toml now names the checkpoint's

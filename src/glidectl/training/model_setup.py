@@ -27,13 +27,14 @@ PRESET_LAYOUT = frozenset({"channel_mult", "num_res_blocks", "attention_resoluti
 
 
 def build_model(cfg: ModelConfig, resolution: int = 0,
-                resume_from: Path | None = None) -> ModelBundle:
+                resume_from: Path | None = None,
+                kinds: tuple[str, ...] | None = None) -> ModelBundle:
     """A scratch network at ``cfg.size`` or pretrained weights from ``cfg.init``.
 
     A scratch model trained at ``resolution`` (data.resolution) records it as its
     image_size, so previews and later sampling use the size it learned. ``resume_from``: the
     step checkpoint a scratch run resumes (one begun with an earlier preset keeps its
-    network: :func:`earlier_preset`).
+    network: :func:`earlier_preset`). ``kinds``: the model kinds the command trains.
     """
     from ..diffusion import create_diffusion
     from ..glide import create_model, preset_options
@@ -63,7 +64,7 @@ def build_model(cfg: ModelConfig, resolution: int = 0,
                 f"with glidectl lora --resume {run}."
             ) from None
         options = model.options
-        check_init_options(cfg, options, resolution)
+        check_init_options(cfg, options, resolution, kinds)
         if options.use_fp16:  # train fp32 master weights; precision is Accelerate's job
             model.float()
             options = options.replace(use_fp16=False)
@@ -116,9 +117,19 @@ def resolution_note(cfg: ModelConfig, resolution: int, options: Any) -> str | No
             f"{size} px images (data.resolution = 0 trains at {size} px).")
 
 
-def check_init_options(cfg: ModelConfig, options: Any, resolution: int) -> None:
+def check_init_options(cfg: ModelConfig, options: Any, resolution: int,
+                       kinds: tuple[str, ...] | None = None) -> None:
     """One sentence when the weights of ``cfg.init`` (their ``options``) do not fit the
-    config: another model.kind or model.tokenizer, or a data.resolution they cannot take."""
+    config: another model.kind or model.tokenizer, or a data.resolution they cannot take.
+    ``kinds``: the model kinds the command trains (weights of another kind name the command
+    that trains them: setting model.kind here would be refused)."""
+    if kinds is not None and options.kind not in kinds:
+        other = "upsample" if options.kind.startswith("upsample") else "train"
+        raise GlidectlError(
+            f"model.init {cfg.init!r} is {a_or_an(repr(options.kind))} model, which this "
+            f"command does not train; pick {' or '.join(kinds)} weights, or train it with "
+            f"glidectl {other} (model.kind = \"{options.kind}\")."
+        )
     if options.kind != cfg.kind:
         raise GlidectlError(
             f"model.init {cfg.init!r} is {a_or_an(repr(options.kind))} model but model.kind is "
@@ -132,7 +143,8 @@ def check_init_options(cfg: ModelConfig, options: Any, resolution: int) -> None:
     _check_loaded_resolution(cfg.init, options, resolution)
 
 
-def check_init_before_download(cfg: ModelConfig, resolution: int) -> None:
+def check_init_before_download(cfg: ModelConfig, resolution: int,
+                               kinds: tuple[str, ...] | None = None) -> None:
     """:func:`check_init_options` for an ``openai:NAME`` model.init, from OpenAI's published
     architecture: a config its weights cannot train is refused before they are downloaded
     (1.5 GB for base), not after."""
@@ -140,7 +152,7 @@ def check_init_before_download(cfg: ModelConfig, resolution: int) -> None:
 
     source, _, name = cfg.init.partition(":")
     if source == "openai" and name in KINDS and not Path(cfg.init).exists():
-        check_init_options(cfg, official_options(name), resolution)
+        check_init_options(cfg, official_options(name), resolution, kinds)
 
 
 def _check_loaded_resolution(init: str, options: Any, resolution: int) -> None:

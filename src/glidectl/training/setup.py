@@ -82,7 +82,7 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
     val.check(cfg)
     tracker_names(cfg.log)
     check_names(cfg)
-    check_init_before_download(cfg.model, cfg.data.resolution)
+    check_init_before_download(cfg.model, cfg.data.resolution, kinds)
 
 
 def check_names(cfg: GlideConfig) -> None:
