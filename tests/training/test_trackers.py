@@ -117,11 +117,15 @@ def test_a_run_started_over_after_a_kill_before_its_first_checkpoint_leaves_one_
     same command again"): metrics.jsonl keeps the new try only, and TensorBoard held both
     (loss at steps 1, 2, 3, 1, 2; the step-0 preview twice)."""
     import shutil
+    import time
 
     cfg = tiny(train=dict(steps=3), log=dict(trackers=["tensorboard"]), checkpoint=dict(every=0),
                preview=dict(every=2, steps=2, prompts=["a red circle"]))
     run = Trainer(cfg, quiet=True).run().run_dir
     shutil.rmtree(run / "checkpoints")  # as if killed at step 3, before any checkpoint
+    # a new try is a new process seconds later: TensorBoard reads event files in name order,
+    # named by the second and then a counter of this process ('10' sorts before '9')
+    time.sleep(1.05 - time.time() % 1)
     again = Trainer(tiny(train=dict(steps=2, lr=1e-5), log=dict(trackers=["tensorboard"]),
                          checkpoint=dict(every=0),
                          preview=dict(every=2, steps=2, prompts=["a red circle"])),
