@@ -98,12 +98,23 @@ def test_a_tracker_that_fails_mid_run_is_said_once_and_the_run_goes_on(tiny, mon
                       "the run goes on without it (metrics.jsonl keeps every number)."]
 
 
+def next_second() -> None:
+    """Wait for the next second, as a resume in a new process comes later: TensorBoard reads
+    a folder's event files in name order, named by the second and then a counter of the
+    process ('….10' sorts before '….9'), so two tries in one second could be read the wrong
+    way round in a test worker past nine writers."""
+    import time
+
+    time.sleep(1.05 - time.time() % 1)
+
+
 def test_a_resume_from_an_earlier_checkpoint_leaves_one_branch_in_tensorboard(tiny):
     """metrics.jsonl drops what the run logged past the checkpoint a resume starts from;
     TensorBoard is told to drop it too (purge_step), so its charts are the same numbers."""
     cfg = tiny(train=dict(steps=4), log=dict(trackers=["tensorboard"]), checkpoint=dict(every=2))
     first = Trainer(cfg, quiet=True).run()
     step2 = first.run_dir / "checkpoints" / "step-000002"
+    next_second()
     again = Trainer(tiny(train=dict(steps=4, lr=1e-5), log=dict(trackers=["tensorboard"]),
                          checkpoint=dict(every=2)), resume=str(step2), quiet=True).run()
     events = _events(again.run_dir)
@@ -117,15 +128,12 @@ def test_a_run_started_over_after_a_kill_before_its_first_checkpoint_leaves_one_
     same command again"): metrics.jsonl keeps the new try only, and TensorBoard held both
     (loss at steps 1, 2, 3, 1, 2; the step-0 preview twice)."""
     import shutil
-    import time
 
     cfg = tiny(train=dict(steps=3), log=dict(trackers=["tensorboard"]), checkpoint=dict(every=0),
                preview=dict(every=2, steps=2, prompts=["a red circle"]))
     run = Trainer(cfg, quiet=True).run().run_dir
     shutil.rmtree(run / "checkpoints")  # as if killed at step 3, before any checkpoint
-    # a new try is a new process seconds later: TensorBoard reads event files in name order,
-    # named by the second and then a counter of this process ('10' sorts before '9')
-    time.sleep(1.05 - time.time() % 1)
+    next_second()
     again = Trainer(tiny(train=dict(steps=2, lr=1e-5), log=dict(trackers=["tensorboard"]),
                          checkpoint=dict(every=0),
                          preview=dict(every=2, steps=2, prompts=["a red circle"])),
