@@ -39,7 +39,6 @@ import torch
 from bench_args import positive_int, run
 
 from glidectl import plugins
-from glidectl.errors import GlidectlError
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.search import descend_sigmas
@@ -65,7 +64,7 @@ def tune_model(args: argparse.Namespace) -> None:
 
     from bench_samplers import demo_prompts
 
-    from glidectl.cli.fit_cmd import check_out, default_out
+    from glidectl.cli.fit_cmd import check_out, check_start, default_out
     from glidectl.glide.loading import load_model
     from glidectl.step_fitting import check_method, fit_steps, model_guidance, reference
 
@@ -75,9 +74,8 @@ def tune_model(args: argparse.Namespace) -> None:
     # existing file (its fit, an earlier run's) is kept unless --overwrite
     path = Path(args.out).expanduser() if args.out else default_out(args.model)
     check_out(path, args.overwrite, [])
-    if args.start and Path(args.start).expanduser().resolve() == path.resolve():
-        raise GlidectlError(f"--start and --out are the same file ({str(path)!r}); write the "
-                            "refit to another --out, so the start is kept.")
+    if args.start:
+        check_start(Path(args.start), path)
     model = load_model(args.model).eval()
     guidance = model_guidance(args.model, args.guidance)
     prompts = demo_prompts(args.images, seed=1)

@@ -181,16 +181,7 @@ def register(app: typer.Typer) -> None:
                                     "takes no --start; drop --start, or refit with --method "
                                     "descent or bespoke.")
             read_schedule_file(start)  # one sentence if it is not a schedule file
-            if start.resolve() == path.resolve():
-                raise GlidectlError(f"--start and --out are the same file ({str(path)!r}); "
-                                    "write the refit to another --out, so the start is kept.")
-            # FILE exists: the refit writes FILE.partial.json after each count, while each
-            # later count reads its σ's (and coefficients) from --start
-            if path.exists() and start.resolve() == partial_path(path).resolve():
-                raise GlidectlError(f"--start {str(start)!r} is where this refit into "
-                                    f"{str(path)!r} writes the counts it fits, over what it "
-                                    "holds; copy it to another name and pass that as --start, "
-                                    "so the start is kept.")
+            check_start(start, path)
         device = pick_device(device)
         lock = lock_out(path)  # held until the fit ends: one fit writes FILE at a time
         try:  # again under the lock: a fit that began, wrote FILE and ended since
@@ -292,6 +283,20 @@ def check_free(path: Path, overwrite: bool) -> None:
                                 "fit cannot add counts to a file), or another --out.")
         raise GlidectlError(f"{str(path)!r} exists; pass --overwrite to replace it or "
                             "another --out.")
+
+
+def check_start(start: Path, path: Path) -> None:
+    """One sentence when a refit from ``start`` into ``path`` would write over its start:
+    the same file, or (``path`` there) the FILE.partial.json the refit writes after each
+    count while later counts read their σ's and coefficients from ``start``."""
+    start = start.expanduser()
+    if start.resolve() == path.resolve():
+        raise GlidectlError(f"--start and --out are the same file ({str(path)!r}); write the "
+                            "refit to another --out, so the start is kept.")
+    if path.exists() and start.resolve() == partial_path(path).resolve():
+        raise GlidectlError(f"--start {str(start)!r} is where this refit into {str(path)!r} "
+                            "writes the counts it fits, over what it holds; copy it to "
+                            "another name and pass that as --start, so the start is kept.")
 
 
 def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
