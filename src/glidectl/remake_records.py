@@ -425,11 +425,13 @@ def _started_from(run: Path, sha256: str | None) -> Path | None:
     pin = Pinned("base", "model.init weights", (init,), sha256, tensors=True)
     tries = [init] if Path(init).expanduser().is_absolute() else [
         init, *(str(folder / init) for folder in run.resolve().parents[:3])]
+    from safetensors import SafetensorError
+
     for path in tries:
         try:
             if _holds(pin, path):
                 return _pinned_file(pin, path)
-        except Exception:  # noqa: BLE001 - not a safetensors file (a .pt, an OpenAI name)
+        except (SafetensorError, OSError, ValueError):  # not a safetensors file (a .pt)
             continue
     return None
 
