@@ -171,6 +171,22 @@ def test_the_main_process_names_the_processes_that_lag(tmp_path):
         r"\(train.collective_timeout_minutes\).$", said[0]), said
 
 
+def test_a_process_stopped_a_moment_after_the_wait_began_is_still_named(tmp_path):
+    """Process 1 stopped 1.5 s into the main process's wait: at the 3 s the line is due its
+    heartbeat is 1.5 s old, too fresh to tell from a live one, and the line said "another
+    process may be stuck" (a CI run on a busy machine); it waits until the heartbeat shows
+    the stop, and names it, within half the time again."""
+    watchdog = Watchdog(timedelta(seconds=6), rank=0, world=2)  # due at 3 s
+    watchdog.beats = Heartbeats(tmp_path, 0)
+    watchdog.step(7)
+    _beat(tmp_path, 1, "at step 7", 7, since_s=0, age_s=-1.5, pid=101)  # its last, at 1.5 s
+    said = _watched(watchdog, 4.2)
+    assert len(said) == 1, said
+    assert re.match(r"Still at step 7 after (3\.[5-9]|4\.\d) s: process 1 \(host node-b, pid "
+                    r"101\) was last heard from 2(\.\d)? s ago, at step 7: it may be stuck", said[0]
+                    ), said
+
+
 def test_the_main_processs_line_stays_as_it_was_when_no_heartbeat_shows_a_lag(tmp_path):
     watchdog = _beating(tmp_path, world=3)  # process 1 wrote none (no shared filesystem)
     _beat(tmp_path, 2, "at step 7", 7, since_s=0, age_s=0)

@@ -178,8 +178,10 @@ class Watchdog:
         return stopped
 
     # ------------------------------------------------------------------ the thread
-    def line(self, mark: _Mark, waited: float) -> str:
-        """What to say of ``mark``, waited at for ``waited`` seconds."""
+    def line(self, mark: _Mark, waited: float, final: bool = True) -> str | None:
+        """What to say of ``mark``, waited at for ``waited`` seconds; None, unless ``final``,
+        while the main process names no process that lags (one stopped a moment ago has a
+        heartbeat too fresh to tell it from a live one yet)."""
         usual = f" (steps took {duration(self.longest)} at most)" if self.longest else ""
         still = f"Still {mark.doing} after {duration(waited)}{usual}"
         now = time.time()
@@ -192,6 +194,8 @@ class Watchdog:
         lagging = [said for said in (lag(beat, self._step, waited, now)
                                      for beat in self._peers() if beat is not None) if said]
         if not lagging:
+            if not final:
+                return None
             return (f"{still}: another process of this run may be stuck {STUCK}; if so, "
                     f"{tail}")
         more = f"; and {len(lagging) - 3} more" if len(lagging) > 3 else ""
@@ -244,10 +248,17 @@ class Watchdog:
             if say is None or not mark.watched or mark is said:
                 continue
             waited = self.lasted(mark, time.monotonic())
-            if waited >= max(self.after, 3 * self.longest):
-                said = mark
+            due = max(self.after, 3 * self.longest)
+            if waited >= due:
+                # a peer's heartbeat shows its stop only once it is old: wait up to half the
+                # time again (short of the timeout) for one to name, then say it unnamed
+                last = self.beats is None or waited >= min(
+                    1.5 * due, (due + self.timeout.total_seconds()) / 2)
                 with self._own_work():
-                    say(self.line(mark, waited))
+                    line = self.line(mark, waited, final=last)
+                    if line is not None:
+                        said = mark
+                        say(line)
 
     @contextlib.contextmanager
     def _own_work(self) -> Iterator[None]:
