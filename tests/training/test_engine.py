@@ -146,6 +146,34 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tiny, monkeypatch):
     assert not all(torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))
 
 
+def test_a_nan_gradient_under_a_finite_loss_is_skipped_and_never_saved(tiny, monkeypatch):
+    """A finite loss whose gradient is NaN stepped the optimizer: every weight and the EMA
+    went NaN, and the step's checkpoint saved them as ``latest``."""
+    cfg = tiny(train=dict(steps=8, max_nonfinite=3, ema_decay=0.5), checkpoint=dict(every=2))
+    trainer = Trainer(cfg, quiet=True)
+    calls = {"n": 0}
+    real = trainer.bundle.diffusion.training_losses
+
+    def nan_gradient(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        if calls["n"] >= 4:  # sqrt's gradient at 0 is inf, times 0: NaN; the value stays
+            out["loss"] = out["loss"] + torch.sqrt(out["loss"] * 0) * 0
+        return out
+
+    monkeypatch.setattr(trainer.bundle.diffusion, "training_losses", nan_gradient)
+    with pytest.raises(GlidectlError, match=r"at step 4: the gradient norm was nan for 3 steps "
+                       r"in a row.*its last checkpoint is '.*step-000002': resume with"):
+        trainer.run()
+    assert trainer.state.step == 3 and trainer.guard.total == 3
+    assert all(torch.isfinite(p).all() for p in trainer.params)
+    checkpoints = trainer.run_dir.checkpoints
+    assert (checkpoints / "latest").read_text().strip() == "step-000002"
+    for name in ("model", "ema"):
+        saved = load_file(checkpoints / "step-000002" / f"{name}.safetensors")
+        assert all(torch.isfinite(t).all() for t in saved.values()), name
+
+
 def test_text_only_training_keeps_the_unet_frozen_but_trains_encoder_kv(tiny, tmp_path):
     init = tiny_base_weights(tmp_path / "live.safetensors")  # output layers live, as trained
     cfg = tiny(model=dict(init=str(init)), data=dict(resolution=16),

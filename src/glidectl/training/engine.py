@@ -36,6 +36,7 @@ from .cuda_graphs import graphed_network
 from .display import Display
 from .ema import EMA, ema_note
 from .guards import (
+    Diverged,
     NonFiniteGuard,
     PeerLost,
     StoppedAgain,
@@ -316,6 +317,11 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
                 return self._run(until)
         except WriteError as exc:  # a full disk: say where the run can go on from
             raise WriteError(f"{str(exc).rstrip('.')}; {self._saved()}.") from None
+        except Diverged as exc:  # the steps since the last checkpoint are not saved
+            self._drop_if_untrained()
+            if runs.latest_step_dir(self.run_dir.checkpoints) is None:
+                raise
+            raise Diverged(f"{str(exc).rstrip('.')}; {self._saved()}.") from None
         except GlidectlError:  # e.g. no valid sample
             self._drop_if_untrained()
             raise

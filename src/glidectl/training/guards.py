@@ -10,24 +10,30 @@ from types import FrameType
 from ..errors import GlidectlError
 
 
+class Diverged(GlidectlError):
+    """Too many non-finite losses or gradients in a row (:class:`NonFiniteGuard`)."""
+
+
 class NonFiniteGuard:
-    """Counts skipped steps; raises after ``limit`` non-finite losses in a row."""
+    """Counts skipped steps; raises after ``limit`` non-finite losses (or gradient norms) in
+    a row."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.in_a_row = 0
         self.total = 0
 
-    def check(self, loss: float, step: int, detail: str = "") -> bool:
-        """True if ``loss`` is finite (train on); False to skip the step."""
+    def check(self, loss: float, step: int, detail: str = "", what: str = "loss") -> bool:
+        """True if ``loss`` is finite (train on); False to skip the step. ``step``: the step
+        being tried; ``what``: the name of the value checked (the loss or gradient norm)."""
         if math.isfinite(loss):
             self.in_a_row = 0
             return True
         self.in_a_row += 1
         self.total += 1
         if self.limit > 0 and self.in_a_row >= self.limit:
-            raise GlidectlError(
-                f"Training stopped at step {step}: the loss was {loss} for {self.in_a_row} "
+            raise Diverged(
+                f"Training stopped at step {step}: the {what} was {loss} for {self.in_a_row} "
                 f"steps in a row{detail}; lower train.lr, set train.grad_clip, try "
                 "train.precision = \"bf16\" or \"fp32\", or check the data for broken images."
             )

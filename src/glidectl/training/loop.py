@@ -143,10 +143,17 @@ class TrainingLoop:
                 ]) / tc.grad_accum
                 if acc.sync_gradients:
                     terms = acc.reduce(terms, "mean")
-                    stepped = self.guard.check(terms[0].item(), self.state.step, self._where())
-                    if stepped:
+                    value, what = terms[0].item(), "loss"
+                    if math.isfinite(value):
                         self._grad_norm = float(acc.clip_grad_norm_(
                             self.params, tc.grad_clip if tc.grad_clip > 0 else math.inf))
+                        # a finite loss can still give a NaN/inf gradient, which would make
+                        # every weight and the EMA NaN; fp16's GradScaler skips those itself
+                        if acc.scaler is None:
+                            value, what = self._grad_norm, "gradient norm"
+                    stepped = self.guard.check(value, self.state.step + 1, self._where(),
+                                               what)
+                    if stepped:
                         self.optimizer.step()
                         self.scheduler.step()
                     # CUDA graphs need each .grad kept (cuda_graphs.GraphedNetwork._record)
