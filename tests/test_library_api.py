@@ -8,6 +8,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from glidectl.config import to_dict
@@ -191,6 +192,9 @@ CALLS = [  # (call, its argument, what the sentence begins with)
     (lambda tmp, pipe: pipe.generate("a", warn=3), "generate(): warn= takes a function"),
     (lambda tmp, pipe: pipe.generate("a", timings=[]), "generate(): timings= takes a dict"),
     (lambda tmp, pipe: pipe.generate("a", keep_images="no"), "generate(): keep_images= takes"),
+    # n=10**9 filled memory with the request's seeds (MemoryError, or killed); --n refuses it
+    (lambda tmp, pipe: pipe.generate("a", n=10**9), "n must be from 1 to 1000000; got 1000000000"),
+    (lambda tmp, pipe: pipe.generate(["a"], n=np.int64(10**9)), "n must be from 1 to 1000000"),
     (lambda tmp, pipe: pipe.generate("a", clip_denoised="x"), "generate(): clip_denoised must"),
     (lambda tmp, pipe: pipe.generate("a", upsample_quantize_t=1),
      "generate(): upsample_quantize_t must be True or False"),

@@ -54,7 +54,7 @@ from .pipeline_settings import (
     seed_list,
     unknown_options,
 )
-from .ranges import check_seed_span
+from .ranges import COUNT, check, check_seed_span
 from .samplers.schedule_files import read_once
 from .samplers.tuned import (
     grey_warning,
@@ -299,8 +299,8 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         keep_images: bool = True,
         **stage_options: Any,
     ) -> list[Image.Image] | np.ndarray | torch.Tensor:
-        """``n`` images per prompt, image i (prompt-major) seeded ``seeds[i]`` (default
-        ``seed + i``).
+        """``n`` images per prompt (1 to 1000000, as ``--n``), image i (prompt-major) seeded
+        ``seeds[i]`` (default ``seed + i``).
 
         Stage keywords: ``sampler, steps, schedule, guidance, eta, sigma_max, clip_denoised,
         quantize_t, guidance_interval=(lo, hi), guidance_rescale=φ, dynamic_threshold=p,
@@ -342,6 +342,7 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             raise GlidectlError(f"generate(): output must be one of {choices}, got "
                                 f"{output!r:.60}.")
         _check_types({"n": n, "batch_size": batch_size, "seed": seed}, int, none_ok=False)
+        n = int(n)  # numpy's integers too, for the range checks
         for keyword, fn, call in (("progress", progress, "progress(done, total)"),
                                   ("on_step", on_step, "on_step(stage, done, total)"),
                                   ("on_images", on_images, "on_images(images)"),
@@ -355,6 +356,7 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         if not prompts or n < 1 or batch_size < 1:
             raise GlidectlError("Nothing to generate: give at least one prompt, n >= 1 and "
                                 "batch size >= 1.")
+        check("n", n, COUNT)  # as --n: n=10**9 filled memory with its seeds before a check
         if low_res is not None and self.upsampler is None:
             raise GlidectlError("A low-res input image needs an upsampler model.")
         if low_res is None and self.base is None:

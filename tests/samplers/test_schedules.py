@@ -212,6 +212,21 @@ def test_get_sigmas_rejects_bad_input_in_one_sentence() -> None:
     assert float(get_sigmas("karras", 3, np.float32(0.1), np.float64(80.0))[0]) == 80.0
 
 
+def test_a_huge_step_count_is_one_sentence_not_out_of_memory() -> None:
+    """get_sigmas/build_sigmas with 10**9 steps allocated 8 GB arrays until the process was
+    killed for memory (or raised torch's RuntimeError/numpy's MemoryError)."""
+    from glidectl.samplers import get_sigmas
+    from glidectl.samplers.schedules import MAX_STEPS
+
+    for call in (lambda: get_sigmas("karras", 10**9, 0.002, 80.0),
+                 lambda: get_sigmas("optimised", np.int64(10**9), 0.002, 80.0),
+                 lambda: build_sigmas("exponential", "1000000000", COS)):
+        with pytest.raises(GlidectlError, match=r"^The \w+ schedule takes at most 1000000 "
+                                                r"steps, got 1000000000; pass fewer steps\.$"):
+            call()
+    assert len(get_sigmas("exponential", MAX_STEPS, 0.002, 80.0)) == MAX_STEPS + 1
+
+
 def test_get_sigmas_takes_numpy_and_torch_integers() -> None:
     from glidectl.samplers import get_sigmas
 

@@ -21,6 +21,9 @@ from ..ranges import is_finite_number, plain_number
 from ..sampling_defaults import SIGMA_MAX
 
 DEFAULT_SIGMA_MAX = SIGMA_MAX
+#: The most steps a schedule is asked for (8 MB of σ's): ten times fit-steps' longest
+#: reference; ``get_sigmas(..., 10**9, ...)`` would fill memory before any check.
+MAX_STEPS = 1_000_000
 
 
 def sigmas_from_alphas_cumprod(alphas_cumprod: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -123,6 +126,9 @@ def get_sigmas(schedule: str | os.PathLike, n: int, sigma_min: float, sigma_max:
         raise GlidectlError(f"The {schedule} schedule needs a whole number of steps >= 1, "
                             f"got {n!r}.")
     n = int(n)  # numpy's integers too
+    if n > MAX_STEPS:
+        raise GlidectlError(f"The {schedule} schedule takes at most {MAX_STEPS} steps, got {n}; "
+                            "pass fewer steps.")
     if not 0 < sigma_min < sigma_max:
         raise GlidectlError(f"The {schedule} schedule needs 0 < sigma_min < sigma_max, got "
                             f"{sigma_min!r} and {sigma_max!r}.")
