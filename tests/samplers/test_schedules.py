@@ -227,6 +227,28 @@ def test_a_huge_step_count_is_one_sentence_not_out_of_memory() -> None:
     assert len(get_sigmas("exponential", MAX_STEPS, 0.002, 80.0)) == MAX_STEPS + 1
 
 
+def test_build_sigmas_names_an_argument_of_the_wrong_kind() -> None:
+    """A schedule of None was an AttributeError from the registry, sigma_max='x' float()'s
+    ValueError, and a sigma_min above sigma_max was blamed on sigma_max as "this model's
+    smallest σ" (the caller's own sigma_min)."""
+    for args, options, said in [
+        ((None, 5, COS), {}, "build_sigmas() takes a schedule name (karras, exponential, "
+         "respaced, …) or a schedule file's path, got None (NoneType)."),
+        (("karras", 5, COS), {"sigma_max": "x"}, "build_sigmas(): sigma_max= takes a finite "
+         "number, or None for the model's own, got 'x' (str)."),
+        (("karras", 5, COS), {"sigma_min": float("nan")}, "build_sigmas(): sigma_min= takes a "
+         "finite number, or None for the model's own, got nan (float)."),
+        (("karras", 5, COS), {"sigma_min": 100.0, "sigma_max": 10.0}, "build_sigmas(): "
+         "sigma_min=100 is not below sigma_max 10 (the smaller of sigma_max= and this model's "
+         "largest σ); pass a smaller sigma_min."),
+    ]:
+        with pytest.raises(GlidectlError) as info:
+            build_sigmas(*args, **options)
+        assert str(info.value) == said
+    sigmas = build_sigmas("karras", 5, COS, sigma_min=np.float32(0.5), sigma_max=np.int64(10))
+    assert float(sigmas[0]) == 10.0 and float(sigmas[-2]) == pytest.approx(0.5)
+
+
 def test_get_sigmas_takes_numpy_and_torch_integers() -> None:
     from glidectl.samplers import get_sigmas
 

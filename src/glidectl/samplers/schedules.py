@@ -177,6 +177,13 @@ def build_sigmas(
     """
     if isinstance(schedule, os.PathLike):  # a schedule file as a pathlib.Path
         schedule = os.fspath(schedule)
+    if not isinstance(schedule, str):
+        raise takes("build_sigmas()", "a schedule name (karras, exponential, respaced, …) or a "
+                    "schedule file's path", schedule)
+    for keyword, value in (("sigma_max", sigma_max), ("sigma_min", sigma_min)):
+        if value is not None and not is_finite_number(value):
+            raise takes(f"build_sigmas(): {keyword}=", "a finite number, or None for the "
+                        "model's own", value)
     if schedule == "respaced":
         return get_sigmas_respaced(table, respaced_timesteps(len(table), str(steps)))
     try:
@@ -205,6 +212,10 @@ def build_sigmas(
         )
     hi = float(table[-1]) if sigma_max is None else min(float(sigma_max), float(table[-1]))
     lo = float(table[0]) if sigma_min is None else max(float(sigma_min), float(table[0]))
+    if hi <= lo and sigma_min is not None and lo > float(table[0]):  # the caller's own σ_min
+        raise GlidectlError(f"build_sigmas(): sigma_min={sigma_min:g} is not below sigma_max "
+                            f"{hi:g} (the smaller of sigma_max= and this model's largest σ); "
+                            "pass a smaller sigma_min.")
     if hi <= lo:
         raise GlidectlError(f"sigma_max (--sigma-max) {sigma_max:g} is not above this model's "
                             f"smallest σ, {lo:.4g}; pass a larger one (default "
