@@ -105,3 +105,16 @@ def test_a_caption_word_far_wider_than_its_tile_is_cut_at_once():
     assert line == "y" * kept + "..." and kept >= 1
     assert font.getlength(line) <= 64 < font.getlength("y" * (kept + 1) + "...")
     assert captioned_grid([Image.new("RGB", (16, 16))], ["y" * 20000]).width == 64
+
+
+def test_a_grid_of_more_columns_than_images_is_one_row():
+    """make_grid(images, cols=10**9) was an OverflowError from PIL, cols=10**6 a canvas of
+    empty columns that ran out of memory, and cols=100 for 4 images a strip of 96 blanks."""
+    from glidectl.images import make_grid
+
+    tiles = [Image.new("RGB", (64, 64), c) for c in ("red", "blue", "green", "yellow")]
+    one_row = make_grid(tiles, cols=4)
+    assert one_row.size == (4 * 64 + 3 * 2, 64)
+    for cols in (5, 100, 10**6, 10**9, np.int64(10**9)):
+        assert make_grid(tiles, cols=cols).tobytes() == one_row.tobytes()
+    assert make_grid(tiles).size == make_grid(tiles, cols=2).size == (130, 130)

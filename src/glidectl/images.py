@@ -82,7 +82,8 @@ def _alpha(image: Image.Image) -> Image.Image | None:
 
 
 def make_grid(images: list[Image.Image], cols: int | None = None, pad: int = 2) -> Image.Image:
-    """Tile equally sized images row-major (every image kept) with ``pad`` px white gaps."""
+    """Tile equally sized images row-major (every image kept) with ``pad`` px white gaps, in
+    ``cols`` columns (default: √n rounded up; more columns than images: one row)."""
     images = list(images) if isinstance(images, Iterable) else images
     if not images or not isinstance(images, list) or not all(
             isinstance(im, Image.Image) for im in images):
@@ -94,7 +95,7 @@ def make_grid(images: list[Image.Image], cols: int | None = None, pad: int = 2) 
             raise takes(f"make_grid({keyword}=...)", f"a whole number >= {least}"
                         f"{' or None' if keyword == 'cols' else ''}", value)
     n = len(images)
-    cols = cols or math.ceil(math.sqrt(n))
+    cols = min(cols or math.ceil(math.sqrt(n)), n)  # cols=10**9: no canvas of empty columns
     rows = math.ceil(n / cols)
     w, h = images[0].size
     if odd := next((i for i, im in enumerate(images) if im.size != (w, h)), None):
