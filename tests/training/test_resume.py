@@ -228,6 +228,27 @@ def test_a_resume_with_another_batch_says_so(tiny, config_file, capsys):
     assert "Resuming" not in capsys.readouterr().out
 
 
+def test_a_resume_with_another_batch_under_train_epochs_names_the_steps_that_read_them(tiny):
+    """train.epochs counts the steps at the resumed run's batch from the run's start: a run
+    stopped a third into its epoch at batch 2 and resumed at batch 4 ended at step 6, a
+    third of the epoch unread, saying only that it was already done; the line now says so
+    and names the train.steps that reads the epoch."""
+    from glidectl.training.metrics import read_metrics
+
+    cfg = tiny(train=dict(steps=0, epochs=1, batch_size=2), checkpoint=dict(every=4))
+    first = Trainer(cfg, quiet=True).run(until=4)  # 8 of the 24 demo images
+    cfg.train.batch_size = 4
+    resumed = Trainer(cfg, resume="latest", quiet=True)
+    assert resumed.total_steps == 6
+    assert ("train.epochs = 1 counts 6 steps at the new batch, as if the run had used it from "
+            "its start, but 0.33 epochs were read by step 4: for 1 epoch in all, set "
+            "train.steps = 8 and train.epochs = 0.") in " ".join(resumed._notes)
+    cfg.train.steps, cfg.train.epochs = 8, 0
+    Trainer(cfg, resume="latest", quiet=True).run()
+    last = read_metrics(first.run_dir / "metrics.jsonl")[-1]
+    assert (last["step"], last["data_accepted"]) == (8, 24)  # the epoch, each image once
+
+
 def test_a_resume_with_another_optimizer_is_one_line_and_changes_nothing(tiny):
     cfg = tiny(train=dict(steps=2))
     result = Trainer(cfg, quiet=True).run()

@@ -184,6 +184,12 @@ class DataStream:
         self.cursors = [0] * self.slots
         self.ended = [False] * self.slots
 
+    def epochs_read(self) -> float | None:
+        """The epochs this process has read so far, by its cursor (its saved one after a
+        resume), when the data's length is known."""
+        n = self.per_process
+        return None if not n else self.epoch + sum(self.cursors) / n
+
     def steps_per_epoch(self, grad_accum: int) -> int | None:
         """Optimizer steps per epoch, when the data's length is known."""
         n = getattr(self.dataset, "num_samples", None)

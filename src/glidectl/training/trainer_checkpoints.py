@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,24 @@ class TrainerCheckpoints:
         changed = [f"{k} {a} → {b}" for k, a, b in zip(keys, was, now, strict=True) if a != b]
         kept = " and ".join(f"{k} = {a}" for k, a in zip(keys, was, strict=True))
         return (f"Resuming {str(step_dir)!r} with {', '.join(changed)}: the run goes on from "
-                f"the same image, but not as it would have (set {kept} to keep it).")
+                f"the same image, but not as it would have (set {kept} to keep it)."
+                + self._epochs_note(now))
+
+    def _epochs_note(self, batch: tuple[int, int]) -> str:
+        """' …' when ``train.epochs`` counts the run's steps: they are counted at the new
+        ``batch`` from the run's start, so the run would read more or fewer epochs than asked;
+        the ``train.steps`` that reads them (else '')."""
+        epochs, step, read = self.cfg.train.epochs, self.state.step, self.stream.epochs_read()
+        if epochs <= 0 or read is None or self.stream.per_process is None:
+            return ""
+        left = max(0.0, epochs - read) * self.stream.per_process
+        steps = step + math.ceil(round(left / (batch[0] * batch[1]), 6))
+        if steps == self.total_steps:
+            return ""
+        return (f" train.epochs = {epochs} counts {self.total_steps} steps at the new batch, "
+                f"as if the run had used it from its start, but {read:.2f} epochs were read "
+                f"by step {step}: for {epochs} epoch{'s' * (epochs != 1)} in all, set "
+                f"train.steps = {steps} and train.epochs = 0.")
 
     def save_checkpoint(self) -> Path:
         """Every process calls this; the main one writes weights, all write their RNGs. A
