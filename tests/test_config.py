@@ -496,6 +496,33 @@ def test_a_config_set_in_code_takes_paths_and_numpy_numbers_and_names_a_section_
         validate(cfg)
 
 
+def test_from_dict_takes_numpy_numbers_and_names_what_is_not_a_dict_of_sections():
+    """from_dict(None), a list or {1: {...}} was an AttributeError from inside, and
+    {"train": {"steps": np.int64(10)}} was "must be int" where validate() takes it."""
+    import numpy as np
+
+    from glidectl.errors import GlidectlError
+
+    data = {"train": {"steps": np.int64(10), "lr": np.float32(0.5)}}
+    cfg = from_dict(data)
+    assert (cfg.train.steps, cfg.train.lr) == (10, 0.5)
+    assert type(cfg.train.steps) is int and type(cfg.train.lr) is float
+    assert type(data["train"]["steps"]) is np.int64  # the caller's dict as it was
+    assert "steps = 10\n" in to_toml(cfg)
+    for bad, said in [
+        (None, "from_dict() takes a dict of sections such as {'train': {'lr': 1e-4}}, got None "
+               "(NoneType)."),
+        ([1], "from_dict() takes a dict of sections such as {'train': {'lr': 1e-4}}, got [1] "
+              "(list)."),
+        ({1: {}}, "config: section names are text, got 1 (int); use one of model, data, train, "
+                  "preview, checkpoint, validation, log, lora."),
+        ({"train": {2: 3}}, "config: 'train' keys are text, got 2 (int)."),
+    ]:
+        with pytest.raises(GlidectlError) as info:
+            from_dict(bad)
+        assert str(info.value) == said
+
+
 def test_a_config_set_in_code_keeps_its_values_as_a_file_would():
     """validate() took cfg.model.kind = "Base" (a file's kind = "Base" reads as base) but
     left it as typed, so train(cfg) then stopped with "Unknown model kind 'Base'"."""

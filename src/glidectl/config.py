@@ -230,6 +230,8 @@ def _elsewhere(key: str) -> str | None:
 
 def from_dict(data: dict[str, Any], where: str = "config") -> GlideConfig:
     """Build and validate a config from nested dicts (TOML tables)."""
+    if not isinstance(data, dict):
+        raise takes("from_dict()", "a dict of sections such as {'train': {'lr': 1e-4}}", data)
     cfg = GlideConfig()
     merge(cfg, data, where)
     return cfg
@@ -244,6 +246,9 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str,
     section_types = _section_types()
     for sec_name, sec_values in data.items():
         here = _at(where, lines, sec_name)
+        if not isinstance(sec_name, str):  # a dict built in code: {1: {...}}
+            raise ConfigError(f"{here}: section names are text, got {sec_name!r:.40} "
+                              f"({type(sec_name).__name__}); use one of {', '.join(SECTIONS)}.")
         if sec_name not in section_types:
             raise ConfigError(f"{here}: unknown section '{sec_name}'." + (
                 _elsewhere(sec_name) or _nearest(sec_name, list(SECTIONS), what="sections")))
@@ -252,6 +257,10 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str,
         section = getattr(cfg, sec_name)
         ftypes = _field_types(type(section))
         for key, value in sec_values.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{here}: '{sec_name}' keys are text, got {key!r:.40} "
+                                  f"({type(key).__name__}).")
+            value = _plain(value)
             dotted, here = f"{sec_name}.{key}", _at(where, lines, sec_name, key)
             if key not in ftypes and _removed(dotted, value, here):
                 continue
@@ -290,6 +299,14 @@ def merge(cfg: GlideConfig, data: dict[str, Any], where: str,
             _run_check(meta.get("check"), value, here)
             setattr(section, key, value)
     return cfg
+
+
+def _plain(value: Any) -> Any:
+    """A numpy number (``np.int64(10)``, ``np.float32(1e-3)``) as Python's own; anything
+    else as it is."""
+    if type(value).__module__ == "numpy" and callable(getattr(value, "item", None)):
+        return value.item()
+    return value
 
 
 def _at(where: str, lines: dict[tuple[str, ...], int] | None, *path: str) -> str:
@@ -334,8 +351,8 @@ def validate(cfg: GlideConfig, where: str = "config") -> None:
                     _elsewhere(key) or _nearest(key, list(fields), f"{sec_name}.")))
             if fields[key] is str and isinstance(value, os.PathLike):
                 setattr(section, key, os.fspath(value))  # saved as the text it is
-            elif type(value).__module__ == "numpy" and callable(getattr(value, "item", None)):
-                setattr(section, key, value.item())  # np.float32(1e-3): a float
+            elif _plain(value) is not value:
+                setattr(section, key, _plain(value))  # np.float32(1e-3): a float
     checked = merge(GlideConfig(), to_dict(cfg), where)
     for sec_name in sections:  # as a file's values are kept: "Base" → "base", lr = 1 → 1.0
         for key, value in vars(getattr(checked, sec_name)).items():
