@@ -191,6 +191,33 @@ def test_exif_orientation_is_applied():
     assert drafted.size[0] < drafted.size[1] and original == (400, 600)
 
 
+def test_orientation_outside_an_exif_block_is_applied(tmp_path):
+    """ImageMagick 6 keeps a photo's EXIF in a PNG as "Raw profile type exif" text, and
+    some editors write the orientation to XMP only: both were read as stored (sideways),
+    where Pillow's exif_transpose turns them upright."""
+    from PIL import PngImagePlugin
+
+    from glidectl.sampling import as_image_tensor
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    raw = exif.tobytes()
+    text = f"\nexif\n{len(raw):8d}\n{raw.hex()}\n"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", text, zip=True)
+    magick = tmp_path / "magick.png"
+    photo(60, 40).save(magick, pnginfo=info)
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999'
+           b'/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"'
+           b' tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    for data in (magick.read_bytes(), encode(photo(60, 40), "JPEG", xmp=xmp)):
+        rotated, original, _ = open_image(data, min_size=8)
+        assert rotated.size == original == (40, 60)
+    upright = np.asarray(photo(60, 40).transpose(Image.Transpose.ROTATE_270), np.float32)
+    tensor = as_image_tensor(str(magick), 40)  # --low-res, --inpaint-image: its centre
+    assert np.allclose(tensor[0].permute(1, 2, 0).numpy(), upright[10:50] / 127.5 - 1)
+
+
 def test_captions_non_utf8_rejected_bom_dropped():
     with pytest.raises(Rejected, match="caption_not_utf8"):
         decode_caption(b"\xff\xfe\xfa caf\xe9")

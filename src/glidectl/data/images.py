@@ -21,6 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import not_a_file
 
 EXIF_ORIENTATION = 0x0112
+# the img.info keys Pillow's getexif reads an orientation from (ImageOps.exif_transpose's)
+ORIENTATION_INFO = ("exif", "Raw profile type exif", "xmp", "XML:com.adobe.xmp")
 PILLOW_DEFAULT_PIXELS = 89_478_485  # Image.MAX_IMAGE_PIXELS as Pillow ships it
 _LIMIT_LOCK = threading.Lock()  # held while Image.MAX_IMAGE_PIXELS is raised
 
@@ -157,8 +159,10 @@ def _check_size(size: tuple[int, int], min_size: int, max_pixels: int) -> None:
 
 
 def apply_orientation(img: Image.Image) -> Image.Image:
-    """Honour the EXIF orientation tag; broken EXIF leaves the image as stored."""
-    if "exif" not in img.info:
+    """Honour the EXIF orientation tag, wherever Pillow's ``getexif`` finds it (an EXIF
+    block, ImageMagick's PNG "Raw profile type exif" text, XMP's ``tiff:Orientation``);
+    broken EXIF leaves the image as stored."""
+    if not any(key in img.info for key in ORIENTATION_INFO):
         return img
     try:
         if img.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
