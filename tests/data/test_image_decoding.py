@@ -75,6 +75,19 @@ def test_16bit_png_with_sbit_is_read_by_its_significant_bits(tmp_path):
     assert png_significant_bits(b"not a png") is None
 
 
+def test_16bit_greyscale_transparency_goes_over_white(tmp_path):
+    """A 16-bit greyscale PNG whose tRNS makes one level transparent: those pixels were
+    read as that (black) level, not put over white as every other transparency is."""
+    levels = np.full((40, 40), 40000)
+    levels[10:30, 10:30] = 5  # the transparent level
+    path = tmp_path / "t16.png"
+    Image.fromarray(levels.astype(np.uint16)).save(path, transparency=5)
+    assert Image.open(path).info["transparency"] == 5  # as Pillow reads the tRNS chunk
+    for image in (open_image(str(path), min_size=8)[0], to_rgb(Image.open(path))[0]):
+        assert image.getpixel((20, 20)) == (255, 255, 255)  # transparent: white
+        assert image.getpixel((0, 0)) == (155,) * 3  # 40000 / 65535 * 255, as before
+
+
 def test_alpha_is_composited_over_white():
     img = Image.new("RGBA", (20, 20), (255, 0, 0, 0))
     rgb, _, converted = open_image(encode(img, "PNG"), min_size=8)

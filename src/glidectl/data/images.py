@@ -244,7 +244,8 @@ def _over_white(img: Image.Image) -> Image.Image:
 def to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
     """8-bit RGB; the second value names the source mode when a conversion happened.
     Integer greyscale is scaled by its bit depth (:func:`integer_peak`), never by its
-    brightest pixel, so a dark 16-bit picture stays dark."""
+    brightest pixel, so a dark 16-bit picture stays dark; its transparent level (a 16-bit
+    PNG's tRNS) is white, as alpha goes over white."""
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:
         return img, None
@@ -254,8 +255,11 @@ def to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
             peak = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
         else:
             peak = integer_peak(img, arr)
-        arr = np.nan_to_num(arr * (255.0 / peak)).clip(0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB"), mode
+        grey = np.nan_to_num(arr * (255.0 / peak)).clip(0, 255).astype(np.uint8)
+        key = img.info.get("transparency")  # a 16-bit PNG's tRNS: the transparent level
+        if isinstance(key, int) and mode != "F":
+            grey[arr == key] = 255  # over white, as alpha is
+        return Image.fromarray(grey, "L").convert("RGB"), mode
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
         return _over_white(img), mode
     return img.convert("RGB"), mode
