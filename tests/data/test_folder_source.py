@@ -154,6 +154,21 @@ def test_metadata_rows_naming_no_image_are_said(tmp_path):
            "caption from it." in notes
 
 
+def test_metadata_rows_naming_files_by_absolute_path_are_said(tmp_path):
+    """A script that wrote each image's absolute path as file_name: every image was
+    "missing_caption" without a word, the rows left out as their files exist."""
+    root = tmp_path / "f"
+    root.mkdir()
+    (root / "a.png").write_bytes(encode(photo(40, 40), "PNG"))
+    (tmp_path / "b.png").write_bytes(encode(photo(40, 40, 1), "PNG"))
+    (root / "metadata.jsonl").write_text(
+        json.dumps({"file_name": str(root / "a.png"), "text": "a"}) + "\n"
+        + json.dumps({"file_name": "../b.png", "text": "b"}) + "\n")
+    notes = FolderSource.scan(root).notes()
+    assert any(f"{str(root)!r}: 2 metadata rows name no image file there (first: "
+               "'../b.png', read relative" in note for note in notes), notes
+
+
 def test_a_folder_of_hugging_face_splits_is_said_to_train_every_split(tmp_path):
     """train/, test/ and validation/ (imagefolder's layout) given as a folder: the test and
     validation images were trained on without a word."""

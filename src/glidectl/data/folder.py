@@ -60,6 +60,14 @@ REG_PREFIX = "reg:"  # data.reg_source's images are units "reg:1_dog/a.png"
 SPLIT_FOLDERS = {"train", "test", "validation", "valid", "val", "dev", "eval"}
 
 
+def _outside(rel: str) -> bool:
+    """Whether a metadata row's ``file_name`` (joined to its file's folder) names a file
+    outside the data folder (absolute, or climbing out with ``..``): no image the folder
+    scan finds, though the file may exist."""
+    norm = os.path.normpath(rel)
+    return os.path.isabs(norm) or norm == ".." or norm.startswith("../")
+
+
 @dataclass
 class FolderSource:
     """Images under ``root`` (any depth, linked folders too, extensions case-insensitive)."""
@@ -319,7 +327,7 @@ class FolderSource:
                        f"{self.root}, which reads the train split), and validation.source at "
                        "another split.")
         if stray := [rel for rel in sorted(set(self.metadata) - set(self.files))
-                     if not (self.root / rel).exists()]:
+                     if _outside(rel) or not (self.root / rel).exists()]:
             n = len(stray)
             out.append(f"{str(self.root)!r}: {n} metadata row{'s' * (n != 1)} name{'s' * (n == 1)}"
                        f" no image file there (first: {stray[0]!r}, read relative to its "
