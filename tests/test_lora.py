@@ -1725,3 +1725,24 @@ def test_one_adapter_may_be_passed_alone_as_text_or_a_path(tmp_path):
     for given in (str(adapter), adapter, [adapter]):
         pipe = GlidePipeline.from_specs(str(base), "none", loras=given, device="cpu")
         assert [x["path"] for x in pipe.records["base"].loras] == [str(adapter)]
+
+
+def test_a_lora_run_asks_disk_room_for_its_adapters_not_for_the_base(tmp_path, monkeypatch):
+    """A LoRA checkpoint holds adapters, not the base, but the free-space check counted the
+    base's weights twice: `glidectl lora` on a 15 M-weight base refused a disk with 100 MiB
+    free ("a checkpoint needs about 116 MiB") for checkpoints under 1 MiB (on OpenAI's
+    base, about 3 GB asked)."""
+    from glidectl.lora import train_lora
+    from glidectl.training import engine
+
+    asked: list[int] = []
+    check = engine.check_writable
+    monkeypatch.setattr(engine, "check_writable",
+                        lambda folder, needed: asked.append(needed) or check(folder, needed))
+    result = train_lora(lora_config(tmp_path, train=dict(steps=1)), quiet=True)
+    step = result.run_dir / "checkpoints" / "step-000001"
+    weights = sum(f.stat().st_size for f in step.rglob("*.safetensors")
+                  if not f.name.startswith("rng"))
+    base_bytes = (result.run_dir / "base.safetensors").stat().st_size  # its scratch base
+    # about the adapters' tensors (their files add headers), far below the base's weights
+    assert len(asked) == 1 and weights / 2 < asked[0] < base_bytes, (asked, weights, base_bytes)

@@ -281,11 +281,14 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
             raise GlidectlError(f"train.trainable = {tc.trainable!r} leaves nothing to train.")
         self._named = named
         self.params = [p for _, p in named]
-        # Weights + EMA + Adam's two moments, in fp32, must fit on the disk.
-        n_all = sum(p.numel() for p in model.parameters())
+        # Weights + EMA + Adam's two moments, in fp32, must fit on the disk: the whole
+        # network's twice, or only what trains where the adapter writes its own files
+        # (LoRA's adapter folders hold no base weights).
         n_train = sum(p.numel() for p in self.params)
+        n_saved = n_train if hasattr(self.adapter, "save_checkpoint") \
+            else sum(p.numel() for p in model.parameters())
         self.procs.on_main(lambda: check_writable(self.run_dir.checkpoints,
-                                                  4 * (2 * n_all + 3 * n_train)),
+                                                  4 * (2 * n_saved + 3 * n_train)),
                            "the check for free disk space")
         return model
 
