@@ -72,6 +72,18 @@ class WriteError(GlidectlError):
     exit_code = 1
 
 
+# a write to standard output that cannot end (> /dev/full, a full disk): its own OSError,
+# where the command's files are WriteErrors (one line, exit 1) already
+OUTPUT_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def output_full(exc: OSError) -> str:
+    """The one sentence for standard output that ``exc`` could not write (a full disk)."""
+    return (f"Cannot write glidectl's output ({exc.strerror}): the disk where standard output "
+            "(or a file it writes) goes is full or failing; free space there, or send the "
+            "output elsewhere.")
+
+
 def is_write_failure(exc: BaseException) -> bool:
     """An OSError, or safetensors' account of one ("I/O error: ... (os error 28)")."""
     return (isinstance(exc, OSError) and exc.errno is not None) or (

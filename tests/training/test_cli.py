@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -555,6 +556,30 @@ def test_a_run_whose_stdout_reader_goes_away_saves_a_checkpoint(tiny, config_fil
     run = tmp_path / "runs" / cfg.train.name
     assert "Traceback" not in err and "Interrupted at step" in err, err
     assert (run / "checkpoints" / "latest").is_file()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_run_whose_stdout_disk_is_full_saves_a_checkpoint_and_says_where(tiny, config_file,
+                                                                           tmp_path):
+    """`glidectl train … > train.log` on a disk that fills: the run ended at its next line
+    with no checkpoint (the steps since the last one lost) and no word of where to resume.
+    It stops as for a closed pipe, then says why in one line with the checkpoint."""
+    import subprocess
+    import sys
+
+    cfg = tiny(train=dict(steps=10_000), log=dict(every=1), checkpoint=dict(every=0))
+    cmd = [sys.executable, "-m", "glidectl", "train", "-c", str(config_file(cfg)), "--no-live"]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run = tmp_path / "runs" / cfg.train.name
+    last = run / "checkpoints" / "step-000001"
+    assert proc.returncode == 1 and proc.stderr == (
+        "Error: Cannot write glidectl's output (No space left on device): the disk where "
+        "standard output (or a file it writes) goes is full or failing; free space there, or "
+        f"send the output elsewhere; its last checkpoint is {str(last)!r}: resume with "
+        f"--resume {run}.\n"), proc.stderr
+    assert (run / "checkpoints" / "latest").read_text() == "step-000001\n"
 
 
 def test_base_weights_given_to_upsample_name_the_command_that_trains_them(

@@ -22,7 +22,14 @@ from typing import Any
 import typer
 
 from .. import __version__
-from ..errors import GlidectlError, flags_named, is_own_warning, one_line
+from ..errors import (
+    OUTPUT_FULL,
+    GlidectlError,
+    flags_named,
+    is_own_warning,
+    one_line,
+    output_full,
+)
 from . import checks
 from .other_names import glidectl_name
 
@@ -319,15 +326,10 @@ def _run(argv: list[str] | None) -> None:
         if exc.errno not in OUTPUT_FULL:  # glidectl's own files say so as WriteError
             raise
         _drop_stdout()
-        fail(f"Cannot write glidectl's output ({exc.strerror}): the disk where standard "
-             "output (or a file it writes) goes is full or failing; free space there, or send "
-             "the output elsewhere.", 1)
+        fail(output_full(exc), 1)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
-# a write to standard output that cannot end (> /dev/full, a full disk): its own OSError,
-# where the command's files are WriteErrors (one line, exit 1) already
-OUTPUT_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 # a path given that no file can have, whichever check of the command's meets it first
 PATH_UNUSABLE = {
     errno.ENAMETOOLONG: "has a name longer than the filesystem allows (255 bytes a name); "

@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ..errors import OUTPUT_FULL, WriteError, output_full
+
 
 def format_eta(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
@@ -67,6 +69,7 @@ class Display:
         self._last: dict[str, Any] = {}
         self._val: float | None = None
         self.closed = False  # the stream's reader went away (:meth:`_print`)
+        self.full: WriteError | None = None  # why the stream's disk took no more (closed too)
 
     def __enter__(self) -> Display:
         if self.live:
@@ -140,11 +143,16 @@ class Display:
 
     def _print(self, text: str) -> None:
         """A line on the stream; one whose reader is gone (``| head``, a killed ``| tee``)
-        turns the display off and sets :attr:`closed`, which the loop takes as a stop
-        (a checkpoint, as for Ctrl-C) instead of ending on the error with none."""
+        or whose disk is full (``> train.log``) turns the display off and sets
+        :attr:`closed`, which the loop takes as a stop (a checkpoint, as for Ctrl-C) instead
+        of ending on the error with none; a full disk's error is kept in :attr:`full`."""
         try:
             print(text, file=self.stream, flush=True)
-        except BrokenPipeError:
+        except OSError as exc:
+            if not isinstance(exc, BrokenPipeError):
+                if exc.errno not in OUTPUT_FULL:
+                    raise
+                self.full = WriteError(output_full(exc))
             self.enabled, self.closed = False, True
             if self.stream is sys.stdout:  # later prints (and the exit's flush) go nowhere
                 import os

@@ -289,6 +289,8 @@ class TrainingLoop:
             if out.result.interrupted:
                 self.display.message(f"{stop.signal_name or 'stop'}: saving step {step}")
                 self._checkpoint(out.result)
+                if self.display.full is not None:  # a failure, not a stop: said as one
+                    raise self.display.full
 
     def _short_epoch(self, step: int) -> None:
         """Once, as the first epoch ends: ``train.epochs`` counted its steps from the samples
