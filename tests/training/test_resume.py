@@ -351,6 +351,24 @@ def test_a_resume_with_nothing_to_train_leaves_the_later_steps_as_they_were(tiny
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
+def test_a_resume_with_nothing_to_train_prunes_to_the_runs_own_keep_last(tiny):
+    """`--resume latest --steps 2 --set checkpoint.keep_last=1` on a run at step 4 trained
+    nothing and left config.toml's keep_last = 0, yet deleted steps 1 to 3; the run's
+    recorded keep_last still prunes what a kill left."""
+    cfg = tiny(train=dict(steps=4), checkpoint=dict(every=1, keep_last=0))
+    run = Trainer(cfg, quiet=True).run().run_dir
+    checkpoints = run / "checkpoints"
+    cfg.train.steps, cfg.checkpoint.keep_last = 2, 1
+    assert Trainer(cfg, resume="latest", quiet=True).run().step == 4
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "latest", "step-000001", "step-000002", "step-000003", "step-000004"]
+    config = run / "config.toml"
+    config.write_text(config.read_text().replace("keep_last = 0", "keep_last = 2"))
+    Trainer(cfg, resume="latest", quiet=True).run()
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "latest", "step-000003", "step-000004"]
+
+
 def test_a_metrics_record_whose_step_is_no_number_does_not_stop_a_resume(tiny):
     """A damaged or hand-edited metrics.jsonl line (`{"step": "x"}`, `{"step": null}`) made
     every resume a traceback (`ValueError: invalid literal for int()`); it is kept."""

@@ -429,7 +429,9 @@ def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
     the final checkpoint and its pruning left them, and a finished run writes no checkpoint
     again). ``beating``: this run's processes write their heartbeats there already (several
     processes: the setup emptied the folder), so it stays. ``idle``: a resume with nothing
-    to train, which trains no branch: the later checkpoints, ``latest`` and ``best`` stay."""
+    to train, which trains no branch: the later checkpoints, ``latest`` and ``best`` stay,
+    and it prunes to the ``keep_last`` of the run's ``config.toml`` (which it does not
+    rewrite), not to the command's."""
     moved = set_aside_after(run.checkpoints, step, run.previews) if step and not idle \
         else None
     if not idle and best_step is not None and run.step_dir(best_step).is_dir() \
@@ -439,6 +441,8 @@ def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
         remove_stale_temps(folder)
     if not beating:
         heartbeats.remove(run.heartbeats)  # a killed multi-process run's
+    if idle:
+        checkpoints = CheckpointManager(checkpoints.directory, _recorded_keep_last(run))
     checkpoints.prune()
     if moved is None:
         return None
@@ -447,6 +451,17 @@ def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
             f"{str(run.previews / folder.name)!r}" if previews else "")
     return (f"Resumed from step {step}: the later checkpoints ({', '.join(names)}) are from "
             f"the run before this resume and were moved, whole, to {str(folder)!r}{also}.")
+
+
+def _recorded_keep_last(run: runs.RunDir) -> int:
+    """``checkpoint.keep_last`` as the run's ``config.toml`` records it (0, keep all, when
+    it cannot be read)."""
+    from ..config import load_config
+
+    try:
+        return load_config(run.config).checkpoint.keep_last
+    except (GlidectlError, OSError):
+        return 0
 
 
 def resume_hint(run: runs.RunDir) -> str:
