@@ -151,6 +151,29 @@ def test_a_full_disk_before_the_first_checkpoint_does_not_point_at_resume(tiny, 
     assert Trainer(cfg, quiet=True).run().step == 2
 
 
+def test_an_unnamed_run_without_a_checkpoint_is_started_over_by_its_name(tiny, tmp_path):
+    """"Run the same command again to start it over" began run-002 beside the failed
+    run-001, which stayed with its config.toml and metrics; the line names --name run-001."""
+    import resource
+
+    from glidectl.errors import WriteError
+
+    cfg = tiny(train=dict(steps=2, name=""), checkpoint=dict(every=2))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4_000_000, hard))
+    try:
+        with pytest.raises(WriteError) as failed:
+            Trainer(cfg, quiet=True).run()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(failed.value).endswith(  # --name, as the library says it
+        "it has no checkpoint yet: run the same command again with cfg.train.name run-001 to "
+        "start it over in its folder.")
+    cfg.train.name = "run-001"
+    assert Trainer(cfg, quiet=True).run().step == 2
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["run-001"]
+
+
 def test_a_second_ctrl_c_while_saving_names_the_last_checkpoint(tiny, tmp_path):
     """The first Ctrl-C asks for a checkpoint; a second one during that save stops the run
     (exit 130) in one line naming the checkpoint before, whose --resume goes on; the

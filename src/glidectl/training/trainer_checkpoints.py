@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -139,5 +140,10 @@ class TrainerCheckpoints:
             self.checkpoints.discard(self.state.step)
 
     def _saved(self) -> str:
-        """Where this run can be resumed from, as the end of an error sentence."""
-        return resume_hint(self.run_dir)
+        """Where this run can be resumed from, as the end of an error sentence. An unnamed
+        run with no checkpoint is started over by its own name: the same command would
+        begin the next ``run-NNN`` beside it."""
+        if self.cfg.train.name or runs.latest_step_dir(self.run_dir.checkpoints) is not None:
+            return resume_hint(self.run_dir)
+        return ("it has no checkpoint yet: run the same command again with --name "
+                f"{shlex.quote(self.run_dir.name)} to start it over in its folder")
