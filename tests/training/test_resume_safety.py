@@ -622,6 +622,22 @@ def _set_cursor(train_json: Path, row: list) -> None:
     _tamper_scheduler(train_json, data={"$dict": [[k, v] for k, v in data.items()]})
 
 
+def test_a_checkpoint_missing_one_processs_rng_file_names_it(trained, tmp_path, capsys):
+    """A two-process checkpoint without rng-1.safetensors (copied in part) was taken for a
+    one-process one: a one-process resume went on without a word, at half the global batch
+    and without process 1's data cursor (and two processes were told to resume under one)."""
+    run, step_dir = _copy_run(trained, tmp_path)
+    train_json = step_dir / "state" / "train.json"
+    data = dict(dict(json.loads(train_json.read_text(encoding="utf-8"))["$dict"])["data"]
+                ["$dict"])
+    data["ranks"] = data["ranks"] * 2  # what two processes record, one cursor each
+    _tamper_scheduler(train_json, data={"$dict": [[k, v] for k, v in data.items()]})
+    err = _refused(run, capsys)
+    assert err == (f"Error: Cannot resume from {str(step_dir)!r}: state/rng-1.safetensors is "
+                   "missing (the checkpoint was written by 2 processes, one RNG file each); "
+                   "resume from another checkpoint or start a new run.\n")
+
+
 @pytest.mark.parametrize("changes, why", [
     ({"data": []}, "AttributeError: 'list' object has no attribute 'get'"),
     ({"guard": "x"}, "AttributeError: 'str' object has no attribute 'get'"),

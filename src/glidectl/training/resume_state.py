@@ -266,14 +266,36 @@ def _legacy_way_forward(step_dir: Path) -> str:
 
 def check_processes(state_dir: Path, processes: int) -> None:
     """A checkpoint resumes under as many processes as wrote it (one RNG file each): the
-    global batch is train.batch_size × processes and each process's data cursor is its own."""
-    saved = len(list(state_dir.glob(rng_file("*"))))
+    global batch is train.batch_size × processes and each process's data cursor is its own.
+    train.json's data cursors (one per process) say how many wrote it: a missing RNG file is
+    named, not taken for a checkpoint of fewer processes."""
+    found = {p.name for p in state_dir.glob(rng_file("*"))}
+    saved = max(len(found), _recorded_processes(state_dir))
+    missing = [rng_file(r) for r in range(saved) if rng_file(r) not in found]
+    if found and missing:
+        raise GlidectlError(
+            f"Cannot resume from {str(state_dir.parent)!r}: state/{missing[0]} is missing "
+            f"(the checkpoint was written by {saved} processes, one RNG file each); resume "
+            "from another checkpoint or start a new run."
+        )
     if saved and saved != processes:
         raise GlidectlError(
             f"Cannot resume from {str(state_dir.parent)!r}: it was written by {saved} "
             f"process{'es' if saved > 1 else ''} and this run has {processes}; resume it under "
             f"{saved} (the global batch and each process's data cursor depend on that number)."
         )
+
+
+def _recorded_processes(state_dir: Path) -> int:
+    """How many processes' data cursors train.json holds (0: unreadable or none; reading
+    it again reports what is wrong)."""
+    try:
+        train = read_state_file(state_dir / TRAIN)
+    except StateFormatError:
+        return 0
+    data = train.get("data") if isinstance(train, dict) else None
+    rows = data.get("ranks") if isinstance(data, dict) else None
+    return len(rows) if isinstance(rows, list) else 0
 
 
 def read_resume_state(state_dir: Path, rank: int, *, ema: bool, scaler: bool) -> dict[str, Any]:
