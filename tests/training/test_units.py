@@ -238,6 +238,23 @@ def test_output_dir_without_space_is_a_user_error(tmp_path, monkeypatch):
         check_writable(tmp_path / "runs")
 
 
+def test_the_free_space_refusal_never_shows_as_much_free_as_needed(tmp_path, monkeypatch):
+    """15.9 MiB free against the 16 MiB a run needs read "has only 16 MiB free but a run
+    needs at least 16 MiB": the free space is rounded down, the need up."""
+    import shutil
+    from collections import namedtuple
+
+    from glidectl.training.run_dir import MIN_FREE_BYTES
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1, 1, MIN_FREE_BYTES - 2**17))
+    with pytest.raises(GlidectlError, match="only 15 MiB free but a run needs at least 16 MiB"):
+        check_writable(tmp_path / "runs")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1, 1, 2**20))
+    with pytest.raises(GlidectlError, match="only 1 MiB free but a checkpoint needs about 2 MiB"):
+        check_writable(tmp_path / "runs2", 2**20 + 1)
+
+
 def test_a_full_disk_leaves_no_write_probe_in_the_run_folder(tmp_path, monkeypatch):
     """On a full disk the probe file was made but not written, and stayed: each start left
     one more `.write-test-<hex>` in the run folder."""

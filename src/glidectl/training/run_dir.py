@@ -63,10 +63,12 @@ def check_writable(directory: Path, needed_bytes: int = MIN_FREE_BYTES) -> None:
     free = shutil.disk_usage(directory).free
     if free < needed_bytes:
         raise GlidectlError(
-            f"Output folder {str(directory)!r} has only {free / 2**20:.0f} MiB free but "
+            # free rounded down, the need up: "only 16 MiB free but … at least 16 MiB" was
+            # 15.9 against 16
+            f"Output folder {str(directory)!r} has only {free // 2**20} MiB free but "
             + ("a run needs at least" if needed_bytes == MIN_FREE_BYTES
                else "a checkpoint needs about")
-            + f" {needed_bytes / 2**20:.0f} MiB; free space or choose another --output-dir."
+            + f" {-(-needed_bytes // 2**20)} MiB; free space or choose another --output-dir."
         )
 
 
