@@ -180,6 +180,23 @@ def test_a_failed_write_gives_advice_that_fits_its_cause(tmp_path):
     assert advice(errno.EROFS).endswith("fix the folder's permissions and try again.")
 
 
+def test_a_failed_safetensors_write_gives_the_advice_of_its_os_error():
+    """safetensors keeps only the number of the OSError ("... (os error 28)", as it says on
+    a full tmpfs): a full disk was told "free disk space or fix the folder's permissions"."""
+    from glidectl.errors import write_error
+
+    class SafetensorError(Exception):
+        pass
+
+    said = "Error while serializing: I/O error: {} (os error {})"
+    full = write_error("f", SafetensorError(said.format("No space left on device", 28)))
+    assert str(full) == ("Cannot write 'f' (No space left on device); free disk space and try "
+                         "again.")
+    denied = write_error("f", SafetensorError(said.format("Permission denied", 13)))
+    assert str(denied).endswith("(Permission denied); fix the folder's permissions and try "
+                                "again.")
+
+
 def test_a_claim_taken_over_after_its_lock_file_was_deleted_locks_the_new_file(tmp_path):
     """The take-over kept the handle of the deleted lock file (a run folder removed and made
     again), so the run on disk was locked for nobody."""

@@ -97,6 +97,8 @@ def write_error(path: object, exc: BaseException) -> WriteError:
     else:
         reason = re.sub(r"^.*I/O error: | \(os error \d+\)$", "", one_line(str(exc)))
     what = getattr(exc, "errno", None)
+    if what is None and (code := re.search(r"\(os error (\d+)\)$", one_line(str(exc)))):
+        what = int(code.group(1))  # safetensors' account of an OSError keeps only its number
     advice = ("remove or rename the folder in its place" if what == errno.EISDIR
               else "pick a shorter name" if what == errno.ENAMETOOLONG
               else "free disk space" if what in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
