@@ -451,6 +451,21 @@ def test_two_processes_refuse_a_one_process_checkpoint_in_one_line(tiny, config_
     assert "]: Traceback" not in out and "Connection closed by peer" not in out, out
 
 
+def test_a_missing_preview_file_stops_every_process_with_its_line(tiny, config_file, tmp_path):
+    """The main process alone reads the preview inputs: the others said "Another process of
+    this run stopped near step 0 …; run the same command again to start it over" (exit 1),
+    which fails the same way."""
+    cfg = tiny(train=dict(steps=2), preview=dict(every=2, prompt_file="nope.txt"))
+    proc = subprocess.run(_torchrun(config_file(cfg)), env=_env(), capture_output=True,
+                          text=True, timeout=240, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert out.count("Error: preview.prompt_file 'nope.txt' (relative to the current "
+                     "folder") == 2, out
+    assert "Another process" not in out, out
+    assert not (tmp_path / "runs").exists()
+
+
 def test_processes_whose_launcher_is_killed_checkpoint_and_stop(tiny, config_file, tmp_path):
     cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=0))
     run = tmp_path / "runs" / "t"

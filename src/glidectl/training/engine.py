@@ -247,8 +247,13 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         features = self.validator.features if self.validator is not None else None
         if features is not None and not features.available:  # said now, not at the first FID
             self.display.message(f"Warning: FID/KID will be absent: {features.reason}")
-        self.previewer = Previewer(cfg, self.bundle, self.unwrapped, data.shown,
-                                   precision=self.precision.name) if self.main else None
+        self.previewer: Previewer | None = None
+
+        def read_previews() -> None:  # a bad preview file stops every process in its line
+            self.previewer = Previewer(cfg, self.bundle, self.unwrapped, data.shown,
+                                       precision=self.precision.name)
+
+        self.procs.on_main(read_previews, "the preview inputs")
         for note in self.previewer.notes if self.previewer is not None else ():
             self.display.message(f"Warning: {note}")
         self._captions = CaptionLengthCheck(self.bundle.tokenizer, self.bundle.options.text_ctx)
