@@ -288,6 +288,30 @@ def test_a_tilde_in_output_dir_is_the_home_folder(tmp_path, monkeypatch):
     assert trained_run_config(cfg, run.root, str(run.root)) == (cfg, None)
 
 
+def test_resume_latest_finds_the_newest_run_whose_latest_pointer_was_removed(tmp_path):
+    """``--resume latest`` (no train.name) looked for ``checkpoints/latest`` files only: with
+    the newest run's pointer removed by hand it resumed an older run without a word (or,
+    with one run, said there was "no run with checkpoints")."""
+    import os
+    import shutil
+
+    from glidectl.config import GlideConfig
+    from glidectl.training.run_dir import pick_run
+
+    cfg = GlideConfig()
+    cfg.train.output_dir, cfg.train.name = str(tmp_path), ""
+    for n, written in ((1, 1000), (2, 2000)):
+        step = tmp_path / f"run-00{n}" / "checkpoints" / "step-000004"
+        step.mkdir(parents=True)
+        (step.parent / "latest").write_text("step-000004\n")
+        for path in (step, step.parent / "latest"):
+            os.utime(path, (written, written))
+    (tmp_path / "run-002" / "checkpoints" / "latest").unlink()
+    assert pick_run(cfg, "latest").root == tmp_path / "run-002"
+    shutil.rmtree(tmp_path / "run-001")
+    assert pick_run(cfg, "latest").root == tmp_path / "run-002"
+
+
 def test_run_names_are_numbered(tmp_path):
     assert next_run_name(tmp_path) == "run-001"
     (tmp_path / "run-001").mkdir()

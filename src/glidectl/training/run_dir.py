@@ -96,15 +96,32 @@ def pick_run(cfg: GlideConfig, resume: str | None) -> runs.RunDir:
     if resume == runs.LATEST:
         if cfg.train.name:
             return runs.RunDir(output / cfg.train.name)
-        found = list(output.glob(f"*/{runs.CHECKPOINTS_DIR}/{runs.LATEST}")) \
-            if output.is_dir() else []
-        if not found:
+        found = newest_checkpointed_run(output)
+        if found is None:
             raise GlidectlError(
                 f"--resume latest: no run with checkpoints under {str(output)!r}; "
                 "pass --name or a checkpoint path."
             )
-        return runs.RunDir(max(found, key=lambda p: p.stat().st_mtime).parent.parent)
+        return runs.RunDir(found)
     return runs.RunDir(output / (cfg.train.name or next_run_name(output)))
+
+
+def newest_checkpointed_run(output: Path) -> Path | None:
+    """The run folder in ``output`` whose last checkpoint was written last: by its
+    ``checkpoints/latest`` pointer, else (a pointer removed by hand) its newest step
+    folder, so such a run is neither missed nor passed over for an older one."""
+    newest: tuple[float, Path] | None = None
+    for child in sorted(output.iterdir()) if output.is_dir() else []:
+        checkpoints = child / runs.CHECKPOINTS_DIR
+        step = runs.latest_step_dir(checkpoints) \
+            if child.is_dir() and not child.name.startswith(".") else None
+        if step is None:
+            continue
+        pointer = checkpoints / runs.LATEST
+        written = (pointer if pointer.is_file() else step).stat().st_mtime
+        if newest is None or written > newest[0]:
+            newest = (written, child)
+    return None if newest is None else newest[1]
 
 
 def trained_run_config(cfg: GlideConfig, root: Path,
