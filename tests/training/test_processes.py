@@ -466,6 +466,24 @@ def test_a_missing_preview_file_stops_every_process_with_its_line(tiny, config_f
     assert not (tmp_path / "runs").exists()
 
 
+def test_trackers_that_cannot_start_stop_every_process_with_their_line(
+        tiny, config_file, tmp_path):
+    """W&B online without a login failed on the main process, which alone starts the
+    trackers; the others said "run the same command again to start it over", which fails
+    the same way."""
+    pytest.importorskip("wandb")
+    cfg = tiny(train=dict(steps=2), log=dict(trackers=["wandb"], wandb_mode="online"))
+    env = {k: v for k, v in _env().items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), WANDB_SILENT="true")  # no login: no key, no ~/.netrc
+    proc = subprocess.run(_torchrun(config_file(cfg)), env=env, capture_output=True,
+                          text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert out.count("Error: Could not start the trackers wandb: ") == 2, out
+    assert "Another process" not in out, out
+    assert not (tmp_path / "runs").exists()
+
+
 def test_processes_whose_launcher_is_killed_checkpoint_and_stop(tiny, config_file, tmp_path):
     cfg = tiny(train=dict(steps=10_000), checkpoint=dict(every=0))
     run = tmp_path / "runs" / "t"

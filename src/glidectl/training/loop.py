@@ -233,8 +233,14 @@ class TrainingLoop:
         self.model.train()
         self.procs.busy("the trackers' start")
         if not idle:  # nothing to log: no empty tracker run (a W&B run, TensorBoard files)
-            out.trackers = Trackers(self.accelerator, cfg, self.run_dir,
-                                    self.state.tracker_ids, say=self.display.message, step=step)
+            def start() -> None:  # the main process's (W&B without a login) stops them all
+                out.trackers = Trackers(self.accelerator, cfg, self.run_dir,
+                                        self.state.tracker_ids, say=self.display.message,
+                                        step=step)
+
+            if not self.main:
+                start()  # none: the main process alone logs
+            self.procs.on_main(start, "the trackers' start")
             self.state.tracker_ids = out.trackers.ids
         if self.main and step < self.total_steps:  # once nothing can refuse the run: a
             save_config(cfg, self.run_dir.config)  # refused (or idle) resume leaves it as it was
