@@ -1175,6 +1175,50 @@ def test_resume_of_a_run_folder_that_trained_on_continues_with_the_file_that_mad
         run_eval(prompts, again, options)
 
 
+def test_resume_of_images_of_a_training_run_moved_elsewhere_takes_its_new_path(
+        tmp_path, tiny_base):
+    """Images made from a training run folder that was then moved (another disk, renamed):
+    --resume said "Model ... not found" and refused --base at its new path ("would change
+    the images"), so the eval could not be finished. It names the recorded path now, takes
+    --base where the run is, with the same weights (sha256), and records that path; other
+    weights there are still refused."""
+    import torch
+
+    from glidectl.evaluation import settings_for
+    from glidectl.glide import load_model, save_weights
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000001").mkdir(parents=True)
+    shutil.copy(tiny_base, run / "checkpoints" / "step-000001" / "ema.safetensors")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:3])
+    run_eval(prompts, EvalSettings(base=str(run), base_stage=FAST),
+             RunOptions(out=tmp_path / "o", device="cpu"))
+    whole = outputs(tmp_path / "o")
+    next((tmp_path / "o").glob("002_*.png")).unlink()
+    moved = run.rename(tmp_path / "moved")
+    options = RunOptions(out=tmp_path / "o", resume=True, device="cpu")
+    with pytest.raises(GlidectlError, match=rf"^resume=True: the model {str(run)!r} \(base\) "
+                       r"that made the images in .* is not there \(moved or deleted\); pass "
+                       r"its new path to base \(the same weights\)"):
+        settings_for(prompts, {}, options)
+    again, _ = settings_for(prompts, {"base": str(moved)}, options)
+    report = run_eval(prompts, again, options)
+    assert report.metadata["counts"]["generated"] == 1 and outputs(tmp_path / "o") == whole
+    assert report.metadata["paths"]["base"] == str(moved)
+    next((tmp_path / "o").glob("002_*.png")).unlink()
+    assert settings_for(prompts, {}, options)[0].where("base") == str(moved)
+    other = tmp_path / "other" / "checkpoints" / "step-000001"
+    other.mkdir(parents=True)
+    model = load_model(tiny_base)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    save_weights(model, other / "ema.safetensors")
+    shutil.rmtree(moved)  # gone too: another run's weights at a new path are refused
+    again, _ = settings_for(prompts, {"base": str(tmp_path / "other")}, options)
+    with pytest.raises(GlidectlError, match="the base model's weights changed since"):
+        run_eval(prompts, again, options)
+
+
 def test_resume_of_a_lora_run_that_trained_on_continues_with_the_step_that_made_it(
         tmp_path, tiny_base):
     """--resume with --lora RUN after the LoRA run wrote a later step: "a LoRA adapter

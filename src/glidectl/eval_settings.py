@@ -124,6 +124,15 @@ def recorded_paths(meta: dict[str, Any], out: Path) -> dict[str, Any]:
     return paths
 
 
+def moved_model(key: str, recorded: Any, given: Any) -> bool:
+    """Whether ``given`` (a --base or --upsampler path, made absolute) may stand for the model
+    a run recorded at ``recorded``, which is not there any more (its training run moved or
+    renamed): the weights' sha256, compared once loaded, tells whether it is the same."""
+    return key in ("base", "upsampler") and isinstance(recorded, str) and \
+        Path(recorded).expanduser().is_absolute() and isinstance(given, str) and \
+        not _is_there(key, recorded) and _is_there(key, given)
+
+
 def _is_there(key: str, value: Any) -> bool:
     from .lora.spec import parse_lora_spec
 
@@ -269,6 +278,13 @@ class EvalSettings:
             return recorded
         return resolve_path(key, _flat(self)[key])
 
+    def recorded_at(self, key: str) -> str | None:
+        """The absolute path of the file or folder setting ``key`` names, as the run recorded
+        it (None: a name such as ``openai:base``, or not told)."""
+        value = self.paths.get(key) or _flat(self).get(key)
+        return value if isinstance(value, str) and Path(value).expanduser().is_absolute() \
+            else None
+
     def located(self) -> dict[str, Any]:
         """The absolute paths of the settings naming files or folders (metadata.json's
         ``paths``)."""
@@ -361,6 +377,10 @@ def resolve_settings(
                     value = resolved
             if key in PATH_KEYS and _same(resolve_path(key, value), settings.where(key)):
                 continue  # another spelling of the same file or folder
+            if key in PATH_KEYS and moved_model(key, settings.recorded_at(key),
+                                                resolve_path(key, value)):
+                settings.paths[key] = resolve_path(key, value)  # its sha256 is checked later
+                continue
             if key in old and not _same(old[key], value):
                 given_flag = _given(key, value)
                 raise GlidectlError(
@@ -368,6 +388,12 @@ def resolve_settings(
                     f"{str(out)!r}, recorded with {_show(old[key])}; drop "
                     f"{given_flag.split()[0]} to continue it, or {NEW_RUN} with it."
                 )
+        for key in ("base", "upsampler"):
+            if (at := settings.recorded_at(key)) and not _is_there(key, settings.where(key)):
+                raise GlidectlError(
+                    f"--resume: the model {at!r} ({FLAG_NAMES[key]}) that "
+                    f"made the images in {str(out)!r} is not there (moved or deleted); pass "
+                    f"its new path to {FLAG_NAMES[key]} (the same weights), or {NEW_RUN}.")
         return settings, [f"--resume: continuing with the settings recorded in "
                           f"{str(out / META_FILE) if out else META_FILE}."]
     notes = []
@@ -526,6 +552,9 @@ def check_same_run(meta: dict[str, Any], out: Path, fingerprint: dict[str, Any],
         if key in PATH_KEYS and _same(was.get(key, resolve_path(key, old.get(key))),
                                       (paths or {}).get(key, value)):
             continue  # the same file or folder, spelled from another working directory
+        if key in PATH_KEYS and moved_model(key, was.get(key, old.get(key)),
+                                            (paths or {}).get(key, value)):
+            continue  # the model moved: its weights' sha256 is compared below
         if not _same(old.get(key), value):
             raise GlidectlError(
                 f"{flag}: {_given(key, value)} differs from {_show(old.get(key))}, which made "
