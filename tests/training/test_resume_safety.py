@@ -791,6 +791,32 @@ def test_a_resume_path_that_is_not_there_is_not_called_a_set_aside_checkpoint(
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-000002"]
 
 
+def test_a_step_folder_outside_a_runs_checkpoints_is_not_resumed_into_its_grandparent(
+        trained, tmp_path, capsys):
+    """A checkpoint copied out of its run (``backup/step-000002``) was resumed into the folder
+    two above it as a run: a project folder got checkpoints/, previews/, metrics.jsonl and
+    .lock, and its own config.toml was replaced by the run's resolved config."""
+    project = tmp_path / "project"
+    shutil.copytree(trained / "runs" / "t" / "checkpoints" / "step-000002",
+                    project / "backup" / "step-000002")
+    shutil.copy(trained / "glide.toml", project / "config.toml")
+    (project / "config.toml").write_text((project / "config.toml").read_text() + "# mine\n")
+    before = _snapshot(project)
+    step = project / "backup" / "step-000002"
+    for given, says in ((step, f"is a step folder outside a run's checkpoints/ folder, so it "
+                               f"has no run to go on in (training would make {str(project)!r} "
+                               "one); put it in RUN/checkpoints/ and resume that"),
+                        (step.with_name("step-000009"), "does not exist; pass 'latest'")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "--config", str(project / "config.toml"), "--resume", str(given),
+                  "--no-live"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, err
+        assert err.startswith(f"Error: --resume {str(given)!r} {says}"), err
+        assert _snapshot(project) == before
+        assert sorted(p.name for p in project.iterdir()) == ["backup", "config.toml"]
+
+
 def test_a_second_trainer_of_one_run_in_this_process_takes_over_or_is_refused(tiny):
     """A notebook's second Trainer on a run was granted while the first trained (a POSIX
     lock is the process's): both wrote its checkpoints, and the second's end dropped the

@@ -292,6 +292,16 @@ def run_of_resume(resume: str) -> runs.RunDir:
     if path.name == runs.CHECKPOINTS_DIR:
         return runs.RunDir(path.parent)
     if runs.STEP_RE.fullmatch(path.name):
+        if path.parent.name != runs.CHECKPOINTS_DIR and not runs.set_aside(path):
+            # its run would be the folder two up: a home or project folder made a run
+            if not path.exists():
+                raise GlidectlError(f"--resume {resume!r} does not exist; pass 'latest', a run "
+                                    "folder or one of its checkpoints/step-NNNNNN folders.")
+            raise GlidectlError(
+                f"--resume {resume!r} is a step folder outside a run's checkpoints/ folder, "
+                f"so it has no run to go on in (training would make {str(path.parents[1])!r} "
+                f"one); put it in RUN/checkpoints/ and resume that, or start a new run from "
+                f"its weights with --set model.init={str(path)!r}.")
         return runs.RunDir(runs.run_of_step_dir(path))
     return runs.RunDir(path)
 
