@@ -208,6 +208,19 @@ def test_the_same_adapter_saved_again_is_the_same_bytes(tmp_path):
     assert list(header["__metadata__"]) == ["format", "glidectl"]
 
 
+def test_an_adapter_config_lists_its_modules_in_one_order(tmp_path):
+    """peft wrote target_modules in its set's order, which string hashing changes in each
+    process: two runs of one config (or a run and its resume) wrote adapter_config.json
+    files, so config_sha256 in PNGs and merged models, that differed; they are sorted now."""
+    cfg = LoraConfig(targets=["all"], rank=2)
+    model = tiny()
+    names = inject_lora(model, cfg)
+    out = save_adapter(model, tmp_path / "a", cfg=cfg, target_names=names[::-1],
+                       base_spec="tiny-test")
+    written = json.loads((out / "adapter_config.json").read_text())["target_modules"]
+    assert len(names) > 10 and written == sorted(names)
+
+
 def test_weights_hash_ignores_injected_adapters_but_not_weight_changes():
     model = tiny()
     h = weights_sha256(model)

@@ -143,7 +143,11 @@ def save_adapter(
         meta["low_res_resample"] = low_res_resample
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    peft_config(cfg, target_names).save_pretrained(str(out))
+    config = peft_config(cfg, target_names)
+    # peft keeps a set, written in the order of this process's string hashing: sorted, two
+    # runs of one config write the same file (its sha256 is in PNGs and merged models)
+    config.target_modules = sorted(config.target_modules)
+    config.save_pretrained(str(out))
     tensors = {PEFT_PREFIX + k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     save_safetensors(out / WEIGHTS_FILE, tensors, {"format": "pt", META_KEY: json.dumps(meta)})
     write_json(out / META_FILE, meta)
