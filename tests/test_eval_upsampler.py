@@ -256,6 +256,10 @@ def _refusal(capsys, tmp_path: Path, upsampler: Path, case: str) -> list[str]:
     ("resume", "--resume cannot be used with --low-res DIR"),
     ("clip", "--clip-weights cannot be used with --low-res DIR"),
     ("wandb entity", "--wandb-entity cannot be used with --low-res DIR"),  # was ignored
+    # each refusal gives its own reason (all said 'an upsampler eval runs whole')
+    ("resume", "(an upsampler eval runs whole, into a new --out); drop it."),
+    ("clip", "(an upsampler eval computes no CLIP score: the reference picture is known)"),
+    ("wandb entity", "(an upsampler eval logs nothing to W&B); drop it."),
     ("missing folder", "nowhere' is not a folder; pass a folder of reference images"),
     ("no images", "holds no images (.jpg"),
     ("no captions", "1 of 3 images have no caption (first: '"),

@@ -23,10 +23,17 @@ from .out_dir import check_out_dir
 
 # flags of glidectl eval that only a base model's sampling uses
 BASE_ONLY_FLAGS = ("--sampler", "--steps", "--schedule", "--guidance", "--rerank")
-# flags this mode does not carry out (yet)
-UNSUPPORTED_FLAGS = ("--resume", "--skip-existing", "--dry-run", "--wandb-project",
-                     "--wandb-entity", "--wandb-mode",
-                     "--clip-model", "--clip-weights")  # no CLIP score: the reference is known
+# flags this mode does not carry out (yet), each with the reason its refusal gives
+UNSUPPORTED_FLAGS = {
+    "--resume": "an upsampler eval runs whole, into a new --out",
+    "--skip-existing": "an upsampler eval runs whole, into a new --out",
+    "--dry-run": "an upsampler eval has no dry run",
+    "--wandb-project": "an upsampler eval logs nothing to W&B",
+    "--wandb-entity": "an upsampler eval logs nothing to W&B",
+    "--wandb-mode": "an upsampler eval logs nothing to W&B",
+    "--clip-model": "an upsampler eval computes no CLIP score: the reference picture is known",
+    "--clip-weights": "an upsampler eval computes no CLIP score: the reference picture is known",
+}
 
 
 def refuse_flags(given: Sequence[str], prompts: Path | None, upsampler: str | None) -> None:
@@ -49,9 +56,11 @@ def refuse_flags(given: Sequence[str], prompts: Path | None, upsampler: str | No
                             "runs; drop it, or use --upsample-sampler, --upsample-steps, "
                             "--upsample-schedule, --upsample-guidance.")
     unsupported = [f for f in UNSUPPORTED_FLAGS if f in given]
-    if unsupported:
-        raise GlidectlError(f"{', '.join(unsupported)} cannot be used with --low-res DIR (an "
-                            "upsampler eval runs whole, into a new --out); drop it.")
+    if unsupported:  # the flags sharing the first one's reason, said with that reason
+        reason = UNSUPPORTED_FLAGS[unsupported[0]]
+        named = [f for f in unsupported if UNSUPPORTED_FLAGS[f] == reason]
+        raise GlidectlError(f"{', '.join(named)} cannot be used with --low-res DIR "
+                            f"({reason}); drop {'it' if len(named) == 1 else 'them'}.")
 
 
 def check_loras(loras: Sequence[str]) -> str | None:
