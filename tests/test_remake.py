@@ -565,6 +565,30 @@ def test_a_png_of_settings_sample_cannot_set_is_refused_not_made_otherwise(
         in res.stderr, res.stderr
 
 
+def test_a_png_of_weights_loaded_in_float16_is_refused_not_made_in_float32(
+        models, capsys, tmp_path):  # noqa: F811
+    """A model of load_model(spec, dtype=torch.float16) samples in float16, but its PNG
+    said only precision fp32: --from-png loaded the file in float32 and wrote another image
+    without a word. The record names the weights' dtype, and the remake is refused unless a
+    flag given changes the picture anyway."""
+    from glidectl.glide import load_model
+    from glidectl.images import save_png
+
+    pipe = GlidePipeline(load_model(models / "base.safetensors", dtype=torch.float16), None)
+    image = pipe.generate("a red circle", seed=3, steps=2)[0]
+    assert json.loads(image.info["parameters"])["base_dtype"] == "float16"
+    save_png(image, tmp_path / "half.png", image.info)
+    res = in_process(capsys, "sample", "--from-png", tmp_path / "half.png", "--device", "cpu",
+                     "-q", "--out", tmp_path / "again")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "(base's in float16: load_model(SPEC, dtype=...)), which glidectl sample cannot " \
+           "load" in res.stderr and not (tmp_path / "again").exists()
+    res = in_process(capsys, "sample", "--from-png", tmp_path / "half.png", "--seed", "4",
+                     "--device", "cpu", "-q", "--out", tmp_path / "seed4")
+    assert res.returncode == 0 and "the base's weights in float32, not float16" in res.stderr
+    assert "base_dtype" not in params(tmp_path / "seed4" / "00000.png")  # float32 now
+
+
 def test_a_web_ui_png_is_made_again_from_its_models_folder(models, capsys, tmp_path,  # noqa: F811
                                                           monkeypatch):
     """The UI names its files relative to its models folder (no server paths in a PNG

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
+
 from .file_hashes import file_sha256
 from .pipeline_models import ModelRecord
 from .samplers.tuned import is_schedule_file
@@ -103,6 +105,9 @@ class PipelineRecords:
                 record[f"{key}_file"] = str(found.path)
                 if hashes:
                     record[f"{key}_sha256"] = found.sha256
+            dtype = getattr(self.stage_models().get(stage), "torso_dtype", torch.float32)
+            if ran and dtype != torch.float32:  # load_model(dtype=...): sample loads float32
+                record[f"{key}_dtype"] = str(dtype).removeprefix("torch.")
         stages = [(prefix, opts) for prefix, opts, ran in (
             ("", base, base_stage and self.base is not None),
             ("upsample_", up, self.upsampler is not None)) if ran]

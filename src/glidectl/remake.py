@@ -57,6 +57,9 @@ class Remake:
     device: str | None = None  # the device type that made it (cpu, cuda, mps)
     vocab_sha256: str | None = None  # the GPT-2 vocabulary's that tokenized the prompt
     api_only: dict[str, Any] = field(default_factory=dict)  # generate()'s, no sample flag
+    # per model flag (base, upsampler), the weights' dtype where not float32: a model of
+    # load_model(dtype=...), which sample (loading float32) cannot make again
+    dtypes: dict[str, str] = field(default_factory=dict)
     # settings an older record leaves open: key -> (the other value it may mean, a line
     # saying so, shown unless the key is given; given, that value is no change)
     open_values: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -90,6 +93,15 @@ class Remake:
         if "lora" in given and params["lora"] != self.values.get("lora"):
             changed.append("--lora " + " ".join(params["lora"] or ()) + _left_out(
                 params["lora"] or (), self.values.get("lora") or ()))
+        loaded = [f"{k}'s in {v}" for k, v in self.dtypes.items() if k not in given]
+        if loaded and not changed:  # float32 weights compute other pixels
+            raise GlidectlError(
+                f"{self.name} was made from weights loaded in another dtype than float32 "
+                f"({', '.join(loaded)}: load_model(SPEC, dtype=...)), which glidectl sample "
+                "cannot load, so --from-png would make another picture; make it again with "
+                "GlidePipeline(load_model(SPEC, dtype=...)).generate(...).")
+        changed += [f"the {k}'s weights in float32, not {v}" for k, v in self.dtypes.items()
+                    if loaded and k not in given]
         if self.api_only:  # settings sample cannot give: no remake, unless others change
             set_ = ", ".join(f"{k}={v!r}" for k, v in self.api_only.items())
             if not changed:

@@ -24,7 +24,7 @@ FLOATS = ("guidance", "eta", "guidance_rescale", "dynamic_threshold", "upsample_
 # what the words, flags and lists of a record must be where they are there (null: not given)
 WORDS = ("prompt", "sampler", "schedule", "upsample_sampler", "upsample_schedule", "precision",
          "device", "vocab_dir", "low_res_resample", *MODELS, *PATHS,
-         *(f"{k}_{what}" for k in MODELS for what in ("file", "sha256")),
+         *(f"{k}_{what}" for k in MODELS for what in ("file", "sha256", "dtype")),
          *(f"{k}_sha256" for k in (*PATHS, "schedule", "upsample_schedule", "prompt", "vocab")))
 FLAGS = ("grey", "compile")
 LISTS = ("loras", "lora_sha256", "lora_config_sha256", "lora_dirs", "plugins")  # of words
@@ -107,7 +107,8 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     remake = Remake(png, source, values, prompt_sha256=rec.get("prompt_sha256"),
                     plugins=rec.get("plugins"), plugins_known="plugins" in rec,
                     vocab_sha256=rec.get("vocab_sha256"),
-                    api_only={k: rec[k] for k in API_ONLY if k in rec})  # null too
+                    api_only={k: rec[k] for k in API_ONLY if k in rec},  # null too
+                    dtypes={k: rec[f"{k}_dtype"] for k in MODELS if rec.get(f"{k}_dtype")})
     if rec.get("vocab_sha256"):
         values["vocab_dir"] = rec.get("vocab_dir")  # None: the default vocabulary
     _device(remake, rec.get("device"), rec.get("compile"))
