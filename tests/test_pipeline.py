@@ -823,6 +823,10 @@ def test_guidance_interval_and_sampler_of_the_wrong_kind_are_one_sentence(base) 
         (dict(sampler=None), "sampler must be a name such as 'dpm++2m', got None (NoneType)"),
         (dict(upsample_schedule=3), "upsample_schedule must be a name such as 'karras' or a "
                                     "schedule file, got 3 (int)"),
+        # were TypeErrors in the denoiser and in the noise's scaling
+        (dict(guidance_rescale=None), "guidance_rescale must be a number, got None (NoneType)"),
+        (dict(upsample_temp=None), "upsample_temp must be a number, got None (NoneType)"),
+        (dict(temperature=None), "temperature must be a number, got None (NoneType)"),
     ]:
         with pytest.raises(GlidectlError) as error:
             pipe.generate("a", **{**kw, **bad})

@@ -565,6 +565,34 @@ def test_a_png_of_settings_sample_cannot_set_is_refused_not_made_otherwise(
         in res.stderr, res.stderr
 
 
+def test_a_png_of_sigma_max_none_on_a_sigma_schedule_is_refused(
+        models, capsys, tmp_path):  # noqa: F811
+    """generate(sigma_max=None) samples from the model's top σ and records sigma_max null,
+    as a respaced run that uses none does: --from-png made it again from σ_max 80, another
+    picture, without a word. It is refused; --sigma-max given is taken as a change, and a
+    respaced run's null is no setting at all."""
+    from glidectl.images import save_png
+
+    pipe = GlidePipeline.from_specs(str(models / "base.safetensors"), None, device="cpu",
+                                    precision="fp32")
+    for name, kw in (("top", {"sampler": "euler"}), ("respaced", {"sampler": "ddim"})):
+        image = pipe.generate("a red circle", seed=3, steps=2, sigma_max=None, **kw)[0]
+        save_png(image, tmp_path / f"{name}.png", image.info)
+    res = in_process(capsys, "sample", "--from-png", tmp_path / "top.png", "--device", "cpu",
+                     "-q", "--out", tmp_path / "again")
+    assert res.returncode == 2 and res.stderr.startswith(
+        f"Error: {tmp_path / 'top.png'} was made by generate() with sigma_max=None, which "
+        "glidectl sample cannot set"), res.stderr
+    res = in_process(capsys, "sample", "--from-png", tmp_path / "top.png", "--sigma-max", 80,
+                     "--device", "cpu", "-q", "--out", tmp_path / "s80")
+    assert res.returncode == 0 and "--sigma-max 80.0" in res.stderr, res.stderr
+    res = in_process(capsys, "sample", "--from-png", tmp_path / "respaced.png", "--device",
+                     "cpu", "-q", "--out", tmp_path / "respaced")
+    assert res.returncode == 0, res.stderr
+    assert np.array_equal(pixels(tmp_path / "respaced" / "00000.png"),
+                          pixels(tmp_path / "respaced.png"))
+
+
 def test_a_png_of_weights_loaded_in_float16_is_refused_not_made_in_float32(
         models, capsys, tmp_path):  # noqa: F811
     """A model of load_model(spec, dtype=torch.float16) samples in float16, but its PNG

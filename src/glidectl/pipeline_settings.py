@@ -223,9 +223,12 @@ def _check_numbers(base: StageOptions, up: StageOptions, seeds: Sequence[int]) -
                          ("dynamic_threshold", FLAGS["--dynamic-threshold"]),
                          ("steps", STEPS)):
             if key != "steps":  # a count or a respacing string, checked by its range
-                _check_types({prefix + key: getattr(opts, key)}, float)
+                # φ has no None (off is 0): it was a TypeError in the denoiser
+                _check_types({prefix + key: getattr(opts, key)}, float,
+                             none_ok=key != "guidance_rescale")
             check(prefix + key, getattr(opts, key), rng)
-    _check_types({"upsample_temp": up.temperature}, float)
+    _check_types({"temperature": base.temperature, "upsample_temp": up.temperature}, float,
+                 none_ok=False)
     check("upsample_temp", up.temperature, FLAGS["--upsample-temp"])
     for key, value in (("sampler", base.sampler), ("upsample_sampler", up.sampler),
                        ("schedule", base.schedule), ("upsample_schedule", up.schedule)):

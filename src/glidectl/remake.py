@@ -102,8 +102,10 @@ class Remake:
                 "GlidePipeline(load_model(SPEC, dtype=...)).generate(...).")
         changed += [f"the {k}'s weights in float32, not {v}" for k, v in self.dtypes.items()
                     if loaded and k not in given]
-        if self.api_only:  # settings sample cannot give: no remake, unless others change
-            set_ = ", ".join(f"{k}={v!r}" for k, v in self.api_only.items())
+        changed += [f"{_flag(k)} {params[k]}" for k in sorted(given & set(self.api_only))]
+        api_only = {k: v for k, v in self.api_only.items() if k not in given}
+        if api_only:  # settings sample cannot give: no remake, unless others change
+            set_ = ", ".join(f"{k}={v!r}" for k, v in api_only.items())
             if not changed:
                 raise GlidectlError(
                     f"{self.name} was made by generate() with {set_}, which glidectl sample "

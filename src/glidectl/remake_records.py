@@ -79,6 +79,16 @@ def _json(value: str | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _top_sigma(rec: dict[str, Any]) -> dict[str, Any]:
+    """``{"sigma_max": None}`` for a record of ``generate(sigma_max=None)`` (the model's top
+    σ, which ``--sigma-max`` cannot give) on a σ schedule, else {}: a null ``sigma_max`` is
+    otherwise one no stage used (every stage that ran on GLIDE's respaced steps)."""
+    ran = [rec.get(k) for k in ("schedule", "upsample_schedule") if rec.get(k) is not None]
+    used = any(s != "respaced" for s in ran)
+    return {"sigma_max": None} if used and "sigma_max" in rec and rec["sigma_max"] is None \
+        else {}
+
+
 def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     """A ``sample`` or web UI PNG: its ``parameters``, keyed as sample's flags."""
     from .pipeline_records import API_ONLY
@@ -107,7 +117,7 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     remake = Remake(png, source, values, prompt_sha256=rec.get("prompt_sha256"),
                     plugins=rec.get("plugins"), plugins_known="plugins" in rec,
                     vocab_sha256=rec.get("vocab_sha256"),
-                    api_only={k: rec[k] for k in API_ONLY if k in rec},  # null too
+                    api_only={k: rec[k] for k in API_ONLY if k in rec} | _top_sigma(rec),
                     dtypes={k: rec[f"{k}_dtype"] for k in MODELS if rec.get(f"{k}_dtype")})
     if rec.get("vocab_sha256"):
         values["vocab_dir"] = rec.get("vocab_dir")  # None: the default vocabulary
