@@ -757,3 +757,20 @@ def test_captions_named_with_the_image_extension_kept_are_named(tmp_path, data_c
     assert "missing_caption: 2" in str(info.value) and str(info.value).endswith(said)
     report = inspect_source(data_cfg(source=str(root)), tokenizer=byte_tok)
     assert said in report.notes and report.refusal.endswith(said)
+
+
+def test_a_large_image_folder_is_recognised_without_a_stat_of_each_image(tmp_path, monkeypatch):
+    """Telling an image folder from a Parquet one looked up every file at its top (4 times
+    a training start: 0.3 s each for 50,000 images); the names are enough."""
+    from pathlib import Path
+
+    from glidectl.data.builtin_sources import claims_parquet
+
+    for i in range(5):
+        (tmp_path / f"{i}.png").write_bytes(encode(photo(16, 16, i)))
+    (tmp_path / "index.parquet").mkdir()  # a folder named as a table: still no table
+    looked: list[str] = []
+    is_file = Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda p: looked.append(p.name) or is_file(p))
+    assert not claims_parquet(str(tmp_path))
+    assert looked == ["index.parquet"]

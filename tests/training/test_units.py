@@ -361,6 +361,27 @@ def test_metrics_truncate_streams_and_leaves_a_file_with_nothing_past_the_step(
     assert [r["step"] for r in read_metrics(path)] == list(range(1, 1501))
 
 
+
+def test_metrics_truncate_parses_each_kept_line_once(tmp_path, monkeypatch):
+    """A resume that drops the last records parsed every line of metrics.jsonl twice (a
+    500 MB log: 31 s before the first step); the lines before the first that goes are
+    copied as read."""
+    import json
+
+    path = tmp_path / "metrics.jsonl"
+    m = MetricsFile(path)
+    for step in range(1, 2001):
+        m.write({"step": step, "loss": 0.1})
+    m.close()
+    parsed = []
+    decode = json.JSONDecoder.decode
+    monkeypatch.setattr(json.JSONDecoder, "decode",
+                        lambda self, s, *a, **k: parsed.append(s) or decode(self, s, *a, **k))
+    truncate_after(path, 1999)
+    assert len(parsed) == 2001  # each line once, then the one dropped
+    monkeypatch.undo()
+    assert [r["step"] for r in read_metrics(path)] == list(range(1, 2000))
+
 class _TinyTextUNet(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()

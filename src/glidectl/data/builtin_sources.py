@@ -42,7 +42,8 @@ def claims_parquet(spec: str) -> bool:
     if spec.lower().endswith(".parquet") and not spec.startswith(REMOTE_PREFIXES):
         return True
     if os.path.isdir(spec):
-        top = [p for p in Path(spec).iterdir() if p.is_file()]
+        top = [p for p in Path(spec).iterdir()  # by name first: no stat of every image
+               if p.name.lower().endswith((".parquet", *SHARD_SUFFIXES)) and p.is_file()]
         tables = sorted(p for p in top if p.name.lower().endswith(".parquet"))
         images, shards, parquet = _files(Path(spec))
         if tables and (images or shards):

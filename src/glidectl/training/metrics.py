@@ -75,27 +75,34 @@ def truncate_after(path: Path, step: int) -> None:
     path = Path(path)
     if not path.is_file():
         return
-    if all(kept == line for line, kept in _kept_lines(path, step)):
+    first = next((i for i, (line, kept) in enumerate(_kept_lines(path, step))
+                  if kept != line), None)
+    if first is None:
         return
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.writelines(kept for _, kept in _kept_lines(path, step))
+        out.writelines(kept for _, kept in _kept_lines(path, step, as_read=first))
 
 
-def _kept_lines(path: Path, step: int) -> Iterator[tuple[str, str]]:
+def _kept_lines(path: Path, step: int, as_read: int = 0) -> Iterator[tuple[str, str]]:
     """Each line of ``path`` and what :func:`truncate_after` keeps of it: the line itself,
     '' when it goes, or its record as :class:`MetricsFile` writes it when the line holds
-    what that never writes (a NaN token, no line end)."""
+    what that never writes (a NaN token, no line end). The first ``as_read`` lines, known
+    to be kept as they are, are not parsed again."""
     tokens: list[str] = []
 
     def token(name: str) -> float:
         tokens.append(name)
         return float(name)
 
+    decoder = json.JSONDecoder(parse_constant=token)  # one, not one per line (json.loads)
     with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
+        for number, line in enumerate(fh):
+            if number < as_read:
+                yield line, line
+                continue
             tokens.clear()
             try:
-                record = json.loads(line, parse_constant=token)
+                record = decoder.decode(line)
             except json.JSONDecodeError:
                 record = None
             if not isinstance(record, dict) or _past(record.get("step"), step):
