@@ -777,6 +777,28 @@ def test_non_square_inputs_use_their_centre_square_and_say_so(tmp_path) -> None:
             inpaint_mask=tmp_path / "square.png")
 
 
+def test_a_colour_mask_is_said_the_image_and_mask_swapped(tmp_path) -> None:
+    """The photo given as the mask (image and mask swapped) was read by its brightness
+    without a word; a black and white mask, or a photo with a transparent hole, is not."""
+    from PIL import Image
+
+    from glidectl.pipeline import GlidePipeline
+
+    photo = Image.new("RGB", (8, 8), (200, 30, 30))
+    photo.paste((20, 40, 220), (0, 0, 4, 8))
+    bw = Image.new("L", (8, 8), 0)
+    bw.paste(255, (2, 2, 6, 6))
+    holed = photo.convert("RGBA")
+    holed.paste((0, 0, 0, 0), (2, 2, 6, 6))
+    pipe = GlidePipeline(tiny_glide("base-inpaint", 2))
+    for image, mask, warned in ((bw, photo, True), (photo, bw, False), (photo, holed, False)):
+        said: list[str] = []
+        pipe.generate(["a"], steps=1, sampler="euler", inpaint_image=image, inpaint_mask=mask,
+                      warn=said.append, output="tensor")
+        assert any("is a colour picture, read by its brightness" in s and
+                   "swap the inpaint image and mask" in s for s in said) == warned, said
+
+
 def test_a_0_255_image_tensor_is_one_sentence(upsampler) -> None:
     from glidectl.pipeline import GlidePipeline
 

@@ -545,6 +545,8 @@ def input_messages(inputs: dict[str, Any], low_res_size: int | None = None,
     messages += [m for what, keyword in (("low-res image", "low_res"),
                                          ("inpaint image", "inpaint_image"))
                  if (m := unit_range_message(inputs.get(what), keyword))]
+    if (m := colour_mask_message(inputs.get("inpaint mask"))) is not None:
+        messages.append(m)
     low = shapes.get("low-res image")
     if low and low_res_size and min(low) != low_res_size:
         side = min(low)
@@ -556,6 +558,28 @@ def input_messages(inputs: dict[str, Any], low_res_size: int | None = None,
             f"{low_res_size * UPSAMPLE_FACTOR} px (pass an image of {low_res_size} px to "
             "upsample it as it is).")
     return messages
+
+
+def colour_mask_message(mask: Any) -> str | None:
+    """A warning for an inpaint mask file or PIL image read by its brightness that is a
+    colour picture (a pixel whose R, G and B differ by more than 64 levels): the photo
+    passed as the mask, the image and mask swapped; None for a black and white or grey mask
+    (a JPEG's colour noise included), one read by its alpha, a tensor or None."""
+    if mask is None or isinstance(mask, torch.Tensor):
+        return None
+    from .data.images import to_rgb
+    from .images import _alpha
+
+    image = _open(mask)
+    if _alpha(image) is not None:  # transparent = repaint, whatever the colour
+        return None
+    rgb = np.asarray(to_rgb(image)[0], dtype=np.int16)
+    if not rgb.size or int((rgb.max(axis=-1) - rgb.min(axis=-1)).max()) <= 64:
+        return None
+    return (f"The inpaint mask{_name(mask)} is a colour picture, read by its brightness "
+            "(white = repaint, black = keep); a mask is black and white (or transparent "
+            "where to repaint), so if it is the picture to inpaint, swap the inpaint image "
+            "and mask.")
 
 
 def unit_range_message(image: Any, keyword: str) -> str | None:
