@@ -76,6 +76,9 @@ def _notes(sections: dict, lora: bool) -> list[str]:
     ({"model": {"kind": "base-inpaint"}, "preview": {"prompt_file": "p.txt"}}, True,
      "preview.prompt_file is ignored: a 'base-inpaint' model previews held-out images under "
      "their own captions."),
+    ({"model": {"kind": "upsample-inpaint"}, "preview": {"low_res": ["a.png"]}}, False,
+     "preview.low_res is ignored: an 'upsample-inpaint' model previews held-out images with a "
+     "rectangle hidden, under their own captions (a low-res file holds no image to inpaint)."),
     ({"model": {"kind": "upsample"}, "preview": {"low_res": ["a.png", "b.png"],
                                                  "prompts": ["a"]}}, False,
      "preview.prompts holds 1 prompt for 2 preview.low_res images: each image takes the "

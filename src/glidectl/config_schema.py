@@ -310,7 +310,8 @@ class PreviewConfig:
     steps: int = opt(25, "Sampler steps for previews.", min=1, max=10_000)
     guidance: float = opt(3.0, "Classifier-free guidance scale.", min=0, max=100)
     low_res: list[str] = opt(
-        [], "Low-res image files for upsampler previews ([] = the first data samples)."
+        [], "Low-res image files for upsampler previews ([] = the first data samples; "
+        "upsample-inpaint previews held-out images and ignores them)."
     )
     seed: int = opt(0, "Seed for preview noise.", min=0, max=SEED_MAX)
 

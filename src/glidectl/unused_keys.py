@@ -115,11 +115,17 @@ def _data_notes(cfg: GlideConfig) -> list[str]:
 
 def _preview_prompt_notes(cfg: GlideConfig) -> list[str]:
     """Upsamplers and inpainting models preview held-out images under their own captions:
-    preview prompts caption only ``preview.low_res`` images, one each."""
+    preview prompts caption only a plain upsampler's ``preview.low_res`` images, one each
+    (an inpainting upsampler ignores them: it inpaints held-out images)."""
     p, kind = cfg.preview, cfg.model.kind
     if p.every == 0 or not (kind.startswith("upsample") or kind.endswith("inpaint")):
         return []
-    if p.low_res and kind.startswith("upsample"):
+    notes = []
+    if kind == "upsample-inpaint" and _changed(cfg, ("preview.low_res",)):
+        notes.append("preview.low_res is ignored: an 'upsample-inpaint' model previews "
+                     "held-out images with a rectangle hidden, under their own captions (a "
+                     "low-res file holds no image to inpaint).")
+    elif p.low_res and kind == "upsample":
         n, m = len(p.prompts), len(p.low_res)
         if p.prompt_file or n in (0, m):  # none: every image under the empty caption
             return []
@@ -130,10 +136,10 @@ def _preview_prompt_notes(cfg: GlideConfig) -> list[str]:
                    "the images without one are upsampled under the empty caption.")]
     if keys := _changed(cfg, PREVIEW_PROMPT_KEYS):
         also = (" (set preview.low_res to images for them to caption)"
-                if kind.startswith("upsample") else "")
-        return [f"{_are(keys)} ignored: {a_or_an(repr(kind))} model previews held-out "
-                f"images under their own captions{also}."]
-    return []
+                if kind == "upsample" else "")
+        notes.append(f"{_are(keys)} ignored: {a_or_an(repr(kind))} model previews held-out "
+                     f"images under their own captions{also}.")
+    return notes
 
 
 def _upsampler_preview_notes(cfg: GlideConfig) -> list[str]:

@@ -248,6 +248,22 @@ def test_a_preview_low_res_file_is_shrunk_with_the_run_s_low_res_filter(tiny, tm
     assert previewer.picture_record()["low_res_resample"] == "box"
 
 
+def test_an_upsample_inpaint_run_previews_held_out_images_whatever_preview_low_res(
+        tiny, tmp_path):
+    """preview.low_res on an upsample-inpaint run made its previews upsample those files with
+    no image and an all-hidden mask (what training never shows it: no inpainting seen), and
+    preview.prompts captioned them, without a word; the previews inpaint held-out images
+    (test_unused_keys: the files are said to be ignored)."""
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "low.png")
+    cfg = tiny(model=dict(kind="upsample-inpaint"), data=dict(resolution=32),
+               train=dict(steps=1), preview=dict(every=1, steps=1, prompts=["a"],
+                                                 low_res=[str(tmp_path / "low.png")]))
+    previewer = Trainer(cfg, quiet=True, kinds=("upsample", "upsample-inpaint")).previewer
+    assert previewer.masks is not None and previewer.reference is not None
+    assert len(previewer.prompts) == len(previewer.reference) > 1
+    assert "a" not in previewer.prompts  # each held-out image's own caption
+
+
 def test_upsampler_finetuned_at_another_resolution_previews_at_its_own_size(tiny, tmp_path):
     """A 32 px upsampler finetuned on 16 px crops (data.resolution) previews 8 → 32 px rows,
     as it samples; before, the 16 px reference beside the 32 px output was a traceback."""

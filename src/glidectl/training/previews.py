@@ -144,7 +144,9 @@ class Previewer:
             return
         if self.super_res:
             size = bundle.options.image_size // 4
-            if self.cfg.low_res:
+            # an inpainting upsampler previews held-out images with a rectangle hidden: a
+            # low-res file holds no image to inpaint (unused_keys says preview.low_res goes)
+            if self.cfg.low_res and not bundle.options.inpaint:
                 self.low_res = _load_low_res(list(self.cfg.low_res), size, self.notes,
                                              self.resample)
                 self.prompts = (prompts + [""] * len(self.cfg.low_res))[: len(self.cfg.low_res)]
