@@ -330,6 +330,34 @@ def test_inspect_preview_never_replaces_a_device(tmp_path, monkeypatch, capsys):
     assert fifo.is_fifo()
 
 
+def test_no_atomic_write_replaces_a_device_or_a_link_to_one(workdir, tmp_path, monkeypatch,
+                                                             capsys):
+    """Every file glidectl writes is a temp file renamed over its path: run as root,
+    `fit-steps --out /dev/full --overwrite` (or `export -o` onto a device) put a plain file
+    where the system's device was. A device, pipe or link to one is refused first."""
+    from glidectl.atomic import atomic_path
+    from glidectl.cli.app import main
+    from glidectl.errors import GlidectlError
+
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    (tmp_path / "link.json").symlink_to(fifo)
+    for path in (fifo, tmp_path / "link.json"):
+        with pytest.raises(GlidectlError, match=r"is no file \(a device or a pipe\), which the "
+                           "file written would replace"), atomic_path(path) as tmp:
+            tmp.write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit-steps", str(workdir / "tiny.safetensors"), "--prompt", "a red cube",
+              "--out", "pipe.json", "--overwrite"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "Error: --out 'pipe.json' is no file (a device or a pipe), which the file written "
+        "would replace; pass a file's path.\n")
+    assert fifo.is_fifo() and (tmp_path / "link.json").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "pipe.json"]
+
+
 def test_the_largest_seed_the_config_allows_trains(tmp_path, monkeypatch):
     """train.seed = 2**63-1 is in range: numpy's seeding (0 to 2**32-1) ended it in a
     ValueError traceback."""

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import threading
 import time
 import warnings
@@ -190,14 +191,30 @@ def fsync_tree(folder: Path) -> None:
     fsync_dir(Path(folder))
 
 
+def refuse_special(path: str | Path, what: str = "Output") -> None:
+    """One sentence when ``path`` is a device, pipe or socket, or a link to one
+    (``/dev/stdout``): a temp file renamed over it would take its place (as root, ``--out
+    /dev/full`` made /dev/full a plain file)."""
+    modes = []
+    for look in (os.lstat, os.stat):
+        with suppress(OSError):
+            modes.append(look(path).st_mode)
+    if any(stat.S_ISCHR(m) or stat.S_ISBLK(m) or stat.S_ISFIFO(m) or stat.S_ISSOCK(m)
+           for m in modes):
+        raise GlidectlError(f"{what} {str(path)!r} is no file (a device or a pipe), which the "
+                            "file written would replace; pass a file's path.")
+
+
 @contextmanager
 def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temp path to write; on success it replaces ``path`` (else it is removed).
-    A failed write (a full disk, a read-only folder) is a one-line :class:`WriteError`.
+    A failed write (a full disk, a read-only folder) is a one-line :class:`WriteError`; a
+    device or pipe at ``path`` is refused (:func:`refuse_special`).
 
     ``durable`` also fsyncs the file and its folder (checkpoints: survive a power cut).
     """
     path = Path(path)
+    refuse_special(path)
     tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

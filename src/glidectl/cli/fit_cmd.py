@@ -307,7 +307,9 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
                             "schedule file by that name.")
     if path.is_dir():
         raise GlidectlError(f"--out {str(path)!r} is a folder; name a FILE.json in it.")
-    from ..atomic import is_locked, probe_writable
+    from ..atomic import is_locked, probe_writable, refuse_special
+
+    refuse_special(path, "--out")  # before the fit: its file is renamed over FILE
 
     if is_locked(_lock_path(path)):  # its file is half-fitted, not a stopped fit's
         raise GlidectlError(_busy(path))
