@@ -777,6 +777,26 @@ def test_non_square_inputs_use_their_centre_square_and_say_so(tmp_path) -> None:
             inpaint_mask=tmp_path / "square.png")
 
 
+def test_every_inpainting_stage_without_inputs_is_said() -> None:
+    """An upsample-inpaint upsampler behind a plain base, given no inpaint image and mask,
+    upsampled with an all-hidden mask without a word (one behind --base none was said)."""
+    from glidectl.pipeline import GlidePipeline
+
+    kw = dict(steps=1, sampler="euler", upsample_steps=1, upsample_sampler="euler",
+              output="tensor")
+    for base, words in (("base", "An upsample-inpaint model without"),
+                        ("base-inpaint", "A base-inpaint and an upsample-inpaint model "
+                                         "without an inpaint image and mask draw the whole")):
+        said: list[str] = []
+        GlidePipeline(tiny_glide(base, 2), tiny_glide("upsample-inpaint", 3)).generate(
+            ["a"], warn=said.append, **kw)
+        assert [s for s in said if "whole picture" in s and s.startswith(words)], said
+    said = []
+    GlidePipeline(tiny_glide("base", 2), tiny_glide("upsample", 3)).generate(
+        ["a"], warn=said.append, **kw)
+    assert not [s for s in said if "whole picture" in s], said
+
+
 def test_a_colour_mask_is_said_the_image_and_mask_swapped(tmp_path) -> None:
     """The photo given as the mask (image and mask swapped) was read by its brightness
     without a word; a black and white mask, or a photo with a transparent hole, is not."""

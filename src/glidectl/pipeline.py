@@ -434,9 +434,14 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
             messages.append(unfitted_warning(opts.schedule, opts.steps, spec, up, **sampled))
             messages.append(weights)
         first = self.base if low_res is None else self.upsampler
-        if first is not None and first.options.inpaint and inpaint_image is None:
-            messages.append(f"{a_or_an(first.options.kind).capitalize()} model without an "
-                            "inpaint image and mask draws the whole picture.")
+        # every inpainting stage that runs (an upsample-inpaint one behind a plain base too)
+        kinds = [m.options.kind for m in (first, self.upsampler) if m is not None and
+                 m.options.inpaint]
+        if kinds and inpaint_image is None:
+            kinds = list(dict.fromkeys(kinds))
+            messages.append(f"{' and '.join(map(a_or_an, kinds)).capitalize()} model without "
+                            "an inpaint image and mask "
+                            f"{'draws' if len(kinds) == 1 else 'draw'} the whole picture.")
         messages += input_messages({"low-res image": low_res, "inpaint image": inpaint_image,
                                     "inpaint mask": inpaint_mask},
                                    self.upsampler.options.low_res_size
