@@ -123,20 +123,30 @@ def test_ema_feeds_previews_and_exports_but_never_the_training_weights(tiny, mon
         assert torch.equal(exported_ema[name], s), name
 
 
-def test_nonfinite_losses_are_skipped_then_stop_the_run(tiny, monkeypatch):
-    cfg = tiny(train=dict(steps=20, max_nonfinite=3))
-    trainer = Trainer(cfg, quiet=True)
+def _change_losses(trainer, monkeypatch, change) -> None:
+    """The trainer's training losses, each changed in place by ``change(call, out)`` (call:
+    1, 2, … as the loop asks for them)."""
     calls = {"n": 0}
     real = trainer.bundle.diffusion.training_losses
 
-    def flaky(*args, **kwargs):
+    def changed(*args, **kwargs):
         calls["n"] += 1
         out = real(*args, **kwargs)
-        if calls["n"] in (2,) or calls["n"] >= 4:
-            out["loss"] = out["loss"] * float("nan")
+        change(calls["n"], out)
         return out
 
-    monkeypatch.setattr(trainer.bundle.diffusion, "training_losses", flaky)
+    monkeypatch.setattr(trainer.bundle.diffusion, "training_losses", changed)
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tiny, monkeypatch):
+    cfg = tiny(train=dict(steps=20, max_nonfinite=3))
+    trainer = Trainer(cfg, quiet=True)
+
+    def flaky(call, out):
+        if call in (2,) or call >= 4:
+            out["loss"] = out["loss"] * float("nan")
+
+    _change_losses(trainer, monkeypatch, flaky)
     before = [p.detach().clone() for p in trainer.params]
     with pytest.raises(GlidectlError, match="3 steps in a row"):
         trainer.run()
@@ -151,17 +161,12 @@ def test_a_nan_gradient_under_a_finite_loss_is_skipped_and_never_saved(tiny, mon
     went NaN, and the step's checkpoint saved them as ``latest``."""
     cfg = tiny(train=dict(steps=8, max_nonfinite=3, ema_decay=0.5), checkpoint=dict(every=2))
     trainer = Trainer(cfg, quiet=True)
-    calls = {"n": 0}
-    real = trainer.bundle.diffusion.training_losses
 
-    def nan_gradient(*args, **kwargs):
-        calls["n"] += 1
-        out = real(*args, **kwargs)
-        if calls["n"] >= 4:  # sqrt's gradient at 0 is inf, times 0: NaN; the value stays
+    def nan_gradient(call, out):
+        if call >= 4:  # sqrt's gradient at 0 is inf, times 0: NaN; the value stays
             out["loss"] = out["loss"] + torch.sqrt(out["loss"] * 0) * 0
-        return out
 
-    monkeypatch.setattr(trainer.bundle.diffusion, "training_losses", nan_gradient)
+    _change_losses(trainer, monkeypatch, nan_gradient)
     with pytest.raises(GlidectlError, match=r"at step 4: the gradient norm was nan for 3 steps "
                        r"in a row.*its last checkpoint is '.*step-000002': resume with"):
         trainer.run()
