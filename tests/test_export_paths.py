@@ -214,6 +214,25 @@ def test_a_pruned_step_is_said_as_pruned_with_the_steps_kept(run, tmp_path):
     assert cli("export", gone, "-o", tmp_path / "o.safetensors") == 2
 
 
+def test_a_best_checkpoint_a_run_never_kept_names_keep_best(run, tmp_path):
+    """`export RUN/checkpoints/best` (or `--base` of it) of a run without checkpoint.keep_best
+    said "Run … does not exist; pass a runs/<name> folder" of a run that is there."""
+    from glidectl.errors import GlidectlError
+    from glidectl.glide.loading import resolve_spec
+
+    best = run / "checkpoints" / "best"
+    said = (f"{str(best)!r} is not there: its run keeps no best checkpoint (that takes "
+            "checkpoint.keep_best = true with a [validation] section); pass the run folder "
+            "for its latest, or one of its step-N folders.")
+    with pytest.raises(GlidectlError) as info:
+        resolve_spec(best)
+    assert str(info.value) == said
+    assert cli("export", best, "-o", tmp_path / "b.safetensors") == 2
+    (run / "config.toml").write_text("[checkpoint]\nkeep_best = true\n")
+    with pytest.raises(GlidectlError, match="its run has no best checkpoint yet"):
+        resolve_spec(best)
+
+
 def test_a_step_past_the_last_set_aside_or_never_written_is_said_as_such(run, tmp_path):
     """Every missing step was said to be pruned by checkpoint.keep_last: one newer than the
     run's last checkpoint, one a resume from an earlier checkpoint set aside (named where),

@@ -257,8 +257,17 @@ def set_aside_copies(checkpoints: Path, step: int) -> list[Path]:
 def missing_step(path: Path) -> str | None:
     """The sentence for ``RUN/checkpoints/step-N`` that is not there while its run is: set
     aside by a resume from an earlier checkpoint (named), past the run's newest checkpoint,
-    or pruned (``checkpoint.keep_last``), naming the steps kept; else None."""
+    or pruned (``checkpoint.keep_last``), naming the steps kept; for ``RUN/checkpoints/best``
+    of a run that keeps none; else None."""
     path = Path(path)
+    if path.name == BEST and path.parent.name == CHECKPOINTS_DIR and path.parent.is_dir() \
+            and not path.exists():  # an export or --base of RUN/checkpoints/best
+        why = ("has no best checkpoint yet (none was validated at a checkpoint)"
+               if run_setting(path.parent.parent, "checkpoint", "keep_best") is True else
+               "keeps no best checkpoint (that takes checkpoint.keep_best = true with a "
+               "[validation] section)")
+        return (f"{str(path)!r} is not there: its run {why}; pass the run folder for its "
+                "latest, or one of its step-N folders.")
     if path.exists() or not STEP_RE.fullmatch(path.name) or path.parent.name != CHECKPOINTS_DIR \
             or not path.parent.is_dir():
         return None
