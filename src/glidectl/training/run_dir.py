@@ -484,13 +484,9 @@ def tidy_run(run: runs.RunDir, checkpoints: CheckpointManager, step: int,
 
 def _recorded_keep_last(run: runs.RunDir) -> int:
     """``checkpoint.keep_last`` as the run's ``config.toml`` records it (0, keep all, when
-    it cannot be read)."""
-    from ..config import load_config
-
-    try:
-        return load_config(run.config).checkpoint.keep_last
-    except (GlidectlError, OSError):
-        return 0
+    it cannot be read or is no count)."""
+    keep = runs.run_setting(run.root, "checkpoint", "keep_last")
+    return keep if isinstance(keep, int) and not isinstance(keep, bool) and keep >= 0 else 0
 
 
 def resume_hint(run: runs.RunDir) -> str:
