@@ -201,17 +201,22 @@ def test_a_run_s_best_pointer_names_its_checkpoint_for_export_and_sample(run, tm
 
 def test_a_pruned_step_is_said_as_pruned_with_the_steps_kept(run, tmp_path):
     """checkpoint.keep_last removed it: said so, with what is kept, by export and sample."""
+    gone = run / "checkpoints" / "step-000001"
+    _said_by_sample_and_export(gone, (
+        f"{str(gone)!r} is not there: its run keeps 1 checkpoint (step-000002; "
+        "checkpoint.keep_last prunes older steps); pass one of those, or the run folder for "
+        "its latest."), tmp_path)
+
+
+def _said_by_sample_and_export(path: Path, said: str, tmp_path: Path) -> None:
+    """``said`` is the error of a model spec ``path``, and export of it exits 2."""
     from glidectl.errors import GlidectlError
     from glidectl.glide.loading import resolve_spec
 
-    gone = run / "checkpoints" / "step-000001"
-    said = (f"{str(gone)!r} is not there: its run keeps 1 checkpoint (step-000002; "
-            "checkpoint.keep_last prunes older steps); pass one of those, or the run folder "
-            "for its latest.")
     with pytest.raises(GlidectlError) as info:
-        resolve_spec(gone)
+        resolve_spec(path)
     assert str(info.value) == said
-    assert cli("export", gone, "-o", tmp_path / "o.safetensors") == 2
+    assert cli("export", path, "-o", tmp_path / "o.safetensors") == 2
 
 
 def test_a_best_checkpoint_a_run_never_kept_names_keep_best(run, tmp_path):
@@ -221,13 +226,10 @@ def test_a_best_checkpoint_a_run_never_kept_names_keep_best(run, tmp_path):
     from glidectl.glide.loading import resolve_spec
 
     best = run / "checkpoints" / "best"
-    said = (f"{str(best)!r} is not there: its run keeps no best checkpoint (that takes "
-            "checkpoint.keep_best = true with a [validation] section); pass the run folder "
-            "for its latest, or one of its step-N folders.")
-    with pytest.raises(GlidectlError) as info:
-        resolve_spec(best)
-    assert str(info.value) == said
-    assert cli("export", best, "-o", tmp_path / "b.safetensors") == 2
+    _said_by_sample_and_export(best, (
+        f"{str(best)!r} is not there: its run keeps no best checkpoint (that takes "
+        "checkpoint.keep_best = true with a [validation] section); pass the run folder for "
+        "its latest, or one of its step-N folders."), tmp_path)
     (run / "config.toml").write_text("[checkpoint]\nkeep_best = true\n")
     with pytest.raises(GlidectlError, match="its run has no best checkpoint yet"):
         resolve_spec(best)
