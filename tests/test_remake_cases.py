@@ -55,6 +55,27 @@ def test_an_upsampled_low_res_png_is_made_again_and_its_image_checked(models, ca
     assert not np.array_equal(pixels(now), pixels(png))
 
 
+def test_an_upsampler_guidance_or_low_res_the_png_left_unset_is_said_to_differ(tmp_path):
+    """A two-stage PNG made without upsampler guidance records none: --upsample-guidance 3
+    (or a --low-res image, which replaces the base sample) makes another picture and is
+    said so; --upsample-guidance 1, guidance off, is no change."""
+    from glidectl.images import save_png
+    from glidectl.remake_records import read_remake
+
+    rec = {"prompt": "a", "seed": 0, "glidectl": "0.1.0", "base": "b.safetensors",
+           "upsampler": "u.safetensors", "sampler": "ddpm", "steps": "2", "guidance": 2.0,
+           "upsample_sampler": "ddpm", "upsample_steps": "2", "upsample_schedule": "respaced",
+           "upsample_temp": 0.997, "batch_size": 1, "grey": False, "precision": "fp32"}
+    png = save_png(Image.new("RGB", (8, 8)), tmp_path / "two.png",
+                   {"parameters": json.dumps(rec)})
+    for given, said in (({"upsample_guidance": 3.0}, "--upsample-guidance 3.0"),
+                        ({"low_res": Path("me.png")}, "--low-res me.png"),
+                        ({"upsample_guidance": 1.0}, None)):
+        lines = read_remake(png).apply({"prompts": [], **given}, set(given))
+        assert lines == ([f"Not as {png} records: {said} (given); the image will differ."]
+                         if said else [])
+
+
 def test_a_low_res_image_shrunk_with_the_upsampler_s_filter_is_made_again_with_it(
         capsys, tmp_path):
     """A 32 px --low-res image for a box-trained upsampler of 8 px input is shrunk with box

@@ -63,6 +63,9 @@ class Remake:
     # settings an older record leaves open: key -> (the other value it may mean, a line
     # saying so, shown unless the key is given; given, that value is no change)
     open_values: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # settings the record leaves unset (input images, upsampler guidance) -> the value that
+    # means the same (None too): a flag giving another makes another picture
+    unset: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -80,6 +83,8 @@ class Remake:
         changed += [f"{_flag(p.param)} {params[p.param]} (not the file that made it)"
                     for p in self.pinned if p.param in given & hashed
                     and not _holds(p, params[p.param])]
+        changed += [f"{_flag(k)} {params[k]}" for k in sorted(given & set(self.unset))
+                    if params[k] not in (None, self.unset[k])]
         if "prompts" in given:
             if [self._prompt_given(p) for p in params["prompts"]] != self.values["prompts"]:
                 changed.insert(0, "the prompt")

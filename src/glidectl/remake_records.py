@@ -114,7 +114,10 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
         _damaged(png, "prompt", rec["prompt"])
     values["prompts"] = [rec["prompt"]]
     source = "web UI" if "request_seed" in rec and "load_s" in rec else "sample"
-    remake = Remake(png, source, values, prompt_sha256=rec.get("prompt_sha256"),
+    unset = {k: None for k in PATHS if not rec.get(k)}  # given, another input
+    if "upsample_sampler" in rec and rec.get("upsample_guidance") is None:
+        unset["upsample_guidance"] = 1.0  # guidance off, as --upsample-guidance 1 says it
+    remake = Remake(png, source, values, unset=unset, prompt_sha256=rec.get("prompt_sha256"),
                     plugins=rec.get("plugins"), plugins_known="plugins" in rec,
                     vocab_sha256=rec.get("vocab_sha256"),
                     api_only={k: rec[k] for k in API_ONLY if k in rec} | _top_sigma(rec),
