@@ -76,6 +76,22 @@ def test_an_upsampler_guidance_or_low_res_the_png_left_unset_is_said_to_differ(t
                          if said else [])
 
 
+def test_a_base_given_to_a_low_res_png_is_no_change(tmp_path):
+    """--low-res upsamples its image with no base sample, so --base on the remake of such a
+    PNG (sample says it is not used) does not change the image and is not said to."""
+    from glidectl.images import save_png
+    from glidectl.remake_records import read_remake
+
+    low = noise_png(tmp_path / "low.png", 0)
+    rec = {"prompt": "a", "seed": 0, "glidectl": "0.1.0", "upsampler": "u.safetensors",
+           "upsample_sampler": "ddpm", "upsample_steps": "2", "upsample_schedule": "respaced",
+           "upsample_temp": 0.997, "batch_size": 1, "grey": False, "precision": "fp32",
+           "low_res": str(low),
+           "low_res_sha256": hashlib.sha256(low.read_bytes()).hexdigest()}
+    png = save_png(Image.new("RGB", (8, 8)), tmp_path / "up.png", {"parameters": json.dumps(rec)})
+    assert read_remake(png).apply({"prompts": [], "base": "b.safetensors"}, {"base"}) == []
+
+
 def test_a_low_res_image_shrunk_with_the_upsampler_s_filter_is_made_again_with_it(
         capsys, tmp_path):
     """A 32 px --low-res image for a box-trained upsampler of 8 px input is shrunk with box

@@ -76,12 +76,14 @@ class Remake:
         on the command line, after checking the files they name; set the request to remake
         the one image (:attr:`kept`). Returns lines saying what differs from the record."""
         hashed = {p.param for p in self.pinned if p.sha256 and p.param != "lora"}
-        changed = [f"{_flag(k)} {params[k]}" for k in sorted(given & set(self.values))
+        low_res = params.get("low_res") if "low_res" in given else self.values.get("low_res")
+        unused = {"base"} if low_res else set()  # --low-res upsamples it, no base sample
+        changed = [f"{_flag(k)} {params[k]}" for k in sorted(given & set(self.values) - unused)
                    if k not in ("prompts", "lora", "vocab_dir", *hashed)
                    and str(params[k]) not in (str(self.values[k]),
                                               self.open_values.get(k, ("",))[0])]
         changed += [f"{_flag(p.param)} {params[p.param]} (not the file that made it)"
-                    for p in self.pinned if p.param in given & hashed
+                    for p in self.pinned if p.param in given & hashed - unused
                     and not _holds(p, params[p.param])]
         changed += [f"{_flag(k)} {params[k]}" for k in sorted(given & set(self.unset))
                     if params[k] not in (None, self.unset[k])]
