@@ -39,7 +39,13 @@ from glidectl.samplers.analytic import GaussianMixtureDenoiser
 from glidectl.samplers.schedules import build_sigmas
 from glidectl.samplers.tuned import is_schedule_file, read_coefficients
 from glidectl.sampling import PRECISIONS
-from glidectl.step_fitting import errors, guided_denoiser, model_guidance, steps_for_calls
+from glidectl.step_fitting import (
+    errors,
+    guided_denoiser,
+    model_guidance,
+    require_base,
+    steps_for_calls,
+)
 
 SAMPLERS = ("ddim", "euler", "heun", "dpm++2m", "dpm++3m", "unipc", "unipc_bh1", "deis",
             "ipndm")
@@ -187,6 +193,7 @@ def model_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     from glidectl.glide.loading import load_model
 
     model = load_model(args.model).eval()
+    require_base(model, args.model, "--model takes")
     prompts = demo_prompts(args.images)
     guidance = model_guidance(args.model, args.guidance)
     den = guided_denoiser(model, prompts, guidance)
@@ -228,6 +235,10 @@ def upsampler_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     from glidectl.samplers.noise import image_generators, per_image_noise_sampler
 
     model = load_model(args.upsampler).eval()
+    if not model.options.super_res or model.options.inpaint:
+        raise GlidectlError(f"--upsampler takes upsamplers, not {model.options.kind} models "
+                            f"like {args.upsampler!r}; pass an upsampler (a base model goes "
+                            "to --model).")
     small = model.options.low_res_size
     size = model.options.image_size
     demos = [make_demo_sample("shapes", 10_000 + i, size) for i in range(args.images)]

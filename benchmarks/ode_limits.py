@@ -66,6 +66,7 @@ from glidectl.step_fitting import (
     errors,
     guided_denoiser,
     model_guidance,
+    require_base,
     steps_for_calls,
 )
 
@@ -153,6 +154,7 @@ def model_limits(args: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     model = load_model(args.model).eval()
+    require_base(model, args.model, "--model takes")
     n, size = args.images, model.options.image_size
     prompts, guidance = demo_prompts(n), model_guidance(args.model, args.guidance)
     den = guided_denoiser(model, prompts, guidance)

@@ -66,7 +66,13 @@ def tune_model(args: argparse.Namespace) -> None:
 
     from glidectl.cli.fit_cmd import check_out, check_start, default_out
     from glidectl.glide.loading import load_model
-    from glidectl.step_fitting import check_method, fit_steps, model_guidance, reference
+    from glidectl.step_fitting import (
+        check_method,
+        fit_steps,
+        model_guidance,
+        reference,
+        require_base,
+    )
 
     sampler = args.sampler or "unipc"
     check_method(args.method, sampler, args.steps)
@@ -77,6 +83,7 @@ def tune_model(args: argparse.Namespace) -> None:
     if args.start:
         check_start(Path(args.start), path)
     model = load_model(args.model).eval()
+    require_base(model, args.model, "--model takes")
     guidance = model_guidance(args.model, args.guidance)
     prompts = demo_prompts(args.images, seed=1)
     target = reference(model, prompts, guidance, seed=1, steps=args.reference_steps,

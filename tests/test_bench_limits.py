@@ -126,6 +126,33 @@ def test_a_model_that_is_not_there_is_one_line(tmp_path, monkeypatch, capsys) ->
     assert ended.value.code == 2 and "does not exist" in capsys.readouterr().err
 
 
+def test_a_model_of_the_wrong_kind_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """An upsampler as --model (a base model as bench_samplers' --upsampler) was a
+    ValueError/TypeError traceback from the network; an inpainting base, a silent sweep
+    without its inpaint inputs."""
+    import runpy
+
+    from test_pipeline import tiny_glide
+
+    from glidectl.glide import save_weights
+
+    up = save_weights(tiny_glide("upsample", 1), tmp_path / "up.safetensors")
+    inpaint = save_weights(tiny_glide("base-inpaint", 2), tmp_path / "inpaint.safetensors")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    cases = [("bench_samplers.py", ["--skip-gmm", "--model", up], "not upsample models"),
+             ("bench_samplers.py", ["--skip-gmm", "--upsampler", inpaint], "not base-inpaint"),
+             ("ode_limits.py", ["--skip-gmm", "--model", inpaint], "not base-inpaint"),
+             ("tune_schedule.py", ["--model", up, "--out", tmp_path / "s.json"],
+              "not upsample models")]
+    for script, extra, said in cases:
+        monkeypatch.setattr(sys, "argv", [script, *map(str, extra)])
+        with pytest.raises(SystemExit) as ended:
+            runpy.run_path(str(ROOT / "benchmarks" / script), run_name="__main__")
+        err = capsys.readouterr().err.strip().splitlines()
+        assert ended.value.code == 2 and len(err) == 1 and said in err[0], (script, err)
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_benchmark_counts_below_one_are_argparse_errors(monkeypatch) -> None:
     """A count of 0 or a word is argparse's one line (exit 2), not a traceback at the end."""
     import argparse

@@ -69,6 +69,15 @@ def model_grey(spec: str, given: bool | None) -> bool:
     return recommended_settings(resolve_spec(spec)).get("grey") is True
 
 
+def require_base(model: torch.nn.Module, spec: str, who: str = "fit-steps fits") -> None:
+    """One sentence unless ``model`` is a text-to-image base model: the ODE fitted (and the
+    step benchmarks score) takes no low-res or inpaint image. ``who`` starts it."""
+    opts = model.options
+    if opts.super_res or opts.inpaint:
+        raise GlidectlError(f"{who} text-to-image base models, not {opts.kind} models like "
+                            f"{spec!r}; pass a base model.")
+
+
 def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float,
                     grey: bool = False, sampler: str = "unipc") -> GlideDenoiser:
     """The denoiser ``sample`` builds for ``sampler`` (:func:`.sampling.stage_denoiser`):
