@@ -397,7 +397,8 @@ def test_overwriting_keeps_the_old_file_until_every_count_is_fitted(glidectl, we
     assert code != 0 and out.read_text() == old, stderr  # interrupted: the old file whole
     partial = tmp_path / "s.partial.json"
     assert list(read_schedule_file(partial)) == [3]
-    assert f"the counts fitted so far are in {str(partial)!r}, not 5 steps." in stderr
+    assert (f"the counts fitted so far are in {str(partial)!r}, not 5 steps; run the same "
+            "command again") in stderr
     code, _, stderr = glidectl(*args)
     assert code == 0, stderr
     assert sorted(read_schedule_file(out)) == [3, 5] and not partial.exists()
@@ -560,6 +561,23 @@ def test_a_stopped_fit_to_a_new_file_says_the_counts_fitted_are_in_it(glidectl, 
     assert code == 130 and list(read_schedule_file(out)) == [3], stderr
     assert (f"stopped: the counts fitted so far are in {str(out)!r} (usable with --schedule, "
             "not 5 steps); run again with --overwrite") in stderr
+
+
+def test_a_stopped_fit_ends_on_its_line_of_what_to_do(glidectl, weights, tmp_path) -> None:
+    """Ctrl-C after a count was fitted: the "stopped: …" line is the last one (exit 130),
+    for a new file and for a refit, which also says to run it again. Before, both were
+    followed by "Error: Aborted.", and the refit's line said nothing of going on."""
+    out = tmp_path / "s.json"
+    fit = ("fit-steps", weights["base"], "--prompt", "a cat", "--images", "1",
+           "--reference-steps", "10", "--rounds", "1", "--check-images", "0", "--out", out,
+           "--calls", "2", "--calls", "3")
+    for extra, end in (((), "run again with --overwrite to fit every count."),
+                       (("--overwrite",), "; run the same command again to fit every count.")):
+        with ctrl_c_at(3):
+            code, _, stderr = glidectl(*fit, *extra)
+        last = stderr.strip().splitlines()[-1]
+        assert code == 130 and last.startswith("stopped: ") and last.endswith(end), stderr
+        assert "Aborted" not in stderr
 
 
 def test_a_full_disk_at_a_count_says_that_fit_is_lost_and_what_the_file_keeps(

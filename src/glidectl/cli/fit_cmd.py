@@ -203,14 +203,20 @@ def register(app: typer.Typer) -> None:
                  images if check_images is None else check_images, checked,
                  dict(rounds=rounds, evals=evals, fixed_sigmas=fixed_sigmas,
                       start=str(start) if start else None))
-        except (KeyboardInterrupt, GlidectlError):
+        except (KeyboardInterrupt, GlidectlError) as exc:
+            said = True
             if write_to != path and _mtime(write_to) not in (None, earlier):
                 typer.echo(f"stopped: {str(path)!r} is unchanged; the counts fitted so far "
-                           f"are in {str(write_to)!r}{_lacking(write_to)}.", err=True)
+                           f"are in {str(write_to)!r}{_lacking(write_to)}; run the same "
+                           "command again to fit every count.", err=True)
             elif write_to == path and _mtime(path) is not None:  # a new file, part-written
                 typer.echo(f"stopped: the counts fitted so far are in {str(path)!r} (usable "
                            f"with --schedule{_lacking(path)}); run again with --overwrite "
                            "to fit every count.", err=True)
+            else:
+                said = False
+            if said and isinstance(exc, KeyboardInterrupt):  # the line above ends it, exit 130
+                raise typer.Exit(130) from None
             raise
         finally:
             if lock is not None:
