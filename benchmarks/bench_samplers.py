@@ -36,8 +36,8 @@ from glidectl import plugins
 from glidectl.errors import GlidectlError
 from glidectl.samplers import get_sigmas
 from glidectl.samplers.analytic import GaussianMixtureDenoiser
-from glidectl.samplers.schedules import build_sigmas
-from glidectl.samplers.tuned import is_schedule_file, read_coefficients
+from glidectl.samplers.schedules import build_sigmas, check_schedule_name
+from glidectl.samplers.tuned import is_schedule_file, read_coefficients, read_schedule_file
 from glidectl.sampling import PRECISIONS
 from glidectl.step_fitting import (
     errors,
@@ -273,6 +273,18 @@ def upsampler_problem(args: argparse.Namespace) -> tuple[list, list, dict]:
     return rows, summarise("upsampler", rows, fast27), fast27
 
 
+def check_names(args: argparse.Namespace) -> None:
+    """One line, before the mixture sweep and the model's references, for a sampler or
+    schedule the model and upsampler sweeps cannot use (an unknown name, a schedule file
+    that is not there or not one)."""
+    for name in (*args.model_samplers, *args.upsampler_samplers):
+        plugins.samplers().get(name)
+    for schedule in args.model_schedules:
+        check_schedule_name(schedule)
+        if is_schedule_file(schedule):
+            read_schedule_file(schedule)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=positive_int, default=1024, help="gmm samples")
@@ -309,6 +321,7 @@ def main() -> None:
     if args.gmm_bespoke and args.skip_gmm:
         parser.error("--gmm-bespoke fits and scores a solver on the mixture, which --skip-gmm "
                      "skips; drop one of them")
+    check_names(args)
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"rows": [], "summary": [], "baseline": {}}
     problems = ([] if args.skip_gmm else [("gmm", gmm_problem)]) + (

@@ -153,6 +153,27 @@ def test_a_model_of_the_wrong_kind_is_one_line(tmp_path, monkeypatch, capsys) ->
     assert not (tmp_path / "s.json").exists()
 
 
+def test_bench_samplers_checks_its_sampler_and_schedule_names_first(tmp_path, monkeypatch,
+                                                                   capsys) -> None:
+    """A typo in --model-samplers / --upsampler-samplers / --model-schedules (or a schedule
+    file that is not there) was said after the mixture sweep and the model's 500-step
+    reference: minutes of work, then the line. Now it is said first."""
+    import runpy
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    none = str(tmp_path / "none")  # said after the names: the names come first
+    for bad, said in ((["--model-samplers", "eulr"], "Unknown sampler 'eulr'"),
+                      (["--upsampler-samplers", "eulr"], "Unknown sampler 'eulr'"),
+                      (["--model-schedules", "karas"], "Unknown schedule 'karas'"),
+                      (["--model-schedules", str(tmp_path / "s.json")], "does not exist")):
+        monkeypatch.setattr(sys, "argv", ["bench_samplers.py", "--samples", "2", "--model",
+                                          none, *bad])
+        with pytest.raises(SystemExit) as ended:
+            runpy.run_path(str(ROOT / "benchmarks" / "bench_samplers.py"), run_name="__main__")
+        out, err = capsys.readouterr()
+        assert ended.value.code == 2 and said in err and not out, (bad, out, err)
+
+
 def test_benchmark_counts_below_one_are_argparse_errors(monkeypatch) -> None:
     """A count of 0 or a word is argparse's one line (exit 2), not a traceback at the end."""
     import argparse

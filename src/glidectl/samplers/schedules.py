@@ -159,6 +159,23 @@ def get_sigmas(schedule: str | os.PathLike, n: int, sigma_min: float, sigma_max:
     return sigmas
 
 
+def check_schedule_name(schedule: str) -> None:
+    """One line with the nearest match unless ``schedule`` is ``respaced``, a registered
+    schedule or a schedule file's name (``*.json``; the file itself is not read)."""
+    if schedule == "respaced":
+        return
+    try:
+        schedule_fn(schedule)
+    except PluginError:  # a plugin's register_schedules failed: its own line, no list
+        raise
+    except GlidectlError:  # … and the two kinds of schedule that are not registered
+        from .. import plugins
+
+        raise GlidectlError(plugins.schedules().unknown_message(
+            schedule, also=", respaced (GLIDE's own timesteps), or a schedule file FILE.json "
+            "from glidectl fit-steps")) from None
+
+
 def build_sigmas(
     schedule: str | os.PathLike,
     steps: int | str,
@@ -186,16 +203,7 @@ def build_sigmas(
                         "model's own", value)
     if schedule == "respaced":
         return get_sigmas_respaced(table, respaced_timesteps(len(table), str(steps)))
-    try:
-        schedule_fn(schedule)  # an unknown name: one line with the nearest match
-    except PluginError:  # a plugin's register_schedules failed: its own line, no list
-        raise
-    except GlidectlError:  # … and the two kinds of schedule that are not registered
-        from .. import plugins
-
-        raise GlidectlError(plugins.schedules().unknown_message(
-            schedule, also=", respaced (GLIDE's own timesteps), or a schedule file FILE.json "
-            "from glidectl fit-steps")) from None
+    check_schedule_name(schedule)
     if not plain_number(str(steps), int) or int(steps) < 1:  # not int()'s 1_0, ٣ or ²
         numeric = re.fullmatch(r"[+-]?\d*\.?\d+(e[+-]?\d+)?", str(steps).strip(), re.I) is not None
         try:
