@@ -1513,6 +1513,30 @@ def test_an_adapter_with_no_model_of_its_kind_names_the_flag_that_loads_one(tmp_
         err.value)
 
 
+@pytest.mark.parametrize("kind, base, upsampler, said", [
+    ("upsample", "openai:base", "none", "load an upsample model (upsampler)"),
+    ("base", "none", "openai:upsample", "load a base model (base)"),
+    ("base", "openai:base", "none", "different base architecture (image_size=32 there, 64"),
+    ("upsample", "openai:base", "auto", "different upsample architecture (image_size=32"),
+])
+def test_an_adapter_no_model_will_take_is_said_before_any_model_loads(tmp_path, monkeypatch,
+                                                                      kind, base, upsampler,
+                                                                      said):
+    """`sample PROMPT --lora runs/upsampler-lora` (no --upsampler) downloaded OpenAI's base
+    (offline: said it could not) before naming --upsampler; a tiny run's adapter behind
+    openai:base downloaded it before naming the architecture. Both are said first now."""
+    import glidectl.glide.loading as loading
+    from glidectl.pipeline import GlidePipeline
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(loading, "load_model", no_load)
+    _, adapter, _ = trained_adapter(tmp_path, kind=kind, cfg=LoraConfig(targets=["mlp"]))
+    with pytest.raises(GlidectlError, match=re.escape(said)):
+        GlidePipeline.from_specs(base, upsampler, loras=[str(adapter)], device="cpu")
+
+
 def test_example_lora_recipe_is_a_valid_config():
     from pathlib import Path
 

@@ -56,24 +56,28 @@ def check_models(base: str | None, upsampler: str | None, alone: bool = False) -
     the wrong kind or size for its stage (``alone``: the upsampler runs without a base, on
     ``--low-res`` input). Reads no weights (a .safetensors header only) and downloads
     nothing."""
-    from .glide.checkpoints import metadata_options
-    from .glide.loading import check_spec
-    from .glide.options import KINDS, official_options
     from .pipeline import check_pair
 
     found, names = {}, {}
     for stage, spec in (("base", base), ("upsample", upsampler)):
-        if not spec:
-            continue
-        path, options = check_spec(spec), None
-        if path is None:  # a model source's, not downloaded: OpenAI's are known
-            source, _, name = str(spec).partition(":")
-            options = official_options(name) if source == "openai" and name in KINDS else None
-        elif path.suffix == ".safetensors":
-            options = metadata_options(path)
-        if options is not None:
+        if spec and (options := known_options(spec)) is not None:
             found[stage], names[stage] = options, spec
     check_pair(found.get("base"), found.get("upsample"), names, alone)
+
+
+def known_options(spec: str) -> Any:
+    """The model options of ``spec`` known without reading weights or downloading (OpenAI's
+    models by name, a .safetensors file's header), else None; a spec naming no model is
+    :func:`~glidectl.glide.loading.check_spec`'s sentence."""
+    from .glide.checkpoints import metadata_options
+    from .glide.loading import check_spec
+    from .glide.options import KINDS, official_options
+
+    path = check_spec(spec)
+    if path is None:  # a model source's, not downloaded: OpenAI's are known
+        source, _, name = str(spec).partition(":")
+        return official_options(name) if source == "openai" and name in KINDS else None
+    return metadata_options(path) if path.suffix == ".safetensors" else None
 
 
 def model_cost(options: Any, batch: int, guided: bool) -> dict[str, Any]:

@@ -222,6 +222,10 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
         chosen = pick_precision(precision, dev)
         base = None if base in ("", "none") else base  # as `sample --base none`
         up_spec = resolve_upsampler(base, upsampler)
+        if loras:  # an adapter no model will take: said before any model loads
+            from .lora import check_adapter_stages
+
+            check_adapter_stages(loras, base, up_spec)
         models: dict[str, torch.nn.Module | None] = {"base": None, "upsample": None}
         records: dict[str, ModelRecord] = {}
 

@@ -30,6 +30,7 @@ _LAZY = {
     "attach_adapter": "apply",
     "apply_loras": "apply",
     "apply_loras_by_kind": "apply",
+    "check_adapter_stages": "apply",
     "check_base": "apply",
     "merge_adapter": "apply",
     "merge_and_unload": "apply",

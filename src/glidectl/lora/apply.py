@@ -53,15 +53,7 @@ def check_base(
             f"but is being loaded onto {a_or_an(repr(options.kind))} model; use it with "
             f"{a_or_an(kind)} model."
         )
-    saved = meta.get("model_options") or {}
-    diffs = [k for k in _ARCH_OPTIONS if k in saved and saved[k] != getattr(options, k, None)]
-    if diffs:
-        k = diffs[0]
-        raise GlidectlError(
-            f"LoRA adapter {str(adapter.path)!r} was trained on a different {kind or 'model'} "
-            f"architecture ({k}={saved[k]!r} there, {getattr(options, k)!r} here); load it onto "
-            f"its base model {meta.get('base_model') or '(unknown)'!r}."
-        )
+    _check_architecture(adapter, options)
     if check_hash and _warn_merged_already(model, adapter):
         return
     want = meta.get("base_sha256")
@@ -72,6 +64,22 @@ def check_base(
             f"LoRA adapter {str(adapter.path)!r} was trained on other weights "
             f"({meta.get('base_model') or 'unknown base'}); results may differ.",
             LoraMismatchWarning, stacklevel=3,
+        )
+
+
+def _check_architecture(adapter: AdapterFiles, options: Any) -> None:
+    """Raise GlidectlError when ``adapter`` was trained on a network whose shapes differ
+    from one built with ``options``."""
+    meta = adapter.meta
+    saved = meta.get("model_options") or {}
+    diffs = [k for k in _ARCH_OPTIONS if k in saved and saved[k] != getattr(options, k, None)]
+    if diffs:
+        k = diffs[0]
+        raise GlidectlError(
+            f"LoRA adapter {str(adapter.path)!r} was trained on a different "
+            f"{meta.get('model_kind') or 'model'} architecture ({k}={saved[k]!r} there, "
+            f"{getattr(options, k)!r} here); load it onto its base model "
+            f"{meta.get('base_model') or '(unknown)'!r}."
         )
 
 
@@ -455,13 +463,7 @@ def apply_loras_by_kind(
                     "-o merged.safetensors, and load that instead.", LoraMismatchWarning,
                     stacklevel=2)
         if target is None:
-            have = ", ".join(m.options.kind for m in loaded) or "none"
-            flag = "--upsampler" if str(kind).startswith("upsample") else "--base"
-            raise GlidectlError(
-                f"LoRA {spec.path!r} was trained for {a_or_an(repr(kind))} model, but the "
-                f"loaded models are {have}; load {a_or_an(str(kind))} model ({flag}) or drop "
-                "this --lora."
-            )
+            raise _no_model_for(spec.path, str(kind), [m.options.kind for m in loaded])
         _merge(target, adapter, spec, True, hashed)
         applied.append({**target.applied_loras[-1], "kind": target.options.kind,
                         "sha256": adapter.sha256, "config_sha256": adapter.config_sha256,
@@ -469,6 +471,37 @@ def apply_loras_by_kind(
                         "grey": adapter.meta.get("grey") is True,
                         "low_res_resample": _resample(adapter)})
     return applied
+
+
+def _no_model_for(path: str, kind: str, have: list[str]) -> GlidectlError:
+    """The sentence for an adapter of ``kind`` with no model of its kind among ``have``."""
+    flag = "--upsampler" if kind.startswith("upsample") else "--base"
+    return GlidectlError(
+        f"LoRA {path!r} was trained for {a_or_an(repr(kind))} model, but the loaded models "
+        f"are {', '.join(have) or 'none'}; load {a_or_an(kind)} model ({flag}) or drop this "
+        "--lora.")
+
+
+def check_adapter_stages(specs: Iterable[str | LoraSpec], base: str | None,
+                         upsampler: str | None) -> None:
+    """Before any model loads (or downloads): an adapter among ``specs`` trained for a stage
+    that gets no model (an upsampler's without ``upsampler``, a base model's without
+    ``base``), or for another architecture than that stage's model where it is known without
+    reading weights, is the sentence :func:`apply_loras_by_kind` would say once they had
+    loaded."""
+    from ..model_cost import known_options
+
+    have = [stage for stage, spec in (("base", base), ("upsample", upsampler)) if spec]
+    for spec in map(parse_lora_spec, specs):
+        adapter = read_adapter(spec.path)
+        kind = str(adapter.meta.get("model_kind") or "")
+        if not kind:  # peft's own: goes to the model its layers fit, once loaded
+            continue
+        model = upsampler if kind.startswith("upsample") else base
+        if not model:
+            raise _no_model_for(spec.path, kind, have)
+        if (options := known_options(model)) is not None and options.kind == kind:
+            _check_architecture(adapter, options)
 
 
 def _resample(adapter: Any) -> str | None:
