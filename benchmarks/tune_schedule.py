@@ -75,7 +75,7 @@ def tune_model(args: argparse.Namespace) -> None:
     )
 
     sampler = args.sampler or "unipc"
-    check_method(args.method, sampler, args.steps)
+    check_method(args.method, sampler, args.steps, start=args.start)
     # where `glidectl fit-steps` writes, checked as it checks, before minutes of work: an
     # existing file (its fit, an earlier run's) is kept unless --overwrite
     path = Path(args.out).expanduser() if args.out else default_out(args.model)

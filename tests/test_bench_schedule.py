@@ -39,6 +39,33 @@ def test_descent_on_a_models_ode_writes_a_usable_schedule_file(tmp_path) -> None
     assert len(sigmas) == 4 and sigmas[-1] == 0 and torch.all(sigmas[:-1].diff() < 0)
 
 
+def test_gits_from_a_start_file_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """``--method gits --start FILE`` ran GITS without the file's σ's and wrote "σ's of
+    FILE" in the new file's ``about``; as ``glidectl fit-steps`` it is now refused first."""
+    import runpy
+
+    import pytest
+    import torch
+    from tiny_configs import tiny_base_weights
+
+    from glidectl.samplers.tuned import write_schedule_file
+
+    weights = tiny_base_weights(tmp_path / "m.safetensors")
+    start = tmp_path / "start.json"
+    write_schedule_file(start, {3: torch.tensor([80.0, 1.0, 0.01, 0.0])}, 0.01, 80.0, "test")
+    out = tmp_path / "gits.json"
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(sys, "argv", ["tune_schedule.py", "--model", str(weights), "--method",
+                                      "gits", "--start", str(start), "--steps", "3",
+                                      "--images", "1", "--reference-steps", "12",
+                                      "--out", str(out)])
+    with pytest.raises(SystemExit) as ended:
+        runpy.run_path(str(ROOT / "benchmarks" / "tune_schedule.py"), run_name="__main__")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ended.value.code == 2 and len(err) == 1 and "takes no --start" in err[0], err
+    assert not out.exists()
+
+
 def test_an_existing_schedule_file_is_kept_unless_overwrite(tmp_path, monkeypatch, capsys
                                                             ) -> None:
     """RUN/schedule.json (glidectl fit-steps' file) was replaced without a word after the

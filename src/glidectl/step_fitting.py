@@ -213,13 +213,17 @@ def fit_words(method: str, sampler: str) -> tuple[str, str]:
 
 
 def check_method(method: str, sampler: str, calls: list[int],
-                 reference_steps: int | None = None) -> tuple[str, str]:
+                 reference_steps: int | None = None, start: str | Path | None = None
+                 ) -> tuple[str, str]:
     """One sentence unless ``sampler`` can be fitted by ``method`` at every call count (for
-    gits, on a reference of ``reference_steps`` steps, when given); else the two as
-    :func:`fit_words` gives them."""
+    gits, on a reference of ``reference_steps`` steps, when given; from no ``start`` file);
+    else the two as :func:`fit_words` gives them."""
     method, sampler = fit_words(method, sampler)
     if method not in METHODS:
         raise GlidectlError(f"Unknown fitting method {method!r}; use {', '.join(METHODS)}.")
+    if method == "gits" and start:  # GITS ignores σ's to start from
+        raise GlidectlError("--method gits searches the reference's own path and takes no "
+                            "--start; drop --start, or refit with --method descent or bespoke.")
     spec = as_sampler(plugins.samplers().get(sampler))  # unknown: one line, nearest name
     if method != "gits" and spec.stochastic:
         raise GlidectlError(f"{sampler} draws fresh noise at each step, so its steps cannot be "
@@ -399,7 +403,8 @@ def fit_steps(target: Target, calls: list[int], method: str, sampler: str, out: 
     if method == "gits" and not target.xs:
         raise GlidectlError("--method gits searches the reference's trajectory, and this "
                             "target has none; build it with reference(..., trajectory=True).")
-    check_method(method, sampler, list(calls), len(target.xs) if method == "gits" else None)
+    check_method(method, sampler, list(calls), len(target.xs) if method == "gits" else None,
+                 options.get("start"))
     asked = [n if method == "gits" else steps_for_calls(sampler, n) for n in calls]
     checked = gits_sampler(sampler, list(calls)) if method == "gits" else sampler
     for n in calls:
