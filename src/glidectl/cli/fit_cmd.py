@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
         from ..samplers.tuned import read_schedule_file
         from ..step_fitting import check_method
 
-        method, sampler = check_method(method, sampler, calls, reference_steps)
+        method, sampler = check_method(method, sampler, calls, reference_steps, start)
         given = {p.opts[0] for p in typed(ctx)}
         for note in unused_flags(given, method, start, check_images):
             typer.echo(note, err=True)
@@ -176,10 +176,6 @@ def register(app: typer.Typer) -> None:
         path = out or default_out(model)
         check_out(path, overwrite, [p for p in (prompts_file, check_prompts) if p])
         if start is not None:
-            if method == "gits":
-                raise GlidectlError("--method gits searches the reference's own path and "
-                                    "takes no --start; drop --start, or refit with --method "
-                                    "descent or bespoke.")
             read_schedule_file(start)  # one sentence if it is not a schedule file
             check_start(start, path)
         device = pick_device(device)

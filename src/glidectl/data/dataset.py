@@ -177,6 +177,9 @@ class StreamDataset(IterableDataset):
         self.skip: list[int] = []
         self.exclude: frozenset[str] = frozenset()  # keys left out undecoded and uncounted
         self.shared = SharedStats()
+        # this process's (or worker's) pass under way: its counter and that counter's
+        # counts as the pass began (see passed_counts)
+        self._pass: tuple[RejectionCounter, dict[str, Any]] | None = None
 
     @property
     def name(self) -> str:
@@ -232,6 +235,21 @@ class StreamDataset(IterableDataset):
         data.pop("too_small_side", None)
         return data
 
+    def passed_counts(self) -> dict[str, Any]:
+        """``{"accepted": n, "rejected": {...}, "repeated": {...}}`` of this process's (or
+        worker's) latest pass over the data, up to the sample it handed on last ({} before
+        one began): unlike :meth:`stats`, none of what DataLoader workers read ahead of
+        the consumer, and of a resumed pass, none that it skipped."""
+        if self._pass is None:
+            return {}
+        counter, began = self._pass
+        now = counter.to_dict()
+        return {"accepted": now["accepted"] - began["accepted"],
+                **{kind: {reason: n - began[kind].get(reason, 0)
+                          for reason, n in now[kind].items()
+                          if n != began[kind].get(reason, 0)}
+                   for kind in ("rejected", "repeated")}}
+
     def no_valid_data(self, counter: RejectionCounter) -> Exception:
         """The one-line error for an epoch of ``counter`` that kept no sample."""
         return no_valid_data_error(self.name, counter, getattr(self.source, "hint", None),
@@ -244,6 +262,7 @@ class StreamDataset(IterableDataset):
         slot_id = 0 if info is None else 1 + worker
         counter = self.shared.load(slot_id)
         counter.iterations += 1
+        self._pass = counter, counter.to_dict()
         epoch = self.epoch if self.epoch is not None else counter.iterations - 1
         self.shared.publish(slot_id, counter)
         slot = Slot(self.rank, self.world_size, worker, workers)

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from ..data.batching import repeat_note, spans_epochs, workers_for, workers_note
 from ..errors import GlidectlError
+from .metrics import add_counts, dataset_counts
 
 _EPOCH_END = object()
 
@@ -112,6 +113,8 @@ class WorkerBatches(IterableDataset):
         skip = self.skip[worker] if worker < len(self.skip) else 0
         epoch = self.epoch
         batch: list[dict[str, Any]] = []
+        passed = getattr(self.dataset, "passed_counts", None)
+        done: dict[str, Any] = {}  # the counts of this worker's earlier passes (span)
         while True:
             items, counted = self._items(skip)
             for item in items:
@@ -120,8 +123,9 @@ class WorkerBatches(IterableDataset):
                 batch.append(item)
                 if len(batch) == self.batch_size:
                     yield {**collate(batch), "_worker": worker, "_cursor": int(cursor),
-                           "_epoch": epoch}
+                           "_epoch": epoch, **_counts(done, passed)}
                     batch = []
+            done = _counts(done, passed).get("_counts", done)
             if not self.span or (counted == 0 and not skip):  # an empty epoch ends it
                 break
             epoch, skip = epoch + 1, 0  # the batch goes on with the next epoch's shuffle
@@ -129,7 +133,16 @@ class WorkerBatches(IterableDataset):
                 self.dataset.set_epoch(epoch)
             if hasattr(self.dataset, "set_resume"):
                 self.dataset.set_resume([0])
-        yield {"_worker": worker, "_end": True}
+        yield {"_worker": worker, "_end": True, **({"_counts": done} if done else {})}
+
+
+def _counts(done: dict[str, Any], passed: Callable[[], dict[str, Any]] | None
+            ) -> dict[str, Any]:
+    """``{"_counts": ...}``: the samples a worker has counted up to the one it handed on
+    last (``done``, of its earlier passes, and its pass under way), for the batch it hands
+    over; {} for a dataset that keeps no such counts."""
+    now = passed() if callable(passed) else {}
+    return {"_counts": add_counts(done, now)} if now else {}
 
 
 EMPTY_EPOCHS = 8  # epochs in a row without a batch for one process, after it read one
@@ -156,6 +169,11 @@ class DataStream:
         self.last_wait = 0.0
         self._read = False  # a batch read by this run (here, or before its checkpoint)
         self._empty = 0  # epochs in a row that gave this process no batch
+        # the counts of the samples taken (counts): of the loaders closed before, and per
+        # worker, of this one's; _counting: the batches carry counts
+        self._counted: dict[str, Any] = {}
+        self._counting_now: dict[int, dict[str, Any]] = {}
+        self._counting = False
         self._start_epoch(0)
         self._ranks: list[list[int]] | None = None
         self._iter: Iterator[Any] | None = None
@@ -166,6 +184,21 @@ class DataStream:
         how many it holds and ends (None for an endless, resampled one)."""
         n = getattr(self.dataset, "num_samples", None)
         return None if not n or getattr(self.dataset, "resampled", False) else n // self.world
+
+    def counts(self) -> dict[str, Any]:
+        """:func:`~glidectl.training.metrics.dataset_counts` of the samples this process
+        has taken (those of each worker up to its batch taken last, and of the epochs before):
+        not the ones DataLoader workers read ahead, which a resume reads and counts again.
+        A dataset that does not count per batch gives its own counts."""
+        if not self._counting:
+            return dataset_counts(self.dataset)
+        return add_counts(self._counted, *self._counting_now.values())
+
+    def _took_counts(self, worker: int, item: dict[str, Any]) -> None:
+        """Keep the counts a taken batch (or a worker's end marker) carries."""
+        counts = item.pop("_counts", None)
+        if counts:
+            self._counting_now[worker], self._counting = counts, True
 
     def _use_workers(self, workers: int) -> None:
         self.workers, self.slots = int(workers), max(int(workers), 1)
@@ -214,6 +247,9 @@ class DataStream:
         if hasattr(self.dataset, "set_resume"):
             self.dataset.set_resume(list(self.cursors))
         fresh = self.position == 0
+        # this loader's workers count from 0 (a resumed epoch: after their cursors)
+        self._counted = add_counts(self._counted, *self._counting_now.values())
+        self._counting_now = {}
         # its own generator, from the run's seed and the epoch: the loader draws its workers'
         # base seed from the global one otherwise, one draw more after a resume than the
         # straight run made, which moved every dropout mask after it
@@ -246,6 +282,7 @@ class DataStream:
                     pending[int(item["_worker"])].append(item)
                 item = pending[w].popleft()
                 if item.get("_end"):
+                    self._took_counts(w, item)
                     self.ended[w] = True
                     self.next_worker = (w + 1) % self.slots
                     continue
@@ -300,6 +337,7 @@ class DataStream:
         w, epoch = int(batch.pop("_worker")), int(batch.pop("_epoch"))
         if epoch != self.epoch:  # a batch that ran on into a later epoch
             self._start_epoch(epoch)
+        self._took_counts(w, batch)
         self.cursors[w] = int(batch.pop("_cursor"))
         self.next_worker = (w + 1) % self.slots
         self.position += 1

@@ -18,7 +18,6 @@ from .metrics import (
     Throughput,
     add_counts,
     data_counts,
-    dataset_counts,
     truncate_after,
 )
 from .run_dir import tidy_run
@@ -165,13 +164,13 @@ class TrainingLoop:
     def _data_totals(self) -> dict[str, Any]:
         """Samples accepted and rejected by every process since the run began (a collective:
         every process calls it)."""
-        return add_counts(self.state.data_base, *self.procs.gather(dataset_counts(self.dataset)))
+        return add_counts(self.state.data_base, *self.procs.gather(self.stream.counts()))
 
     def _record(self, step: int, sums: torch.Tensor, n: int) -> dict[str, Any]:
         """The metrics record of a logging window of ``n`` steps (a collective). ``epoch``:
         the data epoch of the process furthest behind, as the checkpoint's
         (:func:`~glidectl.training.state.furthest_behind`)."""
-        each = self.procs.gather((dataset_counts(self.dataset), self.stream.epoch))
+        each = self.procs.gather((self.stream.counts(), self.stream.epoch))
         return {
             "step": step, "epoch": min(epoch for _, epoch in each),
             "loss": float(sums[0] / n), "mse": float(sums[1] / n), "vb": float(sums[2] / n),

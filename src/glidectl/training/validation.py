@@ -128,6 +128,11 @@ class WithoutKeys(IterableDataset):
     def stats(self) -> dict[str, Any]:
         return self.dataset.stats()
 
+    def passed_counts(self) -> dict[str, Any]:
+        """The inner stream's counts of its latest pass (held-out samples uncounted)."""
+        passed = getattr(self.dataset, "passed_counts", None)
+        return passed() if callable(passed) else {}
+
 
 def load_samples(cfg: GlideConfig, data_args: dict[str, Any],
                  source: Any = None) -> list[dict[str, Any]]:
