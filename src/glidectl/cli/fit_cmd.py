@@ -348,6 +348,7 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
         model_grey,
         model_guidance,
         reference,
+        require_base,
         steps_for_calls,
     )
 
@@ -357,10 +358,7 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
 
     _, (model, model_sha256, scale, recommends_grey) = read_resolved(model_spec, read)
     grey = recommends_grey if grey is None else grey  # as sample decides it
-    opts = model.options
-    if opts.super_res or opts.inpaint:
-        raise GlidectlError(f"fit-steps fits text-to-image base models, not {opts.kind} models "
-                            f"like {model_spec!r}; pass a base model.")
+    require_base(model, model_spec)
     prompts = in_turn(texts, images)
     use = ("bespoke" if method == "bespoke" else gits_sampler(sampler, calls)
            if method == "gits" else sampler)  # the sampler the file is sampled with
