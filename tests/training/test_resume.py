@@ -230,6 +230,34 @@ def test_a_resume_with_another_batch_says_so(tiny, config_file, capsys):
     assert "Resuming" not in capsys.readouterr().out
 
 
+def test_a_resume_on_data_changed_since_the_checkpoint_says_so(tiny, image_folder,
+                                                               config_file, capsys):
+    """Files added, removed or renamed before --resume reshuffle the epoch under the saved
+    cursor (some samples read twice, others never): one warning says so (it was silent)."""
+    from glidectl.cli.app import main
+
+    cfg = tiny(train=dict(steps=1), data=dict(source=str(image_folder)))
+    run_dir = Trainer(cfg, quiet=True).run().run_dir
+    path = config_file(cfg)
+
+    def resume(steps: int) -> str:
+        with pytest.raises(SystemExit):
+            main(["train", "-c", str(path), "--resume", "latest", "--steps", str(steps),
+                  "--no-live"])
+        return " ".join(capsys.readouterr().out.split())
+
+    assert "data changed" not in resume(2)  # the same files: nothing to say
+    for name in ("img7.png", "img7.txt"):
+        (image_folder / name).unlink()
+    out = resume(3)
+    assert ("Warning: the data changed since "
+            f"{str(run_dir / 'checkpoints' / 'step-000002')!r} was saved "
+            f"({str(image_folder)!r} now lists 7 samples an epoch, not 8): the run goes on "
+            "with the data as they are, but not as it would have") in out
+    (image_folder / "img6.png").rename(image_folder / "other.png")
+    assert "now lists other files (7 samples an epoch, as before)" in resume(4)
+
+
 def test_a_resume_with_another_batch_under_train_epochs_names_the_steps_that_read_them(tiny):
     """train.epochs counts the steps at the resumed run's batch from the run's start: a run
     stopped a third into its epoch at batch 2 and resumed at batch 4 ended at step 6, a

@@ -7,6 +7,7 @@ Third-party sources register a :class:`SourceType` through the
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -65,6 +66,27 @@ def samples_per_epoch(source: Any) -> int | None:
     if count is None or not source.num_samples:
         return source.num_samples
     return sum(count(u) for u in source.units())
+
+
+def data_listing(source: Any) -> dict[str, Any] | None:
+    """What a training epoch of ``source`` reads, to tell a resume on other data:
+    ``{"samples": per epoch (None: unknown), "sha256": of its unit list}`` (None: no
+    source)."""
+    if source is None or not callable(getattr(source, "units", None)):
+        return None
+    digest = hashlib.sha256("\0".join(map(str, source.units())).encode("utf-8", "replace"))
+    return {"samples": samples_per_epoch(source), "sha256": digest.hexdigest()}
+
+
+def listing_change(saved: Any, now: dict[str, Any] | None) -> str | None:
+    """What the data list now, where they differ from the ``saved`` :func:`data_listing`
+    ('10 samples an epoch, not 16'; None: the same, or either is unknown)."""
+    if not isinstance(saved, dict) or now is None or saved.get("sha256") == now["sha256"]:
+        return None
+    was, n = saved.get("samples"), now["samples"]
+    if was != n and isinstance(was, int) and n is not None:
+        return f"{n} samples an epoch, not {was}"
+    return "other files" + (f" ({n} samples an epoch, as before)" if was == n and n else "")
 
 
 def reads_per_epoch(source: Any, key: str) -> int:

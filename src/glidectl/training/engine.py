@@ -19,7 +19,7 @@ import torch
 from .. import runs
 from ..config import GlideConfig, validate
 from ..data.pairs import own_data
-from ..data.source_api import source_notes
+from ..data.source_api import data_listing, source_notes
 from ..devices import (
     deterministic_state,
     nondeterministic_op,
@@ -231,6 +231,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
                                    total_steps=self.total_steps)
         self.state = TrainState(self.stream, self.guard, self.precision.name,
                                 (tc.batch_size, tc.grad_accum))
+        self.state.data_listing = data_listing(getattr(self.dataset, "source", None))
         self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
         if self.resume_from is not None:
             self._load(self.resume_from)

@@ -70,6 +70,9 @@ class TrainState:
         self.saved_precision: str | None = None  # the checkpoint's; None before it was kept
         self.batch = batch  # train.batch_size (a process's) and train.grad_accum of this run
         self.saved_batch: tuple[int, int] | None = None  # the checkpoint's, where kept
+        # what an epoch of data.source reads (data_listing), this run's and the checkpoint's
+        self.data_listing: dict[str, Any] | None = None
+        self.saved_listing: dict[str, Any] | None = None
         self.stream, self.guard = stream, guard
         self.tracker_ids: dict[str, str] = {}
         self.best_val_loss = math.inf
@@ -104,6 +107,7 @@ class TrainState:
         return {
             "step": self.step, "data": furthest_behind(self.stream.state_dict()),
             "guard": self.guard.state_dict(), "trackers": dict(self.tracker_ids),
+            "data_listing": self.data_listing,
             "best_val_loss": self.best_val_loss, "best_step": self.best_step,
             "data_counts": self.data_total, "precision": self.precision,
             "grey_data": self.grey_data, "batch": list(self.batch) if self.batch else None,
@@ -114,6 +118,8 @@ class TrainState:
         self.stream.load_state_dict(state["data"])
         self.guard.load_state_dict(state["guard"])
         self.tracker_ids = {str(k): str(v) for k, v in dict(state.get("trackers", {})).items()}
+        listing = state.get("data_listing")  # absent in checkpoints before it was kept
+        self.saved_listing = listing if isinstance(listing, dict) else None
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
         grey = state.get("grey_data")  # absent in checkpoints before it was kept
         self.grey_data = grey if isinstance(grey, bool) else None

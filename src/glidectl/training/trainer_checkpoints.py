@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
+from ..data.source_api import listing_change
 from ..errors import WriteError, write_error
 from . import resume_state as rs
 from .checkpoint_weights import load_weights, write_weights
@@ -45,6 +46,8 @@ class TrainerCheckpoints:
                                f"train.precision = \"{was}\" to keep it).")
         if (batch := self._batch_note(step_dir)) is not None:
             self._notes.append(batch)
+        if (data := self._data_note(step_dir)) is not None:
+            self._notes.append(data)
         scaler_note = rs.fresh_scaler_note(runs.state_dir(step_dir), self.accelerator.scaler)
         if scaler_note:
             self._notes.append(scaler_note)
@@ -65,6 +68,20 @@ class TrainerCheckpoints:
         return (f"Resuming {str(step_dir)!r} with {', '.join(changed)}: the run goes on from "
                 f"the same image, but not as it would have (set {kept} to keep it)."
                 + self._epochs_note(now))
+
+    def _data_note(self, step_dir: Path) -> str | None:
+        """A warning when ``data.source`` lists other samples than when the checkpoint was
+        saved (files added, removed or renamed): the resume cursor counts samples of the
+        epoch's shuffle, which is another one now."""
+        change = listing_change(self.state.saved_listing, self.state.data_listing)
+        if change is None:
+            return None
+        name = getattr(self.dataset, "name", self.cfg.data.source)
+        return (f"Warning: the data changed since {str(step_dir)!r} was saved ({name!r} now "
+                f"lists {change}): the run goes on with the data as "
+                "they are, but not as it would have, as the epoch under way is shuffled anew "
+                "and may read samples again and leave others out (put the data back as they "
+                "were to resume exactly).")
 
     def _epochs_note(self, batch: tuple[int, int]) -> str:
         """' …' when ``train.epochs`` counts the run's steps: they are counted at the new
