@@ -769,6 +769,26 @@ def test_merge_writes_a_checkpoint_equal_to_base_plus_adapter(tmp_path, capsys):
     assert not torch.allclose(run(merged, args), run(base, args), atol=1e-3)
 
 
+@pytest.mark.parametrize("kind, base, said", [
+    ("base", "openai:base", "different base architecture (image_size=32 there, 64 here)"),
+    ("upsample", "openai:base", "trained for an 'upsample' model but is being loaded onto"),
+])
+def test_merge_onto_an_openai_model_of_another_shape_says_so_before_loading_it(
+        tmp_path, capsys, monkeypatch, kind, base, said):
+    """`lora merge runs/tiny-lora --base openai:base` downloaded OpenAI's 1.5 GB base
+    (offline: said only that the download failed) before saying the adapter does not fit it."""
+    import glidectl.glide as glide
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(glide, "load_model", no_load)
+    _, out, _ = trained_adapter(tmp_path, kind=kind, cfg=LoraConfig(targets=["mlp"]))
+    assert cli("lora", "merge", out, "--base", base, "-o", tmp_path / "m.safetensors") == 2
+    assert said in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_a_merged_file_records_the_adapter_and_base_files_it_read(tmp_path, capsys):
     """`lora merge RUN --base BASE_RUN` recorded only "adapter": "RUN" and "base":
     "BASE_RUN", folders whose latest checkpoints move on as they train: the merged file could

@@ -83,6 +83,18 @@ def _check_architecture(adapter: AdapterFiles, options: Any) -> None:
         )
 
 
+def check_known_base(adapter: AdapterFiles, spec: str) -> None:
+    """:func:`check_base`'s kind and architecture checks against the model ``spec`` names,
+    where its options are known without reading weights or downloading (OpenAI's models by
+    name, a .safetensors header): before a load that may take minutes."""
+    from types import SimpleNamespace
+
+    from ..model_cost import known_options
+
+    if (options := known_options(spec)) is not None:
+        check_base(SimpleNamespace(options=options), adapter, check_hash=False)  # type: ignore[arg-type]
+
+
 def merged_records(model: nn.Module) -> tuple[str, list[dict[str, Any]]]:
     """The .safetensors file ``model`` was loaded from and the ``lora_merged`` records of the
     merges it holds (``lora merge``'s), ``("", [])`` for none; kept on the model when a
@@ -366,6 +378,7 @@ def merge_adapter(
     adapter = read_adapter(adapter_path)
     _check_not_an_input(out, {"base model": check_spec(base),
                               "LoRA adapter": adapter.weights_path})
+    check_known_base(adapter, base)  # before a download of OpenAI's model
     # the model and its sampling defaults of one file (a training base run moves on)
     base_file, (model, defaults) = read_resolved(
         base, lambda path: (load_model(path), _sampling_defaults(str(path))))
@@ -489,8 +502,6 @@ def check_adapter_stages(specs: Iterable[str | LoraSpec], base: str | None,
     ``base``), or for another architecture than that stage's model where it is known without
     reading weights, is the sentence :func:`apply_loras_by_kind` would say once they had
     loaded."""
-    from ..model_cost import known_options
-
     have = [stage for stage, spec in (("base", base), ("upsample", upsampler)) if spec]
     for spec in map(parse_lora_spec, specs):
         adapter = read_adapter(spec.path)
@@ -500,8 +511,7 @@ def check_adapter_stages(specs: Iterable[str | LoraSpec], base: str | None,
         model = upsampler if kind.startswith("upsample") else base
         if not model:
             raise _no_model_for(spec.path, kind, have)
-        if (options := known_options(model)) is not None and options.kind == kind:
-            _check_architecture(adapter, options)
+        check_known_base(adapter, model)
 
 
 def _resample(adapter: Any) -> str | None:
