@@ -64,7 +64,7 @@ def tune_model(args: argparse.Namespace) -> None:
 
     from bench_samplers import demo_prompts
 
-    from glidectl.cli.fit_cmd import check_out, check_start, default_out
+    from glidectl.cli.fit_cmd import check_out, check_start, default_out, partial_path
     from glidectl.glide.loading import load_model
     from glidectl.step_fitting import (
         check_method,
@@ -88,11 +88,16 @@ def tune_model(args: argparse.Namespace) -> None:
     prompts = demo_prompts(args.images, seed=1)
     target = reference(model, prompts, guidance, seed=1, steps=args.reference_steps,
                        trajectory=args.method == "gits")
-    fit_steps(target, args.steps, args.method, sampler, path,
+    # as fit-steps: an existing file is replaced once every count is fitted, the counts
+    # finished before that go to FILE.partial.json (a stop keeps FILE whole)
+    write_to = partial_path(path) if path.exists() else path
+    fit_steps(target, args.steps, args.method, sampler, write_to,
               f"{args.model} (guidance {guidance}, {len(prompts)} tuning images, noise seed 1, "
               f"reference {args.reference_steps} dpm++3m Karras steps)",
               log=lambda m: print(m, flush=True), rounds=args.rounds, evals=args.evals,
               fixed_sigmas=args.fixed_sigmas, every=args.every, start=args.start)
+    if write_to != path:
+        write_to.replace(path)
     print(f"wrote {path}")
 
 

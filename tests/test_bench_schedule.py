@@ -94,3 +94,33 @@ def test_an_existing_schedule_file_is_kept_unless_overwrite(tmp_path, monkeypatc
         assert ended.value.code == 2 and said in err and len(err.splitlines()) == 1, err
     assert kept.read_text() == '{"fitted": "by glidectl fit-steps"}'
     assert not (run_dir / "checkpoints" / "step-000001" / "schedule.json").exists()
+
+
+def test_a_stopped_overwrite_keeps_the_old_file(tmp_path, monkeypatch) -> None:
+    """``--overwrite`` wrote each count fitted straight over FILE, so a stop after the first
+    count lost the old file's other counts; as fit-steps, the counts go to
+    FILE.partial.json until every count is fitted."""
+    import runpy
+
+    import pytest
+    from tiny_configs import tiny_base_weights
+
+    import glidectl.step_fitting as step_fitting
+
+    weights = tiny_base_weights(tmp_path / "m.safetensors")
+    out = tmp_path / "s.json"
+    out.write_text('{"old": "every count"}')
+
+    def first_count_then_stop(target, calls, method, sampler, path, *args, **kwargs):
+        Path(path).write_text('{"new": "one count"}')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(step_fitting, "fit_steps", first_count_then_stop)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(sys, "argv", ["tune_schedule.py", "--model", str(weights), "--steps",
+                                      "3", "4", "--images", "1", "--reference-steps", "12",
+                                      "--out", str(out), "--overwrite"])
+    with pytest.raises(KeyboardInterrupt):
+        runpy.run_path(str(ROOT / "benchmarks" / "tune_schedule.py"), run_name="__main__")
+    assert out.read_text() == '{"old": "every count"}'
+    assert (tmp_path / "s.partial.json").read_text() == '{"new": "one count"}'
