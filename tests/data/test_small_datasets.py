@@ -13,6 +13,7 @@ from data_helpers import encode, photo
 from glidectl.data import build_dataset
 from glidectl.data.batching import spans_epochs, workers_for
 from glidectl.errors import GlidectlError
+from glidectl.training import data_stream
 from glidectl.training.data_stream import DataStream
 
 
@@ -173,6 +174,29 @@ def test_a_run_resumes_with_the_workers_it_started_with(tmp_path, data_cfg, byte
     del state["workers"]  # a checkpoint from before: its cursor must match data.workers
     with pytest.raises(GlidectlError, match="for 2 DataLoader worker"):
         _stream(root, data_cfg, byte_tok, batch=4, workers=4).load_state_dict(state)
+
+
+def test_a_resume_on_data_cut_below_a_batch_a_worker_does_not_say_lower_data_workers(
+        tmp_path, data_cfg, byte_tok, monkeypatch):
+    """Images removed since the checkpoint leave the saved two workers one image each: the
+    error said to lower data.workers, which the resume then refused, and counted the
+    samples of every epoch the process had read as the epoch's."""
+    root = _folder(tmp_path / "ten", 10)
+    first = _stream(root, data_cfg, byte_tok, batch=4, workers=2)
+    first.next()
+    state = _saved(first)
+    first.close()
+    for path in sorted(root.iterdir())[4:]:
+        path.unlink()
+    monkeypatch.setattr(data_stream, "EMPTY_EPOCHS", 2)  # empty epochs before it stops
+    resumed = _stream(root, data_cfg, byte_tok, batch=4, workers=2)
+    resumed.load_state_dict(state)
+    with pytest.raises(GlidectlError) as info:
+        resumed.next()
+    assert str(info.value) == (
+        "The training data gave not one batch of 4 (2 valid samples): with the 2 workers the "
+        "run's checkpoint was saved with each worker makes batches of only its own share of "
+        "them; check data.source (see `glidectl dataset inspect`) or lower train.batch_size.")
 
 
 def test_an_older_checkpoint_resumes_with_data_workers_as_before(tmp_path, data_cfg,

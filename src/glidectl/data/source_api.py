@@ -85,7 +85,7 @@ def listing_change(saved: Any, now: dict[str, Any] | None) -> str | None:
         return None
     was, n = saved.get("samples"), now["samples"]
     if was != n and isinstance(was, int) and n is not None:
-        return f"{n} samples an epoch, not {was}"
+        return f"{n} sample{'s' * (n != 1)} an epoch, not {was}"
     return "other files" + (f" ({n} samples an epoch, as before)" if was == n and n else "")
 
 

@@ -51,15 +51,15 @@ def _as_is(item: Any) -> Any:
     return item
 
 
-def _what_was_read(dataset: Any) -> str:
+def _what_was_read(dataset: Any, counts: dict[str, Any] | None = None) -> str:
     """' (1 valid sample, 6 rejected (missing_caption: 6))': what an epoch too short for one
-    batch held, from the dataset's counts ('' when it keeps none)."""
+    batch held, from its ``counts`` (else the dataset's own; '' when it keeps none)."""
     stats = getattr(dataset, "stats", None)
-    if stats is None:
+    if counts is None and stats is None:
         return ""
     from ..data.stats import RejectionCounter
 
-    counter = RejectionCounter.from_dict(stats())
+    counter = RejectionCounter.from_dict(stats() if counts is None else counts)
     n = counter.accepted
     skipped = f", {counter.summary()}" if counter.total_rejected else ""
     return f" ({n} valid sample{'s' * (n != 1)}{skipped})"
@@ -174,6 +174,7 @@ class DataStream:
         self._counted: dict[str, Any] = {}
         self._counting_now: dict[int, dict[str, Any]] = {}
         self._counting = False
+        self._kept_workers = False  # the worker count is the resumed checkpoint's
         self._start_epoch(0)
         self._ranks: list[list[int]] | None = None
         self._iter: Iterator[Any] | None = None
@@ -307,12 +308,18 @@ class DataStream:
                 "more files"
             asked = f"data.workers = {self.asked}" if self.asked == self.slots else \
                 f"{self.slots} workers (data.workers = {self.asked})"
+            if self._kept_workers:  # a resume refuses another data.workers
+                asked = f"the {self.slots} workers the run's checkpoint was saved with"
+            lower = "" if self._kept_workers else \
+                " lower data.workers (0: one process reads them all),"
             workers = "" if self.slots == 1 or none_valid else (  # each batches its share
                 f": with {asked} each worker makes batches of only its "
-                "own share of them; lower data.workers (0: one process reads them all),")
+                f"own share of them;{lower}")
+            # this epoch's counts: after a resume, the process's since it began are more
+            epoch = add_counts(*self._counting_now.values()) or None if self._counting else None
             raise GlidectlError(
                 f"The training data gave not one batch of {self.batch_size}{share}"
-                f"{_what_was_read(self.dataset)}{workers or ';'} check "
+                f"{_what_was_read(self.dataset, epoch)}{workers or ';'} check "
                 f"data.source (see `glidectl dataset inspect`){fewer} or lower "
                 "train.batch_size."
             )
@@ -382,6 +389,7 @@ class DataStream:
             self._use_workers(self.asked)
         elif record.get("asked") == self.asked and 0 <= int(record["used"]) <= self.asked:
             self._use_workers(int(record["used"]))  # the count the run started with
+        self._kept_workers = len(row) >= 4 and self.slots > 1
         if len(row) < 4:  # no cursor for this process: start its saved epoch over
             self._start_epoch(int(state["epoch"]))
         elif row[3] != self.slots:
