@@ -135,6 +135,18 @@ def test_resume_is_bitwise_identical(tiny, image_folder, tmp_path, data):
         assert second.history[-1]["data_skipped_empty_file"] >= 1
 
 
+def test_a_stop_between_records_keeps_their_steps_for_the_resumed_runs_next_record(tiny):
+    """A stop at step 1 of a log.every = 2 run lost step 1 from metrics.jsonl: the resumed
+    run's step-2 record was the loss of step 2 alone. The checkpoint keeps the window, so
+    the record is the straight run's: the mean of both steps."""
+    cfg = tiny(train=dict(steps=2), log=dict(every=2), checkpoint=dict(every=100))
+    first = Trainer(cfg, quiet=True).run(until=1)
+    resumed = Trainer(cfg, resume="latest", quiet=True).run()
+    assert first.history == [] and [r["step"] for r in resumed.history] == [2]
+    assert resumed.history[0]["loss"] == pytest.approx(
+        (first.last_loss + resumed.last_loss) / 2, rel=1e-6)
+
+
 def test_a_resume_trains_with_the_configs_optimizer_settings_and_says_which_changed(
         tiny, config_file, capsys):
     """The optimizer's state_dict carries its settings; loading it used to bring back the

@@ -228,7 +228,8 @@ class TrainingLoop:
         if idle:
             self.display.message(f"The run is already at step {step} of {self.total_steps}: "
                                  "nothing to train (pass a larger --steps to go on).")
-        sums, logged = torch.zeros(3), 0
+        # the steps since the last record: a resumed run's window goes on from its checkpoint
+        sums, logged = torch.tensor(self.state.window[0]), self.state.window[1]
         self.model.train()
         self.procs.busy("the trackers' start")
         if not idle:  # nothing to log: no empty tracker run (a W&B run, TensorBoard files)
@@ -260,6 +261,7 @@ class TrainingLoop:
                 step = self.state.step = step + 1
                 self._short_epoch(step)
                 sums, logged = sums + terms.float().cpu(), logged + 1
+                self.state.window = sums.tolist(), logged
                 self.display.advance(step)
                 out.result.last_loss = float(terms[0])
                 # A record is written after its step's preview, so it counts that preview's
@@ -268,6 +270,7 @@ class TrainingLoop:
                 if log_due:
                     record = self._record(step, sums, logged)
                     sums, logged = torch.zeros(3), 0
+                    self.state.window = sums.tolist(), logged
                     self._meter.reset()
                 with self._meter.paused():
                     if cfg.preview.every > 0 and step % cfg.preview.every == 0:

@@ -59,6 +59,17 @@ def furthest_behind(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "epoch": epoch, "position": position}
 
 
+def saved_window(saved: Any) -> tuple[list[float], int]:
+    """A checkpoint's ``window`` (:attr:`TrainState.window`); none (absent in checkpoints
+    before it was kept, or not what glidectl writes): no steps."""
+    if isinstance(saved, dict):
+        sums, steps = saved.get("sums"), saved.get("steps")
+        if (isinstance(sums, list) and len(sums) == 3 and type(steps) is int and steps > 0
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in sums)):
+            return [float(v) for v in sums], steps
+    return [0.0, 0.0, 0.0], 0
+
+
 class TrainState:
     """The loop's own resume state (``state/train.json``; the noise generator's state goes
     with the other RNGs)."""
@@ -84,6 +95,10 @@ class TrainState:
         # every training image this process has seen is grey (None: none seen yet)
         self.grey_data: bool | None = None
         self.grey_images = 0  # grey images this process saw before a colour one (this start)
+        # the loss, mse and vb summed over the steps since the last metrics record, and how
+        # many: a stop between records saves them, so the resumed run's next record is the
+        # straight run's, not one of only the steps after the resume
+        self.window: tuple[list[float], int] = ([0.0, 0.0, 0.0], 0)
 
     def see_images(self, images: torch.Tensor) -> str | None:
         """Note whether a batch's images (as trained on, augmented) are all grey; the line
@@ -111,6 +126,7 @@ class TrainState:
             "best_val_loss": self.best_val_loss, "best_step": self.best_step,
             "data_counts": self.data_total, "precision": self.precision,
             "grey_data": self.grey_data, "batch": list(self.batch) if self.batch else None,
+            "window": {"sums": self.window[0], "steps": self.window[1]},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -128,6 +144,7 @@ class TrainState:
         batch = state.get("batch")  # absent in checkpoints before it was kept
         self.saved_batch = (tuple(batch) if isinstance(batch, list) and len(batch) == 2
                             and all(type(v) is int for v in batch) else None)
+        self.window = saved_window(state.get("window"))
         best = state.get("best_step")  # absent in checkpoints before it was kept
         self.best_step = best if isinstance(best, int) and not isinstance(best, bool) else None
         counts = state.get("data_counts") or {}  # absent in checkpoints before it was kept
