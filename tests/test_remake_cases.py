@@ -533,3 +533,27 @@ def test_a_finetune_s_step_0_preview_is_made_from_its_model_init(capsys, tmp_pat
                 init)  # other weights under that name now: not what step 0 sampled
     message = refused(capsys, "--from-png", png)
     assert "whose checkpoint of that step is not there" in message, message
+
+
+def test_a_dynamic_threshold_or_rescale_the_png_ran_without_is_said_to_differ(tmp_path):
+    """A PNG sampled without dynamic thresholding or guidance rescale records them as null:
+    --dynamic-threshold 90 or --guidance-rescale 0.7 on its remake made another picture
+    without a word; now it is said. A rescale of an unguided PNG changes no pixel (sample
+    says it is not used), nor does --guidance-rescale 0."""
+    from glidectl.images import save_png
+    from glidectl.remake_records import read_remake
+
+    rec = {"prompt": "a", "seed": 0, "glidectl": "0.1.0", "base": "b.safetensors",
+           "sampler": "ddim", "steps": "2", "guidance": 2.0, "eta": 0.0,
+           "guidance_interval": None, "guidance_rescale": None, "dynamic_threshold": None,
+           "batch_size": 1, "grey": False, "precision": "fp32"}
+    for guidance, given, said in (
+            (2.0, {"dynamic_threshold": 90.0}, "--dynamic-threshold 90.0"),
+            (2.0, {"guidance_rescale": 0.7}, "--guidance-rescale 0.7"),
+            (2.0, {"guidance_rescale": 0.0}, None),
+            (None, {"guidance_rescale": 0.7}, None)):
+        png = save_png(Image.new("RGB", (8, 8)), tmp_path / f"{guidance}.png",
+                       {"parameters": json.dumps({**rec, "guidance": guidance})})
+        lines = read_remake(png).apply({"prompts": [], **given}, set(given))
+        assert lines == ([f"Not as {png} records: {said} (given); the image will differ."]
+                         if said else []), (given, lines)

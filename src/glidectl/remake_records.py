@@ -117,6 +117,13 @@ def _from_sample(png: Path, rec: dict[str, Any]) -> Remake:
     unset = {k: None for k in PATHS if not rec.get(k)}  # given, another input
     if "upsample_sampler" in rec and rec.get("upsample_guidance") is None:
         unset["upsample_guidance"] = 1.0  # guidance off, as --upsample-guidance 1 says it
+    # the base stage's tools it ran without (null where it ran: off); a guidance rescale
+    # changes no pixel of an unguided stage, which sample says
+    if "dynamic_threshold" in rec and rec["dynamic_threshold"] is None:
+        unset["dynamic_threshold"] = None
+    if "guidance_rescale" in rec and rec["guidance_rescale"] is None \
+            and values.get("guidance", 1.0) != 1.0:
+        unset["guidance_rescale"] = 0.0
     remake = Remake(png, source, values, unset=unset, prompt_sha256=rec.get("prompt_sha256"),
                     plugins=rec.get("plugins"), plugins_known="plugins" in rec,
                     vocab_sha256=rec.get("vocab_sha256"),
