@@ -180,3 +180,18 @@ def test_a_wandb_project_name_over_128_characters_is_said_before_the_run_is_buil
     out = Path(cfg.train.output_dir)
     assert not out.exists() or not any(out.iterdir())
     Trainer(tiny(log=dict(trackers=["tensorboard"], project="p" * 129)), quiet=True)
+
+
+def test_a_file_where_the_trackers_folder_goes_is_one_line_and_kept(tiny):
+    """A file named ``trackers`` in the run folder was a FileExistsError traceback at the
+    trackers' start; it is one line (a failed write: exit code 1), and the file stays."""
+    from glidectl.errors import WriteError
+
+    cfg = tiny(train=dict(steps=1), log=dict(trackers=["tensorboard"]))
+    run = Path(cfg.train.output_dir) / cfg.train.name
+    run.mkdir(parents=True)
+    (run / "trackers").write_text("mine")
+    with pytest.raises(WriteError, match=r"^Cannot make the trackers' folder '.*trackers': "
+                       r"something that is no folder is in its place; remove or rename it"):
+        Trainer(cfg, quiet=True).run()
+    assert (run / "trackers").read_text() == "mine"

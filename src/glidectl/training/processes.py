@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, WriteError
 from . import heartbeats
 from .guards import StopFlag
 from .heartbeats import Heartbeats
@@ -139,20 +139,25 @@ class Processes:
         """Run ``fn`` (``what``) on the main process and share its result (or its user
         error) with every process, so a failed check stops all ranks instead of leaving them
         waiting. The others wait in the main-work group: an FID may outlast the process
-        group's timeout."""
+        group's timeout. The main process raises its error as it was (a WriteError exits 1);
+        the others raise one of the same exit code."""
         box: list[Any] = [None]
+        error: GlidectlError | None = None
         if self.main:
             self.busy(what)
             try:
                 box = [("ok", fn())]
             except GlidectlError as exc:
-                box = [("error", str(exc))]
+                error, box = exc, [("error", (str(exc), isinstance(exc, WriteError)))]
         if self._main_group is not None:
             with self._waiting(what):
                 torch.distributed.broadcast_object_list(box, src=0, group=self._main_group)
         status, value = box[0]
         if status == "error":
-            raise GlidectlError(value)
+            if error is not None:
+                raise error
+            text, failed_write = value
+            raise (WriteError if failed_write else GlidectlError)(text)
         return value
 
     def wait_for_main(self, what: str) -> None:

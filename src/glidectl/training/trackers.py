@@ -15,7 +15,7 @@ from typing import Any
 from .. import runs
 from ..config import GlideConfig, LogConfig, to_dict, wandb_init_mode
 from ..config_schema import check_trackers
-from ..errors import GlidectlError
+from ..errors import GlidectlError, WriteError, write_error
 
 # characters W&B refuses in a project name (its own check, at wandb.init)
 WANDB_FORBIDDEN = "/\\#?%:"
@@ -81,7 +81,14 @@ class Trackers:
             return
         from accelerate.tracking import filter_trackers
 
-        run.trackers.mkdir(parents=True, exist_ok=True)
+        try:
+            run.trackers.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file (or a broken link) where the folder goes
+            raise WriteError(f"Cannot make the trackers' folder {str(run.trackers)!r}: "
+                             "something that is no folder is in its place; remove or rename "
+                             "it and try again.") from None
+        except OSError as exc:  # a read-only run folder, a full disk
+            raise write_error(run.trackers, exc) from None
         accelerator.project_configuration.logging_dir = str(run.trackers)
         accelerator.log_with = filter_trackers(self.names, str(run.trackers))
         log = cfg.log
