@@ -61,6 +61,18 @@ def step_of(step_dir: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def make_folder(path: Path) -> None:
+    """Make one of a run's folders (and those above it); a file or a broken link in its
+    place is one sentence."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        what = "a broken symbolic link" if path.is_symlink() and not path.exists() \
+            else "a file"
+        raise GlidectlError(f"{str(path)!r} is {what}, where the run keeps a folder; "
+                            "remove or rename it.") from None
+
+
 @dataclass(frozen=True)
 class RunDir:
     """runs/<name>/ and the paths inside it."""
@@ -108,13 +120,7 @@ class RunDir:
 
     def create(self) -> None:
         for path in (self.root, self.previews, self.checkpoints):
-            try:
-                path.mkdir(parents=True, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
-                what = "a broken symbolic link" if path.is_symlink() and not path.exists() \
-                    else "a file"
-                raise GlidectlError(f"{str(path)!r} is {what}, where the run keeps a folder; "
-                                    "remove or rename it.") from None
+            make_folder(path)
 
     def written_folders(self) -> list[Path]:
         """The folders training writes files into: the run, previews/, checkpoints/ and each

@@ -184,14 +184,34 @@ def test_a_wandb_project_name_over_128_characters_is_said_before_the_run_is_buil
 
 def test_a_file_where_the_trackers_folder_goes_is_one_line_and_kept(tiny):
     """A file named ``trackers`` in the run folder was a FileExistsError traceback at the
-    trackers' start; it is one line (a failed write: exit code 1), and the file stays."""
-    from glidectl.errors import WriteError
-
+    trackers' start; it is one line, as a file in place of ``previews`` is, and it stays."""
     cfg = tiny(train=dict(steps=1), log=dict(trackers=["tensorboard"]))
     run = Path(cfg.train.output_dir) / cfg.train.name
     run.mkdir(parents=True)
     (run / "trackers").write_text("mine")
-    with pytest.raises(WriteError, match=r"^Cannot make the trackers' folder '.*trackers': "
-                       r"something that is no folder is in its place; remove or rename it"):
+    with pytest.raises(GlidectlError, match=r"^'.*trackers' is a file, where the run keeps a "
+                       r"folder; remove or rename it\.$"):
         Trainer(cfg, quiet=True).run()
     assert (run / "trackers").read_text() == "mine"
+
+
+def test_a_trackers_folder_that_cannot_be_made_is_a_failed_write(tiny, monkeypatch):
+    """The trackers start on the main process for all (``Processes.on_main``), which made
+    every error there one of bad input (exit code 2); a failed write keeps exit code 1."""
+    from glidectl import runs
+    from glidectl.errors import WriteError
+
+    make = runs.make_folder
+
+    def read_only(path: Path) -> None:
+        if path.name == "trackers":
+            raise PermissionError(13, "Permission denied")
+        make(path)
+
+    monkeypatch.setattr(runs, "make_folder", read_only)
+    cfg = tiny(train=dict(steps=1), log=dict(trackers=["tensorboard"]))
+    with pytest.raises(WriteError, match=r"^Cannot write '.*trackers' \(Permission denied\); "
+                       r"fix the folder's permissions and try again; it has no checkpoint yet"
+                       ) as caught:
+        Trainer(cfg, quiet=True).run()
+    assert caught.value.exit_code == 1

@@ -15,7 +15,7 @@ from typing import Any
 from .. import runs
 from ..config import GlideConfig, LogConfig, to_dict, wandb_init_mode
 from ..config_schema import check_trackers
-from ..errors import GlidectlError, WriteError, write_error
+from ..errors import GlidectlError, write_error
 
 # characters W&B refuses in a project name (its own check, at wandb.init)
 WANDB_FORBIDDEN = "/\\#?%:"
@@ -82,11 +82,7 @@ class Trackers:
         from accelerate.tracking import filter_trackers
 
         try:
-            run.trackers.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:  # a file (or a broken link) where the folder goes
-            raise WriteError(f"Cannot make the trackers' folder {str(run.trackers)!r}: "
-                             "something that is no folder is in its place; remove or rename "
-                             "it and try again.") from None
+            runs.make_folder(run.trackers)
         except OSError as exc:  # a read-only run folder, a full disk
             raise write_error(run.trackers, exc) from None
         accelerator.project_configuration.logging_dir = str(run.trackers)
