@@ -262,12 +262,30 @@ def test_a_resume_on_data_changed_since_the_checkpoint_says_so(tiny, image_folde
     for name in ("img7.png", "img7.txt"):
         (image_folder / name).unlink()
     out = resume(3)
-    assert ("Warning: the data changed since "
+    assert ("Warning: the data or their order changed since "
             f"{str(run_dir / 'checkpoints' / 'step-000002')!r} was saved "
             f"({str(image_folder)!r} now lists 7 samples an epoch, not 8): the run goes on "
             "with the data as they are, but not as it would have") in out
     (image_folder / "img6.png").rename(image_folder / "other.png")
-    assert "now lists other files (7 samples an epoch, as before)" in resume(4)
+    assert "now lists other files (7 samples an epoch, as before))" in resume(4)
+
+
+def test_a_resume_with_another_shuffle_buffer_or_resampling_says_so(tiny, image_folder,
+                                                                     tmp_path):
+    """Shards read through another data.shuffle_buffer, or data.resampled switched, put
+    other samples under the saved cursor: one warning names the setting (it was silent)."""
+    shards = _shards(image_folder, tmp_path / "shards")
+    cfg = tiny(train=dict(steps=1), data=dict(source=str(shards), image_key="png",
+                                              shuffle_buffer=4))
+    Trainer(cfg, quiet=True).run()
+    cfg.train.steps, cfg.data.shuffle_buffer, cfg.data.resampled = 2, 100, True
+    trainer = Trainer(cfg, resume="latest", quiet=True)
+    assert [n for n in trainer._notes if "order changed" in n] == [
+        f"Warning: the data or their order changed since "
+        f"{str(trainer.run_dir.checkpoints / 'step-000001')!r} was saved (data.shuffle_buffer "
+        "4 → 100; data.resampled false → true): the run goes on with the data as they are, "
+        "but not as it would have, as the samples under way are shuffled anew and may be "
+        "read again or left out (undo the change to resume exactly)."]
 
 
 def test_a_resume_with_another_batch_under_train_epochs_names_the_steps_that_read_them(tiny):

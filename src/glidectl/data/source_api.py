@@ -68,25 +68,43 @@ def samples_per_epoch(source: Any) -> int | None:
     return sum(count(u) for u in source.units())
 
 
-def data_listing(source: Any) -> dict[str, Any] | None:
-    """What a training epoch of ``source`` reads, to tell a resume on other data:
-    ``{"samples": per epoch (None: unknown), "sha256": of its unit list}`` (None: no
-    source)."""
+def data_listing(source: Any, *, shuffle_buffer: int = 0,
+                 resampled: bool = False) -> dict[str, Any] | None:
+    """What a training epoch of ``source`` reads, and in which order, to tell a resume on
+    other data: ``{"samples": per epoch (None: unknown), "sha256": of its unit list,
+    "shuffle_buffer": the sample shuffle's (None: the source shuffles whole units),
+    "resampled": ...}`` (None: no source)."""
     if source is None or not callable(getattr(source, "units", None)):
         return None
     digest = hashlib.sha256("\0".join(map(str, source.units())).encode("utf-8", "replace"))
-    return {"samples": samples_per_epoch(source), "sha256": digest.hexdigest()}
+    return {"samples": samples_per_epoch(source), "sha256": digest.hexdigest(),
+            "shuffle_buffer": None if source.splits_samples else int(shuffle_buffer),
+            "resampled": bool(resampled)}
 
 
-def listing_change(saved: Any, now: dict[str, Any] | None) -> str | None:
-    """What the data list now, where they differ from the ``saved`` :func:`data_listing`
-    ('10 samples an epoch, not 16'; None: the same, or either is unknown)."""
-    if not isinstance(saved, dict) or now is None or saved.get("sha256") == now["sha256"]:
-        return None
-    was, n = saved.get("samples"), now["samples"]
-    if was != n and isinstance(was, int) and n is not None:
-        return f"{n} sample{'s' * (n != 1)} an epoch, not {was}"
-    return "other files" + (f" ({n} samples an epoch, as before)" if was == n and n else "")
+def _toml(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def listing_change(saved: Any, now: dict[str, Any] | None, name: str) -> list[str]:
+    """How the data ``name`` now differ from the ``saved`` :func:`data_listing`, or are
+    read otherwise ("'imgs' now lists 10 samples an epoch, not 16", 'data.shuffle_buffer 4
+    → 100'; none: the same, or either is unknown)."""
+    if not isinstance(saved, dict) or now is None:
+        return []
+    changes = []
+    if saved.get("sha256") != now["sha256"]:
+        was, n = saved.get("samples"), now["samples"]
+        if was != n and isinstance(was, int) and n is not None:
+            changes.append(f"{name!r} now lists {n} sample{'s' * (n != 1)} an epoch, not {was}")
+        else:
+            changes.append(f"{name!r} now lists other files"
+                           + (f" ({n} samples an epoch, as before)" if was == n and n else ""))
+    for key in ("shuffle_buffer", "resampled"):  # absent in checkpoints before they were kept
+        was = saved.get(key)
+        if was is not None and now[key] is not None and was != now[key]:
+            changes.append(f"data.{key} {_toml(was)} → {_toml(now[key])}")
+    return changes
 
 
 def reads_per_epoch(source: Any, key: str) -> int:

@@ -189,8 +189,9 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         if dataset is None:
             check_data_before_download(cfg, adapter)
         # Network, tokenizer, diffusion; then what trains (the adapter hook: parts or LoRA).
-        self.bundle: ModelBundle = build_model(cfg.model, cfg.data.resolution, self.resume_from,
-                                               self.kinds)
+        self.bundle: ModelBundle = build_model(
+            cfg.model, cfg.data.resolution, self.resume_from, self.kinds,
+            whole=getattr(adapter, "load_checkpoint", None) is None)
         freq = self.bundle.options.time_embed_max_freq
         if cfg.model.init == "scratch" and freq != cfg.model.time_embed_max_freq:
             # a run written before the key: its config.toml now names the checkpoint's
@@ -231,7 +232,10 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
                                    total_steps=self.total_steps)
         self.state = TrainState(self.stream, self.guard, self.precision.name,
                                 (tc.batch_size, tc.grad_accum))
-        self.state.data_listing = data_listing(getattr(self.dataset, "source", None))
+        self.state.data_listing = data_listing(
+            getattr(self.dataset, "source", None),
+            shuffle_buffer=getattr(self.dataset, "shuffle_buffer", 0),
+            resampled=getattr(self.dataset, "resampled", False))
         self.checkpoints = CheckpointManager(self.run_dir.checkpoints, cfg.checkpoint.keep_last)
         if self.resume_from is not None:
             self._load(self.resume_from)

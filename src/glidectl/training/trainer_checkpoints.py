@@ -71,17 +71,17 @@ class TrainerCheckpoints:
 
     def _data_note(self, step_dir: Path) -> str | None:
         """A warning when ``data.source`` lists other samples than when the checkpoint was
-        saved (files added, removed or renamed): the resume cursor counts samples of the
-        epoch's shuffle, which is another one now."""
-        change = listing_change(self.state.saved_listing, self.state.data_listing)
-        if change is None:
-            return None
+        saved (files added, removed or renamed), or reads them in another order
+        (``data.shuffle_buffer``, ``data.resampled``): the resume cursor counts samples of
+        the epoch's shuffle, which is another one now."""
         name = getattr(self.dataset, "name", self.cfg.data.source)
-        return (f"Warning: the data changed since {str(step_dir)!r} was saved ({name!r} now "
-                f"lists {change}): the run goes on with the data as "
-                "they are, but not as it would have, as the epoch under way is shuffled anew "
-                "and may read samples again and leave others out (put the data back as they "
-                "were to resume exactly).")
+        changes = listing_change(self.state.saved_listing, self.state.data_listing, name)
+        if not changes:
+            return None
+        return (f"Warning: the data or their order changed since {str(step_dir)!r} was saved "
+                f"({'; '.join(changes)}): the run goes on with the data as they are, but not "
+                "as it would have, as the samples under way are shuffled anew and may be "
+                "read again or left out (undo the change to resume exactly).")
 
     def _epochs_note(self, batch: tuple[int, int]) -> str:
         """' …' when ``train.epochs`` counts the run's steps: they are counted at the new
