@@ -592,6 +592,20 @@ def test_a_full_run_resumed_with_another_model_init_is_one_line(tiny, tmp_path, 
     assert Trainer(cfg, resume="latest", quiet=True).run().step == 3
 
 
+def test_a_finetune_resumes_from_its_checkpoint_without_its_model_init_file(tiny, tmp_path):
+    """A finetune's resume loaded model.init again (openai:base: downloaded again) only to
+    replace its weights with the checkpoint's: with the file moved it stopped, `Model ...
+    not found`. It resumes from the checkpoint alone."""
+    from tiny_configs import tiny_base_weights
+
+    init = tiny_base_weights(tmp_path / "base.safetensors")
+    cfg = tiny(model=dict(init=str(init)), data=dict(resolution=16), train=dict(steps=1))
+    Trainer(cfg, quiet=True).run()
+    init.unlink()
+    cfg.train.steps = 2
+    assert Trainer(cfg, resume="latest", quiet=True).run().step == 2
+
+
 def test_a_resume_with_another_trainable_part_names_that_key(tiny):
     """It said "state/optimizer.safetensors does not fit this run (ValueError: loaded state
     dict contains a parameter group that doesn't match the size of optimizer's group)"."""

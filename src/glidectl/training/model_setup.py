@@ -28,13 +28,15 @@ PRESET_LAYOUT = frozenset({"channel_mult", "num_res_blocks", "attention_resoluti
 
 def build_model(cfg: ModelConfig, resolution: int = 0,
                 resume_from: Path | None = None,
-                kinds: tuple[str, ...] | None = None) -> ModelBundle:
+                kinds: tuple[str, ...] | None = None, *, whole: bool = False) -> ModelBundle:
     """A scratch network at ``cfg.size`` or pretrained weights from ``cfg.init``.
 
     A scratch model trained at ``resolution`` (data.resolution) records it as its
     image_size, so previews and later sampling use the size it learned. ``resume_from``: the
     step checkpoint a scratch run resumes (one begun with an earlier preset keeps its
     network: :func:`earlier_preset`). ``kinds``: the model kinds the command trains.
+    ``whole``: the resume loads the whole network from ``resume_from`` (not LoRA adapters),
+    so a finetune's model.init is not read, nor downloaded, again: :func:`resumed_network`.
     """
     from ..diffusion import create_diffusion
     from ..glide import create_model, preset_options
@@ -53,7 +55,9 @@ def build_model(cfg: ModelConfig, resolution: int = 0,
         from ..glide.loading import LoraRunError
 
         try:
-            model = load_model(cfg.init)
+            model = resumed_network(resume_from) if whole else None
+            if model is None:
+                model = load_model(cfg.init)
             model.__dict__.pop("glidectl_source", None)  # it trains: its file is not it
         except LoraRunError:  # training has no --lora: merge first, or continue the LoRA run
             run = shlex.quote(cfg.init)
@@ -74,6 +78,25 @@ def build_model(cfg: ModelConfig, resolution: int = 0,
         tokenizer = get_tokenizer(options.tokenizer, cfg.vocab_dir or None)
     diffusion = create_diffusion(options.noise_schedule, options.diffusion_steps)
     return ModelBundle(model, options, tokenizer, diffusion)
+
+
+def resumed_network(step_dir: Path | None) -> Any:
+    """The network a full run's checkpoint ``step_dir`` holds (its model.safetensors), which
+    the resume loads over whatever model.init gave: a finetune resumes without its
+    model.init's file (moved, or openai:base out of the cache). None when that file is
+    missing or unreadable: model.init is loaded, and the resume says what is wrong."""
+    from ..glide import read_weights
+    from ..glide.loading import build_from_state
+    from ..runs import MODEL_FILE
+
+    weights = None if step_dir is None else Path(step_dir) / MODEL_FILE
+    if weights is None or not weights.is_file():
+        return None
+    try:
+        state, options = read_weights(weights)
+    except (GlidectlError, OSError):
+        return None
+    return build_from_state(state, options)
 
 
 def earlier_preset(options: Any, cfg: ModelConfig, resume_from: Path | None) -> Any:
