@@ -433,6 +433,35 @@ def test_an_upsampler_preview_says_it_cannot_be_made_again_and_what_can(tmp_path
     assert f"pass --base none --upsampler {step} --low-res IMAGE." in str(err.value)
 
 
+def test_an_upsampler_finetune_s_step_0_preview_names_its_model_init(tmp_path):
+    """Step 0 of an upsampler finetune has no checkpoint folder: the refusal told the user
+    to pass `--upsampler RUN/checkpoints/step-000000`, which is not there; it names the
+    model.init file the preview was made from, and no folder where that file is gone."""
+    from glidectl.errors import GlidectlError
+    from glidectl.glide import save_weights
+    from glidectl.glide.checkpoints import state_sha256
+    from glidectl.remake_records import read_remake
+
+    model = tiny_glide("upsample", 1)
+    init = save_weights(model, tmp_path / "up.safetensors")
+    run = tmp_path / "run"
+    (run / "previews").mkdir(parents=True)
+    (run / "config.toml").write_text(f'[model]\nkind = "upsample"\ninit = {str(init)!r}\n')
+    png = run / "previews" / "step-000000.png"
+    info = PngInfo()
+    for key, value in {"step": "0", "prompts": '["a"]', "sampler": "ddpm",
+                       "weights_sha256": state_sha256(model.state_dict())}.items():
+        info.add_text(key, value)
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    for gone in (False, True):
+        if gone:
+            init.unlink()
+        with pytest.raises(GlidectlError) as err:
+            read_remake(png)
+        assert "checkpoints" not in str(err.value)
+        assert (f"--upsampler {init} --low-res IMAGE." in str(err.value)) is not gone
+
+
 def test_eval_records_the_vocabulary_its_prompts_were_tokenized_with(capsys, tmp_path,
                                                                      gpt2_vocab, monkeypatch):
     """eval takes --vocab-dir as sample does; its PNGs record the vocabulary as sample's do,

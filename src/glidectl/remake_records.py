@@ -393,8 +393,10 @@ def _from_preview(png: Path, text: dict[str, str]) -> Remake:
     kind = _kind(weights, adapter) if missing is None else str(
         runs.run_setting(run, "model", "kind") or "base")
     if kind != "base":
+        # the step's checkpoint, or at step 0 the model.init it started from (no step-0 folder)
+        up = started or (where if missing is None else None)
         how = (f"; to upsample an image of your own with its weights, pass --base none "
-               f"--upsampler {where} --low-res IMAGE" if kind == "upsample" else "")
+               f"--upsampler {up} --low-res IMAGE" if kind == "upsample" and up else "")
         raise GlidectlError(f"{png} is a preview of {a_or_an(repr(kind))} model: it was made "
                             "from held-out images (and masks) the PNG does not hold, and "
                             "glidectl sample --from-png makes base-model previews again"
