@@ -60,6 +60,33 @@ def test_the_environment_variable_is_named_where_it_set_the_folder(tmp_path, mon
         GlidePipeline(tiny_glide("base", tokenizer="gpt2"))  # not said as vocab_dir's
 
 
+def test_no_default_vocabulary_names_the_flag_or_keyword_that_gives_one(capsys, tmp_path,
+                                                                       monkeypatch):
+    """Offline, without tiktoken's cache, `sample --base FINETUNE.safetensors` said "Set
+    model.vocab_dir", a config key sample has not; it names --vocab-dir (vocab_dir= to a
+    library caller)."""
+    import tiktoken
+
+    from glidectl import generate
+    from glidectl.glide import save_weights
+
+    def offline(name: str) -> None:
+        raise ConnectionError(name)
+
+    base = save_weights(tiny_glide("base", 3, tokenizer="gpt2"), tmp_path / "ft.safetensors")
+    monkeypatch.delenv(tokenizer.VOCAB_ENV, raising=False)
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    tokenizer.clear_cache()
+    res = in_process(capsys, "sample", "a cat", "--base", base, "--upsampler", "none",
+                     "--steps", 2, "--device", "cpu", "--out", tmp_path / "s")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "(ConnectionError). Pass --vocab-dir DIR, a folder with encoder.json and vocab.bpe " \
+           f"(or set the {tokenizer.VOCAB_ENV} environment variable to one)" in res.stderr
+    with pytest.raises(GlidectlError, match=r"\. Pass vocab_dir=DIR, a folder with"):
+        generate("a cat", base, None, device="cpu")
+    tokenizer.clear_cache()
+
+
 def test_a_training_config_names_model_vocab_dir(tmp_path):
     from tiny_configs import tiny_config
 

@@ -40,9 +40,10 @@ _FILES_FIX = "use a folder holding GPT-2's encoder.json and vocab.bpe"
 # :func:`vocab_named`'s words for --vocab-dir (``vocab_dir=`` to a library caller) and for a
 # config's model.vocab_dir
 FLAG_VOCAB = ("given with --vocab-dir", "pass --vocab-dir DIR with GPT-2's encoder.json and "
-              "vocab.bpe, or leave it out for the default vocabulary")
+              "vocab.bpe, or leave it out for the default vocabulary", "Pass --vocab-dir DIR,")
 CONFIG_VOCAB = ("set as model.vocab_dir", "set model.vocab_dir to a folder holding GPT-2's "
-                "encoder.json and vocab.bpe, or leave it empty for the default vocabulary")
+                "encoder.json and vocab.bpe, or leave it empty for the default vocabulary",
+                "Set model.vocab_dir to")
 
 
 class VocabFolderError(GlidectlError):
@@ -74,16 +75,37 @@ def vocab_folder_problem(folder: str | os.PathLike[str]) -> str | None:
     return f"lacks {', '.join(missing)}" if missing else None
 
 
+class VocabUnavailableError(GlidectlError):
+    """No vocabulary folder named and tiktoken's GPT-2 cannot be loaded or downloaded;
+    :func:`vocab_named` says how the caller names a folder."""
+
+    reason = ""  # the exception's type name: ConnectionError, ...
+
+
+def vocab_unavailable(reason: str, name_one: str = "Set model.vocab_dir to") -> str:
+    """The sentence for a GPT-2 vocabulary tiktoken could not give (``reason``), with
+    ``name_one`` ("Pass --vocab-dir DIR,", "Set model.vocab_dir to") saying how to name a folder."""
+    return ("The GPT-2 vocabulary is not available: tiktoken could not load or download 'gpt2' "
+            f"({reason}). {name_one} a folder with encoder.json and vocab.bpe (or set the "
+            f"{VOCAB_ENV} environment variable to one), or run once with internet access so "
+            "tiktoken caches it.")
+
+
 @contextmanager
-def vocab_named(named: str, fix: str) -> Iterator[None]:
+def vocab_named(named: str, fix: str, name_one: str = "") -> Iterator[None]:
     """A vocabulary folder the caller gave that fails to load inside is said to come from
-    ``named`` ("given with --vocab-dir", "set as model.vocab_dir"), with ``fix``."""
+    ``named`` ("given with --vocab-dir", "set as model.vocab_dir"), with ``fix``; a missing
+    default vocabulary says how ``name_one`` ("Pass --vocab-dir DIR,") names a folder."""
     try:
         yield
     except VocabFolderError as exc:
         if exc.from_env or not exc.folder:
             raise
         raise vocab_folder_error(exc.folder, exc.problem, named, fix) from None
+    except VocabUnavailableError as exc:
+        if not name_one:
+            raise
+        raise VocabUnavailableError(vocab_unavailable(exc.reason, name_one)) from exc.__cause__
 
 
 class Tokenizer(ABC):
@@ -249,12 +271,9 @@ def _encoding_from_tiktoken() -> tiktoken.Encoding:
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as exc:  # network, cache or hash errors all mean "not available here"
-        raise GlidectlError(
-            "The GPT-2 vocabulary is not available: tiktoken could not load or download 'gpt2' "
-            f"({type(exc).__name__}). Set model.vocab_dir (or the {VOCAB_ENV} environment "
-            "variable) to a folder with encoder.json and vocab.bpe, or run once with internet "
-            "access so tiktoken caches it."
-        ) from exc
+        error = VocabUnavailableError(vocab_unavailable(type(exc).__name__))
+        error.reason = type(exc).__name__
+        raise error from exc
 
 
 def load_gpt2_encoding(vocab_dir: str | os.PathLike[str] | None = None) -> tiktoken.Encoding:
