@@ -474,6 +474,28 @@ def test_a_continued_eval_runs_as_its_images_were_made_or_is_refused(tmp_path, t
     assert (outputs(out), (out / "metadata.json").read_bytes()) == before
 
 
+def test_an_alias_of_the_sampler_or_schedule_that_made_the_images_is_the_same_setting(
+        tmp_path, tiny_base, stack):
+    """A run made with --sampler dpm++ refused `--resume --sampler dpmpp_2m` ("would change
+    the images") and `--skip-existing --sampler dpm++2m`: aliases of one sampler (or
+    schedule) were compared as different settings."""
+    from glidectl.evaluation import settings_for
+
+    out, prompts = tmp_path / "o", write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    made = run_eval(prompts, EvalSettings(base=str(tiny_base),
+                                          base_stage=Stage("dpm++", 2, 3.0, "LogSNR")),
+                    RunOptions(out=out, device="cpu"), pipeline=stack)
+    assert made.metadata["settings"]["base_stage"] == {
+        "sampler": "dpm++2m", "steps": 2, "guidance": 3.0, "schedule": "exponential"}
+    flags = {"base_stage.sampler": "dpmpp_2m", "base_stage.schedule": "logsnr"}
+    resumed, _ = settings_for(prompts, flags, RunOptions(out=out, resume=True), "fp32")
+    assert resumed.base_stage == Stage("dpm++2m", 2, 3.0, "exponential")
+    more = write_prompts(tmp_path / "q.txt", PROMPTS[:2])
+    report = run_eval(more, EvalSettings(base=str(tiny_base), base_stage=Stage("DPM++2M", 2, 3.0)),
+                      RunOptions(out=out, device="cpu", skip_existing=True), pipeline=stack)
+    assert report.metadata["counts"] == {"prompts": 2, "images": 2, "generated": 1, "kept": 1}
+
+
 def test_a_long_prompt_cut_by_the_model_is_done_on_resume_and_skip_existing(
         tmp_path, tiny_base, stack):
     """A prompt's caption file holds what the model read of it: a long prompt's never

@@ -184,12 +184,23 @@ def _recorded_stage(data: dict[str, Any]) -> Stage:
 
 
 def stage_words(stage: Stage) -> Stage:
-    """``stage`` with its sampler and schedule names as their lower-case words (a run that
-    recorded ``DDIM`` resumes under ``--sampler ddim``)."""
+    """``stage`` with its sampler and schedule names as the registered names they are or
+    alias (a run that recorded ``DDIM`` or ``dpm++`` resumes under ``--sampler ddim`` or
+    ``dpm++2m``)."""
+    return replace(stage, sampler=stage_name("sampler", stage.sampler),
+                   schedule=stage_name("schedule", stage.schedule))
+
+
+def stage_name(key: str, value: Any) -> Any:
+    """A stage's ``sampler`` or ``schedule`` (``key``) as the name it is registered under
+    (an alias as its name, any case as lower case); a schedule file, ``respaced`` and a name
+    no plugin registers as :func:`glidectl.sampling.stage_word` gives them."""
+    from . import plugins
     from .sampling import stage_word
 
-    return replace(stage, sampler=stage_word("sampler", stage.sampler),
-                   schedule=stage_word("schedule", stage.schedule))
+    word = stage_word(key, value)
+    registry = plugins.samplers() if key == "sampler" else plugins.schedules()
+    return registry.entry(word).name if isinstance(word, str) and word in registry else word
 
 
 UPSAMPLE_STAGE = Stage(UPSAMPLE_SAMPLER, UPSAMPLE_STEPS, None)
@@ -367,6 +378,8 @@ def resolve_settings(
         if precision is not None:  # --precision given: it must resolve to the recorded one
             given["precision"] = precision
         for key, value in given.items():
+            if key.endswith((".sampler", ".schedule")):  # an alias is the same setting
+                value = stage_name(key.split(".")[1], value)
             if key == "upsampler":  # `none` and `auto` name what the run would use
                 from .pipeline import resolve_upsampler
 
