@@ -404,6 +404,34 @@ def test_an_out_named_like_an_image_says_it_is_a_folder(run, weights, tmp_path,
     assert (tmp_path / "x.png" / "00000.png").is_file()
 
 
+def test_an_out_in_a_checkpoint_folder_is_refused(capsys, tmp_path, monkeypatch) -> None:
+    """Images, evals and schedule files written into runs/x/checkpoints/step-N/ were deleted,
+    unsaid, with the step folder when the run's keep_last pruned it."""
+    from glidectl.glide import loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.chdir(tmp_path)
+    step = Path("runs", "x", "checkpoints", "step-000002")
+    step.mkdir(parents=True)
+    (step.parents[1] / "config.toml").write_text("")
+    (tmp_path / "prompts.txt").write_text("a cat\n")
+    (tmp_path / "mine" / "step-000002").mkdir(parents=True)  # no run's: written into
+    for args, flag, out in (
+            (("sample", "a cat"), "--out", step / "samples"),
+            (("sample", "a cat"), "--out", step),
+            (("eval", "prompts.txt"), "--out", step / "eval"),
+            (("fit-steps", "runs/x", "--prompt", "a cat"), "--out", step / "s.json"),
+            (("dataset", "inspect", "demo:shapes"), "--preview", step / "p.png")):
+        res = in_process(capsys, *args, flag, out)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, (args, res.stderr)
+        assert f"is in checkpoint folder {str(step)!r}, which training deletes when it " \
+               "prunes old checkpoints" in res.stderr, res.stderr
+    assert list(step.iterdir()) == []
+    from glidectl.out_dir import check_out_dir
+
+    check_out_dir(tmp_path / "mine" / "step-000002")
+
+
 def test_a_leading_tilde_the_shell_left_in_a_path_flag_is_the_home_folder(
         run, weights, tmp_path, monkeypatch) -> None:
     """`--out=~/pics` (the shell expands no `~` after `=`) wrote into a folder named '~'

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .atomic import probe_writable
 from .errors import GlidectlError
+from .runs import pruned_step_dir
 
 PROMPT_EXCERPT_CHARS = 200
 
@@ -42,6 +43,10 @@ def check_out_dir(out: Path, flag: str = "--out", holds: str = "") -> None:
     if probe_dir.exists() and not probe_dir.is_dir():
         what = "is a file" if probe_dir == out else f"is under {str(probe_dir)!r}, a file"
         raise GlidectlError(f"{flag} {str(out)!r} {what}; pass a folder.")
+    if (step_dir := pruned_step_dir(out)) is not None:  # pruning deletes what is written
+        raise GlidectlError(f"{flag} {str(out)!r} is in checkpoint folder {step_dir!r}, which "
+                            "training deletes when it prunes old checkpoints; pass a folder "
+                            "outside checkpoints/.")
     try:
         probe_writable(probe_dir)
     except OSError as exc:

@@ -309,6 +309,12 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
                             "schedule file by that name.")
     if path.is_dir():
         raise GlidectlError(f"--out {str(path)!r} is a folder; name a FILE.json in it.")
+    from ..runs import pruned_step_dir
+
+    if (step_dir := pruned_step_dir(path)) is not None:  # the fit would be pruned with it
+        raise GlidectlError(f"--out {str(path)!r} is in checkpoint folder {step_dir!r}, which "
+                            "training deletes when it prunes old checkpoints; write the "
+                            "schedule file outside checkpoints/ (e.g. RUN/schedule.json).")
     from ..atomic import is_locked, probe_writable, refuse_special
 
     refuse_special(path, "--out")  # before the fit: its file is renamed over FILE
