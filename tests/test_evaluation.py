@@ -573,6 +573,26 @@ def test_skip_existing_refuses_a_folder_of_someone_elses_files(tmp_path, tiny_ba
         "000_holiday.png", "notes.txt"]
 
 
+def test_a_folder_with_another_programs_metadata_json_is_no_evals(tmp_path, tiny_base, stack):
+    """A metadata.json another program wrote (a JSON object with no eval's settings or
+    status) passed for an eval's: --skip-existing wrote its images among the folder's files
+    and replaced that file, and --resume said the prompts differ."""
+    out, prompts = tmp_path / "dataset", write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    out.mkdir()
+    (out / "metadata.json").write_text('{"name": "my dataset", "splits": ["train"]}')
+    (out / "data.csv").write_text("a,b\n")
+    before = outputs(out)
+    s = EvalSettings(base=str(tiny_base), base_stage=FAST)
+    for flag, said in (("skip_existing", r"holds files no eval writes \('data.csv', "
+                                         r"'metadata.json'\) and no eval's metadata.json"),
+                       ("resume", r"is no eval's metadata.json \(it records no eval's settings "
+                                  r"or status\)")):
+        with pytest.raises(GlidectlError, match=said):
+            run_eval(prompts, s, RunOptions(out=out, device="cpu", **{flag: True}),
+                     pipeline=stack)
+    assert outputs(out) == before
+
+
 def test_resuming_a_run_whose_plugin_sampler_is_gone_names_it_not_a_typo(
         tmp_path, tiny_base, stack, register_plugin):
     """--resume of a run on a plugin's sampler after the plugin went said "Unknown sampler

@@ -23,6 +23,7 @@ from .eval_outputs import (
     holds_files,
     killed_run,
     latest_eval_dir,
+    missing_record,
     next_eval_dir,
     read_metadata,
     recorded_run,
@@ -171,8 +172,8 @@ def held_files_error(out: Path, held: bool = False) -> GlidectlError:
             "keep its finished prompts with --skip-existing, or pass another --out.")
     if (shown := foreign_files(out)) is not None:  # neither flag takes it
         return GlidectlError(
-            f"--out {str(out)!r} holds files no eval writes ({shown}) and no {META_FILE}, so "
-            "it is no eval's output; pass an empty or new --out.")
+            f"--out {str(out)!r} holds files no eval writes ({shown}) and "
+            f"{missing_record(out)}, so it is no eval's output; pass an empty or new --out.")
     if not (out / META_FILE).exists():  # an eval's images, but no run --resume continues
         return GlidectlError(
             f"--out {str(out)!r} holds an eval's images but no {META_FILE}, so there is no "

@@ -115,10 +115,43 @@ def holds_files(out: Path) -> bool:
 _EVAL_NAME = re.compile(r"\d{3,}_[a-z0-9-]+(?:_\d+)?\.(?:png|txt)|grid\.png|\.lock|\..+\.tmp")
 
 
+def _well_formed(meta: Any) -> bool:
+    """Whether ``meta``, read from a metadata.json, has the shape of an eval's record where
+    it has an eval's keys (a damaged or edited one has not)."""
+    shapes = {"settings": dict, "models": dict, "sessions": list, "prompts": list,
+              "paths": dict}
+
+    def words(value: Any, kind: type = str) -> bool:  # null, or a list of ``kind``
+        return value is None or isinstance(value, list) and all(
+            isinstance(v, kind) for v in value)
+
+    return (isinstance(meta, dict)
+            and all(isinstance(meta.get(k, t()), t) for k, t in shapes.items())
+            and all(isinstance(m, dict) and words(m.get("loras"), dict)
+                    for m in meta.get("models", {}).values())
+            and words(meta.get("plugins")) and words(meta.get("settings", {}).get("loras"))
+            and isinstance(meta.get("device"), str | None))
+
+
+def not_eval_record(meta: Any) -> bool:
+    """Whether ``meta``, read from a metadata.json, is another program's: a JSON object that
+    records neither the settings nor the status every eval's record holds (one with an
+    eval's keys of the wrong shape is a damaged eval's)."""
+    return _well_formed(meta) and not ({"settings", "status"} & meta.keys())
+
+
+def missing_record(out: Path) -> str:
+    """How ``out`` lacks an eval's metadata.json, for :func:`foreign_files`' sentences."""
+    whose = "eval's " if (out / META_FILE).is_file() else ""  # another program's is there
+    return f"no {whose}{META_FILE}"
+
+
 def foreign_files(out: Path) -> str | None:
-    """The files no eval writes (the first three, quoted) of a folder without
-    metadata.json: no eval's output; else None."""
-    if (out / META_FILE).is_file() or not out.is_dir():
+    """The files no eval writes (the first three, quoted) of a folder without an eval's
+    metadata.json (none, or another program's, which is one of them): no eval's output;
+    else None."""
+    if not out.is_dir() or (out / META_FILE).is_file() and not not_eval_record(
+            recorded_run(out)):
         return None
     foreign = sorted(p.name for p in out.iterdir()
                      if not (p.is_file() and _EVAL_NAME.fullmatch(p.name)))
@@ -128,14 +161,14 @@ def foreign_files(out: Path) -> str | None:
 
 
 def refuse_foreign_files(out: Path) -> None:
-    """One sentence when --skip-existing is given a folder without metadata.json that holds
-    files no eval writes: its images would land among someone's own files (a plain eval
-    refuses any folder that holds files)."""
+    """One sentence when --skip-existing is given a folder without an eval's metadata.json
+    that holds files no eval writes: its images would land among someone's own files (a
+    plain eval refuses any folder that holds files)."""
     if (shown := foreign_files(out)) is not None:
         raise GlidectlError(
-            f"--skip-existing: --out {str(out)!r} holds files no eval writes ({shown}) and no "
-            f"{META_FILE}, so it is no eval's output; pass an eval's folder, or an empty or "
-            "new --out.")
+            f"--skip-existing: --out {str(out)!r} holds files no eval writes ({shown}) and "
+            f"{missing_record(out)}, so it is no eval's output; pass an eval's folder, or an empty "
+            "or new --out.")
 
 
 @contextmanager
@@ -212,23 +245,15 @@ def read_metadata(path: Path) -> dict[str, Any] | None:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         meta = None
-    shapes = {"settings": dict, "models": dict, "sessions": list, "prompts": list,
-              "paths": dict}
-
-    def words(value: Any, kind: type = str) -> bool:  # null, or a list of ``kind``
-        return value is None or isinstance(value, list) and all(
-            isinstance(v, kind) for v in value)
-
-    if not (isinstance(meta, dict)
-            and all(isinstance(meta.get(k, t()), t) for k, t in shapes.items())
-            and all(isinstance(m, dict) and words(m.get("loras"), dict)
-                    for m in meta.get("models", {}).values())
-            and words(meta.get("plugins")) and words(meta.get("settings", {}).get("loras"))
-            and isinstance(meta.get("device"), str | None)):
+    if not _well_formed(meta):
         raise GlidectlError(
             f"{str(path)!r} is not a metadata.json glidectl wrote (damaged or edited); "
             "delete it or pick another --out."
         )
+    if not_eval_record(meta):  # another program's file: never to be replaced by an eval's
+        raise GlidectlError(
+            f"{str(path)!r} is no eval's metadata.json (it records no eval's settings or "
+            f"status), so {str(path.parent)!r} holds no eval to continue; pick another --out.")
     return meta
 
 
