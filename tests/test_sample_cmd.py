@@ -1126,6 +1126,26 @@ def test_a_folder_that_stops_taking_files_keeps_and_counts_the_images_written(we
     assert error.endswith(f"; {len(pngs)} of 60 images were written before it.")
 
 
+def test_a_grid_that_cannot_be_written_counts_the_images_written(run, weights, tmp_path,
+                                                                 monkeypatch) -> None:
+    """A full disk at the grid named only the grid, as if nothing was kept; the README says
+    sample then says how many images it wrote, as it does when an image fails."""
+    from glidectl.cli import sample_cmd
+    from glidectl.errors import WriteError
+
+    def full(self, seed: int) -> Path:
+        raise WriteError(f"Cannot write {str(tmp_path / 'grid-00000.png')!r} (No space left "
+                         "on device); free disk space and try again.")
+
+    monkeypatch.setattr(sample_cmd._Writer, "grid", full)
+    res = run("a cat", "--base", weights["base"], "--upsampler", "none", "--n", "3",
+              "--steps", "1", "-q", "--grid", "--out", tmp_path)
+    assert res.returncode == 1 and res.stderr.count("Error:") == 1, res.stderr
+    assert res.stderr.endswith("free disk space and try again; 3 of 3 images were written "
+                               "before it.\n")
+    assert res.stdout.split() == [str(tmp_path / f"{i:05d}.png") for i in range(3)]
+
+
 def test_the_upsampler_s_schedule_file_warning_names_its_own_flags() -> None:
     """It advised `--sampler bespoke` (the base's flag) and fitting the upsampler with
     glidectl fit-steps, which fits base models only."""

@@ -403,6 +403,9 @@ def _sample(
     try:  # the grid is on disk before the list: a reader that stops early (`| head -1`)
         if grid:  # cut the list short and the grid was never written
             paths.append(writer.grid(seed))
+    except WriteError as exc:  # a full disk at the grid: the images are whole, and said so
+        raise WriteError(f"{str(exc).rstrip('.')}; {len(writer.written)} of "
+                         f"{writer.wanted} images were written before it.") from None
     finally:  # the images are listed even when the grid cannot be written
         for path in paths:
             typer.echo(str(path))
