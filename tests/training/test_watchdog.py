@@ -187,6 +187,21 @@ def test_a_process_stopped_a_moment_after_the_wait_began_is_still_named(tmp_path
                     ), said
 
 
+def test_a_process_stopped_well_into_the_wait_is_named_at_the_last_look(tmp_path):
+    """Process 1 stopped 2.3 s into the main process's wait (its step ended with a
+    checkpoint): at the last look, 4.5 s in, its heartbeat was 2.2 s old, under half the wait,
+    and the line said "another process may be stuck" (1 in 10 runs of the two-process test
+    on this VM); two heartbeats missed name it."""
+    watchdog = Watchdog(timedelta(seconds=6), rank=0, world=2)  # due at 3 s, last at 4.5 s
+    watchdog.beats = Heartbeats(tmp_path, 0)
+    watchdog.step(7)
+    _beat(tmp_path, 1, "at step 7", 7, since_s=0, age_s=-2.3, pid=101)  # its last, at 2.3 s
+    said = _watched(watchdog, 5.0)
+    assert len(said) == 1, said
+    assert re.match(r"Still at step 7 after 4\.\d s: process 1 \(host node-b, pid 101\) was "
+                    r"last heard from 2(\.\d)? s ago, at step 7: it may be stuck", said[0]), said
+
+
 def test_the_main_processs_line_stays_as_it_was_when_no_heartbeat_shows_a_lag(tmp_path):
     watchdog = _beating(tmp_path, world=3)  # process 1 wrote none (no shared filesystem)
     _beat(tmp_path, 2, "at step 7", 7, since_s=0, age_s=0)

@@ -53,10 +53,14 @@ def _heard_long_ago(beat: Beat, waited: float, now: float) -> float | None:
     return age if age > max(2 * PERIOD_S, waited / 2) else None
 
 
-def lag(beat: Beat, step: int | None, waited: float, now: float) -> str | None:
+def lag(beat: Beat, step: int | None, waited: float, now: float,
+        final: bool = False) -> str | None:
     """How the process of ``beat`` lags one that has waited ``waited`` s at ``step``: not
-    heard from for long, or at an earlier step; None when its heartbeat shows it keeping up."""
-    if (age := _heard_long_ago(beat, waited, now)) is not None:
+    heard from for long, or at an earlier step; None when its heartbeat shows it keeping up.
+    ``final``: the last look before the line names no one, where two heartbeats missed are
+    long (one stopped well into the wait, after a checkpoint, has a heartbeat younger than
+    half of it)."""
+    if (age := _heard_long_ago(beat, 0.0 if final else waited, now)) is not None:
         return (f"process {beat.rank} {beat.who()} was last heard from {duration(age)} ago, "
                 f"{beat.doing}")
     if step is not None and beat.step is not None and beat.step < step:
@@ -191,7 +195,7 @@ class Watchdog:
                     f"up to {duration(self.main_wait.total_seconds())}.")
         limit = duration(self.timeout.total_seconds())
         tail = f"the run stops when it has not answered for {limit} ({TIMEOUT_KEY})."
-        lagging = [said for said in (lag(beat, self._step, waited, now)
+        lagging = [said for said in (lag(beat, self._step, waited, now, final)
                                      for beat in self._peers() if beat is not None) if said]
         if not lagging:
             if not final:
