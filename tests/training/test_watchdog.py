@@ -16,6 +16,8 @@ from dataclasses import asdict
 from datetime import timedelta
 from types import SimpleNamespace
 
+import pytest
+
 from glidectl.atomic import host_name
 from glidectl.errors import GlidectlError
 from glidectl.training import processes
@@ -171,35 +173,28 @@ def test_the_main_process_names_the_processes_that_lag(tmp_path):
         r"\(train.collective_timeout_minutes\).$", said[0]), said
 
 
-def test_a_process_stopped_a_moment_after_the_wait_began_is_still_named(tmp_path):
+@pytest.mark.parametrize("stopped_s, watched_s, said_at", [
+    (1.5, 4.2, r"(3\.[5-9]|4\.\d)"),
+    (2.3, 5.0, r"4\.\d"),
+])
+def test_a_process_stopped_into_the_wait_is_still_named(tmp_path, stopped_s, watched_s,
+                                                         said_at):
     """Process 1 stopped 1.5 s into the main process's wait: at the 3 s the line is due its
     heartbeat is 1.5 s old, too fresh to tell from a live one, and the line said "another
     process may be stuck" (a CI run on a busy machine); it waits until the heartbeat shows
-    the stop, and names it, within half the time again."""
-    watchdog = Watchdog(timedelta(seconds=6), rank=0, world=2)  # due at 3 s
-    watchdog.beats = Heartbeats(tmp_path, 0)
-    watchdog.step(7)
-    _beat(tmp_path, 1, "at step 7", 7, since_s=0, age_s=-1.5, pid=101)  # its last, at 1.5 s
-    said = _watched(watchdog, 4.2)
-    assert len(said) == 1, said
-    assert re.match(r"Still at step 7 after (3\.[5-9]|4\.\d) s: process 1 \(host node-b, pid "
-                    r"101\) was last heard from 2(\.\d)? s ago, at step 7: it may be stuck", said[0]
-                    ), said
-
-
-def test_a_process_stopped_well_into_the_wait_is_named_at_the_last_look(tmp_path):
-    """Process 1 stopped 2.3 s into the main process's wait (its step ended with a
-    checkpoint): at the last look, 4.5 s in, its heartbeat was 2.2 s old, under half the wait,
-    and the line said "another process may be stuck" (1 in 10 runs of the two-process test
-    on this VM); two heartbeats missed name it."""
+    the stop, and names it, within half the time again. Stopped 2.3 s in (its step ended
+    with a checkpoint), at that last look, 4.5 s in, its heartbeat was 2.2 s old, under half
+    the wait, and the line named no one (1 in 10 runs of the two-process test on this VM);
+    two heartbeats missed name it."""
     watchdog = Watchdog(timedelta(seconds=6), rank=0, world=2)  # due at 3 s, last at 4.5 s
     watchdog.beats = Heartbeats(tmp_path, 0)
     watchdog.step(7)
-    _beat(tmp_path, 1, "at step 7", 7, since_s=0, age_s=-2.3, pid=101)  # its last, at 2.3 s
-    said = _watched(watchdog, 5.0)
+    _beat(tmp_path, 1, "at step 7", 7, since_s=0, age_s=-stopped_s, pid=101)  # its last
+    said = _watched(watchdog, watched_s)
     assert len(said) == 1, said
-    assert re.match(r"Still at step 7 after 4\.\d s: process 1 \(host node-b, pid 101\) was "
-                    r"last heard from 2(\.\d)? s ago, at step 7: it may be stuck", said[0]), said
+    assert re.match(rf"Still at step 7 after {said_at} s: process 1 \(host node-b, pid 101\) "
+                    r"was last heard from 2(\.\d)? s ago, at step 7: it may be stuck", said[0]
+                    ), said
 
 
 def test_the_main_processs_line_stays_as_it_was_when_no_heartbeat_shows_a_lag(tmp_path):
