@@ -446,6 +446,24 @@ def test_a_json_list_of_captions_or_a_named_field_captions_the_sample(write_shar
     assert sorted(s["caption"] for s in ds) == ["a dog 0", "a dog 1"]
 
 
+def test_caption_column_wins_over_the_json_caption_field(write_shards, data_cfg, byte_tok):
+    """data.caption_column = "prompt" on shards whose .json held both 'caption' and
+    'prompt' trained on 'caption', unsaid; the named field captions them, as a folder's
+    metadata column and a table's do (a .txt still comes first)."""
+    import json
+
+    def extra(s: int, i: int) -> dict:
+        return {"txt": "a txt" if i == 2 else None,
+                "json": json.dumps({"caption": f"alt {i}", "prompt": f"a dog {i}"}).encode()}
+
+    spec = str(write_shards(1, 3, extra=extra)[0].parent)
+    ds = build_dataset(data_cfg(source=spec, caption_column="prompt"), tokenizer=byte_tok,
+                       image_size=32, text_ctx=32)
+    assert sorted(s["caption"] for s in ds) == ["a dog 0", "a dog 1", "a txt"]
+    ds = build_dataset(data_cfg(source=spec), tokenizer=byte_tok, image_size=32, text_ctx=32)
+    assert sorted(s["caption"] for s in ds) == ["a txt", "alt 0", "alt 1"]
+
+
 def test_a_pipe_url_is_refused_and_runs_nothing(write_shards, data_cfg, byte_tok, tmp_path):
     """A pipe: URL is a shell command; webdataset ran it (data never runs code)."""
     shard = write_shards(1, 2)[0]

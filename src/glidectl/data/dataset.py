@@ -93,6 +93,10 @@ class SamplePipeline:
             caption = rules.line(decode_caption(raw.caption), rng)
             if caption:
                 caption, warmup = rules.draw(caption, rng, self.train)
+        column = self.options.caption_column
+        if caption is None and column and raw.meta_bytes is not None \
+                and (named := json_caption(meta, column)):
+            caption = pick_line(named, rng)  # the field data.caption_column names: the caption
         chosen = self.preset.select(meta, caption, self.options)
         if (chosen == Reject("missing_caption") and caption is None and raw.meta_bytes is not None
                 and (listed := json_caption(meta, self.options.caption_column))):
