@@ -1158,3 +1158,20 @@ def test_generate_says_a_keyword_that_changes_no_pixel_as_sample_says_its_flag(
         "(upsample_sampler, upsample_steps, upsample_schedule and upsample_guidance set it)."]
     with flags_named():  # glidectl sample and the web UI say their own flags' lines
         assert said(sampler="dpm++2m", eta=0.5) == []
+
+
+def test_auto_is_the_sampler_s_own_schedule_for_both_stages(base, upsampler) -> None:
+    """``schedule="auto"`` and ``upsample_schedule="auto"`` (``--upsample-schedule auto``)
+    were "Unknown schedule 'auto'" though ``--schedule auto`` is a documented word: each
+    is the stage's sampler's own schedule, the pictures of leaving it unset."""
+    from glidectl.pipeline import GlidePipeline
+
+    pipe = GlidePipeline(base, upsampler)
+
+    def draw(**options: object):
+        return pipe.generate("x", steps=2, upsample_steps=2, seed=3, output="tensor",
+                             **options)
+
+    assert draw(schedule="AUTO", upsample_schedule="auto").equal(draw())
+    base_opts, up_opts, _ = pipe.stages(schedule="auto", upsample_schedule="Auto")
+    assert (base_opts.schedule, up_opts.schedule, up_opts.steps) == (None, None, "fast27")

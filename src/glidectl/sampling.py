@@ -46,15 +46,17 @@ Warn = Callable[[str], None]
 
 def stage_word(key: str, value: Any) -> Any:
     """A stage's ``sampler`` or ``schedule`` (``key``) name in any case as its lower-case
-    word, the one records hold; a schedule file's path, and a name no plugin registers, as
-    given."""
+    word, the one records hold (``auto`` as None: the sampler's own schedule); a schedule
+    file's path, and a name no plugin registers, as given."""
     if key == "sampler":
         return canonical_word(value, plugins.samplers())
     if isinstance(value, os.PathLike):  # a schedule file as a pathlib.Path: its text
         value = os.fspath(value)
     if isinstance(value, str) and is_schedule_file(value):
         return value
-    word = canonical_word(value, ("respaced",))
+    word = canonical_word(value, ("respaced", "auto"))
+    if word == "auto":  # the sampler's own schedule, as --schedule auto (None)
+        return None
     return word if word == "respaced" else canonical_word(value, plugins.schedules())
 
 

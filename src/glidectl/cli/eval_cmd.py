@@ -244,7 +244,8 @@ def register(app: typer.Typer) -> None:
             "string on respaced steps (default: fast27 on GLIDE's respaced steps, else 27)."),
         up_schedule: str | None = typer.Option(
             None, "--upsample-schedule", "--up-schedule", help="Upsampler σ schedule "
-            "(default: the upsample sampler's own; 'respaced' runs fast27-style steps)."),
+            "(default, or auto: the upsample sampler's own; 'respaced' runs fast27-style "
+            "steps)."),
         up_guidance: float | None = typer.Option(
             None, "--upsample-guidance", "--up-guidance",
             help="Upsampler guidance (default: none, as OpenAI)."),

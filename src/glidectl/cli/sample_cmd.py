@@ -195,8 +195,9 @@ def register(app: typer.Typer) -> None:
             help=f"Upsampler steps, or a respacing string on respaced steps (default: "
             f"{D.UPSAMPLE_STEPS} on GLIDE's respaced steps, else {D.UPSAMPLE_SIGMA_STEPS})."),
         upsample_schedule: str | None = typer.Option(
-            None, "--upsample-schedule", "--up-schedule", help="Upsampler σ schedule (default: "
-            "the upsample sampler's own; 'respaced' runs a respacing string such as fast27)."),
+            None, "--upsample-schedule", "--up-schedule", help="Upsampler σ schedule (default, "
+            "or auto: the upsample sampler's own; 'respaced' runs a respacing string such as "
+            "fast27)."),
         upsample_guidance: float | None = typer.Option(
             None, "--upsample-guidance", "--up-guidance",
             help="Upsampler guidance (default none)."),
@@ -338,18 +339,16 @@ def _sample(
             say(line)
 
     given = dict(sampler=sampler, steps=base_steps,
-                 schedule=None if schedule == "auto" else schedule, guidance=guidance,
+                 schedule=schedule, guidance=guidance,
                  eta=eta, grey=grey, sigma_max=sigma_max)
     chosen = pipe.precision
     if remake is not None and "precision" not in given_names:  # not "as asked": the PNG's
         chosen = Precision(chosen.name, f"as {from_png} records")
     say(chosen.line())
-    note = pipe.defaults_note(dict(given, schedule=schedule))  # no base: the upsampler's
+    note = pipe.defaults_note(given)  # no base: the upsampler's
     if note:
         say(note)
-    options = {k: v for k, v in given.items() if v is not None}
-    if schedule == "auto":
-        options["schedule"] = None
+    options = {k: v for k, v in given.items() if v is not None}  # "auto": the sampler's own
     options.update(
         quantize_t=quantize_t, upsample_sampler=upsample_sampler,
         guidance_interval=interval, guidance_rescale=guidance_rescale,
