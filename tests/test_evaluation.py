@@ -682,6 +682,26 @@ def test_recorded_settings_glidectl_cannot_take_name_the_metadata_json(tmp_path,
         "it or pick another --out.")
 
 
+def test_a_recommended_sampler_no_plugin_registers_is_said_so_not_unknown(monkeypatch):
+    """eval of a run that previewed with a plugin's sampler, that plugin gone or left out,
+    said "Unknown sampler 'he'. Did you mean 'heun'?" for a --sampler nobody passed (sample
+    said what happened); a --sampler given leaves the recommendation unused."""
+    from glidectl import plugins
+    from glidectl.eval_settings import resolve_settings
+
+    plugins.load_plugins()  # it sets left_out
+    monkeypatch.setattr(plugins, "left_out", ["hunt"])
+    rec = {"sampler": "he", "steps": 2, "guidance": 3.0}
+    with pytest.raises(GlidectlError) as info:
+        resolve_settings({}, "fp32", recommended=rec)
+    assert str(info.value) == (
+        "The base model recommends the sampler 'he' (it previewed with it in training), which "
+        "no loaded plugin registers; load the plugin that provides it (GLIDECTL_LOAD_PLUGINS "
+        "leaves out the installed hunt) or install it, or pass --sampler NAME.")
+    settings, _ = resolve_settings({"base_stage.sampler": "euler"}, "fp32", recommended=rec)
+    assert (settings.base_stage.sampler, settings.base_stage.steps) == ("euler", 2)
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_base):
     prompts = write_prompts(tmp_path / "p.txt", PROMPTS)
     out = subprocess.run(

@@ -870,3 +870,40 @@ def test_an_empty_prompts_file_is_refused_beside_prompt_too(tmp_path) -> None:
                            "comments.; write one per line"):
             read_prompts(given, empty)
     assert read_prompts(["a cat"], None) == ["a cat"]
+
+
+def test_a_gpt2_model_is_fitted_with_the_vocabulary_of_vocab_dir(glidectl, weights, tmp_path,
+                                                                  gpt2_vocab, monkeypatch):
+    """fit-steps had no --vocab-dir: a GPT-2 model offline without tiktoken's cache could
+    not be fitted but through the environment, and a missing vocabulary named a flag
+    fit-steps did not take. Its prompts are now tokenized with that folder's vocabulary,
+    the "sample with" line passes it on, and a byte model says it is not used."""
+    from test_remake import _swapped_vocab
+
+    from glidectl import tokenizer
+    from glidectl.glide import save_weights
+    from glidectl.step_fitting import reference
+
+    monkeypatch.setenv(tokenizer.VOCAB_ENV, str(gpt2_vocab))  # this machine's default
+    model = tiny_glide("base", 3, tokenizer="gpt2")
+    path = save_weights(model, tmp_path / "gpt2.safetensors")
+    other = _swapped_vocab(gpt2_vocab, tmp_path / "other")
+    mine, default = (reference(model, ["cat a dog"], 2.0, 0, 4, vocab_dir=v).ref
+                     for v in (str(other), None))
+    assert not mine.equal(default)  # the other vocabulary's tokens drew another picture
+    fit = ("--calls", "3", "--prompt", "cat a dog", "--images", "1", "--reference-steps",
+           "12", "--rounds", "1", "--check-images", "0")
+    code, _, stderr = glidectl("fit-steps", path, *fit, "--vocab-dir", other,
+                               "--out", tmp_path / "s.json")
+    assert code == 0, stderr
+    assert f"--vocab-dir {other}" in stderr.split("sample with: ")[1], stderr
+    code, _, stderr = glidectl("fit-steps", path, *fit, "--vocab-dir", tmp_path / "gone",
+                               "--out", tmp_path / "t.json")
+    assert code == 2 and stderr.startswith(
+        f"Error: The GPT-2 vocabulary folder {str(tmp_path / 'gone')!r} given with "
+        "--vocab-dir does not exist;"), stderr
+    assert not (tmp_path / "t.json").exists()
+    code, _, stderr = glidectl("fit-steps", weights["base"], *fit, "--vocab-dir", other,
+                               "--out", tmp_path / "b.json")
+    assert code == 0 and "Warning: --vocab-dir not used: the base model reads UTF-8 bytes" \
+        in stderr and "--vocab-dir" not in stderr.split("sample with: ")[1], stderr

@@ -634,8 +634,8 @@ def test_a_recommended_sampler_no_plugin_registers_is_one_sentence(base) -> None
     pipe.records["base"] = ModelRecord("base", "b", recommended={
         "sampler": "gone_euler", "steps": 5, "guidance": 2.0})
     with pytest.raises(GlidectlError, match=r"^The base model recommends the sampler "
-                       r"'gone_euler' .* no installed plugin registers; install the plugin "
-                       r"that provides it .*or pass --sampler NAME\.$"):
+                       r"'gone_euler' .* no (installed|loaded) plugin registers; (install|load) "
+                       r"the plugin that provides it .*or pass --sampler NAME\.$"):
         pipe.stages()
     opts, _, _ = pipe.stages(sampler="euler")  # given: the recommendation's sampler unused
     assert (opts.sampler, opts.steps, opts.guidance) == ("euler", 5, 2.0)

@@ -413,6 +413,10 @@ def resolve_settings(
     used = {f"base_stage.{k}": v for k, v in (recommended or {}).items()
             if k in ("sampler", "steps", "schedule", "guidance")
             and f"base_stage.{k}" not in given}
+    if "base_stage.sampler" in used:  # a plugin's, gone: not "Unknown sampler" for no flag
+        from .pipeline_settings import check_recommended_sampler
+
+        check_recommended_sampler(used["base_stage.sampler"])
     if (recommended or {}).get("grey") is True and "grey" not in given:
         used["grey"] = True
     if "base_stage.steps" not in given:  # a bespoke file's own count, as sample takes it

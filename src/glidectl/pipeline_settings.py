@@ -39,6 +39,21 @@ def coefficient_file_steps(sampler: Any, schedule: Any, steps: int | str) -> int
     return coefficient_steps(schedule, steps)
 
 
+def check_recommended_sampler(name: Any) -> None:
+    """One sentence when the base model recommends a sampler no loaded plugin registers
+    (a run that previewed with a plugin's sampler, sampled where that plugin is not
+    installed or left out; it was "Unknown sampler …, did you mean …?" for a flag not
+    given): ``sample``, ``eval``, the UI and ``generate()`` alike."""
+    if not isinstance(name, str) or name.lower() in plugins.samplers():
+        return
+    fix = (f"no loaded plugin registers; load the plugin that provides it ({plugins.ALLOW_ENV} "
+           f"leaves out the installed {', '.join(plugins.left_out)}) or install it"
+           if plugins.left_out else "no installed plugin registers; install the plugin that "
+           "provides it (glidectl plugins lists what is installed)")
+    raise GlidectlError(f"The base model recommends the sampler {name!r} (it previewed with it "
+                        f"in training), which {fix}, or pass --sampler NAME.")
+
+
 class PipelineSettings:
     """:class:`glidectl.pipeline.GlidePipeline`'s stage settings: ``generate`` keywords split
     by stage over the models' recommendations and the defaults, and the model calls they take."""
@@ -95,14 +110,7 @@ class PipelineSettings:
         """One sentence when the base model recommends a sampler no installed plugin
         registers (a run that previewed with a plugin's sampler, sampled where that plugin
         is not installed; it was "Unknown sampler …, did you mean …?" for a flag not given)."""
-        name = self.recommended("base").get("sampler")
-        if not isinstance(name, str) or name.lower() in plugins.samplers():
-            return
-        raise GlidectlError(
-            f"The base model recommends the sampler {name!r} (it previewed with it in "
-            "training), which no installed plugin registers; install the plugin that "
-            "provides it (glidectl plugins lists what is installed), or pass --sampler "
-            "NAME.")
+        check_recommended_sampler(self.recommended("base").get("sampler"))
 
     def recommended(self, stage: str = "base") -> dict[str, Any]:
         """StageOptions fields the stage's model recommends (empty for OpenAI's models)."""

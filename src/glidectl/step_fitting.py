@@ -79,14 +79,16 @@ def require_base(model: torch.nn.Module, spec: str, who: str = "fit-steps fits")
 
 
 def guided_denoiser(model: torch.nn.Module, prompts: list[str], guidance: float,
-                    grey: bool = False, sampler: str = "unipc") -> GlideDenoiser:
+                    grey: bool = False, sampler: str = "unipc",
+                    vocab_dir: str | None = None) -> GlideDenoiser:
     """The denoiser ``sample`` builds for ``sampler`` (:func:`.sampling.stage_denoiser`):
-    text encoded once, [cond, uncond] rows, x0 clipped as that sampler clips it; ``grey``
+    text encoded once (a GPT-2 model's with the vocabulary in ``vocab_dir``, else the
+    default one), [cond, uncond] rows, x0 clipped as that sampler clips it; ``grey``
     projects each x0 prediction onto grey images."""
     from .sampling import StageOptions, stage_denoiser, tokenizer_for
 
     options = StageOptions(sampler=sampler, guidance=guidance, grey=grey)
-    return stage_denoiser(model, prompts, tokenizer_for(model), options)
+    return stage_denoiser(model, prompts, tokenizer_for(model, vocab_dir), options)
 
 
 def steps_for_calls(sampler: str, calls: int) -> int | None:
@@ -159,17 +161,18 @@ def errors(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 @torch.no_grad()
 def reference(model: torch.nn.Module, prompts: list[str], guidance: float, seed: int,
               steps: int = 500, trajectory: bool = False, grey: bool = False,
-              sampler: str = "unipc") -> Target:
+              sampler: str = "unipc", vocab_dir: str | None = None) -> Target:
     """The guided ODE ``sample`` runs with ``sampler`` (the one the steps are fitted for:
     its start, and x0 clipped as it clips), solved by ``steps`` dpm++3m Karras steps from
-    noise ``seed`` (with ``grey``, the ODE of grey sampling: x0 projected onto grey)."""
+    noise ``seed`` (with ``grey``, the ODE of grey sampling: x0 projected onto grey;
+    ``vocab_dir``: a GPT-2 model's vocabulary folder, as ``sample --vocab-dir``)."""
     from .sampling import model_device, start_x
 
     prompts = _prompt_list(prompts)
     if not (is_finite_number(guidance) and guidance >= 0):
         raise GlidectlError(f"reference(): guidance must be a finite number >= 0, got "
                             f"{guidance!r:.40}.")
-    den = guided_denoiser(model, prompts, guidance, grey, sampler)
+    den = guided_denoiser(model, prompts, guidance, grey, sampler, vocab_dir)
     size = model.options.image_size
     noise = torch.randn(len(prompts), 3, size, size,
                         generator=torch.Generator().manual_seed(seed)).to(model_device(model))

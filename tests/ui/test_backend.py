@@ -1166,3 +1166,43 @@ def test_a_model_whose_recommendation_cannot_be_read_leaves_the_page_working(mod
     from glidectl.ui.app import build_app
 
     build_app(backend)  # the page is built with the defaults in its controls
+
+
+def test_the_ui_tokenizes_a_gpt2_model_s_prompts_with_vocab_dir(monkeypatch, capsys, tmp_path,
+                                                                gpt2_vocab):
+    """``ui`` had no --vocab-dir (sample and eval do): a GPT-2 model offline without
+    tiktoken's cache could not be used but through the environment, and the page's
+    sentence for it named a flag ui did not take. A folder that is not one stops the UI
+    before it listens; the page's images record the folder."""
+    pytest.importorskip("gradio")
+    from test_pipeline import tiny_glide
+    from test_remake import _swapped_vocab
+
+    from glidectl import tokenizer
+    from glidectl.cli.app import main
+    from glidectl.glide import save_weights
+    from glidectl.ui import app
+    from glidectl.ui.backend import UiBackend
+
+    monkeypatch.setenv(tokenizer.VOCAB_ENV, str(gpt2_vocab))  # this machine's default
+    models = tmp_path / "models"
+    models.mkdir()
+    save_weights(tiny_glide("base", 3, tokenizer="gpt2"), models / "gpt2.safetensors")
+    other = str(_swapped_vocab(gpt2_vocab, tmp_path / "other"))
+    launched: list = []
+    monkeypatch.setattr(app, "launch", lambda backend, **kw: launched.append(backend))
+    with pytest.raises(SystemExit) as done:
+        main(["ui", "--models-dir", str(models), "--vocab-dir", str(tmp_path / "gone")])
+    assert done.value.code == 2 and not launched
+    assert capsys.readouterr().err.startswith(
+        f"Error: The GPT-2 vocabulary folder {str(tmp_path / 'gone')!r} given with "
+        "--vocab-dir does not exist;")
+    with pytest.raises(SystemExit) as done:
+        main(["ui", "--models-dir", str(models), "--vocab-dir", other])
+    assert done.value.code == 0 and launched[0].vocab_dir == other
+    backend = UiBackend(models, device="cpu", output_dir=tmp_path / "out", vocab_dir=other)
+    mine, default = (b.generate("cat a dog", n=1, base_steps=1, seed=0, base="gpt2.safetensors")
+                     for b in (backend, UiBackend(models, device="cpu",
+                                                  output_dir=tmp_path / "out2")))
+    assert (mine.settings["vocab_dir"], default.settings["vocab_dir"]) == (other, None)
+    assert mine.settings["vocab_sha256"] != default.settings["vocab_sha256"]

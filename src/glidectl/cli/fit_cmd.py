@@ -157,6 +157,8 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", "--force",
                                        help="Replace an existing --out."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
+        vocab_dir: str | None = typer.Option(None, "--vocab-dir", help="GPT-2 vocabulary "
+                                             "folder (encoder.json, vocab.bpe)."),
     ) -> None:
         """Fit sampling steps to MODEL's own ODE for fewer model calls: a schedule file for
         `glidectl sample --schedule FILE`."""
@@ -195,7 +197,7 @@ def register(app: typer.Typer) -> None:
         earlier = _mtime(write_to)  # a FILE.partial.json an earlier stopped fit left
         try:
             _fit(model, calls, method, sampler, texts, images, guidance, grey, seed,
-                 reference_steps, path, write_to, device,
+                 reference_steps, path, write_to, device, vocab_dir,
                  images if check_images is None else check_images, checked,
                  dict(rounds=rounds, evals=evals, fixed_sigmas=fixed_sigmas,
                       start=str(start) if start else None))
@@ -342,12 +344,13 @@ def check_out(path: Path, overwrite: bool, inputs: list[Path]) -> None:
 def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: list[str],
          images: int, guidance: float | None, grey: bool | None, seed: int,
          reference_steps: int, path: Path,
-         write_to: Path, device: str, check_images: int, checked: list[str], options: dict
-         ) -> None:
+         write_to: Path, device: str, vocab_dir: str | None, check_images: int,
+         checked: list[str], options: dict) -> None:
     from ..devices import pick_precision
     from ..glide.checkpoints import state_sha256
     from ..glide.loading import load_model, read_resolved
     from ..pipeline import file_sha256
+    from ..sampling import tokenizer_for
     from ..step_fitting import (
         fit_steps,
         gits_sampler,
@@ -357,6 +360,7 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
         require_base,
         steps_for_calls,
     )
+    from ..tokenizer import FLAG_VOCAB, vocab_named
 
     def read(path: Path) -> tuple[Any, str, float, bool]:  # all of one file: a run's latest moves
         return (load_model(path, device=device).eval(), file_sha256(path),
@@ -365,6 +369,12 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
     _, (model, model_sha256, scale, recommends_grey) = read_resolved(model_spec, read)
     grey = recommends_grey if grey is None else grey  # as sample decides it
     require_base(model, model_spec)
+    if vocab_dir and model.options.tokenizer != "gpt2":  # as sample says it
+        typer.echo("Warning: --vocab-dir not used: the base model reads UTF-8 bytes "
+                   "(tokenizer \"byte\"), not GPT-2's vocabulary.", err=True)
+        vocab_dir = None
+    with vocab_named(*FLAG_VOCAB):  # a vocabulary that is not there: said before the fit
+        tokenizer_for(model, vocab_dir)
     prompts = in_turn(texts, images)
     use = ("bespoke" if method == "bespoke" else gits_sampler(sampler, calls)
            if method == "gits" else sampler)  # the sampler the file is sampled with
@@ -372,7 +382,8 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
     typer.echo(f"reference: {reference_steps} dpm++3m steps for {images} tuning images "
                f"(guidance {scale:g}{shade}) on {device}", err=True)
     # the ODE sample runs: x0 clipped as the sampler the file is used with clips it
-    ode = dict(grey=grey, sampler="bespoke" if method == "bespoke" else sampler)
+    ode = dict(grey=grey, sampler="bespoke" if method == "bespoke" else sampler,
+               vocab_dir=vocab_dir)
     target = reference(model, prompts, scale, seed, reference_steps,
                        trajectory=method == "gits", **ode)
     held_out = None
@@ -397,6 +408,7 @@ def _fit(model_spec: str, calls: list[int], method: str, sampler: str, texts: li
     typer.echo(str(path))
     line = shlex.join(["--base", model_spec, "--sampler", use, "--steps", str(steps),
                        "--schedule", str(path), "--guidance", f"{scale:g}"]
+                      + (["--vocab-dir", vocab_dir] if vocab_dir else [])
                       # sample's default is the model's recommendation: say it if not that
                       + (["--grey"] if grey else ["--no-grey"] if recommends_grey else []))
     typer.echo(f"sample with: glidectl sample PROMPT {line}{fp32}", err=True)

@@ -95,6 +95,8 @@ def register(app: typer.Typer) -> None:
         keep_models: int = typer.Option(
             KEEP_MODELS, "--keep-models", help="Loaded models kept in memory: the last N model, "
             "upsampler and LoRA (and LoRA scale) combinations used; older ones are unloaded."),
+        vocab_dir: str | None = typer.Option(None, "--vocab-dir", help="GPT-2 vocabulary "
+                                             "folder (encoder.json, vocab.bpe)."),
     ) -> None:
         """Open a web UI to generate images: prompt, sampler, steps, guidance, seed, models."""
         from ..errors import GlidectlError
@@ -108,6 +110,11 @@ def register(app: typer.Typer) -> None:
 
             check_out_dir(output_dir, "--output-dir", holds="the folder each click's "
                           "images are saved in (0001/00000.png, …)")
+        if vocab_dir is not None:  # now, not at the first click
+            from ..tokenizer import FLAG_VOCAB, vocab_folder_error, vocab_folder_problem
+
+            if problem := vocab_folder_problem(vocab_dir):
+                raise vocab_folder_error(vocab_dir, problem, *FLAG_VOCAB[:2])
         check_listen(host, port)
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         try:
@@ -132,7 +139,7 @@ def register(app: typer.Typer) -> None:
                 f"there is NO login: pass --auth USER:PASSWORD or set {AUTH_ENV}")
             typer.echo(f"Warning: the UI is reachable by {reach}; {guard}.", err=True)
         backend = UiBackend(models_dir, device=device, output_dir=output_dir,
-                            precision=precision, keep_models=keep_models)
+                            precision=precision, keep_models=keep_models, vocab_dir=vocab_dir)
         # SIGTERM stops it as Ctrl-C does (glidectl's main): gradio closes the server and the
         # empty temp output folder is removed
         try:

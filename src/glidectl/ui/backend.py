@@ -112,8 +112,9 @@ class UiBackend:
 
     def __init__(self, models_dir: str | Path | None = None, device: str = "auto",
                  output_dir: str | Path | None = None, precision: str = "auto",
-                 keep_models: int = KEEP_MODELS):
+                 keep_models: int = KEEP_MODELS, vocab_dir: str | None = None):
         self.models_dir = Path(models_dir).expanduser() if models_dir else None
+        self.vocab_dir = vocab_dir  # a GPT-2 model's vocabulary folder, as sample --vocab-dir
         self.device = device
         self.precision = precision
         self._temporary = output_dir is None
@@ -351,7 +352,7 @@ class UiBackend:
             warnings.simplefilter("always")
             pipe = GlidePipeline.from_specs(base.spec, up.spec if up else None, loras=loras,
                                             precision=precision, device=self.device,
-                                            compile=compile)
+                                            compile=compile, vocab_dir=self.vocab_dir)
         notes = []
         for warning in caught:  # glidectl's own in the page; others where they went
             if is_own_warning(warning.category):
