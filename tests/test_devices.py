@@ -121,3 +121,48 @@ def test_training_accepts_auto(cpuinfo):
     assert training_precision("auto")[0].autocast == "bf16"
     with pytest.raises(GlidectlError, match="train.precision"):
         training_precision("fp8")
+
+
+@pytest.fixture
+def no_cxx(monkeypatch):
+    """torch.compile's C++ compiler search pointed at a compiler that does not exist."""
+    from torch._inductor import config
+    from torch._inductor.cpp_builder import cpp_compiler_search
+
+    monkeypatch.setattr(config.cpp, "cxx", (None, "/nonexistent/g++"))
+    cpp_compiler_search.cache_clear()
+    yield
+    cpp_compiler_search.cache_clear()
+
+
+def test_compile_without_a_cpp_compiler_is_one_sentence_before_anything_runs(tmp_path, no_cxx,
+                                                                             capsys):
+    """torch.compile on a CPU with no C++ compiler was an InductorError traceback (exit 1) at
+    the first forward: after the models loaded, and in training after the run folder was
+    made."""
+    from cli_helpers import exit_code
+    from tiny_configs import tiny_base_weights, tiny_config
+
+    from glidectl.devices import Precision
+    from glidectl.training.setup import check_config
+
+    base = tiny_base_weights(tmp_path / "tiny.safetensors")
+    assert exit_code("sample", "a cat", "--base", base, "--device", "cpu", "--compile",
+                     "--steps", "1", "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert ("--compile needs a C++ compiler on the CPU (torch.compile builds its kernels with "
+            "one) and /nonexistent/g++ does not run here; install g++") in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    cfg = tiny_config(tmp_path, train=dict(compile=True))
+    with pytest.raises(GlidectlError, match=r"^train.compile needs a C\+\+ compiler .* or set "
+                                            r"train.compile = false\.$"):
+        check_config(cfg, None, Precision("fp32", "as asked"))  # before the run's folder
+
+
+def test_compile_on_a_gpu_without_triton_is_one_sentence(monkeypatch):
+    import torch.utils._triton
+
+    monkeypatch.setattr(torch.utils._triton, "has_triton", lambda: False)
+    with pytest.raises(GlidectlError, match=r"^--compile needs Triton on a GPU .*; pip install "
+                                            r"triton, or go on without --compile\.$"):
+        devices.check_compile("cuda:0", "--compile", "go on without --compile")

@@ -62,6 +62,34 @@ def pick_device(device: str | None = "auto") -> str:
     return str(device)
 
 
+def check_compile(device: str, flag: str, off: str) -> None:
+    """torch.compile on ``device`` has what it builds kernels with (a C++ compiler on the CPU,
+    Triton on a CUDA GPU); else one sentence naming ``flag`` and ``off`` (how to turn it off).
+    torch says so only at the first forward, as a traceback."""
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cpu":
+        from torch._inductor import config
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except (RuntimeError, OSError):
+            tried = " or ".join(str(c) for c in config.cpp.cxx if c) or "g++"
+            raise GlidectlError(
+                f"{flag} needs a C++ compiler on the CPU (torch.compile builds its kernels "
+                f"with one) and {tried} does not run here; install g++ (or set CXX to a "
+                f"compiler), or {off}.") from None
+    elif kind == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise GlidectlError(
+                f"{flag} needs Triton on a GPU (torch.compile builds its kernels with it) "
+                f"and it is not installed; pip install triton, or {off}.")
+
+
 def _mps_available() -> bool:
     import torch
 

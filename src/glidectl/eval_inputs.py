@@ -50,7 +50,8 @@ from .out_dir import check_out_dir
 # settings_for()'s ``flags`` keys and RunOptions' fields for the flags of glidectl eval
 KEYWORDS = {flag: key for key, flag in FLAG_NAMES.items()} | {
     "--out": "out", "--resume": "resume=True", "--skip-existing": "skip_existing=True",
-    "--dry-run": "dry_run=True", "--device": "device", "--grid-max": "grid_max",
+    "--dry-run": "dry_run=True", "--device": "device", "--compile": "compile=True",
+    "--grid-max": "grid_max",
     "--fid": "fid_reference", "--fid-weights": "fid_weights", "--clip-model": "clip_model",
     "--clip-weights": "clip_weights", "--wandb-mode": "wandb_mode",
     "--wandb-project": "wandb_project", "--wandb-entity": "wandb_entity"}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .devices import Precision, pick_device, pick_precision
+from .devices import Precision, check_compile, pick_device, pick_precision
 from .errors import (
     GlidectlError,
     a_or_an,
@@ -114,7 +114,8 @@ KEYWORDS = {f"--{k.replace('_', '-')}": k for k in (
     "sampler", "steps", "schedule", "guidance", "guidance_interval", "guidance_rescale",
     "dynamic_threshold", "sigma_max", "eta", "upsample_sampler", "upsample_steps",
     "upsample_schedule", "upsample_guidance", "upsample_eta", "upsample_temp", "precision",
-    "seed", "n", "batch_size", "device", "vocab_dir", "grey")} | {"--lora": "loras"}
+    "seed", "n", "batch_size", "device", "vocab_dir", "grey")} | {
+    "--lora": "loras", "--compile": "compile=True"}
 SAID_AS_KEYWORDS = keyword_errors(KEYWORDS, {
     r"in glidectl sample with --base none --low-res IMAGE": "with base=None and low_res=IMAGE",
     r"the inpaint flags": "inpaint_image and inpaint_mask"})
@@ -219,6 +220,8 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                                 f"them, got {loras!r:.60} ({type(loras).__name__}).")
         loras = [os.fspath(x) if isinstance(x, os.PathLike) else x for x in loras]
         dev = pick_device(device)
+        if compile:  # torch would say it at the first forward, in a traceback
+            check_compile(dev, "--compile", "go on without --compile")
         chosen = pick_precision(precision, dev)
         base = None if base in ("", "none") else base  # as `sample --base none`
         up_spec = resolve_upsampler(base, upsampler)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..config import GlideConfig
-from ..devices import LAUNCHER_ENV, Precision, use_deterministic
+from ..devices import LAUNCHER_ENV, Precision, check_compile, use_deterministic
 from ..errors import GlidectlError
 from . import optimizers
 from . import validation as val
@@ -79,6 +79,9 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
     check_steps(cfg)
     optimizers.check_available(cfg.train)
     check_cuda_graphs(cfg.train, processes=1)  # the process count is checked once known
+    if cfg.train.compile and (torch.cuda.is_available() or not has_accelerator_device()):
+        check_compile("cuda" if torch.cuda.is_available() else "cpu", "train.compile",
+                      "set train.compile = false")
     val.check(cfg)
     tracker_names(cfg.log)
     check_names(cfg)
