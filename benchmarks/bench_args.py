@@ -33,6 +33,15 @@ def positive_int(text: str) -> int:
     return _whole(text, 1)
 
 
+def at_least(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least`` (``--reference-steps``: 10,
+    as ``glidectl fit-steps`` takes it)."""
+    def whole(text: str) -> int:
+        return _whole(text, least)
+    whole.__name__ = f"whole number of at least {least}"
+    return whole
+
+
 def positive_ints(text: str) -> list[int]:
     """An argparse type: a comma-separated list of whole numbers of at least 1 ("16,32")."""
     return _wholes(text, 1)

@@ -36,7 +36,7 @@ import argparse
 import math
 
 import torch
-from bench_args import positive_int, run
+from bench_args import at_least, positive_int, run
 
 from glidectl import plugins
 from glidectl.samplers import get_sigmas
@@ -65,6 +65,7 @@ def tune_model(args: argparse.Namespace) -> None:
     from bench_samplers import demo_prompts
 
     from glidectl.cli.fit_cmd import check_out, check_start, default_out, partial_path
+    from glidectl.errors import GlidectlError
     from glidectl.glide.loading import load_model
     from glidectl.step_fitting import (
         check_method,
@@ -75,7 +76,10 @@ def tune_model(args: argparse.Namespace) -> None:
     )
 
     sampler = args.sampler or "unipc"
-    check_method(args.method, sampler, args.steps, start=args.start)
+    try:  # gits' reference too, before the model loads; in this script's words (--steps)
+        check_method(args.method, sampler, args.steps, args.reference_steps, args.start)
+    except GlidectlError as exc:
+        raise GlidectlError(str(exc).replace("--calls", "--steps")) from None
     # where `glidectl fit-steps` writes, checked as it checks, before minutes of work: an
     # existing file (its fit, an earlier run's) is kept unless --overwrite
     path = Path(args.out).expanduser() if args.out else default_out(args.model)
@@ -126,7 +130,8 @@ def main() -> None:
     parser.add_argument("--guidance", type=float,
                         help="Default: the model's recommended, else 3.")
     parser.add_argument("--images", type=positive_int, default=24, help="Tuning images on a model.")
-    parser.add_argument("--reference-steps", type=positive_int, default=500)
+    parser.add_argument("--reference-steps", type=at_least(10), default=500,
+                        help="dpm++3m Karras steps of a model's reference (10 or more).")
     parser.add_argument("--rounds", type=positive_int, default=10,
                         help="Descent rounds on a model.")
     parser.add_argument("--every", type=positive_int, default=2,

@@ -124,3 +124,35 @@ def test_a_stopped_overwrite_keeps_the_old_file(tmp_path, monkeypatch) -> None:
         runpy.run_path(str(ROOT / "benchmarks" / "tune_schedule.py"), run_name="__main__")
     assert out.read_text() == '{"old": "every count"}'
     assert (tmp_path / "s.partial.json").read_text() == '{"new": "one count"}'
+
+
+def test_a_reference_too_short_is_refused_before_the_model_loads(tmp_path, monkeypatch,
+                                                                  capsys) -> None:
+    """``--reference-steps 2`` fitted σ's to a 2-step "reference" (fit-steps takes 10 or
+    more), and gits' reference was checked only after it was computed, in fit-steps' flag
+    (--calls); both are now said first, in this script's words."""
+    import runpy
+
+    import pytest
+
+    from glidectl.glide import loading
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(loading, "load_model", never)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    out = tmp_path / "s.json"
+    for args, said in ((["--steps", "3", "--reference-steps", "2"],
+                        "argument --reference-steps: 2 is below 10"),
+                       (["--method", "gits", "--steps", "20", "--reference-steps", "12"],
+                        "Error: --method gits picks its 20 steps among 7 σ's of the 12-step "
+                        "reference, too few; pass --reference-steps 40 or more, or fewer "
+                        "--steps.")):
+        monkeypatch.setattr(sys, "argv", ["tune_schedule.py", "--model", str(tmp_path / "m"),
+                                          *args, "--out", str(out)])
+        with pytest.raises(SystemExit) as ended:
+            runpy.run_path(str(ROOT / "benchmarks" / "tune_schedule.py"), run_name="__main__")
+        err = capsys.readouterr().err.strip()
+        assert ended.value.code == 2 and err.endswith(said), err
+    assert not out.exists()
