@@ -409,6 +409,31 @@ def test_inspect_sizes_images_as_the_config_trains_them_unless_size_is_given(
         assert sizes.pop() == size, args
 
 
+def test_size_sizes_the_tiles_over_the_config_s_resolution(tmp_path, capsys, monkeypatch):
+    """`--size 48` with a config's data.resolution = 32 cut the preview tiles and the
+    grey-count tiles at 32 px: the dataset sized them by data.resolution first."""
+    from glidectl.data import inspection
+
+    sizes = []
+
+    def recorded(*args, **kwargs):
+        dataset = real(*args, **kwargs)
+        sizes.append(dataset.pipeline.transform.size)
+        return dataset
+
+    real = inspection.build_dataset
+    monkeypatch.setattr(inspection, "build_dataset", recorded)
+    root = tmp_path / "imgs"
+    root.mkdir()
+    (root / "a.png").write_bytes(encode(photo(48, 40, 1), "PNG"))
+    (root / "a.txt").write_text("a picture")
+    config = tmp_path / "glide.toml"
+    config.write_text('[data]\nresolution = 32\n')
+    for args, size in (((), 32), (("--size", 48), 48)):
+        assert _inspect(capsys, root, "--config", config, *args)[0] == 0
+        assert sizes.pop() == size, args
+
+
 def test_a_folder_with_no_valid_image_prints_its_report_then_fails_as_training(
         tmp_path, capsys, data_cfg, byte_tok):
     """Every image unreadable: the report (which names why) and then the sentence training

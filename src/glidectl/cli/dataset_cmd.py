@@ -305,6 +305,8 @@ def register(app: typer.Typer) -> None:
 
         from .bars import counting_bar
 
+        if size is not None:  # the dataset sizes images by data.resolution first
+            cfg.data.resolution = size
         err = Console(stderr=True)  # no bar in a log: a scan of 100,000 images takes minutes
         progress, on_scan = counting_bar("scanning", err, disable=not err.is_terminal,
                                          transient=True)
