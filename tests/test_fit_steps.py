@@ -287,6 +287,36 @@ def test_bad_input_is_one_sentence_and_exit_2(glidectl, weights, tmp_path, args,
     assert not (tmp_path / "s.json").exists()
 
 
+def test_a_plugin_sampler_taking_noise_sampler_is_refused_only_if_it_draws_noise(
+        register_plugin) -> None:
+    """A deterministic plugin sampler with the README's signature (``noise_sampler=None``
+    among its arguments) was refused: "draws fresh noise at each step"; one that asks its
+    noise_sampler for noise still is."""
+    from glidectl.errors import GlidectlError
+    from glidectl.hookspecs import hookimpl
+    from glidectl.samplers.spec import Sampler
+    from glidectl.step_fitting import check_method
+
+    def plain(denoiser, x, sigmas, extra=None, callback=None, noise_sampler=None):
+        for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+            x = x + (x - denoiser(x, s)) / s * (s_next - s)
+        return x
+
+    def noisy(denoiser, x, sigmas, extra=None, callback=None, noise_sampler=None):
+        return plain(denoiser, x, sigmas) + 0 * noise_sampler(sigmas[0], sigmas[1])
+
+    class Plain:
+        @hookimpl
+        def register_samplers(self, register):
+            register("plain_euler", Sampler(plain))
+            register("noisy_euler", noisy)
+
+    register_plugin(Plain(), "plain-plugin")
+    assert check_method("descent", "plain_euler", [3]) == ("descent", "plain_euler")
+    with pytest.raises(GlidectlError, match="^noisy_euler draws fresh noise at each step"):
+        check_method("descent", "noisy_euler", [3])
+
+
 def test_an_existing_file_an_upsampler_and_no_out_are_refused(glidectl, weights,
                                                                tmp_path) -> None:
     from glidectl.samplers.tuned import write_schedule_file

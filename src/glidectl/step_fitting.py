@@ -215,6 +215,29 @@ def fit_words(method: str, sampler: str) -> tuple[str, str]:
     return canonical_word(method, METHODS), canonical_word(sampler, plugins.samplers())
 
 
+def draws_noise(sampler: str) -> bool:
+    """Whether ``sampler`` draws fresh noise at each step as fit-steps calls it. glidectl's
+    own say so by their signature; a plugin's that takes ``noise_sampler`` (the README's
+    signature, deterministic or not) is run once on a stand-in problem (x0 = 0, 3 steps) to
+    see whether it asks for noise; one that fails there is left to fail in the fit itself."""
+    entry = plugins.samplers().entry(sampler)
+    spec = as_sampler(entry.obj)
+    if not spec.stochastic or entry.plugin in plugins.DEFAULT_PLUGINS:
+        return spec.stochastic
+    asked = []
+
+    def noise(sigma: Any, sigma_next: Any) -> torch.Tensor:
+        asked.append(sigma)
+        return torch.zeros(1, 3, 8, 8)
+
+    try:
+        spec(lambda x, sigma, **_: torch.zeros_like(x), torch.ones(1, 3, 8, 8),
+             torch.tensor([10.0, 1.0, 0.1, 0.0], dtype=torch.float64), noise_sampler=noise)
+    except (Exception, SystemExit):  # its error is the fit's to report, with the model
+        pass
+    return bool(asked)
+
+
 def check_method(method: str, sampler: str, calls: list[int],
                  reference_steps: int | None = None, start: str | Path | None = None
                  ) -> tuple[str, str]:
@@ -228,7 +251,7 @@ def check_method(method: str, sampler: str, calls: list[int],
         raise GlidectlError("--method gits searches the reference's own path and takes no "
                             "--start; drop --start, or refit with --method descent or bespoke.")
     spec = as_sampler(plugins.samplers().get(sampler))  # unknown: one line, nearest name
-    if method != "gits" and spec.stochastic:
+    if method != "gits" and draws_noise(sampler):
         raise GlidectlError(f"{sampler} draws fresh noise at each step, so its steps cannot be "
                             "fitted to the model's ODE (each fit would chase other noise); "
                             "fit a deterministic sampler: unipc, dpm++2m, dpm++3m, ipndm, "
