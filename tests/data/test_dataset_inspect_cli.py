@@ -434,6 +434,20 @@ def test_size_sizes_the_tiles_over_the_config_s_resolution(tmp_path, capsys, mon
         assert sizes.pop() == size, args
 
 
+def test_rejected_file_names_with_brackets_are_shown_as_written(tmp_path, capsys,
+                                                               monkeypatch):
+    """Rejected examples were printed as rich markup: 'cat [b]dog.png' showed as 'cat dog.png'
+    and a key holding '[/b]' ('a [/b] c.png') ended in a MarkupError traceback."""
+    monkeypatch.setenv("COLUMNS", "400")  # no line wrapped
+    root = tmp_path / "[i]imgs"
+    (root / "a [").mkdir(parents=True)
+    for name in ("cat [b]dog.png", "a [/b] c.png"):
+        (root / name).write_bytes(encode(photo(40, 40), "PNG"))
+    code, out, err = _inspect(capsys, root)
+    assert code == 2 and "Traceback" not in out + err
+    assert "cat [b]dog.png" in out and "a [/b] c.png" in out and "[i]imgs (folder" in out
+
+
 def test_a_folder_with_no_valid_image_prints_its_report_then_fails_as_training(
         tmp_path, capsys, data_cfg, byte_tok):
     """Every image unreadable: the report (which names why) and then the sentence training

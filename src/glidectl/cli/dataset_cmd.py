@@ -112,6 +112,13 @@ def _grey_text(report: Any) -> str:
     return text
 
 
+def _examples(report: Any, reason: str) -> str:
+    """The example keys of ``reason``, as rich markup that shows them as written."""
+    from rich.markup import escape
+
+    return ", ".join(map(escape, report.rejected_examples.get(reason, [])))
+
+
 def _render(report: Any) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -119,7 +126,7 @@ def _render(report: Any) -> None:
 
     console = Console()
     total = report.total_samples if report.total_samples is not None else "unknown"
-    summary = Table(title=f"{report.source} ({report.kind}, preset {report.preset})",
+    summary = Table(title=f"{escape(report.source)} ({report.kind}, preset {report.preset})",
                     show_header=False)
     summary.add_row("samples in source", str(total))
     if report.samples_per_epoch is not None:
@@ -175,11 +182,10 @@ def _render(report: Any) -> None:
         table.add_column("reason")
         table.add_column("count", justify="right")
         table.add_column("examples")
-        for reason, n in report.rejected.items():
-            table.add_row(reason, str(n), ", ".join(report.rejected_examples.get(reason, [])))
+        for reason, n in report.rejected.items():  # keys are file names: '[/b]' is text
+            table.add_row(escape(reason), str(n), _examples(report, reason))
         for reason, n in report.damaged.items():
-            table.add_row(f"{reason} (shard/file)", str(n),
-                          ", ".join(report.rejected_examples.get(reason, [])))
+            table.add_row(f"{escape(reason)} (shard/file)", str(n), _examples(report, reason))
         for mode, n in report.converted.items():
             table.add_row(f"converted from {mode}", str(n), "")
         console.print(table)
@@ -189,7 +195,7 @@ def _render(report: Any) -> None:
         console.print(f"Batches (train.batch_size = {report.batch_size}): {escape(note)}",
                       highlight=False)
     if report.preview:
-        console.print(f"preview grid: {report.preview}")
+        console.print(f"preview grid: {escape(report.preview)}", highlight=False)
     if report.benchmark:
         b = report.benchmark
         console.print(
