@@ -124,14 +124,14 @@ def test_training_accepts_auto(cpuinfo):
 
 
 @pytest.fixture
-def no_cxx(monkeypatch):
+def no_cxx():
     """torch.compile's C++ compiler search pointed at a compiler that does not exist."""
     from torch._inductor import config
     from torch._inductor.cpp_builder import cpp_compiler_search
 
-    monkeypatch.setattr(config.cpp, "cxx", (None, "/nonexistent/g++"))
-    cpp_compiler_search.cache_clear()
-    yield
+    with config.patch({"cpp.cxx": (None, "/nonexistent/g++")}):
+        cpp_compiler_search.cache_clear()
+        yield
     cpp_compiler_search.cache_clear()
 
 
@@ -166,3 +166,24 @@ def test_compile_on_a_gpu_without_triton_is_one_sentence(monkeypatch):
     with pytest.raises(GlidectlError, match=r"^--compile needs Triton on a GPU .*; pip install "
                                             r"triton, or go on without --compile\.$"):
         devices.check_compile("cuda:0", "--compile", "go on without --compile")
+
+
+def test_a_launchers_inductor_backend_without_a_cpp_compiler_is_one_sentence(tmp_path, no_cxx,
+                                                                            monkeypatch):
+    """``accelerate launch --dynamo_backend inductor`` (or an accelerate config saying so)
+    has Accelerate compile the network in prepare: without a C++ compiler that was torch's
+    traceback at the first step, the run folder made."""
+    from tiny_configs import tiny_config
+
+    from glidectl.devices import Precision
+    from glidectl.training.setup import check_config
+
+    cfg = tiny_config(tmp_path)
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "INDUCTOR")  # as the launcher writes it
+    with pytest.raises(GlidectlError, match=r"^ACCELERATE_DYNAMO_BACKEND=inductor \(accelerate "
+                                            r"launch --dynamo_backend inductor\) needs a C\+\+ "
+                                            r"compiler .* or launch with --dynamo_backend no\.$"):
+        check_config(cfg, None, Precision("fp32", "as asked"))
+    for backend in ("NO", "EAGER"):  # no kernels to build
+        monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", backend)
+        check_config(cfg, None, Precision("fp32", "as asked"))

@@ -179,6 +179,18 @@ def launcher_precision() -> str | None:
     return None if word in ("", "no") else word
 
 
+# What ``accelerate launch --dynamo_backend X`` (or its config file) hands the processes:
+# Accelerate then torch.compiles the network with backend X when the run prepares it.
+LAUNCHER_DYNAMO_ENV = "ACCELERATE_DYNAMO_BACKEND"
+
+
+def launcher_dynamo() -> str | None:
+    """The torch.compile backend accelerate's launcher asks for (lower case), or None:
+    nothing, or ``no``."""
+    word = os.environ.get(LAUNCHER_DYNAMO_ENV, "").strip().lower()
+    return None if word in ("", "no") else word
+
+
 def training_precision(name: str) -> tuple[Precision, str | None]:
     """``train.precision`` resolved for the device Accelerate trains on (cuda if any); at
     ``auto`` a launcher's bf16 or fp16 is followed. Also a warning line when the launcher

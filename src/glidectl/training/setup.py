@@ -10,7 +10,14 @@ from typing import Any
 import torch
 
 from ..config import GlideConfig
-from ..devices import LAUNCHER_ENV, Precision, check_compile, use_deterministic
+from ..devices import (
+    LAUNCHER_DYNAMO_ENV,
+    LAUNCHER_ENV,
+    Precision,
+    check_compile,
+    launcher_dynamo,
+    use_deterministic,
+)
 from ..errors import GlidectlError
 from . import optimizers
 from . import validation as val
@@ -79,13 +86,26 @@ def check_config(cfg: GlideConfig, kinds: tuple[str, ...] | None,
     check_steps(cfg)
     optimizers.check_available(cfg.train)
     check_cuda_graphs(cfg.train, processes=1)  # the process count is checked once known
-    if cfg.train.compile and (torch.cuda.is_available() or not has_accelerator_device()):
-        check_compile("cuda" if torch.cuda.is_available() else "cpu", "train.compile",
-                      "set train.compile = false")
+    check_training_compile(cfg)
     val.check(cfg)
     tracker_names(cfg.log)
     check_names(cfg)
     check_init_before_download(cfg.model, cfg.data.resolution, kinds)
+
+
+def check_training_compile(cfg: GlideConfig) -> None:
+    """``train.compile``, or a launcher's ``--dynamo_backend inductor`` (Accelerate compiles
+    the network in ``prepare``), has its compiler on the device the run trains on."""
+    dynamo = launcher_dynamo()
+    if cfg.train.compile:
+        flag, off = "train.compile", "set train.compile = false"
+    elif dynamo == "inductor":  # other backends (eager, aot_eager, ...) build no kernels
+        flag = f"{LAUNCHER_DYNAMO_ENV}={dynamo} (accelerate launch --dynamo_backend {dynamo})"
+        off = "launch with --dynamo_backend no"
+    else:
+        return
+    if torch.cuda.is_available() or not has_accelerator_device():
+        check_compile("cuda" if torch.cuda.is_available() else "cpu", flag, off)
 
 
 def check_names(cfg: GlideConfig) -> None:
