@@ -333,6 +333,19 @@ def test_a_resume_refused_once_set_up_leaves_the_runs_config(tiny, tmp_path):
     assert (result.run_dir / "config.toml").read_bytes() == saved
 
 
+def test_a_resume_whose_first_step_fails_leaves_the_runs_config(tiny):
+    """config.toml was written before the resume's first batch was read, so a resume whose
+    data gave no sample left it naming settings that trained nothing (lr, min_image_size),
+    which a later `--resume RUN` read back and failed on again."""
+    cfg = tiny(train=dict(steps=2))
+    result = Trainer(cfg, quiet=True).run()
+    saved = (result.run_dir / "config.toml").read_bytes()
+    cfg.train.steps, cfg.train.lr, cfg.data.min_image_size = 3, 5e-4, 999
+    with pytest.raises(GlidectlError, match="No valid samples"):
+        Trainer(cfg, resume="latest", quiet=True).run()
+    assert (result.run_dir / "config.toml").read_bytes() == saved
+
+
 def test_a_resume_path_records_the_run_it_trains_not_another_name(tiny, capsys):
     """`--resume runs/t --name other` trained runs/t and recorded name = "other", so a later
     `--resume latest` from that config looked for runs/other."""

@@ -242,8 +242,12 @@ class TrainingLoop:
                 start()  # none: the main process alone logs
             self.procs.on_main(start, "the trackers' start")
             self.state.tracker_ids = out.trackers.ids
-        if self.main and step < self.total_steps:  # once nothing can refuse the run: a
-            save_config(cfg, self.run_dir.config)  # refused (or idle) resume leaves it as it was
+        # once nothing can refuse the run: a refused (or idle) resume leaves it as it was; a
+        # resume's settings once its first step trained (its data may give no batch)
+        unsaved = step < self.total_steps
+        if unsaved and step == 0:
+            self._save_config()
+            unsaved = False
         self.procs.wait_for_main("the trackers' start")
         with StopFlag() as stop, self.display:
             if step == 0:
@@ -259,6 +263,9 @@ class TrainingLoop:
                 if self.ema is not None:
                     self.ema.update()
                 step = self.state.step = step + 1
+                if unsaved:
+                    self._save_config()
+                    unsaved = False
                 self._short_epoch(step)
                 sums, logged = sums + terms.float().cpu(), logged + 1
                 self.state.window = sums.tolist(), logged
@@ -299,6 +306,11 @@ class TrainingLoop:
                 self._checkpoint(out.result)
                 if self.display.full is not None:  # a failure, not a stop: said as one
                     raise self.display.full
+
+    def _save_config(self) -> None:
+        """Write the run's config.toml (main process; the others share its error)."""
+        self.procs.on_main(lambda: save_config(self.cfg, self.run_dir.config),
+                           "the run's config.toml")
 
     def _short_epoch(self, step: int) -> None:
         """Once, as the first epoch ends: ``train.epochs`` counted its steps from the samples
