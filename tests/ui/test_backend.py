@@ -1206,3 +1206,27 @@ def test_the_ui_tokenizes_a_gpt2_model_s_prompts_with_vocab_dir(monkeypatch, cap
                                                   output_dir=tmp_path / "out2")))
     assert (mine.settings["vocab_dir"], default.settings["vocab_dir"]) == (other, None)
     assert mine.settings["vocab_sha256"] != default.settings["vocab_sha256"]
+
+
+def test_torch_compile_without_a_cpp_compiler_names_the_page_s_box(models_dir):
+    """With the torch.compile box ticked and no C++ compiler the page said "the
+    command-line flag --compile needs …, or go on without the command-line flag
+    --compile": the page has a box, not a flag."""
+    from torch._inductor import config
+    from torch._inductor.cpp_builder import cpp_compiler_search
+
+    from glidectl.ui.backend import in_page_words
+
+    backend = UiBackend(models_dir, device="cpu")
+    with config.patch({"cpp.cxx": (None, "/nonexistent/g++")}):
+        cpp_compiler_search.cache_clear()
+        try:
+            with pytest.raises(GlidectlError) as info:
+                backend.generate("a cat", n=1, base_steps=1, base="tiny.safetensors",
+                                 compile=True)
+        finally:
+            cpp_compiler_search.cache_clear()
+    assert in_page_words(str(info.value)) == (
+        "torch.compile (the box) needs a C++ compiler on the CPU (torch.compile builds its "
+        "kernels with one) and /nonexistent/g++ does not run here; install g++ (or set CXX "
+        "to a compiler), or untick torch.compile.")

@@ -497,6 +497,9 @@ _PAGE_PHRASES = (  # regex → replacement, before the flags
      "pick its folder (with its adapter_config.json, in the models folder) as LoRA over its "
      "base model, or fold it in with "),
     (r"\b(with|by|in) (?=glidectl [a-z])", r"\1 the terminal command "),
+    # torch.compile without what builds its kernels (devices.check_compile)
+    (r"^--compile needs", "torch.compile (the box) needs"),
+    (r"or go on without --compile\.$", "or untick torch.compile."),
 )
 _PAGE_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)"
                         r"(?: (-?\d+(?:\.\d+)?|fp32|bf16|fp16)(?!\w|[.-]\w))?")
