@@ -434,6 +434,19 @@ def test_size_sizes_the_tiles_over_the_config_s_resolution(tmp_path, capsys, mon
         assert sizes.pop() == size, args
 
 
+def test_a_preview_inside_the_source_folder_is_refused(write_shards, tmp_path, capsys):
+    """`inspect SHARDS --preview SHARDS/preview.png` wrote the grid beside the shards, which
+    made their folder an image folder: training then refused it (missing_caption: 1)."""
+    folder = write_shards(1, 2)[0].parent
+    for source, preview in ((folder, folder / "preview.png"),
+                            (f"folder:{tmp_path}", tmp_path / "out" / "p.png")):
+        code, _, err = _inspect(capsys, source, "--preview", preview)
+        assert code == 2 and err.startswith(f"Error: --preview {str(preview)!r} lies in the "
+                                            f"data source {str(source)!r}: the grid would")
+        assert not preview.exists() and err.count("\n") == 1
+    assert _inspect(capsys, folder, "--preview", tmp_path / "preview.png")[0] == 0
+
+
 def test_rejected_file_names_with_brackets_are_shown_as_written(tmp_path, capsys,
                                                                monkeypatch):
     """Rejected examples were printed as rich markup: 'cat [b]dog.png' showed as 'cat dog.png'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -209,9 +210,11 @@ def _is_png(path: Path) -> bool:
         return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def _check_preview(path: Path) -> None:
-    """Refuse a --preview path that cannot be written, before the scan."""
+def _check_preview(path: Path, source: str) -> None:
+    """Refuse a --preview path that cannot be written, or that lies in the folder of
+    ``source`` (data.source), where training would read the grid as data, before the scan."""
     from ..data.inspection import is_preview_grid
+    from ..data.sources import source_type
     from ..errors import GlidectlError
     from ..out_dir import check_out_dir
 
@@ -232,6 +235,16 @@ def _check_preview(path: Path) -> None:
         raise GlidectlError(f"--preview {str(path)!r} would hold a PNG under another name; "
                             f"pass a .png file such as {str(path.with_suffix('.png'))!r}.")
     check_out_dir(path.parent, "--preview folder")
+    kind, folder = source_type(source)
+    if isinstance(folder, str) and os.path.isdir(folder) and \
+            path.resolve().is_relative_to(root := Path(folder).resolve()):
+        shards = (" (a PNG beside shards makes their folder an image folder)"
+                  if kind is not None and kind.name == "webdataset" else "")
+        outside = root.parent / f"{root.name or 'data'}-preview.png"
+        raise GlidectlError(
+            f"--preview {str(path)!r} lies in the data source {source!r}: the grid would "
+            f"become part of the data training reads{shards}; write it outside, such as "
+            f"{str(outside)!r}.")
 
 
 def register(app: typer.Typer) -> None:
@@ -294,7 +307,7 @@ def register(app: typer.Typer) -> None:
         if tokenizer not in ("auto", "gpt2", "byte"):
             raise GlidectlError(f"--tokenizer must be auto, gpt2 or byte, got {tokenizer!r}.")
         if preview is not None:
-            _check_preview(preview)
+            _check_preview(preview, cfg.data.source)
         from ..data.inspection import inspect_source
         from ..training.validation import enabled as validates
         from ..unused_keys import unused_data_keys
