@@ -103,6 +103,19 @@ def test_resume_needs_no_config_and_extends_steps(cli, tiny, config_file, tmp_pa
     assert "already at step 2 of 2: nothing to train" in done.output
 
 
+def test_resume_latest_without_a_config_names_the_run_folder_to_resume(
+        cli, tmp_path, monkeypatch):
+    """`train --resume latest` (as --help suggests) without --config said "No config:
+    pass --config FILE (see examples/glide.toml)", the quickstart's config."""
+    monkeypatch.chdir(tmp_path)
+    said = str(cli("train", "--resume", "latest").exception)  # main(): one line, exit 2
+    assert said.startswith("--resume latest needs --config FILE") and said.endswith(
+        "config.toml: --resume runs/NAME."), said
+    (tmp_path / "runs" / "t" / "checkpoints" / "step-000001").mkdir(parents=True)
+    said = str(cli("lora", "--resume", "latest").exception)
+    assert said.endswith("--resume runs/t."), said
+
+
 def test_resume_from_another_folder_reads_the_paths_the_run_began_with(tmp_path, monkeypatch):
     """--resume RUN from another folder read the relative data.source of RUN/config.toml
     from there: "does not exist", or another folder's images of the same name, in silence."""

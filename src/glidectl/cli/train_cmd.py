@@ -58,6 +58,8 @@ def resolve_config(
             raise GlidectlError(f"The run's {str(saved)!r} is missing, so --resume cannot know "
                                 "its settings; pass --config FILE with the run's config.")
         config, own = saved, run_paths(saved.parent)
+    if config is None and resume == "latest":
+        raise GlidectlError(_latest_without_config())
     if config is None:
         raise GlidectlError("No config: pass --config FILE (see examples/glide.toml).")
     flags = own + list(sets or [])
@@ -80,6 +82,20 @@ def resolve_config(
                  f"(leave out --steps to train by epochs, train.epochs = {cfg.train.epochs}).")
         merge(cfg, {"train": {"steps": steps, "epochs": 0}}, "--steps")
     return cfg
+
+
+def _latest_without_config() -> str:
+    """The sentence for ``--resume latest`` without ``--config``: the config's train.name
+    and train.output_dir pick that run; a run folder resumes with its own config.toml
+    (the newest checkpointed run under the default output folder, when there is one)."""
+    from ..config import TrainConfig
+    from ..training.run_dir import newest_checkpointed_run
+
+    found = newest_checkpointed_run(Path(TrainConfig().output_dir))
+    folder = shlex.quote(str(found)) if found is not None else "runs/NAME"
+    return ("--resume latest needs --config FILE (its train.name and train.output_dir pick "
+            "the run); or resume a run by its folder, which reads the run's own config.toml: "
+            f"--resume {folder}.")
 
 
 def _run(kinds: tuple[str, ...], config, set_, steps, output_dir, name, resume, precision,
