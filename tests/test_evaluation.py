@@ -2361,3 +2361,30 @@ def test_eval_quiet_shows_no_progress_bars(capsys, tmp_path, tiny_base):
     assert "img/s" in loud.stdout + loud.stderr  # the bar's rate
     assert "img/s" not in quiet.stdout + quiet.stderr and "2/2 100%" not in quiet.stdout
     assert (tmp_path / "quiet" / "metadata.json").is_file()
+
+
+def test_a_folder_or_schedule_with_brackets_is_printed_as_written(tmp_path, tiny_base, capsys,
+                                                                   monkeypatch):
+    """The dry run's and the summary's tables went through rich markup: an --out folder
+    ``eval [v2]`` was titled ``eval /…``, and a schedule file in it lost its ``[v2]``."""
+    import torch
+    from test_sample_cmd import in_process
+
+    from glidectl.samplers.tuned import write_schedule_file
+
+    monkeypatch.setenv("COLUMNS", "300")
+    folder = tmp_path / "fits [v2]"
+    folder.mkdir()
+    schedule = folder / "s.json"
+    write_schedule_file(schedule, {2: torch.tensor([80.0, 1.0, 0.0])}, 0.01, 80.0, "test")
+    prompts = write_prompts(tmp_path / "p.txt", PROMPTS[:1])
+    args = ("eval", prompts, "--base", tiny_base, "--upsampler", "none", "--n", "1",
+            "--sampler", "euler", "--schedule", schedule, "--out", tmp_path / "eval [v2]", "-q")
+    res = in_process(capsys, *args, "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert f"→ {tmp_path / 'eval [v2]'}" in res.stdout.replace("\n", ""), res.stdout
+    assert f"on {schedule} σ's" in res.stdout, res.stdout
+    res = in_process(capsys, *args)
+    assert res.returncode == 0, res.stderr
+    assert f"glidectl eval → {tmp_path / 'eval [v2]'}" in res.stdout.replace("\n", ""), \
+        res.stdout

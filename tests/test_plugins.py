@@ -744,3 +744,20 @@ def test_one_helper_says_which_keywords_a_plugin_function_takes(tmp_path):
     del new, adapter
     gc.collect()
     assert gone() is None  # the cache keeps plain functions, not a run's adapter
+
+
+def test_the_plugins_table_prints_brackets_as_written() -> None:
+    """A plugin's description or error holding "[…]" lost it in `glidectl plugins` on a
+    terminal (rich markup), or stopped the listing with a MarkupError ("[/x]")."""
+    import io
+
+    from rich.console import Console
+
+    from glidectl.plugin_report import table
+
+    info = {"name": "my [beta] plugin", "distribution": "my-plugin", "version": "1.0",
+            "registers": {}, "clashes": [], "error": "ImportError: no module [/x]"}
+    console = Console(file=io.StringIO(), width=200, force_terminal=True, color_system=None)
+    console.print(table([info]))
+    text = console.file.getvalue()
+    assert "my [beta] plugin" in text and "no module [/x]" in text, text

@@ -225,3 +225,21 @@ def test_seeds_past_2_63_are_refused_naming_the_seed_given(tmp_path, capsys):
 def test_a_refused_value_is_not_written_as_the_bound_it_passes(rng, value, got):
     # "must be from 0 to 1; got 1": the value was rounded to six digits
     assert rng.problem(value).endswith(got)
+
+
+def test_the_keys_table_prints_brackets_as_written() -> None:
+    """On a terminal `glidectl config keys` printed "Random-resized-crop area range ; [1, 1]
+    disables it" and "needs ": rich took "[min, max]" and "[validation]" for markup."""
+    import io
+
+    from rich.console import Console
+
+    from glidectl.cli.config_cmd import keys_table
+
+    rows = [dict(zip(("key", "type", "default", "meaning", "allowed"), row, strict=True))
+            for row in describe() if row[0] in ("data.crop_scale", "checkpoint.keep_best")]
+    console = Console(file=io.StringIO(), width=400, force_terminal=True, color_system=None)
+    console.print(keys_table(rows))
+    text = console.file.getvalue()
+    assert "area range [min, max]; [1, 1] disables it." in text
+    assert "(checkpoints/best; needs [validation])" in text

@@ -1261,3 +1261,14 @@ def test_a_recommended_setting_of_the_wrong_type_is_one_sentence(run, tmp_path, 
     assert res.stderr.startswith(f"Error: {str(base)!r} recommends {key} = "
                                  f"{json.dumps(value)} in its {RECOMMENDED_KEY} metadata")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_warning_prints_the_prompt_as_written(run, weights, tmp_path) -> None:
+    """Warnings went through rich markup: a cut prompt "a [red] cat …" was said as "a  cat
+    …", the [red] taken for a colour (and "[/x]" would have been a MarkupError)."""
+    prompt = "a [red] cat on a [/x] mat by the door"  # past the tiny model's 16 tokens
+    res = run(prompt, "--base", weights["base"], "--upsampler", "none", "--steps", "1",
+              "-q", "--out", tmp_path / "o")
+    assert res.returncode == 0, res.stderr
+    assert f"Warning: Prompt {prompt!r} is 37 tokens but the model reads 16: the last 21 " \
+        "tokens were dropped.\n" in res.stderr, res.stderr

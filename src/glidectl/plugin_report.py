@@ -147,10 +147,11 @@ def _registers_text(info: dict[str, Any]) -> str:
 
 def table(infos: list[dict[str, Any]]) -> Any:
     """A rich table of :func:`plugin_info` rows for a terminal."""
+    from rich.markup import escape
     from rich.table import Table
 
     out = Table("plugin", "distribution", "registers (aliases)", show_lines=True)
     for info in infos:
         dist = " ".join(x for x in (info.get("distribution"), info.get("version")) if x)
-        out.add_row(info["name"], dist or "-", _registers_text(info))
+        out.add_row(*map(escape, (info["name"], dist or "-", _registers_text(info))))
     return out

@@ -625,3 +625,21 @@ def test_resume_state_and_metrics_files_are_strict_json_and_keep_non_finite_floa
     assert [json.loads(line, parse_constant=refuse) for line in old.read_text().splitlines()] \
         == [{"step": 1, "loss": "nan", "lr": {"a": None}}]
     assert read_metrics(old)[0]["loss"] == "nan"
+
+
+def test_the_live_panel_prints_a_message_as_written():
+    """Under the live panel (a terminal) a message went through rich markup: a run folder
+    ``run [v2]`` was printed as ``run /checkpoints/…``, and ``take [/x]`` stopped the run
+    with a MarkupError right after its checkpoint was written."""
+    import io
+
+    from glidectl.training.display import Display
+
+    stream = io.StringIO()
+    with Display(total_steps=10, stream=stream, live=True) as display:
+        for text in ("checkpoint: runs/run [v2]/checkpoints/step-000001",
+                     "preview: runs/take [/x]/previews/step-000001.png"):
+            display.message(text)
+    out = stream.getvalue()
+    assert "runs/run [v2]/checkpoints/step-000001" in out
+    assert "runs/take [/x]/previews/step-000001.png" in out

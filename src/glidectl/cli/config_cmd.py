@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
 def keys_table(rows: list[dict[str, Any]]) -> Table:
     """``config keys``' terminal table of ``rows`` (one dict a key): no cell is cut short
     (``model.tokeni…``) however narrow the terminal; keys stay whole, the rest fold."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table()
@@ -75,6 +76,6 @@ def keys_table(rows: list[dict[str, Any]]) -> Table:
     for name in ("type", "default", "meaning", "allowed"):
         table.add_column(name, overflow="fold")
     for row in rows:
-        table.add_row(row["key"], row["type"], repr(row["default"]), row["meaning"],
-                      row["allowed"])
+        table.add_row(*(escape(text) for text in (  # "[min, max]" as written, no markup
+            row["key"], row["type"], repr(row["default"]), row["meaning"], row["allowed"])))
     return table

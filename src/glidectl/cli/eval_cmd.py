@@ -90,7 +90,7 @@ def _print_plan(console: Any, meta: dict[str, Any]) -> None:
     from rich.table import Table
 
     plan = meta["plan"]
-    table = Table("plan", "value", title=f"glidectl eval --dry-run → {meta['out']}")
+    table = Table("plan", "value", title=escape(f"glidectl eval --dry-run → {meta['out']}"))
     for stage, info in meta["models"].items():
         where = "on disk" if info["local"] else "not downloaded"
         text = (f"{info['spec']}  ({info['kind']}, {info['image_size']} px, "
@@ -100,9 +100,9 @@ def _print_plan(console: Any, meta: dict[str, Any]) -> None:
     s = meta["settings"]
     if s["loras"]:
         table.add_row("LoRA", escape(", ".join(s["loras"])))
-    table.add_row("base sampling", _stage_text(s["base_stage"]))
+    table.add_row("base sampling", escape(_stage_text(s["base_stage"])))
     if s["upsampler"]:
-        table.add_row("upsampler sampling", _stage_text(s["upsample_stage"]))
+        table.add_row("upsampler sampling", escape(_stage_text(s["upsample_stage"])))
     table.add_row("precision", s["precision"])
     table.add_row("prompts", f"{plan['prompts']} ({plan['prompts_done']} already done)")
     table.add_row("images", f"{plan['images']} ({plan['n']} per prompt"
@@ -130,7 +130,7 @@ def _print_summary(console: Any, meta: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
     t = meta["timings"]
-    table = Table("result", "value", title=f"glidectl eval → {out}")
+    table = Table("result", "value", title=escape(f"glidectl eval → {out}"))
     table.add_row("images", f"{meta['counts']['images']} ({meta['counts']['generated']} generated "
                   f"now, {meta['counts']['kept']} kept from before)")
     table.add_row("load time", f"{t['load_s']:.1f} s")

@@ -264,6 +264,7 @@ def _sample(
 ) -> None:
     """The sample command with its parameters resolved (a PNG's record under the flags)."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ..devices import Precision, check_precision
     from ..errors import GlidectlError
@@ -360,15 +361,16 @@ def _sample(
     # an unusable schedule or bespoke file: one sentence now, before the progress bar
     pipe.model_calls(1, 1, base_opts, up_opts, low_res is not None)
     why = eta_unused(base_opts) if base_spec else "no base stage runs"
+    def warn(message: str) -> None:  # as written: a prompt's or a path's "[red]" is no markup
+        err.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
     if eta is not None and why:
-        err.print(f"[yellow]Warning:[/] --eta not used: {why}.", highlight=False,
-                  soft_wrap=True)
+        warn(f"--eta not used: {why}.")
     for key, why in pipe.idle_settings(base_opts, up_opts, bool(base_spec)).items():
         if key in given_names:  # set on purpose, yet no pixel changes
-            err.print(f"[yellow]Warning:[/] --{key.replace('_', '-')} not used: {why}.",
-                      highlight=False, soft_wrap=True)
+            warn(f"--{key.replace('_', '-')} not used: {why}.")
     for line in pipe.vocab_dir_warnings(base_stage=bool(base_spec)):
-        err.print(f"[yellow]Warning:[/] {line}", highlight=False, soft_wrap=True)
+        warn(line)
     # what made the picture (a stage that did not run records nothing)
     common = pipe.request_record(base_opts, up_opts, {
         "low_res": low_res, "inpaint_image": inpaint_image, "inpaint_mask": inpaint_mask},
@@ -383,8 +385,7 @@ def _sample(
                 low_res_resample=low_res_resample,
                 inpaint_image=inpaint_image, inpaint_mask=inpaint_mask,
                 progress=on_progress, on_images=writer.add, keep_images=False,
-                warn=lambda message: err.print(f"[yellow]Warning:[/] {message}",
-                                               highlight=False, soft_wrap=True),
+                warn=warn,
                 **options,
             )
     except KeyboardInterrupt:

@@ -136,8 +136,8 @@ class Display:
     def message(self, text: str) -> None:
         if not self.enabled:
             return
-        if self._progress is not None:
-            self._progress.console.print(text)
+        if self._progress is not None:  # as written: a path's "[v2]" is no rich markup
+            self._progress.console.print(text, markup=False, highlight=False)
         else:
             self._print(text)
 
