@@ -27,7 +27,7 @@ def test_every_section_runs_and_writes_its_figures(tmp_path, capsys):
     torch.set_num_threads(1)
     try:
         report = load_bench().main([
-            "--device", "cpu", "--tiny", "--steps", "1", "--warmup", "1", "--engine-steps", "4",
+            "--device", "cpu", "--tiny", "--steps", "1", "--warmup", "1", "--engine-steps", "2",
             "--no-compile", "--sample-steps", "2", "--upsample-steps", "2",
             "--trainer-log", "1", "--out", str(tmp_path / "gpu.json")])
     finally:

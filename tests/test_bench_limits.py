@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,20 +12,37 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_limits_on_a_mixture_and_a_tiny_model(tmp_path) -> None:
-    from tiny_configs import tiny_base_weights
+def test_limits_on_a_mixture_and_a_tiny_model(tmp_path, monkeypatch, capsys) -> None:
+    """Run as ``python ode_limits.py`` from benchmarks/, in this process (the script's start-up
+    is not what it checks), on an 8 px tiny base (its figures' logic needs no larger one)."""
+    import runpy
 
-    weights = tiny_base_weights(tmp_path / "m.safetensors")
+    import torch
+    from tiny_configs import fill_zero_layers
+
+    from glidectl.glide import create_model, preset_options, save_weights
+
+    torch.manual_seed(0)
+    weights = save_weights(fill_zero_layers(create_model(preset_options("base", "tiny").replace(
+        image_size=8, attention_resolutions="4"))), tmp_path / "m.safetensors")
     schedule = bespoke_file(weights, tmp_path / "schedule.json", 6)
     out = tmp_path / "limits.json"
-    done = subprocess.run(
-        [sys.executable, "ode_limits.py", "--samples", "48", "--model", str(weights),
-         "--images", "1", "--sigmas", "1", "--model-calls", "4", "8",
-         "--reference-steps", "16", "--per-image", "1", "--rounds", "1", "--calls", "6",
-         "--follow-schedule", str(schedule), "--per-image-bespoke", str(schedule),
-         "--evals", "3", "--ode-steps", "150", "--json", str(out)],
-        cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(ROOT / "benchmarks")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(sys, "argv", [
+        "ode_limits.py", "--samples", "48", "--model", str(weights),
+        "--images", "1", "--sigmas", "1", "--model-calls", "4", "8",
+        "--reference-steps", "16", "--per-image", "1", "--rounds", "1", "--calls", "6",
+        "--follow-schedule", str(schedule), "--per-image-bespoke", str(schedule),
+        "--evals", "3", "--ode-steps", "150", "--json", str(out)])
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng(), pytest.raises(SystemExit) as ended:
+            runpy.run_path("ode_limits.py", run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)  # the script sets its --threads
+    done = capsys.readouterr()
+    assert ended.value.code == 0, done.err
     found = json.loads(out.read_text())
     runs = {(r["sampler"], r["calls"]): r for r in found["gmm"]["runs"]}
     for r in runs.values():
@@ -41,14 +57,14 @@ def test_limits_on_a_mixture_and_a_tiny_model(tmp_path) -> None:
     path = found["model"]["follow"]
     assert [r["call"] for r in path] == list(range(1, len(path) + 1)) and len(path) >= 4
     assert all(math.isfinite(r["rms"]) and 0 <= r["mean"] <= r["rms"] + 1e-9 for r in path)
-    assert path[0]["sigma"] > path[-1]["sigma"] and f"unipc on {schedule} σ's" in done.stdout
+    assert path[0]["sigma"] > path[-1]["sigma"] and f"unipc on {schedule} σ's" in done.out
     (own,) = found["model"]["per_image"]["rows"]
     assert own["own"] <= own["shared"] + 1e-9  # its own σ's start from the shared ones
     fits = found["model"]["per_image_bespoke"]
     (one,) = fits["rows"]  # refitted from the shared rows: L-BFGS keeps the best it saw
     assert one["own"] <= one["shared"] + 1e-7 and fits["ddim50_mean"] > 0
-    assert "switched" in done.stdout and "cubic residual" in done.stdout
-    assert "refitted on each image alone" in done.stdout
+    assert "switched" in done.out and "cubic residual" in done.out
+    assert "refitted on each image alone" in done.out
 
 
 def test_the_followed_mixture_sampler_makes_calls_not_steps(tmp_path, monkeypatch) -> None:

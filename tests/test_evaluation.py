@@ -1003,13 +1003,15 @@ def _kill_after_first_images(cmd: list[str], out: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_base) -> tuple[Path, Path]:
-    """An uninterrupted run of 7 prompts × 2 images in batches of 3."""
+@pytest.fixture
+def reference(tmp_path_factory, tiny_base, capsys) -> tuple[Path, Path]:
+    """An uninterrupted run of 7 prompts × 2 images in batches of 3 (in this process at one
+    thread, as the killed run's subprocess)."""
+    from test_sample_cmd import in_process
+
     root = tmp_path_factory.mktemp("eval-ref")
     prompts = write_prompts(root / "p.txt", PROMPTS + ["a cyan circle", "a red square"])
-    done = subprocess.run(_cli(prompts, tiny_base, root / "ref", "--grid-max", "6"), env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = in_process(capsys, *_cli(prompts, tiny_base, root / "ref", "--grid-max", "6")[3:])
     assert done.returncode == 0, done.stderr
     # euler, 3 steps: 3 calls a batch; 14 images in 5 batches of 3
     assert "base model calls" in done.stdout and "15 (3 a batch of 3)" in done.stdout, done.stdout
@@ -1042,8 +1044,9 @@ def test_killed_run_continues_to_the_same_bytes(capsys, tmp_path, tiny_base, ref
     for flag in ("--resume", "--skip-existing"):
         out = tmp_path / flag.strip("-")
         shutil.copytree(killed, out)
-        done = subprocess.run(_cli(prompts, tiny_base, out, flag, "--grid-max", "6"), env=_env(),
-                              capture_output=True, text=True, timeout=300)
+        # a new session, in this process at one thread as the subprocesses (their start-up
+        # is the CLI tests'): only the killed run needs a process of its own
+        done = in_process(capsys, *_cli(prompts, tiny_base, out, flag, "--grid-max", "6")[3:])
         assert done.returncode == 0, (flag, done.stderr)
         final, expected = outputs(out), outputs(ref)
         assert sorted(final) == sorted(expected), flag
