@@ -1682,6 +1682,14 @@ def test_a_lora_run_on_a_base_run_keeps_training_on_the_step_it_began_on(tmp_pat
     saved.train.steps = 2
     assert train_lora(saved, resume="latest", quiet=True).step == 2
 
+    # a step folder that is not there and not the run's base: the base is named, not pruning
+    saved.model.init, gone = str(run / "checkpoints" / "step-000009"), saved.model.init
+    with pytest.raises(GlidectlError, match=re.escape(
+            f"model.init {saved.model.init!r} is not the base LoRA run {str(lora_run)!r} "
+            f"trains on: its config.toml names {str(step1)!r}; resume with model.init")):
+        train_lora(saved, resume="latest", quiet=True)
+    saved.model.init = gone
+
     shutil.move(step1, tmp_path / "aside")  # pruned by the base run's keep_last
     saved.train.steps = 3
     with pytest.raises(GlidectlError, match=re.escape(

@@ -247,7 +247,7 @@ def _pin_base(cfg: GlideConfig, resume: str | None) -> tuple[GlideConfig, str]:
         init = pinned or init
         path = Path(init).expanduser()
         if _is_step_path(path) and not path.exists():
-            raise GlidectlError(_base_step_gone(init, path))
+            raise GlidectlError(_other_base(cfg, resume, path) or _base_step_gone(init, path))
         if not pinned:
             return cfg, ""
         line = (f"model.init {cfg.model.init!r} is a training run: this LoRA run goes on "
@@ -307,8 +307,28 @@ def _recorded_pin(cfg: GlideConfig, resume: str) -> str | None:
         return None  # a LoRA run begun before runs were pinned: the resume check names the fix
     if _is_step_path(recorded_path) and runs.run_of_step_dir(recorded_path) == base_run:
         return recorded
-    raise GlidectlError(
-        f"model.init {given!r} is not the base LoRA run {str(run.root)!r} trains on: its "
-        f"config.toml names {recorded!r}; resume with model.init = {recorded!r} (or "
-        "--resume RUN without --config), or start a new LoRA run (another --name) on "
-        f"{given!r}.")
+    raise GlidectlError(_not_the_base(given, run.root, recorded))
+
+
+def _not_the_base(given: str, root: Path, recorded: str, *, there: bool = True) -> str:
+    """The sentence for a resume's model.init ``given`` that is not the base ``recorded``
+    in the config.toml of the LoRA run in ``root`` (``there``: ``given`` exists, so a new
+    LoRA run may train on it)."""
+    new_run = f", or start a new LoRA run (another --name) on {given!r}" if there else ""
+    return (f"model.init {given!r} is not the base LoRA run {str(root)!r} trains on: its "
+            f"config.toml names {recorded!r}; resume with model.init = {recorded!r} (or "
+            f"--resume RUN without --config){new_run}.")
+
+
+def _other_base(cfg: GlideConfig, resume: str, path: Path) -> str | None:
+    """The sentence for a resume whose model.init, the step folder ``path`` that is not
+    there, is not the step folder the LoRA run's config.toml records (that one is its
+    base, not a pruned one); None when it is, or the run records none."""
+    from ..training.run_dir import pick_run
+
+    run = pick_run(cfg, resume)
+    recorded = runs.run_setting(run.root, "model", "init")
+    if not isinstance(recorded, str) or \
+            Path(recorded).expanduser().resolve() == path.resolve():
+        return None
+    return _not_the_base(cfg.model.init, run.root, recorded, there=False)
