@@ -242,6 +242,34 @@ def test_a_resume_with_another_batch_says_so(tiny, config_file, capsys):
     assert "Resuming" not in capsys.readouterr().out
 
 
+def test_a_resume_that_changes_the_lr_schedule_says_where_the_lr_goes_on(tiny, config_file,
+                                                                          capsys):
+    """More steps on a cosine schedule, or another train.lr_schedule or warmup, made the
+    LR jump where the run went on (from near 0 to half the peak) without a word; a
+    constant schedule over more steps is the same LR and says nothing."""
+    from glidectl.cli.app import main
+
+    cfg = tiny(train=dict(steps=2, lr_schedule="cosine", warmup_steps=0))
+    first = Trainer(cfg, quiet=True).run()
+    path = config_file(cfg)
+    step_dir = first.run_dir / "checkpoints" / "step-000002"
+
+    def resume(*args: str) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "-c", str(path), "--resume", "latest", "--no-live", *args])
+        assert exit_info.value.code in (0, None)
+        return " ".join(capsys.readouterr().out.split())
+
+    assert (f"Resuming {str(step_dir)!r} with another LR schedule (steps 2 → 4): the LR "
+            "goes on at 0.5× train.lr from step 2, where the checkpoint's schedule gave 0×."
+            ) in resume("--steps", "4")
+    out = resume("--steps", "6", "--set", "train.lr_schedule=constant")
+    assert ("with another LR schedule (train.lr_schedule 'cosine' → 'constant', steps 4 → 6): "
+            "the LR goes on at 1× train.lr from step 4, where the checkpoint's schedule gave "
+            "0×.") in out
+    assert "LR schedule" not in resume("--steps", "7", "--set", "train.lr_schedule=constant")
+
+
 def test_a_resume_on_data_changed_since_the_checkpoint_says_so(tiny, image_folder,
                                                                config_file, capsys):
     """Files added, removed or renamed before --resume reshuffle the epoch under the saved

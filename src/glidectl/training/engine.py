@@ -232,6 +232,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
                                    total_steps=self.total_steps)
         self.state = TrainState(self.stream, self.guard, self.precision.name,
                                 (tc.batch_size, tc.grad_accum))
+        self.state.schedule = (tc.lr_schedule, tc.warmup_steps, self.total_steps)
         self.state.data_listing = data_listing(
             getattr(self.dataset, "source", None),
             shuffle_buffer=getattr(self.dataset, "shuffle_buffer", 0),

@@ -81,6 +81,10 @@ class TrainState:
         self.saved_precision: str | None = None  # the checkpoint's; None before it was kept
         self.batch = batch  # train.batch_size (a process's) and train.grad_accum of this run
         self.saved_batch: tuple[int, int] | None = None  # the checkpoint's, where kept
+        # the LR schedule (train.lr_schedule, train.warmup_steps, the run's steps): this
+        # run's and the checkpoint's, where kept
+        self.schedule: tuple[str, int, int] | None = None
+        self.saved_schedule: tuple[str, int, int] | None = None
         # what an epoch of data.source reads (data_listing), this run's and the checkpoint's
         self.data_listing: dict[str, Any] | None = None
         self.saved_listing: dict[str, Any] | None = None
@@ -126,6 +130,7 @@ class TrainState:
             "best_val_loss": self.best_val_loss, "best_step": self.best_step,
             "data_counts": self.data_total, "precision": self.precision,
             "grey_data": self.grey_data, "batch": list(self.batch) if self.batch else None,
+            "lr_schedule": list(self.schedule) if self.schedule else None,
             "window": {"sums": self.window[0], "steps": self.window[1]},
         }
 
@@ -144,6 +149,9 @@ class TrainState:
         batch = state.get("batch")  # absent in checkpoints before it was kept
         self.saved_batch = (tuple(batch) if isinstance(batch, list) and len(batch) == 2
                             and all(type(v) is int for v in batch) else None)
+        schedule = state.get("lr_schedule")  # absent in checkpoints before it was kept
+        self.saved_schedule = (tuple(schedule) if isinstance(schedule, list) and [
+            type(v) for v in schedule] == [str, int, int] else None)
         self.window = saved_window(state.get("window"))
         best = state.get("best_step")  # absent in checkpoints before it was kept
         self.best_step = best if isinstance(best, int) and not isinstance(best, bool) else None

@@ -12,6 +12,7 @@ from ..data.source_api import listing_change
 from ..errors import WriteError, write_error
 from . import resume_state as rs
 from .checkpoint_weights import load_weights, write_weights
+from .lr_schedule import lr_factor
 from .run_dir import resume_hint
 from .state import TrainResult
 
@@ -46,6 +47,8 @@ class TrainerCheckpoints:
                                f"train.precision = \"{was}\" to keep it).")
         if (batch := self._batch_note(step_dir)) is not None:
             self._notes.append(batch)
+        if (schedule := self._schedule_note(step_dir)) is not None:
+            self._notes.append(schedule)
         if (data := self._data_note(step_dir)) is not None:
             self._notes.append(data)
         scaler_note = rs.fresh_scaler_note(runs.state_dir(step_dir), self.accelerator.scaler)
@@ -68,6 +71,25 @@ class TrainerCheckpoints:
         return (f"Resuming {str(step_dir)!r} with {', '.join(changed)}: the run goes on from "
                 f"the same image, but not as it would have (set {kept} to keep it)."
                 + self._epochs_note(now))
+
+    def _schedule_note(self, step_dir: Path) -> str | None:
+        """A line when the LR from the resumed step on is not the checkpoint's schedule's
+        (another ``train.lr_schedule`` or ``train.warmup_steps``, or a cosine or linear
+        decay stretched over more steps): allowed, but the LR jumps where it goes on."""
+        was, now, step = self.state.saved_schedule, self.state.schedule, self.state.step
+        if was is None or now is None or tuple(was) == tuple(now):
+            return None
+        before, after = lr_factor(*was), lr_factor(*now)
+        end = max(was[2], now[2], step + 1)
+        if all(math.isclose(before(s), after(s)) for s in
+               {step, *range(step, end, max(1, (end - step) // 64)), end - 1}):
+            return None  # the same LR from here on (a constant one over more steps)
+        keys = ("train.lr_schedule", "train.warmup_steps", "steps")
+        changed = [f"{k} {a!r} → {b!r}" if isinstance(a, str) else f"{k} {a} → {b}"
+                   for k, a, b in zip(keys, was, now, strict=True) if a != b]
+        return (f"Resuming {str(step_dir)!r} with another LR schedule ({', '.join(changed)}): "
+                f"the LR goes on at {after(step):.3g}× train.lr from step {step}, where the "
+                f"checkpoint's schedule gave {before(step):.3g}×.")
 
     def _data_note(self, step_dir: Path) -> str | None:
         """A warning when ``data.source`` lists other samples than when the checkpoint was
