@@ -174,6 +174,9 @@ def test_a_key_in_the_wrong_section_names_its_section(tmp_path):
         load_config(None, ["model.seed=1"])
     with pytest.raises(ConfigError, match=r"'train.velocity'\. Valid keys: train.output_"):
         load_config(None, ["train.velocity=1"])  # nothing close: no unrelated guess
+    # a key in another case: difflib found nothing for a 2-letter 'LR' and listed all 36
+    with pytest.raises(ConfigError, match=r"unknown key 'train.LR'\. Did you mean 'train.lr'\?$"):
+        load_config(None, ["train.LR=1e-3"])
 
 
 def test_wrong_type_names_key_type_and_value(tmp_path):

@@ -171,8 +171,10 @@ def _utf8(text: str) -> bool:
 
 
 def _nearest(name: str, options: list[str], prefix: str = "", what: str = "keys") -> str:
-    """' Did you mean ...?' with the option closest to ``name``, else the valid options."""
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    """' Did you mean ...?' with the option closest to ``name`` (in any case: 'LR' → 'lr'),
+    else the valid options."""
+    close = [o for o in options if o.lower() == name.lower()] or difflib.get_close_matches(
+        name, options, n=1, cutoff=0.6)
     if close:
         return f" Did you mean '{prefix}{close[0]}'?"
     return f" Valid {what}: {', '.join(prefix + o for o in options)}."
