@@ -275,3 +275,40 @@ def test_a_schedule_file_may_be_a_pathlib_path(tmp_path) -> None:
     from glidectl.sampling import stage_word  # generate(schedule=Path(...)) refused it too
 
     assert stage_word("schedule", path) == str(path)
+
+
+def test_a_schedule_option_that_breaks_the_sigmas_is_named_not_a_traceback() -> None:
+    """get_sigmas('karras', …, rho=1e-300) was OverflowError's traceback, and rho=1e300 was
+    blamed on the schedule ("Schedule 'karras' must return 5 descending σ's …")."""
+    from glidectl.errors import PluginError
+    from glidectl.samplers import get_sigmas
+
+    for schedule, rho, what in [("karras", 1e-300, "would overflow float64"),
+                                ("karras", 1e300, "would give σ's that do not descend"),
+                                ("polyexponential", 1e300, "would give σ's that do not")]:
+        with pytest.raises(GlidectlError) as info:
+            get_sigmas(schedule, 5, 0.002, 80.0, rho=rho)
+        assert not isinstance(info.value, PluginError)
+        assert str(info.value).startswith(f"get_sigmas(): the {schedule} schedule with "
+                                          f"rho={rho!r} in 5 steps {what}"), info.value
+        assert str(info.value).endswith("; pass options nearer its defaults, rho="
+                                        f"{7.0 if schedule == 'karras' else 1.0}.")
+    assert len(get_sigmas("karras", 5, 0.002, 80.0, rho=3.0)) == 6  # a usual ρ is untouched
+
+
+def test_a_stopped_fit_s_count_given_as_digits_is_warned_of(tmp_path) -> None:
+    """generate(steps="7") (digits: "that count on any schedule, as --steps 7 is") on a file
+    a stopped fit left without 7 steps' σ's sampled interpolated σ's with no warning."""
+    import json
+
+    from glidectl.samplers import get_sigmas
+    from glidectl.samplers.tuned import unfitted_warning, write_schedule_file
+
+    path = tmp_path / "s.json"
+    write_schedule_file(path, {4: get_sigmas("exponential", 4, 0.01, 80.0)}, 0.01, 80.0, "test",
+                        sampler="unipc", not_fitted=[7])
+    assert json.loads(path.read_text())["not_fitted"] == [7]
+    said = unfitted_warning(path, 7)
+    assert said and "holds no σ's for 7 steps" in said
+    assert unfitted_warning(path, "7") == unfitted_warning(path, " 7") == said
+    assert unfitted_warning(path, "4") is None

@@ -140,14 +140,21 @@ def get_sigmas(schedule: str | os.PathLike, n: int, sigma_min: float, sigma_max:
         takes_ = ", ".join(k for k in own if k in accepted) or "none"
         raise GlidectlError(f"get_sigmas(): the {schedule} schedule takes no option "
                             f"{unknown[0]!r} (its options: {takes_}).")
-    sigmas = torch.as_tensor(
-        fn(n, sigma_min, sigma_max, **{k: v for k, v in options.items() if k in accepted}),
-        dtype=torch.float64).flatten()
+    given = {k: v for k, v in options.items() if k in accepted}
+    try:
+        sigmas = torch.as_tensor(fn(n, sigma_min, sigma_max, **given),
+                                 dtype=torch.float64).flatten()
+    except (OverflowError, ZeroDivisionError) as exc:  # karras' σ^(1/ρ) at ρ=1e-300
+        raise _options_fault(schedule, fn, given, n, "overflow float64") from exc
     wrong = (f"{len(sigmas)} values" if len(sigmas) != n + 1
              else f"{float(sigmas[-1]):g} last" if sigmas[-1] != 0
              else "σ's that do not descend" if not torch.all(sigmas[:-1].diff() < 0) else None)
     shown = ", ".join(f"{float(v):g}" for v in sigmas[:6]) + (", …" if len(sigmas) > 6 else "")
-    if not wrong and not (torch.all(sigmas[:-1] > 0) and torch.isfinite(sigmas).all()):
+    held = torch.all(sigmas[:-1] > 0) and torch.isfinite(sigmas).all()
+    if given and (wrong or not held):  # ρ=1e300: the caller's option, not the schedule
+        wrong = wrong or "σ's float64 cannot hold apart"
+        raise _options_fault(schedule, fn, given, n, f"give {wrong} ([{shown}])")
+    if not wrong and not held:
         last = ", ".join(f"{float(v):g}" for v in sigmas[-4:])  # where float64 ran out
         raise GlidectlError(f"The {schedule} schedule from σ {sigma_max:g} down to {sigma_min:g}"
                             f" in {n} steps ends in σ's float64 cannot hold apart (…, {last}): "
@@ -157,6 +164,21 @@ def get_sigmas(schedule: str | os.PathLike, n: int, sigma_min: float, sigma_max:
         raise PluginError(f"Schedule {schedule!r} must return {n} descending σ's followed by "
                           f"0, got {wrong} ([{shown}]).")
     return sigmas
+
+
+def _options_fault(schedule: str, fn: Callable[..., Any], given: dict[str, Any], n: int,
+                   what: str) -> GlidectlError:
+    """The sentence for a schedule whose σ's fail with the options passed (``rho=1e-300``):
+    names them and their defaults, not the schedule, as the fault."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    said = ", ".join(f"{k}={v!r}" for k, v in given.items())
+    defaults = ", ".join(f"{k}={params[k].default!r}" for k in given
+                         if k in params and params[k].default is not inspect.Parameter.empty)
+    return GlidectlError(f"get_sigmas(): the {schedule} schedule with {said} in {n} steps "
+                         f"would {what}; pass options nearer "
+                         f"{'its defaults, ' + defaults if defaults else 'their usual values'}.")
 
 
 def check_schedule_name(schedule: str) -> None:

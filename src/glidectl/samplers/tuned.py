@@ -30,7 +30,7 @@ import torch
 
 from ..atomic import write_text
 from ..errors import GlidectlError, cause, one_line
-from ..ranges import is_finite_number
+from ..ranges import is_finite_number, plain_number
 from .schedule_files import schedule_bytes
 from .schedules import append_zero
 from .spec import as_sampler, model_calls
@@ -430,12 +430,15 @@ def stopped_refit_clause(partial: str | Path) -> str:
             f"that stopped before fitting {', '.join(map(str, missing))} steps")
 
 
-def unfitted_warning(path: str | Path, steps: int, model: str | None = None,
+def unfitted_warning(path: str | Path, steps: int | str, model: str | None = None,
                      upsampler: bool = False, *, guidance: float | None = None,
                      grey: bool | None = None) -> str | None:
-    """One sentence when a schedule file has no σ's for ``steps`` because the fit that wrote
-    it stopped before fitting them (its σ's are then interpolated from the counts fitted),
-    else None. ``upsampler``: the file is the upsampler's, which fit-steps does not fit."""
+    """One sentence when a schedule file has no σ's for ``steps`` (a count, or its digits:
+    ``generate(steps="7")``) because the fit that wrote it stopped before fitting them (its
+    σ's are then interpolated from the counts fitted), else None. ``upsampler``: the file
+    is the upsampler's, which fit-steps does not fit."""
+    if isinstance(steps, str) and plain_number(steps, int):
+        steps = int(steps)
     data = _load(path)
     have = _counts(data)
     if not have or steps in have or steps not in unfitted_counts(data):
