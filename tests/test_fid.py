@@ -214,6 +214,27 @@ def test_bad_statistics_files_are_one_line_and_never_unpickled(tmp_path):
         eval_fid([Image.new("RGB", (16, 16))] * 2, wide, Features(module=ColourStats()))
 
 
+def test_damaged_statistics_files_are_one_line(tmp_path):
+    """A statistics file damaged inside its zip (an array header's bytes changed, a
+    compressed stream's) is one sentence naming it, not numpy's tokenize or zlib traceback."""
+    import zipfile
+
+    import numpy as np
+
+    plain, packed = tmp_path / "plain.npz", tmp_path / "packed.npz"
+    np.savez(plain, mu=np.zeros(1024), sigma=np.eye(8))  # more than zipfile's first read
+    np.savez_compressed(packed, mu=np.zeros(8), sigma=np.eye(8))
+    plain.write_bytes(plain.read_bytes().replace(b"(1024,), }", b"((1024,) }", 1))  # tokenize
+    info = zipfile.ZipFile(packed).getinfo("sigma.npy")
+    data = bytearray(packed.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 10
+    data[start:start + 30] = b"\xff" * 30  # zlib
+    packed.write_bytes(bytes(data))
+    for path in (plain, packed):
+        with pytest.raises(GlidectlError, match=rf"'{path}' is not a readable \.npz of arrays"):
+            reference_stats(path)
+
+
 def test_statistics_beside_other_arrays_read_only_mu_and_sigma(tmp_path):
     """A file with more than the statistics (guided-diffusion's reference batch: its images
     as arr_0; a pickled note) gives its mu and sigma: the other arrays are never loaded, so

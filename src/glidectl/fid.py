@@ -366,7 +366,9 @@ def reference_stats(reference: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """``mu`` and ``sigma`` (float64) of an ``.npz`` of reference statistics, as pytorch-fid
     and clean-fid save them; read with ``allow_pickle=False``, and nothing else in the file
     (guided-diffusion's reference batches hold their images beside them)."""
+    import tokenize
     import zipfile
+    import zlib
 
     import numpy as np
 
@@ -387,9 +389,12 @@ def reference_stats(reference: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
                     "FID statistics: it needs the arrays 'mu' and 'sigma' (as pytorch-fid and "
                     "clean-fid save them).")
             mu, sigma = data["mu"], data["sigma"]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, tokenize.TokenError,
+            SyntaxError, MemoryError) as exc:  # a damaged array header or compressed data
+        why = ("an array header is damaged" if isinstance(exc, tokenize.TokenError | SyntaxError)
+               else cause(exc))
         raise GlidectlError(
-            f"--fid {str(reference)!r} is not a readable .npz of arrays ({cause(exc)}); pass "
+            f"--fid {str(reference)!r} is not a readable .npz of arrays ({why}); pass "
             "statistics saved with numpy.savez (mu, sigma), or a folder of images."
         ) from None
     if (mu.ndim != 1 or sigma.shape != (mu.size, mu.size) or mu.dtype.kind not in "fiu"
