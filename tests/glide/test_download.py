@@ -274,20 +274,22 @@ def test_download_command(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "basee" in bad.stderr
 
 
-def test_download_checks_a_file_already_cached_as_a_download(tmp_path, kit):
+def test_download_checks_a_file_already_cached_as_a_download(tmp_path, kit, monkeypatch,
+                                                            capsys):
     """A file put in the cache by hand was "already cached" whatever it held; it is checked
     as a download is: OpenAI's checkpoint passes, another model is one sentence (exit 2),
-    and the file is kept."""
-    env = {**os.environ, "GLIDECTL_HOME": str(tmp_path),
-           "GLIDECTL_OPENAI_URL": _dead_url().rsplit("/", 1)[0]}
+    and the file is kept. (``glidectl download`` in this process: its start-up is the CLI
+    tests'.)"""
+    from test_sample_cmd import in_process
+
+    monkeypatch.setenv("GLIDECTL_HOME", str(tmp_path))
+    monkeypatch.setenv("GLIDECTL_OPENAI_URL", _dead_url().rsplit("/", 1)[0])
     (tmp_path / "openai").mkdir()
     (tmp_path / "openai" / "upsample.pt").write_bytes(official_pt("upsample", tmp_path))
     torch.save(create_model(kit.tiny("base")).state_dict(), tmp_path / "openai" / "base.pt")
-    cmd = [sys.executable, "-m", "glidectl", "download", "-q"]
-    good = subprocess.run([*cmd, "upsample"], capture_output=True, text=True, env=env,
-                          timeout=120)
+    good = in_process(capsys, "download", "-q", "upsample")
     assert good.returncode == 0 and "already cached" in good.stdout, good.stderr
-    bad = subprocess.run([*cmd, "base"], capture_output=True, text=True, env=env, timeout=120)
+    bad = in_process(capsys, "download", "-q", "base")
     cached = tmp_path / "openai" / "base.pt"
     assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.count("\n") == 1, bad.stderr
     assert bad.stderr.startswith(f"Error: {str(cached)!r}, the cached openai:base, is not "
