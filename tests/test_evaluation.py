@@ -719,6 +719,28 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, tiny_base):
     assert not (tmp_path / "o").exists()
 
 
+def test_dry_run_says_the_schedule_file_warnings_the_run_would(tmp_path, tiny_base):
+    """--dry-run on a schedule file fitted for another sampler and guidance, by a fit that
+    stopped before the count asked for, planned in silence; the run warned of all three."""
+    from glidectl.samplers import get_sigmas
+    from glidectl.samplers.tuned import write_schedule_file
+
+    schedule = tmp_path / "stopped.json"
+    write_schedule_file(schedule, {4: get_sigmas("exponential", 4, 0.01, 80.0)}, 0.01, 80.0,
+                        "test", sampler="unipc", guidance=3.0, not_fitted=[7])
+    settings = EvalSettings(base=str(tiny_base), base_stage=Stage("euler", 7, 2.0,
+                                                                  str(schedule)))
+    notes: list[str] = []
+    run_eval(write_prompts(tmp_path / "p.txt", PROMPTS[:1]), settings,
+             RunOptions(out=tmp_path / "o", dry_run=True, device="cpu"),
+             on_event=lambda kind, **info: notes.append(info.get("text", "")))
+    said = [n for n in notes if n.startswith(f"Warning: Schedule file {str(schedule)!r}")]
+    assert [w in said[i] for i, w in enumerate(
+        ("tuned for the unipc sampler, not euler", "fitted at guidance 3, and these images "
+         "sample at 2", "holds no σ's for 7 steps"))] == [True] * 3 and len(said) == 3, notes
+    assert not (tmp_path / "o").exists()
+
+
 def test_grid_labels_number_each_image_as_its_file(tmp_path, tiny_base, stack, monkeypatch):
     from glidectl import evaluation
 

@@ -166,6 +166,22 @@ def _header(prompts_file: str | Path, prompts: list[str], out: Path, settings: E
     return header
 
 
+def _schedule_file_notes(settings: EvalSettings) -> list[str]:
+    """The warnings the run would give of each stage's schedule file (another sampler, grey
+    or guidance than fitted, a count a stopped fit left out), for a dry run, which loads no
+    weights (so it does not compare them with the file's)."""
+    from .pipeline import schedule_file_warnings
+    from .samplers.tuned import is_schedule_file
+
+    notes: list[str] = []
+    for stage, opts in settings.stage_options().items():
+        if (stage == "base" or settings.upsampler) and opts.schedule and \
+                is_schedule_file(opts.schedule):
+            spec = settings.where("base" if stage == "base" else "upsampler")
+            notes += [f"Warning: {m}" for m in schedule_file_warnings(stage, opts, spec)]
+    return list(dict.fromkeys(notes))
+
+
 def sampling_events(emit: EventFn, said: set[str]
                     ) -> tuple[Callable[[str], None], Callable[[str, int, int], None]]:
     """The pipeline's ``warn`` (each warning said once as a note, unless in ``said``) and
@@ -394,7 +410,7 @@ def run_eval(
                       for stage, m in models.items()
                       if m["local"]}  # weights not on disk: no run of theirs can be here
             check_continues(options, prior, out, prompts, settings, hashes, header)
-        for text in notes:
+        for text in [*notes, *_schedule_file_notes(settings)]:
             emit("note", text=text)
         return EvalReport(out, {**header, "plan": info}, dry_run=True)
     if continues(options, prior, out):  # other prompts or settings: refused before any note

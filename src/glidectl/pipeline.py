@@ -420,26 +420,17 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                 continue  # a stage that does not run: its file's mismatches change no pixel
             record = self.records.get(stage)
             up = stage == "upsample"
-            tuned = schedule_file_warning(opts.schedule, opts.sampler)
-            messages.append(upsampler_words(tuned) if up and tuned else tuned)
             spec = record.spec if record is not None else None
-            # each refit line fits the sampling at hand: one line mends every mismatch
             scale = 1.0 if opts.guidance is None else float(opts.guidance)
-            sampled = {"guidance": scale, "grey": bool(opts.grey)}
             weights = None
             if record is not None and self.stage_models().get(stage) is not None:
                 net = getattr(self.stage_models()[stage], "_orig_mod", self.stage_models()[stage])
                 weights = model_warning(
-                    opts.schedule, lambda r=record: r.sha256, record.spec, up, **sampled,
+                    opts.schedule, lambda r=record: r.sha256, record.spec, up,
+                    guidance=scale, grey=bool(opts.grey),
                     weights_sha256=lambda m=net: self._tensors_sha256(m),
                     adapters=[(str(lo["path"]), float(lo["scale"])) for lo in record.loras])
-            other = weights is not None  # its guidance or grey would not mend it
-            messages.append(grey_warning(opts.schedule, opts.grey, spec, up, guidance=scale,
-                                         other_model=other))
-            messages.append(guidance_warning(opts.schedule, opts.guidance, spec, up,
-                                             grey=bool(opts.grey), other_model=other))
-            messages.append(unfitted_warning(opts.schedule, opts.steps, spec, up, **sampled))
-            messages.append(weights)
+            messages += schedule_file_warnings(stage, opts, spec, weights)
         first = self.base if low_res is None else self.upsampler
         # every inpainting stage that runs (an upsample-inpaint one behind a plain base too)
         kinds = [m.options.kind for m in (first, self.upsampler) if m is not None and
@@ -577,6 +568,27 @@ class GlidePipeline(PipelineRecords, PipelineSettings):
                          precision=self.precision.autocast)
             seconds.append(time.perf_counter() - t0)
         return seconds[-1]
+
+
+def schedule_file_warnings(stage: str, opts: StageOptions, spec: str | None,
+                           weights: str | None = None) -> list[str]:
+    """What a stage's schedule file (``opts.schedule``, a ``*.json``) says of the sampling
+    at hand: another sampler, grey or guidance than it was fitted for, a count a stopped fit
+    left out, and ``weights`` (:func:`model_warning`'s sentence, None: not checked).
+    ``spec``: the stage's model as named, for the refit lines."""
+    up = stage == "upsample"
+    tuned = schedule_file_warning(opts.schedule, opts.sampler)
+    # each refit line fits the sampling at hand: one line mends every mismatch
+    scale = 1.0 if opts.guidance is None else float(opts.guidance)
+    other = weights is not None  # its guidance or grey would not mend it
+    said = [upsampler_words(tuned) if up and tuned else tuned,
+            grey_warning(opts.schedule, opts.grey, spec, up, guidance=scale, other_model=other),
+            guidance_warning(opts.schedule, opts.guidance, spec, up, grey=bool(opts.grey),
+                             other_model=other),
+            unfitted_warning(opts.schedule, opts.steps, spec, up, guidance=scale,
+                             grey=bool(opts.grey)),
+            weights]
+    return [m for m in said if m]
 
 
 def _check_pipeline_keywords(tokenizer: Any, upsampler_tokenizer: Any, vocab_dir: Any,
