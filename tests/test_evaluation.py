@@ -467,7 +467,7 @@ def test_a_continued_eval_runs_as_its_images_were_made_or_is_refused(tmp_path, t
     before = outputs(out), (out / "metadata.json").read_bytes()
     for resume in (False, True):
         with pytest.raises(GlidectlError, match=r"was made on cpu, but this run would run on "
-                                                r"cpu with --compile; kernels and so pixels"):
+                                                r"cpu with compile=True; kernels and so pixels"):
             run_eval(write_prompts(tmp_path / "q.txt", PROMPTS[:1 + (not resume)]), s,
                      RunOptions(out=out, skip_existing=not resume, resume=resume,
                                 device="cpu", compile=True), pipeline=stack)
