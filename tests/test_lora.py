@@ -735,6 +735,30 @@ def test_kohya_and_diffusers_lora_files_are_named_as_such(tmp_path, capsys):
         assert str(caught.value) == said
 
 
+def test_diffusers_peft_style_lora_files_and_lone_peft_weights_are_named(tmp_path):
+    """diffusers' pytorch_lora_weights.safetensors (peft's lora_A/lora_B keys under unet.)
+    was "a LoRA adapter, not a model; apply it with --lora" as --base and "not a LoRA adapter"
+    as --lora; a peft adapter_model.safetensors without its config was "not a LoRA adapter"."""
+    from safetensors.torch import save_file
+
+    from glidectl.glide import load_model
+
+    path = tmp_path / "pytorch_lora_weights.safetensors"
+    key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight"
+    save_file({key: torch.zeros(4, 8)}, str(path))
+    for load in (lambda: apply_loras(tiny(), [str(path)]), lambda: load_model(path)):
+        with pytest.raises(GlidectlError, match=r"is a LoRA file in kohya's or diffusers' "
+                                                r"format \(lora_A/lora_B keys under unet\."):
+            load()
+    lone = tmp_path / "lone" / "adapter_model.safetensors"
+    lone.parent.mkdir()
+    save_file({"base_model.model.input_blocks.1.1.qkv.lora_A.weight": torch.zeros(2, 8)},
+              str(lone))
+    with pytest.raises(GlidectlError, match=r"holds LoRA weights but no adapter_config\.json "
+                                            r"beside it; put back the adapter_config\.json"):
+        apply_loras(tiny(), [str(lone)])
+
+
 def test_a_lora_path_starting_with_a_tilde_is_read_from_home(tmp_path, monkeypatch):
     """`--lora=~/x` (the shell leaves ~ after '=') said the adapter did not exist; --base
     expands it."""

@@ -117,15 +117,23 @@ def adapter_not_model(path: str | Path) -> str:
 
 
 FOREIGN_LORA_KEYS = (".lora_down.", ".lora_up.", ".lora.down.", ".lora.up.")
+#: where diffusers' LoRA files of peft's keys (lora_A/lora_B) keep Stable Diffusion's networks
+FOREIGN_LORA_PREFIXES = ("unet.", "text_encoder.", "text_encoder_2.")
 
 
 def foreign_lora(path: str | Path, keys: Iterable[str]) -> str | None:
     """The sentence for a LoRA file of kohya's or diffusers' format (``lora_down``/``lora_up``
-    keys: made for Stable Diffusion's networks), or None when ``keys`` are not one's."""
-    if not any(part in k for k in keys for part in FOREIGN_LORA_KEYS):
+    keys, or diffusers' ``unet.…lora_A.`` ones: made for Stable Diffusion's networks), or
+    None when ``keys`` are not one's."""
+    keys = list(keys)
+    if any(part in k for k in keys for part in FOREIGN_LORA_KEYS):
+        what = "lora_down/lora_up keys"
+    elif any(k.startswith(FOREIGN_LORA_PREFIXES) and ".lora_A." in k for k in keys):
+        what = "lora_A/lora_B keys under unet. or text_encoder."
+    else:
         return None
-    return (f"{str(path)!r} is a LoRA file in kohya's or diffusers' format (lora_down/lora_up "
-            "keys, made for another network than GLIDE); glidectl reads peft adapter folders "
+    return (f"{str(path)!r} is a LoRA file in kohya's or diffusers' format ({what}, made "
+            "for another network than GLIDE); glidectl reads peft adapter folders "
             "(adapter_config.json and adapter_model.safetensors), as glidectl lora and peft's "
             "save_pretrained write them.")
 
@@ -146,10 +154,10 @@ def _not_a_model(path: str | Path) -> str:
 def identify_kind(shapes: Mapping[str, Sequence[int]], path: str | Path = "checkpoint") -> str:
     """The model kind from the input conv's channels: 3 / 6 / 7 / 10 → base / upsample / …"""
     shape = shapes.get(_FIRST_KEY)
-    if shape is None and any(".lora_A." in k for k in shapes):
-        raise GlidectlError(adapter_not_model(path))
     if shape is None and (foreign := foreign_lora(path, shapes)):
         raise GlidectlError(foreign)
+    if shape is None and any(".lora_A." in k for k in shapes):
+        raise GlidectlError(adapter_not_model(path))
     if shape is None or len(shape) != 4:
         raise GlidectlError(_not_a_model(path))
     kind = IN_CHANNELS_KIND.get(int(shape[1]))

@@ -195,8 +195,13 @@ def _read_adapter(path: Path) -> AdapterFiles:
             "written by 'glidectl lora' (runs/<name>)."
         )
     if p.is_file() and not (p.parent / CONFIG_FILE).is_file():
-        if p.suffix == ".safetensors" and (foreign := foreign_lora(p, _keys(p))):
+        keys = _keys(p) if p.suffix == ".safetensors" else []
+        if foreign := foreign_lora(p, keys):
             raise GlidectlError(foreign)
+        if any(".lora_A." in k for k in keys):  # peft's weights file without its config
+            raise GlidectlError(
+                f"{str(path)!r} holds LoRA weights but no {CONFIG_FILE} beside it; put back "
+                f"the {CONFIG_FILE} saved with it (peft's save_pretrained writes both).")
         raise GlidectlError(
             f"{str(path)!r} is not a LoRA adapter: pass the folder written by 'glidectl lora' "
             f"(runs/<name>), an adapter folder or its {WEIGHTS_FILE}."
