@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+from pathlib import Path
 
 import pytest
 from data_helpers import encode, odd_images, photo
@@ -393,12 +394,7 @@ def test_inspect_sizes_images_as_the_config_trains_them_unless_size_is_given(
 
     real = inspection.inspect_source
     monkeypatch.setattr(inspection, "inspect_source", recorded)
-    root = tmp_path / "imgs"
-    root.mkdir()
-    (root / "a.png").write_bytes(encode(photo(48, 40, 1), "PNG"))
-    (root / "a.txt").write_text("a picture")
-    config = tmp_path / "glide.toml"
-    config.write_text('[data]\nresolution = 32\n')
+    root, config = _picture_and_config(tmp_path)
     scratch = tmp_path / "scratch.toml"
     scratch.write_text('[model]\ninit = "scratch"\nsize = "quickstart"\n')
     for args, size in (((), 64), (("--config", config), 32), (("--config", config, "--size", 48),
@@ -407,6 +403,17 @@ def test_inspect_sizes_images_as_the_config_trains_them_unless_size_is_given(
                        (("--config", scratch, "--set", "model.kind=upsample"), 256)):
         assert _inspect(capsys, root, *args)[0] == 0
         assert sizes.pop() == size, args
+
+
+def _picture_and_config(tmp_path: Path) -> tuple[Path, Path]:
+    """A folder of one captioned 48×40 picture, and a config with data.resolution = 32."""
+    root = tmp_path / "imgs"
+    root.mkdir()
+    (root / "a.png").write_bytes(encode(photo(48, 40, 1), "PNG"))
+    (root / "a.txt").write_text("a picture")
+    config = tmp_path / "glide.toml"
+    config.write_text('[data]\nresolution = 32\n')
+    return root, config
 
 
 def test_size_sizes_the_tiles_over_the_config_s_resolution(tmp_path, capsys, monkeypatch):
@@ -423,12 +430,7 @@ def test_size_sizes_the_tiles_over_the_config_s_resolution(tmp_path, capsys, mon
 
     real = inspection.build_dataset
     monkeypatch.setattr(inspection, "build_dataset", recorded)
-    root = tmp_path / "imgs"
-    root.mkdir()
-    (root / "a.png").write_bytes(encode(photo(48, 40, 1), "PNG"))
-    (root / "a.txt").write_text("a picture")
-    config = tmp_path / "glide.toml"
-    config.write_text('[data]\nresolution = 32\n')
+    root, config = _picture_and_config(tmp_path)
     for args, size in (((), 32), (("--size", 48), 48)):
         assert _inspect(capsys, root, "--config", config, *args)[0] == 0
         assert sizes.pop() == size, args
