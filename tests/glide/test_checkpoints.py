@@ -231,6 +231,30 @@ def test_a_file_in_no_torch_format_says_what_it_is(tmp_path, data, said):
                                "weights file.")
 
 
+def test_a_torch_save_file_named_safetensors_says_to_rename_it(tmp_path, inpaint_model):
+    """torch.save(state, "model.safetensors") (a model, or a peft adapter's weights) was
+    "damaged, truncated or not a .safetensors file"; it names the name that reads it."""
+    from glidectl.lora import read_adapter
+
+    options, model = inpaint_model
+    path = tmp_path / "model.safetensors"
+    torch.save(model.state_dict(), path)
+    for load in (lambda: load_model(path, options=options), lambda: read_metadata(path)):
+        with pytest.raises(GlidectlError) as info:
+            load()
+        assert str(info.value) == (f"{str(path)!r} was written by torch.save, not as "
+                                   "safetensors; rename it to 'model.pt', a name glidectl "
+                                   "reads such a file under (with weights_only=True).")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 2}')
+    torch.save({"base_model.model.out.2.lora_A.weight": torch.zeros(2, 8)},
+               adapter / "adapter_model.safetensors")
+    with pytest.raises(GlidectlError, match=r"was written by torch\.save, not as safetensors; "
+                                            r"rename it to 'adapter_model\.bin'"):
+        read_adapter(adapter)
+
+
 def test_run_folder_prefers_ema_of_latest_step(tmp_path, inpaint_model, kit):
     options, model = inpaint_model
     run = tmp_path / "runs" / "demo"

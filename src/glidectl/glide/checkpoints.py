@@ -436,7 +436,22 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise _bad_safetensors(path, exc) from exc
 
 
+def torch_saved(path: Path, rename: str) -> str | None:
+    """The sentence for a file ``torch.save`` wrote (a zip archive holding its
+    ``data.pkl``) under a .safetensors name, naming ``rename`` to give it; else None."""
+    with contextlib.suppress(OSError, zipfile.BadZipFile, ValueError):
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if any(n.endswith("data.pkl") for n in archive.namelist()):
+                    return (f"{str(path)!r} was written by torch.save, not as safetensors; "
+                            f"rename it to {rename!r}, a name glidectl reads such a file under "
+                            "(with weights_only=True).")
+    return None
+
+
 def _bad_safetensors(path: Path, exc: Exception) -> GlidectlError:
+    if said := torch_saved(path, path.with_suffix(".pt").name):
+        return GlidectlError(said)
     return GlidectlError(
         f"Cannot read weights {str(path)!r} ({cause(exc)}); the file is damaged, truncated or "
         "not a .safetensors file."

@@ -25,7 +25,7 @@ from ..atomic import save_safetensors, write_json
 from ..config import LoraConfig
 from ..errors import GlidectlError, cause, from_here, takes
 from ..extras import broken_import
-from ..glide.checkpoints import foreign_lora
+from ..glide.checkpoints import foreign_lora, torch_saved
 from ..ranges import is_finite_number
 
 CONFIG_FILE = "adapter_config.json"
@@ -244,9 +244,9 @@ def _read_adapter(path: Path) -> AdapterFiles:
                 file_meta = dict(f.metadata() or {})
                 state = {k.removeprefix(PEFT_PREFIX): f.get_tensor(k) for k in f.keys()}
         except Exception as exc:  # safetensors raises its own error types for bad headers
-            raise GlidectlError(
+            raise GlidectlError(torch_saved(weights, PICKLED_WEIGHTS_FILE) or (
                 f"Cannot read {str(weights)!r} ({str(exc).strip()[:160]}); the file is damaged."
-            ) from exc
+            )) from exc
     meta_file = directory / META_FILE
     source = meta_file if meta_file.is_file() else weights
     try:
