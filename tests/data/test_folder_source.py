@@ -774,3 +774,22 @@ def test_a_large_image_folder_is_recognised_without_a_stat_of_each_image(tmp_pat
     monkeypatch.setattr(Path, "is_file", lambda p: looked.append(p.name) or is_file(p))
     assert not claims_parquet(str(tmp_path))
     assert looked == ["index.parquet"]
+
+
+def test_hundreds_of_rejection_reasons_fit_a_process_s_slot_and_add_up():
+    """A counter over the 8 KiB shared slot once its examples were dropped (hundreds of
+    reasons, a plugin preset's) was written on: over the next process's slot, whose counts
+    were lost, and unreadable itself. The rarest reasons are now summed as one."""
+    from glidectl.data.stats import OTHER_REASONS, RejectionCounter, SharedStats
+
+    stats = SharedStats()
+    neighbour = RejectionCounter()
+    neighbour.accepted = 5
+    stats.publish(1, neighbour)
+    many = RejectionCounter()
+    many.rejected = {f"plugin_reason_number_{i}": i + 1 for i in range(800)}
+    stats.publish(0, many)
+    assert stats.load(1).accepted == 5
+    got = stats.load(0).rejected
+    assert sum(got.values()) == sum(range(1, 801)) and OTHER_REASONS in got
+    assert got["plugin_reason_number_799"] == 800  # the commonest kept by name

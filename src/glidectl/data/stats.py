@@ -171,6 +171,19 @@ def no_valid_data_error(source: str, counter: RejectionCounter,
                      f"{hint}{examples}." + (f" {found}" if found else ""))
 
 
+FOLDED = ("rejected", "repeated", "converted")  # counts by reason (or mode)
+OTHER_REASONS = "other reasons"
+
+
+def fold(counts: dict[str, int], keep: int) -> dict[str, int]:
+    """``counts`` with all but the ``keep`` largest summed as :data:`OTHER_REASONS`."""
+    counts = dict(counts)
+    other = counts.pop(OTHER_REASONS, 0)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    rest = other + sum(n for _, n in ranked[keep:])
+    return {**dict(ranked[:keep]), **({OTHER_REASONS: rest} if rest else {})}
+
+
 class SharedStats:
     """Per-process counters in shared memory: slot 0 is the main process, 1+i worker i.
 
@@ -217,6 +230,13 @@ class SharedStats:
         payload = json.dumps(data, separators=(",", ":")).encode()
         if len(payload) + self.HEADER > self.SLOT_BYTES:
             data["examples"] = {}
+            payload = json.dumps(data, separators=(",", ":")).encode()
+        keep = max(len(data[k]) for k in FOLDED)
+        # hundreds of reasons (a plugin preset's): the rarest are summed as one, so every
+        # count still adds up (a longer payload was written over the next process's slot)
+        while len(payload) + self.HEADER > self.SLOT_BYTES and keep:
+            keep //= 2
+            data = {**data, **{k: fold(data[k], keep) for k in FOLDED}}
             payload = json.dumps(data, separators=(",", ":")).encode()
         if self._array is None:
             self._snapshot[slot] = data
