@@ -255,6 +255,22 @@ def test_a_torch_save_file_named_safetensors_says_to_rename_it(tmp_path, inpaint
         read_adapter(adapter)
 
 
+def test_an_optimizers_state_passed_as_a_model_says_so(tmp_path, inpaint_model):
+    """guided-diffusion's optNNNNNN.pt (beside modelNNNNNN.pt) was "not a GLIDE state_dict:
+    entry 'state' is a dict, not a tensor", which says nothing of what to pass instead."""
+    options, model = inpaint_model
+    optimizer = torch.optim.AdamW(model.parameters())
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    path = tmp_path / "opt000100.pt"
+    torch.save(optimizer.state_dict(), path)
+    with pytest.raises(GlidectlError, match=r"holds an optimizer's state \(torch\.optim's state "
+                                            r"and param_groups\), not model weights; pass the "
+                                            r"model's weights file saved beside it"):
+        load_model(path, options=options)
+
+
 def test_run_folder_prefers_ema_of_latest_step(tmp_path, inpaint_model, kit):
     options, model = inpaint_model
     run = tmp_path / "runs" / "demo"

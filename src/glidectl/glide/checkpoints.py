@@ -341,6 +341,11 @@ def load_openai_pt(
                 break
     if not isinstance(obj, Mapping):
         raise GlidectlError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict.")
+    if {"state", "param_groups"} <= obj.keys():  # torch.optim's state_dict
+        raise GlidectlError(
+            f"{str(path)!r} holds an optimizer's state (torch.optim's state and param_groups), "
+            "not model weights; pass the model's weights file saved beside it (guided-"
+            "diffusion's modelNNNNNN.pt or ema_RATE_NNNNNN.pt, not optNNNNNN.pt).")
     if (problem := key_problem(obj)) is not None:
         raise GlidectlError(f"{str(path)!r} is not a GLIDE state_dict: {problem}.")
     state = _upcast(_unprefixed(obj, path), path)
