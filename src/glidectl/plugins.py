@@ -344,6 +344,10 @@ def _registrar(registry: Registry):
                 if why:
                     raise PluginError(f"Plugin {plugin!r} registers {registry.kind} {key!r}, "
                                       f"which is glidectl's word for {why}; rename it.")
+                if registry.kind == "schedule" and key.lower().endswith(".json"):
+                    raise PluginError(f"Plugin {plugin!r} registers schedule {key!r}, which "
+                                      "--schedule would read as a schedule file (a name "
+                                      "ending in .json); rename it.")
             registry.add(name, obj, plugin, aliases)
 
         return register

@@ -257,6 +257,9 @@ def test_an_unknown_schedule_lists_the_unregistered_kinds_before_the_registrys_n
      "for the sampler's own schedule; rename it."),
     ("register_schedules", "mine", ("respaced",), "registers schedule 'respaced', which is "
      "glidectl's word for GLIDE's own timesteps; rename it."),
+    # listed by `glidectl plugins`, but --schedule and get_sigmas read such a name as a file
+    ("register_schedules", "steps.JSON", (), "registers schedule 'steps.JSON', which "
+     "--schedule would read as a schedule file (a name ending in .json); rename it."),
     ("register_samplers", "al", "xy", "registers sampler 'al' with aliases='xy'; pass a "
      "tuple of names, such as aliases=('xy',)."),
     ("register_samplers", 123, (), "registers sampler name 123; a name is a non-empty string "
