@@ -316,6 +316,29 @@ def test_a_set_that_changes_the_network_is_named_with_the_value_that_resumes(
     assert exit_info.value.code == 0, capsys.readouterr().err
 
 
+def test_another_model_size_is_named_before_the_network_is_built(trained, tmp_path, capsys,
+                                                                 monkeypatch):
+    """--set model.size=small on a tiny run's resume built the network first, whose GPT-2
+    tokenizer, offline without a vocabulary, stopped it with "The GPT-2 vocabulary is not
+    available": the size the run trained with is named before anything is built."""
+    from glidectl.training import engine
+
+    def never(*args, **kwargs):
+        raise AssertionError("the network was built")
+
+    monkeypatch.setattr(engine, "build_model", never)
+    run = tmp_path / "runs" / "t"
+    shutil.copytree(trained / "runs" / "t", run)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(run), "--steps", "3", "--no-live",
+              "--set", "model.size=small"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 2 and err.endswith(
+        "it trained on a scratch network its run's config builds, and this config builds "
+        "another; model.size = 'small' here, but the run trained with 'tiny'; resume without "
+        "the --set (or --config) that changes it, or with --set model.size=\"tiny\"."), err
+
+
 def test_resume_with_a_config_for_another_kind_names_the_command_that_resumes_it(
         trained, tmp_path, capsys):
     """A base run resumed by a config that builds an upsampler listed shapes (image_size,

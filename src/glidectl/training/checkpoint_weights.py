@@ -69,7 +69,7 @@ def load_weights(step_dir: Path, model: torch.nn.Module, adapter: ModelAdapter,
     ``cfg``, the run's config, that build another network than the run's config.toml)."""
     loader = getattr(adapter, "load_checkpoint", None)
     if loader is not None:
-        _check_scratch_network(cfg, step_dir)
+        check_scratch_network(cfg, step_dir)
         loader(model, step_dir)
         return
     from ..glide import read_weights
@@ -114,15 +114,26 @@ def _changed_advice(changed: list[tuple[str, Any, Any]]) -> str:
             f"{' '.join(f'--set {override(k, was)}' for k, _, was in changed)}")
 
 
-def _check_scratch_network(cfg: Any, step_dir: Path) -> None:
-    """An adapter run (LoRA) on a scratch network, resumed with a config that builds
-    another one (model.kind, size, tokenizer or data.resolution changed): one sentence
-    naming the keys, where the adapter's own check could only say the base weights differ."""
+SHAPE_KEYS = (("model", "size"), ("model", "tokenizer"), ("model", "init"),
+              ("data", "resolution"))
+# the keys that always build another scratch network (a resume at another data.resolution
+# may fit the same weights)
+NETWORK_KEYS = (("model", "size"), ("model", "tokenizer"))
+
+
+def check_scratch_network(cfg: Any, step_dir: Path,
+                          keys: tuple[tuple[str, str], ...] = (("model", "kind"), *SHAPE_KEYS)
+                          ) -> None:
+    """A run on a scratch network resumed with a config that builds another one (one of
+    ``keys`` changed: for an adapter run (LoRA) model.kind, size, tokenizer or
+    data.resolution, where the adapter's own check could only say the base weights differ;
+    for any run, before the network is built, model.size or tokenizer, whose GPT-2
+    vocabulary may not even load offline): one sentence naming the keys."""
     run = runs.run_of_step_dir(step_dir)
     if cfg is None or cfg.model.init != "scratch" or \
             runs.run_setting(run, "model", "init") != "scratch":
         return
-    changed = _shape_keys_changed(cfg, run, (("model", "kind"), *SHAPE_KEYS))
+    changed = _shape_keys_changed(cfg, run, keys)
     if changed:
         raise GlidectlError(
             f"Cannot resume from {str(step_dir)!r}: it trained on a scratch network its "
@@ -130,8 +141,6 @@ def _check_scratch_network(cfg: Any, step_dir: Path) -> None:
 
 
 # the config keys that decide a network's shapes (model.kind is refused before)
-SHAPE_KEYS = (("model", "size"), ("model", "tokenizer"), ("model", "init"),
-              ("data", "resolution"))
 
 
 def _shape_keys_changed(cfg: Any, run: Path, keys: tuple[tuple[str, str], ...] = SHAPE_KEYS

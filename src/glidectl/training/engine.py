@@ -30,7 +30,7 @@ from ..errors import ConfigError, GlidectlError, WriteError, keyword_errors, tak
 from ..unused_keys import warn_unused
 from .adapters import ModelAdapter, PartsAdapter
 from .caption_check import CaptionLengthCheck
-from .checkpoint_weights import check_resume_kind
+from .checkpoint_weights import NETWORK_KEYS, check_resume_kind, check_scratch_network
 from .checkpointing import CheckpointManager
 from .cuda_graphs import graphed_network
 from .display import Display
@@ -181,6 +181,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         if self.resume_from is not None:
             check_resume_kind(self.resume_from, adapter)
             check_resume_seed(cfg, self.run_dir.root)
+            check_scratch_network(cfg, self.resume_from, NETWORK_KEYS)
             if getattr(adapter, "load_checkpoint", None) is None:  # full weights, not LoRA's
                 check_resume_init(cfg, self.run_dir.root)
             if adapter is None:  # train.trainable picks what trains
