@@ -101,7 +101,8 @@ def test_a_metadata_list_of_captions_gives_one_per_fetch(tmp_path, data_cfg, byt
     ("metadata.jsonl", "".join(json.dumps({"file_name": f"{i}.png", "prompt": f"cap {i}"}) + "\n"
                                for i in range(2))),
     ("metadata.csv", "file_name,prompt\n0.png,cap 0\n1.png,cap 1\n"),
-], ids=["jsonl", "csv"])
+    ("metadata.parquet", None),  # Hugging Face's imagefolder reads it too (it was ignored)
+], ids=["jsonl", "csv", "parquet"])
 def test_data_caption_column_names_the_metadata_caption(tmp_path, data_cfg, byte_tok, name,
                                                         body):
     """Captions under another column (diffusers' --caption_column) were missing_caption with
@@ -111,7 +112,14 @@ def test_data_caption_column_names_the_metadata_caption(tmp_path, data_cfg, byte
     root.mkdir()
     for i in range(2):
         (root / f"{i}.png").write_bytes(encode(photo(40, 40, i), "PNG"))
-    (root / name).write_text(body)
+    if body is None:
+        pq = pytest.importorskip("pyarrow.parquet")
+        import pyarrow as pa
+
+        pq.write_table(pa.table({"file_name": ["0.png", "1.png"], "prompt": ["cap 0", "cap 1"]}),
+                       root / name)
+    else:
+        (root / name).write_text(body)
     with pytest.raises(DataError, match="2 metadata rows have no 'text' or 'caption' but a "
                        "string column 'prompt': set data.caption_column = \"prompt\" to read "
                        "their captions from it."):
@@ -793,3 +801,16 @@ def test_hundreds_of_rejection_reasons_fit_a_process_s_slot_and_add_up():
     got = stats.load(0).rejected
     assert sum(got.values()) == sum(range(1, 801)) and OTHER_REASONS in got
     assert got["plugin_reason_number_799"] == 800  # the commonest kept by name
+
+
+def test_a_damaged_metadata_parquet_is_counted_as_bad_metadata(tmp_path):
+    """A metadata.parquet that pyarrow cannot read is one bad metadata file, named as a
+    metadata.jsonl that is not JSON is, not a traceback."""
+    pytest.importorskip("pyarrow")
+    from glidectl.data.folder import FolderSource
+
+    (tmp_path / "a.png").write_bytes(encode(photo(40, 40), "PNG"))
+    (tmp_path / "metadata.parquet").write_bytes(b"PAR1 not really")
+    src = FolderSource.scan(tmp_path)
+    assert src.bad_metadata == 1 and src.bad_metadata_first.startswith(
+        "'metadata.parquet', not a readable Parquet file (")

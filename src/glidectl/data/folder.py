@@ -5,9 +5,9 @@ regularisation images (kohya's ``reg_data_dir``) read as often as
 :func:`~glidectl.data.kohya.reg_draws` matches them.
 
 Keys are paths relative to the root, so ``a/cat.jpg`` and ``b/cat.jpg`` are distinct
-samples. ``metadata.jsonl`` (or ``metadata.csv``) rows name ``file_name`` relative to the
-folder holding that metadata file and carry the caption in ``text`` (Hugging Face's
-imagefolder convention); other fields reach the preset as metadata.
+samples. ``metadata.jsonl`` (or ``metadata.csv``, ``metadata.parquet``) rows name
+``file_name`` relative to the folder holding that metadata file and carry the caption in
+``text`` (Hugging Face's imagefolder convention); other fields reach the preset as metadata.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import GlidectlError
+from ..errors import GlidectlError, one_line
 from .captions import caption_file_text, decode_caption, read_regular, read_sidecar, text_lines
 from .images import Rejected
 from .kohya import (
@@ -51,7 +51,7 @@ from .stats import RejectionCounter
 from .tables import CAPTION_COLUMNS, caption_value, pick_column
 from .walk import walk
 
-METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
 CAPTION_SUFFIXES = (".txt", ".TXT", ".caption")  # the first that exists is read
 REG_PREFIX = "reg:"  # data.reg_source's images are units "reg:1_dog/a.png"
 
@@ -191,6 +191,9 @@ class FolderSource:
 
     def _read_metadata(self, path: Path, rel_dir: PurePosixPath) -> None:
         shown = (rel_dir / path.name).as_posix()
+        if path.suffix == ".parquet":  # Hugging Face's imagefolder reads it too
+            self._add_rows(self._parquet_rows(path, shown), shown, rel_dir)
+            return
         raw, why = read_regular(path)  # a named pipe is not opened: it would wait
         if raw is None:
             self._bad_metadata(f"{shown!r}, " + ("not a regular file (a pipe or a device)"
@@ -215,6 +218,26 @@ class FolderSource:
                     rows.append((number, json.loads(line)))
                 except json.JSONDecodeError:
                     self._bad_metadata(f"{shown!r} line {number}, not JSON")
+        self._add_rows(rows, shown, rel_dir)
+
+    def _parquet_rows(self, path: Path, shown: str) -> list[tuple[int, Any]]:
+        """The rows of a ``metadata.parquet`` (its own row numbers); none, said as a bad
+        metadata file, when it cannot be read."""
+        from .parquet import _pyarrow
+
+        pq = _pyarrow()  # no pyarrow: one sentence naming the extra that brings it
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            self._bad_metadata(f"{shown!r}, not a readable Parquet file "
+                               f"({one_line(str(exc))[:80]})")
+            return []
+        self.metadata_files.append(shown)
+        return list(enumerate(table.to_pylist(), start=1))
+
+    def _add_rows(self, rows: list[tuple[int, Any]], shown: str, rel_dir: PurePosixPath
+                  ) -> None:
+        """Metadata rows by the image their ``file_name`` names, relative to ``rel_dir``."""
         for number, row in rows:
             if isinstance(row, dict) and None in row:  # csv's DictReader: fields past the header
                 self._bad_metadata(f"{shown!r} line {number}, more fields than its header "
@@ -222,7 +245,8 @@ class FolderSource:
                 continue
             name = row.get("file_name") if isinstance(row, dict) else None
             if not isinstance(name, str) or not name:
-                self._bad_metadata(f"{shown!r} line {number}, no file_name")
+                where = "row" if shown.endswith(".parquet") else "line"
+                self._bad_metadata(f"{shown!r} {where} {number}, no file_name")
                 continue
             rel = (rel_dir / name).as_posix() if str(rel_dir) != "." else name
             self.metadata[PurePosixPath(rel).as_posix()] = row
