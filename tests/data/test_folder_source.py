@@ -814,3 +814,26 @@ def test_a_damaged_metadata_parquet_is_counted_as_bad_metadata(tmp_path):
     src = FolderSource.scan(tmp_path)
     assert src.bad_metadata == 1 and src.bad_metadata_first.startswith(
         "'metadata.parquet', not a readable Parquet file (")
+
+
+def test_img2dataset_files_output_gives_each_image_its_json(tmp_path, data_cfg, byte_tok):
+    """img2dataset's `files` output (00000/000000001.jpg beside its .txt and .json) under
+    `preset = "laion"`: every image was rejected as missing_metadata, the .json beside it
+    unread. Each image's .json is its metadata now (a metadata file's row comes first), and
+    its caption where no caption file is."""
+    root = tmp_path / "out"
+    (root / "00000").mkdir(parents=True)
+    for i, (similarity, nsfw) in enumerate(((0.35, "UNLIKELY"), (0.1, "UNLIKELY"),
+                                            (0.4, "NSFW"), (0.33, "UNLIKELY"))):
+        stem = root / "00000" / f"{i:09d}"
+        stem.with_suffix(".jpg").write_bytes(encode(photo(40, 40, i)))
+        meta = {"caption": f"json caption {i}", "similarity": similarity, "NSFW": nsfw,
+                "original_width": 512, "original_height": 384, "url": f"http://x/{i}.jpg"}
+        stem.with_suffix(".json").write_text(json.dumps(meta))
+        if i < 3:
+            stem.with_suffix(".txt").write_text(f"caption {i}")
+    ds = build_dataset(data_cfg(source=str(root), preset="laion", similarity_range=[0.3, 1.0]),
+                       tokenizer=byte_tok, image_size=32, text_ctx=64)
+    assert keys_and_captions(ds) == {"00000/000000000.jpg": "caption 0",
+                                     "00000/000000003.jpg": "json caption 3"}
+    assert ds.stats()["rejected"] == {"similarity": 1, "nsfw": 1}

@@ -60,6 +60,19 @@ REG_PREFIX = "reg:"  # data.reg_source's images are units "reg:1_dog/a.png"
 SPLIT_FOLDERS = {"train", "test", "validation", "valid", "val", "dev", "eval"}
 
 
+def json_sidecar(image: Path) -> dict[str, Any] | None:
+    """The JSON object beside ``image`` (its name with ``.json`` for its extension, as
+    img2dataset writes one per image), else None (none there, or not a JSON object)."""
+    raw, _ = read_regular(image.with_name(image.stem + ".json"))
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _outside(rel: str) -> bool:
     """Whether a metadata row's ``file_name`` (joined to its file's folder) names a file
     outside the data folder (absolute, or climbing out with ``..``): no image the folder
@@ -266,7 +279,10 @@ class FolderSource:
         """The row's ``data.caption_column`` (unset: ``text``, else ``caption``): a string,
         or a list of captions (as diffusers' training scripts take them), one picked per
         fetch like a file's lines."""
-        row = self.metadata.get(rel)
+        return self._row_caption(self.metadata.get(rel))
+
+    def _row_caption(self, row: dict[str, Any] | None) -> str | None:
+        """A metadata row's caption, as :meth:`_metadata_caption` picks it (None: no row)."""
         if row is None:
             return None
         value = (row.get(self.caption_column) if self.caption_column
@@ -410,6 +426,8 @@ class FolderSource:
             return
         path = self.root / unit
         row = self.metadata.get(unit)
+        if row is None:  # img2dataset's `files` output: each image's .json (caption, sizes, …)
+            row = json_sidecar(path)
         sidecar, unreadable = read_sidecar(path, CAPTION_SUFFIXES)
         caption: bytes | str | None = sidecar
         # there, but not readable (a folder, permissions): not a missing caption
@@ -418,7 +436,7 @@ class FolderSource:
         if row is not None:
             meta = {k: v for k, v in row.items() if k != "file_name"}
         if caption is None:
-            caption = self._metadata_caption(unit)
+            caption = self._row_caption(row)
         folder = self.kohya.get(unit.partition("/")[0])
         blank_first = False  # kohya trains the empty caption of a blank first line
         if folder is not None and sidecar is not None:  # kohya trains the first line only
