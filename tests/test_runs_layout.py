@@ -36,6 +36,17 @@ def test_latest_pointer_wins_over_the_highest_step_and_every_spelling_resolves(t
     assert runs.run_of_step_dir(s9) == run.root.resolve()
 
 
+def test_a_latest_pointer_of_bytes_that_are_not_utf8_is_skipped_not_a_traceback(tmp_path):
+    from glidectl.errors import GlidectlError
+
+    run = runs.RunDir(tmp_path / "run")
+    s9 = _step(run.checkpoints, 9, runs.MODEL_FILE)
+    (run.checkpoints / runs.LATEST).write_bytes(b"\xff\xfe step")  # damaged on disk
+    assert runs.latest_under(run.root) == s9  # the highest step, as for any other garbage
+    with pytest.raises(GlidectlError, match="names the checkpoint"):
+        runs.followed_pointer(run.checkpoints / runs.LATEST)
+
+
 def test_adapters_prefer_ema_unless_told(tmp_path):
     s = _step(tmp_path, 1, f"{runs.ADAPTER_DIR}/{runs.ADAPTER_CONFIG}",
               f"{runs.EMA_ADAPTER_DIR}/{runs.ADAPTER_CONFIG}")

@@ -259,11 +259,15 @@ def steps_in(checkpoints: Path) -> list[int]:
 
 
 def read_pointer(checkpoints: Path, name: str = LATEST) -> Path | None:
-    """The step folder a pointer file (``latest``, ``best``) names, if it exists."""
+    """The step folder a pointer file (``latest``, ``best``) names, if it exists (None for a
+    damaged or unreadable pointer: readers then take the highest complete step)."""
     pointer = Path(checkpoints) / name
     if not pointer.is_file():
         return None
-    target = pointer.read_text(encoding="utf-8").strip()
+    try:
+        target = pointer.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:  # unreadable
+        return None
     if target and STEP_RE.fullmatch(target) and (Path(checkpoints) / target).is_dir():
         return Path(checkpoints) / target
     return None
