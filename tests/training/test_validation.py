@@ -110,6 +110,27 @@ def test_a_kill_before_best_is_pointed_keeps_the_best_checkpoint(tiny, monkeypat
     assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-000002", "step-000004"]
 
 
+def test_a_resume_that_measures_val_loss_otherwise_starts_best_over(tiny, monkeypatch):
+    """Resumed with another validation.timesteps, the new val_loss (2.0) was compared with
+    the best of the old measure (1.0): ``best`` stayed on step 1 in silence. It now says the
+    values do not compare, and the next validation names the new best."""
+    scripted = iter([1.0, 2.0])
+    monkeypatch.setattr(validation.Validator, "run",
+                        lambda self, model, device: {"val_loss": next(scripted)})
+    cfg = tiny(train=dict(steps=1), checkpoint=dict(every=0, keep_last=1, keep_best=True),
+               validation=dict(holdout=2, every=1, timesteps=2))
+    Trainer(cfg, quiet=True).run()
+    cfg.train.steps, cfg.validation.timesteps = 2, 1
+    trainer = Trainer(cfg, resume="latest", quiet=True)
+    assert any(" ".join(note.split()).startswith(
+        "Warning: val_loss is measured otherwise than when") and
+        "(validation.timesteps 2 → 1)" in note and "checkpoints/best starts over" in note
+        for note in trainer._notes), trainer._notes
+    ckpts = trainer.run().run_dir / "checkpoints"
+    assert (ckpts / "best").read_text().strip() == "step-000002"
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-000002"]
+
+
 @pytest.mark.parametrize(("sections", "message"), [
     (dict(validation=dict(holdout=2, source="x", every=1)), "not both"),
     (dict(validation=dict(every=5)), "nothing to validate"),

@@ -71,7 +71,7 @@ from .setup import (
 )
 from .state import TrainResult, TrainState
 from .trainer_checkpoints import TrainerCheckpoints
-from .validation import concept_validation
+from .validation import concept_validation, loss_settings
 from .watchdog import TIMEOUT_KEY
 
 # train()'s keywords and config fields for the flags of glidectl train that its errors name
@@ -234,6 +234,7 @@ class Trainer(TrainingLoop, TrainerCheckpoints):
         self.state = TrainState(self.stream, self.guard, self.precision.name,
                                 (tc.batch_size, tc.grad_accum))
         self.state.schedule = (tc.lr_schedule, tc.warmup_steps, self.total_steps)
+        self.state.validation = loss_settings(cfg)
         self.state.data_listing = data_listing(
             getattr(self.dataset, "source", None),
             shuffle_buffer=getattr(self.dataset, "shuffle_buffer", 0),

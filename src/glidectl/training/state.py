@@ -92,6 +92,9 @@ class TrainState:
         self.tracker_ids: dict[str, str] = {}
         self.best_val_loss = math.inf
         self.best_step: int | None = None  # the checkpoint ``best`` names (keep_best)
+        # what decides val_loss (validation.loss_settings), this run's and the checkpoint's
+        self.validation: dict[str, Any] | None = None
+        self.saved_validation: Any = None
         # Samples accepted and rejected over all processes before this process started
         # (a resumed run's counts go on from the checkpoint's), and the totals to save.
         self.data_base: dict[str, Any] = {}
@@ -128,6 +131,7 @@ class TrainState:
             "guard": self.guard.state_dict(), "trackers": dict(self.tracker_ids),
             "data_listing": self.data_listing,
             "best_val_loss": self.best_val_loss, "best_step": self.best_step,
+            "validation": self.validation,
             "data_counts": self.data_total, "precision": self.precision,
             "grey_data": self.grey_data, "batch": list(self.batch) if self.batch else None,
             "lr_schedule": list(self.schedule) if self.schedule else None,
@@ -142,6 +146,7 @@ class TrainState:
         listing = state.get("data_listing")  # absent in checkpoints before it was kept
         self.saved_listing = listing if isinstance(listing, dict) else None
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
+        self.saved_validation = state.get("validation")  # absent before it was kept
         grey = state.get("grey_data")  # absent in checkpoints before it was kept
         self.grey_data = grey if isinstance(grey, bool) else None
         saved = state.get("precision")

@@ -15,6 +15,7 @@ from .checkpoint_weights import load_weights, write_weights
 from .lr_schedule import lr_factor
 from .run_dir import resume_hint
 from .state import TrainResult
+from .validation import loss_settings_note
 
 
 class TrainerCheckpoints:
@@ -51,6 +52,13 @@ class TrainerCheckpoints:
             self._notes.append(schedule)
         if (data := self._data_note(step_dir)) is not None:
             self._notes.append(data)
+        measured = loss_settings_note(self.state.saved_validation, self.state.validation,
+                                      self.cfg.checkpoint.keep_best, step_dir)
+        if measured is not None:  # a best of the earlier values would never be beaten
+            self.state.best_val_loss = math.inf
+            self._notes.append(measured)
+        elif self.state.validation is None and isinstance(self.state.saved_validation, dict):
+            self.state.validation = self.state.saved_validation  # val_loss off for a while
         scaler_note = rs.fresh_scaler_note(runs.state_dir(step_dir), self.accelerator.scaler)
         if scaler_note:
             self._notes.append(scaler_note)

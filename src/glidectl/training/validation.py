@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +29,36 @@ from .objective import random_masks
 def enabled(cfg: GlideConfig) -> bool:
     v = cfg.validation
     return (v.every > 0 or v.fid_every > 0) and (v.holdout > 0 or bool(v.source))
+
+
+# what decides the val_loss numbers: another value of one measures another quantity
+MEASURE_KEYS = (("validation", "holdout"), ("validation", "source"), ("validation", "samples"),
+                ("validation", "timesteps"), ("validation", "seed"), ("train", "loss"))
+
+
+def loss_settings(cfg: GlideConfig) -> dict[str, Any] | None:
+    """The settings that decide ``val_loss`` (:data:`MEASURE_KEYS`, as ``section.key``:
+    value), which a checkpoint keeps so that a resume can tell its values from the run's
+    earlier ones; None without val_loss."""
+    if not (enabled(cfg) and cfg.validation.every > 0):
+        return None
+    return {f"{s}.{k}": getattr(getattr(cfg, s), k) for s, k in MEASURE_KEYS}
+
+
+def loss_settings_note(saved: Any, now: dict[str, Any] | None, keep_best: bool,
+                       step_dir: Path) -> str | None:
+    """The warning for a resume from ``step_dir`` whose val_loss is measured otherwise than
+    its checkpoint's (``saved``: :func:`loss_settings` as the checkpoint kept it; None
+    before it was kept)."""
+    if not isinstance(saved, dict) or now is None or saved == now:
+        return None
+    changed = ", ".join(f"{k} {saved.get(k)!r} → {v!r}" for k, v in now.items()
+                        if saved.get(k) != v)
+    best = (", so checkpoints/best starts over from the next validation" if keep_best
+            else "")
+    return (f"Warning: val_loss is measured otherwise than when {str(step_dir)!r} was saved "
+            f"({changed}): its values from here on do not compare with the run's earlier "
+            f"ones{best}.")
 
 
 def concept_validation(cfg: GlideConfig) -> tuple[GlideConfig, str | None]:
