@@ -131,6 +131,25 @@ def test_a_resume_that_measures_val_loss_otherwise_starts_best_over(tiny, monkey
     assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-000002"]
 
 
+def test_a_branch_resume_leaves_best_naming_no_rewritten_step(tmp_path):
+    """The best (step 3) is set aside by a resume from step 2, whose own best (step 1) was
+    pruned when step 3 became best: ``best`` went on naming 'step-000003', so the branch's
+    step 3, whatever its val_loss, became ``checkpoints/best`` in silence."""
+    from glidectl import runs
+    from glidectl.training.checkpointing import CheckpointManager
+    from glidectl.training.run_dir import tidy_run
+
+    run = runs.RunDir(tmp_path / "run")
+    for step in (2, 3):
+        runs.state_dir(run.step_dir(step)).mkdir(parents=True)
+    for pointer in ("best", "latest"):
+        (run.checkpoints / pointer).write_text("step-000003\n")
+    tidy_run(run, CheckpointManager(run.checkpoints, keep_last=2), 2, best_step=1)
+    assert not (run.checkpoints / "best").exists()
+    assert (run.checkpoints / "abandoned-after-step-000002" / "step-000003").is_dir()
+    assert (run.checkpoints / "latest").read_text().strip() == "step-000002"
+
+
 @pytest.mark.parametrize(("sections", "message"), [
     (dict(validation=dict(holdout=2, source="x", every=1)), "not both"),
     (dict(validation=dict(every=5)), "nothing to validate"),

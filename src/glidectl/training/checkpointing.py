@@ -136,12 +136,18 @@ def set_aside_after(checkpoints: Path, step: int, previews: Path | None = None
     from the run before it, where pruning would delete the new run's checkpoints first and
     ``step-N`` would name either run's weights. The run's ``previews`` of those later steps
     go (first) to a folder of the same name in it, so the new branch's grids replace none
-    and each names its branch's checkpoint. Nothing is deleted. Returns the folder and the
-    names of the checkpoints and previews moved, or None when no checkpoint is later (main
-    process only)."""
+    and each names its branch's checkpoint. A ``best`` pointer naming one of them is removed
+    first: the new branch writes a step of that name again, which ``best`` would then name
+    whatever its val_loss (the caller points it at the resumed state's best again). No
+    checkpoint is deleted. Returns the folder and the names of the checkpoints and previews
+    moved, or None when no checkpoint is later (main process only)."""
     later = [s for s in runs.steps_in(checkpoints) if s > step]
     if not later:
         return None
+    best = checkpoints / runs.BEST
+    if best.is_file() and best.read_text(encoding="utf-8", errors="replace").strip() in {
+            runs.step_dir_name(s) for s in later}:
+        best.unlink()
     base = checkpoints / f"{runs.ABANDONED}{runs.step_dir_name(step)}"
     dest, k = base, 2
     while dest.exists():
