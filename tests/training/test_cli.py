@@ -532,6 +532,20 @@ def test_a_preview_that_cannot_sample_names_the_preview_key_not_a_flag(cli, tiny
     assert str(result.exception) == said
 
 
+def test_a_preview_sampler_that_needs_fitted_coefficients_is_refused_at_setup(cli, tiny,
+                                                                              config_file):
+    """``preview.sampler = "bespoke"`` stopped the run at its first preview (a resumed run's
+    steps since its checkpoint lost) saying "pass --schedule FILE", a flag train has not."""
+    cfg = tiny(train=dict(steps=1), preview=dict(every=1, sampler="bespoke", steps=2))
+    result = cli("train", "-c", str(config_file(cfg)), "--no-live")
+    assert isinstance(result.exception, GlidectlError)
+    assert str(result.exception) == (
+        "preview.sampler = 'bespoke' needs coefficients fitted to the trained model (glidectl "
+        "fit-steps --method bespoke), which [preview] cannot pass; pick another "
+        "preview.sampler, and sample with it once a checkpoint is fitted.")
+    assert not os.path.exists(os.path.join(cfg.train.output_dir, "t"))  # no run folder
+
+
 @pytest.mark.parametrize("name", ["..", "../elsewhere", "/abs/run", "a/../b", "."])
 def test_a_run_name_that_leaves_the_output_folder_is_one_sentence(tiny, config_file, tmp_path,
                                                                   capsys, name):

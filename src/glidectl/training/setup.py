@@ -118,7 +118,14 @@ def check_names(cfg: GlideConfig) -> None:
     samplers = plugins.samplers()
     if cfg.preview.sampler not in samplers:
         raise GlidectlError(f"preview.sampler: {samplers.unknown_message(cfg.preview.sampler)}")
-    fewest = as_sampler(samplers.get(cfg.preview.sampler)).min_steps  # not at a preview
+    spec = as_sampler(samplers.get(cfg.preview.sampler))
+    if spec.accepts("coefficients"):  # [preview] has no schedule file to hold them
+        raise GlidectlError(
+            f"preview.sampler = {cfg.preview.sampler!r} needs coefficients fitted to the "
+            "trained model (glidectl fit-steps --method bespoke), which [preview] cannot "
+            "pass; pick another preview.sampler, and sample with it once a checkpoint is "
+            "fitted.")
+    fewest = spec.min_steps  # not at a preview
     if cfg.preview.steps < fewest:  # mid-run, nor in glidectl sample of a checkpoint
         raise GlidectlError(f"preview.steps = {cfg.preview.steps}: the {cfg.preview.sampler} "
                             f"sampler needs at least {fewest} steps; raise preview.steps or "
