@@ -270,6 +270,21 @@ def test_a_resume_that_changes_the_lr_schedule_says_where_the_lr_goes_on(tiny, c
     assert "LR schedule" not in resume("--steps", "7", "--set", "train.lr_schedule=constant")
 
 
+def test_a_checkpoint_naming_an_lr_schedule_this_version_lacks_is_read_as_keeping_none():
+    """train.json's lr_schedule naming no schedule of this version (damaged, or a later
+    version's) ended the resume in a ValueError traceback from the schedule note; it is now
+    read as a checkpoint from before the schedule was kept (no note)."""
+    from types import SimpleNamespace
+
+    from glidectl.training.state import TrainState
+
+    part = SimpleNamespace(load_state_dict=lambda saved: None)
+    state = TrainState(part, part)
+    for saved, kept in ((["cosine", 0, 4], ("cosine", 0, 4)), (["cosine-restarts", 0, 4], None)):
+        state.load_state_dict({"step": 4, "data": {}, "guard": {}, "lr_schedule": saved})
+        assert state.saved_schedule == kept
+
+
 def test_a_resume_on_data_changed_since_the_checkpoint_says_so(tiny, image_folder,
                                                                config_file, capsys):
     """Files added, removed or renamed before --resume reshuffle the epoch under the saved

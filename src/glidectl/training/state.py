@@ -12,6 +12,7 @@ import torch
 from ..greyscale import GREY_LEVELS, all_grey
 from .data_stream import DataStream
 from .guards import NonFiniteGuard
+from .lr_schedule import SCHEDULES
 
 RECORDS_KEPT = 1000  # metrics records a run keeps in memory; metrics.jsonl has them all
 
@@ -156,7 +157,8 @@ class TrainState:
                             and all(type(v) is int for v in batch) else None)
         schedule = state.get("lr_schedule")  # absent in checkpoints before it was kept
         self.saved_schedule = (tuple(schedule) if isinstance(schedule, list) and [
-            type(v) for v in schedule] == [str, int, int] else None)
+            type(v) for v in schedule] == [str, int, int] and schedule[0] in SCHEDULES
+            else None)  # a name this version has no schedule for: as if not kept
         self.window = saved_window(state.get("window"))
         best = state.get("best_step")  # absent in checkpoints before it was kept
         self.best_step = best if isinstance(best, int) and not isinstance(best, bool) else None
