@@ -120,6 +120,9 @@ def test_a_resume_that_measures_val_loss_otherwise_starts_best_over(tiny, monkey
     cfg = tiny(train=dict(steps=1), checkpoint=dict(every=0, keep_last=1, keep_best=True),
                validation=dict(holdout=2, every=1, timesteps=2))
     Trainer(cfg, quiet=True).run()
+    cfg.validation.samples = 5  # unused by a holdout: no change of measure
+    assert validation.loss_settings(cfg) == validation.loss_settings(tiny(
+        **{"validation": dict(holdout=2, every=1, timesteps=2)}))
     cfg.train.steps, cfg.validation.timesteps = 2, 1
     trainer = Trainer(cfg, resume="latest", quiet=True)
     assert any(" ".join(note.split()).startswith(

@@ -39,10 +39,13 @@ MEASURE_KEYS = (("validation", "holdout"), ("validation", "source"), ("validatio
 def loss_settings(cfg: GlideConfig) -> dict[str, Any] | None:
     """The settings that decide ``val_loss`` (:data:`MEASURE_KEYS`, as ``section.key``:
     value), which a checkpoint keeps so that a resume can tell its values from the run's
-    earlier ones; None without val_loss."""
+    earlier ones; None without val_loss. A holdout validates on all its N samples, so
+    ``validation.samples`` is left out then."""
     if not (enabled(cfg) and cfg.validation.every > 0):
         return None
-    return {f"{s}.{k}": getattr(getattr(cfg, s), k) for s, k in MEASURE_KEYS}
+    unused = ("validation", "samples") if cfg.validation.holdout > 0 else None
+    return {f"{s}.{k}": getattr(getattr(cfg, s), k) for s, k in MEASURE_KEYS
+            if (s, k) != unused}
 
 
 def loss_settings_note(saved: Any, now: dict[str, Any] | None, keep_best: bool,
