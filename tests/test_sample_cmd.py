@@ -432,6 +432,25 @@ def test_an_out_in_a_checkpoint_folder_is_refused(capsys, tmp_path, monkeypatch)
     check_out_dir(tmp_path / "mine" / "step-000002")
 
 
+def test_an_out_in_a_step_folder_not_written_yet_is_refused(capsys, tmp_path,
+                                                             monkeypatch) -> None:
+    """`sample --out runs/x/checkpoints/step-000008` before step 8 was made a folder that
+    pruning took for the newest checkpoint (deleting real ones first) and that training,
+    reaching step 8, wrote its checkpoint over, deleting the images."""
+    from glidectl.glide import loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.chdir(tmp_path)
+    checkpoints = Path("runs", "x", "checkpoints")
+    (checkpoints / "step-000002").mkdir(parents=True)
+    (checkpoints.parent / "config.toml").write_text("")
+    step = checkpoints / "step-000008"
+    res = in_process(capsys, "sample", "a cat", "--out", step / "s")
+    assert res.returncode == 2, res.stderr
+    assert f"is in checkpoint folder {str(step)!r}" in res.stderr, res.stderr
+    assert not step.exists()
+
+
 def test_a_leading_tilde_the_shell_left_in_a_path_flag_is_the_home_folder(
         run, weights, tmp_path, monkeypatch) -> None:
     """`--out=~/pics` (the shell expands no `~` after `=`) wrote into a folder named '~'

@@ -236,13 +236,14 @@ def is_step_dir(path: Path) -> bool:
 def pruned_step_dir(path: str | Path) -> str | None:
     """The run's checkpoint step folder (``RUN/checkpoints/step-N``) that ``path`` is or lies
     in, as written or through a link, named as the user would name it; training's
-    ``checkpoint.keep_last`` pruning deletes it whole, with anything else put in it. None
-    for a path in no step folder."""
+    ``checkpoint.keep_last`` pruning deletes it whole, with anything else put in it (and a
+    step not written yet is a checkpoint to pruning, which then keeps it in place of one,
+    until training writes that step over it). None for a path in no step folder."""
     path = Path(path).expanduser()
     absolute = Path(os.path.abspath(path))
     for chain in ((absolute, *absolute.parents), (path.resolve(), *path.resolve().parents)):
         for folder in chain:
-            if (is_step_dir(folder) and folder.parent.name == CHECKPOINTS_DIR
+            if (STEP_RE.fullmatch(folder.name) and folder.parent.name == CHECKPOINTS_DIR
                     and is_run_folder(folder.parent.parent)):
                 inside = chain[0] == absolute and not path.is_absolute()
                 return os.path.relpath(folder) if inside else str(folder)
