@@ -963,6 +963,21 @@ def test_paths_in_the_page_s_messages_are_shown_as_its_models_are(fitted_models_
         "my-run --out my-run/schedule.json.")
 
 
+def test_a_models_folder_with_a_space_is_no_server_path_in_the_page(tmp_path):
+    """A models folder such as '/home/me/my models' named its run unquoted in a warning
+    ("than /home/me/my models/my-run (c6c…)"): the page cut that path at its space and
+    showed "than my models/my-run", a piece of the server's path and no name of the run."""
+    models, out = tmp_path / "my models", tmp_path / "ui out"
+    backend = UiBackend(models, device="cpu", output_dir=out)
+    said = backend.shown(
+        f"Schedule file '{models}/my-run/schedule.json' was fitted to other weights (sha256 "
+        f"abab…) than {models}/my-run (c6c2…); these images sample {models}/my run with "
+        f"LoRA '{models}/my lora', see {out}/0003/00_seed1.png.")
+    assert said == ("Schedule file 'my-run/schedule.json' was fitted to other weights (sha256 "
+                    "abab…) than my-run (c6c2…); these images sample my run with LoRA "
+                    "'my lora', see 0003/00_seed1.png.")
+
+
 def _flags_a_page_user_cannot_set(message: str) -> list[str]:
     """The command-line flags ``message`` names outside a terminal command, other than ones
     said to be a command-line flag of a terminal command."""

@@ -416,7 +416,18 @@ class UiBackend:
             text, end = match.group(1), match.group(2)
             return f"{self._shown_path(text)}{end}" if path(text) else match.group(0)
 
+        for root in self._roots():  # an unquoted path ends at a space: its folder first
+            message = re.sub(rf"(?<![^\s(=]){re.escape(root)}/(?=[^\s/])", "", message)
         return _BARE_PATH.sub(bare, _QUOTED_PATH.sub(quoted, message))
+
+    def _roots(self) -> list[str]:
+        """The models and output folders as messages spell them (as given, absolute,
+        resolved), in :meth:`_shown_path`'s order: a file in one is named relative to it."""
+        roots: list[str] = []
+        for folder in (self.models_dir, self.output_dir):
+            if folder is not None:
+                roots += [str(folder), os.path.abspath(folder), str(Path(folder).resolve())]
+        return list(dict.fromkeys(r for r in roots if r not in (".", "/")))
 
     def _new_folder(self) -> Path:
         """A new numbered folder for one click's images, after every numbered folder already
