@@ -349,6 +349,37 @@ def test_a_run_folder_that_trained_on_since_is_refused_until_base_names_it(model
         steps[1] / "ema.safetensors")
 
 
+def test_a_sample_of_a_step_a_resume_set_aside_is_made_from_the_set_aside_copy(
+        models, capsys, tmp_path):  # noqa: F811
+    """After `train --resume RUN/checkpoints/step-000001`, a PNG sampled from the old
+    branch's step 2 said RUN's step-2 file 'holds other contents now' and to pass --base RUN
+    (the image will differ), while the weights that made it lay in
+    checkpoints/abandoned-after-step-000001/step-000002/: it is made again from them."""
+    from glidectl import runs
+    from glidectl.glide import save_weights
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    step = checkpoints / runs.step_dir_name(2)
+    step.mkdir(parents=True)
+    shutil.copy(models / "base.safetensors", step / "ema.safetensors")
+    res = in_process(capsys, "sample", "a red circle", "--base", tmp_path / "run", "--steps", 2,
+                     "--device", "cpu", "-q", "--out", tmp_path / "s")
+    assert res.returncode == 0, res.stderr
+    png = tmp_path / "s" / "00000.png"
+    aside = checkpoints / "abandoned-after-step-000001" / step.name
+    aside.parent.mkdir()
+    step.rename(aside)  # what the resume does, before the new branch writes step 2
+    step.mkdir()
+    save_weights(tiny_glide("base", 3), step / "ema.safetensors")
+    res = in_process(capsys, "sample", "--from-png", png, "--device", "cpu", "-q",
+                     "--out", tmp_path / "again")
+    assert res.returncode == 0, res.stderr
+    assert "a resume from an earlier checkpoint set aside" in res.stderr, res.stderr
+    assert pixels(tmp_path / "again" / "00000.png").tobytes() == pixels(png).tobytes()
+    assert params(tmp_path / "again" / "00000.png")["base_file"] == str(
+        aside / "ema.safetensors")
+
+
 def test_a_lora_run_that_trained_on_remakes_from_its_step_and_its_settings_count(
         models, capsys, tmp_path):  # noqa: F811
     """A LoRA given as its run folder was pinned by the folder only: once the run wrote a

@@ -190,13 +190,18 @@ class Remake:
         from .pipeline_records import IN_MEMORY
 
         held = None
-        for path in (*pin.tries, *_beside(self.png, pin)):
+        aside = _set_aside(pin)
+        for path in (*pin.tries, *_beside(self.png, pin), *aside):
             found = None if path == IN_MEMORY else _pinned_file(pin, path)
             if found is None:
                 continue
             sha = _sha(pin, found, file_sha256)
             if pin.sha256 is None or sha == pin.sha256:
                 self.values[pin.param] = _value(pin, path, found, self.values.get(pin.param))
+                if path in aside:
+                    self.notes.append(f"{self.name} was made with the {pin.what} of a step a "
+                                      "resume from an earlier checkpoint set aside: made from "
+                                      f"{path}.")
                 return
             if path in pin.tries:  # a file the record names (not one found above the PNG)
                 held = held or (path, sha)
@@ -335,6 +340,29 @@ def _beside(png: Path, pin: Pinned) -> list[str]:
                 and not Path(p).expanduser().is_absolute()]
     found = [str(folder / p) for folder in png.resolve().parents for p in relative
              if (folder / p).resolve() != Path(p).resolve()]
+    return list(dict.fromkeys(found))
+
+
+def _set_aside(pin: Pinned) -> list[str]:
+    """``pin``'s files in a run's step folder (``RUN/checkpoints/step-N/ema.safetensors``)
+    where a resume from an earlier checkpoint set that step aside
+    (``RUN/checkpoints/abandoned-after-…/step-N/…``), newest branch first: the weights that
+    made the image are there while a new branch's step-N holds others. Only for a pin with
+    a sha256, which tells the file that made the image."""
+    if pin.sha256 is None:
+        return []
+    from . import runs
+
+    found = []
+    for tried in pin.tries:
+        path = Path(tried).expanduser()
+        for step_dir in [path, *path.parents][:3]:  # step-N, step-N/ema.safetensors, …/lora/x
+            if runs.STEP_RE.fullmatch(step_dir.name) and \
+                    step_dir.parent.name == runs.CHECKPOINTS_DIR:
+                rest = path.relative_to(step_dir)
+                copies = runs.set_aside_copies(step_dir.parent, runs.step_of(step_dir))
+                found += [str(copy / rest) for copy in reversed(copies)]
+                break
     return list(dict.fromkeys(found))
 
 
