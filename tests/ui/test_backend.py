@@ -206,6 +206,36 @@ def test_images_a_full_disk_keeps_from_the_folder_are_still_shown(models_dir, tm
                               np.asarray(image.convert("RGB")))
 
 
+def test_running_out_of_gpu_memory_is_one_sentence_and_the_next_click_samples(
+        models_dir, tmp_path, monkeypatch):
+    """Images per run 16 on a GPU too small for them raised torch's OutOfMemoryError through
+    the page: its several sentences of allocator advice in the toast, a traceback in the
+    terminal. Now one sentence naming the controls that need less memory; the next click
+    with fewer images samples with the model still loaded."""
+    import torch
+
+    from glidectl.pipeline import GlidePipeline
+    from glidectl.ui.backend import in_page_words
+
+    backend = UiBackend(models_dir, device="cpu", output_dir=tmp_path / "out")
+    kwargs = dict(sampler="euler", base_steps=1, base="tiny.safetensors", seed=3)
+    real = GlidePipeline.generate
+
+    def short_of_memory(self, *args, **kw):
+        if kw["n"] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(GlidePipeline, "generate", short_of_memory)
+    with pytest.raises(GlidectlError) as info:
+        backend.generate("a red circle", n=16, **kwargs)
+    assert in_page_words(str(info.value)) == (
+        "Device cpu ran out of memory making 16 images at once with 1 model kept loaded; lower "
+        "Images per run, or start glidectl ui with a lower --keep-models.")
+    assert len(backend.generate("a red circle", n=1, **kwargs).files) == 1
+    assert backend.cache.loads == 1
+
+
 def test_seeds_are_reported_and_reproduce_the_images(models_dir):
     backend = UiBackend(models_dir, device="cpu")
     kwargs = dict(n=2, sampler="euler", base_steps=2, base="tiny.safetensors")

@@ -34,6 +34,7 @@ from .models import (
     NONE_LABEL,
     ModelCache,
     ModelChoice,
+    _release,
     base_choices,
     checkpoint_now,
     list_models,
@@ -306,8 +307,8 @@ class UiBackend:
         # file's or adapter folder's stat (exported again under its name since)
         version = tuple(checkpoint_now(c.spec) if c else None for c in (base_c, up_c, lora_c))
         t0 = time.perf_counter()
-        pipe, load_notes = self.cache.get(key, lambda: self._load(
-            base_c, up_c, lora_c, lora_scale, precision, compile), version)
+        pipe, load_notes = self._in_memory(n, lambda: self.cache.get(key, lambda: self._load(
+            base_c, up_c, lora_c, lora_scale, precision, compile), version))
         load_s = time.perf_counter() - t0
         given = {"sampler": sampler or None, "steps": int(base_steps) if base_steps else None,
                  "guidance": guidance, "upsample_steps": up_steps if up_c else None,
@@ -323,9 +324,9 @@ class UiBackend:
             if on_step is not None:
                 on_step(stage, done, total)
 
-        images = pipe.generate(text, n=n, seeds=seeds, batch_size=n, on_step=step,
-                               warn=notes.append,
-                               **{k: v for k, v in given.items() if v is not None})
+        images = self._in_memory(n, lambda: pipe.generate(
+            text, n=n, seeds=seeds, batch_size=n, on_step=step, warn=notes.append,
+            **{k: v for k, v in given.items() if v is not None}))
         sample_s = time.perf_counter() - t1
         settings = {  # keyed as glidectl sample records its PNGs, to make them again
             **pipe.prompt_record(text), "seed": seed, "image_seeds": seeds,
@@ -338,6 +339,24 @@ class UiBackend:
         if failure:
             notes.append(f"{failure} The images it could not write are shown here only.")
         return UiResult(files, seeds, seed, settings, notes, unsaved=images[len(files):])
+
+    def _in_memory(self, n: int, work: Callable[[], Any]) -> Any:
+        """``work()``; torch running out of device memory in it is one sentence naming what
+        needs less (its allocator's advice was a traceback), after the memory is freed."""
+        import torch
+
+        try:
+            return work()
+        except torch.OutOfMemoryError:
+            pass  # out of the except block, so that the failed batch's tensors can be freed
+        _release()
+        from ..devices import pick_device
+
+        kept = len(self.cache)
+        raise GlidectlError(
+            f"Device {pick_device(self.device)} ran out of memory making {n} images at once "
+            f"with {kept} model{'s' * (kept != 1)} kept loaded; lower Images per run, or "
+            "start glidectl ui with a lower --keep-models.")
 
     def _load(self, base: ModelChoice, up: ModelChoice | None, lora: ModelChoice | None,
               lora_scale: float, precision: str, compile: bool) -> tuple[Any, list[str]]:
