@@ -814,6 +814,22 @@ def test_a_resume_path_that_is_not_there_is_not_called_a_set_aside_checkpoint(
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-000002"]
 
 
+def test_a_latest_checkpoint_without_its_state_folder_says_so_and_what_resumes(
+        trained, tmp_path, capsys):
+    """A run whose newest checkpoint's state/ was deleted (to save space) was called 'not a
+    checkpoint … nor a run folder with checkpoints'; it names the checkpoint, the newest one
+    that resumes and the model.init that starts a new run from its weights."""
+    run, step = _copy_run(trained, tmp_path)
+    older = shutil.copytree(step, run / "checkpoints" / "step-000001")
+    shutil.rmtree(step / "state")
+    for given in (run, step):
+        err = " ".join(_refused(given, capsys).split())
+        assert err == (f"Error: --resume {str(given)!r}: checkpoint {str(step)!r} has no state/ "
+                       "folder (the optimizer, EMA and data position a resume needs); resume "
+                       f"from the newest that has one ({str(older)!r}) or start a new run from "
+                       f"its weights with --set model.init={str(step)!r}."), err
+
+
 def test_a_step_folder_outside_a_runs_checkpoints_is_not_resumed_into_its_grandparent(
         trained, tmp_path, capsys):
     """A checkpoint copied out of its run (``backup/step-000002``) was resumed into the folder

@@ -196,13 +196,30 @@ def resolve_checkpoint(spec: str, run_checkpoints: Path | None = None) -> Path:
                 f"--resume latest: no checkpoint in {str(run_checkpoints)!r}; "
                 "train first or pass a checkpoint path."
             )
+        if not runs.state_dir(found).is_dir():
+            raise GlidectlError(no_resume_state(spec, found))
         return found
     if runs.state_dir(path).is_dir():
         return path
     found = runs.latest_under(path)
     if found is not None and runs.state_dir(found).is_dir():
         return found
+    if found is not None:
+        raise GlidectlError(no_resume_state(spec, found))
     raise GlidectlError(
         f"--resume {spec!r}: not a checkpoint (a checkpoints/step-NNNNNN folder with a state/ "
         "folder) nor a run folder with checkpoints; pass 'latest' or an existing checkpoint."
     )
+
+
+def no_resume_state(spec: str, step_dir: Path) -> str:
+    """The sentence for a checkpoint ``--resume`` found without its ``state/`` folder (deleted
+    to save space, say): the checkpoints beside it that have one, or ``model.init``."""
+    whole = [step_dir.parent / runs.step_dir_name(s) for s in runs.steps_in(step_dir.parent)
+             if runs.state_dir(step_dir.parent / runs.step_dir_name(s)).is_dir()]
+    ways = [f"resume from the newest that has one ({str(whole[-1])!r})"] if whole else []
+    if runs.step_weights(step_dir) is not None:  # full weights (a LoRA run's are adapters)
+        ways.append(f"start a new run from its weights with --set model.init={str(step_dir)!r}")
+    what = " or ".join(ways) or "start a new run"
+    return (f"--resume {spec!r}: checkpoint {str(step_dir)!r} has no state/ folder (the "
+            f"optimizer, EMA and data position a resume needs); {what}.")
