@@ -88,6 +88,12 @@ def test_train_then_export_one_file(cli, tiny, config_file, tmp_path):
     assert cli("export", str(run), "--no-ema", "-o", str(raw)).exit_code == 0
     raw_state, _ = read_weights(raw)
     assert any(not (raw_state[k] == ema_state[k]).all() for k in raw_state)
+    own.unlink()  # deleted by hand: --ema said the run trained with train.ema_decay = 0
+    gone = cli("export", str(run), "--ema", "-o", str(tmp_path / "e.safetensors"))
+    assert str(gone.exception) == (
+        f"{str(own.parent)!r} has no ema.safetensors, though the run keeps an EMA "
+        "(train.ema_decay = 0.9): the file was deleted; pick another checkpoint, or export "
+        "its training weights with --no-ema.")
 
 
 def test_resume_needs_no_config_and_extends_steps(cli, tiny, config_file, tmp_path):

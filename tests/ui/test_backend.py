@@ -332,6 +332,7 @@ def test_ui_refuses_an_output_folder_named_like_an_image(tmp_path, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert err.startswith(f"Error: --output-dir {str(tmp_path / 'x.png')!r} names an image "
                           "file, but --output-dir is the folder each click's images are saved")
+    assert "(0001/00_seed7.png, …)" in err  # as the UI names them (it said 0001/00000.png)
     assert not (tmp_path / "x.png").exists()
 
 

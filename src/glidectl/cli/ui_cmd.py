@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
             from ..out_dir import check_out_dir
 
             check_out_dir(output_dir, "--output-dir", holds="the folder each click's "
-                          "images are saved in (0001/00000.png, …)")
+                          "images are saved in (0001/00_seed7.png, …)")
         if vocab_dir is not None:  # now, not at the first click
             from ..tokenizer import FLAG_VOCAB, vocab_folder_error, vocab_folder_problem
 

@@ -60,10 +60,13 @@ def _source(run: Path, ema: bool | None, output: Path) -> Path:
         raise GlidectlError(_lora_step(run, step_dir, ema, output))
     ema_file, raw_file = step_dir / runs.EMA_FILE, step_dir / runs.MODEL_FILE
     if ema is True and not ema_file.is_file():
-        raise GlidectlError(
-            f"{str(step_dir)!r} has no ema.safetensors (the run trained with "
-            "train.ema_decay = 0); export with --no-ema."
-        )
+        decay = runs.run_setting(runs.run_of_step_dir(step_dir), "train", "ema_decay")
+        if not decay:  # 0, or a run folder without its config.toml
+            raise GlidectlError(f"{str(step_dir)!r} has no ema.safetensors (the run trained "
+                                "with train.ema_decay = 0); export with --no-ema.")
+        raise GlidectlError(f"{str(step_dir)!r} has no ema.safetensors, though the run keeps "
+                            f"an EMA (train.ema_decay = {decay}): the file was deleted; pick "
+                            "another checkpoint, or export its training weights with --no-ema.")
     source = ema_file if (ema is not False and ema_file.is_file()) else raw_file
     if not source.is_file():
         raise GlidectlError(f"{str(step_dir)!r} has no {source.name}; pick another checkpoint.")
