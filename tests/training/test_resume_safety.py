@@ -799,7 +799,9 @@ def test_a_resume_under_another_grad_accum_steps_after_each_whole_window(trained
 def test_a_resume_path_that_is_not_there_is_not_called_a_set_aside_checkpoint(
         trained, tmp_path, capsys, where):
     """Under a folder named like a set-aside one, a missing path was called a checkpoint that
-    had been set aside, and given as a model.init that names nothing."""
+    had been set aside, and given as a model.init that names nothing. A step the run does
+    not keep (pruned, or past its newest) was "not a checkpoint … nor a run folder with
+    checkpoints", about a run that has them: the steps kept are named, as export says."""
     run, _ = _copy_run(trained, tmp_path)
     missing = run / where
     before = _snapshot(run)
@@ -809,7 +811,11 @@ def test_a_resume_path_that_is_not_there_is_not_called_a_set_aside_checkpoint(
     assert exit_info.value.code == 2, err
     assert err == (f"Error: --resume {str(missing)!r}: not a checkpoint (a "
                    "checkpoints/step-NNNNNN folder with a state/ folder) nor a run folder "
-                   "with checkpoints; pass 'latest' or an existing checkpoint.\n"), err
+                   "with checkpoints; pass 'latest' or an existing checkpoint.\n"
+                   if "abandoned" in where else
+                   f"Error: --resume {str(missing)!r} is not there: its run's newest checkpoint "
+                   "is step-000002 (it keeps step-000002); pass one of those, or the run folder "
+                   "for its latest.\n"), err
     assert _snapshot(run) == before
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-000002"]
 
@@ -896,3 +902,4 @@ def test_a_second_trainer_of_one_run_in_this_process_takes_over_or_is_refused(ti
     assert not atomic.is_locked(second.run_dir.lock)
     cfg.train.steps = 3
     assert Trainer(cfg, resume="latest", quiet=True).run().step == 3
+

@@ -206,6 +206,9 @@ def resolve_checkpoint(spec: str, run_checkpoints: Path | None = None) -> Path:
         return found
     if found is not None:
         raise GlidectlError(no_resume_state(spec, found))
+    if not runs.set_aside_copies(path.parent, runs.step_of(path) or 0) and \
+            (missing := runs.missing_step(path)):  # pruned, or past the run's newest
+        raise GlidectlError(f"--resume {missing}")  # (a set-aside step: the line below)
     raise GlidectlError(
         f"--resume {spec!r}: not a checkpoint (a checkpoints/step-NNNNNN folder with a state/ "
         "folder) nor a run folder with checkpoints; pass 'latest' or an existing checkpoint."
