@@ -236,9 +236,9 @@ class FolderSource:
     def _parquet_rows(self, path: Path, shown: str) -> list[tuple[int, Any]]:
         """The rows of a ``metadata.parquet`` (its own row numbers); none, said as a bad
         metadata file, when it cannot be read."""
-        from .parquet import _pyarrow
+        from .parquet import pyarrow_parquet
 
-        pq = _pyarrow()  # no pyarrow: one sentence naming the extra that brings it
+        pq = pyarrow_parquet()  # no pyarrow: one sentence naming the extra that brings it
         try:
             table = pq.read_table(path)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError

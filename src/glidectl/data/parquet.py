@@ -22,7 +22,8 @@ from .tables import CAPTION_COLUMNS, IMAGE_COLUMNS, link_hint, pick_column, row_
 from .walk import files_with_suffix
 
 
-def _pyarrow() -> Any:
+def pyarrow_parquet() -> Any:
+    """``pyarrow.parquet``, or one sentence naming the extra that installs it."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -73,7 +74,7 @@ class ParquetSource:
 
     @classmethod
     def open(cls, spec: str, cfg: Any) -> ParquetSource:
-        pq = _pyarrow()
+        pq = pyarrow_parquet()
         files = expand_parquet(spec)
         groups: list[list[int] | None] = []
         per_file: list[tuple[str, str | None] | None] = []
@@ -139,7 +140,7 @@ class ParquetSource:
                 for g in (range(len(groups)) if groups is not None else [-1])]
 
     def read(self, unit: str, counter: RejectionCounter) -> Iterator[RawSample]:
-        pq = _pyarrow()
+        pq = pyarrow_parquet()
         index, group = (int(part) for part in unit.split(":"))
         path = self.files[index]
         if self.names is None:  # once: a file's name in its samples' keys

@@ -90,7 +90,7 @@ class TrainerCheckpoints:
         before, after = lr_factor(*was), lr_factor(*now)
         end = max(was[2], now[2], step + 1)
         if all(math.isclose(before(s), after(s)) for s in
-               {step, *range(step, end, max(1, (end - step) // 64)), end - 1}):
+               {*range(step, end, max(1, (end - step) // 64)), end - 1}):
             return None  # the same LR from here on (a constant one over more steps)
         keys = ("train.lr_schedule", "train.warmup_steps", "steps")
         changed = [f"{k} {a!r} → {b!r}" if isinstance(a, str) else f"{k} {a} → {b}"
